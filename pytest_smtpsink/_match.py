@@ -1,0 +1,222 @@
+"""Criteria: what a test asks of a message, and why a message is not it.
+
+A criterion value is a `str` (equality for addresses, subjects and header
+values; "contains" for bodies), a compiled regex (search), or a callable
+(a predicate on the field's value).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypedDict, Union
+
+from ._message import Address, Attachment, Message, normalize_address, shorten
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # noqa: F401  (re-exported for signatures)
+
+Matcher = Union[str, "re.Pattern[str]", Callable[[Any], bool]]
+AttachmentMatcher = Union[str, bytes, "re.Pattern[str]", Callable[[Attachment], bool]]
+
+
+class Criteria(TypedDict, total=False):
+    """Keyword criteria accepted by every query and assertion."""
+
+    from_: Matcher
+    to: Matcher
+    cc: Matcher
+    reply_to: Matcher
+    subject: Matcher
+    header: Mapping[str, Matcher]
+    text: Matcher
+    html: Matcher
+    body: Matcher
+    attachment: AttachmentMatcher
+    mail_from: Matcher
+    rcpt_to: Matcher
+
+
+CRITERIA_NAMES: tuple[str, ...] = tuple(Criteria.__annotations__)
+
+
+def check_names(criteria: Mapping[str, object]) -> None:
+    unknown = [name for name in criteria if name not in CRITERIA_NAMES]
+    if unknown:
+        hint = ""
+        if "from" in unknown:
+            hint = " ('from' is a keyword in Python: use from_=)"
+        raise TypeError(
+            f"unknown criteria {', '.join(map(repr, unknown))}{hint}; "
+            f"valid criteria are: {', '.join(CRITERIA_NAMES)}"
+        )
+
+
+def describe(criteria: Mapping[str, object]) -> str:
+    """``to='ann@example.com', subject=re.compile('Wel')``"""
+    return ", ".join(f"{name}={_show(value)}" for name, value in criteria.items())
+
+
+def _show(value: object) -> str:
+    if isinstance(value, re.Pattern):
+        return f"re.compile({value.pattern!r})"
+    if callable(value) and not isinstance(value, str):
+        return getattr(value, "__name__", repr(value))
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k!r}: {_show(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+# -- evaluation ------------------------------------------------------------------
+
+
+def matches(message: Message, criteria: Mapping[str, Any]) -> bool:
+    return not mismatches(message, criteria, stop_at_first=True)
+
+
+def mismatches(
+    message: Message, criteria: Mapping[str, Any], stop_at_first: bool = False
+) -> list[str]:
+    """The names of the criteria ``message`` fails, in the given order."""
+    failed = []
+    for name, wanted in criteria.items():
+        if not _check(message, name, wanted):
+            failed.append(name)
+            if stop_at_first:
+                break
+    return failed
+
+
+_ADDRESS_FIELDS = {
+    "from_": lambda m: (m.from_,) if m.from_ is not None else (),
+    "to": lambda m: m.to,
+    "cc": lambda m: m.cc,
+    "reply_to": lambda m: m.reply_to,
+    "mail_from": lambda m: (m.envelope.mail_from,),
+    "rcpt_to": lambda m: m.envelope.rcpt_to,
+}
+
+
+def field_value(message: Message, name: str) -> Any:
+    """What a criterion is compared against, for predicates and reports."""
+    if name in _ADDRESS_FIELDS:
+        found = _ADDRESS_FIELDS[name](message)
+        return found[0] if name in ("from_", "mail_from") and found else found
+    if name == "header":
+        return message.headers
+    if name == "attachment":
+        return message.attachments
+    return getattr(message, name)
+
+
+def _check(message: Message, name: str, wanted: Any) -> bool:
+    if name in _ADDRESS_FIELDS:
+        return _check_addresses(message, name, wanted)
+    if name == "header":
+        return all(
+            _check_header(message.headers.get_all(header), matcher)
+            for header, matcher in wanted.items()
+        )
+    if name == "attachment":
+        return _check_attachments(message.attachments, wanted)
+    value = getattr(message, name)
+    if callable(wanted) and not isinstance(wanted, (str, re.Pattern)):
+        return bool(wanted(value))
+    if value is None:
+        return False
+    if isinstance(wanted, re.Pattern):
+        return wanted.search(value) is not None
+    if name == "subject":
+        return bool(value == wanted)
+    return wanted in value  # bodies: contains
+
+
+def _check_addresses(message: Message, name: str, wanted: Any) -> bool:
+    if callable(wanted) and not isinstance(wanted, (str, re.Pattern)):
+        return bool(wanted(field_value(message, name)))
+    values = [str(v) for v in _ADDRESS_FIELDS[name](message)]
+    if isinstance(wanted, re.Pattern):
+        return any(wanted.search(v) for v in values)
+    target = normalize_address(wanted)
+    return any(normalize_address(v) == target for v in values)
+
+
+def _check_header(values: list[str], wanted: Any) -> bool:
+    if callable(wanted) and not isinstance(wanted, (str, re.Pattern)):
+        return bool(wanted(values[0] if len(values) == 1 else values or None))
+    if isinstance(wanted, re.Pattern):
+        return any(wanted.search(v) for v in values)
+    return any(v.strip() == wanted for v in values)
+
+
+def _check_attachments(attachments: tuple[Attachment, ...], wanted: Any) -> bool:
+    for item in attachments:
+        if isinstance(wanted, re.Pattern):
+            ok = item.filename is not None and wanted.search(item.filename) is not None
+        elif isinstance(wanted, bytes):
+            ok = item.content == wanted
+        elif isinstance(wanted, str):
+            ok = wanted in (item.filename, item.content_type)
+        else:
+            ok = bool(wanted(item))
+        if ok:
+            return True
+    return False
+
+
+# -- explaining a mismatch -----------------------------------------------------------
+
+
+def explain(message: Message, name: str) -> str:
+    """What ``message`` has in the field of a failed criterion."""
+    if name in _ADDRESS_FIELDS:
+        values = _ADDRESS_FIELDS[name](message)
+        shown = [v.formatted if isinstance(v, Address) else str(v) for v in values]
+        return repr(shown[0] if name in ("from_", "mail_from") and shown else shown)
+    if name == "header":
+        return "headers " + ", ".join(message.headers) if message.headers else "no headers"
+    if name == "attachment":
+        return repr(list(message.attachments)) if message.attachments else "no attachments"
+    value = getattr(message, name)
+    if value is None:
+        return f"no {name} part" if name in ("text", "html") else "none"
+    return repr(shorten(value, 200))
+
+
+def hints(messages: tuple[Message, ...], criteria: Mapping[str, Any]) -> list[str]:
+    """Likely mistakes, phrased as advice."""
+    found = []
+    for name in ("to", "cc"):
+        wanted = criteria.get(name)
+        if not isinstance(wanted, str):
+            continue
+        target = normalize_address(wanted)
+        for message in messages:
+            in_headers = any(normalize_address(str(a)) == target for a in _ADDRESS_FIELDS[name](message))
+            in_envelope = any(normalize_address(a) == target for a in message.envelope.rcpt_to)
+            if in_envelope and not in_headers:
+                found.append(
+                    f"{wanted} received #{message.number} but is not in its {name!r} "
+                    "header (a Bcc, or a different header): match envelope "
+                    f"recipients with rcpt_to={wanted!r}"
+                )
+    for name, other in (("text", "html"), ("html", "text")):
+        wanted = criteria.get(name)
+        if not isinstance(wanted, (str, re.Pattern)):
+            continue
+        for message in messages:
+            if _check(message, other, wanted) and not _check(message, name, wanted):
+                found.append(
+                    f"#{message.number} has it in its {other} part, not its {name} "
+                    "part: use body= to match either"
+                )
+    wanted = criteria.get("subject")
+    if isinstance(wanted, str):
+        for message in messages:
+            subject = message.subject or ""
+            if subject != wanted and wanted.lower() in subject.lower():
+                found.append(
+                    f"subject= means equal: #{message.number}'s subject "
+                    f"{subject!r} only contains it; use re.compile({re.escape(wanted)!r})"
+                )
+    return found

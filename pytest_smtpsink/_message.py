@@ -1,0 +1,522 @@
+"""Captured messages: the bytes as received, the envelope, and lazy views.
+
+Nothing here runs on the server thread except the constructor, which only
+stores references. Parsing (mail-parser and the stdlib) happens on first
+access, once per message, and never raises: problems become `defects`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import datetime
+import email
+import email.header
+import email.policy
+import email.utils
+import functools
+import html.parser
+import re
+from collections.abc import Iterator, Mapping
+from email.message import EmailMessage
+from email.message import Message as Compat32Message
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._session import Session
+
+#: A one-time code: 4 to 8 digits standing alone.
+DEFAULT_CODE_PATTERN = re.compile(r"(?<![\w-])(\d{4,8})(?![\w-])")
+_URL = re.compile(r"""https?://[^\s<>"'()\[\]{}]+""", re.IGNORECASE)
+
+
+class Address(str):
+    """An email address: the plain ``user@domain`` string, with the display name
+    in `name`.
+
+    Comparison ignores the case of the domain (``Ann@Example.COM`` equals
+    ``Ann@example.com``), and a string with a display name compares by its
+    address, so ``"Ann <ann@example.com>"`` equals ``Address("ann@example.com")``.
+    """
+
+    name: str
+
+    def __new__(cls, addr: str, name: str = "") -> Address:
+        self = super().__new__(cls, addr)
+        self.name = name
+        return self
+
+    @property
+    def domain(self) -> str:
+        return self.rpartition("@")[2]
+
+    @property
+    def local(self) -> str:
+        return self.rpartition("@")[0]
+
+    @property
+    def formatted(self) -> str:
+        """``"Ann <ann@example.com>"``, or the bare address without a name."""
+        return email.utils.formataddr((self.name, str(self))) if self.name else str(self)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, str):
+            return NotImplemented
+        return normalize_address(self) == normalize_address(other)
+
+    def __ne__(self, other: object) -> bool:
+        result = self.__eq__(other)
+        return result if result is NotImplemented else not result
+
+    def __hash__(self) -> int:
+        return hash(normalize_address(self))
+
+    def __repr__(self) -> str:
+        return repr(self.formatted)
+
+
+def normalize_address(value: str) -> str:
+    """The comparable form of an address: display name and angle brackets
+    dropped, domain lower-cased, local part kept as is (it may be
+    case-sensitive, RFC 5321 section 2.4)."""
+    value = value.strip()
+    if "<" in value or " " in value:
+        parsed = email.utils.parseaddr(value)[1]
+        value = parsed or value
+    local, at, domain = value.strip("<>").rpartition("@")
+    return f"{local}{at}{domain.lower()}" if at else value
+
+
+@dataclasses.dataclass(frozen=True)
+class Envelope:
+    """What the client said in SMTP, as opposed to what the headers claim.
+
+    Bcc recipients exist only here.
+    """
+
+    mail_from: str
+    """The reverse path of MAIL FROM (``""`` for a bounce's null sender)."""
+    rcpt_to: tuple[str, ...]
+    """Every accepted RCPT TO address, in order."""
+    mail_options: tuple[str, ...] = ()
+    """ESMTP parameters of MAIL FROM, e.g. ``("SIZE=1234", "BODY=8BITMIME")``."""
+    rcpt_options: tuple[tuple[str, ...], ...] = ()
+    """ESMTP parameters of each RCPT TO, aligned with `rcpt_to`."""
+    smtputf8: bool = False
+    """Whether the client asked for SMTPUTF8."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Attachment:
+    """A decoded attachment."""
+
+    filename: str | None
+    content_type: str
+    content: bytes
+    content_id: str | None = None
+    disposition: str | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.content)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Attachment {self.filename!r} {self.content_type} {self.size} bytes>"
+        )
+
+
+class Headers(Mapping[str, str]):
+    """Message headers: case-insensitive, multi-valued, in order.
+
+    ``headers["subject"]`` is the first value; `get_all` gives every value.
+    Values are decoded (RFC 2047); `Message.raw` keeps the original bytes.
+    """
+
+    def __init__(self, items: list[tuple[str, str]]) -> None:
+        self._items = items
+        self._first: dict[str, str] = {}
+        for name, value in items:
+            self._first.setdefault(name.lower(), value)
+
+    def __getitem__(self, name: str) -> str:
+        return self._first[name.lower()]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._first
+
+    def __iter__(self) -> Iterator[str]:
+        seen: set[str] = set()
+        for name, _ in self._items:
+            if name.lower() not in seen:
+                seen.add(name.lower())
+                yield name
+
+    def __len__(self) -> int:
+        return len(self._first)
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name``, in order (empty if absent)."""
+        key = name.lower()
+        return [value for n, value in self._items if n.lower() == key]
+
+    def items_all(self) -> list[tuple[str, str]]:
+        """All (name, value) pairs, repeated names included, in order."""
+        return list(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+class Message:
+    """One message the sink accepted.
+
+    `raw` is the truth: the bytes exactly as received (after SMTP
+    dot-unstuffing). Everything else is derived from it on first access.
+    """
+
+    def __init__(
+        self,
+        raw: bytes,
+        envelope: Envelope,
+        session: Session,
+        received_at: datetime.datetime,
+        number: int,
+    ) -> None:
+        self.raw: bytes = raw
+        self.envelope: Envelope = envelope
+        self.session: Session = session
+        """The connection that delivered this message."""
+        self.received_at: datetime.datetime = received_at
+        self.number: int = number
+        """Position in the sink, counting from 1 since the server started."""
+
+    # -- parsing (lazy) -----------------------------------------------------
+
+    @functools.cached_property
+    def _compat(self) -> Compat32Message:
+        # compat32 never raises on header access, whatever the input; the
+        # nicer policy.default view is offered separately as `email`.
+        return email.message_from_bytes(self.raw)
+
+    @functools.cached_property
+    def parsed(self) -> Any:
+        """The mail-parser object, or None if mail-parser could not parse it
+        (the reason is in `defects`)."""
+        return self._mailparser[0]
+
+    @functools.cached_property
+    def _mailparser(self) -> tuple[Any, str | None]:
+        import mailparser
+
+        try:
+            return mailparser.parse_from_bytes(self.raw), None
+        except Exception as error:  # mail-parser raises several kinds
+            return None, f"mail-parser could not parse the message: {error!r}"
+
+    @functools.cached_property
+    def email(self) -> EmailMessage:
+        """The stdlib `email.message.EmailMessage` (``policy.default``)."""
+        message = email.message_from_bytes(self.raw, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        return message
+
+    # -- headers ------------------------------------------------------------
+
+    @functools.cached_property
+    def headers(self) -> Headers:
+        return Headers([(name, _decode_header(value)) for name, value in self._compat.items()])
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (decoded), or None."""
+        return self.headers.get(name)
+
+    @property
+    def subject(self) -> str | None:
+        return self.header("Subject")
+
+    @property
+    def message_id(self) -> str | None:
+        return self.header("Message-ID")
+
+    @functools.cached_property
+    def date(self) -> datetime.datetime | None:
+        value = self.header("Date")
+        if not value:
+            return None
+        try:
+            return email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+
+    def _addresses(self, name: str) -> tuple[Address, ...]:
+        raw_values = [str(v) for v in self._compat.get_all(name, [])]
+        return tuple(
+            Address(addr, _decode_header(display))
+            for display, addr in email.utils.getaddresses(raw_values)
+            if addr
+        )
+
+    @property
+    def from_(self) -> Address | None:
+        found = self._addresses("From")
+        return found[0] if found else None
+
+    @property
+    def to(self) -> tuple[Address, ...]:
+        return self._addresses("To")
+
+    @property
+    def cc(self) -> tuple[Address, ...]:
+        return self._addresses("Cc")
+
+    @property
+    def bcc(self) -> tuple[Address, ...]:
+        """Addresses in a Bcc *header*, which well-behaved clients strip.
+
+        Blind recipients are normally visible only in ``envelope.rcpt_to``.
+        """
+        return self._addresses("Bcc")
+
+    @property
+    def reply_to(self) -> tuple[Address, ...]:
+        return self._addresses("Reply-To")
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        """Who the message was delivered to: the envelope's RCPT TO list."""
+        return self.envelope.rcpt_to
+
+    # -- content ------------------------------------------------------------
+
+    @functools.cached_property
+    def text(self) -> str | None:
+        """The text/plain body (parts joined), with ``\\n`` line ends, or None."""
+        parsed = self.parsed
+        parts = parsed.text_plain if parsed is not None else _fallback_parts(self._compat, "plain")
+        return _join_text(parts)
+
+    @functools.cached_property
+    def html(self) -> str | None:
+        """The text/html body (parts joined), with ``\\n`` line ends, or None."""
+        parsed = self.parsed
+        parts = parsed.text_html if parsed is not None else _fallback_parts(self._compat, "html")
+        return _join_text(parts)
+
+    @property
+    def body(self) -> str:
+        """The text body if there is one, else the HTML, else ``""``."""
+        return self.text if self.text is not None else (self.html or "")
+
+    @functools.cached_property
+    def attachments(self) -> tuple[Attachment, ...]:
+        parsed = self.parsed
+        if parsed is None:
+            return ()
+        return tuple(_attachment(item) for item in parsed.attachments)
+
+    def attachment(self, filename: str) -> Attachment:
+        """The attachment called ``filename``; fails listing the ones present."""
+        __tracebackhide__ = True
+        for item in self.attachments:
+            if item.filename == filename:
+                return item
+        names = ", ".join(repr(a.filename) for a in self.attachments) or "none"
+        raise AssertionError(f"no attachment named {filename!r}; attachments: {names}")
+
+    @functools.cached_property
+    def defects(self) -> tuple[str, ...]:
+        """Problems found while parsing, as readable strings. Never raises."""
+        parsed, failure = self._mailparser
+        found: list[str] = []
+        if failure is not None:
+            found.append(failure)
+        if parsed is not None:
+            for group in parsed.defects:
+                for content_type, texts in group.items():
+                    found.extend(f"{content_type}: {text}" for text in texts)
+        else:
+            for part in self._compat.walk():
+                found.extend(
+                    f"{part.get_content_type()}: {type(d).__name__}: {d.__doc__}"
+                    for d in part.defects
+                )
+        return tuple(dict.fromkeys(found))
+
+    # -- helpers for common checks ------------------------------------------
+
+    def links(self) -> list[str]:
+        """Every http(s) link in the HTML and the text, de-duplicated, in order."""
+        return list(dict.fromkeys(url for url, _ in self._link_pairs))
+
+    @functools.cached_property
+    def _link_pairs(self) -> list[tuple[str, str]]:
+        pairs: list[tuple[str, str]] = []
+        if self.html:
+            collector = _LinkCollector()
+            collector.feed(self.html)
+            collector.close()
+            pairs.extend(collector.links)
+        if self.text:
+            pairs.extend((url.rstrip(".,;:!?"), "") for url in _URL.findall(self.text))
+        return pairs
+
+    def link(
+        self,
+        contains: str | None = None,
+        *,
+        pattern: str | re.Pattern[str] | None = None,
+        text: str | None = None,
+    ) -> str:
+        """The first link that contains ``contains``, matches ``pattern``,
+        or whose HTML anchor text contains ``text``.
+
+        Fails (AssertionError) listing every link in the message if none does.
+        """
+        __tracebackhide__ = True
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        for url, anchor in self._link_pairs:
+            if contains is not None and contains not in url:
+                continue
+            if regex is not None and not regex.search(url):
+                continue
+            if text is not None and text.lower() not in anchor.lower():
+                continue
+            return url
+        wanted = ", ".join(
+            f"{k}={v!r}"
+            for k, v in (("contains", contains), ("pattern", pattern), ("text", text))
+            if v is not None
+        )
+        found = "\n".join(
+            f"  {url}" + (f"  (text {anchor!r})" if anchor else "")
+            for url, anchor in dict.fromkeys(self._link_pairs)
+        )
+        raise AssertionError(
+            f"no link with {wanted or 'any URL'} in {self!r}; links found:\n"
+            f"{found or '  (none)'}"
+        )
+
+    def code(self, pattern: str | re.Pattern[str] = DEFAULT_CODE_PATTERN) -> str:
+        """A one-time code from the body: by default the first 4 to 8 digit
+        number standing alone. With a pattern that has a group, group 1."""
+        __tracebackhide__ = True
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        haystack = self.text if self.text is not None else _strip_tags(self.html or "")
+        match = regex.search(haystack)
+        if match is None:
+            raise AssertionError(
+                f"no code matching {regex.pattern!r} in {self!r}; body starts:\n"
+                f"{shorten(haystack, 300)}"
+            )
+        return match.group(1) if regex.groups else match.group(0)
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
+
+    def summary(self) -> str:
+        """One line: time, envelope sender -> recipients, header To, subject."""
+        to = ", ".join(a.formatted for a in self.to) or "-"
+        return (
+            f"#{self.number} {self.received_at:%H:%M:%S.%f}"[:-3]
+            + f" {self.envelope.mail_from or '<>'} -> {', '.join(self.envelope.rcpt_to)}"
+            f" | To: {to} | Subject: {self.subject!r} | {self.size} bytes"
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<Message #{self.number} from={self.envelope.mail_from!r} "
+            f"to={list(self.envelope.rcpt_to)!r} subject={self.subject!r} "
+            f"size={self.size}>"
+        )
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to about ``limit`` characters, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters]"
+
+
+def _decode_header(value: object) -> str:
+    if isinstance(value, email.header.Header):
+        value = str(value)
+    text = str(value)
+    try:
+        decoded = str(email.header.make_header(email.header.decode_header(text)))
+    except (LookupError, UnicodeError, ValueError, email.errors.HeaderParseError):
+        decoded = text
+    # Undecodable 8-bit bytes arrive as surrogate escapes; show them as the
+    # replacement character rather than a str that cannot be printed.
+    return decoded.encode("utf-8", "replace").decode("utf-8")
+
+
+def _join_text(parts: list[str]) -> str | None:
+    if not parts:
+        return None
+    return "\n".join(p.replace("\r\n", "\n") for p in parts)
+
+
+def _fallback_parts(message: Compat32Message, subtype: str) -> list[str]:
+    parts = []
+    for part in message.walk():
+        if part.get_content_maintype() != "text" or part.get_content_subtype() != subtype:
+            continue
+        if part.get_content_disposition() == "attachment":
+            continue
+        payload = part.get_payload(decode=True)
+        if isinstance(payload, bytes):
+            charset = part.get_content_charset() or "utf-8"
+            try:
+                parts.append(payload.decode(charset, "replace"))
+            except LookupError:
+                parts.append(payload.decode("utf-8", "replace"))
+    return parts
+
+
+def _attachment(item: dict[str, Any]) -> Attachment:
+    payload = item.get("payload") or ""
+    if item.get("binary"):
+        try:
+            content = base64.b64decode(payload)
+        except (binascii.Error, ValueError):
+            content = payload.encode("ascii", "replace")
+    else:
+        content = payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else payload
+    disposition = (item.get("content-disposition") or "").split(";", 1)[0].strip().lower()
+    return Attachment(
+        filename=item.get("filename") or None,
+        content_type=item.get("mail_content_type") or "application/octet-stream",
+        content=content,
+        content_id=item.get("content-id") or None,
+        disposition=disposition or None,
+    )
+
+
+class _LinkCollector(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.links: list[tuple[str, str]] = []
+        self._open: list[str] | None = None
+        self._href = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            href = dict(attrs).get("href") or ""
+            if href.lower().startswith(("http://", "https://")):
+                self._href, self._open = href.strip(), []
+
+    def handle_data(self, data: str) -> None:
+        if self._open is not None:
+            self._open.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._open is not None:
+            self.links.append((self._href, " ".join("".join(self._open).split())))
+            self._open = None
+
+
+def _strip_tags(markup: str) -> str:
+    return re.sub(r"<[^>]+>", " ", markup)

@@ -1,0 +1,374 @@
+"""The aiosmtpd protocol subclass that records the conversation.
+
+aiosmtpd gives handlers the envelope but not the conversation, so the
+recording happens here: every line the server *reads* (wrapping the stream
+reader, so that pipelined commands are recorded in the order the server
+handles them) and every reply it *pushes*. Message content is counted, not
+copied, into the transcript; the message itself keeps the bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hmac
+import secrets
+import ssl
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, AnyStr
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
+
+from ._message import Envelope as MessageEnvelope
+from ._message import Message
+from ._session import AuthInfo, EndReason, Exchange, Session, TLSInfo
+
+if TYPE_CHECKING:
+    from ._faults import Faults
+    from ._settings import SinkSettings
+    from ._store import Store
+
+_MAX_SHOWN_LINE = 512
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+class ServerState:
+    """What every connection of one sink server shares."""
+
+    def __init__(
+        self,
+        settings: SinkSettings,
+        store: Store,
+        faults: Faults,
+        loop: asyncio.AbstractEventLoop,
+        tls_context: ssl.SSLContext | None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.faults = faults
+        self.loop = loop
+        self.tls_context = tls_context
+        self.connections: set[RecordingSMTP] = set()
+        self.handler = _Handler()
+
+    def make_protocol(self) -> RecordingSMTP:
+        return RecordingSMTP(self)
+
+
+class _SinkEnvelope(Envelope):  # type: ignore[misc]
+    """aiosmtpd's envelope flattens RCPT parameters; keep them per recipient."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.per_rcpt_options: list[tuple[str, ...]] = []
+
+
+class _Handler:
+    """aiosmtpd hooks. ``server`` is the `RecordingSMTP` of the connection."""
+
+    async def handle_RCPT(
+        self,
+        server: RecordingSMTP,
+        session: Any,
+        envelope: _SinkEnvelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        limit = server.state.settings.max_recipients
+        if limit is not None and len(envelope.rcpt_tos) >= limit:
+            return "452 4.5.3 Too many recipients"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        envelope.per_rcpt_options.append(tuple(rcpt_options))
+        return "250 OK"
+
+    async def handle_DATA(
+        self, server: RecordingSMTP, session: Any, envelope: _SinkEnvelope
+    ) -> str:
+        return await server.store_message(envelope)
+
+    async def handle_EHLO(
+        self,
+        server: RecordingSMTP,
+        session: Any,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        # The hook must set the greeting name itself (aiosmtpd's contract).
+        session.host_name = hostname
+        return server.filter_ehlo(responses)
+
+
+class RecordingSMTP(SMTP):  # type: ignore[misc]
+    def __init__(self, state: ServerState) -> None:
+        settings = state.settings
+        starttls = settings.tls in ("starttls", "starttls-required")
+        super().__init__(
+            state.handler,
+            data_size_limit=settings.max_size or None,
+            enable_SMTPUTF8=settings.smtputf8,
+            hostname=settings.hostname,
+            ident="pytest-smtpsink",
+            tls_context=state.tls_context if starttls else None,
+            require_starttls=settings.tls == "starttls-required",
+            timeout=settings.idle_timeout,
+            auth_require_tls=not settings.auth_plaintext,
+            authenticator=self._authenticate,
+            loop=state.loop,
+        )
+        # Set after __init__: aiosmtpd warns (a UserWarning, an error under
+        # -W error) when AUTH is required over plain text, which a test may
+        # legitimately ask for with auth_plaintext=True.
+        self._auth_required = settings.auth_required
+        if settings.auth is None:
+            self._auth_methods.clear()
+        self.state = state
+        self.record: Session | None = None
+        self._current: Exchange | None = None
+        self._in_data = False
+        self._data_bytes = 0
+        self._data_partial = False
+        self._pending_fragment = b""
+        self._auth_username: str | None = None
+
+    # -- connection lifecycle ------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.record is None
+        if first:
+            peer = transport.get_extra_info("peername") or ("?", 0)
+            self.record = Session((str(peer[0]), int(peer[1])), _now())
+        super().connection_made(transport)
+        assert self.record is not None
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            cipher = ssl_object.cipher()
+            self.record.tls = TLSInfo(
+                version=ssl_object.version(),
+                cipher=cipher[0] if cipher else None,
+                implicit=first,
+            )
+        if first:
+            self.state.connections.add(self)
+            self.state.store.add_session(self.record)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        record = self.record
+        if record is not None:
+            if self._in_data:
+                self._append(
+                    "data",
+                    f"<message content: {self._data_bytes} bytes, incomplete: "
+                    "the connection closed before the final dot>",
+                )
+                self._in_data = False
+            if record.end is None:
+                record.end = "client-closed"
+            record.ended_at = _now()
+        self.state.connections.discard(self)
+        super().connection_lost(error)
+        self.state.store.touch()
+
+    def _timeout_cb(self) -> None:
+        self._mark_end("timeout")
+        super()._timeout_cb()
+
+    def close_by_server(self) -> None:
+        """Abort the connection (sink stopping, or a fault)."""
+        self._mark_end("server-closed")
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _mark_end(self, reason: EndReason) -> None:
+        if self.record is not None and self.record.end is None:
+            self.record.end = reason
+
+    def _cb_client_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        super()._cb_client_connected(reader, writer)
+        self._wrap_reader(reader)
+
+    # -- recording -------------------------------------------------------------
+
+    def _wrap_reader(self, reader: asyncio.StreamReader) -> None:
+        """Record each line as aiosmtpd reads it.
+
+        aiosmtpd reads commands with ``readuntil()``, message content with
+        ``readuntil(b"\\r\\n")``, AUTH continuation lines with ``readline()``,
+        and the pieces of an over-long line with ``read(n)``. Wrapping those
+        four calls on this connection's own reader sees exactly what the
+        server consumed, in the order it handled it.
+        """
+        readuntil, readline, read = reader.readuntil, reader.readline, reader.read
+
+        async def recording_readuntil(separator: bytes = b"\n") -> bytes:
+            line = await readuntil(separator)
+            self._on_line(line)
+            return line
+
+        async def recording_readline() -> bytes:
+            line = await readline()
+            self._on_auth_response(line)
+            return line
+
+        async def recording_read(n: int = -1) -> bytes:
+            chunk = await read(n)
+            self._on_fragment(chunk)
+            return chunk
+
+        reader.readuntil = recording_readuntil  # type: ignore[method-assign]
+        reader.readline = recording_readline  # type: ignore[method-assign]
+        reader.read = recording_read  # type: ignore[method-assign]
+
+    def _append(self, kind: Any, line: str) -> Exchange:
+        exchange = Exchange(kind=kind, line=line, at=_now())
+        assert self.record is not None
+        self.record._append(exchange)
+        self._current = exchange
+        return exchange
+
+    def _on_fragment(self, chunk: bytes) -> None:
+        if self._in_data:
+            self._data_bytes += len(chunk)
+            self._data_partial = bool(chunk) and not chunk.endswith(b"\r\n")
+        elif len(self._pending_fragment) < _MAX_SHOWN_LINE:
+            self._pending_fragment += chunk[:_MAX_SHOWN_LINE]
+
+    def _on_line(self, line: bytes) -> None:
+        if self._in_data:
+            if line == b".\r\n" and not self._data_partial:
+                self._in_data = False
+                self._append("data", f"<message content: {self._data_bytes} bytes>")
+            else:
+                self._data_bytes += len(line)
+                self._data_partial = not line.endswith(b"\r\n")
+            return
+        total = len(self._pending_fragment) + len(line)
+        raw = (self._pending_fragment + line).rstrip(b"\r\n")
+        self._pending_fragment = b""
+        text = raw[:_MAX_SHOWN_LINE].decode("utf-8", "backslashreplace")
+        if total > _MAX_SHOWN_LINE:
+            text += f"... [{total} bytes in all]"
+        verb, _, rest = text.partition(" ")
+        if verb.upper() == "AUTH":
+            # Keep the mechanism; PLAIN's initial response is the password.
+            mechanism, _, secret = rest.strip().partition(" ")
+            text = f"{verb} {mechanism}" + (" ****" if secret else "")
+        self._append("command", text)
+
+    def _on_auth_response(self, line: bytes) -> None:
+        self._append("auth-response", "*" if line.strip() == b"*" else "****")
+
+    async def push(self, status: AnyStr) -> None:
+        text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
+        self._record_reply(text)
+        await super().push(status)
+
+    def _record_reply(self, text: str, injected: bool = False) -> None:
+        current = self._current
+        if current is None:
+            current = self._append("greeting", "")
+        current.replies.append(text)
+        current.injected = current.injected or injected
+        if text.startswith("354") and current.command == "DATA":
+            self._in_data, self._data_bytes, self._data_partial = True, 0, False
+        elif text.startswith("221") and current.command == "QUIT":
+            self._mark_end("quit")
+
+    # -- commands that update the recorded session -----------------------------
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        await super().smtp_HELO(hostname)
+        self._note_greeting()
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        await super().smtp_EHLO(hostname)
+        self._note_greeting()
+
+    def _note_greeting(self) -> None:
+        assert self.record is not None and self.session is not None
+        if self.session.host_name:
+            self.record.ehlo = self.session.host_name
+            self.record.esmtp = bool(self.session.extended_smtp)
+
+    def filter_ehlo(self, responses: list[str]) -> list[str]:
+        kept = [r for r in responses if r[4:].strip().upper() != "AUTH"]
+        # The last line of a multi-line reply uses "250 ", the others "250-".
+        return [f"{r[:3]}-{r[4:]}" for r in kept[:-1]] + [f"{kept[-1][:3]} {kept[-1][4:]}"]
+
+    # -- AUTH --------------------------------------------------------------------
+
+    def _authenticate(
+        self,
+        server: SMTP,
+        session: Any,
+        envelope: Envelope,
+        mechanism: str,
+        auth_data: Any,
+    ) -> AuthResult:
+        assert isinstance(auth_data, LoginPassword)
+        username = auth_data.login.decode("utf-8", "replace")
+        password = auth_data.password.decode("utf-8", "replace")
+        return self._auth_result(mechanism, username, lambda expected: hmac.compare_digest(expected, password))
+
+    def _auth_result(
+        self, mechanism: str, username: str, check: Callable[[str], bool]
+    ) -> AuthResult:
+        table = self.state.settings.auth
+        if table == "any":
+            success = True
+        elif table is None or username not in table:  # type: ignore[operator]
+            success = False
+        else:
+            success = check(table[username])  # type: ignore[index]
+        assert self.record is not None
+        info = AuthInfo(mechanism=mechanism, username=username, success=success)
+        self.record._auth_attempts.append(info)
+        self.record.auth = info
+        return AuthResult(success=success, handled=False, auth_data=username)
+
+    async def auth_CRAM__MD5(self, server: SMTP, args: list[str]) -> AuthResult:
+        # aiosmtpd has PLAIN and LOGIN built in; CRAM-MD5 (RFC 2195) is ours.
+        challenge = f"<{secrets.randbelow(10**12)}.{int(time.time())}@{self.hostname}>"
+        response = await self.challenge_auth(challenge.encode())
+        if not isinstance(response, bytes):  # the client aborted with "*"
+            return AuthResult(success=False, handled=True)
+        username, _, digest = response.decode("utf-8", "replace").rpartition(" ")
+
+        def check(password: str) -> bool:
+            expected = hmac.new(password.encode(), challenge.encode(), "md5").hexdigest()
+            return hmac.compare_digest(expected, digest.lower())
+
+        return self._auth_result("CRAM-MD5", username, check)
+
+    # -- storing messages ----------------------------------------------------------
+
+    def _create_envelope(self) -> _SinkEnvelope:
+        return _SinkEnvelope()
+
+    async def store_message(self, envelope: _SinkEnvelope) -> str:
+        assert self.record is not None
+        store = self.state.store
+        message = Message(
+            raw=envelope.original_content or b"",
+            envelope=MessageEnvelope(
+                mail_from=envelope.mail_from or "",
+                rcpt_to=tuple(envelope.rcpt_tos),
+                mail_options=tuple(envelope.mail_options),
+                rcpt_options=tuple(envelope.per_rcpt_options),
+                smtputf8=bool(envelope.smtp_utf8),
+            ),
+            session=self.record,
+            received_at=_now(),
+            number=store.next_message_number(),
+        )
+        self.record._messages.append(message)
+        store.add_message(message)
+        return f"250 2.0.0 OK: queued as #{message.number}"
+

@@ -1,0 +1,215 @@
+"""`SMTPSink`: a real SMTP server on a background thread.
+
+We run our own event-loop thread rather than aiosmtpd's ``Controller``: the
+Controller cannot bind port 0 (its readiness probe connects to the port it
+was *given*, aiosmtpd issues 276 and 388), its probe is a real connection that
+would show up as a session, a busy port costs its whole ``ready_timeout``,
+and a failing protocol factory can hang ``stop()`` (issue 394). Creating the
+listening socket with ``loop.run_until_complete`` in the calling thread, before
+the loop thread exists, makes every start failure an immediate exception in
+the caller, and the real bound port is known at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import ssl
+import threading
+from types import TracebackType
+from typing import Any
+
+from ._faults import Faults
+from ._mailbox import Mailbox
+from ._protocol import ServerState
+from ._settings import SinkSettings
+from ._store import Store
+
+_STOP_TIMEOUT = 10.0
+
+
+class SinkError(RuntimeError):
+    """The sink could not start, or is no longer running."""
+
+
+class SMTPSink(Mailbox):
+    """A throwaway SMTP server that keeps everything it is sent.
+
+    Usable on its own, without pytest::
+
+        with SMTPSink() as sink:
+            send_mail(host=sink.host, port=sink.port)
+            sink.assert_sent(to="ann@example.com")
+
+    ``settings`` (or keyword arguments, see `SinkSettings`) choose TLS, AUTH,
+    limits and the address. The default binds 127.0.0.1 on a free port.
+    """
+
+    def __init__(self, settings: SinkSettings | None = None, **overrides: Any) -> None:
+        base = settings if settings is not None else SinkSettings()
+        self._settings = base.replace(**overrides) if overrides else base
+        store = Store()
+        super().__init__(self, store, store.cursor())
+        self._faults = Faults()
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._state: ServerState | None = None
+        self._address: tuple[str, int] | None = None
+        self._failure: BaseException | None = None
+        self._server_tls: ssl.SSLContext | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    @property
+    def settings(self) -> SinkSettings:
+        return self._settings
+
+    @property
+    def running(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def start(self) -> SMTPSink:
+        """Bind and start serving. Raises `SinkError` at once if it cannot."""
+        with self._lock:
+            if self._thread is not None:
+                raise SinkError("this sink is already running")
+            if self._loop is not None:
+                raise SinkError("a stopped sink cannot be restarted; make a new one")
+            settings = self._settings
+            if settings.tls is not None:
+                from ._tls import authority
+
+                self._server_tls = authority().server_context()
+            loop = asyncio.new_event_loop()
+            state = ServerState(settings, self._store, self._faults, loop, self._server_tls)
+            try:
+                server = loop.run_until_complete(
+                    loop.create_server(
+                        state.make_protocol,
+                        host=settings.host,
+                        port=settings.port,
+                        ssl=self._server_tls if settings.tls == "implicit" else None,
+                        reuse_address=True,
+                    )
+                )
+            except OSError as error:
+                loop.close()
+                self._loop = loop
+                raise SinkError(
+                    f"cannot listen on {_format_address(settings.host, settings.port)}: "
+                    f"{error.strerror or error}"
+                ) from error
+            self._loop, self._server, self._state = loop, server, state
+            host, port = server.sockets[0].getsockname()[:2]
+            self._address = (host, port)
+            thread = threading.Thread(
+                target=self._serve, name=f"smtpsink-{port}", daemon=True
+            )
+            self._thread = thread
+            thread.start()
+        return self
+
+    def _serve(self) -> None:
+        assert self._loop is not None
+        try:
+            self._loop.run_forever()
+        except BaseException as error:  # recorded so users see why it died
+            self._failure = error
+            raise
+
+    def stop(self) -> None:
+        """Close every connection, stop the thread and release the port.
+
+        Safe to call more than once, and on a sink that never started.
+        """
+        with self._lock:
+            loop, thread, server, state = self._loop, self._thread, self._server, self._state
+            self._thread = self._server = None
+            if thread is None or loop is None:
+                return
+
+            def shutdown() -> None:
+                assert server is not None and state is not None
+                server.close()
+                for connection in list(state.connections):
+                    connection.close_by_server()
+                loop.stop()
+
+            loop.call_soon_threadsafe(shutdown)
+            thread.join(_STOP_TIMEOUT)
+            if thread.is_alive():  # pragma: no cover - would be a bug in shutdown()
+                raise SinkError(f"the sink thread did not stop within {_STOP_TIMEOUT} s")
+            # The loop has stopped; finish its remaining work on this thread.
+            assert server is not None
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(server.wait_closed())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    def __enter__(self) -> SMTPSink:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def check_running(self) -> None:
+        """Raise `SinkError` saying why, if the server is not serving."""
+        if self._thread is None:
+            state = "was stopped" if self._loop is not None else "was never started"
+            raise SinkError(f"the SMTP sink {state}")
+        if not self._thread.is_alive():
+            raise SinkError(
+                f"the SMTP sink's server thread died: {self._failure!r}"
+            ) from self._failure
+
+    # -- address ---------------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        """The address the server listens on, e.g. ``"127.0.0.1"``."""
+        return self._bound()[0]
+
+    @property
+    def port(self) -> int:
+        """The port the server really bound (never 0)."""
+        return self._bound()[1]
+
+    @property
+    def url(self) -> str:
+        """``smtp://host:port`` (``smtps://`` for implicit TLS)."""
+        scheme = "smtps" if self._settings.tls == "implicit" else "smtp"
+        return f"{scheme}://{_format_address(*self._bound())}"
+
+    def _bound(self) -> tuple[str, int]:
+        if self._address is None:
+            raise SinkError("the SMTP sink was never started: call start() or use `with`")
+        return self._address
+
+    def view(self) -> Mailbox:
+        """A mailbox that starts empty now and sees what arrives from now on."""
+        return Mailbox(self, self._store, self._store.cursor())
+
+    def __repr__(self) -> str:
+        where = self.url if self._address else "not started"
+        extra = self._settings.describe()
+        return f"<SMTPSink {where}{' ' + extra if extra else ''}>"
+
+
+def _format_address(host: str, port: int) -> str:
+    try:
+        is_v6 = ipaddress.ip_address(host).version == 6
+    except ValueError:
+        is_v6 = False
+    return f"[{host}]:{port}" if is_v6 else f"{host}:{port}"

@@ -1,0 +1,190 @@
+"""The SMTP conversation: one `Session` per connection, with its transcript.
+
+The server thread appends to these objects while tests read them, so every
+public accessor returns an immutable snapshot (a tuple), never the live list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from ._message import Message
+
+EndReason = Literal["quit", "client-closed", "timeout", "server-closed"]
+ExchangeKind = Literal["greeting", "command", "auth-response", "data"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TLSInfo:
+    """How a session was encrypted."""
+
+    version: str | None
+    """The protocol version, e.g. ``"TLSv1.3"``."""
+    cipher: str | None
+    """The cipher suite name."""
+    implicit: bool
+    """True for implicit TLS (SMTPS), False for STARTTLS."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AuthInfo:
+    """One AUTH attempt. The password is never kept."""
+
+    mechanism: str
+    username: str | None
+    success: bool
+
+
+@dataclasses.dataclass
+class Exchange:
+    """One step of the conversation: what the client sent and what we replied.
+
+    ``line`` is the client's line as text (never the DATA content, and with
+    AUTH secrets masked); ``replies`` are the server's reply lines, several for
+    a multi-line reply such as the one to EHLO.
+    """
+
+    kind: ExchangeKind
+    line: str
+    at: datetime.datetime
+    replies: list[str] = dataclasses.field(default_factory=list)
+    injected: bool = False
+    """True when the reply came from a fault a test injected."""
+
+    @property
+    def command(self) -> str | None:
+        """The command verb in upper case (``"MAIL"``), or None for the
+        greeting, AUTH continuation lines and message content."""
+        if self.kind != "command":
+            return None
+        return self.line.split(" ", 1)[0].upper()
+
+    @property
+    def argument(self) -> str | None:
+        """Everything after the verb, or None."""
+        if self.kind != "command" or " " not in self.line:
+            return None
+        return self.line.split(" ", 1)[1]
+
+    @property
+    def code(self) -> int | None:
+        """The reply code (of the last reply line), or None without a reply."""
+        if not self.replies:
+            return None
+        head = self.replies[-1][:3]
+        return int(head) if head.isdigit() else None
+
+    @property
+    def reply(self) -> str:
+        """The reply text without codes, lines joined with newlines."""
+        return "\n".join(line[4:] for line in self.replies)
+
+    def lines(self) -> list[str]:
+        """The exchange as ``C:`` / ``S:`` lines, as in an RFC transcript."""
+        out = [] if self.kind == "greeting" else [f"C: {self.line}"]
+        mark = "  [injected]" if self.injected else ""
+        out.extend(f"S: {reply}{mark}" for reply in self.replies)
+        return out
+
+
+class Session:
+    """One SMTP connection, whether or not it delivered a message."""
+
+    def __init__(self, peer: tuple[str, int], started_at: datetime.datetime) -> None:
+        self.peer: tuple[str, int] = peer
+        """The client's (address, port)."""
+        self.started_at: datetime.datetime = started_at
+        self.ended_at: datetime.datetime | None = None
+        self.end: EndReason | None = None
+        """How the connection ended, or None while it is open."""
+        self.ehlo: str | None = None
+        """The name the client gave in its last EHLO or HELO."""
+        self.esmtp: bool = False
+        """True if the client greeted with EHLO (extended SMTP)."""
+        self.tls: TLSInfo | None = None
+        self.auth: AuthInfo | None = None
+        """The last AUTH attempt (see `auth_attempts` for all)."""
+        self._auth_attempts: list[AuthInfo] = []
+        self._transcript: list[Exchange] = []
+        self._messages: list[Message] = []
+
+    # -- read side -------------------------------------------------------
+
+    @property
+    def transcript(self) -> tuple[Exchange, ...]:
+        """Every exchange so far, in order."""
+        return tuple(self._transcript)
+
+    @property
+    def messages(self) -> tuple[Message, ...]:
+        """The messages this connection delivered, in order."""
+        return tuple(self._messages)
+
+    @property
+    def auth_attempts(self) -> tuple[AuthInfo, ...]:
+        return tuple(self._auth_attempts)
+
+    @property
+    def authenticated_as(self) -> str | None:
+        """The user name of the successful AUTH, if any."""
+        auth = self.auth
+        return auth.username if auth is not None and auth.success else None
+
+    @property
+    def commands(self) -> list[str]:
+        """The command verbs the client sent, in order (``["EHLO", "MAIL", ...]``)."""
+        return [c for c in (e.command for e in self._transcript) if c is not None]
+
+    @property
+    def codes(self) -> list[int]:
+        """The final reply code of every exchange, in order (greeting first)."""
+        return [c for c in (e.code for e in self._transcript) if c is not None]
+
+    def used(self, command: str) -> bool:
+        """Whether the client sent ``command`` (case-insensitive) at all."""
+        return command.upper() in self.commands
+
+    def before(self, first: str, second: str) -> bool:
+        """Whether ``first`` was sent, and sent before any ``second``.
+
+        ``session.before("STARTTLS", "AUTH")`` asks "was TLS up before the
+        password crossed the wire?".
+        """
+        commands = self.commands
+        first, second = first.upper(), second.upper()
+        if first not in commands:
+            return False
+        return second not in commands or commands.index(first) < commands.index(second)
+
+    def replies_to(self, command: str) -> list[Exchange]:
+        """The exchanges for one verb, e.g. every ``RCPT``."""
+        command = command.upper()
+        return [e for e in self._transcript if e.command == command]
+
+    def format_transcript(self) -> str:
+        """The transcript as ``C:``/``S:`` lines."""
+        return "\n".join(_lines(self._transcript))
+
+    def __repr__(self) -> str:
+        state = self.end or "open"
+        head = (
+            f"<Session {self.peer[0]}:{self.peer[1]} ehlo={self.ehlo!r} "
+            f"tls={'yes' if self.tls else 'no'} "
+            f"auth={self.authenticated_as!r} messages={len(self._messages)} "
+            f"end={state}>"
+        )
+        body = "\n".join("  " + line for line in _lines(self._transcript))
+        return f"{head}\n{body}" if body else head
+
+    # -- write side (server thread only) ------------------------------------
+
+    def _append(self, exchange: Exchange) -> None:
+        self._transcript.append(exchange)
+
+
+def _lines(transcript: Iterable[Exchange]) -> list[str]:
+    return [line for exchange in transcript for line in exchange.lines()]

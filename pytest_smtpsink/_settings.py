@@ -1,0 +1,190 @@
+"""Sink settings: one frozen value per distinct server configuration.
+
+Settings are validated here, before any socket or thread exists, so that a
+bad value fails fast with a message naming the setting (and so that aiosmtpd
+never sees a value that would make its protocol factory raise: that path can
+hang ``stop()`` on Python 3.12, aiosmtpd issue 394).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from types import MappingProxyType
+from collections.abc import Mapping
+from typing import Any, Literal, Union, get_args
+
+TLSMode = Literal["starttls", "starttls-required", "implicit"]
+AuthSetting = Union[None, Literal["any"], Mapping[str, str]]
+
+#: Large enough for a 25 MB attachment after base64 (about 34 MB on the wire).
+DEFAULT_MAX_SIZE = 64 * 1024 * 1024
+DEFAULT_HOSTNAME = "smtpsink.test"
+DEFAULT_HOST = "127.0.0.1"
+
+
+class SettingsError(ValueError):
+    """A sink setting has a value the sink cannot use.
+
+    ``setting`` names the offending setting, so that the pytest plugin can
+    point at the matching command-line option or marker argument.
+    """
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"{setting}: {message}")
+        self.setting = setting
+
+
+@dataclasses.dataclass(frozen=True)
+class SinkSettings:
+    """How one sink server behaves. Every field has a safe default."""
+
+    host: str = DEFAULT_HOST
+    port: int = 0
+    hostname: str = DEFAULT_HOSTNAME
+    max_size: int = DEFAULT_MAX_SIZE
+    max_recipients: int | None = None
+    smtputf8: bool = True
+    tls: TLSMode | None = None
+    auth: AuthSetting = None
+    auth_required: bool = False
+    auth_plaintext: bool = False
+    allow_remote: bool = False
+    idle_timeout: float = 300.0
+
+    def __post_init__(self) -> None:
+        _validate(self)
+        if isinstance(self.auth, Mapping):
+            # A private, read-only copy: a caller changing their dict later
+            # must not change a running server's credentials.
+            object.__setattr__(self, "auth", MappingProxyType(dict(self.auth)))
+
+    def __hash__(self) -> int:
+        return hash(self.key())
+
+    def replace(self, **changes: Any) -> SinkSettings:
+        """A copy with ``changes`` applied (and validated)."""
+        unknown = sorted(set(changes) - _FIELD_NAMES)
+        if unknown:
+            raise TypeError(
+                f"unknown sink setting(s) {', '.join(map(repr, unknown))}; "
+                f"valid settings are: {', '.join(sorted(_FIELD_NAMES))}"
+            )
+        return dataclasses.replace(self, **changes)
+
+    def key(self) -> tuple[Any, ...]:
+        """A hashable identity: equal settings share one server."""
+        auth = self.auth
+        if isinstance(auth, Mapping):
+            auth_key: Any = tuple(sorted(auth.items()))
+        else:
+            auth_key = auth
+        return tuple(
+            auth_key if f.name == "auth" else getattr(self, f.name)
+            for f in dataclasses.fields(self)
+        )
+
+    def describe(self) -> str:
+        """The settings that differ from the defaults, for reports and reprs.
+
+        Passwords in ``auth`` are never shown.
+        """
+        parts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value == f.default:
+                continue
+            if f.name == "auth" and isinstance(value, Mapping):
+                value = "{" + ", ".join(f"{u!r}: '***'" for u in value) + "}"
+            else:
+                value = repr(value)
+            parts.append(f"{f.name}={value}")
+        return ", ".join(parts)
+
+
+_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(SinkSettings))
+
+
+def _require(ok: bool, setting: str, message: str) -> None:
+    if not ok:
+        raise SettingsError(setting, message)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validate(s: SinkSettings) -> None:
+    _require(isinstance(s.host, str) and bool(s.host), "host", "must be an IP address")
+    try:
+        address = ipaddress.ip_address(s.host)
+    except ValueError:
+        raise SettingsError(
+            "host", f"{s.host!r} is not an IP address (use e.g. 127.0.0.1 or ::1)"
+        ) from None
+    _require(
+        address.is_loopback or s.allow_remote,
+        "host",
+        f"{s.host} is not a loopback address; a sink accepts mail from anyone "
+        "who can reach it, so binding elsewhere must be asked for with "
+        "allow_remote=True (--smtpsink-allow-remote)",
+    )
+    _require(
+        _is_int(s.port) and 0 <= s.port <= 65535,
+        "port",
+        f"must be an integer from 0 to 65535 (0 picks a free port), got {s.port!r}",
+    )
+    _require(
+        isinstance(s.hostname, str)
+        and bool(s.hostname)
+        and s.hostname.isascii()
+        and not any(c.isspace() for c in s.hostname),
+        "hostname",
+        f"must be a non-empty ASCII name without spaces, got {s.hostname!r}",
+    )
+    _require(
+        _is_int(s.max_size) and s.max_size >= 0,
+        "max_size",
+        f"must be a number of bytes >= 0 (0 means no limit), got {s.max_size!r}",
+    )
+    _require(
+        s.max_recipients is None
+        or (_is_int(s.max_recipients) and s.max_recipients >= 1),
+        "max_recipients",
+        f"must be None or an integer >= 1, got {s.max_recipients!r}",
+    )
+    for flag in ("smtputf8", "auth_required", "auth_plaintext", "allow_remote"):
+        value = getattr(s, flag)
+        _require(isinstance(value, bool), flag, f"must be True or False, got {value!r}")
+    _require(
+        s.tls is None or s.tls in get_args(TLSMode),
+        "tls",
+        f"must be None or one of {', '.join(map(repr, get_args(TLSMode)))}, "
+        f"got {s.tls!r}",
+    )
+    if isinstance(s.auth, Mapping):
+        _require(bool(s.auth), "auth", "the credentials table is empty")
+        for user, password in s.auth.items():
+            _require(
+                isinstance(user, str) and isinstance(password, str),
+                "auth",
+                "the credentials table must map user names (str) to passwords (str)",
+            )
+    else:
+        _require(
+            s.auth is None or s.auth == "any",
+            "auth",
+            f"must be None, 'any' or a mapping of user to password, got {s.auth!r}",
+        )
+    _require(
+        not s.auth_required or s.auth is not None,
+        "auth_required",
+        "needs auth='any' or a credentials table",
+    )
+    _require(
+        isinstance(s.idle_timeout, (int, float))
+        and not isinstance(s.idle_timeout, bool)
+        and s.idle_timeout > 0,
+        "idle_timeout",
+        f"must be a number of seconds > 0, got {s.idle_timeout!r}",
+    )

@@ -1,0 +1,108 @@
+"""The thread-safe store between the server thread and the tests.
+
+The server thread appends; tests read snapshots and wait on a Condition that
+every append notifies, so a waiting test wakes the moment mail arrives
+instead of polling. Items get a running number; a reader remembers the
+number it started at (its "cursor") and sees everything from there on.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._message import Message
+    from ._session import Session
+
+Listener = Callable[[], None]
+
+
+class Store:
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self._messages: list[Message] = []
+        self._sessions: list[Session] = []
+        # Running numbers of the first kept message and session: items before
+        # them were discarded by `discard_before` and are gone for everyone.
+        self._message_base = 0
+        self._session_base = 0
+        self._listeners: set[Listener] = set()
+        self.stored_bytes = 0
+        # Bumped on every change, so a waiter can sleep until *something*
+        # happens and then test its condition outside the lock.
+        self.version = 0
+
+    # -- server thread --------------------------------------------------------
+
+    def next_message_number(self) -> int:
+        with self.changed:
+            return self._message_base + len(self._messages) + 1
+
+    def add_message(self, message: Message) -> None:
+        with self.changed:
+            self._messages.append(message)
+            self.stored_bytes += len(message.raw)
+            self.version += 1
+            self.changed.notify_all()
+            listeners = tuple(self._listeners)
+        for listener in listeners:
+            listener()
+
+    def add_session(self, session: Session) -> None:
+        with self.changed:
+            self._sessions.append(session)
+            self.version += 1
+            self.changed.notify_all()
+            listeners = tuple(self._listeners)
+        for listener in listeners:
+            listener()
+
+    def touch(self) -> None:
+        """Wake waiters whose condition may depend on session state."""
+        with self.changed:
+            self.version += 1
+            self.changed.notify_all()
+            listeners = tuple(self._listeners)
+        for listener in listeners:
+            listener()
+
+    # -- readers ----------------------------------------------------------------
+
+    def cursor(self) -> tuple[int, int]:
+        """The position just after everything stored so far."""
+        with self.changed:
+            return (
+                self._message_base + len(self._messages),
+                self._session_base + len(self._sessions),
+            )
+
+    def messages_since(self, cursor: tuple[int, int]) -> tuple[Message, ...]:
+        with self.changed:
+            return tuple(self._messages[max(0, cursor[0] - self._message_base) :])
+
+    def sessions_since(self, cursor: tuple[int, int]) -> tuple[Session, ...]:
+        with self.changed:
+            return tuple(self._sessions[max(0, cursor[1] - self._session_base) :])
+
+    def discard_before(self, cursor: tuple[int, int]) -> None:
+        """Forget what came before ``cursor`` so memory stays bounded over a
+        long test session. Objects a test still holds stay alive."""
+        with self.changed:
+            drop_messages = max(0, cursor[0] - self._message_base)
+            drop_sessions = max(0, cursor[1] - self._session_base)
+            self.stored_bytes -= sum(len(m.raw) for m in self._messages[:drop_messages])
+            del self._messages[:drop_messages]
+            del self._sessions[:drop_sessions]
+            self._message_base += drop_messages
+            self._session_base += drop_sessions
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener`` (on the server thread) after every change."""
+        with self.changed:
+            self._listeners.add(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        with self.changed:
+            self._listeners.discard(listener)

@@ -1,0 +1,275 @@
+"""The pytest layer: options, fixtures, the marker and report hooks.
+
+Everything here is thin glue over `SMTPSink`; the core never imports pytest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from ._mailbox import DEFAULT_TIMEOUT, Mailbox
+from ._server import SinkError, SMTPSink
+from ._settings import SettingsError, SinkSettings
+
+_POOL_KEY = pytest.StashKey["_SinkPool"]()
+_DEFAULTS_KEY = pytest.StashKey["SinkSettings"]()
+_TIMEOUT_KEY = pytest.StashKey[float]()
+
+
+# -- options ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Option:
+    name: str  # the SinkSettings field, or a plugin-only setting
+    help: str
+    kind: str = "string"
+
+    @property
+    def flag(self) -> str:
+        return "--smtpsink-" + self.name.replace("_", "-")
+
+    @property
+    def ini(self) -> str:
+        return "smtpsink_" + self.name
+
+
+_OPTIONS = (
+    _Option("host", "IP address the sink listens on (default 127.0.0.1)."),
+    _Option("port", "port of the default sink (default 0: a free port per worker)."),
+    _Option("hostname", "name the sink gives in its greeting (default smtpsink.test)."),
+    _Option(
+        "max_size",
+        "largest message accepted, advertised in SIZE: bytes or e.g. 25MB, 64MiB; "
+        "0 for no limit (default 64MiB).",
+    ),
+    _Option("timeout", f"default seconds for wait_for (default {DEFAULT_TIMEOUT:g})."),
+    _Option(
+        "allow_remote",
+        "allow --smtpsink-host to be a non-loopback address (anyone who can "
+        "reach it can then send to the sink).",
+        kind="bool",
+    ),
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("smtpsink", "SMTP sink (pytest-smtpsink)")
+    for option in _OPTIONS:
+        if option.kind == "bool":
+            group.addoption(option.flag, action="store_true", default=None, help=option.help)
+            parser.addini(option.ini, option.help, type="bool", default=False)
+        else:
+            group.addoption(option.flag, default=None, metavar=option.name.upper(), help=option.help)
+            parser.addini(option.ini, option.help, default=None)
+
+
+def _raw_value(config: pytest.Config, option: _Option) -> tuple[Any, str]:
+    """The option's value and where it came from (for error messages)."""
+    value = config.getoption(option.flag)
+    if value is not None:
+        return value, option.flag
+    return config.getini(option.ini), f"{option.ini} (ini)"
+
+
+_SIZE = re.compile(r"(?i)^\s*(\d+)\s*(|b|kb|mb|gb|kib|mib|gib|k|m|g)\s*$")
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "k": 2**10,
+          "m": 2**20, "g": 2**30, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def _parse_size(text: str) -> int:
+    match = _SIZE.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a size (e.g. 1048576, 25MB, 64MiB, 0)")
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def _parse_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+
+
+def _parse_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"must be a number of seconds > 0, got {text!r}")
+    return value
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "port": _parse_int,
+    "max_size": _parse_size,
+    "timeout": _parse_seconds,
+}
+
+
+def _read_options(config: pytest.Config) -> tuple[SinkSettings, float]:
+    """Settings of the default sink and the default wait timeout.
+
+    Raises `pytest.UsageError` naming the option (or ini key) at fault.
+    """
+    changes: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    timeout = DEFAULT_TIMEOUT
+    for option in _OPTIONS:
+        value, source = _raw_value(config, option)
+        if value is None or value == "":
+            continue
+        if option.kind == "bool":
+            value = bool(value)
+        else:
+            try:
+                value = _PARSERS.get(option.name, str)(str(value).strip())
+            except ValueError as error:
+                raise pytest.UsageError(f"{source}: {error}") from None
+        if option.name == "timeout":
+            timeout = value
+            continue
+        changes[option.name] = value
+        sources[option.name] = source
+    try:
+        settings = SinkSettings(**changes)
+    except SettingsError as error:
+        source = sources.get(error.setting, f"--smtpsink-{error.setting.replace('_', '-')}")
+        message = str(error).split(": ", 1)[1]
+        raise pytest.UsageError(f"{source}: {message}") from None
+    return settings, timeout
+
+
+# -- configuration, marker, header ------------------------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "smtpsink(**settings): give this test's smtpsink fixture a sink with these "
+        "settings (tls=, auth=, auth_required=, auth_plaintext=, hostname=, "
+        "max_size=, max_recipients=, smtputf8=); one server per distinct set, "
+        "shared by the tests that ask for it.",
+    )
+    settings, timeout = _read_options(config)
+    config.stash[_DEFAULTS_KEY] = settings
+    config.stash[_TIMEOUT_KEY] = timeout
+    config.stash[_POOL_KEY] = _SinkPool(settings)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    pool = config.stash.get(_POOL_KEY, None)
+    if pool is not None:
+        pool.stop_all()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    settings = config.stash[_DEFAULTS_KEY]
+    port = settings.port or "a free port"
+    return (
+        f"smtpsink: {settings.host}, {port} (per worker, started on first use), "
+        f"greeting {settings.hostname}, max size {_format_size(settings.max_size)}"
+    )
+
+
+def _format_size(size: int) -> str:
+    if size == 0:
+        return "unlimited"
+    for unit, factor in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size % factor == 0:
+            return f"{size // factor} {unit}"
+    return f"{size} bytes"
+
+
+class _SinkPool:
+    """One running sink per distinct settings, started on first use."""
+
+    def __init__(self, defaults: SinkSettings) -> None:
+        self.defaults = defaults
+        self._sinks: dict[SinkSettings, SMTPSink] = {}
+
+    def get(self, settings: SinkSettings | None = None) -> SMTPSink:
+        settings = settings or self.defaults
+        if settings != self.defaults and settings.port == self.defaults.port != 0:
+            # A fixed port given by option belongs to the default sink; sinks
+            # with other settings take free ports.
+            settings = settings.replace(port=0)
+        sink = self._sinks.get(settings)
+        if sink is None:
+            sink = SMTPSink(settings)
+            try:
+                sink.start()
+            except SinkError as error:
+                pytest.fail(f"pytest-smtpsink could not start a sink: {error}", pytrace=False)
+            self._sinks[settings] = sink
+        return sink
+
+    def stop_all(self) -> None:
+        sinks, self._sinks = list(self._sinks.values()), {}
+        for sink in sinks:
+            sink.stop()
+
+
+def _settings_for(pool: _SinkPool, source: str, overrides: dict[str, Any]) -> SinkSettings:
+    try:
+        return pool.defaults.replace(**overrides)
+    except (SettingsError, TypeError) as error:
+        pytest.fail(f"{source}: {error}", pytrace=False)
+
+
+# -- fixtures -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def smtpsink_server(pytestconfig: pytest.Config) -> SMTPSink:
+    """The session's default `SMTPSink` (one per xdist worker), started on first use."""
+    return pytestconfig.stash[_POOL_KEY].get()
+
+
+def _open_view(config: pytest.Config, sink: SMTPSink) -> Mailbox:
+    view = sink.view()
+    # The previous test's mail is of no more use: drop it so that memory
+    # stays flat over a long session.
+    sink._store.discard_before(view._cursor)
+    view.default_timeout = config.stash[_TIMEOUT_KEY]
+    return view
+
+
+@pytest.fixture
+def smtpsink(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> Iterator[Mailbox]:
+    """This test's mailbox on the default sink (or on the sink that
+    ``@pytest.mark.smtpsink(...)`` asks for): empty when the test starts."""
+    pool = pytestconfig.stash[_POOL_KEY]
+    marker = request.node.get_closest_marker("smtpsink")
+    if marker is not None:
+        if marker.args:
+            pytest.fail("@pytest.mark.smtpsink takes keyword settings only", pytrace=False)
+        settings = _settings_for(pool, "@pytest.mark.smtpsink", dict(marker.kwargs))
+        sink = pool.get(settings)
+    else:
+        sink = request.getfixturevalue("smtpsink_server")
+    yield _open_view(pytestconfig, sink)
+
+
+@pytest.fixture
+def smtpsink_factory(pytestconfig: pytest.Config) -> Callable[..., Mailbox]:
+    """Make mailboxes on sinks with other settings::
+
+        def test_tls(smtpsink_factory):
+            sink = smtpsink_factory(tls="starttls", auth={"ann": "secret"})
+
+    Equal settings share one server for the whole session; every call returns
+    a new, empty mailbox.
+    """
+    pool = pytestconfig.stash[_POOL_KEY]
+
+    def factory(**settings: Any) -> Mailbox:
+        return _open_view(pytestconfig, pool.get(_settings_for(pool, "smtpsink_factory()", settings)))
+
+    return factory

@@ -1,0 +1,51 @@
+"""Shared helpers: real clients sending real mail over loopback."""
+
+from __future__ import annotations
+
+import smtplib
+from collections.abc import Callable, Iterable
+from email.message import EmailMessage
+
+import pytest
+
+from pytest_smtpsink import Mailbox
+
+
+def make_message(
+    subject: str = "Hello",
+    sender: str = "app@example.com",
+    to: Iterable[str] = ("ann@example.com",),
+    text: str = "Hi Ann.\n",
+    html: str | None = None,
+    **headers: str,
+) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = ", ".join(to)
+    message["Subject"] = subject
+    for name, value in headers.items():
+        message[name.replace("_", "-")] = value
+    message.set_content(text)
+    if html is not None:
+        message.add_alternative(html, subtype="html")
+    return message
+
+
+Send = Callable[..., EmailMessage]
+
+
+@pytest.fixture
+def send(smtpsink: Mailbox) -> Send:
+    """Send one message to the test's sink with smtplib; returns it.
+
+    Keyword arguments go to `make_message`; ``rcpt`` overrides the envelope
+    recipients (for Bcc).
+    """
+
+    def send(rcpt: Iterable[str] | None = None, **kwargs: str) -> EmailMessage:
+        message = make_message(**kwargs)
+        with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+            client.send_message(message, to_addrs=list(rcpt) if rcpt else None)
+        return message
+
+    return send
