@@ -277,6 +277,7 @@ class Mailbox:
         __tracebackhide__ = True
         _match.check_names(criteria)
         _check_count(count, allow_none=False)
+        self._sink.check_running(for_waiting=True)
         limit = self.default_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         arrived = asyncio.Event()
@@ -316,7 +317,7 @@ class Mailbox:
         The predicate runs outside the lock: matching may parse messages, and
         the server thread must never wait for a test's parsing to store mail.
         """
-        self._sink.check_running()
+        self._sink.check_running(for_waiting=True)
         store = self._store
         deadline = time.monotonic() + timeout
         while True:

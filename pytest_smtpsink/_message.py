@@ -226,7 +226,11 @@ class Message:
 
     @functools.cached_property
     def headers(self) -> Headers:
-        return Headers([(name, _decode_header(value)) for name, value in self._compat.items()])
+        # raw_items(): the values as parsed, before compat32 wraps 8-bit ones
+        # in Header objects whose str() has already lost the bytes.
+        return Headers(
+            [(name, _decode_header(value)) for name, value in self._compat.raw_items()]
+        )
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (decoded), or None."""
@@ -251,7 +255,10 @@ class Message:
             return None
 
     def _addresses(self, name: str) -> tuple[Address, ...]:
-        raw_values = [str(v) for v in self._compat.get_all(name, [])]
+        key = name.lower()
+        raw_values = [
+            _unescape(value) for n, value in self._compat.raw_items() if n.lower() == key
+        ]
         return tuple(
             Address(addr, _decode_header(display))
             for display, addr in email.utils.getaddresses(raw_values)
@@ -441,16 +448,22 @@ def shorten(text: str, limit: int) -> str:
 
 
 def _decode_header(value: object) -> str:
-    if isinstance(value, email.header.Header):
-        value = str(value)
-    text = str(value)
+    text = _unescape(str(value))
     try:
-        decoded = str(email.header.make_header(email.header.decode_header(text)))
+        return str(email.header.make_header(email.header.decode_header(text)))
     except (LookupError, UnicodeError, ValueError, email.errors.HeaderParseError):
-        decoded = text
-    # Undecodable 8-bit bytes arrive as surrogate escapes; show them as the
-    # replacement character rather than a str that cannot be printed.
-    return decoded.encode("utf-8", "replace").decode("utf-8")
+        return text
+
+
+def _unescape(text: str) -> str:
+    """Undo the stdlib's surrogate escapes of raw 8-bit header bytes.
+
+    RFC 6532 (SMTPUTF8) headers are UTF-8; anything else undecodable shows
+    as U+FFFD, so every value is printable. `Message.raw` keeps the bytes.
+    """
+    if text.isascii() or not any("\udc80" <= c <= "\udcff" for c in text):
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _join_text(parts: list[str]) -> str | None:

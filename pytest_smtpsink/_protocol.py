@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
+from aiosmtpd.smtp import Session as _AioSession
 
 from ._message import Envelope as MessageEnvelope
 from ._message import Message
@@ -104,6 +105,20 @@ class _Handler:
         return server.filter_ehlo(responses)
 
 
+class _QuietSession(_AioSession):  # type: ignore[misc]
+    """aiosmtpd's session logs "login_data is deprecated" (a WARNING on the
+    mail.log logger) on every successful AUTH, because its own smtp_AUTH sets
+    it: noise in the captured log of every AUTH test."""
+
+    @property
+    def login_data(self) -> Any:
+        return self._login_data
+
+    @login_data.setter
+    def login_data(self, value: Any) -> None:
+        self._login_data = value
+
+
 class RecordingSMTP(SMTP):  # type: ignore[misc]
     def __init__(self, state: ServerState) -> None:
         settings = state.settings
@@ -117,8 +132,12 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
             tls_context=state.tls_context if starttls else None,
             require_starttls=settings.tls == "starttls-required",
             timeout=settings.idle_timeout,
-            auth_require_tls=not settings.auth_plaintext,
-            authenticator=self._authenticate,
+            # Implicit TLS is encrypted from the first byte, but aiosmtpd only
+            # counts STARTTLS as TLS: without this it refuses AUTH with 538.
+            auth_require_tls=not (settings.auth_plaintext or settings.tls == "implicit"),
+            # Not named _authenticate: that is aiosmtpd's own method, which
+            # its PLAIN and LOGIN call with (mechanism, auth_data).
+            authenticator=self._check_login,
             loop=state.loop,
         )
         # Set after __init__: aiosmtpd warns (a UserWarning, an error under
@@ -135,6 +154,7 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
         self._data_partial = False
         self._pending_fragment = b""
         self._auth_username: str | None = None
+        self._in_readline = False
 
     # -- connection lifecycle ------------------------------------------------
 
@@ -209,11 +229,19 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
 
         async def recording_readuntil(separator: bytes = b"\n") -> bytes:
             line = await readuntil(separator)
-            self._on_line(line)
+            if not self._in_readline:
+                self._on_line(line)
             return line
 
         async def recording_readline() -> bytes:
-            line = await readline()
+            # StreamReader.readline() calls self.readuntil(), i.e. the wrapper
+            # above: without this flag an AUTH response would be recorded
+            # unmasked, as a command.
+            self._in_readline = True
+            try:
+                line = await readline()
+            finally:
+                self._in_readline = False
             self._on_auth_response(line)
             return line
 
@@ -304,7 +332,7 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
 
     # -- AUTH --------------------------------------------------------------------
 
-    def _authenticate(
+    def _check_login(
         self,
         server: SMTP,
         session: Any,
@@ -349,6 +377,9 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
 
     # -- storing messages ----------------------------------------------------------
 
+    def _create_session(self) -> _QuietSession:
+        return _QuietSession(self.loop)
+
     def _create_envelope(self) -> _SinkEnvelope:
         return _SinkEnvelope()
 
@@ -358,7 +389,8 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
         message = Message(
             raw=envelope.original_content or b"",
             envelope=MessageEnvelope(
-                mail_from=envelope.mail_from or "",
+                # aiosmtpd keeps a bounce's null sender as "<>".
+                mail_from="" if envelope.mail_from in (None, "<>") else envelope.mail_from,
                 rcpt_to=tuple(envelope.rcpt_tos),
                 mail_options=tuple(envelope.mail_options),
                 rcpt_options=tuple(envelope.per_rcpt_options),

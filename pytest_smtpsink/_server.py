@@ -164,15 +164,20 @@ class SMTPSink(Mailbox):
     ) -> None:
         self.stop()
 
-    def check_running(self) -> None:
-        """Raise `SinkError` saying why, if the server is not serving."""
-        if self._thread is None:
-            state = "was stopped" if self._loop is not None else "was never started"
-            raise SinkError(f"the SMTP sink {state}")
-        if not self._thread.is_alive():
+    def check_running(self, for_waiting: bool = False) -> None:
+        """Raise `SinkError` saying why, if the server thread died.
+
+        What a stopped sink captured stays readable; only waiting for more
+        (``for_waiting``) needs a running server.
+        """
+        thread = self._thread
+        if thread is not None and not thread.is_alive():
             raise SinkError(
                 f"the SMTP sink's server thread died: {self._failure!r}"
             ) from self._failure
+        if for_waiting and thread is None:
+            state = "was stopped" if self._loop is not None else "was never started"
+            raise SinkError(f"cannot wait for mail: the SMTP sink {state}")
 
     # -- address ---------------------------------------------------------------------
 

@@ -1,0 +1,240 @@
+"""Real mail over loopback: everything is captured, byte for byte."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import smtplib
+import threading
+from email.message import EmailMessage
+
+from conftest import Send, make_message
+
+from pytest_smtpsink import Mailbox
+
+
+def test_plain_text_message(smtpsink: Mailbox, send: Send) -> None:
+    sent = send(subject="Welcome", text="Confirm your address.\n")
+    msg = smtpsink.messages.one()
+    assert msg.raw == sent.as_bytes().replace(b"\n", b"\r\n")
+    assert msg.subject == "Welcome"
+    assert msg.from_ == "app@example.com"
+    assert msg.to == ("ann@example.com",)
+    assert msg.text == "Confirm your address.\n"
+    assert msg.html is None
+    assert msg.envelope.mail_from == "app@example.com"
+    assert msg.envelope.rcpt_to == ("ann@example.com",)
+    assert msg.defects == ()
+    assert msg.received_at.tzinfo is datetime.timezone.utc
+    assert msg.session.ehlo is not None
+
+
+def test_multipart_alternative_with_html(smtpsink: Mailbox, send: Send) -> None:
+    send(text="Plain part\n", html="<p>Rich <b>part</b></p>\n")
+    msg = smtpsink.messages.one()
+    assert msg.text == "Plain part\n"
+    assert msg.html == "<p>Rich <b>part</b></p>\n"
+    assert msg.email.get_content_type() == "multipart/alternative"
+
+
+def test_attachments_come_back_identical(smtpsink: Mailbox) -> None:
+    blob = bytes(range(256)) * 64 + os.urandom(1000)
+    message = make_message(subject="Invoice")
+    message.add_attachment(blob, maintype="application", subtype="pdf", filename="invoice.pdf")
+    message.add_attachment("a,b\n1,2\n", subtype="csv", filename="data.csv")
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.send_message(message)
+    msg = smtpsink.messages.one()
+    pdf = msg.attachment("invoice.pdf")
+    assert pdf.content == blob
+    assert pdf.content_type == "application/pdf"
+    assert pdf.size == len(blob)
+    assert pdf.disposition == "attachment"
+    assert msg.attachment("data.csv").content.replace(b"\r\n", b"\n") == b"a,b\n1,2\n"
+    assert [a.filename for a in msg.attachments] == ["invoice.pdf", "data.csv"]
+
+
+def test_non_ascii_headers_are_decoded(smtpsink: Mailbox) -> None:
+    message = make_message(subject="Grüße aus Köln ✉", sender="Zoë Ünal <zoe@example.com>")
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.send_message(message)
+    msg = smtpsink.messages.one()
+    assert b"=?utf-8?" in msg.raw  # really RFC 2047 on the wire
+    assert msg.subject == "Grüße aus Köln ✉"
+    assert msg.from_ == "zoe@example.com"
+    assert msg.from_ is not None and msg.from_.name == "Zoë Ünal"
+
+
+def test_smtputf8_address(smtpsink: Mailbox) -> None:
+    message = make_message(to=["jörg@bücher.example"], subject="Hallo")
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.send_message(message, mail_options=["SMTPUTF8"])
+    msg = smtpsink.messages.one()
+    assert msg.envelope.smtputf8 is True
+    assert msg.envelope.rcpt_to == ("jörg@bücher.example",)
+    assert msg.to == ("jörg@bücher.example",)
+    assert "SMTPUTF8" in msg.envelope.mail_options
+
+
+def test_bcc_recipients_live_only_in_the_envelope(smtpsink: Mailbox, send: Send) -> None:
+    send(to=["ann@example.com"], rcpt=["ann@example.com", "boss@example.com"])
+    msg = smtpsink.messages.one()
+    assert msg.envelope.rcpt_to == ("ann@example.com", "boss@example.com")
+    assert msg.to == ("ann@example.com",)
+    assert msg.bcc == ()
+    assert b"boss@example.com" not in msg.raw
+
+
+def test_esmtp_parameters_are_kept_per_recipient(smtpsink: Mailbox) -> None:
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.ehlo()
+        client.sendmail(
+            "app@example.com",
+            ["a@example.com", "b@example.com"],
+            b"Subject: params\r\n\r\nbody\r\n",
+            mail_options=["BODY=8BITMIME"],
+        )
+    envelope = smtpsink.messages.one().envelope
+    assert "BODY=8BITMIME" in envelope.mail_options
+    assert any(option.startswith("SIZE=") for option in envelope.mail_options)
+    assert envelope.rcpt_options == ((), ())
+
+
+def test_dot_stuffing_is_undone(smtpsink: Mailbox) -> None:
+    body = b"Subject: dots\r\n\r\n.leading dot\r\n..two\r\n.\r\nnot the end\r\n"
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("a@example.com", ["b@example.com"], body)
+    assert smtpsink.messages.one().raw == body
+
+
+def test_hundred_messages_over_one_connection(smtpsink: Mailbox) -> None:
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        for n in range(100):
+            client.sendmail("a@example.com", ["b@example.com"], f"Subject: n{n}\r\n\r\n{n}\r\n")
+    messages = smtpsink.messages
+    assert [m.subject for m in messages] == [f"n{n}" for n in range(100)]
+    assert len(smtpsink.sessions) == 1
+    assert len(smtpsink.sessions[0].messages) == 100
+    assert all(m.session is smtpsink.sessions[0] for m in messages)
+
+
+def test_concurrent_senders_lose_nothing(smtpsink: Mailbox) -> None:
+    threads, per_thread = 8, 25
+    errors: list[BaseException] = []
+
+    def sender(worker: int) -> None:
+        try:
+            with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+                for n in range(per_thread):
+                    client.sendmail(
+                        f"w{worker}@example.com",
+                        ["b@example.com"],
+                        f"Subject: {worker}-{n}\r\n\r\nbody\r\n",
+                    )
+        except BaseException as error:  # reported below, not swallowed
+            errors.append(error)
+
+    pool = [threading.Thread(target=sender, args=(w,)) for w in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    assert errors == []
+    subjects = sorted(m.subject or "" for m in smtpsink.messages)
+    assert subjects == sorted(f"{w}-{n}" for w in range(threads) for n in range(per_thread))
+    # Every message is attributed to the connection that sent it.
+    for message in smtpsink.messages:
+        assert message.envelope.mail_from.startswith(f"w{(message.subject or '').split('-')[0]}@")
+        assert message in message.session.messages
+    assert len(smtpsink.sessions) == threads
+
+
+MALFORMED = (
+    b"From: =?utf-8?q?broken <a@example.com>\r\n"
+    b"To: b@example.com\r\n"
+    b"Subject: caf\xe9 \xff\xfe junk\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="XYZ"\r\n'
+    b"\r\n"
+    b"--XYZ\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"\r\n"
+    b"hello\r\n"
+    b"--XYZ\r\n"
+    b"Content-Type: application/octet-stream; name=bad.bin\r\n"
+    b"Content-Disposition: attachment; filename=bad.bin\r\n"
+    b"Content-Transfer-Encoding: base64\r\n"
+    b"\r\n"
+    b"!!!not base64 at all@@@\r\n"
+    b"--WRONG--\r\n"
+)
+
+
+def test_malformed_message_is_kept_byte_exact_with_defects(smtpsink: Mailbox) -> None:
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("a@example.com", ["b@example.com"], MALFORMED)
+    msg = smtpsink.messages.one()
+    assert msg.raw == MALFORMED
+    assert msg.defects, "a broken boundary must be reported"
+    assert any("Boundary" in defect or "boundary" in defect for defect in msg.defects)
+    # Every field reads without raising, with the junk made printable.
+    assert msg.subject is not None and msg.subject.startswith("caf")
+    assert msg.text is not None and "hello" in msg.text
+    assert isinstance(msg.attachments, tuple)
+    repr(msg), msg.summary(), msg.links(), msg.headers.items_all()
+
+
+def test_parser_failure_is_a_defect_not_an_exception(smtpsink: Mailbox) -> None:
+    # Truncated multipart input that has made mail-parser raise.
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+        b"Content-Type: message/rfc822\r\nContent-Disposition: attachment\r\n\r\n"
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("a@example.com", ["b@example.com"], raw)
+    msg = smtpsink.messages.one()
+    assert msg.raw == raw
+    msg.text, msg.html, msg.attachments, msg.subject, msg.date  # never raise
+    assert isinstance(msg.defects, tuple)
+
+
+def test_headers_are_case_insensitive_and_multi_valued(smtpsink: Mailbox) -> None:
+    raw = (
+        b"Received: from a\r\nReceived: from b\r\nX-Tag: one\r\nx-tag: two\r\n"
+        b"Subject: h\r\nDate: Tue, 01 Dec 2026 10:00:00 +0100\r\n"
+        b"Message-ID: <id1@example.com>\r\n\r\nbody\r\n"
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("a@example.com", ["b@example.com"], raw)
+    msg = smtpsink.messages.one()
+    assert msg.headers["x-TAG"] == "one"
+    assert msg.headers.get_all("X-Tag") == ["one", "two"]
+    assert msg.headers.get_all("received") == ["from a", "from b"]
+    assert "subject" in msg.headers
+    assert msg.header("Missing") is None
+    assert msg.message_id == "<id1@example.com>"
+    assert msg.date == datetime.datetime(
+        2026, 12, 1, 10, tzinfo=datetime.timezone(datetime.timedelta(hours=1))
+    )
+
+
+def test_null_sender_for_bounces(smtpsink: Mailbox) -> None:
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("<>", ["b@example.com"], b"Subject: bounce\r\n\r\nbody\r\n")
+    assert smtpsink.messages.one().envelope.mail_from == ""
+
+
+def test_each_message_remembers_its_session(smtpsink: Mailbox, send: Send) -> None:
+    send(subject="one")
+    send(subject="two")
+    one, two = smtpsink.messages
+    assert one.session is not two.session
+    assert [s.messages for s in smtpsink.sessions] == [(one,), (two,)]
+    assert one.number + 1 == two.number
+
+
+def test_email_message_is_the_stdlib_view(smtpsink: Mailbox, send: Send) -> None:
+    send(subject="stdlib")
+    email_message = smtpsink.messages.one().email
+    assert isinstance(email_message, EmailMessage)
+    assert email_message["Subject"] == "stdlib"

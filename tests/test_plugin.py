@@ -1,0 +1,303 @@
+"""The plugin as users meet it: fixtures, options, isolation, xdist."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+SEND = """
+import smtplib
+
+def send(sink, subject):
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail("app@example.com", ["ann@example.com"],
+                        f"Subject: {subject}\\r\\n\\r\\nbody\\r\\n")
+"""
+
+
+def test_fixtures_need_no_conftest(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        SEND
+        + """
+def test_send(smtpsink, smtpsink_server):
+    send(smtpsink, "hello")
+    assert smtpsink.assert_sent(subject="hello").recipients == ("ann@example.com",)
+    assert smtpsink.port == smtpsink_server.port
+"""
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_each_test_sees_only_its_own_mail(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        SEND
+        + """
+PORTS = set()
+
+def test_first(smtpsink):
+    send(smtpsink, "first")
+    PORTS.add(smtpsink.port)
+    assert [m.subject for m in smtpsink.messages] == ["first"]
+
+def test_second(smtpsink):
+    assert len(smtpsink.messages) == 0
+    assert smtpsink.sessions == ()
+    send(smtpsink, "second")
+    PORTS.add(smtpsink.port)
+    assert [m.subject for m in smtpsink.messages] == ["second"]
+
+def test_same_server_for_the_session():
+    assert len(PORTS) == 1
+"""
+    )
+    pytester.runpytest().assert_outcomes(passed=3)
+
+
+def test_store_keeps_only_the_current_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        SEND
+        + """
+import pytest
+
+@pytest.mark.parametrize("n", range(50))
+def test_many(smtpsink, n):
+    send(smtpsink, f"n{n}")
+
+def test_last(smtpsink, smtpsink_server):
+    send(smtpsink, "last")
+    # Earlier tests' mail was discarded: memory stays flat over long runs.
+    assert [m.subject for m in smtpsink_server.messages] == ["last"]
+"""
+    )
+    pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=51)
+
+
+def test_clear_empties_the_mailbox(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        SEND
+        + """
+def test_clear(smtpsink):
+    send(smtpsink, "before")
+    smtpsink.clear()
+    assert len(smtpsink.messages) == 0
+    send(smtpsink, "after")
+    assert [m.subject for m in smtpsink.messages] == ["after"]
+"""
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_options_set_the_default_sink(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+import smtplib
+
+def test_settings(smtpsink):
+    assert smtpsink.settings.hostname == "mx.options.test"
+    assert smtpsink.settings.max_size == 2 * 1024 * 1024
+    assert smtpsink.default_timeout == 2.5
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        code, text = client.ehlo()
+    assert text.decode().splitlines()[0] == "mx.options.test"
+    assert "SIZE 2097152" in text.decode()
+"""
+    )
+    result = pytester.runpytest(
+        "--smtpsink-hostname=mx.options.test",
+        "--smtpsink-max-size=2MiB",
+        "--smtpsink-timeout=2.5",
+    )
+    result.assert_outcomes(passed=1)
+
+
+def test_ini_options_and_cli_precedence(pytester: pytest.Pytester) -> None:
+    pytester.makeini(
+        """
+[pytest]
+smtpsink_hostname = from.ini.test
+smtpsink_max_size = 1000
+smtpsink_timeout = 7
+"""
+    )
+    pytester.makepyfile(
+        """
+def test_settings(smtpsink):
+    assert smtpsink.settings.hostname == "from.cli.test"
+    assert smtpsink.settings.max_size == 1000
+    assert smtpsink.default_timeout == 7
+"""
+    )
+    pytester.runpytest("--smtpsink-hostname=from.cli.test").assert_outcomes(passed=1)
+
+
+def test_fixed_port_option(pytester: pytest.Pytester) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    pytester.makepyfile(
+        f"""
+def test_port(smtpsink, smtpsink_factory):
+    assert smtpsink.port == {port}
+    # Other sinks never take the default sink's fixed port.
+    assert smtpsink_factory(hostname="other.test").port != {port}
+"""
+    )
+    pytester.runpytest(f"--smtpsink-port={port}", "-p", "no:xdist").assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--smtpsink-port=http"], "--smtpsink-port: 'http' is not a whole number"),
+        (["--smtpsink-port=99999"], "--smtpsink-port: must be an integer from 0 to 65535"),
+        (["--smtpsink-max-size=big"], "--smtpsink-max-size: 'big' is not a size"),
+        (["--smtpsink-timeout=-1"], "--smtpsink-timeout: must be a number of seconds > 0"),
+        (["--smtpsink-timeout=soon"], "--smtpsink-timeout: 'soon' is not a number"),
+        (["--smtpsink-host=example.com"], "--smtpsink-host: 'example.com' is not an IP"),
+        (["--smtpsink-host=0.0.0.0"], "--smtpsink-host: 0.0.0.0 is not a loopback address*"),
+        (["--smtpsink-hostname=a b"], "--smtpsink-hostname: must be a non-empty ASCII name*"),
+    ],
+)
+def test_bad_option_is_a_usage_error(
+    pytester: pytest.Pytester, args: list[str], message: str
+) -> None:
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}*"])
+
+
+def test_bad_ini_value_names_the_ini_key(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nsmtpsink_port = abc\n")
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: smtpsink_port (ini): 'abc' is not a whole number"])
+
+
+def test_non_loopback_bind_when_asked(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+def test_any(smtpsink):
+    assert smtpsink.host == "0.0.0.0"
+"""
+    )
+    result = pytester.runpytest("--smtpsink-host=0.0.0.0", "--smtpsink-allow-remote")
+    result.assert_outcomes(passed=1)
+
+
+def test_report_header(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest("--smtpsink-hostname=hdr.test")
+    result.stdout.fnmatch_lines(
+        ["smtpsink: 127.0.0.1, a free port (per worker, started on first use), "
+         "greeting hdr.test, max size 64 MiB"]
+    )
+
+
+def test_sink_starts_only_when_used(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+import threading
+
+def test_no_sink():
+    assert not [t for t in threading.enumerate() if t.name.startswith("smtpsink-")]
+"""
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_marker_selects_a_sink_with_other_settings(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+import pytest
+
+@pytest.mark.smtpsink(hostname="marked.test", max_recipients=2)
+def test_marked(smtpsink, smtpsink_server):
+    assert smtpsink.settings.hostname == "marked.test"
+    assert smtpsink.port != smtpsink_server.port
+
+@pytest.mark.smtpsink(hostname="marked.test", max_recipients=2)
+class TestShared:
+    def test_reuses(self, smtpsink):
+        assert smtpsink.settings.max_recipients == 2
+
+@pytest.mark.smtpsink(colour="red")
+def test_unknown(smtpsink):
+    pass
+
+@pytest.mark.smtpsink(max_size=-5)
+def test_bad_value(smtpsink):
+    pass
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(passed=2, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*@pytest.mark.smtpsink: unknown sink setting(s) 'colour'; valid settings are:*",
+            "*@pytest.mark.smtpsink: max_size: must be a number of bytes >= 0*",
+        ]
+    )
+
+
+def test_factory_reuses_one_server_per_settings(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        SEND
+        + """
+PORTS = []
+
+def test_a(smtpsink_factory):
+    sink = smtpsink_factory(hostname="f.test")
+    send(sink, "a")
+    PORTS.append(sink.port)
+    assert [m.subject for m in sink.messages] == ["a"]
+
+def test_b(smtpsink_factory, smtpsink):
+    sink = smtpsink_factory(hostname="f.test")
+    assert len(sink.messages) == 0
+    PORTS.append(sink.port)
+    assert PORTS[0] == PORTS[1] != smtpsink.port
+    other = smtpsink_factory(hostname="g.test")
+    assert other.port not in PORTS
+"""
+    )
+    pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=2)
+
+
+XDIST_SUITE = (
+    SEND
+    + """
+import os
+import pytest
+
+@pytest.mark.parametrize("n", range(20))
+def test_isolated(smtpsink, n):
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    send(smtpsink, f"{worker}-{n}")
+    assert [m.subject for m in smtpsink.messages] == [f"{worker}-{n}"]
+    print(f"PORT {worker} {smtpsink.port}")
+"""
+)
+
+
+def test_xdist_gives_each_worker_its_own_server(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(XDIST_SUITE)
+    result = pytester.runpytest_subprocess("-n", "2", "-rP")
+    result.assert_outcomes(passed=20)
+    ports = {
+        tuple(line.split()[1:3])
+        for line in result.stdout.lines
+        if line.startswith("PORT gw")
+    }
+    workers = {worker for worker, _ in ports}
+    assert workers == {"gw0", "gw1"}
+    assert len({port for _, port in ports}) == 2, ports
+
+
+def test_runs_with_xdist_disabled(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(XDIST_SUITE)
+    pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=20)

@@ -1,0 +1,174 @@
+"""SMTPSink on its own: start, stop, addresses and start failures."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import threading
+
+import pytest
+
+from pytest_smtpsink import SettingsError, SinkError, SinkSettings, SMTPSink
+
+
+_BEFORE: set[threading.Thread] = set()
+
+
+@pytest.fixture(autouse=True)
+def _threads_before() -> None:
+    # The plugin's session sink may be running; only threads a test starts count.
+    _BEFORE.clear()
+    _BEFORE.update(threading.enumerate())
+
+
+def _sink_threads() -> list[threading.Thread]:
+    return [
+        t
+        for t in threading.enumerate()
+        if t.name.startswith("smtpsink-") and t not in _BEFORE
+    ]
+
+
+def test_binds_loopback_on_a_free_port() -> None:
+    with SMTPSink() as sink:
+        assert sink.host == "127.0.0.1"
+        assert sink.port > 0
+        assert sink.url == f"smtp://127.0.0.1:{sink.port}"
+        with smtplib.SMTP(sink.host, sink.port) as client:
+            code, banner = client.noop()
+        assert code == 250
+    assert not _sink_threads()
+
+
+def test_two_sinks_get_different_ports() -> None:
+    with SMTPSink() as one, SMTPSink() as two:
+        assert one.port != two.port
+
+
+def test_stop_releases_the_port_and_is_idempotent() -> None:
+    sink = SMTPSink().start()
+    port = sink.port
+    sink.stop()
+    sink.stop()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))  # raises if the port were still held
+    assert not sink.running
+    assert not _sink_threads()
+
+
+def test_stop_closes_connections_left_open() -> None:
+    sink = SMTPSink().start()
+    client = smtplib.SMTP(sink.host, sink.port)
+    client.ehlo("left.open")
+    sink.stop()
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        client.noop()
+    client.close()
+    assert sink.sessions[0].end == "server-closed"
+
+
+def test_stop_on_a_sink_never_started_is_harmless() -> None:
+    SMTPSink().stop()
+
+
+def test_a_stopped_sink_cannot_restart() -> None:
+    sink = SMTPSink().start()
+    sink.stop()
+    with pytest.raises(SinkError, match="cannot be restarted"):
+        sink.start()
+
+
+def test_starting_twice_is_an_error() -> None:
+    with SMTPSink() as sink, pytest.raises(SinkError, match="already running"):
+        sink.start()
+
+
+def test_port_in_use_fails_at_once_and_leaks_nothing() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        sink = SMTPSink(port=port)
+        with pytest.raises(SinkError, match=rf"cannot listen on 127\.0\.0\.1:{port}"):
+            sink.start()
+    assert not _sink_threads()
+
+
+def test_address_of_a_sink_never_started_says_so() -> None:
+    with pytest.raises(SinkError, match="never started"):
+        _ = SMTPSink().port
+
+
+def test_mail_stays_readable_after_stop_but_waiting_says_stopped() -> None:
+    with SMTPSink() as sink, smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail("a@example.com", ["b@example.com"], b"Subject: kept\r\n\r\n.\r\n")
+    assert sink.messages.one().subject == "kept"
+    with pytest.raises(SinkError, match="cannot wait for mail: the SMTP sink was stopped"):
+        sink.wait_for(subject="more")
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("port", 70000, "port: must be an integer from 0 to 65535"),
+        ("port", "25", "port: must be an integer"),
+        ("host", "localhost", "host: 'localhost' is not an IP address"),
+        ("host", "0.0.0.0", "host: 0.0.0.0 is not a loopback address"),
+        ("max_size", -1, "max_size: must be a number of bytes >= 0"),
+        ("max_recipients", 0, "max_recipients: must be None or an integer >= 1"),
+        ("tls", "ssl", "tls: must be None or one of 'starttls'"),
+        ("auth", "yes", "auth: must be None, 'any' or a mapping"),
+        ("auth", {}, "auth: the credentials table is empty"),
+        ("auth_required", True, "auth_required: needs auth="),
+        ("hostname", "has space", "hostname: must be a non-empty ASCII name"),
+        ("smtputf8", "yes", "smtputf8: must be True or False"),
+        ("idle_timeout", 0, "idle_timeout: must be a number of seconds > 0"),
+    ],
+)
+def test_bad_settings_name_the_setting(setting: str, value: object, message: str) -> None:
+    with pytest.raises(SettingsError, match=message) as caught:
+        SMTPSink(**{setting: value})
+    assert caught.value.setting == setting
+
+
+def test_unknown_setting_lists_the_valid_ones() -> None:
+    with pytest.raises(TypeError, match=r"unknown sink setting\(s\) 'colour'.*hostname"):
+        SMTPSink(colour="blue")
+
+
+def test_remote_bind_must_be_asked_for() -> None:
+    settings = SinkSettings(host="0.0.0.0", allow_remote=True)
+    assert settings.host == "0.0.0.0"
+
+
+def test_settings_are_hashable_and_keep_a_private_copy_of_credentials() -> None:
+    users = {"ann": "secret"}
+    settings = SinkSettings(auth=users)
+    users["ann"] = "changed"
+    assert settings.auth == {"ann": "secret"}
+    assert hash(settings) == hash(SinkSettings(auth={"ann": "secret"}))
+    assert "secret" not in settings.describe()
+
+
+def test_greeting_uses_the_configured_hostname() -> None:
+    with SMTPSink(hostname="mx.test.example") as sink, smtplib.SMTP(sink.host, sink.port) as client:
+        code, name = client.ehlo("me.example")
+        assert code == 250
+        assert name.decode().splitlines()[0] == "mx.test.example"
+
+
+def test_ipv6_loopback() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 in this Python")
+    sink = SMTPSink(host="::1")
+    try:
+        sink.start()
+    except SinkError as error:
+        pytest.skip(f"no IPv6 loopback here: {error}")
+    try:
+        assert sink.url == f"smtp://[::1]:{sink.port}"
+        with smtplib.SMTP("::1", sink.port) as client:
+            client.sendmail("a@example.com", ["b@example.com"], b"Subject: v6\r\n\r\nhi\r\n")
+        sink.assert_sent(subject="v6")
+    finally:
+        sink.stop()
