@@ -302,6 +302,22 @@ class Mailbox:
             self._store.remove_listener(wake)
         self._raise_timeout(count, criteria, limit, loop.time() - started)
 
+    def wait_until(
+        self, condition: Callable[[], object], timeout: float | None = None
+    ) -> None:
+        """Block until ``condition()`` is true, re-checking whenever the sink
+        records something (a message, a new session, a session ending).
+
+        For conditions on the conversation, e.g.
+        ``smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)``.
+        Fails after ``timeout`` seconds (default `default_timeout`).
+        """
+        __tracebackhide__ = True
+        limit = self.default_timeout if timeout is None else timeout
+        if not self._wait(lambda: bool(_quietly(condition)), limit):
+            name = getattr(condition, "__name__", repr(condition))
+            raise AssertionError(f"wait_until({name}) still false after {limit:g} s")
+
     def _store_filter(self, criteria: Criteria) -> list[Message]:
         return [
             m for m in self._store.messages_since(self._cursor) if _match.matches(m, criteria)
@@ -350,6 +366,15 @@ class Mailbox:
     def __repr__(self) -> str:
         where = self._sink.url if self._sink._address else "not started"
         return f"<Mailbox {where} messages={len(self._store.messages_since(self._cursor))}>"
+
+
+def _quietly(condition: Callable[[], object]) -> object:
+    # A condition may look at state that is not there yet (sessions[-1] on an
+    # empty tuple): that means "not yet", not an error.
+    try:
+        return condition()
+    except (IndexError, KeyError):
+        return False
 
 
 def _check_count(count: int | None, allow_none: bool = True) -> None:

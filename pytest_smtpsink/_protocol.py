@@ -37,6 +37,15 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
+
+
+def _printable(raw: bytes) -> str:
+    """A client line as text that prints on one line: UTF-8 where it decodes,
+    ``\\xNN`` for control characters and bytes that do not."""
+    return raw.decode("utf-8", "backslashreplace").translate(_CONTROL)
+
+
 class ServerState:
     """What every connection of one sink server shares."""
 
@@ -153,6 +162,7 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
         self._data_bytes = 0
         self._data_partial = False
         self._pending_fragment = b""
+        self._pending_total = 0
         self._auth_username: str | None = None
         self._in_readline = False
 
@@ -181,15 +191,15 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
         record = self.record
         if record is not None:
             if self._in_data:
+                # A last line without CRLF is still in the reader's buffer.
+                unread = len(getattr(self._reader, "_buffer", b""))
                 self._append(
                     "data",
-                    f"<message content: {self._data_bytes} bytes, incomplete: "
+                    f"<message content: {self._data_bytes + unread} bytes, incomplete: "
                     "the connection closed before the final dot>",
                 )
                 self._in_data = False
-            if record.end is None:
-                record.end = "client-closed"
-            record.ended_at = _now()
+            self._mark_end("client-closed")
         self.state.connections.discard(self)
         super().connection_lost(error)
         self.state.store.touch()
@@ -207,6 +217,7 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
     def _mark_end(self, reason: EndReason) -> None:
         if self.record is not None and self.record.end is None:
             self.record.end = reason
+            self.record.ended_at = _now()
 
     def _cb_client_connected(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -265,8 +276,10 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
         if self._in_data:
             self._data_bytes += len(chunk)
             self._data_partial = bool(chunk) and not chunk.endswith(b"\r\n")
-        elif len(self._pending_fragment) < _MAX_SHOWN_LINE:
-            self._pending_fragment += chunk[:_MAX_SHOWN_LINE]
+        else:
+            self._pending_total += len(chunk)
+            if len(self._pending_fragment) < _MAX_SHOWN_LINE:
+                self._pending_fragment += chunk[:_MAX_SHOWN_LINE]
 
     def _on_line(self, line: bytes) -> None:
         if self._in_data:
@@ -277,10 +290,10 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
                 self._data_bytes += len(line)
                 self._data_partial = not line.endswith(b"\r\n")
             return
-        total = len(self._pending_fragment) + len(line)
+        total = self._pending_total + len(line)
         raw = (self._pending_fragment + line).rstrip(b"\r\n")
-        self._pending_fragment = b""
-        text = raw[:_MAX_SHOWN_LINE].decode("utf-8", "backslashreplace")
+        self._pending_fragment, self._pending_total = b"", 0
+        text = _printable(raw[:_MAX_SHOWN_LINE])
         if total > _MAX_SHOWN_LINE:
             text += f"... [{total} bytes in all]"
         verb, _, rest = text.partition(" ")

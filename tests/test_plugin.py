@@ -207,7 +207,7 @@ def test_no_sink():
     assert not [t for t in threading.enumerate() if t.name.startswith("smtpsink-")]
 """
     )
-    pytester.runpytest().assert_outcomes(passed=1)
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
 
 
 def test_marker_selects_a_sink_with_other_settings(pytester: pytest.Pytester) -> None:

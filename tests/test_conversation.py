@@ -1,0 +1,248 @@
+"""The SMTP conversation: sessions and their transcripts, checked exactly."""
+
+from __future__ import annotations
+
+import base64
+import re
+import smtplib
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from pytest_smtpsink import Mailbox, SMTPSink
+
+
+class RawClient:
+    """A deliberately dumb SMTP client: sends bytes, reads whole replies."""
+
+    def __init__(self, sink: Mailbox | SMTPSink) -> None:
+        self.sock = socket.create_connection((sink.host, sink.port), timeout=5)
+        self.file = self.sock.makefile("rb")
+        self.greeting = self.reply()
+
+    def reply(self) -> list[str]:
+        lines = []
+        while True:
+            line = self.file.readline().decode().rstrip("\r\n")
+            lines.append(line)
+            if len(line) < 4 or line[3] != "-":
+                return lines
+
+    def send(self, data: bytes, replies: int = 1) -> list[list[str]]:
+        self.sock.sendall(data)
+        return [self.reply() for _ in range(replies)]
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def raw(smtpsink: Mailbox) -> Iterator[RawClient]:
+    client = RawClient(smtpsink)
+    yield client
+    client.close()
+
+
+def transcript(sink: Mailbox, index: int = 0) -> list[str]:
+    """The transcript with the variable parts (port, sizes) made stable."""
+    return sink.sessions[index].format_transcript().splitlines()
+
+
+def test_plain_send_transcript(smtpsink: Mailbox) -> None:
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, local_hostname="app.example.com") as client:
+        client.sendmail("app@example.com", ["ann@example.com"], b"Subject: hi\r\n\r\nHello\r\n")
+    session = smtpsink.sessions[0]
+    assert transcript(smtpsink) == [
+        "S: 220 smtpsink.test pytest-smtpsink",
+        "C: ehlo app.example.com",
+        "S: 250-smtpsink.test",
+        "S: 250-SIZE 67108864",
+        "S: 250-8BITMIME",
+        "S: 250-SMTPUTF8",
+        "S: 250 HELP",
+        "C: mail FROM:<app@example.com> size=22",
+        "S: 250 OK",
+        "C: rcpt TO:<ann@example.com>",
+        "S: 250 OK",
+        "C: data",
+        "S: 354 End data with <CR><LF>.<CR><LF>",
+        "C: <message content: 22 bytes>",
+        "S: 250 2.0.0 OK: queued as #1".replace("#1", f"#{session.messages[0].number}"),
+        "C: QUIT",
+        "S: 221 Bye",
+    ]
+    assert session.commands == ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"]
+    assert session.codes == [220, 250, 250, 250, 354, 250, 221]
+    assert session.ehlo == "app.example.com"
+    assert session.esmtp is True
+    assert session.end == "quit"
+    assert session.used("quit")
+    assert session.before("MAIL", "DATA")
+    assert not session.before("DATA", "MAIL")
+    assert session.peer[0] == "127.0.0.1"
+    assert session.started_at <= session.transcript[-1].at
+    assert session.ended_at is not None
+    data = session.transcript[4]
+    assert (data.command, data.argument, data.code) == ("DATA", None, 354)
+    assert session.transcript[2].argument == "FROM:<app@example.com> size=22"
+
+
+def test_one_refused_recipient(smtpsink_factory: object) -> None:
+    sink = smtpsink_factory(max_recipients=2)  # type: ignore[operator]
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        refused = client.sendmail("a@example.com", ["b@x.test", "c@x.test", "d@x.test"], b"\r\nhi\r\n")
+    assert refused == {"d@x.test": (452, b"4.5.3 Too many recipients")}
+    session = sink.sessions[0]
+    assert [(e.line, e.code) for e in session.replies_to("RCPT")] == [
+        ("rcpt TO:<b@x.test>", 250),
+        ("rcpt TO:<c@x.test>", 250),
+        ("rcpt TO:<d@x.test>", 452),
+    ]
+    assert sink.messages.one().envelope.rcpt_to == ("b@x.test", "c@x.test")
+
+
+def test_rset_in_the_middle(raw: RawClient, smtpsink: Mailbox) -> None:
+    raw.send(b"HELO client.test\r\n")
+    raw.send(b"MAIL FROM:<a@example.com>\r\n")
+    raw.send(b"RCPT TO:<b@example.com>\r\n")
+    assert raw.send(b"RSET\r\n") == [["250 OK"]]
+    assert raw.send(b"DATA\r\n") == [["503 Error: need RCPT command"]]
+    raw.send(b"QUIT\r\n")
+    assert transcript(smtpsink)[1:] == [
+        "C: HELO client.test",
+        "S: 250 smtpsink.test",
+        "C: MAIL FROM:<a@example.com>",
+        "S: 250 OK",
+        "C: RCPT TO:<b@example.com>",
+        "S: 250 OK",
+        "C: RSET",
+        "S: 250 OK",
+        "C: DATA",
+        "S: 503 Error: need RCPT command",
+        "C: QUIT",
+        "S: 221 Bye",
+    ]
+    session = smtpsink.sessions[0]
+    assert session.esmtp is False
+    assert session.messages == ()
+
+
+def test_client_drops_during_data(smtpsink: Mailbox) -> None:
+    client = RawClient(smtpsink)
+    client.send(b"EHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n", replies=4)
+    client.sock.sendall(b"Subject: cut\r\n\r\nhalf a mess")
+    client.close()
+    session = smtpsink.sessions[0]
+    smtpsink.wait_until(lambda: session.end is not None)
+    assert session.end == "client-closed"
+    assert transcript(smtpsink)[-1] == (
+        "C: <message content: 27 bytes, incomplete: the connection closed before the final dot>"
+    )
+    assert smtpsink.messages == []
+
+
+def test_pipelined_commands_in_one_packet(raw: RawClient, smtpsink: Mailbox) -> None:
+    raw.send(b"EHLO pipe.test\r\n")
+    replies = raw.send(
+        b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nRCPT TO:<c@x.test>\r\nDATA\r\n",
+        replies=4,
+    )
+    assert [r[0][:3] for r in replies] == ["250", "250", "250", "354"]
+    raw.send(b"Subject: piped\r\n\r\nbody\r\n.\r\nQUIT\r\n", replies=2)
+    assert [line for line in transcript(smtpsink) if line.startswith("C:")] == [
+        "C: EHLO pipe.test",
+        "C: MAIL FROM:<a@x.test>",
+        "C: RCPT TO:<b@x.test>",
+        "C: RCPT TO:<c@x.test>",
+        "C: DATA",
+        "C: <message content: 24 bytes>",
+        "C: QUIT",
+    ]
+    assert smtpsink.messages.one().envelope.rcpt_to == ("b@x.test", "c@x.test")
+
+
+def test_garbage_and_8bit_commands_are_recorded(raw: RawClient, smtpsink: Mailbox) -> None:
+    replies = raw.send(b"\xff\xfe\x00junk\r\nEHLO h\xc3\xa9.test\r\nFOO bar\r\n\r\nMAIL\r\n", replies=5)
+    assert [r[-1][:3] for r in replies] == ["500", "250", "500", "500", "501"]
+    raw.send(b"NOOP\r\n")
+    lines = transcript(smtpsink)
+    assert lines[1:3] == ["C: \\xff\\xfe\\x00junk", "S: 500 Error: bad syntax"]
+    assert "C: EHLO hé.test" in lines
+    assert 'S: 500 Error: command "FOO" not recognized' in lines
+    assert lines[-2:] == ["C: NOOP", "S: 250 OK"]  # still serving
+
+
+def test_overlong_command_line_is_recorded_shortened(raw: RawClient, smtpsink: Mailbox) -> None:
+    raw.send(b"EHLO x.test\r\n")
+    assert raw.send(b"NOOP " + b"a" * 5000 + b"\r\n") == [["500 Command line too long"]]
+    exchange = smtpsink.sessions[0].transcript[-1]
+    assert exchange.command == "NOOP"
+    assert exchange.line.endswith("... [5007 bytes in all]")
+    assert len(exchange.line) < 600
+
+
+def test_sessions_without_messages_are_recorded(smtpsink: Mailbox) -> None:
+    client = RawClient(smtpsink)
+    client.close()
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as smtp:
+        smtp.noop()
+    smtpsink.wait_until(lambda: all(s.end for s in smtpsink.sessions))
+    first, second = smtpsink.sessions
+    assert (first.end, first.commands, first.ehlo) == ("client-closed", [], None)
+    assert (second.end, second.commands) == ("quit", ["NOOP", "QUIT"])
+
+
+def test_idle_timeout_ends_the_session(smtpsink_factory: object) -> None:
+    sink = smtpsink_factory(idle_timeout=0.2)  # type: ignore[operator]
+    client = RawClient(sink)
+    assert client.file.readline() == b""  # the server closed on us
+    client.close()
+    sink.wait_until(lambda: sink.sessions[0].end is not None)
+    assert sink.sessions[0].end == "timeout"
+
+
+def test_auth_secrets_never_show(smtpsink_factory: object) -> None:
+    sink = smtpsink_factory(auth={"ann": "hunter2"}, auth_plaintext=True)  # type: ignore[operator]
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.user, client.password = "ann", "hunter2"
+        client.ehlo()
+        client.auth("PLAIN", client.auth_plain)
+    client2 = RawClient(sink)
+    client2.send(b"EHLO x\r\n")
+    secret = base64.b64encode(b"ann").decode()
+    client2.send(b"AUTH LOGIN\r\n")
+    client2.send(secret.encode() + b"\r\n")
+    client2.send(base64.b64encode(b"wrong-pass") + b"\r\n")
+    client2.send(b"QUIT\r\n")
+    client2.close()
+    outputs = [repr(s) + s.format_transcript() + repr(s.transcript) for s in sink.sessions]
+    for text in outputs:
+        for leaked in ("hunter2", "wrong-pass", base64.b64encode(b"\0ann\0hunter2").decode(),
+                       base64.b64encode(b"wrong-pass").decode(), secret):
+            assert leaked not in text
+    assert "C: AUTH PLAIN ****" in sink.sessions[0].format_transcript()
+    second = sink.sessions[1].format_transcript().splitlines()
+    assert second[-7:] == [
+        "C: AUTH LOGIN",
+        "S: 334 VXNlciBOYW1lAA==",
+        "C: ****",
+        "S: 334 UGFzc3dvcmQA",
+        "C: ****",
+        "S: 535 5.7.8 Authentication credentials invalid",
+        "C: QUIT",
+    ][:7] or second
+    assert sink.sessions[0].authenticated_as == "ann"
+    assert sink.sessions[1].auth is not None and sink.sessions[1].auth.success is False
+
+
+def test_session_repr_is_a_readable_transcript(smtpsink: Mailbox) -> None:
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.helo("repr.test")
+    text = repr(smtpsink.sessions[0])
+    assert re.match(
+        r"<Session 127\.0\.0\.1:\d+ ehlo='repr\.test' tls=no auth=None messages=0 end=\w+>\n"
+        r"  S: 220 smtpsink\.test pytest-smtpsink\n  C: helo repr\.test\n  S: 250 smtpsink\.test",
+        text,
+    ), text
