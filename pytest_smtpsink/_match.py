@@ -119,6 +119,9 @@ def _check(message: Message, name: str, wanted: Any) -> bool:
         )
     if name == "attachment":
         return _check_attachments(message.attachments, wanted)
+    if name == "body" and not (callable(wanted) and not isinstance(wanted, (str, re.Pattern))):
+        # Either part: the test should not care how the app built the message.
+        return any(_check(message, part, wanted) for part in ("text", "html"))
     value = getattr(message, name)
     if callable(wanted) and not isinstance(wanted, (str, re.Pattern)):
         return bool(wanted(value))
@@ -134,11 +137,12 @@ def _check(message: Message, name: str, wanted: Any) -> bool:
 def _check_addresses(message: Message, name: str, wanted: Any) -> bool:
     if callable(wanted) and not isinstance(wanted, (str, re.Pattern)):
         return bool(wanted(field_value(message, name)))
-    values = [str(v) for v in _ADDRESS_FIELDS[name](message)]
+    # Regexes too see the normalized form (domain in lower case), so that
+    # r"@example\.com$" matches "Ann@Example.COM" as a mail system would.
+    values = [normalize_address(str(v)) for v in _ADDRESS_FIELDS[name](message)]
     if isinstance(wanted, re.Pattern):
         return any(wanted.search(v) for v in values)
-    target = normalize_address(wanted)
-    return any(normalize_address(v) == target for v in values)
+    return normalize_address(wanted) in values
 
 
 def _check_header(values: list[str], wanted: Any) -> bool:

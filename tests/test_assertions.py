@@ -1,0 +1,335 @@
+"""Queries, assertions and waits over captured mail, and their failure text."""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import Send, make_message
+
+from pytest_smtpsink import Mailbox, Message
+
+pytest_plugins = ["pytester"]
+
+
+@pytest.fixture
+def mixed(smtpsink: Mailbox, send: Send) -> Mailbox:
+    """Three messages that differ in every field the criteria look at."""
+    send(
+        subject="Welcome",
+        sender="App <noreply@shop.example>",
+        to=["Ann <ann@Example.COM>"],
+        text="Your code is 482913.\nConfirm: https://shop.example/confirm/abc\n",
+        html='<p>Hi <a href="https://shop.example/confirm/abc">Confirm address</a></p>',
+        Cc="team@shop.example",
+        Reply_To="help@shop.example",
+        X_Campaign="onboarding",
+    )
+    send(subject="Receipt #42", to=["bob@example.com"], rcpt=["bob@example.com", "audit@shop.example"])
+    message = make_message(subject="Invoice", to=["carol@example.com"])
+    message.add_attachment(b"%PDF-1.7 ...", maintype="application", subtype="pdf", filename="inv-7.pdf")
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.send_message(message)
+    return smtpsink
+
+
+@pytest.mark.parametrize(
+    ("criteria", "subjects"),
+    [
+        ({"to": "ann@example.com"}, ["Welcome"]),
+        ({"to": "Ann <ANN@example.com>"}, []),  # local part is case-sensitive
+        ({"to": "ann@EXAMPLE.com"}, ["Welcome"]),
+        ({"to": re.compile(r"@example\.com$")}, ["Welcome", "Receipt #42", "Invoice"]),
+        ({"to": lambda to: len(to) == 1 and to[0].name == "Ann"}, ["Welcome"]),
+        ({"from_": "noreply@shop.example"}, ["Welcome"]),
+        ({"cc": "team@shop.example"}, ["Welcome"]),
+        ({"reply_to": "help@shop.example"}, ["Welcome"]),
+        ({"subject": "Welcome"}, ["Welcome"]),
+        ({"subject": "Welc"}, []),
+        ({"subject": re.compile(r"^Receipt #\d+$")}, ["Receipt #42"]),
+        ({"header": {"X-Campaign": "onboarding"}}, ["Welcome"]),
+        ({"header": {"x-campaign": re.compile("board")}}, ["Welcome"]),
+        ({"header": {"X-Campaign": "other"}}, []),
+        ({"text": "482913"}, ["Welcome"]),
+        ({"text": "Confirm address"}, []),
+        ({"html": "Confirm address"}, ["Welcome"]),
+        ({"body": "Confirm address"}, ["Welcome"]),
+        ({"body": re.compile(r"code is \d{6}")}, ["Welcome"]),
+        ({"attachment": "inv-7.pdf"}, ["Invoice"]),
+        ({"attachment": "application/pdf"}, ["Invoice"]),
+        ({"attachment": re.compile(r"inv-\d+\.pdf")}, ["Invoice"]),
+        ({"attachment": b"%PDF-1.7 ..."}, ["Invoice"]),
+        ({"attachment": lambda a: a.size > 100}, []),
+        ({"mail_from": "noreply@shop.example"}, ["Welcome"]),
+        ({"mail_from": "app@example.com"}, ["Receipt #42", "Invoice"]),
+        ({"body": lambda body: "482913" in body}, ["Welcome"]),
+        ({"rcpt_to": "audit@shop.example"}, ["Receipt #42"]),
+        ({"to": "audit@shop.example"}, []),
+        ({"to": "bob@example.com", "subject": "Welcome"}, []),
+    ],
+)
+def test_criteria(mixed: Mailbox, criteria: dict[str, object], subjects: list[str]) -> None:
+    assert [m.subject for m in mixed.messages.filter(**criteria)] == subjects  # type: ignore[arg-type]
+
+
+def test_unknown_criterion_is_a_type_error_listing_valid_ones(smtpsink: Mailbox) -> None:
+    with pytest.raises(TypeError, match=r"unknown criteria 'sender'; valid criteria are: from_, to,"):
+        smtpsink.assert_sent(sender="x")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"'from' is a keyword in Python: use from_="):
+        smtpsink.messages.filter(**{"from": "x"})  # type: ignore[arg-type]
+
+
+def test_queries(mixed: Mailbox) -> None:
+    messages = mixed.messages
+    assert len(messages) == 3
+    assert messages.first().subject == "Welcome"
+    assert messages.last().subject == "Invoice"
+    assert messages[1].subject == "Receipt #42"
+    assert [m.subject for m in messages[1:]] == ["Receipt #42", "Invoice"]
+    assert messages.one(subject="Invoice") is messages[2]
+    assert list(reversed(messages))[0] is messages[2]
+
+
+def test_assert_sent_returns_messages(mixed: Mailbox) -> None:
+    assert mixed.assert_sent(to="ann@example.com").subject == "Welcome"
+    assert mixed.assert_sent(mail_from="app@example.com").subject == "Invoice"  # the latest
+    assert len(mixed.assert_sent(2, mail_from="app@example.com")) == 2
+    assert mixed.assert_sent(1, subject="Invoice").subject == "Invoice"
+    mixed.assert_not_sent(to="dave@example.com")
+    assert len(mixed.assert_sent(0, to="dave@example.com")) == 0
+
+
+def test_assert_sent_count_mismatch(mixed: Mailbox) -> None:
+    with pytest.raises(AssertionError, match=r"expected 3 messages matching mail_from='app@example.com'; found 2\."):
+        mixed.assert_sent(3, mail_from="app@example.com")
+
+
+def test_assert_not_sent_failure_marks_the_matches(mixed: Mailbox) -> None:
+    with pytest.raises(AssertionError) as caught:
+        mixed.assert_not_sent(subject="Invoice")
+    text = str(caught.value)
+    assert text.startswith("expected no message matching subject='Invoice'; found 1.")
+    assert re.search(r"^\* #\d+ .* \| Subject: 'Invoice' \|", text, re.M)
+
+
+def test_message_helpers(mixed: Mailbox) -> None:
+    welcome = mixed.messages.one(subject="Welcome")
+    assert welcome.links() == ["https://shop.example/confirm/abc"]
+    assert welcome.link(contains="/confirm/") == "https://shop.example/confirm/abc"
+    assert welcome.link(text="confirm ADDRESS") == "https://shop.example/confirm/abc"
+    assert welcome.link(pattern=r"/confirm/\w+$").endswith("/abc")
+    assert welcome.code() == "482913"
+    assert welcome.code(r"code is (\d+)") == "482913"
+    with pytest.raises(AssertionError, match=r"no link with contains='/reset/'.*links found:\n  https://shop"):
+        welcome.link(contains="/reset/")
+    with pytest.raises(AssertionError, match=re.escape("no code matching 'PIN (\\\\d+)' in <Message")):
+        welcome.code(r"PIN (\d+)")
+    invoice = mixed.messages.one(subject="Invoice")
+    assert invoice.attachment("inv-7.pdf").content == b"%PDF-1.7 ..."
+    with pytest.raises(AssertionError, match=r"no attachment named 'x.pdf'; attachments: 'inv-7.pdf'"):
+        invoice.attachment("x.pdf")
+
+
+def test_links_are_deduplicated_in_order(smtpsink: Mailbox, send: Send) -> None:
+    send(
+        text="First https://a.example/1, then https://b.example/2.\n",
+        html='<a href="https://b.example/2">two</a> <a href="https://c.example/3">three</a>',
+    )
+    assert smtpsink.messages.one().links() == [
+        "https://b.example/2",
+        "https://c.example/3",
+        "https://a.example/1",
+    ]
+
+
+def test_first_and_last_on_no_mail(smtpsink: Mailbox) -> None:
+    with pytest.raises(AssertionError, match="no messages arrived, so there is no first one"):
+        smtpsink.messages.first()
+    with pytest.raises(AssertionError, match="no last one"):
+        smtpsink.messages.last()
+
+
+# -- waiting ------------------------------------------------------------------------------
+
+
+def _send_later(sink: Mailbox, subject: str, delay: float) -> threading.Timer:
+    def send() -> None:
+        with smtplib.SMTP(sink.host, sink.port) as client:
+            client.sendmail("bg@example.com", ["ann@example.com"], f"Subject: {subject}\r\n\r\nx\r\n")
+
+    timer = threading.Timer(delay, send)
+    timer.start()
+    return timer
+
+
+def test_wait_for_mail_from_a_thread(smtpsink: Mailbox) -> None:
+    timer = _send_later(smtpsink, "background", 0.2)
+    message = smtpsink.wait_for(subject="background", timeout=10)
+    timer.join()
+    assert message.envelope.mail_from == "bg@example.com"
+
+
+def test_wait_for_several(smtpsink: Mailbox) -> None:
+    timers = [_send_later(smtpsink, f"n{n}", 0.05 * n) for n in range(3)]
+    found = smtpsink.wait_for(3, mail_from="bg@example.com", timeout=10)
+    for timer in timers:
+        timer.join()
+    assert sorted(m.subject or "" for m in found) == ["n0", "n1", "n2"]
+
+
+def test_wait_for_mail_from_a_subprocess(smtpsink: Mailbox) -> None:
+    script = (
+        "import smtplib, sys\n"
+        "with smtplib.SMTP(sys.argv[1], int(sys.argv[2])) as c:\n"
+        "    c.sendmail('child@example.com', ['ann@example.com'], b'Subject: child\\r\\n\\r\\nx\\r\\n')\n"
+    )
+    with subprocess.Popen([sys.executable, "-c", script, smtpsink.host, str(smtpsink.port)]) as child:
+        message = smtpsink.wait_for(subject="child", timeout=30)
+    assert child.returncode == 0
+    assert message.envelope.mail_from == "child@example.com"
+
+
+@pytest.mark.anyio
+async def test_wait_for_async_with_an_asyncio_client(smtpsink: Mailbox) -> None:
+    import aiosmtplib
+
+    async def send_soon() -> None:
+        await aiosmtplib.send(
+            make_message(subject="async"), hostname=smtpsink.host, port=smtpsink.port
+        )
+
+    import asyncio
+
+    task = asyncio.ensure_future(send_soon())
+    # The client runs on this same loop: a blocking wait would deadlock here.
+    message = await smtpsink.wait_for_async(subject="async", timeout=10)
+    await task
+    assert message.subject == "async"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def test_wait_for_timeout_reports_what_arrived(smtpsink: Mailbox, send: Send) -> None:
+    send(subject="Welcome", to=["bob@example.com"])
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.wait_for(to="ann@example.com", timeout=0.2)
+    text = str(caught.value)
+    assert re.match(
+        r"wait_for timed out 1 message within 0.2 s \(waited 0.\d\d s\) matching "
+        r"to='ann@example.com'; found 0\.\nMessages that arrived in this test \(1\):\n"
+        r"  #\d+ [\d:.]+ app@example.com -> bob@example.com \| To: bob@example.com \| "
+        r"Subject: 'Welcome' \| \d+ bytes\nClosest: #\d+, which differs in:\n"
+        r"  to: wanted 'ann@example.com', got \['bob@example.com'\]$",
+        text,
+    ), text
+
+
+def test_assert_nothing_sent_catches_late_mail(smtpsink: Mailbox) -> None:
+    timer = _send_later(smtpsink, "late", 0.1)
+    started = time.monotonic()
+    with pytest.raises(AssertionError, match=r"expected no message \(watched 30 s\); found 1"):
+        smtpsink.assert_nothing_sent(within=30)
+    timer.join()
+    # It failed on arrival, not at the end of the window.
+    assert time.monotonic() - started < 30
+
+
+def test_assert_nothing_sent_passes_on_silence(smtpsink: Mailbox) -> None:
+    smtpsink.assert_nothing_sent()
+    smtpsink.assert_nothing_sent(within=0.05)
+
+
+def test_wait_until_times_out_with_a_message(smtpsink: Mailbox) -> None:
+    def never() -> bool:
+        return False
+
+    with pytest.raises(AssertionError, match=r"wait_until\(never\) still false after 0.05 s"):
+        smtpsink.wait_until(never, timeout=0.05)
+
+
+# -- failure output as users see it ----------------------------------------------------------
+
+
+def test_failure_output_points_at_the_users_line(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+import smtplib
+
+def test_welcome(smtpsink):
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("app@example.com", ["ann@example.com", "boss@example.com"],
+                        b"To: ann@example.com\\r\\nSubject: Welcome aboard\\r\\n\\r\\nhi\\r\\n")
+    smtpsink.assert_sent(to="boss@example.com", subject="Welcome")
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            '>       smtpsink.assert_sent(to="boss@example.com", subject="Welcome")',
+            "E       AssertionError: expected at least 1 message matching to='boss@example.com', subject='Welcome'; found 0.",
+            "E       Messages that arrived in this test (1):",
+            "E         #* app@example.com -> ann@example.com, boss@example.com | To: ann@example.com | Subject: 'Welcome aboard' | * bytes",
+            "E       Closest: #*, which differs in:",
+            "E         to: wanted 'boss@example.com', got ['ann@example.com']",
+            "E         subject: wanted 'Welcome', got 'Welcome aboard'",
+            "E       Hint: boss@example.com received #* but is not in its 'to' header (a Bcc, or a different header): match envelope recipients with rcpt_to='boss@example.com'",
+            "E       Hint: subject= means equal: #*'s subject 'Welcome aboard' only contains it; use re.compile('Welcome')",
+        ]
+    )
+    # __tracebackhide__: no frames from inside the plugin
+    assert "_mailbox.py" not in result.stdout.str()
+
+
+def test_failure_hint_for_html_only_text(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+import smtplib
+from email.message import EmailMessage
+
+def test_html(smtpsink):
+    m = EmailMessage()
+    m["Subject"] = "Reset"
+    m.set_content("<p>Reset your password</p>", subtype="html")
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.send_message(m, "a@example.com", ["b@example.com"])
+    smtpsink.assert_sent(text="Reset your password")
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist")
+    result.stdout.fnmatch_lines(
+        [
+            "E         text: wanted 'Reset your password', got no text part",
+            "E       Hint: #* has it in its html part, not its text part: use body= to match either",
+        ]
+    )
+
+
+def test_long_bodies_are_shortened_in_failures(smtpsink: Mailbox, send: Send) -> None:
+    send(text="x" * 50_000)
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(text="y")
+    assert len(str(caught.value)) < 2_000
+    assert "[49801 more characters]" in str(caught.value)
+
+
+def test_many_messages_are_listed_up_to_a_limit(smtpsink: Mailbox) -> None:
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        for n in range(30):
+            client.sendmail("a@example.com", ["b@example.com"], f"Subject: n{n}\r\n\r\nx\r\n")
+    with pytest.raises(AssertionError, match=r"\n  \.\.\. and 10 more\n"):
+        smtpsink.assert_sent(subject="nope")
+
+
+def test_plain_assert_on_messages_is_readable(smtpsink: Mailbox, send: Send) -> None:
+    send(subject="one")
+    assert repr(smtpsink.messages).startswith("Messages([\n  <Message #")
+    assert isinstance(smtpsink.messages[0], Message)
