@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from . import _report
 from ._mailbox import DEFAULT_TIMEOUT, Mailbox
 from ._server import SinkError, SMTPSink
 from ._settings import SettingsError, SinkSettings
@@ -19,6 +21,13 @@ from ._settings import SettingsError, SinkSettings
 _POOL_KEY = pytest.StashKey["_SinkPool"]()
 _DEFAULTS_KEY = pytest.StashKey["SinkSettings"]()
 _TIMEOUT_KEY = pytest.StashKey[float]()
+#: Sinks (by id) that already opened a view in this test: see _open_view.
+_OPENED_KEY = pytest.StashKey[set[int]]()
+#: Every mailbox a test opened, for its report section and saved files.
+_VIEWS_KEY = pytest.StashKey[list[Mailbox]]()
+_FAILED_KEY = pytest.StashKey[bool]()
+_REPORT_KEY = pytest.StashKey["_report.ReportMode"]()
+_SAVE_KEY = pytest.StashKey["tuple[Path, _report.SaveMode] | None"]()
 
 
 # -- options ------------------------------------------------------------------------
@@ -49,6 +58,23 @@ _OPTIONS = (
         "0 for no limit (default 64MiB).",
     ),
     _Option("timeout", f"default seconds for wait_for (default {DEFAULT_TIMEOUT:g})."),
+    _Option(
+        "report",
+        "what a failed test shows of its mail: off, summary (one line per "
+        "message and session) or full (with transcripts; the default).",
+    ),
+    _Option(
+        "save_dir",
+        "write each test's messages (.eml) and transcripts (.txt) under this "
+        "directory, one sub-directory per test.",
+    ),
+    _Option("save", "which tests --smtpsink-save-dir saves: failed (default) or all."),
+    _Option(
+        "summary",
+        "list in the terminal summary how many messages and sessions each test "
+        "captured (with -v also tests that captured nothing).",
+        kind="bool",
+    ),
     _Option(
         "allow_remote",
         "allow --smtpsink-host to be a non-loopback address (anyone who can "
@@ -113,6 +139,29 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 }
 
 
+_PLUGIN_ONLY = frozenset({"timeout", "report", "save_dir", "save", "summary"})
+
+
+def _choice(config: pytest.Config, name: str, choices: tuple[str, ...], default: str) -> str:
+    option = next(o for o in _OPTIONS if o.name == name)
+    value, source = _raw_value(config, option)
+    value = str(value or default).strip().lower()
+    if value not in choices:
+        raise pytest.UsageError(
+            f"{source}: {value!r} is not one of {', '.join(choices)}"
+        )
+    return value
+
+
+def _read_reporting(config: pytest.Config) -> None:
+    config.stash[_REPORT_KEY] = _choice(config, "report", _report.REPORT_MODES, "full")  # type: ignore[assignment]
+    save_mode = _choice(config, "save", _report.SAVE_MODES, "failed")
+    directory, _ = _raw_value(config, next(o for o in _OPTIONS if o.name == "save_dir"))
+    config.stash[_SAVE_KEY] = (
+        (Path(str(directory)).resolve(), save_mode) if directory else None  # type: ignore[assignment]
+    )
+
+
 def _read_options(config: pytest.Config) -> tuple[SinkSettings, float]:
     """Settings of the default sink and the default wait timeout.
 
@@ -132,8 +181,9 @@ def _read_options(config: pytest.Config) -> tuple[SinkSettings, float]:
                 value = _PARSERS.get(option.name, str)(str(value).strip())
             except ValueError as error:
                 raise pytest.UsageError(f"{source}: {error}") from None
-        if option.name == "timeout":
-            timeout = value
+        if option.name in _PLUGIN_ONLY:
+            if option.name == "timeout":
+                timeout = value
             continue
         changes[option.name] = value
         sources[option.name] = source
@@ -157,7 +207,20 @@ def pytest_configure(config: pytest.Config) -> None:
         "max_size=, max_recipients=, smtputf8=); one server per distinct set, "
         "shared by the tests that ask for it.",
     )
+    config.addinivalue_line(
+        "markers",
+        "smtpsink_fault(kind, *args, **kwargs): inject a fault into this test's "
+        "smtpsink: kind is fail, disconnect, delay, hang, drop, limit or hide and "
+        "the rest are that method's arguments, e.g. "
+        "smtpsink_fault('fail', 'MAIL', 451, times=2). Several may be stacked.",
+    )
     settings, timeout = _read_options(config)
+    _read_reporting(config)
+    summary, _ = _raw_value(config, next(o for o in _OPTIONS if o.name == "summary"))
+    if summary:
+        config.pluginmanager.register(
+            _PerTestSummary(config.get_verbosity() > 0), "smtpsink-summary"
+        )
     config.stash[_DEFAULTS_KEY] = settings
     config.stash[_TIMEOUT_KEY] = timeout
     config.stash[_POOL_KEY] = _SinkPool(settings)
@@ -232,12 +295,18 @@ def smtpsink_server(pytestconfig: pytest.Config) -> SMTPSink:
     return pytestconfig.stash[_POOL_KEY].get()
 
 
-def _open_view(config: pytest.Config, sink: SMTPSink) -> Mailbox:
+def _open_view(config: pytest.Config, sink: SMTPSink, request: pytest.FixtureRequest) -> Mailbox:
     view = sink.view()
     # The previous test's mail is of no more use: drop it so that memory
-    # stays flat over a long session.
-    sink._store.discard_before(view._cursor)
+    # stays flat over a long session. Only on the test's first view of this
+    # sink: a second view (smtpsink_factory called twice with the same
+    # settings, or with the marker's) must not empty the first one.
+    opened = request.node.stash.setdefault(_OPENED_KEY, set())
+    if id(sink) not in opened:
+        opened.add(id(sink))
+        sink._store.discard_before(view._cursor)
     view.default_timeout = config.stash[_TIMEOUT_KEY]
+    request.node.stash.setdefault(_VIEWS_KEY, []).append(view)
     return view
 
 
@@ -254,11 +323,16 @@ def smtpsink(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> Ite
         sink = pool.get(settings)
     else:
         sink = request.getfixturevalue("smtpsink_server")
-    yield _open_view(pytestconfig, sink)
+    view = _open_view(pytestconfig, sink, request)
+    request.addfinalizer(view._close)  # its faults go, even if the test failed
+    _apply_fault_markers(request, view)
+    yield view
 
 
 @pytest.fixture
-def smtpsink_factory(pytestconfig: pytest.Config) -> Callable[..., Mailbox]:
+def smtpsink_factory(
+    request: pytest.FixtureRequest, pytestconfig: pytest.Config
+) -> Callable[..., Mailbox]:
     """Make mailboxes on sinks with other settings::
 
         def test_tls(smtpsink_factory):
@@ -270,6 +344,81 @@ def smtpsink_factory(pytestconfig: pytest.Config) -> Callable[..., Mailbox]:
     pool = pytestconfig.stash[_POOL_KEY]
 
     def factory(**settings: Any) -> Mailbox:
-        return _open_view(pytestconfig, pool.get(_settings_for(pool, "smtpsink_factory()", settings)))
+        sink = pool.get(_settings_for(pool, "smtpsink_factory()", settings))
+        view = _open_view(pytestconfig, sink, request)
+        request.addfinalizer(view._close)  # its faults go at the end of the test
+        return view
 
     return factory
+
+
+def _apply_fault_markers(request: pytest.FixtureRequest, view: Mailbox) -> None:
+    """``@pytest.mark.smtpsink_fault(...)``: module and class markers first,
+    then the test's own, top to bottom."""
+    from ._faults import FaultError, apply_marker
+
+    for marker in reversed(list(request.node.iter_markers("smtpsink_fault"))):
+        try:
+            apply_marker(view, marker.args, dict(marker.kwargs))
+        except FaultError as error:
+            pytest.fail(f"@pytest.mark.smtpsink_fault: {error}", pytrace=False)
+
+
+# -- reports: a section on failure, saved files, the terminal summary --------------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    views = item.stash.get(_VIEWS_KEY, None)
+    if not views:
+        return report
+    config = item.config
+    if report.failed:
+        item.stash[_FAILED_KEY] = True
+        text = _report.section_text(views, config.stash[_REPORT_KEY])
+        if text is not None:
+            report.sections.append((f"Captured email {report.when}", text))
+    if report.when == "teardown":
+        failed = item.stash.get(_FAILED_KEY, False)
+        save = config.stash[_SAVE_KEY]
+        if save is not None and (failed or save[1] == "all"):
+            directory = _report.test_directory(save[0], item.nodeid)
+            written = _report.save(views, directory)
+            if written:
+                report.sections.append(("smtpsink", f"saved {len(written)} files in {directory}"))
+        messages = sum(len(view.messages) for view in views)
+        sessions = sum(len(view.sessions) for view in views)
+        # user_properties travel with the report, also from xdist workers.
+        report.user_properties.append(("smtpsink", (messages, sessions)))
+    return report
+
+
+class _PerTestSummary:
+    """Counts from each test's teardown report (sent by xdist workers too),
+    listed at the end of the run. Registered only when asked for."""
+
+    def __init__(self, verbose: bool) -> None:
+        self.verbose = verbose
+        self.counts: dict[str, tuple[int, int]] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "teardown":
+            for name, value in report.user_properties:
+                if name == "smtpsink":
+                    messages, sessions = value  # type: ignore[misc]
+                    self.counts[report.nodeid] = (messages, sessions)
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if not self.counts:
+            return
+        terminalreporter.write_sep("-", "smtpsink: mail captured per test")
+        # Sorted: under xdist, reports arrive in whatever order workers finish.
+        for nodeid, (messages, sessions) in sorted(self.counts.items()):
+            if messages or sessions or self.verbose:
+                terminalreporter.write_line(
+                    f"{nodeid}: {messages} message{'' if messages == 1 else 's'}, "
+                    f"{sessions} session{'' if sessions == 1 else 's'}"
+                )

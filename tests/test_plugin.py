@@ -301,3 +301,119 @@ def test_xdist_gives_each_worker_its_own_server(pytester: pytest.Pytester) -> No
 def test_runs_with_xdist_disabled(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(XDIST_SUITE)
     pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=20)
+
+
+FAILING = (
+    SEND
+    + """
+def test_fails(smtpsink):
+    send(smtpsink, "Your receipt")
+    smtpsink.assert_sent(subject="Welcome")
+
+def test_passes(smtpsink):
+    send(smtpsink, "fine")
+"""
+)
+
+
+def test_failed_test_report_shows_captured_email(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(FAILING)
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*- Captured email call -*",
+            "smtp://127.0.0.1:* (default settings): 1 message, 1 session",
+            "  #* app@example.com -> ann@example.com | To: - | Subject: 'Your receipt' | 31 bytes",
+            "  session 1: 127.0.0.1:* ehlo='*' tls=no auth=None messages=1 end=quit",
+            "    S: 220 smtpsink.test pytest-smtpsink",
+            "    C: ehlo *",
+            "*",
+            "    C: <message content: 31 bytes>",
+            "    S: 250 2.0.0 OK: queued as #*",
+            "    C: QUIT",
+            "    S: 221 Bye",
+        ]
+    )
+    # Passing tests show nothing.
+    assert "'fine'" not in result.stdout.str()
+
+
+def test_report_summary_mode_has_no_transcript(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(FAILING)
+    result = pytester.runpytest("-p", "no:xdist", "--smtpsink-report=summary")
+    result.stdout.fnmatch_lines(["*Captured email call*", "  session 1: *"])
+    assert "S: 221 Bye" not in result.stdout.str()
+
+
+def test_report_off(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(FAILING)
+    result = pytester.runpytest("-p", "no:xdist", "--smtpsink-report=off")
+    assert "Captured email" not in result.stdout.str()
+
+
+def test_bad_report_value(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest("--smtpsink-report=loud")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: --smtpsink-report: 'loud' is not one of off, summary, full"]
+    )
+
+
+@pytest.mark.parametrize("xdist", [["-p", "no:xdist"], ["-n", "2"]])
+def test_save_dir_keeps_failed_tests_only(pytester: pytest.Pytester, xdist: list[str]) -> None:
+    pytester.makepyfile(FAILING)
+    out = pytester.path / "mail"
+    result = pytester.runpytest(*xdist, f"--smtpsink-save-dir={out}")
+    result.assert_outcomes(failed=1, passed=1)
+    saved = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert saved == [
+        "test_save_dir_keeps_failed_tests_only.py__test_fails/001-Your-receipt.eml",
+        "test_save_dir_keeps_failed_tests_only.py__test_fails/session-01.txt",
+    ]
+    eml = out / "test_save_dir_keeps_failed_tests_only.py__test_fails/001-Your-receipt.eml"
+    assert eml.read_bytes() == b"Subject: Your receipt\r\n\r\nbody\r\n"
+    transcript = (eml.parent / "session-01.txt").read_text()
+    assert transcript.splitlines()[1] == "S: 220 smtpsink.test pytest-smtpsink"
+
+
+def test_save_all(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(FAILING)
+    out = pytester.path / "mail"
+    pytester.makeini(f"[pytest]\nsmtpsink_save_dir = {out}\nsmtpsink_save = all\n")
+    pytester.runpytest("-p", "no:xdist").assert_outcomes(failed=1, passed=1)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "test_save_all.py__test_fails",
+        "test_save_all.py__test_passes",
+    ]
+
+
+def test_nothing_written_unless_asked(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(FAILING)
+    before = set(pytester.path.rglob("*"))
+    pytester.runpytest("-p", "no:xdist", "-p", "no:cacheprovider")
+    after = {p for p in pytester.path.rglob("*") if "__pycache__" not in p.parts}
+    assert after <= before
+
+
+@pytest.mark.parametrize("xdist", [["-p", "no:xdist"], ["-n", "2"]])
+def test_terminal_summary_counts(pytester: pytest.Pytester, xdist: list[str]) -> None:
+    pytester.makepyfile(
+        FAILING
+        + """
+def test_silent(smtpsink):
+    pass
+"""
+    )
+    result = pytester.runpytest(*xdist, "--smtpsink-summary")
+    result.stdout.fnmatch_lines(
+        [
+            "*smtpsink: mail captured per test*",
+            "*::test_fails: 1 message, 1 session",
+            "*::test_passes: 1 message, 1 session",
+        ]
+    )
+    assert "test_silent: 0 messages" not in result.stdout.str()
+    verbose = pytester.runpytest(*xdist, "--smtpsink-summary", "-v")
+    verbose.stdout.fnmatch_lines(["*::test_silent: 0 messages, 0 sessions"])

@@ -1,0 +1,89 @@
+"""What a failed test shows and saves about its mail.
+
+Kept apart from plugin.py so that the text and file formats are plain
+functions of the captured data, tested without running pytest hooks.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from ._mailbox import Mailbox
+
+ReportMode = Literal["off", "summary", "full"]
+SaveMode = Literal["failed", "all"]
+REPORT_MODES: tuple[ReportMode, ...] = ("off", "summary", "full")
+SAVE_MODES: tuple[SaveMode, ...] = ("failed", "all")
+
+#: Transcript lines shown per session before cutting (the saved files keep all).
+_MAX_TRANSCRIPT_LINES = 60
+
+
+def section_text(views: Sequence[Mailbox], mode: ReportMode) -> str | None:
+    """The "Captured email" report section, or None when there is nothing."""
+    if mode == "off":
+        return None
+    blocks = []
+    for view in views:
+        messages, sessions = view.messages, view.sessions
+        if not messages and not sessions:
+            continue
+        lines = [
+            f"{view.url} ({view.settings.describe() or 'default settings'}): "
+            f"{_count(len(messages), 'message')}, {_count(len(sessions), 'session')}"
+        ]
+        lines.extend(f"  {message.summary()}" for message in messages)
+        for number, session in enumerate(sessions, 1):
+            lines.append(
+                f"  session {number}: {session.peer[0]}:{session.peer[1]} "
+                f"ehlo={session.ehlo!r} tls={'yes' if session.tls else 'no'} "
+                f"auth={session.authenticated_as!r} "
+                f"messages={len(session.messages)} end={session.end or 'open'}"
+            )
+            if mode == "full":
+                transcript = session.format_transcript().splitlines()
+                shown = transcript[:_MAX_TRANSCRIPT_LINES]
+                lines.extend(f"    {line}" for line in shown)
+                if len(transcript) > len(shown):
+                    lines.append(f"    ... {len(transcript) - len(shown)} more lines")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) or None
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def test_directory(root: Path, nodeid: str) -> Path:
+    """A directory name that says which test it is and is safe on any OS."""
+    name = re.sub(r"[^\w.\-\[\]]+", "_", nodeid.replace("::", "__")).strip("_")
+    return root / (name[:150] or "test")
+
+
+def save(views: Sequence[Mailbox], directory: Path) -> list[Path]:
+    """Write every message as ``NNN-<subject>.eml`` (its raw bytes) and every
+    session's transcript as ``session-NN.txt``. Names sort in arrival order."""
+    written: list[Path] = []
+    messages = [m for view in views for m in view.messages]
+    sessions = [s for view in views for s in view.sessions]
+    if not messages and not sessions:
+        return written
+    directory.mkdir(parents=True, exist_ok=True)
+    for index, message in enumerate(messages, 1):
+        subject = re.sub(r"[^\w\-]+", "-", message.subject or "no-subject").strip("-")
+        path = directory / f"{index:03d}-{subject[:60] or 'no-subject'}.eml"
+        path.write_bytes(message.raw)
+        written.append(path)
+    for index, session in enumerate(sessions, 1):
+        path = directory / f"session-{index:02d}.txt"
+        header = (
+            f"peer {session.peer[0]}:{session.peer[1]}  started {session.started_at:%Y-%m-%d %H:%M:%S.%f}"
+            f"  end {session.end or 'open'}\n"
+        )
+        path.write_text(header + session.format_transcript() + "\n", encoding="utf-8")
+        written.append(path)
+    return written
