@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import _match
+from ._faults import FaultControls
 from ._match import Criteria
 from ._message import Message
 from ._session import Session
@@ -90,7 +91,7 @@ class Messages(Sequence[Message]):
         return f"Messages([\n{inner}\n])"
 
 
-class Mailbox:
+class Mailbox(FaultControls):
     """A test's view of one sink: what arrived since it was made (or cleared).
 
     The ``smtpsink`` fixture is a `Mailbox` on the session's default sink.
@@ -181,9 +182,11 @@ class Mailbox:
         return self._store.sessions_since(self._cursor)
 
     def clear(self) -> None:
-        """Forget everything that arrived so far."""
+        """Start this mailbox afresh: what arrived so far is no longer shown.
+
+        Other mailboxes on the same sink are not affected.
+        """
         self._cursor = self._store.cursor()
-        self._store.discard_before(self._cursor)
 
     # -- assertions --------------------------------------------------------------------
 

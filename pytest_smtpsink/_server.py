@@ -202,6 +202,14 @@ class SMTPSink(Mailbox):
             raise SinkError("the SMTP sink was never started: call start() or use `with`")
         return self._address
 
+    def clear(self) -> None:
+        """Forget everything captured so far, freeing its memory.
+
+        Unlike `Mailbox.clear`, this empties every mailbox of this sink.
+        """
+        super().clear()
+        self._store.discard_before(self._cursor)
+
     def view(self) -> Mailbox:
         """A mailbox that starts empty now and sees what arrives from now on."""
         return Mailbox(self, self._store, self._store.cursor())

@@ -172,3 +172,16 @@ def test_ipv6_loopback() -> None:
         sink.assert_sent(subject="v6")
     finally:
         sink.stop()
+
+
+def test_clearing_a_view_leaves_other_views_alone() -> None:
+    with SMTPSink() as sink:
+        first, second = sink.view(), sink.view()
+        with smtplib.SMTP(sink.host, sink.port) as client:
+            client.sendmail("a@example.com", ["b@example.com"], b"Subject: one\r\n\r\nx\r\n")
+        second.clear()
+        assert len(second.messages) == 0
+        assert [m.subject for m in first.messages] == ["one"]
+        sink.clear()  # the sink's own clear frees everything
+        assert len(first.messages) == 0
+        assert sink._store.stored_bytes == 0
