@@ -4,6 +4,7 @@ Installing the package registers the pytest plugin; the names below are for
 type annotations and for using the sink without pytest.
 """
 
+from ._faults import Fault, FaultError
 from ._mailbox import Mailbox, Messages
 from ._match import Criteria
 from ._message import Address, Attachment, Envelope, Headers, Message
@@ -20,6 +21,8 @@ __all__ = [
     "Criteria",
     "Envelope",
     "Exchange",
+    "Fault",
+    "FaultError",
     "Headers",
     "Mailbox",
     "Message",

@@ -1,0 +1,635 @@
+"""Fault injection: real clients (smtplib, aiosmtplib) against scripted failures."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import smtplib
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import aiosmtplib
+import pytest
+from conftest import make_message
+
+from pytest_smtpsink import Mailbox, SMTPSink
+from pytest_smtpsink._faults import FaultError
+
+BODY = "Subject: hi\r\n\r\nhello\r\n"
+THREE = ["ann@example.com", "bob@example.com", "cy@example.com"]
+
+
+def sendmail(
+    sink: Mailbox, to: list[str], sender: str = "app@example.com", **kw: float
+) -> dict:
+    with smtplib.SMTP(sink.host, sink.port, **kw) as client:  # type: ignore[arg-type]
+        return client.sendmail(sender, to, BODY)  # type: ignore[return-value]
+
+
+def injected(sink: Mailbox) -> list[str]:
+    return [
+        f"{e.command or e.kind}:{e.code}"
+        for s in sink.sessions
+        for e in s.transcript
+        if e.injected
+    ]
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    """Poll until the server thread has got somewhere (not a timing assertion)."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "the server never got there"
+        time.sleep(0.005)
+
+
+# -- replies ------------------------------------------------------------------------------
+
+
+def test_one_refused_recipient_gives_partial_delivery(smtpsink: Mailbox) -> None:
+    fault = smtpsink.fail("RCPT", 550, match="bob@EXAMPLE.com")
+    refused = sendmail(smtpsink, THREE)
+    assert refused == {"bob@example.com": (550, b"5.1.1 Mailbox unavailable")}
+    message = smtpsink.assert_sent()
+    assert message.envelope.rcpt_to == ("ann@example.com", "cy@example.com")
+    assert (fault.seen, fault.fired) == (1, 1)
+    assert injected(smtpsink) == ["RCPT:550"]
+
+
+def test_match_is_exact_on_the_local_part(smtpsink: Mailbox) -> None:
+    smtpsink.fail("RCPT", 550, match="Bob@example.com")
+    assert sendmail(smtpsink, ["bob@example.com"]) == {}
+
+
+def test_all_recipients_refused_raises(smtpsink: Mailbox) -> None:
+    smtpsink.fail("RCPT", 550, match=re.compile(r"@example\.com$"))
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as caught:
+        sendmail(smtpsink, THREE)
+    assert set(caught.value.recipients) == set(THREE)
+    smtpsink.assert_not_sent()
+
+
+def test_partial_delivery_with_aiosmtplib(smtpsink: Mailbox) -> None:
+    smtpsink.fail("RCPT", 550, "5.1.1 No such user", match="bob@example.com")
+    message = make_message(to=THREE)
+
+    async def main() -> tuple[dict, str]:
+        return await aiosmtplib.send(  # type: ignore[return-value]
+            message, hostname=smtpsink.host, port=smtpsink.port, timeout=5
+        )
+
+    errors, _ = asyncio.run(main())
+    assert errors["bob@example.com"].code == 550
+    assert errors["bob@example.com"].message == "5.1.1 No such user"
+    assert smtpsink.assert_sent().envelope.rcpt_to == (
+        "ann@example.com",
+        "cy@example.com",
+    )
+
+
+def test_multi_line_reply(smtpsink: Mailbox) -> None:
+    smtpsink.fail("RCPT", 550, "5.1.1 No such user\nSee https://example.com/bounce")
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as caught:
+        sendmail(smtpsink, ["bob@example.com"])
+    assert caught.value.recipients["bob@example.com"] == (
+        550,
+        b"5.1.1 No such user\nSee https://example.com/bounce",
+    )
+    (rcpt,) = smtpsink.sessions[0].replies_to("RCPT")
+    assert rcpt.replies == [
+        "550-5.1.1 No such user",
+        "550 See https://example.com/bounce",
+    ]
+    assert rcpt.injected
+    assert rcpt.lines()[-1].endswith("[injected]")
+
+
+def test_greylisting_succeeds_on_the_third_attempt(smtpsink: Mailbox) -> None:
+    fault = smtpsink.fail("MAIL", 451, times=2)
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            sendmail(smtpsink, ["ann@example.com"])
+            break
+        except smtplib.SMTPSenderRefused as error:
+            assert error.smtp_code == 451
+            assert attempts < 5
+    assert attempts == 3
+    assert fault.fired == 2
+    smtpsink.assert_sent(1)
+    assert injected(smtpsink) == ["MAIL:451", "MAIL:451"]
+
+
+def test_greylisting_with_aiosmtplib(smtpsink: Mailbox) -> None:
+    smtpsink.fail("MAIL", 451, times=2)
+    message = make_message()
+
+    async def main() -> int:
+        for attempt in range(1, 6):
+            try:
+                await aiosmtplib.send(
+                    message, hostname=smtpsink.host, port=smtpsink.port
+                )
+            except aiosmtplib.SMTPSenderRefused as error:
+                assert error.code == 451
+            else:
+                return attempt
+        raise AssertionError("never delivered")
+
+    assert asyncio.run(main()) == 3
+    smtpsink.assert_sent(1)
+
+
+def test_every_nth(smtpsink: Mailbox) -> None:
+    smtpsink.fail("RCPT", 452, every=2)
+    refused = sendmail(smtpsink, [f"u{i}@example.com" for i in range(1, 7)])
+    assert sorted(refused) == ["u2@example.com", "u4@example.com", "u6@example.com"]
+
+
+def test_probability_with_a_seed_replays(smtpsink: Mailbox) -> None:
+    rcpts = [f"u{i}@example.com" for i in range(30)]
+    runs = []
+    for _ in range(2):
+        fault = smtpsink.fail("RCPT", 450, probability=0.5, seed=1234)
+        runs.append(sorted(sendmail(smtpsink, rcpts)))
+        fault.remove()
+    assert runs[0] == runs[1]
+    assert 0 < len(runs[0]) < len(rcpts)
+    other = smtpsink.fail("RCPT", 450, probability=0.5, seed=99)
+    assert sorted(sendmail(smtpsink, rcpts)) != runs[0]
+    assert other.seed == 99
+
+
+def test_probability_without_seed_records_one(smtpsink: Mailbox) -> None:
+    fault = smtpsink.fail("RCPT", 450, probability=0.3)
+    assert isinstance(fault.seed, int)
+    assert f"seed={fault.seed}" in repr(fault)
+
+
+def test_eod_554_stores_nothing(smtpsink: Mailbox) -> None:
+    smtpsink.fail("EOD", 554, "5.7.1 Message rejected as spam")
+    with pytest.raises(smtplib.SMTPDataError) as caught:
+        sendmail(smtpsink, ["ann@example.com"])
+    assert caught.value.smtp_code == 554
+    smtpsink.assert_not_sent()
+    assert injected(smtpsink) == ["data:554"]
+
+
+def test_eod_451_then_accepts(smtpsink: Mailbox) -> None:
+    smtpsink.fail("EOD", 451, times=1)
+    with pytest.raises(smtplib.SMTPDataError):
+        sendmail(smtpsink, ["ann@example.com"])
+    sendmail(smtpsink, ["ann@example.com"])
+    smtpsink.assert_sent(1)
+
+
+def test_data_command_refused(smtpsink: Mailbox) -> None:
+    smtpsink.fail("DATA", 554)
+    with pytest.raises(smtplib.SMTPDataError):
+        sendmail(smtpsink, ["ann@example.com"])
+    smtpsink.assert_not_sent()
+
+
+def test_drop_answers_250_and_keeps_nothing(smtpsink: Mailbox) -> None:
+    smtpsink.drop(match="void@example.com")
+    assert sendmail(smtpsink, ["void@example.com"]) == {}
+    sendmail(smtpsink, ["ann@example.com"])
+    assert [m.envelope.rcpt_to for m in smtpsink.messages] == [("ann@example.com",)]
+    assert injected(smtpsink) == ["data:250"]
+
+
+def test_greeting_421_closes(smtpsink: Mailbox) -> None:
+    smtpsink.fail("CONNECT", 421, times=1)
+    with pytest.raises(smtplib.SMTPConnectError) as caught:
+        smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=5)
+    assert caught.value.smtp_code == 421
+    sendmail(smtpsink, ["ann@example.com"])
+    first = smtpsink.sessions[0]
+    assert first.end == "server-closed"
+    assert first.transcript[0].injected and first.transcript[0].code == 421
+
+
+def test_greeting_554_with_aiosmtplib(smtpsink: Mailbox) -> None:
+    smtpsink.fail("CONNECT", 554)
+
+    async def main() -> None:
+        client = aiosmtplib.SMTP(hostname=smtpsink.host, port=smtpsink.port, timeout=5)
+        await client.connect()
+
+    with pytest.raises(aiosmtplib.SMTPConnectResponseError) as caught:
+        asyncio.run(main())
+    assert caught.value.code == 554
+
+
+def test_ehlo_refused(smtpsink: Mailbox) -> None:
+    smtpsink.fail("HELO", 550, match="bad.example")
+    with smtplib.SMTP(
+        smtpsink.host, smtpsink.port, local_hostname="bad.example"
+    ) as client:
+        assert client.ehlo()[0] == 550
+        assert client.helo()[0] == 550
+    with smtplib.SMTP(
+        smtpsink.host, smtpsink.port, local_hostname="good.example"
+    ) as client:
+        assert client.ehlo()[0] == 250
+
+
+def test_auth_refused(smtpsink_factory) -> None:  # type: ignore[no-untyped-def]
+    sink = smtpsink_factory(auth={"ann": "secret"}, auth_plaintext=True)
+    fault = sink.fail("AUTH", 454)
+    with smtplib.SMTP(sink.host, sink.port, timeout=5) as client:
+        with pytest.raises(smtplib.SMTPAuthenticationError) as caught:
+            client.login("ann", "secret")
+        assert caught.value.smtp_code == 454
+        fault.remove()
+        client.login("ann", "secret")
+
+
+def test_starttls_refused(smtpsink_factory) -> None:  # type: ignore[no-untyped-def]
+    sink = smtpsink_factory(tls="starttls")
+    sink.fail("STARTTLS", 454, "4.7.0 TLS not available due to temporary reason")
+    with smtplib.SMTP(sink.host, sink.port, timeout=5) as client:
+        with pytest.raises(smtplib.SMTPResponseException) as caught:
+            client.starttls(context=sink.ssl_context())
+        assert caught.value.smtp_code == 454
+
+
+# -- hidden extensions and limits -------------------------------------------------------
+
+
+def test_hide_starttls(smtpsink_factory) -> None:  # type: ignore[no-untyped-def]
+    sink = smtpsink_factory(tls="starttls")
+    sink.hide("STARTTLS")
+    with smtplib.SMTP(sink.host, sink.port, timeout=5) as client:
+        client.ehlo()
+        assert not client.has_extn("starttls")
+        with pytest.raises(smtplib.SMTPNotSupportedError):
+            client.starttls(context=sink.ssl_context())
+        assert client.docmd("STARTTLS")[0] == 502
+    assert sink.sessions[0].transcript[1].injected  # the EHLO reply
+
+
+def test_hide_size_and_smtputf8(smtpsink: Mailbox) -> None:
+    smtpsink.hide("SIZE", "smtputf8")
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=5) as client:
+        client.ehlo()
+        assert not client.has_extn("size")
+        assert not client.has_extn("smtputf8")
+        assert client.has_extn("8bitmime")
+        assert client.mail("app@example.com", ["SIZE=100"])[0] == 555
+        assert client.mail("app@example.com")[0] == 250
+
+
+def test_limit_recipients(smtpsink: Mailbox) -> None:
+    smtpsink.limit(max_recipients=2)
+    refused = sendmail(smtpsink, THREE)
+    assert refused == {"cy@example.com": (452, b"4.5.3 Too many recipients")}
+    assert smtpsink.assert_sent().envelope.rcpt_to == tuple(THREE[:2])
+
+
+def test_limit_size(smtpsink: Mailbox) -> None:
+    smtpsink.limit(max_size=1000)
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=5) as client:
+        client.ehlo()
+        assert client.esmtp_features["size"] == "1000"
+        with pytest.raises(smtplib.SMTPSenderRefused) as caught:
+            client.sendmail("app@example.com", ["ann@example.com"], BODY + "x" * 2000)
+        assert caught.value.smtp_code == 552
+        # A client that does not announce the size is stopped at the end of data.
+        client.rset()
+        assert client.mail("app@example.com")[0] == 250
+        assert client.rcpt("ann@example.com")[0] == 250
+        assert client.data(BODY + ("x" * 70 + "\r\n") * 30)[0] == 552
+    smtpsink.assert_not_sent()
+
+
+def test_limit_connections(smtpsink: Mailbox) -> None:
+    smtpsink.limit(max_connections=1)
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=5) as first:
+        with pytest.raises(smtplib.SMTPConnectError) as caught:
+            smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=5)
+        assert caught.value.smtp_code == 421
+        assert first.noop()[0] == 250
+
+
+# -- disconnects, delays, hangs ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", ["DATA", "EOD"])
+def test_disconnect_during_data(smtpsink: Mailbox, stage: str) -> None:
+    smtpsink.disconnect(stage)
+    client = smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=5)
+    try:
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            client.sendmail("app@example.com", ["ann@example.com"], BODY)
+    finally:
+        client.close()
+    smtpsink.assert_not_sent()
+    (session,) = smtpsink.sessions
+    assert session.end == "server-closed"
+    assert [e.kind for e in session.transcript if e.injected] == (
+        ["command"] if stage == "DATA" else ["data"]
+    )
+
+
+def test_disconnect_with_aiosmtplib(smtpsink: Mailbox) -> None:
+    smtpsink.disconnect("DATA")
+
+    async def main() -> None:
+        await aiosmtplib.send(
+            make_message(), hostname=smtpsink.host, port=smtpsink.port, timeout=5
+        )
+
+    with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+        asyncio.run(main())
+    smtpsink.assert_not_sent()
+
+
+def test_delay_longer_than_client_timeout(smtpsink: Mailbox) -> None:
+    smtpsink.delay("MAIL", 2)
+    client = smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=0.3)
+    try:
+        client.ehlo()
+        with pytest.raises(smtplib.SMTPServerDisconnected, match="timed out"):
+            client.mail("app@example.com")
+    finally:
+        client.close()
+    smtpsink.assert_not_sent()
+
+
+def test_delay_with_aiosmtplib(smtpsink: Mailbox) -> None:
+    smtpsink.delay("CONNECT", 2)
+
+    async def main() -> None:
+        await aiosmtplib.send(
+            make_message(), hostname=smtpsink.host, port=smtpsink.port, timeout=0.3
+        )
+
+    with pytest.raises(aiosmtplib.SMTPTimeoutError):
+        asyncio.run(main())
+
+
+def test_short_delay_then_normal_reply(smtpsink: Mailbox) -> None:
+    smtpsink.delay("RCPT", 0.05)
+    assert sendmail(smtpsink, ["ann@example.com"]) == {}
+    (rcpt,) = smtpsink.sessions[0].replies_to("RCPT")
+    assert rcpt.injected and rcpt.code == 250
+
+
+def test_a_delay_does_not_block_other_connections(smtpsink: Mailbox) -> None:
+    smtpsink.delay("MAIL", 60, match="slow@example.com")
+    slow = smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=30)
+    slow.ehlo()
+    outcome: list[object] = []
+
+    def held() -> None:
+        try:
+            outcome.append(slow.mail("slow@example.com"))
+        except Exception as error:  # released by the server closing it
+            outcome.append(error)
+
+    thread = threading.Thread(target=held)
+    thread.start()
+    try:
+        sendmail(smtpsink, ["ann@example.com"], timeout=5)
+        smtpsink.assert_sent(1)
+    finally:
+        smtpsink.clear_faults()  # closes the held connection
+        thread.join(10)
+        slow.close()
+    assert not thread.is_alive()
+    assert isinstance(outcome[0], smtplib.SMTPServerDisconnected)
+
+
+def test_hang_is_released_when_the_rule_goes() -> None:
+    with SMTPSink() as sink:
+        view = sink.view()
+        view.hang("DATA")
+        with socket.create_connection((sink.host, sink.port), timeout=10) as raw:
+            stream = raw.makefile("rwb")
+            stream.readline()
+            for line in (
+                b"EHLO me",
+                b"MAIL FROM:<a@example.com>",
+                b"RCPT TO:<b@example.com>",
+            ):
+                stream.write(line + b"\r\n")
+                stream.flush()
+                while stream.readline()[3:4] == b"-":
+                    pass
+            stream.write(b"DATA\r\n")
+            stream.flush()
+            wait_until(lambda: view.sessions[0].transcript[-1].injected)
+            view._close()  # what the fixtures do at teardown
+            assert stream.read() == b""  # closed by the server, not answered
+            stream.close()
+        (session,) = view.sessions
+        assert session.end == "server-closed"
+        assert session.transcript[-1].command == "DATA"
+        assert session.transcript[-1].injected
+        assert session.transcript[-1].replies == []
+        assert view.faults == ()
+
+
+def test_hang_then_stop_does_not_block() -> None:
+    sink = SMTPSink().start()
+    sink.hang("CONNECT")
+    raw = socket.create_connection((sink.host, sink.port), timeout=10)
+    try:
+        wait_until(
+            lambda: bool(sink.sessions) and sink.sessions[0].transcript[0].injected
+        )
+        sink.stop()
+        try:
+            assert raw.recv(100) == b""
+        except ConnectionResetError:  # aborted: also fine
+            pass
+    finally:
+        raw.close()
+
+
+# -- scope -----------------------------------------------------------------------------
+
+
+def test_remove_and_clear(smtpsink: Mailbox) -> None:
+    first = smtpsink.fail("RCPT", 550)
+    second = smtpsink.hide("SIZE")
+    assert smtpsink.faults == (first, second)
+    first.remove()
+    assert smtpsink.faults == (second,)
+    assert sendmail(smtpsink, ["ann@example.com"]) == {}
+    smtpsink.clear_faults()
+    assert smtpsink.faults == ()
+
+
+def test_faults_belong_to_their_view(smtpsink: Mailbox) -> None:
+    other = smtpsink.sink.view()
+    other.fail("MAIL", 550)
+    with pytest.raises(smtplib.SMTPSenderRefused):
+        sendmail(smtpsink, ["ann@example.com"])
+    smtpsink.clear_faults()  # not this view's rule
+    with pytest.raises(smtplib.SMTPSenderRefused):
+        sendmail(smtpsink, ["ann@example.com"])
+    other._close()
+    sendmail(smtpsink, ["ann@example.com"])
+
+
+def test_every_injected_reply_is_marked(smtpsink: Mailbox) -> None:
+    smtpsink.fail("MAIL", 451, times=1)
+    smtpsink.fail("RCPT", 550, match="bob@example.com")
+    smtpsink.delay("DATA", 0.01)
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=5) as client:
+        with pytest.raises(smtplib.SMTPSenderRefused):
+            client.sendmail("app@example.com", THREE, BODY)
+        client.rset()
+        client.sendmail("app@example.com", THREE, BODY)
+    (session,) = smtpsink.sessions
+    marked = [(e.command, e.code) for e in session.transcript if e.injected]
+    assert marked == [("MAIL", 451), ("RCPT", 550), ("DATA", 354)]
+    for exchange in session.transcript:
+        assert ("[injected]" in "\n".join(exchange.lines())) == exchange.injected
+
+
+@pytest.mark.smtpsink_fault("fail", "MAIL", 451, times=1)
+@pytest.mark.smtpsink_fault("fail", "RCPT", 550, match="bob@example.com")
+def test_marker(smtpsink: Mailbox) -> None:
+    assert len(smtpsink.faults) == 2
+    with pytest.raises(smtplib.SMTPSenderRefused):
+        sendmail(smtpsink, THREE)
+    assert sendmail(smtpsink, THREE) == {
+        "bob@example.com": (550, b"5.1.1 Mailbox unavailable")
+    }
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda s: s.fail("BOGUS", 550), "unknown stage"),
+        (lambda s: s.fail("RCPT", 250), "4xx or 5xx"),
+        (lambda s: s.fail("RCPT", 550, times=0), "times"),
+        (lambda s: s.fail("RCPT", 550, match=42), "match"),
+        (lambda s: s.fail("RCPT", 550, probability=2), "probability"),
+        (lambda s: s.fail("RCPT", 550, seed=3), "seed is for rules"),
+        (lambda s: s.delay("RCPT", -1), "seconds"),
+        (lambda s: s.limit(), "limit()"),
+        (lambda s: s.hide(), "hide()"),
+    ],
+)
+def test_bad_arguments(smtpsink: Mailbox, call, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(FaultError, match=re.escape(message)):
+        call(smtpsink)
+    assert smtpsink.faults == ()
+
+
+LEAK_TESTS = """
+import smtplib
+import pytest
+
+BODY = "Subject: hi\\r\\n\\r\\nhello\\r\\n"
+
+def send(sink, rcpt="ann@example.com"):
+    with smtplib.SMTP(sink.host, sink.port, timeout=5) as client:
+        return client.sendmail("app@example.com", [rcpt], BODY)
+
+def check_clean(sink):
+    assert sink.faults == ()
+    assert send(sink) == {{}}
+    with smtplib.SMTP(sink.host, sink.port, timeout=5) as client:
+        client.ehlo()
+        assert client.has_extn("size")
+    sink.assert_sent(1)
+    assert not any(e.injected for s in sink.sessions for e in s.transcript)
+
+@pytest.mark.parametrize("i", range({n}))
+def test_faulty(smtpsink, i):
+    smtpsink.fail("MAIL", 451)
+    smtpsink.hide("SIZE")
+    smtpsink.limit(max_recipients=1)
+    smtpsink.drop()
+    with pytest.raises(smtplib.SMTPSenderRefused):
+        send(smtpsink)
+    if i % 2:
+        raise AssertionError("the test fails: its faults must still go")
+
+@pytest.mark.parametrize("i", range(2 * {n}))
+def test_clean(smtpsink, i):
+    check_clean(smtpsink)
+
+@pytest.mark.smtpsink_fault("fail", "RCPT", 550)
+@pytest.mark.parametrize("i", range({n}))
+def test_marked(smtpsink, i):
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        send(smtpsink)
+"""
+
+
+@pytest.mark.parametrize("xdist", [False, True], ids=["in-a-row", "xdist"])
+def test_faults_never_leak_into_the_next_test(
+    pytester: pytest.Pytester, xdist: bool
+) -> None:
+    n = 4
+    pytester.makepyfile(test_leak=LEAK_TESTS.format(n=n))
+    # Interleave: every test with faults is followed by a clean one.
+    pytester.makeconftest(
+        """
+def pytest_collection_modifyitems(items):
+    faulty = [i for i in items if "clean" not in i.name]
+    clean = [i for i in items if "clean" in i.name]
+    items[:] = [x for pair in zip(faulty, clean) for x in pair]
+"""
+    )
+    args = ["-p", "no:cacheprovider", "-W", "error"]
+    if xdist:
+        args += ["-n", "2"]
+    result = pytester.runpytest(*args)
+    result.assert_outcomes(passed=n // 2 + 2 * n + n, failed=n // 2)
+    result.stdout.fnmatch_lines(["*the test fails: its faults must still go*"])
+
+
+HANG_TESTS = """
+import smtplib
+import pytest
+
+BODY = "Subject: hi\\r\\n\\r\\nhello\\r\\n"
+
+def test_1_hangs(smtpsink):
+    smtpsink.hang("DATA")
+    client = smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=0.3)
+    try:
+        with pytest.raises(smtplib.SMTPServerDisconnected, match="timed out"):
+            client.sendmail("app@example.com", ["ann@example.com"], BODY)
+    finally:
+        client.close()
+
+def test_2_sends(smtpsink):
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=5) as client:
+        client.sendmail("app@example.com", ["ann@example.com"], BODY)
+    smtpsink.assert_sent(1)
+    assert not any(e.injected for s in smtpsink.sessions for e in s.transcript)
+"""
+
+
+def test_hang_is_cleaned_up_at_teardown(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_hang=HANG_TESTS)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-W", "error")
+    result.assert_outcomes(passed=2)
+
+
+def test_marker_errors_are_reported(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.smtpsink_fault("explode", "MAIL")
+        def test_it(smtpsink):
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "--strict-markers")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*@pytest.mark.smtpsink_fault: the first argument names the fault*"]
+    )
