@@ -1,0 +1,3 @@
+from pytest_smtpsink._cli import main
+
+raise SystemExit(main())

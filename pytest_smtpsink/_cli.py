@@ -1,0 +1,538 @@
+"""``smtpsink`` / ``python -m pytest_smtpsink``: the sink as a foreground server.
+
+For local development and manual checks: point an app (or swaks, or curl) at
+it and watch each session and message as it arrives. It is the same
+`SMTPSink` the pytest plugin runs, with the same TLS and AUTH settings.
+
+The main thread sleeps on an `threading.Event` that a store listener sets
+(on the server thread) after every change, so output appears the moment
+something happens, without polling. Ctrl-C (SIGINT) and SIGTERM stop the
+server cleanly; the signal handler only interrupts the main thread while it
+is idle, so a message is never half written to the save directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import functools
+import ipaddress
+import os
+import re
+import signal
+import sys
+import threading
+import unicodedata
+from typing import TYPE_CHECKING, Any, Literal, TextIO
+
+from . import __version__
+from ._server import SinkError, SMTPSink
+from ._settings import DEFAULT_HOST, DEFAULT_HOSTNAME, SettingsError, SinkSettings
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from types import FrameType
+
+    from ._message import Message
+    from ._session import Session
+
+#: Not 25 or 587 (binding them needs root) and not 1025, the default of
+#: MailHog, Mailpit and MailCatcher, so the sink can run beside them.
+DEFAULT_PORT = 2525
+
+# The command-line option for each `SinkSettings` field, to name it in errors.
+_OPTION_FOR_SETTING = {
+    "host": "--host",
+    "port": "--port",
+    "hostname": "--hostname",
+    "max_size": "--max-size",
+    "max_recipients": "--max-recipients",
+    "tls": "--tls",
+    "auth": "--auth",
+    "auth_required": "--auth-required",
+    "auth_plaintext": "--auth-plaintext",
+    "allow_remote": "--allow-remote",
+}
+
+
+# -- arguments ---------------------------------------------------------------------
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"must be a number from 0 to 65535 (0 picks a free port), got {text!r}"
+        )
+    return value
+
+
+def _size(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)[bB]?\s*", text)
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of bytes, optionally with K, M or G, got {text!r}"
+        )
+    factor = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[match.group(2).lower()]
+    return int(match.group(1)) * factor
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def _auth_entry(text: str) -> str:
+    # Checked here so the error names --auth; combined in `_auth_setting`.
+    if text != "any" and (":" not in text or not text.split(":", 1)[0]):
+        raise argparse.ArgumentTypeError(
+            f"must be 'any' or USER:PASSWORD, got {text.split(':', 1)[0]!r}"
+            + (":..." if ":" in text else "")
+        )
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smtpsink",
+        description=(
+            "Run pytest-smtpsink's SMTP server in the foreground: it accepts every "
+            "message, prints each session and message as it arrives and can save "
+            "them as .eml files. Stop it with Ctrl-C."
+        ),
+        epilog=(
+            "Example: smtpsink --port 2525 --save-dir mail/  then send with "
+            "'swaks --server 127.0.0.1:2525 --to ann@example.com'."
+        ),
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}"
+    )
+    where = parser.add_argument_group("where to listen")
+    where.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help="IP address to bind (default: %(default)s). Addresses other than "
+        "loopback need --allow-remote.",
+    )
+    where.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help="TCP port (default: %(default)s: needs no root, unlike 25 and 587, "
+        "and is not 1025, which MailHog, Mailpit and MailCatcher use, so they can "
+        "run side by side). 0 picks a free port; the listening line says which.",
+    )
+    where.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host that is not a loopback address. The sink accepts "
+        "mail from anyone who can reach it: use only on a trusted network.",
+    )
+    smtp = parser.add_argument_group("SMTP behaviour")
+    smtp.add_argument(
+        "--hostname",
+        default=DEFAULT_HOSTNAME,
+        help="name in the 220 greeting and the EHLO reply (default: %(default)s)",
+    )
+    smtp.add_argument(
+        "--max-size",
+        type=_size,
+        default=None,
+        metavar="BYTES",
+        help="largest message accepted, e.g. 10M (default: 64M; 0 means no limit)",
+    )
+    smtp.add_argument(
+        "--max-recipients",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="refuse RCPT TO after N recipients (default: no limit)",
+    )
+    smtp.add_argument(
+        "--tls",
+        choices=["starttls", "starttls-required", "implicit"],
+        default=None,
+        help="offer STARTTLS, require it before MAIL, or speak TLS from the first "
+        "byte (SMTPS). The certificate comes from a throwaway CA made for this "
+        "run; its PEM file's path is printed at start so clients can trust it.",
+    )
+    smtp.add_argument(
+        "--auth",
+        type=_auth_entry,
+        action="append",
+        default=None,
+        metavar="any|USER:PASSWORD",
+        help="offer AUTH (PLAIN, LOGIN, CRAM-MD5): 'any' accepts every user name and "
+        "password; USER:PASSWORD (repeatable) accepts only those. Offered only "
+        "over TLS unless --auth-plaintext is given.",
+    )
+    smtp.add_argument(
+        "--auth-required",
+        action="store_true",
+        help="refuse MAIL FROM until the client has authenticated (needs --auth)",
+    )
+    smtp.add_argument(
+        "--auth-plaintext",
+        action="store_true",
+        help="offer AUTH on connections without TLS too",
+    )
+    output = parser.add_argument_group("output")
+    output.add_argument(
+        "--save-dir",
+        metavar="DIR",
+        default=None,
+        help="write each message as DIR/NNNN-<subject>.eml (the bytes exactly as "
+        "received) and each session's transcript as DIR/session-NNNN.txt. The "
+        "directory is created if needed; files of an earlier run with the same "
+        "names are replaced.",
+    )
+    output.add_argument(
+        "--transcripts",
+        action="store_true",
+        help="print each session's SMTP conversation when it ends (AUTH masked)",
+    )
+    output.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print only the listening address and the final count",
+    )
+    return parser
+
+
+def _auth_setting(
+    parser: argparse.ArgumentParser, entries: list[str] | None
+) -> Literal["any"] | dict[str, str] | None:
+    if not entries:
+        return None
+    if "any" in entries:
+        if len(entries) > 1:
+            parser.error("argument --auth: 'any' cannot be combined with USER:PASSWORD")
+        return "any"
+    table: dict[str, str] = {}
+    for entry in entries:
+        user, password = entry.split(":", 1)
+        if user in table:
+            parser.error(f"argument --auth: user {user!r} is given twice")
+        table[user] = password
+    return table
+
+
+def settings_from_args(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> SinkSettings:
+    """The `SinkSettings` the arguments ask for; a usage error if invalid."""
+    values: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "hostname": args.hostname,
+        "tls": args.tls,
+        "auth": _auth_setting(parser, args.auth),
+        "auth_required": args.auth_required,
+        "auth_plaintext": args.auth_plaintext,
+        "allow_remote": args.allow_remote,
+        "max_recipients": args.max_recipients,
+    }
+    if args.max_size is not None:
+        values["max_size"] = args.max_size
+    try:
+        return SinkSettings(**values)
+    except SettingsError as error:
+        option = _OPTION_FOR_SETTING.get(error.setting, error.setting)
+        message = str(error).removeprefix(f"{error.setting}: ")
+        if error.setting == "host" and _is_remote_ip(args.host):
+            message = (
+                f"{args.host} is not a loopback address; the sink accepts mail from "
+                "anyone who can reach it, so ask for this with --allow-remote"
+            )
+        elif error.setting == "auth_required":
+            message = "needs --auth any or --auth USER:PASSWORD"
+        parser.error(f"argument {option}: {message}")
+
+
+def _is_remote_ip(host: str) -> bool:
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# -- running ---------------------------------------------------------------------
+
+
+class _Stop(Exception):
+    """Raised by the signal handler to end an idle wait."""
+
+
+@dataclasses.dataclass
+class _Reporter:
+    """Turns what the store holds into output lines and saved files."""
+
+    sink: SMTPSink
+    out: TextIO
+    quiet: bool
+    transcripts: bool
+    save_dir: str | None
+    messages: int = 0
+    sessions: int = 0
+    _cursor: tuple[int, int] = (0, 0)
+    _open: dict[int, tuple[int, Session]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._cursor = self.sink._store.cursor()
+
+    def say(self, line: str) -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    def process(self) -> None:
+        """Report what happened since the last call, oldest first."""
+        store = self.sink._store
+        new_messages = store.messages_since(self._cursor)
+        new_sessions = store.sessions_since(self._cursor)
+        self._cursor = (
+            self._cursor[0] + len(new_messages),
+            self._cursor[1] + len(new_sessions),
+        )
+        # Reported items need not stay in memory: a sink left running all
+        # day should not grow. Open sessions are kept in `_open`.
+        store.discard_before(self._cursor)
+
+        events: list[tuple[datetime.datetime, int, int, Callable[[], None]]] = []
+        for session in new_sessions:
+            self.sessions += 1
+            number = self.sessions
+            self._open[id(session)] = (number, session)
+            events.append(
+                (
+                    session.started_at,
+                    0,
+                    number,
+                    functools.partial(self._opened, number, session),
+                )
+            )
+        for message in new_messages:
+            self.messages += 1
+            events.append(
+                (
+                    message.received_at,
+                    1,
+                    message.number,
+                    functools.partial(self._message, message),
+                )
+            )
+        for key, (number, session) in list(self._open.items()):
+            if session.end is not None:
+                del self._open[key]
+                ended = session.ended_at or session.started_at
+                events.append(
+                    (ended, 2, number, functools.partial(self._closed, number, session))
+                )
+        for *_, report in sorted(events, key=lambda e: e[:3]):
+            report()
+
+    def finish(self) -> None:
+        """After the server stopped: report the rest, including sessions the
+        shutdown cut off."""
+        self.process()
+        for number, session in self._open.values():
+            self._closed(number, session)
+        self._open.clear()
+
+    def _opened(self, number: int, session: Session) -> None:
+        if not self.quiet:
+            peer = f"{session.peer[0]}:{session.peer[1]}"
+            self.say(
+                f"{_clock(session.started_at)} session {number} opened from {peer}"
+            )
+
+    def _message(self, message: Message) -> None:
+        saved = ""
+        if self.save_dir is not None:
+            name = f"{message.number:04d}-{_slug(message.subject)}.eml"
+            path = os.path.join(self.save_dir, name)
+            with open(path, "wb") as file:
+                file.write(message.raw)
+            saved = f"\n    saved as {path}"
+        if not self.quiet:
+            self.say(f"message {message.summary()}{saved}")
+
+    def _closed(self, number: int, session: Session) -> None:
+        if self.save_dir is not None:
+            path = os.path.join(self.save_dir, f"session-{number:04d}.txt")
+            with open(path, "w", encoding="utf-8", newline="\n") as file:
+                file.write(_session_header(number, session) + "\n")
+                file.write(session.format_transcript() + "\n")
+        if self.quiet:
+            return
+        ended = session.ended_at or datetime.datetime.now().astimezone()
+        self.say(f"{_clock(ended)} {_session_header(number, session)}")
+        if self.transcripts:
+            for line in session.format_transcript().splitlines():
+                self.say(f"    {line}")
+
+
+def _session_header(number: int, session: Session) -> str:
+    tls = "-"
+    if session.tls is not None:
+        how = "implicit" if session.tls.implicit else "STARTTLS"
+        tls = f"{session.tls.version} ({how})"
+    auth = "-"
+    if session.auth is not None:
+        outcome = "ok" if session.auth.success else "failed"
+        auth = f"{session.auth.mechanism} {session.auth.username or '?'} {outcome}"
+    count = len(session.messages)
+    return (
+        f"session {number} closed ({session.end or 'server-closed'}): "
+        f"peer {session.peer[0]}:{session.peer[1]}, EHLO {session.ehlo or '-'}, "
+        f"TLS {tls}, AUTH {auth}, {_plural(count, 'message')}"
+    )
+
+
+def _clock(moment: datetime.datetime) -> str:
+    return moment.astimezone().strftime("%H:%M:%S.%f")[:-3]
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _slug(subject: str | None) -> str:
+    """A file-name-safe, ASCII, short form of a subject."""
+    text = unicodedata.normalize("NFKD", subject or "")
+    text = text.encode("ascii", "ignore").decode("ascii")
+    text = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+    return text[:60].rstrip("-") or "no-subject"
+
+
+def _banner(sink: SMTPSink, save_dir: str | None) -> list[str]:
+    settings = sink.settings
+    modes = {
+        None: "",
+        "starttls": " (STARTTLS offered)",
+        "starttls-required": " (STARTTLS required before MAIL)",
+        "implicit": " (implicit TLS)",
+    }
+    lines = [f"smtpsink {__version__} listening on {sink.url}{modes[settings.tls]}"]
+    if settings.tls is not None:
+        lines.append(f"CA certificate for clients to trust: {sink.ca_path}")
+    if settings.auth is not None:
+        who = (
+            "any user name and password"
+            if settings.auth == "any"
+            else "users " + ", ".join(sorted(settings.auth))
+        )
+        lines.append(
+            f"AUTH accepts {who}"
+            + (", and is required before MAIL" if settings.auth_required else "")
+        )
+    if save_dir is not None:
+        lines.append(f"saving messages and transcripts to {save_dir}")
+    lines.append("press Ctrl-C to stop")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the sink until SIGINT or SIGTERM; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = settings_from_args(parser, args)
+    save_dir: str | None = args.save_dir
+    if save_dir is not None:
+        try:
+            os.makedirs(save_dir, exist_ok=True)
+        except OSError as error:
+            parser.error(f"argument --save-dir: cannot create {save_dir!r}: {error}")
+    if settings.auth is not None and not (settings.tls or settings.auth_plaintext):
+        print(
+            "smtpsink: note: without --tls, AUTH is not offered unless "
+            "--auth-plaintext is given",
+            file=sys.stderr,
+        )
+    sink = SMTPSink(settings)
+    reporter = _Reporter(
+        sink,
+        sys.stdout,
+        quiet=args.quiet,
+        transcripts=args.transcripts,
+        save_dir=save_dir,
+    )
+    return _Runner(sink, reporter).run()
+
+
+class _Runner:
+    """Start, wait for changes until a signal, stop, report."""
+
+    def __init__(self, sink: SMTPSink, reporter: _Reporter) -> None:
+        self.sink = sink
+        self.reporter = reporter
+        self.changed = threading.Event()
+        self.stop_requested = False
+        self.idle = False
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stop_requested = True
+        # Interrupt only an idle wait; while a message is being printed or
+        # saved, the loop sees the flag when that is done.
+        if self.idle:
+            raise _Stop
+
+    def run(self) -> int:
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous: dict[signal.Signals, Any] = {}
+        if in_main_thread:  # signal handlers can only be set there
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                previous[signum] = signal.signal(signum, self.on_signal)
+        try:
+            try:
+                self.sink.start()
+            except SinkError as error:
+                print(
+                    f"smtpsink: error: {error} (choose another --port, or --port 0 "
+                    "for a free one)",
+                    file=sys.stderr,
+                )
+                return 1
+            self.sink._store.add_listener(self.changed.set)
+            for line in _banner(self.sink, self.reporter.save_dir):
+                self.reporter.say(line)
+            self._loop()
+            # A second Ctrl-C while stopping ends the process at once.
+            for signum in previous:
+                signal.signal(signum, signal.SIG_DFL)
+            self.sink._store.remove_listener(self.changed.set)
+            self.sink.stop()
+            self.reporter.finish()
+            self.reporter.say(
+                f"smtpsink stopped: {_plural(self.reporter.messages, 'message')} in "
+                f"{_plural(self.reporter.sessions, 'session')}"
+            )
+            return 0
+        finally:
+            self.sink.stop()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _loop(self) -> None:
+        try:
+            while not self.stop_requested:
+                self.idle = True
+                try:
+                    if not self.stop_requested:
+                        self.changed.wait()
+                finally:
+                    self.idle = False
+                self.changed.clear()
+                self.reporter.process()
+        except _Stop:
+            pass

@@ -1,0 +1,410 @@
+"""The standalone sink (``python -m pytest_smtpsink`` / ``smtpsink``).
+
+Most tests run it as a real subprocess, read its output line by line as it
+is printed (a reader thread feeds a queue: waiting never sleeps), send mail
+with smtplib, curl or swaks, and stop it with SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import signal
+import smtplib
+import ssl
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from pytest_smtpsink import SMTPSink
+from pytest_smtpsink._cli import _slug, build_parser, main
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+TIMEOUT = 20.0
+
+RAW = (
+    b"From: App <app@example.com>\r\n"
+    b"To: ann@example.com\r\n"
+    b"Subject: Your code: 1234 / today\r\n"
+    b"Message-ID: <1@example.com>\r\n"
+    b"\r\n"
+    b"Hello Ann,\r\n"
+    b".a line that starts with a dot (dot-stuffed on the wire)\r\n"
+    b"\r\n"
+    b"-- \r\n"
+    b"App\r\n"
+)
+
+
+class Sink:
+    """A running ``python -m pytest_smtpsink`` subprocess."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pytest_smtpsink", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        first = self.expect(r"listening on (smtps?)://127\.0\.0\.1:(\d+)")
+        self.scheme = first.group(1)
+        self.port = int(first.group(2))
+        self.stderr = ""
+        self.banner = [first.string]
+        while (line := self.expect(".").string) != "press Ctrl-C to stop":
+            self.banner.append(line)
+
+    def in_banner(self, pattern: str) -> re.Match[str]:
+        """The line of the start-up banner matching ``pattern``."""
+        for line in self.banner:
+            if match := re.search(pattern, line):
+                return match
+        raise AssertionError(f"no {pattern!r} in the banner: {self.banner}")
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def expect(self, pattern: str) -> re.Match[str]:
+        """Wait for the next output line matching ``pattern``."""
+        regex = re.compile(pattern)
+        while True:
+            try:
+                line = self.lines.get(timeout=TIMEOUT)
+            except queue.Empty:
+                raise AssertionError(
+                    f"no line matching {pattern!r} within {TIMEOUT} s; output so far:\n"
+                    + "\n".join(self.seen)
+                ) from None
+            if line is None:
+                raise AssertionError(
+                    f"the sink exited before printing {pattern!r}; output:\n"
+                    + "\n".join(self.seen)
+                    + f"\nstderr:\n{self.finish()}"
+                )
+            self.seen.append(line)
+            match = regex.search(line)
+            if match:
+                return match
+
+    def stop(self, signum: int = signal.SIGINT) -> list[str]:
+        """Send ``signum``; returns the rest of the output."""
+        self.proc.send_signal(signum)
+        self.finish()
+        rest = []
+        while (line := self.lines.get(timeout=TIMEOUT)) is not None:
+            rest.append(line)
+        self.seen.extend(rest)
+        return rest
+
+    def finish(self) -> str:
+        try:
+            self.proc.wait(TIMEOUT)
+        finally:
+            if self.proc.poll() is None:  # pragma: no cover - a hang is a bug
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(TIMEOUT)
+        assert self.proc.stderr is not None
+        if not self.proc.stderr.closed:
+            self.stderr = self.proc.stderr.read()
+            self.proc.stderr.close()
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        return self.stderr
+
+
+@pytest.fixture
+def start() -> Iterator[Callable[..., Sink]]:
+    started: list[Sink] = []
+
+    def start(*args: str) -> Sink:
+        sink = Sink(*args)
+        started.append(sink)
+        return sink
+
+    yield start
+    for sink in started:
+        if sink.proc.poll() is None:
+            sink.proc.send_signal(signal.SIGINT)
+        sink.finish()
+
+
+def test_prints_sessions_and_messages_and_stops_on_sigint(
+    start: Callable[..., Sink],
+) -> None:
+    sink = start()
+    with smtplib.SMTP("127.0.0.1", sink.port, local_hostname="app.example") as smtp:
+        smtp.sendmail("app@example.com", ["ann@example.com", "bcc@example.com"], RAW)
+    sink.expect(r"session 1 opened from 127\.0\.0\.1:\d+")
+    line = sink.expect(r"^message #1 ").string
+    assert "app@example.com -> ann@example.com, bcc@example.com" in line
+    assert "Subject: 'Your code: 1234 / today'" in line
+    closed = sink.expect(r"session 1 closed").string
+    assert "(quit)" in closed
+    assert "EHLO app.example" in closed
+    assert closed.endswith("1 message")
+
+    # A connection that delivers nothing is a session too.
+    with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+        smtp.noop()
+    sink.expect(r"session 2 opened")
+    assert sink.expect(r"session 2 closed").string.endswith("0 messages")
+
+    rest = sink.stop(signal.SIGINT)
+    assert sink.proc.returncode == 0
+    assert rest[-1] == "smtpsink stopped: 1 message in 2 sessions"
+    assert "Traceback" not in sink.stderr
+
+
+def test_sigterm_stops_cleanly(start: Callable[..., Sink]) -> None:
+    sink = start()
+    rest = sink.stop(signal.SIGTERM)
+    assert sink.proc.returncode == 0
+    assert rest == ["smtpsink stopped: 0 messages in 0 sessions"]
+    assert sink.stderr == ""
+
+
+def test_a_session_open_at_shutdown_is_reported(start: Callable[..., Sink]) -> None:
+    sink = start()
+    smtp = smtplib.SMTP("127.0.0.1", sink.port)
+    try:
+        smtp.ehlo("late.example")
+        sink.expect(r"session 1 opened")
+        rest = sink.stop()
+    finally:
+        smtp.close()
+    assert sink.proc.returncode == 0
+    assert any(
+        "session 1 closed (server-closed)" in line and "EHLO late.example" in line
+        for line in rest
+    ), rest
+    assert rest[-1] == "smtpsink stopped: 0 messages in 1 session"
+
+
+def test_save_dir_writes_the_bytes_as_sent(
+    start: Callable[..., Sink], tmp_path: Path
+) -> None:
+    save = tmp_path / "mail"  # created by the sink
+    sink = start("--save-dir", str(save))
+    with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+        smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+        smtp.sendmail("app@example.com", ["bob@example.com"], b"No headers\r\n")
+    sink.expect(r"saved as .*0001-your-code-1234-today\.eml$")
+    sink.expect(r"saved as .*0002-no-subject\.eml$")
+    sink.expect(r"session 1 closed")
+    sink.stop()
+    assert sink.proc.returncode == 0
+    assert sorted(p.name for p in save.iterdir()) == [
+        "0001-your-code-1234-today.eml",
+        "0002-no-subject.eml",
+        "session-0001.txt",
+    ]
+    assert (save / "0001-your-code-1234-today.eml").read_bytes() == RAW
+    assert (save / "0002-no-subject.eml").read_bytes() == b"No headers\r\n"
+    transcript = (save / "session-0001.txt").read_text(encoding="utf-8")
+    assert transcript.startswith("session 1 closed (quit)")
+    # smtplib's command case differs between Python versions.
+    assert "c: mail from:<app@example.com>" in transcript.lower()
+    assert "S: 250 2.0.0 OK: queued as #2" in transcript
+
+
+def test_quiet_prints_only_the_address_and_the_count(
+    start: Callable[..., Sink],
+) -> None:
+    sink = start("--quiet")
+    with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+        # The 250 after DATA comes after the message is stored.
+        smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+    rest = sink.stop()
+    assert sink.proc.returncode == 0
+    assert rest == ["smtpsink stopped: 1 message in 1 session"]
+    assert not any("message #" in line for line in sink.seen)
+
+
+def test_starttls_and_auth(start: Callable[..., Sink]) -> None:
+    sink = start(
+        "--tls", "starttls-required", "--auth", "ann:s3cret", "--auth", "bob:a:b"
+    )
+    ca_path = sink.in_banner(r"CA certificate for clients to trust: (\S+\.pem)$")[1]
+    assert "users ann, bob" in sink.in_banner(r"^AUTH ").string
+    context = ssl.create_default_context(cafile=ca_path)
+    with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+        smtp.starttls(context=context)
+        smtp.login("bob", "a:b")  # a password may contain colons
+        smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+    closed = sink.expect(r"session 1 closed").string
+    assert "(STARTTLS)" in closed
+    assert "bob ok" in closed
+    sink.stop()
+    assert sink.proc.returncode == 0
+    assert not any("s3cret" in line or "a:b" in line for line in sink.seen)
+
+
+def test_implicit_tls(start: Callable[..., Sink]) -> None:
+    sink = start("--tls", "implicit", "--transcripts")
+    assert sink.scheme == "smtps"
+    ca_path = sink.in_banner(r"CA certificate for clients to trust: (\S+)$").group(1)
+    context = ssl.create_default_context(cafile=ca_path)
+    with smtplib.SMTP_SSL("127.0.0.1", sink.port, context=context) as smtp:
+        smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+    assert "(implicit)" in sink.expect(r"session 1 closed").string
+    sink.expect(r"(?i)^    C: mail FROM:<app@example.com> size=197$")
+    sink.stop()
+    assert sink.proc.returncode == 0
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl(start: Callable[..., Sink], tmp_path: Path) -> None:
+    sink = start("--save-dir", str(tmp_path))
+    upload = tmp_path / "upload.txt"
+    upload.write_bytes(RAW)
+    subprocess.run(
+        [
+            *("curl", "--silent", "--show-error"),
+            *("--url", f"smtp://127.0.0.1:{sink.port}"),
+            *("--mail-from", "app@example.com", "--mail-rcpt", "ann@example.com"),
+            *("--upload-file", str(upload)),
+        ],
+        check=True,
+        timeout=TIMEOUT,
+    )
+    sink.expect(r"^message #1 [\d:.]+ app@example.com -> ann@example.com")
+    sink.expect(r"session 1 closed \(quit\)")
+    sink.stop()
+    assert (tmp_path / "0001-your-code-1234-today.eml").read_bytes() == RAW
+
+
+@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed")
+def test_swaks(start: Callable[..., Sink]) -> None:
+    sink = start("--auth", "any", "--auth-plaintext")
+    subprocess.run(
+        [
+            *("swaks", "--silent", "2", "--server", f"127.0.0.1:{sink.port}"),
+            *("--from", "app@example.com", "--to", "ann@example.com"),
+            *("--header", "Subject: from swaks"),
+            *("--auth", "LOGIN", "--auth-user", "someone", "--auth-password", "x"),
+        ],
+        check=True,
+        timeout=TIMEOUT,
+    )
+    assert "Subject: 'from swaks'" in sink.expect(r"^message #1 ").string
+    assert "AUTH LOGIN someone ok" in sink.expect(r"session 1 closed").string
+    sink.stop()
+    assert sink.proc.returncode == 0
+
+
+def test_bad_argument_in_a_subprocess_is_a_usage_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest_smtpsink", "--port", "99999"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("usage: smtpsink")
+    assert "argument --port: must be a number from 0 to 65535" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--port", "-1"], "argument --port: must be a number from 0 to 65535"),
+        (["--port", "smtp"], "argument --port: "),
+        (["--auth", "ann"], "argument --auth: must be 'any' or USER:PASSWORD"),
+        (["--auth", ":pw"], "argument --auth: must be 'any' or USER:PASSWORD"),
+        (["--auth", "any", "--auth", "a:b"], "argument --auth: 'any' cannot be"),
+        (
+            ["--auth", "a:b", "--auth", "a:c"],
+            "argument --auth: user 'a' is given twice",
+        ),
+        (["--auth-required"], "argument --auth-required: needs --auth"),
+        (["--host", "localhost"], "argument --host: 'localhost' is not an IP address"),
+        (["--host", "192.0.2.1"], "argument --host: 192.0.2.1 is not a loopback"),
+        (["--tls", "ssl"], "argument --tls: invalid choice: 'ssl'"),
+        (["--max-size", "lots"], "argument --max-size: must be a number of bytes"),
+        (["--max-recipients", "0"], "argument --max-recipients: must be a whole"),
+        (["--hostname", "a b"], "argument --hostname: must be a non-empty ASCII"),
+    ],
+)
+def test_bad_arguments_name_the_option(
+    args: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err, err
+
+
+def test_remote_host_hint_names_allow_remote(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["--host", "192.0.2.1"])
+    assert "--allow-remote" in capsys.readouterr().err
+
+
+def test_busy_port_is_an_error_naming_the_port(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with SMTPSink() as busy:
+        assert main(["--port", str(busy.port)]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{busy.port}" in err
+    assert "--port 0" in err
+
+
+def test_defaults() -> None:
+    args = build_parser().parse_args([])
+    assert (args.host, args.port, args.tls) == ("127.0.0.1", 2525, None)
+
+
+def test_max_size_accepts_units() -> None:
+    assert build_parser().parse_args(["--max-size", "10M"]).max_size == 10 * 1024**2
+
+
+@pytest.mark.parametrize(
+    ("subject", "slug"),
+    [
+        ("Welcome!", "welcome"),
+        ("Héllo wörld / ../../etc/passwd", "hello-world-etc-passwd"),
+        ("", "no-subject"),
+        (None, "no-subject"),
+        ("日本語", "no-subject"),
+        ("x" * 100, "x" * 60),
+    ],
+)
+def test_slug(subject: str | None, slug: str) -> None:
+    assert _slug(subject) == slug
+
+
+def test_console_script() -> None:
+    script = Path(sys.executable).with_name("smtpsink")
+    if not script.exists():
+        pytest.skip("the smtpsink console script is not installed in this environment")
+    result = subprocess.run(
+        [os.fspath(script), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=True,
+    )
+    assert result.stdout.startswith("smtpsink ")
