@@ -181,6 +181,14 @@ class Mailbox(FaultControls):
         self._sink.check_running()
         return self._store.sessions_since(self._cursor)
 
+    def _snapshot(self) -> tuple[Messages, tuple[Session, ...]]:
+        """Messages and sessions without the health checks: for reports,
+        which must show what arrived even when the sink is in trouble."""
+        return (
+            Messages(self._store.messages_since(self._cursor)),
+            self._store.sessions_since(self._cursor),
+        )
+
     def clear(self) -> None:
         """Start this mailbox afresh: what arrived so far is no longer shown.
 
@@ -336,10 +344,12 @@ class Mailbox(FaultControls):
         The predicate runs outside the lock: matching may parse messages, and
         the server thread must never wait for a test's parsing to store mail.
         """
-        self._sink.check_running(for_waiting=True)
         store = self._store
         deadline = time.monotonic() + timeout
         while True:
+            # Each time round: the server thread may have died, or refused
+            # mail over max_stored_bytes, while we waited (both wake us).
+            self._sink.check_running(for_waiting=True)
             with store.changed:
                 seen = store.version
             if predicate():

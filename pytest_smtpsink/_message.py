@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 #: A one-time code: 4 to 8 digits standing alone.
 DEFAULT_CODE_PATTERN = re.compile(r"(?<![\w-])(\d{4,8})(?![\w-])")
 _URL = re.compile(r"""https?://[^\s<>"'()\[\]{}]+""", re.IGNORECASE)
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
 
 
 class Address(str):
@@ -343,12 +344,19 @@ class Message:
             for group in parsed.defects:
                 for content_type, texts in group.items():
                     found.extend(f"{content_type}: {text}" for text in texts)
-        else:
-            for part in self._compat.walk():
-                found.extend(
-                    f"{part.get_content_type()}: {type(d).__name__}: {d.__doc__}"
-                    for d in part.defects
-                )
+        # mail-parser does not decode the parts it reports on, so it misses
+        # invalid base64 (the stdlib notes it only while decoding): decode
+        # every leaf part of the compat32 tree and report what it found.
+        for part in self._compat.walk():
+            if not part.is_multipart():
+                try:
+                    part.get_payload(decode=True)
+                except Exception:  # pragma: no cover - compat32 decodes leniently
+                    pass
+            found.extend(
+                f"{part.get_content_type()}: {type(d).__name__}: {d.__doc__}"
+                for d in part.defects
+            )
         return tuple(dict.fromkeys(found))
 
     # -- helpers for common checks ------------------------------------------
@@ -448,7 +456,9 @@ def shorten(text: str, limit: int) -> str:
 
 
 def _decode_header(value: object) -> str:
-    text = _unescape(str(value))
+    # Unfold first (RFC 5322 2.2.3): compat32 keeps the CRLF of a folded
+    # header, and a long Subject must not compare with line breaks in it.
+    text = _FOLD.sub("", _unescape(str(value)))
     try:
         return str(email.header.make_header(email.header.decode_header(text)))
     except (LookupError, UnicodeError, ValueError, email.errors.HeaderParseError):
@@ -517,6 +527,8 @@ class _LinkCollector(html.parser.HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "a":
+            if self._open is not None:  # <a> inside an unclosed <a> ends it, as in browsers
+                self.handle_endtag("a")
             href = dict(attrs).get("href") or ""
             if href.lower().startswith(("http://", "https://")):
                 self._href, self._open = href.strip(), []

@@ -15,12 +15,14 @@ import hmac
 import secrets
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
 from aiosmtpd.smtp import Session as _AioSession
 
+from ._faults import Fault, hidden_param
+from ._faults import same_syntax as _same_syntax
 from ._message import Envelope as MessageEnvelope
 from ._message import Message
 from ._session import AuthInfo, EndReason, Exchange, Session, TLSInfo
@@ -44,6 +46,14 @@ def _printable(raw: bytes) -> str:
     """A client line as text that prints on one line: UTF-8 where it decodes,
     ``\\xNN`` for control characters and bytes that do not."""
     return raw.decode("utf-8", "backslashreplace").translate(_CONTROL)
+
+
+def _malformed(value: str) -> bool:
+    """True if a HELO name or address holds control characters (NUL, a bare
+    CR...) or bytes that are not UTF-8 (aiosmtpd keeps those as surrogates,
+    which cannot even be printed): a strict server refuses them with 501
+    rather than record a name or address no report could show."""
+    return any(ord(c) in _CONTROL or "\udc80" <= c <= "\udcff" for c in value)
 
 
 class ServerState:
@@ -88,6 +98,14 @@ class _Handler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        if _malformed(address):
+            return "501 5.1.3 Bad recipient address syntax"
+        if server.state.faults.rules:
+            injected = await server._fault_status(
+                "RCPT", [address], rcpt_count=len(envelope.rcpt_tos)
+            )
+            if injected is not None:
+                return injected
         limit = server.state.settings.max_recipients
         if limit is not None and len(envelope.rcpt_tos) >= limit:
             return "452 4.5.3 Too many recipients"
@@ -111,10 +129,35 @@ class _Handler:
     ) -> list[str]:
         # The hook must set the greeting name itself (aiosmtpd's contract).
         session.host_name = hostname
-        return server.filter_ehlo(responses)
+        return server._hide_extensions(server.filter_ehlo(responses))
+
+    async def handle_MAIL(
+        self,
+        server: RecordingSMTP,
+        session: Any,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        if _malformed(address):
+            return "501 5.1.7 Bad sender address syntax"
+        # aiosmtpd's own behaviour, after the fault rules (if any).
+        if server.state.faults.rules:
+            size = next(
+                (int(o[5:]) for o in mail_options if o.startswith("SIZE=") and o[5:].isdigit()),
+                None,
+            )
+            injected = await server._fault_status(
+                "MAIL", [address], size=size, params=mail_options
+            )
+            if injected is not None:
+                return injected
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
 
-class _QuietSession(_AioSession):  # type: ignore[misc]
+class _QuietSession(_AioSession):
     """aiosmtpd's session logs "login_data is deprecated" (a WARNING on the
     mail.log logger) on every successful AUTH, because its own smtp_AUTH sets
     it: noise in the captured log of every AUTH test."""
@@ -183,6 +226,10 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
                 cipher=cipher[0] if cipher else None,
                 implicit=first,
             )
+        if not first:
+            # After STARTTLS aiosmtpd forgets an earlier (plain-text) login,
+            # as RFC 3207 says; so must the record. auth_attempts keeps it.
+            self.record.auth = None
         if first:
             self.state.connections.add(self)
             self.state.store.add_session(self.record)
@@ -266,7 +313,7 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
         reader.read = recording_read  # type: ignore[method-assign]
 
     def _append(self, kind: Any, line: str) -> Exchange:
-        exchange = Exchange(kind=kind, line=line, at=_now())
+        exchange = Exchange(kind=kind, line=line, time=time.time())
         assert self.record is not None
         self.record._append(exchange)
         self._current = exchange
@@ -307,6 +354,10 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
         self._append("auth-response", "*" if line.strip() == b"*" else "****")
 
     async def push(self, status: AnyStr) -> None:
+        if self._injected_push is not None:  # a fault's reply, from a hook
+            lines, self._injected_push = self._injected_push, None
+            await self._push_injected(lines, "")
+            return
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
         self._record_reply(text)
         await super().push(status)
@@ -321,14 +372,27 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
             self._in_data, self._data_bytes, self._data_partial = True, 0, False
         elif text.startswith("221") and current.command == "QUIT":
             self._mark_end("quit")
+        elif text.startswith("502 5.5.1 Too many unrecognized"):
+            # aiosmtpd closes the connection after this reply (BOGUS_LIMIT).
+            self._mark_end("server-closed")
 
     # -- commands that update the recorded session -----------------------------
 
     async def smtp_HELO(self, hostname: str) -> None:
+        if hostname and _malformed(hostname):
+            await self.push("501 5.5.2 Syntax error: control characters in the host name")
+            return
+        if self.state.faults.rules and await self._fault_intercept("EHLO", [hostname]):
+            return
         await super().smtp_HELO(hostname)
         self._note_greeting()
 
     async def smtp_EHLO(self, hostname: str) -> None:
+        if hostname and _malformed(hostname):
+            await self.push("501 5.5.2 Syntax error: control characters in the host name")
+            return
+        if self.state.faults.rules and await self._fault_intercept("EHLO", [hostname]):
+            return
         await super().smtp_EHLO(hostname)
         self._note_greeting()
 
@@ -398,7 +462,25 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
 
     async def store_message(self, envelope: _SinkEnvelope) -> str:
         assert self.record is not None
+        if self.state.faults.rules:
+            injected = await self._fault_status(
+                "EOD",
+                [envelope.mail_from or "", *envelope.rcpt_tos],
+                size=len(envelope.original_content or b""),
+            )
+            if injected is not None:
+                return injected
         store = self.state.store
+        limit = self.state.settings.max_stored_bytes
+        size = len(envelope.original_content or b"")
+        if limit is not None and store.stored_bytes + size > limit:
+            store.note_overflow(
+                f"the sink refused mail: max_stored_bytes={limit} would be exceeded "
+                f"(it holds {store.stored_bytes} bytes; a {size}-byte message from "
+                f"{envelope.mail_from or '<>'} got 452). Send less mail per test, "
+                "or raise max_stored_bytes."
+            )
+            return "452 4.3.4 Message refused: the sink's max_stored_bytes limit is reached"
         message = Message(
             raw=envelope.original_content or b"",
             envelope=MessageEnvelope(
@@ -417,3 +499,204 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
         store.add_message(message)
         return f"250 2.0.0 OK: queued as #{message.number}"
 
+
+    # -- fault injection (the rules live in _faults.py) ------------------------------
+    #
+    # Every hook starts with ``if self.state.faults.rules``: an empty tuple when
+    # no test injects anything, so the normal path costs one attribute read.
+
+    _injected_push: list[str] | None = None
+
+    async def _handle_client(self) -> None:
+        if self.state.faults.rules:
+            try:
+                peer = self.record.peer[0] if self.record else ""
+                if await self._fault_intercept("CONNECT", [peer]):
+                    return
+            except ConnectionError:  # the client left during a delay
+                return
+        await super()._handle_client()
+
+    @_same_syntax(SMTP.smtp_STARTTLS)
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if self.state.faults.rules and await self._fault_intercept(
+            "STARTTLS", [], extension="STARTTLS"
+        ):
+            return
+        await super().smtp_STARTTLS(arg)
+
+    @_same_syntax(SMTP.smtp_AUTH)
+    async def smtp_AUTH(self, arg: str) -> None:
+        if self.state.faults.rules and await self._fault_intercept(
+            "AUTH", [(arg or "").split(" ")[0].upper()], extension="AUTH"
+        ):
+            return
+        await super().smtp_AUTH(arg)
+
+    @_same_syntax(SMTP.smtp_DATA)
+    async def smtp_DATA(self, arg: str) -> None:
+        envelope = self.envelope
+        if (
+            self.state.faults.rules
+            and not arg
+            and envelope is not None
+            and envelope.rcpt_tos
+            and await self._fault_intercept(
+                "DATA", [envelope.mail_from or "", *envelope.rcpt_tos]
+            )
+        ):
+            return
+        await super().smtp_DATA(arg)
+
+    async def _fault_intercept(
+        self, stage: str, subjects: Sequence[str], extension: str | None = None
+    ) -> bool:
+        """For the ``smtp_*`` overrides: True if a fault answered instead."""
+        lines = await self._apply_faults(stage, subjects, extension=extension)
+        if lines is None:
+            return False
+        await self._push_injected(lines, stage)
+        return True
+
+    async def _fault_status(
+        self,
+        stage: str,
+        subjects: Sequence[str],
+        *,
+        size: int | None = None,
+        rcpt_count: int = 0,
+        params: Sequence[str] = (),
+    ) -> str | None:
+        """For handler hooks, whose return value aiosmtpd pushes: the status
+        to return, or None to go on. The next `push` sends the injected
+        reply lines (all of them, marked injected) in its place."""
+        lines = await self._apply_faults(
+            stage, subjects, size=size, rcpt_count=rcpt_count, params=params
+        )
+        if lines is None:
+            return None
+        self._injected_push = lines
+        return lines[-1]
+
+    async def _apply_faults(
+        self,
+        stage: str,
+        subjects: Sequence[str],
+        *,
+        extension: str | None = None,
+        size: int | None = None,
+        rcpt_count: int = 0,
+        params: Sequence[str] = (),
+    ) -> list[str] | None:
+        """Run the rules for ``stage``. Delays and hangs wait here; a
+        disconnect does not return. Returns the reply lines of a fault that
+        answers, or None to handle the command as usual."""
+        faults = self.state.faults
+        if extension is not None and extension in faults.hidden:
+            self._mark_injected()
+            return ["502 5.5.1 Command not implemented"]
+        if params and faults.hidden and hidden_param(faults.hidden, params):
+            self._mark_injected()
+            return ["555 5.5.4 MAIL FROM parameters not recognized or not implemented"]
+        for rule in faults.rules:
+            if rule.action == "limit":
+                lines = self._limit_reply(rule, stage, size, rcpt_count)
+                if lines is not None:
+                    rule.seen += 1
+                    rule.fired += 1
+                    self._mark_injected()
+                    return lines
+                continue
+            if rule.stage != stage or rule.action == "hide":
+                continue
+            if not rule.applies(subjects) or not rule.fire():
+                continue
+            self._mark_injected()
+            if rule.action == "delay":
+                await self._stall(rule, asyncio.sleep(rule.seconds or 0))
+                continue
+            if rule.action == "hang":
+                await self._stall(rule, self.loop.create_future())
+                continue
+            if rule.action == "disconnect":
+                self.close_by_server()
+                # connection_lost() cancels this task.
+                await self.loop.create_future()
+            return rule.reply()
+        return None
+
+    def _limit_reply(
+        self, rule: Fault, stage: str, size: int | None, rcpt_count: int
+    ) -> list[str] | None:
+        assert rule.limit is not None
+        name, value = rule.limit
+        if name == "max_recipients" and stage == "RCPT" and rcpt_count >= value:
+            return ["452 4.5.3 Too many recipients"]
+        if name == "max_connections" and stage == "CONNECT":
+            if len(self.state.connections) > value:
+                return ["421 4.7.0 Too many connections, try again later"]
+        if name == "max_size" and stage in ("MAIL", "EOD") and size is not None:
+            if size > value:
+                return ["552 5.3.4 Message size exceeds fixed maximum message size"]
+        return None
+
+    async def _stall(self, rule: Fault, awaitable: Any) -> None:
+        """Wait on ``awaitable`` (a delay or a hang) while ``rule`` holds this
+        connection; removing the rule closes the connection."""
+        stalled = self.state.faults.stalled
+        if rule not in self.state.faults.rules:  # removed meanwhile
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()
+            return
+        stalled[self] = rule
+        try:
+            await awaitable
+        finally:
+            if stalled.get(self) is rule:
+                del stalled[self]
+
+    def _mark_injected(self) -> None:
+        current = self._current
+        if current is None:  # at CONNECT: the greeting is still to come
+            current = self._append("greeting", "")
+        current.injected = True
+
+    async def _push_injected(self, lines: list[str], stage: str) -> None:
+        closing = lines[-1].startswith("421") or (
+            stage == "CONNECT" and not lines[-1].startswith("2")
+        )
+        if closing:  # recorded first: the client may look as soon as it reads
+            self._mark_end("server-closed")
+        for line in lines:
+            self._record_reply(line, injected=True)
+            await super().push(line.encode("utf-8"))
+        if closing:
+            # Close once the reply is flushed; connection_lost() then
+            # cancels this task, so no further command is handled.
+            if self.transport is not None:
+                self.transport.close()
+            await self.loop.create_future()
+
+    def _hide_extensions(self, responses: list[str]) -> list[str]:
+        """EHLO lines without the hidden extensions (and SIZE as limited)."""
+        faults = self.state.faults
+        if not faults.rules:
+            return responses
+        hidden = faults.hidden
+        sizes = [
+            rule.limit[1]
+            for rule in faults.rules
+            if rule.limit is not None and rule.limit[0] == "max_size"
+        ]
+        if not hidden and not sizes:
+            return responses
+        kept: list[str] = []
+        for response in responses:
+            keyword = response[4:].split(" ")[0].upper()
+            if keyword in hidden and kept:  # never the first line (the greeting)
+                continue
+            if keyword == "SIZE" and sizes:
+                response = f"{response[:4]}SIZE {min(sizes)}"
+            kept.append(response)
+        self._mark_injected()
+        return [f"{r[:3]}-{r[4:]}" for r in kept[:-1]] + [f"{kept[-1][:3]} {kept[-1][4:]}"]

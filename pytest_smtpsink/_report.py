@@ -29,7 +29,9 @@ def section_text(views: Sequence[Mailbox], mode: ReportMode) -> str | None:
         return None
     blocks = []
     for view in views:
-        messages, sessions = view.messages, view.sessions
+        # Not view.messages: that raises once the sink died or refused mail
+        # (max_stored_bytes), and a report must still show what arrived.
+        messages, sessions = view._snapshot()
         if not messages and not sessions:
             continue
         lines = [
@@ -68,8 +70,9 @@ def save(views: Sequence[Mailbox], directory: Path) -> list[Path]:
     """Write every message as ``NNN-<subject>.eml`` (its raw bytes) and every
     session's transcript as ``session-NN.txt``. Names sort in arrival order."""
     written: list[Path] = []
-    messages = [m for view in views for m in view.messages]
-    sessions = [s for view in views for s in view.sessions]
+    snapshots = [view._snapshot() for view in views]
+    messages = [m for view_messages, _ in snapshots for m in view_messages]
+    sessions = [s for _, view_sessions in snapshots for s in view_sessions]
     if not messages and not sessions:
         return written
     directory.mkdir(parents=True, exist_ok=True)

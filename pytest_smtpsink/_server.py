@@ -118,7 +118,10 @@ class SMTPSink(Mailbox):
             self._loop.run_forever()
         except BaseException as error:  # recorded so users see why it died
             self._failure = error
-            raise
+            # Wake waiters: check_running() now says why. Not re-raised: the
+            # next use of the sink raises SinkError chained to this error,
+            # where a thread exception would only warn at some later test.
+            self._store.touch()
 
     def stop(self) -> None:
         """Close every connection, stop the thread and release the port.
@@ -136,7 +139,11 @@ class SMTPSink(Mailbox):
                 server.close()
                 for connection in list(state.connections):
                     connection.close_by_server()
-                loop.stop()
+                # If the server thread died, this runs below on the caller's
+                # thread, inside run_until_complete(): stopping would make
+                # that raise "Event loop stopped before Future completed".
+                if threading.current_thread() is thread:
+                    loop.stop()
 
             loop.call_soon_threadsafe(shutdown)
             thread.join(_STOP_TIMEOUT)
@@ -171,10 +178,13 @@ class SMTPSink(Mailbox):
         (``for_waiting``) needs a running server.
         """
         thread = self._thread
-        if thread is not None and not thread.is_alive():
+        if thread is not None and (not thread.is_alive() or self._failure is not None):
             raise SinkError(
                 f"the SMTP sink's server thread died: {self._failure!r}"
             ) from self._failure
+        overflow = self._store.overflow
+        if overflow is not None:
+            raise SinkError(overflow)
         if for_waiting and thread is None:
             state = "was stopped" if self._loop is not None else "was never started"
             raise SinkError(f"cannot wait for mail: the SMTP sink {state}")

@@ -39,7 +39,7 @@ class AuthInfo:
     success: bool
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Exchange:
     """One step of the conversation: what the client sent and what we replied.
 
@@ -50,10 +50,17 @@ class Exchange:
 
     kind: ExchangeKind
     line: str
-    at: datetime.datetime
+    time: float
+    """When the client's line was read (or the greeting sent), as
+    ``time.time()``: a float keeps a long transcript small; see `at`."""
     replies: list[str] = dataclasses.field(default_factory=list)
     injected: bool = False
     """True when the reply came from a fault a test injected."""
+
+    @property
+    def at(self) -> datetime.datetime:
+        """`time` as an aware UTC datetime."""
+        return datetime.datetime.fromtimestamp(self.time, datetime.timezone.utc)
 
     @property
     def command(self) -> str | None:

@@ -44,6 +44,10 @@ class SinkSettings:
     hostname: str = DEFAULT_HOSTNAME
     max_size: int = DEFAULT_MAX_SIZE
     max_recipients: int | None = None
+    max_stored_bytes: int | None = None
+    """Refuse further messages (452) once the sink holds this many bytes of
+    mail since the test began (or since `SMTPSink.clear`); the next read of
+    the mailbox then fails naming the limit. None: no limit."""
     smtputf8: bool = True
     tls: TLSMode | None = None
     auth: AuthSetting = None
@@ -61,6 +65,11 @@ class SinkSettings:
 
     def __hash__(self) -> int:
         return hash(self.key())
+
+    def __repr__(self) -> str:
+        # Not the dataclass repr: it would print the passwords in ``auth``
+        # into failure reports, logs and test ids.
+        return f"SinkSettings({self.describe()})"
 
     def replace(self, **changes: Any) -> SinkSettings:
         """A copy with ``changes`` applied (and validated)."""
@@ -152,6 +161,12 @@ def _validate(s: SinkSettings) -> None:
         or (_is_int(s.max_recipients) and s.max_recipients >= 1),
         "max_recipients",
         f"must be None or an integer >= 1, got {s.max_recipients!r}",
+    )
+    _require(
+        s.max_stored_bytes is None
+        or (_is_int(s.max_stored_bytes) and s.max_stored_bytes >= 1),
+        "max_stored_bytes",
+        f"must be None or a number of bytes >= 1, got {s.max_stored_bytes!r}",
     )
     for flag in ("smtputf8", "auth_required", "auth_plaintext", "allow_remote"):
         value = getattr(s, flag)

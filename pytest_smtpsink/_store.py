@@ -30,6 +30,9 @@ class Store:
         self._session_base = 0
         self._listeners: set[Listener] = set()
         self.stored_bytes = 0
+        # Why the server refused mail for lack of room (max_stored_bytes),
+        # until the store is cleared: reading the store then fails saying so.
+        self.overflow: str | None = None
         # Bumped on every change, so a waiter can sleep until *something*
         # happens and then test its condition outside the lock.
         self.version = 0
@@ -58,6 +61,11 @@ class Store:
             listeners = tuple(self._listeners)
         for listener in listeners:
             listener()
+
+    def note_overflow(self, reason: str) -> None:
+        if self.overflow is None:
+            self.overflow = reason
+        self.touch()
 
     def touch(self) -> None:
         """Wake waiters whose condition may depend on session state."""
@@ -97,6 +105,7 @@ class Store:
             del self._sessions[:drop_sessions]
             self._message_base += drop_messages
             self._session_base += drop_sessions
+            self.overflow = None
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener`` (on the server thread) after every change."""

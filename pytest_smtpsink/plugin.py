@@ -6,6 +6,7 @@ Everything here is thin glue over `SMTPSink`; the core never imports pytest.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -238,6 +239,11 @@ def pytest_report_header(config: pytest.Config) -> str:
     return (
         f"smtpsink: {settings.host}, {port} (per worker, started on first use), "
         f"greeting {settings.hostname}, max size {_format_size(settings.max_size)}"
+        + (
+            ""
+            if ipaddress.ip_address(settings.host).is_loopback
+            else "\nsmtpsink: WARNING: not a loopback address; other hosts can send to the sink"
+        )
     )
 
 
@@ -389,8 +395,10 @@ def pytest_runtest_makereport(
             written = _report.save(views, directory)
             if written:
                 report.sections.append(("smtpsink", f"saved {len(written)} files in {directory}"))
-        messages = sum(len(view.messages) for view in views)
-        sessions = sum(len(view.sessions) for view in views)
+        # Not view.messages: it raises once the sink died or overflowed.
+        snapshots = [view._snapshot() for view in views]
+        messages = sum(len(m) for m, _ in snapshots)
+        sessions = sum(len(s) for _, s in snapshots)
         # user_properties travel with the report, also from xdist workers.
         report.user_properties.append(("smtpsink", (messages, sessions)))
     return report

@@ -1,0 +1,342 @@
+"""Bad SMTP input over raw sockets: every session gets the reply a strict
+server gives, is recorded, and the sink keeps serving the next client.
+
+What aiosmtpd 1.4.6 does with line endings (checked here, not assumed):
+
+- Commands are read with ``readuntil(b"\\n")``: a command ending in a bare LF
+  is accepted like one ending in CRLF (as Postfix does by default). A bare CR
+  inside a command line is part of the line: in HELO/EHLO names and in
+  addresses the sink refuses it with 501 (a control character).
+- Message content is read with ``readuntil(b"\\r\\n")``: only CRLF ends a
+  line, so a bare LF or a bare CR is ordinary content and ``<LF>.<LF>``,
+  ``<CR>.<CR>`` or ``<CRLF>.<LF>`` can never end the message (no SMTP
+  smuggling). A CRLF-line that starts with a dot has that dot removed as
+  dot-stuffing (RFC 5321 4.5.2), even if a bare LF follows it.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import uuid
+
+import pytest
+from conftest import make_message
+
+from pytest_smtpsink import Mailbox, Session
+
+
+class Raw:
+    """A raw SMTP client: bytes out, reply lines in."""
+
+    def __init__(self, sink: Mailbox) -> None:
+        self.sock = socket.create_connection((sink.host, sink.port), timeout=10)
+        self.file = self.sock.makefile("rb")
+        host, port = self.sock.getsockname()[:2]
+        self.local: tuple[str, int] = (host, port)
+        self.greeting = self.reply()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def reply(self) -> list[bytes]:
+        """One whole (possibly multi-line) reply."""
+        lines = []
+        while True:
+            line = self.file.readline()
+            if not line:
+                raise ConnectionError(f"connection closed; got so far {lines!r}")
+            lines.append(line)
+            if line[3:4] != b"-":
+                return lines
+
+    def cmd(self, data: bytes) -> tuple[int, bytes]:
+        """Send ``data`` (a line with its ending) and read one reply."""
+        self.send(data)
+        last = self.reply()[-1]
+        return int(last[:3]), last[4:].rstrip(b"\r\n")
+
+    def rest(self) -> bytes:
+        """Everything until the server closes."""
+        chunks = []
+        while chunk := self.file.read1(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def raw(smtpsink: Mailbox):  # type: ignore[no-untyped-def]
+    clients: list[Raw] = []
+
+    def connect() -> Raw:
+        client = Raw(smtpsink)
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        client.close()
+    # After every bad session, a well-behaved client still gets its mail in.
+    subject = f"still serving {uuid.uuid4()}"
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=10) as client:
+        client.send_message(make_message(subject=subject))
+    smtpsink.wait_for(subject=subject, timeout=10)
+    assert smtpsink.sink.running
+
+
+def session_of(smtpsink: Mailbox, client: Raw, ended: bool = False) -> Session:
+    """The recorded session of ``client`` (waiting for its end if asked)."""
+
+    def find() -> Session | None:
+        for session in smtpsink.sessions:
+            if session.peer == client.local and (session.end is not None or not ended):
+                return session
+        return None
+
+    smtpsink.wait_until(find, timeout=10)
+    found = find()
+    assert found is not None
+    return found
+
+
+def exchange(session: Session, line: str) -> tuple[str, int | None]:
+    """The first exchange whose client line starts with ``line``."""
+    for item in session.transcript:
+        if item.line.startswith(line):
+            return item.line, item.code
+    raise AssertionError(f"no {line!r} in\n{session.format_transcript()}")
+
+
+def transaction(client: Raw) -> None:
+    assert client.cmd(b"EHLO client.test\r\n")[0] == 250
+    assert client.cmd(b"MAIL FROM:<a@example.com>\r\n")[0] == 250
+    assert client.cmd(b"RCPT TO:<b@example.com>\r\n")[0] == 250
+    assert client.cmd(b"DATA\r\n")[0] == 354
+
+
+def test_unknown_and_invalid_commands(raw, smtpsink: Mailbox) -> None:  # type: ignore[no-untyped-def]
+    client = raw()
+    assert client.cmd(b"FOO bar\r\n")[0] == 500
+    assert client.cmd(b"\r\n") == (500, b"Error: bad syntax")
+    assert client.cmd(b"\xff\xfe\r\n") == (500, b"Error: bad syntax")  # 8-bit verb
+    assert client.cmd(b"MA\x00IL FROM:<a@example.com>\r\n")[0] == 500
+    assert client.cmd(b"QUIT\r\n")[0] == 221
+    session = session_of(smtpsink, client, ended=True)
+    assert session.codes == [220, 500, 500, 500, 500, 221]
+    # Control characters and 8-bit bytes are shown escaped, on one line.
+    assert exchange(session, "MA\\x00IL")[1] == 500
+    assert exchange(session, "\\xff\\xfe")[1] == 500
+    assert session.end == "quit"
+
+
+def test_too_many_bogus_commands_closes_the_connection(raw, smtpsink: Mailbox) -> None:  # type: ignore[no-untyped-def]
+    client = raw()
+    for _ in range(4):
+        assert client.cmd(b"XX\r\n")[0] == 500
+    assert client.cmd(b"XX\r\n") == (502, b"5.5.1 Too many unrecognized commands, goodbye.")
+    assert client.rest() == b""
+    session = session_of(smtpsink, client, ended=True)
+    assert session.codes[-1] == 502
+    assert session.end == "server-closed"
+
+
+@pytest.mark.parametrize(
+    ("lines", "codes"),
+    [
+        # out of order: MAIL, RCPT and DATA before EHLO
+        ([b"MAIL FROM:<a@example.com>", b"RCPT TO:<b@example.com>", b"DATA"], [503, 503, 503]),
+        # RCPT without MAIL
+        ([b"EHLO c", b"RCPT TO:<b@example.com>"], [250, 503]),
+        # DATA with no recipients
+        ([b"EHLO c", b"MAIL FROM:<a@example.com>", b"DATA"], [250, 250, 503]),
+        # second MAIL inside a transaction
+        ([b"EHLO c", b"MAIL FROM:<a@example.com>", b"MAIL FROM:<x@example.com>"], [250, 250, 503]),
+        # DATA with an argument
+        ([b"EHLO c", b"MAIL FROM:<a@example.com>", b"RCPT TO:<b@example.com>", b"DATA x"],
+         [250, 250, 250, 501]),
+        # HELO/EHLO without a name, MAIL without an address
+        ([b"HELO", b"EHLO", b"EHLO c", b"MAIL FROM:", b"MAIL TO:<a@example.com>"],
+         [501, 501, 250, 501, 501]),
+    ],
+    ids=["before-ehlo", "rcpt-without-mail", "data-without-rcpt", "nested-mail",
+         "data-argument", "missing-arguments"],
+)
+def test_commands_out_of_order(raw, smtpsink: Mailbox, lines: list[bytes], codes: list[int]) -> None:  # type: ignore[no-untyped-def]
+    client = raw()
+    assert [client.cmd(line + b"\r\n")[0] for line in lines] == codes
+    assert client.cmd(b"QUIT\r\n")[0] == 221
+    session = session_of(smtpsink, client, ended=True)
+    assert session.codes == [220, *codes, 221]
+    assert not session.messages
+    assert not smtpsink.messages
+
+
+def test_overlong_command_lines(raw, smtpsink: Mailbox) -> None:  # type: ignore[no-untyped-def]
+    client = raw()
+    assert client.cmd(b"EHLO c\r\n")[0] == 250
+    assert client.cmd(b"NOOP " + b"x" * 5000 + b"\r\n") == (500, b"Command line too long")
+    too_long_mail = b"MAIL FROM:<" + b"a" * 600 + b"@example.com>\r\n"
+    assert client.cmd(too_long_mail) == (500, b"Command line too long")
+    assert client.cmd(b"NOOP\r\n")[0] == 250  # the connection goes on
+    assert client.cmd(b"QUIT\r\n")[0] == 221
+    session = session_of(smtpsink, client, ended=True)
+    line, code = exchange(session, "NOOP xxx")
+    assert code == 500
+    assert line.endswith("... [5007 bytes in all]") and len(line) < 600
+    assert exchange(session, "MAIL FROM:<aaa")[1] == 500
+
+
+def test_overlong_data_line_stores_nothing(raw, smtpsink: Mailbox) -> None:  # type: ignore[no-untyped-def]
+    client = raw()
+    transaction(client)
+    client.send(b"Subject: long\r\n\r\n" + b"y" * 1001 + b"\r\nafter\r\n.\r\n")
+    assert int(client.reply()[-1][:3]) == 500
+    assert client.cmd(b"QUIT\r\n")[0] == 221
+    session = session_of(smtpsink, client, ended=True)
+    assert session.codes[-2:] == [500, 221]
+    assert "500 Line too long" in session.format_transcript()
+    assert not session.messages and not smtpsink.messages
+
+
+def test_longest_legal_data_line_is_kept(raw, smtpsink: Mailbox) -> None:  # type: ignore[no-untyped-def]
+    client = raw()
+    transaction(client)
+    body = b"Subject: long\r\n\r\n" + b"y" * 998 + b"\r\n"
+    client.send(body + b".\r\n")
+    assert int(client.reply()[-1][:3]) == 250
+    assert smtpsink.wait_for(timeout=10).raw == body
+
+
+def test_nul_and_8bit_bytes(raw, smtpsink: Mailbox) -> None:  # type: ignore[no-untyped-def]
+    client = raw()
+    # Control characters or non-UTF-8 bytes in a name or an address: 501.
+    assert client.cmd(b"EHLO c\x00d\r\n")[0] == 501
+    assert client.cmd(b"EHLO c\rMAIL FROM:<a@example.com>\r\n")[0] == 501
+    assert client.cmd(b"EHLO client.test\r\n")[0] == 250
+    assert client.cmd(b"MAIL FROM:<a\x00@example.com>\r\n") == (501, b"5.1.7 Bad sender address syntax")
+    assert client.cmd(b"MAIL FROM:<\xff@example.com>\r\n")[0] == 501
+    assert client.cmd(b"MAIL FROM:<a@example.com>\r\n")[0] == 250
+    assert client.cmd(b"RCPT TO:<b\x00@example.com>\r\n") == (501, b"5.1.3 Bad recipient address syntax")
+    assert client.cmd(b"RCPT TO:<\xfe@example.com>\r\n")[0] == 501
+    # UTF-8 is accepted (SMTPUTF8 is offered).
+    assert client.cmd("RCPT TO:<zoë@example.com>\r\n".encode())[0] == 250
+    assert client.cmd(b"DATA\r\n")[0] == 354
+    content = b"Subject: \xe9t\xc3\xa9 \x00\r\n\r\n\x00\x01\xff\x80 binary\r\n..dot\r\n"
+    client.send(content + b".\r\n")
+    assert int(client.reply()[-1][:3]) == 250
+    assert client.cmd(b"QUIT\r\n")[0] == 221
+    message = smtpsink.wait_for(timeout=10)
+    # NUL and 8-bit bytes are kept; only the stuffed dot goes.
+    assert message.raw == content.replace(b"..dot", b".dot")
+    assert message.envelope.rcpt_to == ("zoë@example.com",)
+    assert message.envelope.mail_from == "a@example.com"
+    assert isinstance(message.subject, str)
+    assert message.session.ehlo == "client.test"
+    session = session_of(smtpsink, client, ended=True)
+    assert session.codes.count(501) == 6
+    text = session.format_transcript()
+    assert "EHLO c\\x00d" in text and "EHLO c\\x0dMAIL" in text
+    text.encode("utf-8")  # every recorded line is printable
+
+
+def test_bare_lf_ends_commands_but_not_data_lines(raw, smtpsink: Mailbox) -> None:  # type: ignore[no-untyped-def]
+    client = raw()
+    assert client.cmd(b"EHLO c\n")[0] == 250
+    assert client.cmd(b"MAIL FROM:<a@example.com>\n")[0] == 250
+    assert client.cmd(b"RCPT TO:<b@example.com>\n")[0] == 250
+    assert client.cmd(b"DATA\n")[0] == 354
+    # Bare LF lines and a bare-LF "end of data" are content: only CRLF.CRLF ends.
+    content = b"Subject: lf\n\nbody\n.\nQUIT\n"
+    client.send(content + b"\r\n.\r\n")
+    assert int(client.reply()[-1][:3]) == 250
+    assert client.cmd(b"QUIT\r\n")[0] == 221
+    message = smtpsink.wait_for(timeout=10)
+    assert message.raw == content + b"\r\n"
+    assert message.subject == "lf"
+    session = session_of(smtpsink, client, ended=True)
+    assert session.commands == ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"]
+
+
+def test_bare_cr_is_content_in_data(raw, smtpsink: Mailbox) -> None:  # type: ignore[no-untyped-def]
+    client = raw()
+    transaction(client)
+    content = b"Subject: cr\r\n\r\nline\rwith\rcr\r.\rstill\r\n"
+    client.send(content + b".\r\n")
+    assert int(client.reply()[-1][:3]) == 250
+    assert smtpsink.wait_for(timeout=10).raw == content
+
+
+@pytest.mark.parametrize(
+    "separator", [b"\n.\n", b"\r.\r", b"\r\n.\n", b"\n.\r\n"], ids=["LF.LF", "CR.CR", "CRLF.LF", "LF.CRLF"]
+)
+def test_smtp_smuggling_does_not_end_the_message(raw, smtpsink: Mailbox, separator: bytes) -> None:  # type: ignore[no-untyped-def]
+    client = raw()
+    transaction(client)
+    eol = separator[-1:]
+    smuggled = eol.join(
+        [b"MAIL FROM:<evil@example.com>", b"RCPT TO:<victim@example.com>", b"DATA",
+         b"Subject: smuggled", b"", b"evil"]
+    )
+    content = b"Subject: outer\r\n\r\nA" + separator + smuggled + separator + b"B\r\n"
+    client.send(content + b".\r\n")
+    assert int(client.reply()[-1][:3]) == 250
+    assert client.cmd(b"QUIT\r\n")[0] == 221
+    session = session_of(smtpsink, client, ended=True)
+    # One message: the smuggled MAIL is content, never executed.
+    assert session.commands == ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"]
+    (message,) = smtpsink.messages
+    assert message.envelope.mail_from == "a@example.com"
+    assert message.envelope.rcpt_to == ("b@example.com",)
+    assert message.subject == "outer"
+    if separator == b"\r\n.\n":
+        # ".\n...\r\n" is a CRLF-line starting with a dot: unstuffed.
+        expected = content.replace(b"\r\n.\n", b"\r\n\n")
+    else:
+        expected = content
+    assert message.raw == expected
+    assert b"evil@example.com" in message.raw
+    smtpsink.assert_not_sent(mail_from="evil@example.com")
+
+
+def test_a_thousand_recipients(raw, smtpsink: Mailbox) -> None:  # type: ignore[no-untyped-def]
+    client = raw()
+    assert client.cmd(b"EHLO c\r\n")[0] == 250
+    assert client.cmd(b"MAIL FROM:<a@example.com>\r\n")[0] == 250
+    recipients = [f"r{i}@example.com" for i in range(1000)]
+    client.send(b"".join(f"RCPT TO:<{r}>\r\n".encode() for r in recipients))  # pipelined
+    codes = [int(client.reply()[-1][:3]) for _ in recipients]
+    assert codes == [250] * 1000
+    assert client.cmd(b"DATA\r\n")[0] == 354
+    client.send(b"Subject: many\r\n\r\nhi\r\n.\r\n")
+    assert int(client.reply()[-1][:3]) == 250
+    message = smtpsink.wait_for(timeout=10)
+    assert message.envelope.rcpt_to == tuple(recipients)
+    assert len(message.envelope.rcpt_options) == 1000
+    session = session_of(smtpsink, client)
+    assert session.commands.count("RCPT") == 1000
+
+
+def test_client_vanishes_mid_data(raw, smtpsink: Mailbox) -> None:  # type: ignore[no-untyped-def]
+    client = raw()
+    transaction(client)
+    client.send(b"Subject: gone\r\n\r\npartial line without end")
+    client.close()
+    session = session_of(smtpsink, client, ended=True)
+    assert session.end == "client-closed"
+    assert "incomplete: the connection closed before the final dot" in session.transcript[-1].line
+    assert not smtpsink.messages  # never half-stored
+
+
+def test_client_vanishes_mid_command_and_after_reset(raw, smtpsink: Mailbox) -> None:  # type: ignore[no-untyped-def]
+    client = raw()
+    assert client.cmd(b"EHLO c\r\n")[0] == 250
+    client.send(b"MAIL FROM:<a@exa")
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    client.close()  # RST, not FIN
+    session = session_of(smtpsink, client, ended=True)
+    assert session.end == "client-closed"
+    assert session.commands == ["EHLO"]

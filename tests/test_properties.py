@@ -1,0 +1,154 @@
+"""Property-based tests (Hypothesis): whatever bytes a client sends, the sink
+stays up, records the session and lets the next client deliver; whatever a
+message holds, it round-trips byte-exact and every field reads.
+
+One `SMTPSink` serves the whole module (not one per example). Exceptions that
+escape into its event loop are caught by a loop exception handler, and
+records at ERROR or above from any logger (asyncio, aiosmtpd's ``mail.log``)
+by a logging handler: both must stay empty.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import socket
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_corpus import read_every_field
+
+from pytest_smtpsink import SMTPSink
+
+SETTINGS = settings(
+    max_examples=75,
+    deadline=None,
+    database=None,  # write nothing to disk
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+class _Errors(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+class Watched:
+    def __init__(self, sink: SMTPSink) -> None:
+        self.sink = sink
+        self.loop_errors: list[dict[str, Any]] = []
+        self.log = _Errors()
+
+    def check(self) -> None:
+        assert self.sink.running
+        assert not self.loop_errors, self.loop_errors
+        assert not self.log.records, [r.getMessage() for r in self.log.records]
+
+
+@pytest.fixture(scope="module")
+def watched() -> Iterator[Watched]:
+    with SMTPSink() as sink:
+        state = Watched(sink)
+        assert sink._loop is not None
+        sink._loop.set_exception_handler(lambda loop, context: state.loop_errors.append(context))
+        root = logging.getLogger()
+        root.addHandler(state.log)
+        try:
+            yield state
+        finally:
+            root.removeHandler(state.log)
+        state.check()
+
+
+def deliver_normally(sink: SMTPSink) -> None:
+    view = sink.view()
+    subject = f"canary {uuid.uuid4()}"
+    with smtplib.SMTP(sink.host, sink.port, timeout=10) as client:
+        client.sendmail("a@example.com", ["b@example.com"], f"Subject: {subject}\r\n\r\nhi\r\n")
+    assert view.wait_for(subject=subject, timeout=10).subject == subject
+
+
+SMTP_WORDS = [
+    b"EHLO x\r\n", b"HELO x\r\n", b"MAIL FROM:<a@example.com>\r\n", b"MAIL FROM:<>\r\n",
+    b"RCPT TO:<b@example.com>\r\n", b"DATA\r\n", b".\r\n", b"..\r\n", b"\r\n", b"\n", b"\r",
+    b"\r\n.\r\n", b"\n.\n", b"\r.\r", b"RSET\r\n", b"NOOP\r\n", b"VRFY x\r\n", b"HELP\r\n",
+    b"AUTH PLAIN\r\n", b"AUTH LOGIN\r\n", b"*\r\n", b"STARTTLS\r\n", b"QUIT\r\n", b"\x00",
+    b"\xff\xfe", b"MAIL FROM:<a@example.com> SIZE=99999999999\r\n",
+    b"MAIL FROM:<a@example.com> BODY=8BITMIME SMTPUTF8\r\n", b"x" * 1100, b"\r\n" * 3,
+]
+chunks = st.lists(
+    st.one_of(st.sampled_from(SMTP_WORDS), st.binary(max_size=300)), max_size=25
+)
+
+
+@SETTINGS
+@given(stream=chunks)
+def test_any_byte_stream_as_a_session(watched: Watched, stream: list[bytes]) -> None:
+    sink = watched.sink
+    view = sink.view()
+    with socket.create_connection((sink.host, sink.port), timeout=10) as sock:
+        local = sock.getsockname()[:2]
+        try:
+            for chunk in stream:
+                sock.sendall(chunk)
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(65536):  # until the server closes
+                pass
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # the server may close first (e.g. too many bad commands)
+
+    def ended() -> bool:
+        return any(s.peer == local and s.end is not None for s in view.sessions)
+
+    view.wait_until(ended, timeout=10)
+    (session,) = [s for s in view.sessions if s.peer == local]
+    assert session.transcript[0].kind == "greeting"
+    session.format_transcript().encode("utf-8")  # printable, whatever came in
+    repr(session)
+    for message in view.messages:
+        read_every_field(message)
+    deliver_normally(sink)
+    watched.check()
+
+
+# Message lines: no LF (a bare LF then a dot is stuffed by smtplib but, being
+# no line start for SMTP, not unstuffed by the server), a bare CR allowed,
+# at most 998 bytes. Some lines are MIME-ish to reach the parsers' corners.
+MIME_LINES = [
+    b"Content-Type: multipart/mixed; boundary=x", b"--x", b"--x--", b"",
+    b"Content-Type: text/plain; charset=x-unknown", b"Content-Type: text/html",
+    b"Content-Transfer-Encoding: base64", b"Content-Transfer-Encoding: quoted-printable",
+    b"Content-Disposition: attachment; filename*=utf-8''%E2%82%AC.bin",
+    b"Subject: =?utf-8?b?w6k=?= =?bogus?q?x?=", b"From: A <a@example.com>", b"To: ,;<>@",
+    b"Date: yesterday", b".", b"..", b".\r", b"Subject: \xe9\xff", b" folded", b"=ZZ=",
+    b'<a href="https://example.com/x">x</a>', b"MIME-Version: 1.0",
+]
+line = st.one_of(
+    st.sampled_from(MIME_LINES),
+    st.binary(max_size=120).map(lambda b: b.replace(b"\n", b"")),
+    st.text(max_size=60).map(lambda t: t.encode("utf-8").replace(b"\n", b"")[:998]),
+)
+message_bytes = st.lists(line, max_size=40).map(lambda lines: b"\r\n".join(lines))
+
+
+@SETTINGS
+@given(data=message_bytes)
+def test_any_message_round_trips(watched: Watched, data: bytes) -> None:
+    sink = watched.sink
+    view = sink.view()
+    with smtplib.SMTP(sink.host, sink.port, timeout=10) as client:
+        assert client.sendmail("a@example.com", ["b@example.com"], data) == {}
+    message = view.wait_for(timeout=10)
+    # smtplib ends the content with CRLF if it does not already.
+    assert message.raw == (data if data.endswith(b"\r\n") else data + b"\r\n")
+    read_every_field(message)
+    view.clear()
+    watched.check()

@@ -1,0 +1,319 @@
+"""Limits, the sink's own failures, bounded teardown, and security checks."""
+
+from __future__ import annotations
+
+import base64
+import smtplib
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_smtpsink import Mailbox, SettingsError, SinkError, SinkSettings, SMTPSink
+
+
+def _session_of(view: Mailbox, client: smtplib.SMTP):  # type: ignore[no-untyped-def]
+    local = client.sock.getsockname()[:2]
+    return next(s for s in view.sessions if s.peer == local)
+
+
+# -- size limits --------------------------------------------------------------------
+
+
+def test_oversize_message_is_refused_with_552_and_never_half_stored(smtpsink_factory) -> None:  # type: ignore[no-untyped-def]
+    sink = smtpsink_factory(max_size=2000)
+    with smtplib.SMTP(sink.host, sink.port, timeout=10) as client:
+        client.ehlo()
+        assert "size" in client.esmtp_features and client.esmtp_features["size"] == "2000"
+        # smtplib announces SIZE; without it the body is read and refused after.
+        client.esmtp_features.pop("size")
+        with pytest.raises(smtplib.SMTPDataError) as caught:
+            client.sendmail("a@example.com", ["b@example.com"], b"Subject: big\r\n\r\n" + (b"x" * 68 + b"\r\n") * 50)
+        assert caught.value.smtp_code == 552
+        session = _session_of(sink, client)
+        # The connection goes on: a small message in the same session is taken.
+        client.sendmail("a@example.com", ["b@example.com"], b"Subject: small\r\n\r\nok\r\n")
+    (message,) = sink.messages
+    assert message.subject == "small"
+    assert session.codes.count(552) == 1
+    assert "552 Error: Too much mail data" in session.format_transcript()
+
+
+def test_size_parameter_over_the_limit_is_refused_at_mail(smtpsink_factory) -> None:  # type: ignore[no-untyped-def]
+    sink = smtpsink_factory(max_size=2000)
+    with smtplib.SMTP(sink.host, sink.port, timeout=10) as client:
+        client.ehlo()
+        code, _ = client.mail("a@example.com", ["SIZE=2001"])
+        assert code == 552
+        assert client.mail("a@example.com", ["SIZE=2000"])[0] == 250
+        session = _session_of(sink, client)
+    mails = session.replies_to("MAIL")
+    assert [e.code for e in mails] == [552, 250]
+    assert not sink.messages
+
+
+# -- stored-bytes limit ------------------------------------------------------------------
+
+
+def test_max_stored_bytes_refuses_with_452_and_the_next_read_names_the_limit() -> None:
+    with SMTPSink(max_stored_bytes=5000) as sink:
+        body = b"Subject: fill\r\n\r\n" + (b"y" * 98 + b"\r\n") * 20
+        with smtplib.SMTP(sink.host, sink.port, timeout=10) as client:
+            client.sendmail("a@example.com", ["b@example.com"], body)
+            client.sendmail("a@example.com", ["b@example.com"], body)
+            with pytest.raises(smtplib.SMTPDataError) as caught:
+                client.sendmail("a@example.com", ["b@example.com"], body)
+            assert caught.value.smtp_code == 452
+            assert caught.value.smtp_error.startswith(b"4.3.4")
+        assert sink._store.stored_bytes == 2 * len(body)  # nothing half-stored
+        with pytest.raises(SinkError, match=r"max_stored_bytes=5000 would be exceeded"):
+            sink.assert_sent(count=2)
+        with pytest.raises(SinkError, match="max_stored_bytes"):
+            sink.wait_for(count=3, timeout=5)
+        sink.clear()  # frees the store and the error with it
+        assert sink.messages == []
+        with smtplib.SMTP(sink.host, sink.port, timeout=10) as client:
+            client.sendmail("a@example.com", ["b@example.com"], body)
+        sink.wait_for(timeout=10)
+
+
+def test_max_stored_bytes_is_validated() -> None:
+    with pytest.raises(SettingsError, match="max_stored_bytes"):
+        SinkSettings(max_stored_bytes=0)
+    with pytest.raises(SettingsError, match="max_stored_bytes"):
+        SinkSettings(max_stored_bytes="1k")  # type: ignore[arg-type]
+    assert "max_stored_bytes=10" in repr(SinkSettings(max_stored_bytes=10))
+
+
+def test_max_stored_bytes_is_per_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+import smtplib, pytest
+from pytest_smtpsink import SinkError
+
+BODY = b"Subject: x\\r\\n\\r\\n" + (b"z" * 98 + b"\\r\\n") * 30
+
+@pytest.mark.smtpsink(max_stored_bytes=4000)
+def test_fills(smtpsink):
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as c:
+        c.sendmail("a@example.com", ["b@example.com"], BODY)
+        with pytest.raises(smtplib.SMTPDataError):
+            c.sendmail("a@example.com", ["b@example.com"], BODY)
+    with pytest.raises(SinkError, match="max_stored_bytes=4000"):
+        smtpsink.assert_sent()
+
+@pytest.mark.smtpsink(max_stored_bytes=4000)
+def test_next_test_starts_empty(smtpsink):
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as c:
+        c.sendmail("a@example.com", ["b@example.com"], BODY)
+    smtpsink.wait_for()
+"""
+    )
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
+# -- the sink's own failures -----------------------------------------------------------
+
+
+def _kill(sink: SMTPSink) -> None:
+    """Make the server thread die the way a bug would: an exception that
+    escapes the event loop (SystemExit is not caught by asyncio's handler)."""
+
+    def crash() -> None:
+        raise SystemExit("simulated crash in the sink thread")
+
+    assert sink._loop is not None and sink._thread is not None
+    sink._loop.call_soon_threadsafe(crash)
+    sink._thread.join(5)
+
+
+def test_a_dead_server_thread_says_so_and_why() -> None:
+    sink = SMTPSink().start()
+    view = sink.view()
+    idle = socket.create_connection((sink.host, sink.port), timeout=5)
+    assert idle.recv(100).startswith(b"220")  # the server has taken it in
+    try:
+        _kill(sink)
+        assert not sink.running
+        expected = r"server thread died: SystemExit\('simulated crash in the sink thread'\)"
+        with pytest.raises(SinkError, match=expected):
+            view.messages  # noqa: B018
+        with pytest.raises(SinkError, match=expected):
+            view.assert_sent()
+        started = time.monotonic()
+        with pytest.raises(SinkError, match=expected):
+            view.wait_for(timeout=5)
+        assert time.monotonic() - started < 1  # at once, not after the timeout
+    finally:
+        started = time.monotonic()
+        sink.stop()  # must not raise or hang on a dead loop
+        assert time.monotonic() - started < 2
+        idle.close()
+
+
+def test_death_during_a_wait_wakes_the_waiter() -> None:
+    import threading
+
+    with SMTPSink() as sink:
+        view = sink.view()
+        timer = threading.Timer(0.2, _kill, [sink])
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(SinkError, match="server thread died"):
+            view.wait_for(timeout=10)
+        timer.join()
+        assert time.monotonic() - started < 5
+
+
+def test_next_test_using_the_fixture_fails_saying_the_thread_died(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+def test_kills(smtpsink_server):
+    def crash():
+        raise SystemExit("boom")
+    smtpsink_server._loop.call_soon_threadsafe(crash)
+    smtpsink_server._thread.join(5)
+
+def test_next(smtpsink):
+    smtpsink.assert_nothing_sent()
+"""
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*SinkError: the SMTP sink's server thread died: SystemExit('boom')*"])
+    result.stdout.no_fnmatch_line("*Connection refused*")
+    result.stdout.no_fnmatch_line("*INTERNALERROR*")
+
+
+def test_a_client_left_connected_does_not_affect_the_next_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+import smtplib, socket
+LEFT = []
+
+def test_leaves_clients(smtpsink):
+    s = socket.create_connection((smtpsink.host, smtpsink.port))
+    s.recv(100)
+    s.sendall(b"EHLO c\\r\\nMAIL FROM:<a@example.com>\\r\\nRCPT TO:<b@example.com>\\r\\nDATA\\r\\n")
+    f = s.makefile("rb")
+    while not f.readline().startswith(b"354"):
+        pass
+    s.sendall(b"Subject: x\\r\\n\\r\\nhalf")
+    LEFT.append((s, f))
+    c = smtplib.SMTP(smtpsink.host, smtpsink.port)
+    c.ehlo()
+    c.mail("z@example.com")
+    LEFT.append(c)
+    smtpsink.hang("RCPT")
+    c.putcmd("RCPT", "TO:<hung@example.com>")  # left hanging (or not yet read)
+    assert len(smtpsink.sessions) == 2
+
+def test_next(smtpsink):
+    assert smtpsink.sessions == () and smtpsink.messages == []
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=5) as c:
+        c.sendmail("a@example.com", ["b@example.com"], b"Subject: fine\\r\\n\\r\\nok\\r\\n")
+    assert smtpsink.wait_for(timeout=5).subject == "fine"
+    assert len(smtpsink.sessions) == 1
+
+def teardown_module():  # after test_next; unclosed sockets would warn later
+    for item in LEFT:
+        for thing in reversed(item) if isinstance(item, tuple) else (item,):
+            thing.close()
+"""
+    )
+    started = time.monotonic()
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
+    assert time.monotonic() - started < 10
+
+
+def test_stop_with_open_connections_is_prompt() -> None:
+    sink = SMTPSink().start()
+    idle = [socket.create_connection((sink.host, sink.port), timeout=5) for _ in range(20)]
+    mid_data = socket.create_connection((sink.host, sink.port), timeout=5)
+    mid_data.sendall(
+        b"EHLO c\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n"
+    )
+    replies = mid_data.makefile("rb")
+    while not replies.readline().startswith(b"354"):
+        pass
+    mid_data.sendall(b"Subject: never finished\r\n\r\nsome")
+    sink.wait_until(lambda: len(sink.sessions) == 21)
+    started = time.monotonic()
+    sink.stop()
+    took = time.monotonic() - started
+    try:
+        assert took < 2.0, f"stop() took {took:.2f} s"
+        assert all(s.end == "server-closed" for s in sink.sessions)
+        assert sink.messages == []
+        try:  # closed by the server: EOF or, as it aborts, a reset
+            assert replies.read() == b""
+        except ConnectionResetError:
+            pass
+    finally:
+        replies.close()
+        for sock in [*idle, mid_data]:
+            sock.close()
+
+
+# -- security --------------------------------------------------------------------------------
+
+
+def test_loopback_by_default_and_remote_must_be_asked_for() -> None:
+    assert SinkSettings().host == "127.0.0.1"
+    with pytest.raises(SettingsError, match="allow_remote=True"):
+        SinkSettings(host="0.0.0.0")
+    with pytest.raises(SettingsError, match="allow_remote=True"):
+        SinkSettings(host="192.0.2.1")
+    assert SinkSettings(host="::1").host == "::1"
+
+
+def test_remote_bind_is_flagged_in_the_report_header(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest("--smtpsink-host=0.0.0.0", "--smtpsink-allow-remote")
+    result.stdout.fnmatch_lines(["smtpsink: WARNING: not a loopback address*"])
+
+
+def test_auth_plain_secret_is_masked(smtpsink_factory) -> None:  # type: ignore[no-untyped-def]
+    sink = smtpsink_factory(auth={"ann": "s3cret-pw"}, auth_plaintext=True)
+    token = base64.b64encode(b"\0ann\0s3cret-pw").decode()
+    with smtplib.SMTP(sink.host, sink.port, timeout=10) as client:
+        client.ehlo()
+        assert client.docmd("AUTH", f"PLAIN {token}")[0] == 235
+        client.sendmail("ann@example.com", ["b@example.com"], b"Subject: x\r\n\r\nx\r\n")
+        local = client.sock.getsockname()[:2]
+    sink.wait_for(timeout=10)
+    session = next(s for s in sink.sessions if s.peer == local)
+    shown = "\n".join(
+        [repr(session), session.format_transcript(), repr(sink), repr(sink.settings),
+         repr(sink.messages), *(repr(e) for e in session.transcript)]
+    )
+    assert "s3cret-pw" not in shown and token not in shown
+    assert "AUTH PLAIN ****" in shown
+    assert session.authenticated_as == "ann"
+
+
+def test_nothing_is_written_to_disk_unless_asked(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+import smtplib
+
+def test_sends(smtpsink):
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as c:
+        c.sendmail("a@example.com", ["b@example.com"], b"Subject: x\\r\\n\\r\\nx\\r\\n")
+    smtpsink.wait_for()
+
+def test_fails(smtpsink):
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as c:
+        c.sendmail("a@example.com", ["b@example.com"], b"Subject: y\\r\\n\\r\\ny\\r\\n")
+    smtpsink.assert_sent(subject="nope")
+"""
+    )
+    root = Path(pytester.path)
+    before = {p for p in root.rglob("*")}
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    after = {p for p in root.rglob("*")}
+    new = {p for p in after - before if "__pycache__" not in p.parts}
+    assert new == set(), new
+
