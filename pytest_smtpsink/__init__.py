@@ -7,7 +7,7 @@ type annotations and for using the sink without pytest.
 from ._faults import Fault, FaultError
 from ._mailbox import Mailbox, Messages
 from ._match import Criteria
-from ._message import Address, Attachment, Envelope, Headers, Message
+from ._message import Address, Addresses, Attachment, Envelope, Headers, Message
 from ._server import SinkError, SMTPSink
 from ._session import AuthInfo, Exchange, Session, TLSInfo
 from ._settings import SettingsError, SinkSettings
@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Address",
+    "Addresses",
     "Attachment",
     "AuthInfo",
     "Criteria",

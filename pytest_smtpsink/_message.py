@@ -59,7 +59,9 @@ class Address(str):
     @property
     def formatted(self) -> str:
         """``"Ann <ann@example.com>"``, or the bare address without a name."""
-        return email.utils.formataddr((self.name, str(self))) if self.name else str(self)
+        return (
+            email.utils.formataddr((self.name, str(self))) if self.name else str(self)
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, str):
@@ -75,6 +77,28 @@ class Address(str):
 
     def __repr__(self) -> str:
         return repr(self.formatted)
+
+
+class Addresses(tuple[Address, ...]):
+    """The addresses of one header, in order: a tuple that also equals a
+    list of strings, address by address, so that
+    ``msg.to == ["ann@example.com"]`` reads as a tester means it."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, (list, tuple)):
+            return NotImplemented
+        return len(self) == len(other) and all(
+            isinstance(theirs, str) and mine == theirs
+            for mine, theirs in zip(self, other)
+        )
+
+    def __ne__(self, other: object) -> bool:
+        result = self.__eq__(other)
+        return result if result is NotImplemented else not result
+
+    __hash__ = tuple.__hash__
 
 
 def normalize_address(value: str) -> str:
@@ -123,9 +147,7 @@ class Attachment:
         return len(self.content)
 
     def __repr__(self) -> str:
-        return (
-            f"<Attachment {self.filename!r} {self.content_type} {self.size} bytes>"
-        )
+        return f"<Attachment {self.filename!r} {self.content_type} {self.size} bytes>"
 
 
 class Headers(Mapping[str, str]):
@@ -255,12 +277,14 @@ class Message:
         except (TypeError, ValueError, IndexError):
             return None
 
-    def _addresses(self, name: str) -> tuple[Address, ...]:
+    def _addresses(self, name: str) -> Addresses:
         key = name.lower()
         raw_values = [
-            _unescape(value) for n, value in self._compat.raw_items() if n.lower() == key
+            _unescape(value)
+            for n, value in self._compat.raw_items()
+            if n.lower() == key
         ]
-        return tuple(
+        return Addresses(
             Address(addr, _decode_header(display))
             for display, addr in email.utils.getaddresses(raw_values)
             if addr
@@ -272,15 +296,15 @@ class Message:
         return found[0] if found else None
 
     @property
-    def to(self) -> tuple[Address, ...]:
+    def to(self) -> Addresses:
         return self._addresses("To")
 
     @property
-    def cc(self) -> tuple[Address, ...]:
+    def cc(self) -> Addresses:
         return self._addresses("Cc")
 
     @property
-    def bcc(self) -> tuple[Address, ...]:
+    def bcc(self) -> Addresses:
         """Addresses in a Bcc *header*, which well-behaved clients strip.
 
         Blind recipients are normally visible only in ``envelope.rcpt_to``.
@@ -288,7 +312,7 @@ class Message:
         return self._addresses("Bcc")
 
     @property
-    def reply_to(self) -> tuple[Address, ...]:
+    def reply_to(self) -> Addresses:
         return self._addresses("Reply-To")
 
     @property
@@ -302,14 +326,22 @@ class Message:
     def text(self) -> str | None:
         """The text/plain body (parts joined), with ``\\n`` line ends, or None."""
         parsed = self.parsed
-        parts = parsed.text_plain if parsed is not None else _fallback_parts(self._compat, "plain")
+        parts = (
+            parsed.text_plain
+            if parsed is not None
+            else _fallback_parts(self._compat, "plain")
+        )
         return _join_text(parts)
 
     @functools.cached_property
     def html(self) -> str | None:
         """The text/html body (parts joined), with ``\\n`` line ends, or None."""
         parsed = self.parsed
-        parts = parsed.text_html if parsed is not None else _fallback_parts(self._compat, "html")
+        parts = (
+            parsed.text_html
+            if parsed is not None
+            else _fallback_parts(self._compat, "html")
+        )
         return _join_text(parts)
 
     @property
@@ -485,7 +517,10 @@ def _join_text(parts: list[str]) -> str | None:
 def _fallback_parts(message: Compat32Message, subtype: str) -> list[str]:
     parts = []
     for part in message.walk():
-        if part.get_content_maintype() != "text" or part.get_content_subtype() != subtype:
+        if (
+            part.get_content_maintype() != "text"
+            or part.get_content_subtype() != subtype
+        ):
             continue
         if part.get_content_disposition() == "attachment":
             continue
@@ -507,8 +542,14 @@ def _attachment(item: dict[str, Any]) -> Attachment:
         except (binascii.Error, ValueError):
             content = payload.encode("ascii", "replace")
     else:
-        content = payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else payload
-    disposition = (item.get("content-disposition") or "").split(";", 1)[0].strip().lower()
+        content = (
+            payload.encode("utf-8", "surrogateescape")
+            if isinstance(payload, str)
+            else payload
+        )
+    disposition = (
+        (item.get("content-disposition") or "").split(";", 1)[0].strip().lower()
+    )
     return Attachment(
         filename=item.get("filename") or None,
         content_type=item.get("mail_content_type") or "application/octet-stream",
@@ -527,7 +568,9 @@ class _LinkCollector(html.parser.HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "a":
-            if self._open is not None:  # <a> inside an unclosed <a> ends it, as in browsers
+            if (
+                self._open is not None
+            ):  # <a> inside an unclosed <a> ends it, as in browsers
                 self.handle_endtag("a")
             href = dict(attrs).get("href") or ""
             if href.lower().startswith(("http://", "https://")):

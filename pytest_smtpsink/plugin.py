@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from . import _report
-from ._mailbox import DEFAULT_TIMEOUT, Mailbox
+from ._mailbox import DEFAULT_TIMEOUT, Mailbox, Messages
+from ._message import Message, shorten
 from ._server import SinkError, SMTPSink
 from ._settings import SettingsError, SinkSettings
 
@@ -89,10 +90,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("smtpsink", "SMTP sink (pytest-smtpsink)")
     for option in _OPTIONS:
         if option.kind == "bool":
-            group.addoption(option.flag, action="store_true", default=None, help=option.help)
+            group.addoption(
+                option.flag, action="store_true", default=None, help=option.help
+            )
             parser.addini(option.ini, option.help, type="bool", default=False)
         else:
-            group.addoption(option.flag, default=None, metavar=option.name.upper(), help=option.help)
+            group.addoption(
+                option.flag, default=None, metavar=option.name.upper(), help=option.help
+            )
             parser.addini(option.ini, option.help, default=None)
 
 
@@ -105,8 +110,19 @@ def _raw_value(config: pytest.Config, option: _Option) -> tuple[Any, str]:
 
 
 _SIZE = re.compile(r"(?i)^\s*(\d+)\s*(|b|kb|mb|gb|kib|mib|gib|k|m|g)\s*$")
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "k": 2**10,
-          "m": 2**20, "g": 2**30, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "k": 2**10,
+    "m": 2**20,
+    "g": 2**30,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+}
 
 
 def _parse_size(text: str) -> int:
@@ -143,7 +159,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 _PLUGIN_ONLY = frozenset({"timeout", "report", "save_dir", "save", "summary"})
 
 
-def _choice(config: pytest.Config, name: str, choices: tuple[str, ...], default: str) -> str:
+def _choice(
+    config: pytest.Config, name: str, choices: tuple[str, ...], default: str
+) -> str:
     option = next(o for o in _OPTIONS if o.name == name)
     value, source = _raw_value(config, option)
     value = str(value or default).strip().lower()
@@ -191,7 +209,9 @@ def _read_options(config: pytest.Config) -> tuple[SinkSettings, float]:
     try:
         settings = SinkSettings(**changes)
     except SettingsError as error:
-        source = sources.get(error.setting, f"--smtpsink-{error.setting.replace('_', '-')}")
+        source = sources.get(
+            error.setting, f"--smtpsink-{error.setting.replace('_', '-')}"
+        )
         message = str(error).split(": ", 1)[1]
         raise pytest.UsageError(f"{source}: {message}") from None
     return settings, timeout
@@ -275,7 +295,9 @@ class _SinkPool:
             try:
                 sink.start()
             except SinkError as error:
-                pytest.fail(f"pytest-smtpsink could not start a sink: {error}", pytrace=False)
+                pytest.fail(
+                    f"pytest-smtpsink could not start a sink: {error}", pytrace=False
+                )
             self._sinks[settings] = sink
         return sink
 
@@ -285,7 +307,9 @@ class _SinkPool:
             sink.stop()
 
 
-def _settings_for(pool: _SinkPool, source: str, overrides: dict[str, Any]) -> SinkSettings:
+def _settings_for(
+    pool: _SinkPool, source: str, overrides: dict[str, Any]
+) -> SinkSettings:
     try:
         return pool.defaults.replace(**overrides)
     except (SettingsError, TypeError) as error:
@@ -301,7 +325,9 @@ def smtpsink_server(pytestconfig: pytest.Config) -> SMTPSink:
     return pytestconfig.stash[_POOL_KEY].get()
 
 
-def _open_view(config: pytest.Config, sink: SMTPSink, request: pytest.FixtureRequest) -> Mailbox:
+def _open_view(
+    config: pytest.Config, sink: SMTPSink, request: pytest.FixtureRequest
+) -> Mailbox:
     view = sink.view()
     # The previous test's mail is of no more use: drop it so that memory
     # stays flat over a long session. Only on the test's first view of this
@@ -317,14 +343,18 @@ def _open_view(config: pytest.Config, sink: SMTPSink, request: pytest.FixtureReq
 
 
 @pytest.fixture
-def smtpsink(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> Iterator[Mailbox]:
+def smtpsink(
+    request: pytest.FixtureRequest, pytestconfig: pytest.Config
+) -> Iterator[Mailbox]:
     """This test's mailbox on the default sink (or on the sink that
     ``@pytest.mark.smtpsink(...)`` asks for): empty when the test starts."""
     pool = pytestconfig.stash[_POOL_KEY]
     marker = request.node.get_closest_marker("smtpsink")
     if marker is not None:
         if marker.args:
-            pytest.fail("@pytest.mark.smtpsink takes keyword settings only", pytrace=False)
+            pytest.fail(
+                "@pytest.mark.smtpsink takes keyword settings only", pytrace=False
+            )
         settings = _settings_for(pool, "@pytest.mark.smtpsink", dict(marker.kwargs))
         sink = pool.get(settings)
     else:
@@ -394,7 +424,9 @@ def pytest_runtest_makereport(
             directory = _report.test_directory(save[0], item.nodeid)
             written = _report.save(views, directory)
             if written:
-                report.sections.append(("smtpsink", f"saved {len(written)} files in {directory}"))
+                report.sections.append(
+                    ("smtpsink", f"saved {len(written)} files in {directory}")
+                )
         # Not view.messages: it raises once the sink died or overflowed.
         snapshots = [view._snapshot() for view in views]
         messages = sum(len(m) for m, _ in snapshots)
@@ -419,7 +451,9 @@ class _PerTestSummary:
                     messages, sessions = value  # type: ignore[misc]
                     self.counts[report.nodeid] = (messages, sessions)
 
-    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+    def pytest_terminal_summary(
+        self, terminalreporter: pytest.TerminalReporter
+    ) -> None:
         if not self.counts:
             return
         terminalreporter.write_sep("-", "smtpsink: mail captured per test")
@@ -430,3 +464,26 @@ class _PerTestSummary:
                     f"{nodeid}: {messages} message{'' if messages == 1 else 's'}, "
                     f"{sessions} session{'' if sessions == 1 else 's'}"
                 )
+
+
+def pytest_assertrepr_compare(
+    config: pytest.Config, op: str, left: object, right: object
+) -> list[str] | None:
+    """Readable failures for plain ``assert`` on messages and mailboxes."""
+    if op != "==":
+        return None
+    if isinstance(left, Message) and isinstance(right, Message):
+        lines = ["two different messages:", f"  {left.summary()}", f"  {right.summary()}"]
+        for name in ("subject", "from_", "to", "cc", "text", "html"):
+            mine, theirs = getattr(left, name), getattr(right, name)
+            if mine != theirs:
+                lines.append(f"  {name}: {shorten(repr(mine), 120)} != {shorten(repr(theirs), 120)}")
+        return lines
+    for side, other in ((left, right), (right, left)):
+        if isinstance(side, Messages) and isinstance(other, (list, tuple, Messages)):
+            lines = [f"{len(side)} message(s) arrived, compared with {len(other)} item(s):"]
+            lines.extend(f"  {message.summary()}" for message in side)
+            if not side:
+                lines.append("  (no messages arrived)")
+            return lines
+    return None

@@ -30,9 +30,15 @@ def mixed(smtpsink: Mailbox, send: Send) -> Mailbox:
         Reply_To="help@shop.example",
         X_Campaign="onboarding",
     )
-    send(subject="Receipt #42", to=["bob@example.com"], rcpt=["bob@example.com", "audit@shop.example"])
+    send(
+        subject="Receipt #42",
+        to=["bob@example.com"],
+        rcpt=["bob@example.com", "audit@shop.example"],
+    )
     message = make_message(subject="Invoice", to=["carol@example.com"])
-    message.add_attachment(b"%PDF-1.7 ...", maintype="application", subtype="pdf", filename="inv-7.pdf")
+    message.add_attachment(
+        b"%PDF-1.7 ...", maintype="application", subtype="pdf", filename="inv-7.pdf"
+    )
     with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
         client.send_message(message)
     return smtpsink
@@ -73,12 +79,18 @@ def mixed(smtpsink: Mailbox, send: Send) -> Mailbox:
         ({"to": "bob@example.com", "subject": "Welcome"}, []),
     ],
 )
-def test_criteria(mixed: Mailbox, criteria: dict[str, object], subjects: list[str]) -> None:
+def test_criteria(
+    mixed: Mailbox, criteria: dict[str, object], subjects: list[str]
+) -> None:
     assert [m.subject for m in mixed.messages.filter(**criteria)] == subjects  # type: ignore[arg-type]
 
 
-def test_unknown_criterion_is_a_type_error_listing_valid_ones(smtpsink: Mailbox) -> None:
-    with pytest.raises(TypeError, match=r"unknown criteria 'sender'; valid criteria are: from_, to,"):
+def test_unknown_criterion_is_a_type_error_listing_valid_ones(
+    smtpsink: Mailbox,
+) -> None:
+    with pytest.raises(
+        TypeError, match=r"unknown criteria 'sender'; valid criteria are: from_, to,"
+    ):
         smtpsink.assert_sent(sender="x")  # type: ignore[call-arg]
     with pytest.raises(TypeError, match=r"'from' is a keyword in Python: use from_="):
         smtpsink.messages.filter(**{"from": "x"})  # type: ignore[arg-type]
@@ -97,7 +109,9 @@ def test_queries(mixed: Mailbox) -> None:
 
 def test_assert_sent_returns_messages(mixed: Mailbox) -> None:
     assert mixed.assert_sent(to="ann@example.com").subject == "Welcome"
-    assert mixed.assert_sent(mail_from="app@example.com").subject == "Invoice"  # the latest
+    assert (
+        mixed.assert_sent(mail_from="app@example.com").subject == "Invoice"
+    )  # the latest
     assert len(mixed.assert_sent(2, mail_from="app@example.com")) == 2
     assert mixed.assert_sent(1, subject="Invoice").subject == "Invoice"
     mixed.assert_not_sent(to="dave@example.com")
@@ -105,7 +119,10 @@ def test_assert_sent_returns_messages(mixed: Mailbox) -> None:
 
 
 def test_assert_sent_count_mismatch(mixed: Mailbox) -> None:
-    with pytest.raises(AssertionError, match=r"expected 3 messages matching mail_from='app@example.com'; found 2\."):
+    with pytest.raises(
+        AssertionError,
+        match=r"expected 3 messages matching mail_from='app@example.com'; found 2\.",
+    ):
         mixed.assert_sent(3, mail_from="app@example.com")
 
 
@@ -125,13 +142,20 @@ def test_message_helpers(mixed: Mailbox) -> None:
     assert welcome.link(pattern=r"/confirm/\w+$").endswith("/abc")
     assert welcome.code() == "482913"
     assert welcome.code(r"code is (\d+)") == "482913"
-    with pytest.raises(AssertionError, match=r"no link with contains='/reset/'.*links found:\n  https://shop"):
+    with pytest.raises(
+        AssertionError,
+        match=r"no link with contains='/reset/'.*links found:\n  https://shop",
+    ):
         welcome.link(contains="/reset/")
-    with pytest.raises(AssertionError, match=re.escape("no code matching 'PIN (\\\\d+)' in <Message")):
+    with pytest.raises(
+        AssertionError, match=re.escape("no code matching 'PIN (\\\\d+)' in <Message")
+    ):
         welcome.code(r"PIN (\d+)")
     invoice = mixed.messages.one(subject="Invoice")
     assert invoice.attachment("inv-7.pdf").content == b"%PDF-1.7 ..."
-    with pytest.raises(AssertionError, match=r"no attachment named 'x.pdf'; attachments: 'inv-7.pdf'"):
+    with pytest.raises(
+        AssertionError, match=r"no attachment named 'x.pdf'; attachments: 'inv-7.pdf'"
+    ):
         invoice.attachment("x.pdf")
 
 
@@ -148,7 +172,9 @@ def test_links_are_deduplicated_in_order(smtpsink: Mailbox, send: Send) -> None:
 
 
 def test_first_and_last_on_no_mail(smtpsink: Mailbox) -> None:
-    with pytest.raises(AssertionError, match="no messages arrived, so there is no first one"):
+    with pytest.raises(
+        AssertionError, match="no messages arrived, so there is no first one"
+    ):
         smtpsink.messages.first()
     with pytest.raises(AssertionError, match="no last one"):
         smtpsink.messages.last()
@@ -160,7 +186,11 @@ def test_first_and_last_on_no_mail(smtpsink: Mailbox) -> None:
 def _send_later(sink: Mailbox, subject: str, delay: float) -> threading.Timer:
     def send() -> None:
         with smtplib.SMTP(sink.host, sink.port) as client:
-            client.sendmail("bg@example.com", ["ann@example.com"], f"Subject: {subject}\r\n\r\nx\r\n")
+            client.sendmail(
+                "bg@example.com",
+                ["ann@example.com"],
+                f"Subject: {subject}\r\n\r\nx\r\n",
+            )
 
     timer = threading.Timer(delay, send)
     timer.start()
@@ -188,7 +218,9 @@ def test_wait_for_mail_from_a_subprocess(smtpsink: Mailbox) -> None:
         "with smtplib.SMTP(sys.argv[1], int(sys.argv[2])) as c:\n"
         "    c.sendmail('child@example.com', ['ann@example.com'], b'Subject: child\\r\\n\\r\\nx\\r\\n')\n"
     )
-    with subprocess.Popen([sys.executable, "-c", script, smtpsink.host, str(smtpsink.port)]) as child:
+    with subprocess.Popen(
+        [sys.executable, "-c", script, smtpsink.host, str(smtpsink.port)]
+    ) as child:
         message = smtpsink.wait_for(subject="child", timeout=30)
     assert child.returncode == 0
     assert message.envelope.mail_from == "child@example.com"
@@ -235,7 +267,9 @@ def test_wait_for_timeout_reports_what_arrived(smtpsink: Mailbox, send: Send) ->
 def test_assert_nothing_sent_catches_late_mail(smtpsink: Mailbox) -> None:
     timer = _send_later(smtpsink, "late", 0.1)
     started = time.monotonic()
-    with pytest.raises(AssertionError, match=r"expected no message \(watched 30 s\); found 1"):
+    with pytest.raises(
+        AssertionError, match=r"expected no message \(watched 30 s\); found 1"
+    ):
         smtpsink.assert_nothing_sent(within=30)
     timer.join()
     # It failed on arrival, not at the end of the window.
@@ -251,7 +285,9 @@ def test_wait_until_times_out_with_a_message(smtpsink: Mailbox) -> None:
     def never() -> bool:
         return False
 
-    with pytest.raises(AssertionError, match=r"wait_until\(never\) still false after 0.05 s"):
+    with pytest.raises(
+        AssertionError, match=r"wait_until\(never\) still false after 0.05 s"
+    ):
         smtpsink.wait_until(never, timeout=0.05)
 
 
@@ -324,7 +360,9 @@ def test_long_bodies_are_shortened_in_failures(smtpsink: Mailbox, send: Send) ->
 def test_many_messages_are_listed_up_to_a_limit(smtpsink: Mailbox) -> None:
     with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
         for n in range(30):
-            client.sendmail("a@example.com", ["b@example.com"], f"Subject: n{n}\r\n\r\nx\r\n")
+            client.sendmail(
+                "a@example.com", ["b@example.com"], f"Subject: n{n}\r\n\r\nx\r\n"
+            )
     with pytest.raises(AssertionError, match=r"\n  \.\.\. and 10 more\n"):
         smtpsink.assert_sent(subject="nope")
 
@@ -333,3 +371,37 @@ def test_plain_assert_on_messages_is_readable(smtpsink: Mailbox, send: Send) -> 
     send(subject="one")
     assert repr(smtpsink.messages).startswith("Messages([\n  <Message #")
     assert isinstance(smtpsink.messages[0], Message)
+
+
+def test_plain_assert_diffs_are_readable(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+import smtplib
+
+def send(sink, subject):
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail("a@example.com", ["b@example.com"], f"Subject: {subject}\\r\\n\\r\\nx\\r\\n")
+
+def test_messages(smtpsink):
+    send(smtpsink, "one")
+    assert smtpsink.messages == []
+
+def test_two_messages(smtpsink):
+    send(smtpsink, "one")
+    send(smtpsink, "two")
+    first, second = smtpsink.messages
+    assert first == second
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "E       *assert 1 message(s) arrived, compared with 0 item(s):",
+            "E           #* a@example.com -> b@example.com | To: - | Subject: 'one' | * bytes",
+            "E       *assert two different messages:",
+            "E           #* Subject: 'one' *",
+            "E           #* Subject: 'two' *",
+            "E           subject: 'one' != 'two'",
+        ]
+    )

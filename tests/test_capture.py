@@ -40,7 +40,9 @@ def test_multipart_alternative_with_html(smtpsink: Mailbox, send: Send) -> None:
 def test_attachments_come_back_identical(smtpsink: Mailbox) -> None:
     blob = bytes(range(256)) * 64 + os.urandom(1000)
     message = make_message(subject="Invoice")
-    message.add_attachment(blob, maintype="application", subtype="pdf", filename="invoice.pdf")
+    message.add_attachment(
+        blob, maintype="application", subtype="pdf", filename="invoice.pdf"
+    )
     message.add_attachment("a,b\n1,2\n", subtype="csv", filename="data.csv")
     with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
         client.send_message(message)
@@ -55,7 +57,9 @@ def test_attachments_come_back_identical(smtpsink: Mailbox) -> None:
 
 
 def test_non_ascii_headers_are_decoded(smtpsink: Mailbox) -> None:
-    message = make_message(subject="Grüße aus Köln ✉", sender="Zoë Ünal <zoe@example.com>")
+    message = make_message(
+        subject="Grüße aus Köln ✉", sender="Zoë Ünal <zoe@example.com>"
+    )
     with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
         client.send_message(message)
     msg = smtpsink.messages.one()
@@ -76,7 +80,9 @@ def test_smtputf8_address(smtpsink: Mailbox) -> None:
     assert "SMTPUTF8" in msg.envelope.mail_options
 
 
-def test_bcc_recipients_live_only_in_the_envelope(smtpsink: Mailbox, send: Send) -> None:
+def test_bcc_recipients_live_only_in_the_envelope(
+    smtpsink: Mailbox, send: Send
+) -> None:
     send(to=["ann@example.com"], rcpt=["ann@example.com", "boss@example.com"])
     msg = smtpsink.messages.one()
     assert msg.envelope.rcpt_to == ("ann@example.com", "boss@example.com")
@@ -110,7 +116,9 @@ def test_dot_stuffing_is_undone(smtpsink: Mailbox) -> None:
 def test_hundred_messages_over_one_connection(smtpsink: Mailbox) -> None:
     with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
         for n in range(100):
-            client.sendmail("a@example.com", ["b@example.com"], f"Subject: n{n}\r\n\r\n{n}\r\n")
+            client.sendmail(
+                "a@example.com", ["b@example.com"], f"Subject: n{n}\r\n\r\n{n}\r\n"
+            )
     messages = smtpsink.messages
     assert [m.subject for m in messages] == [f"n{n}" for n in range(100)]
     assert len(smtpsink.sessions) == 1
@@ -141,10 +149,14 @@ def test_concurrent_senders_lose_nothing(smtpsink: Mailbox) -> None:
         thread.join()
     assert errors == []
     subjects = sorted(m.subject or "" for m in smtpsink.messages)
-    assert subjects == sorted(f"{w}-{n}" for w in range(threads) for n in range(per_thread))
+    assert subjects == sorted(
+        f"{w}-{n}" for w in range(threads) for n in range(per_thread)
+    )
     # Every message is attributed to the connection that sent it.
     for message in smtpsink.messages:
-        assert message.envelope.mail_from.startswith(f"w{(message.subject or '').split('-')[0]}@")
+        assert message.envelope.mail_from.startswith(
+            f"w{(message.subject or '').split('-')[0]}@"
+        )
         assert message in message.session.messages
     assert len(smtpsink.sessions) == threads
 
@@ -238,3 +250,15 @@ def test_email_message_is_the_stdlib_view(smtpsink: Mailbox, send: Send) -> None
     email_message = smtpsink.messages.one().email
     assert isinstance(email_message, EmailMessage)
     assert email_message["Subject"] == "stdlib"
+
+
+def test_address_lists_compare_like_a_tester_means(smtpsink: Mailbox, send: Send) -> None:
+    send(to=["Ann <ann@Example.COM>", "bob@example.com"])
+    to = smtpsink.messages.one().to
+    assert to == ["ann@example.com", "bob@example.com"]
+    assert to == ("ann@EXAMPLE.com", "Bob <bob@example.com>")
+    assert to != ["bob@example.com", "ann@example.com"]  # order matters
+    assert to != ["ann@example.com"]
+    assert to[0].name == "Ann"
+    assert "ann@example.com" in to
+    assert isinstance(to, tuple)
