@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+import smtplib
 
 import pytest
 from signup_app import SignupApp
+
+from pytest_smtpsink import Mailbox
 
 
 @pytest.fixture
@@ -184,3 +187,18 @@ def test_message_helpers(app, smtpsink):
     assert pdf.content_type == "application/pdf"
     with pytest.raises(AssertionError, match=r"no attachment named 'receipt\.pdf'"):
         invoice.attachment("receipt.pdf")
+
+
+def test_plain_assert(smtpsink: Mailbox) -> None:
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            "shop@example.com",
+            ["ann@example.com"],
+            b"To: Ann <ann@Example.COM>\r\nSubject: Receipt\r\n\r\nThanks!\r\n",
+        )
+
+    (msg,) = smtpsink.messages
+    assert msg.to == ["ann@example.com"]
+    assert msg.to[0].name == "Ann"
+    assert msg.subject == "Receipt"
+    assert msg.text == "Thanks!\n"
