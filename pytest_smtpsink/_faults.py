@@ -258,7 +258,7 @@ class Faults:
     def add(self, rule: Fault) -> Fault:
         rule._faults = self
         with self.lock:
-            self._set(self.rules + (rule,))
+            self._set((*self.rules, rule))
         return rule
 
     def remove(self, which: Any) -> None:

@@ -68,7 +68,7 @@ class Messages(Sequence[Message]):
         found = self.filter(**criteria)
         if len(found) != 1:
             raise AssertionError(
-                failure_report(f"exactly 1 message", criteria, found, self._items)
+                failure_report("exactly 1 message", criteria, found, self._items)
             )
         return found[0]
 
@@ -163,7 +163,9 @@ class Mailbox(FaultControls):
             f"{prefix}URL": self.url,
         }
         if self.settings.tls is not None:
-            values[f"{prefix}TLS"] = "implicit" if self.settings.tls == "implicit" else "starttls"
+            values[f"{prefix}TLS"] = (
+                "implicit" if self.settings.tls == "implicit" else "starttls"
+            )
             values[f"{prefix}CA_FILE"] = self.ca_path
         return values
 
@@ -198,8 +200,11 @@ class Mailbox(FaultControls):
 
     # -- assertions --------------------------------------------------------------------
 
+    # The overloads overlap on purpose: count=1 (or none) gives the Message, any
+    # other count a Messages. An int that is 1 only at run time still gets the
+    # Message, which no annotation can say, so mypy's overlap check is muted.
     @overload
-    def assert_sent(
+    def assert_sent(  # type: ignore[overload-overlap]
         self, count: Literal[1] | None = None, **criteria: Unpack[Criteria]
     ) -> Message: ...
     @overload
@@ -233,7 +238,9 @@ class Mailbox(FaultControls):
         everything = self.messages
         found = everything.filter(**criteria)
         if found:
-            raise AssertionError(failure_report("no message", criteria, found, everything))
+            raise AssertionError(
+                failure_report("no message", criteria, found, everything)
+            )
 
     def assert_nothing_sent(self, within: float = 0.0) -> None:
         """Assert that no mail arrived, watching ``within`` more seconds for
@@ -246,13 +253,18 @@ class Mailbox(FaultControls):
         everything = self.messages
         if everything:
             extra = f" (watched {within:g} s)" if within else ""
-            raise AssertionError(failure_report(f"no message{extra}", {}, everything, everything))
+            raise AssertionError(
+                failure_report(f"no message{extra}", {}, everything, everything)
+            )
 
     # -- waiting -------------------------------------------------------------------------
 
-    @overload
-    def wait_for(
-        self, count: Literal[1] = 1, timeout: float | None = None, **criteria: Unpack[Criteria]
+    @overload  # overlaps the next on purpose, as assert_sent's do
+    def wait_for(  # type: ignore[overload-overlap]
+        self,
+        count: Literal[1] = 1,
+        timeout: float | None = None,
+        **criteria: Unpack[Criteria],
     ) -> Message: ...
     @overload
     def wait_for(
@@ -277,9 +289,22 @@ class Mailbox(FaultControls):
 
         started = time.monotonic()
         if not self._wait(enough, limit):
-            self._raise_timeout(count, criteria, limit, time.monotonic() - started)
+            raise self._timeout_error(
+                count, criteria, limit, time.monotonic() - started
+            )
         return self._waited(count, criteria)
 
+    @overload  # overlaps the next on purpose, as assert_sent's do
+    async def wait_for_async(  # type: ignore[overload-overlap]
+        self,
+        count: Literal[1] = 1,
+        timeout: float | None = None,
+        **criteria: Unpack[Criteria],
+    ) -> Message: ...
+    @overload
+    async def wait_for_async(
+        self, count: int, timeout: float | None = None, **criteria: Unpack[Criteria]
+    ) -> Messages: ...
     async def wait_for_async(
         self, count: int = 1, timeout: float | None = None, **criteria: Unpack[Criteria]
     ) -> Message | Messages:
@@ -311,7 +336,7 @@ class Mailbox(FaultControls):
                     await asyncio.wait_for(arrived.wait(), remaining)
         finally:
             self._store.remove_listener(wake)
-        self._raise_timeout(count, criteria, limit, loop.time() - started)
+        raise self._timeout_error(count, criteria, limit, loop.time() - started)
 
     def wait_until(
         self, condition: Callable[[], object], timeout: float | None = None
@@ -331,7 +356,9 @@ class Mailbox(FaultControls):
 
     def _store_filter(self, criteria: Criteria) -> list[Message]:
         return [
-            m for m in self._store.messages_since(self._cursor) if _match.matches(m, criteria)
+            m
+            for m in self._store.messages_since(self._cursor)
+            if _match.matches(m, criteria)
         ]
 
     def _waited(self, count: int, criteria: Criteria) -> Message | Messages:
@@ -358,15 +385,15 @@ class Mailbox(FaultControls):
             if remaining <= 0:
                 return False
             with store.changed:
-                store.changed.wait_for(lambda: store.version != seen, remaining)
+                store.changed.wait_for(_moved_on(store, seen), remaining)
 
-    def _raise_timeout(
+    def _timeout_error(
         self, count: int, criteria: Criteria, limit: float, waited: float
-    ) -> None:
+    ) -> AssertionError:
         __tracebackhide__ = True
         everything = self.messages
         found = everything.filter(**criteria)
-        raise AssertionError(
+        return AssertionError(
             failure_report(
                 f"{_n_messages(count)} within {limit:g} s (waited {waited:.2f} s)",
                 criteria,
@@ -379,6 +406,11 @@ class Mailbox(FaultControls):
     def __repr__(self) -> str:
         where = self._sink.url if self._sink._address else "not started"
         return f"<Mailbox {where} messages={len(self._store.messages_since(self._cursor))}>"
+
+
+def _moved_on(store: Store, seen: int) -> Callable[[], bool]:
+    """Whether the store has recorded anything since it was at ``seen``."""
+    return lambda: store.version != seen
 
 
 def _quietly(condition: Callable[[], object]) -> object:

@@ -87,7 +87,7 @@ def mismatches(
     return failed
 
 
-_ADDRESS_FIELDS = {
+_ADDRESS_FIELDS: dict[str, Callable[[Message], tuple[str, ...]]] = {
     "from_": lambda m: (m.from_,) if m.from_ is not None else (),
     "to": lambda m: m.to,
     "cc": lambda m: m.cc,
@@ -119,7 +119,9 @@ def _check(message: Message, name: str, wanted: Any) -> bool:
         )
     if name == "attachment":
         return _check_attachments(message.attachments, wanted)
-    if name == "body" and not (callable(wanted) and not isinstance(wanted, (str, re.Pattern))):
+    if name == "body" and not (
+        callable(wanted) and not isinstance(wanted, (str, re.Pattern))
+    ):
         # Either part: the test should not care how the app built the message.
         return any(_check(message, part, wanted) for part in ("text", "html"))
     value = getattr(message, name)
@@ -178,9 +180,13 @@ def explain(message: Message, name: str) -> str:
         shown = [v.formatted if isinstance(v, Address) else str(v) for v in values]
         return repr(shown[0] if name in ("from_", "mail_from") and shown else shown)
     if name == "header":
-        return "headers " + ", ".join(message.headers) if message.headers else "no headers"
+        return (
+            "headers " + ", ".join(message.headers) if message.headers else "no headers"
+        )
     if name == "attachment":
-        return repr(list(message.attachments)) if message.attachments else "no attachments"
+        return (
+            repr(list(message.attachments)) if message.attachments else "no attachments"
+        )
     value = getattr(message, name)
     if value is None:
         return f"no {name} part" if name in ("text", "html") else "none"
@@ -196,8 +202,13 @@ def hints(messages: tuple[Message, ...], criteria: Mapping[str, Any]) -> list[st
             continue
         target = normalize_address(wanted)
         for message in messages:
-            in_headers = any(normalize_address(str(a)) == target for a in _ADDRESS_FIELDS[name](message))
-            in_envelope = any(normalize_address(a) == target for a in message.envelope.rcpt_to)
+            in_headers = any(
+                normalize_address(str(a)) == target
+                for a in _ADDRESS_FIELDS[name](message)
+            )
+            in_envelope = any(
+                normalize_address(a) == target for a in message.envelope.rcpt_to
+            )
             if in_envelope and not in_headers:
                 found.append(
                     f"{wanted} received #{message.number} but is not in its {name!r} "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import dataclasses
 import datetime
 import email
@@ -91,7 +92,7 @@ class Addresses(tuple[Address, ...]):
             return NotImplemented
         return len(self) == len(other) and all(
             isinstance(theirs, str) and mine == theirs
-            for mine, theirs in zip(self, other)
+            for mine, theirs in zip(self, other, strict=True)
         )
 
     def __ne__(self, other: object) -> bool:
@@ -381,10 +382,9 @@ class Message:
         # every leaf part of the compat32 tree and report what it found.
         for part in self._compat.walk():
             if not part.is_multipart():
-                try:
+                # compat32 decodes leniently; the guard is for the unforeseen.
+                with contextlib.suppress(Exception):
                     part.get_payload(decode=True)
-                except Exception:  # pragma: no cover - compat32 decodes leniently
-                    pass
             found.extend(
                 f"{part.get_content_type()}: {type(d).__name__}: {d.__doc__}"
                 for d in part.defects
@@ -568,9 +568,8 @@ class _LinkCollector(html.parser.HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "a":
-            if (
-                self._open is not None
-            ):  # <a> inside an unclosed <a> ends it, as in browsers
+            # <a> inside an unclosed <a> ends it, as in browsers.
+            if self._open is not None:
                 self.handle_endtag("a")
             href = dict(attrs).get("href") or ""
             if href.lower().startswith(("http://", "https://")):

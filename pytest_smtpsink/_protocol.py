@@ -144,7 +144,11 @@ class _Handler:
         # aiosmtpd's own behaviour, after the fault rules (if any).
         if server.state.faults.rules:
             size = next(
-                (int(o[5:]) for o in mail_options if o.startswith("SIZE=") and o[5:].isdigit()),
+                (
+                    int(o[5:])
+                    for o in mail_options
+                    if o.startswith("SIZE=") and o[5:].isdigit()
+                ),
                 None,
             )
             injected = await server._fault_status(
@@ -186,7 +190,9 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
             timeout=settings.idle_timeout,
             # Implicit TLS is encrypted from the first byte, but aiosmtpd only
             # counts STARTTLS as TLS: without this it refuses AUTH with 538.
-            auth_require_tls=not (settings.auth_plaintext or settings.tls == "implicit"),
+            auth_require_tls=not (
+                settings.auth_plaintext or settings.tls == "implicit"
+            ),
             # Not named _authenticate: that is aiosmtpd's own method, which
             # its PLAIN and LOGIN call with (mechanism, auth_data).
             authenticator=self._check_login,
@@ -358,7 +364,9 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
             lines, self._injected_push = self._injected_push, None
             await self._push_injected(lines, "")
             return
-        text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
+        text = (
+            status.decode("utf-8", "replace") if isinstance(status, bytes) else status
+        )
         self._record_reply(text)
         await super().push(status)
 
@@ -380,7 +388,9 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
 
     async def smtp_HELO(self, hostname: str) -> None:
         if hostname and _malformed(hostname):
-            await self.push("501 5.5.2 Syntax error: control characters in the host name")
+            await self.push(
+                "501 5.5.2 Syntax error: control characters in the host name"
+            )
             return
         if self.state.faults.rules and await self._fault_intercept("EHLO", [hostname]):
             return
@@ -389,7 +399,9 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
 
     async def smtp_EHLO(self, hostname: str) -> None:
         if hostname and _malformed(hostname):
-            await self.push("501 5.5.2 Syntax error: control characters in the host name")
+            await self.push(
+                "501 5.5.2 Syntax error: control characters in the host name"
+            )
             return
         if self.state.faults.rules and await self._fault_intercept("EHLO", [hostname]):
             return
@@ -405,7 +417,9 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
     def filter_ehlo(self, responses: list[str]) -> list[str]:
         kept = [r for r in responses if r[4:].strip().upper() != "AUTH"]
         # The last line of a multi-line reply uses "250 ", the others "250-".
-        return [f"{r[:3]}-{r[4:]}" for r in kept[:-1]] + [f"{kept[-1][:3]} {kept[-1][4:]}"]
+        return [f"{r[:3]}-{r[4:]}" for r in kept[:-1]] + [
+            f"{kept[-1][:3]} {kept[-1][4:]}"
+        ]
 
     # -- AUTH --------------------------------------------------------------------
 
@@ -420,7 +434,11 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
         assert isinstance(auth_data, LoginPassword)
         username = auth_data.login.decode("utf-8", "replace")
         password = auth_data.password.decode("utf-8", "replace")
-        return self._auth_result(mechanism, username, lambda expected: hmac.compare_digest(expected, password))
+        return self._auth_result(
+            mechanism,
+            username,
+            lambda expected: hmac.compare_digest(expected, password),
+        )
 
     def _auth_result(
         self, mechanism: str, username: str, check: Callable[[str], bool]
@@ -447,7 +465,9 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
         username, _, digest = response.decode("utf-8", "replace").rpartition(" ")
 
         def check(password: str) -> bool:
-            expected = hmac.new(password.encode(), challenge.encode(), "md5").hexdigest()
+            expected = hmac.new(
+                password.encode(), challenge.encode(), "md5"
+            ).hexdigest()
             return hmac.compare_digest(expected, digest.lower())
 
         return self._auth_result("CRAM-MD5", username, check)
@@ -485,7 +505,9 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
             raw=envelope.original_content or b"",
             envelope=MessageEnvelope(
                 # aiosmtpd keeps a bounce's null sender as "<>".
-                mail_from="" if envelope.mail_from in (None, "<>") else envelope.mail_from,
+                mail_from=""
+                if envelope.mail_from in (None, "<>")
+                else envelope.mail_from,
                 rcpt_to=tuple(envelope.rcpt_tos),
                 mail_options=tuple(envelope.mail_options),
                 rcpt_options=tuple(envelope.per_rcpt_options),
@@ -498,7 +520,6 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
         self.record._messages.append(message)
         store.add_message(message)
         return f"250 2.0.0 OK: queued as #{message.number}"
-
 
     # -- fault injection (the rules live in _faults.py) ------------------------------
     #
@@ -699,4 +720,6 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
                 response = f"{response[:4]}SIZE {min(sizes)}"
             kept.append(response)
         self._mark_injected()
-        return [f"{r[:3]}-{r[4:]}" for r in kept[:-1]] + [f"{kept[-1][:3]} {kept[-1][4:]}"]
+        return [f"{r[:3]}-{r[4:]}" for r in kept[:-1]] + [
+            f"{kept[-1][:3]} {kept[-1][4:]}"
+        ]

@@ -84,7 +84,9 @@ class SMTPSink(Mailbox):
 
                 self._server_tls = authority().server_context()
             loop = asyncio.new_event_loop()
-            state = ServerState(settings, self._store, self._faults, loop, self._server_tls)
+            state = ServerState(
+                settings, self._store, self._faults, loop, self._server_tls
+            )
             try:
                 server = loop.run_until_complete(
                     loop.create_server(
@@ -129,13 +131,19 @@ class SMTPSink(Mailbox):
         Safe to call more than once, and on a sink that never started.
         """
         with self._lock:
-            loop, thread, server, state = self._loop, self._thread, self._server, self._state
+            loop, thread, server, state = (
+                self._loop,
+                self._thread,
+                self._server,
+                self._state,
+            )
             self._thread = self._server = None
             if thread is None or loop is None:
                 return
 
             def shutdown() -> None:
-                assert server is not None and state is not None
+                assert server is not None
+                assert state is not None
                 server.close()
                 for connection in list(state.connections):
                     connection.close_by_server()
@@ -148,14 +156,18 @@ class SMTPSink(Mailbox):
             loop.call_soon_threadsafe(shutdown)
             thread.join(_STOP_TIMEOUT)
             if thread.is_alive():  # pragma: no cover - would be a bug in shutdown()
-                raise SinkError(f"the sink thread did not stop within {_STOP_TIMEOUT} s")
+                raise SinkError(
+                    f"the sink thread did not stop within {_STOP_TIMEOUT} s"
+                )
             # The loop has stopped; finish its remaining work on this thread.
             assert server is not None
             pending = asyncio.all_tasks(loop)
             for task in pending:
                 task.cancel()
             if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                loop.run_until_complete(
+                    asyncio.gather(*pending, return_exceptions=True)
+                )
             loop.run_until_complete(server.wait_closed())
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
@@ -209,7 +221,9 @@ class SMTPSink(Mailbox):
 
     def _bound(self) -> tuple[str, int]:
         if self._address is None:
-            raise SinkError("the SMTP sink was never started: call start() or use `with`")
+            raise SinkError(
+                "the SMTP sink was never started: call start() or use `with`"
+            )
         return self._address
 
     def clear(self) -> None:

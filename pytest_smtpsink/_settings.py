@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from types import MappingProxyType
 from collections.abc import Mapping
-from typing import Any, Literal, Union, get_args
+from types import MappingProxyType
+from typing import Any, Literal, get_args
 
 TLSMode = Literal["starttls", "starttls-required", "implicit"]
-AuthSetting = Union[None, Literal["any"], Mapping[str, str]]
+AuthSetting = None | Literal["any"] | Mapping[str, str]
 
 #: Large enough for a 25 MB attachment after base64 (about 34 MB on the wire).
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024
@@ -195,6 +195,15 @@ def _validate(s: SinkSettings) -> None:
         not s.auth_required or s.auth is not None,
         "auth_required",
         "needs auth='any' or a credentials table",
+    )
+    # Like real servers, a sink offers AUTH only over TLS unless told
+    # otherwise; AUTH with neither could never be used, so say so now
+    # rather than let the client fail with "AUTH not supported".
+    _require(
+        s.auth is None or s.tls is not None or s.auth_plaintext,
+        "auth",
+        "AUTH is only offered over TLS: add tls='starttls' (or 'implicit'), "
+        "or auth_plaintext=True to allow AUTH without TLS",
     )
     _require(
         isinstance(s.idle_timeout, (int, float))

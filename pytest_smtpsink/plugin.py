@@ -8,9 +8,9 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import pytest
 
@@ -28,8 +28,8 @@ _OPENED_KEY = pytest.StashKey[set[int]]()
 #: Every mailbox a test opened, for its report section and saved files.
 _VIEWS_KEY = pytest.StashKey[list[Mailbox]]()
 _FAILED_KEY = pytest.StashKey[bool]()
-_REPORT_KEY = pytest.StashKey["_report.ReportMode"]()
-_SAVE_KEY = pytest.StashKey["tuple[Path, _report.SaveMode] | None"]()
+_REPORT_KEY = pytest.StashKey[_report.ReportMode]()
+_SAVE_KEY = pytest.StashKey[tuple[Path, _report.SaveMode] | None]()
 
 
 # -- options ------------------------------------------------------------------------
@@ -159,25 +159,27 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 _PLUGIN_ONLY = frozenset({"timeout", "report", "save_dir", "save", "summary"})
 
 
+_Choice = TypeVar("_Choice", bound=str)
+
+
 def _choice(
-    config: pytest.Config, name: str, choices: tuple[str, ...], default: str
-) -> str:
+    config: pytest.Config, name: str, choices: tuple[_Choice, ...], default: _Choice
+) -> _Choice:
     option = next(o for o in _OPTIONS if o.name == name)
     value, source = _raw_value(config, option)
     value = str(value or default).strip().lower()
-    if value not in choices:
-        raise pytest.UsageError(
-            f"{source}: {value!r} is not one of {', '.join(choices)}"
-        )
-    return value
+    for choice in choices:
+        if choice == value:
+            return choice
+    raise pytest.UsageError(f"{source}: {value!r} is not one of {', '.join(choices)}")
 
 
 def _read_reporting(config: pytest.Config) -> None:
-    config.stash[_REPORT_KEY] = _choice(config, "report", _report.REPORT_MODES, "full")  # type: ignore[assignment]
+    config.stash[_REPORT_KEY] = _choice(config, "report", _report.REPORT_MODES, "full")
     save_mode = _choice(config, "save", _report.SAVE_MODES, "failed")
     directory, _ = _raw_value(config, next(o for o in _OPTIONS if o.name == "save_dir"))
     config.stash[_SAVE_KEY] = (
-        (Path(str(directory)).resolve(), save_mode) if directory else None  # type: ignore[assignment]
+        (Path(str(directory)).resolve(), save_mode) if directory else None
     )
 
 
@@ -360,9 +362,11 @@ def smtpsink(
     else:
         sink = request.getfixturevalue("smtpsink_server")
     view = _open_view(pytestconfig, sink, request)
-    request.addfinalizer(view._close)  # its faults go, even if the test failed
-    _apply_fault_markers(request, view)
-    yield view
+    try:
+        _apply_fault_markers(request, view)
+        yield view
+    finally:
+        view._close()  # its faults go, even if the test failed
 
 
 @pytest.fixture
@@ -448,7 +452,8 @@ class _PerTestSummary:
         if report.when == "teardown":
             for name, value in report.user_properties:
                 if name == "smtpsink":
-                    messages, sessions = value  # type: ignore[misc]
+                    # A tuple here, a list once xdist has carried it over.
+                    messages, sessions = cast("Sequence[int]", value)
                     self.counts[report.nodeid] = (messages, sessions)
 
     def pytest_terminal_summary(
@@ -473,15 +478,23 @@ def pytest_assertrepr_compare(
     if op != "==":
         return None
     if isinstance(left, Message) and isinstance(right, Message):
-        lines = ["two different messages:", f"  {left.summary()}", f"  {right.summary()}"]
+        lines = [
+            "two different messages:",
+            f"  {left.summary()}",
+            f"  {right.summary()}",
+        ]
         for name in ("subject", "from_", "to", "cc", "text", "html"):
             mine, theirs = getattr(left, name), getattr(right, name)
             if mine != theirs:
-                lines.append(f"  {name}: {shorten(repr(mine), 120)} != {shorten(repr(theirs), 120)}")
+                lines.append(
+                    f"  {name}: {shorten(repr(mine), 120)} != {shorten(repr(theirs), 120)}"
+                )
         return lines
     for side, other in ((left, right), (right, left)):
         if isinstance(side, Messages) and isinstance(other, (list, tuple, Messages)):
-            lines = [f"{len(side)} message(s) arrived, compared with {len(other)} item(s):"]
+            lines = [
+                f"{len(side)} message(s) arrived, compared with {len(other)} item(s):"
+            ]
             lines.extend(f"  {message.summary()}" for message in side)
             if not side:
                 lines.append("  (no messages arrived)")

@@ -32,6 +32,8 @@ def make_message(
 
 
 Send = Callable[..., EmailMessage]
+#: The type of the ``smtpsink_factory`` fixture.
+Factory = Callable[..., Mailbox]
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import time
 import pytest
 from conftest import Send, make_message
 
-from pytest_smtpsink import Mailbox, Message
+from pytest_smtpsink import Criteria, Mailbox, Message
 
 pytest_plugins = ["pytester"]
 
@@ -79,10 +79,8 @@ def mixed(smtpsink: Mailbox, send: Send) -> Mailbox:
         ({"to": "bob@example.com", "subject": "Welcome"}, []),
     ],
 )
-def test_criteria(
-    mixed: Mailbox, criteria: dict[str, object], subjects: list[str]
-) -> None:
-    assert [m.subject for m in mixed.messages.filter(**criteria)] == subjects  # type: ignore[arg-type]
+def test_criteria(mixed: Mailbox, criteria: Criteria, subjects: list[str]) -> None:
+    assert [m.subject for m in mixed.messages.filter(**criteria)] == subjects
 
 
 def test_unknown_criterion_is_a_type_error_listing_valid_ones(
@@ -91,7 +89,7 @@ def test_unknown_criterion_is_a_type_error_listing_valid_ones(
     with pytest.raises(
         TypeError, match=r"unknown criteria 'sender'; valid criteria are: from_, to,"
     ):
-        smtpsink.assert_sent(sender="x")  # type: ignore[call-arg]
+        smtpsink.assert_sent(sender="x")  # type: ignore[call-overload]
     with pytest.raises(TypeError, match=r"'from' is a keyword in Python: use from_="):
         smtpsink.messages.filter(**{"from": "x"})  # type: ignore[arg-type]
 
@@ -104,7 +102,7 @@ def test_queries(mixed: Mailbox) -> None:
     assert messages[1].subject == "Receipt #42"
     assert [m.subject for m in messages[1:]] == ["Receipt #42", "Invoice"]
     assert messages.one(subject="Invoice") is messages[2]
-    assert list(reversed(messages))[0] is messages[2]
+    assert next(reversed(messages)) is messages[2]
 
 
 def test_assert_sent_returns_messages(mixed: Mailbox) -> None:

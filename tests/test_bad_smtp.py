@@ -19,6 +19,7 @@ from __future__ import annotations
 import smtplib
 import socket
 import uuid
+from collections.abc import Callable, Iterator
 
 import pytest
 from conftest import make_message
@@ -41,7 +42,7 @@ class Raw:
 
     def reply(self) -> list[bytes]:
         """One whole (possibly multi-line) reply."""
-        lines = []
+        lines: list[bytes] = []
         while True:
             line = self.file.readline()
             if not line:
@@ -68,8 +69,11 @@ class Raw:
         self.sock.close()
 
 
+Connect = Callable[[], Raw]
+
+
 @pytest.fixture
-def raw(smtpsink: Mailbox):  # type: ignore[no-untyped-def]
+def raw(smtpsink: Mailbox) -> Iterator[Connect]:
     clients: list[Raw] = []
 
     def connect() -> Raw:
@@ -82,8 +86,8 @@ def raw(smtpsink: Mailbox):  # type: ignore[no-untyped-def]
         client.close()
     # After every bad session, a well-behaved client still gets its mail in.
     subject = f"still serving {uuid.uuid4()}"
-    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=10) as client:
-        client.send_message(make_message(subject=subject))
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=10) as smtp:
+        smtp.send_message(make_message(subject=subject))
     smtpsink.wait_for(subject=subject, timeout=10)
     assert smtpsink.sink.running
 
@@ -118,7 +122,7 @@ def transaction(client: Raw) -> None:
     assert client.cmd(b"DATA\r\n")[0] == 354
 
 
-def test_unknown_and_invalid_commands(raw, smtpsink: Mailbox) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_and_invalid_commands(raw: Connect, smtpsink: Mailbox) -> None:
     client = raw()
     assert client.cmd(b"FOO bar\r\n")[0] == 500
     assert client.cmd(b"\r\n") == (500, b"Error: bad syntax")
@@ -133,11 +137,16 @@ def test_unknown_and_invalid_commands(raw, smtpsink: Mailbox) -> None:  # type: 
     assert session.end == "quit"
 
 
-def test_too_many_bogus_commands_closes_the_connection(raw, smtpsink: Mailbox) -> None:  # type: ignore[no-untyped-def]
+def test_too_many_bogus_commands_closes_the_connection(
+    raw: Connect, smtpsink: Mailbox
+) -> None:
     client = raw()
     for _ in range(4):
         assert client.cmd(b"XX\r\n")[0] == 500
-    assert client.cmd(b"XX\r\n") == (502, b"5.5.1 Too many unrecognized commands, goodbye.")
+    assert client.cmd(b"XX\r\n") == (
+        502,
+        b"5.5.1 Too many unrecognized commands, goodbye.",
+    )
     assert client.rest() == b""
     session = session_of(smtpsink, client, ended=True)
     assert session.codes[-1] == 502
@@ -148,24 +157,47 @@ def test_too_many_bogus_commands_closes_the_connection(raw, smtpsink: Mailbox) -
     ("lines", "codes"),
     [
         # out of order: MAIL, RCPT and DATA before EHLO
-        ([b"MAIL FROM:<a@example.com>", b"RCPT TO:<b@example.com>", b"DATA"], [503, 503, 503]),
+        (
+            [b"MAIL FROM:<a@example.com>", b"RCPT TO:<b@example.com>", b"DATA"],
+            [503, 503, 503],
+        ),
         # RCPT without MAIL
         ([b"EHLO c", b"RCPT TO:<b@example.com>"], [250, 503]),
         # DATA with no recipients
         ([b"EHLO c", b"MAIL FROM:<a@example.com>", b"DATA"], [250, 250, 503]),
         # second MAIL inside a transaction
-        ([b"EHLO c", b"MAIL FROM:<a@example.com>", b"MAIL FROM:<x@example.com>"], [250, 250, 503]),
+        (
+            [b"EHLO c", b"MAIL FROM:<a@example.com>", b"MAIL FROM:<x@example.com>"],
+            [250, 250, 503],
+        ),
         # DATA with an argument
-        ([b"EHLO c", b"MAIL FROM:<a@example.com>", b"RCPT TO:<b@example.com>", b"DATA x"],
-         [250, 250, 250, 501]),
+        (
+            [
+                b"EHLO c",
+                b"MAIL FROM:<a@example.com>",
+                b"RCPT TO:<b@example.com>",
+                b"DATA x",
+            ],
+            [250, 250, 250, 501],
+        ),
         # HELO/EHLO without a name, MAIL without an address
-        ([b"HELO", b"EHLO", b"EHLO c", b"MAIL FROM:", b"MAIL TO:<a@example.com>"],
-         [501, 501, 250, 501, 501]),
+        (
+            [b"HELO", b"EHLO", b"EHLO c", b"MAIL FROM:", b"MAIL TO:<a@example.com>"],
+            [501, 501, 250, 501, 501],
+        ),
     ],
-    ids=["before-ehlo", "rcpt-without-mail", "data-without-rcpt", "nested-mail",
-         "data-argument", "missing-arguments"],
+    ids=[
+        "before-ehlo",
+        "rcpt-without-mail",
+        "data-without-rcpt",
+        "nested-mail",
+        "data-argument",
+        "missing-arguments",
+    ],
 )
-def test_commands_out_of_order(raw, smtpsink: Mailbox, lines: list[bytes], codes: list[int]) -> None:  # type: ignore[no-untyped-def]
+def test_commands_out_of_order(
+    raw: Connect, smtpsink: Mailbox, lines: list[bytes], codes: list[int]
+) -> None:
     client = raw()
     assert [client.cmd(line + b"\r\n")[0] for line in lines] == codes
     assert client.cmd(b"QUIT\r\n")[0] == 221
@@ -175,10 +207,13 @@ def test_commands_out_of_order(raw, smtpsink: Mailbox, lines: list[bytes], codes
     assert not smtpsink.messages
 
 
-def test_overlong_command_lines(raw, smtpsink: Mailbox) -> None:  # type: ignore[no-untyped-def]
+def test_overlong_command_lines(raw: Connect, smtpsink: Mailbox) -> None:
     client = raw()
     assert client.cmd(b"EHLO c\r\n")[0] == 250
-    assert client.cmd(b"NOOP " + b"x" * 5000 + b"\r\n") == (500, b"Command line too long")
+    assert client.cmd(b"NOOP " + b"x" * 5000 + b"\r\n") == (
+        500,
+        b"Command line too long",
+    )
     too_long_mail = b"MAIL FROM:<" + b"a" * 600 + b"@example.com>\r\n"
     assert client.cmd(too_long_mail) == (500, b"Command line too long")
     assert client.cmd(b"NOOP\r\n")[0] == 250  # the connection goes on
@@ -186,11 +221,12 @@ def test_overlong_command_lines(raw, smtpsink: Mailbox) -> None:  # type: ignore
     session = session_of(smtpsink, client, ended=True)
     line, code = exchange(session, "NOOP xxx")
     assert code == 500
-    assert line.endswith("... [5007 bytes in all]") and len(line) < 600
+    assert line.endswith("... [5007 bytes in all]")
+    assert len(line) < 600
     assert exchange(session, "MAIL FROM:<aaa")[1] == 500
 
 
-def test_overlong_data_line_stores_nothing(raw, smtpsink: Mailbox) -> None:  # type: ignore[no-untyped-def]
+def test_overlong_data_line_stores_nothing(raw: Connect, smtpsink: Mailbox) -> None:
     client = raw()
     transaction(client)
     client.send(b"Subject: long\r\n\r\n" + b"y" * 1001 + b"\r\nafter\r\n.\r\n")
@@ -199,10 +235,11 @@ def test_overlong_data_line_stores_nothing(raw, smtpsink: Mailbox) -> None:  # t
     session = session_of(smtpsink, client, ended=True)
     assert session.codes[-2:] == [500, 221]
     assert "500 Line too long" in session.format_transcript()
-    assert not session.messages and not smtpsink.messages
+    assert not session.messages
+    assert not smtpsink.messages
 
 
-def test_longest_legal_data_line_is_kept(raw, smtpsink: Mailbox) -> None:  # type: ignore[no-untyped-def]
+def test_longest_legal_data_line_is_kept(raw: Connect, smtpsink: Mailbox) -> None:
     client = raw()
     transaction(client)
     body = b"Subject: long\r\n\r\n" + b"y" * 998 + b"\r\n"
@@ -211,16 +248,22 @@ def test_longest_legal_data_line_is_kept(raw, smtpsink: Mailbox) -> None:  # typ
     assert smtpsink.wait_for(timeout=10).raw == body
 
 
-def test_nul_and_8bit_bytes(raw, smtpsink: Mailbox) -> None:  # type: ignore[no-untyped-def]
+def test_nul_and_8bit_bytes(raw: Connect, smtpsink: Mailbox) -> None:
     client = raw()
     # Control characters or non-UTF-8 bytes in a name or an address: 501.
     assert client.cmd(b"EHLO c\x00d\r\n")[0] == 501
     assert client.cmd(b"EHLO c\rMAIL FROM:<a@example.com>\r\n")[0] == 501
     assert client.cmd(b"EHLO client.test\r\n")[0] == 250
-    assert client.cmd(b"MAIL FROM:<a\x00@example.com>\r\n") == (501, b"5.1.7 Bad sender address syntax")
+    assert client.cmd(b"MAIL FROM:<a\x00@example.com>\r\n") == (
+        501,
+        b"5.1.7 Bad sender address syntax",
+    )
     assert client.cmd(b"MAIL FROM:<\xff@example.com>\r\n")[0] == 501
     assert client.cmd(b"MAIL FROM:<a@example.com>\r\n")[0] == 250
-    assert client.cmd(b"RCPT TO:<b\x00@example.com>\r\n") == (501, b"5.1.3 Bad recipient address syntax")
+    assert client.cmd(b"RCPT TO:<b\x00@example.com>\r\n") == (
+        501,
+        b"5.1.3 Bad recipient address syntax",
+    )
     assert client.cmd(b"RCPT TO:<\xfe@example.com>\r\n")[0] == 501
     # UTF-8 is accepted (SMTPUTF8 is offered).
     assert client.cmd("RCPT TO:<zoë@example.com>\r\n".encode())[0] == 250
@@ -239,11 +282,14 @@ def test_nul_and_8bit_bytes(raw, smtpsink: Mailbox) -> None:  # type: ignore[no-
     session = session_of(smtpsink, client, ended=True)
     assert session.codes.count(501) == 6
     text = session.format_transcript()
-    assert "EHLO c\\x00d" in text and "EHLO c\\x0dMAIL" in text
+    assert "EHLO c\\x00d" in text
+    assert "EHLO c\\x0dMAIL" in text
     text.encode("utf-8")  # every recorded line is printable
 
 
-def test_bare_lf_ends_commands_but_not_data_lines(raw, smtpsink: Mailbox) -> None:  # type: ignore[no-untyped-def]
+def test_bare_lf_ends_commands_but_not_data_lines(
+    raw: Connect, smtpsink: Mailbox
+) -> None:
     client = raw()
     assert client.cmd(b"EHLO c\n")[0] == 250
     assert client.cmd(b"MAIL FROM:<a@example.com>\n")[0] == 250
@@ -261,7 +307,7 @@ def test_bare_lf_ends_commands_but_not_data_lines(raw, smtpsink: Mailbox) -> Non
     assert session.commands == ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"]
 
 
-def test_bare_cr_is_content_in_data(raw, smtpsink: Mailbox) -> None:  # type: ignore[no-untyped-def]
+def test_bare_cr_is_content_in_data(raw: Connect, smtpsink: Mailbox) -> None:
     client = raw()
     transaction(client)
     content = b"Subject: cr\r\n\r\nline\rwith\rcr\r.\rstill\r\n"
@@ -271,15 +317,25 @@ def test_bare_cr_is_content_in_data(raw, smtpsink: Mailbox) -> None:  # type: ig
 
 
 @pytest.mark.parametrize(
-    "separator", [b"\n.\n", b"\r.\r", b"\r\n.\n", b"\n.\r\n"], ids=["LF.LF", "CR.CR", "CRLF.LF", "LF.CRLF"]
+    "separator",
+    [b"\n.\n", b"\r.\r", b"\r\n.\n", b"\n.\r\n"],
+    ids=["LF.LF", "CR.CR", "CRLF.LF", "LF.CRLF"],
 )
-def test_smtp_smuggling_does_not_end_the_message(raw, smtpsink: Mailbox, separator: bytes) -> None:  # type: ignore[no-untyped-def]
+def test_smtp_smuggling_does_not_end_the_message(
+    raw: Connect, smtpsink: Mailbox, separator: bytes
+) -> None:
     client = raw()
     transaction(client)
     eol = separator[-1:]
     smuggled = eol.join(
-        [b"MAIL FROM:<evil@example.com>", b"RCPT TO:<victim@example.com>", b"DATA",
-         b"Subject: smuggled", b"", b"evil"]
+        [
+            b"MAIL FROM:<evil@example.com>",
+            b"RCPT TO:<victim@example.com>",
+            b"DATA",
+            b"Subject: smuggled",
+            b"",
+            b"evil",
+        ]
     )
     content = b"Subject: outer\r\n\r\nA" + separator + smuggled + separator + b"B\r\n"
     client.send(content + b".\r\n")
@@ -302,12 +358,14 @@ def test_smtp_smuggling_does_not_end_the_message(raw, smtpsink: Mailbox, separat
     smtpsink.assert_not_sent(mail_from="evil@example.com")
 
 
-def test_a_thousand_recipients(raw, smtpsink: Mailbox) -> None:  # type: ignore[no-untyped-def]
+def test_a_thousand_recipients(raw: Connect, smtpsink: Mailbox) -> None:
     client = raw()
     assert client.cmd(b"EHLO c\r\n")[0] == 250
     assert client.cmd(b"MAIL FROM:<a@example.com>\r\n")[0] == 250
     recipients = [f"r{i}@example.com" for i in range(1000)]
-    client.send(b"".join(f"RCPT TO:<{r}>\r\n".encode() for r in recipients))  # pipelined
+    client.send(
+        b"".join(f"RCPT TO:<{r}>\r\n".encode() for r in recipients)
+    )  # pipelined
     codes = [int(client.reply()[-1][:3]) for _ in recipients]
     assert codes == [250] * 1000
     assert client.cmd(b"DATA\r\n")[0] == 354
@@ -320,22 +378,29 @@ def test_a_thousand_recipients(raw, smtpsink: Mailbox) -> None:  # type: ignore[
     assert session.commands.count("RCPT") == 1000
 
 
-def test_client_vanishes_mid_data(raw, smtpsink: Mailbox) -> None:  # type: ignore[no-untyped-def]
+def test_client_vanishes_mid_data(raw: Connect, smtpsink: Mailbox) -> None:
     client = raw()
     transaction(client)
     client.send(b"Subject: gone\r\n\r\npartial line without end")
     client.close()
     session = session_of(smtpsink, client, ended=True)
     assert session.end == "client-closed"
-    assert "incomplete: the connection closed before the final dot" in session.transcript[-1].line
+    assert (
+        "incomplete: the connection closed before the final dot"
+        in session.transcript[-1].line
+    )
     assert not smtpsink.messages  # never half-stored
 
 
-def test_client_vanishes_mid_command_and_after_reset(raw, smtpsink: Mailbox) -> None:  # type: ignore[no-untyped-def]
+def test_client_vanishes_mid_command_and_after_reset(
+    raw: Connect, smtpsink: Mailbox
+) -> None:
     client = raw()
     assert client.cmd(b"EHLO c\r\n")[0] == 250
     client.send(b"MAIL FROM:<a@exa")
-    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    client.sock.setsockopt(
+        socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+    )
     client.close()  # RST, not FIN
     session = session_of(smtpsink, client, ended=True)
     assert session.end == "client-closed"

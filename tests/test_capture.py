@@ -66,7 +66,8 @@ def test_non_ascii_headers_are_decoded(smtpsink: Mailbox) -> None:
     assert b"=?utf-8?" in msg.raw  # really RFC 2047 on the wire
     assert msg.subject == "Grüße aus Köln ✉"
     assert msg.from_ == "zoe@example.com"
-    assert msg.from_ is not None and msg.from_.name == "Zoë Ünal"
+    assert msg.from_ is not None
+    assert msg.from_.name == "Zoë Ünal"
 
 
 def test_smtputf8_address(smtpsink: Mailbox) -> None:
@@ -190,8 +191,10 @@ def test_malformed_message_is_kept_byte_exact_with_defects(smtpsink: Mailbox) ->
     assert msg.defects, "a broken boundary must be reported"
     assert any("Boundary" in defect or "boundary" in defect for defect in msg.defects)
     # Every field reads without raising, with the junk made printable.
-    assert msg.subject is not None and msg.subject.startswith("caf")
-    assert msg.text is not None and "hello" in msg.text
+    assert msg.subject is not None
+    assert msg.subject.startswith("caf")
+    assert msg.text is not None
+    assert "hello" in msg.text
     assert isinstance(msg.attachments, tuple)
     repr(msg), msg.summary(), msg.links(), msg.headers.items_all()
 
@@ -206,7 +209,7 @@ def test_parser_failure_is_a_defect_not_an_exception(smtpsink: Mailbox) -> None:
         client.sendmail("a@example.com", ["b@example.com"], raw)
     msg = smtpsink.messages.one()
     assert msg.raw == raw
-    msg.text, msg.html, msg.attachments, msg.subject, msg.date  # never raise
+    _ = (msg.text, msg.html, msg.attachments, msg.subject, msg.date)  # never raise
     assert isinstance(msg.defects, tuple)
 
 
@@ -252,7 +255,9 @@ def test_email_message_is_the_stdlib_view(smtpsink: Mailbox, send: Send) -> None
     assert email_message["Subject"] == "stdlib"
 
 
-def test_address_lists_compare_like_a_tester_means(smtpsink: Mailbox, send: Send) -> None:
+def test_address_lists_compare_like_a_tester_means(
+    smtpsink: Mailbox, send: Send
+) -> None:
     send(to=["Ann <ann@Example.COM>", "bob@example.com"])
     to = smtpsink.messages.one().to
     assert to == ["ann@example.com", "bob@example.com"]

@@ -9,6 +9,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from conftest import Factory
 
 from pytest_smtpsink import Mailbox, SMTPSink
 
@@ -51,8 +52,12 @@ def transcript(sink: Mailbox, index: int = 0) -> list[str]:
 
 
 def test_plain_send_transcript(smtpsink: Mailbox) -> None:
-    with smtplib.SMTP(smtpsink.host, smtpsink.port, local_hostname="app.example.com") as client:
-        client.sendmail("app@example.com", ["ann@example.com"], b"Subject: hi\r\n\r\nHello\r\n")
+    with smtplib.SMTP(
+        smtpsink.host, smtpsink.port, local_hostname="app.example.com"
+    ) as client:
+        client.sendmail(
+            "app@example.com", ["ann@example.com"], b"Subject: hi\r\n\r\nHello\r\n"
+        )
     session = smtpsink.sessions[0]
     assert transcript(smtpsink) == [
         "S: 220 smtpsink.test pytest-smtpsink",
@@ -89,10 +94,12 @@ def test_plain_send_transcript(smtpsink: Mailbox) -> None:
     assert session.transcript[2].argument == "FROM:<app@example.com> size=22"
 
 
-def test_one_refused_recipient(smtpsink_factory: object) -> None:
-    sink = smtpsink_factory(max_recipients=2)  # type: ignore[operator]
+def test_one_refused_recipient(smtpsink_factory: Factory) -> None:
+    sink = smtpsink_factory(max_recipients=2)
     with smtplib.SMTP(sink.host, sink.port) as client:
-        refused = client.sendmail("a@example.com", ["b@x.test", "c@x.test", "d@x.test"], b"\r\nhi\r\n")
+        refused = client.sendmail(
+            "a@example.com", ["b@x.test", "c@x.test", "d@x.test"], b"\r\nhi\r\n"
+        )
     assert refused == {"d@x.test": (452, b"4.5.3 Too many recipients")}
     session = sink.sessions[0]
     assert [(e.line, e.code) for e in session.replies_to("RCPT")] == [
@@ -131,7 +138,10 @@ def test_rset_in_the_middle(raw: RawClient, smtpsink: Mailbox) -> None:
 
 def test_client_drops_during_data(smtpsink: Mailbox) -> None:
     client = RawClient(smtpsink)
-    client.send(b"EHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n", replies=4)
+    client.send(
+        b"EHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n",
+        replies=4,
+    )
     client.sock.sendall(b"Subject: cut\r\n\r\nhalf a mess")
     client.close()
     session = smtpsink.sessions[0]
@@ -163,8 +173,12 @@ def test_pipelined_commands_in_one_packet(raw: RawClient, smtpsink: Mailbox) -> 
     assert smtpsink.messages.one().envelope.rcpt_to == ("b@x.test", "c@x.test")
 
 
-def test_garbage_and_8bit_commands_are_recorded(raw: RawClient, smtpsink: Mailbox) -> None:
-    replies = raw.send(b"\xff\xfe\x00junk\r\nEHLO h\xc3\xa9.test\r\nFOO bar\r\n\r\nMAIL\r\n", replies=5)
+def test_garbage_and_8bit_commands_are_recorded(
+    raw: RawClient, smtpsink: Mailbox
+) -> None:
+    replies = raw.send(
+        b"\xff\xfe\x00junk\r\nEHLO h\xc3\xa9.test\r\nFOO bar\r\n\r\nMAIL\r\n", replies=5
+    )
     assert [r[-1][:3] for r in replies] == ["500", "250", "500", "500", "501"]
     raw.send(b"NOOP\r\n")
     lines = transcript(smtpsink)
@@ -174,7 +188,9 @@ def test_garbage_and_8bit_commands_are_recorded(raw: RawClient, smtpsink: Mailbo
     assert lines[-2:] == ["C: NOOP", "S: 250 OK"]  # still serving
 
 
-def test_overlong_command_line_is_recorded_shortened(raw: RawClient, smtpsink: Mailbox) -> None:
+def test_overlong_command_line_is_recorded_shortened(
+    raw: RawClient, smtpsink: Mailbox
+) -> None:
     raw.send(b"EHLO x.test\r\n")
     assert raw.send(b"NOOP " + b"a" * 5000 + b"\r\n") == [["500 Command line too long"]]
     exchange = smtpsink.sessions[0].transcript[-1]
@@ -194,8 +210,8 @@ def test_sessions_without_messages_are_recorded(smtpsink: Mailbox) -> None:
     assert (second.end, second.commands) == ("quit", ["NOOP", "QUIT"])
 
 
-def test_idle_timeout_ends_the_session(smtpsink_factory: object) -> None:
-    sink = smtpsink_factory(idle_timeout=0.2)  # type: ignore[operator]
+def test_idle_timeout_ends_the_session(smtpsink_factory: Factory) -> None:
+    sink = smtpsink_factory(idle_timeout=0.2)
     client = RawClient(sink)
     assert client.file.readline() == b""  # the server closed on us
     client.close()
@@ -203,8 +219,8 @@ def test_idle_timeout_ends_the_session(smtpsink_factory: object) -> None:
     assert sink.sessions[0].end == "timeout"
 
 
-def test_auth_secrets_never_show(smtpsink_factory: object) -> None:
-    sink = smtpsink_factory(auth={"ann": "hunter2"}, auth_plaintext=True)  # type: ignore[operator]
+def test_auth_secrets_never_show(smtpsink_factory: Factory) -> None:
+    sink = smtpsink_factory(auth={"ann": "hunter2"}, auth_plaintext=True)
     with smtplib.SMTP(sink.host, sink.port) as client:
         client.user, client.password = "ann", "hunter2"
         client.ehlo()
@@ -217,24 +233,36 @@ def test_auth_secrets_never_show(smtpsink_factory: object) -> None:
     client2.send(base64.b64encode(b"wrong-pass") + b"\r\n")
     client2.send(b"QUIT\r\n")
     client2.close()
-    outputs = [repr(s) + s.format_transcript() + repr(s.transcript) for s in sink.sessions]
+    outputs = [
+        repr(s) + s.format_transcript() + repr(s.transcript) for s in sink.sessions
+    ]
     for text in outputs:
-        for leaked in ("hunter2", "wrong-pass", base64.b64encode(b"\0ann\0hunter2").decode(),
-                       base64.b64encode(b"wrong-pass").decode(), secret):
+        for leaked in (
+            "hunter2",
+            "wrong-pass",
+            base64.b64encode(b"\0ann\0hunter2").decode(),
+            base64.b64encode(b"wrong-pass").decode(),
+            secret,
+        ):
             assert leaked not in text
     assert "C: AUTH PLAIN ****" in sink.sessions[0].format_transcript()
     second = sink.sessions[1].format_transcript().splitlines()
-    assert second[-7:] == [
-        "C: AUTH LOGIN",
-        "S: 334 VXNlciBOYW1lAA==",
-        "C: ****",
-        "S: 334 UGFzc3dvcmQA",
-        "C: ****",
-        "S: 535 5.7.8 Authentication credentials invalid",
-        "C: QUIT",
-    ][:7] or second
+    assert (
+        second[-7:]
+        == [
+            "C: AUTH LOGIN",
+            "S: 334 VXNlciBOYW1lAA==",
+            "C: ****",
+            "S: 334 UGFzc3dvcmQA",
+            "C: ****",
+            "S: 535 5.7.8 Authentication credentials invalid",
+            "C: QUIT",
+        ][:7]
+        or second
+    )
     assert sink.sessions[0].authenticated_as == "ann"
-    assert sink.sessions[1].auth is not None and sink.sessions[1].auth.success is False
+    assert sink.sessions[1].auth is not None
+    assert sink.sessions[1].auth.success is False
 
 
 def test_session_repr_is_a_readable_transcript(smtpsink: Mailbox) -> None:

@@ -34,8 +34,14 @@ EXPECTED_DEFECTS = {
 }
 #: Well-formed, if unusual: nothing to report.
 CLEAN = {
-    "binary_attachment", "deep_nesting_50", "duplicate_headers", "huge_header_100k",
-    "longest_legal_line", "many_headers", "non_ascii_filenames", "utf8_headers",
+    "binary_attachment",
+    "deep_nesting_50",
+    "duplicate_headers",
+    "huge_header_100k",
+    "longest_legal_line",
+    "many_headers",
+    "non_ascii_filenames",
+    "utf8_headers",
 }
 
 
@@ -53,9 +59,25 @@ def read_every_field(message: Message) -> dict[str, Any]:
     """Touch every public field the way a test or a failure report would."""
     values: dict[str, Any] = {}
     for name in (
-        "subject", "from_", "to", "cc", "bcc", "reply_to", "date", "message_id",
-        "headers", "text", "html", "body", "attachments", "defects", "recipients",
-        "size", "parsed", "envelope", "session",
+        "subject",
+        "from_",
+        "to",
+        "cc",
+        "bcc",
+        "reply_to",
+        "date",
+        "message_id",
+        "headers",
+        "text",
+        "html",
+        "body",
+        "attachments",
+        "defects",
+        "recipients",
+        "size",
+        "parsed",
+        "envelope",
+        "session",
     ):
         values[name] = getattr(message, name)
     values["links"] = message.links()
@@ -85,7 +107,8 @@ def test_corpus_message(smtpsink: Mailbox, path: Path) -> None:
     assert message.raw == sent
     values = read_every_field(message)
     defects = values["defects"]
-    assert isinstance(defects, tuple) and all(isinstance(d, str) for d in defects)
+    assert isinstance(defects, tuple)
+    assert all(isinstance(d, str) for d in defects)
     if path.stem in EXPECTED_DEFECTS:
         wanted = EXPECTED_DEFECTS[path.stem]
         assert any(wanted in d for d in defects), defects
@@ -98,21 +121,30 @@ def test_contents_survive(smtpsink: Mailbox) -> None:
 
     def send(name: str) -> Message:
         with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=10) as client:
-            client.sendmail("corpus@example.com", ["bob@example.com"], (CORPUS / f"{name}.eml").read_bytes())
+            client.sendmail(
+                "corpus@example.com",
+                ["bob@example.com"],
+                (CORPUS / f"{name}.eml").read_bytes(),
+            )
         smtpsink.wait_for(timeout=10)
         return smtpsink.messages.last()
 
     assert send("deep_nesting_50").text == "the bottom"
     huge = send("huge_header_100k")
-    assert huge.subject is not None and len(huge.subject) > 99_000
-    assert huge.subject.startswith("word0 word1 ") and "\n" not in huge.subject
+    assert huge.subject is not None
+    assert len(huge.subject) > 99_000
+    assert huge.subject.startswith("word0 word1 ")
+    assert "\n" not in huge.subject
     utf8 = send("utf8_headers")
     assert utf8.subject == "日本語の件名 ✓ — ünïcödé"
-    assert utf8.from_ == "zoe@example.com" and utf8.from_.name == "Zoë Ünal"  # type: ignore[union-attr]
+    assert utf8.from_ is not None
+    assert utf8.from_ == "zoe@example.com"
+    assert utf8.from_.name == "Zoë Ünal"
     assert utf8.to == ("yamada@example.jp",)
     latin1 = send("latin1_headers")
     assert latin1.from_ == "rene@example.com"
-    assert latin1.subject is not None and "sum" in latin1.subject
+    assert latin1.subject is not None
+    assert "sum" in latin1.subject
 
     names = {a.filename for a in send("non_ascii_filenames").attachments}
     assert {"€ rates résumé.pdf", "日本語.txt", "naïve.bin"} <= names
@@ -127,7 +159,8 @@ def test_contents_survive(smtpsink: Mailbox) -> None:
     assert "https://example.com/confirm/1" in broken.links()
 
     dupes = send("duplicate_headers")
-    assert dupes.subject == "one" and dupes.headers.get_all("subject") == ["one", "two"]
+    assert dupes.subject == "one"
+    assert dupes.headers.get_all("subject") == ["one", "two"]
     assert [str(a) for a in dupes.to] == ["c@example.com", "d@example.com"]
 
 
@@ -147,6 +180,8 @@ def test_truly_empty_message(smtpsink: Mailbox) -> None:
     message = smtpsink.wait_for(timeout=10)
     assert message.raw == b""
     values = read_every_field(message)
-    assert values["subject"] is None and values["from_"] is None
-    assert values["to"] == () and values["attachments"] == ()
+    assert values["subject"] is None
+    assert values["from_"] is None
+    assert values["to"] == ()
+    assert values["attachments"] == ()
     assert values["body"] == ""

@@ -41,9 +41,14 @@ def run_client(
 ) -> tuple[tuple[str, int], int]:
     sent = 0
     with smtplib.SMTP(sink.host, sink.port, timeout=60) as smtp:
+        assert smtp.sock is not None
         host, port = smtp.sock.getsockname()[:2]
         for index in range(count):
-            smtp.sendmail(f"client{client}@load.test", [f"rcpt{index}@load.test"], body_of(client, index, largest))
+            smtp.sendmail(
+                f"client{client}@load.test",
+                [f"rcpt{index}@load.test"],
+                body_of(client, index, largest),
+            )
             sent += 1
     return (host, port), sent
 
@@ -53,7 +58,9 @@ def test_concurrent_clients_lose_nothing() -> None:
         view = sink.view()
         started = time.monotonic()
         with ThreadPoolExecutor(CLIENTS) as pool:
-            results = list(pool.map(lambda c: run_client(sink, c, PER_CLIENT), range(CLIENTS)))
+            results = list(
+                pool.map(lambda c: run_client(sink, c, PER_CLIENT), range(CLIENTS))
+            )
         total = CLIENTS * PER_CLIENT
         view.wait_for(count=total, timeout=60)
         elapsed = time.monotonic() - started
@@ -76,7 +83,8 @@ def test_concurrent_clients_lose_nothing() -> None:
 
         # Per-view consistency: ordered numbers, sessions agree with messages.
         numbers = [m.number for m in messages]
-        assert numbers == sorted(numbers) and len(set(numbers)) == total
+        assert numbers == sorted(numbers)
+        assert len(set(numbers)) == total
         sessions = [s for s in view.sessions if s.messages]
         assert len(sessions) == CLIENTS
         assert {s.peer for s in sessions} == set(peers.values())
@@ -85,8 +93,13 @@ def test_concurrent_clients_lose_nothing() -> None:
             assert len(session.messages) == PER_CLIENT
             assert all(by_number[m.number] is m for m in session.messages)
             # Within one connection, messages keep the order they were sent in.
-            subjects = [m.raw.split(b"Subject: ", 1)[1].split(b"\r\n", 1)[0] for m in session.messages]
-            assert subjects == [b"%s m%d" % (subjects[0].split()[0], i) for i in range(PER_CLIENT)]
+            subjects = [
+                m.raw.split(b"Subject: ", 1)[1].split(b"\r\n", 1)[0]
+                for m in session.messages
+            ]
+            assert subjects == [
+                b"%s m%d" % (subjects[0].split()[0], i) for i in range(PER_CLIENT)
+            ]
             assert session.end == "quit"
         stored = view._store.stored_bytes
         assert stored == sum(len(m.raw) for m in messages)
@@ -110,7 +123,12 @@ def test_soak_no_growth() -> None:
         def round_trip() -> int:
             view = sink.view()
             with ThreadPoolExecutor(4) as pool:
-                sent = sum(s for _, s in pool.map(lambda c: run_client(sink, c, 10, 20_000), range(8)))
+                sent = sum(
+                    s
+                    for _, s in pool.map(
+                        lambda c: run_client(sink, c, 10, 20_000), range(8)
+                    )
+                )
             view.wait_for(count=sent, timeout=30)
             # A client that connects and leaves without a message, and one
             # that breaks off mid-DATA: their sessions must be freed too.
@@ -146,10 +164,13 @@ def test_soak_no_growth() -> None:
         finally:
             tracemalloc.stop()
         assert sink._store.stored_bytes == 0
-        assert sink.messages == [] and sink._store._sessions == []
+        assert sink.messages == []
+        assert sink._store._sessions == []
         assert threading.active_count() == threads
         assert _fds() == fds
-        assert grown < 1_000_000, f"traced memory grew by {grown} bytes over {rounds} rounds"
+        assert grown < 1_000_000, (
+            f"traced memory grew by {grown} bytes over {rounds} rounds"
+        )
         print(
             f"\nsoak: {seconds:g} s, {rounds} rounds, {messages} messages, "
             f"memory {grown:+d} B, threads {threads}, fds {fds}"

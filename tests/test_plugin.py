@@ -145,20 +145,37 @@ def test_port(smtpsink, smtpsink_factory):
     assert smtpsink_factory(hostname="other.test").port != {port}
 """
     )
-    pytester.runpytest(f"--smtpsink-port={port}", "-p", "no:xdist").assert_outcomes(passed=1)
+    pytester.runpytest(f"--smtpsink-port={port}", "-p", "no:xdist").assert_outcomes(
+        passed=1
+    )
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--smtpsink-port=http"], "--smtpsink-port: 'http' is not a whole number"),
-        (["--smtpsink-port=99999"], "--smtpsink-port: must be an integer from 0 to 65535"),
+        (
+            ["--smtpsink-port=99999"],
+            "--smtpsink-port: must be an integer from 0 to 65535",
+        ),
         (["--smtpsink-max-size=big"], "--smtpsink-max-size: 'big' is not a size"),
-        (["--smtpsink-timeout=-1"], "--smtpsink-timeout: must be a number of seconds > 0"),
+        (
+            ["--smtpsink-timeout=-1"],
+            "--smtpsink-timeout: must be a number of seconds > 0",
+        ),
         (["--smtpsink-timeout=soon"], "--smtpsink-timeout: 'soon' is not a number"),
-        (["--smtpsink-host=example.com"], "--smtpsink-host: 'example.com' is not an IP"),
-        (["--smtpsink-host=0.0.0.0"], "--smtpsink-host: 0.0.0.0 is not a loopback address*"),
-        (["--smtpsink-hostname=a b"], "--smtpsink-hostname: must be a non-empty ASCII name*"),
+        (
+            ["--smtpsink-host=example.com"],
+            "--smtpsink-host: 'example.com' is not an IP",
+        ),
+        (
+            ["--smtpsink-host=0.0.0.0"],
+            "--smtpsink-host: 0.0.0.0 is not a loopback address*",
+        ),
+        (
+            ["--smtpsink-hostname=a b"],
+            "--smtpsink-hostname: must be a non-empty ASCII name*",
+        ),
     ],
 )
 def test_bad_option_is_a_usage_error(
@@ -175,7 +192,9 @@ def test_bad_ini_value_names_the_ini_key(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_nothing(): pass")
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: smtpsink_port (ini): 'abc' is not a whole number"])
+    result.stderr.fnmatch_lines(
+        ["ERROR: smtpsink_port (ini): 'abc' is not a whole number"]
+    )
 
 
 def test_non_loopback_bind_when_asked(pytester: pytest.Pytester) -> None:
@@ -193,8 +212,10 @@ def test_report_header(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_nothing(): pass")
     result = pytester.runpytest("--smtpsink-hostname=hdr.test")
     result.stdout.fnmatch_lines(
-        ["smtpsink: 127.0.0.1, a free port (per worker, started on first use), "
-         "greeting hdr.test, max size 64 MiB"]
+        [
+            "smtpsink: 127.0.0.1, a free port (per worker, started on first use), "
+            "greeting hdr.test, max size 64 MiB"
+        ]
     )
 
 
@@ -362,7 +383,9 @@ def test_bad_report_value(pytester: pytest.Pytester) -> None:
 
 
 @pytest.mark.parametrize("xdist", [["-p", "no:xdist"], ["-n", "2"]])
-def test_save_dir_keeps_failed_tests_only(pytester: pytest.Pytester, xdist: list[str]) -> None:
+def test_save_dir_keeps_failed_tests_only(
+    pytester: pytest.Pytester, xdist: list[str]
+) -> None:
     pytester.makepyfile(FAILING)
     out = pytester.path / "mail"
     result = pytester.runpytest(*xdist, f"--smtpsink-save-dir={out}")
@@ -372,7 +395,10 @@ def test_save_dir_keeps_failed_tests_only(pytester: pytest.Pytester, xdist: list
         "test_save_dir_keeps_failed_tests_only.py__test_fails/001-Your-receipt.eml",
         "test_save_dir_keeps_failed_tests_only.py__test_fails/session-01.txt",
     ]
-    eml = out / "test_save_dir_keeps_failed_tests_only.py__test_fails/001-Your-receipt.eml"
+    eml = (
+        out
+        / "test_save_dir_keeps_failed_tests_only.py__test_fails/001-Your-receipt.eml"
+    )
     assert eml.read_bytes() == b"Subject: Your receipt\r\n\r\nbody\r\n"
     transcript = (eml.parent / "session-01.txt").read_text()
     assert transcript.splitlines()[1] == "S: 220 smtpsink.test pytest-smtpsink"

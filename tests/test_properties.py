@@ -58,7 +58,9 @@ def watched() -> Iterator[Watched]:
     with SMTPSink() as sink:
         state = Watched(sink)
         assert sink._loop is not None
-        sink._loop.set_exception_handler(lambda loop, context: state.loop_errors.append(context))
+        sink._loop.set_exception_handler(
+            lambda loop, context: state.loop_errors.append(context)
+        )
         root = logging.getLogger()
         root.addHandler(state.log)
         try:
@@ -72,17 +74,42 @@ def deliver_normally(sink: SMTPSink) -> None:
     view = sink.view()
     subject = f"canary {uuid.uuid4()}"
     with smtplib.SMTP(sink.host, sink.port, timeout=10) as client:
-        client.sendmail("a@example.com", ["b@example.com"], f"Subject: {subject}\r\n\r\nhi\r\n")
+        client.sendmail(
+            "a@example.com", ["b@example.com"], f"Subject: {subject}\r\n\r\nhi\r\n"
+        )
     assert view.wait_for(subject=subject, timeout=10).subject == subject
 
 
 SMTP_WORDS = [
-    b"EHLO x\r\n", b"HELO x\r\n", b"MAIL FROM:<a@example.com>\r\n", b"MAIL FROM:<>\r\n",
-    b"RCPT TO:<b@example.com>\r\n", b"DATA\r\n", b".\r\n", b"..\r\n", b"\r\n", b"\n", b"\r",
-    b"\r\n.\r\n", b"\n.\n", b"\r.\r", b"RSET\r\n", b"NOOP\r\n", b"VRFY x\r\n", b"HELP\r\n",
-    b"AUTH PLAIN\r\n", b"AUTH LOGIN\r\n", b"*\r\n", b"STARTTLS\r\n", b"QUIT\r\n", b"\x00",
-    b"\xff\xfe", b"MAIL FROM:<a@example.com> SIZE=99999999999\r\n",
-    b"MAIL FROM:<a@example.com> BODY=8BITMIME SMTPUTF8\r\n", b"x" * 1100, b"\r\n" * 3,
+    b"EHLO x\r\n",
+    b"HELO x\r\n",
+    b"MAIL FROM:<a@example.com>\r\n",
+    b"MAIL FROM:<>\r\n",
+    b"RCPT TO:<b@example.com>\r\n",
+    b"DATA\r\n",
+    b".\r\n",
+    b"..\r\n",
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b"\r\n.\r\n",
+    b"\n.\n",
+    b"\r.\r",
+    b"RSET\r\n",
+    b"NOOP\r\n",
+    b"VRFY x\r\n",
+    b"HELP\r\n",
+    b"AUTH PLAIN\r\n",
+    b"AUTH LOGIN\r\n",
+    b"*\r\n",
+    b"STARTTLS\r\n",
+    b"QUIT\r\n",
+    b"\x00",
+    b"\xff\xfe",
+    b"MAIL FROM:<a@example.com> SIZE=99999999999\r\n",
+    b"MAIL FROM:<a@example.com> BODY=8BITMIME SMTPUTF8\r\n",
+    b"x" * 1100,
+    b"\r\n" * 3,
 ]
 chunks = st.lists(
     st.one_of(st.sampled_from(SMTP_WORDS), st.binary(max_size=300)), max_size=25
@@ -123,20 +150,34 @@ def test_any_byte_stream_as_a_session(watched: Watched, stream: list[bytes]) -> 
 # no line start for SMTP, not unstuffed by the server), a bare CR allowed,
 # at most 998 bytes. Some lines are MIME-ish to reach the parsers' corners.
 MIME_LINES = [
-    b"Content-Type: multipart/mixed; boundary=x", b"--x", b"--x--", b"",
-    b"Content-Type: text/plain; charset=x-unknown", b"Content-Type: text/html",
-    b"Content-Transfer-Encoding: base64", b"Content-Transfer-Encoding: quoted-printable",
+    b"Content-Type: multipart/mixed; boundary=x",
+    b"--x",
+    b"--x--",
+    b"",
+    b"Content-Type: text/plain; charset=x-unknown",
+    b"Content-Type: text/html",
+    b"Content-Transfer-Encoding: base64",
+    b"Content-Transfer-Encoding: quoted-printable",
     b"Content-Disposition: attachment; filename*=utf-8''%E2%82%AC.bin",
-    b"Subject: =?utf-8?b?w6k=?= =?bogus?q?x?=", b"From: A <a@example.com>", b"To: ,;<>@",
-    b"Date: yesterday", b".", b"..", b".\r", b"Subject: \xe9\xff", b" folded", b"=ZZ=",
-    b'<a href="https://example.com/x">x</a>', b"MIME-Version: 1.0",
+    b"Subject: =?utf-8?b?w6k=?= =?bogus?q?x?=",
+    b"From: A <a@example.com>",
+    b"To: ,;<>@",
+    b"Date: yesterday",
+    b".",
+    b"..",
+    b".\r",
+    b"Subject: \xe9\xff",
+    b" folded",
+    b"=ZZ=",
+    b'<a href="https://example.com/x">x</a>',
+    b"MIME-Version: 1.0",
 ]
 line = st.one_of(
     st.sampled_from(MIME_LINES),
     st.binary(max_size=120).map(lambda b: b.replace(b"\n", b"")),
     st.text(max_size=60).map(lambda t: t.encode("utf-8").replace(b"\n", b"")[:998]),
 )
-message_bytes = st.lists(line, max_size=40).map(lambda lines: b"\r\n".join(lines))
+message_bytes = st.lists(line, max_size=40).map(b"\r\n".join)
 
 
 @SETTINGS

@@ -10,7 +10,6 @@ import pytest
 
 from pytest_smtpsink import SettingsError, SinkError, SinkSettings, SMTPSink
 
-
 _BEFORE: set[threading.Thread] = set()
 
 
@@ -35,7 +34,7 @@ def test_binds_loopback_on_a_free_port() -> None:
         assert sink.port > 0
         assert sink.url == f"smtp://127.0.0.1:{sink.port}"
         with smtplib.SMTP(sink.host, sink.port) as client:
-            code, banner = client.noop()
+            code, _ = client.noop()
         assert code == 250
     assert not _sink_threads()
 
@@ -101,9 +100,13 @@ def test_address_of_a_sink_never_started_says_so() -> None:
 
 def test_mail_stays_readable_after_stop_but_waiting_says_stopped() -> None:
     with SMTPSink() as sink, smtplib.SMTP(sink.host, sink.port) as client:
-        client.sendmail("a@example.com", ["b@example.com"], b"Subject: kept\r\n\r\n.\r\n")
+        client.sendmail(
+            "a@example.com", ["b@example.com"], b"Subject: kept\r\n\r\n.\r\n"
+        )
     assert sink.messages.one().subject == "kept"
-    with pytest.raises(SinkError, match="cannot wait for mail: the SMTP sink was stopped"):
+    with pytest.raises(
+        SinkError, match="cannot wait for mail: the SMTP sink was stopped"
+    ):
         sink.wait_for(subject="more")
 
 
@@ -119,20 +122,25 @@ def test_mail_stays_readable_after_stop_but_waiting_says_stopped() -> None:
         ("tls", "ssl", "tls: must be None or one of 'starttls'"),
         ("auth", "yes", "auth: must be None, 'any' or a mapping"),
         ("auth", {}, "auth: the credentials table is empty"),
+        ("auth", "any", "auth: AUTH is only offered over TLS"),
         ("auth_required", True, "auth_required: needs auth="),
         ("hostname", "has space", "hostname: must be a non-empty ASCII name"),
         ("smtputf8", "yes", "smtputf8: must be True or False"),
         ("idle_timeout", 0, "idle_timeout: must be a number of seconds > 0"),
     ],
 )
-def test_bad_settings_name_the_setting(setting: str, value: object, message: str) -> None:
+def test_bad_settings_name_the_setting(
+    setting: str, value: object, message: str
+) -> None:
     with pytest.raises(SettingsError, match=message) as caught:
-        SMTPSink(**{setting: value})
+        SMTPSink(None, **{setting: value})
     assert caught.value.setting == setting
 
 
 def test_unknown_setting_lists_the_valid_ones() -> None:
-    with pytest.raises(TypeError, match=r"unknown sink setting\(s\) 'colour'.*hostname"):
+    with pytest.raises(
+        TypeError, match=r"unknown sink setting\(s\) 'colour'.*hostname"
+    ):
         SMTPSink(colour="blue")
 
 
@@ -143,15 +151,18 @@ def test_remote_bind_must_be_asked_for() -> None:
 
 def test_settings_are_hashable_and_keep_a_private_copy_of_credentials() -> None:
     users = {"ann": "secret"}
-    settings = SinkSettings(auth=users)
+    settings = SinkSettings(auth=users, tls="starttls")
     users["ann"] = "changed"
     assert settings.auth == {"ann": "secret"}
-    assert hash(settings) == hash(SinkSettings(auth={"ann": "secret"}))
+    assert hash(settings) == hash(SinkSettings(auth={"ann": "secret"}, tls="starttls"))
     assert "secret" not in settings.describe()
 
 
 def test_greeting_uses_the_configured_hostname() -> None:
-    with SMTPSink(hostname="mx.test.example") as sink, smtplib.SMTP(sink.host, sink.port) as client:
+    with (
+        SMTPSink(hostname="mx.test.example") as sink,
+        smtplib.SMTP(sink.host, sink.port) as client,
+    ):
         code, name = client.ehlo("me.example")
         assert code == 250
         assert name.decode().splitlines()[0] == "mx.test.example"
@@ -168,7 +179,9 @@ def test_ipv6_loopback() -> None:
     try:
         assert sink.url == f"smtp://[::1]:{sink.port}"
         with smtplib.SMTP("::1", sink.port) as client:
-            client.sendmail("a@example.com", ["b@example.com"], b"Subject: v6\r\n\r\nhi\r\n")
+            client.sendmail(
+                "a@example.com", ["b@example.com"], b"Subject: v6\r\n\r\nhi\r\n"
+            )
         sink.assert_sent(subject="v6")
     finally:
         sink.stop()
@@ -178,7 +191,9 @@ def test_clearing_a_view_leaves_other_views_alone() -> None:
     with SMTPSink() as sink:
         first, second = sink.view(), sink.view()
         with smtplib.SMTP(sink.host, sink.port) as client:
-            client.sendmail("a@example.com", ["b@example.com"], b"Subject: one\r\n\r\nx\r\n")
+            client.sendmail(
+                "a@example.com", ["b@example.com"], b"Subject: one\r\n\r\nx\r\n"
+            )
         second.clear()
         assert len(second.messages) == 0
         assert [m.subject for m in first.messages] == ["one"]

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import smtplib
 import socket
 import time
 from pathlib import Path
 
 import pytest
+from conftest import Factory
 
-from pytest_smtpsink import Mailbox, SettingsError, SinkError, SinkSettings, SMTPSink
+from pytest_smtpsink import (
+    Mailbox,
+    Session,
+    SettingsError,
+    SinkError,
+    SinkSettings,
+    SMTPSink,
+)
 
 
-def _session_of(view: Mailbox, client: smtplib.SMTP):  # type: ignore[no-untyped-def]
+def _session_of(view: Mailbox, client: smtplib.SMTP) -> Session:
+    assert client.sock is not None
     local = client.sock.getsockname()[:2]
     return next(s for s in view.sessions if s.peer == local)
 
@@ -21,26 +31,37 @@ def _session_of(view: Mailbox, client: smtplib.SMTP):  # type: ignore[no-untyped
 # -- size limits --------------------------------------------------------------------
 
 
-def test_oversize_message_is_refused_with_552_and_never_half_stored(smtpsink_factory) -> None:  # type: ignore[no-untyped-def]
+def test_oversize_message_is_refused_with_552_and_never_half_stored(
+    smtpsink_factory: Factory,
+) -> None:
     sink = smtpsink_factory(max_size=2000)
     with smtplib.SMTP(sink.host, sink.port, timeout=10) as client:
         client.ehlo()
-        assert "size" in client.esmtp_features and client.esmtp_features["size"] == "2000"
+        assert "size" in client.esmtp_features
+        assert client.esmtp_features["size"] == "2000"
         # smtplib announces SIZE; without it the body is read and refused after.
         client.esmtp_features.pop("size")
         with pytest.raises(smtplib.SMTPDataError) as caught:
-            client.sendmail("a@example.com", ["b@example.com"], b"Subject: big\r\n\r\n" + (b"x" * 68 + b"\r\n") * 50)
+            client.sendmail(
+                "a@example.com",
+                ["b@example.com"],
+                b"Subject: big\r\n\r\n" + (b"x" * 68 + b"\r\n") * 50,
+            )
         assert caught.value.smtp_code == 552
         session = _session_of(sink, client)
         # The connection goes on: a small message in the same session is taken.
-        client.sendmail("a@example.com", ["b@example.com"], b"Subject: small\r\n\r\nok\r\n")
+        client.sendmail(
+            "a@example.com", ["b@example.com"], b"Subject: small\r\n\r\nok\r\n"
+        )
     (message,) = sink.messages
     assert message.subject == "small"
     assert session.codes.count(552) == 1
     assert "552 Error: Too much mail data" in session.format_transcript()
 
 
-def test_size_parameter_over_the_limit_is_refused_at_mail(smtpsink_factory) -> None:  # type: ignore[no-untyped-def]
+def test_size_parameter_over_the_limit_is_refused_at_mail(
+    smtpsink_factory: Factory,
+) -> None:
     sink = smtpsink_factory(max_size=2000)
     with smtplib.SMTP(sink.host, sink.port, timeout=10) as client:
         client.ehlo()
@@ -65,6 +86,7 @@ def test_max_stored_bytes_refuses_with_452_and_the_next_read_names_the_limit() -
             with pytest.raises(smtplib.SMTPDataError) as caught:
                 client.sendmail("a@example.com", ["b@example.com"], body)
             assert caught.value.smtp_code == 452
+            assert isinstance(caught.value.smtp_error, bytes)
             assert caught.value.smtp_error.startswith(b"4.3.4")
         assert sink._store.stored_bytes == 2 * len(body)  # nothing half-stored
         with pytest.raises(SinkError, match=r"max_stored_bytes=5000 would be exceeded"):
@@ -123,7 +145,8 @@ def _kill(sink: SMTPSink) -> None:
     def crash() -> None:
         raise SystemExit("simulated crash in the sink thread")
 
-    assert sink._loop is not None and sink._thread is not None
+    assert sink._loop is not None
+    assert sink._thread is not None
     sink._loop.call_soon_threadsafe(crash)
     sink._thread.join(5)
 
@@ -136,7 +159,9 @@ def test_a_dead_server_thread_says_so_and_why() -> None:
     try:
         _kill(sink)
         assert not sink.running
-        expected = r"server thread died: SystemExit\('simulated crash in the sink thread'\)"
+        expected = (
+            r"server thread died: SystemExit\('simulated crash in the sink thread'\)"
+        )
         with pytest.raises(SinkError, match=expected):
             view.messages  # noqa: B018
         with pytest.raises(SinkError, match=expected):
@@ -166,7 +191,9 @@ def test_death_during_a_wait_wakes_the_waiter() -> None:
         assert time.monotonic() - started < 5
 
 
-def test_next_test_using_the_fixture_fails_saying_the_thread_died(pytester: pytest.Pytester) -> None:
+def test_next_test_using_the_fixture_fails_saying_the_thread_died(
+    pytester: pytest.Pytester,
+) -> None:
     pytester.makepyfile(
         """
 def test_kills(smtpsink_server):
@@ -181,12 +208,16 @@ def test_next(smtpsink):
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*SinkError: the SMTP sink's server thread died: SystemExit('boom')*"])
+    result.stdout.fnmatch_lines(
+        ["*SinkError: the SMTP sink's server thread died: SystemExit('boom')*"]
+    )
     result.stdout.no_fnmatch_line("*Connection refused*")
     result.stdout.no_fnmatch_line("*INTERNALERROR*")
 
 
-def test_a_client_left_connected_does_not_affect_the_next_test(pytester: pytest.Pytester) -> None:
+def test_a_client_left_connected_does_not_affect_the_next_test(
+    pytester: pytest.Pytester,
+) -> None:
     pytester.makepyfile(
         """
 import smtplib, socket
@@ -229,7 +260,9 @@ def teardown_module():  # after test_next; unclosed sockets would warn later
 
 def test_stop_with_open_connections_is_prompt() -> None:
     sink = SMTPSink().start()
-    idle = [socket.create_connection((sink.host, sink.port), timeout=5) for _ in range(20)]
+    idle = [
+        socket.create_connection((sink.host, sink.port), timeout=5) for _ in range(20)
+    ]
     mid_data = socket.create_connection((sink.host, sink.port), timeout=5)
     mid_data.sendall(
         b"EHLO c\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n"
@@ -246,10 +279,9 @@ def test_stop_with_open_connections_is_prompt() -> None:
         assert took < 2.0, f"stop() took {took:.2f} s"
         assert all(s.end == "server-closed" for s in sink.sessions)
         assert sink.messages == []
-        try:  # closed by the server: EOF or, as it aborts, a reset
+        # Closed by the server: EOF or, as it aborts, a reset.
+        with contextlib.suppress(ConnectionResetError):
             assert replies.read() == b""
-        except ConnectionResetError:
-            pass
     finally:
         replies.close()
         for sock in [*idle, mid_data]:
@@ -274,21 +306,31 @@ def test_remote_bind_is_flagged_in_the_report_header(pytester: pytest.Pytester) 
     result.stdout.fnmatch_lines(["smtpsink: WARNING: not a loopback address*"])
 
 
-def test_auth_plain_secret_is_masked(smtpsink_factory) -> None:  # type: ignore[no-untyped-def]
+def test_auth_plain_secret_is_masked(smtpsink_factory: Factory) -> None:
     sink = smtpsink_factory(auth={"ann": "s3cret-pw"}, auth_plaintext=True)
     token = base64.b64encode(b"\0ann\0s3cret-pw").decode()
     with smtplib.SMTP(sink.host, sink.port, timeout=10) as client:
         client.ehlo()
         assert client.docmd("AUTH", f"PLAIN {token}")[0] == 235
-        client.sendmail("ann@example.com", ["b@example.com"], b"Subject: x\r\n\r\nx\r\n")
+        client.sendmail(
+            "ann@example.com", ["b@example.com"], b"Subject: x\r\n\r\nx\r\n"
+        )
+        assert client.sock is not None
         local = client.sock.getsockname()[:2]
     sink.wait_for(timeout=10)
     session = next(s for s in sink.sessions if s.peer == local)
     shown = "\n".join(
-        [repr(session), session.format_transcript(), repr(sink), repr(sink.settings),
-         repr(sink.messages), *(repr(e) for e in session.transcript)]
+        [
+            repr(session),
+            session.format_transcript(),
+            repr(sink),
+            repr(sink.settings),
+            repr(sink.messages),
+            *(repr(e) for e in session.transcript),
+        ]
     )
-    assert "s3cret-pw" not in shown and token not in shown
+    assert "s3cret-pw" not in shown
+    assert token not in shown
     assert "AUTH PLAIN ****" in shown
     assert session.authenticated_as == "ann"
 
@@ -310,10 +352,9 @@ def test_fails(smtpsink):
 """
     )
     root = Path(pytester.path)
-    before = {p for p in root.rglob("*")}
+    before = set(root.rglob("*"))
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
-    after = {p for p in root.rglob("*")}
+    after = set(root.rglob("*"))
     new = {p for p in after - before if "__pycache__" not in p.parts}
     assert new == set(), new
-

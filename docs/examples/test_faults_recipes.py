@@ -26,9 +26,11 @@ def test_partial_delivery(smtpsink):
 def test_all_recipients_refused(smtpsink):
     smtpsink.fail("RCPT", 550, match=re.compile(r"@gone\.example$"))
 
-    with smtplib.SMTP(smtpsink.host, smtpsink.port) as smtp:
-        with pytest.raises(smtplib.SMTPRecipientsRefused):
-            smtp.sendmail("shop@example.com", ["x@gone.example"], BODY)
+    with (
+        smtplib.SMTP(smtpsink.host, smtpsink.port) as smtp,
+        pytest.raises(smtplib.SMTPRecipientsRefused),
+    ):
+        smtp.sendmail("shop@example.com", ["x@gone.example"], BODY)
 
     smtpsink.assert_not_sent()
 
@@ -44,7 +46,9 @@ def test_greylisting(smtpsink):
                 smtp.sendmail("shop@example.com", ["ann@example.com"], BODY)
             break
         except smtplib.SMTPSenderRefused as error:
-            assert error.smtp_code == 451 and attempts < 5
+            deferred = error
+        assert deferred.smtp_code == 451
+        assert attempts < 5
 
     assert attempts == 3
     assert greylist.fired == 2
@@ -58,9 +62,11 @@ def test_bounce_after_data(smtpsink):
         "5.7.1 Message rejected as spam\n5.7.1 See https://mx.example.com/why",
     )
 
-    with smtplib.SMTP(smtpsink.host, smtpsink.port) as smtp:
-        with pytest.raises(smtplib.SMTPDataError) as bounce:
-            smtp.sendmail("shop@example.com", ["ann@example.com"], BODY)
+    with (
+        smtplib.SMTP(smtpsink.host, smtpsink.port) as smtp,
+        pytest.raises(smtplib.SMTPDataError) as bounce,
+    ):
+        smtp.sendmail("shop@example.com", ["ann@example.com"], BODY)
 
     assert bounce.value.smtp_code == 554
     assert b"rejected as spam" in bounce.value.smtp_error
@@ -159,9 +165,11 @@ def test_every_third_and_random(smtpsink):
 @pytest.mark.smtpsink_fault("fail", "RCPT", 550, match="bob@example.com")
 def test_marker(smtpsink):
     assert len(smtpsink.faults) == 2
-    with smtplib.SMTP(smtpsink.host, smtpsink.port) as smtp:
-        with pytest.raises(smtplib.SMTPSenderRefused):
-            smtp.sendmail("shop@example.com", ["ann@example.com"], BODY)
+    with (
+        smtplib.SMTP(smtpsink.host, smtpsink.port) as smtp,
+        pytest.raises(smtplib.SMTPSenderRefused),
+    ):
+        smtp.sendmail("shop@example.com", ["ann@example.com"], BODY)
 
 
 def test_transcript_shows_injected_replies(smtpsink):
@@ -173,5 +181,6 @@ def test_transcript_shows_injected_replies(smtpsink):
 
     session = smtpsink.sessions[0]
     (injected,) = [exchange for exchange in session.transcript if exchange.injected]
-    assert injected.command == "RCPT" and injected.code == 550
+    assert injected.command == "RCPT"
+    assert injected.code == 550
     assert "S: 550 5.1.1 No such user  [injected]" in session.format_transcript()

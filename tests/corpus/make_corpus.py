@@ -21,7 +21,11 @@ def lines(*items: bytes | str) -> bytes:
     return CRLF.join(out) + CRLF
 
 
-HEAD = lines("From: Ann <ann@example.com>", "To: bob@example.com", "Date: Mon, 1 Jan 2024 10:00:00 +0000")[:-2]
+HEAD = lines(
+    "From: Ann <ann@example.com>",
+    "To: bob@example.com",
+    "Date: Mon, 1 Jan 2024 10:00:00 +0000",
+)[:-2]
 
 
 def wrap(data: bytes, width: int = 76) -> list[bytes]:
@@ -34,143 +38,290 @@ def corpus() -> dict[str, bytes]:
 
     files["empty_headers_and_body"] = CRLF
     files["headers_only"] = lines(HEAD, "Subject: headers only, no blank line, no body")
-    files["headers_only_blank_line"] = lines(HEAD, "Subject: headers and a blank line", "")
+    files["headers_only_blank_line"] = lines(
+        HEAD, "Subject: headers and a blank line", ""
+    )
     files["no_headers_body_only"] = lines("", "A body with no header at all.")
     files["missing_boundary"] = lines(
-        HEAD, "Subject: multipart without boundary", "MIME-Version: 1.0",
-        "Content-Type: multipart/mixed", "", "--x", "Content-Type: text/plain", "", "lost", "--x--",
+        HEAD,
+        "Subject: multipart without boundary",
+        "MIME-Version: 1.0",
+        "Content-Type: multipart/mixed",
+        "",
+        "--x",
+        "Content-Type: text/plain",
+        "",
+        "lost",
+        "--x--",
     )
     files["broken_boundary"] = lines(
-        HEAD, "Subject: boundary never used", "MIME-Version: 1.0",
-        'Content-Type: multipart/alternative; boundary="declared"', "",
-        "--other", "Content-Type: text/plain", "", "text part", "--other--",
+        HEAD,
+        "Subject: boundary never used",
+        "MIME-Version: 1.0",
+        'Content-Type: multipart/alternative; boundary="declared"',
+        "",
+        "--other",
+        "Content-Type: text/plain",
+        "",
+        "text part",
+        "--other--",
     )
     files["unterminated_multipart"] = lines(
-        HEAD, "Subject: no closing boundary", "MIME-Version: 1.0",
-        'Content-Type: multipart/mixed; boundary="b1"', "",
-        "--b1", "Content-Type: text/plain", "", "first part",
-        "--b1", "Content-Type: application/octet-stream", "Content-Transfer-Encoding: base64",
-        'Content-Disposition: attachment; filename="cut.bin"', "", "AAEC",
+        HEAD,
+        "Subject: no closing boundary",
+        "MIME-Version: 1.0",
+        'Content-Type: multipart/mixed; boundary="b1"',
+        "",
+        "--b1",
+        "Content-Type: text/plain",
+        "",
+        "first part",
+        "--b1",
+        "Content-Type: application/octet-stream",
+        "Content-Transfer-Encoding: base64",
+        'Content-Disposition: attachment; filename="cut.bin"',
+        "",
+        "AAEC",
     )
     files["truncated_part_headers"] = lines(
-        HEAD, "Subject: truncated inside part headers", "MIME-Version: 1.0",
-        'Content-Type: multipart/mixed; boundary="t"', "", "--t", "Content-Type: text/pl",
+        HEAD,
+        "Subject: truncated inside part headers",
+        "MIME-Version: 1.0",
+        'Content-Type: multipart/mixed; boundary="t"',
+        "",
+        "--t",
+        "Content-Type: text/pl",
     )
 
     # 50 levels of multipart/mixed, a text part at the bottom.
     depth = 50
     nested = [HEAD.decode(), "Subject: 50 levels deep", "MIME-Version: 1.0"]
     for level in range(depth):
-        nested += [f'Content-Type: multipart/mixed; boundary="level{level}"', "", f"--level{level}"]
+        nested += [
+            f'Content-Type: multipart/mixed; boundary="level{level}"',
+            "",
+            f"--level{level}",
+        ]
     nested += ["Content-Type: text/plain", "", "the bottom"]
     nested += [f"--level{level}--" for level in reversed(range(depth))]
     files["deep_nesting_50"] = lines(*nested)
 
     files["invalid_base64"] = lines(
-        HEAD, "Subject: invalid base64", "MIME-Version: 1.0",
-        'Content-Type: multipart/mixed; boundary="b"', "",
-        "--b", "Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: base64", "",
+        HEAD,
+        "Subject: invalid base64",
+        "MIME-Version: 1.0",
+        'Content-Type: multipart/mixed; boundary="b"',
+        "",
+        "--b",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Transfer-Encoding: base64",
+        "",
         "SGVsbG8gd29ybGQ!!!*** not base64 at all ===",
-        "--b", "Content-Type: application/pdf", "Content-Transfer-Encoding: base64",
-        'Content-Disposition: attachment; filename="bad.pdf"', "", "JVBERi0xLjQK=", "AB", "--b--",
+        "--b",
+        "Content-Type: application/pdf",
+        "Content-Transfer-Encoding: base64",
+        'Content-Disposition: attachment; filename="bad.pdf"',
+        "",
+        "JVBERi0xLjQK=",
+        "AB",
+        "--b--",
     )
     files["invalid_quoted_printable"] = lines(
-        HEAD, "Subject: invalid quoted-printable", "MIME-Version: 1.0",
-        "Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: quoted-printable", "",
-        "bad escapes =ZZ =4 =\t trailing =", "=C3=A9 valid, then =E2=82 truncated", "=",
+        HEAD,
+        "Subject: invalid quoted-printable",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Transfer-Encoding: quoted-printable",
+        "",
+        "bad escapes =ZZ =4 =\t trailing =",
+        "=C3=A9 valid, then =E2=82 truncated",
+        "=",
     )
     files["unknown_charset"] = lines(
-        HEAD, "Subject: =?x-unknown-42?Q?caf=E9?= and =?utf-8?B?!!bad?=", "MIME-Version: 1.0",
-        "Content-Type: text/plain; charset=x-unknown-42", "Content-Transfer-Encoding: 8bit", "",
+        HEAD,
+        "Subject: =?x-unknown-42?Q?caf=E9?= and =?utf-8?B?!!bad?=",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=x-unknown-42",
+        "Content-Transfer-Encoding: 8bit",
+        "",
         b"caf\xe9 in an unknown charset",
     )
     files["wrong_charset_declared"] = lines(
-        HEAD, "Subject: latin-1 body declared utf-8", "MIME-Version: 1.0",
-        "Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: 8bit", "",
+        HEAD,
+        "Subject: latin-1 body declared utf-8",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Transfer-Encoding: 8bit",
+        "",
         b"na\xefve caf\xe9 \xff\xfe",
     )
     files["latin1_headers"] = lines(
-        b"From: Ren\xe9 Dupr\xe9 <rene@example.com>", b"To: Zo\xeb <zoe@example.com>",
-        b"Subject: r\xe9sum\xe9 \xe0 jour", "", "body",
+        b"From: Ren\xe9 Dupr\xe9 <rene@example.com>",
+        b"To: Zo\xeb <zoe@example.com>",
+        b"Subject: r\xe9sum\xe9 \xe0 jour",
+        "",
+        "body",
     )
     files["utf8_headers"] = lines(
-        "From: Zoë Ünal <zoe@example.com>", "To: 山田 <yamada@example.jp>", "Cc: José <jose@example.es>",
-        "Subject: 日本語の件名 ✓ — ünïcödé", "Message-ID: <ïd@example.com>", "", "body ✓",
+        "From: Zoë Ünal <zoe@example.com>",
+        "To: 山田 <yamada@example.jp>",
+        "Cc: José <jose@example.es>",
+        "Subject: 日本語の件名 ✓ — ünïcödé",
+        "Message-ID: <ïd@example.com>",
+        "",
+        "body ✓",
     )
     files["nul_and_control_bytes"] = lines(
-        HEAD, b"Subject: nul \x00 and bell \x07 in a header", "", b"body \x00 with \x01\x02 control \x7f bytes",
+        HEAD,
+        b"Subject: nul \x00 and bell \x07 in a header",
+        "",
+        b"body \x00 with \x01\x02 control \x7f bytes",
     )
     files["garbage_headers"] = lines(
-        "  folded first line with no header", "From: <<<not an address", "To: ,,, ; @@@",
-        "Cc: \"unterminated <x@example.com>", "Reply-To: <a@b@c>", "Date: not a date at all",
-        "Date: Mon, 32 Foo 2024 99:99:99 +9999", "Message-ID: no brackets", "a line without a colon",
-        "Subject: garbage", ":empty name", "", "body",
+        "  folded first line with no header",
+        "From: <<<not an address",
+        "To: ,,, ; @@@",
+        'Cc: "unterminated <x@example.com>',
+        "Reply-To: <a@b@c>",
+        "Date: not a date at all",
+        "Date: Mon, 32 Foo 2024 99:99:99 +9999",
+        "Message-ID: no brackets",
+        "a line without a colon",
+        "Subject: garbage",
+        ":empty name",
+        "",
+        "body",
     )
     files["duplicate_headers"] = lines(
-        "From: a@example.com", "From: b@example.com", "Subject: one", "Subject: two",
-        "To: c@example.com", "To: d@example.com", "", "body",
+        "From: a@example.com",
+        "From: b@example.com",
+        "Subject: one",
+        "Subject: two",
+        "To: c@example.com",
+        "To: d@example.com",
+        "",
+        "body",
     )
 
     # A 100 KB Subject, folded into 76-byte continuation lines.
     words = " ".join(f"word{i}" for i in range(15000)).encode()[: 100 * 1024]
-    files["huge_header_100k"] = lines(HEAD, b"Subject: " + b"\r\n ".join(wrap(words)), "X-Many: 1", "", "body")
-    files["many_headers"] = lines(HEAD, *[f"X-Header-{i}: value {i}" for i in range(5000)], "", "body")
-    files["longest_legal_line"] = lines(HEAD, "Subject: a 998-byte line", "", b"x" * 998)
+    files["huge_header_100k"] = lines(
+        HEAD, b"Subject: " + b"\r\n ".join(wrap(words)), "X-Many: 1", "", "body"
+    )
+    files["many_headers"] = lines(
+        HEAD, *[f"X-Header-{i}: value {i}" for i in range(5000)], "", "body"
+    )
+    files["longest_legal_line"] = lines(
+        HEAD, "Subject: a 998-byte line", "", b"x" * 998
+    )
 
     blob = bytes(rng.randrange(256) for _ in range(64 * 1024))
     files["binary_attachment"] = lines(
-        HEAD, "Subject: binary attachment", "MIME-Version: 1.0",
-        'Content-Type: multipart/mixed; boundary="bin"', "",
-        "--bin", "Content-Type: text/plain", "", "see attached",
-        "--bin", "Content-Type: application/octet-stream", "Content-Transfer-Encoding: base64",
-        'Content-Disposition: attachment; filename="blob.bin"', "", *wrap(base64.b64encode(blob)),
-        "--bin", "Content-Type: application/octet-stream", "Content-Transfer-Encoding: binary",
-        'Content-Disposition: attachment; filename="raw.bin"', "",
+        HEAD,
+        "Subject: binary attachment",
+        "MIME-Version: 1.0",
+        'Content-Type: multipart/mixed; boundary="bin"',
+        "",
+        "--bin",
+        "Content-Type: text/plain",
+        "",
+        "see attached",
+        "--bin",
+        "Content-Type: application/octet-stream",
+        "Content-Transfer-Encoding: base64",
+        'Content-Disposition: attachment; filename="blob.bin"',
+        "",
+        *wrap(base64.b64encode(blob)),
+        "--bin",
+        "Content-Type: application/octet-stream",
+        "Content-Transfer-Encoding: binary",
+        'Content-Disposition: attachment; filename="raw.bin"',
+        "",
         # Raw 8-bit content without CR or LF (so that SMTP line structure holds).
         *wrap(bytes(b for b in blob[:8000] if b not in b"\r\n"), 500),
         "--bin--",
     )
     files["non_ascii_filenames"] = lines(
-        HEAD, "Subject: non-ASCII file names", "MIME-Version: 1.0",
-        'Content-Type: multipart/mixed; boundary="fn"', "",
-        "--fn", "Content-Type: text/plain", "", "three attachments",
-        "--fn", "Content-Type: application/pdf", "Content-Transfer-Encoding: base64",
+        HEAD,
+        "Subject: non-ASCII file names",
+        "MIME-Version: 1.0",
+        'Content-Type: multipart/mixed; boundary="fn"',
+        "",
+        "--fn",
+        "Content-Type: text/plain",
+        "",
+        "three attachments",
+        "--fn",
+        "Content-Type: application/pdf",
+        "Content-Transfer-Encoding: base64",
         "Content-Disposition: attachment; filename*=utf-8''%E2%82%AC%20rates%20r%C3%A9sum%C3%A9.pdf",
-        "", "JVBERi0xLjQK",
-        "--fn", "Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: base64",
+        "",
+        "JVBERi0xLjQK",
+        "--fn",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Transfer-Encoding: base64",
         "Content-Disposition: attachment;",
         " filename*0*=utf-8''%E6%97%A5%E6%9C%AC;",
         " filename*1*=%E8%AA%9E.txt",
-        "", "5pel5pys6Kqe",
-        "--fn", "Content-Type: application/octet-stream", "Content-Transfer-Encoding: base64",
-        'Content-Disposition: attachment; filename="=?utf-8?q?na=C3=AFve=2Ebin?="', "", "AAEC",
-        "--fn", "Content-Type: application/octet-stream", "Content-Transfer-Encoding: base64",
-        "Content-Disposition: attachment; filename*=x-bogus''%FF%FE.bin", "", "AAEC",
+        "",
+        "5pel5pys6Kqe",
+        "--fn",
+        "Content-Type: application/octet-stream",
+        "Content-Transfer-Encoding: base64",
+        'Content-Disposition: attachment; filename="=?utf-8?q?na=C3=AFve=2Ebin?="',
+        "",
+        "AAEC",
+        "--fn",
+        "Content-Type: application/octet-stream",
+        "Content-Transfer-Encoding: base64",
+        "Content-Disposition: attachment; filename*=x-bogus''%FF%FE.bin",
+        "",
+        "AAEC",
         "--fn--",
     )
     files["html_only_broken_markup"] = lines(
-        HEAD, "Subject: broken html", "MIME-Version: 1.0", "Content-Type: text/html; charset=utf-8", "",
+        HEAD,
+        "Subject: broken html",
+        "MIME-Version: 1.0",
+        "Content-Type: text/html; charset=utf-8",
+        "",
         '<html><body><a href="https://example.com/confirm/1">confirm<a href="http://x',
         "<p><b>unclosed <table><tr><td>",
         '<a href="https://example.com/ok">ok</a> <script>document.write("<a href=\'x\'>")</script>',
     )
     files["message_rfc822_truncated"] = lines(
-        HEAD, "Subject: forwarded, truncated", "MIME-Version: 1.0",
-        'Content-Type: multipart/mixed; boundary="fw"', "",
-        "--fw", "Content-Type: message/rfc822", "", "From: inner@example.com", "Subject: inner",
-        'Content-Type: multipart/mixed; boundary="inner"', "", "--inner", "Content-Type: text/plain",
+        HEAD,
+        "Subject: forwarded, truncated",
+        "MIME-Version: 1.0",
+        'Content-Type: multipart/mixed; boundary="fw"',
+        "",
+        "--fw",
+        "Content-Type: message/rfc822",
+        "",
+        "From: inner@example.com",
+        "Subject: inner",
+        'Content-Type: multipart/mixed; boundary="inner"',
+        "",
+        "--inner",
+        "Content-Type: text/plain",
         "--fw--",
     )
     files["content_type_garbage"] = lines(
-        HEAD, "Subject: garbage content type", "MIME-Version: 1.0",
-        "Content-Type: ;;;/// charset=", "Content-Transfer-Encoding: x-unknown-cte", "", "body",
+        HEAD,
+        "Subject: garbage content type",
+        "MIME-Version: 1.0",
+        "Content-Type: ;;;/// charset=",
+        "Content-Transfer-Encoding: x-unknown-cte",
+        "",
+        "body",
     )
     return files
 
 
 def main() -> None:
     for name, data in corpus().items():
-        assert data.endswith(CRLF) and all(len(line) <= 998 for line in data.split(CRLF)), name
+        assert data.endswith(CRLF), name
+        assert all(len(line) <= 998 for line in data.split(CRLF)), name
         (HERE / f"{name}.eml").write_bytes(data)
 
 

@@ -1,0 +1,772 @@
+"""TLS and AUTH, proved with real clients over real TLS on loopback.
+
+Every client here verifies the sink's certificate (``ssl_context()`` or the
+``ca_path`` PEM): there is no CERT_NONE anywhere, and one test shows that a
+client which does not trust the session CA is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gc
+import os
+import shutil
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable, Coroutine
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+import pytest
+import trustme
+
+from pytest_smtpsink import AuthInfo, Mailbox, Session, SettingsError, SinkSettings
+
+Factory = Callable[..., Mailbox]
+
+USERS = {"ann": "s3cr3t-pa55", "bob": "hunter2-xyz"}
+MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
+
+
+def run_client(coroutine: Coroutine[Any, Any, None]) -> None:
+    """``asyncio.run`` for an aiosmtplib client over TLS.
+
+    aiosmtplib before 4.0 on Python 3.10 leaves the client's transport of a
+    TLS connection unclosed when the loop closes mid-shutdown (measured with
+    3.0.0 to 3.0.2; not with 4.0 or on 3.11). Its ResourceWarning would then
+    fail whichever test the garbage collector happens to run in, so collect
+    that garbage here, where the warning is expected. The socket is the
+    client's own, not the sink's.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "unclosed", ResourceWarning)
+        asyncio.run(coroutine)
+        gc.collect()
+
+
+def message(subject: str = "Hello", to: str = "ann@example.com") -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = "app@example.com"
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg.set_content("Hi.\n")
+    return msg
+
+
+def auth_with(client: smtplib.SMTP, mechanism: str, user: str, password: str) -> None:
+    """AUTH with one named mechanism (``login()`` would choose for us)."""
+    client.user, client.password = user, password
+    method: Any = {
+        "PLAIN": client.auth_plain,
+        "LOGIN": client.auth_login,
+        "CRAM-MD5": client.auth_cram_md5,
+    }[mechanism]
+    client.auth(mechanism, method)
+
+
+def secrets_of(user: str, password: str) -> list[str]:
+    """A password in every form a client may put on the wire."""
+    return [
+        password,
+        base64.b64encode(password.encode()).decode(),
+        base64.b64encode(f"\0{user}\0{password}".encode()).decode(),
+    ]
+
+
+def assert_no_secrets(session: Session, user: str, password: str) -> None:
+    shown = repr(session) + "\n" + session.format_transcript()
+    shown += "\n".join(e.line for e in session.transcript)
+    for secret in secrets_of(user, password):
+        assert secret not in shown
+
+
+def auth_outcome(session: Session) -> int | None:
+    """The final reply code of the (last) AUTH dialogue.
+
+    The transcript pairs each client line with its replies, so LOGIN and
+    CRAM-MD5 end on an ``auth-response`` exchange, not on the AUTH command.
+    """
+    dialogue = [
+        e
+        for e in session.transcript
+        if e.command == "AUTH" or e.kind == "auth-response"
+    ]
+    return dialogue[-1].code
+
+
+def ehlo_features(client: smtplib.SMTP) -> dict[str, str]:
+    client.ehlo()
+    return dict(client.esmtp_features)
+
+
+# -- STARTTLS and implicit TLS with smtplib -------------------------------------
+
+
+def test_starttls_with_smtplib(smtpsink_factory: Factory) -> None:
+    sink = smtpsink_factory(tls="starttls")
+    assert sink.url == f"smtp://127.0.0.1:{sink.port}"
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        assert "starttls" in ehlo_features(client)
+        client.starttls(context=sink.ssl_context())
+        assert "starttls" not in ehlo_features(client)
+        client.send_message(message("over STARTTLS"))
+
+    msg = sink.assert_sent(subject="over STARTTLS")
+    tls = msg.session.tls
+    assert tls is not None
+    assert tls.implicit is False
+    assert tls.version in ("TLSv1.2", "TLSv1.3")
+    assert tls.cipher
+    assert msg.session.before("STARTTLS", "MAIL")
+    assert msg.session.authenticated_as is None
+
+
+def test_implicit_tls_with_smtp_ssl(smtpsink_factory: Factory) -> None:
+    sink = smtpsink_factory(tls="implicit")
+    assert sink.url == f"smtps://127.0.0.1:{sink.port}"
+    with smtplib.SMTP_SSL(sink.host, sink.port, context=sink.ssl_context()) as client:
+        assert "starttls" not in ehlo_features(client)
+        client.send_message(message("over SMTPS"))
+
+    tls = sink.assert_sent(subject="over SMTPS").session.tls
+    assert tls is not None
+    assert tls.implicit is True
+    assert tls.version in ("TLSv1.2", "TLSv1.3")
+    assert not sink.sessions[0].used("STARTTLS")
+
+
+def test_certificate_names_localhost_too(smtpsink_factory: Factory) -> None:
+    sink = smtpsink_factory(tls="implicit")
+    # server_hostname is "localhost" here, "127.0.0.1" everywhere else.
+    with smtplib.SMTP_SSL("localhost", sink.port, context=sink.ssl_context()) as client:
+        client.send_message(message("via localhost"))
+    sink.assert_sent(subject="via localhost")
+
+
+def test_plain_sink_has_no_tls(smtpsink: Mailbox) -> None:
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        assert "starttls" not in ehlo_features(client)
+        client.send_message(message())
+    assert smtpsink.assert_sent().session.tls is None
+    with pytest.raises(RuntimeError, match="tls=None"):
+        smtpsink.ssl_context()
+    with pytest.raises(RuntimeError, match="tls=None"):
+        _ = smtpsink.ca_path
+
+
+def test_client_that_does_not_trust_the_ca_is_refused(
+    smtpsink_factory: Factory,
+) -> None:
+    """Verification is real: without the session CA the handshake fails."""
+    sink = smtpsink_factory(tls="starttls")
+    stranger = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies, trusts nobody
+    with (
+        smtplib.SMTP(sink.host, sink.port) as client,
+        pytest.raises(ssl.SSLCertVerificationError),
+    ):
+        client.starttls(context=stranger)
+    (session,) = sink.sessions
+    assert session.used("STARTTLS")
+    assert session.tls is None
+
+
+def test_wrong_host_name_is_refused(smtpsink_factory: Factory) -> None:
+    sink = smtpsink_factory(tls="implicit")
+    with (
+        socket.create_connection((sink.host, sink.port), timeout=5) as raw,
+        pytest.raises(ssl.SSLCertVerificationError, match=r"mail\.example\.com"),
+    ):
+        sink.ssl_context().wrap_socket(raw, server_hostname="mail.example.com")
+
+
+def test_each_call_gives_a_fresh_verifying_context(smtpsink_factory: Factory) -> None:
+    sink = smtpsink_factory(tls="starttls")
+    first, second = sink.ssl_context(), sink.ssl_context()
+    assert first is not second  # callers may change theirs safely
+    assert first.verify_mode == ssl.CERT_REQUIRED
+    assert first.check_hostname is True
+
+
+def test_ca_path_with_ssl_cert_file(
+    smtpsink_factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Apps that build ``ssl.create_default_context()`` themselves trust the
+    sink when SSL_CERT_FILE names ``ca_path`` (OpenSSL reads it each time a
+    default context loads its verify paths)."""
+    sink = smtpsink_factory(tls="starttls")
+    assert Path(sink.ca_path).read_text().startswith("-----BEGIN CERTIFICATE-----")
+    monkeypatch.setenv("SSL_CERT_FILE", sink.ca_path)
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.starttls(context=ssl.create_default_context())
+        client.send_message(message("default context"))
+    sink.assert_sent(subject="default context")
+
+
+def test_env_for_tls_sinks(smtpsink_factory: Factory, smtpsink: Mailbox) -> None:
+    starttls = smtpsink_factory(tls="starttls-required")
+    implicit = smtpsink_factory(tls="implicit")
+    assert starttls.env() == {
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(starttls.port),
+        "SMTP_URL": f"smtp://127.0.0.1:{starttls.port}",
+        "SMTP_TLS": "starttls",
+        "SMTP_CA_FILE": starttls.ca_path,
+    }
+    env = implicit.env(prefix="MAIL_")
+    assert env["MAIL_TLS"] == "implicit"
+    assert env["MAIL_URL"] == f"smtps://127.0.0.1:{implicit.port}"
+    assert Path(env["MAIL_CA_FILE"]).is_file()
+    assert "SMTP_TLS" not in smtpsink.env()
+    assert "SMTP_CA_FILE" not in smtpsink.env()
+
+
+def test_env_drives_a_subprocess(smtpsink_factory: Factory) -> None:
+    """The variables are enough for another process to send over verified TLS."""
+    sink = smtpsink_factory(tls="implicit", auth=USERS)
+    script = (
+        "import os, smtplib, ssl\n"
+        "ctx = ssl.create_default_context(cafile=os.environ['SMTP_CA_FILE'])\n"
+        "with smtplib.SMTP_SSL(os.environ['SMTP_HOST'], int(os.environ['SMTP_PORT']),"
+        " context=ctx) as c:\n"
+        "    c.login('ann', os.environ['PW'])\n"
+        "    c.sendmail('app@example.com', ['ann@example.com'],"
+        " 'Subject: from a child\\r\\n\\r\\nhi\\r\\n')\n"
+    )
+    env = {**os.environ, **sink.env(), "PW": USERS["ann"]}
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=30)
+    msg = sink.assert_sent(subject="from a child")
+    assert msg.session.authenticated_as == "ann"
+
+
+# -- aiosmtplib ------------------------------------------------------------------
+
+
+def test_aiosmtplib_start_tls(smtpsink_factory: Factory) -> None:
+    sink = smtpsink_factory(tls="starttls-required", auth=USERS, auth_required=True)
+
+    async def main() -> None:
+        client = aiosmtplib.SMTP(
+            hostname=sink.host,
+            port=sink.port,
+            start_tls=True,
+            tls_context=sink.ssl_context(),
+        )
+        async with client:
+            await client.login("bob", USERS["bob"])
+            await client.send_message(message("aiosmtplib STARTTLS"))
+
+    run_client(main())
+    session = sink.assert_sent(subject="aiosmtplib STARTTLS").session
+    assert session.tls is not None
+    assert session.tls.implicit is False
+    assert session.authenticated_as == "bob"
+    assert session.before("STARTTLS", "AUTH")
+    assert_no_secrets(session, "bob", USERS["bob"])
+
+
+def test_aiosmtplib_use_tls(smtpsink_factory: Factory) -> None:
+    sink = smtpsink_factory(tls="implicit", auth="any")
+
+    async def main() -> None:
+        await aiosmtplib.send(
+            message("aiosmtplib SMTPS"),
+            hostname=sink.host,
+            port=sink.port,
+            use_tls=True,
+            tls_context=sink.ssl_context(),
+            username="carol",
+            password="whatever-she-likes",
+        )
+
+    run_client(main())
+    session = sink.assert_sent(subject="aiosmtplib SMTPS").session
+    assert session.tls is not None
+    assert session.tls.implicit is True
+    assert session.authenticated_as == "carol"
+    assert_no_secrets(session, "carol", "whatever-she-likes")
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_aiosmtplib_each_mechanism(smtpsink_factory: Factory, mechanism: str) -> None:
+    sink = smtpsink_factory(tls="implicit", auth=USERS)
+    method = {"PLAIN": "auth_plain", "LOGIN": "auth_login", "CRAM-MD5": "auth_crammd5"}
+
+    async def main() -> None:
+        async with aiosmtplib.SMTP(
+            hostname=sink.host,
+            port=sink.port,
+            use_tls=True,
+            tls_context=sink.ssl_context(),
+        ) as client:
+            await client.ehlo()  # the auth_* methods do not greet by themselves
+            await getattr(client, method[mechanism])("ann", USERS["ann"])
+            with pytest.raises(aiosmtplib.SMTPAuthenticationError) as failed:
+                await client.auth_plain("ann", "again")  # already authenticated
+            assert failed.value.code == 503
+
+    run_client(main())
+    (session,) = sink.sessions
+    assert session.auth == AuthInfo(mechanism=mechanism, username="ann", success=True)
+
+
+# -- curl --------------------------------------------------------------------------
+
+
+def _curl_smtp() -> str:
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+    version = subprocess.run([curl, "-V"], capture_output=True, text=True, check=True)
+    protocols = next(
+        (
+            line.split(":", 1)[1].split()
+            for line in version.stdout.splitlines()
+            if line.startswith("Protocols:")
+        ),
+        [],
+    )
+    if not {"smtp", "smtps"} <= set(protocols):
+        pytest.skip("this curl has no smtp/smtps support")
+    return curl
+
+
+@pytest.mark.parametrize(
+    ("tls", "scheme", "extra"),
+    [("implicit", "smtps", []), ("starttls-required", "smtp", ["--ssl-reqd"])],
+)
+def test_curl_with_cacert(
+    smtpsink_factory: Factory, tmp_path: Path, tls: str, scheme: str, extra: list[str]
+) -> None:
+    curl = _curl_smtp()
+    sink = smtpsink_factory(tls=tls, auth=USERS, auth_required=True)
+    mail = tmp_path / "mail.eml"
+    mail.write_bytes(
+        b"From: app@example.com\r\nTo: ann@example.com\r\n"
+        b"Subject: from curl\r\n\r\nHello from curl.\r\n"
+    )
+    subprocess.run(
+        [
+            curl,
+            "--silent",
+            "--show-error",
+            "--max-time",
+            "20",
+            "--cacert",
+            sink.ca_path,
+            *extra,
+            "--user",
+            f"ann:{USERS['ann']}",
+            "--login-options",
+            "AUTH=LOGIN",
+            "--mail-from",
+            "app@example.com",
+            "--mail-rcpt",
+            "ann@example.com",
+            "--upload-file",
+            str(mail),
+            f"{scheme}://127.0.0.1:{sink.port}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    msg = sink.assert_sent(subject="from curl", mail_from="app@example.com")
+    assert msg.session.tls is not None
+    assert msg.session.tls.implicit is (tls == "implicit")
+    assert msg.session.auth == AuthInfo("LOGIN", "ann", True)
+    assert_no_secrets(msg.session, "ann", USERS["ann"])
+
+
+def test_curl_refuses_without_the_ca(smtpsink_factory: Factory, tmp_path: Path) -> None:
+    curl = _curl_smtp()
+    sink = smtpsink_factory(tls="implicit")
+    other_ca = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other_ca))  # valid, but not the sink's
+    result = subprocess.run(
+        [
+            curl,
+            "--silent",
+            "--max-time",
+            "20",
+            "--cacert",
+            str(other_ca),
+            "--mail-from",
+            "a@example.com",
+            "--mail-rcpt",
+            "b@example.com",
+            "--upload-file",
+            os.devnull,
+            f"smtps://127.0.0.1:{sink.port}",
+        ],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 60  # "Peer certificate cannot be authenticated"
+    sink.assert_nothing_sent()
+
+
+# -- AUTH ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_auth_success_with_table(smtpsink_factory: Factory, mechanism: str) -> None:
+    sink = smtpsink_factory(tls="starttls", auth=USERS)
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.starttls(context=sink.ssl_context())
+        features = ehlo_features(client)
+        assert set(features["auth"].split()) == set(MECHANISMS)
+        auth_with(client, mechanism, "ann", USERS["ann"])
+        client.send_message(message(f"auth {mechanism}"))
+
+    session = sink.assert_sent(subject=f"auth {mechanism}").session
+    assert session.authenticated_as == "ann"
+    assert session.auth == AuthInfo(mechanism=mechanism, username="ann", success=True)
+    assert session.auth_attempts == (session.auth,)
+    assert auth_outcome(session) == 235
+    assert_no_secrets(session, "ann", USERS["ann"])
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+@pytest.mark.parametrize(
+    ("user", "password"),
+    [("ann", "wrong-password"), ("ann", USERS["bob"]), ("nobody", "s3cr3t-pa55")],
+    ids=["wrong-password", "other-users-password", "unknown-user"],
+)
+def test_auth_failure_is_535_and_recorded(
+    smtpsink_factory: Factory, mechanism: str, user: str, password: str
+) -> None:
+    sink = smtpsink_factory(tls="starttls", auth=USERS)
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.starttls(context=sink.ssl_context())
+        client.ehlo()
+        with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+            auth_with(client, mechanism, user, password)
+        assert refused.value.smtp_code == 535
+
+    (session,) = sink.sessions
+    assert session.auth == AuthInfo(mechanism=mechanism, username=user, success=False)
+    assert session.auth_attempts == (session.auth,)
+    assert session.authenticated_as is None
+    assert auth_outcome(session) == 535
+    assert_no_secrets(session, user, password)
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_auth_any_accepts_every_login(
+    smtpsink_factory: Factory, mechanism: str
+) -> None:
+    sink = smtpsink_factory(tls="implicit", auth="any")
+    with smtplib.SMTP_SSL(sink.host, sink.port, context=sink.ssl_context()) as client:
+        client.ehlo()
+        auth_with(client, mechanism, "zoe", "anything-at-all")
+        client.send_message(message())
+    session = sink.assert_sent().session
+    assert session.auth == AuthInfo(mechanism, "zoe", True)
+    assert_no_secrets(session, "zoe", "anything-at-all")
+
+
+def test_failed_then_successful_login(smtpsink_factory: Factory) -> None:
+    sink = smtpsink_factory(tls="implicit", auth=USERS, auth_required=True)
+    with smtplib.SMTP_SSL(sink.host, sink.port, context=sink.ssl_context()) as client:
+        client.ehlo()
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            auth_with(client, "PLAIN", "bob", "guess")
+        auth_with(client, "CRAM-MD5", "bob", USERS["bob"])
+        client.send_message(message("second try"))
+    session = sink.assert_sent(subject="second try").session
+    assert session.auth_attempts == (
+        AuthInfo("PLAIN", "bob", False),
+        AuthInfo("CRAM-MD5", "bob", True),
+    )
+    assert session.authenticated_as == "bob"
+    assert session.codes.count(535) == 1
+
+
+def test_auth_required_refuses_mail_before_auth(smtpsink_factory: Factory) -> None:
+    sink = smtpsink_factory(tls="starttls", auth=USERS, auth_required=True)
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.starttls(context=sink.ssl_context())
+        client.ehlo()
+        code, reply = client.mail("app@example.com")
+        assert code == 530
+        assert b"Authentication required" in reply
+        client.rset()
+        client.login("ann", USERS["ann"])
+        client.send_message(message("after auth"))
+    session = sink.assert_sent(subject="after auth").session
+    assert session.replies_to("MAIL")[0].code == 530
+    assert session.replies_to("MAIL")[-1].code == 250
+
+
+def test_auth_required_refuses_unauthenticated_sender(
+    smtpsink_factory: Factory,
+) -> None:
+    sink = smtpsink_factory(tls="implicit", auth="any", auth_required=True)
+    with smtplib.SMTP_SSL(sink.host, sink.port, context=sink.ssl_context()) as client:
+        with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+            client.send_message(message())
+        assert refused.value.smtp_code == 530
+    sink.assert_nothing_sent()
+
+
+def test_auth_not_offered_before_tls(smtpsink_factory: Factory) -> None:
+    sink = smtpsink_factory(tls="starttls", auth=USERS)
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        assert "auth" not in ehlo_features(client)
+        code, _ = client.docmd(
+            "AUTH", "PLAIN " + base64.b64encode(b"\0ann\0x").decode()
+        )
+        assert code == 538  # encryption required
+        client.starttls(context=sink.ssl_context())
+        assert "auth" in ehlo_features(client)
+    (session,) = sink.sessions
+    assert session.auth_attempts == ()
+
+
+def test_auth_without_tls_or_plaintext_is_refused_up_front() -> None:
+    # It could never be used: AUTH is offered only over TLS by default.
+    with pytest.raises(SettingsError, match=r"auth: AUTH is only offered over TLS"):
+        SinkSettings(auth=USERS)
+
+
+def test_auth_plaintext_allows_auth_without_tls(smtpsink_factory: Factory) -> None:
+    sink = smtpsink_factory(auth=USERS, auth_plaintext=True, auth_required=True)
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.ehlo()
+        assert client.has_extn("auth")
+        client.login("ann", USERS["ann"])
+        client.send_message(message("plain text login"))
+    session = sink.assert_sent(subject="plain text login").session
+    assert session.tls is None
+    assert session.authenticated_as == "ann"
+    assert_no_secrets(session, "ann", USERS["ann"])
+
+
+def test_starttls_forgets_a_plain_text_login(smtpsink_factory: Factory) -> None:
+    """RFC 3207: after STARTTLS the server discards what it knew, AUTH too."""
+    sink = smtpsink_factory(
+        tls="starttls", auth=USERS, auth_plaintext=True, auth_required=True
+    )
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.ehlo()
+        client.login("ann", USERS["ann"])
+        client.starttls(context=sink.ssl_context())
+        client.ehlo()
+        assert client.mail("app@example.com")[0] == 530
+    (session,) = sink.sessions
+    assert session.authenticated_as is None
+    assert session.auth is None
+    assert [a.success for a in session.auth_attempts] == [True]
+
+
+def test_no_auth_setting_means_no_auth(smtpsink_factory: Factory) -> None:
+    sink = smtpsink_factory(tls="implicit")
+    with smtplib.SMTP_SSL(sink.host, sink.port, context=sink.ssl_context()) as client:
+        assert "auth" not in ehlo_features(client)
+        code, _ = client.docmd("AUTH", "PLAIN")
+        assert code == 504
+    assert sink.sessions[0].auth is None
+
+
+def test_auth_aborted_with_star(smtpsink_factory: Factory) -> None:
+    sink = smtpsink_factory(tls="implicit", auth=USERS)
+    with smtplib.SMTP_SSL(sink.host, sink.port, context=sink.ssl_context()) as client:
+        client.ehlo()
+        assert client.docmd("AUTH", "CRAM-MD5")[0] == 334
+        assert client.docmd("*")[0] == 501
+    (session,) = sink.sessions
+    assert session.authenticated_as is None
+    assert [e.line for e in session.transcript if e.kind == "auth-response"] == ["*"]
+
+
+def test_secrets_masked_in_transcript(smtpsink_factory: Factory) -> None:
+    sink = smtpsink_factory(tls="implicit", auth=USERS)
+    with smtplib.SMTP_SSL(sink.host, sink.port, context=sink.ssl_context()) as client:
+        client.ehlo()
+        auth_with(client, "LOGIN", "ann", USERS["ann"])
+    (session,) = sink.sessions
+    auth = [
+        e
+        for e in session.transcript
+        if e.command == "AUTH" or e.kind == "auth-response"
+    ]
+    # "AUTH LOGIN <user>" then the password line: both masked.
+    assert [e.line for e in auth] == ["AUTH LOGIN ****", "****"]
+    assert_no_secrets(session, "ann", USERS["ann"])
+    assert USERS["ann"] not in repr(sink.sink)
+    assert USERS["ann"] not in repr(sink.settings)
+
+
+# -- STARTTLS required -------------------------------------------------------------
+
+
+def test_starttls_required_refuses_mail_before_starttls(
+    smtpsink_factory: Factory,
+) -> None:
+    sink = smtpsink_factory(tls="starttls-required")
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.ehlo()
+        assert client.noop()[0] == 250
+        code, reply = client.mail("app@example.com")
+        assert code == 530
+        assert b"STARTTLS" in reply
+        client.starttls(context=sink.ssl_context())
+        client.send_message(message("after STARTTLS"))
+    session = sink.assert_sent(subject="after STARTTLS").session
+    assert session.replies_to("MAIL")[0].code == 530
+    assert session.tls is not None
+
+
+def test_starttls_required_sender_without_tls_fails(smtpsink_factory: Factory) -> None:
+    sink = smtpsink_factory(tls="starttls-required")
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+            client.send_message(message())
+        assert refused.value.smtp_code == 530
+    sink.assert_nothing_sent()
+    assert sink.sessions[0].tls is None
+
+
+# -- several sinks, the factory and the marker ----------------------------------------
+
+
+def test_two_sinks_with_different_settings(
+    smtpsink_factory: Factory, smtpsink: Mailbox
+) -> None:
+    submission = smtpsink_factory(
+        tls="starttls-required", auth=USERS, auth_required=True
+    )
+    smtps = smtpsink_factory(tls="implicit")
+    assert len({submission.port, smtps.port, smtpsink.port}) == 3
+
+    with smtplib.SMTP(submission.host, submission.port) as client:
+        client.starttls(context=submission.ssl_context())
+        client.login("ann", USERS["ann"])
+        client.send_message(message("to submission"))
+    with smtplib.SMTP_SSL(
+        smtps.host, smtps.port, context=smtps.ssl_context()
+    ) as client:
+        client.send_message(message("to smtps"))
+
+    submission.assert_sent(1, subject="to submission")
+    smtps.assert_sent(1, subject="to smtps")
+    smtps.assert_not_sent(subject="to submission")
+    smtpsink.assert_nothing_sent()
+    # Both TLS sinks share the session CA: one context trusts both.
+    assert submission.ca_path == smtps.ca_path
+
+
+def test_same_settings_share_one_server(smtpsink_factory: Factory) -> None:
+    first = smtpsink_factory(tls="starttls", auth={"ann": "pw"})
+    with smtplib.SMTP(first.host, first.port) as client:
+        client.send_message(message())
+    second = smtpsink_factory(auth={"ann": "pw"}, tls="starttls")
+    assert second.sink is first.sink
+    second.assert_nothing_sent()  # a new view starts empty
+    assert len(first.messages) == 1
+
+
+@pytest.mark.smtpsink(tls="starttls", auth=USERS)
+def test_marker_gives_the_fixture_a_tls_sink(smtpsink: Mailbox) -> None:
+    assert smtpsink.settings.tls == "starttls"
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.starttls(context=smtpsink.ssl_context())
+        client.login("bob", USERS["bob"])
+        client.send_message(message("marked"))
+    session = smtpsink.assert_sent(subject="marked").session
+    assert session.tls is not None
+    assert session.authenticated_as == "bob"
+
+
+@pytest.mark.smtpsink(tls="implicit")
+class TestMarkerOnAClass:
+    def test_implicit(self, smtpsink: Mailbox) -> None:
+        assert smtpsink.url.startswith("smtps://")
+        with smtplib.SMTP_SSL(
+            smtpsink.host, smtpsink.port, context=smtpsink.ssl_context()
+        ) as client:
+            client.noop()
+        assert smtpsink.sessions[0].tls is not None
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"tls": "bogus"}, "tls"),
+        ({"tls": True}, "tls"),
+        ({"auth": "everyone"}, "auth"),
+        ({"auth": {}}, "auth"),
+        ({"auth": {"ann": 1234}}, "auth"),
+        ({"auth_required": True}, "auth_required"),
+        ({"auth_plaintext": "yes"}, "auth_plaintext"),
+        ({"tsl": "starttls"}, "tsl"),
+    ],
+)
+def test_factory_bad_settings_name_the_setting(
+    smtpsink_factory: Factory, settings: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(pytest.fail.Exception, match=rf"smtpsink_factory\(\).*{named}"):
+        smtpsink_factory(**settings)
+
+
+def test_marker_with_bad_tls_fails_the_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.smtpsink(tls="bogus")
+        def test_it(smtpsink):
+            pass
+
+        @pytest.mark.smtpsink(auth_required=True)
+        def test_auth_required_alone(smtpsink):
+            pass
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*@pytest.mark.smtpsink: tls: must be None or one of*got 'bogus'*",
+            "*@pytest.mark.smtpsink: auth_required: needs auth=*",
+        ]
+    )
+
+
+def test_xdist_with_tls_sinks(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    pytester.makepyfile(
+        """
+        import smtplib
+        import pytest
+
+        @pytest.mark.parametrize("n", range(6))
+        @pytest.mark.parametrize("tls", ["starttls-required", "implicit"])
+        def test_send(smtpsink_factory, tls, n):
+            sink = smtpsink_factory(tls=tls, auth={"ann": "pw"}, auth_required=True)
+            context = sink.ssl_context()
+            if tls == "implicit":
+                client = smtplib.SMTP_SSL(sink.host, sink.port, context=context)
+            else:
+                client = smtplib.SMTP(sink.host, sink.port)
+                client.starttls(context=context)
+            with client:
+                client.login("ann", "pw")
+                client.sendmail("a@example.com", ["b@example.com"],
+                                f"Subject: {tls} {n}\\r\\n\\r\\nhi\\r\\n")
+            msg = sink.assert_sent(1)
+            assert msg.subject == f"{tls} {n}"
+            assert msg.session.tls.implicit is (tls == "implicit")
+            assert msg.session.authenticated_as == "ann"
+        """
+    )
+    result = pytester.runpytest("-n", "2", "-W", "error")
+    result.assert_outcomes(passed=12)
