@@ -16,7 +16,7 @@ import secrets
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, AnyStr
+from typing import TYPE_CHECKING, Any, AnyStr, cast
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
 from aiosmtpd.smtp import Session as _AioSession
@@ -28,6 +28,8 @@ from ._message import Message
 from ._session import AuthInfo, EndReason, Exchange, Session, TLSInfo
 
 if TYPE_CHECKING:
+    from asyncio.streams import _ReaduntilBuffer
+
     from ._faults import Faults
     from ._settings import SinkSettings
     from ._store import Store
@@ -79,7 +81,7 @@ class ServerState:
         return RecordingSMTP(self)
 
 
-class _SinkEnvelope(Envelope):  # type: ignore[misc]
+class _SinkEnvelope(Envelope):
     """aiosmtpd's envelope flattens RCPT parameters; keep them per recipient."""
 
     def __init__(self) -> None:
@@ -175,7 +177,7 @@ class _QuietSession(_AioSession):
         self._login_data = value
 
 
-class RecordingSMTP(SMTP):  # type: ignore[misc]
+class RecordingSMTP(SMTP):
     def __init__(self, state: ServerState) -> None:
         settings = state.settings
         starttls = settings.tls in ("starttls", "starttls-required")
@@ -259,13 +261,14 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
 
     def _timeout_cb(self) -> None:
         self._mark_end("timeout")
-        super()._timeout_cb()
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     def close_by_server(self) -> None:
         """Abort the connection (sink stopping, or a fault)."""
         self._mark_end("server-closed")
         if self.transport is not None:
-            self.transport.abort()
+            # aiosmtpd types it BaseTransport; a server connection's is a Transport.
+            cast("asyncio.Transport", self.transport).abort()
 
     def _mark_end(self, reason: EndReason) -> None:
         if self.record is not None and self.record.end is None:
@@ -291,7 +294,7 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
         """
         readuntil, readline, read = reader.readuntil, reader.readline, reader.read
 
-        async def recording_readuntil(separator: bytes = b"\n") -> bytes:
+        async def recording_readuntil(separator: _ReaduntilBuffer = b"\n") -> bytes:
             line = await readuntil(separator)
             if not self._in_readline:
                 self._on_line(line)
@@ -409,7 +412,8 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
         self._note_greeting()
 
     def _note_greeting(self) -> None:
-        assert self.record is not None and self.session is not None
+        assert self.record is not None
+        assert self.session is not None
         if self.session.host_name:
             self.record.ehlo = self.session.host_name
             self.record.esmtp = bool(self.session.extended_smtp)
@@ -446,10 +450,10 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
         table = self.state.settings.auth
         if table == "any":
             success = True
-        elif table is None or username not in table:  # type: ignore[operator]
+        elif table is None or username not in table:
             success = False
         else:
-            success = check(table[username])  # type: ignore[index]
+            success = check(table[username])
         assert self.record is not None
         info = AuthInfo(mechanism=mechanism, username=username, success=success)
         self.record._auth_attempts.append(info)
@@ -653,12 +657,19 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
         name, value = rule.limit
         if name == "max_recipients" and stage == "RCPT" and rcpt_count >= value:
             return ["452 4.5.3 Too many recipients"]
-        if name == "max_connections" and stage == "CONNECT":
-            if len(self.state.connections) > value:
-                return ["421 4.7.0 Too many connections, try again later"]
-        if name == "max_size" and stage in ("MAIL", "EOD") and size is not None:
-            if size > value:
-                return ["552 5.3.4 Message size exceeds fixed maximum message size"]
+        if (
+            name == "max_connections"
+            and stage == "CONNECT"
+            and len(self.state.connections) > value
+        ):
+            return ["421 4.7.0 Too many connections, try again later"]
+        if (
+            name == "max_size"
+            and stage in ("MAIL", "EOD")
+            and size is not None
+            and size > value
+        ):
+            return ["552 5.3.4 Message size exceeds fixed maximum message size"]
         return None
 
     async def _stall(self, rule: Fault, awaitable: Any) -> None:
@@ -717,8 +728,9 @@ class RecordingSMTP(SMTP):  # type: ignore[misc]
             if keyword in hidden and kept:  # never the first line (the greeting)
                 continue
             if keyword == "SIZE" and sizes:
-                response = f"{response[:4]}SIZE {min(sizes)}"
-            kept.append(response)
+                kept.append(f"{response[:4]}SIZE {min(sizes)}")
+            else:
+                kept.append(response)
         self._mark_injected()
         return [f"{r[:3]}-{r[4:]}" for r in kept[:-1]] + [
             f"{kept[-1][:3]} {kept[-1][4:]}"

@@ -8,6 +8,7 @@ sink, and every TLS sink and client context of the process reuses it.
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import shutil
 import ssl
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
     import trustme
 
 _lock = threading.Lock()
-_authority: _Authority | None = None
 
 
 class _Authority:
@@ -51,8 +51,12 @@ class _Authority:
 
 def authority() -> _Authority:
     """The process-wide test CA, created on first use."""
-    global _authority
+    # The lock makes it one: concurrent first calls would each make an
+    # authority, as functools.cache does not hold a lock while it calls.
     with _lock:
-        if _authority is None:
-            _authority = _Authority()
-        return _authority
+        return _the_authority()
+
+
+@functools.cache
+def _the_authority() -> _Authority:
+    return _Authority()
