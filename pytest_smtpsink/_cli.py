@@ -28,7 +28,13 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from . import __version__
 from ._server import SinkError, SMTPSink
-from ._settings import DEFAULT_HOST, DEFAULT_HOSTNAME, SettingsError, SinkSettings
+from ._settings import (
+    DEFAULT_HOST,
+    DEFAULT_HOSTNAME,
+    SettingsError,
+    SinkSettings,
+    parse_size,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -72,13 +78,10 @@ def _port(text: str) -> int:
 
 
 def _size(text: str) -> int:
-    match = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)[bB]?\s*", text)
-    if match is None:
-        raise argparse.ArgumentTypeError(
-            f"must be a number of bytes, optionally with K, M or G, got {text!r}"
-        )
-    factor = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[match.group(2).lower()]
-    return int(match.group(1)) * factor
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _positive(text: str) -> int:

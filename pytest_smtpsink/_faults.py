@@ -33,18 +33,6 @@ Action = Literal["reply", "disconnect", "delay", "hang", "drop", "limit", "hide"
 STAGES = ("CONNECT", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "EOD")
 _ALIASES = {"HELO": "EHLO", "GREETING": "CONNECT", "END-OF-DATA": "EOD", "EOM": "EOD"}
 
-# What the match of each stage is compared with.
-_SUBJECT = {
-    "CONNECT": "the client's IP address",
-    "EHLO": "the name given in EHLO/HELO",
-    "STARTTLS": "nothing (match must be None)",
-    "AUTH": "the mechanism (PLAIN, LOGIN, CRAM-MD5)",
-    "MAIL": "the sender address",
-    "RCPT": "the recipient address",
-    "DATA": "the sender and every recipient (any may match)",
-    "EOD": "the sender and every recipient (any may match)",
-}
-
 _DEFAULT_TEXT = {
     421: "4.3.2 Service not available, closing transmission channel",
     450: "4.2.1 Mailbox temporarily unavailable",

@@ -30,8 +30,13 @@ DEFAULT_TIMEOUT = 5.0
 class Messages(Sequence[Message]):
     """An ordered, read-only snapshot of messages, with queries."""
 
-    def __init__(self, items: Sequence[Message]) -> None:
+    def __init__(
+        self, items: Sequence[Message], source: Sequence[Message] | None = None
+    ) -> None:
         self._items = tuple(items)
+        # Everything the query started from, so that a failure after
+        # filter() can still list what arrived, not just what was left.
+        self._source = self._items if source is None else tuple(source)
 
     @overload
     def __getitem__(self, index: int) -> Message: ...
@@ -39,7 +44,7 @@ class Messages(Sequence[Message]):
     def __getitem__(self, index: slice) -> Messages: ...
     def __getitem__(self, index: int | slice) -> Message | Messages:
         if isinstance(index, slice):
-            return Messages(self._items[index])
+            return Messages(self._items[index], self._source)
         return self._items[index]
 
     def __len__(self) -> int:
@@ -60,7 +65,9 @@ class Messages(Sequence[Message]):
     def filter(self, **criteria: Unpack[Criteria]) -> Messages:
         """The messages matching every criterion, in order."""
         _match.check_names(criteria)
-        return Messages([m for m in self._items if _match.matches(m, criteria)])
+        return Messages(
+            [m for m in self._items if _match.matches(m, criteria)], self._source
+        )
 
     def one(self, **criteria: Unpack[Criteria]) -> Message:
         """The only message matching ``criteria``; fails unless exactly one does."""
@@ -68,21 +75,32 @@ class Messages(Sequence[Message]):
         found = self.filter(**criteria)
         if len(found) != 1:
             raise AssertionError(
-                failure_report("exactly 1 message", criteria, found, self._items)
+                failure_report("exactly 1 message", criteria, found, self._source)
             )
         return found[0]
 
     def first(self) -> Message:
         __tracebackhide__ = True
         if not self._items:
-            raise AssertionError("no messages arrived, so there is no first one")
+            raise AssertionError(self._none_left("first"))
         return self._items[0]
 
     def last(self) -> Message:
         __tracebackhide__ = True
         if not self._items:
-            raise AssertionError("no messages arrived, so there is no last one")
+            raise AssertionError(self._none_left("last"))
         return self._items[-1]
+
+    def _none_left(self, which: str) -> str:
+        if not self._source:
+            return f"no messages arrived, so there is no {which} one"
+        return failure_report(
+            f"a {which} message",
+            {},
+            (),
+            self._source,
+            verb="no messages left after filtering; wanted",
+        )
 
     def __repr__(self) -> str:
         if not self._items:
@@ -282,7 +300,7 @@ class Mailbox(FaultControls):
         __tracebackhide__ = True
         _match.check_names(criteria)
         _check_count(count, allow_none=False)
-        limit = self.default_timeout if timeout is None else timeout
+        limit = self._timeout(timeout)
 
         def enough() -> bool:
             return len(self._store_filter(criteria)) >= count
@@ -314,7 +332,7 @@ class Mailbox(FaultControls):
         _match.check_names(criteria)
         _check_count(count, allow_none=False)
         self._sink.check_running(for_waiting=True)
-        limit = self.default_timeout if timeout is None else timeout
+        limit = self._timeout(timeout)
         loop = asyncio.get_running_loop()
         arrived = asyncio.Event()
 
@@ -327,6 +345,7 @@ class Mailbox(FaultControls):
         try:
             while True:
                 arrived.clear()
+                self._sink.check_running(for_waiting=True)
                 if len(self._store_filter(criteria)) >= count:
                     return self._waited(count, criteria)
                 remaining = started + limit - loop.time()
@@ -349,7 +368,7 @@ class Mailbox(FaultControls):
         Fails after ``timeout`` seconds (default `default_timeout`).
         """
         __tracebackhide__ = True
-        limit = self.default_timeout if timeout is None else timeout
+        limit = self._timeout(timeout)
         if not self._wait(lambda: bool(_quietly(condition)), limit):
             name = getattr(condition, "__name__", repr(condition))
             raise AssertionError(f"wait_until({name}) still false after {limit:g} s")
@@ -365,6 +384,12 @@ class Mailbox(FaultControls):
         found = self._store_filter(criteria)[:count]
         return found[0] if count == 1 else Messages(found)
 
+    def _timeout(self, timeout: float | None) -> float:
+        limit = self.default_timeout if timeout is None else timeout
+        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 0:
+            raise ValueError(f"timeout must be a number of seconds >= 0, got {limit!r}")
+        return float(limit)
+
     def _wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Wait on the store's Condition until ``predicate()`` or timeout.
 
@@ -373,19 +398,25 @@ class Mailbox(FaultControls):
         """
         store = self._store
         deadline = time.monotonic() + timeout
-        while True:
-            # Each time round: the server thread may have died, or refused
-            # mail over max_stored_bytes, while we waited (both wake us).
-            self._sink.check_running(for_waiting=True)
+        with store.changed:
+            store.watchers += 1
+        try:
+            while True:
+                # Each time round: the server thread may have died, or refused
+                # mail over max_stored_bytes, while we waited (both wake us).
+                self._sink.check_running(for_waiting=True)
+                with store.changed:
+                    seen = store.version
+                if predicate():
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                with store.changed:
+                    store.changed.wait_for(_moved_on(store, seen), remaining)
+        finally:
             with store.changed:
-                seen = store.version
-            if predicate():
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            with store.changed:
-                store.changed.wait_for(_moved_on(store, seen), remaining)
+                store.watchers -= 1
 
     def _timeout_error(
         self, count: int, criteria: Criteria, limit: float, waited: float
@@ -399,7 +430,7 @@ class Mailbox(FaultControls):
                 criteria,
                 found,
                 everything,
-                verb="wait_for timed out",
+                verb="wait_for timed out: expected",
             )
         )
 

@@ -44,6 +44,14 @@ def _now() -> datetime.datetime:
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
 
 
+def _multiline(replies: list[str]) -> list[str]:
+    """Re-join reply lines after some were dropped: the last line of a
+    multi-line reply reads ``250 ...``, the others ``250-...``."""
+    return [f"{r[:3]}-{r[4:]}" for r in replies[:-1]] + [
+        f"{replies[-1][:3]} {replies[-1][4:]}"
+    ]
+
+
 def _printable(raw: bytes) -> str:
     """A client line as text that prints on one line: UTF-8 where it decodes,
     ``\\xNN`` for control characters and bytes that do not."""
@@ -326,6 +334,7 @@ class RecordingSMTP(SMTP):
         assert self.record is not None
         self.record._append(exchange)
         self._current = exchange
+        self.state.store.touch_if_watched()
         return exchange
 
     def _on_fragment(self, chunk: bytes) -> None:
@@ -349,14 +358,15 @@ class RecordingSMTP(SMTP):
         total = self._pending_total + len(line)
         raw = (self._pending_fragment + line).rstrip(b"\r\n")
         self._pending_fragment, self._pending_total = b"", 0
+        words = raw.split(None, 2)
+        if words and words[0].upper() == b"AUTH":
+            # Keep the mechanism; PLAIN's initial response is the password.
+            # Split on any whitespace, as aiosmtpd does, before anything is
+            # made printable: a tab must not smuggle the secret through.
+            raw = b" ".join(words[:2]) + (b" ****" if len(words) > 2 else b"")
         text = _printable(raw[:_MAX_SHOWN_LINE])
         if total > _MAX_SHOWN_LINE:
             text += f"... [{total} bytes in all]"
-        verb, _, rest = text.partition(" ")
-        if verb.upper() == "AUTH":
-            # Keep the mechanism; PLAIN's initial response is the password.
-            mechanism, _, secret = rest.strip().partition(" ")
-            text = f"{verb} {mechanism}" + (" ****" if secret else "")
         self._append("command", text)
 
     def _on_auth_response(self, line: bytes) -> None:
@@ -386,30 +396,33 @@ class RecordingSMTP(SMTP):
         elif text.startswith("502 5.5.1 Too many unrecognized"):
             # aiosmtpd closes the connection after this reply (BOGUS_LIMIT).
             self._mark_end("server-closed")
+        self.state.store.touch_if_watched()
 
     # -- commands that update the recorded session -----------------------------
 
     async def smtp_HELO(self, hostname: str) -> None:
-        if hostname and _malformed(hostname):
-            await self.push(
-                "501 5.5.2 Syntax error: control characters in the host name"
-            )
-            return
-        if self.state.faults.rules and await self._fault_intercept("EHLO", [hostname]):
+        if await self._greeting_refused(hostname):
             return
         await super().smtp_HELO(hostname)
         self._note_greeting()
 
     async def smtp_EHLO(self, hostname: str) -> None:
+        if await self._greeting_refused(hostname):
+            return
+        await super().smtp_EHLO(hostname)
+        self._note_greeting()
+
+    async def _greeting_refused(self, hostname: str) -> bool:
+        """Answer HELO/EHLO ourselves when the name is malformed or a fault
+        says so; True when the command is handled."""
         if hostname and _malformed(hostname):
             await self.push(
                 "501 5.5.2 Syntax error: control characters in the host name"
             )
-            return
-        if self.state.faults.rules and await self._fault_intercept("EHLO", [hostname]):
-            return
-        await super().smtp_EHLO(hostname)
-        self._note_greeting()
+            return True
+        return bool(
+            self.state.faults.rules and await self._fault_intercept("EHLO", [hostname])
+        )
 
     def _note_greeting(self) -> None:
         assert self.record is not None
@@ -420,10 +433,7 @@ class RecordingSMTP(SMTP):
 
     def filter_ehlo(self, responses: list[str]) -> list[str]:
         kept = [r for r in responses if r[4:].strip().upper() != "AUTH"]
-        # The last line of a multi-line reply uses "250 ", the others "250-".
-        return [f"{r[:3]}-{r[4:]}" for r in kept[:-1]] + [
-            f"{kept[-1][:3]} {kept[-1][4:]}"
-        ]
+        return _multiline(kept)
 
     # -- AUTH --------------------------------------------------------------------
 
@@ -437,11 +447,13 @@ class RecordingSMTP(SMTP):
     ) -> AuthResult:
         assert isinstance(auth_data, LoginPassword)
         username = auth_data.login.decode("utf-8", "replace")
-        password = auth_data.password.decode("utf-8", "replace")
+        # Compare bytes: compare_digest() refuses non-ASCII str.
         return self._auth_result(
             mechanism,
             username,
-            lambda expected: hmac.compare_digest(expected, password),
+            lambda expected: hmac.compare_digest(
+                expected.encode("utf-8"), auth_data.password
+            ),
         )
 
     def _auth_result(
@@ -472,7 +484,9 @@ class RecordingSMTP(SMTP):
             expected = hmac.new(
                 password.encode(), challenge.encode(), "md5"
             ).hexdigest()
-            return hmac.compare_digest(expected, digest.lower())
+            return hmac.compare_digest(
+                expected.encode(), digest.lower().encode("utf-8", "replace")
+            )
 
         return self._auth_result("CRAM-MD5", username, check)
 
@@ -732,6 +746,4 @@ class RecordingSMTP(SMTP):
             else:
                 kept.append(response)
         self._mark_injected()
-        return [f"{r[:3]}-{r[4:]}" for r in kept[:-1]] + [
-            f"{kept[-1][:3]} {kept[-1][4:]}"
-        ]
+        return _multiline(kept)

@@ -6,7 +6,9 @@ functions of the captured data, tested without running pytest hooks.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -21,6 +23,20 @@ SAVE_MODES: tuple[SaveMode, ...] = ("failed", "all")
 
 #: Transcript lines shown per session before cutting (the saved files keep all).
 _MAX_TRANSCRIPT_LINES = 60
+
+
+def distinct(views: Sequence[Mailbox]) -> list[Mailbox]:
+    """One mailbox per sink, the one that sees the most (earliest cursor).
+
+    A test may hold several mailboxes on one sink (``smtpsink`` and
+    ``smtpsink_factory()`` with the same settings): report each message once.
+    """
+    widest: dict[int, Mailbox] = {}
+    for view in views:
+        key = id(view.sink)
+        if key not in widest or view._cursor < widest[key]._cursor:
+            widest[key] = view
+    return list(widest.values())
 
 
 def section_text(views: Sequence[Mailbox], mode: ReportMode) -> str | None:
@@ -63,26 +79,35 @@ def _count(n: int, noun: str) -> str:
 def test_directory(root: Path, nodeid: str) -> Path:
     """A directory name that says which test it is and is safe on any OS."""
     name = re.sub(r"[^\w.\-\[\]]+", "_", nodeid.replace("::", "__")).strip("_")
-    return root / (name[:150] or "test")
+    if len(name) > 150:
+        # Long parametrized ids could collide once cut: keep them apart.
+        digest = hashlib.sha1(nodeid.encode(), usedforsecurity=False).hexdigest()[:8]
+        name = f"{name[:140]}-{digest}"
+    return root / (name or "test")
 
 
 def save(views: Sequence[Mailbox], directory: Path) -> list[Path]:
-    """Write every message as ``NNN-<subject>.eml`` (its raw bytes) and every
-    session's transcript as ``session-NN.txt``. Names sort in arrival order."""
+    """Write every message as ``NNNN-<subject>.eml`` (its raw bytes) and every
+    session's transcript as ``session-NNNN.txt``. Names sort in arrival order.
+
+    The directory is emptied first, so that files of an earlier run of the
+    same test are never mixed with this run's.
+    """
     written: list[Path] = []
     snapshots = [view._snapshot() for view in views]
     messages = [m for view_messages, _ in snapshots for m in view_messages]
     sessions = [s for _, view_sessions in snapshots for s in view_sessions]
     if not messages and not sessions:
         return written
+    shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
     for index, message in enumerate(messages, 1):
         subject = re.sub(r"[^\w\-]+", "-", message.subject or "no-subject").strip("-")
-        path = directory / f"{index:03d}-{subject[:60] or 'no-subject'}.eml"
+        path = directory / f"{index:04d}-{subject[:60] or 'no-subject'}.eml"
         path.write_bytes(message.raw)
         written.append(path)
     for index, session in enumerate(sessions, 1):
-        path = directory / f"session-{index:02d}.txt"
+        path = directory / f"session-{index:04d}.txt"
         header = (
             f"peer {session.peer[0]}:{session.peer[1]}  started {session.started_at:%Y-%m-%d %H:%M:%S.%f}"
             f"  end {session.end or 'open'}\n"

@@ -13,6 +13,7 @@ the caller, and the real bound port is known at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import ssl
 import threading
@@ -26,6 +27,7 @@ from ._settings import SinkSettings
 from ._store import Store
 
 _STOP_TIMEOUT = 10.0
+_HANDSHAKE_TIMEOUT = 2.0
 
 
 class SinkError(RuntimeError):
@@ -84,6 +86,7 @@ class SMTPSink(Mailbox):
 
                 self._server_tls = authority().server_context()
             loop = asyncio.new_event_loop()
+            loop.set_exception_handler(self._loop_exception)
             state = ServerState(
                 settings, self._store, self._faults, loop, self._server_tls
             )
@@ -94,6 +97,11 @@ class SMTPSink(Mailbox):
                         host=settings.host,
                         port=settings.port,
                         ssl=self._server_tls if settings.tls == "implicit" else None,
+                        # A client that connects and never finishes the
+                        # handshake must not hold stop() for the default 60 s.
+                        ssl_handshake_timeout=(
+                            _HANDSHAKE_TIMEOUT if settings.tls == "implicit" else None
+                        ),
                         reuse_address=True,
                     )
                 )
@@ -113,6 +121,18 @@ class SMTPSink(Mailbox):
             self._thread = thread
             thread.start()
         return self
+
+    def _loop_exception(
+        self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]
+    ) -> None:
+        # stop() cancels the accept of a client still in its TLS handshake;
+        # asyncio would log that cancellation as an error. Everything else
+        # is reported as usual.
+        if self._thread is None and isinstance(
+            context.get("exception"), asyncio.CancelledError
+        ):
+            return
+        loop.default_exception_handler(context)
 
     def _serve(self) -> None:
         assert self._loop is not None
@@ -147,6 +167,12 @@ class SMTPSink(Mailbox):
                 server.close()
                 for connection in list(state.connections):
                     connection.close_by_server()
+                # A client still in its implicit-TLS handshake has no SMTP
+                # protocol yet, so it is not in state.connections; Python
+                # 3.13 can abort it (3.12's wait_closed would wait for it).
+                abort_clients = getattr(server, "abort_clients", None)
+                if abort_clients is not None:
+                    abort_clients()
                 # If the server thread died, this runs below on the caller's
                 # thread, inside run_until_complete(): stopping would make
                 # that raise "Event loop stopped before Future completed".
@@ -168,7 +194,12 @@ class SMTPSink(Mailbox):
                 loop.run_until_complete(
                     asyncio.gather(*pending, return_exceptions=True)
                 )
-            loop.run_until_complete(server.wait_closed())
+            with contextlib.suppress(asyncio.TimeoutError):
+                # Bounded: see abort_clients above; the handshake timeout
+                # (create_server) ends such a client on older Pythons.
+                loop.run_until_complete(
+                    asyncio.wait_for(server.wait_closed(), _STOP_TIMEOUT / 5)
+                )
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 

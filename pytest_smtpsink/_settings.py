@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Literal, get_args
@@ -21,6 +22,23 @@ AuthSetting = None | Literal["any"] | Mapping[str, str]
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024
 DEFAULT_HOSTNAME = "smtpsink.test"
 DEFAULT_HOST = "127.0.0.1"
+
+
+_SIZE = re.compile(r"(?i)\s*(\d+)\s*(|b|kb|mb|gb|kib|mib|gib|k|m|g)\s*")
+_UNITS = {
+    **dict.fromkeys(("", "b"), 1),
+    **{"kb": 10**3, "mb": 10**6, "gb": 10**9},
+    **{"k": 2**10, "m": 2**20, "g": 2**30, "kib": 2**10, "mib": 2**20, "gib": 2**30},
+}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``"1048576"``, ``"25MB"`` (decimal), ``"64MiB"`` or ``"64M"``
+    (binary). One parser for the pytest options and the standalone sink."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a size (e.g. 1048576, 25MB, 64MiB, 0)")
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
 
 
 class SettingsError(ValueError):
@@ -189,7 +207,9 @@ def _validate(s: SinkSettings) -> None:
         _require(
             s.auth is None or s.auth == "any",
             "auth",
-            f"must be None, 'any' or a mapping of user to password, got {s.auth!r}",
+            # The type only: a wrong value may still hold a password.
+            "must be None, 'any' or a mapping of user to password, got a "
+            f"{type(s.auth).__name__}",
         )
     _require(
         not s.auth_required or s.auth is not None,

@@ -33,6 +33,8 @@ class Store:
         # Why the server refused mail for lack of room (max_stored_bytes),
         # until the store is cleared: reading the store then fails saying so.
         self.overflow: str | None = None
+        # Threads blocked in Mailbox._wait (see touch_if_watched).
+        self.watchers = 0
         # Bumped on every change, so a waiter can sleep until *something*
         # happens and then test its condition outside the lock.
         self.version = 0
@@ -66,6 +68,14 @@ class Store:
         if self.overflow is None:
             self.overflow = reason
         self.touch()
+
+    def touch_if_watched(self) -> None:
+        """`touch`, but free when nobody waits: the protocol calls this for
+        every transcript line, so that `Mailbox.wait_until` conditions on the
+        conversation wake at once. Reading the counters without the lock is
+        safe: a waiter registers before it first tests its condition."""
+        if self.watchers or self._listeners:
+            self.touch()
 
     def touch(self) -> None:
         """Wake waiters whose condition may depend on session state."""

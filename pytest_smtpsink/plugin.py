@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import re
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -18,7 +17,7 @@ from . import _report
 from ._mailbox import DEFAULT_TIMEOUT, Mailbox, Messages
 from ._message import Message, shorten
 from ._server import SinkError, SMTPSink
-from ._settings import SettingsError, SinkSettings
+from ._settings import SettingsError, SinkSettings, parse_size
 
 _POOL_KEY = pytest.StashKey["_SinkPool"]()
 _DEFAULTS_KEY = pytest.StashKey["SinkSettings"]()
@@ -109,29 +108,6 @@ def _raw_value(config: pytest.Config, option: _Option) -> tuple[Any, str]:
     return config.getini(option.ini), f"{option.ini} (ini)"
 
 
-_SIZE = re.compile(r"(?i)^\s*(\d+)\s*(|b|kb|mb|gb|kib|mib|gib|k|m|g)\s*$")
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "kb": 10**3,
-    "mb": 10**6,
-    "gb": 10**9,
-    "k": 2**10,
-    "m": 2**20,
-    "g": 2**30,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-}
-
-
-def _parse_size(text: str) -> int:
-    match = _SIZE.match(text)
-    if match is None:
-        raise ValueError(f"{text!r} is not a size (e.g. 1048576, 25MB, 64MiB, 0)")
-    return int(match.group(1)) * _UNITS[match.group(2).lower()]
-
-
 def _parse_int(text: str) -> int:
     try:
         return int(text)
@@ -151,7 +127,7 @@ def _parse_seconds(text: str) -> float:
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "port": _parse_int,
-    "max_size": _parse_size,
+    "max_size": parse_size,
     "timeout": _parse_seconds,
 }
 
@@ -178,6 +154,13 @@ def _read_reporting(config: pytest.Config) -> None:
     config.stash[_REPORT_KEY] = _choice(config, "report", _report.REPORT_MODES, "full")
     save_mode = _choice(config, "save", _report.SAVE_MODES, "failed")
     directory, _ = _raw_value(config, next(o for o in _OPTIONS if o.name == "save_dir"))
+    save_option = next(o for o in _OPTIONS if o.name == "save")
+    chosen, source = _raw_value(config, save_option)
+    if chosen and not directory:
+        raise pytest.UsageError(
+            f"{source}: saving needs a directory: add --smtpsink-save-dir=DIR "
+            "(ini: smtpsink_save_dir)"
+        )
     config.stash[_SAVE_KEY] = (
         (Path(str(directory)).resolve(), save_mode) if directory else None
     )
@@ -242,7 +225,7 @@ def pytest_configure(config: pytest.Config) -> None:
     summary, _ = _raw_value(config, next(o for o in _OPTIONS if o.name == "summary"))
     if summary:
         config.pluginmanager.register(
-            _PerTestSummary(config.get_verbosity() > 0), "smtpsink-summary"
+            _PerTestSummary(config.getoption("verbose") > 0), "smtpsink-summary"
         )
     config.stash[_DEFAULTS_KEY] = settings
     config.stash[_TIMEOUT_KEY] = timeout
@@ -412,9 +395,10 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    views = item.stash.get(_VIEWS_KEY, None)
-    if not views:
+    opened = item.stash.get(_VIEWS_KEY, None)
+    if not opened:
         return report
+    views = _report.distinct(opened)
     config = item.config
     if report.failed:
         item.stash[_FAILED_KEY] = True
@@ -426,11 +410,18 @@ def pytest_runtest_makereport(
         save = config.stash[_SAVE_KEY]
         if save is not None and (failed or save[1] == "all"):
             directory = _report.test_directory(save[0], item.nodeid)
-            written = _report.save(views, directory)
-            if written:
+            try:
+                written = _report.save(views, directory)
+            except OSError as error:
+                # A full disk must not turn into an INTERNALERROR for the run.
                 report.sections.append(
-                    ("smtpsink", f"saved {len(written)} files in {directory}")
+                    ("smtpsink", f"could not save the mail in {directory}: {error}")
                 )
+            else:
+                if written:
+                    report.sections.append(
+                        ("smtpsink", f"saved {len(written)} files in {directory}")
+                    )
         # Not view.messages: it raises once the sink died or overflowed.
         snapshots = [view._snapshot() for view in views]
         messages = sum(len(m) for m, _ in snapshots)

@@ -253,7 +253,7 @@ def test_wait_for_timeout_reports_what_arrived(smtpsink: Mailbox, send: Send) ->
         smtpsink.wait_for(to="ann@example.com", timeout=0.2)
     text = str(caught.value)
     assert re.match(
-        r"wait_for timed out 1 message within 0.2 s \(waited 0.\d\d s\) matching "
+        r"wait_for timed out: expected 1 message within 0.2 s \(waited 0.\d\d s\) matching "
         r"to='ann@example.com'; found 0\.\nMessages that arrived in this test \(1\):\n"
         r"  #\d+ [\d:.]+ app@example.com -> bob@example.com \| To: bob@example.com \| "
         r"Subject: 'Welcome' \| \d+ bytes\nClosest: #\d+, which differs in:\n"

@@ -339,7 +339,7 @@ def test_bad_argument_in_a_subprocess_is_a_usage_error() -> None:
         (["--host", "localhost"], "argument --host: 'localhost' is not an IP address"),
         (["--host", "192.0.2.1"], "argument --host: 192.0.2.1 is not a loopback"),
         (["--tls", "ssl"], "argument --tls: invalid choice: 'ssl'"),
-        (["--max-size", "lots"], "argument --max-size: must be a number of bytes"),
+        (["--max-size", "lots"], "argument --max-size: 'lots' is not a size"),
         (["--max-recipients", "0"], "argument --max-recipients: must be a whole"),
         (["--hostname", "a b"], "argument --hostname: must be a non-empty ASCII"),
     ],

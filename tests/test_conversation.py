@@ -6,6 +6,7 @@ import base64
 import re
 import smtplib
 import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -282,3 +283,25 @@ def test_session_repr_is_a_readable_transcript(smtpsink: Mailbox) -> None:
         r"  S: 220 smtpsink\.test pytest-smtpsink\n  C: helo repr\.test\n  S: 250 smtpsink\.test",
         text,
     ), text
+
+
+def test_wait_until_wakes_on_each_step_of_the_conversation(smtpsink: Mailbox) -> None:
+    # The client hangs at RCPT (its timeout is long); wait_until must see the
+    # RCPT line as soon as it is recorded, while the client is still waiting.
+    smtpsink.hang("RCPT")
+    outcome: list[BaseException] = []
+
+    def client() -> None:
+        try:
+            with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=20) as smtp:
+                smtp.sendmail("a@example.com", ["b@example.com"], b"\r\nx\r\n")
+        except (smtplib.SMTPException, OSError) as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    smtpsink.wait_until(lambda: smtpsink.sessions[-1].used("RCPT"), timeout=60)
+    assert thread.is_alive(), "wait_until returned only after the client gave up"
+    smtpsink.clear_faults()  # releases the hung connection
+    thread.join()
+    assert outcome, "the hung connection was closed under the client"

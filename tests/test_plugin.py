@@ -392,15 +392,15 @@ def test_save_dir_keeps_failed_tests_only(
     result.assert_outcomes(failed=1, passed=1)
     saved = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert saved == [
-        "test_save_dir_keeps_failed_tests_only.py__test_fails/001-Your-receipt.eml",
-        "test_save_dir_keeps_failed_tests_only.py__test_fails/session-01.txt",
+        "test_save_dir_keeps_failed_tests_only.py__test_fails/0001-Your-receipt.eml",
+        "test_save_dir_keeps_failed_tests_only.py__test_fails/session-0001.txt",
     ]
     eml = (
         out
-        / "test_save_dir_keeps_failed_tests_only.py__test_fails/001-Your-receipt.eml"
+        / "test_save_dir_keeps_failed_tests_only.py__test_fails/0001-Your-receipt.eml"
     )
     assert eml.read_bytes() == b"Subject: Your receipt\r\n\r\nbody\r\n"
-    transcript = (eml.parent / "session-01.txt").read_text()
+    transcript = (eml.parent / "session-0001.txt").read_text()
     assert transcript.splitlines()[1] == "S: 220 smtpsink.test pytest-smtpsink"
 
 
@@ -443,3 +443,35 @@ def test_silent(smtpsink):
     assert "test_silent: 0 messages" not in result.stdout.str()
     verbose = pytester.runpytest(*xdist, "--smtpsink-summary", "-v")
     verbose.stdout.fnmatch_lines(["*::test_silent: 0 messages, 0 sessions"])
+
+
+def test_two_mailboxes_on_one_sink_are_reported_once(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        SEND
+        + """
+def test_both(smtpsink, smtpsink_factory):
+    same = smtpsink_factory()  # default settings: the same sink
+    send(smtpsink, "once")
+    assert len(same.messages) == 1
+    assert False
+"""
+    )
+    out = pytester.path / "mail"
+    result = pytester.runpytest("-p", "no:xdist", f"--smtpsink-save-dir={out}")
+    result.stdout.fnmatch_lines(["smtp://*: 1 message, 1 session"])
+    assert result.stdout.str().count("Subject: 'once'") == 1
+    assert sorted(p.name for p in out.rglob("*.eml")) == ["0001-once.eml"]
+
+
+def test_saving_again_replaces_the_earlier_run(pytester: pytest.Pytester) -> None:
+    out = pytester.path / "mail"
+    pytester.makepyfile(
+        SEND
+        + "def test_x(smtpsink):\n    send(smtpsink, 'a')\n    send(smtpsink, 'b')\n    assert False\n"
+    )
+    pytester.runpytest("-p", "no:xdist", f"--smtpsink-save-dir={out}")
+    pytester.makepyfile(
+        SEND + "def test_x(smtpsink):\n    send(smtpsink, 'c')\n    assert False\n"
+    )
+    pytester.runpytest("-p", "no:xdist", f"--smtpsink-save-dir={out}")
+    assert sorted(p.name for p in out.rglob("*.eml")) == ["0001-c.eml"]

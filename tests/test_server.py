@@ -7,6 +7,7 @@ import socket
 import threading
 
 import pytest
+from conftest import Factory
 
 from pytest_smtpsink import SettingsError, SinkError, SinkSettings, SMTPSink
 
@@ -200,3 +201,54 @@ def test_clearing_a_view_leaves_other_views_alone() -> None:
         sink.clear()  # the sink's own clear frees everything
         assert len(first.messages) == 0
         assert sink._store.stored_bytes == 0
+
+
+def test_stop_with_a_client_stuck_in_the_tls_handshake(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink = SMTPSink(tls="implicit").start()
+    with socket.create_connection((sink.host, sink.port)) as client:
+        # The server has accepted once the client's first byte is acknowledged
+        # by a handshake attempt; a plain-text byte never completes it.
+        client.sendall(b"\x00")
+        sink.stop()
+    assert not sink.running
+    assert [r for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+def test_non_ascii_password(smtpsink_factory: Factory) -> None:
+    import base64
+
+    sink = smtpsink_factory(auth={"zoë": "pässwörd"}, auth_plaintext=True)
+
+    def plain(user: str, password: str) -> str:
+        return base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.ehlo()
+        assert client.docmd("AUTH", "PLAIN " + plain("zoë", "wrong-ü"))[0] == 535
+        assert client.docmd("AUTH", "PLAIN " + plain("zoë", "pässwörd"))[0] == 235
+    attempts = sink.sessions[0].auth_attempts
+    assert [(a.username, a.success) for a in attempts] == [
+        ("zoë", False),
+        ("zoë", True),
+    ]
+
+
+def test_auth_secret_after_a_tab_is_masked(smtpsink_factory: Factory) -> None:
+    import base64
+
+    sink = smtpsink_factory(auth={"ann": "secret"}, auth_plaintext=True)
+    secret = base64.b64encode(b"\0ann\0secret")
+    with socket.create_connection((sink.host, sink.port)) as client:
+        reader = client.makefile("rb")
+        reader.readline()
+        client.sendall(b"EHLO x\r\n")
+        while reader.readline()[3:4] == b"-":
+            pass
+        client.sendall(b"AUTH PLAIN\t" + secret + b"\r\n")
+        assert reader.readline().startswith(b"235")
+        reader.close()
+    transcript = sink.sessions[0].format_transcript()
+    assert "C: AUTH PLAIN ****" in transcript
+    assert secret.decode() not in transcript
