@@ -100,7 +100,9 @@ def test_plain_send_transcript(smtpsink: Mailbox) -> None:
     assert session.ended_at is not None
     data = session.transcript[4]
     assert (data.command, data.argument, data.code) == ("DATA", None, 354)
-    assert session.transcript[2].argument.lower() == "from:<app@example.com> size=22"
+    assert (session.transcript[2].argument or "").lower() == (
+        "from:<app@example.com> size=22"
+    )
 
 
 def test_one_refused_recipient(smtpsink_factory: Factory) -> None:
