@@ -295,9 +295,11 @@ def test_wait_until_wakes_on_each_step_of_the_conversation(smtpsink: Mailbox) ->
 
     def client() -> None:
         # Released at clear_faults(): closed, or let through; either is fine.
-        with contextlib.suppress(smtplib.SMTPException, OSError):
-            with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=20) as smtp:
-                smtp.sendmail("a@example.com", ["b@example.com"], b"\r\nx\r\n")
+        with (
+            contextlib.suppress(smtplib.SMTPException, OSError),
+            smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=20) as smtp,
+        ):
+            smtp.sendmail("a@example.com", ["b@example.com"], b"\r\nx\r\n")
 
     thread = threading.Thread(target=client)
     thread.start()
