@@ -14,6 +14,7 @@ import dataclasses
 import datetime
 import email
 import email.header
+import email.parser
 import email.policy
 import email.utils
 import functools
@@ -225,6 +226,17 @@ class Message:
         return email.message_from_bytes(self.raw)
 
     @functools.cached_property
+    def _head(self) -> Compat32Message:
+        """The header block alone: asking for a subject must not cost a
+        parse of a 25 MB attachment."""
+        end = min(
+            (i for i in (self.raw.find(b"\r\n\r\n"), self.raw.find(b"\n\n")) if i >= 0),
+            default=len(self.raw),
+        )
+        parser = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+        return parser.parsebytes(self.raw[:end] + b"\r\n\r\n")
+
+    @functools.cached_property
     def parsed(self) -> Any:
         """The mail-parser object, or None if mail-parser could not parse it
         (the reason is in `defects`)."""
@@ -253,7 +265,7 @@ class Message:
         # raw_items(): the values as parsed, before compat32 wraps 8-bit ones
         # in Header objects whose str() has already lost the bytes.
         return Headers(
-            [(name, _decode_header(value)) for name, value in self._compat.raw_items()]
+            [(name, _decode_header(value)) for name, value in self._head.raw_items()]
         )
 
     def header(self, name: str) -> str | None:
@@ -281,9 +293,7 @@ class Message:
     def _addresses(self, name: str) -> Addresses:
         key = name.lower()
         raw_values = [
-            _unescape(value)
-            for n, value in self._compat.raw_items()
-            if n.lower() == key
+            _unescape(value) for n, value in self._head.raw_items() if n.lower() == key
         ]
         return Addresses(
             Address(addr, _decode_header(display))
