@@ -93,13 +93,30 @@ def open_sink(impl: str) -> Iterator[Sink]:
 
         with FloorSink() as floor_sink:
             yield _FloorAdapter(floor_sink)
-    elif impl == "smtpsink":
+    elif impl in ("smtpsink", "smtpsink-norec"):
         from pytest_smtpsink import SMTPSink
 
+        if impl == "smtpsink-norec":
+            _switch_recording_off()
         with SMTPSink() as smtpsink:
             yield _SMTPSinkAdapter(smtpsink)
     else:
         raise SystemExit(f"unknown implementation {impl!r}")
+
+
+def _switch_recording_off() -> None:
+    """The conversation-recording issue's control: the same sink, with the
+    transcript recording (the reader wrapper and the reply hook) removed.
+    Messages, envelopes and sessions are still stored."""
+    from aiosmtpd.smtp import SMTP
+
+    from pytest_smtpsink import _protocol
+
+    async def push(self: SMTP, status: Any) -> None:
+        await SMTP.push(self, status)
+
+    _protocol.RecordingSMTP._wrap_reader = lambda self, reader: None  # type: ignore[method-assign]
+    _protocol.RecordingSMTP.push = push  # type: ignore[method-assign]
 
 
 def small_message(seq: str) -> bytes:

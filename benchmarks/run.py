@@ -561,7 +561,7 @@ class Runner:
     # -- in-process workers --------------------------------------------------
 
     def worker(self, scenario: str, key: str, impl: str, args: list[str]) -> None:
-        env = self.envs["smtpsink"] if impl == "smtpsink" else self.floor_env()
+        env = self.envs["smtpsink"] if impl.startswith("smtpsink") else self.floor_env()
         if env.error:
             self.results.add(scenario, key, {"error": env.error})
             return
@@ -613,9 +613,11 @@ class Runner:
                 for suite in PERTEST_SUITES:
                     self.time_suite("pertest", suite, s.tests)
             if "throughput" in selected:
-                for impl in impls:
+                for impl in [*impls, "smtpsink-norec"]:
                     count = ["throughput", "--count", str(s.messages)]
                     self.worker("throughput-one", impl, impl, count)
+                    if impl == "smtpsink-norec":
+                        continue  # the recording control: one connection only
                     self.worker(
                         "throughput-new", impl, impl, [*count, "--new-connection"]
                     )
@@ -788,6 +790,38 @@ class Report:
                 1.10,
                 lower=True,
             )
+            if scenario == "throughput-one":
+                self.recording_overhead(title, sink)
+
+    def recording_overhead(self, title: str, recorded: float | None) -> None:
+        """The conversation issue's figure: the same sink with the transcript
+        recording switched off, same run (target: within 10%)."""
+        off = self.results.median("throughput-one", "smtpsink-norec", "seconds")
+        if (
+            self.error_row(
+                "throughput-one",
+                title,
+                "smtpsink-norec",
+                "pytest-smtpsink, recording off",
+            )
+            or off is None
+        ):
+            return
+        self.row(
+            title,
+            "pytest-smtpsink, recording off",
+            f"{off:.2f} s",
+            "-",
+            f"recording costs {_ratio(recorded, off)} of this"
+            + self.spread("throughput-one", "smtpsink-norec", "seconds"),
+        )
+        self.target(
+            "throughput",
+            f"{title}: recording on / off (<= 1.10)",
+            _quotient(recorded, off),
+            1.10,
+            lower=True,
+        )
 
     def concurrency(self) -> None:
         r, s = self.results, self.sizes
