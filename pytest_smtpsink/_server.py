@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import os
 import ssl
 import threading
 from types import TracebackType
@@ -108,9 +109,12 @@ class SMTPSink(Mailbox):
             except OSError as error:
                 loop.close()
                 self._loop = loop
+                # asyncio wraps the errno in a sentence that repeats the
+                # address; the plain reason reads better after ours.
+                reason = os.strerror(error.errno) if error.errno else str(error)
                 raise SinkError(
                     f"cannot listen on {_format_address(settings.host, settings.port)}: "
-                    f"{error.strerror or error}"
+                    f"{reason}"
                 ) from error
             self._loop, self._server, self._state = loop, server, state
             host, port = server.sockets[0].getsockname()[:2]

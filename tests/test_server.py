@@ -89,7 +89,10 @@ def test_port_in_use_fails_at_once_and_leaks_nothing() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         sink = SMTPSink(port=port)
-        with pytest.raises(SinkError, match=rf"cannot listen on 127\.0\.0\.1:{port}"):
+        with pytest.raises(
+            SinkError,
+            match=rf"^cannot listen on 127\.0\.0\.1:{port}: Address already in use$",
+        ):
             sink.start()
     assert not _sink_threads()
 
