@@ -129,18 +129,6 @@ class _Handler:
     ) -> str:
         return await server.store_message(envelope)
 
-    async def handle_EHLO(
-        self,
-        server: RecordingSMTP,
-        session: Any,
-        envelope: Envelope,
-        hostname: str,
-        responses: list[str],
-    ) -> list[str]:
-        # The hook must set the greeting name itself (aiosmtpd's contract).
-        session.host_name = hostname
-        return server._hide_extensions(server.filter_ehlo(responses))
-
     async def handle_MAIL(
         self,
         server: RecordingSMTP,
@@ -223,6 +211,7 @@ class RecordingSMTP(SMTP):
         self._pending_fragment = b""
         self._pending_total = 0
         self._auth_username: str | None = None
+        self._ehlo_lines: list[str] | None = None
         self._in_readline = False
 
     # -- connection lifecycle ------------------------------------------------
@@ -373,6 +362,13 @@ class RecordingSMTP(SMTP):
         self._append("auth-response", "*" if line.strip() == b"*" else "****")
 
     async def push(self, status: AnyStr) -> None:
+        if self._ehlo_lines is not None:  # collected by smtp_EHLO, see there
+            self._ehlo_lines.append(
+                status.decode("utf-8", "replace")
+                if isinstance(status, bytes)
+                else status
+            )
+            return
         if self._injected_push is not None:  # a fault's reply, from a hook
             lines, self._injected_push = self._injected_push, None
             await self._push_injected(lines, "")
@@ -409,7 +405,18 @@ class RecordingSMTP(SMTP):
     async def smtp_EHLO(self, hostname: str) -> None:
         if await self._greeting_refused(hostname):
             return
-        await super().smtp_EHLO(hostname)
+        # Collect aiosmtpd's EHLO reply, then send it without the extensions
+        # we do not offer. (Not a handle_EHLO hook: aiosmtpd inspects that
+        # hook's signature for every connection, a cost on every test.)
+        self._ehlo_lines = []
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            lines, self._ehlo_lines = self._ehlo_lines, None
+        if len(lines) > 1:
+            lines = self._hide_extensions(self.filter_ehlo(lines))
+        for line in lines:
+            await self.push(line)
         self._note_greeting()
 
     async def _greeting_refused(self, hostname: str) -> bool:
