@@ -343,7 +343,9 @@ def smtpsink(
         settings = _settings_for(pool, "@pytest.mark.smtpsink", dict(marker.kwargs))
         sink = pool.get(settings)
     else:
-        sink = request.getfixturevalue("smtpsink_server")
+        # The pool, not getfixturevalue("smtpsink_server"): same sink, and a
+        # dynamic fixture lookup is a measurable part of a fast test's cost.
+        sink = pool.get()
     view = _open_view(pytestconfig, sink, request)
     try:
         _apply_fault_markers(request, view)
