@@ -173,7 +173,26 @@ class _QuietSession(_AioSession):
         self._login_data = value
 
 
+_COMMAND_METHODS: dict[type, list[str]] = {}
+
+
+def _command_methods(cls: type) -> list[str]:
+    names = _COMMAND_METHODS.get(cls)
+    if names is None:
+        names = [name for name in dir(cls) if name.startswith(("smtp_", "auth_"))]
+        _COMMAND_METHODS[cls] = names
+    return names
+
+
 class RecordingSMTP(SMTP):
+    def __dir__(self) -> list[str]:
+        # aiosmtpd's SMTP.__init__ looks for smtp_* and auth_* methods with
+        # dir(self) and inspect.getmembers(self) on every connection; over
+        # this class's many attributes that was the largest part of setting
+        # up a connection. Those names are all it needs, and they are fixed
+        # per class.
+        return _command_methods(type(self))
+
     def __init__(self, state: ServerState) -> None:
         settings = state.settings
         starttls = settings.tls in ("starttls", "starttls-required")
