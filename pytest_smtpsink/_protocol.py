@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import hmac
+import re
 import secrets
 import ssl
 import time
@@ -58,12 +59,15 @@ def _printable(raw: bytes) -> str:
     return raw.decode("utf-8", "backslashreplace").translate(_CONTROL)
 
 
+_MALFORMED = re.compile("[\x00-\x1f\x7f\udc80-\udcff]")
+
+
 def _malformed(value: str) -> bool:
     """True if a HELO name or address holds control characters (NUL, a bare
     CR...) or bytes that are not UTF-8 (aiosmtpd keeps those as surrogates,
     which cannot even be printed): a strict server refuses them with 501
     rather than record a name or address no report could show."""
-    return any(ord(c) in _CONTROL or "\udc80" <= c <= "\udcff" for c in value)
+    return _MALFORMED.search(value) is not None
 
 
 class ServerState:
