@@ -229,8 +229,11 @@ class RecordingSMTP(SMTP):
         self.record: Session | None = None
         self._current: Exchange | None = None
         self._in_data = False
-        self._data_bytes = 0
-        self._data_partial = False
+        # Bytes handed to the stream reader so far, and where DATA content
+        # began in that count: see _start_data.
+        self._received = 0
+        self._data_start = 0
+        self._recording_readuntil: Any = None
         self._pending_fragment = b""
         self._pending_total = 0
         self._auth_username: str | None = None
@@ -266,18 +269,40 @@ class RecordingSMTP(SMTP):
         record = self.record
         if record is not None:
             if self._in_data:
-                # A last line without CRLF is still in the reader's buffer.
-                unread = len(getattr(self._reader, "_buffer", b""))
-                self._append(
-                    "data",
-                    f"<message content: {self._data_bytes + unread} bytes, incomplete: "
-                    "the connection closed before the final dot>",
+                self._end_data(
+                    self._received - self._data_start,
+                    ", incomplete: the connection closed before the final dot",
                 )
-                self._in_data = False
             self._mark_end("client-closed")
         self.state.connections.discard(self)
         super().connection_lost(error)
         self.state.store.touch()
+
+    def data_received(self, data: bytes) -> None:
+        self._received += len(data)
+        super().data_received(data)
+
+    def _consumed(self) -> int:
+        """Bytes aiosmtpd has read from the stream so far."""
+        return self._received - len(getattr(self._reader, "_buffer", b""))
+
+    def _start_data(self) -> None:
+        # Message content is not recorded line by line: the stream reader is
+        # unwrapped for DATA (its per-line wrapper was most of the cost of
+        # recording) and the size is taken from the byte count at the end.
+        self._in_data = True
+        self._data_start = self._consumed()
+        reader = self._reader
+        if "readuntil" in vars(reader):  # wrapped by _wrap_reader
+            self._recording_readuntil = reader.readuntil
+            del reader.readuntil  # the StreamReader's own method again
+
+    def _end_data(self, size: int, note: str = "") -> None:
+        self._in_data = False
+        if self._recording_readuntil is not None:
+            self._reader.readuntil = self._recording_readuntil  # type: ignore[method-assign]
+            self._recording_readuntil = None
+        self._append("data", f"<message content: {size} bytes{note}>")
 
     def _timeout_cb(self) -> None:
         self._mark_end("timeout")
@@ -350,23 +375,13 @@ class RecordingSMTP(SMTP):
         return exchange
 
     def _on_fragment(self, chunk: bytes) -> None:
-        if self._in_data:
-            self._data_bytes += len(chunk)
-            self._data_partial = bool(chunk) and not chunk.endswith(b"\r\n")
-        else:
-            self._pending_total += len(chunk)
-            if len(self._pending_fragment) < _MAX_SHOWN_LINE:
-                self._pending_fragment += chunk[:_MAX_SHOWN_LINE]
+        if self._in_data:  # counted by _consumed()
+            return
+        self._pending_total += len(chunk)
+        if len(self._pending_fragment) < _MAX_SHOWN_LINE:
+            self._pending_fragment += chunk[:_MAX_SHOWN_LINE]
 
     def _on_line(self, line: bytes) -> None:
-        if self._in_data:
-            if line == b".\r\n" and not self._data_partial:
-                self._in_data = False
-                self._append("data", f"<message content: {self._data_bytes} bytes>")
-            else:
-                self._data_bytes += len(line)
-                self._data_partial = not line.endswith(b"\r\n")
-            return
         total = self._pending_total + len(line)
         raw = (self._pending_fragment + line).rstrip(b"\r\n")
         self._pending_fragment, self._pending_total = b"", 0
@@ -403,13 +418,17 @@ class RecordingSMTP(SMTP):
         await super().push(status)
 
     def _record_reply(self, text: str, injected: bool = False) -> None:
+        if self._in_data:
+            # A reply while reading content that did not reach store_message
+            # (552 too much mail, 500 line too long): the content ended.
+            self._end_data(self._consumed() - self._data_start - len(b".\r\n"))
         current = self._current
         if current is None:
             current = self._append("greeting", "")
         current.replies.append(text)
         current.injected = current.injected or injected
         if text.startswith("354") and current.command == "DATA":
-            self._in_data, self._data_bytes, self._data_partial = True, 0, False
+            self._start_data()
         elif text.startswith("221") and current.command == "QUIT":
             self._mark_end("quit")
         elif text.startswith("502 5.5.1 Too many unrecognized"):
@@ -530,6 +549,8 @@ class RecordingSMTP(SMTP):
 
     async def store_message(self, envelope: _SinkEnvelope) -> str:
         assert self.record is not None
+        if self._in_data:  # the final dot was just read
+            self._end_data(self._consumed() - self._data_start - len(b".\r\n"))
         if self.state.faults.rules:
             injected = await self._fault_status(
                 "EOD",
