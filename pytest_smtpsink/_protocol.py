@@ -331,11 +331,12 @@ class RecordingSMTP(SMTP):
     def _wrap_reader(self, reader: asyncio.StreamReader) -> None:
         """Record each line as aiosmtpd reads it.
 
-        aiosmtpd reads commands with ``readuntil()``, message content with
-        ``readuntil(b"\\r\\n")``, AUTH continuation lines with ``readline()``,
-        and the pieces of an over-long line with ``read(n)``. Wrapping those
-        four calls on this connection's own reader sees exactly what the
-        server consumed, in the order it handled it.
+        aiosmtpd reads commands with ``readuntil()``, AUTH continuation lines
+        with ``readline()`` and the pieces of an over-long line with
+        ``read(n)``. Wrapping those calls on this connection's own reader sees
+        exactly what the server consumed, in the order it handled it. Message
+        content (``readuntil(b"\\r\\n")`` in DATA) is only counted: the wrapper
+        is taken off for it, see `_start_data`.
         """
         readuntil, readline, read = reader.readuntil, reader.readline, reader.read
 
