@@ -115,7 +115,7 @@ def normalize_address(value: str) -> str:
     return f"{local}{at}{domain.lower()}" if at else value
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Envelope:
     """What the client said in SMTP, as opposed to what the headers claim.
 
@@ -134,7 +134,7 @@ class Envelope:
     """Whether the client asked for SMTPUTF8."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Attachment:
     """A decoded attachment."""
 

@@ -18,7 +18,7 @@ EndReason = Literal["quit", "client-closed", "timeout", "server-closed"]
 ExchangeKind = Literal["greeting", "command", "auth-response", "data"]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class TLSInfo:
     """How a session was encrypted."""
 
@@ -30,7 +30,7 @@ class TLSInfo:
     """True for implicit TLS (SMTPS), False for STARTTLS."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class AuthInfo:
     """One AUTH attempt. The password is never kept."""
 
