@@ -361,17 +361,28 @@ class Mailbox(FaultControls):
         self, condition: Callable[[], object], timeout: float | None = None
     ) -> None:
         """Block until ``condition()`` is true, re-checking whenever the sink
-        records something (a message, a new session, a session ending).
+        records something (every line of every conversation, every message).
 
         For conditions on the conversation, e.g.
         ``smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)``.
-        Fails after ``timeout`` seconds (default `default_timeout`).
+        Fails after ``timeout`` seconds (default `default_timeout`), listing
+        the sessions and messages of this mailbox.
         """
         __tracebackhide__ = True
         limit = self._timeout(timeout)
         if not self._wait(lambda: bool(_quietly(condition)), limit):
             name = getattr(condition, "__name__", repr(condition))
-            raise AssertionError(f"wait_until({name}) still false after {limit:g} s")
+            messages, sessions = self._snapshot()
+            lines = [f"wait_until({name}) still false after {limit:g} s."]
+            lines.append(f"Sessions in this test ({len(sessions)}):")
+            lines.extend(f"  {_session_line(s)}" for s in sessions[:_LISTED])
+            if not sessions:
+                lines.append("  (none)")
+            lines.append(f"Messages in this test ({len(messages)}):")
+            lines.extend(f"  {m.summary()}" for m in messages[:_LISTED])
+            if not messages:
+                lines.append("  (none)")
+            raise AssertionError("\n".join(lines))
 
     def _store_filter(self, criteria: Criteria) -> list[Message]:
         return [
@@ -442,6 +453,15 @@ class Mailbox(FaultControls):
 def _moved_on(store: Store, seen: int) -> Callable[[], bool]:
     """Whether the store has recorded anything since it was at ``seen``."""
     return lambda: store.version != seen
+
+
+def _session_line(session: Session) -> str:
+    last = session.transcript[-1].lines()[-1] if session.transcript else "nothing yet"
+    return (
+        f"{session.peer[0]}:{session.peer[1]} ehlo={session.ehlo!r} "
+        f"end={session.end or 'open'} commands={' '.join(session.commands) or '-'} "
+        f"last: {last}"
+    )
 
 
 def _quietly(condition: Callable[[], object]) -> object:

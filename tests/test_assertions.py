@@ -279,14 +279,33 @@ def test_assert_nothing_sent_passes_on_silence(smtpsink: Mailbox) -> None:
     smtpsink.assert_nothing_sent(within=0.05)
 
 
-def test_wait_until_times_out_with_a_message(smtpsink: Mailbox) -> None:
+def test_wait_until_times_out_listing_sessions_and_messages(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    send(subject="arrived")
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.helo("idle.example")
+
     def never() -> bool:
         return False
 
-    with pytest.raises(
-        AssertionError, match=r"wait_until\(never\) still false after 0.05 s"
-    ):
+    with pytest.raises(AssertionError) as caught:
         smtpsink.wait_until(never, timeout=0.05)
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "wait_until(never) still false after 0.05 s."
+    assert lines[1] == "Sessions in this test (2):"
+    assert re.fullmatch(
+        r"  127\.0\.0\.1:\d+ ehlo='.*' end=quit commands=EHLO MAIL RCPT DATA QUIT "
+        r"last: S: 221 Bye",
+        lines[2],
+    ), lines[2]
+    assert re.fullmatch(
+        r"  127\.0\.0\.1:\d+ ehlo='idle\.example' end=(quit|open) commands=HELO( QUIT)? "
+        r"last: .*",
+        lines[3],
+    ), lines[3]
+    assert lines[4] == "Messages in this test (1):"
+    assert "Subject: 'arrived'" in lines[5]
 
 
 # -- failure output as users see it ----------------------------------------------------------
