@@ -14,6 +14,7 @@ django = pytest.importorskip("django")
 from django.conf import settings  # noqa: E402
 from django.core.mail import send_mail  # noqa: E402
 from django.test import override_settings  # noqa: E402
+from test_recipe_django import sink_mail_settings  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -30,14 +31,15 @@ def test_django_starttls(smtpsink_factory, monkeypatch):
     )
     # Before Django opens the connection: the backend builds its context then.
     monkeypatch.setenv("SSL_CERT_FILE", sink.ca_path)
-    with override_settings(
-        EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
-        EMAIL_HOST=sink.host,
-        EMAIL_PORT=sink.port,
-        EMAIL_USE_TLS=True,  # STARTTLS; EMAIL_USE_SSL=True for tls="implicit"
-        EMAIL_HOST_USER="app",
-        EMAIL_HOST_PASSWORD="app-password",
-    ):
+    # sink_mail_settings (see Recipes) gives EMAIL_HOST, EMAIL_PORT,
+    # EMAIL_USE_TLS ... before Django 6.1 and the MAILERS setting from 6.1.
+    mail_settings = sink_mail_settings(
+        sink,
+        use_tls=True,  # STARTTLS; use_ssl=True for tls="implicit"
+        username="app",
+        password="app-password",
+    )
+    with override_settings(**mail_settings):
         send_mail("Welcome", "Hi Ann.", "app@example.com", ["ann@example.com"])
 
     session = sink.assert_sent(subject="Welcome", to="ann@example.com").session
@@ -48,12 +50,7 @@ def test_django_starttls(smtpsink_factory, monkeypatch):
 def test_django_implicit_tls(smtpsink_factory, monkeypatch):
     sink = smtpsink_factory(tls="implicit")
     monkeypatch.setenv("SSL_CERT_FILE", sink.ca_path)
-    with override_settings(
-        EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
-        EMAIL_HOST=sink.host,
-        EMAIL_PORT=sink.port,
-        EMAIL_USE_SSL=True,
-    ):
+    with override_settings(**sink_mail_settings(sink, use_ssl=True)):
         send_mail("Welcome", "Hi Ann.", "app@example.com", ["ann@example.com"])
 
     assert sink.assert_sent(subject="Welcome").session.tls.implicit is True
@@ -66,12 +63,7 @@ def test_django_without_the_ca_fails(smtpsink_factory, monkeypatch):
     sink = smtpsink_factory(tls="implicit")
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     with (
-        override_settings(
-            EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
-            EMAIL_HOST=sink.host,
-            EMAIL_PORT=sink.port,
-            EMAIL_USE_SSL=True,
-        ),
+        override_settings(**sink_mail_settings(sink, use_ssl=True)),
         pytest.raises(ssl.SSLCertVerificationError),
     ):
         send_mail("Welcome", "Hi Ann.", "app@example.com", ["ann@example.com"])
