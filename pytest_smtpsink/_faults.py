@@ -18,16 +18,12 @@ import random
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 if TYPE_CHECKING:
     from ._protocol import RecordingSMTP
     from ._server import SMTPSink
 
-Stage = Literal[
-    "CONNECT", "EHLO", "HELO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "EOD"
-]
-Match = Union[str, "re.Pattern[str]", None]
 Action = Literal["reply", "disconnect", "delay", "hang", "drop", "limit", "hide"]
 
 STAGES = ("CONNECT", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "EOD")

@@ -236,7 +236,6 @@ class RecordingSMTP(SMTP):
         self._recording_readuntil: Any = None
         self._pending_fragment = b""
         self._pending_total = 0
-        self._auth_username: str | None = None
         self._ehlo_lines: list[str] | None = None
         self._in_readline = False
 

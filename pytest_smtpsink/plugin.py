@@ -27,6 +27,7 @@ _OPENED_KEY = pytest.StashKey[set[int]]()
 #: Every mailbox a test opened, for its report section and saved files.
 _VIEWS_KEY = pytest.StashKey[list[Mailbox]]()
 _FAILED_KEY = pytest.StashKey[bool]()
+_SUMMARY_KEY = pytest.StashKey[bool]()
 _REPORT_KEY = pytest.StashKey[_report.ReportMode]()
 _SAVE_KEY = pytest.StashKey[tuple[Path, _report.SaveMode] | None]()
 
@@ -223,6 +224,8 @@ def pytest_configure(config: pytest.Config) -> None:
     settings, timeout = _read_options(config)
     _read_reporting(config)
     summary, _ = _raw_value(config, next(o for o in _OPTIONS if o.name == "summary"))
+    # Workers read it too: they only count mail per test when it is shown.
+    config.stash[_SUMMARY_KEY] = bool(summary)
     if summary:
         config.pluginmanager.register(
             _PerTestSummary(config.getoption("verbose") > 0), "smtpsink-summary"
@@ -424,12 +427,13 @@ def pytest_runtest_makereport(
                     report.sections.append(
                         ("smtpsink", f"saved {len(written)} files in {directory}")
                     )
-        # Not view.messages: it raises once the sink died or overflowed.
-        snapshots = [view._snapshot() for view in views]
-        messages = sum(len(m) for m, _ in snapshots)
-        sessions = sum(len(s) for _, s in snapshots)
-        # user_properties travel with the report, also from xdist workers.
-        report.user_properties.append(("smtpsink", (messages, sessions)))
+        if config.stash[_SUMMARY_KEY]:
+            # Not view.messages: it raises once the sink died or overflowed.
+            snapshots = [view._snapshot() for view in views]
+            messages = sum(len(m) for m, _ in snapshots)
+            sessions = sum(len(s) for _, s in snapshots)
+            # user_properties travel with the report, also from xdist workers.
+            report.user_properties.append(("smtpsink", (messages, sessions)))
     return report
 
 
