@@ -27,6 +27,7 @@ import unicodedata
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from . import __version__
+from ._message import plural
 from ._server import SinkError, SMTPSink
 from ._settings import (
     DEFAULT_HOST,
@@ -398,16 +399,12 @@ def _session_header(number: int, session: Session) -> str:
     return (
         f"session {number} closed ({session.end or 'server-closed'}): "
         f"peer {session.peer[0]}:{session.peer[1]}, EHLO {session.ehlo or '-'}, "
-        f"TLS {tls}, AUTH {auth}, {_plural(count, 'message')}"
+        f"TLS {tls}, AUTH {auth}, {plural(count, 'message')}"
     )
 
 
 def _clock(moment: datetime.datetime) -> str:
     return moment.astimezone().strftime("%H:%M:%S.%f")[:-3]
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def _slug(subject: str | None) -> str:
@@ -517,8 +514,8 @@ class _Runner:
             self.sink.stop()
             self.reporter.finish()
             self.reporter.say(
-                f"smtpsink stopped: {_plural(self.reporter.messages, 'message')} in "
-                f"{_plural(self.reporter.sessions, 'session')}"
+                f"smtpsink stopped: {plural(self.reporter.messages, 'message')} in "
+                f"{plural(self.reporter.sessions, 'session')}"
             )
             return 0
         finally:

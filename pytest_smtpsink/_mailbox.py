@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from . import _match
 from ._faults import FaultControls
 from ._match import Criteria
-from ._message import Message
+from ._message import Message, plural
 from ._session import Session
 
 if TYPE_CHECKING:
@@ -243,7 +243,7 @@ class Mailbox(FaultControls):
         found = everything.filter(**criteria)
         ok = len(found) >= 1 if count is None else len(found) == count
         if not ok:
-            wanted = "at least 1 message" if count is None else _n_messages(count)
+            wanted = "at least 1 message" if count is None else plural(count, "message")
             raise AssertionError(failure_report(wanted, criteria, found, everything))
         if count is None:
             return found[-1]
@@ -437,7 +437,7 @@ class Mailbox(FaultControls):
         found = everything.filter(**criteria)
         return AssertionError(
             failure_report(
-                f"{_n_messages(count)} within {limit:g} s (waited {waited:.2f} s)",
+                f"{plural(count, 'message')} within {limit:g} s (waited {waited:.2f} s)",
                 criteria,
                 found,
                 everything,
@@ -478,10 +478,6 @@ def _check_count(count: int | None, allow_none: bool = True) -> None:
         return
     if not isinstance(count, int) or isinstance(count, bool) or count < 0:
         raise ValueError(f"count must be a whole number >= 0, got {count!r}")
-
-
-def _n_messages(count: int) -> str:
-    return f"{count} message{'' if count == 1 else 's'}"
 
 
 _LISTED = 20

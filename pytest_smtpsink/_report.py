@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from ._message import plural
+
 if TYPE_CHECKING:
     from ._mailbox import Mailbox
 
@@ -52,7 +54,7 @@ def section_text(views: Sequence[Mailbox], mode: ReportMode) -> str | None:
             continue
         lines = [
             f"{view.url} ({view.settings.describe() or 'default settings'}): "
-            f"{_count(len(messages), 'message')}, {_count(len(sessions), 'session')}"
+            f"{plural(len(messages), 'message')}, {plural(len(sessions), 'session')}"
         ]
         lines.extend(f"  {message.summary()}" for message in messages)
         for number, session in enumerate(sessions, 1):
@@ -70,10 +72,6 @@ def section_text(views: Sequence[Mailbox], mode: ReportMode) -> str | None:
                     lines.append(f"    ... {len(transcript) - len(shown)} more lines")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) or None
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def test_directory(root: Path, nodeid: str) -> Path:
