@@ -2,15 +2,32 @@
 
 Installing the package registers the pytest plugin; the names below are for
 type annotations and for using the sink without pytest.
+
+They are imported on first use (PEP 562): pytest imports this package for
+the plugin in every run, and a run that never uses the sink should not pay
+for asyncio, aiosmtpd and the email parsers.
 """
 
-from ._faults import Fault, FaultError
-from ._mailbox import Mailbox, Messages
-from ._match import Criteria
-from ._message import Address, Addresses, Attachment, Envelope, Headers, Message
-from ._server import SinkError, SMTPSink
-from ._session import AuthInfo, Exchange, Session, TLSInfo
-from ._settings import SettingsError, SinkSettings
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._faults import Fault, FaultError
+    from ._mailbox import Mailbox, Messages
+    from ._match import Criteria
+    from ._message import (
+        Address,
+        Addresses,
+        Attachment,
+        Envelope,
+        Headers,
+        Message,
+    )
+    from ._server import SinkError, SMTPSink
+    from ._session import AuthInfo, Exchange, Session, TLSInfo
+    from ._settings import SettingsError, SinkSettings
 
 __version__ = "0.1.0"
 
@@ -36,3 +53,38 @@ __all__ = [
     "TLSInfo",
     "__version__",
 ]
+
+_MODULES = {
+    "Fault": "._faults",
+    "FaultError": "._faults",
+    "Mailbox": "._mailbox",
+    "Messages": "._mailbox",
+    "Criteria": "._match",
+    "Address": "._message",
+    "Addresses": "._message",
+    "Attachment": "._message",
+    "Envelope": "._message",
+    "Headers": "._message",
+    "Message": "._message",
+    "SinkError": "._server",
+    "SMTPSink": "._server",
+    "AuthInfo": "._session",
+    "Exchange": "._session",
+    "Session": "._session",
+    "TLSInfo": "._session",
+    "SettingsError": "._settings",
+    "SinkSettings": "._settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # once: later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -27,7 +27,7 @@ import unicodedata
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from . import __version__
-from ._message import plural
+from ._report import plural
 from ._server import SinkError, SMTPSink
 from ._settings import (
     DEFAULT_HOST,

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from . import _match
 from ._faults import FaultControls
 from ._match import Criteria
-from ._message import Message, plural
+from ._message import Message
+from ._report import plural
 from ._session import Session
+from ._settings import DEFAULT_TIMEOUT
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -23,8 +25,6 @@ if TYPE_CHECKING:
     from ._server import SMTPSink
     from ._settings import SinkSettings
     from ._store import Store
-
-DEFAULT_TIMEOUT = 5.0
 
 
 class Messages(Sequence[Message]):

@@ -490,11 +490,6 @@ class Message:
         )
 
 
-def plural(count: int, noun: str) -> str:
-    """``"1 message"``, ``"2 messages"``: for reports and failure text."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
 def shorten(text: str, limit: int) -> str:
     """``text`` cut to about ``limit`` characters, saying how much was cut."""
     if len(text) <= limit:

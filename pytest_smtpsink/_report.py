@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from ._message import plural
-
 if TYPE_CHECKING:
     from ._mailbox import Mailbox
 
@@ -25,6 +23,11 @@ SAVE_MODES: tuple[SaveMode, ...] = ("failed", "all")
 
 #: Transcript lines shown per session before cutting (the saved files keep all).
 _MAX_TRANSCRIPT_LINES = 60
+
+
+def plural(count: int, noun: str) -> str:
+    """``"1 message"``, ``"2 messages"``: for reports and failure text."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def distinct(views: Sequence[Mailbox]) -> list[Mailbox]:

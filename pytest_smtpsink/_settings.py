@@ -22,6 +22,8 @@ AuthSetting = None | Literal["any"] | Mapping[str, str]
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024
 DEFAULT_HOSTNAME = "smtpsink.test"
 DEFAULT_HOST = "127.0.0.1"
+#: Seconds a wait_for waits when given no timeout (``--smtpsink-timeout``).
+DEFAULT_TIMEOUT = 5.0
 
 
 _SIZE = re.compile(r"(?i)\s*(\d+)\s*(|b|kb|mb|gb|kib|mib|gib|k|m|g)\s*")

@@ -9,15 +9,18 @@ import dataclasses
 import ipaddress
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pytest
 
 from . import _report
-from ._mailbox import DEFAULT_TIMEOUT, Mailbox, Messages
-from ._message import Message, shorten
-from ._server import SinkError, SMTPSink
-from ._settings import SettingsError, SinkSettings, parse_size
+from ._settings import DEFAULT_TIMEOUT, SettingsError, SinkSettings, parse_size
+
+if TYPE_CHECKING:
+    # Imported where used: a pytest run that never touches the sink should
+    # not pay for asyncio, aiosmtpd and the email parsers (~80 ms).
+    from ._mailbox import Mailbox
+    from ._server import SMTPSink
 
 _POOL_KEY = pytest.StashKey["_SinkPool"]()
 _DEFAULTS_KEY = pytest.StashKey["SinkSettings"]()
@@ -25,7 +28,7 @@ _TIMEOUT_KEY = pytest.StashKey[float]()
 #: Sinks (by id) that already opened a view in this test: see _open_view.
 _OPENED_KEY = pytest.StashKey[set[int]]()
 #: Every mailbox a test opened, for its report section and saved files.
-_VIEWS_KEY = pytest.StashKey[list[Mailbox]]()
+_VIEWS_KEY = pytest.StashKey["list[Mailbox]"]()
 _FAILED_KEY = pytest.StashKey[bool]()
 _SUMMARY_KEY = pytest.StashKey[bool]()
 _REPORT_KEY = pytest.StashKey[_report.ReportMode]()
@@ -279,6 +282,8 @@ class _SinkPool:
             settings = settings.replace(port=0)
         sink = self._sinks.get(settings)
         if sink is None:
+            from ._server import SinkError, SMTPSink
+
             sink = SMTPSink(settings)
             try:
                 sink.start()
@@ -474,6 +479,9 @@ def pytest_assertrepr_compare(
     """Readable failures for plain ``assert`` on messages and mailboxes."""
     if op != "==":
         return None
+    from ._mailbox import Messages
+    from ._message import Message, shorten
+
     if isinstance(left, Message) and isinstance(right, Message):
         lines = [
             "two different messages:",

@@ -475,3 +475,30 @@ def test_saving_again_replaces_the_earlier_run(pytester: pytest.Pytester) -> Non
     )
     pytester.runpytest("-p", "no:xdist", f"--smtpsink-save-dir={out}")
     assert sorted(p.name for p in out.rglob("*.eml")) == ["0001-c.eml"]
+
+
+def test_plugin_import_stays_light() -> None:
+    # pytest imports the plugin in every run; the server stack loads only
+    # when a test uses the sink.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pytest_smtpsink.plugin\n"
+        "heavy = {'asyncio', 'aiosmtpd', 'mailparser', 'email.parser', 'trustme'}\n"
+        "print(sorted(heavy & set(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_every_public_name_resolves() -> None:
+    import pytest_smtpsink
+
+    for name in pytest_smtpsink.__all__:
+        assert getattr(pytest_smtpsink, name) is not None
+    assert sorted(dir(pytest_smtpsink)) == sorted(pytest_smtpsink.__all__)
+    with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
+        _ = pytest_smtpsink.Nope  # type: ignore[attr-defined]
