@@ -501,4 +501,4 @@ def test_every_public_name_resolves() -> None:
         assert getattr(pytest_smtpsink, name) is not None
     assert sorted(dir(pytest_smtpsink)) == sorted(pytest_smtpsink.__all__)
     with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
-        _ = pytest_smtpsink.Nope
+        _ = pytest_smtpsink.Nope  # type: ignore[attr-defined]
