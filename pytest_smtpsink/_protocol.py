@@ -70,6 +70,34 @@ def _malformed(value: str) -> bool:
     return _MALFORMED.search(value) is not None
 
 
+# An address as nearly every client sends it: <local@domain>, both parts
+# dot-atoms of ASCII atext (RFC 5322 3.2.3), then nothing or parameters.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM = rf"{_ATEXT}(?:\.{_ATEXT})*"
+_PLAIN_ANGLE_ADDR = re.compile(rf"<({_DOT_ATOM}@{_DOT_ATOM})>")
+
+
+def plain_angle_addr(arg: str) -> tuple[str, str] | None:
+    """``(address, rest)`` of a MAIL/RCPT argument of the plain form
+    ``<local@domain> PARAMS``, exactly as aiosmtpd's ``_getaddr`` parses it;
+    None for any other form (quoted or non-ASCII local parts, address
+    literals, comments, the null path), which aiosmtpd then parses.
+
+    aiosmtpd runs every address through the email package's RFC 5322 header
+    parser, and defines a class on each call: about 55 us per MAIL or RCPT
+    on a 2-core CI machine, a quarter of the server's time per message."""
+    match = _PLAIN_ANGLE_ADDR.match(arg)
+    if match is None:
+        return None
+    rest = arg[match.end() :]
+    if rest[:1] in (" ", "\t"):
+        # The parser drops the folding white space after ">" (str.lstrip).
+        rest = rest.lstrip()
+    if rest[:1] == "(":  # a comment: the parser's business
+        return None
+    return match.group(1), rest
+
+
 class ServerState:
     """What every connection of one sink server shares."""
 
@@ -238,6 +266,15 @@ class RecordingSMTP(SMTP):
         self._pending_total = 0
         self._ehlo_lines: list[str] | None = None
         self._in_readline = False
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        plain = plain_angle_addr(arg)
+        if plain is None:
+            return super()._getaddr(arg)
+        address, rest = plain
+        if self.local_part_limit and address.index("@") > self.local_part_limit:
+            return None, None
+        return address, rest
 
     # -- connection lifecycle ------------------------------------------------
 

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from test_corpus import read_every_field
 
 from pytest_smtpsink import SMTPSink
+from pytest_smtpsink._protocol import plain_angle_addr
 
 SETTINGS = settings(
     max_examples=75,
@@ -193,3 +194,74 @@ def test_any_message_round_trips(watched: Watched, data: bytes) -> None:
     read_every_field(message)
     view.clear()
     watched.check()
+
+
+# -- the fast path for MAIL/RCPT addresses ---------------------------------------
+
+_ADDRESS_CHARS = "aZ09.!#$%&'*+/=?^_`{|}~-@<>()[]:;,\"\\ \t\x0b\x00é"
+_ATOMS = st.text("abcXYZ019!#$%&'*+/=?^_`{|}~-", min_size=1, max_size=6)
+_DOT_ATOMS = st.lists(_ATOMS, min_size=1, max_size=3).map(".".join)
+# Mostly well-formed arguments, with a tail that may be parameters, white
+# space, a comment or garbage: the fast path must agree on every one of them.
+plain_like = st.builds(
+    "<{}@{}>{}".format,
+    _DOT_ATOMS,
+    _DOT_ATOMS,
+    st.text(_ADDRESS_CHARS, max_size=12),
+)
+address_args = st.one_of(plain_like, st.text(_ADDRESS_CHARS, max_size=30))
+
+
+@pytest.fixture(scope="module")
+def aiosmtpd_server() -> Iterator[Any]:
+    """aiosmtpd's own protocol object, for its `_getaddr` parser."""
+    import asyncio
+
+    from aiosmtpd.handlers import Sink
+    from aiosmtpd.smtp import SMTP
+
+    loop = asyncio.new_event_loop()
+    try:
+        yield SMTP(Sink(), loop=loop)
+    finally:
+        loop.close()
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(arg=address_args)
+def test_plain_address_fast_path_parses_like_aiosmtpd(
+    aiosmtpd_server: Any, arg: str
+) -> None:
+    fast = plain_angle_addr(arg)
+    if fast is not None:
+        assert fast == aiosmtpd_server._getaddr(arg)
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "<a@example.com>",
+        "<first.last+tag@mail.example.co.uk> SIZE=2048 BODY=8BITMIME",
+        "<o'brien@example.com>\tSMTPUTF8",
+        "<x@y>SIZE=1",
+    ],
+)
+def test_everyday_addresses_take_the_fast_path(aiosmtpd_server: Any, arg: str) -> None:
+    assert plain_angle_addr(arg) == aiosmtpd_server._getaddr(arg)
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "<>",
+        '<"quoted local"@example.com>',
+        "<user@[192.0.2.1]>",
+        "<josé@example.com>",
+        "<a@example.com> (a comment) SIZE=1",
+        "<@relay.example:a@example.com>",
+        "a@example.com",
+        " <a@example.com>",
+    ],
+)
+def test_other_address_forms_are_left_to_aiosmtpd(arg: str) -> None:
+    assert plain_angle_addr(arg) is None
