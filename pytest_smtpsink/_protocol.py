@@ -16,7 +16,7 @@ import re
 import secrets
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, AnyStr, cast
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
@@ -53,9 +53,17 @@ def _multiline(replies: list[str]) -> list[str]:
     ]
 
 
+async def _nothing() -> None:
+    pass
+
+
 def _printable(raw: bytes) -> str:
     """A client line as text that prints on one line: UTF-8 where it decodes,
     ``\\xNN`` for control characters and bytes that do not."""
+    if raw.isascii():  # nearly every command: skip the translation
+        text = raw.decode("ascii")
+        if text.isprintable():  # no control characters
+            return text
     return raw.decode("utf-8", "backslashreplace").translate(_CONTROL)
 
 
@@ -404,11 +412,15 @@ class RecordingSMTP(SMTP):
         reader.read = recording_read  # type: ignore[method-assign]
 
     def _append(self, kind: Any, line: str) -> Exchange:
-        exchange = Exchange(kind=kind, line=line, time=time.time())
+        # This and _record_reply run for every line of every conversation:
+        # keep them lean (the recording-overhead benchmark watches them).
+        exchange = Exchange(kind, line, time.time())
         assert self.record is not None
         self.record._append(exchange)
         self._current = exchange
-        self.state.store.touch_if_watched()
+        store = self.state.store
+        if store.watchers:
+            store.touch()
         return exchange
 
     def _on_fragment(self, chunk: bytes) -> None:
@@ -419,14 +431,17 @@ class RecordingSMTP(SMTP):
             self._pending_fragment += chunk[:_MAX_SHOWN_LINE]
 
     def _on_line(self, line: bytes) -> None:
-        total = self._pending_total + len(line)
-        raw = (self._pending_fragment + line).rstrip(b"\r\n")
-        self._pending_fragment, self._pending_total = b"", 0
-        words = raw.split(None, 2)
-        if words and words[0].upper() == b"AUTH":
+        total = len(line)
+        if self._pending_total:  # the rest of an over-long line
+            total += self._pending_total
+            line = self._pending_fragment + line
+            self._pending_fragment, self._pending_total = b"", 0
+        raw = line.rstrip(b"\r\n")
+        if raw.lstrip()[:4].upper() == b"AUTH":
             # Keep the mechanism; PLAIN's initial response is the password.
             # Split on any whitespace, as aiosmtpd does, before anything is
             # made printable: a tab must not smuggle the secret through.
+            words = raw.split(None, 2)
             raw = b" ".join(words[:2]) + (b" ****" if len(words) > 2 else b"")
         text = _printable(raw[:_MAX_SHOWN_LINE])
         if total > _MAX_SHOWN_LINE:
@@ -436,23 +451,24 @@ class RecordingSMTP(SMTP):
     def _on_auth_response(self, line: bytes) -> None:
         self._append("auth-response", "*" if line.strip() == b"*" else "****")
 
-    async def push(self, status: AnyStr) -> None:
+    def push(self, status: AnyStr) -> Coroutine[Any, Any, None]:
+        # Not itself a coroutine function: it returns what the caller awaits
+        # (aiosmtpd's push, mostly), one coroutine frame less per reply.
         if self._ehlo_lines is not None:  # collected by smtp_EHLO, see there
             self._ehlo_lines.append(
                 status.decode("utf-8", "replace")
                 if isinstance(status, bytes)
                 else status
             )
-            return
+            return _nothing()
         if self._injected_push is not None:  # a fault's reply, from a hook
             lines, self._injected_push = self._injected_push, None
-            await self._push_injected(lines, "")
-            return
+            return self._push_injected(lines, "")
         text = (
             status.decode("utf-8", "replace") if isinstance(status, bytes) else status
         )
         self._record_reply(text)
-        await super().push(status)
+        return super().push(status)
 
     def _record_reply(self, text: str, injected: bool = False) -> None:
         if self._in_data:
@@ -463,15 +479,19 @@ class RecordingSMTP(SMTP):
         if current is None:
             current = self._append("greeting", "")
         current.replies.append(text)
-        current.injected = current.injected or injected
-        if text.startswith("354") and current.command == "DATA":
+        if injected:
+            current.injected = True
+        code = text[:3]
+        if code == "354" and current.command == "DATA":
             self._start_data()
-        elif text.startswith("221") and current.command == "QUIT":
+        elif code == "221" and current.command == "QUIT":
             self._mark_end("quit")
-        elif text.startswith("502 5.5.1 Too many unrecognized"):
+        elif code == "502" and text.startswith("502 5.5.1 Too many unrecognized"):
             # aiosmtpd closes the connection after this reply (BOGUS_LIMIT).
             self._mark_end("server-closed")
-        self.state.store.touch_if_watched()
+        store = self.state.store
+        if store.watchers:
+            store.touch()
 
     # -- commands that update the recorded session -----------------------------
 

@@ -33,7 +33,11 @@ class Store:
         # Why the server refused mail for lack of room (max_stored_bytes),
         # until the store is cleared: reading the store then fails saying so.
         self.overflow: str | None = None
-        # Threads blocked in Mailbox._wait (see touch_if_watched).
+        # Threads blocked in Mailbox._wait, plus listeners. The protocol
+        # `touch`es for every transcript line, so that `Mailbox.wait_until`
+        # conditions on the conversation wake at once, but only while this is
+        # non-zero: reading it without the lock is safe, as a waiter registers
+        # before it first tests its condition.
         self.watchers = 0
         # Bumped on every change, so a waiter can sleep until *something*
         # happens and then test its condition outside the lock.
@@ -68,14 +72,6 @@ class Store:
         if self.overflow is None:
             self.overflow = reason
         self.touch()
-
-    def touch_if_watched(self) -> None:
-        """`touch`, but free when nobody waits: the protocol calls this for
-        every transcript line, so that `Mailbox.wait_until` conditions on the
-        conversation wake at once. Reading the counters without the lock is
-        safe: a waiter registers before it first tests its condition."""
-        if self.watchers or self._listeners:
-            self.touch()
 
     def touch(self) -> None:
         """Wake waiters whose condition may depend on session state."""
@@ -120,8 +116,12 @@ class Store:
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener`` (on the server thread) after every change."""
         with self.changed:
-            self._listeners.add(listener)
+            if listener not in self._listeners:
+                self._listeners.add(listener)
+                self.watchers += 1
 
     def remove_listener(self, listener: Listener) -> None:
         with self.changed:
-            self._listeners.discard(listener)
+            if listener in self._listeners:
+                self._listeners.discard(listener)
+                self.watchers -= 1
