@@ -106,7 +106,8 @@ def open_sink(impl: str) -> Iterator[Sink]:
 
 def _switch_recording_off() -> None:
     """The conversation-recording issue's control: the same sink, with the
-    transcript recording (the reader wrapper and the reply hook) removed.
+    transcript recording (the reader wrapper, the reply hook and the content
+    line) removed.
     Messages, envelopes and sessions are still stored."""
     from aiosmtpd.smtp import SMTP
 
@@ -115,8 +116,12 @@ def _switch_recording_off() -> None:
     async def push(self: SMTP, status: Any) -> None:
         await SMTP.push(self, status)
 
+    def end_data(self: _protocol.RecordingSMTP, size: int, note: str = "") -> None:
+        self._in_data = False
+
     _protocol.RecordingSMTP._wrap_reader = lambda self, reader: None  # type: ignore[method-assign]
     _protocol.RecordingSMTP.push = push  # type: ignore[method-assign]
+    _protocol.RecordingSMTP._end_data = end_data  # type: ignore[method-assign]
 
 
 def small_message(seq: str) -> bytes:

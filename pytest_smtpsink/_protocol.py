@@ -16,7 +16,7 @@ import re
 import secrets
 import ssl
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, AnyStr, cast
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
@@ -36,6 +36,10 @@ if TYPE_CHECKING:
     from ._store import Store
 
 _MAX_SHOWN_LINE = 512
+# Message content is joined into pieces of this size while it is read.
+_CHUNK = 65536
+_LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
+_TOO_MUCH_DATA = "552 Error: Too much mail data"
 
 
 def _now() -> datetime.datetime:
@@ -264,12 +268,14 @@ class RecordingSMTP(SMTP):
         self.state = state
         self.record: Session | None = None
         self._current: Exchange | None = None
+        # While reading message content: its size so far, for the transcript
+        # if the client leaves before the final dot.
         self._in_data = False
-        # Bytes handed to the stream reader so far, and where DATA content
-        # began in that count: see _start_data.
-        self._received = 0
-        self._data_start = 0
-        self._recording_readuntil: Any = None
+        self._data_bytes = 0
+        # The stream reader's own methods, for the content: the recording
+        # wrappers (see _wrap_reader) are for commands.
+        self._read_line: Callable[[bytes], Awaitable[bytes]] | None = None
+        self._read_bytes: Callable[[int], Awaitable[bytes]] | None = None
         self._pending_fragment = b""
         self._pending_total = 0
         self._ehlo_lines: list[str] | None = None
@@ -313,8 +319,11 @@ class RecordingSMTP(SMTP):
         record = self.record
         if record is not None:
             if self._in_data:
+                # Count what arrived but was not read yet (a last line
+                # without its CRLF) as content too.
+                unread = len(getattr(self._reader, "_buffer", b""))
                 self._end_data(
-                    self._received - self._data_start,
+                    self._data_bytes + unread,
                     ", incomplete: the connection closed before the final dot",
                 )
             self._mark_end("client-closed")
@@ -322,30 +331,8 @@ class RecordingSMTP(SMTP):
         super().connection_lost(error)
         self.state.store.touch()
 
-    def data_received(self, data: bytes) -> None:
-        self._received += len(data)
-        super().data_received(data)
-
-    def _consumed(self) -> int:
-        """Bytes aiosmtpd has read from the stream so far."""
-        return self._received - len(getattr(self._reader, "_buffer", b""))
-
-    def _start_data(self) -> None:
-        # Message content is not recorded line by line: the stream reader is
-        # unwrapped for DATA (its per-line wrapper was most of the cost of
-        # recording) and the size is taken from the byte count at the end.
-        self._in_data = True
-        self._data_start = self._consumed()
-        reader = self._reader
-        if "readuntil" in vars(reader):  # wrapped by _wrap_reader
-            self._recording_readuntil = reader.readuntil
-            del reader.readuntil  # the StreamReader's own method again
-
     def _end_data(self, size: int, note: str = "") -> None:
         self._in_data = False
-        if self._recording_readuntil is not None:
-            self._reader.readuntil = self._recording_readuntil  # type: ignore[method-assign]
-            self._recording_readuntil = None
         self._append("data", f"<message content: {size} bytes{note}>")
 
     def _timeout_cb(self) -> None:
@@ -368,6 +355,7 @@ class RecordingSMTP(SMTP):
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         super()._cb_client_connected(reader, writer)
+        self._read_line, self._read_bytes = reader.readuntil, reader.read
         self._wrap_reader(reader)
 
     # -- recording -------------------------------------------------------------
@@ -379,8 +367,8 @@ class RecordingSMTP(SMTP):
         with ``readline()`` and the pieces of an over-long line with
         ``read(n)``. Wrapping those calls on this connection's own reader sees
         exactly what the server consumed, in the order it handled it. Message
-        content (``readuntil(b"\\r\\n")`` in DATA) is only counted: the wrapper
-        is taken off for it, see `_start_data`.
+        content is read with the reader's own methods (see `_read_content`)
+        and only counted.
         """
         readuntil, readline, read = reader.readuntil, reader.readline, reader.read
 
@@ -424,8 +412,6 @@ class RecordingSMTP(SMTP):
         return exchange
 
     def _on_fragment(self, chunk: bytes) -> None:
-        if self._in_data:  # counted by _consumed()
-            return
         self._pending_total += len(chunk)
         if len(self._pending_fragment) < _MAX_SHOWN_LINE:
             self._pending_fragment += chunk[:_MAX_SHOWN_LINE]
@@ -471,10 +457,6 @@ class RecordingSMTP(SMTP):
         return super().push(status)
 
     def _record_reply(self, text: str, injected: bool = False) -> None:
-        if self._in_data:
-            # A reply while reading content that did not reach store_message
-            # (552 too much mail, 500 line too long): the content ended.
-            self._end_data(self._consumed() - self._data_start - len(b".\r\n"))
         current = self._current
         if current is None:
             current = self._append("greeting", "")
@@ -482,9 +464,7 @@ class RecordingSMTP(SMTP):
         if injected:
             current.injected = True
         code = text[:3]
-        if code == "354" and current.command == "DATA":
-            self._start_data()
-        elif code == "221" and current.command == "QUIT":
+        if code == "221" and current.command == "QUIT":
             self._mark_end("quit")
         elif code == "502" and text.startswith("502 5.5.1 Too many unrecognized"):
             # aiosmtpd closes the connection after this reply (BOGUS_LIMIT).
@@ -518,7 +498,8 @@ class RecordingSMTP(SMTP):
         # line): a socket send per connection instead of six.
         for line in lines:
             self._record_reply(line)
-        await super().push("\r\n".join(lines))
+        if lines:
+            await super().push("\r\n".join(lines))
         self._note_greeting()
 
     async def _greeting_refused(self, hostname: str) -> bool:
@@ -609,8 +590,6 @@ class RecordingSMTP(SMTP):
 
     async def store_message(self, envelope: _SinkEnvelope) -> str:
         assert self.record is not None
-        if self._in_data:  # the final dot was just read
-            self._end_data(self._consumed() - self._data_start - len(b".\r\n"))
         if self.state.faults.rules:
             injected = await self._fault_status(
                 "EOD",
@@ -696,7 +675,93 @@ class RecordingSMTP(SMTP):
             )
         ):
             return
-        await super().smtp_DATA(arg)
+        # aiosmtpd's checks and replies, with our own content reader.
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        if envelope is None or not envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        self._in_data, self._data_bytes = True, 0
+        content, refusal = await self._read_content()
+        self._end_data(self._data_bytes)
+        if refusal is None:
+            envelope.content = envelope.original_content = content
+            status: str = await self._call_handler_hook("DATA")  # store_message
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push(refusal or status)
+
+    async def _read_content(self) -> tuple[bytes, str | None]:
+        """Read message content up to the final dot: ``(content, None)``, or
+        ``(b"", reply)`` when it must be refused after the dot.
+
+        aiosmtpd's own loop keeps each line as a bytearray (about 1.9 times
+        the content in memory) and joins them at the end: a 25 MB attachment
+        peaked at four times its size. Here lines are joined into 64 KiB
+        chunks as they come, so the peak is about twice the content. The
+        rules are aiosmtpd's: lines end with CRLF only (a bare LF or CR is
+        content, so ``\\n.\\n`` does not end the message), a leading dot is
+        removed (RFC 5321 4.5.2), a line longer than ``line_length_limit``
+        gets 500 and content over ``data_size_limit`` 552, after the dot.
+        """
+        read_line, read_bytes = self._read_line, self._read_bytes
+        assert read_line is not None
+        assert read_bytes is not None
+        size_limit = self.data_size_limit
+        line_limit = self.line_length_limit
+        chunks: list[bytes] = []
+        lines: list[bytes] = []
+        pending = 0  # bytes in ``lines``
+        refusal: str | None = None
+        inside_long_line = False
+        while True:
+            try:
+                line = await read_line(b"\r\n")
+            except asyncio.LimitOverrunError as exc:
+                # Longer than the stream reader's limit: read past it.
+                line = await read_bytes(exc.consumed)
+                self._data_bytes += len(line)
+                inside_long_line = True
+                refusal = refusal or _LINE_TOO_LONG
+                chunks.clear()
+                lines.clear()
+                continue
+            except asyncio.CancelledError:  # the connection closed
+                self._writer.close()
+                raise
+            if inside_long_line:  # its last piece
+                inside_long_line = False
+                self._data_bytes += len(line)
+                continue
+            if line == b".\r\n":
+                break
+            self._data_bytes += len(line)
+            if refusal is not None:
+                continue  # read on to the dot, keep nothing
+            if size_limit and self._data_bytes > size_limit:
+                refusal = _TOO_MUCH_DATA
+            elif len(line) > line_limit:
+                refusal = _LINE_TOO_LONG
+            if refusal is not None:
+                chunks.clear()
+                lines.clear()
+                continue
+            if line[:1] == b".":
+                line = line[1:]
+            lines.append(line)
+            pending += len(line)
+            if pending >= _CHUNK:
+                chunks.append(b"".join(lines))
+                lines.clear()
+                pending = 0
+        if refusal is not None:
+            return b"", refusal
+        chunks.append(b"".join(lines))
+        lines.clear()
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks), None
 
     async def _fault_intercept(
         self, stage: str, subjects: Sequence[str], extension: str | None = None

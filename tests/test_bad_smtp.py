@@ -239,6 +239,40 @@ def test_overlong_data_line_stores_nothing(raw: Connect, smtpsink: Mailbox) -> N
     assert not smtpsink.messages
 
 
+def test_data_line_beyond_the_read_limit_is_refused_after_the_dot(
+    raw: Connect, smtpsink: Mailbox
+) -> None:
+    # 3,000 bytes: more than the stream reader holds at once, so the line is
+    # read in pieces; its last piece, a lone ".", must not end the message.
+    client = raw()
+    transaction(client)
+    client.send(b"Subject: long\r\n\r\n" + b"y" * 3000 + b".\r\nafter\r\n.\r\n")
+    (reply,) = client.reply()
+    assert reply.startswith(b"500 Line too long")
+    assert client.cmd(b"NOOP\r\n")[0] == 250  # one reply, after the real dot
+    session = session_of(smtpsink, client)
+    size = len(b"Subject: long\r\n\r\n") + 3000 + len(b".\r\nafter\r\n")
+    assert exchange(session, "<message content")[0] == (
+        f"<message content: {size} bytes>"
+    )
+    assert not smtpsink.messages
+
+
+@pytest.mark.smtpsink(max_size=1000)
+def test_content_over_max_size_is_refused_after_the_dot(
+    raw: Connect, smtpsink: Mailbox
+) -> None:
+    client = raw()
+    transaction(client)  # no SIZE= parameter: the sink learns the size late
+    client.send(b"Subject: big\r\n\r\n" + b"z" * 78 + b"\r\n" + b"." * 79 + b"\r\n")
+    client.send(b"\r\n".join([b"x" * 78] * 20) + b"\r\n.\r\n")
+    (reply,) = client.reply()
+    assert reply == b"552 Error: Too much mail data\r\n"
+    # The transaction is over: a new one on the same connection works.
+    assert client.cmd(b"MAIL FROM:<a@example.com>\r\n")[0] == 250
+    assert not smtpsink.messages
+
+
 def test_longest_legal_data_line_is_kept(raw: Connect, smtpsink: Mailbox) -> None:
     client = raw()
     transaction(client)

@@ -114,6 +114,23 @@ def test_dot_stuffing_is_undone(smtpsink: Mailbox) -> None:
     assert smtpsink.messages.one().raw == body
 
 
+def test_large_message_with_dot_lines_is_kept_byte_exact(smtpsink: Mailbox) -> None:
+    # ~390 KB: content is joined in pieces while it is read; lines that start
+    # with a dot (stuffed by smtplib) fall on both sides of every seam.
+    lines = [
+        (b"." if n % 7 == 0 else b"") + bytes([65 + n % 26]) * (n % 150)
+        for n in range(5000)
+    ]
+    body = b"Subject: big\r\n\r\n" + b"\r\n".join(lines) + b"\r\n"
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("a@example.com", ["b@example.com"], body)
+    message = smtpsink.messages.one()
+    assert message.raw == body
+    stuffed = sum(1 for line in lines if line.startswith(b"."))
+    (content,) = [e for e in message.session.transcript if e.kind == "data"]
+    assert content.line == f"<message content: {len(body) + stuffed} bytes>"
+
+
 def test_hundred_messages_over_one_connection(smtpsink: Mailbox) -> None:
     with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
         for n in range(100):
