@@ -165,6 +165,18 @@ class SMTPSink(Mailbox):
             if thread is None or loop is None:
                 return
 
+            def stop_accepting() -> None:
+                # An accepted client's transport attaches to the server one
+                # loop iteration after the accept. Closing the server inside
+                # that window breaks asyncio (CPython gh-109564: an assertion
+                # in Server._attach on 3.12+, a TypeError later in __del__),
+                # so stop accepting first and close after the pending accepts
+                # (scheduled before shutdown, so run before it) are attached.
+                assert server is not None
+                for sock in server.sockets:
+                    loop.remove_reader(sock.fileno())
+                loop.call_soon(shutdown)
+
             def shutdown() -> None:
                 assert server is not None
                 assert state is not None
@@ -183,7 +195,7 @@ class SMTPSink(Mailbox):
                 if threading.current_thread() is thread:
                     loop.stop()
 
-            loop.call_soon_threadsafe(shutdown)
+            loop.call_soon_threadsafe(stop_accepting)
             thread.join(_STOP_TIMEOUT)
             if thread.is_alive():  # pragma: no cover - would be a bug in shutdown()
                 raise SinkError(

@@ -219,6 +219,38 @@ def test_stop_with_a_client_stuck_in_the_tls_handshake(
     assert [r for r in caplog.records if r.levelname == "ERROR"] == []
 
 
+@pytest.mark.parametrize("tls", [None, "implicit"])
+def test_stop_just_after_an_accept(
+    caplog: pytest.LogCaptureFixture, tls: str | None
+) -> None:
+    # The window of CPython gh-109564: the loop has accepted a client but
+    # not yet attached its transport when stop() closes the server. Hold the
+    # loop in two callbacks so the accept and the stop land in that order.
+    sink = SMTPSink(tls=tls).start()
+    loop = sink._loop
+    assert loop is not None
+    first, second, holding_second = (threading.Event() for _ in range(3))
+
+    def hold_second() -> None:
+        holding_second.set()
+        second.wait(10)
+
+    loop.call_soon_threadsafe(first.wait, 10)
+    with socket.create_connection((sink.host, sink.port)) as client:
+        client.sendall(b"\x00")
+        loop.call_soon_threadsafe(hold_second)
+        first.set()  # next loop iteration: hold_second, then the accept
+        assert holding_second.wait(10)
+        # stop() queues its shutdown at once and then waits for the thread;
+        # let the loop go on a moment later, after the accept was queued.
+        release = threading.Timer(0.05, second.set)
+        release.start()
+        sink.stop()
+        release.join()
+    assert not sink.running
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
+
+
 def test_non_ascii_password(smtpsink_factory: Factory) -> None:
     import base64
 
