@@ -173,9 +173,10 @@ class SMTPSink(Mailbox):
                 # so stop accepting first and close after the pending accepts
                 # (scheduled before shutdown, so run before it) are attached.
                 assert server is not None
-                for sock in server.sockets:
-                    loop.remove_reader(sock.fileno())
-                loop.call_soon(shutdown)
+                loop.call_soon(shutdown)  # first: nothing below may prevent it
+                with contextlib.suppress(Exception):  # e.g. a loop without readers
+                    for sock in server.sockets:
+                        loop.remove_reader(sock.fileno())
 
             def shutdown() -> None:
                 assert server is not None
