@@ -93,7 +93,8 @@ def plain_angle_addr(arg: str) -> tuple[str, str] | None:
     """``(address, rest)`` of a MAIL/RCPT argument of the plain form
     ``<local@domain> PARAMS``, exactly as aiosmtpd's ``_getaddr`` parses it;
     None for any other form (quoted or non-ASCII local parts, address
-    literals, comments, the null path), which aiosmtpd then parses.
+    literals, comments, RFC 2047 encoded words, the null path), which
+    aiosmtpd then parses.
 
     aiosmtpd runs every address through the email package's RFC 5322 header
     parser, and defines a class on each call: about 55 us per MAIL or RCPT
@@ -107,7 +108,10 @@ def plain_angle_addr(arg: str) -> tuple[str, str] | None:
         rest = rest.lstrip()
     if rest[:1] == "(":  # a comment: the parser's business
         return None
-    return match.group(1), rest
+    address = match.group(1)
+    if "=?" in address:  # the parser decodes RFC 2047 encoded words in it
+        return None
+    return address, rest
 
 
 class ServerState:
@@ -423,12 +427,15 @@ class RecordingSMTP(SMTP):
             line = self._pending_fragment + line
             self._pending_fragment, self._pending_total = b"", 0
         raw = line.rstrip(b"\r\n")
-        if raw.lstrip()[:4].upper() == b"AUTH":
+        if b"AUTH" in raw.upper():  # most lines are not: skip the decoding
             # Keep the mechanism; PLAIN's initial response is the password.
-            # Split on any whitespace, as aiosmtpd does, before anything is
-            # made printable: a tab must not smuggle the secret through.
-            words = raw.split(None, 2)
-            raw = b" ".join(words[:2]) + (b" ****" if len(words) > 2 else b"")
+            # Split as aiosmtpd does (str.split: any Unicode white space, so
+            # a tab, \x1f or a no-break space too), before anything is made
+            # printable, so that no separator smuggles the secret through.
+            words = raw.decode("utf-8", "surrogateescape").split(None, 2)
+            if words and words[0].upper() == "AUTH":
+                kept = " ".join(words[:2]).encode("utf-8", "surrogateescape")
+                raw = kept + (b" ****" if len(words) > 2 else b"")
         text = _printable(raw[:_MAX_SHOWN_LINE])
         if total > _MAX_SHOWN_LINE:
             text += f"... [{total} bytes in all]"
@@ -684,15 +691,19 @@ class RecordingSMTP(SMTP):
         if arg:
             await self.push("501 Syntax: DATA")
             return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        # Counting starts before the 354 goes out: a client that sends
+        # content and vanishes while the reply is still being written gets
+        # its incomplete content recorded all the same.
         self._in_data, self._data_bytes = True, 0
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
         content, refusal = await self._read_content()
         self._end_data(self._data_bytes)
-        if refusal is None:
+        status = refusal
+        if status is None:
             envelope.content = envelope.original_content = content
-            status: str = await self._call_handler_hook("DATA")  # store_message
+            status = await self._call_handler_hook("DATA")  # store_message
         self._set_post_data_state()  # type: ignore[no-untyped-call]
-        await self.push(refusal or status)
+        await self.push(status)
 
     async def _read_content(self) -> tuple[bytes, str | None]:
         """Read message content up to the final dot: ``(content, None)``, or

@@ -199,7 +199,11 @@ def test_any_message_round_trips(watched: Watched, data: bytes) -> None:
 # -- the fast path for MAIL/RCPT addresses ---------------------------------------
 
 _ADDRESS_CHARS = "aZ09.!#$%&'*+/=?^_`{|}~-@<>()[]:;,\"\\ \t\x0b\x00é"
-_ATOMS = st.text("abcXYZ019!#$%&'*+/=?^_`{|}~-", min_size=1, max_size=6)
+_ATOMS = st.one_of(
+    st.text("abcXYZ019!#$%&'*+/=?^_`{|}~-", min_size=1, max_size=6),
+    # RFC 2047 encoded words, which the email parser decodes in addresses.
+    st.sampled_from(["=?utf-8?q?foo?=", "=??b?-?=", "=??b?=41", "=?x?b?QQ==?="]),
+)
 _DOT_ATOMS = st.lists(_ATOMS, min_size=1, max_size=3).map(".".join)
 # Mostly well-formed arguments, with a tail that may be parameters, white
 # space, a comment or garbage: the fast path must agree on every one of them.
@@ -259,6 +263,8 @@ def test_everyday_addresses_take_the_fast_path(aiosmtpd_server: Any, arg: str) -
         "<josé@example.com>",
         "<a@example.com> (a comment) SIZE=1",
         "<@relay.example:a@example.com>",
+        "<=?utf-8?q?foo?=@example.com>",
+        "<a@=?utf-8?q?b?=>",
         "a@example.com",
         " <a@example.com>",
     ],

@@ -270,7 +270,16 @@ def test_non_ascii_password(smtpsink_factory: Factory) -> None:
     ]
 
 
-def test_auth_secret_after_a_tab_is_masked(smtpsink_factory: Factory) -> None:
+@pytest.mark.parametrize(
+    "separator",
+    [b"\t", b"\x1f", "\u00a0".encode()],
+    ids=["tab", "unit-separator", "no-break-space"],
+)
+def test_auth_secret_after_any_white_space_is_masked(
+    smtpsink_factory: Factory, separator: bytes
+) -> None:
+    # aiosmtpd splits AUTH arguments with str.split(): every separator it
+    # accepts must be one the masking splits on too.
     import base64
 
     sink = smtpsink_factory(auth={"ann": "secret"}, auth_plaintext=True)
@@ -281,7 +290,7 @@ def test_auth_secret_after_a_tab_is_masked(smtpsink_factory: Factory) -> None:
         client.sendall(b"EHLO x\r\n")
         while reader.readline()[3:4] == b"-":
             pass
-        client.sendall(b"AUTH PLAIN\t" + secret + b"\r\n")
+        client.sendall(b"AUTH PLAIN" + separator + secret + b"\r\n")
         assert reader.readline().startswith(b"235")
         reader.close()
     transcript = sink.sessions[0].format_transcript()
