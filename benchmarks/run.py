@@ -970,11 +970,15 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 def _load_note(load_at_start: float) -> str:
     """Other processes skew every figure: say how busy the machine was."""
     load_at_end = os.getloadavg()[0]
+    # Only the load before the run says something about other processes:
+    # the benchmark's own client and server keep about one CPU busy, so the
+    # end figure always shows it (and a minute's average lags behind).
     note = (
-        f"Load average (1 min) {load_at_start:.1f} at start, {load_at_end:.1f} at end"
+        f"Load average (1 min) {load_at_start:.1f} at start "
+        f"({load_at_end:.1f} at end, this run's own work included)"
     )
     cpus = os.cpu_count() or 1
-    if max(load_at_start, load_at_end) > cpus / 2:
+    if load_at_start > cpus / 2:
         note += f": **busy machine ({cpus} CPUs), figures are unreliable**"
     return note + "."
 
