@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import queue
 import re
-import shutil
 import signal
 import smtplib
 import ssl
@@ -20,6 +19,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import external
 import pytest
 
 from pytest_smtpsink import SMTPSink
@@ -269,8 +269,8 @@ def test_implicit_tls(start: Callable[..., Sink]) -> None:
     assert sink.proc.returncode == 0
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl(start: Callable[..., Sink], tmp_path: Path) -> None:
+    external.require("curl", "apt-get install curl")
     sink = start("--save-dir", str(tmp_path))
     upload = tmp_path / "upload.txt"
     upload.write_bytes(RAW)
@@ -290,8 +290,8 @@ def test_curl(start: Callable[..., Sink], tmp_path: Path) -> None:
     assert (tmp_path / "0001-your-code-1234-today.eml").read_bytes() == RAW
 
 
-@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed")
 def test_swaks(start: Callable[..., Sink]) -> None:
+    external.require("swaks", "apt-get install swaks")
     sink = start("--auth", "any", "--auth-plaintext")
     subprocess.run(
         [
