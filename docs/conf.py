@@ -15,7 +15,8 @@ author = "The pytest-smtpsink developers"
 copyright = "the pytest-smtpsink developers"
 release = version = pytest_smtpsink.__version__
 
-extensions = ["sphinx.ext.autodoc"]
+# myst_parser: the changelog page includes the repository's CHANGELOG.md.
+extensions = ["sphinx.ext.autodoc", "myst_parser"]
 
 html_theme = "furo"
 html_title = f"pytest-smtpsink {release}"
