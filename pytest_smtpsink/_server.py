@@ -103,7 +103,11 @@ class SMTPSink(Mailbox):
                         ssl_handshake_timeout=(
                             _HANDSHAKE_TIMEOUT if settings.tls == "implicit" else None
                         ),
-                        reuse_address=True,
+                        # asyncio's default: SO_REUSEADDR on POSIX only (a
+                        # fixed port is free again at once after a stop). On
+                        # Windows it would let us bind a port another server
+                        # is listening on, and share its connections.
+                        reuse_address=None,
                     )
                 )
             except OSError as error:
