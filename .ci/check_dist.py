@@ -42,6 +42,7 @@ SDIST_FILES = {
     "LICENSE",
     "README.md",
     "CHANGELOG.md",
+    "CONTRIBUTING.md",
     "pyproject.toml",
     "PKG-INFO",
     "tox.ini",
