@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import _match
-from ._faults import FaultControls
+from ._fault_api import FaultControls
 from ._match import Criteria
 from ._message import Message
 from ._report import plural
@@ -22,6 +22,7 @@ from ._settings import DEFAULT_TIMEOUT
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from ._faults import Faults
     from ._server import SMTPSink
     from ._settings import SinkSettings
     from ._store import Store
@@ -121,6 +122,9 @@ class Mailbox(FaultControls):
         self._cursor = cursor
         self.default_timeout: float = DEFAULT_TIMEOUT
         """Seconds `wait_for` waits when given no timeout."""
+
+    def _fault_registry(self) -> Faults:
+        return self._sink._faults
 
     # -- where to send ------------------------------------------------------------
 
