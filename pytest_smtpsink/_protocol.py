@@ -238,11 +238,6 @@ class _Handler:
         envelope.per_rcpt_options.append(tuple(rcpt_options))
         return "250 OK"
 
-    async def handle_DATA(
-        self, server: RecordingSMTP, session: Any, envelope: _SinkEnvelope
-    ) -> str:
-        return await server.store_message(envelope)
-
     async def handle_MAIL(
         self,
         server: RecordingSMTP,
@@ -298,6 +293,16 @@ def _command_methods(cls: type) -> list[str]:
     return names
 
 
+def _auth_mechanisms(cls: type) -> list[str]:
+    """The AUTH mechanisms aiosmtpd finds on ``cls``: ``auth_CRAM__MD5`` is
+    CRAM-MD5 (its documented naming rule)."""
+    return [
+        name[5:].replace("__", "-")
+        for name in _command_methods(cls)
+        if name.startswith("auth_")
+    ]
+
+
 class RecordingSMTP(SMTP):
     def __dir__(self) -> list[str]:
         # aiosmtpd's SMTP.__init__ looks for smtp_* and auth_* methods with
@@ -327,14 +332,16 @@ class RecordingSMTP(SMTP):
             # Not named _authenticate: that is aiosmtpd's own method, which
             # its PLAIN and LOGIN call with (mechanism, auth_data).
             authenticator=self._check_login,
+            # Without an auth table the sink offers no AUTH at all.
+            auth_exclude_mechanism=(
+                _auth_mechanisms(type(self)) if settings.auth is None else None
+            ),
             loop=state.loop,
         )
         # Set after __init__: aiosmtpd warns (a UserWarning, an error under
         # -W error) when AUTH is required over plain text, which a test may
         # legitimately ask for with auth_plaintext=True.
         self._auth_required = settings.auth_required
-        if settings.auth is None:
-            self._auth_methods.clear()
         self.state = state
         self.record: Session | None = None
         self._current: Exchange | None = None
@@ -767,7 +774,8 @@ class RecordingSMTP(SMTP):
         status = refusal
         if status is None:
             envelope.content = envelope.original_content = content
-            status = await self._call_handler_hook("DATA")  # store_message
+            # Our own envelopes (_create_envelope): no handler hook needed.
+            status = await self.store_message(cast("_SinkEnvelope", envelope))
         self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push(status)
 
