@@ -14,7 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._faults import Fault, FaultError
+    from ._faults import Fault, FaultError, Trigger
     from ._mailbox import Mailbox, Messages
     from ._match import Criteria
     from ._message import (
@@ -51,12 +51,14 @@ __all__ = [
     "SinkError",
     "SinkSettings",
     "TLSInfo",
+    "Trigger",
     "__version__",
 ]
 
 _MODULES = {
     "Fault": "._faults",
     "FaultError": "._faults",
+    "Trigger": "._faults",
     "Mailbox": "._mailbox",
     "Messages": "._mailbox",
     "Criteria": "._match",

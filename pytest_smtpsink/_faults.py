@@ -1,63 +1,78 @@
-"""Fault rules: scripted misbehaviour, scoped to the view that added them.
+"""Fault rules and what they decide: the rule decides, the protocol executes.
 
-A test adds rules through its `Mailbox` (``smtpsink.fail("RCPT", 550,
-match="nobody@example.com")``). The server thread consults them at each stage
-of the conversation. Rules belong to the view that added them and are removed
-when that view is closed (at the end of the test), together with any
-connection they are still holding (a hang, a delay).
+A rule (`Fault`) is data: a stage, an action and a trigger (``match``,
+``times``, ``every``, ``probability``, ``seed``). `steps` takes the rules in
+force and one `Event` (what a protocol is about to handle) and returns what
+must happen, in order: wait (`Delay`), hold the connection (`Hang`), drop it
+(`Disconnect`), answer instead (`Reply`), or accept and keep nothing
+(`Discard`). The protocols only carry the steps out; nothing here knows about
+sockets, the loop or the server, so the decisions are tested without them
+(tests/test_fault_rules.py) and the same rules can serve other protocols
+with their own stage names.
 
-Threads: the test thread adds and removes rules by swapping an immutable
-tuple; the server thread only reads that tuple, so "no rules" costs one
-attribute read and a truth test per command. Counters and the random
-generators of rules are touched by the server thread only.
+Shared module: the test thread adds and removes rules by swapping an
+immutable tuple in `Faults`; the server thread reads that tuple, so "no
+rules" costs one attribute read and a truth test per command. Counters and
+the random generators of rules are touched by the server thread only (in
+`steps`). This module imports nothing else from the package.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
-
-if TYPE_CHECKING:
-    from ._protocol import RecordingSMTP
-    from ._server import SMTPSink
+from typing import Any, Literal, TypedDict
 
 Action = Literal["reply", "disconnect", "delay", "hang", "drop", "limit", "hide"]
 
 STAGES = ("CONNECT", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "EOD")
 _ALIASES = {"HELO": "EHLO", "GREETING": "CONNECT", "END-OF-DATA": "EOD", "EOM": "EOD"}
 
-_DEFAULT_TEXT = {
-    421: "4.3.2 Service not available, closing transmission channel",
-    450: "4.2.1 Mailbox temporarily unavailable",
-    451: "4.3.0 Temporary failure, please try again later",
-    452: "4.3.1 Insufficient system storage",
-    454: "4.7.0 Temporary authentication failure",
-    500: "5.5.2 Syntax error, command unrecognized",
-    501: "5.5.4 Syntax error in parameters or arguments",
-    502: "5.5.1 Command not implemented",
-    503: "5.5.1 Bad sequence of commands",
-    504: "5.5.4 Command parameter not implemented",
-    530: "5.7.0 Authentication required",
-    535: "5.7.8 Authentication credentials invalid",
-    550: "5.1.1 Mailbox unavailable",
-    551: "5.1.6 User not local",
-    552: "5.3.4 Message size exceeds fixed maximum message size",
-    553: "5.1.3 Mailbox name not allowed",
-    554: "5.7.1 Transaction failed",
-}
-
 # EHLO keywords and the MAIL parameter that uses them.
 _EXTENSION_PARAMS = {"SIZE": "SIZE=", "SMTPUTF8": "SMTPUTF8", "8BITMIME": "BODY="}
+
+
+class Trigger(TypedDict, total=False):
+    """When a fault rule applies: the keywords every fault method takes.
+
+    - ``match``: an address (exact; the domain is case-insensitive), an EHLO
+      name, a client IP or an AUTH mechanism, depending on the stage; or a
+      compiled regex (``re.search``). None: every event of the stage.
+    - ``times``: only the first N matching events.
+    - ``every``: every Nth matching event.
+    - ``probability``: at random, with this chance (0 to 1).
+    - ``seed``: the seed of a ``probability`` rule, to replay a run.
+    """
+
+    match: str | re.Pattern[str] | None
+    times: int | None
+    every: int | None
+    probability: float | None
+    seed: int | str | None
+
+
+TRIGGER_KEYWORDS: tuple[str, ...] = tuple(Trigger.__annotations__)
 
 
 class FaultError(ValueError):
     """A fault was declared with arguments that make no sense."""
 
 
-def _normalize_stage(stage: str) -> str:
+def check_trigger(method: str, trigger: dict[str, Any]) -> None:
+    """Refuse a keyword that is not a trigger keyword, as Python would for a
+    misspelt argument, naming the keywords that exist."""
+    for name in trigger:
+        if name not in TRIGGER_KEYWORDS:
+            raise TypeError(
+                f"{method}() got an unexpected keyword argument {name!r}; "
+                f"its trigger keywords are {', '.join(TRIGGER_KEYWORDS)}"
+            )
+
+
+def normalize_stage(stage: str) -> str:
     if not isinstance(stage, str):
         raise FaultError(
             f"stage must be a string, one of {', '.join(STAGES)}; got {stage!r}"
@@ -71,7 +86,7 @@ def _normalize_stage(stage: str) -> str:
     return name
 
 
-def _check_count(name: str, value: Any) -> None:
+def check_count(name: str, value: Any) -> None:
     if value is not None and (
         not isinstance(value, int) or isinstance(value, bool) or value < 1
     ):
@@ -87,13 +102,6 @@ def _check_match(stage: str, match: Any) -> None:
         )
     if stage == "STARTTLS":
         raise FaultError("STARTTLS has nothing to match; leave match=None")
-
-
-def reply_lines(code: int, text: str | None) -> list[str]:
-    """``550`` and ``"a\\nb"`` -> ``["550-a", "550 b"]`` (RFC 5321 multi-line)."""
-    body = _DEFAULT_TEXT.get(code, "Injected failure") if text is None else text
-    lines = body.replace("\r\n", "\n").split("\n")
-    return [f"{code}-{line}" for line in lines[:-1]] + [f"{code} {lines[-1]}"]
 
 
 def _address_matches(pattern: str, value: str) -> bool:
@@ -134,8 +142,8 @@ class Fault:
         hidden: tuple[str, ...] = (),
     ) -> None:
         _check_match(stage, match)
-        _check_count("times", times)
-        _check_count("every", every)
+        check_count("times", times)
+        check_count("every", every)
         if probability is not None:
             if (
                 not isinstance(probability, (int, float))
@@ -169,7 +177,7 @@ class Fault:
         self._random = random.Random(seed) if probability is not None else None
         self._faults: Faults | None = None
 
-    # -- server thread ----------------------------------------------------------------
+    # -- server thread (through `steps`) ------------------------------------------
 
     def applies(self, subjects: Sequence[str]) -> bool:
         match = self.match
@@ -195,13 +203,7 @@ class Fault:
         self.fired += 1
         return True
 
-    def reply(self) -> list[str]:
-        if self.action == "drop":
-            return ["250 2.0.0 OK: queued"]
-        assert self.code is not None
-        return reply_lines(self.code, self.text)
-
-    # -- test thread ----------------------------------------------------------------------
+    # -- test thread ----------------------------------------------------------------
 
     def remove(self) -> None:
         """Take this rule away now, and release a connection it holds."""
@@ -219,11 +221,16 @@ class Fault:
             parts.append(f"{self.limit[0]}={self.limit[1]}")
         if self.hidden:
             parts.append("hide " + ",".join(self.hidden))
-        for name in ("match", "times", "every", "probability", "seed"):
+        for name in TRIGGER_KEYWORDS:
             value = getattr(self, name)
             if value is not None:
                 parts.append(f"{name}={value!r}")
         return f"<Fault {' '.join(parts)} fired={self.fired}/{self.seen}>"
+
+
+#: Called with the rules just removed, on the thread that removed them; the
+#: server sets it to release the connections those rules hold.
+ReleaseHook = Callable[[tuple[Fault, ...]], None]
 
 
 class Faults:
@@ -234,10 +241,7 @@ class Faults:
         self.rules: tuple[Fault, ...] = ()
         """Read by the server thread; replaced (never mutated) under ``lock``."""
         self.hidden: frozenset[str] = frozenset()
-        # Connections held by a delay or hang, and the rule holding them.
-        # Server thread only.
-        self.stalled: dict[RecordingSMTP, Fault] = {}
-        self.sink: SMTPSink | None = None
+        self.on_removed: ReleaseHook | None = None
 
     def add(self, rule: Fault) -> Fault:
         rule._faults = self
@@ -245,286 +249,178 @@ class Faults:
             self._set((*self.rules, rule))
         return rule
 
-    def remove(self, which: Any) -> None:
-        """Remove the rules for which ``which(rule)`` is true and close the
-        connections they hold. Waits (briefly) until they are closed."""
+    def remove(self, which: Callable[[Fault], bool]) -> None:
+        """Remove the rules for which ``which(rule)`` is true, then let the
+        server release the connections they hold (`on_removed`)."""
         with self.lock:
-            gone = [rule for rule in self.rules if which(rule)]
+            gone = tuple(rule for rule in self.rules if which(rule))
             if not gone:
                 return
             self._set(tuple(rule for rule in self.rules if not which(rule)))
-        self._release(set(map(id, gone)))
+        if self.on_removed is not None:
+            self.on_removed(gone)
 
     def _set(self, rules: tuple[Fault, ...]) -> None:
-        hidden = {name for rule in rules for name in rule.hidden}
-        self.hidden = frozenset(hidden)
+        self.hidden = frozenset(name for rule in rules for name in rule.hidden)
         self.rules = rules
 
-    def _release(self, rule_ids: set[int]) -> None:
-        sink = self.sink
-        loop = sink._loop if sink is not None else None
-        if loop is None or not sink.running:  # type: ignore[union-attr]
-            return
-        done = threading.Event()
 
-        def release() -> None:
-            try:
-                for connection, rule in list(self.stalled.items()):
-                    if id(rule) in rule_ids:
-                        self.stalled.pop(connection, None)
-                        connection.close_by_server()
-            finally:
-                done.set()
-
-        try:
-            loop.call_soon_threadsafe(release)
-        except RuntimeError:  # the loop closed meanwhile
-            return
-        done.wait(2.0)
+# -- decisions ----------------------------------------------------------------------
 
 
-class FaultControls:
-    """The fault API of `Mailbox` (see :doc:`faults`)."""
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """What a protocol is about to handle, as far as the rules care."""
 
-    _sink: SMTPSink
-
-    def _fault_registry(self) -> Faults:
-        faults = self._sink._faults
-        faults.sink = self._sink
-        return faults
-
-    def _add_fault(self, stage: str, action: Action, **options: Any) -> Fault:
-        return self._fault_registry().add(Fault(self, stage, action, **options))
-
-    def fail(
-        self,
-        stage: str,
-        code: int,
-        text: str | None = None,
-        *,
-        match: str | re.Pattern[str] | None = None,
-        times: int | None = None,
-        every: int | None = None,
-        probability: float | None = None,
-        seed: int | str | None = None,
-    ) -> Fault:
-        """Answer ``stage`` with ``code`` (4xx or 5xx) instead of going on.
-
-        ``text`` is the reply text (a sensible default per code); put newlines
-        in it for a multi-line reply. ``match`` limits the rule to an address
-        (exact; the domain is case-insensitive) or a compiled regex
-        (``re.search``). By default the rule applies every time; ``times=N``
-        only the first N times (greylisting), ``every=N`` every Nth time,
-        ``probability=p`` at random, replayable with ``seed``. A 421 reply
-        closes the connection, as does any failure at ``CONNECT``.
-        """
-        stage = _normalize_stage(stage)
-        if (
-            not isinstance(code, int)
-            or isinstance(code, bool)
-            or not 400 <= code <= 599
-        ):
-            raise FaultError(f"code must be a 4xx or 5xx reply code, got {code!r}")
-        if text is not None and not isinstance(text, str):
-            raise FaultError(f"text must be a string, got {text!r}")
-        return self._add_fault(
-            stage,
-            "reply",
-            code=code,
-            text=text,
-            match=match,
-            times=times,
-            every=every,
-            probability=probability,
-            seed=seed,
-        )
-
-    def disconnect(
-        self,
-        stage: str,
-        *,
-        match: str | re.Pattern[str] | None = None,
-        times: int | None = None,
-        every: int | None = None,
-        probability: float | None = None,
-        seed: int | str | None = None,
-    ) -> Fault:
-        """Drop the connection at ``stage``, without a reply.
-
-        ``"DATA"`` drops it when the client sends DATA; ``"EOD"`` after the
-        whole message was sent, before the server answers (nothing is stored).
-        """
-        return self._add_fault(
-            _normalize_stage(stage),
-            "disconnect",
-            match=match,
-            times=times,
-            every=every,
-            probability=probability,
-            seed=seed,
-        )
-
-    def delay(
-        self,
-        stage: str,
-        seconds: float,
-        *,
-        match: str | re.Pattern[str] | None = None,
-        times: int | None = None,
-        every: int | None = None,
-        probability: float | None = None,
-        seed: int | str | None = None,
-    ) -> Fault:
-        """Wait ``seconds`` before handling ``stage``, then go on as usual.
-
-        Only this connection waits; others are served meanwhile.
-        """
-        if (
-            not isinstance(seconds, (int, float))
-            or isinstance(seconds, bool)
-            or not 0 <= seconds < float("inf")
-        ):
-            raise FaultError(f"seconds must be a number >= 0, got {seconds!r}")
-        return self._add_fault(
-            _normalize_stage(stage),
-            "delay",
-            seconds=float(seconds),
-            match=match,
-            times=times,
-            every=every,
-            probability=probability,
-            seed=seed,
-        )
-
-    def hang(
-        self,
-        stage: str,
-        *,
-        match: str | re.Pattern[str] | None = None,
-        times: int | None = None,
-        every: int | None = None,
-        probability: float | None = None,
-        seed: int | str | None = None,
-    ) -> Fault:
-        """Never answer at ``stage``: the client waits until it gives up.
-
-        The server closes the held connection when the rule goes away (at the
-        end of the test at the latest) or after its idle timeout.
-        """
-        return self._add_fault(
-            _normalize_stage(stage),
-            "hang",
-            match=match,
-            times=times,
-            every=every,
-            probability=probability,
-            seed=seed,
-        )
-
-    def drop(
-        self,
-        *,
-        match: str | re.Pattern[str] | None = None,
-        times: int | None = None,
-        every: int | None = None,
-        probability: float | None = None,
-        seed: int | str | None = None,
-    ) -> Fault:
-        """Accept messages with a 250 and keep nothing (a black hole).
-
-        ``match`` is compared with the sender and every recipient; the whole
-        message is dropped if any matches.
-        """
-        return self._add_fault(
-            "EOD",
-            "drop",
-            match=match,
-            times=times,
-            every=every,
-            probability=probability,
-            seed=seed,
-        )
-
-    def limit(
-        self,
-        *,
-        max_recipients: int | None = None,
-        max_connections: int | None = None,
-        max_size: int | None = None,
-    ) -> tuple[Fault, ...]:
-        """Impose limits for this test, as a busy or strict server would.
-
-        ``max_recipients``: RCPT beyond that many per message gets
-        ``452 4.5.3 Too many recipients``. ``max_connections``: a connection
-        beyond that many open at once is greeted with ``421`` and closed.
-        ``max_size`` (bytes): advertised in EHLO's SIZE; a larger ``SIZE=``
-        at MAIL or a larger message at the end of data gets ``552``.
-        """
-        rules = []
-        for name, stage, value in (
-            ("max_recipients", "RCPT", max_recipients),
-            ("max_connections", "CONNECT", max_connections),
-            ("max_size", "EOD", max_size),
-        ):
-            if value is None:
-                continue
-            _check_count(name, value)
-            rules.append(self._add_fault(stage, "limit", limit=(name, value)))
-        if not rules:
-            raise FaultError(
-                "limit() needs max_recipients=, max_connections= or max_size="
-            )
-        return tuple(rules)
-
-    def hide(self, *extensions: str) -> Fault:
-        """Stop advertising EHLO extensions, e.g. ``hide("STARTTLS")``.
-
-        A hidden STARTTLS or AUTH command is refused with ``502``; a MAIL
-        parameter of a hidden extension (``SIZE=``, ``SMTPUTF8``,
-        ``BODY=8BITMIME``) with ``555``.
-        """
-        names = tuple(
-            name.strip().upper() for name in extensions if isinstance(name, str)
-        )
-        if not names or len(names) != len(extensions):
-            raise FaultError(
-                f"hide() takes extension names, e.g. hide('STARTTLS'); got {extensions!r}"
-            )
-        return self._add_fault("EHLO", "hide", hidden=names)
-
-    @property
-    def faults(self) -> tuple[Fault, ...]:
-        """The fault rules this view added that are still in force."""
-        return tuple(r for r in self._sink._faults.rules if r._owner is self)
-
-    def clear_faults(self) -> None:
-        """Remove every fault this view added, and close the connections
-        they hold. The fixtures do this at the end of each test."""
-        self._fault_registry().remove(lambda rule: rule._owner is self)
-
-    def _close(self) -> None:
-        """Teardown of a view (called by the fixtures, even if the test failed)."""
-        self.clear_faults()
+    stage: str
+    #: What ``match`` compares with: addresses, an EHLO name, a client IP.
+    subjects: tuple[str, ...] = ()
+    #: The extension the command belongs to (a hidden one is refused).
+    extension: str | None = None
+    #: The message size: ``SIZE=`` at MAIL, the content at EOD.
+    size: int | None = None
+    #: Recipients already accepted in this transaction (at RCPT).
+    rcpt_count: int = 0
+    #: The MAIL parameters.
+    params: tuple[str, ...] = ()
+    #: Connections open on the server, this one included (at CONNECT).
+    connections: int = 0
 
 
-_METHODS = ("fail", "disconnect", "delay", "hang", "drop", "limit", "hide")
+@dataclasses.dataclass(frozen=True)
+class Reply:
+    """Answer with ``code`` instead of handling the command; ``text`` None
+    means the protocol's usual text for that code."""
+
+    code: int
+    text: str | None = None
+    rule: Fault | None = None
 
 
-def apply_marker(
-    view: FaultControls, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Fault | tuple[Fault, ...]:
-    """``@pytest.mark.smtpsink_fault("fail", "MAIL", 451, times=2)``."""
-    if not args or args[0] not in _METHODS:
-        raise FaultError(
-            "the first argument names the fault: one of "
-            f"{', '.join(map(repr, _METHODS))}, e.g. "
-            "@pytest.mark.smtpsink_fault('fail', 'RCPT', 550, match='x@example.com')"
-        )
-    method = getattr(view, args[0])
-    try:
-        return method(*args[1:], **kwargs)  # type: ignore[no-any-return]
-    except TypeError as error:
-        raise FaultError(f"smtpsink_fault({args[0]!r}, ...): {error}") from None
+@dataclasses.dataclass(frozen=True)
+class Delay:
+    """Wait, then go on; removing ``rule`` meanwhile closes the connection."""
+
+    seconds: float
+    rule: Fault
+
+
+@dataclasses.dataclass(frozen=True)
+class Hang:
+    """Never answer; the connection closes when ``rule`` goes away."""
+
+    rule: Fault
+
+
+@dataclasses.dataclass(frozen=True)
+class Disconnect:
+    """Drop the connection without a reply."""
+
+    rule: Fault
+
+
+@dataclasses.dataclass(frozen=True)
+class Discard:
+    """Accept the message as if stored, and keep nothing."""
+
+    rule: Fault
+
+
+Step = Reply | Delay | Hang | Disconnect | Discard
+
+_HIDDEN_COMMAND = Reply(502, "5.5.1 Command not implemented")
+_HIDDEN_PARAM = Reply(
+    555, "5.5.4 MAIL FROM parameters not recognized or not implemented"
+)
+
+
+def steps(faults: Faults, event: Event) -> list[Step]:
+    """What must happen at ``event``, in order; empty to go on as usual.
+
+    Only `Delay` steps come before others: a `Reply`, `Hang`, `Disconnect`
+    or `Discard` ends the list. Server thread: this counts each rule's
+    ``seen`` and ``fired`` and draws its random numbers.
+    """
+    hidden = faults.hidden
+    if event.extension is not None and event.extension in hidden:
+        return [_HIDDEN_COMMAND]
+    if event.params and hidden and hidden_param(hidden, event.params):
+        return [_HIDDEN_PARAM]
+    planned: list[Step] = []
+    for rule in faults.rules:
+        if rule.action == "limit":
+            reply = _over_limit(rule, event)
+            if reply is not None:
+                rule.seen += 1
+                rule.fired += 1
+                planned.append(reply)
+                return planned
+            continue
+        if rule.stage != event.stage or rule.action == "hide":
+            continue
+        if not rule.applies(event.subjects) or not rule.fire():
+            continue
+        step = _step(rule)
+        planned.append(step)
+        if not isinstance(step, Delay):
+            return planned
+    return planned
+
+
+def _step(rule: Fault) -> Step:
+    if rule.action == "delay":
+        return Delay(rule.seconds or 0.0, rule)
+    if rule.action == "hang":
+        return Hang(rule)
+    if rule.action == "disconnect":
+        return Disconnect(rule)
+    if rule.action == "drop":
+        return Discard(rule)
+    assert rule.code is not None
+    return Reply(rule.code, rule.text, rule)
+
+
+def _over_limit(rule: Fault, event: Event) -> Reply | None:
+    assert rule.limit is not None
+    name, value = rule.limit
+    stage = event.stage
+    if name == "max_recipients" and stage == "RCPT" and event.rcpt_count >= value:
+        return Reply(452, "4.5.3 Too many recipients", rule)
+    if name == "max_connections" and stage == "CONNECT" and event.connections > value:
+        return Reply(421, "4.7.0 Too many connections, try again later", rule)
+    if (
+        name == "max_size"
+        and stage in ("MAIL", "EOD")
+        and event.size is not None
+        and event.size > value
+    ):
+        return Reply(552, "5.3.4 Message size exceeds fixed maximum message size", rule)
+    return None
+
+
+def advertised(faults: Faults, keywords: Sequence[str]) -> list[str | None] | None:
+    """EHLO keywords as the rules leave them: ``None`` for one to leave out,
+    ``"SIZE n"`` for a SIZE a limit lowers. Returns None when the rules
+    change nothing. ``keywords`` are the reply lines without their code,
+    the first being the greeting (never left out)."""
+    hidden = faults.hidden
+    sizes = [
+        rule.limit[1]
+        for rule in faults.rules
+        if rule.limit is not None and rule.limit[0] == "max_size"
+    ]
+    if not hidden and not sizes:
+        return None
+    result: list[str | None] = []
+    for index, line in enumerate(keywords):
+        keyword = line.split(" ")[0].upper()
+        if index and keyword in hidden:
+            result.append(None)
+        elif keyword == "SIZE" and sizes:
+            result.append(f"SIZE {min(sizes)}")
+        else:
+            result.append(line)
+    return result
 
 
 def hidden_param(hidden: Iterable[str], params: Iterable[str]) -> bool:
@@ -541,22 +437,3 @@ def hidden_param(hidden: Iterable[str], params: Iterable[str]) -> bool:
             ):
                 return True
     return False
-
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def same_syntax(original: Any) -> Callable[[_F], _F]:
-    """Copy aiosmtpd's HELP text (``@syntax``) onto an ``smtp_*`` override."""
-
-    def decorate(function: _F) -> _F:
-        for name in (
-            "__smtp_syntax__",
-            "__smtp_syntax_extended__",
-            "__smtp_syntax_when__",
-        ):
-            if hasattr(original, name):
-                setattr(function, name, getattr(original, name))
-        return function
-
-    return decorate

@@ -4,15 +4,13 @@ assertions. Failure messages say what was expected and list what arrived.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import _match
-from ._faults import FaultControls
+from ._fault_api import FaultControls
 from ._match import Criteria
 from ._message import Message
 from ._report import plural
@@ -22,6 +20,7 @@ from ._settings import DEFAULT_TIMEOUT
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from ._faults import Faults
     from ._server import SMTPSink
     from ._settings import SinkSettings
     from ._store import Store
@@ -121,6 +120,9 @@ class Mailbox(FaultControls):
         self._cursor = cursor
         self.default_timeout: float = DEFAULT_TIMEOUT
         """Seconds `wait_for` waits when given no timeout."""
+
+    def _fault_registry(self) -> Faults:
+        return self._sink._faults
 
     # -- where to send ------------------------------------------------------------
 
@@ -333,29 +335,14 @@ class Mailbox(FaultControls):
         _check_count(count, allow_none=False)
         self._sink.check_running(for_waiting=True)
         limit = self._timeout(timeout)
-        loop = asyncio.get_running_loop()
-        arrived = asyncio.Event()
 
-        def wake() -> None:  # runs on the server thread
-            with contextlib.suppress(RuntimeError):  # the loop already closed
-                loop.call_soon_threadsafe(arrived.set)
+        def enough() -> bool:
+            return len(self._store_filter(criteria)) >= count
 
-        started = loop.time()
-        self._store.add_listener(wake)
-        try:
-            while True:
-                arrived.clear()
-                self._sink.check_running(for_waiting=True)
-                if len(self._store_filter(criteria)) >= count:
-                    return self._waited(count, criteria)
-                remaining = started + limit - loop.time()
-                if remaining <= 0:
-                    break
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(arrived.wait(), remaining)
-        finally:
-            self._store.remove_listener(wake)
-        raise self._timeout_error(count, criteria, limit, loop.time() - started)
+        started = time.monotonic()
+        if await self._store.wait_async(enough, limit, self._check_waiting):
+            return self._waited(count, criteria)
+        raise self._timeout_error(count, criteria, limit, time.monotonic() - started)
 
     def wait_until(
         self, condition: Callable[[], object], timeout: float | None = None
@@ -402,32 +389,10 @@ class Mailbox(FaultControls):
         return float(limit)
 
     def _wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        """Wait on the store's Condition until ``predicate()`` or timeout.
+        return self._store.wait(predicate, timeout, self._check_waiting)
 
-        The predicate runs outside the lock: matching may parse messages, and
-        the server thread must never wait for a test's parsing to store mail.
-        """
-        store = self._store
-        deadline = time.monotonic() + timeout
-        with store.changed:
-            store.watchers += 1
-        try:
-            while True:
-                # Each time round: the server thread may have died, or refused
-                # mail over max_stored_bytes, while we waited (both wake us).
-                self._sink.check_running(for_waiting=True)
-                with store.changed:
-                    seen = store.version
-                if predicate():
-                    return True
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                with store.changed:
-                    store.changed.wait_for(_moved_on(store, seen), remaining)
-        finally:
-            with store.changed:
-                store.watchers -= 1
+    def _check_waiting(self) -> None:
+        self._sink.check_running(for_waiting=True)
 
     def _timeout_error(
         self, count: int, criteria: Criteria, limit: float, waited: float
@@ -448,11 +413,6 @@ class Mailbox(FaultControls):
     def __repr__(self) -> str:
         where = self._sink.url if self._sink._address else "not started"
         return f"<Mailbox {where} messages={len(self._store.messages_since(self._cursor))}>"
-
-
-def _moved_on(store: Store, seen: int) -> Callable[[], bool]:
-    """Whether the store has recorded anything since it was at ``seen``."""
-    return lambda: store.version != seen
 
 
 def _session_line(session: Session) -> str:

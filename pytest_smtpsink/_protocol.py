@@ -17,13 +17,22 @@ import secrets
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, AnyStr, cast
+from typing import TYPE_CHECKING, Any, AnyStr, TypeVar, cast
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
 from aiosmtpd.smtp import Session as _AioSession
 
-from ._faults import Fault, hidden_param
-from ._faults import same_syntax as _same_syntax
+from ._faults import (
+    Delay,
+    Discard,
+    Disconnect,
+    Event,
+    Fault,
+    Hang,
+    Reply,
+    advertised,
+    steps,
+)
 from ._message import Envelope as MessageEnvelope
 from ._message import Message
 from ._session import AuthInfo, EndReason, Exchange, Session, TLSInfo
@@ -40,6 +49,54 @@ _MAX_SHOWN_LINE = 512
 _CHUNK = 65536
 _LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
 _TOO_MUCH_DATA = "552 Error: Too much mail data"
+
+# The text of a fault's reply when the test gives none.
+_DEFAULT_TEXT = {
+    421: "4.3.2 Service not available, closing transmission channel",
+    450: "4.2.1 Mailbox temporarily unavailable",
+    451: "4.3.0 Temporary failure, please try again later",
+    452: "4.3.1 Insufficient system storage",
+    454: "4.7.0 Temporary authentication failure",
+    500: "5.5.2 Syntax error, command unrecognized",
+    501: "5.5.4 Syntax error in parameters or arguments",
+    502: "5.5.1 Command not implemented",
+    503: "5.5.1 Bad sequence of commands",
+    504: "5.5.4 Command parameter not implemented",
+    530: "5.7.0 Authentication required",
+    535: "5.7.8 Authentication credentials invalid",
+    550: "5.1.1 Mailbox unavailable",
+    551: "5.1.6 User not local",
+    552: "5.3.4 Message size exceeds fixed maximum message size",
+    553: "5.1.3 Mailbox name not allowed",
+    554: "5.7.1 Transaction failed",
+}
+_DISCARDED = ["250 2.0.0 OK: queued"]
+
+
+def reply_lines(code: int, text: str | None) -> list[str]:
+    """``550`` and ``"a\\nb"`` -> ``["550-a", "550 b"]`` (RFC 5321 multi-line)."""
+    body = _DEFAULT_TEXT.get(code, "Injected failure") if text is None else text
+    lines = body.replace("\r\n", "\n").split("\n")
+    return [f"{code}-{line}" for line in lines[:-1]] + [f"{code} {lines[-1]}"]
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _same_syntax(original: Any) -> Callable[[_F], _F]:
+    """Copy aiosmtpd's HELP text (``@syntax``) onto an ``smtp_*`` override."""
+
+    def decorate(function: _F) -> _F:
+        for name in (
+            "__smtp_syntax__",
+            "__smtp_syntax_extended__",
+            "__smtp_syntax_when__",
+        ):
+            if hasattr(original, name):
+                setattr(function, name, getattr(original, name))
+        return function
+
+    return decorate
 
 
 def _now() -> datetime.datetime:
@@ -131,7 +188,16 @@ class ServerState:
         self.loop = loop
         self.tls_context = tls_context
         self.connections: set[RecordingSMTP] = set()
+        # Connections held by a delay or hang, and the rule holding them.
+        self.held: dict[RecordingSMTP, Fault] = {}
         self.handler = _Handler()
+
+    def release(self, rules: tuple[Fault, ...]) -> None:
+        """Close the connections that ``rules`` (just removed) hold."""
+        for connection, rule in list(self.held.items()):
+            if rule in rules:
+                self.held.pop(connection, None)
+                connection.close_by_server()
 
     def make_protocol(self) -> RecordingSMTP:
         return RecordingSMTP(self)
@@ -171,11 +237,6 @@ class _Handler:
         envelope.rcpt_options.extend(rcpt_options)
         envelope.per_rcpt_options.append(tuple(rcpt_options))
         return "250 OK"
-
-    async def handle_DATA(
-        self, server: RecordingSMTP, session: Any, envelope: _SinkEnvelope
-    ) -> str:
-        return await server.store_message(envelope)
 
     async def handle_MAIL(
         self,
@@ -232,6 +293,16 @@ def _command_methods(cls: type) -> list[str]:
     return names
 
 
+def _auth_mechanisms(cls: type) -> list[str]:
+    """The AUTH mechanisms aiosmtpd finds on ``cls``: ``auth_CRAM__MD5`` is
+    CRAM-MD5 (its documented naming rule)."""
+    return [
+        name[5:].replace("__", "-")
+        for name in _command_methods(cls)
+        if name.startswith("auth_")
+    ]
+
+
 class RecordingSMTP(SMTP):
     def __dir__(self) -> list[str]:
         # aiosmtpd's SMTP.__init__ looks for smtp_* and auth_* methods with
@@ -261,14 +332,16 @@ class RecordingSMTP(SMTP):
             # Not named _authenticate: that is aiosmtpd's own method, which
             # its PLAIN and LOGIN call with (mechanism, auth_data).
             authenticator=self._check_login,
+            # Without an auth table the sink offers no AUTH at all.
+            auth_exclude_mechanism=(
+                _auth_mechanisms(type(self)) if settings.auth is None else None
+            ),
             loop=state.loop,
         )
         # Set after __init__: aiosmtpd warns (a UserWarning, an error under
         # -W error) when AUTH is required over plain text, which a test may
         # legitimately ask for with auth_plaintext=True.
         self._auth_required = settings.auth_required
-        if settings.auth is None:
-            self._auth_methods.clear()
         self.state = state
         self.record: Session | None = None
         self._current: Exchange | None = None
@@ -701,7 +774,8 @@ class RecordingSMTP(SMTP):
         status = refusal
         if status is None:
             envelope.content = envelope.original_content = content
-            status = await self._call_handler_hook("DATA")  # store_message
+            # Our own envelopes (_create_envelope): no handler hook needed.
+            status = await self.store_message(cast("_SinkEnvelope", envelope))
         self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push(status)
 
@@ -814,79 +888,49 @@ class RecordingSMTP(SMTP):
         rcpt_count: int = 0,
         params: Sequence[str] = (),
     ) -> list[str] | None:
-        """Run the rules for ``stage``. Delays and hangs wait here; a
-        disconnect does not return. Returns the reply lines of a fault that
-        answers, or None to handle the command as usual."""
-        faults = self.state.faults
-        if extension is not None and extension in faults.hidden:
+        """Carry out what the rules decide for ``stage`` (`_faults.steps`).
+        Delays and hangs wait here; a disconnect does not return. Returns the
+        reply lines of a fault that answers, or None to go on as usual."""
+        event = Event(
+            stage,
+            tuple(subjects),
+            extension=extension,
+            size=size,
+            rcpt_count=rcpt_count,
+            params=tuple(params),
+            connections=len(self.state.connections),
+        )
+        for step in steps(self.state.faults, event):
             self._mark_injected()
-            return ["502 5.5.1 Command not implemented"]
-        if params and faults.hidden and hidden_param(faults.hidden, params):
-            self._mark_injected()
-            return ["555 5.5.4 MAIL FROM parameters not recognized or not implemented"]
-        for rule in faults.rules:
-            if rule.action == "limit":
-                lines = self._limit_reply(rule, stage, size, rcpt_count)
-                if lines is not None:
-                    rule.seen += 1
-                    rule.fired += 1
-                    self._mark_injected()
-                    return lines
-                continue
-            if rule.stage != stage or rule.action == "hide":
-                continue
-            if not rule.applies(subjects) or not rule.fire():
-                continue
-            self._mark_injected()
-            if rule.action == "delay":
-                await self._stall(rule, asyncio.sleep(rule.seconds or 0))
-                continue
-            if rule.action == "hang":
-                await self._stall(rule, self.loop.create_future())
-                continue
-            if rule.action == "disconnect":
+            if isinstance(step, Delay):
+                await self._stall(step.rule, asyncio.sleep(step.seconds))
+            elif isinstance(step, Hang):
+                await self._stall(step.rule, self.loop.create_future())
+            elif isinstance(step, Disconnect):
                 self.close_by_server()
                 # connection_lost() cancels this task.
                 await self.loop.create_future()
-            return rule.reply()
-        return None
-
-    def _limit_reply(
-        self, rule: Fault, stage: str, size: int | None, rcpt_count: int
-    ) -> list[str] | None:
-        assert rule.limit is not None
-        name, value = rule.limit
-        if name == "max_recipients" and stage == "RCPT" and rcpt_count >= value:
-            return ["452 4.5.3 Too many recipients"]
-        if (
-            name == "max_connections"
-            and stage == "CONNECT"
-            and len(self.state.connections) > value
-        ):
-            return ["421 4.7.0 Too many connections, try again later"]
-        if (
-            name == "max_size"
-            and stage in ("MAIL", "EOD")
-            and size is not None
-            and size > value
-        ):
-            return ["552 5.3.4 Message size exceeds fixed maximum message size"]
+            elif isinstance(step, Discard):
+                return list(_DISCARDED)
+            else:
+                assert isinstance(step, Reply)
+                return reply_lines(step.code, step.text)
         return None
 
     async def _stall(self, rule: Fault, awaitable: Any) -> None:
         """Wait on ``awaitable`` (a delay or a hang) while ``rule`` holds this
         connection; removing the rule closes the connection."""
-        stalled = self.state.faults.stalled
+        held = self.state.held
         if rule not in self.state.faults.rules:  # removed meanwhile
             if asyncio.iscoroutine(awaitable):
                 awaitable.close()
             return
-        stalled[self] = rule
+        held[self] = rule
         try:
             await awaitable
         finally:
-            if stalled.get(self) is rule:
-                del stalled[self]
+            if held.get(self) is rule:
+                del held[self]
 
     def _mark_injected(self) -> None:
         current = self._current
@@ -911,26 +955,11 @@ class RecordingSMTP(SMTP):
             await self.loop.create_future()
 
     def _hide_extensions(self, responses: list[str]) -> list[str]:
-        """EHLO lines without the hidden extensions (and SIZE as limited)."""
-        faults = self.state.faults
-        if not faults.rules:
+        """EHLO lines as the fault rules leave them (`_faults.advertised`)."""
+        if not self.state.faults.rules:
             return responses
-        hidden = faults.hidden
-        sizes = [
-            rule.limit[1]
-            for rule in faults.rules
-            if rule.limit is not None and rule.limit[0] == "max_size"
-        ]
-        if not hidden and not sizes:
+        kept = advertised(self.state.faults, [line[4:] for line in responses])
+        if kept is None:
             return responses
-        kept: list[str] = []
-        for response in responses:
-            keyword = response[4:].split(" ")[0].upper()
-            if keyword in hidden and kept:  # never the first line (the greeting)
-                continue
-            if keyword == "SIZE" and sizes:
-                kept.append(f"{response[:4]}SIZE {min(sizes)}")
-            else:
-                kept.append(response)
         self._mark_injected()
-        return _multiline(kept)
+        return _multiline([f"250-{line}" for line in kept if line is not None])

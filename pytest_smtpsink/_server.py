@@ -21,7 +21,7 @@ import threading
 from types import TracebackType
 from typing import Any
 
-from ._faults import Faults
+from ._faults import Fault, Faults
 from ._mailbox import Mailbox
 from ._protocol import ServerState
 from ._settings import SinkSettings
@@ -54,6 +54,7 @@ class SMTPSink(Mailbox):
         store = Store()
         super().__init__(self, store, store.cursor())
         self._faults = Faults()
+        self._faults.on_removed = self._release_held
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -129,6 +130,27 @@ class SMTPSink(Mailbox):
             self._thread = thread
             thread.start()
         return self
+
+    def _release_held(self, rules: tuple[Fault, ...]) -> None:
+        """Close the connections that removed fault ``rules`` hold (a hang, a
+        delay): on the loop, waiting briefly so the test ends with them
+        closed."""
+        loop, state = self._loop, self._state
+        if loop is None or state is None or not self.running:
+            return
+        done = threading.Event()
+
+        def release() -> None:
+            try:
+                state.release(rules)
+            finally:
+                done.set()
+
+        try:
+            loop.call_soon_threadsafe(release)
+        except RuntimeError:  # the loop closed meanwhile
+            return
+        done.wait(2.0)
 
     def _loop_exception(
         self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]

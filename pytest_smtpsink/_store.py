@@ -8,7 +8,11 @@ number it started at (its "cursor") and sees everything from there on.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -17,6 +21,13 @@ if TYPE_CHECKING:
     from ._session import Session
 
 Listener = Callable[[], None]
+#: Run before each test of a wait's predicate; raises to end the wait (the
+#: sink's thread died, or it refused mail for lack of room).
+Check = Callable[[], None]
+
+
+def _nothing_to_check() -> None:
+    return None
 
 
 class Store:
@@ -112,6 +123,80 @@ class Store:
             self._message_base += drop_messages
             self._session_base += drop_sessions
             self.overflow = None
+
+    # -- waiting (test threads) ------------------------------------------------------
+
+    def wait(
+        self,
+        predicate: Callable[[], object],
+        timeout: float,
+        check: Check = _nothing_to_check,
+    ) -> bool:
+        """Block until ``predicate()`` is true (True) or ``timeout`` seconds
+        pass (False), testing it again after every change: no polling.
+
+        The predicate runs outside the lock: matching may parse messages, and
+        the server thread must never wait for a test's parsing to store mail.
+        """
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            self.watchers += 1
+        try:
+            while True:
+                # Each time round: ``check`` may have something to say now
+                # (a dead thread, an overflow), as both wake us.
+                check()
+                with self.changed:
+                    seen = self.version
+                if predicate():
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                with self.changed:
+                    self.changed.wait_for(
+                        functools.partial(self._moved_on, seen), remaining
+                    )
+        finally:
+            with self.changed:
+                self.watchers -= 1
+
+    def _moved_on(self, seen: int) -> bool:
+        """Whether anything was recorded since the version was ``seen``."""
+        return self.version != seen
+
+    async def wait_async(
+        self,
+        predicate: Callable[[], object],
+        timeout: float,
+        check: Check = _nothing_to_check,
+    ) -> bool:
+        """The awaitable twin of `wait`: the caller's event loop keeps running;
+        a listener on the server thread wakes it after every change."""
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+
+        def wake() -> None:  # runs on the server thread
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                loop.call_soon_threadsafe(changed.set)
+
+        deadline = loop.time() + timeout
+        self.add_listener(wake)
+        try:
+            while True:
+                changed.clear()
+                check()
+                if predicate():
+                    return True
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return False
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(changed.wait(), remaining)
+        finally:
+            self.remove_listener(wake)
+
+    # -- listeners ---------------------------------------------------------------------
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener`` (on the server thread) after every change."""

@@ -388,13 +388,19 @@ def smtpsink_factory(
 def _apply_fault_markers(request: pytest.FixtureRequest, view: Mailbox) -> None:
     """``@pytest.mark.smtpsink_fault(...)``: module and class markers first,
     then the test's own, top to bottom."""
-    from ._faults import FaultError, apply_marker
+    from ._fault_api import apply_marker
+    from ._faults import FaultError
 
     for marker in reversed(list(request.node.iter_markers("smtpsink_fault"))):
         try:
             apply_marker(view, marker.args, dict(marker.kwargs))
         except FaultError as error:
-            pytest.fail(f"@pytest.mark.smtpsink_fault: {error}", pytrace=False)
+            problem = str(error)
+        else:
+            continue
+        # Outside the except block: the report shows one sentence, not the
+        # FaultError "during handling of" another.
+        pytest.fail(f"@pytest.mark.smtpsink_fault: {problem}", pytrace=False)
 
 
 # -- reports: a section on failure, saved files, the terminal summary --------------------

@@ -1,0 +1,194 @@
+"""The fault API of `Mailbox`: declaring rules, on the test's thread.
+
+Each method validates its arguments and adds one `Fault` to the server's
+`Faults`; what a rule then makes the server do is decided in `_faults` and
+carried out by the protocol. Rules belong to the view that added them and
+are removed when that view is closed (at the end of the test), and the
+server then releases any connection they still hold (a hang, a delay).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._faults import (
+    Action,
+    Fault,
+    FaultError,
+    Faults,
+    check_count,
+    check_trigger,
+    normalize_stage,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ._faults import Trigger
+
+
+class FaultControls:
+    """The fault API of `Mailbox` (see :doc:`faults`)."""
+
+    def _fault_registry(self) -> Faults:
+        raise NotImplementedError  # the Mailbox gives its server's rules
+
+    def _add_fault(
+        self,
+        method: str,
+        stage: str,
+        action: Action,
+        trigger: Trigger | None = None,
+        **options: Any,
+    ) -> Fault:
+        if trigger:
+            check_trigger(method, dict(trigger))
+            options.update(trigger)
+        return self._fault_registry().add(Fault(self, stage, action, **options))
+
+    def fail(
+        self, stage: str, code: int, text: str | None = None, **trigger: Unpack[Trigger]
+    ) -> Fault:
+        """Answer ``stage`` with ``code`` (4xx or 5xx) instead of going on.
+
+        ``text`` is the reply text (a sensible default per code); put newlines
+        in it for a multi-line reply. ``match`` limits the rule to an address
+        (exact; the domain is case-insensitive) or a compiled regex
+        (``re.search``). By default the rule applies every time; ``times=N``
+        only the first N times (greylisting), ``every=N`` every Nth time,
+        ``probability=p`` at random, replayable with ``seed`` (the keywords of
+        `Trigger`). A 421 reply closes the connection, as does any failure at
+        ``CONNECT``.
+        """
+        stage = normalize_stage(stage)
+        if (
+            not isinstance(code, int)
+            or isinstance(code, bool)
+            or not 400 <= code <= 599
+        ):
+            raise FaultError(f"code must be a 4xx or 5xx reply code, got {code!r}")
+        if text is not None and not isinstance(text, str):
+            raise FaultError(f"text must be a string, got {text!r}")
+        return self._add_fault("fail", stage, "reply", trigger, code=code, text=text)
+
+    def disconnect(self, stage: str, **trigger: Unpack[Trigger]) -> Fault:
+        """Drop the connection at ``stage``, without a reply.
+
+        ``"DATA"`` drops it when the client sends DATA; ``"EOD"`` after the
+        whole message was sent, before the server answers (nothing is stored).
+        """
+        return self._add_fault(
+            "disconnect", normalize_stage(stage), "disconnect", trigger
+        )
+
+    def delay(self, stage: str, seconds: float, **trigger: Unpack[Trigger]) -> Fault:
+        """Wait ``seconds`` before handling ``stage``, then go on as usual.
+
+        Only this connection waits; others are served meanwhile.
+        """
+        if (
+            not isinstance(seconds, (int, float))
+            or isinstance(seconds, bool)
+            or not 0 <= seconds < float("inf")
+        ):
+            raise FaultError(f"seconds must be a number >= 0, got {seconds!r}")
+        return self._add_fault(
+            "delay", normalize_stage(stage), "delay", trigger, seconds=float(seconds)
+        )
+
+    def hang(self, stage: str, **trigger: Unpack[Trigger]) -> Fault:
+        """Never answer at ``stage``: the client waits until it gives up.
+
+        The server closes the held connection when the rule goes away (at the
+        end of the test at the latest) or after its idle timeout.
+        """
+        return self._add_fault("hang", normalize_stage(stage), "hang", trigger)
+
+    def drop(self, **trigger: Unpack[Trigger]) -> Fault:
+        """Accept messages with a 250 and keep nothing (a black hole).
+
+        ``match`` is compared with the sender and every recipient; the whole
+        message is dropped if any matches.
+        """
+        return self._add_fault("drop", "EOD", "drop", trigger)
+
+    def limit(
+        self,
+        *,
+        max_recipients: int | None = None,
+        max_connections: int | None = None,
+        max_size: int | None = None,
+    ) -> tuple[Fault, ...]:
+        """Impose limits for this test, as a busy or strict server would.
+
+        ``max_recipients``: RCPT beyond that many per message gets
+        ``452 4.5.3 Too many recipients``. ``max_connections``: a connection
+        beyond that many open at once is greeted with ``421`` and closed.
+        ``max_size`` (bytes): advertised in EHLO's SIZE; a larger ``SIZE=``
+        at MAIL or a larger message at the end of data gets ``552``.
+        """
+        rules = []
+        for name, stage, value in (
+            ("max_recipients", "RCPT", max_recipients),
+            ("max_connections", "CONNECT", max_connections),
+            ("max_size", "EOD", max_size),
+        ):
+            if value is None:
+                continue
+            check_count(name, value)
+            rules.append(self._add_fault("limit", stage, "limit", limit=(name, value)))
+        if not rules:
+            raise FaultError(
+                "limit() needs max_recipients=, max_connections= or max_size="
+            )
+        return tuple(rules)
+
+    def hide(self, *extensions: str) -> Fault:
+        """Stop advertising EHLO extensions, e.g. ``hide("STARTTLS")``.
+
+        A hidden STARTTLS or AUTH command is refused with ``502``; a MAIL
+        parameter of a hidden extension (``SIZE=``, ``SMTPUTF8``,
+        ``BODY=8BITMIME``) with ``555``.
+        """
+        names = tuple(
+            name.strip().upper() for name in extensions if isinstance(name, str)
+        )
+        if not names or len(names) != len(extensions):
+            raise FaultError(
+                f"hide() takes extension names, e.g. hide('STARTTLS'); got {extensions!r}"
+            )
+        return self._add_fault("hide", "EHLO", "hide", hidden=names)
+
+    @property
+    def faults(self) -> tuple[Fault, ...]:
+        """The fault rules this view added that are still in force."""
+        return tuple(r for r in self._fault_registry().rules if r._owner is self)
+
+    def clear_faults(self) -> None:
+        """Remove every fault this view added, and close the connections
+        they hold. The fixtures do this at the end of each test."""
+        self._fault_registry().remove(lambda rule: rule._owner is self)
+
+    def _close(self) -> None:
+        """Teardown of a view (called by the fixtures, even if the test failed)."""
+        self.clear_faults()
+
+
+_METHODS = ("fail", "disconnect", "delay", "hang", "drop", "limit", "hide")
+
+
+def apply_marker(
+    view: FaultControls, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Fault | tuple[Fault, ...]:
+    """``@pytest.mark.smtpsink_fault("fail", "MAIL", 451, times=2)``."""
+    if not args or args[0] not in _METHODS:
+        raise FaultError(
+            "the first argument names the fault: one of "
+            f"{', '.join(map(repr, _METHODS))}, e.g. "
+            "@pytest.mark.smtpsink_fault('fail', 'RCPT', 550, match='x@example.com')"
+        )
+    method = getattr(view, args[0])
+    try:
+        return method(*args[1:], **kwargs)  # type: ignore[no-any-return]
+    except TypeError as error:
+        raise FaultError(f"smtpsink_fault({args[0]!r}, ...): {error}") from None

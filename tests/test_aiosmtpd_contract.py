@@ -1,0 +1,192 @@
+"""Every undocumented aiosmtpd (and asyncio) name the sink relies on, fenced.
+
+The SMTP protocol (`pytest_smtpsink._protocol`) extends aiosmtpd through its
+documented hooks where it can (``smtp_<COMMAND>``, ``push``,
+``challenge_auth``, ``_create_session``, ``_create_envelope``,
+``auth_exclude_mechanism``). Where it must reach further, each name is
+checked here, with the part of its behaviour the sink depends on, so that a
+new aiosmtpd release that renames or changes one fails here, loudly and by
+name, instead of silently losing a fast path or, worse, correctness. The
+project declares no upper bound on aiosmtpd: this file is the fence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable, Iterator
+
+import aiosmtpd
+import pytest
+from aiosmtpd.handlers import Sink
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from pytest_smtpsink._protocol import RecordingSMTP
+
+
+@pytest.fixture
+def server() -> Iterator[SMTP]:
+    loop = asyncio.new_event_loop()
+    try:
+        yield SMTP(Sink(), loop=loop)
+    finally:
+        loop.close()
+
+
+def source(function: Callable[..., object]) -> str:
+    return inspect.getsource(function)
+
+
+def parameters(function: Callable[..., object]) -> list[str]:
+    return list(inspect.signature(function).parameters)
+
+
+def relied_on(name: str, why: str) -> str:
+    return (
+        f"pytest-smtpsink relies on aiosmtpd's {name} ({why}); aiosmtpd "
+        f"{aiosmtpd.__version__} changed it: adapt pytest_smtpsink/_protocol.py"
+    )
+
+
+def test_getaddr_parses_an_address_and_returns_the_rest(server: SMTP) -> None:
+    # RecordingSMTP._getaddr overrides it with a fast path for plain
+    # <local@domain> and defers everything else to it.
+    why = "MAIL/RCPT address parsing, overridden by the fast path"
+    assert parameters(SMTP._getaddr) == ["self", "arg"], relied_on("_getaddr", why)
+    assert server._getaddr("<ann@example.com> SIZE=10") == (
+        "ann@example.com",
+        "SIZE=10",
+    ), relied_on("_getaddr", why)
+    assert "_getaddr" in source(SMTP._getparams) or "_getaddr" in source(
+        SMTP.smtp_MAIL
+    ), relied_on("_getaddr", why)
+
+
+def test_timeout_callback(server: SMTP) -> None:
+    why = "overridden to record the 'timeout' end of a session"
+    assert parameters(SMTP._timeout_cb) == ["self"], relied_on("_timeout_cb", why)
+    assert "self._timeout_cb" in source(SMTP._reset_timeout), relied_on(
+        "_timeout_cb", why
+    )
+
+
+def test_client_connected_callback_and_its_streams() -> None:
+    why = "overridden to wrap the stream reader that records each line"
+    assert parameters(SMTP._cb_client_connected) == [
+        "self",
+        "reader",
+        "writer",
+    ], relied_on("_cb_client_connected", why)
+    assert "client_connected_cb=self._cb_client_connected" in source(SMTP.__init__), (
+        relied_on("_cb_client_connected", why)
+    )
+    body = source(SMTP._cb_client_connected)
+    for name in ("self._reader = reader", "self._writer = writer"):
+        assert name in body, relied_on(name.split(" ")[0], "read when closing")
+
+
+def test_handle_client_is_the_session_coroutine() -> None:
+    assert "self._handle_client()" in source(SMTP.connection_made), relied_on(
+        "_handle_client", "overridden for the CONNECT fault stage"
+    )
+    assert inspect.iscoroutinefunction(SMTP._handle_client), relied_on(
+        "_handle_client", "overridden for the CONNECT fault stage"
+    )
+    assert parameters(SMTP._handle_client) == ["self"]
+
+
+def test_post_data_state_resets_the_transaction(server: SMTP) -> None:
+    why = "called after our own DATA reader, as aiosmtpd's smtp_DATA does"
+    assert parameters(SMTP._set_post_data_state) == ["self"], relied_on(
+        "_set_post_data_state", why
+    )
+    server.envelope = Envelope()
+    server.envelope.mail_from = "app@example.com"
+    server._set_post_data_state()  # type: ignore[no-untyped-call]
+    assert server.envelope is not None, relied_on("_set_post_data_state", why)
+    assert server.envelope.mail_from is None, relied_on("_set_post_data_state", why)
+
+
+@pytest.mark.parametrize("hook", ["_create_session", "_create_envelope"])
+def test_session_and_envelope_factories(hook: str) -> None:
+    # Documented as subclass hooks, but underscored: fenced all the same.
+    assert hasattr(SMTP, hook), relied_on(hook, "our session and envelope types")
+    assert f"self.{hook}()" in source(SMTP), relied_on(hook, "called per connection")
+
+
+def test_auth_required_flag() -> None:
+    # Set after __init__ so that aiosmtpd does not warn about AUTH over
+    # plain text, which a test may ask for (auth_plaintext=True).
+    assert "self._auth_required" in source(SMTP.check_auth_needed), relied_on(
+        "_auth_required", "set after __init__ to require AUTH"
+    )
+
+
+def test_session_login_data_backing_attribute() -> None:
+    # _QuietSession overrides the deprecated login_data property (which
+    # warns on every AUTH) and keeps its value where aiosmtpd does.
+    session = Session(asyncio.new_event_loop())
+    try:
+        assert "_login_data" in vars(session), relied_on(
+            "Session._login_data", "the quiet login_data property"
+        )
+        assert isinstance(Session.__dict__.get("login_data"), property)
+    finally:
+        session.loop.close()
+
+
+def test_stream_reader_buffer_holds_unread_bytes() -> None:
+    # CPython's, not aiosmtpd's: read when a client leaves in the middle of
+    # a message, to count the last line that never got its CRLF.
+    loop = asyncio.new_event_loop()
+    try:
+        reader = asyncio.StreamReader(loop=loop)
+        reader.feed_data(b"tail")
+        assert bytes(reader._buffer) == b"tail", (  # type: ignore[attr-defined]
+            "pytest-smtpsink relies on asyncio.StreamReader._buffer"
+        )
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("name", ["check_helo_needed", "check_auth_needed"])
+def test_undocumented_checks_used_by_our_data_command(name: str) -> None:
+    method = getattr(SMTP, name, None)
+    assert method is not None, relied_on(name, "our smtp_DATA runs it first")
+    assert inspect.iscoroutinefunction(method)
+    assert f"self.{name}(" in source(SMTP.smtp_DATA), relied_on(
+        name, "aiosmtpd's own smtp_DATA runs it; ours does the same"
+    )
+
+
+@pytest.mark.parametrize("name", ["line_length_limit", "local_part_limit"])
+def test_limits_read_by_our_parsers(name: str) -> None:
+    assert isinstance(getattr(SMTP, name, None), int), relied_on(
+        name, "the content reader and the address fast path apply it"
+    )
+
+
+@pytest.mark.parametrize("command", ["smtp_STARTTLS", "smtp_AUTH", "smtp_DATA"])
+def test_help_syntax_attributes(command: str) -> None:
+    # Our overrides copy aiosmtpd's @syntax attributes, so HELP still works.
+    assert hasattr(getattr(SMTP, command), "__smtp_syntax__"), relied_on(
+        f"{command}.__smtp_syntax__", "HELP text of our overrides"
+    )
+    assert getattr(RecordingSMTP, command).__smtp_syntax__ == (
+        getattr(SMTP, command).__smtp_syntax__
+    )
+
+
+def test_auth_exclude_mechanism_removes_every_mechanism() -> None:
+    # Public, but the sink counts on it leaving no AUTH at all when every
+    # mechanism is excluded (a sink without an auth table offers none).
+    loop = asyncio.new_event_loop()
+    try:
+        server = SMTP(
+            Sink(), loop=loop, auth_exclude_mechanism=["PLAIN", "LOGIN", "XYZ"]
+        )
+        assert server._auth_methods == {}, relied_on(
+            "auth_exclude_mechanism", "no AUTH offered without an auth table"
+        )
+    finally:
+        loop.close()

@@ -1,0 +1,319 @@
+"""What fault rules decide, without sockets: `_faults.steps` and `advertised`.
+
+The socket tests (test_faults.py) prove the protocol carries the steps out;
+these pin the decisions themselves, table by table.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from pytest_smtpsink import Mailbox, SMTPSink
+from pytest_smtpsink._fault_api import FaultControls
+from pytest_smtpsink._faults import (
+    Delay,
+    Discard,
+    Disconnect,
+    Event,
+    Fault,
+    Faults,
+    Hang,
+    Reply,
+    Step,
+    Trigger,
+    advertised,
+    steps,
+)
+
+
+class Rules(FaultControls):
+    """The public fault API over a bare `Faults`: no server, no loop."""
+
+    def __init__(self) -> None:
+        self.registry = Faults()
+
+    def _fault_registry(self) -> Faults:
+        return self.registry
+
+    def decide(self, stage: str, *subjects: str, **event: Any) -> list[Step]:
+        return steps(self.registry, Event(stage, subjects, **event))
+
+
+@pytest.fixture
+def rules() -> Rules:
+    return Rules()
+
+
+def kinds(decided: list[Step]) -> list[str]:
+    """``[Reply(550, ...)]`` -> ``["550"]``; other steps by class name."""
+    return [
+        str(step.code) if isinstance(step, Reply) else type(step).__name__
+        for step in decided
+    ]
+
+
+def test_no_rules_decide_nothing(rules: Rules) -> None:
+    assert rules.decide("RCPT", "ann@example.com") == []
+
+
+@pytest.mark.parametrize(
+    ("trigger", "expected"),
+    [
+        ({}, "xxxxxx"),
+        ({"times": 2}, "xx...."),
+        ({"every": 3}, "..x..x"),
+        ({"times": 1, "every": 2}, ".x...."),
+        ({"match": "ann@example.com"}, "x.x.x."),
+        ({"match": "ann@EXAMPLE.com"}, "x.x.x."),  # the domain's case is ignored
+        ({"match": "ANN@example.com"}, "......"),  # the local part's is not
+        ({"match": re.compile(r"^bob@")}, ".x.x.x"),
+    ],
+)
+def test_trigger_counts(rules: Rules, trigger: Trigger, expected: str) -> None:
+    fault = rules.fail("RCPT", 550, **trigger)
+    fired = "".join(
+        "x" if rules.decide("RCPT", rcpt) else "."
+        for rcpt in ["ann@example.com", "bob@example.com"] * 3
+    )
+    assert fired == expected
+    assert fault.fired == expected.count("x")
+    matching = 6 if "match" not in trigger else 3 * ("ANN@" not in str(trigger))
+    assert fault.seen == matching
+
+
+def test_probability_replays_with_its_seed(rules: Rules) -> None:
+    first = rules.fail("MAIL", 451, probability=0.5, seed=42)
+    pattern = [bool(rules.decide("MAIL", "a@example.com")) for _ in range(40)]
+    again = Rules()
+    again.fail("MAIL", 451, probability=0.5, seed=first.seed)
+    assert [bool(again.decide("MAIL", "a@example.com")) for _ in range(40)] == pattern
+    assert 0 < sum(pattern) < 40
+    assert first.seen == 40
+    assert first.fired == sum(pattern)
+
+
+def test_probability_bounds(rules: Rules) -> None:
+    never = rules.fail("MAIL", 451, probability=0, seed=1)
+    always = rules.fail("RCPT", 450, probability=1, seed=1)
+    assert not any(rules.decide("MAIL") for _ in range(50))
+    assert all(rules.decide("RCPT") for _ in range(50))
+    assert (never.fired, always.fired) == (0, 50)
+
+
+def test_delays_come_before_the_deciding_step(rules: Rules) -> None:
+    delay = rules.delay("DATA", 0.5)
+    rules.delay("DATA", 0.25, times=1)
+    rules.fail("DATA", 554)
+    rules.disconnect("DATA")  # never reached: the 554 answers first
+    assert rules.decide("DATA", "a@example.com") == [
+        Delay(0.5, delay),
+        Delay(0.25, rules.registry.rules[1]),
+        Reply(554, None, rules.registry.rules[2]),
+    ]
+    assert kinds(rules.decide("DATA")) == ["Delay", "554"]
+    assert rules.registry.rules[3].seen == 0
+
+
+@pytest.mark.parametrize(
+    ("declare", "expected"),
+    [
+        (lambda r: r.hang("MAIL"), Hang),
+        (lambda r: r.disconnect("MAIL"), Disconnect),
+    ],
+)
+def test_hang_and_disconnect_end_the_decision(
+    rules: Rules, declare: Any, expected: type[Step]
+) -> None:
+    first = declare(rules)
+    later = rules.fail("MAIL", 451)
+    decided = rules.decide("MAIL", "a@example.com")
+    assert decided == [expected(first)]  # type: ignore[call-arg]
+    assert later.seen == 0
+
+
+def test_drop_discards_the_message(rules: Rules) -> None:
+    fault = rules.drop(match="spam@example.com")
+    assert rules.decide("EOD", "app@example.com", "ann@example.com") == []
+    assert rules.decide("EOD", "app@example.com", "spam@example.com") == [
+        Discard(fault)
+    ]
+
+
+def test_rules_of_other_stages_are_not_counted(rules: Rules) -> None:
+    fault = rules.fail("RCPT", 550)
+    assert rules.decide("MAIL", "a@example.com") == []
+    assert (fault.seen, fault.fired) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        (Event("RCPT", rcpt_count=1), []),
+        (Event("RCPT", rcpt_count=2), ["452"]),
+        (Event("CONNECT", connections=3), []),
+        (Event("CONNECT", connections=4), ["421"]),
+        (Event("MAIL", size=100), []),
+        (Event("MAIL", size=101), ["552"]),
+        (Event("EOD", size=101), ["552"]),
+        (Event("DATA", size=101), []),
+    ],
+)
+def test_limits(rules: Rules, event: Event, expected: list[str]) -> None:
+    rules.limit(max_recipients=2, max_connections=3, max_size=100)
+    assert kinds(steps(rules.registry, event)) == expected
+
+
+def test_a_limit_answers_before_later_rules(rules: Rules) -> None:
+    (limit,) = rules.limit(max_recipients=1)
+    later = rules.fail("RCPT", 550)
+    decided = rules.decide("RCPT", "b@example.com", rcpt_count=1)
+    assert decided == [Reply(452, "4.5.3 Too many recipients", limit)]
+    assert (limit.seen, limit.fired, later.seen) == (1, 1, 0)
+
+
+def test_a_rule_before_a_limit_answers_first(rules: Rules) -> None:
+    rules.fail("RCPT", 550)
+    rules.limit(max_recipients=1)
+    assert kinds(rules.decide("RCPT", "b@example.com", rcpt_count=1)) == ["550"]
+
+
+@pytest.mark.parametrize(
+    ("hidden", "event", "expected"),
+    [
+        ("STARTTLS", Event("STARTTLS", extension="STARTTLS"), ["502"]),
+        ("AUTH", Event("AUTH", ("PLAIN",), extension="AUTH"), ["502"]),
+        ("AUTH", Event("STARTTLS", extension="STARTTLS"), []),
+        ("SIZE", Event("MAIL", params=("SIZE=10",)), ["555"]),
+        ("SMTPUTF8", Event("MAIL", params=("SMTPUTF8",)), ["555"]),
+        ("8BITMIME", Event("MAIL", params=("BODY=8BITMIME",)), ["555"]),
+        ("8BITMIME", Event("MAIL", params=("BODY=7BIT",)), []),
+        ("SIZE", Event("MAIL", params=("BODY=8BITMIME",)), []),
+    ],
+)
+def test_hidden_extensions(
+    rules: Rules, hidden: str, event: Event, expected: list[str]
+) -> None:
+    rules.hide(hidden)
+    assert kinds(steps(rules.registry, event)) == expected
+
+
+EHLO = ["smtpsink.test", "SIZE 67108864", "8BITMIME", "STARTTLS", "HELP"]
+
+
+@pytest.mark.parametrize(
+    ("declare", "expected"),
+    [
+        (lambda r: r.fail("MAIL", 451), None),
+        (
+            lambda r: r.hide("starttls", "8BITMIME"),
+            ["smtpsink.test", "SIZE 67108864", None, None, "HELP"],
+        ),
+        (
+            lambda r: (r.limit(max_size=500), r.limit(max_size=200)),
+            ["smtpsink.test", "SIZE 200", "8BITMIME", "STARTTLS", "HELP"],
+        ),
+        (
+            lambda r: r.hide("SMTPSINK.TEST"),  # the greeting line stays
+            EHLO,
+        ),
+    ],
+)
+def test_advertised(
+    rules: Rules, declare: Any, expected: list[str | None] | None
+) -> None:
+    declare(rules)
+    assert advertised(rules.registry, EHLO) == expected
+
+
+def test_removing_rules_tells_the_server_which(rules: Rules) -> None:
+    removed: list[tuple[Fault, ...]] = []
+    rules.registry.on_removed = removed.append
+    keep = rules.fail("MAIL", 451)
+    gone = rules.hang("RCPT")
+    gone.remove()
+    gone.remove()  # already gone: nothing more to release
+    assert removed == [(gone,)]
+    assert rules.faults == (keep,)
+    rules.clear_faults()
+    assert removed == [(gone,), (keep,)]
+    assert rules.registry.rules == ()
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda r: r.fail("RCPT", 550, mach="x@example.com"),
+        lambda r: r.disconnect("RCPT", time=1),
+        lambda r: r.delay("RCPT", 1, probabilty=0.5),
+        lambda r: r.hang("RCPT", seeds=1),
+        lambda r: r.drop(matches="x"),
+    ],
+)
+def test_a_misspelt_trigger_keyword_is_named(rules: Rules, call: Any) -> None:
+    with pytest.raises(TypeError, match="unexpected keyword argument") as caught:
+        call(rules)
+    assert "match, times, every, probability, seed" in str(caught.value)
+    assert rules.registry.rules == ()
+
+
+def test_trigger_keywords_show_in_the_signatures() -> None:
+    import inspect
+
+    for name in ("fail", "disconnect", "delay", "hang", "drop"):
+        signature = str(inspect.signature(getattr(Mailbox, name)))
+        assert "**trigger: 'Unpack[Trigger]'" in signature, (name, signature)
+    assert set(Trigger.__annotations__) == {
+        "match",
+        "times",
+        "every",
+        "probability",
+        "seed",
+    }
+
+
+def test_the_marker_names_a_misspelt_keyword(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.smtpsink_fault("fail", "RCPT", 550, tims=2)
+        def test_it(smtpsink):
+            pass
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.no_fnmatch_line("*During handling*")
+    result.stdout.fnmatch_lines(
+        [
+            "*smtpsink_fault('fail', ...): fail() got an unexpected keyword "
+            "argument 'tims'; its trigger keywords are match, times, every, "
+            "probability, seed*"
+        ]
+    )
+
+
+def test_the_sink_releases_a_held_connection_on_removal() -> None:
+    """The server side of `on_removed`: a hung client is closed."""
+    import smtplib
+
+    with SMTPSink() as sink:
+        sink.hang("MAIL")
+        client = smtplib.SMTP(sink.host, sink.port, timeout=30)
+        try:
+            client.ehlo()
+            client.putcmd("MAIL", "FROM:<a@example.com>")
+            sink.wait_until(
+                lambda: any(
+                    e.command == "MAIL" for s in sink.sessions for e in s.transcript
+                )
+            )
+            sink.clear_faults()
+            with pytest.raises(smtplib.SMTPServerDisconnected):
+                client.getreply()
+        finally:
+            client.close()
+        assert sink.sessions[0].end == "server-closed"

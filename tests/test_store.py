@@ -1,0 +1,82 @@
+"""The store owns waiting: `Store.wait` and `Store.wait_async`, without a server."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from pytest_smtpsink._store import Store
+
+
+class Stop(Exception):
+    pass
+
+
+def test_wait_returns_at_once_when_the_predicate_holds() -> None:
+    assert Store().wait(lambda: True, timeout=0)
+
+
+def test_wait_times_out_when_nothing_changes() -> None:
+    store = Store()
+    assert not store.wait(lambda: False, timeout=0.01)
+    assert store.watchers == 0
+
+
+def test_wait_wakes_on_a_change_from_another_thread() -> None:
+    store = Store()
+    flag: list[bool] = []
+    started = threading.Event()
+
+    def predicate() -> bool:
+        started.set()
+        return bool(flag)
+
+    def change() -> None:
+        started.wait()
+        flag.append(True)
+        store.touch()
+
+    thread = threading.Thread(target=change)
+    thread.start()
+    try:
+        # A generous timeout: the wait ends on the change, not on the clock.
+        assert store.wait(predicate, timeout=60)
+    finally:
+        thread.join()
+    assert store.watchers == 0
+
+
+def test_the_check_ends_a_wait() -> None:
+    store = Store()
+
+    def check() -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        store.wait(lambda: True, timeout=60, check=check)
+    assert store.watchers == 0
+
+
+def test_wait_async_wakes_on_a_change() -> None:
+    store = Store()
+    flag: list[bool] = []
+
+    async def scenario() -> bool:
+        loop = asyncio.get_running_loop()
+        loop.call_soon(lambda: threading.Thread(target=change).start())
+        return await store.wait_async(lambda: bool(flag), timeout=60)
+
+    def change() -> None:
+        flag.append(True)
+        store.touch()
+
+    assert asyncio.run(scenario())
+    assert store.watchers == 0
+
+
+def test_wait_async_times_out() -> None:
+    store = Store()
+    assert not asyncio.run(store.wait_async(lambda: False, timeout=0.01))
+    assert store.watchers == 0
