@@ -32,6 +32,12 @@ if TYPE_CHECKING:
 DEFAULT_CODE_PATTERN = re.compile(r"(?<![\w-])(\d{4,8})(?![\w-])")
 _URL = re.compile(r"""https?://[^\s<>"'()\[\]{}]+""", re.IGNORECASE)
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+#: In `Message.defects` when a line ends with LF alone (the sink accepts
+#: that, as Postfix does, and keeps the bytes as received).
+BARE_LF_DEFECT = (
+    "bare LF line endings: lines must end with CRLF (RFC 5321 2.3.8); kept as received"
+)
 
 
 class Address(str):
@@ -381,6 +387,8 @@ class Message:
         """Problems found while parsing, as readable strings. Never raises."""
         parsed, failure = self._mailparser
         found: list[str] = []
+        if _BARE_LF.search(self.raw) is not None:
+            found.append(BARE_LF_DEFECT)
         if failure is not None:
             found.append(failure)
         if parsed is not None:

@@ -10,8 +10,11 @@ copied, into the transcript; the message itself keeps the bytes.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import datetime
 import hmac
+import logging
 import re
 import secrets
 import ssl
@@ -19,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, AnyStr, cast
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword
 from aiosmtpd.smtp import Session as _AioSession
 
 from ._faults import Fault, hidden_param
@@ -30,6 +33,8 @@ from ._session import AuthInfo, EndReason, Exchange, Session, TLSInfo
 
 if TYPE_CHECKING:
     from asyncio.streams import _ReaduntilBuffer
+
+    from aiosmtpd.smtp import _Missing
 
     from ._faults import Faults
     from ._settings import SinkSettings
@@ -69,6 +74,99 @@ def _printable(raw: bytes) -> str:
         if text.isprintable():  # no control characters
             return text
     return raw.decode("utf-8", "backslashreplace").translate(_CONTROL)
+
+
+# -- AUTH secrets ------------------------------------------------------------
+#
+# No form of a credential may reach any output. The client's line is masked
+# when it is recorded (`RecordingSMTP._on_line`), AUTH responses are never
+# shown (`challenge_auth`), aiosmtpd's reply to an unknown command no longer
+# echoes it (`_unrecognized`), and aiosmtpd's own log records are masked too
+# (`_MaskAuthInLog`).
+
+# SASL mechanism names worth showing (IANA registry, the common part): any
+# other word after AUTH may be a secret put where the mechanism goes.
+_MECHANISMS = frozenset(
+    (
+        *("PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5", "XOAUTH2", "OAUTHBEARER"),
+        *("GSSAPI", "NTLM", "ANONYMOUS", "EXTERNAL", "SCRAM-SHA-1"),
+        *("SCRAM-SHA-1-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"),
+    )
+)
+# RFC 4954's reply for a response longer than the server can take, and the
+# longest response taken: enough for long OAuth tokens.
+_AUTH_TOO_LONG = "500 5.5.6 Authentication Exchange line is too long"
+_MAX_AUTH_RESPONSE = 12288
+
+
+def _is_auth_line(text: str) -> bool:
+    """Whether a client line is an AUTH command in any case, after any white
+    space, with any separator (aiosmtpd splits AUTH's arguments with
+    ``str.split()``: a tab, ``\x1f`` or a no-break space separates them)."""
+    return text.lstrip()[:4].upper() == "AUTH"
+
+
+def mask_auth(text: str) -> str:
+    """An AUTH line with everything after the mechanism name masked; any
+    other text unchanged. ``"auth\tplain\tAHU..."`` gives ``"auth plain
+    ****"``; a word that is not a known mechanism is masked as well."""
+    if not _is_auth_line(text):
+        return text
+    words = text.split(None, 2)
+    verb = words[0]
+    if verb.upper() != "AUTH":  # "AUTH" glued to what follows: all masked
+        return f"{verb.lstrip()[:4]} ****"
+    if len(words) == 1:
+        return verb
+    if words[1].upper() not in _MECHANISMS:
+        return f"{verb} ****"
+    return " ".join(words[:2]) + (" ****" if len(words) > 2 else "")
+
+
+def _masked_log_arg(value: object) -> object:
+    if isinstance(value, (bytes, bytearray)):
+        if b"AUTH" in value.upper():
+            text = bytes(value).decode("utf-8", "surrogateescape")
+            return mask_auth(text).encode("utf-8", "surrogateescape")
+    elif isinstance(value, str) and "AUTH" in value.upper():
+        return mask_auth(value)
+    return value
+
+
+class _MaskAuthInLog(logging.Filter):
+    """Masks AUTH lines in aiosmtpd's log records (the ``mail.log`` logger):
+    it logs every client line, and its own masking misses some forms (an
+    unknown command, upper-cased, is logged as a WARNING)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and args:
+            record.args = tuple(_masked_log_arg(a) for a in args)
+        return True
+
+
+# Idempotent (a Logger keeps a filter once); aiosmtpd logs on this logger only.
+logging.getLogger("mail.log").addFilter(_MaskAuthInLog())
+
+_UNRECOGNIZED = re.compile(r'500 Error: command "(.*)" not recognized\Z', re.DOTALL)
+
+
+def _unrecognized(reply: str) -> str:
+    """aiosmtpd's reply to an unknown command, without what must not show.
+
+    aiosmtpd echoes everything up to the first space, upper-cased: for
+    ``AUTH<TAB>PLAIN<TAB><base64>`` the whole credential. Echo a plain verb
+    only; a line that starts with AUTH, or holds other white space, gets a
+    reply that names nothing."""
+    match = _UNRECOGNIZED.match(reply)
+    if match is None:
+        return reply
+    verb = match.group(1)
+    if _is_auth_line(verb):
+        return "500 5.5.2 Error: AUTH and its arguments must be separated by spaces"
+    if len(verb.split()) != 1 or verb != verb.strip():
+        return "500 5.5.2 Error: command not recognized"
+    return f'500 Error: command "{_printable(verb.encode()[:64])}" not recognized'
 
 
 _MALFORMED = re.compile("[\x00-\x1f\x7f\udc80-\udcff]")
@@ -283,7 +381,6 @@ class RecordingSMTP(SMTP):
         self._pending_fragment = b""
         self._pending_total = 0
         self._ehlo_lines: list[str] | None = None
-        self._in_readline = False
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         plain = plain_angle_addr(arg)
@@ -306,10 +403,12 @@ class RecordingSMTP(SMTP):
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             cipher = ssl_object.cipher()
-            self.record.tls = TLSInfo(
-                version=ssl_object.version(),
-                cipher=cipher[0] if cipher else None,
-                implicit=first,
+            self.record._tls_started(
+                TLSInfo(
+                    version=ssl_object.version(),
+                    cipher=cipher[0] if cipher else None,
+                    implicit=first,
+                )
             )
         if not first:
             # After STARTTLS aiosmtpd forgets an earlier (plain-text) login,
@@ -331,6 +430,7 @@ class RecordingSMTP(SMTP):
                     ", incomplete: the connection closed before the final dot",
                 )
             self._mark_end("client-closed")
+            record._tls_started(None)  # a handshake cut short: wake readers
         self.state.connections.discard(self)
         super().connection_lost(error)
         self.state.store.touch()
@@ -367,31 +467,18 @@ class RecordingSMTP(SMTP):
     def _wrap_reader(self, reader: asyncio.StreamReader) -> None:
         """Record each line as aiosmtpd reads it.
 
-        aiosmtpd reads commands with ``readuntil()``, AUTH continuation lines
-        with ``readline()`` and the pieces of an over-long line with
-        ``read(n)``. Wrapping those calls on this connection's own reader sees
-        exactly what the server consumed, in the order it handled it. Message
-        content is read with the reader's own methods (see `_read_content`)
-        and only counted.
+        aiosmtpd reads commands with ``readuntil()`` and the pieces of an
+        over-long line with ``read(n)``. Wrapping those calls on this
+        connection's own reader sees exactly what the server consumed, in the
+        order it handled it. Message content and AUTH responses are read with
+        the reader's own methods (see `_read_content`, `challenge_auth`): the
+        content is only counted, the responses are never shown.
         """
-        readuntil, readline, read = reader.readuntil, reader.readline, reader.read
+        readuntil, read = reader.readuntil, reader.read
 
         async def recording_readuntil(separator: _ReaduntilBuffer = b"\n") -> bytes:
             line = await readuntil(separator)
-            if not self._in_readline:
-                self._on_line(line)
-            return line
-
-        async def recording_readline() -> bytes:
-            # StreamReader.readline() calls self.readuntil(), i.e. the wrapper
-            # above: without this flag an AUTH response would be recorded
-            # unmasked, as a command.
-            self._in_readline = True
-            try:
-                line = await readline()
-            finally:
-                self._in_readline = False
-            self._on_auth_response(line)
+            self._on_line(line)
             return line
 
         async def recording_read(n: int = -1) -> bytes:
@@ -400,7 +487,6 @@ class RecordingSMTP(SMTP):
             return chunk
 
         reader.readuntil = recording_readuntil  # type: ignore[method-assign]
-        reader.readline = recording_readline  # type: ignore[method-assign]
         reader.read = recording_read  # type: ignore[method-assign]
 
     def _append(self, kind: Any, line: str) -> Exchange:
@@ -429,20 +515,15 @@ class RecordingSMTP(SMTP):
         raw = line.rstrip(b"\r\n")
         if b"AUTH" in raw.upper():  # most lines are not: skip the decoding
             # Keep the mechanism; PLAIN's initial response is the password.
-            # Split as aiosmtpd does (str.split: any Unicode white space, so
-            # a tab, \x1f or a no-break space too), before anything is made
-            # printable, so that no separator smuggles the secret through.
-            words = raw.decode("utf-8", "surrogateescape").split(None, 2)
-            if words and words[0].upper() == "AUTH":
-                kept = " ".join(words[:2]).encode("utf-8", "surrogateescape")
-                raw = kept + (b" ****" if len(words) > 2 else b"")
+            # Masked before anything is made printable, so that no separator
+            # smuggles the secret through.
+            decoded = raw.decode("utf-8", "surrogateescape")
+            if _is_auth_line(decoded):
+                raw = mask_auth(decoded).encode("utf-8", "surrogateescape")
         text = _printable(raw[:_MAX_SHOWN_LINE])
         if total > _MAX_SHOWN_LINE:
             text += f"... [{total} bytes in all]"
         self._append("command", text)
-
-    def _on_auth_response(self, line: bytes) -> None:
-        self._append("auth-response", "*" if line.strip() == b"*" else "****")
 
     def push(self, status: AnyStr) -> Coroutine[Any, Any, None]:
         # Not itself a coroutine function: it returns what the caller awaits
@@ -460,6 +541,10 @@ class RecordingSMTP(SMTP):
         text = (
             status.decode("utf-8", "replace") if isinstance(status, bytes) else status
         )
+        if text.startswith("500 Error: command "):
+            text = _unrecognized(text)
+            self._record_reply(text)
+            return super().push(text)
         self._record_reply(text)
         return super().push(status)
 
@@ -485,8 +570,12 @@ class RecordingSMTP(SMTP):
     async def smtp_HELO(self, hostname: str) -> None:
         if await self._greeting_refused(hostname):
             return
+        if hostname:
+            # aiosmtpd replies 250 to any name (no HELO hook): record it
+            # before the reply, so a client that has read it sees it.
+            assert self.record is not None
+            self.record.ehlo, self.record.esmtp = hostname, False
         await super().smtp_HELO(hostname)
-        self._note_greeting()
 
     async def smtp_EHLO(self, hostname: str) -> None:
         if await self._greeting_refused(hostname):
@@ -501,13 +590,14 @@ class RecordingSMTP(SMTP):
             lines, self._ehlo_lines = self._ehlo_lines, None
         if len(lines) > 1:
             lines = self._hide_extensions(self.filter_ehlo(lines))
+        # Before the reply goes out: a client that has read it may look.
+        self._note_greeting()
         # One write for the whole reply (aiosmtpd writes and drains line by
         # line): a socket send per connection instead of six.
         for line in lines:
             self._record_reply(line)
         if lines:
             await super().push("\r\n".join(lines))
-        self._note_greeting()
 
     async def _greeting_refused(self, hostname: str) -> bool:
         """Answer HELO/EHLO ourselves when the name is malformed or a fault
@@ -568,6 +658,62 @@ class RecordingSMTP(SMTP):
         self.record._auth_attempts.append(info)
         self.record.auth = info
         return AuthResult(success=success, handled=False, auth_data=username)
+
+    async def challenge_auth(
+        self,
+        challenge: str | bytes,
+        encode_to_b64: bool = True,
+        log_client_response: bool = False,
+    ) -> _Missing | bytes:
+        """aiosmtpd's, for every mechanism, except that the response is
+        recorded masked and never logged (``log_client_response`` is
+        ignored), and that a response longer than the stream reader's limit
+        is read whole (up to 12,288 bytes, then ``500 5.5.6``): aiosmtpd
+        dropped what it had read and handled the rest as a command line."""
+        data = challenge.encode() if isinstance(challenge, str) else challenge
+        await self.push(b"334 " + (base64.b64encode(data) if encode_to_b64 else data))
+        line = await self._read_auth_response()
+        blob = line.strip() if line is not None else b""
+        if line is None:
+            await self.push(_AUTH_TOO_LONG)
+        elif blob == b"*":  # RFC 4954: the client cancels
+            await self.push("501 5.7.0 Auth aborted")
+        else:
+            try:
+                return base64.b64decode(blob, validate=True)
+            except binascii.Error:
+                await self.push("501 5.5.2 Can't decode base64")
+        return MISSING
+
+    async def _read_auth_response(self) -> bytes | None:
+        """One AUTH response line, recorded masked; None if it was longer
+        than `_MAX_AUTH_RESPONSE` (read and dropped up to its end)."""
+        read_line, read_bytes = self._read_line, self._read_bytes
+        assert read_line is not None
+        assert read_bytes is not None
+        pieces: list[bytes] = []
+        total = 0
+        while True:
+            try:
+                piece = await read_line(b"\n")
+            except asyncio.LimitOverrunError as exc:
+                piece = await read_bytes(exc.consumed)
+                total += len(piece)
+                if total <= _MAX_AUTH_RESPONSE:
+                    pieces.append(piece)
+                continue
+            except asyncio.IncompleteReadError as exc:  # the client left
+                piece = exc.partial
+            total += len(piece)
+            pieces.append(piece)
+            break
+        line = b"".join(pieces)
+        cancelled = line.strip() == b"*"
+        shown = "*" if cancelled else "****"
+        if total > _MAX_AUTH_RESPONSE:
+            shown += f" [{total} bytes in all]"
+        self._append("auth-response", shown)
+        return None if total > _MAX_AUTH_RESPONSE else line
 
     async def auth_CRAM__MD5(self, server: SMTP, args: list[str]) -> AuthResult:
         # aiosmtpd has PLAIN and LOGIN built in; CRAM-MD5 (RFC 2195) is ours.
@@ -659,7 +805,17 @@ class RecordingSMTP(SMTP):
             "STARTTLS", [], extension="STARTTLS"
         ):
             return
-        await super().smtp_STARTTLS(arg)
+        record = self.record
+        if record is None or arg or not self.tls_context:
+            await super().smtp_STARTTLS(arg)
+            return
+        # The client's starttls() returns when its side of the handshake is
+        # done, before ours: from the 220 on, Session.tls waits for the end.
+        record._tls_starting()
+        try:
+            await super().smtp_STARTTLS(arg)
+        finally:
+            record._tls_started(None)  # no-op if connection_made recorded it
 
     @_same_syntax(SMTP.smtp_AUTH)
     async def smtp_AUTH(self, arg: str) -> None:
@@ -712,11 +868,18 @@ class RecordingSMTP(SMTP):
         aiosmtpd's own loop keeps each line as a bytearray (about 1.9 times
         the content in memory) and joins them at the end: a 25 MB attachment
         peaked at four times its size. Here lines are joined into 64 KiB
-        chunks as they come, so the peak is about twice the content. The
-        rules are aiosmtpd's: lines end with CRLF only (a bare LF or CR is
-        content, so ``\\n.\\n`` does not end the message), a leading dot is
-        removed (RFC 5321 4.5.2), a line longer than ``line_length_limit``
-        gets 500 and content over ``data_size_limit`` 552, after the dot.
+        chunks as they come, so the peak is about twice the content.
+
+        The rules are aiosmtpd's, with Postfix's ``smtpd_forbid_bare_newline
+        = normalize`` for bare LF: a line may end with a bare LF as far as
+        its length goes (``smtplib`` sends ``msg.as_bytes()`` and curl an LF
+        file that way), but only ``<CR><LF>.<CR><LF>`` ends the message, so
+        ``<LF>.<LF>`` and friends stay content (no SMTP smuggling). The bytes
+        are kept as received, bare LFs included; a leading dot is removed
+        from a line that follows a CRLF (RFC 5321 4.5.2). A line longer than
+        ``line_length_limit`` gets 500, and content over ``data_size_limit``
+        (counted without the dot-stuffing, as ``SIZE=`` is) 552, after the
+        final dot.
         """
         read_line, read_bytes = self._read_line, self._read_bytes
         assert read_line is not None
@@ -726,15 +889,22 @@ class RecordingSMTP(SMTP):
         chunks: list[bytes] = []
         lines: list[bytes] = []
         pending = 0  # bytes in ``lines``
+        kept = 0  # content bytes, without the dot-stuffing
         refusal: str | None = None
         inside_long_line = False
+        # Whether the last line ended with CRLF: only then may a dot start
+        # the next one (as a stuffed dot or the final dot). DATA's own line
+        # counts as one.
+        after_crlf = True
+        last_byte = b""  # of an over-long line's pieces so far
         while True:
             try:
-                line = await read_line(b"\r\n")
+                line = await read_line(b"\n")
             except asyncio.LimitOverrunError as exc:
                 # Longer than the stream reader's limit: read past it.
                 line = await read_bytes(exc.consumed)
                 self._data_bytes += len(line)
+                last_byte = line[-1:]
                 inside_long_line = True
                 refusal = refusal or _LINE_TOO_LONG
                 chunks.clear()
@@ -746,22 +916,29 @@ class RecordingSMTP(SMTP):
             if inside_long_line:  # its last piece
                 inside_long_line = False
                 self._data_bytes += len(line)
+                after_crlf = line.endswith(b"\r\n") or (
+                    line == b"\n" and last_byte == b"\r"
+                )
                 continue
-            if line == b".\r\n":
+            if after_crlf and line == b".\r\n":
                 break
             self._data_bytes += len(line)
+            stuffed = after_crlf and line[:1] == b"."
+            after_crlf = line[-2:-1] == b"\r"
             if refusal is not None:
                 continue  # read on to the dot, keep nothing
-            if size_limit and self._data_bytes > size_limit:
+            length = len(line)
+            if stuffed:
+                line = line[1:]
+            kept += len(line)
+            if size_limit and kept > size_limit:
                 refusal = _TOO_MUCH_DATA
-            elif len(line) > line_limit:
+            elif length > line_limit:
                 refusal = _LINE_TOO_LONG
             if refusal is not None:
                 chunks.clear()
                 lines.clear()
                 continue
-            if line[:1] == b".":
-                line = line[1:]
             lines.append(line)
             pending += len(line)
             if pending >= _CHUNK:

@@ -273,6 +273,34 @@ def test_content_over_max_size_is_refused_after_the_dot(
     assert not smtpsink.messages
 
 
+@pytest.mark.smtpsink(max_size=1000)
+def test_max_size_counts_the_content_without_dot_stuffing(
+    smtpsink: Mailbox,
+) -> None:
+    # Exactly max_size bytes, 19 lines starting with a dot that smtplib
+    # doubles on the wire (RFC 5321 4.5.2): the content is 1,000 bytes, as
+    # SIZE= says, so it fits (it was refused with 552, the stuffed dots
+    # counted).
+    content = (
+        b"Subject: dots\r\n\r\n"
+        + (b"." + b"d" * 46 + b"\r\n") * 19
+        + b"x" * 50
+        + b"\r\n"
+    )
+    assert len(content) == 1000
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=10) as client:
+        assert client.sendmail("a@example.com", ["b@example.com"], content) == {}
+        # One byte more, sent without SIZE=: refused after the final dot.
+        assert client.mail("a@example.com")[0] == 250
+        assert client.rcpt("b@example.com")[0] == 250
+        code, reply = client.data(content + b"x")
+        assert (code, reply) == (552, b"Error: Too much mail data")
+    (message,) = smtpsink.messages
+    assert message.raw == content
+    mail = message.session.replies_to("MAIL")[0]
+    assert mail.line.upper().endswith("SIZE=1000")
+
+
 def test_longest_legal_data_line_is_kept(raw: Connect, smtpsink: Mailbox) -> None:
     client = raw()
     transaction(client)

@@ -106,6 +106,20 @@ def test_plain_send_transcript(smtpsink: Mailbox) -> None:
     )
 
 
+def test_greeting_name_is_recorded_before_the_reply(smtpsink: Mailbox) -> None:
+    """A client that has read the reply to EHLO or HELO finds the name it
+    gave on the session (it was recorded after the reply half the time)."""
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=10) as client:
+        session = smtpsink.sessions[-1]
+        for i in range(200):
+            client.ehlo(f"ehlo{i}.example.com")
+            assert session.ehlo == f"ehlo{i}.example.com"
+            assert session.esmtp is True
+            client.helo(f"helo{i}.example.com")
+            assert session.ehlo == f"helo{i}.example.com"
+            assert session.esmtp is False
+
+
 def test_one_refused_recipient(smtpsink_factory: Factory) -> None:
     sink = smtpsink_factory(max_recipients=2)
     with smtplib.SMTP(sink.host, sink.port) as client:
