@@ -138,6 +138,25 @@ class Envelope:
     """ESMTP parameters of each RCPT TO, aligned with `rcpt_to`."""
     smtputf8: bool = False
     """Whether the client asked for SMTPUTF8."""
+    dsn_ret: str | None = None
+    """DSN (RFC 3461): ``"FULL"`` or ``"HDRS"`` from ``MAIL ... RET=``, or None."""
+    dsn_envid: str | None = None
+    """DSN: the envelope id from ``MAIL ... ENVID=`` (xtext decoded), or None."""
+    rcpt_dsn: tuple[RecipientDSN, ...] = ()
+    """DSN requests of each RCPT TO, aligned with `rcpt_to`."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecipientDSN:
+    """What one ``RCPT TO`` asked for in delivery status notifications
+    (RFC 3461)."""
+
+    notify: tuple[str, ...] = ()
+    """``NOTIFY=``: ``("NEVER",)`` or some of ``"SUCCESS"``, ``"FAILURE"``,
+    ``"DELAY"`` in the order given (upper case); ``()`` without ``NOTIFY=``."""
+    orcpt: str | None = None
+    """``ORCPT=``: the original recipient as ``"type;address"``, e.g.
+    ``"rfc822;ann@example.com"`` (xtext decoded), or None."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from aiosmtpd.smtp import Session as _AioSession
 from ._faults import Fault, hidden_param
 from ._faults import same_syntax as _same_syntax
 from ._message import Envelope as MessageEnvelope
-from ._message import Message
+from ._message import Message, RecipientDSN
 from ._session import AuthInfo, EndReason, Exchange, Session, TLSInfo
 
 if TYPE_CHECKING:
@@ -185,6 +185,8 @@ def _malformed(value: str) -> bool:
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOT_ATOM = rf"{_ATEXT}(?:\.{_ATEXT})*"
 _PLAIN_ANGLE_ADDR = re.compile(rf"<({_DOT_ATOM}@{_DOT_ATOM})>")
+# The address type of a DSN ORCPT= (an atom: "rfc822", "utf-8"...).
+_ADDR_TYPE_RE = re.compile(rf"{_ATEXT}\Z")
 
 
 def plain_angle_addr(arg: str) -> tuple[str, str] | None:
@@ -212,6 +214,48 @@ def plain_angle_addr(arg: str) -> tuple[str, str] | None:
     return address, rest
 
 
+# -- DSN (RFC 3461) ------------------------------------------------------------
+
+_DSN_PARAMS = {"MAIL": ("RET", "ENVID"), "RCPT": ("NOTIFY", "ORCPT")}
+# xtext (RFC 3461 4): "!" to "~" except "+" and "=", or "+" and two upper-case
+# hex digits for any other byte.
+_XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})+\Z")
+_XTEXT_HEX = re.compile(r"\+([0-9A-F]{2})")
+_NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY"})
+
+
+def _xtext(value: str) -> str:
+    return _XTEXT_HEX.sub(lambda m: chr(int(m.group(1), 16)), value)
+
+
+def _dsn_fields(params: dict[str, str]) -> dict[str, Any] | str:
+    """The DSN parameters of one MAIL or RCPT, checked against RFC 3461's
+    grammar: the envelope fields, or a 501 reply naming the parameter."""
+    fields: dict[str, Any] = {}
+    for key, value in params.items():
+        upper = value.upper()
+        if key == "RET" and upper in ("FULL", "HDRS"):
+            fields["dsn_ret"] = upper
+        elif key == "ENVID" and len(value) <= 100 and _XTEXT.match(value):
+            fields["dsn_envid"] = _xtext(value)
+        elif key == "NOTIFY" and (
+            upper == "NEVER" or (upper and set(upper.split(",")) <= _NOTIFY)
+        ):
+            fields["notify"] = tuple(upper.split(","))
+        elif key == "ORCPT" and len(value) <= 500:
+            kind, semicolon, address = value.partition(";")
+            if not (semicolon and _ADDR_TYPE_RE.match(kind) and _XTEXT.match(address)):
+                return _dsn_error(key)
+            fields["orcpt"] = f"{kind};{_xtext(address)}"
+        else:
+            return _dsn_error(key)
+    return fields
+
+
+def _dsn_error(key: str) -> str:
+    return f"501 5.5.4 Syntax error in the {key}= parameter (RFC 3461)"
+
+
 class ServerState:
     """What every connection of one sink server shares."""
 
@@ -236,11 +280,15 @@ class ServerState:
 
 
 class _SinkEnvelope(Envelope):
-    """aiosmtpd's envelope flattens RCPT parameters; keep them per recipient."""
+    """aiosmtpd's envelope flattens RCPT parameters; keep them per recipient,
+    and the DSN requests."""
 
     def __init__(self) -> None:
         super().__init__()
         self.per_rcpt_options: list[tuple[str, ...]] = []
+        self.dsn_ret: str | None = None
+        self.dsn_envid: str | None = None
+        self.per_rcpt_dsn: list[RecipientDSN] = []
 
 
 class _Handler:
@@ -265,9 +313,13 @@ class _Handler:
         limit = server.state.settings.max_recipients
         if limit is not None and len(envelope.rcpt_tos) >= limit:
             return "452 4.5.3 Too many recipients"
+        dsn = _dsn_fields(server._dsn_params)
+        if isinstance(dsn, str):
+            return dsn
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         envelope.per_rcpt_options.append(tuple(rcpt_options))
+        envelope.per_rcpt_dsn.append(RecipientDSN(**dsn))
         return "250 OK"
 
     async def handle_DATA(
@@ -279,7 +331,7 @@ class _Handler:
         self,
         server: RecordingSMTP,
         session: Any,
-        envelope: Envelope,
+        envelope: _SinkEnvelope,
         address: str,
         mail_options: list[str],
     ) -> str:
@@ -300,8 +352,13 @@ class _Handler:
             )
             if injected is not None:
                 return injected
+        dsn = _dsn_fields(server._dsn_params)
+        if isinstance(dsn, str):
+            return dsn
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
+        envelope.dsn_ret = dsn.get("dsn_ret")
+        envelope.dsn_envid = dsn.get("dsn_envid")
         return "250 OK"
 
 
@@ -381,6 +438,11 @@ class RecordingSMTP(SMTP):
         self._pending_fragment = b""
         self._pending_total = 0
         self._ehlo_lines: list[str] | None = None
+        # The DSN parameters of the MAIL or RCPT being handled (see _getparams),
+        # and that command's argument as sent, for their values' case.
+        self._dsn_params: dict[str, str] = {}
+        self._params_command = ""
+        self._params_arg = ""
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         plain = plain_angle_addr(arg)
@@ -390,6 +452,45 @@ class RecordingSMTP(SMTP):
         if self.local_part_limit and address.index("@") > self.local_part_limit:
             return None, None
         return address, rest
+
+    @_same_syntax(SMTP.smtp_MAIL)
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        self._params_command, self._params_arg = "MAIL", arg or ""
+        await super().smtp_MAIL(arg)
+
+    @_same_syntax(SMTP.smtp_RCPT)
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        self._params_command, self._params_arg = "RCPT", arg or ""
+        await super().smtp_RCPT(arg)
+
+    def _getparams(self, params: Sequence[str]) -> dict[str, str | bool] | None:
+        """aiosmtpd's parameter parsing, with the DSN parameters (RFC 3461)
+        taken out before it refuses them as unknown (555). The handler
+        hooks check them (`_dsn_fields`), after aiosmtpd's own checks."""
+        result = super()._getparams(params)
+        self._dsn_params = dsn = {}
+        if result is None:
+            return None
+        for key in _DSN_PARAMS.get(self._params_command, ()):
+            if key not in result:
+                continue
+            value = result.pop(key)
+            given = [p for p in params if p.partition("=")[0] == key]
+            if value is True or len(given) > 1:
+                dsn[key] = ""  # invalid: no value, or given twice
+                continue
+            assert isinstance(value, str)
+            # aiosmtpd upper-cased every parameter: ENVID and ORCPT keep
+            # the case they were sent in.
+            dsn[key] = next(
+                (
+                    word.partition("=")[2]
+                    for word in self._params_arg.split()
+                    if word.upper() == f"{key}={value}"
+                ),
+                value,
+            )
+        return result
 
     # -- connection lifecycle ------------------------------------------------
 
@@ -589,6 +690,9 @@ class RecordingSMTP(SMTP):
         finally:
             lines, self._ehlo_lines = self._ehlo_lines, None
         if len(lines) > 1:
+            # aiosmtpd answers pipelined commands in order (RFC 2920) but
+            # does not say so; DSN parameters are ours (see _getparams).
+            lines = [lines[0], "250-PIPELINING", *lines[1:-1], "250-DSN", lines[-1]]
             lines = self._hide_extensions(self.filter_ehlo(lines))
         # Before the reply goes out: a client that has read it may look.
         self._note_greeting()
@@ -773,6 +877,9 @@ class RecordingSMTP(SMTP):
                 mail_options=tuple(envelope.mail_options),
                 rcpt_options=tuple(envelope.per_rcpt_options),
                 smtputf8=bool(envelope.smtp_utf8),
+                dsn_ret=envelope.dsn_ret,
+                dsn_envid=envelope.dsn_envid,
+                rcpt_dsn=tuple(envelope.per_rcpt_dsn),
             ),
             session=self.record,
             received_at=_now(),
