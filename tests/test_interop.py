@@ -45,7 +45,7 @@ def test_bare_lf_message_from_smtplib_as_bytes(smtpsink: Mailbox) -> None:
     received = smtpsink.assert_sent(subject="bare LF")
     assert received.raw == data + b"\r\n"  # kept as sent; smtplib ends it
     # The text as written (the last line gains smtplib's CRLF).
-    assert received.text.startswith(message.get_content())
+    assert (received.text or "").startswith(message.get_content())
     assert BARE_LF_DEFECT in received.defects
 
 
