@@ -200,7 +200,8 @@ class Session:
         state = self.end or "open"
         head = (
             f"<Session {self.peer[0]}:{self.peer[1]} ehlo={self.ehlo!r} "
-            f"tls={'yes' if self.tls else 'no'} "
+            # _tls: a repr (in a failure report) must not wait on a handshake.
+            f"tls={'yes' if self._tls else 'no'} "
             f"auth={self.authenticated_as!r} messages={len(self._messages)} "
             f"end={state}>"
         )
