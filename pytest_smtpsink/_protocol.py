@@ -18,6 +18,7 @@ import logging
 import re
 import secrets
 import ssl
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, AnyStr, cast
@@ -123,13 +124,33 @@ def mask_auth(text: str) -> str:
     return " ".join(words[:2]) + (" ****" if len(words) > 2 else "")
 
 
-def _masked_log_arg(value: object) -> object:
+# A line that may be an AUTH response: one base64 word, "=" or "*".
+_SASL_RESPONSE = re.compile(rb"\s*(?:[A-Za-z0-9+/]+=*|=|\*)\s*\Z")
+
+
+class _StrayResponse(threading.local):
+    """The stray AUTH response (see `RecordingSMTP._stray_auth_response`)
+    this server thread is handling, upper-cased, for the log filter: aiosmtpd
+    logs a line right after reading it, on the same thread."""
+
+    line: bytes | None = None
+
+
+_STRAY = _StrayResponse()
+
+
+def _masked_log_arg(value: object, stray: bytes | None) -> object:
     if isinstance(value, (bytes, bytearray)):
+        if stray is not None and value.strip().upper() == stray:
+            return b"****"
         if b"AUTH" in value.upper():
             text = bytes(value).decode("utf-8", "surrogateescape")
             return mask_auth(text).encode("utf-8", "surrogateescape")
-    elif isinstance(value, str) and "AUTH" in value.upper():
-        return mask_auth(value)
+    elif isinstance(value, str):
+        if stray is not None and value.strip().upper().encode() == stray:
+            return "****"
+        if "AUTH" in value.upper():
+            return mask_auth(value)
     return value
 
 
@@ -141,7 +162,8 @@ class _MaskAuthInLog(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         if isinstance(args, tuple) and args:
-            record.args = tuple(_masked_log_arg(a) for a in args)
+            stray = _STRAY.line
+            record.args = tuple(_masked_log_arg(a, stray) for a in args)
         return True
 
 
@@ -151,20 +173,20 @@ logging.getLogger("mail.log").addFilter(_MaskAuthInLog())
 _UNRECOGNIZED = re.compile(r'500 Error: command "(.*)" not recognized\Z', re.DOTALL)
 
 
-def _unrecognized(reply: str) -> str:
+def _unrecognized(reply: str, echo: bool = True) -> str:
     """aiosmtpd's reply to an unknown command, without what must not show.
 
     aiosmtpd echoes everything up to the first space, upper-cased: for
     ``AUTH<TAB>PLAIN<TAB><base64>`` the whole credential. Echo a plain verb
     only; a line that starts with AUTH, or holds other white space, gets a
-    reply that names nothing."""
+    reply that names nothing (as does any line when ``echo`` is False)."""
     match = _UNRECOGNIZED.match(reply)
     if match is None:
         return reply
     verb = match.group(1)
     if _is_auth_line(verb):
         return "500 5.5.2 Error: AUTH and its arguments must be separated by spaces"
-    if len(verb.split()) != 1 or verb != verb.strip():
+    if not echo or len(verb.split()) != 1 or verb != verb.strip():
         return "500 5.5.2 Error: command not recognized"
     return f'500 Error: command "{_printable(verb.encode()[:64])}" not recognized'
 
@@ -438,6 +460,9 @@ class RecordingSMTP(SMTP):
         self._pending_fragment = b""
         self._pending_total = 0
         self._ehlo_lines: list[str] | None = None
+        # Since the last AUTH command line, until a line that is not an AUTH
+        # response: see _stray_auth_response.
+        self._after_auth = False
         # The DSN parameters of the MAIL or RCPT being handled (see _getparams),
         # and that command's argument as sent, for their values' case.
         self._dsn_params: dict[str, str] = {}
@@ -614,6 +639,10 @@ class RecordingSMTP(SMTP):
             line = self._pending_fragment + line
             self._pending_fragment, self._pending_total = b"", 0
         raw = line.rstrip(b"\r\n")
+        if _STRAY.line is not None:
+            _STRAY.line = None
+        if self._after_auth and self._stray_auth_response(raw):
+            return
         if b"AUTH" in raw.upper():  # most lines are not: skip the decoding
             # Keep the mechanism; PLAIN's initial response is the password.
             # Masked before anything is made printable, so that no separator
@@ -621,10 +650,27 @@ class RecordingSMTP(SMTP):
             decoded = raw.decode("utf-8", "surrogateescape")
             if _is_auth_line(decoded):
                 raw = mask_auth(decoded).encode("utf-8", "surrogateescape")
+                self._after_auth = True
         text = _printable(raw[:_MAX_SHOWN_LINE])
         if total > _MAX_SHOWN_LINE:
             text += f"... [{total} bytes in all]"
         self._append("command", text)
+
+    def _stray_auth_response(self, raw: bytes) -> bool:
+        """Record a line that follows an AUTH command as a masked AUTH
+        response if it looks like one (a base64 word, "=" or "*", not a
+        command verb): a client that sends its responses without waiting
+        for the 334, or after AUTH was refused, has them read as commands.
+        True when recorded so."""
+        word = raw.strip().upper()
+        if not _SASL_RESPONSE.match(raw) or (
+            word.decode("ascii", "replace") in self._smtp_methods
+        ):
+            self._after_auth = False
+            return False
+        _STRAY.line = word  # for the log filter
+        self._append("auth-response", "****")
+        return True
 
     def push(self, status: AnyStr) -> Coroutine[Any, Any, None]:
         # Not itself a coroutine function: it returns what the caller awaits
@@ -643,7 +689,10 @@ class RecordingSMTP(SMTP):
             status.decode("utf-8", "replace") if isinstance(status, bytes) else status
         )
         if text.startswith("500 Error: command "):
-            text = _unrecognized(text)
+            current = self._current
+            text = _unrecognized(
+                text, echo=current is None or current.kind != "auth-response"
+            )
             self._record_reply(text)
             return super().push(text)
         self._record_reply(text)

@@ -75,6 +75,14 @@ def test_no_credential_reaches_any_output(
     ]
     assert finals[18].startswith(b"500 5.5.6")
     assert sessions[18].commands == ["EHLO", "AUTH", "QUIT"]
+    # Responses sent to a refused AUTH are recorded as masked responses,
+    # not as commands, and their replies echo nothing.
+    assert sessions[19].commands == ["EHLO", "AUTH", "QUIT"]
+    stray = sessions[19].transcript[3]
+    assert (stray.kind, stray.line) == ("auth-response", "****")
+    assert stray.replies == ["500 5.5.2 Error: command not recognized"]
+    assert sessions[20].commands == ["EHLO", "AUTH", "AUTH", "QUIT"]
+    assert sessions[20].codes[2:4] == [235, 503]
 
     # 2. The plugin: the failure report (with the captured log at DEBUG)
     # and the files --smtpsink-save writes.
