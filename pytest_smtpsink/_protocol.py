@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import datetime
 import hmac
 import logging
@@ -401,6 +402,10 @@ class _QuietSession(_AioSession):
 _COMMAND_METHODS: dict[type, list[str]] = {}
 
 
+def _command_size_limit() -> int:
+    return SMTP.command_size_limit  # RFC 5321 4.5.3.1.4: 512
+
+
 def _command_methods(cls: type) -> list[str]:
     names = _COMMAND_METHODS.get(cls)
     if names is None:
@@ -444,6 +449,12 @@ class RecordingSMTP(SMTP):
         # -W error) when AUTH is required over plain text, which a test may
         # legitimately ask for with auth_plaintext=True.
         self._auth_required = settings.auth_required
+        # RFC 3461 section 4: DSN lengthens MAIL by up to 114 characters
+        # (RET=HDRS, ENVID=) and RCPT by up to 536 (NOTIFY=, ORCPT=). Per
+        # connection: aiosmtpd's own table is shared by every connection.
+        self.command_size_limits = collections.defaultdict(
+            _command_size_limit, {"MAIL": 512 + 114, "RCPT": 512 + 536}
+        )
         if settings.auth is None:
             self._auth_methods.clear()
         self.state = state

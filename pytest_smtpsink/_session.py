@@ -119,6 +119,7 @@ class Session:
         self._tls: TLSInfo | None = None
         # Set while a STARTTLS handshake is under way (see `tls`).
         self._tls_settled: threading.Event | None = None
+        self._tls_thread = 0
         self.auth: AuthInfo | None = None
         """The last AUTH attempt (see `auth_attempts` for all)."""
         self._auth_attempts: list[AuthInfo] = []
@@ -137,9 +138,14 @@ class Session:
         handshake, so the value is settled when the client call has returned.
         """
         settled = self._tls_settled
-        if settled is not None:
+        # Never on the server thread, which is the one to end the wait.
+        if settled is not None and threading.get_ident() != self._tls_thread:
             settled.wait(TLS_SETTLE_SECONDS)
         return self._tls
+
+    @tls.setter
+    def tls(self, info: TLSInfo | None) -> None:
+        self._tls = info
 
     @property
     def transcript(self) -> tuple[Exchange, ...]:
@@ -215,6 +221,7 @@ class Session:
 
     def _tls_starting(self) -> None:
         """A STARTTLS handshake begins: `tls` readers wait for its end."""
+        self._tls_thread = threading.get_ident()
         self._tls_settled = threading.Event()
 
     def _tls_started(self, info: TLSInfo | None) -> None:

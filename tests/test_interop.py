@@ -177,6 +177,21 @@ def test_dsn_parameters_are_kept_on_the_envelope(smtpsink: Mailbox) -> None:
     assert envelope.rcpt_options[1] == ("NOTIFY=NEVER",)
 
 
+def test_rcpt_with_a_long_orcpt_fits(smtpsink: Mailbox) -> None:
+    """RFC 3461 lengthens RCPT by ORCPT's 500 characters: past the 512 of a
+    plain command line."""
+    original = "rfc822;" + "o" * 440 + "@example.com"
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=TIMEOUT) as client:
+        client.ehlo()
+        client.mail("app@example.com", ["RET=FULL", "ENVID=" + "e" * 100])
+        options = ["NOTIFY=SUCCESS,FAILURE,DELAY", "ORCPT=" + original]
+        assert client.rcpt("ann@example.com", options)[0] == 250
+        assert client.data(b"Subject: long orcpt\r\n\r\nhi\r\n")[0] == 250
+    envelope = smtpsink.assert_sent(subject="long orcpt").envelope
+    assert envelope.rcpt_dsn[0].orcpt == original
+    assert len(smtpsink.sessions[0].replies_to("RCPT")[0].line) > 512
+
+
 def test_no_dsn_request_means_none(smtpsink: Mailbox) -> None:
     with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=TIMEOUT) as client:
         client.sendmail("app@example.com", ["ann@example.com"], b"Subject: x\r\n\r\n")
