@@ -125,8 +125,9 @@ def mask_auth(text: str) -> str:
     return " ".join(words[:2]) + (" ****" if len(words) > 2 else "")
 
 
-# A line that may be an AUTH response: one base64 word, "=" or "*".
-_SASL_RESPONSE = re.compile(rb"\s*(?:[A-Za-z0-9+/]+=*|=|\*)\s*\Z")
+# A line that may be an AUTH response: one word (base64, "=", "*", or a
+# password in clear where base64 belongs).
+_SASL_RESPONSE = re.compile(rb"\s*\S+\s*\Z")
 
 
 class _StrayResponse(threading.local):
@@ -669,10 +670,10 @@ class RecordingSMTP(SMTP):
 
     def _stray_auth_response(self, raw: bytes) -> bool:
         """Record a line that follows an AUTH command as a masked AUTH
-        response if it looks like one (a base64 word, "=" or "*", not a
-        command verb): a client that sends its responses without waiting
-        for the 334, or after AUTH was refused, has them read as commands.
-        True when recorded so."""
+        response if it could be one (a single word that is not a command
+        verb): a client that sends its responses without waiting for the
+        334, or after AUTH was refused, has them read as commands. True when
+        recorded so."""
         word = raw.strip().upper()
         if not _SASL_RESPONSE.match(raw) or (
             word.decode("ascii", "replace") in self._smtp_methods

@@ -62,7 +62,7 @@ def forms() -> list[list[bytes | object]]:
         [b"AUTH PLAIN" + CRLF, WAIT, b"A" * 30000 + p + CRLF],
         # Responses sent without waiting for a 334, to an AUTH that is
         # refused (an unknown mechanism; a second AUTH): read as commands.
-        [b"AUTH CRAM-SHA1" + CRLF + p + CRLF],
+        [b"AUTH CRAM-SHA1" + CRLF + p + CRLF + PASSWORD.encode() + CRLF],
         [
             b"AUTH PLAIN " + p + CRLF,
             b"AUTH LOGIN" + CRLF + b64(USER) + CRLF + b64(PASSWORD) + CRLF,
