@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         Envelope,
         Headers,
         Message,
+        RecipientDSN,
     )
     from ._server import SinkError, SMTPSink
     from ._session import AuthInfo, Exchange, Session, TLSInfo
@@ -45,6 +46,7 @@ __all__ = [
     "Mailbox",
     "Message",
     "Messages",
+    "RecipientDSN",
     "SMTPSink",
     "Session",
     "SettingsError",
@@ -68,6 +70,7 @@ _MODULES = {
     "Envelope": "._message",
     "Headers": "._message",
     "Message": "._message",
+    "RecipientDSN": "._message",
     "SinkError": "._server",
     "SMTPSink": "._server",
     "AuthInfo": "._session",

@@ -32,6 +32,12 @@ if TYPE_CHECKING:
 DEFAULT_CODE_PATTERN = re.compile(r"(?<![\w-])(\d{4,8})(?![\w-])")
 _URL = re.compile(r"""https?://[^\s<>"'()\[\]{}]+""", re.IGNORECASE)
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+#: In `Message.defects` when a line ends with LF alone (the sink accepts
+#: that, as Postfix does, and keeps the bytes as received).
+BARE_LF_DEFECT = (
+    "bare LF line endings: lines must end with CRLF (RFC 5321 2.3.8); kept as received"
+)
 
 
 class Address(str):
@@ -132,6 +138,25 @@ class Envelope:
     """ESMTP parameters of each RCPT TO, aligned with `rcpt_to`."""
     smtputf8: bool = False
     """Whether the client asked for SMTPUTF8."""
+    dsn_ret: str | None = None
+    """DSN (RFC 3461): ``"FULL"`` or ``"HDRS"`` from ``MAIL ... RET=``, or None."""
+    dsn_envid: str | None = None
+    """DSN: the envelope id from ``MAIL ... ENVID=`` (xtext decoded), or None."""
+    rcpt_dsn: tuple[RecipientDSN, ...] = ()
+    """DSN requests of each RCPT TO, aligned with `rcpt_to`."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecipientDSN:
+    """What one ``RCPT TO`` asked for in delivery status notifications
+    (RFC 3461)."""
+
+    notify: tuple[str, ...] = ()
+    """``NOTIFY=``: ``("NEVER",)`` or some of ``"SUCCESS"``, ``"FAILURE"``,
+    ``"DELAY"`` in the order given (upper case); ``()`` without ``NOTIFY=``."""
+    orcpt: str | None = None
+    """``ORCPT=``: the original recipient as ``"type;address"``, e.g.
+    ``"rfc822;ann@example.com"`` (xtext decoded), or None."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -381,6 +406,8 @@ class Message:
         """Problems found while parsing, as readable strings. Never raises."""
         parsed, failure = self._mailparser
         found: list[str] = []
+        if _BARE_LF.search(self.raw) is not None:
+            found.append(BARE_LF_DEFECT)
         if failure is not None:
             found.append(failure)
         if parsed is not None:

@@ -10,16 +10,21 @@ copied, into the transcript; the message itself keeps the bytes.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import collections
 import datetime
 import hmac
+import logging
 import re
 import secrets
 import ssl
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, AnyStr, TypeVar, cast
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword
 from aiosmtpd.smtp import Session as _AioSession
 
 from ._faults import (
@@ -34,11 +39,13 @@ from ._faults import (
     steps,
 )
 from ._message import Envelope as MessageEnvelope
-from ._message import Message
+from ._message import Message, RecipientDSN
 from ._session import AuthInfo, EndReason, Exchange, Session, TLSInfo
 
 if TYPE_CHECKING:
     from asyncio.streams import _ReaduntilBuffer
+
+    from aiosmtpd.smtp import _Missing
 
     from ._faults import Faults
     from ._settings import SinkSettings
@@ -128,6 +135,121 @@ def _printable(raw: bytes) -> str:
     return raw.decode("utf-8", "backslashreplace").translate(_CONTROL)
 
 
+# -- AUTH secrets ------------------------------------------------------------
+#
+# No form of a credential may reach any output. The client's line is masked
+# when it is recorded (`RecordingSMTP._on_line`), AUTH responses are never
+# shown (`challenge_auth`), aiosmtpd's reply to an unknown command no longer
+# echoes it (`_unrecognized`), and aiosmtpd's own log records are masked too
+# (`_MaskAuthInLog`).
+
+# SASL mechanism names worth showing (IANA registry, the common part): any
+# other word after AUTH may be a secret put where the mechanism goes.
+_MECHANISMS = frozenset(
+    (
+        *("PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5", "XOAUTH2", "OAUTHBEARER"),
+        *("GSSAPI", "NTLM", "ANONYMOUS", "EXTERNAL", "SCRAM-SHA-1"),
+        *("SCRAM-SHA-1-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"),
+    )
+)
+# RFC 4954's reply for a response longer than the server can take, and the
+# longest response taken: enough for long OAuth tokens.
+_AUTH_TOO_LONG = "500 5.5.6 Authentication Exchange line is too long"
+_MAX_AUTH_RESPONSE = 12288
+
+
+def _is_auth_line(text: str) -> bool:
+    """Whether a client line is an AUTH command in any case, after any white
+    space, with any separator (aiosmtpd splits AUTH's arguments with
+    ``str.split()``: a tab, ``\x1f`` or a no-break space separates them)."""
+    return text.lstrip()[:4].upper() == "AUTH"
+
+
+def mask_auth(text: str) -> str:
+    """An AUTH line with everything after the mechanism name masked; any
+    other text unchanged. ``"auth\tplain\tAHU..."`` gives ``"auth plain
+    ****"``; a word that is not a known mechanism is masked as well."""
+    if not _is_auth_line(text):
+        return text
+    words = text.split(None, 2)
+    verb = words[0]
+    if verb.upper() != "AUTH":  # "AUTH" glued to what follows: all masked
+        return f"{verb.lstrip()[:4]} ****"
+    if len(words) == 1:
+        return verb
+    if words[1].upper() not in _MECHANISMS:
+        return f"{verb} ****"
+    return " ".join(words[:2]) + (" ****" if len(words) > 2 else "")
+
+
+# A line that may be an AUTH response: one word (base64, "=", "*", or a
+# password in clear where base64 belongs).
+_SASL_RESPONSE = re.compile(rb"\s*\S+\s*\Z")
+
+
+class _StrayResponse(threading.local):
+    """The stray AUTH response (see `RecordingSMTP._stray_auth_response`)
+    this server thread is handling, upper-cased, for the log filter: aiosmtpd
+    logs a line right after reading it, on the same thread."""
+
+    line: bytes | None = None
+
+
+_STRAY = _StrayResponse()
+
+
+def _masked_log_arg(value: object, stray: bytes | None) -> object:
+    if isinstance(value, (bytes, bytearray)):
+        if stray is not None and value.strip().upper() == stray:
+            return b"****"
+        if b"AUTH" in value.upper():
+            text = bytes(value).decode("utf-8", "surrogateescape")
+            return mask_auth(text).encode("utf-8", "surrogateescape")
+    elif isinstance(value, str):
+        if stray is not None and value.strip().upper().encode() == stray:
+            return "****"
+        if "AUTH" in value.upper():
+            return mask_auth(value)
+    return value
+
+
+class _MaskAuthInLog(logging.Filter):
+    """Masks AUTH lines in aiosmtpd's log records (the ``mail.log`` logger):
+    it logs every client line, and its own masking misses some forms (an
+    unknown command, upper-cased, is logged as a WARNING)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and args:
+            stray = _STRAY.line
+            record.args = tuple(_masked_log_arg(a, stray) for a in args)
+        return True
+
+
+# Idempotent (a Logger keeps a filter once); aiosmtpd logs on this logger only.
+logging.getLogger("mail.log").addFilter(_MaskAuthInLog())
+
+_UNRECOGNIZED = re.compile(r'500 Error: command "(.*)" not recognized\Z', re.DOTALL)
+
+
+def _unrecognized(reply: str, echo: bool = True) -> str:
+    """aiosmtpd's reply to an unknown command, without what must not show.
+
+    aiosmtpd echoes everything up to the first space, upper-cased: for
+    ``AUTH<TAB>PLAIN<TAB><base64>`` the whole credential. Echo a plain verb
+    only; a line that starts with AUTH, or holds other white space, gets a
+    reply that names nothing (as does any line when ``echo`` is False)."""
+    match = _UNRECOGNIZED.match(reply)
+    if match is None:
+        return reply
+    verb = match.group(1)
+    if _is_auth_line(verb):
+        return "500 5.5.2 Error: AUTH and its arguments must be separated by spaces"
+    if not echo or len(verb.split()) != 1 or verb != verb.strip():
+        return "500 5.5.2 Error: command not recognized"
+    return f'500 Error: command "{_printable(verb.encode()[:64])}" not recognized'
+
+
 _MALFORMED = re.compile("[\x00-\x1f\x7f\udc80-\udcff]")
 
 
@@ -144,6 +266,8 @@ def _malformed(value: str) -> bool:
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOT_ATOM = rf"{_ATEXT}(?:\.{_ATEXT})*"
 _PLAIN_ANGLE_ADDR = re.compile(rf"<({_DOT_ATOM}@{_DOT_ATOM})>")
+# The address type of a DSN ORCPT= (an atom: "rfc822", "utf-8"...).
+_ADDR_TYPE_RE = re.compile(rf"{_ATEXT}\Z")
 
 
 def plain_angle_addr(arg: str) -> tuple[str, str] | None:
@@ -169,6 +293,48 @@ def plain_angle_addr(arg: str) -> tuple[str, str] | None:
     if "=?" in address:  # the parser decodes RFC 2047 encoded words in it
         return None
     return address, rest
+
+
+# -- DSN (RFC 3461) ------------------------------------------------------------
+
+_DSN_PARAMS = {"MAIL": ("RET", "ENVID"), "RCPT": ("NOTIFY", "ORCPT")}
+# xtext (RFC 3461 4): "!" to "~" except "+" and "=", or "+" and two upper-case
+# hex digits for any other byte.
+_XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})+\Z")
+_XTEXT_HEX = re.compile(r"\+([0-9A-F]{2})")
+_NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY"})
+
+
+def _xtext(value: str) -> str:
+    return _XTEXT_HEX.sub(lambda m: chr(int(m.group(1), 16)), value)
+
+
+def _dsn_fields(params: dict[str, str]) -> dict[str, Any] | str:
+    """The DSN parameters of one MAIL or RCPT, checked against RFC 3461's
+    grammar: the envelope fields, or a 501 reply naming the parameter."""
+    fields: dict[str, Any] = {}
+    for key, value in params.items():
+        upper = value.upper()
+        if key == "RET" and upper in ("FULL", "HDRS"):
+            fields["dsn_ret"] = upper
+        elif key == "ENVID" and len(value) <= 100 and _XTEXT.match(value):
+            fields["dsn_envid"] = _xtext(value)
+        elif key == "NOTIFY" and (
+            upper == "NEVER" or (upper and set(upper.split(",")) <= _NOTIFY)
+        ):
+            fields["notify"] = tuple(upper.split(","))
+        elif key == "ORCPT" and len(value) <= 500:
+            kind, semicolon, address = value.partition(";")
+            if not (semicolon and _ADDR_TYPE_RE.match(kind) and _XTEXT.match(address)):
+                return _dsn_error(key)
+            fields["orcpt"] = f"{kind};{_xtext(address)}"
+        else:
+            return _dsn_error(key)
+    return fields
+
+
+def _dsn_error(key: str) -> str:
+    return f"501 5.5.4 Syntax error in the {key}= parameter (RFC 3461)"
 
 
 class ServerState:
@@ -204,11 +370,15 @@ class ServerState:
 
 
 class _SinkEnvelope(Envelope):
-    """aiosmtpd's envelope flattens RCPT parameters; keep them per recipient."""
+    """aiosmtpd's envelope flattens RCPT parameters; keep them per recipient,
+    and the DSN requests."""
 
     def __init__(self) -> None:
         super().__init__()
         self.per_rcpt_options: list[tuple[str, ...]] = []
+        self.dsn_ret: str | None = None
+        self.dsn_envid: str | None = None
+        self.per_rcpt_dsn: list[RecipientDSN] = []
 
 
 class _Handler:
@@ -233,16 +403,20 @@ class _Handler:
         limit = server.state.settings.max_recipients
         if limit is not None and len(envelope.rcpt_tos) >= limit:
             return "452 4.5.3 Too many recipients"
+        dsn = _dsn_fields(server._dsn_params)
+        if isinstance(dsn, str):
+            return dsn
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         envelope.per_rcpt_options.append(tuple(rcpt_options))
+        envelope.per_rcpt_dsn.append(RecipientDSN(**dsn))
         return "250 OK"
 
     async def handle_MAIL(
         self,
         server: RecordingSMTP,
         session: Any,
-        envelope: Envelope,
+        envelope: _SinkEnvelope,
         address: str,
         mail_options: list[str],
     ) -> str:
@@ -263,8 +437,13 @@ class _Handler:
             )
             if injected is not None:
                 return injected
+        dsn = _dsn_fields(server._dsn_params)
+        if isinstance(dsn, str):
+            return dsn
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
+        envelope.dsn_ret = dsn.get("dsn_ret")
+        envelope.dsn_envid = dsn.get("dsn_envid")
         return "250 OK"
 
 
@@ -283,6 +462,10 @@ class _QuietSession(_AioSession):
 
 
 _COMMAND_METHODS: dict[type, list[str]] = {}
+
+
+def _command_size_limit() -> int:
+    return SMTP.command_size_limit  # RFC 5321 4.5.3.1.4: 512
 
 
 def _command_methods(cls: type) -> list[str]:
@@ -342,6 +525,12 @@ class RecordingSMTP(SMTP):
         # -W error) when AUTH is required over plain text, which a test may
         # legitimately ask for with auth_plaintext=True.
         self._auth_required = settings.auth_required
+        # RFC 3461 section 4: DSN lengthens MAIL by up to 114 characters
+        # (RET=HDRS, ENVID=) and RCPT by up to 536 (NOTIFY=, ORCPT=). Per
+        # connection: aiosmtpd's own table is shared by every connection.
+        self.command_size_limits = collections.defaultdict(
+            _command_size_limit, {"MAIL": 512 + 114, "RCPT": 512 + 536}
+        )
         self.state = state
         self.record: Session | None = None
         self._current: Exchange | None = None
@@ -356,7 +545,14 @@ class RecordingSMTP(SMTP):
         self._pending_fragment = b""
         self._pending_total = 0
         self._ehlo_lines: list[str] | None = None
-        self._in_readline = False
+        # Since the last AUTH command line, until a line that is not an AUTH
+        # response: see _stray_auth_response.
+        self._after_auth = False
+        # The DSN parameters of the MAIL or RCPT being handled (see _getparams),
+        # and that command's argument as sent, for their values' case.
+        self._dsn_params: dict[str, str] = {}
+        self._params_command = ""
+        self._params_arg = ""
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         plain = plain_angle_addr(arg)
@@ -366,6 +562,45 @@ class RecordingSMTP(SMTP):
         if self.local_part_limit and address.index("@") > self.local_part_limit:
             return None, None
         return address, rest
+
+    @_same_syntax(SMTP.smtp_MAIL)
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        self._params_command, self._params_arg = "MAIL", arg or ""
+        await super().smtp_MAIL(arg)
+
+    @_same_syntax(SMTP.smtp_RCPT)
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        self._params_command, self._params_arg = "RCPT", arg or ""
+        await super().smtp_RCPT(arg)
+
+    def _getparams(self, params: Sequence[str]) -> dict[str, str | bool] | None:
+        """aiosmtpd's parameter parsing, with the DSN parameters (RFC 3461)
+        taken out before it refuses them as unknown (555). The handler
+        hooks check them (`_dsn_fields`), after aiosmtpd's own checks."""
+        result = super()._getparams(params)
+        self._dsn_params = dsn = {}
+        if result is None:
+            return None
+        for key in _DSN_PARAMS.get(self._params_command, ()):
+            if key not in result:
+                continue
+            value = result.pop(key)
+            given = [p for p in params if p.partition("=")[0] == key]
+            if value is True or len(given) > 1:
+                dsn[key] = ""  # invalid: no value, or given twice
+                continue
+            assert isinstance(value, str)
+            # aiosmtpd upper-cased every parameter: ENVID and ORCPT keep
+            # the case they were sent in.
+            dsn[key] = next(
+                (
+                    word.partition("=")[2]
+                    for word in self._params_arg.split()
+                    if word.upper() == f"{key}={value}"
+                ),
+                value,
+            )
+        return result
 
     # -- connection lifecycle ------------------------------------------------
 
@@ -379,10 +614,12 @@ class RecordingSMTP(SMTP):
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             cipher = ssl_object.cipher()
-            self.record.tls = TLSInfo(
-                version=ssl_object.version(),
-                cipher=cipher[0] if cipher else None,
-                implicit=first,
+            self.record._tls_started(
+                TLSInfo(
+                    version=ssl_object.version(),
+                    cipher=cipher[0] if cipher else None,
+                    implicit=first,
+                )
             )
         if not first:
             # After STARTTLS aiosmtpd forgets an earlier (plain-text) login,
@@ -404,6 +641,7 @@ class RecordingSMTP(SMTP):
                     ", incomplete: the connection closed before the final dot",
                 )
             self._mark_end("client-closed")
+            record._tls_started(None)  # a handshake cut short: wake readers
         self.state.connections.discard(self)
         super().connection_lost(error)
         self.state.store.touch()
@@ -440,31 +678,18 @@ class RecordingSMTP(SMTP):
     def _wrap_reader(self, reader: asyncio.StreamReader) -> None:
         """Record each line as aiosmtpd reads it.
 
-        aiosmtpd reads commands with ``readuntil()``, AUTH continuation lines
-        with ``readline()`` and the pieces of an over-long line with
-        ``read(n)``. Wrapping those calls on this connection's own reader sees
-        exactly what the server consumed, in the order it handled it. Message
-        content is read with the reader's own methods (see `_read_content`)
-        and only counted.
+        aiosmtpd reads commands with ``readuntil()`` and the pieces of an
+        over-long line with ``read(n)``. Wrapping those calls on this
+        connection's own reader sees exactly what the server consumed, in the
+        order it handled it. Message content and AUTH responses are read with
+        the reader's own methods (see `_read_content`, `challenge_auth`): the
+        content is only counted, the responses are never shown.
         """
-        readuntil, readline, read = reader.readuntil, reader.readline, reader.read
+        readuntil, read = reader.readuntil, reader.read
 
         async def recording_readuntil(separator: _ReaduntilBuffer = b"\n") -> bytes:
             line = await readuntil(separator)
-            if not self._in_readline:
-                self._on_line(line)
-            return line
-
-        async def recording_readline() -> bytes:
-            # StreamReader.readline() calls self.readuntil(), i.e. the wrapper
-            # above: without this flag an AUTH response would be recorded
-            # unmasked, as a command.
-            self._in_readline = True
-            try:
-                line = await readline()
-            finally:
-                self._in_readline = False
-            self._on_auth_response(line)
+            self._on_line(line)
             return line
 
         async def recording_read(n: int = -1) -> bytes:
@@ -473,7 +698,6 @@ class RecordingSMTP(SMTP):
             return chunk
 
         reader.readuntil = recording_readuntil  # type: ignore[method-assign]
-        reader.readline = recording_readline  # type: ignore[method-assign]
         reader.read = recording_read  # type: ignore[method-assign]
 
     def _append(self, kind: Any, line: str) -> Exchange:
@@ -500,22 +724,38 @@ class RecordingSMTP(SMTP):
             line = self._pending_fragment + line
             self._pending_fragment, self._pending_total = b"", 0
         raw = line.rstrip(b"\r\n")
+        if _STRAY.line is not None:
+            _STRAY.line = None
+        if self._after_auth and self._stray_auth_response(raw):
+            return
         if b"AUTH" in raw.upper():  # most lines are not: skip the decoding
             # Keep the mechanism; PLAIN's initial response is the password.
-            # Split as aiosmtpd does (str.split: any Unicode white space, so
-            # a tab, \x1f or a no-break space too), before anything is made
-            # printable, so that no separator smuggles the secret through.
-            words = raw.decode("utf-8", "surrogateescape").split(None, 2)
-            if words and words[0].upper() == "AUTH":
-                kept = " ".join(words[:2]).encode("utf-8", "surrogateescape")
-                raw = kept + (b" ****" if len(words) > 2 else b"")
+            # Masked before anything is made printable, so that no separator
+            # smuggles the secret through.
+            decoded = raw.decode("utf-8", "surrogateescape")
+            if _is_auth_line(decoded):
+                raw = mask_auth(decoded).encode("utf-8", "surrogateescape")
+                self._after_auth = True
         text = _printable(raw[:_MAX_SHOWN_LINE])
         if total > _MAX_SHOWN_LINE:
             text += f"... [{total} bytes in all]"
         self._append("command", text)
 
-    def _on_auth_response(self, line: bytes) -> None:
-        self._append("auth-response", "*" if line.strip() == b"*" else "****")
+    def _stray_auth_response(self, raw: bytes) -> bool:
+        """Record a line that follows an AUTH command as a masked AUTH
+        response if it could be one (a single word that is not a command
+        verb): a client that sends its responses without waiting for the
+        334, or after AUTH was refused, has them read as commands. True when
+        recorded so."""
+        word = raw.strip().upper()
+        if not _SASL_RESPONSE.match(raw) or (
+            word.decode("ascii", "replace") in self._smtp_methods
+        ):
+            self._after_auth = False
+            return False
+        _STRAY.line = word  # for the log filter
+        self._append("auth-response", "****")
+        return True
 
     def push(self, status: AnyStr) -> Coroutine[Any, Any, None]:
         # Not itself a coroutine function: it returns what the caller awaits
@@ -533,6 +773,13 @@ class RecordingSMTP(SMTP):
         text = (
             status.decode("utf-8", "replace") if isinstance(status, bytes) else status
         )
+        if text.startswith("500 Error: command "):
+            current = self._current
+            text = _unrecognized(
+                text, echo=current is None or current.kind != "auth-response"
+            )
+            self._record_reply(text)
+            return super().push(text)
         self._record_reply(text)
         return super().push(status)
 
@@ -558,8 +805,12 @@ class RecordingSMTP(SMTP):
     async def smtp_HELO(self, hostname: str) -> None:
         if await self._greeting_refused(hostname):
             return
+        if hostname:
+            # aiosmtpd replies 250 to any name (no HELO hook): record it
+            # before the reply, so a client that has read it sees it.
+            assert self.record is not None
+            self.record.ehlo, self.record.esmtp = hostname, False
         await super().smtp_HELO(hostname)
-        self._note_greeting()
 
     async def smtp_EHLO(self, hostname: str) -> None:
         if await self._greeting_refused(hostname):
@@ -573,14 +824,18 @@ class RecordingSMTP(SMTP):
         finally:
             lines, self._ehlo_lines = self._ehlo_lines, None
         if len(lines) > 1:
+            # aiosmtpd answers pipelined commands in order (RFC 2920) but
+            # does not say so; DSN parameters are ours (see _getparams).
+            lines = [lines[0], "250-PIPELINING", *lines[1:-1], "250-DSN", lines[-1]]
             lines = self._hide_extensions(self.filter_ehlo(lines))
+        # Before the reply goes out: a client that has read it may look.
+        self._note_greeting()
         # One write for the whole reply (aiosmtpd writes and drains line by
         # line): a socket send per connection instead of six.
         for line in lines:
             self._record_reply(line)
         if lines:
             await super().push("\r\n".join(lines))
-        self._note_greeting()
 
     async def _greeting_refused(self, hostname: str) -> bool:
         """Answer HELO/EHLO ourselves when the name is malformed or a fault
@@ -642,6 +897,62 @@ class RecordingSMTP(SMTP):
         self.record.auth = info
         return AuthResult(success=success, handled=False, auth_data=username)
 
+    async def challenge_auth(
+        self,
+        challenge: str | bytes,
+        encode_to_b64: bool = True,
+        log_client_response: bool = False,
+    ) -> _Missing | bytes:
+        """aiosmtpd's, for every mechanism, except that the response is
+        recorded masked and never logged (``log_client_response`` is
+        ignored), and that a response longer than the stream reader's limit
+        is read whole (up to 12,288 bytes, then ``500 5.5.6``): aiosmtpd
+        dropped what it had read and handled the rest as a command line."""
+        data = challenge.encode() if isinstance(challenge, str) else challenge
+        await self.push(b"334 " + (base64.b64encode(data) if encode_to_b64 else data))
+        line = await self._read_auth_response()
+        blob = line.strip() if line is not None else b""
+        if line is None:
+            await self.push(_AUTH_TOO_LONG)
+        elif blob == b"*":  # RFC 4954: the client cancels
+            await self.push("501 5.7.0 Auth aborted")
+        else:
+            try:
+                return base64.b64decode(blob, validate=True)
+            except binascii.Error:
+                await self.push("501 5.5.2 Can't decode base64")
+        return MISSING
+
+    async def _read_auth_response(self) -> bytes | None:
+        """One AUTH response line, recorded masked; None if it was longer
+        than `_MAX_AUTH_RESPONSE` (read and dropped up to its end)."""
+        read_line, read_bytes = self._read_line, self._read_bytes
+        assert read_line is not None
+        assert read_bytes is not None
+        pieces: list[bytes] = []
+        total = 0
+        while True:
+            try:
+                piece = await read_line(b"\n")
+            except asyncio.LimitOverrunError as exc:
+                piece = await read_bytes(exc.consumed)
+                total += len(piece)
+                if total <= _MAX_AUTH_RESPONSE:
+                    pieces.append(piece)
+                continue
+            except asyncio.IncompleteReadError as exc:  # the client left
+                piece = exc.partial
+            total += len(piece)
+            pieces.append(piece)
+            break
+        line = b"".join(pieces)
+        cancelled = line.strip() == b"*"
+        shown = "*" if cancelled else "****"
+        if total > _MAX_AUTH_RESPONSE:
+            shown += f" [{total} bytes in all]"
+        self._append("auth-response", shown)
+        return None if total > _MAX_AUTH_RESPONSE else line
+
     async def auth_CRAM__MD5(self, server: SMTP, args: list[str]) -> AuthResult:
         # aiosmtpd has PLAIN and LOGIN built in; CRAM-MD5 (RFC 2195) is ours.
         challenge = f"<{secrets.randbelow(10**12)}.{int(time.time())}@{self.hostname}>"
@@ -700,6 +1011,9 @@ class RecordingSMTP(SMTP):
                 mail_options=tuple(envelope.mail_options),
                 rcpt_options=tuple(envelope.per_rcpt_options),
                 smtputf8=bool(envelope.smtp_utf8),
+                dsn_ret=envelope.dsn_ret,
+                dsn_envid=envelope.dsn_envid,
+                rcpt_dsn=tuple(envelope.per_rcpt_dsn),
             ),
             session=self.record,
             received_at=_now(),
@@ -732,7 +1046,17 @@ class RecordingSMTP(SMTP):
             "STARTTLS", [], extension="STARTTLS"
         ):
             return
-        await super().smtp_STARTTLS(arg)
+        record = self.record
+        if record is None or arg or not self.tls_context:
+            await super().smtp_STARTTLS(arg)
+            return
+        # The client's starttls() returns when its side of the handshake is
+        # done, before ours: from the 220 on, Session.tls waits for the end.
+        record._tls_starting()
+        try:
+            await super().smtp_STARTTLS(arg)
+        finally:
+            record._tls_started(None)  # no-op if connection_made recorded it
 
     @_same_syntax(SMTP.smtp_AUTH)
     async def smtp_AUTH(self, arg: str) -> None:
@@ -786,11 +1110,18 @@ class RecordingSMTP(SMTP):
         aiosmtpd's own loop keeps each line as a bytearray (about 1.9 times
         the content in memory) and joins them at the end: a 25 MB attachment
         peaked at four times its size. Here lines are joined into 64 KiB
-        chunks as they come, so the peak is about twice the content. The
-        rules are aiosmtpd's: lines end with CRLF only (a bare LF or CR is
-        content, so ``\\n.\\n`` does not end the message), a leading dot is
-        removed (RFC 5321 4.5.2), a line longer than ``line_length_limit``
-        gets 500 and content over ``data_size_limit`` 552, after the dot.
+        chunks as they come, so the peak is about twice the content.
+
+        The rules are aiosmtpd's, with Postfix's ``smtpd_forbid_bare_newline
+        = normalize`` for bare LF: a line may end with a bare LF as far as
+        its length goes (``smtplib`` sends ``msg.as_bytes()`` and curl an LF
+        file that way), but only ``<CR><LF>.<CR><LF>`` ends the message, so
+        ``<LF>.<LF>`` and friends stay content (no SMTP smuggling). The bytes
+        are kept as received, bare LFs included; a leading dot is removed
+        from a line that follows a CRLF (RFC 5321 4.5.2). A line longer than
+        ``line_length_limit`` gets 500, and content over ``data_size_limit``
+        (counted without the dot-stuffing, as ``SIZE=`` is) 552, after the
+        final dot.
         """
         read_line, read_bytes = self._read_line, self._read_bytes
         assert read_line is not None
@@ -800,15 +1131,22 @@ class RecordingSMTP(SMTP):
         chunks: list[bytes] = []
         lines: list[bytes] = []
         pending = 0  # bytes in ``lines``
+        kept = 0  # content bytes, without the dot-stuffing
         refusal: str | None = None
         inside_long_line = False
+        # Whether the last line ended with CRLF: only then may a dot start
+        # the next one (as a stuffed dot or the final dot). DATA's own line
+        # counts as one.
+        after_crlf = True
+        last_byte = b""  # of an over-long line's pieces so far
         while True:
             try:
-                line = await read_line(b"\r\n")
+                line = await read_line(b"\n")
             except asyncio.LimitOverrunError as exc:
                 # Longer than the stream reader's limit: read past it.
                 line = await read_bytes(exc.consumed)
                 self._data_bytes += len(line)
+                last_byte = line[-1:]
                 inside_long_line = True
                 refusal = refusal or _LINE_TOO_LONG
                 chunks.clear()
@@ -820,22 +1158,29 @@ class RecordingSMTP(SMTP):
             if inside_long_line:  # its last piece
                 inside_long_line = False
                 self._data_bytes += len(line)
+                after_crlf = line.endswith(b"\r\n") or (
+                    line == b"\n" and last_byte == b"\r"
+                )
                 continue
-            if line == b".\r\n":
+            if after_crlf and line == b".\r\n":
                 break
             self._data_bytes += len(line)
+            stuffed = after_crlf and line[:1] == b"."
+            after_crlf = line[-2:-1] == b"\r"
             if refusal is not None:
                 continue  # read on to the dot, keep nothing
-            if size_limit and self._data_bytes > size_limit:
+            length = len(line)
+            if stuffed:
+                line = line[1:]
+            kept += len(line)
+            if size_limit and kept > size_limit:
                 refusal = _TOO_MUCH_DATA
-            elif len(line) > line_limit:
+            elif length > line_limit:
                 refusal = _LINE_TOO_LONG
             if refusal is not None:
                 chunks.clear()
                 lines.clear()
                 continue
-            if line[:1] == b".":
-                line = line[1:]
             lines.append(line)
             pending += len(line)
             if pending >= _CHUNK:

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from ._message import Message
+
+#: How long reading `Session.tls` waits for a STARTTLS handshake under way.
+TLS_SETTLE_SECONDS = 10.0
 
 EndReason = Literal["quit", "client-closed", "timeout", "server-closed"]
 ExchangeKind = Literal["greeting", "command", "auth-response", "data"]
@@ -112,7 +116,10 @@ class Session:
         """The name the client gave in its last EHLO or HELO."""
         self.esmtp: bool = False
         """True if the client greeted with EHLO (extended SMTP)."""
-        self.tls: TLSInfo | None = None
+        self._tls: TLSInfo | None = None
+        # Set while a STARTTLS handshake is under way (see `tls`).
+        self._tls_settled: threading.Event | None = None
+        self._tls_thread = 0
         self.auth: AuthInfo | None = None
         """The last AUTH attempt (see `auth_attempts` for all)."""
         self._auth_attempts: list[AuthInfo] = []
@@ -120,6 +127,25 @@ class Session:
         self._messages: list[Message] = []
 
     # -- read side -------------------------------------------------------
+
+    @property
+    def tls(self) -> TLSInfo | None:
+        """How the session is encrypted, or None for plain text.
+
+        A client's ``starttls()`` returns as soon as *its* side of the
+        handshake is done, a moment before the server's: read right then,
+        this waits (up to 10 seconds) until the server has finished the
+        handshake, so the value is settled when the client call has returned.
+        """
+        settled = self._tls_settled
+        # Never on the server thread, which is the one to end the wait.
+        if settled is not None and threading.get_ident() != self._tls_thread:
+            settled.wait(TLS_SETTLE_SECONDS)
+        return self._tls
+
+    @tls.setter
+    def tls(self, info: TLSInfo | None) -> None:
+        self._tls = info
 
     @property
     def transcript(self) -> tuple[Exchange, ...]:
@@ -180,7 +206,8 @@ class Session:
         state = self.end or "open"
         head = (
             f"<Session {self.peer[0]}:{self.peer[1]} ehlo={self.ehlo!r} "
-            f"tls={'yes' if self.tls else 'no'} "
+            # _tls: a repr (in a failure report) must not wait on a handshake.
+            f"tls={'yes' if self._tls else 'no'} "
             f"auth={self.authenticated_as!r} messages={len(self._messages)} "
             f"end={state}>"
         )
@@ -191,6 +218,19 @@ class Session:
 
     def _append(self, exchange: Exchange) -> None:
         self._transcript.append(exchange)
+
+    def _tls_starting(self) -> None:
+        """A STARTTLS handshake begins: `tls` readers wait for its end."""
+        self._tls_thread = threading.get_ident()
+        self._tls_settled = threading.Event()
+
+    def _tls_started(self, info: TLSInfo | None) -> None:
+        """The handshake ended (``info`` None if it failed)."""
+        if info is not None:
+            self._tls = info
+        settled, self._tls_settled = self._tls_settled, None
+        if settled is not None:
+            settled.set()
 
 
 def _lines(transcript: Iterable[Exchange]) -> list[str]:

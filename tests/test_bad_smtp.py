@@ -1,17 +1,19 @@
 """Bad SMTP input over raw sockets: every session gets the reply a strict
 server gives, is recorded, and the sink keeps serving the next client.
 
-What aiosmtpd 1.4.6 does with line endings (checked here, not assumed):
+What the sink does with line endings (checked here, not assumed):
 
 - Commands are read with ``readuntil(b"\\n")``: a command ending in a bare LF
   is accepted like one ending in CRLF (as Postfix does by default). A bare CR
   inside a command line is part of the line: in HELO/EHLO names and in
   addresses the sink refuses it with 501 (a control character).
-- Message content is read with ``readuntil(b"\\r\\n")``: only CRLF ends a
-  line, so a bare LF or a bare CR is ordinary content and ``<LF>.<LF>``,
-  ``<CR>.<CR>`` or ``<CRLF>.<LF>`` can never end the message (no SMTP
-  smuggling). A CRLF-line that starts with a dot has that dot removed as
-  dot-stuffing (RFC 5321 4.5.2), even if a bare LF follows it.
+- Message content is read by the sink itself, as Postfix does with
+  ``smtpd_forbid_bare_newline = normalize``: a bare LF ends a line as far
+  as its length goes (so bare-LF mail over 1,000 bytes is taken), but only
+  ``<CR><LF>.<CR><LF>`` ends the message, so ``<LF>.<LF>``, ``<CR>.<CR>``
+  or ``<CRLF>.<LF>`` never do (no SMTP smuggling), and the bytes are kept
+  as sent. A dot that starts a line after a CRLF is removed as dot-stuffing
+  (RFC 5321 4.5.2), even if a bare LF follows it.
 """
 
 from __future__ import annotations
@@ -214,7 +216,8 @@ def test_overlong_command_lines(raw: Connect, smtpsink: Mailbox) -> None:
         500,
         b"Command line too long",
     )
-    too_long_mail = b"MAIL FROM:<" + b"a" * 600 + b"@example.com>\r\n"
+    # 512 bytes, plus what SIZE=, SMTPUTF8 and DSN's RET= and ENVID= may add.
+    too_long_mail = b"MAIL FROM:<" + b"a" * 700 + b"@example.com>\r\n"
     assert client.cmd(too_long_mail) == (500, b"Command line too long")
     assert client.cmd(b"NOOP\r\n")[0] == 250  # the connection goes on
     assert client.cmd(b"QUIT\r\n")[0] == 221
@@ -271,6 +274,34 @@ def test_content_over_max_size_is_refused_after_the_dot(
     # The transaction is over: a new one on the same connection works.
     assert client.cmd(b"MAIL FROM:<a@example.com>\r\n")[0] == 250
     assert not smtpsink.messages
+
+
+@pytest.mark.smtpsink(max_size=1000)
+def test_max_size_counts_the_content_without_dot_stuffing(
+    smtpsink: Mailbox,
+) -> None:
+    # Exactly max_size bytes, 19 lines starting with a dot that smtplib
+    # doubles on the wire (RFC 5321 4.5.2): the content is 1,000 bytes, as
+    # SIZE= says, so it fits (it was refused with 552, the stuffed dots
+    # counted).
+    content = (
+        b"Subject: dots\r\n\r\n"
+        + (b"." + b"d" * 46 + b"\r\n") * 19
+        + b"x" * 50
+        + b"\r\n"
+    )
+    assert len(content) == 1000
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=10) as client:
+        assert client.sendmail("a@example.com", ["b@example.com"], content) == {}
+        # One byte more, sent without SIZE=: refused after the final dot.
+        assert client.mail("a@example.com")[0] == 250
+        assert client.rcpt("b@example.com")[0] == 250
+        code, reply = client.data(content + b"x")
+        assert (code, reply) == (552, b"Error: Too much mail data")
+    (message,) = smtpsink.messages
+    assert message.raw == content
+    mail = message.session.replies_to("MAIL")[0]
+    assert mail.line.upper().endswith("SIZE=1000")
 
 
 def test_longest_legal_data_line_is_kept(raw: Connect, smtpsink: Mailbox) -> None:
@@ -339,6 +370,26 @@ def test_bare_lf_ends_commands_but_not_data_lines(
     assert message.subject == "lf"
     session = session_of(smtpsink, client, ended=True)
     assert session.commands == ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"]
+
+
+def test_bare_lf_ends_a_line_for_its_length(raw: Connect, smtpsink: Mailbox) -> None:
+    # 3,000 bytes of short bare-LF lines: taken (it was 500 Line too long,
+    # the whole content being one CRLF line), kept byte for byte.
+    client = raw()
+    transaction(client)
+    content = b"Subject: lf lines\n\n" + b"".join(
+        b"%04d " % i + b"y" * 45 + b"\n" for i in range(60)
+    )
+    client.send(content + b"\r\n.\r\n")
+    assert int(client.reply()[-1][:3]) == 250
+    message = smtpsink.wait_for(timeout=10)
+    assert message.raw == content + b"\r\n"
+    assert message.subject == "lf lines"
+    # A bare-LF line over the limit is still one line too long.
+    transaction(client)
+    client.send(b"Subject: long\n\n" + b"y" * 1001 + b"\nshort\n\r\n.\r\n")
+    assert client.reply() == [b"500 Line too long (see RFC5321 4.5.3.1.6)\r\n"]
+    assert len(smtpsink.messages) == 1
 
 
 def test_bare_cr_is_content_in_data(raw: Connect, smtpsink: Mailbox) -> None:

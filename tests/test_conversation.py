@@ -73,9 +73,11 @@ def test_plain_send_transcript(smtpsink: Mailbox) -> None:
         "S: 220 smtpsink.test pytest-smtpsink",
         "C: ehlo app.example.com",
         "S: 250-smtpsink.test",
+        "S: 250-PIPELINING",
         "S: 250-SIZE 67108864",
         "S: 250-8BITMIME",
         "S: 250-SMTPUTF8",
+        "S: 250-DSN",
         "S: 250 HELP",
         "C: mail from:<app@example.com> size=22",
         "S: 250 OK",
@@ -104,6 +106,20 @@ def test_plain_send_transcript(smtpsink: Mailbox) -> None:
     assert (session.transcript[2].argument or "").lower() == (
         "from:<app@example.com> size=22"
     )
+
+
+def test_greeting_name_is_recorded_before_the_reply(smtpsink: Mailbox) -> None:
+    """A client that has read the reply to EHLO or HELO finds the name it
+    gave on the session (it was recorded after the reply half the time)."""
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=10) as client:
+        session = smtpsink.sessions[-1]
+        for i in range(200):
+            client.ehlo(f"ehlo{i}.example.com")
+            assert session.ehlo == f"ehlo{i}.example.com"
+            assert session.esmtp is True
+            client.helo(f"helo{i}.example.com")
+            assert session.ehlo == f"helo{i}.example.com"
+            assert session.esmtp is False
 
 
 def test_one_refused_recipient(smtpsink_factory: Factory) -> None:

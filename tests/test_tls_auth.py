@@ -142,6 +142,31 @@ def test_implicit_tls_with_smtp_ssl(smtpsink_factory: Factory) -> None:
     assert not sink.sessions[0].used("STARTTLS")
 
 
+def test_tls_is_settled_when_the_client_call_returns(
+    smtpsink_factory: Factory,
+) -> None:
+    """The client's starttls() returns when its side of the handshake is
+    done, a moment before the server's: `Session.tls` must not be None then
+    (it was in 9 of 10 runs before it waited for the server's side)."""
+    starttls = smtpsink_factory(tls="starttls")
+    implicit = smtpsink_factory(tls="implicit")
+    context = starttls.ssl_context()
+    for _ in range(200):
+        with smtplib.SMTP(starttls.host, starttls.port, timeout=10) as client:
+            client.ehlo()
+            client.starttls(context=context)
+            tls = starttls.sessions[-1].tls
+            assert tls is not None
+            assert tls.implicit is False
+    for _ in range(20):  # no race: the greeting comes after the handshake
+        with smtplib.SMTP_SSL(
+            implicit.host, implicit.port, context=context, timeout=10
+        ) as client:
+            tls = implicit.sessions[-1].tls
+            assert tls is not None
+            assert tls.implicit is True
+
+
 def test_certificate_names_localhost_too(smtpsink_factory: Factory) -> None:
     sink = smtpsink_factory(tls="implicit")
     # server_hostname is "localhost" here, "127.0.0.1" everywhere else.

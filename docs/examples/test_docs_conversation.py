@@ -131,3 +131,22 @@ def test_wait_until_the_session_ends(smtpsink):
     session = smtpsink.sessions[-1]
     assert session.end == "client-closed"
     assert not session.used("QUIT")
+
+
+def test_delivery_status_notifications(smtpsink):
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as smtp:
+        smtp.ehlo()
+        assert smtp.has_extn("DSN")
+        smtp.mail("app@example.com", ["RET=HDRS", "ENVID=order-42"])
+        smtp.rcpt("ann@example.com", ["NOTIFY=SUCCESS,FAILURE"])
+        smtp.rcpt("bob@example.com", ["NOTIFY=NEVER", "ORCPT=rfc822;bob@example.com"])
+        smtp.data(b"Subject: Your order\r\n\r\nShipped.\r\n")
+
+    envelope = smtpsink.assert_sent(subject="Your order").envelope
+    assert envelope.dsn_ret == "HDRS"
+    assert envelope.dsn_envid == "order-42"
+    ann, bob = envelope.rcpt_dsn  # one per RCPT TO, in order
+    assert ann.notify == ("SUCCESS", "FAILURE")
+    assert ann.orcpt is None
+    assert bob.notify == ("NEVER",)
+    assert bob.orcpt == "rfc822;bob@example.com"

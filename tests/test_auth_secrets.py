@@ -1,0 +1,141 @@
+"""No form of an AUTH credential reaches any output.
+
+One test sends credentials in every hostile form (`hostile_auth.forms`) to
+the sink three ways, and searches every channel a person or a CI log could
+see for the password, its base64 and any 12 characters of the base64 PLAIN
+responses, in any case (aiosmtpd upper-cases what it echoes).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hostile_auth
+import pytest
+from conftest import Factory
+from hostile_auth import PASSWORD, USER
+from test_cli import Sink
+
+AUTH = {USER: PASSWORD}
+
+
+def files_text(directory: Path) -> str:
+    return "\n".join(
+        path.read_bytes().decode("utf-8", "replace")
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    )
+
+
+def test_no_credential_reaches_any_output(
+    smtpsink_factory: Factory,
+    caplog: pytest.LogCaptureFixture,
+    pytester: pytest.Pytester,
+    tmp_path: Path,
+) -> None:
+    forms = len(hostile_auth.forms())
+    leaked: dict[str, list[str]] = {}
+
+    # 1. In process: the transcripts, reprs and every log record at DEBUG.
+    caplog.set_level(logging.DEBUG)
+    sink = smtpsink_factory(auth=AUTH, auth_plaintext=True)
+    finals = hostile_auth.send_all(sink.host, sink.port)
+    sink.wait_until(
+        lambda: (
+            len(sink.sessions) == forms
+            and all(s.end is not None for s in sink.sessions)
+        )
+    )
+    sessions = sink.sessions
+    shown = "\n".join(
+        [repr(s) + "\n" + s.format_transcript() for s in sessions]
+        + [e.line + "\n" + "\n".join(e.replies) for s in sessions for e in s.transcript]
+    )
+    leaked["transcript"] = hostile_auth.leaks(shown)
+    logged = caplog.text + "\n".join(r.getMessage() for r in caplog.records)
+    assert "mail.log" in caplog.text  # aiosmtpd's records were captured
+    leaked["log"] = hostile_auth.leaks(logged)
+
+    # What was masked still says what happened.
+    lines = [[e.line for e in s.transcript if e.kind != "greeting"] for s in sessions]
+    assert lines[0][1] == "AUTH PLAIN ****"
+    assert lines[2][1] == "AUTH PLAIN ****"  # tabs
+    assert lines[7][1] == "AUTH ****"  # the secret where the mechanism goes
+    assert lines[8][1] == "AUTH ****"  # NUL separators
+    assert sessions[2].transcript[2].replies == [
+        "500 5.5.2 Error: AUTH and its arguments must be separated by spaces"
+    ]
+    # The long response was read whole, in two reads or one: 235, and the
+    # tail was not taken for a command.
+    assert finals[16].startswith(b"235")
+    assert sessions[16].commands == ["EHLO", "AUTH", "QUIT"]
+    assert [e.line for e in sessions[16].transcript if e.kind == "auth-response"] == [
+        "****"
+    ]
+    assert finals[18].startswith(b"500 5.5.6")
+    assert sessions[18].commands == ["EHLO", "AUTH", "QUIT"]
+    # Responses sent to a refused AUTH are recorded as masked responses,
+    # not as commands, and their replies echo nothing.
+    assert sessions[19].commands == ["EHLO", "AUTH", "QUIT"]
+    stray = sessions[19].transcript[3]
+    assert (stray.kind, stray.line) == ("auth-response", "****")
+    assert stray.replies == ["500 5.5.2 Error: command not recognized"]
+    assert sessions[20].commands == ["EHLO", "AUTH", "AUTH", "QUIT"]
+    assert sessions[20].codes[2:4] == [235, 503]
+
+    # 2. The plugin: the failure report (with the captured log at DEBUG)
+    # and the files --smtpsink-save writes.
+    pytester.makepyfile(hostile_auth=Path(hostile_auth.__file__).read_text())
+    pytester.makepyfile(
+        test_hostile=f"""
+        import hostile_auth
+        import pytest
+
+        AUTH = {{hostile_auth.USER: hostile_auth.PASSWORD}}
+
+        @pytest.mark.smtpsink(auth=AUTH, auth_plaintext=True)
+        def test_sends_credentials(smtpsink):
+            hostile_auth.send_all(smtpsink.host, smtpsink.port)
+            smtpsink.wait_until(
+                lambda: len(smtpsink.sessions) == {forms}
+                and all(s.end is not None for s in smtpsink.sessions)
+            )
+            assert False, "fail, to get the report"
+        """
+    )
+    saved = tmp_path / "plugin-saved"
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "--log-level=DEBUG",
+        "--smtpsink-save=all",
+        f"--smtpsink-save-dir={saved}",
+    )
+    result.assert_outcomes(failed=1)
+    report = result.stdout.str() + result.stderr.str()
+    assert "AUTH PLAIN ****" in report  # the transcript is in the report
+    assert "mail.log" in report  # and the captured log
+    leaked["report"] = hostile_auth.leaks(report)
+    assert "AUTH PLAIN ****" in files_text(saved)
+    leaked["plugin files"] = hostile_auth.leaks(files_text(saved))
+
+    # 3. The standalone sink: --transcripts output, its log on stderr, and
+    # the session files of --save-dir.
+    cli_saved = tmp_path / "cli-saved"
+    cli = Sink(
+        *("--transcripts", "--save-dir", str(cli_saved)),
+        *("--auth", f"{USER}:{PASSWORD}", "--auth-plaintext"),
+    )
+    try:
+        hostile_auth.send_all("127.0.0.1", cli.port)
+        cli.expect(rf"session {forms} closed")
+    finally:
+        cli.stop()
+    output = "\n".join(cli.seen) + "\n" + cli.stderr
+    assert "C: AUTH PLAIN ****" in output
+    leaked["CLI output"] = hostile_auth.leaks(output)
+    assert "AUTH PLAIN ****" in files_text(cli_saved)
+    leaked["CLI files"] = hostile_auth.leaks(files_text(cli_saved))
+
+    assert {channel: found for channel, found in leaked.items() if found} == {}
