@@ -190,3 +190,46 @@ def test_auth_exclude_mechanism_removes_every_mechanism() -> None:
         )
     finally:
         loop.close()
+
+
+def test_getparams_parses_mail_and_rcpt_parameters(server: SMTP) -> None:
+    # Overridden to take the DSN parameters out before aiosmtpd refuses
+    # them as unknown.
+    why = "overridden to accept the DSN parameters (RFC 3461)"
+    assert parameters(SMTP._getparams) == ["self", "params"], relied_on(
+        "_getparams", why
+    )
+    assert server._getparams(["SIZE=10", "RET=HDRS", "SMTPUTF8"]) == {
+        "SIZE": "10",
+        "RET": "HDRS",
+        "SMTPUTF8": True,
+    }, relied_on("_getparams", why)
+    for command in (SMTP.smtp_MAIL, SMTP.smtp_RCPT):
+        assert "self._getparams(" in source(command), relied_on("_getparams", why)
+
+
+def test_command_size_limits_are_read_per_command() -> None:
+    # Replaced per connection, with room for DSN parameters on MAIL/RCPT.
+    assert "self.command_size_limits[" in source(SMTP._handle_client), relied_on(
+        "command_size_limits", "longer MAIL/RCPT lines for DSN"
+    )
+
+
+def test_challenge_auth_is_what_the_mechanisms_call() -> None:
+    # Overridden to read long responses whole and record them masked.
+    expected = ["self", "challenge", "encode_to_b64", "log_client_response"]
+    assert parameters(SMTP.challenge_auth) == expected, relied_on(
+        "challenge_auth", "overridden to mask and bound AUTH responses"
+    )
+    for mechanism in (SMTP.auth_PLAIN, SMTP.auth_LOGIN):
+        assert "challenge_auth(" in source(mechanism), relied_on(
+            "challenge_auth", "PLAIN and LOGIN must ask through it"
+        )
+
+
+def test_the_log_we_mask_is_mail_log() -> None:
+    import aiosmtpd.smtp
+
+    assert aiosmtpd.smtp.log.name == "mail.log", relied_on(
+        "the mail.log logger", "AUTH lines in its records are masked"
+    )
