@@ -346,7 +346,7 @@ def mail_frame(markup: str, title: str = "HTML part") -> str:
     # the frame has an opaque origin and cannot touch this page.
     return (
         f'{note}<iframe class="mail" sandbox="" referrerpolicy="no-referrer" '
-        'style="width:100%;height:32rem;border:1px solid #bbb;background:#fff" '
+        'style="width:100%;height:24rem;border:1px solid #bbb;background:#fff" '
         f'title="{_e(title)}" srcdoc="{_e(document)}"></iframe>'
     )
 
@@ -457,7 +457,7 @@ word-break:break-all;max-height:30rem}
 table{border-collapse:collapse;font-size:.9rem}
 th,td{border-bottom:1px solid #eee;padding:.15rem .5rem;text-align:left;vertical-align:top}
 td{word-break:break-all}
-iframe.mail{width:100%;height:32rem;border:1px solid #bbb;background:#fff;resize:vertical}
+iframe.mail{width:100%;height:24rem;border:1px solid #bbb;background:#fff;resize:vertical}
 .blocked{background:#fff8e1;border:1px solid #ffcc80;padding:.3rem .5rem;margin:.3rem 0;
 word-break:break-all}
 .defects{background:#fdecea;padding:.3rem .6rem;margin:.3rem 1rem}
@@ -493,7 +493,7 @@ def render_index(tests: Sequence[TestRecord], when: datetime.datetime) -> str:
         body.append(
             f'<section class="test {_e(test["outcome"])}"><h2>'
             f'<span class="outcome">{_e(test["outcome"])}</span>'
-            f"{_e(test['nodeid'])}</h2>"
+            f" {_e(test['nodeid'])}</h2>"
             f'<p class="note">{len(test["messages"])} message(s), '
             f"{len(test['sessions'])} session(s), files in "
             f'<a href="{_e(urllib.parse.quote(test["directory"]))}/">'

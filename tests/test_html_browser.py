@@ -119,4 +119,54 @@ def test_index_shows_the_mail_and_contains_it(
     assert driver.title == "Captured email"
     # The page's load event waited for the frame: a fetch would be logged.
     assert remote.paths == []
+    screenshot(driver, "index-hostile.png", tmp_path)
+
+
+RESET_HTML = """\
+<div style="font-family:Helvetica,Arial,sans-serif;max-width:32rem;margin:auto">
+<img src="https://cdn.example.com/logo.png" alt="Example Shop" width="120">
+<h2 style="color:#1a237e">Reset your password</h2>
+<p>Hi Ann, someone asked to reset the password of your account.</p>
+<p><a href="https://shop.example.com/reset?token=4f9c2"
+ style="background:#1a237e;color:#fff;padding:.6rem 1.2rem;border-radius:4px;
+ text-decoration:none">Choose a new password</a></p>
+<p style="color:#666">If it was not you, ignore this mail.</p></div>
+"""
+
+
+def test_screenshot_of_a_typical_mail(
+    driver: WebDriver, smtpsink: Mailbox, tmp_path: Path
+) -> None:
+    """The screenshot of the docs page: a password-reset mail."""
+    import smtplib
+
+    from conftest import make_message
+    from selenium.webdriver.common.by import By
+
+    message = make_message(
+        subject="Reset your password",
+        sender="Example Shop <noreply@shop.example.com>",
+        text="Hi Ann,\n\nchoose a new password: https://shop.example.com/reset?token=4f9c2\n",
+        html=RESET_HTML,
+    )
+    message.add_attachment(
+        b"%PDF-1.4 ...", maintype="application", subtype="pdf", filename="terms.pdf"
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.send_message(message)
+    smtpsink.wait_for(subject="Reset your password")
+    index = save_index(
+        smtpsink, tmp_path / "mail", "tests/test_accounts.py::test_password_reset"
+    )
+    driver.get(index.as_uri())
+    note = driver.find_element(By.CSS_SELECTOR, "p.blocked")
+    assert "https://cdn.example.com/logo.png" in note.text
+    driver.switch_to.frame(driver.find_element(By.CSS_SELECTOR, "iframe.mail"))
+    try:
+        link = driver.find_element(By.TAG_NAME, "a")
+        assert link.text == "Choose a new password"
+    finally:
+        driver.switch_to.default_content()
+    attachment = driver.find_element(By.CSS_SELECTOR, "details.attachments a")
+    assert attachment.text == "terms.pdf (application/pdf, 12 bytes)"
     screenshot(driver, "index-html.png", tmp_path)
