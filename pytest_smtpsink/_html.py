@@ -260,7 +260,8 @@ def record_test(
         ],
     )
     path = directory / RECORD_NAME
-    path.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
+    # ASCII JSON: a stray surrogate in a parsed field cannot fail the write.
+    path.write_text(json.dumps(record), encoding="ascii")
     return path
 
 
@@ -535,7 +536,9 @@ def write_index(root: Path, directories: Sequence[str]) -> Path:
             )
     index = root / INDEX_NAME
     index.write_text(
-        render_index(tests, datetime.datetime.now().astimezone()), encoding="utf-8"
+        render_index(tests, datetime.datetime.now().astimezone()),
+        encoding="utf-8",
+        errors="replace",
     )
     return index
 

@@ -213,19 +213,24 @@ def _e(value: object) -> str:
     return _html._e(value)
 
 
+def _subject(message: Message) -> str | None:
+    no_subject: str | None = None
+    return _html._read(lambda: message.subject, no_subject, "subject", [])
+
+
 def list_fragment(messages: Sequence[Message], sessions: Sequence[Session]) -> str:
     if not messages and not sessions:
         return '<p class="note">No mail yet. Send some to the sink.</p>'
     items = []
     for message in reversed(messages):
-        record = _html.message_record(message)
-        sender = record["mail_from"] or "<>"
+        subject = _subject(message)
+        sender = message.envelope.mail_from or "<>"
         items.append(
             f'<li class="item"><a href="/messages/{message.number}" '
             f'data-id="{message.number}"><span class="subject">'
-            f"{_e(record['subject'] or '(no subject)')}</span>"
+            f"{_e(subject or '(no subject)')}</span>"
             f'<span class="meta">#{message.number} {_e(sender)} &rarr; '
-            f"{_e(', '.join(record['rcpt_to']))} · "
+            f"{_e(', '.join(message.envelope.rcpt_to))} · "
             f"{message.received_at:%H:%M:%S}</span></a></li>"
         )
     unfinished = [s for s in sessions if not s.messages]
@@ -273,15 +278,23 @@ def live_page() -> str:
 
 
 def message_summary(message: Message) -> dict[str, Any]:
-    record = _html.message_record(message)
+    problems: list[str] = []
+    no_addresses: list[str] = []
     return {
         "id": message.number,
-        "subject": record["subject"],
-        "from": str(message.from_ or "") or None,
-        "to": [str(address) for address in message.to],
-        "mail_from": record["mail_from"],
-        "rcpt_to": record["rcpt_to"],
-        "received_at": record["received_at"],
+        "subject": _subject(message),
+        "from": _html._read(
+            lambda: str(message.from_) if message.from_ else None,
+            None,
+            "From",
+            problems,
+        ),
+        "to": _html._read(
+            lambda: [str(a) for a in message.to], no_addresses, "To", problems
+        ),
+        "mail_from": message.envelope.mail_from,
+        "rcpt_to": list(message.envelope.rcpt_to),
+        "received_at": message.received_at.isoformat(),
         "size": message.size,
     }
 
@@ -408,12 +421,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _send_html(self, markup: str) -> None:
-        self._send(markup.encode("utf-8"), "text/html; charset=utf-8")
+        self._send(markup.encode("utf-8", "replace"), "text/html; charset=utf-8")
 
     def _send_json(
         self, data: object, status: http.HTTPStatus = http.HTTPStatus.OK
     ) -> None:
-        body = json.dumps(data, ensure_ascii=False).encode("utf-8")
+        body = json.dumps(data).encode("ascii")
         self._send(body, "application/json; charset=utf-8", status)
 
     def _message(self, text: str) -> Message | None:
