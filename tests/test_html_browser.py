@@ -89,7 +89,7 @@ def test_index_shows_the_mail_and_contains_it(
 
     # The list: the test and its message, subject shown as text.
     heading = driver.find_element(By.CSS_SELECTOR, "section.test h2")
-    assert heading.text == "FAILED tests/test_signup.py::test_welcome"
+    assert heading.text.upper() == "FAILED TESTS/TEST_SIGNUP.PY::TEST_WELCOME"
     summary = driver.find_element(By.CSS_SELECTOR, "details.message > summary")
     assert browser.HOSTILE_SUBJECT in summary.text
     assert driver.title == "Captured email"

@@ -21,6 +21,8 @@ import pytest
 from test_cli import TIMEOUT, Sink
 from test_html import parse
 
+from pytest_smtpsink import Mailbox
+
 
 class Live:
     """A running ``smtpsink --http 0`` and its base URL."""
@@ -223,3 +225,26 @@ def test_busy_http_port_is_an_error(
     assert main(["--port", "0", "--http", str(view.http_port)]) == 1
     error = capsys.readouterr().err
     assert error.startswith(f"smtpsink: error: --http {view.http_port}: ")
+
+
+def test_allow_remote_accepts_any_host_name(live: Callable[..., Live]) -> None:
+    view = live("--allow-remote")
+    assert view.json("/api/messages", Host="mail.example:8025") == []
+
+
+def test_the_view_keeps_the_newest_messages(smtpsink: Mailbox) -> None:
+    from pytest_smtpsink._live import Inbox
+
+    for subject in ("one", "two", "three"):
+        with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+            client.sendmail(
+                "a@example.com", ["b@example.com"], f"Subject: {subject}\r\n\r\n"
+            )
+    messages = smtpsink.wait_for(count=3)
+    inbox = Inbox(keep=2)
+    inbox.add(messages[:1], [])
+    inbox.add(messages[1:], [m.session for m in messages])
+    _, kept, sessions = inbox.snapshot()
+    assert [m.subject for m in kept] == ["two", "three"]
+    assert sessions == [m.session for m in messages[1:]]
+    assert inbox.get(messages[0].number) is None
