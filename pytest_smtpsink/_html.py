@@ -13,7 +13,8 @@ attachments beside them and a ``smtpsink.json`` with everything the page
 shows, and marks the teardown report with that directory. The report reaches
 the controller (xdist carries report attributes over), where `IndexWriter`
 collects the directories and writes one ``index.html`` for the run at the
-end of the session. Nothing here runs on the sink's thread.
+end of the session. The live view (`_live`) renders its pages with the same
+functions, on its request threads. Nothing here runs on the sink's thread.
 """
 
 from __future__ import annotations
@@ -103,7 +104,9 @@ class TestRecord(TypedDict):
 _T = TypeVar("_T")
 
 
-def _read(read: Callable[[], _T], default: _T, what: str, problems: list[str]) -> _T:
+def read_field(
+    read: Callable[[], _T], default: _T, what: str, problems: list[str]
+) -> _T:
     """Read one field of captured mail; a surprise becomes a noted problem.
 
     Message promises that no field raises; this page must appear even if a
@@ -119,9 +122,9 @@ def _read(read: Callable[[], _T], default: _T, what: str, problems: list[str]) -
 # -- records: plain data from messages and sessions ----------------------------------
 
 
-def _attachments(message: Message, problems: list[str]) -> tuple[Attachment, ...]:
+def attachments_of(message: Message, problems: list[str]) -> tuple[Attachment, ...]:
     found: tuple[Attachment, ...] = ()
-    return _read(lambda: message.attachments, found, "attachments", problems)
+    return read_field(lambda: message.attachments, found, "attachments", problems)
 
 
 def message_record(
@@ -132,21 +135,23 @@ def message_record(
 ) -> MessageRecord:
     """What the page shows of one message, as JSON-ready data."""
     problems: list[str] = []
-    attachments = _attachments(message, problems)
+    attachments = attachments_of(message, problems)
     hrefs = list(attachment_hrefs) + [None] * len(attachments)
     no_headers: list[tuple[str, str]] = []
-    headers = _read(
+    headers = read_field(
         lambda: message.headers.items_all(),  # noqa: PLW0108 (headers may raise)
         no_headers,
         "headers",
         problems,
     )
     no_text: str | None = None
-    markup = _read(lambda: message.html, no_text, "HTML part", problems)
-    text = _read(lambda: message.text, no_text, "text part", problems)
-    subject = _read(lambda: message.subject, no_text, "subject", problems)
-    summary = _read(message.summary, f"#{message.number}", "summary", problems)
-    defects = _read(lambda: list(message.defects), list(problems), "defects", problems)
+    markup = read_field(lambda: message.html, no_text, "HTML part", problems)
+    text = read_field(lambda: message.text, no_text, "text part", problems)
+    subject = read_field(lambda: message.subject, no_text, "subject", problems)
+    summary = read_field(message.summary, f"#{message.number}", "summary", problems)
+    defects = read_field(
+        lambda: list(message.defects), list(problems), "defects", problems
+    )
     return MessageRecord(
         number=message.number,
         summary=summary,
@@ -190,7 +195,7 @@ def session_record(session: Session, href: str | None = None) -> SessionRecord:
     )
 
 
-def _safe_name(filename: str | None, index: int) -> str:
+def safe_name(filename: str | None, index: int) -> str:
     """A file name that stays inside its directory on any OS."""
     name = re.sub(r"[^\w.\-]+", "_", filename or "").strip("._")[:100]
     return name or f"attachment-{index}"
@@ -229,13 +234,13 @@ def record_test(
     message_records = []
     for index, message in enumerate(messages, 1):
         hrefs: list[str | None] = []
-        attachments = _attachments(message, [])
+        attachments = attachments_of(message, [])
         if attachments:
             folder = directory / f"{index:04d}-attachments"
             folder.mkdir(exist_ok=True)
             used: set[str] = set()
             for number, item in enumerate(attachments, 1):
-                name = _safe_name(item.filename, number)
+                name = safe_name(item.filename, number)
                 if name.lower() in used:
                     name = f"{number}-{name}"
                 used.add(name.lower())
@@ -268,7 +273,8 @@ def record_test(
 # -- rendering ----------------------------------------------------------------------
 
 
-def _e(value: object) -> str:
+def escape(value: object) -> str:
+    """HTML-escaped text, quotes included (safe in attribute values)."""
     return html.escape(str(value), quote=True)
 
 
@@ -335,7 +341,7 @@ def mail_frame(markup: str, title: str = "HTML part") -> str:
     blocked = remote_resources(markup)
     note = ""
     if blocked:
-        shown = ", ".join(_e(url) for url in blocked[:_LISTED_REMOTE])
+        shown = ", ".join(escape(url) for url in blocked[:_LISTED_REMOTE])
         more = len(blocked) - _LISTED_REMOTE
         note = (
             f'<p class="blocked">{len(blocked)} remote resource(s) blocked '
@@ -348,7 +354,7 @@ def mail_frame(markup: str, title: str = "HTML part") -> str:
     return (
         f'{note}<iframe class="mail" sandbox="" referrerpolicy="no-referrer" '
         'style="width:100%;height:24rem;border:1px solid #bbb;background:#fff" '
-        f'title="{_e(title)}" srcdoc="{_e(document)}"></iframe>'
+        f'title="{escape(title)}" srcdoc="{escape(document)}"></iframe>'
     )
 
 
@@ -363,16 +369,16 @@ def render_message(record: MessageRecord, *, open_: bool = False) -> str:
     """One message: summary, headers, HTML, text, attachments, raw, defects."""
     parts = [
         f'<details class="message"{" open" if open_ else ""}>'
-        f"<summary>{_e(record['summary'])}</summary>",
+        f"<summary>{escape(record['summary'])}</summary>",
         '<dl class="envelope">'
-        f"<dt>Envelope from</dt><dd>{_e(record['mail_from'] or '<>')}</dd>"
-        f"<dt>Envelope to</dt><dd>{_e(', '.join(record['rcpt_to']))}</dd>"
-        f"<dt>Received</dt><dd>{_e(record['received_at'])}</dd></dl>",
+        f"<dt>Envelope from</dt><dd>{escape(record['mail_from'] or '<>')}</dd>"
+        f"<dt>Envelope to</dt><dd>{escape(', '.join(record['rcpt_to']))}</dd>"
+        f"<dt>Received</dt><dd>{escape(record['received_at'])}</dd></dl>",
     ]
     if record["defects"]:
         parts.append(
             '<div class="defects"><b>Problems found while parsing</b><ul>'
-            + "".join(f"<li>{_e(d)}</li>" for d in record["defects"])
+            + "".join(f"<li>{escape(d)}</li>" for d in record["defects"])
             + "</ul></div>"
         )
     if record["html"] is not None:
@@ -384,18 +390,18 @@ def render_message(record: MessageRecord, *, open_: bool = False) -> str:
     if record["text"] is not None:
         parts.append(
             '<details class="part text" open><summary>Text part</summary>'
-            f"<pre>{_e(record['text'])}</pre></details>"
+            f"<pre>{escape(record['text'])}</pre></details>"
         )
     if record["attachments"]:
         items = []
         for item in record["attachments"]:
             label = (
-                f"{_e(item['filename'])} ({_e(item['content_type'])}, "
+                f"{escape(item['filename'])} ({escape(item['content_type'])}, "
                 f"{_size(item['size'])})"
             )
             # download: never open a hostile .html or .svg attachment as a page.
             items.append(
-                f'<li><a href="{_e(item["href"])}" download>{label}</a></li>'
+                f'<li><a href="{escape(item["href"])}" download>{label}</a></li>'
                 if item["href"]
                 else f"<li>{label}</li>"
             )
@@ -406,7 +412,7 @@ def render_message(record: MessageRecord, *, open_: bool = False) -> str:
     parts.append(
         '<details class="part headers"><summary>Headers</summary><table>'
         + "".join(
-            f"<tr><th>{_e(name)}</th><td>{_e(value)}</td></tr>"
+            f"<tr><th>{escape(name)}</th><td>{escape(value)}</td></tr>"
             for name, value in record["headers"]
         )
         + "</table></details>"
@@ -417,13 +423,13 @@ def render_message(record: MessageRecord, *, open_: bool = False) -> str:
         else ""
     )
     link = (
-        f' <a href="{_e(record["eml_href"])}" download>(.eml)</a>'
+        f' <a href="{escape(record["eml_href"])}" download>(.eml)</a>'
         if record["eml_href"]
         else ""
     )
     parts.append(
         f'<details class="part raw"><summary>Raw source{link}</summary>'
-        f"<pre>{_e(record['raw'])}</pre>{cut}</details>"
+        f"<pre>{escape(record['raw'])}</pre>{cut}</details>"
     )
     parts.append("</details>")
     return "".join(parts)
@@ -431,12 +437,14 @@ def render_message(record: MessageRecord, *, open_: bool = False) -> str:
 
 def render_session(record: SessionRecord, number: int) -> str:
     link = (
-        f' <a href="{_e(record["href"])}" download>(.txt)</a>' if record["href"] else ""
+        f' <a href="{escape(record["href"])}" download>(.txt)</a>'
+        if record["href"]
+        else ""
     )
     return (
         f'<details class="session"><summary>SMTP session {number}: '
-        f"{_e(record['title'])}{link}</summary>"
-        f"<pre>{_e(record['transcript'])}</pre></details>"
+        f"{escape(record['title'])}{link}</summary>"
+        f"<pre>{escape(record['transcript'])}</pre></details>"
     )
 
 
@@ -469,10 +477,10 @@ word-break:break-all}
 def page(title: str, body: str) -> str:
     return (
         "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
-        f'<meta http-equiv="Content-Security-Policy" content="{_e(PAGE_CSP)}">'
+        f'<meta http-equiv="Content-Security-Policy" content="{escape(PAGE_CSP)}">'
         '<meta name="referrer" content="no-referrer">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)}</title><style>{STYLE}</style></head>"
+        f"<title>{escape(title)}</title><style>{STYLE}</style></head>"
         f"<body>{body}</body></html>\n"
     )
 
@@ -485,20 +493,20 @@ def render_index(tests: Sequence[TestRecord], when: datetime.datetime) -> str:
     body = [
         "<h1>Captured email</h1>",
         f'<p class="note">{len(tests)} test(s), {messages} message(s), '
-        f"{sessions} SMTP session(s); saved {_e(f'{when:%Y-%m-%d %H:%M:%S %Z}')}"
+        f"{sessions} SMTP session(s); saved {escape(f'{when:%Y-%m-%d %H:%M:%S %Z}')}"
         " by pytest-smtpsink.</p>",
     ]
     if not tests:
         body.append("<p>No test saved any mail in this run.</p>")
     for test in ordered:
         body.append(
-            f'<section class="test {_e(test["outcome"])}"><h2>'
-            f'<span class="outcome">{_e(test["outcome"])}</span>'
-            f" {_e(test['nodeid'])}</h2>"
+            f'<section class="test {escape(test["outcome"])}"><h2>'
+            f'<span class="outcome">{escape(test["outcome"])}</span>'
+            f" {escape(test['nodeid'])}</h2>"
             f'<p class="note">{len(test["messages"])} message(s), '
             f"{len(test['sessions'])} session(s), files in "
-            f'<a href="{_e(urllib.parse.quote(test["directory"]))}/">'
-            f"{_e(test['directory'])}/</a></p>"
+            f'<a href="{escape(urllib.parse.quote(test["directory"]))}/">'
+            f"{escape(test['directory'])}/</a></p>"
         )
         body.extend(
             render_message(message, open_=len(test["messages"]) == 1)
@@ -594,11 +602,11 @@ def pytest_html_extras(views: Sequence[Mailbox]) -> list[dict[str, str | None]]:
             found.append(
                 extras.html(
                     '<div class="smtpsink-mail">'
-                    f"<p><b>Captured email</b> {_e(record['summary'])}</p>"
+                    f"<p><b>Captured email</b> {escape(record['summary'])}</p>"
                     + (
                         mail_frame(record["html"])
                         if record["html"] is not None
-                        else f"<pre>{_e(record['text'] or '')}</pre>"
+                        else f"<pre>{escape(record['text'] or '')}</pre>"
                     )
                     + "</div>"
                 )

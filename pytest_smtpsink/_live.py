@@ -209,13 +209,12 @@ CSP = (
 )
 
 
-def _e(value: object) -> str:
-    return _html._e(value)
+_e = _html.escape
 
 
 def _subject(message: Message) -> str | None:
     no_subject: str | None = None
-    return _html._read(lambda: message.subject, no_subject, "subject", [])
+    return _html.read_field(lambda: message.subject, no_subject, "subject", [])
 
 
 def list_fragment(messages: Sequence[Message], sessions: Sequence[Session]) -> str:
@@ -246,7 +245,7 @@ def list_fragment(messages: Sequence[Message], sessions: Sequence[Session]) -> s
 def message_fragment(message: Message) -> str:
     number = message.number
     attachments = len(
-        _html._attachments(message, [])  # counted only to name the links
+        _html.attachments_of(message, [])  # counted only to name the links
     )
     record = _html.message_record(
         message,
@@ -283,13 +282,13 @@ def message_summary(message: Message) -> dict[str, Any]:
     return {
         "id": message.number,
         "subject": _subject(message),
-        "from": _html._read(
+        "from": _html.read_field(
             lambda: str(message.from_) if message.from_ else None,
             None,
             "From",
             problems,
         ),
-        "to": _html._read(
+        "to": _html.read_field(
             lambda: [str(a) for a in message.to], no_addresses, "To", problems
         ),
         "mail_from": message.envelope.mail_from,
@@ -504,12 +503,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         message = self._message(number)
         if message is None:
             return
-        attachments = _html._attachments(message, [])
+        attachments = _html.attachments_of(message, [])
         if not index.isdigit() or not 1 <= int(index) <= len(attachments):
             self._refuse(http.HTTPStatus.NOT_FOUND, f"no attachment {index!r}")
             return
         item = attachments[int(index) - 1]
-        name = _html._safe_name(item.filename, int(index))
+        name = _html.safe_name(item.filename, int(index))
         # Always a download, never rendered: a hostile .html stays a file.
         self._send(
             item.content,
