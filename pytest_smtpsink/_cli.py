@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from types import FrameType
 
+    from ._live import LiveServer
     from ._message import Message
     from ._session import Session
 
@@ -201,6 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
         "names are replaced.",
     )
     output.add_argument(
+        "--http",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="serve a live view of the mail at http://HOST:PORT/ (the list "
+        "updates as mail arrives) and a JSON API; same host as the sink, so "
+        "loopback unless --allow-remote. 0 picks a free port.",
+    )
+    output.add_argument(
         "--transcripts",
         action="store_true",
         help="print each session's SMTP conversation when it ends (AUTH masked)",
@@ -287,6 +297,7 @@ class _Reporter:
     quiet: bool
     transcripts: bool
     save_dir: str | None
+    live: LiveServer | None = None
     messages: int = 0
     sessions: int = 0
     _cursor: tuple[int, int] = (0, 0)
@@ -311,6 +322,8 @@ class _Reporter:
         # Reported items need not stay in memory: a sink left running all
         # day should not grow. Open sessions are kept in `_open`.
         store.discard_before(self._cursor)
+        if self.live is not None:
+            self.live.inbox.add(new_messages, new_sessions)
 
         events: list[tuple[datetime.datetime, int, int, Callable[[], None]]] = []
         for session in new_sessions:
@@ -415,7 +428,9 @@ def _slug(subject: str | None) -> str:
     return text[:60].rstrip("-") or "no-subject"
 
 
-def _banner(sink: SMTPSink, save_dir: str | None) -> list[str]:
+def _banner(
+    sink: SMTPSink, save_dir: str | None, live: LiveServer | None = None
+) -> list[str]:
     settings = sink.settings
     modes = {
         None: "",
@@ -438,6 +453,8 @@ def _banner(sink: SMTPSink, save_dir: str | None) -> list[str]:
         )
     if save_dir is not None:
         lines.append(f"saving messages and transcripts to {save_dir}")
+    if live is not None:
+        lines.append(f"live view on {live.url}")
     lines.append("press Ctrl-C to stop")
     return lines
 
@@ -459,6 +476,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--auth-plaintext is given",
             file=sys.stderr,
         )
+    live = None
+    if args.http is not None:
+        from ._live import LiveServer
+
+        try:
+            live = LiveServer(
+                settings.host, args.http, allow_remote=settings.allow_remote
+            )
+        except OSError as error:
+            print(f"smtpsink: error: --http {args.http}: {error}", file=sys.stderr)
+            return 1
     sink = SMTPSink(settings)
     reporter = _Reporter(
         sink,
@@ -466,8 +494,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet=args.quiet,
         transcripts=args.transcripts,
         save_dir=save_dir,
+        live=live,
     )
-    return _Runner(sink, reporter).run()
+    if live is None:
+        return _Runner(sink, reporter).run()
+    live.start()
+    try:
+        return _Runner(sink, reporter).run()
+    finally:
+        live.stop()
 
 
 class _Runner:
@@ -504,7 +539,7 @@ class _Runner:
                 )
                 return 1
             self.sink._store.add_listener(self.changed.set)
-            for line in _banner(self.sink, self.reporter.save_dir):
+            for line in _banner(self.sink, self.reporter.save_dir, self.reporter.live):
                 self.reporter.say(line)
             self._loop()
             # A second Ctrl-C while stopping ends the process at once.
@@ -512,6 +547,8 @@ class _Runner:
                 signal.signal(signum, signal.SIG_DFL)
             self.sink._store.remove_listener(self.changed.set)
             self.sink.stop()
+            if self.reporter.live is not None:
+                self.reporter.live.stop()
             self.reporter.finish()
             self.reporter.say(
                 f"smtpsink stopped: {plural(self.reporter.messages, 'message')} in "

@@ -233,6 +233,12 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(
             _PerTestSummary(config.getoption("verbose") > 0), "smtpsink-summary"
         )
+    save = config.stash[_SAVE_KEY]
+    if save is not None and not hasattr(config, "workerinput"):
+        # One index.html per run, written where reports of every worker meet.
+        from ._html import IndexWriter
+
+        config.pluginmanager.register(IndexWriter(save[0]), "smtpsink-index")
     config.stash[_DEFAULTS_KEY] = settings
     config.stash[_TIMEOUT_KEY] = timeout
     config.stash[_POOL_KEY] = _SinkPool(settings)
@@ -421,6 +427,13 @@ def pytest_runtest_makereport(
         text = _report.section_text(views, config.stash[_REPORT_KEY])
         if text is not None:
             report.sections.append((f"Captured email {report.when}", text))
+        if config.pluginmanager.hasplugin("html") and config.getoption("htmlpath"):
+            # pytest-html is active: only then is it imported.
+            from ._html import pytest_html_extras
+
+            extras = pytest_html_extras(views)
+            if extras:
+                report.extras = [*getattr(report, "extras", []), *extras]  # type: ignore[attr-defined]
     if report.when == "teardown":
         failed = item.stash.get(_FAILED_KEY, False)
         save = config.stash[_SAVE_KEY]
@@ -428,6 +441,23 @@ def pytest_runtest_makereport(
             directory = _report.test_directory(save[0], item.nodeid)
             try:
                 written = _report.save(views, directory)
+                from ._html import REPORT_ATTRIBUTE, record_test
+
+                outcome = "failed" if failed else "passed"
+                if record_test(
+                    views,
+                    nodeid=item.nodeid,
+                    outcome=outcome,
+                    directory=directory,
+                    written=written,
+                    root=save[0],
+                ):
+                    # Read by _html.IndexWriter on the controller.
+                    setattr(
+                        report,
+                        REPORT_ATTRIBUTE,
+                        directory.relative_to(save[0]).as_posix(),
+                    )
             except OSError as error:
                 # A full disk must not turn into an INTERNALERROR for the run.
                 report.sections.append(

@@ -392,8 +392,10 @@ def test_save_dir_keeps_failed_tests_only(
     result.assert_outcomes(failed=1, passed=1)
     saved = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert saved == [
+        "index.html",
         "test_save_dir_keeps_failed_tests_only.py__test_fails/0001-Your-receipt.eml",
         "test_save_dir_keeps_failed_tests_only.py__test_fails/session-0001.txt",
+        "test_save_dir_keeps_failed_tests_only.py__test_fails/smtpsink.json",
     ]
     eml = (
         out
@@ -410,6 +412,7 @@ def test_save_all(pytester: pytest.Pytester) -> None:
     pytester.makeini(f"[pytest]\nsmtpsink_save_dir = {out}\nsmtpsink_save = all\n")
     pytester.runpytest("-p", "no:xdist").assert_outcomes(failed=1, passed=1)
     assert sorted(p.name for p in out.iterdir()) == [
+        "index.html",
         "test_save_all.py__test_fails",
         "test_save_all.py__test_passes",
     ]

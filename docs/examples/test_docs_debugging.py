@@ -45,6 +45,7 @@ def test_save_the_mail_of_failed_tests(pytester: pytest.Pytester) -> None:
     assert sorted(p.name for p in saved.iterdir()) == [
         "0001-Your-receipt.eml",
         "session-0001.txt",
+        "smtpsink.json",
     ]
     assert (
         (saved / "0001-Your-receipt.eml")

@@ -1,0 +1,614 @@
+"""Captured mail as HTML: the save directory's ``index.html`` and pytest-html extras.
+
+Captured mail is hostile input. Every field is HTML-escaped; the HTML part
+is shown only inside an ``<iframe sandbox srcdoc=...>`` whose ``sandbox``
+lacks ``allow-scripts`` (and ``allow-same-origin``, so the frame cannot reach
+the page), and whose content starts with a Content-Security-Policy that
+forbids every remote load. The index page itself carries a CSP without any
+script source: it needs no JavaScript (``<details>`` does the folding).
+
+How the index comes about, with or without xdist: in the test's thread, right
+after `_report.save` wrote a test's files, `record_test` adds the
+attachments beside them and a ``smtpsink.json`` with everything the page
+shows, and marks the teardown report with that directory. The report reaches
+the controller (xdist carries report attributes over), where `IndexWriter`
+collects the directories and writes one ``index.html`` for the run at the
+end of the session. The live view (`_live`) renders its pages with the same
+functions, on its request threads. Nothing here runs on the sink's thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import html
+import html.parser
+import json
+import re
+import urllib.parse
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
+
+if TYPE_CHECKING:
+    import pytest
+
+    from ._mailbox import Mailbox
+    from ._message import Attachment, Message
+    from ._session import Session
+
+#: The file beside each test's saved mail that the index is built from.
+RECORD_NAME = "smtpsink.json"
+INDEX_NAME = "index.html"
+#: The attribute of a teardown report naming the test's saved directory
+#: (relative to the save root). xdist serialises report attributes, so it
+#: reaches the controller; pytest-html's ``extras`` travel the same way.
+REPORT_ATTRIBUTE = "smtpsink_saved"
+#: Raw source shown in the page; the .eml beside it keeps every byte.
+RAW_LIMIT = 256 * 1024
+#: Remote addresses listed in the "blocked" note before "and N more".
+_LISTED_REMOTE = 5
+
+#: For the mail's own HTML: nothing remote, no scripts, no forms, no frames;
+#: inline styles and data: images (and cid: parts we cannot resolve) only.
+MAIL_CSP = (
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+    "font-src data:; form-action 'none'; base-uri 'none'"
+)
+#: For the page around it: no scripts at all. A srcdoc frame inherits this
+#: policy too, so the mail's HTML is held by both.
+PAGE_CSP = (
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+    "frame-src 'self'; form-action 'none'; base-uri 'none'"
+)
+
+
+class AttachmentRecord(TypedDict):
+    filename: str
+    content_type: str
+    size: int
+    href: str | None
+
+
+class MessageRecord(TypedDict):
+    number: int
+    summary: str
+    subject: str | None
+    received_at: str
+    mail_from: str
+    rcpt_to: list[str]
+    headers: list[tuple[str, str]]
+    html: str | None
+    text: str | None
+    attachments: list[AttachmentRecord]
+    raw: str
+    raw_truncated: int
+    eml_href: str | None
+    defects: list[str]
+
+
+class SessionRecord(TypedDict):
+    title: str
+    transcript: str
+    href: str | None
+
+
+class TestRecord(TypedDict):
+    nodeid: str
+    outcome: str
+    directory: str
+    messages: list[MessageRecord]
+    sessions: list[SessionRecord]
+
+
+_T = TypeVar("_T")
+
+
+def read_field(
+    read: Callable[[], _T], default: _T, what: str, problems: list[str]
+) -> _T:
+    """Read one field of captured mail; a surprise becomes a noted problem.
+
+    Message promises that no field raises; this page must appear even if a
+    parser finds a way, so the reason is shown instead of the field.
+    """
+    try:
+        return read()
+    except Exception as error:
+        problems.append(f"could not read the {what}: {error!r}")
+        return default
+
+
+# -- records: plain data from messages and sessions ----------------------------------
+
+
+def attachments_of(message: Message, problems: list[str]) -> tuple[Attachment, ...]:
+    found: tuple[Attachment, ...] = ()
+    return read_field(lambda: message.attachments, found, "attachments", problems)
+
+
+def message_record(
+    message: Message,
+    *,
+    eml_href: str | None = None,
+    attachment_hrefs: Sequence[str | None] = (),
+) -> MessageRecord:
+    """What the page shows of one message, as JSON-ready data."""
+    problems: list[str] = []
+    attachments = attachments_of(message, problems)
+    hrefs = list(attachment_hrefs) + [None] * len(attachments)
+    no_headers: list[tuple[str, str]] = []
+    headers = read_field(
+        lambda: message.headers.items_all(),  # noqa: PLW0108 (headers may raise)
+        no_headers,
+        "headers",
+        problems,
+    )
+    no_text: str | None = None
+    markup = read_field(lambda: message.html, no_text, "HTML part", problems)
+    text = read_field(lambda: message.text, no_text, "text part", problems)
+    subject = read_field(lambda: message.subject, no_text, "subject", problems)
+    summary = read_field(message.summary, f"#{message.number}", "summary", problems)
+    defects = read_field(
+        lambda: list(message.defects), list(problems), "defects", problems
+    )
+    return MessageRecord(
+        number=message.number,
+        summary=summary,
+        subject=subject,
+        received_at=message.received_at.isoformat(),
+        mail_from=message.envelope.mail_from,
+        rcpt_to=list(message.envelope.rcpt_to),
+        headers=headers,
+        html=markup,
+        text=text,
+        attachments=[
+            AttachmentRecord(
+                filename=item.filename or f"attachment-{index}",
+                content_type=item.content_type,
+                size=item.size,
+                href=hrefs[index - 1],
+            )
+            for index, item in enumerate(attachments, 1)
+        ],
+        raw=message.raw[:RAW_LIMIT].decode("utf-8", "replace"),
+        raw_truncated=max(0, len(message.raw) - RAW_LIMIT),
+        eml_href=eml_href,
+        defects=list(dict.fromkeys(problems + defects)),
+    )
+
+
+def session_title(session: Session) -> str:
+    tls = session.tls.version if session.tls is not None else "no"
+    return (
+        f"{session.peer[0]}:{session.peer[1]} EHLO {session.ehlo or '-'}, "
+        f"TLS {tls}, AUTH {session.authenticated_as or '-'}, "
+        f"{len(session.messages)} message(s), end {session.end or 'open'}"
+    )
+
+
+def session_record(session: Session, href: str | None = None) -> SessionRecord:
+    return SessionRecord(
+        title=session_title(session),
+        transcript=session.format_transcript(),
+        href=href,
+    )
+
+
+def safe_name(filename: str | None, index: int) -> str:
+    """A file name that stays inside its directory on any OS."""
+    name = re.sub(r"[^\w.\-]+", "_", filename or "").strip("._")[:100]
+    return name or f"attachment-{index}"
+
+
+def _href(path: Path, root: Path) -> str:
+    return urllib.parse.quote(path.relative_to(root).as_posix())
+
+
+def record_test(
+    views: Sequence[Mailbox],
+    *,
+    nodeid: str,
+    outcome: str,
+    directory: Path,
+    written: Sequence[Path],
+    root: Path,
+) -> Path | None:
+    """Beside the files `_report.save` wrote: each message's attachments in
+    ``NNNN-attachments/`` and ``smtpsink.json`` for the index.
+
+    Returns the record's path, or None when nothing was saved.
+    """
+    if not written:
+        return None
+    snapshots = [view._snapshot() for view in views]
+    messages = [m for view_messages, _ in snapshots for m in view_messages]
+    sessions = [s for _, view_sessions in snapshots for s in view_sessions]
+    # save() names the files; take its names rather than guess them again.
+    emls = [p for p in written if p.suffix == ".eml"]
+    texts = [p for p in written if p.suffix == ".txt"]
+    if len(emls) != len(messages):
+        emls = []
+    if len(texts) != len(sessions):
+        texts = []
+    message_records = []
+    for index, message in enumerate(messages, 1):
+        hrefs: list[str | None] = []
+        attachments = attachments_of(message, [])
+        if attachments:
+            folder = directory / f"{index:04d}-attachments"
+            folder.mkdir(exist_ok=True)
+            used: set[str] = set()
+            for number, item in enumerate(attachments, 1):
+                name = safe_name(item.filename, number)
+                if name.lower() in used:
+                    name = f"{number}-{name}"
+                used.add(name.lower())
+                path = folder / name
+                path.write_bytes(item.content)
+                hrefs.append(_href(path, root))
+        message_records.append(
+            message_record(
+                message,
+                eml_href=_href(emls[index - 1], root) if emls else None,
+                attachment_hrefs=hrefs,
+            )
+        )
+    record = TestRecord(
+        nodeid=nodeid,
+        outcome=outcome,
+        directory=directory.relative_to(root).as_posix(),
+        messages=message_records,
+        sessions=[
+            session_record(session, _href(texts[index], root) if texts else None)
+            for index, session in enumerate(sessions)
+        ],
+    )
+    path = directory / RECORD_NAME
+    # ASCII JSON: a stray surrogate in a parsed field cannot fail the write.
+    path.write_text(json.dumps(record), encoding="ascii")
+    return path
+
+
+# -- rendering ----------------------------------------------------------------------
+
+
+def escape(value: object) -> str:
+    """HTML-escaped text, quotes included (safe in attribute values)."""
+    return html.escape(str(value), quote=True)
+
+
+class _RemoteFinder(html.parser.HTMLParser):
+    """Remote addresses the mail's HTML would load (which the CSP blocks)."""
+
+    _URL_ATTRIBUTES = frozenset({"src", "background", "poster", "srcset", "data"})
+    _CSS_URL = re.compile(r"""url\(\s*['"]?\s*((?:https?:)?//[^'")\s]+)""", re.I)
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: list[str] = []
+        self._in_style = False
+
+    @staticmethod
+    def _remote(url: str) -> bool:
+        return url.strip().lower().startswith(("http://", "https://", "//"))
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if not value:
+                continue
+            if name == "srcset":
+                self.found.extend(
+                    u
+                    for u in (c.split()[0] for c in value.split(",") if c.split())
+                    if self._remote(u)
+                )
+            elif name in self._URL_ATTRIBUTES and self._remote(value):
+                self.found.append(value.strip())
+            elif name == "style":
+                self.found.extend(self._CSS_URL.findall(value))
+        if tag == "link":
+            href = dict(attrs).get("href") or ""
+            if self._remote(href):
+                self.found.append(href.strip())
+        self._in_style = tag == "style"
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_style = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_style:
+            self.found.extend(self._CSS_URL.findall(data))
+
+
+def remote_resources(markup: str) -> list[str]:
+    """Remote images, styles and media the HTML part refers to, in order."""
+    finder = _RemoteFinder()
+    # html.parser is lenient, but this is hostile input: a note is not worth
+    # losing the page over.
+    with contextlib.suppress(Exception):
+        finder.feed(markup)
+        finder.close()
+    return list(dict.fromkeys(finder.found))
+
+
+def mail_frame(markup: str, title: str = "HTML part") -> str:
+    """The HTML part in a sandboxed frame, plus a note when remote loads
+    were blocked."""
+    document = (
+        f'<meta http-equiv="Content-Security-Policy" content="{MAIL_CSP}">' + markup
+    )
+    blocked = remote_resources(markup)
+    note = ""
+    if blocked:
+        shown = ", ".join(escape(url) for url in blocked[:_LISTED_REMOTE])
+        more = len(blocked) - _LISTED_REMOTE
+        note = (
+            f'<p class="blocked">{len(blocked)} remote resource(s) blocked '
+            f"(images and styles from the network are never loaded here): {shown}"
+            + (f" and {more} more" if more > 0 else "")
+            + "</p>"
+        )
+    # No allow-scripts: the mail's scripts never run. No allow-same-origin:
+    # the frame has an opaque origin and cannot touch this page.
+    return (
+        f'{note}<iframe class="mail" sandbox="" referrerpolicy="no-referrer" '
+        'style="width:100%;height:24rem;border:1px solid #bbb;background:#fff" '
+        f'title="{escape(title)}" srcdoc="{escape(document)}"></iframe>'
+    )
+
+
+def _size(size: int) -> str:
+    for unit, factor in (("MiB", 2**20), ("KiB", 2**10)):
+        if size >= factor:
+            return f"{size / factor:.1f} {unit}"
+    return f"{size} bytes"
+
+
+def render_message(record: MessageRecord, *, open_: bool = False) -> str:
+    """One message: summary, headers, HTML, text, attachments, raw, defects."""
+    parts = [
+        f'<details class="message"{" open" if open_ else ""}>'
+        f"<summary>{escape(record['summary'])}</summary>",
+        '<dl class="envelope">'
+        f"<dt>Envelope from</dt><dd>{escape(record['mail_from'] or '<>')}</dd>"
+        f"<dt>Envelope to</dt><dd>{escape(', '.join(record['rcpt_to']))}</dd>"
+        f"<dt>Received</dt><dd>{escape(record['received_at'])}</dd></dl>",
+    ]
+    if record["defects"]:
+        parts.append(
+            '<div class="defects"><b>Problems found while parsing</b><ul>'
+            + "".join(f"<li>{escape(d)}</li>" for d in record["defects"])
+            + "</ul></div>"
+        )
+    if record["html"] is not None:
+        parts.append(
+            '<details class="part html" open><summary>HTML part</summary>'
+            + mail_frame(record["html"], f"HTML part of message {record['number']}")
+            + "</details>"
+        )
+    if record["text"] is not None:
+        parts.append(
+            '<details class="part text" open><summary>Text part</summary>'
+            f"<pre>{escape(record['text'])}</pre></details>"
+        )
+    if record["attachments"]:
+        items = []
+        for item in record["attachments"]:
+            label = (
+                f"{escape(item['filename'])} ({escape(item['content_type'])}, "
+                f"{_size(item['size'])})"
+            )
+            # download: never open a hostile .html or .svg attachment as a page.
+            items.append(
+                f'<li><a href="{escape(item["href"])}" download>{label}</a></li>'
+                if item["href"]
+                else f"<li>{label}</li>"
+            )
+        parts.append(
+            '<details class="part attachments" open><summary>Attachments</summary>'
+            f"<ul>{''.join(items)}</ul></details>"
+        )
+    parts.append(
+        '<details class="part headers"><summary>Headers</summary><table>'
+        + "".join(
+            f"<tr><th>{escape(name)}</th><td>{escape(value)}</td></tr>"
+            for name, value in record["headers"]
+        )
+        + "</table></details>"
+    )
+    cut = (
+        f'<p class="note">... {record["raw_truncated"]} more bytes in the .eml file</p>'
+        if record["raw_truncated"]
+        else ""
+    )
+    link = (
+        f' <a href="{escape(record["eml_href"])}" download>(.eml)</a>'
+        if record["eml_href"]
+        else ""
+    )
+    parts.append(
+        f'<details class="part raw"><summary>Raw source{link}</summary>'
+        f"<pre>{escape(record['raw'])}</pre>{cut}</details>"
+    )
+    parts.append("</details>")
+    return "".join(parts)
+
+
+def render_session(record: SessionRecord, number: int) -> str:
+    link = (
+        f' <a href="{escape(record["href"])}" download>(.txt)</a>'
+        if record["href"]
+        else ""
+    )
+    return (
+        f'<details class="session"><summary>SMTP session {number}: '
+        f"{escape(record['title'])}{link}</summary>"
+        f"<pre>{escape(record['transcript'])}</pre></details>"
+    )
+
+
+STYLE = """
+body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:72rem;padding:1rem;
+color:#1b1b1b;background:#fff}
+h1{font-size:1.4rem}h2{font-size:1.1rem;margin:0;word-break:break-all}
+section.test{border:1px solid #ccc;border-radius:6px;margin:1rem 0;padding:.6rem .8rem}
+section.failed{border-left:6px solid #c62828}section.passed{border-left:6px solid #2e7d32}
+.outcome{font-weight:600;text-transform:uppercase;font-size:.8rem;margin-right:.5rem}
+.failed .outcome{color:#c62828}.passed .outcome{color:#2e7d32}
+details{margin:.4rem 0}summary{cursor:pointer}
+details.message>summary{font-family:ui-monospace,monospace;font-size:.9rem}
+details.part,details.session{margin-left:1rem}
+dl.envelope{display:grid;grid-template-columns:max-content 1fr;gap:0 1rem;margin:.3rem 1rem}
+dt{color:#555}dd{margin:0;word-break:break-all}
+pre{background:#f6f6f6;padding:.5rem;overflow:auto;white-space:pre-wrap;
+word-break:break-all;max-height:30rem}
+table{border-collapse:collapse;font-size:.9rem}
+th,td{border-bottom:1px solid #eee;padding:.15rem .5rem;text-align:left;vertical-align:top}
+td{word-break:break-all}
+iframe.mail{width:100%;height:24rem;border:1px solid #bbb;background:#fff;resize:vertical}
+.blocked{background:#fff8e1;border:1px solid #ffcc80;padding:.3rem .5rem;margin:.3rem 0;
+word-break:break-all}
+.defects{background:#fdecea;padding:.3rem .6rem;margin:.3rem 1rem}
+.note{color:#555}
+"""
+
+
+def page(title: str, body: str) -> str:
+    return (
+        "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
+        f'<meta http-equiv="Content-Security-Policy" content="{escape(PAGE_CSP)}">'
+        '<meta name="referrer" content="no-referrer">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(title)}</title><style>{STYLE}</style></head>"
+        f"<body>{body}</body></html>\n"
+    )
+
+
+def render_index(tests: Sequence[TestRecord], when: datetime.datetime) -> str:
+    """The whole ``index.html``: every saved test, failed ones first."""
+    ordered = sorted(tests, key=lambda t: (t["outcome"] != "failed", t["nodeid"]))
+    messages = sum(len(t["messages"]) for t in tests)
+    sessions = sum(len(t["sessions"]) for t in tests)
+    body = [
+        "<h1>Captured email</h1>",
+        f'<p class="note">{len(tests)} test(s), {messages} message(s), '
+        f"{sessions} SMTP session(s); saved {escape(f'{when:%Y-%m-%d %H:%M:%S %Z}')}"
+        " by pytest-smtpsink.</p>",
+    ]
+    if not tests:
+        body.append("<p>No test saved any mail in this run.</p>")
+    for test in ordered:
+        body.append(
+            f'<section class="test {escape(test["outcome"])}"><h2>'
+            f'<span class="outcome">{escape(test["outcome"])}</span>'
+            f" {escape(test['nodeid'])}</h2>"
+            f'<p class="note">{len(test["messages"])} message(s), '
+            f"{len(test['sessions'])} session(s), files in "
+            f'<a href="{escape(urllib.parse.quote(test["directory"]))}/">'
+            f"{escape(test['directory'])}/</a></p>"
+        )
+        body.extend(
+            render_message(message, open_=len(test["messages"]) == 1)
+            for message in test["messages"]
+        )
+        body.extend(
+            render_session(session, number)
+            for number, session in enumerate(test["sessions"], 1)
+        )
+        body.append("</section>")
+    return page("Captured email", "".join(body))
+
+
+def write_index(root: Path, directories: Sequence[str]) -> Path:
+    """Read each directory's record and write ``root/index.html``.
+
+    A directory whose record is missing or unreadable (a full disk, a
+    newer format) is listed with the reason instead of failing the run.
+    """
+    tests: list[TestRecord] = []
+    for directory in dict.fromkeys(directories):
+        path = root / directory / RECORD_NAME
+        try:
+            data: Any = json.loads(path.read_text(encoding="utf-8"))
+            tests.append(data)
+        except (OSError, ValueError) as error:
+            tests.append(
+                TestRecord(
+                    nodeid=f"{directory} (unreadable record: {error})",
+                    outcome="unknown",
+                    directory=directory,
+                    messages=[],
+                    sessions=[],
+                )
+            )
+    index = root / INDEX_NAME
+    index.write_text(
+        render_index(tests, datetime.datetime.now().astimezone()),
+        encoding="utf-8",
+        errors="replace",
+    )
+    return index
+
+
+# -- pytest glue (called from plugin.py) --------------------------------------------------
+
+
+class IndexWriter:
+    """On the controller (or a run without xdist): collect the directories
+    tests saved and write the index at the end of the session."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.directories: list[str] = []
+        self.outcome = ""
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        saved = getattr(report, REPORT_ATTRIBUTE, None)
+        if report.when == "teardown" and isinstance(saved, str):
+            self.directories.append(saved)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        # Also rewritten when nothing was saved, if an older index is there:
+        # a stale page must not pass for this run's.
+        if not self.directories and not (self.root / INDEX_NAME).exists():
+            return
+        try:
+            index = write_index(self.root, sorted(self.directories))
+        except OSError as error:
+            self.outcome = f"could not write {self.root / INDEX_NAME}: {error}"
+        else:
+            if self.directories:
+                self.outcome = f"captured mail of this run: {index}"
+
+    def pytest_terminal_summary(
+        self, terminalreporter: pytest.TerminalReporter
+    ) -> None:
+        if self.outcome:
+            terminalreporter.write_line(f"smtpsink: {self.outcome}")
+
+
+def pytest_html_extras(views: Sequence[Mailbox]) -> list[dict[str, str | None]]:
+    """pytest-html extras for a failed test: each message's summary and its
+    rendered HTML (or text). Imports pytest-html, so call it only when
+    pytest-html is active."""
+    from pytest_html import extras
+
+    found: list[dict[str, str | None]] = []
+    for view in views:
+        messages, _ = view._snapshot()
+        for message in messages:
+            record = message_record(message)
+            found.append(
+                extras.html(
+                    '<div class="smtpsink-mail">'
+                    f"<p><b>Captured email</b> {escape(record['summary'])}</p>"
+                    + (
+                        mail_frame(record["html"])
+                        if record["html"] is not None
+                        else f"<pre>{escape(record['text'] or '')}</pre>"
+                    )
+                    + "</div>"
+                )
+            )
+    return found

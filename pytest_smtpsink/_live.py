@@ -1,0 +1,578 @@
+"""``smtpsink --http PORT``: the captured mail in a browser, live, and a JSON API.
+
+The standard library's threaded HTTP server is enough here: one local user,
+a handful of requests, and one long-lived response per open page (the
+server-sent event stream that tells the page to refresh its list). Each
+request runs on its own thread from ``http.server``; they share the `Inbox`,
+which the CLI's main thread fills (`_cli._Reporter`) as the sink's store
+reports new mail. Nothing here runs on the sink's thread.
+
+Pages are rendered on the server by `_html`, so the escaping and the
+sandboxed, network-less frame for the HTML part are the same as in the
+saved ``index.html``. The page's one script only fetches those fragments,
+listens to ``/events`` and sends "delete all".
+
+The server is for the machine it runs on: it binds the sink's host (loopback
+unless ``--allow-remote``), and then answers only requests whose ``Host``
+names a loopback address (a web page cannot reach it by DNS rebinding), and
+changes nothing on a request from another origin (no cross-site "delete").
+
+JSON API:
+
+- ``GET /api/messages``: every kept message, oldest first (a summary each);
+- ``GET /api/messages/ID``: one message, with headers, parts and defects;
+- ``GET /api/messages/ID/raw``: the bytes as received (``message/rfc822``);
+- ``DELETE /api/messages``: forget every message and session;
+- ``GET /api/wait?subject=...&to=...&since=ID&timeout=S``: the first message
+  after ``since`` that matches, waiting up to ``timeout`` seconds (default
+  10) for it; 408 when none came. The criteria are those of ``wait_for``,
+  as strings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http
+import http.server
+import ipaddress
+import json
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import _html
+
+if TYPE_CHECKING:
+    from ._message import Message
+    from ._session import Session
+
+#: Messages (and sessions) kept; the oldest go first. The sink's own store
+#: forgets mail once the CLI has printed it; this is the live view's memory.
+KEEP = 1000
+#: Seconds between keep-alive comments on an idle event stream: a closed
+#: page is noticed by the failed write.
+KEEPALIVE = 15.0
+#: Longest wait a client may ask of /api/wait.
+MAX_WAIT = 300.0
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+
+
+class Inbox:
+    """The messages and sessions the live view shows, and a version number
+    bumped on every change that event streams and waiters sleep on."""
+
+    def __init__(self, keep: int = KEEP) -> None:
+        self.changed = threading.Condition()
+        self.version = 0
+        self.closing = False
+        self._keep = keep
+        self._messages: dict[int, Message] = {}
+        self._sessions: list[Session] = []
+
+    def add(self, messages: Sequence[Message], sessions: Sequence[Session]) -> None:
+        """New mail from the sink (the CLI's main thread)."""
+        if not messages and not sessions:
+            return
+        with self.changed:
+            for message in messages:
+                self._messages[message.number] = message
+            while len(self._messages) > self._keep:
+                del self._messages[next(iter(self._messages))]
+            self._sessions.extend(sessions)
+            del self._sessions[: max(0, len(self._sessions) - self._keep)]
+            self.version += 1
+            self.changed.notify_all()
+
+    def touch(self) -> None:
+        """Something changed that the page shows (a session ended)."""
+        with self.changed:
+            self.version += 1
+            self.changed.notify_all()
+
+    def clear(self) -> int:
+        with self.changed:
+            count = len(self._messages)
+            self._messages.clear()
+            self._sessions.clear()
+            self.version += 1
+            self.changed.notify_all()
+            return count
+
+    def close(self) -> None:
+        with self.changed:
+            self.closing = True
+            self.changed.notify_all()
+
+    def snapshot(self) -> tuple[int, list[Message], list[Session]]:
+        with self.changed:
+            return self.version, list(self._messages.values()), list(self._sessions)
+
+    def get(self, number: int) -> Message | None:
+        with self.changed:
+            return self._messages.get(number)
+
+    def wait_change(self, version: int, timeout: float) -> int:
+        """The version once it differs from ``version`` (or after
+        ``timeout``, or when closing): the caller compares."""
+        with self.changed:
+            self.changed.wait_for(
+                lambda: self.version != version or self.closing, timeout
+            )
+            return self.version
+
+    def wait_for(
+        self, criteria: dict[str, Any], since: int, timeout: float
+    ) -> Message | None:
+        """The first message numbered above ``since`` matching ``criteria``."""
+        from ._match import matches
+
+        deadline = time.monotonic() + timeout
+        while True:
+            version, messages, _ = self.snapshot()
+            # Matching parses mail: done outside the lock.
+            for message in messages:
+                if message.number > since and matches(message, criteria):
+                    return message
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.closing:
+                return None
+            self.wait_change(version, remaining)
+
+
+# -- pages ---------------------------------------------------------------------------
+
+
+SCRIPT = """\
+"use strict";
+const list = document.getElementById("list");
+const view = document.getElementById("view");
+const count = document.getElementById("count");
+let current = null;
+
+async function refresh() {
+  const response = await fetch("/fragments/list");
+  list.innerHTML = await response.text();
+  count.textContent = list.dataset.count = list.querySelectorAll("li.item").length;
+  for (const link of list.querySelectorAll("a[data-id]")) {
+    link.classList.toggle("current", link.dataset.id === current);
+  }
+}
+
+async function show(id) {
+  current = id;
+  const response = await fetch("/fragments/messages/" + encodeURIComponent(id));
+  view.innerHTML = await response.text();
+  refresh();
+}
+
+list.addEventListener("click", (event) => {
+  const link = event.target.closest("a[data-id]");
+  if (link) {
+    event.preventDefault();
+    show(link.dataset.id);
+  }
+});
+
+document.getElementById("delete").addEventListener("click", async () => {
+  await fetch("/api/messages", { method: "DELETE" });
+  current = null;
+  view.innerHTML = "<p class=note>Select a message.</p>";
+});
+
+// The server says when something changed: no polling.
+new EventSource("/events").onmessage = refresh;
+refresh();
+"""
+
+LIVE_STYLE = """
+body{max-width:none;margin:0;padding:0;display:grid;grid-template-rows:auto 1fr;height:100vh}
+header{display:flex;gap:1rem;align-items:center;padding:.5rem 1rem;background:#1a237e;color:#fff}
+header h1{margin:0;font-size:1.1rem;flex:1}
+main{display:grid;grid-template-columns:minmax(18rem,28rem) 1fr;min-height:0}
+#list{overflow:auto;border-right:1px solid #ccc;padding:.5rem}
+#list ul{list-style:none;margin:0;padding:0}
+#list li a{display:block;padding:.35rem .5rem;border-bottom:1px solid #eee;color:inherit;
+text-decoration:none}
+#list li a.current{background:#e8eaf6}
+#list .subject{font-weight:600;display:block;word-break:break-all}
+#list .meta{font-size:.8rem;color:#555;word-break:break-all}
+#view{overflow:auto;padding:.5rem 1rem}
+"""
+
+CSP = (
+    "default-src 'none'; script-src 'self'; connect-src 'self'; img-src data:; "
+    "style-src 'unsafe-inline'; frame-src 'self'; form-action 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+_e = _html.escape
+
+
+def _subject(message: Message) -> str | None:
+    no_subject: str | None = None
+    return _html.read_field(lambda: message.subject, no_subject, "subject", [])
+
+
+def list_fragment(messages: Sequence[Message], sessions: Sequence[Session]) -> str:
+    if not messages and not sessions:
+        return '<p class="note">No mail yet. Send some to the sink.</p>'
+    items = []
+    for message in reversed(messages):
+        subject = _subject(message)
+        sender = message.envelope.mail_from or "<>"
+        items.append(
+            f'<li class="item"><a href="/messages/{message.number}" '
+            f'data-id="{message.number}"><span class="subject">'
+            f"{_e(subject or '(no subject)')}</span>"
+            f'<span class="meta">#{message.number} {_e(sender)} &rarr; '
+            f"{_e(', '.join(message.envelope.rcpt_to))} · "
+            f"{message.received_at:%H:%M:%S}</span></a></li>"
+        )
+    unfinished = [s for s in sessions if not s.messages]
+    extra = ""
+    if unfinished:
+        extra = "<h2>Connections without a message</h2>" + "".join(
+            _html.render_session(_html.session_record(s), n)
+            for n, s in enumerate(unfinished, 1)
+        )
+    return f"<ul>{''.join(items)}</ul>{extra}"
+
+
+def message_fragment(message: Message) -> str:
+    number = message.number
+    attachments = len(
+        _html.attachments_of(message, [])  # counted only to name the links
+    )
+    record = _html.message_record(
+        message,
+        eml_href=f"/api/messages/{number}/raw",
+        attachment_hrefs=[
+            f"/api/messages/{number}/attachments/{index}"
+            for index in range(1, attachments + 1)
+        ],
+    )
+    return _html.render_message(record, open_=True) + _html.render_session(
+        _html.session_record(message.session), 1
+    )
+
+
+def live_page() -> str:
+    body = (
+        "<header><h1>smtpsink: captured mail</h1>"
+        '<span><span id="count">0</span> message(s)</span>'
+        '<button id="delete" type="button">Delete all</button></header>'
+        '<main><nav id="list"></nav>'
+        '<section id="view"><p class="note">Select a message.</p></section></main>'
+        '<script src="/app.js"></script>'
+    )
+    return (
+        _html.page("smtpsink", body)
+        .replace(_e(_html.PAGE_CSP), _e(CSP), 1)
+        .replace("</style>", LIVE_STYLE + "</style>", 1)
+    )
+
+
+def message_summary(message: Message) -> dict[str, Any]:
+    problems: list[str] = []
+    no_addresses: list[str] = []
+    return {
+        "id": message.number,
+        "subject": _subject(message),
+        "from": _html.read_field(
+            lambda: str(message.from_) if message.from_ else None,
+            None,
+            "From",
+            problems,
+        ),
+        "to": _html.read_field(
+            lambda: [str(a) for a in message.to], no_addresses, "To", problems
+        ),
+        "mail_from": message.envelope.mail_from,
+        "rcpt_to": list(message.envelope.rcpt_to),
+        "received_at": message.received_at.isoformat(),
+        "size": message.size,
+    }
+
+
+# -- the server ---------------------------------------------------------------------
+
+
+class LiveServer(http.server.ThreadingHTTPServer):
+    """The HTTP server: `start` binds and serves on a thread, `stop` ends
+    every request (event streams included) and joins the threads."""
+
+    daemon_threads = False
+    block_on_close = True
+
+    def __init__(self, host: str, port: int, *, allow_remote: bool = False) -> None:
+        self.inbox = Inbox()
+        self.allow_remote = allow_remote
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        super().__init__((host, port), _Handler)
+        self._thread: threading.Thread | None = None
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        self._stopped = False
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        host = str(host)
+        return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self.serve_forever, name="smtpsink-http", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Idempotent: the CLI stops it before its final report and again
+        on the way out, whatever happened."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.inbox.close()
+        if self._thread is not None:
+            self.shutdown()
+            self._thread.join()
+            self._thread = None
+        # Wake handlers blocked reading an idle connection.
+        with self._open_lock:
+            for connection in self._open:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+        self.server_close()  # joins the request threads
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: LiveServer
+    # One request per connection: an event stream ends its connection, and
+    # no idle keep-alive connection can hold a thread at shutdown.
+    protocol_version = "HTTP/1.0"
+    server_version = "smtpsink"
+    # An idle connection that never sends a request does not hold a thread.
+    timeout = 30
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # the terminal is for mail, not for the page's requests
+
+    # -- guards ------------------------------------------------------------
+
+    def _host_allowed(self) -> bool:
+        """Only requests addressed to a loopback name: a page on another
+        site that resolves its name to 127.0.0.1 (DNS rebinding) is refused."""
+        if self.server.allow_remote:
+            return True
+        host = urllib.parse.urlsplit(f"//{self.headers.get('Host', '')}").hostname
+        if host is None:
+            return False
+        if host.lower() in _LOOPBACK_NAMES:
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    def _same_origin(self) -> bool:
+        origin = self.headers.get("Origin")
+        if origin is None:
+            return True  # curl, scripts: not a browser acting for a page
+        return origin.rstrip("/") == f"http://{self.headers.get('Host', '')}"
+
+    def _refuse(self, status: http.HTTPStatus, why: str) -> None:
+        self._send_json({"error": why}, status)
+
+    # -- responses ---------------------------------------------------------
+
+    def _send(
+        self,
+        body: bytes,
+        content_type: str,
+        status: http.HTTPStatus = http.HTTPStatus.OK,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy", CSP)
+        self.send_header("Referrer-Policy", "no-referrer")
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _send_html(self, markup: str) -> None:
+        self._send(markup.encode("utf-8", "replace"), "text/html; charset=utf-8")
+
+    def _send_json(
+        self, data: object, status: http.HTTPStatus = http.HTTPStatus.OK
+    ) -> None:
+        body = json.dumps(data).encode("ascii")
+        self._send(body, "application/json; charset=utf-8", status)
+
+    def _message(self, text: str) -> Message | None:
+        message = self.server.inbox.get(int(text)) if text.isdigit() else None
+        if message is None:
+            self._refuse(http.HTTPStatus.NOT_FOUND, f"no message {text!r}")
+        return message
+
+    # -- routes --------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        if not self._host_allowed():
+            self._refuse(http.HTTPStatus.FORBIDDEN, "not a loopback Host")
+            return
+        url = urllib.parse.urlsplit(self.path)
+        parts = [p for p in url.path.split("/") if p]
+        inbox = self.server.inbox
+        if not parts:
+            self._send_html(live_page())
+        elif parts == ["app.js"]:
+            self._send(SCRIPT.encode(), "text/javascript; charset=utf-8")
+        elif parts == ["events"]:
+            self._events()
+        elif parts == ["fragments", "list"]:
+            _, messages, sessions = inbox.snapshot()
+            self._send_html(list_fragment(messages, sessions))
+        elif len(parts) == 3 and parts[:2] == ["fragments", "messages"]:
+            message = self._message(parts[2])
+            if message is not None:
+                self._send_html(message_fragment(message))
+        elif len(parts) == 2 and parts[0] == "messages":
+            message = self._message(parts[1])
+            if message is not None:
+                self._send_html(_html.page("smtpsink", message_fragment(message)))
+        elif parts == ["api", "messages"]:
+            _, messages, _ = inbox.snapshot()
+            self._send_json([message_summary(m) for m in messages])
+        elif len(parts) == 3 and parts[:2] == ["api", "messages"]:
+            message = self._message(parts[2])
+            if message is not None:
+                record = _html.message_record(message)
+                self._send_json({"id": message.number, **record})
+        elif len(parts) == 4 and parts[:2] == ["api", "messages"] and parts[3] == "raw":
+            message = self._message(parts[2])
+            if message is not None:
+                self._send(
+                    message.raw,
+                    "message/rfc822",
+                    extra={
+                        "Content-Disposition": f'attachment; filename="{message.number:04d}.eml"'
+                    },
+                )
+        elif (
+            len(parts) == 5
+            and parts[:2] == ["api", "messages"]
+            and parts[3] == "attachments"
+        ):
+            self._attachment(parts[2], parts[4])
+        elif parts == ["api", "wait"]:
+            self._wait(urllib.parse.parse_qs(url.query, keep_blank_values=True))
+        else:
+            self._refuse(http.HTTPStatus.NOT_FOUND, f"no such page: {url.path}")
+
+    def do_DELETE(self) -> None:
+        if not self._host_allowed():
+            self._refuse(http.HTTPStatus.FORBIDDEN, "not a loopback Host")
+        elif not self._same_origin():
+            self._refuse(http.HTTPStatus.FORBIDDEN, "a request from another origin")
+        elif urllib.parse.urlsplit(self.path).path.rstrip("/") == "/api/messages":
+            self._send_json({"deleted": self.server.inbox.clear()})
+        else:
+            self._refuse(http.HTTPStatus.NOT_FOUND, "DELETE only /api/messages")
+
+    def _attachment(self, number: str, index: str) -> None:
+        message = self._message(number)
+        if message is None:
+            return
+        attachments = _html.attachments_of(message, [])
+        if not index.isdigit() or not 1 <= int(index) <= len(attachments):
+            self._refuse(http.HTTPStatus.NOT_FOUND, f"no attachment {index!r}")
+            return
+        item = attachments[int(index) - 1]
+        name = _html.safe_name(item.filename, int(index))
+        # Always a download, never rendered: a hostile .html stays a file.
+        self._send(
+            item.content,
+            "application/octet-stream",
+            extra={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+
+    def _wait(self, query: dict[str, list[str]]) -> None:
+        from ._match import CRITERIA_NAMES
+
+        criteria: dict[str, Any] = {}
+        since, timeout = 0, 10.0
+        try:
+            for name, values in query.items():
+                value = values[-1]
+                if name == "since":
+                    since = int(value)
+                elif name == "timeout":
+                    timeout = float(value)
+                    if not 0 <= timeout <= MAX_WAIT:
+                        raise ValueError(f"timeout must be 0 to {MAX_WAIT:g} seconds")
+                elif name == "from" or (name in CRITERIA_NAMES and name != "header"):
+                    criteria["from_" if name == "from" else name] = value
+                else:
+                    raise ValueError(
+                        f"unknown parameter {name!r}; use since, timeout and "
+                        + ", ".join(
+                            "from" if n == "from_" else n
+                            for n in CRITERIA_NAMES
+                            if n != "header"
+                        )
+                    )
+        except ValueError as error:
+            self._refuse(http.HTTPStatus.BAD_REQUEST, str(error))
+            return
+        message = self.server.inbox.wait_for(criteria, since, timeout)
+        if message is None:
+            self._refuse(
+                http.HTTPStatus.REQUEST_TIMEOUT,
+                f"no message matching {criteria!r} within {timeout:g} s",
+            )
+        else:
+            self._send_json(message_summary(message))
+
+    def _events(self) -> None:
+        """Server-sent events: ``data: <version>`` after every change."""
+        self.send_response(http.HTTPStatus.OK)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        inbox = self.server.inbox
+        version = inbox.version
+        try:
+            self.wfile.write(b"retry: 1000\n\n")
+            self.wfile.flush()
+            while True:
+                newer = inbox.wait_change(version, KEEPALIVE)
+                if inbox.closing:
+                    break
+                if newer != version:
+                    version = newer
+                    self.wfile.write(f"data: {version}\n\n".encode())
+                else:
+                    self.wfile.write(b": keep-alive\n\n")
+                self.wfile.flush()
+        except OSError:
+            pass  # the page was closed

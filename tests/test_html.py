@@ -1,0 +1,278 @@
+"""The save directory's index.html and the pytest-html extras.
+
+Rendering and escaping are checked on the generated markup here; what a real
+browser does with it (scripts, remote images, the frame) is in
+test_html_browser.py. The plugin wiring runs through `pytester`, with and
+without xdist and pytest-html.
+"""
+
+from __future__ import annotations
+
+import html.parser
+import json
+import smtplib
+from pathlib import Path
+
+import browser
+import pytest
+from conftest import make_message
+
+from pytest_smtpsink import Mailbox, _html, _report
+
+
+class _Tags(html.parser.HTMLParser):
+    """Start tags of a page as a browser's tokenizer sees them: markup in
+    attribute values (srcdoc) is not a tag."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[str] = []
+        self.srcdocs: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        if tag == "iframe":
+            values = dict(attrs)
+            assert values.get("sandbox") == "", "the frame must be fully sandboxed"
+            self.srcdocs.append(values.get("srcdoc") or "")
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse(markup: str) -> _Tags:
+    tags = _Tags()
+    tags.feed(markup)
+    tags.close()
+    return tags
+
+
+def send_hostile(sink: Mailbox, image_url: str = "http://127.0.0.1:9") -> None:
+    message = make_message(
+        subject=browser.HOSTILE_SUBJECT,
+        text=browser.HOSTILE_TEXT,
+        html=browser.hostile_html(image_url),
+    )
+    message.add_attachment(
+        b"<script>alert(1)</script>",
+        maintype="text",
+        subtype="html",
+        filename="../../evil page.html",
+    )
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.send_message(message)
+
+
+def save_index(sink: Mailbox, root: Path, nodeid: str = "test_x.py::test_x") -> Path:
+    """What the plugin does for one failed test, then the index."""
+    directory = _report.test_directory(root, nodeid)
+    written = _report.save([sink], directory)
+    _html.record_test(
+        [sink],
+        nodeid=nodeid,
+        outcome="failed",
+        directory=directory,
+        written=written,
+        root=root,
+    )
+    return _html.write_index(root, [directory.relative_to(root).as_posix()])
+
+
+def test_hostile_fields_cannot_leave_their_place(
+    smtpsink: Mailbox, tmp_path: Path
+) -> None:
+    send_hostile(smtpsink)
+    smtpsink.wait_for(count=1)
+    page = parse(save_index(smtpsink, tmp_path).read_text(encoding="utf-8"))
+    # The page has no script of its own, so any <script> came from the mail.
+    assert "script" not in page.tags
+    assert page.tags.count("iframe") == 1
+    # The subject and the text part are shown as text, exactly.
+    text = "".join(page.text)
+    assert browser.HOSTILE_SUBJECT in text
+    assert browser.HOSTILE_TEXT in text
+    # The HTML part is all inside srcdoc, behind the mail CSP.
+    (srcdoc,) = page.srcdocs
+    assert srcdoc.startswith(
+        f'<meta http-equiv="Content-Security-Policy" content="{_html.MAIL_CSP}">'
+    )
+    assert srcdoc.endswith(browser.hostile_html("http://127.0.0.1:9") + "\n")
+
+
+def test_index_lists_the_message_parts_and_files(
+    smtpsink: Mailbox, tmp_path: Path
+) -> None:
+    send_hostile(smtpsink)
+    smtpsink.wait_for(count=1)
+    index = save_index(smtpsink, tmp_path)
+    markup = index.read_text(encoding="utf-8")
+    assert "test_x.py::test_x" in markup
+    assert "2 remote resource(s) blocked" in markup
+    assert "http://127.0.0.1:9/tracker.gif" in markup
+    record = json.loads(
+        (tmp_path / "test_x.py__test_x" / _html.RECORD_NAME).read_text("utf-8")
+    )
+    (message,) = record["messages"]
+    (attachment,) = message["attachments"]
+    # The attachment stays inside the test's directory whatever its name.
+    assert attachment["href"] == "test_x.py__test_x/0001-attachments/evil_page.html"
+    saved = tmp_path / attachment["href"]
+    assert saved.read_bytes() == b"<script>alert(1)</script>"
+    assert f'href="{attachment["href"]}" download' in markup
+    assert (tmp_path / message["eml_href"]).read_bytes() == smtpsink.messages[0].raw
+    (session,) = record["sessions"]
+    assert "C: QUIT" in session["transcript"]
+    assert session["href"] == "test_x.py__test_x/session-0001.txt"
+
+
+def test_remote_resources() -> None:
+    markup = (
+        '<img src="https://a.test/1.png"><img src="data:image/gif;base64,R0">'
+        '<img srcset="//b.test/2.png 2x, /local.png 1x">'
+        '<td background="http://c.test/bg.gif" style="background:url(\'https://d.test/x\')">'
+        "<style>p{background:url(http://e.test/y)}</style>"
+        '<link rel=stylesheet href="https://f.test/s.css"><a href="https://g.test/">link</a>'
+    )
+    assert _html.remote_resources(markup) == [
+        "https://a.test/1.png",
+        "//b.test/2.png",
+        "http://c.test/bg.gif",
+        "https://d.test/x",
+        "http://e.test/y",
+        "https://f.test/s.css",
+    ]
+    assert _html.remote_resources("<p>no images</p><img src='cid:logo'>") == []
+
+
+def test_a_message_whose_fields_raise_still_renders(
+    smtpsink: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("a@example.com", ["b@example.com"], b"Subject: x\r\n\r\nhi\r\n")
+    message = smtpsink.wait_for(subject="x")
+
+    def broken(self: object) -> str:
+        raise RecursionError("deeply nested")
+
+    monkeypatch.setattr(type(message), "html", property(broken))
+    record = _html.message_record(message)
+    assert record["html"] is None
+    assert record["text"] == "hi\n"
+    assert record["defects"] == [
+        "could not read the HTML part: RecursionError('deeply nested')"
+    ]
+    assert "could not read the HTML part" in _html.render_message(record)
+
+
+# -- through pytest --------------------------------------------------------------
+
+FAILING_TESTS = """
+import smtplib
+
+def send(sink, subject):
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail(
+            "app@example.com", ["ann@example.com"],
+            f"Subject: {subject}\\r\\nContent-Type: text/html\\r\\n\\r\\n<b>{subject}</b>\\r\\n",
+        )
+    sink.wait_for(count=1)
+
+def test_one(smtpsink):
+    send(smtpsink, "first")
+    assert False
+
+def test_two(smtpsink):
+    send(smtpsink, "second")
+    assert False
+
+def test_passes(smtpsink):
+    send(smtpsink, "third")
+"""
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_one_index_per_run(pytester: pytest.Pytester, workers: list[str]) -> None:
+    pytester.makepyfile(test_mail=FAILING_TESTS)
+    result = pytester.runpytest("--smtpsink-save-dir=mail", *workers)
+    result.assert_outcomes(passed=1, failed=2)
+    index = pytester.path / "mail" / "index.html"
+    result.stdout.fnmatch_lines([f"smtpsink: captured mail of this run: {index}"])
+    markup = index.read_text(encoding="utf-8")
+    assert "2 test(s), 2 message(s), 2 SMTP session(s)" in markup
+    assert "test_mail.py::test_one" in markup
+    assert "test_mail.py::test_two" in markup
+    # Only failed tests, as --smtpsink-save says by default.
+    assert "test_passes" not in markup
+    assert "&lt;b&gt;first&lt;/b&gt;" in markup  # in the srcdoc, escaped
+
+
+def test_index_follows_save_all(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_mail=FAILING_TESTS)
+    pytester.runpytest("--smtpsink-save-dir=mail", "--smtpsink-save=all")
+    markup = (pytester.path / "mail" / "index.html").read_text(encoding="utf-8")
+    assert "3 test(s), 3 message(s)" in markup
+    assert "test_mail.py::test_passes" in markup
+
+
+def test_a_stale_index_is_replaced(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_mail=FAILING_TESTS)
+    pytester.runpytest("--smtpsink-save-dir=mail")
+    pytester.runpytest("--smtpsink-save-dir=mail", "-k", "passes")
+    markup = (pytester.path / "mail" / "index.html").read_text(encoding="utf-8")
+    assert "No test saved any mail in this run." in markup
+    assert "test_one" not in markup
+
+
+def test_no_index_without_save_dir(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_mail=FAILING_TESTS)
+    pytester.runpytest().assert_outcomes(passed=1, failed=2)
+    assert not list(pytester.path.rglob("index.html"))
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_pytest_html_extras(pytester: pytest.Pytester, workers: list[str]) -> None:
+    pytest.importorskip("pytest_html")
+    pytester.makepyfile(test_mail=FAILING_TESTS.replace("first", "<i>first</i>"))
+    result = pytester.runpytest("--html=report.html", *workers)
+    result.assert_outcomes(passed=1, failed=2)
+    report = (pytester.path / "report.html").read_text(encoding="utf-8")
+    # pytest-html keeps its data as JSON in an attribute: undo both layers.
+    data = json.loads(
+        html.unescape(report.split('data-jsonblob="', 1)[1].split('"', 1)[0])
+    )
+    extras = {
+        test_id: [e["content"] for e in runs[0]["extras"] if e["format_type"] == "html"]
+        for test_id, runs in data["tests"].items()
+    }
+    assert extras["test_mail.py::test_passes"] == []
+    (one,) = extras["test_mail.py::test_one"]
+    page = parse(one)
+    assert "script" not in page.tags
+    (srcdoc,) = page.srcdocs
+    assert srcdoc.endswith("<b><i>first</i></b>\n")
+    assert "Subject: '<i>first</i>'" in "".join(page.text)
+
+
+CHECK_IMPORTS = """
+import sys
+
+def test_nothing_html_is_imported(smtpsink):
+    assert "pytest_html" not in sys.modules
+    assert "pytest_smtpsink._html" not in sys.modules
+    assert False  # a failed test is where extras would be made
+"""
+
+
+def test_without_pytest_html_nothing_is_imported(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(test_imports=CHECK_IMPORTS)
+    # A subprocess (this process has imported both already) that loads no
+    # plugin but ours: to the plugin, that is a run without pytest-html.
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    result = pytester.runpytest_subprocess("-p", "pytest_smtpsink.plugin")
+    result.assert_outcomes(failed=1)
+    # It failed on its last line, not on either import check.
+    result.stdout.fnmatch_lines(["E       assert False"])
+    result.stdout.no_fnmatch_line("E *sys.modules*")

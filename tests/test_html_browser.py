@@ -1,0 +1,172 @@
+"""index.html in a real browser: headless Chromium driven by Selenium.
+
+What only a browser can prove: the frame shows the HTML part, a script in a
+mail does not run and cannot reach the page, a remote image is not fetched.
+Each check has a control page (the same mail HTML without our protections)
+that shows the harness would see the attack if it worked.
+
+Screenshots for the docs: ``SMTPSINK_SCREENSHOTS=docs/_static`` writes them
+there (otherwise into the test's temporary directory).
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import browser
+import pytest
+from test_html import save_index, send_hostile
+
+from pytest_smtpsink import Mailbox
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    with browser.chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
+        yield driver
+
+
+@pytest.fixture
+def remote() -> Iterator[browser.RequestLog]:
+    with browser.request_log() as server:
+        yield server
+
+
+def screenshot(driver: WebDriver, name: str, tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("SMTPSINK_SCREENSHOTS") or tmp_path)
+    path = folder / name
+    assert driver.save_screenshot(str(path)), f"no screenshot at {path}"
+    return path
+
+
+def test_control_page_shows_the_attacks_work_without_protection(
+    driver: WebDriver, remote: browser.RequestLog, tmp_path: Path
+) -> None:
+    """The same HTML in a plain frame runs its script and fetches its image:
+    so the checks below would see it if our page let them happen."""
+    from selenium.webdriver.common.by import By
+
+    control = tmp_path / "control.html"
+    srcdoc = html.escape(browser.hostile_html(remote.url), quote=True)
+    control.write_text(
+        f'<!DOCTYPE html><title>control</title><iframe srcdoc="{srcdoc}"></iframe>',
+        encoding="utf-8",
+    )
+    driver.get(control.as_uri())
+    driver.switch_to.frame(driver.find_element(By.TAG_NAME, "iframe"))
+    try:
+        assert (
+            driver.find_element(By.TAG_NAME, "body").get_attribute("data-ran") == "yes"
+        )
+    finally:
+        driver.switch_to.default_content()
+    assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-pwned") == "yes"
+    # The page's load event waits for the frame's images.
+    assert "/tracker.gif" in remote.paths
+
+
+def test_index_shows_the_mail_and_contains_it(
+    driver: WebDriver,
+    remote: browser.RequestLog,
+    smtpsink: Mailbox,
+    tmp_path: Path,
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    send_hostile(smtpsink, remote.url)
+    smtpsink.wait_for(count=1)
+    index = save_index(
+        smtpsink, tmp_path / "mail", "tests/test_signup.py::test_welcome"
+    )
+    driver.get(index.as_uri())
+
+    # The list: the test and its message, subject shown as text.
+    heading = driver.find_element(By.CSS_SELECTOR, "section.test h2")
+    assert heading.text.upper() == "FAILED TESTS/TEST_SIGNUP.PY::TEST_WELCOME"
+    summary = driver.find_element(By.CSS_SELECTOR, "details.message > summary")
+    assert browser.HOSTILE_SUBJECT in summary.text
+    assert driver.title == "Captured email"
+    assert driver.find_elements(By.TAG_NAME, "script") == []
+    text_part = driver.find_element(By.CSS_SELECTOR, "details.text pre")
+    assert text_part.text == browser.HOSTILE_TEXT.strip()
+    note = driver.find_element(By.CSS_SELECTOR, "p.blocked")
+    assert note.text.startswith("2 remote resource(s) blocked")
+
+    # The frame shows the HTML part; its script did not run.
+    frame = driver.find_element(By.CSS_SELECTOR, "iframe.mail")
+    assert frame.get_attribute("sandbox") == ""
+    driver.switch_to.frame(frame)
+    try:
+        greeting = driver.find_element(By.ID, "greeting")
+        assert greeting.text == "Hello from the mail"
+        body = driver.find_element(By.TAG_NAME, "body")
+        assert body.get_attribute("data-ran") is None
+        assert body.get_attribute("data-onerror") is None
+        # Blocked, so never loaded: a loaded image has a natural width.
+        image = driver.find_element(By.ID, "remote")
+        assert driver.execute_script("return arguments[0].naturalWidth", image) == 0
+    finally:
+        driver.switch_to.default_content()
+    # Nor reached the page around it.
+    assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-pwned") is None
+    assert driver.title == "Captured email"
+    # The page's load event waited for the frame: a fetch would be logged.
+    assert remote.paths == []
+    screenshot(driver, "index-hostile.png", tmp_path)
+
+
+RESET_HTML = """\
+<div style="font-family:Helvetica,Arial,sans-serif;max-width:32rem;margin:auto">
+<img src="https://cdn.example.com/logo.png" alt="Example Shop" width="120">
+<h2 style="color:#1a237e">Reset your password</h2>
+<p>Hi Ann, someone asked to reset the password of your account.</p>
+<p><a href="https://shop.example.com/reset?token=4f9c2"
+ style="background:#1a237e;color:#fff;padding:.6rem 1.2rem;border-radius:4px;
+ text-decoration:none">Choose a new password</a></p>
+<p style="color:#666">If it was not you, ignore this mail.</p></div>
+"""
+
+
+def test_screenshot_of_a_typical_mail(
+    driver: WebDriver, smtpsink: Mailbox, tmp_path: Path
+) -> None:
+    """The screenshot of the docs page: a password-reset mail."""
+    import smtplib
+
+    from conftest import make_message
+    from selenium.webdriver.common.by import By
+
+    message = make_message(
+        subject="Reset your password",
+        sender="Example Shop <noreply@shop.example.com>",
+        text="Hi Ann,\n\nchoose a new password: https://shop.example.com/reset?token=4f9c2\n",
+        html=RESET_HTML,
+    )
+    message.add_attachment(
+        b"%PDF-1.4 ...", maintype="application", subtype="pdf", filename="terms.pdf"
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.send_message(message)
+    smtpsink.wait_for(subject="Reset your password")
+    index = save_index(
+        smtpsink, tmp_path / "mail", "tests/test_accounts.py::test_password_reset"
+    )
+    driver.get(index.as_uri())
+    note = driver.find_element(By.CSS_SELECTOR, "p.blocked")
+    assert "https://cdn.example.com/logo.png" in note.text
+    driver.switch_to.frame(driver.find_element(By.CSS_SELECTOR, "iframe.mail"))
+    try:
+        link = driver.find_element(By.TAG_NAME, "a")
+        assert link.text == "Choose a new password"
+    finally:
+        driver.switch_to.default_content()
+    attachment = driver.find_element(By.CSS_SELECTOR, "details.attachments a")
+    assert attachment.text == "terms.pdf (application/pdf, 12 bytes)"
+    screenshot(driver, "index-html.png", tmp_path)

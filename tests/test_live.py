@@ -1,0 +1,250 @@
+"""``smtpsink --http PORT``: the live view's JSON API, event stream and guards.
+
+The sink runs as a real subprocess (`test_cli.Sink`); requests go over
+loopback with urllib and http.client. What a browser does with the page is
+in test_live_browser.py.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import smtplib
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import browser
+import pytest
+from test_cli import TIMEOUT, Sink
+from test_html import parse
+
+from pytest_smtpsink import Mailbox
+
+
+class Live:
+    """A running ``smtpsink --http 0`` and its base URL."""
+
+    def __init__(self, *args: str) -> None:
+        self.sink = Sink("--http", "0", *args)
+        self.url = self.sink.in_banner(r"live view on (http://\S+)/$").group(1)
+        self.http_port = int(self.url.rsplit(":", 1)[1])
+
+    def send(self, subject: str, body: bytes = b"Hello.\r\n", **headers: str) -> None:
+        head = "".join(f"{k.replace('_', '-')}: {v}\r\n" for k, v in headers.items())
+        with smtplib.SMTP("127.0.0.1", self.sink.port) as client:
+            client.sendmail(
+                "app@example.com",
+                ["ann@example.com"],
+                f"Subject: {subject}\r\n{head}\r\n".encode() + body,
+            )
+
+    def request(
+        self, path: str, method: str = "GET", headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        request = urllib.request.Request(
+            self.url + path, method=method, headers=headers or {}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            with error:
+                return error.code, error.read()
+
+    def json(self, path: str, method: str = "GET", **headers: str) -> Any:
+        status, body = self.request(path, method, headers)
+        assert status == 200, (status, body)
+        return json.loads(body)
+
+
+@pytest.fixture
+def live() -> Iterator[Callable[..., Live]]:
+    started: list[Live] = []
+
+    def start(*args: str) -> Live:
+        started.append(Live(*args))
+        return started[-1]
+
+    yield start
+    for each in started:
+        if each.sink.proc.poll() is None:
+            each.sink.stop()
+
+
+def test_list_get_raw_and_delete(live: Callable[..., Live]) -> None:
+    view = live()
+    assert view.json("/api/messages") == []
+    view.send("First")
+    view.send("Second", b"Bye.\r\n", To="Ann <ann@example.com>")
+    # /api/wait returns once the message is in the live view: no sleep.
+    second = view.json("/api/wait?subject=Second")
+    assert second["to"] == ["ann@example.com"]
+    listed = view.json("/api/messages")
+    assert [m["subject"] for m in listed] == ["First", "Second"]
+    assert listed[1] == second
+    assert listed[0]["mail_from"] == "app@example.com"
+    assert listed[0]["rcpt_to"] == ["ann@example.com"]
+
+    detail = view.json(f"/api/messages/{second['id']}")
+    assert detail["text"] == "Bye.\n"
+    assert ["To", "Ann <ann@example.com>"] in detail["headers"]
+    status, raw = view.request(f"/api/messages/{second['id']}/raw")
+    assert status == 200
+    assert raw == b"Subject: Second\r\nTo: Ann <ann@example.com>\r\n\r\nBye.\r\n"
+
+    assert view.json("/api/messages", "DELETE") == {"deleted": 2}
+    assert view.json("/api/messages") == []
+    status, body = view.request(f"/api/messages/{second['id']}")
+    assert (status, json.loads(body)) == (
+        404,
+        {"error": f"no message '{second['id']}'"},
+    )
+
+
+def test_wait_for_a_later_message(live: Callable[..., Live]) -> None:
+    view = live()
+    view.send("Old")
+    old = view.json("/api/wait?subject=Old")
+    answers: list[Any] = []
+    waiter = threading.Thread(
+        target=lambda: answers.append(
+            view.json(f"/api/wait?to=ann@example.com&since={old['id']}&timeout=30")
+        )
+    )
+    waiter.start()
+    try:
+        view.send("New", To="ann@example.com")
+    finally:
+        waiter.join(TIMEOUT)
+    assert [a["subject"] for a in answers] == ["New"]
+
+
+def test_wait_errors(live: Callable[..., Live]) -> None:
+    view = live()
+    status, body = view.request("/api/wait?subject=never&timeout=0")
+    assert status == 408
+    assert json.loads(body) == {
+        "error": "no message matching {'subject': 'never'} within 0 s"
+    }
+    status, body = view.request("/api/wait?colour=blue")
+    assert status == 400
+    error = json.loads(body)["error"]
+    assert error.startswith("unknown parameter 'colour'; use since, timeout and from")
+    status, body = view.request("/api/wait?timeout=9999")
+    assert (status, json.loads(body)) == (
+        400,
+        {"error": "timeout must be 0 to 300 seconds"},
+    )
+
+
+def test_other_hosts_and_origins_are_refused(live: Callable[..., Live]) -> None:
+    view = live()
+    view.send("Keep me")
+    view.json("/api/wait?subject=Keep%20me")
+    # DNS rebinding: a page of evil.example whose name resolves to 127.0.0.1.
+    status, _ = view.request("/api/messages", headers={"Host": "evil.example"})
+    assert status == 403
+    # A cross-site "delete all" from a page in the user's browser.
+    status, body = view.request(
+        "/api/messages", "DELETE", {"Origin": "http://evil.example"}
+    )
+    assert (status, json.loads(body)) == (
+        403,
+        {"error": "a request from another origin"},
+    )
+    assert len(view.json("/api/messages")) == 1
+    # localhost and the page's own origin are fine.
+    assert len(view.json("/api/messages", Host=f"localhost:{view.http_port}")) == 1
+    deleted = view.json("/api/messages", "DELETE", Origin=view.url)
+    assert deleted == {"deleted": 1}
+
+
+def test_event_stream_says_when_mail_arrives(live: Callable[..., Live]) -> None:
+    view = live()
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", view.http_port, timeout=TIMEOUT
+    )
+    try:
+        connection.request("GET", "/events")
+        response = connection.getresponse()
+        assert response.status == 200
+        assert response.getheader("Content-Type") == "text/event-stream"
+        assert response.readline() == b"retry: 1000\n"
+        assert response.readline() == b"\n"
+        view.send("Ping")
+        # Blocks until the server writes: the event is pushed, not polled.
+        assert response.readline().startswith(b"data: ")
+    finally:
+        connection.close()
+    # An open event stream does not keep the sink from stopping.
+    assert view.sink.stop()[-1] == "smtpsink stopped: 1 message in 1 session"
+
+
+def test_pages_escape_hostile_mail(live: Callable[..., Live]) -> None:
+    view = live()
+    view.send(
+        browser.HOSTILE_SUBJECT,
+        browser.hostile_html("http://127.0.0.1:9").encode(),
+        Content_Type="text/html",
+    )
+    message = view.json("/api/wait?html=greeting")
+    for path in ("/", "/fragments/list", f"/messages/{message['id']}"):
+        status, body = view.request(path)
+        assert status == 200
+        page = parse(body.decode())
+        # The page's own script is /app.js; nothing inline, nothing from mail.
+        assert page.tags.count("script") == (1 if path == "/" else 0), path
+    status, body = view.request(f"/fragments/messages/{message['id']}")
+    page = parse(body.decode())
+    assert "script" not in page.tags
+    assert browser.HOSTILE_SUBJECT in "".join(page.text)
+    (srcdoc,) = page.srcdocs
+    assert srcdoc.endswith(browser.hostile_html("http://127.0.0.1:9") + "\n")
+
+
+def test_bad_http_port_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from pytest_smtpsink._cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--http", "70000"])
+    assert exit_info.value.code == 2
+    assert (
+        "argument --http: must be a number from 0 to 65535" in capsys.readouterr().err
+    )
+
+
+def test_busy_http_port_is_an_error(
+    live: Callable[..., Live], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pytest_smtpsink._cli import main
+
+    view = live()
+    assert main(["--port", "0", "--http", str(view.http_port)]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"smtpsink: error: --http {view.http_port}: ")
+
+
+def test_allow_remote_accepts_any_host_name(live: Callable[..., Live]) -> None:
+    view = live("--allow-remote")
+    assert view.json("/api/messages", Host="mail.example:8025") == []
+
+
+def test_the_view_keeps_the_newest_messages(smtpsink: Mailbox) -> None:
+    from pytest_smtpsink._live import Inbox
+
+    for subject in ("one", "two", "three"):
+        with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+            client.sendmail(
+                "a@example.com", ["b@example.com"], f"Subject: {subject}\r\n\r\n"
+            )
+    messages = smtpsink.wait_for(count=3)
+    inbox = Inbox(keep=2)
+    inbox.add(messages[:1], [])
+    inbox.add(messages[1:], [m.session for m in messages])
+    _, kept, sessions = inbox.snapshot()
+    assert [m.subject for m in kept] == ["two", "three"]
+    assert sessions == [m.session for m in messages[1:]]
+    assert inbox.get(messages[0].number) is None

@@ -1,0 +1,118 @@
+"""The live view (``smtpsink --http``) in headless Chromium.
+
+A new message must appear without a reload (the page listens to server-sent
+events), the message view must show the HTML part in the sandboxed frame,
+and a hostile mail must neither run a script nor fetch a remote image, as
+in the saved index.html (test_html_browser.py, with the control page).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import browser
+import pytest
+from test_cli import TIMEOUT
+from test_html_browser import RESET_HTML, screenshot
+from test_live import Live
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
+    from selenium.webdriver.remote.webelement import WebElement
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    with browser.chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
+        yield driver
+
+
+@pytest.fixture
+def view() -> Iterator[Live]:
+    started = Live()
+    yield started
+    started.sink.stop()
+
+
+def test_live_view(driver: WebDriver, view: Live, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    wait = WebDriverWait(driver, TIMEOUT)
+    driver.get(view.url + "/")
+    wait.until(ready.text_to_be_present_in_element((By.ID, "list"), "No mail yet"))
+    # Gone if the page reloads: the list must change in place.
+    driver.execute_script("window.sameDocument = true")
+
+    with browser.request_log() as remote:
+        view.send(
+            "Reset your password",
+            RESET_HTML.encode(),
+            Content_Type="text/html; charset=utf-8",
+            From="Example Shop <noreply@shop.example.com>",
+        )
+        view.send(
+            browser.HOSTILE_SUBJECT,
+            browser.hostile_html(remote.url).encode(),
+            Content_Type="text/html",
+        )
+        items = (By.CSS_SELECTOR, "#list li.item a")
+        wait.until(lambda d: len(d.find_elements(*items)) == 2)
+        assert driver.execute_script("return window.sameDocument") is True
+        reset, hostile = (m["id"] for m in view.json("/api/messages"))
+
+        def item(number: int) -> WebElement:
+            # Found afresh each time: every change re-renders the list.
+            return driver.find_element(By.CSS_SELECTOR, f'#list a[data-id="{number}"]')
+
+        assert item(hostile).find_element(By.CLASS_NAME, "subject").text == (
+            browser.HOSTILE_SUBJECT
+        )
+        assert driver.find_element(By.ID, "count").text == "2"
+
+        # The hostile one: shown, contained, nothing fetched.
+        item(hostile).click()
+        frame = wait.until(
+            ready.presence_of_element_located((By.CSS_SELECTOR, "#view iframe.mail"))
+        )
+        assert driver.find_element(By.CSS_SELECTOR, "#view p.blocked").text.startswith(
+            "2 remote resource(s) blocked"
+        )
+        driver.switch_to.frame(frame)
+        try:
+            # Its load event waits for images: a fetch would be logged by then.
+            wait.until(
+                lambda d: d.execute_script("return document.readyState") == "complete"
+            )
+            assert driver.find_element(By.ID, "greeting").text == "Hello from the mail"
+            body = driver.find_element(By.TAG_NAME, "body")
+            assert body.get_attribute("data-ran") is None
+            assert body.get_attribute("data-onerror") is None
+        finally:
+            driver.switch_to.default_content()
+        assert (
+            driver.find_element(By.TAG_NAME, "body").get_attribute("data-pwned") is None
+        )
+        assert driver.title == "smtpsink"
+        assert remote.paths == []
+
+    # The typical one, for the docs' screenshot; then delete all.
+    item(reset).click()
+    wait.until(
+        ready.text_to_be_present_in_element((By.ID, "view"), "Reset your password")
+    )
+    driver.switch_to.frame(driver.find_element(By.CSS_SELECTOR, "#view iframe.mail"))
+    try:
+        link = driver.find_element(By.TAG_NAME, "a")
+        assert link.text == "Choose a new password"
+    finally:
+        driver.switch_to.default_content()
+    screenshot(driver, "live-view.png", tmp_path)
+
+    driver.find_element(By.ID, "delete").click()
+    wait.until(ready.text_to_be_present_in_element((By.ID, "list"), "No mail yet"))
+    assert view.json("/api/messages") == []
+    assert driver.execute_script("return window.sameDocument") is True
