@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._faults import Fault, FaultError
+    from ._lint import Problem
     from ._mailbox import Mailbox, Messages
     from ._match import Criteria
     from ._message import (
@@ -45,6 +46,7 @@ __all__ = [
     "Mailbox",
     "Message",
     "Messages",
+    "Problem",
     "SMTPSink",
     "Session",
     "SettingsError",
@@ -59,6 +61,7 @@ _MODULES = {
     "FaultError": "._faults",
     "Mailbox": "._mailbox",
     "Messages": "._mailbox",
+    "Problem": "._lint",
     "Criteria": "._match",
     "Address": "._message",
     "Addresses": "._message",

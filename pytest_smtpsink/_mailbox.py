@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import _match
@@ -22,6 +22,7 @@ from ._settings import DEFAULT_TIMEOUT
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from ._lint import Severity
     from ._server import SMTPSink
     from ._settings import SinkSettings
     from ._store import Store
@@ -274,6 +275,20 @@ class Mailbox(FaultControls):
             raise AssertionError(
                 failure_report(f"no message{extra}", {}, everything, everything)
             )
+
+    def assert_clean(
+        self, severity: Severity = "error", ignore: Iterable[str] = ()
+    ) -> None:
+        """Assert that every message of this mailbox is well built: no lint
+        problem (`Message.lint`) at ``severity`` or worse, except the codes in
+        ``ignore``. Fails listing the problems of each message."""
+        __tracebackhide__ = True
+        from ._lint import check_severity, unclean_report
+
+        check_severity(severity)
+        failure = unclean_report(self.messages, severity, ignore)
+        if failure is not None:
+            raise AssertionError(failure)
 
     # -- waiting -------------------------------------------------------------------------
 

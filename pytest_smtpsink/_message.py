@@ -26,6 +26,7 @@ from email.message import Message as Compat32Message
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._lint import Problem
     from ._session import Session
 
 #: A one-time code: 4 to 8 digits standing alone.
@@ -400,6 +401,24 @@ class Message:
                 for d in part.defects
             )
         return tuple(dict.fromkeys(found))
+
+    # -- how the message is built (docs/deliverability.rst) -------------------
+
+    def lint(self) -> list[Problem]:
+        """Problems in how the message is built, worst first; never raises.
+
+        Each `~pytest_smtpsink.Problem` has a stable ``code``, a ``severity``
+        (error, warning or info), a sentence and where it is (header, MIME
+        part, line). Computed on each call, from `raw`.
+        """
+        from ._lint import lint
+
+        return lint(
+            self.raw,
+            smtputf8=self.envelope.smtputf8,
+            received_at=self.received_at,
+            parsed=self._compat,
+        )
 
     # -- helpers for common checks ------------------------------------------
 
