@@ -14,6 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._dkim import DkimResult
     from ._faults import Fault, FaultError
     from ._lint import Problem
     from ._mailbox import Mailbox, Messages
@@ -38,6 +39,7 @@ __all__ = [
     "Attachment",
     "AuthInfo",
     "Criteria",
+    "DkimResult",
     "Envelope",
     "Exchange",
     "Fault",
@@ -57,6 +59,7 @@ __all__ = [
 ]
 
 _MODULES = {
+    "DkimResult": "._dkim",
     "Fault": "._faults",
     "FaultError": "._faults",
     "Mailbox": "._mailbox",

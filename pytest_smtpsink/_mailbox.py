@@ -188,6 +188,25 @@ class Mailbox(FaultControls):
             values[f"{prefix}CA_FILE"] = self.ca_path
         return values
 
+    def dkim_key(
+        self,
+        domain: str,
+        selector: str = "s1",
+        *,
+        bits: int = 2048,
+        private_key: str | bytes | None = None,
+    ) -> str:
+        """Make an RSA key pair for ``domain`` (or take ``private_key``, PEM),
+        publish its public key for ``selector`` to `Message.dkim` (no real
+        DNS), and return the private key PEM for the application to sign with.
+
+        Published for the rest of the run (per xdist worker); publishing
+        again for the same domain and selector replaces the key.
+        """
+        from ._dkim import publish_key
+
+        return publish_key(domain, selector, bits=bits, private_key=private_key)
+
     # -- what arrived --------------------------------------------------------------
 
     @property

@@ -26,6 +26,7 @@ from email.message import Message as Compat32Message
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._dkim import DkimResult
     from ._lint import Problem
     from ._session import Session
 
@@ -419,6 +420,15 @@ class Message:
             received_at=self.received_at,
             parsed=self._compat,
         )
+
+    @property
+    def dkim(self) -> tuple[DkimResult, ...]:
+        """One `~pytest_smtpsink.DkimResult` per ``DKIM-Signature`` header,
+        top first, verified by dkimpy against the keys published with
+        `Mailbox.dkim_key` (never real DNS). Verified anew on each access."""
+        from ._dkim import verify
+
+        return verify(self.raw)
 
     # -- helpers for common checks ------------------------------------------
 
