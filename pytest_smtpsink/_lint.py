@@ -23,7 +23,7 @@ import email.utils
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from email.message import Message as Compat32Message
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
@@ -582,9 +582,41 @@ def format_problems(problems: Sequence[Problem], indent: str = "  ") -> str:
     return "\n".join(f"{indent}{problem}" for problem in problems)
 
 
-class _Lintable(Protocol):
-    def lint(self) -> list[Problem]: ...
+class _Reportable(Protocol):
     def summary(self) -> str: ...
+
+
+_M = TypeVar("_M", bound=_Reportable)
+
+
+def problems_report(
+    messages: Sequence[_M],
+    check: Callable[[_M], list[Problem]],
+    expected: str,
+    ignore: Iterable[str] = (),
+) -> str | None:
+    """A failure text: what was expected, then each message with problems
+    (codes in ``ignore`` left out) and its problems; None if none has any."""
+    skipped = frozenset(ignore)
+    blocks = []
+    for message in messages:
+        problems = [p for p in check(message) if p.code not in skipped]
+        if problems:
+            blocks.append(f"{message.summary()}\n{format_problems(problems, '    ')}")
+    if not blocks:
+        return None
+    head = (
+        f"expected {expected}"
+        + (f" (ignoring {', '.join(sorted(skipped))})" if skipped else "")
+        + f"; {len(blocks)} of {len(messages)} message"
+        + ("s have" if len(messages) != 1 else " has")
+        + " problems:"
+    )
+    return "\n".join([head, *blocks])
+
+
+class _Lintable(_Reportable, Protocol):
+    def lint(self) -> list[Problem]: ...
 
 
 def unclean_report(
@@ -592,25 +624,12 @@ def unclean_report(
     severity: Severity = "error",
     ignore: Iterable[str] = (),
 ) -> str | None:
-    """The failure text of `Mailbox.assert_clean`: each message with
-    problems at ``severity`` or worse (codes in ``ignore`` left out), or None
-    when there are none."""
-    skipped = frozenset(ignore)
-    blocks = []
-    for message in messages:
-        problems = [
-            p for p in at_least(message.lint(), severity) if p.code not in skipped
-        ]
-        if problems:
-            blocks.append(f"{message.summary()}\n{format_problems(problems, '    ')}")
-    if not blocks:
-        return None
+    """The failure text of `Mailbox.assert_clean` (and ``--smtpsink-lint``):
+    problems at ``severity`` or worse, or None when there are none."""
     worse = "" if severity == "error" else " or worse"
-    head = (
-        f"expected mail without {severity}s{worse}"
-        + (f" (ignoring {', '.join(sorted(skipped))})" if skipped else "")
-        + f"; {len(blocks)} of {len(messages)} message"
-        + ("s have" if len(messages) != 1 else " has")
-        + " problems:"
+    return problems_report(
+        messages,
+        lambda message: at_least(message.lint(), severity),
+        f"mail without {severity}s{worse}",
+        ignore,
     )
-    return "\n".join([head, *blocks])

@@ -309,6 +309,28 @@ class Mailbox(FaultControls):
         if failure is not None:
             raise AssertionError(failure)
 
+    def assert_bulk_sender_rules(
+        self,
+        alignment: Literal["relaxed", "strict"] = "relaxed",
+        ignore: Iterable[str] = (),
+    ) -> None:
+        """Assert that every message of this mailbox meets the Gmail and
+        Yahoo bulk-sender rules (`Message.bulk_sender_problems`), except the
+        problem codes in ``ignore``. Fails listing the problems of each message."""
+        __tracebackhide__ = True
+        from ._bulk import check_alignment
+        from ._lint import problems_report
+
+        check_alignment(alignment)
+        failure = problems_report(
+            self.messages,
+            lambda message: message.bulk_sender_problems(alignment),
+            f"mail that meets the bulk-sender rules ({alignment} DKIM alignment)",
+            ignore,
+        )
+        if failure is not None:
+            raise AssertionError(failure)
+
     # -- waiting -------------------------------------------------------------------------
 
     @overload  # overlaps the next on purpose, as assert_sent's do

@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterator, Mapping
 from email.message import EmailMessage
 from email.message import Message as Compat32Message
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from ._dkim import DkimResult
@@ -429,6 +429,17 @@ class Message:
         from ._dkim import verify
 
         return verify(self.raw)
+
+    def bulk_sender_problems(
+        self, alignment: Literal["relaxed", "strict"] = "relaxed"
+    ) -> list[Problem]:
+        """What keeps this message from meeting Gmail's and Yahoo's 2024
+        bulk-sender rules (one From address, a Message-ID, an aligned DKIM
+        signature with a key of 1024 bits or more, one-click unsubscribe
+        covered by it, TLS in transit); ``[]`` if nothing does."""
+        from ._bulk import bulk_sender_problems, check_alignment
+
+        return bulk_sender_problems(self, check_alignment(alignment))
 
     # -- helpers for common checks ------------------------------------------
 
