@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ._server import SinkError, SMTPSink
     from ._session import AuthInfo, Exchange, Session, TLSInfo
     from ._settings import SettingsError, SinkSettings
+    from ._spam import SpamdError, SpamReport, SpamRule
 
 __version__ = "0.1.0"
 
@@ -54,6 +55,9 @@ __all__ = [
     "SettingsError",
     "SinkError",
     "SinkSettings",
+    "SpamReport",
+    "SpamRule",
+    "SpamdError",
     "TLSInfo",
     "__version__",
 ]
@@ -80,6 +84,9 @@ _MODULES = {
     "TLSInfo": "._session",
     "SettingsError": "._settings",
     "SinkSettings": "._settings",
+    "SpamReport": "._spam",
+    "SpamRule": "._spam",
+    "SpamdError": "._spam",
 }
 
 

@@ -331,6 +331,28 @@ class Mailbox(FaultControls):
         if failure is not None:
             raise AssertionError(failure)
 
+    def assert_not_spam(
+        self, max_score: float | None = None, spamd: str | None = None
+    ) -> None:
+        """Assert that SpamAssassin scores every message of this mailbox
+        below ``max_score`` (default: spamd's own threshold), listing each
+        message over it with its score and the rules that hit.
+        See `Message.spam_report`."""
+        __tracebackhide__ = True
+        everything = self.messages
+        over = []
+        for message in everything:
+            found = message.spam_report(spamd)
+            limit = found.threshold if max_score is None else max_score
+            if found.score >= limit:
+                over.append(f"{message.summary()}\n    {found}")
+        if over:
+            bar = "spamd's threshold" if max_score is None else f"{max_score:g}"
+            raise AssertionError(
+                f"expected every message to score below {bar}; "
+                f"{len(over)} of {len(everything)} did not:\n" + "\n".join(over)
+            )
+
     # -- waiting -------------------------------------------------------------------------
 
     @overload  # overlaps the next on purpose, as assert_sent's do

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from ._dkim import DkimResult
     from ._lint import Problem
     from ._session import Session
+    from ._spam import SpamReport
 
 #: A one-time code: 4 to 8 digits standing alone.
 DEFAULT_CODE_PATTERN = re.compile(r"(?<![\w-])(\d{4,8})(?![\w-])")
@@ -440,6 +441,17 @@ class Message:
         from ._bulk import bulk_sender_problems, check_alignment
 
         return bulk_sender_problems(self, check_alignment(alignment))
+
+    def spam_report(
+        self, spamd: str | None = None, timeout: float = 30.0
+    ) -> SpamReport:
+        """Score this message with a real SpamAssassin: ask the ``spamd`` at
+        ``spamd`` (``"host:port"``), by default the one ``--smtpsink-spamd``
+        names. Raises `~pytest_smtpsink.SpamdError` if none is configured or
+        it cannot be reached: never a silent pass."""
+        from ._spam import report
+
+        return report(self.raw, spamd, timeout)
 
     # -- helpers for common checks ------------------------------------------
 

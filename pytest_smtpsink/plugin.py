@@ -36,6 +36,9 @@ _SAVE_KEY = pytest.StashKey[tuple[Path, _report.SaveMode] | None]()
 #: --smtpsink-lint: the severity that fails a test at teardown, or "off".
 _LINT_KEY = pytest.StashKey[str]()
 _LINT_LEVELS = ("off", "error", "warning", "info")
+#: The spamd address in use before this run set --smtpsink-spamd (pytester
+#: runs nest in one process: restore it at unconfigure).
+_SPAMD_KEY = pytest.StashKey["tuple[str | None]"]()
 
 
 # -- options ------------------------------------------------------------------------
@@ -88,6 +91,11 @@ _OPTIONS = (
         "check every captured message (docs: Checking how mail is built) and "
         "fail the test at teardown if one has a problem of this severity or "
         "worse: off (default), error, warning or info.",
+    ),
+    _Option(
+        "spamd",
+        "HOST:PORT of a SpamAssassin spamd that Message.spam_report() and "
+        "assert_not_spam() ask (default: none; they fail saying so).",
     ),
     _Option(
         "allow_remote",
@@ -145,7 +153,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 }
 
 
-_PLUGIN_ONLY = frozenset({"timeout", "report", "save_dir", "save", "summary", "lint"})
+_PLUGIN_ONLY = frozenset(
+    {"timeout", "report", "save_dir", "save", "summary", "lint", "spamd"}
+)
 
 
 _Choice = TypeVar("_Choice", bound=str)
@@ -166,6 +176,15 @@ def _choice(
 def _read_reporting(config: pytest.Config) -> None:
     config.stash[_REPORT_KEY] = _choice(config, "report", _report.REPORT_MODES, "full")
     config.stash[_LINT_KEY] = _choice(config, "lint", _LINT_LEVELS, "off")
+    spamd, source = _raw_value(config, next(o for o in _OPTIONS if o.name == "spamd"))
+    if spamd:
+        from . import _spam
+
+        try:
+            _spam.parse_address(str(spamd))
+        except ValueError as error:
+            raise pytest.UsageError(f"{source}: {error}") from None
+        config.stash[_SPAMD_KEY] = (_spam.use_spamd(str(spamd).strip()),)
     save_mode = _choice(config, "save", _report.SAVE_MODES, "failed")
     directory, _ = _raw_value(config, next(o for o in _OPTIONS if o.name == "save_dir"))
     save_option = next(o for o in _OPTIONS if o.name == "save")
@@ -255,6 +274,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    previous_spamd = config.stash.get(_SPAMD_KEY, None)
+    if previous_spamd is not None:
+        from . import _spam
+
+        _spam.use_spamd(previous_spamd[0])
     pool = config.stash.get(_POOL_KEY, None)
     if pool is not None:
         pool.stop_all()
