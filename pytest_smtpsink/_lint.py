@@ -131,7 +131,20 @@ def lint(
     """
     problems: list[Problem] = []
     context = _Context(raw, smtputf8, received_at, parsed)
-    for check in _CHECKS:
+    checks = _CHECKS
+    try:
+        context.tree  # noqa: B018 (parse once, here, to know whether it can be)
+    except Exception as error:  # RecursionError on absurd nesting, and the unforeseen
+        problems.append(
+            Problem(
+                "unparsable",
+                "error",
+                f"Python's email parser gives up on this message "
+                f"({type(error).__name__}); only the byte-level checks ran",
+            )
+        )
+        checks = _BYTE_CHECKS
+    for check in checks:
         try:
             problems.extend(check(context))
         except Exception as error:  # a check must never take a test down
@@ -563,9 +576,12 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
         )
 
 
-_CHECKS: Sequence[Callable[[_Context], Iterable[Problem]]] = (
+_BYTE_CHECKS: Sequence[Callable[[_Context], Iterable[Problem]]] = (
     _check_lines,
     _check_header_bytes,
+)
+_CHECKS: Sequence[Callable[[_Context], Iterable[Problem]]] = (
+    *_BYTE_CHECKS,
     _check_headers,
     _check_addresses,
     _check_message_id,

@@ -415,11 +415,15 @@ class Message:
         """
         from ._lint import lint
 
+        try:
+            parsed = self._compat  # shared with the other views: one parse
+        except Exception:  # lint parses again and reports why it cannot
+            parsed = None
         return lint(
             self.raw,
             smtputf8=self.envelope.smtputf8,
             received_at=self.received_at,
-            parsed=self._compat,
+            parsed=parsed,
         )
 
     @property

@@ -52,7 +52,7 @@ def running_spamd(home: Path) -> Iterator[str]:
         f"--listen=127.0.0.1:{port}",
         "--local",
         "--nouser-config",
-        "--max-children=2",
+        "--max-children=1",
         "--syslog=stderr",
         f"--helper-home-dir={home}",
         "--cf=use_bayes 0",

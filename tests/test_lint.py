@@ -277,6 +277,19 @@ def test_lint_finishes_every_check_on_the_corpus(path: Path) -> None:
     assert "lint-failed" not in codes(problems)
 
 
+def test_a_message_too_deep_to_parse_is_an_error_not_an_exception(
+    smtpsink: Mailbox,
+) -> None:
+    nesting = b"".join(
+        b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i)
+        for i in range(3000)
+    )
+    deliver(smtpsink, HEAD + nesting + b"Content-Type: text/plain\r\n\r\nx\r\n")
+    problems = smtpsink.assert_sent().lint()
+    assert codes(problems) == ["unparsable"]
+    assert "RecursionError" in problems[0].message
+
+
 @settings(max_examples=200, deadline=None, database=None)
 @given(
     st.lists(

@@ -6,6 +6,7 @@ import smtplib
 
 import pytest
 from mailer_app import Mailer
+from spamd_fixture import spamd  # noqa: F401 (a fixture)
 
 
 def test_password_reset_is_well_built(smtpsink):
@@ -68,8 +69,9 @@ def test_the_newsletter_meets_the_bulk_sender_rules(smtpsink):
     smtpsink.assert_bulk_sender_rules()  # the same, for every message
 
 
-def test_the_newsletter_is_not_spam(smtpsink, spamd):
-    # `spamd` starts a real spamd for this page; in your suite,
+@pytest.mark.usefixtures("spamd")
+def test_the_newsletter_is_not_spam(smtpsink):
+    # The "spamd" fixture starts a real spamd for this page; in your suite,
     # --smtpsink-spamd=HOST:PORT (ini: smtpsink_spamd) names a running one.
     Mailer(smtpsink.host, smtpsink.port).newsletter("ann@example.com")
 

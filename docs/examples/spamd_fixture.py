@@ -1,4 +1,6 @@
-"""Fixtures for the documentation's examples that need more than the sink."""
+"""A real spamd for the documentation's spam example (imported there as a
+fixture; not a conftest.py, whose module name the test suite's own
+``from conftest import ...`` would collide with)."""
 
 from __future__ import annotations
 
