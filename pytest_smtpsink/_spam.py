@@ -132,7 +132,7 @@ def _parse(answer: bytes, where: str) -> SpamReport:
         raise SpamdError(f"spamd at {where} answered without a Spam: header")
     text = body.decode("utf-8", "replace")
     return SpamReport(
-        score=float(spam.group(2)),
+        score=float(spam.group(2)) + 0.0,  # + 0.0: spamd's "-0.0" reads as 0
         threshold=float(spam.group(3)),
         is_spam=spam.group(1).lower() in ("true", "yes"),
         rules=_rules(text),
