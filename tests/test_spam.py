@@ -5,6 +5,7 @@ Debian's package (tests/spamd.py), a ham message and GTUBE."""
 from __future__ import annotations
 
 import email.utils
+import re
 import smtplib
 from collections.abc import Iterator
 
@@ -12,7 +13,7 @@ import pytest
 from spamd import running_spamd
 
 from pytest_smtpsink import Mailbox, SpamdError
-from pytest_smtpsink._spam import use_spamd
+from pytest_smtpsink._spam import _parse, use_spamd
 
 pytest_plugins = ["pytester"]
 
@@ -128,3 +129,37 @@ def test_a_bad_spamd_option_names_itself(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(
         ["*--smtpsink-spamd: 'localhost' is not HOST:PORT (e.g. 127.0.0.1:783)*"]
     )
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (
+            b"SPAMD/1.0 76 Bad header line: (EOF)\r\n\r\n",
+            "did not score the message: SPAMD/1.0 76 Bad header line",
+        ),
+        (
+            b"SPAMD/1.1 0 EX_OK\r\nContent-length: 0\r\n\r\n",
+            "answered without a Spam: header",
+        ),
+        (b"", "did not score the message"),
+        (
+            b"HTTP/1.1 400 Bad Request\r\n\r\n",
+            "did not score the message: HTTP/1.1 400",
+        ),
+    ],
+)
+def test_an_answer_that_is_not_a_score_is_an_error(answer: bytes, error: str) -> None:
+    with pytest.raises(SpamdError, match=re.escape(error)):
+        _parse(answer, "127.0.0.1:783")
+
+
+def test_a_report_without_rules_and_a_negative_zero_score() -> None:
+    report = _parse(b"SPAMD/1.1 0 EX_OK\r\nSpam: False ; -0.0 / 5.0\r\n\r\n", "x")
+    assert (report.score, report.threshold, report.is_spam, report.rules) == (
+        0.0,
+        5.0,
+        False,
+        (),
+    )
+    assert str(report) == "score 0 / 5 (not spam); rules: none"
