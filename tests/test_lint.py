@@ -223,6 +223,12 @@ def test_each_problem_has_a_code_a_severity_and_a_place(
     assert lint(HEAD + b"\r\nx\r\n", received_at=received) == []
 
 
+def test_an_absurd_date_is_invalid_not_an_overflow() -> None:
+    # email.utils.parsedate_to_datetime raises OverflowError on this one.
+    raw = HEAD.replace(b"30 Nov 2026", b"1 Jan 99999999999") + b"\r\nx\r\n"
+    assert codes(lint(raw)) == ["invalid-date"]
+
+
 def test_a_multipart_reports_the_part_path() -> None:
     raw = (
         HEAD + b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=o\r\n\r\n"
