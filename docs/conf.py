@@ -68,4 +68,8 @@ nitpick_ignore_regex = [
 ]
 # Private ``Literal`` aliases in attribute annotations (their values are
 # listed in the prose of the pages that use them).
-nitpick_ignore = [("py:class", "EndReason"), ("py:class", "ExchangeKind")]
+nitpick_ignore = [
+    ("py:class", "EndReason"),
+    ("py:class", "ExchangeKind"),
+    ("py:class", "Severity"),
+]

@@ -14,7 +14,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._dkim import DkimResult
     from ._faults import Fault, FaultError, Trigger
+    from ._lint import Problem
     from ._mailbox import Mailbox, Messages
     from ._match import Criteria
     from ._message import (
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from ._server import SinkError, SMTPSink
     from ._session import AuthInfo, Exchange, Session, TLSInfo
     from ._settings import SettingsError, SinkSettings
+    from ._spam import SpamdError, SpamReport, SpamRule
 
 __version__ = "0.1.0"
 
@@ -38,6 +41,7 @@ __all__ = [
     "Attachment",
     "AuthInfo",
     "Criteria",
+    "DkimResult",
     "Envelope",
     "Exchange",
     "Fault",
@@ -46,23 +50,29 @@ __all__ = [
     "Mailbox",
     "Message",
     "Messages",
+    "Problem",
     "RecipientDSN",
     "SMTPSink",
     "Session",
     "SettingsError",
     "SinkError",
     "SinkSettings",
+    "SpamReport",
+    "SpamRule",
+    "SpamdError",
     "TLSInfo",
     "Trigger",
     "__version__",
 ]
 
 _MODULES = {
+    "DkimResult": "._dkim",
     "Fault": "._faults",
     "FaultError": "._faults",
     "Trigger": "._faults",
     "Mailbox": "._mailbox",
     "Messages": "._mailbox",
+    "Problem": "._lint",
     "Criteria": "._match",
     "Address": "._message",
     "Addresses": "._message",
@@ -79,6 +89,9 @@ _MODULES = {
     "TLSInfo": "._session",
     "SettingsError": "._settings",
     "SinkSettings": "._settings",
+    "SpamReport": "._spam",
+    "SpamRule": "._spam",
+    "SpamdError": "._spam",
 }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import _match
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from ._faults import Faults
+    from ._lint import Severity
     from ._server import SMTPSink
     from ._settings import SinkSettings
     from ._store import Store
@@ -189,6 +190,25 @@ class Mailbox(FaultControls):
             values[f"{prefix}CA_FILE"] = self.ca_path
         return values
 
+    def dkim_key(
+        self,
+        domain: str,
+        selector: str = "s1",
+        *,
+        bits: int = 2048,
+        private_key: str | bytes | None = None,
+    ) -> str:
+        """Make an RSA key pair for ``domain`` (or take ``private_key``, PEM),
+        publish its public key for ``selector`` to `Message.dkim` (no real
+        DNS), and return the private key PEM for the application to sign with.
+
+        Published for the rest of the run (per xdist worker); publishing
+        again for the same domain and selector replaces the key.
+        """
+        from ._dkim import publish_key
+
+        return publish_key(domain, selector, bits=bits, private_key=private_key)
+
     # -- what arrived --------------------------------------------------------------
 
     @property
@@ -275,6 +295,64 @@ class Mailbox(FaultControls):
             extra = f" (watched {within:g} s)" if within else ""
             raise AssertionError(
                 failure_report(f"no message{extra}", {}, everything, everything)
+            )
+
+    def assert_clean(
+        self, severity: Severity = "error", ignore: Iterable[str] = ()
+    ) -> None:
+        """Assert that every message of this mailbox is well built: no lint
+        problem (`Message.lint`) at ``severity`` or worse, except the codes in
+        ``ignore``. Fails listing the problems of each message."""
+        __tracebackhide__ = True
+        from ._lint import check_severity, unclean_report
+
+        check_severity(severity)
+        failure = unclean_report(self.messages, severity, ignore)
+        if failure is not None:
+            raise AssertionError(failure)
+
+    def assert_bulk_sender_rules(
+        self,
+        alignment: Literal["relaxed", "strict"] = "relaxed",
+        ignore: Iterable[str] = (),
+    ) -> None:
+        """Assert that every message of this mailbox meets the Gmail and
+        Yahoo bulk-sender rules (`Message.bulk_sender_problems`), except the
+        problem codes in ``ignore``. Fails listing the problems of each message."""
+        __tracebackhide__ = True
+        from ._bulk import check_alignment
+        from ._lint import problems_report
+
+        check_alignment(alignment)
+        failure = problems_report(
+            self.messages,
+            lambda message: message.bulk_sender_problems(alignment),
+            f"mail that meets the bulk-sender rules ({alignment} DKIM alignment)",
+            ignore,
+        )
+        if failure is not None:
+            raise AssertionError(failure)
+
+    def assert_not_spam(
+        self, max_score: float | None = None, spamd: str | None = None
+    ) -> None:
+        """Assert that SpamAssassin scores every message of this mailbox
+        below ``max_score`` (default: spamd's own threshold), listing each
+        message over it with its score and the rules that hit.
+        See `Message.spam_report`."""
+        __tracebackhide__ = True
+        everything = self.messages
+        over = []
+        for message in everything:
+            found = message.spam_report(spamd)
+            limit = found.threshold if max_score is None else max_score
+            if found.score >= limit:
+                over.append(f"{message.summary()}\n    {found}")
+        if over:
+            bar = "spamd's threshold" if max_score is None else f"{max_score:g}"
+            raise AssertionError(
+                f"expected every message to score below {bar}; "
+                f"{len(over)} of {len(everything)} did not:\n" + "\n".join(over)
             )
 
     # -- waiting -------------------------------------------------------------------------

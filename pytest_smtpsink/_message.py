@@ -23,10 +23,13 @@ import re
 from collections.abc import Iterator, Mapping
 from email.message import EmailMessage
 from email.message import Message as Compat32Message
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from ._dkim import DkimResult
+    from ._lint import Problem
     from ._session import Session
+    from ._spam import SpamReport
 
 #: A one-time code: 4 to 8 digits standing alone.
 DEFAULT_CODE_PATTERN = re.compile(r"(?<![\w-])(\d{4,8})(?![\w-])")
@@ -427,6 +430,59 @@ class Message:
                 for d in part.defects
             )
         return tuple(dict.fromkeys(found))
+
+    # -- how the message is built (docs/deliverability.rst) -------------------
+
+    def lint(self) -> list[Problem]:
+        """Problems in how the message is built, worst first; never raises.
+
+        Each `~pytest_smtpsink.Problem` has a stable ``code``, a ``severity``
+        (error, warning or info), a sentence and where it is (header, MIME
+        part, line). Computed on each call, from `raw`.
+        """
+        from ._lint import lint
+
+        try:
+            parsed = self._compat  # shared with the other views: one parse
+        except Exception:  # lint parses again and reports why it cannot
+            parsed = None
+        return lint(
+            self.raw,
+            smtputf8=self.envelope.smtputf8,
+            received_at=self.received_at,
+            parsed=parsed,
+        )
+
+    @property
+    def dkim(self) -> tuple[DkimResult, ...]:
+        """One `~pytest_smtpsink.DkimResult` per ``DKIM-Signature`` header,
+        top first, verified by dkimpy against the keys published with
+        `Mailbox.dkim_key` (never real DNS). Verified anew on each access."""
+        from ._dkim import verify
+
+        return verify(self.raw)
+
+    def bulk_sender_problems(
+        self, alignment: Literal["relaxed", "strict"] = "relaxed"
+    ) -> list[Problem]:
+        """What keeps this message from meeting Gmail's and Yahoo's 2024
+        bulk-sender rules (one From address, a Message-ID, an aligned DKIM
+        signature with a key of 1024 bits or more, one-click unsubscribe
+        covered by it, TLS in transit); ``[]`` if nothing does."""
+        from ._bulk import bulk_sender_problems, check_alignment
+
+        return bulk_sender_problems(self, check_alignment(alignment))
+
+    def spam_report(
+        self, spamd: str | None = None, timeout: float = 30.0
+    ) -> SpamReport:
+        """Score this message with a real SpamAssassin: ask the ``spamd`` at
+        ``spamd`` (``"host:port"``), by default the one ``--smtpsink-spamd``
+        names. Raises `~pytest_smtpsink.SpamdError` if none is configured or
+        it cannot be reached: never a silent pass."""
+        from ._spam import report
+
+        return report(self.raw, spamd, timeout)
 
     # -- helpers for common checks ------------------------------------------
 

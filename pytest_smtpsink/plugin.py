@@ -33,6 +33,12 @@ _FAILED_KEY = pytest.StashKey[bool]()
 _SUMMARY_KEY = pytest.StashKey[bool]()
 _REPORT_KEY = pytest.StashKey[_report.ReportMode]()
 _SAVE_KEY = pytest.StashKey[tuple[Path, _report.SaveMode] | None]()
+#: --smtpsink-lint: the severity that fails a test at teardown, or "off".
+_LINT_KEY = pytest.StashKey[str]()
+_LINT_LEVELS = ("off", "error", "warning", "info")
+#: The spamd address in use before this run set --smtpsink-spamd (pytester
+#: runs nest in one process: restore it at unconfigure).
+_SPAMD_KEY = pytest.StashKey["tuple[str | None]"]()
 
 
 # -- options ------------------------------------------------------------------------
@@ -79,6 +85,17 @@ _OPTIONS = (
         "list in the terminal summary how many messages and sessions each test "
         "captured (with -v also tests that captured nothing).",
         kind="bool",
+    ),
+    _Option(
+        "lint",
+        "check every captured message (docs: Checking how mail is built) and "
+        "fail the test at teardown if one has a problem of this severity or "
+        "worse: off (default), error, warning or info.",
+    ),
+    _Option(
+        "spamd",
+        "HOST:PORT of a SpamAssassin spamd that Message.spam_report() and "
+        "assert_not_spam() ask (default: none; they fail saying so).",
     ),
     _Option(
         "allow_remote",
@@ -136,7 +153,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 }
 
 
-_PLUGIN_ONLY = frozenset({"timeout", "report", "save_dir", "save", "summary"})
+_PLUGIN_ONLY = frozenset(
+    {"timeout", "report", "save_dir", "save", "summary", "lint", "spamd"}
+)
 
 
 _Choice = TypeVar("_Choice", bound=str)
@@ -156,6 +175,16 @@ def _choice(
 
 def _read_reporting(config: pytest.Config) -> None:
     config.stash[_REPORT_KEY] = _choice(config, "report", _report.REPORT_MODES, "full")
+    config.stash[_LINT_KEY] = _choice(config, "lint", _LINT_LEVELS, "off")
+    spamd, source = _raw_value(config, next(o for o in _OPTIONS if o.name == "spamd"))
+    if spamd:
+        from . import _spam
+
+        try:
+            _spam.parse_address(str(spamd))
+        except ValueError as error:
+            raise pytest.UsageError(f"{source}: {error}") from None
+        config.stash[_SPAMD_KEY] = (_spam.use_spamd(str(spamd).strip()),)
     save_mode = _choice(config, "save", _report.SAVE_MODES, "failed")
     directory, _ = _raw_value(config, next(o for o in _OPTIONS if o.name == "save_dir"))
     save_option = next(o for o in _OPTIONS if o.name == "save")
@@ -224,6 +253,12 @@ def pytest_configure(config: pytest.Config) -> None:
         "the rest are that method's arguments, e.g. "
         "smtpsink_fault('fail', 'MAIL', 451, times=2). Several may be stacked.",
     )
+    config.addinivalue_line(
+        "markers",
+        "smtpsink_lint(severity='error', ignore=()): check this test's captured "
+        "mail at teardown as --smtpsink-lint does, at this severity ('off' to "
+        "skip), leaving out the problem codes in ignore.",
+    )
     settings, timeout = _read_options(config)
     _read_reporting(config)
     summary, _ = _raw_value(config, next(o for o in _OPTIONS if o.name == "summary"))
@@ -245,6 +280,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    previous_spamd = config.stash.get(_SPAMD_KEY, None)
+    if previous_spamd is not None:
+        from . import _spam
+
+        _spam.use_spamd(previous_spamd[0])
     pool = config.stash.get(_POOL_KEY, None)
     if pool is not None:
         pool.stop_all()
@@ -364,6 +404,7 @@ def smtpsink(
     try:
         _apply_fault_markers(request, view)
         yield view
+        _enforce_lint(request, view)
     finally:
         view._close()  # its faults go, even if the test failed
 
@@ -386,9 +427,40 @@ def smtpsink_factory(
         sink = pool.get(_settings_for(pool, "smtpsink_factory()", settings))
         view = _open_view(pytestconfig, sink, request)
         request.addfinalizer(view._close)  # its faults go at the end of the test
+        request.addfinalizer(lambda: _enforce_lint(request, view))
         return view
 
     return factory
+
+
+def _enforce_lint(request: pytest.FixtureRequest, view: Mailbox) -> None:
+    """``--smtpsink-lint`` / ``@pytest.mark.smtpsink_lint``: fail at teardown
+    if a captured message is badly built. Not after a failed test: its own
+    failure is the news."""
+    severity = request.config.stash[_LINT_KEY]
+    ignore: Sequence[str] = ()
+    marker = request.node.get_closest_marker("smtpsink_lint")
+    if marker is not None:
+        severity = marker.kwargs.get(
+            "severity", marker.args[0] if marker.args else "error"
+        )
+        ignore = marker.kwargs.get("ignore", ())
+        if isinstance(ignore, str):
+            ignore = (ignore,)
+        if severity not in _LINT_LEVELS:
+            pytest.fail(
+                f"@pytest.mark.smtpsink_lint: severity must be one of "
+                f"{', '.join(_LINT_LEVELS)}, got {severity!r}",
+                pytrace=False,
+            )
+    if severity == "off" or request.node.stash.get(_FAILED_KEY, False):
+        return
+    from ._lint import unclean_report
+
+    messages, _ = view._snapshot()
+    failure = unclean_report(messages, severity, ignore)  # type: ignore[arg-type]
+    if failure is not None:
+        pytest.fail(f"smtpsink lint ({severity}): {failure}", pytrace=False)
 
 
 def _apply_fault_markers(request: pytest.FixtureRequest, view: Mailbox) -> None:

@@ -488,7 +488,8 @@ def test_plugin_import_stays_light() -> None:
 
     code = (
         "import sys, pytest_smtpsink.plugin\n"
-        "heavy = {'asyncio', 'aiosmtpd', 'mailparser', 'email.parser', 'trustme'}\n"
+        "heavy = {'asyncio', 'aiosmtpd', 'mailparser', 'email.parser', 'trustme',\n"
+        "         'dkim', 'dns', 'cryptography'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
     )
     out = subprocess.run(

@@ -1,0 +1,230 @@
+"""The Gmail and Yahoo bulk-sender rules (February 2024) that one captured
+message can show: a single From address, a valid Message-ID, a verified DKIM
+signature aligned with the From domain and made with a key of 1024 bits or
+more, RFC 8058 one-click unsubscribe covered by that signature, and TLS on
+the way in.
+
+Rules that need the sender's DNS or traffic (SPF, a DMARC record, spam
+complaint rates, PTR records) are out of reach of a test and not checked.
+
+Runs in the test's thread; a pure function of the message, its DKIM
+results (`_dkim.verify`) and its session. Never raises.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+from ._lint import Problem
+
+if TYPE_CHECKING:
+    from ._dkim import DkimResult
+    from ._message import Message
+
+Alignment = Literal["relaxed", "strict"]
+ALIGNMENTS: tuple[Alignment, ...] = ("relaxed", "strict")
+
+_MESSAGE_ID = re.compile(r"\s*<[^<>@\s]+@[^<>@\s]+>\s*")
+_ONE_CLICK = "List-Unsubscribe=One-Click"
+# Second-level labels under which a two-letter country code registers names
+# (example.co.uk): the common cases of the Public Suffix List, which this
+# check does not ship.
+_SECOND_LEVEL = frozenset({"co", "com", "org", "net", "ac", "gov", "edu", "ne", "or"})
+
+
+def organizational_domain(domain: str) -> str:
+    """The registrable part of ``domain`` (``news.shop.example`` ->
+    ``shop.example``, ``mail.shop.co.uk`` -> ``shop.co.uk``): an
+    approximation of DMARC's Organizational Domain without the Public
+    Suffix List."""
+    labels = domain.lower().rstrip(".").split(".")
+    keep = 2
+    if len(labels) >= 3 and len(labels[-1]) == 2 and labels[-2] in _SECOND_LEVEL:
+        keep = 3
+    return ".".join(labels[-keep:])
+
+
+def aligned(signing: str, author: str, alignment: Alignment) -> bool:
+    """DMARC identifier alignment of a DKIM ``d=`` with the From domain."""
+    signing, author = signing.lower().rstrip("."), author.lower().rstrip(".")
+    if alignment == "strict":
+        return signing == author
+    return organizational_domain(signing) == organizational_domain(author)
+
+
+def check_alignment(alignment: object) -> Alignment:
+    if alignment not in ALIGNMENTS:
+        raise ValueError(f"alignment must be 'relaxed' or 'strict', got {alignment!r}")
+    return alignment
+
+
+def bulk_sender_problems(
+    message: Message, alignment: Alignment = "relaxed"
+) -> list[Problem]:
+    """What keeps ``message`` from meeting the bulk-sender rules."""
+    problems: list[Problem] = []
+    head = message._head
+    from_values = [str(v) for n, v in head.raw_items() if n.lower() == "from"]
+    addresses = [a for _, a in email.utils.getaddresses(from_values) if a]
+    if len(from_values) != 1 or len(addresses) != 1:
+        problems.append(
+            Problem(
+                "from-not-single",
+                "error",
+                f"{len(from_values)} From header(s) with {len(addresses)} "
+                "address(es); DMARC needs exactly one From address",
+                header="From",
+            )
+        )
+    message_id = head.get("Message-ID")
+    if message_id is None or not _MESSAGE_ID.fullmatch(
+        re.sub(r"\r?\n", "", str(message_id))
+    ):
+        problems.append(
+            Problem(
+                "message-id-invalid",
+                "error",
+                "no valid Message-ID (<left@right>); Gmail rejects bulk mail "
+                "without one",
+                header="Message-ID",
+            )
+        )
+    author = addresses[0].rpartition("@")[2] if len(addresses) == 1 else ""
+    signature = _dkim_problems(message.dkim, author, alignment, problems)
+    problems.extend(_unsubscribe_problems(message, signature))
+    if message.session.tls is None:
+        problems.append(
+            Problem(
+                "no-tls",
+                "error",
+                "the message was sent without TLS; Gmail and Yahoo require TLS "
+                "from bulk senders (test with a sink that has tls='starttls')",
+            )
+        )
+    return problems
+
+
+def _dkim_problems(
+    results: Sequence[DkimResult],
+    author: str,
+    alignment: Alignment,
+    problems: list[Problem],
+) -> DkimResult | None:
+    """Append the DKIM problems to ``problems``; return the verified,
+    aligned signature the other rules rely on, if there is one."""
+    where = "DKIM-Signature"
+    if not results:
+        problems.append(
+            Problem(
+                "dkim-missing",
+                "error",
+                "no DKIM signature; bulk senders must sign with DKIM",
+                header=where,
+            )
+        )
+        return None
+    verified = [r for r in results if r.verified]
+    if not verified:
+        small = [
+            r for r in results if (r.reason or "").startswith("public key too small")
+        ]
+        if small:
+            problems.append(
+                Problem(
+                    "dkim-key-too-small",
+                    "error",
+                    f"the DKIM key of d={small[0].domain} s={small[0].selector} "
+                    "is shorter than 1024 bits",
+                    header=where,
+                )
+            )
+        else:
+            problems.append(
+                Problem(
+                    "dkim-failed",
+                    "error",
+                    "no DKIM signature verifies: "
+                    + "; ".join(
+                        f"d={r.domain} s={r.selector}: {r.reason}" for r in results
+                    ),
+                    header=where,
+                )
+            )
+        return None
+    if not author:
+        # No single From address (reported already): nothing to align with.
+        return verified[0]
+    matching = [r for r in verified if aligned(r.domain, author, alignment)]
+    if not matching:
+        problems.append(
+            Problem(
+                "dkim-not-aligned",
+                "error",
+                f"no verified DKIM signature is aligned ({alignment}) with the "
+                f"From domain {author}: signed by "
+                + ", ".join(f"d={r.domain}" for r in verified),
+                header=where,
+            )
+        )
+        return None
+    return matching[0]
+
+
+def _unsubscribe_problems(
+    message: Message, signature: DkimResult | None
+) -> list[Problem]:
+    found: list[Problem] = []
+    head = message._head
+    value = head.get("List-Unsubscribe")
+    if value is None:
+        return [
+            Problem(
+                "list-unsubscribe-missing",
+                "error",
+                "no List-Unsubscribe header; Gmail and Yahoo require one-click "
+                "unsubscribe (RFC 8058) from bulk senders",
+                header="List-Unsubscribe",
+            )
+        ]
+    uris = re.findall(r"<([^<>]*)>", str(value))
+    if not any(uri.strip().lower().startswith("https://") for uri in uris):
+        found.append(
+            Problem(
+                "list-unsubscribe-no-https",
+                "error",
+                f"List-Unsubscribe {str(value).strip()!r} has no <https://...> URI; "
+                "one-click unsubscribe (RFC 8058) needs one",
+                header="List-Unsubscribe",
+            )
+        )
+    post = head.get("List-Unsubscribe-Post")
+    if post is None or str(post).strip() != _ONE_CLICK:
+        found.append(
+            Problem(
+                "one-click-missing",
+                "error",
+                f"List-Unsubscribe-Post must be exactly '{_ONE_CLICK}' (RFC 8058), "
+                + ("it is missing" if post is None else f"got {str(post).strip()!r}"),
+                header="List-Unsubscribe-Post",
+            )
+        )
+    if signature is not None:
+        missing = [
+            name
+            for name in ("List-Unsubscribe", "List-Unsubscribe-Post")
+            if name.lower() not in signature.signed_headers
+        ]
+        if missing:
+            found.append(
+                Problem(
+                    "unsubscribe-not-signed",
+                    "error",
+                    f"the DKIM signature of d={signature.domain} does not cover "
+                    f"{' and '.join(missing)} (add them to h=); RFC 8058 requires it",
+                    header=missing[0],
+                )
+            )
+    return found

@@ -1,0 +1,192 @@
+"""DKIM: verify the signatures of a captured message against test keys.
+
+dkimpy does the verifying (and the application under test usually signs with
+it too); this module only supplies what a test lacks: DNS. `publish_key`
+makes (or takes) an RSA key for a test domain and selector and records the
+TXT record a real zone would hold; `verify` hands dkimpy a ``dnsfunc`` that
+answers from those records and never asks a real resolver, so a test
+neither leaks DNS queries nor depends on the network.
+
+Runs in the test's thread. dkimpy is imported on first use only: a suite
+that never checks DKIM does not load it (tests/test_plugin.py checks).
+The published keys are process-wide (each xdist worker has its own), kept
+for the rest of the run; publishing again for the same name replaces it.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import logging
+import re
+import threading
+from typing import Any
+
+#: ``selector._domainkey.domain`` (lower case, no trailing dot) -> TXT record.
+_RECORDS: dict[str, bytes] = {}
+_LOCK = threading.Lock()
+
+#: RFC 8301: verifiers must not accept RSA keys below 1024 bits.
+MIN_KEY_BITS = 1024
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DkimResult:
+    """The verdict on one ``DKIM-Signature`` header."""
+
+    domain: str
+    """The signing domain (``d=``)."""
+    selector: str
+    """The selector (``s=``)."""
+    verified: bool
+    reason: str | None
+    """Why it did not verify (None when it did)."""
+    algorithm: str = ""
+    """``a=``, e.g. ``rsa-sha256``."""
+    key_bits: int | None = None
+    """Size of the public key found for the selector, if one was found."""
+    signed_headers: tuple[str, ...] = ()
+    """The header names in ``h=``, lower case, in order."""
+
+    def __str__(self) -> str:
+        verdict = "verified" if self.verified else f"FAILED: {self.reason}"
+        return f"DKIM d={self.domain} s={self.selector}: {verdict}"
+
+
+def record_name(domain: str, selector: str) -> str:
+    return f"{selector}._domainkey.{domain}".lower().rstrip(".")
+
+
+def publish_key(
+    domain: str,
+    selector: str = "s1",
+    *,
+    bits: int = 2048,
+    private_key: str | bytes | None = None,
+) -> str:
+    """Make an RSA key pair (or take ``private_key``, PEM), publish its public
+    half for ``selector._domainkey.domain`` and return the private key PEM
+    (PKCS#1, ``BEGIN RSA PRIVATE KEY``, as dkimpy's ``dkim.sign`` wants)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    if not isinstance(domain, str) or "." not in domain.strip("."):
+        raise ValueError(
+            f"domain must be a domain name such as 'example.com', got {domain!r}"
+        )
+    if not isinstance(selector, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", selector):
+        raise ValueError(f"selector must be a DNS label such as 's1', got {selector!r}")
+    if private_key is None:
+        key: Any = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    else:
+        data = private_key.encode() if isinstance(private_key, str) else private_key
+        key = serialization.load_pem_private_key(data, password=None)
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ValueError("private_key must be an RSA private key (PEM)")
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    with _LOCK:
+        _RECORDS[record_name(domain, selector)] = record
+    pem: bytes = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    return pem.decode("ascii")
+
+
+def _lookup(name: bytes | str, timeout: float = 5) -> bytes | None:
+    """dkimpy's ``dnsfunc``: the published record, never real DNS."""
+    text = name.decode("ascii", "replace") if isinstance(name, bytes) else name
+    with _LOCK:
+        return _RECORDS.get(text.lower().rstrip("."))
+
+
+class _Reasons(logging.Handler):
+    """Collects what dkimpy logs as errors: it reports key problems that way
+    rather than by raising."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def verify(raw: bytes) -> tuple[DkimResult, ...]:
+    """One result per ``DKIM-Signature`` header, top first. Never raises."""
+    import dkim
+
+    count = _count_signatures(raw)
+    results = []
+    for index in range(count):
+        # A private logger, not attached to the logging tree: dkimpy's error
+        # lines are our reasons, not noise in the test's captured log.
+        logger = logging.Logger("pytest_smtpsink.dkim", logging.ERROR)
+        reasons = _Reasons()
+        logger.addHandler(reasons)
+        verifier: Any = None
+        error: str | None = None
+        try:
+            verifier = dkim.DKIM(raw, logger=logger, minkey=MIN_KEY_BITS)
+            verified = bool(verifier.verify(idx=index, dnsfunc=_lookup))
+        except Exception as exc:  # dkimpy's DKIMException and parse errors
+            verified, error = False, _explain(exc)
+        fields = getattr(verifier, "signature_fields", None) or {}
+        domain = _text(fields.get(b"d"))
+        selector = _text(fields.get(b"s"))
+        reason = None
+        if not verified:
+            reason = (
+                error
+                or "; ".join(reasons.messages)
+                or (
+                    "the signature does not match the signed headers: one of them "
+                    "changed after signing"
+                )
+            )
+            if reason.startswith("missing public key"):
+                reason = (
+                    f"no key published for {record_name(domain, selector)}: "
+                    f"publish one with smtpsink.dkim_key({domain!r}, "
+                    f"selector={selector!r})"
+                )
+        headers = tuple(
+            h.strip().lower() for h in _text(fields.get(b"h")).split(":") if h.strip()
+        )
+        results.append(
+            DkimResult(
+                domain=domain,
+                selector=selector,
+                verified=verified,
+                reason=reason,
+                algorithm=_text(fields.get(b"a")),
+                key_bits=getattr(verifier, "keysize", None) or None,
+                signed_headers=headers,
+            )
+        )
+    return tuple(results)
+
+
+def _explain(error: Exception) -> str:
+    text = str(error) or type(error).__name__
+    if text.startswith("body hash mismatch"):
+        return f"the body changed after signing ({text})"
+    if type(error).__name__ == "MessageFormatError":
+        return f"the DKIM-Signature header is malformed ({text})"
+    return text
+
+
+def _count_signatures(raw: bytes) -> int:
+    end = re.search(rb"\r?\n\r?\n", raw)
+    head = raw if end is None else raw[: end.start()]
+    return len(re.findall(rb"(?im)^dkim-signature[ \t]*:", head))
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return re.sub(r"\s+", "", value.decode("ascii", "replace"))
+    return ""

@@ -1,0 +1,663 @@
+"""Message lint: how a message is built, checked over the bytes the sink kept.
+
+`lint` is a pure function of the raw message (plus whether the client used
+SMTPUTF8 and when the message arrived). It never raises: a check that trips
+over something unforeseen becomes a ``lint-failed`` problem instead. It runs
+in the test's thread (`Message.lint`, `Mailbox.assert_clean`, the
+``--smtpsink-lint`` teardown check) and never touches the server loop.
+
+The stdlib's compat32 parser gives the MIME tree (it never raises on header
+access); the byte-level checks (line lengths, bare CR or LF, 8-bit header
+bytes) scan the raw bytes with regular expressions, so that a clean 10 KB
+message costs about as much as parsing it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import datetime
+import email
+import email.errors
+import email.utils
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from email.message import Message as Compat32Message
+from typing import Literal, Protocol, TypeVar
+
+Severity = Literal["error", "warning", "info"]
+SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
+_RANK = {"error": 0, "warning": 1, "info": 2}
+
+#: A Date this far after the message arrived is "in the future".
+FUTURE_DATE_SLACK = datetime.timedelta(days=1)
+#: RFC 5322 section 2.1.1: a line MUST be at most 998 octets, SHOULD be 78.
+MAX_LINE = 998
+RECOMMENDED_LINE = 78
+
+# RFC 5322 section 3.6: fields that may appear at most once.
+_SINGLE = (
+    "Date",
+    "From",
+    "Sender",
+    "Reply-To",
+    "To",
+    "Cc",
+    "Bcc",
+    "Message-ID",
+    "In-Reply-To",
+    "References",
+    "Subject",
+)
+_ADDRESS_NAMES = {
+    name.lower(): name for name in ("From", "Sender", "Reply-To", "To", "Cc", "Bcc")
+}
+
+_BARE_CR = re.compile(rb"\r(?!\n)")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_FIELD_NAME = re.compile(rb"([!-9;-~]+)[ \t]*:")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_BAD_QP = re.compile(r"=(?![0-9A-Fa-f]{2}|[ \t]*\r?\n|[ \t]*$)")
+_MESSAGE_ID = re.compile(r"\s*<[^<>@\s]+@[^<>@\s]+>\s*")
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_LOCAL = re.compile(rf'(?:{_ATEXT}+(?:\.{_ATEXT}+)*|"(?:[^"\\\r\n]|\\.)*")')
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})+|\[[^\[\]\\]*\])")
+_GROUP_ONLY = re.compile(r"[^:]*:\s*;\s*")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with how a message is built.
+
+    ``code`` is stable (tests and ignore lists may name it); ``message`` is
+    for a person and may be reworded. ``header``, ``part`` (an IMAP-style
+    section number such as ``"2.1"``) and ``line`` (1-based, in the raw
+    message) say where, when that is known.
+    """
+
+    code: str
+    severity: Severity
+    message: str
+    header: str | None = None
+    part: str | None = None
+    line: int | None = None
+
+    @property
+    def where(self) -> str:
+        """``"header Date"``, ``"part 2.1"``, ``"line 12"``, or ``""``."""
+        places = []
+        if self.header is not None:
+            places.append(f"header {self.header}")
+        if self.part is not None:
+            places.append(f"part {self.part}")
+        if self.line is not None:
+            places.append(f"line {self.line}")
+        return ", ".join(places)
+
+    def __str__(self) -> str:
+        where = f" ({self.where})" if self.where else ""
+        return f"{self.severity} {self.code}{where}: {self.message}"
+
+
+def at_least(problems: Iterable[Problem], severity: Severity) -> list[Problem]:
+    """The problems that are ``severity`` or worse (error is the worst)."""
+    rank = _RANK[severity]
+    return [p for p in problems if _RANK[p.severity] <= rank]
+
+
+def check_severity(severity: object, name: str = "severity") -> Severity:
+    if severity not in _RANK:
+        raise ValueError(
+            f"{name} must be one of {', '.join(map(repr, SEVERITIES))}, got {severity!r}"
+        )
+    return severity  # type: ignore[return-value]
+
+
+def lint(
+    raw: bytes,
+    *,
+    smtputf8: bool = False,
+    received_at: datetime.datetime | None = None,
+    parsed: Compat32Message | None = None,
+) -> list[Problem]:
+    """Every problem found in ``raw``, worst first. Never raises.
+
+    ``smtputf8``: the client used SMTPUTF8, so raw UTF-8 in headers is
+    allowed (RFC 6532). ``received_at``: when the message arrived, to judge a
+    Date in the future (default: now). ``parsed``: the compat32 tree of
+    ``raw`` if the caller already has it.
+    """
+    problems: list[Problem] = []
+    context = _Context(raw, smtputf8, received_at, parsed)
+    checks = _CHECKS
+    try:
+        context.tree  # noqa: B018 (parse once, here, to know whether it can be)
+    except Exception as error:  # RecursionError on absurd nesting, and the unforeseen
+        problems.append(
+            Problem(
+                "unparsable",
+                "error",
+                f"Python's email parser gives up on this message "
+                f"({type(error).__name__}); only the byte-level checks ran",
+            )
+        )
+        checks = _BYTE_CHECKS
+    for check in checks:
+        try:
+            problems.extend(check(context))
+        except Exception as error:  # a check must never take a test down
+            problems.append(
+                Problem(
+                    "lint-failed",
+                    "info",
+                    f"the {check.__name__.removeprefix('_check_')} check could not "
+                    f"finish on this message ({type(error).__name__}); the other "
+                    "checks ran",
+                )
+            )
+    problems.sort(key=lambda p: _RANK[p.severity])
+    return problems
+
+
+class _Context:
+    """The message, parsed once and shared by the checks."""
+
+    def __init__(
+        self,
+        raw: bytes,
+        smtputf8: bool,
+        received_at: datetime.datetime | None,
+        parsed: Compat32Message | None,
+    ) -> None:
+        self.raw = raw
+        self.smtputf8 = smtputf8
+        self.received_at = received_at
+        self._parsed = parsed
+
+    @property
+    def tree(self) -> Compat32Message:
+        if self._parsed is None:
+            self._parsed = email.message_from_bytes(self.raw)
+        return self._parsed
+
+    @property
+    def head(self) -> bytes:
+        end = _HEADER_END.search(self.raw)
+        return self.raw if end is None else self.raw[: end.start()]
+
+
+# -- byte-level checks ----------------------------------------------------------
+
+
+def _line_number(raw: bytes, offset: int) -> int:
+    return raw.count(b"\n", 0, offset) + 1
+
+
+def _check_lines(ctx: _Context) -> Iterator[Problem]:
+    raw = ctx.raw
+    # Splitting is C speed; a regex such as [^\r\n]{999} would retry at
+    # every byte of a long line.
+    lines = raw.split(b"\n")
+    if max(map(len, lines), default=0) > RECOMMENDED_LINE:
+        longish = [
+            number
+            for number, line in enumerate(lines, 1)
+            if len(line) > RECOMMENDED_LINE
+            and len(line) - line.endswith(b"\r") > RECOMMENDED_LINE
+        ]
+        too_long = [
+            number
+            for number in longish
+            if len(lines[number - 1].rstrip(b"\r")) > MAX_LINE
+        ]
+        if too_long:
+            yield Problem(
+                "line-too-long",
+                "error",
+                f"{_count(too_long, 'line')} longer than {MAX_LINE} bytes (RFC "
+                "5322 2.1.1); servers may break or reject them. Use "
+                "quoted-printable or base64 for long lines",
+                line=too_long[0],
+            )
+        elif longish:
+            yield Problem(
+                "line-over-78",
+                "info",
+                f"{_count(longish, 'line')} longer than {RECOMMENDED_LINE} "
+                "characters, the length RFC 5322 recommends",
+                line=longish[0],
+            )
+    for pattern, code, what in (
+        (_BARE_CR, "bare-cr", "a carriage return (CR) not followed by LF"),
+        (_BARE_LF, "bare-lf", "a line feed (LF) without the CR before it"),
+    ):
+        # Counting is C speed; search only when some line end is bare.
+        crlf = raw.count(b"\r\n")
+        if raw.count(b"\r" if code == "bare-cr" else b"\n") == crlf:
+            continue
+        found = pattern.search(raw)
+        if found is not None:
+            count = sum(1 for _ in pattern.finditer(raw))
+            yield Problem(
+                code,
+                "error",
+                f"{count} line end{'s' if count != 1 else ''} with {what}; SMTP "
+                "lines end in CRLF, and some servers reject bare line ends (SMTP "
+                "smuggling defences)",
+                line=_line_number(raw, found.start()),
+            )
+
+
+def _check_header_bytes(ctx: _Context) -> Iterator[Problem]:
+    head = ctx.head
+    if head.isascii():
+        return
+    name = None
+    for number, line in enumerate(head.split(b"\n"), start=1):
+        field = _FIELD_NAME.match(line)
+        if field is not None and line[:1] not in (b" ", b"\t"):
+            name = field.group(1).decode("ascii")
+        if line.isascii():
+            continue
+        if not ctx.smtputf8:
+            yield Problem(
+                "raw-8bit-header",
+                "error",
+                "raw non-ASCII bytes in a header, but the client did not use "
+                "SMTPUTF8; encode the text as RFC 2047 encoded words "
+                "(=?utf-8?...?=)",
+                header=name,
+                line=number,
+            )
+        else:
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                yield Problem(
+                    "invalid-utf8-header",
+                    "error",
+                    "a header has non-ASCII bytes that are not UTF-8 (RFC 6532 "
+                    "allows only UTF-8 with SMTPUTF8)",
+                    header=name,
+                    line=number,
+                )
+
+
+# -- header checks ----------------------------------------------------------------
+
+
+def _check_headers(ctx: _Context) -> Iterator[Problem]:
+    tree = ctx.tree
+    counts: dict[str, int] = {}
+    for key in tree:
+        counts[key.lower()] = counts.get(key.lower(), 0) + 1
+    missing: tuple[tuple[str, str, Severity, str], ...] = (
+        ("Date", "missing-date", "error", "RFC 5322 requires it"),
+        ("From", "missing-from", "error", "RFC 5322 requires it"),
+        (
+            "Message-ID",
+            "missing-message-id",
+            "warning",
+            "RFC 5322 says it should be there and Gmail rejects bulk mail without one",
+        ),
+        (
+            "Subject",
+            "missing-subject",
+            "warning",
+            "mail without one looks like spam to people and filters",
+        ),
+    )
+    for name, code, severity, why in missing:
+        if name.lower() not in counts:
+            yield Problem(code, severity, f"no {name} header: {why}", header=name)
+    for name in _SINGLE:
+        count = counts.get(name.lower(), 0)
+        if count > 1:
+            yield Problem(
+                "duplicate-header",
+                "error",
+                f"{count} {name} headers; RFC 5322 3.6 allows at most one",
+                header=name,
+            )
+    if "mime-version" not in counts and (
+        "content-type" in counts or "content-transfer-encoding" in counts
+    ):
+        yield Problem(
+            "missing-mime-version",
+            "warning",
+            "Content-Type without MIME-Version: 1.0; readers may ignore the MIME "
+            "structure",
+            header="MIME-Version",
+        )
+
+
+def _check_addresses(ctx: _Context) -> Iterator[Problem]:
+    for name, value in ctx.tree.raw_items():
+        canonical = _ADDRESS_NAMES.get(name.lower())
+        if canonical is None:
+            continue
+        text = str(value)
+        bad = _bad_addresses(text, ctx.smtputf8)
+        if bad is None:
+            continue
+        yield Problem(
+            "invalid-address",
+            "error",
+            f"{name} has an address that is not valid: {bad!r}",
+            header=canonical,
+        )
+
+
+def _bad_addresses(value: str, smtputf8: bool) -> str | None:
+    """The first invalid address in a header value, or None."""
+    value = re.sub(r"\r?\n", "", value)
+    if not value.strip():
+        return value.strip() or "(empty)"
+    found = email.utils.getaddresses([value])
+    good = 0
+    for _, addr in found:
+        if not addr:
+            continue
+        local, at, domain = addr.rpartition("@")
+        if (
+            not at
+            or not _valid_local(local, smtputf8)
+            or not _valid_domain(domain, smtputf8)
+        ):
+            return addr
+        good += 1
+    if good == 0 and not _GROUP_ONLY.fullmatch(value):
+        return value.strip()
+    return None
+
+
+def _valid_local(local: str, smtputf8: bool) -> bool:
+    if smtputf8 and not local.isascii():
+        local = re.sub(r"[^\x00-\x7f]", "a", local)
+    return _LOCAL.fullmatch(local) is not None
+
+
+def _valid_domain(domain: str, smtputf8: bool) -> bool:
+    if not domain.isascii():
+        if not smtputf8:
+            return False
+        domain = re.sub(r"[^\x00-\x7f]", "a", domain)
+    return len(domain) <= 253 and _DOMAIN.fullmatch(domain) is not None
+
+
+def _check_message_id(ctx: _Context) -> Iterator[Problem]:
+    value = ctx.tree.get("Message-ID")
+    if value is not None and not _MESSAGE_ID.fullmatch(
+        re.sub(r"\r?\n", "", str(value))
+    ):
+        yield Problem(
+            "invalid-message-id",
+            "error",
+            f"Message-ID {str(value).strip()!r} is not of the form <left@right> "
+            "(RFC 5322 3.6.4)",
+            header="Message-ID",
+        )
+
+
+def _check_date(ctx: _Context) -> Iterator[Problem]:
+    value = ctx.tree.get("Date")
+    if value is None:
+        return
+    text = str(value).strip()
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        when = None
+    if when is None:
+        yield Problem(
+            "invalid-date",
+            "error",
+            f"Date {text!r} is not an RFC 5322 date (e.g. "
+            "'Mon, 30 Nov 2026 19:10:00 +0000'; email.utils.format_datetime makes one)",
+            header="Date",
+        )
+        return
+    if when.tzinfo is None:
+        # "-0000" (or no zone): the time is UTC, the zone just unknown.
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    reference = ctx.received_at or datetime.datetime.now(datetime.timezone.utc)
+    if reference.tzinfo is None:
+        reference = reference.astimezone()
+    if when - reference > FUTURE_DATE_SLACK:
+        yield Problem(
+            "future-date",
+            "warning",
+            f"Date {text!r} is more than a day after the message arrived; "
+            "check the sender's clock and time zone",
+            header="Date",
+        )
+
+
+# -- MIME checks -------------------------------------------------------------------
+
+
+def _parts(tree: Compat32Message) -> Iterator[tuple[str, Compat32Message]]:
+    """(section number, part) for every part, IMAP style: a single-part
+    message is "1"; the children of a multipart are "1", "2", "2.1", ..."""
+    stack: list[tuple[str, Compat32Message]] = [("", tree)]
+    while stack:
+        path, part = stack.pop()
+        yield path or "1", part
+        payload = part.get_payload()
+        if part.is_multipart() and isinstance(payload, list):
+            prefix = f"{path}." if path else ""
+            children = [
+                (f"{prefix}{index}", child)
+                for index, child in enumerate(payload, start=1)
+                if isinstance(child, Compat32Message)
+            ]
+            stack.extend(reversed(children))
+
+
+_DEFECTS: dict[type[email.errors.MessageDefect], tuple[str, str]] = {
+    email.errors.NoBoundaryInMultipartDefect: (
+        "missing-boundary",
+        "a multipart without a boundary parameter: its parts cannot be found",
+    ),
+    email.errors.StartBoundaryNotFoundDefect: (
+        "boundary-not-found",
+        "the multipart's boundary never appears in its body",
+    ),
+    email.errors.CloseBoundaryNotFoundDefect: (
+        "missing-closing-boundary",
+        "the multipart does not end with its closing boundary (--boundary--); "
+        "the message may be truncated",
+    ),
+    email.errors.MissingHeaderBodySeparatorDefect: (
+        "malformed-header",
+        "a header line that is not 'Name: value'; everything from it on is "
+        "read as the body",
+    ),
+    email.errors.FirstHeaderLineIsContinuationDefect: (
+        "malformed-header",
+        "the message starts with a folded (indented) line",
+    ),
+}
+
+
+def _check_mime(ctx: _Context) -> Iterator[Problem]:
+    has_text = has_html = False
+    for path, part in _parts(ctx.tree):
+        for defect in part.defects:
+            known = _DEFECTS.get(type(defect))
+            if known is not None:
+                yield Problem(known[0], "error", known[1], part=path)
+        if part.is_multipart():
+            continue
+        content_type = part.get_content_type()
+        maintype = part.get_content_maintype()
+        disposition = part.get_content_disposition()
+        payload = part.get_payload()
+        if not isinstance(payload, str):
+            continue
+        encoding = str(part.get("Content-Transfer-Encoding", "7bit")).strip().lower()
+        if maintype == "text" and disposition != "attachment":
+            if part.get_content_subtype() == "plain":
+                has_text = True
+            elif part.get_content_subtype() == "html":
+                has_html = True
+        eight_bit = not payload.isascii()
+        if eight_bit and encoding == "7bit":
+            yield Problem(
+                "8bit-in-7bit",
+                "error",
+                f"{content_type} has 8-bit bytes but its transfer encoding is 7bit; "
+                "declare 8bit, or use quoted-printable or base64",
+                part=path,
+            )
+        charset = part.get_param("charset")
+        if maintype == "text" and isinstance(charset, str) and not _known(charset):
+            yield Problem(
+                "unknown-charset",
+                "warning",
+                f"{content_type} declares charset {charset!r}, which Python does "
+                "not know; readers will guess",
+                part=path,
+            )
+        if maintype == "text" and charset is None:
+            if eight_bit:
+                yield Problem(
+                    "8bit-without-charset",
+                    "error",
+                    f"{content_type} has non-ASCII text but no charset parameter; "
+                    "readers will guess (add charset=utf-8)",
+                    part=path,
+                )
+            elif disposition != "attachment" and "Content-Type" in part:
+                # Without any Content-Type, us-ascii is the rule (RFC 2045 5.2).
+                yield Problem(
+                    "text-without-charset",
+                    "info",
+                    f"{content_type} has no charset parameter (us-ascii is assumed)",
+                    part=path,
+                )
+        if encoding == "base64":
+            compact = re.sub(r"\s+", "", payload)
+            if len(compact) % 4 or _BASE64.fullmatch(compact) is None:
+                yield Problem(
+                    "invalid-base64",
+                    "error",
+                    f"{content_type} is declared base64 but is not valid base64",
+                    part=path,
+                )
+        elif encoding == "quoted-printable" and _BAD_QP.search(payload):
+            yield Problem(
+                "invalid-quoted-printable",
+                "error",
+                f"{content_type} is declared quoted-printable but has an '=' not "
+                "followed by two hex digits or a line end",
+                part=path,
+            )
+        is_attachment = disposition == "attachment" or (
+            maintype not in ("text", "message", "multipart")
+            and part.get("Content-ID") is None
+        )
+        if is_attachment and not part.get_filename():
+            yield Problem(
+                "attachment-without-filename",
+                "warning",
+                f"a {content_type} attachment without a filename; readers show "
+                "it as 'noname' or 'ATT00001'",
+                part=path,
+            )
+    if has_html and not has_text:
+        yield Problem(
+            "html-only",
+            "warning",
+            "an HTML body with no text/plain alternative; spam filters score "
+            "HTML-only mail higher and some readers show nothing",
+        )
+
+
+_BYTE_CHECKS: Sequence[Callable[[_Context], Iterable[Problem]]] = (
+    _check_lines,
+    _check_header_bytes,
+)
+_CHECKS: Sequence[Callable[[_Context], Iterable[Problem]]] = (
+    *_BYTE_CHECKS,
+    _check_headers,
+    _check_addresses,
+    _check_message_id,
+    _check_date,
+    _check_mime,
+)
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+def _known(charset: str) -> bool:
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        return False
+    return True
+
+
+def _count(items: Sequence[object], noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def format_problems(problems: Sequence[Problem], indent: str = "  ") -> str:
+    """One problem per line, for failure messages and reports."""
+    return "\n".join(f"{indent}{problem}" for problem in problems)
+
+
+class _Reportable(Protocol):
+    def summary(self) -> str: ...
+
+
+_M = TypeVar("_M", bound=_Reportable)
+
+
+def problems_report(
+    messages: Sequence[_M],
+    check: Callable[[_M], list[Problem]],
+    expected: str,
+    ignore: Iterable[str] = (),
+) -> str | None:
+    """A failure text: what was expected, then each message with problems
+    (codes in ``ignore`` left out) and its problems; None if none has any."""
+    skipped = frozenset(ignore)
+    blocks = []
+    for message in messages:
+        problems = [p for p in check(message) if p.code not in skipped]
+        if problems:
+            blocks.append(f"{message.summary()}\n{format_problems(problems, '    ')}")
+    if not blocks:
+        return None
+    head = (
+        f"expected {expected}"
+        + (f" (ignoring {', '.join(sorted(skipped))})" if skipped else "")
+        + f"; {len(blocks)} of {len(messages)} message"
+        + ("s have" if len(messages) != 1 else " has")
+        + " problems:"
+    )
+    return "\n".join([head, *blocks])
+
+
+class _Lintable(_Reportable, Protocol):
+    def lint(self) -> list[Problem]: ...
+
+
+def unclean_report(
+    messages: Sequence[_Lintable],
+    severity: Severity = "error",
+    ignore: Iterable[str] = (),
+) -> str | None:
+    """The failure text of `Mailbox.assert_clean` (and ``--smtpsink-lint``):
+    problems at ``severity`` or worse, or None when there are none."""
+    worse = "" if severity == "error" else " or worse"
+    return problems_report(
+        messages,
+        lambda message: at_least(message.lint(), severity),
+        f"mail without {severity}s{worse}",
+        ignore,
+    )

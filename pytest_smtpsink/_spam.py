@@ -1,0 +1,161 @@
+"""A spam score from a real SpamAssassin: a SPAMC client for ``spamd``.
+
+The protocol is a request line, two headers and the message; the answer is
+a status line, the score and the report (SpamAssassin's
+``spamd/PROTOCOL``). That is small enough to speak here over a blocking
+socket: the maintained client, aiospamc, is asyncio-only (a sync test
+would need a second event loop, which fails inside pytest-asyncio's) and
+brings a CLI stack (typer, loguru) with it.
+
+Runs in the test's thread. Which spamd to ask is set once per run by the
+plugin from ``--smtpsink-spamd`` (`use_spamd`); a call can also name one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import socket
+
+#: "host:port" of the spamd to ask, from --smtpsink-spamd; None: not set.
+_configured: str | None = None
+
+DEFAULT_TIMEOUT = 30.0
+_HOW = (
+    "start SpamAssassin's spamd (Debian: apt-get install spamd; e.g. "
+    "spamd --listen=127.0.0.1:7830 --local --nouser-config) and pass "
+    "--smtpsink-spamd=127.0.0.1:7830 (ini: smtpsink_spamd), or call "
+    "spam_report(spamd='127.0.0.1:7830')"
+)
+_STATUS = re.compile(rb"SPAMD/(\d+\.\d+) (\d+) (.*)")
+_SPAM = re.compile(
+    r"(?i)(true|false|yes|no)\s*;\s*(-?\d+(?:\.\d+)?)\s*/\s*(-?\d+(?:\.\d+)?)"
+)
+_RULE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s+([A-Z0-9_]+)\s+(.*)$")
+
+
+class SpamdError(RuntimeError):
+    """spamd is not configured, not reachable, or answered something else
+    than a score."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SpamRule:
+    """One SpamAssassin rule that hit."""
+
+    name: str
+    score: float
+    description: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SpamReport:
+    """What spamd said about one message."""
+
+    score: float
+    threshold: float
+    """spamd's ``required_score``: at or above it, mail is spam."""
+    is_spam: bool
+    rules: tuple[SpamRule, ...]
+    """The rules that hit, in spamd's order."""
+    report: str
+    """spamd's own report text."""
+
+    @property
+    def hits(self) -> tuple[str, ...]:
+        """The names of the rules that hit."""
+        return tuple(rule.name for rule in self.rules)
+
+    def __str__(self) -> str:
+        rules = ", ".join(f"{r.name} ({r.score:+g})" for r in self.rules) or "none"
+        verdict = "spam" if self.is_spam else "not spam"
+        return f"score {self.score:g} / {self.threshold:g} ({verdict}); rules: {rules}"
+
+
+def use_spamd(address: str | None) -> str | None:
+    """Set the spamd that `report` asks by default; returns the previous."""
+    global _configured
+    previous, _configured = _configured, address
+    return previous
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``"127.0.0.1:783"`` or ``"[::1]:783"`` -> (host, port)."""
+    host, colon, port = text.strip().rpartition(":")
+    host = host.strip("[]")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:783)")
+    return host, int(port)
+
+
+def report(
+    raw: bytes, spamd: str | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> SpamReport:
+    """Ask spamd to score ``raw`` (the REPORT command)."""
+    address = spamd or _configured
+    if address is None:
+        raise SpamdError(f"no spamd is configured for spam_report(): {_HOW}")
+    try:
+        host, port = parse_address(address)
+    except ValueError as error:
+        raise SpamdError(f"spamd address: {error}") from None
+    request = b"REPORT SPAMC/1.5\r\nContent-length: %d\r\n\r\n" % len(raw) + raw
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as connection:
+            connection.sendall(request)
+            connection.shutdown(socket.SHUT_WR)
+            answer = bytearray()
+            while chunk := connection.recv(65536):
+                answer += chunk
+    except OSError as error:
+        raise SpamdError(
+            f"could not ask spamd at {host}:{port}: {error}. Is it running? {_HOW}"
+        ) from None
+    return _parse(bytes(answer), f"{host}:{port}")
+
+
+def _parse(answer: bytes, where: str) -> SpamReport:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = _STATUS.fullmatch(lines[0]) if lines else None
+    if status is None or status.group(2) != b"0":
+        raise SpamdError(
+            f"spamd at {where} did not score the message: "
+            f"{lines[0][:200].decode('utf-8', 'replace') if lines else 'no answer'}"
+        )
+    spam = None
+    for line in lines[1:]:
+        name, _, value = line.decode("utf-8", "replace").partition(":")
+        if name.strip().lower() == "spam":
+            spam = _SPAM.search(value)
+    if spam is None:
+        raise SpamdError(f"spamd at {where} answered without a Spam: header")
+    text = body.decode("utf-8", "replace")
+    return SpamReport(
+        score=float(spam.group(2)) + 0.0,  # + 0.0: spamd's "-0.0" reads as 0
+        threshold=float(spam.group(3)),
+        is_spam=spam.group(1).lower() in ("true", "yes"),
+        rules=_rules(text),
+        report=text,
+    )
+
+
+def _rules(text: str) -> tuple[SpamRule, ...]:
+    """The table at the end of spamd's report: `` pts rule name  description``
+    lines, descriptions continued on indented lines."""
+    rules: list[SpamRule] = []
+    _, dashes, table = text.partition("\n---- ")
+    if not dashes:
+        return ()
+    for line in table.splitlines()[1:]:
+        match = _RULE.match(line)
+        if match is not None:
+            rules.append(
+                SpamRule(match.group(2), float(match.group(1)), match.group(3).strip())
+            )
+        elif rules and line.strip():
+            last = rules[-1]
+            rules[-1] = dataclasses.replace(
+                last, description=f"{last.description} {line.strip()}"
+            )
+    return tuple(rules)

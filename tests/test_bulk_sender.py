@@ -1,0 +1,179 @@
+"""The Gmail and Yahoo bulk-sender rules (`Message.bulk_sender_problems`,
+`Mailbox.assert_bulk_sender_rules`) on newsletters signed with dkimpy and
+sent with smtplib, over STARTTLS unless the test is about TLS."""
+
+from __future__ import annotations
+
+import email.utils
+import smtplib
+import subprocess
+from collections.abc import Sequence
+
+import dkim
+import external
+import pytest
+from conftest import Factory, make_message
+
+from pytest_smtpsink import Mailbox
+from pytest_smtpsink._bulk import aligned, organizational_domain
+
+SIGNED = (b"from", b"to", b"subject", b"date", b"message-id")
+ONE_CLICK = (b"list-unsubscribe", b"list-unsubscribe-post")
+
+
+def newsletter(
+    sink: Mailbox,
+    *,
+    sender: str = "news@shop.example",
+    signing_domain: str = "shop.example",
+    sign: Sequence[bytes] = SIGNED + ONE_CLICK,
+    tls: bool = True,
+    drop: Sequence[str] = (),
+    **headers: str,
+) -> None:
+    """A newsletter as a careful sender builds, signs and sends it."""
+    key = sink.dkim_key(signing_domain, selector="news")
+    message = make_message(subject="November news", sender=sender)
+    message["Date"] = email.utils.formatdate()
+    message["Message-ID"] = email.utils.make_msgid(domain="shop.example")
+    message["List-Unsubscribe"] = (
+        "<https://shop.example/u/abc>, <mailto:u@shop.example>"
+    )
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    for name in drop:
+        del message[name]
+    for name, value in headers.items():
+        del message[name.replace("_", "-")]
+        message[name.replace("_", "-")] = value
+    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    if sign:
+        raw = (
+            dkim.sign(
+                raw,
+                b"news",
+                signing_domain.encode(),
+                key.encode(),
+                include_headers=list(sign),
+            )
+            + raw
+        )
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        if tls:
+            client.starttls(context=sink.ssl_context())
+        client.sendmail("bounces@shop.example", ["ann@example.com"], raw)
+
+
+@pytest.fixture
+def tls_sink(smtpsink_factory: Factory) -> Mailbox:
+    return smtpsink_factory(tls="starttls")
+
+
+def codes(sink: Mailbox, alignment: str = "relaxed") -> list[str]:
+    return [p.code for p in sink.assert_sent().bulk_sender_problems(alignment)]  # type: ignore[arg-type]
+
+
+def test_a_careful_newsletter_meets_the_rules(tls_sink: Mailbox) -> None:
+    newsletter(tls_sink)
+    assert tls_sink.assert_sent().bulk_sender_problems() == []
+    tls_sink.assert_bulk_sender_rules(alignment="strict")
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"sign": ()}, "dkim-missing"),
+        ({"signing_domain": "esp.example"}, "dkim-not-aligned"),
+        ({"sign": SIGNED}, "unsubscribe-not-signed"),
+        ({"drop": ["List-Unsubscribe"]}, "list-unsubscribe-missing"),
+        ({"List_Unsubscribe": "<mailto:u@shop.example>"}, "list-unsubscribe-no-https"),
+        ({"drop": ["List-Unsubscribe-Post"]}, "one-click-missing"),
+        ({"List_Unsubscribe_Post": "One-Click"}, "one-click-missing"),
+        ({"drop": ["Message-ID"]}, "message-id-invalid"),
+        ({"From": "a@shop.example, b@shop.example"}, "from-not-single"),
+    ],
+)
+def test_each_rule_is_reported(tls_sink: Mailbox, change: dict, code: str) -> None:  # type: ignore[type-arg]
+    newsletter(tls_sink, **change)
+    assert codes(tls_sink) == [code]
+
+
+def test_mail_sent_without_tls_fails_the_tls_rule(smtpsink: Mailbox) -> None:
+    newsletter(smtpsink, tls=False)
+    assert codes(smtpsink) == ["no-tls"]
+
+
+def test_a_signature_that_fails_says_why(tls_sink: Mailbox) -> None:
+    newsletter(tls_sink)
+    message = tls_sink.assert_sent()
+    tls_sink.dkim_key("shop.example", selector="news")  # the key rotated since
+    [problem] = message.bulk_sender_problems()
+    assert problem.code == "dkim-failed"
+    assert "d=shop.example s=news: the signature does not match" in problem.message
+
+
+def test_relaxed_and_strict_alignment(tls_sink: Mailbox) -> None:
+    newsletter(tls_sink, sender="news@mail.shop.example", signing_domain="shop.example")
+    assert codes(tls_sink, "relaxed") == []
+    assert codes(tls_sink, "strict") == ["dkim-not-aligned"]
+    with pytest.raises(ValueError, match="alignment must be 'relaxed' or 'strict'"):
+        tls_sink.assert_bulk_sender_rules(alignment="loose")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("domain", "organizational"),
+    [
+        ("shop.example", "shop.example"),
+        ("a.b.shop.example", "shop.example"),
+        ("mail.shop.co.uk", "shop.co.uk"),
+        ("Shop.Example.", "shop.example"),
+    ],
+)
+def test_organizational_domain(domain: str, organizational: str) -> None:
+    assert organizational_domain(domain) == organizational
+
+
+def test_aligned() -> None:
+    assert aligned("shop.example", "news.shop.example", "relaxed")
+    assert not aligned("shop.example", "news.shop.example", "strict")
+    assert not aligned("other.example", "shop.example", "relaxed")
+
+
+def test_the_assertion_lists_each_message_and_its_problems(
+    smtpsink: Mailbox,
+) -> None:
+    newsletter(smtpsink, tls=False, drop=["List-Unsubscribe-Post"])
+    with pytest.raises(AssertionError) as failure:
+        smtpsink.assert_bulk_sender_rules()
+    lines = str(failure.value).splitlines()
+    assert lines[0] == (
+        "expected mail that meets the bulk-sender rules (relaxed DKIM alignment); "
+        "1 of 1 message has problems:"
+    )
+    assert "Subject: 'November news'" in lines[1]
+    assert lines[2].startswith(
+        "    error one-click-missing (header List-Unsubscribe-Post): "
+        "List-Unsubscribe-Post must be exactly 'List-Unsubscribe=One-Click'"
+    )
+    assert lines[3].startswith("    error no-tls: the message was sent without TLS")
+    smtpsink.assert_bulk_sender_rules(ignore=["no-tls", "one-click-missing"])
+
+
+def test_a_key_under_1024_bits_is_named(tls_sink: Mailbox) -> None:
+    # cryptography refuses to make such a key; openssl still can.
+    openssl = external.require("openssl", "apt-get install openssl")
+    small = subprocess.run(
+        [openssl, "genrsa", "-traditional", "512"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    tls_sink.dkim_key("shop.example", selector="news", private_key=small)
+    message = make_message(sender="news@shop.example")
+    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    raw = dkim.sign(raw, b"news", b"shop.example", small) + raw
+    with smtplib.SMTP(tls_sink.host, tls_sink.port) as client:
+        client.starttls(context=tls_sink.ssl_context())
+        client.sendmail("bounces@shop.example", ["ann@example.com"], raw)
+    message_seen = tls_sink.assert_sent()
+    [result] = message_seen.dkim
+    assert (result.verified, result.key_bits) == (False, 512)
+    assert "dkim-key-too-small" in [p.code for p in message_seen.bulk_sender_problems()]

@@ -1,0 +1,147 @@
+"""DKIM verification (`Message.dkim`) with test keys (`Mailbox.dkim_key`):
+an application signs with dkimpy, sends with smtplib, the test verifies."""
+
+from __future__ import annotations
+
+import smtplib
+import subprocess
+import sys
+
+import dkim
+import pytest
+from conftest import make_message
+
+from pytest_smtpsink import DkimResult, Mailbox
+
+
+def send_signed(
+    sink: Mailbox,
+    private_key: str,
+    *,
+    domain: str = "shop.example",
+    selector: str = "s1",
+    after_signing: bytes = b"",
+    **headers: str,
+) -> None:
+    """What a signing application does: build, sign, send the signed bytes."""
+    message = make_message(sender=f"noreply@{domain}", **headers)
+    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    signature = dkim.sign(raw, selector.encode(), domain.encode(), private_key.encode())
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail(
+            f"noreply@{domain}", ["ann@example.com"], signature + raw + after_signing
+        )
+
+
+def test_a_signature_made_with_the_published_key_verifies(smtpsink: Mailbox) -> None:
+    key = smtpsink.dkim_key("shop.example", selector="s1")
+    assert key.startswith("-----BEGIN RSA PRIVATE KEY-----")
+    send_signed(smtpsink, key)
+    [result] = smtpsink.assert_sent().dkim
+    assert result == DkimResult(
+        domain="shop.example",
+        selector="s1",
+        verified=True,
+        reason=None,
+        algorithm="rsa-sha256",
+        key_bits=2048,
+        signed_headers=result.signed_headers,
+    )
+    assert {"from", "to", "subject"} <= set(result.signed_headers)
+    assert str(result) == "DKIM d=shop.example s=s1: verified"
+
+
+def test_a_body_changed_after_signing_fails_with_the_reason(
+    smtpsink: Mailbox,
+) -> None:
+    key = smtpsink.dkim_key("shop.example", selector="footer")
+    # A mail library that appends a footer after the app signed.
+    send_signed(smtpsink, key, selector="footer", after_signing=b"--\r\nSent by X\r\n")
+    [result] = smtpsink.assert_sent().dkim
+    assert not result.verified
+    assert result.reason is not None
+    assert result.reason.startswith("the body changed after signing")
+
+
+def test_a_key_that_is_not_published_fails_saying_how_to_publish_it(
+    smtpsink: Mailbox,
+) -> None:
+    key = smtpsink.dkim_key("shop.example", selector="published")
+    send_signed(smtpsink, key, selector="unpublished")
+    [result] = smtpsink.assert_sent().dkim
+    assert not result.verified
+    assert result.reason == (
+        "no key published for unpublished._domainkey.shop.example: publish one "
+        "with smtpsink.dkim_key('shop.example', selector='unpublished')"
+    )
+
+
+def test_a_different_key_fails_and_the_app_own_key_can_be_published(
+    smtpsink: Mailbox,
+) -> None:
+    apps_key = smtpsink.dkim_key("shop.example", selector="own")
+    smtpsink.dkim_key("shop.example", selector="own")  # replaced by another key
+    send_signed(smtpsink, apps_key, selector="own")
+    assert not smtpsink.assert_sent().dkim[0].verified
+    # The application's existing key, published as its zone would.
+    assert smtpsink.dkim_key("shop.example", "own", private_key=apps_key) == apps_key
+    assert smtpsink.assert_sent().dkim[0].verified
+
+
+def test_one_result_per_signature_and_none_without(smtpsink: Mailbox) -> None:
+    key = smtpsink.dkim_key("shop.example", selector="a")
+    send_signed(smtpsink, key, selector="a")
+    message = smtpsink.assert_sent()
+    resigned = dkim.sign(message.raw, b"b", b"shop.example", key.encode())
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            "noreply@shop.example", ["ann@example.com"], resigned + message.raw
+        )
+        client.sendmail(
+            "noreply@shop.example", ["ann@example.com"], b"Subject: x\r\n\r\nx\r\n"
+        )
+    twice, unsigned = smtpsink.messages[1:]
+    assert [(r.selector, r.verified) for r in twice.dkim] == [("b", False), ("a", True)]
+    assert unsigned.dkim == ()
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"DKIM-Signature: garbage", b"DKIM-Signature: v=1; a=rsa-sha256; d=x.example"],
+)
+def test_a_malformed_signature_is_a_failed_result_not_an_exception(
+    smtpsink: Mailbox, header: bytes
+) -> None:
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            "a@x.example", ["b@x.example"], header + b"\r\nSubject: x\r\n\r\nx\r\n"
+        )
+    [result] = smtpsink.assert_sent().dkim
+    assert not result.verified
+    assert result.reason
+
+
+def test_bad_arguments_are_named(smtpsink: Mailbox) -> None:
+    with pytest.raises(ValueError, match="domain must be a domain name"):
+        smtpsink.dkim_key("localhost")
+    with pytest.raises(ValueError, match="selector must be a DNS label"):
+        smtpsink.dkim_key("shop.example", selector="a b")
+
+
+def test_verification_never_asks_real_dns() -> None:
+    # dnspython's resolver is never created: a signature for an unpublished
+    # domain fails from the local table alone.
+    code = (
+        "import sys, dkim.dnsplug\n"
+        "from pytest_smtpsink._dkim import verify\n"
+        "def refuse(*a, **k): raise SystemExit('real DNS was asked')\n"
+        "dkim.dnsplug.get_txt = refuse\n"
+        "import dns.resolver; dns.resolver.resolve = refuse\n"
+        "r = verify(b'DKIM-Signature: v=1; a=rsa-sha256; d=x.example; s=s;"
+        " h=from; bh=AAAA; b=AAAA\\r\\nFrom: a@x.example\\r\\n\\r\\nx\\r\\n')\n"
+        "print(r[0].reason)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.startswith("no key published for s._domainkey.x.example")

@@ -1,0 +1,387 @@
+"""Message lint (`Message.lint`, `Mailbox.assert_clean`, ``--smtpsink-lint``):
+real mail over smtplib where a client can send it, the pure function on raw
+bytes for what no well-behaved client puts on the wire."""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import smtplib
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from conftest import Send, make_message
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pytest_smtpsink import Mailbox, Problem
+from pytest_smtpsink._lint import lint
+
+pytest_plugins = ["pytester"]
+
+CORPUS = Path(__file__).parent / "corpus"
+
+
+def well_built() -> EmailMessage:
+    """What a careful application sends: every header, text and HTML, an
+    attachment with a name."""
+    message = make_message(
+        subject="Reset your password",
+        sender="Shop <noreply@shop.example>",
+        text="Reset it here: https://shop.example/reset/abc\n",
+        html='<p><a href="https://shop.example/reset/abc">Reset it</a></p>',
+    )
+    message["Date"] = email.utils.formatdate()
+    message["Message-ID"] = email.utils.make_msgid(domain="shop.example")
+    message.add_attachment(
+        b"%PDF-1.7", maintype="application", subtype="pdf", filename="terms.pdf"
+    )
+    return message
+
+
+def deliver(sink: Mailbox, message: EmailMessage | bytes, **kwargs: object) -> None:
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        if isinstance(message, bytes):
+            client.sendmail("app@shop.example", ["ann@example.com"], message, **kwargs)  # type: ignore[arg-type]
+        else:
+            client.send_message(message)
+
+
+def codes(problems: list[Problem]) -> list[str]:
+    return [p.code for p in problems]
+
+
+def test_a_well_built_message_has_no_problems(smtpsink: Mailbox) -> None:
+    deliver(smtpsink, well_built())
+    assert smtpsink.assert_sent().lint() == []
+    smtpsink.assert_clean(severity="info")
+
+
+HEAD = (
+    b"From: Shop <noreply@shop.example>\r\nTo: ann@example.com\r\n"
+    b"Subject: Hi\r\nDate: Mon, 30 Nov 2026 19:00:00 +0000\r\n"
+    b"Message-ID: <1@shop.example>\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "severity", "where"),
+    [
+        (
+            HEAD.replace(b"Date: Mon, 30 Nov 2026 19:00:00 +0000\r\n", b"")
+            + b"\r\nx\r\n",
+            "missing-date",
+            "error",
+            "header Date",
+        ),
+        (
+            HEAD.replace(b"From: Shop <noreply@shop.example>\r\n", b"") + b"\r\nx\r\n",
+            "missing-from",
+            "error",
+            "header From",
+        ),
+        (
+            HEAD.replace(b"Message-ID: <1@shop.example>\r\n", b"") + b"\r\nx\r\n",
+            "missing-message-id",
+            "warning",
+            "header Message-ID",
+        ),
+        (
+            HEAD.replace(b"Subject: Hi\r\n", b"") + b"\r\nx\r\n",
+            "missing-subject",
+            "warning",
+            "header Subject",
+        ),
+        (
+            HEAD + b"To: bob@example.com\r\n\r\nx\r\n",
+            "duplicate-header",
+            "error",
+            "header To",
+        ),
+        (
+            HEAD.replace(b"ann@example.com", b"Ann ann@example.com") + b"\r\nx\r\n",
+            "invalid-address",
+            "error",
+            "header To",
+        ),
+        (
+            HEAD.replace(b"ann@example.com", b"ann@") + b"\r\nx\r\n",
+            "invalid-address",
+            "error",
+            "header To",
+        ),
+        (
+            HEAD.replace(b"<1@shop.example>", b"1-shop") + b"\r\nx\r\n",
+            "invalid-message-id",
+            "error",
+            "header Message-ID",
+        ),
+        (
+            HEAD.replace(b"Mon, 30 Nov 2026 19:00:00 +0000", b"yesterday")
+            + b"\r\nx\r\n",
+            "invalid-date",
+            "error",
+            "header Date",
+        ),
+        (
+            HEAD.replace(b"2026", b"2036") + b"\r\nx\r\n",
+            "future-date",
+            "warning",
+            "header Date",
+        ),
+        (HEAD + b"\r\n" + b"x" * 999 + b"\r\n", "line-too-long", "error", "line 7"),
+        (HEAD + b"\r\n" + b"x" * 79 + b"\r\n", "line-over-78", "info", "line 7"),
+        (HEAD + b"\r\nbare\rcr\r\n", "bare-cr", "error", "line 7"),
+        (HEAD + b"\r\nbare\nlf\r\n", "bare-lf", "error", "line 7"),
+        (HEAD + b"\r\ncaf\xc3\xa9\r\n", "8bit-in-7bit", "error", "part 1"),
+        (
+            HEAD + b"Content-Transfer-Encoding: 8bit\r\n\r\ncaf\xc3\xa9\r\n",
+            "8bit-without-charset",
+            "error",
+            "part 1",
+        ),
+        (
+            HEAD.replace(b"Subject: Hi", b"Subject: Caf\xc3\xa9") + b"\r\nx\r\n",
+            "raw-8bit-header",
+            "error",
+            "header Subject, line 3",
+        ),
+        (
+            HEAD
+            + b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8!!\r\n",
+            "invalid-base64",
+            "error",
+            "part 1",
+        ),
+        (
+            HEAD
+            + b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=ZZ\r\n",
+            "invalid-quoted-printable",
+            "error",
+            "part 1",
+        ),
+        (
+            HEAD + b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed\r\n\r\nx\r\n",
+            "missing-boundary",
+            "error",
+            "part 1",
+        ),
+        (
+            HEAD
+            + b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\ncut off\r\n",
+            "missing-closing-boundary",
+            "error",
+            "part 1",
+        ),
+        (
+            HEAD
+            + b"MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>hi</p>\r\n",
+            "html-only",
+            "warning",
+            "",
+        ),
+        (
+            HEAD + b"MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nhi\r\n",
+            "text-without-charset",
+            "info",
+            "part 1",
+        ),
+        (
+            HEAD
+            + b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment\r\n\r\n%PDF\r\n--b--\r\n",
+            "attachment-without-filename",
+            "warning",
+            "part 2",
+        ),
+        (
+            HEAD + b"Content-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n",
+            "missing-mime-version",
+            "warning",
+            "header MIME-Version",
+        ),
+        (
+            HEAD
+            + b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=x-nope-42\r\n\r\nhi\r\n",
+            "unknown-charset",
+            "warning",
+            "part 1",
+        ),
+    ],
+)
+def test_each_problem_has_a_code_a_severity_and_a_place(
+    raw: bytes, code: str, severity: str, where: str
+) -> None:
+    received = datetime.datetime(2026, 11, 30, 19, 0, tzinfo=datetime.timezone.utc)
+    problems = lint(raw, received_at=received)
+    found = [p for p in problems if p.code == code]
+    assert found, f"{code} not in {codes(problems)}"
+    assert found[0].severity == severity
+    assert found[0].where == where
+    assert found[0].message  # a sentence for a person
+    # The clean head alone has no problem: each case adds exactly its fault.
+    assert lint(HEAD + b"\r\nx\r\n", received_at=received) == []
+
+
+def test_an_absurd_date_is_invalid_not_an_overflow() -> None:
+    # email.utils.parsedate_to_datetime raises OverflowError on this one.
+    raw = HEAD.replace(b"30 Nov 2026", b"1 Jan 99999999999") + b"\r\nx\r\n"
+    assert codes(lint(raw)) == ["invalid-date"]
+
+
+def test_a_multipart_reports_the_part_path() -> None:
+    raw = (
+        HEAD + b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=o\r\n\r\n"
+        b"--o\r\nContent-Type: multipart/alternative; boundary=i\r\n\r\n"
+        b"--i\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n"
+        b"--i\r\nContent-Type: text/html; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n*not base64*\r\n--i--\r\n--o--\r\n"
+    )
+    [problem] = lint(raw)
+    assert (problem.code, problem.part) == ("invalid-base64", "1.2")
+    assert str(problem) == (
+        "error invalid-base64 (part 1.2): text/html is declared base64 but is not "
+        "valid base64"
+    )
+
+
+def test_raw_utf8_headers_are_fine_when_the_client_used_smtputf8(
+    smtpsink: Mailbox,
+) -> None:
+    raw = HEAD.replace(b"Subject: Hi", "Subject: Café".encode()) + b"\r\nx\r\n"
+    deliver(smtpsink, raw, mail_options=["SMTPUTF8"])
+    deliver(smtpsink, raw)
+    with_utf8, without = smtpsink.messages
+    assert with_utf8.envelope.smtputf8
+    assert "raw-8bit-header" not in codes(with_utf8.lint())
+    assert "raw-8bit-header" in codes(without.lint())
+
+
+def test_assert_clean_lists_the_problems_of_each_message(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    send(subject="No date")  # make_message sets neither Date nor Message-ID
+    with pytest.raises(AssertionError) as failure:
+        smtpsink.assert_clean()
+    text = str(failure.value)
+    assert text.startswith(
+        "expected mail without errors; 1 of 1 message has problems:\n#"
+    )
+    assert "Subject: 'No date'" in text
+    assert "\n    error missing-date (header Date): no Date header" in text
+    assert "missing-message-id" not in text  # a warning, below the bar
+    with pytest.raises(AssertionError, match="missing-message-id"):
+        smtpsink.assert_clean(severity="warning", ignore=["missing-date"])
+    smtpsink.assert_clean(ignore=["missing-date"])
+    with pytest.raises(ValueError, match="severity must be one of"):
+        smtpsink.assert_clean(severity="fatal")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("path", sorted(CORPUS.glob("*.eml")), ids=lambda p: p.stem)
+def test_lint_finishes_every_check_on_the_corpus(path: Path) -> None:
+    problems = lint(path.read_bytes())
+    assert "lint-failed" not in codes(problems)
+
+
+def test_a_message_too_deep_to_parse_is_an_error_not_an_exception(
+    smtpsink: Mailbox,
+) -> None:
+    nesting = b"".join(
+        b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i)
+        for i in range(3000)
+    )
+    deliver(smtpsink, HEAD + nesting + b"Content-Type: text/plain\r\n\r\nx\r\n")
+    problems = smtpsink.assert_sent().lint()
+    assert codes(problems) == ["unparsable"]
+    assert "RecursionError" in problems[0].message
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                b"Content-Type: multipart/mixed; boundary=b\r\n",
+                b"Content-Transfer-Encoding: base64\r\n",
+                b"Content-Type: text/html; charset=\xff\r\n",
+                b"From: \xc3(\r\n",
+                b"Date: Mon, 1 Jan 99999 00:00:00 +0000\r\n",
+                b"\r\n",
+                b"--b\r\n",
+                b"--b--\r\n",
+                b"=?utf-8?q?x?=\r\n",
+                b" folded\r\n",
+                b"\r",
+                b"\n",
+            ]
+        )
+        | st.binary(max_size=40)
+    )
+)
+def test_lint_never_raises(chunks: list[bytes]) -> None:
+    for problem in lint(b"".join(chunks)):
+        assert problem.code != "lint-failed", problem
+
+
+SUITE = """
+import smtplib
+
+def send(sink, date=True):
+    head = "Date: Mon, 30 Nov 2026 19:00:00 +0000\\r\\n" if date else ""
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail("a@example.com", ["b@example.com"],
+            head + "From: a@example.com\\r\\nTo: b@example.com\\r\\n"
+            "Subject: s\\r\\nMessage-ID: <1@example.com>\\r\\n\\r\\nhi\\r\\n")
+"""
+
+
+def test_the_lint_option_fails_a_test_that_sent_bad_mail(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        SUITE
+        + """
+import pytest
+
+def test_bad(smtpsink):
+    send(smtpsink, date=False)
+
+def test_good(smtpsink):
+    send(smtpsink)
+
+@pytest.mark.smtpsink_lint("off")
+def test_excused(smtpsink):
+    send(smtpsink, date=False)
+
+@pytest.mark.smtpsink_lint(ignore=["missing-date"])
+def test_ignored(smtpsink_factory):
+    send(smtpsink_factory(hostname="other.test"), date=False)
+
+def test_failed_anyway(smtpsink):
+    send(smtpsink, date=False)
+    assert False, "the test's own failure"
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist", "--smtpsink-lint=error")
+    result.assert_outcomes(passed=4, failed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_bad*",
+            "*smtpsink lint (error): expected mail without errors; 1 of 1 message has problems:",
+            "*    error missing-date (header Date): no Date header*",
+        ]
+    )
+    assert "ERROR at teardown of test_failed_anyway" not in result.stdout.str()
+    # Off by default; the ini twin turns it on.
+    pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=4, failed=1)
+    pytester.makeini("[pytest]\nsmtpsink_lint = warning\n")
+    pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=4, failed=1, errors=1)
+
+
+def test_a_bad_lint_option_names_itself(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(): pass\n")
+    result = pytester.runpytest("--smtpsink-lint=strict")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*--smtpsink-lint: 'strict' is not one of off, error, warning, info*"]
+    )

@@ -1,0 +1,165 @@
+"""Spam scores from a real SpamAssassin (`Message.spam_report`,
+`Mailbox.assert_not_spam`, ``--smtpsink-spamd``): a spamd started from
+Debian's package (tests/spamd.py), a ham message and GTUBE."""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import smtplib
+from collections.abc import Iterator
+
+import pytest
+from spamd import running_spamd
+
+from pytest_smtpsink import Mailbox, SpamdError
+from pytest_smtpsink._spam import _parse, use_spamd
+
+pytest_plugins = ["pytester"]
+
+#: SpamAssassin's Generic Test for Unsolicited Bulk Email: always spam.
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+
+
+@pytest.fixture(scope="module")
+def spamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_spamd(tmp_path_factory.mktemp("spamd")) as address:
+        yield address
+
+
+@pytest.fixture
+def configured(spamd: str) -> Iterator[str]:
+    """As --smtpsink-spamd does for a whole run."""
+    previous = use_spamd(spamd)
+    yield spamd
+    use_spamd(previous)
+
+
+def send(sink: Mailbox, body: str, subject: str = "Lunch on Tuesday?") -> None:
+    head = (
+        f"From: Ann <ann@example.com>\r\nTo: bob@example.com\r\n"
+        f"Subject: {subject}\r\nDate: {email.utils.formatdate()}\r\n"
+        f"Message-ID: {email.utils.make_msgid(domain='example.com')}\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+    )
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail("ann@example.com", ["bob@example.com"], head + body + "\r\n")
+
+
+HAM = "Hi Bob,\r\n\r\nshall we meet for lunch on Tuesday at noon?\r\n\r\nAnn"
+
+
+def test_ham_scores_low_and_gtube_is_spam(smtpsink: Mailbox, configured: str) -> None:
+    send(smtpsink, HAM)
+    send(smtpsink, GTUBE, subject="Offer")
+    ham, spam = smtpsink.messages
+    ham_report = ham.spam_report()
+    assert not ham_report.is_spam
+    assert ham_report.score < ham_report.threshold == 5.0
+    spam_report = spam.spam_report()
+    assert spam_report.is_spam
+    assert spam_report.score >= 1000
+    assert "GTUBE" in spam_report.hits
+    [gtube] = [rule for rule in spam_report.rules if rule.name == "GTUBE"]
+    assert gtube.score == 1000
+    assert "Generic Test for Unsolicited Bulk Email" in gtube.description
+    assert "Content analysis details" in spam_report.report
+
+
+def test_assert_not_spam_lists_the_spam_and_its_rules(
+    smtpsink: Mailbox, configured: str
+) -> None:
+    send(smtpsink, HAM)
+    smtpsink.assert_not_spam()
+    send(smtpsink, GTUBE, subject="Offer")
+    with pytest.raises(AssertionError) as failure:
+        smtpsink.assert_not_spam()
+    lines = str(failure.value).splitlines()
+    assert lines[0] == (
+        "expected every message to score below spamd's threshold; 1 of 2 did not:"
+    )
+    assert "Subject: 'Offer'" in lines[1]
+    assert lines[2].startswith("    score 10")
+    assert "GTUBE (+1000)" in lines[2]
+    # A stricter bar than spamd's own; the address may also be given per call.
+    use_spamd(None)
+    smtpsink.clear()
+    send(smtpsink, HAM)
+    smtpsink.assert_not_spam(max_score=2.0, spamd=configured)
+
+
+def test_without_a_spamd_the_call_says_how_to_configure_one(smtpsink: Mailbox) -> None:
+    send(smtpsink, HAM)
+    message = smtpsink.assert_sent()
+    with pytest.raises(SpamdError, match=r"no spamd is configured .*--smtpsink-spamd"):
+        message.spam_report()
+    with pytest.raises(SpamdError, match="no spamd is configured"):
+        smtpsink.assert_not_spam()
+
+
+def test_an_unreachable_spamd_is_an_error_not_a_pass(smtpsink: Mailbox) -> None:
+    send(smtpsink, HAM)
+    with pytest.raises(SpamdError, match=r"could not ask spamd at 127\.0\.0\.1:9: "):
+        smtpsink.assert_sent().spam_report(spamd="127.0.0.1:9")
+
+
+def test_the_option_and_its_ini_twin(pytester: pytest.Pytester, spamd: str) -> None:
+    pytester.makepyfile(
+        f"""
+import smtplib
+
+def test_scored(smtpsink):
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("a@example.com", ["b@example.com"],
+                        "Subject: x\\r\\n\\r\\n{GTUBE}\\r\\n")
+    assert smtpsink.assert_sent().spam_report().is_spam
+"""
+    )
+    pytester.runpytest("-p", "no:xdist", f"--smtpsink-spamd={spamd}").assert_outcomes(
+        passed=1
+    )
+    pytester.makeini(f"[pytest]\nsmtpsink_spamd = {spamd}\n")
+    pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=1)
+
+
+def test_a_bad_spamd_option_names_itself(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(): pass\n")
+    result = pytester.runpytest("--smtpsink-spamd=localhost")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*--smtpsink-spamd: 'localhost' is not HOST:PORT (e.g. 127.0.0.1:783)*"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (
+            b"SPAMD/1.0 76 Bad header line: (EOF)\r\n\r\n",
+            "did not score the message: SPAMD/1.0 76 Bad header line",
+        ),
+        (
+            b"SPAMD/1.1 0 EX_OK\r\nContent-length: 0\r\n\r\n",
+            "answered without a Spam: header",
+        ),
+        (b"", "did not score the message"),
+        (
+            b"HTTP/1.1 400 Bad Request\r\n\r\n",
+            "did not score the message: HTTP/1.1 400",
+        ),
+    ],
+)
+def test_an_answer_that_is_not_a_score_is_an_error(answer: bytes, error: str) -> None:
+    with pytest.raises(SpamdError, match=re.escape(error)):
+        _parse(answer, "127.0.0.1:783")
+
+
+def test_a_report_without_rules_and_a_negative_zero_score() -> None:
+    report = _parse(b"SPAMD/1.1 0 EX_OK\r\nSpam: False ; -0.0 / 5.0\r\n\r\n", "x")
+    assert (report.score, report.threshold, report.is_spam, report.rules) == (
+        0.0,
+        5.0,
+        False,
+        (),
+    )
+    assert str(report) == "score 0 / 5 (not spam); rules: none"
