@@ -412,7 +412,12 @@ def pytest_runtest_makereport(
     config = item.config
     if report.failed:
         item.stash[_FAILED_KEY] = True
-        text = _report.section_text(views, config.stash[_REPORT_KEY])
+        try:
+            text = _report.section_text(views, config.stash[_REPORT_KEY])
+        except Exception as error:
+            # Last resort (messages are shown safely already): an exception
+            # here would be an INTERNALERROR that ends the whole run.
+            text = f"could not show the captured mail: {type(error).__name__}: {error}"
         if text is not None:
             report.sections.append((f"Captured email {report.when}", text))
     if report.when == "teardown":
@@ -422,8 +427,9 @@ def pytest_runtest_makereport(
             directory = _report.test_directory(save[0], item.nodeid)
             try:
                 written = _report.save(views, directory)
-            except OSError as error:
-                # A full disk must not turn into an INTERNALERROR for the run.
+            except Exception as error:
+                # A full disk (or anything else) must not turn into an
+                # INTERNALERROR for the run.
                 report.sections.append(
                     ("smtpsink", f"could not save the mail in {directory}: {error}")
                 )
@@ -480,7 +486,8 @@ def pytest_assertrepr_compare(
     if op != "==":
         return None
     from ._mailbox import Messages
-    from ._message import Message, shorten
+    from ._message import Message
+    from ._text import shorten
 
     if isinstance(left, Message) and isinstance(right, Message):
         lines = [
