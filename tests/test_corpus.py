@@ -167,6 +167,8 @@ def test_contents_survive(smtpsink: Mailbox) -> None:
     assert len(huge.subject) > 99_000
     assert huge.subject.startswith("word0 word1 ")
     assert "\n" not in huge.subject
+    assert len(huge.summary()) < 400  # the subject shortened, with a count
+    assert "more characters]" in huge.summary()
     utf8 = send("utf8_headers")
     assert utf8.subject == "日本語の件名 ✓ — ünïcödé"
     assert utf8.from_ is not None
