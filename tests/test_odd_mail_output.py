@@ -99,7 +99,8 @@ def test_odd_mail_gives_a_normal_failure_report(
 def test_last_resort_shows_raw_bytes_and_the_error(pytester: pytest.Pytester) -> None:
     """Should a future field slip past its guard, the report and the saved
     files still work: the message shows as raw bytes plus the error. (The
-    conftest breaks `summary` and `subject` to stand in for such a bug.)"""
+    conftest breaks `summary` and `subject` to stand in for such a bug; in a
+    subprocess, so that the broken class stays there.)"""
     pytester.makeconftest(
         """
 from pytest_smtpsink import Message
@@ -125,7 +126,9 @@ def test_later(smtpsink):
 """
     )
     out = pytester.path / "mail"
-    result = pytester.runpytest("-p", "no:xdist", f"--smtpsink-save-dir={out}")
+    result = pytester.runpytest_subprocess(
+        "-p", "no:xdist", f"--smtpsink-save-dir={out}"
+    )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(failed=1, passed=1)
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()

@@ -170,6 +170,14 @@ MIME_LINES = [
     b"Subject: \xe9\xff",
     b" folded",
     b"=ZZ=",
+    # Shapes that once made a field raise (issue 13).
+    b"Subject: =?\xe9?q?x?=",
+    b"To: Zo\xc3\xab <zo\xc3\xab@ex\xc3\xa4mple.com>",
+    b"To: " + b"(" * 600,
+    b"Content-Type: message/rfc822",
+    b"Date: Mon, 99999999999 Jan 2020 00:00:00 +0000",
+    b'Content-Type: text/plain; charset="utf-8\x00x"',
+    b"<![foo[ x ]]>",
     b'<a href="https://example.com/x">x</a>',
     b"MIME-Version: 1.0",
 ]
