@@ -331,7 +331,18 @@ def corpus() -> dict[str, bytes]:
         "",
         "body",
     )
+    # 600 nested comments, folded to keep lines short: the stdlib's address
+    # parser recurses once per level.
     files["nested_comments_600"] = lines(
+        HEAD.replace(b"To: bob@example.com", b"To: " + b"(" * 600),
+        b" " + b")" * 600 + b" bob@example.com",
+        "Subject: 600 nested comments",
+        "",
+        "body",
+    )
+    # The same, never closed (newer stdlib releases check the parentheses
+    # before parsing and give up early).
+    files["open_parentheses_600"] = lines(
         HEAD.replace(b"To: bob@example.com", b"To: " + b"(" * 600),
         "Subject: 600 open parentheses",
         "",
