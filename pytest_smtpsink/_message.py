@@ -504,7 +504,8 @@ class Message:
         # the test happened to read before.
         for name in _FIELDS_CHECKED_BY_DEFECTS:
             getattr(self, name)
-        return tuple(dict.fromkeys((*self._parse_defects, *self._failures)))
+        # A copy: another thread reading a field may add a failure meanwhile.
+        return tuple(dict.fromkeys((*self._parse_defects, *self._failures.copy())))
 
     @functools.cached_property
     @_guarded("defects: the parsers' own list could not be read", lambda message: ())
