@@ -27,7 +27,7 @@ import unicodedata
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from . import __version__
-from ._report import plural
+from ._message import raw_summary, summary_or_raw
 from ._server import SinkError, SMTPSink
 from ._settings import (
     DEFAULT_HOST,
@@ -36,6 +36,7 @@ from ._settings import (
     SinkSettings,
     parse_size,
 )
+from ._text import plural, printable
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -374,6 +375,14 @@ class _Reporter:
             )
 
     def _message(self, message: Message) -> None:
+        try:
+            self._report_message(message)
+        except Exception as error:
+            # Last resort (every field is guarded): one message that cannot
+            # be shown or saved must not stop the sink accepting mail.
+            self.say(f"message {raw_summary(message, error)}")
+
+    def _report_message(self, message: Message) -> None:
         saved = ""
         if self.save_dir is not None:
             name = f"{message.number:04d}-{_slug(message.subject)}.eml"
@@ -382,7 +391,7 @@ class _Reporter:
                 file.write(message.raw)
             saved = f"\n    saved as {path}"
         if not self.quiet:
-            self.say(f"message {message.summary()}{saved}")
+            self.say(f"message {summary_or_raw(message)}{saved}")
 
     def _closed(self, number: int, session: Session) -> None:
         if self.save_dir is not None:
@@ -409,7 +418,7 @@ def _session_header(number: int, session: Session) -> str:
         outcome = "ok" if session.auth.success else "failed"
         auth = f"{session.auth.mechanism} {session.auth.username or '?'} {outcome}"
     count = len(session.messages)
-    return (
+    return printable(
         f"session {number} closed ({session.end or 'server-closed'}): "
         f"peer {session.peer[0]}:{session.peer[1]}, EHLO {session.ehlo or '-'}, "
         f"TLS {tls}, AUTH {auth}, {plural(count, 'message')}"

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from . import _match
 from ._fault_api import FaultControls
 from ._match import Criteria
-from ._message import Message
-from ._report import plural
+from ._message import Message, summary_or_raw
 from ._session import Session
 from ._settings import DEFAULT_TIMEOUT
+from ._text import plural, printable
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -444,7 +444,7 @@ class Mailbox(FaultControls):
             if not sessions:
                 lines.append("  (none)")
             lines.append(f"Messages in this test ({len(messages)}):")
-            lines.extend(f"  {m.summary()}" for m in messages[:_LISTED])
+            lines.extend(f"  {summary_or_raw(m)}" for m in messages[:_LISTED])
             if not messages:
                 lines.append("  (none)")
             raise AssertionError("\n".join(lines))
@@ -495,7 +495,7 @@ class Mailbox(FaultControls):
 
 def _session_line(session: Session) -> str:
     last = session.transcript[-1].lines()[-1] if session.transcript else "nothing yet"
-    return (
+    return printable(
         f"{session.peer[0]}:{session.peer[1]} ehlo={session.ehlo!r} "
         f"end={session.end or 'open'} commands={' '.join(session.commands) or '-'} "
         f"last: {last}"
@@ -540,7 +540,7 @@ def failure_report(
     lines.append(f"Messages that arrived in this test ({len(everything)}):")
     for message in everything[:_LISTED]:
         mark = "* " if id(message) in matched and criteria else "  "
-        lines.append(f"{mark}{message.summary()}")
+        lines.append(f"{mark}{summary_or_raw(message)}")
     if len(everything) > _LISTED:
         lines.append(f"  ... and {len(everything) - _LISTED} more")
     if criteria and found:

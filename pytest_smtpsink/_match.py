@@ -11,7 +11,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict, Union
 
-from ._message import Address, Attachment, Message, normalize_address, shorten
+from ._message import Address, Attachment, Message, normalize_address
+from ._text import shorten
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # noqa: F401  (re-exported for signatures)

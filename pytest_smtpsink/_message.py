@@ -2,7 +2,13 @@
 
 Nothing here runs on the server thread except the constructor, which only
 stores references. Parsing (mail-parser and the stdlib) happens on first
-access, once per message, and never raises: problems become `defects`.
+access, once per message, and never raises: each field a user reads computes
+under one guard (`_guarded`, or a local one where a field takes arguments)
+that returns a plain fallback and records what gave up in `defects`. The
+email package and mail-parser raise on odd input in ways no list of
+exception types keeps up with (CharsetError, RecursionError, OverflowError,
+AssertionError from html.parser), and one odd message must never abort a
+test run.
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ import email.utils
 import functools
 import html.parser
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from email.message import EmailMessage
 from email.message import Message as Compat32Message
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+
+from ._text import join_shortened, printable, shorten
 
 if TYPE_CHECKING:
     from ._dkim import DkimResult
@@ -41,6 +49,9 @@ _BARE_LF = re.compile(rb"(?<!\r)\n")
 BARE_LF_DEFECT = (
     "bare LF line endings: lines must end with CRLF (RFC 5321 2.3.8); kept as received"
 )
+_T = TypeVar("_T")
+#: Characters that make a display name need quotes (RFC 5322 specials).
+_SPECIALS = re.compile(r'[][\\()<>@,:;".]')
 
 
 class Address(str):
@@ -69,10 +80,19 @@ class Address(str):
 
     @property
     def formatted(self) -> str:
-        """``"Ann <ann@example.com>"``, or the bare address without a name."""
-        return (
-            email.utils.formataddr((self.name, str(self))) if self.name else str(self)
-        )
+        """``"Ann <ann@example.com>"``, or the bare address without a name.
+
+        For reading, not for sending: a non-ASCII name stays as it is
+        (``"Zoë <zoë@exämple.com>"``), not RFC 2047-encoded.
+        """
+        if not self.name:
+            return str(self)
+        # Not email.utils.formataddr: it refuses a non-ASCII address
+        # (SMTPUTF8 mail) and encodes a non-ASCII name for the wire.
+        name = self.name
+        if _SPECIALS.search(name):
+            name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return f"{name} <{self}>"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, str):
@@ -118,7 +138,10 @@ def normalize_address(value: str) -> str:
     case-sensitive, RFC 5321 section 2.4)."""
     value = value.strip()
     if "<" in value or " " in value:
-        parsed = email.utils.parseaddr(value)[1]
+        try:
+            parsed = email.utils.parseaddr(value)[1]
+        except RecursionError:  # deeply nested comments: compare as given
+            parsed = ""
         value = parsed or value
     local, at, domain = value.strip("<>").rpartition("@")
     return f"{local}{at}{domain.lower()}" if at else value
@@ -222,11 +245,41 @@ class Headers(Mapping[str, str]):
         return f"Headers({self._items!r})"
 
 
+def _guarded(
+    what: str, fallback: Callable[[Message], object]
+) -> Callable[[Callable[[Message], _T]], Callable[[Message], _T]]:
+    """Make a `Message` field computation never raise: on any exception the
+    field is ``fallback(message)`` and `Message.defects` says ``what`` gave
+    up and why.
+
+    Exception, not a list of types: the parsers underneath raise whatever
+    their input provokes (see the module docstring), and a field that cannot
+    be read must not cost the test run.
+    """
+
+    def decorate(compute: Callable[[Message], _T]) -> Callable[[Message], _T]:
+        @functools.wraps(compute)
+        def guarded(message: Message) -> _T:
+            try:
+                return compute(message)
+            except Exception as error:
+                message._gave_up(what, error)
+                # The fallback is of the field's type; a TypeVar cannot say
+                # so for a lambda written before the function it guards.
+                return cast("_T", fallback(message))
+
+        return guarded
+
+    return decorate
+
+
 class Message:
     """One message the sink accepted.
 
     `raw` is the truth: the bytes exactly as received (after SMTP
-    dot-unstuffing). Everything else is derived from it on first access.
+    dot-unstuffing). Everything else is derived from it on first access, and
+    reading it never raises: where parsing gave up, the field has a plain
+    value (None, empty) and `defects` says why.
     """
 
     def __init__(
@@ -244,13 +297,28 @@ class Message:
         self.received_at: datetime.datetime = received_at
         self.number: int = number
         """Position in the sink, counting from 1 since the server started."""
+        # What field guards gave up on, in order, without repeats (a dict as
+        # an ordered set); see `defects`.
+        self._failures: dict[str, None] = {}
+        self._address_cache: dict[str, Addresses] = {}
+
+    def _gave_up(self, what: str, error: BaseException) -> None:
+        detail = shorten(str(error), 200)
+        self._failures[
+            f"{what}: {type(error).__name__}" + (f": {detail}" if detail else "")
+        ] = None
 
     # -- parsing (lazy) -----------------------------------------------------
 
     @functools.cached_property
+    @_guarded(
+        "MIME structure not parsed (header block only)", lambda message: message._head
+    )
     def _compat(self) -> Compat32Message:
         # compat32 never raises on header access, whatever the input; the
-        # nicer policy.default view is offered separately as `email`.
+        # nicer policy.default view is offered separately as `email`. Its
+        # parser recurses once per nested part (RecursionError at about a
+        # thousand): then the header block alone is the message.
         return email.message_from_bytes(self.raw)
 
     @functools.cached_property
@@ -280,21 +348,55 @@ class Message:
             return None, f"mail-parser could not parse the message: {error!r}"
 
     @functools.cached_property
+    @_guarded(
+        "email: only the header block parsed",
+        lambda message: message._email(headers_only=True),
+    )
     def email(self) -> EmailMessage:
-        """The stdlib `email.message.EmailMessage` (``policy.default``)."""
-        message = email.message_from_bytes(self.raw, policy=email.policy.default)
+        """The stdlib `email.message.EmailMessage` (``policy.default``).
+
+        If the stdlib cannot parse the whole message (parts nested too
+        deeply), its header block only, the rest as an unparsed payload.
+        The stdlib object is the stdlib's own: what its methods raise on odd
+        mail (e.g. a header value too deeply nested) is not guarded here.
+        """
+        return self._email(headers_only=False)
+
+    def _email(self, headers_only: bool) -> EmailMessage:
+        parser = email.parser.BytesParser(policy=email.policy.default)
+        message = parser.parsebytes(self.raw, headersonly=headers_only)
         assert isinstance(message, EmailMessage)
         return message
 
     # -- headers ------------------------------------------------------------
 
     @functools.cached_property
+    @_guarded("headers could not be read", lambda message: Headers([]))
     def headers(self) -> Headers:
         # raw_items(): the values as parsed, before compat32 wraps 8-bit ones
         # in Header objects whose str() has already lost the bytes.
         return Headers(
-            [(name, _decode_header(value)) for name, value in self._head.raw_items()]
+            [
+                (name, self._decode_header(name, value))
+                for name, value in self._head.raw_items()
+            ]
         )
+
+    def _decode_header(self, name: str, value: object) -> str:
+        """A header value unfolded, with RFC 2047 words decoded; as it stands
+        (unfolded) if they cannot be, which `defects` notes."""
+        # Unfold first (RFC 5322 2.2.3): compat32 keeps the CRLF of a folded
+        # header, and a long Subject must not compare with line breaks in it.
+        text = _FOLD.sub("", _unescape(str(value)))
+        if "=?" not in text:
+            return text
+        try:
+            return str(email.header.make_header(email.header.decode_header(text)))
+        except Exception as error:
+            # An unknown charset (LookupError), a non-ASCII charset name
+            # (CharsetError), broken base64 (HeaderParseError), ...
+            self._gave_up(f"{name} header: encoded words left undecoded", error)
+            return text
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (decoded), or None."""
@@ -310,22 +412,36 @@ class Message:
 
     @functools.cached_property
     def date(self) -> datetime.datetime | None:
+        """The Date header as an aware datetime, or None if absent or not a
+        date (`defects` then says why)."""
         value = self.header("Date")
         if not value:
             return None
         try:
             return email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+        except Exception as error:  # ValueError, OverflowError (year 10**11), ...
+            self._gave_up(f"Date header {shorten(value, 60)!r} is not a date", error)
             return None
 
     def _addresses(self, name: str) -> Addresses:
+        found = self._address_cache.get(name)
+        if found is None:
+            found = self._address_cache[name] = self._parse_addresses(name)
+        return found
+
+    def _parse_addresses(self, name: str) -> Addresses:
         key = name.lower()
         raw_values = [
             _unescape(value) for n, value in self._head.raw_items() if n.lower() == key
         ]
+        try:
+            pairs = email.utils.getaddresses(raw_values)
+        except Exception as error:  # RecursionError on deeply nested comments
+            self._gave_up(f"{name} header: could not read the addresses", error)
+            return Addresses()
         return Addresses(
-            Address(addr, _decode_header(display))
-            for display, addr in email.utils.getaddresses(raw_values)
+            Address(addr, self._decode_header(name, display))
+            for display, addr in pairs
             if addr
         )
 
@@ -362,6 +478,7 @@ class Message:
     # -- content ------------------------------------------------------------
 
     @functools.cached_property
+    @_guarded("text part could not be read", lambda message: None)
     def text(self) -> str | None:
         """The text/plain body (parts joined), with ``\\n`` line ends, or None."""
         parsed = self.parsed
@@ -373,6 +490,7 @@ class Message:
         return _join_text(parts)
 
     @functools.cached_property
+    @_guarded("HTML part could not be read", lambda message: None)
     def html(self) -> str | None:
         """The text/html body (parts joined), with ``\\n`` line ends, or None."""
         parsed = self.parsed
@@ -389,6 +507,7 @@ class Message:
         return self.text if self.text is not None else (self.html or "")
 
     @functools.cached_property
+    @_guarded("attachments could not be read", lambda message: ())
     def attachments(self) -> tuple[Attachment, ...]:
         parsed = self.parsed
         if parsed is None:
@@ -404,9 +523,21 @@ class Message:
         names = ", ".join(repr(a.filename) for a in self.attachments) or "none"
         raise AssertionError(f"no attachment named {filename!r}; attachments: {names}")
 
-    @functools.cached_property
+    @property
     def defects(self) -> tuple[str, ...]:
-        """Problems found while parsing, as readable strings. Never raises."""
+        """Problems found while parsing, as readable strings, including every
+        field that could not be read and why (the field then reads as None
+        or empty). Never raises."""
+        # Read every field first, so that the list does not depend on what
+        # the test happened to read before.
+        for name in _FIELDS_CHECKED_BY_DEFECTS:
+            getattr(self, name)
+        # A copy: another thread reading a field may add a failure meanwhile.
+        return tuple(dict.fromkeys((*self._parse_defects, *self._failures.copy())))
+
+    @functools.cached_property
+    @_guarded("defects: the parsers' own list could not be read", lambda message: ())
+    def _parse_defects(self) -> tuple[str, ...]:
         parsed, failure = self._mailparser
         found: list[str] = []
         if _BARE_LF.search(self.raw) is not None:
@@ -491,6 +622,7 @@ class Message:
         return list(dict.fromkeys(url for url, _ in self._link_pairs))
 
     @functools.cached_property
+    @_guarded("links could not be read", lambda message: [])
     def _link_pairs(self) -> list[tuple[str, str]]:
         pairs: list[tuple[str, str]] = []
         if self.html:
@@ -557,13 +689,25 @@ class Message:
         return len(self.raw)
 
     def summary(self) -> str:
-        """One line: time, envelope sender -> recipients, header To, subject."""
-        to = ", ".join(a.formatted for a in self.to) or "-"
-        return (
-            f"#{self.number} {self.received_at:%H:%M:%S.%f}"[:-3]
-            + f" {self.envelope.mail_from or '<>'} -> {', '.join(self.envelope.rcpt_to)}"
-            f" | To: {to} | Subject: {self.subject!r} | {self.size} bytes"
-        )
+        """One line: time, envelope sender -> recipients, header To, subject.
+
+        Control characters are escaped, so that the line stays one line, and
+        long recipient lists and subjects are shortened.
+        """
+        try:
+            to = join_shortened([a.formatted for a in self.to]) or "-"
+            subject = self.subject
+            line = (
+                f"#{self.number} {self.received_at:%H:%M:%S.%f}"[:-3]
+                + f" {self.envelope.mail_from or '<>'} -> "
+                f"{join_shortened(self.envelope.rcpt_to)} | To: {to} | Subject: "
+                f"{subject if subject is None else shorten(subject, 200)!r} | "
+                f"{self.size} bytes"
+            )
+            return printable(line)
+        except Exception as error:  # last resort: fields are guarded already
+            self._gave_up("could not summarize", error)
+            return raw_summary(self, error)
 
     def __repr__(self) -> str:
         return (
@@ -573,21 +717,47 @@ class Message:
         )
 
 
-def shorten(text: str, limit: int) -> str:
-    """``text`` cut to about ``limit`` characters, saying how much was cut."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}... [{len(text) - limit} more characters]"
+#: What `Message.defects` reads first, so that it lists every field's trouble.
+_FIELDS_CHECKED_BY_DEFECTS = (
+    "_compat",
+    "headers",
+    "date",
+    "from_",
+    "to",
+    "cc",
+    "bcc",
+    "reply_to",
+    "text",
+    "html",
+    "attachments",
+    "_link_pairs",
+)
 
 
-def _decode_header(value: object) -> str:
-    # Unfold first (RFC 5322 2.2.3): compat32 keeps the CRLF of a folded
-    # header, and a long Subject must not compare with line breaks in it.
-    text = _FOLD.sub("", _unescape(str(value)))
+def summary_or_raw(message: Message) -> str:
+    """`Message.summary`, or, if even that fails, the raw bytes (shortened)
+    and the error: what reports and the CLI print, so that one message can
+    never stop them."""
     try:
-        return str(email.header.make_header(email.header.decode_header(text)))
-    except (LookupError, UnicodeError, ValueError, email.errors.HeaderParseError):
-        return text
+        return message.summary()
+    except Exception as error:
+        return raw_summary(message, error)
+
+
+def raw_summary(message: Message, error: BaseException) -> str:
+    """A message shown without parsing: number, size, the start of its raw
+    bytes and why it could not be read."""
+    try:
+        number, raw = message.number, bytes(message.raw)
+    except Exception:  # not even a Message: say so rather than raise
+        number, raw = 0, b""
+    start = repr(raw[:200]) + (
+        f" ... [{len(raw) - 200} more bytes]" if len(raw) > 200 else ""
+    )
+    return printable(
+        f"#{number} could not be read ({type(error).__name__}: "
+        f"{shorten(str(error), 200)}); {len(raw)} bytes: {start}"
+    )
 
 
 def _unescape(text: str) -> str:
@@ -622,7 +792,7 @@ def _fallback_parts(message: Compat32Message, subtype: str) -> list[str]:
             charset = part.get_content_charset() or "utf-8"
             try:
                 parts.append(payload.decode(charset, "replace"))
-            except LookupError:
+            except (LookupError, ValueError):  # unknown name; NUL in the name
                 parts.append(payload.decode("utf-8", "replace"))
     return parts
 
@@ -676,6 +846,16 @@ class _LinkCollector(html.parser.HTMLParser):
         if tag == "a" and self._open is not None:
             self.links.append((self._href, " ".join("".join(self._open).split())))
             self._open = None
+
+    def parse_marked_section(self, i: int, report: bool = True) -> int:
+        # _markupbase raises AssertionError on a marked section it does not
+        # know (``<![foo[ x ]]>``, ``<![ x``); browsers skip it as a bogus
+        # comment up to the next ">", and so do we.
+        try:
+            return super().parse_marked_section(i, report)
+        except AssertionError:
+            end = self.rawdata.find(">", i + 3)
+            return -1 if end < 0 else end + 1
 
 
 def _strip_tags(markup: str) -> str:

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from ._text import plural
+
 if TYPE_CHECKING:
     from ._mailbox import Mailbox
 
@@ -23,11 +25,6 @@ SAVE_MODES: tuple[SaveMode, ...] = ("failed", "all")
 
 #: Transcript lines shown per session before cutting (the saved files keep all).
 _MAX_TRANSCRIPT_LINES = 60
-
-
-def plural(count: int, noun: str) -> str:
-    """``"1 message"``, ``"2 messages"``: for reports and failure text."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def distinct(views: Sequence[Mailbox]) -> list[Mailbox]:
@@ -48,6 +45,8 @@ def section_text(views: Sequence[Mailbox], mode: ReportMode) -> str | None:
     """The "Captured email" report section, or None when there is nothing."""
     if mode == "off":
         return None
+    from ._message import summary_or_raw  # the plugin's import stays light
+
     blocks = []
     for view in views:
         # Not view.messages: that raises once the sink died or refused mail
@@ -59,7 +58,7 @@ def section_text(views: Sequence[Mailbox], mode: ReportMode) -> str | None:
             f"{view.url} ({view.settings.describe() or 'default settings'}): "
             f"{plural(len(messages), 'message')}, {plural(len(sessions), 'session')}"
         ]
-        lines.extend(f"  {message.summary()}" for message in messages)
+        lines.extend(f"  {summary_or_raw(message)}" for message in messages)
         for number, session in enumerate(sessions, 1):
             lines.append(
                 f"  session {number}: {session.peer[0]}:{session.peer[1]} "
@@ -103,7 +102,11 @@ def save(views: Sequence[Mailbox], directory: Path) -> list[Path]:
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
     for index, message in enumerate(messages, 1):
-        subject = re.sub(r"[^\w\-]+", "-", message.subject or "no-subject").strip("-")
+        try:
+            subject = message.subject
+        except Exception:  # last resort (fields are guarded): the bytes matter
+            subject = None
+        subject = re.sub(r"[^\w\-]+", "-", subject or "no-subject").strip("-")
         path = directory / f"{index:04d}-{subject[:60] or 'no-subject'}.eml"
         path.write_bytes(message.raw)
         written.append(path)

@@ -12,6 +12,8 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal
 
+from ._text import printable
+
 if TYPE_CHECKING:
     from ._message import Message
 
@@ -95,10 +97,15 @@ class Exchange:
         return "\n".join(line[4:] for line in self.replies)
 
     def lines(self) -> list[str]:
-        """The exchange as ``C:`` / ``S:`` lines, as in an RFC transcript."""
-        out = [] if self.kind == "greeting" else [f"C: {self.line}"]
+        """The exchange as ``C:`` / ``S:`` lines, as in an RFC transcript.
+
+        For display: control characters and line separators the client sent
+        are escaped (``\\x1b``, ``\\u2028``), so that a client can never
+        forge a line; `line` and `replies` keep them as received.
+        """
+        out = [] if self.kind == "greeting" else [f"C: {printable(self.line)}"]
         mark = "  [injected]" if self.injected else ""
-        out.extend(f"S: {reply}{mark}" for reply in self.replies)
+        out.extend(f"S: {printable(reply)}{mark}" for reply in self.replies)
         return out
 
 
@@ -199,7 +206,8 @@ class Session:
         return [e for e in self._transcript if e.command == command]
 
     def format_transcript(self) -> str:
-        """The transcript as ``C:``/``S:`` lines."""
+        """The transcript as ``C:``/``S:`` lines (escaped as in
+        `Exchange.lines`)."""
         return "\n".join(_lines(self._transcript))
 
     def __repr__(self) -> str:

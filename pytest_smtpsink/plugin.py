@@ -496,14 +496,25 @@ def pytest_runtest_makereport(
     config = item.config
     if report.failed:
         item.stash[_FAILED_KEY] = True
-        text = _report.section_text(views, config.stash[_REPORT_KEY])
+        try:
+            text = _report.section_text(views, config.stash[_REPORT_KEY])
+        except Exception as error:
+            # Last resort (messages are shown safely already): an exception
+            # here would be an INTERNALERROR that ends the whole run.
+            text = f"could not show the captured mail: {type(error).__name__}: {error}"
         if text is not None:
             report.sections.append((f"Captured email {report.when}", text))
         if config.pluginmanager.hasplugin("html") and config.getoption("htmlpath"):
             # pytest-html is active: only then is it imported.
             from ._html import pytest_html_extras
 
-            extras = pytest_html_extras(views)
+            try:
+                extras = pytest_html_extras(views)
+            except Exception as error:  # last resort, as for the section
+                extras = []
+                report.sections.append(
+                    ("smtpsink", f"could not add the mail to the HTML report: {error}")
+                )
             if extras:
                 report.extras = [*getattr(report, "extras", []), *extras]  # type: ignore[attr-defined]
     if report.when == "teardown":
@@ -530,8 +541,9 @@ def pytest_runtest_makereport(
                         REPORT_ATTRIBUTE,
                         directory.relative_to(save[0]).as_posix(),
                     )
-            except OSError as error:
-                # A full disk must not turn into an INTERNALERROR for the run.
+            except Exception as error:
+                # A full disk (or anything else) must not turn into an
+                # INTERNALERROR for the run.
                 report.sections.append(
                     ("smtpsink", f"could not save the mail in {directory}: {error}")
                 )
@@ -588,7 +600,8 @@ def pytest_assertrepr_compare(
     if op != "==":
         return None
     from ._mailbox import Messages
-    from ._message import Message, shorten
+    from ._message import Message
+    from ._text import shorten
 
     if isinstance(left, Message) and isinstance(right, Message):
         lines = [

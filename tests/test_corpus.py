@@ -5,7 +5,10 @@ every field readable without an exception, problems listed in `defects`."""
 from __future__ import annotations
 
 import base64
+import functools
+import inspect
 import random
+import re
 import smtplib
 import socket
 from pathlib import Path
@@ -31,6 +34,12 @@ EXPECTED_DEFECTS = {
     "wrong_charset_declared": "CharsetDecodeDefect",
     "latin1_headers": "invalid-utf8",
     "garbage_headers": "FirstHeaderLineIsContinuationDefect",
+    # Where a parser gave up, the field reads empty and the defect says why.
+    "non_ascii_charset_name": "Subject header: encoded words left undecoded: CharsetError",
+    "nested_comments_600": "To header: could not read the addresses: RecursionError",
+    "nested_rfc822_1000": "MIME structure not parsed (header block only): RecursionError",
+    "absurd_date": "Date header 'Mon, 99999999999 Jan 2020 00:00:00 +0000' is not a date",
+    "nul_in_charset_name": "embedded null character",
 }
 #: Well-formed, if unusual: nothing to report.
 CLEAN = {
@@ -42,6 +51,8 @@ CLEAN = {
     "many_headers",
     "non_ascii_filenames",
     "utf8_headers",
+    "smtputf8_display_name",
+    "html_unknown_marked_section",
 }
 
 
@@ -55,45 +66,66 @@ def test_the_corpus_is_complete_and_fits_smtp() -> None:
         assert max(len(line) for line in data.split(b"\r\n")) <= 998, file.name
 
 
+#: Arguments for each public method of `Message`, several calls each. A new
+#: public method fails `read_every_field` until it is listed here.
+METHOD_CALLS: dict[str, list[tuple[Any, ...]]] = {
+    "header": [("Subject",), ("Message-ID",), ("To",), ("Date",), ("X-Absent",)],
+    "links": [()],
+    "link": [(), ("example",)],
+    "code": [()],
+    "attachment": [("absent.bin",)],
+    "summary": [()],
+}
+#: Methods that fail with AssertionError, by design, when nothing matches.
+ASSERTING = {"link", "code", "attachment"}
+
+
+def public_api(message: Message) -> tuple[list[str], list[str]]:
+    """The public fields and methods of ``message``, found by introspection
+    so that a new one is read here without anyone remembering to add it."""
+    fields = sorted(name for name in vars(message) if not name.startswith("_"))
+    methods = []
+    for name, member in inspect.getmembers(type(message)):
+        if name.startswith("_"):
+            continue
+        if isinstance(member, (property, functools.cached_property)):
+            fields.append(name)
+        elif callable(member):
+            methods.append(name)
+    return fields, methods
+
+
 def read_every_field(message: Message) -> dict[str, Any]:
-    """Touch every public field the way a test or a failure report would."""
-    values: dict[str, Any] = {}
-    for name in (
-        "subject",
-        "from_",
-        "to",
-        "cc",
-        "bcc",
-        "reply_to",
-        "date",
-        "message_id",
-        "headers",
-        "text",
-        "html",
-        "body",
-        "attachments",
-        "defects",
-        "recipients",
-        "size",
-        "parsed",
-        "envelope",
-        "session",
-    ):
-        values[name] = getattr(message, name)
-    values["links"] = message.links()
-    values["summary"] = message.summary()
+    """Read every public field and call every public method, the way a test
+    or a failure report would: none may raise (apart from the assertion
+    helpers' AssertionError when nothing matches)."""
+    fields, methods = public_api(message)
+    assert {"subject", "to", "text", "defects", "raw"} <= set(fields)
+    assert set(methods) == set(METHOD_CALLS), "list the arguments of new methods"
+    values: dict[str, Any] = {name: getattr(message, name) for name in fields}
+    for name in methods:
+        for args in METHOD_CALLS[name]:
+            call = functools.partial(getattr(message, name), *args)
+            if name not in ASSERTING:
+                values[f"{name}{args}"] = call()
+                continue
+            try:
+                values[f"{name}{args}"] = call()
+            except AssertionError as error:  # nothing matched: say what is there
+                values[f"{name}{args}"] = str(error).encode("utf-8")
     values["repr"] = repr(message)
-    values["email"] = message.email
-    for key, value in message.email.items():  # policy.default parses lazily
-        str(key), str(value)
-    for part in message.email.walk():
-        part.get_content_type(), part.get_filename()
+    values["str"] = str(message)
     values["header_items"] = [(k, message.headers.get_all(k)) for k in message.headers]
+    for address in (*message.to, *message.cc, *message.bcc, *message.reply_to):
+        address.formatted, address.name, address.domain, address.local, repr(address)
     for attachment in message.attachments:
         repr(attachment), attachment.size, attachment.filename, attachment.content_type
-    # Everything shown to people must be printable text.
-    for key in ("summary", "repr"):
+    # Everything shown to people is one line of printable text.
+    for key in ("summary()", "repr"):
+        assert len(values[key].splitlines()) == 1, values[key]
         values[key].encode("utf-8")
+    assert isinstance(values["defects"], tuple)
+    assert all(isinstance(d, str) for d in values["defects"])
     return values
 
 
@@ -135,6 +167,8 @@ def test_contents_survive(smtpsink: Mailbox) -> None:
     assert len(huge.subject) > 99_000
     assert huge.subject.startswith("word0 word1 ")
     assert "\n" not in huge.subject
+    assert len(huge.summary()) < 400  # the subject shortened, with a count
+    assert "more characters]" in huge.summary()
     utf8 = send("utf8_headers")
     assert utf8.subject == "日本語の件名 ✓ — ünïcödé"
     assert utf8.from_ is not None
@@ -185,3 +219,82 @@ def test_truly_empty_message(smtpsink: Mailbox) -> None:
     assert values["to"] == ()
     assert values["attachments"] == ()
     assert values["body"] == ""
+
+
+def deliver(smtpsink: Mailbox, name: str) -> Message:
+    """Send one corpus file and return it as captured (the only message)."""
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=10) as client:
+        data = (CORPUS / f"{name}.eml").read_bytes()
+        client.sendmail("corpus@example.com", ["bob@example.com"], data)
+    return smtpsink.wait_for(timeout=10)
+
+
+def test_non_ascii_charset_name_leaves_the_word_and_reads_the_rest(
+    smtpsink: Mailbox,
+) -> None:
+    message = deliver(smtpsink, "non_ascii_charset_name")
+    assert message.subject == "=?\ufffd?q?x?="
+    assert message.header("Message-ID") == "<charset-name@example.com>"
+    assert message.message_id == "<charset-name@example.com>"
+    assert message.from_ == "ann@example.com"
+    assert "Subject: '=?\ufffd?q?x?='" in message.summary()
+    assert "charset-name@example.com" not in repr(message)  # repr: no Message-ID
+    smtpsink.assert_sent(
+        subject=message.subject, header={"Message-ID": re.compile("charset")}
+    )
+
+
+def test_deeply_nested_comments_read_as_no_address(smtpsink: Mailbox) -> None:
+    message = deliver(smtpsink, "nested_comments_600")
+    assert message.to == ()
+    assert "| To: - |" in message.summary()
+    smtpsink.assert_not_sent(to="bob@example.com")
+    smtpsink.assert_sent(rcpt_to="bob@example.com", subject="600 nested comments")
+
+
+def test_thousand_nested_parts_read_as_headers_only(smtpsink: Mailbox) -> None:
+    message = deliver(smtpsink, "nested_rfc822_1000")
+    assert message.text is None
+    assert message.html is None
+    assert message.body == ""
+    assert message.attachments == ()
+    assert message.subject == "1000 levels of message/rfc822"
+    assert message.email["Subject"] == "1000 levels of message/rfc822"
+    assert any("RecursionError" in d for d in message.defects)
+    smtpsink.assert_not_sent(body="the bottom")
+
+
+def test_absurd_date_reads_as_none(smtpsink: Mailbox) -> None:
+    message = deliver(smtpsink, "absurd_date")
+    assert message.date is None
+    assert message.subject == "a date beyond any calendar"
+
+
+def test_nul_in_charset_name_reads_as_utf8(smtpsink: Mailbox) -> None:
+    message = deliver(smtpsink, "nul_in_charset_name")
+    assert message.text == "café in UTF-8\n"
+    smtpsink.assert_sent(text="café")
+
+
+def test_unknown_marked_section_is_skipped_like_a_browser_does(
+    smtpsink: Mailbox,
+) -> None:
+    message = deliver(smtpsink, "html_unknown_marked_section")
+    assert message.links() == ["https://example.com/after"]
+    assert message.link(text="after") == "https://example.com/after"
+    assert message.defects == ()
+
+
+def test_smtputf8_display_name_in_the_summary(smtpsink: Mailbox) -> None:
+    data = (CORPUS / "smtputf8_display_name.eml").read_bytes()
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=10) as client:
+        client.ehlo()
+        client.sendmail(
+            "ann@example.com", ["zoë@exämple.com"], data, mail_options=["SMTPUTF8"]
+        )
+    message = smtpsink.wait_for(timeout=10)
+    assert message.envelope.smtputf8
+    assert message.to == ["zoë@exämple.com"]
+    assert message.to[0].formatted == "Zoë <zoë@exämple.com>"
+    assert "-> zoë@exämple.com | To: Zoë <zoë@exämple.com> |" in message.summary()
+    smtpsink.assert_sent(to="zoë@exämple.com")

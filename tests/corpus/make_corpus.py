@@ -315,6 +315,68 @@ def corpus() -> dict[str, bytes]:
         "",
         "body",
     )
+
+    # Shapes that once made reading a field raise (issue 13, item 1).
+    files["smtputf8_display_name"] = lines(
+        "From: Ann <ann@example.com>",
+        "To: Zoë <zoë@exämple.com>",
+        "Subject: SMTPUTF8 with a display name",
+        "",
+        "body",
+    )
+    files["non_ascii_charset_name"] = lines(
+        b"Subject: =?\xe9?q?x?=",
+        "From: Ann <ann@example.com>",
+        "Message-ID: <charset-name@example.com>",
+        "",
+        "body",
+    )
+    # 600 nested comments, folded to keep lines short: the stdlib's address
+    # parser recurses once per level.
+    files["nested_comments_600"] = lines(
+        HEAD.replace(b"To: bob@example.com", b"To: " + b"(" * 600),
+        b" " + b")" * 600 + b" bob@example.com",
+        "Subject: 600 nested comments",
+        "",
+        "body",
+    )
+    # The same, never closed (newer stdlib releases check the parentheses
+    # before parsing and give up early).
+    files["open_parentheses_600"] = lines(
+        HEAD.replace(b"To: bob@example.com", b"To: " + b"(" * 600),
+        "Subject: 600 open parentheses",
+        "",
+        "body",
+    )
+    # 1,000 message/rfc822 parts, each the whole body of the one above.
+    nested_rfc822 = [HEAD.decode(), "Subject: 1000 levels of message/rfc822"]
+    nested_rfc822 += ["MIME-Version: 1.0", "Content-Type: message/rfc822", ""] * 1000
+    nested_rfc822 += ["Subject: the bottom", "", "the bottom"]
+    files["nested_rfc822_1000"] = lines(*nested_rfc822)
+    files["absurd_date"] = lines(
+        "From: Ann <ann@example.com>",
+        "Date: Mon, 99999999999 Jan 2020 00:00:00 +0000",
+        "Subject: a date beyond any calendar",
+        "",
+        "body",
+    )
+    files["nul_in_charset_name"] = lines(
+        HEAD,
+        "Subject: NUL in the charset name",
+        "MIME-Version: 1.0",
+        b'Content-Type: text/plain; charset="utf-8\x00x"',
+        "Content-Transfer-Encoding: 8bit",
+        "",
+        "café in UTF-8",
+    )
+    files["html_unknown_marked_section"] = lines(
+        HEAD,
+        "Subject: unknown marked section",
+        "MIME-Version: 1.0",
+        "Content-Type: text/html; charset=utf-8",
+        "",
+        '<p><![foo[ x ]]> <a href="https://example.com/after">after</a></p>',
+    )
     return files
 
 

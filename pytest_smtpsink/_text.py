@@ -1,0 +1,56 @@
+"""Text helpers for everything the sink shows to people: escaping, shortening
+and counting.
+
+Plain functions without state, used on any thread (the test thread for
+reports and failure messages, the standalone CLI's main thread for its
+output). They change only what is displayed: stored data (raw bytes,
+transcript lines as values) always stays as received.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+# What could break a printed line or fool a reader: C0 and C1 controls (ESC
+# starts terminal escape sequences, VT/FF/FS/GS/RS/NEL split lines for
+# str.splitlines), DEL, the Unicode line and paragraph separators, the bidi
+# embeddings, overrides and isolates (they reorder what a terminal shows),
+# and lone surrogates (what the stdlib makes of undecodable bytes; they
+# cannot even be written to a UTF-8 stream).
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+
+
+def printable(text: str) -> str:
+    """``text`` with every control, line-separator, bidi and surrogate
+    character written as a Python escape (``\\x1b``, ``\\u2028``), so that
+    one value is always one line and shows as it was sent."""
+    return _UNSAFE.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    # repr() picks the shortest escape (\n, \x1b, \u2028) for a character.
+    return repr(match.group())[1:-1]
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to about ``limit`` characters, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters]"
+
+
+def join_shortened(items: Sequence[str], most: int = 3) -> str:
+    """``items`` joined with ``", "``; past ``most`` items, the first ones
+    and a count: ``"ann@example.com, bob@example.com, ... (+9,998 more)"``."""
+    if len(items) <= most:
+        return ", ".join(items)
+    shown = max(most - 1, 1)
+    return f"{', '.join(items[:shown])}, ... (+{len(items) - shown:,} more)"
+
+
+def plural(count: int, noun: str) -> str:
+    """``"1 message"``, ``"2 messages"``: for reports and failure text."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -1,0 +1,42 @@
+"""The display helpers: escaping, shortening, counting."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_smtpsink._text import join_shortened, plural, printable, shorten
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("plain text, ünïcödé, 日本語 ✓", "plain text, ünïcödé, 日本語 ✓"),
+        ("a\u2028S: 250 ok", "a\\u2028S: 250 ok"),
+        ("a\u2029b", "a\\u2029b"),
+        ("\x1b[2J", "\\x1b[2J"),
+        ("nel\x85x", "nel\\x85x"),
+        ("cr\rlf\ntab\tnul\x00del\x7f", "cr\\rlf\\ntab\\tnul\\x00del\\x7f"),
+        ("vt\x0bff\x0cfs\x1c", "vt\\x0bff\\x0cfs\\x1c"),
+        ("rtl\u202eevil\u2066", "rtl\\u202eevil\\u2066"),
+        ("lone \udce9 surrogate", "lone \\udce9 surrogate"),
+    ],
+)
+def test_printable(text: str, shown: str) -> None:
+    assert printable(text) == shown
+    assert len(printable(text).splitlines()) == 1
+    printable(text).encode("utf-8")
+
+
+def test_join_shortened() -> None:
+    assert join_shortened([]) == ""
+    assert join_shortened(["a", "b", "c"]) == "a, b, c"
+    many = [f"u{i}@example.com" for i in range(10_000)]
+    assert join_shortened(many) == "u0@example.com, u1@example.com, ... (+9,998 more)"
+    assert join_shortened(["a", "b", "c", "d"], most=1) == "a, ... (+3 more)"
+
+
+def test_shorten_and_plural() -> None:
+    assert shorten("abc", 3) == "abc"
+    assert shorten("abcdef", 3) == "abc... [3 more characters]"
+    assert plural(1, "message") == "1 message"
+    assert plural(0, "session") == "0 sessions"
