@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         Headers,
         Message,
     )
+    from ._relay import Delivery, RelayError, RelayOutcome
     from ._server import SinkError, SMTPSink
     from ._session import AuthInfo, Exchange, Session, TLSInfo
     from ._settings import SettingsError, SinkSettings
@@ -37,6 +38,7 @@ __all__ = [
     "Attachment",
     "AuthInfo",
     "Criteria",
+    "Delivery",
     "Envelope",
     "Exchange",
     "Fault",
@@ -45,6 +47,8 @@ __all__ = [
     "Mailbox",
     "Message",
     "Messages",
+    "RelayError",
+    "RelayOutcome",
     "SMTPSink",
     "Session",
     "SettingsError",
@@ -60,6 +64,9 @@ _MODULES = {
     "Mailbox": "._mailbox",
     "Messages": "._mailbox",
     "Criteria": "._match",
+    "Delivery": "._relay",
+    "RelayError": "._relay",
+    "RelayOutcome": "._relay",
     "Address": "._message",
     "Addresses": "._message",
     "Attachment": "._message",

@@ -26,6 +26,7 @@ from email.message import Message as Compat32Message
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._relay import RelayOutcome
     from ._session import Session
 
 #: A one-time code: 4 to 8 digits standing alone.
@@ -216,6 +217,10 @@ class Message:
         self.received_at: datetime.datetime = received_at
         self.number: int = number
         """Position in the sink, counting from 1 since the server started."""
+
+    relay: RelayOutcome | None = None
+    """What the sink's relay did with this message (`RelayOutcome`), or None
+    when the sink does not relay (see :doc:`relay`)."""
 
     # -- parsing (lazy) -----------------------------------------------------
 
@@ -480,6 +485,7 @@ class Message:
             f"#{self.number} {self.received_at:%H:%M:%S.%f}"[:-3]
             + f" {self.envelope.mail_from or '<>'} -> {', '.join(self.envelope.rcpt_to)}"
             f" | To: {to} | Subject: {self.subject!r} | {self.size} bytes"
+            + (f" | {self.relay}" if self.relay is not None else "")
         )
 
     def __repr__(self) -> str:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from asyncio.streams import _ReaduntilBuffer
 
     from ._faults import Faults
+    from ._relay import Relayer
     from ._settings import SinkSettings
     from ._store import Store
 
@@ -132,6 +133,7 @@ class ServerState:
         self.tls_context = tls_context
         self.connections: set[RecordingSMTP] = set()
         self.handler = _Handler()
+        self.relay: Relayer | None = None
 
     def make_protocol(self) -> RecordingSMTP:
         return RecordingSMTP(self)
@@ -633,6 +635,9 @@ class RecordingSMTP(SMTP):
             number=store.next_message_number(),
         )
         self.record._messages.append(message)
+        if self.state.relay is not None:
+            # Matching and queueing only: the relay thread does the sending.
+            self.state.relay.take(message)
         store.add_message(message)
         return f"250 2.0.0 OK: queued as #{message.number}"
 

@@ -91,6 +91,10 @@ class SMTPSink(Mailbox):
             state = ServerState(
                 settings, self._store, self._faults, loop, self._server_tls
             )
+            if settings.relay is not None:
+                from ._relay import Relayer
+
+                state.relay = Relayer(settings, self._store)
             try:
                 server = loop.run_until_complete(
                     loop.create_server(
@@ -219,6 +223,8 @@ class SMTPSink(Mailbox):
                 )
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
+            if state is not None and state.relay is not None:
+                state.relay.stop()
 
     def __enter__(self) -> SMTPSink:
         return self.start()
