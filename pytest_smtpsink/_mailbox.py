@@ -22,6 +22,7 @@ from ._settings import DEFAULT_TIMEOUT
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from ._dns import DNSZone
     from ._relay import Delivery
     from ._server import SMTPSink
     from ._settings import SinkSettings
@@ -187,6 +188,23 @@ class Mailbox(FaultControls):
             )
             values[f"{prefix}CA_FILE"] = self.ca_path
         return values
+
+    _dns: DNSZone | None = None
+
+    @property
+    def dns(self) -> DNSZone:
+        """This test's DNS records on the sink's MX stub, started on first
+        use (needs dnspython, see :doc:`relay`)."""
+        if self._dns is None:
+            from ._dns import DNSZone
+
+            self._dns = DNSZone(self._sink)
+        return self._dns
+
+    def _close(self) -> None:
+        super()._close()
+        if self._dns is not None:
+            self._dns.clear()
 
     # -- sending on ----------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import ipaddress
 import os
 import ssl
 import threading
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -62,6 +63,10 @@ class SMTPSink(Mailbox):
         self._address: tuple[str, int] | None = None
         self._failure: BaseException | None = None
         self._server_tls: ssl.SSLContext | None = None
+        # Services started later on this sink's loop (the DNS stub); each
+        # closer runs on the loop when the sink stops.
+        self._dns_server: Any = None
+        self._on_shutdown: list[Callable[[], None]] = []
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -186,6 +191,8 @@ class SMTPSink(Mailbox):
                 assert server is not None
                 assert state is not None
                 server.close()
+                for close in self._on_shutdown:
+                    close()
                 for connection in list(state.connections):
                     connection.close_by_server()
                 # A client still in its implicit-TLS handshake has no SMTP

@@ -485,7 +485,8 @@ def test_plugin_import_stays_light() -> None:
 
     code = (
         "import sys, pytest_smtpsink.plugin\n"
-        "heavy = {'asyncio', 'aiosmtpd', 'mailparser', 'email.parser', 'trustme'}\n"
+        "heavy = {'asyncio', 'aiosmtpd', 'mailparser', 'email.parser', 'trustme',\n"
+        "         'dns', 'smtplib', 'pytest_smtpsink._dns', 'pytest_smtpsink._relay'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
     )
     out = subprocess.run(
