@@ -63,8 +63,12 @@ nitpick_ignore_regex = [
         r"(ssl|datetime|re|email|asyncio|smtplib|collections\.abc|typing|types)"
         r"(\..*)?",
     ),
-    (r"py:.*", r"(typing_extensions|trustme|mailparser|aiosmtpd)\..*"),
+    (r"py:.*", r"(typing_extensions|trustme|mailparser|aiosmtpd|dns)\..*"),
 ]
 # Private ``Literal`` aliases in attribute annotations (their values are
 # listed in the prose of the pages that use them).
-nitpick_ignore = [("py:class", "EndReason"), ("py:class", "ExchangeKind")]
+nitpick_ignore = [
+    ("py:class", "EndReason"),
+    ("py:class", "ExchangeKind"),
+    ("py:class", "MXTarget"),
+]

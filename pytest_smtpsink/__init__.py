@@ -14,6 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._dns import DNSQuery, DNSZone
     from ._faults import Fault, FaultError
     from ._mailbox import Mailbox, Messages
     from ._match import Criteria
@@ -38,6 +39,8 @@ __all__ = [
     "Attachment",
     "AuthInfo",
     "Criteria",
+    "DNSQuery",
+    "DNSZone",
     "Delivery",
     "Envelope",
     "Exchange",
@@ -64,6 +67,8 @@ _MODULES = {
     "Mailbox": "._mailbox",
     "Messages": "._mailbox",
     "Criteria": "._match",
+    "DNSQuery": "._dns",
+    "DNSZone": "._dns",
     "Delivery": "._relay",
     "RelayError": "._relay",
     "RelayOutcome": "._relay",

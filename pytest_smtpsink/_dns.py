@@ -573,7 +573,7 @@ class DNSZone:
         return dict(self._smtp_ports)
 
     def resolver(self, lifetime: float = 5.0) -> dns.resolver.Resolver:
-        """A new dnspython `Resolver` that asks only this stub."""
+        """A new dnspython ``Resolver`` that asks only this stub."""
         resolver = dns.resolver.Resolver(configure=False)
         self._point(resolver, lifetime)
         return resolver

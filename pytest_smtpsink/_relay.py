@@ -182,7 +182,7 @@ def masked_url(url: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Delivery:
-    """One transaction with an upstream server, as `release` returns it."""
+    """One transaction with an upstream server, as `Mailbox.release` returns it."""
 
     upstream: str
     """The upstream as a URL (never with a password)."""
