@@ -232,8 +232,9 @@ class RelayOutcome:
             return "not relayed (no recipient matches relay_to)"
         if self.status == "pending":
             return f"relay to {self.upstream} pending"
-        answer = f"{self.code} {self.reply}" if self.code is not None else self.reply
-        return f"{self.status} by {self.upstream}: {answer}".rstrip()
+        if self.status == "failed":
+            return f"relay to {self.upstream} failed: {self.reply}"
+        return f"{self.status} by {self.upstream}: {self.code} {self.reply}".rstrip()
 
 
 # -- the Received: header ---------------------------------------------------------------
