@@ -551,7 +551,7 @@ def body_option(options: Sequence[str]) -> str | None:
 class Relayer:
     """The relay of one sink: `take` on the loop thread, sending on its own."""
 
-    def __init__(self, settings: SinkSettings, store: Store) -> None:
+    def __init__(self, settings: SinkSettings, store: Store, name: str) -> None:
         assert settings.relay is not None
         assert settings.relay_to is not None
         self.upstream = parse_upstream(settings.relay)
@@ -563,9 +563,7 @@ class Relayer:
             queue.SimpleQueue()
         )
         self._stopping = False
-        self._thread = threading.Thread(
-            target=self._run, name=f"smtpsink-relay-{id(self):x}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     # -- the sink's loop thread: never blocks ------------------------------------

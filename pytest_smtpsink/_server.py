@@ -96,10 +96,6 @@ class SMTPSink(Mailbox):
             state = ServerState(
                 settings, self._store, self._faults, loop, self._server_tls
             )
-            if settings.relay is not None:
-                from ._relay import Relayer
-
-                state.relay = Relayer(settings, self._store)
             try:
                 server = loop.run_until_complete(
                     loop.create_server(
@@ -128,6 +124,11 @@ class SMTPSink(Mailbox):
             self._loop, self._server, self._state = loop, server, state
             host, port = server.sockets[0].getsockname()[:2]
             self._address = (host, port)
+            if settings.relay is not None:
+                # Only once the port is bound: a failed start leaves no thread.
+                from ._relay import Relayer
+
+                state.relay = Relayer(settings, self._store, f"smtpsink-relay-{port}")
             thread = threading.Thread(
                 target=self._serve, name=f"smtpsink-{port}", daemon=True
             )

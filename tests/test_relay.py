@@ -20,6 +20,7 @@ from pytest_smtpsink import (
     RelayError,
     RelayOutcome,
     SettingsError,
+    SinkError,
     SinkSettings,
     SMTPSink,
 )
@@ -496,3 +497,47 @@ def test_relay_outcome_is_in_the_failure_report(pytester: pytest.Pytester) -> No
             "*#1 * a@example.com -> b@example.com | * | relayed by smtp://127.0.0.1:*: 250 *",
         ]
     )
+
+
+def relay_threads() -> list[str]:
+    import threading
+
+    return [
+        t.name for t in threading.enumerate() if t.name.startswith("smtpsink-relay")
+    ]
+
+
+def test_no_relay_thread_outlives_its_sink() -> None:
+    before = relay_threads()
+    with SMTPSink() as upstream:
+        sink = SMTPSink(relay=f"smtp://127.0.0.1:{upstream.port}", relay_to=".*")
+        with sink:
+            assert relay_threads() == [*before, f"smtpsink-relay-{sink.port}"]
+            # A second sink on the same port cannot start, and leaves no thread.
+            busy = SMTPSink(
+                port=sink.port, relay=f"smtp://127.0.0.1:{upstream.port}", relay_to=".*"
+            )
+            with pytest.raises(SinkError):
+                busy.start()
+            assert relay_threads() == [*before, f"smtpsink-relay-{sink.port}"]
+    assert relay_threads() == before
+
+
+def test_smtputf8_mail_is_released_as_smtputf8(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    upstream = smtpsink_factory(hostname="upstream.test")
+    raw = "Subject: café\r\n\r\nDéjà vu.\r\n".encode()
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            "zoë@exämple.com", ["jürgen@exämple.de"], raw, mail_options=["SMTPUTF8"]
+        )
+    captured = smtpsink.wait_for()
+
+    smtpsink.release(captured, upstream.host, upstream.port, received=False)
+
+    relayed = upstream.wait_for()
+    assert relayed.envelope.smtputf8
+    assert relayed.envelope.mail_from == "zoë@exämple.com"
+    assert relayed.envelope.rcpt_to == ("jürgen@exämple.de",)
+    assert relayed.raw == raw
