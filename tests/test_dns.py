@@ -274,3 +274,40 @@ def test_dnspython_loads_only_when_the_stub_is_used() -> None:
         check=True,
     )
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_dig_reads_the_stubs_answers(smtpsink: Mailbox) -> None:
+    # An independent DNS implementation (BIND's dig) as the client: the
+    # stub's wire format is not only dnspython talking to itself.
+    import re
+    import subprocess
+
+    import external
+
+    dig = external.require("dig", "apt-get install bind9-dnsutils")
+    zone = smtpsink.dns
+    zone.mx("partner.example", [(10, smtpsink)])
+    for n in range(30):
+        zone.txt("big.example", f"record {n} " + "x" * 60)
+
+    def ask(*args: str) -> str:
+        command = [dig, f"@{zone.host}", "-p", str(zone.port), "+tries=1", *args]
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=60, check=False
+        )
+        return done.stdout
+
+    mx = ask("partner.example", "MX")
+    assert "status: NOERROR" in mx
+    assert re.search(r"flags: qr aa", mx)
+    assert re.search(
+        r"partner\.example\.\s+0\s+IN\s+MX\s+10 mx1\.partner\.example\.", mx
+    )
+    address = ask("+tcp", "mx1.partner.example", "A")
+    assert re.search(r"mx1\.partner\.example\.\s+0\s+IN\s+A\s+127\.0\.0\.1", address)
+    assert "status: NXDOMAIN" in ask("nowhere.example", "MX")
+    big = ask("big.example", "TXT")
+    assert "Truncated, retrying in TCP mode" in big
+    assert len(re.findall(r"^big\.example\.\s+0\s+IN\s+TXT\s", big, re.M)) == 30
+    assert "(TCP)" in big
+    assert [q.transport for q in zone.queries][-2:] == ["udp", "tcp"]

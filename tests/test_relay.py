@@ -424,6 +424,12 @@ def test_a_hanging_upstream_never_holds_the_client(
         assert client.sendmail("a@example.com", ["b@example.com"], b"\r\n") == {}
         assert client.sendmail("a@example.com", ["c@example.com"], b"\r\n") == {}
     first, second = sink.wait_for(2)
+
+    def relay_is_held() -> bool:  # the upstream's hang holds the relay's connection
+        transcript = upstream.sessions[0].transcript
+        return bool(transcript) and transcript[0].injected
+
+    upstream.wait_until(relay_is_held)
     # Both transactions are over while the relay still waits for a greeting.
     assert first.relay is not None
     assert first.relay.status == "pending"
@@ -435,6 +441,7 @@ def test_a_hanging_upstream_never_holds_the_client(
     outcome = relay_of(first)
     assert outcome.status == "failed"
     assert outcome.code is None
+    assert relay_of(second).status == "relayed"
 
 
 def test_an_upstream_that_never_answers_times_out(
@@ -442,7 +449,7 @@ def test_an_upstream_that_never_answers_times_out(
 ) -> None:
     upstream = smtpsink_factory(hostname="upstream.test")
     upstream.hang("MAIL")
-    sink = relaying(smtpsink_factory, upstream, relay_to=".*", relay_timeout=0.5)
+    sink = relaying(smtpsink_factory, upstream, relay_to=".*", relay_timeout=1)
     with smtplib.SMTP(sink.host, sink.port) as client:
         client.sendmail("a@example.com", ["b@example.com"], b"\r\n")
     message = sink.wait_for()
@@ -452,7 +459,7 @@ def test_an_upstream_that_never_answers_times_out(
     assert message.relay.status == "failed"
     assert "timed out" in message.relay.reply
     assert message.relay.error is not None
-    assert message.relay.error.stage == "MAIL"
+    assert "timed out" in str(message.relay.error)
 
 
 def test_stopping_a_sink_fails_what_is_still_queued() -> None:
