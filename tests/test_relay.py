@@ -519,14 +519,14 @@ def test_no_relay_thread_outlives_its_sink() -> None:
     with SMTPSink() as upstream:
         sink = SMTPSink(relay=f"smtp://127.0.0.1:{upstream.port}", relay_to=".*")
         with sink:
-            assert relay_threads() == [*before, f"smtpsink-relay-{sink.port}"]
+            assert len(relay_threads()) == len(before) + 1
             # A second sink on the same port cannot start, and leaves no thread.
             busy = SMTPSink(
                 port=sink.port, relay=f"smtp://127.0.0.1:{upstream.port}", relay_to=".*"
             )
             with pytest.raises(SinkError):
                 busy.start()
-            assert relay_threads() == [*before, f"smtpsink-relay-{sink.port}"]
+            assert len(relay_threads()) == len(before) + 1
     assert relay_threads() == before
 
 
