@@ -548,3 +548,56 @@ def test_smtputf8_mail_is_released_as_smtputf8(
     assert relayed.envelope.mail_from == "zoë@exämple.com"
     assert relayed.envelope.rcpt_to == ("jürgen@exämple.de",)
     assert relayed.raw == raw
+
+
+def test_relay_options_of_the_pytest_plugin(pytester: pytest.Pytester) -> None:
+    with SMTPSink(hostname="upstream.test") as upstream:
+        pytester.makepyfile(
+            """
+            import smtplib
+
+            def test_send(smtpsink):
+                with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+                    client.sendmail("a@example.com", ["b@partner.example"], "Subject: s\\r\\n\\r\\n")
+                message = smtpsink.wait_for()
+                smtpsink.wait_until(lambda: message.relay.done)
+                assert message.relay.status == "relayed"
+            """
+        )
+        result = pytester.runpytest(
+            "-p",
+            "no:xdist",
+            f"--smtpsink-relay=smtp://127.0.0.1:{upstream.port}",
+            r"--smtpsink-relay-to=.*@partner\.example",
+        )
+        result.assert_outcomes(passed=1)
+        result.stdout.fnmatch_lines(
+            [
+                f"smtpsink: relaying to smtp://127.0.0.1:{upstream.port} the "
+                r"recipients matching .*@partner\.example"
+            ]
+        )
+        assert upstream.wait_for().envelope.rcpt_to == ("b@partner.example",)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--smtpsink-relay=http://127.0.0.1:25", "--smtpsink-relay-to=.*"],
+            "--smtpsink-relay: the URL must start with smtp://",
+        ),
+        (["--smtpsink-relay=smtp://127.0.0.1:25"], "--smtpsink-relay-to: relay needs"),
+        (
+            ["--smtpsink-relay=smtp://192.0.2.1:25", "--smtpsink-relay-to=.*"],
+            "--smtpsink-relay: 192.0.2.1 is not a loopback address",
+        ),
+    ],
+)
+def test_bad_relay_options_are_usage_errors(
+    pytester: pytest.Pytester, args: list[str], message: str
+) -> None:
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest("-p", "no:xdist", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{message}*"])
