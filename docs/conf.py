@@ -64,7 +64,7 @@ nitpick_ignore_regex = [
         r"(ssl|datetime|re|email|asyncio|smtplib|collections\.abc|typing|types)"
         r"(\..*)?",
     ),
-    (r"py:.*", r"(typing_extensions|trustme|mailparser|aiosmtpd)\..*"),
+    (r"py:.*", r"(typing_extensions|trustme|mailparser|aiosmtpd|dns)\..*"),
 ]
 # Private ``Literal`` aliases in attribute annotations (their values are
 # listed in the prose of the pages that use them).
@@ -72,4 +72,5 @@ nitpick_ignore = [
     ("py:class", "EndReason"),
     ("py:class", "ExchangeKind"),
     ("py:class", "Severity"),
+    ("py:class", "MXTarget"),
 ]

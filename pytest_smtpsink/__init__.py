@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._dkim import DkimResult
+    from ._dns import DNSQuery, DNSZone
     from ._faults import Fault, FaultError, Trigger
     from ._lint import Problem
     from ._mailbox import Mailbox, Messages
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
         Message,
         RecipientDSN,
     )
+    from ._relay import Delivery, RelayError, RelayOutcome
     from ._server import SinkError, SMTPSink
     from ._session import AuthInfo, Exchange, Session, TLSInfo
     from ._settings import SettingsError, SinkSettings
@@ -41,6 +43,9 @@ __all__ = [
     "Attachment",
     "AuthInfo",
     "Criteria",
+    "DNSQuery",
+    "DNSZone",
+    "Delivery",
     "DkimResult",
     "Envelope",
     "Exchange",
@@ -52,6 +57,8 @@ __all__ = [
     "Messages",
     "Problem",
     "RecipientDSN",
+    "RelayError",
+    "RelayOutcome",
     "SMTPSink",
     "Session",
     "SettingsError",
@@ -74,6 +81,11 @@ _MODULES = {
     "Messages": "._mailbox",
     "Problem": "._lint",
     "Criteria": "._match",
+    "DNSQuery": "._dns",
+    "DNSZone": "._dns",
+    "Delivery": "._relay",
+    "RelayError": "._relay",
+    "RelayOutcome": "._relay",
     "Address": "._message",
     "Addresses": "._message",
     "Attachment": "._message",

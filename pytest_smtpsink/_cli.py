@@ -62,6 +62,10 @@ _OPTION_FOR_SETTING = {
     "auth_required": "--auth-required",
     "auth_plaintext": "--auth-plaintext",
     "allow_remote": "--allow-remote",
+    "relay": "--relay",
+    "relay_to": "--relay-to",
+    "relay_allow_remote": "--relay-allow-remote",
+    "relay_timeout": "--relay-timeout",
 }
 
 
@@ -192,6 +196,35 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="offer AUTH on connections without TLS too",
     )
+    relay = parser.add_argument_group("relay (see the Relay and MX docs page)")
+    relay.add_argument(
+        "--relay",
+        metavar="URL",
+        default=None,
+        help="relay accepted mail to this upstream: smtp://HOST:PORT, "
+        "smtp+starttls://[USER:PASSWORD@]HOST:PORT or smtps://...; only the "
+        "recipients matching --relay-to are relayed. Each message line says "
+        "what became of it.",
+    )
+    relay.add_argument(
+        "--relay-to",
+        metavar="REGEX",
+        default=None,
+        help="relay the recipients matching REGEX in full, ignoring case "
+        "(required with --relay; '.*' relays everything)",
+    )
+    relay.add_argument(
+        "--relay-allow-remote",
+        action="store_true",
+        help="allow a --relay upstream that is not a loopback address",
+    )
+    relay.add_argument(
+        "--relay-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long the relay waits for the upstream (default: 10)",
+    )
     output = parser.add_argument_group("output")
     output.add_argument(
         "--save-dir",
@@ -257,7 +290,12 @@ def settings_from_args(
         "auth_plaintext": args.auth_plaintext,
         "allow_remote": args.allow_remote,
         "max_recipients": args.max_recipients,
+        "relay": args.relay,
+        "relay_to": args.relay_to,
+        "relay_allow_remote": args.relay_allow_remote,
     }
+    if args.relay_timeout is not None:
+        values["relay_timeout"] = args.relay_timeout
     if args.max_size is not None:
         values["max_size"] = args.max_size
     try:
@@ -303,6 +341,8 @@ class _Reporter:
     sessions: int = 0
     _cursor: tuple[int, int] = (0, 0)
     _open: dict[int, tuple[int, Session]] = dataclasses.field(default_factory=dict)
+    # Messages whose relay outcome is still to be printed.
+    _relaying: list[Message] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._cursor = self.sink._store.cursor()
@@ -358,6 +398,18 @@ class _Reporter:
                 )
         for *_, report in sorted(events, key=lambda e: e[:3]):
             report()
+        self._report_relays()
+
+    def _report_relays(self) -> None:
+        # The relay thread records outcomes after the message line went out.
+        still = []
+        for message in self._relaying:
+            if message.relay is not None and message.relay.done:
+                if not self.quiet:
+                    self.say(f"message #{message.number} {message.relay}")
+            else:
+                still.append(message)
+        self._relaying = still
 
     def finish(self) -> None:
         """After the server stopped: report the rest, including sessions the
@@ -392,6 +444,8 @@ class _Reporter:
             saved = f"\n    saved as {path}"
         if not self.quiet:
             self.say(f"message {summary_or_raw(message)}{saved}")
+        if message.relay is not None and not message.relay.done:
+            self._relaying.append(message)
 
     def _closed(self, number: int, session: Session) -> None:
         if self.save_dir is not None:
@@ -459,6 +513,13 @@ def _banner(
         lines.append(
             f"AUTH accepts {who}"
             + (", and is required before MAIL" if settings.auth_required else "")
+        )
+    if settings.relay is not None:
+        from ._relay import masked_url
+
+        lines.append(
+            f"relaying to {masked_url(settings.relay)} the recipients matching "
+            f"{settings.relay_to}"
         )
     if save_dir is not None:
         lines.append(f"saving messages and transcripts to {save_dir}")

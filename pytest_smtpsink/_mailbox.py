@@ -20,8 +20,10 @@ from ._text import plural, printable
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from ._dns import DNSZone
     from ._faults import Faults
     from ._lint import Severity
+    from ._relay import Delivery
     from ._server import SMTPSink
     from ._settings import SinkSettings
     from ._store import Store
@@ -208,6 +210,94 @@ class Mailbox(FaultControls):
         from ._dkim import publish_key
 
         return publish_key(domain, selector, bits=bits, private_key=private_key)
+
+    _dns: DNSZone | None = None
+
+    @property
+    def dns(self) -> DNSZone:
+        """This test's DNS records on the sink's MX stub, started on first
+        use (needs dnspython, see :doc:`relay`)."""
+        if self._dns is None:
+            from ._dns import DNSZone
+
+            self._dns = DNSZone(self._sink)
+        return self._dns
+
+    def _close(self) -> None:
+        super()._close()
+        if self._dns is not None:
+            self._dns.clear()
+
+    # -- sending on ----------------------------------------------------------------
+
+    def release(
+        self,
+        message: Message,
+        host: str,
+        port: int,
+        *,
+        mail_from: str | None = None,
+        rcpt_to: Sequence[str] | None = None,
+        tls: Literal["starttls", "implicit"] | None = None,
+        ca_file: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        auth: tuple[str, str] | None = None,
+        received: bool = True,
+        timeout: float = 10.0,
+        allow_remote: bool = False,
+    ) -> Delivery:
+        """Send a captured message on to another SMTP server (see :doc:`relay`).
+
+        The bytes go exactly as captured, after a ``Received:`` header unless
+        ``received=False``, with the captured envelope unless ``mail_from`` or
+        ``rcpt_to`` is given. Returns the `Delivery` (the upstream's reply and
+        the conversation); raises `RelayError` with the upstream's reply if it
+        refuses. An upstream that is not on loopback needs
+        ``allow_remote=True``.
+        """
+        from ._relay import Upstream, body_option, deliver, received_header
+
+        if not isinstance(message, Message):
+            raise TypeError(f"release() takes a captured Message, got {message!r}")
+        if tls not in (None, "starttls", "implicit"):
+            raise ValueError(f"tls must be None, 'starttls' or 'implicit', got {tls!r}")
+        if auth is not None and (
+            not isinstance(auth, tuple)
+            or len(auth) != 2
+            or not all(isinstance(part, str) for part in auth)
+        ):
+            raise ValueError("auth must be a (user, password) tuple of strings")
+        upstream = Upstream(
+            host,
+            port,
+            tls,
+            auth[0] if auth else None,
+            auth[1] if auth else None,
+            ca_file,
+        )
+        if not upstream.is_loopback() and not allow_remote:
+            raise ValueError(
+                f"{host} is not a loopback address; releasing captured mail to "
+                "another host must be asked for with allow_remote=True"
+            )
+        envelope = message.envelope
+        recipients = tuple(envelope.rcpt_to if rcpt_to is None else rcpt_to)
+        if not recipients or isinstance(rcpt_to, str):
+            raise ValueError("rcpt_to must be a non-empty list of addresses")
+        raw = message.raw
+        if received:
+            raw = received_header(message, self.settings.hostname) + raw
+        return deliver(
+            raw,
+            envelope.mail_from if mail_from is None else mail_from,
+            recipients,
+            upstream,
+            hostname=self.settings.hostname,
+            timeout=timeout,
+            ssl_context=ssl_context,
+            smtputf8=envelope.smtputf8,
+            body=body_option(envelope.mail_options),
+        )
 
     # -- what arrived --------------------------------------------------------------
 

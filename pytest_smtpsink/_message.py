@@ -36,6 +36,7 @@ from ._text import join_shortened, printable, shorten
 if TYPE_CHECKING:
     from ._dkim import DkimResult
     from ._lint import Problem
+    from ._relay import RelayOutcome
     from ._session import Session
     from ._spam import SpamReport
 
@@ -307,6 +308,10 @@ class Message:
         self._failures[
             f"{what}: {type(error).__name__}" + (f": {detail}" if detail else "")
         ] = None
+
+    relay: RelayOutcome | None = None
+    """What the sink's relay did with this message (`RelayOutcome`), or None
+    when the sink does not relay (see :doc:`relay`)."""
 
     # -- parsing (lazy) -----------------------------------------------------
 
@@ -703,6 +708,7 @@ class Message:
                 f"{join_shortened(self.envelope.rcpt_to)} | To: {to} | Subject: "
                 f"{subject if subject is None else shorten(subject, 200)!r} | "
                 f"{self.size} bytes"
+                + (f" | {self.relay}" if self.relay is not None else "")
             )
             return printable(line)
         except Exception as error:  # last resort: fields are guarded already

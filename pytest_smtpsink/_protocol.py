@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from aiosmtpd.smtp import _Missing
 
     from ._faults import Faults
+    from ._relay import Relayer
     from ._settings import SinkSettings
     from ._store import Store
 
@@ -357,6 +358,7 @@ class ServerState:
         # Connections held by a delay or hang, and the rule holding them.
         self.held: dict[RecordingSMTP, Fault] = {}
         self.handler = _Handler()
+        self.relay: Relayer | None = None
 
     def release(self, rules: tuple[Fault, ...]) -> None:
         """Close the connections that ``rules`` (just removed) hold."""
@@ -1020,6 +1022,9 @@ class RecordingSMTP(SMTP):
             number=store.next_message_number(),
         )
         self.record._messages.append(message)
+        if self.state.relay is not None:
+            # Matching and queueing only: the relay thread does the sending.
+            self.state.relay.take(message)
         store.add_message(message)
         return f"250 2.0.0 OK: queued as #{message.number}"
 

@@ -18,6 +18,7 @@ import ipaddress
 import os
 import ssl
 import threading
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -63,6 +64,10 @@ class SMTPSink(Mailbox):
         self._address: tuple[str, int] | None = None
         self._failure: BaseException | None = None
         self._server_tls: ssl.SSLContext | None = None
+        # Services started later on this sink's loop (the DNS stub); each
+        # closer runs on the loop when the sink stops.
+        self._dns_server: Any = None
+        self._on_shutdown: list[Callable[[], None]] = []
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -124,6 +129,11 @@ class SMTPSink(Mailbox):
             self._loop, self._server, self._state = loop, server, state
             host, port = server.sockets[0].getsockname()[:2]
             self._address = (host, port)
+            if settings.relay is not None:
+                # Only once the port is bound: a failed start leaves no thread.
+                from ._relay import Relayer
+
+                state.relay = Relayer(settings, self._store, f"smtpsink-relay-{port}")
             thread = threading.Thread(
                 target=self._serve, name=f"smtpsink-{port}", daemon=True
             )
@@ -208,6 +218,8 @@ class SMTPSink(Mailbox):
                 assert server is not None
                 assert state is not None
                 server.close()
+                for close in self._on_shutdown:
+                    close()
                 for connection in list(state.connections):
                     connection.close_by_server()
                 # A client still in its implicit-TLS handshake has no SMTP
@@ -245,6 +257,8 @@ class SMTPSink(Mailbox):
                 )
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
+            if state is not None and state.relay is not None:
+                state.relay.stop()
 
     def __enter__(self) -> SMTPSink:
         return self.start()

@@ -75,6 +75,16 @@ class SinkSettings:
     auth_plaintext: bool = False
     allow_remote: bool = False
     idle_timeout: float = 300.0
+    relay: str | None = None
+    """Relay accepted mail to this upstream, e.g. ``"smtp://127.0.0.1:2525"``
+    (see :doc:`relay`); only recipients matching `relay_to` are relayed."""
+    relay_to: str | None = None
+    """Regular expression a recipient must match in full (ignoring case) to
+    be relayed; required with `relay`."""
+    relay_allow_remote: bool = False
+    """Allow a `relay` upstream that is not a loopback address."""
+    relay_timeout: float = 10.0
+    """Seconds the relay waits for the upstream to connect or answer."""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -125,6 +135,10 @@ class SinkSettings:
                 continue
             if f.name == "auth" and isinstance(value, Mapping):
                 value = "{" + ", ".join(f"{u!r}: '***'" for u in value) + "}"
+            elif f.name == "relay":
+                from ._relay import masked_url
+
+                value = repr(masked_url(value))
             else:
                 value = repr(value)
             parts.append(f"{f.name}={value}")
@@ -188,7 +202,13 @@ def _validate(s: SinkSettings) -> None:
         "max_stored_bytes",
         f"must be None or a number of bytes >= 1, got {s.max_stored_bytes!r}",
     )
-    for flag in ("smtputf8", "auth_required", "auth_plaintext", "allow_remote"):
+    for flag in (
+        "smtputf8",
+        "auth_required",
+        "auth_plaintext",
+        "allow_remote",
+        "relay_allow_remote",
+    ):
         value = getattr(s, flag)
         _require(isinstance(value, bool), flag, f"must be True or False, got {value!r}")
     _require(
@@ -233,4 +253,45 @@ def _validate(s: SinkSettings) -> None:
         and s.idle_timeout > 0,
         "idle_timeout",
         f"must be a number of seconds > 0, got {s.idle_timeout!r}",
+    )
+    if s.relay is not None or s.relay_to is not None:
+        _validate_relay(s)
+
+
+def _validate_relay(s: SinkSettings) -> None:
+    from ._relay import parse_upstream
+
+    try:
+        upstream = parse_upstream(s.relay) if s.relay is not None else None
+    except ValueError as error:
+        raise SettingsError("relay", str(error)) from None
+    _require(
+        upstream is not None, "relay_to", "is only used with relay=URL (the upstream)"
+    )
+    assert upstream is not None
+    _require(
+        upstream.is_loopback() or s.relay_allow_remote,
+        "relay",
+        f"{upstream.host} is not a loopback address; relaying captured mail "
+        "to another host must be asked for with relay_allow_remote=True",
+    )
+    _require(
+        isinstance(s.relay_to, str) and bool(s.relay_to),
+        "relay_to",
+        "relay needs relay_to=REGEX, the recipients to relay (nothing is relayed "
+        "without a match; '.*' relays every recipient)",
+    )
+    assert s.relay_to is not None
+    try:
+        re.compile(s.relay_to)
+    except re.error as error:
+        raise SettingsError(
+            "relay_to", f"{s.relay_to!r} is not a regular expression: {error}"
+        ) from None
+    _require(
+        isinstance(s.relay_timeout, (int, float))
+        and not isinstance(s.relay_timeout, bool)
+        and 0 < s.relay_timeout < float("inf"),
+        "relay_timeout",
+        f"must be a number of seconds > 0, got {s.relay_timeout!r}",
     )

@@ -103,6 +103,21 @@ _OPTIONS = (
         "reach it can then send to the sink).",
         kind="bool",
     ),
+    _Option(
+        "relay",
+        "relay the mail of every sink to this upstream, e.g. smtp://host:port "
+        "(see the Relay and MX docs page); needs --smtpsink-relay-to.",
+    ),
+    _Option(
+        "relay_to",
+        "regular expression of the recipients to relay (matched in full, "
+        "ignoring case); nothing else is relayed.",
+    ),
+    _Option(
+        "relay_allow_remote",
+        "allow a --smtpsink-relay upstream that is not a loopback address.",
+        kind="bool",
+    ),
 )
 
 
@@ -301,6 +316,17 @@ def pytest_report_header(config: pytest.Config) -> str:
             if ipaddress.ip_address(settings.host).is_loopback
             else "\nsmtpsink: WARNING: not a loopback address; other hosts can send to the sink"
         )
+        + (_relay_header(settings) if settings.relay is not None else "")
+    )
+
+
+def _relay_header(settings: SinkSettings) -> str:
+    from ._relay import masked_url
+
+    assert settings.relay is not None
+    return (
+        f"\nsmtpsink: relaying to {masked_url(settings.relay)} the recipients "
+        f"matching {settings.relay_to}"
     )
 
 

@@ -343,6 +343,43 @@ def test_bad_argument_in_a_subprocess_is_a_usage_error() -> None:
     assert "argument --port: must be a number from 0 to 65535" in result.stderr
 
 
+def test_relay_outcomes_are_printed(start: Callable[..., Sink]) -> None:
+    with SMTPSink(
+        hostname="upstream.test", auth={"relay": "pw-secret"}, auth_plaintext=True
+    ) as upstream:
+        sink = start(
+            "--relay",
+            f"smtp://relay:pw-secret@127.0.0.1:{upstream.port}",
+            "--relay-to",
+            r".*@partner\.example",
+        )
+        upstream.fail("RCPT", 550, "5.1.1 who?", match="nobody@partner.example")
+        assert sink.in_banner(
+            rf"relaying to smtp://relay@127\.0\.0\.1:{upstream.port} the recipients "
+            r"matching \.\*@partner\\\.example"
+        )
+        with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+            smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+            smtp.sendmail("app@example.com", ["bob@partner.example"], RAW)
+            smtp.sendmail("app@example.com", ["nobody@partner.example"], RAW)
+        line = sink.expect(r"^message #1 ").string
+        assert line.endswith("| not relayed (no recipient matches relay_to)")
+        # Outcome lines come in the order the relay finishes, after (or in)
+        # each message's line.
+        outcomes = {
+            rf"#2 .*relayed by smtp://relay@127\.0\.0\.1:{upstream.port}: 250 ",
+            r"#3 .*refused by smtp://relay@127\.0\.0\.1:\d+: 550 5\.1\.1 who\?",
+        }
+        while outcomes:
+            line = sink.expect(r"#[23] ").string
+            outcomes -= {o for o in outcomes if re.search(o, line)}
+        relayed = upstream.wait_for(rcpt_to="bob@partner.example")
+        assert relayed.session.authenticated_as == "relay"
+        sink.stop()
+    assert "pw-secret" not in "\n".join(sink.seen)
+    assert "pw-secret" not in sink.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
@@ -362,6 +399,11 @@ def test_bad_argument_in_a_subprocess_is_a_usage_error() -> None:
         (["--max-size", "lots"], "argument --max-size: 'lots' is not a size"),
         (["--max-recipients", "0"], "argument --max-recipients: must be a whole"),
         (["--hostname", "a b"], "argument --hostname: must be a non-empty ASCII"),
+        (["--relay", "smtp://127.0.0.1:25"], "argument --relay-to: relay needs"),
+        (
+            ["--relay", "smtp://192.0.2.1:25", "--relay-to", ".*"],
+            "argument --relay: 192.0.2.1 is not a loopback address",
+        ),
     ],
 )
 def test_bad_arguments_name_the_option(

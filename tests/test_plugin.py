@@ -489,7 +489,8 @@ def test_plugin_import_stays_light() -> None:
     code = (
         "import sys, pytest_smtpsink.plugin\n"
         "heavy = {'asyncio', 'aiosmtpd', 'mailparser', 'email.parser', 'trustme',\n"
-        "         'dkim', 'dns', 'cryptography'}\n"
+        "         'dkim', 'dns', 'cryptography', 'smtplib',\n"
+        "         'pytest_smtpsink._dns', 'pytest_smtpsink._relay'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
     )
     out = subprocess.run(

@@ -1,0 +1,213 @@
+"""The examples of the "Relay and MX" page, run as tests."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+
+import dns.resolver
+import pytest
+from mx_app import MXDelivery, PermanentFailure, TemporaryFailure
+
+from pytest_smtpsink import RelayError
+
+RAW = b"From: list@forwarder.example\r\nSubject: News\r\n\r\nHello.\r\n"
+
+
+# -- release ------------------------------------------------------------------
+
+
+def test_release(smtpsink, smtpsink_factory):
+    upstream = smtpsink_factory(hostname="upstream.test")
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("app@example.com", ["ann@example.com"], RAW)
+    message = smtpsink.wait_for(rcpt_to="ann@example.com")
+
+    delivery = smtpsink.release(message, upstream.host, upstream.port)
+
+    assert delivery.code == 250
+    print(delivery.format_transcript())  # the conversation with the upstream
+    relayed = upstream.wait_for()
+    assert relayed.raw.endswith(message.raw)  # after one Received: header
+    assert relayed.envelope.rcpt_to == ("ann@example.com",)
+
+
+def test_release_over_tls_with_login(smtpsink, smtpsink_factory):
+    upstream = smtpsink_factory(tls="starttls", auth={"relay": "relay-password"})
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("app@example.com", ["ann@example.com"], RAW)
+    message = smtpsink.wait_for()
+
+    smtpsink.release(
+        message,
+        upstream.host,
+        upstream.port,
+        tls="starttls",
+        ca_file=upstream.ca_path,  # trust the upstream's certificate
+        auth=("relay", "relay-password"),
+        rcpt_to=["archive@example.com"],  # another envelope
+    )
+
+    assert upstream.wait_for().session.authenticated_as == "relay"
+
+
+def test_release_refused(smtpsink, smtpsink_factory):
+    upstream = smtpsink_factory(hostname="upstream.test")
+    upstream.fail("RCPT", 550, "5.1.1 no such user")
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("app@example.com", ["ann@example.com"], RAW)
+
+    with pytest.raises(RelayError) as refused:
+        smtpsink.release(smtpsink.wait_for(), upstream.host, upstream.port)
+
+    assert refused.value.code == 550
+    assert refused.value.stage == "RCPT"
+
+
+# -- automatic relay ------------------------------------------------------------
+
+
+def test_automatic_relay(smtpsink_factory):
+    upstream = smtpsink_factory(hostname="upstream.test")
+    sink = smtpsink_factory(
+        relay=f"smtp://127.0.0.1:{upstream.port}",
+        relay_to=r".*@partner\.example",  # only these recipients leave
+    )
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail("app@example.com", ["bob@partner.example"], RAW)
+        client.sendmail("app@example.com", ["ann@example.com"], RAW)
+    relayed, kept = sink.wait_for(2)
+    sink.wait_until(lambda: relayed.relay.done)  # the relay runs in the background
+
+    assert relayed.relay.status == "relayed"
+    assert relayed.relay.code == 250
+    assert kept.relay.status == "not-matched"
+    upstream.assert_sent(1, rcpt_to="bob@partner.example")
+
+
+# -- the MX stub ------------------------------------------------------------------
+
+
+def test_mx_lookup(smtpsink):
+    smtpsink.dns.mx("partner.example", [(10, smtpsink)])
+
+    answer = smtpsink.dns.resolver().resolve("partner.example", "MX")
+
+    assert [mx.to_text() for mx in answer] == ["10 mx1.partner.example."]
+    assert smtpsink.dns.smtp_ports == {"mx1.partner.example": smtpsink.port}
+
+
+@pytest.fixture
+def stub_dns(smtpsink):
+    """dnspython's default resolver asks the stub during the test."""
+    with smtpsink.dns.as_default():
+        yield smtpsink.dns
+
+
+def test_default_resolver(stub_dns, smtpsink):
+    stub_dns.txt("partner.example", "v=spf1 ip4:127.0.0.1 -all")
+
+    (record,) = dns.resolver.resolve("partner.example", "TXT")
+
+    assert record.strings == (b"v=spf1 ip4:127.0.0.1 -all",)
+
+
+# -- scenarios: an application that delivers by MX -----------------------------
+
+
+def mx_delivery(zone, ports=None):
+    """The application, configured for tests: the stub as its resolver and
+    each MX host's SMTP port from the stub (MX records cannot carry one)."""
+    ports = ports or zone.smtp_ports
+    return MXDelivery(resolver=zone.resolver(), port_for=ports.__getitem__)
+
+
+def test_falls_back_to_the_second_mx_when_the_first_refuses(smtpsink, smtpsink_factory):
+    backup = smtpsink_factory(hostname="backup.test")
+    smtpsink.dns.mx("partner.example", [(10, smtpsink), (20, backup)])
+    smtpsink.fail("CONNECT", 421)  # the first MX turns everyone away
+
+    used = mx_delivery(smtpsink.dns).deliver(
+        "list@forwarder.example", ["bob@partner.example"], RAW
+    )
+
+    assert used == {"partner.example": "mx2.partner.example"}
+    backup.assert_sent(1, rcpt_to="bob@partner.example")
+    smtpsink.assert_nothing_sent()
+
+
+def test_falls_back_to_the_second_mx_when_the_first_is_down(smtpsink, smtpsink_factory):
+    with socket.socket() as closed:  # a port where nothing listens
+        closed.bind(("127.0.0.1", 0))
+        dead_port = closed.getsockname()[1]
+    zone = smtpsink.dns
+    zone.mx("partner.example", [(10, "dead.partner.example"), (20, smtpsink)])
+    zone.a("dead.partner.example", "127.0.0.1")
+    ports = {**zone.smtp_ports, "dead.partner.example": dead_port}
+
+    used = mx_delivery(zone, ports).deliver(
+        "list@forwarder.example", ["bob@partner.example"], RAW
+    )
+
+    assert used == {"partner.example": "mx2.partner.example"}
+    smtpsink.assert_sent(1, rcpt_to="bob@partner.example")
+
+
+def test_null_mx_is_a_permanent_failure(smtpsink):
+    smtpsink.dns.null_mx("nomail.example")
+
+    with pytest.raises(PermanentFailure, match="null MX"):
+        mx_delivery(smtpsink.dns).deliver(
+            "list@forwarder.example", ["ann@nomail.example"], RAW
+        )
+    smtpsink.assert_nothing_sent()
+
+
+def test_servfail_is_a_temporary_failure(smtpsink):
+    smtpsink.dns.mx("partner.example", [(10, smtpsink)])
+    smtpsink.dns.servfail("partner.example")
+
+    with pytest.raises(TemporaryFailure, match="DNS lookup failed"):
+        mx_delivery(smtpsink.dns).deliver(
+            "list@forwarder.example", ["bob@partner.example"], RAW
+        )
+    assert [q.outcome for q in smtpsink.dns.queries] == ["SERVFAIL"]
+
+
+def test_two_domains_split_across_two_sinks(smtpsink_factory, smtpsink):
+    partner = smtpsink_factory(hostname="partner.test")
+    other = smtpsink_factory(hostname="other.test")
+    smtpsink.dns.mx("partner.example", [(10, partner)])
+    smtpsink.dns.mx("other.example", [(10, other)])
+
+    mx_delivery(smtpsink.dns).deliver(
+        "list@forwarder.example",
+        ["bob@partner.example", "ann@other.example", "cat@partner.example"],
+        RAW,
+    )
+
+    message = partner.assert_sent(1)
+    assert message.envelope.rcpt_to == ("bob@partner.example", "cat@partner.example")
+    other.assert_sent(1, rcpt_to="ann@other.example")
+
+
+def test_relay_chain_records_the_first_hop(smtpsink_factory, smtpsink):
+    final = smtpsink_factory(hostname="final.test")
+    first = smtpsink_factory(
+        hostname="first-hop.test",
+        relay=f"smtp://127.0.0.1:{final.port}",
+        relay_to=r".*@partner\.example",
+    )
+    smtpsink.dns.mx("partner.example", [(10, first)])
+
+    mx_delivery(smtpsink.dns).deliver(
+        "list@forwarder.example", ["bob@partner.example"], RAW
+    )
+
+    arrived = final.wait_for(rcpt_to="bob@partner.example")
+    received = arrived.headers.get_all("Received")
+    assert len(received) == 1
+    assert received[0].startswith("from forwarder.example ([127.0.0.1])")
+    assert "by first-hop.test (pytest-smtpsink) with ESMTP" in " ".join(
+        received[0].split()
+    )

@@ -1,0 +1,608 @@
+"""The MX stub: a small authoritative DNS server for test domains.
+
+Applications that deliver by MX (forwarders, list managers, bounce handlers)
+look up the recipient domain's MX records, then the MX hosts' addresses. The
+stub answers those questions from zones a test declares
+(``smtpsink.dns.mx("partner.example", [(10, sink_a), (20, sink_b)])``), and
+fails them on request (NXDOMAIN, SERVFAIL, no answer at all).
+
+Threads: the server (`DNSServer`) runs on its sink's loop thread, over UDP
+and TCP on the same loopback port; it is started on first use of
+``Mailbox.dns`` and closed with the sink. Tests declare records through
+`DNSZone` (one per mailbox, so per test) in their own thread; the records
+are published to the server as an immutable tuple, swapped under a lock,
+and the loop only reads that tuple. Queries are recorded in a list the loop
+appends to and tests read as snapshots.
+
+Messages are parsed and built with dnspython (an optional dependency, the
+``dns`` extra): this module is imported only when a test uses the stub.
+A query dnspython cannot parse gets FORMERR when it has a whole header, and
+is otherwise ignored; both are recorded and neither can stop the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+import itertools
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Union
+
+try:
+    import dns.exception
+    import dns.flags
+    import dns.message
+    import dns.name
+    import dns.opcode
+    import dns.rcode
+    import dns.rdata
+    import dns.rdataclass
+    import dns.rdatatype
+    import dns.rdtypes.ANY.TXT
+    import dns.resolver
+    import dns.rrset
+except ImportError as error:  # pragma: no cover - the extra is installed in tests
+    raise ImportError(
+        "smtpsink.dns needs dnspython: pip install 'pytest-smtpsink[dns]'"
+    ) from error
+
+if TYPE_CHECKING:
+    import dns.asyncresolver
+
+    from ._mailbox import Mailbox
+    from ._server import SMTPSink
+
+Transport = Literal["udp", "tcp"]
+#: What an MX record may point at: a sink (its address is published too) or
+#: a host name (publish its address with `DNSZone.a`).
+MXTarget = Union["Mailbox", "SMTPSink", str]
+
+_TTL = 0  # nothing a resolver or an application may cache between tests
+_TCP_IDLE = 10.0  # seconds a TCP client may sit between queries
+_START_TIMEOUT = 10.0
+_KEEP_QUERIES = 10_000
+
+
+@dataclasses.dataclass(frozen=True)
+class DNSQuery:
+    """One query the stub received, and what it did about it."""
+
+    number: int
+    time: float
+    transport: Transport
+    peer: tuple[str, int]
+    name: str | None
+    """The name asked for (``"partner.example."``), None if unparsable."""
+    type: str | None
+    """The record type asked for (``"MX"``), None if unparsable."""
+    outcome: str
+    """The reply's rcode (``NOERROR``, ``NXDOMAIN``, ``SERVFAIL``,
+    ``FORMERR``, ``NOTIMP``, ``REFUSED``), or ``no answer`` (a timeout rule)
+    or ``ignored`` (not a query, or shorter than a DNS header)."""
+    answers: tuple[str, ...] = ()
+    """The answer records as text."""
+    note: str = ""
+    """Why a query was malformed or ignored."""
+
+    def __str__(self) -> str:
+        asked = f"{self.name} {self.type}" if self.name else "<malformed>"
+        shown = f" -> {', '.join(self.answers)}" if self.answers else ""
+        note = f" ({self.note})" if self.note else ""
+        return f"{self.transport} {asked}: {self.outcome}{shown}{note}"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rule:
+    owner: DNSZone
+    name: dns.name.Name
+    kind: Literal["record", "nxdomain", "servfail", "timeout"]
+    rdata: dns.rdata.Rdata | None = None
+    times: list[int] | None = dataclasses.field(default=None, compare=False)
+    """Remaining uses of a failure rule ([n]); None: every time."""
+
+    def applies(self) -> bool:
+        """For failure rules with ``times``: count one use (loop thread)."""
+        if self.times is None:
+            return True
+        if self.times[0] <= 0:
+            return False
+        self.times[0] -= 1
+        return True
+
+
+class DNSServer:
+    """The stub of one sink: UDP and TCP on one loopback port."""
+
+    def __init__(self, sink: SMTPSink) -> None:
+        self._sink = sink
+        self.host = sink.host
+        self.port = 0
+        self._lock = threading.Lock()
+        self.rules: tuple[_Rule, ...] = ()
+        self._queries: list[DNSQuery] = []
+        self._query_base = 0
+        self._numbers = itertools.count(1)
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.base_events.Server | None = None
+        self._tcp_writers: set[asyncio.StreamWriter] = set()
+
+    # -- lifecycle (start: from a test thread; close: on the loop) -------------
+
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        # A free port for UDP, then the same number for TCP; another
+        # program may hold that TCP port, so try a few.
+        for _ in range(20):
+            udp, _protocol = await loop.create_datagram_endpoint(
+                lambda: _UDPProtocol(self), local_addr=(self.host, 0)
+            )
+            port = udp.get_extra_info("sockname")[1]
+            try:
+                tcp = await asyncio.start_server(self._tcp_client, self.host, port)
+            except OSError:
+                udp.close()
+                continue
+            self._udp, self._tcp, self.port = udp, tcp, port
+            return
+        raise OSError("no port free for both UDP and TCP")  # pragma: no cover
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.run_coroutine_threadsafe(self._start(), loop).result(_START_TIMEOUT)
+
+    def close(self) -> None:
+        """Stop serving (loop thread, from the sink's shutdown)."""
+        if self._udp is not None:
+            self._udp.close()
+        if self._tcp is not None:
+            self._tcp.close()
+        for writer in list(self._tcp_writers):
+            writer.close()
+
+    # -- rules (test threads) ------------------------------------------------------
+
+    def add(self, rules: Sequence[_Rule]) -> None:
+        with self._lock:
+            self.rules = (*self.rules, *rules)
+
+    def remove(self, owner: DNSZone) -> None:
+        with self._lock:
+            self.rules = tuple(r for r in self.rules if r.owner is not owner)
+
+    def queries_since(self, number: int) -> tuple[DNSQuery, ...]:
+        with self._lock:
+            return tuple(q for q in self._queries if q.number > number)
+
+    def last_number(self) -> int:
+        with self._lock:
+            return self._queries[-1].number if self._queries else 0
+
+    # -- answering (loop thread) -----------------------------------------------------
+
+    def _record(self, query: DNSQuery) -> None:
+        with self._lock:
+            self._queries.append(query)
+            if len(self._queries) > _KEEP_QUERIES:
+                del self._queries[: _KEEP_QUERIES // 2]
+        self._sink._store.touch()  # wakes wait_until on dns.queries
+
+    def handle(self, data: bytes, transport: Transport, peer: Any) -> bytes | None:
+        """The reply to one message, or None to send nothing."""
+        peer = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("?", 0)
+        try:
+            return self._answer(data, transport, peer)
+        except Exception as error:  # never let one query take the loop down
+            self._note(transport, peer, "ignored", f"internal error: {error!r}")
+            return None
+
+    def _note(
+        self,
+        transport: Transport,
+        peer: tuple[str, int],
+        outcome: str,
+        note: str,
+        *,
+        name: str | None = None,
+        rdtype: str | None = None,
+        answers: tuple[str, ...] = (),
+    ) -> None:
+        self._record(
+            DNSQuery(
+                next(self._numbers),
+                time.time(),
+                transport,
+                peer,
+                name,
+                rdtype,
+                outcome,
+                answers,
+                note,
+            )
+        )
+
+    def _answer(
+        self, data: bytes, transport: Transport, peer: tuple[str, int]
+    ) -> bytes | None:
+        if len(data) < 12:
+            self._note(
+                transport, peer, "ignored", f"{len(data)} bytes: shorter than a header"
+            )
+            return None
+        flags = int.from_bytes(data[2:4], "big")
+        if flags & dns.flags.QR:
+            # Answering a response could start a loop between two servers.
+            self._note(transport, peer, "ignored", "a response, not a query")
+            return None
+        try:
+            query = dns.message.from_wire(data)
+        except dns.exception.DNSException as error:
+            reason = str(error) or type(error).__name__
+            self._note(transport, peer, "FORMERR", f"malformed: {reason}")
+            return _bare_reply(data, dns.rcode.FORMERR)
+        if query.opcode() != dns.opcode.QUERY:
+            self._note(transport, peer, "NOTIMP", f"opcode {query.opcode()}")
+            return _bare_reply(data, dns.rcode.NOTIMP)
+        if len(query.question) != 1:
+            self._note(transport, peer, "FORMERR", f"{len(query.question)} questions")
+            return _bare_reply(data, dns.rcode.FORMERR)
+        question = query.question[0]
+        name, rdtype = question.name, question.rdtype
+        name_text, type_text = name.to_text(), dns.rdatatype.to_text(rdtype)
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.AA
+        if question.rdclass != dns.rdataclass.IN:
+            response.set_rcode(dns.rcode.REFUSED)
+            self._note(
+                transport,
+                peer,
+                "REFUSED",
+                "not class IN",
+                name=name_text,
+                rdtype=type_text,
+            )
+            return response.to_wire()
+        rules = [r for r in self.rules if r.name == name]
+        for rule in rules:
+            if rule.kind == "record" or not rule.applies():
+                continue
+            if rule.kind == "timeout":
+                self._note(
+                    transport, peer, "no answer", "", name=name_text, rdtype=type_text
+                )
+                return None
+            rcode = (
+                dns.rcode.NXDOMAIN if rule.kind == "nxdomain" else dns.rcode.SERVFAIL
+            )
+            response.set_rcode(rcode)
+            self._note(
+                transport,
+                peer,
+                dns.rcode.to_text(rcode),
+                "",
+                name=name_text,
+                rdtype=type_text,
+            )
+            return response.to_wire()
+        records = [r for r in rules if r.kind == "record"]
+        if not records:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        matching = [r.rdata for r in records if r.rdata and r.rdata.rdtype == rdtype]
+        if matching:
+            rrset = dns.rrset.from_rdata_list(name, _TTL, matching)
+            response.answer.append(rrset)
+        answers = tuple(rdata.to_text() for rdata in matching)
+        limit = 65535
+        if transport == "udp":
+            limit = max(512, query.payload) if query.edns >= 0 else 512
+        try:
+            wire = response.to_wire(max_size=limit)
+        except dns.exception.TooBig:
+            # Too big for UDP: say so (TC), and the resolver asks over TCP.
+            response.answer.clear()
+            response.flags |= dns.flags.TC
+            wire = response.to_wire()
+            answers, note = (), "truncated: too big for UDP"
+        else:
+            note = ""
+        self._note(
+            transport,
+            peer,
+            dns.rcode.to_text(response.rcode()),
+            note,
+            name=name_text,
+            rdtype=type_text,
+            answers=answers,
+        )
+        return wire
+
+    async def _tcp_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self._tcp_writers.add(writer)
+        peer = writer.get_extra_info("peername")
+        try:
+            while True:
+                head = await asyncio.wait_for(reader.readexactly(2), _TCP_IDLE)
+                size = int.from_bytes(head, "big")
+                data = await asyncio.wait_for(reader.readexactly(size), _TCP_IDLE)
+                reply = self.handle(data, "tcp", peer)
+                if reply is not None:
+                    writer.write(len(reply).to_bytes(2, "big") + reply)
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
+            pass  # the client is done (or gone, or idle too long)
+        finally:
+            self._tcp_writers.discard(writer)
+            writer.close()
+
+
+def _bare_reply(data: bytes, rcode: dns.rcode.Rcode) -> bytes:
+    """A reply with only a header: for queries that cannot be parsed."""
+    query_flags = int.from_bytes(data[2:4], "big")
+    reply = dns.message.Message(id=int.from_bytes(data[:2], "big"))
+    reply.flags = dns.flags.QR | (query_flags & dns.flags.RD)
+    reply.set_opcode(dns.opcode.Opcode.make((query_flags >> 11) & 0xF))
+    reply.set_rcode(rcode)
+    return reply.to_wire()
+
+
+class _UDPProtocol(asyncio.DatagramProtocol):
+    def __init__(self, server: DNSServer) -> None:
+        self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        reply = self.server.handle(data, "udp", addr)
+        if reply is not None and self.transport is not None:
+            self.transport.sendto(reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # an ICMP error for a client that left: nothing to do
+
+
+_servers_lock = threading.Lock()
+
+
+def server_for(sink: SMTPSink) -> DNSServer:
+    """The sink's stub, started on first use (test thread)."""
+    with _servers_lock:
+        server: DNSServer | None = getattr(sink, "_dns_server", None)
+        if server is None:
+            sink.check_running(for_waiting=True)
+            loop = sink._loop
+            assert loop is not None
+            server = DNSServer(sink)
+            server.start(loop)
+            sink._dns_server = server
+            sink._on_shutdown.append(server.close)
+        return server
+
+
+# -- the test's view --------------------------------------------------------------------
+
+
+def _name(text: str, what: str = "name") -> dns.name.Name:
+    if not isinstance(text, str) or not text.strip(". "):
+        raise ValueError(f"{what} must be a domain name, got {text!r}")
+    try:
+        return dns.name.from_text(text)
+    except dns.exception.DNSException as error:
+        raise ValueError(f"{what} {text!r} is not a domain name: {error}") from None
+
+
+def _check_times(times: int | None) -> list[int] | None:
+    if times is None:
+        return None
+    if not isinstance(times, int) or isinstance(times, bool) or times < 1:
+        raise ValueError(f"times must be None or a whole number >= 1, got {times!r}")
+    return [times]
+
+
+class DNSZone:
+    """A test's DNS records, served by its sink's stub (``smtpsink.dns``).
+
+    Records are the test's own: they go when the test ends, like its mail.
+    Names the test did not declare get NXDOMAIN.
+    """
+
+    def __init__(self, sink: SMTPSink) -> None:
+        self._server = server_for(sink)
+        self._start = self._server.last_number()
+        self._smtp_ports: dict[str, int] = {}
+
+    @property
+    def host(self) -> str:
+        """The stub's address (the sink's, e.g. ``127.0.0.1``)."""
+        return self._server.host
+
+    @property
+    def port(self) -> int:
+        """The stub's port, the same for UDP and TCP."""
+        return self._server.port
+
+    # -- records ------------------------------------------------------------------
+
+    def _add(self, name: str, kind: str, *texts: str) -> None:
+        owner = _name(name)
+        rdtype = dns.rdatatype.from_text(kind)
+        rules = []
+        for text in texts:
+            try:
+                rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, text)
+            except (dns.exception.DNSException, ValueError) as error:
+                raise ValueError(f"{text!r} is not a {kind} record: {error}") from None
+            rules.append(_Rule(self, owner, "record", rdata))
+        self._server.add(rules)
+
+    def mx(self, domain: str, hosts: Sequence[tuple[int, MXTarget]]) -> list[str]:
+        """Publish MX records for ``domain``: ``[(preference, target), ...]``.
+
+        A target that is a sink (or a mailbox) gets the host name
+        ``mxN.<domain>`` (N counting from 1 in the order given) with an A
+        (or AAAA) record for the sink's address; its SMTP port is in
+        `smtp_ports`. A target given as a host name is published as is: add
+        its address with `a` or `aaaa`. Returns the MX host names, in order.
+        """
+        from ._mailbox import Mailbox
+        from ._server import SMTPSink
+
+        if not isinstance(hosts, (list, tuple)) or not hosts:
+            raise ValueError(
+                "hosts must be a non-empty list of (preference, sink or host name)"
+            )
+        names: list[str] = []
+        for index, entry in enumerate(hosts, 1):
+            if not (isinstance(entry, tuple) and len(entry) == 2):
+                raise ValueError(
+                    f"each MX entry is (preference, sink or host name), got {entry!r}"
+                )
+            preference, target = entry
+            if (
+                not isinstance(preference, int)
+                or isinstance(preference, bool)
+                or not 0 <= preference <= 65535
+            ):
+                raise ValueError(
+                    f"an MX preference is a whole number 0-65535, got {preference!r}"
+                )
+            if isinstance(target, (Mailbox, SMTPSink)):
+                host = f"mx{index}.{domain.rstrip('.')}"
+                address = ipaddress.ip_address(target.host)
+                if address.version == 4:
+                    self.a(host, str(address))
+                else:
+                    self.aaaa(host, str(address))
+                self._smtp_ports[_name(host).to_text(omit_final_dot=True)] = target.port
+            elif isinstance(target, str):
+                host = target
+            else:
+                raise ValueError(
+                    f"an MX target is a sink, a mailbox or a host name, got {target!r}"
+                )
+            _name(host, "MX host")
+            self._add(domain, "MX", f"{preference} {host.rstrip('.')}.")
+            names.append(host)
+        return names
+
+    def null_mx(self, domain: str) -> None:
+        """Publish a null MX (RFC 7505: ``0 .``): the domain takes no mail."""
+        self._add(domain, "MX", "0 .")
+
+    def a(self, name: str, *addresses: str) -> None:
+        """Publish IPv4 addresses for ``name``."""
+        self._addresses(name, addresses, 4)
+
+    def aaaa(self, name: str, *addresses: str) -> None:
+        """Publish IPv6 addresses for ``name``."""
+        self._addresses(name, addresses, 6)
+
+    def _addresses(self, name: str, addresses: Sequence[str], version: int) -> None:
+        kind = "A" if version == 4 else "AAAA"
+        if not addresses:
+            raise ValueError(f"{kind} needs at least one address")
+        for address in addresses:
+            try:
+                ok = ipaddress.ip_address(address).version == version
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"{address!r} is not an IPv{version} address")
+        self._add(name, kind, *(str(ipaddress.ip_address(a)) for a in addresses))
+
+    def txt(self, name: str, *strings: str | bytes) -> None:
+        """Publish one TXT record for ``name`` (SPF, DKIM keys, DMARC...).
+
+        Several strings are the record's character-strings; a string longer
+        than 255 bytes (a DKIM key) is split into 255-byte pieces, as DNS
+        requires, and a reader joins them back.
+        """
+        if not strings:
+            raise ValueError("txt needs at least one string")
+        pieces: list[bytes] = []
+        for text in strings:
+            data = text.encode() if isinstance(text, str) else bytes(text)
+            pieces.extend(data[i : i + 255] for i in range(0, len(data), 255) or [0])
+        rdata = dns.rdtypes.ANY.TXT.TXT(
+            dns.rdataclass.IN, dns.rdatatype.TXT, pieces or [b""]
+        )
+        self._server.add([_Rule(self, _name(name), "record", rdata)])
+
+    # -- failures ------------------------------------------------------------------
+
+    def nxdomain(self, name: str) -> None:
+        """Answer NXDOMAIN for ``name``, whatever else is published for it."""
+        self._server.add([_Rule(self, _name(name), "nxdomain")])
+
+    def servfail(self, name: str, *, times: int | None = None) -> None:
+        """Answer SERVFAIL for ``name`` (every time, or the first ``times``)."""
+        self._server.add(
+            [_Rule(self, _name(name), "servfail", None, _check_times(times))]
+        )
+
+    def timeout(self, name: str, *, times: int | None = None) -> None:
+        """Never answer queries for ``name`` (every time, or the first
+        ``times``): the resolver gives up after its own timeout."""
+        self._server.add(
+            [_Rule(self, _name(name), "timeout", None, _check_times(times))]
+        )
+
+    def clear(self) -> None:
+        """Remove this test's records and failures (done at its end)."""
+        self._server.remove(self)
+        self._smtp_ports.clear()
+
+    # -- what happened, and how to ask -------------------------------------------------
+
+    @property
+    def queries(self) -> tuple[DNSQuery, ...]:
+        """The queries the stub received since this zone was made."""
+        return self._server.queries_since(self._start)
+
+    @property
+    def smtp_ports(self) -> dict[str, int]:
+        """``{"mx1.partner.example": 40123, ...}``: the SMTP port behind
+        each MX host name that `mx` made for a sink. MX records cannot say
+        a port; an application delivering by MX needs it in its test
+        configuration (see :doc:`relay`)."""
+        return dict(self._smtp_ports)
+
+    def resolver(self, lifetime: float = 5.0) -> dns.resolver.Resolver:
+        """A new dnspython ``Resolver`` that asks only this stub."""
+        resolver = dns.resolver.Resolver(configure=False)
+        self._point(resolver, lifetime)
+        return resolver
+
+    def _point(self, resolver: Any, lifetime: float) -> None:
+        resolver.port = self.port  # before nameservers: strings take this port
+        resolver.nameservers = [self.host]
+        resolver.lifetime = lifetime
+        resolver.timeout = lifetime
+
+    @contextlib.contextmanager
+    def as_default(self, lifetime: float = 5.0) -> Iterator[dns.resolver.Resolver]:
+        """Make dnspython's default resolvers (``dns.resolver.resolve`` and
+        ``dns.asyncresolver.resolve``) ask this stub inside the block, and
+        put the previous ones back after it."""
+        import dns.asyncresolver
+
+        saved = (dns.resolver.default_resolver, dns.asyncresolver.default_resolver)
+        resolver = self.resolver(lifetime)
+        async_resolver = dns.asyncresolver.Resolver(configure=False)
+        self._point(async_resolver, lifetime)
+        dns.resolver.default_resolver = resolver
+        # dnspython leaves this one unannotated, so its type is None.
+        dns.asyncresolver.default_resolver = async_resolver  # type: ignore[assignment]
+        try:
+            yield resolver
+        finally:
+            dns.resolver.default_resolver, dns.asyncresolver.default_resolver = saved
+
+    def __repr__(self) -> str:
+        mine = [r for r in self._server.rules if r.owner is self]
+        return f"<DNSZone {self.host}:{self.port} rules={len(mine)}>"

@@ -1,0 +1,665 @@
+"""Sending captured mail on to another SMTP server: `release` and the relay.
+
+Two users, two threads:
+
+- `deliver` runs in the caller's thread. `Mailbox.release` calls it from the
+  test's thread; it blocks for one SMTP transaction with the upstream.
+- `Relayer` owns one thread per relaying sink. The sink's loop thread only
+  calls `Relayer.take` (a regex match per recipient and a queue put) after it
+  stored the message, so neither the loop nor the client's transaction ever
+  waits for the upstream; the relay thread talks to the upstream with
+  smtplib and records the outcome on the message.
+
+The client is the standard library's smtplib, subclassed only to record the
+conversation (its documented ``putcmd``/``getreply`` pair), so the upstream
+sees the same client as applications use. Credentials never reach a
+transcript, an outcome, a repr or an error message.
+
+Importing this module stays cheap (settings validation uses `parse_upstream`):
+smtplib and ssl are imported on first delivery.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import ipaddress
+import queue
+import re
+import threading
+import time
+import urllib.parse
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from ._session import Exchange, _lines
+
+if TYPE_CHECKING:
+    import ssl
+
+    from ._message import Message
+    from ._settings import SinkSettings
+    from ._store import Store
+
+UpstreamTLS = Literal["starttls", "implicit"]
+RelayStatus = Literal["pending", "relayed", "refused", "failed", "not-matched"]
+
+#: Seconds the relay thread keeps an idle upstream connection open for the
+#: next message before it says QUIT: a burst of mail shares one connection,
+#: and a test's upstream session still ends soon after its last message.
+_LINGER = 0.2
+
+_SCHEMES: dict[str, tuple[UpstreamTLS | None, int]] = {
+    "smtp": (None, 25),
+    "smtp+starttls": ("starttls", 587),
+    "smtps": ("implicit", 465),
+}
+
+
+class RelayError(Exception):
+    """The upstream server refused the message, or could not be reached.
+
+    ``code`` is the upstream's reply code (None when there was no reply: the
+    connection failed, timed out or TLS failed), ``reply`` its text,
+    ``stage`` the step that failed (``connect``, ``STARTTLS``, ``AUTH``,
+    ``MAIL``, ``RCPT`` or ``DATA``) and ``transcript`` the conversation up
+    to the failure (AUTH secrets masked).
+    """
+
+    def __init__(
+        self,
+        upstream: str,
+        stage: str,
+        code: int | None,
+        reply: str,
+        transcript: Sequence[Exchange] = (),
+    ) -> None:
+        self.upstream = upstream
+        self.stage = stage
+        self.code = code
+        self.reply = reply
+        self.transcript = tuple(transcript)
+        answer = f"{code} {reply}" if code is not None else reply
+        text = f"{upstream} refused the message at {stage}: {answer}"
+        if code is None:
+            text = f"could not deliver to {upstream} ({stage}): {reply}"
+        if self.transcript:
+            text += "\nConversation with the upstream:\n" + "\n".join(
+                "  " + line for line in _lines(self.transcript)
+            )
+        super().__init__(text)
+
+
+@dataclasses.dataclass(frozen=True)
+class Upstream:
+    """Where relayed mail goes. The password never appears in a repr."""
+
+    host: str
+    port: int
+    tls: UpstreamTLS | None = None
+    username: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+    ca_file: str | None = None
+
+    @property
+    def url(self) -> str:
+        """The upstream as a URL, without any password."""
+        scheme = {None: "smtp", "starttls": "smtp+starttls", "implicit": "smtps"}
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        user = f"{urllib.parse.quote(self.username)}@" if self.username else ""
+        return f"{scheme[self.tls]}://{user}{host}:{self.port}"
+
+    def is_loopback(self) -> bool:
+        return is_loopback_host(self.host)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` is a loopback address or ``localhost``. Other names
+    count as remote: a name is not resolved to decide what is safe."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_upstream(url: str) -> Upstream:
+    """``smtp://host:port``, ``smtp+starttls://user:password@host:port`` or
+    ``smtps://host:port``, with an optional ``?cafile=PATH`` to trust.
+
+    Raises ValueError with a message that never repeats a password.
+    """
+    if not isinstance(url, str):
+        raise ValueError(f"must be a URL string, got a {type(url).__name__}")
+    parts = urllib.parse.urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in _SCHEMES:
+        raise ValueError(
+            f"the URL must start with smtp://, smtp+starttls:// or smtps://, "
+            f"got {scheme + '://' if scheme else 'no scheme'}"
+        )
+    tls, default_port = _SCHEMES[scheme]
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("the URL's port is not a number from 0 to 65535") from None
+    host = parts.hostname
+    if not host:
+        raise ValueError(f"the URL names no host (e.g. {scheme}://127.0.0.1:2525)")
+    query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(query) - {"cafile"})
+    if unknown or parts.path not in ("", "/") or parts.fragment:
+        raise ValueError(
+            "the URL may only carry ?cafile=PATH after host:port"
+            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+        )
+    ca_file = query["cafile"][-1] if "cafile" in query else None
+    if ca_file is not None and tls is None:
+        raise ValueError("cafile= is for smtp+starttls:// and smtps:// upstreams")
+    username = parts.username
+    password = parts.password
+    return Upstream(
+        host=host,
+        port=port if port is not None else default_port,
+        tls=tls,
+        username=urllib.parse.unquote(username) if username else None,
+        password=urllib.parse.unquote(password) if password is not None else None,
+        ca_file=ca_file,
+    )
+
+
+def masked_url(url: str) -> str:
+    """``url`` for reports: the password, if any, replaced by ``***``."""
+    try:
+        return parse_upstream(url).url
+    except ValueError:
+        return "<invalid relay URL>"
+
+
+# -- results -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    """One transaction with an upstream server, as `Mailbox.release` returns it."""
+
+    upstream: str
+    """The upstream as a URL (never with a password)."""
+    mail_from: str
+    accepted: tuple[str, ...]
+    """Recipients the upstream accepted."""
+    refused: tuple[tuple[str, int, str], ...]
+    """``(recipient, code, reply)`` for each recipient it refused while
+    accepting others."""
+    code: int
+    """The upstream's reply code to the end of the content (e.g. 250)."""
+    reply: str
+    transcript: tuple[Exchange, ...]
+    """The conversation with the upstream (AUTH secrets masked)."""
+
+    def format_transcript(self) -> str:
+        """The conversation as ``C:``/``S:`` lines."""
+        return "\n".join(_lines(self.transcript))
+
+
+@dataclasses.dataclass(frozen=True)
+class RelayOutcome:
+    """What became of a message on a relaying sink (`Message.relay`)."""
+
+    status: RelayStatus
+    """``pending`` (queued or being sent), ``relayed`` (the upstream took it),
+    ``refused`` (the upstream answered with an error), ``failed`` (no answer:
+    unreachable, timed out, TLS failed, or the sink stopped first) or
+    ``not-matched`` (no recipient matched ``relay_to``: nothing was sent)."""
+    upstream: str
+    recipients: tuple[str, ...] = ()
+    """The envelope recipients that matched ``relay_to`` (those relayed)."""
+    code: int | None = None
+    """The upstream's final reply code, or None without one."""
+    reply: str = ""
+    delivery: Delivery | None = None
+    """The whole transaction, once the upstream accepted the message."""
+    error: RelayError | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def done(self) -> bool:
+        """True once the relay is over, whatever its outcome."""
+        return self.status != "pending"
+
+    def __str__(self) -> str:
+        if self.status == "not-matched":
+            return "not relayed (no recipient matches relay_to)"
+        if self.status == "pending":
+            return f"relay to {self.upstream} pending"
+        if self.status == "failed":
+            return f"relay to {self.upstream} failed: {self.reply}"
+        return f"{self.status} by {self.upstream}: {self.code} {self.reply}".rstrip()
+
+
+# -- the Received: header ---------------------------------------------------------------
+
+_UNSAFE = re.compile(r"[^\x21-\x27\x2a-\x7e]")  # printable ASCII but ( ) and space
+
+
+def received_header(message: Message, by: str) -> bytes:
+    """The ``Received:`` trace header (RFC 5321 section 4.4) a relay adds.
+
+    ``from`` is the client's EHLO name and address, ``with`` the protocol
+    in RFC 3848's words (SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA), ``id`` the
+    message's number in the sink. The EHLO name is the client's text:
+    anything but printable ASCII becomes ``?``, so it cannot break the header.
+    """
+    import email.utils
+
+    session = message.session
+    helo = _UNSAFE.sub("?", session.ehlo or "unknown")[:255] or "unknown"
+    peer = session.peer[0]
+    protocol = "ESMTP" if session.esmtp else "SMTP"
+    if session.esmtp:
+        protocol += ("S" if session.tls else "") + (
+            "A" if session.authenticated_as is not None else ""
+        )
+    rcpt = message.envelope.rcpt_to
+    recipient = f"\r\n\tfor <{_UNSAFE.sub('?', rcpt[0])}>" if len(rcpt) == 1 else ""
+    date = email.utils.format_datetime(message.received_at)
+    return (
+        f"Received: from {helo} ([{peer}])\r\n\tby {by} (pytest-smtpsink) "
+        f"with {protocol} id {message.number}{recipient}; {date}\r\n"
+    ).encode("ascii", "replace")
+
+
+# -- the client ------------------------------------------------------------------------
+
+
+def _client_class(implicit: bool) -> Any:
+    """smtplib's SMTP (or SMTP_SSL) recording every exchange."""
+    import smtplib
+
+    base = smtplib.SMTP_SSL if implicit else smtplib.SMTP
+
+    class Recording(base):  # type: ignore[valid-type,misc]
+        def __init__(self, **kwargs: Any) -> None:
+            self.exchanges: list[Exchange] = []
+            self._in_auth = False
+            self._content_size: int | None = None
+            super().__init__(**kwargs)
+
+        def putcmd(self, cmd: str, args: str = "") -> None:
+            kind = "command"
+            if self._in_auth:  # a continuation of AUTH: a secret
+                kind, shown = "auth-response", "***"
+            elif cmd.lower() == "auth":
+                self._in_auth = True
+                mechanism = args.split(" ", 1)[0]
+                shown = f"AUTH {mechanism}" + (" ***" if " " in args else "")
+            else:
+                shown = f"{cmd.upper()} {args}".rstrip()
+            self.exchanges.append(Exchange(kind, shown, time.time()))  # type: ignore[arg-type]
+            super().putcmd(cmd, args)
+
+        def getreply(self) -> tuple[int, bytes]:
+            code, text = super().getreply()
+            exchanges = self.exchanges
+            last = exchanges[-1] if exchanges else None
+            if last is None:
+                last = Exchange("greeting", "", time.time())
+                exchanges.append(last)
+            elif last.replies and self._content_size is not None:
+                # the reply to the content that data() sent after the 354
+                last = Exchange(
+                    "data",
+                    f"<message content: {self._content_size} bytes>",
+                    time.time(),
+                )
+                exchanges.append(last)
+                self._content_size = None
+            lines = text.decode("utf-8", "replace").split("\n") or [""]
+            last.replies.extend(
+                f"{code}{'-' if i < len(lines) - 1 else ' '}{line}".rstrip()
+                for i, line in enumerate(lines)
+            )
+            if code != 334:
+                self._in_auth = False
+            return code, text
+
+    return Recording
+
+
+def _tls_context(
+    ssl_context: ssl.SSLContext | None, ca_file: str | None
+) -> ssl.SSLContext:
+    import ssl
+
+    if ssl_context is not None:
+        return ssl_context
+    # The system's trust store unless a CA file is given: a real upstream in
+    # staging has a real certificate, a sink upstream gives its ca_path.
+    return ssl.create_default_context(cafile=ca_file)
+
+
+class _Connection:
+    """An open, greeted (and, if asked, encrypted and authenticated)
+    connection to an upstream; one transaction at a time."""
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        timeout: float,
+        hostname: str,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.upstream = upstream
+        self.client: Any = None
+        url = upstream.url
+        context = None
+        if upstream.tls is not None:
+            context = _tls_context(ssl_context, upstream.ca_file)
+        cls = _client_class(upstream.tls == "implicit")
+        kwargs: dict[str, Any] = {"local_hostname": hostname, "timeout": timeout}
+        if upstream.tls == "implicit":
+            kwargs["context"] = context
+        client = cls(**kwargs)
+        # The name TLS checks the certificate against. smtplib sets it only
+        # when the host is given to the constructor, which would connect
+        # before anything can be recorded (tested by the STARTTLS and
+        # implicit TLS release tests).
+        client._host = upstream.host
+        self.client = client
+        self.exchanges: list[Exchange] = client.exchanges
+        # The first transaction's transcript starts with the greeting.
+        self._fresh = True
+        stage = "connect"
+        try:
+            code, text = client.connect(upstream.host, upstream.port)
+            if code != 220:
+                raise RelayError(url, "connect", code, _text(text), client.exchanges)
+            stage = "EHLO"
+            client.ehlo_or_helo_if_needed()
+            if upstream.tls == "starttls":
+                stage = "STARTTLS"
+                code, text = client.starttls(context=context)
+                client.ehlo()
+            if upstream.username is not None:
+                stage = "AUTH"
+                client.login(upstream.username, upstream.password or "")
+        except RelayError:
+            self.close(quit=False)
+            raise
+        except Exception as error:
+            exchanges = client.exchanges
+            self.close(quit=False)
+            raise _relay_error(url, stage, error, exchanges) from None
+
+    def send(
+        self,
+        raw: bytes,
+        mail_from: str,
+        rcpt_to: Sequence[str],
+        smtputf8: bool = False,
+        body: str | None = None,
+    ) -> Delivery:
+        """One transaction. Raises RelayError; the connection stays usable
+        after a refusal (it was reset) but not after a failure."""
+
+        client = self.client
+        url = self.upstream.url
+        start = 0 if self._fresh else len(client.exchanges)
+        self._fresh = False
+        stage = "MAIL"
+        try:
+            options = []
+            if smtputf8:
+                options.append("SMTPUTF8")
+            if body is not None and client.has_extn("8bitmime"):
+                options.append(f"BODY={body}")
+            code, text = client.mail(mail_from, options)
+            if code != 250:
+                self._reset()
+                raise RelayError(url, "MAIL", code, _text(text), client.exchanges)
+            stage = "RCPT"
+            accepted, refused = [], []
+            for recipient in rcpt_to:
+                code, text = client.rcpt(recipient)
+                if code in (250, 251):
+                    accepted.append(recipient)
+                else:
+                    refused.append((recipient, code, _text(text)))
+            if not accepted:
+                self._reset()
+                _, code, reply = refused[-1]
+                raise RelayError(url, "RCPT", code, reply, client.exchanges)
+            stage = "DATA"
+            code, text = client.docmd("DATA")
+            if code != 354:
+                self._reset()
+                raise RelayError(url, "DATA", code, _text(text), client.exchanges)
+            client._content_size = len(raw)
+            client.send(_dot_stuffed(raw))
+            code, text = client.getreply()
+            client._content_size = None
+            if code != 250:
+                self._reset()
+                raise RelayError(url, "DATA", code, _text(text), client.exchanges)
+        except RelayError:
+            raise
+        except Exception as error:
+            self.close(quit=False)
+            raise _relay_error(url, stage, error, client.exchanges) from None
+        return Delivery(
+            upstream=url,
+            mail_from=mail_from,
+            accepted=tuple(accepted),
+            refused=tuple(refused),
+            code=code,
+            reply=_text(text),
+            transcript=tuple(client.exchanges[start:]),
+        )
+
+    def _reset(self) -> None:
+        try:
+            self.client.rset()
+        except Exception:
+            self.close(quit=False)
+
+    @property
+    def open(self) -> bool:
+        return self.client is not None and self.client.sock is not None
+
+    def close(self, quit: bool = True) -> None:
+        client, self.client = self.client, None
+        if client is None:
+            return
+        if quit and client.sock is not None:
+            # The upstream may have gone first: nothing left to close politely.
+            with contextlib.suppress(Exception):
+                client.quit()
+        client.close()
+
+
+_LINE_START_DOT = re.compile(rb"(?:^|(?<=\r\n))\.")
+
+
+def _dot_stuffed(raw: bytes) -> bytes:
+    """The content as it goes after DATA, ending with the final dot.
+
+    Not smtplib's ``data()``: it also doubles a dot after a bare LF, which a
+    server (lines end with CRLF only, RFC 5321 2.3.8) keeps as two dots, so
+    the upstream would not get the captured bytes. A sink's capture always
+    ends with CRLF (or is empty); anything else gets one, as SMTP requires.
+    """
+    stuffed = _LINE_START_DOT.sub(b"..", raw)
+    if stuffed and not stuffed.endswith(b"\r\n"):
+        stuffed += b"\r\n"
+    return stuffed + b".\r\n"
+
+
+def _text(reply: bytes | str) -> str:
+    if isinstance(reply, bytes):
+        reply = reply.decode("utf-8", "replace")
+    return reply.replace("\n", " / ")
+
+
+def _relay_error(
+    url: str, stage: str, error: BaseException, exchanges: Sequence[Exchange]
+) -> RelayError:
+    import smtplib
+
+    if isinstance(error, smtplib.SMTPResponseException):
+        return RelayError(
+            url, stage, error.smtp_code, _text(error.smtp_error), exchanges
+        )
+    reason = str(error) or type(error).__name__
+    if isinstance(error, TimeoutError):
+        reason = f"timed out ({reason})"
+    return RelayError(url, stage, None, f"{type(error).__name__}: {reason}", exchanges)
+
+
+def deliver(
+    raw: bytes,
+    mail_from: str,
+    rcpt_to: Sequence[str],
+    upstream: Upstream,
+    *,
+    hostname: str,
+    timeout: float,
+    ssl_context: ssl.SSLContext | None = None,
+    smtputf8: bool = False,
+    body: str | None = None,
+) -> Delivery:
+    """One connection, one transaction, QUIT. Raises `RelayError`."""
+    connection = _Connection(upstream, timeout, hostname, ssl_context)
+    try:
+        delivery = connection.send(raw, mail_from, rcpt_to, smtputf8, body)
+    finally:
+        connection.close()
+    # The whole conversation, QUIT included.
+    return dataclasses.replace(delivery, transcript=tuple(connection.exchanges))
+
+
+def body_option(options: Sequence[str]) -> str | None:
+    """The BODY= value of a MAIL FROM's parameters, if any."""
+    for option in options:
+        if option.upper().startswith("BODY="):
+            return option.split("=", 1)[1].upper()
+    return None
+
+
+# -- the automatic relay ---------------------------------------------------------------
+
+
+class Relayer:
+    """The relay of one sink: `take` on the loop thread, sending on its own."""
+
+    def __init__(self, settings: SinkSettings, store: Store, name: str) -> None:
+        assert settings.relay is not None
+        assert settings.relay_to is not None
+        self.upstream = parse_upstream(settings.relay)
+        self.pattern = re.compile(settings.relay_to, re.IGNORECASE)
+        self.timeout = settings.relay_timeout
+        self.hostname = settings.hostname
+        self._store = store
+        self._queue: queue.SimpleQueue[tuple[Message, tuple[str, ...]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    # -- the sink's loop thread: never blocks ------------------------------------
+
+    def take(self, message: Message) -> None:
+        """Decide and queue; called before the message is made visible."""
+        url = self.upstream.url
+        matched = tuple(
+            r for r in message.envelope.rcpt_to if self.pattern.fullmatch(r)
+        )
+        if not matched:
+            message.relay = RelayOutcome("not-matched", url)
+            return
+        message.relay = RelayOutcome("pending", url, matched)
+        self._queue.put((message, matched))
+
+    # -- the relay thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        connection: _Connection | None = None
+        while True:
+            try:
+                item = self._queue.get(timeout=_LINGER if connection else None)
+            except queue.Empty:
+                assert connection is not None
+                connection.close()
+                connection = None
+                continue
+            if item is None:
+                break
+            message, matched = item
+            if self._stopping:
+                self._finish(
+                    message,
+                    RelayOutcome(
+                        "failed",
+                        self.upstream.url,
+                        matched,
+                        reply="the sink stopped before relaying it",
+                    ),
+                )
+                continue
+            connection = self._relay(message, matched, connection)
+        if connection is not None:
+            connection.close()
+
+    def _relay(
+        self, message: Message, matched: tuple[str, ...], connection: _Connection | None
+    ) -> _Connection | None:
+        url = self.upstream.url
+        raw = received_header(message, self.hostname) + message.raw
+        envelope = message.envelope
+        try:
+            if connection is None or not connection.open:
+                connection = _Connection(self.upstream, self.timeout, self.hostname)
+            delivery = connection.send(
+                raw,
+                envelope.mail_from,
+                matched,
+                envelope.smtputf8,
+                body_option(envelope.mail_options),
+            )
+        except RelayError as error:
+            status: RelayStatus = "failed" if error.code is None else "refused"
+            self._finish(
+                message,
+                RelayOutcome(
+                    status, url, matched, error.code, error.reply, error=error
+                ),
+            )
+            if connection is not None and not connection.open:
+                connection = None
+            return connection
+        except Exception as error:  # pragma: no cover - a bug; keep the thread alive
+            self._finish(
+                message, RelayOutcome("failed", url, matched, reply=repr(error))
+            )
+            return None
+        self._finish(
+            message,
+            RelayOutcome(
+                "relayed", url, matched, delivery.code, delivery.reply, delivery
+            ),
+        )
+        return connection
+
+    def _finish(self, message: Message, outcome: RelayOutcome) -> None:
+        message.relay = outcome
+        self._store.touch()  # wakes wait_until(lambda: message.relay.done)
+
+    def stop(self) -> None:
+        """Give up on what is still queued (marked failed, the captured copy
+        stays) and end the thread. The message being sent, if any, finishes
+        within the relay timeout (per connect or reply)."""
+        self._stopping = True
+        self._queue.put(None)
+        # Each step of the message in flight is bounded by the timeout; a
+        # whole transaction has a handful of steps.
+        self._thread.join(self.timeout * 8)

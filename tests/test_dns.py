@@ -1,0 +1,313 @@
+"""The MX stub, asked by dnspython's own resolver and by raw sockets."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Callable
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.resolver
+import pytest
+
+from pytest_smtpsink import Mailbox
+
+Factory = Callable[..., Mailbox]
+
+
+def texts(answer: dns.resolver.Answer) -> list[str]:
+    return sorted(rdata.to_text() for rdata in answer)
+
+
+def test_mx_records_point_at_sinks(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    backup = smtpsink_factory(hostname="backup.test")
+    zone = smtpsink.dns
+
+    names = zone.mx("partner.example", [(10, smtpsink), (20, backup)])
+
+    assert names == ["mx1.partner.example", "mx2.partner.example"]
+    resolver = zone.resolver()
+    assert texts(resolver.resolve("partner.example", "MX")) == [
+        "10 mx1.partner.example.",
+        "20 mx2.partner.example.",
+    ]
+    assert texts(resolver.resolve("MX2.Partner.Example", "A")) == ["127.0.0.1"]
+    assert zone.smtp_ports == {
+        "mx1.partner.example": smtpsink.port,
+        "mx2.partner.example": backup.port,
+    }
+    assert [str(q) for q in zone.queries] == [
+        "udp partner.example. MX: NOERROR -> 10 mx1.partner.example., "
+        "20 mx2.partner.example.",
+        "udp MX2.Partner.Example. A: NOERROR -> 127.0.0.1",
+    ]
+
+
+def test_host_name_targets_and_addresses(smtpsink: Mailbox) -> None:
+    zone = smtpsink.dns
+    zone.mx("partner.example", [(5, "mail.partner.example")])
+    zone.a("mail.partner.example", "127.0.0.1", "127.0.0.2")
+    zone.aaaa("mail.partner.example", "::1")
+    resolver = zone.resolver()
+
+    assert texts(resolver.resolve("partner.example", "MX")) == [
+        "5 mail.partner.example."
+    ]
+    assert texts(resolver.resolve("mail.partner.example", "A")) == [
+        "127.0.0.1",
+        "127.0.0.2",
+    ]
+    assert texts(resolver.resolve("mail.partner.example", "AAAA")) == ["::1"]
+    # A name with records, but not of the type asked: NOERROR, no answer.
+    with pytest.raises(dns.resolver.NoAnswer):
+        resolver.resolve("mail.partner.example", "TXT")
+
+
+def test_txt_records_longer_than_255_bytes_are_split(smtpsink: Mailbox) -> None:
+    key = "v=DKIM1; k=rsa; p=" + "A" * 400
+    zone = smtpsink.dns
+    zone.txt("sel._domainkey.partner.example", key)
+    zone.txt("partner.example", "v=spf1 -all")
+    resolver = zone.resolver()
+
+    (record,) = resolver.resolve("sel._domainkey.partner.example", "TXT")
+    assert [len(s) for s in record.strings] == [255, len(key) - 255]
+    assert b"".join(record.strings).decode() == key
+    assert texts(resolver.resolve("partner.example", "TXT")) == ['"v=spf1 -all"']
+
+
+def test_an_answer_too_big_for_udp_comes_over_tcp(smtpsink: Mailbox) -> None:
+    zone = smtpsink.dns
+    for n in range(20):
+        zone.txt("big.example", f"record {n} " + "x" * 60)
+
+    answer = zone.resolver().resolve("big.example", "TXT")
+
+    assert len(answer) == 20
+    outcomes = [(q.transport, q.note) for q in zone.queries]
+    assert outcomes == [("udp", "truncated: too big for UDP"), ("tcp", "")]
+
+
+def test_null_mx(smtpsink: Mailbox) -> None:
+    zone = smtpsink.dns
+    zone.null_mx("nomail.example")
+
+    assert texts(zone.resolver().resolve("nomail.example", "MX")) == ["0 ."]
+
+
+def test_undeclared_names_and_nxdomain(smtpsink: Mailbox) -> None:
+    zone = smtpsink.dns
+    zone.mx("gone.example", [(10, smtpsink)])
+    zone.nxdomain("gone.example")
+    resolver = zone.resolver()
+
+    with pytest.raises(dns.resolver.NXDOMAIN):
+        resolver.resolve("never-declared.example", "MX")
+    with pytest.raises(dns.resolver.NXDOMAIN):
+        resolver.resolve("gone.example", "MX")
+    assert [q.outcome for q in zone.queries] == ["NXDOMAIN", "NXDOMAIN"]
+
+
+def test_servfail_a_number_of_times(smtpsink: Mailbox) -> None:
+    zone = smtpsink.dns
+    zone.mx("flaky.example", [(10, smtpsink)])
+    zone.servfail("flaky.example", times=1)
+    resolver = zone.resolver()
+
+    with pytest.raises(dns.resolver.NoNameservers, match="SERVFAIL"):
+        resolver.resolve("flaky.example", "MX")
+    assert texts(resolver.resolve("flaky.example", "MX")) == ["10 mx1.flaky.example."]
+    assert [q.outcome for q in zone.queries] == ["SERVFAIL", "NOERROR"]
+
+
+def test_timeout_never_answers(smtpsink: Mailbox) -> None:
+    zone = smtpsink.dns
+    zone.mx("slow.example", [(10, smtpsink)])
+    zone.timeout("slow.example")
+
+    with pytest.raises(dns.exception.Timeout):
+        zone.resolver(lifetime=0.3).resolve("slow.example", "MX")
+    assert zone.queries
+    assert {q.outcome for q in zone.queries} == {"no answer"}
+
+
+def test_as_default_points_dnspython_at_the_stub_and_restores(
+    smtpsink: Mailbox,
+) -> None:
+    import dns.asyncresolver
+
+    before = (dns.resolver.default_resolver, dns.asyncresolver.default_resolver)
+    zone = smtpsink.dns
+    zone.mx("partner.example", [(10, smtpsink)])
+
+    with zone.as_default() as resolver:
+        assert dns.resolver.get_default_resolver() is resolver
+        assert texts(dns.resolver.resolve("partner.example", "MX")) == [
+            "10 mx1.partner.example."
+        ]
+
+    assert (dns.resolver.default_resolver, dns.asyncresolver.default_resolver) == before
+
+
+def _udp_exchange(zone_host: str, port: int, payload: bytes) -> bytes | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.sendto(payload, (zone_host, port))
+        try:
+            return sock.recv(4096)
+        except TimeoutError:
+            return None
+
+
+def test_malformed_udp_queries_get_formerr_or_are_ignored(smtpsink: Mailbox) -> None:
+    zone = smtpsink.dns
+    zone.mx("partner.example", [(10, smtpsink)])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"\x00", (zone.host, zone.port))  # shorter than a header
+        query = dns.message.make_query("partner.example", "MX")
+        query.flags |= dns.flags.QR  # a response: never answered
+        sock.sendto(query.to_wire(), (zone.host, zone.port))
+    smtpsink.wait_until(lambda: len(zone.queries) == 2)
+
+    garbage = b"\xbe\xef\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xff\xff\xff"
+    reply = _udp_exchange(zone.host, zone.port, garbage)
+
+    assert reply is not None
+    parsed = dns.message.from_wire(reply)
+    assert parsed.id == 0xBEEF
+    assert parsed.rcode() == dns.rcode.FORMERR
+    assert parsed.flags & dns.flags.QR
+    # The stub still answers proper queries.
+    assert texts(zone.resolver().resolve("partner.example", "MX")) == [
+        "10 mx1.partner.example."
+    ]
+    outcomes = [(q.outcome, q.note.split(":")[0]) for q in zone.queries]
+    assert outcomes[:3] == [
+        ("ignored", "1 bytes"),
+        ("ignored", "a response, not a query"),
+        ("FORMERR", "malformed"),
+    ]
+
+
+def test_garbage_over_tcp_never_stops_the_stub(smtpsink: Mailbox) -> None:
+    zone = smtpsink.dns
+    zone.a("host.example", "127.0.0.1")
+    garbage = b"\x00\x07\x00\x00\x00"  # 7 bytes promised, 3 sent, then closed
+    with socket.create_connection((zone.host, zone.port)) as sock:
+        sock.sendall(garbage)
+    bad = b"\x12\x34\x01\x00\x00\x01" + b"\x00" * 6 + b"\xff\xff\xff"
+    with socket.create_connection((zone.host, zone.port)) as sock:
+        sock.settimeout(5)
+        sock.sendall(struct.pack("!H", len(bad)) + bad)
+        size = struct.unpack("!H", sock.recv(2))[0]
+        reply = dns.message.from_wire(sock.recv(size))
+    assert reply.rcode() == dns.rcode.FORMERR
+    assert reply.id == 0x1234
+
+    resolver = zone.resolver()
+    assert texts(resolver.resolve("host.example", "A", tcp=True)) == ["127.0.0.1"]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda z: z.mx("a.example", []), "non-empty list"),
+        (lambda z: z.mx("a.example", [(70000, "mx.example")]), "0-65535"),
+        (lambda z: z.mx("a.example", [(10, 42)]), "a sink, a mailbox or a host"),
+        (lambda z: z.mx("a.example", ["mx.example"]), "each MX entry"),
+        (lambda z: z.a("h.example", "::1"), "not an IPv4 address"),
+        (lambda z: z.aaaa("h.example", "127.0.0.1"), "not an IPv6 address"),
+        (lambda z: z.a("h.example"), "at least one address"),
+        (lambda z: z.a("", "127.0.0.1"), "must be a domain name"),
+        (lambda z: z.a("x" * 70 + ".example", "127.0.0.1"), "is not a domain name"),
+        (lambda z: z.servfail("a.example", times=0), "times must be"),
+        (lambda z: z.txt("a.example"), "at least one string"),
+    ],
+)
+def test_bad_records_are_refused_clearly(
+    smtpsink: Mailbox, call: Callable[..., object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        call(smtpsink.dns)
+
+
+def test_zones_belong_to_one_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import dns.resolver, pytest
+
+        def test_declares(smtpsink):
+            smtpsink.dns.mx("partner.example", [(10, smtpsink)])
+            assert smtpsink.dns.resolver().resolve("partner.example", "MX")
+
+        def test_sees_nothing(smtpsink):
+            with pytest.raises(dns.resolver.NXDOMAIN):
+                smtpsink.dns.resolver().resolve("partner.example", "MX")
+            assert [q.outcome for q in smtpsink.dns.queries] == ["NXDOMAIN"]
+        """
+    )
+    result = pytester.runpytest("-p", "no:xdist", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+
+
+def test_dnspython_loads_only_when_the_stub_is_used() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from pytest_smtpsink import SMTPSink\n"
+        "with SMTPSink() as sink:\n"
+        "    before = 'dns' in sys.modules\n"
+        "    sink.dns.a('h.example', '127.0.0.1')\n"
+        "    print(before, 'dns' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.split() == ["False", "True"]
+
+
+def test_dig_reads_the_stubs_answers(smtpsink: Mailbox) -> None:
+    # An independent DNS implementation (BIND's dig) as the client: the
+    # stub's wire format is not only dnspython talking to itself.
+    import re
+    import subprocess
+
+    import external
+
+    dig = external.require("dig", "apt-get install bind9-dnsutils")
+    zone = smtpsink.dns
+    zone.mx("partner.example", [(10, smtpsink)])
+    for n in range(30):
+        zone.txt("big.example", f"record {n} " + "x" * 60)
+
+    def ask(*args: str) -> str:
+        command = [dig, f"@{zone.host}", "-p", str(zone.port), "+tries=1", *args]
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=60, check=False
+        )
+        return done.stdout
+
+    mx = ask("partner.example", "MX")
+    assert "status: NOERROR" in mx
+    assert re.search(r"flags: qr aa", mx)
+    assert re.search(
+        r"partner\.example\.\s+0\s+IN\s+MX\s+10 mx1\.partner\.example\.", mx
+    )
+    address = ask("+tcp", "mx1.partner.example", "A")
+    assert re.search(r"mx1\.partner\.example\.\s+0\s+IN\s+A\s+127\.0\.0\.1", address)
+    assert "status: NXDOMAIN" in ask("nowhere.example", "MX")
+    big = ask("big.example", "TXT")
+    assert "Truncated, retrying in TCP mode" in big
+    assert len(re.findall(r"^big\.example\.\s+0\s+IN\s+TXT\s", big, re.M)) == 30
+    assert "(TCP)" in big
+    assert [q.transport for q in zone.queries][-2:] == ["udp", "tcp"]

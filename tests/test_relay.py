@@ -1,0 +1,603 @@
+"""Release and automatic relay, proved against real sinks as upstreams.
+
+Every upstream here is a second sink: what it captured is what a real
+server would have been sent.
+"""
+
+from __future__ import annotations
+
+import email
+import smtplib
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pytest_smtpsink import (
+    Mailbox,
+    Message,
+    RelayError,
+    RelayOutcome,
+    SettingsError,
+    SinkError,
+    SinkSettings,
+    SMTPSink,
+)
+
+Factory = Callable[..., Mailbox]
+
+CORPUS = Path(__file__).parent / "corpus"
+PASSWORD = "s3cr3t-pa55"
+
+
+def capture(sink: Mailbox, raw: bytes, rcpt: list[str] | None = None) -> Message:
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail("app@example.com", rcpt or ["ann@example.com"], raw)
+    return sink.wait_for(timeout=5)
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def relay_of(message: Message) -> RelayOutcome:
+    assert message.relay is not None
+    return message.relay
+
+
+def wait_relayed(sink: Mailbox, message: Message) -> None:
+    sink.wait_until(lambda: message.relay is not None and message.relay.done)
+
+
+# -- release ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "binary_attachment.eml",
+        "garbage_headers.eml",
+        "latin1_headers.eml",
+        "headers_only.eml",
+        "longest_legal_line.eml",
+    ],
+)
+def test_release_sends_the_captured_bytes_exactly(
+    smtpsink: Mailbox, smtpsink_factory: Factory, name: str
+) -> None:
+    upstream = smtpsink_factory(hostname="upstream.test")
+    captured = capture(smtpsink, (CORPUS / name).read_bytes())
+
+    delivery = smtpsink.release(captured, upstream.host, upstream.port, received=False)
+
+    assert upstream.wait_for().raw == captured.raw
+    assert delivery.code == 250
+    assert delivery.accepted == ("ann@example.com",)
+
+
+def test_release_keeps_dots_and_bare_newlines() -> None:
+    raw = b"Subject: dots\r\n\r\n.leading dot\r\n..two\nbare LF\n.\nafter\r\n"
+    with SMTPSink() as sink, SMTPSink() as upstream:
+        captured = capture(sink, raw)
+        sink.release(captured, upstream.host, upstream.port, received=False)
+        assert upstream.wait_for().raw == captured.raw
+
+
+def test_release_adds_a_received_header_and_keeps_the_envelope(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    upstream = smtpsink_factory(hostname="upstream.test")
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, local_hostname="app.test") as c:
+        c.sendmail("app@example.com", ["ann@example.com"], b"Subject: hi\r\n\r\nx\r\n")
+    captured = smtpsink.wait_for()
+
+    smtpsink.release(captured, upstream.host, upstream.port)
+
+    relayed = upstream.wait_for()
+    assert relayed.envelope.mail_from == "app@example.com"
+    assert relayed.envelope.rcpt_to == ("ann@example.com",)
+    assert relayed.raw.startswith(b"Received: from app.test ([127.0.0.1])\r\n\t")
+    received = relayed.header("Received")
+    assert received is not None
+    assert received.startswith("from app.test ([127.0.0.1])")
+    assert f"by smtpsink.test (pytest-smtpsink) with ESMTP id {captured.number}" in (
+        " ".join(received.split())
+    )
+    assert "for <ann@example.com>;" in received
+    assert relayed.raw.endswith(captured.raw)
+    assert email.utils.parsedate_to_datetime(received.rsplit(";", 1)[1].strip())
+
+
+def test_release_with_another_envelope(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    upstream = smtpsink_factory(hostname="upstream.test")
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+
+    delivery = smtpsink.release(
+        captured,
+        upstream.host,
+        upstream.port,
+        mail_from="",
+        rcpt_to=["audit@example.net", "copy@example.net"],
+    )
+
+    relayed = upstream.wait_for()
+    assert relayed.envelope.mail_from == ""
+    assert relayed.envelope.rcpt_to == ("audit@example.net", "copy@example.net")
+    assert delivery.mail_from == ""
+    assert "C: MAIL FROM:<>" in delivery.format_transcript()
+
+
+def test_release_over_starttls_with_auth_masks_the_password(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    upstream = smtpsink_factory(
+        tls="starttls", auth={"ann": PASSWORD}, auth_required=True
+    )
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+
+    delivery = smtpsink.release(
+        captured,
+        upstream.host,
+        upstream.port,
+        tls="starttls",
+        ca_file=upstream.ca_path,
+        auth=("ann", PASSWORD),
+    )
+
+    relayed = upstream.wait_for()
+    assert relayed.session.authenticated_as == "ann"
+    assert relayed.session.before("STARTTLS", "AUTH")
+    assert relayed.session.tls is not None
+    text = delivery.format_transcript()
+    assert text.startswith("S: 220 ")
+    assert "C: STARTTLS" in text
+    assert "C: QUIT" in text
+    assert "C: <message content: " in text
+    for shown in (text, repr(delivery), str(delivery)):
+        assert PASSWORD not in shown
+    import base64
+
+    assert base64.b64encode(PASSWORD.encode()).decode() not in text
+
+
+def test_release_over_implicit_tls(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    upstream = smtpsink_factory(tls="implicit", auth={"ann": PASSWORD})
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+
+    delivery = smtpsink.release(
+        captured,
+        upstream.host,
+        upstream.port,
+        tls="implicit",
+        ssl_context=upstream.ssl_context(),
+        auth=("ann", PASSWORD),
+    )
+
+    session = upstream.wait_for().session
+    assert session.tls is not None
+    assert session.tls.implicit
+    assert session.authenticated_as == "ann"
+    assert delivery.upstream == f"smtps://ann@127.0.0.1:{upstream.port}"
+    assert all(PASSWORD not in e.line for e in delivery.transcript)
+
+
+def test_release_refuses_an_untrusted_certificate(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    upstream = smtpsink_factory(tls="starttls")
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+
+    # No CA given: the system's trust store, which does not know the test CA.
+    with pytest.raises(RelayError, match="CERTIFICATE_VERIFY_FAILED") as raised:
+        smtpsink.release(captured, upstream.host, upstream.port, tls="starttls")
+    assert raised.value.stage == "STARTTLS"
+    upstream.assert_nothing_sent()
+
+
+def test_release_refused_raises_with_the_upstream_reply(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    upstream = smtpsink_factory(hostname="upstream.test")
+    upstream.fail("RCPT", 550, "5.1.1 no such user here")
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(captured, upstream.host, upstream.port)
+
+    error = raised.value
+    assert (error.code, error.stage) == (550, "RCPT")
+    assert error.reply == "5.1.1 no such user here"
+    assert "refused the message at RCPT: 550 5.1.1 no such user here" in str(error)
+    assert "C: RCPT TO:<ann@example.com>" in str(error)
+    upstream.assert_nothing_sent()
+    assert smtpsink.messages == [captured]  # the captured copy stays
+
+
+def test_release_refused_at_end_of_data(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    upstream = smtpsink_factory(hostname="upstream.test")
+    upstream.fail("EOD", 554, "5.7.1 spam")
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+
+    with pytest.raises(RelayError, match=r"at DATA: 554 5\.7\.1 spam") as raised:
+        smtpsink.release(captured, upstream.host, upstream.port)
+    assert raised.value.code == 554
+
+
+def test_release_partly_refused_reports_who(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    upstream = smtpsink_factory(hostname="upstream.test")
+    upstream.fail("RCPT", 550, match="bob@example.com")
+    captured = capture(
+        smtpsink, b"Subject: hi\r\n\r\nx\r\n", ["ann@example.com", "bob@example.com"]
+    )
+
+    delivery = smtpsink.release(captured, upstream.host, upstream.port)
+
+    assert delivery.accepted == ("ann@example.com",)
+    assert [(r, c) for r, c, _ in delivery.refused] == [("bob@example.com", 550)]
+    assert upstream.wait_for().envelope.rcpt_to == ("ann@example.com",)
+
+
+def test_release_to_nothing_listening(smtpsink: Mailbox) -> None:
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+    port = free_port()
+
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(captured, "127.0.0.1", port, timeout=5)
+
+    assert raised.value.code is None
+    assert raised.value.stage == "connect"
+    assert f"could not deliver to smtp://127.0.0.1:{port} (connect)" in str(
+        raised.value
+    )
+
+
+def test_release_to_a_remote_host_needs_allow_remote(smtpsink: Mailbox) -> None:
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+    with pytest.raises(ValueError, match="allow_remote=True"):
+        smtpsink.release(captured, "192.0.2.1", 25)
+    with pytest.raises(ValueError, match="rcpt_to"):
+        smtpsink.release(captured, "127.0.0.1", 25, rcpt_to="a@example.com")
+    with pytest.raises(ValueError, match="tls must be"):
+        smtpsink.release(captured, "127.0.0.1", 25, tls="yes")  # type: ignore[arg-type]
+
+
+# -- automatic relay: settings --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "setting", "text"),
+    [
+        ({"relay": "smtp://127.0.0.1:2525"}, "relay_to", "relay needs relay_to"),
+        ({"relay_to": ".*"}, "relay_to", "only used with relay"),
+        ({"relay": "http://127.0.0.1", "relay_to": ".*"}, "relay", "smtp://"),
+        ({"relay": "smtp://:25", "relay_to": ".*"}, "relay", "names no host"),
+        ({"relay": "smtp://h:99999", "relay_to": ".*"}, "relay", "port"),
+        (
+            {"relay": "smtp://mail.example.com:25", "relay_to": ".*"},
+            "relay",
+            "relay_allow_remote=True",
+        ),
+        ({"relay": "smtp://127.0.0.1:25", "relay_to": "("}, "relay_to", "regular"),
+        (
+            {"relay": "smtp://127.0.0.1:25", "relay_to": ".*", "relay_timeout": 0},
+            "relay_timeout",
+            "seconds > 0",
+        ),
+        (
+            {"relay": "smtp://127.0.0.1:25?cafile=/x", "relay_to": ".*"},
+            "relay",
+            "cafile= is for",
+        ),
+    ],
+)
+def test_bad_relay_settings_name_the_setting(
+    changes: dict[str, object], setting: str, text: str
+) -> None:
+    with pytest.raises(SettingsError, match=text) as raised:
+        SinkSettings(**changes)  # type: ignore[arg-type]
+    assert raised.value.setting == setting
+
+
+def test_remote_relay_is_allowed_when_asked_for() -> None:
+    settings = SinkSettings(
+        relay="smtp+starttls://mail.example.com:587",
+        relay_to=r".*@example\.com",
+        relay_allow_remote=True,
+    )
+    assert settings.relay_allow_remote
+
+
+def test_relay_password_never_shows() -> None:
+    settings = SinkSettings(
+        relay=f"smtps://ann:{PASSWORD}@127.0.0.1:465", relay_to=".*"
+    )
+    for text in (repr(settings), settings.describe()):
+        assert PASSWORD not in text
+        assert "smtps://ann@127.0.0.1:465" in text
+    with pytest.raises(SettingsError) as raised:
+        SinkSettings(relay=f"smtp://ann:{PASSWORD}@mail.example.com", relay_to=".*")
+    assert PASSWORD not in str(raised.value)
+
+
+# -- automatic relay: behaviour ----------------------------------------------------------
+
+
+def relaying(factory: Factory, upstream: Mailbox, **settings: object) -> Mailbox:
+    return factory(
+        relay=f"smtp://127.0.0.1:{upstream.port}",
+        relay_to=settings.pop("relay_to", r".*@partner\.example"),
+        **settings,
+    )
+
+
+def test_matching_recipients_are_relayed_the_others_are_not(
+    smtpsink_factory: Factory,
+) -> None:
+    upstream = smtpsink_factory(hostname="upstream.test")
+    sink = relaying(smtpsink_factory, upstream)
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail("app@example.com", ["ann@other.example"], b"Subject: 1\r\n\r\n")
+        client.sendmail(
+            "app@example.com",
+            ["bob@partner.example", "ann@other.example", "CAT@PARTNER.EXAMPLE"],
+            b"Subject: 2\r\n\r\nbody\r\n",
+        )
+    first, second = sink.wait_for(2)
+    wait_relayed(sink, second)
+
+    assert first.relay is not None
+    assert first.relay.status == "not-matched"
+    assert second.relay is not None
+    assert second.relay.status == "relayed"
+    assert second.relay.code == 250
+    assert second.relay.recipients == ("bob@partner.example", "CAT@PARTNER.EXAMPLE")
+    relayed = upstream.wait_for()
+    assert relayed.envelope.rcpt_to == ("bob@partner.example", "CAT@PARTNER.EXAMPLE")
+    assert relayed.raw.endswith(second.raw)
+    assert relayed.header("Received") is not None
+    assert "relayed by smtp://127.0.0.1:" in second.summary()
+    assert "not relayed (no recipient matches relay_to)" in first.summary()
+    # The relay is FIFO: the unmatched first message was never sent.
+    assert len(upstream.messages) == 1
+
+
+def test_a_refusing_upstream_keeps_the_captured_copy(
+    smtpsink_factory: Factory,
+) -> None:
+    upstream = smtpsink_factory(hostname="upstream.test")
+    upstream.fail("RCPT", 550, "5.1.1 unknown user")
+    sink = relaying(smtpsink_factory, upstream)
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        assert (
+            client.sendmail(
+                "app@example.com", ["bob@partner.example"], b"Subject: x\r\n\r\n"
+            )
+            == {}
+        )
+    message = sink.wait_for()
+    wait_relayed(sink, message)
+
+    assert message.relay is not None
+    assert message.relay.status == "refused"
+    assert (message.relay.code, message.relay.reply) == (550, "5.1.1 unknown user")
+    assert "refused by smtp://127.0.0.1:" in message.summary()
+    assert sink.messages == [message]
+
+
+def test_a_dead_upstream_fails_the_relay_not_the_client(
+    smtpsink_factory: Factory,
+) -> None:
+    sink = smtpsink_factory(
+        relay=f"smtp://127.0.0.1:{free_port()}", relay_to=".*", relay_timeout=5
+    )
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        assert client.sendmail("a@example.com", ["b@example.com"], b"\r\n") == {}
+    message = sink.wait_for()
+    wait_relayed(sink, message)
+
+    assert message.relay is not None
+    assert message.relay.status == "failed"
+    assert message.relay.code is None
+    assert "ConnectionRefusedError" in message.relay.reply
+
+
+def test_a_hanging_upstream_never_holds_the_client(
+    smtpsink_factory: Factory,
+) -> None:
+    upstream = smtpsink_factory(hostname="upstream.test")
+    upstream.hang("CONNECT")  # accepts, never greets, until the rule goes
+    sink = relaying(smtpsink_factory, upstream, relay_to=".*", relay_timeout=60)
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        assert client.sendmail("a@example.com", ["b@example.com"], b"\r\n") == {}
+        assert client.sendmail("a@example.com", ["c@example.com"], b"\r\n") == {}
+    first, second = sink.wait_for(2)
+
+    def relay_is_held() -> bool:  # the upstream's hang holds the relay's connection
+        transcript = upstream.sessions[0].transcript
+        return bool(transcript) and transcript[0].injected
+
+    upstream.wait_until(relay_is_held)
+    # Both transactions are over while the relay still waits for a greeting.
+    assert first.relay is not None
+    assert first.relay.status == "pending"
+    assert second.relay is not None
+    assert second.relay.status == "pending"
+
+    upstream.clear_faults()  # the upstream drops the held connection
+    wait_relayed(sink, second)
+    outcome = relay_of(first)
+    assert outcome.status == "failed"
+    assert outcome.code is None
+    assert relay_of(second).status == "relayed"
+
+
+def test_an_upstream_that_never_answers_times_out(
+    smtpsink_factory: Factory,
+) -> None:
+    upstream = smtpsink_factory(hostname="upstream.test")
+    upstream.hang("MAIL")
+    sink = relaying(smtpsink_factory, upstream, relay_to=".*", relay_timeout=1)
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail("a@example.com", ["b@example.com"], b"\r\n")
+    message = sink.wait_for()
+    wait_relayed(sink, message)
+
+    assert message.relay is not None
+    assert message.relay.status == "failed"
+    assert "timed out" in message.relay.reply
+    assert message.relay.error is not None
+    assert "timed out" in str(message.relay.error)
+
+
+def test_stopping_a_sink_fails_what_is_still_queued() -> None:
+    with SMTPSink() as upstream:
+        upstream.hang("CONNECT")
+        sink = SMTPSink(
+            relay=f"smtp://127.0.0.1:{upstream.port}", relay_to=".*", relay_timeout=0.5
+        )
+        with sink:
+            with smtplib.SMTP(sink.host, sink.port) as client:
+                for n in range(3):
+                    client.sendmail("a@example.com", ["b@example.com"], f"{n}\r\n")
+            messages = sink.wait_for(3)
+        assert all(m.relay is not None and m.relay.done for m in messages)
+        statuses = [m.relay.status for m in messages if m.relay is not None]
+        assert set(statuses) == {"failed"}
+        assert len(sink.messages) == 3
+        upstream.clear_faults()
+
+
+def test_relay_outcome_is_in_the_failure_report(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import smtplib
+
+        def test_x(smtpsink_factory):
+            upstream = smtpsink_factory(hostname="upstream.test")
+            sink = smtpsink_factory(
+                relay=f"smtp://127.0.0.1:{upstream.port}", relay_to=".*"
+            )
+            with smtplib.SMTP(sink.host, sink.port) as client:
+                client.sendmail("a@example.com", ["b@example.com"], "Subject: s\\r\\n\\r\\n")
+            message = sink.wait_for()
+            sink.wait_until(lambda: message.relay.done)
+            sink.assert_sent(subject="other")
+        """
+    )
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*#1 * a@example.com -> b@example.com | * | relayed by smtp://127.0.0.1:*: 250 *",
+        ]
+    )
+
+
+def relay_threads() -> list[str]:
+    import threading
+
+    return [
+        t.name for t in threading.enumerate() if t.name.startswith("smtpsink-relay")
+    ]
+
+
+def test_no_relay_thread_outlives_its_sink() -> None:
+    before = relay_threads()
+    with SMTPSink() as upstream:
+        sink = SMTPSink(relay=f"smtp://127.0.0.1:{upstream.port}", relay_to=".*")
+        with sink:
+            assert len(relay_threads()) == len(before) + 1
+            # A second sink on the same port cannot start, and leaves no thread.
+            busy = SMTPSink(
+                port=sink.port, relay=f"smtp://127.0.0.1:{upstream.port}", relay_to=".*"
+            )
+            with pytest.raises(SinkError):
+                busy.start()
+            assert len(relay_threads()) == len(before) + 1
+    assert relay_threads() == before
+
+
+def test_smtputf8_mail_is_released_as_smtputf8(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    upstream = smtpsink_factory(hostname="upstream.test")
+    raw = "Subject: café\r\n\r\nDéjà vu.\r\n".encode()
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            "zoë@exämple.com", ["jürgen@exämple.de"], raw, mail_options=["SMTPUTF8"]
+        )
+    captured = smtpsink.wait_for()
+
+    smtpsink.release(captured, upstream.host, upstream.port, received=False)
+
+    relayed = upstream.wait_for()
+    assert relayed.envelope.smtputf8
+    assert relayed.envelope.mail_from == "zoë@exämple.com"
+    assert relayed.envelope.rcpt_to == ("jürgen@exämple.de",)
+    assert relayed.raw == raw
+
+
+def test_relay_options_of_the_pytest_plugin(pytester: pytest.Pytester) -> None:
+    with SMTPSink(hostname="upstream.test") as upstream:
+        pytester.makepyfile(
+            """
+            import smtplib
+
+            def test_send(smtpsink):
+                with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+                    client.sendmail("a@example.com", ["b@partner.example"], "Subject: s\\r\\n\\r\\n")
+                message = smtpsink.wait_for()
+                smtpsink.wait_until(lambda: message.relay.done)
+                assert message.relay.status == "relayed"
+            """
+        )
+        result = pytester.runpytest(
+            "-p",
+            "no:xdist",
+            f"--smtpsink-relay=smtp://127.0.0.1:{upstream.port}",
+            r"--smtpsink-relay-to=.*@partner\.example",
+        )
+        result.assert_outcomes(passed=1)
+        result.stdout.fnmatch_lines(
+            [
+                f"smtpsink: relaying to smtp://127.0.0.1:{upstream.port} the "
+                r"recipients matching .*@partner\.example"
+            ]
+        )
+        assert upstream.wait_for().envelope.rcpt_to == ("b@partner.example",)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--smtpsink-relay=http://127.0.0.1:25", "--smtpsink-relay-to=.*"],
+            "--smtpsink-relay: the URL must start with smtp://",
+        ),
+        (["--smtpsink-relay=smtp://127.0.0.1:25"], "--smtpsink-relay-to: relay needs"),
+        (
+            ["--smtpsink-relay=smtp://192.0.2.1:25", "--smtpsink-relay-to=.*"],
+            "--smtpsink-relay: 192.0.2.1 is not a loopback address",
+        ),
+    ],
+)
+def test_bad_relay_options_are_usage_errors(
+    pytester: pytest.Pytester, args: list[str], message: str
+) -> None:
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest("-p", "no:xdist", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{message}*"])
