@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 import re
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -116,6 +117,10 @@ class Fault:
     test to replay a run). `remove` takes the rule away before the test ends.
     """
 
+    @property
+    def _owner(self) -> Any:
+        return self._owner_ref()
+
     def __init__(
         self,
         owner: Any,
@@ -149,7 +154,9 @@ class Fault:
                 seed = random.SystemRandom().randrange(2**32)
         elif seed is not None:
             raise FaultError("seed is for rules with a probability")
-        self._owner = owner
+        # Weak: rules live in the server's state, which the server thread
+        # reaches; a strong reference would keep a dropped SMTPSink alive.
+        self._owner_ref = weakref.ref(owner)
         self.stage = stage
         self.action: str = action
         self.code = code
@@ -237,7 +244,16 @@ class Faults:
         # Connections held by a delay or hang, and the rule holding them.
         # Server thread only.
         self.stalled: dict[RecordingSMTP, Fault] = {}
-        self.sink: SMTPSink | None = None
+        # Weak, as Fault's owner: see there.
+        self._sink_ref: weakref.ref[SMTPSink] | None = None
+
+    @property
+    def sink(self) -> SMTPSink | None:
+        return self._sink_ref() if self._sink_ref is not None else None
+
+    @sink.setter
+    def sink(self, sink: SMTPSink) -> None:
+        self._sink_ref = weakref.ref(sink)
 
     def add(self, rule: Fault) -> Fault:
         rule._faults = self

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from ._message import Message
 
-EndReason = Literal["quit", "client-closed", "timeout", "server-closed"]
+EndReason = Literal["quit", "client-closed", "timeout", "server-closed", "tls-failed"]
 ExchangeKind = Literal["greeting", "command", "auth-response", "data"]
 
 
@@ -113,6 +113,10 @@ class Session:
         self.esmtp: bool = False
         """True if the client greeted with EHLO (extended SMTP)."""
         self.tls: TLSInfo | None = None
+        self.tls_error: str | None = None
+        """Why the TLS handshake failed (`end` is then ``"tls-failed"``),
+        e.g. ``"TLSV1_ALERT_UNKNOWN_CA: the client rejected the sink's
+        certificate (...)"``; None otherwise."""
         self.auth: AuthInfo | None = None
         """The last AUTH attempt (see `auth_attempts` for all)."""
         self._auth_attempts: list[AuthInfo] = []
@@ -177,7 +181,9 @@ class Session:
         return "\n".join(_lines(self._transcript))
 
     def __repr__(self) -> str:
-        state = self.end or "open"
+        state: str = self.end or "open"
+        if self.tls_error is not None:
+            state += f" ({self.tls_error})"
         head = (
             f"<Session {self.peer[0]}:{self.peer[1]} ehlo={self.ehlo!r} "
             f"tls={'yes' if self.tls else 'no'} "

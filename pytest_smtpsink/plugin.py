@@ -292,6 +292,22 @@ class _SinkPool:
                     f"pytest-smtpsink could not start a sink: {error}", pytrace=False
                 )
             self._sinks[settings] = sink
+        else:
+            death = sink._death()
+            if death is not None:
+                # Fail now, not when the test's app hangs or a read raises.
+                import traceback
+
+                failure = sink._runtime.failure if sink._runtime else None
+                cause = (
+                    "\n" + "".join(traceback.format_exception(failure))
+                    if failure is not None
+                    else ""
+                )
+                pytest.fail(
+                    f"pytest-smtpsink: the sink {sink.url} is unusable: {death}{cause}",
+                    pytrace=False,
+                )
         return sink
 
     def stop_all(self) -> None:

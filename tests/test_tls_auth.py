@@ -177,6 +177,61 @@ def test_client_that_does_not_trust_the_ca_is_refused(
     assert session.tls is None
 
 
+def _failed_handshake(sink: Mailbox) -> Session:
+    sink.wait_until(lambda: any(s.end is not None for s in sink.sessions))
+    (session,) = sink.sessions
+    return session
+
+
+def test_starttls_rejected_by_the_client_is_a_tls_failed_session(
+    smtpsink_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = smtpsink_factory(tls="starttls")
+    stranger = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies, trusts nobody
+    with (
+        smtplib.SMTP(sink.host, sink.port) as client,
+        pytest.raises(ssl.SSLCertVerificationError),
+    ):
+        client.starttls(context=stranger)
+    session = _failed_handshake(sink)
+    # Before: end was "client-closed", and aiosmtpd logged an ERROR traceback.
+    assert session.end == "tls-failed"
+    assert session.tls_error is not None
+    assert session.tls_error.startswith("TLSV1_ALERT_UNKNOWN_CA: ")
+    assert "the client rejected the sink's certificate" in session.tls_error
+    assert "tls-failed (TLSV1_ALERT_UNKNOWN_CA" in repr(session)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []
+
+
+def test_plain_client_on_an_implicit_tls_sink_is_a_tls_failed_session(
+    smtpsink_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = smtpsink_factory(tls="implicit")
+    with socket.create_connection((sink.host, sink.port), timeout=5) as raw:
+        raw.sendall(b"EHLO plain.example\r\n")
+        # The server gives up on the handshake and closes (an alert or EOF).
+        while raw.recv(4096):
+            pass
+        local = raw.getsockname()[:2]
+    session = _failed_handshake(sink)  # before: no session at all
+    assert session.peer == local
+    assert session.end == "tls-failed"
+    assert session.tls_error is not None
+    assert "the client did not start TLS" in session.tls_error
+    assert session.transcript == ()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []
+
+
+def test_implicit_tls_client_leaving_during_the_handshake(
+    smtpsink_factory: Factory,
+) -> None:
+    sink = smtpsink_factory(tls="implicit")
+    socket.create_connection((sink.host, sink.port), timeout=5).close()
+    session = _failed_handshake(sink)
+    assert session.end == "tls-failed"
+    assert session.tls_error == "the client closed the connection during the handshake"
+
+
 def test_wrong_host_name_is_refused(smtpsink_factory: Factory) -> None:
     sink = smtpsink_factory(tls="implicit")
     with (
