@@ -18,6 +18,7 @@ import dataclasses
 import datetime
 import functools
 import ipaddress
+import logging
 import os
 import re
 import signal
@@ -60,6 +61,8 @@ _OPTION_FOR_SETTING = {
     "auth_required": "--auth-required",
     "auth_plaintext": "--auth-plaintext",
     "allow_remote": "--allow-remote",
+    "tls_cert": "--tls-cert",
+    "tls_key": "--tls-key",
 }
 
 
@@ -171,6 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
         "run; its PEM file's path is printed at start so clients can trust it.",
     )
     smtp.add_argument(
+        "--tls-cert",
+        metavar="PEM",
+        default=None,
+        help="present this certificate (and chain) instead of the throwaway CA's; "
+        "the file may hold the private key too. Needs --tls.",
+    )
+    smtp.add_argument(
+        "--tls-key",
+        metavar="PEM",
+        default=None,
+        help="the private key of --tls-cert, if not in the same file",
+    )
+    smtp.add_argument(
         "--auth",
         type=_auth_entry,
         action="append",
@@ -241,6 +257,8 @@ def settings_from_args(
         "port": args.port,
         "hostname": args.hostname,
         "tls": args.tls,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
         "auth": _auth_setting(parser, args.auth),
         "auth_required": args.auth_required,
         "auth_plaintext": args.auth_plaintext,
@@ -261,6 +279,8 @@ def settings_from_args(
             )
         elif error.setting == "auth_required":
             message = "needs --auth any or --auth USER:PASSWORD"
+        elif error.setting == "tls_cert" and args.tls is None:
+            message = "needs --tls starttls, starttls-required or implicit"
         parser.error(f"argument {option}: {message}")
 
 
@@ -396,8 +416,11 @@ def _session_header(number: int, session: Session) -> str:
         outcome = "ok" if session.auth.success else "failed"
         auth = f"{session.auth.mechanism} {session.auth.username or '?'} {outcome}"
     count = len(session.messages)
+    end: str = session.end or "server-closed"
+    if session.tls_error is not None:
+        end += f": {session.tls_error}"
     return (
-        f"session {number} closed ({session.end or 'server-closed'}): "
+        f"session {number} closed ({end}): "
         f"peer {session.peer[0]}:{session.peer[1]}, EHLO {session.ehlo or '-'}, "
         f"TLS {tls}, AUTH {auth}, {plural(count, 'message')}"
     )
@@ -423,8 +446,15 @@ def _banner(sink: SMTPSink, save_dir: str | None) -> list[str]:
         "starttls-required": " (STARTTLS required before MAIL)",
         "implicit": " (implicit TLS)",
     }
-    lines = [f"smtpsink {__version__} listening on {sink.url}{modes[settings.tls]}"]
-    if settings.tls is not None:
+    bound = ""
+    if sink.bind_host != sink.host:
+        bound = f" (bound to {sink.bind_host}: every interface)"
+    lines = [
+        f"smtpsink {__version__} listening on {sink.url}{modes[settings.tls]}{bound}"
+    ]
+    if settings.tls_cert is not None:
+        lines.append(f"certificate: {settings.tls_cert} (yours: clients trust its CA)")
+    elif settings.tls is not None:
         lines.append(f"CA certificate for clients to trust: {sink.ca_path}")
     if settings.auth is not None:
         who = (
@@ -467,7 +497,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         transcripts=args.transcripts,
         save_dir=save_dir,
     )
-    return _Runner(sink, reporter).run()
+    if not args.quiet:
+        return _Runner(sink, reporter).run()
+    # aiosmtpd logs on "mail.log" (a warning per unknown command, and more);
+    # with no logging set up, Python's last-resort handler prints that to
+    # stderr. Restored after: main() may run inside another program.
+    aiosmtpd_log = logging.getLogger("mail.log")
+    silence = logging.NullHandler()
+    propagate = aiosmtpd_log.propagate
+    aiosmtpd_log.addHandler(silence)
+    aiosmtpd_log.propagate = False
+    try:
+        return _Runner(sink, reporter).run()
+    finally:
+        aiosmtpd_log.removeHandler(silence)
+        aiosmtpd_log.propagate = propagate
 
 
 class _Runner:

@@ -137,11 +137,15 @@ class SinkSettings:
                     f"not match the certificate in {self.tls_cert!r}",
                 ) from None
             if isinstance(error, ssl.SSLError):
+                where = (
+                    f"from {self.tls_key!r}"
+                    if self.tls_key
+                    else "(no tls_key given: the certificate file must hold it)"
+                )
                 raise SettingsError(
                     "tls_key" if self.tls_key else "tls_cert",
                     f"cannot load the certificate {self.tls_cert!r} and its key "
-                    f"{'from ' + repr(self.tls_key) if self.tls_key else '(no tls_key given: the certificate file must hold it)'}: "
-                    f"{reason or error}",
+                    f"{where}: {reason or 'no usable PEM certificate and key found'}",
                 ) from None
             raise SettingsError("tls_cert", f"cannot read it: {error}") from None
         return context
