@@ -56,6 +56,10 @@ class _Runtime:
         self.lock = threading.Lock()
         self.stopping = False
         self.stopped = False
+        # Set when stop() ran on the server thread (a finalizer that the
+        # garbage collector happened to run there): the thread then finishes
+        # the loop itself, as no other thread waits to.
+        self.finish_here = False
         self.failure: BaseException | None = None
         #: What ended the server thread when stop() did not: set only then.
         self.death: str | None = None
@@ -83,6 +87,8 @@ class _Runtime:
             self.death = repr(error)
         else:
             if self.stopping:
+                if self.finish_here:
+                    self.finish()
                 return
             self.death = (
                 "its event loop stopped without an error, but not through "
@@ -169,6 +175,7 @@ class _Runtime:
             if threading.current_thread() is thread:
                 # A finalizer that the garbage collector ran on the server
                 # thread itself: it cannot wait for its own thread.
+                self.finish_here = True
                 loop.call_soon(stop_accepting)
                 return
             loop.call_soon_threadsafe(stop_accepting)
@@ -178,9 +185,13 @@ class _Runtime:
                     f"the sink thread did not stop within {_STOP_TIMEOUT} s"
                 )
             # The loop has stopped; finish its remaining work on this thread.
-            self.release()
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
+            self.finish()
+
+    def finish(self) -> None:
+        loop = self.loop
+        self.release()
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
 
 
 def _stop_dropped(runtime: _Runtime, where: str) -> None:
@@ -307,6 +318,10 @@ class SMTPSink(Mailbox):
             if runtime is None:
                 return
             runtime.stop()
+            if self._finalizer is not None:
+                # It holds the runtime, and with it the store, until this
+                # sink is collected.
+                self._finalizer.detach()
 
     def __enter__(self) -> SMTPSink:
         return self.start()

@@ -430,3 +430,35 @@ def test_a_stopped_sink_is_dropped_without_a_warning() -> None:
         warnings.simplefilter("error")
         del sink
         gc.collect()
+
+
+def test_a_sink_collected_on_its_own_server_thread_still_stops() -> None:
+    import gc
+    import threading
+    import warnings
+
+    sink = SMTPSink().start()
+    loop, thread, port = sink._loop, sink._thread, sink.port
+    assert loop is not None
+    assert thread is not None
+    collected = threading.Event()
+
+    def collect() -> None:
+        gc.collect()
+        collected.set()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.disable()  # so that the collection happens on the server thread
+        try:
+            del sink
+            loop.call_soon_threadsafe(collect)
+            assert collected.wait(10)
+        finally:
+            gc.enable()
+        thread.join(10)
+    assert [w.category for w in caught] == [ResourceWarning]
+    assert not thread.is_alive()
+    assert loop.is_closed()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5)
