@@ -18,6 +18,7 @@ import dataclasses
 import datetime
 import functools
 import ipaddress
+import logging
 import os
 import re
 import signal
@@ -66,6 +67,8 @@ _OPTION_FOR_SETTING = {
     "relay_to": "--relay-to",
     "relay_allow_remote": "--relay-allow-remote",
     "relay_timeout": "--relay-timeout",
+    "tls_cert": "--tls-cert",
+    "tls_key": "--tls-key",
 }
 
 
@@ -177,6 +180,19 @@ def build_parser() -> argparse.ArgumentParser:
         "run; its PEM file's path is printed at start so clients can trust it.",
     )
     smtp.add_argument(
+        "--tls-cert",
+        metavar="PEM",
+        default=None,
+        help="present this certificate (and chain) instead of the throwaway CA's; "
+        "the file may hold the private key too. Needs --tls.",
+    )
+    smtp.add_argument(
+        "--tls-key",
+        metavar="PEM",
+        default=None,
+        help="the private key of --tls-cert, if not in the same file",
+    )
+    smtp.add_argument(
         "--auth",
         type=_auth_entry,
         action="append",
@@ -285,6 +301,8 @@ def settings_from_args(
         "port": args.port,
         "hostname": args.hostname,
         "tls": args.tls,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
         "auth": _auth_setting(parser, args.auth),
         "auth_required": args.auth_required,
         "auth_plaintext": args.auth_plaintext,
@@ -310,6 +328,8 @@ def settings_from_args(
             )
         elif error.setting == "auth_required":
             message = "needs --auth any or --auth USER:PASSWORD"
+        elif error.setting == "tls_cert" and args.tls is None:
+            message = "needs --tls starttls, starttls-required or implicit"
         parser.error(f"argument {option}: {message}")
 
 
@@ -472,8 +492,11 @@ def _session_header(number: int, session: Session) -> str:
         outcome = "ok" if session.auth.success else "failed"
         auth = f"{session.auth.mechanism} {session.auth.username or '?'} {outcome}"
     count = len(session.messages)
+    end: str = session.end or "server-closed"
+    if session.tls_error is not None:
+        end += f": {session.tls_error}"
     return printable(
-        f"session {number} closed ({session.end or 'server-closed'}): "
+        f"session {number} closed ({end}): "
         f"peer {session.peer[0]}:{session.peer[1]}, EHLO {session.ehlo or '-'}, "
         f"TLS {tls}, AUTH {auth}, {plural(count, 'message')}"
     )
@@ -501,8 +524,15 @@ def _banner(
         "starttls-required": " (STARTTLS required before MAIL)",
         "implicit": " (implicit TLS)",
     }
-    lines = [f"smtpsink {__version__} listening on {sink.url}{modes[settings.tls]}"]
-    if settings.tls is not None:
+    bound = ""
+    if sink.bind_host != sink.host:
+        bound = f" (bound to {sink.bind_host}: every interface)"
+    lines = [
+        f"smtpsink {__version__} listening on {sink.url}{modes[settings.tls]}{bound}"
+    ]
+    if settings.tls_cert is not None:
+        lines.append(f"certificate: {settings.tls_cert} (yours: clients trust its CA)")
+    elif settings.tls is not None:
         lines.append(f"CA certificate for clients to trust: {sink.ca_path}")
     if settings.auth is not None:
         who = (
@@ -566,13 +596,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         save_dir=save_dir,
         live=live,
     )
-    if live is None:
-        return _Runner(sink, reporter).run()
-    live.start()
+    # aiosmtpd logs on "mail.log" (a warning per unknown command, and more);
+    # with no logging set up, Python's last-resort handler prints that to
+    # stderr. --quiet silences it; restored after: main() may run inside
+    # another program.
+    aiosmtpd_log = logging.getLogger("mail.log")
+    silence = logging.NullHandler()
+    propagate = aiosmtpd_log.propagate
+    if args.quiet:
+        aiosmtpd_log.addHandler(silence)
+        aiosmtpd_log.propagate = False
+    if live is not None:
+        live.start()
     try:
         return _Runner(sink, reporter).run()
     finally:
-        live.stop()
+        if live is not None:
+            live.stop()
+        if args.quiet:
+            aiosmtpd_log.removeHandler(silence)
+            aiosmtpd_log.propagate = propagate
 
 
 class _Runner:

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
     from ._mailbox import Mailbox
     from ._server import SMTPSink
+    from ._store import Store
 
 Transport = Literal["udp", "tcp"]
 #: What an MX record may point at: a sink (its address is published too) or
@@ -117,9 +118,11 @@ class _Rule:
 class DNSServer:
     """The stub of one sink: UDP and TCP on one loopback port."""
 
-    def __init__(self, sink: SMTPSink) -> None:
-        self._sink = sink
-        self.host = sink.host
+    def __init__(self, host: str, store: Store) -> None:
+        # The store, not the sink: the sink's loop holds this server, and
+        # nothing there may keep a dropped sink alive (see _server._Runtime).
+        self._store = store
+        self.host = host
         self.port = 0
         self._lock = threading.Lock()
         self.rules: tuple[_Rule, ...] = ()
@@ -187,7 +190,7 @@ class DNSServer:
             self._queries.append(query)
             if len(self._queries) > _KEEP_QUERIES:
                 del self._queries[: _KEEP_QUERIES // 2]
-        self._sink._store.touch()  # wakes wait_until on dns.queries
+        self._store.touch()  # wakes wait_until on dns.queries
 
     def handle(self, data: bytes, transport: Transport, peer: Any) -> bytes | None:
         """The reply to one message, or None to send nothing."""
@@ -366,22 +369,15 @@ class _UDPProtocol(asyncio.DatagramProtocol):
         pass  # an ICMP error for a client that left: nothing to do
 
 
-_servers_lock = threading.Lock()
-
-
 def server_for(sink: SMTPSink) -> DNSServer:
-    """The sink's stub, started on first use (test thread)."""
-    with _servers_lock:
-        server: DNSServer | None = getattr(sink, "_dns_server", None)
-        if server is None:
-            sink.check_running(for_waiting=True)
-            loop = sink._loop
-            assert loop is not None
-            server = DNSServer(sink)
-            server.start(loop)
-            sink._dns_server = server
-            sink._on_shutdown.append(server.close)
+    """The sink's stub, started on its loop on first use (test thread)."""
+
+    def start(loop: asyncio.AbstractEventLoop, store: Store) -> DNSServer:
+        server = DNSServer(sink.host, store)
+        server.start(loop)
         return server
+
+    return sink.attach("dns", start)
 
 
 # -- the test's view --------------------------------------------------------------------

@@ -23,6 +23,7 @@ import dataclasses
 import random
 import re
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, TypedDict
 
@@ -124,6 +125,10 @@ class Fault:
     test to replay a run). `remove` takes the rule away before the test ends.
     """
 
+    @property
+    def _owner(self) -> Any:
+        return self._owner_ref()
+
     def __init__(
         self,
         owner: Any,
@@ -157,7 +162,9 @@ class Fault:
                 seed = random.SystemRandom().randrange(2**32)
         elif seed is not None:
             raise FaultError("seed is for rules with a probability")
-        self._owner = owner
+        # Weak: rules live in the server's state, which the server thread
+        # reaches; a strong reference would keep a dropped SMTPSink alive.
+        self._owner_ref = weakref.ref(owner)
         self.stage = stage
         self.action: str = action
         self.code = code
@@ -241,7 +248,14 @@ class Faults:
         self.rules: tuple[Fault, ...] = ()
         """Read by the server thread; replaced (never mutated) under ``lock``."""
         self.hidden: frozenset[str] = frozenset()
-        self.on_removed: ReleaseHook | None = None
+        # Weak, as a Fault's owner: the server's state holds these rules,
+        # and must not keep a dropped SMTPSink alive (its finalizer stops it).
+        self._on_removed: weakref.WeakMethod[ReleaseHook] | None = None
+
+    def release_with(self, method: ReleaseHook) -> None:
+        """Call the bound ``method`` with the rules `remove` takes away, so
+        that the server releases the connections they hold."""
+        self._on_removed = weakref.WeakMethod(method)
 
     def add(self, rule: Fault) -> Fault:
         rule._faults = self
@@ -257,8 +271,9 @@ class Faults:
             if not gone:
                 return
             self._set(tuple(rule for rule in self.rules if not which(rule)))
-        if self.on_removed is not None:
-            self.on_removed(gone)
+        hook = self._on_removed() if self._on_removed is not None else None
+        if hook is not None:
+            hook(gone)
 
     def _set(self, rules: tuple[Fault, ...]) -> None:
         self.hidden = frozenset(name for rule in rules for name in rule.hidden)

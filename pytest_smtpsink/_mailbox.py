@@ -167,17 +167,25 @@ class Mailbox(FaultControls):
         return authority().ca_path
 
     def _require_tls(self, what: str) -> None:
-        if self.settings.tls is None:
+        settings = self.settings
+        if settings.tls is None:
             raise RuntimeError(
                 f"{what} is for TLS sinks; this sink has tls=None. Ask for one with "
                 "@pytest.mark.smtpsink(tls='starttls') or smtpsink_factory(tls=...)"
+            )
+        if settings.tls_cert is not None or settings.tls_context is not None:
+            own = "tls_cert" if settings.tls_cert is not None else "tls_context"
+            raise RuntimeError(
+                f"{what} is for the sink's own test CA; this sink serves your "
+                f"certificate ({own}=), so trust the CA that issued it"
             )
 
     def env(self, prefix: str = "SMTP_") -> dict[str, str]:
         """Settings for apps configured by environment variables.
 
         ``{"SMTP_HOST": ..., "SMTP_PORT": ..., "SMTP_URL": ...}`` and, for TLS
-        sinks, ``SMTP_TLS`` (``starttls`` or ``implicit``) and ``SMTP_CA_FILE``.
+        sinks, ``SMTP_TLS`` (``starttls`` or ``implicit``) and ``SMTP_CA_FILE``
+        (not with your own ``tls_cert`` or ``tls_context``).
         Use with ``monkeypatch.setenv`` or ``subprocess.run(env=...)``.
         """
         values = {
@@ -189,7 +197,8 @@ class Mailbox(FaultControls):
             values[f"{prefix}TLS"] = (
                 "implicit" if self.settings.tls == "implicit" else "starttls"
             )
-            values[f"{prefix}CA_FILE"] = self.ca_path
+            if self.settings.tls_cert is None and self.settings.tls_context is None:
+                values[f"{prefix}CA_FILE"] = self.ca_path
         return values
 
     def dkim_key(

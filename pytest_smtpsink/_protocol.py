@@ -24,7 +24,14 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, AnyStr, TypeVar, cast
 
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword
+from aiosmtpd.smtp import (
+    MISSING,
+    SMTP,
+    AuthResult,
+    Envelope,
+    LoginPassword,
+    TLSSetupException,
+)
 from aiosmtpd.smtp import Session as _AioSession
 
 from ._faults import (
@@ -41,6 +48,7 @@ from ._faults import (
 from ._message import Envelope as MessageEnvelope
 from ._message import Message, RecipientDSN
 from ._session import AuthInfo, EndReason, Exchange, Session, TLSInfo
+from ._tls import HANDSHAKE_TIMEOUT, describe_handshake_failure
 
 if TYPE_CHECKING:
     from asyncio.streams import _ReaduntilBuffer
@@ -555,6 +563,7 @@ class RecordingSMTP(SMTP):
         self._dsn_params: dict[str, str] = {}
         self._params_command = ""
         self._params_arg = ""
+        self._implicit_tls: asyncio.Task[None] | None = None
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         plain = plain_angle_addr(arg)
@@ -611,8 +620,20 @@ class RecordingSMTP(SMTP):
         if first:
             peer = transport.get_extra_info("peername") or ("?", 0)
             self.record = Session((str(peer[0]), int(peer[1])), _now())
+            if self.state.settings.tls == "implicit":
+                # The sink listens in plain TCP and runs the handshake here,
+                # so that a failed one is a session saying why.
+                self.state.connections.add(self)
+                self.state.store.add_session(self.record)
+                self.transport = transport  # for close_by_server()
+                self._implicit_tls = self.state.loop.create_task(
+                    self._start_implicit_tls(transport)
+                )
+                return
         super().connection_made(transport)
         assert self.record is not None
+        # aiosmtpd's own test: after STARTTLS it keeps the plain transport.
+        starttls = self._original_transport is not None
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             cipher = ssl_object.cipher()
@@ -620,16 +641,47 @@ class RecordingSMTP(SMTP):
                 TLSInfo(
                     version=ssl_object.version(),
                     cipher=cipher[0] if cipher else None,
-                    implicit=first,
+                    implicit=not starttls,
                 )
             )
-        if not first:
+        if starttls:
             # After STARTTLS aiosmtpd forgets an earlier (plain-text) login,
             # as RFC 3207 says; so must the record. auth_attempts keeps it.
             self.record.auth = None
         if first:
             self.state.connections.add(self)
             self.state.store.add_session(self.record)
+
+    async def _start_implicit_tls(self, transport: asyncio.BaseTransport) -> None:
+        try:
+            tls_transport = await self.state.loop.start_tls(
+                cast("asyncio.WriteTransport", transport),
+                self,
+                cast("ssl.SSLContext", self.state.tls_context),
+                server_side=True,
+                # Also bounds how long stop() waits for such a client.
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+            )
+        except Exception as error:  # start_tls() closed the transport
+            self._tls_failed(error)
+            return
+        if tls_transport is None:  # the client left during the handshake
+            self._tls_failed(None)
+            cast("asyncio.Transport", transport).abort()
+            return
+        self.transport = None  # aiosmtpd's connection_made() sets it
+        self.connection_made(tls_transport)
+
+    def _tls_failed(self, error: BaseException | None) -> None:
+        """Record a failed handshake as the end of the session (no traceback
+        in the log: a client that rejects the certificate is no server error)."""
+        if self.record is not None:
+            if self.record.end is None:
+                self.record.tls_error = describe_handshake_failure(error)
+                self._mark_end("tls-failed")
+            self.record._tls_started(None)  # wake readers of Session.tls
+        self.state.connections.discard(self)
+        self.state.store.touch()
 
     def connection_lost(self, error: Exception | None) -> None:
         record = self.record
@@ -645,7 +697,13 @@ class RecordingSMTP(SMTP):
             self._mark_end("client-closed")
             record._tls_started(None)  # a handshake cut short: wake readers
         self.state.connections.discard(self)
-        super().connection_lost(error)
+        if self.session is None:
+            # Lost before the implicit-TLS handshake began (e.g. stop()):
+            # aiosmtpd never saw this connection.
+            if self._implicit_tls is not None:
+                self._implicit_tls.cancel()
+        else:
+            super().connection_lost(error)
         self.state.store.touch()
 
     def _end_data(self, size: int, note: str = "") -> None:
@@ -1060,6 +1118,14 @@ class RecordingSMTP(SMTP):
         record._tls_starting()
         try:
             await super().smtp_STARTTLS(arg)
+        except TLSSetupException as error:
+            # aiosmtpd would log it as an ERROR with a traceback, and the
+            # session would end as closed by the client. Record why, then
+            # close as aiosmtpd does.
+            self._tls_failed(error.__cause__)
+            if self.transport is not None:
+                self.transport.close()
+            self.connection_lost(error)
         finally:
             record._tls_started(None)  # no-op if connection_made recorded it
 

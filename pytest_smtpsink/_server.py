@@ -18,9 +18,10 @@ import ipaddress
 import os
 import ssl
 import threading
+import weakref
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from ._faults import Fault, Faults
 from ._mailbox import Mailbox
@@ -29,11 +30,202 @@ from ._settings import SinkSettings
 from ._store import Store
 
 _STOP_TIMEOUT = 10.0
-_HANDSHAKE_TIMEOUT = 2.0
 
 
 class SinkError(RuntimeError):
     """The sink could not start, or is no longer running."""
+
+
+class Service(Protocol):
+    """Something else served on a sink's loop (the DNS stub; later POP3 and
+    IMAP): started on first use by `SMTPSink.attach`, closed with the sink."""
+
+    def close(self) -> None:
+        """Stop serving (on the loop thread, when the sink stops)."""
+
+
+_S = TypeVar("_S", bound=Service)
+
+
+class _Runtime:
+    """The running server: its loop, thread and listening socket.
+
+    Kept apart from `SMTPSink` so that neither the server thread nor the loop
+    holds a reference to the sink: a sink dropped without `SMTPSink.stop`
+    can then be collected, and its finalizer (see `_stop_dropped`) warns and
+    closes the port, as an unclosed socket does.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        server: asyncio.base_events.Server,
+        state: ServerState,
+        store: Store,
+    ) -> None:
+        self.loop, self.server, self.state, self.store = loop, server, state, store
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.stopped = False
+        # Set when stop() ran on the server thread (a finalizer that the
+        # garbage collector happened to run there): the thread then finishes
+        # the loop itself, as no other thread waits to.
+        self.finish_here = False
+        self.failure: BaseException | None = None
+        #: What ended the server thread when stop() did not: set only then.
+        self.death: str | None = None
+        #: Started by SMTPSink.attach, by name; closed in shutdown().
+        self.services: dict[str, Service] = {}
+
+    def loop_exception(
+        self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]
+    ) -> None:
+        # stop() cancels the accept of a client still in its TLS handshake;
+        # asyncio would log that cancellation as an error. Everything else
+        # is reported as usual.
+        if self.stopping and isinstance(
+            context.get("exception"), asyncio.CancelledError
+        ):
+            return
+        loop.default_exception_handler(context)
+
+    def serve(self) -> None:
+        try:
+            self.loop.run_forever()
+        except BaseException as error:  # recorded so users see why it died
+            # Not re-raised: the next use of the sink raises SinkError
+            # chained to this error, where a thread exception would only
+            # warn at some later test.
+            self.failure = error
+            self.death = repr(error)
+        else:
+            if self.stopping:
+                if self.finish_here:
+                    self.finish()
+                return
+            self.death = (
+                "its event loop stopped without an error, but not through "
+                "SMTPSink.stop() (something called loop.stop() on it)"
+            )
+        try:
+            # The port must not stay open behind a dead loop: a client without
+            # a timeout would wait forever for a greeting that never comes.
+            self.release()
+        finally:
+            # Wake waiters: check_running() now says why.
+            self.store.touch()
+
+    def shutdown(self) -> None:
+        """Close the listening socket and every connection (loop thread, or
+        the caller's thread once the loop thread has ended)."""
+        server, state = self.server, self.state
+        # Synchronous: it needs no running loop, so a dead loop frees its port.
+        server.close()
+        for service in self.services.values():
+            service.close()
+        for connection in list(state.connections):
+            connection.close_by_server()
+        # A client still in its implicit-TLS handshake has no SMTP session
+        # running yet; Python 3.13 can abort it (3.12's wait_closed would
+        # wait for it; the handshake timeout ends it on older Pythons).
+        abort_clients = getattr(server, "abort_clients", None)
+        if abort_clients is not None:
+            abort_clients()
+
+    def release(self) -> None:
+        """After the loop stopped: close everything and finish the loop's
+        remaining work on this thread. Safe to call twice."""
+        loop = self.loop
+        if loop.is_closed():
+            return
+        try:
+            self.shutdown()
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(
+                    asyncio.gather(*pending, return_exceptions=True)
+                )
+            with contextlib.suppress(asyncio.TimeoutError):
+                # Bounded: see abort_clients in shutdown().
+                loop.run_until_complete(
+                    asyncio.wait_for(self.server.wait_closed(), _STOP_TIMEOUT / 5)
+                )
+        except Exception:
+            # A broken loop: whatever broke it may break this too, and the
+            # cause is already recorded. The listening socket closes anyway.
+            with contextlib.suppress(Exception):
+                self.server.close()
+
+    def stop(self) -> None:
+        with self.lock:
+            if self.stopped:
+                return
+            self.stopped = True
+            self.stopping = True
+            loop, thread, server = self.loop, self.thread, self.server
+            assert thread is not None
+
+            def stop_accepting() -> None:
+                # An accepted client's transport attaches to the server one
+                # loop iteration after the accept. Closing the server inside
+                # that window breaks asyncio (CPython gh-109564: an assertion
+                # in Server._attach on 3.12+, a TypeError later in __del__),
+                # so stop accepting first and close after the pending accepts
+                # (scheduled before shutdown, so run before it) are attached.
+                loop.call_soon(shutdown)  # first: nothing below may prevent it
+                with contextlib.suppress(Exception):  # e.g. a loop without readers
+                    for sock in server.sockets:
+                        loop.remove_reader(sock.fileno())
+
+            def shutdown() -> None:
+                self.shutdown()
+                # If the server thread died, this runs on the caller's thread,
+                # inside run_until_complete(): stopping would make that raise
+                # "Event loop stopped before Future completed".
+                if threading.current_thread() is thread:
+                    loop.stop()
+
+            if threading.current_thread() is thread:
+                # A finalizer that the garbage collector ran on the server
+                # thread itself: it cannot wait for its own thread.
+                self.finish_here = True
+                loop.call_soon(stop_accepting)
+                return
+            loop.call_soon_threadsafe(stop_accepting)
+            thread.join(_STOP_TIMEOUT)
+            if thread.is_alive():  # pragma: no cover - would be a bug in shutdown()
+                raise SinkError(
+                    f"the sink thread did not stop within {_STOP_TIMEOUT} s"
+                )
+            # The loop has stopped; finish its remaining work on this thread.
+            self.finish()
+
+    def finish(self) -> None:
+        loop = self.loop
+        self.release()
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+        if self.state.relay is not None:
+            # Its own thread: what is still queued is marked failed.
+            self.state.relay.stop()
+
+
+def _stop_dropped(runtime: _Runtime, where: str) -> None:
+    """The finalizer of a sink that was never stopped."""
+    if runtime.stopped:
+        return
+    import warnings
+
+    warnings.warn(
+        f"unclosed SMTPSink on {where}: call stop() or use `with SMTPSink() as "
+        "sink:`; it is stopped now",
+        ResourceWarning,
+        stacklevel=2,
+    )
+    runtime.stop()
 
 
 class SMTPSink(Mailbox):
@@ -47,6 +239,9 @@ class SMTPSink(Mailbox):
 
     ``settings`` (or keyword arguments, see `SinkSettings`) choose TLS, AUTH,
     limits and the address. The default binds 127.0.0.1 on a free port.
+
+    A sink that is dropped while running, without `stop`, emits a
+    `ResourceWarning` when it is garbage collected and stops then.
     """
 
     def __init__(self, settings: SinkSettings | None = None, **overrides: Any) -> None:
@@ -55,19 +250,15 @@ class SMTPSink(Mailbox):
         store = Store()
         super().__init__(self, store, store.cursor())
         self._faults = Faults()
-        self._faults.on_removed = self._release_held
+        self._faults.release_with(self._release_held)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._server: asyncio.base_events.Server | None = None
-        self._state: ServerState | None = None
+        self._runtime: _Runtime | None = None
         self._address: tuple[str, int] | None = None
-        self._failure: BaseException | None = None
+        self._bind_address: tuple[str, int] | None = None
         self._server_tls: ssl.SSLContext | None = None
-        # Services started later on this sink's loop (the DNS stub); each
-        # closer runs on the loop when the sink stops.
-        self._dns_server: Any = None
-        self._on_shutdown: list[Callable[[], None]] = []
+        self._finalizer: weakref.finalize[Any, Any] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -88,27 +279,22 @@ class SMTPSink(Mailbox):
             if self._loop is not None:
                 raise SinkError("a stopped sink cannot be restarted; make a new one")
             settings = self._settings
+            connect_host = _connectable(settings.host)
             if settings.tls is not None:
-                from ._tls import authority
-
-                self._server_tls = authority().server_context()
+                self._server_tls = _server_context(settings, connect_host)
             loop = asyncio.new_event_loop()
-            loop.set_exception_handler(self._loop_exception)
             state = ServerState(
                 settings, self._store, self._faults, loop, self._server_tls
             )
             try:
+                # Implicit TLS too listens in plain TCP: the protocol runs the
+                # handshake itself (RecordingSMTP.connection_made), so that a
+                # failed handshake is recorded as a session saying why.
                 server = loop.run_until_complete(
                     loop.create_server(
                         state.make_protocol,
                         host=settings.host,
                         port=settings.port,
-                        ssl=self._server_tls if settings.tls == "implicit" else None,
-                        # A client that connects and never finishes the
-                        # handshake must not hold stop() for the default 60 s.
-                        ssl_handshake_timeout=(
-                            _HANDSHAKE_TIMEOUT if settings.tls == "implicit" else None
-                        ),
                         # asyncio's default: SO_REUSEADDR on POSIX only (a
                         # fixed port is free again at once after a stop). On
                         # Windows it would let us bind a port another server
@@ -126,64 +312,29 @@ class SMTPSink(Mailbox):
                     f"cannot listen on {_format_address(settings.host, settings.port)}: "
                     f"{reason}"
                 ) from error
-            self._loop, self._server, self._state = loop, server, state
+            runtime = _Runtime(loop, server, state, self._store)
+            loop.set_exception_handler(runtime.loop_exception)
             host, port = server.sockets[0].getsockname()[:2]
-            self._address = (host, port)
+            self._bind_address = (host, port)
+            self._address = (connect_host, port)
             if settings.relay is not None:
                 # Only once the port is bound: a failed start leaves no thread.
                 from ._relay import Relayer
 
                 state.relay = Relayer(settings, self._store, f"smtpsink-relay-{port}")
+            # The thread runs the runtime, never this object (see _Runtime).
             thread = threading.Thread(
-                target=self._serve, name=f"smtpsink-{port}", daemon=True
+                target=runtime.serve, name=f"smtpsink-{port}", daemon=True
             )
-            self._thread = thread
+            runtime.thread = thread
+            self._loop, self._thread, self._runtime = loop, thread, runtime
+            self._finalizer = weakref.finalize(
+                self, _stop_dropped, runtime, _format_address(host, port)
+            )
+            # A sink still running at exit ends with the process, unwarned.
+            self._finalizer.atexit = False
             thread.start()
         return self
-
-    def _release_held(self, rules: tuple[Fault, ...]) -> None:
-        """Close the connections that removed fault ``rules`` hold (a hang, a
-        delay): on the loop, waiting briefly so the test ends with them
-        closed."""
-        loop, state = self._loop, self._state
-        if loop is None or state is None or not self.running:
-            return
-        done = threading.Event()
-
-        def release() -> None:
-            try:
-                state.release(rules)
-            finally:
-                done.set()
-
-        try:
-            loop.call_soon_threadsafe(release)
-        except RuntimeError:  # the loop closed meanwhile
-            return
-        done.wait(2.0)
-
-    def _loop_exception(
-        self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]
-    ) -> None:
-        # stop() cancels the accept of a client still in its TLS handshake;
-        # asyncio would log that cancellation as an error. Everything else
-        # is reported as usual.
-        if self._thread is None and isinstance(
-            context.get("exception"), asyncio.CancelledError
-        ):
-            return
-        loop.default_exception_handler(context)
-
-    def _serve(self) -> None:
-        assert self._loop is not None
-        try:
-            self._loop.run_forever()
-        except BaseException as error:  # recorded so users see why it died
-            self._failure = error
-            # Wake waiters: check_running() now says why. Not re-raised: the
-            # next use of the sink raises SinkError chained to this error,
-            # where a thread exception would only warn at some later test.
-            self._store.touch()
 
     def stop(self) -> None:
         """Close every connection, stop the thread and release the port.
@@ -191,74 +342,52 @@ class SMTPSink(Mailbox):
         Safe to call more than once, and on a sink that never started.
         """
         with self._lock:
-            loop, thread, server, state = (
-                self._loop,
-                self._thread,
-                self._server,
-                self._state,
-            )
-            self._thread = self._server = None
-            if thread is None or loop is None:
+            runtime = self._runtime
+            self._thread = None
+            if runtime is None:
                 return
+            runtime.stop()
+            if self._finalizer is not None:
+                # It holds the runtime, and with it the store, until this
+                # sink is collected.
+                self._finalizer.detach()
 
-            def stop_accepting() -> None:
-                # An accepted client's transport attaches to the server one
-                # loop iteration after the accept. Closing the server inside
-                # that window breaks asyncio (CPython gh-109564: an assertion
-                # in Server._attach on 3.12+, a TypeError later in __del__),
-                # so stop accepting first and close after the pending accepts
-                # (scheduled before shutdown, so run before it) are attached.
-                assert server is not None
-                loop.call_soon(shutdown)  # first: nothing below may prevent it
-                with contextlib.suppress(Exception):  # e.g. a loop without readers
-                    for sock in server.sockets:
-                        loop.remove_reader(sock.fileno())
+    def attach(
+        self, name: str, start: Callable[[asyncio.AbstractEventLoop, Store], _S]
+    ) -> _S:
+        """The service ``name`` on this sink's loop, started on first use with
+        ``start(loop, store)`` (on the calling thread) and closed when the
+        sink stops. Raises `SinkError` if the sink is not running. What
+        ``start`` returns must not refer to the sink (see `_Runtime`)."""
+        with self._lock:
+            self.check_running(for_waiting=True)
+            runtime = self._runtime
+            assert runtime is not None
+            service = runtime.services.get(name)
+            if service is None:
+                service = runtime.services[name] = start(runtime.loop, self._store)
+            return service  # type: ignore[return-value]
 
-            def shutdown() -> None:
-                assert server is not None
-                assert state is not None
-                server.close()
-                for close in self._on_shutdown:
-                    close()
-                for connection in list(state.connections):
-                    connection.close_by_server()
-                # A client still in its implicit-TLS handshake has no SMTP
-                # protocol yet, so it is not in state.connections; Python
-                # 3.13 can abort it (3.12's wait_closed would wait for it).
-                abort_clients = getattr(server, "abort_clients", None)
-                if abort_clients is not None:
-                    abort_clients()
-                # If the server thread died, this runs below on the caller's
-                # thread, inside run_until_complete(): stopping would make
-                # that raise "Event loop stopped before Future completed".
-                if threading.current_thread() is thread:
-                    loop.stop()
+    def _release_held(self, rules: tuple[Fault, ...]) -> None:
+        """Close the connections that removed fault ``rules`` hold (a hang, a
+        delay): on the loop, waiting briefly so the test ends with them
+        closed. Test thread."""
+        runtime = self._runtime
+        if runtime is None or not self.running:
+            return
+        done = threading.Event()
 
-            loop.call_soon_threadsafe(stop_accepting)
-            thread.join(_STOP_TIMEOUT)
-            if thread.is_alive():  # pragma: no cover - would be a bug in shutdown()
-                raise SinkError(
-                    f"the sink thread did not stop within {_STOP_TIMEOUT} s"
-                )
-            # The loop has stopped; finish its remaining work on this thread.
-            assert server is not None
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(
-                    asyncio.gather(*pending, return_exceptions=True)
-                )
-            with contextlib.suppress(asyncio.TimeoutError):
-                # Bounded: see abort_clients above; the handshake timeout
-                # (create_server) ends such a client on older Pythons.
-                loop.run_until_complete(
-                    asyncio.wait_for(server.wait_closed(), _STOP_TIMEOUT / 5)
-                )
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-            if state is not None and state.relay is not None:
-                state.relay.stop()
+        def release() -> None:
+            try:
+                runtime.state.release(rules)
+            finally:
+                done.set()
+
+        try:
+            runtime.loop.call_soon_threadsafe(release)
+        except RuntimeError:  # the loop closed meanwhile
+            return
+        done.wait(2.0)
 
     def __enter__(self) -> SMTPSink:
         return self.start()
@@ -277,24 +406,50 @@ class SMTPSink(Mailbox):
         What a stopped sink captured stays readable; only waiting for more
         (``for_waiting``) needs a running server.
         """
-        thread = self._thread
-        if thread is not None and (not thread.is_alive() or self._failure is not None):
-            raise SinkError(
-                f"the SMTP sink's server thread died: {self._failure!r}"
-            ) from self._failure
+        death = self._death()
+        if death is not None:
+            assert self._runtime is not None
+            raise SinkError(death) from self._runtime.failure
         overflow = self._store.overflow
         if overflow is not None:
             raise SinkError(overflow)
-        if for_waiting and thread is None:
+        if for_waiting and self._thread is None:
             state = "was stopped" if self._loop is not None else "was never started"
             raise SinkError(f"cannot wait for mail: the SMTP sink {state}")
+
+    def _death(self) -> str | None:
+        """Why the server thread ended without stop(), or None."""
+        runtime, thread = self._runtime, self._thread
+        if runtime is None or thread is None:
+            return None
+        if runtime.death is None and thread.is_alive():
+            return None
+        # The thread may have ended a moment before it recorded why.
+        thread.join(_STOP_TIMEOUT)
+        return (
+            f"the SMTP sink's server thread died: {runtime.death}; "
+            f"its port {self.port} is closed"
+        )
 
     # -- address ---------------------------------------------------------------------
 
     @property
     def host(self) -> str:
-        """The address the server listens on, e.g. ``"127.0.0.1"``."""
+        """The address clients should connect to, e.g. ``"127.0.0.1"``.
+
+        The bound address, except for a sink bound to all interfaces
+        (``0.0.0.0`` or ``::``): then the loopback address of the same
+        family, which the sink's certificate covers. See `bind_host`.
+        """
         return self._bound()[0]
+
+    @property
+    def bind_host(self) -> str:
+        """The address the server listens on, as bound: ``settings.host``
+        (e.g. ``"0.0.0.0"``), where `host` is the one to connect to."""
+        self._bound()
+        assert self._bind_address is not None
+        return self._bind_address[0]
 
     @property
     def port(self) -> int:
@@ -330,6 +485,24 @@ class SMTPSink(Mailbox):
         where = self.url if self._address else "not started"
         extra = self._settings.describe()
         return f"<SMTPSink {where}{' ' + extra if extra else ''}>"
+
+
+def _connectable(host: str) -> str:
+    """Where a client on this machine reaches a server bound to ``host``."""
+    address = ipaddress.ip_address(host)
+    if address.is_unspecified:
+        return "::1" if address.version == 6 else "127.0.0.1"
+    return host
+
+
+def _server_context(settings: SinkSettings, connect_host: str) -> ssl.SSLContext:
+    if settings.tls_context is not None:
+        return settings.tls_context
+    if settings.tls_cert is not None:
+        return settings.load_server_context()
+    from ._tls import authority
+
+    return authority().server_context(connect_host)
 
 
 def _format_address(host: str, port: int) -> str:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 #: How long reading `Session.tls` waits for a STARTTLS handshake under way.
 TLS_SETTLE_SECONDS = 10.0
 
-EndReason = Literal["quit", "client-closed", "timeout", "server-closed"]
+EndReason = Literal["quit", "client-closed", "timeout", "server-closed", "tls-failed"]
 ExchangeKind = Literal["greeting", "command", "auth-response", "data"]
 
 
@@ -127,6 +127,10 @@ class Session:
         # Set while a STARTTLS handshake is under way (see `tls`).
         self._tls_settled: threading.Event | None = None
         self._tls_thread = 0
+        self.tls_error: str | None = None
+        """Why the TLS handshake failed (`end` is then ``"tls-failed"``),
+        e.g. ``"TLSV1_ALERT_UNKNOWN_CA: the client rejected the sink's
+        certificate (...)"``; None otherwise."""
         self.auth: AuthInfo | None = None
         """The last AUTH attempt (see `auth_attempts` for all)."""
         self._auth_attempts: list[AuthInfo] = []
@@ -211,7 +215,9 @@ class Session:
         return "\n".join(_lines(self._transcript))
 
     def __repr__(self) -> str:
-        state = self.end or "open"
+        state: str = self.end or "open"
+        if self.tls_error is not None:
+            state += f" ({self.tls_error})"
         head = (
             f"<Session {self.peer[0]}:{self.peer[1]} ehlo={self.ehlo!r} "
             # _tls: a repr (in a failure report) must not wait on a handshake.

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import re
+import ssl
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Literal, get_args
@@ -85,8 +87,19 @@ class SinkSettings:
     """Allow a `relay` upstream that is not a loopback address."""
     relay_timeout: float = 10.0
     """Seconds the relay waits for the upstream to connect or answer."""
+    tls_cert: str | None = None
+    """A PEM file with the server certificate (and its chain) that TLS sinks
+    present instead of the trustme one; the key too, unless in `tls_key`."""
+    tls_key: str | None = None
+    """A PEM file with the (unencrypted) private key of `tls_cert`."""
+    tls_context: ssl.SSLContext | None = None
+    """A server-side `ssl.SSLContext`, used as it is, for full control."""
 
     def __post_init__(self) -> None:
+        for name in ("tls_cert", "tls_key"):
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                object.__setattr__(self, name, os.fspath(value))
         _validate(self)
         if isinstance(self.auth, Mapping):
             # A private, read-only copy: a caller changing their dict later
@@ -100,6 +113,52 @@ class SinkSettings:
         # Not the dataclass repr: it would print the passwords in ``auth``
         # into failure reports, logs and test ids.
         return f"SinkSettings({self.describe()})"
+
+    def load_server_context(self) -> ssl.SSLContext:
+        """A server context with `tls_cert` and `tls_key` loaded.
+
+        Raises `SettingsError` naming the setting: a missing or unreadable
+        file, something that is not PEM, a key that does not match the
+        certificate, an encrypted key.
+        """
+        assert self.tls_cert is not None
+        for name in ("tls_cert", "tls_key"):
+            path = getattr(self, name)
+            if path is not None and not os.path.isfile(path):
+                raise SettingsError(name, f"no such file: {path!r}")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+
+        def no_password() -> str:
+            # Without this callback OpenSSL would ask on the terminal.
+            raise SettingsError(
+                "tls_key" if self.tls_key else "tls_cert",
+                "the private key is encrypted; give an unencrypted key, or "
+                "load it yourself into tls_context=",
+            )
+
+        try:
+            context.load_cert_chain(self.tls_cert, self.tls_key, password=no_password)
+        except OSError as error:
+            reason = getattr(error, "reason", None)
+            if reason == "KEY_VALUES_MISMATCH":
+                raise SettingsError(
+                    "tls_key",
+                    f"the private key in {self.tls_key or self.tls_cert!r} does "
+                    f"not match the certificate in {self.tls_cert!r}",
+                ) from None
+            if isinstance(error, ssl.SSLError):
+                where = (
+                    f"from {self.tls_key!r}"
+                    if self.tls_key
+                    else "(no tls_key given: the certificate file must hold it)"
+                )
+                raise SettingsError(
+                    "tls_key" if self.tls_key else "tls_cert",
+                    f"cannot load the certificate {self.tls_cert!r} and its key "
+                    f"{where}: {reason or 'no usable PEM certificate and key found'}",
+                ) from None
+            raise SettingsError("tls_cert", f"cannot read it: {error}") from None
+        return context
 
     def replace(self, **changes: Any) -> SinkSettings:
         """A copy with ``changes`` applied (and validated)."""
@@ -247,6 +306,7 @@ def _validate(s: SinkSettings) -> None:
         "AUTH is only offered over TLS: add tls='starttls' (or 'implicit'), "
         "or auth_plaintext=True to allow AUTH without TLS",
     )
+    _validate_own_tls(s)
     _require(
         isinstance(s.idle_timeout, (int, float))
         and not isinstance(s.idle_timeout, bool)
@@ -295,3 +355,46 @@ def _validate_relay(s: SinkSettings) -> None:
         "relay_timeout",
         f"must be a number of seconds > 0, got {s.relay_timeout!r}",
     )
+
+
+def _validate_own_tls(s: SinkSettings) -> None:
+    for name in ("tls_cert", "tls_key"):
+        value = getattr(s, name)
+        _require(
+            value is None or (isinstance(value, str) and bool(value)),
+            name,
+            f"must be None or the path of a PEM file, got {value!r}",
+        )
+    _require(
+        s.tls_context is None or isinstance(s.tls_context, ssl.SSLContext),
+        "tls_context",
+        f"must be None or an ssl.SSLContext, got a {type(s.tls_context).__name__}",
+    )
+    _require(
+        s.tls_key is None or s.tls_cert is not None,
+        "tls_key",
+        "is the key of tls_cert; give tls_cert too",
+    )
+    _require(
+        s.tls_context is None or s.tls_cert is None,
+        "tls_context",
+        "give either tls_context or tls_cert (and tls_key), not both",
+    )
+    own = "tls_context" if s.tls_context is not None else "tls_cert"
+    _require(
+        s.tls is not None or (s.tls_cert is None and s.tls_context is None),
+        own,
+        "is for TLS sinks: add tls='starttls', 'starttls-required' or 'implicit'",
+    )
+    if s.tls_context is not None:
+        # A client context (PROTOCOL_TLS_CLIENT, create_default_context())
+        # would fail every handshake with an obscure error.
+        _require(
+            s.tls_context.protocol != ssl.PROTOCOL_TLS_CLIENT
+            and not s.tls_context.check_hostname,
+            "tls_context",
+            "is a client context; make a server one with "
+            "ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER) and load_cert_chain()",
+        )
+    if s.tls_cert is not None:
+        s.load_server_context()  # checked now, not at the first handshake

@@ -2,7 +2,10 @@
 
 trustme makes a CA and a leaf certificate for 127.0.0.1, ::1 and localhost.
 Key generation is the expensive part, so it happens once, on the first TLS
-sink, and every TLS sink and client context of the process reuses it.
+sink, and every TLS sink and client context of the process reuses it. A sink
+bound to another address (``allow_remote``) gets a leaf that names that
+address too, made once per address. Called from the thread that starts a
+sink; the lock makes that safe from several threads.
 """
 
 from __future__ import annotations
@@ -21,13 +24,57 @@ if TYPE_CHECKING:
 
 _lock = threading.Lock()
 
+#: Seconds a client may take over an implicit-TLS handshake; this also bounds
+#: how long stop() waits for a client that connected and never finished it.
+HANDSHAKE_TIMEOUT = 2.0
+
+# OpenSSL's reason codes, in words, for a session's ``tls_error``.
+_REJECTED_CERTIFICATE = (
+    "the client rejected the sink's certificate (does it trust the sink's CA? "
+    "see ssl_context() and ca_path)"
+)
+_NOT_TLS = "the client did not start TLS (plain SMTP on an implicit-TLS port?)"
+_HANDSHAKE_HINTS = {
+    "SSLV3_ALERT_BAD_CERTIFICATE": _REJECTED_CERTIFICATE,
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": _REJECTED_CERTIFICATE,
+    "TLSV1_ALERT_UNKNOWN_CA": _REJECTED_CERTIFICATE,
+    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": _REJECTED_CERTIFICATE,
+    "WRONG_VERSION_NUMBER": _NOT_TLS,
+    "HTTP_REQUEST": _NOT_TLS,
+    "UNKNOWN_PROTOCOL": _NOT_TLS,
+    "PACKET_LENGTH_TOO_LONG": _NOT_TLS,
+    "RECORD_LAYER_FAILURE": _NOT_TLS,
+    "NO_SHARED_CIPHER": "no cipher suite in common with the client",
+    "UNSUPPORTED_PROTOCOL": "no TLS version in common with the client",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "no TLS version in common with the client",
+}
+
+
+def describe_handshake_failure(error: BaseException | None) -> str:
+    """Why a server-side TLS handshake failed, in a line (for
+    `Session.tls_error`). Server thread."""
+    if isinstance(error, ssl.SSLError) and error.reason:
+        hint = _HANDSHAKE_HINTS.get(error.reason)
+        return f"{error.reason}: {hint}" if hint else f"{error.reason}: {error}"
+    if isinstance(error, (ConnectionAbortedError, TimeoutError)) and (
+        "longer than" in str(error) or isinstance(error, TimeoutError)
+    ):
+        return f"the client did not finish the handshake within {HANDSHAKE_TIMEOUT:g} s"
+    if error is None or isinstance(error, (ConnectionError, EOFError)):
+        return "the client closed the connection during the handshake"
+    return f"{type(error).__name__}: {error}"
+
+
+_LOOPBACK_NAMES = ("127.0.0.1", "::1", "localhost")
+
 
 class _Authority:
     def __init__(self) -> None:
         import trustme  # imported lazily: plain sinks never pay for it
 
         self.ca: trustme.CA = trustme.CA(organization_name="pytest-smtpsink")
-        self.leaf = self.ca.issue_cert("127.0.0.1", "::1", "localhost")
+        self.leaf = self.ca.issue_cert(*_LOOPBACK_NAMES)
+        self._leaves: dict[str, trustme.LeafCert] = {}
         # Applications configured by path (SSL_CERT_FILE, Django settings,
         # curl --cacert) need the CA as a file.
         self._dir = tempfile.mkdtemp(prefix="smtpsink-ca-")
@@ -35,9 +82,18 @@ class _Authority:
         self.ca.cert_pem.write_to_path(self.ca_path)
         atexit.register(shutil.rmtree, self._dir, True)
 
-    def server_context(self) -> ssl.SSLContext:
+    def server_context(self, host: str = "127.0.0.1") -> ssl.SSLContext:
+        """A server context with a certificate that covers ``host``, the
+        address clients are told to connect to, as well as loopback."""
+        leaf = self.leaf
+        if host not in _LOOPBACK_NAMES:
+            with _lock:
+                leaf = self._leaves.get(host) or self.ca.issue_cert(
+                    host, *_LOOPBACK_NAMES
+                )
+                self._leaves[host] = leaf
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.leaf.configure_cert(context)
+        leaf.configure_cert(context)
         return context
 
     def client_context(self) -> ssl.SSLContext:

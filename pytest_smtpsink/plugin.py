@@ -98,6 +98,12 @@ _OPTIONS = (
         "assert_not_spam() ask (default: none; they fail saying so).",
     ),
     _Option(
+        "tls_cert",
+        "PEM file with the certificate (and chain) every TLS sink presents "
+        "instead of the test CA's; it may hold the key too.",
+    ),
+    _Option("tls_key", "PEM file with the private key of --smtpsink-tls-cert."),
+    _Option(
         "allow_remote",
         "allow --smtpsink-host to be a non-loopback address (anyone who can "
         "reach it can then send to the sink).",
@@ -171,6 +177,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 _PLUGIN_ONLY = frozenset(
     {"timeout", "report", "save_dir", "save", "summary", "lint", "spamd"}
 )
+#: Options for every TLS sink (the default sink has no TLS): see _SinkPool.
+_TLS_FILES = frozenset({"tls_cert", "tls_key"})
+_TLS_FILES_KEY = pytest.StashKey[dict[str, str]]()
 
 
 _Choice = TypeVar("_Choice", bound=str)
@@ -220,6 +229,7 @@ def _read_options(config: pytest.Config) -> tuple[SinkSettings, float]:
     Raises `pytest.UsageError` naming the option (or ini key) at fault.
     """
     changes: dict[str, Any] = {}
+    tls_files: dict[str, str] = {}
     sources: dict[str, str] = {}
     timeout = DEFAULT_TIMEOUT
     for option in _OPTIONS:
@@ -237,16 +247,22 @@ def _read_options(config: pytest.Config) -> tuple[SinkSettings, float]:
             if option.name == "timeout":
                 timeout = value
             continue
-        changes[option.name] = value
         sources[option.name] = source
+        if option.name in _TLS_FILES:
+            tls_files[option.name] = value
+            continue
+        changes[option.name] = value
     try:
         settings = SinkSettings(**changes)
+        if tls_files:  # checked now: a missing file or a wrong key fails the run
+            settings.replace(tls="starttls", **tls_files)
     except SettingsError as error:
         source = sources.get(
             error.setting, f"--smtpsink-{error.setting.replace('_', '-')}"
         )
         message = str(error).split(": ", 1)[1]
         raise pytest.UsageError(f"{source}: {message}") from None
+    config.stash[_TLS_FILES_KEY] = tls_files
     return settings, timeout
 
 
@@ -257,8 +273,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "smtpsink(**settings): give this test's smtpsink fixture a sink with these "
-        "settings (tls=, auth=, auth_required=, auth_plaintext=, hostname=, "
-        "max_size=, max_recipients=, smtputf8=); one server per distinct set, "
+        "settings (tls=, tls_cert=, tls_key=, tls_context=, auth=, auth_required=, "
+        "auth_plaintext=, hostname=, max_size=, max_recipients=, smtputf8=); one "
+        "server per distinct set, "
         "shared by the tests that ask for it.",
     )
     config.addinivalue_line(
@@ -291,7 +308,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(IndexWriter(save[0]), "smtpsink-index")
     config.stash[_DEFAULTS_KEY] = settings
     config.stash[_TIMEOUT_KEY] = timeout
-    config.stash[_POOL_KEY] = _SinkPool(settings)
+    config.stash[_POOL_KEY] = _SinkPool(settings, config.stash[_TLS_FILES_KEY])
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -342,12 +359,29 @@ def _format_size(size: int) -> str:
 class _SinkPool:
     """One running sink per distinct settings, started on first use."""
 
-    def __init__(self, defaults: SinkSettings) -> None:
+    def __init__(
+        self, defaults: SinkSettings, tls_files: dict[str, str] | None = None
+    ) -> None:
         self.defaults = defaults
         self._sinks: dict[SinkSettings, SMTPSink] = {}
+        # --smtpsink-tls-cert/-key, for TLS sinks that bring no certificate.
+        self._tls_files = tls_files or {}
+        self._with_files: dict[SinkSettings, SinkSettings] = {}
 
     def get(self, settings: SinkSettings | None = None) -> SMTPSink:
         settings = settings or self.defaults
+        if (
+            self._tls_files
+            and settings.tls is not None
+            and settings.tls_cert is None
+            and settings.tls_context is None
+        ):
+            # Cached: replace() loads the files again to check them.
+            with_files = self._with_files.get(settings)
+            if with_files is None:
+                with_files = settings.replace(**self._tls_files)
+                self._with_files[settings] = with_files
+            settings = with_files
         if settings != self.defaults and settings.port == self.defaults.port != 0:
             # A fixed port given by option belongs to the default sink; sinks
             # with other settings take free ports.
@@ -364,6 +398,22 @@ class _SinkPool:
                     f"pytest-smtpsink could not start a sink: {error}", pytrace=False
                 )
             self._sinks[settings] = sink
+        else:
+            death = sink._death()
+            if death is not None:
+                # Fail now, not when the test's app hangs or a read raises.
+                import traceback
+
+                failure = sink._runtime.failure if sink._runtime else None
+                cause = (
+                    "\n" + "".join(traceback.format_exception(failure))
+                    if failure is not None
+                    else ""
+                )
+                pytest.fail(
+                    f"pytest-smtpsink: the sink {sink.url} is unusable: {death}{cause}",
+                    pytrace=False,
+                )
         return sink
 
     def stop_all(self) -> None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import external
 import pytest
+import trustme
 
 from pytest_smtpsink import SMTPSink
 from pytest_smtpsink._cli import _slug, build_parser, main
@@ -251,6 +252,99 @@ def test_quiet_prints_only_the_address_and_the_count(
     assert sink.proc.returncode == 0
     assert rest == ["smtpsink stopped: 1 message in 1 session"]
     assert not any("message #" in line for line in sink.seen)
+
+
+@stops_with_signals
+def test_quiet_prints_nothing_of_aiosmtpd_log(start: Callable[..., Sink]) -> None:
+    sink = start("--quiet", "--tls", "starttls")
+    with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+        # Before: a WARNING per unknown command reached stderr.
+        assert smtp.docmd("BOGUS")[0] == 500
+        stranger = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # trusts nobody
+        # Before: this printed an ERROR with a full traceback.
+        with pytest.raises(ssl.SSLCertVerificationError):
+            smtp.starttls(context=stranger)
+    rest = sink.stop()
+    assert sink.proc.returncode == 0
+    assert rest == ["smtpsink stopped: 0 messages in 1 session"]
+    assert sink.stderr == ""
+
+
+@stops_with_signals
+def test_a_rejected_certificate_is_a_tls_failed_session(
+    start: Callable[..., Sink],
+) -> None:
+    sink = start("--tls", "implicit")
+    stranger = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # trusts nobody
+    with pytest.raises(ssl.SSLCertVerificationError):
+        smtplib.SMTP_SSL("127.0.0.1", sink.port, context=stranger)
+    closed = sink.expect(r"session 1 closed").string
+    assert "(tls-failed: TLSV1_ALERT_UNKNOWN_CA: the client rejected" in closed
+    sink.stop()
+    assert "Traceback" not in sink.stderr
+
+
+@stops_with_signals
+def test_all_interfaces_give_a_connectable_verified_address(
+    start: Callable[..., Sink],
+) -> None:
+    sink = start("--host", "0.0.0.0", "--allow-remote", "--tls", "starttls")
+    assert "(bound to 0.0.0.0: every interface)" in sink.banner[0]
+    ca_path = sink.in_banner(r"CA certificate for clients to trust: (\S+)$").group(1)
+    context = ssl.create_default_context(cafile=ca_path)
+    with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+        smtp.starttls(context=context)  # the certificate covers 127.0.0.1
+        smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+    assert "(STARTTLS)" in sink.expect(r"session 1 closed").string
+    sink.stop()
+    assert sink.proc.returncode == 0
+
+
+@stops_with_signals
+def test_own_certificate(start: Callable[..., Sink], tmp_path: Path) -> None:
+    ca = trustme.CA(organization_name="Not the sink's CA")
+    leaf = ca.issue_cert("127.0.0.1")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    for blob in leaf.cert_chain_pems:
+        blob.write_to_path(str(cert), append=True)
+    leaf.private_key_pem.write_to_path(str(key))
+    sink = start("--tls", "implicit", "--tls-cert", str(cert), "--tls-key", str(key))
+    assert sink.in_banner(r"^certificate: (\S+) \(yours").group(1) == str(cert)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ca.configure_trust(context)  # only the user's CA
+    with smtplib.SMTP_SSL("127.0.0.1", sink.port, context=context) as smtp:
+        smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+    assert "(implicit)" in sink.expect(r"session 1 closed").string
+    sink.stop()
+    assert sink.proc.returncode == 0
+
+
+def test_own_certificate_errors_name_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ca = trustme.CA()
+    cert = tmp_path / "cert.pem"
+    ca.issue_cert("127.0.0.1").cert_chain_pems[0].write_to_path(str(cert))
+    other_key = tmp_path / "other-key.pem"
+    ca.issue_cert("127.0.0.1").private_key_pem.write_to_path(str(other_key))
+    cases = [
+        (["--tls-cert", str(cert)], "argument --tls-cert: needs --tls"),
+        (
+            ["--tls", "starttls", "--tls-cert", str(tmp_path / "none.pem")],
+            "argument --tls-cert: no such file",
+        ),
+        (
+            ["--tls", "starttls", "--tls-cert", str(cert), "--tls-key", str(other_key)],
+            "argument --tls-key: the private key in",
+        ),
+        (["--tls", "starttls", "--tls-key", str(other_key)], "argument --tls-key: "),
+    ]
+    for args, expected in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert expected in err, err
 
 
 @stops_with_signals

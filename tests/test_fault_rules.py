@@ -230,7 +230,13 @@ def test_advertised(
 
 def test_removing_rules_tells_the_server_which(rules: Rules) -> None:
     removed: list[tuple[Fault, ...]] = []
-    rules.registry.on_removed = removed.append
+
+    class Server:
+        def release(self, rules: tuple[Fault, ...]) -> None:
+            removed.append(rules)
+
+    server = Server()  # held here: the registry keeps only a weak reference
+    rules.registry.release_with(server.release)
     keep = rules.fail("MAIL", 451)
     gone = rules.hang("RCPT")
     gone.remove()

@@ -201,7 +201,9 @@ def test_non_loopback_bind_when_asked(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
 def test_any(smtpsink):
-    assert smtpsink.host == "0.0.0.0"
+    # Bound to every interface; clients are given an address to connect to.
+    assert smtpsink.sink.bind_host == "0.0.0.0"
+    assert smtpsink.host == "127.0.0.1"
 """
     )
     result = pytester.runpytest("--smtpsink-host=0.0.0.0", "--smtpsink-allow-remote")

@@ -196,23 +196,62 @@ def test_next_test_using_the_fixture_fails_saying_the_thread_died(
 ) -> None:
     pytester.makepyfile(
         """
+import smtplib, socket, pytest
+PORT = []
+
 def test_kills(smtpsink_server):
+    PORT.append(smtpsink_server.port)
     def crash():
         raise SystemExit("boom")
     smtpsink_server._loop.call_soon_threadsafe(crash)
     smtpsink_server._thread.join(5)
 
+def test_the_port_is_closed():
+    # Before: the port stayed open, and smtplib without a timeout hung.
+    with pytest.raises(ConnectionRefusedError):
+        smtplib.SMTP("127.0.0.1", PORT[0], timeout=5)
+
 def test_next(smtpsink):
-    smtpsink.assert_nothing_sent()
+    raise AssertionError("not reached: the fixture fails first")
+
+def test_and_the_one_after(smtpsink):
+    raise AssertionError("not reached: the fixture fails first")
 """
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1, failed=1)
+    result.assert_outcomes(passed=2, errors=2)
     result.stdout.fnmatch_lines(
-        ["*SinkError: the SMTP sink's server thread died: SystemExit('boom')*"]
+        [
+            "*ERROR at setup of test_next*",
+            "pytest-smtpsink: the sink smtp://127.0.0.1:* is unusable: the SMTP "
+            "sink's server thread died: SystemExit('boom'); its port * is closed",
+            "Traceback (most recent call last):",
+            "*SystemExit: boom",
+            "*ERROR at setup of test_and_the_one_after*",
+        ]
     )
-    result.stdout.no_fnmatch_line("*Connection refused*")
+    result.stdout.no_fnmatch_line("*not reached*")
     result.stdout.no_fnmatch_line("*INTERNALERROR*")
+
+
+def test_a_loop_stopped_without_stop_says_what_happened() -> None:
+    sink = SMTPSink().start()
+    try:
+        assert sink._loop is not None
+        assert sink._thread is not None
+        sink._loop.call_soon_threadsafe(sink._loop.stop)
+        sink._thread.join(5)
+        with pytest.raises(SinkError) as caught:
+            sink.assert_nothing_sent()
+        # Before: "the SMTP sink's server thread died: None".
+        assert "None" not in str(caught.value)
+        assert "stopped without an error, but not through SMTPSink.stop()" in str(
+            caught.value
+        )
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((sink.host, sink.port), timeout=5)
+    finally:
+        sink.stop()
 
 
 def test_a_client_left_connected_does_not_affect_the_next_test(
@@ -358,3 +397,68 @@ def test_fails(smtpsink):
     after = set(root.rglob("*"))
     new = {p for p in after - before if "__pycache__" not in p.parts}
     assert new == set(), new
+
+
+def test_a_dropped_sink_warns_and_closes_its_port() -> None:
+    import gc
+
+    sink = SMTPSink().start()
+    host, port = sink.host, sink.port
+    # A fault rule and a connection: neither may keep the sink alive.
+    sink.fail("RCPT", 550)
+    with smtplib.SMTP(host, port, timeout=10) as client:
+        client.ehlo()
+    thread = sink._thread
+    assert thread is not None
+    del sink
+    with pytest.warns(
+        ResourceWarning, match=rf"unclosed SMTPSink on 127\.0\.0\.1:{port}"
+    ):
+        gc.collect()
+    assert not thread.is_alive()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, port), timeout=5)
+
+
+def test_a_stopped_sink_is_dropped_without_a_warning() -> None:
+    import gc
+    import warnings
+
+    sink = SMTPSink().start()
+    sink.stop()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        del sink
+        gc.collect()
+
+
+def test_a_sink_collected_on_its_own_server_thread_still_stops() -> None:
+    import gc
+    import threading
+    import warnings
+
+    sink = SMTPSink().start()
+    loop, thread, port = sink._loop, sink._thread, sink.port
+    assert loop is not None
+    assert thread is not None
+    collected = threading.Event()
+
+    def collect() -> None:
+        gc.collect()
+        collected.set()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.disable()  # so that the collection happens on the server thread
+        try:
+            del sink
+            loop.call_soon_threadsafe(collect)
+            assert collected.wait(10)
+        finally:
+            gc.enable()
+        thread.join(10)
+    assert [w.category for w in caught] == [ResourceWarning]
+    assert not thread.is_alive()
+    assert loop.is_closed()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5)

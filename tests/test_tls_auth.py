@@ -27,7 +27,14 @@ import aiosmtplib
 import pytest
 import trustme
 
-from pytest_smtpsink import AuthInfo, Mailbox, Session, SettingsError, SinkSettings
+from pytest_smtpsink import (
+    AuthInfo,
+    Mailbox,
+    Session,
+    SettingsError,
+    SinkSettings,
+    SMTPSink,
+)
 
 Factory = Callable[..., Mailbox]
 
@@ -200,6 +207,61 @@ def test_client_that_does_not_trust_the_ca_is_refused(
     (session,) = sink.sessions
     assert session.used("STARTTLS")
     assert session.tls is None
+
+
+def _failed_handshake(sink: Mailbox) -> Session:
+    sink.wait_until(lambda: any(s.end is not None for s in sink.sessions))
+    (session,) = sink.sessions
+    return session
+
+
+def test_starttls_rejected_by_the_client_is_a_tls_failed_session(
+    smtpsink_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = smtpsink_factory(tls="starttls")
+    stranger = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies, trusts nobody
+    with (
+        smtplib.SMTP(sink.host, sink.port) as client,
+        pytest.raises(ssl.SSLCertVerificationError),
+    ):
+        client.starttls(context=stranger)
+    session = _failed_handshake(sink)
+    # Before: end was "client-closed", and aiosmtpd logged an ERROR traceback.
+    assert session.end == "tls-failed"
+    assert session.tls_error is not None
+    assert session.tls_error.startswith("TLSV1_ALERT_UNKNOWN_CA: ")
+    assert "the client rejected the sink's certificate" in session.tls_error
+    assert "tls-failed (TLSV1_ALERT_UNKNOWN_CA" in repr(session)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []
+
+
+def test_plain_client_on_an_implicit_tls_sink_is_a_tls_failed_session(
+    smtpsink_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = smtpsink_factory(tls="implicit")
+    with socket.create_connection((sink.host, sink.port), timeout=5) as raw:
+        raw.sendall(b"EHLO plain.example\r\n")
+        # The server gives up on the handshake and closes (an alert or EOF).
+        while raw.recv(4096):
+            pass
+        local = raw.getsockname()[:2]
+    session = _failed_handshake(sink)  # before: no session at all
+    assert session.peer == local
+    assert session.end == "tls-failed"
+    assert session.tls_error is not None
+    assert "the client did not start TLS" in session.tls_error
+    assert session.transcript == ()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []
+
+
+def test_implicit_tls_client_leaving_during_the_handshake(
+    smtpsink_factory: Factory,
+) -> None:
+    sink = smtpsink_factory(tls="implicit")
+    socket.create_connection((sink.host, sink.port), timeout=5).close()
+    session = _failed_handshake(sink)
+    assert session.end == "tls-failed"
+    assert session.tls_error == "the client closed the connection during the handshake"
 
 
 def test_wrong_host_name_is_refused(smtpsink_factory: Factory) -> None:
@@ -795,3 +857,183 @@ def test_xdist_with_tls_sinks(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest("-n", "2", "-W", "error")
     result.assert_outcomes(passed=12)
+
+
+# -- all interfaces, and the user's own certificate ------------------------------------
+
+
+def test_sink_on_all_interfaces_gives_clients_a_verifiable_address() -> None:
+    with SMTPSink(host="0.0.0.0", allow_remote=True, tls="starttls") as sink:
+        # Before: host and env() gave 0.0.0.0, which no certificate names.
+        assert sink.host == "127.0.0.1"
+        assert sink.bind_host == "0.0.0.0"
+        assert sink.env()["SMTP_HOST"] == "127.0.0.1"
+        assert sink.url == f"smtp://127.0.0.1:{sink.port}"
+        with smtplib.SMTP(sink.env()["SMTP_HOST"], sink.port, timeout=10) as client:
+            client.starttls(context=sink.ssl_context())  # verifies 127.0.0.1
+            client.sendmail("a@example.com", ["b@example.com"], b"Subject: x\r\n\r\n.")
+        assert sink.wait_for(timeout=10).session.tls is not None
+
+
+def test_all_interfaces_by_option(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+import smtplib, pytest
+
+@pytest.mark.smtpsink(tls="implicit")
+def test_verified(smtpsink):
+    assert smtpsink.host == "127.0.0.1" and smtpsink.sink.bind_host == "0.0.0.0"
+    env = smtpsink.env()
+    with smtplib.SMTP_SSL(
+        env["SMTP_HOST"], int(env["SMTP_PORT"]), context=smtpsink.ssl_context()
+    ) as client:
+        client.noop()
+"""
+    )
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--smtpsink-host=0.0.0.0", "--smtpsink-allow-remote"
+    )
+    result.assert_outcomes(passed=1)
+
+
+@pytest.fixture(scope="module")
+def own_ca() -> trustme.CA:
+    """A CA that is not the sink's: the user's own."""
+    return trustme.CA(organization_name="The user's own CA")
+
+
+@pytest.fixture
+def own_files(own_ca: trustme.CA, tmp_path: Path) -> tuple[Path, Path]:
+    leaf = own_ca.issue_cert("127.0.0.1", "localhost")
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    for blob in leaf.cert_chain_pems:
+        blob.write_to_path(str(cert), append=True)
+    leaf.private_key_pem.write_to_path(str(key))
+    return cert, key
+
+
+def _only_trusting(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ca.configure_trust(context)
+    return context
+
+
+def test_own_certificate_files(
+    smtpsink_factory: Factory, own_ca: trustme.CA, own_files: tuple[Path, Path]
+) -> None:
+    cert, key = own_files
+    sink = smtpsink_factory(tls="starttls", tls_cert=cert, tls_key=str(key))
+    assert sink.settings.tls_cert == str(cert)  # a Path is taken too
+    with smtplib.SMTP(sink.host, sink.port, timeout=10) as client:
+        client.starttls(context=_only_trusting(own_ca))
+        client.sendmail("a@example.com", ["b@example.com"], b"Subject: x\r\n\r\n.")
+    assert sink.wait_for(timeout=10).session.tls is not None
+    # The sink's own CA does not vouch for this certificate...
+    sink_ca = smtpsink_factory(tls="starttls").ssl_context()
+    with (
+        smtplib.SMTP(sink.host, sink.port, timeout=10) as client,
+        pytest.raises(ssl.SSLCertVerificationError),
+    ):
+        client.starttls(context=sink_ca)
+    # ...so the helpers for it say so rather than mislead.
+    with pytest.raises(RuntimeError, match=r"serves your certificate \(tls_cert=\)"):
+        sink.ssl_context()
+    assert "SMTP_CA_FILE" not in sink.env()
+
+
+def test_own_certificate_and_key_in_one_file(
+    own_ca: trustme.CA, own_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    both = tmp_path / "both.pem"
+    both.write_bytes(own_files[1].read_bytes() + own_files[0].read_bytes())
+    with (
+        SMTPSink(tls="implicit", tls_cert=str(both)) as sink,
+        smtplib.SMTP_SSL(
+            sink.host, sink.port, context=_only_trusting(own_ca), timeout=10
+        ) as client,
+    ):
+        assert client.noop()[0] == 250
+
+
+def test_own_ssl_context(smtpsink_factory: Factory, own_ca: trustme.CA) -> None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    own_ca.issue_cert("127.0.0.1").configure_cert(context)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    sink = smtpsink_factory(tls="implicit", tls_context=context)
+    with smtplib.SMTP_SSL(
+        sink.host, sink.port, context=_only_trusting(own_ca), timeout=10
+    ) as client:
+        client.noop()
+    sink.wait_until(lambda: sink.sessions and sink.sessions[-1].tls is not None)
+    tls = sink.sessions[-1].tls
+    assert tls is not None
+    assert tls.version == "TLSv1.3"
+
+
+def test_own_certificate_is_validated_up_front(
+    own_ca: trustme.CA, own_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    cert, key = own_files
+    other_key = tmp_path / "other.key"
+    own_ca.issue_cert("127.0.0.1").private_key_pem.write_to_path(str(other_key))
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello\n")
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"tls_cert": str(tmp_path / "missing.pem")}, r"^tls_cert: no such file"),
+        ({"tls_cert": str(cert), "tls_key": str(tmp_path / "x")}, r"^tls_key: no such"),
+        (
+            {"tls_cert": str(cert), "tls_key": str(other_key)},
+            r"^tls_key: the private key in .* does not match the certificate",
+        ),
+        ({"tls_cert": str(cert)}, r"^tls_cert: cannot load .*\(no tls_key given"),
+        ({"tls_cert": str(not_pem), "tls_key": str(key)}, r"^tls_key: cannot load"),
+        ({"tls_key": str(key)}, r"^tls_key: is the key of tls_cert"),
+        (
+            {"tls_context": ssl.create_default_context()},
+            r"^tls_context: is a client context",
+        ),
+        ({"tls_context": "server.pem"}, r"^tls_context: must be None or an ssl"),
+        (
+            {"tls_context": ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), "tls_cert": cert},
+            r"^tls_context: give either",
+        ),
+    ]
+    for changes, expected in cases:
+        with pytest.raises(SettingsError, match=expected):
+            SinkSettings(tls="starttls", **changes)
+    with pytest.raises(SettingsError, match=r"^tls_cert: is for TLS sinks"):
+        SinkSettings(tls_cert=str(cert), tls_key=str(key))
+
+
+def test_own_certificate_by_option_for_every_tls_sink(
+    pytester: pytest.Pytester, own_files: tuple[Path, Path], own_ca: trustme.CA
+) -> None:
+    ca_file = pytester.path / "own-ca.pem"
+    own_ca.cert_pem.write_to_path(str(ca_file))
+    pytester.makeini(
+        f"""
+[pytest]
+smtpsink_tls_cert = {own_files[0]}
+smtpsink_tls_key = {own_files[1]}
+"""
+    )
+    pytester.makepyfile(
+        f"""
+import smtplib, ssl, pytest
+
+def test_plain_default_sink(smtpsink):
+    assert smtpsink.settings.tls is None and smtpsink.settings.tls_cert is None
+
+@pytest.mark.smtpsink(tls="starttls")
+def test_tls_sink_serves_the_own_certificate(smtpsink):
+    context = ssl.create_default_context(cafile={str(ca_file)!r})
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.starttls(context=context)
+"""
+    )
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", f"--smtpsink-tls-key={pytester.path / 'nope.pem'}"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--smtpsink-tls-key: no such file: *nope.pem*"])
