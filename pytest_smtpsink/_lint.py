@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from email.message import Message as Compat32Message
 from typing import Literal, Protocol, TypeVar
 
+from ._text import shorten
+
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
 _RANK = {"error": 0, "warning": 1, "info": 2}
@@ -355,7 +357,10 @@ def _bad_addresses(value: str, smtputf8: bool) -> str | None:
     value = re.sub(r"\r?\n", "", value)
     if not value.strip():
         return value.strip() or "(empty)"
-    found = email.utils.getaddresses([value])
+    try:
+        found = email.utils.getaddresses([value])
+    except RecursionError:  # hundreds of nested comments: no reader copes
+        return shorten(value, 60) + " (comments nested too deeply to parse)"
     good = 0
     for _, addr in found:
         if not addr:
@@ -445,8 +450,10 @@ def _parts(tree: Compat32Message) -> Iterator[tuple[str, Compat32Message]]:
     while stack:
         path, part = stack.pop()
         yield path or "1", part
+        if not part.is_multipart():
+            continue  # a leaf's payload may not even decode (see _check_mime)
         payload = part.get_payload()
-        if part.is_multipart() and isinstance(payload, list):
+        if isinstance(payload, list):
             prefix = f"{path}." if path else ""
             children = [
                 (f"{prefix}{index}", child)
@@ -494,7 +501,17 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
         content_type = part.get_content_type()
         maintype = part.get_content_maintype()
         disposition = part.get_content_disposition()
-        payload = part.get_payload()
+        try:
+            payload = part.get_payload()
+        except (LookupError, ValueError):
+            # 8-bit text under a charset Python cannot decode with (a NUL in
+            # its name): judge the bytes as they are; unknown-charset says why.
+            raw_payload = part.get_payload(decode=True)
+            payload = (
+                raw_payload.decode("latin-1")
+                if isinstance(raw_payload, bytes)
+                else None
+            )
         if not isinstance(payload, str):
             continue
         encoding = str(part.get("Content-Transfer-Encoding", "7bit")).strip().lower()
@@ -596,7 +613,7 @@ _CHECKS: Sequence[Callable[[_Context], Iterable[Problem]]] = (
 def _known(charset: str) -> bool:
     try:
         codecs.lookup(charset)
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
         return False
     return True
 

@@ -578,9 +578,11 @@ class Message:
         """
         from ._lint import lint
 
-        try:
-            parsed = self._compat  # shared with the other views: one parse
-        except Exception:  # lint parses again and reports why it cannot
+        # Shared with the other views (one parse), unless that parse gave up
+        # and fell back to the header block: then lint parses again and
+        # reports why it cannot.
+        parsed: Compat32Message | None = self._compat
+        if parsed is self._head:
             parsed = None
         return lint(
             self.raw,
