@@ -77,14 +77,33 @@ def section_text(views: Sequence[Mailbox], mode: ReportMode) -> str | None:
     return "\n\n".join(blocks) or None
 
 
+#: Characters a directory name keeps as they are (ASCII only: \w would also
+#: keep letters that some file systems normalise, so that two ids differing
+#: only in Unicode normal form would share a directory).
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-\[\]]+")
+_MAX_NAME = 150
+
+
 def test_directory(root: Path, nodeid: str) -> Path:
-    """A directory name that says which test it is and is safe on any OS."""
-    name = re.sub(r"[^\w.\-\[\]]+", "_", nodeid.replace("::", "__")).strip("_")
-    if len(name) > 150:
-        # Long parametrized ids could collide once cut: keep them apart.
+    """A directory name that says which test it is, is safe on any OS, and
+    is the same in every run.
+
+    The path's ``/`` become ``_`` and each ``::`` becomes ``__``. Any other
+    character outside ``A-Z a-z 0-9 _ . - [ ]`` is replaced as well, and then
+    the name is lossy: ``test[a b]`` and ``test[a/b]`` would both become
+    ``test[a_b]``. So a lossy name (or one cut to length) ends in ``-`` and
+    8 hex digits of a hash of the whole test id, which keeps such tests
+    apart: each keeps its own files.
+    """
+    path, sep, rest = nodeid.partition("::")
+    plain = path.replace("/", "_") + ("__" + rest.replace("::", "__") if sep else "")
+    name = _UNSAFE.sub("_", plain)
+    lossy = name != plain or name != name.strip("_.") or not name
+    name = name.strip("_.")
+    if lossy or len(name) > _MAX_NAME:
         digest = hashlib.sha1(nodeid.encode(), usedforsecurity=False).hexdigest()[:8]
-        name = f"{name[:140]}-{digest}"
-    return root / (name or "test")
+        name = f"{name[: _MAX_NAME - 10]}-{digest}"
+    return root / name
 
 
 def save(views: Sequence[Mailbox], directory: Path) -> list[Path]:

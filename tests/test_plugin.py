@@ -415,6 +415,44 @@ def test_save_all(pytester: pytest.Pytester) -> None:
     ]
 
 
+@pytest.mark.parametrize("xdist", [["-p", "no:xdist"], ["-n", "2"]])
+def test_save_dir_keeps_tests_apart_whose_ids_clean_to_one_name(
+    pytester: pytest.Pytester, xdist: list[str]
+) -> None:
+    # Issue 13: "a b", "a/b" and "a:b" all clean to "a_b", and "a_b" is
+    # already clean: four failed tests once left one directory.
+    pytester.makepyfile(
+        SEND
+        + """
+import pytest
+
+@pytest.mark.parametrize("who", ["a b", "a/b", "a:b", "a_b"])
+def test_fails(smtpsink, who):
+    send(smtpsink, who.replace("/", "slash").replace(":", "colon"))
+    assert False
+"""
+    )
+    out = pytester.path / "mail"
+    args = [*xdist, f"--smtpsink-save-dir={out}"]
+    pytester.runpytest(*args).assert_outcomes(failed=4)
+    first = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    directories = {name.split("/")[0] for name in first}
+    assert len(directories) == 4, first
+    assert len(first) == 8  # each test's message and transcript
+    subjects = sorted(name.split("/")[1] for name in first if name.endswith(".eml"))
+    assert subjects == sorted(
+        ["0001-a-b.eml", "0001-aslashb.eml", "0001-acolonb.eml", "0001-a_b.eml"]
+    )
+    # The clean id keeps its plain name; the names are the same every run.
+    assert (
+        "test_save_dir_keeps_tests_apart_whose_ids_clean_to_one_name.py__test_fails[a_b]"
+        in directories
+    )
+    pytester.runpytest(*args).assert_outcomes(failed=4)
+    again = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert again == first
+
+
 def test_nothing_written_unless_asked(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(FAILING)
     before = set(pytester.path.rglob("*"))
