@@ -17,6 +17,7 @@ def pytester(pytester, monkeypatch):
         )
     return pytester
 
+
 FAILING_TEST = """
 import smtplib
 
