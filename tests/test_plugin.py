@@ -382,6 +382,64 @@ def test_bad_report_value(pytester: pytest.Pytester) -> None:
     )
 
 
+#: A bad value for every option (the bool flags take none: see below).
+BAD_VALUES = {
+    "host": "not-an-ip",
+    "port": "eighty",
+    "hostname": "two words",
+    "max_size": "lots",
+    "timeout": "-1",
+    "report": "loud",
+    "save_dir": "a-file",  # exists, and is not a directory
+    "save": "some",
+    "summary": "maybe",
+    "allow_remote": "maybe",
+}
+
+
+def test_bad_values_cover_every_option() -> None:
+    from pytest_smtpsink.plugin import _OPTIONS
+
+    assert sorted(BAD_VALUES) == sorted(o.name for o in _OPTIONS)
+
+
+@pytest.mark.parametrize("where", ["flag", "ini"])
+@pytest.mark.parametrize("name", sorted(BAD_VALUES))
+def test_a_bad_value_names_its_option(
+    pytester: pytest.Pytester, name: str, where: str
+) -> None:
+    # Issue 13: a bad bool ini value gave pytest's own error, without the key.
+    pytester.makepyfile("def test_nothing(): pass")
+    pytester.makefile("", **{"a-file": "not a directory"})
+    value = BAD_VALUES[name]
+    flag = "--smtpsink-" + name.replace("_", "-")
+    if where == "ini":
+        pytester.makeini(f"[pytest]\nsmtpsink_{name} = {value}\n")
+        result = pytester.runpytest("-p", "no:xdist")
+        expected = f"ERROR: smtpsink_{name} (ini): *"
+    else:
+        result = pytester.runpytest("-p", "no:xdist", f"{flag}={value}")
+        if name in ("summary", "allow_remote"):  # flags without a value
+            expected = f"*error: argument {flag}: ignored explicit argument 'maybe'"
+        else:
+            expected = f"ERROR: {flag}: *"
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([expected])
+    if value != "a-file":
+        assert value in result.stderr.str()
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"), [("yes", True), ("On", True), ("0", False), ("false", False)]
+)
+def test_bool_ini_values(pytester: pytest.Pytester, text: str, shown: bool) -> None:
+    pytester.makepyfile("def test_silent(smtpsink): pass")
+    pytester.makeini(f"[pytest]\nsmtpsink_summary = {text}\n")
+    result = pytester.runpytest("-p", "no:xdist", "-v")
+    result.assert_outcomes(passed=1)
+    assert ("smtpsink: mail captured per test" in result.stdout.str()) is shown
+
+
 @pytest.mark.parametrize("xdist", [["-p", "no:xdist"], ["-n", "2"]])
 def test_save_dir_keeps_failed_tests_only(
     pytester: pytest.Pytester, xdist: list[str]
