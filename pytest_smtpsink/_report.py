@@ -23,6 +23,10 @@ SAVE_MODES: tuple[SaveMode, ...] = ("failed", "all")
 
 #: Transcript lines shown per session before cutting (the saved files keep all).
 _MAX_TRANSCRIPT_LINES = 60
+#: Lines of the whole "Captured email" section (one failed test), headers
+#: and the closing note not counted: a test that opened 300 connections must
+#: not bury the rest of the run's output. The saved files keep everything.
+MAX_SECTION_LINES = 200
 
 
 def plural(count: int, noun: str) -> str:
@@ -49,6 +53,10 @@ def section_text(views: Sequence[Mailbox], mode: ReportMode) -> str | None:
     if mode == "off":
         return None
     blocks = []
+    # Whole messages and sessions are shown, in order, while they fit; the
+    # rest is counted, never cut mid-transcript.
+    room = MAX_SECTION_LINES
+    left_out = {"message": 0, "session": 0}
     for view in views:
         # Not view.messages: that raises once the sink died or refused mail
         # (max_stored_bytes), and a report must still show what arrived.
@@ -59,8 +67,17 @@ def section_text(views: Sequence[Mailbox], mode: ReportMode) -> str | None:
             f"{view.url} ({view.settings.describe() or 'default settings'}): "
             f"{plural(len(messages), 'message')}, {plural(len(sessions), 'session')}"
         ]
-        lines.extend(f"  {message.summary()}" for message in messages)
+        for message in messages:
+            if room < 1:
+                left_out["message"] += 1
+                continue
+            lines.append(f"  {message.summary()}")
+            room -= 1
         for number, session in enumerate(sessions, 1):
+            if room < 1:
+                left_out["session"] += 1
+                continue
+            start = len(lines)
             lines.append(
                 f"  session {number}: {session.peer[0]}:{session.peer[1]} "
                 f"ehlo={session.ehlo!r} tls={'yes' if session.tls else 'no'} "
@@ -73,7 +90,20 @@ def section_text(views: Sequence[Mailbox], mode: ReportMode) -> str | None:
                 lines.extend(f"    {line}" for line in shown)
                 if len(transcript) > len(shown):
                     lines.append(f"    ... {len(transcript) - len(shown)} more lines")
+            if len(lines) - start > room:
+                del lines[start:]
+                left_out["session"] += 1
+                room = 0
+            else:
+                room -= len(lines) - start
         blocks.append("\n".join(lines))
+    if any(left_out.values()):
+        counts = " and ".join(plural(n, kind) for kind, n in left_out.items() if n)
+        blocks.append(
+            f"... {counts} not shown: this section stops at {MAX_SECTION_LINES} "
+            "lines. --smtpsink-save-dir=DIR saves every message and transcript "
+            "as files."
+        )
     return "\n\n".join(blocks) or None
 
 

@@ -367,6 +367,45 @@ def test_report_summary_mode_has_no_transcript(pytester: pytest.Pytester) -> Non
     assert "S: 221 Bye" not in result.stdout.str()
 
 
+def test_report_section_is_capped_saying_what_it_left_out(
+    pytester: pytest.Pytester,
+) -> None:
+    # Issue 13: 300 sessions printed 5,727 lines.
+    from pytest_smtpsink._report import MAX_SECTION_LINES
+
+    pytester.makepyfile(
+        SEND
+        + """
+import smtplib
+
+def test_many(smtpsink):
+    send(smtpsink, "first")
+    for _ in range(99):
+        with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+            client.noop()
+    assert False
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(failed=1)
+    lines = result.stdout.lines
+    start = next(i for i, line in enumerate(lines) if "Captured email call" in line)
+    end = next(
+        i for i in range(start + 1, len(lines)) if lines[i].startswith(("===", "---"))
+    )
+    section = lines[start + 1 : end]
+    assert section[0].endswith(": 1 message, 100 sessions")
+    shown = sum(1 for line in section if line.startswith("  session "))
+    assert 0 < shown < 100
+    assert section[-1] == (
+        f"... {100 - shown} sessions not shown: this section stops at "
+        f"{MAX_SECTION_LINES} lines. --smtpsink-save-dir=DIR saves every "
+        "message and transcript as files."
+    )
+    assert len(section) <= MAX_SECTION_LINES + 3  # + header, blank, note
+    assert "Subject: 'first'" in section[1]
+
+
 def test_report_off(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(FAILING)
     result = pytester.runpytest("-p", "no:xdist", "--smtpsink-report=off")
