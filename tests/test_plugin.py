@@ -73,6 +73,52 @@ def test_last(smtpsink, smtpsink_server):
     pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=51)
 
 
+def test_a_connection_kept_open_across_tests_keeps_no_old_mail(
+    pytester: pytest.Pytester,
+) -> None:
+    # Issue 13: a client that keeps one connection for the whole run (a
+    # module-level smtplib.SMTP, a pooled Django backend) kept every message
+    # it ever sent alive through its Session: +148 MiB over 1,500 tests.
+    pytester.makepyfile(
+        """
+import gc, smtplib
+import pytest
+from pytest_smtpsink import Message
+
+BIG = ("x" * 76 + "\\r\\n") * 1300  # 100 KB in legal lines
+CLIENT = []
+
+def send(smtpsink, subject):
+    if not CLIENT:
+        CLIENT.append(smtplib.SMTP(smtpsink.host, smtpsink.port))
+    CLIENT[0].sendmail("app@example.com", ["ann@example.com"],
+                       f"Subject: {subject}\\r\\n\\r\\n{BIG}\\r\\n")
+
+@pytest.mark.parametrize("n", range(30))
+def test_many(smtpsink, n):
+    send(smtpsink, f"n{n}")
+    # What a test reads of its own mail is all there.
+    message = smtpsink.assert_sent(1, subject=f"n{n}")
+    assert message.session.messages == (message,)
+
+def test_last(smtpsink, smtpsink_server):
+    send(smtpsink, "last")
+    (message,) = smtpsink.messages
+    session = message.session
+    assert session.end is None  # the same connection, still open
+    assert session.commands.count("MAIL") == 31
+    assert [m.subject for m in session.messages] == ["last"]
+    assert [m.subject for m in smtpsink_server.messages] == ["last"]
+    assert smtpsink_server._store.stored_bytes == len(message.raw)
+    gc.collect()
+    alive = [o for o in gc.get_objects() if isinstance(o, Message)]
+    assert alive == [message]
+    CLIENT.pop().quit()
+"""
+    )
+    pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=31)
+
+
 def test_clear_empties_the_mailbox(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         SEND
