@@ -13,13 +13,15 @@ the caller, and the real bound port is known at once.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import ipaddress
 import os
 import ssl
 import threading
+from collections.abc import Awaitable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from ._faults import Faults
 from ._mailbox import Mailbox
@@ -92,7 +94,8 @@ class SMTPSink(Mailbox):
                 settings, self._store, self._faults, loop, self._server_tls
             )
             try:
-                server = loop.run_until_complete(
+                server = _run_until_complete(
+                    loop,
                     loop.create_server(
                         state.make_protocol,
                         host=settings.host,
@@ -104,7 +107,7 @@ class SMTPSink(Mailbox):
                             _HANDSHAKE_TIMEOUT if settings.tls == "implicit" else None
                         ),
                         reuse_address=True,
-                    )
+                    ),
                 )
             except OSError as error:
                 loop.close()
@@ -208,16 +211,16 @@ class SMTPSink(Mailbox):
             for task in pending:
                 task.cancel()
             if pending:
-                loop.run_until_complete(
-                    asyncio.gather(*pending, return_exceptions=True)
+                _run_until_complete(
+                    loop, asyncio.gather(*pending, return_exceptions=True)
                 )
             with contextlib.suppress(asyncio.TimeoutError):
                 # Bounded: see abort_clients above; the handshake timeout
                 # (create_server) ends such a client on older Pythons.
-                loop.run_until_complete(
-                    asyncio.wait_for(server.wait_closed(), _STOP_TIMEOUT / 5)
+                _run_until_complete(
+                    loop, asyncio.wait_for(server.wait_closed(), _STOP_TIMEOUT / 5)
                 )
-            loop.run_until_complete(loop.shutdown_asyncgens())
+            _run_until_complete(loop, loop.shutdown_asyncgens())
             loop.close()
 
     def __enter__(self) -> SMTPSink:
@@ -290,6 +293,23 @@ class SMTPSink(Mailbox):
         where = self.url if self._address else "not started"
         extra = self._settings.describe()
         return f"<SMTPSink {where}{' ' + extra if extra else ''}>"
+
+
+_T = TypeVar("_T")
+
+
+def _run_until_complete(loop: asyncio.AbstractEventLoop, work: Awaitable[_T]) -> _T:
+    """``loop.run_until_complete(work)`` in the calling thread, or, when that
+    thread already runs an event loop (an async test that calls
+    ``smtpsink_factory()`` or ``SMTPSink().start()``), in a helper thread:
+    asyncio refuses to run a second loop in a thread. The sink's loop is not
+    running at these points, so any one thread may drive it."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return loop.run_until_complete(work)
+    with concurrent.futures.ThreadPoolExecutor(1, "smtpsink-start") as helper:
+        return helper.submit(loop.run_until_complete, work).result()
 
 
 def _format_address(host: str, port: int) -> str:
