@@ -283,7 +283,7 @@ class SMTPSink(Mailbox):
         Unlike `Mailbox.clear`, this empties every mailbox of this sink.
         """
         super().clear()
-        self._store.discard_before(self._cursor)
+        self._store.discard_before(self._cursor, from_sessions=True)
 
     def view(self) -> Mailbox:
         """A mailbox that starts empty now and sees what arrives from now on."""

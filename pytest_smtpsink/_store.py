@@ -100,21 +100,26 @@ class Store:
         with self.changed:
             return tuple(self._sessions[max(0, cursor[1] - self._session_base) :])
 
-    def discard_before(self, cursor: tuple[int, int]) -> None:
+    def discard_before(
+        self, cursor: tuple[int, int], from_sessions: bool = False
+    ) -> None:
         """Forget what came before ``cursor`` so memory stays bounded over a
         long test session. Objects a test still holds stay alive.
 
         A connection kept open across tests outlives this (its protocol
-        holds its `Session`), so the messages are also dropped from their
-        sessions' lists: otherwise a client that keeps one connection for a
-        whole run keeps every message it ever sent.
+        holds its `Session`). With ``from_sessions``, the messages are also
+        dropped from their sessions' lists, or a client that keeps one
+        connection for a whole run keeps every message it ever sent. (The
+        standalone CLI leaves them: it counts a session's messages when the
+        session closes.)
         """
         with self.changed:
             drop_messages = max(0, cursor[0] - self._message_base)
             drop_sessions = max(0, cursor[1] - self._session_base)
             dropped = self._messages[:drop_messages]
             self.stored_bytes -= sum(len(m.raw) for m in dropped)
-            _forget_in_sessions(dropped)
+            if from_sessions:
+                _forget_in_sessions(dropped)
             del self._messages[:drop_messages]
             del self._sessions[:drop_sessions]
             self._message_base += drop_messages

@@ -372,7 +372,7 @@ def _open_view(
     opened = request.node.stash.setdefault(_OPENED_KEY, set())
     if id(sink) not in opened:
         opened.add(id(sink))
-        sink._store.discard_before(view._cursor)
+        sink._store.discard_before(view._cursor, from_sessions=True)
     view.default_timeout = config.stash[_TIMEOUT_KEY]
     request.node.stash.setdefault(_VIEWS_KEY, []).append(view)
     return view
