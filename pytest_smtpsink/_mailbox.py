@@ -534,10 +534,19 @@ class Mailbox(FaultControls):
         """
         __tracebackhide__ = True
         limit = self._timeout(timeout)
-        if not self._wait(lambda: bool(_quietly(condition)), limit):
+        check = _NotYet(condition)
+        if not self._wait(check, limit):
             name = getattr(condition, "__name__", repr(condition))
             messages, sessions = self._snapshot()
             lines = [f"wait_until({name}) still false after {limit:g} s."]
+            if check.error is not None:
+                # A condition that raises every time is more likely a bug in
+                # it than a slow sink: show what it raised.
+                lines.append(
+                    "Its last call raised "
+                    f"{type(check.error).__name__}: {check.error} "
+                    "(an IndexError or KeyError counts as 'not yet')."
+                )
             lines.append(f"Sessions in this test ({len(sessions)}):")
             lines.extend(f"  {_session_line(s)}" for s in sessions[:_LISTED])
             if not sessions:
@@ -601,13 +610,29 @@ def _session_line(session: Session) -> str:
     )
 
 
-def _quietly(condition: Callable[[], object]) -> object:
-    # A condition may look at state that is not there yet (sessions[-1] on an
-    # empty tuple): that means "not yet", not an error.
-    try:
-        return condition()
-    except (IndexError, KeyError):
-        return False
+class _NotYet:
+    """``condition()`` as a predicate for `Mailbox._wait`.
+
+    A condition may look at state that is not there yet (``sessions[-1]``
+    on an empty tuple, ``transcript[0]`` of a session whose greeting is not
+    recorded yet): an IndexError or KeyError means "not yet", not an error.
+    The last such error is kept, so that a condition that can never succeed
+    (a wrong index) still shows why when the wait times out. Any other
+    exception propagates at once.
+    """
+
+    def __init__(self, condition: Callable[[], object]) -> None:
+        self.condition = condition
+        self.error: LookupError | None = None
+
+    def __call__(self) -> bool:
+        try:
+            result = bool(self.condition())
+        except (IndexError, KeyError) as error:
+            self.error = error
+            return False
+        self.error = None
+        return result
 
 
 def _check_count(count: int | None, allow_none: bool = True) -> None:

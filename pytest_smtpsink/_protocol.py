@@ -1353,6 +1353,11 @@ class RecordingSMTP(SMTP):
         if current is None:  # at CONNECT: the greeting is still to come
             current = self._append("greeting", "")
         current.injected = True
+        # _append woke the waiters before the flag was set: wake them again,
+        # or a wait_until(... .injected) would sleep until its timeout.
+        store = self.state.store
+        if store.watchers:
+            store.touch()
 
     async def _push_injected(self, lines: list[str], stage: str) -> None:
         closing = lines[-1].startswith("421") or (

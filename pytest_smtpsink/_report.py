@@ -25,6 +25,10 @@ SAVE_MODES: tuple[SaveMode, ...] = ("failed", "all")
 
 #: Transcript lines shown per session before cutting (the saved files keep all).
 _MAX_TRANSCRIPT_LINES = 60
+#: Lines of the whole "Captured email" section (one failed test), headers
+#: and the closing note not counted: a test that opened 300 connections must
+#: not bury the rest of the run's output. The saved files keep everything.
+MAX_SECTION_LINES = 200
 
 
 def distinct(views: Sequence[Mailbox]) -> list[Mailbox]:
@@ -48,6 +52,10 @@ def section_text(views: Sequence[Mailbox], mode: ReportMode) -> str | None:
     from ._message import summary_or_raw  # the plugin's import stays light
 
     blocks = []
+    # Whole messages and sessions are shown, in order, while they fit; the
+    # rest is counted, never cut mid-transcript.
+    room = MAX_SECTION_LINES
+    left_out = {"message": 0, "session": 0}
     for view in views:
         # Not view.messages: that raises once the sink died or refused mail
         # (max_stored_bytes), and a report must still show what arrived.
@@ -58,8 +66,17 @@ def section_text(views: Sequence[Mailbox], mode: ReportMode) -> str | None:
             f"{view.url} ({view.settings.describe() or 'default settings'}): "
             f"{plural(len(messages), 'message')}, {plural(len(sessions), 'session')}"
         ]
-        lines.extend(f"  {summary_or_raw(message)}" for message in messages)
+        for message in messages:
+            if room < 1:
+                left_out["message"] += 1
+                continue
+            lines.append(f"  {summary_or_raw(message)}")
+            room -= 1
         for number, session in enumerate(sessions, 1):
+            if room < 1:
+                left_out["session"] += 1
+                continue
+            start = len(lines)
             lines.append(
                 f"  session {number}: {session.peer[0]}:{session.peer[1]} "
                 f"ehlo={session.ehlo!r} tls={'yes' if session.tls else 'no'} "
@@ -72,18 +89,50 @@ def section_text(views: Sequence[Mailbox], mode: ReportMode) -> str | None:
                 lines.extend(f"    {line}" for line in shown)
                 if len(transcript) > len(shown):
                     lines.append(f"    ... {len(transcript) - len(shown)} more lines")
+            if len(lines) - start > room:
+                del lines[start:]
+                left_out["session"] += 1
+                room = 0
+            else:
+                room -= len(lines) - start
         blocks.append("\n".join(lines))
+    if any(left_out.values()):
+        counts = " and ".join(plural(n, kind) for kind, n in left_out.items() if n)
+        blocks.append(
+            f"... {counts} not shown: this section stops at {MAX_SECTION_LINES} "
+            "lines. --smtpsink-save-dir=DIR saves every message and transcript "
+            "as files."
+        )
     return "\n\n".join(blocks) or None
 
 
+#: Characters a directory name keeps as they are (ASCII only: \w would also
+#: keep letters that some file systems normalise, so that two ids differing
+#: only in Unicode normal form would share a directory).
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-\[\]]+")
+_MAX_NAME = 150
+
+
 def test_directory(root: Path, nodeid: str) -> Path:
-    """A directory name that says which test it is and is safe on any OS."""
-    name = re.sub(r"[^\w.\-\[\]]+", "_", nodeid.replace("::", "__")).strip("_")
-    if len(name) > 150:
-        # Long parametrized ids could collide once cut: keep them apart.
+    """A directory name that says which test it is, is safe on any OS, and
+    is the same in every run.
+
+    The path's ``/`` become ``_`` and each ``::`` becomes ``__``. Any other
+    character outside ``A-Z a-z 0-9 _ . - [ ]`` is replaced as well, and then
+    the name is lossy: ``test[a b]`` and ``test[a/b]`` would both become
+    ``test[a_b]``. So a lossy name (or one cut to length) ends in ``-`` and
+    8 hex digits of a hash of the whole test id, which keeps such tests
+    apart: each keeps its own files.
+    """
+    path, sep, rest = nodeid.partition("::")
+    plain = path.replace("/", "_") + ("__" + rest.replace("::", "__") if sep else "")
+    name = _UNSAFE.sub("_", plain)
+    lossy = name != plain or name != name.strip("_.") or not name
+    name = name.strip("_.")
+    if lossy or len(name) > _MAX_NAME:
         digest = hashlib.sha1(nodeid.encode(), usedforsecurity=False).hexdigest()[:8]
-        name = f"{name[:140]}-{digest}"
-    return root / (name or "test")
+        name = f"{name[: _MAX_NAME - 10]}-{digest}"
+    return root / name
 
 
 def save(views: Sequence[Mailbox], directory: Path) -> list[Path]:

@@ -13,13 +13,14 @@ the caller, and the real bound port is known at once.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import ipaddress
 import os
 import ssl
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
@@ -145,13 +146,14 @@ class _Runtime:
             for task in pending:
                 task.cancel()
             if pending:
-                loop.run_until_complete(
-                    asyncio.gather(*pending, return_exceptions=True)
+                _run_until_complete(
+                    loop, asyncio.gather(*pending, return_exceptions=True)
                 )
             with contextlib.suppress(asyncio.TimeoutError):
                 # Bounded: see abort_clients in shutdown().
-                loop.run_until_complete(
-                    asyncio.wait_for(self.server.wait_closed(), _STOP_TIMEOUT / 5)
+                _run_until_complete(
+                    loop,
+                    asyncio.wait_for(self.server.wait_closed(), _STOP_TIMEOUT / 5),
                 )
         except Exception:
             # A broken loop: whatever broke it may break this too, and the
@@ -206,7 +208,7 @@ class _Runtime:
     def finish(self) -> None:
         loop = self.loop
         self.release()
-        loop.run_until_complete(loop.shutdown_asyncgens())
+        _run_until_complete(loop, loop.shutdown_asyncgens())
         loop.close()
         if self.state.relay is not None:
             # Its own thread: what is still queued is marked failed.
@@ -290,7 +292,8 @@ class SMTPSink(Mailbox):
                 # Implicit TLS too listens in plain TCP: the protocol runs the
                 # handshake itself (RecordingSMTP.connection_made), so that a
                 # failed handshake is recorded as a session saying why.
-                server = loop.run_until_complete(
+                server = _run_until_complete(
+                    loop,
                     loop.create_server(
                         state.make_protocol,
                         host=settings.host,
@@ -300,7 +303,7 @@ class SMTPSink(Mailbox):
                         # Windows it would let us bind a port another server
                         # is listening on, and share its connections.
                         reuse_address=None,
-                    )
+                    ),
                 )
             except OSError as error:
                 loop.close()
@@ -475,7 +478,7 @@ class SMTPSink(Mailbox):
         Unlike `Mailbox.clear`, this empties every mailbox of this sink.
         """
         super().clear()
-        self._store.discard_before(self._cursor)
+        self._store.discard_before(self._cursor, from_sessions=True)
 
     def view(self) -> Mailbox:
         """A mailbox that starts empty now and sees what arrives from now on."""
@@ -503,6 +506,23 @@ def _server_context(settings: SinkSettings, connect_host: str) -> ssl.SSLContext
     from ._tls import authority
 
     return authority().server_context(connect_host)
+
+
+_T = TypeVar("_T")
+
+
+def _run_until_complete(loop: asyncio.AbstractEventLoop, work: Awaitable[_T]) -> _T:
+    """``loop.run_until_complete(work)`` in the calling thread, or, when that
+    thread already runs an event loop (an async test that calls
+    ``smtpsink_factory()`` or ``SMTPSink().start()``), in a helper thread:
+    asyncio refuses to run a second loop in a thread. The sink's loop is not
+    running at these points, so any one thread may drive it."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return loop.run_until_complete(work)
+    with concurrent.futures.ThreadPoolExecutor(1, "smtpsink-start") as helper:
+        return helper.submit(loop.run_until_complete, work).result()
 
 
 def _format_address(host: str, port: int) -> str:

@@ -165,7 +165,11 @@ class Session:
 
     @property
     def messages(self) -> tuple[Message, ...]:
-        """The messages this connection delivered, in order."""
+        """The messages this connection delivered, in order.
+
+        On a connection kept open from test to test, only those of the
+        current test (or since ``SMTPSink.clear()``): earlier ones are dropped
+        with the rest of the earlier tests' mail."""
         return tuple(self._messages)
 
     @property

@@ -111,13 +111,26 @@ class Store:
         with self.changed:
             return tuple(self._sessions[max(0, cursor[1] - self._session_base) :])
 
-    def discard_before(self, cursor: tuple[int, int]) -> None:
+    def discard_before(
+        self, cursor: tuple[int, int], from_sessions: bool = False
+    ) -> None:
         """Forget what came before ``cursor`` so memory stays bounded over a
-        long test session. Objects a test still holds stay alive."""
+        long test session. Objects a test still holds stay alive.
+
+        A connection kept open across tests outlives this (its protocol
+        holds its `Session`). With ``from_sessions``, the messages are also
+        dropped from their sessions' lists, or a client that keeps one
+        connection for a whole run keeps every message it ever sent. (The
+        standalone CLI leaves them: it counts a session's messages when the
+        session closes.)
+        """
         with self.changed:
             drop_messages = max(0, cursor[0] - self._message_base)
             drop_sessions = max(0, cursor[1] - self._session_base)
-            self.stored_bytes -= sum(len(m.raw) for m in self._messages[:drop_messages])
+            dropped = self._messages[:drop_messages]
+            self.stored_bytes -= sum(len(m.raw) for m in dropped)
+            if from_sessions:
+                _forget_in_sessions(dropped)
             del self._messages[:drop_messages]
             del self._sessions[:drop_sessions]
             self._message_base += drop_messages
@@ -210,3 +223,25 @@ class Store:
             if listener in self._listeners:
                 self._listeners.discard(listener)
                 self.watchers -= 1
+
+
+def _forget_in_sessions(dropped: list[Message]) -> None:
+    """Take ``dropped`` (a prefix of the store, in arrival order) out of their
+    sessions' message lists.
+
+    A session's list is in arrival order too, so its dropped messages are a
+    prefix of it: those numbered up to the last dropped one (a message the
+    server thread is adding meanwhile has a higher number). ``del`` of a
+    prefix and the server thread's ``append`` are each atomic on a list, so
+    nothing it adds is lost.
+    """
+    if not dropped:
+        return
+    last = dropped[-1].number
+    sessions = {id(m.session): m.session for m in dropped}
+    for session in sessions.values():
+        kept = session._messages
+        cut = 0
+        while cut < len(kept) and kept[cut].number <= last:
+            cut += 1
+        del kept[:cut]

@@ -134,7 +134,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             group.addoption(
                 option.flag, action="store_true", default=None, help=option.help
             )
-            parser.addini(option.ini, option.help, type="bool", default=False)
+            # Not type="bool": pytest's own error for a bad value does not
+            # name the key. _parse_bool takes the same words and does.
+            parser.addini(
+                option.ini, f"{option.help} (ini: true or false)", default=None
+            )
         else:
             group.addoption(
                 option.flag, default=None, metavar=option.name.upper(), help=option.help
@@ -148,6 +152,34 @@ def _raw_value(config: pytest.Config, option: _Option) -> tuple[Any, str]:
     if value is not None:
         return value, option.flag
     return config.getini(option.ini), f"{option.ini} (ini)"
+
+
+def _parse_bool(text: str) -> bool:
+    """The words pytest takes for a bool ini value."""
+    word = text.lower()
+    if word in ("y", "yes", "t", "true", "on", "1"):
+        return True
+    if word in ("n", "no", "f", "false", "off", "0"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean (true/false, yes/no, on/off, 1/0)")
+
+
+def _bool_option(config: pytest.Config, name: str) -> bool:
+    """A bool option: the flag when given, else the ini key (default False).
+
+    Raises `pytest.UsageError` naming the ini key when its value is no bool.
+    """
+    option = next(o for o in _OPTIONS if o.name == name)
+    value, source = _raw_value(config, option)
+    if value is None or isinstance(value, bool):  # the flag, or native TOML
+        return bool(value)
+    text = str(value).strip()
+    if not text:
+        return False
+    try:
+        return _parse_bool(text)
+    except ValueError as error:
+        raise pytest.UsageError(f"{source}: {error}") from None
 
 
 def _parse_int(text: str) -> int:
@@ -210,7 +242,18 @@ def _read_reporting(config: pytest.Config) -> None:
             raise pytest.UsageError(f"{source}: {error}") from None
         config.stash[_SPAMD_KEY] = (_spam.use_spamd(str(spamd).strip()),)
     save_mode = _choice(config, "save", _report.SAVE_MODES, "failed")
-    directory, _ = _raw_value(config, next(o for o in _OPTIONS if o.name == "save_dir"))
+    directory, directory_source = _raw_value(
+        config, next(o for o in _OPTIONS if o.name == "save_dir")
+    )
+    if (
+        directory
+        and Path(str(directory)).exists()
+        and not Path(str(directory)).is_dir()
+    ):
+        # Found now, not at the first failed test's teardown.
+        raise pytest.UsageError(
+            f"{directory_source}: {str(directory)!r} exists and is not a directory"
+        )
     save_option = next(o for o in _OPTIONS if o.name == "save")
     chosen, source = _raw_value(config, save_option)
     if chosen and not directory:
@@ -237,7 +280,7 @@ def _read_options(config: pytest.Config) -> tuple[SinkSettings, float]:
         if value is None or value == "":
             continue
         if option.kind == "bool":
-            value = bool(value)
+            value = _bool_option(config, option.name)
         else:
             try:
                 value = _PARSERS.get(option.name, str)(str(value).strip())
@@ -293,7 +336,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     settings, timeout = _read_options(config)
     _read_reporting(config)
-    summary, _ = _raw_value(config, next(o for o in _OPTIONS if o.name == "summary"))
+    summary = _bool_option(config, "summary")
     # Workers read it too: they only count mail per test when it is shown.
     config.stash[_SUMMARY_KEY] = bool(summary)
     if summary:
@@ -451,7 +494,7 @@ def _open_view(
     opened = request.node.stash.setdefault(_OPENED_KEY, set())
     if id(sink) not in opened:
         opened.add(id(sink))
-        sink._store.discard_before(view._cursor)
+        sink._store.discard_before(view._cursor, from_sessions=True)
     view.default_timeout = config.stash[_TIMEOUT_KEY]
     request.node.stash.setdefault(_VIEWS_KEY, []).append(view)
     return view

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import smtplib
 from collections.abc import Callable, Iterable
 from email.message import EmailMessage
@@ -51,3 +52,21 @@ def send(smtpsink: Mailbox) -> Send:
         return message
 
     return send
+
+
+@pytest.fixture
+def pytester(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> pytest.Pytester:
+    """pytest's `pytester`, for inner runs that pytest-asyncio also joins.
+
+    pytest-asyncio (in the test extra) warns in every run that leaves
+    ``asyncio_default_fixture_loop_scope`` unset, and inner runs under
+    ``-W error`` make that an error. Pytester clears PYTEST_ADDOPTS when it
+    starts, so it is set here, after it.
+    """
+    if importlib.util.find_spec("pytest_asyncio") is not None:
+        monkeypatch.setenv(
+            "PYTEST_ADDOPTS", "-o asyncio_default_fixture_loop_scope=function"
+        )
+    return pytester

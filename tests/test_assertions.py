@@ -253,7 +253,7 @@ def test_wait_for_timeout_reports_what_arrived(smtpsink: Mailbox, send: Send) ->
         smtpsink.wait_for(to="ann@example.com", timeout=0.2)
     text = str(caught.value)
     assert re.match(
-        r"wait_for timed out: expected 1 message within 0.2 s \(waited 0.\d\d s\) matching "
+        r"wait_for timed out: expected 1 message within 0.2 s \(waited \d+\.\d\d s\) matching "
         r"to='ann@example.com'; found 0\.\nMessages that arrived in this test \(1\):\n"
         r"  #\d+ [\d:.]+ app@example.com -> bob@example.com \| To: bob@example.com \| "
         r"Subject: 'Welcome' \| \d+ bytes\nClosest: #\d+, which differs in:\n"
@@ -306,6 +306,50 @@ def test_wait_until_times_out_listing_sessions_and_messages(
     ), lines[3]
     assert lines[4] == "Messages in this test (1):"
     assert "Subject: 'arrived'" in lines[5]
+
+
+def test_wait_until_shows_what_a_condition_that_never_works_raised(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    # IndexError counts as "not yet", but a wrong index (a bug in the
+    # condition) must not look like a slow sink when the wait gives up.
+    send(subject="one")
+
+    def second_session() -> bool:
+        return smtpsink.sessions[1].end is not None
+
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.wait_until(second_session, timeout=0.05)
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "wait_until(second_session) still false after 0.05 s."
+    assert lines[1] == (
+        "Its last call raised IndexError: tuple index out of range "
+        "(an IndexError or KeyError counts as 'not yet')."
+    )
+    assert lines[2] == "Sessions in this test (1):"
+
+
+def test_wait_until_lets_other_errors_of_the_condition_through(
+    smtpsink: Mailbox,
+) -> None:
+    def broken() -> bool:
+        return smtpsink.sessions.end  # type: ignore[attr-defined,no-any-return]
+
+    with pytest.raises(AttributeError, match="end"):
+        smtpsink.wait_until(broken, timeout=30)  # at once, not after 30 s
+
+
+def test_wait_until_waits_through_lookup_errors(smtpsink: Mailbox) -> None:
+    timer = _send_later(smtpsink, "later", 0.05)
+    seen: list[str] = []
+
+    def delivered() -> bool:
+        seen.append("called")
+        return smtpsink.messages[0].subject == "later"  # IndexError until then
+
+    smtpsink.wait_until(delivered, timeout=30)
+    timer.join()
+    assert len(seen) >= 2  # it failed (IndexError) at least once, then held
 
 
 # -- failure output as users see it ----------------------------------------------------------

@@ -73,6 +73,61 @@ def test_last(smtpsink, smtpsink_server):
     pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=51)
 
 
+def test_a_connection_kept_open_across_tests_keeps_no_old_mail(
+    pytester: pytest.Pytester,
+) -> None:
+    # Issue 13: a client that keeps one connection for the whole run (a
+    # module-level smtplib.SMTP, a pooled Django backend) kept every message
+    # it ever sent alive through its Session: +148 MiB over 1,500 tests.
+    pytester.makepyfile(
+        """
+import gc, smtplib
+import pytest
+from pytest_smtpsink import Message
+
+BIG = ("x" * 76 + "\\r\\n") * 1300  # 100 KB in legal lines
+CLIENT = []
+
+def send(smtpsink, subject):
+    if not CLIENT:
+        CLIENT.append(smtplib.SMTP(smtpsink.host, smtpsink.port))
+    CLIENT[0].sendmail("app@example.com", ["ann@example.com"],
+                       f"Subject: {subject}\\r\\n\\r\\n{BIG}\\r\\n")
+
+@pytest.mark.parametrize("n", range(30))
+def test_many(smtpsink, n):
+    send(smtpsink, f"n{n}")
+    # What a test reads of its own mail is all there.
+    message = smtpsink.assert_sent(1, subject=f"n{n}")
+    assert message.session.messages == (message,)
+
+def teardown_module():  # also when a test failed: no unclosed socket later
+    for client in CLIENT:
+        client.close()
+
+def test_last(smtpsink, smtpsink_server):
+    send(smtpsink, "last")
+    (message,) = smtpsink.messages
+    session = message.session
+    assert session.end is None  # the same connection, still open
+    assert session.commands.count("MAIL") == 31
+    assert [m.subject for m in session.messages] == ["last"]
+    assert [m.subject for m in smtpsink_server.messages] == ["last"]
+    assert smtpsink_server._store.stored_bytes == len(message.raw)
+    gc.collect()
+    # type(), not isinstance(): no lazy proxy of another test (Django's
+    # settings) may be evaluated. Only this connection's: the outer run,
+    # when in-process, holds messages of its own.
+    alive = [
+        o for o in gc.get_objects() if type(o) is Message and o.session is session
+    ]
+    assert alive == [message]
+    CLIENT[0].quit()
+"""
+    )
+    pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=31)
+
+
 def test_clear_empties_the_mailbox(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         SEND
@@ -369,6 +424,45 @@ def test_report_summary_mode_has_no_transcript(pytester: pytest.Pytester) -> Non
     assert "S: 221 Bye" not in result.stdout.str()
 
 
+def test_report_section_is_capped_saying_what_it_left_out(
+    pytester: pytest.Pytester,
+) -> None:
+    # Issue 13: 300 sessions printed 5,727 lines.
+    from pytest_smtpsink._report import MAX_SECTION_LINES
+
+    pytester.makepyfile(
+        SEND
+        + """
+import smtplib
+
+def test_many(smtpsink):
+    send(smtpsink, "first")
+    for _ in range(99):
+        with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+            client.noop()
+    assert False
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(failed=1)
+    lines = result.stdout.lines
+    start = next(i for i, line in enumerate(lines) if "Captured email call" in line)
+    end = next(
+        i for i in range(start + 1, len(lines)) if lines[i].startswith(("===", "---"))
+    )
+    section = lines[start + 1 : end]
+    assert section[0].endswith(": 1 message, 100 sessions")
+    shown = sum(1 for line in section if line.startswith("  session "))
+    assert 0 < shown < 100
+    assert section[-1] == (
+        f"... {100 - shown} sessions not shown: this section stops at "
+        f"{MAX_SECTION_LINES} lines. --smtpsink-save-dir=DIR saves every "
+        "message and transcript as files."
+    )
+    assert len(section) <= MAX_SECTION_LINES + 3  # + header, blank, note
+    assert "Subject: 'first'" in section[1]
+
+
 def test_report_off(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(FAILING)
     result = pytester.runpytest("-p", "no:xdist", "--smtpsink-report=off")
@@ -382,6 +476,64 @@ def test_bad_report_value(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(
         ["ERROR: --smtpsink-report: 'loud' is not one of off, summary, full"]
     )
+
+
+#: A bad value for every option (the bool flags take none: see below).
+BAD_VALUES = {
+    "host": "not-an-ip",
+    "port": "eighty",
+    "hostname": "two words",
+    "max_size": "lots",
+    "timeout": "-1",
+    "report": "loud",
+    "save_dir": "a-file",  # exists, and is not a directory
+    "save": "some",
+    "summary": "maybe",
+    "allow_remote": "maybe",
+}
+
+
+def test_bad_values_cover_every_option() -> None:
+    from pytest_smtpsink.plugin import _OPTIONS
+
+    assert sorted(BAD_VALUES) == sorted(o.name for o in _OPTIONS)
+
+
+@pytest.mark.parametrize("where", ["flag", "ini"])
+@pytest.mark.parametrize("name", sorted(BAD_VALUES))
+def test_a_bad_value_names_its_option(
+    pytester: pytest.Pytester, name: str, where: str
+) -> None:
+    # Issue 13: a bad bool ini value gave pytest's own error, without the key.
+    pytester.makepyfile("def test_nothing(): pass")
+    pytester.makefile("", **{"a-file": "not a directory"})
+    value = BAD_VALUES[name]
+    flag = "--smtpsink-" + name.replace("_", "-")
+    if where == "ini":
+        pytester.makeini(f"[pytest]\nsmtpsink_{name} = {value}\n")
+        result = pytester.runpytest("-p", "no:xdist")
+        expected = f"ERROR: smtpsink_{name} (ini): *"
+    else:
+        result = pytester.runpytest("-p", "no:xdist", f"{flag}={value}")
+        if name in ("summary", "allow_remote"):  # flags without a value
+            expected = f"*error: argument {flag}: ignored explicit argument 'maybe'"
+        else:
+            expected = f"ERROR: {flag}: *"
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([expected])
+    if value != "a-file":
+        assert value in result.stderr.str()
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"), [("yes", True), ("On", True), ("0", False), ("false", False)]
+)
+def test_bool_ini_values(pytester: pytest.Pytester, text: str, shown: bool) -> None:
+    pytester.makepyfile("def test_silent(smtpsink): pass")
+    pytester.makeini(f"[pytest]\nsmtpsink_summary = {text}\n")
+    result = pytester.runpytest("-p", "no:xdist", "-v")
+    result.assert_outcomes(passed=1)
+    assert ("smtpsink: mail captured per test" in result.stdout.str()) is shown
 
 
 @pytest.mark.parametrize("xdist", [["-p", "no:xdist"], ["-n", "2"]])
@@ -418,6 +570,44 @@ def test_save_all(pytester: pytest.Pytester) -> None:
         "test_save_all.py__test_fails",
         "test_save_all.py__test_passes",
     ]
+
+
+@pytest.mark.parametrize("xdist", [["-p", "no:xdist"], ["-n", "2"]])
+def test_save_dir_keeps_tests_apart_whose_ids_clean_to_one_name(
+    pytester: pytest.Pytester, xdist: list[str]
+) -> None:
+    # Issue 13: "a b", "a/b" and "a:b" all clean to "a_b", and "a_b" is
+    # already clean: four failed tests once left one directory.
+    pytester.makepyfile(
+        SEND
+        + """
+import pytest
+
+@pytest.mark.parametrize("who", ["a b", "a/b", "a:b", "a_b"])
+def test_fails(smtpsink, who):
+    send(smtpsink, who.replace("/", "slash").replace(":", "colon"))
+    assert False
+"""
+    )
+    out = pytester.path / "mail"
+    args = [*xdist, f"--smtpsink-save-dir={out}"]
+    pytester.runpytest(*args).assert_outcomes(failed=4)
+    first = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    directories = {name.split("/")[0] for name in first}
+    assert len(directories) == 4, first
+    assert len(first) == 8  # each test's message and transcript
+    subjects = sorted(name.split("/")[1] for name in first if name.endswith(".eml"))
+    assert subjects == sorted(
+        ["0001-a-b.eml", "0001-aslashb.eml", "0001-acolonb.eml", "0001-a_b.eml"]
+    )
+    # The clean id keeps its plain name; the names are the same every run.
+    assert (
+        "test_save_dir_keeps_tests_apart_whose_ids_clean_to_one_name.py__test_fails[a_b]"
+        in directories
+    )
+    pytester.runpytest(*args).assert_outcomes(failed=4)
+    again = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert again == first
 
 
 def test_nothing_written_unless_asked(pytester: pytest.Pytester) -> None:

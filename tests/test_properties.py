@@ -134,7 +134,8 @@ def test_any_byte_stream_as_a_session(watched: Watched, stream: list[bytes]) -> 
         except (ConnectionResetError, BrokenPipeError):
             pass  # the server may close first (e.g. too many bad commands)
         except OSError as error:
-            # ... or close after QUIT before our shutdown(): not connected.
+            # ...and once it has reset the connection (after QUIT, with bytes
+            # still unread), shutdown() finds it gone (seen under load).
             if error.errno != errno.ENOTCONN:
                 raise
 

@@ -168,12 +168,13 @@ def test_a_dead_server_thread_says_so_and_why() -> None:
             view.assert_sent()
         started = time.monotonic()
         with pytest.raises(SinkError, match=expected):
-            view.wait_for(timeout=5)
-        assert time.monotonic() - started < 1  # at once, not after the timeout
+            view.wait_for(timeout=120)
+        # At once, not after the timeout (the bound leaves room for a loaded CI).
+        assert time.monotonic() - started < 60
     finally:
         started = time.monotonic()
         sink.stop()  # must not raise or hang on a dead loop
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 60
         idle.close()
 
 
@@ -186,9 +187,9 @@ def test_death_during_a_wait_wakes_the_waiter() -> None:
         timer.start()
         started = time.monotonic()
         with pytest.raises(SinkError, match="server thread died"):
-            view.wait_for(timeout=10)
+            view.wait_for(timeout=120)
         timer.join()
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 60  # woken, not timed out
 
 
 def test_next_test_using_the_fixture_fails_saying_the_thread_died(
@@ -294,7 +295,7 @@ def teardown_module():  # after test_next; unclosed sockets would warn later
     )
     started = time.monotonic()
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 60  # nothing waited for a timeout
 
 
 def test_stop_with_open_connections_is_prompt() -> None:
@@ -315,7 +316,9 @@ def test_stop_with_open_connections_is_prompt() -> None:
     sink.stop()
     took = time.monotonic() - started
     try:
-        assert took < 2.0, f"stop() took {took:.2f} s"
+        # Not a speed test: a stop() that waited on the idle connections
+        # would take their idle_timeout (300 s).
+        assert took < 60, f"stop() took {took:.2f} s"
         assert all(s.end == "server-closed" for s in sink.sessions)
         assert sink.messages == []
         # Closed by the server: EOF or, as it aborts, a reset.

@@ -1,0 +1,30 @@
+"""The pytest-asyncio example of docs/assertions.rst."""
+
+import asyncio
+from email.message import EmailMessage
+
+import aiosmtplib
+import pytest
+
+pytest.importorskip("pytest_asyncio")  # in the test extra
+
+
+async def send_welcome(host, port, to):
+    message = EmailMessage()
+    message["From"] = "app@example.com"
+    message["To"] = to
+    message["Subject"] = "Welcome"
+    message.set_content("Hello!")
+    await aiosmtplib.send(message, hostname=host, port=port)
+
+
+@pytest.mark.asyncio  # not needed with asyncio_mode = "auto"
+async def test_welcome_under_pytest_asyncio(smtpsink):
+    job = asyncio.ensure_future(
+        send_welcome(smtpsink.host, smtpsink.port, "ann@example.com")
+    )
+
+    message = await smtpsink.wait_for_async(to="ann@example.com", timeout=10)
+
+    await job
+    assert message.subject == "Welcome"
