@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
+
+
+@pytest.fixture
+def pytester(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> pytest.Pytester:
+    # Not part of the example: pytest-asyncio (in the test extra) warns in
+    # inner runs unless its loop scope is set (see tests/conftest.py).
+    if importlib.util.find_spec("pytest_asyncio") is not None:
+        monkeypatch.setenv(
+            "PYTEST_ADDOPTS", "-o asyncio_default_fixture_loop_scope=function"
+        )
+    return pytester
+
 
 NEWSLETTER_TEST = """
 import smtplib
