@@ -15,7 +15,7 @@ from ._match import Criteria
 from ._message import Message, summary_or_raw
 from ._session import Session
 from ._settings import DEFAULT_TIMEOUT
-from ._text import plural, printable
+from ._text import plural, printable, shorten
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -603,11 +603,8 @@ class Mailbox(FaultControls):
 
 def _session_line(session: Session) -> str:
     last = session.transcript[-1].lines()[-1] if session.transcript else "nothing yet"
-    return printable(
-        f"{session.peer[0]}:{session.peer[1]} ehlo={session.ehlo!r} "
-        f"end={session.end or 'open'} commands={' '.join(session.commands) or '-'} "
-        f"last: {last}"
-    )
+    commands = shorten(" ".join(session.commands), 200) or "-"
+    return f"{session.summary()} commands={printable(commands)} last: {last}"
 
 
 class _NotYet:

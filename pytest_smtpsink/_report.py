@@ -77,12 +77,7 @@ def section_text(views: Sequence[Mailbox], mode: ReportMode) -> str | None:
                 left_out["session"] += 1
                 continue
             start = len(lines)
-            lines.append(
-                f"  session {number}: {session.peer[0]}:{session.peer[1]} "
-                f"ehlo={session.ehlo!r} tls={'yes' if session.tls else 'no'} "
-                f"auth={session.authenticated_as!r} "
-                f"messages={len(session.messages)} end={session.end or 'open'}"
-            )
+            lines.append(f"  session {number}: {session.summary()}")
             if mode == "full":
                 transcript = session.format_transcript().splitlines()
                 shown = transcript[:_MAX_TRANSCRIPT_LINES]
@@ -162,8 +157,8 @@ def save(views: Sequence[Mailbox], directory: Path) -> list[Path]:
     for index, session in enumerate(sessions, 1):
         path = directory / f"session-{index:04d}.txt"
         header = (
-            f"peer {session.peer[0]}:{session.peer[1]}  started {session.started_at:%Y-%m-%d %H:%M:%S.%f}"
-            f"  end {session.end or 'open'}\n"
+            f"session {index}: {session.summary()}  "
+            f"started {session.started_at:%Y-%m-%d %H:%M:%S.%f}\n"
         )
         path.write_text(header + session.format_transcript() + "\n", encoding="utf-8")
         written.append(path)

@@ -218,17 +218,25 @@ class Session:
         `Exchange.lines`)."""
         return "\n".join(_lines(self._transcript))
 
-    def __repr__(self) -> str:
+    def summary(self) -> str:
+        """One line, the same in every report: peer, EHLO name, TLS, the
+        authenticated user, the number of messages and how it ended.
+
+        Client input is escaped, and it never waits on a TLS handshake
+        under way (unlike `tls`): reports must not stall.
+        """
         state: str = self.end or "open"
         if self.tls_error is not None:
             state += f" ({self.tls_error})"
-        head = (
-            f"<Session {self.peer[0]}:{self.peer[1]} ehlo={self.ehlo!r} "
-            # _tls: a repr (in a failure report) must not wait on a handshake.
+        return printable(
+            f"{self.peer[0]}:{self.peer[1]} ehlo={self.ehlo!r} "
             f"tls={'yes' if self._tls else 'no'} "
             f"auth={self.authenticated_as!r} messages={len(self._messages)} "
-            f"end={state}>"
+            f"end={state}"
         )
+
+    def __repr__(self) -> str:
+        head = f"<Session {self.summary()}>"
         body = "\n".join("  " + line for line in _lines(self._transcript))
         return f"{head}\n{body}" if body else head
 

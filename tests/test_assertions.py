@@ -295,12 +295,14 @@ def test_wait_until_times_out_listing_sessions_and_messages(
     assert lines[0] == "wait_until(never) still false after 0.05 s."
     assert lines[1] == "Sessions in this test (2):"
     assert re.fullmatch(
-        r"  127\.0\.0\.1:\d+ ehlo='.*' end=quit commands=EHLO MAIL RCPT DATA QUIT "
+        r"  127\.0\.0\.1:\d+ ehlo='.*' tls=no auth=None messages=1 end=quit "
+        r"commands=EHLO MAIL RCPT DATA QUIT "
         r"last: S: 221 Bye",
         lines[2],
     ), lines[2]
     assert re.fullmatch(
-        r"  127\.0\.0\.1:\d+ ehlo='idle\.example' end=(quit|open) commands=HELO( QUIT)? "
+        r"  127\.0\.0\.1:\d+ ehlo='idle\.example' tls=no auth=None messages=0 "
+        r"end=(quit|open) commands=HELO( QUIT)? "
         r"last: .*",
         lines[3],
     ), lines[3]
