@@ -307,16 +307,15 @@ def test_the_sink_releases_a_held_connection_on_removal() -> None:
     import smtplib
 
     with SMTPSink() as sink:
-        sink.hang("MAIL")
+        fault = sink.hang("MAIL")
         client = smtplib.SMTP(sink.host, sink.port, timeout=30)
         try:
             client.ehlo()
             client.putcmd("MAIL", "FROM:<a@example.com>")
-            sink.wait_until(
-                lambda: any(
-                    e.command == "MAIL" for s in sink.sessions for e in s.transcript
-                )
-            )
+            # Fired: the connection is held from the same loop step on, so
+            # the release (queued on the loop) finds it. Waiting only for
+            # the MAIL line would race the hang under load.
+            sink.wait_until(lambda: fault.fired == 1)
             sink.clear_faults()
             with pytest.raises(smtplib.SMTPServerDisconnected):
                 client.getreply()
