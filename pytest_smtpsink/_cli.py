@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from ._live import LiveServer
     from ._message import Message
     from ._session import Session
+    from ._store import Follower
 
 #: Not 25 or 587 (binding them needs root) and not 1025, the default of
 #: MailHog, Mailpit and MailCatcher, so the sink can run beside them.
@@ -359,13 +360,15 @@ class _Reporter:
     live: LiveServer | None = None
     messages: int = 0
     sessions: int = 0
-    _cursor: tuple[int, int] = (0, 0)
+    _follower: Follower | None = None
     _open: dict[int, tuple[int, Session]] = dataclasses.field(default_factory=dict)
     # Messages whose relay outcome is still to be printed.
     _relaying: list[Message] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._cursor = self.sink._store.cursor()
+        # Reported items need not stay in memory: a sink left running all
+        # day should not grow (open sessions are kept in `_open`).
+        self._follower = self.sink.follow()
 
     def say(self, line: str) -> None:
         self.out.write(line + "\n")
@@ -373,16 +376,8 @@ class _Reporter:
 
     def process(self) -> None:
         """Report what happened since the last call, oldest first."""
-        store = self.sink._store
-        new_messages = store.messages_since(self._cursor)
-        new_sessions = store.sessions_since(self._cursor)
-        self._cursor = (
-            self._cursor[0] + len(new_messages),
-            self._cursor[1] + len(new_sessions),
-        )
-        # Reported items need not stay in memory: a sink left running all
-        # day should not grow. Open sessions are kept in `_open`.
-        store.discard_before(self._cursor)
+        assert self._follower is not None
+        new_messages, new_sessions = self._follower.take()
         if self.live is not None:
             self.live.inbox.add(new_messages, new_sessions)
 
@@ -651,14 +646,14 @@ class _Runner:
                     file=sys.stderr,
                 )
                 return 1
-            self.sink._store.add_listener(self.changed.set)
+            stop_listening = self.sink.on_change(self.changed.set)
             for line in _banner(self.sink, self.reporter.save_dir, self.reporter.live):
                 self.reporter.say(line)
             self._loop()
             # A second Ctrl-C while stopping ends the process at once.
             for signum in previous:
                 signal.signal(signum, signal.SIG_DFL)
-            self.sink._store.remove_listener(self.changed.set)
+            stop_listening()
             self.sink.stop()
             if self.reporter.live is not None:
                 self.reporter.live.stop()

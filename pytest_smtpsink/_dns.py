@@ -445,9 +445,6 @@ class DNSZone:
         `smtp_ports`. A target given as a host name is published as is: add
         its address with `a` or `aaaa`. Returns the MX host names, in order.
         """
-        from ._mailbox import Mailbox
-        from ._server import SMTPSink
-
         if not isinstance(hosts, (list, tuple)) or not hosts:
             raise ValueError(
                 "hosts must be a non-empty list of (preference, sink or host name)"
@@ -467,7 +464,12 @@ class DNSZone:
                 raise ValueError(
                     f"an MX preference is a whole number 0-65535, got {preference!r}"
                 )
-            if isinstance(target, (Mailbox, SMTPSink)):
+            # A sink or a mailbox, recognized by its address (an import of
+            # their modules here would close an import circle).
+            if isinstance(getattr(target, "host", None), str) and isinstance(
+                getattr(target, "port", None), int
+            ):
+                assert not isinstance(target, str)
                 host = f"mx{index}.{domain.rstrip('.')}"
                 address = ipaddress.ip_address(target.host)
                 if address.version == 4:

@@ -169,8 +169,10 @@ class FaultControls:
         they hold. The fixtures do this at the end of each test."""
         self._fault_registry().remove(lambda rule: rule._owner is self)
 
-    def _close(self) -> None:
-        """Teardown of a view (called by the fixtures, even if the test failed)."""
+    def close(self) -> None:
+        """End this view: remove what it added to its sink (fault rules, DNS
+        records). The fixtures call it at the end of each test, also when
+        the test failed."""
         self.clear_faults()
 
 

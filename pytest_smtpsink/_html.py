@@ -221,7 +221,7 @@ def record_test(
     """
     if not written:
         return None
-    snapshots = [view._snapshot() for view in views]
+    snapshots = [view.captured() for view in views]
     messages = [m for view_messages, _ in snapshots for m in view_messages]
     sessions = [s for _, view_sessions in snapshots for s in view_sessions]
     # save() names the files; take its names rather than guess them again.
@@ -596,7 +596,7 @@ def pytest_html_extras(views: Sequence[Mailbox]) -> list[dict[str, str | None]]:
 
     found: list[dict[str, str | None]] = []
     for view in views:
-        messages, _ = view._snapshot()
+        messages, _ = view.captured()
         for message in messages:
             record = message_record(message)
             found.append(

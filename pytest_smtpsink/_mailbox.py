@@ -232,8 +232,8 @@ class Mailbox(FaultControls):
             self._dns = DNSZone(self._sink)
         return self._dns
 
-    def _close(self) -> None:
-        super()._close()
+    def close(self) -> None:
+        super().close()
         if self._dns is not None:
             self._dns.clear()
 
@@ -322,7 +322,7 @@ class Mailbox(FaultControls):
         self._sink.check_running()
         return self._store.sessions_since(self._cursor)
 
-    def _snapshot(self) -> tuple[Messages, tuple[Session, ...]]:
+    def captured(self) -> tuple[Messages, tuple[Session, ...]]:
         """Messages and sessions without the health checks: for reports,
         which must show what arrived even when the sink is in trouble."""
         return (
@@ -537,7 +537,7 @@ class Mailbox(FaultControls):
         check = _NotYet(condition)
         if not self._wait(check, limit):
             name = getattr(condition, "__name__", repr(condition))
-            messages, sessions = self._snapshot()
+            messages, sessions = self.captured()
             lines = [f"wait_until({name}) still false after {limit:g} s."]
             if check.error is not None:
                 # A condition that raises every time is more likely a bug in

@@ -59,7 +59,7 @@ def section_text(views: Sequence[Mailbox], mode: ReportMode) -> str | None:
     for view in views:
         # Not view.messages: that raises once the sink died or refused mail
         # (max_stored_bytes), and a report must still show what arrived.
-        messages, sessions = view._snapshot()
+        messages, sessions = view.captured()
         if not messages and not sessions:
             continue
         lines = [
@@ -138,7 +138,7 @@ def save(views: Sequence[Mailbox], directory: Path) -> list[Path]:
     same test are never mixed with this run's.
     """
     written: list[Path] = []
-    snapshots = [view._snapshot() for view in views]
+    snapshots = [view.captured() for view in views]
     messages = [m for view_messages, _ in snapshots for m in view_messages]
     sessions = [s for _, view_sessions in snapshots for s in view_sessions]
     if not messages and not sessions:

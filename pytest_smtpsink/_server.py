@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import ipaddress
 import os
 import ssl
@@ -28,7 +29,7 @@ from ._faults import Fault, Faults
 from ._mailbox import Mailbox
 from ._protocol import ServerState
 from ._settings import SinkSettings
-from ._store import Store
+from ._store import Follower, Store
 
 _STOP_TIMEOUT = 10.0
 
@@ -403,16 +404,22 @@ class SMTPSink(Mailbox):
     ) -> None:
         self.stop()
 
-    def check_running(self, for_waiting: bool = False) -> None:
-        """Raise `SinkError` saying why, if the server thread died.
-
-        What a stopped sink captured stays readable; only waiting for more
-        (``for_waiting``) needs a running server.
-        """
+    def check_alive(self) -> None:
+        """Raise `SinkError` saying why (chained to the cause, if any) when
+        the server thread ended without `stop`."""
         death = self._death()
         if death is not None:
             assert self._runtime is not None
             raise SinkError(death) from self._runtime.failure
+
+    def check_running(self, for_waiting: bool = False) -> None:
+        """Raise `SinkError` saying why, if the server thread died or the
+        sink refused mail for lack of room (``max_stored_bytes``).
+
+        What a stopped sink captured stays readable; only waiting for more
+        (``for_waiting``) needs a running server.
+        """
+        self.check_alive()
         overflow = self._store.overflow
         if overflow is not None:
             raise SinkError(overflow)
@@ -479,6 +486,25 @@ class SMTPSink(Mailbox):
         """
         super().clear()
         self._store.discard_before(self._cursor, from_sessions=True)
+
+    def forget_before(self, view: Mailbox) -> None:
+        """Forget what arrived before ``view`` was made, in every mailbox of
+        this sink, freeing its memory (per-test isolation: the fixtures call
+        it when a test opens its first mailbox). Objects a test still holds
+        stay readable."""
+        self._store.discard_before(view._cursor, from_sessions=True)
+
+    def follow(self) -> Follower:
+        """What arrives from now on, handed out once and then forgotten:
+        for a long-running reader (the standalone sink)."""
+        return self._store.follow()
+
+    def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` (on the server thread, so it must be quick)
+        after every change: a message, a session, a transcript line.
+        Returns the function that stops it."""
+        self._store.add_listener(listener)
+        return functools.partial(self._store.remove_listener, listener)
 
     def view(self) -> Mailbox:
         """A mailbox that starts empty now and sees what arrives from now on."""

@@ -209,6 +209,10 @@ class Store:
         finally:
             self.remove_listener(wake)
 
+    def follow(self) -> Follower:
+        """A reader of what arrives from now on, that forgets what it read."""
+        return Follower(self)
+
     # -- listeners ---------------------------------------------------------------------
 
     def add_listener(self, listener: Listener) -> None:
@@ -245,3 +249,25 @@ def _forget_in_sessions(dropped: list[Message]) -> None:
         while cut < len(kept) and kept[cut].number <= last:
             cut += 1
         del kept[:cut]
+
+
+class Follower:
+    """Hands out what arrived since it last did, then has the store forget
+    it, so that a long-running reader (the standalone sink) stays flat in
+    memory. Objects the reader keeps stay alive. One thread reads it."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._cursor = store.cursor()
+
+    def take(self) -> tuple[tuple[Message, ...], tuple[Session, ...]]:
+        """The messages and sessions that arrived since the last call."""
+        store = self._store
+        messages = store.messages_since(self._cursor)
+        sessions = store.sessions_since(self._cursor)
+        self._cursor = (
+            self._cursor[0] + len(messages),
+            self._cursor[1] + len(sessions),
+        )
+        store.discard_before(self._cursor)
+        return messages, sessions

@@ -429,10 +429,10 @@ class _SinkPool:
             # A fixed port given by option belongs to the default sink; sinks
             # with other settings take free ports.
             settings = settings.replace(port=0)
+        from ._server import SinkError, SMTPSink
+
         sink = self._sinks.get(settings)
         if sink is None:
-            from ._server import SinkError, SMTPSink
-
             sink = SMTPSink(settings)
             try:
                 sink.start()
@@ -442,21 +442,22 @@ class _SinkPool:
                 )
             self._sinks[settings] = sink
         else:
-            death = sink._death()
-            if death is not None:
+            try:
+                sink.check_alive()
+            except SinkError as error:
                 # Fail now, not when the test's app hangs or a read raises.
                 import traceback
 
-                failure = sink._runtime.failure if sink._runtime else None
+                failure = error.__cause__
                 cause = (
                     "\n" + "".join(traceback.format_exception(failure))
                     if failure is not None
                     else ""
                 )
-                pytest.fail(
-                    f"pytest-smtpsink: the sink {sink.url} is unusable: {death}{cause}",
-                    pytrace=False,
-                )
+                problem = f"pytest-smtpsink: the sink {sink.url} is unusable: {error}"
+            else:
+                return sink
+            pytest.fail(problem + cause, pytrace=False)
         return sink
 
     def stop_all(self) -> None:
@@ -494,7 +495,7 @@ def _open_view(
     opened = request.node.stash.setdefault(_OPENED_KEY, set())
     if id(sink) not in opened:
         opened.add(id(sink))
-        sink._store.discard_before(view._cursor, from_sessions=True)
+        sink.forget_before(view)
     view.default_timeout = config.stash[_TIMEOUT_KEY]
     request.node.stash.setdefault(_VIEWS_KEY, []).append(view)
     return view
@@ -525,7 +526,7 @@ def smtpsink(
         yield view
         _enforce_lint(request, view)
     finally:
-        view._close()  # its faults go, even if the test failed
+        view.close()  # its faults go, even if the test failed
 
 
 @pytest.fixture
@@ -545,7 +546,7 @@ def smtpsink_factory(
     def factory(**settings: Any) -> Mailbox:
         sink = pool.get(_settings_for(pool, "smtpsink_factory()", settings))
         view = _open_view(pytestconfig, sink, request)
-        request.addfinalizer(view._close)  # its faults go at the end of the test
+        request.addfinalizer(view.close)  # its faults go at the end of the test
         request.addfinalizer(lambda: _enforce_lint(request, view))
         return view
 
@@ -576,7 +577,7 @@ def _enforce_lint(request: pytest.FixtureRequest, view: Mailbox) -> None:
         return
     from ._lint import unclean_report
 
-    messages, _ = view._snapshot()
+    messages, _ = view.captured()
     failure = unclean_report(messages, severity, ignore)  # type: ignore[arg-type]
     if failure is not None:
         pytest.fail(f"smtpsink lint ({severity}): {failure}", pytrace=False)
@@ -673,7 +674,7 @@ def pytest_runtest_makereport(
                     )
         if config.stash[_SUMMARY_KEY]:
             # Not view.messages: it raises once the sink died or overflowed.
-            snapshots = [view._snapshot() for view in views]
+            snapshots = [view.captured() for view in views]
             messages = sum(len(m) for m, _ in snapshots)
             sessions = sum(len(s) for _, s in snapshots)
             # user_properties travel with the report, also from xdist workers.

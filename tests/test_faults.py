@@ -434,7 +434,7 @@ def test_hang_is_released_when_the_rule_goes() -> None:
             stream.write(b"DATA\r\n")
             stream.flush()
             view.wait_until(lambda: view.sessions[0].transcript[-1].injected, 30)
-            view._close()  # what the fixtures do at teardown
+            view.close()  # what the fixtures do at teardown
             assert stream.read() == b""  # closed by the server, not answered
             stream.close()
         (session,) = view.sessions
@@ -488,7 +488,7 @@ def test_faults_belong_to_their_view(smtpsink: Mailbox) -> None:
     smtpsink.clear_faults()  # not this view's rule
     with pytest.raises(smtplib.SMTPSenderRefused):
         sendmail(smtpsink, ["ann@example.com"])
-    other._close()
+    other.close()
     sendmail(smtpsink, ["ann@example.com"])
 
 
