@@ -1337,10 +1337,14 @@ class RecordingSMTP(SMTP):
         """Wait on ``awaitable`` (a delay or a hang) while ``rule`` holds this
         connection; removing the rule closes the connection."""
         held = self.state.held
-        if rule not in self.state.faults.rules:  # removed meanwhile
+        if rule not in self.state.faults.rules:
+            # Removed by the test's thread after it fired here, before this
+            # connection was held, so the release found nothing: close the
+            # connection as the release would have (seen under load).
             if asyncio.iscoroutine(awaitable):
                 awaitable.close()
-            return
+            self.close_by_server()
+            await self.loop.create_future()  # connection_lost() cancels this
         held[self] = rule
         try:
             await awaitable

@@ -379,6 +379,9 @@ class SMTPSink(Mailbox):
         runtime = self._runtime
         if runtime is None or not self.running:
             return
+        if threading.current_thread() is runtime.thread:  # e.g. an on_change
+            runtime.state.release(rules)
+            return
         done = threading.Event()
 
         def release() -> None:

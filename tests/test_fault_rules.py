@@ -322,3 +322,30 @@ def test_the_sink_releases_a_held_connection_on_removal() -> None:
         finally:
             client.close()
         assert sink.sessions[0].end == "server-closed"
+
+
+def test_a_rule_removed_after_firing_but_before_holding_still_closes() -> None:
+    """The race seen under load: the test's thread removes a hang rule in
+    the moment after it fired and before the connection was held. Made
+    deterministic by removing it from a change listener, which runs on the
+    server thread in exactly that moment."""
+    import smtplib
+
+    with SMTPSink() as sink:
+        fault = sink.hang("MAIL")
+
+        def remove_once_fired() -> None:
+            if fault.fired and fault in sink.faults:
+                fault.remove()
+
+        stop_listening = sink.on_change(remove_once_fired)
+        client = smtplib.SMTP(sink.host, sink.port, timeout=30)
+        try:
+            client.ehlo()
+            with pytest.raises(smtplib.SMTPServerDisconnected):
+                client.mail("a@example.com")
+        finally:
+            stop_listening()
+            client.close()
+        assert sink.faults == ()
+        assert sink.sessions[0].end == "server-closed"
