@@ -111,17 +111,17 @@ def _switch_recording_off() -> None:
     Messages, envelopes and sessions are still stored."""
     from aiosmtpd.smtp import SMTP
 
-    from pytest_smtpsink import _protocol
+    from pytest_smtpsink import _smtp
 
     async def push(self: SMTP, status: Any) -> None:
         await SMTP.push(self, status)
 
-    def end_data(self: _protocol.RecordingSMTP, size: int, note: str = "") -> None:
+    def end_data(self: _smtp.RecordingSMTP, size: int, note: str = "") -> None:
         self._in_data = False
 
-    _protocol.RecordingSMTP._wrap_reader = lambda self, reader: None  # type: ignore[method-assign]
-    _protocol.RecordingSMTP.push = push  # type: ignore[method-assign]
-    _protocol.RecordingSMTP._end_data = end_data  # type: ignore[method-assign]
+    _smtp.RecordingSMTP._wrap_reader = lambda self, reader: None  # type: ignore[method-assign]
+    _smtp.RecordingSMTP.push = push  # type: ignore[method-assign]
+    _smtp.RecordingSMTP._end_data = end_data  # type: ignore[method-assign]
 
 
 def small_message(seq: str) -> bytes:

@@ -27,8 +27,8 @@ from typing import Any, Protocol, TypeVar
 
 from ._faults import Fault, Faults
 from ._mailbox import Mailbox
-from ._protocol import ServerState
 from ._settings import SinkSettings
+from ._smtp import ServerState
 from ._store import Follower, Store
 
 _STOP_TIMEOUT = 10.0

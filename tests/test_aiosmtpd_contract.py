@@ -1,6 +1,6 @@
 """Every undocumented aiosmtpd (and asyncio) name the sink relies on, fenced.
 
-The SMTP protocol (`pytest_smtpsink._protocol`) extends aiosmtpd through its
+The SMTP protocol (`pytest_smtpsink._smtp`) extends aiosmtpd through its
 documented hooks where it can (``smtp_<COMMAND>``, ``push``,
 ``challenge_auth``, ``_create_session``, ``_create_envelope``,
 ``auth_exclude_mechanism``). Where it must reach further, each name is
@@ -21,7 +21,7 @@ import pytest
 from aiosmtpd.handlers import Sink
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from pytest_smtpsink._protocol import RecordingSMTP
+from pytest_smtpsink._smtp import RecordingSMTP
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def parameters(function: Callable[..., object]) -> list[str]:
 def relied_on(name: str, why: str) -> str:
     return (
         f"pytest-smtpsink relies on aiosmtpd's {name} ({why}); aiosmtpd "
-        f"{aiosmtpd.__version__} changed it: adapt pytest_smtpsink/_protocol.py"
+        f"{aiosmtpd.__version__} changed it: adapt pytest_smtpsink/_smtp.py"
     )
 
 

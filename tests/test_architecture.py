@@ -20,9 +20,7 @@ def _runtime_imports(tree: ast.Module) -> set[str]:
 
     def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(
-                child.test
-            ):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
                 for orelse in child.orelse:
                     visit(orelse)
                 continue
@@ -31,9 +29,9 @@ def _runtime_imports(tree: ast.Module) -> set[str]:
                     found.add(child.module)
                 else:
                     found.update(alias.name for alias in child.names)
-            elif isinstance(child, ast.ImportFrom) and (
-                child.module or ""
-            ).startswith("pytest_smtpsink."):
+            elif isinstance(child, ast.ImportFrom) and (child.module or "").startswith(
+                "pytest_smtpsink."
+            ):
                 found.add((child.module or "").split(".")[1])
             visit(child)
 

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from test_corpus import read_every_field
 
 from pytest_smtpsink import SMTPSink
-from pytest_smtpsink._protocol import plain_angle_addr
+from pytest_smtpsink._smtp import plain_angle_addr
 
 SETTINGS = settings(
     max_examples=75,

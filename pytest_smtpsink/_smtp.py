@@ -1,4 +1,8 @@
-"""The aiosmtpd protocol subclass that records the conversation.
+"""SMTP: the aiosmtpd protocol subclass that records the conversation.
+
+Loop side: everything here runs on the sink's server thread. It carries out
+what the fault rules decide (`_faults.steps`), stores messages in the shared
+`Store` and relays them (`_relay`); it decides nothing about faults itself.
 
 aiosmtpd gives handlers the envelope but not the conversation, so the
 recording happens here: every line the server *reads* (wrapping the stream
