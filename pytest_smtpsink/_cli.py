@@ -20,14 +20,14 @@ import functools
 import ipaddress
 import logging
 import os
-import re
 import signal
 import sys
 import threading
-import unicodedata
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from . import __version__
+from ._files import write_message, write_session
 from ._message import raw_summary, summary_or_raw
 from ._server import SinkError, SMTPSink
 from ._settings import (
@@ -452,10 +452,7 @@ class _Reporter:
     def _report_message(self, message: Message) -> None:
         saved = ""
         if self.save_dir is not None:
-            name = f"{message.number:04d}-{_slug(message.subject)}.eml"
-            path = os.path.join(self.save_dir, name)
-            with open(path, "wb") as file:
-                file.write(message.raw)
+            path = write_message(Path(self.save_dir), message.number, message)
             saved = f"\n    saved as {path}"
         if not self.quiet:
             self.say(f"message {summary_or_raw(message)}{saved}")
@@ -464,10 +461,7 @@ class _Reporter:
 
     def _closed(self, number: int, session: Session) -> None:
         if self.save_dir is not None:
-            path = os.path.join(self.save_dir, f"session-{number:04d}.txt")
-            with open(path, "w", encoding="utf-8", newline="\n") as file:
-                file.write(_session_header(number, session) + "\n")
-                file.write(session.format_transcript() + "\n")
+            write_session(Path(self.save_dir), number, session)
         if self.quiet:
             return
         ended = session.ended_at or datetime.datetime.now().astimezone()
@@ -499,14 +493,6 @@ def _session_header(number: int, session: Session) -> str:
 
 def _clock(moment: datetime.datetime) -> str:
     return moment.astimezone().strftime("%H:%M:%S.%f")[:-3]
-
-
-def _slug(subject: str | None) -> str:
-    """A file-name-safe, ASCII, short form of a subject."""
-    text = unicodedata.normalize("NFKD", subject or "")
-    text = text.encode("ascii", "ignore").decode("ascii")
-    text = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
-    return text[:60].rstrip("-") or "no-subject"
 
 
 def _banner(

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from ._files import write_message, write_session
 from ._text import plural
 
 if TYPE_CHECKING:
@@ -145,21 +146,12 @@ def save(views: Sequence[Mailbox], directory: Path) -> list[Path]:
         return written
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
-    for index, message in enumerate(messages, 1):
-        try:
-            subject = message.subject
-        except Exception:  # last resort (fields are guarded): the bytes matter
-            subject = None
-        subject = re.sub(r"[^\w\-]+", "-", subject or "no-subject").strip("-")
-        path = directory / f"{index:04d}-{subject[:60] or 'no-subject'}.eml"
-        path.write_bytes(message.raw)
-        written.append(path)
-    for index, session in enumerate(sessions, 1):
-        path = directory / f"session-{index:04d}.txt"
-        header = (
-            f"session {index}: {session.summary()}  "
-            f"started {session.started_at:%Y-%m-%d %H:%M:%S.%f}\n"
-        )
-        path.write_text(header + session.format_transcript() + "\n", encoding="utf-8")
-        written.append(path)
+    written.extend(
+        write_message(directory, index, message)
+        for index, message in enumerate(messages, 1)
+    )
+    written.extend(
+        write_session(directory, index, session)
+        for index, session in enumerate(sessions, 1)
+    )
     return written

@@ -25,7 +25,8 @@ import pytest
 import trustme
 
 from pytest_smtpsink import SMTPSink
-from pytest_smtpsink._cli import _slug, build_parser, main
+from pytest_smtpsink._cli import build_parser, main
+from pytest_smtpsink._files import message_file_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -221,20 +222,23 @@ def test_save_dir_writes_the_bytes_as_sent(
     with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
         smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
         smtp.sendmail("app@example.com", ["bob@example.com"], b"No headers\r\n")
-    sink.expect(r"saved as .*0001-your-code-1234-today\.eml$")
+    sink.expect(r"saved as .*0001-Your-code-1234-today\.eml$")
     sink.expect(r"saved as .*0002-no-subject\.eml$")
     sink.expect(r"session 1 closed")
     sink.stop()
     assert sink.proc.returncode == 0
     assert sorted(p.name for p in save.iterdir()) == [
-        "0001-your-code-1234-today.eml",
+        "0001-Your-code-1234-today.eml",
         "0002-no-subject.eml",
         "session-0001.txt",
     ]
-    assert (save / "0001-your-code-1234-today.eml").read_bytes() == RAW
+    assert (save / "0001-Your-code-1234-today.eml").read_bytes() == RAW
     assert (save / "0002-no-subject.eml").read_bytes() == b"No headers\r\n"
     transcript = (save / "session-0001.txt").read_text(encoding="utf-8")
-    assert transcript.startswith("session 1 closed (quit)")
+    # The same header as the plugin's saved transcripts (one writer).
+    assert re.match(
+        r"session 1: 127\.0\.0\.1:\d+ .* messages=2 end=quit  started ", transcript
+    )
     # smtplib's command case differs between Python versions.
     assert "c: mail from:<app@example.com>" in transcript.lower()
     assert "S: 250 2.0.0 OK: queued as #2" in transcript
@@ -400,7 +404,7 @@ def test_curl(start: Callable[..., Sink], tmp_path: Path) -> None:
     sink.expect(r"^message #1 [\d:.]+ app@example.com -> ann@example.com")
     sink.expect(r"session 1 closed \(quit\)")
     sink.stop()
-    assert (tmp_path / "0001-your-code-1234-today.eml").read_bytes() == RAW
+    assert (tmp_path / "0001-Your-code-1234-today.eml").read_bytes() == RAW
 
 
 @stops_with_signals
@@ -538,18 +542,22 @@ def test_max_size_accepts_units() -> None:
 
 
 @pytest.mark.parametrize(
-    ("subject", "slug"),
+    ("subject", "name"),
     [
-        ("Welcome!", "welcome"),
-        ("Héllo wörld / ../../etc/passwd", "hello-world-etc-passwd"),
-        ("", "no-subject"),
-        (None, "no-subject"),
-        ("日本語", "no-subject"),
-        ("x" * 100, "x" * 60),
+        ("Welcome!", "0007-Welcome.eml"),
+        ("Héllo wörld / ../../etc/passwd", "0007-Hello-world-etc-passwd.eml"),
+        ("Café: 50% off", "0007-Cafe-50-off.eml"),
+        ("a_b", "0007-a_b.eml"),
+        ("", "0007-no-subject.eml"),
+        (None, "0007-no-subject.eml"),
+        ("日本語", "0007-no-subject.eml"),
+        ("x" * 100, "0007-" + "x" * 60 + ".eml"),
+        ("x" * 59 + " y", "0007-" + "x" * 59 + ".eml"),  # no trailing "-"
     ],
 )
-def test_slug(subject: str | None, slug: str) -> None:
-    assert _slug(subject) == slug
+def test_saved_message_names(subject: str | None, name: str) -> None:
+    # One rule for the plugin's and the standalone sink's saved files.
+    assert message_file_name(7, subject) == name
 
 
 def test_console_script() -> None:

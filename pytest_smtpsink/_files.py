@@ -1,0 +1,52 @@
+"""Saved mail: the one place that names and writes ``.eml`` and transcript
+files, for the plugin's ``--smtpsink-save-dir`` and the standalone sink's
+``--save-dir`` alike.
+
+Names are ASCII, sort in arrival order and never collide:
+``NNNN-<subject>.eml`` (the subject folded to ASCII letters, digits, ``_``
+and ``-``, at most 60 characters) and ``session-NNNN.txt``. Messages are
+written as the bytes received; transcripts as UTF-8 with LF line ends on
+every platform. Test thread (the plugin) or the CLI's main thread.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._message import Message
+    from ._session import Session
+
+_NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9_]+")
+
+
+def message_file_name(number: int, subject: str | None) -> str:
+    """``4`` and ``"Café: 50% off"`` -> ``"0004-Cafe-50-off.eml"``."""
+    text = unicodedata.normalize("NFKD", subject or "")
+    text = text.encode("ascii", "ignore").decode("ascii")
+    text = _NOT_IN_NAMES.sub("-", text).strip("-")[:60].rstrip("-")
+    return f"{number:04d}-{text or 'no-subject'}.eml"
+
+
+def write_message(directory: Path, number: int, message: Message) -> Path:
+    try:
+        subject = message.subject
+    except Exception:  # last resort (fields are guarded): the bytes matter
+        subject = None
+    path = directory / message_file_name(number, subject)
+    path.write_bytes(message.raw)
+    return path
+
+
+def write_session(directory: Path, number: int, session: Session) -> Path:
+    path = directory / f"session-{number:04d}.txt"
+    header = (
+        f"session {number}: {session.summary()}  "
+        f"started {session.started_at:%Y-%m-%d %H:%M:%S.%f}\n"
+    )
+    with path.open("w", encoding="utf-8", newline="\n") as file:
+        file.write(header + session.format_transcript() + "\n")
+    return path
