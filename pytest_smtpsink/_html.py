@@ -85,6 +85,9 @@ class MessageRecord(TypedDict):
     raw_truncated: int
     eml_href: str | None
     defects: list[str]
+    #: `Message.lint` problems, one line each: "error missing-date (header
+    #: Date): no Date header".
+    lint: list[str]
 
 
 class SessionRecord(TypedDict):
@@ -152,6 +155,18 @@ def message_record(
     defects = read_field(
         lambda: list(message.defects), list(problems), "defects", problems
     )
+    no_lint: list[str] = []
+    lint = read_field(
+        lambda: [
+            f"{p.severity} {p.code}"
+            + (f" ({p.where})" if p.where else "")
+            + f": {p.message}"
+            for p in message.lint()
+        ],
+        no_lint,
+        "lint",
+        problems,
+    )
     return MessageRecord(
         number=message.number,
         summary=summary,
@@ -175,6 +190,7 @@ def message_record(
         raw_truncated=max(0, len(message.raw) - RAW_LIMIT),
         eml_href=eml_href,
         defects=list(dict.fromkeys(problems + defects)),
+        lint=lint,
     )
 
 
@@ -380,6 +396,14 @@ def render_message(record: MessageRecord, *, open_: bool = False) -> str:
             '<div class="defects"><b>Problems found while parsing</b><ul>'
             + "".join(f"<li>{escape(d)}</li>" for d in record["defects"])
             + "</ul></div>"
+        )
+    lint = record.get("lint") or []  # absent from an older smtpsink.json
+    if lint:
+        parts.append(
+            '<details class="lint"><summary>How the message is built: '
+            f"{len(lint)} lint problem{'s' if len(lint) != 1 else ''}</summary><ul>"
+            + "".join(f"<li>{escape(line)}</li>" for line in lint)
+            + "</ul></details>"
         )
     if record["html"] is not None:
         parts.append(

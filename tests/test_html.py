@@ -277,3 +277,21 @@ def test_without_pytest_html_nothing_is_imported(
     # It failed on its last line, not on either import check.
     result.stdout.fnmatch_lines(["E       assert False"])
     result.stdout.no_fnmatch_line("E *sys.modules*")
+
+
+def test_the_index_shows_lint_problems(smtpsink: Mailbox, tmp_path: Path) -> None:
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            "a@example.com", ["b@example.com"], b"Subject: no date\r\n\r\nhi\r\n"
+        )
+    message = smtpsink.wait_for(subject="no date")
+    record = _html.message_record(message)
+    assert "error missing-date (header Date): no Date header" in "\n".join(
+        record["lint"]
+    )
+    markup = _html.render_message(record)
+    assert "lint problem" in markup
+    assert "missing-date" in markup
+    # A record from an older smtpsink.json (no "lint") still renders.
+    del record["lint"]  # type: ignore[misc]
+    assert "lint problem" not in _html.render_message(record)
