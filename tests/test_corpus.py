@@ -36,7 +36,11 @@ EXPECTED_DEFECTS = {
     "garbage_headers": "FirstHeaderLineIsContinuationDefect",
     # Where a parser gave up, the field reads empty and the defect says why.
     "non_ascii_charset_name": "Subject header: encoded words left undecoded: CharsetError",
-    "nested_comments_600": "To header: could not read the addresses: RecursionError",
+    # Python 3.13's address parser no longer recurses: it reports instead.
+    "nested_comments_600": (
+        "To header: could not read the addresses: RecursionError",
+        "AddressHeaderDefect: to[0]",
+    ),
     "nested_rfc822_1000": "MIME structure not parsed (header block only): RecursionError",
     "absurd_date": "Date header 'Mon, 99999999999 Jan 2020 00:00:00 +0000' is not a date",
     "nul_in_charset_name": "embedded null character",
@@ -147,8 +151,9 @@ def test_corpus_message(smtpsink: Mailbox, path: Path) -> None:
     assert isinstance(defects, tuple)
     assert all(isinstance(d, str) for d in defects)
     if path.stem in EXPECTED_DEFECTS:
-        wanted = EXPECTED_DEFECTS[path.stem]
-        assert any(wanted in d for d in defects), defects
+        expected = EXPECTED_DEFECTS[path.stem]
+        wanted = (expected,) if isinstance(expected, str) else expected
+        assert any(w in d for w in wanted for d in defects), defects
     if path.stem in CLEAN:
         assert defects == ()
 

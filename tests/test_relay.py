@@ -131,7 +131,8 @@ def test_release_with_another_envelope(
     assert relayed.envelope.mail_from == ""
     assert relayed.envelope.rcpt_to == ("audit@example.net", "copy@example.net")
     assert delivery.mail_from == ""
-    assert "C: MAIL FROM:<>" in delivery.format_transcript()
+    # smtplib's command case differs between Python versions.
+    assert "c: mail from:<>" in delivery.format_transcript().lower()
 
 
 def test_release_over_starttls_with_auth_masks_the_password(
@@ -217,7 +218,7 @@ def test_release_refused_raises_with_the_upstream_reply(
     assert (error.code, error.stage) == (550, "RCPT")
     assert error.reply == "5.1.1 no such user here"
     assert "refused the message at RCPT: 550 5.1.1 no such user here" in str(error)
-    assert "C: RCPT TO:<ann@example.com>" in str(error)
+    assert "c: rcpt to:<ann@example.com>" in str(error).lower()
     upstream.assert_nothing_sent()
     assert smtpsink.messages == [captured]  # the captured copy stays
 
