@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from ._dns import DNSQuery, DNSZone
     from ._faults import Fault, FaultError, Trigger
     from ._lint import Problem
-    from ._mailbox import Mailbox, Messages
+    from ._mailbox import Mailbox
+    from ._mailstore import StoredMessage
     from ._match import Criteria
     from ._message import (
         Address,
@@ -29,11 +30,13 @@ if TYPE_CHECKING:
         Message,
         RecipientDSN,
     )
+    from ._messages import Messages
     from ._relay import Delivery, RelayError, RelayOutcome
     from ._server import SinkError, SMTPSink
     from ._session import AuthInfo, Exchange, Session, TLSInfo
     from ._settings import SettingsError, SinkSettings
     from ._spam import SpamdError, SpamReport, SpamRule
+    from ._user_mailbox import UserMailbox
 
 __version__ = "0.1.0"
 
@@ -67,8 +70,10 @@ __all__ = [
     "SpamReport",
     "SpamRule",
     "SpamdError",
+    "StoredMessage",
     "TLSInfo",
     "Trigger",
+    "UserMailbox",
     "__version__",
 ]
 
@@ -78,7 +83,7 @@ _MODULES = {
     "FaultError": "._faults",
     "Trigger": "._faults",
     "Mailbox": "._mailbox",
-    "Messages": "._mailbox",
+    "Messages": "._messages",
     "Problem": "._lint",
     "Criteria": "._match",
     "DNSQuery": "._dns",
@@ -104,6 +109,8 @@ _MODULES = {
     "SpamReport": "._spam",
     "SpamRule": "._spam",
     "SpamdError": "._spam",
+    "StoredMessage": "._mailstore",
+    "UserMailbox": "._user_mailbox",
 }
 
 

@@ -29,7 +29,16 @@ from typing import Any, Literal, TypedDict
 
 Action = Literal["reply", "disconnect", "delay", "hang", "drop", "limit", "hide"]
 
-STAGES = ("CONNECT", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "EOD")
+SMTP_STAGES = ("CONNECT", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "EOD")
+#: The read side names its stages after the protocol: ``"POP3:RETR"``.
+POP3_STAGES = tuple(
+    f"POP3:{command}"
+    for command in (
+        "CONNECT", "CAPA", "USER", "PASS", "APOP", "AUTH", "STLS", "STAT",
+        "LIST", "UIDL", "RETR", "TOP", "DELE", "RSET", "NOOP", "QUIT",
+    )
+)  # fmt: skip
+STAGES = SMTP_STAGES + POP3_STAGES
 _ALIASES = {"HELO": "EHLO", "GREETING": "CONNECT", "END-OF-DATA": "EOD", "EOM": "EOD"}
 
 # EHLO keywords and the MAIL parameter that uses them.
@@ -76,13 +85,18 @@ def check_trigger(method: str, trigger: dict[str, Any]) -> None:
 def normalize_stage(stage: str) -> str:
     if not isinstance(stage, str):
         raise FaultError(
-            f"stage must be a string, one of {', '.join(STAGES)}; got {stage!r}"
+            f"stage must be a string, one of {', '.join(SMTP_STAGES)}; got {stage!r}"
         )
     name = stage.strip().upper()
     name = _ALIASES.get(name, name)
     if name not in STAGES:
+        if name.startswith("POP3:"):
+            raise FaultError(
+                f"unknown POP3 stage {stage!r}; use one of {', '.join(POP3_STAGES)}"
+            )
         raise FaultError(
-            f"unknown stage {stage!r}; use one of {', '.join(STAGES)} (or HELO)"
+            f"unknown stage {stage!r}; use one of {', '.join(SMTP_STAGES)} (or "
+            "HELO), or a POP3 stage such as 'POP3:RETR'"
         )
     return name
 
@@ -101,8 +115,8 @@ def _check_match(stage: str, match: Any) -> None:
         raise FaultError(
             f"match must be None, a string or a compiled regex (re.compile(...)), got {match!r}"
         )
-    if stage == "STARTTLS":
-        raise FaultError("STARTTLS has nothing to match; leave match=None")
+    if stage in ("STARTTLS", "POP3:STLS"):
+        raise FaultError(f"{stage} has nothing to match; leave match=None")
 
 
 def _address_matches(pattern: str, value: str) -> bool:
@@ -192,7 +206,7 @@ class Fault:
             return True
         if isinstance(match, re.Pattern):
             return any(match.search(s) for s in subjects)
-        if self.stage in ("CONNECT", "EHLO", "AUTH"):
+        if self.stage in ("CONNECT", "EHLO", "AUTH", "POP3:CONNECT"):
             return any(match.strip().casefold() == s.casefold() for s in subjects)
         return any(_address_matches(match, s) for s in subjects)
 

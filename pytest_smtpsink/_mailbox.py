@@ -4,15 +4,17 @@ assertions. Failure messages say what was expected and list what arrived.
 
 from __future__ import annotations
 
+import datetime
 import ssl
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal, overload
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Literal, overload
 
 from . import _match
 from ._fault_api import FaultControls
 from ._match import Criteria
 from ._message import Message, summary_or_raw
+from ._messages import Messages, failure_report
 from ._session import Session
 from ._settings import DEFAULT_TIMEOUT
 from ._text import plural, printable, shorten
@@ -27,88 +29,7 @@ if TYPE_CHECKING:
     from ._server import SMTPSink
     from ._settings import SinkSettings
     from ._store import Store
-
-
-class Messages(Sequence[Message]):
-    """An ordered, read-only snapshot of messages, with queries."""
-
-    def __init__(
-        self, items: Sequence[Message], source: Sequence[Message] | None = None
-    ) -> None:
-        self._items = tuple(items)
-        # Everything the query started from, so that a failure after
-        # filter() can still list what arrived, not just what was left.
-        self._source = self._items if source is None else tuple(source)
-
-    @overload
-    def __getitem__(self, index: int) -> Message: ...
-    @overload
-    def __getitem__(self, index: slice) -> Messages: ...
-    def __getitem__(self, index: int | slice) -> Message | Messages:
-        if isinstance(index, slice):
-            return Messages(self._items[index], self._source)
-        return self._items[index]
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __iter__(self) -> Iterator[Message]:
-        return iter(self._items)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Messages):
-            return self._items == other._items
-        if isinstance(other, (list, tuple)):
-            return list(self._items) == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def filter(self, **criteria: Unpack[Criteria]) -> Messages:
-        """The messages matching every criterion, in order."""
-        _match.check_names(criteria)
-        return Messages(
-            [m for m in self._items if _match.matches(m, criteria)], self._source
-        )
-
-    def one(self, **criteria: Unpack[Criteria]) -> Message:
-        """The only message matching ``criteria``; fails unless exactly one does."""
-        __tracebackhide__ = True
-        found = self.filter(**criteria)
-        if len(found) != 1:
-            raise AssertionError(
-                failure_report("exactly 1 message", criteria, found, self._source)
-            )
-        return found[0]
-
-    def first(self) -> Message:
-        __tracebackhide__ = True
-        if not self._items:
-            raise AssertionError(self._none_left("first"))
-        return self._items[0]
-
-    def last(self) -> Message:
-        __tracebackhide__ = True
-        if not self._items:
-            raise AssertionError(self._none_left("last"))
-        return self._items[-1]
-
-    def _none_left(self, which: str) -> str:
-        if not self._source:
-            return f"no messages arrived, so there is no {which} one"
-        return failure_report(
-            f"a {which} message",
-            {},
-            (),
-            self._source,
-            verb="no messages left after filtering; wanted",
-        )
-
-    def __repr__(self) -> str:
-        if not self._items:
-            return "Messages([])"
-        inner = "\n".join(f"  {m!r}," for m in self._items)
-        return f"Messages([\n{inner}\n])"
+    from ._user_mailbox import Deliverable, UserMailbox
 
 
 class Mailbox(FaultControls):
@@ -236,6 +157,69 @@ class Mailbox(FaultControls):
         super().close()
         if self._dns is not None:
             self._dns.clear()
+
+    # -- the read side -------------------------------------------------------------
+
+    def deliver(
+        self,
+        message: Deliverable,
+        to: str | Sequence[str] | None = None,
+        folder: str = "INBOX",
+        flags: Iterable[str] = (),
+        date: datetime.datetime | None = None,
+    ) -> Message:
+        """Put ``message`` in the mailboxes of ``to`` without SMTP, for
+        testing an application that reads mail (see :doc:`reading`).
+
+        ``message`` is bytes (kept exactly), text or an
+        `email.message.Message` (given CRLF line ends), or a path
+        (`pathlib.Path`) to an ``.eml`` file. ``to`` is an address or a list
+        (default: the To, Cc and Bcc addresses of the message). ``folder``
+        is made if it does not exist; ``flags`` (e.g. ``{"\\Seen"}``) and
+        ``date`` (IMAP's internal date, timezone-aware; default now) are
+        those of the new copies. Returns the `Message`, which is not in
+        `messages` (the application did not send it) but is in each
+        recipient's `mailbox`.
+        """
+        from ._mailstore import normalize_flags
+        from ._user_mailbox import (
+            check_date,
+            make_delivered,
+            message_bytes,
+            recipients_of,
+        )
+
+        self._sink.check_running()
+        if not isinstance(folder, str) or not folder.strip():
+            raise ValueError(f"folder must be a folder name, got {folder!r}")
+        raw = message_bytes(message)
+        recipients = recipients_of(raw, to)
+        wanted_flags = normalize_flags(flags)
+        when = check_date(date)
+        captured = make_delivered(raw, recipients)
+        mail = self._store.mail
+        with mail.lock:
+            users = dict.fromkeys(mail.key(r) for r in recipients)
+            for user in users:
+                target = mail.folder(mail.account(user), folder, create=True)
+                mail.add(target, captured, wanted_flags, when)
+        self._store.touch()
+        return captured
+
+    def mailbox(self, address: str) -> UserMailbox:
+        """The mailbox of the recipient ``address`` (case-insensitive): its
+        folders, messages and flags, with assertions (see :doc:`reading`).
+
+        It holds the mail of this test: what arrived over SMTP for that
+        address and what `deliver` put in, as the application under test
+        left it over POP3 or IMAP.
+        """
+        from ._user_mailbox import UserMailbox
+
+        if not isinstance(address, str) or not address.strip():
+            raise ValueError(f"mailbox() takes an address, got {address!r}")
+        self._sink.check_running()
+        return UserMailbox(self._store, address)
 
     # -- sending on ----------------------------------------------------------------
 
@@ -640,42 +624,3 @@ def _check_count(count: int | None, allow_none: bool = True) -> None:
 
 
 _LISTED = 20
-
-
-def failure_report(
-    wanted: str,
-    criteria: Any,
-    found: Sequence[Message],
-    everything: Sequence[Message],
-    verb: str = "expected",
-) -> str:
-    """The text of a failed assertion: expectation, what arrived, closest
-    candidate and why it differs, hints."""
-    criteria_text = _match.describe(criteria)
-    head = f"{verb} {wanted}" + (f" matching {criteria_text}" if criteria_text else "")
-    lines = [f"{head}; found {len(found)}."]
-    if not everything:
-        lines.append("No messages arrived in this test.")
-        return "\n".join(lines)
-    matched = {id(m) for m in found}
-    lines.append(f"Messages that arrived in this test ({len(everything)}):")
-    for message in everything[:_LISTED]:
-        mark = "* " if id(message) in matched and criteria else "  "
-        lines.append(f"{mark}{summary_or_raw(message)}")
-    if len(everything) > _LISTED:
-        lines.append(f"  ... and {len(everything) - _LISTED} more")
-    if criteria and found:
-        lines.append("(* marks the messages that match)")
-    if criteria and not found:
-        scored = [(len(_match.mismatches(m, criteria)), m) for m in everything]
-        best_score = min(score for score, _ in scored)
-        closest = next(m for score, m in scored if score == best_score)
-        lines.append(f"Closest: #{closest.number}, which differs in:")
-        for name in _match.mismatches(closest, criteria):
-            lines.append(
-                f"  {name}: wanted {_match.describe({name: criteria[name]}).split('=', 1)[1]}, "
-                f"got {_match.explain(closest, name)}"
-            )
-    for hint in dict.fromkeys(_match.hints(tuple(everything), criteria)):
-        lines.append(f"Hint: {hint}")
-    return "\n".join(lines)

@@ -250,7 +250,7 @@ class SMTPSink(Mailbox):
     def __init__(self, settings: SinkSettings | None = None, **overrides: Any) -> None:
         base = settings if settings is not None else SinkSettings()
         self._settings = base.replace(**overrides) if overrides else base
-        store = Store()
+        store = Store(self._settings.recipient_delimiter)
         super().__init__(self, store, store.cursor())
         self._faults = Faults()
         self._faults.release_with(self._release_held)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 #: How long reading `Session.tls` waits for a STARTTLS handshake under way.
 TLS_SETTLE_SECONDS = 10.0
 
+Protocol = Literal["SMTP", "POP3", "IMAP", "deliver"]
 EndReason = Literal["quit", "client-closed", "timeout", "server-closed", "tls-failed"]
 ExchangeKind = Literal["greeting", "command", "auth-response", "data"]
 
@@ -110,9 +111,18 @@ class Exchange:
 
 
 class Session:
-    """One SMTP connection, whether or not it delivered a message."""
+    """One connection (SMTP, or POP3 and IMAP on the read side), whether or
+    not it delivered or read a message."""
 
-    def __init__(self, peer: tuple[str, int], started_at: datetime.datetime) -> None:
+    def __init__(
+        self,
+        peer: tuple[str, int],
+        started_at: datetime.datetime,
+        protocol: Protocol = "SMTP",
+    ) -> None:
+        self.protocol: Protocol = protocol
+        """``"SMTP"``, ``"POP3"`` or ``"IMAP"``; ``"deliver"`` for the stand-in
+        session of mail put in with `Mailbox.deliver`."""
         self.peer: tuple[str, int] = peer
         """The client's (address, port)."""
         self.started_at: datetime.datetime = started_at
@@ -228,6 +238,13 @@ class Session:
         state: str = self.end or "open"
         if self.tls_error is not None:
             state += f" ({self.tls_error})"
+        if self.protocol != "SMTP":
+            # The read side: who logged in matters, not an EHLO name.
+            return printable(
+                f"{self.protocol} {self.peer[0]}:{self.peer[1]} "
+                f"tls={'yes' if self._tls else 'no'} "
+                f"user={self.authenticated_as!r} end={state}"
+            )
         return printable(
             f"{self.peer[0]}:{self.peer[1]} ehlo={self.ehlo!r} "
             f"tls={'yes' if self._tls else 'no'} "

@@ -87,6 +87,9 @@ class SinkSettings:
     """Allow a `relay` upstream that is not a loopback address."""
     relay_timeout: float = 10.0
     """Seconds the relay waits for the upstream to connect or answer."""
+    recipient_delimiter: str | None = None
+    """With e.g. ``"+"``, mail to ``ann+news@example.com`` goes to the
+    mailbox of ``ann@example.com`` (POP3, IMAP, `Mailbox.mailbox`)."""
     tls_cert: str | None = None
     """A PEM file with the server certificate (and its chain) that TLS sinks
     present instead of the trustme one; the key too, unless in `tls_key`."""
@@ -217,6 +220,18 @@ def _is_int(value: object) -> bool:
 
 
 def _validate(s: SinkSettings) -> None:
+    _require(
+        s.recipient_delimiter is None
+        or (
+            isinstance(s.recipient_delimiter, str)
+            and len(s.recipient_delimiter) == 1
+            and not s.recipient_delimiter.isalnum()
+            and s.recipient_delimiter not in '@<> \t\r\n"'
+        ),
+        "recipient_delimiter",
+        "must be None or one punctuation character such as '+' or '-', got "
+        f"{s.recipient_delimiter!r}",
+    )
     _require(isinstance(s.host, str) and bool(s.host), "host", "must be an IP address")
     try:
         address = ipaddress.ip_address(s.host)

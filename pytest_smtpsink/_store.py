@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ._mailstore import MailStore
     from ._message import Message
     from ._session import Session
 
@@ -31,8 +32,11 @@ def _nothing_to_check() -> None:
 
 
 class Store:
-    def __init__(self) -> None:
+    def __init__(self, recipient_delimiter: str | None = None) -> None:
         self.changed = threading.Condition()
+        # The recipient mailboxes, made on first use (see `mail`).
+        self._mail: MailStore | None = None
+        self._recipient_delimiter = recipient_delimiter
         self._messages: list[Message] = []
         self._sessions: list[Session] = []
         # Running numbers of the first kept message and session: items before
@@ -63,6 +67,8 @@ class Store:
     def add_message(self, message: Message) -> None:
         with self.changed:
             self._messages.append(message)
+            if self._mail is not None:
+                self._mail.deliver(message, message.envelope.rcpt_to)
             self.stored_bytes += len(message.raw)
             self.version += 1
             self.changed.notify_all()
@@ -92,6 +98,29 @@ class Store:
             listeners = tuple(self._listeners)
         for listener in listeners:
             listener()
+
+    @property
+    def mail(self) -> MailStore:
+        """The recipient mailboxes (POP3, IMAP, `Mailbox.deliver`).
+
+        Made on first use, from the messages the store holds then: a run
+        that never reads mail as a recipient pays nothing for them, and the
+        standalone sink, which forgets what it has shown, keeps no second
+        reference to its messages. Any thread; hold ``changed`` while
+        reading or changing what it returns.
+        """
+        mail = self._mail
+        if mail is None:
+            from ._mailstore import MailStore
+
+            with self.changed:
+                mail = self._mail
+                if mail is None:
+                    mail = MailStore(self.changed, self._recipient_delimiter)
+                    for message in self._messages:
+                        mail.deliver(message, message.envelope.rcpt_to)
+                    self._mail = mail
+        return mail
 
     # -- readers ----------------------------------------------------------------
 
@@ -136,6 +165,17 @@ class Store:
             self._message_base += drop_messages
             self._session_base += drop_sessions
             self.overflow = None
+            if from_sessions and self._mail is not None:
+                # A new test: its readers see only its own mail, and the
+                # read-side servers end the sessions of earlier tests.
+                self._mail.reset()
+                self.version += 1
+                self.changed.notify_all()
+                listeners = tuple(self._listeners)
+            else:
+                listeners = ()
+        for listener in listeners:
+            listener()
 
     # -- waiting (test threads) ------------------------------------------------------
 

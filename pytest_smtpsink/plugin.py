@@ -719,8 +719,8 @@ def pytest_assertrepr_compare(
     """Readable failures for plain ``assert`` on messages and mailboxes."""
     if op != "==":
         return None
-    from ._mailbox import Messages
     from ._message import Message
+    from ._messages import Messages
     from ._text import shorten
 
     if isinstance(left, Message) and isinstance(right, Message):

@@ -1,0 +1,287 @@
+"""Recipient mailboxes: what the read side (POP3, IMAP) serves.
+
+A user is an envelope recipient: every message the sink accepts goes into
+the ``INBOX`` of each of its RCPT TO addresses (so a Bcc recipient gets a
+copy, and no header decides). `deliver` puts mail in without SMTP.
+
+The bytes are stored once, in the `Message`; a folder holds one small
+`StoredMessage` per copy (UID, flags, internal date). UIDs come from one
+counter per sink that never goes back, so a UID is never reused in any
+folder within the sink's life, and every folder's UIDVALIDITY is the
+sink's start time, fixed until it stops.
+
+Shared module. The server thread (SMTP delivery, POP3, IMAP) and the test
+thread (`deliver`, assertions) both change and read it, always under the
+store's lock (``Store.changed``), and each change wakes the store's waiters
+and listeners (IMAP IDLE), so nothing polls.
+
+Per-test isolation: `reset` (called when the next test starts) empties
+every mailbox and bumps `generation`; read-side sessions opened under an
+older generation are ended by their servers.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hmac
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._message import Message
+
+INBOX = "INBOX"
+
+#: The system flags of IMAP (RFC 3501), by their case-insensitive name.
+SYSTEM_FLAGS = {
+    flag.lower(): flag
+    for flag in ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
+}
+# Characters a keyword (an IMAP atom) cannot contain.
+_ATOM_SPECIALS = frozenset('(){ %*"\\]') | {chr(c) for c in range(32)} | {"\x7f"}
+
+_NO_FLAGS: frozenset[str] = frozenset()
+
+
+def normalize_flags(flags: Iterable[str]) -> frozenset[str]:
+    """System flags in their canonical spelling (``\\seen`` → ``\\Seen``),
+    keywords as given. Raises ValueError naming a flag that cannot be one."""
+    if isinstance(flags, str):
+        raise ValueError(
+            f"flags must be a collection of flags, e.g. {{'\\\\Seen'}}, not the "
+            f"string {flags!r}"
+        )
+    result = []
+    for flag in flags:
+        if not isinstance(flag, str) or not flag:
+            raise ValueError(f"a flag must be a non-empty string, got {flag!r}")
+        if flag.startswith("\\"):
+            canonical = SYSTEM_FLAGS.get(flag.lower())
+            if canonical is None:
+                raise ValueError(
+                    f"unknown system flag {flag!r}; the system flags are "
+                    f"{', '.join(SYSTEM_FLAGS.values())} (keywords have no backslash)"
+                )
+            result.append(canonical)
+        elif _ATOM_SPECIALS.intersection(flag) or not flag.isascii():
+            raise ValueError(
+                f"{flag!r} cannot be an IMAP keyword: use ASCII letters, digits "
+                'and punctuation other than ( ) { % * " \\ ]'
+            )
+        else:
+            result.append(flag)
+    return frozenset(result) if result else _NO_FLAGS
+
+
+def normalize_user(address: str, delimiter: str | None = None) -> str:
+    """The mailbox key of an address: without ``<>`` and surrounding space,
+    case-insensitive as a whole (``Ann@Example.COM`` is ``ann@example.com``),
+    and, with a ``delimiter`` such as ``"+"``, without the ``+detail`` part
+    of the local part."""
+    user = address.strip()
+    if user.startswith("<") and user.endswith(">"):
+        user = user[1:-1].strip()
+    user = user.casefold()
+    if delimiter:
+        local, at, domain = user.rpartition("@")
+        if not at:
+            local, domain = user, ""
+        if delimiter in local:
+            local = local.split(delimiter, 1)[0]
+        user = f"{local}{at}{domain}"
+    return user
+
+
+def wire_bytes(raw: bytes) -> bytes:
+    """The message as POP3 and IMAP send it: every line ending CRLF.
+
+    SMTP guarantees CRLF; mail put in by `deliver` or sent with bare LF
+    endings is converted on the way out (as Dovecot does), and the stored
+    bytes stay as they are.
+    """
+    if raw.count(b"\n") == raw.count(b"\r\n"):
+        return raw
+    return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+class StoredMessage:
+    """One copy of a message in one folder: its UID, flags and internal date.
+
+    The server thread replaces `flags` (never mutates it), so a reader always
+    sees a whole set.
+    """
+
+    __slots__ = ("flags", "internal_date", "message", "uid")
+
+    def __init__(
+        self,
+        message: Message,
+        uid: int,
+        flags: frozenset[str],
+        internal_date: datetime.datetime,
+    ) -> None:
+        self.message: Message = message
+        self.uid: int = uid
+        self.flags: frozenset[str] = flags
+        self.internal_date: datetime.datetime = internal_date
+
+    @property
+    def size(self) -> int:
+        """The size in octets as POP3 and IMAP report it (CRLF line ends)."""
+        raw = self.message.raw
+        return len(raw) + raw.count(b"\n") - raw.count(b"\r\n")
+
+    def __repr__(self) -> str:
+        flags = " ".join(sorted(self.flags)) or "-"
+        return f"<StoredMessage uid={self.uid} flags={flags} #{self.message.number}>"
+
+
+class Removal:
+    """A copy that left a folder: expunged (deleted) or moved elsewhere."""
+
+    __slots__ = ("how", "stored", "to")
+
+    def __init__(self, stored: StoredMessage, how: str, to: str | None) -> None:
+        self.stored = stored
+        #: ``"deleted"`` (POP3 DELE, IMAP EXPUNGE) or ``"moved"`` (IMAP MOVE).
+        self.how = how
+        #: The folder a moved message went to.
+        self.to = to
+
+
+class Folder:
+    """A named folder of one user: its copies in UID order."""
+
+    __slots__ = ("messages", "name", "removed", "subscribed", "uidvalidity")
+
+    def __init__(self, name: str, uidvalidity: int) -> None:
+        self.name = name
+        self.uidvalidity = uidvalidity
+        self.messages: list[StoredMessage] = []
+        self.removed: list[Removal] = []
+        self.subscribed = name == INBOX
+
+
+class Account:
+    """One user's folders. ``holder`` is the POP3 session that has the
+    maildrop locked (RFC 1939: one session at a time), or None."""
+
+    __slots__ = ("folders", "holder", "user")
+
+    def __init__(self, user: str) -> None:
+        self.user = user
+        self.folders: dict[str, Folder] = {}
+        self.holder: object | None = None
+
+
+class MailStore:
+    """Every user's mailboxes on one sink. Lock: the store's ``changed``."""
+
+    def __init__(self, lock: threading.Condition, delimiter: str | None) -> None:
+        self.lock = lock
+        self.delimiter = delimiter
+        # Seconds since the epoch fit the 32 bits IMAP allows until 2106.
+        self.uidvalidity = max(1, int(time.time()) & 0xFFFFFFFF)
+        self.accounts: dict[str, Account] = {}
+        self.generation = 0
+        self._next_uid = 1
+
+    # -- lookups (hold the lock) -----------------------------------------------
+
+    def key(self, address: str) -> str:
+        return normalize_user(address, self.delimiter)
+
+    def account(self, address: str) -> Account:
+        """The user's account, made (with an empty INBOX) on first use."""
+        key = self.key(address)
+        account = self.accounts.get(key)
+        if account is None:
+            account = self.accounts[key] = Account(key)
+            self.folder(account, INBOX, create=True)
+        return account
+
+    def folder(self, account: Account, name: str, create: bool = False) -> Folder:
+        """``name`` in ``account`` (``INBOX`` in any case); KeyError if it
+        does not exist and ``create`` is false."""
+        if name.upper() == INBOX:
+            name = INBOX
+        folder = account.folders.get(name)
+        if folder is None:
+            if not create:
+                raise KeyError(name)
+            folder = account.folders[name] = Folder(name, self.uidvalidity)
+        return folder
+
+    def next_uid(self) -> int:
+        """A UID never handed out before on this sink (hold the lock)."""
+        uid = self._next_uid
+        self._next_uid += 1
+        return uid
+
+    def peek_uid(self) -> int:
+        """The UID the next stored copy will get (IMAP's UIDNEXT)."""
+        return self._next_uid
+
+    # -- changes (hold the lock, then wake the store) ----------------------------
+
+    def add(
+        self,
+        folder: Folder,
+        message: Message,
+        flags: frozenset[str] = _NO_FLAGS,
+        internal_date: datetime.datetime | None = None,
+    ) -> StoredMessage:
+        stored = StoredMessage(
+            message,
+            self.next_uid(),
+            flags,
+            message.received_at if internal_date is None else internal_date,
+        )
+        folder.messages.append(stored)
+        return stored
+
+    def deliver(self, message: Message, recipients: Iterable[str]) -> None:
+        """Put ``message`` in the INBOX of each recipient, once per user."""
+        seen: set[str] = set()
+        for recipient in recipients:
+            key = self.key(recipient)
+            if key in seen:
+                continue
+            seen.add(key)
+            self.add(self.account(key).folders[INBOX], message)
+
+    def remove(
+        self, folder: Folder, gone: Iterable[StoredMessage], moved_to: str | None = None
+    ) -> None:
+        """Take ``gone`` out of ``folder``, remembering them as deleted (or
+        moved to ``moved_to``) for the test's assertions."""
+        drop = {id(stored) for stored in gone}
+        if not drop:
+            return
+        kept = []
+        for stored in folder.messages:
+            if id(stored) in drop:
+                how = "moved" if moved_to is not None else "deleted"
+                folder.removed.append(Removal(stored, how, moved_to))
+            else:
+                kept.append(stored)
+        folder.messages[:] = kept
+
+    def reset(self) -> None:
+        """Empty every mailbox (a new test starts). UIDs go on counting."""
+        self.accounts = {}
+        self.generation += 1
+
+
+def check_login(auth: object, user: str, password: str) -> bool:
+    """Whether ``password`` opens ``user``'s mailbox under the sink's
+    ``auth`` setting: any password without a credentials mapping (the
+    default), else exactly the mapped one (compared in constant time)."""
+    if not isinstance(auth, Mapping):
+        return True
+    expected = auth.get(user)
+    if not isinstance(expected, str):
+        return False
+    return hmac.compare_digest(expected.encode(), password.encode("utf-8", "replace"))

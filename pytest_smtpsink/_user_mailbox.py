@@ -1,0 +1,312 @@
+"""What a recipient's mailbox holds, as a test sees it: `UserMailbox`, and
+`make_delivered`, which turns what a test hands `Mailbox.deliver` into a
+captured `Message`.
+
+Test side: reads the shared `MailStore` under the store's lock and returns
+snapshots, so a POP3 or IMAP session changing the mailbox meanwhile never
+changes what a test is looking at. Failure messages list every folder with
+its messages and their flags.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.message
+import email.policy
+import email.utils
+import os
+import pathlib
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Union
+
+from . import _match
+from ._mailstore import INBOX, Account, MailStore, StoredMessage, normalize_flags
+from ._message import Envelope, Message, summary_or_raw
+from ._messages import Messages
+from ._session import Session
+from ._text import plural, printable
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ._match import Criteria
+    from ._store import Store
+
+#: What `Mailbox.deliver` accepts as a message.
+Deliverable = Union[bytes, str, email.message.Message, "os.PathLike[str]"]
+
+_LISTED = 20
+
+
+class UserMailbox:
+    """One recipient's mailbox: its folders, the messages in each with their
+    flags, and what was deleted or moved out. Returned by
+    `Mailbox.mailbox`; every read is a fresh snapshot."""
+
+    def __init__(self, store: Store, address: str) -> None:
+        self._store = store
+        self._mail: MailStore = store.mail
+        self.user: str = self._mail.key(address)
+        """The mailbox's key: the address in lower case (and without its
+        ``+detail`` with ``recipient_delimiter``)."""
+
+    def _account(self) -> Account | None:
+        return self._mail.accounts.get(self.user)
+
+    # -- reading ------------------------------------------------------------------
+
+    @property
+    def folders(self) -> tuple[str, ...]:
+        """The folder names, ``INBOX`` first (an unknown user has only that)."""
+        with self._mail.lock:
+            account = self._account()
+            names = list(account.folders) if account is not None else [INBOX]
+        return (INBOX, *sorted(name for name in names if name != INBOX))
+
+    def stored(self, folder: str = INBOX) -> tuple[StoredMessage, ...]:
+        """The copies in ``folder`` in UID order, each with its ``uid``,
+        ``flags`` and ``internal_date``."""
+        with self._mail.lock:
+            return tuple(self._folder_messages(folder))
+
+    def messages(self, folder: str = INBOX) -> Messages:
+        """The messages in ``folder``, in UID order."""
+        return Messages([stored.message for stored in self.stored(folder)])
+
+    def flags(self, message: Message, folder: str = INBOX) -> frozenset[str]:
+        """The flags of ``message`` in ``folder``; KeyError if it is not there."""
+        for stored in self.stored(folder):
+            if stored.message is message:
+                return stored.flags
+        raise KeyError(f"{summary_or_raw(message)} is not in {self._where(folder)}")
+
+    def deleted(self, folder: str | None = None) -> Messages:
+        """The messages deleted (POP3 ``DELE`` then ``QUIT``, IMAP
+        ``EXPUNGE``) from ``folder``, or from any folder; not those moved."""
+        with self._mail.lock:
+            account = self._account()
+            folders = () if account is None else account.folders.values()
+            return Messages(
+                [
+                    removal.stored.message
+                    for each in folders
+                    if folder is None or each.name == _folder_name(folder)
+                    for removal in each.removed
+                    if removal.how == "deleted"
+                ]
+            )
+
+    def _folder_messages(self, folder: str) -> list[StoredMessage]:
+        if not isinstance(folder, str):
+            raise TypeError(f"folder must be a folder name, got {folder!r}")
+        account = self._account()
+        if account is None:
+            return []
+        found = account.folders.get(_folder_name(folder))
+        return list(found.messages) if found is not None else []
+
+    # -- assertions -------------------------------------------------------------------
+
+    def assert_in(
+        self,
+        folder: str = INBOX,
+        *,
+        flags: Iterable[str] | None = None,
+        **criteria: Unpack[Criteria],
+    ) -> Message:
+        """Assert that exactly one message matching ``criteria`` is in
+        ``folder`` (with exactly the ``flags`` given, if any: ``flags=()``
+        for unread and unflagged); returns it."""
+        __tracebackhide__ = True
+        _match.check_names(criteria)
+        wanted_flags = None if flags is None else normalize_flags(flags)
+        found = [
+            stored
+            for stored in self.stored(folder)
+            if _match.matches(stored.message, criteria)
+        ]
+        if len(found) == 1 and (wanted_flags is None or found[0].flags == wanted_flags):
+            return found[0].message
+        want = f"exactly 1 message in {self._where(folder)}"
+        described = _match.describe(criteria)
+        if described:
+            want += f" matching {described}"
+        if wanted_flags is not None:
+            want += f" with flags {_show_flags(wanted_flags)}"
+        if len(found) == 1:
+            got = f"found it with flags {_show_flags(found[0].flags)}"
+        else:
+            got = f"found {len(found)}"
+        raise AssertionError(f"expected {want}; {got}.\n{self.describe()}")
+
+    def assert_not_in(self, folder: str = INBOX, **criteria: Unpack[Criteria]) -> None:
+        """Assert that no message matching ``criteria`` is in ``folder``."""
+        __tracebackhide__ = True
+        _match.check_names(criteria)
+        found = self.messages(folder).filter(**criteria)
+        if found:
+            described = _match.describe(criteria)
+            raise AssertionError(
+                f"expected no message in {self._where(folder)}"
+                + (f" matching {described}" if described else "")
+                + f"; found {len(found)}.\n{self.describe()}"
+            )
+
+    def assert_deleted(self, **criteria: Unpack[Criteria]) -> Message:
+        """Assert that a message matching ``criteria`` was deleted (from any
+        folder); returns the latest such message."""
+        __tracebackhide__ = True
+        _match.check_names(criteria)
+        found = self.deleted().filter(**criteria)
+        if not found:
+            described = _match.describe(criteria)
+            raise AssertionError(
+                f"expected a message deleted from {self.user}'s mailbox"
+                + (f" matching {described}" if described else "")
+                + f"; found none.\n{self.describe()}"
+            )
+        return found[-1]
+
+    # -- display ------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        """Every folder with its messages and flags, then what was deleted or
+        moved out: the body of this class's failure messages."""
+        with self._mail.lock:
+            account = self._account()
+            if account is None:
+                return f"{self.user}'s mailbox is empty (no mail arrived for it)."
+            folders = sorted(
+                account.folders.values(), key=lambda f: (f.name != INBOX, f.name)
+            )
+            snapshot = [(f.name, list(f.messages), list(f.removed)) for f in folders]
+        lines = [f"{self.user}'s mailbox:"]
+        for name, messages, removed in snapshot:
+            lines.append(f"  {printable(name)} ({plural(len(messages), 'message')}):")
+            for stored in messages[:_LISTED]:
+                lines.append(f"    {_line(stored)}")
+            if len(messages) > _LISTED:
+                lines.append(f"    ... and {len(messages) - _LISTED} more")
+            for removal in removed[:_LISTED]:
+                how = (
+                    "deleted"
+                    if removal.how == "deleted"
+                    else f"moved to {printable(removal.to or '?')}"
+                )
+                lines.append(f"    ({how}) {_line(removal.stored)}")
+        return "\n".join(lines)
+
+    def _where(self, folder: str) -> str:
+        return f"{self.user}'s {printable(_folder_name(folder))}"
+
+    def __repr__(self) -> str:
+        return f"<UserMailbox {self.user} folders={list(self.folders)}>"
+
+
+def _folder_name(folder: str) -> str:
+    return INBOX if folder.upper() == INBOX else folder
+
+
+def _show_flags(flags: Iterable[str]) -> str:
+    return "{" + ", ".join(sorted(flags)) + "}" if flags else "{} (none)"
+
+
+def _line(stored: StoredMessage) -> str:
+    flags = " ".join(sorted(stored.flags)) or "-"
+    return f"uid {stored.uid} [{flags}] {summary_or_raw(stored.message)}"
+
+
+# -- deliver() ---------------------------------------------------------------------------
+
+
+def message_bytes(message: Deliverable) -> bytes:
+    """The bytes of what a test hands `Mailbox.deliver`.
+
+    Bytes are kept exactly. Text and `email.message.Message` objects get CRLF
+    line ends, as SMTP would have delivered them. A path (`os.PathLike`) is
+    read as it is.
+    """
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        return bytes(message)
+    if isinstance(message, os.PathLike):
+        return pathlib.Path(message).read_bytes()
+    if isinstance(message, email.message.Message):
+        policy = message.policy.clone(linesep="\r\n")
+        return message.as_bytes(policy=policy)
+    if isinstance(message, str):
+        if "\n" not in message and ":" not in message:
+            raise ValueError(
+                f"{message!r} is not a message (no header); to deliver a file, "
+                "pass a path: deliver(pathlib.Path(...))"
+            )
+        text = message.replace("\r\n", "\n").replace("\n", "\r\n")
+        return text.encode("utf-8", "surrogateescape")
+    raise TypeError(
+        "deliver() takes the message as bytes, str, an email.message.Message "
+        f"or a path (pathlib.Path), got {type(message).__name__}"
+    )
+
+
+def recipients_of(raw: bytes, to: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``to`` as a tuple; without it, the To, Cc and Bcc header addresses."""
+    if to is None:
+        try:
+            parsed = email.message_from_bytes(raw, policy=email.policy.compat32)
+            fields = [
+                str(value)
+                for name in ("to", "cc", "bcc")
+                for value in parsed.get_all(name, [])
+            ]
+            found = tuple(a for _, a in email.utils.getaddresses(fields) if "@" in a)
+        except Exception:  # malformed headers: the test must say to=
+            found = ()
+        if not found:
+            raise ValueError(
+                "deliver() needs to=...: the message has no To, Cc or Bcc address"
+            )
+        return found
+    if isinstance(to, str):
+        to = (to,)
+    recipients = tuple(to)
+    if not recipients or not all(isinstance(r, str) and r.strip() for r in recipients):
+        raise ValueError(f"to must be an address or a list of addresses, got {to!r}")
+    return recipients
+
+
+def make_delivered(raw: bytes, recipients: tuple[str, ...]) -> Message:
+    """A captured `Message` for mail put in by `Mailbox.deliver`: its
+    envelope is the recipients (sender from the From header), its session a
+    stand-in with protocol ``"deliver"``, its number 0 (it never crossed
+    SMTP)."""
+    when = datetime.datetime.now(datetime.timezone.utc)
+    try:
+        parsed = email.message_from_bytes(raw, policy=email.policy.compat32)
+        froms = [str(v) for v in parsed.get_all("from", [])]
+        senders = [a for _, a in email.utils.getaddresses(froms) if a]
+    except Exception:  # malformed headers: the bytes are kept all the same
+        senders = []
+    session = Session(("deliver()", 0), when, protocol="deliver")
+    session.ended_at, session.end = when, "quit"
+    message = Message(
+        raw=raw,
+        envelope=Envelope(mail_from=senders[0] if senders else "", rcpt_to=recipients),
+        session=session,
+        received_at=when,
+        number=0,
+    )
+    session._messages.append(message)
+    return message
+
+
+def check_date(date: datetime.datetime | None) -> datetime.datetime:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    if date is None:
+        return now
+    if not isinstance(date, datetime.datetime):
+        raise TypeError(f"date must be a datetime.datetime, got {date!r}")
+    if date.tzinfo is None:
+        raise ValueError(
+            "date must be timezone-aware (IMAP's INTERNALDATE has a zone), e.g. "
+            "datetime.datetime(2026, 1, 2, 3, 4, tzinfo=datetime.timezone.utc)"
+        )
+    return date
