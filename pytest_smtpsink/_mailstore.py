@@ -107,10 +107,13 @@ def wire_bytes(raw: bytes) -> bytes:
 
 
 class StoredMessage:
-    """One copy of a message in one folder: its UID, flags and internal date.
+    """One copy of a message in one folder.
 
-    The server thread replaces `flags` (never mutates it), so a reader always
-    sees a whole set.
+    ``message`` is the `Message` (one object, however many copies); ``uid``
+    the copy's IMAP UID; ``flags`` a frozenset such as ``{"\\Seen"}``;
+    ``internal_date`` an aware datetime (arrival, or ``deliver(date=)``).
+    The server thread replaces ``flags`` (never mutates it), so a reader
+    always sees a whole set.
     """
 
     __slots__ = ("flags", "internal_date", "message", "uid")

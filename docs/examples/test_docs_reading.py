@@ -1,0 +1,47 @@
+"""The examples of the "Testing applications that read mail" page, run as
+tests."""
+
+from __future__ import annotations
+
+import poplib
+import smtplib
+
+from ticket_app import fetch_tickets
+
+
+def test_send_then_read(smtpsink):
+    # The application sends over SMTP; the recipient reads over POP3.
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            "app@example.com",
+            ["ann@example.com", "audit@example.com"],  # audit@ is a Bcc
+            b"From: app@example.com\r\nTo: ann@example.com\r\n"
+            b"Subject: Your invoice\r\n\r\nPlease find it attached.\r\n",
+        )
+
+    pop = poplib.POP3(smtpsink.pop3.host, smtpsink.pop3.port)
+    pop.user("audit@example.com")
+    pop.pass_("any password")
+    count, size = pop.stat()
+    assert count == 1
+    assert b"Subject: Your invoice" in pop.retr(1)[1]
+    pop.quit()
+
+
+def test_seed_then_the_app_reads(smtpsink):
+    smtpsink.deliver(
+        b"From: Carl <carl@example.net>\r\nTo: help@example.com\r\n"
+        b"Subject: Printer on fire\r\n\r\nSend help.\r\n"
+    )
+    smtpsink.deliver(
+        b"From: noreply@example.net\r\nTo: help@example.com\r\n\r\nNo subject.\r\n"
+    )
+
+    tickets = fetch_tickets(
+        smtpsink.pop3.host, smtpsink.pop3.port, "help@example.com", "secret"
+    )
+
+    assert [t.subject for t in tickets] == ["Printer on fire"]
+    box = smtpsink.mailbox("help@example.com")
+    box.assert_deleted(subject="Printer on fire")
+    box.assert_in("INBOX", from_="noreply@example.net")  # left for a person

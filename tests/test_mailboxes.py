@@ -1,0 +1,292 @@
+"""Recipient mailboxes: SMTP delivery into them, `deliver`, `mailbox` and its
+assertions, and per-test isolation."""
+
+from __future__ import annotations
+
+import datetime
+import email.message
+import pathlib
+import smtplib
+
+import pytest
+
+from pytest_smtpsink import Mailbox, Message, SMTPSink
+
+RAW = b"From: Zed <zed@example.org>\r\nTo: ann@example.com\r\nSubject: Hello\r\n\r\nHi.\r\n"
+
+
+def send(sink: Mailbox, to: list[str], subject: str = "Hello", **headers: str) -> None:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    raw = f"From: zed@example.org\r\nSubject: {subject}\r\n{extra}\r\nBody\r\n"
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail("zed@example.org", to, raw.encode())
+
+
+# -- SMTP delivery -------------------------------------------------------------
+
+
+def test_every_envelope_recipient_gets_a_copy_bcc_included(smtpsink: Mailbox) -> None:
+    send(
+        smtpsink,
+        ["ann@example.com", "bob@example.com", "hidden@example.net"],
+        To="ann@example.com",
+        Cc="bob@example.com",
+    )
+    for user in ("ann@example.com", "bob@example.com", "hidden@example.net"):
+        smtpsink.mailbox(user).assert_in("INBOX", subject="Hello", flags=())
+    # One copy of the bytes, whatever the number of mailboxes.
+    first = smtpsink.mailbox("ann@example.com").messages()[0]
+    assert smtpsink.mailbox("hidden@example.net").messages()[0] is first
+    assert first is smtpsink.messages[0]
+
+
+def test_addresses_compare_case_insensitively(smtpsink: Mailbox) -> None:
+    send(smtpsink, ["Ann@Example.COM"])
+    box = smtpsink.mailbox("<ann@example.com>")
+    assert box.user == "ann@example.com"
+    assert len(box.messages()) == 1
+
+
+def test_one_copy_per_user_when_a_recipient_is_repeated(smtpsink: Mailbox) -> None:
+    send(smtpsink, ["ann@example.com", "ANN@example.com"])
+    assert len(smtpsink.mailbox("ann@example.com").messages()) == 1
+
+
+@pytest.mark.smtpsink(recipient_delimiter="+")
+def test_recipient_delimiter_strips_the_detail(smtpsink: Mailbox) -> None:
+    send(smtpsink, ["ann+news@example.com"])
+    assert len(smtpsink.mailbox("ann@example.com").messages()) == 1
+    assert smtpsink.mailbox("ann+other@example.com").user == "ann@example.com"
+
+
+def test_without_a_delimiter_plus_addresses_are_separate_users(
+    smtpsink: Mailbox,
+) -> None:
+    send(smtpsink, ["ann+news@example.com"])
+    assert len(smtpsink.mailbox("ann@example.com").messages()) == 0
+    assert len(smtpsink.mailbox("ann+news@example.com").messages()) == 1
+
+
+def test_a_bad_recipient_delimiter_names_the_setting() -> None:
+    from pytest_smtpsink import SettingsError
+
+    with pytest.raises(SettingsError, match="recipient_delimiter"):
+        SMTPSink(recipient_delimiter="ab")
+
+
+def test_uids_ascend_and_are_never_reused_after_a_clear() -> None:
+    with SMTPSink() as sink:
+        send(sink, ["ann@example.com"])
+        send(sink, ["ann@example.com"])
+        first = [s.uid for s in sink.mailbox("ann@example.com").stored()]
+        assert first[0] < first[1]
+        sink.clear()
+        assert sink.mailbox("ann@example.com").stored() == ()
+        send(sink, ["ann@example.com"])
+        (after,) = sink.mailbox("ann@example.com").stored()
+        assert after.uid > max(first)
+
+
+def test_mail_sent_before_the_first_look_is_in_the_mailbox() -> None:
+    # The mailboxes are made on first use, from what the sink holds then.
+    with SMTPSink() as sink:
+        send(sink, ["ann@example.com"], subject="early")
+        assert sink._store._mail is None  # nothing asked for them yet
+        sink.mailbox("ann@example.com").assert_in(subject="early")
+        send(sink, ["ann@example.com"], subject="late")
+        sink.mailbox("ann@example.com").assert_in(subject="late")
+
+
+def test_an_unknown_user_has_an_empty_inbox(smtpsink: Mailbox) -> None:
+    box = smtpsink.mailbox("nobody@example.com")
+    assert box.folders == ("INBOX",)
+    assert box.messages() == []
+    assert box.deleted() == []
+
+
+# -- deliver() -------------------------------------------------------------------
+
+
+def test_deliver_bytes_keeps_them_exactly(smtpsink: Mailbox) -> None:
+    raw = b"Subject: odd\nX-Bare: lf\r\n\r\nbody"
+    message = smtpsink.deliver(raw, to="ann@example.com")
+    assert message.raw == raw
+    assert message.subject == "odd"
+    (stored,) = smtpsink.mailbox("ann@example.com").stored()
+    assert stored.message is message
+    # POP3 and IMAP count octets with CRLF line ends.
+    assert stored.size == len(raw) + 1
+
+
+def test_deliver_text_gets_crlf_and_recipients_from_the_headers(
+    smtpsink: Mailbox,
+) -> None:
+    message = smtpsink.deliver(
+        "From: zed@example.org\nTo: ann@example.com\nCc: Bob <bob@example.com>\n"
+        "Bcc: carl@example.com\nSubject: Café\n\nbody\n"
+    )
+    assert b"\r\nSubject: Caf\xc3\xa9\r\n" in message.raw
+    assert message.envelope.rcpt_to == (
+        "ann@example.com",
+        "bob@example.com",
+        "carl@example.com",
+    )
+    assert message.envelope.mail_from == "zed@example.org"
+    assert message.session.protocol == "deliver"
+    assert message.number == 0
+    for user in message.envelope.rcpt_to:
+        smtpsink.mailbox(user).assert_in(subject="Café")
+
+
+def test_delivered_mail_is_not_mail_the_application_sent(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(RAW)
+    smtpsink.assert_nothing_sent()
+    assert smtpsink.sessions == ()
+
+
+def test_deliver_an_email_message_and_a_path(
+    smtpsink: Mailbox, tmp_path: pathlib.Path
+) -> None:
+    built = email.message.EmailMessage()
+    built["From"] = "zed@example.org"
+    built["To"] = "ann@example.com"
+    built["Subject"] = "Built"
+    built.set_content("Hello\n")
+    message = smtpsink.deliver(built)
+    assert b"\r\n\r\nHello\r\n" in message.raw
+    assert b"\n" not in message.raw.replace(b"\r\n", b"")
+    path = tmp_path / "saved.eml"
+    path.write_bytes(RAW)
+    assert smtpsink.deliver(path).raw == RAW
+    assert [m.subject for m in smtpsink.mailbox("ann@example.com").messages()] == [
+        "Built",
+        "Hello",
+    ]
+
+
+def test_deliver_into_a_folder_with_flags_and_a_date(smtpsink: Mailbox) -> None:
+    when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    smtpsink.deliver(RAW, folder="Archive/2026", flags={"\\seen", "$Label1"}, date=when)
+    box = smtpsink.mailbox("ann@example.com")
+    assert box.folders == ("INBOX", "Archive/2026")
+    (stored,) = box.stored("Archive/2026")
+    assert stored.flags == {"\\Seen", "$Label1"}
+    assert stored.internal_date == when
+    box.assert_in("Archive/2026", subject="Hello", flags={"\\Seen", "$Label1"})
+    assert box.messages("inbox") == []
+
+
+def test_one_copy_of_the_bytes_for_every_recipient(smtpsink: Mailbox) -> None:
+    message = smtpsink.deliver(RAW, to=["ann@example.com", "bob@example.com"])
+    for user in ("ann@example.com", "bob@example.com"):
+        (stored,) = smtpsink.mailbox(user).stored()
+        assert stored.message is message
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "says"),
+    [
+        ({"flags": {"\\Recent"}}, ValueError, "unknown system flag '\\\\Recent'"),
+        ({"flags": "\\Seen"}, ValueError, "a collection of flags"),
+        ({"flags": {"two words"}}, ValueError, "cannot be an IMAP keyword"),
+        ({"date": datetime.datetime(2026, 1, 1)}, ValueError, "timezone-aware"),
+        ({"date": "2026-01-01"}, TypeError, "datetime.datetime"),
+        ({"folder": ""}, ValueError, "folder must be a folder name"),
+        ({"to": []}, ValueError, "to must be an address"),
+    ],
+)
+def test_deliver_refuses_bad_arguments_clearly(
+    smtpsink: Mailbox, kwargs: dict[str, object], error: type[Exception], says: str
+) -> None:
+    with pytest.raises(error) as raised:
+        smtpsink.deliver(RAW, **kwargs)  # type: ignore[arg-type]
+    assert says in str(raised.value)
+    assert smtpsink.mailbox("ann@example.com").messages() == []
+
+
+def test_deliver_needs_recipients_when_the_headers_name_none(
+    smtpsink: Mailbox,
+) -> None:
+    with pytest.raises(ValueError, match=r"needs to=\.\.\."):
+        smtpsink.deliver(b"Subject: no one\r\n\r\n")
+
+
+def test_deliver_says_how_to_pass_a_file(smtpsink: Mailbox) -> None:
+    with pytest.raises(ValueError, match=r"pathlib\.Path"):
+        smtpsink.deliver("mail/welcome.eml", to="ann@example.com")
+    with pytest.raises(TypeError, match=r"bytes, str, an email\.message\.Message"):
+        smtpsink.deliver(42, to="ann@example.com")  # type: ignore[arg-type]
+
+
+def test_malformed_mail_is_kept_and_readable(smtpsink: Mailbox) -> None:
+    raw = b"\x00\xff garbage without a header\r\n\r\n=?x?q?\xff?=\r\n"
+    message = smtpsink.deliver(raw, to="ann@example.com")
+    assert message.raw == raw
+    assert isinstance(message.summary(), str)
+    assert smtpsink.mailbox("ann@example.com").messages()[0].raw == raw
+
+
+# -- assertions ------------------------------------------------------------------------
+
+
+def test_assert_in_lists_every_folder_with_flags(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(RAW, flags={"\\Seen"})
+    smtpsink.deliver(RAW.replace(b"Hello", b"Invoice"), folder="Processed")
+    box = smtpsink.mailbox("ann@example.com")
+    with pytest.raises(AssertionError) as failure:
+        box.assert_in("Processed", subject="Hello")
+    text = str(failure.value)
+    assert text.startswith(
+        "expected exactly 1 message in ann@example.com's Processed matching "
+        "subject='Hello'; found 0.\n"
+    )
+    assert "  INBOX (1 message):\n    uid " in text
+    assert "[\\Seen]" in text
+    assert "  Processed (1 message):" in text
+    assert "Subject: 'Invoice'" in text
+
+
+def test_assert_in_with_flags_says_which_flags_it_has(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(RAW)
+    with pytest.raises(AssertionError, match=r"found it with flags \{\} \(none\)"):
+        smtpsink.mailbox("ann@example.com").assert_in(subject="Hello", flags={"\\Seen"})
+
+
+def test_assert_not_in_and_assert_deleted(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(RAW)
+    box = smtpsink.mailbox("ann@example.com")
+    box.assert_not_in("INBOX", subject="Other")
+    with pytest.raises(
+        AssertionError, match=r"expected no message in ann@example\.com's INBOX"
+    ):
+        box.assert_not_in(subject="Hello")
+    with pytest.raises(AssertionError, match="expected a message deleted from"):
+        box.assert_deleted(subject="Hello")
+
+
+def test_flags_of_a_message_not_there_is_a_key_error(smtpsink: Mailbox) -> None:
+    message: Message = smtpsink.deliver(RAW)
+    box = smtpsink.mailbox("ann@example.com")
+    assert box.flags(message) == frozenset()
+    with pytest.raises(KeyError, match=r"is not in ann@example\.com's Junk"):
+        box.flags(message, "Junk")
+
+
+# -- per-test isolation ----------------------------------------------------------------
+
+
+def test_each_test_sees_only_its_own_mailboxes(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_one(smtpsink):
+            smtpsink.deliver(b"Subject: one\\r\\n\\r\\n", to="ann@example.com")
+            assert len(smtpsink.mailbox("ann@example.com").messages()) == 1
+
+        def test_two(smtpsink):
+            box = smtpsink.mailbox("ann@example.com")
+            assert box.messages() == []
+            smtpsink.deliver(b"Subject: two\\r\\n\\r\\n", to="ann@example.com")
+            assert [m.subject for m in box.messages()] == ["two"]
+        """
+    )
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
