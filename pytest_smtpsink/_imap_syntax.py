@@ -275,8 +275,12 @@ class _Parser:
         return self.data[self.pos :] in (b"\r\n", b"\n", b"")
 
     def space(self) -> None:
-        if self.peek() != 0x20:
-            raise self.fail(f"expected a space at byte {self.pos}")
+        byte = self.peek()
+        if byte != 0x20:
+            found = (
+                "the end" if byte is None or byte in (0x0D, 0x0A) else repr(chr(byte))
+            )
+            raise self.fail(f"expected a space at byte {self.pos}, found {found}")
         self.pos += 1
 
     def atom(self) -> str:
@@ -313,12 +317,12 @@ class _Parser:
             self.pos += 1
             items: list[Arg] = []
             while self.peek() != 0x29:
+                if self.at_end():
+                    raise self.fail("unterminated list: ')' missing")
                 if items:
                     self.space()
                 if self.peek() == 0x29:  # "(a )" is sloppy but harmless
                     break
-                if self.at_end():
-                    raise self.fail("unterminated list: ')' missing")
                 items.append(self.arg(depth + 1))
             self.pos += 1
             return ParenList(tuple(items))
