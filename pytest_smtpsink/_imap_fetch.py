@@ -214,21 +214,26 @@ def _parse_part(
             child_default = (
                 ("message", "rfc822") if subtype == "digest" else ("text", "plain")
             )
-            for child_start, child_end in _split_multipart(
+            for child_start, child_end, crlf_end in _split_multipart(
                 data, body_start, end, boundary.encode("utf-8", "surrogateescape")
             ):
                 if budget[0] <= 0:
                     break
-                part.children.append(
-                    _parse_part(
-                        data,
-                        child_start,
-                        child_end,
-                        child_default,
-                        depth=depth + 1,
-                        budget=budget,
-                    )
+                child = _parse_part(
+                    data,
+                    child_start,
+                    child_end,
+                    child_default,
+                    depth=depth + 1,
+                    budget=budget,
                 )
+                if child.children or (child.message and child.message.children):
+                    # Dovecot counts the CRLF before the next delimiter into
+                    # a part that holds a multipart (its epilogue).
+                    child.end = crlf_end
+                    if child.message is not None:
+                        child.message.end = crlf_end
+                part.children.append(child)
         if not part.children:
             # No usable boundary: one empty text/plain part at the end, as
             # Dovecot shows it; the bytes stay in BODY[TEXT].
@@ -269,12 +274,12 @@ def _header_fields(data: bytes, start: int, end: int) -> list[tuple[str, int, in
 
 def _split_multipart(
     data: bytes, start: int, end: int, boundary: bytes
-) -> list[tuple[int, int]]:
-    """Byte ranges of a multipart's parts; the CRLF before a delimiter
-    belongs to the delimiter. Without a closing delimiter the last part ends
-    where the multipart does."""
+) -> list[tuple[int, int, int]]:
+    """Byte ranges of a multipart's parts: start, end, and end with the CRLF
+    before the delimiter (which belongs to the delimiter). Without a closing
+    delimiter the last part ends where the multipart does."""
     delimiter = b"--" + boundary
-    ranges: list[tuple[int, int]] = []
+    ranges: list[tuple[int, int, int]] = []
     current: int | None = None
     pos = start
     while True:
@@ -295,13 +300,13 @@ def _split_multipart(
                 part_end -= 1
                 if part_end > current and data[part_end - 1] == 0x0D:
                     part_end -= 1
-            ranges.append((current, part_end))
+            ranges.append((current, part_end, found))
         if closing:
             return ranges
         current = next_start
         pos = next_start
     if current is not None:
-        ranges.append((current, end))
+        ranges.append((current, end, end))
     return ranges
 
 
