@@ -407,9 +407,14 @@ class _Evaluation:
 
     def header_block(self) -> bytes:
         if self._header_block is None:
-            data = self.data()
-            end = data.find(b"\r\n\r\n")
-            self._header_block = data if end < 0 else data[: end + 2]
+            # Header keys need only the header: no copy of the whole message.
+            raw = self.entry.message.raw
+            if raw.startswith((b"\r\n", b"\n")):
+                self._header_block = b""
+            else:
+                end = _HEADER_END.search(raw)
+                head = raw if end is None else raw[: end.start() + 1]
+                self._header_block = served_bytes(head)
         return self._header_block
 
     def header_values(self, name: str) -> list[str]:
@@ -496,6 +501,7 @@ def _decode(data: bytes, charset: str) -> str:
         return data.decode("utf-8", "replace")
 
 
+_HEADER_END = re.compile(rb"\n\r?\n")
 _ENCODED_WORD = re.compile(rb"=\?([^?\s]+)\?([QqBb])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(rb"(\?=)[ \t]+(=\?)")
 
