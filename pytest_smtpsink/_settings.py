@@ -12,10 +12,14 @@ import dataclasses
 import ipaddress
 import os
 import re
-import ssl
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+if TYPE_CHECKING:
+    # Imported where used: pytest loads this module for the plugin in every
+    # run, and ssl costs more to import than the rest of the plugin.
+    import ssl
 
 TLSMode = Literal["starttls", "starttls-required", "implicit"]
 AuthSetting = None | Literal["any"] | Mapping[str, str]
@@ -124,6 +128,8 @@ class SinkSettings:
         file, something that is not PEM, a key that does not match the
         certificate, an encrypted key.
         """
+        import ssl
+
         assert self.tls_cert is not None
         for name in ("tls_cert", "tls_key"):
             path = getattr(self, name)
@@ -380,6 +386,8 @@ def _validate_own_tls(s: SinkSettings) -> None:
             name,
             f"must be None or the path of a PEM file, got {value!r}",
         )
+    if s.tls_context is not None:
+        import ssl
     _require(
         s.tls_context is None or isinstance(s.tls_context, ssl.SSLContext),
         "tls_context",
