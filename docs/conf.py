@@ -61,7 +61,7 @@ def setup(app):
 nitpick_ignore_regex = [
     (
         r"py:.*",
-        r"(ssl|datetime|re|email|asyncio|smtplib|collections\.abc|typing|types)"
+        r"(ssl|datetime|re|email|asyncio|smtplib|collections\.abc|typing|types|pathlib|os)"
         r"(\..*)?",
     ),
     (r"py:.*", r"(typing_extensions|trustme|mailparser|aiosmtpd|dns)\..*"),
@@ -73,4 +73,8 @@ nitpick_ignore = [
     ("py:class", "ExchangeKind"),
     ("py:class", "Severity"),
     ("py:class", "MXTarget"),
+    ("py:class", "TLSMode"),
+    ("py:class", "AuthSetting"),
+    ("py:class", "Deliverable"),
+    ("py:class", "SessionProtocol"),
 ]

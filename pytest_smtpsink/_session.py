@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 #: How long reading `Session.tls` waits for a STARTTLS handshake under way.
 TLS_SETTLE_SECONDS = 10.0
 
-Protocol = Literal["SMTP", "POP3", "IMAP", "deliver"]
+SessionProtocol = Literal["SMTP", "POP3", "IMAP", "deliver"]
 EndReason = Literal["quit", "client-closed", "timeout", "server-closed", "tls-failed"]
 ExchangeKind = Literal["greeting", "command", "auth-response", "data"]
 
@@ -118,9 +118,9 @@ class Session:
         self,
         peer: tuple[str, int],
         started_at: datetime.datetime,
-        protocol: Protocol = "SMTP",
+        protocol: SessionProtocol = "SMTP",
     ) -> None:
-        self.protocol: Protocol = protocol
+        self.protocol: SessionProtocol = protocol
         """``"SMTP"``, ``"POP3"`` or ``"IMAP"``; ``"deliver"`` for the stand-in
         session of mail put in with `Mailbox.deliver`."""
         self.peer: tuple[str, int] = peer
