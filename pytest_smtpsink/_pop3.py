@@ -445,28 +445,32 @@ class _Connection(asyncio.Protocol):
         back with its whole length. Waits at most ``idle_timeout`` seconds
         (then raises `asyncio.TimeoutError`)."""
         deadline = time.monotonic() + self.settings.idle_timeout
-        dropped = 0
+        overlong = False
         kept = b""
+        total = 0
         while True:
             buffer = self._buffer
-            end = buffer.find(b"\n", 0, limit if not dropped else None)
-            if end >= 0:
-                line = bytes(buffer[: end + 1])
-                del buffer[: end + 1]
-                self._resume_reading()
-                total = dropped + len(line)
-                if dropped:
-                    line = b""
-                text = kept + line
-                return text.rstrip(b"\r\n") if not dropped else text, total
-            if len(buffer) >= limit or dropped:
-                if not dropped:
-                    kept = bytes(buffer[:limit])
-                dropped += len(buffer)
+            if not overlong:
+                end = buffer.find(b"\n", 0, limit)
+                if end >= 0:
+                    line = bytes(buffer[: end + 1])
+                    del buffer[: end + 1]
+                    self._resume_reading()
+                    return line.rstrip(b"\r\n"), end + 1
+                if len(buffer) >= limit:
+                    overlong, kept = True, bytes(buffer[:limit])
+            if overlong:
+                # Read on to the line's end, keeping nothing more.
+                end = buffer.find(b"\n")
+                if end >= 0:
+                    del buffer[: end + 1]
+                    self._resume_reading()
+                    return kept, total + end + 1
+                total += len(buffer)
                 buffer.clear()
                 self._resume_reading()
             if self._eof:
-                if dropped or not buffer:
+                if overlong or not buffer:
                     return None
                 line = bytes(buffer)
                 buffer.clear()
