@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Literal
 
 from ._faults import Delay, Discard, Disconnect, Event, Fault, Hang, Reply, steps
 from ._mailstore import INBOX, check_login, wire_bytes
-from ._session import AuthInfo, EndReason, Exchange, Session, TLSInfo
+from ._session import AuthInfo, EndReason, Exchange, ExchangeKind, Session, TLSInfo
 from ._text import printable
 from ._tls import HANDSHAKE_TIMEOUT, describe_handshake_failure
 
@@ -231,6 +231,8 @@ class POP3Server:
             self._server.close()
         for connection in list(self.connections):
             connection.close_by_server()
+        # Not left to connection_lost(), which a closing loop may never run.
+        self.store.remove_listener(self._store_changed)
 
     def release_held(self, rules: tuple[Fault, ...]) -> None:
         """Close the connections that ``rules`` (just removed) hold."""
@@ -505,8 +507,8 @@ class _Connection(asyncio.Protocol):
 
     # -- recording and replying -------------------------------------------------------
 
-    def _append(self, kind: str, line: str) -> Exchange:
-        exchange = Exchange(kind, line, time.time())  # type: ignore[arg-type]
+    def _append(self, kind: ExchangeKind, line: str) -> Exchange:
+        exchange = Exchange(kind, line, time.time())
         assert self.record is not None
         self.record._append(exchange)
         self._current = exchange
