@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         RecipientDSN,
     )
     from ._messages import Messages
+    from ._pop3 import POP3Endpoint
     from ._relay import Delivery, RelayError, RelayOutcome
     from ._server import SinkError, SMTPSink
     from ._session import AuthInfo, Exchange, Session, TLSInfo
@@ -58,6 +59,7 @@ __all__ = [
     "Mailbox",
     "Message",
     "Messages",
+    "POP3Endpoint",
     "Problem",
     "RecipientDSN",
     "RelayError",
@@ -84,6 +86,7 @@ _MODULES = {
     "Trigger": "._faults",
     "Mailbox": "._mailbox",
     "Messages": "._messages",
+    "POP3Endpoint": "._pop3",
     "Problem": "._lint",
     "Criteria": "._match",
     "DNSQuery": "._dns",

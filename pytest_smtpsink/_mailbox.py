@@ -20,11 +20,14 @@ from ._settings import DEFAULT_TIMEOUT
 from ._text import plural, printable, shorten
 
 if TYPE_CHECKING:
+    import asyncio
+
     from typing_extensions import Unpack
 
     from ._dns import DNSZone
     from ._faults import Faults
     from ._lint import Severity
+    from ._pop3 import POP3Endpoint
     from ._relay import Delivery
     from ._server import SMTPSink
     from ._settings import SinkSettings
@@ -152,6 +155,29 @@ class Mailbox(FaultControls):
 
             self._dns = DNSZone(self._sink)
         return self._dns
+
+    _pop3: POP3Endpoint | None = None
+
+    @property
+    def pop3(self) -> POP3Endpoint:
+        """The sink's POP3 server, serving the recipients' mailboxes: its
+        `~POP3Endpoint.host`, `~POP3Endpoint.port` and TLS details. Started
+        on first use, on the sink's thread (see :doc:`reading`)."""
+        if self._pop3 is None:
+            from ._pop3 import POP3Endpoint, POP3Server
+
+            sink = self._sink
+            # Taken out here: the server must not refer to the sink.
+            host, settings = sink.host, sink.settings
+            faults, tls_context = sink._faults, sink._server_tls
+
+            def start(loop: asyncio.AbstractEventLoop, store: Store) -> POP3Server:
+                server = POP3Server(host, store, settings, faults, tls_context)
+                server.start(loop)
+                return server
+
+            self._pop3 = POP3Endpoint(self, sink.attach("pop3", start))
+        return self._pop3
 
     def close(self) -> None:
         super().close()

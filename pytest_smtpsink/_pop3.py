@@ -1,0 +1,1089 @@
+"""POP3: a complete RFC 1939 server over the recipient mailboxes.
+
+Loop side: `POP3Server` and its connections run on the sink's server thread.
+It is started on first use of ``Mailbox.pop3`` (`endpoint_for`, on the test's
+thread, through ``SMTPSink.attach``) and closed with the sink; it holds the
+`Store`, never the sink. `POP3Endpoint`, what a test gets, is test side.
+
+What it serves: the INBOX of the user who logs in (a mailbox key, see
+``MailStore.key``), as it is at login (a snapshot, RFC 1939's maildrop).
+Deletions and the ``\\Seen`` flags set by RETR happen at QUIT only (the
+UPDATE state, as Dovecot does with its default settings); a connection that
+drops first changes nothing. The maildrop is locked for one session at a
+time (``Account.holder``): a second one gets ``-ERR [IN-USE]``.
+
+Every connection is a `Session` (protocol ``"POP3"``) with the transcript
+model of SMTP: one `Exchange` per command, secrets masked before anything is
+kept (PASS, the APOP digest, AUTH PLAIN data), multi-line replies summarised
+(a message is counted, never copied). Fault rules are asked at the
+``POP3:*`` stages (`_faults.steps`) and carried out here. Sessions opened
+under an earlier test (an older ``MailStore.generation``) are ended when the
+next test starts, from a store listener that exists only while connections
+are open: nothing polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import datetime
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import ssl
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Literal
+
+from ._faults import Delay, Discard, Disconnect, Event, Fault, Hang, Reply, steps
+from ._mailstore import INBOX, check_login, wire_bytes
+from ._session import AuthInfo, EndReason, Exchange, ExchangeKind, Session, TLSInfo
+from ._text import printable
+from ._tls import HANDSHAKE_TIMEOUT, describe_handshake_failure
+
+if TYPE_CHECKING:
+    from ._faults import Faults
+    from ._mailbox import Mailbox
+    from ._mailstore import Account, Folder, MailStore, StoredMessage
+    from ._settings import SinkSettings
+    from ._store import Store
+
+# RFC 2449 section 4: a command line is at most 255 octets with its CRLF.
+LINE_LIMIT = 255
+# An AUTH continuation line may be longer (RFC 5034 puts no limit on it).
+_AUTH_LIMIT = 12288
+# Unread input above this pauses reading (pipelined commands): bounded memory.
+_BUFFER_LIMIT = 65536
+# Lines of a LIST or UIDL reply kept in the transcript.
+_SHOWN_LINES = 10
+_START_TIMEOUT = 10.0
+_SEEN = "\\Seen"
+
+_END_OF_TEST = (
+    "-ERR [SYS/TEMP] Session ended: a new test started "
+    "(the sink ends the read-side sessions of earlier tests)"
+)
+_IDLE = "-ERR [SYS/TEMP] Disconnected for inactivity"
+_TLS_FIRST = "-ERR [AUTH] TLS is required first: send STLS"
+_LOGIN_FAILED = "-ERR [AUTH] Authentication failed"
+_LOG_IN_FIRST = "-ERR Log in first (USER and PASS, APOP or AUTH)"
+_LOGGED_IN = "-ERR Not valid after login"
+
+# What a line may hold: printable ASCII and UTF-8, tab, nothing else.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+_VERB = re.compile(r"[A-Za-z]{1,8}\Z")
+_HEX_DIGEST = re.compile(r"[0-9a-fA-F]{32}\Z")
+
+State = Literal["authorization", "transaction"]
+
+_AUTHORIZATION_VERBS = frozenset({"USER", "PASS", "APOP", "AUTH", "STLS"})
+_TRANSACTION_VERBS = frozenset(
+    {"STAT", "LIST", "UIDL", "RETR", "TOP", "DELE", "RSET", "NOOP"}
+)
+_ANY_STATE_VERBS = frozenset({"CAPA", "QUIT"})
+VERBS = _AUTHORIZATION_VERBS | _TRANSACTION_VERBS | _ANY_STATE_VERBS
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+# -- secrets -------------------------------------------------------------------
+#
+# No form of a credential may reach any output: the client's line is masked
+# before it is recorded, and no reply echoes what the client sent.
+
+_LEADING_JUNK = " \t\x00\x01\x02\x03\x04\x05\x06\x07\x08\x0b\x0c\x0e\x0f"
+
+
+def mask_secrets(text: str) -> str:
+    """A POP3 command line with its secrets masked: ``PASS ****``, ``APOP
+    ann ****``, ``AUTH PLAIN ****``; any other line unchanged. A line that
+    merely starts like one of those (other separators, junk before the
+    verb) is masked after its first four letters."""
+    stripped = text.lstrip(_LEADING_JUNK)
+    head = stripped[:4].upper()
+    if head not in ("PASS", "APOP", "AUTH"):
+        return text
+    if len(stripped) == 4:
+        return stripped
+    words = stripped.split(" ")
+    verb = words[0]
+    if verb.upper() != head:  # glued to what follows, or another separator
+        return f"{stripped[:4]} ****"
+    if head == "APOP" and len(words) == 3 and words[1]:
+        # The user name may be shown; the digest never is.
+        return f"{verb} {words[1]} ****"
+    if head == "AUTH" and words[1].upper() in ("PLAIN", "LOGIN", "CRAM-MD5"):
+        return " ".join(words[:2]) + (" ****" if len(words) > 2 else "")
+    return f"{verb} ****"
+
+
+def _shown(raw: bytes) -> str:
+    """A client line as it goes into the transcript: secrets masked first,
+    then escaped so it prints on one line."""
+    text = raw.decode("utf-8", "surrogateescape")
+    return printable(mask_secrets(text))
+
+
+# -- the message as POP3 sends it -------------------------------------------------
+
+
+def dot_stuffed(wire: bytes) -> bytes:
+    """``wire`` (CRLF line ends) as a multi-line POP3 body: a leading dot
+    doubled on every line, ending with CRLF, then the final ``.`` line."""
+    if wire.startswith(b"."):
+        wire = b"." + wire
+    wire = wire.replace(b"\r\n.", b"\r\n..")
+    if wire and not wire.endswith(b"\r\n"):
+        wire += b"\r\n"
+    return wire + b".\r\n"
+
+
+def top_of(wire: bytes, lines: int) -> bytes:
+    """The header, the blank line and the first ``lines`` lines of the
+    body (RFC 1939 TOP)."""
+    end = wire.find(b"\r\n\r\n")
+    if end < 0:  # no body at all
+        return wire
+    head, body = wire[: end + 4], wire[end + 4 :]
+    if lines == 0 or not body:
+        return head
+    cut = 0
+    for _ in range(lines):
+        found = body.find(b"\r\n", cut)
+        if found < 0:
+            return head + body
+        cut = found + 2
+    return head + body[:cut]
+
+
+def uidl_of(uidvalidity: int, stored: StoredMessage) -> str:
+    """A copy's unique id: its UID then the folder's UIDVALIDITY, eight hex
+    digits each (Dovecot's default ``pop3_uidl_format``). Stable for the
+    sink's life and never shared by two copies, as UIDs are never reused."""
+    return f"{stored.uid:08X}{uidvalidity:08X}"
+
+
+def error_reply(code: int, text: str | None) -> str:
+    """A fault's ``code`` and ``text`` as a POP3 reply: 4xx is
+    ``-ERR [SYS/TEMP]``, 5xx ``-ERR [SYS/PERM]`` (RFC 3206)."""
+    kind = "SYS/TEMP" if code < 500 else "SYS/PERM"
+    if text is None:
+        text = "Injected temporary failure" if code < 500 else "Injected failure"
+    return f"-ERR [{kind}] {' '.join(text.split())}"
+
+
+class _Closed(Exception):
+    """The connection ends: leave the command loop."""
+
+
+# -- the server ----------------------------------------------------------------------
+
+
+class POP3Server:
+    """The POP3 server of one sink (a service attached to its loop)."""
+
+    def __init__(
+        self,
+        host: str,
+        store: Store,
+        settings: SinkSettings,
+        faults: Faults,
+        tls_context: ssl.SSLContext | None,
+    ) -> None:
+        # The store, never the sink (see _server._Runtime).
+        self.host = host
+        self.store = store
+        self.mail: MailStore = store.mail
+        self.settings = settings
+        self.faults = faults
+        self.tls_context = tls_context
+        self.port = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.connections: set[_Connection] = set()
+        # Connections held by a delay or hang, and the rule holding them.
+        self.held: dict[_Connection, Fault] = {}
+        self._server: asyncio.base_events.Server | None = None
+        # The generation every open connection was last checked against.
+        self._checked_generation = self.mail.generation
+        self._check_scheduled = False
+
+    # -- lifecycle (start: a test thread; the rest: the loop) -----------------
+
+    async def _start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._server = await self.loop.create_server(
+            lambda: _Connection(self), self.host, 0, reuse_address=None
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.run_coroutine_threadsafe(self._start(), loop).result(_START_TIMEOUT)
+
+    def close(self) -> None:
+        """Stop serving (loop thread, from the sink's shutdown)."""
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self.connections):
+            connection.close_by_server()
+        # Not left to connection_lost(), which a closing loop may never run.
+        self.store.remove_listener(self._store_changed)
+
+    def release_held(self, rules: tuple[Fault, ...]) -> None:
+        """Close the connections that ``rules`` (just removed) hold."""
+        for connection, rule in list(self.held.items()):
+            if rule in rules:
+                self.held.pop(connection, None)
+                connection.close_by_server()
+
+    # -- per-test isolation ------------------------------------------------------
+
+    def opened(self, connection: _Connection) -> None:
+        if not self.connections:
+            self.store.add_listener(self._store_changed)
+        self.connections.add(connection)
+
+    def closed(self, connection: _Connection) -> None:
+        if connection not in self.connections:
+            return
+        self.connections.discard(connection)
+        self.held.pop(connection, None)
+        if not self.connections:
+            self.store.remove_listener(self._store_changed)
+
+    def _store_changed(self) -> None:
+        """A store listener (any thread): when a new test has emptied the
+        mailboxes, end the sessions of the earlier one, on the loop."""
+        if self.mail.generation == self._checked_generation or self._check_scheduled:
+            return
+        loop = self.loop
+        if loop is None:
+            return
+        self._check_scheduled = True
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(self._end_stale)
+
+    def _end_stale(self) -> None:
+        self._check_scheduled = False
+        generation = self._checked_generation = self.mail.generation
+        for connection in list(self.connections):
+            if connection.generation != generation:
+                connection.end_stale()
+
+
+# -- one connection ------------------------------------------------------------------
+
+
+class _Connection(asyncio.Protocol):
+    """One POP3 client: reads lines, runs commands, records the session."""
+
+    def __init__(self, server: POP3Server) -> None:
+        self.server = server
+        self.store = server.store
+        self.mail = server.mail
+        self.settings = server.settings
+        self.transport: asyncio.Transport | None = None
+        self.record: Session | None = None
+        self.generation = 0
+        self._task: asyncio.Task[None] | None = None
+        self._current: Exchange | None = None
+        # Input not yet read as lines, and the reader waiting for more.
+        self._buffer = bytearray()
+        self._eof = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drained: asyncio.Future[None] | None = None
+        # True while waiting for the next command (a stale session is then
+        # told why it ends).
+        self._idle = False
+        self._closing = False
+        self._tls = False
+        # Since an AUTH command: a one-word line that is no command is
+        # taken as its (misplaced) response and masked.
+        self._after_auth = False
+        # AUTHORIZATION, then TRANSACTION with the maildrop snapshot.
+        self.state: State = "authorization"
+        self._user: str | None = None  # given with USER, awaiting PASS
+        self._timestamp = ""
+        self._account: Account | None = None
+        self._folder: Folder | None = None
+        self._drop: list[StoredMessage] = []
+        self._deleted: set[int] = set()
+        self._seen: set[int] = set()
+
+    # -- asyncio.Protocol -------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.record is not None:  # not called again by start_tls()
+            return
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        self.record = Session((str(peer[0]), int(peer[1])), _now(), protocol="POP3")
+        self.server.opened(self)
+        with self.mail.lock:
+            self.generation = self.mail.generation
+        self.store.add_session(self.record)
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._serve())
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) > _BUFFER_LIMIT and self.transport is not None:
+            with contextlib.suppress(RuntimeError, AttributeError):
+                self.transport.pause_reading()
+                self._reading_paused = True
+        self._wake()
+
+    def eof_received(self) -> bool | None:
+        self._eof = True
+        self._wake()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._mark_end("client-closed")
+        self._finish()
+        self._wake()
+        drained = self._drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        drained = self._drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- ending ---------------------------------------------------------------------
+
+    def _mark_end(self, reason: EndReason) -> None:
+        record = self.record
+        if record is not None and record.end is None:
+            record.end = reason
+            record.ended_at = _now()
+            record._tls_started(None)  # a handshake cut short: wake readers
+            self.store.touch()
+
+    def _finish(self) -> None:
+        """Leave the server's books and unlock the maildrop (no changes)."""
+        self.server.closed(self)
+        account = self._account
+        if account is not None:
+            with self.mail.lock:
+                if account.holder is self:
+                    account.holder = None
+            self._account = None
+
+    def close_by_server(self) -> None:
+        """Abort the connection (sink stopping, a fault, a rule removed)."""
+        self._mark_end("server-closed")
+        self._closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def end_stale(self) -> None:
+        """A new test started: say so if the client waits for a reply to
+        come, then close (loop thread)."""
+        self._mark_end("server-closed")
+        self._closing = True
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._idle and not self._writing_paused:
+            self._record_reply(_END_OF_TEST)
+            transport.write(_END_OF_TEST.encode() + b"\r\n")
+            transport.close()  # after the line is flushed
+        else:
+            transport.abort()
+
+    # -- the conversation -----------------------------------------------------------
+
+    async def _serve(self) -> None:
+        try:
+            if self.settings.tls == "implicit" and not await self._start_tls(True):
+                return
+            peer = self.record.peer[0] if self.record else ""
+            if await self._faults("POP3:CONNECT", [peer], greeting=True):
+                raise _Closed
+            self._timestamp = (
+                f"<{os.getpid()}.{secrets.token_hex(6)}.{int(time.time())}"
+                f"@{self.settings.hostname}>"
+            )
+            await self._reply(f"+OK pytest-smtpsink POP3 ready {self._timestamp}")
+            while not self._closing:
+                line = await self._read_command()
+                if line is None:
+                    break
+                await self._handle(line)
+        except (_Closed, ConnectionError):
+            pass
+        finally:
+            self._finish()
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.close()
+
+    async def _read_line(self, limit: int) -> tuple[bytes, int] | None:
+        """The next line without its line end, and its length in octets
+        with it; None at the end of input. A line over ``limit`` octets is
+        read to its end without being kept: the first ``limit`` octets come
+        back with its whole length. Waits at most ``idle_timeout`` seconds
+        (then raises `asyncio.TimeoutError`)."""
+        deadline = time.monotonic() + self.settings.idle_timeout
+        overlong = False
+        kept = b""
+        total = 0
+        while True:
+            buffer = self._buffer
+            if not overlong:
+                end = buffer.find(b"\n", 0, limit)
+                if end >= 0:
+                    line = bytes(buffer[: end + 1])
+                    del buffer[: end + 1]
+                    self._resume_reading()
+                    return line.rstrip(b"\r\n"), end + 1
+                if len(buffer) >= limit:
+                    overlong, kept = True, bytes(buffer[:limit])
+            if overlong:
+                # Read on to the line's end, keeping nothing more.
+                end = buffer.find(b"\n")
+                if end >= 0:
+                    del buffer[: end + 1]
+                    self._resume_reading()
+                    return kept, total + end + 1
+                total += len(buffer)
+                buffer.clear()
+                self._resume_reading()
+            if self._eof:
+                if overlong or not buffer:
+                    return None
+                line = bytes(buffer)
+                buffer.clear()
+                return line.rstrip(b"\r\n"), len(line)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise asyncio.TimeoutError
+            loop = asyncio.get_running_loop()
+            self._waiter = loop.create_future()
+            try:
+                await asyncio.wait_for(self._waiter, remaining)
+            finally:
+                self._waiter = None
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and len(self._buffer) < _BUFFER_LIMIT:
+            self._reading_paused = False
+            if self.transport is not None:
+                with contextlib.suppress(RuntimeError, AttributeError):
+                    self.transport.resume_reading()
+
+    async def _read_command(self) -> tuple[bytes, int] | None:
+        self._idle = True
+        try:
+            return await self._read_line(LINE_LIMIT)
+        except asyncio.TimeoutError:
+            self._mark_end("timeout")
+            await self._reply(_IDLE)
+            raise _Closed from None
+        finally:
+            self._idle = False
+
+    # -- recording and replying -------------------------------------------------------
+
+    def _append(self, kind: ExchangeKind, line: str) -> Exchange:
+        exchange = Exchange(kind, line, time.time())
+        assert self.record is not None
+        self.record._append(exchange)
+        self._current = exchange
+        if self.store.watchers:
+            self.store.touch()
+        return exchange
+
+    def _record_reply(self, line: str, injected: bool = False) -> None:
+        current = self._current
+        if current is None:
+            current = self._append("greeting", "")
+        current.replies.append(line)
+        if injected:
+            current.injected = True
+        if self.store.watchers:
+            self.store.touch()
+
+    async def _send(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise _Closed
+        transport.write(data)
+        if self._writing_paused:
+            self._drained = asyncio.get_running_loop().create_future()
+            try:
+                await self._drained
+            finally:
+                self._drained = None
+            if self.transport is None or self.transport.is_closing():
+                raise _Closed
+
+    async def _reply(self, line: str, injected: bool = False) -> None:
+        self._record_reply(line, injected)
+        await self._send(line.encode("utf-8") + b"\r\n")
+
+    async def _reply_lines(self, first: str, lines: Sequence[str]) -> None:
+        """A multi-line reply of short lines (CAPA, LIST, UIDL); long
+        listings are shortened in the transcript only."""
+        self._record_reply(first)
+        shown = lines[:_SHOWN_LINES]
+        for line in shown:
+            self._record_reply(line)
+        if len(lines) > len(shown):
+            self._record_reply(f"[... {len(lines) - len(shown)} more lines]")
+        self._record_reply(".")
+        await self._send("\r\n".join([first, *lines, ".", ""]).encode("utf-8"))
+
+    # -- faults (the rules decide, this carries out) ------------------------------------
+
+    async def _faults(
+        self, stage: str, subjects: Sequence[str], greeting: bool = False
+    ) -> bool:
+        """Carry out what the rules decide at ``stage``: True if a fault
+        answered instead (at the greeting, it also closes)."""
+        if not self.server.faults.rules:
+            return False
+        for step in steps(self.server.faults, Event(stage, tuple(subjects))):
+            self._mark_injected()
+            if isinstance(step, Delay):
+                await self._stall(step.rule, asyncio.sleep(step.seconds))
+            elif isinstance(step, Hang):
+                await self._stall(step.rule, asyncio.get_running_loop().create_future())
+            elif isinstance(step, Disconnect):
+                self.close_by_server()
+                raise _Closed
+            elif isinstance(step, Reply):
+                if greeting:
+                    self._mark_end("server-closed")
+                await self._reply(error_reply(step.code, step.text), injected=True)
+                return True
+            else:  # pragma: no cover - Discard is for SMTP's EOD only
+                assert isinstance(step, Discard)
+        return False
+
+    def _mark_injected(self) -> None:
+        current = self._current
+        if current is None:  # at CONNECT: the greeting is still to come
+            current = self._append("greeting", "")
+        current.injected = True
+        if self.store.watchers:
+            self.store.touch()
+
+    async def _stall(self, rule: Fault, awaitable: object) -> None:
+        """Wait on a delay or a hang while ``rule`` holds the connection;
+        removing the rule closes it."""
+        held = self.server.held
+        if rule not in self.server.faults.rules:
+            # Removed after it fired here, before this connection was held.
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()
+            self.close_by_server()
+            raise _Closed
+        held[self] = rule
+        try:
+            await awaitable  # type: ignore[misc]
+        finally:
+            if held.get(self) is rule:
+                del held[self]
+
+    def _subjects(self) -> list[str]:
+        """What ``match`` compares with: the user (once known)."""
+        if self._account is not None:
+            return [self._account.user]
+        return [self._user] if self._user else []
+
+    # -- commands ----------------------------------------------------------------------
+
+    async def _handle(self, read: tuple[bytes, int]) -> None:
+        raw, total = read
+        if total > LINE_LIMIT:
+            shown = _shown(raw[:64])
+            self._append("command", f"{shown}... [{total} bytes in all]")
+            await self._reply(
+                f"-ERR Line too long: {total} octets (RFC 2449 allows 255 with CRLF)"
+            )
+            return
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if self._after_auth and self._stray_auth_response(text):
+            self._append("auth-response", "****")
+            await self._reply("-ERR Unknown command")
+            return
+        self._after_auth = False
+        self._append("command", _shown(raw))
+        if self.generation != self.mail.generation:  # a new test started
+            self.end_stale()
+            raise _Closed
+        if text is None:
+            await self._reply("-ERR The command line is not UTF-8")
+            return
+        verb, _, arg = text.partition(" ")
+        if not _VERB.match(verb):
+            if _CONTROL.search(text):
+                await self._reply("-ERR Control characters in the command line")
+            else:
+                await self._reply("-ERR Unknown command")
+            return
+        verb = verb.upper()
+        if verb not in VERBS:
+            await self._reply("-ERR Unknown command")
+            return
+        if _CONTROL.search(arg):
+            await self._reply("-ERR Control characters in the arguments")
+            return
+        if verb == "AUTH":
+            self._after_auth = True
+        if self.state == "authorization" and verb in _TRANSACTION_VERBS:
+            await self._reply(_LOG_IN_FIRST)
+            return
+        if self.state == "transaction" and verb in _AUTHORIZATION_VERBS:
+            await self._reply(_LOGGED_IN)
+            return
+        stage = f"POP3:{verb}"
+        subjects = self._subjects()
+        if verb in ("USER", "APOP"):
+            subjects = [arg.split(" ")[0]] if arg else []
+        elif verb == "STLS":
+            subjects = []
+        if await self._faults(stage, subjects):
+            if verb == "QUIT":
+                self._mark_end("server-closed")
+                raise _Closed
+            return
+        await getattr(self, f"_cmd_{verb.lower()}")(arg)
+
+    def _stray_auth_response(self, text: str | None) -> bool:
+        """Whether a line after AUTH is a response the client sent without
+        waiting (or after a refusal): one word that is no command."""
+        if text is None:
+            return True
+        words = text.split()
+        return len(words) == 1 and words[0].upper() not in VERBS
+
+    # -- AUTHORIZATION ------------------------------------------------------------------
+
+    def _tls_missing(self) -> bool:
+        return self.settings.tls == "starttls-required" and not self._tls
+
+    async def _cmd_capa(self, arg: str) -> None:
+        lines = ["TOP", "USER", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
+        if self.state == "authorization":
+            lines.append("SASL PLAIN")
+            if self.settings.tls in ("starttls", "starttls-required") and not self._tls:
+                lines.append("STLS")
+        lines.append("IMPLEMENTATION pytest-smtpsink")
+        await self._reply_lines("+OK Capability list follows", lines)
+
+    async def _cmd_stls(self, arg: str) -> None:
+        if self.settings.tls not in ("starttls", "starttls-required"):
+            await self._reply("-ERR STLS is not offered (the sink has no STARTTLS)")
+            return
+        if self._tls:
+            await self._reply("-ERR TLS is already active")
+            return
+        if arg:
+            await self._reply("-ERR STLS takes no argument")
+            return
+        # Commands pipelined behind STLS were sent in plain text: never
+        # read them as if they came over TLS (RFC 2595 section 4).
+        self._buffer.clear()
+        assert self.record is not None
+        self.record._tls_starting()
+        await self._reply("+OK Begin TLS negotiation")
+        if not await self._start_tls(False):
+            raise _Closed
+
+    async def _start_tls(self, implicit: bool) -> bool:
+        """Run the server side of a TLS handshake; False (recorded as the
+        end of the session, saying why) if it failed."""
+        assert self.record is not None
+        transport = self.transport
+        context = self.server.tls_context
+        assert transport is not None
+        assert context is not None
+        try:
+            tls_transport = await asyncio.get_running_loop().start_tls(
+                transport, self, context, server_side=True,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+            )  # fmt: skip
+        except Exception as error:  # start_tls() closed the transport
+            self._tls_failed(error)
+            return False
+        if tls_transport is None:  # the client left during the handshake
+            self._tls_failed(None)
+            transport.abort()
+            return False
+        self.transport = tls_transport
+        self._tls = True
+        ssl_object = tls_transport.get_extra_info("ssl_object")
+        cipher = ssl_object.cipher() if ssl_object is not None else None
+        self.record._tls_started(
+            TLSInfo(
+                version=ssl_object.version() if ssl_object is not None else None,
+                cipher=cipher[0] if cipher else None,
+                implicit=implicit,
+            )
+        )
+        self.store.touch()
+        return True
+
+    def _tls_failed(self, error: BaseException | None) -> None:
+        record = self.record
+        if record is not None and record.end is None:
+            record.tls_error = describe_handshake_failure(error)
+            self._mark_end("tls-failed")
+        self._closing = True
+
+    async def _cmd_user(self, arg: str) -> None:
+        if self._tls_missing():
+            await self._reply(_TLS_FIRST)
+            return
+        if not arg.strip():
+            await self._reply("-ERR USER needs a user name")
+            return
+        self._user = arg
+        await self._reply("+OK Send PASS")
+
+    async def _cmd_pass(self, arg: str) -> None:
+        if self._tls_missing():
+            await self._reply(_TLS_FIRST)
+            return
+        user, self._user = self._user, None
+        if user is None:
+            await self._reply("-ERR Send USER first")
+            return
+        await self._login("USER", user, check_login(self.settings.auth, user, arg))
+
+    async def _cmd_apop(self, arg: str) -> None:
+        if self._tls_missing():
+            await self._reply(_TLS_FIRST)
+            return
+        user, _, digest = arg.rpartition(" ")
+        if not user or not _HEX_DIGEST.match(digest):
+            await self._reply(
+                "-ERR APOP needs a user name and an MD5 digest (32 hex digits)"
+            )
+            return
+        auth = self.settings.auth
+        success = True
+        if isinstance(auth, Mapping):
+            password = auth.get(user)
+            success = isinstance(password, str) and hmac.compare_digest(
+                hashlib.md5((self._timestamp + password).encode()).hexdigest(),
+                digest.lower(),
+            )
+        await self._login("APOP", user, success)
+
+    async def _cmd_auth(self, arg: str) -> None:
+        if not arg:
+            await self._reply_lines("+OK Mechanisms follow", ["PLAIN"])
+            return
+        mechanism, _, initial = arg.partition(" ")
+        if mechanism.upper() != "PLAIN":
+            await self._reply(
+                "-ERR [AUTH] Unsupported mechanism (this server offers PLAIN)"
+            )
+            return
+        if self._tls_missing():
+            await self._reply(_TLS_FIRST)
+            return
+        if initial:
+            response = initial.strip()
+        else:
+            await self._reply("+ ")
+            try:
+                read = await self._read_line(_AUTH_LIMIT)
+            except asyncio.TimeoutError:
+                self._mark_end("timeout")
+                raise _Closed from None
+            if read is None:
+                raise _Closed
+            line, total = read
+            if total > _AUTH_LIMIT:
+                self._append("auth-response", f"**** [{total} bytes in all]")
+                await self._reply("-ERR [AUTH] Authentication line too long")
+                return
+            response = line.decode("ascii", "replace").strip()
+            self._append("auth-response", "*" if response == "*" else "****")
+        self._after_auth = False
+        if response == "*":  # RFC 5034: the client cancels
+            await self._reply("-ERR [AUTH] Authentication cancelled")
+            return
+        try:
+            decoded = base64.b64decode(
+                b"" if response == "=" else response, validate=True
+            )
+        except (binascii.Error, ValueError):
+            await self._reply("-ERR [AUTH] Invalid base64 data")
+            return
+        parts = decoded.split(b"\0")
+        if len(parts) != 3:
+            await self._reply(
+                "-ERR [AUTH] Bad PLAIN response (authzid NUL user NUL password)"
+            )
+            return
+        authzid, user_bytes, password_bytes = parts
+        user = user_bytes.decode("utf-8", "replace")
+        password = password_bytes.decode("utf-8", "replace")
+        success = check_login(self.settings.auth, user, password) and (
+            not authzid or authzid == user_bytes
+        )
+        await self._login("PLAIN", user, success)
+
+    async def _login(self, mechanism: str, user: str, success: bool) -> None:
+        """Record the attempt; on success lock and snapshot the maildrop."""
+        assert self.record is not None
+        if success:
+            with self.mail.lock:
+                if self.generation != self.mail.generation:
+                    success = False  # ended just below
+                    stale = True
+                else:
+                    stale = False
+                    account = self.mail.account(user)
+                    in_use = account.holder is not None and account.holder is not self
+                    if not in_use:
+                        account.holder = self
+                        self._account = account
+                        self._folder = account.folders[INBOX]
+                        self._drop = list(self._folder.messages)
+            if stale:
+                self.end_stale()
+                raise _Closed
+            if in_use:
+                info = AuthInfo(mechanism, user, False)
+                self.record._auth_attempts.append(info)
+                self.record.auth = info
+                await self._reply(
+                    "-ERR [IN-USE] Mailbox is locked by another POP3 session"
+                )
+                return
+        info = AuthInfo(mechanism=mechanism, username=user, success=success)
+        self.record._auth_attempts.append(info)
+        self.record.auth = info
+        if not success:
+            await self._reply(_LOGIN_FAILED)
+            return
+        self.state = "transaction"
+        count, octets = self._totals()
+        await self._reply(f"+OK Logged in: {count} messages ({octets} octets)")
+
+    # -- TRANSACTION -------------------------------------------------------------------
+
+    def _totals(self) -> tuple[int, int]:
+        kept = [s for i, s in enumerate(self._drop) if i not in self._deleted]
+        return len(kept), sum(stored.size for stored in kept)
+
+    async def _message(self, arg: str) -> int | None:
+        """The 0-based index of the message numbered ``arg``, or None after
+        answering why not."""
+        if not arg.isdigit() or not arg.isascii():
+            await self._reply("-ERR Invalid message number")
+            return None
+        number = int(arg)
+        if not 1 <= number <= len(self._drop):
+            shown = arg if len(arg) <= 20 else f"{arg[:20]}..."
+            await self._reply(f"-ERR There's no message {shown}")
+            return None
+        if number - 1 in self._deleted:
+            await self._reply(f"-ERR Message {number} is deleted")
+            return None
+        return number - 1
+
+    async def _cmd_stat(self, arg: str) -> None:
+        count, octets = self._totals()
+        await self._reply(f"+OK {count} {octets}")
+
+    async def _cmd_list(self, arg: str) -> None:
+        if arg:
+            index = await self._message(arg)
+            if index is not None:
+                await self._reply(f"+OK {index + 1} {self._drop[index].size}")
+            return
+        count, octets = self._totals()
+        lines = [
+            f"{i + 1} {stored.size}"
+            for i, stored in enumerate(self._drop)
+            if i not in self._deleted
+        ]
+        await self._reply_lines(f"+OK {count} messages ({octets} octets)", lines)
+
+    async def _cmd_uidl(self, arg: str) -> None:
+        validity = self._folder.uidvalidity if self._folder is not None else 0
+        if arg:
+            index = await self._message(arg)
+            if index is not None:
+                uidl = uidl_of(validity, self._drop[index])
+                await self._reply(f"+OK {index + 1} {uidl}")
+            return
+        lines = [
+            f"{i + 1} {uidl_of(validity, stored)}"
+            for i, stored in enumerate(self._drop)
+            if i not in self._deleted
+        ]
+        await self._reply_lines("+OK Unique-ID listing follows", lines)
+
+    async def _cmd_retr(self, arg: str) -> None:
+        index = await self._message(arg)
+        if index is None:
+            return
+        stored = self._drop[index]
+        body = dot_stuffed(wire_bytes(stored.message.raw))
+        first = f"+OK {stored.size} octets"
+        self._record_reply(first)
+        self._record_reply(f"[message {index + 1}: {stored.size} octets]")
+        self._record_reply(".")
+        # The \Seen flag is set at QUIT, as Dovecot does (RSET forgets it).
+        if _SEEN not in stored.flags:
+            self._seen.add(index)
+        await self._send(first.encode() + b"\r\n" + body)
+
+    async def _cmd_top(self, arg: str) -> None:
+        number, _, lines = arg.partition(" ")
+        if not number or not lines:
+            await self._reply("-ERR TOP needs a message number and a number of lines")
+            return
+        index = await self._message(number)
+        if index is None:
+            return
+        if not lines.isdigit() or not lines.isascii():
+            await self._reply("-ERR Invalid number of lines")
+            return
+        stored = self._drop[index]
+        part = top_of(wire_bytes(stored.message.raw), int(lines))
+        self._record_reply("+OK Top of message follows")
+        self._record_reply(
+            f"[message {index + 1}: {len(part)} octets of {stored.size}]"
+        )
+        self._record_reply(".")
+        await self._send(b"+OK Top of message follows\r\n" + dot_stuffed(part))
+
+    async def _cmd_dele(self, arg: str) -> None:
+        index = await self._message(arg)
+        if index is None:
+            return
+        self._deleted.add(index)
+        await self._reply(f"+OK Message {index + 1} marked to be deleted")
+
+    async def _cmd_rset(self, arg: str) -> None:
+        self._deleted.clear()
+        self._seen.clear()
+        count, octets = self._totals()
+        await self._reply(f"+OK Maildrop has {count} messages ({octets} octets)")
+
+    async def _cmd_noop(self, arg: str) -> None:
+        await self._reply("+OK")
+
+    async def _cmd_quit(self, arg: str) -> None:
+        if self.state == "transaction":
+            deleted = self._update()
+            self._mark_end("quit")
+            await self._reply(
+                "+OK Logging out, messages deleted" if deleted else "+OK Logging out"
+            )
+        else:
+            self._mark_end("quit")
+            await self._reply("+OK Logging out")
+        self._closing = True
+        if self.transport is not None:
+            self.transport.close()  # after the reply is flushed
+        raise _Closed
+
+    def _update(self) -> bool:
+        """RFC 1939's UPDATE state: remove the deleted messages, set
+        ``\\Seen`` on those retrieved. Only in the mailboxes of this test."""
+        folder = self._folder
+        if folder is None:
+            return False
+        gone = [self._drop[i] for i in sorted(self._deleted)]
+        with self.mail.lock:
+            if self.generation != self.mail.generation:
+                return False
+            present = {id(stored) for stored in folder.messages}
+            for index in self._seen - self._deleted:
+                stored = self._drop[index]
+                if id(stored) in present:
+                    stored.flags = stored.flags | {_SEEN}
+            self.mail.remove(folder, gone)
+            if self._account is not None and self._account.holder is self:
+                self._account.holder = None
+            self._account = None
+        self.store.touch()
+        return bool(gone)
+
+
+# -- the test's side ---------------------------------------------------------------------
+
+
+class POP3Endpoint:
+    """Where a POP3 client connects: ``smtpsink.pop3``.
+
+    The server starts on the first use of ``smtpsink.pop3``, on the sink's
+    thread and a free port of the sink's host, and serves the mailboxes of
+    the sink's recipients (see :doc:`reading`).
+    """
+
+    def __init__(self, mailbox: Mailbox, server: POP3Server) -> None:
+        self._mailbox = mailbox
+        self._server = server
+
+    @property
+    def host(self) -> str:
+        """The address to connect to, e.g. ``"127.0.0.1"``."""
+        return self._mailbox.host
+
+    @property
+    def port(self) -> int:
+        """The POP3 server's port (not the SMTP one)."""
+        return self._server.port
+
+    @property
+    def tls(self) -> str | None:
+        """The sink's TLS setting, which POP3 follows: None (plain text),
+        ``"starttls"`` (STLS offered), ``"starttls-required"`` (STLS before
+        any login) or ``"implicit"`` (POP3S: TLS from the first byte)."""
+        return self._mailbox.settings.tls
+
+    @property
+    def url(self) -> str:
+        """``pop3://host:port`` (``pop3s://`` for implicit TLS)."""
+        scheme = "pop3s" if self.tls == "implicit" else "pop3"
+        host = self.host
+        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.port}"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context that trusts the sink's certificate (and nothing
+        else), with host name checking on (as ``Mailbox.ssl_context``)."""
+        return self._mailbox.ssl_context()
+
+    @property
+    def ca_path(self) -> str:
+        """Path of a PEM file with the CA that signed the sink's certificate."""
+        return self._mailbox.ca_path
+
+    def __repr__(self) -> str:
+        return f"<POP3Endpoint {self.url} tls={self.tls}>"

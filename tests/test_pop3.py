@@ -1,0 +1,713 @@
+"""The POP3 server: real clients (poplib, curl, a raw socket) over loopback.
+
+Every test reads what the server did from the store: the mailbox the test
+sees (``smtpsink.mailbox``) and the recorded sessions (``smtpsink.sessions``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import poplib
+import re
+import smtplib
+import socket
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import external
+import pytest
+from conftest import Factory, make_message
+
+from pytest_smtpsink import Mailbox, Session
+from pytest_smtpsink._pop3 import dot_stuffed, mask_secrets, top_of
+
+ANN = "ann@example.com"
+SECRET = "s3cr3t-Pa55"  # never in any output
+USERS = {ANN: SECRET, "bob@example.com": "bob-pw"}
+
+
+class Raw:
+    """A POP3 client on a bare socket: sends any bytes, reads replies."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.sock = socket.create_connection((host, port), timeout=10)
+        self.file = self.sock.makefile("rb")
+        self.greeting = self.line()
+
+    def line(self) -> str:
+        return self.file.readline().decode("utf-8").rstrip("\r\n")
+
+    def send(self, raw: bytes) -> str:
+        self.sock.sendall(raw + b"\r\n")
+        return self.line()
+
+    def body(self) -> list[bytes]:
+        """The lines of a multi-line reply up to the final dot, as sent."""
+        lines: list[bytes] = []
+        while True:
+            line = self.file.readline()
+            assert line, "the connection closed inside a multi-line reply"
+            if line == b".\r\n":
+                return lines
+            lines.append(line)
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def raw(smtpsink: Mailbox) -> Iterator[Raw]:
+    client = Raw(smtpsink.pop3.host, smtpsink.pop3.port)
+    yield client
+    client.close()
+
+
+def login(smtpsink: Mailbox, user: str = ANN, password: str = "any") -> poplib.POP3:
+    client = poplib.POP3(smtpsink.pop3.host, smtpsink.pop3.port, timeout=10)
+    client.user(user)
+    client.pass_(password)
+    return client
+
+
+def pop3_sessions(smtpsink: Mailbox) -> list[Session]:
+    return [s for s in smtpsink.sessions if s.protocol == "POP3"]
+
+
+def ended(smtpsink: Mailbox, count: int = 1) -> None:
+    """Wait until ``count`` POP3 sessions have ended (the server's side)."""
+    smtpsink.wait_until(
+        lambda: len([s for s in pop3_sessions(smtpsink) if s.end]) >= count
+    )
+
+
+# -- the helpers, without sockets ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        ("PASS hunter2", "PASS ****"),
+        ("pass hunter2 with spaces", "pass ****"),
+        ("PASS", "PASS"),
+        ("PASS\thunter2", "PASS ****"),
+        ("PASShunter2", "PASS ****"),
+        ("  PASS hunter2", "PASS ****"),
+        ("\x00PASS hunter2", "PASS ****"),
+        ("APOP ann 0123456789abcdef0123456789abcdef", "APOP ann ****"),
+        ("APOP 0123456789abcdef0123456789abcdef", "APOP ****"),
+        ("AUTH PLAIN AGFubgBodW50ZXIy", "AUTH PLAIN ****"),
+        ("AUTH PLAIN", "AUTH PLAIN"),
+        ("AUTH AGFubgBodW50ZXIy", "AUTH ****"),
+        ("AUTH", "AUTH"),
+        ("USER ann", "USER ann"),
+        ("RETR 1", "RETR 1"),
+    ],
+)
+def test_mask_secrets(line: str, shown: str) -> None:
+    assert mask_secrets(line) == shown
+
+
+def test_dot_stuffing_and_top() -> None:
+    wire = b"Subject: x\r\n\r\n.one\r\ntwo\r\n..three"
+    assert dot_stuffed(wire) == b"Subject: x\r\n\r\n..one\r\ntwo\r\n...three\r\n.\r\n"
+    assert dot_stuffed(b".a\r\n") == b"..a\r\n.\r\n"
+    assert top_of(wire, 0) == b"Subject: x\r\n\r\n"
+    assert top_of(wire, 1) == b"Subject: x\r\n\r\n.one\r\n"
+    assert top_of(wire, 9) == wire
+    assert top_of(b"Subject: only\r\n", 3) == b"Subject: only\r\n"
+
+
+# -- reading what SMTP delivered ---------------------------------------------------------
+
+
+def test_each_envelope_recipient_reads_the_mail(smtpsink: Mailbox) -> None:
+    message = make_message(subject="for three", to=[ANN, "bob@example.com"])
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as smtp:
+        # carol is a Bcc: only the envelope names her.
+        smtp.send_message(
+            message, to_addrs=[ANN, "Bob@Example.com", "carol@example.com"]
+        )
+    sent = smtpsink.assert_sent(subject="for three")
+    for user in (ANN, "bob@example.com", "CAROL@example.com"):
+        client = login(smtpsink, user)
+        count, size = client.stat()
+        _, lines, octets = client.retr(1)
+        client.quit()
+        assert count == 1
+        assert b"\r\n".join(lines) + b"\r\n" == sent.raw
+        assert octets == size == len(sent.raw)
+    assert [s.authenticated_as for s in pop3_sessions(smtpsink)] == [
+        ANN,
+        "bob@example.com",
+        "CAROL@example.com",
+    ]
+
+
+def test_getmail_flow_deletes_at_quit_and_marks_read(smtpsink: Mailbox) -> None:
+    first = smtpsink.deliver(make_message(subject="first"), to=ANN)
+    smtpsink.deliver(make_message(subject="second"), to=ANN)
+    client = login(smtpsink)
+    _, uidls, _ = client.uidl()
+    ids = [line.split()[1] for line in uidls]
+    assert len(set(ids)) == 2
+    assert all(re.fullmatch(rb"[0-9A-F]{16}", uid) for uid in ids)
+    _, head, _ = client.top(1, 0)
+    assert b"Subject: first" in head
+    assert head[-1] == b""  # the header and the blank line, no body
+    client.retr(1)
+    client.retr(2)
+    client.dele(1)
+    mailbox = smtpsink.mailbox(ANN)
+    # Nothing changes before QUIT (RFC 1939's UPDATE state).
+    assert len(mailbox.messages()) == 2
+    assert mailbox.deleted() == []
+    client.quit()
+    mailbox.assert_deleted(subject="first")
+    mailbox.assert_in(subject="second", flags={"\\Seen"})
+    assert mailbox.deleted() == [first]
+    # The same UIDL for the same copy in a later session.
+    client = login(smtpsink)
+    assert client.uidl(1).split()[2] == ids[1]
+    client.quit()
+
+
+def test_top_does_not_mark_read_and_rset_forgets(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(make_message(subject="kept"), to=ANN)
+    client = login(smtpsink)
+    client.top(1, 3)
+    client.retr(1)
+    client.dele(1)
+    assert client.rset().startswith(b"+OK")
+    client.quit()
+    smtpsink.mailbox(ANN).assert_in(subject="kept", flags=())
+
+
+def test_bare_lf_and_leading_dots_on_the_wire(smtpsink: Mailbox, raw: Raw) -> None:
+    smtpsink.deliver(b"Subject: dots\n\n.starts with a dot\n.\nend", to=ANN)
+    raw.send(b"USER ann@example.com")
+    assert raw.send(b"PASS x").startswith("+OK")
+    # The size counts CRLF line ends, as sent (the CRLF added after the
+    # last line, which had none, is not part of the message).
+    assert raw.send(b"LIST 1") == "+OK 1 43"
+    assert raw.send(b"RETR 1") == "+OK 43 octets"
+    assert raw.body() == [
+        b"Subject: dots\r\n",
+        b"\r\n",
+        b"..starts with a dot\r\n",
+        b"..\r\n",
+        b"end\r\n",
+    ]
+    assert raw.send(b"QUIT").startswith("+OK")
+    session = pop3_sessions(smtpsink)[0]
+    retr = session.replies_to("RETR")[0]
+    # The transcript counts the message; it never copies it.
+    assert retr.replies == ["+OK 43 octets", "[message 1: 43 octets]", "."]
+    assert "starts with a dot" not in session.format_transcript()
+
+
+def test_an_unknown_user_has_an_empty_maildrop(smtpsink: Mailbox) -> None:
+    client = login(smtpsink, "nobody@example.com")
+    assert client.stat() == (0, 0)
+    assert client.list()[1] == []
+    client.quit()
+
+
+def test_a_dropped_connection_deletes_nothing(smtpsink: Mailbox, raw: Raw) -> None:
+    smtpsink.deliver(make_message(subject="stays"), to=ANN)
+    raw.send(b"USER ann@example.com")
+    raw.send(b"PASS x")
+    assert raw.send(b"DELE 1").startswith("+OK")
+    raw.send(b"RETR 1")  # -ERR: deleted in this session
+    raw.close()
+    ended(smtpsink)
+    assert pop3_sessions(smtpsink)[0].end == "client-closed"
+    mailbox = smtpsink.mailbox(ANN)
+    mailbox.assert_in(subject="stays", flags=())
+    assert mailbox.deleted() == []
+    # The maildrop lock went with the connection.
+    client = login(smtpsink)
+    assert client.stat()[0] == 1
+    client.quit()
+
+
+def test_a_second_session_finds_the_maildrop_in_use(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(make_message(), to=ANN)
+    first = login(smtpsink)
+    second = poplib.POP3(smtpsink.pop3.host, smtpsink.pop3.port, timeout=10)
+    second.user("ANN@example.com")  # the same mailbox, whatever the case
+    with pytest.raises(poplib.error_proto, match=r"-ERR \[IN-USE\]"):
+        second.pass_("x")
+    first.quit()
+    second.user(ANN)
+    assert second.pass_("x").startswith(b"+OK")  # free again after QUIT
+    second.quit()
+    attempts = pop3_sessions(smtpsink)[1].auth_attempts
+    assert [a.success for a in attempts] == [False, True]
+
+
+# -- TLS ------------------------------------------------------------------------------
+
+
+@pytest.mark.smtpsink(tls="starttls")
+def test_stls_with_certificate_verification(smtpsink: Mailbox) -> None:
+    pop3 = smtpsink.pop3
+    assert (pop3.tls, pop3.url) == ("starttls", f"pop3://127.0.0.1:{pop3.port}")
+    smtpsink.deliver(make_message(subject="over tls"), to=ANN)
+    client = poplib.POP3(pop3.host, pop3.port, timeout=10)
+    assert "STLS" in client.capa()
+    client.stls(context=pop3.ssl_context())
+    assert "STLS" not in client.capa()
+    client.user(ANN)
+    client.pass_("x")
+    assert b"Subject: over tls" in b"\n".join(client.retr(1)[1])
+    client.quit()
+    session = pop3_sessions(smtpsink)[0]
+    assert session.tls is not None
+    assert session.tls.implicit is False
+    assert session.before("STLS", "PASS")
+
+
+@pytest.mark.smtpsink(tls="starttls-required")
+def test_starttls_required_refuses_login_before_stls(smtpsink: Mailbox) -> None:
+    client = poplib.POP3(smtpsink.pop3.host, smtpsink.pop3.port, timeout=10)
+    with pytest.raises(poplib.error_proto, match=r"-ERR \[AUTH\] TLS is required"):
+        client.user(ANN)
+    with pytest.raises(poplib.error_proto, match=r"-ERR \[AUTH\] TLS is required"):
+        client._shortcmd("AUTH PLAIN AGFubgB4")  # type: ignore[attr-defined]
+    client.stls(context=smtpsink.pop3.ssl_context())
+    client.user(ANN)
+    assert client.pass_("x").startswith(b"+OK")
+    client.quit()
+
+
+@pytest.mark.smtpsink(tls="implicit")
+def test_pop3s(smtpsink: Mailbox) -> None:
+    pop3 = smtpsink.pop3
+    assert pop3.url == f"pop3s://127.0.0.1:{pop3.port}"
+    client = poplib.POP3_SSL(pop3.host, pop3.port, context=pop3.ssl_context())
+    assert "STLS" not in client.capa()
+    client.user(ANN)
+    client.pass_("x")
+    client.quit()
+    session = pop3_sessions(smtpsink)[0]
+    assert session.tls is not None
+    assert session.tls.implicit is True
+    assert session.end == "quit"
+
+
+@pytest.mark.smtpsink(tls="implicit")
+def test_pop3s_handshake_failure_is_a_session(smtpsink: Mailbox) -> None:
+    untrusting = ssl.create_default_context(cafile=None)
+    untrusting.load_verify_locations(cadata=_other_ca())
+    with pytest.raises(ssl.SSLError):
+        poplib.POP3_SSL(smtpsink.pop3.host, smtpsink.pop3.port, context=untrusting)
+    ended(smtpsink)
+    session = pop3_sessions(smtpsink)[0]
+    assert session.end == "tls-failed"
+    assert session.tls_error is not None
+    assert "rejected the sink's certificate" in session.tls_error
+
+
+def _other_ca() -> str:
+    import trustme
+
+    return trustme.CA().cert_pem.bytes().decode()
+
+
+def test_stls_is_not_offered_without_tls(smtpsink: Mailbox, raw: Raw) -> None:
+    assert raw.send(b"STLS").startswith("-ERR STLS is not offered")
+    assert smtpsink.pop3.tls is None
+    with pytest.raises(RuntimeError, match="tls=None"):
+        smtpsink.pop3.ssl_context()
+
+
+# -- login ------------------------------------------------------------------------------
+
+
+@pytest.mark.smtpsink(auth=USERS, auth_plaintext=True)
+def test_the_sinks_credentials_are_enforced(smtpsink: Mailbox, raw: Raw) -> None:
+    assert raw.send(b"USER ann@example.com").startswith("+OK")
+    assert raw.send(b"PASS wrong") == "-ERR [AUTH] Authentication failed"
+    assert raw.send(b"PASS " + SECRET.encode()) == "-ERR Send USER first"
+    raw.send(b"USER ann@example.com")
+    assert raw.send(b"PASS " + SECRET.encode()).startswith("+OK Logged in")
+    assert raw.send(b"QUIT").startswith("+OK")
+    # APOP: MD5 of the greeting's timestamp and the password.
+    apop = Raw(smtpsink.pop3.host, smtpsink.pop3.port)
+    stamp = re.search(r"<[^>]+>", apop.greeting)
+    assert stamp is not None
+    digest = hashlib.md5((stamp.group() + SECRET).encode()).hexdigest()
+    assert apop.send(b"APOP ann@example.com " + b"0" * 32).startswith("-ERR [AUTH]")
+    assert apop.send(f"APOP ann@example.com {digest}".encode()).startswith("+OK")
+    apop.close()
+    # AUTH PLAIN with an initial response, and with a continuation.
+    plain = Raw(smtpsink.pop3.host, smtpsink.pop3.port)
+    good = _plain("ann@example.com", SECRET)
+    assert plain.send(b"AUTH PLAIN " + _plain("ann@example.com", "no")).startswith(
+        "-ERR [AUTH]"
+    )
+    assert plain.send(b"AUTH PLAIN") == "+ "
+    assert plain.send(b"*") == "-ERR [AUTH] Authentication cancelled"
+    assert plain.send(b"AUTH PLAIN") == "+ "
+    assert plain.send(good).startswith("+OK Logged in")
+    plain.close()
+    ended(smtpsink, 3)
+    sessions = pop3_sessions(smtpsink)
+    assert [(a.mechanism, a.success) for s in sessions for a in s.auth_attempts] == [
+        ("USER", False),
+        ("USER", True),
+        ("APOP", False),
+        ("APOP", True),
+        ("PLAIN", False),
+        ("PLAIN", True),
+    ]
+    assert {s.authenticated_as for s in sessions} == {ANN}
+    shown = "\n".join([repr(s) for s in sessions] + [s.summary() for s in sessions])
+    for secret in (SECRET, digest, good.decode()):
+        assert secret not in shown
+    assert "PASS ****" in shown
+    assert "APOP ann@example.com ****" in shown
+
+
+def _plain(user: str, password: str) -> bytes:
+    import base64
+
+    return base64.b64encode(f"\0{user}\0{password}".encode())
+
+
+def test_secrets_stay_out_of_the_report_and_saved_transcripts(
+    pytester: pytest.Pytester,
+) -> None:
+    half = len(SECRET) // 2
+    pytester.makepyfile(
+        f"""
+import base64, poplib, socket
+
+# Split, so that the traceback's source lines do not show it whole.
+SECRET = "{SECRET[:half]}" + "{SECRET[half:]}"
+
+def test_reads(smtpsink):
+    pop3 = smtpsink.pop3
+    client = poplib.POP3(pop3.host, pop3.port, timeout=10)
+    client.user("ann@example.com")
+    client.pass_(SECRET)
+    try:
+        client.apop("ann@example.com", SECRET)
+    except poplib.error_proto:
+        pass  # refused: logged in already
+    client.quit()
+    with socket.create_connection((pop3.host, pop3.port)) as raw:
+        raw.sendall(b"AUTH PLAIN\\r\\n"
+                    + base64.b64encode(b"\\0ann\\0" + SECRET.encode()) + b"\\r\\n"
+                    + b"PASS" + SECRET.encode() + b"\\r\\nQUIT\\r\\n")
+        while raw.recv(4096):
+            pass
+    smtpsink.wait_until(lambda: all(s.end for s in smtpsink.sessions))
+    print(smtpsink.sessions)
+    assert False, "show the report"
+"""
+    )
+    saved = pytester.path / "saved"
+    result = pytester.runpytest("-s", f"--smtpsink-save-dir={saved}")
+    result.assert_outcomes(failed=1)
+    output = result.stdout.str()
+    assert "POP3 127.0.0.1" in output  # the report lists the sessions
+    assert "PASS ****" in output
+    files = [p for p in saved.rglob("*") if p.is_file()]
+    assert any("PASS ****" in p.read_text() for p in files)
+    encoded = _plain("ann", SECRET).decode()
+    for text in [output, result.stderr.str(), *(p.read_text() for p in files)]:
+        assert SECRET not in text
+        assert encoded not in text
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "reply"),
+    [
+        (b"FROB", "-ERR Unknown command"),
+        (b"", "-ERR Unknown command"),
+        (b"RETR", "-ERR Log in first"),
+        (b"STAT", "-ERR Log in first"),
+        (b"PASS x", "-ERR Send USER first"),
+        (b"USER", "-ERR USER needs a user name"),
+        (b"APOP ann", "-ERR APOP needs a user name and an MD5 digest"),
+        (b"AUTH CRAM-MD5", "-ERR [AUTH] Unsupported mechanism"),
+        (b"\x00\x01\x02", "-ERR Control characters in the command line"),
+        (b"USER a\x00b", "-ERR Control characters in the arguments"),
+        (b"\xff\xfe\xfd", "-ERR The command line is not UTF-8"),
+        (b"USER " + b"a" * 300, "-ERR Line too long: 307 octets"),
+        (b"x" * 100_000, "-ERR Line too long: 100002 octets"),
+    ],
+)
+def test_bad_input_before_login(
+    smtpsink: Mailbox, raw: Raw, line: bytes, reply: str
+) -> None:
+    assert raw.send(line).startswith(reply)
+    # The server keeps serving.
+    assert raw.send(b"USER ann@example.com") == "+OK Send PASS"
+    session = pop3_sessions(smtpsink)[0]
+    assert session.transcript[1].replies[0].startswith(reply)
+    assert "\x00" not in session.format_transcript()
+
+
+@pytest.mark.parametrize(
+    ("line", "reply"),
+    [
+        (b"RETR 0", "-ERR There's no message 0"),
+        (b"RETR 3", "-ERR There's no message 3"),
+        (b"RETR one", "-ERR Invalid message number"),
+        (b"RETR -1", "-ERR Invalid message number"),
+        (b"RETR 2", "-ERR Message 2 is deleted"),
+        (b"DELE 2", "-ERR Message 2 is deleted"),
+        (b"LIST 2", "-ERR Message 2 is deleted"),
+        (b"UIDL 99999999999999999999999", "-ERR There's no message"),
+        (b"TOP 1", "-ERR TOP needs a message number and a number of lines"),
+        (b"TOP 1 x", "-ERR Invalid number of lines"),
+        (b"USER bob", "-ERR Not valid after login"),
+        (b"STLS", "-ERR Not valid after login"),
+        (b"EXPN ann", "-ERR Unknown command"),
+        (b"\xc3(", "-ERR The command line is not UTF-8"),
+        (b"NOOP " + b"9" * 260, "-ERR Line too long"),
+    ],
+)
+def test_bad_input_after_login_changes_nothing(
+    smtpsink: Mailbox, raw: Raw, line: bytes, reply: str
+) -> None:
+    smtpsink.deliver(make_message(subject="one"), to=ANN)
+    smtpsink.deliver(make_message(subject="two"), to=ANN)
+    raw.send(b"USER ann@example.com")
+    raw.send(b"PASS x")
+    assert raw.send(b"DELE 2").startswith("+OK")
+    assert raw.send(line).startswith(reply)
+    assert raw.send(b"RSET").startswith("+OK")
+    assert raw.send(b"STAT") == "+OK 2 " + str(
+        2 * smtpsink.mailbox(ANN).stored()[0].size
+    )
+    assert raw.send(b"QUIT") == "+OK Logging out"
+    mailbox = smtpsink.mailbox(ANN)
+    assert [m.subject for m in mailbox.messages()] == ["one", "two"]
+    assert mailbox.deleted() == []
+
+
+def test_pipelined_commands_are_answered_in_order(smtpsink: Mailbox, raw: Raw) -> None:
+    smtpsink.deliver(make_message(), to=ANN)
+    raw.sock.sendall(b"USER ann@example.com\r\nPASS x\r\nSTAT\r\nNOOP\r\nQUIT\r\n")
+    assert [raw.line() for _ in range(5)] == [
+        "+OK Send PASS",
+        raw_login_reply(smtpsink),
+        f"+OK 1 {smtpsink.mailbox(ANN).stored()[0].size}",
+        "+OK",
+        "+OK Logging out",
+    ]
+    assert pop3_sessions(smtpsink)[0].commands == [
+        "USER", "PASS", "STAT", "NOOP", "QUIT",
+    ]  # fmt: skip
+
+
+def raw_login_reply(smtpsink: Mailbox) -> str:
+    size = smtpsink.mailbox(ANN).stored()[0].size
+    return f"+OK Logged in: 1 messages ({size} octets)"
+
+
+def test_idle_sessions_time_out(smtpsink_factory: Factory) -> None:
+    mailbox = smtpsink_factory(idle_timeout=0.2)
+    raw = Raw(mailbox.pop3.host, mailbox.pop3.port)
+    assert raw.line() == "-ERR [SYS/TEMP] Disconnected for inactivity"
+    assert raw.line() == ""  # closed
+    raw.close()
+    ended(mailbox)
+    assert pop3_sessions(mailbox)[0].end == "timeout"
+
+
+# -- faults ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stage", "command", "code", "reply"),
+    [
+        ("POP3:USER", b"USER ann@example.com", 550, "-ERR [SYS/PERM] no"),
+        ("POP3:PASS", b"PASS x", 450, "-ERR [SYS/TEMP] no"),
+        ("POP3:STAT", b"STAT", 550, "-ERR [SYS/PERM] no"),
+        ("POP3:LIST", b"LIST", 550, "-ERR [SYS/PERM] no"),
+        ("POP3:UIDL", b"UIDL 1", 550, "-ERR [SYS/PERM] no"),
+        ("POP3:RETR", b"RETR 1", 550, "-ERR [SYS/PERM] no"),
+        ("POP3:TOP", b"TOP 1 0", 451, "-ERR [SYS/TEMP] no"),
+        ("POP3:DELE", b"DELE 1", 550, "-ERR [SYS/PERM] no"),
+        ("POP3:NOOP", b"NOOP", 550, "-ERR [SYS/PERM] no"),
+        ("POP3:CAPA", b"CAPA", 550, "-ERR [SYS/PERM] no"),
+    ],
+)
+def test_fail_at_each_stage(
+    smtpsink: Mailbox, stage: str, command: bytes, code: int, reply: str
+) -> None:
+    smtpsink.deliver(make_message(), to=ANN)
+    rule = smtpsink.fail(stage, code, "no")
+    raw = Raw(smtpsink.pop3.host, smtpsink.pop3.port)
+    for line in (b"USER ann@example.com", b"PASS x"):
+        if line == command:
+            break
+        raw.send(line)
+    assert raw.send(command) == reply
+    raw.close()
+    assert rule.fired == 1
+    injected = [e for e in pop3_sessions(smtpsink)[0].transcript if e.injected]
+    assert [e.replies for e in injected] == [[reply]]
+
+
+def test_fail_matches_the_user_and_quit_fails_without_deleting(
+    smtpsink: Mailbox,
+) -> None:
+    smtpsink.deliver(make_message(), to=[ANN, "bob@example.com"])
+    smtpsink.fail("POP3:RETR", 550, "broken store", match="bob@example.com")
+    smtpsink.fail("POP3:QUIT", 451)
+    ann = login(smtpsink)
+    ann.retr(1)  # not matched
+    bob = login(smtpsink, "bob@example.com")
+    with pytest.raises(poplib.error_proto, match=r"\[SYS/PERM\] broken store"):
+        bob.retr(1)
+    bob.dele(1)
+    with pytest.raises(poplib.error_proto, match=r"\[SYS/TEMP\]"):
+        bob.quit()
+    bob.close()
+    ann.close()
+    ended(smtpsink, 2)
+    assert smtpsink.mailbox("bob@example.com").deleted() == []
+    assert len(smtpsink.mailbox("bob@example.com").messages()) == 1
+
+
+def test_connect_fault_refuses_the_greeting_by_client_ip(smtpsink: Mailbox) -> None:
+    smtpsink.fail("POP3:CONNECT", 421, "go away", match="127.0.0.1")
+    raw = Raw(smtpsink.pop3.host, smtpsink.pop3.port)
+    assert raw.greeting == "-ERR [SYS/TEMP] go away"
+    assert raw.line() == ""
+    raw.close()
+    ended(smtpsink)
+    assert pop3_sessions(smtpsink)[0].end == "server-closed"
+
+
+def test_disconnect_at_retr_deletes_nothing(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(make_message(subject="kept"), to=ANN)
+    smtpsink.disconnect("POP3:RETR")
+    client = login(smtpsink)
+    client.dele(1)
+    with pytest.raises((poplib.error_proto, ConnectionError, EOFError)):
+        client.retr(1)
+    client.close()
+    ended(smtpsink)
+    assert pop3_sessions(smtpsink)[0].end == "server-closed"
+    smtpsink.mailbox(ANN).assert_in(subject="kept", flags=())
+
+
+def test_delay_then_go_on(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(make_message(), to=ANN)
+    rule = smtpsink.delay("POP3:STAT", 0.05)
+    client = login(smtpsink)
+    assert client.stat()[0] == 1
+    client.quit()
+    assert rule.fired == 1
+    assert pop3_sessions(smtpsink)[0].replies_to("STAT")[0].injected
+
+
+def test_a_hang_ends_when_its_rule_is_removed(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(make_message(), to=ANN)
+    rule = smtpsink.hang("POP3:RETR")
+    raw = Raw(smtpsink.pop3.host, smtpsink.pop3.port)
+    raw.send(b"USER ann@example.com")
+    raw.send(b"PASS x")
+    raw.send(b"DELE 1")
+    raw.sock.sendall(b"RETR 1\r\n")
+    smtpsink.wait_until(lambda: rule.fired == 1)
+    rule.remove()
+    assert raw.line() == ""  # closed, no reply
+    raw.close()
+    ended(smtpsink)
+    assert pop3_sessions(smtpsink)[0].end == "server-closed"
+    assert smtpsink.mailbox(ANN).deleted() == []
+
+
+# -- curl -------------------------------------------------------------------------------------
+
+
+def test_curl_pop3(smtpsink: Mailbox) -> None:
+    curl = external.require("curl", "apt-get install curl")
+    sent = smtpsink.deliver(make_message(subject="via curl"), to=ANN)
+    listing = subprocess.run(
+        [curl, "--silent", "--show-error", "--user", f"{ANN}:x", smtpsink.pop3.url],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    assert listing.stdout.split() == [b"1", str(len(sent.raw)).encode()]
+    message = subprocess.run(
+        [curl, "-sS", "--user", f"{ANN}:x", f"{smtpsink.pop3.url}/1"],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    assert message.stdout == sent.raw
+
+
+@pytest.mark.smtpsink(tls="implicit")
+def test_curl_pop3s(smtpsink: Mailbox, tmp_path: Path) -> None:
+    curl = external.require("curl", "apt-get install curl")
+    sent = smtpsink.deliver(make_message(subject="via curl"), to=ANN)
+    result = subprocess.run(
+        [
+            *(curl, "-sS", "--cacert", smtpsink.pop3.ca_path),
+            *("--user", f"{ANN}:x", f"{smtpsink.pop3.url}/1"),
+        ],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    assert result.stdout == sent.raw
+    assert pop3_sessions(smtpsink)[0].tls is not None
+
+
+# -- per-test isolation -------------------------------------------------------------------------
+
+
+def test_sessions_of_an_earlier_test_end_when_the_next_starts(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+import poplib
+
+LEFT_OPEN = []
+
+def test_first(smtpsink):
+    smtpsink.deliver(b"Subject: first\\r\\n\\r\\nx\\r\\n", to="ann@example.com")
+    client = poplib.POP3(smtpsink.pop3.host, smtpsink.pop3.port, timeout=10)
+    client.user("ann@example.com")
+    client.pass_("x")
+    client.dele(1)
+    LEFT_OPEN.append(client)  # no QUIT: still open when the test ends
+
+def test_second(smtpsink):
+    smtpsink.deliver(b"Subject: second\\r\\n\\r\\nx\\r\\n", to="ann@example.com")
+    old = LEFT_OPEN[0]
+    # The server ended it when this test started, saying why.
+    line = old.file.readline()
+    assert line.startswith(b"-ERR [SYS/TEMP] Session ended: a new test started")
+    assert old.file.readline() == b""
+    old.close()
+    client = poplib.POP3(smtpsink.pop3.host, smtpsink.pop3.port, timeout=10)
+    client.user("ann@example.com")
+    client.pass_("x")  # not IN-USE: the old lock went with the old test
+    assert client.stat()[0] == 1
+    subject = [l for l in client.retr(1)[1] if l.startswith(b"Subject")]
+    assert subject == [b"Subject: second"]
+    client.quit()
+    box = smtpsink.mailbox("ann@example.com")
+    assert [m.subject for m in box.messages()] == ["second"]
+    assert box.deleted() == []
+"""
+    )
+    pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=2)
