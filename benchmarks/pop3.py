@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     sink_runs: list[float] = []
     with (
         Dovecot(program=program, passwords={USER: PASSWORD}) as dovecot,
-        SMTPSink(auth={USER: PASSWORD}) as sink,
+        SMTPSink(auth={USER: PASSWORD}, auth_plaintext=True) as sink,
     ):
         started = time.perf_counter()
         dovecot.seed(USER, messages)

@@ -517,10 +517,14 @@ class _Connection(asyncio.Protocol):
         return exchange
 
     def _record_reply(self, line: str, injected: bool = False) -> None:
+        self._record_replies((line,), injected)
+
+    def _record_replies(self, lines: Sequence[str], injected: bool = False) -> None:
+        """Record reply lines, waking the store's waiters once for all."""
         current = self._current
         if current is None:
             current = self._append("greeting", "")
-        current.replies.append(line)
+        current.replies.extend(lines)
         if injected:
             current.injected = True
         if self.store.watchers:
@@ -952,11 +956,11 @@ class _Connection(asyncio.Protocol):
         if index is None:
             return
         stored = self._drop[index]
-        body = dot_stuffed(wire_bytes(stored.message.raw))
-        first = f"+OK {stored.size} octets"
-        self._record_reply(first)
-        self._record_reply(f"[message {index + 1}: {stored.size} octets]")
-        self._record_reply(".")
+        wire = wire_bytes(stored.message.raw)
+        body = dot_stuffed(wire)
+        # len(wire) is StoredMessage.size, without counting the lines again.
+        first = f"+OK {len(wire)} octets"
+        self._record_replies((first, f"[message {index + 1}: {len(wire)} octets]", "."))
         # The \Seen flag is set at QUIT, as Dovecot does (RSET forgets it).
         if _SEEN not in stored.flags:
             self._seen.add(index)
