@@ -835,7 +835,7 @@ class _Connection(asyncio.Protocol):
             self._append("auth-response", "*" if response == "*" else "****")
         self._after_auth = False
         if response == "*":  # RFC 5034: the client cancels
-            await self._reply("-ERR [AUTH] Authentication cancelled")
+            await self._reply("-ERR Authentication cancelled")  # as Dovecot: no [AUTH]
             return
         try:
             decoded = base64.b64decode(

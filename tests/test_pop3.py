@@ -350,7 +350,7 @@ def test_the_sinks_credentials_are_enforced(smtpsink: Mailbox, raw: Raw) -> None
         "-ERR [AUTH]"
     )
     assert plain.send(b"AUTH PLAIN") == "+ "
-    assert plain.send(b"*") == "-ERR [AUTH] Authentication cancelled"
+    assert plain.send(b"*") == "-ERR Authentication cancelled"
     assert plain.send(b"AUTH PLAIN") == "+ "
     assert plain.send(good).startswith("+OK Logged in")
     plain.close()
