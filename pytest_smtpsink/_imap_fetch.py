@@ -1,0 +1,990 @@
+"""IMAP FETCH over one stored message: the data items of RFC 3501 section
+6.4.5 (UID, FLAGS, INTERNALDATE, RFC822.*, BODY[section]<partial>, ENVELOPE,
+BODY, BODYSTRUCTURE and the ALL/FAST/FULL macros) and which of them set
+``\\Seen``.
+
+Pure functions without sockets, locks or state: the IMAP server (on the sink's
+loop thread) calls them with a mailbox entry; tests call them from any thread.
+
+Everything works on the message's raw bytes, never on a re-serialized parse:
+a section is a byte range of the stored message. IMAP requires CRLF line
+ends, and mail can arrive (or be seeded) with bare LF; like Dovecot, which
+stores LF and serves CRLF, every bare LF is served as CRLF, and sizes,
+offsets and line counts are those of the served bytes. Messages that already
+use CRLF everywhere (all mail received over SMTP) are served as stored,
+without a copy. Malformed MIME never raises: the structure is a best effort
+in Dovecot's manner (a multipart without a usable boundary is one leaf, parts
+nested deeper than 100 are leaves) and every byte stays reachable through
+``BODY[]``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from pytest_smtpsink._imap_syntax import (
+    Arg,
+    Atom,
+    ImapSyntaxError,
+    ParenList,
+    format_date_time,
+    format_flags,
+    nstring,
+    quote,
+)
+
+# -- what FETCH needs of a mailbox entry -------------------------------------
+
+
+class RawMessage(Protocol):
+    """The stored message: only its bytes matter here."""
+
+    @property
+    def raw(self) -> bytes: ...
+
+
+class MailboxEntry(Protocol):
+    """One message in a folder, as the mailbox model stores it."""
+
+    @property
+    def uid(self) -> int: ...
+
+    @property
+    def flags(self) -> frozenset[str]: ...
+
+    @property
+    def internal_date(self) -> datetime.datetime: ...
+
+    @property
+    def message(self) -> RawMessage: ...
+
+
+# -- the served bytes ---------------------------------------------------------
+
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+def served_bytes(raw: bytes) -> bytes:
+    """The message as IMAP serves it: every bare LF as CRLF (the same object
+    when there is none)."""
+    bare = _bare_lf_count(raw)
+    return raw if bare == 0 else _BARE_LF.sub(b"\r\n", raw)
+
+
+def rfc822_size(raw: bytes) -> int:
+    """RFC822.SIZE: the size of the served bytes."""
+    return len(raw) + _bare_lf_count(raw)
+
+
+def _bare_lf_count(raw: bytes) -> int:
+    # Two counts in C are ten times faster than a look-behind regex.
+    return raw.count(b"\n") - raw.count(b"\r\n")
+
+
+# -- MIME structure as byte ranges --------------------------------------------
+
+#: Parts nested deeper than this are leaves (Dovecot's default limit too).
+MAX_NESTING = 100
+#: At most this many parts per message; later ones stay inside their parent's
+#: body (Dovecot: 10000).
+MAX_PARTS = 10_000
+
+
+@dataclass
+class Part:
+    """One MIME part: header bytes ``data[start:body_start]`` (with the blank
+    line), body ``data[body_start:end]``. ``children`` for a multipart,
+    ``message`` for a message/rfc822 part (the encapsulated message)."""
+
+    data: bytes
+    start: int
+    body_start: int
+    end: int
+    fields: list[tuple[str, int, int]]  # (lower-case name, line start, end)
+    media_type: str
+    media_subtype: str
+    params: list[tuple[str, str]]
+    children: list[Part]
+    message: Part | None
+
+    @property
+    def header(self) -> bytes:
+        return self.data[self.start : self.body_start]
+
+    @property
+    def body(self) -> bytes:
+        return self.data[self.body_start : self.end]
+
+    def field(self, name: str, *, last: bool = False) -> bytes | None:
+        """The first (or ``last``) field named ``name`` (lower case): its
+        value with CR and LF dropped and leading blanks stripped; None when
+        absent."""
+        values = self.field_values(name)
+        if not values:
+            return None
+        return values[-1] if last else values[0]
+
+    def field_values(self, name: str) -> list[bytes]:
+        """Every field named ``name`` (lower case), as :meth:`field`."""
+        values = []
+        for field_name, line_start, line_end in self.fields:
+            if field_name == name:
+                raw = self.data[line_start:line_end]
+                value = raw[raw.index(b":") + 1 :]
+                values.append(
+                    value.replace(b"\r", b"").replace(b"\n", b"").lstrip(b" \t")
+                )
+        return values
+
+    def field_text(self, name: str) -> str | None:
+        value = self.field(name)
+        return None if value is None else value.decode("utf-8", "surrogateescape")
+
+    def parts(self) -> list[Part]:
+        """The numbered sub-parts (RFC 3501 section 6.4.5): a multipart's
+        children; for a message/rfc822 part, its message's parts (the
+        message itself when not multipart); a leaf is its own part 1."""
+        if self.message is not None:
+            return self.message.children or [self.message]
+        return self.children or [self]
+
+
+def parse_structure(data: bytes) -> Part:
+    """The MIME tree of served bytes (see :func:`served_bytes`)."""
+    budget = [MAX_PARTS]
+    return _parse_part(data, 0, len(data), ("text", "plain"), depth=0, budget=budget)
+
+
+_MESSAGE = ("rfc822", "global")
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+def _parse_part(
+    data: bytes,
+    start: int,
+    end: int,
+    default: tuple[str, str],
+    *,
+    depth: int,
+    budget: list[int],
+) -> Part:
+    budget[0] -= 1
+    if data.startswith(b"\r\n", start) or data.startswith(b"\n", start):
+        header_end = start
+        body_start = start + (2 if data[start] == 0x0D else 1)
+    else:
+        match = _HEADER_END.search(data, start, end)
+        if match is None:
+            header_end = body_start = end
+        else:
+            header_end = match.start() + (2 if data[match.start()] == 0x0D else 1)
+            body_start = match.end()
+    fields = _header_fields(data, start, header_end)
+    part = Part(data, start, body_start, end, fields, "", "", [], [], None)
+    content_type = part.field_text("content-type")
+    parsed = _parse_content_type(content_type) if content_type is not None else None
+    if content_type is None:
+        part.media_type, part.media_subtype = default
+    elif parsed is None:  # unreadable: empty type and subtype, as Dovecot
+        part.media_type, part.media_subtype = "", ""
+    else:
+        part.media_type, part.media_subtype, part.params = parsed
+    if part.media_type.lower() == "text" and not any(
+        name.lower() == "charset" for name, _ in part.params
+    ):
+        # Dovecot names the RFC 2045 default charset of text parts.
+        part.params = [("charset", "us-ascii"), *part.params]
+    kind = part.media_type.lower()
+    subtype = part.media_subtype.lower()
+    if depth >= MAX_NESTING - 1 or budget[0] <= 0:
+        if kind == "multipart" or (kind == "message" and subtype in _MESSAGE):
+            # Too deep to open: an opaque leaf, as Dovecot shows it.
+            part.media_type, part.media_subtype, part.params = (
+                "application",
+                "octet-stream",
+                [],
+            )
+        return part
+    if kind == "multipart":
+        boundary = next(
+            (value for name, value in part.params if name.lower() == "boundary"), ""
+        )
+        if boundary:
+            # RFC 2046: parts of a digest default to message/rfc822.
+            child_default = (
+                ("message", "rfc822") if subtype == "digest" else ("text", "plain")
+            )
+            for child_start, child_end, crlf_end in _split_multipart(
+                data, body_start, end, boundary.encode("utf-8", "surrogateescape")
+            ):
+                if budget[0] <= 0:
+                    break
+                child = _parse_part(
+                    data,
+                    child_start,
+                    child_end,
+                    child_default,
+                    depth=depth + 1,
+                    budget=budget,
+                )
+                if child.children or (child.message and child.message.children):
+                    # Dovecot counts the CRLF before the next delimiter into
+                    # a part that holds a multipart (its epilogue).
+                    child.end = crlf_end
+                    if child.message is not None:
+                        child.message.end = crlf_end
+                part.children.append(child)
+        if not part.children:
+            # No usable boundary: one empty text/plain part at the end, as
+            # Dovecot shows it; the bytes stay in BODY[TEXT].
+            part.children.append(
+                _parse_part(
+                    data, end, end, ("text", "plain"), depth=depth + 1, budget=budget
+                )
+            )
+    elif kind == "message" and subtype in _MESSAGE:
+        encoding = (part.field_text("content-transfer-encoding") or "7bit").strip()
+        if encoding.lower() in ("7bit", "8bit", "binary"):
+            part.message = _parse_part(
+                data, body_start, end, ("text", "plain"), depth=depth + 1, budget=budget
+            )
+    return part
+
+
+def _header_fields(data: bytes, start: int, end: int) -> list[tuple[str, int, int]]:
+    fields: list[tuple[str, int, int]] = []
+    pos = start
+    while pos < end:
+        line_end = data.find(b"\n", pos, end)
+        line_end = end if line_end < 0 else line_end + 1
+        first = data[pos]
+        if first in (0x20, 0x09) and fields:
+            name, field_start, _ = fields[-1]
+            fields[-1] = (name, field_start, line_end)
+        else:
+            colon = data.find(b":", pos, line_end)
+            if colon > pos:
+                name = data[pos:colon].rstrip(b" \t").decode("latin-1").lower()
+                fields.append((name, pos, line_end))
+            else:  # a line that is no field (Dovecot skips it too)
+                fields.append(("", pos, line_end))
+        pos = line_end
+    return fields
+
+
+def _split_multipart(
+    data: bytes, start: int, end: int, boundary: bytes
+) -> list[tuple[int, int, int]]:
+    """Byte ranges of a multipart's parts: start, end, and end with the CRLF
+    before the delimiter (which belongs to the delimiter). Without a closing
+    delimiter the last part ends where the multipart does."""
+    delimiter = b"--" + boundary
+    ranges: list[tuple[int, int, int]] = []
+    current: int | None = None
+    pos = start
+    while True:
+        found = data.find(delimiter, pos, end)
+        if found < 0:
+            break
+        pos = found + len(delimiter)
+        if found != start and data[found - 1] != 0x0A:
+            continue
+        line_end = data.find(b"\n", pos, end)
+        next_start = end if line_end < 0 else line_end + 1
+        closing = data.startswith(b"--", pos)
+        if not closing and data[pos:next_start].strip(b" \t\r\n"):
+            continue  # "--b" is not "--bx": another boundary's line
+        if current is not None:
+            part_end = found
+            if part_end > current and data[part_end - 1] == 0x0A:
+                part_end -= 1
+                if part_end > current and data[part_end - 1] == 0x0D:
+                    part_end -= 1
+            ranges.append((current, part_end, found))
+        if closing:
+            return ranges
+        current = next_start
+        pos = next_start
+    if current is not None:
+        ranges.append((current, end, end))
+    return ranges
+
+
+# -- structured header fields -------------------------------------------------
+
+_TOKEN = re.compile(r"[^\x00-\x20()<>@,;:\\\"/\[\]?=\x7f]+")
+
+
+def _parse_content_type(value: str) -> tuple[str, str, list[tuple[str, str]]] | None:
+    value = _strip_comments(value)
+    match = re.match(
+        r"\s*(" + _TOKEN.pattern + r")\s*(?:/\s*(" + _TOKEN.pattern + "))?", value
+    )
+    if match is None:
+        return None
+    subtype = match.group(2) or ""
+    return match.group(1), subtype, _parse_params(value[match.end() :])
+
+
+def _parse_disposition(value: str) -> tuple[str, list[tuple[str, str]]] | None:
+    value = _strip_comments(value)
+    match = re.match(r"\s*(" + _TOKEN.pattern + ")", value)
+    if match is None:
+        return None
+    return match.group(1), _parse_params(value[match.end() :])
+
+
+_PARAM = re.compile(
+    r"\s*;\s*("
+    + _TOKEN.pattern
+    + r')\s*=\s*("(?:[^"\\]|\\.)*"?|'
+    + _TOKEN.pattern
+    + ")?"
+)
+
+
+def _parse_params(rest: str) -> list[tuple[str, str]]:
+    params: list[tuple[str, str]] = []
+    pos = 0
+    while True:
+        match = _PARAM.match(rest, pos)
+        if match is None:
+            next_semicolon = rest.find(";", pos + 1)
+            if next_semicolon < 0:
+                return params
+            pos = next_semicolon
+            continue
+        name, value = match.group(1), match.group(2) or ""
+        if value.startswith('"'):
+            value = re.sub(r"\\(.)", r"\1", value[1:].removesuffix('"'))
+        params.append((name, value))
+        pos = match.end()
+
+
+def _strip_comments(value: str) -> str:
+    """``value`` without RFC 5322 comments (quoted strings kept)."""
+    if "(" not in value:
+        return value
+    out: list[str] = []
+    depth = 0
+    quoted = False
+    escaped = False
+    for char in value:
+        if escaped:
+            escaped = False
+            if depth == 0:
+                out.append(char)
+            continue
+        if char == "\\":
+            escaped = True
+            if depth == 0:
+                out.append(char)
+        elif quoted:
+            out.append(char)
+            quoted = char != '"'
+        elif char == "(":
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+        elif depth == 0:
+            out.append(char)
+            quoted = char == '"'
+    return "".join(out)
+
+
+# -- addresses (ENVELOPE) -----------------------------------------------------
+
+_ADDRESS_TOKEN = re.compile(
+    r'(?P<space>[ \t]+)|(?P<quoted>"(?:[^"\\]|\\.)*"?)|(?P<special>[<>@,;:.\[\]])'
+    r'|(?P<atom>[^ \t"()<>@,;:.\[\]\\]+|\\.?)'
+)
+
+Address = tuple[bytes | None, bytes | None, bytes | None, bytes | None]
+
+
+def _tokens(value: str) -> tuple[list[tuple[str, str, int]], list[str]]:
+    """Address tokens (kind, text, position) and the comments' texts."""
+    tokens: list[tuple[str, str, int]] = []
+    comments: list[str] = []
+    pos = 0
+    while pos < len(value):
+        if value[pos] == "(":
+            depth = 0
+            start = pos
+            while pos < len(value):
+                char = value[pos]
+                if char == "\\":
+                    pos += 1
+                elif char == "(":
+                    depth += 1
+                elif char == ")":
+                    depth -= 1
+                    if depth == 0:
+                        break
+                pos += 1
+            comments.append(value[start + 1 : pos].strip())
+            pos += 1
+            continue
+        if value[pos] == ")":
+            pos += 1
+            continue
+        match = _ADDRESS_TOKEN.match(value, pos)
+        assert match is not None  # the pattern matches any character
+        kind = match.lastgroup or "atom"
+        if kind != "space":
+            tokens.append((kind, match.group(), pos))
+        pos = match.end()
+    return tokens, comments
+
+
+def _unquote(text: str) -> str:
+    if text.startswith('"'):
+        text = text[1:].removesuffix('"')
+        return re.sub(r"\\(.)", r"\1", text)
+    return text
+
+
+def _phrase(tokens: list[tuple[str, str, int]], value: str) -> str:
+    """A display name as written, quotes removed."""
+    if not tokens:
+        return ""
+    if len(tokens) == 1:
+        return _unquote(tokens[0][1])
+    words: list[str] = []
+    for index, (kind, text, pos) in enumerate(tokens):
+        if index and pos > tokens[index - 1][2] + len(tokens[index - 1][1]):
+            words.append(" ")
+        words.append(_unquote(text) if kind == "quoted" else text)
+    return "".join(words).strip()
+
+
+def _encode(text: str | None) -> bytes | None:
+    return None if text is None else text.encode("utf-8", "surrogateescape")
+
+
+def _addr_spec(tokens: list[tuple[str, str, int]]) -> tuple[str | None, str, str]:
+    """(route, local part, domain) of the tokens inside or without <>."""
+    route = None
+    colon = next(
+        (
+            i
+            for i, token in enumerate(tokens)
+            if token[1] == ":" and tokens[0][1] == "@"
+        ),
+        None,
+    )
+    if colon is not None:
+        route = "".join(text for _, text, _ in tokens[:colon])
+        tokens = tokens[colon + 1 :]
+    at = max((i for i, token in enumerate(tokens) if token[1] == "@"), default=None)
+    if at is None:
+        return route, "".join(text for _, text, _ in tokens), ""
+    local = "".join(text for _, text, _ in tokens[:at])
+    domain = "".join(text for _, text, _ in tokens[at + 1 :])
+    return route, local, domain
+
+
+def parse_addresses(value: str) -> list[Address]:
+    """RFC 3501 address structures for an address header: group syntax as
+    ``(NIL NIL "name" NIL)`` ... ``(NIL NIL NIL NIL)``; a missing local part
+    or domain is filled as Dovecot does (``MISSING_MAILBOX``,
+    ``MISSING_DOMAIN``) so it cannot look like group syntax."""
+    tokens, _ = _tokens(value)
+    result: list[Address] = []
+    phrase: list[tuple[str, str, int]] = []
+    angle: list[tuple[str, str, int]] = []
+    in_angle = had_angle = in_group = False
+    start = 0
+
+    def flush(end: int) -> None:
+        nonlocal phrase, angle, had_angle
+        if had_angle:
+            name = _phrase(phrase, value)
+            route, local, domain = _addr_spec(angle)
+        elif phrase:
+            _, comments = _tokens(value[start:end])
+            name = comments[-1] if comments else ""
+            route, local, domain = _addr_spec(phrase)
+        else:
+            phrase, angle, had_angle = [], [], False
+            return
+        result.append(
+            (
+                _encode(name or None),
+                _encode(route),
+                _encode(local or "MISSING_MAILBOX"),
+                _encode(domain or "MISSING_DOMAIN"),
+            )
+        )
+        phrase, angle, had_angle = [], [], False
+
+    for kind, text, pos in tokens:
+        if in_angle:
+            if text == ">":
+                in_angle = False
+            else:
+                angle.append((kind, text, pos))
+        elif text == "<":
+            in_angle = had_angle = True
+        elif text == ":" and not in_group and not had_angle and phrase:
+            result.append((None, None, _encode(_phrase(phrase, value)), None))
+            phrase = []
+            in_group = True
+            start = pos + 1
+        elif text == ",":
+            flush(pos)
+            start = pos + 1
+        elif text == ";" and in_group:
+            flush(pos)
+            result.append((None, None, None, None))
+            in_group = False
+            start = pos + 1
+        elif text != ">":
+            phrase.append((kind, text, pos))
+    flush(len(value))
+    if in_group:
+        result.append((None, None, None, None))
+    return result
+
+
+def human_string(value: bytes | str | None) -> bytes:
+    """A string for people (subjects, display names) as Dovecot writes it:
+    CR and LF dropped, tabs as spaces, runs of spaces as one, trimmed, NUL as
+    0x80; a literal whenever that changed anything."""
+    if value is None:
+        return b"NIL"
+    data = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+    clean = re.sub(
+        rb" {2,}",
+        b" ",
+        data.replace(b"\r", b"").replace(b"\n", b"").replace(b"\t", b" "),
+    ).strip(b" ")
+    clean = clean.replace(b"\0", "\ufffd".encode())
+    if clean == data or not clean:
+        return quote(clean)
+    return b"{%d}\r\n" % len(clean) + clean
+
+
+def _nstring_nolf(value: bytes | None) -> bytes:
+    if value is None or (b"\r" not in value and b"\n" not in value):
+        return nstring(value)
+    clean = value.replace(b"\r", b"").replace(b"\n", b"")
+    return b"{%d}\r\n" % len(clean) + clean
+
+
+def _format_addresses(values: list[str]) -> bytes:
+    addresses = [address for value in values for address in parse_addresses(value)]
+    if not addresses:
+        return b"NIL"
+    return (
+        b"("
+        + b"".join(
+            b"("
+            + human_string(address[0])
+            + b" "
+            + b" ".join(nstring(item) for item in address[1:])
+            + b")"
+            for address in addresses
+        )
+        + b")"
+    )
+
+
+def envelope(part: Part) -> bytes:
+    """The ENVELOPE of a message (the top one or a message/rfc822 part's).
+
+    As Dovecot: string fields take the last occurrence of their header,
+    address fields all occurrences."""
+
+    def addresses(name: str) -> list[str]:
+        return [
+            value.decode("utf-8", "surrogateescape")
+            for value in part.field_values(name)
+        ]
+
+    from_ = addresses("from")
+    sender = addresses("sender")
+    reply_to = addresses("reply-to")
+    # RFC 3501: an absent or empty Sender or Reply-To takes From's value.
+    if not any(value.strip() for value in sender):
+        sender = from_
+    if not any(value.strip() for value in reply_to):
+        reply_to = from_
+    items = [
+        _nstring_nolf(part.field("date", last=True)),
+        human_string(part.field("subject", last=True)),
+        _format_addresses(from_),
+        _format_addresses(sender),
+        _format_addresses(reply_to),
+        _format_addresses(addresses("to")),
+        _format_addresses(addresses("cc")),
+        _format_addresses(addresses("bcc")),
+        _nstring_nolf(part.field("in-reply-to", last=True)),
+        _nstring_nolf(part.field("message-id", last=True)),
+    ]
+    return b"(" + b" ".join(items) + b")"
+
+
+# -- BODY and BODYSTRUCTURE ---------------------------------------------------
+
+
+_CONTINUATION = re.compile(r"(.+)\*([0-9]{1,3})(\*?)")
+
+
+def _params(params: list[tuple[str, str]]) -> bytes:
+    """A body-fld-param: RFC 2231 continuations joined (``name*0*``,
+    ``name*1*`` become one ``name*``), as Dovecot does; values otherwise
+    as written."""
+    if not params:
+        return b"NIL"
+    merged: dict[str, list[str]] = {}
+    names: dict[str, str] = {}
+    for name, value in params:
+        match = _CONTINUATION.fullmatch(name)
+        if match is None:
+            merged.setdefault(name.lower(), []).append(value)
+            names.setdefault(name.lower(), name)
+            continue
+        base = match.group(1)
+        key = base.lower() + "*"
+        if key not in merged:
+            names[key] = base + ("*" if match.group(3) else "")
+            merged[key] = []
+        merged[key].append(value)
+    items = []
+    for key, values in merged.items():
+        joined = ["".join(values)] if key.endswith("*") else values
+        items += [(names[key], value) for value in joined]
+    return (
+        b"("
+        + b" ".join(quote(_no_nul(n)) + b" " + quote(_no_nul(v)) for n, v in items)
+        + b")"
+    )
+
+
+def _no_nul(text: str) -> str:
+    return text.replace("\0", "\ufffd")
+
+
+def _disposition(part: Part) -> bytes:
+    value = part.field_text("content-disposition")
+    parsed = _parse_disposition(value) if value is not None else None
+    if parsed is None:
+        return b"NIL"
+    kind, params = parsed
+    return b"(" + quote(kind) + b" " + _params(params) + b")"
+
+
+def _language(part: Part) -> bytes:
+    value = part.field_text("content-language")
+    if value is None:
+        return b"NIL"
+    tags = [tag for tag in re.split(r"[\s,]+", _strip_comments(value)) if tag]
+    if not tags:
+        return b"NIL"
+    if len(tags) == 1:
+        return quote(tags[0])
+    return b"(" + b" ".join(quote(tag) for tag in tags) + b")"
+
+
+def body_structure(part: Part, extensible: bool = True) -> bytes:
+    """BODYSTRUCTURE (``extensible``) or BODY of a part and everything in it."""
+    if part.children:
+        items = [b"".join(body_structure(child, extensible) for child in part.children)]
+        items.append(quote(part.media_subtype))
+        if extensible:
+            items += [
+                _params(part.params),
+                _disposition(part),
+                _language(part),
+                nstring(part.field("content-location")),
+            ]
+        return b"(" + b" ".join(items) + b")"
+    body = part.body
+    encoding = part.field_text("content-transfer-encoding")
+    items = [
+        quote(part.media_type),
+        quote(part.media_subtype),
+        _params(part.params),
+        nstring(part.field("content-id")),
+        nstring(part.field("content-description")),
+        quote(encoding.strip() if encoding and encoding.strip() else "7bit"),
+        b"%d" % len(body),
+    ]
+    if part.message is not None:
+        items += [
+            envelope(part.message),
+            body_structure(part.message, extensible),
+            b"%d" % body.count(b"\n"),
+        ]
+    elif part.media_type.lower() == "text":
+        items.append(b"%d" % body.count(b"\n"))
+    if extensible:
+        items += [
+            nstring(part.field("content-md5")),
+            _disposition(part),
+            _language(part),
+            nstring(part.field("content-location")),
+        ]
+    return b"(" + b" ".join(items) + b")"
+
+
+# -- FETCH items --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Section:
+    """A body section: part numbers, then what of that part."""
+
+    part: tuple[int, ...]
+    #: "", "HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT" or "MIME".
+    text: str
+    fields: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """As the response names it (``1.HEADER.FIELDS (FROM TO)``)."""
+        parts = [".".join(str(n) for n in self.part)] if self.part else []
+        if self.text:
+            parts.append(self.text)
+        spec = ".".join(parts)
+        if self.text.startswith("HEADER.FIELDS"):
+            spec += " (" + " ".join(self.fields) + ")"
+        return spec
+
+
+@dataclass(frozen=True)
+class FetchItem:
+    """One FETCH data item. ``kind`` is the item's name (``UID``,
+    ``BODY[]`` for any body section)."""
+
+    kind: str
+    section: Section | None = None
+    peek: bool = False
+    partial: tuple[int, int] | None = None
+
+    @property
+    def sets_seen(self) -> bool:
+        """Whether fetching it sets ``\\Seen`` (RFC 3501: BODY[...] without
+        .PEEK, RFC822, RFC822.TEXT)."""
+        return (self.kind == "BODY[]" and not self.peek) or self.kind in (
+            "RFC822",
+            "RFC822.TEXT",
+        )
+
+
+_SIMPLE = frozenset(
+    {
+        "UID",
+        "FLAGS",
+        "INTERNALDATE",
+        "RFC822.SIZE",
+        "RFC822",
+        "RFC822.HEADER",
+        "RFC822.TEXT",
+        "ENVELOPE",
+        "BODY",
+        "BODYSTRUCTURE",
+    }
+)
+_MACROS = {
+    "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
+    "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
+    "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
+}
+_BODY_ITEM = re.compile(
+    r"BODY(\.PEEK)?\[([^\]]*)\](?:<([0-9]{1,10})\.([0-9]{1,10})>)?", re.IGNORECASE
+)
+_SECTION = re.compile(
+    r"((?:[1-9][0-9]{0,8})(?:\.[1-9][0-9]{0,8})*)?\.?"
+    r"(HEADER\.FIELDS\.NOT|HEADER\.FIELDS|HEADER|TEXT|MIME)?"
+    r"(?:\s+\((.*)\))?",
+    re.IGNORECASE | re.DOTALL,
+)
+_FIELD_NAME = re.compile(r'"((?:[^"\\]|\\.)*)"|([^\s"()]+)')
+
+
+def parse_fetch_items(
+    arg: Arg | Iterable[Arg], tag: str | None = None
+) -> list[FetchItem]:
+    """The data items of a FETCH: one item or macro, or a parenthesized list
+    (several bare items are accepted too, as Dovecot does)."""
+    if isinstance(arg, Atom) and arg.upper in _MACROS:
+        return [FetchItem(name) for name in _MACROS[arg.upper]]
+    if isinstance(arg, ParenList):
+        args: Iterable[Arg] = arg.items
+    elif isinstance(arg, Atom):
+        args = (arg,)
+    elif isinstance(arg, (list, tuple)):
+        args = arg
+    else:
+        raise ImapSyntaxError("FETCH data items are atoms or a list of atoms", tag)
+    items = [_fetch_item(item, tag) for item in args]
+    if not items:
+        raise ImapSyntaxError("FETCH needs at least one data item", tag)
+    return items
+
+
+def _fetch_item(arg: Arg, tag: str | None) -> FetchItem:
+    if not isinstance(arg, Atom):
+        raise ImapSyntaxError("a FETCH data item is an atom", tag)
+    upper = arg.upper
+    if upper in _SIMPLE:
+        return FetchItem(upper)
+    match = _BODY_ITEM.fullmatch(arg.value)
+    if match is None:
+        raise ImapSyntaxError(f"unknown FETCH data item: {arg.value}", tag)
+    section = _parse_section(match.group(2), tag)
+    partial = None
+    if match.group(3) is not None:
+        length = int(match.group(4))
+        if length == 0:
+            raise ImapSyntaxError("a partial of 0 octets is not allowed", tag)
+        partial = (int(match.group(3)), length)
+    return FetchItem("BODY[]", section, bool(match.group(1)), partial)
+
+
+def _parse_section(text: str, tag: str | None) -> Section:
+    match = _SECTION.fullmatch(text.strip())
+    if match is None or (text.endswith(".") and text):
+        raise ImapSyntaxError(f"invalid body section: [{text}]", tag)
+    numbers, what, fields = match.groups()
+    what = (what or "").upper()
+    part = tuple(int(n) for n in numbers.split(".")) if numbers else ()
+    if numbers and what and not re.search(r"[0-9]\.[A-Za-z]", text):
+        raise ImapSyntaxError(f"invalid body section: [{text}]", tag)
+    if what == "MIME" and not part:
+        raise ImapSyntaxError("MIME needs a part number: [1.MIME]", tag)
+    if what.startswith("HEADER.FIELDS"):
+        if fields is None:
+            raise ImapSyntaxError(f"{what} needs a list of field names", tag)
+        names = tuple(
+            (quoted or bare).upper() for quoted, bare in _FIELD_NAME.findall(fields)
+        )
+        if not names:
+            raise ImapSyntaxError(f"{what} needs at least one field name", tag)
+        return Section(part, what, names)
+    if fields is not None:
+        raise ImapSyntaxError(f"invalid body section: [{text}]", tag)
+    return Section(part, what)
+
+
+def sets_seen(items: Iterable[FetchItem]) -> bool:
+    """Whether fetching ``items`` sets ``\\Seen``."""
+    return any(item.sets_seen for item in items)
+
+
+def _find_part(root: Part, numbers: tuple[int, ...]) -> Part | None:
+    # As Dovecot: a message that is not multipart is its own part 1, and so
+    # is a leaf inside a multipart, once (1.1 is part 1, 1.1.1 is nothing).
+    parts = root.children or [root]
+    part = root
+    for number in numbers:
+        if number > len(parts):
+            return None
+        chosen = parts[number - 1]
+        if chosen.children or chosen.message is not None:
+            parts = chosen.parts()
+        elif chosen is part or part.message is chosen or chosen is root:
+            parts = []
+        else:
+            parts = [chosen]
+        part = chosen
+    return part
+
+
+def _header_fields_section(part: Part, names: tuple[str, ...], keep: bool) -> bytes:
+    wanted = {name.lower() for name in names}
+    lines = [
+        part.data[start:end]
+        for name, start, end in part.fields
+        if name and (name in wanted) == keep
+    ]
+    out = b"".join(lines)
+    if out and not out.endswith(b"\n"):
+        out += b"\r\n"
+    return out + b"\r\n"
+
+
+def section_bytes(root: Part, section: Section) -> bytes:
+    """The bytes of a body section; empty when the part does not exist (as
+    Dovecot answers)."""
+    part = _find_part(root, section.part)
+    if part is None:
+        return b""
+    if section.text == "MIME":
+        return part.header
+    if section.text == "" and section.part:
+        return part.body
+    if section.part:
+        # HEADER, TEXT and HEADER.FIELDS of a part address its message.
+        if part.message is None:
+            return b""
+        part = part.message
+    if section.text == "":
+        return part.data[part.start : part.end]
+    if section.text == "HEADER":
+        return part.header
+    if section.text == "TEXT":
+        return part.body
+    return _header_fields_section(part, section.fields, section.text == "HEADER.FIELDS")
+
+
+def _literal(data: bytes) -> bytes:
+    # IMAP forbids NUL in a literal: served as 0x80, as Dovecot does.
+    return b"{%d}\r\n" % len(data) + data.replace(b"\0", b"\x80")
+
+
+def fetch_values(
+    entry: MailboxEntry, items: Iterable[FetchItem], *, recent: bool = False
+) -> list[tuple[bytes, bytes]]:
+    """``(name, value)`` pairs for a ``* n FETCH`` response
+    (:func:`~pytest_smtpsink._imap_syntax.format_fetch`), in the order asked.
+    The caller sets ``\\Seen`` first when :func:`sets_seen` says so, and adds
+    FLAGS (and UID for UID FETCH) when they were not asked."""
+    data = served_bytes(entry.message.raw)
+    root: Part | None = None
+    values: list[tuple[bytes, bytes]] = []
+    for item in items:
+        kind = item.kind
+        if kind == "UID":
+            values.append((b"UID", b"%d" % entry.uid))
+        elif kind == "FLAGS":
+            values.append((b"FLAGS", format_flags(entry.flags, recent)))
+        elif kind == "INTERNALDATE":
+            values.append((b"INTERNALDATE", format_date_time(entry.internal_date)))
+        elif kind == "RFC822.SIZE":
+            values.append((b"RFC822.SIZE", b"%d" % len(data)))
+        elif kind == "RFC822":
+            values.append((b"RFC822", _literal(data)))
+        else:
+            root = root or parse_structure(data)
+            if kind == "RFC822.HEADER":
+                values.append((b"RFC822.HEADER", _literal(root.header)))
+            elif kind == "RFC822.TEXT":
+                values.append((b"RFC822.TEXT", _literal(root.body)))
+            elif kind == "ENVELOPE":
+                values.append((b"ENVELOPE", envelope(root)))
+            elif kind in ("BODY", "BODYSTRUCTURE"):
+                values.append(
+                    (kind.encode(), body_structure(root, kind == "BODYSTRUCTURE"))
+                )
+            else:
+                assert item.section is not None
+                values.append(_body_value(root, item))
+    return values
+
+
+def _body_value(root: Part, item: FetchItem) -> tuple[bytes, bytes]:
+    assert item.section is not None
+    name = b"BODY[" + item.section.name.encode("utf-8", "surrogateescape") + b"]"
+    content = section_bytes(root, item.section)
+    if item.partial is not None:
+        offset, length = item.partial
+        name += b"<%d>" % offset
+        content = content[offset : offset + length]
+    return name, _literal(content)

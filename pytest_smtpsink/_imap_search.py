@@ -1,0 +1,529 @@
+"""IMAP SEARCH (RFC 3501 section 6.4.4): parse the search keys into a
+predicate tree, evaluate it over a folder's messages, and write the answer.
+
+Pure functions without sockets, locks or state: the IMAP server (on the
+sink's loop thread) parses once per command and evaluates over its snapshot
+of the selected folder; tests call it from any thread.
+
+Strings match as Dovecot matches them without a full-text index: a
+case-insensitive substring of the header value with RFC 2047 words decoded
+(FROM, TO, CC, BCC, SUBJECT, HEADER), of the text parts' bodies with their
+transfer encoding and charset decoded (BODY), or of either (TEXT). The answer
+holds sequence numbers and UIDs side by side; only :meth:`SearchResult.response`
+writes it, and it takes the command's name, so SEARCH cannot answer UIDs
+(smtp4dev #1519) nor UID SEARCH sequence numbers.
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import datetime
+import email.utils
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pytest_smtpsink._imap_fetch import (
+    MailboxEntry,
+    Part,
+    parse_structure,
+    rfc822_size,
+    served_bytes,
+)
+from pytest_smtpsink._imap_syntax import (
+    Arg,
+    Atom,
+    ImapSyntaxError,
+    ParenList,
+    SequenceSet,
+    String,
+    astring_bytes,
+    is_sequence_set,
+    parse_date,
+    parse_sequence_set,
+)
+
+#: The charsets SEARCH accepts, as the BADCHARSET response code lists them.
+CHARSETS = ("US-ASCII", "UTF-8")
+
+
+class BadCharset(Exception):
+    """A CHARSET other than US-ASCII or UTF-8: answer
+    ``tag NO [BADCHARSET (US-ASCII UTF-8)] text``."""
+
+    response_code = "BADCHARSET (" + " ".join(CHARSETS) + ")"
+
+    def __init__(self, charset: str, tag: str | None = None) -> None:
+        super().__init__(f"unsupported charset {charset!r}")
+        self.text = f"unsupported charset {charset!r}"
+        self.tag = tag
+
+
+# -- the predicate tree -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One message of the selected folder, as a search sees it."""
+
+    sequence_number: int
+    entry: MailboxEntry
+    recent: bool = False
+
+
+@dataclass(frozen=True)
+class _Folder:
+    largest_sequence: int
+    largest_uid: int
+
+
+@dataclass(frozen=True)
+class Key:
+    """A search key; :func:`evaluate` is what it means."""
+
+
+@dataclass(frozen=True)
+class AllOf(Key):
+    keys: tuple[Key, ...]
+
+
+@dataclass(frozen=True)
+class AnyOf(Key):
+    keys: tuple[Key, ...]
+
+
+@dataclass(frozen=True)
+class Not(Key):
+    key: Key
+
+
+@dataclass(frozen=True)
+class HasFlag(Key):
+    flag: str
+
+
+@dataclass(frozen=True)
+class IsRecent(Key):
+    pass
+
+
+@dataclass(frozen=True)
+class InSequence(Key):
+    numbers: SequenceSet
+
+
+@dataclass(frozen=True)
+class InUids(Key):
+    uids: SequenceSet
+
+
+@dataclass(frozen=True)
+class DateKey(Key):
+    """``sent`` compares the Date header's day, else the internal date's;
+    ``relation`` is ``before``, ``on`` or ``since``."""
+
+    relation: str
+    day: datetime.date
+    sent: bool
+
+
+@dataclass(frozen=True)
+class SizeKey(Key):
+    larger: bool
+    size: int
+
+
+@dataclass(frozen=True)
+class HeaderContains(Key):
+    """``name`` lower case; an empty ``text`` matches any such header."""
+
+    name: str
+    text: str
+
+
+@dataclass(frozen=True)
+class BodyContains(Key):
+    text: str
+    with_headers: bool = False
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """A parsed SEARCH: its keys (all must match) and the charset named."""
+
+    key: Key
+    charset: str = "US-ASCII"
+
+
+# -- parsing ------------------------------------------------------------------
+
+_FLAG_KEYS = {
+    "ANSWERED": ("\\Answered", True),
+    "DELETED": ("\\Deleted", True),
+    "DRAFT": ("\\Draft", True),
+    "FLAGGED": ("\\Flagged", True),
+    "SEEN": ("\\Seen", True),
+    "UNANSWERED": ("\\Answered", False),
+    "UNDELETED": ("\\Deleted", False),
+    "UNDRAFT": ("\\Draft", False),
+    "UNFLAGGED": ("\\Flagged", False),
+    "UNSEEN": ("\\Seen", False),
+}
+_DATE_KEYS = {
+    "BEFORE": ("before", False),
+    "ON": ("on", False),
+    "SINCE": ("since", False),
+    "SENTBEFORE": ("before", True),
+    "SENTON": ("on", True),
+    "SENTSINCE": ("since", True),
+}
+_HEADER_KEYS = {
+    "BCC": "bcc",
+    "CC": "cc",
+    "FROM": "from",
+    "SUBJECT": "subject",
+    "TO": "to",
+}
+
+
+def parse_search(args: Sequence[Arg], tag: str | None = None) -> SearchQuery:
+    """Parse SEARCH's arguments (after the command name). Raises
+    :class:`ImapSyntaxError` (answer BAD) or :class:`BadCharset` (NO)."""
+    position = 0
+    charset = "US-ASCII"
+    if len(args) >= 2 and isinstance(args[0], Atom) and args[0].upper == "CHARSET":
+        charset = _text(args[1], "US-ASCII", tag).upper()
+        if charset not in CHARSETS:
+            raise BadCharset(charset, tag)
+        position = 2
+    reader = _KeyReader(list(args[position:]), charset, tag)
+    if not reader.more():
+        raise ImapSyntaxError("SEARCH needs at least one search key", tag)
+    keys = []
+    while reader.more():
+        keys.append(reader.key(0))
+    return SearchQuery(keys[0] if len(keys) == 1 else AllOf(tuple(keys)), charset)
+
+
+def _text(arg: Arg, charset: str, tag: str | None) -> str:
+    return astring_bytes(arg, tag).decode("utf-8", "replace")
+
+
+_MAX_DEPTH = 50
+
+
+class _KeyReader:
+    def __init__(self, args: list[Arg], charset: str, tag: str | None) -> None:
+        self.args = args
+        self.pos = 0
+        self.charset = charset
+        self.tag = tag
+
+    def more(self) -> bool:
+        return self.pos < len(self.args)
+
+    def next(self, what: str) -> Arg:
+        if not self.more():
+            raise ImapSyntaxError(f"missing {what}", self.tag)
+        arg = self.args[self.pos]
+        self.pos += 1
+        return arg
+
+    def string(self, key: str) -> str:
+        arg = self.next(f"the string after {key}")
+        if isinstance(arg, ParenList):
+            raise ImapSyntaxError(f"{key} takes a string, not a list", self.tag)
+        return _text(arg, self.charset, self.tag)
+
+    def number(self, key: str) -> int:
+        arg = self.next(f"the number after {key}")
+        if not isinstance(arg, Atom) or not arg.value.isdigit():
+            raise ImapSyntaxError(f"{key} takes a number", self.tag)
+        return int(arg.value)
+
+    def key(self, depth: int) -> Key:
+        if depth > _MAX_DEPTH:
+            raise ImapSyntaxError("search keys nested too deep", self.tag)
+        arg = self.next("a search key")
+        if isinstance(arg, ParenList):
+            inner = _KeyReader(list(arg.items), self.charset, self.tag)
+            if not inner.more():
+                raise ImapSyntaxError("empty parentheses in SEARCH", self.tag)
+            keys = []
+            while inner.more():
+                keys.append(inner.key(depth + 1))
+            return keys[0] if len(keys) == 1 else AllOf(tuple(keys))
+        if isinstance(arg, String):
+            raise ImapSyntaxError(
+                f"a string is not a search key: {arg.text!r}", self.tag
+            )
+        name = arg.upper
+        if name in _FLAG_KEYS:
+            flag, present = _FLAG_KEYS[name]
+            return HasFlag(flag) if present else Not(HasFlag(flag))
+        if name in _DATE_KEYS:
+            relation, sent = _DATE_KEYS[name]
+            return DateKey(
+                relation,
+                parse_date(self.next(f"the date after {name}"), self.tag),
+                sent,
+            )
+        if name in _HEADER_KEYS:
+            return HeaderContains(_HEADER_KEYS[name], self.string(name))
+        simple: dict[str, Callable[[], Key]] = {
+            "ALL": lambda: AllOf(()),
+            "NEW": lambda: AllOf((IsRecent(), Not(HasFlag("\\Seen")))),
+            "OLD": lambda: Not(IsRecent()),
+            "RECENT": IsRecent,
+            "BODY": lambda: BodyContains(self.string(name)),
+            "TEXT": lambda: BodyContains(self.string(name), with_headers=True),
+            "KEYWORD": lambda: HasFlag(self.flag(name)),
+            "UNKEYWORD": lambda: Not(HasFlag(self.flag(name))),
+            "LARGER": lambda: SizeKey(True, self.number(name)),
+            "SMALLER": lambda: SizeKey(False, self.number(name)),
+            "NOT": lambda: Not(self.key(depth + 1)),
+            "OR": lambda: AnyOf((self.key(depth + 1), self.key(depth + 1))),
+            "UID": lambda: InUids(
+                parse_sequence_set(self.next("the UID set after UID"), self.tag)
+            ),
+            "HEADER": self.header,
+        }
+        if name in simple:
+            return simple[name]()
+        if is_sequence_set(arg.value):
+            return InSequence(parse_sequence_set(arg, self.tag))
+        raise ImapSyntaxError(f"unknown search key: {arg.value}", self.tag)
+
+    def flag(self, key: str) -> str:
+        arg = self.next(f"the keyword after {key}")
+        if not isinstance(arg, Atom):
+            raise ImapSyntaxError(f"{key} takes a flag keyword (an atom)", self.tag)
+        return arg.value
+
+    def header(self) -> Key:
+        name = self.string("HEADER").strip().lower()
+        return HeaderContains(name, self.string("HEADER " + name))
+
+
+# -- evaluating ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The matching messages: sequence numbers and UIDs side by side."""
+
+    matches: tuple[tuple[int, int], ...]
+
+    @property
+    def sequence_numbers(self) -> list[int]:
+        return [sequence for sequence, _ in self.matches]
+
+    @property
+    def uids(self) -> list[int]:
+        return [uid for _, uid in self.matches]
+
+    def response(self, command_name: str) -> bytes:
+        """``* SEARCH ...`` for ``SEARCH`` (sequence numbers) or ``UID
+        SEARCH`` (UIDs), with its CRLF: the command decides, not the caller."""
+        if command_name == "SEARCH":
+            numbers = self.sequence_numbers
+        elif command_name == "UID SEARCH":
+            numbers = self.uids
+        else:
+            raise ValueError(f"not a SEARCH command: {command_name!r}")
+        return b"".join([b"* SEARCH", *(b" %d" % n for n in numbers), b"\r\n"])
+
+
+def search(query: SearchQuery, candidates: Sequence[Candidate]) -> SearchResult:
+    """The candidates (the whole selected folder, in order) that match."""
+    folder = _Folder(
+        max((c.sequence_number for c in candidates), default=0),
+        max((c.entry.uid for c in candidates), default=0),
+    )
+    return SearchResult(
+        tuple(
+            (candidate.sequence_number, candidate.entry.uid)
+            for candidate in candidates
+            if _Evaluation(candidate, folder).matches(query.key)
+        )
+    )
+
+
+class _Evaluation:
+    """One message against the tree; decoded text computed once, lazily."""
+
+    def __init__(self, candidate: Candidate, folder: _Folder) -> None:
+        self.candidate = candidate
+        self.entry = candidate.entry
+        self.folder = folder
+        self._data: bytes | None = None
+        self._header_block: bytes | None = None
+        self._bodies: str | None = None
+
+    def matches(self, key: Key) -> bool:
+        if isinstance(key, AllOf):
+            return all(self.matches(k) for k in key.keys)
+        if isinstance(key, AnyOf):
+            return any(self.matches(k) for k in key.keys)
+        if isinstance(key, Not):
+            return not self.matches(key.key)
+        if isinstance(key, HasFlag):
+            wanted = key.flag.lower()
+            return any(flag.lower() == wanted for flag in self.entry.flags)
+        if isinstance(key, IsRecent):
+            return self.candidate.recent
+        if isinstance(key, InSequence):
+            return key.numbers.contains(
+                self.candidate.sequence_number, self.folder.largest_sequence
+            )
+        if isinstance(key, InUids):
+            return key.uids.contains(self.entry.uid, self.folder.largest_uid)
+        if isinstance(key, SizeKey):
+            size = rfc822_size(self.entry.message.raw)
+            return size > key.size if key.larger else size < key.size
+        if isinstance(key, DateKey):
+            day = self.sent_day() if key.sent else self.entry.internal_date.date()
+            if day is None:
+                return False
+            if key.relation == "before":
+                return day < key.day
+            if key.relation == "on":
+                return day == key.day
+            return day >= key.day
+        if isinstance(key, HeaderContains):
+            return self.header_contains(key.name, key.text)
+        if isinstance(key, BodyContains):
+            needle = key.text.casefold()
+            if key.with_headers and needle in self.headers_text().casefold():
+                return True
+            return needle in self.bodies()
+        raise AssertionError(f"unknown search key {key!r}")
+
+    def data(self) -> bytes:
+        if self._data is None:
+            self._data = served_bytes(self.entry.message.raw)
+        return self._data
+
+    def header_block(self) -> bytes:
+        if self._header_block is None:
+            # Header keys need only the header: no copy of the whole message.
+            raw = self.entry.message.raw
+            if raw.startswith((b"\r\n", b"\n")):
+                self._header_block = b""
+            else:
+                end = _HEADER_END.search(raw)
+                head = raw if end is None else raw[: end.start() + 1]
+                self._header_block = served_bytes(head)
+        return self._header_block
+
+    def header_values(self, name: str) -> list[str]:
+        pattern = re.compile(
+            rb"^"
+            + re.escape(name.encode("utf-8", "surrogateescape"))
+            + rb"[ \t]*:(.*(?:\r\n[ \t].*)*)",
+            re.IGNORECASE | re.MULTILINE,
+        )
+        return [
+            decode_words(match.group(1).replace(b"\r\n", b"").strip())
+            for match in pattern.finditer(self.header_block())
+        ]
+
+    def header_contains(self, name: str, text: str) -> bool:
+        values = self.header_values(name)
+        if not text:
+            return bool(values)
+        needle = text.casefold()
+        return any(needle in value.casefold() for value in values)
+
+    def headers_text(self) -> str:
+        return decode_words(
+            self.header_block().replace(b"\r\n\t", b" ").replace(b"\r\n ", b" ")
+        )
+
+    def sent_day(self) -> datetime.date | None:
+        values = self.header_values("date")
+        if not values:
+            return None
+        try:
+            parsed = email.utils.parsedate_tz(values[0])
+            if parsed is None:
+                return None
+            return datetime.date(parsed[0], parsed[1], parsed[2])
+        except (ValueError, TypeError, OverflowError, IndexError):
+            return None
+
+    def bodies(self) -> str:
+        """The decoded text of every text part, case-folded."""
+        if self._bodies is None:
+            texts: list[str] = []
+            _collect_text(parse_structure(self.data()), texts)
+            self._bodies = "\n".join(texts).casefold()
+        return self._bodies
+
+
+def _collect_text(part: Part, texts: list[str]) -> None:
+    stack = [part]
+    while stack:
+        current = stack.pop()
+        if current.children:
+            stack.extend(reversed(current.children))
+        elif current.message is not None:
+            stack.append(current.message)
+        elif current.media_type.lower() in ("text", ""):
+            texts.append(_decode_body(current))
+
+
+def _decode_body(part: Part) -> str:
+    body = part.body
+    encoding = (part.field_text("content-transfer-encoding") or "").strip().lower()
+    try:
+        if encoding == "base64":
+            body = binascii.a2b_base64(re.sub(rb"[^A-Za-z0-9+/=]", b"", body) + b"==")
+        elif encoding == "quoted-printable":
+            body = binascii.a2b_qp(body)
+    except (binascii.Error, ValueError):
+        pass  # undecodable: search the bytes as they are
+    charset = next(
+        (value for name, value in part.params if name.lower() == "charset"), "utf-8"
+    )
+    return _decode(body, charset)
+
+
+def _decode(data: bytes, charset: str) -> str:
+    try:
+        codecs.lookup(charset)
+    except (LookupError, ValueError):
+        charset = "utf-8"
+    try:
+        return data.decode(charset, "replace")
+    except Exception:  # a codec that fails on its own: search as UTF-8
+        return data.decode("utf-8", "replace")
+
+
+_HEADER_END = re.compile(rb"\n\r?\n")
+_ENCODED_WORD = re.compile(rb"=\?([^?\s]+)\?([QqBb])\?([^?\s]*)\?=")
+_BETWEEN_WORDS = re.compile(rb"(\?=)[ \t]+(=\?)")
+
+
+def decode_words(value: bytes) -> str:
+    """A header value with its RFC 2047 encoded words decoded; undecodable
+    words and bytes are kept (replaced), never raised."""
+    value = _BETWEEN_WORDS.sub(rb"\1\2", value)
+    out: list[str] = []
+    pos = 0
+    for match in _ENCODED_WORD.finditer(value):
+        out.append(value[pos : match.start()].decode("utf-8", "replace"))
+        charset = match.group(1).decode("ascii", "replace").split("*")[0]
+        text = match.group(3)
+        try:
+            if match.group(2) in (b"B", b"b"):
+                raw = binascii.a2b_base64(text + b"===")
+            else:
+                raw = binascii.a2b_qp(text.replace(b"_", b" "), header=True)
+        except (binascii.Error, ValueError):
+            raw = match.group().replace(b"\0", b"")
+        out.append(_decode(raw, charset))
+        pos = match.end()
+    out.append(value[pos:].decode("utf-8", "replace"))
+    return "".join(out)

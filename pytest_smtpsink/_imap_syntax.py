@@ -1,0 +1,642 @@
+"""The IMAP4rev1 grammar (RFC 3501 section 9, with LITERAL+ of RFC 7888):
+reading commands as they arrive, and writing the strings, flag lists and dates
+of responses.
+
+Pure functions and one small state machine without sockets or locks: the IMAP
+server's connection code (on the sink's loop thread) feeds it lines and
+literal bytes and acts on what it says; tests call it directly from any
+thread. Every malformed input becomes an :class:`ImapSyntaxError` carrying the
+tag when there is one (the server answers a tagged ``BAD``, an untagged one
+otherwise); no other exception type escapes and nothing waits.
+
+How the server reads a command with :class:`CommandReader`::
+
+    reader = CommandReader()
+    step = reader.feed_line(line)          # a line with its CRLF
+    while isinstance(step, NeedLiteral):
+        if step.synchronizing:
+            send(b"+ Ready\\r\\n")
+        reader.feed_literal(read_exactly(step.size))
+        step = reader.feed_line(read_line())  # the command goes on
+    command = step                          # a Command
+
+``DONE`` (IDLE) and AUTHENTICATE continuation lines are not commands: the
+server reads those lines itself without the reader.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+#: Longest command line (without literals), as Dovecot's default
+#: ``imap_max_line_length``.
+MAX_LINE = 64 * 1024
+#: Largest literal outside APPEND (the server passes its own limit for APPEND).
+MAX_LITERAL = 64 * 1024
+#: Deepest nesting of parenthesized lists.
+MAX_DEPTH = 20
+#: Most arguments (atoms, strings, lists, counted at every depth) per command.
+MAX_ARGS = 10_000
+#: The largest number IMAP allows (nz-number, number: 32 bits unsigned).
+MAX_NUMBER = 4_294_967_295
+
+
+class ImapSyntaxError(Exception):
+    """A command that breaks the grammar or a limit.
+
+    ``tag`` is the command's tag when it could be read (answer ``tag BAD
+    text``), else ``None`` (answer ``* BAD text``). ``disconnect`` is true
+    when the connection cannot continue: a non-synchronizing literal was
+    refused, so its bytes are on their way and cannot be told from commands.
+    """
+
+    def __init__(
+        self, text: str, tag: str | None = None, *, disconnect: bool = False
+    ) -> None:
+        super().__init__(text)
+        self.text = text
+        self.tag = tag
+        self.disconnect = disconnect
+
+
+# -- the parsed command -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Atom:
+    """An atom as sent (``FLAGS``, ``1:*``, ``\\Seen``, ``BODY[HEADER]<0.10>``).
+
+    ``NIL`` is an atom too: :attr:`is_nil` tells, and where an astring is
+    expected (a mailbox named NIL) it is the text ``NIL``."""
+
+    value: str
+
+    @property
+    def is_nil(self) -> bool:
+        return self.value.upper() == "NIL"
+
+    @property
+    def upper(self) -> str:
+        return self.value.upper()
+
+
+@dataclass(frozen=True)
+class String:
+    """A quoted string or a literal, as bytes (``literal`` tells which)."""
+
+    value: bytes
+    literal: bool = False
+
+    @property
+    def text(self) -> str:
+        """The value as text: UTF-8, undecodable bytes replaced."""
+        return self.value.decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class ParenList:
+    """A parenthesized list."""
+
+    items: tuple[Arg, ...]
+
+
+Arg: TypeAlias = "Atom | String | ParenList"
+
+
+@dataclass(frozen=True)
+class Command:
+    """One complete command: ``name`` is upper-cased, and two words for the
+    UID commands (``UID FETCH``); ``args`` follow the name."""
+
+    tag: str
+    name: str
+    args: tuple[Arg, ...]
+    #: Sizes of the literals it carried (transcripts can show ``{n}``).
+    literal_sizes: tuple[int, ...] = ()
+
+    def error(self, text: str) -> ImapSyntaxError:
+        """An error about this command's arguments, with its tag."""
+        return ImapSyntaxError(text, self.tag)
+
+
+def astring(arg: Arg, tag: str | None = None) -> str:
+    """An atom or a string argument as text (mailbox names, user names);
+    a parenthesized list is an :class:`ImapSyntaxError`."""
+    if isinstance(arg, Atom):
+        return arg.value
+    if isinstance(arg, String):
+        return arg.text
+    raise ImapSyntaxError("expected an atom or a string, got a list", tag)
+
+
+def astring_bytes(arg: Arg, tag: str | None = None) -> bytes:
+    """An atom or a string argument as bytes (search keys, passwords)."""
+    if isinstance(arg, Atom):
+        return arg.value.encode("utf-8", "surrogateescape")
+    if isinstance(arg, String):
+        return arg.value
+    raise ImapSyntaxError("expected an atom or a string, got a list", tag)
+
+
+# -- reading ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NeedLiteral:
+    """The command goes on with a literal of ``size`` bytes. When
+    ``synchronizing`` (``{n}``) the server must first send ``+ Ready``; with
+    LITERAL+ (``{n+}``) the client sends it at once."""
+
+    size: int
+    synchronizing: bool
+
+
+_LITERAL_AT_END = re.compile(rb"\{(\d{1,20})(\+?)\}\r?\n\Z")
+_LITERAL = re.compile(rb"\{(\d{1,20})\+?\}\r?\n")
+_TAG_CHARS = re.compile(rb"[^\x00-\x20\x7f-\xff(){%*\"\\+]+")
+
+
+@dataclass
+class CommandReader:
+    """Collects one command from its lines and literals, then parses it.
+
+    The limits are checked as the bytes arrive: a line longer than
+    ``max_line``, a literal announced larger than ``max_literal`` (refused
+    before a byte of it is read), more than ``max_depth`` nested lists or
+    ``max_args`` arguments give an :class:`ImapSyntaxError`. After any
+    error or complete command the reader is ready for the next command.
+    """
+
+    max_line: int = MAX_LINE
+    max_literal: int = MAX_LITERAL
+    max_depth: int = MAX_DEPTH
+    max_args: int = MAX_ARGS
+    _parts: list[bytes] = field(default_factory=list)
+    _literal_sizes: list[int] = field(default_factory=list)
+    _expecting: int | None = None
+
+    @property
+    def in_command(self) -> bool:
+        """True between the first line of a command and its end."""
+        return bool(self._parts)
+
+    def reset(self) -> None:
+        """Forget a half-read command (a disconnect, a refused literal)."""
+        self._parts.clear()
+        self._literal_sizes.clear()
+        self._expecting = None
+
+    def feed_line(self, line: bytes) -> Command | NeedLiteral:
+        """Take one line (with its CRLF or LF) of the current command."""
+        if self._expecting is not None:
+            self.reset()
+            raise ImapSyntaxError("a literal was expected, not a line")
+        if len(line) > self.max_line:
+            tag = _tag_of(line if not self._parts else self._parts[0])
+            self.reset()
+            raise ImapSyntaxError(
+                f"line too long ({len(line)} bytes, at most {self.max_line})", tag
+            )
+        if not line.endswith(b"\n"):
+            line += b"\r\n"
+        self._parts.append(line)
+        literal = _LITERAL_AT_END.search(line)
+        if literal is not None:
+            size = int(literal.group(1))
+            synchronizing = not literal.group(2)
+            if size > self.max_literal:
+                tag = _tag_of(self._parts[0])
+                self.reset()
+                raise ImapSyntaxError(
+                    f"literal too large ({size} bytes, at most {self.max_literal})",
+                    tag,
+                    disconnect=not synchronizing,
+                )
+            if len(self._literal_sizes) >= self.max_args:
+                tag = _tag_of(self._parts[0])
+                self.reset()
+                raise ImapSyntaxError("too many literals", tag)
+            self._expecting = size
+            self._literal_sizes.append(size)
+            return NeedLiteral(size, synchronizing)
+        data = b"".join(self._parts)
+        sizes = tuple(self._literal_sizes)
+        self.reset()
+        command = parse_command(data, max_depth=self.max_depth, max_args=self.max_args)
+        return dataclasses.replace(command, literal_sizes=sizes)
+
+    def feed_literal(self, data: bytes) -> None:
+        """Take the literal's bytes (exactly the announced size); the command
+        goes on with the next line."""
+        if self._expecting is None or len(data) != self._expecting:
+            expected = self._expecting
+            tag = _tag_of(self._parts[0]) if self._parts else None
+            self.reset()
+            raise ImapSyntaxError(
+                f"literal of {len(data)} bytes where {expected} were announced",
+                tag,
+                disconnect=True,
+            )
+        self._parts.append(data)
+        self._expecting = None
+
+
+def _tag_of(line: bytes) -> str | None:
+    match = _TAG_CHARS.match(line)
+    if match is None or line[match.end() : match.end() + 1] != b" ":
+        return None
+    return match.group().decode("ascii")
+
+
+class _Parser:
+    """A cursor over one command's bytes (lines and literals in wire order)."""
+
+    def __init__(
+        self, data: bytes, tag: str | None, max_depth: int, max_args: int
+    ) -> None:
+        self.data = data
+        self.pos = 0
+        self.tag = tag
+        self.max_depth = max_depth
+        self.args_left = max_args
+
+    def fail(self, text: str) -> ImapSyntaxError:
+        return ImapSyntaxError(text, self.tag)
+
+    def peek(self) -> int | None:
+        return self.data[self.pos] if self.pos < len(self.data) else None
+
+    def at_end(self) -> bool:
+        return self.data[self.pos :] in (b"\r\n", b"\n", b"")
+
+    def space(self) -> None:
+        byte = self.peek()
+        if byte != 0x20:
+            found = (
+                "the end" if byte is None or byte in (0x0D, 0x0A) else repr(chr(byte))
+            )
+            raise self.fail(f"expected a space at byte {self.pos}, found {found}")
+        self.pos += 1
+
+    def atom(self) -> str:
+        data = self.data
+        start = self.pos
+        pos = start
+        while pos < len(data):
+            byte = data[pos]
+            if byte == 0x5B:  # "[": BODY[HEADER.FIELDS (A B)] is one atom
+                close = data.find(b"]", pos)
+                if close < 0 or b"\n" in data[pos:close]:
+                    raise self.fail("unmatched '[' in an atom")
+                pos = close + 1
+                continue
+            if byte in _ATOM_STOPS:
+                break
+            pos += 1
+        if pos == start:
+            found = data[start : start + 1]
+            raise self.fail(
+                f"unexpected {found!r} at byte {start}" if found else "missing argument"
+            )
+        self.pos = pos
+        return data[start:pos].decode("utf-8", "surrogateescape")
+
+    def arg(self, depth: int) -> Arg:
+        self.args_left -= 1
+        if self.args_left < 0:
+            raise self.fail("too many arguments")
+        byte = self.peek()
+        if byte == 0x28:  # "("
+            if depth >= self.max_depth:
+                raise self.fail(f"lists nested deeper than {self.max_depth}")
+            self.pos += 1
+            items: list[Arg] = []
+            while self.peek() != 0x29:
+                if self.at_end():
+                    raise self.fail("unterminated list: ')' missing")
+                if items:
+                    self.space()
+                if self.peek() == 0x29:  # "(a )" is sloppy but harmless
+                    break
+                items.append(self.arg(depth + 1))
+            self.pos += 1
+            return ParenList(tuple(items))
+        if byte == 0x22:  # '"'
+            return self.quoted()
+        if byte == 0x7B:  # "{"
+            return self.literal()
+        if byte is None or byte in (0x0D, 0x0A):
+            raise self.fail("missing argument")
+        return Atom(self.atom())
+
+    def quoted(self) -> String:
+        data = self.data
+        pos = self.pos + 1
+        out = bytearray()
+        while True:
+            if pos >= len(data) or data[pos] in (0x0D, 0x0A):
+                raise self.fail("unterminated quoted string")
+            byte = data[pos]
+            if byte == 0x22:
+                self.pos = pos + 1
+                return String(bytes(out))
+            if byte == 0x5C:  # backslash: only \" and \\ are allowed
+                pos += 1
+                if pos >= len(data) or data[pos] not in (0x22, 0x5C):
+                    raise self.fail(
+                        r'a backslash in a quoted string escapes only " or \\'
+                    )
+                byte = data[pos]
+            elif byte == 0:
+                raise self.fail("NUL in a quoted string")
+            out.append(byte)
+            pos += 1
+
+    def literal(self) -> String:
+        match = _LITERAL.match(self.data, self.pos)
+        if match is None:
+            raise self.fail("malformed literal: expected {n} or {n+} at line end")
+        size = int(match.group(1))
+        start = match.end()
+        if start + size > len(self.data):
+            raise self.fail("literal shorter than announced")
+        self.pos = start + size
+        return String(self.data[start : self.pos], literal=True)
+
+
+# atom-specials of RFC 3501 minus what atoms here may hold: "]" (resp-specials,
+# in BODY[...] names), "%" and "*" (list wildcards, sequence sets) and "\"
+# (flags) stay in atoms, as every server reads them.
+_ATOM_STOPS = frozenset(b'(){ "\r\n') | frozenset(range(0x20)) | {0x7F}
+
+
+def parse_command(
+    data: bytes, *, max_depth: int = MAX_DEPTH, max_args: int = MAX_ARGS
+) -> Command:
+    """Parse one complete command (its lines and literals in wire order, as
+    :class:`CommandReader` collects them)."""
+    tag = _tag_of(data)
+    if tag is None:
+        if data.strip() == b"":
+            raise ImapSyntaxError("empty command line")
+        raise ImapSyntaxError("no valid tag: a command is 'tag SP command'")
+    parser = _Parser(data, tag, max_depth, max_args)
+    parser.pos = len(tag) + 1
+    if parser.at_end():
+        raise parser.fail("missing command name")
+    name = _command_name(parser)
+    if name == "UID":
+        parser.space()
+        name = "UID " + _command_name(parser)
+    args: list[Arg] = []
+    while not parser.at_end():
+        parser.space()
+        if parser.at_end():
+            break  # a trailing space, as some clients send
+        args.append(parser.arg(0))
+    return Command(tag, name, tuple(args))
+
+
+def _command_name(parser: _Parser) -> str:
+    start = parser.pos
+    name = parser.atom()
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", name):
+        raise parser.fail(f"invalid command name at byte {start}")
+    return name.upper()
+
+
+# -- sequence sets, flags and dates ------------------------------------------
+
+
+@dataclass(frozen=True)
+class SequenceSet:
+    """A sequence set (``1:*,3,5:7``) as ranges; ``None`` stands for ``*``.
+
+    It does not know whether it holds message sequence numbers or UIDs: the
+    caller passes the largest of whichever it means (``*``'s value)."""
+
+    ranges: tuple[tuple[int | None, int | None], ...]
+
+    def contains(self, number: int, largest: int) -> bool:
+        """Whether ``number`` is in the set, ``*`` standing for ``largest``."""
+        for low, high in self.ranges:
+            a = largest if low is None else low
+            b = largest if high is None else high
+            if min(a, b) <= number <= max(a, b):
+                return True
+        return False
+
+    def members(self, largest: int) -> list[int]:
+        """The numbers from 1 to ``largest`` in the set, ascending, once each."""
+        found: set[int] = set()
+        for low, high in self.ranges:
+            a = largest if low is None else low
+            b = largest if high is None else high
+            a, b = min(a, b), max(a, b)
+            found.update(range(max(a, 1), min(b, largest) + 1))
+        return sorted(found)
+
+    def exceeds(self, largest: int) -> bool:
+        """Whether a number in the set (not ``*``) is above ``largest``: for
+        message sequence numbers that is an error (``BAD``)."""
+        return any(
+            (low is not None and low > largest) or (high is not None and high > largest)
+            for low, high in self.ranges
+        )
+
+
+_SEQ_NUMBER = r"(?:[1-9][0-9]{0,9}|\*)"
+_SEQ_SET = re.compile(
+    rf"{_SEQ_NUMBER}(?::{_SEQ_NUMBER})?(?:,{_SEQ_NUMBER}(?::{_SEQ_NUMBER})?)*"
+)
+
+
+def is_sequence_set(text: str) -> bool:
+    """Whether ``text`` has the syntax of a sequence set."""
+    return _SEQ_SET.fullmatch(text) is not None
+
+
+def parse_sequence_set(arg: Arg | str, tag: str | None = None) -> SequenceSet:
+    """Parse ``1:*,3,5:7`` (an atom argument or its text)."""
+    text = arg.value if isinstance(arg, Atom) else arg
+    if not isinstance(text, str) or _SEQ_SET.fullmatch(text) is None:
+        shown = text if isinstance(text, str) else "a string or a list"
+        raise ImapSyntaxError(f"invalid sequence set: {shown!r}", tag)
+    ranges: list[tuple[int | None, int | None]] = []
+    for item in text.split(","):
+        low, _, high = item.partition(":")
+        first = _seq_number(low, tag)
+        ranges.append((first, _seq_number(high, tag) if high else first))
+    return SequenceSet(tuple(ranges))
+
+
+def _seq_number(text: str, tag: str | None) -> int | None:
+    if text == "*":
+        return None
+    number = int(text)
+    if number > MAX_NUMBER:
+        raise ImapSyntaxError(f"number out of range in a sequence set: {text}", tag)
+    return number
+
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+_SYSTEM_BY_UPPER = {flag.upper(): flag for flag in (*SYSTEM_FLAGS, "\\Recent")}
+_KEYWORD = re.compile(r"[^\x00-\x20\x7f-\uffff(){%*\"\\\]]+")
+
+
+def parse_flags(arg: Arg | Iterable[Arg], tag: str | None = None) -> frozenset[str]:
+    """A flag list: ``(\\Seen $Label)``, one flag atom, or several flag
+    arguments (STORE's ``FLAGS \\Seen \\Deleted``). System flags come back in
+    their RFC 3501 spelling whatever the case sent; ``\\Recent`` and unknown
+    ``\\`` flags are the caller's to refuse."""
+    items: Iterable[Arg]
+    if isinstance(arg, ParenList):
+        items = arg.items
+    elif isinstance(arg, (Atom, String)):
+        items = (arg,)
+    else:
+        items = arg
+    flags: set[str] = set()
+    for item in items:
+        if not isinstance(item, Atom):
+            raise ImapSyntaxError("a flag is an atom (\\Seen, $Label)", tag)
+        value = item.value
+        if value.startswith("\\"):
+            known = _SYSTEM_BY_UPPER.get(value.upper())
+            if known is None and _KEYWORD.fullmatch(value[1:]) is None:
+                raise ImapSyntaxError(f"invalid flag: {value!r}", tag)
+            flags.add(known or value)
+        elif _KEYWORD.fullmatch(value) is None:
+            raise ImapSyntaxError(f"invalid flag: {value!r}", tag)
+        else:
+            flags.add(value)
+    return frozenset(flags)
+
+
+_MONTHS = (
+    "Jan",
+    "Feb",
+    "Mar",
+    "Apr",
+    "May",
+    "Jun",
+    "Jul",
+    "Aug",
+    "Sep",
+    "Oct",
+    "Nov",
+    "Dec",
+)
+_MONTH_NUMBER = {name.upper(): number for number, name in enumerate(_MONTHS, 1)}
+_DATE = re.compile(r"([0-9]{1,2})-([A-Za-z]{3})-([0-9]{4})")
+_DATE_TIME = re.compile(
+    r"([ 0-9][0-9])-([A-Za-z]{3})-([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})"
+)
+
+
+def parse_date(arg: Arg | str, tag: str | None = None) -> datetime.date:
+    """A search date: ``1-Feb-1994`` (atom or quoted)."""
+    text = arg if isinstance(arg, str) else astring(arg, tag)
+    match = _DATE.fullmatch(text)
+    month = _MONTH_NUMBER.get(match.group(2).upper()) if match else None
+    if match is None or month is None:
+        raise ImapSyntaxError(f"invalid date {text!r}: expected like 1-Feb-1994", tag)
+    try:
+        return datetime.date(int(match.group(3)), month, int(match.group(1)))
+    except ValueError:
+        raise ImapSyntaxError(f"invalid date {text!r}", tag) from None
+
+
+def parse_date_time(arg: Arg | str, tag: str | None = None) -> datetime.datetime:
+    """An APPEND date-time: ``"17-Jul-1996 02:44:25 -0700"`` (aware)."""
+    text = arg if isinstance(arg, str) else astring(arg, tag)
+    match = _DATE_TIME.fullmatch(text)
+    month = _MONTH_NUMBER.get(match.group(2).upper()) if match else None
+    if match is None or month is None:
+        raise ImapSyntaxError(
+            f'invalid date-time {text!r}: expected like "17-Jul-1996 02:44:25 -0700"',
+            tag,
+        )
+    day, _, year, hour, minute, second, sign, zone_h, zone_m = match.groups()
+    try:
+        offset = datetime.timedelta(hours=int(zone_h), minutes=int(zone_m))
+        zone = datetime.timezone(-offset if sign == "-" else offset)
+        return datetime.datetime(
+            int(year), month, int(day), int(hour), int(minute), int(second), tzinfo=zone
+        )
+    except ValueError:
+        raise ImapSyntaxError(f"invalid date-time {text!r}", tag) from None
+
+
+# -- writing responses ------------------------------------------------------
+
+_QUOTABLE = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x21\x23-\x5b\x5d-\x7f]*")
+
+
+def quote(value: bytes | str) -> bytes:
+    """An IMAP string: quoted when every byte may be (7-bit, no CR, LF, NUL,
+    quote or backslash), a literal otherwise (Dovecot's choice too)."""
+    data = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+    if _QUOTABLE.fullmatch(data):
+        return b'"' + data + b'"'
+    return b"{%d}\r\n" % len(data) + data
+
+
+def nstring(value: bytes | str | None) -> bytes:
+    """``NIL`` for ``None``, else :func:`quote`."""
+    return b"NIL" if value is None else quote(value)
+
+
+_ATOM_SAFE = re.compile(rb"[\x21\x23-\x24\x26-\x27\x2b-\x5b\x5e-\x7a\x7c-\x7e]+")
+
+
+def astring_out(value: str) -> bytes:
+    """A mailbox name or similar: an atom when it can be one, else a string."""
+    data = value.encode("utf-8")
+    if _ATOM_SAFE.fullmatch(data) and data.upper() != b"NIL":
+        return data
+    return quote(data)
+
+
+def format_flags(flags: Iterable[str], recent: bool = False) -> bytes:
+    """``(\\Answered \\Seen $Label)``: system flags in RFC 3501 order, then
+    ``\\Recent`` when asked, then keywords sorted."""
+    present = set(flags)
+    ordered = [flag for flag in SYSTEM_FLAGS if flag in present]
+    if recent:
+        ordered.append("\\Recent")
+    ordered += sorted(present - set(SYSTEM_FLAGS) - {"\\Recent"})
+    return ("(" + " ".join(ordered) + ")").encode("utf-8")
+
+
+def format_date_time(value: datetime.datetime) -> bytes:
+    """INTERNALDATE as a quoted string: ``"17-Jul-1996 02:44:25 -0700"``."""
+    offset = value.utcoffset() or datetime.timedelta()
+    minutes = int(offset.total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    minutes = abs(minutes)
+    text = (
+        f"{value.day:02d}-{_MONTHS[value.month - 1]}-{value.year:04d} "
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d} "
+        f"{sign}{minutes // 60:02d}{minutes % 60:02d}"
+    )
+    return b'"' + text.encode("ascii") + b'"'
+
+
+def format_fetch(sequence_number: int, items: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """``* n FETCH (NAME value ...)`` with its CRLF; values are formatted
+    already (literals included)."""
+    body = b" ".join(name + b" " + value for name, value in items)
+    return b"* %d FETCH (%s)\r\n" % (sequence_number, body)
+
+
+def iter_list(arg: Arg, tag: str | None = None) -> Iterator[Arg]:
+    """The items of a parenthesized list; anything else is an error."""
+    if not isinstance(arg, ParenList):
+        raise ImapSyntaxError("expected a parenthesized list", tag)
+    return iter(arg.items)

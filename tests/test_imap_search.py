@@ -1,0 +1,229 @@
+"""SEARCH keys (_imap_search): every RFC 3501 key, CHARSET, RFC 2047 and
+transfer-decoded matching, and SEARCH versus UID SEARCH answers."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+
+import pytest
+
+from pytest_smtpsink._imap_search import (
+    BadCharset,
+    Candidate,
+    SearchResult,
+    decode_words,
+    parse_search,
+    search,
+)
+from pytest_smtpsink._imap_syntax import (
+    CommandReader,
+    ImapSyntaxError,
+    NeedLiteral,
+    parse_command,
+)
+
+UTC = datetime.timezone.utc
+
+
+@dataclass(frozen=True)
+class Raw:
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class Entry:
+    message: Raw
+    uid: int
+    flags: frozenset[str] = field(default_factory=frozenset)
+    internal_date: datetime.datetime = datetime.datetime(1994, 2, 1, 12, 0, tzinfo=UTC)
+
+
+ONE = (
+    b"From: Smith <smith@example.com>\r\n"
+    b"To: ann@example.com\r\n"
+    b"Cc: =?utf-8?q?J=C3=BCrgen?= <j@example.com>\r\n"
+    b"Date: Tue, 01 Feb 1994 23:30:00 -0500\r\n"
+    b"Subject: =?utf-8?b?Q2Fmw6k=?= report\r\n"
+    b"X-Ticket: 42\r\n"
+    b"\r\n"
+    b"plain body text\r\n"
+)
+TWO = (
+    b"From: ann@example.com\r\n"
+    b"To: bob@example.com\r\n"
+    b"Bcc: hidden@example.com\r\n"
+    b"Date: Thu, 03 Feb 1994 08:00:00 +0000\r\n"
+    b"Subject: hello\r\n"
+    b"Content-Type: multipart/alternative; boundary=b\r\n"
+    b"\r\n"
+    b"--b\r\n"
+    b"Content-Type: text/plain; charset=iso-8859-1\r\n"
+    b"Content-Transfer-Encoding: quoted-printable\r\n"
+    b"\r\n"
+    b"na=EFve caf=E9\r\n"
+    b"--b\r\n"
+    b"Content-Type: text/html; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: base64\r\n"
+    b"\r\n"
+    b"PHA+R3LDvMOfZTwvcD4=\r\n"
+    b"--b--\r\n"
+)
+THREE = b"Subject: no date\r\n\r\n" + b"x" * 500 + b"\r\n"
+
+FOLDER = [
+    Candidate(
+        1,
+        Entry(Raw(ONE), uid=10, flags=frozenset({"\\Seen", "\\Flagged", "$Work"})),
+        recent=False,
+    ),
+    Candidate(
+        2,
+        Entry(
+            Raw(TWO),
+            uid=20,
+            flags=frozenset({"\\Answered", "\\Draft"}),
+            internal_date=datetime.datetime(1994, 2, 3, 0, 0, tzinfo=UTC),
+        ),
+        recent=True,
+    ),
+    Candidate(
+        3,
+        Entry(
+            Raw(THREE),
+            uid=35,
+            flags=frozenset({"\\Deleted", "\\Seen"}),
+            internal_date=datetime.datetime(1994, 2, 5, 0, 0, tzinfo=UTC),
+        ),
+        recent=True,
+    ),
+]
+
+
+def run(keys: bytes, *literals: bytes) -> list[int]:
+    """Sequence numbers matching ``keys`` (parsed as a real command)."""
+    reader = CommandReader()
+    step = reader.feed_line(b"t SEARCH " + keys + b"\r\n")
+    for literal in literals:
+        assert isinstance(step, NeedLiteral)
+        reader.feed_literal(literal)
+        step = reader.feed_line(b"\r\n")
+    assert not isinstance(step, NeedLiteral)
+    return search(parse_search(step.args, step.tag), FOLDER).sequence_numbers
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        (b"ALL", [1, 2, 3]),
+        (b"ANSWERED", [2]),
+        (b"UNANSWERED", [1, 3]),
+        (b"DELETED", [3]),
+        (b"UNDELETED", [1, 2]),
+        (b"DRAFT", [2]),
+        (b"UNDRAFT", [1, 3]),
+        (b"FLAGGED", [1]),
+        (b"UNFLAGGED", [2, 3]),
+        (b"SEEN", [1, 3]),
+        (b"UNSEEN", [2]),
+        (b"RECENT", [2, 3]),
+        (b"OLD", [1]),
+        (b"NEW", [2]),
+        (b"KEYWORD $work", [1]),
+        (b"UNKEYWORD $Work", [2, 3]),
+        (b"BEFORE 3-Feb-1994", [1]),
+        (b"ON 3-Feb-1994", [2]),
+        (b"SINCE 3-Feb-1994", [2, 3]),
+        # SENT* use the Date header's own day (1 Feb at -0500), ignoring
+        # the zone as RFC 3501 says; no Date header matches none.
+        (b"SENTBEFORE 2-Feb-1994", [1]),
+        (b"SENTON 1-Feb-1994", [1]),
+        (b"SENTSINCE 2-Feb-1994", [2]),
+        (b"LARGER 480", [3]),
+        (b"SMALLER 480", [1, 2]),
+        (b'FROM "smith"', [1]),
+        (b"FROM ANN@", [2]),
+        (b"TO bob", [2]),
+        (b"CC j\xc3\xbcrgen".replace(b"j\xc3\xbcrgen", b'"J\xc3\xbcrgen"'), [1]),
+        (b"BCC hidden", [2]),
+        (b'SUBJECT "caf\xc3\xa9 REP"', [1]),
+        (b'SUBJECT ""', [1, 2, 3]),
+        (b"HEADER X-Ticket 42", [1]),
+        (b'HEADER x-ticket ""', [1]),
+        (b'HEADER "X-Missing" ""', []),
+        (b"BODY plain", [1]),
+        (b'BODY "NA\xc3\x8fVE"', [2]),
+        (b'BODY "gr\xc3\xbc\xc3\x9fe"', [2]),
+        (b"BODY hello", []),
+        (b"TEXT hello", [2]),
+        (b"TEXT Smith", [1]),
+        (b"2", [2]),
+        (b"2:*", [2, 3]),
+        (b"*", [3]),
+        (b"1,3", [1, 3]),
+        (b"UID 20:*", [2, 3]),
+        (b"UID 999:*", [3]),
+        (b"UID 11:19", []),
+        (b"NOT SEEN", [2]),
+        (b"OR ANSWERED FLAGGED", [1, 2]),
+        (b"OR (SEEN FLAGGED) DRAFT", [1, 2]),
+        (b"(SEEN) (UNFLAGGED)", [3]),
+        (b'FLAGGED SINCE 1-Feb-1994 NOT FROM "Smith"', []),
+        (b"CHARSET UTF-8 SUBJECT hello", [2]),
+        (b"charset us-ascii ALL", [1, 2, 3]),
+    ],
+)
+def test_every_search_key(keys: bytes, expected: list[int]) -> None:
+    assert run(keys) == expected
+
+
+def test_non_ascii_term_as_a_literal() -> None:
+    # IMAPClient sends non-ASCII terms as literals.
+    term = "caf\u00e9".encode()
+    assert run(b"CHARSET UTF-8 BODY {%d}" % len(term), term) == [2]
+
+
+def test_other_charsets_are_refused_with_badcharset() -> None:
+    with pytest.raises(BadCharset) as caught:
+        run(b"CHARSET ISO-8859-1 ALL")
+    assert caught.value.response_code == "BADCHARSET (US-ASCII UTF-8)"
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        (b"", "at least one search key"),
+        (b"FROB", "unknown search key: FROB"),
+        (b"FROM", "missing the string after FROM"),
+        (b"SINCE yesterday", "invalid date"),
+        (b"LARGER x", "LARGER takes a number"),
+        (b"OR SEEN", "missing a search key"),
+        (b"()", "empty parentheses"),
+        (b"UID x", "invalid sequence set"),
+        (b'"SEEN"', "a string is not a search key"),
+        (b"NOT " * 60 + b"ALL", "nested too deep"),
+    ],
+)
+def test_bad_searches(keys: bytes, message: str) -> None:
+    with pytest.raises(ImapSyntaxError, match=message) as caught:
+        run(keys)
+    assert caught.value.tag == "t"
+
+
+def test_search_answers_sequence_numbers_uid_search_answers_uids() -> None:
+    # smtp4dev #1519: SEARCH answered UIDs. The answer is chosen by the
+    # command's name, so the server cannot mix them up.
+    command = parse_command(b"t SEARCH SEEN\r\n")
+    result = search(parse_search(command.args), FOLDER)
+    assert result.response("SEARCH") == b"* SEARCH 1 3\r\n"
+    assert result.response("UID SEARCH") == b"* SEARCH 10 35\r\n"
+    assert SearchResult(()).response("SEARCH") == b"* SEARCH\r\n"
+    with pytest.raises(ValueError, match="not a SEARCH command"):
+        result.response("FETCH")
+
+
+def test_decode_words_never_raises() -> None:
+    assert decode_words(b"=?utf-8?q?a?= =?utf-8?q?b?=") == "ab"
+    assert decode_words(b"=?x-unknown?q?caf=C3=A9?=") == "caf\u00e9"
+    assert decode_words(b"=?utf\xe9?b?!!!?= tail").endswith("tail")
+    assert decode_words(b"=?utf-8?b?Q2Fmw6k?=") == "Caf\u00e9"

@@ -1,0 +1,387 @@
+"""The IMAP command grammar (_imap_syntax): RFC 3501's own examples,
+LITERAL+, the limits, malformed input, and fuzzing."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pytest_smtpsink._imap_syntax import (
+    Atom,
+    Command,
+    CommandReader,
+    ImapSyntaxError,
+    NeedLiteral,
+    ParenList,
+    String,
+    astring_out,
+    format_date_time,
+    format_fetch,
+    format_flags,
+    parse_command,
+    parse_date,
+    parse_date_time,
+    parse_flags,
+    parse_sequence_set,
+    quote,
+)
+
+
+def read(reader: CommandReader, *pieces: bytes) -> Command:
+    """Feed lines and literals in turn, checking each literal is announced."""
+    step: Command | NeedLiteral | None = None
+    for piece in pieces:
+        if isinstance(step, NeedLiteral):
+            assert len(piece) == step.size
+            reader.feed_literal(piece)
+            step = None
+        else:
+            step = reader.feed_line(piece)
+    assert isinstance(step, Command)
+    return step
+
+
+@pytest.mark.parametrize(
+    ("line", "tag", "name", "args"),
+    [
+        (
+            b"a001 LOGIN SMITH SESAME\r\n",
+            "a001",
+            "LOGIN",
+            (Atom("SMITH"), Atom("SESAME")),
+        ),
+        (b"abcd capability\r\n", "abcd", "CAPABILITY", ()),
+        (
+            b'A142 SELECT "INBOX"\r\n',
+            "A142",
+            "SELECT",
+            (String(b"INBOX"),),
+        ),
+        (
+            b"a003 fetch 12 (flags internaldate rfc822.size envelope)\r\n",
+            "a003",
+            "FETCH",
+            (
+                Atom("12"),
+                ParenList(
+                    (
+                        Atom("flags"),
+                        Atom("internaldate"),
+                        Atom("rfc822.size"),
+                        Atom("envelope"),
+                    )
+                ),
+            ),
+        ),
+        (
+            b"A999 UID FETCH 4827313:4828442 FLAGS\r\n",
+            "A999",
+            "UID FETCH",
+            (Atom("4827313:4828442"), Atom("FLAGS")),
+        ),
+        (
+            b"A654 FETCH 2:4 (FLAGS BODY[HEADER.FIELDS (DATE FROM)])\r\n",
+            "A654",
+            "FETCH",
+            (
+                Atom("2:4"),
+                ParenList((Atom("FLAGS"), Atom("BODY[HEADER.FIELDS (DATE FROM)]"))),
+            ),
+        ),
+        (
+            b"A003 STORE 2:4 +FLAGS (\\Deleted)\r\n",
+            "A003",
+            "STORE",
+            (Atom("2:4"), Atom("+FLAGS"), ParenList((Atom("\\Deleted"),))),
+        ),
+        (
+            b'A282 SEARCH FLAGGED SINCE 1-Feb-1994 NOT FROM "Smith"\r\n',
+            "A282",
+            "SEARCH",
+            (
+                Atom("FLAGGED"),
+                Atom("SINCE"),
+                Atom("1-Feb-1994"),
+                Atom("NOT"),
+                Atom("FROM"),
+                String(b"Smith"),
+            ),
+        ),
+        (b'A101 LIST "" *\r\n', "A101", "LIST", (String(b""), Atom("*"))),
+        (b"A1 LIST ~/Mail/ %\r\n", "A1", "LIST", (Atom("~/Mail/"), Atom("%"))),
+        (b'a "\\\\x\\"y"\r\n'.replace(b'a "', b'a X "'), "a", "X", (String(b'\\x"y'),)),
+        (b"t1 NOOP \r\n", "t1", "NOOP", ()),
+        (b"t2 fetch 1 NIL\n", "t2", "FETCH", (Atom("1"), Atom("NIL"))),
+        (b"t3 X ()\r\n", "t3", "X", (ParenList(()),)),
+    ],
+)
+def test_parses_rfc3501_examples(
+    line: bytes, tag: str, name: str, args: tuple[object, ...]
+) -> None:
+    command = CommandReader().feed_line(line)
+    assert command == Command(tag, name, args)  # type: ignore[arg-type]
+
+
+def test_nil_is_an_atom_that_knows_it() -> None:
+    command = parse_command(b"a X NIL nil Nile\r\n")
+    assert [arg.is_nil for arg in command.args if isinstance(arg, Atom)] == [
+        True,
+        True,
+        False,
+    ]
+
+
+def test_synchronizing_literal_asks_for_continuation() -> None:
+    reader = CommandReader()
+    step = reader.feed_line(b"A003 APPEND saved-messages (\\Seen) {23}\r\n")
+    assert step == NeedLiteral(23, synchronizing=True)
+    assert reader.in_command
+    reader.feed_literal(b"Subject: hi\r\n\r\nbody!\r\n\r\n"[:23])
+    command = reader.feed_line(b"\r\n")
+    assert isinstance(command, Command)
+    assert command.name == "APPEND"
+    assert command.args[2] == String(
+        b"Subject: hi\r\n\r\nbody!\r\n\r\n"[:23], literal=True
+    )
+    assert command.literal_sizes == (23,)
+    assert not reader.in_command
+
+
+def test_non_synchronizing_literal_plus() -> None:
+    reader = CommandReader()
+    assert reader.feed_line(b"a LOGIN {3+}\r\n") == NeedLiteral(3, synchronizing=False)
+    command = read(
+        CommandReader(), b"a LOGIN {3+}\r\n", b"bob", b" {4}\r\n", b"pass", b"\r\n"
+    )
+    assert command.args == (String(b"bob", True), String(b"pass", True))
+
+
+def test_literal_with_crlf_and_8bit_inside() -> None:
+    command = read(
+        CommandReader(),
+        b"a SEARCH CHARSET UTF-8 TEXT {6}\r\n",
+        "caf\u00e9\r".encode()[:5] + b"\n",
+        b"\r\n",
+    )
+    assert command.args[3] == String(b"caf\xc3\xa9\n", literal=True)
+
+
+@pytest.mark.parametrize(
+    ("line", "tag", "message"),
+    [
+        (b"\r\n", None, "empty command line"),
+        (b"+ x\r\n", None, "no valid tag"),
+        (b"(a) NOOP\r\n", None, "no valid tag"),
+        (b"a\r\n", None, "no valid tag"),
+        (b"a \r\n", "a", "missing command name"),
+        (b"a 1x\r\n", "a", "invalid command name"),
+        (b'a LOGIN "unterminated\r\n', "a", "unterminated quoted string"),
+        (b'a LOGIN "bad \\q escape"\r\n', "a", "backslash"),
+        (b"a FETCH 1 (FLAGS\r\n", "a", "unterminated list"),
+        (b"a FETCH 1 FLAGS)\r\n", "a", r"expected a space at byte 15, found '\)'"),
+        (b"a FETCH 1 BODY[HEADER\r\n", "a", r"unmatched '\['"),
+        (b"a FETCH  1\r\n", "a", "unexpected"),
+        (b"a UID\r\n", "a", "expected a space"),
+        (b"a X {x}\r\n", "a", "malformed literal"),
+        (b'a X "nul\x00"\r\n', "a", "NUL"),
+    ],
+)
+def test_malformed_commands_name_the_problem(
+    line: bytes, tag: str | None, message: str
+) -> None:
+    with pytest.raises(ImapSyntaxError, match=message) as caught:
+        CommandReader().feed_line(line)
+    assert caught.value.tag == tag
+
+
+def test_literal_too_large_is_refused_before_reading_it() -> None:
+    reader = CommandReader(max_literal=100)
+    with pytest.raises(
+        ImapSyntaxError, match=r"literal too large \(101 bytes, at most 100\)"
+    ) as caught:
+        reader.feed_line(b"a1 APPEND INBOX {101}\r\n")
+    assert caught.value.tag == "a1"
+    assert (
+        not caught.value.disconnect
+    )  # the client waits for "+": nothing is on its way
+    assert not reader.in_command
+    assert isinstance(reader.feed_line(b"a2 NOOP\r\n"), Command)
+
+
+def test_refused_non_synchronizing_literal_means_disconnect() -> None:
+    with pytest.raises(ImapSyntaxError, match="literal too large") as caught:
+        CommandReader(max_literal=10).feed_line(b"a APPEND INBOX {11+}\r\n")
+    assert caught.value.disconnect
+
+
+def test_huge_literal_size_does_not_overflow() -> None:
+    with pytest.raises(ImapSyntaxError, match="literal too large"):
+        CommandReader().feed_line(b"a APPEND INBOX {99999999999999999999}\r\n")
+
+
+def test_line_limit() -> None:
+    reader = CommandReader(max_line=50)
+    with pytest.raises(
+        ImapSyntaxError, match=r"line too long \(61 bytes, at most 50\)"
+    ) as caught:
+        reader.feed_line(b"tag1 NOOP " + b"x" * 49 + b"\r\n")
+    assert caught.value.tag == "tag1"
+
+
+def test_nesting_limit() -> None:
+    with pytest.raises(ImapSyntaxError, match="nested deeper than 3"):
+        CommandReader(max_depth=3).feed_line(b"a X ((((x))))\r\n")
+    assert CommandReader(max_depth=3).feed_line(b"a X (((x)))\r\n")
+
+
+def test_argument_limit() -> None:
+    with pytest.raises(ImapSyntaxError, match="too many arguments"):
+        CommandReader(max_args=5).feed_line(b"a X 1 2 3 4 5 6\r\n")
+
+
+def test_wrong_literal_length_is_an_error() -> None:
+    reader = CommandReader()
+    reader.feed_line(b"a X {5}\r\n")
+    with pytest.raises(
+        ImapSyntaxError, match="literal of 3 bytes where 5 were announced"
+    ):
+        reader.feed_literal(b"abc")
+
+
+def test_sequence_sets() -> None:
+    s = parse_sequence_set("1:*,3,5:7")
+    assert s.members(4) == [1, 2, 3, 4]
+    s = parse_sequence_set("2,4:7,9,12:*")
+    assert s.members(15) == [2, 4, 5, 6, 7, 9, 12, 13, 14, 15]
+    assert parse_sequence_set("*:4").members(10) == [4, 5, 6, 7, 8, 9, 10]
+    assert parse_sequence_set("3:1").members(10) == [1, 2, 3]
+    # RFC 3501: a UID range of 559:* includes the last UID even below 559.
+    assert parse_sequence_set(Atom("559:*")).contains(100, largest=100)
+    assert parse_sequence_set("5").exceeds(4)
+    assert not parse_sequence_set("1:*").exceeds(5)
+    assert parse_sequence_set("1:*").exceeds(0)  # nothing to number yet
+
+
+@pytest.mark.parametrize(
+    "text", ["", "0", "1:", ":2", "1,,2", "a", "1:2:3", "-1", "$", "4294967296"]
+)
+def test_invalid_sequence_sets(text: str) -> None:
+    with pytest.raises(ImapSyntaxError, match="sequence set"):
+        parse_sequence_set(text, "t")
+
+
+def test_flags() -> None:
+    command = parse_command(b"a STORE 1 +FLAGS (\\seen \\DELETED $Label)\r\n")
+    assert parse_flags(command.args[2]) == {"\\Seen", "\\Deleted", "$Label"}
+    assert parse_flags(Atom("\\Flagged")) == {"\\Flagged"}
+    assert parse_flags([Atom("\\Seen"), Atom("\\Draft")]) == {"\\Seen", "\\Draft"}
+    with pytest.raises(ImapSyntaxError, match="a flag is an atom"):
+        parse_flags(ParenList((String(b"x"),)))
+    with pytest.raises(ImapSyntaxError, match="invalid flag"):
+        parse_flags(Atom("\\"))
+
+
+def test_dates() -> None:
+    assert parse_date(Atom("1-Feb-1994")) == datetime.date(1994, 2, 1)
+    assert parse_date(String(b"01-feb-1994")) == datetime.date(1994, 2, 1)
+    moment = parse_date_time(String(b"17-Jul-1996 02:44:25 -0700"))
+    assert moment == datetime.datetime(
+        1996, 7, 17, 9, 44, 25, tzinfo=datetime.timezone.utc
+    )
+    assert parse_date_time(" 7-Jul-1996 02:44:25 +0000").day == 7
+    for bad in ("31-Feb-1994", "1-Foo-1994", "1994-02-01"):
+        with pytest.raises(ImapSyntaxError, match="invalid date"):
+            parse_date(bad)
+    with pytest.raises(ImapSyntaxError, match="invalid date-time"):
+        parse_date_time("17-Jul-1996 25:44:25 -0700")
+
+
+def test_response_strings() -> None:
+    assert quote("INBOX") == b'"INBOX"'
+    assert quote("") == b'""'
+    assert quote('say "hi"') == b'{8}\r\nsay "hi"'
+    assert quote("a\\b") == b"{3}\r\na\\b"
+    assert quote("line\r\nbreak") == b"{11}\r\nline\r\nbreak"
+    assert quote("caf\u00e9") == b"{5}\r\ncaf\xc3\xa9"
+    assert astring_out("INBOX") == b"INBOX"
+    assert astring_out("My Folder") == b'"My Folder"'
+    assert astring_out("NIL") == b'"NIL"'
+
+
+def test_response_flags_dates_and_fetch() -> None:
+    assert (
+        format_flags({"$Label", "\\Seen", "\\Answered"})
+        == b"(\\Answered \\Seen $Label)"
+    )
+    assert format_flags(set(), recent=True) == b"(\\Recent)"
+    zone = datetime.timezone(-datetime.timedelta(hours=7))
+    moment = datetime.datetime(1996, 7, 7, 2, 44, 25, tzinfo=zone)
+    assert format_date_time(moment) == b'"07-Jul-1996 02:44:25 -0700"'
+    assert (
+        format_fetch(12, [(b"UID", b"7"), (b"FLAGS", b"()")])
+        == b"* 12 FETCH (UID 7 FLAGS ())\r\n"
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.binary(max_size=60), min_size=1, max_size=4))
+def test_fuzz_every_input_gives_a_command_or_our_error(lines: list[bytes]) -> None:
+    reader = CommandReader(max_line=40, max_literal=30, max_depth=4, max_args=20)
+    for line in lines:
+        outcome = _outcome(reader, line, b"\r\n")
+        if isinstance(outcome, ImapSyntaxError):
+            assert outcome.text
+            assert outcome.tag is None or " " not in outcome.tag
+        else:
+            assert outcome.name == outcome.name.upper()
+
+
+def _outcome(
+    reader: CommandReader, line: bytes, rest: bytes
+) -> Command | ImapSyntaxError:
+    """What the reader makes of ``line`` (and ``rest`` after each literal)."""
+    try:
+        step = reader.feed_line(line)
+        while isinstance(step, NeedLiteral):
+            reader.feed_literal(b"x" * step.size)
+            step = reader.feed_line(rest)
+    except ImapSyntaxError as error:
+        return error
+    return step
+
+
+ATOMS = st.sampled_from(
+    [
+        b"FETCH",
+        b"1:*",
+        b"NIL",
+        b"(",
+        b")",
+        b'"q"',
+        b'"',
+        b"{3}",
+        b"{2+}",
+        b"[",
+        b"]",
+        b"\\Seen",
+        b"BODY[TEXT]<0.5>",
+        b" ",
+        b"\\",
+        b"\x00",
+        b"\xff",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(ATOMS, max_size=25))
+def test_fuzz_imap_shaped_input(parts: list[bytes]) -> None:
+    line = b"a1 " + b" ".join(parts) + b"\r\n"
+    outcome = _outcome(CommandReader(max_depth=4), line, b" X\r\n")
+    if isinstance(outcome, ImapSyntaxError):
+        assert outcome.tag in ("a1", None)
+    else:
+        assert outcome.tag == "a1"
