@@ -20,10 +20,13 @@ from ._settings import DEFAULT_TIMEOUT
 from ._text import plural, printable, shorten
 
 if TYPE_CHECKING:
+    import asyncio
+
     from typing_extensions import Unpack
 
     from ._dns import DNSZone
     from ._faults import Faults
+    from ._imap import IMAPEndpoint, IMAPServer
     from ._lint import Severity
     from ._relay import Delivery
     from ._server import SMTPSink
@@ -152,6 +155,29 @@ class Mailbox(FaultControls):
 
             self._dns = DNSZone(self._sink)
         return self._dns
+
+    _imap: IMAPEndpoint | None = None
+
+    @property
+    def imap(self) -> IMAPEndpoint:
+        """The sink's IMAP server, serving the recipients' mailboxes: its
+        `~IMAPEndpoint.host`, `~IMAPEndpoint.port` and TLS details. Started
+        on first use, on the sink's thread (see :doc:`reading`)."""
+        if self._imap is None:
+            from ._imap import IMAPEndpoint, IMAPServer
+
+            sink = self._sink
+            # Taken out here: the server must not refer to the sink.
+            host, settings = sink.host, sink.settings
+            faults, tls_context = sink._faults, sink._server_tls
+
+            def start(loop: asyncio.AbstractEventLoop, store: Store) -> IMAPServer:
+                server = IMAPServer(host, store, settings, faults, tls_context)
+                server.start(loop)
+                return server
+
+            self._imap = IMAPEndpoint(self, sink.attach("imap", start))
+        return self._imap
 
     def close(self) -> None:
         super().close()

@@ -43,7 +43,10 @@ class Service(Protocol):
     IMAP): started on first use by `SMTPSink.attach`, closed with the sink."""
 
     def close(self) -> None:
-        """Stop serving (on the loop thread, when the sink stops)."""
+        """Stop serving (on the loop thread, when the sink stops).
+
+        A service whose connections fault rules can hold (POP3) also has
+        ``release_held(rules)``, called when those rules are removed."""
 
 
 _S = TypeVar("_S", bound=Service)
@@ -134,6 +137,15 @@ class _Runtime:
         abort_clients = getattr(server, "abort_clients", None)
         if abort_clients is not None:
             abort_clients()
+
+    def release_held(self, rules: tuple[Fault, ...]) -> None:
+        """Close the connections that ``rules`` (just removed) hold, in SMTP
+        and in the attached services that hold connections (loop thread)."""
+        self.state.release(rules)
+        for service in self.services.values():
+            release = getattr(service, "release_held", None)
+            if release is not None:
+                release(rules)
 
     def release(self) -> None:
         """After the loop stopped: close everything and finish the loop's
@@ -380,13 +392,13 @@ class SMTPSink(Mailbox):
         if runtime is None or not self.running:
             return
         if threading.current_thread() is runtime.thread:  # e.g. an on_change
-            runtime.state.release(rules)
+            runtime.release_held(rules)
             return
         done = threading.Event()
 
         def release() -> None:
             try:
-                runtime.state.release(rules)
+                runtime.release_held(rules)
             finally:
                 done.set()
 
