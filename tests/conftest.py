@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import smtplib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from email.message import EmailMessage
 
+import external
 import pytest
+from dovecot import INSTALL_HINT, Dovecot, find_program
 
 from pytest_smtpsink import Mailbox
 
@@ -70,3 +72,14 @@ def pytester(
             "PYTEST_ADDOPTS", "-o asyncio_default_fixture_loop_scope=function"
         )
     return pytester
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[Dovecot]:
+    """A real Dovecot (POP3, IMAP, both TLS modes) for this session (for
+    this xdist worker): any password for any user; see tests/dovecot.py."""
+    program = find_program()
+    if program is None:
+        external.missing("Dovecot's POP3 and IMAP servers", INSTALL_HINT)
+    with Dovecot(program=program) as server:
+        yield server
