@@ -1086,13 +1086,17 @@ class _Connection(asyncio.Protocol):
         new = self._mailbox_arg(command, 1)
         with self.mail.lock:
             source = self._folder_named(old)
-            if source is None:
+            account = self._account
+            assert account is not None
+            prefix = old + DELIMITER
+            # A parent that exists only through its children renames them.
+            if source is None and not any(
+                n.startswith(prefix) for n in account.folders
+            ):
                 raise _Answered("NO", f"[NONEXISTENT] No such folder: {old}")
             if new == INBOX or self._folder_named(new) is not None:
                 raise _Answered("NO", f"[ALREADYEXISTS] Folder exists: {new}")
-            account = self._account
-            assert account is not None
-            if source.name == INBOX:
+            if source is not None and source.name == INBOX:
                 # RFC 3501: renaming INBOX moves its messages, INBOX stays.
                 target = self.mail.folder(account, new, create=True)
                 for stored in source.messages:
@@ -1101,11 +1105,10 @@ class _Connection(asyncio.Protocol):
                     )
                 self.mail.remove(source, list(source.messages), moved_to=new)
             else:
-                prefix = source.name + DELIMITER
                 renamed = {
-                    name: new + name[len(source.name) :]
+                    name: new + name[len(old) :]
                     for name in account.folders
-                    if name == source.name or name.startswith(prefix)
+                    if name == old or name.startswith(prefix)
                 }
                 folders = account.folders
                 account.folders = {
