@@ -1321,6 +1321,7 @@ class _Connection(asyncio.Protocol):
             if new and not self._read_only:
                 self.server.recent_claims[key] = max(claimed, new[-1].uid)
         out: list[bytes] = []
+        recent_before = len(self._recent)
         if expunge:
             for index in range(len(self._view) - 1, -1, -1):
                 stored = self._view[index]
@@ -1335,6 +1336,8 @@ class _Connection(asyncio.Protocol):
             for stored in new:
                 self._known_flags[stored.uid] = stored.flags
             out.append(b"* %d EXISTS\r\n" % len(self._view))
+        if new or len(self._recent) != recent_before:
+            # As Dovecot: the count changes when recent mail is expunged too.
             out.append(b"* %d RECENT\r\n" % len(self._recent))
         for number, stored in enumerate(self._view, 1):
             flags = stored.flags
@@ -1436,8 +1439,10 @@ class _Connection(asyncio.Protocol):
                 changed = True
             values = fetch_values(stored, items, recent=stored.uid in self._recent)
             if changed and "FLAGS" not in kinds:
-                values.append(
-                    (b"FLAGS", format_flags(stored.flags, stored.uid in self._recent))
+                # First, where Dovecot puts the flags a FETCH changed.
+                values.insert(
+                    0,
+                    (b"FLAGS", format_flags(stored.flags, stored.uid in self._recent)),
                 )
             if changed or "FLAGS" in kinds:
                 self._known_flags[stored.uid] = stored.flags
