@@ -93,7 +93,9 @@ def test_imapclient_envelope_structure_search_move_namespace(
         assert data[b"FLAGS"] == (b"\\Recent",)
         client.create_folder("Done")
         client.move(uids, "Done")
-        assert client.search("ALL") == [2]
+        # IMAPClient searches with UID SEARCH: UIDs, not sequence numbers.
+        (plain,) = sink.mailbox(USER).stored("INBOX")
+        assert client.search("ALL") == [plain.uid]
         client.idle()
         sink.deliver(raw_message("Late"), to=USER)
         responses = client.idle_check(timeout=30)
