@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ._dkim import DkimResult
     from ._dns import DNSQuery, DNSZone
     from ._faults import Fault, FaultError, Trigger
+    from ._imap import IMAPEndpoint
     from ._lint import Problem
     from ._mailbox import Mailbox
     from ._mailstore import StoredMessage
@@ -56,6 +57,7 @@ __all__ = [
     "Fault",
     "FaultError",
     "Headers",
+    "IMAPEndpoint",
     "Mailbox",
     "Message",
     "Messages",
@@ -101,6 +103,7 @@ _MODULES = {
     "Headers": "._message",
     "Message": "._message",
     "RecipientDSN": "._message",
+    "IMAPEndpoint": "._imap",
     "SinkError": "._server",
     "SMTPSink": "._server",
     "AuthInfo": "._session",

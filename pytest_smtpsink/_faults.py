@@ -38,7 +38,18 @@ POP3_STAGES = tuple(
         "LIST", "UIDL", "RETR", "TOP", "DELE", "RSET", "NOOP", "QUIT",
     )
 )  # fmt: skip
-STAGES = SMTP_STAGES + POP3_STAGES
+#: IMAP's: ``"IMAP:FETCH"`` (UID FETCH too), ``"IMAP:CONNECT"`` (the greeting).
+IMAP_STAGES = tuple(
+    f"IMAP:{command}"
+    for command in (
+        "CONNECT", "CAPABILITY", "NOOP", "LOGOUT", "ID", "STARTTLS", "LOGIN",
+        "AUTHENTICATE", "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME",
+        "SUBSCRIBE", "UNSUBSCRIBE", "LIST", "LSUB", "STATUS", "APPEND",
+        "NAMESPACE", "ENABLE", "IDLE", "CHECK", "CLOSE", "UNSELECT", "EXPUNGE",
+        "SEARCH", "FETCH", "STORE", "COPY", "MOVE",
+    )
+)  # fmt: skip
+STAGES = SMTP_STAGES + POP3_STAGES + IMAP_STAGES
 _ALIASES = {"HELO": "EHLO", "GREETING": "CONNECT", "END-OF-DATA": "EOD", "EOM": "EOD"}
 
 # EHLO keywords and the MAIL parameter that uses them.
@@ -94,9 +105,13 @@ def normalize_stage(stage: str) -> str:
             raise FaultError(
                 f"unknown POP3 stage {stage!r}; use one of {', '.join(POP3_STAGES)}"
             )
+        if name.startswith("IMAP:"):
+            raise FaultError(
+                f"unknown IMAP stage {stage!r}; use one of {', '.join(IMAP_STAGES)}"
+            )
         raise FaultError(
             f"unknown stage {stage!r}; use one of {', '.join(SMTP_STAGES)} (or "
-            "HELO), or a POP3 stage such as 'POP3:RETR'"
+            "HELO), or a POP3 or IMAP stage such as 'POP3:RETR' or 'IMAP:FETCH'"
         )
     return name
 
@@ -115,7 +130,7 @@ def _check_match(stage: str, match: Any) -> None:
         raise FaultError(
             f"match must be None, a string or a compiled regex (re.compile(...)), got {match!r}"
         )
-    if stage in ("STARTTLS", "POP3:STLS"):
+    if stage in ("STARTTLS", "POP3:STLS", "IMAP:STARTTLS"):
         raise FaultError(f"{stage} has nothing to match; leave match=None")
 
 
@@ -206,7 +221,7 @@ class Fault:
             return True
         if isinstance(match, re.Pattern):
             return any(match.search(s) for s in subjects)
-        if self.stage in ("CONNECT", "EHLO", "AUTH", "POP3:CONNECT"):
+        if self.stage in ("CONNECT", "EHLO", "AUTH", "POP3:CONNECT", "IMAP:CONNECT"):
             return any(match.strip().casefold() == s.casefold() for s in subjects)
         return any(_address_matches(match, s) for s in subjects)
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from ._dns import DNSZone
     from ._faults import Faults
+    from ._imap import IMAPEndpoint, IMAPServer
     from ._lint import Severity
     from ._pop3 import POP3Endpoint
     from ._relay import Delivery
@@ -178,6 +179,29 @@ class Mailbox(FaultControls):
 
             self._pop3 = POP3Endpoint(self, sink.attach("pop3", start))
         return self._pop3
+
+    _imap: IMAPEndpoint | None = None
+
+    @property
+    def imap(self) -> IMAPEndpoint:
+        """The sink's IMAP server, serving the recipients' mailboxes: its
+        `~IMAPEndpoint.host`, `~IMAPEndpoint.port` and TLS details. Started
+        on first use, on the sink's thread (see :doc:`reading`)."""
+        if self._imap is None:
+            from ._imap import IMAPEndpoint, IMAPServer
+
+            sink = self._sink
+            # Taken out here: the server must not refer to the sink.
+            host, settings = sink.host, sink.settings
+            faults, tls_context = sink._faults, sink._server_tls
+
+            def start(loop: asyncio.AbstractEventLoop, store: Store) -> IMAPServer:
+                server = IMAPServer(host, store, settings, faults, tls_context)
+                server.start(loop)
+                return server
+
+            self._imap = IMAPEndpoint(self, sink.attach("imap", start))
+        return self._imap
 
     def close(self) -> None:
         super().close()

@@ -63,6 +63,9 @@ class Exchange:
     replies: list[str] = dataclasses.field(default_factory=list)
     injected: bool = False
     """True when the reply came from a fault a test injected."""
+    tag: str | None = None
+    """The IMAP command's tag (``"a1"``), shown before `line` in `lines`;
+    None for other protocols and untagged lines."""
 
     @property
     def at(self) -> datetime.datetime:
@@ -104,7 +107,8 @@ class Exchange:
         are escaped (``\\x1b``, ``\\u2028``), so that a client can never
         forge a line; `line` and `replies` keep them as received.
         """
-        out = [] if self.kind == "greeting" else [f"C: {printable(self.line)}"]
+        line = self.line if self.tag is None else f"{self.tag} {self.line}"
+        out = [] if self.kind == "greeting" else [f"C: {printable(line)}"]
         mark = "  [injected]" if self.injected else ""
         out.extend(f"S: {printable(reply)}{mark}" for reply in self.replies)
         return out

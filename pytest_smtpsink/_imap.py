@@ -1,0 +1,1636 @@
+"""IMAP4rev1: a server over the recipient mailboxes (RFC 3501, with
+LITERAL+, SASL-IR, IDLE, UIDPLUS, MOVE, UNSELECT, NAMESPACE, ID, ENABLE and
+CHILDREN).
+
+Loop side: `IMAPServer` and its connections run on the sink's server thread.
+It is started on first use of ``Mailbox.imap`` (through ``SMTPSink.attach``,
+on the test's thread) and closed with the sink; it holds the `Store`, never
+the sink. `IMAPEndpoint`, what a test gets, is test side.
+
+The grammar, FETCH and SEARCH are pure modules (`_imap_syntax`,
+`_imap_fetch`, `_imap_search`); this one runs connections, keeps each
+session's view of its selected folder, and changes the shared `MailStore`
+under the store's lock. Each session maps sequence numbers to the copies it
+has announced (``_view``): messages expunged by another session stay in it
+until this session may say so (never during FETCH, STORE or SEARCH, RFC 3501
+section 7.4.1), and new mail is announced with ``EXISTS`` after commands, on
+NOOP and at once during IDLE. A store listener (present only while
+connections are open) wakes IDLE sessions and ends the sessions of an
+earlier test with ``* BYE``: nothing polls.
+
+Every connection is a `Session` (protocol ``"IMAP"``): one `Exchange` per
+command with its tag, the LOGIN password and AUTHENTICATE data masked before
+anything is kept, literals counted (never copied) and long FETCH answers
+shortened. Fault rules are asked at the ``IMAP:*`` stages and carried out
+here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import datetime
+import re
+import ssl
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Literal
+
+from ._faults import Delay, Discard, Disconnect, Event, Fault, Hang, Reply, steps
+from ._imap_fetch import FetchItem, fetch_values, parse_fetch_items, sets_seen
+from ._imap_search import BadCharset, Candidate, parse_search, search
+from ._imap_syntax import (
+    MAX_LINE,
+    Arg,
+    Atom,
+    Command,
+    CommandReader,
+    ImapSyntaxError,
+    NeedLiteral,
+    ParenList,
+    SequenceSet,
+    String,
+    astring,
+    astring_bytes,
+    astring_out,
+    format_fetch,
+    format_flags,
+    parse_date_time,
+    parse_flags,
+    parse_sequence_set,
+)
+from ._mailstore import INBOX, check_login, normalize_flags
+from ._message import Envelope, Message
+from ._session import AuthInfo, EndReason, Exchange, Session, TLSInfo
+from ._text import printable
+from ._tls import HANDSHAKE_TIMEOUT, describe_handshake_failure
+
+if TYPE_CHECKING:
+    from ._faults import Faults
+    from ._mailbox import Mailbox
+    from ._mailstore import Account, Folder, MailStore, StoredMessage
+    from ._settings import SinkSettings
+    from ._store import Store
+
+#: The hierarchy delimiter of folder names.
+DELIMITER = "/"
+# Unread input above this pauses reading: bounded memory.
+_BUFFER_LIMIT = 256 * 1024
+# An AUTHENTICATE continuation line (base64 of user and password).
+_AUTH_LIMIT = 12288
+# Untagged responses of one command kept in the transcript (a FETCH of a
+# whole mailbox is counted, not copied).
+_SHOWN_RESPONSES = 20
+_START_TIMEOUT = 10.0
+_SEEN = "\\Seen"
+_DELETED = "\\Deleted"
+_SYSTEM_FLAGS = "(\\Answered \\Flagged \\Deleted \\Seen \\Draft)"
+
+_END_OF_TEST = (
+    "* BYE Session ended: a new test started "
+    "(the sink ends the read-side sessions of earlier tests)"
+)
+_INACTIVE = "* BYE Disconnected for inactivity"
+
+State = Literal["not-authenticated", "authenticated", "selected"]
+
+_ANY = frozenset({"CAPABILITY", "NOOP", "LOGOUT", "ID"})
+_NOT_AUTHENTICATED = frozenset({"LOGIN", "AUTHENTICATE", "STARTTLS"})
+_AUTHENTICATED = frozenset(
+    {
+        "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE",
+        "UNSUBSCRIBE", "LIST", "LSUB", "STATUS", "APPEND", "NAMESPACE",
+        "ENABLE", "IDLE",
+    }
+)  # fmt: skip
+_SELECTED = frozenset(
+    {
+        "CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE",
+        "COPY", "MOVE", "UID FETCH", "UID SEARCH", "UID STORE", "UID COPY",
+        "UID MOVE", "UID EXPUNGE",
+    }
+)  # fmt: skip
+COMMANDS = _ANY | _NOT_AUTHENTICATED | _AUTHENTICATED | _SELECTED
+# While answering these, no EXPUNGE may go out (RFC 3501 section 7.4.1).
+_NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH"})
+_STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+# -- secrets and display --------------------------------------------------------------
+
+_TAG = re.compile(rb"[^\x00-\x20\x7f-\xff(){%*\"\\+]+")
+_SECRET_VERBS = ("LOGIN", "AUTHENTICATE")
+
+
+def split_tag(line: bytes) -> tuple[str | None, bytes]:
+    """The tag of a command line (None when it has none) and the rest."""
+    match = _TAG.match(line)
+    if match is None or line[match.end() : match.end() + 1] != b" ":
+        return None, line
+    return match.group().decode("ascii"), line[match.end() + 1 :]
+
+
+def mask_command(rest: str, command: Command | None = None) -> str:
+    """A command (after its tag) as the transcript shows it: ``LOGIN ann
+    ****``, ``AUTHENTICATE PLAIN ****``; other commands unchanged. Whatever
+    merely starts like LOGIN or AUTHENTICATE is cut after the verb."""
+    stripped = rest.lstrip(" \t\x00")
+    verb = stripped[:12].upper()
+    if not verb.startswith(_SECRET_VERBS):
+        return rest
+    if command is not None and command.name == "LOGIN" and command.args:
+        with contextlib.suppress(ImapSyntaxError):
+            return f"LOGIN {astring(command.args[0])} ****"
+    if command is not None and command.name == "AUTHENTICATE" and command.args:
+        with contextlib.suppress(ImapSyntaxError):
+            mechanism = astring(command.args[0])
+            return f"AUTHENTICATE {mechanism}" + (
+                " ****" if len(command.args) > 1 else ""
+            )
+    name = "AUTHENTICATE" if verb.startswith("AUTHENTICATE") else "LOGIN"
+    return f"{name} ****" if len(stripped) > len(name) else name
+
+
+_LITERAL_IN_RESPONSE = re.compile(rb"\{(\d+)\}\r\n")
+
+
+def shown_response(data: bytes) -> list[str]:
+    """The lines of a response as the transcript keeps them: each literal
+    replaced by ``{n}`` (counted, not copied)."""
+    out = bytearray()
+    pos = 0
+    while True:
+        match = _LITERAL_IN_RESPONSE.search(data, pos)
+        if match is None:
+            out += data[pos:]
+            break
+        size = int(match.group(1))
+        out += data[pos : match.start()] + b"{%d}" % size
+        pos = match.end() + size
+    text = out.decode("utf-8", "replace")
+    return [printable(line) for line in text.split("\r\n") if line]
+
+
+def format_uid_set(uids: Iterable[int]) -> str:
+    """``1:3,5`` for UIDs 1, 2, 3 and 5 (the COPYUID form)."""
+    ordered = sorted(set(uids))
+    ranges: list[str] = []
+    start = previous = None
+    for uid in ordered:
+        if previous is not None and uid == previous + 1:
+            previous = uid
+            continue
+        if start is not None:
+            ranges.append(str(start) if start == previous else f"{start}:{previous}")
+        start = previous = uid
+    if start is not None:
+        ranges.append(str(start) if start == previous else f"{start}:{previous}")
+    return ",".join(ranges)
+
+
+def error_completion(code: int, text: str | None) -> tuple[str, str]:
+    """A fault's ``code`` and ``text`` as an IMAP completion: 500 and 501
+    (syntax errors in SMTP) are ``BAD``; any other 4xx is ``NO
+    [UNAVAILABLE]``, 5xx ``NO``."""
+    if text is None:
+        text = "Injected temporary failure" if code < 500 else "Injected failure"
+    text = " ".join(text.split())
+    if code in (500, 501):
+        return "BAD", text
+    if code < 500:
+        return "NO", f"[UNAVAILABLE] {text}"
+    return "NO", text
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    """A LIST pattern: ``*`` matches anything, ``%`` anything but the
+    delimiter; ``INBOX`` at the start in any case."""
+    out = []
+    for char in pattern:
+        if char == "*":
+            out.append(".*")
+        elif char == "%":
+            out.append(f"[^{re.escape(DELIMITER)}]*")
+        else:
+            out.append(re.escape(char))
+    regex = "".join(out)
+    if pattern[:5].upper() == INBOX and (len(pattern) == 5 or pattern[5] in "/*%"):
+        regex = "(?i:INBOX)" + "".join(out[5:])
+    return re.compile(regex, re.DOTALL)
+
+
+class _Closed(Exception):
+    """The connection ends: leave the command loop."""
+
+
+class _Answered(Exception):
+    """A command ends early with this completion (``NO`` or ``BAD``)."""
+
+    def __init__(self, status: str, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+
+
+# -- the server --------------------------------------------------------------------
+
+
+class IMAPServer:
+    """The IMAP server of one sink (a service attached to its loop)."""
+
+    def __init__(
+        self,
+        host: str,
+        store: Store,
+        settings: SinkSettings,
+        faults: Faults,
+        tls_context: ssl.SSLContext | None,
+    ) -> None:
+        # The store, never the sink (see _server._Runtime).
+        self.host = host
+        self.store = store
+        self.mail: MailStore = store.mail
+        self.settings = settings
+        self.faults = faults
+        self.tls_context = tls_context
+        self.port = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.connections: set[_Connection] = set()
+        self.held: dict[_Connection, Fault] = {}
+        self._server: asyncio.base_events.Server | None = None
+        self._checked_generation = self.mail.generation
+        self._check_scheduled = False
+        # \Recent (RFC 3501 2.3.2.): the highest UID some session has seen
+        # in each folder of this generation.
+        self.recent_claims: dict[tuple[int, str, str], int] = {}
+
+    # -- lifecycle (start: a test thread; the rest: the loop) -------------------
+
+    async def _start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._server = await self.loop.create_server(
+            lambda: _Connection(self), self.host, 0, reuse_address=None
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.run_coroutine_threadsafe(self._start(), loop).result(_START_TIMEOUT)
+
+    def close(self) -> None:
+        """Stop serving (loop thread, from the sink's shutdown)."""
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self.connections):
+            connection.close_by_server()
+
+    def release_held(self, rules: tuple[Fault, ...]) -> None:
+        """Close the connections that ``rules`` (just removed) hold."""
+        for connection, rule in list(self.held.items()):
+            if rule in rules:
+                self.held.pop(connection, None)
+                connection.close_by_server()
+
+    # -- change notification --------------------------------------------------------
+
+    def opened(self, connection: _Connection) -> None:
+        if not self.connections:
+            self.store.add_listener(self._store_changed)
+        self.connections.add(connection)
+
+    def closed(self, connection: _Connection) -> None:
+        if connection not in self.connections:
+            return
+        self.connections.discard(connection)
+        self.held.pop(connection, None)
+        if not self.connections:
+            self.store.remove_listener(self._store_changed)
+
+    def _store_changed(self) -> None:
+        """A store listener (on the thread that changed the store): wake
+        IDLE sessions and end stale ones, on the loop."""
+        if self._check_scheduled:
+            return
+        if self.mail.generation == self._checked_generation and not any(
+            connection.idling for connection in list(self.connections)
+        ):
+            return
+        loop = self.loop
+        if loop is None:
+            return
+        self._check_scheduled = True
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(self._changed)
+
+    def _changed(self) -> None:
+        self._check_scheduled = False
+        generation = self.mail.generation
+        if generation != self._checked_generation:
+            self._checked_generation = generation
+            self.recent_claims.clear()
+        for connection in list(self.connections):
+            if connection.generation != generation:
+                connection.end_stale()
+            elif connection.idling:
+                connection.wake()
+
+
+# -- one connection ------------------------------------------------------------------
+
+
+class _Connection(asyncio.Protocol):
+    """One IMAP client: reads commands, runs them, records the session."""
+
+    def __init__(self, server: IMAPServer) -> None:
+        self.server = server
+        self.store = server.store
+        self.mail = server.mail
+        self.settings = server.settings
+        self.transport: asyncio.Transport | None = None
+        self.record: Session | None = None
+        self.generation = 0
+        self.idling = False
+        self._task: asyncio.Task[None] | None = None
+        self._current: Exchange | None = None
+        self._shown = 0  # untagged responses recorded for the current command
+        self._buffer = bytearray()
+        self._eof = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drained: asyncio.Future[None] | None = None
+        self._waiting_for_command = False
+        self._closing = False
+        self._tls = False
+        self.state: State = "not-authenticated"
+        self._user: str | None = None
+        self._account: Account | None = None
+        self._folder: Folder | None = None
+        self._read_only = False
+        # The selected folder as this session knows it: sequence number n is
+        # _view[n - 1]; the flags it last told the client, by UID; the UIDs
+        # that are \Recent for this session.
+        self._view: list[StoredMessage] = []
+        self._known_flags: dict[int, frozenset[str]] = {}
+        self._recent: set[int] = set()
+
+    # -- asyncio.Protocol -------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.record is not None:  # not called again by start_tls()
+            return
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        self.record = Session((str(peer[0]), int(peer[1])), _now(), protocol="IMAP")
+        self.server.opened(self)
+        with self.mail.lock:
+            self.generation = self.mail.generation
+        self.store.add_session(self.record)
+        self._task = asyncio.get_running_loop().create_task(self._serve())
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) > _BUFFER_LIMIT and self.transport is not None:
+            with contextlib.suppress(RuntimeError, AttributeError):
+                self.transport.pause_reading()
+                self._reading_paused = True
+        self.wake()
+
+    def eof_received(self) -> bool | None:
+        self._eof = True
+        self.wake()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._mark_end("client-closed")
+        self.server.closed(self)
+        self.wake()
+        drained = self._drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        drained = self._drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    def wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- ending ---------------------------------------------------------------------
+
+    def _mark_end(self, reason: EndReason) -> None:
+        record = self.record
+        if record is not None and record.end is None:
+            record.end = reason
+            record.ended_at = _now()
+            record._tls_started(None)  # a handshake cut short: wake readers
+            self.store.touch()
+
+    def close_by_server(self) -> None:
+        """Abort the connection (sink stopping, a fault, a rule removed)."""
+        self._mark_end("server-closed")
+        self._closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def end_stale(self) -> None:
+        """A new test started: say ``* BYE`` if the client waits for a
+        response (or IDLEs), then close (loop thread)."""
+        self._mark_end("server-closed")
+        self._closing = True
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if (self._waiting_for_command or self.idling) and not self._writing_paused:
+            self._record_reply(_END_OF_TEST)
+            transport.write(_END_OF_TEST.encode() + b"\r\n")
+            transport.close()  # after the line is flushed
+        else:
+            transport.abort()
+
+    # -- reading --------------------------------------------------------------------
+
+    async def _wait_for_input(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise asyncio.TimeoutError
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(self._waiter, remaining)
+        finally:
+            self._waiter = None
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and len(self._buffer) < _BUFFER_LIMIT:
+            self._reading_paused = False
+            if self.transport is not None:
+                with contextlib.suppress(RuntimeError, AttributeError):
+                    self.transport.resume_reading()
+
+    async def _read_line(self, limit: int) -> tuple[bytes, int] | None:
+        """The next line with its line end, and its length; None at the end
+        of input. A line over ``limit`` octets is read to its end without
+        being kept: its first ``limit`` octets and last 32 come back
+        (joined) with its whole length."""
+        deadline = time.monotonic() + self.settings.idle_timeout
+        dropped = 0
+        head = b""
+        tail = b""
+        while True:
+            buffer = self._buffer
+            end = buffer.find(b"\n", 0, None if dropped else limit + 1)
+            if end >= 0:
+                line = bytes(buffer[: end + 1])
+                del buffer[: end + 1]
+                self._resume_reading()
+                if dropped:
+                    tail = (tail + line)[-32:]
+                    return head + tail, dropped + len(line)
+                return line, len(line)
+            if len(buffer) > limit or dropped:
+                if not dropped:
+                    head = bytes(buffer[:limit])
+                tail = (tail + bytes(buffer))[-32:]
+                dropped += len(buffer)
+                buffer.clear()
+                self._resume_reading()
+            if self._eof:
+                if dropped or not buffer:
+                    return None
+                line = bytes(buffer)
+                buffer.clear()
+                return line, len(line)
+            await self._wait_for_input(deadline)
+
+    async def _read_exactly(self, size: int) -> bytes | None:
+        deadline = time.monotonic() + self.settings.idle_timeout
+        while len(self._buffer) < size:
+            if self._eof:
+                return None
+            if self._reading_paused:  # a literal larger than the buffer
+                self._reading_paused = False
+                if self.transport is not None:
+                    with contextlib.suppress(RuntimeError, AttributeError):
+                        self.transport.resume_reading()
+            await self._wait_for_input(deadline)
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        self._resume_reading()
+        return data
+
+    # -- recording and writing ----------------------------------------------------------
+
+    def _append(self, kind: str, line: str, tag: str | None = None) -> Exchange:
+        exchange = Exchange(kind, line, time.time(), tag=tag)  # type: ignore[arg-type]
+        assert self.record is not None
+        self.record._append(exchange)
+        self._current = exchange
+        self._shown = 0
+        if self.store.watchers:
+            self.store.touch()
+        return exchange
+
+    def _record_reply(self, line: str, injected: bool = False) -> None:
+        current = self._current
+        if current is None:
+            current = self._append("greeting", "")
+        current.replies.append(line)
+        if injected:
+            current.injected = True
+        if self.store.watchers:
+            self.store.touch()
+
+    def _record_untagged(self, data: bytes) -> None:
+        """Record an untagged response, or only count it past the first
+        `_SHOWN_RESPONSES` of a command."""
+        self._shown += 1
+        if self._shown <= _SHOWN_RESPONSES:
+            for line in shown_response(data):
+                self._record_reply(line)
+
+    async def _send(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise _Closed
+        transport.write(data)
+        if self._writing_paused:
+            self._drained = asyncio.get_running_loop().create_future()
+            try:
+                await self._drained
+            finally:
+                self._drained = None
+            if self.transport is None or self.transport.is_closing():
+                raise _Closed
+
+    async def _line(self, line: str, injected: bool = False) -> None:
+        """Send and record one response line (tagged, untagged or ``+``)."""
+        self._record_reply(printable(line), injected)
+        await self._send(line.encode("utf-8") + b"\r\n")
+
+    async def _untagged(self, data: bytes) -> None:
+        """Send an untagged response (with its CRLF) that may hold literals."""
+        self._record_untagged(data)
+        await self._send(data)
+
+    def _finish_shown(self) -> None:
+        if self._shown > _SHOWN_RESPONSES:
+            self._record_reply(
+                f"[... {self._shown - _SHOWN_RESPONSES} more untagged responses]"
+            )
+        self._shown = 0
+
+    # -- faults (the rules decide, this carries out) ------------------------------------
+
+    async def _faults(
+        self, stage: str, subjects: Sequence[str]
+    ) -> tuple[str, str] | None:
+        """Carry out what the rules decide at ``stage``; the completion to
+        send instead of running the command, if a rule replies."""
+        if not self.server.faults.rules:
+            return None
+        for step in steps(self.server.faults, Event(stage, tuple(subjects))):
+            self._mark_injected()
+            if isinstance(step, Delay):
+                await self._stall(step.rule, asyncio.sleep(step.seconds))
+            elif isinstance(step, Hang):
+                await self._stall(step.rule, asyncio.get_running_loop().create_future())
+            elif isinstance(step, Disconnect):
+                self.close_by_server()
+                raise _Closed
+            elif isinstance(step, Reply):
+                return error_completion(step.code, step.text)
+            else:  # pragma: no cover - Discard is for SMTP's EOD only
+                assert isinstance(step, Discard)
+        return None
+
+    def _mark_injected(self) -> None:
+        current = self._current
+        if current is None:
+            current = self._append("greeting", "")
+        current.injected = True
+        if self.store.watchers:
+            self.store.touch()
+
+    async def _stall(self, rule: Fault, awaitable: object) -> None:
+        held = self.server.held
+        if rule not in self.server.faults.rules:
+            # Removed after it fired here, before this connection was held.
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()
+            self.close_by_server()
+            raise _Closed
+        held[self] = rule
+        try:
+            await awaitable  # type: ignore[misc]
+        finally:
+            if held.get(self) is rule:
+                del held[self]
+
+    def _subjects(self) -> list[str]:
+        return [self._user] if self._user else []
+
+    # -- the conversation -----------------------------------------------------------
+
+    async def _serve(self) -> None:
+        try:
+            if self.settings.tls == "implicit" and not await self._start_tls(True):
+                return
+            peer = self.record.peer[0] if self.record else ""
+            injected = await self._faults("IMAP:CONNECT", [peer])
+            if injected is not None:
+                self._mark_end("server-closed")
+                await self._line(f"* BYE {injected[1]}", injected=True)
+                raise _Closed
+            await self._line(
+                f"* OK [CAPABILITY {self._capabilities()}] pytest-smtpsink IMAP ready"
+            )
+            while not self._closing:
+                if not await self._next_command():
+                    break
+        except (_Closed, ConnectionError):
+            pass
+        finally:
+            self.idling = False
+            self.server.closed(self)
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.close()
+
+    async def _read_command_line(self) -> tuple[bytes, int] | None:
+        self._waiting_for_command = True
+        try:
+            return await self._read_line(MAX_LINE)
+        except asyncio.TimeoutError:
+            self._mark_end("timeout")
+            await self._line(_INACTIVE)
+            raise _Closed from None
+        finally:
+            self._waiting_for_command = False
+
+    async def _next_command(self) -> bool:
+        """Read, record and run one command; False at the end of input."""
+        read = await self._read_command_line()
+        if read is None:
+            return False
+        line, total = read
+        tag, rest = split_tag(line)
+        if total > MAX_LINE:
+            shown = mask_command(rest[:64].decode("utf-8", "replace"))
+            self._append(
+                "command", printable(f"{shown}... [{total} bytes in all]"), tag
+            )
+            await self._bad(tag, f"Line too long ({total} bytes, at most {MAX_LINE})")
+            if re.search(rb"\{\d+\+\}\r?\n\Z", line):
+                # Its non-synchronizing literal is on its way: no way back.
+                await self._line("* BYE Too long a command")
+                raise _Closed
+            return True
+        reader = CommandReader()
+        if re.match(rb"\s*APPEND\s", rest, re.IGNORECASE):
+            reader.max_literal = self.settings.max_size
+        shown_parts = [rest.rstrip(b"\r\n").decode("utf-8", "replace")]
+        try:
+            step = reader.feed_line(line)
+            while isinstance(step, NeedLiteral):
+                shown_parts.append(f" [{step.size} octets]")
+                if self.generation != self.mail.generation:
+                    raise _Closed
+                if step.synchronizing:
+                    await self._send(b"+ Ready for literal data\r\n")
+                data = await self._read_exactly(step.size)
+                if data is None:
+                    self._append("command", self._shown_command(shown_parts, None), tag)
+                    self._mark_end("client-closed")
+                    return False
+                reader.feed_literal(data)
+                more = await self._read_line(MAX_LINE)
+                if more is None:
+                    return False
+                line, total = more
+                if total > MAX_LINE:
+                    reader.reset()
+                    raise ImapSyntaxError(
+                        f"line too long ({total} bytes, at most {MAX_LINE})", tag
+                    )
+                shown_parts.append(line.rstrip(b"\r\n").decode("utf-8", "replace"))
+                step = reader.feed_line(line)
+        except ImapSyntaxError as error:
+            self._append("command", self._shown_command(shown_parts, None), error.tag)
+            await self._bad(error.tag, error.text[:1].upper() + error.text[1:])
+            if error.disconnect:
+                await self._line("* BYE Cannot read the rest of that command")
+                raise _Closed from None
+            return True
+        except asyncio.TimeoutError:
+            self._mark_end("timeout")
+            await self._line(_INACTIVE)
+            raise _Closed from None
+        command = step
+        self._append("command", self._shown_command(shown_parts, command), tag)
+        if self.generation != self.mail.generation:  # a new test started
+            self.end_stale()
+            raise _Closed
+        await self._run(command)
+        return True
+
+    def _shown_command(self, parts: list[str], command: Command | None) -> str:
+        return printable(mask_command("".join(parts), command))
+
+    async def _bad(self, tag: str | None, text: str) -> None:
+        await self._line(f"{tag or '*'} BAD {text}")
+
+    async def _run(self, command: Command) -> None:
+        name = command.name
+        tag = command.tag
+        if name not in COMMANDS:
+            verb = name.split(" ")[-1]
+            await self._bad(tag, f"Unknown or unsupported command: {verb}")
+            return
+        if name in _NOT_AUTHENTICATED and self.state != "not-authenticated":
+            await self._bad(tag, f"{name} is not valid after login")
+            return
+        if name in _AUTHENTICATED | _SELECTED and self.state == "not-authenticated":
+            await self._bad(tag, f"{name}: log in first")
+            return
+        if name in _SELECTED and self.state != "selected":
+            await self._bad(tag, f"{name}: select a folder first")
+            return
+        verb = name.removeprefix("UID ")
+        subjects = self._subjects()
+        if verb == "LOGIN" and command.args:
+            with contextlib.suppress(ImapSyntaxError):
+                subjects = [astring(command.args[0])]
+        injected = await self._faults(f"IMAP:{verb}", subjects)
+        if injected is not None:
+            if verb == "LOGOUT":
+                self._mark_end("server-closed")
+            await self._line(f"{tag} {injected[0]} {injected[1]}", injected=True)
+            if verb == "LOGOUT":
+                raise _Closed
+            return
+        handler = getattr(self, "_cmd_" + name.lower().replace(" ", "_"))
+        try:
+            text = await handler(command)
+            status = "OK"
+        except _Answered as answer:
+            status, text = answer.status, answer.text
+        except ImapSyntaxError as error:
+            status, text = "BAD", error.text[:1].upper() + error.text[1:]
+        except BadCharset as error:
+            status, text = "NO", f"[{error.response_code}] {error.text}"
+        if text is None:  # the handler answered (LOGOUT, IDLE)
+            return
+        if self.state == "selected":
+            await self._send_updates(expunge=verb not in _NO_EXPUNGE)
+        self._finish_shown()
+        await self._line(f"{tag} {status} {text}")
+
+    # -- state changes ------------------------------------------------------------------
+
+    def _capabilities(self) -> str:
+        words = ["IMAP4rev1", "LITERAL+", "SASL-IR"]
+        starttls = self.settings.tls in ("starttls", "starttls-required")
+        if self.state == "not-authenticated":
+            if starttls and not self._tls:
+                words.append("STARTTLS")
+            if self.settings.tls == "starttls-required" and not self._tls:
+                words.append("LOGINDISABLED")
+            else:
+                words.append("AUTH=PLAIN")
+        words += ["IDLE", "UIDPLUS", "MOVE", "UNSELECT", "NAMESPACE", "ID"]
+        words += ["ENABLE", "CHILDREN"]
+        return " ".join(words)
+
+    def _tls_missing(self) -> bool:
+        return self.settings.tls == "starttls-required" and not self._tls
+
+    async def _start_tls(self, implicit: bool) -> bool:
+        """Run the server side of a TLS handshake; False (recorded as the
+        end of the session, saying why) if it failed."""
+        assert self.record is not None
+        transport = self.transport
+        context = self.server.tls_context
+        assert transport is not None
+        assert context is not None
+        try:
+            tls_transport = await asyncio.get_running_loop().start_tls(
+                transport, self, context, server_side=True,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+            )  # fmt: skip
+        except Exception as error:  # start_tls() closed the transport
+            self._tls_failed(error)
+            return False
+        if tls_transport is None:  # the client left during the handshake
+            self._tls_failed(None)
+            transport.abort()
+            return False
+        self.transport = tls_transport
+        self._tls = True
+        ssl_object = tls_transport.get_extra_info("ssl_object")
+        cipher = ssl_object.cipher() if ssl_object is not None else None
+        self.record._tls_started(
+            TLSInfo(
+                version=ssl_object.version() if ssl_object is not None else None,
+                cipher=cipher[0] if cipher else None,
+                implicit=implicit,
+            )
+        )
+        self.store.touch()
+        return True
+
+    def _tls_failed(self, error: BaseException | None) -> None:
+        record = self.record
+        if record is not None and record.end is None:
+            record.tls_error = describe_handshake_failure(error)
+            self._mark_end("tls-failed")
+        self._closing = True
+
+    async def _login(self, mechanism: str, user: str, success: bool) -> str:
+        assert self.record is not None
+        info = AuthInfo(mechanism=mechanism, username=user, success=success)
+        self.record._auth_attempts.append(info)
+        self.record.auth = info
+        self.store.touch()
+        if not success:
+            raise _Answered("NO", "[AUTHENTICATIONFAILED] Authentication failed")
+        with self.mail.lock:
+            if self.generation != self.mail.generation:
+                stale = True
+            else:
+                stale = False
+                self._account = self.mail.account(user)
+                self._user = self._account.user
+        if stale:
+            self.end_stale()
+            raise _Closed
+        self.state = "authenticated"
+        return f"[CAPABILITY {self._capabilities()}] Logged in"
+
+    def _deselect(self) -> None:
+        self._folder = None
+        self._view = []
+        self._known_flags = {}
+        self._recent = set()
+        self.state = "authenticated"
+
+    # -- any state -----------------------------------------------------------------------
+
+    async def _cmd_capability(self, command: Command) -> str:
+        await self._line(f"* CAPABILITY {self._capabilities()}")
+        return "CAPABILITY completed"
+
+    async def _cmd_noop(self, command: Command) -> str:
+        return "NOOP completed"
+
+    async def _cmd_logout(self, command: Command) -> str | None:
+        self._mark_end("quit")
+        await self._line("* BYE Logging out")
+        await self._line(f"{command.tag} OK LOGOUT completed")
+        self._closing = True
+        if self.transport is not None:
+            self.transport.close()  # after the responses are flushed
+        raise _Closed
+
+    async def _cmd_id(self, command: Command) -> str:
+        await self._line('* ID ("name" "pytest-smtpsink")')
+        return "ID completed"
+
+    # -- not authenticated ----------------------------------------------------------------
+
+    async def _cmd_starttls(self, command: Command) -> str | None:
+        if self.settings.tls not in ("starttls", "starttls-required"):
+            raise _Answered("BAD", "STARTTLS is not offered (the sink has no STARTTLS)")
+        if self._tls:
+            raise _Answered("BAD", "TLS is already active")
+        # Commands pipelined behind STARTTLS came in plain text: never read
+        # them as if they came over TLS (RFC 3501 section 6.2.1).
+        self._buffer.clear()
+        assert self.record is not None
+        self.record._tls_starting()
+        await self._line(f"{command.tag} OK Begin TLS negotiation now")
+        if not await self._start_tls(False):
+            raise _Closed
+        return None
+
+    async def _cmd_login(self, command: Command) -> str:
+        if len(command.args) != 2:
+            raise command.error("LOGIN needs a user name and a password")
+        user = astring(command.args[0], command.tag)
+        password = astring_bytes(command.args[1], command.tag)
+        if self._tls_missing():
+            raise _Answered("NO", "[PRIVACYREQUIRED] LOGIN is disabled: STARTTLS first")
+        success = check_login(
+            self.settings.auth, user, password.decode("utf-8", "replace")
+        )
+        return await self._login("LOGIN", user, success)
+
+    async def _cmd_authenticate(self, command: Command) -> str:
+        if not command.args or len(command.args) > 2:
+            raise command.error("AUTHENTICATE needs a mechanism")
+        mechanism = astring(command.args[0], command.tag).upper()
+        if mechanism != "PLAIN":
+            raise _Answered("NO", "Unsupported mechanism (this server offers PLAIN)")
+        if self._tls_missing():
+            raise _Answered("NO", "[PRIVACYREQUIRED] STARTTLS first")
+        if len(command.args) == 2:
+            response = astring(command.args[1], command.tag)
+        else:
+            await self._line("+ ")
+            try:
+                read = await self._read_line(_AUTH_LIMIT)
+            except asyncio.TimeoutError:
+                self._mark_end("timeout")
+                raise _Closed from None
+            if read is None:
+                raise _Closed
+            line, total = read
+            self._append("auth-response", "*" if line.strip() == b"*" else "****")
+            if total > _AUTH_LIMIT:
+                raise _Answered("BAD", "Authentication line too long")
+            response = line.decode("ascii", "replace").strip()
+        if response == "*":
+            raise _Answered("BAD", "Authentication cancelled")
+        try:
+            decoded = base64.b64decode(
+                b"" if response == "=" else response, validate=True
+            )
+        except (binascii.Error, ValueError):
+            raise _Answered("BAD", "Invalid base64 data") from None
+        parts = decoded.split(b"\0")
+        if len(parts) != 3:
+            raise _Answered("NO", "Bad PLAIN response (authzid NUL user NUL password)")
+        authzid, user_bytes, password_bytes = parts
+        user = user_bytes.decode("utf-8", "replace")
+        success = check_login(
+            self.settings.auth, user, password_bytes.decode("utf-8", "replace")
+        ) and (not authzid or authzid == user_bytes)
+        return await self._login("PLAIN", user, success)
+
+    # -- authenticated: folders ------------------------------------------------------------
+
+    def _folder_named(self, name: str) -> Folder | None:
+        """The user's folder ``name`` (INBOX in any case), or None. Hold
+        the lock."""
+        assert self._account is not None
+        account = self.mail.account(self._account.user)
+        self._account = account
+        try:
+            return self.mail.folder(account, name)
+        except KeyError:
+            return None
+
+    def _mailbox_arg(self, command: Command, index: int = 0) -> str:
+        if len(command.args) <= index:
+            raise command.error(f"{command.name} needs a folder name")
+        name = astring(command.args[index], command.tag)
+        if name.upper() == INBOX:
+            return INBOX
+        return name.rstrip(DELIMITER) or name
+
+    async def _cmd_select(self, command: Command) -> str:
+        return await self._select(command, read_only=False)
+
+    async def _cmd_examine(self, command: Command) -> str:
+        return await self._select(command, read_only=True)
+
+    async def _select(self, command: Command, read_only: bool) -> str:
+        if len(command.args) != 1:
+            raise command.error(f"{command.name} takes one folder name")
+        name = self._mailbox_arg(command)
+        self._deselect()
+        with self.mail.lock:
+            folder = self._folder_named(name)
+            if folder is None:
+                raise _Answered("NO", f"[NONEXISTENT] No such folder: {name}")
+            view = list(folder.messages)
+            uidvalidity = folder.uidvalidity
+            uidnext = self.mail.peek_uid()
+            key = (self.generation, self._user or "", folder.name)
+            claimed = self.server.recent_claims.get(key, 0)
+            recent = {s.uid for s in view if s.uid > claimed}
+            if view and not read_only:
+                self.server.recent_claims[key] = max(claimed, view[-1].uid)
+        self._folder = folder
+        self._read_only = read_only
+        self._view = view
+        self._known_flags = {s.uid: s.flags for s in view}
+        self._recent = recent
+        self.state = "selected"
+        keywords = sorted({f for s in view for f in s.flags if not f.startswith("\\")})
+        flags = _SYSTEM_FLAGS[:-1] + "".join(f" {k}" for k in keywords) + ")"
+        await self._line(f"* FLAGS {flags}")
+        await self._line(
+            f"* OK [PERMANENTFLAGS {flags[:-1]} \\*)] Flags permitted"
+            if not read_only
+            else "* OK [PERMANENTFLAGS ()] Read-only folder"
+        )
+        await self._line(f"* {len(view)} EXISTS")
+        await self._line(f"* {len(recent)} RECENT")
+        unseen = next((n for n, s in enumerate(view, 1) if _SEEN not in s.flags), None)
+        if unseen is not None:
+            await self._line(f"* OK [UNSEEN {unseen}] First unseen")
+        await self._line(f"* OK [UIDVALIDITY {uidvalidity}] UIDs valid")
+        await self._line(f"* OK [UIDNEXT {uidnext}] Predicted next UID")
+        mode = "READ-ONLY" if read_only else "READ-WRITE"
+        return f"[{mode}] {command.name} completed"
+
+    async def _cmd_create(self, command: Command) -> str:
+        name = self._mailbox_arg(command)
+        if name == INBOX:
+            raise _Answered("NO", "[ALREADYEXISTS] INBOX always exists")
+        if not name or DELIMITER * 2 in name:
+            raise _Answered("NO", f"Invalid folder name: {name!r}")
+        with self.mail.lock:
+            if self._folder_named(name) is not None:
+                raise _Answered("NO", f"[ALREADYEXISTS] Folder exists: {name}")
+            assert self._account is not None
+            self.mail.folder(self._account, name, create=True)
+        self.store.touch()
+        return "CREATE completed"
+
+    async def _cmd_delete(self, command: Command) -> str:
+        name = self._mailbox_arg(command)
+        if name == INBOX:
+            raise _Answered("NO", "INBOX cannot be deleted")
+        with self.mail.lock:
+            folder = self._folder_named(name)
+            if folder is None:
+                raise _Answered("NO", f"[NONEXISTENT] No such folder: {name}")
+            assert self._account is not None
+            del self._account.folders[folder.name]
+        if folder is self._folder:
+            self._deselect()
+        self.store.touch()
+        return "DELETE completed"
+
+    async def _cmd_rename(self, command: Command) -> str:
+        if len(command.args) != 2:
+            raise command.error("RENAME needs the old and the new folder name")
+        old = self._mailbox_arg(command, 0)
+        new = self._mailbox_arg(command, 1)
+        with self.mail.lock:
+            source = self._folder_named(old)
+            account = self._account
+            assert account is not None
+            prefix = old + DELIMITER
+            # A parent that exists only through its children renames them.
+            if source is None and not any(
+                n.startswith(prefix) for n in account.folders
+            ):
+                raise _Answered("NO", f"[NONEXISTENT] No such folder: {old}")
+            if new == INBOX or self._folder_named(new) is not None:
+                raise _Answered("NO", f"[ALREADYEXISTS] Folder exists: {new}")
+            if source is not None and source.name == INBOX:
+                # RFC 3501: renaming INBOX moves its messages, INBOX stays.
+                target = self.mail.folder(account, new, create=True)
+                for stored in source.messages:
+                    self.mail.add(
+                        target, stored.message, stored.flags, stored.internal_date
+                    )
+                self.mail.remove(source, list(source.messages), moved_to=new)
+            else:
+                renamed = {
+                    name: new + name[len(old) :]
+                    for name in account.folders
+                    if name == old or name.startswith(prefix)
+                }
+                folders = account.folders
+                account.folders = {
+                    renamed.get(name, name): folder for name, folder in folders.items()
+                }
+                for folder in account.folders.values():
+                    folder.name = renamed.get(folder.name, folder.name)
+        self.store.touch()
+        return "RENAME completed"
+
+    async def _subscription(self, command: Command, subscribed: bool) -> str:
+        name = self._mailbox_arg(command)
+        with self.mail.lock:
+            folder = self._folder_named(name)
+            if folder is None:
+                raise _Answered("NO", f"[NONEXISTENT] No such folder: {name}")
+            folder.subscribed = subscribed
+        return f"{command.name} completed"
+
+    async def _cmd_subscribe(self, command: Command) -> str:
+        return await self._subscription(command, True)
+
+    async def _cmd_unsubscribe(self, command: Command) -> str:
+        return await self._subscription(command, False)
+
+    async def _cmd_list(self, command: Command) -> str:
+        return await self._list(command, subscribed_only=False)
+
+    async def _cmd_lsub(self, command: Command) -> str:
+        return await self._list(command, subscribed_only=True)
+
+    async def _list(self, command: Command, subscribed_only: bool) -> str:
+        if len(command.args) != 2:
+            raise command.error(f"{command.name} needs a reference and a pattern")
+        reference = astring(command.args[0], command.tag)
+        pattern = astring(command.args[1], command.tag)
+        if not pattern:
+            if not subscribed_only:
+                await self._line(f'* LIST (\\Noselect) "{DELIMITER}" ""')
+            return f"{command.name} completed"
+        if reference and not reference.endswith(DELIMITER) and pattern[:1] != DELIMITER:
+            reference += DELIMITER
+        regex = _pattern_regex(reference + pattern)
+        with self.mail.lock:
+            assert self._account is not None
+            account = self.mail.account(self._account.user)
+            folders = {
+                name: folder.subscribed for name, folder in account.folders.items()
+            }
+        names = set(folders)
+        # Parents that do not exist themselves but have children.
+        parents = {
+            DELIMITER.join(name.split(DELIMITER)[:i])
+            for name in names
+            for i in range(1, name.count(DELIMITER) + 1)
+        } - names
+        lines = []
+        for name in sorted(names | parents, key=lambda n: (n != INBOX, n)):
+            if not regex.fullmatch(name):
+                continue
+            if subscribed_only and not folders.get(name, False):
+                continue
+            has_children = any(other.startswith(name + DELIMITER) for other in names)
+            attributes = ["\\HasChildren" if has_children else "\\HasNoChildren"]
+            if name in parents:
+                attributes.insert(0, "\\Noselect")
+            shown = astring_out(name).decode("utf-8")
+            lines.append(
+                f'* {command.name} ({" ".join(attributes)}) "{DELIMITER}" {shown}'
+            )
+        for line in lines:
+            await self._line(line)
+        return f"{command.name} completed"
+
+    async def _cmd_status(self, command: Command) -> str:
+        if len(command.args) != 2 or not isinstance(command.args[1], ParenList):
+            raise command.error("STATUS needs a folder name and a list of items")
+        name = self._mailbox_arg(command)
+        wanted = []
+        for item in command.args[1].items:
+            if not isinstance(item, Atom) or item.upper not in _STATUS_ITEMS:
+                raise command.error(
+                    f"unknown STATUS item; use {', '.join(_STATUS_ITEMS)}"
+                )
+            wanted.append(item.upper)
+        with self.mail.lock:
+            folder = self._folder_named(name)
+            if folder is None:
+                raise _Answered("NO", f"[NONEXISTENT] No such folder: {name}")
+            messages = list(folder.messages)
+            key = (self.generation, self._user or "", folder.name)
+            claimed = self.server.recent_claims.get(key, 0)
+            values = {
+                "MESSAGES": len(messages),
+                "RECENT": sum(1 for s in messages if s.uid > claimed),
+                "UIDNEXT": self.mail.peek_uid(),
+                "UIDVALIDITY": folder.uidvalidity,
+                "UNSEEN": sum(1 for s in messages if _SEEN not in s.flags),
+            }
+        items = " ".join(f"{item} {values[item]}" for item in wanted)
+        shown = astring_out(folder.name).decode("utf-8")
+        await self._line(f"* STATUS {shown} ({items})")
+        return "STATUS completed"
+
+    async def _cmd_append(self, command: Command) -> str:
+        args = list(command.args)
+        if len(args) < 2:
+            raise command.error("APPEND needs a folder name and a message")
+        name = self._mailbox_arg(command)
+        message_arg = args[-1]
+        if not isinstance(message_arg, String):
+            raise command.error("APPEND's message must be a literal")
+        flags: frozenset[str] = frozenset()
+        date = None
+        for extra in args[1:-1]:
+            if isinstance(extra, ParenList) and date is None and not flags:
+                flags = self._store_flags(parse_flags(extra, command.tag), command)
+            elif isinstance(extra, String) and date is None:
+                date = parse_date_time(extra.text, command.tag)
+            else:
+                raise command.error('APPEND takes (flags), "date-time" and a literal')
+        raw = message_arg.value
+        if not raw:
+            raise _Answered("NO", "An empty message cannot be appended")
+        now = _now()
+        assert self.record is not None
+        message = Message(
+            raw=raw,
+            envelope=Envelope(mail_from="", rcpt_to=(self._user or "",)),
+            session=self.record,
+            received_at=now,
+            number=0,
+        )
+        with self.mail.lock:
+            folder = self._folder_named(name)
+            if folder is None:
+                raise _Answered("NO", f"[TRYCREATE] No such folder: {name}")
+            stored = self.mail.add(folder, message, flags, date or now)
+            uidvalidity = folder.uidvalidity
+        self.store.touch()
+        return f"[APPENDUID {uidvalidity} {stored.uid}] APPEND completed"
+
+    async def _cmd_namespace(self, command: Command) -> str:
+        await self._line(f'* NAMESPACE (("" "{DELIMITER}")) NIL NIL')
+        return "NAMESPACE completed"
+
+    async def _cmd_enable(self, command: Command) -> str:
+        if not command.args:
+            raise command.error("ENABLE needs at least one capability")
+        # None of the extensions ENABLE can turn on is offered.
+        await self._line("* ENABLED")
+        return "ENABLE completed"
+
+    async def _cmd_idle(self, command: Command) -> str | None:
+        if self.state == "selected":
+            await self._send_updates(expunge=True)
+        await self._line("+ idling")
+        self.idling = True
+        deadline = time.monotonic() + self.settings.idle_timeout
+        try:
+            while True:
+                if self.state == "selected":
+                    await self._send_updates(expunge=True)
+                if self.generation != self.mail.generation:
+                    self.end_stale()
+                    raise _Closed
+                end = self._buffer.find(b"\n")
+                if end >= 0 or self._eof:
+                    break
+                try:
+                    await self._wait_for_input(deadline)
+                except asyncio.TimeoutError:
+                    self._mark_end("timeout")
+                    await self._line(_INACTIVE)
+                    raise _Closed from None
+        finally:
+            self.idling = False
+        read = await self._read_line(MAX_LINE)
+        if read is None:
+            raise _Closed
+        line = read[0].rstrip(b"\r\n")
+        self._append("command", printable(line.decode("utf-8", "replace")))
+        if line.upper() != b"DONE":
+            await self._line(f"{command.tag} BAD Expected DONE to end IDLE")
+        else:
+            await self._line(f"{command.tag} OK IDLE terminated")
+        return None
+
+    # -- selected -------------------------------------------------------------------------
+
+    async def _send_updates(self, expunge: bool) -> None:
+        """Tell the client what changed in its folder since it last heard:
+        EXPUNGE (only when ``expunge``), EXISTS and RECENT, FETCH FLAGS."""
+        folder = self._folder
+        if folder is None:
+            return
+        with self.mail.lock:
+            account = self._account
+            alive = (
+                account is not None
+                and self.mail.accounts.get(account.user) is account
+                and account.folders.get(folder.name) is folder
+            )
+            current = list(folder.messages) if alive else []
+            key = (self.generation, self._user or "", folder.name)
+            claimed = self.server.recent_claims.get(key, 0)
+            present = {id(s) for s in current}
+            known = {id(s) for s in self._view}
+            new = [s for s in current if id(s) not in known]
+            if new and not self._read_only:
+                self.server.recent_claims[key] = max(claimed, new[-1].uid)
+        out: list[bytes] = []
+        recent_before = len(self._recent)
+        if expunge:
+            for index in range(len(self._view) - 1, -1, -1):
+                stored = self._view[index]
+                if id(stored) not in present:
+                    out.append(b"* %d EXPUNGE\r\n" % (index + 1))
+                    del self._view[index]
+                    self._known_flags.pop(stored.uid, None)
+                    self._recent.discard(stored.uid)
+        if new:
+            self._view.extend(new)
+            self._recent.update(s.uid for s in new if s.uid > claimed)
+            for stored in new:
+                self._known_flags[stored.uid] = stored.flags
+            out.append(b"* %d EXISTS\r\n" % len(self._view))
+        if new or len(self._recent) != recent_before:
+            # As Dovecot: the count changes when recent mail is expunged too.
+            out.append(b"* %d RECENT\r\n" % len(self._recent))
+        for number, stored in enumerate(self._view, 1):
+            flags = stored.flags
+            if id(stored) in present and self._known_flags.get(stored.uid) != flags:
+                self._known_flags[stored.uid] = flags
+                out.append(
+                    format_fetch(
+                        number,
+                        [(b"FLAGS", format_flags(flags, stored.uid in self._recent))],
+                    )
+                )
+        for data in out:
+            await self._untagged(data)
+
+    def _selected(
+        self, arg: Arg, command: Command, by_uid: bool
+    ) -> list[tuple[int, StoredMessage]]:
+        """The messages a sequence set (or UID set) names, with their
+        sequence numbers, in order. Sequence numbers past the end are an
+        error; UIDs that do not exist are skipped (RFC 3501)."""
+        numbers = parse_sequence_set(arg, command.tag)
+        view = self._view
+        if by_uid:
+            largest = view[-1].uid if view else 0
+            return [
+                (n, s)
+                for n, s in enumerate(view, 1)
+                if numbers.contains(s.uid, largest)
+            ]
+        if not view or numbers.exceeds(len(view)):
+            raise _Answered("BAD", "Invalid message sequence number")
+        return [(n, view[n - 1]) for n in numbers.members(len(view))]
+
+    async def _cmd_check(self, command: Command) -> str:
+        return "CHECK completed"
+
+    async def _cmd_close(self, command: Command) -> str:
+        if not self._read_only:
+            self._expunge(None)
+        self._deselect()
+        return "CLOSE completed"
+
+    async def _cmd_unselect(self, command: Command) -> str:
+        self._deselect()
+        return "UNSELECT completed"
+
+    def _expunge(self, only: SequenceSet | None) -> None:
+        folder = self._folder
+        assert folder is not None
+        with self.mail.lock:
+            largest = folder.messages[-1].uid if folder.messages else 0
+            gone = [
+                s
+                for s in folder.messages
+                if _DELETED in s.flags
+                and (only is None or only.contains(s.uid, largest))
+            ]
+            self.mail.remove(folder, gone)
+        if gone:
+            self.store.touch()
+
+    async def _cmd_expunge(self, command: Command) -> str:
+        if self._read_only:
+            raise _Answered("NO", "[READ-ONLY] The folder is read-only")
+        self._expunge(None)
+        return "EXPUNGE completed"
+
+    async def _cmd_uid_expunge(self, command: Command) -> str:
+        if len(command.args) != 1:
+            raise command.error("UID EXPUNGE takes a UID set")
+        if self._read_only:
+            raise _Answered("NO", "[READ-ONLY] The folder is read-only")
+        self._expunge(parse_sequence_set(command.args[0], command.tag))
+        return "UID EXPUNGE completed"
+
+    async def _cmd_fetch(self, command: Command) -> str:
+        return await self._fetch(command, by_uid=False)
+
+    async def _cmd_uid_fetch(self, command: Command) -> str:
+        return await self._fetch(command, by_uid=True)
+
+    async def _fetch(self, command: Command, by_uid: bool) -> str:
+        if len(command.args) < 2:
+            raise command.error("FETCH needs a sequence set and data items")
+        items_arg = command.args[1] if len(command.args) == 2 else command.args[1:]
+        items = parse_fetch_items(items_arg, command.tag)
+        selected = self._selected(command.args[0], command, by_uid)
+        kinds = {item.kind for item in items}
+        if by_uid and "UID" not in kinds:
+            items = [*items, FetchItem("UID")]
+        mark_seen = sets_seen(items) and not self._read_only
+        # New mail may be announced, never an expunge (RFC 3501 7.4.1).
+        await self._send_updates(expunge=False)
+        for number, stored in selected:
+            changed = False
+            if mark_seen and _SEEN not in stored.flags:
+                with self.mail.lock:
+                    stored.flags = stored.flags | {_SEEN}
+                changed = True
+            values = fetch_values(stored, items, recent=stored.uid in self._recent)
+            if changed and "FLAGS" not in kinds:
+                # First, where Dovecot puts the flags a FETCH changed.
+                values.insert(
+                    0,
+                    (b"FLAGS", format_flags(stored.flags, stored.uid in self._recent)),
+                )
+            if changed or "FLAGS" in kinds:
+                self._known_flags[stored.uid] = stored.flags
+            await self._untagged(format_fetch(number, values))
+        if mark_seen:
+            self.store.touch()
+        return f"{command.name} completed"
+
+    async def _cmd_search(self, command: Command) -> str:
+        return await self._search(command)
+
+    async def _cmd_uid_search(self, command: Command) -> str:
+        return await self._search(command)
+
+    async def _search(self, command: Command) -> str:
+        query = parse_search(command.args, command.tag)
+        await self._send_updates(expunge=False)
+        candidates = [
+            Candidate(number, stored, stored.uid in self._recent)
+            for number, stored in enumerate(self._view, 1)
+        ]
+        result = search(query, candidates)
+        await self._untagged(result.response(command.name))
+        return f"{command.name} completed"
+
+    def _store_flags(self, flags: frozenset[str], command: Command) -> frozenset[str]:
+        """Flags a client may set: ``\\Recent`` is dropped (the server's),
+        an unknown system flag is an error."""
+        try:
+            return normalize_flags(flag for flag in flags if flag != "\\Recent")
+        except ValueError as error:
+            raise command.error(str(error)) from None
+
+    async def _cmd_store(self, command: Command) -> str:
+        return await self._store(command, by_uid=False)
+
+    async def _cmd_uid_store(self, command: Command) -> str:
+        return await self._store(command, by_uid=True)
+
+    async def _store(self, command: Command, by_uid: bool) -> str:
+        if len(command.args) < 3 or not isinstance(command.args[1], Atom):
+            raise command.error("STORE needs a sequence set, an item and flags")
+        item = command.args[1].upper
+        mode, _, silent = item.partition(".")
+        if mode not in ("FLAGS", "+FLAGS", "-FLAGS") or silent not in ("", "SILENT"):
+            raise command.error(f"unknown STORE item {command.args[1].value!r}")
+        flag_args = command.args[2:]
+        flags = self._store_flags(
+            parse_flags(
+                flag_args[0] if len(flag_args) == 1 else flag_args, command.tag
+            ),
+            command,
+        )
+        selected = self._selected(command.args[0], command, by_uid)
+        if self._read_only:
+            raise _Answered("NO", "[READ-ONLY] The folder is read-only")
+        await self._send_updates(expunge=False)
+        with self.mail.lock:
+            present = {id(s) for s in self._folder.messages} if self._folder else set()
+            for _, stored in selected:
+                if id(stored) not in present:
+                    continue  # expunged by another session meanwhile
+                if mode == "FLAGS":
+                    stored.flags = flags
+                elif mode == "+FLAGS":
+                    stored.flags = stored.flags | flags
+                else:
+                    stored.flags = stored.flags - flags
+        self.store.touch()
+        for number, stored in selected:
+            self._known_flags[stored.uid] = stored.flags
+            if silent:
+                continue
+            values = [
+                (b"FLAGS", format_flags(stored.flags, stored.uid in self._recent))
+            ]
+            if by_uid:
+                values.append((b"UID", b"%d" % stored.uid))
+            await self._untagged(format_fetch(number, values))
+        return f"{command.name} completed"
+
+    async def _copy(self, command: Command, by_uid: bool, move: bool) -> str:
+        if len(command.args) != 2:
+            raise command.error(f"{command.name} needs a sequence set and a folder")
+        selected = self._selected(command.args[0], command, by_uid)
+        name = self._mailbox_arg(command, 1)
+        if move and self._read_only:
+            raise _Answered("NO", "[READ-ONLY] The folder is read-only")
+        with self.mail.lock:
+            target = self._folder_named(name)
+            if target is None:
+                raise _Answered("NO", f"[TRYCREATE] No such folder: {name}")
+            source = self._folder
+            assert source is not None
+            present = {id(s) for s in source.messages}
+            pairs = [
+                (
+                    stored.uid,
+                    self.mail.add(
+                        target,
+                        stored.message,
+                        stored.flags - {"\\Recent"},
+                        stored.internal_date,
+                    ).uid,
+                )
+                for _, stored in selected
+                if id(stored) in present
+            ]
+            if move:
+                self.mail.remove(
+                    source,
+                    [s for _, s in selected if id(s) in present],
+                    moved_to=target.name,
+                )
+            uidvalidity = target.uidvalidity
+        self.store.touch()
+        if not pairs:
+            return f"{command.name} completed (nothing to copy)"
+        code = (
+            f"COPYUID {uidvalidity} {format_uid_set(p[0] for p in pairs)} "
+            f"{format_uid_set(p[1] for p in pairs)}"
+        )
+        if move:
+            await self._line(f"* OK [{code}] Moved")
+            return f"{command.name} completed"
+        return f"[{code}] {command.name} completed"
+
+    async def _cmd_copy(self, command: Command) -> str:
+        return await self._copy(command, by_uid=False, move=False)
+
+    async def _cmd_uid_copy(self, command: Command) -> str:
+        return await self._copy(command, by_uid=True, move=False)
+
+    async def _cmd_move(self, command: Command) -> str:
+        return await self._copy(command, by_uid=False, move=True)
+
+    async def _cmd_uid_move(self, command: Command) -> str:
+        return await self._copy(command, by_uid=True, move=True)
+
+
+# -- the test's side ---------------------------------------------------------------------
+
+
+class IMAPEndpoint:
+    """Where an IMAP client connects: ``smtpsink.imap``.
+
+    The server starts on the first use of ``smtpsink.imap``, on the sink's
+    thread and a free port of the sink's host, and serves the mailboxes of
+    the sink's recipients (see :doc:`reading`).
+    """
+
+    def __init__(self, mailbox: Mailbox, server: IMAPServer) -> None:
+        self._mailbox = mailbox
+        self._server = server
+
+    @property
+    def host(self) -> str:
+        """The address to connect to, e.g. ``"127.0.0.1"``."""
+        return self._mailbox.host
+
+    @property
+    def port(self) -> int:
+        """The IMAP server's port (not the SMTP one)."""
+        return self._server.port
+
+    @property
+    def tls(self) -> str | None:
+        """The sink's TLS setting, which IMAP follows: None (plain text),
+        ``"starttls"`` (STARTTLS offered), ``"starttls-required"`` (STARTTLS
+        before any login: ``LOGINDISABLED``) or ``"implicit"`` (IMAPS)."""
+        return self._mailbox.settings.tls
+
+    @property
+    def url(self) -> str:
+        """``imap://host:port`` (``imaps://`` for implicit TLS)."""
+        scheme = "imaps" if self.tls == "implicit" else "imap"
+        host = self.host
+        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.port}"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context that trusts the sink's certificate (and nothing
+        else), with host name checking on (as ``Mailbox.ssl_context``)."""
+        return self._mailbox.ssl_context()
+
+    @property
+    def ca_path(self) -> str:
+        """Path of a PEM file with the CA that signed the sink's certificate."""
+        return self._mailbox.ca_path
+
+    def __repr__(self) -> str:
+        return f"<IMAPEndpoint {self.url} tls={self.tls}>"

@@ -1,0 +1,469 @@
+"""The IMAP server with imaplib and raw dialogues over loopback: login and
+TLS, transcripts and secrets, folders, FETCH/SEARCH/STORE/COPY/MOVE/EXPUNGE,
+sequence numbers across sessions, IDLE, per-test BYE, faults, bad input."""
+
+from __future__ import annotations
+
+import base64
+import imaplib
+import re
+import smtplib
+import socket
+from collections.abc import Callable
+
+import pytest
+from dialogue import Endpoint, run
+
+from pytest_smtpsink import Mailbox, SMTPSink
+
+USER = "ann@example.com"
+
+
+def raw_message(subject: str, body: str = "Hello.") -> bytes:
+    return (
+        f"From: Zed <zed@example.org>\r\nTo: {USER}\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{subject.replace(' ', '.')}@example.org>\r\n\r\n{body}\r\n"
+    ).encode()
+
+
+def login(sink: Mailbox) -> imaplib.IMAP4:
+    client = imaplib.IMAP4(sink.imap.host, sink.imap.port)
+    client.login(USER, "secret")
+    return client
+
+
+def dialogue(sink: Mailbox, *lines: str) -> list[str]:
+    """Run raw lines (after a LOGIN) and return the server's lines."""
+    endpoint = Endpoint("imap", sink.imap.host, sink.imap.port)
+    transcript = run([f"L LOGIN {USER} secret", *lines], endpoint)
+    return [line[3:] for line in transcript if line.startswith("S: ")]
+
+
+def test_a_typical_reader_fetches_marks_moves_and_deletes(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(raw_message("Invoice 1"), to=USER)
+    smtpsink.deliver(raw_message("Spam offer"), to=USER)
+    smtpsink.deliver(raw_message("Invoice 2"), to=USER)
+    with login(smtpsink) as client:
+        assert client.select("INBOX") == ("OK", [b"3"])
+        typ, data = client.search(None, "UNSEEN")
+        assert data == [b"1 2 3"]
+        typ, fetched = client.fetch("1", "(RFC822)")
+        first = fetched[0]
+        assert isinstance(first, tuple)
+        assert b"Subject: Invoice 1" in first[1]
+        # A non-PEEK body read sets \Seen, and the response says so.
+        assert first[0].startswith(b"1 (FLAGS (\\Seen \\Recent) RFC822 ")
+        client.store("2", "+FLAGS", "\\Deleted")
+        client.create("Processed")
+        typ, _ = client.uid("MOVE", "3", "Processed")
+        assert typ == "OK"
+        client.expunge()
+        client.close()
+        client.logout()
+    box = smtpsink.mailbox(USER)
+    box.assert_in("INBOX", subject="Invoice 1", flags={"\\Seen"})
+    box.assert_in("Processed", subject="Invoice 2", flags=())
+    box.assert_not_in("INBOX", subject="Spam offer")
+    box.assert_deleted(subject="Spam offer")
+    assert "(moved to Processed)" in box.describe()
+
+
+def test_capabilities_and_the_greeting(smtpsink: Mailbox) -> None:
+    with imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port) as client:
+        for word in [
+            "IMAP4REV1",
+            "LITERAL+",
+            "SASL-IR",
+            "AUTH=PLAIN",
+            "IDLE",
+            "UIDPLUS",
+            "MOVE",
+            "UNSELECT",
+            "NAMESPACE",
+            "ID",
+            "ENABLE",
+            "CHILDREN",
+        ]:
+            assert word in client.capabilities
+        assert "STARTTLS" not in client.capabilities
+        assert client.noop()[0] == "OK"
+    assert smtpsink.imap.url == f"imap://127.0.0.1:{smtpsink.imap.port}"
+    assert smtpsink.imap.port != smtpsink.port
+
+
+def test_starttls_with_certificate_verification(
+    smtpsink_factory: Callable[..., SMTPSink],
+) -> None:
+    sink = smtpsink_factory(tls="starttls")
+    with imaplib.IMAP4(sink.imap.host, sink.imap.port) as client:
+        assert "STARTTLS" in client.capabilities
+        client.starttls(ssl_context=sink.imap.ssl_context())
+        assert "STARTTLS" not in client.capabilities
+        client.login(USER, "pw")
+        client.logout()
+    session = sink.sessions[-1]
+    assert session.protocol == "IMAP"
+    assert session.tls is not None
+    assert not session.tls.implicit
+    assert session.before("STARTTLS", "LOGIN")
+
+
+def test_imaps(smtpsink_factory: Callable[..., SMTPSink]) -> None:
+    sink = smtpsink_factory(tls="implicit")
+    sink.deliver(raw_message("Secret"), to=USER)
+    assert sink.imap.url.startswith("imaps://")
+    context = sink.imap.ssl_context()
+    with imaplib.IMAP4_SSL(sink.imap.host, sink.imap.port, ssl_context=context) as c:
+        c.login(USER, "pw")
+        c.select("INBOX")
+        assert c.search(None, "ALL") == ("OK", [b"1"])
+        c.logout()
+    session = sink.sessions[-1]
+    assert session.tls is not None
+    assert session.tls.implicit
+
+
+def test_starttls_required_disables_login_before_tls(
+    smtpsink_factory: Callable[..., SMTPSink],
+) -> None:
+    sink = smtpsink_factory(tls="starttls-required")
+    with imaplib.IMAP4(sink.imap.host, sink.imap.port) as client:
+        assert "LOGINDISABLED" in client.capabilities
+        assert "AUTH=PLAIN" not in client.capabilities
+        with pytest.raises(imaplib.IMAP4.error, match="PRIVACYREQUIRED"):
+            client.login(USER, "pw")
+        client.starttls(ssl_context=sink.imap.ssl_context())
+        assert "LOGINDISABLED" not in client.capabilities
+        assert client.login(USER, "pw")[0] == "OK"
+        client.logout()
+
+
+def test_auth_table_is_enforced_and_failures_recorded(
+    smtpsink_factory: Callable[..., SMTPSink],
+) -> None:
+    sink = smtpsink_factory(auth={USER: "right-password"}, auth_plaintext=True)
+    with imaplib.IMAP4(sink.imap.host, sink.imap.port) as client:
+        with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+            client.login(USER, "wrong-password")
+        assert client.login(USER, "right-password")[0] == "OK"
+        client.logout()
+    session = sink.sessions[-1]
+    assert [(a.username, a.success) for a in session.auth_attempts] == [
+        (USER, False),
+        (USER, True),
+    ]
+    text = session.format_transcript() + repr(session)
+    assert "wrong-password" not in text
+    assert "right-password" not in text
+    assert f"LOGIN {USER} ****" in text
+
+
+def test_authenticate_plain_with_sasl_ir_and_continuation(smtpsink: Mailbox) -> None:
+    token = base64.b64encode(f"\0{USER}\0top-secret".encode()).decode()
+    endpoint = Endpoint("imap", smtpsink.imap.host, smtpsink.imap.port)
+    transcript = run([f"a AUTHENTICATE PLAIN {token}", "b LOGOUT"], endpoint) + run(
+        ["c AUTHENTICATE PLAIN", token, "d LOGOUT"], endpoint
+    )
+    assert "S: a OK [CAPABILITY" in "\n".join(transcript)
+    assert "S: + " in transcript
+    assert any(line.startswith("S: c OK [CAPABILITY") for line in transcript)
+    shown = "\n".join(s.format_transcript() for s in smtpsink.sessions)
+    assert token not in shown
+    assert "top-secret" not in shown
+    assert "C: a AUTHENTICATE PLAIN ****" in shown
+    assert "C: ****" in shown
+    assert [s.authenticated_as for s in smtpsink.sessions] == [USER, USER]
+
+
+def test_select_examine_list_status_and_folders(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(raw_message("One"), to=USER, flags={"\\Seen"})
+    smtpsink.deliver(raw_message("Two"), to=USER)
+    lines = dialogue(
+        smtpsink,
+        "a SELECT inbox",
+        "b CREATE Archive/2024",
+        "c CREATE Archive/2024",
+        'd LIST "" *',
+        'e LIST "" %',
+        "f RENAME Archive Old",
+        'g LIST "" *',
+        "h STATUS INBOX (MESSAGES UNSEEN UIDNEXT)",
+        "i EXAMINE INBOX",
+        "j STORE 1 +FLAGS (\\Flagged)",
+        "k DELETE INBOX",
+        "l SUBSCRIBE Old/2024",
+        'm LSUB "" *',
+        "n SELECT Nowhere",
+    )
+    text = "\n".join(lines)
+    assert "* 2 EXISTS" in text
+    assert "* OK [UNSEEN 2] First unseen" in text
+    assert re.search(r"\* OK \[UIDVALIDITY \d+\]", text)
+    assert "a OK [READ-WRITE] SELECT completed" in text
+    assert "c NO [ALREADYEXISTS]" in text
+    assert '* LIST (\\HasNoChildren) "/" Archive/2024' in text
+    assert '* LIST (\\Noselect \\HasChildren) "/" Archive' in text
+    assert '* LIST (\\HasNoChildren) "/" Old/2024' in text
+    assert "* STATUS INBOX (MESSAGES 2 UNSEEN 1 UIDNEXT" in text
+    assert "i OK [READ-ONLY] EXAMINE completed" in text
+    assert "j NO [READ-ONLY]" in text
+    assert "k NO INBOX cannot be deleted" in text
+    assert '* LSUB (\\HasNoChildren) "/" Old/2024' in text
+    assert "n NO [NONEXISTENT]" in text
+    assert smtpsink.mailbox(USER).folders == ("INBOX", "Old/2024")
+
+
+def test_append_with_flags_date_and_literal_plus(smtpsink: Mailbox) -> None:
+    message = raw_message("Draft")
+    with login(smtpsink) as client:
+        typ, data = client.append(
+            "INBOX", "(\\Draft $Label)", '"17-Jul-1996 02:44:25 -0700"', message
+        )
+        assert typ == "OK"
+        assert data[0].startswith(b"[APPENDUID ")
+        assert client.append("Nowhere", None, None, message)[1][0].startswith(
+            b"[TRYCREATE]"
+        )
+        client.logout()
+    lines = dialogue(
+        smtpsink, f"a APPEND INBOX {{{len(message)}+}}\r\n" + message.decode()
+    )
+    assert any(line.startswith("a OK [APPENDUID") for line in lines)
+    box = smtpsink.mailbox(USER)
+    stored = box.stored()
+    assert [s.message.raw for s in stored] == [message, message]
+    assert stored[0].flags == {"\\Draft", "$Label"}
+    assert stored[0].internal_date.utcoffset() is not None
+    assert stored[0].internal_date.hour == 2
+    transcript = smtpsink.sessions[0].format_transcript()
+    assert f"[{len(message)} octets]" in transcript
+    assert "Subject: Draft" not in transcript
+
+
+def test_search_answers_sequence_numbers_and_uid_search_uids(
+    smtpsink: Mailbox,
+) -> None:
+    # smtp4dev #1519: after an expunge, SEARCH must not answer UIDs.
+    for subject in ("a", "b", "c", "d"):
+        smtpsink.deliver(raw_message(f"Report {subject}"), to=USER)
+    with login(smtpsink) as client:
+        client.select("INBOX")
+        client.store("1:2", "+FLAGS", "\\Deleted")
+        client.expunge()
+        assert client.search(None, "ALL") == ("OK", [b"1 2"])
+        _typ, uids = client.uid("SEARCH", "ALL")
+        stored = smtpsink.mailbox(USER).stored()
+        assert uids == [" ".join(str(s.uid) for s in stored).encode()]
+        assert client.search(None, "SUBJECT", '"Report d"') == ("OK", [b"2"])
+        assert client.uid("SEARCH", "CHARSET", "US-ASCII", "SUBJECT", "d")[1] == [
+            str(stored[1].uid).encode()
+        ]
+        client.logout()
+
+
+def test_no_expunge_during_fetch_store_or_search_only_after(
+    smtpsink: Mailbox,
+) -> None:
+    for subject in ("a", "b", "c"):
+        smtpsink.deliver(raw_message(subject), to=USER)
+    reader = login(smtpsink)
+    reader.select("INBOX")
+    reader.untagged_responses.clear()
+    with login(smtpsink) as other:
+        other.select("INBOX")
+        other.store("1", "+FLAGS", "\\Deleted")
+        other.expunge()
+        other.logout()
+    smtpsink.deliver(raw_message("d"), to=USER)
+    # The reader still sees 3 then 4 messages numbered as it knows them.
+    typ, _data = reader.fetch("1:3", "(UID)")
+    assert typ == "OK"
+    assert reader.untagged_responses.get("EXPUNGE") is None
+    assert reader.untagged_responses.pop("EXISTS") == [b"4"]
+    reader.search(None, "ALL")
+    reader.store("2", "+FLAGS", "\\Flagged")
+    assert "EXPUNGE" not in reader.untagged_responses
+    reader.noop()
+    assert reader.untagged_responses.pop("EXPUNGE") == [b"1"]
+    assert reader.search(None, "ALL") == ("OK", [b"1 2 3"])
+    reader.logout()
+
+
+def test_fetch_items_peek_and_flags(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(raw_message("Peek"), to=USER)
+    lines = dialogue(
+        smtpsink,
+        "a SELECT INBOX",
+        "b FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)] FLAGS)",
+        "c FETCH 1 (BODY[TEXT])",
+        "d UID FETCH 1:* (FLAGS)",
+        "e FETCH 1 (ENVELOPE BODYSTRUCTURE RFC822.SIZE INTERNALDATE)",
+        "f STORE 1 -FLAGS.SILENT (\\Seen)",
+        "g FETCH 1 FAST",
+        "h FETCH 5 FLAGS",
+    )
+    text = "\n".join(lines)
+    assert "Subject: Peek" in text
+    assert "* 1 FETCH (FLAGS (\\Seen \\Recent) BODY[TEXT] {8}\nHello.\n)" in text
+    assert re.search(r"\* 1 FETCH \(FLAGS \(\\Seen \\Recent\) UID \d+\)", text)
+    assert "ENVELOPE (" in text
+    assert 'BODYSTRUCTURE ("text" "plain"' in text
+    assert "f OK" in text
+    assert "* 1 FETCH (FLAGS (\\Recent))" not in text.split("f OK")[0].split("e OK")[1]
+    assert "* 1 FETCH (FLAGS (\\Recent) INTERNALDATE" in text
+    assert "h BAD Invalid message sequence number" in text
+
+
+def test_idle_is_woken_by_smtp_mail(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(raw_message("First"), to=USER)
+    address = (smtpsink.imap.host, smtpsink.imap.port)
+    with socket.create_connection(address, 30) as s, s.makefile("rwb") as stream:
+
+        def say(line: str) -> None:
+            stream.write(line.encode() + b"\r\n")
+            stream.flush()
+
+        def until(prefix: bytes) -> list[bytes]:
+            lines: list[bytes] = []
+            while not lines or not lines[-1].startswith(prefix):
+                lines.append(stream.readline())
+                assert lines[-1], lines
+            return lines
+
+        stream.readline()
+        say(f"a LOGIN {USER} pw")
+        until(b"a ")
+        say("b SELECT INBOX")
+        until(b"b ")
+        say("c IDLE")
+        assert until(b"+") == [b"+ idling\r\n"]
+        with smtplib.SMTP(smtpsink.host, smtpsink.port) as smtp:
+            smtp.sendmail("zed@example.org", [USER], raw_message("Second"))
+        # Woken by the store's notification: no NOOP, no polling.
+        assert stream.readline() == b"* 2 EXISTS\r\n"
+        assert stream.readline() == b"* 2 RECENT\r\n"
+        smtpsink.deliver(raw_message("Third"), to=USER)
+        assert stream.readline() == b"* 3 EXISTS\r\n"
+        stream.readline()
+        say("DONE")
+        assert stream.readline() == b"c OK IDLE terminated\r\n"
+    (session,) = [s for s in smtpsink.sessions if s.protocol == "IMAP"]
+    transcript = session.format_transcript()
+    assert "C: c IDLE\nS: + idling\nS: * 2 EXISTS" in transcript
+    assert "C: DONE\nS: c OK IDLE terminated" in transcript
+
+
+def test_sessions_of_an_earlier_test_get_bye(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import imaplib
+        import pytest
+
+        CLIENTS = []
+
+        def test_one(smtpsink):
+            client = imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port)
+            client.login("ann@example.com", "pw")
+            client.select("INBOX")
+            CLIENTS.append(client)
+
+        def test_two(smtpsink):
+            smtpsink.deliver(b"Subject: new\\r\\n\\r\\nx\\r\\n", to="ann@example.com")
+            client = CLIENTS[0]
+            try:
+                with pytest.raises(imaplib.IMAP4.abort, match="a new test started"):
+                    client.noop()
+                    client.noop()
+            finally:
+                client.shutdown()
+            ended = [s for s in smtpsink.sessions if s.protocol == "IMAP"]
+            assert ended == []  # the old session belongs to test_one
+        """
+    )
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
+def test_faults_answer_no_bad_or_disconnect(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(raw_message("One"), to=USER)
+    smtpsink.fail("IMAP:FETCH", 451, "Try later", times=1)
+    smtpsink.fail("IMAP:SEARCH", 500, "Not today", times=1)
+    smtpsink.fail("IMAP:SELECT", 550, match=USER, times=1)
+    lines = dialogue(
+        smtpsink,
+        "a SELECT INBOX",
+        "b SELECT INBOX",
+        "c UID FETCH 1:* FLAGS",
+        "d FETCH 1 FLAGS",
+        "e SEARCH ALL",
+    )
+    assert "a NO Injected failure" in lines
+    assert "c NO [UNAVAILABLE] Try later" in lines
+    assert "d OK FETCH completed" in lines
+    assert "e BAD Not today" in lines
+    session = smtpsink.sessions[-1]
+    assert [e.injected for e in session.transcript if e.tag in ("a", "b", "c")] == [
+        True,
+        False,
+        True,
+    ]
+    smtpsink.disconnect("IMAP:LOGIN")
+    assert dialogue(smtpsink, "x NOOP")[1:] == ["<connection closed>"]
+    assert smtpsink.sessions[-1].end == "server-closed"
+
+
+def test_unknown_imap_stage_is_refused(smtpsink: Mailbox) -> None:
+    with pytest.raises(ValueError, match="unknown IMAP stage 'IMAP:RETR'"):
+        smtpsink.fail("IMAP:RETR", 450)
+
+
+BAD_INPUT = [
+    ("", "* BAD Empty command line"),
+    ("no-command-name", "* BAD No valid tag: a command is 'tag SP command'"),
+    ("a", "* BAD No valid tag: a command is 'tag SP command'"),
+    ("a FROBNICATE", "a BAD Unknown or unsupported command: FROBNICATE"),
+    ("a SORT (DATE) UTF-8 ALL", "a BAD Unknown or unsupported command: SORT"),
+    ("a FETCH 1 FLAGS", "a BAD FETCH: select a folder first"),
+    ("a LOGIN x", "a BAD LOGIN is not valid after login"),
+    ('a SELECT "unterminated', "a BAD Unterminated quoted string"),
+    ("a CREATE (list)", "a BAD Expected an atom or a string, got a list"),
+    ("a STATUS INBOX (FOO)", "a BAD Unknown STATUS item"),
+    ("a \x00\x01 NOOP", "a BAD Unexpected"),
+    ("a APPEND INBOX {999999999}", "a BAD Literal too large"),
+]
+
+
+@pytest.mark.parametrize(("line", "expected"), BAD_INPUT)
+def test_bad_input_is_answered_recorded_and_serving_goes_on(
+    smtpsink: Mailbox, line: str, expected: str
+) -> None:
+    address = (smtpsink.imap.host, smtpsink.imap.port)
+    with socket.create_connection(address, 30) as s, s.makefile("rwb") as stream:
+        stream.write(f"L LOGIN {USER} pw\r\n{line}\r\nz NOOP\r\n".encode())
+        stream.flush()
+        lines: list[str] = []
+        while not lines or not lines[-1].startswith("z "):
+            read = stream.readline()
+            assert read, lines
+            lines.append(read.decode().rstrip("\r\n"))
+    assert lines[-1] == "z OK NOOP completed"
+    assert any(reply.startswith(expected) for reply in lines), lines
+    session = smtpsink.sessions[-1]
+    assert len([e for e in session.transcript if e.kind == "command"]) == 3
+
+
+def test_a_literal_over_the_limit_is_refused_without_reading(
+    smtpsink_factory: Callable[..., SMTPSink],
+) -> None:
+    sink = smtpsink_factory(max_size=1000)
+    endpoint = Endpoint("imap", sink.imap.host, sink.imap.port)
+    # Synchronizing: refused before the client sends a byte of it.
+    lines = run([f"a LOGIN {USER} x", "b APPEND INBOX {5000}", "c NOOP"], endpoint)
+    assert "S: b BAD Literal too large (5000 bytes, at most 1000)" in lines
+    assert "S: c OK NOOP completed" in lines
+    # Non-synchronizing: its bytes are coming, so the server says BYE.
+    lines = run([f"a LOGIN {USER} x", "b APPEND INBOX {5000+}", "c NOOP"], endpoint)
+    assert lines[-2:] == [
+        "S: * BYE Cannot read the rest of that command",
+        "S: <connection closed>",
+    ]
+    assert sink.mailbox(USER).stored() == ()

@@ -1,0 +1,106 @@
+"""Real IMAP client libraries against the sink's IMAP server: imap-tools
+(its default UID SEARCH CHARSET and UID FETCH, MOVE, APPEND, IDLE) and
+IMAPClient (ENVELOPE, BODYSTRUCTURE, non-ASCII search literals, IDLE, MOVE,
+NAMESPACE)."""
+
+from __future__ import annotations
+
+import smtplib
+from collections.abc import Callable
+
+import imap_tools
+import imapclient
+
+from pytest_smtpsink import Mailbox, SMTPSink
+
+USER = "ann@example.com"
+
+
+def raw_message(subject: str, body: str = "Hello.") -> bytes:
+    return (
+        f"From: Zed <zed@example.org>\r\nTo: {USER}\r\nSubject: {subject}\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n\r\n"
+        f"{body}\r\n"
+    ).encode()
+
+
+def test_imap_tools_fetches_moves_deletes_and_appends(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(raw_message("Order 1"), to=USER)
+    smtpsink.deliver(raw_message("Order 2"), to=USER)
+    smtpsink.deliver(raw_message("Junk"), to=USER)
+    with imap_tools.MailBoxUnencrypted(smtpsink.imap.host, smtpsink.imap.port).login(
+        USER, "pw"
+    ) as client:
+        subjects = [m.subject for m in client.fetch(mark_seen=False)]
+        assert subjects == ["Order 1", "Order 2", "Junk"]
+        orders = list(client.fetch(imap_tools.AND(subject="Order")))
+        assert [m.subject for m in orders] == ["Order 1", "Order 2"]
+        client.folder.create("Processed")
+        assert orders[1].uid is not None
+        client.move(orders[1].uid, "Processed")
+        (junk,) = client.fetch(imap_tools.AND(subject="Junk"), mark_seen=False)
+        assert junk.uid is not None
+        client.delete(junk.uid)
+        client.append(raw_message("Sent copy"), "Processed", flag_set=["\\Seen"])
+        assert [f.name for f in client.folder.list()] == ["INBOX", "Processed"]
+    box = smtpsink.mailbox(USER)
+    box.assert_in("INBOX", subject="Order 1", flags={"\\Seen"})
+    box.assert_in("Processed", subject="Order 2", flags={"\\Seen"})
+    box.assert_in("Processed", subject="Sent copy", flags={"\\Seen"})
+    box.assert_deleted(subject="Junk")
+    session = smtpsink.sessions[-1]
+    assert session.used("UID")
+    assert any(
+        "SEARCH CHARSET US-ASCII" in (e.argument or "") for e in session.transcript
+    )
+
+
+def test_imap_tools_idle_is_woken_by_smtp_mail(smtpsink: Mailbox) -> None:
+    with imap_tools.MailBoxUnencrypted(smtpsink.imap.host, smtpsink.imap.port).login(
+        USER, "pw"
+    ) as client:
+        client.idle.start()  # type: ignore[no-untyped-call]
+        with smtplib.SMTP(smtpsink.host, smtpsink.port) as smtp:
+            smtp.sendmail("zed@example.org", [USER], raw_message("Wake up"))
+        # The timeout is a safety net only: the server answers at once.
+        responses = client.idle.poll(timeout=30)
+        client.idle.stop()  # type: ignore[no-untyped-call]
+        assert b"* 1 EXISTS" in responses
+        assert [m.subject for m in client.fetch()] == ["Wake up"]
+
+
+def test_imapclient_envelope_structure_search_move_namespace(
+    smtpsink_factory: Callable[..., SMTPSink],
+) -> None:
+    sink = smtpsink_factory(tls="implicit")
+    sink.deliver(raw_message("Grüße aus Köln", "Schöne Grüße"), to=USER)
+    sink.deliver(raw_message("Plain"), to=USER)
+    with imapclient.IMAPClient(
+        sink.imap.host, sink.imap.port, ssl=True, ssl_context=sink.imap.ssl_context()
+    ) as client:
+        client.login(USER, "pw")
+        namespace = client.namespace()
+        assert namespace.personal == (("", "/"),)
+        client.select_folder("INBOX")
+        uids = client.search(["SUBJECT", "Köln"], charset="UTF-8")
+        assert len(uids) == 1
+        data = client.fetch(uids, ["ENVELOPE", "BODYSTRUCTURE", "FLAGS"])[uids[0]]
+        envelope = data[b"ENVELOPE"]
+        assert envelope.subject.startswith(b"Gr")
+        assert envelope.from_[0].mailbox == b"zed"
+        assert data[b"BODYSTRUCTURE"][0] == b"text"
+        assert data[b"FLAGS"] == (b"\\Recent",)
+        client.create_folder("Done")
+        client.move(uids, "Done")
+        # IMAPClient searches with UID SEARCH: UIDs, not sequence numbers.
+        (plain,) = sink.mailbox(USER).stored("INBOX")
+        assert client.search("ALL") == [plain.uid]
+        client.idle()
+        sink.deliver(raw_message("Late"), to=USER)
+        responses = client.idle_check(timeout=30)
+        client.idle_done()
+        assert (2, b"EXISTS") in responses
+        client.logout()
+    sink.mailbox(USER).assert_in("Done", subject="Grüße aus Köln")
+    assert sink.sessions[-1].tls is not None

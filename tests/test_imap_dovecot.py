@@ -1,0 +1,62 @@
+"""Differential conformance: the same scripted IMAP session against the
+sink and a real Dovecot (tests/dovecot.py) gives the same responses, after
+masking what two correct servers may differ in (tests/dialogue.py)."""
+
+from __future__ import annotations
+
+from dialogue import Endpoint, masked, run
+from dovecot import Dovecot
+
+from pytest_smtpsink import SMTPSink
+
+USER = "differential"
+MESSAGES = [
+    b"From: Ann <ann@example.com>\r\nTo: bob@example.com\r\nSubject: one\r\n"
+    b"Date: Mon, 7 Feb 1994 21:52:25 -0800\r\nMessage-ID: <1@example.com>\r\n"
+    b"\r\nfirst body\r\n",
+    b"From: bob@example.com\r\nSubject: two\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+    b"Content-Type: text/plain\r\n\r\npart one\r\n--b\r\n"
+    b"Content-Type: text/html\r\n\r\n<p>part two</p>\r\n--b--\r\n",
+    b"Subject: three\r\n\r\nthird\r\n",
+]
+
+#: Kept on purpose (docs/_reading_imap.rst): the sink's UIDs come from one
+#: counter for all folders and its UIDVALIDITY is the sink's, so a copy's
+#: new UID differs from Dovecot's per-folder one.
+KEPT = [(r"\[COPYUID \S+ \S+ \S+\]", "[COPYUID <copyuid>]")]
+
+SCRIPT = [
+    f"a LOGIN {USER} secret",
+    "b SELECT INBOX",
+    "c FETCH 1:* (FLAGS RFC822.SIZE ENVELOPE)",
+    "d FETCH 2 (BODYSTRUCTURE BODY.PEEK[1] BODY.PEEK[2.MIME] BODY.PEEK[]<0.20>)",
+    "e SEARCH SUBJECT two",
+    "f UID SEARCH OR SUBJECT one SUBJECT three",
+    "g STORE 1 +FLAGS (\\Deleted \\Flagged)",
+    "h FETCH 1 (BODY[TEXT])",
+    "i CREATE Kept",
+    "j COPY 2 Kept",
+    "k EXPUNGE",
+    "l SEARCH ALL",
+    "m UID SEARCH ALL",
+    "n STATUS Kept (MESSAGES UNSEEN)",
+    # One folder per LIST: the order of a LIST's lines is the server's.
+    'o LIST "" K*',
+    'q LIST "" inbox',
+    "p LOGOUT",
+]
+
+
+def test_a_scripted_session_answers_as_dovecot_does(dovecot: Dovecot) -> None:
+    dovecot.reset(USER)
+    dovecot.seed(USER, MESSAGES)
+    # A sink of its own: its UIDs start at 1, as Dovecot's do.
+    with SMTPSink() as sink:
+        for message in MESSAGES:
+            sink.deliver(message, to=USER)
+        ours = run(SCRIPT, Endpoint("imap", sink.imap.host, sink.imap.port))
+    theirs = run(SCRIPT, Endpoint("imap", dovecot.host, dovecot.imap_port))
+    assert masked(ours, capabilities=True, text=True, extra=KEPT) == masked(
+        theirs, capabilities=True, text=True, extra=KEPT
+    )
