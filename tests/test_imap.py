@@ -55,7 +55,10 @@ def test_a_typical_reader_fetches_marks_moves_and_deletes(smtpsink: Mailbox) -> 
         assert first[0].startswith(b"1 (FLAGS (\\Seen \\Recent) RFC822 ")
         client.store("2", "+FLAGS", "\\Deleted")
         client.create("Processed")
-        typ, _ = client.uid("MOVE", "3", "Processed")
+        # UIDs are sink-wide (never reused), so ask for the one to move.
+        typ, found = client.uid("SEARCH", "SUBJECT", '"Invoice 2"')
+        (uid,) = found[0].split()
+        typ, _ = client.uid("MOVE", uid.decode(), "Processed")
         assert typ == "OK"
         client.expunge()
         client.close()

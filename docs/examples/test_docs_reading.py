@@ -22,8 +22,8 @@ def test_send_then_read(smtpsink):
     pop = poplib.POP3(smtpsink.pop3.host, smtpsink.pop3.port)
     pop.user("audit@example.com")
     pop.pass_("any password")
-    count, size = pop.stat()
-    assert count == 1
+    count, octets = pop.stat()
+    assert (count, octets) == (1, 95)
     assert b"Subject: Your invoice" in pop.retr(1)[1]
     pop.quit()
 
