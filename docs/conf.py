@@ -73,4 +73,5 @@ nitpick_ignore = [
     ("py:class", "ExchangeKind"),
     ("py:class", "Severity"),
     ("py:class", "MXTarget"),
+    ("py:class", "EventLoop"),
 ]

@@ -173,3 +173,21 @@ def test_a_client_on_the_tests_loop_meets_the_sinks_loop(choice: str) -> None:
         assert asyncio.run(send(sink)).startswith("220 ")
         sink.wait_until(lambda: sink.sessions and sink.sessions[0].end is not None)
         assert sink.sessions[0].commands == ["QUIT"]
+
+
+@pytest.mark.parametrize("choice", LOOPS)
+def test_a_client_that_closes_at_once_is_let_go(choice: str) -> None:
+    """uvloop reads the EOF of a client that closed its side right after
+    connecting before aiosmtpd's handler ran; the handler, cancelled before
+    its first step, never greeted nor closed and the client hung."""
+    with SMTPSink(event_loop=choice) as sink:
+        for _ in range(20):
+            with socket.create_connection((sink.host, sink.port), timeout=10) as sock:
+                sock.shutdown(socket.SHUT_WR)
+                while sock.recv(1024):  # a greeting at most, then the close
+                    pass
+        sink.wait_until(lambda: len(sink.sessions) == 20)
+        sink.wait_until(lambda: all(s.end is not None for s in sink.sessions))
+        assert {s.end for s in sink.sessions} == {"client-closed"}
+        # Greeted first, as on asyncio's loop.
+        assert all(s.transcript[0].kind == "greeting" for s in sink.sessions)
