@@ -117,6 +117,7 @@ def test_implicit_tls_runs_on_asyncio() -> None:
         assert all(s.tls is not None for s in sink.sessions)
 
 
+@pytest.mark.skipif(not uvloop_installed(), reason="uvloop is not installed")
 def test_uvloop_is_refused_for_implicit_tls() -> None:
     with pytest.raises(
         SettingsError, match=r"event_loop: uvloop cannot serve tls='implicit'"
