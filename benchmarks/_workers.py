@@ -4,8 +4,9 @@ Each scenario runs in a fresh interpreter (``python _workers.py SCENARIO
 --impl IMPL ...``) so that memory figures are not polluted by earlier
 scenarios, and prints one JSON object on its last line of output.
 
-``IMPL`` is ``smtpsink`` (``pytest_smtpsink.SMTPSink`` from the working tree)
-or ``floor`` (``floor.FloorSink``: bare aiosmtpd, raw bytes only). The client
+``IMPL`` is ``smtpsink`` (``pytest_smtpsink.SMTPSink`` from the working tree),
+``floor`` (``floor.FloorSink``: bare aiosmtpd, raw bytes only) or ``limit``
+(``limit.LimitSink``: Postfix's C ``smtp-sink``, which keeps nothing). The client
 is always ``smtplib`` with a fixed ``local_hostname`` (otherwise smtplib calls
 ``getfqdn()`` on every connection and the benchmark measures DNS).
 """
@@ -34,6 +35,9 @@ SENDER = "sender@example.com"
 RECIPIENT = "rcpt@example.com"
 # Bounded waits: a benchmark that loses mail must fail, not hang.
 WAIT_TIMEOUT = 120.0
+#: Messages the server answered 250 to after the final dot, counted by the
+#: client: the limit keeps nothing to count.
+_client_count = {"accepted": 0}
 
 
 class Sink(Protocol):
@@ -85,6 +89,24 @@ class _SMTPSinkAdapter:
         return True
 
 
+class _LimitAdapter:
+    """smtp-sink keeps nothing: a message counts as captured once the
+    client's ``sendmail`` returned (after the server's 250 for the dot)."""
+
+    def __init__(self, sink: Any) -> None:
+        self.host: str = sink.host
+        self.port: int = sink.port
+
+    def count(self) -> int:
+        return _client_count["accepted"]
+
+    def raws(self) -> list[bytes]:
+        return []
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        return _client_count["accepted"] >= count
+
+
 @contextmanager
 def open_sink(impl: str) -> Iterator[Sink]:
     """Start the sink under test, yield an adapter, stop it afterwards."""
@@ -93,6 +115,11 @@ def open_sink(impl: str) -> Iterator[Sink]:
 
         with FloorSink() as floor_sink:
             yield _FloorAdapter(floor_sink)
+    elif impl == "limit":
+        from limit import LimitSink
+
+        with LimitSink() as limit_sink:
+            yield _LimitAdapter(limit_sink)
     elif impl in ("smtpsink", "smtpsink-norec"):
         from pytest_smtpsink import SMTPSink
 
@@ -157,10 +184,12 @@ def send_many(sink: Sink, count: int, new_connection: bool, prefix: str) -> None
         for i in range(count):
             with smtplib.SMTP(sink.host, sink.port, local_hostname=CLIENT_NAME) as c:
                 c.sendmail(SENDER, [RECIPIENT], small_message(f"{prefix}-{i}"))
+                _client_count["accepted"] += 1
     else:
         with smtplib.SMTP(sink.host, sink.port, local_hostname=CLIENT_NAME) as c:
             for i in range(count):
                 c.sendmail(SENDER, [RECIPIENT], small_message(f"{prefix}-{i}"))
+                _client_count["accepted"] += 1
 
 
 def scenario_throughput(impl: str, count: int, new_connection: bool) -> dict[str, Any]:

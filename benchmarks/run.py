@@ -6,9 +6,10 @@ Usage::
 
 Runs every scenario against pytest-smtpsink (the working tree, installed
 editable into its own venv), its peers (smtpdfix and pytest-localserver, in a
-second venv the script builds itself) and the floor (a bare aiosmtpd server
-that stores raw bytes only, ``floor.py``), then prints a Markdown table of
-medians and ratios and writes it to ``benchmarks/results.md``.
+second venv the script builds itself), the floor (a bare aiosmtpd server
+that stores raw bytes only, ``floor.py``) and, where Postfix's ``smtp-sink``
+is installed, the limit (that C server, ``limit.py``), then prints a Markdown
+table of medians and ratios and writes it to ``benchmarks/results.md``.
 
 Both venvs pin the same pytest and aiosmtpd so whole-process times compare
 like with like; each pytest run disables (``-p no:NAME``) every pytest11
@@ -40,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from limit import LimitSink
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -49,6 +52,7 @@ CACHE_DIR = BENCH_DIR / ".venvs"
 RESULTS_FILE = BENCH_DIR / "results.md"
 WORKERS = BENCH_DIR / "_workers.py"
 FLOOR_MODULE = BENCH_DIR / "floor.py"
+LIMIT_MODULE = BENCH_DIR / "limit.py"
 
 # Shared pins: the floor runs in the pytest-smtpsink venv and the peers in
 # theirs, so both must run the same pytest and aiosmtpd for a fair ratio.
@@ -241,6 +245,16 @@ _TLS_TEST = """
     {check}
 """
 
+# The limit keeps nothing: the test keeps what it sent and, in the "+ parse"
+# suite, parses it as pytest-smtpsink's assert_sent(subject=...) would.
+_LIMIT_TEST = """
+def test_{n:04d}(limit_sink):
+    message = MESSAGE % ({n}, {n}, {n}, {n})
+    with smtplib.SMTP(limit_sink.host, limit_sink.port, local_hostname=CLIENT) as client:
+        assert not client.sendmail(SENDER, [RCPT], message)
+    {check}
+"""
+
 _NO_SMTP_TEST = """
 def test_{n:04d}():
     assert MESSAGE % ({n}, {n}, {n}, {n})
@@ -301,6 +315,19 @@ def floor_sink(_floor_server):
     return _floor_server
 '''
 
+_LIMIT_CONFTEST = '''\
+"""The limit: Postfix's smtp-sink (C, keeps nothing), one per session."""
+import pytest
+
+from limit import LimitSink
+
+
+@pytest.fixture(scope="session")
+def limit_sink():
+    with LimitSink() as sink:
+        yield sink
+'''
+
 # Loaded into every timed pytest run (``-p _bench_timer``): the time of the
 # tests once warm, i.e. setup, call and teardown of each, without the first
 # test's setup and the last one's teardown. Those carry the one-time costs
@@ -353,6 +380,8 @@ class Suite:
     marker: str = ""
     conftest: str = ""
     copy_floor: bool = False
+    copy_limit: bool = False
+    imports: str = ""
 
     def write(self, directory: Path, count: int) -> None:
         directory.mkdir(parents=True)
@@ -363,9 +392,11 @@ class Suite:
             (directory / "conftest.py").write_text(self.conftest)
         if self.copy_floor:
             shutil.copy(FLOOR_MODULE, directory / "floor.py")
+        if self.copy_limit:
+            shutil.copy(LIMIT_MODULE, directory / "limit.py")
         per_file = 100
         for start in range(0, count, per_file):
-            body = [_TEST_HEADER]
+            body = [_TEST_HEADER + self.imports]
             for n in range(start, min(count, start + per_file)):
                 body.append(
                     self.template.format(
@@ -400,6 +431,27 @@ PERTEST_SUITES = [
         ),
         conftest=_FLOOR_CONFTEST,
         copy_floor=True,
+    ),
+    Suite(
+        "limit",
+        "limit (Postfix smtp-sink, C), send only",
+        "smtpsink",
+        None,
+        _LIMIT_TEST,
+        check="",
+        conftest=_LIMIT_CONFTEST,
+        copy_limit=True,
+    ),
+    Suite(
+        "limit-parse",
+        "limit + the parse of the sink's check",
+        "smtpsink",
+        None,
+        _LIMIT_TEST,
+        check='assert parse_subject(message) == "Message {n}"',
+        conftest=_LIMIT_CONFTEST,
+        copy_limit=True,
+        imports="from limit import parse_subject\n",
     ),
     Suite(
         "smtpsink",
@@ -499,6 +551,8 @@ class Results:
 
     samples: dict[tuple[str, str], list[Sample]] = field(default_factory=dict)
     errors: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: Cells that cannot run here (no smtp-sink, no TLS in it), and why.
+    skipped: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def add(self, scenario: str, impl: str, sample: Sample) -> None:
         if "error" in sample:
@@ -539,13 +593,19 @@ class Runner:
             if env.error:
                 self.results.add(scenario, suite.key, {"error": env.error})
                 continue
+            if suite.copy_limit and self.skip_limit(scenario, suite.key):
+                continue
             directory = self.workdir / scenario / suite.key
             suite.write(directory, count)
             self._pytest(env, suite, directory, ["--collect-only"], timed=False)
 
     def time_suite(self, scenario: str, suite: Suite, count: int) -> None:
         env = self.env_for(suite.env)
-        if env.error or (scenario, suite.key) in self.results.errors:
+        if (
+            env.error
+            or (scenario, suite.key) in self.results.errors
+            or (scenario, suite.key) in self.results.skipped
+        ):
             return
         directory = self.workdir / scenario / suite.key
         sample = self._pytest(env, suite, directory, [], timed=True)
@@ -588,8 +648,17 @@ class Runner:
 
     # -- in-process workers --------------------------------------------------
 
+    def skip_limit(self, scenario: str, key: str) -> bool:
+        """True (and noted) when smtp-sink is not installed here."""
+        reason = LimitSink.missing()
+        if reason is not None:
+            self.results.skipped[(scenario, key)] = reason
+        return reason is not None
+
     def worker(self, scenario: str, key: str, impl: str, args: list[str]) -> None:
         env = self.envs["smtpsink"] if impl.startswith("smtpsink") else self.floor_env()
+        if impl == "limit" and self.skip_limit(scenario, key):
+            return
         if env.error:
             self.results.add(scenario, key, {"error": env.error})
             return
@@ -641,7 +710,7 @@ class Runner:
                 for suite in PERTEST_SUITES:
                     self.time_suite("pertest", suite, s.tests)
             if "throughput" in selected:
-                for impl in [*impls, "smtpsink-norec"]:
+                for impl in [*impls, "smtpsink-norec", "limit"]:
                     count = ["throughput", "--count", str(s.messages)]
                     self.worker("throughput-one", impl, impl, count)
                     if impl == "smtpsink-norec":
@@ -666,6 +735,7 @@ class Runner:
                         "size", impl, impl, ["size", "--size", str(s.attachment)]
                     )
             if "tls" in selected:
+                self.results.skipped[("tls", "limit")] = _LIMIT_NO_TLS
                 for suite in TLS_SUITES:
                     self.time_suite("tls", suite, s.tls_tests)
             if "memory" in selected:
@@ -679,6 +749,9 @@ class Runner:
 # --------------------------------------------------------------------------
 
 IMPLS = (("floor", "floor"), ("smtpsink", "pytest-smtpsink"))
+LIMIT_LABEL = "limit (Postfix smtp-sink, C)"
+# Postfix 3.7's smtp-sink(1) has no TLS option: it never offers STARTTLS.
+_LIMIT_NO_TLS = "skipped: smtp-sink has no TLS (it never offers STARTTLS)"
 
 
 def _ratio(value: float | None, base: float | None) -> str:
@@ -709,9 +782,23 @@ class Report:
     targets: list[list[str]] = field(default_factory=list)
 
     def row(
-        self, scenario: str, label: str, result: str, ratio: str, note: str
+        self,
+        scenario: str,
+        label: str,
+        result: str,
+        ratio: str,
+        note: str,
+        *,
+        vs_limit: str = "-",
     ) -> None:
-        self.rows.append([scenario, label, result, ratio, note])
+        self.rows.append([scenario, label, result, ratio, vs_limit, note])
+
+    def skipped_row(self, scenario: str, title: str, key: str, label: str) -> bool:
+        """Show a cell that cannot run on this machine, saying why."""
+        reason = self.results.skipped.get((scenario, key))
+        if reason is not None:
+            self.row(title, label, "skipped", "-", reason.replace("|", "/"))
+        return reason is not None
 
     def error_row(self, scenario: str, title: str, key: str, label: str) -> bool:
         """Show an implementation that never produced a sample as an error."""
@@ -760,8 +847,12 @@ class Report:
         floor = r.median(scenario, "floor", "seconds")
         floor_tests = r.median(scenario, "floor", "tests_seconds")
         baseline = r.median(scenario, "baseline", "seconds")
+        # The honest limit does the parse the sink's tests do.
+        limit = r.median(scenario, "limit-parse", "seconds")
         for suite in suites:
-            if self.error_row(scenario, title, suite.key, suite.label):
+            if self.error_row(
+                scenario, title, suite.key, suite.label
+            ) or self.skipped_row(scenario, title, suite.key, suite.label):
                 continue
             seconds = r.median(scenario, suite.key, "seconds")
             if seconds is None:
@@ -769,7 +860,7 @@ class Report:
             note = f"{seconds / count * 1000:.2f} ms/test"
             if baseline is not None and suite.key != "baseline":
                 extra = (seconds - baseline) / count * 1000
-                note += f", +{extra:.2f} ms/test over pytest alone"
+                note += f", {extra:+.2f} ms/test over pytest alone"
             note += self.spread(scenario, suite.key, "seconds")
             in_tests = r.median(scenario, suite.key, "tests_seconds")
             if in_tests is not None:
@@ -777,7 +868,12 @@ class Report:
                 if floor_tests and suite.key != "baseline":
                     note += f" ({_ratio(in_tests, floor_tests)} the floor)"
             ratio = "-" if suite.key == "baseline" else _ratio(seconds, floor)
-            self.row(title, suite.label, f"{seconds:.2f} s", ratio, note)
+            vs_limit = "-" if suite.key == "baseline" else _ratio(seconds, limit)
+            self.row(
+                title, suite.label, f"{seconds:.2f} s", ratio, note, vs_limit=vs_limit
+            )
+        if scenario == "tls":
+            self.skipped_row(scenario, title, "limit", LIMIT_LABEL)
 
     def pertest(self) -> None:
         r, n = self.results, self.sizes.tests
@@ -789,6 +885,13 @@ class Report:
             f"{n}-test suite: smtpsink / floor (<= 1.10)",
             _quotient(sink, floor),
             1.10,
+            lower=True,
+        )
+        self.target(
+            "pertest",
+            f"{n}-test suite: smtpsink / limit + parse (<= 1.30)",
+            _quotient(sink, r.median("pertest", "limit-parse", "seconds")),
+            1.30,
             lower=True,
         )
         for peer in ("smtpdfix", "localserver"):
@@ -808,15 +911,35 @@ class Report:
             ("throughput-new", f"{n} msgs, new connection each"),
         ):
             base = r.median(scenario, "floor", "seconds")
-            for impl, label in IMPLS:
+            limit = r.median(scenario, "limit", "seconds")
+            for impl, label in (*IMPLS, ("limit", LIMIT_LABEL)):
                 seconds = r.median(scenario, impl, "seconds")
-                if self.error_row(scenario, title, impl, label) or seconds is None:
+                if (
+                    self.error_row(scenario, title, impl, label)
+                    or self.skipped_row(scenario, title, impl, label)
+                    or seconds is None
+                ):
                     continue
                 note = f"{n / seconds:,.0f} msg/s" + self.spread(
                     scenario, impl, "seconds"
                 )
-                self.row(title, label, f"{seconds:.2f} s", _ratio(seconds, base), note)
+                self.row(
+                    title,
+                    label,
+                    f"{seconds:.2f} s",
+                    _ratio(seconds, base),
+                    note,
+                    vs_limit=_ratio(seconds, limit),
+                )
             sink = r.median(scenario, "smtpsink", "seconds")
+            if scenario == "throughput-one":
+                self.target(
+                    "throughput",
+                    f"{title}: smtpsink / limit time (<= 1.50)",
+                    _quotient(sink, limit),
+                    1.50,
+                    lower=True,
+                )
             self.target(
                 "throughput",
                 f"{title}: smtpsink / floor time (<= 1.10)",
@@ -953,10 +1076,17 @@ class Report:
             self.row(title, label, f"+{_mb(delta)}", _ratio(delta, base), note)
 
     def markdown(self, header: str) -> str:
-        head = ["Scenario", "Implementation", "Median", "vs floor", "Detail"]
+        head = [
+            "Scenario",
+            "Implementation",
+            "Median",
+            "vs floor",
+            "vs limit",
+            "Detail",
+        ]
         lines = [header, "", *_table(head, self.rows)]
         if self.targets:
-            lines += ["", "Targets (issue 8), measured in this run:", ""]
+            lines += ["", "Targets (issues 8 and 20), measured in this run:", ""]
             lines += _table(["Target", "Measured", "Met"], self.targets)
         return "\n".join(lines) + "\n"
 
@@ -1005,7 +1135,9 @@ def _header(envs: dict[str, Env], sizes: Sizes, repeat: int, quick: bool) -> str
         Python {sys.version.split()[0]}, {os.cpu_count()} CPUs;
         {", ".join(v for v in versions if v)}.
         "vs floor" divides by the bare aiosmtpd floor of the same scenario and
-        run (lower is better). Whole-run times are whole `python -m pytest`
+        run (lower is better); "vs limit" by Postfix's C smtp-sink (for test
+        suites: its suite whose tests also parse what they sent, as the
+        sink's checks do). Whole-run times are whole `python -m pytest`
         processes.""")
 
 

@@ -77,4 +77,5 @@ nitpick_ignore = [
     ("py:class", "AuthSetting"),
     ("py:class", "Deliverable"),
     ("py:class", "SessionProtocol"),
+    ("py:class", "EventLoop"),
 ]

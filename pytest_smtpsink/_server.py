@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import importlib
 import ipaddress
 import os
 import ssl
@@ -297,7 +298,7 @@ class SMTPSink(Mailbox):
             connect_host = _connectable(settings.host)
             if settings.tls is not None:
                 self._server_tls = _server_context(settings, connect_host)
-            loop = asyncio.new_event_loop()
+            loop = new_event_loop(settings.uses_uvloop())
             state = ServerState(
                 settings, self._store, self._faults, loop, self._server_tls
             )
@@ -547,6 +548,17 @@ def _server_context(settings: SinkSettings, connect_host: str) -> ssl.SSLContext
     from ._tls import authority
 
     return authority().server_context(connect_host)
+
+
+def new_event_loop(uvloop: bool) -> asyncio.AbstractEventLoop:
+    """A new loop for the sink's thread (`SinkSettings.uses_uvloop`), never
+    the tests' own loop (pytest-asyncio, anyio), which is left as it is."""
+    if uvloop:
+        # Not a static import: uvloop is optional (the ``speed`` extra).
+        module: Any = importlib.import_module("uvloop")
+        loop: asyncio.AbstractEventLoop = module.new_event_loop()
+        return loop
+    return asyncio.new_event_loop()
 
 
 _T = TypeVar("_T")

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import ssl
 
 TLSMode = Literal["starttls", "starttls-required", "implicit"]
+EventLoop = Literal["auto", "asyncio", "uvloop"]
 AuthSetting = None | Literal["any"] | Mapping[str, str]
 
 #: Large enough for a 25 MB attachment after base64 (about 34 MB on the wire).
@@ -101,6 +102,25 @@ class SinkSettings:
     """A PEM file with the (unencrypted) private key of `tls_cert`."""
     tls_context: ssl.SSLContext | None = None
     """A server-side `ssl.SSLContext`, used as it is, for full control."""
+    event_loop: EventLoop = "auto"
+    """The event loop of the sink's own thread: ``"uvloop"`` (installed by
+    the ``speed`` extra), ``"asyncio"``, or ``"auto"``: uvloop when it is
+    installed, except for ``tls="implicit"`` (see `uses_uvloop`). Never the
+    loop of the tests themselves."""
+
+    def uses_uvloop(self) -> bool:
+        """Whether this sink's thread runs uvloop.
+
+        Not for implicit TLS: uvloop starts reading a new connection as soon
+        as the protocol's ``connection_made`` returns, and pausing it there
+        has no effect, so a ClientHello that arrives before the sink hands
+        the socket to ``start_tls`` is read as plain text and lost (about
+        every other connection here). asyncio's loop starts reading one
+        iteration later, after the handshake took over.
+        """
+        if self.event_loop == "auto":
+            return self.tls != "implicit" and uvloop_installed()
+        return self.event_loop == "uvloop"
 
     def __post_init__(self) -> None:
         for name in ("tls_cert", "tls_key"):
@@ -216,6 +236,13 @@ class SinkSettings:
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(SinkSettings))
 
 
+def uvloop_installed() -> bool:
+    """Whether uvloop can be imported (found without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("uvloop") is not None
+
+
 def _require(ok: bool, setting: str, message: str) -> None:
     if not ok:
         raise SettingsError(setting, message)
@@ -291,6 +318,22 @@ def _validate(s: SinkSettings) -> None:
     ):
         value = getattr(s, flag)
         _require(isinstance(value, bool), flag, f"must be True or False, got {value!r}")
+    _require(
+        s.event_loop in get_args(EventLoop),
+        "event_loop",
+        f"must be one of {', '.join(get_args(EventLoop))}, got {s.event_loop!r}",
+    )
+    _require(
+        s.event_loop != "uvloop" or uvloop_installed(),
+        "event_loop",
+        "uvloop is not installed (pip install pytest-smtpsink[speed])",
+    )
+    _require(
+        s.event_loop != "uvloop" or s.tls != "implicit",
+        "event_loop",
+        "uvloop cannot serve tls='implicit' (it reads before the handshake "
+        "can start); use 'auto' or 'asyncio'",
+    )
     _require(
         s.tls is None or s.tls in get_args(TLSMode),
         "tls",

@@ -656,6 +656,23 @@ class RecordingSMTP(SMTP):
             self.state.connections.add(self)
             self.state.store.add_session(self.record)
 
+    def eof_received(self) -> bool | None:
+        # aiosmtpd cancels its handler on EOF; the handler then closes the
+        # connection. uvloop starts reading at once, so the EOF of a client
+        # that closed its side straight away can come before the handler's
+        # first step: cancelled before it ran, it never greeted nor closed,
+        # and the client waited forever. Until the greeting is out, handle
+        # the EOF one step later, as asyncio's loop does by its order.
+        record = self.record
+        if record is not None and not record._transcript:
+            self.loop.call_soon(self._late_eof)
+            return True  # keep the write side open for the greeting
+        return super().eof_received()
+
+    def _late_eof(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            super().eof_received()
+
     async def _start_implicit_tls(self, transport: asyncio.BaseTransport) -> None:
         try:
             tls_transport = await self.state.loop.start_tls(

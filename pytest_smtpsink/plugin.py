@@ -124,6 +124,11 @@ _OPTIONS = (
         "allow a --smtpsink-relay upstream that is not a loopback address.",
         kind="bool",
     ),
+    _Option(
+        "event_loop",
+        "event loop of the sink's own thread: auto (default: uvloop when "
+        "installed, e.g. by pytest-smtpsink[speed]), asyncio or uvloop.",
+    ),
 )
 
 

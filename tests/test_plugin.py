@@ -497,6 +497,7 @@ BAD_VALUES = {
     "relay": "ftp://127.0.0.1:25",
     "relay_to": "(",
     "relay_allow_remote": "maybe",
+    "event_loop": "trio",
 }
 
 
