@@ -652,6 +652,38 @@ def test_smtputf8_mail_is_released_as_smtputf8(
     assert relayed.raw == raw
 
 
+@pytest.mark.parametrize("upstream_smtputf8", [True, False])
+def test_smtputf8_mail_is_relayed_as_smtputf8(
+    smtpsink_factory: Factory, upstream_smtputf8: bool
+) -> None:
+    # A sink of its own: no relay connection made before the hide.
+    upstream = smtpsink_factory(hostname=f"utf8-{upstream_smtputf8}.test")
+    if not upstream_smtputf8:
+        upstream.hide("SMTPUTF8")
+    sink = relaying(smtpsink_factory, upstream, relay_to=".*")
+    raw = "Subject: café\r\n\r\nDéjà vu.\r\n".encode()
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail(
+            "zoë@exämple.com", ["jürgen@exämple.de"], raw, mail_options=["SMTPUTF8"]
+        )
+        client.sendmail("app@example.com", ["ann@example.com"], b"Subject: 2\r\n\r\n")
+    captured, plain = sink.wait_for(2)
+    wait_relayed(sink, plain)
+
+    if upstream_smtputf8:
+        assert relay_of(captured).status == "relayed"
+        relayed = upstream.wait_for(2)[0]
+        assert relayed.envelope.smtputf8
+        assert relayed.envelope.mail_from == "zoë@exämple.com"
+        assert relayed.envelope.rcpt_to == ("jürgen@exämple.de",)
+        assert relayed.raw.endswith(raw)
+    else:  # it cannot go: said so, and the next message still goes
+        assert relay_of(captured).status == "failed"
+        assert "SMTPUTF8 not supported" in relay_of(captured).reply
+        assert upstream.wait_for().envelope.rcpt_to == ("ann@example.com",)
+    assert relay_of(plain).status == "relayed"
+
+
 def test_relay_options_of_the_pytest_plugin(pytester: pytest.Pytester) -> None:
     with SMTPSink(hostname="upstream.test") as upstream:
         pytester.makepyfile(
