@@ -447,10 +447,13 @@ def test_a_burst_is_relayed_in_order_on_one_connection(
         assert transcript[-1].replies[0].startswith("250 ")
 
 
-def test_refusals_in_a_pipelined_burst_touch_only_their_message(
-    smtpsink_factory: Factory,
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_refusals_in_a_burst_touch_only_their_message(
+    smtpsink_factory: Factory, pipelining: bool
 ) -> None:
-    upstream = smtpsink_factory(hostname="upstream.test")
+    upstream = smtpsink_factory(hostname=f"refusing-{pipelining}.test")
+    if not pipelining:
+        upstream.hide("PIPELINING")
     upstream.delay("DATA", 0.5, times=1)
     upstream.fail("MAIL", 451, "4.3.0 try later", times=1)
     upstream.fail("RCPT", 550, "5.1.1 unknown user", match="gone@partner.example")
@@ -471,6 +474,13 @@ def test_refusals_in_a_pipelined_burst_touch_only_their_message(
         ("relayed", 250),
     ]
     assert relay_of(messages[3]).reply == "5.7.1 spam"
+    # A refusal's transcript is its own transaction, not the connection's.
+    for n in (3, 4):
+        error = relay_of(messages[n]).error
+        assert error is not None
+        mails = [e.line for e in error.transcript if e.line.upper().startswith("MAIL")]
+        assert len(mails) == 1, error.transcript
+        assert f"u{n}@" in str(error) or "gone@" in str(error)
     assert [m.envelope.rcpt_to[0] for m in upstream.wait_for(4)] == [
         "u1@partner.example",
         "u2@partner.example",
