@@ -4,7 +4,9 @@ Applications that deliver by MX (forwarders, list managers, bounce handlers)
 look up the recipient domain's MX records, then the MX hosts' addresses. The
 stub answers those questions from zones a test declares
 (``smtpsink.dns.mx("partner.example", [(10, sink_a), (20, sink_b)])``), and
-fails them on request (NXDOMAIN, SERVFAIL, no answer at all).
+fails them on request: NXDOMAIN from the zone, and everything else through
+the sink's fault rules at the ``DNS:`` stages (``_faults.steps`` decides,
+`DNSServer` carries it out: SERVFAIL, REFUSED, a late answer, no answer).
 
 Threads: the server (`DNSServer`) runs on its sink's loop thread, over UDP
 and TCP on the same loopback port; it is started on first use of
@@ -31,6 +33,8 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Union
+
+from ._faults import Delay, Disconnect, Event, Fault, Faults, Hang, Reply, steps
 
 try:
     import dns.exception
@@ -82,12 +86,14 @@ class DNSQuery:
     """The record type asked for (``"MX"``), None if unparsable."""
     outcome: str
     """The reply's rcode (``NOERROR``, ``NXDOMAIN``, ``SERVFAIL``,
-    ``FORMERR``, ``NOTIMP``, ``REFUSED``), or ``no answer`` (a timeout rule)
-    or ``ignored`` (not a query, or shorter than a DNS header)."""
+    ``FORMERR``, ``NOTIMP``, ``REFUSED``), or ``no answer`` (a ``hang`` or
+    ``disconnect`` fault rule) or ``ignored`` (not a query, or shorter than
+    a DNS header)."""
     answers: tuple[str, ...] = ()
     """The answer records as text."""
     note: str = ""
-    """Why a query was malformed or ignored."""
+    """Why a query was malformed or ignored, or what a fault rule did
+    (``fault: 451``, ``fault: hang``, ``answered after 0.5s``)."""
 
     def __str__(self) -> str:
         asked = f"{self.name} {self.type}" if self.name else "<malformed>"
@@ -100,28 +106,31 @@ class DNSQuery:
 class _Rule:
     owner: DNSZone
     name: dns.name.Name
-    kind: Literal["record", "nxdomain", "servfail", "timeout"]
+    kind: Literal["record", "nxdomain"]
     rdata: dns.rdata.Rdata | None = None
-    times: list[int] | None = dataclasses.field(default=None, compare=False)
-    """Remaining uses of a failure rule ([n]); None: every time."""
 
-    def applies(self) -> bool:
-        """For failure rules with ``times``: count one use (loop thread)."""
-        if self.times is None:
-            return True
-        if self.times[0] <= 0:
-            return False
-        self.times[0] -= 1
-        return True
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What to send for one query: ``reply`` (None: nothing) after
+    ``delay`` seconds; ``close``: end the TCP connection (a disconnect)."""
+
+    reply: bytes | None
+    delay: float = 0.0
+    close: bool = False
+
+
+_NOTHING = _Plan(None)
 
 
 class DNSServer:
     """The stub of one sink: UDP and TCP on one loopback port."""
 
-    def __init__(self, host: str, store: Store) -> None:
+    def __init__(self, host: str, store: Store, faults: Faults) -> None:
         # The store, not the sink: the sink's loop holds this server, and
         # nothing there may keep a dropped sink alive (see _server._Runtime).
         self._store = store
+        self._faults = faults
         self.host = host
         self.port = 0
         self._lock = threading.Lock()
@@ -192,14 +201,14 @@ class DNSServer:
                 del self._queries[: _KEEP_QUERIES // 2]
         self._store.touch()  # wakes wait_until on dns.queries
 
-    def handle(self, data: bytes, transport: Transport, peer: Any) -> bytes | None:
-        """The reply to one message, or None to send nothing."""
+    def handle(self, data: bytes, transport: Transport, peer: Any) -> _Plan:
+        """What to send in reply to one message."""
         peer = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("?", 0)
         try:
             return self._answer(data, transport, peer)
         except Exception as error:  # never let one query take the loop down
             self._note(transport, peer, "ignored", f"internal error: {error!r}")
-            return None
+            return _NOTHING
 
     def _note(
         self,
@@ -228,29 +237,29 @@ class DNSServer:
 
     def _answer(
         self, data: bytes, transport: Transport, peer: tuple[str, int]
-    ) -> bytes | None:
+    ) -> _Plan:
         if len(data) < 12:
             self._note(
                 transport, peer, "ignored", f"{len(data)} bytes: shorter than a header"
             )
-            return None
+            return _NOTHING
         flags = int.from_bytes(data[2:4], "big")
         if flags & dns.flags.QR:
             # Answering a response could start a loop between two servers.
             self._note(transport, peer, "ignored", "a response, not a query")
-            return None
+            return _NOTHING
         try:
             query = dns.message.from_wire(data)
         except dns.exception.DNSException as error:
             reason = str(error) or type(error).__name__
             self._note(transport, peer, "FORMERR", f"malformed: {reason}")
-            return _bare_reply(data, dns.rcode.FORMERR)
+            return _Plan(_bare_reply(data, dns.rcode.FORMERR))
         if query.opcode() != dns.opcode.QUERY:
             self._note(transport, peer, "NOTIMP", f"opcode {query.opcode()}")
-            return _bare_reply(data, dns.rcode.NOTIMP)
+            return _Plan(_bare_reply(data, dns.rcode.NOTIMP))
         if len(query.question) != 1:
             self._note(transport, peer, "FORMERR", f"{len(query.question)} questions")
-            return _bare_reply(data, dns.rcode.FORMERR)
+            return _Plan(_bare_reply(data, dns.rcode.FORMERR))
         question = query.question[0]
         name, rdtype = question.name, question.rdtype
         name_text, type_text = name.to_text(), dns.rdatatype.to_text(rdtype)
@@ -266,29 +275,52 @@ class DNSServer:
                 name=name_text,
                 rdtype=type_text,
             )
-            return response.to_wire()
-        rules = [r for r in self.rules if r.name == name]
-        for rule in rules:
-            if rule.kind == "record" or not rule.applies():
+            return _Plan(response.to_wire())
+        # The fault rules first: they fail a name whatever its zone says.
+        delay, notes = 0.0, []
+        event = Event(f"DNS:{type_text}", (name_text[:-1] or ".",))
+        for step in steps(self._faults, event) if self._faults.rules else ():
+            if isinstance(step, Delay):
+                delay += step.seconds
+                notes.append(f"answered after {delay:g}s")
                 continue
-            if rule.kind == "timeout":
+            if isinstance(step, (Hang, Disconnect)):
+                what = "hang" if isinstance(step, Hang) else "disconnect"
                 self._note(
-                    transport, peer, "no answer", "", name=name_text, rdtype=type_text
+                    transport,
+                    peer,
+                    "no answer",
+                    f"fault: {what}",
+                    name=name_text,
+                    rdtype=type_text,
                 )
-                return None
-            rcode = (
-                dns.rcode.NXDOMAIN if rule.kind == "nxdomain" else dns.rcode.SERVFAIL
-            )
+                return _Plan(None, close=isinstance(step, Disconnect))
+            assert isinstance(step, Reply)  # drop and limit are SMTP's
+            # 4xx is "try again" (SERVFAIL); 5xx "not from me" (REFUSED).
+            rcode = dns.rcode.SERVFAIL if step.code < 500 else dns.rcode.REFUSED
             response.set_rcode(rcode)
+            notes.append(f"fault: {step.code}")
             self._note(
                 transport,
                 peer,
                 dns.rcode.to_text(rcode),
-                "",
+                "; ".join(notes),
                 name=name_text,
                 rdtype=type_text,
             )
-            return response.to_wire()
+            return _Plan(response.to_wire(), delay)
+        rules = [r for r in self.rules if r.name == name]
+        if any(r.kind == "nxdomain" for r in rules):
+            response.set_rcode(dns.rcode.NXDOMAIN)
+            self._note(
+                transport,
+                peer,
+                "NXDOMAIN",
+                "; ".join(notes),
+                name=name_text,
+                rdtype=type_text,
+            )
+            return _Plan(response.to_wire(), delay)
         records = [r for r in rules if r.kind == "record"]
         if not records:
             response.set_rcode(dns.rcode.NXDOMAIN)
@@ -307,19 +339,18 @@ class DNSServer:
             response.answer.clear()
             response.flags |= dns.flags.TC
             wire = response.to_wire()
-            answers, note = (), "truncated: too big for UDP"
-        else:
-            note = ""
+            answers = ()
+            notes.append("truncated: too big for UDP")
         self._note(
             transport,
             peer,
             dns.rcode.to_text(response.rcode()),
-            note,
+            "; ".join(notes),
             name=name_text,
             rdtype=type_text,
             answers=answers,
         )
-        return wire
+        return _Plan(wire, delay)
 
     async def _tcp_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -331,9 +362,13 @@ class DNSServer:
                 head = await asyncio.wait_for(reader.readexactly(2), _TCP_IDLE)
                 size = int.from_bytes(head, "big")
                 data = await asyncio.wait_for(reader.readexactly(size), _TCP_IDLE)
-                reply = self.handle(data, "tcp", peer)
-                if reply is not None:
-                    writer.write(len(reply).to_bytes(2, "big") + reply)
+                plan = self.handle(data, "tcp", peer)
+                if plan.close:
+                    break
+                if plan.delay:
+                    await asyncio.sleep(plan.delay)
+                if plan.reply is not None:
+                    writer.write(len(plan.reply).to_bytes(2, "big") + plan.reply)
                     await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
             pass  # the client is done (or gone, or idle too long)
@@ -361,19 +396,33 @@ class _UDPProtocol(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        reply = self.server.handle(data, "udp", addr)
-        if reply is not None and self.transport is not None:
-            self.transport.sendto(reply, addr)
+        plan = self.server.handle(data, "udp", addr)
+        if plan.reply is None:
+            return  # a hang or a disconnect, over UDP: no answer
+        if plan.delay:
+            asyncio.get_running_loop().call_later(
+                plan.delay, self._send, plan.reply, addr
+            )
+        else:
+            self._send(plan.reply, addr)
+
+    def _send(self, reply: bytes, addr: tuple[str | Any, int]) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.sendto(reply, addr)
 
     def error_received(self, exc: Exception) -> None:
         pass  # an ICMP error for a client that left: nothing to do
 
 
-def server_for(sink: SMTPSink) -> DNSServer:
-    """The sink's stub, started on its loop on first use (test thread)."""
+def server_for(view: Mailbox) -> DNSServer:
+    """The stub of the view's sink, started on its loop on first use (test
+    thread). It follows the sink's fault rules at the ``DNS:`` stages."""
+    sink = view.sink
+    host, faults = sink.host, view._fault_registry()
 
     def start(loop: asyncio.AbstractEventLoop, store: Store) -> DNSServer:
-        server = DNSServer(sink.host, store)
+        server = DNSServer(host, store, faults)
         server.start(loop)
         return server
 
@@ -392,14 +441,6 @@ def _name(text: str, what: str = "name") -> dns.name.Name:
         raise ValueError(f"{what} {text!r} is not a domain name: {error}") from None
 
 
-def _check_times(times: int | None) -> list[int] | None:
-    if times is None:
-        return None
-    if not isinstance(times, int) or isinstance(times, bool) or times < 1:
-        raise ValueError(f"times must be None or a whole number >= 1, got {times!r}")
-    return [times]
-
-
 class DNSZone:
     """A test's DNS records, served by its sink's stub (``smtpsink.dns``).
 
@@ -407,8 +448,11 @@ class DNSZone:
     Names the test did not declare get NXDOMAIN.
     """
 
-    def __init__(self, sink: SMTPSink) -> None:
-        self._server = server_for(sink)
+    def __init__(self, view: Mailbox) -> None:
+        # The view adds this zone's failures as its fault rules, so they go
+        # with its other rules when the test ends.
+        self._view = view
+        self._server = server_for(view)
         self._start = self._server.last_number()
         self._smtp_ports: dict[str, int] = {}
 
@@ -537,21 +581,29 @@ class DNSZone:
         """Answer NXDOMAIN for ``name``, whatever else is published for it."""
         self._server.add([_Rule(self, _name(name), "nxdomain")])
 
-    def servfail(self, name: str, *, times: int | None = None) -> None:
-        """Answer SERVFAIL for ``name`` (every time, or the first ``times``)."""
-        self._server.add(
-            [_Rule(self, _name(name), "servfail", None, _check_times(times))]
-        )
+    def servfail(self, name: str, *, times: int | None = None) -> Fault:
+        """Answer SERVFAIL for ``name`` (every time, or the first ``times``).
 
-    def timeout(self, name: str, *, times: int | None = None) -> None:
+        The same as ``smtpsink.fail("DNS:QUERY", 451, match=name,
+        times=times)``: a fault rule of the test, returned.
+        """
+        return self._view.fail("DNS:QUERY", 451, match=self._match(name), times=times)
+
+    def timeout(self, name: str, *, times: int | None = None) -> Fault:
         """Never answer queries for ``name`` (every time, or the first
-        ``times``): the resolver gives up after its own timeout."""
-        self._server.add(
-            [_Rule(self, _name(name), "timeout", None, _check_times(times))]
-        )
+        ``times``): the resolver gives up after its own timeout.
+
+        The same as ``smtpsink.hang("DNS:QUERY", match=name, times=times)``.
+        """
+        return self._view.hang("DNS:QUERY", match=self._match(name), times=times)
+
+    @staticmethod
+    def _match(name: str) -> str:
+        return _name(name).to_text()  # validated, as records are
 
     def clear(self) -> None:
-        """Remove this test's records and failures (done at its end)."""
+        """Remove this test's records (done at its end; its failures are
+        fault rules, removed with the others)."""
         self._server.remove(self)
         self._smtp_ports.clear()
 

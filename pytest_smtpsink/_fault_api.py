@@ -58,7 +58,8 @@ class FaultControls:
         only the first N times (greylisting), ``every=N`` every Nth time,
         ``probability=p`` at random, replayable with ``seed`` (the keywords of
         `Trigger`). A 421 reply closes the connection, as does any failure at
-        ``CONNECT``.
+        ``CONNECT``. At a DNS stage (``"DNS:MX"``, ``"DNS:QUERY"``) the MX stub
+        answers SERVFAIL for a 4xx code, REFUSED for a 5xx one.
         """
         stage = normalize_stage(stage)
         if (
@@ -69,6 +70,11 @@ class FaultControls:
             raise FaultError(f"code must be a 4xx or 5xx reply code, got {code!r}")
         if text is not None and not isinstance(text, str):
             raise FaultError(f"text must be a string, got {text!r}")
+        if text is not None and stage.startswith("DNS:"):
+            raise FaultError(
+                f"a DNS reply has no text: {stage} answers SERVFAIL for a 4xx "
+                "code and REFUSED for a 5xx one; leave text=None"
+            )
         return self._add_fault("fail", stage, "reply", trigger, code=code, text=text)
 
     def disconnect(self, stage: str, **trigger: Unpack[Trigger]) -> Fault:

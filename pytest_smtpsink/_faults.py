@@ -49,7 +49,17 @@ IMAP_STAGES = tuple(
         "SEARCH", "FETCH", "STORE", "COPY", "MOVE",
     )
 )  # fmt: skip
-STAGES = SMTP_STAGES + POP3_STAGES + IMAP_STAGES
+#: The MX stub's stages: ``"DNS:QUERY"`` is every question, ``"DNS:MX"``
+#: (and the other types) only questions of that type. ``match`` compares
+#: the name asked for, ignoring case and a final dot.
+DNS_STAGES = tuple(
+    f"DNS:{kind}"
+    for kind in (
+        "QUERY", "A", "AAAA", "MX", "TXT", "CNAME", "NS", "SOA", "PTR", "SRV",
+        "TLSA", "CAA", "ANY",
+    )
+)  # fmt: skip
+STAGES = SMTP_STAGES + POP3_STAGES + IMAP_STAGES + DNS_STAGES
 _ALIASES = {"HELO": "EHLO", "GREETING": "CONNECT", "END-OF-DATA": "EOD", "EOM": "EOD"}
 
 # EHLO keywords and the MAIL parameter that uses them.
@@ -60,8 +70,9 @@ class Trigger(TypedDict, total=False):
     """When a fault rule applies: the keywords every fault method takes.
 
     - ``match``: an address (exact; the domain is case-insensitive), an EHLO
-      name, a client IP or an AUTH mechanism, depending on the stage; or a
-      compiled regex (``re.search``). None: every event of the stage.
+      name, a client IP, an AUTH mechanism or a DNS name (no case, no final
+      dot), depending on the stage; or a compiled regex (``re.search``).
+      None: every event of the stage.
     - ``times``: only the first N matching events.
     - ``every``: every Nth matching event.
     - ``probability``: at random, with this chance (0 to 1).
@@ -101,17 +112,20 @@ def normalize_stage(stage: str) -> str:
     name = stage.strip().upper()
     name = _ALIASES.get(name, name)
     if name not in STAGES:
-        if name.startswith("POP3:"):
-            raise FaultError(
-                f"unknown POP3 stage {stage!r}; use one of {', '.join(POP3_STAGES)}"
-            )
-        if name.startswith("IMAP:"):
-            raise FaultError(
-                f"unknown IMAP stage {stage!r}; use one of {', '.join(IMAP_STAGES)}"
-            )
+        for prefix, known in (
+            ("POP3:", POP3_STAGES),
+            ("IMAP:", IMAP_STAGES),
+            ("DNS:", DNS_STAGES),
+        ):
+            if name.startswith(prefix):
+                raise FaultError(
+                    f"unknown {prefix[:-1]} stage {stage!r}; use one of "
+                    f"{', '.join(known)}"
+                )
         raise FaultError(
             f"unknown stage {stage!r}; use one of {', '.join(SMTP_STAGES)} (or "
-            "HELO), or a POP3 or IMAP stage such as 'POP3:RETR' or 'IMAP:FETCH'"
+            "HELO), or a stage of another protocol such as 'POP3:RETR', "
+            "'IMAP:FETCH' or 'DNS:MX'"
         )
     return name
 
@@ -143,6 +157,11 @@ def _address_matches(pattern: str, value: str) -> bool:
     return (
         bool(v_at) and p_local == v_local and p_domain.casefold() == v_domain.casefold()
     )
+
+
+def dns_name(name: str) -> str:
+    """A DNS name as rules compare it: no case, no final dot."""
+    return name.strip().rstrip(".").casefold()
 
 
 class Fault:
@@ -223,6 +242,9 @@ class Fault:
             return any(match.search(s) for s in subjects)
         if self.stage in ("CONNECT", "EHLO", "AUTH", "POP3:CONNECT", "IMAP:CONNECT"):
             return any(match.strip().casefold() == s.casefold() for s in subjects)
+        if self.stage.startswith("DNS:"):
+            name = dns_name(match)
+            return any(name == dns_name(s) for s in subjects)
         return any(_address_matches(match, s) for s in subjects)
 
     def fire(self) -> bool:
@@ -400,7 +422,10 @@ def steps(faults: Faults, event: Event) -> list[Step]:
                 planned.append(reply)
                 return planned
             continue
-        if rule.stage != event.stage or rule.action == "hide":
+        if rule.action == "hide" or not (
+            rule.stage == event.stage
+            or (rule.stage == "DNS:QUERY" and event.stage.startswith("DNS:"))
+        ):
             continue
         if not rule.applies(event.subjects) or not rule.fire():
             continue

@@ -154,7 +154,7 @@ class Mailbox(FaultControls):
         if self._dns is None:
             from ._dns import DNSZone
 
-            self._dns = DNSZone(self._sink)
+            self._dns = DNSZone(self)
         return self._dns
 
     _pop3: POP3Endpoint | None = None

@@ -48,6 +48,12 @@ RelayStatus = Literal["pending", "relayed", "refused", "failed", "not-matched"]
 #: next message before it says QUIT: a burst of mail shares one connection,
 #: and a test's upstream session still ends soon after its last message.
 _LINGER = 0.2
+#: Seconds the relay thread holds a message's content, the upstream's 354
+#: in hand, for the next message: then both go in one write (RFC 2920 lets
+#: the content start a pipelined group), and one wait reads the reply to the
+#: content with the next message's replies. A burst costs the upstream one
+#: wake-up per message; a lone message is sent this much later.
+_PIPELINE_WAIT = 0.005
 
 _SCHEMES: dict[str, tuple[UpstreamTLS | None, int]] = {
     "smtp": (None, 25),
@@ -404,7 +410,10 @@ class _Connection:
 
         client = self.client
         url = self.upstream.url
-        start = 0 if self._fresh else len(client.exchanges)
+        if not self._fresh:
+            # This transaction's conversation only (a refusal's transcript
+            # too): a long-lived relay connection must not keep them all.
+            client.exchanges.clear()
         self._fresh = False
         stage = "MAIL"
         try:
@@ -453,8 +462,162 @@ class _Connection:
             refused=tuple(refused),
             code=code,
             reply=_text(text),
-            transcript=tuple(client.exchanges[start:]),
+            transcript=tuple(client.exchanges),
         )
+
+    # -- pipelining (RFC 2920), for the relay thread --------------------------------
+
+    @property
+    def pipelining(self) -> bool:
+        """Whether the upstream offered PIPELINING in its EHLO reply."""
+        return bool(self.client.has_extn("pipelining"))
+
+    def write_commands(
+        self,
+        raw: bytes,
+        mail_from: str,
+        rcpt_to: Sequence[str],
+        smtputf8: bool = False,
+        body: str | None = None,
+        *,
+        after: _InFlight | None = None,
+    ) -> _InFlight:
+        """Write MAIL, every RCPT and DATA at once, after the content of
+        ``after`` (whose 354 came); `read_command_replies` reads their
+        replies, after ``after``'s `read_final_reply`. Raises RelayError:
+        nothing was written, or the connection is closed."""
+        client = self.client
+        if smtputf8 and not client.has_extn("smtputf8"):
+            raise RelayError(
+                self.upstream.url,
+                "MAIL",
+                None,
+                "SMTPNotSupportedError: SMTPUTF8 not supported by server",
+                client.exchanges,
+            )
+        exchanges: list[Exchange] = []
+        if self._fresh:  # the first transaction's transcript has the greeting
+            exchanges.extend(client.exchanges)
+            client.exchanges.clear()
+            self._fresh = False
+        options = " SMTPUTF8" if smtputf8 else ""
+        if body is not None and client.has_extn("8bitmime"):
+            options += f" BODY={body}"
+        now = time.time()
+        lines = [f"MAIL FROM:<{mail_from}>{options}"]
+        lines.extend(f"RCPT TO:<{recipient}>" for recipient in rcpt_to)
+        lines.append("DATA")
+        exchanges.extend(Exchange("command", line, now) for line in lines)
+        flight = _InFlight(raw, mail_from, tuple(rcpt_to), exchanges)
+        text = "".join(f"{line}\r\n" for line in lines)
+        # smtplib would encode commands as ASCII unless SMTPUTF8 is asked for.
+        try:
+            data = text.encode("utf-8" if smtputf8 else "ascii")
+        except UnicodeEncodeError as error:
+            raise _relay_error(self.upstream.url, "MAIL", error, exchanges) from None
+        if after is not None:
+            data, after.unsent = after.unsent + data, b""
+        self._write("MAIL", data, exchanges)
+        return flight
+
+    def read_command_replies(self, flight: _InFlight) -> None:
+        """Read the replies to `write_commands`' lines; after 354, the
+        content is ready to go (``flight.unsent``), with the next message's
+        commands or by `read_final_reply`. Raises RelayError: refused (the
+        transaction was reset) or failed (the connection is then closed)."""
+        url = self.upstream.url
+        exchanges = flight.exchanges
+        commands = exchanges[-len(flight.rcpt_to) - 2 :]
+        mail, data = commands[0], commands[-1]
+        stage = "MAIL"
+        code, text = self._reply(mail, stage, exchanges)
+        refusal = None if code == 250 else (stage, code, _text(text))
+        stage = "RCPT"
+        for recipient, exchange in zip(flight.rcpt_to, commands[1:-1], strict=True):
+            code, text = self._reply(exchange, stage, exchanges)
+            if code in (250, 251):
+                flight.accepted.append(recipient)
+            else:
+                flight.refused.append((recipient, code, _text(text)))
+        if refusal is None and not flight.accepted:
+            _, code, reply = flight.refused[-1]
+            refusal = (stage, code, reply)
+        stage = "DATA"
+        code, text = self._reply(data, stage, exchanges)
+        if code == 354 and refusal is not None:
+            # A server that said 354 with no recipient: end the empty content.
+            exchange = Exchange("data", "<message content: 0 bytes>", time.time())
+            exchanges.append(exchange)
+            self._write(stage, b".\r\n", exchanges)
+            self._reply(exchange, stage, exchanges)
+        elif code != 354 and refusal is None:
+            refusal = (stage, code, _text(text))
+        if refusal is not None:
+            self._reset()
+            stage, code, reply = refusal
+            raise RelayError(url, stage, code, reply, exchanges)
+        flight.content = Exchange(
+            "data", f"<message content: {len(flight.raw)} bytes>", time.time()
+        )
+        exchanges.append(flight.content)
+        flight.unsent = _dot_stuffed(flight.raw)
+
+    def read_final_reply(self, flight: _InFlight) -> Delivery:
+        """The upstream's reply to the content (sent first if it is still
+        held). Raises RelayError."""
+        assert flight.content is not None
+        if flight.unsent:
+            data, flight.unsent = flight.unsent, b""
+            self._write("DATA", data, flight.exchanges)
+        code, text = self._reply(flight.content, "DATA", flight.exchanges)
+        if code == 421:  # it is closing: so do we
+            self.close(quit=False)
+        if code != 250:
+            raise RelayError(
+                self.upstream.url, "DATA", code, _text(text), flight.exchanges
+            )
+        return Delivery(
+            upstream=self.upstream.url,
+            mail_from=flight.mail_from,
+            accepted=tuple(flight.accepted),
+            refused=tuple(flight.refused),
+            code=code,
+            reply=_text(text),
+            transcript=tuple(flight.exchanges),
+        )
+
+    def _write(self, stage: str, data: bytes, exchanges: list[Exchange]) -> None:
+        import smtplib
+
+        client = self.client
+        try:
+            if client is None:
+                raise smtplib.SMTPServerDisconnected("the connection was closed")
+            client.send(data)
+        except Exception as error:
+            self.close(quit=False)
+            raise _relay_error(self.upstream.url, stage, error, exchanges) from None
+
+    def _reply(
+        self, exchange: Exchange, stage: str, exchanges: list[Exchange]
+    ) -> tuple[int, bytes]:
+        """Read one reply (smtplib's own reader) into ``exchange``."""
+        import smtplib
+
+        client = self.client
+        try:
+            if client is None:
+                raise smtplib.SMTPServerDisconnected("the connection was closed")
+            code, text = smtplib.SMTP.getreply(client)
+        except Exception as error:
+            self.close(quit=False)
+            raise _relay_error(self.upstream.url, stage, error, exchanges) from None
+        lines = text.decode("utf-8", "replace").split("\n")
+        exchange.replies.extend(
+            f"{code}{'-' if i < len(lines) - 1 else ' '}{line}".rstrip()
+            for i, line in enumerate(lines)
+        )
+        return code, text
 
     def _reset(self) -> None:
         try:
@@ -475,6 +638,22 @@ class _Connection:
             with contextlib.suppress(Exception):
                 client.quit()
         client.close()
+
+
+@dataclasses.dataclass
+class _InFlight:
+    """A pipelined transaction: its commands written, its replies to come."""
+
+    raw: bytes
+    mail_from: str
+    rcpt_to: tuple[str, ...]
+    exchanges: list[Exchange]
+    accepted: list[str] = dataclasses.field(default_factory=list)
+    refused: list[tuple[str, int, str]] = dataclasses.field(default_factory=list)
+    content: Exchange | None = None
+    """The content's exchange, once the 354 came: the final reply goes there."""
+    unsent: bytes = b""
+    """The content (dot-stuffed) while it waits to be written."""
 
 
 _LINE_START_DOT = re.compile(rb"(?:^|(?<=\r\n))\.")
@@ -547,6 +726,10 @@ def body_option(options: Sequence[str]) -> str | None:
 
 # -- the automatic relay ---------------------------------------------------------------
 
+#: A pipelined message awaiting its final reply: the message, the recipients
+#: relayed, the connection and the transaction.
+_Flight = tuple["Message", tuple[str, ...], _Connection, _InFlight]
+
 
 class Relayer:
     """The relay of one sink: `take` on the loop thread, sending on its own."""
@@ -584,10 +767,21 @@ class Relayer:
 
     def _run(self) -> None:
         connection: _Connection | None = None
+        # With PIPELINING, the message whose final reply is still to come:
+        # it is read together with the next message's command replies, one
+        # wait for both, or at once when nothing else is queued.
+        flight: _Flight | None = None
         while True:
             try:
-                item = self._queue.get(timeout=_LINGER if connection else None)
+                if flight is not None:
+                    item = self._queue.get(timeout=_PIPELINE_WAIT)
+                else:
+                    item = self._queue.get(timeout=_LINGER if connection else None)
             except queue.Empty:
+                if flight is not None:
+                    self._settle(flight)
+                    flight = None
+                    continue
                 assert connection is not None
                 connection.close()
                 connection = None
@@ -606,49 +800,135 @@ class Relayer:
                     ),
                 )
                 continue
-            connection = self._relay(message, matched, connection)
+            if (
+                connection is not None
+                and connection.open
+                and flight is not None
+                and connection.pipelining
+            ):
+                connection, flight = self._pipelined(
+                    message, matched, connection, flight
+                )
+                continue
+            if flight is not None:
+                self._settle(flight)
+                flight = None
+            connection, flight = self._relay(message, matched, connection)
+        if flight is not None:
+            self._settle(flight)
         if connection is not None:
             connection.close()
 
+    def _settle(self, flight: _Flight) -> None:
+        """Read a pipelined message's final reply; record its outcome."""
+        message, matched, connection, transaction = flight
+        try:
+            delivery = connection.read_final_reply(transaction)
+        except RelayError as error:
+            self._failed(message, matched, error)
+        else:
+            self._relayed(message, matched, delivery)
+
+    def _pipelined(
+        self,
+        message: Message,
+        matched: tuple[str, ...],
+        connection: _Connection,
+        previous: _Flight,
+    ) -> tuple[_Connection | None, _Flight | None]:
+        """Send ``message`` while ``previous`` awaits its final reply: write
+        that content and these commands, read that reply, then this
+        message's."""
+        try:
+            transaction = connection.write_commands(
+                received_header(message, self.hostname) + message.raw,
+                message.envelope.mail_from,
+                matched,
+                message.envelope.smtputf8,
+                body_option(message.envelope.mail_options),
+                after=previous[3],
+            )
+        except RelayError:
+            transaction = None  # not written, or the connection is closed
+        self._settle(previous)
+        if transaction is None or not connection.open:
+            # Not taken: this message could not be written, or the previous
+            # reply closed the connection (421, or it dropped). Once more on
+            # its own, on a new connection if need be.
+            return self._relay(
+                message, matched, connection if connection.open else None
+            )
+        try:
+            connection.read_command_replies(transaction)
+        except RelayError as error:
+            self._failed(message, matched, error)
+            return (connection if connection.open else None), None
+        return connection, (message, matched, connection, transaction)
+
     def _relay(
         self, message: Message, matched: tuple[str, ...], connection: _Connection | None
-    ) -> _Connection | None:
-        url = self.upstream.url
+    ) -> tuple[_Connection | None, _Flight | None]:
+        """Send ``message`` (connecting first if need be). With PIPELINING,
+        returns it in flight: its final reply is read later (`_settle`)."""
         raw = received_header(message, self.hostname) + message.raw
         envelope = message.envelope
+        body = body_option(envelope.mail_options)
         try:
             if connection is None or not connection.open:
                 connection = _Connection(self.upstream, self.timeout, self.hostname)
+            if connection.pipelining:
+                transaction = connection.write_commands(
+                    raw, envelope.mail_from, matched, envelope.smtputf8, body
+                )
+                connection.read_command_replies(transaction)
+                return connection, (message, matched, connection, transaction)
             delivery = connection.send(
-                raw,
-                envelope.mail_from,
-                matched,
-                envelope.smtputf8,
-                body_option(envelope.mail_options),
+                raw, envelope.mail_from, matched, envelope.smtputf8, body
             )
         except RelayError as error:
-            status: RelayStatus = "failed" if error.code is None else "refused"
-            self._finish(
-                message,
-                RelayOutcome(
-                    status, url, matched, error.code, error.reply, error=error
-                ),
-            )
+            self._failed(message, matched, error)
             if connection is not None and not connection.open:
                 connection = None
-            return connection
+            return connection, None
         except Exception as error:  # pragma: no cover - a bug; keep the thread alive
             self._finish(
-                message, RelayOutcome("failed", url, matched, reply=repr(error))
+                message,
+                RelayOutcome("failed", self.upstream.url, matched, reply=repr(error)),
             )
-            return None
+            return None, None
+        self._relayed(message, matched, delivery)
+        return connection, None
+
+    def _relayed(
+        self, message: Message, matched: tuple[str, ...], delivery: Delivery
+    ) -> None:
         self._finish(
             message,
             RelayOutcome(
-                "relayed", url, matched, delivery.code, delivery.reply, delivery
+                "relayed",
+                self.upstream.url,
+                matched,
+                delivery.code,
+                delivery.reply,
+                delivery,
             ),
         )
-        return connection
+
+    def _failed(
+        self, message: Message, matched: tuple[str, ...], error: RelayError
+    ) -> None:
+        status: RelayStatus = "failed" if error.code is None else "refused"
+        self._finish(
+            message,
+            RelayOutcome(
+                status,
+                self.upstream.url,
+                matched,
+                error.code,
+                error.reply,
+                error=error,
+            ),
+        )
 
     def _finish(self, message: Message, outcome: RelayOutcome) -> None:
         message.relay = outcome

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import struct
+import time
 from collections.abc import Callable
 
 import dns.exception
 import dns.flags
 import dns.message
+import dns.query
 import dns.rcode
 import dns.resolver
 import pytest
 
-from pytest_smtpsink import Mailbox
+from pytest_smtpsink import DNSZone, Mailbox
 
 Factory = Callable[..., Mailbox]
 
@@ -136,6 +139,148 @@ def test_timeout_never_answers(smtpsink: Mailbox) -> None:
     assert {q.outcome for q in zone.queries} == {"no answer"}
 
 
+# -- failures through the fault API, over UDP and TCP -------------------------------------
+
+
+def ask(zone: DNSZone, name: str, rdtype: str, transport: str) -> dns.message.Message:
+    """One query with dnspython's own client (no resolver retries)."""
+    query = dns.message.make_query(name, rdtype)
+    send = dns.query.udp if transport == "udp" else dns.query.tcp
+    return send(query, zone.host, timeout=10, port=zone.port)
+
+
+def rcode(response: dns.message.Message) -> str:
+    return dns.rcode.to_text(response.rcode())
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_fail_answers_servfail_for_4xx_and_refused_for_5xx(
+    smtpsink: Mailbox, transport: str
+) -> None:
+    zone = smtpsink.dns
+    zone.mx("partner.example", [(10, smtpsink)])
+    smtpsink.fail("DNS:MX", 451, match="partner.example")
+    smtpsink.fail("DNS:A", 550, match="MX1.Partner.Example.")
+    resolver = zone.resolver()
+
+    with pytest.raises(dns.resolver.NoNameservers, match="SERVFAIL"):
+        resolver.resolve("partner.example", "MX", tcp=transport == "tcp")
+    with pytest.raises(dns.resolver.NoNameservers, match="REFUSED"):
+        resolver.resolve("mx1.partner.example", "A", tcp=transport == "tcp")
+    # Other types and names are answered from the zone.
+    assert rcode(ask(zone, "partner.example", "TXT", transport)) == "NOERROR"
+    assert rcode(ask(zone, "other.example", "MX", transport)) == "NXDOMAIN"
+    assert [(q.transport, q.outcome, q.note) for q in zone.queries][:2] == [
+        (transport, "SERVFAIL", "fault: 451"),
+        (transport, "REFUSED", "fault: 550"),
+    ]
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_hang_never_answers(smtpsink: Mailbox, transport: str) -> None:
+    zone = smtpsink.dns
+    zone.mx("slow.example", [(10, smtpsink)])
+    fault = smtpsink.hang("DNS:QUERY", match="slow.example")
+
+    with pytest.raises(dns.exception.Timeout):
+        zone.resolver(lifetime=0.3).resolve(
+            "slow.example", "MX", tcp=transport == "tcp"
+        )
+    assert fault.fired >= 1
+    assert {(q.outcome, q.note) for q in zone.queries} == {("no answer", "fault: hang")}
+    # Once the rule is gone, the same question is answered.
+    fault.remove()
+    assert rcode(ask(zone, "slow.example", "MX", transport)) == "NOERROR"
+
+
+def test_disconnect_closes_tcp_and_is_silent_over_udp(smtpsink: Mailbox) -> None:
+    zone = smtpsink.dns
+    zone.a("h.example", "127.0.0.1")
+    smtpsink.disconnect("DNS:A", match="h.example")
+
+    with pytest.raises(EOFError):  # dnspython: the server closed the connection
+        ask(zone, "h.example", "A", "tcp")
+    with pytest.raises(dns.exception.Timeout):
+        dns.query.udp(
+            dns.message.make_query("h.example", "A"), zone.host, 0.3, zone.port
+        )
+    assert [(q.transport, q.outcome, q.note) for q in zone.queries] == [
+        ("tcp", "no answer", "fault: disconnect"),
+        ("udp", "no answer", "fault: disconnect"),
+    ]
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_delay_gives_a_late_answer(smtpsink: Mailbox, transport: str) -> None:
+    zone = smtpsink.dns
+    zone.a("late.example", "127.0.0.1")
+    smtpsink.delay("DNS:A", 0.2, match="late.example")
+
+    start = time.monotonic()
+    answer = zone.resolver(lifetime=30).resolve(
+        "late.example", "A", tcp=transport == "tcp"
+    )
+    assert time.monotonic() - start >= 0.2
+    assert texts(answer) == ["127.0.0.1"]
+    (query,) = zone.queries
+    assert (query.outcome, query.note) == ("NOERROR", "answered after 0.2s")
+
+
+def test_a_delay_longer_than_the_resolver_waits_is_a_timeout(
+    smtpsink: Mailbox,
+) -> None:
+    zone = smtpsink.dns
+    zone.a("late.example", "127.0.0.1")
+    smtpsink.delay("DNS:A", 30, match="late.example")
+
+    with pytest.raises(dns.exception.Timeout):
+        zone.resolver(lifetime=0.3).resolve("late.example", "A")
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_times_every_and_probability_over_the_wire(
+    smtpsink: Mailbox, transport: str
+) -> None:
+    zone = smtpsink.dns
+    for name in ("times.example", "every.example", "random.example"):
+        zone.a(name, "127.0.0.1")
+    smtpsink.fail("DNS:A", 451, match="times.example", times=2)
+    smtpsink.fail("DNS:A", 451, match="every.example", every=3)
+    chance = smtpsink.fail(
+        "DNS:A", 451, match="random.example", probability=0.5, seed=7
+    )
+
+    def outcomes(name: str) -> str:
+        return "".join(
+            "x" if rcode(ask(zone, name, "A", transport)) == "SERVFAIL" else "."
+            for _ in range(12)
+        )
+
+    assert outcomes("times.example") == "xx.........."
+    assert outcomes("every.example") == "..x..x..x..x"
+    draws = random.Random(7)
+    expected = "".join("x" if draws.random() < 0.5 else "." for _ in range(12))
+    assert outcomes("random.example") == expected
+    assert "x" in expected
+    assert "." in expected
+    assert (chance.seen, chance.fired) == (12, expected.count("x"))
+
+
+def test_servfail_and_timeout_are_fault_rules_of_the_test(smtpsink: Mailbox) -> None:
+    zone = smtpsink.dns
+    flaky = zone.servfail("flaky.example.", times=1)
+    slow = zone.timeout("slow.example")
+
+    assert smtpsink.faults == (flaky, slow)
+    assert (flaky.stage, flaky.action, flaky.code, flaky.times) == (
+        "DNS:QUERY",
+        "reply",
+        451,
+        1,
+    )
+    assert (slow.stage, slow.action) == ("DNS:QUERY", "hang")
+
+
 def test_as_default_points_dnspython_at_the_stub_and_restores(
     smtpsink: Mailbox,
 ) -> None:
@@ -244,11 +389,19 @@ def test_zones_belong_to_one_test(pytester: pytest.Pytester) -> None:
         def test_declares(smtpsink):
             smtpsink.dns.mx("partner.example", [(10, smtpsink)])
             assert smtpsink.dns.resolver().resolve("partner.example", "MX")
+            smtpsink.dns.servfail("failing.example")
+            smtpsink.dns.timeout("silent.example")
+            smtpsink.fail("DNS:TXT", 550)
 
         def test_sees_nothing(smtpsink):
+            assert smtpsink.faults == ()
+            resolver = smtpsink.dns.resolver(lifetime=10)
+            for name in ("partner.example", "failing.example", "silent.example"):
+                with pytest.raises(dns.resolver.NXDOMAIN):
+                    resolver.resolve(name, "MX")
             with pytest.raises(dns.resolver.NXDOMAIN):
-                smtpsink.dns.resolver().resolve("partner.example", "MX")
-            assert [q.outcome for q in smtpsink.dns.queries] == ["NXDOMAIN"]
+                resolver.resolve("partner.example", "TXT")
+            assert [q.outcome for q in smtpsink.dns.queries] == ["NXDOMAIN"] * 4
         """
     )
     result = pytester.runpytest("-p", "no:xdist", "-p", "no:randomly")

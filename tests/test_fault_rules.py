@@ -349,3 +349,86 @@ def test_a_rule_removed_after_firing_but_before_holding_still_closes() -> None:
             client.close()
         assert sink.faults == ()
         assert sink.sessions[0].end == "server-closed"
+
+
+# -- DNS stages: the MX stub asks at "DNS:<type>" with the name asked for -----------
+
+
+@pytest.mark.parametrize(
+    ("stage", "event", "applies"),
+    [
+        ("DNS:MX", "DNS:MX", True),
+        ("dns:mx", "DNS:MX", True),  # stage names ignore case
+        ("DNS:MX", "DNS:A", False),
+        ("DNS:QUERY", "DNS:MX", True),  # every question...
+        ("DNS:QUERY", "DNS:HTTPS", True),  # ... of any type, even unlisted
+        ("DNS:QUERY", "MAIL", False),  # ... but never an SMTP command
+        ("MAIL", "DNS:MX", False),
+    ],
+)
+def test_dns_stages(rules: Rules, stage: str, event: str, applies: bool) -> None:
+    fault = rules.fail(stage, 451)
+    assert kinds(rules.decide(event, "partner.example")) == (["451"] if applies else [])
+    assert fault.seen == int(applies)
+
+
+@pytest.mark.parametrize(
+    ("match", "name", "applies"),
+    [
+        ("partner.example", "partner.example", True),
+        ("Partner.EXAMPLE", "partner.example", True),  # case is ignored
+        ("partner.example.", "partner.example", True),  # so is a final dot
+        ("partner.example", "PARTNER.example.", True),
+        ("partner.example", "mx1.partner.example", False),  # exact, not a suffix
+        (re.compile(r"(^|\.)partner\.example$"), "mx1.partner.example", True),
+        (re.compile(r"^partner"), "other.example", False),
+    ],
+)
+def test_dns_match_compares_the_name_asked_for(
+    rules: Rules, match: str | re.Pattern[str], name: str, applies: bool
+) -> None:
+    rules.hang("DNS:QUERY", match=match)
+    assert kinds(rules.decide("DNS:A", name)) == (["Hang"] if applies else [])
+
+
+@pytest.mark.parametrize(
+    ("trigger", "expected"),
+    [
+        ({"times": 2}, "xx...."),
+        ({"every": 2}, ".x.x.x"),
+        ({"match": "a.example", "every": 2}, "..x..."),
+    ],
+)
+def test_dns_trigger_counts(rules: Rules, trigger: Trigger, expected: str) -> None:
+    rules.fail("DNS:MX", 451, **trigger)
+    fired = "".join(
+        "x" if rules.decide("DNS:MX", name) else "."
+        for name in ["a.example", "b.example"] * 3
+    )
+    assert fired == expected
+
+
+def test_dns_delays_come_before_the_answer(rules: Rules) -> None:
+    delay = rules.delay("DNS:QUERY", 0.5)
+    refused = rules.fail("DNS:MX", 550)
+    assert rules.decide("DNS:MX", "a.example") == [
+        Delay(0.5, delay),
+        Reply(550, None, refused),
+    ]
+    assert rules.decide("DNS:A", "a.example") == [Delay(0.5, delay)]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda r: r.fail("DNS:MX", 451, "busy"), "a DNS reply has no text"),
+        (lambda r: r.fail("DNS:BOGUS", 451), "unknown DNS stage.*DNS:QUERY, DNS:A"),
+        (lambda r: r.hang("MX"), "such as 'POP3:RETR', 'IMAP:FETCH' or 'DNS:MX'"),
+    ],
+)
+def test_bad_dns_rules_are_refused_clearly(
+    rules: Rules, call: Any, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        call(rules)
+    assert rules.registry.rules == ()

@@ -398,6 +398,117 @@ def test_a_refusing_upstream_keeps_the_captured_copy(
     assert sink.messages == [message]
 
 
+def send_burst(sink: Mailbox, recipients: list[str]) -> list[Message]:
+    """One connection, one message per recipient, numbered in the subject."""
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        for n, rcpt in enumerate(recipients):
+            client.sendmail(
+                "app@example.com", [rcpt], f"Subject: {n}\r\n\r\nbody {n}\r\n"
+            )
+    messages = sink.wait_for(len(recipients))
+    for message in messages:
+        wait_relayed(sink, message)
+    return list(messages)
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_a_burst_is_relayed_in_order_on_one_connection(
+    smtpsink_factory: Factory, pipelining: bool
+) -> None:
+    upstream = smtpsink_factory(hostname="upstream.test")
+    if not pipelining:
+        upstream.hide("PIPELINING")  # the relay then waits for every reply
+    # The first message waits at DATA: the others queue up behind it, and
+    # go out pipelined after it.
+    upstream.delay("DATA", 0.5, times=1)
+    sink = relaying(smtpsink_factory, upstream)
+
+    messages = send_burst(sink, [f"u{n}@partner.example" for n in range(8)])
+
+    assert [relay_of(m).status for m in messages] == ["relayed"] * 8
+    relayed = upstream.wait_for(8)
+    assert [m.envelope.rcpt_to for m in relayed] == [
+        (f"u{n}@partner.example",) for n in range(8)
+    ]
+    assert all(r.raw.endswith(m.raw) for r, m in zip(relayed, messages, strict=True))
+    assert len({id(m.session) for m in relayed}) == 1  # one connection
+    # Each outcome holds its own transaction (after the greeting and EHLO,
+    # for the first on a connection), never the ones before it.
+    for n, message in enumerate(messages):
+        transcript = relay_of(message).delivery.transcript  # type: ignore[union-attr]
+        commands = [e.line.upper() for e in transcript if e.kind == "command"]
+        assert commands[-3:] == [
+            "MAIL FROM:<APP@EXAMPLE.COM>",
+            f"RCPT TO:<U{n}@PARTNER.EXAMPLE>",
+            "DATA",
+        ]
+        assert all(c.startswith("EHLO ") for c in commands[:-3])
+        assert transcript[-1].line.startswith("<message content: ")
+        assert transcript[-1].replies[0].startswith("250 ")
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_refusals_in_a_burst_touch_only_their_message(
+    smtpsink_factory: Factory, pipelining: bool
+) -> None:
+    upstream = smtpsink_factory(hostname=f"refusing-{pipelining}.test")
+    if not pipelining:
+        upstream.hide("PIPELINING")
+    upstream.delay("DATA", 0.5, times=1)
+    upstream.fail("MAIL", 451, "4.3.0 try later", times=1)
+    upstream.fail("RCPT", 550, "5.1.1 unknown user", match="gone@partner.example")
+    upstream.fail("EOD", 554, "5.7.1 spam", every=3)
+    sink = relaying(smtpsink_factory, upstream)
+
+    rcpts = [f"u{n}@partner.example" for n in range(7)]
+    rcpts[4] = "gone@partner.example"
+    messages = send_burst(sink, rcpts)
+
+    assert [(relay_of(m).status, relay_of(m).code) for m in messages] == [
+        ("refused", 451),  # MAIL, the first time
+        ("relayed", 250),
+        ("relayed", 250),
+        ("refused", 554),  # the third end of data
+        ("refused", 550),  # its only recipient refused: no content sent
+        ("relayed", 250),
+        ("relayed", 250),
+    ]
+    assert relay_of(messages[3]).reply == "5.7.1 spam"
+    # A refusal's transcript is its own transaction, not the connection's.
+    for n in (3, 4):
+        error = relay_of(messages[n]).error
+        assert error is not None
+        mails = [e.line for e in error.transcript if e.line.upper().startswith("MAIL")]
+        assert len(mails) == 1, error.transcript
+        assert f"u{n}@" in str(error) or "gone@" in str(error)
+    assert [m.envelope.rcpt_to[0] for m in upstream.wait_for(4)] == [
+        "u1@partner.example",
+        "u2@partner.example",
+        "u5@partner.example",
+        "u6@partner.example",
+    ]
+    assert len(upstream.messages) == 4
+
+
+def test_an_upstream_closing_after_a_reply_gets_the_rest_on_a_new_connection(
+    smtpsink_factory: Factory,
+) -> None:
+    upstream = smtpsink_factory(hostname="upstream.test")
+    upstream.delay("DATA", 0.5, times=1)
+    upstream.fail("EOD", 421, "4.3.2 shutting down", times=1)
+    sink = relaying(smtpsink_factory, upstream)
+
+    messages = send_burst(sink, [f"u{n}@partner.example" for n in range(5)])
+
+    assert [relay_of(m).status for m in messages] == ["refused"] + ["relayed"] * 4
+    assert relay_of(messages[0]).code == 421
+    relayed = upstream.wait_for(4)
+    assert [m.envelope.rcpt_to[0] for m in relayed] == [
+        f"u{n}@partner.example" for n in range(1, 5)
+    ]
+    assert len({id(m.session) for m in relayed}) == 1  # a new connection
+
+
 def test_a_dead_upstream_fails_the_relay_not_the_client(
     smtpsink_factory: Factory,
 ) -> None:
@@ -549,6 +660,38 @@ def test_smtputf8_mail_is_released_as_smtputf8(
     assert relayed.envelope.mail_from == "zoë@exämple.com"
     assert relayed.envelope.rcpt_to == ("jürgen@exämple.de",)
     assert relayed.raw == raw
+
+
+@pytest.mark.parametrize("upstream_smtputf8", [True, False])
+def test_smtputf8_mail_is_relayed_as_smtputf8(
+    smtpsink_factory: Factory, upstream_smtputf8: bool
+) -> None:
+    # A sink of its own: no relay connection made before the hide.
+    upstream = smtpsink_factory(hostname=f"utf8-{upstream_smtputf8}.test")
+    if not upstream_smtputf8:
+        upstream.hide("SMTPUTF8")
+    sink = relaying(smtpsink_factory, upstream, relay_to=".*")
+    raw = "Subject: café\r\n\r\nDéjà vu.\r\n".encode()
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail(
+            "zoë@exämple.com", ["jürgen@exämple.de"], raw, mail_options=["SMTPUTF8"]
+        )
+        client.sendmail("app@example.com", ["ann@example.com"], b"Subject: 2\r\n\r\n")
+    captured, plain = sink.wait_for(2)
+    wait_relayed(sink, plain)
+
+    if upstream_smtputf8:
+        assert relay_of(captured).status == "relayed"
+        relayed = upstream.wait_for(2)[0]
+        assert relayed.envelope.smtputf8
+        assert relayed.envelope.mail_from == "zoë@exämple.com"
+        assert relayed.envelope.rcpt_to == ("jürgen@exämple.de",)
+        assert relayed.raw.endswith(raw)
+    else:  # it cannot go: said so, and the next message still goes
+        assert relay_of(captured).status == "failed"
+        assert "SMTPUTF8 not supported" in relay_of(captured).reply
+        assert upstream.wait_for().envelope.rcpt_to == ("ann@example.com",)
+    assert relay_of(plain).status == "relayed"
 
 
 def test_relay_options_of_the_pytest_plugin(pytester: pytest.Pytester) -> None:

@@ -174,6 +174,26 @@ def test_servfail_is_a_temporary_failure(smtpsink):
     assert [q.outcome for q in smtpsink.dns.queries] == ["SERVFAIL"]
 
 
+def test_dns_failures_are_fault_rules(smtpsink):
+    smtpsink.dns.mx("partner.example", [(10, smtpsink)])
+    # The MX lookup fails once (SERVFAIL), then works: a retry delivers.
+    smtpsink.fail("DNS:MX", 451, match="partner.example", times=1)
+    # The MX host's address lookup never answers.
+    smtpsink.hang("DNS:A", match="mx1.partner.example")
+    app = mx_delivery(smtpsink.dns)
+    app.resolver.lifetime = 0.5  # the app's DNS timeout, short for the test
+
+    with pytest.raises(TemporaryFailure, match="DNS lookup failed"):
+        app.deliver("list@forwarder.example", ["bob@partner.example"], RAW)
+    with pytest.raises(TemporaryFailure, match="no address"):
+        app.deliver("list@forwarder.example", ["bob@partner.example"], RAW)
+    assert [(q.type, q.outcome) for q in smtpsink.dns.queries][:3] == [
+        ("MX", "SERVFAIL"),
+        ("MX", "NOERROR"),
+        ("A", "no answer"),
+    ]
+
+
 def test_two_domains_split_across_two_sinks(smtpsink_factory, smtpsink):
     partner = smtpsink_factory(hostname="partner.test")
     other = smtpsink_factory(hostname="other.test")
