@@ -1149,8 +1149,9 @@ class _Connection(asyncio.Protocol):
             if not subscribed_only:
                 await self._line(f'* LIST (\\Noselect) "{DELIMITER}" ""')
             return f"{command.name} completed"
-        if reference and not reference.endswith(DELIMITER) and pattern[:1] != DELIMITER:
-            reference += DELIMITER
+        # The reference and the pattern are joined as they are (RFC 3501
+        # 6.3.8's examples; Dovecot): LIST Archive % names "Archive" and
+        # "Archives", LIST Archive/ % the folders inside it.
         regex = _pattern_regex(reference + pattern)
         with self.mail.lock:
             assert self._account is not None
