@@ -377,6 +377,8 @@ class _Connection(asyncio.Protocol):
         # that are \Recent for this session.
         self._view: list[StoredMessage] = []
         self._known_flags: dict[int, frozenset[str]] = {}
+        #: The keywords the last FLAGS response named.
+        self._keywords: frozenset[str] = frozenset()
         self._recent: set[int] = set()
 
     # -- asyncio.Protocol -------------------------------------------------------
@@ -1032,13 +1034,8 @@ class _Connection(asyncio.Protocol):
         self._known_flags = {s.uid: s.flags for s in view}
         self._recent = recent
         self.state = "selected"
-        keywords = sorted({f for s in view for f in s.flags if not f.startswith("\\")})
-        flags = _SYSTEM_FLAGS[:-1] + "".join(f" {k}" for k in keywords) + ")"
-        await self._line(f"* FLAGS {flags}")
-        await self._line(
-            f"* OK [PERMANENTFLAGS {flags[:-1]} \\*)] Flags permitted"
-            if not read_only
-            else "* OK [PERMANENTFLAGS ()] Read-only folder"
+        await self._send_flags(
+            frozenset(f for s in view for f in s.flags if not f.startswith("\\"))
         )
         await self._line(f"* {len(view)} EXISTS")
         await self._line(f"* {len(recent)} RECENT")
@@ -1469,6 +1466,18 @@ class _Connection(asyncio.Protocol):
         await self._untagged(result.response(command.name))
         return f"{command.name} completed"
 
+    async def _send_flags(self, keywords: frozenset[str]) -> None:
+        """FLAGS and PERMANENTFLAGS, with *keywords* (at SELECT, and when a
+        STORE brings a keyword new to the session, as Dovecot does)."""
+        self._keywords = keywords
+        flags = _SYSTEM_FLAGS[:-1] + "".join(f" {k}" for k in sorted(keywords)) + ")"
+        await self._line(f"* FLAGS {flags}")
+        await self._line(
+            f"* OK [PERMANENTFLAGS {flags[:-1]} \\*)] Flags permitted"
+            if not self._read_only
+            else "* OK [PERMANENTFLAGS ()] Read-only folder"
+        )
+
     def _store_flags(self, flags: frozenset[str], command: Command) -> frozenset[str]:
         """Flags a client may set: ``\\Recent`` is dropped (the server's),
         an unknown system flag is an error."""
@@ -1513,6 +1522,9 @@ class _Connection(asyncio.Protocol):
                 else:
                     stored.flags = stored.flags - flags
         self.store.touch()
+        added = {f for f in flags if not f.startswith("\\")} - self._keywords
+        if mode != "-FLAGS" and added:
+            await self._send_flags(self._keywords | added)
         for number, stored in selected:
             self._known_flags[stored.uid] = stored.flags
             if silent:

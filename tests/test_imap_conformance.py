@@ -32,3 +32,27 @@ def test_list_joins_reference_and_pattern_as_they_are(smtpsink: Mailbox) -> None
         '* LIST (\\HasNoChildren) "/" Archive/2024',
         "b OK LIST completed",
     ]
+
+
+def test_store_of_a_new_keyword_announces_flags_first(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(b"Subject: x\r\n\r\nx\r\n", to=USER, flags={"$Old"})
+    lines = server_lines(
+        smtpsink,
+        "a SELECT INBOX",
+        "b STORE 1 +FLAGS ($Old)",
+        "c STORE 1 +FLAGS ($New)",
+        "d STORE 1 -FLAGS ($New)",
+    )
+    keywords = "\\Answered \\Flagged \\Deleted \\Seen \\Draft $New $Old"
+    after_c = lines[lines.index("b OK STORE completed") + 1 :]
+    assert after_c[:4] == [
+        f"* FLAGS ({keywords})",
+        f"* OK [PERMANENTFLAGS ({keywords} \\*)] Flags permitted",
+        "* 1 FETCH (FLAGS (\\Recent $New $Old))",
+        "c OK STORE completed",
+    ]
+    # A keyword already announced, or one removed, announces nothing.
+    assert [line for line in lines if line.startswith("* FLAGS")] == [
+        "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Old)",
+        f"* FLAGS ({keywords})",
+    ]
