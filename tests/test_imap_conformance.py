@@ -5,9 +5,13 @@ smtp4dev (issue 16's checklist), each named after it."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from dialogue import Endpoint, run
 
 from pytest_smtpsink import Mailbox
+from pytest_smtpsink._imap import COMMANDS
 
 USER = "ann@example.com"
 
@@ -176,3 +180,34 @@ def test_smtp4dev_2116_select_after_seeding_without_smtp(smtpsink: Mailbox) -> N
     assert "a OK [READ-WRITE] SELECT completed" in lines
     assert f"* 1 FETCH (UID {uids[0]})" in lines
     assert "c OK [READ-WRITE] SELECT completed" in lines
+
+
+# -- the command reference in docs/reading.rst ------------------------------------
+
+READING = Path(__file__).parent.parent / "docs" / "reading.rst"
+
+
+def test_the_imap_reference_names_every_command_the_server_runs() -> None:
+    text = READING.read_text(encoding="utf-8")
+    table = text[text.index(".. list-table:: IMAP commands") :]
+    table = table[: table.index("Deferred, each answered")]
+    rows = re.findall(r"^   \* - (.+)$", table, re.MULTILINE)[1:]
+    named = {
+        name.strip()
+        for row in rows
+        for name in row.replace(" and their UID forms", "").split(",")
+    }
+    commands = {name for name in COMMANDS if not name.startswith("UID ")}
+    assert commands <= {n.split()[0] if n.startswith("AUTH") else n for n in named}
+    assert "UID" in " ".join(rows)
+
+
+def test_deferred_imap_extensions_answer_bad(smtpsink: Mailbox) -> None:
+    deferred = ["SORT (DATE) UTF-8 ALL", "THREAD REFS UTF-8 ALL", "GETQUOTAROOT INBOX"]
+    deferred += ["GETACL INBOX", "GETMETADATA INBOX /x", "COMPRESS DEFLATE"]
+    lines = server_lines(smtpsink, *(f"t{i} {c}" for i, c in enumerate(deferred)))
+    for number, command in enumerate(deferred):
+        verb = command.split()[0]
+        assert f"t{number} BAD Unknown or unsupported command: {verb}" in lines
+    session = smtpsink.sessions[-1]
+    assert len([e for e in session.transcript if e.kind == "command"]) == 7
