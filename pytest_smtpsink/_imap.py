@@ -35,7 +35,7 @@ import datetime
 import re
 import ssl
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 from ._faults import Delay, Discard, Disconnect, Event, Fault, Hang, Reply, steps
@@ -377,6 +377,8 @@ class _Connection(asyncio.Protocol):
         # that are \Recent for this session.
         self._view: list[StoredMessage] = []
         self._known_flags: dict[int, frozenset[str]] = {}
+        #: The keywords the last FLAGS response named.
+        self._keywords: frozenset[str] = frozenset()
         self._recent: set[int] = set()
 
     # -- asyncio.Protocol -------------------------------------------------------
@@ -598,13 +600,20 @@ class _Connection(asyncio.Protocol):
     # -- faults (the rules decide, this carries out) ------------------------------------
 
     async def _faults(
-        self, stage: str, subjects: Sequence[str]
+        self,
+        stage: str,
+        subjects: Sequence[str],
+        on_fire: Callable[[], object] | None = None,
     ) -> tuple[str, str] | None:
         """Carry out what the rules decide at ``stage``; the completion to
-        send instead of running the command, if a rule replies."""
+        send instead of running the command, if a rule replies. *on_fire*
+        runs first when any rule fires (to record the command it acts on)."""
         if not self.server.faults.rules:
             return None
-        for step in steps(self.server.faults, Event(stage, tuple(subjects))):
+        planned = steps(self.server.faults, Event(stage, tuple(subjects)))
+        if planned and on_fire is not None:
+            on_fire()
+        for step in planned:
             self._mark_injected()
             if isinstance(step, Delay):
                 await self._stall(step.rule, asyncio.sleep(step.seconds))
@@ -702,15 +711,34 @@ class _Connection(asyncio.Protocol):
                 raise _Closed
             return True
         reader = CommandReader()
-        if re.match(rb"\s*APPEND\s", rest, re.IGNORECASE):
+        append = re.match(rb"\s*APPEND\s", rest, re.IGNORECASE) is not None
+        if append:
             reader.max_literal = self.settings.max_size
         shown_parts = [rest.rstrip(b"\r\n").decode("utf-8", "replace")]
+        # An APPEND's fault acts at its first literal, before "+ Ready" and
+        # before a byte of it is read (a disconnect in the middle of a
+        # literal); the command is recorded then, with what came so far.
+        early: tuple[str, str] | None = None
+        recorded: list[Exchange] = []
+
+        def record_early() -> None:
+            shown = self._shown_command(shown_parts, None)
+            recorded.append(self._append("command", shown, tag))
+
         try:
             step = reader.feed_line(line)
             while isinstance(step, NeedLiteral):
                 shown_parts.append(f" [{step.size} octets]")
                 if self.generation != self.mail.generation:
                     raise _Closed
+                if append and not recorded and self.state != "not-authenticated":
+                    early = await self._faults(
+                        "IMAP:APPEND", self._subjects(), record_early
+                    )
+                    if early is not None and step.synchronizing:
+                        # Refused before "+": the client sends no literal.
+                        await self._line(f"{tag} {early[0]} {early[1]}", injected=True)
+                        return True
                 if step.synchronizing:
                     await self._send(b"+ Ready for literal data\r\n")
                 data = await self._read_exactly(step.size)
@@ -731,7 +759,9 @@ class _Connection(asyncio.Protocol):
                 shown_parts.append(line.rstrip(b"\r\n").decode("utf-8", "replace"))
                 step = reader.feed_line(line)
         except ImapSyntaxError as error:
-            self._append("command", self._shown_command(shown_parts, None), error.tag)
+            if not recorded:
+                shown = self._shown_command(shown_parts, None)
+                self._append("command", shown, error.tag)
             await self._bad(error.tag, error.text[:1].upper() + error.text[1:])
             if error.disconnect:
                 await self._line("* BYE Cannot read the rest of that command")
@@ -742,11 +772,17 @@ class _Connection(asyncio.Protocol):
             await self._line(_INACTIVE)
             raise _Closed from None
         command = step
-        self._append("command", self._shown_command(shown_parts, command), tag)
+        if recorded:
+            recorded[0].line = self._shown_command(shown_parts, command)
+        else:
+            self._append("command", self._shown_command(shown_parts, command), tag)
         if self.generation != self.mail.generation:  # a new test started
             self.end_stale()
             raise _Closed
-        await self._run(command)
+        if early is not None:  # its literal is read; the fault's answer now
+            await self._line(f"{tag} {early[0]} {early[1]}", injected=True)
+            return True
+        await self._run(command, faults_done=bool(recorded))
         return True
 
     def _shown_command(self, parts: list[str], command: Command | None) -> str:
@@ -755,7 +791,7 @@ class _Connection(asyncio.Protocol):
     async def _bad(self, tag: str | None, text: str) -> None:
         await self._line(f"{tag or '*'} BAD {text}")
 
-    async def _run(self, command: Command) -> None:
+    async def _run(self, command: Command, faults_done: bool = False) -> None:
         name = command.name
         tag = command.tag
         if name not in COMMANDS:
@@ -776,7 +812,7 @@ class _Connection(asyncio.Protocol):
         if verb == "LOGIN" and command.args:
             with contextlib.suppress(ImapSyntaxError):
                 subjects = [astring(command.args[0])]
-        injected = await self._faults(f"IMAP:{verb}", subjects)
+        injected = None if faults_done else await self._faults(f"IMAP:{verb}", subjects)
         if injected is not None:
             if verb == "LOGOUT":
                 self._mark_end("server-closed")
@@ -1032,13 +1068,8 @@ class _Connection(asyncio.Protocol):
         self._known_flags = {s.uid: s.flags for s in view}
         self._recent = recent
         self.state = "selected"
-        keywords = sorted({f for s in view for f in s.flags if not f.startswith("\\")})
-        flags = _SYSTEM_FLAGS[:-1] + "".join(f" {k}" for k in keywords) + ")"
-        await self._line(f"* FLAGS {flags}")
-        await self._line(
-            f"* OK [PERMANENTFLAGS {flags[:-1]} \\*)] Flags permitted"
-            if not read_only
-            else "* OK [PERMANENTFLAGS ()] Read-only folder"
+        await self._send_flags(
+            frozenset(f for s in view for f in s.flags if not f.startswith("\\"))
         )
         await self._line(f"* {len(view)} EXISTS")
         await self._line(f"* {len(recent)} RECENT")
@@ -1149,8 +1180,9 @@ class _Connection(asyncio.Protocol):
             if not subscribed_only:
                 await self._line(f'* LIST (\\Noselect) "{DELIMITER}" ""')
             return f"{command.name} completed"
-        if reference and not reference.endswith(DELIMITER) and pattern[:1] != DELIMITER:
-            reference += DELIMITER
+        # The reference and the pattern are joined as they are (RFC 3501
+        # 6.3.8's examples; Dovecot): LIST Archive % names "Archive" and
+        # "Archives", LIST Archive/ % the folders inside it.
         regex = _pattern_regex(reference + pattern)
         with self.mail.lock:
             assert self._account is not None
@@ -1468,6 +1500,18 @@ class _Connection(asyncio.Protocol):
         await self._untagged(result.response(command.name))
         return f"{command.name} completed"
 
+    async def _send_flags(self, keywords: frozenset[str]) -> None:
+        """FLAGS and PERMANENTFLAGS, with *keywords* (at SELECT, and when a
+        STORE brings a keyword new to the session, as Dovecot does)."""
+        self._keywords = keywords
+        flags = _SYSTEM_FLAGS[:-1] + "".join(f" {k}" for k in sorted(keywords)) + ")"
+        await self._line(f"* FLAGS {flags}")
+        await self._line(
+            f"* OK [PERMANENTFLAGS {flags[:-1]} \\*)] Flags permitted"
+            if not self._read_only
+            else "* OK [PERMANENTFLAGS ()] Read-only folder"
+        )
+
     def _store_flags(self, flags: frozenset[str], command: Command) -> frozenset[str]:
         """Flags a client may set: ``\\Recent`` is dropped (the server's),
         an unknown system flag is an error."""
@@ -1512,6 +1556,9 @@ class _Connection(asyncio.Protocol):
                 else:
                     stored.flags = stored.flags - flags
         self.store.touch()
+        added = {f for f in flags if not f.startswith("\\")} - self._keywords
+        if mode != "-FLAGS" and added:
+            await self._send_flags(self._keywords | added)
         for number, stored in selected:
             self._known_flags[stored.uid] = stored.flags
             if silent:

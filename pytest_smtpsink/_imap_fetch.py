@@ -899,10 +899,12 @@ def _find_part(root: Part, numbers: tuple[int, ...]) -> Part | None:
 
 def _header_fields_section(part: Part, names: tuple[str, ...], keep: bool) -> bytes:
     wanted = {name.lower() for name in names}
+    # A line that is no field (no name) is never asked for, so only
+    # HEADER.FIELDS.NOT keeps it, as Dovecot does.
     lines = [
         part.data[start:end]
         for name, start, end in part.fields
-        if name and (name in wanted) == keep
+        if (bool(name) and name in wanted) == keep
     ]
     out = b"".join(lines)
     if out and not out.endswith(b"\n"):

@@ -385,7 +385,9 @@ class _Evaluation:
         if isinstance(key, DateKey):
             day = self.sent_day() if key.sent else self.entry.internal_date.date()
             if day is None:
-                return False
+                # No readable Date header: the epoch's day, as Dovecot does,
+                # so SENTBEFORE and NOT SENTBEFORE split the folder in two.
+                day = _NO_SENT_DAY
             if key.relation == "before":
                 return day < key.day
             if key.relation == "on":
@@ -462,6 +464,15 @@ class _Evaluation:
         return self._bodies
 
 
+#: The sent day of a message without a readable Date header.
+_NO_SENT_DAY = datetime.date(1970, 1, 1)
+#: Transfer encodings whose body can be searched; a body in any other
+#: (unknown, so undecodable) encoding is skipped, as Dovecot skips it.
+_SEARCHABLE_ENCODINGS = frozenset(
+    {"", "7bit", "8bit", "binary", "base64", "quoted-printable"}
+)
+
+
 def _collect_text(part: Part, texts: list[str]) -> None:
     stack = [part]
     while stack:
@@ -470,13 +481,19 @@ def _collect_text(part: Part, texts: list[str]) -> None:
             stack.extend(reversed(current.children))
         elif current.message is not None:
             stack.append(current.message)
-        elif current.media_type.lower() in ("text", ""):
+        elif current.media_type.lower() in ("text", "") and (
+            _transfer_encoding(current) in _SEARCHABLE_ENCODINGS
+        ):
             texts.append(_decode_body(current))
+
+
+def _transfer_encoding(part: Part) -> str:
+    return (part.field_text("content-transfer-encoding") or "").strip().lower()
 
 
 def _decode_body(part: Part) -> str:
     body = part.body
-    encoding = (part.field_text("content-transfer-encoding") or "").strip().lower()
+    encoding = _transfer_encoding(part)
     try:
         if encoding == "base64":
             body = binascii.a2b_base64(re.sub(rb"[^A-Za-z0-9+/=]", b"", body) + b"==")

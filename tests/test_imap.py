@@ -470,3 +470,41 @@ def test_a_literal_over_the_limit_is_refused_without_reading(
         "S: <connection closed>",
     ]
     assert sink.mailbox(USER).stored() == ()
+
+
+def test_append_faults_act_before_the_literal_is_read(smtpsink: Mailbox) -> None:
+    endpoint = Endpoint("imap", smtpsink.imap.host, smtpsink.imap.port)
+    message = raw_message("Appended")
+    size = len(message)
+    smtpsink.disconnect("IMAP:APPEND")
+    lines = run([f"a LOGIN {USER} x", f"b APPEND INBOX {{{size}}}"], endpoint)
+    # No "+ Ready": the server hung up before asking for a byte of it.
+    assert lines[-2:] == [f"C: b APPEND INBOX {{{size}}}", "S: <connection closed>"]
+    session = smtpsink.sessions[-1]
+    assert session.end == "server-closed"
+    (append,) = [e for e in session.transcript if e.tag == "b"]
+    assert append.injected
+    assert append.line == f"APPEND INBOX {{{size}}} [{size} octets]"
+    smtpsink.clear_faults()
+
+    smtpsink.fail("IMAP:APPEND", 451, "Mailbox full", times=2)
+    literal = message.decode()
+    lines = run(
+        [
+            f"a LOGIN {USER} x",
+            f"b APPEND INBOX {{{size}}}",  # refused instead of "+ Ready"
+            f"c APPEND INBOX {{{size}+}}\r\n{literal}",  # read, then refused
+            f"d APPEND INBOX {{{size}}}",  # the rule is spent: "+ Ready"
+            literal,
+            "e NOOP",
+        ],
+        endpoint,
+    )
+    assert "S: b NO [UNAVAILABLE] Mailbox full" in lines
+    assert "S: c NO [UNAVAILABLE] Mailbox full" in lines
+    assert "S: + Ready for literal data" in lines
+    assert any(line.startswith("S: d OK [APPENDUID ") for line in lines), lines
+    assert lines[-1] == "S: e OK NOOP completed"
+    assert [m.subject for m in smtpsink.mailbox(USER).messages()] == ["Appended"]
+    tags = [(e.tag, e.injected) for e in smtpsink.sessions[-1].transcript]
+    assert tags[-4:] == [("b", True), ("c", True), ("d", False), ("e", False)]

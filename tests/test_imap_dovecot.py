@@ -21,7 +21,7 @@ MESSAGES = [
     b"Subject: three\r\n\r\nthird\r\n",
 ]
 
-#: Kept on purpose (docs/_reading_imap.rst): the sink's UIDs come from one
+#: Kept on purpose (docs/reading.rst): the sink's UIDs come from one
 #: counter for all folders and its UIDVALIDITY is the sink's, so a copy's
 #: new UID differs from Dovecot's per-folder one.
 KEPT = [(r"\[COPYUID \S+ \S+ \S+\]", "[COPYUID <copyuid>]")]

@@ -320,3 +320,18 @@ def test_fetch_item_is_hashable_and_named() -> None:
     assert item == FetchItem("BODY[]", item.section, peek=True, partial=(5, 6))
     assert item.section is not None
     assert item.section.name == "1.2.HEADER.FIELDS.NOT (X-A)"
+
+
+def test_header_fields_not_keeps_lines_that_are_no_field() -> None:
+    # As Dovecot (tests/test_imap_dovecot_corpus.py, garbage_headers): a
+    # leading folded line, a line without a colon and ":x" name no field, so
+    # no HEADER.FIELDS asks for them and every HEADER.FIELDS.NOT keeps them.
+    odd = b"  folded\r\nFrom: a@b\r\nno colon\r\n:x\r\nSubject: s\r\n\r\nbody\r\n"
+    assert fetch(odd, "BODY.PEEK[HEADER.FIELDS.NOT (FROM)]") == (
+        b"* 1 FETCH (BODY[HEADER.FIELDS.NOT (FROM)] {38}\r\n"
+        b"  folded\r\nno colon\r\n:x\r\nSubject: s\r\n\r\n)\r\n"
+    )
+    assert fetch(odd, "BODY.PEEK[HEADER.FIELDS (FROM SUBJECT)]") == (
+        b"* 1 FETCH (BODY[HEADER.FIELDS (FROM SUBJECT)] {25}\r\n"
+        b"From: a@b\r\nSubject: s\r\n\r\n)\r\n"
+    )

@@ -136,7 +136,9 @@ def run(keys: bytes, *literals: bytes) -> list[int]:
         (b"SINCE 3-Feb-1994", [2, 3]),
         # SENT* use the Date header's own day (1 Feb at -0500), ignoring
         # the zone as RFC 3501 says; no Date header matches none.
-        (b"SENTBEFORE 2-Feb-1994", [1]),
+        # No Date header: the epoch's day, as Dovecot (the corpus test).
+        (b"SENTBEFORE 2-Feb-1994", [1, 3]),
+        (b"SENTON 1-Jan-1970", [3]),
         (b"SENTON 1-Feb-1994", [1]),
         (b"SENTSINCE 2-Feb-1994", [2]),
         (b"LARGER 480", [3]),
@@ -227,3 +229,22 @@ def test_decode_words_never_raises() -> None:
     assert decode_words(b"=?x-unknown?q?caf=C3=A9?=") == "caf\u00e9"
     assert decode_words(b"=?utf\xe9?b?!!!?= tail").endswith("tail")
     assert decode_words(b"=?utf-8?b?Q2Fmw6k?=") == "Caf\u00e9"
+
+
+def test_a_body_in_an_unknown_transfer_encoding_is_not_searched() -> None:
+    # As Dovecot (tests/corpus/content_type_garbage.eml): the body cannot be
+    # decoded, so BODY and TEXT do not look into it; its header still counts.
+    unknown = (
+        b"Subject: odd\r\nContent-Transfer-Encoding: x-unknown-cte\r\n\r\nbody\r\n"
+    )
+    folder = [Candidate(1, Entry(Raw(unknown), uid=1), recent=False)]
+    reader = CommandReader()
+    for keys, expected in [
+        (b"BODY body", []),
+        (b"TEXT body", []),
+        (b"TEXT odd", [1]),
+    ]:
+        step = reader.feed_line(b"t SEARCH " + keys + b"\r\n")
+        assert not isinstance(step, NeedLiteral)
+        found = search(parse_search(step.args, step.tag), folder)
+        assert found.sequence_numbers == expected, keys
