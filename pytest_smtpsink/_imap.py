@@ -83,6 +83,8 @@ _AUTH_LIMIT = 12288
 # Untagged responses of one command kept in the transcript (a FETCH of a
 # whole mailbox is counted, not copied).
 _SHOWN_RESPONSES = 20
+# FETCH responses are joined into writes of about this many octets.
+_WRITE_BATCH = 64 * 1024
 _START_TIMEOUT = 10.0
 _SEEN = "\\Seen"
 _DELETED = "\\Deleted"
@@ -577,6 +579,10 @@ class _Connection(asyncio.Protocol):
                 self._drained = None
             if self.transport is None or self.transport.is_closing():
                 raise _Closed
+
+    async def _send_all(self, chunks: list[bytes]) -> None:
+        """Send several responses (already recorded) in one write."""
+        await self._send(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     async def _line(self, line: str, injected: bool = False) -> None:
         """Send and record one response line (tagged, untagged or ``+``)."""
@@ -1431,6 +1437,10 @@ class _Connection(asyncio.Protocol):
         mark_seen = sets_seen(items) and not self._read_only
         # New mail may be announced, never an expunge (RFC 3501 7.4.1).
         await self._send_updates(expunge=False)
+        # Responses go out in writes of about _WRITE_BATCH octets, not one
+        # system call (and one await) per message.
+        batch: list[bytes] = []
+        batched = 0
         for number, stored in selected:
             changed = False
             if mark_seen and _SEEN not in stored.flags:
@@ -1446,7 +1456,15 @@ class _Connection(asyncio.Protocol):
                 )
             if changed or "FLAGS" in kinds:
                 self._known_flags[stored.uid] = stored.flags
-            await self._untagged(format_fetch(number, values))
+            response = format_fetch(number, values)
+            self._record_untagged(response)
+            batch.append(response)
+            batched += len(response)
+            if batched >= _WRITE_BATCH:
+                await self._send_all(batch)
+                batch, batched = [], 0
+        if batch:
+            await self._send_all(batch)
         if mark_seen:
             self.store.touch()
         return f"{command.name} completed"
