@@ -421,7 +421,10 @@ class _Evaluation:
         pattern = re.compile(
             rb"^"
             + re.escape(name.encode("utf-8", "surrogateescape"))
-            + rb"[ \t]*:(.*(?:\r\n[ \t].*)*)",
+            # A value's characters are anything but a line end (a lone CR
+            # included), so ".*" cannot eat the CR of the CRLF that a
+            # continuation line follows.
+            + rb"[ \t]*:((?:[^\r\n]|\r(?!\n))*(?:\r\n[ \t](?:[^\r\n]|\r(?!\n))*)*)",
             re.IGNORECASE | re.MULTILINE,
         )
         return [

@@ -227,3 +227,32 @@ def test_decode_words_never_raises() -> None:
     assert decode_words(b"=?x-unknown?q?caf=C3=A9?=") == "caf\u00e9"
     assert decode_words(b"=?utf\xe9?b?!!!?= tail").endswith("tail")
     assert decode_words(b"=?utf-8?b?Q2Fmw6k?=") == "Caf\u00e9"
+
+
+@pytest.mark.parametrize(
+    ("header", "term", "found"),
+    [
+        # A term across a folded line: the value is unfolded first.
+        (b"Subject: quarterly\r\n report\r\n", b'"quarterly report"', True),
+        (b"Subject: quarterly\r\n report\r\n", b"report", True),
+        # Only in an encoded word.
+        (b"Subject: =?utf-8?q?needle?=\r\n", b"NEEDLE", True),
+        # Case folding beyond ASCII: "STRASSE" is how "Stra\xc3\x9fe" folds.
+        (b"Subject: Stra\xc3\x9fe\r\n", b"strasse", True),
+        # A bare LF header (served as CRLF) and a term in another field.
+        (b"Subject: needle\n", b"NEEDLE", True),
+        (b"Subject: hay\r\nX-Other: needle\r\n", b"needle", False),
+        (b"Subject: hay\r\n", b"needle", False),
+    ],
+)
+def test_subject_search_reads_decoded_unfolded_values(
+    header: bytes, term: bytes, found: bool
+) -> None:
+    """A header key matches the decoded, unfolded, case-folded value, also
+    where a quick look at the raw header bytes would miss it."""
+    folder = [Candidate(1, Entry(Raw(header + b"\r\nbody\r\n"), uid=1))]
+    reader = CommandReader()
+    step = reader.feed_line(b"t SEARCH SUBJECT " + term + b"\r\n")
+    assert not isinstance(step, NeedLiteral)
+    result = search(parse_search(step.args, step.tag), folder)
+    assert result.sequence_numbers == ([1] if found else [])
