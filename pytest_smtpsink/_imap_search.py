@@ -20,9 +20,11 @@ import binascii
 import codecs
 import datetime
 import email.utils
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from pytest_smtpsink._imap_fetch import (
     MailboxEntry,
@@ -63,9 +65,9 @@ class BadCharset(Exception):
 # -- the predicate tree -------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """One message of the selected folder, as a search sees it."""
+class Candidate(NamedTuple):
+    """One message of the selected folder, as a search sees it (a tuple:
+    a SEARCH makes one per message of the folder)."""
 
     sequence_number: int
     entry: MailboxEntry
@@ -362,6 +364,11 @@ class _Evaluation:
         self._bodies: str | None = None
 
     def matches(self, key: Key) -> bool:
+        # The most common key first: this runs for every message.
+        if isinstance(key, HeaderContains):
+            if key.text and self.lacks(key.text):
+                return False
+            return self.header_contains(key.name, key.text)
         if isinstance(key, AllOf):
             return all(self.matches(k) for k in key.keys)
         if isinstance(key, AnyOf):
@@ -391,8 +398,6 @@ class _Evaluation:
             if key.relation == "on":
                 return day == key.day
             return day >= key.day
-        if isinstance(key, HeaderContains):
-            return self.header_contains(key.name, key.text)
         if isinstance(key, BodyContains):
             needle = key.text.casefold()
             if key.with_headers and needle in self.headers_text().casefold():
@@ -418,19 +423,29 @@ class _Evaluation:
         return self._header_block
 
     def header_values(self, name: str) -> list[str]:
-        pattern = re.compile(
-            rb"^"
-            + re.escape(name.encode("utf-8", "surrogateescape"))
-            # A value's characters are anything but a line end (a lone CR
-            # included), so ".*" cannot eat the CR of the CRLF that a
-            # continuation line follows.
-            + rb"[ \t]*:((?:[^\r\n]|\r(?!\n))*(?:\r\n[ \t](?:[^\r\n]|\r(?!\n))*)*)",
-            re.IGNORECASE | re.MULTILINE,
-        )
+        pattern = _header_pattern(name)
         return [
             decode_words(match.group(1).replace(b"\r\n", b"").strip())
             for match in pattern.finditer(self.header_block())
         ]
+
+    def lacks(self, text: str) -> bool:
+        """Whether ``text`` is surely in no header value, from one look at
+        the header's bytes: skips the field parse and decoding for most
+        messages of a folder. Only when it cannot be fooled: an ASCII
+        header (so case folding is lower-casing) without encoded words
+        and without folded lines (values are substrings of it)."""
+        needle = _ascii_needle(text)
+        block = self.header_block()
+        if (
+            needle is None
+            or not block.isascii()
+            or b"=?" in block
+            or b"\n " in block
+            or b"\n\t" in block
+        ):
+            return False
+        return needle not in block.lower()
 
     def header_contains(self, name: str, text: str) -> bool:
         values = self.header_values(name)
@@ -505,6 +520,30 @@ def _decode(data: bytes, charset: str) -> str:
 
 
 _HEADER_END = re.compile(rb"\n\r?\n")
+
+
+@functools.lru_cache(maxsize=64)
+def _ascii_needle(text: str) -> bytes | None:
+    """A search string as lower-case ASCII bytes; None if not ASCII."""
+    needle = text.casefold()
+    return needle.encode("ascii") if needle.isascii() else None
+
+
+@functools.lru_cache(maxsize=64)
+def _header_pattern(name: str) -> re.Pattern[bytes]:
+    """The fields named ``name`` (any case) in a served header block, with
+    their continuation lines; compiled once per name, not per message."""
+    return re.compile(
+        rb"^"
+        + re.escape(name.encode("utf-8", "surrogateescape"))
+        # A value's characters are anything but a line end (a lone CR
+        # included), so ".*" cannot eat the CR of the CRLF that a
+        # continuation line follows.
+        + rb"[ \t]*:((?:[^\r\n]|\r(?!\n))*(?:\r\n[ \t](?:[^\r\n]|\r(?!\n))*)*)",
+        re.IGNORECASE | re.MULTILINE,
+    )
+
+
 _ENCODED_WORD = re.compile(rb"=\?([^?\s]+)\?([QqBb])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(rb"(\?=)[ \t]+(=\?)")
 
@@ -512,6 +551,8 @@ _BETWEEN_WORDS = re.compile(rb"(\?=)[ \t]+(=\?)")
 def decode_words(value: bytes) -> str:
     """A header value with its RFC 2047 encoded words decoded; undecodable
     words and bytes are kept (replaced), never raised."""
+    if b"=?" not in value:  # no encoded word (most values): decode at once
+        return value.decode("utf-8", "replace")
     value = _BETWEEN_WORDS.sub(rb"\1\2", value)
     out: list[str] = []
     pos = 0
