@@ -995,10 +995,7 @@ def _body_value(root: Part | bytes, item: FetchItem) -> tuple[bytes, bytes]:
     themselves when the item is `_whole`."""
     assert item.section is not None
     name = b"BODY[" + item.section.name.encode("utf-8", "surrogateescape") + b"]"
-    if isinstance(root, bytes):
-        content = root
-    else:
-        content = section_bytes(root, item.section)
+    content = root if isinstance(root, bytes) else section_bytes(root, item.section)
     if item.partial is not None:
         offset, length = item.partial
         name += b"<%d>" % offset
