@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Literal
 
 from ._faults import Delay, Discard, Disconnect, Event, Fault, Hang, Reply, steps
 from ._imap_fetch import FetchItem, fetch_values, parse_fetch_items, sets_seen
-from ._imap_search import BadCharset, Candidate, parse_search, search
+from ._imap_search import BadCharset, parse_search, search_folder
 from ._imap_syntax import (
     MAX_LINE,
     Arg,
@@ -1478,11 +1478,7 @@ class _Connection(asyncio.Protocol):
     async def _search(self, command: Command) -> str:
         query = parse_search(command.args, command.tag)
         await self._send_updates(expunge=False)
-        candidates = [
-            Candidate(number, stored, stored.uid in self._recent)
-            for number, stored in enumerate(self._view, 1)
-        ]
-        result = search(query, candidates)
+        result = search_folder(query, self._view, self._recent)
         await self._untagged(result.response(command.name))
         return f"{command.name} completed"
 

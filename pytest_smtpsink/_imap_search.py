@@ -22,7 +22,7 @@ import datetime
 import email.utils
 import functools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -343,11 +343,29 @@ def search(query: SearchQuery, candidates: Sequence[Candidate]) -> SearchResult:
         max((c.sequence_number for c in candidates), default=0),
         max((c.entry.uid for c in candidates), default=0),
     )
+    key = query.key
     return SearchResult(
         tuple(
-            (candidate.sequence_number, candidate.entry.uid)
-            for candidate in candidates
-            if _Evaluation(candidate, folder).matches(query.key)
+            (number, entry.uid)
+            for number, entry, recent in candidates
+            if _Evaluation(number, entry, recent, folder).matches(key)
+        )
+    )
+
+
+def search_folder(
+    query: SearchQuery, entries: Sequence[MailboxEntry], recent: Container[int]
+) -> SearchResult:
+    """`search` over a whole folder: message n is ``entries[n - 1]``,
+    ``recent`` holds the UIDs that are ``\\Recent``. The server's way: no
+    `Candidate` per message."""
+    folder = _Folder(len(entries), entries[-1].uid if entries else 0)
+    key = query.key
+    return SearchResult(
+        tuple(
+            (number, entry.uid)
+            for number, entry in enumerate(entries, 1)
+            if _Evaluation(number, entry, entry.uid in recent, folder).matches(key)
         )
     )
 
@@ -355,9 +373,12 @@ def search(query: SearchQuery, candidates: Sequence[Candidate]) -> SearchResult:
 class _Evaluation:
     """One message against the tree; decoded text computed once, lazily."""
 
-    def __init__(self, candidate: Candidate, folder: _Folder) -> None:
-        self.candidate = candidate
-        self.entry = candidate.entry
+    def __init__(
+        self, number: int, entry: MailboxEntry, recent: bool, folder: _Folder
+    ) -> None:
+        self.number = number
+        self.entry = entry
+        self.recent = recent
         self.folder = folder
         self._data: bytes | None = None
         self._header_block: bytes | None = None
@@ -379,11 +400,9 @@ class _Evaluation:
             wanted = key.flag.lower()
             return any(flag.lower() == wanted for flag in self.entry.flags)
         if isinstance(key, IsRecent):
-            return self.candidate.recent
+            return self.recent
         if isinstance(key, InSequence):
-            return key.numbers.contains(
-                self.candidate.sequence_number, self.folder.largest_sequence
-            )
+            return key.numbers.contains(self.number, self.folder.largest_sequence)
         if isinstance(key, InUids):
             return key.uids.contains(self.entry.uid, self.folder.largest_uid)
         if isinstance(key, SizeKey):
