@@ -940,13 +940,18 @@ def _literal(data: bytes) -> bytes:
 
 
 def fetch_values(
-    entry: MailboxEntry, items: Iterable[FetchItem], *, recent: bool = False
+    entry: MailboxEntry,
+    items: Iterable[FetchItem],
+    *,
+    recent: bool = False,
+    served: bytes | None = None,
 ) -> list[tuple[bytes, bytes]]:
     """``(name, value)`` pairs for a ``* n FETCH`` response
     (:func:`~pytest_smtpsink._imap_syntax.format_fetch`), in the order asked.
     The caller sets ``\\Seen`` first when :func:`sets_seen` says so, and adds
-    FLAGS (and UID for UID FETCH) when they were not asked."""
-    data = served_bytes(entry.message.raw)
+    FLAGS (and UID for UID FETCH) when they were not asked. ``served``: the
+    message's `served_bytes`, when the caller knows them already."""
+    data = served_bytes(entry.message.raw) if served is None else served
     root: Part | None = None
     values: list[tuple[bytes, bytes]] = []
     for item in items:
