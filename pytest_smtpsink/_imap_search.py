@@ -22,7 +22,7 @@ import datetime
 import email.utils
 import functools
 import re
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -343,14 +343,7 @@ def search(query: SearchQuery, candidates: Sequence[Candidate]) -> SearchResult:
         max((c.sequence_number for c in candidates), default=0),
         max((c.entry.uid for c in candidates), default=0),
     )
-    key = query.key
-    return SearchResult(
-        tuple(
-            (number, entry.uid)
-            for number, entry, recent in candidates
-            if _Evaluation(number, entry, recent, folder).matches(key)
-        )
-    )
+    return _search(query.key, candidates, folder)
 
 
 def search_folder(
@@ -360,14 +353,59 @@ def search_folder(
     ``recent`` holds the UIDs that are ``\\Recent``. The server's way: no
     `Candidate` per message."""
     folder = _Folder(len(entries), entries[-1].uid if entries else 0)
-    key = query.key
-    return SearchResult(
-        tuple(
-            (number, entry.uid)
-            for number, entry in enumerate(entries, 1)
-            if _Evaluation(number, entry, entry.uid in recent, folder).matches(key)
-        )
+    rows = (
+        (number, entry, entry.uid in recent) for number, entry in enumerate(entries, 1)
     )
+    return _search(query.key, rows, folder)
+
+
+def _search(
+    key: Key, rows: Iterable[tuple[int, MailboxEntry, bool]], folder: _Folder
+) -> SearchResult:
+    # Strings every match must have in its header: most messages of a
+    # folder are ruled out by one look at their header bytes.
+    needles = _required_needles(key)
+    matches = []
+    for number, entry, recent in rows:
+        if needles:
+            head = _raw_header(entry.message.raw)
+            if _surely_absent(head, needles):
+                continue
+        if _Evaluation(number, entry, recent, folder).matches(key):
+            matches.append((number, entry.uid))
+    return SearchResult(tuple(matches))
+
+
+def _required_needles(key: Key) -> tuple[bytes, ...]:
+    """The header strings (lower-case ASCII) that a message must hold to
+    match ``key``: those of its header keys, at the top or ANDed there."""
+    keys = key.keys if isinstance(key, AllOf) else (key,)
+    needles = []
+    for each in keys:
+        if isinstance(each, HeaderContains) and each.text:
+            needle = _ascii_needle(each.text)
+            if needle is not None:
+                needles.append(needle)
+    return tuple(needles)
+
+
+def _raw_header(raw: bytes) -> bytes:
+    """The header block of a message as stored (with its last line end)."""
+    if raw.startswith((b"\r\n", b"\n")):
+        return b""
+    end = _HEADER_END.search(raw)
+    return raw if end is None else raw[: end.start() + 1]
+
+
+def _surely_absent(head: bytes, needles: tuple[bytes, ...]) -> bool:
+    """Whether one of ``needles`` (lower-case ASCII) is surely in no header
+    value of ``head``. Only where a look at the bytes cannot be fooled: an ASCII
+    header (case folding is lower-casing) without encoded words and without
+    folded lines (every value is a substring of it)."""
+    if not head.isascii() or b"=?" in head or b"\n " in head or b"\n\t" in head:
+        return False
+    lower = head.lower()
+    return any(needle not in lower for needle in needles)
 
 
 class _Evaluation:
@@ -432,13 +470,7 @@ class _Evaluation:
     def header_block(self) -> bytes:
         if self._header_block is None:
             # Header keys need only the header: no copy of the whole message.
-            raw = self.entry.message.raw
-            if raw.startswith((b"\r\n", b"\n")):
-                self._header_block = b""
-            else:
-                end = _HEADER_END.search(raw)
-                head = raw if end is None else raw[: end.start() + 1]
-                self._header_block = served_bytes(head)
+            self._header_block = served_bytes(_raw_header(self.entry.message.raw))
         return self._header_block
 
     def header_values(self, name: str) -> list[str]:
@@ -449,22 +481,10 @@ class _Evaluation:
         ]
 
     def lacks(self, text: str) -> bool:
-        """Whether ``text`` is surely in no header value, from one look at
-        the header's bytes: skips the field parse and decoding for most
-        messages of a folder. Only when it cannot be fooled: an ASCII
-        header (so case folding is lower-casing) without encoded words
-        and without folded lines (values are substrings of it)."""
+        """Whether ``text`` is surely in no header value (a key under OR or
+        NOT; see `_surely_absent`)."""
         needle = _ascii_needle(text)
-        block = self.header_block()
-        if (
-            needle is None
-            or not block.isascii()
-            or b"=?" in block
-            or b"\n " in block
-            or b"\n\t" in block
-        ):
-            return False
-        return needle not in block.lower()
+        return needle is not None and _surely_absent(self.header_block(), (needle,))
 
     def header_contains(self, name: str, text: str) -> bool:
         values = self.header_values(name)

@@ -170,6 +170,9 @@ def run(keys: bytes, *literals: bytes) -> list[int]:
         (b"(SEEN) (UNFLAGGED)", [3]),
         (b'FLAGGED SINCE 1-Feb-1994 NOT FROM "Smith"', []),
         (b"CHARSET UTF-8 SUBJECT hello", [2]),
+        (b"SUBJECT hello FROM ann", [2]),
+        (b"SUBJECT hello FROM smith", []),
+        (b'SUBJECT report CC "j\xc3\xbcrgen"', [1]),
         (b"charset us-ascii ALL", [1, 2, 3]),
     ],
 )
