@@ -22,7 +22,7 @@ import datetime
 import email.utils
 import functools
 import re
-from collections.abc import Callable, Container, Iterable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -343,7 +343,13 @@ def search(query: SearchQuery, candidates: Sequence[Candidate]) -> SearchResult:
         max((c.sequence_number for c in candidates), default=0),
         max((c.entry.uid for c in candidates), default=0),
     )
-    return _search(query.key, candidates, folder)
+    return _search(
+        query.key,
+        [c.entry for c in candidates],
+        [c.sequence_number for c in candidates],
+        {c.entry.uid for c in candidates if c.recent},
+        folder,
+    )
 
 
 def search_folder(
@@ -353,26 +359,29 @@ def search_folder(
     ``recent`` holds the UIDs that are ``\\Recent``. The server's way: no
     `Candidate` per message."""
     folder = _Folder(len(entries), entries[-1].uid if entries else 0)
-    rows = (
-        (number, entry, entry.uid in recent) for number, entry in enumerate(entries, 1)
-    )
-    return _search(query.key, rows, folder)
+    return _search(query.key, entries, None, recent, folder)
 
 
 def _search(
-    key: Key, rows: Iterable[tuple[int, MailboxEntry, bool]], folder: _Folder
+    key: Key,
+    entries: Sequence[MailboxEntry],
+    numbers: Sequence[int] | None,
+    recent: Container[int],
+    folder: _Folder,
 ) -> SearchResult:
+    """The matches among ``entries``, whose sequence numbers are ``numbers``
+    (None: 1, 2, 3, ...)."""
     # Strings every match must have in its header: most messages of a
     # folder are ruled out by one look at their header bytes.
     needles = _required_needles(key)
     matches = []
-    for number, entry, recent in rows:
-        if needles:
-            head = _raw_header(entry.message.raw)
-            if _surely_absent(head, needles):
-                continue
-        if _Evaluation(number, entry, recent, folder).matches(key):
-            matches.append((number, entry.uid))
+    for index, entry in enumerate(entries):
+        if needles and _surely_absent(_raw_header(entry.message.raw), needles):
+            continue
+        number = index + 1 if numbers is None else numbers[index]
+        uid = entry.uid
+        if _Evaluation(number, entry, uid in recent, folder).matches(key):
+            matches.append((number, uid))
     return SearchResult(tuple(matches))
 
 
@@ -405,6 +414,8 @@ def _surely_absent(head: bytes, needles: tuple[bytes, ...]) -> bool:
     if not head.isascii() or b"=?" in head or b"\n " in head or b"\n\t" in head:
         return False
     lower = head.lower()
+    if len(needles) == 1:  # the usual case, without a generator per message
+        return needles[0] not in lower
     return any(needle not in lower for needle in needles)
 
 
