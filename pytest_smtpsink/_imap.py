@@ -277,11 +277,6 @@ class IMAPServer:
         # \Recent (RFC 3501 2.3.2.): the highest UID some session has seen
         # in each folder of this generation.
         self.recent_claims: dict[tuple[int, str, str], int] = {}
-        # UIDs whose message is served as stored (CRLF line ends only), so a
-        # FETCH need not count its lines again; a UID names one message for
-        # the sink's life. Emptied with each new test and when the last
-        # connection closes.
-        self.served_as_stored: set[int] = set()
 
     # -- lifecycle (start: a test thread; the rest: the loop) -------------------
 
@@ -323,7 +318,6 @@ class IMAPServer:
         self.held.pop(connection, None)
         if not self.connections:
             self.store.remove_listener(self._store_changed)
-            self.served_as_stored.clear()
 
     def _store_changed(self) -> None:
         """A store listener (on the thread that changed the store): wake
@@ -347,7 +341,6 @@ class IMAPServer:
         if generation != self._checked_generation:
             self._checked_generation = generation
             self.recent_claims.clear()
-            self.served_as_stored.clear()
         for connection in list(self.connections):
             if connection.generation != generation:
                 connection.end_stale()
@@ -1462,20 +1455,16 @@ class _Connection(asyncio.Protocol):
         # system call (and one await) per message.
         batch: list[bytes] = []
         batched = 0
-        as_stored = self.server.served_as_stored
         for number, stored in selected:
             changed = False
             if mark_seen and _SEEN not in stored.flags:
                 with self.mail.lock:
                     stored.flags = stored.flags | {_SEEN}
                 changed = True
+            # The size is counted once per copy: equal to the stored length,
+            # the message is served as stored (CRLF only), without a scan.
             raw = stored.message.raw
-            if stored.uid in as_stored:
-                served = raw
-            else:
-                served = served_bytes(raw)
-                if served is raw:
-                    as_stored.add(stored.uid)
+            served = raw if stored.size == len(raw) else served_bytes(raw)
             values = fetch_values(
                 stored, items, recent=stored.uid in self._recent, served=served
             )
