@@ -39,8 +39,14 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 from ._faults import Delay, Discard, Disconnect, Event, Fault, Hang, Reply, steps
-from ._imap_fetch import FetchItem, fetch_values, parse_fetch_items, sets_seen
-from ._imap_search import BadCharset, Candidate, parse_search, search
+from ._imap_fetch import (
+    FetchItem,
+    fetch_values,
+    parse_fetch_items,
+    served_bytes,
+    sets_seen,
+)
+from ._imap_search import BadCharset, parse_search, search_folder
 from ._imap_syntax import (
     MAX_LINE,
     Arg,
@@ -83,6 +89,8 @@ _AUTH_LIMIT = 12288
 # Untagged responses of one command kept in the transcript (a FETCH of a
 # whole mailbox is counted, not copied).
 _SHOWN_RESPONSES = 20
+# FETCH responses are joined into writes of about this many octets.
+_WRITE_BATCH = 64 * 1024
 _START_TIMEOUT = 10.0
 _SEEN = "\\Seen"
 _DELETED = "\\Deleted"
@@ -579,6 +587,10 @@ class _Connection(asyncio.Protocol):
                 self._drained = None
             if self.transport is None or self.transport.is_closing():
                 raise _Closed
+
+    async def _send_all(self, chunks: list[bytes]) -> None:
+        """Send several responses (already recorded) in one write."""
+        await self._send(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     async def _line(self, line: str, injected: bool = False) -> None:
         """Send and record one response line (tagged, untagged or ``+``)."""
@@ -1347,14 +1359,19 @@ class _Connection(asyncio.Protocol):
             current = list(folder.messages) if alive else []
             key = (self.generation, self._user or "", folder.name)
             claimed = self.server.recent_claims.get(key, 0)
-            present = {id(s) for s in current}
-            known = {id(s) for s in self._view}
-            new = [s for s in current if id(s) not in known]
+            present: set[int] | None = None
+            new: list[StoredMessage] = []
+            # Usually nothing came or went: one comparison of the lists (by
+            # identity, in C) instead of two sets over the folder.
+            if current != self._view:
+                present = {id(s) for s in current}
+                known = {id(s) for s in self._view}
+                new = [s for s in current if id(s) not in known]
             if new and not self._read_only:
                 self.server.recent_claims[key] = max(claimed, new[-1].uid)
         out: list[bytes] = []
         recent_before = len(self._recent)
-        if expunge:
+        if expunge and present is not None:
             for index in range(len(self._view) - 1, -1, -1):
                 stored = self._view[index]
                 if id(stored) not in present:
@@ -1371,10 +1388,13 @@ class _Connection(asyncio.Protocol):
         if new or len(self._recent) != recent_before:
             # As Dovecot: the count changes when recent mail is expunged too.
             out.append(b"* %d RECENT\r\n" % len(self._recent))
+        known_flags = self._known_flags
         for number, stored in enumerate(self._view, 1):
             flags = stored.flags
-            if id(stored) in present and self._known_flags.get(stored.uid) != flags:
-                self._known_flags[stored.uid] = flags
+            if known_flags.get(stored.uid) != flags and (
+                present is None or id(stored) in present
+            ):
+                known_flags[stored.uid] = flags
                 out.append(
                     format_fetch(
                         number,
@@ -1463,13 +1483,23 @@ class _Connection(asyncio.Protocol):
         mark_seen = sets_seen(items) and not self._read_only
         # New mail may be announced, never an expunge (RFC 3501 7.4.1).
         await self._send_updates(expunge=False)
+        # Responses go out in writes of about _WRITE_BATCH octets, not one
+        # system call (and one await) per message.
+        batch: list[bytes] = []
+        batched = 0
         for number, stored in selected:
             changed = False
             if mark_seen and _SEEN not in stored.flags:
                 with self.mail.lock:
                     stored.flags = stored.flags | {_SEEN}
                 changed = True
-            values = fetch_values(stored, items, recent=stored.uid in self._recent)
+            # The size is counted once per copy: equal to the stored length,
+            # the message is served as stored (CRLF only), without a scan.
+            raw = stored.message.raw
+            served = raw if stored.size == len(raw) else served_bytes(raw)
+            values = fetch_values(
+                stored, items, recent=stored.uid in self._recent, served=served
+            )
             if changed and "FLAGS" not in kinds:
                 # First, where Dovecot puts the flags a FETCH changed.
                 values.insert(
@@ -1478,7 +1508,15 @@ class _Connection(asyncio.Protocol):
                 )
             if changed or "FLAGS" in kinds:
                 self._known_flags[stored.uid] = stored.flags
-            await self._untagged(format_fetch(number, values))
+            response = format_fetch(number, values)
+            self._record_untagged(response)
+            batch.append(response)
+            batched += len(response)
+            if batched >= _WRITE_BATCH:
+                await self._send_all(batch)
+                batch, batched = [], 0
+        if batch:
+            await self._send_all(batch)
         if mark_seen:
             self.store.touch()
         return f"{command.name} completed"
@@ -1492,11 +1530,7 @@ class _Connection(asyncio.Protocol):
     async def _search(self, command: Command) -> str:
         query = parse_search(command.args, command.tag)
         await self._send_updates(expunge=False)
-        candidates = [
-            Candidate(number, stored, stored.uid in self._recent)
-            for number, stored in enumerate(self._view, 1)
-        ]
-        result = search(query, candidates)
+        result = search_folder(query, self._view, self._recent)
         await self._untagged(result.response(command.name))
         return f"{command.name} completed"
 

@@ -942,13 +942,18 @@ def _literal(data: bytes) -> bytes:
 
 
 def fetch_values(
-    entry: MailboxEntry, items: Iterable[FetchItem], *, recent: bool = False
+    entry: MailboxEntry,
+    items: Iterable[FetchItem],
+    *,
+    recent: bool = False,
+    served: bytes | None = None,
 ) -> list[tuple[bytes, bytes]]:
     """``(name, value)`` pairs for a ``* n FETCH`` response
     (:func:`~pytest_smtpsink._imap_syntax.format_fetch`), in the order asked.
     The caller sets ``\\Seen`` first when :func:`sets_seen` says so, and adds
-    FLAGS (and UID for UID FETCH) when they were not asked."""
-    data = served_bytes(entry.message.raw)
+    FLAGS (and UID for UID FETCH) when they were not asked. ``served``: the
+    message's `served_bytes`, when the caller knows them already."""
+    data = served_bytes(entry.message.raw) if served is None else served
     root: Part | None = None
     values: list[tuple[bytes, bytes]] = []
     for item in items:
@@ -963,6 +968,10 @@ def fetch_values(
             values.append((b"RFC822.SIZE", b"%d" % len(data)))
         elif kind == "RFC822":
             values.append((b"RFC822", _literal(data)))
+        elif kind == "BODY[]" and _whole(item):
+            # BODY[] and its partials are the served bytes: no MIME parse
+            # (the common case: a client downloading whole messages).
+            values.append(_body_value(data, item))
         else:
             root = root or parse_structure(data)
             if kind == "RFC822.HEADER":
@@ -981,10 +990,19 @@ def fetch_values(
     return values
 
 
-def _body_value(root: Part, item: FetchItem) -> tuple[bytes, bytes]:
+def _whole(item: FetchItem) -> bool:
+    """Whether ``item`` asks for the whole message (``BODY[]``, partial or
+    not)."""
+    section = item.section
+    return section is not None and not section.part and not section.text
+
+
+def _body_value(root: Part | bytes, item: FetchItem) -> tuple[bytes, bytes]:
+    """A body section's item name and literal; ``root`` is the served bytes
+    themselves when the item is `_whole`."""
     assert item.section is not None
     name = b"BODY[" + item.section.name.encode("utf-8", "surrogateescape") + b"]"
-    content = section_bytes(root, item.section)
+    content = root if isinstance(root, bytes) else section_bytes(root, item.section)
     if item.partial is not None:
         offset, length = item.partial
         name += b"<%d>" % offset

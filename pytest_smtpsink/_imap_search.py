@@ -20,9 +20,11 @@ import binascii
 import codecs
 import datetime
 import email.utils
+import functools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from pytest_smtpsink._imap_fetch import (
     MailboxEntry,
@@ -63,9 +65,9 @@ class BadCharset(Exception):
 # -- the predicate tree -------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """One message of the selected folder, as a search sees it."""
+class Candidate(NamedTuple):
+    """One message of the selected folder, as a search sees it (a tuple:
+    a SEARCH makes one per message of the folder)."""
 
     sequence_number: int
     entry: MailboxEntry
@@ -341,27 +343,102 @@ def search(query: SearchQuery, candidates: Sequence[Candidate]) -> SearchResult:
         max((c.sequence_number for c in candidates), default=0),
         max((c.entry.uid for c in candidates), default=0),
     )
-    return SearchResult(
-        tuple(
-            (candidate.sequence_number, candidate.entry.uid)
-            for candidate in candidates
-            if _Evaluation(candidate, folder).matches(query.key)
-        )
+    return _search(
+        query.key,
+        [c.entry for c in candidates],
+        [c.sequence_number for c in candidates],
+        {c.entry.uid for c in candidates if c.recent},
+        folder,
     )
+
+
+def search_folder(
+    query: SearchQuery, entries: Sequence[MailboxEntry], recent: Container[int]
+) -> SearchResult:
+    """`search` over a whole folder: message n is ``entries[n - 1]``,
+    ``recent`` holds the UIDs that are ``\\Recent``. The server's way: no
+    `Candidate` per message."""
+    folder = _Folder(len(entries), entries[-1].uid if entries else 0)
+    return _search(query.key, entries, None, recent, folder)
+
+
+def _search(
+    key: Key,
+    entries: Sequence[MailboxEntry],
+    numbers: Sequence[int] | None,
+    recent: Container[int],
+    folder: _Folder,
+) -> SearchResult:
+    """The matches among ``entries``, whose sequence numbers are ``numbers``
+    (None: 1, 2, 3, ...)."""
+    # Strings every match must have in its header: most messages of a
+    # folder are ruled out by one look at their header bytes.
+    needles = _required_needles(key)
+    matches = []
+    for index, entry in enumerate(entries):
+        if needles and _surely_absent(_raw_header(entry.message.raw), needles):
+            continue
+        number = index + 1 if numbers is None else numbers[index]
+        uid = entry.uid
+        if _Evaluation(number, entry, uid in recent, folder).matches(key):
+            matches.append((number, uid))
+    return SearchResult(tuple(matches))
+
+
+def _required_needles(key: Key) -> tuple[bytes, ...]:
+    """The header strings (lower-case ASCII) that a message must hold to
+    match ``key``: those of its header keys, at the top or ANDed there."""
+    keys = key.keys if isinstance(key, AllOf) else (key,)
+    needles = []
+    for each in keys:
+        if isinstance(each, HeaderContains) and each.text:
+            needle = _ascii_needle(each.text)
+            if needle is not None:
+                needles.append(needle)
+    return tuple(needles)
+
+
+def _raw_header(raw: bytes) -> bytes:
+    """The header block of a message as stored (with its last line end)."""
+    if raw.startswith((b"\r\n", b"\n")):
+        return b""
+    end = _HEADER_END.search(raw)
+    return raw if end is None else raw[: end.start() + 1]
+
+
+def _surely_absent(head: bytes, needles: tuple[bytes, ...]) -> bool:
+    """Whether one of ``needles`` (lower-case ASCII) is surely in no header
+    value of ``head``. Only where a look at the bytes cannot be fooled: an ASCII
+    header (case folding is lower-casing) without encoded words and without
+    folded lines (every value is a substring of it)."""
+    if not head.isascii() or b"=?" in head or b"\n " in head or b"\n\t" in head:
+        return False
+    lower = head.lower()
+    if len(needles) == 1:  # the usual case, without a generator per message
+        return needles[0] not in lower
+    return any(needle not in lower for needle in needles)
 
 
 class _Evaluation:
     """One message against the tree; decoded text computed once, lazily."""
 
-    def __init__(self, candidate: Candidate, folder: _Folder) -> None:
-        self.candidate = candidate
-        self.entry = candidate.entry
+    def __init__(
+        self, number: int, entry: MailboxEntry, recent: bool, folder: _Folder
+    ) -> None:
+        self.number = number
+        self.entry = entry
+        self.recent = recent
         self.folder = folder
         self._data: bytes | None = None
         self._header_block: bytes | None = None
         self._bodies: str | None = None
 
     def matches(self, key: Key) -> bool:
+        # The most common key first: this runs for every message.
+        if isinstance(key, HeaderContains):
+            if key.text and self.lacks(key.text):
+                return False
+            return self.header_contains(key.name, key.text)
         if isinstance(key, AllOf):
             return all(self.matches(k) for k in key.keys)
         if isinstance(key, AnyOf):
@@ -372,11 +449,9 @@ class _Evaluation:
             wanted = key.flag.lower()
             return any(flag.lower() == wanted for flag in self.entry.flags)
         if isinstance(key, IsRecent):
-            return self.candidate.recent
+            return self.recent
         if isinstance(key, InSequence):
-            return key.numbers.contains(
-                self.candidate.sequence_number, self.folder.largest_sequence
-            )
+            return key.numbers.contains(self.number, self.folder.largest_sequence)
         if isinstance(key, InUids):
             return key.uids.contains(self.entry.uid, self.folder.largest_uid)
         if isinstance(key, SizeKey):
@@ -393,8 +468,6 @@ class _Evaluation:
             if key.relation == "on":
                 return day == key.day
             return day >= key.day
-        if isinstance(key, HeaderContains):
-            return self.header_contains(key.name, key.text)
         if isinstance(key, BodyContains):
             needle = key.text.casefold()
             if key.with_headers and needle in self.headers_text().casefold():
@@ -410,26 +483,21 @@ class _Evaluation:
     def header_block(self) -> bytes:
         if self._header_block is None:
             # Header keys need only the header: no copy of the whole message.
-            raw = self.entry.message.raw
-            if raw.startswith((b"\r\n", b"\n")):
-                self._header_block = b""
-            else:
-                end = _HEADER_END.search(raw)
-                head = raw if end is None else raw[: end.start() + 1]
-                self._header_block = served_bytes(head)
+            self._header_block = served_bytes(_raw_header(self.entry.message.raw))
         return self._header_block
 
     def header_values(self, name: str) -> list[str]:
-        pattern = re.compile(
-            rb"^"
-            + re.escape(name.encode("utf-8", "surrogateescape"))
-            + rb"[ \t]*:(.*(?:\r\n[ \t].*)*)",
-            re.IGNORECASE | re.MULTILINE,
-        )
+        pattern = _header_pattern(name)
         return [
             decode_words(match.group(1).replace(b"\r\n", b"").strip())
             for match in pattern.finditer(self.header_block())
         ]
+
+    def lacks(self, text: str) -> bool:
+        """Whether ``text`` is surely in no header value (a key under OR or
+        NOT; see `_surely_absent`)."""
+        needle = _ascii_needle(text)
+        return needle is not None and _surely_absent(self.header_block(), (needle,))
 
     def header_contains(self, name: str, text: str) -> bool:
         values = self.header_values(name)
@@ -519,6 +587,30 @@ def _decode(data: bytes, charset: str) -> str:
 
 
 _HEADER_END = re.compile(rb"\n\r?\n")
+
+
+@functools.lru_cache(maxsize=64)
+def _ascii_needle(text: str) -> bytes | None:
+    """A search string as lower-case ASCII bytes; None if not ASCII."""
+    needle = text.casefold()
+    return needle.encode("ascii") if needle.isascii() else None
+
+
+@functools.lru_cache(maxsize=64)
+def _header_pattern(name: str) -> re.Pattern[bytes]:
+    """The fields named ``name`` (any case) in a served header block, with
+    their continuation lines; compiled once per name, not per message."""
+    return re.compile(
+        rb"^"
+        + re.escape(name.encode("utf-8", "surrogateescape"))
+        # A value's characters are anything but a line end (a lone CR
+        # included), so ".*" cannot eat the CR of the CRLF that a
+        # continuation line follows.
+        + rb"[ \t]*:((?:[^\r\n]|\r(?!\n))*(?:\r\n[ \t](?:[^\r\n]|\r(?!\n))*)*)",
+        re.IGNORECASE | re.MULTILINE,
+    )
+
+
 _ENCODED_WORD = re.compile(rb"=\?([^?\s]+)\?([QqBb])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(rb"(\?=)[ \t]+(=\?)")
 
@@ -526,6 +618,8 @@ _BETWEEN_WORDS = re.compile(rb"(\?=)[ \t]+(=\?)")
 def decode_words(value: bytes) -> str:
     """A header value with its RFC 2047 encoded words decoded; undecodable
     words and bytes are kept (replaced), never raised."""
+    if b"=?" not in value:  # no encoded word (most values): decode at once
+        return value.decode("utf-8", "replace")
     value = _BETWEEN_WORDS.sub(rb"\1\2", value)
     out: list[str] = []
     pos = 0

@@ -116,7 +116,7 @@ class StoredMessage:
     always sees a whole set.
     """
 
-    __slots__ = ("flags", "internal_date", "message", "uid")
+    __slots__ = ("_size", "flags", "internal_date", "message", "uid")
 
     def __init__(
         self,
@@ -129,12 +129,19 @@ class StoredMessage:
         self.uid: int = uid
         self.flags: frozenset[str] = flags
         self.internal_date: datetime.datetime = internal_date
+        self._size: int | None = None
 
     @property
     def size(self) -> int:
-        """The size in octets as POP3 and IMAP report it (CRLF line ends)."""
-        raw = self.message.raw
-        return len(raw) + raw.count(b"\n") - raw.count(b"\r\n")
+        """The size in octets as POP3 and IMAP report it (CRLF line ends);
+        ``len(message.raw)`` exactly when the message needs no conversion.
+        Counted once: the bytes never change (POP3 STAT and LIST, IMAP
+        FETCH ask for it again and again)."""
+        size = self._size
+        if size is None:
+            raw = self.message.raw
+            size = self._size = len(raw) + raw.count(b"\n") - raw.count(b"\r\n")
+        return size
 
     def __repr__(self) -> str:
         flags = " ".join(sorted(self.flags)) or "-"

@@ -956,9 +956,11 @@ class _Connection(asyncio.Protocol):
         if index is None:
             return
         stored = self._drop[index]
-        wire = wire_bytes(stored.message.raw)
+        raw = stored.message.raw
+        # StoredMessage.size is counted once: equal to the stored length, the
+        # message is sent as stored (CRLF only), without scanning it again.
+        wire = raw if stored.size == len(raw) else wire_bytes(raw)
         body = dot_stuffed(wire)
-        # len(wire) is StoredMessage.size, without counting the lines again.
         first = f"+OK {len(wire)} octets"
         self._record_replies((first, f"[message {index + 1}: {len(wire)} octets]", "."))
         # The \Seen flag is set at QUIT, as Dovecot does (RSET forgets it).

@@ -140,6 +140,7 @@ class Dovecot:
         *,
         passwords: Mapping[str, str] | None = None,
         tls_required: bool = False,
+        lmtp: bool = False,
         program: str | None = None,
     ) -> None:
         found = program or find_program()
@@ -155,6 +156,10 @@ class Dovecot:
                     "breaks or NUL in a user name or password"
                 )
         self.tls_required = tls_required
+        # LMTP (Debian dovecot-lmtpd) delivers as Dovecot's own agent: its
+        # 250 comes once the message is in the mailbox (for benchmarks).
+        self.lmtp = lmtp
+        self.lmtp_port = 0
         self.pop3_port = self.pop3s_port = self.imap_port = self.imaps_port = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._directory: Path | None = None
@@ -226,9 +231,11 @@ class Dovecot:
         try:
             self._write_files()
             for attempt in range(1, PORT_ATTEMPTS + 1):
+                ports = _free_ports(5 if self.lmtp else 4)
                 self.pop3_port, self.pop3s_port, self.imap_port, self.imaps_port = (
-                    _free_ports(4)
+                    ports[:4]
                 )
+                self.lmtp_port = ports[4] if self.lmtp else 0
                 self._write_config()
                 if self._launch(last=attempt == PORT_ATTEMPTS):
                     return self
@@ -273,7 +280,8 @@ class Dovecot:
             )
         self._process = process
         deadline = time.monotonic() + START_TIMEOUT
-        for port in (self.pop3_port, self.imap_port, self.pop3s_port, self.imaps_port):
+        ports = [self.pop3_port, self.imap_port, self.pop3s_port, self.imaps_port]
+        for port in ports + ([self.lmtp_port] if self.lmtp else []):
             while not self._answers(port, deadline):
                 if process.poll() is not None:
                     log = self.log()
@@ -358,7 +366,7 @@ base_dir = {directory / "run"}
 state_dir = {directory / "state"}
 instance_name = smtpsink-{directory.name}
 log_path = {self.log_path}
-protocols = pop3 imap
+protocols = pop3 imap{" lmtp" if self.lmtp else ""}
 listen = {HOST}
 {privileges}
 ssl = {"required" if self.tls_required else "yes"}
@@ -414,6 +422,15 @@ service imap-login {{
   inet_listener imaps {{
     port = {self.imaps_port}
     ssl = yes
+  }}
+}}
+"""
+        if self.lmtp:
+            config += f"""\
+service lmtp {{
+  inet_listener lmtp {{
+    address = {HOST}
+    port = {self.lmtp_port}
   }}
 }}
 """

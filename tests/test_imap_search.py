@@ -172,6 +172,9 @@ def run(keys: bytes, *literals: bytes) -> list[int]:
         (b"(SEEN) (UNFLAGGED)", [3]),
         (b'FLAGGED SINCE 1-Feb-1994 NOT FROM "Smith"', []),
         (b"CHARSET UTF-8 SUBJECT hello", [2]),
+        (b"SUBJECT hello FROM ann", [2]),
+        (b"SUBJECT hello FROM smith", []),
+        (b'SUBJECT report CC "j\xc3\xbcrgen"', [1]),
         (b"charset us-ascii ALL", [1, 2, 3]),
     ],
 )
@@ -248,3 +251,32 @@ def test_a_body_in_an_unknown_transfer_encoding_is_not_searched() -> None:
         assert not isinstance(step, NeedLiteral)
         found = search(parse_search(step.args, step.tag), folder)
         assert found.sequence_numbers == expected, keys
+
+
+@pytest.mark.parametrize(
+    ("header", "term", "found"),
+    [
+        # A term across a folded line: the value is unfolded first.
+        (b"Subject: quarterly\r\n report\r\n", b'"quarterly report"', True),
+        (b"Subject: quarterly\r\n report\r\n", b"report", True),
+        # Only in an encoded word.
+        (b"Subject: =?utf-8?q?needle?=\r\n", b"NEEDLE", True),
+        # Case folding beyond ASCII: "STRASSE" is how "Stra\xc3\x9fe" folds.
+        (b"Subject: Stra\xc3\x9fe\r\n", b"strasse", True),
+        # A bare LF header (served as CRLF) and a term in another field.
+        (b"Subject: needle\n", b"NEEDLE", True),
+        (b"Subject: hay\r\nX-Other: needle\r\n", b"needle", False),
+        (b"Subject: hay\r\n", b"needle", False),
+    ],
+)
+def test_subject_search_reads_decoded_unfolded_values(
+    header: bytes, term: bytes, found: bool
+) -> None:
+    """A header key matches the decoded, unfolded, case-folded value, also
+    where a quick look at the raw header bytes would miss it."""
+    folder = [Candidate(1, Entry(Raw(header + b"\r\nbody\r\n"), uid=1))]
+    reader = CommandReader()
+    step = reader.feed_line(b"t SEARCH SUBJECT " + term + b"\r\n")
+    assert not isinstance(step, NeedLiteral)
+    result = search(parse_search(step.args, step.tag), folder)
+    assert result.sequence_numbers == ([1] if found else [])
