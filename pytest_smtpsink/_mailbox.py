@@ -8,7 +8,7 @@ import datetime
 import ssl
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING, Literal, TypeVar, overload
 
 from . import _match
 from ._fault_api import FaultControls
@@ -28,12 +28,15 @@ if TYPE_CHECKING:
     from ._faults import Faults
     from ._imap import IMAPEndpoint, IMAPServer
     from ._lint import Severity
-    from ._pop3 import POP3Endpoint
+    from ._pop3 import POP3Endpoint, POP3Server
     from ._relay import Delivery
     from ._server import SMTPSink
     from ._settings import SinkSettings
     from ._store import Store
     from ._user_mailbox import Deliverable, UserMailbox
+
+    #: A read-side server class: both take the same arguments and `start`.
+    _ReadServer = TypeVar("_ReadServer", POP3Server, IMAPServer)
 
 
 class Mailbox(FaultControls):
@@ -158,6 +161,7 @@ class Mailbox(FaultControls):
         return self._dns
 
     _pop3: POP3Endpoint | None = None
+    _imap: IMAPEndpoint | None = None
 
     @property
     def pop3(self) -> POP3Endpoint:
@@ -167,20 +171,8 @@ class Mailbox(FaultControls):
         if self._pop3 is None:
             from ._pop3 import POP3Endpoint, POP3Server
 
-            sink = self._sink
-            # Taken out here: the server must not refer to the sink.
-            host, settings = sink.host, sink.settings
-            faults, tls_context = sink._faults, sink._server_tls
-
-            def start(loop: asyncio.AbstractEventLoop, store: Store) -> POP3Server:
-                server = POP3Server(host, store, settings, faults, tls_context)
-                server.start(loop)
-                return server
-
-            self._pop3 = POP3Endpoint(self, sink.attach("pop3", start))
+            self._pop3 = POP3Endpoint(self, self._read_side("pop3", POP3Server))
         return self._pop3
-
-    _imap: IMAPEndpoint | None = None
 
     @property
     def imap(self) -> IMAPEndpoint:
@@ -190,18 +182,22 @@ class Mailbox(FaultControls):
         if self._imap is None:
             from ._imap import IMAPEndpoint, IMAPServer
 
-            sink = self._sink
-            # Taken out here: the server must not refer to the sink.
-            host, settings = sink.host, sink.settings
-            faults, tls_context = sink._faults, sink._server_tls
-
-            def start(loop: asyncio.AbstractEventLoop, store: Store) -> IMAPServer:
-                server = IMAPServer(host, store, settings, faults, tls_context)
-                server.start(loop)
-                return server
-
-            self._imap = IMAPEndpoint(self, sink.attach("imap", start))
+            self._imap = IMAPEndpoint(self, self._read_side("imap", IMAPServer))
         return self._imap
+
+    def _read_side(self, name: str, server_class: type[_ReadServer]) -> _ReadServer:
+        """The read-side server ``name`` of this sink, started on first use."""
+        sink = self._sink
+        # Taken out here: the server must not refer to the sink.
+        host, settings = sink.host, sink.settings
+        faults, tls_context = sink._faults, sink._server_tls
+
+        def start(loop: asyncio.AbstractEventLoop, store: Store) -> _ReadServer:
+            server = server_class(host, store, settings, faults, tls_context)
+            server.start(loop)
+            return server
+
+        return sink.attach(name, start)
 
     def close(self) -> None:
         super().close()
