@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from pytest_smtpsink._imap_syntax import (
+from ._imap_syntax import (
     Arg,
     Atom,
     ImapSyntaxError,
@@ -36,6 +36,7 @@ from pytest_smtpsink._imap_syntax import (
     nstring,
     quote,
 )
+from ._mailstore import wire_bytes
 
 # -- what FETCH needs of a mailbox entry -------------------------------------
 
@@ -65,14 +66,11 @@ class MailboxEntry(Protocol):
 
 # -- the served bytes ---------------------------------------------------------
 
-_BARE_LF = re.compile(rb"(?<!\r)\n")
-
 
 def served_bytes(raw: bytes) -> bytes:
     """The message as IMAP serves it: every bare LF as CRLF (the same object
-    when there is none)."""
-    bare = _bare_lf_count(raw)
-    return raw if bare == 0 else _BARE_LF.sub(b"\r\n", raw)
+    when there is none), by the one rule POP3 uses too."""
+    return wire_bytes(raw)
 
 
 def rfc822_size(raw: bytes) -> int:

@@ -26,14 +26,14 @@ from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from pytest_smtpsink._imap_fetch import (
+from ._imap_fetch import (
     MailboxEntry,
     Part,
     parse_structure,
     rfc822_size,
     served_bytes,
 )
-from pytest_smtpsink._imap_syntax import (
+from ._imap_syntax import (
     Arg,
     Atom,
     ImapSyntaxError,
