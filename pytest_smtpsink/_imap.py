@@ -594,8 +594,11 @@ class _Connection(asyncio.Protocol):
 
     async def _line(self, line: str, injected: bool = False) -> None:
         """Send and record one response line (tagged, untagged or ``+``)."""
-        self._record_reply(printable(line), injected)
-        await self._send(line.encode("utf-8") + b"\r\n")
+        # Escaped on the wire too: an error may quote the client's input,
+        # which can hold undecodable bytes (lone surrogates) or a CR.
+        shown = printable(line)
+        self._record_reply(shown, injected)
+        await self._send(shown.encode("utf-8") + b"\r\n")
 
     async def _untagged(self, data: bytes) -> None:
         """Send an untagged response (with its CRLF) that may hold literals."""

@@ -545,8 +545,11 @@ class _Connection(asyncio.Protocol):
                 raise _Closed
 
     async def _reply(self, line: str, injected: bool = False) -> None:
-        self._record_reply(line, injected)
-        await self._send(line.encode("utf-8") + b"\r\n")
+        # Escaped on the wire too: an error may quote the client's input,
+        # which can hold undecodable bytes (lone surrogates).
+        shown = printable(line)
+        self._record_reply(shown, injected)
+        await self._send(shown.encode("utf-8") + b"\r\n")
 
     async def _reply_lines(self, first: str, lines: Sequence[str]) -> None:
         """A multi-line reply of short lines (CAPA, LIST, UIDL); long

@@ -454,6 +454,26 @@ def test_bad_input_is_answered_recorded_and_serving_goes_on(
     assert len([e for e in session.transcript if e.kind == "command"]) == 3
 
 
+def test_an_error_quoting_undecodable_bytes_is_sent_escaped(smtpsink: Mailbox) -> None:
+    # Found by tests/test_read_fuzz.py: the BAD reply quoted the search key,
+    # whose invalid UTF-8 became lone surrogates, and encoding the reply
+    # raised on the loop: the client got nothing.
+    address = (smtpsink.imap.host, smtpsink.imap.port)
+    with socket.create_connection(address, 30) as s, s.makefile("rwb") as stream:
+        stream.write(f"L LOGIN {USER} pw\r\nS SELECT INBOX\r\n".encode())
+        stream.write(b"F SEARCH \xff\xfe\r\nz NOOP\r\n")
+        stream.flush()
+        lines: list[bytes] = []
+        while not lines or not lines[-1].startswith(b"z "):
+            read = stream.readline()
+            assert read, lines
+            lines.append(read.rstrip(b"\r\n"))
+    (bad,) = [line for line in lines if line.startswith(b"F ")]
+    assert bad.startswith(b"F BAD ")
+    assert b"\\udcff\\udcfe" in bad  # escaped, as in the transcript
+    assert lines[-1] == b"z OK NOOP completed"
+
+
 def test_a_literal_over_the_limit_is_refused_without_reading(
     smtpsink_factory: Callable[..., SMTPSink],
 ) -> None:
