@@ -334,10 +334,12 @@ class _Connection(ReadSideConnection):
         self, kind: ExchangeKind, line: str, tag: str | None = None
     ) -> Exchange:
         exchange = super()._append(kind, line, tag)
-        self._shown = 0
+        self._shown = 0  # a new command: count its untagged responses anew
         return exchange
 
     def _shown_reply(self, line: str) -> str:
+        # Responses echo client text (folder names, a bad command's words):
+        # escaped so that each stays one printable transcript line.
         return printable(line)
 
     def _record_untagged(self, data: bytes) -> None:
