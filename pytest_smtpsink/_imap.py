@@ -38,7 +38,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Literal
 
-from ._faults import Delay, Discard, Disconnect, Event, Fault, Hang, Reply, steps
 from ._imap_fetch import (
     FetchItem,
     fetch_values,
@@ -69,14 +68,14 @@ from ._imap_syntax import (
 )
 from ._mailstore import INBOX, check_login, normalize_flags
 from ._message import Envelope, Message
-from ._session import AuthInfo, EndReason, Exchange, Session, TLSInfo
+from ._readside import Closed, ReadSideConnection, ReadSideServer
+from ._session import AuthInfo, Exchange, ExchangeKind
 from ._text import printable
-from ._tls import HANDSHAKE_TIMEOUT, describe_handshake_failure
 
 if TYPE_CHECKING:
     from ._faults import Faults
     from ._mailbox import Mailbox
-    from ._mailstore import Account, Folder, MailStore, StoredMessage
+    from ._mailstore import Account, Folder, StoredMessage
     from ._settings import SinkSettings
     from ._store import Store
 
@@ -91,7 +90,6 @@ _AUTH_LIMIT = 12288
 _SHOWN_RESPONSES = 20
 # FETCH responses are joined into writes of about this many octets.
 _WRITE_BATCH = 64 * 1024
-_START_TIMEOUT = 10.0
 _SEEN = "\\Seen"
 _DELETED = "\\Deleted"
 _SYSTEM_FLAGS = "(\\Answered \\Flagged \\Deleted \\Seen \\Draft)"
@@ -233,10 +231,6 @@ def _pattern_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(regex, re.DOTALL)
 
 
-class _Closed(Exception):
-    """The connection ends: leave the command loop."""
-
-
 class _Answered(Exception):
     """A command ends early with this completion (``NO`` or ``BAD``)."""
 
@@ -249,7 +243,7 @@ class _Answered(Exception):
 # -- the server --------------------------------------------------------------------
 
 
-class IMAPServer:
+class IMAPServer(ReadSideServer["_Connection"]):
     """The IMAP server of one sink (a service attached to its loop)."""
 
     def __init__(
@@ -260,121 +254,40 @@ class IMAPServer:
         faults: Faults,
         tls_context: ssl.SSLContext | None,
     ) -> None:
-        # The store, never the sink (see _server._Runtime).
-        self.host = host
-        self.store = store
-        self.mail: MailStore = store.mail
-        self.settings = settings
-        self.faults = faults
-        self.tls_context = tls_context
-        self.port = 0
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.connections: set[_Connection] = set()
-        self.held: dict[_Connection, Fault] = {}
-        self._server: asyncio.base_events.Server | None = None
-        self._checked_generation = self.mail.generation
-        self._check_scheduled = False
+        super().__init__(host, store, settings, faults, tls_context)
         # \Recent (RFC 3501 2.3.2.): the highest UID some session has seen
         # in each folder of this generation.
         self.recent_claims: dict[tuple[int, str, str], int] = {}
 
-    # -- lifecycle (start: a test thread; the rest: the loop) -------------------
+    def new_connection(self) -> _Connection:
+        return _Connection(self)
 
-    async def _start(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self._server = await self.loop.create_server(
-            lambda: _Connection(self), self.host, 0, reuse_address=None
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.run_coroutine_threadsafe(self._start(), loop).result(_START_TIMEOUT)
-
-    def close(self) -> None:
-        """Stop serving (loop thread, from the sink's shutdown)."""
-        if self._server is not None:
-            self._server.close()
-        for connection in list(self.connections):
-            connection.close_by_server()
-
-    def release_held(self, rules: tuple[Fault, ...]) -> None:
-        """Close the connections that ``rules`` (just removed) hold."""
-        for connection, rule in list(self.held.items()):
-            if rule in rules:
-                self.held.pop(connection, None)
-                connection.close_by_server()
-
-    # -- change notification --------------------------------------------------------
-
-    def opened(self, connection: _Connection) -> None:
-        if not self.connections:
-            self.store.add_listener(self._store_changed)
-        self.connections.add(connection)
-
-    def closed(self, connection: _Connection) -> None:
-        if connection not in self.connections:
-            return
-        self.connections.discard(connection)
-        self.held.pop(connection, None)
-        if not self.connections:
-            self.store.remove_listener(self._store_changed)
-
-    def _store_changed(self) -> None:
-        """A store listener (on the thread that changed the store): wake
-        IDLE sessions and end stale ones, on the loop."""
-        if self._check_scheduled:
-            return
-        if self.mail.generation == self._checked_generation and not any(
+    def _wants_change(self) -> bool:
+        # Besides a new test, any change wakes IDLE sessions.
+        return super()._wants_change() or any(
             connection.idling for connection in list(self.connections)
-        ):
-            return
-        loop = self.loop
-        if loop is None:
-            return
-        self._check_scheduled = True
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            loop.call_soon_threadsafe(self._changed)
+        )
 
-    def _changed(self) -> None:
-        self._check_scheduled = False
-        generation = self.mail.generation
-        if generation != self._checked_generation:
-            self._checked_generation = generation
-            self.recent_claims.clear()
-        for connection in list(self.connections):
-            if connection.generation != generation:
-                connection.end_stale()
-            elif connection.idling:
-                connection.wake()
+    def _new_generation(self) -> None:
+        self.recent_claims.clear()
 
 
 # -- one connection ------------------------------------------------------------------
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(ReadSideConnection):
     """One IMAP client: reads commands, runs them, records the session."""
 
+    PROTOCOL = "IMAP"
+    BUFFER_LIMIT = _BUFFER_LIMIT
+    END_OF_TEST = _END_OF_TEST
+    INACTIVE = _INACTIVE
+    server: IMAPServer
+
     def __init__(self, server: IMAPServer) -> None:
-        self.server = server
-        self.store = server.store
-        self.mail = server.mail
-        self.settings = server.settings
-        self.transport: asyncio.Transport | None = None
-        self.record: Session | None = None
-        self.generation = 0
+        super().__init__(server)
         self.idling = False
-        self._task: asyncio.Task[None] | None = None
-        self._current: Exchange | None = None
         self._shown = 0  # untagged responses recorded for the current command
-        self._buffer = bytearray()
-        self._eof = False
-        self._waiter: asyncio.Future[None] | None = None
-        self._reading_paused = False
-        self._writing_paused = False
-        self._drained: asyncio.Future[None] | None = None
-        self._waiting_for_command = False
-        self._closing = False
-        self._tls = False
         self.state: State = "not-authenticated"
         self._user: str | None = None
         self._account: Account | None = None
@@ -389,144 +302,15 @@ class _Connection(asyncio.Protocol):
         self._keywords: frozenset[str] = frozenset()
         self._recent: set[int] = set()
 
-    # -- asyncio.Protocol -------------------------------------------------------
+    def store_changed(self) -> None:
+        if self.idling:
+            self.wake()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self.record is not None:  # not called again by start_tls()
-            return
-        self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername") or ("?", 0)
-        self.record = Session((str(peer[0]), int(peer[1])), _now(), protocol="IMAP")
-        self.server.opened(self)
-        with self.mail.lock:
-            self.generation = self.mail.generation
-        self.store.add_session(self.record)
-        self._task = asyncio.get_running_loop().create_task(self._serve())
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        if len(self._buffer) > _BUFFER_LIMIT and self.transport is not None:
-            with contextlib.suppress(RuntimeError, AttributeError):
-                self.transport.pause_reading()
-                self._reading_paused = True
-        self.wake()
-
-    def eof_received(self) -> bool | None:
-        self._eof = True
-        self.wake()
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._eof = True
-        self._mark_end("client-closed")
-        self.server.closed(self)
-        self.wake()
-        drained = self._drained
-        if drained is not None and not drained.done():
-            drained.set_result(None)
-        task = self._task
-        if task is not None and not task.done():
-            task.cancel()
-
-    def pause_writing(self) -> None:
-        self._writing_paused = True
-
-    def resume_writing(self) -> None:
-        self._writing_paused = False
-        drained = self._drained
-        if drained is not None and not drained.done():
-            drained.set_result(None)
-
-    def wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    # -- ending ---------------------------------------------------------------------
-
-    def _mark_end(self, reason: EndReason) -> None:
-        record = self.record
-        if record is not None and record.end is None:
-            record.end = reason
-            record.ended_at = _now()
-            record._tls_started(None)  # a handshake cut short: wake readers
-            self.store.touch()
-
-    def close_by_server(self) -> None:
-        """Abort the connection (sink stopping, a fault, a rule removed)."""
-        self._mark_end("server-closed")
-        self._closing = True
-        if self.transport is not None:
-            self.transport.abort()
-
-    def end_stale(self) -> None:
-        """A new test started: say ``* BYE`` if the client waits for a
-        response (or IDLEs), then close (loop thread)."""
-        self._mark_end("server-closed")
-        self._closing = True
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        if (self._waiting_for_command or self.idling) and not self._writing_paused:
-            self._record_reply(_END_OF_TEST)
-            transport.write(_END_OF_TEST.encode() + b"\r\n")
-            transport.close()  # after the line is flushed
-        else:
-            transport.abort()
+    def _may_say_goodbye(self) -> bool:
+        # An IDLE client waits for untagged responses: BYE is one.
+        return self._waiting_for_command or self.idling
 
     # -- reading --------------------------------------------------------------------
-
-    async def _wait_for_input(self, deadline: float) -> None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise asyncio.TimeoutError
-        self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await asyncio.wait_for(self._waiter, remaining)
-        finally:
-            self._waiter = None
-
-    def _resume_reading(self) -> None:
-        if self._reading_paused and len(self._buffer) < _BUFFER_LIMIT:
-            self._reading_paused = False
-            if self.transport is not None:
-                with contextlib.suppress(RuntimeError, AttributeError):
-                    self.transport.resume_reading()
-
-    async def _read_line(self, limit: int) -> tuple[bytes, int] | None:
-        """The next line with its line end, and its length; None at the end
-        of input. A line over ``limit`` octets is read to its end without
-        being kept: its first ``limit`` octets and last 32 come back
-        (joined) with its whole length."""
-        deadline = time.monotonic() + self.settings.idle_timeout
-        dropped = 0
-        head = b""
-        tail = b""
-        while True:
-            buffer = self._buffer
-            end = buffer.find(b"\n", 0, None if dropped else limit + 1)
-            if end >= 0:
-                line = bytes(buffer[: end + 1])
-                del buffer[: end + 1]
-                self._resume_reading()
-                if dropped:
-                    tail = (tail + line)[-32:]
-                    return head + tail, dropped + len(line)
-                return line, len(line)
-            if len(buffer) > limit or dropped:
-                if not dropped:
-                    head = bytes(buffer[:limit])
-                tail = (tail + bytes(buffer))[-32:]
-                dropped += len(buffer)
-                buffer.clear()
-                self._resume_reading()
-            if self._eof:
-                if dropped or not buffer:
-                    return None
-                line = bytes(buffer)
-                buffer.clear()
-                return line, len(line)
-            await self._wait_for_input(deadline)
 
     async def _read_exactly(self, size: int) -> bytes | None:
         deadline = time.monotonic() + self.settings.idle_timeout
@@ -546,25 +330,12 @@ class _Connection(asyncio.Protocol):
 
     # -- recording and writing ----------------------------------------------------------
 
-    def _append(self, kind: str, line: str, tag: str | None = None) -> Exchange:
-        exchange = Exchange(kind, line, time.time(), tag=tag)  # type: ignore[arg-type]
-        assert self.record is not None
-        self.record._append(exchange)
-        self._current = exchange
-        self._shown = 0
-        if self.store.watchers:
-            self.store.touch()
+    def _append(
+        self, kind: ExchangeKind, line: str, tag: str | None = None
+    ) -> Exchange:
+        exchange = super()._append(kind, line, tag)
+        self._shown = 0  # a new command: count its untagged responses anew
         return exchange
-
-    def _record_reply(self, line: str, injected: bool = False) -> None:
-        current = self._current
-        if current is None:
-            current = self._append("greeting", "")
-        current.replies.append(line)
-        if injected:
-            current.injected = True
-        if self.store.watchers:
-            self.store.touch()
 
     def _record_untagged(self, data: bytes) -> None:
         """Record an untagged response, or only count it past the first
@@ -574,31 +345,9 @@ class _Connection(asyncio.Protocol):
             for line in shown_response(data):
                 self._record_reply(line)
 
-    async def _send(self, data: bytes) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            raise _Closed
-        transport.write(data)
-        if self._writing_paused:
-            self._drained = asyncio.get_running_loop().create_future()
-            try:
-                await self._drained
-            finally:
-                self._drained = None
-            if self.transport is None or self.transport.is_closing():
-                raise _Closed
-
     async def _send_all(self, chunks: list[bytes]) -> None:
         """Send several responses (already recorded) in one write."""
         await self._send(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-
-    async def _line(self, line: str, injected: bool = False) -> None:
-        """Send and record one response line (tagged, untagged or ``+``)."""
-        # Escaped on the wire too: an error may quote the client's input,
-        # which can hold undecodable bytes (lone surrogates) or a CR.
-        shown = printable(line)
-        self._record_reply(shown, injected)
-        await self._send(shown.encode("utf-8") + b"\r\n")
 
     async def _untagged(self, data: bytes) -> None:
         """Send an untagged response (with its CRLF) that may hold literals."""
@@ -623,48 +372,13 @@ class _Connection(asyncio.Protocol):
         """Carry out what the rules decide at ``stage``; the completion to
         send instead of running the command, if a rule replies. *on_fire*
         runs first when any rule fires (to record the command it acts on)."""
-        if not self.server.faults.rules:
-            return None
-        planned = steps(self.server.faults, Event(stage, tuple(subjects)))
+        planned = self._planned(stage, subjects)
         if planned and on_fire is not None:
             on_fire()
-        for step in planned:
-            self._mark_injected()
-            if isinstance(step, Delay):
-                await self._stall(step.rule, asyncio.sleep(step.seconds))
-            elif isinstance(step, Hang):
-                await self._stall(step.rule, asyncio.get_running_loop().create_future())
-            elif isinstance(step, Disconnect):
-                self.close_by_server()
-                raise _Closed
-            elif isinstance(step, Reply):
-                return error_completion(step.code, step.text)
-            else:  # pragma: no cover - Discard is for SMTP's EOD only
-                assert isinstance(step, Discard)
-        return None
-
-    def _mark_injected(self) -> None:
-        current = self._current
-        if current is None:
-            current = self._append("greeting", "")
-        current.injected = True
-        if self.store.watchers:
-            self.store.touch()
-
-    async def _stall(self, rule: Fault, awaitable: object) -> None:
-        held = self.server.held
-        if rule not in self.server.faults.rules:
-            # Removed after it fired here, before this connection was held.
-            if asyncio.iscoroutine(awaitable):
-                awaitable.close()
-            self.close_by_server()
-            raise _Closed
-        held[self] = rule
-        try:
-            await awaitable  # type: ignore[misc]
-        finally:
-            if held.get(self) is rule:
-                del held[self]
+        reply = await self._carry_out(planned)
+        if reply is None:
+            return None
+        return error_completion(reply.code, reply.text)
 
     def _subjects(self) -> list[str]:
         return [self._user] if self._user else []
@@ -679,15 +393,15 @@ class _Connection(asyncio.Protocol):
             injected = await self._faults("IMAP:CONNECT", [peer])
             if injected is not None:
                 self._mark_end("server-closed")
-                await self._line(f"* BYE {injected[1]}", injected=True)
-                raise _Closed
-            await self._line(
+                await self._reply(f"* BYE {injected[1]}", injected=True)
+                raise Closed
+            await self._reply(
                 f"* OK [CAPABILITY {self._capabilities()}] pytest-smtpsink IMAP ready"
             )
             while not self._closing:
                 if not await self._next_command():
                     break
-        except (_Closed, ConnectionError):
+        except (Closed, ConnectionError):
             pass
         finally:
             self.idling = False
@@ -696,20 +410,9 @@ class _Connection(asyncio.Protocol):
             if transport is not None and not transport.is_closing():
                 transport.close()
 
-    async def _read_command_line(self) -> tuple[bytes, int] | None:
-        self._waiting_for_command = True
-        try:
-            return await self._read_line(MAX_LINE)
-        except asyncio.TimeoutError:
-            self._mark_end("timeout")
-            await self._line(_INACTIVE)
-            raise _Closed from None
-        finally:
-            self._waiting_for_command = False
-
     async def _next_command(self) -> bool:
         """Read, record and run one command; False at the end of input."""
-        read = await self._read_command_line()
+        read = await self._read_command(MAX_LINE)
         if read is None:
             return False
         line, total = read
@@ -722,8 +425,8 @@ class _Connection(asyncio.Protocol):
             await self._bad(tag, f"Line too long ({total} bytes, at most {MAX_LINE})")
             if re.search(rb"\{\d+\+\}\r?\n\Z", line):
                 # Its non-synchronizing literal is on its way: no way back.
-                await self._line("* BYE Too long a command")
-                raise _Closed
+                await self._reply("* BYE Too long a command")
+                raise Closed
             return True
         reader = CommandReader()
         append = re.match(rb"\s*APPEND\s", rest, re.IGNORECASE) is not None
@@ -745,14 +448,14 @@ class _Connection(asyncio.Protocol):
             while isinstance(step, NeedLiteral):
                 shown_parts.append(f" [{step.size} octets]")
                 if self.generation != self.mail.generation:
-                    raise _Closed
+                    raise Closed
                 if append and not recorded and self.state != "not-authenticated":
                     early = await self._faults(
                         "IMAP:APPEND", self._subjects(), record_early
                     )
                     if early is not None and step.synchronizing:
                         # Refused before "+": the client sends no literal.
-                        await self._line(f"{tag} {early[0]} {early[1]}", injected=True)
+                        await self._reply(f"{tag} {early[0]} {early[1]}", injected=True)
                         return True
                 if step.synchronizing:
                     await self._send(b"+ Ready for literal data\r\n")
@@ -779,13 +482,13 @@ class _Connection(asyncio.Protocol):
                 self._append("command", shown, error.tag)
             await self._bad(error.tag, error.text[:1].upper() + error.text[1:])
             if error.disconnect:
-                await self._line("* BYE Cannot read the rest of that command")
-                raise _Closed from None
+                await self._reply("* BYE Cannot read the rest of that command")
+                raise Closed from None
             return True
         except asyncio.TimeoutError:
             self._mark_end("timeout")
-            await self._line(_INACTIVE)
-            raise _Closed from None
+            await self._reply(_INACTIVE)
+            raise Closed from None
         command = step
         if recorded:
             recorded[0].line = self._shown_command(shown_parts, command)
@@ -793,9 +496,9 @@ class _Connection(asyncio.Protocol):
             self._append("command", self._shown_command(shown_parts, command), tag)
         if self.generation != self.mail.generation:  # a new test started
             self.end_stale()
-            raise _Closed
+            raise Closed
         if early is not None:  # its literal is read; the fault's answer now
-            await self._line(f"{tag} {early[0]} {early[1]}", injected=True)
+            await self._reply(f"{tag} {early[0]} {early[1]}", injected=True)
             return True
         await self._run(command, faults_done=bool(recorded))
         return True
@@ -804,7 +507,7 @@ class _Connection(asyncio.Protocol):
         return printable(mask_command("".join(parts), command))
 
     async def _bad(self, tag: str | None, text: str) -> None:
-        await self._line(f"{tag or '*'} BAD {text}")
+        await self._reply(f"{tag or '*'} BAD {text}")
 
     async def _run(self, command: Command, faults_done: bool = False) -> None:
         name = command.name
@@ -831,9 +534,9 @@ class _Connection(asyncio.Protocol):
         if injected is not None:
             if verb == "LOGOUT":
                 self._mark_end("server-closed")
-            await self._line(f"{tag} {injected[0]} {injected[1]}", injected=True)
+            await self._reply(f"{tag} {injected[0]} {injected[1]}", injected=True)
             if verb == "LOGOUT":
-                raise _Closed
+                raise Closed
             return
         handler = getattr(self, "_cmd_" + name.lower().replace(" ", "_"))
         try:
@@ -850,7 +553,7 @@ class _Connection(asyncio.Protocol):
         if self.state == "selected":
             await self._send_updates(expunge=verb not in _NO_EXPUNGE)
         self._finish_shown()
-        await self._line(f"{tag} {status} {text}")
+        await self._reply(f"{tag} {status} {text}")
 
     # -- state changes ------------------------------------------------------------------
 
@@ -867,50 +570,6 @@ class _Connection(asyncio.Protocol):
         words += ["IDLE", "UIDPLUS", "MOVE", "UNSELECT", "NAMESPACE", "ID"]
         words += ["ENABLE", "CHILDREN"]
         return " ".join(words)
-
-    def _tls_missing(self) -> bool:
-        return self.settings.tls == "starttls-required" and not self._tls
-
-    async def _start_tls(self, implicit: bool) -> bool:
-        """Run the server side of a TLS handshake; False (recorded as the
-        end of the session, saying why) if it failed."""
-        assert self.record is not None
-        transport = self.transport
-        context = self.server.tls_context
-        assert transport is not None
-        assert context is not None
-        try:
-            tls_transport = await asyncio.get_running_loop().start_tls(
-                transport, self, context, server_side=True,
-                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
-            )  # fmt: skip
-        except Exception as error:  # start_tls() closed the transport
-            self._tls_failed(error)
-            return False
-        if tls_transport is None:  # the client left during the handshake
-            self._tls_failed(None)
-            transport.abort()
-            return False
-        self.transport = tls_transport
-        self._tls = True
-        ssl_object = tls_transport.get_extra_info("ssl_object")
-        cipher = ssl_object.cipher() if ssl_object is not None else None
-        self.record._tls_started(
-            TLSInfo(
-                version=ssl_object.version() if ssl_object is not None else None,
-                cipher=cipher[0] if cipher else None,
-                implicit=implicit,
-            )
-        )
-        self.store.touch()
-        return True
-
-    def _tls_failed(self, error: BaseException | None) -> None:
-        record = self.record
-        if record is not None and record.end is None:
-            record.tls_error = describe_handshake_failure(error)
-            self._mark_end("tls-failed")
-        self._closing = True
 
     async def _login(self, mechanism: str, user: str, success: bool) -> str:
         assert self.record is not None
@@ -929,7 +588,7 @@ class _Connection(asyncio.Protocol):
                 self._user = self._account.user
         if stale:
             self.end_stale()
-            raise _Closed
+            raise Closed
         self.state = "authenticated"
         return f"[CAPABILITY {self._capabilities()}] Logged in"
 
@@ -943,7 +602,7 @@ class _Connection(asyncio.Protocol):
     # -- any state -----------------------------------------------------------------------
 
     async def _cmd_capability(self, command: Command) -> str:
-        await self._line(f"* CAPABILITY {self._capabilities()}")
+        await self._reply(f"* CAPABILITY {self._capabilities()}")
         return "CAPABILITY completed"
 
     async def _cmd_noop(self, command: Command) -> str:
@@ -951,15 +610,15 @@ class _Connection(asyncio.Protocol):
 
     async def _cmd_logout(self, command: Command) -> str | None:
         self._mark_end("quit")
-        await self._line("* BYE Logging out")
-        await self._line(f"{command.tag} OK LOGOUT completed")
+        await self._reply("* BYE Logging out")
+        await self._reply(f"{command.tag} OK LOGOUT completed")
         self._closing = True
         if self.transport is not None:
             self.transport.close()  # after the responses are flushed
-        raise _Closed
+        raise Closed
 
     async def _cmd_id(self, command: Command) -> str:
-        await self._line('* ID ("name" "pytest-smtpsink")')
+        await self._reply('* ID ("name" "pytest-smtpsink")')
         return "ID completed"
 
     # -- not authenticated ----------------------------------------------------------------
@@ -974,9 +633,9 @@ class _Connection(asyncio.Protocol):
         self._buffer.clear()
         assert self.record is not None
         self.record._tls_starting()
-        await self._line(f"{command.tag} OK Begin TLS negotiation now")
+        await self._reply(f"{command.tag} OK Begin TLS negotiation now")
         if not await self._start_tls(False):
-            raise _Closed
+            raise Closed
         return None
 
     async def _cmd_login(self, command: Command) -> str:
@@ -1002,14 +661,14 @@ class _Connection(asyncio.Protocol):
         if len(command.args) == 2:
             response = astring(command.args[1], command.tag)
         else:
-            await self._line("+ ")
+            await self._reply("+ ")
             try:
                 read = await self._read_line(_AUTH_LIMIT)
             except asyncio.TimeoutError:
                 self._mark_end("timeout")
-                raise _Closed from None
+                raise Closed from None
             if read is None:
-                raise _Closed
+                raise Closed
             line, total = read
             self._append("auth-response", "*" if line.strip() == b"*" else "****")
             if total > _AUTH_LIMIT:
@@ -1086,13 +745,13 @@ class _Connection(asyncio.Protocol):
         await self._send_flags(
             frozenset(f for s in view for f in s.flags if not f.startswith("\\"))
         )
-        await self._line(f"* {len(view)} EXISTS")
-        await self._line(f"* {len(recent)} RECENT")
+        await self._reply(f"* {len(view)} EXISTS")
+        await self._reply(f"* {len(recent)} RECENT")
         unseen = next((n for n, s in enumerate(view, 1) if _SEEN not in s.flags), None)
         if unseen is not None:
-            await self._line(f"* OK [UNSEEN {unseen}] First unseen")
-        await self._line(f"* OK [UIDVALIDITY {uidvalidity}] UIDs valid")
-        await self._line(f"* OK [UIDNEXT {uidnext}] Predicted next UID")
+            await self._reply(f"* OK [UNSEEN {unseen}] First unseen")
+        await self._reply(f"* OK [UIDVALIDITY {uidvalidity}] UIDs valid")
+        await self._reply(f"* OK [UIDNEXT {uidnext}] Predicted next UID")
         mode = "READ-ONLY" if read_only else "READ-WRITE"
         return f"[{mode}] {command.name} completed"
 
@@ -1193,7 +852,7 @@ class _Connection(asyncio.Protocol):
         pattern = astring(command.args[1], command.tag)
         if not pattern:
             if not subscribed_only:
-                await self._line(f'* LIST (\\Noselect) "{DELIMITER}" ""')
+                await self._reply(f'* LIST (\\Noselect) "{DELIMITER}" ""')
             return f"{command.name} completed"
         # The reference and the pattern are joined as they are (RFC 3501
         # 6.3.8's examples; Dovecot): LIST Archive % names "Archive" and
@@ -1227,7 +886,7 @@ class _Connection(asyncio.Protocol):
                 f'* {command.name} ({" ".join(attributes)}) "{DELIMITER}" {shown}'
             )
         for line in lines:
-            await self._line(line)
+            await self._reply(line)
         return f"{command.name} completed"
 
     async def _cmd_status(self, command: Command) -> str:
@@ -1257,7 +916,7 @@ class _Connection(asyncio.Protocol):
             }
         items = " ".join(f"{item} {values[item]}" for item in wanted)
         shown = astring_out(folder.name).decode("utf-8")
-        await self._line(f"* STATUS {shown} ({items})")
+        await self._reply(f"* STATUS {shown} ({items})")
         return "STATUS completed"
 
     async def _cmd_append(self, command: Command) -> str:
@@ -1299,20 +958,20 @@ class _Connection(asyncio.Protocol):
         return f"[APPENDUID {uidvalidity} {stored.uid}] APPEND completed"
 
     async def _cmd_namespace(self, command: Command) -> str:
-        await self._line(f'* NAMESPACE (("" "{DELIMITER}")) NIL NIL')
+        await self._reply(f'* NAMESPACE (("" "{DELIMITER}")) NIL NIL')
         return "NAMESPACE completed"
 
     async def _cmd_enable(self, command: Command) -> str:
         if not command.args:
             raise command.error("ENABLE needs at least one capability")
         # None of the extensions ENABLE can turn on is offered.
-        await self._line("* ENABLED")
+        await self._reply("* ENABLED")
         return "ENABLE completed"
 
     async def _cmd_idle(self, command: Command) -> str | None:
         if self.state == "selected":
             await self._send_updates(expunge=True)
-        await self._line("+ idling")
+        await self._reply("+ idling")
         self.idling = True
         deadline = time.monotonic() + self.settings.idle_timeout
         try:
@@ -1321,7 +980,7 @@ class _Connection(asyncio.Protocol):
                     await self._send_updates(expunge=True)
                 if self.generation != self.mail.generation:
                     self.end_stale()
-                    raise _Closed
+                    raise Closed
                 end = self._buffer.find(b"\n")
                 if end >= 0 or self._eof:
                     break
@@ -1329,19 +988,19 @@ class _Connection(asyncio.Protocol):
                     await self._wait_for_input(deadline)
                 except asyncio.TimeoutError:
                     self._mark_end("timeout")
-                    await self._line(_INACTIVE)
-                    raise _Closed from None
+                    await self._reply(_INACTIVE)
+                    raise Closed from None
         finally:
             self.idling = False
         read = await self._read_line(MAX_LINE)
         if read is None:
-            raise _Closed
+            raise Closed
         line = read[0].rstrip(b"\r\n")
         self._append("command", printable(line.decode("utf-8", "replace")))
         if line.upper() != b"DONE":
-            await self._line(f"{command.tag} BAD Expected DONE to end IDLE")
+            await self._reply(f"{command.tag} BAD Expected DONE to end IDLE")
         else:
-            await self._line(f"{command.tag} OK IDLE terminated")
+            await self._reply(f"{command.tag} OK IDLE terminated")
         return None
 
     # -- selected -------------------------------------------------------------------------
@@ -1542,8 +1201,8 @@ class _Connection(asyncio.Protocol):
         STORE brings a keyword new to the session, as Dovecot does)."""
         self._keywords = keywords
         flags = _SYSTEM_FLAGS[:-1] + "".join(f" {k}" for k in sorted(keywords)) + ")"
-        await self._line(f"* FLAGS {flags}")
-        await self._line(
+        await self._reply(f"* FLAGS {flags}")
+        await self._reply(
             f"* OK [PERMANENTFLAGS {flags[:-1]} \\*)] Flags permitted"
             if not self._read_only
             else "* OK [PERMANENTFLAGS ()] Read-only folder"
@@ -1650,7 +1309,7 @@ class _Connection(asyncio.Protocol):
             f"{format_uid_set(p[1] for p in pairs)}"
         )
         if move:
-            await self._line(f"* OK [{code}] Moved")
+            await self._reply(f"* OK [{code}] Moved")
             return f"{command.name} completed"
         return f"[{code}] {command.name} completed"
 

@@ -27,8 +27,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
-import datetime
 import hashlib
 import hmac
 import os
@@ -39,18 +37,14 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
-from ._faults import Delay, Discard, Disconnect, Event, Fault, Hang, Reply, steps
 from ._mailstore import INBOX, check_login, wire_bytes
-from ._session import AuthInfo, EndReason, Exchange, ExchangeKind, Session, TLSInfo
+from ._readside import Closed, ReadSideConnection, ReadSideServer
+from ._session import AuthInfo
 from ._text import printable
-from ._tls import HANDSHAKE_TIMEOUT, describe_handshake_failure
 
 if TYPE_CHECKING:
-    from ._faults import Faults
     from ._mailbox import Mailbox
-    from ._mailstore import Account, Folder, MailStore, StoredMessage
-    from ._settings import SinkSettings
-    from ._store import Store
+    from ._mailstore import Account, Folder, StoredMessage
 
 # RFC 2449 section 4: a command line is at most 255 octets with its CRLF.
 LINE_LIMIT = 255
@@ -60,7 +54,6 @@ _AUTH_LIMIT = 12288
 _BUFFER_LIMIT = 65536
 # Lines of a LIST or UIDL reply kept in the transcript.
 _SHOWN_LINES = 10
-_START_TIMEOUT = 10.0
 _SEEN = "\\Seen"
 
 _END_OF_TEST = (
@@ -86,10 +79,6 @@ _TRANSACTION_VERBS = frozenset(
 )
 _ANY_STATE_VERBS = frozenset({"CAPA", "QUIT"})
 VERBS = _AUTHORIZATION_VERBS | _TRANSACTION_VERBS | _ANY_STATE_VERBS
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
 
 
 # -- secrets -------------------------------------------------------------------
@@ -178,132 +167,30 @@ def error_reply(code: int, text: str | None) -> str:
     return f"-ERR [{kind}] {' '.join(text.split())}"
 
 
-class _Closed(Exception):
-    """The connection ends: leave the command loop."""
-
-
 # -- the server ----------------------------------------------------------------------
 
 
-class POP3Server:
+class POP3Server(ReadSideServer["_Connection"]):
     """The POP3 server of one sink (a service attached to its loop)."""
 
-    def __init__(
-        self,
-        host: str,
-        store: Store,
-        settings: SinkSettings,
-        faults: Faults,
-        tls_context: ssl.SSLContext | None,
-    ) -> None:
-        # The store, never the sink (see _server._Runtime).
-        self.host = host
-        self.store = store
-        self.mail: MailStore = store.mail
-        self.settings = settings
-        self.faults = faults
-        self.tls_context = tls_context
-        self.port = 0
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.connections: set[_Connection] = set()
-        # Connections held by a delay or hang, and the rule holding them.
-        self.held: dict[_Connection, Fault] = {}
-        self._server: asyncio.base_events.Server | None = None
-        # The generation every open connection was last checked against.
-        self._checked_generation = self.mail.generation
-        self._check_scheduled = False
-
-    # -- lifecycle (start: a test thread; the rest: the loop) -----------------
-
-    async def _start(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self._server = await self.loop.create_server(
-            lambda: _Connection(self), self.host, 0, reuse_address=None
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.run_coroutine_threadsafe(self._start(), loop).result(_START_TIMEOUT)
-
-    def close(self) -> None:
-        """Stop serving (loop thread, from the sink's shutdown)."""
-        if self._server is not None:
-            self._server.close()
-        for connection in list(self.connections):
-            connection.close_by_server()
-        # Not left to connection_lost(), which a closing loop may never run.
-        self.store.remove_listener(self._store_changed)
-
-    def release_held(self, rules: tuple[Fault, ...]) -> None:
-        """Close the connections that ``rules`` (just removed) hold."""
-        for connection, rule in list(self.held.items()):
-            if rule in rules:
-                self.held.pop(connection, None)
-                connection.close_by_server()
-
-    # -- per-test isolation ------------------------------------------------------
-
-    def opened(self, connection: _Connection) -> None:
-        if not self.connections:
-            self.store.add_listener(self._store_changed)
-        self.connections.add(connection)
-
-    def closed(self, connection: _Connection) -> None:
-        if connection not in self.connections:
-            return
-        self.connections.discard(connection)
-        self.held.pop(connection, None)
-        if not self.connections:
-            self.store.remove_listener(self._store_changed)
-
-    def _store_changed(self) -> None:
-        """A store listener (any thread): when a new test has emptied the
-        mailboxes, end the sessions of the earlier one, on the loop."""
-        if self.mail.generation == self._checked_generation or self._check_scheduled:
-            return
-        loop = self.loop
-        if loop is None:
-            return
-        self._check_scheduled = True
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            loop.call_soon_threadsafe(self._end_stale)
-
-    def _end_stale(self) -> None:
-        self._check_scheduled = False
-        generation = self._checked_generation = self.mail.generation
-        for connection in list(self.connections):
-            if connection.generation != generation:
-                connection.end_stale()
+    def new_connection(self) -> _Connection:
+        return _Connection(self)
 
 
 # -- one connection ------------------------------------------------------------------
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(ReadSideConnection):
     """One POP3 client: reads lines, runs commands, records the session."""
 
+    PROTOCOL = "POP3"
+    BUFFER_LIMIT = _BUFFER_LIMIT
+    END_OF_TEST = _END_OF_TEST
+    INACTIVE = _IDLE
+    server: POP3Server
+
     def __init__(self, server: POP3Server) -> None:
-        self.server = server
-        self.store = server.store
-        self.mail = server.mail
-        self.settings = server.settings
-        self.transport: asyncio.Transport | None = None
-        self.record: Session | None = None
-        self.generation = 0
-        self._task: asyncio.Task[None] | None = None
-        self._current: Exchange | None = None
-        # Input not yet read as lines, and the reader waiting for more.
-        self._buffer = bytearray()
-        self._eof = False
-        self._waiter: asyncio.Future[None] | None = None
-        self._reading_paused = False
-        self._writing_paused = False
-        self._drained: asyncio.Future[None] | None = None
-        # True while waiting for the next command (a stale session is then
-        # told why it ends).
-        self._idle = False
-        self._closing = False
-        self._tls = False
+        super().__init__(server)
         # Since an AUTH command: a one-word line that is no command is
         # taken as its (misplaced) response and masked.
         self._after_auth = False
@@ -317,101 +204,15 @@ class _Connection(asyncio.Protocol):
         self._deleted: set[int] = set()
         self._seen: set[int] = set()
 
-    # -- asyncio.Protocol -------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self.record is not None:  # not called again by start_tls()
-            return
-        self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername") or ("?", 0)
-        self.record = Session((str(peer[0]), int(peer[1])), _now(), protocol="POP3")
-        self.server.opened(self)
-        with self.mail.lock:
-            self.generation = self.mail.generation
-        self.store.add_session(self.record)
-        loop = asyncio.get_running_loop()
-        self._task = loop.create_task(self._serve())
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        if len(self._buffer) > _BUFFER_LIMIT and self.transport is not None:
-            with contextlib.suppress(RuntimeError, AttributeError):
-                self.transport.pause_reading()
-                self._reading_paused = True
-        self._wake()
-
-    def eof_received(self) -> bool | None:
-        self._eof = True
-        self._wake()
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._eof = True
-        self._mark_end("client-closed")
-        self._finish()
-        self._wake()
-        drained = self._drained
-        if drained is not None and not drained.done():
-            drained.set_result(None)
-        task = self._task
-        if task is not None and not task.done():
-            task.cancel()
-
-    def pause_writing(self) -> None:
-        self._writing_paused = True
-
-    def resume_writing(self) -> None:
-        self._writing_paused = False
-        drained = self._drained
-        if drained is not None and not drained.done():
-            drained.set_result(None)
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    # -- ending ---------------------------------------------------------------------
-
-    def _mark_end(self, reason: EndReason) -> None:
-        record = self.record
-        if record is not None and record.end is None:
-            record.end = reason
-            record.ended_at = _now()
-            record._tls_started(None)  # a handshake cut short: wake readers
-            self.store.touch()
-
     def _finish(self) -> None:
         """Leave the server's books and unlock the maildrop (no changes)."""
-        self.server.closed(self)
+        super()._finish()
         account = self._account
         if account is not None:
             with self.mail.lock:
                 if account.holder is self:
                     account.holder = None
             self._account = None
-
-    def close_by_server(self) -> None:
-        """Abort the connection (sink stopping, a fault, a rule removed)."""
-        self._mark_end("server-closed")
-        self._closing = True
-        if self.transport is not None:
-            self.transport.abort()
-
-    def end_stale(self) -> None:
-        """A new test started: say so if the client waits for a reply to
-        come, then close (loop thread)."""
-        self._mark_end("server-closed")
-        self._closing = True
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        if self._idle and not self._writing_paused:
-            self._record_reply(_END_OF_TEST)
-            transport.write(_END_OF_TEST.encode() + b"\r\n")
-            transport.close()  # after the line is flushed
-        else:
-            transport.abort()
 
     # -- the conversation -----------------------------------------------------------
 
@@ -421,18 +222,18 @@ class _Connection(asyncio.Protocol):
                 return
             peer = self.record.peer[0] if self.record else ""
             if await self._faults("POP3:CONNECT", [peer], greeting=True):
-                raise _Closed
+                raise Closed
             self._timestamp = (
                 f"<{os.getpid()}.{secrets.token_hex(6)}.{int(time.time())}"
                 f"@{self.settings.hostname}>"
             )
             await self._reply(f"+OK pytest-smtpsink POP3 ready {self._timestamp}")
             while not self._closing:
-                line = await self._read_command()
+                line = await self._read_pop3_command()
                 if line is None:
                     break
                 await self._handle(line)
-        except (_Closed, ConnectionError):
+        except (Closed, ConnectionError):
             pass
         finally:
             self._finish()
@@ -440,116 +241,16 @@ class _Connection(asyncio.Protocol):
             if transport is not None and not transport.is_closing():
                 transport.close()
 
-    async def _read_line(self, limit: int) -> tuple[bytes, int] | None:
-        """The next line without its line end, and its length in octets
-        with it; None at the end of input. A line over ``limit`` octets is
-        read to its end without being kept: the first ``limit`` octets come
-        back with its whole length. Waits at most ``idle_timeout`` seconds
-        (then raises `asyncio.TimeoutError`)."""
-        deadline = time.monotonic() + self.settings.idle_timeout
-        overlong = False
-        kept = b""
-        total = 0
-        while True:
-            buffer = self._buffer
-            if not overlong:
-                end = buffer.find(b"\n", 0, limit)
-                if end >= 0:
-                    line = bytes(buffer[: end + 1])
-                    del buffer[: end + 1]
-                    self._resume_reading()
-                    return line.rstrip(b"\r\n"), end + 1
-                if len(buffer) >= limit:
-                    overlong, kept = True, bytes(buffer[:limit])
-            if overlong:
-                # Read on to the line's end, keeping nothing more.
-                end = buffer.find(b"\n")
-                if end >= 0:
-                    del buffer[: end + 1]
-                    self._resume_reading()
-                    return kept, total + end + 1
-                total += len(buffer)
-                buffer.clear()
-                self._resume_reading()
-            if self._eof:
-                if overlong or not buffer:
-                    return None
-                line = bytes(buffer)
-                buffer.clear()
-                return line.rstrip(b"\r\n"), len(line)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise asyncio.TimeoutError
-            loop = asyncio.get_running_loop()
-            self._waiter = loop.create_future()
-            try:
-                await asyncio.wait_for(self._waiter, remaining)
-            finally:
-                self._waiter = None
-
-    def _resume_reading(self) -> None:
-        if self._reading_paused and len(self._buffer) < _BUFFER_LIMIT:
-            self._reading_paused = False
-            if self.transport is not None:
-                with contextlib.suppress(RuntimeError, AttributeError):
-                    self.transport.resume_reading()
-
-    async def _read_command(self) -> tuple[bytes, int] | None:
-        self._idle = True
-        try:
-            return await self._read_line(LINE_LIMIT)
-        except asyncio.TimeoutError:
-            self._mark_end("timeout")
-            await self._reply(_IDLE)
-            raise _Closed from None
-        finally:
-            self._idle = False
+    async def _read_pop3_command(self) -> tuple[bytes, int] | None:
+        """The next command line without its line end, and its length in
+        octets with it (an overlong one cut, see `_read_line`)."""
+        read = await self._read_command(LINE_LIMIT)
+        if read is None:
+            return None
+        line, total = read
+        return line.rstrip(b"\r\n"), total
 
     # -- recording and replying -------------------------------------------------------
-
-    def _append(self, kind: ExchangeKind, line: str) -> Exchange:
-        exchange = Exchange(kind, line, time.time())
-        assert self.record is not None
-        self.record._append(exchange)
-        self._current = exchange
-        if self.store.watchers:
-            self.store.touch()
-        return exchange
-
-    def _record_reply(self, line: str, injected: bool = False) -> None:
-        self._record_replies((line,), injected)
-
-    def _record_replies(self, lines: Sequence[str], injected: bool = False) -> None:
-        """Record reply lines, waking the store's waiters once for all."""
-        current = self._current
-        if current is None:
-            current = self._append("greeting", "")
-        current.replies.extend(lines)
-        if injected:
-            current.injected = True
-        if self.store.watchers:
-            self.store.touch()
-
-    async def _send(self, data: bytes) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            raise _Closed
-        transport.write(data)
-        if self._writing_paused:
-            self._drained = asyncio.get_running_loop().create_future()
-            try:
-                await self._drained
-            finally:
-                self._drained = None
-            if self.transport is None or self.transport.is_closing():
-                raise _Closed
-
-    async def _reply(self, line: str, injected: bool = False) -> None:
-        # Escaped on the wire too: an error may quote the client's input,
-        # which can hold undecodable bytes (lone surrogates).
-        shown = printable(line)
-        self._record_reply(shown, injected)
-        await self._send(shown.encode("utf-8") + b"\r\n")
 
     async def _reply_lines(self, first: str, lines: Sequence[str]) -> None:
         """A multi-line reply of short lines (CAPA, LIST, UIDL); long
@@ -570,50 +271,13 @@ class _Connection(asyncio.Protocol):
     ) -> bool:
         """Carry out what the rules decide at ``stage``: True if a fault
         answered instead (at the greeting, it also closes)."""
-        if not self.server.faults.rules:
+        reply = await self._carry_out(self._planned(stage, subjects))
+        if reply is None:
             return False
-        for step in steps(self.server.faults, Event(stage, tuple(subjects))):
-            self._mark_injected()
-            if isinstance(step, Delay):
-                await self._stall(step.rule, asyncio.sleep(step.seconds))
-            elif isinstance(step, Hang):
-                await self._stall(step.rule, asyncio.get_running_loop().create_future())
-            elif isinstance(step, Disconnect):
-                self.close_by_server()
-                raise _Closed
-            elif isinstance(step, Reply):
-                if greeting:
-                    self._mark_end("server-closed")
-                await self._reply(error_reply(step.code, step.text), injected=True)
-                return True
-            else:  # pragma: no cover - Discard is for SMTP's EOD only
-                assert isinstance(step, Discard)
-        return False
-
-    def _mark_injected(self) -> None:
-        current = self._current
-        if current is None:  # at CONNECT: the greeting is still to come
-            current = self._append("greeting", "")
-        current.injected = True
-        if self.store.watchers:
-            self.store.touch()
-
-    async def _stall(self, rule: Fault, awaitable: object) -> None:
-        """Wait on a delay or a hang while ``rule`` holds the connection;
-        removing the rule closes it."""
-        held = self.server.held
-        if rule not in self.server.faults.rules:
-            # Removed after it fired here, before this connection was held.
-            if asyncio.iscoroutine(awaitable):
-                awaitable.close()
-            self.close_by_server()
-            raise _Closed
-        held[self] = rule
-        try:
-            await awaitable  # type: ignore[misc]
-        finally:
-            if held.get(self) is rule:
-                del held[self]
+        if greeting:
+            self._mark_end("server-closed")
+        await self._reply(error_reply(reply.code, reply.text), injected=True)
+        return True
 
     def _subjects(self) -> list[str]:
         """What ``match`` compares with: the user (once known)."""
@@ -644,7 +308,7 @@ class _Connection(asyncio.Protocol):
         self._append("command", _shown(raw))
         if self.generation != self.mail.generation:  # a new test started
             self.end_stale()
-            raise _Closed
+            raise Closed
         if text is None:
             await self._reply("-ERR The command line is not UTF-8")
             return
@@ -679,7 +343,7 @@ class _Connection(asyncio.Protocol):
         if await self._faults(stage, subjects):
             if verb == "QUIT":
                 self._mark_end("server-closed")
-                raise _Closed
+                raise Closed
             return
         await getattr(self, f"_cmd_{verb.lower()}")(arg)
 
@@ -692,9 +356,6 @@ class _Connection(asyncio.Protocol):
         return len(words) == 1 and words[0].upper() not in VERBS
 
     # -- AUTHORIZATION ------------------------------------------------------------------
-
-    def _tls_missing(self) -> bool:
-        return self.settings.tls == "starttls-required" and not self._tls
 
     async def _cmd_capa(self, arg: str) -> None:
         lines = ["TOP", "USER", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
@@ -722,48 +383,7 @@ class _Connection(asyncio.Protocol):
         self.record._tls_starting()
         await self._reply("+OK Begin TLS negotiation")
         if not await self._start_tls(False):
-            raise _Closed
-
-    async def _start_tls(self, implicit: bool) -> bool:
-        """Run the server side of a TLS handshake; False (recorded as the
-        end of the session, saying why) if it failed."""
-        assert self.record is not None
-        transport = self.transport
-        context = self.server.tls_context
-        assert transport is not None
-        assert context is not None
-        try:
-            tls_transport = await asyncio.get_running_loop().start_tls(
-                transport, self, context, server_side=True,
-                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
-            )  # fmt: skip
-        except Exception as error:  # start_tls() closed the transport
-            self._tls_failed(error)
-            return False
-        if tls_transport is None:  # the client left during the handshake
-            self._tls_failed(None)
-            transport.abort()
-            return False
-        self.transport = tls_transport
-        self._tls = True
-        ssl_object = tls_transport.get_extra_info("ssl_object")
-        cipher = ssl_object.cipher() if ssl_object is not None else None
-        self.record._tls_started(
-            TLSInfo(
-                version=ssl_object.version() if ssl_object is not None else None,
-                cipher=cipher[0] if cipher else None,
-                implicit=implicit,
-            )
-        )
-        self.store.touch()
-        return True
-
-    def _tls_failed(self, error: BaseException | None) -> None:
-        record = self.record
-        if record is not None and record.end is None:
-            record.tls_error = describe_handshake_failure(error)
-            self._mark_end("tls-failed")
-        self._closing = True
+            raise Closed
 
     async def _cmd_user(self, arg: str) -> None:
         if self._tls_missing():
@@ -826,9 +446,9 @@ class _Connection(asyncio.Protocol):
                 read = await self._read_line(_AUTH_LIMIT)
             except asyncio.TimeoutError:
                 self._mark_end("timeout")
-                raise _Closed from None
+                raise Closed from None
             if read is None:
-                raise _Closed
+                raise Closed
             line, total = read
             if total > _AUTH_LIMIT:
                 self._append("auth-response", f"**** [{total} bytes in all]")
@@ -880,7 +500,7 @@ class _Connection(asyncio.Protocol):
                         self._drop = list(self._folder.messages)
             if stale:
                 self.end_stale()
-                raise _Closed
+                raise Closed
             if in_use:
                 info = AuthInfo(mechanism, user, False)
                 self.record._auth_attempts.append(info)
@@ -1020,7 +640,7 @@ class _Connection(asyncio.Protocol):
         self._closing = True
         if self.transport is not None:
             self.transport.close()  # after the reply is flushed
-        raise _Closed
+        raise Closed
 
     def _update(self) -> bool:
         """RFC 1939's UPDATE state: remove the deleted messages, set

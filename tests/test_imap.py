@@ -432,6 +432,9 @@ BAD_INPUT = [
     ("a STATUS INBOX (FOO)", "a BAD Unknown STATUS item"),
     ("a \x00\x01 NOOP", "a BAD Unexpected"),
     ("a APPEND INBOX {999999999}", "a BAD Literal too large"),
+    # Over the limit, with the next command in the same read: only the
+    # long line is skipped.
+    ("a NOOP " + "x" * 70_000, "a BAD Line too long (70009 bytes, at most 65536)"),
 ]
 
 

@@ -1,0 +1,554 @@
+"""The plumbing the read-side servers (POP3, IMAP) share.
+
+Loop side: `ReadSideServer` and `ReadSideConnection` run on the sink's
+server thread, except `ReadSideServer.start` (a test's thread, which waits
+for the loop) and the store listener (the thread that changed the store,
+which only schedules work on the loop).
+
+What is here is what a line-based mail-reading protocol needs whatever its
+commands: the listening socket and the set of open connections; buffered
+line reading with a length limit, the idle timeout and back pressure both
+ways; STARTTLS and implicit TLS; carrying out fault steps (a delay or a hang
+holds the connection until its rule is removed); the transcript (`Session`,
+one `Exchange` per command, replies recorded as they go out); and ending the
+sessions of an earlier test, which a store listener notices by a new
+``MailStore.generation``. What a protocol says, masks and remembers stays in
+its own module (``_pop3.py``, ``_imap.py``), in subclasses of these two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ssl
+import time
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from ._faults import (
+    Delay,
+    Discard,
+    Disconnect,
+    Event,
+    Fault,
+    Hang,
+    Reply,
+    Step,
+    steps,
+)
+from ._session import EndReason, Exchange, ExchangeKind, Session, TLSInfo
+from ._text import printable
+from ._tls import HANDSHAKE_TIMEOUT, describe_handshake_failure
+
+if TYPE_CHECKING:
+    from ._faults import Faults
+    from ._mailstore import MailStore
+    from ._session import SessionProtocol
+    from ._settings import SinkSettings
+    from ._store import Store
+
+_START_TIMEOUT = 10.0
+# How much of an overlong line's end is kept (after its first `limit` octets).
+_KEPT_TAIL = 32
+
+ConnectionT = TypeVar("ConnectionT", bound="ReadSideConnection")
+
+
+def now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+class Closed(Exception):
+    """The connection ends: leave the command loop."""
+
+
+# -- the server ----------------------------------------------------------------
+
+
+class ReadSideServer(Generic[ConnectionT]):
+    """A read-side server of one sink (a service attached to its loop):
+    its listening socket, its open connections and the ones a fault holds.
+    Subclasses say which connection class serves a client
+    (`new_connection`)."""
+
+    def __init__(
+        self,
+        host: str,
+        store: Store,
+        settings: SinkSettings,
+        faults: Faults,
+        tls_context: ssl.SSLContext | None,
+    ) -> None:
+        # The store, never the sink (see _server._Runtime).
+        self.host = host
+        self.store = store
+        self.mail: MailStore = store.mail
+        self.settings = settings
+        self.faults = faults
+        self.tls_context = tls_context
+        self.port = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.connections: set[ConnectionT] = set()
+        # Connections held by a delay or hang, and the rule holding them.
+        self.held: dict[ConnectionT, Fault] = {}
+        self._server: asyncio.base_events.Server | None = None
+        # The generation every open connection was last checked against.
+        self._checked_generation = self.mail.generation
+        self._check_scheduled = False
+
+    def new_connection(self) -> ConnectionT:
+        raise NotImplementedError
+
+    # -- lifecycle (start: a test thread; the rest: the loop) -----------------
+
+    async def _start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._server = await self.loop.create_server(
+            self.new_connection, self.host, 0, reuse_address=None
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.run_coroutine_threadsafe(self._start(), loop).result(_START_TIMEOUT)
+
+    def close(self) -> None:
+        """Stop serving (loop thread, from the sink's shutdown)."""
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self.connections):
+            connection.close_by_server()
+        # Not left to connection_lost(), which a closing loop may never run.
+        self.store.remove_listener(self._store_changed)
+
+    def release_held(self, rules: tuple[Fault, ...]) -> None:
+        """Close the connections that ``rules`` (just removed) hold."""
+        for connection, rule in list(self.held.items()):
+            if rule in rules:
+                self.held.pop(connection, None)
+                connection.close_by_server()
+
+    # -- per-test isolation and change notification ------------------------------
+    #
+    # The store listener exists only while connections are open: an idle
+    # server costs the store nothing, and nothing polls.
+
+    def opened(self, connection: ConnectionT) -> None:
+        if not self.connections:
+            self.store.add_listener(self._store_changed)
+        self.connections.add(connection)
+
+    def closed(self, connection: ConnectionT) -> None:
+        if connection not in self.connections:
+            return
+        self.connections.discard(connection)
+        self.held.pop(connection, None)
+        if not self.connections:
+            self.store.remove_listener(self._store_changed)
+
+    def _wants_change(self) -> bool:
+        """Whether a store change concerns the connections (any thread): by
+        default only a new test (a new ``MailStore.generation``) does."""
+        return self.mail.generation != self._checked_generation
+
+    def _store_changed(self) -> None:
+        """A store listener (on the thread that changed the store): hand
+        the change to the loop, once however many changes come meanwhile."""
+        if self._check_scheduled or not self._wants_change():
+            return
+        loop = self.loop
+        if loop is None:
+            return
+        self._check_scheduled = True
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(self._changed)
+
+    def _new_generation(self) -> None:
+        """A new test started: forget what belonged to the earlier one."""
+
+    def _changed(self) -> None:
+        self._check_scheduled = False
+        generation = self.mail.generation
+        if generation != self._checked_generation:
+            self._checked_generation = generation
+            self._new_generation()
+        for connection in list(self.connections):
+            if connection.generation != generation:
+                connection.end_stale()
+            else:
+                connection.store_changed()
+
+
+# -- one connection --------------------------------------------------------------
+
+
+class ReadSideConnection(asyncio.Protocol):
+    """One client of a read-side server: its input buffer and line reader,
+    its output with back pressure, its TLS, fault stalls and transcript.
+    A subclass runs the conversation (`_serve`) and says its lines."""
+
+    #: The `Session.protocol` of the transcript.
+    PROTOCOL: ClassVar[SessionProtocol]
+    #: Unread input above this pauses reading (pipelined commands, a large
+    #: literal): bounded memory.
+    BUFFER_LIMIT: ClassVar[int]
+    #: Said (if the client waits for a reply) when a new test ends the session.
+    END_OF_TEST: ClassVar[str]
+    #: Said when the client sent nothing for ``idle_timeout`` seconds.
+    INACTIVE: ClassVar[str]
+
+    def __init__(self, server: ReadSideServer[Any]) -> None:
+        self.server = server
+        self.store = server.store
+        self.mail = server.mail
+        self.settings = server.settings
+        self.transport: asyncio.Transport | None = None
+        self.record: Session | None = None
+        self.generation = 0
+        self._task: asyncio.Task[None] | None = None
+        self._current: Exchange | None = None
+        # Input not yet read as lines, and the reader waiting for more.
+        self._buffer = bytearray()
+        self._eof = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drained: asyncio.Future[None] | None = None
+        # True while waiting for the next command (a stale session is then
+        # told why it ends).
+        self._waiting_for_command = False
+        self._closing = False
+        self._tls = False
+
+    async def _serve(self) -> None:
+        raise NotImplementedError
+
+    # -- asyncio.Protocol -------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.record is not None:  # not called again by start_tls()
+            return
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        self.record = Session(
+            (str(peer[0]), int(peer[1])), now(), protocol=self.PROTOCOL
+        )
+        self.server.opened(self)
+        with self.mail.lock:
+            self.generation = self.mail.generation
+        self.store.add_session(self.record)
+        self._task = asyncio.get_running_loop().create_task(self._serve())
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) > self.BUFFER_LIMIT and self.transport is not None:
+            with contextlib.suppress(RuntimeError, AttributeError):
+                self.transport.pause_reading()
+                self._reading_paused = True
+        self.wake()
+
+    def eof_received(self) -> bool | None:
+        self._eof = True
+        self.wake()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._mark_end("client-closed")
+        self._finish()
+        self.wake()
+        drained = self._drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        drained = self._drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    def wake(self) -> None:
+        """Wake the reader waiting for input (or, in IMAP, for a change)."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def store_changed(self) -> None:
+        """The store changed in this connection's test (loop thread); only
+        called when the server's `_wants_change` said so."""
+
+    # -- ending ---------------------------------------------------------------------
+
+    def _mark_end(self, reason: EndReason) -> None:
+        record = self.record
+        if record is not None and record.end is None:
+            record.end = reason
+            record.ended_at = now()
+            record._tls_started(None)  # a handshake cut short: wake readers
+            self.store.touch()
+
+    def _finish(self) -> None:
+        """Leave the server's books (when the conversation or the
+        connection ends, whichever comes first; twice is harmless)."""
+        self.server.closed(self)
+
+    def close_by_server(self) -> None:
+        """Abort the connection (sink stopping, a fault, a rule removed)."""
+        self._mark_end("server-closed")
+        self._closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _may_say_goodbye(self) -> bool:
+        """Whether the client waits for a line from the server, so that
+        one more is no surprise to it."""
+        return self._waiting_for_command
+
+    def end_stale(self) -> None:
+        """A new test started: say so if the client waits for a reply to
+        come, then close (loop thread)."""
+        self._mark_end("server-closed")
+        self._closing = True
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._may_say_goodbye() and not self._writing_paused:
+            self._record_reply(self.END_OF_TEST)
+            transport.write(self.END_OF_TEST.encode() + b"\r\n")
+            transport.close()  # after the line is flushed
+        else:
+            transport.abort()
+
+    # -- reading --------------------------------------------------------------------
+
+    async def _wait_for_input(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise asyncio.TimeoutError
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(self._waiter, remaining)
+        finally:
+            self._waiter = None
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and len(self._buffer) < self.BUFFER_LIMIT:
+            self._reading_paused = False
+            if self.transport is not None:
+                with contextlib.suppress(RuntimeError, AttributeError):
+                    self.transport.resume_reading()
+
+    async def _read_line(self, limit: int) -> tuple[bytes, int] | None:
+        """The next line with its line end, and its length; None at the end
+        of input. A line over ``limit`` octets is read to its end without
+        being kept: its first ``limit`` octets and last 32 come back
+        (joined) with its whole length. Waits at most ``idle_timeout``
+        seconds (then raises `asyncio.TimeoutError`)."""
+        deadline = time.monotonic() + self.settings.idle_timeout
+        overlong = False
+        dropped = 0  # octets of an overlong line read past so far
+        head = tail = b""
+        while True:
+            buffer = self._buffer
+            if not overlong:
+                end = buffer.find(b"\n", 0, limit + 1)
+                if end >= 0:
+                    line = bytes(buffer[: end + 1])
+                    del buffer[: end + 1]
+                    self._resume_reading()
+                    return line, len(line)
+                if len(buffer) > limit:
+                    overlong, head = True, bytes(buffer[:limit])
+            if overlong:
+                # Read on to the line's end, keeping only its last octets;
+                # what follows it (pipelined commands) stays in the buffer.
+                end = buffer.find(b"\n")
+                if end >= 0:
+                    line = bytes(buffer[: end + 1])
+                    del buffer[: end + 1]
+                    self._resume_reading()
+                    tail = (tail + line)[-_KEPT_TAIL:]
+                    return head + tail, dropped + len(line)
+                tail = (tail + bytes(buffer))[-_KEPT_TAIL:]
+                dropped += len(buffer)
+                buffer.clear()
+                self._resume_reading()
+            if self._eof:
+                if overlong or not buffer:
+                    return None
+                line = bytes(buffer)
+                buffer.clear()
+                return line, len(line)
+            await self._wait_for_input(deadline)
+
+    async def _read_command(self, limit: int) -> tuple[bytes, int] | None:
+        """`_read_line` for the next command: the session may be ended
+        meanwhile with a word to the client, and an idle one is closed
+        after saying why."""
+        self._waiting_for_command = True
+        try:
+            return await self._read_line(limit)
+        except asyncio.TimeoutError:
+            self._mark_end("timeout")
+            await self._reply(self.INACTIVE)
+            raise Closed from None
+        finally:
+            self._waiting_for_command = False
+
+    # -- recording and writing ----------------------------------------------------------
+
+    def _append(
+        self, kind: ExchangeKind, line: str, tag: str | None = None
+    ) -> Exchange:
+        exchange = Exchange(kind, line, time.time(), tag=tag)
+        assert self.record is not None
+        self.record._append(exchange)
+        self._current = exchange
+        # Only a waiting test (or a live view) needs to hear of each line.
+        if self.store.watchers:
+            self.store.touch()
+        return exchange
+
+    def _record_reply(self, line: str, injected: bool = False) -> None:
+        self._record_replies((line,), injected)
+
+    def _record_replies(self, lines: Sequence[str], injected: bool = False) -> None:
+        """Record reply lines, waking the store's waiters once for all."""
+        current = self._current
+        if current is None:
+            current = self._append("greeting", "")
+        current.replies.extend(lines)
+        if injected:
+            current.injected = True
+        if self.store.watchers:
+            self.store.touch()
+
+    async def _send(self, data: bytes) -> None:
+        """Write ``data``; when the transport's buffer is full, wait until
+        it drains (a slow reader must not grow our memory)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise Closed
+        transport.write(data)
+        if self._writing_paused:
+            self._drained = asyncio.get_running_loop().create_future()
+            try:
+                await self._drained
+            finally:
+                self._drained = None
+            if self.transport is None or self.transport.is_closing():
+                raise Closed
+
+    async def _reply(self, line: str, injected: bool = False) -> None:
+        """Send and record one reply line, escaped (`printable`) on the wire
+        as in the transcript: a reply may quote the client's input (a bad
+        command's words, a folder name), which can hold undecodable bytes
+        (lone surrogates, which cannot be encoded) or a CR."""
+        shown = printable(line)
+        self._record_reply(shown, injected)
+        await self._send(shown.encode("utf-8") + b"\r\n")
+
+    # -- TLS ------------------------------------------------------------------------------
+
+    def _tls_missing(self) -> bool:
+        return self.settings.tls == "starttls-required" and not self._tls
+
+    async def _start_tls(self, implicit: bool) -> bool:
+        """Run the server side of a TLS handshake; False (recorded as the
+        end of the session, saying why) if it failed."""
+        assert self.record is not None
+        transport = self.transport
+        context = self.server.tls_context
+        assert transport is not None
+        assert context is not None
+        try:
+            tls_transport = await asyncio.get_running_loop().start_tls(
+                transport, self, context, server_side=True,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+            )  # fmt: skip
+        except Exception as error:  # start_tls() closed the transport
+            self._tls_failed(error)
+            return False
+        if tls_transport is None:  # the client left during the handshake
+            self._tls_failed(None)
+            transport.abort()
+            return False
+        self.transport = tls_transport
+        self._tls = True
+        ssl_object = tls_transport.get_extra_info("ssl_object")
+        cipher = ssl_object.cipher() if ssl_object is not None else None
+        self.record._tls_started(
+            TLSInfo(
+                version=ssl_object.version() if ssl_object is not None else None,
+                cipher=cipher[0] if cipher else None,
+                implicit=implicit,
+            )
+        )
+        self.store.touch()
+        return True
+
+    def _tls_failed(self, error: BaseException | None) -> None:
+        record = self.record
+        if record is not None and record.end is None:
+            record.tls_error = describe_handshake_failure(error)
+            self._mark_end("tls-failed")
+        self._closing = True
+
+    # -- faults (the rules decide, this carries out) ------------------------------------
+
+    def _planned(self, stage: str, subjects: Sequence[str]) -> list[Step]:
+        """What the rules decide at ``stage`` (nothing, cheaply, without
+        rules)."""
+        if not self.server.faults.rules:
+            return []
+        return steps(self.server.faults, Event(stage, tuple(subjects)))
+
+    async def _carry_out(self, planned: Sequence[Step]) -> Reply | None:
+        """Sleep, hold or close as ``planned`` says; the `Reply` to give
+        instead of running the command, if a rule replies (the protocol
+        words it)."""
+        for step in planned:
+            self._mark_injected()
+            if isinstance(step, Delay):
+                await self._stall(step.rule, asyncio.sleep(step.seconds))
+            elif isinstance(step, Hang):
+                await self._stall(step.rule, asyncio.get_running_loop().create_future())
+            elif isinstance(step, Disconnect):
+                self.close_by_server()
+                raise Closed
+            elif isinstance(step, Reply):
+                return step
+            else:  # pragma: no cover - Discard is for SMTP's EOD only
+                assert isinstance(step, Discard)
+        return None
+
+    def _mark_injected(self) -> None:
+        current = self._current
+        if current is None:  # at CONNECT: the greeting is still to come
+            current = self._append("greeting", "")
+        current.injected = True
+        if self.store.watchers:
+            self.store.touch()
+
+    async def _stall(self, rule: Fault, awaitable: Awaitable[object]) -> None:
+        """Wait on a delay or a hang while ``rule`` holds the connection;
+        removing the rule closes it (`ReadSideServer.release_held`)."""
+        held = self.server.held
+        if rule not in self.server.faults.rules:
+            # Removed after it fired here, before this connection was held.
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()
+            self.close_by_server()
+            raise Closed
+        held[self] = rule
+        try:
+            await awaitable
+        finally:
+            if held.get(self) is rule:
+                del held[self]
