@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Literal
 
+from ._endpoint import ReadSideEndpoint
 from ._imap_fetch import (
     FetchItem,
     fetch_values,
@@ -74,7 +75,6 @@ from ._text import printable
 
 if TYPE_CHECKING:
     from ._faults import Faults
-    from ._mailbox import Mailbox
     from ._mailstore import Account, Folder, StoredMessage
     from ._settings import SinkSettings
     from ._store import Store
@@ -1329,7 +1329,7 @@ class _Connection(ReadSideConnection):
 # -- the test's side ---------------------------------------------------------------------
 
 
-class IMAPEndpoint:
+class IMAPEndpoint(ReadSideEndpoint):
     """Where an IMAP client connects: ``smtpsink.imap``.
 
     The server starts on the first use of ``smtpsink.imap``, on the sink's
@@ -1337,43 +1337,4 @@ class IMAPEndpoint:
     the sink's recipients (see :doc:`reading`).
     """
 
-    def __init__(self, mailbox: Mailbox, server: IMAPServer) -> None:
-        self._mailbox = mailbox
-        self._server = server
-
-    @property
-    def host(self) -> str:
-        """The address to connect to, e.g. ``"127.0.0.1"``."""
-        return self._mailbox.host
-
-    @property
-    def port(self) -> int:
-        """The IMAP server's port (not the SMTP one)."""
-        return self._server.port
-
-    @property
-    def tls(self) -> str | None:
-        """The sink's TLS setting, which IMAP follows: None (plain text),
-        ``"starttls"`` (STARTTLS offered), ``"starttls-required"`` (STARTTLS
-        before any login: ``LOGINDISABLED``) or ``"implicit"`` (IMAPS)."""
-        return self._mailbox.settings.tls
-
-    @property
-    def url(self) -> str:
-        """``imap://host:port`` (``imaps://`` for implicit TLS)."""
-        scheme = "imaps" if self.tls == "implicit" else "imap"
-        host = self.host
-        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.port}"
-
-    def ssl_context(self) -> ssl.SSLContext:
-        """A client context that trusts the sink's certificate (and nothing
-        else), with host name checking on (as ``Mailbox.ssl_context``)."""
-        return self._mailbox.ssl_context()
-
-    @property
-    def ca_path(self) -> str:
-        """Path of a PEM file with the CA that signed the sink's certificate."""
-        return self._mailbox.ca_path
-
-    def __repr__(self) -> str:
-        return f"<IMAPEndpoint {self.url} tls={self.tls}>"
+    _schemes = ("imap", "imaps")

@@ -32,18 +32,17 @@ import hmac
 import os
 import re
 import secrets
-import ssl
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
+from ._endpoint import ReadSideEndpoint
 from ._mailstore import INBOX, check_login, wire_bytes
 from ._readside import Closed, ReadSideConnection, ReadSideServer
 from ._session import AuthInfo
 from ._text import printable
 
 if TYPE_CHECKING:
-    from ._mailbox import Mailbox
     from ._mailstore import Account, Folder, StoredMessage
 
 # RFC 2449 section 4: a command line is at most 255 octets with its CRLF.
@@ -668,7 +667,7 @@ class _Connection(ReadSideConnection):
 # -- the test's side ---------------------------------------------------------------------
 
 
-class POP3Endpoint:
+class POP3Endpoint(ReadSideEndpoint):
     """Where a POP3 client connects: ``smtpsink.pop3``.
 
     The server starts on the first use of ``smtpsink.pop3``, on the sink's
@@ -676,43 +675,4 @@ class POP3Endpoint:
     the sink's recipients (see :doc:`reading`).
     """
 
-    def __init__(self, mailbox: Mailbox, server: POP3Server) -> None:
-        self._mailbox = mailbox
-        self._server = server
-
-    @property
-    def host(self) -> str:
-        """The address to connect to, e.g. ``"127.0.0.1"``."""
-        return self._mailbox.host
-
-    @property
-    def port(self) -> int:
-        """The POP3 server's port (not the SMTP one)."""
-        return self._server.port
-
-    @property
-    def tls(self) -> str | None:
-        """The sink's TLS setting, which POP3 follows: None (plain text),
-        ``"starttls"`` (STLS offered), ``"starttls-required"`` (STLS before
-        any login) or ``"implicit"`` (POP3S: TLS from the first byte)."""
-        return self._mailbox.settings.tls
-
-    @property
-    def url(self) -> str:
-        """``pop3://host:port`` (``pop3s://`` for implicit TLS)."""
-        scheme = "pop3s" if self.tls == "implicit" else "pop3"
-        host = self.host
-        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.port}"
-
-    def ssl_context(self) -> ssl.SSLContext:
-        """A client context that trusts the sink's certificate (and nothing
-        else), with host name checking on (as ``Mailbox.ssl_context``)."""
-        return self._mailbox.ssl_context()
-
-    @property
-    def ca_path(self) -> str:
-        """Path of a PEM file with the CA that signed the sink's certificate."""
-        return self._mailbox.ca_path
-
-    def __repr__(self) -> str:
-        return f"<POP3Endpoint {self.url} tls={self.tls}>"
+    _schemes = ("pop3", "pop3s")
