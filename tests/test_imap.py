@@ -531,3 +531,42 @@ def test_append_faults_act_before_the_literal_is_read(smtpsink: Mailbox) -> None
     assert [m.subject for m in smtpsink.mailbox(USER).messages()] == ["Appended"]
     tags = [(e.tag, e.injected) for e in smtpsink.sessions[-1].transcript]
     assert tags[-4:] == [("b", True), ("c", True), ("d", False), ("e", False)]
+
+
+def test_secrets_stay_out_of_the_report_and_saved_transcripts(
+    pytester: pytest.Pytester,
+) -> None:
+    secret = "imap-s3cret-pass"
+    half = len(secret) // 2
+    pytester.makepyfile(
+        f"""
+import base64, imaplib
+
+# Split, so that the traceback's source lines do not show it whole.
+SECRET = "{secret[:half]}" + "{secret[half:]}"
+
+def test_reads(smtpsink):
+    imap = smtpsink.imap
+    with imaplib.IMAP4(imap.host, imap.port) as client:
+        client.login("ann@example.com", SECRET)
+        client.logout()
+    with imaplib.IMAP4(imap.host, imap.port) as client:
+        client.authenticate(
+            "PLAIN", lambda _: b"\\0ann@example.com\\0" + SECRET.encode()
+        )
+        client.logout()
+    smtpsink.wait_until(lambda: all(s.end for s in smtpsink.sessions))
+    assert False, "show the report"
+"""
+    )
+    saved = pytester.path / "saved"
+    result = pytester.runpytest(f"--smtpsink-save-dir={saved}")
+    result.assert_outcomes(failed=1)
+    output = result.stdout.str()
+    assert "IMAP 127.0.0.1" in output  # the report lists the sessions
+    files = [p for p in saved.rglob("*") if p.is_file()]
+    assert any("LOGIN ann@example.com ****" in p.read_text() for p in files)
+    encoded = base64.b64encode(f"\0ann@example.com\0{secret}".encode()).decode()
+    for text in [output, result.stderr.str(), *(p.read_text() for p in files)]:
+        assert secret not in text
+        assert encoded not in text
