@@ -662,14 +662,7 @@ class _Connection(ReadSideConnection):
             response = astring(command.args[1], command.tag)
         else:
             await self._reply("+ ")
-            try:
-                read = await self._read_line(_AUTH_LIMIT)
-            except asyncio.TimeoutError:
-                self._mark_end("timeout")
-                raise Closed from None
-            if read is None:
-                raise Closed
-            line, total = read
+            line, total = await self._read_continuation(_AUTH_LIMIT)
             self._append("auth-response", "*" if line.strip() == b"*" else "****")
             if total > _AUTH_LIMIT:
                 raise _Answered("BAD", "Authentication line too long")

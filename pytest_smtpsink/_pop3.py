@@ -24,7 +24,6 @@ are open: nothing polls.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -441,14 +440,7 @@ class _Connection(ReadSideConnection):
             response = initial.strip()
         else:
             await self._reply("+ ")
-            try:
-                read = await self._read_line(_AUTH_LIMIT)
-            except asyncio.TimeoutError:
-                self._mark_end("timeout")
-                raise Closed from None
-            if read is None:
-                raise Closed
-            line, total = read
+            line, total = await self._read_continuation(_AUTH_LIMIT)
             if total > _AUTH_LIMIT:
                 self._append("auth-response", f"**** [{total} bytes in all]")
                 await self._reply("-ERR [AUTH] Authentication line too long")

@@ -445,6 +445,18 @@ class ReadSideConnection(asyncio.Protocol):
             if self.transport is None or self.transport.is_closing():
                 raise Closed
 
+    async def _read_continuation(self, limit: int) -> tuple[bytes, int]:
+        """The client's answer to a ``+`` continuation (SASL), as
+        `_read_line` gives it; the session ends on a timeout or end of input."""
+        try:
+            read = await self._read_line(limit)
+        except asyncio.TimeoutError:
+            self._mark_end("timeout")
+            raise Closed from None
+        if read is None:
+            raise Closed
+        return read
+
     async def _reply(self, line: str, injected: bool = False) -> None:
         """Send and record one reply line, escaped (`printable`) on the wire
         as in the transcript: a reply may quote the client's input (a bad
