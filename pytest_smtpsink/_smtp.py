@@ -398,6 +398,13 @@ class _SinkEnvelope(Envelope):
 class _Handler:
     """aiosmtpd hooks. ``server`` is the `RecordingSMTP` of the connection."""
 
+    def __dir__(self) -> list[str]:
+        # aiosmtpd's SMTP.__init__ looks for hooks with dir(handler) and
+        # inspect.getmembers(handler), which reads every attribute dir()
+        # names, object's own included, on every connection. The hooks are
+        # all it looks for.
+        return ["handle_MAIL", "handle_RCPT"]
+
     async def handle_RCPT(
         self,
         server: RecordingSMTP,

@@ -233,3 +233,26 @@ def test_the_log_we_mask_is_mail_log() -> None:
     assert aiosmtpd.smtp.log.name == "mail.log", relied_on(
         "the mail.log logger", "AUTH lines in its records are masked"
     )
+
+
+def test_the_names_aiosmtpd_looks_up_per_connection_are_all_there() -> None:
+    # RecordingSMTP and the handler narrow dir() to what SMTP.__init__ looks
+    # for (smtp_*, auth_*, handle_*), to cut the cost of every connection. A
+    # hook or command added to either class must still be found.
+    from pytest_smtpsink._smtp import _Handler
+
+    def defined(cls: type, *prefixes: str) -> set[str]:
+        return {
+            name
+            for klass in cls.__mro__
+            for name in vars(klass)
+            if name.startswith(prefixes)
+        }
+
+    assert "dir(handler)" in source(SMTP.__init__), relied_on(
+        "dir(handler)", "finding the handle_* hooks"
+    )
+    assert set(dir(_Handler())) == defined(_Handler, "handle_")
+    assert set(RecordingSMTP.__dir__(object.__new__(RecordingSMTP))) == defined(
+        RecordingSMTP, "smtp_", "auth_"
+    )
