@@ -738,7 +738,32 @@ class RecordingSMTP(SMTP):
         self._in_data = False
         self._append("data", f"<message content: {size} bytes{note}>")
 
+    # -- idle timeout ----------------------------------------------------------
+    #
+    # aiosmtpd re-arms its idle timer for every command: it cancels the timer
+    # and schedules a new one, which the loop keeps in its heap until it
+    # comes due. The sink moves a deadline instead, and keeps one timer: when
+    # that fires before the deadline (there was traffic since), it re-arms
+    # for the rest. Same timeout, one timer per idle period, not per command.
+
+    _idle_deadline = 0.0
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        loop = self.loop
+        deadline = loop.time() + (duration or self._timeout_duration)
+        self._idle_deadline = deadline
+        timer = self._timeout_handle
+        if timer is None or timer.cancelled() or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timeout_handle = loop.call_at(deadline, self._timeout_cb)
+
     def _timeout_cb(self) -> None:
+        if self.loop.time() < self._idle_deadline:
+            self._timeout_handle = self.loop.call_at(
+                self._idle_deadline, self._timeout_cb
+            )
+            return
         self._mark_end("timeout")
         super()._timeout_cb()  # type: ignore[no-untyped-call]
 

@@ -70,6 +70,28 @@ def test_timeout_callback(server: SMTP) -> None:
     )
 
 
+def test_idle_timer_is_reset_per_command_and_cancelled_at_the_end(
+    server: SMTP,
+) -> None:
+    # RecordingSMTP._reset_timeout keeps one timer and moves a deadline; it
+    # relies on where aiosmtpd resets the timer, on the timeout's attribute
+    # and on connection_lost cancelling _timeout_handle.
+    why = "the sink's one-timer idle timeout"
+    assert parameters(SMTP._reset_timeout) == ["self", "duration"], relied_on(
+        "_reset_timeout", why
+    )
+    assert "self._reset_timeout()" in source(SMTP._handle_client), relied_on(
+        "_reset_timeout", why
+    )
+    assert "self._reset_timeout()" in source(SMTP.connection_made), relied_on(
+        "_reset_timeout", why
+    )
+    assert "self._timeout_handle.cancel()" in source(SMTP.connection_lost), relied_on(
+        "_timeout_handle", why
+    )
+    assert server._timeout_duration == 300, relied_on("_timeout_duration", why)
+
+
 def test_client_connected_callback_and_its_streams() -> None:
     why = "overridden to wrap the stream reader that records each line"
     assert parameters(SMTP._cb_client_connected) == [

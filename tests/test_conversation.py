@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import re
 import smtplib
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 from conftest import Factory
 
 from pytest_smtpsink import Mailbox, SMTPSink
+
+_T = TypeVar("_T")
 
 
 class RawClient:
@@ -248,6 +252,43 @@ def test_idle_timeout_ends_the_session(smtpsink_factory: Factory) -> None:
     client.close()
     sink.wait_until(lambda: sink.sessions[0].end is not None)
     assert sink.sessions[0].end == "timeout"
+
+
+def test_traffic_moves_the_idle_deadline_and_the_timer_follows_it() -> None:
+    # The sink keeps one idle timer per connection and moves its deadline
+    # on each command. Fire that timer now, as if it had come due after
+    # traffic: the session must stay open, with the timer re-armed at the
+    # deadline the last command set (idle_timeout, 300 s, from then).
+    with SMTPSink() as sink:
+        _fire_the_idle_timer_early(sink)
+
+
+def _fire_the_idle_timer_early(sink: SMTPSink) -> None:
+    client = RawClient(sink)
+    assert client.send(b"NOOP\r\n")[0][0].startswith("250")
+    runtime = sink._runtime
+    assert runtime is not None
+    (connection,) = runtime.state.connections
+
+    def fire_early() -> tuple[float, float, float]:
+        before = connection._idle_deadline
+        connection._timeout_cb()
+        timer = connection._timeout_handle
+        assert timer is not None
+        return before, timer.when(), runtime.loop.time()
+
+    deadline, rearmed_at, now = asyncio.run_coroutine_threadsafe(
+        _call(fire_early), runtime.loop
+    ).result(timeout=30)
+    assert rearmed_at == deadline
+    assert deadline - now > 200  # 300 s after the NOOP, not due yet
+    assert client.send(b"NOOP\r\n")[0][0].startswith("250")  # still served
+    assert sink.sessions[0].end is None
+    client.close()
+
+
+async def _call(function: Callable[[], _T]) -> _T:
+    return function()
 
 
 def test_auth_secrets_never_show(smtpsink_factory: Factory) -> None:
