@@ -415,9 +415,22 @@ class _SinkPool:
         # --smtpsink-tls-cert/-key, for TLS sinks that bring no certificate.
         self._tls_files = tls_files or {}
         self._with_files: dict[SinkSettings, SinkSettings] = {}
+        # The sink of get() without settings, once started: nearly every
+        # test asks for it, and hashing the settings to find it again is a
+        # measurable part of a fast test's setup.
+        self._default: SMTPSink | None = None
 
     def get(self, settings: SinkSettings | None = None) -> SMTPSink:
-        settings = settings or self.defaults
+        if settings is None:
+            sink = self._default
+            if sink is None:
+                sink = self._default = self._get(self.defaults)
+            else:
+                self._check_alive(sink)
+            return sink
+        return self._get(settings)
+
+    def _get(self, settings: SinkSettings) -> SMTPSink:
         if (
             self._tls_files
             and settings.tls is not None
@@ -447,25 +460,36 @@ class _SinkPool:
                 )
             self._sinks[settings] = sink
         else:
-            try:
-                sink.check_alive()
-            except SinkError as error:
-                # Fail now, not when the test's app hangs or a read raises.
-                import traceback
-
-                failure = error.__cause__
-                cause = (
-                    "\n" + "".join(traceback.format_exception(failure))
-                    if failure is not None
-                    else ""
-                )
-                problem = f"pytest-smtpsink: the sink {sink.url} is unusable: {error}"
-            else:
-                return sink
-            pytest.fail(problem + cause, pytrace=False)
+            self._check_alive(sink)
         return sink
 
+    @staticmethod
+    def _check_alive(sink: SMTPSink) -> None:
+        try:
+            sink.check_alive()
+        except Exception as error:
+            # Imported here: an import statement costs even when the module
+            # is loaded, and this runs before every test.
+            from ._server import SinkError
+
+            if not isinstance(error, SinkError):
+                raise
+            # Fail now, not when the test's app hangs or a read raises.
+            import traceback
+
+            failure = error.__cause__
+            cause = (
+                "\n" + "".join(traceback.format_exception(failure))
+                if failure is not None
+                else ""
+            )
+            problem = f"pytest-smtpsink: the sink {sink.url} is unusable: {error}"
+        else:
+            return
+        pytest.fail(problem + cause, pytrace=False)
+
     def stop_all(self) -> None:
+        self._default = None
         sinks, self._sinks = list(self._sinks.values()), {}
         for sink in sinks:
             sink.stop()
