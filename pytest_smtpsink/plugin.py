@@ -25,9 +25,8 @@ if TYPE_CHECKING:
 _POOL_KEY = pytest.StashKey["_SinkPool"]()
 _DEFAULTS_KEY = pytest.StashKey["SinkSettings"]()
 _TIMEOUT_KEY = pytest.StashKey[float]()
-#: Sinks (by id) that already opened a view in this test: see _open_view.
-_OPENED_KEY = pytest.StashKey[set[int]]()
-#: Every mailbox a test opened, for its report section and saved files.
+#: Every mailbox a test opened, for its report section and saved files, and
+#: to tell a test's first view of a sink (see _open_view).
 _VIEWS_KEY = pytest.StashKey["list[Mailbox]"]()
 _FAILED_KEY = pytest.StashKey[bool]()
 _SUMMARY_KEY = pytest.StashKey[bool]()
@@ -517,16 +516,18 @@ def _open_view(
     config: pytest.Config, sink: SMTPSink, request: pytest.FixtureRequest
 ) -> Mailbox:
     view = sink.view()
+    stash = request.node.stash
+    views = stash.get(_VIEWS_KEY, None)
+    if views is None:
+        views = stash[_VIEWS_KEY] = []
     # The previous test's mail is of no more use: drop it so that memory
     # stays flat over a long session. Only on the test's first view of this
     # sink: a second view (smtpsink_factory called twice with the same
     # settings, or with the marker's) must not empty the first one.
-    opened = request.node.stash.setdefault(_OPENED_KEY, set())
-    if id(sink) not in opened:
-        opened.add(id(sink))
+    if not any(opened.sink is sink for opened in views):
         sink.forget_before(view)
     view.default_timeout = config.stash[_TIMEOUT_KEY]
-    request.node.stash.setdefault(_VIEWS_KEY, []).append(view)
+    views.append(view)
     return view
 
 
@@ -615,10 +616,12 @@ def _enforce_lint(request: pytest.FixtureRequest, view: Mailbox) -> None:
 def _apply_fault_markers(request: pytest.FixtureRequest, view: Mailbox) -> None:
     """``@pytest.mark.smtpsink_fault(...)``: module and class markers first,
     then the test's own, top to bottom."""
-    from ._fault_api import apply_marker
-    from ._faults import FaultError
-
     for marker in reversed(list(request.node.iter_markers("smtpsink_fault"))):
+        # Imported here, not above: most tests have no such marker, and an
+        # import statement costs even when the module is loaded.
+        from ._fault_api import apply_marker
+        from ._faults import FaultError
+
         try:
             apply_marker(view, marker.args, dict(marker.kwargs))
         except FaultError as error:
@@ -639,8 +642,8 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     opened = item.stash.get(_VIEWS_KEY, None)
-    if not opened:
-        return report
+    if not opened or not (report.failed or report.when == "teardown"):
+        return report  # a passed setup or call: nothing to add
     views = _report.distinct(opened)
     config = item.config
     if report.failed:
