@@ -532,12 +532,13 @@ def _open_view(
 
 
 @pytest.fixture
-def smtpsink(
-    request: pytest.FixtureRequest, pytestconfig: pytest.Config
-) -> Iterator[Mailbox]:
+def smtpsink(request: pytest.FixtureRequest) -> Iterator[Mailbox]:
     """This test's mailbox on the default sink (or on the sink that
     ``@pytest.mark.smtpsink(...)`` asks for): empty when the test starts."""
-    pool = pytestconfig.stash[_POOL_KEY]
+    # request.config, not the pytestconfig fixture: the same object, without
+    # a fixture lookup before every test.
+    config = request.config
+    pool = config.stash[_POOL_KEY]
     marker = request.node.get_closest_marker("smtpsink")
     if marker is not None:
         if marker.args:
@@ -550,7 +551,7 @@ def smtpsink(
         # The pool, not getfixturevalue("smtpsink_server"): same sink, and a
         # dynamic fixture lookup is a measurable part of a fast test's cost.
         sink = pool.get()
-    view = _open_view(pytestconfig, sink, request)
+    view = _open_view(config, sink, request)
     try:
         _apply_fault_markers(request, view)
         yield view
@@ -560,9 +561,7 @@ def smtpsink(
 
 
 @pytest.fixture
-def smtpsink_factory(
-    request: pytest.FixtureRequest, pytestconfig: pytest.Config
-) -> Callable[..., Mailbox]:
+def smtpsink_factory(request: pytest.FixtureRequest) -> Callable[..., Mailbox]:
     """Make mailboxes on sinks with other settings::
 
         def test_tls(smtpsink_factory):
@@ -571,11 +570,12 @@ def smtpsink_factory(
     Equal settings share one server for the whole session; every call returns
     a new, empty mailbox.
     """
-    pool = pytestconfig.stash[_POOL_KEY]
+    config = request.config
+    pool = config.stash[_POOL_KEY]
 
     def factory(**settings: Any) -> Mailbox:
         sink = pool.get(_settings_for(pool, "smtpsink_factory()", settings))
-        view = _open_view(pytestconfig, sink, request)
+        view = _open_view(config, sink, request)
         request.addfinalizer(view.close)  # its faults go at the end of the test
         request.addfinalizer(lambda: _enforce_lint(request, view))
         return view
