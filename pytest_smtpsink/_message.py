@@ -29,7 +29,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from email.message import EmailMessage
 from email.message import Message as Compat32Message
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from ._text import join_shortened, printable, shorten
 
@@ -219,6 +219,15 @@ class Headers(Mapping[str, str]):
 
     def __getitem__(self, name: str) -> str:
         return self._first[name.lower()]
+
+    @overload
+    def get(self, name: str) -> str | None: ...
+    @overload
+    def get(self, name: str, default: str | _T) -> str | _T: ...
+    def get(self, name: str, default: object = None) -> object:
+        # Not Mapping's: its try/__getitem__/except costs a frame per
+        # lookup, and Message.subject and the other fields are lookups.
+        return self._first.get(name.lower(), default)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._first
