@@ -29,7 +29,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from email.message import EmailMessage
 from email.message import Message as Compat32Message
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from ._text import join_shortened, printable, shorten
 
@@ -220,6 +220,15 @@ class Headers(Mapping[str, str]):
     def __getitem__(self, name: str) -> str:
         return self._first[name.lower()]
 
+    @overload
+    def get(self, name: str) -> str | None: ...
+    @overload
+    def get(self, name: str, default: str | _T) -> str | _T: ...
+    def get(self, name: str, default: object = None) -> object:
+        # Not Mapping's: its try/__getitem__/except costs a frame per
+        # lookup, and Message.subject and the other fields are lookups.
+        return self._first.get(name.lower(), default)
+
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._first
 
@@ -330,12 +339,26 @@ class Message:
     def _head(self) -> Compat32Message:
         """The header block alone: asking for a subject must not cost a
         parse of a 25 MB attachment."""
-        end = min(
-            (i for i in (self.raw.find(b"\r\n\r\n"), self.raw.find(b"\n\n")) if i >= 0),
-            default=len(self.raw),
-        )
         parser = email.parser.BytesHeaderParser(policy=email.policy.compat32)
-        return parser.parsebytes(self.raw[:end] + b"\r\n\r\n")
+        return parser.parsebytes(self._header_block() + b"\r\n\r\n")
+
+    def _header_block(self) -> bytes:
+        """The bytes before the first empty line (all of them if none)."""
+        raw = self.raw
+        crlf = raw.find(b"\r\n\r\n")
+        end = len(raw) if crlf < 0 else crlf
+        # Only before that: no scan of a large body for a bare-LF empty line.
+        lf = raw.find(b"\n\n", 0, end)
+        return raw[: end if lf < 0 else lf]
+
+    @functools.cached_property
+    def _header_items(self) -> list[tuple[str, str]]:
+        """Every (name, value) of the header block, as `_head.raw_items()`
+        gives them: split here when the block is plain, which is nearly
+        always and costs a fraction of the stdlib's parse (a test's
+        ``assert_sent(subject=...)`` pays it for every message it looks at)."""
+        items = _plain_header_items(self._header_block())
+        return list(self._head.raw_items()) if items is None else items
 
     @functools.cached_property
     def parsed(self) -> Any:
@@ -383,7 +406,7 @@ class Message:
         return Headers(
             [
                 (name, self._decode_header(name, value))
-                for name, value in self._head.raw_items()
+                for name, value in self._header_items
             ]
         )
 
@@ -392,7 +415,9 @@ class Message:
         (unfolded) if they cannot be, which `defects` notes."""
         # Unfold first (RFC 5322 2.2.3): compat32 keeps the CRLF of a folded
         # header, and a long Subject must not compare with line breaks in it.
-        text = _FOLD.sub("", _unescape(str(value)))
+        text = _unescape(str(value))
+        if "\n" in text:  # the regular expression only where it can match
+            text = _FOLD.sub("", text)
         if "=?" not in text:
             return text
         try:
@@ -437,7 +462,7 @@ class Message:
     def _parse_addresses(self, name: str) -> Addresses:
         key = name.lower()
         raw_values = [
-            _unescape(value) for n, value in self._head.raw_items() if n.lower() == key
+            _unescape(value) for n, value in self._header_items if n.lower() == key
         ]
         try:
             pairs = email.utils.getaddresses(raw_values)
@@ -766,6 +791,53 @@ def raw_summary(message: Message, error: BaseException) -> str:
         f"#{number} could not be read ({type(error).__name__}: "
         f"{shorten(str(error), 200)}); {len(raw)} bytes: {start}"
     )
+
+
+#: A header field's first line as the stdlib's parser knows it (its
+#: ``headerRE`` less the forms it takes for defects: no name; "From ",
+#: whose space no name has).
+_FIELD_NAME = re.compile(r"[\041-\071\073-\176]+:")
+
+
+def _plain_header_items(block: bytes) -> list[tuple[str, str]] | None:
+    """The fields of a plain header block exactly as the stdlib's compat32
+    parser stores them (`email.message.Message.raw_items`), or None when
+    the block is not plain and the parser must read it.
+
+    Plain: every line ends with CRLF, and each is a field (a name, a colon)
+    or the continuation of the field above it. What the parser treats
+    specially (a bare CR or LF, a first line that continues nothing, a
+    "From " line, a line with no name or no colon, which ends the headers
+    with a defect) is left to it. tests/test_message.py checks that both
+    agree on any input.
+    """
+    text = block.decode("ascii", "surrogateescape")  # as BytesParser does
+    crlf = text.count("\r\n")
+    if text.count("\r") != crlf or text.count("\n") != crlf:
+        return None
+    items: list[tuple[str, str]] = []
+    name: str | None = None
+    value = ""
+    for line in text.split("\r\n"):
+        if not line:  # only at the end: the block holds no empty line
+            break
+        if line[0] in " \t":
+            if name is None:
+                return None
+            value += line + "\r\n"
+            continue
+        if _FIELD_NAME.match(line) is None:
+            return None
+        if name is not None:
+            items.append((name, value.rstrip("\r\n")))
+        # compat32's header_source_parse: the first line's value without
+        # its leading blanks, then the continuation lines as they are, all
+        # with their line breaks but the last.
+        name, _, value = line.partition(":")
+        value = (value + "\r\n").lstrip(" \t")
+    if name is not None:
+        items.append((name, value.rstrip("\r\n")))
+    return items
 
 
 def _unescape(text: str) -> str:

@@ -25,9 +25,8 @@ if TYPE_CHECKING:
 _POOL_KEY = pytest.StashKey["_SinkPool"]()
 _DEFAULTS_KEY = pytest.StashKey["SinkSettings"]()
 _TIMEOUT_KEY = pytest.StashKey[float]()
-#: Sinks (by id) that already opened a view in this test: see _open_view.
-_OPENED_KEY = pytest.StashKey[set[int]]()
-#: Every mailbox a test opened, for its report section and saved files.
+#: Every mailbox a test opened, for its report section and saved files, and
+#: to tell a test's first view of a sink (see _open_view).
 _VIEWS_KEY = pytest.StashKey["list[Mailbox]"]()
 _FAILED_KEY = pytest.StashKey[bool]()
 _SUMMARY_KEY = pytest.StashKey[bool]()
@@ -415,9 +414,22 @@ class _SinkPool:
         # --smtpsink-tls-cert/-key, for TLS sinks that bring no certificate.
         self._tls_files = tls_files or {}
         self._with_files: dict[SinkSettings, SinkSettings] = {}
+        # The sink of get() without settings, once started: nearly every
+        # test asks for it, and hashing the settings to find it again is a
+        # measurable part of a fast test's setup.
+        self._default: SMTPSink | None = None
 
     def get(self, settings: SinkSettings | None = None) -> SMTPSink:
-        settings = settings or self.defaults
+        if settings is None:
+            sink = self._default
+            if sink is None:
+                sink = self._default = self._get(self.defaults)
+            else:
+                self._check_alive(sink)
+            return sink
+        return self._get(settings)
+
+    def _get(self, settings: SinkSettings) -> SMTPSink:
         if (
             self._tls_files
             and settings.tls is not None
@@ -447,25 +459,36 @@ class _SinkPool:
                 )
             self._sinks[settings] = sink
         else:
-            try:
-                sink.check_alive()
-            except SinkError as error:
-                # Fail now, not when the test's app hangs or a read raises.
-                import traceback
-
-                failure = error.__cause__
-                cause = (
-                    "\n" + "".join(traceback.format_exception(failure))
-                    if failure is not None
-                    else ""
-                )
-                problem = f"pytest-smtpsink: the sink {sink.url} is unusable: {error}"
-            else:
-                return sink
-            pytest.fail(problem + cause, pytrace=False)
+            self._check_alive(sink)
         return sink
 
+    @staticmethod
+    def _check_alive(sink: SMTPSink) -> None:
+        try:
+            sink.check_alive()
+        except Exception as error:
+            # Imported here: an import statement costs even when the module
+            # is loaded, and this runs before every test.
+            from ._server import SinkError
+
+            if not isinstance(error, SinkError):
+                raise
+            # Fail now, not when the test's app hangs or a read raises.
+            import traceback
+
+            failure = error.__cause__
+            cause = (
+                "\n" + "".join(traceback.format_exception(failure))
+                if failure is not None
+                else ""
+            )
+            problem = f"pytest-smtpsink: the sink {sink.url} is unusable: {error}"
+        else:
+            return
+        pytest.fail(problem + cause, pytrace=False)
+
     def stop_all(self) -> None:
+        self._default = None
         sinks, self._sinks = list(self._sinks.values()), {}
         for sink in sinks:
             sink.stop()
@@ -493,26 +516,29 @@ def _open_view(
     config: pytest.Config, sink: SMTPSink, request: pytest.FixtureRequest
 ) -> Mailbox:
     view = sink.view()
+    stash = request.node.stash
+    views = stash.get(_VIEWS_KEY, None)
+    if views is None:
+        views = stash[_VIEWS_KEY] = []
     # The previous test's mail is of no more use: drop it so that memory
     # stays flat over a long session. Only on the test's first view of this
     # sink: a second view (smtpsink_factory called twice with the same
     # settings, or with the marker's) must not empty the first one.
-    opened = request.node.stash.setdefault(_OPENED_KEY, set())
-    if id(sink) not in opened:
-        opened.add(id(sink))
+    if not any(opened.sink is sink for opened in views):
         sink.forget_before(view)
     view.default_timeout = config.stash[_TIMEOUT_KEY]
-    request.node.stash.setdefault(_VIEWS_KEY, []).append(view)
+    views.append(view)
     return view
 
 
 @pytest.fixture
-def smtpsink(
-    request: pytest.FixtureRequest, pytestconfig: pytest.Config
-) -> Iterator[Mailbox]:
+def smtpsink(request: pytest.FixtureRequest) -> Iterator[Mailbox]:
     """This test's mailbox on the default sink (or on the sink that
     ``@pytest.mark.smtpsink(...)`` asks for): empty when the test starts."""
-    pool = pytestconfig.stash[_POOL_KEY]
+    # request.config, not the pytestconfig fixture: the same object, without
+    # a fixture lookup before every test.
+    config = request.config
+    pool = config.stash[_POOL_KEY]
     marker = request.node.get_closest_marker("smtpsink")
     if marker is not None:
         if marker.args:
@@ -525,7 +551,7 @@ def smtpsink(
         # The pool, not getfixturevalue("smtpsink_server"): same sink, and a
         # dynamic fixture lookup is a measurable part of a fast test's cost.
         sink = pool.get()
-    view = _open_view(pytestconfig, sink, request)
+    view = _open_view(config, sink, request)
     try:
         _apply_fault_markers(request, view)
         yield view
@@ -535,9 +561,7 @@ def smtpsink(
 
 
 @pytest.fixture
-def smtpsink_factory(
-    request: pytest.FixtureRequest, pytestconfig: pytest.Config
-) -> Callable[..., Mailbox]:
+def smtpsink_factory(request: pytest.FixtureRequest) -> Callable[..., Mailbox]:
     """Make mailboxes on sinks with other settings::
 
         def test_tls(smtpsink_factory):
@@ -546,11 +570,12 @@ def smtpsink_factory(
     Equal settings share one server for the whole session; every call returns
     a new, empty mailbox.
     """
-    pool = pytestconfig.stash[_POOL_KEY]
+    config = request.config
+    pool = config.stash[_POOL_KEY]
 
     def factory(**settings: Any) -> Mailbox:
         sink = pool.get(_settings_for(pool, "smtpsink_factory()", settings))
-        view = _open_view(pytestconfig, sink, request)
+        view = _open_view(config, sink, request)
         request.addfinalizer(view.close)  # its faults go at the end of the test
         request.addfinalizer(lambda: _enforce_lint(request, view))
         return view
@@ -591,10 +616,12 @@ def _enforce_lint(request: pytest.FixtureRequest, view: Mailbox) -> None:
 def _apply_fault_markers(request: pytest.FixtureRequest, view: Mailbox) -> None:
     """``@pytest.mark.smtpsink_fault(...)``: module and class markers first,
     then the test's own, top to bottom."""
-    from ._fault_api import apply_marker
-    from ._faults import FaultError
-
     for marker in reversed(list(request.node.iter_markers("smtpsink_fault"))):
+        # Imported here, not above: most tests have no such marker, and an
+        # import statement costs even when the module is loaded.
+        from ._fault_api import apply_marker
+        from ._faults import FaultError
+
         try:
             apply_marker(view, marker.args, dict(marker.kwargs))
         except FaultError as error:
@@ -615,8 +642,8 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     opened = item.stash.get(_VIEWS_KEY, None)
-    if not opened:
-        return report
+    if not opened or not (report.failed or report.when == "teardown"):
+        return report  # a passed setup or call: nothing to add
     views = _report.distinct(opened)
     config = item.config
     if report.failed:

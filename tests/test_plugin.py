@@ -682,6 +682,45 @@ def test_both(smtpsink, smtpsink_factory):
     assert sorted(p.name for p in out.rglob("*.eml")) == ["0001-once.eml"]
 
 
+def test_a_second_mailbox_on_a_sink_keeps_the_first_ones_mail(
+    pytester: pytest.Pytester,
+) -> None:
+    # Only a test's first mailbox on a sink empties it of earlier tests' mail.
+    pytester.makepyfile(
+        SEND
+        + """
+import pytest
+
+def test_earlier(smtpsink):
+    send(smtpsink, "earlier")
+
+def test_default_then_factory(smtpsink, smtpsink_factory):
+    send(smtpsink, "first")
+    second = smtpsink_factory()
+    send(second, "second")
+    assert [m.subject for m in smtpsink.messages] == ["first", "second"]
+    assert [m.subject for m in second.messages] == ["second"]
+
+@pytest.mark.smtpsink(hostname="other.test")
+def test_marker_then_factory(smtpsink, smtpsink_factory):
+    send(smtpsink, "first")
+    second = smtpsink_factory(hostname="other.test")
+    assert second.sink is smtpsink.sink
+    assert [m.subject for m in smtpsink.messages] == ["first"]
+
+def test_factory_twice(smtpsink_factory):
+    first = smtpsink_factory(hostname="other.test")
+    send(first, "first")
+    smtpsink_factory(hostname="other.test")
+    assert [m.subject for m in first.messages] == ["first"]
+
+def test_later(smtpsink):
+    assert len(smtpsink.messages) == 0
+"""
+    )
+    pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=5)
+
+
 def test_saving_again_replaces_the_earlier_run(pytester: pytest.Pytester) -> None:
     out = pytester.path / "mail"
     pytester.makepyfile(

@@ -10,6 +10,9 @@ by a logging handler: both must stay empty.
 
 from __future__ import annotations
 
+import datetime
+import email.parser
+import email.policy
 import errno
 import logging
 import smtplib
@@ -24,6 +27,7 @@ from hypothesis import strategies as st
 from test_corpus import read_every_field
 
 from pytest_smtpsink import SMTPSink
+from pytest_smtpsink._message import Envelope, Message, _plain_header_items
 from pytest_smtpsink._smtp import plain_angle_addr
 
 SETTINGS = settings(
@@ -285,3 +289,118 @@ def test_everyday_addresses_take_the_fast_path(aiosmtpd_server: Any, arg: str) -
 )
 def test_other_address_forms_are_left_to_aiosmtpd(arg: str) -> None:
     assert plain_angle_addr(arg) is None
+
+
+# -- the fast path for header blocks ---------------------------------------------
+
+_NAME_CHARS = "aZ09-_!~;@"
+_ODD_NAME_CHARS = ": \t\x7f\x00é"
+_VALUE_CHARS = 'aZ9 \t:;=?<>@"\\\x00\x7fé\udcff'
+_HEADER_PIECES = st.sampled_from(
+    [
+        "Subject",
+        "From ",
+        "From",
+        "X-A",
+        ":",
+        " ",
+        "\t",
+        "v",
+        "=?utf-8?q?x?=",
+        "\r",
+        "\n",
+    ]
+)
+_blanks = st.sampled_from(["", " ", "\t", "  ", " \t", "\t "])
+_field = st.builds(
+    "{}:{}{}".format,
+    st.text(_NAME_CHARS, min_size=1, max_size=8),
+    _blanks,
+    st.text(_VALUE_CHARS, max_size=20),
+)
+_header_line = st.one_of(
+    _field,
+    _field,
+    st.builds("{}{}".format, _blanks, st.text(_VALUE_CHARS, max_size=10)),
+    st.builds(
+        "{}:{}".format,
+        st.text(_NAME_CHARS + _ODD_NAME_CHARS, max_size=8),
+        st.text(_VALUE_CHARS, max_size=20),
+    ),
+    st.lists(_HEADER_PIECES, max_size=8).map("".join),
+)
+#: Header blocks as bytes: mostly fields and folds, with every form the
+#: stdlib's parser treats specially (bare CR or LF, "From ", no colon, ...).
+header_blocks = (
+    st.lists(_header_line, max_size=8)
+    .map("\r\n".join)
+    .map(lambda text: text.encode("utf-8", "surrogateescape"))
+)
+
+
+def stdlib_header_items(block: bytes) -> list[tuple[str, str]]:
+    """What compat32 makes of a header block (what Message._head holds)."""
+    parser = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+    return list(parser.parsebytes(block + b"\r\n\r\n").raw_items())
+
+
+@settings(max_examples=1000, deadline=None, database=None)
+@given(block=header_blocks)
+def test_plain_header_fast_path_splits_like_the_stdlib(block: bytes) -> None:
+    fast = _plain_header_items(block)
+    if fast is not None:
+        assert fast == stdlib_header_items(block)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    raw=st.tuples(
+        header_blocks,
+        st.sampled_from([b"\r\n\r\n", b"\n\n", b"\r\n\n", b"\r\n", b""]),
+        st.binary(max_size=30),
+    ).map(b"".join)
+)
+def test_headers_are_those_of_the_block_before_the_first_empty_line(
+    raw: bytes,
+) -> None:
+    envelope = Envelope("a@example.com", ("b@example.com",))
+    session: Any = None  # not read by the header fields
+    message = Message(raw, envelope, session, datetime.datetime.now(), 1)
+    ends = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0]
+    block = raw[: min(ends, default=len(raw))]
+    assert message._header_items == stdlib_header_items(block)
+    assert list(message._head.raw_items()) == stdlib_header_items(block)
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"From: Ann <ann@example.com>\r\nTo: bob@example.com\r\nSubject: Hi",
+        b"Subject: a long\r\n subject, folded\r\n\tand folded again",
+        b"Subject: =?utf-8?q?caf=C3=A9?=\r\nX-Empty:\r\nX-Blank:   \r\n",
+        b"Subject: Zo\xc3\xab\r\nX-8bit: \xff\xfe",
+        b"DKIM-Signature: v=1; a=rsa-sha256;\r\n\tb=abc\r\n\t def",
+        b"X-Odd-Name!~: value: with: colons",
+        b"",
+    ],
+)
+def test_everyday_header_blocks_take_the_fast_path(block: bytes) -> None:
+    assert _plain_header_items(block) == stdlib_header_items(block)
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"Subject: bare LF\nTo: a@example.com",
+        b"Subject: bare CR\rTo: a@example.com",
+        b" Subject: the first line continues nothing",
+        b"From ann@example.com Mon Jan  1 00:00:00 2024\r\nSubject: x",
+        b"Subject: x\r\nFrom bob Mon",
+        b": no name",
+        b"Subject: x\r\nno colon, so the body starts here",
+        b"Bad Name: a space in the name",
+        b"Subject: x\r\n: no name\r\n continued",
+    ],
+)
+def test_other_header_blocks_are_left_to_the_stdlib(block: bytes) -> None:
+    assert _plain_header_items(block) is None
