@@ -791,11 +791,12 @@ class RecordingSMTP(SMTP):
     def _append(self, kind: Any, line: str) -> Exchange:
         # This and _record_reply run for every line of every conversation:
         # keep them lean (the recording-overhead benchmark watches them).
-        exchange = Exchange(kind, line, time.time())
+        store = self.state.store
+        # One copy of a line that many exchanges repeat ("DATA").
+        exchange = Exchange(kind, store.share(line), time.time())
         assert self.record is not None
         self.record._append(exchange)
         self._current = exchange
-        store = self.state.store
         if store.watchers:
             store.touch()
         return exchange
@@ -875,6 +876,7 @@ class RecordingSMTP(SMTP):
         current = self._current
         if current is None:
             current = self._append("greeting", "")
+            text = self.state.store.share(text)  # the same on every connection
         current.replies.append(text)
         if injected:
             current.injected = True
@@ -920,8 +922,9 @@ class RecordingSMTP(SMTP):
         self._note_greeting()
         # One write for the whole reply (aiosmtpd writes and drains line by
         # line): a socket send per connection instead of six.
+        share = self.state.store.share  # the same on every connection
         for line in lines:
-            self._record_reply(line)
+            self._record_reply(share(line))
         if lines:
             await super().push("\r\n".join(lines))
 
@@ -1088,20 +1091,22 @@ class RecordingSMTP(SMTP):
                 "or raise max_stored_bytes."
             )
             return "452 4.3.4 Message refused: the sink's max_stored_bytes limit is reached"
+        # Most messages repeat an earlier one's sender and recipients.
+        share = store.share
         message = Message(
             raw=envelope.original_content or b"",
             envelope=MessageEnvelope(
                 # aiosmtpd keeps a bounce's null sender as "<>".
                 mail_from=""
                 if envelope.mail_from in (None, "<>")
-                else envelope.mail_from,
-                rcpt_to=tuple(envelope.rcpt_tos),
-                mail_options=tuple(envelope.mail_options),
-                rcpt_options=tuple(envelope.per_rcpt_options),
+                else share(envelope.mail_from),
+                rcpt_to=share(tuple(envelope.rcpt_tos)),
+                mail_options=share(tuple(envelope.mail_options)),
+                rcpt_options=share(tuple(envelope.per_rcpt_options)),
                 smtputf8=bool(envelope.smtp_utf8),
                 dsn_ret=envelope.dsn_ret,
                 dsn_envid=envelope.dsn_envid,
-                rcpt_dsn=tuple(envelope.per_rcpt_dsn),
+                rcpt_dsn=share(tuple(envelope.per_rcpt_dsn)),
             ),
             session=self.record,
             received_at=_now(),

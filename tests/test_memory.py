@@ -1,0 +1,84 @@
+"""Memory per captured message: values that every message repeats (the
+sender, the recipients, "DATA", the EHLO reply) are kept once, and the
+fields still read the same, types included."""
+
+from __future__ import annotations
+
+import smtplib
+
+from conftest import make_message
+
+from pytest_smtpsink import Mailbox, RecipientDSN
+from pytest_smtpsink._store import SHARED_VALUES_MAX, Store
+
+
+def test_messages_that_repeat_an_envelope_share_its_values(smtpsink: Mailbox) -> None:
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        for subject in ("one", "two"):
+            client.sendmail(
+                "app@example.com",
+                ["ann@example.com", "bob@example.com"],
+                make_message(subject=subject).as_bytes(),
+                rcpt_options=["NOTIFY=SUCCESS,FAILURE"],
+            )
+    first, second = smtpsink.messages
+    for message in (first, second):
+        envelope = message.envelope
+        assert type(envelope.mail_from) is str
+        assert envelope.mail_from == "app@example.com"
+        assert type(envelope.rcpt_to) is tuple
+        assert envelope.rcpt_to == ("ann@example.com", "bob@example.com")
+        assert type(envelope.mail_options) is tuple
+        assert envelope.rcpt_options == (
+            ("NOTIFY=SUCCESS,FAILURE",),
+            ("NOTIFY=SUCCESS,FAILURE",),
+        )
+        assert envelope.rcpt_dsn == (
+            RecipientDSN(notify=("SUCCESS", "FAILURE")),
+            RecipientDSN(notify=("SUCCESS", "FAILURE")),
+        )
+    assert second.envelope.mail_from is first.envelope.mail_from
+    assert second.envelope.rcpt_to is first.envelope.rcpt_to
+    assert second.envelope.rcpt_options is first.envelope.rcpt_options
+    assert second.envelope.rcpt_dsn is first.envelope.rcpt_dsn
+    # The transcript lines too: both DATA commands, both content lines.
+    session = first.session
+    data = session.replies_to("DATA")
+    assert [e.line for e in data] == ["data", "data"]
+    assert data[1].line is data[0].line
+    content = [e.line for e in session.transcript if e.kind == "data"]
+    assert len(first.raw) == len(second.raw)  # subjects of the same length
+    assert content == [f"<message content: {len(first.raw)} bytes>"] * 2
+    assert content[1] is content[0]
+    # Replies stay lists, appended to as the server answers.
+    assert all(type(e.replies) is list for e in session.transcript)
+
+
+def test_connections_share_the_greeting_and_the_ehlo_reply(smtpsink: Mailbox) -> None:
+    for _ in range(2):
+        with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+            client.ehlo("client.example")
+    first, second = smtpsink.sessions
+    assert first.transcript[0].replies == second.transcript[0].replies
+    assert first.transcript[0].replies[0] is second.transcript[0].replies[0]
+    ehlo = [s.replies_to("EHLO")[0].replies for s in (first, second)]
+    assert len(ehlo[0]) > 1
+    assert ehlo[0] == ehlo[1]
+    assert all(a is b for a, b in zip(ehlo[0], ehlo[1], strict=True))
+
+
+def test_the_shared_values_stay_bounded() -> None:
+    store = Store()
+    first = store.share("".join(["MAIL FROM:", "<a@example.com>"]))
+    again = "".join(["MAIL FROM:", "<a@example.com>"])
+    assert again is not first
+    assert store.share(again) is first
+    for n in range(3 * SHARED_VALUES_MAX):
+        assert store.share(f"line {n}") == f"line {n}"
+    assert len(store._shared) <= SHARED_VALUES_MAX
+    # Dropping the store's items (a new test) forgets them: nothing the
+    # store dropped stays alive through them.
+    store.share(first)
+    store.discard_before(store.cursor())
+    assert store._shared == {}
+    assert store.share(again) is again
