@@ -82,3 +82,25 @@ def test_the_shared_values_stay_bounded() -> None:
     store.discard_before(store.cursor())
     assert store._shared == {}
     assert store.share(again) is again
+
+
+def test_a_message_makes_its_own_dicts_only_when_needed(smtpsink: Mailbox) -> None:
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            "app@example.com",
+            ["ann@example.com"],
+            b"From: App <app@example.com>\r\nTo: ann@example.com\r\n"
+            b"Date: Mon, 99999999999 Jan 2020 00:00:00 +0000\r\n\r\nHi\r\n",
+        )
+    message = smtpsink.messages.one()
+    assert "_failures" not in vars(message)
+    assert "_address_cache" not in vars(message)
+    assert message.from_ == "app@example.com"
+    assert message.from_ is message.from_  # parsed once
+    assert message.date is None
+    # The failure noted when `date` was read is kept.
+    (date_defect,) = [d for d in message.defects if d.startswith("Date header")]
+    assert date_defect.startswith(
+        "Date header 'Mon, 99999999999 Jan 2020 00:00:00 +0000' is not a date: "
+        "OverflowError: "
+    )
