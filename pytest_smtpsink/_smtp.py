@@ -944,7 +944,8 @@ class RecordingSMTP(SMTP):
         assert self.record is not None
         assert self.session is not None
         if self.session.host_name:
-            self.record.ehlo = self.session.host_name
+            # Shared: a client gives the same name on every connection.
+            self.record.ehlo = self.state.store.share(self.session.host_name)
             self.record.esmtp = bool(self.session.extended_smtp)
 
     def filter_ehlo(self, responses: list[str]) -> list[str]:

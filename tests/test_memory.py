@@ -54,11 +54,13 @@ def test_messages_that_repeat_an_envelope_share_its_values(smtpsink: Mailbox) ->
     assert all(type(e.replies) is list for e in session.transcript)
 
 
-def test_connections_share_the_greeting_and_the_ehlo_reply(smtpsink: Mailbox) -> None:
+def test_connections_share_the_greeting_and_the_ehlo(smtpsink: Mailbox) -> None:
     for _ in range(2):
         with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
             client.ehlo("client.example")
     first, second = smtpsink.sessions
+    assert first.ehlo == "client.example"
+    assert second.ehlo is first.ehlo
     assert first.transcript[0].replies == second.transcript[0].replies
     assert first.transcript[0].replies[0] is second.transcript[0].replies[0]
     ehlo = [s.replies_to("EHLO")[0].replies for s in (first, second)]
