@@ -316,6 +316,16 @@ _DSN_PARAMS = {"MAIL": ("RET", "ENVID"), "RCPT": ("NOTIFY", "ORCPT")}
 _XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})+\Z")
 _XTEXT_HEX = re.compile(r"\+([0-9A-F]{2})")
 _NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY"})
+# What a RCPT without DSN parameters asks for (nearly every one), and the
+# envelope field of a message to one such recipient: one frozen instance for
+# all messages instead of one each (and no dataclass __init__ per RCPT).
+_NO_DSN = RecipientDSN()
+_ONE_NO_DSN = (_NO_DSN,)
+# The EHLO replies the sink sent, by the reply aiosmtpd made (which names the
+# host and the sink's settings): see RecordingSMTP._ehlo_reply. Bounded, for
+# a process that starts sinks with ever new settings.
+_EHLO_REPLIES: dict[tuple[str, ...], tuple[str, ...]] = {}
+_EHLO_REPLIES_MAX = 64
 
 
 def _xtext(value: str) -> str:
@@ -430,7 +440,7 @@ class _Handler:
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         envelope.per_rcpt_options.append(tuple(rcpt_options))
-        envelope.per_rcpt_dsn.append(RecipientDSN(**dsn))
+        envelope.per_rcpt_dsn.append(RecipientDSN(**dsn) if dsn else _NO_DSN)
         return "250 OK"
 
     async def handle_MAIL(
@@ -792,8 +802,9 @@ class RecordingSMTP(SMTP):
         # This and _record_reply run for every line of every conversation:
         # keep them lean (the recording-overhead benchmark watches them).
         store = self.state.store
-        # One copy of a line that many exchanges repeat ("DATA").
-        exchange = Exchange(kind, store.share(line), time.time())
+        # One copy of a line that many exchanges repeat ("DATA"): what
+        # `Store.share` does, without a call on this path.
+        exchange = Exchange(kind, store.shared.setdefault(line, line), time.time())
         assert self.record is not None
         self.record._append(exchange)
         self._current = exchange
@@ -913,20 +924,40 @@ class RecordingSMTP(SMTP):
             await super().smtp_EHLO(hostname)
         finally:
             lines, self._ehlo_lines = self._ehlo_lines, None
-        if len(lines) > 1:
-            # aiosmtpd answers pipelined commands in order (RFC 2920) but
-            # does not say so; DSN parameters are ours (see _getparams).
-            lines = [lines[0], "250-PIPELINING", *lines[1:-1], "250-DSN", lines[-1]]
-            lines = self._hide_extensions(self.filter_ehlo(lines))
+        reply = self._ehlo_reply(lines)
         # Before the reply goes out: a client that has read it may look.
         self._note_greeting()
         # One write for the whole reply (aiosmtpd writes and drains line by
         # line): a socket send per connection instead of six.
-        share = self.state.store.share  # the same on every connection
-        for line in lines:
-            self._record_reply(share(line))
-        if lines:
-            await super().push("\r\n".join(lines))
+        for line in reply:
+            self._record_reply(line)
+        if reply:
+            await super().push("\r\n".join(reply))
+
+    def _ehlo_reply(self, lines: list[str]) -> tuple[str, ...]:
+        """The EHLO reply to send for aiosmtpd's ``lines``.
+
+        Without fault rules it is the same for every connection to a sink:
+        worked out once (most of what an EHLO costs the server) and kept
+        once, lines and all, however many sessions record it.
+        """
+        if len(lines) <= 1:  # an error reply
+            return tuple(lines)
+        key = tuple(lines)
+        plain = not self.state.faults.rules
+        if plain:
+            reply = _EHLO_REPLIES.get(key)
+            if reply is not None:
+                return reply
+        # aiosmtpd answers pipelined commands in order (RFC 2920) but
+        # does not say so; DSN parameters are ours (see _getparams).
+        lines = [lines[0], "250-PIPELINING", *lines[1:-1], "250-DSN", lines[-1]]
+        reply = tuple(self._hide_extensions(self.filter_ehlo(lines)))
+        if plain:
+            if len(_EHLO_REPLIES) >= _EHLO_REPLIES_MAX:
+                _EHLO_REPLIES.clear()
+            _EHLO_REPLIES[key] = reply
+        return reply
 
     async def _greeting_refused(self, hostname: str) -> bool:
         """Answer HELO/EHLO ourselves when the name is malformed or a fault
@@ -1094,6 +1125,7 @@ class RecordingSMTP(SMTP):
             return "452 4.3.4 Message refused: the sink's max_stored_bytes limit is reached"
         # Most messages repeat an earlier one's sender and recipients.
         share = store.share
+        rcpt_dsn = tuple(envelope.per_rcpt_dsn)
         message = Message(
             raw=envelope.original_content or b"",
             envelope=MessageEnvelope(
@@ -1107,7 +1139,8 @@ class RecordingSMTP(SMTP):
                 smtputf8=bool(envelope.smtp_utf8),
                 dsn_ret=envelope.dsn_ret,
                 dsn_envid=envelope.dsn_envid,
-                rcpt_dsn=share(tuple(envelope.per_rcpt_dsn)),
+                # Not share(): hashing dataclasses costs more than it saves.
+                rcpt_dsn=_ONE_NO_DSN if rcpt_dsn == _ONE_NO_DSN else rcpt_dsn,
             ),
             session=self.record,
             received_at=_now(),

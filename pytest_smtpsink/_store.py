@@ -64,8 +64,9 @@ class Store:
         self.version = 0
         # The values `share` hands out, each its own key; forgotten with the
         # items that hold them (`discard_before`), so that it never keeps
-        # alive what the store dropped.
-        self._shared: dict[Any, Any] = {}
+        # alive what the store dropped. The protocol's per-line recording
+        # calls its ``setdefault`` itself, a method call less per line.
+        self.shared: dict[Any, Any] = {}
 
     # -- server thread --------------------------------------------------------
 
@@ -78,7 +79,9 @@ class Store:
         whose equal values are interchangeable; ``Address("a")`` equals
         ``"a"``, but a subclass would not read the same.
         """
-        shared = self._shared
+        shared = self.shared
+        # Also for the entries made without a call (see ``shared``): every
+        # message and connection calls this at least once.
         if len(shared) >= SHARED_VALUES_MAX:
             shared.clear()
         return shared.setdefault(value, value)  # type: ignore[no-any-return]
@@ -185,7 +188,7 @@ class Store:
                 _forget_in_sessions(dropped)
             del self._messages[:drop_messages]
             del self._sessions[:drop_sessions]
-            self._shared.clear()
+            self.shared.clear()
             self._message_base += drop_messages
             self._session_base += drop_sessions
             self.overflow = None
