@@ -307,14 +307,16 @@ class Message:
         self.received_at: datetime.datetime = received_at
         self.number: int = number
         """Position in the sink, counting from 1 since the server started."""
-        # What field guards gave up on, in order, without repeats (a dict as
-        # an ordered set); see `defects`.
-        self._failures: dict[str, None] = {}
-        self._address_cache: dict[str, Addresses] = {}
+        # Made on first use (see `_gave_up`, `_addresses`): most messages
+        # never need them, and a sink may hold many thousands of messages.
 
     def _gave_up(self, what: str, error: BaseException) -> None:
         detail = shorten(str(error), 200)
-        self._failures[
+        # What field guards gave up on, in order, without repeats (a dict as
+        # an ordered set); see `defects`. setdefault: another thread may be
+        # giving up on another field at the same moment.
+        failures: dict[str, None] = self.__dict__.setdefault("_failures", {})
+        failures[
             f"{what}: {type(error).__name__}" + (f": {detail}" if detail else "")
         ] = None
 
@@ -454,9 +456,10 @@ class Message:
             return None
 
     def _addresses(self, name: str) -> Addresses:
-        found = self._address_cache.get(name)
+        cache: dict[str, Addresses] = self.__dict__.setdefault("_address_cache", {})
+        found = cache.get(name)
         if found is None:
-            found = self._address_cache[name] = self._parse_addresses(name)
+            found = cache[name] = self._parse_addresses(name)
         return found
 
     def _parse_addresses(self, name: str) -> Addresses:
@@ -563,7 +566,8 @@ class Message:
         for name in _FIELDS_CHECKED_BY_DEFECTS:
             getattr(self, name)
         # A copy: another thread reading a field may add a failure meanwhile.
-        return tuple(dict.fromkeys((*self._parse_defects, *self._failures.copy())))
+        failures = self.__dict__.get("_failures", {}).copy()
+        return tuple(dict.fromkeys((*self._parse_defects, *failures)))
 
     @functools.cached_property
     @_guarded("defects: the parsers' own list could not be read", lambda message: ())

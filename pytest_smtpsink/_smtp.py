@@ -316,6 +316,16 @@ _DSN_PARAMS = {"MAIL": ("RET", "ENVID"), "RCPT": ("NOTIFY", "ORCPT")}
 _XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})+\Z")
 _XTEXT_HEX = re.compile(r"\+([0-9A-F]{2})")
 _NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY"})
+# What a RCPT without DSN parameters asks for (nearly every one), and the
+# envelope field of a message to one such recipient: one frozen instance for
+# all messages instead of one each (and no dataclass __init__ per RCPT).
+_NO_DSN = RecipientDSN()
+_ONE_NO_DSN = (_NO_DSN,)
+# The EHLO replies the sink sent, by the reply aiosmtpd made (which names the
+# host and the sink's settings): see RecordingSMTP._ehlo_reply. Bounded, for
+# a process that starts sinks with ever new settings.
+_EHLO_REPLIES: dict[tuple[str, ...], tuple[str, ...]] = {}
+_EHLO_REPLIES_MAX = 64
 
 
 def _xtext(value: str) -> str:
@@ -430,7 +440,7 @@ class _Handler:
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         envelope.per_rcpt_options.append(tuple(rcpt_options))
-        envelope.per_rcpt_dsn.append(RecipientDSN(**dsn))
+        envelope.per_rcpt_dsn.append(RecipientDSN(**dsn) if dsn else _NO_DSN)
         return "250 OK"
 
     async def handle_MAIL(
@@ -816,11 +826,13 @@ class RecordingSMTP(SMTP):
     def _append(self, kind: Any, line: str) -> Exchange:
         # This and _record_reply run for every line of every conversation:
         # keep them lean (the recording-overhead benchmark watches them).
-        exchange = Exchange(kind, line, time.time())
+        store = self.state.store
+        # One copy of a line that many exchanges repeat ("DATA"): what
+        # `Store.share` does, without a call on this path.
+        exchange = Exchange(kind, store.shared.setdefault(line, line), time.time())
         assert self.record is not None
         self.record._append(exchange)
         self._current = exchange
-        store = self.state.store
         if store.watchers:
             store.touch()
         return exchange
@@ -900,6 +912,7 @@ class RecordingSMTP(SMTP):
         current = self._current
         if current is None:
             current = self._append("greeting", "")
+            text = self.state.store.share(text)  # the same on every connection
         current.replies.append(text)
         if injected:
             current.injected = True
@@ -936,19 +949,40 @@ class RecordingSMTP(SMTP):
             await super().smtp_EHLO(hostname)
         finally:
             lines, self._ehlo_lines = self._ehlo_lines, None
-        if len(lines) > 1:
-            # aiosmtpd answers pipelined commands in order (RFC 2920) but
-            # does not say so; DSN parameters are ours (see _getparams).
-            lines = [lines[0], "250-PIPELINING", *lines[1:-1], "250-DSN", lines[-1]]
-            lines = self._hide_extensions(self.filter_ehlo(lines))
+        reply = self._ehlo_reply(lines)
         # Before the reply goes out: a client that has read it may look.
         self._note_greeting()
         # One write for the whole reply (aiosmtpd writes and drains line by
         # line): a socket send per connection instead of six.
-        for line in lines:
+        for line in reply:
             self._record_reply(line)
-        if lines:
-            await super().push("\r\n".join(lines))
+        if reply:
+            await super().push("\r\n".join(reply))
+
+    def _ehlo_reply(self, lines: list[str]) -> tuple[str, ...]:
+        """The EHLO reply to send for aiosmtpd's ``lines``.
+
+        Without fault rules it is the same for every connection to a sink:
+        worked out once (most of what an EHLO costs the server) and kept
+        once, lines and all, however many sessions record it.
+        """
+        if len(lines) <= 1:  # an error reply
+            return tuple(lines)
+        key = tuple(lines)
+        plain = not self.state.faults.rules
+        if plain:
+            reply = _EHLO_REPLIES.get(key)
+            if reply is not None:
+                return reply
+        # aiosmtpd answers pipelined commands in order (RFC 2920) but
+        # does not say so; DSN parameters are ours (see _getparams).
+        lines = [lines[0], "250-PIPELINING", *lines[1:-1], "250-DSN", lines[-1]]
+        reply = tuple(self._hide_extensions(self.filter_ehlo(lines)))
+        if plain:
+            if len(_EHLO_REPLIES) >= _EHLO_REPLIES_MAX:
+                _EHLO_REPLIES.clear()
+            _EHLO_REPLIES[key] = reply
+        return reply
 
     async def _greeting_refused(self, hostname: str) -> bool:
         """Answer HELO/EHLO ourselves when the name is malformed or a fault
@@ -966,7 +1000,8 @@ class RecordingSMTP(SMTP):
         assert self.record is not None
         assert self.session is not None
         if self.session.host_name:
-            self.record.ehlo = self.session.host_name
+            # Shared: a client gives the same name on every connection.
+            self.record.ehlo = self.state.store.share(self.session.host_name)
             self.record.esmtp = bool(self.session.extended_smtp)
 
     def filter_ehlo(self, responses: list[str]) -> list[str]:
@@ -1113,20 +1148,24 @@ class RecordingSMTP(SMTP):
                 "or raise max_stored_bytes."
             )
             return "452 4.3.4 Message refused: the sink's max_stored_bytes limit is reached"
+        # Most messages repeat an earlier one's sender and recipients.
+        share = store.share
+        rcpt_dsn = tuple(envelope.per_rcpt_dsn)
         message = Message(
             raw=envelope.original_content or b"",
             envelope=MessageEnvelope(
                 # aiosmtpd keeps a bounce's null sender as "<>".
                 mail_from=""
                 if envelope.mail_from in (None, "<>")
-                else envelope.mail_from,
-                rcpt_to=tuple(envelope.rcpt_tos),
-                mail_options=tuple(envelope.mail_options),
-                rcpt_options=tuple(envelope.per_rcpt_options),
+                else share(envelope.mail_from),
+                rcpt_to=share(tuple(envelope.rcpt_tos)),
+                mail_options=share(tuple(envelope.mail_options)),
+                rcpt_options=share(tuple(envelope.per_rcpt_options)),
                 smtputf8=bool(envelope.smtp_utf8),
                 dsn_ret=envelope.dsn_ret,
                 dsn_envid=envelope.dsn_envid,
-                rcpt_dsn=tuple(envelope.per_rcpt_dsn),
+                # Not share(): hashing dataclasses costs more than it saves.
+                rcpt_dsn=_ONE_NO_DSN if rcpt_dsn == _ONE_NO_DSN else rcpt_dsn,
             ),
             session=self.record,
             received_at=_now(),

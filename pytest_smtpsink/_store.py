@@ -14,7 +14,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from ._mailstore import MailStore
@@ -25,6 +25,11 @@ Listener = Callable[[], None]
 #: Run before each test of a wait's predicate; raises to end the wait (the
 #: sink's thread died, or it refused mail for lack of room).
 Check = Callable[[], None]
+_Value = TypeVar("_Value")
+#: How many distinct values `Store.share` keeps before it starts afresh: the
+#: repeated ones come back within a few messages, and a run of unique ones
+#: (each message's size in its MAIL line) must not grow it without end.
+SHARED_VALUES_MAX = 1024
 
 
 def _nothing_to_check() -> None:
@@ -57,8 +62,29 @@ class Store:
         # Bumped on every change, so a waiter can sleep until *something*
         # happens and then test its condition outside the lock.
         self.version = 0
+        # The values `share` hands out, each its own key; forgotten with the
+        # items that hold them (`discard_before`), so that it never keeps
+        # alive what the store dropped. The protocol's per-line recording
+        # calls its ``setdefault`` itself, a method call less per line.
+        self.shared: dict[Any, Any] = {}
 
     # -- server thread --------------------------------------------------------
+
+    def share(self, value: _Value) -> _Value:
+        """``value``, or an equal one shared earlier: a transcript line or an
+        envelope field that every message repeats (``"DATA"``, the sender)
+        is then kept once, not once per message.
+
+        For plain ``str`` and tuples of them (and of frozen dataclasses),
+        whose equal values are interchangeable; ``Address("a")`` equals
+        ``"a"``, but a subclass would not read the same.
+        """
+        shared = self.shared
+        # Also for the entries made without a call (see ``shared``): every
+        # message and connection calls this at least once.
+        if len(shared) >= SHARED_VALUES_MAX:
+            shared.clear()
+        return shared.setdefault(value, value)  # type: ignore[no-any-return]
 
     def next_message_number(self) -> int:
         with self.changed:
@@ -162,6 +188,7 @@ class Store:
                 _forget_in_sessions(dropped)
             del self._messages[:drop_messages]
             del self._sessions[:drop_sessions]
+            self.shared.clear()
             self._message_base += drop_messages
             self._session_base += drop_sessions
             self.overflow = None

@@ -1,0 +1,138 @@
+"""Memory per captured message: values that every message repeats (the
+sender, the recipients, "DATA", the EHLO reply) are kept once, and the
+fields still read the same, types included."""
+
+from __future__ import annotations
+
+import smtplib
+
+from conftest import make_message
+
+from pytest_smtpsink import Mailbox, RecipientDSN
+from pytest_smtpsink._store import SHARED_VALUES_MAX, Store
+
+
+def test_messages_that_repeat_an_envelope_share_its_values(smtpsink: Mailbox) -> None:
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        for subject in ("one", "two"):
+            client.sendmail(
+                "app@example.com",
+                ["ann@example.com"],
+                make_message(subject=subject).as_bytes(),
+            )
+        client.sendmail(
+            "app@example.com",
+            ["ann@example.com", "bob@example.com"],
+            make_message(subject="dsn").as_bytes(),
+            rcpt_options=["NOTIFY=SUCCESS,FAILURE"],
+        )
+    first, second, dsn = smtpsink.messages
+    for message in (first, second):
+        envelope = message.envelope
+        assert type(envelope.mail_from) is str
+        assert envelope.mail_from == "app@example.com"
+        assert type(envelope.rcpt_to) is tuple
+        assert envelope.rcpt_to == ("ann@example.com",)
+        assert type(envelope.mail_options) is tuple
+        assert [o.partition("=")[0] for o in envelope.mail_options] == ["SIZE"]
+        assert envelope.rcpt_options == ((),)
+        assert envelope.rcpt_dsn == (RecipientDSN(),)
+        assert type(envelope.rcpt_dsn[0]) is RecipientDSN
+    assert len(first.raw) == len(second.raw)  # subjects of the same length
+    assert second.envelope.mail_from is first.envelope.mail_from
+    assert second.envelope.rcpt_to is first.envelope.rcpt_to
+    assert second.envelope.mail_options is first.envelope.mail_options
+    assert second.envelope.rcpt_options is first.envelope.rcpt_options
+    assert second.envelope.rcpt_dsn is first.envelope.rcpt_dsn
+    # DSN requests read as before, one per recipient.
+    assert dsn.envelope.rcpt_to == ("ann@example.com", "bob@example.com")
+    assert dsn.envelope.rcpt_options == (
+        ("NOTIFY=SUCCESS,FAILURE",),
+        ("NOTIFY=SUCCESS,FAILURE",),
+    )
+    assert dsn.envelope.rcpt_dsn == (
+        RecipientDSN(notify=("SUCCESS", "FAILURE")),
+        RecipientDSN(notify=("SUCCESS", "FAILURE")),
+    )
+    # The transcript lines too: both DATA commands, both content lines.
+    session = first.session
+    data = session.replies_to("DATA")
+    assert [e.line for e in data] == ["data"] * 3
+    assert data[1].line is data[0].line
+    content = [e.line for e in session.transcript if e.kind == "data"]
+    assert content[:2] == [f"<message content: {len(first.raw)} bytes>"] * 2
+    assert content[1] is content[0]
+    # Replies stay lists, appended to as the server answers.
+    assert all(type(e.replies) is list for e in session.transcript)
+
+
+def test_connections_share_the_greeting_and_the_ehlo(smtpsink: Mailbox) -> None:
+    for _ in range(2):
+        with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+            client.ehlo("client.example")
+    first, second = smtpsink.sessions
+    assert first.ehlo == "client.example"
+    assert second.ehlo is first.ehlo
+    assert first.transcript[0].replies == second.transcript[0].replies
+    assert first.transcript[0].replies[0] is second.transcript[0].replies[0]
+    ehlo = [s.replies_to("EHLO")[0].replies for s in (first, second)]
+    assert len(ehlo[0]) > 1
+    assert ehlo[0] == ehlo[1]
+    assert all(a is b for a, b in zip(ehlo[0], ehlo[1], strict=True))
+
+
+def test_the_shared_values_stay_bounded() -> None:
+    store = Store()
+    first = store.share("".join(["MAIL FROM:", "<a@example.com>"]))
+    again = "".join(["MAIL FROM:", "<a@example.com>"])
+    assert again is not first
+    assert store.share(again) is first
+    for n in range(3 * SHARED_VALUES_MAX):
+        assert store.share(f"line {n}") == f"line {n}"
+    assert len(store.shared) <= SHARED_VALUES_MAX
+    # Dropping the store's items (a new test) forgets them: nothing the
+    # store dropped stays alive through them.
+    store.share(first)
+    store.discard_before(store.cursor())
+    assert store.shared == {}
+    assert store.share(again) is again
+
+
+def test_a_message_makes_its_own_dicts_only_when_needed(smtpsink: Mailbox) -> None:
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            "app@example.com",
+            ["ann@example.com"],
+            b"From: App <app@example.com>\r\nTo: ann@example.com\r\n"
+            b"Date: Mon, 99999999999 Jan 2020 00:00:00 +0000\r\n\r\nHi\r\n",
+        )
+    message = smtpsink.messages.one()
+    assert "_failures" not in vars(message)
+    assert "_address_cache" not in vars(message)
+    assert message.from_ == "app@example.com"
+    assert message.from_ is message.from_  # parsed once
+    assert message.date is None
+    # The failure noted when `date` was read is kept.
+    (date_defect,) = [d for d in message.defects if d.startswith("Date header")]
+    assert date_defect.startswith(
+        "Date header 'Mon, 99999999999 Jan 2020 00:00:00 +0000' is not a date: "
+        "OverflowError: "
+    )
+
+
+def test_a_fault_still_changes_the_ehlo_reply_sent_before(smtpsink: Mailbox) -> None:
+    def extensions() -> tuple[list[str], bool]:
+        with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+            client.ehlo("client.example")
+        ehlo = smtpsink.sessions[-1].replies_to("EHLO")[0]
+        return [line[4:].split()[0] for line in ehlo.replies[1:]], ehlo.injected
+
+    plain = extensions()
+    assert "SIZE" in plain[0]
+    assert not plain[1]
+    smtpsink.hide("SIZE")
+    hidden, injected = extensions()
+    assert hidden == [e for e in plain[0] if e != "SIZE"]
+    assert injected
+    smtpsink.clear_faults()
+    assert extensions() == plain
