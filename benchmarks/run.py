@@ -171,13 +171,27 @@ def _read(path: Path) -> str | None:
         return None
 
 
+# PYTHONDONTWRITEBYTECODE goes too: without bytecode caching every run
+# compiles the plugin and rewrites the asserts of every test module again
+# (pytest caches both in __pycache__). That cost lands on each suite by its
+# number of assert statements, not by its SMTP work: the limit's suites have
+# two per test, the sink's none, and it doubled the limit's whole-run time.
+# Users' runs cache bytecode; the "prepare" pass (--collect-only) warms it.
+_DROPPED_VARIABLES = {
+    "PYTEST_ADDOPTS",
+    "PYTEST_PLUGINS",
+    "PYTHONPATH",
+    "VIRTUAL_ENV",
+    "PYTHONDONTWRITEBYTECODE",
+}
+
+
 def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The caller's environment minus anything that changes pytest's setup."""
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTHONPATH", "VIRTUAL_ENV"}
-        and not k.startswith(("SMTPD_", "SMTPSINK_"))
+        if k not in _DROPPED_VARIABLES and not k.startswith(("SMTPD_", "SMTPSINK_"))
     }
     env.update(extra or {})
     return env
