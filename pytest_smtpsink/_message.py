@@ -812,7 +812,7 @@ def _plain_header_items(block: bytes) -> list[tuple[str, str]] | None:
     or the continuation of the field above it. What the parser treats
     specially (a bare CR or LF, a first line that continues nothing, a
     "From " line, a line with no name or no colon, which ends the headers
-    with a defect) is left to it. tests/test_message.py checks that both
+    with a defect) is left to it. tests/test_properties.py checks that both
     agree on any input.
     """
     text = block.decode("ascii", "surrogateescape")  # as BytesParser does

@@ -756,23 +756,28 @@ class RecordingSMTP(SMTP):
     # that fires before the deadline (there was traffic since), it re-arms
     # for the rest. Same timeout, one timer per idle period, not per command.
 
+    # The deadline the timer was armed for is kept here, not read back with
+    # TimerHandle.when(): uvloop keeps timers in whole milliseconds, so
+    # when() can differ from the deadline by a rounding step.
     _idle_deadline = 0.0
+    _armed_for = 0.0
 
     def _reset_timeout(self, duration: float | None = None) -> None:
-        loop = self.loop
-        deadline = loop.time() + (duration or self._timeout_duration)
+        deadline = self.loop.time() + (duration or self._timeout_duration)
         self._idle_deadline = deadline
         timer = self._timeout_handle
-        if timer is None or timer.cancelled() or timer.when() > deadline:
+        if timer is None or timer.cancelled() or self._armed_for > deadline:
             if timer is not None:
                 timer.cancel()
-            self._timeout_handle = loop.call_at(deadline, self._timeout_cb)
+            self._arm_idle_timer(deadline)
+
+    def _arm_idle_timer(self, deadline: float) -> None:
+        self._armed_for = deadline
+        self._timeout_handle = self.loop.call_at(deadline, self._timeout_cb)
 
     def _timeout_cb(self) -> None:
-        if self.loop.time() < self._idle_deadline:
-            self._timeout_handle = self.loop.call_at(
-                self._idle_deadline, self._timeout_cb
-            )
+        if self._idle_deadline > self._armed_for:  # traffic since it was armed
+            self._arm_idle_timer(self._idle_deadline)
             return
         self._mark_end("timeout")
         super()._timeout_cb()  # type: ignore[no-untyped-call]
@@ -977,8 +982,12 @@ class RecordingSMTP(SMTP):
         # aiosmtpd answers pipelined commands in order (RFC 2920) but
         # does not say so; DSN parameters are ours (see _getparams).
         lines = [lines[0], "250-PIPELINING", *lines[1:-1], "250-DSN", lines[-1]]
-        reply = tuple(self._hide_extensions(self.filter_ehlo(lines)))
-        if plain:
+        filtered = self.filter_ehlo(lines)
+        hidden = self._hide_extensions(filtered)
+        reply = tuple(hidden)
+        # Kept only if no rule changed it: a test thread may add a hide()
+        # rule after `plain` was read, and that reply must not outlive it.
+        if plain and hidden is filtered:
             if len(_EHLO_REPLIES) >= _EHLO_REPLIES_MAX:
                 _EHLO_REPLIES.clear()
             _EHLO_REPLIES[key] = reply

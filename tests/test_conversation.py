@@ -256,9 +256,9 @@ def test_idle_timeout_ends_the_session(smtpsink_factory: Factory) -> None:
 
 def test_traffic_moves_the_idle_deadline_and_the_timer_follows_it() -> None:
     # The sink keeps one idle timer per connection and moves its deadline
-    # on each command. Fire that timer now, as if it had come due after
-    # traffic: the session must stay open, with the timer re-armed at the
-    # deadline the last command set (idle_timeout, 300 s, from then).
+    # on traffic. Move it later than the timer was armed for, then fire the
+    # timer as if it had come due: the session must stay open, with the
+    # timer re-armed at the new deadline.
     with SMTPSink() as sink:
         _fire_the_idle_timer_early(sink)
 
@@ -271,17 +271,22 @@ def _fire_the_idle_timer_early(sink: SMTPSink) -> None:
     (connection,) = runtime.state.connections
 
     def fire_early() -> tuple[float, float, float]:
-        before = connection._idle_deadline
+        # 600 s, not the 300 s idle_timeout: later than the armed deadline
+        # even where the loop's clock has a coarse step (uvloop: 1 ms).
+        connection._reset_timeout(600)
+        deadline = connection._idle_deadline
         connection._timeout_cb()
         timer = connection._timeout_handle
         assert timer is not None
-        return before, timer.when(), runtime.loop.time()
+        assert connection._armed_for == deadline
+        return deadline, timer.when(), runtime.loop.time()
 
     deadline, rearmed_at, now = asyncio.run_coroutine_threadsafe(
         _call(fire_early), runtime.loop
     ).result(timeout=30)
-    assert rearmed_at == deadline
-    assert deadline - now > 200  # 300 s after the NOOP, not due yet
+    # uvloop keeps timers in whole milliseconds.
+    assert rearmed_at == pytest.approx(deadline, abs=0.002)
+    assert deadline - now > 500  # not due for minutes
     assert client.send(b"NOOP\r\n")[0][0].startswith("250")  # still served
     assert sink.sessions[0].end is None
     client.close()

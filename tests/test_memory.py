@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import smtplib
 
-from conftest import make_message
+import pytest
+from conftest import Factory, make_message
 
 from pytest_smtpsink import Mailbox, RecipientDSN
+from pytest_smtpsink._smtp import RecordingSMTP
 from pytest_smtpsink._store import SHARED_VALUES_MAX, Store
 
 
@@ -136,3 +138,33 @@ def test_a_fault_still_changes_the_ehlo_reply_sent_before(smtpsink: Mailbox) -> 
     assert injected
     smtpsink.clear_faults()
     assert extensions() == plain
+
+
+def test_a_fault_added_while_the_ehlo_reply_is_worked_out_is_not_kept(
+    smtpsink_factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The race: the test thread adds hide("SIZE") after the server saw no
+    # fault rules and before it applied them. The reply it then sends hides
+    # SIZE, but the reply kept for later connections must not: after
+    # clear_faults(), EHLO offers SIZE again. The window is a few bytecodes
+    # wide, so the test thread's call is made inside it, from filter_ehlo.
+    # max_size=4321: a reply no earlier test has put in the module's cache.
+    sink = smtpsink_factory(max_size=4321)
+    original = RecordingSMTP.filter_ehlo
+
+    def filter_then_hide(self: RecordingSMTP, responses: list[str]) -> list[str]:
+        if not self.state.faults.rules:
+            sink.hide("SIZE")
+        return original(self, responses)
+
+    def extensions() -> list[str]:
+        with smtplib.SMTP(sink.host, sink.port) as client:
+            client.ehlo("client.example")
+        ehlo = sink.sessions[-1].replies_to("EHLO")[0]
+        return [line[4:].split()[0] for line in ehlo.replies[1:]]
+
+    monkeypatch.setattr(RecordingSMTP, "filter_ehlo", filter_then_hide)
+    assert "SIZE" not in extensions()
+    monkeypatch.undo()
+    sink.clear_faults()
+    assert "SIZE" in extensions()
