@@ -26,7 +26,7 @@ import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, AnyStr, TypeVar, cast
+from typing import TYPE_CHECKING, Any, AnyStr, Literal, TypeVar, cast
 
 from aiosmtpd.smtp import (
     MISSING,
@@ -38,6 +38,7 @@ from aiosmtpd.smtp import (
 )
 from aiosmtpd.smtp import Session as _AioSession
 
+from . import _setup_template
 from ._faults import (
     Delay,
     Discard,
@@ -240,7 +241,8 @@ class _MaskAuthInLog(logging.Filter):
 
 
 # Idempotent (a Logger keeps a filter once); aiosmtpd logs on this logger only.
-logging.getLogger("mail.log").addFilter(_MaskAuthInLog())
+_AIOSMTPD_LOG = logging.getLogger("mail.log")
+_AIOSMTPD_LOG.addFilter(_MaskAuthInLog())
 
 _UNRECOGNIZED = re.compile(r'500 Error: command "(.*)" not recognized\Z', re.DOTALL)
 
@@ -381,6 +383,9 @@ class ServerState:
         self.held: dict[RecordingSMTP, Fault] = {}
         self.handler = _Handler()
         self.relay: Relayer | None = None
+        # aiosmtpd's set-up of a connection, from the first one (see
+        # _setup_template); False when it cannot be copied.
+        self.setup_template: _setup_template.Template | Literal[False] | None = None
 
     def release(self, rules: tuple[Fault, ...]) -> None:
         """Close the connections that ``rules`` (just removed) hold."""
@@ -527,6 +532,21 @@ class RecordingSMTP(SMTP):
         return _command_methods(type(self))
 
     def __init__(self, state: ServerState) -> None:
+        template = state.setup_template
+        if not template or _AIOSMTPD_LOG.isEnabledFor(logging.INFO):
+            # aiosmtpd's own set-up; with INFO on, also its log line.
+            self._aiosmtpd_setup(state)
+        else:  # see _setup_template: aiosmtpd's set-up, from the first connection
+            asyncio.StreamReaderProtocol.__init__(
+                self,
+                asyncio.StreamReader(loop=state.loop, limit=self.line_length_limit),
+                client_connected_cb=self._cb_client_connected,
+                loop=state.loop,
+            )
+            _setup_template.apply(template, self)
+        self._own_setup(state)
+
+    def _aiosmtpd_setup(self, state: ServerState) -> None:
         settings = state.settings
         starttls = settings.tls in ("starttls", "starttls-required")
         super().__init__(
@@ -552,6 +572,27 @@ class RecordingSMTP(SMTP):
             ),
             loop=state.loop,
         )
+        if state.setup_template is None:
+            try:
+                if not self._setup_shareable():
+                    raise _setup_template.Refused("a TLS context aiosmtpd warns of")
+                state.setup_template = _setup_template.take(
+                    self, (state.handler, state.loop, state.tls_context), state.loop
+                )
+            except _setup_template.Refused:
+                state.setup_template = False  # aiosmtpd's set-up every time
+
+    def _setup_shareable(self) -> bool:
+        """Whether aiosmtpd's set-up may be copied: not if it logs a
+        warning, which it would then log for the first connection only."""
+        context = self.tls_context
+        return context is None or (
+            context.verify_mode in (ssl.CERT_NONE, ssl.CERT_OPTIONAL)
+            and not context.check_hostname
+        )
+
+    def _own_setup(self, state: ServerState) -> None:
+        settings = state.settings
         # Set after __init__: aiosmtpd warns (a UserWarning, an error under
         # -W error) when AUTH is required over plain text, which a test may
         # legitimately ask for with auth_plaintext=True.

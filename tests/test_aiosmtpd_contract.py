@@ -13,14 +13,21 @@ project declares no upper bound on aiosmtpd: this file is the fence.
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
+import logging
+import smtplib
+import types
+import weakref
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import aiosmtpd
 import pytest
 from aiosmtpd.handlers import Sink
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from pytest_smtpsink import SMTPSink, _setup_template
 from pytest_smtpsink._smtp import RecordingSMTP
 
 
@@ -279,3 +286,143 @@ def test_the_names_aiosmtpd_looks_up_per_connection_are_all_there() -> None:
     assert set(RecordingSMTP.__dir__(object.__new__(RecordingSMTP))) == defined(
         RecordingSMTP, "smtp_", "auth_"
     )
+
+
+# -- a connection's set-up, copied from the first one (_setup_template) --------
+
+SETUPS = {
+    "plain": {},
+    "starttls": {"tls": "starttls"},
+    "starttls-required": {"tls": "starttls-required"},
+    "implicit-tls": {"tls": "implicit"},
+    "auth": {"auth": {"ann": "secret"}, "auth_plaintext": True},
+    "auth-required": {
+        "auth": {"ann": "secret"},
+        "auth_required": True,
+        "tls": "starttls",
+    },
+    "limits": {"max_size": 1000, "smtputf8": False, "hostname": "mx.test"},
+}
+
+
+def _protocols(sink: SMTPSink) -> tuple[RecordingSMTP, ...]:
+    """(the first connection's, two copied from it, one set up by aiosmtpd),
+    made on the sink's loop as its server makes them."""
+    runtime = sink._runtime
+    assert runtime is not None
+    state = runtime.state
+
+    def kept() -> object:
+        return state.setup_template
+
+    async def make() -> tuple[RecordingSMTP, ...]:
+        assert kept() is None  # no connection yet
+        first = state.make_protocol()
+        template = state.setup_template
+        assert template, "the first connection's set-up was not kept"
+        copied = state.make_protocol()
+        again = state.make_protocol()
+        state.setup_template = False
+        try:
+            reference = state.make_protocol()
+        finally:
+            state.setup_template = template
+        return first, copied, again, reference
+
+    return asyncio.run_coroutine_threadsafe(make(), runtime.loop).result(timeout=30)
+
+
+def _same_setup(
+    copied: object, reference: object, owners: tuple[object, object]
+) -> None:
+    """``copied`` stands where ``reference`` does, each for its own connection
+    (``owners``: copied's protocol, reference's)."""
+    if isinstance(reference, types.MethodType):
+        assert isinstance(copied, types.MethodType)
+        assert copied.__func__ is reference.__func__
+        if reference.__self__ is owners[1]:
+            assert copied.__self__ is owners[0], "bound to another connection"
+        else:
+            assert copied.__self__ is reference.__self__
+    elif isinstance(reference, dict):
+        assert type(copied) is type(reference)
+        assert copied.keys() == reference.keys()
+        for key, value in reference.items():
+            _same_setup(copied[key], value, owners)
+    elif isinstance(reference, tuple):
+        assert type(copied) is type(reference)
+        assert len(copied) == len(reference)
+        for mine, theirs in zip(copied, reference, strict=True):
+            _same_setup(mine, theirs, owners)
+    elif isinstance(reference, asyncio.StreamReader):
+        assert type(copied) is asyncio.StreamReader
+        assert copied._limit == reference._limit  # type: ignore[attr-defined]
+        assert copied is not reference
+    elif isinstance(reference, asyncio.Future):
+        assert isinstance(copied, asyncio.Future)
+        assert copied is not reference
+        assert not copied.done()
+    elif isinstance(reference, weakref.ref):
+        assert isinstance(copied, weakref.ref)
+        assert isinstance(copied(), asyncio.StreamReader)
+    elif isinstance(reference, collections.deque):
+        assert isinstance(copied, collections.deque)
+        assert copied is not reference
+        assert list(copied) == list(reference)
+    else:
+        assert copied == reference or copied is reference
+
+
+@pytest.mark.parametrize("settings", SETUPS.values(), ids=SETUPS.keys())
+def test_a_copied_setup_is_aiosmtpd_s_own(settings: dict[str, Any]) -> None:
+    # The server sets up its first connection with aiosmtpd's SMTP.__init__
+    # and copies that set-up for the others. Every attribute must be what
+    # aiosmtpd's own set-up gives: a new aiosmtpd that sets another one, or
+    # sets one differently, fails here by name.
+    with SMTPSink(**settings) as sink:
+        first, copied, again, reference = _protocols(sink)
+    assert vars(copied).keys() == vars(reference).keys()
+    for name, value in vars(reference).items():
+        try:
+            _same_setup(vars(copied)[name], value, (copied, reference))
+        except AssertionError as error:
+            raise AssertionError(f"{name}: {error}") from None
+    # Nothing that one connection may change is shared with another.
+    for name, value in vars(copied).items():
+        if isinstance(value, (dict, list, set, collections.deque)):
+            assert value is not vars(first)[name], name
+            assert value is not vars(again)[name], name
+
+
+def test_a_setup_with_values_it_cannot_copy_is_refused() -> None:
+    # A value neither immutable nor known to be shared (here a list, which a
+    # connection could change) refuses the template: aiosmtpd's set-up then
+    # runs for every connection.
+    class Protocol:
+        def __init__(self) -> None:
+            self.greeting = "220"
+            self.seen: list[str] = []
+
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(_setup_template.Refused, match="seen: list"):
+            _setup_template.take(Protocol(), (), loop)
+    finally:
+        loop.close()
+
+
+def test_aiosmtpd_s_setup_runs_for_every_connection_when_its_log_is_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # aiosmtpd logs the AUTH mechanisms at INFO from its set-up: someone who
+    # turned mail.log up sees that line for every connection, not only the
+    # first.
+    with caplog.at_level(logging.INFO, logger="mail.log"), SMTPSink() as sink:
+        for _ in range(3):
+            with smtplib.SMTP(sink.host, sink.port, timeout=30) as client:
+                client.noop()
+        sink.wait_until(
+            lambda: len(sink.sessions) == 3 and all(s.end for s in sink.sessions)
+        )
+    lines = [r for r in caplog.records if "Available AUTH mechanisms" in r.getMessage()]
+    assert len(lines) == 3
