@@ -52,6 +52,7 @@ from ._faults import (
 from ._message import Envelope as MessageEnvelope
 from ._message import Message, RecipientDSN
 from ._session import AuthInfo, EndReason, Exchange, Session, TLSInfo
+from ._store import SHARED_VALUES_MAX
 from ._tls import HANDSHAKE_TIMEOUT, describe_handshake_failure
 
 if TYPE_CHECKING:
@@ -833,8 +834,12 @@ class RecordingSMTP(SMTP):
         # keep them lean (the recording-overhead benchmark watches them).
         store = self.state.store
         # One copy of a line that many exchanges repeat ("DATA"): what
-        # `Store.share` does, without a call on this path.
-        exchange = Exchange(kind, store.shared.setdefault(line, line), time.time())
+        # `Store.share` does, bound included (a connection may send line
+        # after unique line and no message), without a call on this path.
+        shared = store.shared
+        if len(shared) >= SHARED_VALUES_MAX:
+            shared.clear()
+        exchange = Exchange(kind, shared.setdefault(line, line), time.time())
         assert self.record is not None
         self.record._append(exchange)
         self._current = exchange

@@ -65,7 +65,8 @@ class Store:
         # The values `share` hands out, each its own key; forgotten with the
         # items that hold them (`discard_before`), so that it never keeps
         # alive what the store dropped. The protocol's per-line recording
-        # calls its ``setdefault`` itself, a method call less per line.
+        # does what `share` does inline (bound included), a method call
+        # less per line.
         self.shared: dict[Any, Any] = {}
 
     # -- server thread --------------------------------------------------------
@@ -80,8 +81,6 @@ class Store:
         ``"a"``, but a subclass would not read the same.
         """
         shared = self.shared
-        # Also for the entries made without a call (see ``shared``): every
-        # message and connection calls this at least once.
         if len(shared) >= SHARED_VALUES_MAX:
             shared.clear()
         return shared.setdefault(value, value)  # type: ignore[no-any-return]

@@ -5,6 +5,7 @@ fields still read the same, types included."""
 from __future__ import annotations
 
 import smtplib
+import socket
 
 import pytest
 from conftest import Factory, make_message
@@ -98,6 +99,30 @@ def test_the_shared_values_stay_bounded() -> None:
     store.discard_before(store.cursor())
     assert store.shared == {}
     assert store.share(again) is again
+
+
+def test_unique_command_lines_do_not_grow_the_shared_values(smtpsink: Mailbox) -> None:
+    # One connection that sends many distinct lines and no message: each
+    # line is recorded through the shared values, which must stay bounded
+    # while the connection is still open (no message, connection or test
+    # comes to clear them).
+    store = smtpsink._store
+    sent = [f"NOOP unique-{n}" for n in range(3 * SHARED_VALUES_MAX)]
+    address = (smtpsink.host, smtpsink.port)
+    with socket.create_connection(address, 30) as sock, sock.makefile("rwb") as f:
+        assert f.readline().startswith(b"220 ")
+        for start in range(0, len(sent), 256):
+            batch = sent[start : start + 256]
+            f.write(b"".join(line.encode() + b"\r\n" for line in batch))
+            f.flush()
+            for _ in batch:
+                assert f.readline().startswith(b"250 ")
+            assert len(store.shared) <= SHARED_VALUES_MAX
+        f.write(b"QUIT\r\n")
+        f.flush()
+        assert f.readline().startswith(b"221 ")
+    (session,) = smtpsink.sessions
+    assert [e.line for e in session.transcript if e.command == "NOOP"] == sent
 
 
 def test_a_message_makes_its_own_dicts_only_when_needed(smtpsink: Mailbox) -> None:
