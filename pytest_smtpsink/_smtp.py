@@ -322,11 +322,9 @@ _NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 # all messages instead of one each (and no dataclass __init__ per RCPT).
 _NO_DSN = RecipientDSN()
 _ONE_NO_DSN = (_NO_DSN,)
-# The EHLO replies the sink sent, by the reply aiosmtpd made (which names the
-# host and the sink's settings): see RecordingSMTP._ehlo_reply. Bounded, for
-# a process that starts sinks with ever new settings.
-_EHLO_REPLIES: dict[tuple[str, ...], tuple[str, ...]] = {}
-_EHLO_REPLIES_MAX = 64
+# How many EHLO replies one sink keeps (`ServerState.ehlo_replies`): a few
+# in practice (before and after STARTTLS); bounded all the same.
+_EHLO_REPLIES_MAX = 16
 
 
 def _xtext(value: str) -> str:
@@ -382,6 +380,10 @@ class ServerState:
         self.held: dict[RecordingSMTP, Fault] = {}
         self.handler = _Handler()
         self.relay: Relayer | None = None
+        # The EHLO replies this sink sent while no fault rule was active, by
+        # the reply aiosmtpd made: see RecordingSMTP._ehlo_reply. One sink's
+        # own, so that no other sink in the process shares or evicts them.
+        self.ehlo_replies: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def release(self, rules: tuple[Fault, ...]) -> None:
         """Close the connections that ``rules`` (just removed) hold."""
@@ -979,9 +981,10 @@ class RecordingSMTP(SMTP):
         if len(lines) <= 1:  # an error reply
             return tuple(lines)
         key = tuple(lines)
-        plain = not self.state.faults.rules
+        state = self.state
+        plain = not state.faults.rules
         if plain:
-            reply = _EHLO_REPLIES.get(key)
+            reply = state.ehlo_replies.get(key)
             if reply is not None:
                 return reply
         # aiosmtpd answers pipelined commands in order (RFC 2920) but
@@ -993,9 +996,10 @@ class RecordingSMTP(SMTP):
         # Kept only if no rule changed it: a test thread may add a hide()
         # rule after `plain` was read, and that reply must not outlive it.
         if plain and hidden is filtered:
-            if len(_EHLO_REPLIES) >= _EHLO_REPLIES_MAX:
-                _EHLO_REPLIES.clear()
-            _EHLO_REPLIES[key] = reply
+            kept = state.ehlo_replies
+            if len(kept) >= _EHLO_REPLIES_MAX:
+                kept.clear()
+            kept[key] = reply
         return reply
 
     async def _greeting_refused(self, hostname: str) -> bool:

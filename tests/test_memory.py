@@ -173,7 +173,8 @@ def test_a_fault_added_while_the_ehlo_reply_is_worked_out_is_not_kept(
     # SIZE, but the reply kept for later connections must not: after
     # clear_faults(), EHLO offers SIZE again. The window is a few bytecodes
     # wide, so the test thread's call is made inside it, from filter_ehlo.
-    # max_size=4321: a reply no earlier test has put in the module's cache.
+    # max_size=4321: a sink of its own (the factory shares a sink between
+    # the tests that ask for the same settings) that has kept no EHLO reply.
     sink = smtpsink_factory(max_size=4321)
     original = RecordingSMTP.filter_ehlo
 
@@ -193,3 +194,36 @@ def test_a_fault_added_while_the_ehlo_reply_is_worked_out_is_not_kept(
     monkeypatch.undo()
     sink.clear_faults()
     assert "SIZE" in extensions()
+
+
+def test_each_sink_keeps_its_own_ehlo_replies(smtpsink_factory: Factory) -> None:
+    small = smtpsink_factory(max_size=12345)
+    plain = smtpsink_factory()
+
+    def extensions(sink: Mailbox) -> list[str]:
+        with smtplib.SMTP(sink.host, sink.port) as client:
+            client.ehlo("client.example")
+        return sink.sessions[-1].replies_to("EHLO")[-1].replies[1:]
+
+    first = [extensions(small), extensions(plain)]
+    assert "250-SIZE 12345" in first[0]
+    assert not any(line.endswith("SIZE 12345") for line in first[1])
+    assert [line for line in first[1] if "SIZE" in line] == ["250-SIZE 67108864"]
+    small.hide("SIZE")
+    assert [line for line in extensions(small) if "SIZE" in line] == []
+    assert extensions(plain) == first[1]
+    small.clear_faults()
+    # Neither sink answers with a reply kept while the rule was active, nor
+    # with the other's.
+    assert [extensions(small), extensions(plain)] == first
+    # Each keeps its own reply and not the other's: no other sink in the
+    # process shares or evicts them.
+    kept = []
+    for sink in (small, plain):
+        runtime = sink._sink._runtime
+        assert runtime is not None
+        kept.append([list(reply[1:]) for reply in runtime.state.ehlo_replies.values()])
+    assert first[0] in kept[0]
+    assert first[0] not in kept[1]
+    assert first[1] in kept[1]
+    assert first[1] not in kept[0]
