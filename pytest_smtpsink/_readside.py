@@ -12,8 +12,9 @@ ways; STARTTLS and implicit TLS; carrying out fault steps (a delay or a hang
 holds the connection until its rule is removed); the transcript (`Session`,
 one `Exchange` per command, replies recorded as they go out); and ending the
 sessions of an earlier test, which a listener of the mailboxes
-(``MailStore.listeners``) notices by a new ``MailStore.generation``. What a protocol says, masks and remembers stays in
-its own module (``_pop3.py``, ``_imap.py``), in subclasses of these two.
+(``MailStore.listeners``) notices by a new ``MailStore.generation``. What a
+protocol says, masks and remembers stays in its own module (``_pop3.py``,
+``_imap.py``), in subclasses of these two.
 """
 
 from __future__ import annotations
