@@ -14,8 +14,8 @@ under the store's lock. Each session maps sequence numbers to the copies it
 has announced (``_view``): messages expunged by another session stay in it
 until this session may say so (never during FETCH, STORE or SEARCH, RFC 3501
 section 7.4.1), and new mail is announced with ``EXISTS`` after commands, on
-NOOP and at once during IDLE. A store listener (present only while
-connections are open) wakes IDLE sessions and ends the sessions of an
+NOOP and at once during IDLE. A listener of the mailboxes (present only
+while connections are open) wakes IDLE sessions and ends the sessions of an
 earlier test with ``* BYE``: nothing polls.
 
 Every connection is a `Session` (protocol ``"IMAP"``): one `Exchange` per
@@ -759,7 +759,7 @@ class _Connection(ReadSideConnection):
                 raise _Answered("NO", f"[ALREADYEXISTS] Folder exists: {name}")
             assert self._account is not None
             self.mail.folder(self._account, name, create=True)
-        self.store.touch()
+        self.store.mail_changed()
         return "CREATE completed"
 
     async def _cmd_delete(self, command: Command) -> str:
@@ -774,7 +774,7 @@ class _Connection(ReadSideConnection):
             del self._account.folders[folder.name]
         if folder is self._folder:
             self._deselect()
-        self.store.touch()
+        self.store.mail_changed()
         return "DELETE completed"
 
     async def _cmd_rename(self, command: Command) -> str:
@@ -814,7 +814,7 @@ class _Connection(ReadSideConnection):
                 }
                 for folder in account.folders.values():
                     folder.name = renamed.get(folder.name, folder.name)
-        self.store.touch()
+        self.store.mail_changed()
         return "RENAME completed"
 
     async def _subscription(self, command: Command, subscribed: bool) -> str:
@@ -947,7 +947,7 @@ class _Connection(ReadSideConnection):
                 raise _Answered("NO", f"[TRYCREATE] No such folder: {name}")
             stored = self.mail.add(folder, message, flags, date or now)
             uidvalidity = folder.uidvalidity
-        self.store.touch()
+        self.store.mail_changed()
         return f"[APPENDUID {uidvalidity} {stored.uid}] APPEND completed"
 
     async def _cmd_namespace(self, command: Command) -> str:
@@ -1104,7 +1104,7 @@ class _Connection(ReadSideConnection):
             ]
             self.mail.remove(folder, gone)
         if gone:
-            self.store.touch()
+            self.store.mail_changed()
 
     async def _cmd_expunge(self, command: Command) -> str:
         if self._read_only:
@@ -1173,7 +1173,7 @@ class _Connection(ReadSideConnection):
         if batch:
             await self._send_all(batch)
         if mark_seen:
-            self.store.touch()
+            self.store.mail_changed()
         return f"{command.name} completed"
 
     async def _cmd_search(self, command: Command) -> str:
@@ -1244,7 +1244,7 @@ class _Connection(ReadSideConnection):
                     stored.flags = stored.flags | flags
                 else:
                     stored.flags = stored.flags - flags
-        self.store.touch()
+        self.store.mail_changed()
         added = {f for f in flags if not f.startswith("\\")} - self._keywords
         if mode != "-FLAGS" and added:
             await self._send_flags(self._keywords | added)
@@ -1294,7 +1294,7 @@ class _Connection(ReadSideConnection):
                     moved_to=target.name,
                 )
             uidvalidity = target.uidvalidity
-        self.store.touch()
+        self.store.mail_changed()
         if not pairs:
             return f"{command.name} completed (nothing to copy)"
         code = (

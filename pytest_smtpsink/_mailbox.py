@@ -249,7 +249,7 @@ class Mailbox(FaultControls):
             for user in users:
                 target = mail.folder(mail.account(user), folder, create=True)
                 mail.add(target, captured, wanted_flags, when)
-        self._store.touch()
+        self._store.mail_changed()
         return captured
 
     def mailbox(self, address: str) -> UserMailbox:

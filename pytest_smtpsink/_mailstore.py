@@ -13,7 +13,8 @@ sink's start time, fixed until it stops.
 Shared module. The server thread (SMTP delivery, POP3, IMAP) and the test
 thread (`deliver`, assertions) both change and read it, always under the
 store's lock (``Store.changed``), and each change wakes the store's waiters
-and listeners (IMAP IDLE), so nothing polls.
+and the read-side servers (``MailStore.listeners``: IMAP IDLE), so nothing
+polls.
 
 Per-test isolation: `reset` (called when the next test starts) empties
 every mailbox and bumps `generation`; read-side sessions opened under an
@@ -26,7 +27,7 @@ import datetime
 import hmac
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -197,6 +198,12 @@ class MailStore:
         self.accounts: dict[str, Account] = {}
         self.generation = 0
         self._next_uid = 1
+        # The read-side servers with open connections: called (by the thread
+        # that made the change, after it) for every change of the mailboxes
+        # and for a new test (`Store.mail_changed`, `Store.add_message`,
+        # `Store.discard_before`), and for nothing else, so that they cost
+        # the SMTP conversation nothing. Changed holding the lock.
+        self.listeners: set[Callable[[], None]] = set()
 
     # -- lookups (hold the lock) -----------------------------------------------
 

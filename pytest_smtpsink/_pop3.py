@@ -18,8 +18,8 @@ kept (PASS, the APOP digest, AUTH PLAIN data), multi-line replies summarised
 (a message is counted, never copied). Fault rules are asked at the
 ``POP3:*`` stages (`_faults.steps`) and carried out here. Sessions opened
 under an earlier test (an older ``MailStore.generation``) are ended when the
-next test starts, from a store listener that exists only while connections
-are open: nothing polls.
+next test starts, from a listener of the mailboxes that exists only while
+connections are open: nothing polls.
 """
 
 from __future__ import annotations
@@ -652,7 +652,7 @@ class _Connection(ReadSideConnection):
             if self._account is not None and self._account.holder is self:
                 self._account.holder = None
             self._account = None
-        self.store.touch()
+        self.store.mail_changed()
         return bool(gone)
 
 

@@ -2,7 +2,7 @@
 
 Loop side: `ReadSideServer` and `ReadSideConnection` run on the sink's
 server thread, except `ReadSideServer.start` (a test's thread, which waits
-for the loop) and the store listener (the thread that changed the store,
+for the loop) and the mailboxes' listener (the thread that changed them,
 which only schedules work on the loop).
 
 What is here is what a line-based mail-reading protocol needs whatever its
@@ -11,9 +11,10 @@ line reading with a length limit, the idle timeout and back pressure both
 ways; STARTTLS and implicit TLS; carrying out fault steps (a delay or a hang
 holds the connection until its rule is removed); the transcript (`Session`,
 one `Exchange` per command, replies recorded as they go out); and ending the
-sessions of an earlier test, which a store listener notices by a new
-``MailStore.generation``. What a protocol says, masks and remembers stays in
-its own module (``_pop3.py``, ``_imap.py``), in subclasses of these two.
+sessions of an earlier test, which a listener of the mailboxes
+(``MailStore.listeners``) notices by a new ``MailStore.generation``. What a
+protocol says, masks and remembers stays in its own module (``_pop3.py``,
+``_imap.py``), in subclasses of these two.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class ReadSideServer(Generic[ConnectionT]):
         for connection in list(self.connections):
             connection.close_by_server()
         # Not left to connection_lost(), which a closing loop may never run.
-        self.store.remove_listener(self._store_changed)
+        self._stop_listening()
 
     def release_held(self, rules: tuple[Fault, ...]) -> None:
         """Close the connections that ``rules`` (just removed) hold."""
@@ -130,12 +131,16 @@ class ReadSideServer(Generic[ConnectionT]):
 
     # -- per-test isolation and change notification ------------------------------
     #
-    # The store listener exists only while connections are open: an idle
-    # server costs the store nothing, and nothing polls.
+    # The server listens to the mailboxes (`MailStore.listeners`), not to the
+    # store: it hears of a new test and of mail changes (IMAP IDLE) only, so
+    # that an open read-side connection costs the SMTP conversation nothing
+    # (a store listener would have every transcript line `touch` the store).
+    # It listens only while connections are open, and nothing polls.
 
     def opened(self, connection: ConnectionT) -> None:
         if not self.connections:
-            self.store.add_listener(self._store_changed)
+            with self.mail.lock:
+                self.mail.listeners.add(self._mail_changed)
         self.connections.add(connection)
 
     def closed(self, connection: ConnectionT) -> None:
@@ -144,15 +149,20 @@ class ReadSideServer(Generic[ConnectionT]):
         self.connections.discard(connection)
         self.held.pop(connection, None)
         if not self.connections:
-            self.store.remove_listener(self._store_changed)
+            self._stop_listening()
+
+    def _stop_listening(self) -> None:
+        with self.mail.lock:
+            self.mail.listeners.discard(self._mail_changed)
 
     def _wants_change(self) -> bool:
-        """Whether a store change concerns the connections (any thread): by
-        default only a new test (a new ``MailStore.generation``) does."""
+        """Whether a change of the mailboxes concerns the connections (any
+        thread): by default only a new test (a new ``MailStore.generation``)
+        does."""
         return self.mail.generation != self._checked_generation
 
-    def _store_changed(self) -> None:
-        """A store listener (on the thread that changed the store): hand
+    def _mail_changed(self) -> None:
+        """The mailboxes' listener (on the thread that changed them): hand
         the change to the loop, once however many changes come meanwhile."""
         if self._check_scheduled or not self._wants_change():
             return
@@ -280,8 +290,8 @@ class ReadSideConnection(asyncio.Protocol):
             waiter.set_result(None)
 
     def store_changed(self) -> None:
-        """The store changed in this connection's test (loop thread); only
-        called when the server's `_wants_change` said so."""
+        """The mailboxes changed in this connection's test (loop thread);
+        only called when the server's `_wants_change` said so."""
 
     # -- ending ---------------------------------------------------------------------
 

@@ -53,6 +53,7 @@ from ._faults import (
 from ._message import Envelope as MessageEnvelope
 from ._message import Message, RecipientDSN
 from ._session import AuthInfo, EndReason, Exchange, Session, TLSInfo
+from ._store import SHARED_VALUES_MAX
 from ._tls import HANDSHAKE_TIMEOUT, describe_handshake_failure
 
 if TYPE_CHECKING:
@@ -323,11 +324,9 @@ _NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 # all messages instead of one each (and no dataclass __init__ per RCPT).
 _NO_DSN = RecipientDSN()
 _ONE_NO_DSN = (_NO_DSN,)
-# The EHLO replies the sink sent, by the reply aiosmtpd made (which names the
-# host and the sink's settings): see RecordingSMTP._ehlo_reply. Bounded, for
-# a process that starts sinks with ever new settings.
-_EHLO_REPLIES: dict[tuple[str, ...], tuple[str, ...]] = {}
-_EHLO_REPLIES_MAX = 64
+# How many EHLO replies one sink keeps (`ServerState.ehlo_replies`): a few
+# in practice (before and after STARTTLS); bounded all the same.
+_EHLO_REPLIES_MAX = 16
 
 
 def _xtext(value: str) -> str:
@@ -386,6 +385,10 @@ class ServerState:
         # aiosmtpd's set-up of a connection, from the first one (see
         # _setup_template); False when it cannot be copied.
         self.setup_template: _setup_template.Template | Literal[False] | None = None
+        # The EHLO replies this sink sent while no fault rule was active, by
+        # the reply aiosmtpd made: see RecordingSMTP._ehlo_reply. One sink's
+        # own, so that no other sink in the process shares or evicts them.
+        self.ehlo_replies: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def release(self, rules: tuple[Fault, ...]) -> None:
         """Close the connections that ``rules`` (just removed) hold."""
@@ -874,8 +877,12 @@ class RecordingSMTP(SMTP):
         # keep them lean (the recording-overhead benchmark watches them).
         store = self.state.store
         # One copy of a line that many exchanges repeat ("DATA"): what
-        # `Store.share` does, without a call on this path.
-        exchange = Exchange(kind, store.shared.setdefault(line, line), time.time())
+        # `Store.share` does, bound included (a connection may send line
+        # after unique line and no message), without a call on this path.
+        shared = store.shared
+        if len(shared) >= SHARED_VALUES_MAX:
+            shared.clear()
+        exchange = Exchange(kind, shared.setdefault(line, line), time.time())
         assert self.record is not None
         self.record._append(exchange)
         self._current = exchange
@@ -1015,9 +1022,10 @@ class RecordingSMTP(SMTP):
         if len(lines) <= 1:  # an error reply
             return tuple(lines)
         key = tuple(lines)
-        plain = not self.state.faults.rules
+        state = self.state
+        plain = not state.faults.rules
         if plain:
-            reply = _EHLO_REPLIES.get(key)
+            reply = state.ehlo_replies.get(key)
             if reply is not None:
                 return reply
         # aiosmtpd answers pipelined commands in order (RFC 2920) but
@@ -1029,9 +1037,10 @@ class RecordingSMTP(SMTP):
         # Kept only if no rule changed it: a test thread may add a hide()
         # rule after `plain` was read, and that reply must not outlive it.
         if plain and hidden is filtered:
-            if len(_EHLO_REPLIES) >= _EHLO_REPLIES_MAX:
-                _EHLO_REPLIES.clear()
-            _EHLO_REPLIES[key] = reply
+            kept = state.ehlo_replies
+            if len(kept) >= _EHLO_REPLIES_MAX:
+                kept.clear()
+            kept[key] = reply
         return reply
 
     async def _greeting_refused(self, hostname: str) -> bool:

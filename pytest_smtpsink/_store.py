@@ -65,7 +65,8 @@ class Store:
         # The values `share` hands out, each its own key; forgotten with the
         # items that hold them (`discard_before`), so that it never keeps
         # alive what the store dropped. The protocol's per-line recording
-        # calls its ``setdefault`` itself, a method call less per line.
+        # does what `share` does inline (bound included), a method call
+        # less per line.
         self.shared: dict[Any, Any] = {}
 
     # -- server thread --------------------------------------------------------
@@ -80,8 +81,6 @@ class Store:
         ``"a"``, but a subclass would not read the same.
         """
         shared = self.shared
-        # Also for the entries made without a call (see ``shared``): every
-        # message and connection calls this at least once.
         if len(shared) >= SHARED_VALUES_MAX:
             shared.clear()
         return shared.setdefault(value, value)  # type: ignore[no-any-return]
@@ -93,12 +92,15 @@ class Store:
     def add_message(self, message: Message) -> None:
         with self.changed:
             self._messages.append(message)
-            if self._mail is not None:
-                self._mail.deliver(message, message.envelope.rcpt_to)
+            mail = self._mail
+            if mail is not None:
+                mail.deliver(message, message.envelope.rcpt_to)
+                listeners = (*self._listeners, *mail.listeners)
+            else:
+                listeners = tuple(self._listeners)
             self.stored_bytes += len(message.raw)
             self.version += 1
             self.changed.notify_all()
-            listeners = tuple(self._listeners)
         for listener in listeners:
             listener()
 
@@ -122,6 +124,19 @@ class Store:
             self.version += 1
             self.changed.notify_all()
             listeners = tuple(self._listeners)
+        for listener in listeners:
+            listener()
+
+    def mail_changed(self) -> None:
+        """`touch`, after a change of the recipient mailboxes (a flag, a
+        folder, a copy put in or taken out): also tells the read-side
+        servers (`MailStore.listeners`), which hear of nothing else."""
+        with self.changed:
+            self.version += 1
+            self.changed.notify_all()
+            listeners = tuple(self._listeners)
+            if self._mail is not None:
+                listeners += tuple(self._mail.listeners)
         for listener in listeners:
             listener()
 
@@ -198,7 +213,7 @@ class Store:
                 self._mail.reset()
                 self.version += 1
                 self.changed.notify_all()
-                listeners = tuple(self._listeners)
+                listeners = (*self._listeners, *self._mail.listeners)
             else:
                 listeners = ()
         for listener in listeners:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import imaplib
+import poplib
 import re
 import smtplib
 import socket
@@ -354,6 +355,62 @@ def test_idle_is_woken_by_smtp_mail(smtpsink: Mailbox) -> None:
     transcript = session.format_transcript()
     assert "C: c IDLE\nS: + idling\nS: * 2 EXISTS" in transcript
     assert "C: DONE\nS: c OK IDLE terminated" in transcript
+
+
+def test_open_read_side_sessions_leave_smtp_lines_alone() -> None:
+    # The read-side servers hear of mail changes and of a new test from the
+    # mailboxes, not as store listeners: with only POP3 and IMAP sessions
+    # open nobody watches the store, so no SMTP transcript line `touch`es
+    # it. IDLE still sees new mail, and a new test (clear) still ends both.
+    with SMTPSink() as sink:
+        store = sink._store
+        sink.deliver(raw_message("First"), to=USER)
+        pop = poplib.POP3(sink.pop3.host, sink.pop3.port, timeout=30)
+        pop.user(USER)
+        pop.pass_("pw")
+        address = (sink.imap.host, sink.imap.port)
+        with socket.create_connection(address, 30) as s, s.makefile("rwb") as imap:
+
+            def say(line: str) -> None:
+                imap.write(line.encode() + b"\r\n")
+                imap.flush()
+
+            def until(prefix: bytes) -> list[bytes]:
+                lines: list[bytes] = []
+                while not lines or not lines[-1].startswith(prefix):
+                    lines.append(imap.readline())
+                    assert lines[-1], lines
+                return lines
+
+            imap.readline()
+            say(f"a LOGIN {USER} pw")
+            until(b"a ")
+            say("b SELECT INBOX")
+            until(b"b ")
+            say("c IDLE")
+            assert until(b"+") == [b"+ idling\r\n"]
+            assert store.watchers == 0
+            with smtplib.SMTP(sink.host, sink.port) as smtp:
+                smtp.noop()
+                smtp.sendmail("zed@example.org", [USER], raw_message("Second"))
+            assert store.watchers == 0
+            assert imap.readline() == b"* 2 EXISTS\r\n"
+            assert imap.readline() == b"* 2 RECENT\r\n"
+            # Another session's change reaches the IDLE session too.
+            other = imaplib.IMAP4(sink.imap.host, sink.imap.port)
+            other.login(USER, "pw")
+            other.select("INBOX")
+            other.store("1", "+FLAGS", "\\Flagged")
+            other.logout()
+            assert imap.readline() == b"* 1 FETCH (FLAGS (\\Flagged \\Recent))\r\n"
+            assert store.watchers == 0
+            sink.clear()  # what the next test's start does
+            assert imap.readline().startswith(b"* BYE Session ended: a new test")
+            assert imap.readline() == b""
+        line = pop.file.readline()
+        assert line.startswith(b"-ERR [SYS/TEMP] Session ended: a new test started")
+        assert pop.file.readline() == b""
+        pop.close()
 
 
 def test_sessions_of_an_earlier_test_get_bye(pytester: pytest.Pytester) -> None:

@@ -5,6 +5,7 @@ fields still read the same, types included."""
 from __future__ import annotations
 
 import smtplib
+import socket
 
 import pytest
 from conftest import Factory, make_message
@@ -100,6 +101,30 @@ def test_the_shared_values_stay_bounded() -> None:
     assert store.share(again) is again
 
 
+def test_unique_command_lines_do_not_grow_the_shared_values(smtpsink: Mailbox) -> None:
+    # One connection that sends many distinct lines and no message: each
+    # line is recorded through the shared values, which must stay bounded
+    # while the connection is still open (no message, connection or test
+    # comes to clear them).
+    store = smtpsink._store
+    sent = [f"NOOP unique-{n}" for n in range(3 * SHARED_VALUES_MAX)]
+    address = (smtpsink.host, smtpsink.port)
+    with socket.create_connection(address, 30) as sock, sock.makefile("rwb") as f:
+        assert f.readline().startswith(b"220 ")
+        for start in range(0, len(sent), 256):
+            batch = sent[start : start + 256]
+            f.write(b"".join(line.encode() + b"\r\n" for line in batch))
+            f.flush()
+            for _ in batch:
+                assert f.readline().startswith(b"250 ")
+            assert len(store.shared) <= SHARED_VALUES_MAX
+        f.write(b"QUIT\r\n")
+        f.flush()
+        assert f.readline().startswith(b"221 ")
+    (session,) = smtpsink.sessions
+    assert [e.line for e in session.transcript if e.command == "NOOP"] == sent
+
+
 def test_a_message_makes_its_own_dicts_only_when_needed(smtpsink: Mailbox) -> None:
     with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
         client.sendmail(
@@ -148,7 +173,8 @@ def test_a_fault_added_while_the_ehlo_reply_is_worked_out_is_not_kept(
     # SIZE, but the reply kept for later connections must not: after
     # clear_faults(), EHLO offers SIZE again. The window is a few bytecodes
     # wide, so the test thread's call is made inside it, from filter_ehlo.
-    # max_size=4321: a reply no earlier test has put in the module's cache.
+    # max_size=4321: a sink of its own (the factory shares a sink between
+    # the tests that ask for the same settings) that has kept no EHLO reply.
     sink = smtpsink_factory(max_size=4321)
     original = RecordingSMTP.filter_ehlo
 
@@ -168,3 +194,36 @@ def test_a_fault_added_while_the_ehlo_reply_is_worked_out_is_not_kept(
     monkeypatch.undo()
     sink.clear_faults()
     assert "SIZE" in extensions()
+
+
+def test_each_sink_keeps_its_own_ehlo_replies(smtpsink_factory: Factory) -> None:
+    small = smtpsink_factory(max_size=12345)
+    plain = smtpsink_factory()
+
+    def extensions(sink: Mailbox) -> list[str]:
+        with smtplib.SMTP(sink.host, sink.port) as client:
+            client.ehlo("client.example")
+        return sink.sessions[-1].replies_to("EHLO")[-1].replies[1:]
+
+    first = [extensions(small), extensions(plain)]
+    assert "250-SIZE 12345" in first[0]
+    assert not any(line.endswith("SIZE 12345") for line in first[1])
+    assert [line for line in first[1] if "SIZE" in line] == ["250-SIZE 67108864"]
+    small.hide("SIZE")
+    assert [line for line in extensions(small) if "SIZE" in line] == []
+    assert extensions(plain) == first[1]
+    small.clear_faults()
+    # Neither sink answers with a reply kept while the rule was active, nor
+    # with the other's.
+    assert [extensions(small), extensions(plain)] == first
+    # Each keeps its own reply and not the other's: no other sink in the
+    # process shares or evicts them.
+    kept = []
+    for sink in (small, plain):
+        runtime = sink._sink._runtime
+        assert runtime is not None
+        kept.append([list(reply[1:]) for reply in runtime.state.ehlo_replies.values()])
+    assert first[0] in kept[0]
+    assert first[0] not in kept[1]
+    assert first[1] in kept[1]
+    assert first[1] not in kept[0]
