@@ -5,17 +5,19 @@ sequence numbers across sessions, IDLE, per-test BYE, faults, bad input."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import imaplib
+import io
 import poplib
 import re
 import smtplib
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from dialogue import Endpoint, run
 
-from pytest_smtpsink import Mailbox, SMTPSink
+from pytest_smtpsink import IMAPEndpoint, Mailbox, SMTPSink
 
 USER = "ann@example.com"
 
@@ -318,9 +320,10 @@ def test_fetch_items_peek_and_flags(smtpsink: Mailbox) -> None:
     assert "h BAD Invalid message sequence number" in text
 
 
-def test_idle_is_woken_by_smtp_mail(smtpsink: Mailbox) -> None:
-    smtpsink.deliver(raw_message("First"), to=USER)
-    address = (smtpsink.imap.host, smtpsink.imap.port)
+@contextlib.contextmanager
+def idling(endpoint: IMAPEndpoint) -> Iterator[io.BufferedRWPair]:
+    """A raw IMAP session of USER, in IDLE on INBOX: its socket stream."""
+    address = (endpoint.host, endpoint.port)
     with socket.create_connection(address, 30) as s, s.makefile("rwb") as stream:
 
         def say(line: str) -> None:
@@ -341,6 +344,12 @@ def test_idle_is_woken_by_smtp_mail(smtpsink: Mailbox) -> None:
         until(b"b ")
         say("c IDLE")
         assert until(b"+") == [b"+ idling\r\n"]
+        yield stream
+
+
+def test_idle_is_woken_by_smtp_mail(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(raw_message("First"), to=USER)
+    with idling(smtpsink.imap) as stream:
         with smtplib.SMTP(smtpsink.host, smtpsink.port) as smtp:
             smtp.sendmail("zed@example.org", [USER], raw_message("Second"))
         # Woken by the store's notification: no NOOP, no polling.
@@ -349,7 +358,8 @@ def test_idle_is_woken_by_smtp_mail(smtpsink: Mailbox) -> None:
         smtpsink.deliver(raw_message("Third"), to=USER)
         assert stream.readline() == b"* 3 EXISTS\r\n"
         stream.readline()
-        say("DONE")
+        stream.write(b"DONE\r\n")
+        stream.flush()
         assert stream.readline() == b"c OK IDLE terminated\r\n"
     (session,) = [s for s in smtpsink.sessions if s.protocol == "IMAP"]
     transcript = session.format_transcript()
@@ -368,27 +378,7 @@ def test_open_read_side_sessions_leave_smtp_lines_alone() -> None:
         pop = poplib.POP3(sink.pop3.host, sink.pop3.port, timeout=30)
         pop.user(USER)
         pop.pass_("pw")
-        address = (sink.imap.host, sink.imap.port)
-        with socket.create_connection(address, 30) as s, s.makefile("rwb") as imap:
-
-            def say(line: str) -> None:
-                imap.write(line.encode() + b"\r\n")
-                imap.flush()
-
-            def until(prefix: bytes) -> list[bytes]:
-                lines: list[bytes] = []
-                while not lines or not lines[-1].startswith(prefix):
-                    lines.append(imap.readline())
-                    assert lines[-1], lines
-                return lines
-
-            imap.readline()
-            say(f"a LOGIN {USER} pw")
-            until(b"a ")
-            say("b SELECT INBOX")
-            until(b"b ")
-            say("c IDLE")
-            assert until(b"+") == [b"+ idling\r\n"]
+        with idling(sink.imap) as imap:
             assert store.watchers == 0
             with smtplib.SMTP(sink.host, sink.port) as smtp:
                 smtp.noop()
