@@ -19,6 +19,12 @@ accepted: anything else (a new aiosmtpd that keeps, say, a list per
 connection) refuses the template, and every connection runs aiosmtpd's own
 set-up, slower but right. ``tests/test_aiosmtpd_contract.py`` compares the
 two set-ups attribute by attribute.
+
+One difference remains, by design: the commands, mechanisms and hooks are
+the functions found at a sink's first connection. Patching
+``RecordingSMTP.smtp_X`` or a handler hook on the class while a sink runs
+is not seen by that sink's later connections, as it was when aiosmtpd
+looked them up for every connection.
 """
 
 from __future__ import annotations
@@ -29,8 +35,8 @@ import types
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-#: Types shared as they are between connections: immutable values, and the
-#: objects every connection of a sink shares by design (see `take`).
+#: Types whose values are shared as they are between connections (`take`
+#: also shares the objects it is given as ``shared``).
 _IMMUTABLE = (str, bytes, int, float, bool, type(None), frozenset)
 
 
@@ -70,10 +76,11 @@ def take(
     """What aiosmtpd's set-up gave ``protocol``, to `apply` to later ones.
 
     ``shared`` are the objects every connection of the sink shares (the
-    handler, the loop, the TLS context); ``loop`` is the sink's. Raises `Refused` when a value is
-    neither one of those, nor immutable, nor a method bound to ``protocol``
-    or to one of them, nor a dict or tuple of such values. The template
-    keeps no reference to ``protocol``.
+    handler, the loop, the TLS context); ``loop`` is the sink's. Raises
+    `Refused` when a value is neither one of those, nor immutable, nor a
+    method bound to ``protocol`` or to one of them, nor a dict or tuple of
+    such values. The template keeps no reference to ``protocol``, so the
+    first connection is freed like any other.
     """
     stream_names = _stream_protocol_names(loop)
     template = Template({}, [])
@@ -116,6 +123,8 @@ def _maker(
             for key, item in value.items()
             if (maker := _maker(item, owner, shared, name)) is not None
         ]
+        for key, _ in items:
+            base[key] = None  # made per connection; keeps the keys' order
 
         def make_dict(protocol: object) -> dict[Any, Any]:
             made = base.copy()
@@ -130,7 +139,11 @@ def _maker(
         makers = [_maker(item, owner, shared, name) for item in value]
         if all(maker is None for maker in makers):
             return None  # immutable
-        parts = list(zip(value, makers, strict=True))
+        # What is made per connection is not kept (it is bound to `owner`).
+        parts = [
+            (None if make is not None else item, make)
+            for item, make in zip(value, makers, strict=True)
+        ]
         rebuild: Callable[[Iterable[Any]], tuple[Any, ...]] = (
             tuple if type(value) is tuple else type(value)._make  # type: ignore[attr-defined]
         )

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import inspect
 import logging
 import smtplib
+import ssl
+import traceback
 import types
 import weakref
 from collections.abc import Callable, Iterator
@@ -365,6 +368,11 @@ def _same_setup(
     elif isinstance(reference, weakref.ref):
         assert isinstance(copied, weakref.ref)
         assert isinstance(copied(), asyncio.StreamReader)
+    elif isinstance(reference, traceback.StackSummary):
+        # Where the protocol was made (asyncio's debug mode, as under tox):
+        # each connection's own.
+        assert isinstance(copied, traceback.StackSummary)
+        assert copied is not reference
     elif isinstance(reference, collections.deque):
         assert isinstance(copied, collections.deque)
         assert copied is not reference
@@ -426,3 +434,60 @@ def test_aiosmtpd_s_setup_runs_for_every_connection_when_its_log_is_on(
         )
     lines = [r for r in caplog.records if "Available AUTH mechanisms" in r.getMessage()]
     assert len(lines) == 3
+
+
+@pytest.mark.parametrize(
+    "settings",
+    # With AUTH, the mechanisms are named tuples holding bound methods.
+    [SETUPS["plain"], SETUPS["auth"]],
+    ids=["plain", "auth"],
+)
+def test_the_first_connection_is_freed_like_any_other(
+    settings: dict[str, Any],
+) -> None:
+    # The copied set-up must not keep the first connection (its protocol,
+    # transcript and transport) alive for the sink's life.
+    with SMTPSink(**settings) as sink:
+        runtime = sink._runtime
+        assert runtime is not None
+        with smtplib.SMTP(sink.host, sink.port, timeout=30) as client:
+            client.noop()
+            (connection,) = runtime.state.connections
+            first = weakref.ref(connection)
+            del connection
+        for _ in range(2):  # copied set-ups, from the first one's
+            with smtplib.SMTP(sink.host, sink.port, timeout=30) as client:
+                client.noop()
+        sink.wait_until(
+            lambda: len(sink.sessions) == 3 and all(s.end for s in sink.sessions)
+        )
+        sink.wait_until(lambda: not runtime.state.connections)
+        assert runtime.state.setup_template
+        sink.clear()
+        gc.collect()
+        assert first() is None, gc.get_referrers(first())
+
+
+def test_a_tls_context_aiosmtpd_warns_of_is_set_up_by_aiosmtpd_every_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # aiosmtpd logs a warning from its set-up for a TLS context that
+    # verifies clients: copying the set-up would log it for the first
+    # connection only.
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.verify_mode = ssl.CERT_REQUIRED
+    with SMTPSink(tls="starttls") as sink:
+        runtime = sink._runtime
+        assert runtime is not None
+        state = runtime.state
+        state.tls_context = context  # as if the sink had been given it
+
+        async def connections() -> None:
+            for _ in range(3):
+                state.make_protocol()
+
+        with caplog.at_level(logging.WARNING, logger="mail.log"):
+            asyncio.run_coroutine_threadsafe(connections(), runtime.loop).result(30)
+    assert state.setup_template is False
+    warnings = [r for r in caplog.records if "verify_mode" in r.getMessage()]
+    assert len(warnings) == 3
