@@ -403,6 +403,93 @@ def test_open_read_side_sessions_leave_smtp_lines_alone() -> None:
         pop.close()
 
 
+def _imap_session(sink: Mailbox) -> imaplib.IMAP4:
+    client = imaplib.IMAP4(sink.imap.host, sink.imap.port, timeout=30)
+    client.login(USER, "pw")
+    return client
+
+
+def _append(sink: Mailbox) -> None:
+    with _imap_session(sink) as client:
+        client.append("INBOX", None, None, raw_message("Appended"))
+
+
+def _move_in(sink: Mailbox) -> None:
+    sink.deliver(raw_message("Filed"), to=USER, folder="Archive")
+    with _imap_session(sink) as client:
+        client.select("Archive")
+        client.uid("MOVE", "1:*", "INBOX")
+
+
+def _copy_in(sink: Mailbox) -> None:
+    sink.deliver(raw_message("Filed"), to=USER, folder="Archive")
+    with _imap_session(sink) as client:
+        client.select("Archive")
+        client.copy("1", "INBOX")
+
+
+def _expunge(sink: Mailbox) -> None:
+    with _imap_session(sink) as client:
+        client.select("INBOX")
+        client.store("1", "+FLAGS.SILENT", "(\\Deleted)")
+        client.expunge()
+
+
+def _fetch_marks_seen(sink: Mailbox) -> None:
+    with _imap_session(sink) as client:
+        client.select("INBOX")
+        client.fetch("1", "(BODY[])")
+
+
+def _rename_inbox(sink: Mailbox) -> None:
+    with _imap_session(sink) as client:
+        client.rename("INBOX", "Old")
+
+
+def _pop3_delete(sink: Mailbox) -> None:
+    client = poplib.POP3(sink.pop3.host, sink.pop3.port, timeout=30)
+    client.user(USER)
+    client.pass_("pw")
+    client.dele(1)
+    client.quit()
+
+
+# What another session or protocol does to INBOX, and what an IDLE session
+# on INBOX must be told at once: every place that changes the mailboxes
+# notifies the read-side servers (Store.mail_changed).
+CHANGES = {
+    "APPEND": (_append, b"* 2 EXISTS"),
+    "MOVE in": (_move_in, b"* 2 EXISTS"),
+    "COPY in": (_copy_in, b"* 2 EXISTS"),
+    "EXPUNGE": (_expunge, b"* 1 EXPUNGE"),
+    "FETCH marks seen": (_fetch_marks_seen, b"* 1 FETCH (FLAGS (\\Seen"),
+    "RENAME INBOX": (_rename_inbox, b"* 1 EXPUNGE"),
+    "POP3 DELE and QUIT": (_pop3_delete, b"* 1 EXPUNGE"),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES.values(), ids=CHANGES.keys())
+def test_idle_hears_of_every_change_to_its_mailbox(
+    smtpsink: Mailbox, change: tuple[Callable[[Mailbox], None], bytes]
+) -> None:
+    act, expected = change
+    smtpsink.deliver(raw_message("First"), to=USER)
+    with idling(smtpsink.imap) as stream:
+        act(smtpsink)
+        said = [stream.readline()]  # a timeout (30 s) if nothing is said
+        while not said[-1].startswith(expected):
+            # EXPUNGE's STORE \\Deleted is told first (tested on its own).
+            assert len(said) < 3, said
+            said.append(stream.readline())
+        line = said[-1]
+        stream.write(b"DONE\r\n")
+        stream.flush()
+        while not line.startswith(b"c "):
+            line = stream.readline()
+            assert line, "the IDLE session was closed"
+        assert line == b"c OK IDLE terminated\r\n"
+
+
 def test_sessions_of_an_earlier_test_get_bye(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
