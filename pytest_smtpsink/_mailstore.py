@@ -286,6 +286,16 @@ class MailStore:
                 kept.append(stored)
         folder.messages[:] = kept
 
+    def empty(self) -> None:
+        """Take every copy out of every folder, remembering none of them
+        (the standalone sink's "delete all"). Unlike `reset`, the folders
+        and the open sessions stay: IMAP sessions announce the copies as
+        expunged, a POP3 session keeps the snapshot it took at login."""
+        for account in self.accounts.values():
+            for folder in account.folders.values():
+                folder.messages.clear()
+                folder.removed.clear()
+
     def reset(self) -> None:
         """Empty every mailbox (a new test starts). UIDs go on counting."""
         self.accounts = {}

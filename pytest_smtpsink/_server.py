@@ -503,6 +503,12 @@ class SMTPSink(Mailbox):
         super().clear()
         self._store.discard_before(self._cursor, from_sessions=True)
 
+    def _empty_mailboxes(self) -> None:
+        """Take every message out of the recipients' mailboxes (POP3, IMAP),
+        keeping their folders and open sessions: the standalone sink's
+        "delete all" (see `MailStore.empty`). Any thread."""
+        self._store.empty_mailboxes()
+
     def forget_before(self, view: Mailbox) -> None:
         """Forget what arrived before ``view`` was made, in every mailbox of
         this sink, freeing its memory (per-test isolation: the fixtures call
