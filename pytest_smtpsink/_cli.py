@@ -760,6 +760,8 @@ class _Runner:
 
         sink = self.sink
         readers: list[ReadSideEndpoint] = []
+        if self.reading:
+            sink._forget_removed_mail()
         for name, port in self.reading:
             try:
                 if name == "pop3":

@@ -204,6 +204,10 @@ class MailStore:
         # `Store.discard_before`), and for nothing else, so that they cost
         # the SMTP conversation nothing. Changed holding the lock.
         self.listeners: set[Callable[[], None]] = set()
+        #: Whether `remove` keeps what left a folder (``Folder.removed``) for
+        #: a test's assertions (``deleted()``); the standalone sink, which
+        #: asserts nothing and may run for days, turns it off.
+        self.remember_removed = True
 
     # -- lookups (hold the lock) -----------------------------------------------
 
@@ -280,8 +284,9 @@ class MailStore:
         kept = []
         for stored in folder.messages:
             if id(stored) in drop:
-                how = "moved" if moved_to is not None else "deleted"
-                folder.removed.append(Removal(stored, how, moved_to))
+                if self.remember_removed:
+                    how = "moved" if moved_to is not None else "deleted"
+                    folder.removed.append(Removal(stored, how, moved_to))
             else:
                 kept.append(stored)
         folder.messages[:] = kept

@@ -503,6 +503,14 @@ class SMTPSink(Mailbox):
         super().clear()
         self._store.discard_before(self._cursor, from_sessions=True)
 
+    def _forget_removed_mail(self) -> None:
+        """Keep no record of what left the recipients' mailboxes (the
+        standalone sink: it asserts nothing, and must not grow with every
+        message a POP3 or IMAP client deletes). Any thread."""
+        mail = self._store.mail
+        with mail.lock:
+            mail.remember_removed = False
+
     def _empty_mailboxes(self) -> None:
         """Take every message out of the recipients' mailboxes (POP3, IMAP),
         keeping their folders and open sessions: the standalone sink's

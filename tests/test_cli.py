@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import imaplib
+import io
 import os
 import poplib
 import queue
@@ -31,7 +32,7 @@ import pytest
 import trustme
 
 from pytest_smtpsink import SMTPSink
-from pytest_smtpsink._cli import build_parser, main
+from pytest_smtpsink._cli import _Reporter, _Runner, build_parser, main
 from pytest_smtpsink._files import message_file_name
 
 if TYPE_CHECKING:
@@ -755,15 +756,18 @@ def test_no_read_side_credential_reaches_any_output(
         with pytest.raises(poplib.error_proto):
             pop3.pass_(wrong)
         with pytest.raises(poplib.error_proto):
-            pop3._shortcmd(f"AUTH PLAIN {secrets[3]}")  # the wrong password
-        digest = hashlib.md5(pop3.timestamp.search(pop3.welcome)[0] + password.encode())
+            # The wrong password.
+            pop3._shortcmd(f"AUTH PLAIN {secrets[3]}")  # type: ignore[attr-defined]
+        timestamp = re.search(rb"<[^>]*>", pop3.welcome)
+        assert timestamp is not None
+        digest = hashlib.md5(timestamp[0] + password.encode())
         secrets.append(digest.hexdigest())
         pop3.apop(user, password)
     finally:
         pop3.quit()
     pop3 = poplib.POP3("127.0.0.1", pop3_port, timeout=TIMEOUT)
     try:
-        pop3._shortcmd(f"AUTH PLAIN {secrets[2]}")
+        pop3._shortcmd(f"AUTH PLAIN {secrets[2]}")  # type: ignore[attr-defined]
         pop3.user(user)  # after login: refused, the session goes on
     except poplib.error_proto:
         pass
@@ -834,3 +838,25 @@ def test_busy_read_side_port_is_an_error_and_leaves_nothing_running(
     for released in (smtp_port, pop3_port):  # closed again, or never bound
         with socket.socket() as again:
             again.bind(("127.0.0.1", released))
+
+
+def test_the_standalone_mailboxes_keep_no_record_of_deleted_mail() -> None:
+    # A sink left running for days must not grow with every message a
+    # POP3 client fetches and deletes (the plugin keeps them for deleted()).
+    with SMTPSink() as sink:
+        reporter = _Reporter(sink, io.StringIO(), False, False, None)
+        readers = _Runner(sink, reporter, [("pop3", 0)])._start_reading()
+        assert readers is not None
+        (pop3_endpoint,) = readers
+        with smtplib.SMTP(sink.host, sink.port) as smtp:
+            smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+        sink.wait_for(to="ann@example.com")
+        pop3 = poplib.POP3(pop3_endpoint.host, pop3_endpoint.port, timeout=TIMEOUT)
+        try:
+            pop3.user("ann@example.com")
+            pop3.pass_("any")
+            pop3.dele(1)
+        finally:
+            pop3.quit()
+        inbox = sink._store.mail.accounts["ann@example.com"].folders["INBOX"]
+        assert (inbox.messages, inbox.removed) == ([], [])

@@ -127,7 +127,7 @@ def test_delete_all_empties_the_pop3_and_imap_mailboxes(
         imap.noop()
         assert imap.response("EXISTS") == ("EXISTS", [b"1"])
         _, data = imap.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-        assert data[0][1].strip() == b"Subject: Second"  # type: ignore[index]
+        assert data[0][1].strip() == b"Subject: Second"  # type: ignore[index,union-attr]
         imap.logout()
     pop3 = poplib.POP3("127.0.0.1", pop3_port, timeout=TIMEOUT)
     try:
