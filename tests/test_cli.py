@@ -299,14 +299,25 @@ def test_a_rejected_certificate_is_a_tls_failed_session(
 def test_all_interfaces_give_a_connectable_verified_address(
     start: Callable[..., Sink],
 ) -> None:
-    sink = start("--host", "0.0.0.0", "--allow-remote", "--tls", "starttls")
+    sink = start(
+        "--host", "0.0.0.0", "--allow-remote", "--tls", "starttls", "--pop3", "0"
+    )  # fmt: skip
     assert "(bound to 0.0.0.0: every interface)" in sink.banner[0]
+    pop3_line = sink.in_banner(r"^POP3 listening on pop3://127\.0\.0\.1:(\d+) ")
+    assert pop3_line.string.endswith(
+        " (STLS offered) (bound to 0.0.0.0: every interface)"
+    )
     ca_path = sink.in_banner(r"CA certificate for clients to trust: (\S+)$").group(1)
     context = ssl.create_default_context(cafile=ca_path)
+    pop3 = poplib.POP3("127.0.0.1", int(pop3_line[1]), timeout=TIMEOUT)
+    try:
+        pop3.stls(context)  # the certificate covers 127.0.0.1 here too
+    finally:
+        pop3.quit()
     with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
         smtp.starttls(context=context)  # the certificate covers 127.0.0.1
         smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
-    assert "(STARTTLS)" in sink.expect(r"session 1 closed").string
+    assert "(STARTTLS)" in sink.expect(r"session 2 closed").string
     sink.stop()
     assert sink.proc.returncode == 0
 
