@@ -667,11 +667,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         aiosmtpd_log.propagate = False
     if live is not None:
         live.start()
-    reading = [
-        (name, port)
-        for name, port in (("pop3", args.pop3), ("imap", args.imap))
-        if port is not None
+    asked: list[tuple[Literal["pop3", "imap"], int | None]] = [
+        ("pop3", args.pop3),
+        ("imap", args.imap),
     ]
+    reading = [(name, port) for name, port in asked if port is not None]
     try:
         return _Runner(sink, reporter, reading).run()
     finally:
@@ -689,11 +689,11 @@ class _Runner:
         self,
         sink: SMTPSink,
         reporter: _Reporter,
-        reading: Sequence[tuple[str, int]] = (),
+        reading: Sequence[tuple[Literal["pop3", "imap"], int]] = (),
     ) -> None:
         self.sink = sink
         self.reporter = reporter
-        #: The read-side servers asked for: ("pop3" or "imap", port).
+        #: The read-side servers asked for, with their ports.
         self.reading = reading
         self.changed = threading.Event()
         self.stop_requested = False
@@ -755,21 +755,11 @@ class _Runner:
     def _start_reading(self) -> list[ReadSideEndpoint] | None:
         """Start the POP3 and IMAP servers asked for, on the sink's bound
         host; None after saying why one cannot listen."""
-        from ._imap import IMAPServer
-        from ._pop3 import POP3Server
-
         sink = self.sink
         readers: list[ReadSideEndpoint] = []
-        if self.reading:
-            sink._forget_removed_mail()
         for name, port in self.reading:
             try:
-                if name == "pop3":
-                    sink._read_side(name, POP3Server, sink.bind_host, port)
-                    readers.append(sink.pop3)
-                else:
-                    sink._read_side(name, IMAPServer, sink.bind_host, port)
-                    readers.append(sink.imap)
+                readers.append(sink.serve_mailboxes(name, port))
             except OSError as error:
                 # As for --port: the plain reason, after the address.
                 reason = os.strerror(error.errno) if error.errno else str(error)
@@ -782,7 +772,7 @@ class _Runner:
                 return None
         if readers and self.reporter.live is not None:
             # "Delete all" in the live view empties the mailboxes too.
-            self.reporter.live.on_delete = sink._empty_mailboxes
+            self.reporter.live.on_delete = sink.empty_mailboxes
         return readers
 
     def _loop(self) -> None:
