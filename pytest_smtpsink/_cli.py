@@ -2,7 +2,9 @@
 
 For local development and manual checks: point an app (or swaks, or curl) at
 it and watch each session and message as it arrives. It is the same
-`SMTPSink` the pytest plugin runs, with the same TLS and AUTH settings.
+`SMTPSink` the pytest plugin runs, with the same TLS and AUTH settings;
+``--pop3`` and ``--imap`` start its read-side servers on the given ports
+(``SMTPSink.serve_mailboxes``), so a mail client can read what was sent.
 
 The main thread sleeps on an `threading.Event` that a store listener sets
 (on the server thread) after every change, so output appears the moment
