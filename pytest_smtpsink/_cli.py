@@ -2,7 +2,9 @@
 
 For local development and manual checks: point an app (or swaks, or curl) at
 it and watch each session and message as it arrives. It is the same
-`SMTPSink` the pytest plugin runs, with the same TLS and AUTH settings.
+`SMTPSink` the pytest plugin runs, with the same TLS and AUTH settings;
+``--pop3`` and ``--imap`` start its read-side servers on the given ports
+(``SMTPSink.serve_mailboxes``), so a mail client can read what was sent.
 
 The main thread sleeps on an `threading.Event` that a store listener sets
 (on the server thread) after every change, so output appears the moment
@@ -23,13 +25,14 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from . import __version__
 from ._files import write_message, write_session
 from ._message import raw_summary, summary_or_raw
-from ._server import SinkError, SMTPSink
+from ._server import SinkError, SMTPSink, _format_address
 from ._settings import (
     DEFAULT_HOST,
     DEFAULT_HOSTNAME,
@@ -43,6 +46,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from types import FrameType
 
+    from ._endpoint import ReadSideEndpoint
     from ._live import LiveServer
     from ._message import Message
     from ._session import Session
@@ -242,6 +246,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long the relay waits for the upstream (default: 10)",
     )
+    reading = parser.add_argument_group(
+        "reading mail (see the Reading the captured mail section of the docs)"
+    )
+    reading.add_argument(
+        "--pop3",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="serve each recipient's mailbox over POP3 on PORT (0 picks a free "
+        "port), on the sink's host, with its --tls (STLS, or POP3S with "
+        "implicit) and its --auth passwords (any password without a "
+        "USER:PASSWORD table)",
+    )
+    reading.add_argument(
+        "--imap",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="the same over IMAP (STARTTLS, or IMAPS with --tls implicit)",
+    )
     output = parser.add_argument_group("output")
     output.add_argument(
         "--save-dir",
@@ -297,6 +321,7 @@ def settings_from_args(
     parser: argparse.ArgumentParser, args: argparse.Namespace
 ) -> SinkSettings:
     """The `SinkSettings` the arguments ask for; a usage error if invalid."""
+    _check_read_side_ports(parser, args)
     values: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
@@ -334,6 +359,25 @@ def settings_from_args(
         parser.error(f"argument {option}: {message}")
 
 
+def _check_read_side_ports(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> None:
+    """A usage error if --pop3 or --imap asks for a fixed port that another
+    option already took (binding would fail after the others started)."""
+    taken: dict[int, str] = {}
+    for option, port in (
+        ("--port", args.port),
+        ("--http", args.http),
+        ("--pop3", args.pop3),
+        ("--imap", args.imap),
+    ):
+        if not port:  # not asked for, or 0: a free port
+            continue
+        if port in taken and option in ("--pop3", "--imap"):
+            parser.error(f"argument {option}: port {port} is taken by {taken[port]}")
+        taken.setdefault(port, option)
+
+
 def _is_remote_ip(host: str) -> bool:
     try:
         return not ipaddress.ip_address(host).is_loopback
@@ -360,6 +404,8 @@ class _Reporter:
     live: LiveServer | None = None
     messages: int = 0
     sessions: int = 0
+    #: Of `sessions`, those of POP3 and IMAP clients.
+    read_sessions: int = 0
     _follower: Follower | None = None
     _open: dict[int, tuple[int, Session]] = dataclasses.field(default_factory=dict)
     # Messages whose relay outcome is still to be printed.
@@ -379,11 +425,17 @@ class _Reporter:
         assert self._follower is not None
         new_messages, new_sessions = self._follower.take()
         if self.live is not None:
-            self.live.inbox.add(new_messages, new_sessions)
+            # The live view shows what was sent: its "connections without a
+            # message" are SMTP clients; POP3 and IMAP ones are printed here.
+            self.live.inbox.add(
+                new_messages, [s for s in new_sessions if s.protocol == "SMTP"]
+            )
 
         events: list[tuple[datetime.datetime, int, int, Callable[[], None]]] = []
         for session in new_sessions:
             self.sessions += 1
+            if session.protocol != "SMTP":
+                self.read_sessions += 1
             number = self.sessions
             self._open[id(session)] = (number, session)
             events.append(
@@ -437,8 +489,10 @@ class _Reporter:
     def _opened(self, number: int, session: Session) -> None:
         if not self.quiet:
             peer = f"{session.peer[0]}:{session.peer[1]}"
+            protocol = "" if session.protocol == "SMTP" else f" ({session.protocol})"
             self.say(
-                f"{_clock(session.started_at)} session {number} opened from {peer}"
+                f"{_clock(session.started_at)} session {number} opened from "
+                f"{peer}{protocol}"
             )
 
     def _message(self, message: Message) -> None:
@@ -484,6 +538,12 @@ def _session_header(number: int, session: Session) -> str:
     end: str = session.end or "server-closed"
     if session.tls_error is not None:
         end += f": {session.tls_error}"
+    if session.protocol != "SMTP":
+        # A mail reader: who logged in (never with what), no EHLO or mail.
+        return printable(
+            f"session {number} closed ({end}): {session.protocol}, "
+            f"peer {session.peer[0]}:{session.peer[1]}, TLS {tls}, login {auth}"
+        )
     return printable(
         f"session {number} closed ({end}): "
         f"peer {session.peer[0]}:{session.peer[1]}, EHLO {session.ehlo or '-'}, "
@@ -496,7 +556,10 @@ def _clock(moment: datetime.datetime) -> str:
 
 
 def _banner(
-    sink: SMTPSink, save_dir: str | None, live: LiveServer | None = None
+    sink: SMTPSink,
+    save_dir: str | None,
+    live: LiveServer | None = None,
+    readers: Sequence[ReadSideEndpoint] = (),
 ) -> list[str]:
     settings = sink.settings
     modes = {
@@ -511,6 +574,23 @@ def _banner(
     lines = [
         f"smtpsink {__version__} listening on {sink.url}{modes[settings.tls]}{bound}"
     ]
+    for endpoint in readers:
+        protocol = "POP3" if endpoint.url.startswith("pop3") else "IMAP"
+        command = "STLS" if protocol == "POP3" else "STARTTLS"
+        mode = {
+            None: "",
+            "starttls": f" ({command} offered)",
+            "starttls-required": f" ({command} required before login)",
+            "implicit": " (implicit TLS)",
+        }[settings.tls]
+        lines.append(f"{protocol} listening on {endpoint.url}{mode}{bound}")
+    if readers:
+        password = (
+            "its --auth password"
+            if isinstance(settings.auth, Mapping)
+            else "any password"
+        )
+        lines.append(f"mailboxes: log in as a recipient address with {password}")
     if settings.tls_cert is not None:
         lines.append(f"certificate: {settings.tls_cert} (yours: clients trust its CA)")
     elif settings.tls is not None:
@@ -589,8 +669,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         aiosmtpd_log.propagate = False
     if live is not None:
         live.start()
+    asked: list[tuple[Literal["pop3", "imap"], int | None]] = [
+        ("pop3", args.pop3),
+        ("imap", args.imap),
+    ]
+    reading = [(name, port) for name, port in asked if port is not None]
     try:
-        return _Runner(sink, reporter).run()
+        return _Runner(sink, reporter, reading).run()
     finally:
         if live is not None:
             live.stop()
@@ -602,9 +687,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 class _Runner:
     """Start, wait for changes until a signal, stop, report."""
 
-    def __init__(self, sink: SMTPSink, reporter: _Reporter) -> None:
+    def __init__(
+        self,
+        sink: SMTPSink,
+        reporter: _Reporter,
+        reading: Sequence[tuple[Literal["pop3", "imap"], int]] = (),
+    ) -> None:
         self.sink = sink
         self.reporter = reporter
+        #: The read-side servers asked for, with their ports.
+        self.reading = reading
         self.changed = threading.Event()
         self.stop_requested = False
         self.idle = False
@@ -632,8 +724,14 @@ class _Runner:
                     file=sys.stderr,
                 )
                 return 1
+            readers = self._start_reading()
+            if readers is None:
+                return 1  # the sink stops below, and with it what did start
             stop_listening = self.sink.on_change(self.changed.set)
-            for line in _banner(self.sink, self.reporter.save_dir, self.reporter.live):
+            banner = _banner(
+                self.sink, self.reporter.save_dir, self.reporter.live, readers
+            )
+            for line in banner:
                 self.reporter.say(line)
             self._loop()
             # A second Ctrl-C while stopping ends the process at once.
@@ -644,15 +742,40 @@ class _Runner:
             if self.reporter.live is not None:
                 self.reporter.live.stop()
             self.reporter.finish()
+            reading = self.reporter.read_sessions
             self.reporter.say(
                 f"smtpsink stopped: {plural(self.reporter.messages, 'message')} in "
                 f"{plural(self.reporter.sessions, 'session')}"
+                + (f" ({reading} POP3/IMAP)" if reading else "")
             )
             return 0
         finally:
             self.sink.stop()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+    def _start_reading(self) -> list[ReadSideEndpoint] | None:
+        """Start the POP3 and IMAP servers asked for, on the sink's bound
+        host; None after saying why one cannot listen."""
+        sink = self.sink
+        readers: list[ReadSideEndpoint] = []
+        for name, port in self.reading:
+            try:
+                readers.append(sink.serve_mailboxes(name, port))
+            except OSError as error:
+                # As for --port: the plain reason, after the address.
+                reason = os.strerror(error.errno) if error.errno else str(error)
+                print(
+                    f"smtpsink: error: --{name}: cannot listen on "
+                    f"{_format_address(sink.bind_host, port)}: {reason} (choose "
+                    f"another --{name} port, or --{name} 0 for a free one)",
+                    file=sys.stderr,
+                )
+                return None
+        if readers and self.reporter.live is not None:
+            # "Delete all" in the live view empties the mailboxes too.
+            self.reporter.live.on_delete = sink.empty_mailboxes
+        return readers
 
     def _loop(self) -> None:
         try:

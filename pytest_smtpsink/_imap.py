@@ -253,8 +253,10 @@ class IMAPServer(ReadSideServer["_Connection"]):
         settings: SinkSettings,
         faults: Faults,
         tls_context: ssl.SSLContext | None,
+        *,
+        port: int = 0,
     ) -> None:
-        super().__init__(host, store, settings, faults, tls_context)
+        super().__init__(host, store, settings, faults, tls_context, port=port)
         # \Recent (RFC 3501 2.3.2.): the highest UID some session has seen
         # in each folder of this generation.
         self.recent_claims: dict[tuple[int, str, str], int] = {}

@@ -22,7 +22,8 @@ JSON API:
 - ``GET /api/messages``: every kept message, oldest first (a summary each);
 - ``GET /api/messages/ID``: one message, with headers, parts and defects;
 - ``GET /api/messages/ID/raw``: the bytes as received (``message/rfc822``);
-- ``DELETE /api/messages``: forget every message and session;
+- ``DELETE /api/messages``: forget every message and session (and, with
+  ``--pop3`` or ``--imap``, empty the recipients' mailboxes);
 - ``GET /api/wait?subject=...&to=...&since=ID&timeout=S``: the first message
   after ``since`` that matches, waiting up to ``timeout`` seconds (default
   10) for it; 408 when none came. The criteria are those of ``wait_for``,
@@ -40,7 +41,7 @@ import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _html
@@ -311,6 +312,9 @@ class LiveServer(http.server.ThreadingHTTPServer):
     def __init__(self, host: str, port: int, *, allow_remote: bool = False) -> None:
         self.inbox = Inbox()
         self.allow_remote = allow_remote
+        #: Called (on the request's thread) after "delete all" emptied the
+        #: view: the CLI empties the POP3/IMAP mailboxes there too.
+        self.on_delete: Callable[[], None] | None = None
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         super().__init__((host, port), _Handler)
         self._thread: threading.Thread | None = None
@@ -495,7 +499,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif not self._same_origin():
             self._refuse(http.HTTPStatus.FORBIDDEN, "a request from another origin")
         elif urllib.parse.urlsplit(self.path).path.rstrip("/") == "/api/messages":
-            self._send_json({"deleted": self.server.inbox.clear()})
+            deleted = self.server.inbox.clear()
+            if self.server.on_delete is not None:
+                self.server.on_delete()
+            self._send_json({"deleted": deleted})
         else:
             self._refuse(http.HTTPStatus.NOT_FOUND, "DELETE only /api/messages")
 

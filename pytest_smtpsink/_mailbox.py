@@ -185,15 +185,25 @@ class Mailbox(FaultControls):
             self._imap = IMAPEndpoint(self, self._read_side("imap", IMAPServer))
         return self._imap
 
-    def _read_side(self, name: str, server_class: type[_ReadServer]) -> _ReadServer:
-        """The read-side server ``name`` of this sink, started on first use."""
+    def _read_side(
+        self,
+        name: str,
+        server_class: type[_ReadServer],
+        bind_host: str | None = None,
+        port: int = 0,
+    ) -> _ReadServer:
+        """The read-side server ``name`` of this sink, started on first use:
+        on ``port`` of ``bind_host`` (the standalone sink's ``--pop3`` and
+        ``--imap``), by default a free port of `host`. Raises OSError if
+        that cannot be bound."""
         sink = self._sink
         # Taken out here: the server must not refer to the sink.
-        host, settings = sink.host, sink.settings
+        host = sink.host if bind_host is None else bind_host
+        settings = sink.settings
         faults, tls_context = sink._faults, sink._server_tls
 
         def start(loop: asyncio.AbstractEventLoop, store: Store) -> _ReadServer:
-            server = server_class(host, store, settings, faults, tls_context)
+            server = server_class(host, store, settings, faults, tls_context, port=port)
             server.start(loop)
             return server
 

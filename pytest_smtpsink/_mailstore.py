@@ -204,6 +204,10 @@ class MailStore:
         # `Store.discard_before`), and for nothing else, so that they cost
         # the SMTP conversation nothing. Changed holding the lock.
         self.listeners: set[Callable[[], None]] = set()
+        #: Whether `remove` keeps what left a folder (``Folder.removed``) for
+        #: a test's assertions (``deleted()``); the standalone sink, which
+        #: asserts nothing and may run for days, turns it off.
+        self.remember_removed = True
 
     # -- lookups (hold the lock) -----------------------------------------------
 
@@ -280,11 +284,22 @@ class MailStore:
         kept = []
         for stored in folder.messages:
             if id(stored) in drop:
-                how = "moved" if moved_to is not None else "deleted"
-                folder.removed.append(Removal(stored, how, moved_to))
+                if self.remember_removed:
+                    how = "moved" if moved_to is not None else "deleted"
+                    folder.removed.append(Removal(stored, how, moved_to))
             else:
                 kept.append(stored)
         folder.messages[:] = kept
+
+    def empty(self) -> None:
+        """Take every copy out of every folder, remembering none of them
+        (the standalone sink's "delete all"). Unlike `reset`, the folders
+        and the open sessions stay: IMAP sessions announce the copies as
+        expunged, a POP3 session keeps the snapshot it took at login."""
+        for account in self.accounts.values():
+            for folder in account.folders.values():
+                folder.messages.clear()
+                folder.removed.clear()
 
     def reset(self) -> None:
         """Empty every mailbox (a new test starts). UIDs go on counting."""

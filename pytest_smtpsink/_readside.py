@@ -80,9 +80,14 @@ class ReadSideServer(Generic[ConnectionT]):
         settings: SinkSettings,
         faults: Faults,
         tls_context: ssl.SSLContext | None,
+        *,
+        port: int = 0,
     ) -> None:
         # The store, never the sink (see _server._Runtime).
         self.host = host
+        # The port to bind: 0 (a free one) for the plugin, the one asked
+        # for with ``smtpsink --pop3/--imap PORT``.
+        self._requested_port = port
         self.store = store
         self.mail: MailStore = store.mail
         self.settings = settings
@@ -106,7 +111,7 @@ class ReadSideServer(Generic[ConnectionT]):
     async def _start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._server = await self.loop.create_server(
-            self.new_connection, self.host, 0, reuse_address=None
+            self.new_connection, self.host, self._requested_port, reuse_address=None
         )
         self.port = self._server.sockets[0].getsockname()[1]
 

@@ -24,13 +24,16 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from ._faults import Fault, Faults
 from ._mailbox import Mailbox
 from ._settings import SinkSettings
 from ._smtp import ServerState
 from ._store import Follower, Store
+
+if TYPE_CHECKING:
+    from ._endpoint import ReadSideEndpoint
 
 _STOP_TIMEOUT = 10.0
 
@@ -502,6 +505,34 @@ class SMTPSink(Mailbox):
         """
         super().clear()
         self._store.discard_before(self._cursor, from_sessions=True)
+
+    def serve_mailboxes(
+        self, protocol: Literal["pop3", "imap"], port: int
+    ) -> ReadSideEndpoint:
+        """Serve the recipients' mailboxes over ``protocol`` on ``port`` (0:
+        a free one) of `bind_host`, for a long-running sink (the standalone
+        sink's ``--pop3`` and ``--imap``; tests use `pop3` and `imap`).
+        From then on the mailboxes keep no record of what clients delete
+        (only a test's ``deleted()`` reads it), so the sink does not grow
+        with it. Raises OSError if the port cannot be bound."""
+        mail = self._store.mail
+        with mail.lock:
+            mail.remember_removed = False
+        if protocol == "pop3":
+            from ._pop3 import POP3Server
+
+            self._read_side("pop3", POP3Server, self.bind_host, port)
+            return self.pop3
+        from ._imap import IMAPServer
+
+        self._read_side("imap", IMAPServer, self.bind_host, port)
+        return self.imap
+
+    def empty_mailboxes(self) -> None:
+        """Take every message out of the recipients' mailboxes (POP3, IMAP),
+        keeping their folders and open sessions: the standalone sink's
+        "delete all" (see `MailStore.empty`). Any thread."""
+        self._store.empty_mailboxes()
 
     def forget_before(self, view: Mailbox) -> None:
         """Forget what arrived before ``view`` was made, in every mailbox of

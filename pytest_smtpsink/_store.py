@@ -140,6 +140,14 @@ class Store:
         for listener in listeners:
             listener()
 
+    def empty_mailboxes(self) -> None:
+        """`MailStore.empty`, if the mailboxes exist, and wake who listens."""
+        with self.changed:
+            if self._mail is None:
+                return
+            self._mail.empty()
+        self.mail_changed()
+
     @property
     def mail(self) -> MailStore:
         """The recipient mailboxes (POP3, IMAP, `Mailbox.deliver`).

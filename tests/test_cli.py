@@ -7,16 +7,23 @@ with smtplib, curl or swaks, and stop it with SIGINT or SIGTERM.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import imaplib
+import io
 import os
+import poplib
 import queue
 import re
 import shutil
 import signal
 import smtplib
+import socket
 import ssl
 import subprocess
 import sys
 import threading
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +32,7 @@ import pytest
 import trustme
 
 from pytest_smtpsink import SMTPSink
-from pytest_smtpsink._cli import build_parser, main
+from pytest_smtpsink._cli import _Reporter, _Runner, build_parser, main
 from pytest_smtpsink._files import message_file_name
 
 if TYPE_CHECKING:
@@ -292,14 +299,25 @@ def test_a_rejected_certificate_is_a_tls_failed_session(
 def test_all_interfaces_give_a_connectable_verified_address(
     start: Callable[..., Sink],
 ) -> None:
-    sink = start("--host", "0.0.0.0", "--allow-remote", "--tls", "starttls")
+    sink = start(
+        "--host", "0.0.0.0", "--allow-remote", "--tls", "starttls", "--pop3", "0"
+    )  # fmt: skip
     assert "(bound to 0.0.0.0: every interface)" in sink.banner[0]
+    pop3_line = sink.in_banner(r"^POP3 listening on pop3://127\.0\.0\.1:(\d+) ")
+    assert pop3_line.string.endswith(
+        " (STLS offered) (bound to 0.0.0.0: every interface)"
+    )
     ca_path = sink.in_banner(r"CA certificate for clients to trust: (\S+)$").group(1)
     context = ssl.create_default_context(cafile=ca_path)
+    pop3 = poplib.POP3("127.0.0.1", int(pop3_line[1]), timeout=TIMEOUT)
+    try:
+        pop3.stls(context)  # the certificate covers 127.0.0.1 here too
+    finally:
+        pop3.quit()
     with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
         smtp.starttls(context=context)  # the certificate covers 127.0.0.1
         smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
-    assert "(STARTTLS)" in sink.expect(r"session 1 closed").string
+    assert "(STARTTLS)" in sink.expect(r"session 2 closed").string
     sink.stop()
     assert sink.proc.returncode == 0
 
@@ -502,6 +520,19 @@ def test_relay_outcomes_are_printed(start: Callable[..., Sink]) -> None:
             ["--relay", "smtp://192.0.2.1:25", "--relay-to", ".*"],
             "argument --relay: 192.0.2.1 is not a loopback address",
         ),
+        (["--pop3"], "argument --pop3: expected one argument"),
+        (["--pop3", "pop"], "argument --pop3: must be a number from 0 to 65535"),
+        (["--imap", "65536"], "argument --imap: must be a number from 0 to 65535"),
+        (["--imap", "-1"], "argument --imap: must be a number from 0 to 65535"),
+        (
+            ["--pop3", "2110", "--imap", "2110"],
+            "argument --imap: port 2110 is taken by --pop3",
+        ),
+        (["--pop3", "2525"], "argument --pop3: port 2525 is taken by --port"),
+        (
+            ["--port", "0", "--http", "8025", "--imap", "8025"],
+            "argument --imap: port 8025 is taken by --http",
+        ),
     ],
 )
 def test_bad_arguments_name_the_option(
@@ -573,3 +604,270 @@ def test_console_script() -> None:
         check=True,
     )
     assert result.stdout.startswith("smtpsink ")
+
+
+# -- reading mail: --pop3 and --imap -------------------------------------------------
+
+
+def _read_side_ports(sink: Sink) -> tuple[int, int]:
+    """The POP3 and IMAP ports of the banner (which must name both)."""
+    pop3 = sink.in_banner(r"^POP3 listening on pop3s?://127\.0\.0\.1:(\d+)")
+    imap = sink.in_banner(r"^IMAP listening on imaps?://127\.0\.0\.1:(\d+)")
+    return int(pop3[1]), int(imap[1])
+
+
+def _send(sink: Sink) -> None:
+    with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+        smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+    sink.expect(r"^message #1 ")  # stored: the mailboxes have it
+
+
+@stops_with_signals
+def test_pop3_and_imap_read_what_was_sent(start: Callable[..., Sink]) -> None:
+    sink = start("--pop3", "0", "--imap", "0")
+    assert sink.banner[0].startswith("smtpsink ")  # the first line is unchanged
+    assert sink.banner[0].endswith(f" listening on smtp://127.0.0.1:{sink.port}")
+    pop3_port, imap_port = _read_side_ports(sink)
+    assert sink.banner[1:3] == [
+        f"POP3 listening on pop3://127.0.0.1:{pop3_port}",
+        f"IMAP listening on imap://127.0.0.1:{imap_port}",
+    ]
+    assert "mailboxes: log in as a recipient address with any password" in sink.banner
+    _send(sink)
+
+    pop3 = poplib.POP3("127.0.0.1", pop3_port, timeout=TIMEOUT)
+    try:
+        pop3.user("ann@example.com")
+        pop3.pass_("whatever")
+        _, lines, _ = pop3.retr(1)
+    finally:
+        pop3.quit()
+    assert b"\r\n".join(lines) + b"\r\n" == RAW
+    opened = sink.expect(r"session (\d+) opened from 127\.0\.0\.1:\d+ \(POP3\)$")
+    closed = sink.expect(rf"session {opened[1]} closed").string
+    assert closed.endswith(": POP3, peer " + closed.split("peer ")[1])
+    assert "(quit): POP3, peer 127.0.0.1:" in closed
+    assert closed.endswith("TLS -, login USER ann@example.com ok")
+
+    with imaplib.IMAP4("127.0.0.1", imap_port, timeout=TIMEOUT) as imap:
+        imap.login("Ann@Example.com", "whatever")
+        assert imap.select("INBOX") == ("OK", [b"1"])
+        _, data = imap.fetch("1", "(BODY.PEEK[])")
+        imap.logout()
+    assert data[0][1] == RAW  # type: ignore[index]
+    sink.expect(r"session 3 opened from 127\.0\.0\.1:\d+ \(IMAP\)$")
+    assert "IMAP, peer" in sink.expect(r"session 3 closed").string
+
+    rest = sink.stop()
+    assert sink.proc.returncode == 0
+    assert rest[-1] == "smtpsink stopped: 1 message in 3 sessions (2 POP3/IMAP)"
+    assert sink.stderr == ""
+
+
+@stops_with_signals
+def test_pop3_and_imap_need_tls_and_the_auth_password(
+    start: Callable[..., Sink],
+) -> None:
+    sink = start(
+        "--tls", "starttls-required", "--auth", "ann@example.com:s3cret",
+        "--pop3", "0", "--imap", "0", "--quiet",
+    )  # fmt: skip
+    pop3_port, imap_port = _read_side_ports(sink)
+    assert sink.banner[1].endswith(" (STLS required before login)")
+    assert sink.banner[2].endswith(" (STARTTLS required before login)")
+    assert (
+        "mailboxes: log in as a recipient address with its --auth password"
+        in sink.banner
+    )
+    ca_path = sink.in_banner(r"CA certificate for clients to trust: (\S+)$")[1]
+    context = ssl.create_default_context(cafile=ca_path)
+    with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+        smtp.starttls(context=context)
+        smtp.login("ann@example.com", "s3cret")
+        smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+
+    pop3 = poplib.POP3("127.0.0.1", pop3_port, timeout=TIMEOUT)
+    try:
+        with pytest.raises(poplib.error_proto, match="TLS is required first"):
+            pop3.user("ann@example.com")
+        pop3.stls(context)
+        pop3.user("ann@example.com")
+        with pytest.raises(poplib.error_proto, match=r"\[AUTH\] Authentication"):
+            pop3.pass_("wrong")
+        pop3.user("ann@example.com")
+        pop3.pass_("s3cret")
+        _, lines, _ = pop3.retr(1)
+    finally:
+        pop3.quit()
+    assert b"\r\n".join(lines) + b"\r\n" == RAW
+
+    with imaplib.IMAP4("127.0.0.1", imap_port, timeout=TIMEOUT) as imap:
+        assert "LOGINDISABLED" in imap.capabilities
+        imap.starttls(context)
+        with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+            imap.login("ann@example.com", "wrong")
+        imap.login("ann@example.com", "s3cret")
+        assert imap.select("INBOX") == ("OK", [b"1"])
+        imap.logout()
+    rest = sink.stop()
+    assert rest == ["smtpsink stopped: 1 message in 3 sessions (2 POP3/IMAP)"]
+
+
+@stops_with_signals
+def test_pop3s_and_imaps_with_implicit_tls(start: Callable[..., Sink]) -> None:
+    sink = start("--tls", "implicit", "--pop3", "0", "--imap", "0")
+    pop3_port, imap_port = _read_side_ports(sink)
+    assert sink.banner[1] == f"POP3 listening on pop3s://127.0.0.1:{pop3_port} " + (
+        "(implicit TLS)"
+    )
+    assert sink.banner[2] == f"IMAP listening on imaps://127.0.0.1:{imap_port} " + (
+        "(implicit TLS)"
+    )
+    ca_path = sink.in_banner(r"CA certificate for clients to trust: (\S+)$")[1]
+    context = ssl.create_default_context(cafile=ca_path)
+    pop3 = poplib.POP3_SSL("127.0.0.1", pop3_port, context=context, timeout=TIMEOUT)
+    try:
+        pop3.user("ann@example.com")
+        pop3.pass_("any")
+        assert pop3.stat() == (0, 0)
+    finally:
+        pop3.quit()
+    assert (
+        "TLS TLSv1.3 (implicit), login USER" in sink.expect(r"session 1 closed").string
+    )
+    with imaplib.IMAP4_SSL("127.0.0.1", imap_port, ssl_context=context) as imap:
+        imap.login("ann@example.com", "any")
+        imap.logout()
+    assert "(implicit)" in sink.expect(r"session 2 closed").string
+    sink.stop()
+    assert sink.proc.returncode == 0
+
+
+@stops_with_signals
+def test_no_read_side_credential_reaches_any_output(
+    start: Callable[..., Sink], tmp_path: Path
+) -> None:
+    password, wrong = "Pa55-word-XYZ", "Wr0ng-pass-QQQ"
+    user = "ann@example.com"
+    sink = start(
+        "--auth", f"{user}:{password}", "--auth-plaintext", "--pop3", "0",
+        "--imap", "0", "--transcripts", "--save-dir", str(tmp_path), "--http", "0",
+    )  # fmt: skip
+    pop3_port, imap_port = _read_side_ports(sink)
+    live = sink.in_banner(r"live view on (http://\S+)$")[1]
+    _send(sink)
+    secrets = [password, wrong]
+    for secret in (password, wrong):
+        plain = base64.b64encode(f"\0{user}\0{secret}".encode()).decode()
+        secrets.append(plain)
+
+    pop3 = poplib.POP3("127.0.0.1", pop3_port, timeout=TIMEOUT)
+    try:
+        pop3.user(user)
+        with pytest.raises(poplib.error_proto):
+            pop3.pass_(wrong)
+        with pytest.raises(poplib.error_proto):
+            # The wrong password.
+            pop3._shortcmd(f"AUTH PLAIN {secrets[3]}")  # type: ignore[attr-defined]
+        timestamp = re.search(rb"<[^>]*>", pop3.welcome)
+        assert timestamp is not None
+        digest = hashlib.md5(timestamp[0] + password.encode())
+        secrets.append(digest.hexdigest())
+        pop3.apop(user, password)
+    finally:
+        pop3.quit()
+    pop3 = poplib.POP3("127.0.0.1", pop3_port, timeout=TIMEOUT)
+    try:
+        pop3._shortcmd(f"AUTH PLAIN {secrets[2]}")  # type: ignore[attr-defined]
+        pop3.user(user)  # after login: refused, the session goes on
+    except poplib.error_proto:
+        pass
+    finally:
+        pop3.quit()
+    with imaplib.IMAP4("127.0.0.1", imap_port, timeout=TIMEOUT) as imap:
+        with pytest.raises(imaplib.IMAP4.error):
+            imap.login(user, wrong)
+        imap.authenticate("PLAIN", lambda _: f"\0{user}\0{password}".encode())
+        imap.logout()
+    with imaplib.IMAP4("127.0.0.1", imap_port, timeout=TIMEOUT) as imap:
+        imap.login(user, password)
+        imap.select("INBOX")
+        imap.logout()
+    # Every read-side session has ended and been printed.
+    for number in range(2, 6):
+        sink.expect(rf"session {number} closed")
+    pages = []
+    for path in ("/", "/api/messages", "/api/messages/1"):
+        with urllib.request.urlopen(live + path.lstrip("/"), timeout=TIMEOUT) as page:
+            pages.append(page.read().decode())
+    sink.stop()
+    saved = [path.read_text(encoding="utf-8") for path in tmp_path.iterdir()]
+    assert any("C: PASS ****" in text for text in saved), saved
+    everything = "\n".join([*sink.seen, sink.stderr, *saved, *pages])
+    assert "C: PASS ****" in everything  # the transcripts were printed
+    leaked = [secret for secret in secrets if secret in everything]
+    assert leaked == []
+
+
+def _taken_port() -> socket.socket:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    return busy
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize("option", ["--pop3", "--imap"])
+def test_busy_read_side_port_is_an_error_and_leaves_nothing_running(
+    option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    smtp_port, pop3_port = _free_port(), _free_port()
+    before = set(threading.enumerate())
+    with _taken_port() as busy:
+        port = busy.getsockname()[1]
+        # POP3 starts first: with --imap busy, it is running when IMAP fails.
+        args = ["--port", str(smtp_port)]
+        if option == "--pop3":
+            args += ["--pop3", str(port), "--imap", "0"]
+        else:
+            args += ["--pop3", str(pop3_port), "--imap", str(port)]
+        assert main(args) == 1
+    out, err = capsys.readouterr()
+    assert out == ""  # no banner: it never listened
+    assert err.splitlines() == [
+        f"smtpsink: error: {option}: cannot listen on 127.0.0.1:{port}: Address "
+        f"already in use (choose another {option} port, or {option} 0 for a "
+        "free one)"
+    ]
+    assert [t.name for t in threading.enumerate() if t not in before] == []
+    for released in (smtp_port, pop3_port):  # closed again, or never bound
+        with socket.socket() as again:
+            again.bind(("127.0.0.1", released))
+
+
+def test_the_standalone_mailboxes_keep_no_record_of_deleted_mail() -> None:
+    # A sink left running for days must not grow with every message a
+    # POP3 client fetches and deletes (the plugin keeps them for deleted()).
+    with SMTPSink() as sink:
+        reporter = _Reporter(sink, io.StringIO(), False, False, None)
+        readers = _Runner(sink, reporter, [("pop3", 0)])._start_reading()
+        assert readers is not None
+        (pop3_endpoint,) = readers
+        with smtplib.SMTP(sink.host, sink.port) as smtp:
+            smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+        sink.wait_for(to="ann@example.com")
+        pop3 = poplib.POP3(pop3_endpoint.host, pop3_endpoint.port, timeout=TIMEOUT)
+        try:
+            pop3.user("ann@example.com")
+            pop3.pass_("any")
+            pop3.dele(1)
+        finally:
+            pop3.quit()
+        inbox = sink._store.mail.accounts["ann@example.com"].folders["INBOX"]
+        assert (inbox.messages, inbox.removed) == ([], [])

@@ -8,7 +8,9 @@ in test_live_browser.py.
 from __future__ import annotations
 
 import http.client
+import imaplib
 import json
+import poplib
 import smtplib
 import threading
 import urllib.error
@@ -102,6 +104,38 @@ def test_list_get_raw_and_delete(live: Callable[..., Live]) -> None:
         404,
         {"error": f"no message '{second['id']}'"},
     )
+
+
+def test_delete_all_empties_the_pop3_and_imap_mailboxes(
+    live: Callable[..., Live],
+) -> None:
+    view = live("--pop3", "0", "--imap", "0")
+    pop3_port = int(view.sink.in_banner(r"^POP3 listening on pop3://\S+:(\d+)$")[1])
+    imap_port = int(view.sink.in_banner(r"^IMAP listening on imap://\S+:(\d+)$")[1])
+    view.send("First")
+    view.json("/api/wait?subject=First")
+    with imaplib.IMAP4("127.0.0.1", imap_port, timeout=TIMEOUT) as imap:
+        imap.login("ann@example.com", "any")
+        assert imap.select("INBOX") == ("OK", [b"1"])
+        imap.response("EXISTS")  # imaplib keeps SELECT's: drop it
+        assert view.json("/api/messages", "DELETE") == {"deleted": 1}
+        # The open session hears of it at its next command, and stays open.
+        imap.noop()
+        assert imap.response("EXPUNGE") == ("EXPUNGE", [b"1"])
+        view.send("Second")
+        view.json("/api/wait?subject=Second")
+        imap.noop()
+        assert imap.response("EXISTS") == ("EXISTS", [b"1"])
+        _, data = imap.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert data[0][1].strip() == b"Subject: Second"  # type: ignore[index,union-attr]
+        imap.logout()
+    pop3 = poplib.POP3("127.0.0.1", pop3_port, timeout=TIMEOUT)
+    try:
+        pop3.user("ann@example.com")
+        pop3.pass_("any")
+        assert pop3.stat()[0] == 1  # Second only
+    finally:
+        pop3.quit()
 
 
 def test_wait_for_a_later_message(live: Callable[..., Live]) -> None:
