@@ -356,6 +356,11 @@ def settings_from_args(
             message = "needs --auth any or --auth USER:PASSWORD"
         elif error.setting == "tls_cert" and args.tls is None:
             message = "needs --tls starttls, starttls-required or implicit"
+        elif error.setting == "auth" and args.tls is None:
+            message = (
+                "AUTH is only offered over TLS: add --tls starttls (or implicit), "
+                "or --auth-plaintext to allow AUTH without TLS"
+            )
         parser.error(f"argument {option}: {message}")
 
 
@@ -631,12 +636,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.makedirs(save_dir, exist_ok=True)
         except OSError as error:
             parser.error(f"argument --save-dir: cannot create {save_dir!r}: {error}")
-    if settings.auth is not None and not (settings.tls or settings.auth_plaintext):
-        print(
-            "smtpsink: note: without --tls, AUTH is not offered unless "
-            "--auth-plaintext is given",
-            file=sys.stderr,
-        )
     live = None
     if args.http is not None:
         from ._live import LiveServer

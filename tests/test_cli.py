@@ -509,6 +509,11 @@ def test_relay_outcomes_are_printed(start: Callable[..., Sink]) -> None:
             "argument --auth: user 'a' is given twice",
         ),
         (["--auth-required"], "argument --auth-required: needs --auth"),
+        (
+            ["--auth", "ann:pw"],
+            "argument --auth: AUTH is only offered over TLS: add --tls starttls "
+            "(or implicit), or --auth-plaintext to allow AUTH without TLS",
+        ),
         (["--host", "localhost"], "argument --host: 'localhost' is not an IP address"),
         (["--host", "192.0.2.1"], "argument --host: 192.0.2.1 is not a loopback"),
         (["--tls", "ssl"], "argument --tls: invalid choice: 'ssl'"),
