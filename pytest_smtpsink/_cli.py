@@ -321,7 +321,7 @@ def settings_from_args(
     parser: argparse.ArgumentParser, args: argparse.Namespace
 ) -> SinkSettings:
     """The `SinkSettings` the arguments ask for; a usage error if invalid."""
-    _check_read_side_ports(parser, args)
+    _check_port_clashes(parser, args)
     values: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
@@ -364,11 +364,11 @@ def settings_from_args(
         parser.error(f"argument {option}: {message}")
 
 
-def _check_read_side_ports(
+def _check_port_clashes(
     parser: argparse.ArgumentParser, args: argparse.Namespace
 ) -> None:
-    """A usage error if --pop3 or --imap asks for a fixed port that another
-    option already took (binding would fail after the others started)."""
+    """A usage error if two options ask for the same fixed port (binding
+    the second would fail after the first started)."""
     taken: dict[int, str] = {}
     for option, port in (
         ("--port", args.port),
@@ -378,7 +378,7 @@ def _check_read_side_ports(
     ):
         if not port:  # not asked for, or 0: a free port
             continue
-        if port in taken and option in ("--pop3", "--imap"):
+        if port in taken:
             parser.error(f"argument {option}: port {port} is taken by {taken[port]}")
         taken.setdefault(port, option)
 

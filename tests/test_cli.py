@@ -538,6 +538,7 @@ def test_relay_outcomes_are_printed(start: Callable[..., Sink]) -> None:
             ["--port", "0", "--http", "8025", "--imap", "8025"],
             "argument --imap: port 8025 is taken by --http",
         ),
+        (["--port", "8025", "--http", "8025"], "argument --http: port 8025 is taken"),
     ],
 )
 def test_bad_arguments_name_the_option(
