@@ -25,7 +25,7 @@ import secrets
 import ssl
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from typing import TYPE_CHECKING, Any, AnyStr, Literal, TypeVar, cast
 
 from aiosmtpd.smtp import (
@@ -67,6 +67,12 @@ if TYPE_CHECKING:
     from ._store import Store
 
 _MAX_SHOWN_LINE = 512
+# The commands answered as they arrive (RecordingSMTP.data_received): those
+# of every message, whose aiosmtpd methods never wait while the connection
+# can take their reply. DATA reads the content, AUTH and STARTTLS more.
+_ANSWERED_AT_ONCE = {
+    verb.encode(): verb for verb in ("EHLO", "MAIL", "RCPT", "NOOP", "RSET", "QUIT")
+}
 # Message content is joined into pieces of this size while it is read.
 _CHUNK = 65536
 _LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
@@ -361,6 +367,31 @@ def _dsn_error(key: str) -> str:
     return f"501 5.5.4 Syntax error in the {key}= parameter (RFC 3461)"
 
 
+class _Resumed:
+    """Awaitable: the rest of a coroutine that was started outside a task
+    and waits for ``waits_for``; awaited in a task, it goes on as if the
+    task had run it from the start."""
+
+    def __init__(self, coroutine: Coroutine[Any, Any, None], waits_for: Any) -> None:
+        self.coroutine, self.waits_for = coroutine, waits_for
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coroutine, waits_for = self.coroutine, self.waits_for
+        while True:
+            try:
+                sent = yield waits_for
+            except BaseException as error:  # cancelled, or the future failed
+                try:
+                    waits_for = coroutine.throw(error)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    waits_for = coroutine.send(sent)
+                except StopIteration:
+                    return
+
+
 class ServerState:
     """What every connection of one sink server shares."""
 
@@ -389,6 +420,9 @@ class ServerState:
         # the reply aiosmtpd made: see RecordingSMTP._ehlo_reply. One sink's
         # own, so that no other sink in the process shares or evicts them.
         self.ehlo_replies: dict[tuple[str, ...], tuple[str, ...]] = {}
+        # Whether a command that arrives alone may be answered at once
+        # (RecordingSMTP.data_received); the tests compare both ways.
+        self.fast_commands = True
 
     def release(self, rules: tuple[Fault, ...]) -> None:
         """Close the connections that ``rules`` (just removed) hold."""
@@ -860,7 +894,13 @@ class RecordingSMTP(SMTP):
         readuntil, read = reader.readuntil, reader.read
 
         async def recording_readuntil(separator: _ReaduntilBuffer = b"\n") -> bytes:
-            line = await readuntil(separator)
+            # While this waits, aiosmtpd's loop waits for a command: one that
+            # arrives alone may be answered at once (see data_received).
+            self._awaiting_command = True
+            try:
+                line = await readuntil(separator)
+            finally:
+                self._awaiting_command = False
             self._on_line(line)
             return line
 
@@ -871,6 +911,115 @@ class RecordingSMTP(SMTP):
 
         reader.readuntil = recording_readuntil  # type: ignore[method-assign]
         reader.read = recording_read  # type: ignore[method-assign]
+
+    # -- commands answered as they arrive ------------------------------------
+    #
+    # aiosmtpd reads each command line in its coroutine: the line's arrival
+    # resolves a StreamReader future, and the coroutine runs on the loop's
+    # next iteration. A command that arrives alone while that coroutine
+    # waits for one, with nothing unusual about the connection, is answered
+    # here instead, by the same aiosmtpd method, with aiosmtpd's checks of
+    # the line (tests/test_properties.py compares both ways on any
+    # sequence of commands). Anything else takes aiosmtpd's way.
+
+    _awaiting_command = False
+    # Data that came while a command answered here was still running (it
+    # waited, or failed): handed on, in order, when it is done.
+    _held: bytearray | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._held is not None:
+            self._held += data
+            return
+        if (
+            self._awaiting_command
+            and data.find(b"\n") == len(data) - 1  # one whole line, alone
+            and self.state.fast_commands
+            and not self.state.faults.rules
+            # Not the end of a line that began in an earlier packet.
+            and not self._reader._buffer  # type: ignore[attr-defined]
+            and self._answer_now(data)
+        ):
+            return
+        super().data_received(data)
+
+    def _answer_now(self, data: bytes) -> bool:
+        """Answer the command line ``data`` as aiosmtpd's loop would; False
+        (nothing done) for anything that loop should see."""
+        line = data.rstrip(b"\r\n")
+        verb, _, arg_bytes = line.partition(b" ")
+        name = _ANSWERED_AT_ONCE.get(verb.upper())
+        session, transport = self.session, self.transport
+        if (
+            name is None
+            or session is None
+            or transport is None
+            or transport.is_closing()
+            or cast("asyncio.WriteTransport", transport).get_write_buffer_size()
+            or self._pending_total  # the rest of an over-long line
+            or self._after_auth  # maybe an AUTH response: see _on_line
+            or not self._tls_handshake_okay
+            or (self.require_starttls and not self._tls_protocol)
+            or self._enforce_call_limit
+            or _AIOSMTPD_LOG.isEnabledFor(logging.INFO)  # its lines, its way
+        ):
+            return False
+        arg: str | None = None
+        if arg_bytes:
+            arg_bytes = arg_bytes.strip()
+            try:
+                arg = arg_bytes.decode(
+                    "utf-8" if self.enable_SMTPUTF8 else "ascii",
+                    "surrogateescape" if self.enable_SMTPUTF8 else "strict",
+                )
+            except UnicodeDecodeError:
+                return False  # aiosmtpd's "strict ASCII mode" reply
+        limit = (
+            self.command_size_limits[name]
+            if session.extended_smtp
+            else self.command_size_limit
+        )
+        if len(line) > limit:
+            return False
+        self._on_line(data)
+        self._reset_timeout()
+        command = self._smtp_methods[name](arg)
+        try:
+            waits_for = command.send(None)
+        except StopIteration:
+            return True
+        except Exception as error:
+            self._finish_later(self._failed(error))
+        else:  # it waits for something after all: a task carries it on
+            self._finish_later(_Resumed(command, waits_for))
+        return True
+
+    def _finish_later(self, rest: Awaitable[None]) -> None:
+        """Run ``rest`` of a command in a task, holding later data until it
+        is done, so that commands are still answered in order."""
+        self._held = bytearray()
+        task = self.loop.create_task(self._then_failed(rest))
+
+        def done(_: asyncio.Task[None]) -> None:
+            held, self._held = self._held, None
+            if held and self.transport is not None:
+                self.data_received(bytes(held))
+
+        task.add_done_callback(done)
+
+    async def _then_failed(self, rest: Awaitable[None]) -> None:
+        try:
+            await rest
+        except Exception as error:
+            await self._failed(error)
+
+    async def _failed(self, error: Exception) -> None:
+        """What aiosmtpd's loop does when a command raises."""
+        try:
+            status = await self.handle_exception(error)
+        except Exception as inner:
+            status = f"500 Error: ({inner.__class__.__name__}) {inner}"
+        await self.push(status)
 
     def _append(self, kind: Any, line: str) -> Exchange:
         # This and _record_reply run for every line of every conversation:

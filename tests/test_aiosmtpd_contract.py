@@ -169,7 +169,8 @@ def test_session_login_data_backing_attribute() -> None:
 
 def test_stream_reader_buffer_holds_unread_bytes() -> None:
     # CPython's, not aiosmtpd's: read when a client leaves in the middle of
-    # a message, to count the last line that never got its CRLF.
+    # a message, to count the last line that never got its CRLF, and before
+    # answering a command as it arrives (it must not end an earlier line).
     loop = asyncio.new_event_loop()
     try:
         reader = asyncio.StreamReader(loop=loop)

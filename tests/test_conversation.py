@@ -13,9 +13,11 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import pytest
+from aiosmtpd.smtp import SMTP
 from conftest import Factory
 
 from pytest_smtpsink import Mailbox, SMTPSink
+from pytest_smtpsink._smtp import RecordingSMTP
 
 _T = TypeVar("_T")
 
@@ -373,3 +375,58 @@ def test_wait_until_wakes_on_each_step_of_the_conversation(smtpsink: Mailbox) ->
     smtpsink.clear_faults()  # releases the hung connection
     thread.join()
     smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
+
+
+@pytest.mark.parametrize("at_once", [True, False], ids=["at-once", "aiosmtpd-way"])
+def test_a_command_that_waits_or_fails_is_answered_in_order(
+    monkeypatch: pytest.MonkeyPatch, at_once: bool
+) -> None:
+    # A command answered as it arrives (RecordingSMTP.data_received) that
+    # waits after all, or fails, is finished as aiosmtpd's loop would: its
+    # reply, then those of commands that came meanwhile, in order; a failure
+    # answered "500 Error: (Type) text" and the session going on.
+    async def noop(server: RecordingSMTP, arg: str | None) -> None:
+        if arg == "now":
+            raise ValueError("failed at once")
+        if arg is None:  # waits until the next command has come
+            for _ in range(2000):
+                if server._held or server._reader._buffer:  # type: ignore[attr-defined]
+                    break
+                await asyncio.sleep(0.005)
+        await asyncio.sleep(0)
+        if arg == "later":
+            raise ValueError("failed after waiting")
+        await SMTP.smtp_NOOP(server, arg)
+
+    # Before the sink's first connection, whose set-up later ones copy.
+    monkeypatch.setattr(RecordingSMTP, "smtp_NOOP", noop)
+    with SMTPSink() as sink:
+        runtime = sink._runtime
+        assert runtime is not None
+        runtime.state.fast_commands = at_once
+        with socket.create_connection((sink.host, sink.port), timeout=30) as sock:
+            stream = sock.makefile("rb")
+            assert stream.readline().startswith(b"220 ")
+            sock.sendall(b"NOOP\r\n")
+            sink.wait_until(lambda: sink.sessions[0].transcript[-1].line == "NOOP")
+            sock.sendall(b"RSET x\r\n")  # while NOOP waits
+            replies = [stream.readline(), stream.readline()]
+            for line in (b"NOOP now\r\n", b"NOOP later\r\n", b"QUIT\r\n"):
+                sock.sendall(line)
+                replies.append(stream.readline())
+            stream.close()
+    assert replies == [
+        b"250 OK\r\n",
+        b"501 Syntax: RSET\r\n",
+        b"500 Error: (ValueError) failed at once\r\n",
+        b"500 Error: (ValueError) failed after waiting\r\n",
+        b"221 Bye\r\n",
+    ]
+    (session,) = sink.sessions
+    assert [e.line for e in session.transcript[1:]] == [
+        "NOOP",
+        "RSET x",
+        "NOOP now",
+        "NOOP later",
+        "QUIT",
+    ]

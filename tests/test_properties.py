@@ -15,6 +15,7 @@ import email.parser
 import email.policy
 import errno
 import logging
+import re
 import smtplib
 import socket
 import uuid
@@ -22,13 +23,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_corpus import read_every_field
 
 from pytest_smtpsink import SMTPSink
 from pytest_smtpsink._message import Envelope, Message, _plain_header_items
-from pytest_smtpsink._smtp import plain_angle_addr
+from pytest_smtpsink._smtp import RecordingSMTP, plain_angle_addr
 
 SETTINGS = settings(
     max_examples=75,
@@ -404,3 +405,174 @@ def test_everyday_header_blocks_take_the_fast_path(block: bytes) -> None:
 )
 def test_other_header_blocks_are_left_to_the_stdlib(block: bytes) -> None:
     assert _plain_header_items(block) is None
+
+
+# -- commands answered as they arrive, against aiosmtpd's own loop ---------------
+#
+# The sink answers a command line that arrives alone, while aiosmtpd's loop
+# waits for one, at once (RecordingSMTP.data_received). Both ways must say
+# and record the same for any sequence of commands, each sent alone.
+
+LONG_MAIL = b"MAIL FROM:<" + b"a" * 700 + b"@example.com>\r\n"
+COMMAND_LINES = [
+    b"EHLO client.example",
+    b"ehlo client.example",
+    b"HELO client.example",
+    b"EHLO",
+    b"EHLO bad\x01name",
+    b"MAIL FROM:<a@example.com>",
+    b"mail from:<a@example.com>",
+    b"MAIL FROM:<>",
+    b"MAIL FROM:<a@example.com> SIZE=10",
+    b"MAIL FROM:<a@example.com> SIZE=99999999999",
+    b"MAIL FROM:<a@example.com> BODY=8BITMIME RET=HDRS ENVID=x",
+    b"MAIL FROM:<a@example.com> BOGUS=1",
+    b"MAIL FROM:<bad",
+    b"MAIL FROM:a@example.com",
+    b"MAIL",
+    b"MAIL FROM:<\xc3\xa9@example.com>",
+    LONG_MAIL.rstrip(),
+    b"RCPT TO:<b@example.com>",
+    b"RCPT TO:<b@example.com> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;b@example.com",
+    b"RCPT TO:<b@example.com> NOTIFY=NEVER,SUCCESS",
+    b"RCPT TO:<>",
+    b"RCPT",
+    b"RCPT TO:<c@example.com>\t",
+    b"NOOP",
+    b"NOOP anything",
+    b"RSET",
+    b"RSET now",
+    b"QUIT now",
+    b"DATA",
+    b"VRFY b@example.com",
+    b"XYZZY",
+    b"",
+    b" NOOP",
+    b"QUIT",
+]
+ENDINGS = [b"\r\n", b"\n"]
+CONTENT = b"Subject: differential\r\n\r\nbody\r\n.\r\n"
+
+
+def _reply(stream: Any) -> list[bytes]:
+    """One whole reply (to its line with a space after the code); [] at EOF."""
+    lines: list[bytes] = []
+    while True:
+        line = stream.readline()
+        if not line:
+            return lines
+        lines.append(line)
+        if line[3:4] != b"-":
+            return lines
+
+
+def _converse(sink: SMTPSink, commands: list[bytes]) -> list[list[bytes]]:
+    """Each command sent alone (the reply to the one before read first)."""
+    replies = []
+    with socket.create_connection((sink.host, sink.port), timeout=10) as sock:
+        stream = sock.makefile("rb")
+        try:
+            replies.append(_reply(stream))  # the greeting
+            for command in commands:
+                try:
+                    sock.sendall(command)
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                reply = _reply(stream)
+                replies.append(reply)
+                if not reply or reply[-1][:3] in (b"221", b"421"):
+                    break  # the server closed, or is closing
+                if reply[-1].startswith(b"354"):
+                    sock.sendall(CONTENT)
+                    replies.append(_reply(stream))
+        except ConnectionResetError:
+            replies.append([])  # closed, as at EOF
+        finally:
+            stream.close()
+    return replies
+
+
+def _said_and_recorded(
+    sink: SMTPSink, commands: list[bytes]
+) -> tuple[list[list[bytes]], list[tuple[str, str, list[bytes]]]]:
+    """The replies to ``commands``, and the session's transcript; message
+    numbers (which differ between sinks) masked."""
+    view = sink.view()
+    replies = _converse(sink, commands)
+    view.wait_until(lambda: bool(view.sessions) and view.sessions[-1].end is not None)
+    (session,) = view.sessions
+    return (
+        [[_QUEUED.sub(b"#n", line) for line in reply] for reply in replies],
+        [
+            (e.kind, e.line, [_QUEUED.sub(b"#n", r.encode()) for r in e.replies])
+            for e in session.transcript
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def both_ways() -> Iterator[tuple[SMTPSink, SMTPSink]]:
+    with SMTPSink() as at_once, SMTPSink() as aiosmtpd_way:
+        runtime = aiosmtpd_way._runtime
+        assert runtime is not None
+        runtime.state.fast_commands = False
+        yield at_once, aiosmtpd_way
+
+
+_QUEUED = re.compile(rb"#\d+")
+
+
+@SETTINGS
+@example(commands=[LONG_MAIL, b"EHLO client.example\r\n", LONG_MAIL])
+@example(commands=[b"EHLO x\r\n", b"MAIL FROM:<\xc3\xa9@example.com>\r\n"])
+@example(
+    commands=[
+        b"EHLO x\r\n",
+        b"MAIL FROM:<a@example.com>\r\n",
+        b"RCPT TO:<b@example.com>\r\n",
+        b"DATA\r\n",
+        b"RSET x\r\n",
+        b"QUIT x\r\n",
+        b"QUIT\r\n",
+    ]
+)
+@given(
+    commands=st.lists(
+        st.tuples(st.sampled_from(COMMAND_LINES), st.sampled_from(ENDINGS)).map(
+            b"".join
+        ),
+        max_size=12,
+    )
+)
+def test_commands_answered_at_once_as_aiosmtpd_answers_them(
+    both_ways: tuple[SMTPSink, SMTPSink], commands: list[bytes]
+) -> None:
+    at_once, aiosmtpd_way = both_ways
+    said, recorded = _said_and_recorded(at_once, commands)
+    assert (said, recorded) == _said_and_recorded(aiosmtpd_way, commands)
+
+
+def test_the_commands_of_a_message_are_answered_at_once(
+    both_ways: tuple[SMTPSink, SMTPSink], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What makes the differential test above mean something: the sink does
+    # answer the commands of an everyday message at once, and the other
+    # sink does not.
+    answered: list[bytes] = []
+    answer_now = RecordingSMTP._answer_now
+
+    def counted(self: RecordingSMTP, data: bytes) -> bool:
+        # Counted before the reply goes out, so that a client that has read
+        # it finds the command counted; taken back if not answered here.
+        answered.append(data)
+        done = answer_now(self, data)
+        if not done:
+            answered.pop()
+        return done
+
+    monkeypatch.setattr(RecordingSMTP, "_answer_now", counted)
+    for sink in both_ways:
+        with smtplib.SMTP(sink.host, sink.port, timeout=10) as client:
+            client.sendmail("a@example.com", ["b@example.com"], CONTENT[:-3])
+    verbs = [line.split()[0].upper() for line in answered]
+    assert verbs == [b"EHLO", b"MAIL", b"RCPT", b"QUIT"], answered
