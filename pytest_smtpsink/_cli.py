@@ -16,6 +16,7 @@ is idle, so a message is never half written to the save directory.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import datetime
 import functools
@@ -760,10 +761,15 @@ class _Runner:
         readers: list[ReadSideEndpoint] = []
         for name, port in self.reading:
             try:
-                readers.append(sink.serve_mailboxes(name, port))
-            except OSError as error:
+                # Nothing here reads what clients deleted.
+                readers.append(sink.serve_mailboxes(name, port, forget_deleted=True))
+            except (OSError, SinkError, concurrent.futures.TimeoutError) as error:
                 # As for --port: the plain reason, after the address.
-                reason = os.strerror(error.errno) if error.errno else str(error)
+                reason = (
+                    os.strerror(error.errno)
+                    if isinstance(error, OSError) and error.errno
+                    else str(error) or type(error).__name__
+                )
                 print(
                     f"smtpsink: error: --{name}: cannot listen on "
                     f"{_format_address(sink.bind_host, port)}: {reason} (choose "

@@ -507,17 +507,23 @@ class SMTPSink(Mailbox):
         self._store.discard_before(self._cursor, from_sessions=True)
 
     def serve_mailboxes(
-        self, protocol: Literal["pop3", "imap"], port: int
+        self,
+        protocol: Literal["pop3", "imap"],
+        port: int,
+        *,
+        forget_deleted: bool = False,
     ) -> ReadSideEndpoint:
         """Serve the recipients' mailboxes over ``protocol`` on ``port`` (0:
-        a free one) of `bind_host`, for a long-running sink (the standalone
-        sink's ``--pop3`` and ``--imap``; tests use `pop3` and `imap`).
-        From then on the mailboxes keep no record of what clients delete
-        (only a test's ``deleted()`` reads it), so the sink does not grow
-        with it. Raises OSError if the port cannot be bound."""
-        mail = self._store.mail
-        with mail.lock:
-            mail.remember_removed = False
+        a free one) of `bind_host` (the standalone sink's ``--pop3`` and
+        ``--imap``; tests use `pop3` and `imap`). With ``forget_deleted``,
+        the mailboxes keep no record of what clients delete from then on,
+        so that a sink running for days does not grow with it; a test's
+        ``deleted()`` then finds nothing. Raises OSError if the port cannot
+        be bound."""
+        if forget_deleted:
+            mail = self._store.mail
+            with mail.lock:
+                mail.remember_removed = False
         if protocol == "pop3":
             from ._pop3 import POP3Server
 

@@ -155,7 +155,8 @@ class Store:
         Made on first use, from the messages the store holds then: a run
         that never reads mail as a recipient pays nothing for them, and the
         standalone sink, which forgets what it has shown, keeps no second
-        reference to its messages. Any thread; hold ``changed`` while
+        reference to its messages unless it serves them (``--pop3``,
+        ``--imap``). Any thread; hold ``changed`` while
         reading or changing what it returns.
         """
         mail = self._mail

@@ -877,3 +877,22 @@ def test_the_standalone_mailboxes_keep_no_record_of_deleted_mail() -> None:
             pop3.quit()
         inbox = sink._store.mail.accounts["ann@example.com"].folders["INBOX"]
         assert (inbox.messages, inbox.removed) == ([], [])
+
+
+def test_serving_mailboxes_keeps_deleted_mail_for_tests_unless_told() -> None:
+    # Only the standalone sink forgets deleted mail: a plugin user serving
+    # the mailboxes on a port of their choice keeps deleted() working.
+    with SMTPSink() as sink:
+        endpoint = sink.serve_mailboxes("pop3", 0)
+        with smtplib.SMTP(sink.host, sink.port) as smtp:
+            smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+        sink.wait_for(to="ann@example.com")
+        pop3 = poplib.POP3(endpoint.host, endpoint.port, timeout=TIMEOUT)
+        try:
+            pop3.user("ann@example.com")
+            pop3.pass_("any")
+            pop3.dele(1)
+        finally:
+            pop3.quit()
+        (deleted,) = sink.mailbox("ann@example.com").deleted()
+        assert deleted.raw == RAW

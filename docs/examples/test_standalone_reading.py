@@ -46,5 +46,10 @@ def test_print_inbox(capsys):
         print_inbox("127.0.0.1", imap_port, "ann@example.com")
     finally:
         sink.send_signal(signal.SIGINT)
-        sink.communicate(timeout=20)
+        try:
+            sink.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            sink.kill()  # leave nothing running
+            sink.communicate()
+            raise
     assert capsys.readouterr().out == "Subject: Hi\n"
