@@ -367,6 +367,11 @@ def _dsn_error(key: str) -> str:
     return f"501 5.5.4 Syntax error in the {key}= parameter (RFC 3461)"
 
 
+async def _raise(error: Exception) -> None:
+    """Raise ``error`` (its traceback kept) in the task that awaits this."""
+    raise error
+
+
 class _Resumed:
     """Awaitable: the rest of a coroutine that was started outside a task
     and waits for ``waits_for``; awaited in a task, it goes on as if the
@@ -813,6 +818,8 @@ class RecordingSMTP(SMTP):
             self._mark_end("client-closed")
             record._tls_started(None)  # a handshake cut short: wake readers
         self.state.connections.discard(self)
+        if self._finishing is not None:  # a command answered at once, waiting
+            self._finishing.cancel()
         if self.session is None:
             # Lost before the implicit-TLS handshake began (e.g. stop()):
             # aiosmtpd never saw this connection.
@@ -979,7 +986,9 @@ class RecordingSMTP(SMTP):
             if session.extended_smtp
             else self.command_size_limit
         )
-        if len(line) > limit:
+        # The stream reader's own limit comes first in aiosmtpd's loop (a
+        # longer line is "500 Command line too long" whatever the command).
+        if len(line) > limit or len(data) - 1 > self.line_length_limit:
             return False
         self._on_line(data)
         self._reset_timeout()
@@ -989,37 +998,55 @@ class RecordingSMTP(SMTP):
         except StopIteration:
             return True
         except Exception as error:
-            self._finish_later(self._failed(error))
+            self._finish_later(_raise(error))
         else:  # it waits for something after all: a task carries it on
             self._finish_later(_Resumed(command, waits_for))
         return True
 
+    _finishing: asyncio.Task[None] | None = None
+
     def _finish_later(self, rest: Awaitable[None]) -> None:
         """Run ``rest`` of a command in a task, holding later data until it
-        is done, so that commands are still answered in order."""
+        is done, so that commands are still answered in order. The task is
+        the connection's, as aiosmtpd's handler is: cancelled when the
+        connection is lost (connection_lost)."""
         self._held = bytearray()
-        task = self.loop.create_task(self._then_failed(rest))
+        task = self._finishing = self.loop.create_task(self._finish(rest))
 
-        def done(_: asyncio.Task[None]) -> None:
+        def done(task: asyncio.Task[None]) -> None:
+            self._finishing = None
+            error = None if task.cancelled() else task.exception()
+            if error is not None and not isinstance(error, ConnectionError):
+                self.loop.call_exception_handler(
+                    {"message": "a command failed", "exception": error, "task": task}
+                )
             held, self._held = self._held, None
             if held and self.transport is not None:
                 self.data_received(bytes(held))
 
         task.add_done_callback(done)
 
-    async def _then_failed(self, rest: Awaitable[None]) -> None:
+    async def _finish(self, rest: Awaitable[None]) -> None:
+        """``rest``, with what aiosmtpd's loop does when a command fails."""
         try:
             await rest
+        except ConnectionResetError:  # the client left: as aiosmtpd's loop
+            assert self.session is not None
+            _AIOSMTPD_LOG.info(
+                "%r Connection lost during _handle_client()", self.session.peer
+            )
+            self._writer.close()
         except Exception as error:
-            await self._failed(error)
-
-    async def _failed(self, error: Exception) -> None:
-        """What aiosmtpd's loop does when a command raises."""
-        try:
-            status = await self.handle_exception(error)
-        except Exception as inner:
-            status = f"500 Error: ({inner.__class__.__name__}) {inner}"
-        await self.push(status)
+            # In the except block: handle_exception logs the traceback.
+            try:
+                status = await self.handle_exception(error)
+            except Exception as inner:
+                assert self.session is not None
+                _AIOSMTPD_LOG.exception(
+                    "%r Exception in handle_exception()", self.session.peer
+                )
+                status = f"500 Error: ({inner.__class__.__name__}) {inner}"
+            await self.push(status)
 
     def _append(self, kind: Any, line: str) -> Exchange:
         # This and _record_reply run for every line of every conversation:

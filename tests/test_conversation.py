@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
+import logging
 import re
 import smtplib
 import socket
+import struct
 import threading
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from aiosmtpd.smtp import SMTP
@@ -385,7 +388,12 @@ def test_a_command_that_waits_or_fails_is_answered_in_order(
     # waits after all, or fails, is finished as aiosmtpd's loop would: its
     # reply, then those of commands that came meanwhile, in order; a failure
     # answered "500 Error: (Type) text" and the session going on.
+    started_in: list[asyncio.Task[Any] | None] = []
+
     async def noop(server: RecordingSMTP, arg: str | None) -> None:
+        # Answered at once, a command starts outside any task; aiosmtpd's
+        # loop runs it in its handler task.
+        started_in.append(asyncio.current_task())
         if arg == "now":
             raise ValueError("failed at once")
         if arg is None:  # waits until the next command has come
@@ -422,6 +430,7 @@ def test_a_command_that_waits_or_fails_is_answered_in_order(
         b"500 Error: (ValueError) failed after waiting\r\n",
         b"221 Bye\r\n",
     ]
+    assert [task is None for task in started_in] == [at_once] * 3
     (session,) = sink.sessions
     assert [e.line for e in session.transcript[1:]] == [
         "NOOP",
@@ -430,3 +439,33 @@ def test_a_command_that_waits_or_fails_is_answered_in_order(
         "NOOP later",
         "QUIT",
     ]
+
+
+def test_a_client_that_resets_after_a_command_leaves_no_noise(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The reply to a command answered at once may find the connection
+    # reset: the command then ends quietly, as in aiosmtpd's own loop (no
+    # ERROR, no task left with an exception nobody reads).
+    loop_errors: list[dict[str, Any]] = []
+    with caplog.at_level(logging.WARNING), SMTPSink() as sink:
+        assert sink._loop is not None
+        sink._loop.set_exception_handler(lambda _, context: loop_errors.append(context))
+        for _ in range(100):
+            with socket.create_connection((sink.host, sink.port), timeout=30) as sock:
+                sock.recv(100)  # the greeting
+                # Closing with a zero linger time resets the connection.
+                sock.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                sock.sendall(b"EHLO client.example\r\n")
+        sink.wait_until(
+            lambda: (
+                len(sink.sessions) == 100
+                and all(s.end is not None for s in sink.sessions)
+            )
+        )
+    assert {s.end for s in sink.sessions} == {"client-closed"}
+    gc.collect()  # a task whose exception nobody read says so when freed
+    assert [r.getMessage() for r in caplog.records] == []
+    assert loop_errors == []

@@ -414,6 +414,10 @@ def test_other_header_blocks_are_left_to_the_stdlib(block: bytes) -> None:
 # and record the same for any sequence of commands, each sent alone.
 
 LONG_MAIL = b"MAIL FROM:<" + b"a" * 700 + b"@example.com>\r\n"
+# Longer than the stream reader's 1001 bytes, within RCPT's limit with DSN
+# (and MAIL's, once EHLO has raised it enough): refused by the reader first.
+LONG_RCPT = b"RCPT TO:<b@example.com> ORCPT=rfc822;" + b"x" * 1000 + b"\r\n"
+LONGER_MAIL = b"MAIL FROM:<a@example.com> ENVID=" + b"y" * 1000 + b"\r\n"
 COMMAND_LINES = [
     b"EHLO client.example",
     b"ehlo client.example",
@@ -432,6 +436,8 @@ COMMAND_LINES = [
     b"MAIL",
     b"MAIL FROM:<\xc3\xa9@example.com>",
     LONG_MAIL.rstrip(),
+    LONG_RCPT.rstrip(),
+    LONGER_MAIL.rstrip(),
     b"RCPT TO:<b@example.com>",
     b"RCPT TO:<b@example.com> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;b@example.com",
     b"RCPT TO:<b@example.com> NOTIFY=NEVER,SUCCESS",
@@ -510,9 +516,16 @@ def _said_and_recorded(
     )
 
 
-@pytest.fixture(scope="module")
-def both_ways() -> Iterator[tuple[SMTPSink, SMTPSink]]:
-    with SMTPSink() as at_once, SMTPSink() as aiosmtpd_way:
+@pytest.fixture(
+    scope="module",
+    params=[{}, {"smtputf8": False, "max_size": 1000}],
+    ids=["defaults", "ascii-small"],
+)
+def both_ways(
+    request: pytest.FixtureRequest,
+) -> Iterator[tuple[SMTPSink, SMTPSink]]:
+    settings = request.param
+    with SMTPSink(**settings) as at_once, SMTPSink(**settings) as aiosmtpd_way:
         runtime = aiosmtpd_way._runtime
         assert runtime is not None
         runtime.state.fast_commands = False
@@ -524,6 +537,8 @@ _QUEUED = re.compile(rb"#\d+")
 
 @SETTINGS
 @example(commands=[LONG_MAIL, b"EHLO client.example\r\n", LONG_MAIL])
+@example(commands=[b"EHLO x\r\n", b"MAIL FROM:<a@example.com>\r\n", LONG_RCPT])
+@example(commands=[b"EHLO x\r\n"] * 12 + [LONGER_MAIL])
 @example(commands=[b"EHLO x\r\n", b"MAIL FROM:<\xc3\xa9@example.com>\r\n"])
 @example(
     commands=[
