@@ -446,9 +446,11 @@ def test_a_client_that_resets_after_a_command_leaves_no_noise(
 ) -> None:
     # The reply to a command answered at once may find the connection
     # reset: the command then ends quietly, as in aiosmtpd's own loop (no
-    # ERROR, no task left with an exception nobody reads).
+    # ERROR, no task left with an exception nobody reads). ERROR, not
+    # WARNING: asyncio's debug mode (tox) warns of slow steps on a busy
+    # machine.
     loop_errors: list[dict[str, Any]] = []
-    with caplog.at_level(logging.WARNING), SMTPSink() as sink:
+    with caplog.at_level(logging.ERROR), SMTPSink() as sink:
         assert sink._loop is not None
         sink._loop.set_exception_handler(lambda _, context: loop_errors.append(context))
         for _ in range(100):
@@ -467,5 +469,6 @@ def test_a_client_that_resets_after_a_command_leaves_no_noise(
         )
     assert {s.end for s in sink.sessions} == {"client-closed"}
     gc.collect()  # a task whose exception nobody read says so when freed
-    assert [r.getMessage() for r in caplog.records] == []
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == []
     assert loop_errors == []
