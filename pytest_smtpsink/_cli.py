@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 from . import __version__
 from ._files import write_message, write_session
 from ._message import raw_summary, summary_or_raw
-from ._server import SinkError, SMTPSink, _format_address
+from ._server import SinkError, SMTPSink, format_address
 from ._settings import (
     DEFAULT_HOST,
     DEFAULT_HOSTNAME,
@@ -772,7 +772,7 @@ class _Runner:
                 )
                 print(
                     f"smtpsink: error: --{name}: cannot listen on "
-                    f"{_format_address(sink.bind_host, port)}: {reason} (choose "
+                    f"{format_address(sink.bind_host, port)}: {reason} (choose "
                     f"another --{name} port, or --{name} 0 for a free one)",
                     file=sys.stderr,
                 )

@@ -329,7 +329,7 @@ class SMTPSink(Mailbox):
                 # address; the plain reason reads better after ours.
                 reason = os.strerror(error.errno) if error.errno else str(error)
                 raise SinkError(
-                    f"cannot listen on {_format_address(settings.host, settings.port)}: "
+                    f"cannot listen on {format_address(settings.host, settings.port)}: "
                     f"{reason}"
                 ) from error
             runtime = _Runtime(loop, server, state, self._store)
@@ -349,7 +349,7 @@ class SMTPSink(Mailbox):
             runtime.thread = thread
             self._loop, self._thread, self._runtime = loop, thread, runtime
             self._finalizer = weakref.finalize(
-                self, _stop_dropped, runtime, _format_address(host, port)
+                self, _stop_dropped, runtime, format_address(host, port)
             )
             # A sink still running at exit ends with the process, unwarned.
             self._finalizer.atexit = False
@@ -489,7 +489,7 @@ class SMTPSink(Mailbox):
     def url(self) -> str:
         """``smtp://host:port`` (``smtps://`` for implicit TLS)."""
         scheme = "smtps" if self._settings.tls == "implicit" else "smtp"
-        return f"{scheme}://{_format_address(*self._bound())}"
+        return f"{scheme}://{format_address(*self._bound())}"
 
     def _bound(self) -> tuple[str, int]:
         if self._address is None:
@@ -513,31 +513,48 @@ class SMTPSink(Mailbox):
         *,
         forget_deleted: bool = False,
     ) -> ReadSideEndpoint:
-        """Serve the recipients' mailboxes over ``protocol`` on ``port`` (0:
-        a free one) of `bind_host` (the standalone sink's ``--pop3`` and
-        ``--imap``; tests use `pop3` and `imap`). With ``forget_deleted``,
-        the mailboxes keep no record of what clients delete from then on,
-        so that a sink running for days does not grow with it; a test's
-        ``deleted()`` then finds nothing. Raises OSError if the port cannot
-        be bound."""
+        """Serve the recipients' mailboxes over ``protocol`` (``"pop3"`` or
+        ``"imap"``) on ``port`` of `bind_host`, 0 meaning a free port, and
+        return its endpoint (`POP3Endpoint` or `IMAPEndpoint`): what the
+        standalone sink's ``--pop3`` and ``--imap`` do. Tests usually use
+        the `Mailbox.pop3` and `Mailbox.imap` properties instead, which
+        start the same server on a free port of `host`.
+
+        With ``forget_deleted``, the mailboxes keep no record of what
+        clients delete from then on, so that a sink running for days does
+        not grow with it; a test's ``deleted()`` then finds nothing.
+
+        Raises `OSError` if the port cannot be bound, and `SinkError` if the
+        protocol is already served on another port (a sink serves each
+        protocol once)."""
+        if protocol not in ("pop3", "imap"):
+            raise ValueError(f"protocol must be 'pop3' or 'imap', got {protocol!r}")
         if forget_deleted:
             mail = self._store.mail
             with mail.lock:
                 mail.remember_removed = False
+        endpoint: ReadSideEndpoint
         if protocol == "pop3":
             from ._pop3 import POP3Server
 
             self._read_side("pop3", POP3Server, self.bind_host, port)
-            return self.pop3
-        from ._imap import IMAPServer
+            endpoint = self.pop3
+        else:
+            from ._imap import IMAPServer
 
-        self._read_side("imap", IMAPServer, self.bind_host, port)
-        return self.imap
+            self._read_side("imap", IMAPServer, self.bind_host, port)
+            endpoint = self.imap
+        if port and endpoint.port != port:
+            raise SinkError(
+                f"{protocol.upper()} is already served on port {endpoint.port}"
+                f" of this sink; cannot also serve it on port {port}"
+            )
+        return endpoint
 
     def empty_mailboxes(self) -> None:
-        """Take every message out of the recipients' mailboxes (POP3, IMAP),
-        keeping their folders and open sessions: the standalone sink's
-        "delete all" (see `MailStore.empty`). Any thread."""
+        """Take every message out of the recipients' mailboxes (as served by
+        POP3 and IMAP), keeping their folders and open sessions: the
+        standalone sink's "Delete all". Callable from any thread."""
         self._store.empty_mailboxes()
 
     def forget_before(self, view: Mailbox) -> None:
@@ -615,7 +632,8 @@ def _run_until_complete(loop: asyncio.AbstractEventLoop, work: Awaitable[_T]) ->
         return helper.submit(loop.run_until_complete, work).result()
 
 
-def _format_address(host: str, port: int) -> str:
+def format_address(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 host in brackets as URLs write it."""
     try:
         is_v6 = ipaddress.ip_address(host).version == 6
     except ValueError:

@@ -31,7 +31,7 @@ import external
 import pytest
 import trustme
 
-from pytest_smtpsink import SMTPSink
+from pytest_smtpsink import SinkError, SMTPSink
 from pytest_smtpsink._cli import _Reporter, _Runner, build_parser, main
 from pytest_smtpsink._files import message_file_name
 
@@ -854,6 +854,24 @@ def test_busy_read_side_port_is_an_error_and_leaves_nothing_running(
     for released in (smtp_port, pop3_port):  # closed again, or never bound
         with socket.socket() as again:
             again.bind(("127.0.0.1", released))
+
+
+def test_a_sink_serves_each_read_protocol_on_one_port() -> None:
+    # Asking for a protocol on another port than the one it is already
+    # served on is an error, not a silently ignored port.
+    with SMTPSink() as sink:
+        imap = sink.serve_mailboxes("imap", 0)
+        assert sink.serve_mailboxes("imap", 0) is imap
+        assert sink.serve_mailboxes("imap", imap.port) is imap
+        other = imap.port + 1 if imap.port < 65535 else imap.port - 1
+        with pytest.raises(SinkError) as raised:
+            sink.serve_mailboxes("imap", other)
+        assert str(raised.value) == (
+            f"IMAP is already served on port {imap.port} of this sink;"
+            f" cannot also serve it on port {other}"
+        )
+        with pytest.raises(ValueError, match="protocol must be 'pop3' or 'imap'"):
+            sink.serve_mailboxes("smtp", 0)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("standalone", [True, False], ids=["standalone", "plugin"])
