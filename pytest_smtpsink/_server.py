@@ -33,7 +33,8 @@ from ._smtp import ServerState
 from ._store import Follower, Store
 
 if TYPE_CHECKING:
-    from ._endpoint import ReadSideEndpoint
+    from ._imap import IMAPEndpoint
+    from ._pop3 import POP3Endpoint
 
 _STOP_TIMEOUT = 10.0
 
@@ -512,7 +513,7 @@ class SMTPSink(Mailbox):
         port: int,
         *,
         forget_deleted: bool = False,
-    ) -> ReadSideEndpoint:
+    ) -> POP3Endpoint | IMAPEndpoint:
         """Serve the recipients' mailboxes over ``protocol`` (``"pop3"`` or
         ``"imap"``) on ``port`` of `bind_host`, 0 meaning a free port, and
         return its endpoint (`POP3Endpoint` or `IMAPEndpoint`): what the
@@ -533,7 +534,7 @@ class SMTPSink(Mailbox):
             mail = self._store.mail
             with mail.lock:
                 mail.remember_removed = False
-        endpoint: ReadSideEndpoint
+        endpoint: POP3Endpoint | IMAPEndpoint
         if protocol == "pop3":
             from ._pop3 import POP3Server
 
