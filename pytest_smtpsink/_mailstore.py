@@ -275,12 +275,13 @@ class MailStore:
 
     def remove(
         self, folder: Folder, gone: Iterable[StoredMessage], moved_to: str | None = None
-    ) -> None:
+    ) -> int:
         """Take ``gone`` out of ``folder``, remembering them as deleted (or
-        moved to ``moved_to``) for the test's assertions."""
+        moved to ``moved_to``) for the test's assertions. Returns how many
+        were there to take out (others may have removed some already)."""
         drop = {id(stored) for stored in gone}
         if not drop:
-            return
+            return 0
         kept = []
         for stored in folder.messages:
             if id(stored) in drop:
@@ -289,7 +290,9 @@ class MailStore:
                     folder.removed.append(Removal(stored, how, moved_to))
             else:
                 kept.append(stored)
+        removed = len(folder.messages) - len(kept)
         folder.messages[:] = kept
+        return removed
 
     def empty(self) -> None:
         """Take every copy out of every folder, remembering none of them

@@ -648,12 +648,14 @@ class _Connection(ReadSideConnection):
                 stored = self._drop[index]
                 if id(stored) in present:
                     stored.flags = stored.flags | {_SEEN}
-            self.mail.remove(folder, gone)
+            removed = self.mail.remove(folder, gone)
             if self._account is not None and self._account.holder is self:
                 self._account.holder = None
             self._account = None
         self.store.mail_changed()
-        return bool(gone)
+        # Not bool(gone): what was marked may have gone meanwhile (an IMAP
+        # EXPUNGE, the standalone sink's "Delete all").
+        return removed > 0
 
 
 # -- the test's side ---------------------------------------------------------------------

@@ -7,6 +7,7 @@ sees (``smtpsink.mailbox``) and the recorded sessions (``smtpsink.sessions``).
 from __future__ import annotations
 
 import hashlib
+import imaplib
 import poplib
 import re
 import smtplib
@@ -172,6 +173,24 @@ def test_getmail_flow_deletes_at_quit_and_marks_read(smtpsink: Mailbox) -> None:
     client = login(smtpsink)
     assert client.uidl(1).split()[2] == ids[1]
     client.quit()
+
+
+def test_quit_says_deleted_only_for_mail_it_removed(smtpsink: Mailbox) -> None:
+    # A message marked for deletion over POP3 but expunged over IMAP before
+    # QUIT: QUIT removes nothing, and says so.
+    smtpsink.deliver(make_message(subject="first"), to=ANN)
+    pop3 = login(smtpsink)
+    pop3.dele(1)
+    imap = imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port, timeout=10)
+    try:
+        imap.login(ANN, "any")
+        imap.select("INBOX")
+        imap.store("1", "+FLAGS", "\\Deleted")
+        imap.expunge()
+    finally:
+        imap.logout()
+    assert pop3.quit() == b"+OK Logging out"
+    assert len(smtpsink.mailbox(ANN).deleted()) == 1  # the IMAP client's
 
 
 def test_top_does_not_mark_read_and_rset_forgets(smtpsink: Mailbox) -> None:
