@@ -70,7 +70,7 @@ from ._imap_syntax import (
 from ._mailstore import INBOX, check_login, normalize_flags
 from ._message import Envelope, Message
 from ._readside import Closed, ReadSideConnection, ReadSideServer
-from ._session import AuthInfo, Exchange, ExchangeKind
+from ._session import AuthInfo, Exchange, ExchangeKind, IMAPExchange
 from ._text import printable
 
 if TYPE_CHECKING:
@@ -281,6 +281,7 @@ class _Connection(ReadSideConnection):
     """One IMAP client: reads commands, runs them, records the session."""
 
     PROTOCOL = "IMAP"
+    EXCHANGE = IMAPExchange
     BUFFER_LIMIT = _BUFFER_LIMIT
     END_OF_TEST = _END_OF_TEST
     INACTIVE = _INACTIVE
@@ -394,8 +395,9 @@ class _Connection(ReadSideConnection):
             peer = self.record.peer[0] if self.record else ""
             injected = await self._faults("IMAP:CONNECT", [peer])
             if injected is not None:
-                self._mark_end("server-closed")
-                await self._reply(f"* BYE {injected[1]}", injected=True)
+                await self._reply_and_end(
+                    "server-closed", f"* BYE {injected[1]}", injected=True
+                )
                 raise Closed
             await self._reply(
                 f"* OK [CAPABILITY {self._capabilities()}] pytest-smtpsink IMAP ready"
@@ -488,8 +490,7 @@ class _Connection(ReadSideConnection):
                 raise Closed from None
             return True
         except asyncio.TimeoutError:
-            self._mark_end("timeout")
-            await self._reply(_INACTIVE)
+            await self._reply_and_end("timeout", _INACTIVE)
             raise Closed from None
         command = step
         if recorded:
@@ -534,11 +535,11 @@ class _Connection(ReadSideConnection):
                 subjects = [astring(command.args[0])]
         injected = None if faults_done else await self._faults(f"IMAP:{verb}", subjects)
         if injected is not None:
+            line = f"{tag} {injected[0]} {injected[1]}"
             if verb == "LOGOUT":
-                self._mark_end("server-closed")
-            await self._reply(f"{tag} {injected[0]} {injected[1]}", injected=True)
-            if verb == "LOGOUT":
+                await self._reply_and_end("server-closed", line, injected=True)
                 raise Closed
+            await self._reply(line, injected=True)
             return
         handler = getattr(self, "_cmd_" + name.lower().replace(" ", "_"))
         try:
@@ -611,9 +612,9 @@ class _Connection(ReadSideConnection):
         return "NOOP completed"
 
     async def _cmd_logout(self, command: Command) -> str | None:
-        self._mark_end("quit")
-        await self._reply("* BYE Logging out")
-        await self._reply(f"{command.tag} OK LOGOUT completed")
+        await self._reply_and_end(
+            "quit", "* BYE Logging out", f"{command.tag} OK LOGOUT completed"
+        )
         self._closing = True
         if self.transport is not None:
             self.transport.close()  # after the responses are flushed
@@ -982,8 +983,7 @@ class _Connection(ReadSideConnection):
                 try:
                     await self._wait_for_input(deadline)
                 except asyncio.TimeoutError:
-                    self._mark_end("timeout")
-                    await self._reply(_INACTIVE)
+                    await self._reply_and_end("timeout", _INACTIVE)
                     raise Closed from None
         finally:
             self.idling = False

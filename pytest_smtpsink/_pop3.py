@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Literal
 from ._endpoint import ReadSideEndpoint
 from ._mailstore import INBOX, check_login, wire_bytes
 from ._readside import Closed, ReadSideConnection, ReadSideServer
-from ._session import AuthInfo
+from ._session import AuthInfo, POP3Exchange
 from ._text import printable
 
 if TYPE_CHECKING:
@@ -182,6 +182,7 @@ class _Connection(ReadSideConnection):
     """One POP3 client: reads lines, runs commands, records the session."""
 
     PROTOCOL = "POP3"
+    EXCHANGE = POP3Exchange
     BUFFER_LIMIT = _BUFFER_LIMIT
     END_OF_TEST = _END_OF_TEST
     INACTIVE = _IDLE
@@ -219,7 +220,7 @@ class _Connection(ReadSideConnection):
             if self.settings.tls == "implicit" and not await self._start_tls(True):
                 return
             peer = self.record.peer[0] if self.record else ""
-            if await self._faults("POP3:CONNECT", [peer], greeting=True):
+            if await self._faults("POP3:CONNECT", [peer], last=True):
                 raise Closed
             self._timestamp = (
                 f"<{os.getpid()}.{secrets.token_hex(6)}.{int(time.time())}"
@@ -265,16 +266,19 @@ class _Connection(ReadSideConnection):
     # -- faults (the rules decide, this carries out) ------------------------------------
 
     async def _faults(
-        self, stage: str, subjects: Sequence[str], greeting: bool = False
+        self, stage: str, subjects: Sequence[str], last: bool = False
     ) -> bool:
         """Carry out what the rules decide at ``stage``: True if a fault
-        answered instead (at the greeting, it also closes)."""
+        answered instead. Its reply is the ``last`` of the session at the
+        greeting and at QUIT."""
         reply = await self._carry_out(self._planned(stage, subjects))
         if reply is None:
             return False
-        if greeting:
-            self._mark_end("server-closed")
-        await self._reply(error_reply(reply.code, reply.text), injected=True)
+        line = error_reply(reply.code, reply.text)
+        if last:
+            await self._reply_and_end("server-closed", line, injected=True)
+        else:
+            await self._reply(line, injected=True)
         return True
 
     def _subjects(self) -> list[str]:
@@ -338,9 +342,8 @@ class _Connection(ReadSideConnection):
             subjects = [arg.split(" ")[0]] if arg else []
         elif verb == "STLS":
             subjects = []
-        if await self._faults(stage, subjects):
+        if await self._faults(stage, subjects, last=verb == "QUIT"):
             if verb == "QUIT":
-                self._mark_end("server-closed")
                 raise Closed
             return
         await getattr(self, f"_cmd_{verb.lower()}")(arg)
@@ -619,15 +622,11 @@ class _Connection(ReadSideConnection):
         await self._reply("+OK")
 
     async def _cmd_quit(self, arg: str) -> None:
-        if self.state == "transaction":
-            deleted = self._update()
-            self._mark_end("quit")
-            await self._reply(
-                "+OK Logging out, messages deleted" if deleted else "+OK Logging out"
-            )
-        else:
-            self._mark_end("quit")
-            await self._reply("+OK Logging out")
+        deleted = self.state == "transaction" and self._update()
+        await self._reply_and_end(
+            "quit",
+            "+OK Logging out, messages deleted" if deleted else "+OK Logging out",
+        )
         self._closing = True
         if self.transport is not None:
             self.transport.close()  # after the reply is flushed

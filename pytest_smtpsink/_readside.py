@@ -204,6 +204,9 @@ class ReadSideConnection(asyncio.Protocol):
 
     #: The `Session.protocol` of the transcript.
     PROTOCOL: ClassVar[SessionProtocol]
+    #: The `Exchange` class of its transcript (each protocol frames replies
+    #: its own way).
+    EXCHANGE: ClassVar[type[Exchange]]
     #: Unread input above this pauses reading (pipelined commands, a large
     #: literal): bounded memory.
     BUFFER_LIMIT: ClassVar[int]
@@ -410,8 +413,7 @@ class ReadSideConnection(asyncio.Protocol):
         try:
             return await self._read_line(limit)
         except asyncio.TimeoutError:
-            self._mark_end("timeout")
-            await self._reply(self.INACTIVE)
+            await self._reply_and_end("timeout", self.INACTIVE)
             raise Closed from None
         finally:
             self._waiting_for_command = False
@@ -421,7 +423,7 @@ class ReadSideConnection(asyncio.Protocol):
     def _append(
         self, kind: ExchangeKind, line: str, tag: str | None = None
     ) -> Exchange:
-        exchange = Exchange(kind, line, time.time(), tag=tag)
+        exchange = self.EXCHANGE(kind, line, time.time(), tag=tag)
         assert self.record is not None
         self.record._append(exchange)
         self._current = exchange
@@ -471,6 +473,18 @@ class ReadSideConnection(asyncio.Protocol):
         if read is None:
             raise Closed
         return read
+
+    async def _reply_and_end(
+        self, reason: EndReason, *lines: str, injected: bool = False
+    ) -> None:
+        """Say the session's last ``lines`` and end it with ``reason``: they
+        are recorded first, then the session ends, then they are sent, so
+        that a test waiting for the end finds them in the transcript and a
+        client that has read them finds the session ended."""
+        shown = [printable(line) for line in lines]
+        self._record_replies(shown, injected)
+        self._mark_end(reason)
+        await self._send("".join(line + "\r\n" for line in shown).encode("utf-8"))
 
     async def _reply(self, line: str, injected: bool = False) -> None:
         """Send and record one reply line, escaped (`printable`) on the wire

@@ -89,7 +89,8 @@ class Exchange:
 
     @property
     def code(self) -> int | None:
-        """The reply code (of the last reply line), or None without a reply."""
+        """The SMTP reply code (of the last reply line); None without a
+        reply, and for POP3 and IMAP, whose replies have no codes."""
         if not self.replies:
             return None
         head = self.replies[-1][:3]
@@ -97,7 +98,10 @@ class Exchange:
 
     @property
     def reply(self) -> str:
-        """The reply text without codes, lines joined with newlines."""
+        """The reply text, lines joined with newlines, without what frames
+        them: SMTP's codes; POP3's ``+OK`` or ``-ERR`` and the final ``.``
+        of a listing; IMAP's tag, ``*`` or ``+`` (IMAP's ``OK``, ``NO`` and
+        ``BAD`` stay: they are its only status)."""
         return "\n".join(line[4:] for line in self.replies)
 
     def lines(self) -> list[str]:
@@ -112,6 +116,37 @@ class Exchange:
         mark = "  [injected]" if self.injected else ""
         out.extend(f"S: {printable(reply)}{mark}" for reply in self.replies)
         return out
+
+
+@dataclasses.dataclass(slots=True)
+class POP3Exchange(Exchange):
+    """A POP3 step; only `reply` differs."""
+
+    @property
+    def reply(self) -> str:
+        if not self.replies:
+            return ""
+        status, *listing = self.replies
+        if listing and listing[-1] == ".":
+            listing.pop()
+        return "\n".join([status.partition(" ")[2], *listing])
+
+
+@dataclasses.dataclass(slots=True)
+class IMAPExchange(Exchange):
+    """An IMAP step; only `reply` differs."""
+
+    @property
+    def reply(self) -> str:
+        tagged = None if self.tag is None else self.tag + " "
+        return "\n".join(
+            line[len(tagged) :]
+            if tagged is not None and line.startswith(tagged)
+            else line[2:]
+            if line.startswith(("* ", "+ "))
+            else line.removeprefix("+")  # an empty continuation, or a note
+            for line in self.replies
+        )
 
 
 class Session:
@@ -203,7 +238,8 @@ class Session:
 
     @property
     def codes(self) -> list[int]:
-        """The final reply code of every exchange, in order (greeting first)."""
+        """The final reply code of every exchange, in order (greeting
+        first); empty for POP3 and IMAP, whose replies have no codes."""
         return [c for c in (e.code for e in self._transcript) if c is not None]
 
     def used(self, command: str) -> bool:

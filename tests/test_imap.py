@@ -667,6 +667,56 @@ def test_append_faults_act_before_the_literal_is_read(smtpsink: Mailbox) -> None
     assert tags[-4:] == [("b", True), ("c", True), ("d", False), ("e", False)]
 
 
+def test_reply_is_the_text_without_tags(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(raw_message("Hi"), to=USER)
+    client = login(smtpsink)
+    client.select("INBOX")
+    client.fetch("1", "(FLAGS)")
+    client.logout()
+    smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
+    transcript = smtpsink.sessions[-1].transcript
+    replies = {exchange.line: exchange.reply for exchange in transcript}
+    assert replies[""].startswith("OK [CAPABILITY IMAP4rev1 ")
+    assert (
+        replies["FETCH 1 (FLAGS)"] == "1 FETCH (FLAGS (\\Recent))\nOK FETCH completed"
+    )
+    assert replies["LOGOUT"] == "BYE Logging out\nOK LOGOUT completed"
+    assert {exchange.code for exchange in transcript} == {None}
+
+
+@pytest.mark.parametrize("fault", [False, True])
+def test_the_session_ends_after_its_last_reply_is_recorded(
+    smtpsink: Mailbox, smtpsink_server: SMTPSink, fault: bool
+) -> None:
+    # A test that waits for a session's end must find the last replies in
+    # the transcript: look at the moment the end is set (on the sink's
+    # thread, as the store announces it).
+    if fault:
+        smtpsink.fail("IMAP:LOGOUT", 421, "going away")
+    last_replies_at_end: list[list[str]] = []
+
+    def look() -> None:
+        for session in smtpsink.sessions:
+            if session.end is not None and not last_replies_at_end:
+                last_replies_at_end.append(list(session.transcript[-1].replies))
+
+    stop = smtpsink_server.on_change(look)
+    try:
+        client = login(smtpsink)
+        with contextlib.suppress(imaplib.IMAP4.abort):
+            client.logout()
+        smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
+    finally:
+        stop()
+    tag = smtpsink.sessions[-1].transcript[-1].tag
+    expected = (
+        [f"{tag} NO [UNAVAILABLE] going away"]
+        if fault
+        else ["* BYE Logging out", f"{tag} OK LOGOUT completed"]
+    )
+    assert last_replies_at_end == [expected]
+
+
 def test_secrets_stay_out_of_the_report_and_saved_transcripts(
     pytester: pytest.Pytester,
 ) -> None:

@@ -21,7 +21,7 @@ import external
 import pytest
 from conftest import Factory, make_message
 
-from pytest_smtpsink import Mailbox, Session
+from pytest_smtpsink import Mailbox, Session, SMTPSink
 from pytest_smtpsink._pop3 import dot_stuffed, mask_secrets, top_of
 
 ANN = "ann@example.com"
@@ -395,6 +395,56 @@ def _plain(user: str, password: str) -> bytes:
     import base64
 
     return base64.b64encode(f"\0{user}\0{password}".encode())
+
+
+def test_reply_is_the_text_without_status_or_final_dot(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(make_message(subject="first"), to=ANN)
+    client = login(smtpsink)
+    client.list()
+    with pytest.raises(poplib.error_proto):
+        client.retr(9)
+    client.quit()
+    ended(smtpsink)
+    (session,) = pop3_sessions(smtpsink)
+    replies = {exchange.line: exchange.reply for exchange in session.transcript}
+    assert replies["PASS ****"] == "Logged in: 1 messages (166 octets)"
+    assert replies["LIST"] == "1 messages (166 octets)\n1 166"
+    assert replies["RETR 9"] == "There's no message 9"
+    assert replies["QUIT"] == "Logging out"
+    assert {exchange.code for exchange in session.transcript} == {None}
+
+
+@pytest.mark.parametrize("fault", [False, True])
+def test_the_session_ends_after_its_last_reply_is_recorded(
+    smtpsink: Mailbox, smtpsink_server: SMTPSink, fault: bool
+) -> None:
+    # A test that waits for a session's end must find the last reply in
+    # the transcript: look at the moment the end is set (on the sink's
+    # thread, as the store announces it).
+    sink = smtpsink
+    if fault:
+        sink.fail("POP3:QUIT", 421, "going away")
+    last_replies_at_end: list[list[str]] = []
+
+    def look() -> None:
+        for session in pop3_sessions(sink):
+            if session.end is not None and not last_replies_at_end:
+                last_replies_at_end.append(list(session.transcript[-1].replies))
+
+    stop = smtpsink_server.on_change(look)
+    try:
+        client = login(sink)
+        if fault:
+            with pytest.raises(poplib.error_proto, match="going away"):
+                client.quit()
+        else:
+            client.quit()
+        client.close()
+        ended(sink)
+    finally:
+        stop()
+    expected = "-ERR [SYS/TEMP] going away" if fault else "+OK Logging out"
+    assert last_replies_at_end == [[expected]]
 
 
 def test_secrets_stay_out_of_the_report_and_saved_transcripts(
