@@ -454,10 +454,15 @@ class _SinkPool:
             try:
                 sink.start()
             except SinkError as error:
-                pytest.fail(
-                    f"pytest-smtpsink could not start a sink: {error}", pytrace=False
-                )
-            self._sinks[settings] = sink
+                problem = str(error)
+            else:
+                self._sinks[settings] = sink
+                return sink
+            # Outside the except block: the report shows one sentence, not
+            # the SinkError "during handling of" another.
+            pytest.fail(
+                f"pytest-smtpsink could not start a sink: {problem}", pytrace=False
+            )
         else:
             self._check_alive(sink)
         return sink
@@ -500,7 +505,10 @@ def _settings_for(
     try:
         return pool.defaults.replace(**overrides)
     except (SettingsError, TypeError) as error:
-        pytest.fail(f"{source}: {error}", pytrace=False)
+        problem = str(error)
+    # Outside the except block: the report shows one sentence, not the
+    # SettingsError "during handling of" another.
+    pytest.fail(f"{source}: {problem}", pytrace=False)
 
 
 # -- fixtures -------------------------------------------------------------------------------------

@@ -320,6 +320,32 @@ def test_bad_value(smtpsink):
             "*@pytest.mark.smtpsink: max_size: must be a number of bytes >= 0*",
         ]
     )
+    # One sentence per error, not the SettingsError "during handling of" it.
+    result.stdout.no_fnmatch_line("*During handling*")
+
+
+def test_a_taken_port_fails_the_test_with_one_sentence(
+    pytester: pytest.Pytester,
+) -> None:
+    import socket
+
+    pytester.makepyfile(
+        """
+def test_port(smtpsink):
+    pass
+"""
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = pytester.runpytest(f"--smtpsink-port={port}", "-p", "no:xdist")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [f"*pytest-smtpsink could not start a sink: cannot listen on 127.0.0.1:{port}*"]
+    )
+    result.stdout.no_fnmatch_line("*During handling*")
+    result.stdout.no_fnmatch_line("*direct cause*")
 
 
 def test_factory_reuses_one_server_per_settings(pytester: pytest.Pytester) -> None:
