@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 pytest_plugins = ["pytester"]
@@ -327,8 +329,6 @@ def test_bad_value(smtpsink):
 def test_a_taken_port_fails_the_test_with_one_sentence(
     pytester: pytest.Pytester,
 ) -> None:
-    import socket
-
     pytester.makepyfile(
         """
 def test_port(smtpsink):
