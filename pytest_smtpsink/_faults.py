@@ -92,6 +92,9 @@ TRIGGER_KEYWORDS: tuple[str, ...] = tuple(Trigger.__annotations__)
 class FaultError(ValueError):
     """A fault was declared with arguments that make no sense."""
 
+    # Tracebacks name it as users import it, not by this private module.
+    __module__ = "pytest_smtpsink"
+
 
 def check_trigger(method: str, trigger: dict[str, Any]) -> None:
     """Refuse a keyword that is not a trigger keyword, as Python would for a

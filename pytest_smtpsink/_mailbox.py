@@ -81,6 +81,7 @@ class Mailbox(FaultControls):
     def ssl_context(self) -> ssl.SSLContext:
         """A new client context that trusts this sink's certificate (and
         nothing else), with host name checking on."""
+        __tracebackhide__ = True
         from ._tls import authority
 
         self._require_tls("ssl_context()")
@@ -89,12 +90,14 @@ class Mailbox(FaultControls):
     @property
     def ca_path(self) -> str:
         """Path of a PEM file with the CA that signed the sink's certificate."""
+        __tracebackhide__ = True
         from ._tls import authority
 
         self._require_tls("ca_path")
         return authority().ca_path
 
     def _require_tls(self, what: str) -> None:
+        __tracebackhide__ = True
         settings = self.settings
         if settings.tls is None:
             raise RuntimeError(
@@ -304,7 +307,10 @@ class Mailbox(FaultControls):
         refuses. An upstream that is not on loopback needs
         ``allow_remote=True``.
         """
-        from ._relay import Upstream, body_option, deliver, received_header
+        # Hidden, and the RelayError raised afresh from here: the traceback
+        # (with --showlocals, its frames' variables) must not show ``auth``.
+        __tracebackhide__ = True
+        from ._relay import RelayError, Upstream, body_option, deliver, received_header
 
         if not isinstance(message, Message):
             raise TypeError(f"release() takes a captured Message, got {message!r}")
@@ -336,17 +342,20 @@ class Mailbox(FaultControls):
         raw = message.raw
         if received:
             raw = received_header(message, self.settings.hostname) + raw
-        return deliver(
-            raw,
-            envelope.mail_from if mail_from is None else mail_from,
-            recipients,
-            upstream,
-            hostname=self.settings.hostname,
-            timeout=timeout,
-            ssl_context=ssl_context,
-            smtputf8=envelope.smtputf8,
-            body=body_option(envelope.mail_options),
-        )
+        try:
+            return deliver(
+                raw,
+                envelope.mail_from if mail_from is None else mail_from,
+                recipients,
+                upstream,
+                hostname=self.settings.hostname,
+                timeout=timeout,
+                ssl_context=ssl_context,
+                smtputf8=envelope.smtputf8,
+                body=body_option(envelope.mail_options),
+            )
+        except RelayError as error:
+            raise error.with_traceback(None) from None
 
     # -- what arrived --------------------------------------------------------------
 

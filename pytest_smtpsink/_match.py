@@ -7,6 +7,7 @@ values; "contains" for bodies), a compiled regex (search), or a callable
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict, Union
@@ -41,12 +42,30 @@ class Criteria(TypedDict, total=False):
 CRITERIA_NAMES: tuple[str, ...] = tuple(Criteria.__annotations__)
 
 
+#: Names people reach for, and the criteria they mean (spelling slips are
+#: left to difflib).
+_MEANT = {
+    "form": "from_=",
+    "sender": "from_= or mail_from=",
+    "recipient": "to= or rcpt_to=",
+    "recipients": "to= or rcpt_to=",
+    "bcc": "rcpt_to= (Bcc recipients are only in the envelope)",
+}
+
+
 def check_names(criteria: Mapping[str, object]) -> None:
+    __tracebackhide__ = True
     unknown = [name for name in criteria if name not in CRITERIA_NAMES]
     if unknown:
         hint = ""
         if "from" in unknown:
             hint = " ('from' is a keyword in Python: use from_=)"
+        elif unknown[0] in _MEANT:
+            hint = f" (did you mean {_MEANT[unknown[0]]}?)"
+        else:
+            close = difflib.get_close_matches(unknown[0], CRITERIA_NAMES, 1, 0.75)
+            if close:
+                hint = f" (did you mean {close[0]}=?)"
         raise TypeError(
             f"unknown criteria {', '.join(map(repr, unknown))}{hint}; "
             f"valid criteria are: {', '.join(CRITERIA_NAMES)}"

@@ -58,6 +58,7 @@ class Messages(Sequence[Message]):
 
     def filter(self, **criteria: Unpack[Criteria]) -> Messages:
         """The messages matching every criterion, in order."""
+        __tracebackhide__ = True
         _match.check_names(criteria)
         return Messages(
             [m for m in self._items if _match.matches(m, criteria)], self._source

@@ -72,6 +72,9 @@ class RelayError(Exception):
     to the failure (AUTH secrets masked).
     """
 
+    # Tracebacks name it as users import it, not by this private module.
+    __module__ = "pytest_smtpsink"
+
     def __init__(
         self,
         upstream: str,

@@ -42,6 +42,9 @@ _STOP_TIMEOUT = 10.0
 class SinkError(RuntimeError):
     """The sink could not start, or is no longer running."""
 
+    # Tracebacks name it as users import it, not by this private module.
+    __module__ = "pytest_smtpsink"
+
 
 class Service(Protocol):
     """Something else served on a sink's loop (the DNS stub; later POP3 and

@@ -57,6 +57,9 @@ class SettingsError(ValueError):
     point at the matching command-line option or marker argument.
     """
 
+    # Tracebacks name it as users import it, not by this private module.
+    __module__ = "pytest_smtpsink"
+
     def __init__(self, setting: str, message: str) -> None:
         super().__init__(f"{setting}: {message}")
         self.setting = setting

@@ -38,6 +38,9 @@ class SpamdError(RuntimeError):
     """spamd is not configured, not reachable, or answered something else
     than a score."""
 
+    # Tracebacks name it as users import it, not by this private module.
+    __module__ = "pytest_smtpsink"
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SpamRule:

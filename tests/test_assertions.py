@@ -87,11 +87,42 @@ def test_unknown_criterion_is_a_type_error_listing_valid_ones(
     smtpsink: Mailbox,
 ) -> None:
     with pytest.raises(
-        TypeError, match=r"unknown criteria 'sender'; valid criteria are: from_, to,"
+        TypeError,
+        match=r"unknown criteria 'sender' \(did you mean from_= or mail_from=\?\); "
+        r"valid criteria are: from_, to,",
     ):
         smtpsink.assert_sent(sender="x")  # type: ignore[call-overload]
     with pytest.raises(TypeError, match=r"'from' is a keyword in Python: use from_="):
         smtpsink.messages.filter(**{"from": "x"})  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError,
+        match=r"^unknown criteria 'subjet' \(did you mean subject=\?\); valid",
+    ):
+        smtpsink.assert_sent(subjet="x")  # type: ignore[call-overload]
+
+
+def test_misuse_errors_hide_the_plugins_frames(pytester: pytest.Pytester) -> None:
+    # The error points at the test's line, as a failed assertion does.
+    pytester.makepyfile(
+        """
+def test_typo(smtpsink):
+    smtpsink.messages.filter(subjet="x")
+
+def test_tls_helper_on_a_plain_sink(smtpsink):
+    smtpsink.ssl_context()
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            '>       smtpsink.messages.filter(subjet="x")',
+            "E       TypeError: unknown criteria 'subjet' (did you mean subject=?)*",
+            ">       smtpsink.ssl_context()",
+            "E       RuntimeError: ssl_context() is for TLS sinks*",
+        ]
+    )
+    assert "pytest_smtpsink" not in result.stdout.str()
 
 
 def test_queries(mixed: Mailbox) -> None:

@@ -191,6 +191,34 @@ def test_release_over_implicit_tls(
     assert all(PASSWORD not in e.line for e in delivery.transcript)
 
 
+def test_a_refused_release_keeps_the_password_out_of_showlocals(
+    pytester: pytest.Pytester,
+) -> None:
+    # pytest -l prints every shown frame's variables: release()'s own
+    # frame, which holds auth, is not shown.
+    pytester.makepyfile(
+        f"""
+import smtplib
+
+def test_release(smtpsink, smtpsink_factory):
+    upstream = smtpsink_factory(tls="starttls", auth={{"ann": "right"}})
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("a@example.com", ["b@example.net"], b"Subject: s\\r\\n\\r\\nx\\r\\n")
+    credentials = ("ann", "{PASSWORD[::-1]}")  # reversed: not in the source shown
+    smtpsink.release(
+        smtpsink.wait_for(), upstream.host, upstream.port, tls="starttls",
+        ca_file=upstream.ca_path, auth=(credentials[0], credentials[1][::-1]),
+    )
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist", "--showlocals")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["E       pytest_smtpsink.RelayError: *refused the message at AUTH: 535 *"]
+    )
+    assert PASSWORD not in result.stdout.str()
+
+
 def test_release_refuses_an_untrusted_certificate(
     smtpsink: Mailbox, smtpsink_factory: Factory
 ) -> None:
