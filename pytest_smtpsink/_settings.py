@@ -381,6 +381,14 @@ def _validate(s: SinkSettings) -> None:
         "idle_timeout",
         f"must be a number of seconds > 0, got {s.idle_timeout!r}",
     )
+    # Checked with or without relay=, as every field is.
+    _require(
+        isinstance(s.relay_timeout, (int, float))
+        and not isinstance(s.relay_timeout, bool)
+        and 0 < s.relay_timeout < float("inf"),
+        "relay_timeout",
+        f"must be a number of seconds > 0, got {s.relay_timeout!r}",
+    )
     if s.relay is not None or s.relay_to is not None:
         _validate_relay(s)
 
@@ -415,13 +423,6 @@ def _validate_relay(s: SinkSettings) -> None:
         raise SettingsError(
             "relay_to", f"{s.relay_to!r} is not a regular expression: {error}"
         ) from None
-    _require(
-        isinstance(s.relay_timeout, (int, float))
-        and not isinstance(s.relay_timeout, bool)
-        and 0 < s.relay_timeout < float("inf"),
-        "relay_timeout",
-        f"must be a number of seconds > 0, got {s.relay_timeout!r}",
-    )
 
 
 def _validate_own_tls(s: SinkSettings) -> None:

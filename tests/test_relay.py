@@ -325,6 +325,8 @@ def test_release_to_a_remote_host_needs_allow_remote(smtpsink: Mailbox) -> None:
             "relay_timeout",
             "seconds > 0",
         ),
+        ({"relay_timeout": -5}, "relay_timeout", "seconds > 0"),
+        ({"relay_timeout": "abc"}, "relay_timeout", "seconds > 0"),
         (
             {"relay": "smtp://127.0.0.1:25?cafile=/x", "relay_to": ".*"},
             "relay",
