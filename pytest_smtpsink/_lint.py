@@ -17,6 +17,7 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import datetime
+import difflib
 import email
 import email.errors
 import email.utils
@@ -107,6 +108,63 @@ def at_least(problems: Iterable[Problem], severity: Severity) -> list[Problem]:
     """The problems that are ``severity`` or worse (error is the worst)."""
     rank = _RANK[severity]
     return [p for p in problems if _RANK[p.severity] <= rank]
+
+
+#: Every code `lint` gives, for checking ignore lists (the deliverability
+#: page's table lists the same, a test checks).
+LINT_CODES = frozenset(
+    {
+        "8bit-in-7bit",
+        "8bit-without-charset",
+        "attachment-without-filename",
+        "bare-cr",
+        "bare-lf",
+        "boundary-not-found",
+        "duplicate-header",
+        "future-date",
+        "html-only",
+        "invalid-address",
+        "invalid-base64",
+        "invalid-date",
+        "invalid-message-id",
+        "invalid-quoted-printable",
+        "invalid-utf8-header",
+        "line-over-78",
+        "line-too-long",
+        "lint-failed",
+        "malformed-header",
+        "missing-boundary",
+        "missing-closing-boundary",
+        "missing-date",
+        "missing-from",
+        "missing-message-id",
+        "missing-mime-version",
+        "missing-subject",
+        "raw-8bit-header",
+        "text-without-charset",
+        "unknown-charset",
+        "unparsable",
+    }
+)
+
+
+def check_ignore(ignore: object, name: str = "ignore") -> tuple[str, ...]:
+    """``ignore`` as a tuple of lint codes (a single code may be given as a
+    string); a code that does not exist is a ValueError, so that a typo
+    does not leave a problem unignored without saying why."""
+    codes = (ignore,) if isinstance(ignore, str) else ignore
+    if not isinstance(codes, Iterable):
+        raise ValueError(f"{name} must be lint codes, got {ignore!r}")
+    codes = tuple(codes)
+    for code in codes:
+        if code not in LINT_CODES:
+            close = difflib.get_close_matches(str(code), sorted(LINT_CODES), 1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"{name}: {code!r} is not a lint code{hint}; the codes are "
+                f"listed in the docs' page 'Checking how mail is built'"
+            )
+    return codes
 
 
 def check_severity(severity: object, name: str = "severity") -> Severity:

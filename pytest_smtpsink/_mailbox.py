@@ -452,10 +452,10 @@ class Mailbox(FaultControls):
         problem (`Message.lint`) at ``severity`` or worse, except the codes in
         ``ignore``. Fails listing the problems of each message."""
         __tracebackhide__ = True
-        from ._lint import check_severity, unclean_report
+        from ._lint import check_ignore, check_severity, unclean_report
 
         check_severity(severity)
-        failure = unclean_report(self.messages, severity, ignore)
+        failure = unclean_report(self.messages, severity, check_ignore(ignore))
         if failure is not None:
             raise AssertionError(failure)
 

@@ -547,6 +547,7 @@ def smtpsink(request: pytest.FixtureRequest) -> Iterator[Mailbox]:
     # a fixture lookup before every test.
     config = request.config
     pool = config.stash[_POOL_KEY]
+    lint = _lint_choice(request)
     marker = request.node.get_closest_marker("smtpsink")
     if marker is not None:
         if marker.args:
@@ -563,7 +564,7 @@ def smtpsink(request: pytest.FixtureRequest) -> Iterator[Mailbox]:
     try:
         _apply_fault_markers(request, view)
         yield view
-        _enforce_lint(request, view)
+        _enforce_lint(request, view, *lint)
     finally:
         view.close()  # its faults go, even if the test failed
 
@@ -580,37 +581,48 @@ def smtpsink_factory(request: pytest.FixtureRequest) -> Callable[..., Mailbox]:
     """
     config = request.config
     pool = config.stash[_POOL_KEY]
+    lint = _lint_choice(request)
 
     def factory(**settings: Any) -> Mailbox:
         sink = pool.get(_settings_for(pool, "smtpsink_factory()", settings))
         view = _open_view(config, sink, request)
         request.addfinalizer(view.close)  # its faults go at the end of the test
-        request.addfinalizer(lambda: _enforce_lint(request, view))
+        request.addfinalizer(lambda: _enforce_lint(request, view, *lint))
         return view
 
     return factory
 
 
-def _enforce_lint(request: pytest.FixtureRequest, view: Mailbox) -> None:
+def _lint_choice(request: pytest.FixtureRequest) -> tuple[str, tuple[str, ...]]:
+    """The lint level and the codes to ignore for this test: its
+    ``@pytest.mark.smtpsink_lint`` or ``--smtpsink-lint``. Checked as the
+    test starts, so that a bad marker fails it before it runs."""
+    marker = request.node.get_closest_marker("smtpsink_lint")
+    if marker is None:
+        return request.config.stash[_LINT_KEY], ()
+    severity = marker.kwargs.get("severity", marker.args[0] if marker.args else "error")
+    if severity not in _LINT_LEVELS:
+        problem = f"severity must be one of {', '.join(_LINT_LEVELS)}, got {severity!r}"
+    else:
+        from ._lint import check_ignore
+
+        try:
+            return severity, check_ignore(marker.kwargs.get("ignore", ()))
+        except ValueError as error:
+            problem = str(error)
+    # Outside the except block: the report shows one sentence.
+    pytest.fail(f"@pytest.mark.smtpsink_lint: {problem}", pytrace=False)
+
+
+def _enforce_lint(
+    request: pytest.FixtureRequest,
+    view: Mailbox,
+    severity: str,
+    ignore: tuple[str, ...],
+) -> None:
     """``--smtpsink-lint`` / ``@pytest.mark.smtpsink_lint``: fail at teardown
     if a captured message is badly built. Not after a failed test: its own
     failure is the news."""
-    severity = request.config.stash[_LINT_KEY]
-    ignore: Sequence[str] = ()
-    marker = request.node.get_closest_marker("smtpsink_lint")
-    if marker is not None:
-        severity = marker.kwargs.get(
-            "severity", marker.args[0] if marker.args else "error"
-        )
-        ignore = marker.kwargs.get("ignore", ())
-        if isinstance(ignore, str):
-            ignore = (ignore,)
-        if severity not in _LINT_LEVELS:
-            pytest.fail(
-                f"@pytest.mark.smtpsink_lint: severity must be one of "
-                f"{', '.join(_LINT_LEVELS)}, got {severity!r}",
-                pytrace=False,
-            )
     if severity == "off" or request.node.stash.get(_FAILED_KEY, False):
         return
     from ._lint import unclean_report

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import re
 import smtplib
 from email.message import EmailMessage
 from pathlib import Path
@@ -16,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_smtpsink import Mailbox, Problem
-from pytest_smtpsink._lint import lint
+from pytest_smtpsink._lint import LINT_CODES, lint
 
 pytest_plugins = ["pytester"]
 
@@ -385,3 +386,50 @@ def test_a_bad_lint_option_names_itself(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(
         ["*--smtpsink-lint: 'strict' is not one of off, error, warning, info*"]
     )
+
+
+def test_a_bad_lint_marker_fails_the_test_before_it_runs(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+import pytest
+
+@pytest.mark.smtpsink_lint(severity="extreme")
+def test_level(smtpsink):
+    raise AssertionError("the body ran")
+
+@pytest.mark.smtpsink_lint(ignore=["missing-dat"])
+def test_typo(smtpsink_factory):
+    raise AssertionError("the body ran")
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*@pytest.mark.smtpsink_lint: severity must be one of off, error, "
+            "warning, info, got 'extreme'",
+            "*@pytest.mark.smtpsink_lint: ignore: 'missing-dat' is not a lint code "
+            "(did you mean 'missing-date'?)*",
+        ]
+    )
+    assert "the body ran" not in result.stdout.str()
+
+
+def test_assert_clean_checks_its_ignore_list(smtpsink: Mailbox) -> None:
+    with pytest.raises(ValueError, match=r"'html_only' is not a lint code \(did you"):
+        smtpsink.assert_clean(ignore=["html_only"])
+    smtpsink.assert_clean(ignore="html-only")  # one code, as a string
+
+
+def test_the_lint_codes_are_the_documented_ones() -> None:
+    page = (Path(__file__).parents[1] / "docs" / "deliverability.rst").read_text()
+    table = page[page.index("The codes:") : page.index("Lint every message of a suite")]
+    first_column = re.findall(r"^   \* - (.*)$", table, re.MULTILINE)[1:]
+    documented = set(re.findall(r"``([a-z0-9-]+)``", " ".join(first_column)))
+    assert documented == LINT_CODES
+    corpus = Path(__file__).parent / "corpus"
+    found = {p.code for eml in corpus.glob("*.eml") for p in lint(eml.read_bytes())}
+    assert found <= LINT_CODES
+    assert len(found) > 10  # the corpus does exercise the linter
