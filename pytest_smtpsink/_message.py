@@ -654,7 +654,8 @@ class Message:
     # -- helpers for common checks ------------------------------------------
 
     def links(self) -> list[str]:
-        """Every http(s) link in the HTML and the text, de-duplicated, in order."""
+        """Every http(s) link, de-duplicated: the HTML's (``<a href>``) in
+        order, then the text's that the HTML did not have."""
         return list(dict.fromkeys(url for url, _ in self._link_pairs))
 
     @functools.cached_property
