@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -458,6 +459,11 @@ class _SinkPool:
             else:
                 self._sinks[settings] = sink
                 return sink
+            if settings.port != 0 and settings.port == self.defaults.port:
+                problem += f" (--smtpsink-port={settings.port}"
+                if os.environ.get("PYTEST_XDIST_WORKER"):
+                    problem += "; each xdist worker needs a port of its own: use 0"
+                problem += ")"
             # Outside the except block: the report shows one sentence, not
             # the SinkError "during handling of" another.
             pytest.fail(

@@ -340,12 +340,21 @@ def test_port(smtpsink):
         taken.listen()
         port = taken.getsockname()[1]
         result = pytester.runpytest(f"--smtpsink-port={port}", "-p", "no:xdist")
+        with_xdist = pytester.runpytest(f"--smtpsink-port={port}", "-n", "1")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
-        [f"*pytest-smtpsink could not start a sink: cannot listen on 127.0.0.1:{port}*"]
+        [
+            "*pytest-smtpsink could not start a sink: cannot listen on "
+            f"127.0.0.1:{port}: * (--smtpsink-port={port})"
+        ]
     )
     result.stdout.no_fnmatch_line("*During handling*")
     result.stdout.no_fnmatch_line("*direct cause*")
+    # Under xdist, where a fixed port is the usual cause, it says so.
+    with_xdist.assert_outcomes(errors=1)
+    with_xdist.stdout.fnmatch_lines(
+        [f"*(--smtpsink-port={port}; each xdist worker needs a port of its own: use 0)"]
+    )
 
 
 def test_factory_reuses_one_server_per_settings(pytester: pytest.Pytester) -> None:
