@@ -626,6 +626,23 @@ def _banner(
     return lines
 
 
+def _reason(error: BaseException) -> str:
+    """The plain reason ("Address already in use"), without errno's number."""
+    if isinstance(error, OSError) and error.errno:
+        return os.strerror(error.errno)
+    return str(error) or type(error).__name__
+
+
+def _cannot_listen(option: str, host: str, port: int, error: BaseException) -> str:
+    """The one-line error for a server of ``--option`` that cannot start,
+    worded as the one for ``--port``."""
+    return (
+        f"smtpsink: error: --{option}: cannot listen on {format_address(host, port)}: "
+        f"{_reason(error)} (choose another --{option} port, or --{option} 0 for a "
+        "free one)"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the sink until SIGINT or SIGTERM; returns the exit code."""
     parser = build_parser()
@@ -633,10 +650,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_from_args(parser, args)
     save_dir: str | None = args.save_dir
     if save_dir is not None:
+        if os.path.exists(save_dir) and not os.path.isdir(save_dir):
+            parser.error(
+                f"argument --save-dir: {save_dir!r} exists and is not a directory"
+            )
         try:
             os.makedirs(save_dir, exist_ok=True)
         except OSError as error:
-            parser.error(f"argument --save-dir: cannot create {save_dir!r}: {error}")
+            parser.error(
+                f"argument --save-dir: cannot create {save_dir!r}: {_reason(error)}"
+            )
     live = None
     if args.http is not None:
         from ._live import LiveServer
@@ -646,7 +669,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 settings.host, args.http, allow_remote=settings.allow_remote
             )
         except OSError as error:
-            print(f"smtpsink: error: --http {args.http}: {error}", file=sys.stderr)
+            print(
+                _cannot_listen("http", settings.host, args.http, error), file=sys.stderr
+            )
             return 1
     sink = SMTPSink(settings)
     reporter = _Reporter(
@@ -764,17 +789,8 @@ class _Runner:
                 # Nothing here reads what clients deleted.
                 readers.append(sink.serve_mailboxes(name, port, forget_deleted=True))
             except (OSError, SinkError, concurrent.futures.TimeoutError) as error:
-                # As for --port: the plain reason, after the address.
-                reason = (
-                    os.strerror(error.errno)
-                    if isinstance(error, OSError) and error.errno
-                    else str(error) or type(error).__name__
-                )
                 print(
-                    f"smtpsink: error: --{name}: cannot listen on "
-                    f"{format_address(sink.bind_host, port)}: {reason} (choose "
-                    f"another --{name} port, or --{name} 0 for a free one)",
-                    file=sys.stderr,
+                    _cannot_listen(name, sink.bind_host, port, error), file=sys.stderr
                 )
                 return None
         if readers and self.reporter.live is not None:

@@ -559,6 +559,20 @@ def test_remote_host_hint_names_allow_remote(
     assert "--allow-remote" in capsys.readouterr().err
 
 
+def test_a_save_dir_that_is_a_file_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "mail"
+    a_file.write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--port", "0", "--save-dir", str(a_file)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"smtpsink: error: argument --save-dir: {str(a_file)!r} exists and is not "
+        "a directory"
+    )
+
+
 def test_busy_port_is_an_error_naming_the_port(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -258,7 +258,11 @@ def test_busy_http_port_is_an_error(
     view = live()
     assert main(["--port", "0", "--http", str(view.http_port)]) == 1
     error = capsys.readouterr().err
-    assert error.startswith(f"smtpsink: error: --http {view.http_port}: ")
+    assert error == (
+        f"smtpsink: error: --http: cannot listen on 127.0.0.1:{view.http_port}: "
+        "Address already in use (choose another --http port, or --http 0 for a free "
+        "one)\n"
+    )
 
 
 def test_allow_remote_accepts_any_host_name(live: Callable[..., Live]) -> None:
