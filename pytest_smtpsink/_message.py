@@ -25,7 +25,9 @@ import email.policy
 import email.utils
 import functools
 import html.parser
+import logging
 import re
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from email.message import EmailMessage
 from email.message import Message as Compat32Message
@@ -283,6 +285,32 @@ def _guarded(
     return decorate
 
 
+class _QuietWhileParsing(logging.Filter):
+    """Drops mail-parser's log records while the sink parses a captured
+    message on this thread. What it logs then is about the mail (an ERROR
+    for each encoded word it cannot decode, DEBUG lines for every header),
+    which `Message.defects` reports; in the log it would land in the test's
+    captured log, or fail a suite that fails on errors logged. What a user
+    does with mail-parser directly still logs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+        self._installed = False
+
+    def install(self) -> None:
+        if not self._installed:  # twice at once is harmless: addFilter dedups
+            for name in ("mailparser", "mailparser.core", "mailparser.utils"):
+                logging.getLogger(name).addFilter(self)
+            self._installed = True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.local, "parsing", False)
+
+
+_QUIET_PARSE = _QuietWhileParsing()
+
+
 class Message:
     """One message the sink accepted.
 
@@ -372,10 +400,14 @@ class Message:
     def _mailparser(self) -> tuple[Any, str | None]:
         import mailparser
 
+        _QUIET_PARSE.install()
+        _QUIET_PARSE.local.parsing = True
         try:
             return mailparser.parse_from_bytes(self.raw), None
         except Exception as error:  # mail-parser raises several kinds
             return None, f"mail-parser could not parse the message: {error!r}"
+        finally:
+            _QUIET_PARSE.local.parsing = False
 
     @functools.cached_property
     @_guarded(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import smtplib
 import threading
 from email.message import EmailMessage
 
+import mailparser
+import pytest
 from conftest import Send, make_message
 
 from pytest_smtpsink import Mailbox
@@ -228,6 +231,24 @@ def test_parser_failure_is_a_defect_not_an_exception(smtpsink: Mailbox) -> None:
     assert msg.raw == raw
     _ = (msg.text, msg.html, msg.attachments, msg.subject, msg.date)  # never raise
     assert isinstance(msg.defects, tuple)
+
+
+def test_parsing_odd_mail_logs_nothing(
+    smtpsink: Mailbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    # mail-parser logs an ERROR for an encoded word it cannot decode, and
+    # DEBUG lines for every header: about the mail, not the test.
+    raw = b"Subject: =?utf-8?B?!!!notbase64?=\r\nTo: b@example.com\r\n\r\nhi\r\n"
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("a@example.com", ["b@example.com"], raw)
+    caplog.set_level(logging.DEBUG)
+    msg = smtpsink.messages.one()
+    _ = (msg.text, msg.html, msg.attachments, msg.subject, msg.defects)
+    assert msg.text == "hi\n"
+    assert [r for r in caplog.records if r.name.startswith("mailparser")] == []
+    # mail-parser used directly still logs.
+    mailparser.parse_from_bytes(raw)
+    assert any(r.name == "mailparser.utils" for r in caplog.records)
 
 
 def test_headers_are_case_insensitive_and_multi_valued(smtpsink: Mailbox) -> None:
