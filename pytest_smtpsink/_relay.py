@@ -179,7 +179,7 @@ def parse_upstream(url: str) -> Upstream:
 
 
 def masked_url(url: str) -> str:
-    """``url`` for reports: the password, if any, replaced by ``***``."""
+    """``url`` for reports: without the password, if it has one."""
     try:
         return parse_upstream(url).url
     except ValueError:
@@ -297,11 +297,12 @@ def _client_class(implicit: bool) -> Any:
         def putcmd(self, cmd: str, args: str = "") -> None:
             kind = "command"
             if self._in_auth:  # a continuation of AUTH: a secret
-                kind, shown = "auth-response", "***"
+                # **** as in the sink's own transcripts.
+                kind, shown = "auth-response", "****"
             elif cmd.lower() == "auth":
                 self._in_auth = True
                 mechanism = args.split(" ", 1)[0]
-                shown = f"AUTH {mechanism}" + (" ***" if " " in args else "")
+                shown = f"AUTH {mechanism}" + (" ****" if " " in args else "")
             else:
                 shown = f"{cmd.upper()} {args}".rstrip()
             self.exchanges.append(Exchange(kind, shown, time.time()))  # type: ignore[arg-type]

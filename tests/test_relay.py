@@ -159,6 +159,7 @@ def test_release_over_starttls_with_auth_masks_the_password(
     text = delivery.format_transcript()
     assert text.startswith("S: 220 ")
     assert "C: STARTTLS" in text
+    assert "\nC: ****\n" in text  # the AUTH response, masked as the sink masks it
     assert "C: QUIT" in text
     assert "C: <message content: " in text
     for shown in (text, repr(delivery), str(delivery)):
