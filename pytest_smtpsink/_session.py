@@ -120,7 +120,11 @@ class Exchange:
 
 @dataclasses.dataclass(slots=True)
 class POP3Exchange(Exchange):
-    """A POP3 step; only `reply` differs."""
+    """A POP3 step: its replies have no codes."""
+
+    @property
+    def code(self) -> int | None:
+        return None
 
     @property
     def reply(self) -> str:
@@ -134,7 +138,12 @@ class POP3Exchange(Exchange):
 
 @dataclasses.dataclass(slots=True)
 class IMAPExchange(Exchange):
-    """An IMAP step; only `reply` differs."""
+    """An IMAP step: its replies have no codes (a numeric tag, as
+    Thunderbird sends, is not one)."""
+
+    @property
+    def code(self) -> int | None:
+        return None
 
     @property
     def reply(self) -> str:

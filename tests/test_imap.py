@@ -682,6 +682,11 @@ def test_reply_is_the_text_without_tags(smtpsink: Mailbox) -> None:
     )
     assert replies["LOGOUT"] == "BYE Logging out\nOK LOGOUT completed"
     assert {exchange.code for exchange in transcript} == {None}
+    # A numeric tag (Thunderbird's) is not a reply code.
+    dialogue(smtpsink, "100 NOOP")
+    smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
+    (noop,) = [e for e in smtpsink.sessions[-1].transcript if e.tag == "100"]
+    assert (noop.code, noop.reply) == (None, "OK NOOP completed")
 
 
 @pytest.mark.parametrize("fault", [False, True])
