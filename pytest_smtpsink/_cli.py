@@ -674,6 +674,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 1
     sink = SMTPSink(settings)
+    if live is not None:
+        # "Delete all" in the live view empties the mailboxes too (if POP3
+        # or IMAP serves them), and says up to which message it deleted.
+        live.on_delete = sink.empty_mailboxes
     reporter = _Reporter(
         sink,
         sys.stdout,
@@ -793,9 +797,6 @@ class _Runner:
                     _cannot_listen(name, sink.bind_host, port, error), file=sys.stderr
                 )
                 return None
-        if readers and self.reporter.live is not None:
-            # "Delete all" in the live view empties the mailboxes too.
-            self.reporter.live.on_delete = sink.empty_mailboxes
         return readers
 
     def _loop(self) -> None:

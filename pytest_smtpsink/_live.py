@@ -72,6 +72,9 @@ class Inbox:
         self._keep = keep
         self._messages: dict[int, Message] = {}
         self._sessions: list[Session] = []
+        #: Messages up to this number were deleted ("delete all") before
+        #: they reached the view: they must not appear in it afterwards.
+        self._deleted_up_to = 0
 
     def add(self, messages: Sequence[Message], sessions: Sequence[Session]) -> None:
         """New mail from the sink (the CLI's main thread)."""
@@ -79,7 +82,8 @@ class Inbox:
             return
         with self.changed:
             for message in messages:
-                self._messages[message.number] = message
+                if message.number > self._deleted_up_to:
+                    self._messages[message.number] = message
             while len(self._messages) > self._keep:
                 del self._messages[next(iter(self._messages))]
             self._sessions.extend(sessions)
@@ -93,10 +97,18 @@ class Inbox:
             self.version += 1
             self.changed.notify_all()
 
-    def clear(self) -> int:
+    def clear(self, up_to: int | None = None) -> int:
+        """Delete the messages numbered up to ``up_to`` (all by default),
+        including those still on their way to the view, and the sessions;
+        returns how many messages the view lost."""
         with self.changed:
-            count = len(self._messages)
-            self._messages.clear()
+            if up_to is None:
+                up_to = max(self._messages, default=0)
+            self._deleted_up_to = max(self._deleted_up_to, up_to)
+            gone = [number for number in self._messages if number <= up_to]
+            for number in gone:
+                del self._messages[number]
+            count = len(gone)
             self._sessions.clear()
             self.version += 1
             self.changed.notify_all()
@@ -312,9 +324,12 @@ class LiveServer(http.server.ThreadingHTTPServer):
     def __init__(self, host: str, port: int, *, allow_remote: bool = False) -> None:
         self.inbox = Inbox()
         self.allow_remote = allow_remote
-        #: Called (on the request's thread) after "delete all" emptied the
-        #: view: the CLI empties the POP3/IMAP mailboxes there too.
-        self.on_delete: Callable[[], None] | None = None
+        #: Called (on the request's thread) for "delete all", before the
+        #: view is emptied: the CLI empties the POP3/IMAP mailboxes there,
+        #: and returns the number of the last message they had, so that
+        #: the view drops the same messages (those still on their way to
+        #: it too) and keeps what came later.
+        self.on_delete: Callable[[], int] | None = None
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         super().__init__((host, port), _Handler)
         self._thread: threading.Thread | None = None
@@ -499,10 +514,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif not self._same_origin():
             self._refuse(http.HTTPStatus.FORBIDDEN, "a request from another origin")
         elif urllib.parse.urlsplit(self.path).path.rstrip("/") == "/api/messages":
-            deleted = self.server.inbox.clear()
-            if self.server.on_delete is not None:
-                self.server.on_delete()
-            self._send_json({"deleted": deleted})
+            on_delete = self.server.on_delete
+            up_to = on_delete() if on_delete is not None else None
+            self._send_json({"deleted": self.server.inbox.clear(up_to)})
         else:
             self._refuse(http.HTTPStatus.NOT_FOUND, "DELETE only /api/messages")
 

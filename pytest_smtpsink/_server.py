@@ -555,11 +555,14 @@ class SMTPSink(Mailbox):
             )
         return endpoint
 
-    def empty_mailboxes(self) -> None:
+    def empty_mailboxes(self) -> int:
         """Take every message out of the recipients' mailboxes (as served by
         POP3 and IMAP), keeping their folders and open sessions: the
-        standalone sink's "Delete all". Callable from any thread."""
-        self._store.empty_mailboxes()
+        standalone sink's "Delete all". Callable from any thread. Returns
+        the `Message.number` of the last message received before (0 if
+        none): the mailboxes hold none of the messages up to it, and every
+        later one arrives in them."""
+        return self._store.empty_mailboxes()
 
     def forget_before(self, view: Mailbox) -> None:
         """Forget what arrived before ``view`` was made, in every mailbox of

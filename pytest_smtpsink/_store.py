@@ -140,13 +140,18 @@ class Store:
         for listener in listeners:
             listener()
 
-    def empty_mailboxes(self) -> None:
-        """`MailStore.empty`, if the mailboxes exist, and wake who listens."""
+    def empty_mailboxes(self) -> int:
+        """`MailStore.empty`, if the mailboxes exist, and wake who listens.
+        Returns the number of the last message stored before: every message
+        up to it had been put in the mailboxes (under the same lock), and
+        none is there now."""
         with self.changed:
+            last = self._message_base + len(self._messages)
             if self._mail is None:
-                return
+                return last
             self._mail.empty()
         self.mail_changed()
+        return last
 
     @property
     def mail(self) -> MailStore:

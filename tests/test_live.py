@@ -23,7 +23,7 @@ import pytest
 from test_cli import TIMEOUT, Sink
 from test_html import parse
 
-from pytest_smtpsink import Mailbox
+from pytest_smtpsink import Mailbox, SMTPSink
 
 
 class Live:
@@ -286,3 +286,53 @@ def test_the_view_keeps_the_newest_messages(smtpsink: Mailbox) -> None:
     assert [m.subject for m in kept] == ["two", "three"]
     assert sessions == [m.session for m in messages[1:]]
     assert inbox.get(messages[0].number) is None
+
+
+def test_delete_all_drops_mail_still_on_its_way_to_the_view() -> None:
+    # The view hears of mail a moment after the mailboxes have it (the CLI's
+    # loop hands it over). Mail that arrived before "Delete all" but had not
+    # reached the view yet is gone from the mailboxes, so it must not show
+    # up in the view afterwards; mail after it shows in both.
+    from pytest_smtpsink._live import LiveServer
+
+    def send(subject: str) -> None:
+        with smtplib.SMTP(sink.host, sink.port) as client:
+            client.sendmail(
+                "app@example.com",
+                ["ann@example.com"],
+                f"Subject: {subject}\r\n\r\nx\r\n",
+            )
+        sink.wait_for(subject=subject)
+
+    def catch_up() -> None:  # what the CLI's loop does
+        messages, _ = follower.take()
+        live.inbox.add(messages, [])
+
+    with SMTPSink() as sink:
+        imap = sink.serve_mailboxes("imap", 0)
+        follower = sink.follow()
+        live = LiveServer("127.0.0.1", 0)
+        live.on_delete = sink.empty_mailboxes
+        live.start()
+        try:
+            send("Shown")
+            catch_up()
+            send("On its way")
+            request = urllib.request.Request(live.url + "api/messages", method="DELETE")
+            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+                assert json.loads(response.read()) == {"deleted": 1}
+            catch_up()
+            send("After")
+            catch_up()
+            with urllib.request.urlopen(
+                live.url + "api/messages", timeout=TIMEOUT
+            ) as got:
+                assert [m["subject"] for m in json.loads(got.read())] == ["After"]
+        finally:
+            live.stop()
+        with imaplib.IMAP4(imap.host, imap.port, timeout=TIMEOUT) as client:
+            client.login("ann@example.com", "any")
+            assert client.select("INBOX") == ("OK", [b"1"])
+            _, fetched = client.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+            assert isinstance(fetched[0], tuple)
+            assert fetched[0][1] == b"Subject: After\r\n\r\n"
