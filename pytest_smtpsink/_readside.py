@@ -331,16 +331,19 @@ class ReadSideConnection(asyncio.Protocol):
     def end_stale(self) -> None:
         """A new test started: say so if the client waits for a reply to
         come, then close (loop thread)."""
-        self._mark_end("server-closed")
         self._closing = True
         transport = self.transport
         if transport is None or transport.is_closing():
+            self._mark_end("server-closed")
             return
         if self._may_say_goodbye() and not self._writing_paused:
+            # Recorded before the end, as every last reply is.
             self._record_reply(self.END_OF_TEST)
+            self._mark_end("server-closed")
             transport.write(self.END_OF_TEST.encode() + b"\r\n")
             transport.close()  # after the line is flushed
         else:
+            self._mark_end("server-closed")
             transport.abort()
 
     # -- reading --------------------------------------------------------------------
