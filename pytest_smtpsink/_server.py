@@ -268,6 +268,7 @@ class SMTPSink(Mailbox):
     """
 
     def __init__(self, settings: SinkSettings | None = None, **overrides: Any) -> None:
+        __tracebackhide__ = True  # overrides may hold a password
         base = settings if settings is not None else SinkSettings()
         self._settings = base.replace(**overrides) if overrides else base
         store = Store(self._settings.recipient_delimiter)

@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     # run, and ssl costs more to import than the rest of the plugin.
     import ssl
 
+# pytest hides this module's frames (dataclass-made __init__ included): a
+# SettingsError points at the caller's line, and --showlocals never prints
+# a password from them (auth=, a relay URL).
+__tracebackhide__ = True
+
 TLSMode = Literal["starttls", "starttls-required", "implicit"]
 EventLoop = Literal["auto", "asyncio", "uvloop"]
 AuthSetting = None | Literal["any"] | Mapping[str, str]
@@ -200,7 +205,12 @@ class SinkSettings:
                 f"unknown sink setting(s) {', '.join(map(repr, unknown))}; "
                 f"valid settings are: {', '.join(sorted(_FIELD_NAMES))}"
             )
-        return dataclasses.replace(self, **changes)
+        try:
+            return dataclasses.replace(self, **changes)
+        except SettingsError as error:
+            # Without the frames of dataclasses.replace: they hold the
+            # changes (a password) for --showlocals to print.
+            raise error.with_traceback(None) from None
 
     def key(self) -> tuple[Any, ...]:
         """A hashable identity: equal settings share one server."""

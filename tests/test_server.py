@@ -12,6 +12,8 @@ from conftest import Factory
 
 from pytest_smtpsink import SettingsError, SinkError, SinkSettings, SMTPSink
 
+pytest_plugins = ["pytester"]
+
 _BEFORE: set[threading.Thread] = set()
 
 
@@ -155,6 +157,40 @@ def test_bad_settings_name_the_setting(
     with pytest.raises(SettingsError, match=message) as caught:
         SMTPSink(None, **{setting: value})
     assert caught.value.setting == setting
+
+
+def test_a_bad_setting_keeps_passwords_out_of_showlocals(
+    pytester: pytest.Pytester,
+) -> None:
+    # pytest -l prints the variables of every frame it shows: the sink's
+    # own frames, which hold auth= and relay URLs, are not shown.
+    secret = "hunter2-s3cret"
+    pytester.makepyfile(
+        f"""
+from pytest_smtpsink import SinkSettings, SMTPSink
+
+PASSWORD = "{secret[::-1]}"[::-1]  # reversed: not in the source shown
+
+def test_sink():
+    SMTPSink(auth={{"ann": PASSWORD}}, tls="starttls", relay_timeout=-5)
+
+def test_settings():
+    SinkSettings(
+        relay="smtp://ann:" + PASSWORD + "@127.0.0.1:25", relay_to=".*",
+        relay_timeout=-5,
+    )
+
+def test_replace():
+    SinkSettings(auth={{"ann": PASSWORD}}, tls="starttls").replace(max_size=-1)
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist", "--showlocals")
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines(
+        ["E       pytest_smtpsink.SettingsError: relay_timeout: must be *"] * 2
+        + ["E       pytest_smtpsink.SettingsError: max_size: must be *"]
+    )
+    assert secret not in result.stdout.str()
 
 
 def test_unknown_setting_lists_the_valid_ones() -> None:
