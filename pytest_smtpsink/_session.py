@@ -128,12 +128,18 @@ class POP3Exchange(Exchange):
 
     @property
     def reply(self) -> str:
-        if not self.replies:
-            return ""
-        status, *listing = self.replies
-        if listing and listing[-1] == ".":
-            listing.pop()
-        return "\n".join([status.partition(" ")[2], *listing])
+        # Status lines lose their +OK/-ERR wherever they are (a goodbye on
+        # a timeout follows the last command's reply); a listing's lines
+        # stay, its final "." goes (a listed line is never a lone dot: it
+        # would be sent as "..").
+        return "\n".join(
+            line.partition(" ")[2] if line.startswith(_POP3_STATUS) else line
+            for line in self.replies
+            if line != "."
+        )
+
+
+_POP3_STATUS = ("+OK", "-ERR", "+ ")
 
 
 @dataclasses.dataclass(slots=True)
@@ -147,15 +153,19 @@ class IMAPExchange(Exchange):
 
     @property
     def reply(self) -> str:
-        tagged = None if self.tag is None else self.tag + " "
-        return "\n".join(
-            line[len(tagged) :]
-            if tagged is not None and line.startswith(tagged)
-            else line[2:]
-            if line.startswith(("* ", "+ "))
-            else line.removeprefix("+")  # an empty continuation, or a note
-            for line in self.replies
-        )
+        return "\n".join(_imap_text(line) for line in self.replies)
+
+
+def _imap_text(line: str) -> str:
+    """An IMAP response line without its tag, ``*`` or ``+``. The tag is
+    taken from the line: the completion of IDLE comes after the client's
+    DONE, and that of AUTHENTICATE after the client's response, exchanges
+    of their own with no tag."""
+    if line.startswith(("* ", "+ ")):
+        return line[2:]
+    if line == "+" or line.startswith("["):  # an empty continuation; a note
+        return line.removeprefix("+")
+    return line.partition(" ")[2]
 
 
 class Session:

@@ -35,6 +35,10 @@ def login(sink: Mailbox) -> imaplib.IMAP4:
     return client
 
 
+def imap_address(sink: Mailbox) -> tuple[str, int]:
+    return sink.imap.host, sink.imap.port
+
+
 def dialogue(sink: Mailbox, *lines: str) -> list[str]:
     """Run raw lines (after a LOGIN) and return the server's lines."""
     endpoint = Endpoint("imap", sink.imap.host, sink.imap.port)
@@ -687,6 +691,16 @@ def test_reply_is_the_text_without_tags(smtpsink: Mailbox) -> None:
     smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
     (noop,) = [e for e in smtpsink.sessions[-1].transcript if e.tag == "100"]
     assert (noop.code, noop.reply) == (None, "OK NOOP completed")
+    # Completions that follow a client line of their own, with no tag.
+    token = base64.b64encode(f"\0{USER}\0secret".encode()).decode()
+    dialogue(smtpsink, "i SELECT INBOX", "j IDLE", "DONE")
+    run(["a AUTHENTICATE PLAIN", token], Endpoint("imap", *imap_address(smtpsink)))
+    smtpsink.wait_until(lambda: all(s.end for s in smtpsink.sessions))
+    idle, authenticate = smtpsink.sessions[-2:]
+    assert idle.transcript[-1].line == "DONE"
+    assert idle.transcript[-1].reply == "OK IDLE terminated"
+    assert authenticate.transcript[-1].kind == "auth-response"
+    assert authenticate.transcript[-1].reply.startswith("OK [CAPABILITY ")
 
 
 @pytest.mark.parametrize("fault", [False, True])

@@ -587,11 +587,19 @@ def raw_login_reply(smtpsink: Mailbox) -> str:
 def test_idle_sessions_time_out(smtpsink_factory: Factory) -> None:
     mailbox = smtpsink_factory(idle_timeout=0.2)
     raw = Raw(mailbox.pop3.host, mailbox.pop3.port)
+    assert raw.send(b"CAPA").startswith("+OK")
+    assert raw.body()[-1] == b"IMPLEMENTATION pytest-smtpsink\r\n"
     assert raw.line() == "-ERR [SYS/TEMP] Disconnected for inactivity"
     assert raw.line() == ""  # closed
     raw.close()
     ended(mailbox)
-    assert pop3_sessions(mailbox)[0].end == "timeout"
+    (session,) = pop3_sessions(mailbox)
+    assert session.end == "timeout"
+    # The goodbye follows the last command's reply, framing taken off both.
+    assert session.transcript[-1].reply.splitlines()[-2:] == [
+        "IMPLEMENTATION pytest-smtpsink",
+        "[SYS/TEMP] Disconnected for inactivity",
+    ]
 
 
 # -- faults ------------------------------------------------------------------------------
