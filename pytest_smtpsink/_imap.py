@@ -429,7 +429,7 @@ class _Connection(ReadSideConnection):
             await self._bad(tag, f"Line too long ({total} bytes, at most {MAX_LINE})")
             if re.search(rb"\{\d+\+\}\r?\n\Z", line):
                 # Its non-synchronizing literal is on its way: no way back.
-                await self._reply("* BYE Too long a command")
+                await self._reply_and_end("server-closed", "* BYE Too long a command")
                 raise Closed
             return True
         reader = CommandReader()
@@ -486,7 +486,9 @@ class _Connection(ReadSideConnection):
                 self._append("command", shown, error.tag)
             await self._bad(error.tag, error.text[:1].upper() + error.text[1:])
             if error.disconnect:
-                await self._reply("* BYE Cannot read the rest of that command")
+                await self._reply_and_end(
+                    "server-closed", "* BYE Cannot read the rest of that command"
+                )
                 raise Closed from None
             return True
         except asyncio.TimeoutError:

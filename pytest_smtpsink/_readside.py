@@ -467,11 +467,12 @@ class ReadSideConnection(asyncio.Protocol):
 
     async def _read_continuation(self, limit: int) -> tuple[bytes, int]:
         """The client's answer to a ``+`` continuation (SASL), as
-        `_read_line` gives it; the session ends on a timeout or end of input."""
+        `_read_line` gives it; the session ends on a timeout (saying so, as
+        for a command) or end of input."""
         try:
             read = await self._read_line(limit)
         except asyncio.TimeoutError:
-            self._mark_end("timeout")
+            await self._reply_and_end("timeout", self.INACTIVE)
             raise Closed from None
         if read is None:
             raise Closed

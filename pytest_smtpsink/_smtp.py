@@ -1694,10 +1694,13 @@ class RecordingSMTP(SMTP):
         closing = lines[-1].startswith("421") or (
             stage == "CONNECT" and not lines[-1].startswith("2")
         )
-        if closing:  # recorded first: the client may look as soon as it reads
-            self._mark_end("server-closed")
+        # All recorded, then the end, then sent: a test waiting for the end
+        # finds every line, and the client may look as soon as it reads.
         for line in lines:
             self._record_reply(line, injected=True)
+        if closing:
+            self._mark_end("server-closed")
+        for line in lines:
             await super().push(line.encode("utf-8"))
         if closing:
             # Close once the reply is flushed; connection_lost() then

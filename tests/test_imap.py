@@ -631,6 +631,14 @@ def test_a_literal_over_the_limit_is_refused_without_reading(
         "S: <connection closed>",
     ]
     assert sink.mailbox(USER).stored() == ()
+    sink.wait_until(lambda: all(s.end for s in sink.sessions))
+    assert sink.sessions[-1].end == "server-closed"  # not the client's doing
+    # A line too long, ending in such a literal: the same.
+    too_long = "b SEARCH " + "A" * 70_000 + " {5+}"
+    lines = run([f"a LOGIN {USER} x", too_long, "c NOOP"], endpoint)
+    assert lines[-2:] == ["S: * BYE Too long a command", "S: <connection closed>"]
+    sink.wait_until(lambda: all(s.end for s in sink.sessions))
+    assert sink.sessions[-1].end == "server-closed"
 
 
 def test_append_faults_act_before_the_literal_is_read(smtpsink: Mailbox) -> None:

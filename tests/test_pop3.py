@@ -602,6 +602,21 @@ def test_idle_sessions_time_out(smtpsink_factory: Factory) -> None:
     ]
 
 
+def test_an_idle_sasl_exchange_times_out_saying_so(smtpsink_factory: Factory) -> None:
+    mailbox = smtpsink_factory(idle_timeout=0.2)
+    raw = Raw(mailbox.pop3.host, mailbox.pop3.port)
+    assert raw.send(b"AUTH PLAIN") == "+ "
+    assert raw.line() == "-ERR [SYS/TEMP] Disconnected for inactivity"
+    assert raw.line() == ""  # closed
+    raw.close()
+    ended(mailbox)
+    (session,) = pop3_sessions(mailbox)
+    assert session.end == "timeout"
+    assert session.transcript[-1].replies[-1] == (
+        "-ERR [SYS/TEMP] Disconnected for inactivity"
+    )
+
+
 # -- faults ------------------------------------------------------------------------------
 
 
