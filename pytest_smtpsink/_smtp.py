@@ -1700,6 +1700,9 @@ class RecordingSMTP(SMTP):
             self._record_reply(line, injected=True)
         if closing:
             self._mark_end("server-closed")
+            store = self.state.store
+            if store.watchers:  # the end is news too
+                store.touch()
         for line in lines:
             await super().push(line.encode("utf-8"))
         if closing:
