@@ -79,15 +79,28 @@ class Sink:
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.seen: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        first = self.expect(r"listening on (smtps?)://127\.0\.0\.1:(\d+)")
-        self.scheme = first.group(1)
-        self.port = int(first.group(2))
         self.stderr = ""
-        self.banner = [first.string]
-        while (line := self.expect(".").string) != "press Ctrl-C to stop":
-            self.banner.append(line)
+        # Both pipes are read while the sink runs: one left unread would
+        # block the sink once its buffer filled (asyncio's reports of slow
+        # steps on a busy machine, aiosmtpd's warnings).
+        self._errors: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, daemon=True),
+            threading.Thread(target=self._read_errors, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+        try:
+            first = self.expect(r"listening on (smtps?)://127\.0\.0\.1:(\d+)")
+            self.scheme = first.group(1)
+            self.port = int(first.group(2))
+            self.banner = [first.string]
+            while (line := self.expect(".").string) != "press Ctrl-C to stop":
+                self.banner.append(line)
+        except BaseException:
+            self.proc.kill()  # no one else holds it to stop it
+            self.finish()
+            raise
 
     def in_banner(self, pattern: str) -> re.Match[str]:
         """The line of the start-up banner matching ``pattern``."""
@@ -106,6 +119,11 @@ class Sink:
         for line in self.proc.stdout:
             self.lines.put(line.rstrip("\n"))
         self.lines.put(None)
+
+    def _read_errors(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._errors.append(line)
 
     def expect(self, pattern: str) -> re.Match[str]:
         """Wait for the next output line matching ``pattern``."""
@@ -140,19 +158,22 @@ class Sink:
         return rest
 
     def finish(self) -> str:
+        """Wait for the sink to exit (killed if it does not) and return its
+        stderr. The pipes are closed however that goes, so that a failed
+        test's cannot warn in a later one."""
         try:
             self.proc.wait(TIMEOUT)
         finally:
             if self.proc.poll() is None:  # pragma: no cover - a hang is a bug
                 self.proc.kill()
                 self.proc.wait()
-        self._reader.join(TIMEOUT)
-        assert self.proc.stderr is not None
-        if not self.proc.stderr.closed:
-            self.stderr = self.proc.stderr.read()
+            for reader in self._readers:
+                reader.join(TIMEOUT)
+            self.stderr = "".join(self._errors)
+            assert self.proc.stdout is not None
+            assert self.proc.stderr is not None
+            self.proc.stdout.close()
             self.proc.stderr.close()
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
         return self.stderr
 
 
