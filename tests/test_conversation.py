@@ -13,7 +13,7 @@ import socket
 import struct
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import pytest
 from aiosmtpd.smtp import SMTP
@@ -31,7 +31,7 @@ class RawClient:
     # Closed after each test even when it fails half-way, so that a failed
     # test's socket is not garbage-collected into a later test's
     # ResourceWarning.
-    still_open: list[RawClient] = []
+    still_open: ClassVar[list[RawClient]] = []
 
     def __init__(self, sink: Mailbox | SMTPSink) -> None:
         self.sock = socket.create_connection((sink.host, sink.port), timeout=5)
