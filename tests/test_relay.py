@@ -54,7 +54,11 @@ def relay_of(message: Message) -> RelayOutcome:
 
 
 def wait_relayed(sink: Mailbox, message: Message) -> None:
-    sink.wait_until(lambda: message.relay is not None and message.relay.done)
+    # Not the default 5 s: a relay that fails by its own timeout (1 s in a
+    # test below) spends that first, and a busy machine adds to it.
+    sink.wait_until(
+        lambda: message.relay is not None and message.relay.done, timeout=60
+    )
 
 
 # -- release ------------------------------------------------------------------------
