@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import smtplib
 from collections.abc import Callable, Iterable, Iterator
 from email.message import EmailMessage
@@ -33,6 +34,18 @@ def make_message(
     if html is not None:
         message.add_alternative(html, subtype="html")
     return message
+
+
+#: asyncio's debug mode (on under PYTHONDEVMODE, which tox sets, also in the
+#: standalone sink's subprocess) logs a WARNING for every loop step that took
+#: longer than 0.1 s: on a busy machine any step may, through no fault of the
+#: sink's.
+_SLOW_STEP = re.compile(r"Executing <.+> took \d+\.\d+ seconds")
+
+
+def slow_step_report(line: str) -> bool:
+    """Whether ``line`` is asyncio's debug-mode report of a slow loop step."""
+    return _SLOW_STEP.fullmatch(line) is not None
 
 
 Send = Callable[..., EmailMessage]

@@ -25,6 +25,8 @@ import external
 #: spamd loads its rules before listening: seconds on a loaded machine.
 START_TIMEOUT = 120.0
 READY = "server successfully spawned child process"
+#: Attempts with a fresh port when another process took one in between.
+PORT_ATTEMPTS = 5
 
 
 def _free_port() -> int:
@@ -42,10 +44,30 @@ def _program() -> str:
     return found
 
 
+class _PortTaken(Exception):
+    """Another process took the probed port before spamd bound it."""
+
+
 @contextlib.contextmanager
 def running_spamd(home: Path) -> Iterator[str]:
     """Start spamd; yield its ``host:port`` once it accepts; stop it."""
     program = _program()
+    # spamd binds only after loading its rules, seconds after the port was
+    # probed free: another process may take the port meanwhile.
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        try:
+            with _spamd(program, home, last=attempt == PORT_ATTEMPTS) as address:
+                yield address
+                return
+        except _PortTaken:
+            continue
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def _spamd(program: str, home: Path, *, last: bool) -> Iterator[str]:
+    """One spamd on a port probed free; `_PortTaken` if it lost that race
+    (unless *last*)."""
     port = _free_port()
     command = [
         program,
@@ -92,6 +114,8 @@ def running_spamd(home: Path) -> Iterator[str]:
                     f"spamd did not start within {START_TIMEOUT:g} s:\n{''.join(log)}"
                 ) from None
             if line is None:
+                if not last and f"{port}: Address already in use" in "".join(log):
+                    raise _PortTaken
                 raise RuntimeError(f"spamd exited while starting:\n{''.join(log)}")
             if READY in line:
                 break

@@ -220,7 +220,11 @@ def test_delay_gives_a_late_answer(smtpsink: Mailbox, transport: str) -> None:
     answer = zone.resolver(lifetime=30).resolve(
         "late.example", "A", tcp=transport == "tcp"
     )
-    assert time.monotonic() - start >= 0.2
+    # Late by the delay, as the sink's loop counts it: uvloop (the speed
+    # extra) keeps time in whole milliseconds, read from the coarse clock on
+    # kernels ticking at 1000 Hz, so its timer may come due up to about 2 ms
+    # before time.monotonic() says the delay is over.
+    assert time.monotonic() - start >= 0.19
     assert texts(answer) == ["127.0.0.1"]
     (query,) = zone.queries
     assert (query.outcome, query.note) == ("NOERROR", "answered after 0.2s")

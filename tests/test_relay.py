@@ -9,7 +9,7 @@ from __future__ import annotations
 import email
 import smtplib
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,12 +37,15 @@ def capture(sink: Mailbox, raw: bytes, rcpt: list[str] | None = None) -> Message
     return sink.wait_for(timeout=5)
 
 
-def free_port() -> int:
-    """A port nothing listens on (bound, then closed)."""
+@pytest.fixture
+def refusing_port() -> Iterator[int]:
+    """A port nothing listens on: bound but never listening, and held for
+    the test, so that no other server (another test's) can take it meanwhile.
+    Connecting to it is refused."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
-    return port
+        yield port
 
 
 def relay_of(message: Message) -> RelayOutcome:
@@ -51,7 +54,11 @@ def relay_of(message: Message) -> RelayOutcome:
 
 
 def wait_relayed(sink: Mailbox, message: Message) -> None:
-    sink.wait_until(lambda: message.relay is not None and message.relay.done)
+    # Not the default 5 s: a relay that fails by its own timeout (1 s in a
+    # test below) spends that first, and a busy machine adds to it.
+    sink.wait_until(
+        lambda: message.relay is not None and message.relay.done, timeout=60
+    )
 
 
 # -- release ------------------------------------------------------------------------
@@ -280,9 +287,9 @@ def test_release_partly_refused_reports_who(
     assert upstream.wait_for().envelope.rcpt_to == ("ann@example.com",)
 
 
-def test_release_to_nothing_listening(smtpsink: Mailbox) -> None:
+def test_release_to_nothing_listening(smtpsink: Mailbox, refusing_port: int) -> None:
     captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
-    port = free_port()
+    port = refusing_port
 
     with pytest.raises(RelayError) as raised:
         smtpsink.release(captured, "127.0.0.1", port, timeout=5)
@@ -541,10 +548,10 @@ def test_an_upstream_closing_after_a_reply_gets_the_rest_on_a_new_connection(
 
 
 def test_a_dead_upstream_fails_the_relay_not_the_client(
-    smtpsink_factory: Factory,
+    smtpsink_factory: Factory, refusing_port: int
 ) -> None:
     sink = smtpsink_factory(
-        relay=f"smtp://127.0.0.1:{free_port()}", relay_to=".*", relay_timeout=5
+        relay=f"smtp://127.0.0.1:{refusing_port}", relay_to=".*", relay_timeout=5
     )
     with smtplib.SMTP(sink.host, sink.port) as client:
         assert client.sendmail("a@example.com", ["b@example.com"], b"\r\n") == {}
