@@ -47,6 +47,9 @@ class Store:
         # Running numbers of the first kept message and session: items before
         # them were discarded by `discard_before` and are gone for everyone.
         self._message_base = 0
+        #: `empty_mailboxes` before the mailboxes existed: messages up to
+        #: this number stay out of them when they are made.
+        self._emptied_up_to = 0
         self._session_base = 0
         self._listeners: set[Listener] = set()
         self.stored_bytes = 0
@@ -148,6 +151,7 @@ class Store:
         with self.changed:
             last = self._message_base + len(self._messages)
             if self._mail is None:
+                self._emptied_up_to = last
                 return last
             self._mail.empty()
         self.mail_changed()
@@ -173,7 +177,8 @@ class Store:
                 if mail is None:
                     mail = MailStore(self.changed, self._recipient_delimiter)
                     for message in self._messages:
-                        mail.deliver(message, message.envelope.rcpt_to)
+                        if message.number > self._emptied_up_to:
+                            mail.deliver(message, message.envelope.rcpt_to)
                     self._mail = mail
         return mail
 

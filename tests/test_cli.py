@@ -909,6 +909,29 @@ def test_busy_read_side_port_is_an_error_and_leaves_nothing_running(
     assert _open_sockets() - sockets_before == set()  # every listener closed
 
 
+def test_empty_mailboxes_holds_before_they_are_served() -> None:
+    # Emptied before POP3 or IMAP made the mailboxes: the mail up to the
+    # number it returns stays out of them when they are made.
+    with SMTPSink() as sink:
+        assert sink.empty_mailboxes() == 0
+        for _ in range(2):
+            with smtplib.SMTP(sink.host, sink.port) as smtp:
+                smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+        sink.wait_until(lambda: len(sink.messages) == 2)
+        assert sink.empty_mailboxes() == 2
+        with smtplib.SMTP(sink.host, sink.port) as smtp:
+            smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+        sink.wait_until(lambda: len(sink.messages) == 3)
+        endpoint = sink.serve_mailboxes("pop3", 0)
+        pop3 = poplib.POP3(endpoint.host, endpoint.port, timeout=TIMEOUT)
+        try:
+            pop3.user("ann@example.com")
+            pop3.pass_("any")
+            assert pop3.stat()[0] == 1
+        finally:
+            pop3.quit()
+
+
 def test_a_sink_serves_each_read_protocol_on_one_port() -> None:
     # Asking for a protocol on another port than the one it is already
     # served on is an error, not a silently ignored port.
