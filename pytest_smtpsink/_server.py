@@ -24,7 +24,7 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 
 from ._faults import Fault, Faults
 from ._mailbox import Mailbox
@@ -511,6 +511,16 @@ class SMTPSink(Mailbox):
         super().clear()
         self._store.discard_before(self._cursor, from_sessions=True)
 
+    @overload
+    def serve_mailboxes(
+        self, protocol: Literal["pop3"], port: int, *, forget_deleted: bool = False
+    ) -> POP3Endpoint: ...
+
+    @overload
+    def serve_mailboxes(
+        self, protocol: Literal["imap"], port: int, *, forget_deleted: bool = False
+    ) -> IMAPEndpoint: ...
+
     def serve_mailboxes(
         self,
         protocol: Literal["pop3", "imap"],
@@ -530,31 +540,31 @@ class SMTPSink(Mailbox):
         not grow with it; a test's ``deleted()`` then finds nothing.
 
         Raises `OSError` if the port cannot be bound, and `SinkError` if the
-        protocol is already served on another port (a sink serves each
-        protocol once)."""
-        if protocol not in ("pop3", "imap"):
+        protocol is already served elsewhere (a sink serves each protocol
+        once, on one address)."""
+        if protocol == "pop3":
+            from ._pop3 import POP3Server
+
+            server = self._read_side("pop3", POP3Server, self.bind_host, port)
+            where = server.host, server.port
+        elif protocol == "imap":
+            from ._imap import IMAPServer
+
+            imap = self._read_side("imap", IMAPServer, self.bind_host, port)
+            where = imap.host, imap.port
+        else:
             raise ValueError(f"protocol must be 'pop3' or 'imap', got {protocol!r}")
+        if (port and where[1] != port) or where[0] != self.bind_host:
+            raise SinkError(
+                f"{protocol.upper()} is already served on {format_address(*where)} "
+                f"by this sink; cannot also serve it on "
+                f"{format_address(self.bind_host, port)}"
+            )
         if forget_deleted:
             mail = self._store.mail
             with mail.lock:
                 mail.remember_removed = False
-        endpoint: POP3Endpoint | IMAPEndpoint
-        if protocol == "pop3":
-            from ._pop3 import POP3Server
-
-            self._read_side("pop3", POP3Server, self.bind_host, port)
-            endpoint = self.pop3
-        else:
-            from ._imap import IMAPServer
-
-            self._read_side("imap", IMAPServer, self.bind_host, port)
-            endpoint = self.imap
-        if port and endpoint.port != port:
-            raise SinkError(
-                f"{protocol.upper()} is already served on port {endpoint.port}"
-                f" of this sink; cannot also serve it on port {port}"
-            )
-        return endpoint
+        return self.pop3 if protocol == "pop3" else self.imap
 
     def empty_mailboxes(self) -> int:
         """Take every message out of the recipients' mailboxes (as served by

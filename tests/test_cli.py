@@ -943,11 +943,18 @@ def test_a_sink_serves_each_read_protocol_on_one_port() -> None:
         with pytest.raises(SinkError) as raised:
             sink.serve_mailboxes("imap", other)
         assert str(raised.value) == (
-            f"IMAP is already served on port {imap.port} of this sink;"
-            f" cannot also serve it on port {other}"
+            f"IMAP is already served on 127.0.0.1:{imap.port} by this sink;"
+            f" cannot also serve it on 127.0.0.1:{other}"
         )
         with pytest.raises(ValueError, match="protocol must be 'pop3' or 'imap'"):
-            sink.serve_mailboxes("smtp", 0)  # type: ignore[arg-type]
+            sink.serve_mailboxes("smtp", 0)  # type: ignore[call-overload]
+    # Nor on another address: a sink listening everywhere whose POP3 a test
+    # started on its connectable address.
+    with SMTPSink(host="0.0.0.0", allow_remote=True) as sink:
+        assert sink.pop3.port
+        with pytest.raises(SinkError, match=r"already served on 127\.0\.0\.1:"):
+            sink.serve_mailboxes("pop3", 0, forget_deleted=True)
+        assert sink._store.mail.remember_removed  # nothing changed
 
 
 @pytest.mark.parametrize("standalone", [True, False], ids=["standalone", "plugin"])
