@@ -55,6 +55,25 @@ def aligned(signing: str, author: str, alignment: Alignment) -> bool:
     return organizational_domain(signing) == organizational_domain(author)
 
 
+#: Every code `bulk_sender_problems` gives (the deliverability page lists
+#: the same, a test checks), for checking ignore lists.
+BULK_CODES = frozenset(
+    {
+        "dkim-failed",
+        "dkim-key-too-small",
+        "dkim-missing",
+        "dkim-not-aligned",
+        "from-not-single",
+        "list-unsubscribe-missing",
+        "list-unsubscribe-no-https",
+        "message-id-invalid",
+        "no-tls",
+        "one-click-missing",
+        "unsubscribe-not-signed",
+    }
+)
+
+
 def check_alignment(alignment: object) -> Alignment:
     if alignment not in ALIGNMENTS:
         raise ValueError(f"alignment must be 'relaxed' or 'strict', got {alignment!r}")

@@ -148,20 +148,25 @@ LINT_CODES = frozenset(
 )
 
 
-def check_ignore(ignore: object, name: str = "ignore") -> tuple[str, ...]:
-    """``ignore`` as a tuple of lint codes (a single code may be given as a
-    string); a code that does not exist is a ValueError, so that a typo
-    does not leave a problem unignored without saying why."""
+def check_ignore(
+    ignore: object,
+    name: str = "ignore",
+    known: frozenset[str] = LINT_CODES,
+    kind: str = "lint code",
+) -> tuple[str, ...]:
+    """``ignore`` as a tuple of codes (a single code may be given as a
+    string); a code not in ``known`` is a ValueError, so that a typo does
+    not leave a problem unignored without saying why."""
     codes = (ignore,) if isinstance(ignore, str) else ignore
     if not isinstance(codes, Iterable):
-        raise ValueError(f"{name} must be lint codes, got {ignore!r}")
+        raise ValueError(f"{name} must be {kind}s, got {ignore!r}")
     codes = tuple(codes)
     for code in codes:
-        if code not in LINT_CODES:
-            close = difflib.get_close_matches(str(code), sorted(LINT_CODES), 1)
+        if code not in known:
+            close = difflib.get_close_matches(str(code), sorted(known), 1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(
-                f"{name}: {code!r} is not a lint code{hint}; the codes are "
+                f"{name}: {code!r} is not a {kind}{hint}; the codes are "
                 f"listed in the docs' page 'Checking how mail is built'"
             )
     return codes

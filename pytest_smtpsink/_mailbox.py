@@ -468,15 +468,16 @@ class Mailbox(FaultControls):
         Yahoo bulk-sender rules (`Message.bulk_sender_problems`), except the
         problem codes in ``ignore``. Fails listing the problems of each message."""
         __tracebackhide__ = True
-        from ._bulk import check_alignment
-        from ._lint import problems_report
+        from ._bulk import BULK_CODES, check_alignment
+        from ._lint import check_ignore, problems_report
 
         check_alignment(alignment)
+        skipped = check_ignore(ignore, known=BULK_CODES, kind="bulk-sender rule code")
         failure = problems_report(
             self.messages,
             lambda message: message.bulk_sender_problems(alignment),
             f"mail that meets the bulk-sender rules ({alignment} DKIM alignment)",
-            ignore,
+            skipped,
         )
         if failure is not None:
             raise AssertionError(failure)

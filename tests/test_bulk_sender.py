@@ -5,9 +5,11 @@ sent with smtplib, over STARTTLS unless the test is about TLS."""
 from __future__ import annotations
 
 import email.utils
+import re
 import smtplib
 import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 
 import dkim
 import external
@@ -15,7 +17,7 @@ import pytest
 from conftest import Factory, make_message
 
 from pytest_smtpsink import Mailbox
-from pytest_smtpsink._bulk import aligned, organizational_domain
+from pytest_smtpsink._bulk import BULK_CODES, aligned, organizational_domain
 
 SIGNED = (b"from", b"to", b"subject", b"date", b"message-id")
 ONE_CLICK = (b"list-unsubscribe", b"list-unsubscribe-post")
@@ -177,3 +179,23 @@ def test_a_key_under_1024_bits_is_named(tls_sink: Mailbox) -> None:
     [result] = message_seen.dkim
     assert (result.verified, result.key_bits) == (False, 512)
     assert "dkim-key-too-small" in [p.code for p in message_seen.bulk_sender_problems()]
+
+
+def test_the_ignore_list_is_checked(smtpsink: Mailbox) -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"'no_tls' is not a bulk-sender rule code \(did you mean 'no-tls'\?\)",
+    ):
+        smtpsink.assert_bulk_sender_rules(ignore=["no_tls"])
+    smtpsink.assert_bulk_sender_rules(ignore="no-tls")  # one code, as a string
+
+
+def test_the_codes_are_the_documented_ones_and_the_checked_ones() -> None:
+    root = Path(__file__).parents[1]
+    page = (root / "docs" / "deliverability.rst").read_text()
+    section = page[page.index("Since February 2024") : page.index("SPF, the DMARC")]
+    documented = set(re.findall(r"``([a-z]+(?:-[a-z0-9]+)+)``", section))
+    assert documented == BULK_CODES
+    source = (root / "pytest_smtpsink" / "_bulk.py").read_text()
+    made = set(re.findall(r'Problem\(\s*"([a-z0-9-]+)"', source))
+    assert made == BULK_CODES
