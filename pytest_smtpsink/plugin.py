@@ -356,7 +356,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(IndexWriter(save[0]), "smtpsink-index")
     config.stash[_DEFAULTS_KEY] = settings
     config.stash[_TIMEOUT_KEY] = timeout
-    config.stash[_POOL_KEY] = _SinkPool(settings, config.stash[_TLS_FILES_KEY])
+    pool = _SinkPool(settings, config.stash[_TLS_FILES_KEY])
+    if settings.port:  # for the error, should that port be taken
+        port_option = next(o for o in _OPTIONS if o.name == "port")
+        pool.port_source = _raw_value(config, port_option)[1]
+    config.stash[_POOL_KEY] = pool
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -419,6 +423,8 @@ class _SinkPool:
         # test asks for it, and hashing the settings to find it again is a
         # measurable part of a fast test's setup.
         self._default: SMTPSink | None = None
+        #: Where a fixed port of the default sink was asked for.
+        self.port_source = "--smtpsink-port"
 
     def get(self, settings: SinkSettings | None = None) -> SMTPSink:
         if settings is None:
@@ -460,7 +466,7 @@ class _SinkPool:
                 self._sinks[settings] = sink
                 return sink
             if settings.port != 0 and settings.port == self.defaults.port:
-                problem += f" (--smtpsink-port={settings.port}"
+                problem += f" (the port of {self.port_source}"
                 if os.environ.get("PYTEST_XDIST_WORKER"):
                     problem += "; each xdist worker needs a port of its own: use 0"
                 problem += ")"

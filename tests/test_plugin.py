@@ -346,11 +346,13 @@ def test_port(smtpsink):
         port = taken.getsockname()[1]
         result = pytester.runpytest(f"--smtpsink-port={port}", "-p", "no:xdist")
         with_xdist = pytester.runpytest(f"--smtpsink-port={port}", "-n", "1")
+        pytester.makeini(f"[pytest]\nsmtpsink_port = {port}\n")
+        from_ini = pytester.runpytest("-p", "no:xdist")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         [
             "*pytest-smtpsink could not start a sink: cannot listen on "
-            f"127.0.0.1:{port}: * (--smtpsink-port={port})"
+            f"127.0.0.1:{port}: * (the port of --smtpsink-port)"
         ]
     )
     result.stdout.no_fnmatch_line("*During handling*")
@@ -358,8 +360,13 @@ def test_port(smtpsink):
     # Under xdist, where a fixed port is the usual cause, it says so.
     with_xdist.assert_outcomes(errors=1)
     with_xdist.stdout.fnmatch_lines(
-        [f"*(--smtpsink-port={port}; each xdist worker needs a port of its own: use 0)"]
+        [
+            "*(the port of --smtpsink-port; each xdist worker needs a port of its"
+            " own: use 0)"
+        ]
     )
+    # Named as the user gave it.
+    from_ini.stdout.fnmatch_lines(["*(the port of smtpsink_port (ini))"])
 
 
 def test_factory_reuses_one_server_per_settings(pytester: pytest.Pytester) -> None:
