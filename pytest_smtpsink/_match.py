@@ -58,12 +58,13 @@ def check_names(criteria: Mapping[str, object]) -> None:
     unknown = [name for name in criteria if name not in CRITERIA_NAMES]
     if unknown:
         hint = ""
-        if "from" in unknown:
+        first = unknown[0].lower()  # Subject=, From= as the headers are spelt
+        if "from" in (name.lower() for name in unknown):
             hint = " ('from' is a keyword in Python: use from_=)"
-        elif unknown[0] in _MEANT:
-            hint = f" (did you mean {_MEANT[unknown[0]]}?)"
+        elif first in _MEANT:
+            hint = f" (did you mean {_MEANT[first]}?)"
         else:
-            close = difflib.get_close_matches(unknown[0], CRITERIA_NAMES, 1, 0.75)
+            close = difflib.get_close_matches(first, CRITERIA_NAMES, 1, 0.75)
             if close:
                 hint = f" (did you mean {close[0]}=?)"
         raise TypeError(

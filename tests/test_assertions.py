@@ -99,6 +99,10 @@ def test_unknown_criterion_is_a_type_error_listing_valid_ones(
         match=r"^unknown criteria 'subjet' \(did you mean subject=\?\); valid",
     ):
         smtpsink.assert_sent(subjet="x")  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match=r"\(did you mean subject=\?\)"):
+        smtpsink.assert_sent(Subject="x")  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match=r"'from' is a keyword in Python"):
+        smtpsink.assert_sent(From="x")  # type: ignore[call-overload]
 
 
 def test_misuse_errors_hide_the_plugins_frames(pytester: pytest.Pytester) -> None:
