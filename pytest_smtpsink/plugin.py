@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import os
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -360,6 +359,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if settings.port:  # for the error, should that port be taken
         port_option = next(o for o in _OPTIONS if o.name == "port")
         pool.port_source = _raw_value(config, port_option)[1]
+        # An xdist worker's config has workerinput (not the environment:
+        # a pytester run inside a worker inherits that).
+        pool.xdist_worker = hasattr(config, "workerinput")
     config.stash[_POOL_KEY] = pool
 
 
@@ -423,8 +425,10 @@ class _SinkPool:
         # test asks for it, and hashing the settings to find it again is a
         # measurable part of a fast test's setup.
         self._default: SMTPSink | None = None
-        #: Where a fixed port of the default sink was asked for.
+        #: Where a fixed port of the default sink was asked for, and
+        #: whether this process is one of several xdist workers sharing it.
         self.port_source = "--smtpsink-port"
+        self.xdist_worker = False
 
     def get(self, settings: SinkSettings | None = None) -> SMTPSink:
         if settings is None:
@@ -467,7 +471,7 @@ class _SinkPool:
                 return sink
             if settings.port != 0 and settings.port == self.defaults.port:
                 problem += f" (the port of {self.port_source}"
-                if os.environ.get("PYTEST_XDIST_WORKER"):
+                if self.xdist_worker:
                     problem += "; each xdist worker needs a port of its own: use 0"
                 problem += ")"
             # Outside the except block: the report shows one sentence, not
