@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -13,7 +14,7 @@ import external
 import pytest
 from dovecot import INSTALL_HINT, Dovecot, find_program
 
-from pytest_smtpsink import Mailbox
+from pytest_smtpsink import Mailbox, SMTPSink
 
 
 def make_message(
@@ -41,6 +42,26 @@ def make_message(
 #: longer than 0.1 s: on a busy machine any step may, through no fault of the
 #: sink's.
 _SLOW_STEP = re.compile(r"Executing <.+> took \d+\.\d+ seconds")
+
+
+@contextlib.contextmanager
+def replies_at_the_end(view: Mailbox, server: SMTPSink) -> Iterator[list[list[str]]]:
+    """The replies of the last exchange of the first of ``view``'s sessions
+    to end, taken at the moment its end is set: on the sink's thread, as
+    ``server`` announces the change. A test waiting for a session's end
+    must find its last replies in the transcript."""
+    seen: list[list[str]] = []
+
+    def look() -> None:
+        for session in view.sessions:
+            if session.end is not None and not seen:
+                seen.append(list(session.transcript[-1].replies))
+
+    stop = server.on_change(look)
+    try:
+        yield seen
+    finally:
+        stop()
 
 
 def slow_step_report(line: str) -> bool:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, TypedDict
 
 import aiosmtplib
 import pytest
-from conftest import Factory, make_message
+from conftest import Factory, make_message, replies_at_the_end
 
 from pytest_smtpsink import Fault, Mailbox, SMTPSink
 from pytest_smtpsink._faults import FaultError
@@ -224,23 +224,13 @@ def test_a_closing_reply_is_recorded_whole_before_the_session_ends(
     # Look at the moment the end is set (on the sink's thread): a test that
     # waits for the end must find every line of the last reply.
     smtpsink.fail("MAIL", 421, "first line\nsecond line")
-    at_end: list[tuple[str, ...]] = []
-
-    def look() -> None:
-        for session in smtpsink.sessions:
-            if session.end is not None and not at_end:
-                at_end.append(tuple(session.transcript[-1].replies))
-
-    stop = smtpsink_server.on_change(look)
-    try:
+    with replies_at_the_end(smtpsink, smtpsink_server) as at_end:
         client = smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=5)
         with pytest.raises(smtplib.SMTPSenderRefused):
             client.sendmail("a@example.com", ["b@example.com"], b"x\r\n")
         client.close()
         smtpsink.wait_until(lambda: smtpsink.sessions[0].end is not None)
-    finally:
-        stop()
-    assert at_end == [("421-first line", "421 second line")]
+    assert at_end == [["421-first line", "421 second line"]]
 
 
 def test_greeting_554_with_aiosmtplib(smtpsink: Mailbox) -> None:

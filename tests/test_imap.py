@@ -15,6 +15,7 @@ import socket
 from collections.abc import Callable, Iterator
 
 import pytest
+from conftest import replies_at_the_end
 from dialogue import Endpoint, run
 
 from pytest_smtpsink import IMAPEndpoint, Mailbox, SMTPSink
@@ -720,28 +721,18 @@ def test_the_session_ends_after_its_last_reply_is_recorded(
     # thread, as the store announces it).
     if fault:
         smtpsink.fail("IMAP:LOGOUT", 421, "going away")
-    last_replies_at_end: list[list[str]] = []
-
-    def look() -> None:
-        for session in smtpsink.sessions:
-            if session.end is not None and not last_replies_at_end:
-                last_replies_at_end.append(list(session.transcript[-1].replies))
-
-    stop = smtpsink_server.on_change(look)
-    try:
+    with replies_at_the_end(smtpsink, smtpsink_server) as at_end:
         client = login(smtpsink)
         with contextlib.suppress(imaplib.IMAP4.abort):
             client.logout()
         smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
-    finally:
-        stop()
     tag = smtpsink.sessions[-1].transcript[-1].tag
     expected = (
         [f"{tag} NO [UNAVAILABLE] going away"]
         if fault
         else ["* BYE Logging out", f"{tag} OK LOGOUT completed"]
     )
-    assert last_replies_at_end == [expected]
+    assert at_end == [expected]
 
 
 def test_secrets_stay_out_of_the_report_and_saved_transcripts(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import external
 import pytest
-from conftest import Factory, make_message
+from conftest import Factory, make_message, replies_at_the_end
 
 from pytest_smtpsink import Mailbox, Session, SMTPSink
 from pytest_smtpsink._pop3 import dot_stuffed, mask_secrets, top_of
@@ -421,30 +421,19 @@ def test_the_session_ends_after_its_last_reply_is_recorded(
     # A test that waits for a session's end must find the last reply in
     # the transcript: look at the moment the end is set (on the sink's
     # thread, as the store announces it).
-    sink = smtpsink
     if fault:
-        sink.fail("POP3:QUIT", 421, "going away")
-    last_replies_at_end: list[list[str]] = []
-
-    def look() -> None:
-        for session in pop3_sessions(sink):
-            if session.end is not None and not last_replies_at_end:
-                last_replies_at_end.append(list(session.transcript[-1].replies))
-
-    stop = smtpsink_server.on_change(look)
-    try:
-        client = login(sink)
+        smtpsink.fail("POP3:QUIT", 421, "going away")
+    with replies_at_the_end(smtpsink, smtpsink_server) as at_end:
+        client = login(smtpsink)
         if fault:
             with pytest.raises(poplib.error_proto, match="going away"):
                 client.quit()
         else:
             client.quit()
         client.close()
-        ended(sink)
-    finally:
-        stop()
+        ended(smtpsink)
     expected = "-ERR [SYS/TEMP] going away" if fault else "+OK Logging out"
-    assert last_replies_at_end == [[expected]]
+    assert at_end == [[expected]]
 
 
 def test_secrets_stay_out_of_the_report_and_saved_transcripts(
@@ -584,11 +573,21 @@ def raw_login_reply(smtpsink: Mailbox) -> str:
     return f"+OK Logged in: 1 messages ({size} octets)"
 
 
-def test_idle_sessions_time_out(smtpsink_factory: Factory) -> None:
+@pytest.mark.parametrize(
+    ("command", "multi_line", "before_the_goodbye"),
+    [
+        (b"CAPA", True, "IMPLEMENTATION pytest-smtpsink"),  # waiting for a command
+        (b"AUTH PLAIN", False, ""),  # waiting for a SASL response to "+ "
+    ],
+)
+def test_idle_sessions_time_out_saying_so(
+    smtpsink_factory: Factory, command: bytes, multi_line: bool, before_the_goodbye: str
+) -> None:
     mailbox = smtpsink_factory(idle_timeout=0.2)
     raw = Raw(mailbox.pop3.host, mailbox.pop3.port)
-    assert raw.send(b"CAPA").startswith("+OK")
-    assert raw.body()[-1] == b"IMPLEMENTATION pytest-smtpsink\r\n"
+    assert raw.send(command).startswith("+")
+    if multi_line:
+        raw.body()
     assert raw.line() == "-ERR [SYS/TEMP] Disconnected for inactivity"
     assert raw.line() == ""  # closed
     raw.close()
@@ -597,24 +596,9 @@ def test_idle_sessions_time_out(smtpsink_factory: Factory) -> None:
     assert session.end == "timeout"
     # The goodbye follows the last command's reply, framing taken off both.
     assert session.transcript[-1].reply.splitlines()[-2:] == [
-        "IMPLEMENTATION pytest-smtpsink",
+        before_the_goodbye,
         "[SYS/TEMP] Disconnected for inactivity",
     ]
-
-
-def test_an_idle_sasl_exchange_times_out_saying_so(smtpsink_factory: Factory) -> None:
-    mailbox = smtpsink_factory(idle_timeout=0.2)
-    raw = Raw(mailbox.pop3.host, mailbox.pop3.port)
-    assert raw.send(b"AUTH PLAIN") == "+ "
-    assert raw.line() == "-ERR [SYS/TEMP] Disconnected for inactivity"
-    assert raw.line() == ""  # closed
-    raw.close()
-    ended(mailbox)
-    (session,) = pop3_sessions(mailbox)
-    assert session.end == "timeout"
-    assert session.transcript[-1].replies[-1] == (
-        "-ERR [SYS/TEMP] Disconnected for inactivity"
-    )
 
 
 # -- faults ------------------------------------------------------------------------------
