@@ -945,5 +945,7 @@ class Relayer:
         self._stopping = True
         self._queue.put(None)
         # Each step of the message in flight is bounded by the timeout; a
-        # whole transaction has a handful of steps.
-        self._thread.join(self.timeout * 8)
+        # whole transaction has a handful of steps. At least 10 s: with a
+        # short timeout, a busy machine may take longer to run the steps
+        # than they may wait.
+        self._thread.join(max(self.timeout * 8, 10.0))
