@@ -317,14 +317,24 @@ def test_unknown(smtpsink):
 @pytest.mark.smtpsink(max_size=-5)
 def test_bad_value(smtpsink):
     pass
+
+@pytest.mark.smtpsink(max_size="10K")
+def test_size_with_a_unit(smtpsink, smtpsink_factory):
+    assert smtpsink.settings.max_size == 10 * 1024
+    assert smtpsink_factory(max_size="2MB").settings.max_size == 2_000_000
+
+@pytest.mark.smtpsink(max_size="lots")
+def test_bad_size(smtpsink):
+    pass
 """
     )
     result = pytester.runpytest("-p", "no:xdist")
-    result.assert_outcomes(passed=2, errors=2)
+    result.assert_outcomes(passed=3, errors=3)
     result.stdout.fnmatch_lines(
         [
             "*@pytest.mark.smtpsink: unknown sink setting(s) 'colour'; valid settings are:*",
             "*@pytest.mark.smtpsink: max_size: must be a number of bytes >= 0*",
+            "*@pytest.mark.smtpsink: max_size: 'lots' is not a size (e.g. 1048576, 25MB,*",
         ]
     )
     # One sentence per error, not the SettingsError "during handling of" it.
