@@ -652,7 +652,10 @@ class Mailbox(FaultControls):
 
 
 def _session_line(session: Session) -> str:
-    last = session.transcript[-1].lines()[-1] if session.transcript else "nothing yet"
+    # A session held at CONNECT (a delay or hang) has a greeting with no
+    # reply yet: no lines.
+    lines = session.transcript[-1].lines() if session.transcript else []
+    last = lines[-1] if lines else "nothing yet"
     commands = shorten(" ".join(session.commands), 200) or "-"
     return f"{session.summary()} commands={printable(commands)} last: {last}"
 

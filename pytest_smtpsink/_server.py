@@ -555,10 +555,14 @@ class SMTPSink(Mailbox):
         else:
             raise ValueError(f"protocol must be 'pop3' or 'imap', got {protocol!r}")
         if (port and where[1] != port) or where[0] != self.bind_host:
+            wanted = (
+                format_address(self.bind_host, port)
+                if port
+                else f"{self.bind_host} (any port)"
+            )
             raise SinkError(
                 f"{protocol.upper()} is already served on {format_address(*where)} "
-                f"by this sink; cannot also serve it on "
-                f"{format_address(self.bind_host, port)}"
+                f"by this sink; cannot also serve it on {wanted}"
             )
         if forget_deleted:
             mail = self._store.mail

@@ -1428,6 +1428,14 @@ class RecordingSMTP(SMTP):
                     return
             except ConnectionError:  # the client left during a delay
                 return
+            except asyncio.CancelledError:
+                # The client's EOF during a delay or hang: aiosmtpd cancels
+                # its handler and, in its loop, closes the connection then;
+                # not yet in that loop, close it here, or it stays open
+                # (with its session) until the sink stops.
+                if self.transport is not None:
+                    self.transport.close()
+                raise
         await super()._handle_client()
 
     @_same_syntax(SMTP.smtp_STARTTLS)

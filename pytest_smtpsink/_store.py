@@ -165,8 +165,9 @@ class Store:
         that never reads mail as a recipient pays nothing for them, and the
         standalone sink, which forgets what it has shown, keeps no second
         reference to its messages unless it serves them (``--pop3``,
-        ``--imap``). Any thread; hold ``changed`` while
-        reading or changing what it returns.
+        ``--imap``); what `empty_mailboxes` emptied before they existed
+        stays out. Any thread; hold ``changed`` while reading or changing
+        what it returns.
         """
         mail = self._mail
         if mail is None:

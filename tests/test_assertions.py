@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import smtplib
+import socket
 import subprocess
 import sys
 import threading
@@ -343,6 +344,19 @@ def test_wait_until_times_out_listing_sessions_and_messages(
     ), lines[3]
     assert lines[4] == "Messages in this test (1):"
     assert "Subject: 'arrived'" in lines[5]
+
+
+def test_wait_until_times_out_listing_a_session_held_at_connect(
+    smtpsink: Mailbox,
+) -> None:
+    # Its greeting has no reply yet: "nothing yet", not an IndexError.
+    smtpsink.hang("CONNECT")
+    with socket.create_connection((smtpsink.host, smtpsink.port), timeout=5):
+        smtpsink.wait_until(lambda: len(smtpsink.sessions) == 1)
+        with pytest.raises(AssertionError) as caught:
+            smtpsink.wait_until(lambda: False, timeout=0.05)
+    assert str(caught.value).splitlines()[2].endswith("last: nothing yet")
+    smtpsink.clear_faults()
 
 
 def test_wait_until_shows_what_a_condition_that_never_works_raised(

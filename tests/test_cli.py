@@ -952,7 +952,11 @@ def test_a_sink_serves_each_read_protocol_on_one_port() -> None:
     # started on its connectable address.
     with SMTPSink(host="0.0.0.0", allow_remote=True) as sink:
         assert sink.pop3.port
-        with pytest.raises(SinkError, match=r"already served on 127\.0\.0\.1:"):
+        with pytest.raises(
+            SinkError,
+            match=r"already served on 127\.0\.0\.1:\d+ by this sink; cannot also "
+            r"serve it on 0\.0\.0\.0 \(any port\)$",
+        ):
             sink.serve_mailboxes("pop3", 0, forget_deleted=True)
         assert sink._store.mail.remember_removed  # nothing changed
 

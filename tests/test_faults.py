@@ -430,6 +430,24 @@ def test_a_delay_does_not_block_other_connections(smtpsink: Mailbox) -> None:
     assert isinstance(outcome[0], smtplib.SMTPServerDisconnected)
 
 
+@pytest.mark.parametrize("fault", ["hang", "delay"])
+def test_a_client_leaving_a_held_connect_ends_its_session(
+    smtpsink: Mailbox, fault: str
+) -> None:
+    # Held before the greeting, the client gives up and closes: the session
+    # ends then, not when the rule goes or the sink stops.
+    if fault == "hang":
+        smtpsink.hang("CONNECT")
+    else:
+        smtpsink.delay("CONNECT", 600)
+    client = socket.create_connection((smtpsink.host, smtpsink.port), timeout=5)
+    smtpsink.wait_until(lambda: len(smtpsink.sessions) == 1)
+    client.close()
+    smtpsink.wait_until(lambda: smtpsink.sessions[0].end is not None)
+    assert smtpsink.sessions[0].end == "client-closed"
+    assert smtpsink.sessions[0].transcript[0].injected
+
+
 def test_hang_is_released_when_the_rule_goes() -> None:
     with SMTPSink() as sink:
         view = sink.view()

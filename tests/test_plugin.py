@@ -197,12 +197,16 @@ def test_fixed_port_option(pytester: pytest.Pytester) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
+        # The same source every time: pytest 7's cache of rewritten test
+        # files goes by mtime and size, so a retry within the second with a
+        # new port written in would run the old one.
         pytester.makepyfile(
-            f"""
-def test_port(smtpsink, smtpsink_factory):
-    assert smtpsink.port == {port}
+            """
+def test_port(smtpsink, smtpsink_factory, pytestconfig):
+    port = int(pytestconfig.getoption("--smtpsink-port"))
+    assert smtpsink.port == port
     # Other sinks never take the default sink's fixed port.
-    assert smtpsink_factory(hostname="other.test").port != {port}
+    assert smtpsink_factory(hostname="other.test").port != port
 """
         )
         result = pytester.runpytest(f"--smtpsink-port={port}", "-p", "no:xdist")
