@@ -145,9 +145,9 @@ class Store:
 
     def empty_mailboxes(self) -> int:
         """`MailStore.empty`, if the mailboxes exist, and wake who listens.
-        Returns the number of the last message stored before: every message
-        up to it had been put in the mailboxes (under the same lock), and
-        none is there now."""
+        Returns the number of the last message stored before: none up to it
+        is in the mailboxes now (messages are put in them under the same
+        lock), nor will be if they are made later (`mail`)."""
         with self.changed:
             last = self._message_base + len(self._messages)
             if self._mail is None:
