@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
 import os
 import re
 import smtplib
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from email.message import EmailMessage
 
@@ -72,6 +74,42 @@ def slow_step_report(line: str) -> bool:
 Send = Callable[..., EmailMessage]
 #: The type of the ``smtpsink_factory`` fixture.
 Factory = Callable[..., Mailbox]
+
+
+class _AsyncioLoopLeftover:
+    """Closes the event loop pytest-asyncio leaves behind.
+
+    pytest-asyncio 0.23 (the oldest env's) ends each of its tests by setting
+    a fresh, unclosed loop as the main thread's current one. The next
+    ``asyncio.run()`` in another test replaces it without closing it, and
+    its garbage collection (a ResourceWarning: the loop's self-pipe socket)
+    then fails whichever test happens to be running. pytest-asyncio closes
+    that loop itself only when its next test starts.
+    """
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> Iterator[None]:
+        yield
+        if item.get_closest_marker("asyncio") is None:
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                loop = asyncio.get_event_loop_policy().get_event_loop()
+            except RuntimeError:  # none is set: nothing left behind
+                return
+        if not loop.is_running() and not loop.is_closed():
+            loop.close()
+            # Not a closed loop as the current one: get_event_loop() would
+            # return it. pytest-asyncio's next test copes with None.
+            asyncio.set_event_loop(None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Registered, not a conftest hook: conftest hooks apply to the tests
+    # under their own directory, and docs/examples has a pytest-asyncio
+    # test too.
+    config.pluginmanager.register(_AsyncioLoopLeftover(), "smtpsink-asyncio-loop")
 
 
 @pytest.fixture
