@@ -135,6 +135,13 @@ class SinkSettings:
             value = getattr(self, name)
             if isinstance(value, os.PathLike):
                 object.__setattr__(self, name, os.fspath(value))
+        given: object = self.max_size  # typed int, but a caller may pass "25MB"
+        if isinstance(given, str):  # as the option and the CLI take it
+            try:
+                size = parse_size(given.strip())
+            except ValueError as error:
+                raise SettingsError("max_size", str(error)) from None
+            object.__setattr__(self, "max_size", size)
         _validate(self)
         if isinstance(self.auth, Mapping):
             # A private, read-only copy: a caller changing their dict later

@@ -519,12 +519,6 @@ def _settings_for(
     pool: _SinkPool, source: str, overrides: dict[str, Any]
 ) -> SinkSettings:
     try:
-        size = overrides.get("max_size")
-        if isinstance(size, str):  # "25MB", as the option and ini key take it
-            try:
-                overrides = {**overrides, "max_size": parse_size(size.strip())}
-            except ValueError as error:
-                raise SettingsError("max_size", str(error)) from None
         return pool.defaults.replace(**overrides)
     except (SettingsError, TypeError) as error:
         problem = str(error)

@@ -133,6 +133,15 @@ def test_mail_stays_readable_after_stop_but_waiting_says_stopped() -> None:
 
 
 @pytest.mark.parametrize(
+    ("size", "expected"), [("25MB", 25_000_000), (" 64K ", 65_536), ("0", 0)]
+)
+def test_max_size_takes_a_unit_as_the_option_does(size: str, expected: int) -> None:
+    settings = SinkSettings(max_size=size)  # type: ignore[arg-type]
+    assert settings.max_size == expected
+    assert SMTPSink(max_size=size).settings == settings
+
+
+@pytest.mark.parametrize(
     ("setting", "value", "message"),
     [
         ("port", 70000, "port: must be an integer from 0 to 65535"),
@@ -140,6 +149,7 @@ def test_mail_stays_readable_after_stop_but_waiting_says_stopped() -> None:
         ("host", "localhost", "host: 'localhost' is not an IP address"),
         ("host", "0.0.0.0", "host: 0.0.0.0 is not a loopback address"),
         ("max_size", -1, "max_size: must be a number of bytes >= 0"),
+        ("max_size", "lots", "max_size: 'lots' is not a size"),
         ("max_recipients", 0, "max_recipients: must be None or an integer >= 1"),
         ("tls", "ssl", "tls: must be None or one of 'starttls'"),
         ("auth", "yes", "auth: must be None, 'any' or a mapping"),
