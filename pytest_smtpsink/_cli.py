@@ -6,17 +6,19 @@ it and watch each session and message as it arrives. It is the same
 ``--pop3`` and ``--imap`` start its read-side servers on the given ports
 (``SMTPSink.serve_mailboxes``), so a mail client can read what was sent.
 
-The main thread sleeps on an `threading.Event` that a store listener sets
-(on the server thread) after every change, so output appears the moment
-something happens, without polling. Ctrl-C (SIGINT) and SIGTERM stop the
-server cleanly; the signal handler only interrupts the main thread while it
-is idle, so a message is never half written to the save directory.
+The main thread sleeps reading one end of a socket pair; a store listener
+(on the server thread) writes a byte to the other after a change, so output
+appears the moment something happens, without polling. Ctrl-C (SIGINT) and
+SIGTERM stop the server cleanly: the signal handler only sets a flag and
+writes a byte too, and the main thread stops once it has reported what it
+was reporting, so a message is never half written to the save directory.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -24,6 +26,7 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Mapping
@@ -394,10 +397,6 @@ def _is_remote_ip(host: str) -> bool:
 # -- running ---------------------------------------------------------------------
 
 
-class _Stop(Exception):
-    """Raised by the signal handler to end an idle wait."""
-
-
 @dataclasses.dataclass
 class _Reporter:
     """Turns what the store holds into output lines and saved files."""
@@ -726,23 +725,29 @@ class _Runner:
         self.reporter = reporter
         #: The read-side servers asked for, with their ports.
         self.reading = reading
-        self.changed = threading.Event()
         self.stop_requested = False
-        self.idle = False
 
-    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+    def _on_signal(
+        self, wake_up: _WakeUp, signum: int, frame: FrameType | None
+    ) -> None:
         self.stop_requested = True
-        # Interrupt only an idle wait; while a message is being printed or
-        # saved, the loop sees the flag when that is done.
-        if self.idle:
-            raise _Stop
+        wake_up.now()
 
     def run(self) -> int:
         in_main_thread = threading.current_thread() is threading.main_thread()
+        wake_up = _WakeUp()
         previous: dict[signal.Signals, Any] = {}
+        previous_wakeup_fd = -1
         if in_main_thread:  # signal handlers can only be set there
+            on_signal = functools.partial(self._on_signal, wake_up)
             for signum in (signal.SIGINT, signal.SIGTERM):
-                previous[signum] = signal.signal(signum, self.on_signal)
+                previous[signum] = signal.signal(signum, on_signal)
+            # A signal that the kernel hands to another thread runs our
+            # handler only once the main thread runs again: the byte the
+            # interpreter writes here, in whichever thread took it, wakes it.
+            previous_wakeup_fd = signal.set_wakeup_fd(
+                wake_up.fileno(), warn_on_full_buffer=False
+            )
         try:
             try:
                 self.sink.start()
@@ -756,13 +761,13 @@ class _Runner:
             readers = self._start_reading()
             if readers is None:
                 return 1  # the sink stops below, and with it what did start
-            stop_listening = self.sink.on_change(self.changed.set)
+            stop_listening = self.sink.on_change(wake_up.changed)
             banner = _banner(
                 self.sink, self.reporter.save_dir, self.reporter.live, readers
             )
             for line in banner:
                 self.reporter.say(line)
-            self._loop()
+            self._loop(wake_up)
             # A second Ctrl-C while stopping ends the process at once.
             for signum in previous:
                 signal.signal(signum, signal.SIG_DFL)
@@ -780,8 +785,11 @@ class _Runner:
             return 0
         finally:
             self.sink.stop()
+            if in_main_thread:
+                signal.set_wakeup_fd(previous_wakeup_fd)
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+            wake_up.close()
 
     def _start_reading(self) -> list[ReadSideEndpoint] | None:
         """Start the POP3 and IMAP servers asked for, on the sink's bound
@@ -799,16 +807,55 @@ class _Runner:
                 return None
         return readers
 
-    def _loop(self) -> None:
-        try:
-            while not self.stop_requested:
-                self.idle = True
-                try:
-                    if not self.stop_requested:
-                        self.changed.wait()
-                finally:
-                    self.idle = False
-                self.changed.clear()
-                self.reporter.process()
-        except _Stop:
-            pass
+    def _loop(self, wake_up: _WakeUp) -> None:
+        while not self.stop_requested:
+            wake_up.clear()
+            self.reporter.process()
+            if not self.stop_requested:
+                wake_up.wait()
+
+
+class _WakeUp:
+    """Wakes the main thread from any thread, or from a signal handler.
+
+    The main thread sleeps reading one end of a socket pair, and a wake-up
+    writes a byte to the other. Signal handlers must not raise to wake it:
+    an exception raised there can land between a lock's acquire and the
+    `with` that releases it (CPython runs handlers after calls into C),
+    leaving a `threading.Event`'s lock held and the server thread, which
+    takes it to report a change, blocked for good.
+    """
+
+    def __init__(self) -> None:
+        self._reader, self._writer = socket.socketpair()
+        self._writer.setblocking(False)
+        # Set while a wake-up is unread: a burst of changes (each transcript
+        # line is one) costs one write, not one each.
+        self._pending = False
+
+    def fileno(self) -> int:
+        """The end to write to, for `signal.set_wakeup_fd`."""
+        return self._writer.fileno()
+
+    def changed(self) -> None:
+        """The store listener: any thread, once per change."""
+        if not self._pending:
+            self._pending = True
+            self.now()
+
+    def now(self) -> None:
+        # When full, the reader has bytes to wake it already.
+        with contextlib.suppress(OSError):
+            self._writer.send(b"\0")
+
+    def clear(self) -> None:
+        """Before the main thread looks at the store: a change made from
+        here on writes a byte, so the next `wait` cannot miss it."""
+        self._pending = False
+
+    def wait(self) -> None:
+        self._reader.recv(4096)
+
+    def close(self) -> None:
+        self._reader.close()
+        self._writer.close()

@@ -230,6 +230,49 @@ def test_sigterm_stops_cleanly(start: Callable[..., Sink]) -> None:
     assert sink.stderr_lines() == []
 
 
+#: Runs the sink in-process; once its main thread sleeps waiting for
+#: something to report (the sleep is named ``wait``, in the reporting loop),
+#: another thread takes a SIGINT (as the kernel may
+#: choose any thread for a signal sent to a process). Python runs the handler
+#: only on the main thread, so the sleep itself must end.
+_SIGNAL_TO_ANOTHER_THREAD = """
+import signal, sys, threading, time
+from pytest_smtpsink._cli import main
+
+main_thread = threading.main_thread()
+
+def waiting_for_news():
+    frame = sys._current_frames().get(main_thread.ident)
+    calls = []
+    while frame is not None:
+        calls.append(frame.f_code.co_name)
+        frame = frame.f_back
+    return calls[:1] == ["wait"] and "_loop" in calls
+
+def interrupt_once_idle():
+    while not waiting_for_news():
+        time.sleep(0.001)  # a poll for the main thread's state, not a delay
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+threading.Thread(target=interrupt_once_idle, daemon=True).start()
+sys.exit(main(["--port", "0"]))
+"""
+
+
+@stops_with_signals
+def test_a_signal_taken_by_another_thread_stops_the_sink() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_TO_ANOTHER_THREAD],
+        check=False,  # the exit status is asserted below, after stderr
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.stderr == ""
+    assert done.returncode == 0
+    assert done.stdout.splitlines()[-1] == "smtpsink stopped: 0 messages in 0 sessions"
+
+
 @stops_with_signals
 def test_a_session_open_at_shutdown_is_reported(start: Callable[..., Sink]) -> None:
     sink = start()
