@@ -193,6 +193,8 @@ class Attachment:
     """A decoded attachment."""
 
     filename: str | None
+    """The file name the part gives (``Content-Disposition: filename`` or
+    ``Content-Type: name``), decoded; None when it gives none."""
     content_type: str
     content: bytes
     content_id: str | None = None
@@ -577,7 +579,8 @@ class Message:
         parsed = self.parsed
         if parsed is None:
             return ()
-        return tuple(_attachment(item) for item in parsed.attachments)
+        named = _file_names(self._compat)
+        return tuple(_attachment(item, named) for item in parsed.attachments)
 
     def attachment(self, filename: str) -> Attachment:
         """The attachment called ``filename``; fails listing the ones present."""
@@ -914,7 +917,26 @@ def _fallback_parts(message: Compat32Message, subtype: str) -> list[str]:
     return parts
 
 
-def _attachment(item: dict[str, Any]) -> Attachment:
+#: The names mail-parser makes up for a part without one: ten random
+#: lowercase letters (`mailparser.utils.random_string`) and a suffix.
+_MADE_UP_NAME = re.compile(r"[a-z]{10}\.(?:txt|rtf)")
+
+
+def _file_names(message: Compat32Message) -> set[str]:
+    """Every file name a part of ``message`` gives, as written and decoded."""
+    names: set[str] = set()
+    for part in message.walk():
+        raw = part.get_filename()
+        if not raw:
+            continue
+        names.add(raw.strip())
+        with contextlib.suppress(Exception):  # a malformed encoded word
+            decoded = email.header.make_header(email.header.decode_header(raw))
+            names.add(str(decoded).strip())
+    return names
+
+
+def _attachment(item: dict[str, Any], named: set[str]) -> Attachment:
     payload = item.get("payload") or ""
     if item.get("binary"):
         try:
@@ -930,8 +952,17 @@ def _attachment(item: dict[str, Any]) -> Attachment:
     disposition = (
         (item.get("content-disposition") or "").split(";", 1)[0].strip().lower()
     )
+    filename = item.get("filename") or None
+    if (
+        filename is not None
+        and filename not in named
+        and (filename == item.get("content-id") or _MADE_UP_NAME.fullmatch(filename))
+    ):
+        # A part without a name: mail-parser gives it its Content-ID or a
+        # random one, different on every run.
+        filename = None
     return Attachment(
-        filename=item.get("filename") or None,
+        filename=filename,
         content_type=item.get("mail_content_type") or "application/octet-stream",
         content=content,
         content_id=item.get("content-id") or None,

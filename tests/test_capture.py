@@ -59,6 +59,34 @@ def test_attachments_come_back_identical(smtpsink: Mailbox) -> None:
     assert [a.filename for a in msg.attachments] == ["invoice.pdf", "data.csv"]
 
 
+def test_an_attachment_without_a_name_has_none(smtpsink: Mailbox) -> None:
+    # mail-parser makes up a name for such a part (random letters, or its
+    # Content-ID): a different one on every run, and ".txt" for a PDF.
+    message = make_message(subject="Parts")
+    message.add_attachment(b"%PDF", maintype="application", subtype="pdf")
+    message.add_attachment(b"{\\rtf1}", maintype="application", subtype="rtf")
+    message.add_attachment(b"PNG", maintype="image", subtype="png", cid="<logo@x>")
+    # Names that look made up but were sent are kept, as sent.
+    message.add_attachment(
+        b"notes", maintype="text", subtype="plain", filename="abcdefghij.txt"
+    )
+    message.add_attachment(
+        b"%PDF", maintype="application", subtype="pdf", filename="Résumé.pdf"
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.send_message(message)
+    msg = smtpsink.messages.one()
+    assert [(a.filename, a.content_type) for a in msg.attachments] == [
+        (None, "application/pdf"),
+        (None, "application/rtf"),
+        (None, "image/png"),
+        ("abcdefghij.txt", "text/plain"),
+        ("Résumé.pdf", "application/pdf"),
+    ]
+    assert msg.attachments[2].content_id == "<logo@x>"
+    assert [a.code for a in msg.lint()].count("attachment-without-filename") == 3
+
+
 def test_non_ascii_headers_are_decoded(smtpsink: Mailbox) -> None:
     message = make_message(
         subject="Grüße aus Köln ✉", sender="Zoë Ünal <zoe@example.com>"
