@@ -26,8 +26,8 @@ JSON API:
   ``--pop3`` or ``--imap``, empty the recipients' mailboxes);
 - ``GET /api/wait?subject=...&to=...&since=ID&timeout=S``: the first message
   after ``since`` that matches, waiting up to ``timeout`` seconds (default
-  10) for it; 408 when none came. The criteria are those of ``wait_for``,
-  as strings.
+  10) for it; 408 when none came, 503 when the sink stopped first. The
+  criteria are those of ``wait_for``, as strings.
 """
 
 from __future__ import annotations
@@ -38,11 +38,12 @@ import http.server
 import ipaddress
 import json
 import socket
+import sys
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _html
 
@@ -367,6 +368,13 @@ class LiveServer(http.server.ThreadingHTTPServer):
                     connection.shutdown(socket.SHUT_RDWR)
         self.server_close()  # joins the request threads
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A browser that reloads, or a curl stopped with Ctrl-C, drops its
+        # connection before the answer is written: not worth a traceback.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_lock:
             self._open.add(request)
@@ -376,6 +384,16 @@ class LiveServer(http.server.ThreadingHTTPServer):
         with self._open_lock:
             self._open.discard(request)
         super().shutdown_request(request)
+
+
+_N = TypeVar("_N", int, float)
+
+
+def _number(name: str, value: str, kind: Callable[[str], _N]) -> _N:
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -546,9 +564,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             for name, values in query.items():
                 value = values[-1]
                 if name == "since":
-                    since = int(value)
+                    since = _number(name, value, int)
                 elif name == "timeout":
-                    timeout = float(value)
+                    timeout = _number(name, value, float)
                     if not 0 <= timeout <= MAX_WAIT:
                         raise ValueError(f"timeout must be 0 to {MAX_WAIT:g} seconds")
                 elif name == "from" or (name in CRITERIA_NAMES and name != "header"):
@@ -565,11 +583,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except ValueError as error:
             self._refuse(http.HTTPStatus.BAD_REQUEST, str(error))
             return
-        message = self.server.inbox.wait_for(criteria, since, timeout)
-        if message is None:
+        inbox = self.server.inbox
+        message = inbox.wait_for(criteria, since, timeout)
+        wanted = ", ".join(
+            f"{'from' if name == 'from_' else name}={value!r}"
+            for name, value in criteria.items()
+        )
+        wanted = f"a message matching {wanted}" if wanted else "a message"
+        if message is None and inbox.closing:
+            self._refuse(
+                http.HTTPStatus.SERVICE_UNAVAILABLE,
+                f"the sink stopped before {wanted} came",
+            )
+        elif message is None:
             self._refuse(
                 http.HTTPStatus.REQUEST_TIMEOUT,
-                f"no message matching {criteria!r} within {timeout:g} s",
+                f"no {wanted.removeprefix('a ')} within {timeout:g} s",
             )
         else:
             self._send_json(message_summary(message))

@@ -12,7 +12,10 @@ import imaplib
 import json
 import poplib
 import smtplib
+import socket
+import struct
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -161,8 +164,20 @@ def test_wait_errors(live: Callable[..., Live]) -> None:
     status, body = view.request("/api/wait?subject=never&timeout=0")
     assert status == 408
     assert json.loads(body) == {
-        "error": "no message matching {'subject': 'never'} within 0 s"
+        "error": "no message matching subject='never' within 0 s"
     }
+    status, body = view.request("/api/wait?timeout=0")
+    assert json.loads(body) == {"error": "no message within 0 s"}
+    status, body = view.request("/api/wait?timeout=abc")
+    assert (status, json.loads(body)) == (
+        400,
+        {"error": "timeout must be a number, got 'abc'"},
+    )
+    status, body = view.request("/api/wait?since=1.5")
+    assert (status, json.loads(body)) == (
+        400,
+        {"error": "since must be a number, got '1.5'"},
+    )
     status, body = view.request("/api/wait?colour=blue")
     assert status == 400
     error = json.loads(body)["error"]
@@ -172,6 +187,55 @@ def test_wait_errors(live: Callable[..., Live]) -> None:
         400,
         {"error": "timeout must be 0 to 300 seconds"},
     )
+
+
+def test_a_wait_cut_short_by_the_stop_says_so() -> None:
+    from pytest_smtpsink._live import LiveServer
+
+    server = LiveServer("127.0.0.1", 0)
+    server.start()
+    answers: list[tuple[int, Any]] = []
+
+    def wait() -> None:
+        url = server.url + "api/wait?subject=Never&timeout=60"
+        try:
+            urllib.request.urlopen(url, timeout=TIMEOUT).close()
+        except urllib.error.HTTPError as error:
+            with error:
+                answers.append((error.code, json.loads(error.read())))
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    try:
+        # Stop once the request waits for mail (on the inbox's condition).
+        while waiter.is_alive() and not server.inbox.changed._waiters:  # type: ignore[attr-defined]
+            time.sleep(0.001)  # a poll for the request's state, not a delay
+    finally:
+        server.stop()
+        waiter.join(TIMEOUT)
+    assert answers == [
+        (
+            503,
+            {
+                "error": "the sink stopped before a message matching subject='Never' came"
+            },
+        )
+    ]
+
+
+def test_a_client_that_hangs_up_early_is_no_error(live: Callable[..., Live]) -> None:
+    # A browser reloading, or curl stopped with Ctrl-C: the connection goes
+    # (here with a reset) before the answer is written.
+    view = live()
+    view.send("Hello")
+    for _ in range(10):
+        client = socket.create_connection(("127.0.0.1", view.http_port))
+        client.sendall(b"GET /api/messages HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+    assert len(view.json("/api/messages")) == 1  # and it keeps serving
+    view.sink.stop()
+    assert view.sink.stderr_lines() == []
 
 
 def test_other_hosts_and_origins_are_refused(live: Callable[..., Live]) -> None:
