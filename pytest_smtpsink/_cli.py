@@ -415,6 +415,7 @@ class _Reporter:
     _open: dict[int, tuple[int, Session]] = dataclasses.field(default_factory=dict)
     # Messages whose relay outcome is still to be printed.
     _relaying: list[Message] = dataclasses.field(default_factory=list)
+    _output_closed: bool = False
 
     def __post_init__(self) -> None:
         # Reported items need not stay in memory: a sink left running all
@@ -422,8 +423,21 @@ class _Reporter:
         self._follower = self.sink.follow()
 
     def say(self, line: str) -> None:
-        self.out.write(line + "\n")
-        self.out.flush()
+        if self._output_closed:
+            return
+        try:
+            self.out.write(line + "\n")
+            self.out.flush()
+        except BrokenPipeError:
+            # `smtpsink | head`: whoever read the output has gone. The sink
+            # serves on (and saves, with --save-dir) until stopped.
+            self._output_closed = True
+            with contextlib.suppress(OSError, ValueError):
+                # Python's last flush of stdout at exit would fail again.
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.out.fileno())
+                os.close(devnull)
+            _warn("output closed; the sink runs on until stopped (Ctrl-C)")
 
     def process(self) -> None:
         """Report what happened since the last call, oldest first."""
@@ -491,6 +505,22 @@ class _Reporter:
             self._closed(number, session)
         self._open.clear()
 
+    def _save(self, write: Callable[[Path], Path], what: str) -> Path | None:
+        """Write into the save directory (made again if it was removed, e.g.
+        to empty it); None after saying on stderr why it could not."""
+        assert self.save_dir is not None
+        directory = Path(self.save_dir)
+        try:
+            try:
+                return write(directory)
+            except FileNotFoundError:
+                directory.mkdir(parents=True, exist_ok=True)
+                return write(directory)
+        except OSError as error:
+            where = f" as {error.filename}" if error.filename else ""
+            _warn(f"cannot save {what}{where}: {_reason(error)}")
+            return None
+
     def _opened(self, number: int, session: Session) -> None:
         if not self.quiet:
             peer = f"{session.peer[0]}:{session.peer[1]}"
@@ -511,8 +541,13 @@ class _Reporter:
     def _report_message(self, message: Message) -> None:
         saved = ""
         if self.save_dir is not None:
-            path = write_message(Path(self.save_dir), message.number, message)
-            saved = f"\n    saved as {path}"
+            path = self._save(
+                functools.partial(
+                    write_message, number=message.number, message=message
+                ),
+                f"message #{message.number}",
+            )
+            saved = f"\n    saved as {path}" if path is not None else ""
         if not self.quiet:
             self.say(f"message {summary_or_raw(message)}{saved}")
         if message.relay is not None and not message.relay.done:
@@ -520,7 +555,10 @@ class _Reporter:
 
     def _closed(self, number: int, session: Session) -> None:
         if self.save_dir is not None:
-            write_session(Path(self.save_dir), number, session)
+            self._save(
+                functools.partial(write_session, number=number, session=session),
+                f"the transcript of session {number}",
+            )
         if self.quiet:
             return
         ended = session.ended_at or datetime.datetime.now().astimezone()
@@ -528,6 +566,11 @@ class _Reporter:
         if self.transcripts:
             for line in session.format_transcript().splitlines():
                 self.say(f"    {line}")
+
+
+def _warn(text: str) -> None:
+    with contextlib.suppress(OSError):  # stderr closed too: nothing to tell
+        print(f"smtpsink: {text}", file=sys.stderr, flush=True)
 
 
 def _session_header(number: int, session: Session) -> str:

@@ -323,6 +323,77 @@ def test_save_dir_writes_the_bytes_as_sent(
 
 
 @stops_with_signals
+def test_save_dir_that_goes_away_is_made_again_or_reported(
+    start: Callable[..., Sink], tmp_path: Path
+) -> None:
+    save = tmp_path / "mail"
+    sink = start("--save-dir", str(save))
+    with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+        smtp.sendmail("app@example.com", ["ann@example.com"], b"Subject: One\r\n\r\n")
+        sink.expect(r"saved as .*0001-One\.eml$")
+        shutil.rmtree(save)  # emptied by hand: made again for the next one
+        smtp.sendmail("app@example.com", ["ann@example.com"], b"Subject: Two\r\n\r\n")
+        sink.expect(r"saved as .*0002-Two\.eml$")
+        shutil.rmtree(save)
+        save.write_text("not a directory")  # cannot be saved: said, and served on
+        smtp.sendmail("app@example.com", ["ann@example.com"], b"Subject: 3\r\n\r\n")
+        assert "saved as" not in sink.expect(r"^message #3 ").string
+    sink.expect(r"session 1 closed")
+    with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+        assert smtp.noop()[0] == 250
+    rest = sink.stop()
+    assert sink.proc.returncode == 0
+    assert rest[-1] == "smtpsink stopped: 3 messages in 2 sessions"
+    assert sink.stderr_lines() == [
+        f"smtpsink: cannot save message #3 as {save / '0003-3.eml'}: Not a directory",
+        "smtpsink: cannot save the transcript of session 1 as "
+        f"{save / 'session-0001.txt'}: Not a directory",
+        "smtpsink: cannot save the transcript of session 2 as "
+        f"{save / 'session-0002.txt'}: Not a directory",
+    ]
+
+
+@stops_with_signals
+def test_output_read_by_nobody_stops_no_mail(tmp_path: Path) -> None:
+    # `smtpsink | head -3`: the reader goes after three lines.
+    command = [sys.executable, "-m", "pytest_smtpsink", "--port", "0"]
+    proc = subprocess.Popen(
+        [*command, "--save-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        banner = "".join(proc.stdout.readline() for _ in range(3))
+        port = int(re.search(r"smtp://127\.0\.0\.1:(\d+)", banner)[1])  # type: ignore[index]
+        proc.stdout.close()
+        for subject in ("One", "Two"):
+            with smtplib.SMTP("127.0.0.1", port) as smtp:
+                smtp.sendmail(
+                    "app@example.com",
+                    ["ann@example.com"],
+                    f"Subject: {subject}\r\n\r\n".encode(),
+                )
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:  # pragma: no cover - a hang is a bug
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0
+    assert [line for line in err.splitlines() if not slow_step_report(line)] == [
+        "smtpsink: output closed; the sink runs on until stopped (Ctrl-C)"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "0001-One.eml",
+        "0002-Two.eml",
+        "session-0001.txt",
+        "session-0002.txt",
+    ]
+
+
+@stops_with_signals
 def test_quiet_prints_only_the_address_and_the_count(
     start: Callable[..., Sink],
 ) -> None:
