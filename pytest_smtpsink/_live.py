@@ -361,11 +361,13 @@ class LiveServer(http.server.ThreadingHTTPServer):
             self.shutdown()
             self._thread.join()
             self._thread = None
-        # Wake handlers blocked reading an idle connection.
+        # Wake handlers blocked reading an idle connection. Only the reading
+        # side: a handler that the closing inbox just woke (a wait, an event
+        # stream) still writes its answer.
         with self._open_lock:
             for connection in self._open:
                 with contextlib.suppress(OSError):
-                    connection.shutdown(socket.SHUT_RDWR)
+                    connection.shutdown(socket.SHUT_RD)
         self.server_close()  # joins the request threads
 
     def handle_error(self, request: Any, client_address: Any) -> None:
