@@ -21,6 +21,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
+import errno
 import functools
 import ipaddress
 import logging
@@ -45,6 +46,7 @@ from ._settings import (
     parse_size,
 )
 from ._text import plural, printable
+from ._tls import TRUST_HINT
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -78,6 +80,13 @@ _OPTION_FOR_SETTING = {
     "relay_timeout": "--relay-timeout",
     "tls_cert": "--tls-cert",
     "tls_key": "--tls-key",
+}
+
+#: The API's spellings in settings errors, as the options say them.
+_CLI_SPELLING = {
+    "relay=URL": "--relay URL",
+    "relay_allow_remote=True": "--relay-allow-remote",
+    "relay needs relay_to=REGEX": "--relay needs --relay-to REGEX",
 }
 
 
@@ -326,6 +335,13 @@ def settings_from_args(
 ) -> SinkSettings:
     """The `SinkSettings` the arguments ask for; a usage error if invalid."""
     _check_port_clashes(parser, args)
+    if args.relay is None:
+        for option, given in (
+            ("--relay-allow-remote", args.relay_allow_remote),
+            ("--relay-timeout", args.relay_timeout is not None),
+        ):
+            if given:
+                parser.error(f"argument {option}: is only used with --relay URL")
     values: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
@@ -351,6 +367,8 @@ def settings_from_args(
     except SettingsError as error:
         option = _OPTION_FOR_SETTING.get(error.setting, error.setting)
         message = str(error).removeprefix(f"{error.setting}: ")
+        for api, cli in _CLI_SPELLING.items():  # the words of the API's messages
+            message = message.replace(api, cli)
         if error.setting == "host" and _is_remote_ip(args.host):
             message = (
                 f"{args.host} is not a loopback address; the sink accepts mail from "
@@ -523,7 +541,7 @@ class _Reporter:
 
     def _opened(self, number: int, session: Session) -> None:
         if not self.quiet:
-            peer = f"{session.peer[0]}:{session.peer[1]}"
+            peer = format_address(*session.peer[:2])
             protocol = "" if session.protocol == "SMTP" else f" ({session.protocol})"
             self.say(
                 f"{_clock(session.started_at)} session {number} opened from "
@@ -585,16 +603,18 @@ def _session_header(number: int, session: Session) -> str:
     count = len(session.messages)
     end: str = session.end or "server-closed"
     if session.tls_error is not None:
-        end += f": {session.tls_error}"
+        end += ": " + session.tls_error.replace(
+            TRUST_HINT, "the banner names its CA file"
+        )
     if session.protocol != "SMTP":
         # A mail reader: who logged in (never with what), no EHLO or mail.
         return printable(
             f"session {number} closed ({end}): {session.protocol}, "
-            f"peer {session.peer[0]}:{session.peer[1]}, TLS {tls}, login {auth}"
+            f"peer {format_address(*session.peer[:2])}, TLS {tls}, login {auth}"
         )
     return printable(
         f"session {number} closed ({end}): "
-        f"peer {session.peer[0]}:{session.peer[1]}, EHLO {session.ehlo or '-'}, "
+        f"peer {format_address(*session.peer[:2])}, EHLO {session.ehlo or '-'}, "
         f"TLS {tls}, AUTH {auth}, {plural(count, 'message')}"
     )
 
@@ -680,9 +700,16 @@ def _cannot_listen(option: str, host: str, port: int, error: BaseException) -> s
     worded as the one for ``--port``."""
     return (
         f"smtpsink: error: --{option}: cannot listen on {format_address(host, port)}: "
-        f"{_reason(error)} (choose another --{option} port, or --{option} 0 for a "
-        "free one)"
+        f"{_reason(error)} {_listen_advice(option, error)}"
     )
+
+
+def _listen_advice(option: str, error: BaseException | None) -> str:
+    """What to change when a server cannot listen: its port, mostly."""
+    if isinstance(error, OSError) and error.errno == errno.EADDRNOTAVAIL:
+        return "(--host must be an address of this machine)"
+    name = "--port" if option == "port" else f"--{option} port"
+    return f"(choose another {name}, or --{option} 0 for a free one)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -795,11 +822,8 @@ class _Runner:
             try:
                 self.sink.start()
             except SinkError as error:
-                print(
-                    f"smtpsink: error: {error} (choose another --port, or --port 0 "
-                    "for a free one)",
-                    file=sys.stderr,
-                )
+                advice = _listen_advice("port", error.__cause__)
+                print(f"smtpsink: error: {error} {advice}", file=sys.stderr)
                 return 1
             readers = self._start_reading()
             if readers is None:

@@ -29,9 +29,11 @@ _lock = threading.Lock()
 HANDSHAKE_TIMEOUT = 2.0
 
 # OpenSSL's reason codes, in words, for a session's ``tls_error``.
+#: Where the API says to look; the standalone sink says its banner instead.
+TRUST_HINT = "see ssl_context() and ca_path"
 _REJECTED_CERTIFICATE = (
     "the client rejected the sink's certificate (does it trust the sink's CA? "
-    "see ssl_context() and ca_path)"
+    f"{TRUST_HINT})"
 )
 _NOT_TLS = "the client did not start TLS (plain SMTP on an implicit-TLS port?)"
 _HANDSHAKE_HINTS = {

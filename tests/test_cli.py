@@ -662,10 +662,27 @@ def test_relay_outcomes_are_printed(start: Callable[..., Sink]) -> None:
         (["--max-size", "lots"], "argument --max-size: 'lots' is not a size"),
         (["--max-recipients", "0"], "argument --max-recipients: must be a whole"),
         (["--hostname", "a b"], "argument --hostname: must be a non-empty ASCII"),
-        (["--relay", "smtp://127.0.0.1:25"], "argument --relay-to: relay needs"),
+        (
+            ["--relay", "smtp://127.0.0.1:25"],
+            "argument --relay-to: --relay needs --relay-to REGEX, the recipients",
+        ),
         (
             ["--relay", "smtp://192.0.2.1:25", "--relay-to", ".*"],
-            "argument --relay: 192.0.2.1 is not a loopback address",
+            "argument --relay: 192.0.2.1 is not a loopback address; relaying "
+            "captured mail to another host must be asked for with "
+            "--relay-allow-remote\n",
+        ),
+        (
+            ["--relay-to", ".*"],
+            "argument --relay-to: is only used with --relay URL (the upstream)\n",
+        ),
+        (
+            ["--relay-allow-remote"],
+            "argument --relay-allow-remote: is only used with --relay URL",
+        ),
+        (
+            ["--relay-timeout", "5"],
+            "argument --relay-timeout: is only used with --relay URL",
         ),
         (["--pop3"], "argument --pop3: expected one argument"),
         (["--pop3", "pop"], "argument --pop3: must be a number from 0 to 65535"),
@@ -723,6 +740,22 @@ def test_busy_port_is_an_error_naming_the_port(
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1:{busy.port}" in err
     assert "--port 0" in err
+
+
+@pytest.mark.parametrize("server", ["smtp", "http"])
+def test_an_address_not_of_this_machine_is_blamed_not_the_port(
+    server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 192.0.2.1 is for documentation (RFC 5737): no machine has it.
+    args = ["--host", "192.0.2.1", "--allow-remote", "--port", "0"]
+    if server == "http":
+        args += ["--http", "0"]  # the live view binds first
+    assert main(args) == 1
+    option = "" if server == "smtp" else "--http: "
+    assert capsys.readouterr().err.splitlines() == [
+        f"smtpsink: error: {option}cannot listen on 192.0.2.1:0: Cannot assign "
+        "requested address (--host must be an address of this machine)"
+    ]
 
 
 def test_defaults() -> None:
@@ -1106,3 +1139,26 @@ def test_only_the_standalone_mailboxes_forget_deleted_mail(standalone: bool) -> 
             assert inbox.removed == []
         else:
             assert [message.raw for message in deleted] == [RAW]
+
+
+def test_ipv6_peers_are_written_in_brackets() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 in this Python")
+    sink = SMTPSink(host="::1")
+    try:
+        sink.start()
+    except SinkError as error:
+        pytest.skip(f"no IPv6 loopback here: {error}")
+    out = io.StringIO()
+    try:
+        reporter = _Reporter(sink, out, False, False, None)
+        with smtplib.SMTP("::1", sink.port) as smtp:
+            smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+        sink.wait_for(to="ann@example.com")
+        reporter.process()
+    finally:
+        sink.stop()
+    reporter.finish()
+    opened, _, closed = out.getvalue().splitlines()
+    assert re.search(r" session 1 opened from \[::1\]:\d+$", opened), opened
+    assert re.search(r": peer \[::1\]:\d+, EHLO ", closed), closed
