@@ -432,7 +432,10 @@ def test_a_rejected_certificate_is_a_tls_failed_session(
     with pytest.raises(ssl.SSLCertVerificationError):
         smtplib.SMTP_SSL("127.0.0.1", sink.port, context=stranger)
     closed = sink.expect(r"session 1 closed").string
-    assert "(tls-failed: TLSV1_ALERT_UNKNOWN_CA: the client rejected" in closed
+    assert (
+        "(tls-failed: TLSV1_ALERT_UNKNOWN_CA: the client rejected the sink's "
+        "certificate (does it trust the sink's CA? the banner names its CA file))"
+    ) in closed
     sink.stop()
     assert "Traceback" not in sink.stderr
 
