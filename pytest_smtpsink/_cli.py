@@ -683,7 +683,7 @@ def _banner(
     if save_dir is not None:
         lines.append(f"saving messages and transcripts to {save_dir}")
     if live is not None:
-        lines.append(f"live view on {live.url}")
+        lines.append(f"live view on {live.url}{bound}")
     lines.append("press Ctrl-C to stop")
     return lines
 

@@ -340,8 +340,12 @@ class LiveServer(http.server.ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
+        """Where a browser on this machine finds it (loopback when bound to
+        every interface: browsers refuse ``http://0.0.0.0/``)."""
+        from ._server import connectable
+
         host, port = self.server_address[:2]
-        host = str(host)
+        host = connectable(str(host))
         return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
     def start(self) -> None:

@@ -303,7 +303,7 @@ class SMTPSink(Mailbox):
             if self._loop is not None:
                 raise SinkError("a stopped sink cannot be restarted; make a new one")
             settings = self._settings
-            connect_host = _connectable(settings.host)
+            connect_host = connectable(settings.host)
             if settings.tls is not None:
                 self._server_tls = _server_context(settings, connect_host)
             loop = new_event_loop(settings.uses_uvloop())
@@ -608,7 +608,7 @@ class SMTPSink(Mailbox):
         return f"<SMTPSink {where}{' ' + extra if extra else ''}>"
 
 
-def _connectable(host: str) -> str:
+def connectable(host: str) -> str:
     """Where a client on this machine reaches a server bound to ``host``."""
     address = ipaddress.ip_address(host)
     if address.is_unspecified:

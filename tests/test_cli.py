@@ -445,9 +445,17 @@ def test_all_interfaces_give_a_connectable_verified_address(
     start: Callable[..., Sink],
 ) -> None:
     sink = start(
-        "--host", "0.0.0.0", "--allow-remote", "--tls", "starttls", "--pop3", "0"
+        "--host", "0.0.0.0", "--allow-remote", "--tls", "starttls", "--pop3", "0",
+        "--http", "0",
     )  # fmt: skip
     assert "(bound to 0.0.0.0: every interface)" in sink.banner[0]
+    # A browser refuses http://0.0.0.0/: the view's address is loopback too.
+    live_line = sink.in_banner(r"^live view on http://127\.0\.0\.1:(\d+)/ ")
+    assert live_line.string.endswith("/ (bound to 0.0.0.0: every interface)")
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{live_line[1]}/api/messages", timeout=TIMEOUT
+    ) as response:
+        assert response.status == 200
     pop3_line = sink.in_banner(r"^POP3 listening on pop3://127\.0\.0\.1:(\d+) ")
     assert pop3_line.string.endswith(
         " (STLS offered) (bound to 0.0.0.0: every interface)"
