@@ -407,10 +407,13 @@ def _check_addresses(ctx: _Context) -> Iterator[Problem]:
         bad = _bad_addresses(text, ctx.smtputf8)
         if bad is None:
             continue
+        # What the parser made of the value may not be what it says.
+        written = " ".join(text.split())
+        context = "" if bad == written else f" (in {shorten(written, 60)!r})"
         yield Problem(
             "invalid-address",
             "error",
-            f"{name} has an address that is not valid: {bad!r}",
+            f"{name} has an address that is not valid: {bad!r}{context}",
             header=canonical,
         )
 

@@ -224,6 +224,20 @@ def test_each_problem_has_a_code_a_severity_and_a_place(
     assert lint(HEAD + b"\r\nx\r\n", received_at=received) == []
 
 
+@pytest.mark.parametrize(
+    ("written", "said"),
+    [
+        # What the parser made of the value, and the value as written.
+        (b"bad address", "'bad' (in 'bad address')"),
+        (b"ann@", "'ann@'"),
+    ],
+)
+def test_an_invalid_address_is_shown_as_written(written: bytes, said: str) -> None:
+    raw = HEAD.replace(b"ann@example.com", written) + b"\r\nx\r\n"
+    (problem,) = [p for p in lint(raw) if p.code == "invalid-address"]
+    assert problem.message == f"To has an address that is not valid: {said}"
+
+
 def test_an_absurd_date_is_invalid_not_an_overflow() -> None:
     # email.utils.parsedate_to_datetime raises OverflowError on this one.
     raw = HEAD.replace(b"30 Nov 2026", b"1 Jan 99999999999") + b"\r\nx\r\n"
