@@ -584,6 +584,25 @@ class _Reporter:
         if self.transcripts:
             for line in session.format_transcript().splitlines():
                 self.say(f"    {line}")
+        elif session.protocol == "SMTP":
+            # Mail that was refused is often the bug: say why, briefly.
+            for line in _refusals(session):
+                self.say(f"    {line}")
+
+
+#: Refused steps shown under a closed session, without --transcripts.
+_REFUSALS_SHOWN = 3
+
+
+def _refusals(session: Session) -> list[str]:
+    """The steps of an SMTP session that got a 4xx or 5xx reply, as
+    transcript lines, the first few of them."""
+    refused = [e for e in session.transcript if (e.code or 0) >= 400]
+    lines = [line for e in refused[:_REFUSALS_SHOWN] for line in e.lines()]
+    if len(refused) > _REFUSALS_SHOWN:
+        more = len(refused) - _REFUSALS_SHOWN
+        lines.append(f"... and {more} more refused (--transcripts shows all)")
+    return lines
 
 
 def _warn(text: str) -> None:

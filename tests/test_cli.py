@@ -394,6 +394,26 @@ def test_output_read_by_nobody_stops_no_mail(tmp_path: Path) -> None:
 
 
 @stops_with_signals
+def test_a_closed_session_says_what_was_refused(start: Callable[..., Sink]) -> None:
+    sink = start("--max-size", "1K")
+    with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+        with pytest.raises(smtplib.SMTPSenderRefused):
+            smtp.sendmail("app@example.com", ["ann@example.com"], b"x" * 2048)
+        for _ in range(4):
+            assert smtp.docmd("BOGUS")[0] == 500
+    sink.expect(r"session 1 closed \(quit\).*, 0 messages$")
+    mail = sink.expect(r"^    C: ").string.lower()  # smtplib's case varies
+    assert mail == "    c: mail from:<app@example.com> size=2048"
+    assert sink.expect(r"^    S: ").string.startswith("    S: 552 ")
+    for _ in range(2):
+        assert sink.expect(r"^    C: ").string == "    C: BOGUS"
+        assert sink.expect(r"^    S: ").string.startswith("    S: 500 ")
+    more = sink.expect(r"^    \.\.\. ").string
+    assert more == "    ... and 2 more refused (--transcripts shows all)"
+    sink.stop()
+
+
+@stops_with_signals
 def test_quiet_prints_only_the_address_and_the_count(
     start: Callable[..., Sink],
 ) -> None:
