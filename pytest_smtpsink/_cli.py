@@ -504,6 +504,12 @@ class _Reporter:
             report()
         self._report_relays()
 
+    def relay_pending(self) -> bool:
+        """Whether a message's relay outcome is still to come (and shown)."""
+        return not self.quiet and any(
+            m.relay is not None and not m.relay.done for m in self._relaying
+        )
+
     def _report_relays(self) -> None:
         # The relay thread records outcomes after the message line went out.
         still = []
@@ -857,6 +863,15 @@ class _Runner:
             # A second Ctrl-C while stopping ends the process at once.
             for signum in previous:
                 signal.signal(signum, signal.SIG_DFL)
+            self.reporter.process()
+            if self.reporter.relay_pending():
+                # Stopping waits for the message the relay is sending: say
+                # so, as that may take the upstream's time.
+                timeout = self.sink.settings.relay_timeout
+                self.reporter.say(
+                    f"stopping: waiting for the relay's upstream (up to {timeout:g} s "
+                    "per step; Ctrl-C again quits at once)"
+                )
             stop_listening()
             self.sink.stop()
             if self.reporter.live is not None:

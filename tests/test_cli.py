@@ -669,6 +669,34 @@ def test_relay_outcomes_are_printed(start: Callable[..., Sink]) -> None:
     assert "pw-secret" not in sink.stderr
 
 
+@stops_with_signals
+def test_stopping_says_it_waits_for_the_relay(start: Callable[..., Sink]) -> None:
+    # An upstream that takes the connection (the kernel does) and never
+    # greets: the relay waits for it, and so does stopping.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        sink = start(
+            "--relay", f"smtp://127.0.0.1:{port}", "--relay-to", ".*",
+            "--relay-timeout", "300",
+        )  # fmt: skip
+        with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+            smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+        sink.expect(r"^message #1 ")
+        sink.proc.send_signal(signal.SIGINT)
+        assert sink.expect(r"^stopping: ").string == (
+            "stopping: waiting for the relay's upstream (up to 300 s per step; "
+            "Ctrl-C again quits at once)"
+        )
+    # The upstream's socket is closed: its pending connection is reset.
+    sink.finish()
+    rest = []
+    while (line := sink.lines.get(timeout=TIMEOUT)) is not None:
+        rest.append(line)
+    assert re.search(r"^message #1 relay to smtp://127\.0\.0\.1:\d+ failed", rest[0])
+    assert rest[-1] == "smtpsink stopped: 1 message in 1 session"
+    assert sink.proc.returncode == 0
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
