@@ -446,12 +446,19 @@ class _Reporter:
         try:
             self.out.write(line + "\n")
             self.out.flush()
-        except BrokenPipeError:
+        except OSError as error:
+            # Windows says EINVAL for a pipe whose reader has gone.
+            if not isinstance(error, BrokenPipeError) and not (
+                sys.platform == "win32" and error.errno == errno.EINVAL
+            ):
+                raise
             # `smtpsink | head`: whoever read the output has gone. The sink
             # serves on (and saves, with --save-dir) until stopped.
             self._output_closed = True
             with contextlib.suppress(OSError, ValueError):
-                # Python's last flush of stdout at exit would fail again.
+                # Python's last flush of stdout at exit would fail again. This
+                # points the descriptor (the process's stdout, mostly) at
+                # devnull for good: nothing written to it could arrive now.
                 devnull = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(devnull, self.out.fileno())
                 os.close(devnull)
@@ -609,6 +616,12 @@ def _refusals(session: Session) -> list[str]:
         more = len(refused) - _REFUSALS_SHOWN
         lines.append(f"... and {more} more refused (--transcripts shows all)")
     return lines
+
+
+def _restore_wakeup_fd(fd: int) -> None:
+    # The one set before may be closed by now: then there is none to restore.
+    with contextlib.suppress(ValueError, OSError):
+        signal.set_wakeup_fd(fd)
 
 
 def _warn(text: str) -> None:
@@ -829,68 +842,77 @@ class _Runner:
         wake_up.now()
 
     def run(self) -> int:
-        in_main_thread = threading.current_thread() is threading.main_thread()
-        wake_up = _WakeUp()
-        previous: dict[signal.Signals, Any] = {}
-        previous_wakeup_fd = -1
-        if in_main_thread:  # signal handlers can only be set there
-            on_signal = functools.partial(self._on_signal, wake_up)
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                previous[signum] = signal.signal(signum, on_signal)
-            # A signal that the kernel hands to another thread runs our
-            # handler only once the main thread runs again: the byte the
-            # interpreter writes here, in whichever thread took it, wakes it.
-            previous_wakeup_fd = signal.set_wakeup_fd(
-                wake_up.fileno(), warn_on_full_buffer=False
+        with contextlib.ExitStack() as cleanup:  # undone in reverse, whatever fails
+            wake_up = _WakeUp()
+            cleanup.callback(wake_up.close)
+            handled: list[signal.Signals] = []
+            if threading.current_thread() is threading.main_thread():
+                # Signal handlers can only be set there.
+                handled = self._handle_signals(wake_up, cleanup)
+            cleanup.callback(self.sink.stop)
+            return self._serve(wake_up, cleanup, handled)
+
+    def _handle_signals(
+        self, wake_up: _WakeUp, cleanup: contextlib.ExitStack
+    ) -> list[signal.Signals]:
+        on_signal = functools.partial(self._on_signal, wake_up)
+        handled = [signal.SIGINT, signal.SIGTERM]
+        for signum in handled:
+            previous = signal.signal(signum, on_signal)
+            # None: a handler not set from Python, which cannot be set back.
+            cleanup.callback(
+                signal.signal, signum, signal.SIG_DFL if previous is None else previous
             )
+        # A signal that the kernel hands to another thread runs our handler
+        # only once the main thread runs again: the byte the interpreter
+        # writes here, in whichever thread took it, wakes it.
+        previous_fd = signal.set_wakeup_fd(wake_up.fileno(), warn_on_full_buffer=False)
+        cleanup.callback(_restore_wakeup_fd, previous_fd)
+        return handled
+
+    def _serve(
+        self,
+        wake_up: _WakeUp,
+        cleanup: contextlib.ExitStack,
+        handled: list[signal.Signals],
+    ) -> int:
         try:
-            try:
-                self.sink.start()
-            except SinkError as error:
-                advice = _listen_advice("port", error.__cause__)
-                print(f"smtpsink: error: {error} {advice}", file=sys.stderr)
-                return 1
-            readers = self._start_reading()
-            if readers is None:
-                return 1  # the sink stops below, and with it what did start
-            stop_listening = self.sink.on_change(wake_up.changed)
-            banner = _banner(
-                self.sink, self.reporter.save_dir, self.reporter.live, readers
-            )
-            for line in banner:
-                self.reporter.say(line)
-            self._loop(wake_up)
-            # A second Ctrl-C while stopping ends the process at once.
-            for signum in previous:
-                signal.signal(signum, signal.SIG_DFL)
-            self.reporter.process()
-            if self.reporter.relay_pending():
-                # Stopping waits for the message the relay is sending: say
-                # so, as that may take the upstream's time.
-                timeout = self.sink.settings.relay_timeout
-                self.reporter.say(
-                    f"stopping: waiting for the relay's upstream (up to {timeout:g} s "
-                    "per step; Ctrl-C again quits at once)"
-                )
-            stop_listening()
-            self.sink.stop()
-            if self.reporter.live is not None:
-                self.reporter.live.stop()
-            self.reporter.finish()
-            reading = self.reporter.read_sessions
+            self.sink.start()
+        except SinkError as error:
+            advice = _listen_advice("port", error.__cause__)
+            print(f"smtpsink: error: {error} {advice}", file=sys.stderr)
+            return 1
+        readers = self._start_reading()
+        if readers is None:
+            return 1  # the sink stops on the way out, and with it what did start
+        cleanup.callback(self.sink.on_change(wake_up.changed))
+        banner = _banner(self.sink, self.reporter.save_dir, self.reporter.live, readers)
+        for line in banner:
+            self.reporter.say(line)
+        self._loop(wake_up)
+        # A second Ctrl-C while stopping ends the process at once.
+        for signum in handled:
+            signal.signal(signum, signal.SIG_DFL)
+        self.reporter.process()
+        if self.reporter.relay_pending():
+            # Stopping waits for the message the relay is sending: say so, as
+            # that may take the upstream's time.
+            timeout = self.sink.settings.relay_timeout
             self.reporter.say(
-                f"smtpsink stopped: {plural(self.reporter.messages, 'message')} in "
-                f"{plural(self.reporter.sessions, 'session')}"
-                + (f" ({reading} POP3/IMAP)" if reading else "")
+                f"stopping: waiting for the relay's upstream (up to {timeout:g} s "
+                "per step; Ctrl-C again quits at once)"
             )
-            return 0
-        finally:
-            self.sink.stop()
-            if in_main_thread:
-                signal.set_wakeup_fd(previous_wakeup_fd)
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-            wake_up.close()
+        self.sink.stop()
+        if self.reporter.live is not None:
+            self.reporter.live.stop()
+        self.reporter.finish()
+        reading = self.reporter.read_sessions
+        self.reporter.say(
+            f"smtpsink stopped: {plural(self.reporter.messages, 'message')} in "
+            f"{plural(self.reporter.sessions, 'session')}"
+            + (f" ({reading} POP3/IMAP)" if reading else "")
+        )
+        return 0
 
     def _start_reading(self) -> list[ReadSideEndpoint] | None:
         """Start the POP3 and IMAP servers asked for, on the sink's bound

@@ -409,7 +409,9 @@ def _check_addresses(ctx: _Context) -> Iterator[Problem]:
             continue
         # What the parser made of the value may not be what it says.
         written = " ".join(text.split())
-        context = "" if bad == written else f" (in {shorten(written, 60)!r})"
+        context = (
+            "" if bad == written or not written else f" (in {shorten(written, 60)!r})"
+        )
         yield Problem(
             "invalid-address",
             "error",

@@ -33,6 +33,7 @@ JSON API:
 from __future__ import annotations
 
 import contextlib
+import errno
 import http
 import http.server
 import ipaddress
@@ -315,6 +316,10 @@ def message_summary(message: Message) -> dict[str, Any]:
 # -- the server ---------------------------------------------------------------------
 
 
+#: Seconds a stop gives requests to finish writing their answers.
+_ANSWER_GRACE = 5.0
+
+
 class LiveServer(http.server.ThreadingHTTPServer):
     """The HTTP server: `start` binds and serves on a thread, `stop` ends
     every request (event streams included) and joins the threads."""
@@ -335,7 +340,8 @@ class LiveServer(http.server.ThreadingHTTPServer):
         super().__init__((host, port), _Handler)
         self._thread: threading.Thread | None = None
         self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
+        # Notified as each request ends.
+        self._open_changed = threading.Condition()
         self._stopped = False
 
     @property
@@ -365,30 +371,41 @@ class LiveServer(http.server.ThreadingHTTPServer):
             self.shutdown()
             self._thread.join()
             self._thread = None
-        # Wake handlers blocked reading an idle connection. Only the reading
-        # side: a handler that the closing inbox just woke (a wait, an event
-        # stream) still writes its answer.
-        with self._open_lock:
+        with self._open_changed:
+            # Wake handlers blocked reading an idle connection. Only the
+            # reading side: a handler that the closing inbox just woke (a
+            # wait, an event stream) still writes its answer...
             for connection in self._open:
                 with contextlib.suppress(OSError):
                     connection.shutdown(socket.SHUT_RD)
+            # ...unless its client reads nothing: then it is cut off.
+            self._open_changed.wait_for(lambda: not self._open, _ANSWER_GRACE)
+            for connection in self._open:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
         self.server_close()  # joins the request threads
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A browser that reloads, or a curl stopped with Ctrl-C, drops its
         # connection before the answer is written: not worth a traceback.
-        if isinstance(sys.exc_info()[1], ConnectionError):
+        # (macOS may say EPROTOTYPE or ESHUTDOWN for it.)
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError) or (
+            isinstance(error, OSError)
+            and error.errno in (errno.EPROTOTYPE, errno.ESHUTDOWN)
+        ):
             return
         super().handle_error(request, client_address)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
+        with self._open_changed:
             self._open.add(request)
         super().process_request(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:
-        with self._open_lock:
+        with self._open_changed:
             self._open.discard(request)
+            self._open_changed.notify_all()
         super().shutdown_request(request)
 
 

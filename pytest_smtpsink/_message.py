@@ -923,7 +923,10 @@ _MADE_UP_NAME = re.compile(r"[a-z]{10}\.(?:txt|rtf)")
 
 
 def _file_names(message: Compat32Message) -> set[str]:
-    """Every file name a part of ``message`` gives, as written and decoded."""
+    """Every file name a part of ``message`` gives, as written and decoded
+    (as mail-parser decodes it, and as the standard library does)."""
+    from mailparser.utils import decode_header_part
+
     names: set[str] = set()
     for part in message.walk():
         raw = part.get_filename()
@@ -931,6 +934,8 @@ def _file_names(message: Compat32Message) -> set[str]:
             continue
         names.add(raw.strip())
         with contextlib.suppress(Exception):  # a malformed encoded word
+            names.add(decode_header_part(raw).strip())
+        with contextlib.suppress(Exception):
             decoded = email.header.make_header(email.header.decode_header(raw))
             names.add(str(decoded).strip())
     return names

@@ -8,6 +8,7 @@ with smtplib, curl or swaks, and stop it with SIGINT or SIGTERM.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import imaplib
 import io
@@ -268,7 +269,9 @@ def test_a_signal_taken_by_another_thread_stops_the_sink() -> None:
         text=True,
         timeout=TIMEOUT,
     )
-    assert done.stderr == ""
+    assert [
+        line for line in done.stderr.splitlines() if not slow_step_report(line)
+    ] == []
     assert done.returncode == 0
     assert done.stdout.splitlines()[-1] == "smtpsink stopped: 0 messages in 0 sessions"
 
@@ -337,8 +340,9 @@ def test_save_dir_that_goes_away_is_made_again_or_reported(
         shutil.rmtree(save)
         save.write_text("not a directory")  # cannot be saved: said, and served on
         smtp.sendmail("app@example.com", ["ann@example.com"], b"Subject: 3\r\n\r\n")
-        assert "saved as" not in sink.expect(r"^message #3 ").string
-    sink.expect(r"session 1 closed")
+        sink.expect(r"^message #3 ")
+    # The next line closes the session: there is no "saved as" line.
+    assert re.search(r"session 1 closed .* 3 messages$", sink.expect(r".").string)
     with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
         assert smtp.noop()[0] == 250
     rest = sink.stop()
@@ -812,8 +816,9 @@ def test_an_address_not_of_this_machine_is_blamed_not_the_port(
     assert main(args) == 1
     option = "" if server == "smtp" else "--http: "
     assert capsys.readouterr().err.splitlines() == [
-        f"smtpsink: error: {option}cannot listen on 192.0.2.1:0: Cannot assign "
-        "requested address (--host must be an address of this machine)"
+        f"smtpsink: error: {option}cannot listen on 192.0.2.1:0: "
+        f"{os.strerror(errno.EADDRNOTAVAIL)} (--host must be an address of this "
+        "machine)"
     ]
 
 

@@ -230,6 +230,7 @@ def test_each_problem_has_a_code_a_severity_and_a_place(
         # What the parser made of the value, and the value as written.
         (b"bad address", "'bad' (in 'bad address')"),
         (b"ann@", "'ann@'"),
+        (b"", "'(empty)'"),
     ],
 )
 def test_an_invalid_address_is_shown_as_written(written: bytes, said: str) -> None:
