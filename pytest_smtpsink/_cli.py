@@ -37,7 +37,13 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 from . import __version__
 from ._files import write_message, write_session
 from ._message import raw_summary, summary_or_raw
-from ._server import SinkError, SMTPSink, format_address
+from ._server import (
+    SinkError,
+    SMTPSink,
+    bind_errno,
+    format_address,
+    plain_reason,
+)
 from ._settings import (
     DEFAULT_HOST,
     DEFAULT_HOSTNAME,
@@ -549,7 +555,7 @@ class _Reporter:
                 return write(directory)
         except OSError as error:
             where = f" as {error.filename}" if error.filename else ""
-            _warn(f"cannot save {what}{where}: {_reason(error)}")
+            _warn(f"cannot save {what}{where}: {plain_reason(error)}")
             return None
 
     def _opened(self, number: int, session: Session) -> None:
@@ -726,25 +732,18 @@ def _banner(
     return lines
 
 
-def _reason(error: BaseException) -> str:
-    """The plain reason ("Address already in use"), without errno's number."""
-    if isinstance(error, OSError) and error.errno:
-        return os.strerror(error.errno)
-    return str(error) or type(error).__name__
-
-
 def _cannot_listen(option: str, host: str, port: int, error: BaseException) -> str:
     """The one-line error for a server of ``--option`` that cannot start,
     worded as the one for ``--port``."""
     return (
         f"smtpsink: error: --{option}: cannot listen on {format_address(host, port)}: "
-        f"{_reason(error)} {_listen_advice(option, error)}"
+        f"{plain_reason(error)} {_listen_advice(option, error)}"
     )
 
 
 def _listen_advice(option: str, error: BaseException | None) -> str:
     """What to change when a server cannot listen: its port, mostly."""
-    if isinstance(error, OSError) and error.errno == errno.EADDRNOTAVAIL:
+    if error is not None and bind_errno(error) == errno.EADDRNOTAVAIL:
         return "(--host must be an address of this machine)"
     name = "--port" if option == "port" else f"--{option} port"
     return f"(choose another {name}, or --{option} 0 for a free one)"
@@ -765,7 +764,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.makedirs(save_dir, exist_ok=True)
         except OSError as error:
             parser.error(
-                f"argument --save-dir: cannot create {save_dir!r}: {_reason(error)}"
+                f"argument --save-dir: cannot create {save_dir!r}: {plain_reason(error)}"
             )
     live = None
     if args.http is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import functools
 import importlib
 import ipaddress
@@ -332,7 +333,7 @@ class SMTPSink(Mailbox):
                 self._loop = loop
                 # asyncio wraps the errno in a sentence that repeats the
                 # address; the plain reason reads better after ours.
-                reason = os.strerror(error.errno) if error.errno else str(error)
+                reason = plain_reason(error)
                 raise SinkError(
                     f"cannot listen on {format_address(settings.host, settings.port)}: "
                     f"{reason}"
@@ -652,6 +653,25 @@ def _run_until_complete(loop: asyncio.AbstractEventLoop, work: Awaitable[_T]) ->
         return loop.run_until_complete(work)
     with concurrent.futures.ThreadPoolExecutor(1, "smtpsink-start") as helper:
         return helper.submit(loop.run_until_complete, work).result()
+
+
+def bind_errno(error: BaseException) -> int | None:
+    """The errno of a failed bind or listen, or None. Since Python 3.13,
+    asyncio reports an address of no interface here (EADDRNOTAVAIL) as a
+    sentence without an errno: it is taken back."""
+    if not isinstance(error, OSError):
+        return None
+    if error.errno:
+        return error.errno
+    if str(error).startswith("could not bind on any address"):
+        return errno.EADDRNOTAVAIL
+    return None
+
+
+def plain_reason(error: BaseException) -> str:
+    """The plain reason ("Address already in use"), without errno's number."""
+    code = bind_errno(error)
+    return os.strerror(code) if code else (str(error) or type(error).__name__)
 
 
 def format_address(host: str, port: int) -> str:
