@@ -8,6 +8,7 @@ import importlib.util
 import os
 import re
 import smtplib
+import socket
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from email.message import EmailMessage
@@ -16,7 +17,19 @@ import external
 import pytest
 from dovecot import INSTALL_HINT, Dovecot, find_program
 
-from pytest_smtpsink import Mailbox, SMTPSink
+from pytest_smtpsink import Mailbox, SinkError, SMTPSink
+
+
+def start_on_ipv6_loopback() -> SMTPSink:
+    """A started sink on ``::1``; the test is skipped where there is none."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 in this Python")
+    sink = SMTPSink(host="::1")
+    try:
+        sink.start()
+    except SinkError as error:
+        pytest.skip(f"no IPv6 loopback here: {error}")
+    return sink
 
 
 def make_message(

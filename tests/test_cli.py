@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import external
 import pytest
 import trustme
-from conftest import slow_step_report
+from conftest import slow_step_report, start_on_ipv6_loopback
 
 from pytest_smtpsink import SinkError, SMTPSink
 from pytest_smtpsink._cli import _Reporter, _Runner, build_parser, main
@@ -1206,13 +1206,7 @@ def test_only_the_standalone_mailboxes_forget_deleted_mail(standalone: bool) -> 
 
 
 def test_ipv6_peers_are_written_in_brackets() -> None:
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6 in this Python")
-    sink = SMTPSink(host="::1")
-    try:
-        sink.start()
-    except SinkError as error:
-        pytest.skip(f"no IPv6 loopback here: {error}")
+    sink = start_on_ipv6_loopback()
     out = io.StringIO()
     try:
         reporter = _Reporter(sink, out, False, False, None)

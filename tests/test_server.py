@@ -8,7 +8,7 @@ import sys
 import threading
 
 import pytest
-from conftest import Factory
+from conftest import Factory, start_on_ipv6_loopback
 
 from pytest_smtpsink import SettingsError, SinkError, SinkSettings, SMTPSink
 
@@ -235,13 +235,7 @@ def test_greeting_uses_the_configured_hostname() -> None:
 
 
 def test_ipv6_loopback() -> None:
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6 in this Python")
-    sink = SMTPSink(host="::1")
-    try:
-        sink.start()
-    except SinkError as error:
-        pytest.skip(f"no IPv6 loopback here: {error}")
+    sink = start_on_ipv6_loopback()
     try:
         assert sink.url == f"smtp://[::1]:{sink.port}"
         with smtplib.SMTP("::1", sink.port) as client:
