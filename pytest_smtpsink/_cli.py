@@ -465,9 +465,12 @@ class _Reporter:
                 # Python's last flush of stdout at exit would fail again. This
                 # points the descriptor (the process's stdout, mostly) at
                 # devnull for good: nothing written to it could arrive now.
+                descriptor = self.out.fileno()
                 devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, self.out.fileno())
-                os.close(devnull)
+                try:
+                    os.dup2(devnull, descriptor)
+                finally:
+                    os.close(devnull)
             _warn("output closed; the sink runs on until stopped (Ctrl-C)")
 
     def process(self) -> None:
