@@ -124,7 +124,15 @@ def test_zulip_style_fetch_delete_and_expunge(smtpsink: Mailbox) -> None:
 @pytest.mark.asyncio
 async def test_aioimaplib_idle_is_woken_by_smtp_mail(smtpsink: Mailbox) -> None:
     smtpsink.deliver(raw_message("Before"), to=USER)
-    client = aioimaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port, timeout=30)
+    lost: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(error: Exception | None) -> None:
+        if not lost.done():
+            lost.set_result(error)
+
+    client = aioimaplib.IMAP4(
+        smtpsink.imap.host, smtpsink.imap.port, timeout=30, conn_lost_cb=connection_lost
+    )
     await client.wait_hello_from_server()
     assert (await client.login(USER, "pw")).result == "OK"
     selected = await client.select("INBOX")
@@ -150,6 +158,10 @@ async def test_aioimaplib_idle_is_woken_by_smtp_mail(smtpsink: Mailbox) -> None:
         line for line in response.lines if isinstance(line, (bytes, bytearray))
     )
     await client.logout()
+    # The server closes the connection after LOGOUT; the transport is closed
+    # once this loop has run its loss. Ending the test sooner left it open
+    # on a loop that pytest-asyncio closes: a ResourceWarning in a later test.
+    assert await asyncio.wait_for(lost, 30) is None
     session = [s for s in smtpsink.sessions if s.protocol == "IMAP"][-1]
     assert session.used("IDLE")
 
