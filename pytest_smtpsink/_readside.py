@@ -38,6 +38,7 @@ from ._faults import (
     Step,
     steps,
 )
+from ._reading import ReadsIntoBuffer
 from ._session import EndReason, Exchange, ExchangeKind, Session, TLSInfo
 from ._text import printable
 from ._tls import HANDSHAKE_TIMEOUT, describe_handshake_failure
@@ -197,7 +198,7 @@ class ReadSideServer(Generic[ConnectionT]):
 # -- one connection --------------------------------------------------------------
 
 
-class ReadSideConnection(asyncio.Protocol):
+class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
     """One client of a read-side server: its input buffer and line reader,
     its output with back pressure, its TLS, fault stalls and transcript.
     A subclass runs the conversation (`_serve`) and says its lines."""

@@ -52,6 +52,7 @@ from ._faults import (
 )
 from ._message import Envelope as MessageEnvelope
 from ._message import Message, RecipientDSN
+from ._reading import ReadsIntoBuffer
 from ._session import AuthInfo, EndReason, Exchange, Session, TLSInfo
 from ._store import SHARED_VALUES_MAX
 from ._tls import HANDSHAKE_TIMEOUT, describe_handshake_failure
@@ -564,7 +565,7 @@ def _auth_mechanisms(cls: type) -> list[str]:
     ]
 
 
-class RecordingSMTP(SMTP):
+class RecordingSMTP(SMTP, ReadsIntoBuffer):
     def __dir__(self) -> list[str]:
         # aiosmtpd's SMTP.__init__ looks for smtp_* and auth_* methods with
         # dir(self) and inspect.getmembers(self) on every connection; over

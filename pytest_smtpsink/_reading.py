@@ -1,0 +1,50 @@
+"""`ReadsIntoBuffer`: the servers' connections read into one buffer.
+
+asyncio's selector transports read a plain `Protocol`'s data with
+``sock.recv(256 KiB)``: every packet allocates 256 KiB, shrunk to its size.
+That is above glibc's threshold for mapping memory, so each packet costs an
+``mmap``, a page fault, an ``mremap`` and an ``munmap``, and in a process
+with other threads (the test's) the unmap interrupts them on their cores.
+It was a quarter of the sink's time per message in the one-connection
+benchmark. A `BufferedProtocol` has the transport read into a buffer it
+gives: one per thread here, reused for every read, so nothing is mapped.
+TLS layers and uvloop take buffered protocols as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import TYPE_CHECKING
+
+#: Bytes read at most per packet: below glibc's mapping threshold (128 KiB),
+#: and more than a pipelined group or a content chunk the clients send.
+_SIZE = 64 * 1024
+
+
+class _Buffer(threading.local):
+    def __init__(self) -> None:
+        self.view = memoryview(bytearray(_SIZE))
+
+
+_buffer = _Buffer()
+
+
+class ReadsIntoBuffer(asyncio.BufferedProtocol):
+    """Mixed into a `Protocol` class after its other bases, so that its own
+    ``data_received`` still gets each packet, as a bytes object of its own.
+
+    The buffer is the loop thread's: asyncio calls `get_buffer`, reads, and
+    calls `buffer_updated` at once, and the data is copied out then.
+    """
+
+    if TYPE_CHECKING:
+
+        def data_received(self, data: bytes) -> None: ...
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # A smaller buffer than the hint is allowed: the rest comes next read.
+        return _buffer.view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(_buffer.view[:nbytes]))
