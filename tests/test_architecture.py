@@ -92,3 +92,16 @@ def test_front_ends_touch_no_private_member_of_another_object(
         and not (isinstance(node.value, ast.Name) and node.value.id.startswith("_"))
     )
     assert reaches == [], f"{front_end}.py reaches into other objects: {reaches}"
+
+
+def test_every_server_connection_reads_into_a_buffer() -> None:
+    """asyncio reads a plain Protocol's packets with ``recv(256 KiB)``, a
+    memory mapping per packet (see ``_reading``); a buffered protocol reads
+    into a buffer it reuses. A server protocol that loses the mixin gets
+    slower without failing any other test."""
+    import asyncio
+
+    from pytest_smtpsink import _imap, _pop3, _smtp
+
+    for protocol in (_smtp.RecordingSMTP, _pop3._Connection, _imap._Connection):
+        assert issubclass(protocol, asyncio.BufferedProtocol), protocol
