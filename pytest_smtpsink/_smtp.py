@@ -74,6 +74,9 @@ _MAX_SHOWN_LINE = 512
 _ANSWERED_AT_ONCE = {
     verb.encode(): verb for verb in ("EHLO", "MAIL", "RCPT", "NOOP", "RSET", "QUIT")
 }
+# Commands a client may pipeline before another (RFC 2920 section 3.1): a
+# reply to one of them may wait for the next reply (_write_or_hold).
+_PIPELINED = frozenset({"MAIL", "RCPT", "RSET", "NOOP"})
 # Message content is joined into pieces of this size while it is read.
 _CHUNK = 65536
 _LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
@@ -871,6 +874,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
     def close_by_server(self) -> None:
         """Abort the connection (sink stopping, or a fault)."""
         self._mark_end("server-closed")
+        self._send_held_replies()  # answered before the stop: the client may read
         if self.transport is not None:
             # aiosmtpd types it BaseTransport; a server connection's is a Transport.
             cast("asyncio.Transport", self.transport).abort()
@@ -886,6 +890,56 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         super()._cb_client_connected(reader, writer)
         self._read_line, self._read_bytes = reader.readuntil, reader.read
         self._wrap_reader(reader)
+        self._send = writer.write
+        writer.write = self._write_or_hold  # type: ignore[method-assign]
+
+    # -- one write for a pipelined group's replies -------------------------------
+    #
+    # A pipelining client (RFC 2920) sends MAIL, its RCPTs and DATA in one
+    # packet, and aiosmtpd answers each line with a write of its own: a
+    # socket send for each, and a wake-up of the client for each. While
+    # another whole command line waits in the reader's buffer, the reply to a
+    # command that may be pipelined (MAIL, RCPT, RSET, NOOP, the content's
+    # end) is held instead, and goes out with the next reply that is not
+    # held, or when the loop next runs a callback: by then aiosmtpd has
+    # answered every line it had, and waits for more. So the client gets one
+    # write per group, in the same order; a client that waits for each reply
+    # (smtplib) never has a line waiting and sees no change. Never with fault
+    # rules: a stage's delay or disconnect must find the earlier replies sent.
+
+    _held_replies: bytearray | None = None
+
+    def _write_or_hold(self, data: bytes | bytearray | memoryview) -> None:
+        held = self._held_replies
+        if (
+            b"\n" in self._reader._buffer  # type: ignore[attr-defined]
+            and self._may_hold_reply()
+        ):
+            if held is None:
+                self._held_replies = bytearray(data)
+                self.loop.call_soon(self._send_held_replies)
+            else:
+                held += data
+            return
+        if held is not None:
+            self._held_replies = None
+            held += data
+            data = bytes(held)
+        self._send(data)
+
+    def _may_hold_reply(self) -> bool:
+        current = self._current
+        if current is None or self.state.faults.rules:
+            return False
+        if current.kind == "data":  # the reply to the content's end
+            return True
+        return current.kind == "command" and current.line[:4].upper() in _PIPELINED
+
+    def _send_held_replies(self) -> None:
+        held, self._held_replies = self._held_replies, None
+        transport = self.transport
+        if held and transport is not None and not transport.is_closing():
+            self._send(bytes(held))
 
     # -- recording -------------------------------------------------------------
 

@@ -148,6 +148,41 @@ def test_pipelined_batch_gets_its_replies_in_order(smtpsink: Mailbox) -> None:
     ]
 
 
+def test_a_pipelined_group_is_answered_in_one_write(smtpsink: Mailbox) -> None:
+    """The replies to a pipelined group come together (one socket write,
+    one wake-up of the client), as RFC 2920 section 3.2 recommends; a group
+    that ends with QUIT gets its replies before the connection closes."""
+    group = b"MAIL FROM:<app@example.com>\r\nRCPT TO:<ann@example.com>\r\n"
+    group += b"RCPT TO:<bad\x00@example.com>\r\nNOOP\r\nRSET\r\nMAIL FROM:<>\r\n"
+    with socket.create_connection((smtpsink.host, smtpsink.port), TIMEOUT) as sock:
+        sock.recv(4096)  # the greeting
+        sock.sendall(b"HELO client.example\r\n")
+        assert sock.recv(4096).startswith(b"250 ")
+        sock.sendall(group + b"RCPT TO:<bob@example.com>\r\nDATA\r\n")
+        # One recv: the server wrote them at once. (Written one by one,
+        # the first recv may return as soon as the first reply is in.)
+        codes = [line[:3] for line in sock.recv(65536).splitlines()]
+        assert codes == [b"250", b"250", b"501", b"250", b"250", b"250", b"250", b"354"]
+        sock.sendall(b"Subject: one write\r\n\r\nhi\r\n.\r\nNOOP\r\nQUIT\r\n")
+        codes = [line[:3] for line in sock.recv(65536).splitlines()]
+        assert codes == [b"250", b"250", b"221"]
+        assert sock.recv(4096) == b""  # then the server closed
+    message = smtpsink.assert_sent(subject="one write")
+    assert message.envelope.rcpt_to == ("bob@example.com",)
+
+
+def test_held_replies_go_out_when_the_group_stops_short(smtpsink: Mailbox) -> None:
+    """A group without a last command (no DATA, no QUIT): its replies still
+    come, without waiting for another command."""
+    with socket.create_connection((smtpsink.host, smtpsink.port), TIMEOUT) as sock:
+        replies = sock.makefile("rb")
+        replies.readline()  # the greeting
+        sock.sendall(b"HELO client.example\r\nMAIL FROM:<a@example.com>\r\n")
+        sock.sendall(b"RCPT TO:<b@example.com>\r\nRCPT TO:<c@example.com>\r\n")
+        assert [replies.readline()[:3] for _ in range(4)] == [b"250"] * 4
+        replies.close()
+
+
 # -- DSN ------------------------------------------------------------------------------
 
 
