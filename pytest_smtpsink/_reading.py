@@ -17,9 +17,10 @@ import asyncio
 import threading
 from typing import TYPE_CHECKING
 
-#: Bytes read at most per packet: below glibc's mapping threshold (128 KiB),
-#: and more than a pipelined group or a content chunk the clients send.
-_SIZE = 64 * 1024
+#: Bytes read at most at once: asyncio's own size, so a large message takes
+#: as few reads as before. The buffer is made once per thread; each read's
+#: bytes are allocated at their own size, small for a command.
+_SIZE = 256 * 1024
 
 
 class _Buffer(threading.local):
