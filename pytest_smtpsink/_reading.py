@@ -36,7 +36,11 @@ class ReadsIntoBuffer(asyncio.BufferedProtocol):
     ``data_received`` still gets each packet, as a bytes object of its own.
 
     The buffer is the loop thread's: asyncio calls `get_buffer`, reads, and
-    calls `buffer_updated` at once, and the data is copied out then.
+    calls `buffer_updated` at once, with no other code in between (the
+    selector transport, the TLS layers of Python 3.10 and 3.11+, uvloop).
+    So `buffer_updated` must copy the data out *before* calling anything:
+    ``data_received`` may close a transport, whose TLS layer then reads
+    again into the same buffer.
     """
 
     if TYPE_CHECKING:

@@ -77,6 +77,9 @@ _ANSWERED_AT_ONCE = {
 # Commands a client may pipeline before another (RFC 2920 section 3.1): a
 # reply to one of them may wait for the next reply (_write_or_hold).
 _PIPELINED = frozenset({"MAIL", "RCPT", "RSET", "NOOP"})
+# Held replies past this size are written (with the transport's back
+# pressure) instead: a group of a few commands is far smaller.
+_HELD_REPLIES_MAX = 65536
 # Message content is joined into pieces of this size while it is read.
 _CHUNK = 65536
 _LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
@@ -868,6 +871,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         if self._idle_deadline > self._armed_for:  # traffic since it was armed
             self._arm_idle_timer(self._idle_deadline)
             return
+        self._send_held_replies()  # before aiosmtpd's 421 and close
         self._mark_end("timeout")
         super()._timeout_cb()  # type: ignore[no-untyped-call]
 
@@ -914,6 +918,9 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         if (
             b"\n" in self._reader._buffer  # type: ignore[attr-defined]
             and self._may_hold_reply()
+            # Beyond this, write: the transport's back pressure (aiosmtpd
+            # drains after each reply) then holds a client that never reads.
+            and (held is None or len(held) < _HELD_REPLIES_MAX)
         ):
             if held is None:
                 self._held_replies = bytearray(data)
@@ -928,12 +935,17 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         self._send(data)
 
     def _may_hold_reply(self) -> bool:
+        # Only replies after which aiosmtpd never closes the connection: a
+        # reply held when the transport closes is lost. (Its fifth reply to
+        # an unknown command, "MAILFROM:" or "NOOPX" too, comes with a close;
+        # so does its 421 with a command-call limit.)
         current = self._current
-        if current is None or self.state.faults.rules:
+        if current is None or self.state.faults.rules or self._enforce_call_limit:
             return False
         if current.kind == "data":  # the reply to the content's end
             return True
-        return current.kind == "command" and current.line[:4].upper() in _PIPELINED
+        verb = current.line.partition(" ")[0].upper()
+        return current.kind == "command" and verb in _PIPELINED
 
     def _send_held_replies(self) -> None:
         held, self._held_replies = self._held_replies, None

@@ -3,11 +3,15 @@ takes it, PIPELINING (RFC 2920) and DSN (RFC 3461)."""
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
 import socket
 import subprocess
+import threading
+import time
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import external
 import pytest
@@ -171,16 +175,52 @@ def test_a_pipelined_group_is_answered_in_one_write(smtpsink: Mailbox) -> None:
     assert message.envelope.rcpt_to == ("bob@example.com",)
 
 
-def test_held_replies_go_out_when_the_group_stops_short(smtpsink: Mailbox) -> None:
-    """A group without a last command (no DATA, no QUIT): its replies still
-    come, without waiting for another command."""
+def test_held_replies_go_out_while_a_command_waits(
+    smtpsink_factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A held reply does not wait for the rest of its group: while a later
+    command of the group waits (here RCPT, held by the test), the reply to
+    MAIL is already sent."""
+    from pytest_smtpsink import _smtp
+
+    release = threading.Event()
+    handle_rcpt = _smtp._Handler.handle_RCPT
+
+    async def waiting_rcpt(self: Any, *args: Any) -> Any:
+        deadline = time.monotonic() + 60  # the test fails long before
+        while not release.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        return await handle_rcpt(self, *args)
+
+    monkeypatch.setattr(_smtp._Handler, "handle_RCPT", waiting_rcpt)
+    sink = smtpsink_factory(hostname="waiting-rcpt.test")  # a new server
+    with socket.create_connection((sink.host, sink.port), TIMEOUT) as sock:
+        replies = sock.makefile("rb")
+        replies.readline()  # the greeting
+        sock.sendall(b"HELO client.example\r\n")
+        assert replies.readline().startswith(b"250 ")
+        sock.sendall(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n")
+        sock.settimeout(5)  # the MAIL reply comes at once, or never before RCPT's
+        assert replies.readline().startswith(b"250 ")  # MAIL, RCPT still waiting
+        release.set()
+        sock.settimeout(TIMEOUT)
+        assert replies.readline().startswith(b"250 ")  # RCPT
+        replies.close()
+
+
+def test_replies_before_the_server_closes_are_sent(smtpsink: Mailbox) -> None:
+    """Unknown commands that look like pipelined ones (``MAILFROM:``) get
+    their replies although aiosmtpd closes the connection after the fifth:
+    no reply is held when a close may follow it."""
     with socket.create_connection((smtpsink.host, smtpsink.port), TIMEOUT) as sock:
         replies = sock.makefile("rb")
         replies.readline()  # the greeting
-        sock.sendall(b"HELO client.example\r\nMAIL FROM:<a@example.com>\r\n")
-        sock.sendall(b"RCPT TO:<b@example.com>\r\nRCPT TO:<c@example.com>\r\n")
-        assert [replies.readline()[:3] for _ in range(4)] == [b"250"] * 4
+        sock.sendall(b"HELO client.example\r\n")
+        assert replies.readline().startswith(b"250 ")
+        sock.sendall(b"MAILFROM:<a@example.com>\r\n" * 5 + b"QUIT\r\n")
+        codes = [line[:3] for line in replies.readlines()]  # until the close
         replies.close()
+    assert codes == [b"500"] * 4 + [b"502"]
 
 
 # -- DSN ------------------------------------------------------------------------------
