@@ -155,6 +155,23 @@ def test_too_many_bogus_commands_closes_the_connection(
     assert session.end == "server-closed"
 
 
+def test_lines_pipelined_after_the_goodbye_are_not_in_the_transcript(
+    raw: Connect, smtpsink: Mailbox
+) -> None:
+    """aiosmtpd goes on with lines already read after its 502 and close; the
+    client never gets their replies, so the transcript must not show them."""
+    client = raw()
+    client.sock.sendall(
+        b"XX\r\n" * 5 + b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n"
+    )
+    codes = [int(line[:3]) for line in client.rest().splitlines()]
+    assert codes == [500, 500, 500, 500, 502]
+    session = session_of(smtpsink, client, ended=True)
+    assert session.codes[1:] == codes  # after the greeting
+    assert session.commands[-1] == "XX"
+    assert smtpsink.messages == []
+
+
 @pytest.mark.parametrize(
     ("lines", "codes"),
     [
