@@ -608,23 +608,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         inbox = self.server.inbox
         message = inbox.wait_for(criteria, since, timeout)
+        if message is not None:
+            self._send_json(message_summary(message))
+            return
         wanted = ", ".join(
             f"{'from' if name == 'from_' else name}={value!r}"
             for name, value in criteria.items()
         )
         wanted = f"a message matching {wanted}" if wanted else "a message"
-        if message is None and inbox.closing:
+        if inbox.closing:
             self._refuse(
                 http.HTTPStatus.SERVICE_UNAVAILABLE,
                 f"the sink stopped before {wanted} came",
             )
-        elif message is None:
+        else:
             self._refuse(
                 http.HTTPStatus.REQUEST_TIMEOUT,
                 f"no {wanted.removeprefix('a ')} within {timeout:g} s",
             )
-        else:
-            self._send_json(message_summary(message))
 
     def _events(self) -> None:
         """Server-sent events: ``data: <version>`` after every change."""

@@ -1138,15 +1138,16 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         if len(self._pending_fragment) < _MAX_SHOWN_LINE:
             self._pending_fragment += chunk[:_MAX_SHOWN_LINE]
 
-    # aiosmtpd goes on with the lines it has already read after its own
-    # goodbye (502 after too many unknown commands) and close; their replies
-    # are never sent, so they are not recorded either.
-    _after_goodbye = False
+    def _said_goodbye(self) -> bool:
+        """Whether the server ended the session. aiosmtpd goes on with the
+        lines it has already read after its own goodbye (502 after too many
+        unknown commands) and close; their replies are never sent, so neither
+        is recorded. (Every last reply is recorded before the end is.)"""
+        record = self.record
+        return record is not None and record.end == "server-closed"
 
     def _on_line(self, line: bytes) -> None:
-        record = self.record
-        if record is not None and record.end == "server-closed":
-            self._after_goodbye = True
+        if self._said_goodbye():
             return
         total = len(line)
         if self._pending_total:  # the rest of an over-long line
@@ -1214,7 +1215,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         return super().push(status)
 
     def _record_reply(self, text: str, injected: bool = False) -> None:
-        if self._after_goodbye:
+        if self._said_goodbye():
             return
         current = self._current
         if current is None:

@@ -28,9 +28,10 @@ _lock = threading.Lock()
 #: how long stop() waits for a client that connected and never finished it.
 HANDSHAKE_TIMEOUT = 2.0
 
-# OpenSSL's reason codes, in words, for a session's ``tls_error``.
 #: Where the API says to look; the standalone sink says its banner instead.
 TRUST_HINT = "see ssl_context() and ca_path"
+
+# OpenSSL's reason codes, in words, for a session's ``tls_error``.
 _REJECTED_CERTIFICATE = (
     "the client rejected the sink's certificate (does it trust the sink's CA? "
     f"{TRUST_HINT})"
