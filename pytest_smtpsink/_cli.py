@@ -887,7 +887,9 @@ class _Runner:
         readers = self._start_reading()
         if readers is None:
             return 1  # the sink stops on the way out, and with it what did start
-        cleanup.callback(self.sink.on_change(wake_up.changed))
+        # Not every transcript line: the reporter prints messages and
+        # sessions as they begin and end (transcripts when they end).
+        cleanup.callback(self.sink.on_change(wake_up.changed, lines=False))
         banner = _banner(self.sink, self.reporter.save_dir, self.reporter.live, readers)
         for line in banner:
             self.reporter.say(line)

@@ -592,11 +592,17 @@ class SMTPSink(Mailbox):
         for a long-running reader (the standalone sink)."""
         return self._store.follow()
 
-    def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
+    def on_change(
+        self, listener: Callable[[], None], *, lines: bool = True
+    ) -> Callable[[], None]:
         """Call ``listener`` (on the server thread, so it must be quick)
         after every change: a message, a session, a transcript line.
+        With ``lines=False``, not for each transcript line: only for
+        messages, sessions that begin or end, and relay and DNS outcomes.
+        That costs the server nothing per line, for a listener that reports
+        what arrived rather than the conversation as it goes.
         Returns the function that stops it."""
-        self._store.add_listener(listener)
+        self._store.add_listener(listener, lines=lines)
         return functools.partial(self._store.remove_listener, listener)
 
     def view(self) -> Mailbox:

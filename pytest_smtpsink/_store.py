@@ -52,15 +52,16 @@ class Store:
         self._emptied_up_to = 0
         self._session_base = 0
         self._listeners: set[Listener] = set()
+        self._line_listeners: set[Listener] = set()  # counted in `watchers`
         self.stored_bytes = 0
         # Why the server refused mail for lack of room (max_stored_bytes),
         # until the store is cleared: reading the store then fails saying so.
         self.overflow: str | None = None
-        # Threads blocked in Mailbox._wait, plus listeners. The protocol
-        # `touch`es for every transcript line, so that `Mailbox.wait_until`
-        # conditions on the conversation wake at once, but only while this is
-        # non-zero: reading it without the lock is safe, as a waiter registers
-        # before it first tests its condition.
+        # Threads blocked in Mailbox._wait, plus the listeners of every line.
+        # The protocol `touch`es for every transcript line, so that
+        # `Mailbox.wait_until` conditions on the conversation wake at once,
+        # but only while this is non-zero: reading it without the lock is
+        # safe, as a waiter registers before it first tests its condition.
         self.watchers = 0
         # Bumped on every change, so a waiter can sleep until *something*
         # happens and then test its condition outside the lock.
@@ -317,18 +318,26 @@ class Store:
 
     # -- listeners ---------------------------------------------------------------------
 
-    def add_listener(self, listener: Listener) -> None:
-        """Call ``listener`` (on the server thread) after every change."""
+    def add_listener(self, listener: Listener, *, lines: bool = True) -> None:
+        """Call ``listener`` (on the server thread) after every change; with
+        ``lines=False``, not for each transcript line, only for messages,
+        sessions that begin or end, and outcomes (relay, DNS): a reader that
+        reports those (the standalone sink) then costs the protocol
+        nothing per line."""
         with self.changed:
             if listener not in self._listeners:
                 self._listeners.add(listener)
-                self.watchers += 1
+                if lines:
+                    self._line_listeners.add(listener)
+                    self.watchers += 1
 
     def remove_listener(self, listener: Listener) -> None:
         with self.changed:
             if listener in self._listeners:
                 self._listeners.discard(listener)
-                self.watchers -= 1
+                if listener in self._line_listeners:
+                    self._line_listeners.discard(listener)
+                    self.watchers -= 1
 
 
 def _forget_in_sessions(dropped: list[Message]) -> None:

@@ -43,6 +43,38 @@ def test_binds_loopback_on_a_free_port() -> None:
     assert not _sink_threads()
 
 
+@pytest.mark.parametrize("lines", [True, False])
+def test_a_listener_hears_of_each_line_only_if_it_asks(lines: bool) -> None:
+    noops = 20
+    calls: list[tuple[int, int, bool]] = []  # (sessions, messages, ended)
+    ended = threading.Event()
+    with SMTPSink() as sink:
+
+        def listener() -> None:
+            sessions = sink.sessions
+            over = bool(sessions) and sessions[-1].end is not None
+            calls.append((len(sessions), len(sink.messages), over))
+            if over:
+                ended.set()
+
+        stop = sink.on_change(listener, lines=lines)
+        try:
+            with smtplib.SMTP(sink.host, sink.port) as client:
+                for _ in range(noops):
+                    client.noop()
+                client.sendmail("a@example.com", ["b@example.com"], b"Hi\r\n")
+            assert ended.wait(30), f"no call after the session ended: {calls}"
+        finally:
+            stop()
+    if lines:  # every command and reply: the 20 NOOPs alone are 40 lines
+        assert len(calls) > 2 * noops, calls
+    else:  # the session began, the message came, the session ended
+        assert (1, 0, False) in calls, calls
+        assert (1, 1, False) in calls, calls
+        assert calls[-1] == (1, 1, True), calls
+        assert len(calls) <= 4, calls
+
+
 def test_two_sinks_get_different_ports() -> None:
     with SMTPSink() as one, SMTPSink() as two:
         assert one.port != two.port
