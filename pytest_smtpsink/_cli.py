@@ -128,6 +128,20 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    # Here, not in the settings: their error would echo the float ("got
+    # 0.0"), not what was typed.
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):  # nan fails too
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds > 0, got {text!r}"
+        )
+    return value
+
+
 def _auth_entry(text: str) -> str:
     # Checked here so the error names --auth; combined in `_auth_setting`.
     if text != "any" and (":" not in text or not text.split(":", 1)[0]):
@@ -260,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     relay.add_argument(
         "--relay-timeout",
-        type=float,
+        type=_seconds,
         default=None,
         metavar="SECONDS",
         help="how long the relay waits for the upstream (default: 10)",

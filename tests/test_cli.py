@@ -747,6 +747,18 @@ def test_stopping_says_it_waits_for_the_relay(start: Callable[..., Sink]) -> Non
             ["--relay-timeout", "5"],
             "argument --relay-timeout: is only used with --relay URL",
         ),
+        (
+            ["--relay-timeout", "0"],
+            "argument --relay-timeout: must be a number of seconds > 0, got '0'\n",
+        ),
+        (
+            ["--relay-timeout", "soon"],
+            "argument --relay-timeout: must be a number of seconds > 0, got 'soon'\n",
+        ),
+        (
+            ["--relay-timeout", "nan"],
+            "argument --relay-timeout: must be a number of seconds > 0, got 'nan'\n",
+        ),
         (["--pop3"], "argument --pop3: expected one argument"),
         (["--pop3", "pop"], "argument --pop3: must be a number from 0 to 65535"),
         (["--imap", "65536"], "argument --imap: must be a number from 0 to 65535"),
