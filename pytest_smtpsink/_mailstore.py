@@ -146,7 +146,10 @@ class StoredMessage:
 
     def __repr__(self) -> str:
         flags = " ".join(sorted(self.flags)) or "-"
-        return f"<StoredMessage uid={self.uid} flags={flags} #{self.message.number}>"
+        from ._message import message_label
+
+        label = message_label(self.message.number)
+        return f"<StoredMessage uid={self.uid} flags={flags} {label}>"
 
 
 class Removal:

@@ -336,7 +336,9 @@ class Message:
         """The connection that delivered this message."""
         self.received_at: datetime.datetime = received_at
         self.number: int = number
-        """Position in the sink, counting from 1 since the server started."""
+        """Position in the sink, counting from 1 since the server started;
+        0 for mail put in with `Mailbox.deliver` (summaries then say
+        ``deliver()`` where they show ``#number``)."""
         # Made on first use (see `_gave_up`, `_addresses`): most messages
         # never need them, and a sink may hold many thousands of messages.
 
@@ -770,7 +772,7 @@ class Message:
             to = join_shortened([a.formatted for a in self.to]) or "-"
             subject = self.subject
             line = (
-                f"#{self.number} {self.received_at:%H:%M:%S.%f}"[:-3]
+                f"{message_label(self.number)} {self.received_at:%H:%M:%S.%f}"[:-3]
                 + f" {self.envelope.mail_from or '<>'} -> "
                 f"{join_shortened(self.envelope.rcpt_to)} | To: {to} | Subject: "
                 f"{subject if subject is None else shorten(subject, 200)!r} | "
@@ -784,7 +786,7 @@ class Message:
 
     def __repr__(self) -> str:
         return (
-            f"<Message #{self.number} from={self.envelope.mail_from!r} "
+            f"<Message {message_label(self.number)} from={self.envelope.mail_from!r} "
             f"to={list(self.envelope.rcpt_to)!r} subject={self.subject!r} "
             f"size={self.size}>"
         )
@@ -817,18 +819,24 @@ def summary_or_raw(message: Message) -> str:
         return raw_summary(message, error)
 
 
+def message_label(number: int) -> str:
+    """How summaries name a message: its number, or where it came from when
+    it never crossed SMTP (`Mailbox.deliver` numbers it 0)."""
+    return f"#{number}" if number else "deliver()"
+
+
 def raw_summary(message: Message, error: BaseException) -> str:
     """A message shown without parsing: number, size, the start of its raw
     bytes and why it could not be read."""
     try:
-        number, raw = message.number, bytes(message.raw)
+        label, raw = message_label(message.number), bytes(message.raw)
     except Exception:  # not even a Message: say so rather than raise
-        number, raw = 0, b""
+        label, raw = "a message", b""
     start = repr(raw[:200]) + (
         f" ... [{len(raw) - 200} more bytes]" if len(raw) > 200 else ""
     )
     return printable(
-        f"#{number} could not be read ({type(error).__name__}: "
+        f"{label} could not be read ({type(error).__name__}: "
         f"{shorten(str(error), 200)}); {len(raw)} bytes: {start}"
     )
 

@@ -222,7 +222,8 @@ def test_malformed_mail_is_kept_and_readable(smtpsink: Mailbox) -> None:
     raw = b"\x00\xff garbage without a header\r\n\r\n=?x?q?\xff?=\r\n"
     message = smtpsink.deliver(raw, to="ann@example.com")
     assert message.raw == raw
-    assert isinstance(message.summary(), str)
+    assert message.summary().startswith("deliver() "), message.summary()
+    assert repr(message).startswith("<Message deliver() ")
     assert smtpsink.mailbox("ann@example.com").messages()[0].raw == raw
 
 
@@ -241,6 +242,9 @@ def test_assert_in_lists_every_folder_with_flags(smtpsink: Mailbox) -> None:
         "subject='Hello'; found 0.\n"
     )
     assert "  INBOX (1 message):\n    uid " in text
+    # Mail that never crossed SMTP has no number in the sink: it says so.
+    assert "[\\Seen] deliver() " in text, text
+    assert "#0" not in text
     assert "[\\Seen]" in text
     assert "  Processed (1 message):" in text
     assert "Subject: 'Invoice'" in text
