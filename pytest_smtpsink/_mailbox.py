@@ -436,11 +436,17 @@ class Mailbox(FaultControls):
         __tracebackhide__ = True
         if within < 0:
             raise ValueError(f"within must be >= 0 seconds, got {within!r}")
-        if within:
-            self._wait(lambda: bool(self._store.messages_since(self._cursor)), within)
+
+        def arrived() -> bool:
+            return bool(self._store.messages_since(self._cursor))
+
+        # Mail already there fails at once: nothing was watched.
+        watching = bool(within) and not arrived()
+        if watching:
+            self._wait(arrived, within)
         everything = self.messages
         if everything:
-            extra = f" (watched {within:g} s)" if within else ""
+            extra = f" within {within:g} s" if watching else ""
             raise AssertionError(
                 failure_report(f"no message{extra}", {}, everything, everything)
             )

@@ -302,11 +302,24 @@ def test_assert_nothing_sent_catches_late_mail(smtpsink: Mailbox) -> None:
     timer = _send_later(smtpsink, "late", 0.1)
     started = time.monotonic()
     with pytest.raises(
-        AssertionError, match=r"expected no message \(watched 30 s\); found 1"
+        AssertionError, match=r"expected no message within 30 s; found 1"
     ):
         smtpsink.assert_nothing_sent(within=30)
     timer.join()
     # It failed on arrival, not at the end of the window.
+    assert time.monotonic() - started < 30
+
+
+def test_assert_nothing_sent_with_mail_already_there_fails_at_once(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    send(subject="early")
+    started = time.monotonic()
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_nothing_sent(within=30)
+    # Nothing was watched: the report does not claim a window.
+    assert str(caught.value).startswith("expected no message; found 1"), caught.value
+    assert "Subject: 'early'" in str(caught.value)
     assert time.monotonic() - started < 30
 
 
