@@ -4,14 +4,16 @@ takes it, PIPELINING (RFC 2920) and DSN (RFC 3461)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import smtplib
 import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import external
 import pytest
@@ -152,16 +154,29 @@ def test_pipelined_batch_gets_its_replies_in_order(smtpsink: Mailbox) -> None:
     ]
 
 
+@contextlib.contextmanager
+def _after_helo(sink: Mailbox) -> Iterator[tuple[socket.socket, BinaryIO]]:
+    """A raw connection past the greeting and HELO, and a reader of its
+    replies. Its buffer is empty then: the server says nothing unasked, so
+    the socket may also be read directly."""
+    with socket.create_connection((sink.host, sink.port), TIMEOUT) as sock:
+        replies = sock.makefile("rb")
+        try:
+            assert replies.readline().startswith(b"220 ")
+            sock.sendall(b"HELO client.example\r\n")
+            assert replies.readline().startswith(b"250 ")
+            yield sock, replies
+        finally:
+            replies.close()
+
+
 def test_a_pipelined_group_is_answered_in_one_write(smtpsink: Mailbox) -> None:
     """The replies to a pipelined group come together (one socket write,
     one wake-up of the client), as RFC 2920 section 3.2 recommends; a group
     that ends with QUIT gets its replies before the connection closes."""
     group = b"MAIL FROM:<app@example.com>\r\nRCPT TO:<ann@example.com>\r\n"
     group += b"RCPT TO:<bad\x00@example.com>\r\nNOOP\r\nRSET\r\nMAIL FROM:<>\r\n"
-    with socket.create_connection((smtpsink.host, smtpsink.port), TIMEOUT) as sock:
-        sock.recv(4096)  # the greeting
-        sock.sendall(b"HELO client.example\r\n")
-        assert sock.recv(4096).startswith(b"250 ")
+    with _after_helo(smtpsink) as (sock, _):
         sock.sendall(group + b"RCPT TO:<bob@example.com>\r\nDATA\r\n")
         # One recv: the server wrote them at once. (Written one by one,
         # the first recv may return as soon as the first reply is in.)
@@ -194,32 +209,22 @@ def test_held_replies_go_out_while_a_command_waits(
 
     monkeypatch.setattr(_smtp._Handler, "handle_RCPT", waiting_rcpt)
     sink = smtpsink_factory(hostname="waiting-rcpt.test")  # a new server
-    with socket.create_connection((sink.host, sink.port), TIMEOUT) as sock:
-        replies = sock.makefile("rb")
-        replies.readline()  # the greeting
-        sock.sendall(b"HELO client.example\r\n")
-        assert replies.readline().startswith(b"250 ")
+    with _after_helo(sink) as (sock, replies):
         sock.sendall(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n")
         sock.settimeout(5)  # the MAIL reply comes at once, or never before RCPT's
         assert replies.readline().startswith(b"250 ")  # MAIL, RCPT still waiting
         release.set()
         sock.settimeout(TIMEOUT)
         assert replies.readline().startswith(b"250 ")  # RCPT
-        replies.close()
 
 
 def test_replies_before_the_server_closes_are_sent(smtpsink: Mailbox) -> None:
     """Unknown commands that look like pipelined ones (``MAILFROM:``) get
     their replies although aiosmtpd closes the connection after the fifth:
     no reply is held when a close may follow it."""
-    with socket.create_connection((smtpsink.host, smtpsink.port), TIMEOUT) as sock:
-        replies = sock.makefile("rb")
-        replies.readline()  # the greeting
-        sock.sendall(b"HELO client.example\r\n")
-        assert replies.readline().startswith(b"250 ")
+    with _after_helo(smtpsink) as (sock, replies):
         sock.sendall(b"MAILFROM:<a@example.com>\r\n" * 5 + b"QUIT\r\n")
         codes = [line[:3] for line in replies.readlines()]  # until the close
-        replies.close()
     assert codes == [b"500"] * 4 + [b"502"]
 
 
