@@ -523,15 +523,20 @@ class _Reporter:
                     functools.partial(self._message, message),
                 )
             )
+        smtp_ended = False
         for key, (number, session) in list(self._open.items()):
             if session.end is not None:
                 del self._open[key]
+                smtp_ended = smtp_ended or session.protocol == "SMTP"
                 ended = session.ended_at or session.started_at
                 events.append(
                     (ended, 2, number, functools.partial(self._closed, number, session))
                 )
         for *_, report in sorted(events, key=lambda e: e[:3]):
             report()
+        if smtp_ended and self.live is not None:
+            # A connection without a message shows how it ended: redraw.
+            self.live.inbox.touch()
         self._report_relays()
 
     def relay_pending(self) -> bool:
@@ -970,8 +975,8 @@ class _WakeUp:
     def __init__(self) -> None:
         self._reader, self._writer = socket.socketpair()
         self._writer.setblocking(False)
-        # Set while a wake-up is unread: a burst of changes (each transcript
-        # line is one) costs one write, not one each.
+        # Set while a wake-up is unread: a burst of changes (a message, its
+        # session's end, a relay outcome) costs one write, not one each.
         self._pending = False
 
     def fileno(self) -> int:

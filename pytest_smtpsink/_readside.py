@@ -140,7 +140,8 @@ class ReadSideServer(Generic[ConnectionT]):
     # The server listens to the mailboxes (`MailStore.listeners`), not to the
     # store: it hears of a new test and of mail changes (IMAP IDLE) only, so
     # that an open read-side connection costs the SMTP conversation nothing
-    # (a store listener would have every transcript line `touch` the store).
+    # (a store listener of lines would have every transcript line `touch`
+    # the store).
     # It listens only while connections are open, and nothing polls.
 
     def opened(self, connection: ConnectionT) -> None:
@@ -431,7 +432,7 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         assert self.record is not None
         self.record._append(exchange)
         self._current = exchange
-        # Only a waiting test (or a live view) needs to hear of each line.
+        # Only a waiting test (or a listener of lines) needs each line.
         if self.store.watchers:
             self.store.touch()
         return exchange

@@ -597,11 +597,12 @@ class SMTPSink(Mailbox):
     ) -> Callable[[], None]:
         """Call ``listener`` (on the server thread, so it must be quick)
         after every change: a message, a session, a transcript line.
-        With ``lines=False``, not for each transcript line: only for
-        messages, sessions that begin or end, and relay and DNS outcomes.
-        That costs the server nothing per line, for a listener that reports
-        what arrived rather than the conversation as it goes.
-        Returns the function that stops it."""
+        With ``lines=False``, transcript lines do not make the server call
+        it: it hears of messages, sessions that begin or end, and relay and
+        DNS outcomes (and of lines only while another listener or a wait
+        asks for them). That costs the server nothing per line, for a
+        listener that reports what arrived rather than the conversation as
+        it goes. Returns the function that stops it."""
         self._store.add_listener(listener, lines=lines)
         return functools.partial(self._store.remove_listener, listener)
 

@@ -883,10 +883,13 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             # aiosmtpd types it BaseTransport; a server connection's is a Transport.
             cast("asyncio.Transport", self.transport).abort()
 
-    def _mark_end(self, reason: EndReason) -> None:
+    def _mark_end(self, reason: EndReason) -> bool:
+        """Record why the session ended, unless it already has; True if so."""
         if self.record is not None and self.record.end is None:
             self.record.end = reason
             self.record.ended_at = _now()
+            return True
+        return False
 
     def _cb_client_connected(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -1225,13 +1228,16 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         if injected:
             current.injected = True
         code = text[:3]
+        ended = False
         if code == "221" and current.command == "QUIT":
-            self._mark_end("quit")
+            ended = self._mark_end("quit")
         elif code == "502" and text.startswith("502 5.5.1 Too many unrecognized"):
             # aiosmtpd closes the connection after this reply (BOGUS_LIMIT).
-            self._mark_end("server-closed")
+            ended = self._mark_end("server-closed")
         store = self.state.store
-        if store.watchers:
+        # The end is news to every listener, not only those of lines: the
+        # close that follows may wait for a client that does not read.
+        if ended or store.watchers:
             store.touch()
 
     # -- commands that update the recorded session -----------------------------
@@ -1787,9 +1793,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             self._record_reply(line, injected=True)
         if closing:
             self._mark_end("server-closed")
-            store = self.state.store
-            if store.watchers:  # the end is news too
-                store.touch()
+            self.state.store.touch()  # the end is news to every listener
         for line in lines:
             await super().push(line.encode("utf-8"))
         if closing:

@@ -319,17 +319,21 @@ class Store:
     # -- listeners ---------------------------------------------------------------------
 
     def add_listener(self, listener: Listener, *, lines: bool = True) -> None:
-        """Call ``listener`` (on the server thread) after every change; with
-        ``lines=False``, not for each transcript line, only for messages,
-        sessions that begin or end, and outcomes (relay, DNS): a reader that
-        reports those (the standalone sink) then costs the protocol
-        nothing per line."""
+        """Call ``listener`` (on the server thread) after every change. With
+        ``lines=False``, transcript lines do not make the server notify on
+        its account: it is called for messages, sessions that begin or end,
+        and outcomes (relay, DNS), and for lines only while someone else
+        listens to them or waits. A reader that reports what arrived (the
+        standalone sink) then costs the protocol nothing per line. Adding a
+        listener again sets its ``lines``."""
         with self.changed:
-            if listener not in self._listeners:
-                self._listeners.add(listener)
-                if lines:
-                    self._line_listeners.add(listener)
-                    self.watchers += 1
+            self._listeners.add(listener)
+            if lines and listener not in self._line_listeners:
+                self._line_listeners.add(listener)
+                self.watchers += 1
+            elif not lines and listener in self._line_listeners:
+                self._line_listeners.discard(listener)
+                self.watchers -= 1
 
     def remove_listener(self, listener: Listener) -> None:
         with self.changed:

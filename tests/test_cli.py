@@ -8,6 +8,7 @@ with smtplib, curl or swaks, and stop it with SIGINT or SIGTERM.
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import hashlib
 import imaplib
@@ -1232,3 +1233,42 @@ def test_ipv6_peers_are_written_in_brackets() -> None:
     opened, _, closed = out.getvalue().splitlines()
     assert re.search(r" session 1 opened from \[::1\]:\d+$", opened), opened
     assert re.search(r": peer \[::1\]:\d+, EHLO ", closed), closed
+
+
+class _Output(io.StringIO):
+    """The reporter's output, which says when its first line (the banner)
+    is written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = threading.Event()
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        self.started.set()
+        return written
+
+
+def test_the_standalone_sink_does_not_listen_to_every_line() -> None:
+    # Its reporter prints messages and sessions as they begin and end: a
+    # listener of lines would make the server notify it for each one.
+    sink = SMTPSink()
+    out = _Output()
+    runner = _Runner(sink, _Reporter(sink, out, False, False, None))
+    thread = threading.Thread(target=runner.run)  # not the main: no signals
+    thread.start()
+    try:
+        assert out.started.wait(30), "the standalone sink did not start"
+        assert sink._store.watchers == 0
+    finally:
+        runner.stop_requested = True
+        if sink.running:  # a new session wakes the reporter, which then stops
+            with (
+                socket.create_connection((sink.host, sink.port), 30) as client,
+                contextlib.suppress(ConnectionResetError),  # the stop aborted it
+            ):
+                client.recv(4096)  # the greeting, or the stop's close
+        thread.join(30)
+    assert not thread.is_alive()
+    lines = out.getvalue().splitlines()
+    assert lines[-1] == "smtpsink stopped: 0 messages in 1 session", lines

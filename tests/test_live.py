@@ -283,6 +283,35 @@ def test_event_stream_says_when_mail_arrives(live: Callable[..., Live]) -> None:
     assert view.sink.stop()[-1] == "smtpsink stopped: 1 message in 1 session"
 
 
+def test_event_stream_says_when_a_connection_without_mail_ends(
+    live: Callable[..., Live],
+) -> None:
+    # The list shows such a connection with its transcript and its end.
+    view = live()
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", view.http_port, timeout=TIMEOUT
+    )
+    try:
+        connection.request("GET", "/events")
+        response = connection.getresponse()
+        assert response.readline() == b"retry: 1000\n"
+        assert response.readline() == b"\n"
+        with smtplib.SMTP("127.0.0.1", view.sink.port) as client:
+            client.ehlo("no-mail.example")
+            # The session's start is pushed, while it is still open.
+            assert response.readline().startswith(b"data: ")
+            assert response.readline() == b"\n"
+        # Blocks until the server writes: the end is pushed too.
+        assert response.readline().startswith(b"data: ")
+    finally:
+        connection.close()
+    status, body = view.request("/fragments/list")
+    assert status == 200
+    assert b"Connections without a message" in body
+    assert b"no-mail.example" in body
+    assert b"quit" in body
+
+
 def test_pages_escape_hostile_mail(live: Callable[..., Live]) -> None:
     view = live()
     view.send(

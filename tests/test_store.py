@@ -80,3 +80,33 @@ def test_wait_async_times_out() -> None:
     store = Store()
     assert not asyncio.run(store.wait_async(lambda: False, timeout=0.01))
     assert store.watchers == 0
+
+
+def test_only_listeners_of_lines_count_as_watchers() -> None:
+    # `watchers` makes the protocol touch the store for every line.
+    store = Store()
+    calls: list[str] = []
+
+    def coarse() -> None:
+        calls.append("coarse")
+
+    def fine() -> None:
+        calls.append("fine")
+
+    store.add_listener(coarse, lines=False)
+    assert store.watchers == 0
+    store.add_listener(fine)
+    assert store.watchers == 1
+    store.touch()  # a change that is not a line reaches both
+    assert sorted(calls) == ["coarse", "fine"]
+    store.add_listener(fine, lines=False)  # added again: its flag changes
+    assert store.watchers == 0
+    store.add_listener(coarse)
+    assert store.watchers == 1
+    store.remove_listener(coarse)
+    store.remove_listener(fine)
+    store.remove_listener(fine)  # twice: harmless
+    assert store.watchers == 0
+    calls.clear()
+    store.touch()
+    assert calls == []
