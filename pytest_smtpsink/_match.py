@@ -54,6 +54,8 @@ _MEANT = {
 
 
 def check_names(criteria: Mapping[str, object]) -> None:
+    """Raise TypeError for an unknown criterion, or a value of a type no
+    criterion takes, saying what it takes."""
     __tracebackhide__ = True
     unknown = [name for name in criteria if name not in CRITERIA_NAMES]
     if unknown:
@@ -71,6 +73,66 @@ def check_names(criteria: Mapping[str, object]) -> None:
             f"unknown criteria {', '.join(map(repr, unknown))}{hint}; "
             f"valid criteria are: {', '.join(CRITERIA_NAMES)}"
         )
+    for name, value in criteria.items():
+        if name == "header":
+            _check_header_criterion(value)
+        else:
+            _check_value(name, value)
+
+
+_ADDRESSES = ("from_", "to", "cc", "reply_to", "mail_from", "rcpt_to")
+
+
+def _check_value(name: str, value: object, where: str = "") -> None:
+    """A criterion's value is a str, a regex of str or a callable (bytes
+    too for ``attachment``): anything else would fail deep in matching, or
+    never match and say nothing."""
+    __tracebackhide__ = True
+    what = where or f"{name}="
+    if isinstance(value, re.Pattern):
+        if isinstance(value.pattern, str):
+            return
+        problem = "a regex of bytes; compile a str pattern"
+    elif (
+        isinstance(value, str)
+        or (name == "attachment" and isinstance(value, bytes))
+        or callable(value)
+    ):
+        return
+    elif isinstance(value, (list, tuple, set, frozenset)) and name in _ADDRESSES:
+        problem = (
+            f"a {type(value).__name__}: an address matches when it is among the "
+            f"message's; for several, assert each ({name}='a@example.com'), or "
+            f"pass a callable ({name}=lambda found: all(a in found for a in "
+            f"{list(value)!r}))"
+        )
+    elif isinstance(value, bytes):
+        problem = "bytes; give text (decode it)"
+    elif value is None:
+        problem = (
+            f"None; to match a message without one, pass a callable "
+            f"({name}=lambda value: not value)"
+        )
+    else:
+        problem = f"{type(value).__name__} {shorten(repr(value), 60)}"
+    accepted = "a str, bytes" if name == "attachment" else "a str"
+    raise TypeError(
+        f"{what} takes {accepted}, a compiled regex or a callable; got {problem}"
+    )
+
+
+def _check_header_criterion(value: object) -> None:
+    __tracebackhide__ = True
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            "header= takes a dict of header names and values "
+            f"(header={{'X-Mailer': 'app'}}); got {type(value).__name__} "
+            f"{shorten(repr(value), 60)}"
+        )
+    for header, wanted in value.items():
+        if not isinstance(header, str):
+            raise TypeError(f"header= names headers with str keys; got {header!r}")
+        _check_value("header", wanted, f"header={{{header!r}: ...}}")
 
 
 def describe(criteria: Mapping[str, object]) -> str:
@@ -248,11 +310,21 @@ def hints(messages: tuple[Message, ...], criteria: Mapping[str, Any]) -> list[st
                 )
     wanted = criteria.get("subject")
     if isinstance(wanted, str):
+        pattern = repr(re.escape(wanted))
         for message in messages:
             subject = message.subject or ""
-            if subject != wanted and wanted.lower() in subject.lower():
+            if subject == wanted:
+                continue
+            if wanted in subject:
                 found.append(
                     f"subject= means equal: #{message.number}'s subject "
-                    f"{subject!r} only contains it; use re.compile({re.escape(wanted)!r})"
+                    f"{subject!r} only contains it; use re.compile({pattern})"
+                )
+            elif wanted.lower() in subject.lower():
+                which = "is it" if wanted.lower() == subject.lower() else "contains it"
+                found.append(
+                    f"subject= is case-sensitive: #{message.number}'s subject "
+                    f"{subject!r} {which} in another case; use "
+                    f"re.compile({pattern}, re.IGNORECASE)"
                 )
     return found

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 import pytest
 from conftest import Send, make_message
@@ -104,6 +105,77 @@ def test_unknown_criterion_is_a_type_error_listing_valid_ones(
         smtpsink.assert_sent(Subject="x")  # type: ignore[call-overload]
     with pytest.raises(TypeError, match=r"'from' is a keyword in Python"):
         smtpsink.assert_sent(From="x")  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize(
+    ("criteria", "says"),
+    [
+        (
+            {"to": ["ann@example.com", "bob@example.com"]},
+            "to= takes a str, a compiled regex or a callable; got a list: an "
+            "address matches when it is among the message's; for several, assert "
+            "each (to='a@example.com'), or pass a callable (to=lambda found: "
+            "all(a in found for a in ['ann@example.com', 'bob@example.com']))",
+        ),
+        ({"text": ["hello"]}, "text= takes a str, a compiled regex or a callable"),
+        ({"rcpt_to": b"ann@example.com"}, "got bytes; give text (decode it)"),
+        (
+            {"subject": 3},
+            "subject= takes a str, a compiled regex or a callable; got int 3",
+        ),
+        (
+            {"subject": None},
+            "got None; to match a message without one, pass a callable "
+            "(subject=lambda value: not value)",
+        ),
+        ({"body": re.compile(b"x")}, "got a regex of bytes; compile a str pattern"),
+        (
+            {"header": "X-Mailer"},
+            "header= takes a dict of header names and values "
+            "(header={'X-Mailer': 'app'}); got str 'X-Mailer'",
+        ),
+        ({"header": {"X-Mailer": 1}}, "header={'X-Mailer': ...} takes a str"),
+        ({"attachment": 3}, "attachment= takes a str, bytes, a compiled regex"),
+    ],
+)
+def test_a_criterion_of_the_wrong_type_says_what_it_takes(
+    smtpsink: Mailbox, send: Send, criteria: dict[str, Any], says: str
+) -> None:
+    send(subject="Hi")
+    with pytest.raises(TypeError) as caught:
+        smtpsink.assert_sent(**criteria)
+    assert says in str(caught.value), caught.value
+    # The same check guards every query.
+    with pytest.raises(TypeError):
+        smtpsink.messages.filter(**criteria)
+
+
+def test_the_callable_suggested_for_several_addresses_works(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    send(subject="Both", to=["Ann <ann@example.com>", "bob@example.com"])
+    wanted = ["ann@example.com", "bob@example.com"]
+    smtpsink.assert_sent(to=lambda found: all(a in found for a in wanted))
+
+
+def test_a_subject_in_another_case_gets_a_hint_that_matches(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    send(subject="Reset your password")
+    for wanted, which in (
+        ("Reset Your Password", "is it"),
+        ("Your Password", "contains it"),
+    ):
+        with pytest.raises(AssertionError) as caught:
+            smtpsink.assert_sent(subject=wanted)
+        pattern = re.escape(wanted)
+        assert "Hint: subject= is case-sensitive: #" in str(caught.value)
+        assert (
+            f"'s subject 'Reset your password' {which} in another case; use "
+            f"re.compile({pattern!r}, re.IGNORECASE)"
+        ) in str(caught.value), caught.value
+        # The advice works.
+        smtpsink.assert_sent(subject=re.compile(pattern, re.IGNORECASE))
 
 
 def test_misuse_errors_hide_the_plugins_frames(pytester: pytest.Pytester) -> None:
