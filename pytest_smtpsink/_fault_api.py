@@ -61,6 +61,7 @@ class FaultControls:
         ``CONNECT``. At a DNS stage (``"DNS:MX"``, ``"DNS:QUERY"``) the MX stub
         answers SERVFAIL for a 4xx code, REFUSED for a 5xx one.
         """
+        __tracebackhide__ = True
         stage = normalize_stage(stage)
         if (
             not isinstance(code, int)
@@ -83,6 +84,7 @@ class FaultControls:
         ``"DATA"`` drops it when the client sends DATA; ``"EOD"`` after the
         whole message was sent, before the server answers (nothing is stored).
         """
+        __tracebackhide__ = True
         return self._add_fault(
             "disconnect", normalize_stage(stage), "disconnect", trigger
         )
@@ -92,6 +94,7 @@ class FaultControls:
 
         Only this connection waits; others are served meanwhile.
         """
+        __tracebackhide__ = True
         if (
             not isinstance(seconds, (int, float))
             or isinstance(seconds, bool)
@@ -108,6 +111,7 @@ class FaultControls:
         The server closes the held connection when the rule goes away (at the
         end of the test at the latest) or after its idle timeout.
         """
+        __tracebackhide__ = True
         return self._add_fault("hang", normalize_stage(stage), "hang", trigger)
 
     def drop(self, **trigger: Unpack[Trigger]) -> Fault:
@@ -116,6 +120,7 @@ class FaultControls:
         ``match`` is compared with the sender and every recipient; the whole
         message is dropped if any matches.
         """
+        __tracebackhide__ = True
         return self._add_fault("drop", "EOD", "drop", trigger)
 
     def limit(
@@ -133,6 +138,7 @@ class FaultControls:
         ``max_size`` (bytes): advertised in EHLO's SIZE; a larger ``SIZE=``
         at MAIL or a larger message at the end of data gets ``552``.
         """
+        __tracebackhide__ = True
         rules = []
         for name, stage, value in (
             ("max_recipients", "RCPT", max_recipients),
@@ -156,6 +162,7 @@ class FaultControls:
         parameter of a hidden extension (``SIZE=``, ``SMTPUTF8``,
         ``BODY=8BITMIME``) with ``555``.
         """
+        __tracebackhide__ = True
         names = tuple(
             name.strip().upper() for name in extensions if isinstance(name, str)
         )
@@ -190,12 +197,19 @@ _METHODS = ("fail", "disconnect", "delay", "hang", "drop", "limit", "hide")
 def apply_marker(
     view: FaultControls, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Fault | tuple[Fault, ...]:
-    """``@pytest.mark.smtpsink_fault("fail", "MAIL", 451, times=2)``."""
+    """``@pytest.mark.smtpsink_fault("fail", "MAIL", 451, times=2)``, or with
+    the kind as a keyword, as the reference writes it: ``kind="fail"``."""
+    __tracebackhide__ = True
+    if not args and "kind" in kwargs:
+        kwargs = dict(kwargs)
+        args = (kwargs.pop("kind"),)
     if not args or args[0] not in _METHODS:
+        got = f"; got {args[0]!r}" if args else "; got none"
         raise FaultError(
             "the first argument names the fault: one of "
             f"{', '.join(map(repr, _METHODS))}, e.g. "
             "@pytest.mark.smtpsink_fault('fail', 'RCPT', 550, match='x@example.com')"
+            + got
         )
     method = getattr(view, args[0])
     try:

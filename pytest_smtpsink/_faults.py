@@ -99,6 +99,7 @@ class FaultError(ValueError):
 def check_trigger(method: str, trigger: dict[str, Any]) -> None:
     """Refuse a keyword that is not a trigger keyword, as Python would for a
     misspelt argument, naming the keywords that exist."""
+    __tracebackhide__ = True
     for name in trigger:
         if name not in TRIGGER_KEYWORDS:
             raise TypeError(
@@ -108,6 +109,7 @@ def check_trigger(method: str, trigger: dict[str, Any]) -> None:
 
 
 def normalize_stage(stage: str) -> str:
+    __tracebackhide__ = True
     if not isinstance(stage, str):
         raise FaultError(
             f"stage must be a string, one of {', '.join(SMTP_STAGES)}; got {stage!r}"
@@ -134,6 +136,7 @@ def normalize_stage(stage: str) -> str:
 
 
 def check_count(name: str, value: Any) -> None:
+    __tracebackhide__ = True
     if value is not None and (
         not isinstance(value, int) or isinstance(value, bool) or value < 1
     ):

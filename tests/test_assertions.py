@@ -187,19 +187,35 @@ def test_typo(smtpsink):
 
 def test_tls_helper_on_a_plain_sink(smtpsink):
     smtpsink.ssl_context()
+
+def test_wrong_type(smtpsink):
+    smtpsink.assert_sent(to=["a@example.com"])
+
+def test_fault_code_as_text(smtpsink):
+    smtpsink.fail("RCPT", "550")
+
+def test_fault_stage_typo(smtpsink):
+    smtpsink.hang("DAT")
 """
     )
     result = pytester.runpytest("-p", "no:xdist")
-    result.assert_outcomes(failed=2)
+    result.assert_outcomes(failed=5)
     result.stdout.fnmatch_lines(
         [
             '>       smtpsink.messages.filter(subjet="x")',
             "E       TypeError: unknown criteria 'subjet' (did you mean subject=?)*",
             ">       smtpsink.ssl_context()",
             "E       RuntimeError: ssl_context() is for TLS sinks*",
+            '>       smtpsink.assert_sent(to=["a@example.com"])',
+            "E       TypeError: to= takes a str, a compiled regex or a callable; got a list*",
+            '>       smtpsink.fail("RCPT", "550")',
+            "E       *FaultError: code must be a 4xx or 5xx reply code, got '550'",
+            '>       smtpsink.hang("DAT")',
+            "E       *FaultError: *",
         ]
     )
-    assert "pytest_smtpsink" not in result.stdout.str()
+    # No frame of the plugin's (its exceptions' names aside).
+    assert "pytest_smtpsink/" not in result.stdout.str()
 
 
 def test_queries(mixed: Mailbox) -> None:

@@ -685,5 +685,28 @@ def test_marker_errors_are_reported(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("-p", "no:cacheprovider", "--strict-markers")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
-        ["*@pytest.mark.smtpsink_fault: the first argument names the fault*"]
+        [
+            "*@pytest.mark.smtpsink_fault: the first argument names the fault*"
+            "; got 'explode'"
+        ]
     )
+
+
+def test_the_marker_takes_the_kind_as_a_keyword(pytester: pytest.Pytester) -> None:
+    # The reference writes it smtpsink_fault(kind, ...).
+    pytester.makepyfile(
+        """
+        import smtplib
+
+        import pytest
+
+        @pytest.mark.smtpsink_fault(kind="fail", stage="RCPT", code=550)
+        def test_it(smtpsink):
+            with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+                client.ehlo()
+                client.mail("app@example.com")
+                assert client.rcpt("ann@example.com")[0] == 550
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "--strict-markers")
+    result.assert_outcomes(passed=1)
