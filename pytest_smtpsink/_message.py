@@ -735,9 +735,16 @@ class Message:
             for k, v in (("contains", contains), ("pattern", pattern), ("text", text))
             if v is not None
         )
+        # One line per URL, as links() has them, with its anchor texts (a
+        # URL is often in both the HTML and the text part).
+        anchors: dict[str, list[str]] = {}
+        for url, anchor in self._link_pairs:
+            texts = anchors.setdefault(url, [])
+            if anchor and anchor not in texts:
+                texts.append(anchor)
         found = "\n".join(
-            f"  {url}" + (f"  (text {anchor!r})" if anchor else "")
-            for url, anchor in dict.fromkeys(self._link_pairs)
+            f"  {url}" + (f"  (text {', '.join(map(repr, texts))})" if texts else "")
+            for url, texts in anchors.items()
         )
         raise AssertionError(
             f"no link with {wanted or 'any URL'} in {self!r}; links found:\n"
