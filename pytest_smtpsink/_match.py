@@ -298,6 +298,23 @@ def hints(messages: tuple[Message, ...], criteria: Mapping[str, Any]) -> list[st
                     "header (a Bcc, or a different header): match envelope "
                     f"recipients with rcpt_to={wanted!r}"
                 )
+    for name in _ADDRESSES:
+        wanted = criteria.get(name)
+        if not isinstance(wanted, str):
+            continue
+        target = normalize_address(wanted)
+        for message in messages:
+            values = [normalize_address(str(a)) for a in _ADDRESS_FIELDS[name](message)]
+            other_case = [
+                v for v in values if v != target and v.lower() == target.lower()
+            ]
+            if other_case:
+                pattern = repr(f"^{re.escape(target)}$")
+                found.append(
+                    f"{name}= compares the part before @ case-sensitively (RFC "
+                    f"5321): #{message.number} has {other_case[0]!r}; use "
+                    f"re.compile({pattern}, re.IGNORECASE)"
+                )
     for name, other in (("text", "html"), ("html", "text")):
         wanted = criteria.get(name)
         if not isinstance(wanted, (str, re.Pattern)):

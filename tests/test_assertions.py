@@ -178,6 +178,23 @@ def test_a_subject_in_another_case_gets_a_hint_that_matches(
         smtpsink.assert_sent(subject=re.compile(pattern, re.IGNORECASE))
 
 
+def test_an_address_in_another_case_gets_a_hint_that_matches(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    send(subject="Hi", to=["Ann <ann@example.com>"])
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(to="Ann@Example.com")
+    pattern = f"^{re.escape('Ann@example.com')}$"
+    assert (
+        "Hint: to= compares the part before @ case-sensitively (RFC 5321): #"
+    ) in str(caught.value), caught.value
+    assert (
+        f" has 'ann@example.com'; use re.compile({pattern!r}, re.IGNORECASE)"
+    ) in str(caught.value), caught.value
+    # The advice works.
+    smtpsink.assert_sent(to=re.compile(pattern, re.IGNORECASE))
+
+
 def test_misuse_errors_hide_the_plugins_frames(pytester: pytest.Pytester) -> None:
     # The error points at the test's line, as a failed assertion does.
     pytester.makepyfile(
