@@ -175,7 +175,20 @@ class UserMailbox:
         with self._mail.lock:
             account = self._account()
             if account is None:
-                return f"{self.user}'s mailbox is empty (no mail arrived for it)."
+                # The likely slip: another address got the mail.
+                others = sorted(
+                    user
+                    for user, other in self._mail.accounts.items()
+                    if any(folder.messages for folder in other.folders.values())
+                )
+                shown = ", ".join(others[:_LISTED]) + (
+                    f" and {len(others) - _LISTED} more"
+                    if len(others) > _LISTED
+                    else ""
+                )
+                return f"{self.user}'s mailbox is empty (no mail arrived for it)." + (
+                    f" Mailboxes with mail: {printable(shown)}." if others else ""
+                )
             folders = sorted(
                 account.folders.values(), key=lambda f: (f.name != INBOX, f.name)
             )

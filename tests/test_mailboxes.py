@@ -250,6 +250,19 @@ def test_assert_in_lists_every_folder_with_flags(smtpsink: Mailbox) -> None:
     assert "Subject: 'Invoice'" in text
 
 
+def test_an_empty_mailbox_names_the_mailboxes_that_have_mail(
+    smtpsink: Mailbox,
+) -> None:
+    smtpsink.deliver(RAW, to="help@acme.test")
+    smtpsink.deliver(RAW, to="sales@acme.test")
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.mailbox("support@acme.test").assert_in(subject="Hello")
+    assert str(caught.value).endswith(
+        "support@acme.test's mailbox is empty (no mail arrived for it). "
+        "Mailboxes with mail: help@acme.test, sales@acme.test."
+    ), caught.value
+
+
 def test_assert_in_with_flags_says_which_flags_it_has(smtpsink: Mailbox) -> None:
     smtpsink.deliver(RAW)
     with pytest.raises(AssertionError, match=r"found it with flags \{\} \(none\)"):
