@@ -45,6 +45,9 @@ class Mailbox(FaultControls):
     The ``smtpsink`` fixture is a `Mailbox` on the session's default sink.
     """
 
+    #: Since when failure reports say the messages they list arrived.
+    _scope = "in this test"
+
     def __init__(self, sink: SMTPSink, store: Store, cursor: tuple[int, int]) -> None:
         self._sink = sink
         self._store = store
@@ -385,6 +388,7 @@ class Mailbox(FaultControls):
         Other mailboxes on the same sink are not affected.
         """
         self._cursor = self._store.cursor()
+        self._scope = "since clear()"  # what failure reports say arrived
 
     # -- assertions --------------------------------------------------------------------
 
@@ -414,7 +418,9 @@ class Mailbox(FaultControls):
         ok = len(found) >= 1 if count is None else len(found) == count
         if not ok:
             wanted = "at least 1 message" if count is None else plural(count, "message")
-            raise AssertionError(failure_report(wanted, criteria, found, everything))
+            raise AssertionError(
+                failure_report(wanted, criteria, found, everything, scope=self._scope)
+            )
         if count is None:
             return found[-1]
         return found[0] if count == 1 else found
@@ -427,7 +433,9 @@ class Mailbox(FaultControls):
         found = everything.filter(**criteria)
         if found:
             raise AssertionError(
-                failure_report("no message", criteria, found, everything)
+                failure_report(
+                    "no message", criteria, found, everything, scope=self._scope
+                )
             )
 
     def assert_nothing_sent(self, within: float = 0.0) -> None:
@@ -448,7 +456,9 @@ class Mailbox(FaultControls):
         if everything:
             extra = f" within {within:g} s" if watching else ""
             raise AssertionError(
-                failure_report(f"no message{extra}", {}, everything, everything)
+                failure_report(
+                    f"no message{extra}", {}, everything, everything, scope=self._scope
+                )
             )
 
     def assert_clean(
@@ -649,6 +659,7 @@ class Mailbox(FaultControls):
                 found,
                 everything,
                 verb="wait_for timed out: expected",
+                scope=self._scope,
             )
         )
 

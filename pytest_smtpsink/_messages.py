@@ -110,17 +110,19 @@ def failure_report(
     found: Sequence[Message],
     everything: Sequence[Message],
     verb: str = "expected",
+    *,
+    scope: str = "in this test",
 ) -> str:
-    """The text of a failed assertion: expectation, what arrived, closest
-    candidate and why it differs, hints."""
+    """The text of a failed assertion: expectation, what arrived (``scope``:
+    since when), closest candidate and why it differs, hints."""
     criteria_text = _match.describe(criteria)
     head = f"{verb} {wanted}" + (f" matching {criteria_text}" if criteria_text else "")
     lines = [f"{head}; found {len(found)}."]
     if not everything:
-        lines.append("No messages arrived in this test.")
+        lines.append(f"No messages arrived {scope}.")
         return "\n".join(lines)
     matched = {id(m) for m in found}
-    lines.append(f"Messages that arrived in this test ({len(everything)}):")
+    lines.append(f"Messages that arrived {scope} ({len(everything)}):")
     for message in everything[:_LISTED]:
         mark = "* " if id(message) in matched and criteria else "  "
         lines.append(f"{mark}{summary_or_raw(message)}")

@@ -195,6 +195,19 @@ def test_an_address_in_another_case_gets_a_hint_that_matches(
     smtpsink.assert_sent(to=re.compile(pattern, re.IGNORECASE))
 
 
+def test_after_clear_a_failure_says_since_clear(smtpsink: Mailbox, send: Send) -> None:
+    send(subject="Before")
+    smtpsink.clear()
+    with pytest.raises(
+        AssertionError, match=r"\nNo messages arrived since clear\(\)\.$"
+    ):
+        smtpsink.assert_sent(subject="Before")
+    send(subject="After")
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(subject="Before")
+    assert "\nMessages that arrived since clear() (1):\n" in str(caught.value)
+
+
 def test_misuse_errors_hide_the_plugins_frames(pytester: pytest.Pytester) -> None:
     # The error points at the test's line, as a failed assertion does.
     pytester.makepyfile(
