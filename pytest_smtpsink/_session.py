@@ -112,8 +112,15 @@ class Exchange:
         forge a line; `line` and `replies` keep them as received.
         """
         line = self.line if self.tag is None else f"{self.tag} {self.line}"
-        out = [] if self.kind == "greeting" else [f"C: {printable(line)}"]
         mark = "  [injected]" if self.injected else ""
+        if self.kind == "greeting":
+            out = []
+        elif self.injected and not self.replies:
+            # A fault took the reply away (a hang, a disconnect): say so
+            # where the reply would be.
+            out = [f"C: {printable(line)}  [injected: no reply]"]
+        else:
+            out = [f"C: {printable(line)}"]
         out.extend(f"S: {printable(reply)}{mark}" for reply in self.replies)
         return out
 

@@ -467,6 +467,9 @@ def test_hang_is_released_when_the_rule_goes() -> None:
             stream.write(b"DATA\r\n")
             stream.flush()
             view.wait_until(lambda: view.sessions[0].transcript[-1].injected, 30)
+            # The report says why no reply came.
+            transcript = view.sessions[0].format_transcript()
+            assert transcript.endswith("\nC: DATA  [injected: no reply]"), transcript
             view.close()  # what the fixtures do at teardown
             assert stream.read() == b""  # closed by the server, not answered
             stream.close()
