@@ -362,6 +362,14 @@ def pytest_configure(config: pytest.Config) -> None:
         # An xdist worker's config has workerinput (not the environment:
         # a pytester run inside a worker inherits that).
         pool.xdist_worker = hasattr(config, "workerinput")
+        workers = config.getoption("numprocesses", None)  # an int by now
+        if not pool.xdist_worker and isinstance(workers, int) and workers > 1:
+            # Said once, now: each worker would fail its tests one by one.
+            raise pytest.UsageError(
+                f"{pool.port_source}: port {settings.port} cannot serve {workers} "
+                "xdist workers, which each start their own sink: use 0 (a free "
+                "port per worker), or -n 1"
+            )
     config.stash[_POOL_KEY] = pool
 
 
@@ -378,9 +386,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> str:
     settings = config.stash[_DEFAULTS_KEY]
-    port = settings.port or "a free port"
+    port = (
+        f"port {settings.port} (started on first use)"
+        if settings.port
+        else "a free port (per worker, started on first use)"
+    )
     return (
-        f"smtpsink: {settings.host}, {port} (per worker, started on first use), "
+        f"smtpsink: {settings.host}, {port}, "
         f"greeting {settings.hostname}, max size {_format_size(settings.max_size)}"
         + (
             ""

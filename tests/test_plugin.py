@@ -383,6 +383,25 @@ def test_port(smtpsink):
     from_ini.stdout.fnmatch_lines(["*(the port of smtpsink_port (ini))"])
 
 
+def test_a_fixed_port_with_several_xdist_workers_is_a_usage_error(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile("def test_port(smtpsink):\n    pass\n")
+    result = pytester.runpytest("--smtpsink-port=2599", "-n", "2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: --smtpsink-port: port 2599 cannot serve 2 xdist workers, which "
+            "each start their own sink: use 0 (a free port per worker), or -n 1"
+        ]
+    )
+    # A fixed port is named as such in the header.
+    header = pytester.runpytest("--smtpsink-port=2599", "-p", "no:xdist", "--co")
+    header.stdout.fnmatch_lines(
+        ["smtpsink: 127.0.0.1, port 2599 (started on first use), *"]
+    )
+
+
 def test_factory_reuses_one_server_per_settings(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         SEND
