@@ -256,7 +256,7 @@ class Mailbox(FaultControls):
             raise ValueError(f"folder must be a folder name, got {folder!r}")
         raw = message_bytes(message)
         recipients = recipients_of(raw, to)
-        wanted_flags = normalize_flags(flags)
+        wanted_flags = normalize_flags(flags, in_a_test=True)
         when = check_date(date)
         captured = make_delivered(raw, recipients)
         mail = self._store.mail

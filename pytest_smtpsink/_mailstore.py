@@ -46,9 +46,12 @@ _ATOM_SPECIALS = frozenset('(){ %*"\\]') | {chr(c) for c in range(32)} | {"\x7f"
 _NO_FLAGS: frozenset[str] = frozenset()
 
 
-def normalize_flags(flags: Iterable[str]) -> frozenset[str]:
+def normalize_flags(flags: Iterable[str], *, in_a_test: bool = False) -> frozenset[str]:
     """System flags in their canonical spelling (``\\seen`` → ``\\Seen``),
-    keywords as given. Raises ValueError naming a flag that cannot be one."""
+    keywords as given. Raises ValueError naming a flag that cannot be one;
+    ``in_a_test``, also a keyword spelt as a system flag without its
+    backslash (``"Seen"``), which an IMAP client may set but a test means
+    as ``"\\Seen"``."""
     if isinstance(flags, str):
         raise ValueError(
             f"flags must be a collection of flags, e.g. {{'\\\\Seen'}}, not the "
@@ -66,6 +69,12 @@ def normalize_flags(flags: Iterable[str]) -> frozenset[str]:
                     f"{', '.join(SYSTEM_FLAGS.values())} (keywords have no backslash)"
                 )
             result.append(canonical)
+        elif in_a_test and "\\" + flag.lower() in SYSTEM_FLAGS:
+            system = SYSTEM_FLAGS["\\" + flag.lower()]
+            raise ValueError(
+                f"{flag!r} would be a keyword; the system flag is {system!r} "
+                "(with a backslash)"
+            )
         elif _ATOM_SPECIALS.intersection(flag) or not flag.isascii():
             raise ValueError(
                 f"{flag!r} cannot be an IMAP keyword: use ASCII letters, digits "

@@ -119,7 +119,7 @@ class UserMailbox:
         for unread and unflagged); returns it."""
         __tracebackhide__ = True
         _match.check_names(criteria)
-        wanted_flags = None if flags is None else normalize_flags(flags)
+        wanted_flags = None if flags is None else normalize_flags(flags, in_a_test=True)
         found = [
             stored
             for stored in self.stored(folder)

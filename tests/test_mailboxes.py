@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import email.message
+import imaplib
 import pathlib
 import smtplib
 
@@ -189,6 +190,12 @@ def test_one_copy_of_the_bytes_for_every_recipient(smtpsink: Mailbox) -> None:
         ({"flags": {"\\Recent"}}, ValueError, "unknown system flag '\\\\Recent'"),
         ({"flags": "\\Seen"}, ValueError, "a collection of flags"),
         ({"flags": {"two words"}}, ValueError, "cannot be an IMAP keyword"),
+        (
+            {"flags": {"Seen"}},
+            ValueError,
+            "'Seen' would be a keyword; the system flag is '\\\\Seen' "
+            "(with a backslash)",
+        ),
         ({"date": datetime.datetime(2026, 1, 1)}, ValueError, "timezone-aware"),
         ({"date": "2026-01-01"}, TypeError, "datetime.datetime"),
         ({"folder": ""}, ValueError, "folder must be a folder name"),
@@ -279,6 +286,25 @@ def test_assert_not_in_and_assert_deleted(smtpsink: Mailbox) -> None:
         box.assert_not_in(subject="Hello")
     with pytest.raises(AssertionError, match="expected a message deleted from"):
         box.assert_deleted(subject="Hello")
+
+
+def test_assert_in_takes_system_flags_with_their_backslash(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(RAW, flags={"\\Seen"})
+    box = smtpsink.mailbox("ann@example.com")
+    with pytest.raises(ValueError, match=r"'flagged' would be a keyword; the system"):
+        box.assert_in(subject="Hello", flags={"flagged"})
+    box.assert_in(subject="Hello", flags={"\\Seen"})
+
+
+def test_an_imap_client_may_still_set_such_a_keyword(smtpsink: Mailbox) -> None:
+    # Only a test's spelling is refused: IMAP allows the keyword.
+    smtpsink.deliver(RAW)
+    with imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port) as client:
+        client.login("ann@example.com", "x")
+        client.select("INBOX")
+        assert client.store("1", "+FLAGS", "(Seen)")[0] == "OK"
+    (stored,) = smtpsink.mailbox("ann@example.com").stored()
+    assert stored.flags == {"Seen"}
 
 
 def test_flags_of_a_message_not_there_is_a_key_error(smtpsink: Mailbox) -> None:
