@@ -7,6 +7,7 @@ in test_live_browser.py.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import imaplib
 import json
@@ -262,8 +263,9 @@ def test_other_hosts_and_origins_are_refused(live: Callable[..., Live]) -> None:
     assert deleted == {"deleted": 1}
 
 
-def test_event_stream_says_when_mail_arrives(live: Callable[..., Live]) -> None:
-    view = live()
+@contextlib.contextmanager
+def _event_stream(view: Live) -> Iterator[http.client.HTTPResponse]:
+    """The live view's event stream, past its preamble."""
     connection = http.client.HTTPConnection(
         "127.0.0.1", view.http_port, timeout=TIMEOUT
     )
@@ -274,11 +276,17 @@ def test_event_stream_says_when_mail_arrives(live: Callable[..., Live]) -> None:
         assert response.getheader("Content-Type") == "text/event-stream"
         assert response.readline() == b"retry: 1000\n"
         assert response.readline() == b"\n"
-        view.send("Ping")
-        # Blocks until the server writes: the event is pushed, not polled.
-        assert response.readline().startswith(b"data: ")
+        yield response
     finally:
         connection.close()
+
+
+def test_event_stream_says_when_mail_arrives(live: Callable[..., Live]) -> None:
+    view = live()
+    with _event_stream(view) as events:
+        view.send("Ping")
+        # Blocks until the server writes: the event is pushed, not polled.
+        assert events.readline().startswith(b"data: ")
     # An open event stream does not keep the sink from stopping.
     assert view.sink.stop()[-1] == "smtpsink stopped: 1 message in 1 session"
 
@@ -288,23 +296,14 @@ def test_event_stream_says_when_a_connection_without_mail_ends(
 ) -> None:
     # The list shows such a connection with its transcript and its end.
     view = live()
-    connection = http.client.HTTPConnection(
-        "127.0.0.1", view.http_port, timeout=TIMEOUT
-    )
-    try:
-        connection.request("GET", "/events")
-        response = connection.getresponse()
-        assert response.readline() == b"retry: 1000\n"
-        assert response.readline() == b"\n"
+    with _event_stream(view) as events:
         with smtplib.SMTP("127.0.0.1", view.sink.port) as client:
             client.ehlo("no-mail.example")
             # The session's start is pushed, while it is still open.
-            assert response.readline().startswith(b"data: ")
-            assert response.readline() == b"\n"
+            assert events.readline().startswith(b"data: ")
+            assert events.readline() == b"\n"
         # Blocks until the server writes: the end is pushed too.
-        assert response.readline().startswith(b"data: ")
-    finally:
-        connection.close()
+        assert events.readline().startswith(b"data: ")
     status, body = view.request("/fragments/list")
     assert status == 200
     assert b"Connections without a message" in body
