@@ -80,9 +80,6 @@ def check_names(criteria: Mapping[str, object]) -> None:
             _check_value(name, value)
 
 
-_ADDRESSES = ("from_", "to", "cc", "reply_to", "mail_from", "rcpt_to")
-
-
 def _check_value(name: str, value: object, where: str = "") -> None:
     """A criterion's value is a str, a regex of str or a callable (bytes
     too for ``attachment``): anything else would fail deep in matching, or
@@ -99,7 +96,7 @@ def _check_value(name: str, value: object, where: str = "") -> None:
         or callable(value)
     ):
         return
-    elif isinstance(value, (list, tuple, set, frozenset)) and name in _ADDRESSES:
+    elif isinstance(value, (list, tuple, set, frozenset)) and name in _ADDRESS_FIELDS:
         problem = (
             f"a {type(value).__name__}: an address matches when it is among the "
             f"message's; for several, assert each ({name}='a@example.com'), or "
@@ -298,13 +295,13 @@ def hints(messages: tuple[Message, ...], criteria: Mapping[str, Any]) -> list[st
                     "header (a Bcc, or a different header): match envelope "
                     f"recipients with rcpt_to={wanted!r}"
                 )
-    for name in _ADDRESSES:
+    for name, addresses_of in _ADDRESS_FIELDS.items():
         wanted = criteria.get(name)
         if not isinstance(wanted, str):
             continue
         target = normalize_address(wanted)
         for message in messages:
-            values = [normalize_address(str(a)) for a in _ADDRESS_FIELDS[name](message)]
+            values = [normalize_address(str(a)) for a in addresses_of(message)]
             other_case = [
                 v for v in values if v != target and v.lower() == target.lower()
             ]
