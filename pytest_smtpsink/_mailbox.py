@@ -366,7 +366,7 @@ class Mailbox(FaultControls):
     def messages(self) -> Messages:
         """The messages that arrived in this view, oldest first (a snapshot)."""
         self._sink.check_running()
-        return Messages(self._store.messages_since(self._cursor))
+        return Messages(self._store.messages_since(self._cursor), scope=self._scope)
 
     @property
     def sessions(self) -> tuple[Session, ...]:
@@ -378,7 +378,7 @@ class Mailbox(FaultControls):
         """Messages and sessions without the health checks: for reports,
         which must show what arrived even when the sink is in trouble."""
         return (
-            Messages(self._store.messages_since(self._cursor)),
+            Messages(self._store.messages_since(self._cursor), scope=self._scope),
             self._store.sessions_since(self._cursor),
         )
 

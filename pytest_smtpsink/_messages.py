@@ -25,12 +25,18 @@ class Messages(Sequence[Message]):
     """An ordered, read-only snapshot of messages, with queries."""
 
     def __init__(
-        self, items: Sequence[Message], source: Sequence[Message] | None = None
+        self,
+        items: Sequence[Message],
+        source: Sequence[Message] | None = None,
+        *,
+        scope: str = "in this test",
     ) -> None:
         self._items = tuple(items)
         # Everything the query started from, so that a failure after
         # filter() can still list what arrived, not just what was left.
         self._source = self._items if source is None else tuple(source)
+        # Where they came from, as failure reports say it ("since clear()").
+        self._scope = scope
 
     @overload
     def __getitem__(self, index: int) -> Message: ...
@@ -38,7 +44,7 @@ class Messages(Sequence[Message]):
     def __getitem__(self, index: slice) -> Messages: ...
     def __getitem__(self, index: int | slice) -> Message | Messages:
         if isinstance(index, slice):
-            return Messages(self._items[index], self._source)
+            return Messages(self._items[index], self._source, scope=self._scope)
         return self._items[index]
 
     def __len__(self) -> int:
@@ -61,7 +67,9 @@ class Messages(Sequence[Message]):
         __tracebackhide__ = True
         _match.check_names(criteria)
         return Messages(
-            [m for m in self._items if _match.matches(m, criteria)], self._source
+            [m for m in self._items if _match.matches(m, criteria)],
+            self._source,
+            scope=self._scope,
         )
 
     def one(self, **criteria: Unpack[Criteria]) -> Message:
@@ -70,7 +78,9 @@ class Messages(Sequence[Message]):
         found = self.filter(**criteria)
         if len(found) != 1:
             raise AssertionError(
-                failure_report("exactly 1 message", criteria, found, self._source)
+                failure_report(
+                    "exactly 1 message", criteria, found, self._source, scope=self._scope
+                )
             )
         return found[0]
 
@@ -88,13 +98,14 @@ class Messages(Sequence[Message]):
 
     def _none_left(self, which: str) -> str:
         if not self._source:
-            return f"no messages arrived, so there is no {which} one"
+            return f"no messages arrived {self._scope}, so there is no {which} one"
         return failure_report(
             f"a {which} message",
             {},
             (),
             self._source,
             verb="no messages left after filtering; wanted",
+            scope=self._scope,
         )
 
     def __repr__(self) -> str:

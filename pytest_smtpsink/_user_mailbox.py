@@ -71,7 +71,10 @@ class UserMailbox:
 
     def messages(self, folder: str = INBOX) -> Messages:
         """The messages in ``folder``, in UID order."""
-        return Messages([stored.message for stored in self.stored(folder)])
+        return Messages(
+            [stored.message for stored in self.stored(folder)],
+            scope=f"in {self._where(folder)}",
+        )
 
     def flags(self, message: Message, folder: str = INBOX) -> frozenset[str]:
         """The flags of ``message`` in ``folder``; KeyError if it is not there."""

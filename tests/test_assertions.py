@@ -206,6 +206,13 @@ def test_after_clear_a_failure_says_since_clear(smtpsink: Mailbox, send: Send) -
     with pytest.raises(AssertionError) as caught:
         smtpsink.assert_sent(subject="Before")
     assert "\nMessages that arrived since clear() (1):\n" in str(caught.value)
+    # So do the queries on `messages`, filtered or sliced.
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.messages.filter(subject="After")[1:].one()
+    assert "\nMessages that arrived since clear() (1):\n" in str(caught.value)
+    smtpsink.clear()
+    with pytest.raises(AssertionError, match=r"arrived since clear\(\), so there"):
+        smtpsink.messages.first()
 
 
 def test_misuse_errors_hide_the_plugins_frames(pytester: pytest.Pytester) -> None:
@@ -328,7 +335,7 @@ def test_links_are_deduplicated_in_order(smtpsink: Mailbox, send: Send) -> None:
 
 def test_first_and_last_on_no_mail(smtpsink: Mailbox) -> None:
     with pytest.raises(
-        AssertionError, match="no messages arrived, so there is no first one"
+        AssertionError, match="no messages arrived in this test, so there is no first one"
     ):
         smtpsink.messages.first()
     with pytest.raises(AssertionError, match="no last one"):

@@ -41,6 +41,20 @@ def test_every_envelope_recipient_gets_a_copy_bcc_included(smtpsink: Mailbox) ->
     assert first is smtpsink.messages[0]
 
 
+def test_a_query_on_a_folder_reports_that_folder(smtpsink: Mailbox) -> None:
+    send(smtpsink, ["ann@example.com"])
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.mailbox("ann@example.com").messages().one(subject="Other")
+    assert "\nMessages that arrived in ann@example.com's INBOX (1):\n" in str(
+        caught.value
+    )
+    with pytest.raises(
+        AssertionError,
+        match="no messages arrived in bob@example.com's Archive, so there is no",
+    ):
+        smtpsink.mailbox("bob@example.com").messages("Archive").first()
+
+
 def test_addresses_compare_case_insensitively(smtpsink: Mailbox) -> None:
     send(smtpsink, ["Ann@Example.COM"])
     box = smtpsink.mailbox("<ann@example.com>")
