@@ -150,7 +150,9 @@ def mask_command(rest: str, command: Command | None = None) -> str:
     verb = stripped[:12].upper()
     if not verb.startswith(_SECRET_VERBS):
         return rest
-    if command is not None and command.name == "LOGIN" and command.args:
+    # A lone argument may be the password of a client that left out the
+    # user name: only the first of two is shown.
+    if command is not None and command.name == "LOGIN" and len(command.args) > 1:
         with contextlib.suppress(ImapSyntaxError):
             return f"LOGIN {astring(command.args[0])} ****"
     if command is not None and command.name == "AUTHENTICATE" and command.args:

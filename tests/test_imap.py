@@ -186,6 +186,17 @@ def test_authenticate_plain_with_sasl_ir_and_continuation(smtpsink: Mailbox) -> 
     assert [s.authenticated_as for s in smtpsink.sessions] == [USER, USER]
 
 
+def test_login_with_one_argument_masks_it(smtpsink: Mailbox) -> None:
+    # A client that leaves out the user name: the lone word may be a password.
+    endpoint = Endpoint("imap", smtpsink.imap.host, smtpsink.imap.port)
+    transcript = run(["a LOGIN top-secret", 'b LOGIN "top-secret"', "c LOGOUT"], endpoint)
+    assert "S: a BAD LOGIN needs a user name and a password" in transcript
+    shown = smtpsink.sessions[-1].format_transcript()
+    assert "top-secret" not in shown
+    assert "C: a LOGIN ****" in shown
+    assert "C: b LOGIN ****" in shown
+
+
 def test_select_examine_list_status_and_folders(smtpsink: Mailbox) -> None:
     smtpsink.deliver(raw_message("One"), to=USER, flags={"\\Seen"})
     smtpsink.deliver(raw_message("Two"), to=USER)
