@@ -61,13 +61,22 @@ from ._imap_syntax import (
     astring,
     astring_bytes,
     astring_out,
+    decode_folder_name,
+    encode_folder_name,
     format_fetch,
     format_flags,
     parse_date_time,
     parse_flags,
     parse_sequence_set,
 )
-from ._mailstore import INBOX, check_login, normalize_flags
+from ._mailstore import (
+    DELIMITER,
+    INBOX,
+    check_folder_name,
+    check_login,
+    folder_name,
+    normalize_flags,
+)
 from ._message import Envelope, Message
 from ._readside import Closed, ReadSideConnection, ReadSideServer
 from ._session import AuthInfo, Exchange, ExchangeKind, IMAPExchange
@@ -80,7 +89,6 @@ if TYPE_CHECKING:
     from ._store import Store
 
 #: The hierarchy delimiter of folder names.
-DELIMITER = "/"
 # Unread input above this pauses reading: bounded memory.
 _BUFFER_LIMIT = 256 * 1024
 # An AUTHENTICATE continuation line (base64 of user and password).
@@ -126,6 +134,12 @@ _STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _name_out(name: str) -> bytes:
+    """A folder name in a response: modified UTF-7, an atom if it can be
+    one, else a string (a literal for a quote or backslash)."""
+    return astring_out(encode_folder_name(name))
 
 
 # -- secrets and display --------------------------------------------------------------
@@ -708,10 +722,17 @@ class _Connection(ReadSideConnection):
     def _mailbox_arg(self, command: Command, index: int = 0) -> str:
         if len(command.args) <= index:
             raise command.error(f"{command.name} needs a folder name")
-        name = astring(command.args[index], command.tag)
-        if name.upper() == INBOX:
-            return INBOX
+        name = folder_name(self._decoded_name(command.args[index], command))
         return name.rstrip(DELIMITER) or name
+
+    @staticmethod
+    def _decoded_name(arg: Arg, command: Command) -> str:
+        """A folder name (or LIST pattern) as the client sent it: modified
+        UTF-7, decoded."""
+        try:
+            return decode_folder_name(astring(arg, command.tag))
+        except ValueError as error:
+            raise _Answered("NO", f"Invalid folder name: {error}") from None
 
     async def _cmd_select(self, command: Command) -> str:
         return await self._select(command, read_only=False)
@@ -727,7 +748,9 @@ class _Connection(ReadSideConnection):
         with self.mail.lock:
             folder = self._folder_named(name)
             if folder is None:
-                raise _Answered("NO", f"[NONEXISTENT] No such folder: {name}")
+                raise _Answered(
+                    "NO", f"[NONEXISTENT] No such folder: {encode_folder_name(name)}"
+                )
             view = list(folder.messages)
             uidvalidity = folder.uidvalidity
             uidnext = self.mail.peek_uid()
@@ -759,11 +782,15 @@ class _Connection(ReadSideConnection):
         name = self._mailbox_arg(command)
         if name == INBOX:
             raise _Answered("NO", "[ALREADYEXISTS] INBOX always exists")
-        if not name or DELIMITER * 2 in name:
-            raise _Answered("NO", f"Invalid folder name: {name!r}")
+        try:
+            check_folder_name(name)
+        except ValueError as error:
+            raise _Answered("NO", f"[CANNOT] {error}") from None
         with self.mail.lock:
             if self._folder_named(name) is not None:
-                raise _Answered("NO", f"[ALREADYEXISTS] Folder exists: {name}")
+                raise _Answered(
+                    "NO", f"[ALREADYEXISTS] Folder exists: {encode_folder_name(name)}"
+                )
             assert self._account is not None
             self.mail.folder(self._account, name, create=True)
         self.store.mail_changed()
@@ -776,7 +803,9 @@ class _Connection(ReadSideConnection):
         with self.mail.lock:
             folder = self._folder_named(name)
             if folder is None:
-                raise _Answered("NO", f"[NONEXISTENT] No such folder: {name}")
+                raise _Answered(
+                    "NO", f"[NONEXISTENT] No such folder: {encode_folder_name(name)}"
+                )
             assert self._account is not None
             del self._account.folders[folder.name]
         if folder is self._folder:
@@ -789,6 +818,10 @@ class _Connection(ReadSideConnection):
             raise command.error("RENAME needs the old and the new folder name")
         old = self._mailbox_arg(command, 0)
         new = self._mailbox_arg(command, 1)
+        try:
+            check_folder_name(new)
+        except ValueError as error:
+            raise _Answered("NO", f"[CANNOT] {error}") from None
         with self.mail.lock:
             source = self._folder_named(old)
             account = self._account
@@ -798,9 +831,13 @@ class _Connection(ReadSideConnection):
             if source is None and not any(
                 n.startswith(prefix) for n in account.folders
             ):
-                raise _Answered("NO", f"[NONEXISTENT] No such folder: {old}")
+                raise _Answered(
+                    "NO", f"[NONEXISTENT] No such folder: {encode_folder_name(old)}"
+                )
             if new == INBOX or self._folder_named(new) is not None:
-                raise _Answered("NO", f"[ALREADYEXISTS] Folder exists: {new}")
+                raise _Answered(
+                    "NO", f"[ALREADYEXISTS] Folder exists: {encode_folder_name(new)}"
+                )
             if source is not None and source.name == INBOX:
                 # RFC 3501: renaming INBOX moves its messages, INBOX stays.
                 target = self.mail.folder(account, new, create=True)
@@ -829,7 +866,9 @@ class _Connection(ReadSideConnection):
         with self.mail.lock:
             folder = self._folder_named(name)
             if folder is None:
-                raise _Answered("NO", f"[NONEXISTENT] No such folder: {name}")
+                raise _Answered(
+                    "NO", f"[NONEXISTENT] No such folder: {encode_folder_name(name)}"
+                )
             folder.subscribed = subscribed
         return f"{command.name} completed"
 
@@ -848,8 +887,8 @@ class _Connection(ReadSideConnection):
     async def _list(self, command: Command, subscribed_only: bool) -> str:
         if len(command.args) != 2:
             raise command.error(f"{command.name} needs a reference and a pattern")
-        reference = astring(command.args[0], command.tag)
-        pattern = astring(command.args[1], command.tag)
+        reference = self._decoded_name(command.args[0], command)
+        pattern = self._decoded_name(command.args[1], command)
         if not pattern:
             if not subscribed_only:
                 await self._reply(f'* LIST (\\Noselect) "{DELIMITER}" ""')
@@ -857,7 +896,7 @@ class _Connection(ReadSideConnection):
         # The reference and the pattern are joined as they are (RFC 3501
         # 6.3.8's examples; Dovecot): LIST Archive % names "Archive" and
         # "Archives", LIST Archive/ % the folders inside it.
-        regex = _pattern_regex(reference + pattern)
+        regex = _pattern_regex(folder_name(reference + pattern))
         with self.mail.lock:
             assert self._account is not None
             account = self.mail.account(self._account.user)
@@ -881,12 +920,13 @@ class _Connection(ReadSideConnection):
             attributes = ["\\HasChildren" if has_children else "\\HasNoChildren"]
             if name in parents:
                 attributes.insert(0, "\\Noselect")
-            shown = astring_out(name).decode("utf-8")
             lines.append(
-                f'* {command.name} ({" ".join(attributes)}) "{DELIMITER}" {shown}'
+                f'* {command.name} ({" ".join(attributes)}) "{DELIMITER}" '.encode()
+                + _name_out(name)
+                + b"\r\n"
             )
         for line in lines:
-            await self._reply(line)
+            await self._untagged(line)
         return f"{command.name} completed"
 
     async def _cmd_status(self, command: Command) -> str:
@@ -903,7 +943,9 @@ class _Connection(ReadSideConnection):
         with self.mail.lock:
             folder = self._folder_named(name)
             if folder is None:
-                raise _Answered("NO", f"[NONEXISTENT] No such folder: {name}")
+                raise _Answered(
+                    "NO", f"[NONEXISTENT] No such folder: {encode_folder_name(name)}"
+                )
             messages = list(folder.messages)
             key = (self.generation, self._user or "", folder.name)
             claimed = self.server.recent_claims.get(key, 0)
@@ -915,8 +957,9 @@ class _Connection(ReadSideConnection):
                 "UNSEEN": sum(1 for s in messages if _SEEN not in s.flags),
             }
         items = " ".join(f"{item} {values[item]}" for item in wanted)
-        shown = astring_out(folder.name).decode("utf-8")
-        await self._reply(f"* STATUS {shown} ({items})")
+        await self._untagged(
+            b"* STATUS " + _name_out(folder.name) + f" ({items})\r\n".encode()
+        )
         return "STATUS completed"
 
     async def _cmd_append(self, command: Command) -> str:
@@ -951,7 +994,9 @@ class _Connection(ReadSideConnection):
         with self.mail.lock:
             folder = self._folder_named(name)
             if folder is None:
-                raise _Answered("NO", f"[TRYCREATE] No such folder: {name}")
+                raise _Answered(
+                    "NO", f"[TRYCREATE] No such folder: {encode_folder_name(name)}"
+                )
             stored = self.mail.add(folder, message, flags, date or now)
             uidvalidity = folder.uidvalidity
         self.store.mail_changed()
@@ -1276,7 +1321,9 @@ class _Connection(ReadSideConnection):
         with self.mail.lock:
             target = self._folder_named(name)
             if target is None:
-                raise _Answered("NO", f"[TRYCREATE] No such folder: {name}")
+                raise _Answered(
+                    "NO", f"[TRYCREATE] No such folder: {encode_folder_name(name)}"
+                )
             source = self._folder
             assert source is not None
             present = {id(s) for s in source.messages}

@@ -26,6 +26,7 @@ server reads those lines itself without the reader.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime
 import re
@@ -573,6 +574,74 @@ def parse_date_time(arg: Arg | str, tag: str | None = None) -> datetime.datetime
         raise ImapSyntaxError(f"invalid date-time {text!r}", tag) from None
 
 
+# -- folder names: modified UTF-7 (RFC 3501 5.1.3) ----------------------------
+#
+# IMAP names folders in 7-bit ASCII: printable characters stand for
+# themselves, "&" is "&-", and every other run of characters is its UTF-16
+# in base64 (with "," for "/", no padding) between "&" and "-". Tests and the
+# sink's API use the names themselves ("Geschäftlich"); only the wire uses
+# this form ("Gesch&AOQ-ftlich").
+
+_SHIFTED = re.compile(r"&([^-]*)-")
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+,]*")
+
+
+def encode_folder_name(name: str) -> str:
+    """``name`` in modified UTF-7."""
+    if name.isascii() and "&" not in name and name.isprintable():
+        return name
+    out: list[str] = []
+    run: list[str] = []
+
+    def shift_out() -> None:
+        if run:
+            data = "".join(run).encode("utf-16-be", "surrogatepass")
+            text = base64.b64encode(data).decode("ascii").rstrip("=")
+            out.append("&" + text.replace("/", ",") + "-")
+            run.clear()
+
+    for char in name:
+        if " " <= char <= "~":
+            shift_out()
+            out.append("&-" if char == "&" else char)
+        else:
+            run.append(char)
+    shift_out()
+    return "".join(out)
+
+
+def decode_folder_name(text: str) -> str:
+    """The folder name that ``text`` (modified UTF-7) spells; ValueError if
+    it is not modified UTF-7. 8-bit names are refused, as Dovecot does: a
+    client that sends them would fail against a real server."""
+    if not text.isascii():
+        raise ValueError(
+            f"{text!r} is not modified UTF-7: folder names are 7-bit on the wire "
+            f"(RFC 3501 5.1.3), {encode_folder_name(text)!r} for this one"
+        )
+    if "&" not in text:
+        return text
+
+    def shift_in(match: re.Match[str]) -> str:
+        run = match.group(1)
+        if not run:
+            return "&"
+        if not _BASE64_RUN.fullmatch(run) or len(run) % 4 == 1:
+            raise ValueError(f"{match.group()!r} is not modified UTF-7")
+        padded = run.replace(",", "/") + "=" * (-len(run) % 4)
+        data = base64.b64decode(padded)
+        if len(data) % 2:
+            raise ValueError(f"{match.group()!r} is not modified UTF-7")
+        return data.decode("utf-16-be", "surrogatepass")
+
+    decoded = _SHIFTED.sub(shift_in, text)
+    if "&" in _SHIFTED.sub("", text):
+        raise ValueError(
+            f"{text!r} is not modified UTF-7: an '&' starts no encoded run"
+        )
+    return decoded
+
+
 # -- writing responses ------------------------------------------------------
 
 _QUOTABLE = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x21\x23-\x5b\x5d-\x7f]*")
@@ -596,10 +665,15 @@ _ATOM_SAFE = re.compile(rb"[\x21\x23-\x24\x26-\x27\x2b-\x5b\x5e-\x7a\x7c-\x7e]+"
 
 
 def astring_out(value: str) -> bytes:
-    """A mailbox name or similar: an atom when it can be one, else a string."""
-    data = value.encode("utf-8")
+    """A mailbox name or similar: an atom when it can be one, else a quoted
+    string, with a quote or backslash escaped (as Dovecot writes them), else
+    a literal."""
+    data = value.encode("utf-8", "surrogateescape")
     if _ATOM_SAFE.fullmatch(data) and data.upper() != b"NIL":
         return data
+    escaped = data.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+    if _QUOTABLE.fullmatch(data.replace(b"\\", b"").replace(b'"', b"")):
+        return b'"' + escaped + b'"'
     return quote(data)
 
 

@@ -243,7 +243,7 @@ class Mailbox(FaultControls):
         `messages` (the application did not send it) but is in each
         recipient's `mailbox`.
         """
-        from ._mailstore import normalize_flags
+        from ._mailstore import check_folder_name, normalize_flags
         from ._user_mailbox import (
             check_date,
             make_delivered,
@@ -254,6 +254,7 @@ class Mailbox(FaultControls):
         self._sink.check_running()
         if not isinstance(folder, str) or not folder.strip():
             raise ValueError(f"folder must be a folder name, got {folder!r}")
+        check_folder_name(folder)
         raw = message_bytes(message)
         recipients = recipients_of(raw, to)
         wanted_flags = normalize_flags(flags, in_a_test=True)

@@ -34,6 +34,28 @@ if TYPE_CHECKING:
     from ._message import Message
 
 INBOX = "INBOX"
+#: The hierarchy delimiter of folder names ("Archive/2024"), as IMAP shows it.
+DELIMITER = "/"
+
+
+def folder_name(name: str) -> str:
+    """``name`` as folders are kept: INBOX in any case, also as a parent
+    ("inbox/Sub" is "INBOX/Sub"), so that a folder never has two names."""
+    head, sep, rest = name.partition(DELIMITER)
+    return INBOX + sep + rest if head.upper() == INBOX else name
+
+
+def check_folder_name(name: str) -> None:
+    """ValueError unless ``name`` can be a folder: not empty, no empty level
+    (no leading, trailing or doubled delimiter), no control character."""
+    if not name or any(not part for part in name.split(DELIMITER)):
+        raise ValueError(
+            f"{name!r} is not a folder name: it needs a name at each level "
+            f"(levels are separated by {DELIMITER!r}, e.g. 'Archive/2024')"
+        )
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in name):
+        raise ValueError(f"{name!r} is not a folder name: it holds a control character")
+
 
 #: The system flags of IMAP (RFC 3501), by their case-insensitive name.
 SYSTEM_FLAGS = {
@@ -238,8 +260,7 @@ class MailStore:
     def folder(self, account: Account, name: str, create: bool = False) -> Folder:
         """``name`` in ``account`` (``INBOX`` in any case); KeyError if it
         does not exist and ``create`` is false."""
-        if name.upper() == INBOX:
-            name = INBOX
+        name = folder_name(name)
         folder = account.folders.get(name)
         if folder is None:
             if not create:

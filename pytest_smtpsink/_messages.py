@@ -79,7 +79,11 @@ class Messages(Sequence[Message]):
         if len(found) != 1:
             raise AssertionError(
                 failure_report(
-                    "exactly 1 message", criteria, found, self._source, scope=self._scope
+                    "exactly 1 message",
+                    criteria,
+                    found,
+                    self._source,
+                    scope=self._scope,
                 )
             )
         return found[0]

@@ -20,7 +20,14 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Union
 
 from . import _match
-from ._mailstore import INBOX, Account, MailStore, StoredMessage, normalize_flags
+from ._mailstore import (
+    INBOX,
+    Account,
+    MailStore,
+    StoredMessage,
+    folder_name,
+    normalize_flags,
+)
 from ._message import Envelope, Message, summary_or_raw
 from ._messages import Messages
 from ._session import Session
@@ -93,7 +100,7 @@ class UserMailbox:
                 [
                     removal.stored.message
                     for each in folders
-                    if folder is None or each.name == _folder_name(folder)
+                    if folder is None or each.name == folder_name(folder)
                     for removal in each.removed
                     if removal.how == "deleted"
                 ]
@@ -105,7 +112,7 @@ class UserMailbox:
         account = self._account()
         if account is None:
             return []
-        found = account.folders.get(_folder_name(folder))
+        found = account.folders.get(folder_name(folder))
         return list(found.messages) if found is not None else []
 
     # -- assertions -------------------------------------------------------------------
@@ -213,14 +220,10 @@ class UserMailbox:
         return "\n".join(lines)
 
     def _where(self, folder: str) -> str:
-        return f"{self.user}'s {printable(_folder_name(folder))}"
+        return f"{self.user}'s {printable(folder_name(folder))}"
 
     def __repr__(self) -> str:
         return f"<UserMailbox {self.user} folders={list(self.folders)}>"
-
-
-def _folder_name(folder: str) -> str:
-    return INBOX if folder.upper() == INBOX else folder
 
 
 def _show_flags(flags: Iterable[str]) -> str:

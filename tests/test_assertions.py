@@ -335,7 +335,8 @@ def test_links_are_deduplicated_in_order(smtpsink: Mailbox, send: Send) -> None:
 
 def test_first_and_last_on_no_mail(smtpsink: Mailbox) -> None:
     with pytest.raises(
-        AssertionError, match="no messages arrived in this test, so there is no first one"
+        AssertionError,
+        match="no messages arrived in this test, so there is no first one",
     ):
         smtpsink.messages.first()
     with pytest.raises(AssertionError, match="no last one"):

@@ -189,7 +189,9 @@ def test_authenticate_plain_with_sasl_ir_and_continuation(smtpsink: Mailbox) -> 
 def test_login_with_one_argument_masks_it(smtpsink: Mailbox) -> None:
     # A client that leaves out the user name: the lone word may be a password.
     endpoint = Endpoint("imap", smtpsink.imap.host, smtpsink.imap.port)
-    transcript = run(["a LOGIN top-secret", 'b LOGIN "top-secret"', "c LOGOUT"], endpoint)
+    transcript = run(
+        ["a LOGIN top-secret", 'b LOGIN "top-secret"', "c LOGOUT"], endpoint
+    )
     assert "S: a BAD LOGIN needs a user name and a password" in transcript
     shown = smtpsink.sessions[-1].format_transcript()
     assert "top-secret" not in shown
@@ -233,6 +235,63 @@ def test_select_examine_list_status_and_folders(smtpsink: Mailbox) -> None:
     assert '* LSUB (\\HasNoChildren) "/" Old/2024' in text
     assert "n NO [NONEXISTENT]" in text
     assert smtpsink.mailbox(USER).folders == ("INBOX", "Old/2024")
+
+
+def test_folder_names_are_modified_utf7_on_the_wire_and_plain_in_tests(
+    smtpsink: Mailbox,
+) -> None:
+    smtpsink.deliver(raw_message("Rechnung"), to=USER)
+    smtpsink.deliver(raw_message("Entwurf"), to=USER, folder="Entwürfe")
+    with login(smtpsink) as client:
+        assert client.create("Gesch&AOQ-ftlich")[0] == "OK"
+        client.select("INBOX")
+        assert client.uid("MOVE", "1:*", "Gesch&AOQ-ftlich")[0] == "OK"
+        status, listed = client.list()
+        assert status == "OK"
+        assert b'(\\HasNoChildren) "/" Entw&APw-rfe' in listed
+        assert client.select("Entw&APw-rfe") == ("OK", [b"1"])
+    # 8-bit names are refused, as a real server (Dovecot) refuses them.
+    (reply,) = [
+        line for line in dialogue(smtpsink, "a CREATE Entwürfe") if line[:2] == "a "
+    ]
+    assert reply.startswith("a NO Invalid folder name: "), reply
+    assert "'Entw&APw-rfe' for this one" in reply
+    box = smtpsink.mailbox(USER)
+    assert box.folders == ("INBOX", "Entwürfe", "Geschäftlich")
+    box.assert_in("Geschäftlich", subject="Rechnung")
+    box.assert_in("Entwürfe", subject="Entwurf")
+
+
+def test_inbox_is_inbox_in_any_case_also_as_a_parent(smtpsink: Mailbox) -> None:
+    lines = dialogue(
+        smtpsink,
+        "a CREATE Inbox/Sub",
+        "b SELECT INBOX/Sub",
+        'c LIST "" *',
+        "d CREATE inbox/sub2",
+    )
+    text = "\n".join(lines)
+    assert "b OK [READ-WRITE] SELECT completed" in text
+    assert [line for line in lines if line.startswith("* LIST")] == [
+        '* LIST (\\HasChildren) "/" INBOX',
+        '* LIST (\\HasNoChildren) "/" INBOX/Sub',
+    ]
+    assert smtpsink.mailbox(USER).folders == ("INBOX", "INBOX/Sub", "INBOX/sub2")
+    smtpsink.mailbox(USER).assert_not_in("inbox/Sub", subject="x")
+
+
+@pytest.mark.parametrize("name", ["/lead", "a//b", "//"])
+def test_a_folder_name_with_an_empty_level_is_refused(
+    smtpsink: Mailbox, name: str
+) -> None:
+    (reply,) = [
+        line for line in dialogue(smtpsink, f"a CREATE {name}") if line[:2] == "a "
+    ]
+    assert reply.startswith("a NO [CANNOT] "), reply
+    assert "it needs a name at each level" in reply
+    with pytest.raises(ValueError, match="it needs a name at each level"):
+        smtpsink.deliver(raw_message("x"), to=USER, folder=name)
+    assert smtpsink.mailbox(USER).folders == ("INBOX",)
 
 
 def test_append_with_flags_date_and_literal_plus(smtpsink: Mailbox) -> None:

@@ -44,6 +44,18 @@ SCRIPT = [
     # One folder per LIST: the order of a LIST's lines is the server's.
     'o LIST "" K*',
     'q LIST "" inbox',
+    # Folder names: modified UTF-7 both ways, a quote escaped in a quoted
+    # string, INBOX in any case as a parent too, empty levels refused.
+    "r CREATE Gesch&AOQ-ftlich",
+    'r2 LIST "" Gesch*',
+    "r3 STATUS Gesch&AOQ-ftlich (MESSAGES)",
+    'r4 CREATE "Say \\"hi\\""',
+    'r5 LIST "" Say*',
+    "r6 CREATE Inbox/Sub",
+    'r7 LIST "" inbox/%',
+    "r8 CREATE /lead",
+    "r9 CREATE a//b",
+    "s CREATE &Jjo!",
     "p LOGOUT",
 ]
 

@@ -4,6 +4,7 @@ LITERAL+, the limits, malformed input, and fuzzing."""
 from __future__ import annotations
 
 import datetime
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -18,6 +19,8 @@ from pytest_smtpsink._imap_syntax import (
     ParenList,
     String,
     astring_out,
+    decode_folder_name,
+    encode_folder_name,
     format_date_time,
     format_fetch,
     format_flags,
@@ -385,3 +388,53 @@ def test_fuzz_imap_shaped_input(parts: list[bytes]) -> None:
         assert outcome.tag in ("a1", None)
     else:
         assert outcome.tag == "a1"
+
+
+# -- folder names: modified UTF-7 ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "wire"),
+    [
+        ("INBOX", "INBOX"),
+        ("Geschäftlich", "Gesch&AOQ-ftlich"),
+        ("Tom & Jerry", "Tom &- Jerry"),
+        # RFC 3501 5.1.3's example, and a character outside the BMP.
+        ("~peter/mail/台北/日本語", "~peter/mail/&U,BTFw-/&ZeVnLIqe-"),
+        ("Post 📬", "Post &2D3c7A-"),
+        ("tab\there", "tab&AAk-here"),
+    ],
+)
+def test_folder_names_are_modified_utf7_on_the_wire(name: str, wire: str) -> None:
+    assert encode_folder_name(name) == wire
+    assert decode_folder_name(wire) == name
+
+
+@pytest.mark.parametrize(
+    ("wire", "why"),
+    [
+        ("&Jjo!", "not modified UTF-7"),
+        ("Bad&AOQ", "an '&' starts no encoded run"),
+        ("&AOQ=-", "not modified UTF-7"),  # no padding in modified base64
+        ("&AO-", "not modified UTF-7"),  # an odd number of bytes
+        ("Entwürfe", "'Entw&APw-rfe' for this one"),
+    ],
+)
+def test_a_name_that_is_not_modified_utf7_is_refused(wire: str, why: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(why)):
+        decode_folder_name(wire)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_any_folder_name_survives_the_wire(name: str) -> None:
+    wire = encode_folder_name(name)
+    assert wire.isascii()
+    assert wire.isprintable()
+    assert decode_folder_name(wire) == name
+
+
+def test_a_name_with_quotes_is_an_escaped_quoted_string() -> None:
+    assert astring_out('Say "hi"') == b'"Say \\"hi\\""'
+    assert astring_out("back\\slash") == b'"back\\\\slash"'
+    assert astring_out("two words") == b'"two words"'

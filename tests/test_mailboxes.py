@@ -50,7 +50,7 @@ def test_a_query_on_a_folder_reports_that_folder(smtpsink: Mailbox) -> None:
     )
     with pytest.raises(
         AssertionError,
-        match="no messages arrived in bob@example.com's Archive, so there is no",
+        match=r"no messages arrived in bob@example\.com's Archive, so there is no",
     ):
         smtpsink.mailbox("bob@example.com").messages("Archive").first()
 
