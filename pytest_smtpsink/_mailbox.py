@@ -5,6 +5,7 @@ assertions. Failure messages say what was expected and list what arrived.
 from __future__ import annotations
 
 import datetime
+import os
 import ssl
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -295,7 +296,7 @@ class Mailbox(FaultControls):
         mail_from: str | None = None,
         rcpt_to: Sequence[str] | None = None,
         tls: Literal["starttls", "implicit"] | None = None,
-        ca_file: str | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         auth: tuple[str, str] | None = None,
         received: bool = True,
@@ -318,6 +319,7 @@ class Mailbox(FaultControls):
 
         if not isinstance(message, Message):
             raise TypeError(f"release() takes a captured Message, got {message!r}")
+        _check_upstream_arguments(host, port, timeout, ca_file, ssl_context)
         if tls not in (None, "starttls", "implicit"):
             raise ValueError(f"tls must be None, 'starttls' or 'implicit', got {tls!r}")
         if auth is not None and (
@@ -332,7 +334,7 @@ class Mailbox(FaultControls):
             tls,
             auth[0] if auth else None,
             auth[1] if auth else None,
-            ca_file,
+            os.fspath(ca_file) if ca_file is not None else None,
         )
         if not upstream.is_loopback() and not allow_remote:
             raise ValueError(
@@ -711,3 +713,34 @@ def _check_count(count: int | None, allow_none: bool = True) -> None:
 
 
 _LISTED = 20
+
+
+def _check_upstream_arguments(
+    host: object,
+    port: object,
+    timeout: object,
+    ca_file: object,
+    ssl_context: object,
+) -> None:
+    """`Mailbox.release`'s arguments, before anything connects: a wrong one
+    is an error naming it, not a network failure (or a socket that smtplib
+    leaves open, as a negative timeout did)."""
+    import math
+
+    if not isinstance(host, str) or not host.strip():
+        raise TypeError(f"host must be a host name or address, got {host!r}")
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"port must be an int, got {port!r}")
+    if not 0 < port < 65536:
+        raise ValueError(f"port must be from 1 to 65535, got {port}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    if ca_file is not None:
+        if not isinstance(ca_file, (str, os.PathLike)):
+            raise TypeError(f"ca_file must be a path, got {ca_file!r}")
+        if not os.path.isfile(ca_file):
+            raise ValueError(f"ca_file {os.fspath(ca_file)!r} is not a file")
+    if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
+        raise TypeError(f"ssl_context must be an ssl.SSLContext, got {ssl_context!r}")

@@ -421,6 +421,12 @@ def _validate_relay(s: SinkSettings) -> None:
         upstream is not None, "relay_to", "is only used with relay=URL (the upstream)"
     )
     assert upstream is not None
+    # Checked now, as tls_cert is: later, every message would fail to relay.
+    _require(
+        upstream.ca_file is None or os.path.isfile(upstream.ca_file),
+        "relay",
+        f"its cafile= {upstream.ca_file!r} is not a file",
+    )
     _require(
         upstream.is_loopback() or s.relay_allow_remote,
         "relay",

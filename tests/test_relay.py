@@ -7,6 +7,7 @@ server would have been sent.
 from __future__ import annotations
 
 import email
+import re
 import smtplib
 import socket
 from collections.abc import Callable, Iterator
@@ -311,6 +312,43 @@ def test_release_to_a_remote_host_needs_allow_remote(smtpsink: Mailbox) -> None:
         smtpsink.release(captured, "127.0.0.1", 25, tls="yes")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("arguments", "error", "text"),
+    [
+        (
+            {"timeout": -1},
+            ValueError,
+            "timeout must be a number of seconds > 0, got -1",
+        ),
+        ({"timeout": 0}, ValueError, "timeout must be a number of seconds > 0"),
+        ({"timeout": float("nan")}, ValueError, "timeout must be"),
+        ({"timeout": "5"}, TypeError, "timeout must be a number of seconds, got '5'"),
+        ({"port": "abc"}, TypeError, "port must be an int, got 'abc'"),
+        ({"port": -1}, ValueError, "port must be from 1 to 65535, got -1"),
+        ({"port": 99999}, ValueError, "port must be from 1 to 65535, got 99999"),
+        ({"host": ""}, TypeError, "host must be a host name or address"),
+        (
+            {"ca_file": "/nonexistent/ca.pem"},
+            ValueError,
+            "'/nonexistent/ca.pem' is not a",
+        ),
+        ({"ssl_context": "yes"}, TypeError, "ssl_context must be an ssl.SSLContext"),
+    ],
+)
+def test_bad_release_arguments_are_named_before_anything_connects(
+    smtpsink: Mailbox,
+    arguments: dict[str, object],
+    error: type[Exception],
+    text: str,
+) -> None:
+    # Before: a RelayError for a network failure, and for a negative
+    # timeout a socket that smtplib left open (a ResourceWarning).
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+    call: dict[str, object] = {"host": "127.0.0.1", "port": 2525, **arguments}
+    with pytest.raises(error, match=re.escape(text)):
+        smtpsink.release(captured, **call)  # type: ignore[arg-type]
+
+
 # -- automatic relay: settings --------------------------------------------------------
 
 
@@ -339,6 +377,11 @@ def test_release_to_a_remote_host_needs_allow_remote(smtpsink: Mailbox) -> None:
             {"relay": "smtp://127.0.0.1:25?cafile=/x", "relay_to": ".*"},
             "relay",
             "cafile= is for",
+        ),
+        (
+            {"relay": "smtps://127.0.0.1:465?cafile=/nonexistent", "relay_to": ".*"},
+            "relay",
+            "its cafile= '/nonexistent' is not a file",
         ),
     ],
 )
