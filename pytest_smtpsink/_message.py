@@ -553,8 +553,8 @@ class Message:
         parsed = self.parsed
         parts = (
             parsed.text_plain
-            if parsed is not None
-            else _fallback_parts(self._compat, "plain")
+            if parsed is not None and not self._forwards_a_message
+            else _own_text_parts(self._compat, "plain")
         )
         return _join_text(parts)
 
@@ -565,10 +565,20 @@ class Message:
         parsed = self.parsed
         parts = (
             parsed.text_html
-            if parsed is not None
-            else _fallback_parts(self._compat, "html")
+            if parsed is not None and not self._forwards_a_message
+            else _own_text_parts(self._compat, "html")
         )
         return _join_text(parts)
+
+    @functools.cached_property
+    def _forwards_a_message(self) -> bool:
+        """Whether a whole message is attached (message/rfc822): mail-parser
+        counts its text and HTML as this message's own, so `text` and
+        `html` then read the parts themselves."""
+        return any(
+            part.get_content_maintype() == "message" and part.is_multipart()
+            for part in list(self._compat.walk())[1:]
+        )
 
     @property
     def body(self) -> str:
@@ -912,9 +922,21 @@ def _join_text(parts: list[str]) -> str | None:
     return "\n".join(p.replace("\r\n", "\n") for p in parts)
 
 
-def _fallback_parts(message: Compat32Message, subtype: str) -> list[str]:
+def _own_parts(message: Compat32Message, top: bool = True) -> Iterator[Compat32Message]:
+    """``message`` and its parts, as `walk` gives them, but not the parts of
+    a message attached to it (message/rfc822): those are that message's."""
+    yield message
+    if message.is_multipart() and (top or message.get_content_maintype() != "message"):
+        for part in message.get_payload():
+            yield from _own_parts(part, top=False)
+
+
+def _own_text_parts(message: Compat32Message, subtype: str) -> list[str]:
+    """The text/``subtype`` parts of ``message`` itself, decoded: what
+    `Message.text` and `Message.html` read when mail-parser cannot serve
+    (no parse, or an attached message, see `Message._forwards_a_message`)."""
     parts = []
-    for part in message.walk():
+    for part in _own_parts(message):
         if (
             part.get_content_maintype() != "text"
             or part.get_content_subtype() != subtype

@@ -59,6 +59,39 @@ def test_attachments_come_back_identical(smtpsink: Mailbox) -> None:
     assert [a.filename for a in msg.attachments] == ["invoice.pdf", "data.csv"]
 
 
+def test_a_forwarded_message_is_an_attachment_not_this_messages_text(
+    smtpsink: Mailbox,
+) -> None:
+    forwarded = make_message(
+        subject="Original", text="INNER TEXT\n", html="<p>INNER HTML</p>\n"
+    )
+    message = make_message(subject="Fwd: Original", text="See the attached message.\n")
+    message.add_attachment(forwarded)
+    bounce = make_message(subject="Undelivered", text="It did not arrive.\n")
+    bounce.add_attachment(forwarded)
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.send_message(message)
+        client.send_message(bounce)
+    msg, other = smtpsink.wait_for(2)
+    # mail-parser counts the attached message's parts as this one's.
+    assert msg.text == "See the attached message.\n"
+    assert msg.html is None
+    assert other.body == "It did not arrive.\n"
+    (attached,) = msg.attachments
+    assert attached.content_type == "message/rfc822"
+    assert b"INNER HTML" in attached.content
+    assert "INNER" not in msg.body
+    # A message that only is a message: its text is that message's.
+    wrapper = EmailMessage()
+    wrapper["From"] = "app@example.com"
+    wrapper["To"] = "ann@example.com"
+    wrapper["Subject"] = "Wrapped"
+    wrapper.set_content(forwarded)
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.send_message(wrapper)
+    assert smtpsink.wait_for(3)[2].text == "INNER TEXT\n"
+
+
 def test_an_attachment_without_a_name_has_none(smtpsink: Mailbox) -> None:
     # mail-parser makes up a name for such a part (random letters, or its
     # Content-ID): a different one on every run, and ".txt" for a PDF.
