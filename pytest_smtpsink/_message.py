@@ -928,7 +928,8 @@ def _own_parts(message: Compat32Message, top: bool = True) -> Iterator[Compat32M
     yield message
     if message.is_multipart() and (top or message.get_content_maintype() != "message"):
         for part in message.get_payload():
-            yield from _own_parts(part, top=False)
+            if isinstance(part, Compat32Message):  # always, when multipart
+                yield from _own_parts(part, top=False)
 
 
 def _own_text_parts(message: Compat32Message, subtype: str) -> list[str]:
