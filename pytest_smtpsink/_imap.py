@@ -80,7 +80,7 @@ from ._mailstore import (
 from ._message import Envelope, Message
 from ._readside import Closed, ReadSideConnection, ReadSideServer
 from ._session import AuthInfo, Exchange, ExchangeKind, IMAPExchange
-from ._text import printable
+from ._text import plural, printable, shorten
 
 if TYPE_CHECKING:
     from ._faults import Faults
@@ -1126,7 +1126,12 @@ class _Connection(ReadSideConnection):
                 if numbers.contains(s.uid, largest)
             ]
         if not view or numbers.exceeds(len(view)):
-            raise _Answered("BAD", "Invalid message sequence number")
+            raise _Answered(
+                "BAD",
+                f"Invalid message sequence number: "
+                f"{shorten(arg.value if isinstance(arg, Atom) else str(arg), 40)} "
+                f"(the folder has {plural(len(view), 'message')})",
+            )
         return [(n, view[n - 1]) for n in numbers.members(len(view))]
 
     async def _cmd_check(self, command: Command) -> str:

@@ -39,7 +39,7 @@ from ._endpoint import ReadSideEndpoint
 from ._mailstore import INBOX, check_login, wire_bytes
 from ._readside import Closed, ReadSideConnection, ReadSideServer
 from ._session import AuthInfo, POP3Exchange
-from ._text import printable
+from ._text import plural, printable
 
 if TYPE_CHECKING:
     from ._mailstore import Account, Folder, StoredMessage
@@ -511,7 +511,9 @@ class _Connection(ReadSideConnection):
             return
         self.state = "transaction"
         count, octets = self._totals()
-        await self._reply(f"+OK Logged in: {count} messages ({octets} octets)")
+        await self._reply(
+            f"+OK Logged in: {plural(count, 'message')} ({octets} octets)"
+        )
 
     # -- TRANSACTION -------------------------------------------------------------------
 
@@ -522,13 +524,19 @@ class _Connection(ReadSideConnection):
     async def _message(self, arg: str) -> int | None:
         """The 0-based index of the message numbered ``arg``, or None after
         answering why not."""
+        shown = arg if len(arg) <= 20 else f"{arg[:20]}..."
+        if not arg:
+            await self._reply("-ERR A message number is needed")
+            return None
         if not arg.isdigit() or not arg.isascii():
-            await self._reply("-ERR Invalid message number")
+            await self._reply(f"-ERR Invalid message number: {shown}")
             return None
         number = int(arg)
         if not 1 <= number <= len(self._drop):
-            shown = arg if len(arg) <= 20 else f"{arg[:20]}..."
-            await self._reply(f"-ERR There's no message {shown}")
+            await self._reply(
+                f"-ERR There's no message {shown} (the maildrop has "
+                f"{plural(len(self._drop), 'message')})"
+            )
             return None
         if number - 1 in self._deleted:
             await self._reply(f"-ERR Message {number} is deleted")
@@ -551,7 +559,9 @@ class _Connection(ReadSideConnection):
             for i, stored in enumerate(self._drop)
             if i not in self._deleted
         ]
-        await self._reply_lines(f"+OK {count} messages ({octets} octets)", lines)
+        await self._reply_lines(
+            f"+OK {plural(count, 'message')} ({octets} octets)", lines
+        )
 
     async def _cmd_uidl(self, arg: str) -> None:
         validity = self._folder.uidvalidity if self._folder is not None else 0
@@ -616,7 +626,9 @@ class _Connection(ReadSideConnection):
         self._deleted.clear()
         self._seen.clear()
         count, octets = self._totals()
-        await self._reply(f"+OK Maildrop has {count} messages ({octets} octets)")
+        await self._reply(
+            f"+OK Maildrop has {plural(count, 'message')} ({octets} octets)"
+        )
 
     async def _cmd_noop(self, arg: str) -> None:
         await self._reply("+OK")

@@ -392,7 +392,7 @@ def test_fetch_items_peek_and_flags(smtpsink: Mailbox) -> None:
     assert "f OK" in text
     assert "* 1 FETCH (FLAGS (\\Recent))" not in text.split("f OK")[0].split("e OK")[1]
     assert "* 1 FETCH (FLAGS (\\Recent) INTERNALDATE" in text
-    assert "h BAD Invalid message sequence number" in text
+    assert "h BAD Invalid message sequence number: 5 (the folder has 1 message)" in text
 
 
 @contextlib.contextmanager

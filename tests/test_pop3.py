@@ -409,9 +409,9 @@ def test_reply_is_the_text_without_status_or_final_dot(smtpsink: Mailbox) -> Non
     ended(smtpsink)
     (session,) = pop3_sessions(smtpsink)
     replies = {exchange.line: exchange.reply for exchange in session.transcript}
-    assert replies["PASS ****"] == "Logged in: 1 messages (166 octets)"
-    assert replies["LIST"] == "1 messages (166 octets)\n1 166"
-    assert replies["RETR 9"] == "There's no message 9"
+    assert replies["PASS ****"] == "Logged in: 1 message (166 octets)"
+    assert replies["LIST"] == "1 message (166 octets)\n1 166"
+    assert replies["RETR 9"] == "There's no message 9 (the maildrop has 1 message)"
     assert replies["QUIT"] == "Logging out"
     assert {exchange.code for exchange in session.transcript} == {None}
 
@@ -519,10 +519,11 @@ def test_bad_input_before_login(
 @pytest.mark.parametrize(
     ("line", "reply"),
     [
-        (b"RETR 0", "-ERR There's no message 0"),
-        (b"RETR 3", "-ERR There's no message 3"),
-        (b"RETR one", "-ERR Invalid message number"),
-        (b"RETR -1", "-ERR Invalid message number"),
+        (b"RETR 0", "-ERR There's no message 0 (the maildrop has 2 messages)"),
+        (b"RETR 3", "-ERR There's no message 3 (the maildrop has 2 messages)"),
+        (b"RETR one", "-ERR Invalid message number: one"),
+        (b"RETR -1", "-ERR Invalid message number: -1"),
+        (b"RETR", "-ERR A message number is needed"),
         (b"RETR 2", "-ERR Message 2 is deleted"),
         (b"DELE 2", "-ERR Message 2 is deleted"),
         (b"LIST 2", "-ERR Message 2 is deleted"),
@@ -572,7 +573,7 @@ def test_pipelined_commands_are_answered_in_order(smtpsink: Mailbox, raw: Raw) -
 
 def raw_login_reply(smtpsink: Mailbox) -> str:
     size = smtpsink.mailbox(ANN).stored()[0].size
-    return f"+OK Logged in: 1 messages ({size} octets)"
+    return f"+OK Logged in: 1 message ({size} octets)"
 
 
 @pytest.mark.parametrize(
