@@ -85,6 +85,8 @@ class UserMailbox:
 
     def flags(self, message: Message, folder: str = INBOX) -> frozenset[str]:
         """The flags of ``message`` in ``folder``; KeyError if it is not there."""
+        if not isinstance(message, Message):
+            raise TypeError(f"flags() takes a Message, got {type(message).__name__}")
         for stored in self.stored(folder):
             if stored.message is message:
                 return stored.flags
@@ -147,6 +149,8 @@ class UserMailbox:
             got = f"found it with flags {_show_flags(found[0].flags)}"
         else:
             got = f"found {len(found)}"
+            if folder_name(folder) not in self.folders:  # a typo, or never made
+                got += f" (there is no folder {printable(folder_name(folder))!r})"
         raise AssertionError(f"expected {want}; {got}.\n{self.describe()}")
 
     def assert_not_in(self, folder: str = INBOX, **criteria: Unpack[Criteria]) -> None:

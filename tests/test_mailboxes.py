@@ -269,6 +269,12 @@ def test_assert_in_lists_every_folder_with_flags(smtpsink: Mailbox) -> None:
     assert "[\\Seen]" in text
     assert "  Processed (1 message):" in text
     assert "Subject: 'Invoice'" in text
+    # A folder that does not exist (a typo?) is named as such.
+    with pytest.raises(AssertionError) as failure:
+        box.assert_in("Procesed", subject="Invoice")
+    assert "; found 0 (there is no folder 'Procesed').\n" in str(failure.value)
+    with pytest.raises(TypeError, match="flags\\(\\) takes a Message, got UserMailbox"):
+        box.flags(box)  # type: ignore[arg-type]
 
 
 def test_an_empty_mailbox_names_the_mailboxes_that_have_mail(
