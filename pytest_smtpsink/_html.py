@@ -211,9 +211,20 @@ def session_record(session: Session, href: str | None = None) -> SessionRecord:
     )
 
 
+_MAX_NAME = 100
+
+
 def safe_name(filename: str | None, index: int) -> str:
-    """A file name that stays inside its directory on any OS."""
-    name = re.sub(r"[^\w.\-]+", "_", filename or "").strip("._")[:100]
+    """A file name that stays inside its directory on any OS, at most
+    `_MAX_NAME` characters; a long one keeps its extension, which says
+    what opens it."""
+    name = re.sub(r"[^\w.\-]+", "_", filename or "").strip("._")
+    if len(name) > _MAX_NAME:
+        stem, dot, extension = name.rpartition(".")
+        if not dot or not stem or len(extension) > 16:
+            stem, extension = name, ""
+        suffix = f".{extension}" if extension else ""
+        name = stem[: _MAX_NAME - len(suffix)].rstrip("._") + suffix
     return name or f"attachment-{index}"
 
 

@@ -257,12 +257,14 @@ def list_fragment(messages: Sequence[Message], sessions: Sequence[Session]) -> s
     return f"<ul>{''.join(items)}</ul>{extra}"
 
 
-def message_fragment(message: Message) -> str:
+def linked_record(message: Message) -> _html.MessageRecord:
+    """`_html.message_record` with the links this server serves: the page
+    and ``GET /api/messages/ID`` give the same ones."""
     number = message.number
     attachments = len(
         _html.attachments_of(message, [])  # counted only to name the links
     )
-    record = _html.message_record(
+    return _html.message_record(
         message,
         eml_href=f"/api/messages/{number}/raw",
         attachment_hrefs=[
@@ -270,9 +272,12 @@ def message_fragment(message: Message) -> str:
             for index in range(1, attachments + 1)
         ],
     )
-    return _html.render_message(record, open_=True) + _html.render_session(
-        _html.session_record(message.session), 1
-    )
+
+
+def message_fragment(message: Message) -> str:
+    return _html.render_message(
+        linked_record(message), open_=True
+    ) + _html.render_session(_html.session_record(message.session), 1)
 
 
 def live_page() -> str:
@@ -526,8 +531,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif len(parts) == 3 and parts[:2] == ["api", "messages"]:
             message = self._message(parts[2])
             if message is not None:
-                record = _html.message_record(message)
-                self._send_json({"id": message.number, **record})
+                self._send_json({"id": message.number, **linked_record(message)})
         elif len(parts) == 4 and parts[:2] == ["api", "messages"] and parts[3] == "raw":
             message = self._message(parts[2])
             if message is not None:

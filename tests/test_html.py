@@ -126,6 +126,22 @@ def test_index_lists_the_message_parts_and_files(
     assert session["href"] == "test_x.py__test_x/session-0001.txt"
 
 
+@pytest.mark.parametrize(
+    ("filename", "saved"),
+    [
+        ("invoice.pdf", "invoice.pdf"),
+        ("../../etc/passwd", "etc_passwd"),
+        ("a" * 300 + ".pdf", "a" * 96 + ".pdf"),  # the extension says what opens it
+        ("b" * 300, "b" * 100),
+        ("c" * 300 + "." + "d" * 40, ("c" * 300 + "." + "d" * 40)[:100]),
+        (None, "attachment-3"),
+        ("...", "attachment-3"),
+    ],
+)
+def test_saved_attachment_names(filename: str | None, saved: str) -> None:
+    assert _html.safe_name(filename, 3) == saved
+
+
 def test_remote_resources() -> None:
     markup = (
         '<img src="https://a.test/1.png"><img src="data:image/gif;base64,R0">'

@@ -97,7 +97,9 @@ def test_list_get_raw_and_delete(live: Callable[..., Live]) -> None:
     detail = view.json(f"/api/messages/{second['id']}")
     assert detail["text"] == "Bye.\n"
     assert ["To", "Ann <ann@example.com>"] in detail["headers"]
-    status, raw = view.request(f"/api/messages/{second['id']}/raw")
+    # The links are those the page shows, and they work.
+    assert detail["eml_href"] == f"/api/messages/{second['id']}/raw"
+    status, raw = view.request(detail["eml_href"])
     assert status == 200
     assert raw == b"Subject: Second\r\nTo: Ann <ann@example.com>\r\n\r\nBye.\r\n"
 
@@ -108,6 +110,25 @@ def test_list_get_raw_and_delete(live: Callable[..., Live]) -> None:
         404,
         {"error": f"no message '{second['id']}'"},
     )
+
+
+def test_a_messages_json_links_to_its_attachments(live: Callable[..., Live]) -> None:
+    view = live()
+    view.send(
+        "Invoice",
+        b"--b\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n"
+        b"--b\r\nContent-Type: application/pdf\r\n"
+        b'Content-Disposition: attachment; filename="invoice.pdf"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n",
+        MIME_Version="1.0",
+        Content_Type='multipart/mixed; boundary="b"',
+    )
+    summary = view.json("/api/wait?subject=Invoice")
+    (attachment,) = view.json(f"/api/messages/{summary['id']}")["attachments"]
+    # It was None, while the page linked to this address.
+    assert attachment["href"] == f"/api/messages/{summary['id']}/attachments/1"
+    status, content = view.request(attachment["href"])
+    assert (status, content) == (200, b"%PDF-1.4\n")
 
 
 def test_delete_all_empties_the_pop3_and_imap_mailboxes(
