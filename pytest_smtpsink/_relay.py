@@ -152,7 +152,9 @@ def parse_upstream(url: str) -> Upstream:
     try:
         port = parts.port
     except ValueError:
-        raise ValueError("the URL's port is not a number from 0 to 65535") from None
+        port = -1
+    if port is not None and not 0 < port < 65536:
+        raise ValueError("the URL's port must be a number from 1 to 65535")
     host = parts.hostname
     if not host:
         raise ValueError(f"the URL names no host (e.g. {scheme}://127.0.0.1:2525)")

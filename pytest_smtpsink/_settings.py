@@ -434,7 +434,12 @@ def _validate_relay(s: SinkSettings) -> None:
         "to another host must be asked for with relay_allow_remote=True",
     )
     _require(
-        isinstance(s.relay_to, str) and bool(s.relay_to),
+        s.relay_to is None or isinstance(s.relay_to, str),
+        "relay_to",
+        f"must be a regular expression string, got {s.relay_to!r}",
+    )
+    _require(
+        bool(s.relay_to),
         "relay_to",
         "relay needs relay_to=REGEX, the recipients to relay (nothing is relayed "
         "without a match; '.*' relays every recipient)",

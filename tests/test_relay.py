@@ -357,9 +357,19 @@ def test_bad_release_arguments_are_named_before_anything_connects(
     [
         ({"relay": "smtp://127.0.0.1:2525"}, "relay_to", "relay needs relay_to"),
         ({"relay_to": ".*"}, "relay_to", "only used with relay"),
+        (
+            {"relay": "smtp://127.0.0.1:2525", "relay_to": 123},
+            "relay_to",
+            "must be a regular expression string, got 123",
+        ),
         ({"relay": "http://127.0.0.1", "relay_to": ".*"}, "relay", "smtp://"),
         ({"relay": "smtp://:25", "relay_to": ".*"}, "relay", "names no host"),
         ({"relay": "smtp://h:99999", "relay_to": ".*"}, "relay", "port"),
+        (
+            {"relay": "smtp://127.0.0.1:0", "relay_to": ".*"},
+            "relay",
+            "port must be a number from 1 to 65535",
+        ),
         (
             {"relay": "smtp://mail.example.com:25", "relay_to": ".*"},
             "relay",
