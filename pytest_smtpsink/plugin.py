@@ -629,7 +629,15 @@ def _lint_choice(request: pytest.FixtureRequest) -> tuple[str, tuple[str, ...]]:
     if marker is None:
         return request.config.stash[_LINT_KEY], ()
     severity = marker.kwargs.get("severity", marker.args[0] if marker.args else "error")
-    if severity not in _LINT_LEVELS:
+    unknown = sorted(set(marker.kwargs) - {"severity", "ignore"})
+    if len(marker.args) > 1 or (marker.args and "severity" in marker.kwargs):
+        problem = (
+            "takes one severity and ignore=(codes...), got "
+            f"{', '.join(map(repr, marker.args))}"
+        )
+    elif unknown:
+        problem = f"unknown argument {unknown[0]}=; it takes severity and ignore"
+    elif severity not in _LINT_LEVELS:
         problem = f"severity must be one of {', '.join(_LINT_LEVELS)}, got {severity!r}"
     else:
         from ._lint import check_ignore

@@ -417,16 +417,28 @@ def test_level(smtpsink):
 @pytest.mark.smtpsink_lint(ignore=["missing-dat"])
 def test_typo(smtpsink_factory):
     raise AssertionError("the body ran")
+
+@pytest.mark.smtpsink_lint("error", "missing-date")
+def test_two_severities(smtpsink):
+    raise AssertionError("the body ran")
+
+@pytest.mark.smtpsink_lint(ignored=["missing-date"])
+def test_unknown_argument(smtpsink):
+    raise AssertionError("the body ran")
 """
     )
     result = pytester.runpytest("-p", "no:xdist")
-    result.assert_outcomes(errors=2)
+    result.assert_outcomes(errors=4)
     result.stdout.fnmatch_lines(
         [
             "*@pytest.mark.smtpsink_lint: severity must be one of off, error, "
             "warning, info, got 'extreme'",
             "*@pytest.mark.smtpsink_lint: ignore: 'missing-dat' is not a lint code "
             "(did you mean 'missing-date'?)*",
+            "*@pytest.mark.smtpsink_lint: takes one severity and ignore=(codes...), "
+            "got 'error', 'missing-date'",
+            "*@pytest.mark.smtpsink_lint: unknown argument ignored=; it takes "
+            "severity and ignore",
         ]
     )
     assert "the body ran" not in result.stdout.str()
