@@ -45,6 +45,18 @@ from ._imap_syntax import (
     parse_date,
     parse_sequence_set,
 )
+from ._text import printable
+
+_UNDECODED = re.compile("[\udc80-\udcff]")
+
+
+def _as_sent(text: str) -> str:
+    """``text`` for an error message: printable, a byte that was not UTF-8
+    shown as ``\\xff`` (not as the surrogate that stands for it)."""
+    return printable(
+        _UNDECODED.sub(lambda match: f"\\x{ord(match.group()) - 0xDC00:02x}", text)
+    )
+
 
 #: The charsets SEARCH accepts, as the BADCHARSET response code lists them.
 CHARSETS = ("US-ASCII", "UTF-8")
@@ -242,7 +254,10 @@ class _KeyReader:
         arg = self.next(f"the number after {key}")
         if not isinstance(arg, Atom) or not arg.value.isdigit():
             raise ImapSyntaxError(f"{key} takes a number", self.tag)
-        return int(arg.value)
+        number = int(arg.value)
+        if number > 0xFFFFFFFF:  # RFC 3501's number: 32 bits
+            raise ImapSyntaxError(f"{key} takes a number up to 4294967295", self.tag)
+        return number
 
     def key(self, depth: int) -> Key:
         if depth > _MAX_DEPTH:
@@ -295,7 +310,7 @@ class _KeyReader:
             return simple[name]()
         if is_sequence_set(arg.value):
             return InSequence(parse_sequence_set(arg, self.tag))
-        raise ImapSyntaxError(f"unknown search key: {arg.value}", self.tag)
+        raise ImapSyntaxError(f"unknown search key: {_as_sent(arg.value)}", self.tag)
 
     def flag(self, key: str) -> str:
         arg = self.next(f"the keyword after {key}")

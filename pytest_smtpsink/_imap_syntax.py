@@ -302,7 +302,9 @@ class _Parser:
         if pos == start:
             found = data[start : start + 1]
             raise self.fail(
-                f"unexpected {found!r} at byte {start}" if found else "missing argument"
+                f"unexpected {_byte_name(found[0])} at byte {start}"
+                if found
+                else "missing argument"
             )
         self.pos = pos
         return data[start:pos].decode("utf-8", "surrogateescape")
@@ -374,6 +376,15 @@ class _Parser:
 # in BODY[...] names), "%" and "*" (list wildcards, sequence sets) and "\"
 # (flags) stay in atoms, as every server reads them.
 _ATOM_STOPS = frozenset(b'(){ "\r\n') | frozenset(range(0x20)) | {0x7F}
+
+
+def _byte_name(byte: int) -> str:
+    """A byte as an error message names it: ``a space``, ``')'``, ``0x00``."""
+    if byte == 0x20:
+        return "a space (one separates arguments)"
+    if 0x20 < byte < 0x7F:
+        return repr(chr(byte))
+    return f"byte 0x{byte:02x}"
 
 
 def parse_command(

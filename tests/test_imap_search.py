@@ -199,6 +199,8 @@ def test_other_charsets_are_refused_with_badcharset() -> None:
     [
         (b"", "at least one search key"),
         (b"FROB", "unknown search key: FROB"),
+        (b"FR\xffOB", r"unknown search key: FR\\xffOB$"),  # not '\udcff'
+        (b"LARGER 99999999999999999999", "LARGER takes a number"),
         (b"FROM", "missing the string after FROM"),
         (b"SINCE yesterday", "invalid date"),
         (b"LARGER x", "LARGER takes a number"),

@@ -186,7 +186,12 @@ def test_literal_with_crlf_and_8bit_inside() -> None:
         (b"a FETCH 1 (FLAGS\r\n", "a", "unterminated list"),
         (b"a FETCH 1 FLAGS)\r\n", "a", r"expected a space at byte 15, found '\)'"),
         (b"a FETCH 1 BODY[HEADER\r\n", "a", r"unmatched '\['"),
-        (b"a FETCH  1\r\n", "a", "unexpected"),
+        (
+            b"a FETCH  1\r\n",
+            "a",
+            r"unexpected a space \(one separates arguments\) at byte 8",
+        ),
+        (b"a FETCH 1 \x00\r\n", "a", "unexpected byte 0x00 at byte 10"),
         (b"a UID\r\n", "a", "expected a space"),
         (b"a X {x}\r\n", "a", "malformed literal"),
         (b'a X "nul\x00"\r\n', "a", "NUL"),
