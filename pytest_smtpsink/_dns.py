@@ -31,7 +31,7 @@ import ipaddress
 import itertools
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Union
 
 from ._faults import Delay, Disconnect, Event, Fault, Faults, Hang, Reply, steps
@@ -441,6 +441,39 @@ def _name(text: str, what: str = "name") -> dns.name.Name:
         raise ValueError(f"{what} {text!r} is not a domain name: {error}") from None
 
 
+def _host_key(name: dns.name.Name) -> str:
+    """How `DNSZone.smtp_ports` keys and `DNSZone.mx` returns a host name:
+    lowercase, ASCII (IDNA), no final dot; as an application gets it from
+    ``exchange.to_text(omit_final_dot=True)``, up to case."""
+    return name.canonicalize().to_text(omit_final_dot=True)
+
+
+class _HostPorts(Mapping[str, int]):
+    """`DNSZone.smtp_ports`: a read-only mapping that finds a host however
+    it is spelt. An answer's names take the case of the question (dnspython
+    compresses them against it), so an application may ask for
+    ``mx1.PARTNER.example``; and a test may write the Unicode form of an
+    international name that the resolver answers in IDNA."""
+
+    def __init__(self, ports: Mapping[str, int]) -> None:
+        self._ports = dict(ports)
+
+    def __getitem__(self, host: str) -> int:
+        try:
+            return self._ports[_host_key(_name(host))]
+        except (ValueError, KeyError):  # not a name, or not one of ours
+            raise KeyError(host) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ports)
+
+    def __len__(self) -> int:
+        return len(self._ports)
+
+    def __repr__(self) -> str:
+        return repr(self._ports)
+
+
 class DNSZone:
     """A test's DNS records, served by its sink's stub (``smtpsink.dns``).
 
@@ -487,12 +520,15 @@ class DNSZone:
         ``mxN.<domain>`` (N counting from 1 in the order given) with an A
         (or AAAA) record for the sink's address; its SMTP port is in
         `smtp_ports`. A target given as a host name is published as is: add
-        its address with `a` or `aaaa`. Returns the MX host names, in order.
+        its address with `a` or `aaaa`. Returns the MX host names, in order,
+        as `smtp_ports` keys them: lowercase, ASCII (IDNA for an
+        international name), without the final dot.
         """
         if not isinstance(hosts, (list, tuple)) or not hosts:
             raise ValueError(
                 "hosts must be a non-empty list of (preference, sink or host name)"
             )
+        owner = _name(domain, "domain")
         names: list[str] = []
         for index, entry in enumerate(hosts, 1):
             if not (isinstance(entry, tuple) and len(entry) == 2):
@@ -514,21 +550,20 @@ class DNSZone:
                 getattr(target, "port", None), int
             ):
                 assert not isinstance(target, str)
-                host = f"mx{index}.{domain.rstrip('.')}"
+                host = _host_key(dns.name.Name((f"mx{index}".encode(), *owner.labels)))
                 address = ipaddress.ip_address(target.host)
                 if address.version == 4:
                     self.a(host, str(address))
                 else:
                     self.aaaa(host, str(address))
-                self._smtp_ports[_name(host).to_text(omit_final_dot=True)] = target.port
+                self._smtp_ports[host] = target.port
             elif isinstance(target, str):
-                host = target
+                host = _host_key(_name(target, "MX host"))
             else:
                 raise ValueError(
                     f"an MX target is a sink, a mailbox or a host name, got {target!r}"
                 )
-            _name(host, "MX host")
-            self._add(domain, "MX", f"{preference} {host.rstrip('.')}.")
+            self._add(domain, "MX", f"{preference} {host}.")
             names.append(host)
         return names
 
@@ -615,12 +650,17 @@ class DNSZone:
         return self._server.queries_since(self._start)
 
     @property
-    def smtp_ports(self) -> dict[str, int]:
+    def smtp_ports(self) -> Mapping[str, int]:
         """``{"mx1.partner.example": 40123, ...}``: the SMTP port behind
         each MX host name that `mx` made for a sink. MX records cannot say
         a port; an application delivering by MX needs it in its test
-        configuration (see :doc:`relay`)."""
-        return dict(self._smtp_ports)
+        configuration (see :doc:`relay`).
+
+        A read-only snapshot, keyed as `mx` returns the names (lowercase,
+        ASCII, no final dot); a lookup finds a host in any case, with or
+        without the final dot, in Unicode or IDNA form, so a name taken
+        from a resolver's answer works as it is."""
+        return _HostPorts(self._smtp_ports)
 
     def resolver(self, lifetime: float = 5.0) -> dns.resolver.Resolver:
         """A new dnspython ``Resolver`` that asks only this stub."""

@@ -51,6 +51,29 @@ def test_mx_records_point_at_sinks(
     ]
 
 
+def test_smtp_ports_are_keyed_as_a_resolver_answers(smtpsink: Mailbox) -> None:
+    zone = smtpsink.dns
+
+    names = zone.mx("Partner.Example", [(10, smtpsink)])
+    names += zone.mx("exämple.com.", [(10, smtpsink)])
+
+    assert names == ["mx1.partner.example", "mx1.xn--exmple-cua.com"]
+    assert zone.smtp_ports == dict.fromkeys(names, smtpsink.port)
+    resolver = zone.resolver()
+    # dnspython compresses an answer's names against the question, so the
+    # MX host comes back in the question's case: any case must be found.
+    for question in ("partner.example", "PARTNER.EXAMPLE", "exämple.com"):
+        (mx,) = resolver.resolve(question, "MX")
+        assert zone.smtp_ports[mx.exchange.to_text()] == smtpsink.port
+    for spelling in ("MX1.Partner.Example", "mx1.partner.example.", "mx1.exämple.com"):
+        assert zone.smtp_ports[spelling] == smtpsink.port
+        assert spelling in zone.smtp_ports
+    assert zone.smtp_ports.get("mx2.partner.example") is None
+    assert zone.smtp_ports.get("not a name..") is None
+    with pytest.raises(KeyError):
+        zone.smtp_ports[None]  # type: ignore[index]
+
+
 def test_host_name_targets_and_addresses(smtpsink: Mailbox) -> None:
     zone = smtpsink.dns
     zone.mx("partner.example", [(5, "mail.partner.example")])
@@ -383,6 +406,15 @@ def test_bad_records_are_refused_clearly(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         call(smtpsink.dns)
+
+
+@pytest.mark.parametrize("domain", [None, 5, ""])
+def test_mx_refuses_a_domain_that_is_not_a_name_for_any_target(
+    smtpsink: Mailbox, domain: object
+) -> None:
+    for target in (smtpsink, "mx.example"):
+        with pytest.raises(ValueError, match="domain must be a domain name, got"):
+            smtpsink.dns.mx(domain, [(10, target)])  # type: ignore[arg-type]
 
 
 def test_zones_belong_to_one_test(pytester: pytest.Pytester) -> None:
