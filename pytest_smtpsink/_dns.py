@@ -46,6 +46,7 @@ try:
     import dns.rdata
     import dns.rdataclass
     import dns.rdatatype
+    import dns.rdtypes.ANY.MX
     import dns.rdtypes.ANY.TXT
     import dns.resolver
     import dns.rrset
@@ -488,6 +489,9 @@ class DNSZone:
         self._server = server_for(view)
         self._start = self._server.last_number()
         self._smtp_ports: dict[str, int] = {}
+        # MX records published per domain: a sink's host is named by its
+        # position, counting on across mx() calls for the same domain.
+        self._mx_counts: dict[dns.name.Name, int] = {}
 
     @property
     def host(self) -> str:
@@ -503,34 +507,45 @@ class DNSZone:
 
     def _add(self, name: str, kind: str, *texts: str) -> None:
         owner = _name(name)
+        self._server.add([self._rule(owner, kind, text) for text in texts])
+
+    def _rule(self, owner: dns.name.Name, kind: str, text: str) -> _Rule:
         rdtype = dns.rdatatype.from_text(kind)
-        rules = []
-        for text in texts:
-            try:
-                rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, text)
-            except (dns.exception.DNSException, ValueError) as error:
-                raise ValueError(f"{text!r} is not a {kind} record: {error}") from None
-            rules.append(_Rule(self, owner, "record", rdata))
-        self._server.add(rules)
+        try:
+            rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, text)
+        except (dns.exception.DNSException, ValueError) as error:
+            raise ValueError(f"{text!r} is not a {kind} record: {error}") from None
+        return _Rule(self, owner, "record", rdata)
 
     def mx(self, domain: str, hosts: Sequence[tuple[int, MXTarget]]) -> list[str]:
         """Publish MX records for ``domain``: ``[(preference, target), ...]``.
 
         A target that is a sink (or a mailbox) gets the host name
-        ``mxN.<domain>`` (N counting from 1 in the order given) with an A
-        (or AAAA) record for the sink's address; its SMTP port is in
-        `smtp_ports`. A target given as a host name is published as is: add
-        its address with `a` or `aaaa`. Returns the MX host names, in order,
-        as `smtp_ports` keys them: lowercase, ASCII (IDNA for an
-        international name), without the final dot.
+        ``mxN.<domain>``, N its position among the domain's MX records
+        (from 1, in the order given, counting on after those of earlier
+        calls: a second call for a domain adds records, as `a` and `txt`
+        do), with an A (or AAAA) record for the sink's address; its SMTP
+        port is in `smtp_ports`. A target given as a host name is published
+        as is: add its address with `a` or `aaaa`. Returns the MX host
+        names, in order, as `smtp_ports` keys them: lowercase, ASCII (IDNA
+        for an international name), without the final dot.
+
+        Nothing is published when an entry is refused, and a sink's host
+        name is never one already in use in the zone: it would merge the
+        sink with another host.
         """
         if not isinstance(hosts, (list, tuple)) or not hosts:
             raise ValueError(
                 "hosts must be a non-empty list of (preference, sink or host name)"
             )
         owner = _name(domain, "domain")
+        position = self._mx_counts.get(owner, 0)
+        in_use = self._names_in_use()
+        rules: list[_Rule] = []
         names: list[str] = []
-        for index, entry in enumerate(hosts, 1):
+        ports: dict[str, int] = {}
+        for entry in hosts:
+            position += 1
             if not (isinstance(entry, tuple) and len(entry) == 2):
                 raise ValueError(
                     f"each MX entry is (preference, sink or host name), got {entry!r}"
@@ -550,21 +565,40 @@ class DNSZone:
                 getattr(target, "port", None), int
             ):
                 assert not isinstance(target, str)
-                host = _host_key(dns.name.Name((f"mx{index}".encode(), *owner.labels)))
+                host = dns.name.Name((f"mx{position}".encode(), *owner.labels))
+                if host in in_use:
+                    raise ValueError(
+                        f"{_host_key(host)}, the name mx() gives the sink at "
+                        f"position {position} of {_host_key(owner)}'s MX records, "
+                        "is already in use in this zone; give the other host "
+                        "another name"
+                    )
                 address = ipaddress.ip_address(target.host)
-                if address.version == 4:
-                    self.a(host, str(address))
-                else:
-                    self.aaaa(host, str(address))
-                self._smtp_ports[host] = target.port
+                kind = "A" if address.version == 4 else "AAAA"
+                rules.append(self._rule(host, kind, str(address)))
+                ports[_host_key(host)] = target.port
             elif isinstance(target, str):
-                host = _host_key(_name(target, "MX host"))
+                host = _name(target, "MX host")
             else:
                 raise ValueError(
                     f"an MX target is a sink, a mailbox or a host name, got {target!r}"
                 )
-            self._add(domain, "MX", f"{preference} {host}.")
-            names.append(host)
+            in_use.add(host)
+            rules.append(self._rule(owner, "MX", f"{preference} {_host_key(host)}."))
+            names.append(_host_key(host))
+        self._server.add(rules)
+        self._smtp_ports.update(ports)
+        self._mx_counts[owner] = position
+        return names
+
+    def _names_in_use(self) -> set[dns.name.Name]:
+        """The names this zone has records for or points MX records at."""
+        names = set()
+        for rule in self._server.rules:
+            if rule.owner is self:
+                names.add(rule.name)
+                if isinstance(rule.rdata, dns.rdtypes.ANY.MX.MX):
+                    names.add(rule.rdata.exchange)
         return names
 
     def null_mx(self, domain: str) -> None:
@@ -641,6 +675,7 @@ class DNSZone:
         fault rules, removed with the others)."""
         self._server.remove(self)
         self._smtp_ports.clear()
+        self._mx_counts.clear()
 
     # -- what happened, and how to ask -------------------------------------------------
 

@@ -74,6 +74,49 @@ def test_smtp_ports_are_keyed_as_a_resolver_answers(smtpsink: Mailbox) -> None:
         zone.smtp_ports[None]  # type: ignore[index]
 
 
+def test_a_second_mx_call_for_a_domain_adds_hosts_with_new_names(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    backup = smtpsink_factory(hostname="backup.test")
+    zone = smtpsink.dns
+
+    first = zone.mx("p.example", [(10, smtpsink)])
+    second = zone.mx("P.Example.", [(20, "mail.p.example"), (30, backup)])
+
+    # Numbered on from the first call: both sinks keep a name of their own.
+    assert (first, second) == (["mx1.p.example"], ["mail.p.example", "mx3.p.example"])
+    resolver = zone.resolver()
+    assert texts(resolver.resolve("p.example", "MX")) == [
+        "10 mx1.p.example.",
+        "20 mail.p.example.",
+        "30 mx3.p.example.",
+    ]
+    assert texts(resolver.resolve("mx1.p.example", "A")) == ["127.0.0.1"]
+    assert texts(resolver.resolve("mx3.p.example", "A")) == ["127.0.0.1"]
+    assert zone.smtp_ports == {
+        "mx1.p.example": smtpsink.port,
+        "mx3.p.example": backup.port,
+    }
+
+
+def test_mx_never_gives_a_sink_a_name_already_in_use(smtpsink: Mailbox) -> None:
+    zone = smtpsink.dns
+    zone.a("mx1.q.example", "127.0.0.9")
+
+    with pytest.raises(ValueError, match=r"^mx1\.q\.example, .* already in use"):
+        zone.mx("q.example", [(10, smtpsink)])
+    with pytest.raises(ValueError, match=r"^mx2\.p\.example, .* already in use"):
+        zone.mx("p.example", [(10, "mx2.p.example"), (20, smtpsink)])
+
+    # A refused call publishes none of its records.
+    assert zone.smtp_ports == {}
+    resolver = zone.resolver()
+    for domain in ("p.example", "q.example"):
+        with pytest.raises(dns.resolver.NXDOMAIN):
+            resolver.resolve(domain, "MX")
+    assert texts(resolver.resolve("mx1.q.example", "A")) == ["127.0.0.9"]
+
+
 def test_host_name_targets_and_addresses(smtpsink: Mailbox) -> None:
     zone = smtpsink.dns
     zone.mx("partner.example", [(5, "mail.partner.example")])
