@@ -629,20 +629,35 @@ class DNSZone:
     def txt(self, name: str, *strings: str | bytes) -> None:
         """Publish one TXT record for ``name`` (SPF, DKIM keys, DMARC...).
 
-        Several strings are the record's character-strings; a string longer
-        than 255 bytes (a DKIM key) is split into 255-byte pieces, as DNS
-        requires, and a reader joins them back.
+        Each string (str, as UTF-8, or bytes) is one of the record's
+        character-strings: ``txt(name, "a", "b")`` is one record of two. A
+        string longer than 255 bytes (a DKIM key) is split into 255-byte
+        pieces, as DNS requires, and a reader joins them back.
         """
+        owner = _name(name)
         if not strings:
             raise ValueError("txt needs at least one string")
         pieces: list[bytes] = []
         for text in strings:
-            data = text.encode() if isinstance(text, str) else bytes(text)
+            if isinstance(text, str):
+                data = text.encode()
+            elif isinstance(text, (bytes, bytearray)):
+                data = bytes(text)
+            else:
+                # bytes(5) is five NUL bytes, and bytes(["a"]) a puzzling
+                # TypeError: refuse anything else by name.
+                raise TypeError(
+                    f"txt() takes strings as str or bytes, got {text!r}"
+                    + (
+                        ": pass a record's strings as arguments of their own, "
+                        "txt(name, *strings)"
+                        if isinstance(text, (list, tuple))
+                        else ""
+                    )
+                )
             pieces.extend(data[i : i + 255] for i in range(0, len(data), 255) or [0])
-        rdata = dns.rdtypes.ANY.TXT.TXT(
-            dns.rdataclass.IN, dns.rdatatype.TXT, pieces or [b""]
-        )
-        self._server.add([_Rule(self, _name(name), "record", rdata)])
+        rdata = dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, pieces)
+        self._server.add([_Rule(self, owner, "record", rdata)])
 
     # -- failures ------------------------------------------------------------------
 

@@ -150,6 +150,46 @@ def test_txt_records_longer_than_255_bytes_are_split(smtpsink: Mailbox) -> None:
     assert texts(resolver.resolve("partner.example", "TXT")) == ['"v=spf1 -all"']
 
 
+def test_txt_strings_are_str_or_bytes(smtpsink: Mailbox) -> None:
+    zone = smtpsink.dns
+    zone.txt("forms.example", "v=spf1 -all")
+    zone.txt("forms.example", b"\x00binary", "two", "")  # one record, 3 strings
+    zone.txt("forms.example", "grüße")  # UTF-8
+
+    answer = zone.resolver().resolve("forms.example", "TXT")
+
+    assert sorted(record.strings for record in answer) == [
+        (b"\x00binary", b"two", b""),
+        ("grüße".encode(),),
+        (b"v=spf1 -all",),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("strings", "message"),
+    [
+        ((5,), r"^txt\(\) takes strings as str or bytes, got 5$"),
+        ((None,), r"got None$"),
+        (("ok", 2.5), r"got 2\.5$"),
+        (
+            (["a", "b"],),
+            r"got \['a', 'b'\]: pass a record's strings as arguments of their "
+            r"own, txt\(name, \*strings\)$",
+        ),
+    ],
+)
+def test_txt_refuses_what_is_not_a_string(
+    smtpsink: Mailbox, strings: tuple[object, ...], message: str
+) -> None:
+    zone = smtpsink.dns
+
+    with pytest.raises(TypeError, match=message):
+        zone.txt("x.example", *strings)  # type: ignore[arg-type]
+
+    with pytest.raises(dns.resolver.NXDOMAIN):  # nothing was published
+        zone.resolver().resolve("x.example", "TXT")
+
+
 def test_an_answer_too_big_for_udp_comes_over_tcp(smtpsink: Mailbox) -> None:
     zone = smtpsink.dns
     for n in range(20):
