@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import ipaddress
 import itertools
+import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -442,6 +443,44 @@ def _name(text: str, what: str = "name") -> dns.name.Name:
         raise ValueError(f"{what} {text!r} is not a domain name: {error}") from None
 
 
+# A label of a host name (RFC 1123 2.1): letters, digits and hyphens, not
+# at either end. MX records must name hosts; IDNA labels (xn--) fit.
+_HOST_LABEL = re.compile(rb"[a-z0-9]([a-z0-9-]*[a-z0-9])?", re.IGNORECASE)
+
+
+def _host_problem(name: dns.name.Name) -> str | None:
+    """Why ``name`` (absolute) cannot be a host's name, or None."""
+    for label in name.labels[:-1]:  # the last is the root's, empty
+        if not _HOST_LABEL.fullmatch(label):
+            shown = label.decode("ascii", "backslashreplace")
+            if label.startswith(b"-") or label.endswith(b"-"):
+                return f"its label {shown!r} starts or ends with a hyphen"
+            return (
+                f"its label {shown!r} has characters other than letters, "
+                "digits and hyphens"
+            )
+    return None
+
+
+def _mx_host(text: str) -> dns.name.Name:
+    """An MX target given as a host name, refused in the test's terms."""
+    name = _name(text, "MX host")
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        pass  # not an address: good
+    else:
+        raise ValueError(
+            f"MX host {text!r} is an address, and an MX record names a host: "
+            "publish the address under a host name with a() or aaaa(), or "
+            "give the sink itself as the target"
+        )
+    problem = _host_problem(name)
+    if problem:
+        raise ValueError(f"MX host {text!r} is not a host name: {problem}")
+    return name
+
+
 def _host_key(name: dns.name.Name) -> str:
     """How `DNSZone.smtp_ports` keys and `DNSZone.mx` returns a host name:
     lowercase, ASCII (IDNA), no final dot; as an application gets it from
@@ -565,7 +604,19 @@ class DNSZone:
                 getattr(target, "port", None), int
             ):
                 assert not isinstance(target, str)
-                host = dns.name.Name((f"mx{position}".encode(), *owner.labels))
+                try:
+                    host = dns.name.Name((f"mx{position}".encode(), *owner.labels))
+                except dns.name.NameTooLong:
+                    raise ValueError(
+                        f"domain {domain!r} is too long for the sink's MX host "
+                        f"name mx{position}.<domain> (255 bytes at most)"
+                    ) from None
+                problem = _host_problem(host)
+                if problem:
+                    raise ValueError(
+                        f"domain {domain!r} cannot name the sink's MX host "
+                        f"(mx{position}.{domain.rstrip('.')}): {problem}"
+                    )
                 if host in in_use:
                     raise ValueError(
                         f"{_host_key(host)}, the name mx() gives the sink at "
@@ -578,13 +629,18 @@ class DNSZone:
                 rules.append(self._rule(host, kind, str(address)))
                 ports[_host_key(host)] = target.port
             elif isinstance(target, str):
-                host = _name(target, "MX host")
+                host = _mx_host(target)
             else:
                 raise ValueError(
                     f"an MX target is a sink, a mailbox or a host name, got {target!r}"
                 )
             in_use.add(host)
-            rules.append(self._rule(owner, "MX", f"{preference} {_host_key(host)}."))
+            # Built, not parsed from text: the names are checked already.
+            # (dnspython leaves this constructor unannotated.)
+            mx = dns.rdtypes.ANY.MX.MX(  # type: ignore[no-untyped-call]
+                dns.rdataclass.IN, dns.rdatatype.MX, preference, host.canonicalize()
+            )
+            rules.append(_Rule(self, owner, "record", mx))
             names.append(_host_key(host))
         self._server.add(rules)
         self._smtp_ports.update(ports)

@@ -500,6 +500,44 @@ def test_mx_refuses_a_domain_that_is_not_a_name_for_any_target(
             smtpsink.dns.mx(domain, [(10, target)])  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("domain", "host", "message"),
+    [
+        (
+            "a.example",
+            "not a host name!",
+            r"^MX host 'not a host name!' is not a host name: its label "
+            r"'not a host name!' has characters other than letters, digits "
+            r"and hyphens$",
+        ),
+        ("a.example", "mail_1.a.example", r"label 'mail_1' has characters other"),
+        ("a.example", "-mx.a.example", r"label '-mx' starts or ends with a hyphen"),
+        ("a.example", "127.0.0.1", r"^MX host '127.0.0.1' is an address, .* a\(\)"),
+        (
+            "a b.example",
+            None,
+            r"^domain 'a b.example' cannot name the sink's MX host "
+            r"\(mx1.a b.example\): its label 'a b' has characters other",
+        ),
+        (
+            "x" * 63 + "." + "y" * 63 + "." + "z" * 63 + "." + "w" * 61,
+            None,
+            r"^domain 'xxx.*' is too long for the sink's MX host name "
+            r"mx1\.<domain> \(255 bytes at most\)$",
+        ),
+    ],
+)
+def test_a_bad_mx_host_name_is_named_with_the_reason(
+    smtpsink: Mailbox, domain: str, host: str | None, message: str
+) -> None:
+    zone = smtpsink.dns
+
+    with pytest.raises(ValueError, match=message) as refused:
+        zone.mx(domain, [(10, smtpsink if host is None else host)])
+
+    assert "is not a MX record" not in str(refused.value)  # no internal text
+
+
 def test_zones_belong_to_one_test(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
