@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import ipaddress
 import itertools
+import math
 import re
 import threading
 import time
@@ -481,6 +482,18 @@ def _mx_host(text: str) -> dns.name.Name:
     return name
 
 
+def _lifetime(seconds: float) -> float:
+    # dnspython times out every lookup at once with a lifetime of 0 or less,
+    # and never with NaN or infinity: refuse them here, by name.
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, (int, float))
+        or not 0 < seconds < math.inf
+    ):
+        raise ValueError(f"lifetime must be a number of seconds > 0, got {seconds!r}")
+    return float(seconds)
+
+
 def _host_key(name: dns.name.Name) -> str:
     """How `DNSZone.smtp_ports` keys and `DNSZone.mx` returns a host name:
     lowercase, ASCII (IDNA), no final dot; as an application gets it from
@@ -659,7 +672,7 @@ class DNSZone:
 
     def null_mx(self, domain: str) -> None:
         """Publish a null MX (RFC 7505: ``0 .``): the domain takes no mail."""
-        self._add(domain, "MX", "0 .")
+        self._server.add([self._rule(_name(domain, "domain"), "MX", "0 .")])
 
     def a(self, name: str, *addresses: str) -> None:
         """Publish IPv4 addresses for ``name``."""
@@ -674,6 +687,11 @@ class DNSZone:
         if not addresses:
             raise ValueError(f"{kind} needs at least one address")
         for address in addresses:
+            if not isinstance(
+                address, (str, ipaddress.IPv4Address, ipaddress.IPv6Address)
+            ):
+                # ip_address() reads 5 as 0.0.0.5, and bytes as packed.
+                raise ValueError(f"{address!r} is not an IPv{version} address")
             try:
                 ok = ipaddress.ip_address(address).version == version
             except ValueError:
@@ -769,7 +787,9 @@ class DNSZone:
         return _HostPorts(self._smtp_ports)
 
     def resolver(self, lifetime: float = 5.0) -> dns.resolver.Resolver:
-        """A new dnspython ``Resolver`` that asks only this stub."""
+        """A new dnspython ``Resolver`` that asks only this stub, giving up
+        on a lookup after ``lifetime`` seconds (a number > 0)."""
+        lifetime = _lifetime(lifetime)
         resolver = dns.resolver.Resolver(configure=False)
         self._point(resolver, lifetime)
         return resolver
@@ -787,6 +807,7 @@ class DNSZone:
         put the previous ones back after it."""
         import dns.asyncresolver
 
+        lifetime = _lifetime(lifetime)
         saved = (dns.resolver.default_resolver, dns.asyncresolver.default_resolver)
         resolver = self.resolver(lifetime)
         async_resolver = dns.asyncresolver.Resolver(configure=False)

@@ -482,6 +482,16 @@ def test_garbage_over_tcp_never_stops_the_stub(smtpsink: Mailbox) -> None:
         (lambda z: z.a("x" * 70 + ".example", "127.0.0.1"), "is not a domain name"),
         (lambda z: z.servfail("a.example", times=0), "times must be"),
         (lambda z: z.txt("a.example"), "at least one string"),
+        (lambda z: z.a("h.example", 5), "^5 is not an IPv4 address"),
+        (lambda z: z.aaaa("h.example", b"\0" * 16), "is not an IPv6 address"),
+        (lambda z: z.null_mx(None), "^domain must be a domain name, got None$"),
+        (lambda z: z.nxdomain(5), "^name must be a domain name, got 5$"),
+        (lambda z: z.timeout(None), "^name must be a domain name, got None$"),
+        (lambda z: z.resolver(lifetime=-1), r"^lifetime must be .* > 0, got -1$"),
+        (lambda z: z.resolver(lifetime="5"), r"^lifetime must be .*, got '5'$"),
+        (lambda z: z.resolver(lifetime=float("nan")), r"^lifetime must be"),
+        (lambda z: z.resolver(lifetime=True), r"^lifetime must be"),
+        (lambda z: z.as_default(lifetime=0).__enter__(), "^lifetime must be"),
     ],
 )
 def test_bad_records_are_refused_clearly(
