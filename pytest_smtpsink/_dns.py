@@ -577,8 +577,9 @@ class DNSZone:
         (from 1, in the order given, counting on after those of earlier
         calls: a second call for a domain adds records, as `a` and `txt`
         do), with an A (or AAAA) record for the sink's address; its SMTP
-        port is in `smtp_ports`. A target given as a host name is published
-        as is: add its address with `a` or `aaaa`. Returns the MX host
+        port is in `smtp_ports`. A target given as a host name (not an
+        address) is published under that name: add its address with `a` or
+        `aaaa`. Returns the MX host
         names, in order, as `smtp_ports` keys them: lowercase, ASCII (IDNA
         for an international name), without the final dot.
 
