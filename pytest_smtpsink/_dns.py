@@ -29,9 +29,11 @@ import contextlib
 import dataclasses
 import ipaddress
 import itertools
+import math
+import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Union
 
 from ._faults import Delay, Disconnect, Event, Fault, Faults, Hang, Reply, steps
@@ -46,6 +48,7 @@ try:
     import dns.rdata
     import dns.rdataclass
     import dns.rdatatype
+    import dns.rdtypes.ANY.MX
     import dns.rdtypes.ANY.TXT
     import dns.resolver
     import dns.rrset
@@ -441,6 +444,89 @@ def _name(text: str, what: str = "name") -> dns.name.Name:
         raise ValueError(f"{what} {text!r} is not a domain name: {error}") from None
 
 
+# A label of a host name (RFC 1123 2.1): letters, digits and hyphens, not
+# at either end. MX records must name hosts; IDNA labels (xn--) fit.
+_HOST_LABEL = re.compile(rb"[a-z0-9]([a-z0-9-]*[a-z0-9])?", re.IGNORECASE)
+
+
+def _host_problem(name: dns.name.Name) -> str | None:
+    """Why ``name`` (absolute) cannot be a host's name, or None."""
+    for label in name.labels[:-1]:  # the last is the root's, empty
+        if not _HOST_LABEL.fullmatch(label):
+            shown = label.decode("ascii", "backslashreplace")
+            if label.startswith(b"-") or label.endswith(b"-"):
+                return f"its label {shown!r} starts or ends with a hyphen"
+            return (
+                f"its label {shown!r} has characters other than letters, "
+                "digits and hyphens"
+            )
+    return None
+
+
+def _mx_host(text: str) -> dns.name.Name:
+    """An MX target given as a host name, refused in the test's terms."""
+    name = _name(text, "MX host")
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        pass  # not an address: good
+    else:
+        raise ValueError(
+            f"MX host {text!r} is an address, and an MX record names a host: "
+            "publish the address under a host name with a() or aaaa(), or "
+            "give the sink itself as the target"
+        )
+    problem = _host_problem(name)
+    if problem:
+        raise ValueError(f"MX host {text!r} is not a host name: {problem}")
+    return name
+
+
+def _lifetime(seconds: float) -> float:
+    # dnspython times out every lookup at once with a lifetime of 0 or less,
+    # and never with NaN or infinity: refuse them here, by name.
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, (int, float))
+        or not 0 < seconds < math.inf
+    ):
+        raise ValueError(f"lifetime must be a number of seconds > 0, got {seconds!r}")
+    return float(seconds)
+
+
+def _host_key(name: dns.name.Name) -> str:
+    """How `DNSZone.smtp_ports` keys and `DNSZone.mx` returns a host name:
+    lowercase, ASCII (IDNA), no final dot; as an application gets it from
+    ``exchange.to_text(omit_final_dot=True)``, up to case."""
+    return name.canonicalize().to_text(omit_final_dot=True)
+
+
+class _HostPorts(Mapping[str, int]):
+    """`DNSZone.smtp_ports`: a read-only mapping that finds a host however
+    it is spelt. An answer's names take the case of the question (dnspython
+    compresses them against it), so an application may ask for
+    ``mx1.PARTNER.example``; and a test may write the Unicode form of an
+    international name that the resolver answers in IDNA."""
+
+    def __init__(self, ports: Mapping[str, int]) -> None:
+        self._ports = dict(ports)
+
+    def __getitem__(self, host: str) -> int:
+        try:
+            return self._ports[_host_key(_name(host))]
+        except (ValueError, KeyError):  # not a name, or not one of ours
+            raise KeyError(host) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ports)
+
+    def __len__(self) -> int:
+        return len(self._ports)
+
+    def __repr__(self) -> str:
+        return repr(self._ports)
+
+
 class DNSZone:
     """A test's DNS records, served by its sink's stub (``smtpsink.dns``).
 
@@ -455,6 +541,9 @@ class DNSZone:
         self._server = server_for(view)
         self._start = self._server.last_number()
         self._smtp_ports: dict[str, int] = {}
+        # MX records published per domain: a sink's host is named by its
+        # position, counting on across mx() calls for the same domain.
+        self._mx_counts: dict[dns.name.Name, int] = {}
 
     @property
     def host(self) -> str:
@@ -470,31 +559,46 @@ class DNSZone:
 
     def _add(self, name: str, kind: str, *texts: str) -> None:
         owner = _name(name)
+        self._server.add([self._rule(owner, kind, text) for text in texts])
+
+    def _rule(self, owner: dns.name.Name, kind: str, text: str) -> _Rule:
         rdtype = dns.rdatatype.from_text(kind)
-        rules = []
-        for text in texts:
-            try:
-                rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, text)
-            except (dns.exception.DNSException, ValueError) as error:
-                raise ValueError(f"{text!r} is not a {kind} record: {error}") from None
-            rules.append(_Rule(self, owner, "record", rdata))
-        self._server.add(rules)
+        try:
+            rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, text)
+        except (dns.exception.DNSException, ValueError) as error:
+            raise ValueError(f"{text!r} is not a {kind} record: {error}") from None
+        return _Rule(self, owner, "record", rdata)
 
     def mx(self, domain: str, hosts: Sequence[tuple[int, MXTarget]]) -> list[str]:
         """Publish MX records for ``domain``: ``[(preference, target), ...]``.
 
         A target that is a sink (or a mailbox) gets the host name
-        ``mxN.<domain>`` (N counting from 1 in the order given) with an A
-        (or AAAA) record for the sink's address; its SMTP port is in
-        `smtp_ports`. A target given as a host name is published as is: add
-        its address with `a` or `aaaa`. Returns the MX host names, in order.
+        ``mxN.<domain>``, N its position among the domain's MX records
+        (from 1, in the order given, counting on after those of earlier
+        calls: a second call for a domain adds records, as `a` and `txt`
+        do), with an A (or AAAA) record for the sink's address; its SMTP
+        port is in `smtp_ports`. A target given as a host name (not an
+        address) is published under that name: add its address with `a` or
+        `aaaa`. Returns the MX host
+        names, in order, as `smtp_ports` keys them: lowercase, ASCII (IDNA
+        for an international name), without the final dot.
+
+        Nothing is published when an entry is refused, and a sink's host
+        name is never one already in use in the zone: it would merge the
+        sink with another host.
         """
         if not isinstance(hosts, (list, tuple)) or not hosts:
             raise ValueError(
                 "hosts must be a non-empty list of (preference, sink or host name)"
             )
+        owner = _name(domain, "domain")
+        position = self._mx_counts.get(owner, 0)
+        in_use = self._names_in_use()
+        rules: list[_Rule] = []
         names: list[str] = []
-        for index, entry in enumerate(hosts, 1):
+        ports: dict[str, int] = {}
+        for entry in hosts:
+            position += 1
             if not (isinstance(entry, tuple) and len(entry) == 2):
                 raise ValueError(
                     f"each MX entry is (preference, sink or host name), got {entry!r}"
@@ -514,27 +618,62 @@ class DNSZone:
                 getattr(target, "port", None), int
             ):
                 assert not isinstance(target, str)
-                host = f"mx{index}.{domain.rstrip('.')}"
+                try:
+                    host = dns.name.Name((f"mx{position}".encode(), *owner.labels))
+                except dns.name.NameTooLong:
+                    raise ValueError(
+                        f"domain {domain!r} is too long for the sink's MX host "
+                        f"name mx{position}.<domain> (255 bytes at most)"
+                    ) from None
+                problem = _host_problem(host)
+                if problem:
+                    raise ValueError(
+                        f"domain {domain!r} cannot name the sink's MX host "
+                        f"(mx{position}.{domain.rstrip('.')}): {problem}"
+                    )
+                if host in in_use:
+                    raise ValueError(
+                        f"{_host_key(host)}, the name mx() gives the sink at "
+                        f"position {position} of {_host_key(owner)}'s MX records, "
+                        "is already in use in this zone; give the other host "
+                        "another name"
+                    )
                 address = ipaddress.ip_address(target.host)
-                if address.version == 4:
-                    self.a(host, str(address))
-                else:
-                    self.aaaa(host, str(address))
-                self._smtp_ports[_name(host).to_text(omit_final_dot=True)] = target.port
+                kind = "A" if address.version == 4 else "AAAA"
+                rules.append(self._rule(host, kind, str(address)))
+                ports[_host_key(host)] = target.port
             elif isinstance(target, str):
-                host = target
+                host = _mx_host(target)
             else:
                 raise ValueError(
                     f"an MX target is a sink, a mailbox or a host name, got {target!r}"
                 )
-            _name(host, "MX host")
-            self._add(domain, "MX", f"{preference} {host.rstrip('.')}.")
-            names.append(host)
+            in_use.add(host)
+            # Built, not parsed from text: the names are checked already.
+            # (dnspython leaves this constructor unannotated.)
+            mx = dns.rdtypes.ANY.MX.MX(  # type: ignore[no-untyped-call]
+                dns.rdataclass.IN, dns.rdatatype.MX, preference, host.canonicalize()
+            )
+            rules.append(_Rule(self, owner, "record", mx))
+            names.append(_host_key(host))
+        self._server.add(rules)
+        self._smtp_ports.update(ports)
+        self._mx_counts[owner] = position
+        return names
+
+    def _names_in_use(self) -> set[dns.name.Name]:
+        """The names this zone has records for or points MX records at."""
+        names = set()
+        for rule in self._server.rules:
+            if rule.owner is self:
+                names.add(rule.name)
+                if isinstance(rule.rdata, dns.rdtypes.ANY.MX.MX):
+                    names.add(rule.rdata.exchange)
         return names
 
     def null_mx(self, domain: str) -> None:
         """Publish a null MX (RFC 7505: ``0 .``): the domain takes no mail."""
-        self._add(domain, "MX", "0 .")
+        self._server.add([self._rule(_name(domain, "domain"), "MX", "0 .")])
 
     def a(self, name: str, *addresses: str) -> None:
         """Publish IPv4 addresses for ``name``."""
@@ -549,6 +688,11 @@ class DNSZone:
         if not addresses:
             raise ValueError(f"{kind} needs at least one address")
         for address in addresses:
+            if not isinstance(
+                address, (str, ipaddress.IPv4Address, ipaddress.IPv6Address)
+            ):
+                # ip_address() reads 5 as 0.0.0.5, and bytes as packed.
+                raise ValueError(f"{address!r} is not an IPv{version} address")
             try:
                 ok = ipaddress.ip_address(address).version == version
             except ValueError:
@@ -560,20 +704,35 @@ class DNSZone:
     def txt(self, name: str, *strings: str | bytes) -> None:
         """Publish one TXT record for ``name`` (SPF, DKIM keys, DMARC...).
 
-        Several strings are the record's character-strings; a string longer
-        than 255 bytes (a DKIM key) is split into 255-byte pieces, as DNS
-        requires, and a reader joins them back.
+        Each string (str, as UTF-8, or bytes) is one of the record's
+        character-strings: ``txt(name, "a", "b")`` is one record of two. A
+        string longer than 255 bytes (a DKIM key) is split into 255-byte
+        pieces, as DNS requires, and a reader joins them back.
         """
+        owner = _name(name)
         if not strings:
             raise ValueError("txt needs at least one string")
         pieces: list[bytes] = []
         for text in strings:
-            data = text.encode() if isinstance(text, str) else bytes(text)
+            if isinstance(text, str):
+                data = text.encode()
+            elif isinstance(text, (bytes, bytearray)):
+                data = bytes(text)
+            else:
+                # bytes(5) is five NUL bytes, and bytes(["a"]) a puzzling
+                # TypeError: refuse anything else by name.
+                raise TypeError(
+                    f"txt() takes strings as str or bytes, got {text!r}"
+                    + (
+                        ": pass a record's strings as arguments of their own, "
+                        "txt(name, *strings)"
+                        if isinstance(text, (list, tuple))
+                        else ""
+                    )
+                )
             pieces.extend(data[i : i + 255] for i in range(0, len(data), 255) or [0])
-        rdata = dns.rdtypes.ANY.TXT.TXT(
-            dns.rdataclass.IN, dns.rdatatype.TXT, pieces or [b""]
-        )
-        self._server.add([_Rule(self, _name(name), "record", rdata)])
+        rdata = dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, pieces)
+        self._server.add([_Rule(self, owner, "record", rdata)])
 
     # -- failures ------------------------------------------------------------------
 
@@ -606,6 +765,7 @@ class DNSZone:
         fault rules, removed with the others)."""
         self._server.remove(self)
         self._smtp_ports.clear()
+        self._mx_counts.clear()
 
     # -- what happened, and how to ask -------------------------------------------------
 
@@ -615,15 +775,22 @@ class DNSZone:
         return self._server.queries_since(self._start)
 
     @property
-    def smtp_ports(self) -> dict[str, int]:
+    def smtp_ports(self) -> Mapping[str, int]:
         """``{"mx1.partner.example": 40123, ...}``: the SMTP port behind
         each MX host name that `mx` made for a sink. MX records cannot say
         a port; an application delivering by MX needs it in its test
-        configuration (see :doc:`relay`)."""
-        return dict(self._smtp_ports)
+        configuration (see :doc:`relay`).
+
+        A read-only snapshot, keyed as `mx` returns the names (lowercase,
+        ASCII, no final dot); a lookup finds a host in any case, with or
+        without the final dot, in Unicode or IDNA form, so a name taken
+        from a resolver's answer works as it is."""
+        return _HostPorts(self._smtp_ports)
 
     def resolver(self, lifetime: float = 5.0) -> dns.resolver.Resolver:
-        """A new dnspython ``Resolver`` that asks only this stub."""
+        """A new dnspython ``Resolver`` that asks only this stub, giving up
+        on a lookup after ``lifetime`` seconds (a number > 0)."""
+        lifetime = _lifetime(lifetime)
         resolver = dns.resolver.Resolver(configure=False)
         self._point(resolver, lifetime)
         return resolver
@@ -641,6 +808,7 @@ class DNSZone:
         put the previous ones back after it."""
         import dns.asyncresolver
 
+        lifetime = _lifetime(lifetime)
         saved = (dns.resolver.default_resolver, dns.asyncresolver.default_resolver)
         resolver = self.resolver(lifetime)
         async_resolver = dns.asyncresolver.Resolver(configure=False)

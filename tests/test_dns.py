@@ -51,6 +51,72 @@ def test_mx_records_point_at_sinks(
     ]
 
 
+def test_smtp_ports_are_keyed_as_a_resolver_answers(smtpsink: Mailbox) -> None:
+    zone = smtpsink.dns
+
+    names = zone.mx("Partner.Example", [(10, smtpsink)])
+    names += zone.mx("exämple.com.", [(10, smtpsink)])
+
+    assert names == ["mx1.partner.example", "mx1.xn--exmple-cua.com"]
+    assert zone.smtp_ports == dict.fromkeys(names, smtpsink.port)
+    resolver = zone.resolver()
+    # dnspython compresses an answer's names against the question, so the
+    # MX host comes back in the question's case: any case must be found.
+    for question in ("partner.example", "PARTNER.EXAMPLE", "exämple.com"):
+        (mx,) = resolver.resolve(question, "MX")
+        assert zone.smtp_ports[mx.exchange.to_text()] == smtpsink.port
+    for spelling in ("MX1.Partner.Example", "mx1.partner.example.", "mx1.exämple.com"):
+        assert zone.smtp_ports[spelling] == smtpsink.port
+        assert spelling in zone.smtp_ports
+    assert zone.smtp_ports.get("mx2.partner.example") is None
+    assert zone.smtp_ports.get("not a name..") is None
+    with pytest.raises(KeyError):
+        zone.smtp_ports[None]  # type: ignore[index]
+
+
+def test_a_second_mx_call_for_a_domain_adds_hosts_with_new_names(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    backup = smtpsink_factory(hostname="backup.test")
+    zone = smtpsink.dns
+
+    first = zone.mx("p.example", [(10, smtpsink)])
+    second = zone.mx("P.Example.", [(20, "mail.p.example"), (30, backup)])
+
+    # Numbered on from the first call: both sinks keep a name of their own.
+    assert (first, second) == (["mx1.p.example"], ["mail.p.example", "mx3.p.example"])
+    resolver = zone.resolver()
+    assert texts(resolver.resolve("p.example", "MX")) == [
+        "10 mx1.p.example.",
+        "20 mail.p.example.",
+        "30 mx3.p.example.",
+    ]
+    assert texts(resolver.resolve("mx1.p.example", "A")) == ["127.0.0.1"]
+    assert texts(resolver.resolve("mx3.p.example", "A")) == ["127.0.0.1"]
+    assert zone.smtp_ports == {
+        "mx1.p.example": smtpsink.port,
+        "mx3.p.example": backup.port,
+    }
+
+
+def test_mx_never_gives_a_sink_a_name_already_in_use(smtpsink: Mailbox) -> None:
+    zone = smtpsink.dns
+    zone.a("mx1.q.example", "127.0.0.9")
+
+    with pytest.raises(ValueError, match=r"^mx1\.q\.example, .* already in use"):
+        zone.mx("q.example", [(10, smtpsink)])
+    with pytest.raises(ValueError, match=r"^mx2\.p\.example, .* already in use"):
+        zone.mx("p.example", [(10, "mx2.p.example"), (20, smtpsink)])
+
+    # A refused call publishes none of its records.
+    assert zone.smtp_ports == {}
+    resolver = zone.resolver()
+    for domain in ("p.example", "q.example"):
+        with pytest.raises(dns.resolver.NXDOMAIN):
+            resolver.resolve(domain, "MX")
+    assert texts(resolver.resolve("mx1.q.example", "A")) == ["127.0.0.9"]
+
+
 def test_host_name_targets_and_addresses(smtpsink: Mailbox) -> None:
     zone = smtpsink.dns
     zone.mx("partner.example", [(5, "mail.partner.example")])
@@ -82,6 +148,46 @@ def test_txt_records_longer_than_255_bytes_are_split(smtpsink: Mailbox) -> None:
     assert [len(s) for s in record.strings] == [255, len(key) - 255]
     assert b"".join(record.strings).decode() == key
     assert texts(resolver.resolve("partner.example", "TXT")) == ['"v=spf1 -all"']
+
+
+def test_txt_strings_are_str_or_bytes(smtpsink: Mailbox) -> None:
+    zone = smtpsink.dns
+    zone.txt("forms.example", "v=spf1 -all")
+    zone.txt("forms.example", b"\x00binary", "two", "")  # one record, 3 strings
+    zone.txt("forms.example", "grüße")  # UTF-8
+
+    answer = zone.resolver().resolve("forms.example", "TXT")
+
+    assert sorted(record.strings for record in answer) == [
+        (b"\x00binary", b"two", b""),
+        ("grüße".encode(),),
+        (b"v=spf1 -all",),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("strings", "message"),
+    [
+        ((5,), r"^txt\(\) takes strings as str or bytes, got 5$"),
+        ((None,), r"got None$"),
+        (("ok", 2.5), r"got 2\.5$"),
+        (
+            (["a", "b"],),
+            r"got \['a', 'b'\]: pass a record's strings as arguments of their "
+            r"own, txt\(name, \*strings\)$",
+        ),
+    ],
+)
+def test_txt_refuses_what_is_not_a_string(
+    smtpsink: Mailbox, strings: tuple[object, ...], message: str
+) -> None:
+    zone = smtpsink.dns
+
+    with pytest.raises(TypeError, match=message):
+        zone.txt("x.example", *strings)  # type: ignore[arg-type]
+
+    with pytest.raises(dns.resolver.NXDOMAIN):  # nothing was published
+        zone.resolver().resolve("x.example", "TXT")
 
 
 def test_an_answer_too_big_for_udp_comes_over_tcp(smtpsink: Mailbox) -> None:
@@ -376,6 +482,16 @@ def test_garbage_over_tcp_never_stops_the_stub(smtpsink: Mailbox) -> None:
         (lambda z: z.a("x" * 70 + ".example", "127.0.0.1"), "is not a domain name"),
         (lambda z: z.servfail("a.example", times=0), "times must be"),
         (lambda z: z.txt("a.example"), "at least one string"),
+        (lambda z: z.a("h.example", 5), "^5 is not an IPv4 address"),
+        (lambda z: z.aaaa("h.example", b"\0" * 16), "is not an IPv6 address"),
+        (lambda z: z.null_mx(None), "^domain must be a domain name, got None$"),
+        (lambda z: z.nxdomain(5), "^name must be a domain name, got 5$"),
+        (lambda z: z.timeout(None), "^name must be a domain name, got None$"),
+        (lambda z: z.resolver(lifetime=-1), r"^lifetime must be .* > 0, got -1$"),
+        (lambda z: z.resolver(lifetime="5"), r"^lifetime must be .*, got '5'$"),
+        (lambda z: z.resolver(lifetime=float("nan")), r"^lifetime must be"),
+        (lambda z: z.resolver(lifetime=True), r"^lifetime must be"),
+        (lambda z: z.as_default(lifetime=0).__enter__(), "^lifetime must be"),
     ],
 )
 def test_bad_records_are_refused_clearly(
@@ -383,6 +499,53 @@ def test_bad_records_are_refused_clearly(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         call(smtpsink.dns)
+
+
+@pytest.mark.parametrize("domain", [None, 5, ""])
+def test_mx_refuses_a_domain_that_is_not_a_name_for_any_target(
+    smtpsink: Mailbox, domain: object
+) -> None:
+    for target in (smtpsink, "mx.example"):
+        with pytest.raises(ValueError, match="domain must be a domain name, got"):
+            smtpsink.dns.mx(domain, [(10, target)])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("domain", "host", "message"),
+    [
+        (
+            "a.example",
+            "not a host name!",
+            r"^MX host 'not a host name!' is not a host name: its label "
+            r"'not a host name!' has characters other than letters, digits "
+            r"and hyphens$",
+        ),
+        ("a.example", "mail_1.a.example", r"label 'mail_1' has characters other"),
+        ("a.example", "-mx.a.example", r"label '-mx' starts or ends with a hyphen"),
+        ("a.example", "127.0.0.1", r"^MX host '127.0.0.1' is an address, .* a\(\)"),
+        (
+            "a b.example",
+            None,
+            r"^domain 'a b.example' cannot name the sink's MX host "
+            r"\(mx1.a b.example\): its label 'a b' has characters other",
+        ),
+        (
+            "x" * 63 + "." + "y" * 63 + "." + "z" * 63 + "." + "w" * 61,
+            None,
+            r"^domain 'xxx.*' is too long for the sink's MX host name "
+            r"mx1\.<domain> \(255 bytes at most\)$",
+        ),
+    ],
+)
+def test_a_bad_mx_host_name_is_named_with_the_reason(
+    smtpsink: Mailbox, domain: str, host: str | None, message: str
+) -> None:
+    zone = smtpsink.dns
+
+    with pytest.raises(ValueError, match=message) as refused:
+        zone.mx(domain, [(10, smtpsink if host is None else host)])
+
+    assert "is not a MX record" not in str(refused.value)  # no internal text
 
 
 def test_zones_belong_to_one_test(pytester: pytest.Pytester) -> None:

@@ -211,6 +211,19 @@ def test_two_domains_split_across_two_sinks(smtpsink_factory, smtpsink):
     other.assert_sent(1, rcpt_to="ann@other.example")
 
 
+def test_mx_host_names_are_found_whatever_their_case(smtpsink):
+    # The resolver answers mx1.partner.example (or in the question's case);
+    # smtp_ports finds it however the test or the application spells it.
+    smtpsink.dns.mx("Partner.Example", [(10, smtpsink)])
+
+    used = mx_delivery(smtpsink.dns).deliver(
+        "list@forwarder.example", ["bob@PARTNER.example"], RAW
+    )
+
+    assert used == {"partner.example": "mx1.partner.example"}
+    smtpsink.assert_sent(1, rcpt_to="bob@PARTNER.example")
+
+
 def test_relay_chain_records_the_first_hop(smtpsink_factory, smtpsink):
     final = smtpsink_factory(hostname="final.test")
     first = smtpsink_factory(
