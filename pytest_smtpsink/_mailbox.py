@@ -505,8 +505,14 @@ class Mailbox(FaultControls):
         """Assert that SpamAssassin scores every message of this mailbox
         below ``max_score`` (default: spamd's own threshold), listing each
         message over it with its score and the rules that hit.
-        See `Message.spam_report`."""
+        Raises `SpamdError` if no spamd is configured, even when the test
+        captured no mail. See `Message.spam_report`."""
         __tracebackhide__ = True
+        from ._spam import resolve_spamd
+
+        # Before the loop, so that a missing spamd is an error even when
+        # there is no message to score.
+        resolve_spamd(spamd)
         everything = self.messages
         over = []
         for message in everything:

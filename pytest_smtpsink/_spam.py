@@ -91,17 +91,24 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def report(
-    raw: bytes, spamd: str | None = None, timeout: float = DEFAULT_TIMEOUT
-) -> SpamReport:
-    """Ask spamd to score ``raw`` (the REPORT command)."""
+def resolve_spamd(spamd: str | None) -> tuple[str, int]:
+    """(host, port) of the spamd to ask: ``spamd`` if given, else the one
+    --smtpsink-spamd set. Raises SpamdError if neither names one, before any
+    message is looked at: a missing spamd is never a silent pass."""
     address = spamd or _configured
     if address is None:
         raise SpamdError(f"no spamd is configured for spam_report(): {_HOW}")
     try:
-        host, port = parse_address(address)
+        return parse_address(address)
     except ValueError as error:
         raise SpamdError(f"spamd address: {error}") from None
+
+
+def report(
+    raw: bytes, spamd: str | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> SpamReport:
+    """Ask spamd to score ``raw`` (the REPORT command)."""
+    host, port = resolve_spamd(spamd)
     request = b"REPORT SPAMC/1.5\r\nContent-length: %d\r\n\r\n" % len(raw) + raw
     try:
         with socket.create_connection((host, port), timeout=timeout) as connection:

@@ -163,3 +163,10 @@ def test_a_report_without_rules_and_a_negative_zero_score() -> None:
         (),
     )
     assert str(report) == "score 0 / 5 (not spam); rules: none"
+
+
+def test_without_a_spamd_assert_not_spam_fails_even_with_no_mail(
+    smtpsink: Mailbox,
+) -> None:
+    with pytest.raises(SpamdError, match=r"no spamd is configured .*--smtpsink-spamd"):
+        smtpsink.assert_not_spam()
