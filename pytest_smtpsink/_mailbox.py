@@ -508,10 +508,11 @@ class Mailbox(FaultControls):
         Raises `SpamdError` if no spamd is configured, even when the test
         captured no mail. See `Message.spam_report`."""
         __tracebackhide__ = True
-        from ._spam import resolve_spamd
+        from ._spam import check_max_score, resolve_spamd
 
-        # Before the loop, so that a missing spamd is an error even when
-        # there is no message to score.
+        # Before the loop, so that a missing spamd or a bad argument is an
+        # error even when there is no message to score.
+        max_score = check_max_score(max_score)
         resolve_spamd(spamd)
         everything = self.messages
         over = []
