@@ -28,6 +28,8 @@ _LOCK = threading.Lock()
 
 #: RFC 8301: verifiers must not accept RSA keys below 1024 bits.
 MIN_KEY_BITS = 1024
+#: RFC 8301: verifiers must handle keys up to 4096 bits and may refuse larger.
+MAX_KEY_BITS = 4096
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -70,17 +72,41 @@ def publish_key(
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    if not isinstance(domain, str) or "." not in domain.strip("."):
+    if not isinstance(domain, str):
+        raise TypeError(f"domain must be a str such as 'example.com', got {domain!r}")
+    if "." not in domain.strip("."):
         raise ValueError(
             f"domain must be a domain name such as 'example.com', got {domain!r}"
         )
-    if not isinstance(selector, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", selector):
+    if not isinstance(selector, str):
+        raise TypeError(f"selector must be a str such as 's1', got {selector!r}")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", selector):
         raise ValueError(f"selector must be a DNS label such as 's1', got {selector!r}")
+    if isinstance(bits, bool) or not isinstance(bits, int):
+        raise TypeError(f"bits must be an int such as 2048, got {bits!r}")
+    if not MIN_KEY_BITS <= bits <= MAX_KEY_BITS:
+        raise ValueError(
+            f"bits must be from {MIN_KEY_BITS} to {MAX_KEY_BITS} (RFC 8301), got "
+            f"{bits!r}; to test a smaller key, make one and pass it as private_key"
+        )
     if private_key is None:
         key: Any = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    elif not isinstance(private_key, (str, bytes)):
+        raise TypeError(
+            f"private_key must be a PEM private key (str or bytes) or None, "
+            f"got {type(private_key).__name__}"
+        )
     else:
         data = private_key.encode() if isinstance(private_key, str) else private_key
-        key = serialization.load_pem_private_key(data, password=None)
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        # ValueError (not PEM, a bad key), TypeError (encrypted),
+        # UnsupportedAlgorithm: all say what is wrong with the key.
+        except Exception as error:
+            raise ValueError(
+                f"private_key could not be read as an unencrypted PEM private "
+                f"key: {error}"
+            ) from None
         if not isinstance(key, rsa.RSAPrivateKey):
             raise ValueError("private_key must be an RSA private key (PEM)")
     public = key.public_key().public_bytes(

@@ -146,6 +146,8 @@ class Mailbox(FaultControls):
         """Make an RSA key pair for ``domain`` (or take ``private_key``, PEM),
         publish its public key for ``selector`` to `Message.dkim` (no real
         DNS), and return the private key PEM for the application to sign with.
+        ``bits``: 1024 to 4096 (RFC 8301); a smaller key can be passed as
+        ``private_key``.
 
         Published for the rest of the run (per xdist worker); publishing
         again for the same domain and selector replaces the key.

@@ -126,6 +126,22 @@ def test_bad_arguments_are_named(smtpsink: Mailbox) -> None:
         smtpsink.dkim_key("localhost")
     with pytest.raises(ValueError, match="selector must be a DNS label"):
         smtpsink.dkim_key("shop.example", selector="a b")
+    with pytest.raises(TypeError, match="domain must be a str"):
+        smtpsink.dkim_key(b"shop.example")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="selector must be a str"):
+        smtpsink.dkim_key("shop.example", selector=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="bits must be an int such as 2048, got '2048'"):
+        smtpsink.dkim_key("shop.example", bits="2048")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="bits must be an int"):
+        smtpsink.dkim_key("shop.example", bits=True)
+    with pytest.raises(ValueError, match=r"bits must be from 1024 to 4096 .* got 512"):
+        smtpsink.dkim_key("shop.example", bits=512)
+    with pytest.raises(
+        TypeError, match=r"private_key must be a PEM private key .* int"
+    ):
+        smtpsink.dkim_key("shop.example", private_key=5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="private_key could not be read as an"):
+        smtpsink.dkim_key("shop.example", private_key="not a key")
 
 
 def test_verification_never_asks_real_dns() -> None:
