@@ -20,10 +20,18 @@ import dataclasses
 import logging
 import re
 import threading
+from collections.abc import Callable
 from typing import Any
 
 #: ``selector._domainkey.domain`` (lower case, no trailing dot) -> TXT record.
 _RECORDS: dict[str, bytes] = {}
+#: The same name -> the records it held before, newest last: to tell a
+#: signature made with a key since replaced from a header changed after
+#: signing (dkimpy reports both as a plain False).
+_REPLACED: dict[str, list[bytes]] = {}
+#: Replaced records kept per name. A key is usually replaced in the test that
+#: signs with it; each one kept costs a verification when a signature fails.
+_REPLACED_KEPT = 8
 _LOCK = threading.Lock()
 
 #: RFC 8301: verifiers must not accept RSA keys below 1024 bits.
@@ -113,8 +121,14 @@ def publish_key(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    name = record_name(domain, selector)
     with _LOCK:
-        _RECORDS[record_name(domain, selector)] = record
+        previous = _RECORDS.get(name)
+        _RECORDS[name] = record
+        replaced = [r for r in _REPLACED.get(name, []) if r != record]
+        if previous is not None and previous != record:
+            replaced.append(previous)
+        _REPLACED[name] = replaced[-_REPLACED_KEPT:]
     pem: bytes = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.TraditionalOpenSSL,
@@ -169,10 +183,7 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
             reason = (
                 error
                 or "; ".join(reasons.messages)
-                or (
-                    "the signature does not match the signed headers: one of them "
-                    "changed after signing"
-                )
+                or _mismatch(raw, index, domain, selector)
             )
             if reason.startswith("missing public key"):
                 reason = (
@@ -195,6 +206,39 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
             )
         )
     return tuple(results)
+
+
+def _mismatch(raw: bytes, index: int, domain: str, selector: str) -> str:
+    """Why signature ``index`` failed when dkimpy only said False: the body
+    hash matched (a mismatch raises), the signature over the headers did not
+    verify with the published key."""
+    import dkim
+
+    name = record_name(domain, selector)
+    with _LOCK:
+        replaced = list(_REPLACED.get(name, ()))
+    for record in reversed(replaced):
+        logger = logging.Logger("pytest_smtpsink.dkim")
+        logger.addHandler(logging.NullHandler())  # quiet, as in verify()
+        try:
+            verifier = dkim.DKIM(raw, logger=logger, minkey=MIN_KEY_BITS)
+            if verifier.verify(idx=index, dnsfunc=_answering(record)):
+                return (
+                    f"signed with an earlier key for {name}, which a later "
+                    "dkim_key() call replaced"
+                )
+        except Exception:  # this key cannot tell us more than the first try
+            continue
+    return (
+        f"the signature does not verify with the key published for {name} "
+        "(the body is unchanged): a signed header changed after signing, or "
+        "another key signed it"
+    )
+
+
+def _answering(record: bytes) -> Callable[..., bytes]:
+    """A dkimpy ``dnsfunc`` that answers every name with ``record``."""
+    return lambda *_args, **_kwargs: record
 
 
 def _explain(error: Exception) -> str:
