@@ -20,14 +20,24 @@ import dataclasses
 import logging
 import re
 import threading
+from collections.abc import Callable
 from typing import Any
 
 #: ``selector._domainkey.domain`` (lower case, no trailing dot) -> TXT record.
 _RECORDS: dict[str, bytes] = {}
+#: The same name -> the records it held before, newest last: to tell a
+#: signature made with a key since replaced from a header changed after
+#: signing (dkimpy reports both as a plain False).
+_REPLACED: dict[str, list[bytes]] = {}
+#: Replaced records kept per name. A key is usually replaced in the test that
+#: signs with it; each one kept costs a verification when a signature fails.
+_REPLACED_KEPT = 8
 _LOCK = threading.Lock()
 
 #: RFC 8301: verifiers must not accept RSA keys below 1024 bits.
 MIN_KEY_BITS = 1024
+#: RFC 8301: verifiers must handle keys up to 4096 bits and may refuse larger.
+MAX_KEY_BITS = 4096
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -70,25 +80,55 @@ def publish_key(
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    if not isinstance(domain, str) or "." not in domain.strip("."):
+    if not isinstance(domain, str):
+        raise TypeError(f"domain must be a str such as 'example.com', got {domain!r}")
+    if "." not in domain.strip("."):
         raise ValueError(
             f"domain must be a domain name such as 'example.com', got {domain!r}"
         )
-    if not isinstance(selector, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", selector):
+    if not isinstance(selector, str):
+        raise TypeError(f"selector must be a str such as 's1', got {selector!r}")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", selector):
         raise ValueError(f"selector must be a DNS label such as 's1', got {selector!r}")
+    if isinstance(bits, bool) or not isinstance(bits, int):
+        raise TypeError(f"bits must be an int such as 2048, got {bits!r}")
+    if not MIN_KEY_BITS <= bits <= MAX_KEY_BITS:
+        raise ValueError(
+            f"bits must be from {MIN_KEY_BITS} to {MAX_KEY_BITS} (RFC 8301), got "
+            f"{bits!r}; to test a smaller key, make one and pass it as private_key"
+        )
     if private_key is None:
         key: Any = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    elif not isinstance(private_key, (str, bytes)):
+        raise TypeError(
+            f"private_key must be a PEM private key (str or bytes) or None, "
+            f"got {type(private_key).__name__}"
+        )
     else:
         data = private_key.encode() if isinstance(private_key, str) else private_key
-        key = serialization.load_pem_private_key(data, password=None)
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        # ValueError (not PEM, a bad key), TypeError (encrypted),
+        # UnsupportedAlgorithm: all say what is wrong with the key.
+        except Exception as error:
+            raise ValueError(
+                f"private_key could not be read as an unencrypted PEM private "
+                f"key: {error}"
+            ) from None
         if not isinstance(key, rsa.RSAPrivateKey):
             raise ValueError("private_key must be an RSA private key (PEM)")
     public = key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    name = record_name(domain, selector)
     with _LOCK:
-        _RECORDS[record_name(domain, selector)] = record
+        previous = _RECORDS.get(name)
+        _RECORDS[name] = record
+        replaced = [r for r in _REPLACED.get(name, []) if r != record]
+        if previous is not None and previous != record:
+            replaced.append(previous)
+        _REPLACED[name] = replaced[-_REPLACED_KEPT:]
     pem: bytes = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.TraditionalOpenSSL,
@@ -143,10 +183,7 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
             reason = (
                 error
                 or "; ".join(reasons.messages)
-                or (
-                    "the signature does not match the signed headers: one of them "
-                    "changed after signing"
-                )
+                or _mismatch(raw, index, domain, selector)
             )
             if reason.startswith("missing public key"):
                 reason = (
@@ -169,6 +206,39 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
             )
         )
     return tuple(results)
+
+
+def _mismatch(raw: bytes, index: int, domain: str, selector: str) -> str:
+    """Why signature ``index`` failed when dkimpy only said False: the body
+    hash matched (a mismatch raises), the signature over the headers did not
+    verify with the published key."""
+    import dkim
+
+    name = record_name(domain, selector)
+    with _LOCK:
+        replaced = list(_REPLACED.get(name, ()))
+    for record in reversed(replaced):
+        logger = logging.Logger("pytest_smtpsink.dkim")
+        logger.addHandler(logging.NullHandler())  # quiet, as in verify()
+        try:
+            verifier = dkim.DKIM(raw, logger=logger, minkey=MIN_KEY_BITS)
+            if verifier.verify(idx=index, dnsfunc=_answering(record)):
+                return (
+                    f"signed with an earlier key for {name}, which a later "
+                    "dkim_key() call replaced"
+                )
+        except Exception:  # this key cannot tell us more than the first try
+            continue
+    return (
+        f"the signature does not verify with the key published for {name} "
+        "(the body is unchanged): a signed header changed after signing, or "
+        "another key signed it"
+    )
+
+
+def _answering(record: bytes) -> Callable[..., bytes]:
+    """A dkimpy ``dnsfunc`` that answers every name with ``record``."""
+    return lambda *_args, **_kwargs: record
 
 
 def _explain(error: Exception) -> str:

@@ -483,7 +483,7 @@ def _check_date(ctx: _Context) -> Iterator[Problem]:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
         when = None
-    if when is None:
+    if when is None or _year_before_1900(text):
         yield Problem(
             "invalid-date",
             "error",
@@ -506,6 +506,18 @@ def _check_date(ctx: _Context) -> Iterator[Problem]:
             "check the sender's clock and time zone",
             header="Date",
         )
+
+
+def _year_before_1900(text: str) -> bool:
+    """A four-digit year before 1900, which RFC 5322 (3.3) does not have:
+    the stdlib reads ``0000`` as the two-digit year ``00``, i.e. 2000."""
+    # The day (one or two digits) and the year are the date's only tokens of
+    # digits alone; the time has colons, the zone a sign.
+    return any(
+        len(token) >= 4 and len(token.lstrip("0")) <= 4 and int(token) < 1900
+        for token in re.split(r"[\s,]+", text)
+        if re.fullmatch(r"[0-9]+", token)
+    )
 
 
 # -- MIME checks -------------------------------------------------------------------

@@ -147,6 +147,8 @@ class Mailbox(FaultControls):
         """Make an RSA key pair for ``domain`` (or take ``private_key``, PEM),
         publish its public key for ``selector`` to `Message.dkim` (no real
         DNS), and return the private key PEM for the application to sign with.
+        ``bits``: 1024 to 4096 (RFC 8301); a smaller key can be passed as
+        ``private_key``.
 
         Published for the rest of the run (per xdist worker); publishing
         again for the same domain and selector replaces the key.
@@ -507,8 +509,15 @@ class Mailbox(FaultControls):
         """Assert that SpamAssassin scores every message of this mailbox
         below ``max_score`` (default: spamd's own threshold), listing each
         message over it with its score and the rules that hit.
-        See `Message.spam_report`."""
+        Raises `SpamdError` if no spamd is configured, even when the test
+        captured no mail. See `Message.spam_report`."""
         __tracebackhide__ = True
+        from ._spam import check_max_score, resolve_spamd
+
+        # Before the loop, so that a missing spamd or a bad argument is an
+        # error even when there is no message to score.
+        max_score = check_max_score(max_score)
+        resolve_spamd(spamd)
         everything = self.messages
         over = []
         for message in everything:

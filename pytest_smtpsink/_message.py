@@ -692,8 +692,9 @@ class Message:
     ) -> SpamReport:
         """Score this message with a real SpamAssassin: ask the ``spamd`` at
         ``spamd`` (``"host:port"``), by default the one ``--smtpsink-spamd``
-        names. Raises `~pytest_smtpsink.SpamdError` if none is configured or
-        it cannot be reached: never a silent pass."""
+        names. Raises `~pytest_smtpsink.SpamdError` if none is configured, it
+        cannot be reached, or it is silent for ``timeout`` seconds (connecting
+        or reading its answer): never a silent pass."""
         from ._spam import report
 
         return report(self.raw, spamd, timeout)

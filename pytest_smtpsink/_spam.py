@@ -14,12 +14,15 @@ plugin from ``--smtpsink-spamd`` (`use_spamd`); a call can also name one.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import socket
 
 #: "host:port" of the spamd to ask, from --smtpsink-spamd; None: not set.
 _configured: str | None = None
 
+#: Seconds spam_report waits for spamd: to connect, then for each read of
+#: its answer (so a spamd that accepts and never answers is an error).
 DEFAULT_TIMEOUT = 30.0
 _HOW = (
     "start SpamAssassin's spamd (Debian: apt-get install spamd; e.g. "
@@ -91,17 +94,46 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def report(
-    raw: bytes, spamd: str | None = None, timeout: float = DEFAULT_TIMEOUT
-) -> SpamReport:
-    """Ask spamd to score ``raw`` (the REPORT command)."""
+def resolve_spamd(spamd: str | None) -> tuple[str, int]:
+    """(host, port) of the spamd to ask: ``spamd`` if given, else the one
+    --smtpsink-spamd set. Raises SpamdError if neither names one, before any
+    message is looked at: a missing spamd is never a silent pass."""
+    if spamd is not None and not isinstance(spamd, str):
+        raise TypeError(f"spamd must be 'HOST:PORT' (a str) or None, got {spamd!r}")
     address = spamd or _configured
     if address is None:
         raise SpamdError(f"no spamd is configured for spam_report(): {_HOW}")
     try:
-        host, port = parse_address(address)
+        return parse_address(address)
     except ValueError as error:
-        raise SpamdError(f"spamd address: {error}") from None
+        raise ValueError(f"spamd: {error}") from None
+
+
+def check_max_score(max_score: float | None) -> float | None:
+    if max_score is None:
+        return None
+    if isinstance(max_score, bool) or not isinstance(max_score, (int, float)):
+        raise TypeError(
+            f"max_score must be a number (a SpamAssassin score such as 5.0) "
+            f"or None for spamd's threshold, got {max_score!r}"
+        )
+    # NaN compares false with every score: every message would pass.
+    if not math.isfinite(max_score):
+        raise ValueError(f"max_score must be a finite number, got {max_score!r}")
+    return float(max_score)
+
+
+def report(
+    raw: bytes, spamd: str | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> SpamReport:
+    """Ask spamd to score ``raw`` (the REPORT command). ``timeout``: seconds
+    to wait for the connection and for each read of the answer."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
+    # 0 would make the socket non-blocking, inf or NaN wait for ever.
+    if not 0 < timeout < math.inf:
+        raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    host, port = resolve_spamd(spamd)
     request = b"REPORT SPAMC/1.5\r\nContent-length: %d\r\n\r\n" % len(raw) + raw
     try:
         with socket.create_connection((host, port), timeout=timeout) as connection:
@@ -110,6 +142,11 @@ def report(
             answer = bytearray()
             while chunk := connection.recv(65536):
                 answer += chunk
+    except TimeoutError:
+        raise SpamdError(
+            f"spamd at {host}:{port} did not answer within {timeout:g} s "
+            "(spam_report(timeout=...) sets the limit)"
+        ) from None
     except OSError as error:
         raise SpamdError(
             f"could not ask spamd at {host}:{port}: {error}. Is it running? {_HOW}"

@@ -82,10 +82,38 @@ def test_a_different_key_fails_and_the_app_own_key_can_be_published(
     apps_key = smtpsink.dkim_key("shop.example", selector="own")
     smtpsink.dkim_key("shop.example", selector="own")  # replaced by another key
     send_signed(smtpsink, apps_key, selector="own")
-    assert not smtpsink.assert_sent().dkim[0].verified
+    [result] = smtpsink.assert_sent().dkim
+    assert not result.verified
+    assert result.reason == (
+        "signed with an earlier key for own._domainkey.shop.example, which a "
+        "later dkim_key() call replaced"
+    )
     # The application's existing key, published as its zone would.
     assert smtpsink.dkim_key("shop.example", "own", private_key=apps_key) == apps_key
     assert smtpsink.assert_sent().dkim[0].verified
+
+
+def test_a_header_changed_or_another_key_is_said_honestly(smtpsink: Mailbox) -> None:
+    # dkimpy cannot tell these apart: both are a signature over the headers
+    # that does not verify with the published key, the body hash matching.
+    key = smtpsink.dkim_key("shop.example", selector="hdr")
+    message = make_message(sender="noreply@shop.example", subject="Original")
+    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    signed = dkim.sign(raw, b"hdr", b"shop.example", key.encode()) + raw
+    others = smtpsink.dkim_key("other.example")  # never published for hdr
+    by_another = dkim.sign(raw, b"hdr", b"shop.example", others.encode()) + raw
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        for sent in (
+            signed.replace(b"Subject: Original", b"Subject: Changed"),
+            by_another,
+        ):
+            client.sendmail("noreply@shop.example", ["ann@example.com"], sent)
+    expected = (
+        "the signature does not verify with the key published for "
+        "hdr._domainkey.shop.example (the body is unchanged): a signed header "
+        "changed after signing, or another key signed it"
+    )
+    assert [m.dkim[0].reason for m in smtpsink.messages] == [expected, expected]
 
 
 def test_one_result_per_signature_and_none_without(smtpsink: Mailbox) -> None:
@@ -126,6 +154,22 @@ def test_bad_arguments_are_named(smtpsink: Mailbox) -> None:
         smtpsink.dkim_key("localhost")
     with pytest.raises(ValueError, match="selector must be a DNS label"):
         smtpsink.dkim_key("shop.example", selector="a b")
+    with pytest.raises(TypeError, match="domain must be a str"):
+        smtpsink.dkim_key(b"shop.example")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="selector must be a str"):
+        smtpsink.dkim_key("shop.example", selector=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="bits must be an int such as 2048, got '2048'"):
+        smtpsink.dkim_key("shop.example", bits="2048")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="bits must be an int"):
+        smtpsink.dkim_key("shop.example", bits=True)
+    with pytest.raises(ValueError, match=r"bits must be from 1024 to 4096 .* got 512"):
+        smtpsink.dkim_key("shop.example", bits=512)
+    with pytest.raises(
+        TypeError, match=r"private_key must be a PEM private key .* int"
+    ):
+        smtpsink.dkim_key("shop.example", private_key=5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="private_key could not be read as an"):
+        smtpsink.dkim_key("shop.example", private_key="not a key")
 
 
 def test_verification_never_asks_real_dns() -> None:

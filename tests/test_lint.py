@@ -245,6 +245,37 @@ def test_an_absurd_date_is_invalid_not_an_overflow() -> None:
     assert codes(lint(raw)) == ["invalid-date"]
 
 
+@pytest.mark.parametrize(
+    "date",
+    [
+        "Fri, 01 Jan 0000 00:00:00 +0000",  # the stdlib reads year 0000 as 2000
+        "Fri, 01 Jan 0099 00:00:00 +0000",
+        "Sun, 01 Jan 1899 00:00:00 +0000",
+        "Mon, 30 13 2026 19:00:00 +0000",
+        "Mon, 32 Nov 2026 19:00:00 +0000",
+        "Mon, 30 Nov 2026 25:00:00 +0000",
+        "garbage",
+    ],
+)
+def test_a_date_that_does_not_exist_is_invalid(date: str) -> None:
+    raw = HEAD.replace(b"Mon, 30 Nov 2026 19:00:00 +0000", date.encode())
+    assert codes(lint(raw + b"\r\nx\r\n")) == ["invalid-date"]
+
+
+@pytest.mark.parametrize(
+    "date",
+    [
+        "Mon, 30 Nov 26 19:00:00 +0000",  # obsolete two-digit year: 2026
+        "30 Nov 2026 19:00 +0000",
+        "Mon, 01 Jan 1900 00:00:00 +0000",
+    ],
+)
+def test_valid_date_forms_are_not_flagged(date: str) -> None:
+    raw = HEAD.replace(b"Mon, 30 Nov 2026 19:00:00 +0000", date.encode())
+    received = datetime.datetime(2026, 11, 30, 19, 0, tzinfo=datetime.timezone.utc)
+    assert lint(raw + b"\r\nx\r\n", received_at=received) == []
+
+
 def test_a_multipart_reports_the_part_path() -> None:
     raw = (
         HEAD + b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=o\r\n\r\n"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import email.utils
 import re
 import smtplib
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -107,6 +108,7 @@ def test_the_option_and_its_ini_twin(pytester: pytest.Pytester, spamd: str) -> N
     pytester.makepyfile(
         f"""
 import smtplib
+import socket
 
 def test_scored(smtpsink):
     with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
@@ -163,3 +165,46 @@ def test_a_report_without_rules_and_a_negative_zero_score() -> None:
         (),
     )
     assert str(report) == "score 0 / 5 (not spam); rules: none"
+
+
+def test_without_a_spamd_assert_not_spam_fails_even_with_no_mail(
+    smtpsink: Mailbox,
+) -> None:
+    with pytest.raises(SpamdError, match=r"no spamd is configured .*--smtpsink-spamd"):
+        smtpsink.assert_not_spam()
+
+
+def test_bad_arguments_are_named(smtpsink: Mailbox) -> None:
+    send(smtpsink, HAM)
+    message = smtpsink.assert_sent()
+    with pytest.raises(
+        TypeError, match=r"spamd must be 'HOST:PORT' \(a str\) or None, got 783"
+    ):
+        message.spam_report(spamd=783)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="spamd must be 'HOST:PORT'"):
+        smtpsink.assert_not_spam(spamd=783)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"spamd: 'localhost' is not HOST:PORT"):
+        message.spam_report(spamd="localhost")
+    with pytest.raises(TypeError, match=r"max_score must be a number .* got '3'"):
+        smtpsink.assert_not_spam(max_score="3")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_score must be a finite number, got nan"):
+        smtpsink.assert_not_spam(max_score=float("nan"))
+    with pytest.raises(TypeError, match="timeout must be a number of seconds, got '5'"):
+        message.spam_report(timeout="5")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"timeout must be a number of seconds > 0"):
+        message.spam_report(timeout=0)
+
+
+def test_a_spamd_that_never_answers_is_an_error_after_the_timeout(
+    smtpsink: Mailbox,
+) -> None:
+    send(smtpsink, HAM)
+    # Listens but never accepts: the connection completes (the backlog), and
+    # no answer ever comes.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        with pytest.raises(
+            SpamdError,
+            match=rf"spamd at 127\.0\.0\.1:{port} did not answer within 0\.05 s",
+        ):
+            smtpsink.assert_sent().spam_report(f"127.0.0.1:{port}", timeout=0.05)
