@@ -250,6 +250,17 @@ def record_test(
         return None
     snapshots = [view.captured() for view in views]
     messages = [m for view_messages, _ in snapshots for m in view_messages]
+    # With two sinks in a test, each numbers its own messages from #1: say
+    # whose each one is.
+    sink_of = (
+        [
+            view.url
+            for view, (view_messages, _) in zip(views, snapshots, strict=True)
+            for _ in view_messages
+        ]
+        if len(views) > 1
+        else []
+    )
     sessions = [s for _, view_sessions in snapshots for s in view_sessions]
     # save() names the files; take its names rather than guess them again.
     emls = [p for p in written if p.suffix == ".eml"]
@@ -274,13 +285,14 @@ def record_test(
                 path = folder / name
                 path.write_bytes(item.content)
                 hrefs.append(_href(path, root))
-        message_records.append(
-            message_record(
-                message,
-                eml_href=_href(emls[index - 1], root) if emls else None,
-                attachment_hrefs=hrefs,
-            )
+        shown = message_record(
+            message,
+            eml_href=_href(emls[index - 1], root) if emls else None,
+            attachment_hrefs=hrefs,
         )
+        if sink_of:
+            shown["summary"] = f"{sink_of[index - 1]} {shown['summary']}"
+        message_records.append(shown)
     record = TestRecord(
         nodeid=nodeid,
         outcome=outcome,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html.parser
 import json
 import smtplib
+from collections.abc import Callable
 from pathlib import Path
 
 import browser
@@ -64,12 +65,14 @@ def send_hostile(sink: Mailbox, image_url: str = "http://127.0.0.1:9") -> None:
         client.send_message(message)
 
 
-def save_index(sink: Mailbox, root: Path, nodeid: str = "test_x.py::test_x") -> Path:
+def save_index(
+    sink: Mailbox, root: Path, nodeid: str = "test_x.py::test_x", *more: Mailbox
+) -> Path:
     """What the plugin does for one failed test, then the index."""
     directory = _report.test_directory(root, nodeid)
-    written = _report.save([sink], directory)
+    written = _report.save([sink, *more], directory)
     _html.record_test(
-        [sink],
+        [sink, *more],
         nodeid=nodeid,
         outcome="failed",
         directory=directory,
@@ -124,6 +127,26 @@ def test_index_lists_the_message_parts_and_files(
     (session,) = record["sessions"]
     assert "C: QUIT" in session["transcript"]
     assert session["href"] == "test_x.py__test_x/session-0001.txt"
+
+
+def test_with_two_sinks_the_index_says_whose_message_each_is(
+    smtpsink_factory: Callable[..., Mailbox], tmp_path: Path
+) -> None:
+    first = smtpsink_factory(hostname="first.test")
+    second = smtpsink_factory(hostname="second.test")
+    for sink in (first, second):
+        with smtplib.SMTP(sink.host, sink.port) as client:
+            client.send_message(make_message(subject=f"To {sink.port}"))
+        sink.wait_for()
+    save_index(first, tmp_path, "test_x.py::test_x", second)
+    record = json.loads(
+        (tmp_path / "test_x.py__test_x" / _html.RECORD_NAME).read_text("utf-8")
+    )
+    # Both are #1 in their own sink.
+    assert [m["summary"].split(" #1 ")[0] for m in record["messages"]] == [
+        first.url,
+        second.url,
+    ]
 
 
 @pytest.mark.parametrize(
