@@ -47,6 +47,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _html
+from ._text import printable
 
 if TYPE_CHECKING:
     from ._message import Message
@@ -242,9 +243,11 @@ def list_fragment(messages: Sequence[Message], sessions: Sequence[Session]) -> s
         items.append(
             f'<li class="item"><a href="/messages/{message.number}" '
             f'data-id="{message.number}"><span class="subject">'
-            f"{_e(subject or '(no subject)')}</span>"
-            f'<span class="meta">#{message.number} {_e(sender)} &rarr; '
-            f"{_e(', '.join(message.envelope.rcpt_to))} · "
+            # printable(): a control character shows as its escape, as in
+            # the summary line, not as a glyph (or a terminal's ESC).
+            f"{_e(printable(subject or '(no subject)'))}</span>"
+            f'<span class="meta">#{message.number} {_e(printable(sender))} &rarr; '
+            f"{_e(printable(', '.join(message.envelope.rcpt_to)))} · "
             f"{message.received_at:%H:%M:%S}</span></a></li>"
         )
     unfinished = [s for s in sessions if not s.messages]

@@ -354,6 +354,16 @@ def test_pages_escape_hostile_mail(live: Callable[..., Live]) -> None:
     assert srcdoc.endswith(browser.hostile_html("http://127.0.0.1:9") + "\n")
 
 
+def test_the_list_shows_control_characters_escaped(live: Callable[..., Live]) -> None:
+    view = live()
+    view.send("\x1b[31mred")
+    view.json("/api/wait")
+    status, body = view.request("/fragments/list")
+    assert status == 200
+    assert b"\x1b" not in body  # it showed as a glyph, or coloured a terminal
+    assert b"\\x1b[31mred" in body
+
+
 def test_bad_http_port_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     from pytest_smtpsink._cli import main
 
