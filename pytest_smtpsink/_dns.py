@@ -33,7 +33,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Union
 
 from ._faults import Delay, Disconnect, Event, Fault, Faults, Hang, Reply, steps
@@ -501,30 +501,39 @@ def _host_key(name: dns.name.Name) -> str:
     return name.canonicalize().to_text(omit_final_dot=True)
 
 
-class _HostPorts(Mapping[str, int]):
-    """`DNSZone.smtp_ports`: a read-only mapping that finds a host however
+class _HostPorts(dict[str, int]):
+    """`DNSZone.smtp_ports`: a dict (a snapshot) that finds a host however
     it is spelt. An answer's names take the case of the question (dnspython
     compresses them against it), so an application may ask for
     ``mx1.PARTNER.example``; and a test may write the Unicode form of an
-    international name that the resolver answers in IDNA."""
+    international name that the resolver answers in IDNA. Still a dict, as
+    it always was: ``json.dumps`` and ``|`` work on it."""
 
-    def __init__(self, ports: Mapping[str, int]) -> None:
-        self._ports = dict(ports)
+    def __missing__(self, host: str) -> int:
+        key = _spelt_key(host)
+        if key is None or key == host or not super().__contains__(key):
+            raise KeyError(host)
+        return super().__getitem__(key)
 
-    def __getitem__(self, host: str) -> int:
-        try:
-            return self._ports[_host_key(_name(host))]
-        except (ValueError, KeyError):  # not a name, or not one of ours
-            raise KeyError(host) from None
+    def __contains__(self, host: object) -> bool:
+        if super().__contains__(host):
+            return True
+        key = _spelt_key(host)
+        return key is not None and super().__contains__(key)
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._ports)
+    def get(self, host: str, default: Any = None) -> Any:
+        # dict.get never calls __missing__: look up as [] does.
+        return self[host] if host in self else default  # noqa: SIM401
 
-    def __len__(self) -> int:
-        return len(self._ports)
 
-    def __repr__(self) -> str:
-        return repr(self._ports)
+def _spelt_key(host: object) -> str | None:
+    """``host`` as `_HostPorts` keys it, or None if it is no domain name."""
+    if not isinstance(host, str):
+        return None
+    try:
+        return _host_key(_name(host))
+    except ValueError:
+        return None
 
 
 class DNSZone:
@@ -775,16 +784,16 @@ class DNSZone:
         return self._server.queries_since(self._start)
 
     @property
-    def smtp_ports(self) -> Mapping[str, int]:
+    def smtp_ports(self) -> dict[str, int]:
         """``{"mx1.partner.example": 40123, ...}``: the SMTP port behind
         each MX host name that `mx` made for a sink. MX records cannot say
         a port; an application delivering by MX needs it in its test
         configuration (see :doc:`relay`).
 
-        A read-only snapshot, keyed as `mx` returns the names (lowercase,
-        ASCII, no final dot); a lookup finds a host in any case, with or
-        without the final dot, in Unicode or IDNA form, so a name taken
-        from a resolver's answer works as it is."""
+        A dict (a snapshot), keyed as `mx` returns the names (lowercase,
+        ASCII, no final dot); a lookup (``[]``, ``in``, ``get``) finds a
+        host in any case, with or without the final dot, in Unicode or IDNA
+        form, so a name taken from a resolver's answer works as it is."""
         return _HostPorts(self._smtp_ports)
 
     def resolver(self, lifetime: float = 5.0) -> dns.resolver.Resolver:

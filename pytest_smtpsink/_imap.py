@@ -887,8 +887,12 @@ class _Connection(ReadSideConnection):
     async def _list(self, command: Command, subscribed_only: bool) -> str:
         if len(command.args) != 2:
             raise command.error(f"{command.name} needs a reference and a pattern")
-        reference = self._decoded_name(command.args[0], command)
-        pattern = self._decoded_name(command.args[1], command)
+        try:
+            reference = decode_folder_name(astring(command.args[0], command.tag))
+            pattern = decode_folder_name(astring(command.args[1], command.tag))
+        except ValueError:
+            # Not a name any folder has (Dovecot too lists nothing).
+            return f"{command.name} completed"
         if not pattern:
             if not subscribed_only:
                 await self._reply(f'* LIST (\\Noselect) "{DELIMITER}" ""')

@@ -593,7 +593,6 @@ def parse_date_time(arg: Arg | str, tag: str | None = None) -> datetime.datetime
 # sink's API use the names themselves ("Geschäftlich"); only the wire uses
 # this form ("Gesch&AOQ-ftlich").
 
-_SHIFTED = re.compile(r"&([^-]*)-")
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+,]*")
 
 
@@ -623,34 +622,60 @@ def encode_folder_name(name: str) -> str:
 
 def decode_folder_name(text: str) -> str:
     """The folder name that ``text`` (modified UTF-7) spells; ValueError if
-    it is not modified UTF-7. 8-bit names are refused, as Dovecot does: a
-    client that sends them would fail against a real server."""
-    if not text.isascii():
+    it is not modified UTF-7, as Dovecot refuses it: 8-bit or control
+    characters, an ``&`` without its ``-``, base64 that is not UTF-16 text,
+    a printable ASCII character encoded, two encoded runs in a row. A
+    client that sends such a name would fail against a real server; and a
+    folder must have one name on the wire, not several."""
+    if not all(" " <= char <= "~" for char in text):
+        if text.isascii() or any("\udc80" <= char <= "\udcff" for char in text):
+            hint = ""  # control characters, or bytes that were not UTF-8
+        else:
+            hint = f", {encode_folder_name(text)!r} for this one"
         raise ValueError(
-            f"{text!r} is not modified UTF-7: folder names are 7-bit on the wire "
-            f"(RFC 3501 5.1.3), {encode_folder_name(text)!r} for this one"
+            f"{text!a} is not modified UTF-7: folder names are printable "
+            f"7-bit text on the wire (RFC 3501 5.1.3){hint}"
         )
-    if "&" not in text:
-        return text
-
-    def shift_in(match: re.Match[str]) -> str:
-        run = match.group(1)
+    out: list[str] = []
+    position = 0
+    run_ended = -1  # where the last base64 run ended: another may not start there
+    while True:
+        shift = text.find("&", position)
+        if shift < 0:
+            out.append(text[position:])
+            return "".join(out)
+        out.append(text[position:shift])
+        end = text.find("-", shift + 1)
+        if end < 0:
+            raise ValueError(f"{text!r} is not modified UTF-7: an '&' has no '-'")
+        run = text[shift + 1 : end]
+        position = end + 1
         if not run:
-            return "&"
-        if not _BASE64_RUN.fullmatch(run) or len(run) % 4 == 1:
-            raise ValueError(f"{match.group()!r} is not modified UTF-7")
-        padded = run.replace(",", "/") + "=" * (-len(run) % 4)
-        data = base64.b64decode(padded)
-        if len(data) % 2:
-            raise ValueError(f"{match.group()!r} is not modified UTF-7")
-        return data.decode("utf-16-be", "surrogatepass")
+            out.append("&")
+            continue
+        out.append(_decoded_run(run, text, adjacent=shift == run_ended))
+        run_ended = position
 
-    decoded = _SHIFTED.sub(shift_in, text)
-    if "&" in _SHIFTED.sub("", text):
-        raise ValueError(
-            f"{text!r} is not modified UTF-7: an '&' starts no encoded run"
-        )
-    return decoded
+
+def _decoded_run(run: str, text: str, adjacent: bool) -> str:
+    """The characters a base64 run of a folder name spells."""
+    why = None
+    if adjacent:
+        why = "two encoded runs in a row"
+    elif not _BASE64_RUN.fullmatch(run) or len(run) % 4 == 1:
+        why = f"&{run}- is not base64"
+    else:
+        data = base64.b64decode(run.replace(",", "/") + "=" * (-len(run) % 4))
+        try:
+            chars = data.decode("utf-16-be")  # strict: no lone surrogates
+        except UnicodeDecodeError:
+            why = f"&{run}- is not UTF-16 text"
+        else:
+            if any(" " <= char <= "~" for char in chars):
+                why = f"&{run}- encodes a character that stands for itself"
+            else:
+                return chars
+    raise ValueError(f"{text!r} is not modified UTF-7: {why}")
 
 
 # -- writing responses ------------------------------------------------------

@@ -511,13 +511,24 @@ def _check_date(ctx: _Context) -> Iterator[Problem]:
 def _year_before_1900(text: str) -> bool:
     """A four-digit year before 1900, which RFC 5322 (3.3) does not have:
     the stdlib reads ``0000`` as the two-digit year ``00``, i.e. 2000."""
-    # The day (one or two digits) and the year are the date's only tokens of
-    # digits alone; the time has colons, the zone a sign.
-    return any(
-        len(token) >= 4 and len(token.lstrip("0")) <= 4 and int(token) < 1900
-        for token in re.split(r"[\s,]+", text)
-        if re.fullmatch(r"[0-9]+", token)
-    )
+    # The year is the token after the month name; comments, which RFC 5322
+    # allows around the parts ("(build 1234)"), are not part of it.
+    while True:
+        uncommented = re.sub(r"\([^()]*\)", " ", text)
+        if uncommented == text:
+            break
+        text = uncommented
+    match = _YEAR_AFTER_MONTH.search(text)
+    if match is None:
+        return False
+    year = match.group(1)
+    return len(year) >= 4 and len(year.lstrip("0")) <= 4 and int(year) < 1900
+
+
+_YEAR_AFTER_MONTH = re.compile(
+    r"\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)\s+([0-9]+)\b",
+    re.IGNORECASE,
+)
 
 
 # -- MIME checks -------------------------------------------------------------------

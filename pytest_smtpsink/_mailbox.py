@@ -246,7 +246,7 @@ class Mailbox(FaultControls):
         `messages` (the application did not send it) but is in each
         recipient's `mailbox`.
         """
-        from ._mailstore import check_folder_name, normalize_flags
+        from ._mailstore import DELIMITER, check_folder_name, normalize_flags
         from ._user_mailbox import (
             check_date,
             make_delivered,
@@ -257,6 +257,8 @@ class Mailbox(FaultControls):
         self._sink.check_running()
         if not isinstance(folder, str) or not folder.strip():
             raise ValueError(f"folder must be a folder name, got {folder!r}")
+        # As IMAP's CREATE: a trailing delimiter ("Archive/") names the folder.
+        folder = folder.rstrip(DELIMITER) or folder
         check_folder_name(folder)
         raw = message_bytes(message)
         recipients = recipients_of(raw, to)
@@ -736,8 +738,10 @@ def _check_upstream_arguments(
     leaves open, as a negative timeout did)."""
     import math
 
-    if not isinstance(host, str) or not host.strip():
-        raise TypeError(f"host must be a host name or address, got {host!r}")
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a host name or address (a str), got {host!r}")
+    if not host.strip():
+        raise ValueError(f"host must be a host name or address, got {host!r}")
     if isinstance(port, bool) or not isinstance(port, int):
         raise TypeError(f"port must be an int, got {port!r}")
     if not 0 < port < 65536:

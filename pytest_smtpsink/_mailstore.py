@@ -42,7 +42,8 @@ def folder_name(name: str) -> str:
     """``name`` as folders are kept: INBOX in any case, also as a parent
     ("inbox/Sub" is "INBOX/Sub"), so that a folder never has two names."""
     head, sep, rest = name.partition(DELIMITER)
-    return INBOX + sep + rest if head.upper() == INBOX else name
+    # isascii(): "\u0131nbox" (a dotless i) upper-cases to INBOX too.
+    return INBOX + sep + rest if head.isascii() and head.upper() == INBOX else name
 
 
 def check_folder_name(name: str) -> None:
@@ -55,6 +56,10 @@ def check_folder_name(name: str) -> None:
         )
     if any(ord(char) < 0x20 or ord(char) == 0x7F for char in name):
         raise ValueError(f"{name!r} is not a folder name: it holds a control character")
+    if any("\ud800" <= char <= "\udfff" for char in name):
+        raise ValueError(
+            f"{name!r} is not a folder name: it holds a lone surrogate (not text)"
+        )
 
 
 #: The system flags of IMAP (RFC 3501), by their case-insensitive name.

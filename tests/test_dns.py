@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import socket
 import struct
@@ -72,6 +73,11 @@ def test_smtp_ports_are_keyed_as_a_resolver_answers(smtpsink: Mailbox) -> None:
     assert zone.smtp_ports.get("not a name..") is None
     with pytest.raises(KeyError):
         zone.smtp_ports[None]  # type: ignore[index]
+    # Still a dict, as it was: it serializes and merges as one.
+    assert json.loads(json.dumps(zone.smtp_ports)) == dict.fromkeys(
+        names, smtpsink.port
+    )
+    assert (zone.smtp_ports | {"dead.example": 9})["dead.example"] == 9
 
 
 def test_a_second_mx_call_for_a_domain_adds_hosts_with_new_names(

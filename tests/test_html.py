@@ -11,7 +11,7 @@ from __future__ import annotations
 import html.parser
 import json
 import smtplib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import browser
@@ -66,7 +66,10 @@ def send_hostile(sink: Mailbox, image_url: str = "http://127.0.0.1:9") -> None:
 
 
 def save_index(
-    sink: Mailbox, root: Path, nodeid: str = "test_x.py::test_x", *more: Mailbox
+    sink: Mailbox,
+    root: Path,
+    nodeid: str = "test_x.py::test_x",
+    more: Sequence[Mailbox] = (),
 ) -> Path:
     """What the plugin does for one failed test, then the index."""
     directory = _report.test_directory(root, nodeid)
@@ -138,7 +141,7 @@ def test_with_two_sinks_the_index_says_whose_message_each_is(
         with smtplib.SMTP(sink.host, sink.port) as client:
             client.send_message(make_message(subject=f"To {sink.port}"))
         sink.wait_for()
-    save_index(first, tmp_path, "test_x.py::test_x", second)
+    save_index(first, tmp_path, more=[second])
     record = json.loads(
         (tmp_path / "test_x.py__test_x" / _html.RECORD_NAME).read_text("utf-8")
     )

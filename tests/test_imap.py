@@ -278,6 +278,9 @@ def test_inbox_is_inbox_in_any_case_also_as_a_parent(smtpsink: Mailbox) -> None:
     ]
     assert smtpsink.mailbox(USER).folders == ("INBOX", "INBOX/Sub", "INBOX/sub2")
     smtpsink.mailbox(USER).assert_not_in("inbox/Sub", subject="x")
+    # Only INBOX in ASCII: with a dotless i (U+0131), it upper-cases to it too.
+    smtpsink.deliver(raw_message("x"), to=USER, folder="\u0131nbox/x")
+    assert "\u0131nbox/x" in smtpsink.mailbox(USER).folders
 
 
 @pytest.mark.parametrize("name", ["/lead", "a//b", "//"])
@@ -291,7 +294,12 @@ def test_a_folder_name_with_an_empty_level_is_refused(
     assert "it needs a name at each level" in reply
     with pytest.raises(ValueError, match="it needs a name at each level"):
         smtpsink.deliver(raw_message("x"), to=USER, folder=name)
+    with pytest.raises(ValueError, match="lone surrogate"):
+        smtpsink.deliver(raw_message("x"), to=USER, folder="a\udcffb")
     assert smtpsink.mailbox(USER).folders == ("INBOX",)
+    # A trailing delimiter names the folder, as CREATE Archive/ does.
+    smtpsink.deliver(raw_message("x"), to=USER, folder="Archive/")
+    assert smtpsink.mailbox(USER).folders == ("INBOX", "Archive")
 
 
 def test_append_with_flags_date_and_literal_plus(smtpsink: Mailbox) -> None:

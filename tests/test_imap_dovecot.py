@@ -56,6 +56,10 @@ SCRIPT = [
     "r8 CREATE /lead",
     "r9 CREATE a//b",
     "s CREATE &Jjo!",
+    "s2 CREATE &AGE-",  # "a", encoded
+    "s3 CREATE &AOQ-&AOQ-",  # two runs in a row
+    "s4 CREATE &2AA-",  # a lone surrogate
+    'l2 LIST "" &*',  # a pattern is not checked as a name
     "p LOGOUT",
 ]
 

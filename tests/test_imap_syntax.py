@@ -404,6 +404,7 @@ def test_fuzz_imap_shaped_input(parts: list[bytes]) -> None:
         ("INBOX", "INBOX"),
         ("Geschäftlich", "Gesch&AOQ-ftlich"),
         ("Tom & Jerry", "Tom &- Jerry"),
+        ("ä&ä", "&AOQ-&-&AOQ-"),  # "&-" between two runs is not a run
         # RFC 3501 5.1.3's example, and a character outside the BMP.
         ("~peter/mail/台北/日本語", "~peter/mail/&U,BTFw-/&ZeVnLIqe-"),
         ("Post 📬", "Post &2D3c7A-"),
@@ -418,16 +419,31 @@ def test_folder_names_are_modified_utf7_on_the_wire(name: str, wire: str) -> Non
 @pytest.mark.parametrize(
     ("wire", "why"),
     [
-        ("&Jjo!", "not modified UTF-7"),
-        ("Bad&AOQ", "an '&' starts no encoded run"),
-        ("&AOQ=-", "not modified UTF-7"),  # no padding in modified base64
-        ("&AO-", "not modified UTF-7"),  # an odd number of bytes
+        ("&Jjo!", "an '&' has no '-'"),
+        ("Bad&AOQ", "an '&' has no '-'"),
+        ("&AOQ=-", "&AOQ=- is not base64"),  # no padding in modified base64
+        ("&AO-", "&AO- is not UTF-16 text"),  # an odd number of bytes
+        # Names Dovecot refuses too: a folder has one name on the wire.
+        ("&AGE-", "&AGE- encodes a character that stands for itself"),  # "a"
+        ("&AOQ-&AOQ-", "two encoded runs in a row"),  # should be &AOQA5A-
+        ("&2AA-", "&2AA- is not UTF-16 text"),  # a lone surrogate
+        ("&3gHYPQ-", "&3gHYPQ- is not UTF-16 text"),  # surrogates swapped
         ("Entwürfe", "'Entw&APw-rfe' for this one"),
+        ("a\tb", "printable 7-bit text"),
     ],
 )
 def test_a_name_that_is_not_modified_utf7_is_refused(wire: str, why: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(why)):
+    with pytest.raises(ValueError, match=re.escape(why)) as caught:
         decode_folder_name(wire)
+    assert str(caught.value).isascii()  # it goes into a NO response
+
+
+def test_bytes_that_were_not_utf8_get_no_wrong_hint() -> None:
+    # b"Entw\xfcrfe" (Latin-1), decoded with surrogateescape as commands are.
+    with pytest.raises(ValueError, match="not modified UTF-7") as caught:
+        decode_folder_name(b"Entw\xfcrfe".decode("utf-8", "surrogateescape"))
+    assert "for this one" not in str(caught.value)
+    assert str(caught.value).isascii()
 
 
 @settings(max_examples=300, deadline=None)

@@ -268,6 +268,8 @@ def test_a_date_that_does_not_exist_is_invalid(date: str) -> None:
         "Mon, 30 Nov 26 19:00:00 +0000",  # obsolete two-digit year: 2026
         "30 Nov 2026 19:00 +0000",
         "Mon, 01 Jan 1900 00:00:00 +0000",
+        "Mon, 30 Nov 2026 19:00:00 +0000 (build 1234 x)",  # a comment's digits
+        "Mon, 30 Nov 2026 19:00:00 (0123) +0000",
     ],
 )
 def test_valid_date_forms_are_not_flagged(date: str) -> None:

@@ -326,7 +326,8 @@ def test_release_to_a_remote_host_needs_allow_remote(smtpsink: Mailbox) -> None:
         ({"port": "abc"}, TypeError, "port must be an int, got 'abc'"),
         ({"port": -1}, ValueError, "port must be from 1 to 65535, got -1"),
         ({"port": 99999}, ValueError, "port must be from 1 to 65535, got 99999"),
-        ({"host": ""}, TypeError, "host must be a host name or address"),
+        ({"host": ""}, ValueError, "host must be a host name or address, got ''"),
+        ({"host": None}, TypeError, "host must be a host name or address (a str)"),
         (
             {"ca_file": "/nonexistent/ca.pem"},
             ValueError,

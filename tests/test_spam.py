@@ -108,7 +108,6 @@ def test_the_option_and_its_ini_twin(pytester: pytest.Pytester, spamd: str) -> N
     pytester.makepyfile(
         f"""
 import smtplib
-import socket
 
 def test_scored(smtpsink):
     with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
