@@ -243,7 +243,11 @@ def _pattern_regex(pattern: str) -> re.Pattern[str]:
             out.append(re.escape(char))
     regex = "".join(out)
     if pattern[:5].upper() == INBOX and (len(pattern) == 5 or pattern[5] in "/*%"):
-        regex = "(?i:INBOX)" + "".join(out[5:])
+        # "inbox" in any case is INBOX (as a parent too: names are kept so,
+        # see folder_name), not a folder that merely starts with it
+        # ("INBOXfoo" only for a pattern that spells it so): as Dovecot.
+        inbox = f"INBOX(?={re.escape(DELIMITER)}|$)"
+        regex = f"(?:{inbox}|{''.join(out[:5])})" + "".join(out[5:])
     return re.compile(regex, re.DOTALL)
 
 

@@ -60,6 +60,9 @@ SCRIPT = [
     "s3 CREATE &AOQ-&AOQ-",  # two runs in a row
     "s4 CREATE &2AA-",  # a lone surrogate
     'l2 LIST "" &*',  # a pattern is not checked as a name
+    "t CREATE INBOXfoo",
+    't2 LIST "" inbox%',  # INBOX, not INBOXfoo
+    't3 LIST "" INBOXf*',  # INBOXfoo, spelt so
     "p LOGOUT",
 ]
 
