@@ -81,9 +81,20 @@ class _Authority:
         # Applications configured by path (SSL_CERT_FILE, Django settings,
         # curl --cacert) need the CA as a file.
         self._dir = tempfile.mkdtemp(prefix="smtpsink-ca-")
-        self.ca_path = os.path.join(self._dir, "smtpsink-ca.pem")
-        self.ca.cert_pem.write_to_path(self.ca_path)
+        self._ca_file = os.path.join(self._dir, "smtpsink-ca.pem")
+        self.ca.cert_pem.write_to_path(self._ca_file)
         atexit.register(shutil.rmtree, self._dir, True)
+
+    @property
+    def ca_path(self) -> str:
+        """The CA as a PEM file, written again if something removed it
+        meanwhile (a /tmp cleaner, during a long run): a client given the
+        path must find the file."""
+        if not os.path.isfile(self._ca_file):
+            with _lock:
+                os.makedirs(self._dir, exist_ok=True)
+                self.ca.cert_pem.write_to_path(self._ca_file)
+        return self._ca_file
 
     def server_context(self, host: str = "127.0.0.1") -> ssl.SSLContext:
         """A server context with a certificate that covers ``host``, the

@@ -304,6 +304,19 @@ def test_ca_path_with_ssl_cert_file(
     sink.assert_sent(subject="default context")
 
 
+def test_ca_path_is_written_again_if_removed(smtpsink_factory: Factory) -> None:
+    # A /tmp cleaner during a long run: a client given the path must find it.
+    sink = smtpsink_factory(tls="starttls")
+    first = Path(sink.ca_path)
+    pem = first.read_text()
+    shutil.rmtree(first.parent)
+    assert Path(sink.ca_path).read_text() == pem
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.starttls(context=ssl.create_default_context(cafile=sink.ca_path))
+        client.send_message(message("after a cleaner"))
+    sink.assert_sent(subject="after a cleaner")
+
+
 def test_env_for_tls_sinks(smtpsink_factory: Factory, smtpsink: Mailbox) -> None:
     starttls = smtpsink_factory(tls="starttls-required")
     implicit = smtpsink_factory(tls="implicit")
