@@ -27,6 +27,19 @@ if TYPE_CHECKING:
     from ._faults import Trigger
 
 
+#: The EHLO extensions a sink may offer (STARTTLS and AUTH when set up).
+HIDEABLE = (
+    "PIPELINING",
+    "SIZE",
+    "8BITMIME",
+    "SMTPUTF8",
+    "DSN",
+    "STARTTLS",
+    "AUTH",
+    "HELP",
+)
+
+
 class FaultControls:
     """The fault API of `Mailbox` (see :doc:`faults`)."""
 
@@ -170,6 +183,17 @@ class FaultControls:
             raise FaultError(
                 f"hide() takes extension names, e.g. hide('STARTTLS'); got {extensions!r}"
             )
+        for name in names:
+            if name not in HIDEABLE:  # a typo would hide nothing, silently
+                import difflib
+
+                close = difflib.get_close_matches(name, HIDEABLE, n=1)
+                raise FaultError(
+                    f"hide(): {name!r} is not an extension a sink offers ("
+                    + ", ".join(HIDEABLE)
+                    + ")"
+                    + (f"; did you mean {close[0]!r}?" if close else "")
+                )
         return self._add_fault("hide", "EHLO", "hide", hidden=names)
 
     @property

@@ -123,6 +123,8 @@ class Mailbox(FaultControls):
         (not with your own ``tls_cert`` or ``tls_context``).
         Use with ``monkeypatch.setenv`` or ``subprocess.run(env=...)``.
         """
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str such as 'SMTP_', got {prefix!r}")
         values = {
             f"{prefix}HOST": self.host,
             f"{prefix}PORT": str(self.port),

@@ -520,10 +520,10 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
                 ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
             )  # fmt: skip
         except Exception as error:  # start_tls() closed the transport
-            self._tls_failed(error)
+            self._tls_failed(error, implicit)
             return False
         if tls_transport is None:  # the client left during the handshake
-            self._tls_failed(None)
+            self._tls_failed(None, implicit)
             transport.abort()
             return False
         self.transport = tls_transport
@@ -540,10 +540,10 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         self.store.touch()
         return True
 
-    def _tls_failed(self, error: BaseException | None) -> None:
+    def _tls_failed(self, error: BaseException | None, implicit: bool = False) -> None:
         record = self.record
         if record is not None and record.end is None:
-            record.tls_error = describe_handshake_failure(error)
+            record.tls_error = describe_handshake_failure(error, implicit)
             self._mark_end("tls-failed")
         self._closing = True
 

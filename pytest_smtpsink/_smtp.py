@@ -111,7 +111,8 @@ _DISCARDED = ["250 2.0.0 OK: queued"]
 def reply_lines(code: int, text: str | None) -> list[str]:
     """``550`` and ``"a\\nb"`` -> ``["550-a", "550 b"]`` (RFC 5321 multi-line)."""
     body = _DEFAULT_TEXT.get(code, "Injected failure") if text is None else text
-    lines = body.replace("\r\n", "\n").split("\n")
+    # A final newline ends the text; it does not start an empty last line.
+    lines = body.replace("\r\n", "\n").rstrip("\n").split("\n")
     return [f"{code}-{line}" for line in lines[:-1]] + [f"{code} {lines[-1]}"]
 
 
@@ -805,7 +806,9 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         in the log: a client that rejects the certificate is no server error)."""
         if self.record is not None:
             if self.record.end is None:
-                self.record.tls_error = describe_handshake_failure(error)
+                self.record.tls_error = describe_handshake_failure(
+                    error, implicit=self._implicit_tls is not None
+                )
                 self._mark_end("tls-failed")
             self.record._tls_started(None)  # wake readers of Session.tls
         self.state.connections.discard(self)

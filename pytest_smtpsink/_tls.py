@@ -53,9 +53,20 @@ _HANDSHAKE_HINTS = {
 }
 
 
-def describe_handshake_failure(error: BaseException | None) -> str:
+#: Added when a client left an implicit-TLS handshake: the usual cause.
+IMPLICIT_HINT = (
+    " (a plain client on an implicit-TLS port waits for a greeting that never "
+    "comes: connect with TLS from the start, e.g. smtplib.SMTP_SSL, "
+    "poplib.POP3_SSL, imaplib.IMAP4_SSL)"
+)
+
+
+def describe_handshake_failure(
+    error: BaseException | None, implicit: bool = False
+) -> str:
     """Why a server-side TLS handshake failed, in a line (for
-    `Session.tls_error`). Server thread."""
+    `Session.tls_error`); ``implicit`` for a handshake that starts the
+    connection (SMTPS, POP3S, IMAPS). Server thread."""
     if isinstance(error, ssl.SSLError) and error.reason:
         hint = _HANDSHAKE_HINTS.get(error.reason)
         return f"{error.reason}: {hint}" if hint else f"{error.reason}: {error}"
@@ -64,7 +75,9 @@ def describe_handshake_failure(error: BaseException | None) -> str:
     ):
         return f"the client did not finish the handshake within {HANDSHAKE_TIMEOUT:g} s"
     if error is None or isinstance(error, (ConnectionError, EOFError)):
-        return "the client closed the connection during the handshake"
+        return "the client closed the connection during the handshake" + (
+            IMPLICIT_HINT if implicit else ""
+        )
     return f"{type(error).__name__}: {error}"
 
 

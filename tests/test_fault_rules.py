@@ -19,6 +19,7 @@ from pytest_smtpsink._faults import (
     Disconnect,
     Event,
     Fault,
+    FaultError,
     Faults,
     Hang,
     Reply,
@@ -215,10 +216,6 @@ EHLO = ["smtpsink.test", "SIZE 67108864", "8BITMIME", "STARTTLS", "HELP"]
             lambda r: (r.limit(max_size=500), r.limit(max_size=200)),
             ["smtpsink.test", "SIZE 200", "8BITMIME", "STARTTLS", "HELP"],
         ),
-        (
-            lambda r: r.hide("SMTPSINK.TEST"),  # the greeting line stays
-            EHLO,
-        ),
     ],
 )
 def test_advertised(
@@ -226,6 +223,23 @@ def test_advertised(
 ) -> None:
     declare(rules)
     assert advertised(rules.registry, EHLO) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("STARTLS", "'STARTLS' is not an extension a sink offers (PIPELINING, "),
+        ("STARTLS", "did you mean 'STARTTLS'?"),
+        ("SMTPSINK.TEST", "'SMTPSINK.TEST' is not an extension"),  # the greeting
+    ],
+)
+def test_hiding_an_extension_no_sink_offers_is_an_error(
+    rules: Rules, name: str, text: str
+) -> None:
+    # A typo would hide nothing, and the test would pass for the wrong reason.
+    with pytest.raises(FaultError, match=re.escape(text)):
+        rules.hide(name)
+    assert rules.faults == ()
 
 
 def test_removing_rules_tells_the_server_which(rules: Rules) -> None:

@@ -93,7 +93,8 @@ def test_partial_delivery_with_aiosmtplib(smtpsink: Mailbox) -> None:
 
 
 def test_multi_line_reply(smtpsink: Mailbox) -> None:
-    smtpsink.fail("RCPT", 550, "5.1.1 No such user\nSee https://example.com/bounce")
+    # A final newline ends the text: no empty "550 " line after it.
+    smtpsink.fail("RCPT", 550, "5.1.1 No such user\nSee https://example.com/bounce\n")
     with pytest.raises(smtplib.SMTPRecipientsRefused) as caught:
         sendmail(smtpsink, ["bob@example.com"])
     assert caught.value.recipients["bob@example.com"] == (

@@ -269,7 +269,26 @@ def test_implicit_tls_client_leaving_during_the_handshake(
     socket.create_connection((sink.host, sink.port), timeout=5).close()
     session = _failed_handshake(sink)
     assert session.end == "tls-failed"
-    assert session.tls_error == "the client closed the connection during the handshake"
+    assert session.tls_error is not None
+    assert session.tls_error.startswith(
+        "the client closed the connection during the handshake"
+    )
+
+
+def test_a_plain_smtp_client_on_an_implicit_tls_port_gets_a_hint(
+    smtpsink_factory: Factory,
+) -> None:
+    # The likeliest mistake: smtplib.SMTP waits for a greeting, sends nothing
+    # (so OpenSSL has nothing to call a wrong version), and gives up.
+    sink = smtpsink_factory(tls="implicit")
+    with pytest.raises((TimeoutError, smtplib.SMTPServerDisconnected)):
+        smtplib.SMTP(sink.host, sink.port, timeout=0.5)
+    session = _failed_handshake(sink)
+    assert session.tls_error is not None
+    assert "a plain client on an implicit-TLS port waits for a greeting" in (
+        session.tls_error
+    )
+    assert "smtplib.SMTP_SSL" in session.tls_error
 
 
 def test_wrong_host_name_is_refused(smtpsink_factory: Factory) -> None:
@@ -333,6 +352,8 @@ def test_env_for_tls_sinks(smtpsink_factory: Factory, smtpsink: Mailbox) -> None
     assert Path(env["MAIL_CA_FILE"]).is_file()
     assert "SMTP_TLS" not in smtpsink.env()
     assert "SMTP_CA_FILE" not in smtpsink.env()
+    with pytest.raises(TypeError, match="prefix must be a str such as 'SMTP_', got 3"):
+        smtpsink.env(prefix=3)  # type: ignore[arg-type]
 
 
 def test_env_drives_a_subprocess(smtpsink_factory: Factory) -> None:
