@@ -550,9 +550,6 @@ class DNSZone:
         self._server = server_for(view)
         self._start = self._server.last_number()
         self._smtp_ports: dict[str, int] = {}
-        # MX records published per domain: a sink's host is named by its
-        # position, counting on across mx() calls for the same domain.
-        self._mx_counts: dict[dns.name.Name, int] = {}
 
     @property
     def host(self) -> str:
@@ -601,7 +598,7 @@ class DNSZone:
                 "hosts must be a non-empty list of (preference, sink or host name)"
             )
         owner = _name(domain, "domain")
-        position = self._mx_counts.get(owner, 0)
+        position = self._mx_count(owner)
         in_use = self._names_in_use()
         rules: list[_Rule] = []
         names: list[str] = []
@@ -667,8 +664,19 @@ class DNSZone:
             names.append(_host_key(host))
         self._server.add(rules)
         self._smtp_ports.update(ports)
-        self._mx_counts[owner] = position
         return names
+
+    def _mx_count(self, owner: dns.name.Name) -> int:
+        """How many MX records (not a null MX) this zone has for ``owner``:
+        a sink's host is named by its position among them (mx1, mx2...)."""
+        return sum(
+            1
+            for rule in self._server.rules
+            if rule.owner is self
+            and rule.name == owner
+            and isinstance(rule.rdata, dns.rdtypes.ANY.MX.MX)
+            and rule.rdata.exchange != dns.name.root
+        )
 
     def _names_in_use(self) -> set[dns.name.Name]:
         """The names this zone has records for or points MX records at."""
@@ -774,7 +782,6 @@ class DNSZone:
         fault rules, removed with the others)."""
         self._server.remove(self)
         self._smtp_ports.clear()
-        self._mx_counts.clear()
 
     # -- what happened, and how to ask -------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._faults import (
+    HIDEABLE,
     Action,
     Fault,
     FaultError,
@@ -25,19 +26,6 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from ._faults import Trigger
-
-
-#: The EHLO extensions a sink may offer (STARTTLS and AUTH when set up).
-HIDEABLE = (
-    "PIPELINING",
-    "SIZE",
-    "8BITMIME",
-    "SMTPUTF8",
-    "DSN",
-    "STARTTLS",
-    "AUTH",
-    "HELP",
-)
 
 
 class FaultControls:

@@ -64,6 +64,18 @@ _ALIASES = {"HELO": "EHLO", "GREETING": "CONNECT", "END-OF-DATA": "EOD", "EOM": 
 
 # EHLO keywords and the MAIL parameter that uses them.
 _EXTENSION_PARAMS = {"SIZE": "SIZE=", "SMTPUTF8": "SMTPUTF8", "8BITMIME": "BODY="}
+#: The EHLO extensions a sink may offer (STARTTLS and AUTH when set up):
+#: what `hide` can hide.
+HIDEABLE = (
+    "PIPELINING",
+    "SIZE",
+    "8BITMIME",
+    "SMTPUTF8",
+    "DSN",
+    "STARTTLS",
+    "AUTH",
+    "HELP",
+)
 
 
 class Trigger(TypedDict, total=False):

@@ -75,6 +75,7 @@ from ._mailstore import (
     check_folder_name,
     check_login,
     folder_name,
+    given_folder_name,
     normalize_flags,
 )
 from ._message import Envelope, Message
@@ -88,7 +89,6 @@ if TYPE_CHECKING:
     from ._settings import SinkSettings
     from ._store import Store
 
-#: The hierarchy delimiter of folder names.
 # Unread input above this pauses reading: bounded memory.
 _BUFFER_LIMIT = 256 * 1024
 # An AUTHENTICATE continuation line (base64 of user and password).
@@ -258,6 +258,19 @@ class _Answered(Exception):
         super().__init__(text)
         self.status = status
         self.text = text
+
+
+def _no_such_folder(name: str, code: str = "NONEXISTENT") -> _Answered:
+    """``NO [code] No such folder``, the name as the client spells it."""
+    return _Answered("NO", f"[{code}] No such folder: {encode_folder_name(name)}")
+
+
+def _check_new_name(name: str) -> None:
+    """A name CREATE or RENAME may give a folder; ``NO [CANNOT]`` if not."""
+    try:
+        check_folder_name(name)
+    except ValueError as error:
+        raise _Answered("NO", f"[CANNOT] {error}") from None
 
 
 # -- the server --------------------------------------------------------------------
@@ -726,8 +739,7 @@ class _Connection(ReadSideConnection):
     def _mailbox_arg(self, command: Command, index: int = 0) -> str:
         if len(command.args) <= index:
             raise command.error(f"{command.name} needs a folder name")
-        name = folder_name(self._decoded_name(command.args[index], command))
-        return name.rstrip(DELIMITER) or name
+        return given_folder_name(self._decoded_name(command.args[index], command))
 
     @staticmethod
     def _decoded_name(arg: Arg, command: Command) -> str:
@@ -752,9 +764,7 @@ class _Connection(ReadSideConnection):
         with self.mail.lock:
             folder = self._folder_named(name)
             if folder is None:
-                raise _Answered(
-                    "NO", f"[NONEXISTENT] No such folder: {encode_folder_name(name)}"
-                )
+                raise _no_such_folder(name)
             view = list(folder.messages)
             uidvalidity = folder.uidvalidity
             uidnext = self.mail.peek_uid()
@@ -786,10 +796,7 @@ class _Connection(ReadSideConnection):
         name = self._mailbox_arg(command)
         if name == INBOX:
             raise _Answered("NO", "[ALREADYEXISTS] INBOX always exists")
-        try:
-            check_folder_name(name)
-        except ValueError as error:
-            raise _Answered("NO", f"[CANNOT] {error}") from None
+        _check_new_name(name)
         with self.mail.lock:
             if self._folder_named(name) is not None:
                 raise _Answered(
@@ -807,9 +814,7 @@ class _Connection(ReadSideConnection):
         with self.mail.lock:
             folder = self._folder_named(name)
             if folder is None:
-                raise _Answered(
-                    "NO", f"[NONEXISTENT] No such folder: {encode_folder_name(name)}"
-                )
+                raise _no_such_folder(name)
             assert self._account is not None
             del self._account.folders[folder.name]
         if folder is self._folder:
@@ -822,10 +827,7 @@ class _Connection(ReadSideConnection):
             raise command.error("RENAME needs the old and the new folder name")
         old = self._mailbox_arg(command, 0)
         new = self._mailbox_arg(command, 1)
-        try:
-            check_folder_name(new)
-        except ValueError as error:
-            raise _Answered("NO", f"[CANNOT] {error}") from None
+        _check_new_name(new)
         with self.mail.lock:
             source = self._folder_named(old)
             account = self._account
@@ -835,9 +837,7 @@ class _Connection(ReadSideConnection):
             if source is None and not any(
                 n.startswith(prefix) for n in account.folders
             ):
-                raise _Answered(
-                    "NO", f"[NONEXISTENT] No such folder: {encode_folder_name(old)}"
-                )
+                raise _no_such_folder(old)
             if new == INBOX or self._folder_named(new) is not None:
                 raise _Answered(
                     "NO", f"[ALREADYEXISTS] Folder exists: {encode_folder_name(new)}"
@@ -870,9 +870,7 @@ class _Connection(ReadSideConnection):
         with self.mail.lock:
             folder = self._folder_named(name)
             if folder is None:
-                raise _Answered(
-                    "NO", f"[NONEXISTENT] No such folder: {encode_folder_name(name)}"
-                )
+                raise _no_such_folder(name)
             folder.subscribed = subscribed
         return f"{command.name} completed"
 
@@ -951,9 +949,7 @@ class _Connection(ReadSideConnection):
         with self.mail.lock:
             folder = self._folder_named(name)
             if folder is None:
-                raise _Answered(
-                    "NO", f"[NONEXISTENT] No such folder: {encode_folder_name(name)}"
-                )
+                raise _no_such_folder(name)
             messages = list(folder.messages)
             key = (self.generation, self._user or "", folder.name)
             claimed = self.server.recent_claims.get(key, 0)
@@ -1002,9 +998,7 @@ class _Connection(ReadSideConnection):
         with self.mail.lock:
             folder = self._folder_named(name)
             if folder is None:
-                raise _Answered(
-                    "NO", f"[TRYCREATE] No such folder: {encode_folder_name(name)}"
-                )
+                raise _no_such_folder(name, "TRYCREATE")
             stored = self.mail.add(folder, message, flags, date or now)
             uidvalidity = folder.uidvalidity
         self.store.mail_changed()
@@ -1334,9 +1328,7 @@ class _Connection(ReadSideConnection):
         with self.mail.lock:
             target = self._folder_named(name)
             if target is None:
-                raise _Answered(
-                    "NO", f"[TRYCREATE] No such folder: {encode_folder_name(name)}"
-                )
+                raise _no_such_folder(name, "TRYCREATE")
             source = self._folder
             assert source is not None
             present = {id(s) for s in source.messages}

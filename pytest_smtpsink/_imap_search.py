@@ -47,15 +47,12 @@ from ._imap_syntax import (
 )
 from ._text import printable
 
-_UNDECODED = re.compile("[\udc80-\udcff]")
-
 
 def _as_sent(text: str) -> str:
-    """``text`` for an error message: printable, a byte that was not UTF-8
-    shown as ``\\xff`` (not as the surrogate that stands for it)."""
-    return printable(
-        _UNDECODED.sub(lambda match: f"\\x{ord(match.group()) - 0xDC00:02x}", text)
-    )
+    """``text`` (decoded with surrogateescape) for an error message:
+    printable, a byte that was not UTF-8 shown as ``\\xff``."""
+    raw = text.encode("utf-8", "surrogateescape")
+    return printable(raw.decode("utf-8", "backslashreplace"))
 
 
 #: The charsets SEARCH accepts, as the BADCHARSET response code lists them.

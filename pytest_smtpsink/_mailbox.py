@@ -17,7 +17,7 @@ from ._match import Criteria
 from ._message import Message, summary_or_raw
 from ._messages import Messages, failure_report
 from ._session import Session
-from ._settings import DEFAULT_TIMEOUT
+from ._settings import DEFAULT_TIMEOUT, check_seconds
 from ._text import plural, printable, shorten
 
 if TYPE_CHECKING:
@@ -248,7 +248,7 @@ class Mailbox(FaultControls):
         `messages` (the application did not send it) but is in each
         recipient's `mailbox`.
         """
-        from ._mailstore import DELIMITER, check_folder_name, normalize_flags
+        from ._mailstore import check_folder_name, given_folder_name, normalize_flags
         from ._user_mailbox import (
             check_date,
             make_delivered,
@@ -259,8 +259,7 @@ class Mailbox(FaultControls):
         self._sink.check_running()
         if not isinstance(folder, str) or not folder.strip():
             raise ValueError(f"folder must be a folder name, got {folder!r}")
-        # As IMAP's CREATE: a trailing delimiter ("Archive/") names the folder.
-        folder = folder.rstrip(DELIMITER) or folder
+        folder = given_folder_name(folder)  # "Archive/" as CREATE takes it
         check_folder_name(folder)
         raw = message_bytes(message)
         recipients = recipients_of(raw, to)
@@ -738,8 +737,6 @@ def _check_upstream_arguments(
     """`Mailbox.release`'s arguments, before anything connects: a wrong one
     is an error naming it, not a network failure (or a socket that smtplib
     leaves open, as a negative timeout did)."""
-    import math
-
     if not isinstance(host, str):
         raise TypeError(f"host must be a host name or address (a str), got {host!r}")
     if not host.strip():
@@ -748,10 +745,7 @@ def _check_upstream_arguments(
         raise TypeError(f"port must be an int, got {port!r}")
     if not 0 < port < 65536:
         raise ValueError(f"port must be from 1 to 65535, got {port}")
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
-    if not (timeout > 0 and math.isfinite(timeout)):
-        raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    check_seconds(timeout, "timeout")
     if ca_file is not None:
         if not isinstance(ca_file, (str, os.PathLike)):
             raise TypeError(f"ca_file must be a path, got {ca_file!r}")

@@ -46,6 +46,13 @@ def folder_name(name: str) -> str:
     return INBOX + sep + rest if head.isascii() and head.upper() == INBOX else name
 
 
+def given_folder_name(name: str) -> str:
+    """A folder name as a test or a client gives it: `folder_name`, and a
+    trailing delimiter dropped (``CREATE Archive/`` names ``Archive``, RFC
+    3501 6.3.3)."""
+    return folder_name(name.rstrip(DELIMITER) or name)
+
+
 def check_folder_name(name: str) -> None:
     """ValueError unless ``name`` can be a folder: not empty, no empty level
     (no leading, trailing or doubled delimiter), no control character."""

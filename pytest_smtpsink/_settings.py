@@ -268,6 +268,17 @@ def _require(ok: bool, setting: str, message: str) -> None:
         raise SettingsError(setting, message)
 
 
+def check_seconds(value: object, name: str) -> float:
+    """``value`` as seconds to wait: a number > 0 and finite (0 would make a
+    socket non-blocking, inf or NaN wait for ever). TypeError or ValueError
+    naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if not 0 < value < float("inf"):  # NaN fails too
+        raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
+    return float(value)
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 

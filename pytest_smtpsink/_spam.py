@@ -128,11 +128,9 @@ def report(
 ) -> SpamReport:
     """Ask spamd to score ``raw`` (the REPORT command). ``timeout``: seconds
     to wait for the connection and for each read of the answer."""
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
-    # 0 would make the socket non-blocking, inf or NaN wait for ever.
-    if not 0 < timeout < math.inf:
-        raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    from ._settings import check_seconds
+
+    timeout = check_seconds(timeout, "timeout")
     host, port = resolve_spamd(spamd)
     request = b"REPORT SPAMC/1.5\r\nContent-length: %d\r\n\r\n" % len(raw) + raw
     try:

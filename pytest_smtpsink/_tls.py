@@ -54,7 +54,7 @@ _HANDSHAKE_HINTS = {
 
 
 #: Added when a client left an implicit-TLS handshake: the usual cause.
-IMPLICIT_HINT = (
+_IMPLICIT_HINT = (
     " (a plain client on an implicit-TLS port waits for a greeting that never "
     "comes: connect with TLS from the start, e.g. smtplib.SMTP_SSL, "
     "poplib.POP3_SSL, imaplib.IMAP4_SSL)"
@@ -76,7 +76,7 @@ def describe_handshake_failure(
         return f"the client did not finish the handshake within {HANDSHAKE_TIMEOUT:g} s"
     if error is None or isinstance(error, (ConnectionError, EOFError)):
         return "the client closed the connection during the handshake" + (
-            IMPLICIT_HINT if implicit else ""
+            _IMPLICIT_HINT if implicit else ""
         )
     return f"{type(error).__name__}: {error}"
 
