@@ -144,7 +144,7 @@ def _switch_recording_off() -> None:
         await SMTP.push(self, status)
 
     def end_data(self: _smtp.RecordingSMTP, size: int, note: str = "") -> None:
-        self._in_data = False
+        self._content, self._content_at_once = None, False
 
     _smtp.RecordingSMTP._wrap_reader = lambda self, reader: None  # type: ignore[method-assign]
     _smtp.RecordingSMTP.push = push  # type: ignore[method-assign]

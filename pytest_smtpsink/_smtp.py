@@ -39,6 +39,7 @@ from aiosmtpd.smtp import (
 from aiosmtpd.smtp import Session as _AioSession
 
 from . import _setup_template
+from ._content import Content
 from ._faults import (
     Delay,
     Discard,
@@ -70,9 +71,11 @@ if TYPE_CHECKING:
 _MAX_SHOWN_LINE = 512
 # The commands answered as they arrive (RecordingSMTP.data_received): those
 # of every message, whose aiosmtpd methods never wait while the connection
-# can take their reply. DATA reads the content, AUTH and STARTTLS more.
+# can take their reply, and DATA, whose content then comes to data_received
+# too. AUTH and STARTTLS read more.
 _ANSWERED_AT_ONCE = {
-    verb.encode(): verb for verb in ("EHLO", "MAIL", "RCPT", "NOOP", "RSET", "QUIT")
+    verb.encode(): verb
+    for verb in ("EHLO", "MAIL", "RCPT", "DATA", "NOOP", "RSET", "QUIT")
 }
 # Commands a client may pipeline before another (RFC 2920 section 3.1): a
 # reply to one of them may wait for the next reply (_write_or_hold).
@@ -80,10 +83,6 @@ _PIPELINED = frozenset({"MAIL", "RCPT", "RSET", "NOOP"})
 # Held replies past this size are written (with the transport's back
 # pressure) instead: a group of a few commands is far smaller.
 _HELD_REPLIES_MAX = 65536
-# Message content is joined into pieces of this size while it is read.
-_CHUNK = 65536
-_LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
-_TOO_MUCH_DATA = "552 Error: Too much mail data"
 
 # The text of a fault's reply when the test gives none.
 _DEFAULT_TEXT = {
@@ -106,6 +105,7 @@ _DEFAULT_TEXT = {
     554: "5.7.1 Transaction failed",
 }
 _DISCARDED = ["250 2.0.0 OK: queued"]
+_GO_AHEAD = "354 End data with <CR><LF>.<CR><LF>"
 
 
 def reply_lines(code: int, text: str | None) -> list[str]:
@@ -656,10 +656,11 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         self.state = state
         self.record: Session | None = None
         self._current: Exchange | None = None
-        # While reading message content: its size so far, for the transcript
-        # if the client leaves before the final dot.
-        self._in_data = False
-        self._data_bytes = 0
+        # While reading message content: what has come of it (its size is
+        # the transcript's if the client leaves before the final dot), and
+        # whether data_received hands it the packets (DATA answered at once).
+        self._content: Content | None = None
+        self._content_at_once = False
         # The stream reader's own methods, for the content: the recording
         # wrappers (see _wrap_reader) are for commands.
         self._read_line: Callable[[bytes], Awaitable[bytes]] | None = None
@@ -817,12 +818,13 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
     def connection_lost(self, error: Exception | None) -> None:
         record = self.record
         if record is not None:
-            if self._in_data:
+            content = self._content
+            if content is not None:
                 # Count what arrived but was not read yet (a last line
                 # without its CRLF) as content too.
-                unread = len(getattr(self._reader, "_buffer", b""))
+                unread = content.unread + len(getattr(self._reader, "_buffer", b""))
                 self._end_data(
-                    self._data_bytes + unread,
+                    content.data_bytes + unread,
                     ", incomplete: the connection closed before the final dot",
                 )
             self._mark_end("client-closed")
@@ -840,7 +842,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         self.state.store.touch()
 
     def _end_data(self, size: int, note: str = "") -> None:
-        self._in_data = False
+        self._content, self._content_at_once = None, False
         self._append("data", f"<message content: {size} bytes{note}>")
 
     # -- idle timeout ----------------------------------------------------------
@@ -1011,6 +1013,9 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         if self._held is not None:
             self._held += data
             return
+        if self._content_at_once:
+            self._take_content(data)
+            return
         if (
             self._awaiting_command
             and data.find(b"\n") == len(data) - 1  # one whole line, alone
@@ -1063,18 +1068,56 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         # longer line is "500 Command line too long" whatever the command).
         if len(line) > limit or len(data) - 1 > self.line_length_limit:
             return False
+        if name == "DATA" and not self._content_may_come_at_once(arg):
+            return False
         self._on_line(data)
         self._reset_timeout()
-        command = self._smtp_methods[name](arg)
+        if name == "DATA":
+            # smtp_DATA's way to its 354; the content comes to _take_content.
+            self._content = self._new_content()
+            self._content_at_once = True
+            self._run_at_once(self.push(_GO_AHEAD))
+        else:
+            self._run_at_once(self._smtp_methods[name](arg))
+        return True
+
+    def _content_may_come_at_once(self, arg: str | None) -> bool:
+        """Whether smtp_DATA would answer DATA with 354 at once (no fault
+        rule, as data_received checked): else aiosmtpd's way replies."""
+        session, envelope = self.session, self.envelope
+        return (
+            arg is None
+            and session is not None
+            and bool(session.host_name)  # check_helo_needed
+            and (session.authenticated or not self._auth_required)
+            and envelope is not None
+            and bool(envelope.rcpt_tos)
+            and self._smtp_methods.get("DATA") == self.smtp_DATA
+        )
+
+    def _take_content(self, data: bytes) -> None:
+        """Message content as it arrives, after a DATA answered at once."""
+        content = self._content
+        assert content is not None
+        used = content.feed(data)
+        if used < 0:
+            return  # the final dot is still to come
+        self._content_at_once = False
+        self._run_at_once(self._after_content(*content.result()))
+        if used < len(data):  # commands sent before the reply came
+            self.data_received(data[used:])
+
+    def _run_at_once(self, command: Coroutine[Any, Any, None]) -> None:
+        """Run ``command`` here, outside any task, as far as it goes without
+        waiting; if it waits after all, or fails, a task carries it on."""
         try:
             waits_for = command.send(None)
         except StopIteration:
-            return True
+            return
         except Exception as error:
             self._finish_later(_raise(error))
-        else:  # it waits for something after all: a task carries it on
+        else:
             self._finish_later(_Resumed(command, waits_for))
-        return True
 
     _finishing: asyncio.Task[None] | None = None
 
@@ -1585,10 +1628,23 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         # Counting starts before the 354 goes out: a client that sends
         # content and vanishes while the reply is still being written gets
         # its incomplete content recorded all the same.
-        self._in_data, self._data_bytes = True, 0
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
-        content, refusal = await self._read_content()
-        self._end_data(self._data_bytes)
+        content = self._content = self._new_content()
+        await self.push(_GO_AHEAD)
+        await self._after_content(*await self._read_content(content))
+
+    def _new_content(self) -> Content:
+        return Content(
+            self.data_size_limit,
+            self.line_length_limit,
+            self._reader._limit,  # type: ignore[attr-defined]
+        )
+
+    async def _after_content(self, content: bytes, refusal: str | None) -> None:
+        """The end of DATA, after the final dot: store, and reply."""
+        assert self._content is not None
+        self._end_data(self._content.data_bytes)
+        envelope = self.envelope
+        assert envelope is not None
         status = refusal
         if status is None:
             envelope.content = envelope.original_content = content
@@ -1597,95 +1653,25 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push(status)
 
-    async def _read_content(self) -> tuple[bytes, str | None]:
-        """Read message content up to the final dot: ``(content, None)``, or
-        ``(b"", reply)`` when it must be refused after the dot.
-
-        aiosmtpd's own loop keeps each line as a bytearray (about 1.9 times
-        the content in memory) and joins them at the end: a 25 MB attachment
-        peaked at four times its size. Here lines are joined into 64 KiB
-        chunks as they come, so the peak is about twice the content.
-
-        The rules are aiosmtpd's, with Postfix's ``smtpd_forbid_bare_newline
-        = normalize`` for bare LF: a line may end with a bare LF as far as
-        its length goes (``smtplib`` sends ``msg.as_bytes()`` and curl an LF
-        file that way), but only ``<CR><LF>.<CR><LF>`` ends the message, so
-        ``<LF>.<LF>`` and friends stay content (no SMTP smuggling). The bytes
-        are kept as received, bare LFs included; a leading dot is removed
-        from a line that follows a CRLF (RFC 5321 4.5.2). A line longer than
-        ``line_length_limit`` gets 500, and content over ``data_size_limit``
-        (counted without the dot-stuffing, as ``SIZE=`` is) 552, after the
-        final dot.
-        """
+    async def _read_content(self, content: Content) -> tuple[bytes, str | None]:
+        """Read message content up to the final dot, aiosmtpd's way (a line
+        at a time from the stream reader), into ``content``: ``(content,
+        None)``, or ``(b"", reply)`` when it must be refused after the dot."""
         read_line, read_bytes = self._read_line, self._read_bytes
         assert read_line is not None
         assert read_bytes is not None
-        size_limit = self.data_size_limit
-        line_limit = self.line_length_limit
-        chunks: list[bytes] = []
-        lines: list[bytes] = []
-        pending = 0  # bytes in ``lines``
-        kept = 0  # content bytes, without the dot-stuffing
-        refusal: str | None = None
-        inside_long_line = False
-        # Whether the last line ended with CRLF: only then may a dot start
-        # the next one (as a stuffed dot or the final dot). DATA's own line
-        # counts as one.
-        after_crlf = True
-        last_byte = b""  # of an over-long line's pieces so far
         while True:
             try:
                 line = await read_line(b"\n")
             except asyncio.LimitOverrunError as exc:
                 # Longer than the stream reader's limit: read past it.
-                line = await read_bytes(exc.consumed)
-                self._data_bytes += len(line)
-                last_byte = line[-1:]
-                inside_long_line = True
-                refusal = refusal or _LINE_TOO_LONG
-                chunks.clear()
-                lines.clear()
+                content.piece(await read_bytes(exc.consumed))
                 continue
             except asyncio.CancelledError:  # the connection closed
                 self._writer.close()
                 raise
-            if inside_long_line:  # its last piece
-                inside_long_line = False
-                self._data_bytes += len(line)
-                after_crlf = line.endswith(b"\r\n") or (
-                    line == b"\n" and last_byte == b"\r"
-                )
-                continue
-            if after_crlf and line == b".\r\n":
-                break
-            self._data_bytes += len(line)
-            stuffed = after_crlf and line[:1] == b"."
-            after_crlf = line[-2:-1] == b"\r"
-            if refusal is not None:
-                continue  # read on to the dot, keep nothing
-            length = len(line)
-            if stuffed:
-                line = line[1:]
-            kept += len(line)
-            if size_limit and kept > size_limit:
-                refusal = _TOO_MUCH_DATA
-            elif length > line_limit:
-                refusal = _LINE_TOO_LONG
-            if refusal is not None:
-                chunks.clear()
-                lines.clear()
-                continue
-            lines.append(line)
-            pending += len(line)
-            if pending >= _CHUNK:
-                chunks.append(b"".join(lines))
-                lines.clear()
-                pending = 0
-        if refusal is not None:
-            return b"", refusal
-        chunks.append(b"".join(lines))
-        lines.clear()
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks), None
+            if content.line(line):
+                return content.result()
 
     async def _fault_intercept(
         self, stage: str, subjects: Sequence[str], extension: str | None = None
