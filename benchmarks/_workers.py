@@ -4,8 +4,9 @@ Each scenario runs in a fresh interpreter (``python _workers.py SCENARIO
 --impl IMPL ...``) so that memory figures are not polluted by earlier
 scenarios, and prints one JSON object on its last line of output.
 
-``IMPL`` is ``smtpsink`` (``pytest_smtpsink.SMTPSink`` from the working tree),
-``floor`` (``floor.FloorSink``: bare aiosmtpd, raw bytes only) or ``limit``
+``IMPL`` is ``smtpsink`` (``pytest_smtpsink.SMTPSink`` from the working tree,
+on asyncio's own event loop), ``smtpsink-speed`` (the same on uvloop, as with
+``pytest-smtpsink[speed]`` installed), ``floor`` (``floor.FloorSink``: bare aiosmtpd, raw bytes only) or ``limit``
 (``limit.LimitSink``: Postfix's C ``smtp-sink``, which keeps nothing). The client
 is always ``smtplib`` with a fixed ``local_hostname`` (otherwise smtplib calls
 ``getfqdn()`` on every connection and the benchmark measures DNS).
@@ -120,12 +121,14 @@ def open_sink(impl: str) -> Iterator[Sink]:
 
         with LimitSink() as limit_sink:
             yield _LimitAdapter(limit_sink)
-    elif impl in ("smtpsink", "smtpsink-norec"):
+    elif impl in ("smtpsink", "smtpsink-norec", "smtpsink-speed"):
         from pytest_smtpsink import SMTPSink
 
         if impl == "smtpsink-norec":
             _switch_recording_off()
-        with SMTPSink() as smtpsink:
+        # uvloop is in the benchmark's venv, which makes it the default.
+        loop = "uvloop" if impl == "smtpsink-speed" else "asyncio"
+        with SMTPSink(event_loop=loop) as smtpsink:
             yield _SMTPSinkAdapter(smtpsink)
     else:
         raise SystemExit(f"unknown implementation {impl!r}")

@@ -58,6 +58,8 @@ LIMIT_MODULE = BENCH_DIR / "limit.py"
 # theirs, so both must run the same pytest and aiosmtpd for a fair ratio.
 COMMON_PINS = ["pytest==9.2.0", "aiosmtpd==1.4.6"]
 PEER_PINS = ["smtpdfix==0.5.3", "pytest-localserver==0.10.0.post0"]
+# pytest-smtpsink[speed]: its suites and workers choose the loop explicitly.
+SPEED_PINS = ["uvloop==0.23.0"]
 
 SCENARIOS = ("pertest", "throughput", "concurrency", "size", "tls", "memory")
 # Per-run timeout for one subprocess: generous, but a hang cannot eat the run.
@@ -396,11 +398,12 @@ class Suite:
     copy_floor: bool = False
     copy_limit: bool = False
     imports: str = ""
+    ini: str = ""  # more lines for the suite's pytest.ini
 
     def write(self, directory: Path, count: int) -> None:
         directory.mkdir(parents=True)
         # An ini file stops pytest's rootdir search here.
-        (directory / "pytest.ini").write_text("[pytest]\n")
+        (directory / "pytest.ini").write_text("[pytest]\n" + self.ini)
         (directory / "_bench_timer.py").write_text(_TIMER_PLUGIN)
         if self.conftest:
             (directory / "conftest.py").write_text(self.conftest)
@@ -427,6 +430,12 @@ class Suite:
                 "".join(body)
             )
 
+
+# The smtpsink venv has uvloop (SPEED_PINS): "pytest-smtpsink" is measured
+# on asyncio's own loop, as installed without the extra, and the [speed]
+# rows on uvloop.
+_ASYNCIO_LOOP = "addopts = --smtpsink-event-loop=asyncio\n"
+SPEED_LABEL = "pytest-smtpsink[speed] (uvloop)"
 
 PERTEST_SUITES = [
     Suite("baseline", "pytest alone (no SMTP)", "smtpsink", None, _NO_SMTP_TEST),
@@ -477,6 +486,19 @@ PERTEST_SUITES = [
         host="smtpsink.host",
         port="smtpsink.port",
         check='smtpsink.assert_sent(subject="Message {n}")',
+        ini=_ASYNCIO_LOOP,
+    ),
+    Suite(
+        "smtpsink-speed",
+        SPEED_LABEL,
+        "smtpsink",
+        "smtpsink",
+        _PLAIN_TEST,
+        fixtures="smtpsink",
+        host="smtpsink.host",
+        port="smtpsink.port",
+        check='smtpsink.assert_sent(subject="Message {n}")',
+        ini="addopts = --smtpsink-event-loop=uvloop\n",
     ),
     Suite(
         "smtpdfix",
@@ -535,6 +557,7 @@ TLS_SUITES = [
         context="smtpsink.ssl_context()",
         marker='@pytest.mark.smtpsink(tls="starttls")\n',
         check='smtpsink.assert_sent(subject="Message {n}")',
+        ini=_ASYNCIO_LOOP,
     ),
     Suite(
         "smtpdfix",
@@ -724,7 +747,7 @@ class Runner:
                 for suite in PERTEST_SUITES:
                     self.time_suite("pertest", suite, s.tests)
             if "throughput" in selected:
-                for impl in [*impls, "smtpsink-norec", "limit"]:
+                for impl in [*impls, "smtpsink-speed", "smtpsink-norec", "limit"]:
                     count = ["throughput", "--count", str(s.messages)]
                     self.worker("throughput-one", impl, impl, count)
                     if impl == "smtpsink-norec":
@@ -901,10 +924,18 @@ class Report:
             1.10,
             lower=True,
         )
+        limit = r.median("pertest", "limit-parse", "seconds")
         self.target(
             "pertest",
             f"{n}-test suite: smtpsink / limit + parse (<= 1.30)",
-            _quotient(sink, r.median("pertest", "limit-parse", "seconds")),
+            _quotient(sink, limit),
+            1.30,
+            lower=True,
+        )
+        self.target(
+            "pertest",
+            f"{n}-test suite: smtpsink[speed] / limit + parse (<= 1.30)",
+            _quotient(r.median("pertest", "smtpsink-speed", "seconds"), limit),
             1.30,
             lower=True,
         )
@@ -926,7 +957,11 @@ class Report:
         ):
             base = r.median(scenario, "floor", "seconds")
             limit = r.median(scenario, "limit", "seconds")
-            for impl, label in (*IMPLS, ("limit", LIMIT_LABEL)):
+            for impl, label in (
+                *IMPLS,
+                ("smtpsink-speed", SPEED_LABEL),
+                ("limit", LIMIT_LABEL),
+            ):
                 seconds = r.median(scenario, impl, "seconds")
                 if (
                     self.error_row(scenario, title, impl, label)
@@ -951,6 +986,13 @@ class Report:
                     "throughput",
                     f"{title}: smtpsink / limit time (<= 1.50)",
                     _quotient(sink, limit),
+                    1.50,
+                    lower=True,
+                )
+                self.target(
+                    "throughput",
+                    f"{title}: smtpsink[speed] / limit time (<= 1.50)",
+                    _quotient(r.median(scenario, "smtpsink-speed", "seconds"), limit),
                     1.50,
                     lower=True,
                 )
@@ -1196,7 +1238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     CACHE_DIR.mkdir(exist_ok=True)
     envs = {
-        "smtpsink": Env("smtpsink", COMMON_PINS, editable=ROOT),
+        "smtpsink": Env("smtpsink", COMMON_PINS + SPEED_PINS, editable=ROOT),
         "peers": Env("peers", COMMON_PINS + PEER_PINS),
     }
     for env in envs.values():
