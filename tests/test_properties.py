@@ -428,6 +428,13 @@ COMMAND_LINES = [
     b"mail from:<a@example.com>",
     b"MAIL FROM:<>",
     b"MAIL FROM:<a@example.com> SIZE=10",
+    b"MAIL FROM:<a@example.com> size=10 body=8bitmime",
+    b"MAIL FROM:<a@example.com> SIZE=10 SIZE=20",
+    b"MAIL FROM:<a@example.com> SIZE=5000",
+    b"MAIL FROM:<a@example.com> SIZE=",
+    b"MAIL FROM:<a@example.com> BODY=BINARYMIME",
+    b"MAIL FROM:<a@example.com> SMTPUTF8",
+    b"MAIL FROM: <a@example.com>\x1c",
     b"MAIL FROM:<a@example.com> SIZE=99999999999",
     b"MAIL FROM:<a@example.com> BODY=8BITMIME RET=HDRS ENVID=x",
     b"MAIL FROM:<a@example.com> BOGUS=1",
@@ -439,6 +446,8 @@ COMMAND_LINES = [
     LONG_RCPT.rstrip(),
     LONGER_MAIL.rstrip(),
     b"RCPT TO:<b@example.com>",
+    b"rcpt to: <B@Example.com>",
+    b"RCPT TO:<b@example.com> SIZE=10",
     b"RCPT TO:<b@example.com> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;b@example.com",
     b"RCPT TO:<b@example.com> NOTIFY=NEVER,SUCCESS",
     b"RCPT TO:<>",
@@ -500,9 +509,9 @@ def _converse(sink: SMTPSink, commands: list[bytes]) -> list[list[bytes]]:
 
 def _said_and_recorded(
     sink: SMTPSink, commands: list[bytes]
-) -> tuple[list[list[bytes]], list[tuple[str, str, list[bytes]]]]:
-    """The replies to ``commands``, and the session's transcript; message
-    numbers (which differ between sinks) masked."""
+) -> tuple[list[list[bytes]], list[tuple[str, str, list[bytes]]], list[Envelope]]:
+    """The replies to ``commands``, the session's transcript (message
+    numbers, which differ between sinks, masked) and the envelopes kept."""
     view = sink.view()
     replies = _converse(sink, commands)
     view.wait_until(lambda: bool(view.sessions) and view.sessions[-1].end is not None)
@@ -513,6 +522,7 @@ def _said_and_recorded(
             (e.kind, e.line, [_QUEUED.sub(b"#n", r.encode()) for r in e.replies])
             for e in session.transcript
         ],
+        [message.envelope for message in view.messages],
     )
 
 
@@ -563,8 +573,9 @@ def test_commands_answered_at_once_as_aiosmtpd_answers_them(
     both_ways: tuple[SMTPSink, SMTPSink], commands: list[bytes]
 ) -> None:
     at_once, aiosmtpd_way = both_ways
-    said, recorded = _said_and_recorded(at_once, commands)
-    assert (said, recorded) == _said_and_recorded(aiosmtpd_way, commands)
+    assert _said_and_recorded(at_once, commands) == _said_and_recorded(
+        aiosmtpd_way, commands
+    )
 
 
 # Pieces of message content: dots where a line starts (stuffed, the final
@@ -677,9 +688,23 @@ def test_the_commands_of_a_message_are_answered_at_once(
             answered.pop()
         return done
 
+    taken: list[str] = []  # MAIL and RCPT taken without aiosmtpd's methods
+    take_mail, take_rcpt = RecordingSMTP._take_mail, RecordingSMTP._take_rcpt
+
+    def mail(self: RecordingSMTP, address: str, options: list[str]) -> None:
+        taken.append(f"MAIL {address} {options}")
+        take_mail(self, address, options)
+
+    def rcpt(self: RecordingSMTP, address: str) -> None:
+        taken.append(f"RCPT {address}")
+        take_rcpt(self, address)
+
     monkeypatch.setattr(RecordingSMTP, "_answer_now", counted)
+    monkeypatch.setattr(RecordingSMTP, "_take_mail", mail)
+    monkeypatch.setattr(RecordingSMTP, "_take_rcpt", rcpt)
     for sink in both_ways:
         with smtplib.SMTP(sink.host, sink.port, timeout=10) as client:
             client.sendmail("a@example.com", ["b@example.com"], CONTENT[:-3])
     verbs = [line.split()[0].upper() for line in answered]
     assert verbs == [b"EHLO", b"MAIL", b"RCPT", b"DATA", b"QUIT"], answered
+    assert taken == ["MAIL a@example.com ['SIZE=31']", "RCPT b@example.com"]
