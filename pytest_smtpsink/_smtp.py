@@ -436,6 +436,9 @@ class ServerState:
         # the reply aiosmtpd made: see RecordingSMTP._ehlo_reply. One sink's
         # own, so that no other sink in the process shares or evicts them.
         self.ehlo_replies: dict[tuple[str, ...], tuple[str, ...]] = {}
+        # The same replies as sent, by whether STARTTLS has run (all else in
+        # them is the sink's): for an EHLO answered at once.
+        self.ehlo_at_once: dict[bool, tuple[tuple[str, ...], bytes]] = {}
         # Whether a command that arrives alone may be answered at once
         # (RecordingSMTP.data_received); the tests compare both ways.
         self.fast_commands = True
@@ -1080,6 +1083,10 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             self._content = self._new_content()
             self._content_at_once = True
             self._reply_at_once(_GO_AHEAD)
+        elif name == "EHLO" and (ehlo := self._ehlo_now(arg)) is not None:
+            self._take_ehlo(cast("str", arg), *ehlo)
+        elif name == "QUIT" and arg is None:
+            self._take_quit()
         elif name == "MAIL" and (sender := self._plain_mail(arg)) is not None:
             self._take_mail(*sender)
         elif name == "RCPT" and (recipient := self._plain_rcpt(arg)) is not None:
@@ -1087,6 +1094,49 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         else:
             self._run_at_once(self._smtp_methods[name](arg))
         return True
+
+    # -- EHLO and QUIT ----------------------------------------------------------
+    #
+    # Every connection's first and last command. The EHLO reply is the
+    # sink's own (worked out by aiosmtpd's smtp_EHLO and _ehlo_reply on the
+    # sink's first EHLO): an EHLO answered at once sends it again with
+    # smtp_EHLO's effect on the session, and QUIT smtp_QUIT's.
+
+    @property
+    def _reply_encoding(self) -> str:
+        return "utf-8" if self.enable_SMTPUTF8 else "ascii"  # as aiosmtpd's push
+
+    def _ehlo_now(self, hostname: str | None) -> tuple[tuple[str, ...], bytes] | None:
+        """The EHLO reply to send at once for ``hostname``, if it is known
+        and the name is one smtp_EHLO accepts; else None."""
+        if not hostname or _malformed(hostname) or self._ehlo_hook_ver is not None:
+            return None
+        return self.state.ehlo_at_once.get(self._tls_protocol is not None)
+
+    def _take_ehlo(self, hostname: str, reply: tuple[str, ...], sent: bytes) -> None:
+        """aiosmtpd's smtp_EHLO and ours, for a known reply."""
+        session = self.session
+        assert session is not None
+        self._set_rset_state()  # type: ignore[no-untyped-call]
+        session.extended_smtp = True
+        # aiosmtpd raises MAIL's limit for each EHLO, not once.
+        if self.data_size_limit:
+            self.command_size_limits["MAIL"] += 26
+        if self.enable_SMTPUTF8:
+            self.command_size_limits["MAIL"] += 10
+        session.host_name = hostname
+        self._note_greeting()
+        for line in reply:
+            self._record_reply(line)
+        self._writer.write(sent)
+
+    def _take_quit(self) -> None:
+        """aiosmtpd's smtp_QUIT (there is no QUIT hook)."""
+        self._reply_at_once("221 Bye")
+        assert self._handler_coroutine is not None
+        self._handler_coroutine.cancel()
+        assert self.transport is not None
+        self.transport.close()
 
     # -- MAIL and RCPT as nearly every client sends them -------------------------
     #
@@ -1443,6 +1493,12 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             if len(kept) >= _EHLO_REPLIES_MAX:
                 kept.clear()
             kept[key] = reply
+            try:
+                sent = "\r\n".join(reply).encode(self._reply_encoding) + b"\r\n"
+            except UnicodeEncodeError:
+                pass  # aiosmtpd's push fails on it too: its way, every time
+            else:
+                state.ehlo_at_once[self._tls_protocol is not None] = (reply, sent)
         return reply
 
     async def _greeting_refused(self, hostname: str) -> bool:
