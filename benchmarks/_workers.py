@@ -6,8 +6,11 @@ scenarios, and prints one JSON object on its last line of output.
 
 ``IMPL`` is ``smtpsink`` (``pytest_smtpsink.SMTPSink`` from the working tree,
 on asyncio's own event loop), ``smtpsink-speed`` (the same on uvloop, as with
-``pytest-smtpsink[speed]`` installed), ``floor`` (``floor.FloorSink``: bare aiosmtpd, raw bytes only) or ``limit``
-(``limit.LimitSink``: Postfix's C ``smtp-sink``, which keeps nothing). The client
+``pytest-smtpsink[speed]`` installed), ``floor`` (``floor.FloorSink``: bare
+aiosmtpd, raw bytes only), ``bare`` and ``bare-uvloop`` (``bare.BareSink``:
+canned replies from a protocol in a thread, the least an in-process server
+costs) or ``limit`` (``limit.LimitSink``: Postfix's C ``smtp-sink``, which
+keeps nothing). The client
 is always ``smtplib`` with a fixed ``local_hostname`` (otherwise smtplib calls
 ``getfqdn()`` on every connection and the benchmark measures DNS).
 """
@@ -121,6 +124,11 @@ def open_sink(impl: str) -> Iterator[Sink]:
 
         with LimitSink() as limit_sink:
             yield _LimitAdapter(limit_sink)
+    elif impl in ("bare", "bare-uvloop"):
+        from bare import BareSink
+
+        with BareSink(uvloop=impl == "bare-uvloop") as bare_sink:
+            yield _FloorAdapter(bare_sink)
     elif impl in ("smtpsink", "smtpsink-norec", "smtpsink-speed"):
         from pytest_smtpsink import SMTPSink
 

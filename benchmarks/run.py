@@ -747,7 +747,13 @@ class Runner:
                 for suite in PERTEST_SUITES:
                     self.time_suite("pertest", suite, s.tests)
             if "throughput" in selected:
-                for impl in [*impls, "smtpsink-speed", "smtpsink-norec", "limit"]:
+                for impl in [
+                    *impls,
+                    "smtpsink-speed",
+                    "smtpsink-norec",
+                    *BARE_IMPLS,
+                    "limit",
+                ]:
                     count = ["throughput", "--count", str(s.messages)]
                     self.worker("throughput-one", impl, impl, count)
                     if impl == "smtpsink-norec":
@@ -787,6 +793,11 @@ class Runner:
 
 IMPLS = (("floor", "floor"), ("smtpsink", "pytest-smtpsink"))
 LIMIT_LABEL = "limit (Postfix smtp-sink, C)"
+# The in-process floor (bare.py): canned replies, nothing kept but the bytes.
+BARE_IMPLS = {
+    "bare": "bare protocol in a thread (asyncio)",
+    "bare-uvloop": "bare protocol in a thread (uvloop)",
+}
 # Postfix 3.7's smtp-sink(1) has no TLS option: it never offers STARTTLS.
 _LIMIT_NO_TLS = "skipped: smtp-sink has no TLS (it never offers STARTTLS)"
 
@@ -960,6 +971,7 @@ class Report:
             for impl, label in (
                 *IMPLS,
                 ("smtpsink-speed", SPEED_LABEL),
+                *BARE_IMPLS.items(),
                 ("limit", LIMIT_LABEL),
             ):
                 seconds = r.median(scenario, impl, "seconds")
