@@ -143,23 +143,28 @@ def open_sink(impl: str) -> Iterator[Sink]:
 
 
 def _switch_recording_off() -> None:
-    """The conversation-recording issue's control: the same sink, with the
-    transcript recording (the reader wrapper, the reply hook and the content
-    line) removed.
-    Messages, envelopes and sessions are still stored."""
-    from aiosmtpd.smtp import SMTP
-
+    """The conversation-recording issue's control: the same sink, answering
+    the same way, with nothing recorded in the transcript (no command line,
+    reply or content line is made printable, masked or kept). Messages,
+    envelopes and sessions are still stored."""
     from pytest_smtpsink import _smtp
+    from pytest_smtpsink._session import Exchange
 
-    async def push(self: SMTP, status: Any) -> None:
-        await SMTP.push(self, status)
+    def append(self: _smtp.RecordingSMTP, kind: Any, line: str) -> Exchange:
+        exchange = self._current = Exchange(kind, line, 0.0)
+        return exchange
 
-    def end_data(self: _smtp.RecordingSMTP, size: int, note: str = "") -> None:
-        self._content, self._content_at_once = None, False
+    def record_reply(
+        self: _smtp.RecordingSMTP, text: str, injected: bool = False
+    ) -> None:
+        pass
 
-    _smtp.RecordingSMTP._wrap_reader = lambda self, reader: None  # type: ignore[method-assign]
-    _smtp.RecordingSMTP.push = push  # type: ignore[method-assign]
-    _smtp.RecordingSMTP._end_data = end_data  # type: ignore[method-assign]
+    def on_line(self: _smtp.RecordingSMTP, line: bytes) -> None:
+        pass
+
+    _smtp.RecordingSMTP._append = append  # type: ignore[method-assign]
+    _smtp.RecordingSMTP._record_reply = record_reply  # type: ignore[method-assign]
+    _smtp.RecordingSMTP._on_line = on_line  # type: ignore[method-assign]
 
 
 def small_message(seq: str) -> bytes:
