@@ -1006,9 +1006,12 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
     # resolves a StreamReader future, and the coroutine runs on the loop's
     # next iteration. A command that arrives alone while that coroutine
     # waits for one, with nothing unusual about the connection, is answered
-    # here instead, by the same aiosmtpd method, with aiosmtpd's checks of
-    # the line (tests/test_properties.py compares both ways on any
-    # sequence of commands). Anything else takes aiosmtpd's way.
+    # here instead, after aiosmtpd's checks of the line: by the sink itself
+    # for the everyday forms of EHLO, MAIL, RCPT and QUIT (below), else by
+    # the same aiosmtpd method; after a DATA answered so, the content comes
+    # here too (_take_content). tests/test_properties.py compares both ways
+    # on any sequence of commands and any content in any packets. Anything
+    # else takes aiosmtpd's way.
 
     _awaiting_command = False
     # Data that came while a command answered here was still running (it

@@ -482,14 +482,15 @@ def test_a_thousand_recipients(raw: Connect, smtpsink: Mailbox) -> None:
 
 def test_client_vanishes_mid_data(raw: Connect, smtpsink: Mailbox) -> None:
     client = raw()
-    transaction(client)
+    transaction(client)  # each command alone: DATA and its content at once
     client.send(b"Subject: gone\r\n\r\npartial line without end")
     client.close()
     session = session_of(smtpsink, client, ended=True)
     assert session.end == "client-closed"
-    assert (
-        "incomplete: the connection closed before the final dot"
-        in session.transcript[-1].line
+    # Every byte counted, the unfinished last line included.
+    assert session.transcript[-1].line == (
+        "<message content: 41 bytes, incomplete: the connection closed before "
+        "the final dot>"
     )
     assert not smtpsink.messages  # never half-stored
 
