@@ -25,6 +25,7 @@ timeout.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -437,6 +438,19 @@ class Suite:
 _ASYNCIO_LOOP = "addopts = --smtpsink-event-loop=asyncio\n"
 SPEED_LABEL = "pytest-smtpsink[speed] (uvloop)"
 
+_SINK_SUITE = Suite(
+    "smtpsink",
+    "pytest-smtpsink",
+    "smtpsink",
+    "smtpsink",
+    _PLAIN_TEST,
+    fixtures="smtpsink",
+    host="smtpsink.host",
+    port="smtpsink.port",
+    check='smtpsink.assert_sent(subject="Message {n}")',
+    ini=_ASYNCIO_LOOP,
+)
+
 PERTEST_SUITES = [
     Suite("baseline", "pytest alone (no SMTP)", "smtpsink", None, _NO_SMTP_TEST),
     Suite(
@@ -476,28 +490,11 @@ PERTEST_SUITES = [
         copy_limit=True,
         imports="from limit import parse_subject\n",
     ),
-    Suite(
-        "smtpsink",
-        "pytest-smtpsink",
-        "smtpsink",
-        "smtpsink",
-        _PLAIN_TEST,
-        fixtures="smtpsink",
-        host="smtpsink.host",
-        port="smtpsink.port",
-        check='smtpsink.assert_sent(subject="Message {n}")',
-        ini=_ASYNCIO_LOOP,
-    ),
-    Suite(
-        "smtpsink-speed",
-        SPEED_LABEL,
-        "smtpsink",
-        "smtpsink",
-        _PLAIN_TEST,
-        fixtures="smtpsink",
-        host="smtpsink.host",
-        port="smtpsink.port",
-        check='smtpsink.assert_sent(subject="Message {n}")',
+    _SINK_SUITE,
+    dataclasses.replace(
+        _SINK_SUITE,
+        key="smtpsink-speed",
+        label=SPEED_LABEL,
         ini="addopts = --smtpsink-event-loop=uvloop\n",
     ),
     Suite(

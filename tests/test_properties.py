@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from test_corpus import read_every_field
 
-from pytest_smtpsink import SMTPSink
+from pytest_smtpsink import Mailbox, SMTPSink
 from pytest_smtpsink._message import Envelope, Message, _plain_header_items
 from pytest_smtpsink._smtp import RecordingSMTP, plain_angle_addr
 
@@ -514,16 +514,27 @@ def _said_and_recorded(
     numbers, which differ between sinks, masked) and the envelopes kept."""
     view = sink.view()
     replies = _converse(sink, commands)
-    view.wait_until(lambda: bool(view.sessions) and view.sessions[-1].end is not None)
-    (session,) = view.sessions
     return (
-        [[_QUEUED.sub(b"#n", line) for line in reply] for reply in replies],
-        [
-            (e.kind, e.line, [_QUEUED.sub(b"#n", r.encode()) for r in e.replies])
-            for e in session.transcript
-        ],
+        _masked(replies),
+        _ended_transcript(view),
         [message.envelope for message in view.messages],
     )
+
+
+def _masked(replies: list[list[bytes]]) -> list[list[bytes]]:
+    """``replies`` with message numbers (which differ between sinks) masked."""
+    return [[_QUEUED.sub(b"#n", line) for line in reply] for reply in replies]
+
+
+def _ended_transcript(view: Mailbox) -> list[tuple[str, str, list[bytes]]]:
+    """The transcript of the one session in ``view``, once it has ended,
+    message numbers masked."""
+    view.wait_until(lambda: bool(view.sessions) and view.sessions[-1].end is not None)
+    (session,) = view.sessions
+    return [
+        (e.kind, e.line, [_QUEUED.sub(b"#n", r.encode()) for r in e.replies])
+        for e in session.transcript
+    ]
 
 
 @pytest.fixture(
@@ -632,14 +643,9 @@ def _send_content(
             replies.append(_reply(stream))
         finally:
             stream.close()
-    view.wait_until(lambda: bool(view.sessions) and view.sessions[-1].end is not None)
-    (session,) = view.sessions
     return (
-        [[_QUEUED.sub(b"#n", line) for line in reply] for reply in replies],
-        [
-            (e.kind, e.line, [_QUEUED.sub(b"#n", r.encode()) for r in e.replies])
-            for e in session.transcript
-        ],
+        _masked(replies),
+        _ended_transcript(view),
         [message.raw for message in view.messages],
     )
 
