@@ -1251,7 +1251,17 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         if used < 0:
             return  # the final dot is still to come
         self._content_at_once = False
-        self._run_at_once(self._after_content(*content.result()))
+        body, refusal = content.result()
+        if self.state.faults.rules:  # an EOD rule may delay or answer
+            self._run_at_once(self._after_content(body, refusal))
+        else:  # _after_content's steps, none of which waits
+            self._end_data(content.data_bytes)
+            envelope = cast("_SinkEnvelope", self.envelope)
+            if refusal is None:
+                envelope.content = envelope.original_content = body
+            status = refusal or self._keep(envelope)
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            self._reply_at_once(status)
         if used < len(data):  # commands sent before the reply came
             self.data_received(data[used:])
 
@@ -1657,6 +1667,11 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             )
             if injected is not None:
                 return injected
+        return self._keep(envelope)
+
+    def _keep(self, envelope: _SinkEnvelope) -> str:
+        """Store the message of ``envelope``; the reply to its final dot."""
+        assert self.record is not None
         store = self.state.store
         limit = self.state.settings.max_stored_bytes
         size = len(envelope.original_content or b"")
