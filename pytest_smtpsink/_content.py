@@ -4,9 +4,11 @@ Two readers feed a `Content`. aiosmtpd's way reads the connection's
 ``StreamReader`` a line at a time (``RecordingSMTP._read_content``); a
 ``DATA`` answered at once hands it each packet as it arrives
 (`Content.feed`), with no coroutine and no loop iteration per line. `feed`
-cuts packets into the same lines and pieces the reader would return, so
-both give the same content, refusal and byte count for any packets
-(``tests/test_properties.py`` sends the same content both ways).
+cuts packets into lines and pieces by the reader's rules (where the reader
+would cut a piece can depend on how packets piled up in its buffer, which
+changes nothing in the result), so both give the same content, refusal
+and byte count for any packets (``tests/test_properties.py`` sends the
+same content both ways).
 
 The rules are aiosmtpd's, with Postfix's ``smtpd_forbid_bare_newline =
 normalize`` for a bare LF: a line may end with a bare LF as far as its length
@@ -37,8 +39,9 @@ class Content:
 
     ``size_limit`` is the largest content kept (None or 0: no limit),
     ``line_limit`` the longest line, its ending included, and
-    ``reader_limit`` the connection's ``StreamReader`` limit: a line longer
-    than that comes from the reader in pieces (`piece`).
+    ``reader_limit`` the connection's ``StreamReader`` limit: a line whose
+    LF is more than that many bytes in comes from the reader in pieces
+    (`piece`).
     """
 
     __slots__ = (

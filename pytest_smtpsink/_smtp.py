@@ -1007,9 +1007,9 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
     # next iteration. A command that arrives alone while that coroutine
     # waits for one, with nothing unusual about the connection, is answered
     # here instead, after aiosmtpd's checks of the line: by the sink itself
-    # for the everyday forms of EHLO, MAIL, RCPT and QUIT (below), else by
-    # the same aiosmtpd method; after a DATA answered so, the content comes
-    # here too (_take_content). tests/test_properties.py compares both ways
+    # for DATA and the everyday forms of EHLO, MAIL, RCPT and QUIT (below),
+    # else by the same aiosmtpd method; after a DATA answered so, the
+    # content comes here too (_take_content). tests/test_properties.py compares both ways
     # on any sequence of commands and any content in any packets. Anything
     # else takes aiosmtpd's way.
 
@@ -1079,23 +1079,29 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             return False
         if name == "DATA" and not self._content_may_come_at_once(arg):
             return False
-        self._on_line(data)
-        self._reset_timeout()
-        if name == "DATA":
-            # smtp_DATA's way to its 354; the content comes to _take_content.
-            self._content = self._new_content()
-            self._content_at_once = True
-            self._reply_at_once(_GO_AHEAD)
-        elif name == "EHLO" and (ehlo := self._ehlo_now(arg)) is not None:
-            self._take_ehlo(cast("str", arg), *ehlo)
-        elif name == "QUIT" and arg is None:
-            self._take_quit()
-        elif name == "MAIL" and (sender := self._plain_mail(arg)) is not None:
-            self._take_mail(*sender)
-        elif name == "RCPT" and (recipient := self._plain_rcpt(arg)) is not None:
-            self._take_rcpt(recipient)
-        else:
-            self._run_at_once(self._smtp_methods[name](arg))
+        try:
+            self._on_line(data)
+            self._reset_timeout()
+            if name == "DATA":
+                # smtp_DATA's way to its 354; the content then comes to
+                # _take_content.
+                self._content = self._new_content()
+                self._reply_at_once(_GO_AHEAD)
+                self._content_at_once = True
+            elif name == "EHLO" and (ehlo := self._ehlo_now(arg)) is not None:
+                self._take_ehlo(cast("str", arg), *ehlo)
+            elif name == "QUIT" and arg is None:
+                self._take_quit()
+            elif name == "MAIL" and (sender := self._plain_mail(arg)) is not None:
+                self._take_mail(*sender)
+            elif name == "RCPT" and (recipient := self._plain_rcpt(arg)) is not None:
+                self._take_rcpt(recipient)
+            else:
+                self._run_at_once(self._smtp_methods[name](arg))
+        except Exception as error:
+            # Say, a store listener that raised: aiosmtpd's loop answers 500
+            # and goes on with the session; so does _finish.
+            self._finish_later(_raise(error))
         return True
 
     # -- EHLO and QUIT ----------------------------------------------------------
@@ -1224,8 +1230,10 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         self._reply_at_once("250 OK")
 
     def _reply_at_once(self, text: str) -> None:
-        """aiosmtpd's push of ``text``, recorded, for a reply made here: its
-        drain never waits, as the transport's buffer was empty."""
+        """aiosmtpd's push of ``text``, recorded, for a reply made here,
+        without its drain: a reply of a few bytes to a client that reads
+        them (the transport's buffer was empty when the command came, or,
+        for the final dot, when DATA came)."""
         self._record_reply(text)
         self._writer.write(text.encode("ascii") + b"\r\n")
 
@@ -1255,13 +1263,16 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         if self.state.faults.rules:  # an EOD rule may delay or answer
             self._run_at_once(self._after_content(body, refusal))
         else:  # _after_content's steps, none of which waits
-            self._end_data(content.data_bytes)
-            envelope = cast("_SinkEnvelope", self.envelope)
-            if refusal is None:
-                envelope.content = envelope.original_content = body
-            status = refusal or self._keep(envelope)
-            self._set_post_data_state()  # type: ignore[no-untyped-call]
-            self._reply_at_once(status)
+            try:
+                self._end_data(content.data_bytes)
+                envelope = cast("_SinkEnvelope", self.envelope)
+                if refusal is None:
+                    envelope.content = envelope.original_content = body
+                status = refusal or self._keep(envelope)
+                self._set_post_data_state()  # type: ignore[no-untyped-call]
+                self._reply_at_once(status)
+            except Exception as error:  # as in _answer_now
+                self._finish_later(_raise(error))
         if used < len(data):  # commands sent before the reply came
             self.data_received(data[used:])
 

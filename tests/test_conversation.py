@@ -485,3 +485,72 @@ def test_a_client_that_resets_after_a_command_leaves_no_noise(
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert [r.getMessage() for r in errors] == []
     assert loop_errors == []
+
+
+_EHLO, _MAIL = b"EHLO x\r\n", b"MAIL FROM:<a@example.com>\r\n"
+_REST = [b"RCPT TO:<b@example.com>\r\n", b"DATA\r\n", b"Subject: x\r\n\r\n.\r\n"]
+_END = [b"NOOP\r\n", b"QUIT\r\n"]
+
+
+def _reply_code(stream: Any) -> bytes:
+    """The code of one whole reply (b"" at EOF)."""
+    while True:
+        line = stream.readline()
+        if line[3:4] != b"-":
+            return bytes(line[:3])
+
+
+@pytest.mark.parametrize(
+    ("lines", "fails", "expected"),
+    [
+        # The MAIL whose line the listener fails is not taken; the next is.
+        (
+            [_EHLO, _MAIL, _MAIL, *_REST, *_END],
+            _MAIL,
+            [b"220", b"250", b"500", b"250", b"250", b"354", b"250", b"250", b"221"],
+        ),
+        # The message is kept; its reply is the 500.
+        (
+            [_EHLO, _MAIL, *_REST, *_END],
+            _REST[-1],
+            [b"220", b"250", b"250", b"250", b"354", b"500", b"250", b"221"],
+        ),
+    ],
+    ids=["MAIL line", "message stored"],
+)
+def test_a_listener_that_raises_gets_500_either_way(
+    lines: list[bytes], fails: bytes, expected: list[bytes]
+) -> None:
+    # A store listener runs on the server thread as the sink records; one
+    # that raises makes aiosmtpd's loop answer "500 Error: (Type) text" and
+    # go on with the session. A command answered at once must do the same,
+    # not drop the connection.
+    said = []
+    for at_once in (True, False):
+        armed: list[bool] = []
+
+        def listener(armed: list[bool] = armed) -> None:
+            if armed:
+                armed.clear()
+                raise RuntimeError("listener failed")
+
+        with SMTPSink() as sink:
+            runtime = sink._runtime
+            assert runtime is not None
+            runtime.state.fast_commands = at_once
+            # Lines make a line listener run: the MAIL line fails; else the
+            # next change heard is the message.
+            sink.on_change(listener, lines=fails == _MAIL)
+            with socket.create_connection((sink.host, sink.port), timeout=10) as sock:
+                stream = sock.makefile("rb")
+                replies = [_reply_code(stream)]
+                armed_yet = False
+                for line in lines:
+                    if line == fails and not armed_yet:
+                        armed.append(armed_yet := True)
+                    sock.sendall(line)
+                    replies.append(_reply_code(stream))
+                stream.close()
+            said.append(replies)
+            assert len(sink.messages) == 1
+    assert said == [expected, expected]

@@ -613,10 +613,11 @@ CONTENT_PIECES = [
 
 
 def _send_content(
-    sink: SMTPSink, packets: list[bytes], after: bytes
+    sink: SMTPSink, packets: list[bytes], after: bytes, cut: int
 ) -> tuple[list[list[bytes]], list[tuple[str, str, list[bytes]]], list[bytes]]:
-    """DATA, then ``packets`` as separate sends, the final dot and ``after``
-    in the last one: the replies, the transcript and the messages kept."""
+    """DATA, then ``packets`` as separate sends, then the final dot and
+    ``after``, the dot's line cut in two sends at ``cut`` (0: one send):
+    the replies, the transcript and the messages kept."""
     view = sink.view()
     replies = []
     with socket.create_connection((sink.host, sink.port), timeout=10) as sock:
@@ -635,7 +636,10 @@ def _send_content(
             replies.append(_reply(stream))
             for packet in packets:
                 sock.sendall(packet)
-            sock.sendall(b"\r\n.\r\n" + after)
+            end = b"\r\n.\r\n" + after
+            if cut:
+                sock.sendall(end[:cut])
+            sock.sendall(end[cut:])
             replies.append(_reply(stream))  # to the final dot
             if after:
                 replies.append(_reply(stream))
@@ -651,28 +655,30 @@ def _send_content(
 
 
 @SETTINGS
-@example(packets=[b"x" * 700, b"x" * 700 + b"\r\n"], after=b"")
-@example(packets=[b"a\r", b"\n.", b".\r\n"], after=b"NOOP\r\n")
-@example(packets=[b"z" * 1500, b"\r", b"\n"], after=b"")
+@example(packets=[b"x" * 700, b"x" * 700 + b"\r\n"], after=b"", cut=0)
+@example(packets=[b"a\r", b"\n.", b".\r\n"], after=b"NOOP\r\n", cut=3)
+@example(packets=[b"z" * 1500, b"\r", b"\n"], after=b"", cut=1)
 @given(
     packets=st.lists(
         st.lists(st.sampled_from(CONTENT_PIECES), max_size=6).map(b"".join),
         max_size=5,
     ),
     after=st.sampled_from([b"", b"NOOP\r\n", b"MAIL FROM:<c@example.com>\r\n"]),
+    cut=st.integers(0, 4),
 )
 def test_content_taken_at_once_as_aiosmtpd_takes_it(
-    both_ways: tuple[SMTPSink, SMTPSink], packets: list[bytes], after: bytes
+    both_ways: tuple[SMTPSink, SMTPSink], packets: list[bytes], after: bytes, cut: int
 ) -> None:
     # After a DATA answered at once the sink cuts the packets into lines
     # itself (_content.Content.feed); the other sink reads them with
     # aiosmtpd's stream reader. Same replies, transcripts and bytes kept.
     # A final dot inside would make the rest commands whose replies this
     # client does not read; ``after`` covers commands after the dot.
-    assume(b"\r\n.\r\n" not in b"\r\n" + b"".join(packets))
+    stream = b"\r\n" + b"".join(packets) + b"\r\n.\r\n"
+    assume(stream.find(b"\r\n.\r\n") == len(stream) - 5)
     at_once, aiosmtpd_way = both_ways
-    assert _send_content(at_once, packets, after) == _send_content(
-        aiosmtpd_way, packets, after
+    assert _send_content(at_once, packets, after, cut) == _send_content(
+        aiosmtpd_way, packets, after, cut
     )
 
 
