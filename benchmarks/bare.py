@@ -16,8 +16,9 @@ Only the throughput scenarios use it (``_workers.py``).
 from __future__ import annotations
 
 import asyncio
+import importlib
 import threading
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -104,8 +105,9 @@ class BareSink:
     def __enter__(self) -> BareSink:
         loop: asyncio.AbstractEventLoop
         if self._uvloop:
-            import uvloop
-
+            # Not a static import: uvloop is optional (type checks run
+            # without it).
+            uvloop: Any = importlib.import_module("uvloop")
             loop = uvloop.new_event_loop()
         else:
             loop = asyncio.new_event_loop()
