@@ -1158,6 +1158,13 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
     # reached) goes to aiosmtpd's method. tests/test_properties.py compares
     # both ways on any sequence of commands.
 
+    def _may_transact(self, session: _AioSession) -> bool:
+        """Whether aiosmtpd's check_helo_needed and check_auth_needed would
+        let MAIL, RCPT or DATA through in ``session``."""
+        return bool(session.host_name) and (
+            session.authenticated or not self._auth_required
+        )
+
     def _plain_address(self, keyword: str, arg: str | None) -> tuple[str, str] | None:
         """``(address, parameters)`` of a plain MAIL or RCPT argument that
         aiosmtpd's checks before the handler let through; else None."""
@@ -1165,8 +1172,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         if (
             arg is None
             or session is None
-            or not session.host_name  # check_helo_needed
-            or (self._auth_required and not session.authenticated)
+            or not self._may_transact(session)
             or arg[: len(keyword)].upper() != keyword
         ):
             return None
@@ -1244,8 +1250,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         return (
             arg is None
             and session is not None
-            and bool(session.host_name)  # check_helo_needed
-            and (session.authenticated or not self._auth_required)
+            and self._may_transact(session)
             and envelope is not None
             and bool(envelope.rcpt_tos)
             and self._smtp_methods.get("DATA") == self.smtp_DATA
@@ -1264,10 +1269,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             self._run_at_once(self._after_content(body, refusal))
         else:  # _after_content's steps, none of which waits
             try:
-                self._end_data(content.data_bytes)
-                envelope = cast("_SinkEnvelope", self.envelope)
-                if refusal is None:
-                    envelope.content = envelope.original_content = body
+                envelope = self._content_ended(body, refusal)
                 status = refusal or self._keep(envelope)
                 self._set_post_data_state()  # type: ignore[no-untyped-call]
                 self._reply_at_once(status)
@@ -1821,17 +1823,21 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
 
     async def _after_content(self, content: bytes, refusal: str | None) -> None:
         """The end of DATA, after the final dot: store, and reply."""
-        assert self._content is not None
-        self._end_data(self._content.data_bytes)
-        envelope = self.envelope
-        assert envelope is not None
-        status = refusal
-        if status is None:
-            envelope.content = envelope.original_content = content
-            # Our own envelopes (_create_envelope): no handler hook needed.
-            status = await self.store_message(cast("_SinkEnvelope", envelope))
+        envelope = self._content_ended(content, refusal)
+        # Our own envelopes (_create_envelope): no handler hook needed.
+        status = refusal or await self.store_message(envelope)
         self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push(status)
+
+    def _content_ended(self, content: bytes, refusal: str | None) -> _SinkEnvelope:
+        """Record the content's end; the envelope, holding the content
+        unless it is refused."""
+        assert self._content is not None
+        self._end_data(self._content.data_bytes)
+        envelope = cast("_SinkEnvelope", self.envelope)
+        if refusal is None:
+            envelope.content = envelope.original_content = content
+        return envelope
 
     async def _read_content(self, content: Content) -> tuple[bytes, str | None]:
         """Read message content up to the final dot, aiosmtpd's way (a line
