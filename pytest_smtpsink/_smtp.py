@@ -930,7 +930,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
     def _write_or_hold(self, data: bytes | bytearray | memoryview) -> None:
         held = self._held_replies
         if (
-            b"\n" in self._reader._buffer  # type: ignore[attr-defined]
+            (self._more_lines or b"\n" in self._reader._buffer)  # type: ignore[attr-defined]
             and self._may_hold_reply()
             # Beyond this, write: the transport's back pressure (aiosmtpd
             # drains after each reply) then holds a client that never reads.
@@ -1004,38 +1004,62 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
     #
     # aiosmtpd reads each command line in its coroutine: the line's arrival
     # resolves a StreamReader future, and the coroutine runs on the loop's
-    # next iteration. A command that arrives alone while that coroutine
-    # waits for one, with nothing unusual about the connection, is answered
-    # here instead, after aiosmtpd's checks of the line: by the sink itself
-    # for DATA and the everyday forms of EHLO, MAIL, RCPT and QUIT (below),
-    # else by the same aiosmtpd method; after a DATA answered so, the
-    # content comes here too (_take_content). tests/test_properties.py compares both ways
-    # on any sequence of commands and any content in any packets. Anything
-    # else takes aiosmtpd's way.
+    # next iteration. Each whole command line of a packet that arrives while
+    # that coroutine waits for one, with nothing unusual about the
+    # connection, is answered here instead, after aiosmtpd's checks of the
+    # line: by the sink itself for DATA and the everyday forms of EHLO,
+    # MAIL, RCPT and QUIT (below), else by the same aiosmtpd method; after a
+    # DATA answered so, the content comes here too (_take_content). The
+    # first line that cannot be answered so, and all after it, go to
+    # aiosmtpd's loop. tests/test_properties.py compares both ways on any
+    # sequence of commands, any content in any packets, and both sent
+    # without waiting, in packets cut anywhere.
 
     _awaiting_command = False
     # Data that came while a command answered here was still running (it
     # waited, or failed): handed on, in order, when it is done.
     _held: bytearray | None = None
 
+    # True while the line being answered at once has another whole line
+    # after it in the same packet (a pipelined group): its reply may be
+    # held, to go out with the group's last (see _write_or_hold).
+    _more_lines = False
+
     def data_received(self, data: bytes) -> None:
-        if self._held is not None:
-            self._held += data
-            return
-        if self._content_at_once:
-            self._take_content(data)
-            return
-        if (
-            self._awaiting_command
-            and data.find(b"\n") == len(data) - 1  # one whole line, alone
-            and self.state.fast_commands
-            and not self.state.faults.rules
-            # Not the end of a line that began in an earlier packet.
-            and not self._reader._buffer  # type: ignore[attr-defined]
-            and self._answer_now(data)
-        ):
-            return
-        super().data_received(data)
+        # A loop, not recursion: one packet may hold many messages. Offsets,
+        # not slices of the rest, so that a packet of many lines is read once.
+        start = 0
+        try:
+            while start < len(data):
+                if self._held is not None:
+                    self._held += data[start:]
+                    return
+                if self._content_at_once:
+                    rest = data[start:] if start else data
+                    start += self._take_content(rest)
+                    continue
+                end = data.find(b"\n", start)
+                if not (
+                    end >= 0
+                    and self._awaiting_command
+                    and self.state.fast_commands
+                    and not self.state.faults.rules
+                    # Not the end of a line that began in an earlier packet.
+                    and not self._reader._buffer  # type: ignore[attr-defined]
+                ):
+                    break
+                self._more_lines = data.find(b"\n", end + 1) >= 0
+                if not self._answer_now(data[start : end + 1]):
+                    break
+                if self.transport is None or self.transport.is_closing():
+                    return  # after QUIT: aiosmtpd reads no further either
+                start = end + 1
+            else:
+                return
+        finally:
+            self._more_lines = False
+        # The rest is aiosmtpd's: its loop reads it from the stream reader.
+        super().data_received(data[start:] if start else data)
 
     def _answer_now(self, data: bytes) -> bool:
         """Answer the command line ``data`` as aiosmtpd's loop would; False
@@ -1256,14 +1280,19 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             and self._smtp_methods.get("DATA") == self.smtp_DATA
         )
 
-    def _take_content(self, data: bytes) -> None:
-        """Message content as it arrives, after a DATA answered at once."""
+    def _take_content(self, data: bytes) -> int:
+        """Message content as it arrives, after a DATA answered at once: how
+        many bytes of ``data`` it took (the rest are commands sent after the
+        final dot, before its reply came)."""
         content = self._content
         assert content is not None
         used = content.feed(data)
         if used < 0:
-            return  # the final dot is still to come
+            return len(data)  # the final dot is still to come
         self._content_at_once = False
+        # A pipelining client's next commands may follow: the reply may
+        # wait for theirs (RFC 2920 lets the final dot start a group).
+        self._more_lines = data.find(b"\n", used) >= 0
         body, refusal = content.result()
         if self.state.faults.rules:  # an EOD rule may delay or answer
             self._run_at_once(self._after_content(body, refusal))
@@ -1275,8 +1304,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                 self._reply_at_once(status)
             except Exception as error:  # as in _answer_now
                 self._finish_later(_raise(error))
-        if used < len(data):  # commands sent before the reply came
-            self.data_received(data[used:])
+        return used
 
     def _run_at_once(self, command: Coroutine[Any, Any, None]) -> None:
         """Run ``command`` here, outside any task, as far as it goes without

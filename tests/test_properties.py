@@ -14,6 +14,7 @@ import datetime
 import email.parser
 import email.policy
 import errno
+import itertools
 import logging
 import re
 import smtplib
@@ -589,6 +590,81 @@ def test_commands_answered_at_once_as_aiosmtpd_answers_them(
     )
 
 
+def _converse_pipelined(
+    sink: SMTPSink, stream: bytes, cuts: list[int]
+) -> tuple[list[bytes], list[tuple[str, str, list[bytes]]], list[Envelope]]:
+    """``stream`` sent without waiting for any reply, in sends cut at
+    ``cuts``, then the end of the client's writing: every line the sink
+    said (message numbers masked), the transcript and the envelopes kept."""
+    view = sink.view()
+    said = bytearray()
+    with socket.create_connection((sink.host, sink.port), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        said += sock.recv(4096)  # the greeting, before anything is sent
+        edges = [0, *sorted({c % len(stream) for c in cuts} - {0}), len(stream)]
+        for begin, end in itertools.pairwise(edges):
+            sock.sendall(stream[begin:end])
+        sock.shutdown(socket.SHUT_WR)
+        while chunk := sock.recv(65536):
+            said += chunk
+    return (
+        [_QUEUED.sub(b"#n", line) for line in said.splitlines()],
+        _ended_transcript(view),
+        [message.envelope for message in view.messages],
+    )
+
+
+# What a pipelining client sends (RFC 2920): groups of commands, a message's
+# content after its DATA, in packets cut anywhere. No QUIT but the last:
+# the sink must not close while lines are unread (the client's RST would
+# lose replies at random). Hence a content whose lines, outside DATA, are
+# commands but its final dot, and fewer than five lines with an unknown
+# verb, after which aiosmtpd closes.
+PIPELINED_CONTENT = b"NOOP\r\n\r\nRSET x\r\n.\r\n"
+UNKNOWN_OUTSIDE_DATA = [PIPELINED_CONTENT, b".\r\n", b"XYZZY\r\n"]
+PIPELINED_LINES = [
+    line + ending
+    for line in COMMAND_LINES
+    if line not in (b"QUIT", b"XYZZY", b" NOOP")
+    for ending in ENDINGS
+] + UNKNOWN_OUTSIDE_DATA
+
+
+@SETTINGS
+@example(
+    lines=[
+        b"EHLO x\r\n",
+        b"MAIL FROM:<a@example.com>\r\n",
+        b"RCPT TO:<b@example.com>\r\n",
+        b"DATA\r\n",
+        PIPELINED_CONTENT,
+        b"MAIL FROM:<a@example.com>\r\n",
+        b"RCPT TO:<b@example.com>\r\n",
+        b"DATA\r\n",
+        PIPELINED_CONTENT,
+    ],
+    cuts=[],
+)
+@example(lines=[b"EHLO x\r\n", b"NOOP\r\n", b"RSET\r\n"], cuts=[9])
+@given(
+    lines=st.lists(st.sampled_from(PIPELINED_LINES), max_size=14),
+    cuts=st.lists(st.integers(0, 2000), max_size=5),
+)
+def test_pipelined_commands_answered_at_once_as_aiosmtpd_answers_them(
+    both_ways: tuple[SMTPSink, SMTPSink], lines: list[bytes], cuts: list[int]
+) -> None:
+    # The sink answers each whole line of a packet at once while it can
+    # (one write for a group's replies), and hands the rest to aiosmtpd's
+    # loop; the other sink's loop reads them all. Same replies, transcripts
+    # and envelopes, wherever the packets are cut.
+    assume(sum(line in UNKNOWN_OUTSIDE_DATA for line in lines) < 5)
+    stream = b"".join(lines) + b"QUIT\r\n"
+    at_once, aiosmtpd_way = both_ways
+    assert _converse_pipelined(at_once, stream, cuts) == _converse_pipelined(
+        aiosmtpd_way, stream, cuts
+    )
+
+
 # Pieces of message content: dots where a line starts (stuffed, the final
 # dot's look-alikes after a bare LF), bare LFs and CRs, lines at and over
 # the 1,001-byte line limit and over twice the stream reader's limit.
@@ -718,3 +794,39 @@ def test_the_commands_of_a_message_are_answered_at_once(
     verbs = [line.split()[0].upper() for line in answered]
     assert verbs == [b"EHLO", b"MAIL", b"RCPT", b"DATA", b"QUIT"] * 2, answered
     assert taken[-4:] == ["_take_ehlo", "_take_mail", "_take_rcpt", "_take_quit"]
+
+
+def test_a_pipelined_group_is_answered_at_once_in_one_write(
+    both_ways: tuple[SMTPSink, SMTPSink], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What makes the pipelined differential test mean something: a group
+    # of commands in one packet (the final dot, then the next message's
+    # MAIL, RCPT and DATA, as a pipelining relay sends them) is answered by
+    # the sink itself, every reply in one write, so that one read gets them.
+    answered: list[bytes] = []
+    answer_now = RecordingSMTP._answer_now
+
+    def counted(self: RecordingSMTP, data: bytes) -> bool:
+        answered.append(data)
+        return answer_now(self, data)
+
+    monkeypatch.setattr(RecordingSMTP, "_answer_now", counted)
+    at_once, _ = both_ways
+    group = b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n"
+    with socket.create_connection((at_once.host, at_once.port), timeout=10) as sock:
+        stream = sock.makefile("rb")
+        try:
+            _reply(stream)
+            sock.sendall(b"EHLO x\r\n")
+            _reply(stream)
+            sock.sendall(group)
+            replies = b"250 OK\r\n250 OK\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+            assert sock.recv(4096) == replies
+            sock.sendall(CONTENT + group)
+            assert _QUEUED.sub(b"#n", sock.recv(4096)) == (
+                b"250 2.0.0 OK: queued as #n\r\n" + replies
+            )
+        finally:
+            stream.close()
+    verbs = [line.split()[0].upper() for line in answered]
+    assert verbs == [b"EHLO"] + [b"MAIL", b"RCPT", b"DATA"] * 2, answered
