@@ -882,7 +882,15 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         if self._idle_deadline > self._armed_for:  # traffic since it was armed
             self._arm_idle_timer(self._idle_deadline)
             return
-        self._send_held_replies()  # before aiosmtpd's 421 and close
+        self._send_held_replies()  # before the 421 and the close
+        transport, send = self.transport, getattr(self, "_send", None)
+        if transport is not None and not transport.is_closing() and send is not None:
+            # aiosmtpd closes without a word; a server says why it closes
+            # (RFC 5321 3.8, 421), as Postfix does for an idle client, so
+            # that a client under test can tell a timeout from a crash.
+            text = f"421 4.4.2 {self.hostname} Error: timeout exceeded"
+            self._record_reply(text)
+            send(text.encode("ascii", "replace") + b"\r\n")
         self._mark_end("timeout")
         super()._timeout_cb()  # type: ignore[no-untyped-call]
 

@@ -265,11 +265,18 @@ def test_sessions_without_messages_are_recorded(smtpsink: Mailbox) -> None:
 
 def test_idle_timeout_ends_the_session(smtpsink_factory: Factory) -> None:
     sink = smtpsink_factory(idle_timeout=0.2)
-    client = RawClient(sink)
-    assert client.file.readline() == b""  # the server closed on us
+    client = RawClient(sink)  # and says nothing: a busy machine cannot
+    # make it late. The server says why it closes (421, as Postfix does).
+    goodbye = f"421 4.4.2 {sink.settings.hostname} Error: timeout exceeded\r\n"
+    assert client.file.readline() == goodbye.encode()
+    assert client.file.readline() == b""
     client.close()
     sink.wait_until(lambda: sink.sessions[0].end is not None)
-    assert sink.sessions[0].end == "timeout"
+    (session,) = sink.sessions
+    assert session.end == "timeout"
+    # Recorded after the last reply (here the greeting), as POP3's goodbye.
+    (greeting,) = session.transcript
+    assert greeting.replies == [client.greeting[0], goodbye.rstrip()]
 
 
 def test_traffic_moves_the_idle_deadline_and_the_timer_follows_it() -> None:
