@@ -304,19 +304,32 @@ class Session:
         state: str = self.end or "open"
         if self.tls_error is not None:
             state += f" ({self.tls_error})"
+        who = f"{self.authenticated_as!r}{self._failed_logins()}"
         if self.protocol != "SMTP":
             # The read side: who logged in matters, not an EHLO name.
             return printable(
                 f"{self.protocol} {self.peer[0]}:{self.peer[1]} "
                 f"tls={'yes' if self._tls else 'no'} "
-                f"user={self.authenticated_as!r} end={state}"
+                f"user={who} end={state}"
             )
         return printable(
             f"{self.peer[0]}:{self.peer[1]} ehlo={self.ehlo!r} "
             f"tls={'yes' if self._tls else 'no'} "
-            f"auth={self.authenticated_as!r} messages={len(self._messages)} "
+            f"auth={who} messages={len(self._messages)} "
             f"end={state}"
         )
+
+    def _failed_logins(self) -> str:
+        """`` (failed: LOGIN 'shop')`` when the session's logins all failed:
+        a bare ``None`` would read as "never tried". User names only; no
+        password is ever kept."""
+        attempts = self._auth_attempts
+        if not attempts or self.authenticated_as is not None:
+            return ""
+        last = attempts[-1]
+        count = f"{len(attempts)} failed, last" if len(attempts) > 1 else "failed:"
+        user = "" if last.username is None else f" {last.username!r}"
+        return f" ({count} {last.mechanism}{user})"
 
     def __repr__(self) -> str:
         head = f"<Session {self.summary()}>"

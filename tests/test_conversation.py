@@ -7,6 +7,7 @@ import base64
 import contextlib
 import gc
 import logging
+import poplib
 import re
 import smtplib
 import socket
@@ -365,6 +366,9 @@ def test_auth_secrets_never_show(smtpsink_factory: Factory) -> None:
     assert sink.sessions[0].authenticated_as == "ann"
     assert sink.sessions[1].auth is not None
     assert sink.sessions[1].auth.success is False
+    # The session line tells a failed login from none at all.
+    assert " auth='ann' " in sink.sessions[0].summary()
+    assert " auth=None (failed: LOGIN 'ann') " in sink.sessions[1].summary()
 
 
 def test_session_repr_is_a_readable_transcript(smtpsink: Mailbox) -> None:
@@ -551,3 +555,22 @@ def test_a_listener_that_raises_gets_500_either_way(
             said.append(codes)
             assert len(sink.messages) == 1
     assert said == [expected, expected]
+
+
+@pytest.mark.smtpsink(auth={"ann@example.com": "s3cr3t-pw"}, auth_plaintext=True)
+def test_a_failed_pop3_login_shows_in_the_session_line(smtpsink: Mailbox) -> None:
+    client = poplib.POP3(smtpsink.pop3.host, smtpsink.pop3.port, timeout=10)
+    try:
+        client.user("ann@example.com")
+        with pytest.raises(poplib.error_proto, match=r"-ERR \[AUTH\]"):
+            client.pass_("wrong-pw")
+        client.quit()
+    finally:
+        client.close()
+    smtpsink.wait_until(
+        lambda: any(s.protocol == "POP3" and s.end for s in smtpsink.sessions)
+    )
+    (session,) = (s for s in smtpsink.sessions if s.protocol == "POP3")
+    line = session.summary()
+    assert " user=None (failed: USER 'ann@example.com') " in line, line
+    assert "wrong-pw" not in line
