@@ -270,6 +270,20 @@ def _read_reporting(config: pytest.Config) -> None:
     )
 
 
+#: Settings whose absence is an error of another: named by that one.
+_NEEDED_BY = {"relay_to": "relay"}
+#: The API's spellings in settings errors, as the plugin's options say them.
+_PLUGIN_SPELLING = {
+    "relay needs relay_to=REGEX": (
+        "needs --smtpsink-relay-to=REGEX (ini: smtpsink_relay_to)"
+    ),
+    "relay=URL": "--smtpsink-relay=URL (ini: smtpsink_relay)",
+    "relay_allow_remote=True": (
+        "--smtpsink-relay-allow-remote (ini: smtpsink_relay_allow_remote)"
+    ),
+}
+
+
 def _read_options(config: pytest.Config) -> tuple[SinkSettings, float]:
     """Settings of the default sink and the default wait timeout.
 
@@ -304,10 +318,15 @@ def _read_options(config: pytest.Config) -> tuple[SinkSettings, float]:
         if tls_files:  # checked now: a missing file or a wrong key fails the run
             settings.replace(tls="starttls", **tls_files)
     except SettingsError as error:
-        source = sources.get(
-            error.setting, f"--smtpsink-{error.setting.replace('_', '-')}"
+        # A setting that was not given is named by the one that needs it
+        # (relay needs relay_to), as the user wrote that one.
+        source = sources.get(error.setting) or sources.get(
+            _NEEDED_BY.get(error.setting, ""),
+            f"--smtpsink-{error.setting.replace('_', '-')}",
         )
         message = str(error).split(": ", 1)[1]
+        for api, ours in _PLUGIN_SPELLING.items():
+            message = message.replace(api, ours)
         raise pytest.UsageError(f"{source}: {message}") from None
     config.stash[_TLS_FILES_KEY] = tls_files
     return settings, timeout

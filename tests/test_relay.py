@@ -823,10 +823,21 @@ def test_relay_options_of_the_pytest_plugin(pytester: pytest.Pytester) -> None:
             ["--smtpsink-relay=http://127.0.0.1:25", "--smtpsink-relay-to=.*"],
             "--smtpsink-relay: the URL must start with smtp://",
         ),
-        (["--smtpsink-relay=smtp://127.0.0.1:25"], "--smtpsink-relay-to: relay needs"),
+        (
+            ["--smtpsink-relay=smtp://127.0.0.1:25"],
+            "--smtpsink-relay: needs --smtpsink-relay-to=REGEX "
+            "(ini: smtpsink_relay_to), the recipients to relay",
+        ),
+        (
+            ["--smtpsink-relay-to=.*"],
+            "--smtpsink-relay-to: is only used with --smtpsink-relay=URL "
+            "(ini: smtpsink_relay) (the upstream)",
+        ),
         (
             ["--smtpsink-relay=smtp://192.0.2.1:25", "--smtpsink-relay-to=.*"],
-            "--smtpsink-relay: 192.0.2.1 is not a loopback address",
+            "--smtpsink-relay: 192.0.2.1 is not a loopback address; relaying "
+            "captured mail to another host must be asked for with "
+            "--smtpsink-relay-allow-remote (ini: smtpsink_relay_allow_remote)",
         ),
     ],
 )
@@ -837,3 +848,20 @@ def test_bad_relay_options_are_usage_errors(
     result = pytester.runpytest("-p", "no:xdist", *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*{message}*"])
+
+
+def test_a_relay_ini_key_alone_is_named_in_its_error(
+    pytester: pytest.Pytester,
+) -> None:
+    # The error names what the user wrote (the ini key), and what is missing
+    # both ways it can be given.
+    pytester.makeini("[pytest]\nsmtpsink_relay = smtp://127.0.0.1:25\n")
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest("-p", "no:xdist")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*smtpsink_relay (ini): needs --smtpsink-relay-to=REGEX "
+            "(ini: smtpsink_relay_to)*"
+        ]
+    )
