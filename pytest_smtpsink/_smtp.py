@@ -83,6 +83,9 @@ _PIPELINED = frozenset({"MAIL", "RCPT", "RSET", "NOOP"})
 # Held replies past this size are written (with the transport's back
 # pressure) instead: a group of a few commands is far smaller.
 _HELD_REPLIES_MAX = 65536
+# Data held while a command answered at once waits (see _held) past which
+# the connection stops reading: aiosmtpd's reader pauses at twice its limit.
+_HELD_DATA_MAX = 65536
 
 # The text of a fault's reply when the test gives none.
 _DEFAULT_TEXT = {
@@ -1025,8 +1028,12 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
 
     _awaiting_command = False
     # Data that came while a command answered here was still running (it
-    # waited, or failed): handed on, in order, when it is done.
+    # waited, or failed): handed on, in order, when it is done. Past
+    # _HELD_DATA_MAX the connection stops reading until then, as aiosmtpd's
+    # stream reader does past its limit: a client that floods a hung or
+    # delayed command does not fill the sink's memory.
     _held: bytearray | None = None
+    _held_paused = False
 
     # True while the line being answered at once has another whole line
     # after it in the same packet (a pipelined group): its reply may be
@@ -1041,6 +1048,9 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             while start < len(data):
                 if self._held is not None:
                     self._held += data[start:]
+                    if len(self._held) > _HELD_DATA_MAX and not self._held_paused:
+                        self._held_paused = True
+                        cast("asyncio.ReadTransport", self.transport).pause_reading()
                     return
                 if self._content_at_once:
                     rest = data[start:] if start else data
@@ -1344,7 +1354,17 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                     {"message": "a command failed", "exception": error, "task": task}
                 )
             held, self._held = self._held, None
-            if held and self.transport is not None:
+            transport = cast("asyncio.ReadTransport | None", self.transport)
+            if self._held_paused:
+                self._held_paused = False
+                # Unless aiosmtpd's reader paused it too: it resumes itself.
+                if (
+                    transport is not None
+                    and not transport.is_closing()
+                    and not self._reader._paused  # type: ignore[attr-defined]
+                ):
+                    transport.resume_reading()
+            if held and transport is not None:
                 self.data_received(bytes(held))
 
         task.add_done_callback(done)

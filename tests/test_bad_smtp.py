@@ -18,15 +18,20 @@ What the sink does with line endings (checked here, not assumed):
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import smtplib
 import socket
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import cast
 
 import pytest
 from conftest import make_message
 
-from pytest_smtpsink import Mailbox, Session
+from pytest_smtpsink import Mailbox, Session, SMTPSink
 
 
 class Raw:
@@ -508,3 +513,78 @@ def test_client_vanishes_mid_command_and_after_reset(
     session = session_of(smtpsink, client, ended=True)
     assert session.end == "client-closed"
     assert session.commands == ["EHLO"]
+
+
+def _flood_after_the_dot(
+    sink: SMTPSink, raw: Raw, fault: Callable[[], object]
+) -> threading.Thread:
+    """A transaction whose DATA is answered, then ``fault()`` (so the content
+    comes to the sink at once and its final dot's reply waits on the fault),
+    then the content, its dot and an over-long line sent at once."""
+    for line in (b"EHLO x", b"MAIL FROM:<a@example.com>", b"RCPT TO:<b@x.org>"):
+        assert raw.cmd(line + b"\r\n")[0] == 250
+    assert raw.cmd(b"DATA\r\n")[0] == 354
+    fault()
+    data = b"Subject: x\r\n\r\nbody\r\n.\r\n" + FLOOD + b"QUIT\r\n"
+
+    def send() -> None:
+        with contextlib.suppress(ConnectionError):  # closed on it: a hang ended
+            raw.send(data)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    return sender
+
+
+# One over-long line (one reply), far beyond what the sink holds unread.
+FLOOD = b"X" * 4_000_000 + b"\r\n"
+
+
+def test_a_flood_behind_a_hung_final_dot_is_not_held_in_memory() -> None:
+    # A client may send on after the final dot without waiting for its reply
+    # (RFC 2920); a hostile one floods. While a fault holds that reply back,
+    # the sink keeps what comes after, in order, but past a bound it stops
+    # reading, as aiosmtpd's own reader does past its limit.
+    with SMTPSink() as sink:
+        runtime = sink._runtime
+        assert runtime is not None
+        raw = Raw(sink)
+        try:
+            sender = _flood_after_the_dot(sink, raw, lambda: sink.hang("EOD"))
+            (connection,) = runtime.state.connections
+
+            async def held_and_reading() -> tuple[int, bool]:
+                transport = cast("asyncio.ReadTransport", connection.transport)
+                return len(connection._held or b""), transport.is_reading()
+
+            deadline = time.monotonic() + 60
+            while True:  # until the sink stops reading (or a minute passed)
+                held, reading = asyncio.run_coroutine_threadsafe(
+                    held_and_reading(), runtime.loop
+                ).result(timeout=60)
+                if not reading or time.monotonic() > deadline:
+                    break
+            assert not reading, f"still reading with {held:,} bytes held"
+            # The bound, plus at most one read of the transport's (256 KiB).
+            assert held <= 65_536 + 262_144, held
+        finally:
+            sink.clear_faults()  # closes the hung connection: the send ends
+            sender.join(timeout=60)
+            raw.close()
+
+
+def test_a_flood_behind_a_delayed_final_dot_is_answered_in_order() -> None:
+    # The same flood behind a delay: once the delay is over, the sink reads
+    # on and answers everything, in order, and the session goes on.
+    with SMTPSink() as sink:
+        raw = Raw(sink)
+        try:
+            sender = _flood_after_the_dot(sink, raw, lambda: sink.delay("EOD", 0.5))
+            assert raw.reply()[-1].startswith(b"250 2.0.0 OK: queued as")
+            assert raw.reply() == [b"500 Command line too long\r\n"]
+            assert raw.reply() == [b"221 Bye\r\n"]
+        finally:
+            sender.join(timeout=60)
+            raw.close()
+        (message,) = sink.messages
+        assert message.raw == b"Subject: x\r\n\r\nbody\r\n"
