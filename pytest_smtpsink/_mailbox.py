@@ -15,7 +15,7 @@ from . import _match
 from ._fault_api import FaultControls
 from ._match import Criteria
 from ._message import Message, summary_or_raw
-from ._messages import Messages, failure_report
+from ._messages import Elsewhere, Messages, failure_report
 from ._session import Session
 from ._settings import DEFAULT_TIMEOUT, check_seconds
 from ._text import plural, printable, shorten
@@ -48,6 +48,9 @@ class Mailbox(FaultControls):
 
     #: Since when failure reports say the messages they list arrived.
     _scope = "in this test"
+    #: The test's other mailboxes (the plugin sets the shared list), so that
+    #: a failure here can say when the mail went to another sink instead.
+    _neighbours: Sequence[Mailbox] = ()
 
     def __init__(self, sink: SMTPSink, store: Store, cursor: tuple[int, int]) -> None:
         self._sink = sink
@@ -427,7 +430,14 @@ class Mailbox(FaultControls):
         if not ok:
             wanted = "at least 1 message" if count is None else plural(count, "message")
             raise AssertionError(
-                failure_report(wanted, criteria, found, everything, scope=self._scope)
+                failure_report(
+                    wanted,
+                    criteria,
+                    found,
+                    everything,
+                    scope=self._scope,
+                    elsewhere=self._elsewhere(criteria),
+                )
             )
         if count is None:
             return found[-1]
@@ -675,8 +685,29 @@ class Mailbox(FaultControls):
                 everything,
                 verb="wait_for timed out: expected",
                 scope=self._scope,
+                elsewhere=self._elsewhere(criteria),
             )
         )
+
+    def _elsewhere(self, criteria: Criteria) -> list[Elsewhere]:
+        """What the test's other sinks got: the usual cause of "nothing
+        arrived" in a test with two sinks is mail sent to the other one.
+        Their mail that matches ``criteria``; when nothing arrived here at
+        all, any mail they got."""
+        found: list[Elsewhere] = []
+        seen = {id(self._sink)}
+        nothing_here = not self._store.messages_since(self._cursor)
+        for view in self._neighbours:
+            if id(view._sink) in seen:
+                continue
+            seen.add(id(view._sink))
+            theirs = view.messages
+            matching = theirs.filter(**criteria)
+            if matching:
+                found.append(Elsewhere(view._sink.url, matching, matching=True))
+            elif nothing_here and theirs:
+                found.append(Elsewhere(view._sink.url, theirs, matching=False))
+        return found
 
     def __repr__(self) -> str:
         where = self._sink.url if self._sink._address else "not started"

@@ -8,10 +8,11 @@ Test side; pure (it reads messages, never the store).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 from . import _match
 from ._message import Message, summary_or_raw
+from ._text import plural
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -127,14 +128,17 @@ def failure_report(
     verb: str = "expected",
     *,
     scope: str = "in this test",
+    elsewhere: Sequence[Elsewhere] = (),
 ) -> str:
     """The text of a failed assertion: expectation, what arrived (``scope``:
-    since when), closest candidate and why it differs, hints."""
+    since when), closest candidate and why it differs, hints; ``elsewhere``:
+    matching mail the test's other sinks got, by sink URL."""
     criteria_text = _match.describe(criteria)
     head = f"{verb} {wanted}" + (f" matching {criteria_text}" if criteria_text else "")
     lines = [f"{head}; found {len(found)}."]
     if not everything:
         lines.append(f"No messages arrived {scope}.")
+        lines.extend(_arrived_elsewhere(elsewhere, criteria))
         return "\n".join(lines)
     matched = {id(m) for m in found}
     lines.append(f"Messages that arrived {scope} ({len(everything)}):")
@@ -157,4 +161,29 @@ def failure_report(
             )
     for hint in dict.fromkeys(_match.hints(tuple(everything), criteria)):
         lines.append(f"Hint: {hint}")
+    lines.extend(_arrived_elsewhere(elsewhere, criteria))
     return "\n".join(lines)
+
+
+class Elsewhere(NamedTuple):
+    """Mail another sink of the test got, for a failure report's hint."""
+
+    url: str
+    messages: Sequence[Message]
+    matching: bool
+    """Whether they match the failed assertion's criteria."""
+
+
+def _arrived_elsewhere(elsewhere: Sequence[Elsewhere], criteria: Any) -> list[str]:
+    lines = []
+    for url, messages, matching in elsewhere:
+        what = "matching message" if matching and criteria else "message"
+        none = "" if matching or not criteria else ", none matching"
+        lines.append(
+            f"Hint: {plural(len(messages), what)} arrived at another sink of "
+            f"this test, {url}{none}:"
+        )
+        lines.extend(f"  {summary_or_raw(m)}" for m in messages[:_LISTED])
+        if len(messages) > _LISTED:
+            lines.append(f"  ... and {len(messages) - _LISTED} more")
+    return lines

@@ -583,6 +583,7 @@ def _open_view(
         sink.forget_before(view)
     view.default_timeout = config.stash[_TIMEOUT_KEY]
     views.append(view)
+    view._neighbours = views
     return view
 
 

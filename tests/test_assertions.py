@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -658,4 +659,44 @@ def test_two_messages(smtpsink):
             "E           #* Subject: 'two' *",
             "E           subject: 'one' != 'two'",
         ]
+    )
+
+
+def test_mail_sent_to_the_tests_other_sink_is_pointed_at(
+    smtpsink: Mailbox, smtpsink_factory: Callable[..., Mailbox]
+) -> None:
+    # A test with two sinks (a relay, an MX pair) whose mail went to the
+    # other one: the failure says where it went, not only that none came.
+    other = smtpsink_factory(hostname="other.test")
+    with smtplib.SMTP(other.host, other.port) as client:
+        client.send_message(make_message(subject="Wrong door"))
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(subject="Wrong door")
+    text = str(caught.value)
+    assert "\nNo messages arrived in this test.\n" in text, text
+    assert (
+        f"\nHint: 1 matching message arrived at another sink of this test, "
+        f"{other.sink.url}:\n  #1 "
+    ) in text, text
+    assert "Subject: 'Wrong door'" in text.split("another sink", 1)[1], text
+    # With nothing here at all, mail there that does not match is shown too.
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(subject="Other door")
+    assert (
+        f"\nHint: 1 message arrived at another sink of this test, "
+        f"{other.sink.url}, none matching:\n  #1 "
+    ) in str(caught.value), caught.value
+    # wait_for says so too; once mail arrived here, only matching mail
+    # elsewhere is pointed at.
+    with pytest.raises(AssertionError, match="arrived at another sink"):
+        smtpsink.wait_for(subject="Wrong door", timeout=0)
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.send_message(make_message(subject="Right door"))
+    with pytest.raises(AssertionError) as caught:
+        other.assert_sent(subject="Nowhere")
+    assert "another sink" not in str(caught.value)
+    with pytest.raises(AssertionError) as caught:
+        other.assert_sent(subject="Right door")
+    assert f"arrived at another sink of this test, {smtpsink.sink.url}:" in str(
+        caught.value
     )
