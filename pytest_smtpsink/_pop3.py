@@ -77,6 +77,10 @@ _TRANSACTION_VERBS = frozenset(
 )
 _ANY_STATE_VERBS = frozenset({"CAPA", "QUIT"})
 VERBS = _AUTHORIZATION_VERBS | _TRANSACTION_VERBS | _ANY_STATE_VERBS
+# Commands that take no argument (RFC 1939, RFC 2449): one given is refused,
+# not ignored as Dovecot ignores it, so that a client's malformed command
+# shows in its test. STLS says so itself, after whether it is offered.
+_WITHOUT_ARGUMENT = frozenset({"STAT", "NOOP", "RSET", "QUIT", "CAPA"})
 
 
 # -- secrets -------------------------------------------------------------------
@@ -358,6 +362,9 @@ class _Connection(ReadSideConnection):
             if verb == "QUIT":
                 raise Closed
             return
+        if arg and verb in _WITHOUT_ARGUMENT:
+            await self._reply(f"-ERR {verb} takes no argument")
+            return
         await getattr(self, f"_cmd_{verb.lower()}")(arg)
 
     def _stray_auth_response(self, text: str | None) -> bool:
@@ -412,10 +419,15 @@ class _Connection(ReadSideConnection):
         if self._tls_missing():
             await self._reply(_TLS_FIRST)
             return
-        user, self._user = self._user, None
-        if user is None:
+        if self._user is None:
             await self._reply("-ERR Send USER first")
             return
+        if not arg:
+            # Not a login attempt (even where any password opens the
+            # maildrop): the user stays given, for a PASS with a password.
+            await self._reply("-ERR PASS needs a password")
+            return
+        user, self._user = self._user, None
         await self._login("USER", user, check_login(self.settings.auth, user, arg))
 
     async def _cmd_apop(self, arg: str) -> None:

@@ -427,6 +427,31 @@ def test_the_sinks_credentials_are_enforced(smtpsink: Mailbox, raw: Raw) -> None
     assert "APOP ann@example.com ****" in shown
 
 
+@pytest.mark.parametrize("auth", [None, USERS], ids=["any-password", "auth-table"])
+def test_pass_without_a_password_is_refused_not_tried(
+    smtpsink_factory: Factory, auth: dict[str, str] | None
+) -> None:
+    sink = smtpsink_factory(auth=auth, auth_plaintext=True)
+    client = Raw(sink.pop3.host, sink.pop3.port)
+    try:
+        assert client.send(b"USER ann@example.com") == "+OK Send PASS"
+        for line in (b"PASS", b"PASS "):
+            assert client.send(line) == "-ERR PASS needs a password"
+        # Still in AUTHORIZATION, with the user given: no login happened.
+        assert client.send(b"STAT") == "-ERR Log in first (USER and PASS, APOP or AUTH)"
+        assert client.send(b"PASS " + SECRET.encode()).startswith("+OK Logged in")
+        assert client.send(b"QUIT").startswith("+OK")
+    finally:
+        client.close()
+    ended(sink)
+    (session,) = pop3_sessions(sink)
+    assert [(a.username, a.success) for a in session.auth_attempts] == [(ANN, True)]
+    assert session.commands == ["USER", "PASS", "PASS", "STAT", "PASS", "QUIT"]
+    refused = session.replies_to("PASS")
+    assert [e.line for e in refused] == ["PASS", "PASS ****", "PASS ****"]
+    assert SECRET not in session.format_transcript()
+
+
 def _plain(user: str, password: str) -> bytes:
     import base64
 
@@ -530,6 +555,8 @@ def test_reads(smtpsink):
         (b"STAT", "-ERR Log in first"),
         (b"PASS x", "-ERR Send USER first"),
         (b"USER", "-ERR USER needs a user name"),
+        (b"CAPA all", "-ERR CAPA takes no argument"),
+        (b"QUIT now", "-ERR QUIT takes no argument"),
         (b"APOP ann", "-ERR APOP needs a user name and an MD5 digest"),
         (b"AUTH CRAM-MD5", "-ERR [AUTH] Unsupported mechanism"),
         (b"\x00\x01\x02", "-ERR Control characters in the command line"),
@@ -564,6 +591,11 @@ def test_bad_input_before_login(
         (b"UIDL 99999999999999999999999", "-ERR There's no message"),
         (b"TOP 1", "-ERR TOP needs a message number and a number of lines"),
         (b"TOP 1 x", "-ERR Invalid number of lines"),
+        (b"STAT 1", "-ERR STAT takes no argument"),
+        (b"NOOP extra", "-ERR NOOP takes no argument"),
+        (b"RSET 2", "-ERR RSET takes no argument"),  # message 2 stays deleted
+        (b"CAPA extra", "-ERR CAPA takes no argument"),
+        (b"QUIT now", "-ERR QUIT takes no argument"),  # nothing deleted yet
         (b"USER bob", "-ERR Not valid after login"),
         (b"STLS", "-ERR Not valid after login"),
         (b"EXPN ann", "-ERR Unknown command"),

@@ -145,3 +145,35 @@ def test_auth_plain_matches_dovecot(
     same(["AUTH PLAIN", token, "STAT", "QUIT"], ours, theirs)
     same(["AUTH PLAIN", "*", "QUIT"], ours, theirs)
     same(["AUTH PLAIN !!!", "QUIT"], ours, theirs)
+
+
+def test_arguments_where_none_belong_are_refused_where_dovecot_ignores_them(
+    smtpsink: Mailbox, dovecot: Dovecot, user: str
+) -> None:
+    ours, theirs = both(smtpsink, dovecot, user, [TWO])
+    refused = ["STAT 1", "NOOP extra", "RSET now"]
+    script = [f"USER {user}", "PASS x", *refused, "STAT", "QUIT"]
+    offer = [(r"^\+OK <greeting> <apop>$", "+OK <greeting>")]
+    mine = masked(run(script, ours), text=True, extra=offer)
+    reference = masked(run(script, theirs), text=True)
+    # Dovecot answers +OK as if the argument were not there; the sink says
+    # -ERR (docs/reading.rst) and then goes on exactly as Dovecot does.
+    expected: list[str] = []
+    for line in reference:
+        if expected and expected[-1][3:] in refused:
+            assert line == "S: +OK <text>"
+            expected.append("S: -ERR <text>")
+        else:
+            expected.append(line)
+    assert mine == expected
+    # PASS without a password: Dovecot, taking any password, logs in.
+    script = [f"USER {user}", "PASS", "STAT", "QUIT"]
+    assert masked(run(script, theirs), text=True)[3:5] == ["C: PASS", "S: +OK <text>"]
+    assert masked(run(script, ours), text=True, extra=offer)[3:] == [
+        "C: PASS",
+        "S: -ERR <text>",
+        "C: STAT",
+        "S: -ERR <text>",
+        "C: QUIT",
+        "S: +OK <text>",
+    ]
