@@ -127,6 +127,15 @@ _SELECTED = frozenset(
     }
 )  # fmt: skip
 COMMANDS = _ANY | _NOT_AUTHENTICATED | _AUTHENTICATED | _SELECTED
+# Commands whose grammar has no arguments (RFC 3501, IDLE, NAMESPACE,
+# UNSELECT): any given is a syntax error (BAD), not ignored as Dovecot
+# ignores them, so that a client's malformed command shows in its test.
+_WITHOUT_ARGUMENTS = frozenset(
+    {
+        "CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "NAMESPACE", "IDLE",
+        "CHECK", "CLOSE", "UNSELECT", "EXPUNGE",
+    }
+)  # fmt: skip
 # While answering these, no EXPUNGE may go out (RFC 3501 section 7.4.1).
 _NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH"})
 _STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
@@ -578,6 +587,8 @@ class _Connection(ReadSideConnection):
             return
         handler = getattr(self, "_cmd_" + name.lower().replace(" ", "_"))
         try:
+            if command.args and name in _WITHOUT_ARGUMENTS:
+                raise command.error(f"{name} takes no arguments")
             text = await handler(command)
             status = "OK"
         except _Answered as answer:

@@ -649,6 +649,13 @@ BAD_INPUT = [
     ("a STATUS INBOX (FOO)", "a BAD Unknown STATUS item"),
     ("a \x00\x01 NOOP", "a BAD Unexpected"),
     ("a APPEND INBOX {999999999}", "a BAD Literal too large"),
+    # Commands that take no arguments refuse them, and are not run (a
+    # LOGOUT that was would end the session before z NOOP).
+    ("a NOOP extra", "a BAD NOOP takes no arguments"),
+    ("a CAPABILITY IMAP4rev1", "a BAD CAPABILITY takes no arguments"),
+    ("a LOGOUT now", "a BAD LOGOUT takes no arguments"),
+    ("a IDLE 30", "a BAD IDLE takes no arguments"),
+    ("a NAMESPACE (x)", "a BAD NAMESPACE takes no arguments"),
     # Over the limit, with the next command in the same read: only the
     # long line is skipped.
     ("a NOOP " + "x" * 70_000, "a BAD Line too long (70009 bytes, at most 65536)"),
@@ -672,6 +679,52 @@ def test_bad_input_is_answered_recorded_and_serving_goes_on(
     assert any(reply.startswith(expected) for reply in lines), lines
     session = smtpsink.sessions[-1]
     assert len([e for e in session.transcript if e.kind == "command"]) == 3
+
+
+def test_selected_commands_without_arguments_refuse_them(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(raw_message("Doomed"), to=USER, flags={"\\Deleted"})
+    lines = dialogue(
+        smtpsink,
+        "s SELECT INBOX",
+        "a EXPUNGE 1",
+        "b CLOSE now",
+        "c UNSELECT INBOX",
+        "d CHECK all",
+        "f FETCH 1 (FLAGS)",  # still selected: none of them ran
+        "g EXPUNGE",
+    )
+    tagged = [line for line in lines if line[:2] in ("a ", "b ", "c ", "d ")]
+    assert tagged == [
+        "a BAD EXPUNGE takes no arguments",
+        "b BAD CLOSE takes no arguments",
+        "c BAD UNSELECT takes no arguments",
+        "d BAD CHECK takes no arguments",
+    ]
+    assert "* 1 FETCH (FLAGS (\\Deleted \\Recent))" in lines
+    assert lines[-3:] == ["* 1 EXPUNGE", "* 0 RECENT", "g OK EXPUNGE completed"]
+    smtpsink.mailbox(USER).assert_deleted(subject="Doomed")
+    session = smtpsink.sessions[-1]
+    commands = [e.line for e in session.transcript if e.kind == "command"]
+    assert commands[2:6] == ["EXPUNGE 1", "CLOSE now", "UNSELECT INBOX", "CHECK all"]
+
+
+def test_starttls_with_an_argument_is_refused_before_tls(
+    smtpsink_factory: Callable[..., SMTPSink],
+) -> None:
+    sink = smtpsink_factory(tls="starttls")
+    endpoint = Endpoint(
+        "imap", sink.imap.host, sink.imap.port, ssl_context=sink.imap.ssl_context()
+    )
+    script = ["a STARTTLS now", "b STARTTLS", f"c LOGIN {USER} pw", "d LOGOUT"]
+    lines = run(script, endpoint)
+    # Refused in plain text; then STARTTLS itself works.
+    assert lines[1:3] == ["C: a STARTTLS now", "S: a BAD STARTTLS takes no arguments"]
+    assert "S: b OK Begin TLS negotiation now" in lines
+    assert lines[-1] == "S: d OK LOGOUT completed"
+    sink.wait_until(lambda: sink.sessions[-1].end is not None)
+    session = sink.sessions[-1]
+    assert session.tls is not None
+    assert session.commands == ["STARTTLS", "STARTTLS", "LOGIN", "LOGOUT"]
 
 
 def test_an_error_quoting_undecodable_bytes_is_sent_escaped(smtpsink: Mailbox) -> None:

@@ -79,3 +79,50 @@ def test_a_scripted_session_answers_as_dovecot_does(dovecot: Dovecot) -> None:
     assert masked(ours, capabilities=True, text=True, extra=KEPT) == masked(
         theirs, capabilities=True, text=True, extra=KEPT
     )
+
+
+def test_arguments_where_none_belong_are_bad_where_dovecot_ignores_them(
+    dovecot: Dovecot,
+) -> None:
+    user = "no-arguments"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES[:1], flags=["\\Deleted"])
+    refused = [
+        "b NOOP extra",
+        "c CAPABILITY x",
+        "e CHECK now",
+        "f EXPUNGE 1",
+        "g UNSELECT INBOX",
+        "i CLOSE all",
+    ]
+    script = [
+        f"a LOGIN {user} x",
+        "b NOOP extra",
+        "c CAPABILITY x",
+        "d SELECT INBOX",
+        "e CHECK now",
+        "f EXPUNGE 1",
+        "g UNSELECT INBOX",
+        "h SELECT INBOX",  # again, for Dovecot, which left it at g
+        "i CLOSE all",
+        "j LOGOUT",
+    ]
+    with SMTPSink() as sink:
+        sink.deliver(MESSAGES[0], to=user, flags={"\\Deleted"})
+        ours = run(script, Endpoint("imap", sink.imap.host, sink.imap.port))
+        sink.mailbox(user).assert_in(subject="one", flags={"\\Deleted"})
+    theirs = masked(
+        run(script, Endpoint("imap", dovecot.host, dovecot.imap_port)),
+        capabilities=True,
+        text=True,
+    )
+    # Dovecot runs each as if its arguments were not there (its EXPUNGE
+    # removes the message); the sink says BAD (docs/reading.rst) and runs
+    # none of them.
+    for command in refused:
+        tag, name = command.split()[:2]
+        assert f"S: {tag} OK <text>" in theirs
+        assert f"S: {tag} BAD {name} takes no arguments" in ours
+    assert "S: * 1 EXPUNGE" in theirs
+    assert "S: * 1 EXPUNGE" not in ours
+    assert dovecot.messages(user) == []
