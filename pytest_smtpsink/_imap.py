@@ -687,6 +687,13 @@ class _Connection(ReadSideConnection):
         raise Closed
 
     async def _cmd_id(self, command: Command) -> str:
+        # RFC 2971: one argument, NIL or the client's fields.
+        args = command.args
+        if len(args) != 1 or not (
+            isinstance(args[0], ParenList)
+            or (isinstance(args[0], Atom) and args[0].is_nil)
+        ):
+            raise command.error('ID takes NIL or a list of fields ("name" "value" ...)')
         await self._reply('* ID ("name" "pytest-smtpsink")')
         return "ID completed"
 
@@ -772,6 +779,14 @@ class _Connection(ReadSideConnection):
             raise command.error(f"{command.name} needs a folder name")
         return given_folder_name(self._decoded_name(command.args[index], command))
 
+    def _only_mailbox_arg(self, command: Command) -> str:
+        """The folder name of a command that takes nothing else (SELECT,
+        CREATE, DELETE, ...): another argument is BAD, not ignored (CREATE
+        Box extra would create Box)."""
+        if len(command.args) != 1:
+            raise command.error(f"{command.name} takes one folder name")
+        return self._mailbox_arg(command)
+
     @staticmethod
     def _decoded_name(arg: Arg, command: Command) -> str:
         """A folder name (or LIST pattern) as the client sent it: modified
@@ -788,9 +803,7 @@ class _Connection(ReadSideConnection):
         return await self._select(command, read_only=True)
 
     async def _select(self, command: Command, read_only: bool) -> str:
-        if len(command.args) != 1:
-            raise command.error(f"{command.name} takes one folder name")
-        name = self._mailbox_arg(command)
+        name = self._only_mailbox_arg(command)
         self._deselect()
         with self.mail.lock:
             folder = self._folder_named(name)
@@ -824,7 +837,7 @@ class _Connection(ReadSideConnection):
         return f"[{mode}] {command.name} completed"
 
     async def _cmd_create(self, command: Command) -> str:
-        name = self._mailbox_arg(command)
+        name = self._only_mailbox_arg(command)
         if name == INBOX:
             raise _Answered("NO", "[ALREADYEXISTS] INBOX always exists")
         _check_new_name(name)
@@ -839,7 +852,7 @@ class _Connection(ReadSideConnection):
         return "CREATE completed"
 
     async def _cmd_delete(self, command: Command) -> str:
-        name = self._mailbox_arg(command)
+        name = self._only_mailbox_arg(command)
         if name == INBOX:
             raise _Answered("NO", "INBOX cannot be deleted")
         with self.mail.lock:
@@ -897,7 +910,7 @@ class _Connection(ReadSideConnection):
         return "RENAME completed"
 
     async def _subscription(self, command: Command, subscribed: bool) -> str:
-        name = self._mailbox_arg(command)
+        name = self._only_mailbox_arg(command)
         with self.mail.lock:
             folder = self._folder_named(name)
             if folder is None:

@@ -766,6 +766,11 @@ BAD_INPUT = [
     ("a LOGOUT now", "a BAD LOGOUT takes no arguments"),
     ("a IDLE 30", "a BAD IDLE takes no arguments"),
     ("a NAMESPACE (x)", "a BAD NAMESPACE takes no arguments"),
+    # Commands that take one folder name, or ID's one argument.
+    ("a DELETE INBOX extra", "a BAD DELETE takes one folder name"),
+    ("a UNSUBSCRIBE INBOX extra", "a BAD UNSUBSCRIBE takes one folder name"),
+    ("a ID", 'a BAD ID takes NIL or a list of fields ("name" "value" ...)'),
+    ("a ID NIL extra", "a BAD ID takes NIL or a list of fields"),
     # Over the limit, with the next command in the same read: only the
     # long line is skipped.
     ("a NOOP " + "x" * 70_000, "a BAD Line too long (70009 bytes, at most 65536)"),
@@ -835,6 +840,26 @@ def test_starttls_with_an_argument_is_refused_before_tls(
     session = sink.sessions[-1]
     assert session.tls is not None
     assert session.commands == ["STARTTLS", "STARTTLS", "LOGIN", "LOGOUT"]
+
+
+def test_folder_commands_and_id_take_exactly_their_arguments(
+    smtpsink: Mailbox,
+) -> None:
+    lines = dialogue(
+        smtpsink,
+        "a CREATE Box extra",
+        "b SUBSCRIBE INBOX extra",
+        "c ID NIL",
+        'd ID ("name" "a client" "version" "1")',
+        "e CREATE Box",
+    )
+    assert [line for line in lines if line[:2] in ("a ", "b ", "c ", "d ", "e ")] == [
+        "a BAD CREATE takes one folder name",
+        "b BAD SUBSCRIBE takes one folder name",
+        "c OK ID completed",
+        "d OK ID completed",
+        "e OK CREATE completed",  # a CREATE refused created nothing
+    ]
 
 
 def test_an_error_quoting_undecodable_bytes_is_sent_escaped(smtpsink: Mailbox) -> None:
