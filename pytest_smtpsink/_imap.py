@@ -127,6 +127,15 @@ _SELECTED = frozenset(
     }
 )  # fmt: skip
 COMMANDS = _ANY | _NOT_AUTHENTICATED | _AUTHENTICATED | _SELECTED
+# Commands whose grammar has no arguments (RFC 3501, IDLE, NAMESPACE,
+# UNSELECT): any given is a syntax error (BAD), not ignored as Dovecot
+# ignores them, so that a client's malformed command shows in its test.
+_WITHOUT_ARGUMENTS = frozenset(
+    {
+        "CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "NAMESPACE", "IDLE",
+        "CHECK", "CLOSE", "UNSELECT", "EXPUNGE",
+    }
+)  # fmt: skip
 # While answering these, no EXPUNGE may go out (RFC 3501 section 7.4.1).
 _NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH"})
 _STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
@@ -249,6 +258,11 @@ def _pattern_regex(pattern: str) -> re.Pattern[str]:
         inbox = f"INBOX(?={re.escape(DELIMITER)}|$)"
         regex = f"(?:{inbox}|{''.join(out[:5])})" + "".join(out[5:])
     return re.compile(regex, re.DOTALL)
+
+
+def _sentence(text: str) -> str:
+    """A syntax error's text as a reply says it: capitalized."""
+    return text[:1].upper() + text[1:]
 
 
 class _Answered(Exception):
@@ -494,6 +508,17 @@ class _Connection(ReadSideConnection):
                         # Refused before "+": the client sends no literal.
                         await self._reply(f"{tag} {early[0]} {early[1]}", injected=True)
                         return True
+                if append and step.synchronizing and early is None:
+                    # What the command will be refused for is known before
+                    # its message (state, folder, flags, date-time): refused
+                    # before "+", the client uploads nothing for nothing. A
+                    # {n+} literal is on its way: read, then refused.
+                    refusal = self._append_refusal(reader.command_so_far())
+                    if refusal is not None:
+                        if not recorded:
+                            record_early()
+                        await self._reply(f"{tag} {refusal[0]} {refusal[1]}")
+                        return True
                 if step.synchronizing:
                     await self._send(b"+ Ready for literal data\r\n")
                 data = await self._read_exactly(step.size)
@@ -517,7 +542,7 @@ class _Connection(ReadSideConnection):
             if not recorded:
                 shown = self._shown_command(shown_parts, None)
                 self._append("command", shown, error.tag)
-            await self._bad(error.tag, error.text[:1].upper() + error.text[1:])
+            await self._bad(error.tag, _sentence(error.text))
             if error.disconnect:
                 await self._reply_and_end(
                     "server-closed", "* BYE Cannot read the rest of that command"
@@ -547,21 +572,25 @@ class _Connection(ReadSideConnection):
     async def _bad(self, tag: str | None, text: str) -> None:
         await self._reply(f"{tag or '*'} BAD {text}")
 
+    def _state_refusal(self, name: str) -> str | None:
+        """Why the command ``name`` cannot run now (the text of a ``BAD``):
+        unknown, or not valid in the session's state; None if it can."""
+        if name not in COMMANDS:
+            return f"Unknown or unsupported command: {name.rpartition(' ')[2]}"
+        if name in _NOT_AUTHENTICATED and self.state != "not-authenticated":
+            return f"{name} is not valid after login"
+        if name in _AUTHENTICATED | _SELECTED and self.state == "not-authenticated":
+            return f"{name}: log in first"
+        if name in _SELECTED and self.state != "selected":
+            return f"{name}: select a folder first"
+        return None
+
     async def _run(self, command: Command, faults_done: bool = False) -> None:
         name = command.name
         tag = command.tag
-        if name not in COMMANDS:
-            verb = name.split(" ")[-1]
-            await self._bad(tag, f"Unknown or unsupported command: {verb}")
-            return
-        if name in _NOT_AUTHENTICATED and self.state != "not-authenticated":
-            await self._bad(tag, f"{name} is not valid after login")
-            return
-        if name in _AUTHENTICATED | _SELECTED and self.state == "not-authenticated":
-            await self._bad(tag, f"{name}: log in first")
-            return
-        if name in _SELECTED and self.state != "selected":
-            await self._bad(tag, f"{name}: select a folder first")
+        refusal = self._state_refusal(name)
+        if refusal is not None:
+            await self._bad(tag, refusal)
             return
         verb = name.removeprefix("UID ")
         subjects = self._subjects()
@@ -578,12 +607,14 @@ class _Connection(ReadSideConnection):
             return
         handler = getattr(self, "_cmd_" + name.lower().replace(" ", "_"))
         try:
+            if command.args and name in _WITHOUT_ARGUMENTS:
+                raise command.error(f"{name} takes no arguments")
             text = await handler(command)
             status = "OK"
         except _Answered as answer:
             status, text = answer.status, answer.text
         except ImapSyntaxError as error:
-            status, text = "BAD", error.text[:1].upper() + error.text[1:]
+            status, text = "BAD", _sentence(error.text)
         except BadCharset as error:
             status, text = "NO", f"[{error.response_code}] {error.text}"
         if text is None:  # the handler answered (LOGOUT, IDLE)
@@ -656,6 +687,13 @@ class _Connection(ReadSideConnection):
         raise Closed
 
     async def _cmd_id(self, command: Command) -> str:
+        # RFC 2971: one argument, NIL or the client's fields.
+        args = command.args
+        if len(args) != 1 or not (
+            isinstance(args[0], ParenList)
+            or (isinstance(args[0], Atom) and args[0].is_nil)
+        ):
+            raise command.error('ID takes NIL or a list of fields ("name" "value" ...)')
         await self._reply('* ID ("name" "pytest-smtpsink")')
         return "ID completed"
 
@@ -741,6 +779,14 @@ class _Connection(ReadSideConnection):
             raise command.error(f"{command.name} needs a folder name")
         return given_folder_name(self._decoded_name(command.args[index], command))
 
+    def _only_mailbox_arg(self, command: Command) -> str:
+        """The folder name of a command that takes nothing else (SELECT,
+        CREATE, DELETE, ...): another argument is BAD, not ignored (CREATE
+        Box extra would create Box)."""
+        if len(command.args) != 1:
+            raise command.error(f"{command.name} takes one folder name")
+        return self._mailbox_arg(command)
+
     @staticmethod
     def _decoded_name(arg: Arg, command: Command) -> str:
         """A folder name (or LIST pattern) as the client sent it: modified
@@ -757,9 +803,7 @@ class _Connection(ReadSideConnection):
         return await self._select(command, read_only=True)
 
     async def _select(self, command: Command, read_only: bool) -> str:
-        if len(command.args) != 1:
-            raise command.error(f"{command.name} takes one folder name")
-        name = self._mailbox_arg(command)
+        name = self._only_mailbox_arg(command)
         self._deselect()
         with self.mail.lock:
             folder = self._folder_named(name)
@@ -793,7 +837,7 @@ class _Connection(ReadSideConnection):
         return f"[{mode}] {command.name} completed"
 
     async def _cmd_create(self, command: Command) -> str:
-        name = self._mailbox_arg(command)
+        name = self._only_mailbox_arg(command)
         if name == INBOX:
             raise _Answered("NO", "[ALREADYEXISTS] INBOX always exists")
         _check_new_name(name)
@@ -808,7 +852,7 @@ class _Connection(ReadSideConnection):
         return "CREATE completed"
 
     async def _cmd_delete(self, command: Command) -> str:
-        name = self._mailbox_arg(command)
+        name = self._only_mailbox_arg(command)
         if name == INBOX:
             raise _Answered("NO", "INBOX cannot be deleted")
         with self.mail.lock:
@@ -866,7 +910,7 @@ class _Connection(ReadSideConnection):
         return "RENAME completed"
 
     async def _subscription(self, command: Command, subscribed: bool) -> str:
-        name = self._mailbox_arg(command)
+        name = self._only_mailbox_arg(command)
         with self.mail.lock:
             folder = self._folder_named(name)
             if folder is None:
@@ -966,23 +1010,62 @@ class _Connection(ReadSideConnection):
         )
         return "STATUS completed"
 
-    async def _cmd_append(self, command: Command) -> str:
-        args = list(command.args)
-        if len(args) < 2:
-            raise command.error("APPEND needs a folder name and a message")
-        name = self._mailbox_arg(command)
-        message_arg = args[-1]
-        if not isinstance(message_arg, String):
-            raise command.error("APPEND's message must be a literal")
+    def _append_head(
+        self, command: Command, head: Sequence[Arg]
+    ) -> tuple[str, frozenset[str], datetime.datetime | None]:
+        """APPEND's arguments before its message (RFC 3501: mailbox [SP
+        flag-list] [SP date-time]): the folder's name, the flags and the
+        date-time. A bad flag or date-time is ``BAD``; a name that is not
+        modified UTF-7 ``NO``. Whether the folder exists is checked apart
+        (`_append_folder`), under the lock."""
+        name = given_folder_name(self._decoded_name(head[0], command))
+        rest = list(head[1:])
         flags: frozenset[str] = frozenset()
         date = None
-        for extra in args[1:-1]:
-            if isinstance(extra, ParenList) and date is None and not flags:
-                flags = self._store_flags(parse_flags(extra, command.tag), command)
-            elif isinstance(extra, String) and date is None:
-                date = parse_date_time(extra.text, command.tag)
-            else:
-                raise command.error('APPEND takes (flags), "date-time" and a literal')
+        if rest and isinstance(rest[0], ParenList):
+            flags = self._store_flags(parse_flags(rest.pop(0), command.tag), command)
+        if rest and isinstance(rest[0], String):
+            date = parse_date_time(rest.pop(0), command.tag)
+        if rest:
+            raise command.error('APPEND takes (flags), "date-time" and a literal')
+        return name, flags, date
+
+    def _append_folder(self, name: str) -> Folder:
+        """The folder an APPEND adds to; ``NO [TRYCREATE]`` if there is no
+        such folder (RFC 3501). Hold the lock."""
+        folder = self._folder_named(name)
+        if folder is None:
+            raise _no_such_folder(name, "TRYCREATE")
+        return folder
+
+    def _append_refusal(self, command: Command) -> tuple[str, str] | None:
+        """Why an APPEND is refused, judged on its arguments before the
+        literal it now announces (`CommandReader.command_so_far`): the
+        status and text, or None. The same checks as at the command's end,
+        in the same order, so that the answer does not depend on when it
+        is given; as Dovecot, which answers them before its ``+``."""
+        refusal = self._state_refusal(command.name)
+        if refusal is not None:
+            return "BAD", refusal
+        if not command.args:
+            return None  # the literal is the folder's name
+        try:
+            name, _, _ = self._append_head(command, command.args)
+            with self.mail.lock:
+                self._append_folder(name)
+        except _Answered as answer:
+            return answer.status, answer.text
+        except ImapSyntaxError as error:
+            return "BAD", _sentence(error.text)
+        return None
+
+    async def _cmd_append(self, command: Command) -> str:
+        if len(command.args) < 2:
+            raise command.error("APPEND needs a folder name and a message")
+        *head, message_arg = command.args
+        name, flags, date = self._append_head(command, head)
+        if not isinstance(message_arg, String):
+            raise command.error("APPEND's message must be a literal")
         raw = message_arg.value
         if not raw:
             raise _Answered("NO", "An empty message cannot be appended")
@@ -996,9 +1079,7 @@ class _Connection(ReadSideConnection):
             number=0,
         )
         with self.mail.lock:
-            folder = self._folder_named(name)
-            if folder is None:
-                raise _no_such_folder(name, "TRYCREATE")
+            folder = self._append_folder(name)
             stored = self.mail.add(folder, message, flags, date or now)
             uidvalidity = folder.uidvalidity
         self.store.mail_changed()

@@ -231,6 +231,22 @@ class CommandReader:
         command = parse_command(data, max_depth=self.max_depth, max_args=self.max_args)
         return dataclasses.replace(command, literal_sizes=sizes)
 
+    def command_so_far(self) -> Command:
+        """The command up to the literal it now waits for, parsed, so that a
+        server can refuse it before it asks for that literal: APPEND's
+        folder, flags and date-time come before its message. The arguments
+        are those complete before the literal; a syntax error among them is
+        an :class:`ImapSyntaxError`, as it would be at the command's end.
+        Only for commands whose literals never stand inside a list (an
+        APPEND's do not): a list still open here is an error."""
+        if self._expecting is None:
+            raise RuntimeError("command_so_far() needs a command awaiting a literal")
+        last = self._parts[-1]
+        marker = _LITERAL_AT_END.search(last)
+        assert marker is not None  # what made feed_line expect the literal
+        data = b"".join(self._parts[:-1]) + last[: marker.start()] + b"\r\n"
+        return parse_command(data, max_depth=self.max_depth, max_args=self.max_args)
+
     def feed_literal(self, data: bytes) -> None:
         """Take the literal's bytes (exactly the announced size); the command
         goes on with the next line."""

@@ -13,12 +13,16 @@ import re
 import smtplib
 import socket
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from conftest import replies_at_the_end
 from dialogue import Endpoint, run
 
 from pytest_smtpsink import IMAPEndpoint, Mailbox, SMTPSink
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 USER = "ann@example.com"
 
@@ -327,6 +331,112 @@ def test_append_with_flags_date_and_literal_plus(smtpsink: Mailbox) -> None:
     transcript = smtpsink.sessions[0].format_transcript()
     assert f"[{len(message)} octets]" in transcript
     assert "Subject: Draft" not in transcript
+
+
+APPEND_REFUSALS = [
+    pytest.param(
+        'INBOX "bad date"',
+        "BAD Invalid date-time 'bad date': expected like "
+        '"17-Jul-1996 02:44:25 -0700"',
+        id="date-time",
+    ),
+    pytest.param(
+        'INBOX "31-Feb-2020 00:00:00 +0000"',
+        "BAD Invalid date-time '31-Feb-2020 00:00:00 +0000'",
+        id="no-such-day",
+    ),
+    pytest.param(
+        "INBOX (\\Seen \\Bogus)",
+        "BAD Unknown system flag '\\\\Bogus'",
+        id="flag",
+    ),
+    pytest.param(
+        "INBOX (\\Seen) (\\Draft)",
+        'BAD APPEND takes (flags), "date-time" and a literal',
+        id="two-flag-lists",
+    ),
+    pytest.param(
+        "Nowhere", "NO [TRYCREATE] No such folder: Nowhere", id="no-such-folder"
+    ),
+    pytest.param("&Jjo!", "NO Invalid folder name: ", id="folder-name"),
+]
+
+
+@pytest.mark.parametrize(("arguments", "refusal"), APPEND_REFUSALS)
+def test_append_is_refused_before_its_literal_is_sent(
+    smtpsink: Mailbox, arguments: str, refusal: str
+) -> None:
+    message = raw_message("Refused").decode()
+    size = len(message)
+    endpoint = Endpoint("imap", smtpsink.imap.host, smtpsink.imap.port)
+    # Synchronizing: the refusal instead of "+ Ready", so the client sends
+    # no literal and its next line is a command.
+    lines = run(
+        [f"L LOGIN {USER} pw", f"a APPEND {arguments} {{{size}}}", "z NOOP"],
+        endpoint,
+        read_timeout=5,
+    )
+    assert lines[3] == f"C: a APPEND {arguments} {{{size}}}"
+    assert lines[4].startswith(f"S: a {refusal}"), lines
+    assert lines[5:] == ["C: z NOOP", "S: z OK NOOP completed"]
+    # Non-synchronizing: the literal is on its way; it is read (none of its
+    # lines is taken for a command), then refused alike.
+    append = f"b APPEND {arguments} {{{size}+}}\r\n{message}"
+    lines = run([f"L LOGIN {USER} pw", append, "z NOOP"], endpoint, read_timeout=5)
+    replies = [line for line in lines if line.startswith("S: ")]
+    assert len(replies) == 4, lines  # the greeting, L, b and z: no more
+    assert replies[2].startswith(f"S: b {refusal}"), lines
+    assert replies[3] == "S: z OK NOOP completed"
+    smtpsink.wait_until(lambda: all(s.end for s in smtpsink.sessions))
+    for session in smtpsink.sessions:
+        # LOGIN, APPEND, NOOP: each recorded, nothing else.
+        assert [e.tag for e in session.transcript if e.kind == "command"] == [
+            "L",
+            session.transcript[2].tag,
+            "z",
+        ]
+        assert session.transcript[2].reply.startswith(refusal)
+    assert smtpsink.mailbox(USER).stored() == ()
+
+
+def test_append_before_login_is_refused_before_its_literal(smtpsink: Mailbox) -> None:
+    endpoint = Endpoint("imap", smtpsink.imap.host, smtpsink.imap.port)
+    lines = run(["a APPEND INBOX {5}", "b NOOP"], endpoint, read_timeout=5)
+    assert lines[1:] == [
+        "C: a APPEND INBOX {5}",
+        "S: a BAD APPEND: log in first",
+        "C: b NOOP",
+        "S: b OK NOOP completed",
+    ]
+
+
+class _RecordingIMAP4(imaplib.IMAP4):
+    """imaplib's client, keeping what it sends."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.sent: list[bytes] = []
+        super().__init__(host, port)
+
+    def send(self, data: Buffer) -> None:
+        self.sent.append(bytes(data))
+        super().send(data)
+
+
+def test_imaplib_uploads_no_message_that_append_refuses(smtpsink: Mailbox) -> None:
+    message = raw_message("Never sent")
+    with _RecordingIMAP4(smtpsink.imap.host, smtpsink.imap.port) as client:
+        client.login(USER, "pw")
+        with pytest.raises(imaplib.IMAP4.error, match="Invalid date-time"):
+            client.append("INBOX", None, '"yesterday"', message)
+        typ, data = client.append("Nowhere", None, None, message)
+        assert (typ, data) == ("NO", [b"[TRYCREATE] No such folder: Nowhere"])
+        assert not any(message in sent for sent in client.sent)
+        # The session goes on, and a good APPEND sends its message.
+        typ, data = client.append("INBOX", None, None, message)
+        assert typ == "OK"
+        assert any(message in sent for sent in client.sent)
+        client.logout()
+    assert [m.subject for m in smtpsink.mailbox(USER).messages()] == ["Never sent"]
 
 
 def test_search_answers_sequence_numbers_and_uid_search_uids(
@@ -649,6 +759,18 @@ BAD_INPUT = [
     ("a STATUS INBOX (FOO)", "a BAD Unknown STATUS item"),
     ("a \x00\x01 NOOP", "a BAD Unexpected"),
     ("a APPEND INBOX {999999999}", "a BAD Literal too large"),
+    # Commands that take no arguments refuse them, and are not run (a
+    # LOGOUT that was would end the session before z NOOP).
+    ("a NOOP extra", "a BAD NOOP takes no arguments"),
+    ("a CAPABILITY IMAP4rev1", "a BAD CAPABILITY takes no arguments"),
+    ("a LOGOUT now", "a BAD LOGOUT takes no arguments"),
+    ("a IDLE 30", "a BAD IDLE takes no arguments"),
+    ("a NAMESPACE (x)", "a BAD NAMESPACE takes no arguments"),
+    # Commands that take one folder name, or ID's one argument.
+    ("a DELETE INBOX extra", "a BAD DELETE takes one folder name"),
+    ("a UNSUBSCRIBE INBOX extra", "a BAD UNSUBSCRIBE takes one folder name"),
+    ("a ID", 'a BAD ID takes NIL or a list of fields ("name" "value" ...)'),
+    ("a ID NIL extra", "a BAD ID takes NIL or a list of fields"),
     # Over the limit, with the next command in the same read: only the
     # long line is skipped.
     ("a NOOP " + "x" * 70_000, "a BAD Line too long (70009 bytes, at most 65536)"),
@@ -672,6 +794,72 @@ def test_bad_input_is_answered_recorded_and_serving_goes_on(
     assert any(reply.startswith(expected) for reply in lines), lines
     session = smtpsink.sessions[-1]
     assert len([e for e in session.transcript if e.kind == "command"]) == 3
+
+
+def test_selected_commands_without_arguments_refuse_them(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(raw_message("Doomed"), to=USER, flags={"\\Deleted"})
+    lines = dialogue(
+        smtpsink,
+        "s SELECT INBOX",
+        "a EXPUNGE 1",
+        "b CLOSE now",
+        "c UNSELECT INBOX",
+        "d CHECK all",
+        "f FETCH 1 (FLAGS)",  # still selected: none of them ran
+        "g EXPUNGE",
+    )
+    tagged = [line for line in lines if line[:2] in ("a ", "b ", "c ", "d ")]
+    assert tagged == [
+        "a BAD EXPUNGE takes no arguments",
+        "b BAD CLOSE takes no arguments",
+        "c BAD UNSELECT takes no arguments",
+        "d BAD CHECK takes no arguments",
+    ]
+    assert "* 1 FETCH (FLAGS (\\Deleted \\Recent))" in lines
+    assert lines[-3:] == ["* 1 EXPUNGE", "* 0 RECENT", "g OK EXPUNGE completed"]
+    smtpsink.mailbox(USER).assert_deleted(subject="Doomed")
+    session = smtpsink.sessions[-1]
+    commands = [e.line for e in session.transcript if e.kind == "command"]
+    assert commands[2:6] == ["EXPUNGE 1", "CLOSE now", "UNSELECT INBOX", "CHECK all"]
+
+
+def test_starttls_with_an_argument_is_refused_before_tls(
+    smtpsink_factory: Callable[..., SMTPSink],
+) -> None:
+    sink = smtpsink_factory(tls="starttls")
+    endpoint = Endpoint(
+        "imap", sink.imap.host, sink.imap.port, ssl_context=sink.imap.ssl_context()
+    )
+    script = ["a STARTTLS now", "b STARTTLS", f"c LOGIN {USER} pw", "d LOGOUT"]
+    lines = run(script, endpoint)
+    # Refused in plain text; then STARTTLS itself works.
+    assert lines[1:3] == ["C: a STARTTLS now", "S: a BAD STARTTLS takes no arguments"]
+    assert "S: b OK Begin TLS negotiation now" in lines
+    assert lines[-1] == "S: d OK LOGOUT completed"
+    sink.wait_until(lambda: sink.sessions[-1].end is not None)
+    session = sink.sessions[-1]
+    assert session.tls is not None
+    assert session.commands == ["STARTTLS", "STARTTLS", "LOGIN", "LOGOUT"]
+
+
+def test_folder_commands_and_id_take_exactly_their_arguments(
+    smtpsink: Mailbox,
+) -> None:
+    lines = dialogue(
+        smtpsink,
+        "a CREATE Box extra",
+        "b SUBSCRIBE INBOX extra",
+        "c ID NIL",
+        'd ID ("name" "a client" "version" "1")',
+        "e CREATE Box",
+    )
+    assert [line for line in lines if line[:2] in ("a ", "b ", "c ", "d ", "e ")] == [
+        "a BAD CREATE takes one folder name",
+        "b BAD SUBSCRIBE takes one folder name",
+        "c OK ID completed",
+        "d OK ID completed",
+        "e OK CREATE completed",  # a CREATE refused created nothing
+    ]
 
 
 def test_an_error_quoting_undecodable_bytes_is_sent_escaped(smtpsink: Mailbox) -> None:

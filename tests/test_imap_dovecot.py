@@ -79,3 +79,99 @@ def test_a_scripted_session_answers_as_dovecot_does(dovecot: Dovecot) -> None:
     assert masked(ours, capabilities=True, text=True, extra=KEPT) == masked(
         theirs, capabilities=True, text=True, extra=KEPT
     )
+
+
+def test_arguments_where_none_belong_are_bad_where_dovecot_ignores_them(
+    dovecot: Dovecot,
+) -> None:
+    user = "no-arguments"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES[:1], flags=["\\Deleted"])
+    refused = [
+        "b NOOP extra",
+        "c CAPABILITY x",
+        "e CHECK now",
+        "f EXPUNGE 1",
+        "g UNSELECT INBOX",
+        "i CLOSE all",
+    ]
+    script = [
+        f"a LOGIN {user} x",
+        "b NOOP extra",
+        "c CAPABILITY x",
+        "d SELECT INBOX",
+        "e CHECK now",
+        "f EXPUNGE 1",
+        "g UNSELECT INBOX",
+        "h SELECT INBOX",  # again, for Dovecot, which left it at g
+        "i CLOSE all",
+        "j LOGOUT",
+    ]
+    with SMTPSink() as sink:
+        sink.deliver(MESSAGES[0], to=user, flags={"\\Deleted"})
+        ours = run(script, Endpoint("imap", sink.imap.host, sink.imap.port))
+        sink.mailbox(user).assert_in(subject="one", flags={"\\Deleted"})
+    theirs = masked(
+        run(script, Endpoint("imap", dovecot.host, dovecot.imap_port)),
+        capabilities=True,
+        text=True,
+    )
+    # Dovecot runs each as if its arguments were not there (its EXPUNGE
+    # removes the message); the sink says BAD (docs/reading.rst) and runs
+    # none of them.
+    for command in refused:
+        tag, name = command.split()[:2]
+        assert f"S: {tag} OK <text>" in theirs
+        assert f"S: {tag} BAD {name} takes no arguments" in ours
+    assert "S: * 1 EXPUNGE" in theirs
+    assert "S: * 1 EXPUNGE" not in ours
+    assert dovecot.messages(user) == []
+
+
+def test_append_is_refused_before_its_literal_as_dovecot_refuses_it(
+    dovecot: Dovecot,
+) -> None:
+    user = "append-refused"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES[:1])
+    message = MESSAGES[2].decode()
+    size = len(message)
+    script = [
+        f"a LOGIN {user} x",
+        f'b APPEND INBOX "yesterday" {{{size}}}',
+        f"c APPEND INBOX (\\Seen \\Bogus) {{{size}}}",
+        f"d APPEND Nowhere {{{size}}}",
+        f"e APPEND Nowhere {{{size}+}}\r\n{message}",  # read, then refused
+        "f NOOP",
+        "g LOGOUT",
+    ]
+    with SMTPSink() as sink:
+        sink.deliver(MESSAGES[0], to=user)
+        ours = run(script, Endpoint("imap", sink.imap.host, sink.imap.port))
+    endpoint = Endpoint("imap", dovecot.host, dovecot.imap_port)
+    theirs = run(script, endpoint)
+    # No "+" to any of them: each refusal came before the literal was sent.
+    assert not any(line.startswith("S: +") for line in ours + theirs)
+    assert masked(ours, capabilities=True, text=True) == masked(
+        theirs, capabilities=True, text=True
+    )
+    assert "S: b BAD <text>" in masked(ours, text=True)
+    assert "S: d NO [TRYCREATE] <text>" in masked(ours, text=True)
+    # A bad date with a {n+} literal: the sink reads the literal, whose
+    # bytes are on their way, before it refuses; Dovecot refuses at once
+    # and reads the message's lines as commands (a BAD for each).
+    script = [
+        f"a LOGIN {user} x",
+        f'b APPEND INBOX "yesterday" {{{size}+}}\r\n{message}',
+    ]
+    with SMTPSink() as sink:
+        ours = run(
+            [*script, "c NOOP"], Endpoint("imap", sink.imap.host, sink.imap.port)
+        )
+    assert [line for line in ours if " BAD " in line] == [
+        "S: b BAD Invalid date-time 'yesterday': expected like "
+        '"17-Jul-1996 02:44:25 -0700"'
+    ]
+    assert ours[-1] == "S: c OK NOOP completed"
+    theirs = run([*script, "c NOOP"], endpoint)
+    assert len([line for line in theirs if " BAD " in line]) > 1

@@ -153,6 +153,36 @@ def test_synchronizing_literal_asks_for_continuation() -> None:
     assert not reader.in_command
 
 
+def test_the_command_so_far_is_what_came_before_the_awaited_literal() -> None:
+    reader = CommandReader()
+    reader.feed_line(b"a APPEND {7}\r\n")
+    assert reader.command_so_far() == Command("a", "APPEND", ())
+    reader.feed_literal(b"Archive")
+    reader.feed_line(b' (\\Seen) "1-Jan-2000 00:00:00 +0000" {5+}\r\n')
+    assert reader.command_so_far() == Command(
+        "a",
+        "APPEND",
+        (
+            String(b"Archive", literal=True),
+            ParenList((Atom("\\Seen"),)),
+            String(b"1-Jan-2000 00:00:00 +0000"),
+        ),
+    )
+    # Asking does not change what the reader collects.
+    reader.feed_literal(b"hello")
+    command = reader.feed_line(b"\r\n")
+    assert isinstance(command, Command)
+    assert command.args[-1] == String(b"hello", literal=True)
+    assert command.literal_sizes == (7, 5)
+    # A syntax error before the literal is the one the end would raise.
+    reader.feed_line(b'b APPEND INBOX "unterminated {5}\r\n')
+    with pytest.raises(ImapSyntaxError, match="unterminated quoted string") as error:
+        reader.command_so_far()
+    assert error.value.tag == "b"
+    with pytest.raises(RuntimeError, match="awaiting a literal"):
+        CommandReader().command_so_far()
+
+
 def test_non_synchronizing_literal_plus() -> None:
     reader = CommandReader()
     assert reader.feed_line(b"a LOGIN {3+}\r\n") == NeedLiteral(3, synchronizing=False)

@@ -16,6 +16,7 @@ import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import external
 import pytest
@@ -210,10 +211,10 @@ def test_bare_lf_and_leading_dots_on_the_wire(smtpsink: Mailbox, raw: Raw) -> No
     smtpsink.deliver(b"Subject: dots\n\n.starts with a dot\n.\nend", to=ANN)
     raw.send(b"USER ann@example.com")
     assert raw.send(b"PASS x").startswith("+OK")
-    # The size counts CRLF line ends, as sent (the CRLF added after the
-    # last line, which had none, is not part of the message).
-    assert raw.send(b"LIST 1") == "+OK 1 43"
-    assert raw.send(b"RETR 1") == "+OK 43 octets"
+    # The size counts the octets sent before dot-stuffing: CRLF line ends,
+    # and the CRLF added after the last line, which had none.
+    assert raw.send(b"LIST 1") == "+OK 1 45"
+    assert raw.send(b"RETR 1") == "+OK 45 octets"
     assert raw.body() == [
         b"Subject: dots\r\n",
         b"\r\n",
@@ -225,8 +226,41 @@ def test_bare_lf_and_leading_dots_on_the_wire(smtpsink: Mailbox, raw: Raw) -> No
     session = pop3_sessions(smtpsink)[0]
     retr = session.replies_to("RETR")[0]
     # The transcript counts the message; it never copies it.
-    assert retr.replies == ["+OK 43 octets", "[message 1: 43 octets]", "."]
+    assert retr.replies == ["+OK 45 octets", "[message 1: 45 octets]", "."]
     assert "starts with a dot" not in session.format_transcript()
+
+
+@pytest.mark.parametrize(
+    "raw_message",
+    [
+        b"Subject: ends\r\n\r\nwith a line end\r\n",
+        b"Subject: no end\r\n\r\n.dot line\r\nno final line end",
+        b"Subject: bare LF\n\nno final line end",
+        b"Subject: lone CR at the end\r\n\r\nbody\r",
+    ],
+    ids=["crlf-ended", "unended", "bare-lf-unended", "cr-ended"],
+)
+def test_sizes_are_the_octets_retr_sends(smtpsink: Mailbox, raw_message: bytes) -> None:
+    # RFC 1939: LIST gives a message's exact size. A client that checks it
+    # against what RETR sent (poplib counts the octets of the lines it
+    # read, before dot-stuffing) must find them equal, also for a message
+    # whose last line has no line end: RETR adds one.
+    smtpsink.deliver(raw_message, to=ANN)
+    smtpsink.deliver(make_message(subject="second"), to=ANN)
+    client = login(smtpsink)
+    try:
+        _, listing, _ = client.list()
+        sizes = [int(line.split()[1]) for line in listing]
+        response, _, octets = client.retr(1)
+        _, _, second = client.retr(2)
+        # typeshed gives list() the multi-line reply's type, whatever it asks.
+        scan_listing = cast(bytes, client.list(1))
+        assert scan_listing == f"+OK 1 {octets}".encode()
+        assert response == f"+OK {octets} octets".encode()
+        assert sizes == [octets, second]
+        assert client.stat() == (2, octets + second)
+    finally:
+        client.quit()
 
 
 def test_an_unknown_user_has_an_empty_maildrop(smtpsink: Mailbox) -> None:
@@ -393,6 +427,31 @@ def test_the_sinks_credentials_are_enforced(smtpsink: Mailbox, raw: Raw) -> None
     assert "APOP ann@example.com ****" in shown
 
 
+@pytest.mark.parametrize("auth", [None, USERS], ids=["any-password", "auth-table"])
+def test_pass_without_a_password_is_refused_not_tried(
+    smtpsink_factory: Factory, auth: dict[str, str] | None
+) -> None:
+    sink = smtpsink_factory(auth=auth, auth_plaintext=True)
+    client = Raw(sink.pop3.host, sink.pop3.port)
+    try:
+        assert client.send(b"USER ann@example.com") == "+OK Send PASS"
+        for line in (b"PASS", b"PASS "):
+            assert client.send(line) == "-ERR PASS needs a password"
+        # Still in AUTHORIZATION, with the user given: no login happened.
+        assert client.send(b"STAT") == "-ERR Log in first (USER and PASS, APOP or AUTH)"
+        assert client.send(b"PASS " + SECRET.encode()).startswith("+OK Logged in")
+        assert client.send(b"QUIT").startswith("+OK")
+    finally:
+        client.close()
+    ended(sink)
+    (session,) = pop3_sessions(sink)
+    assert [(a.username, a.success) for a in session.auth_attempts] == [(ANN, True)]
+    assert session.commands == ["USER", "PASS", "PASS", "STAT", "PASS", "QUIT"]
+    refused = session.replies_to("PASS")
+    assert [e.line for e in refused] == ["PASS", "PASS ****", "PASS ****"]
+    assert SECRET not in session.format_transcript()
+
+
 def _plain(user: str, password: str) -> bytes:
     import base64
 
@@ -496,6 +555,8 @@ def test_reads(smtpsink):
         (b"STAT", "-ERR Log in first"),
         (b"PASS x", "-ERR Send USER first"),
         (b"USER", "-ERR USER needs a user name"),
+        (b"CAPA all", "-ERR CAPA takes no argument"),
+        (b"QUIT now", "-ERR QUIT takes no argument"),
         (b"APOP ann", "-ERR APOP needs a user name and an MD5 digest"),
         (b"AUTH CRAM-MD5", "-ERR [AUTH] Unsupported mechanism"),
         (b"\x00\x01\x02", "-ERR Control characters in the command line"),
@@ -530,6 +591,11 @@ def test_bad_input_before_login(
         (b"UIDL 99999999999999999999999", "-ERR There's no message"),
         (b"TOP 1", "-ERR TOP needs a message number and a number of lines"),
         (b"TOP 1 x", "-ERR Invalid number of lines"),
+        (b"STAT 1", "-ERR STAT takes no argument"),
+        (b"NOOP extra", "-ERR NOOP takes no argument"),
+        (b"RSET 2", "-ERR RSET takes no argument"),  # message 2 stays deleted
+        (b"CAPA extra", "-ERR CAPA takes no argument"),
+        (b"QUIT now", "-ERR QUIT takes no argument"),  # nothing deleted yet
         (b"USER bob", "-ERR Not valid after login"),
         (b"STLS", "-ERR Not valid after login"),
         (b"EXPN ann", "-ERR Unknown command"),
