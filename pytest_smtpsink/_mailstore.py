@@ -177,10 +177,8 @@ class StoredMessage:
 
     @property
     def size(self) -> int:
-        """The size in octets with CRLF line ends, as IMAP reports it
-        (RFC822.SIZE); ``len(message.raw)`` exactly when the message needs
-        no conversion. POP3's sizes are 2 more for a message whose last line
-        has no line end: they count the CRLF that RETR sends after it.
+        """The size in octets as POP3 and IMAP report it (CRLF line ends);
+        ``len(message.raw)`` exactly when the message needs no conversion.
         Counted once: the bytes never change (POP3 STAT and LIST, IMAP
         FETCH ask for it again and again)."""
         size = self._size

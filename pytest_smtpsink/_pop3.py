@@ -135,18 +135,6 @@ def dot_stuffed(wire: bytes) -> bytes:
     return wire + b".\r\n"
 
 
-def pop3_size(stored: StoredMessage) -> int:
-    """The size POP3 reports for a message (STAT, LIST, RETR): the octets
-    RETR sends before dot-stuffing, as RFC 1939's "exact size" is. That is
-    the size with CRLF line ends (``StoredMessage.size``, IMAP's
-    RFC822.SIZE) plus the CRLF that `dot_stuffed` adds after a last line
-    that has none, which a client reads as part of the message (poplib
-    counts it). Dovecot leaves that CRLF out of its sizes."""
-    raw = stored.message.raw
-    # The stored bytes end with LF exactly when the wire form ends with CRLF.
-    return stored.size + (2 if raw and not raw.endswith(b"\n") else 0)
-
-
 def top_of(wire: bytes, lines: int) -> bytes:
     """The header, the blank line and the first ``lines`` lines of the
     body (RFC 1939 TOP)."""
@@ -543,7 +531,7 @@ class _Connection(ReadSideConnection):
 
     def _totals(self) -> tuple[int, int]:
         kept = [s for i, s in enumerate(self._drop) if i not in self._deleted]
-        return len(kept), sum(pop3_size(stored) for stored in kept)
+        return len(kept), sum(stored.size for stored in kept)
 
     async def _message(self, arg: str) -> int | None:
         """The 0-based index of the message numbered ``arg``, or None after
@@ -575,11 +563,11 @@ class _Connection(ReadSideConnection):
         if arg:
             index = await self._message(arg)
             if index is not None:
-                await self._reply(f"+OK {index + 1} {pop3_size(self._drop[index])}")
+                await self._reply(f"+OK {index + 1} {self._drop[index].size}")
             return
         count, octets = self._totals()
         lines = [
-            f"{i + 1} {pop3_size(stored)}"
+            f"{i + 1} {stored.size}"
             for i, stored in enumerate(self._drop)
             if i not in self._deleted
         ]
@@ -612,9 +600,8 @@ class _Connection(ReadSideConnection):
         # message is sent as stored (CRLF only), without scanning it again.
         wire = raw if stored.size == len(raw) else wire_bytes(raw)
         body = dot_stuffed(wire)
-        size = pop3_size(stored)
-        first = f"+OK {size} octets"
-        self._record_replies((first, f"[message {index + 1}: {size} octets]", "."))
+        first = f"+OK {len(wire)} octets"
+        self._record_replies((first, f"[message {index + 1}: {len(wire)} octets]", "."))
         # The \Seen flag is set at QUIT, as Dovecot does (RSET forgets it).
         if _SEEN not in stored.flags:
             self._seen.add(index)
@@ -633,12 +620,9 @@ class _Connection(ReadSideConnection):
             return
         stored = self._drop[index]
         part = top_of(wire_bytes(stored.message.raw), int(lines))
-        # Counted as sent, as the whole message's size is: with the CRLF
-        # that dot_stuffed adds to a last line without one.
-        sent = len(part) + (2 if part and not part.endswith(b"\r\n") else 0)
         self._record_reply("+OK Top of message follows")
         self._record_reply(
-            f"[message {index + 1}: {sent} octets of {pop3_size(stored)}]"
+            f"[message {index + 1}: {len(part)} octets of {stored.size}]"
         )
         self._record_reply(".")
         await self._send(b"+OK Top of message follows\r\n" + dot_stuffed(part))
