@@ -99,6 +99,9 @@ class SessionRecord(TypedDict):
 class TestRecord(TypedDict):
     nodeid: str
     outcome: str
+    #: Why it failed, as pytest's short test summary says it (one line,
+    #: secrets masked: `_report.failure_reason`); None for a passed test.
+    reason: str | None
     directory: str
     messages: list[MessageRecord]
     sessions: list[SessionRecord]
@@ -240,6 +243,7 @@ def record_test(
     directory: Path,
     written: Sequence[Path],
     root: Path,
+    reason: str | None = None,
 ) -> Path | None:
     """Beside the files `_report.save` wrote: each message's attachments in
     ``NNNN-attachments/`` and ``smtpsink.json`` for the index.
@@ -296,6 +300,7 @@ def record_test(
     record = TestRecord(
         nodeid=nodeid,
         outcome=outcome,
+        reason=reason,
         directory=directory.relative_to(root).as_posix(),
         messages=message_records,
         sessions=[
@@ -503,6 +508,7 @@ section.test{border:1px solid #ccc;border-radius:6px;margin:1rem 0;padding:.6rem
 section.failed{border-left:6px solid #c62828}section.passed{border-left:6px solid #2e7d32}
 .outcome{font-weight:600;text-transform:uppercase;font-size:.8rem;margin-right:.5rem}
 .failed .outcome{color:#c62828}.passed .outcome{color:#2e7d32}
+p.reason{color:#c62828;font-family:ui-monospace,monospace;font-size:.9rem;margin:.3rem 0}
 details{margin:.4rem 0}summary{cursor:pointer}
 details.message>summary{font-family:ui-monospace,monospace;font-size:.9rem}
 details.part,details.session{margin-left:1rem}
@@ -532,6 +538,11 @@ def page(title: str, body: str) -> str:
     )
 
 
+def _reason(test: TestRecord) -> str:
+    reason = test.get("reason")  # absent from an older smtpsink.json
+    return f'<p class="reason">{escape(reason)}</p>' if reason else ""
+
+
 def render_index(tests: Sequence[TestRecord], when: datetime.datetime) -> str:
     """The whole ``index.html``: every saved test, failed ones first."""
     ordered = sorted(tests, key=lambda t: (t["outcome"] != "failed", t["nodeid"]))
@@ -550,7 +561,8 @@ def render_index(tests: Sequence[TestRecord], when: datetime.datetime) -> str:
             f'<section class="test {escape(test["outcome"])}"><h2>'
             f'<span class="outcome">{escape(test["outcome"])}</span>'
             f" {escape(test['nodeid'])}</h2>"
-            f'<p class="note">{len(test["messages"])} message(s), '
+            + _reason(test)
+            + f'<p class="note">{len(test["messages"])} message(s), '
             f"{len(test['sessions'])} session(s), files in "
             f'<a href="{escape(urllib.parse.quote(test["directory"]))}/">'
             f"{escape(test['directory'])}/</a></p>"
@@ -584,6 +596,7 @@ def write_index(root: Path, directories: Sequence[str]) -> Path:
                 TestRecord(
                     nodeid=f"{directory} (unreadable record: {error})",
                     outcome="unknown",
+                    reason=None,
                     directory=directory,
                     messages=[],
                     sessions=[],

@@ -29,6 +29,8 @@ _TIMEOUT_KEY = pytest.StashKey[float]()
 #: to tell a test's first view of a sink (see _open_view).
 _VIEWS_KEY = pytest.StashKey["list[Mailbox]"]()
 _FAILED_KEY = pytest.StashKey[bool]()
+#: Why the test first failed, for index.html (`_report.failure_reason`).
+_REASON_KEY = pytest.StashKey["str | None"]()
 _SUMMARY_KEY = pytest.StashKey[bool]()
 _REPORT_KEY = pytest.StashKey[_report.ReportMode]()
 _SAVE_KEY = pytest.StashKey[tuple[Path, _report.SaveMode] | None]()
@@ -704,6 +706,12 @@ def pytest_runtest_makereport(
     config = item.config
     if report.failed:
         item.stash[_FAILED_KEY] = True
+        if config.stash[_SAVE_KEY] is not None and _REASON_KEY not in item.stash:
+            try:
+                reason = _report.failure_reason(report, views)
+            except Exception:  # last resort, as for the section below
+                reason = None
+            item.stash[_REASON_KEY] = reason
         try:
             text = _report.section_text(views, config.stash[_REPORT_KEY])
         except Exception as error:
@@ -742,6 +750,7 @@ def pytest_runtest_makereport(
                     directory=directory,
                     written=written,
                     root=save[0],
+                    reason=item.stash.get(_REASON_KEY, None),
                 ):
                     # Read by _html.IndexWriter on the controller.
                     setattr(
