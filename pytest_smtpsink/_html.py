@@ -500,9 +500,11 @@ def render_session(record: SessionRecord, number: int) -> str:
     )
 
 
+# overflow-wrap:anywhere: captured names need not have a space in them (a
+# 300-character attachment name); they wrap rather than widen the page.
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:72rem;padding:1rem;
-color:#1b1b1b;background:#fff}
+color:#1b1b1b;background:#fff;overflow-wrap:anywhere}
 h1{font-size:1.4rem}h2{font-size:1.1rem;margin:0;word-break:break-all}
 section.test{border:1px solid #ccc;border-radius:6px;margin:1rem 0;padding:.6rem .8rem}
 section.failed{border-left:6px solid #c62828}section.passed{border-left:6px solid #2e7d32}

@@ -71,6 +71,7 @@ def save_index(
     root: Path,
     nodeid: str = "test_x.py::test_x",
     more: Sequence[Mailbox] = (),
+    reason: str = "assert False",
 ) -> Path:
     """What the plugin does for one failed test, then the index."""
     directory = _report.test_directory(root, nodeid)
@@ -82,6 +83,7 @@ def save_index(
         directory=directory,
         written=written,
         root=root,
+        reason=reason,
     )
     return _html.write_index(root, [directory.relative_to(root).as_posix()])
 
