@@ -646,8 +646,10 @@ class IndexWriter:
     def pytest_terminal_summary(
         self, terminalreporter: pytest.TerminalReporter
     ) -> None:
+        # A separator line, like the count at the end of the run: a plain
+        # line after -rA's PASSES section read as the last test's output.
         if self.outcome:
-            terminalreporter.write_line(f"smtpsink: {self.outcome}")
+            terminalreporter.write_sep("=", f"smtpsink: {self.outcome}")
 
 
 def pytest_html_extras(views: Sequence[Mailbox]) -> list[dict[str, str | None]]:

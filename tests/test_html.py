@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html.parser
 import json
+import re
 import smtplib
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -243,7 +244,7 @@ def test_one_index_per_run(pytester: pytest.Pytester, workers: list[str]) -> Non
     result = pytester.runpytest("--smtpsink-save-dir=mail", *workers)
     result.assert_outcomes(passed=1, failed=2)
     index = pytester.path / "mail" / "index.html"
-    result.stdout.fnmatch_lines([f"smtpsink: captured mail of this run: {index}"])
+    result.stdout.fnmatch_lines([f"=* smtpsink: captured mail of this run: {index} =*"])
     markup = index.read_text(encoding="utf-8")
     assert "2 test(s), 2 message(s), 2 SMTP session(s)" in markup
     assert "test_mail.py::test_one" in markup
@@ -321,6 +322,31 @@ def test_index_says_why_each_test_failed_and_masks_secrets(
     )
     del record["reason"]
     assert 'class="reason"' not in _html.render_index([record], datetime.now())
+
+
+PASSED_OUTPUT = FAILING_TESTS.replace(
+    'send(smtpsink, "third")',
+    'send(smtpsink, "third")\n    print("output of a passed test")',
+)
+
+
+@pytest.mark.parametrize("report_chars", ["-rA", "-rP", "-rfE", "-rN"])
+def test_where_the_index_is_stands_apart_whatever_is_reported(
+    pytester: pytest.Pytester, report_chars: str
+) -> None:
+    pytester.makepyfile(test_mail=PASSED_OUTPUT)
+    result = pytester.runpytest("--smtpsink-save-dir=mail", report_chars)
+    result.assert_outcomes(passed=1, failed=2)
+    lines = result.stdout.lines
+    (where,) = [n for n, line in enumerate(lines) if "mail of this run" in line]
+    # A separator line of its own, as the counts at the end are: with -rA or
+    # -rP a plain line came right after a passed test's captured output in
+    # the PASSES section, and read as part of it.
+    assert re.fullmatch(
+        r"=+ smtpsink: captured mail of this run: \S+index\.html =+", lines[where]
+    )
+    if report_chars in ("-rA", "-rP"):
+        assert lines[where - 1] == "output of a passed test"
 
 
 def test_index_follows_save_all(pytester: pytest.Pytester) -> None:
