@@ -800,7 +800,9 @@ class _PerTestSummary:
     ) -> None:
         if not self.counts:
             return
-        terminalreporter.write_sep("-", "smtpsink: mail captured per test")
+        # A section of its own ("="): a "-" title after -rA's PASSES
+        # section read as one more part of the last passed test's report.
+        terminalreporter.write_sep("=", "smtpsink: mail captured per test")
         # Sorted: under xdist, reports arrive in whatever order workers finish.
         for nodeid, (messages, sessions) in sorted(self.counts.items()):
             if messages or sessions or self.verbose:
