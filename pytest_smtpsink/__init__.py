@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from ._lint import Problem
     from ._mailbox import Mailbox
     from ._mailstore import StoredMessage
-    from ._match import Criteria
+    from ._match import Criteria, CriterionError
     from ._message import (
         Address,
         Addresses,
@@ -48,6 +48,7 @@ __all__ = [
     "Attachment",
     "AuthInfo",
     "Criteria",
+    "CriterionError",
     "DNSQuery",
     "DNSZone",
     "Delivery",
@@ -91,6 +92,7 @@ _MODULES = {
     "POP3Endpoint": "._pop3",
     "Problem": "._lint",
     "Criteria": "._match",
+    "CriterionError": "._match",
     "DNSQuery": "._dns",
     "DNSZone": "._dns",
     "Delivery": "._relay",

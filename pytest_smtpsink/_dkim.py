@@ -38,6 +38,8 @@ _LOCK = threading.Lock()
 MIN_KEY_BITS = 1024
 #: RFC 8301: verifiers must handle keys up to 4096 bits and may refuse larger.
 MAX_KEY_BITS = 4096
+#: The size of a key `publish_key` makes when not told.
+DEFAULT_KEY_BITS = 2048
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -71,12 +73,15 @@ def publish_key(
     domain: str,
     selector: str = "s1",
     *,
-    bits: int = 2048,
+    bits: int | None = None,
     private_key: str | bytes | None = None,
 ) -> str:
-    """Make an RSA key pair (or take ``private_key``, PEM), publish its public
-    half for ``selector._domainkey.domain`` and return the private key PEM
-    (PKCS#1, ``BEGIN RSA PRIVATE KEY``, as dkimpy's ``dkim.sign`` wants)."""
+    """Make an RSA key pair of ``bits`` (default `DEFAULT_KEY_BITS`), or
+    take ``private_key`` (PEM) as it is, publish its public half for
+    ``selector._domainkey.domain`` and return the private key PEM (PKCS#1,
+    ``BEGIN RSA PRIVATE KEY``, as dkimpy's ``dkim.sign`` wants). Giving
+    both ``bits`` and ``private_key`` is a ValueError: a key given has its
+    own size."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -90,15 +95,17 @@ def publish_key(
         raise TypeError(f"selector must be a str such as 's1', got {selector!r}")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", selector):
         raise ValueError(f"selector must be a DNS label such as 's1', got {selector!r}")
-    if isinstance(bits, bool) or not isinstance(bits, int):
+    if bits is not None and (isinstance(bits, bool) or not isinstance(bits, int)):
         raise TypeError(f"bits must be an int such as 2048, got {bits!r}")
-    if not MIN_KEY_BITS <= bits <= MAX_KEY_BITS:
-        raise ValueError(
-            f"bits must be from {MIN_KEY_BITS} to {MAX_KEY_BITS} (RFC 8301), got "
-            f"{bits!r}; to test a smaller key, make one and pass it as private_key"
-        )
     if private_key is None:
-        key: Any = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+        size = DEFAULT_KEY_BITS if bits is None else bits
+        if not MIN_KEY_BITS <= size <= MAX_KEY_BITS:
+            raise ValueError(
+                f"bits must be from {MIN_KEY_BITS} to {MAX_KEY_BITS} (RFC 8301), "
+                f"got {bits!r}; to test a smaller key, make one and pass it as "
+                "private_key"
+            )
+        key: Any = rsa.generate_private_key(public_exponent=65537, key_size=size)
     elif not isinstance(private_key, (str, bytes)):
         raise TypeError(
             f"private_key must be a PEM private key (str or bytes) or None, "
@@ -117,6 +124,15 @@ def publish_key(
             ) from None
         if not isinstance(key, rsa.RSAPrivateKey):
             raise ValueError("private_key must be an RSA private key (PEM)")
+        if bits is not None:
+            # Said, not ignored: a test asking for bits=4096 with a 2048-bit
+            # key would check a key it does not have.
+            raise ValueError(
+                f"bits={bits!r} and private_key were both given: bits is the "
+                "size of a key for dkim_key to make, and private_key is "
+                f"published as it is (this one has {key.key_size} bits); "
+                "pass one or the other"
+            )
     public = key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

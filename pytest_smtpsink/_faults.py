@@ -295,8 +295,8 @@ class Fault:
             parts.append(f"{self.seconds:g}s")
         if self.limit is not None:
             parts.append(f"{self.limit[0]}={self.limit[1]}")
-        if self.hidden:
-            parts.append("hide " + ",".join(self.hidden))
+        if self.hidden:  # the action already says "hide"
+            parts.append(",".join(self.hidden))
         for name in TRIGGER_KEYWORDS:
             value = getattr(self, name)
             if value is not None:

@@ -99,6 +99,9 @@ class SessionRecord(TypedDict):
 class TestRecord(TypedDict):
     nodeid: str
     outcome: str
+    #: Why it failed, as pytest's short test summary says it (one line,
+    #: secrets masked: `_report.failure_reason`); None for a passed test.
+    reason: str | None
     directory: str
     messages: list[MessageRecord]
     sessions: list[SessionRecord]
@@ -240,6 +243,7 @@ def record_test(
     directory: Path,
     written: Sequence[Path],
     root: Path,
+    reason: str | None = None,
 ) -> Path | None:
     """Beside the files `_report.save` wrote: each message's attachments in
     ``NNNN-attachments/`` and ``smtpsink.json`` for the index.
@@ -296,6 +300,7 @@ def record_test(
     record = TestRecord(
         nodeid=nodeid,
         outcome=outcome,
+        reason=reason,
         directory=directory.relative_to(root).as_posix(),
         messages=message_records,
         sessions=[
@@ -495,14 +500,17 @@ def render_session(record: SessionRecord, number: int) -> str:
     )
 
 
+# overflow-wrap:anywhere: captured names need not have a space in them (a
+# 300-character attachment name); they wrap rather than widen the page.
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:72rem;padding:1rem;
-color:#1b1b1b;background:#fff}
+color:#1b1b1b;background:#fff;overflow-wrap:anywhere}
 h1{font-size:1.4rem}h2{font-size:1.1rem;margin:0;word-break:break-all}
 section.test{border:1px solid #ccc;border-radius:6px;margin:1rem 0;padding:.6rem .8rem}
 section.failed{border-left:6px solid #c62828}section.passed{border-left:6px solid #2e7d32}
 .outcome{font-weight:600;text-transform:uppercase;font-size:.8rem;margin-right:.5rem}
 .failed .outcome{color:#c62828}.passed .outcome{color:#2e7d32}
+p.reason{color:#c62828;font-family:ui-monospace,monospace;font-size:.9rem;margin:.3rem 0}
 details{margin:.4rem 0}summary{cursor:pointer}
 details.message>summary{font-family:ui-monospace,monospace;font-size:.9rem}
 details.part,details.session{margin-left:1rem}
@@ -532,6 +540,11 @@ def page(title: str, body: str) -> str:
     )
 
 
+def _reason(test: TestRecord) -> str:
+    reason = test.get("reason")  # absent from an older smtpsink.json
+    return f'<p class="reason">{escape(reason)}</p>' if reason else ""
+
+
 def render_index(tests: Sequence[TestRecord], when: datetime.datetime) -> str:
     """The whole ``index.html``: every saved test, failed ones first."""
     ordered = sorted(tests, key=lambda t: (t["outcome"] != "failed", t["nodeid"]))
@@ -550,7 +563,8 @@ def render_index(tests: Sequence[TestRecord], when: datetime.datetime) -> str:
             f'<section class="test {escape(test["outcome"])}"><h2>'
             f'<span class="outcome">{escape(test["outcome"])}</span>'
             f" {escape(test['nodeid'])}</h2>"
-            f'<p class="note">{len(test["messages"])} message(s), '
+            + _reason(test)
+            + f'<p class="note">{len(test["messages"])} message(s), '
             f"{len(test['sessions'])} session(s), files in "
             f'<a href="{escape(urllib.parse.quote(test["directory"]))}/">'
             f"{escape(test['directory'])}/</a></p>"
@@ -584,6 +598,7 @@ def write_index(root: Path, directories: Sequence[str]) -> Path:
                 TestRecord(
                     nodeid=f"{directory} (unreadable record: {error})",
                     outcome="unknown",
+                    reason=None,
                     directory=directory,
                     messages=[],
                     sessions=[],
@@ -631,8 +646,10 @@ class IndexWriter:
     def pytest_terminal_summary(
         self, terminalreporter: pytest.TerminalReporter
     ) -> None:
+        # A separator line, like the count at the end of the run: a plain
+        # line after -rA's PASSES section read as the last test's output.
         if self.outcome:
-            terminalreporter.write_line(f"smtpsink: {self.outcome}")
+            terminalreporter.write_sep("=", f"smtpsink: {self.outcome}")
 
 
 def pytest_html_extras(views: Sequence[Mailbox]) -> list[dict[str, str | None]]:

@@ -146,14 +146,15 @@ class Mailbox(FaultControls):
         domain: str,
         selector: str = "s1",
         *,
-        bits: int = 2048,
+        bits: int | None = None,
         private_key: str | bytes | None = None,
     ) -> str:
         """Make an RSA key pair for ``domain`` (or take ``private_key``, PEM),
         publish its public key for ``selector`` to `Message.dkim` (no real
         DNS), and return the private key PEM for the application to sign with.
-        ``bits``: 1024 to 4096 (RFC 8301); a smaller key can be passed as
-        ``private_key``.
+        ``bits``: the size of the key to make, 1024 to 4096 (RFC 8301; 2048
+        when not given); a smaller key can be passed as ``private_key``.
+        Giving both is a `ValueError`: a key passed in has its own size.
 
         Published for the rest of the run (per xdist worker); publishing
         again for the same domain and selector replaces the key.

@@ -2,7 +2,8 @@
 
 A criterion value is a `str` (equality for addresses, subjects and header
 values; "contains" for bodies), a compiled regex (search), or a callable
-(a predicate on the field's value).
+(a predicate on the field's value). A predicate that raises becomes a
+`CriterionError` naming the criterion and the message.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict, Union
 
-from ._message import Address, Attachment, Message, normalize_address
-from ._text import shorten
+from ._message import Address, Attachment, Message, normalize_address, summary_or_raw
+from ._text import printable, shorten
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # noqa: F401  (re-exported for signatures)
@@ -40,6 +41,15 @@ class Criteria(TypedDict, total=False):
 
 
 CRITERIA_NAMES: tuple[str, ...] = tuple(Criteria.__annotations__)
+
+
+class CriterionError(Exception):
+    """A predicate given as a criterion raised. The message names the
+    criterion, the message it was asked about and the value it was given;
+    the predicate's own exception is the ``__cause__``."""
+
+    # Tracebacks name it as users import it, not by this private module.
+    __module__ = "pytest_smtpsink"
 
 
 #: Names people reach for, and the criteria they mean (spelling slips are
@@ -194,11 +204,11 @@ def _check(message: Message, name: str, wanted: Any) -> bool:
         return _check_addresses(message, name, wanted)
     if name == "header":
         return all(
-            _check_header(message.headers.get_all(header), matcher)
+            _check_header(message, header, matcher)
             for header, matcher in wanted.items()
         )
     if name == "attachment":
-        return _check_attachments(message.attachments, wanted)
+        return _check_attachments(message, wanted)
     if name == "body" and not (
         callable(wanted) and not isinstance(wanted, (str, re.Pattern))
     ):
@@ -206,7 +216,7 @@ def _check(message: Message, name: str, wanted: Any) -> bool:
         return any(_check(message, part, wanted) for part in ("text", "html"))
     value = getattr(message, name)
     if callable(wanted) and not isinstance(wanted, (str, re.Pattern)):
-        return bool(wanted(value))
+        return _ask(wanted, value, message, f"{name}={_show(wanted)}")
     if value is None:
         return False
     if isinstance(wanted, re.Pattern):
@@ -218,7 +228,8 @@ def _check(message: Message, name: str, wanted: Any) -> bool:
 
 def _check_addresses(message: Message, name: str, wanted: Any) -> bool:
     if callable(wanted) and not isinstance(wanted, (str, re.Pattern)):
-        return bool(wanted(field_value(message, name)))
+        value = field_value(message, name)
+        return _ask(wanted, value, message, f"{name}={_show(wanted)}")
     # Regexes too see the normalized form (domain in lower case), so that
     # r"@example\.com$" matches "Ann@Example.COM" as a mail system would.
     values = [normalize_address(str(v)) for v in _ADDRESS_FIELDS[name](message)]
@@ -227,16 +238,18 @@ def _check_addresses(message: Message, name: str, wanted: Any) -> bool:
     return normalize_address(wanted) in values
 
 
-def _check_header(values: list[str], wanted: Any) -> bool:
+def _check_header(message: Message, header: str, wanted: Any) -> bool:
+    values = message.headers.get_all(header)
     if callable(wanted) and not isinstance(wanted, (str, re.Pattern)):
-        return bool(wanted(values[0] if len(values) == 1 else values or None))
+        value = values[0] if len(values) == 1 else values or None
+        return _ask(wanted, value, message, f"header={{{header!r}: {_show(wanted)}}}")
     if isinstance(wanted, re.Pattern):
         return any(wanted.search(v) for v in values)
     return any(v.strip() == wanted for v in values)
 
 
-def _check_attachments(attachments: tuple[Attachment, ...], wanted: Any) -> bool:
-    for item in attachments:
+def _check_attachments(message: Message, wanted: Any) -> bool:
+    for item in message.attachments:
         if isinstance(wanted, re.Pattern):
             ok = item.filename is not None and wanted.search(item.filename) is not None
         elif isinstance(wanted, bytes):
@@ -244,10 +257,40 @@ def _check_attachments(attachments: tuple[Attachment, ...], wanted: Any) -> bool
         elif isinstance(wanted, str):
             ok = wanted in (item.filename, item.content_type)
         else:
-            ok = bool(wanted(item))
+            ok = _ask(wanted, item, message, f"attachment={_show(wanted)}")
         if ok:
             return True
     return False
+
+
+def _ask(
+    predicate: Callable[[Any], object], value: object, message: Message, criterion: str
+) -> bool:
+    """``predicate(value)`` as a bool. If it raises, a `CriterionError`
+    says which criterion, on which message and with what value (None, most
+    often: a field the message lacks), with the exception chained: a bare
+    ``AttributeError`` from a lambda names none of them."""
+    __tracebackhide__ = True
+    try:
+        return bool(predicate(value))
+    except Exception as error:
+        raise CriterionError(
+            _predicate_failure(criterion, value, message, error)
+        ) from error
+
+
+def _predicate_failure(
+    criterion: str, value: object, message: Message, error: Exception
+) -> str:
+    given = shorten(printable(repr(value)), 200)
+    if value is None:
+        given += " (the message has no such field)"
+    return (
+        f"the criterion {criterion} raised {type(error).__name__}: "
+        f"{shorten(printable(str(error)), 300)}\n"
+        f"  on message {summary_or_raw(message)}\n"
+        f"  called with {given}"
+    )
 
 
 # -- explaining a mismatch -----------------------------------------------------------

@@ -29,6 +29,8 @@ _TIMEOUT_KEY = pytest.StashKey[float]()
 #: to tell a test's first view of a sink (see _open_view).
 _VIEWS_KEY = pytest.StashKey["list[Mailbox]"]()
 _FAILED_KEY = pytest.StashKey[bool]()
+#: Why the test first failed, for index.html (`_report.failure_reason`).
+_REASON_KEY = pytest.StashKey["str | None"]()
 _SUMMARY_KEY = pytest.StashKey[bool]()
 _REPORT_KEY = pytest.StashKey[_report.ReportMode]()
 _SAVE_KEY = pytest.StashKey[tuple[Path, _report.SaveMode] | None]()
@@ -724,6 +726,12 @@ def pytest_runtest_makereport(
     config = item.config
     if report.failed:
         item.stash[_FAILED_KEY] = True
+        if config.stash[_SAVE_KEY] is not None and _REASON_KEY not in item.stash:
+            try:
+                reason = _report.failure_reason(report, views)
+            except Exception:  # last resort, as for the section below
+                reason = None
+            item.stash[_REASON_KEY] = reason
         try:
             text = _report.section_text(views, config.stash[_REPORT_KEY])
         except Exception as error:
@@ -762,6 +770,7 @@ def pytest_runtest_makereport(
                     directory=directory,
                     written=written,
                     root=save[0],
+                    reason=item.stash.get(_REASON_KEY, None),
                 ):
                     # Read by _html.IndexWriter on the controller.
                     setattr(
@@ -811,7 +820,9 @@ class _PerTestSummary:
     ) -> None:
         if not self.counts:
             return
-        terminalreporter.write_sep("-", "smtpsink: mail captured per test")
+        # A section of its own ("="): a "-" title after -rA's PASSES
+        # section read as one more part of the last passed test's report.
+        terminalreporter.write_sep("=", "smtpsink: mail captured per test")
         # Sorted: under xdist, reports arrive in whatever order workers finish.
         for nodeid, (messages, sessions) in sorted(self.counts.items()):
             if messages or sessions or self.verbose:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from conftest import Send, make_message
 
-from pytest_smtpsink import Criteria, Mailbox, Message
+from pytest_smtpsink import Criteria, CriterionError, Mailbox, Message
 
 pytest_plugins = ["pytester"]
 
@@ -157,6 +157,93 @@ def test_the_callable_suggested_for_several_addresses_works(
     send(subject="Both", to=["Ann <ann@example.com>", "bob@example.com"])
     wanted = ["ann@example.com", "bob@example.com"]
     smtpsink.assert_sent(to=lambda found: all(a in found for a in wanted))
+
+
+def test_a_predicate_that_raises_names_the_criterion_and_the_message(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    send(subject="Welcome")
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            "app@example.com", ["bob@example.com"], b"To: bob@example.com\r\n\r\nhi\r\n"
+        )
+    untitled = smtpsink.wait_for(to="bob@example.com")
+    with pytest.raises(CriterionError) as caught:
+        smtpsink.assert_sent(subject=lambda subject: subject.startswith("Wel"))
+    # It was a bare AttributeError, naming neither the criterion nor the
+    # message without a subject.
+    assert str(caught.value) == (
+        "the criterion subject=<lambda> raised AttributeError: 'NoneType' object "
+        "has no attribute 'startswith'\n"
+        f"  on message {untitled.summary()}\n"
+        "  called with None (the message has no such field)"
+    )
+    assert isinstance(caught.value.__cause__, AttributeError)
+
+
+def _third_label(address: str) -> bool:
+    # IndexError for "noreply@shop.example": its domain has two labels.
+    return address.split("@")[1].split(".")[2] == "mail"
+
+
+@pytest.mark.parametrize(
+    ("query", "criteria", "raised", "number", "given"),
+    [
+        (
+            "assert_sent",
+            {"to": lambda to: to[1]},
+            "to=<lambda> raised IndexError",
+            1,
+            "('Ann <ann@Example.COM>',)",
+        ),
+        (
+            "wait_for",
+            {"header": {"X-Campaign": lambda value: value.upper() == "ONBOARDING"}},
+            "header={'X-Campaign': <lambda>} raised AttributeError",
+            2,
+            "None (the message has no such field)",
+        ),
+        (
+            "filter",
+            {"attachment": lambda item: item.pages > 1},
+            "attachment=<lambda> raised AttributeError",
+            3,
+            "<Attachment 'inv-7.pdf' application/pdf 12 bytes>",
+        ),
+        (
+            "assert_not_sent",
+            {"mail_from": _third_label},
+            "mail_from=_third_label raised IndexError",
+            1,
+            "'noreply@shop.example'",
+        ),
+    ],
+    ids=["to", "header", "attachment", "mail_from"],
+)
+def test_every_predicate_and_query_names_what_raised(
+    mixed: Mailbox,
+    *,
+    query: str,
+    criteria: dict[str, Any],
+    raised: str,
+    number: int,
+    given: str,
+) -> None:
+    queries: dict[str, Callable[..., object]] = {
+        "assert_sent": mixed.assert_sent,
+        "wait_for": mixed.wait_for,
+        "filter": mixed.messages.filter,
+        "assert_not_sent": mixed.assert_not_sent,
+    }
+    run = queries[query]
+    message = mixed.messages[number - 1]
+    with pytest.raises(CriterionError) as caught:
+        run(**criteria)
+    first, on, called = str(caught.value).splitlines()
+    assert first.startswith(f"the criterion {raised}: ")
+    assert on == f"  on message {message.summary()}"
+    assert called == f"  called with {given}"
+    assert caught.value.__cause__ is not None
 
 
 def test_a_subject_in_another_case_gets_a_hint_that_matches(

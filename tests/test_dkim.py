@@ -3,6 +3,7 @@ an application signs with dkimpy, sends with smtplib, the test verifies."""
 
 from __future__ import annotations
 
+import re
 import smtplib
 import subprocess
 import sys
@@ -170,6 +171,25 @@ def test_bad_arguments_are_named(smtpsink: Mailbox) -> None:
         smtpsink.dkim_key("shop.example", private_key=5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="private_key could not be read as an"):
         smtpsink.dkim_key("shop.example", private_key="not a key")
+
+
+@pytest.mark.parametrize("bits", [1024, 4096, 512])
+def test_bits_with_a_key_of_ones_own_is_an_error_not_ignored(
+    smtpsink: Mailbox, bits: int
+) -> None:
+    own = smtpsink.dkim_key("own.example", "k", bits=1024)
+    expected = (
+        f"bits={bits} and private_key were both given: bits is the size of a "
+        "key for dkim_key to make, and private_key is published as it is "
+        "(this one has 1024 bits); pass one or the other"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
+        smtpsink.dkim_key("both.example", "mail", bits=bits, private_key=own)
+    # Nothing was published for the name.
+    send_signed(smtpsink, own, domain="both.example", selector="mail")
+    [result] = smtpsink.assert_sent().dkim
+    assert result.reason is not None
+    assert result.reason.startswith("no key published for mail._domainkey.both")
 
 
 def test_verification_never_asks_real_dns() -> None:

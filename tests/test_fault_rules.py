@@ -7,6 +7,7 @@ these pin the decisions themselves, table by table.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -54,6 +55,28 @@ def kinds(decided: list[Step]) -> list[str]:
         str(step.code) if isinstance(step, Reply) else type(step).__name__
         for step in decided
     ]
+
+
+@pytest.mark.parametrize(
+    ("add", "shown"),
+    [
+        (lambda r: r.fail("mail", 451, times=2), "MAIL reply 451 times=2 fired=1/1"),
+        (lambda r: r.delay("DATA", 1.5, every=3), "DATA delay 1.5s every=3 fired=0/1"),
+        (
+            lambda r: r.limit(max_recipients=3)[0],
+            "RCPT limit max_recipients=3 fired=0/0",
+        ),
+        # "hide" once: it said "EHLO hide hide STARTTLS,AUTH".
+        (lambda r: r.hide("starttls", "AUTH"), "EHLO hide STARTTLS,AUTH fired=0/0"),
+    ],
+    ids=["fail", "delay", "limit", "hide"],
+)
+def test_a_rule_shows_as_what_it_does(
+    rules: Rules, add: Callable[[Rules], Fault], shown: str
+) -> None:
+    fault = add(rules)
+    rules.decide(fault.stage, "ann@example.com")  # once, to count
+    assert repr(fault) == f"<Fault {shown}>"
 
 
 def test_no_rules_decide_nothing(rules: Rules) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import html.parser
 import json
+import re
 import smtplib
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 
 import browser
@@ -70,6 +72,7 @@ def save_index(
     root: Path,
     nodeid: str = "test_x.py::test_x",
     more: Sequence[Mailbox] = (),
+    reason: str = "assert False",
 ) -> Path:
     """What the plugin does for one failed test, then the index."""
     directory = _report.test_directory(root, nodeid)
@@ -81,6 +84,7 @@ def save_index(
         directory=directory,
         written=written,
         root=root,
+        reason=reason,
     )
     return _html.write_index(root, [directory.relative_to(root).as_posix()])
 
@@ -240,14 +244,109 @@ def test_one_index_per_run(pytester: pytest.Pytester, workers: list[str]) -> Non
     result = pytester.runpytest("--smtpsink-save-dir=mail", *workers)
     result.assert_outcomes(passed=1, failed=2)
     index = pytester.path / "mail" / "index.html"
-    result.stdout.fnmatch_lines([f"smtpsink: captured mail of this run: {index}"])
+    result.stdout.fnmatch_lines([f"=* smtpsink: captured mail of this run: {index} =*"])
     markup = index.read_text(encoding="utf-8")
     assert "2 test(s), 2 message(s), 2 SMTP session(s)" in markup
     assert "test_mail.py::test_one" in markup
     assert "test_mail.py::test_two" in markup
-    # Only failed tests, as --smtpsink-save says by default.
+    # Only failed tests, as --smtpsink-save says by default, each with why.
     assert "test_passes" not in markup
+    assert markup.count('<p class="reason">assert False</p>') == 2
     assert "&lt;b&gt;first&lt;/b&gt;" in markup  # in the srcdoc, escaped
+
+
+REASONS = """
+import base64
+import pytest
+
+PASSWORD = "Kx7-Qv2mZ9tLw-pw"
+RELAY = "smtp://relay:R3lay%2Fpw-9x@127.0.0.1:9"
+
+def send(sink):
+    import smtplib
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail("app@example.com", ["ann@example.com"], b"Subject: x\\r\\n\\r\\nx\\r\\n")
+    sink.wait_for()
+
+@pytest.mark.smtpsink(
+    auth={"ann": PASSWORD}, auth_plaintext=True,
+    relay=RELAY, relay_to=r"nobody@example\\.com",
+)
+def test_leaky(smtpsink):
+    send(smtpsink)
+    plain = base64.b64encode(f"\\0ann\\0{PASSWORD}".encode()).decode()
+    assert False, (
+        f"<b>login</b> {PASSWORD} {PASSWORD.upper()} {plain} "
+        f"{base64.b64encode(PASSWORD.encode()).decode()} R3lay%2Fpw-9x R3lay/pw-9x"
+        "\\nthe second line is not shown"
+    )
+
+@pytest.fixture
+def broken_teardown():
+    yield
+    raise RuntimeError("teardown broke")
+
+def test_teardown(smtpsink, broken_teardown):
+    send(smtpsink)
+"""
+
+
+def test_index_says_why_each_test_failed_and_masks_secrets(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_mail=REASONS)
+    result = pytester.runpytest("--smtpsink-save-dir=mail", "--smtpsink-save=all")
+    result.assert_outcomes(failed=1, passed=1, errors=1)
+    markup = (pytester.path / "mail" / "index.html").read_text(encoding="utf-8")
+    # One line, as the short test summary has it, escaped, without the
+    # secrets the test's sink knows (the password as given, upper-cased, as a
+    # PLAIN response and in base64; the relay's, encoded and decoded).
+    assert (
+        '<p class="reason">AssertionError: &lt;b&gt;login&lt;/b&gt; '
+        "**** **** **** **** **** ****</p>"
+    ) in markup
+    assert '<p class="reason">at teardown: RuntimeError: teardown broke</p>' in markup
+    assert "second line" not in markup
+    saved = "\n".join(
+        path.read_text("utf-8")
+        for path in (pytester.path / "mail").rglob("*")
+        if path.is_file()
+    )
+    for secret in ("Kx7-Qv2mZ9tLw-pw", "R3lay%2Fpw-9x", "R3lay/pw-9x"):
+        assert secret.lower() not in saved.lower()
+    # A record written before reasons were kept still renders.
+    record = json.loads(
+        (
+            pytester.path / "mail" / "test_mail.py__test_leaky" / _html.RECORD_NAME
+        ).read_text("utf-8")
+    )
+    del record["reason"]
+    assert 'class="reason"' not in _html.render_index([record], datetime.now())
+
+
+PASSED_OUTPUT = FAILING_TESTS.replace(
+    'send(smtpsink, "third")',
+    'send(smtpsink, "third")\n    print("output of a passed test")',
+)
+
+
+@pytest.mark.parametrize("report_chars", ["-rA", "-rP", "-rfE", "-rN"])
+def test_where_the_index_is_stands_apart_whatever_is_reported(
+    pytester: pytest.Pytester, report_chars: str
+) -> None:
+    pytester.makepyfile(test_mail=PASSED_OUTPUT)
+    result = pytester.runpytest("--smtpsink-save-dir=mail", report_chars)
+    result.assert_outcomes(passed=1, failed=2)
+    lines = result.stdout.lines
+    (where,) = [n for n, line in enumerate(lines) if "mail of this run" in line]
+    # A separator line of its own, as the counts at the end are: with -rA or
+    # -rP a plain line came right after a passed test's captured output in
+    # the PASSES section, and read as part of it.
+    assert re.fullmatch(
+        r"=+ smtpsink: captured mail of this run: \S+index\.html =+", lines[where]
+    )
+    if report_chars in ("-rA", "-rP"):
+        assert lines[where - 1] == "output of a passed test"
 
 
 def test_index_follows_save_all(pytester: pytest.Pytester) -> None:

@@ -170,3 +170,53 @@ def test_screenshot_of_a_typical_mail(
     attachment = driver.find_element(By.CSS_SELECTOR, "details.attachments a")
     assert attachment.text == "terms.pdf (application/pdf, 12 bytes)"
     screenshot(driver, "index-html.png", tmp_path)
+
+
+def test_long_names_wrap_inside_the_page(
+    driver: WebDriver, smtpsink: Mailbox, tmp_path: Path
+) -> None:
+    """Names without a space (a 300-character attachment name, a long
+    subject, test id and failure reason) wrap: at the browser's everyday
+    width, with every part unfolded, nothing is wider than the page."""
+    import smtplib
+
+    from conftest import make_message
+    from selenium.webdriver.common.by import By
+
+    message = make_message(subject="S" * 200)
+    message.add_attachment(
+        b"%PDF-1.4 ...",
+        maintype="application",
+        subtype="pdf",
+        filename="a" * 296 + ".pdf",
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.send_message(message)
+    smtpsink.wait_for()
+    index = save_index(
+        smtpsink,
+        tmp_path / "mail",
+        "tests/test_long.py::test_" + "n" * 200,
+        reason="AssertionError: " + "r" * 280,
+    )
+    driver.get(index.as_uri())
+    attachment = driver.find_element(By.CSS_SELECTOR, "details.attachments a")
+    assert attachment.text.startswith("a" * 296 + ".pdf")
+    driver.execute_script(
+        "for (const d of document.querySelectorAll('details')) d.open = true"
+    )
+    width, page = driver.execute_script(
+        "const root = document.documentElement;"
+        "return [root.clientWidth, root.scrollWidth]"
+    )
+    assert width > 1000  # the window's everyday width (browser.FLAGS)
+    # What sticks out (a box past the page's edge, or text past its box's
+    # edge), to say where it is when the page is too wide.
+    wider = driver.execute_script(
+        "return [...document.body.querySelectorAll('*')].filter(e =>"
+        " e.getBoundingClientRect().right > arguments[0] + 1"
+        " || (e.clientWidth && e.scrollWidth > e.clientWidth + 1)"
+        ").map(e => e.tagName + '.' + e.className)",
+        width,
+    )
+    assert (page, wider) == (width, [])

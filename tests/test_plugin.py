@@ -731,10 +731,11 @@ def test_silent(smtpsink):
     pass
 """
     )
-    result = pytester.runpytest(*xdist, "--smtpsink-summary")
+    result = pytester.runpytest(*xdist, "--smtpsink-summary", "-rA")
     result.stdout.fnmatch_lines(
         [
-            "*smtpsink: mail captured per test*",
+            # A section of its own, not a part of the PASSES section of -rA.
+            "=* smtpsink: mail captured per test =*",
             "*::test_fails: 1 message, 1 session",
             "*::test_passes: 1 message, 1 session",
         ]

@@ -43,7 +43,7 @@ def test_index_of_the_run(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--smtpsink-save-dir=mail-artifacts")
 
     index = pytester.path / "mail-artifacts" / "index.html"
-    result.stdout.fnmatch_lines([f"smtpsink: captured mail of this run: {index}"])
+    result.stdout.fnmatch_lines([f"=* smtpsink: captured mail of this run: {index} =*"])
     page = index.read_text(encoding="utf-8")
     assert "test_index_of_the_run.py::test_newsletter" in page
     assert "&lt;h1&gt;Spring sale&lt;/h1&gt;" in page  # in the sandboxed frame
