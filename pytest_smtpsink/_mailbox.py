@@ -715,6 +715,12 @@ class Mailbox(FaultControls):
         return f"<Mailbox {where} messages={len(self._store.messages_since(self._cursor))}>"
 
 
+def share_test(view: Mailbox, views: Sequence[Mailbox]) -> None:
+    """Tell ``view`` the test's mailboxes (``views``, a list the plugin
+    keeps adding to), so that its failures can point at another sink."""
+    view._neighbours = views
+
+
 def _session_line(session: Session) -> str:
     # A session held at CONNECT (a delay or hang) has a greeting with no
     # reply yet: no lines.
