@@ -758,12 +758,9 @@ def test_content_taken_at_once_as_aiosmtpd_takes_it(
     )
 
 
-def test_the_commands_of_a_message_are_answered_at_once(
-    both_ways: tuple[SMTPSink, SMTPSink], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # What makes the differential test above mean something: the sink does
-    # answer the commands of an everyday message at once, and the other
-    # sink does not.
+def _answered_at_once(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The command lines the sinks answer at once (`_answer_now`), as they
+    come, while the test runs."""
     answered: list[bytes] = []
     answer_now = RecordingSMTP._answer_now
 
@@ -776,6 +773,17 @@ def test_the_commands_of_a_message_are_answered_at_once(
             answered.pop()
         return done
 
+    monkeypatch.setattr(RecordingSMTP, "_answer_now", counted)
+    return answered
+
+
+def test_the_commands_of_a_message_are_answered_at_once(
+    both_ways: tuple[SMTPSink, SMTPSink], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What makes the differential test above mean something: the sink does
+    # answer the commands of an everyday message at once, and the other
+    # sink does not.
+    answered = _answered_at_once(monkeypatch)
     # The commands the sink takes itself, without aiosmtpd's methods.
     taken: list[str] = []
     for method in ("_take_ehlo", "_take_mail", "_take_rcpt", "_take_quit"):
@@ -786,7 +794,6 @@ def test_the_commands_of_a_message_are_answered_at_once(
             take(self, *args)
 
         monkeypatch.setattr(RecordingSMTP, method, counted_take)
-    monkeypatch.setattr(RecordingSMTP, "_answer_now", counted)
     for sink in both_ways:
         for _ in range(2):  # the sink's first EHLO reply is worked out
             with smtplib.SMTP(sink.host, sink.port, timeout=10) as client:
@@ -803,14 +810,7 @@ def test_a_pipelined_group_is_answered_at_once_in_one_write(
     # of commands in one packet (the final dot, then the next message's
     # MAIL, RCPT and DATA, as a pipelining relay sends them) is answered by
     # the sink itself, every reply in one write, so that one read gets them.
-    answered: list[bytes] = []
-    answer_now = RecordingSMTP._answer_now
-
-    def counted(self: RecordingSMTP, data: bytes) -> bool:
-        answered.append(data)
-        return answer_now(self, data)
-
-    monkeypatch.setattr(RecordingSMTP, "_answer_now", counted)
+    answered = _answered_at_once(monkeypatch)
     at_once, _ = both_ways
     group = b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n"
     with socket.create_connection((at_once.host, at_once.port), timeout=10) as sock:
