@@ -320,14 +320,16 @@ class Session:
         )
 
     def _failed_logins(self) -> str:
-        """`` (failed: LOGIN 'shop')`` when the session's logins all failed:
-        a bare ``None`` would read as "never tried". User names only; no
-        password is ever kept."""
+        """`` (failed: LOGIN 'shop')`` when the session's last login failed:
+        a bare ``None`` would read as "never tried". (A login that succeeded
+        before STARTTLS, which forgets it, is not a failure.) User names
+        only; no password is ever kept."""
         attempts = self._auth_attempts
-        if not attempts or self.authenticated_as is not None:
+        if not attempts or attempts[-1].success or self.authenticated_as:
             return ""
         last = attempts[-1]
-        count = f"{len(attempts)} failed, last" if len(attempts) > 1 else "failed:"
+        failed = sum(not attempt.success for attempt in attempts)
+        count = f"{failed} failed, last" if failed > 1 else "failed:"
         user = "" if last.username is None else f" {last.username!r}"
         return f" ({count} {last.mechanism}{user})"
 

@@ -694,6 +694,8 @@ def test_starttls_forgets_a_plain_text_login(smtpsink_factory: Factory) -> None:
     assert session.authenticated_as is None
     assert session.auth is None
     assert [a.success for a in session.auth_attempts] == [True]
+    # Not logged in, and no login failed: the session line says no more.
+    assert " auth=None messages=" in session.summary()
 
 
 def test_no_auth_setting_means_no_auth(smtpsink_factory: Factory) -> None:
