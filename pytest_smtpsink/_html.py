@@ -248,10 +248,14 @@ def record_test(
     """Beside the files `_report.save` wrote: each message's attachments in
     ``NNNN-attachments/`` and ``smtpsink.json`` for the index.
 
-    Returns the record's path, or None when nothing was saved.
+    Returns the record's path, or None when nothing was saved. A failed
+    test that captured nothing gets a record too: "expected mail, none came"
+    is the failure the index most needs to show.
     """
     if not written:
-        return None
+        if outcome != "failed":
+            return None
+        directory.mkdir(parents=True, exist_ok=True)
     snapshots = [view.captured() for view in views]
     messages = [m for view_messages, _ in snapshots for m in view_messages]
     # With two sinks in a test, each numbers its own messages from #1: say
@@ -557,17 +561,21 @@ def render_index(tests: Sequence[TestRecord], when: datetime.datetime) -> str:
         " by pytest-smtpsink.</p>",
     ]
     if not tests:
-        body.append("<p>No test saved any mail in this run.</p>")
+        body.append("<p>No test saved any mail, and none failed, in this run.</p>")
     for test in ordered:
         body.append(
             f'<section class="test {escape(test["outcome"])}"><h2>'
             f'<span class="outcome">{escape(test["outcome"])}</span>'
             f" {escape(test['nodeid'])}</h2>"
             + _reason(test)
-            + f'<p class="note">{len(test["messages"])} message(s), '
-            f"{len(test['sessions'])} session(s), files in "
-            f'<a href="{escape(urllib.parse.quote(test["directory"]))}/">'
-            f"{escape(test['directory'])}/</a></p>"
+            + (
+                f'<p class="note">{len(test["messages"])} message(s), '
+                f"{len(test['sessions'])} session(s), files in "
+                f'<a href="{escape(urllib.parse.quote(test["directory"]))}/">'
+                f"{escape(test['directory'])}/</a></p>"
+                if test["messages"] or test["sessions"]
+                else '<p class="note">No mail was captured.</p>'
+            )
         )
         body.extend(
             render_message(message, open_=len(test["messages"]) == 1)

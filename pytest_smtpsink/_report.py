@@ -200,20 +200,27 @@ def test_directory(root: Path, nodeid: str) -> Path:
     return root / name
 
 
+def forget_saved(directory: Path) -> None:
+    """Remove what an earlier run saved for a test this run does not save."""
+    if directory.exists():
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def save(views: Sequence[Mailbox], directory: Path) -> list[Path]:
     """Write every message as ``NNNN-<subject>.eml`` (its raw bytes) and every
     session's transcript as ``session-NNNN.txt``. Names sort in arrival order.
 
     The directory is emptied first, so that files of an earlier run of the
-    same test are never mixed with this run's.
+    same test are never mixed with this run's: a run that captured nothing
+    leaves no directory (an earlier run's mail would read as this run's).
     """
     written: list[Path] = []
     snapshots = [view.captured() for view in views]
     messages = [m for view_messages, _ in snapshots for m in view_messages]
     sessions = [s for _, view_sessions in snapshots for s in view_sessions]
+    shutil.rmtree(directory, ignore_errors=True)
     if not messages and not sessions:
         return written
-    shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
     written.extend(
         write_message(directory, index, message)

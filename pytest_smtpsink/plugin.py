@@ -758,7 +758,11 @@ def pytest_runtest_makereport(
     if report.when == "teardown":
         failed = item.stash.get(_FAILED_KEY, False)
         save = config.stash[_SAVE_KEY]
-        if save is not None and (failed or save[1] == "all"):
+        if save is not None and not failed and save[1] == "failed":
+            # An earlier run's files for this test, now passing, would read
+            # as this run's in a CI artifact.
+            _report.forget_saved(_report.test_directory(save[0], item.nodeid))
+        elif save is not None:
             directory = _report.test_directory(save[0], item.nodeid)
             try:
                 written = _report.save(views, directory)

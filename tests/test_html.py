@@ -362,8 +362,49 @@ def test_a_stale_index_is_replaced(pytester: pytest.Pytester) -> None:
     pytester.runpytest("--smtpsink-save-dir=mail")
     pytester.runpytest("--smtpsink-save-dir=mail", "-k", "passes")
     markup = (pytester.path / "mail" / "index.html").read_text(encoding="utf-8")
-    assert "No test saved any mail in this run." in markup
+    assert "No test saved any mail, and none failed, in this run." in markup
     assert "test_one" not in markup
+
+
+STALE = """
+import os
+import smtplib
+
+def test_maybe(smtpsink):
+    if os.environ.get("SEND_MAIL"):
+        with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+            client.sendmail(
+                "app@example.com", ["ann@example.com"],
+                b"Subject: old run\\r\\n\\r\\nx\\r\\n",
+            )
+    smtpsink.wait_for(subject="new run", timeout=0)
+"""
+
+
+def test_a_failed_test_without_mail_is_listed_and_old_files_go(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A rerun that captures nothing must not leave an earlier run's mail in
+    # the test's directory (it would read as this run's), and the index
+    # lists the failed test: "expected mail, none came" is the failure it
+    # most needs to show.
+    pytester.makepyfile(test_stale=STALE)
+    monkeypatch.setenv("SEND_MAIL", "1")
+    pytester.runpytest("--smtpsink-save-dir=mail").assert_outcomes(failed=1)
+    (directory,) = (pytester.path / "mail").glob("test_stale.py*")
+    assert [p.name for p in directory.glob("*.eml")] == ["0001-old-run.eml"]
+    monkeypatch.delenv("SEND_MAIL")
+    pytester.runpytest("--smtpsink-save-dir=mail").assert_outcomes(failed=1)
+    assert sorted(p.name for p in directory.iterdir()) == ["smtpsink.json"]
+    markup = (pytester.path / "mail" / "index.html").read_text(encoding="utf-8")
+    assert "1 test(s), 0 message(s), 0 SMTP session(s)" in markup
+    assert "test_stale.py::test_maybe" in markup
+    assert "No mail was captured." in markup
+    assert '<p class="reason">AssertionError: wait_for timed out' in markup
+    # A passing rerun that captures nothing leaves nothing at all.
+    pytester.makepyfile(test_stale="def test_maybe(smtpsink):\n    pass\n")
+    pytester.runpytest("--smtpsink-save-dir=mail").assert_outcomes(passed=1)
+    assert not directory.exists()
 
 
 def test_no_index_without_save_dir(pytester: pytest.Pytester) -> None:
