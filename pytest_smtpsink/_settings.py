@@ -208,8 +208,22 @@ class SinkSettings:
         """A copy with ``changes`` applied (and validated)."""
         unknown = sorted(set(changes) - _FIELD_NAMES)
         if unknown:
+            import difflib
+
+            # A slip of a letter or two (max_sise, hostnme) gets the name
+            # meant; the whole list follows anyway.
+            meant = {
+                name: close[0]
+                for name in unknown
+                if (close := difflib.get_close_matches(name, _FIELD_NAMES, 1, 0.75))
+            }
+            hint = ", ".join(
+                field if len(unknown) == 1 else f"{field} for {name!r}"
+                for name, field in meant.items()
+            )
+            hint = f" (did you mean {hint}?)" if hint else ""
             raise TypeError(
-                f"unknown sink setting(s) {', '.join(map(repr, unknown))}; "
+                f"unknown sink setting(s) {', '.join(map(repr, unknown))}{hint}; "
                 f"valid settings are: {', '.join(sorted(_FIELD_NAMES))}"
             )
         try:

@@ -603,8 +603,11 @@ def smtpsink(request: pytest.FixtureRequest) -> Iterator[Mailbox]:
     marker = request.node.get_closest_marker("smtpsink")
     if marker is not None:
         if marker.args:
+            given = ", ".join(map(repr, marker.args))
             pytest.fail(
-                "@pytest.mark.smtpsink takes keyword settings only", pytrace=False
+                f"@pytest.mark.smtpsink takes keyword settings only, got {given} "
+                '(e.g. @pytest.mark.smtpsink(tls="starttls"))',
+                pytrace=False,
             )
         settings = _settings_for(pool, "@pytest.mark.smtpsink", dict(marker.kwargs))
         sink = pool.get(settings)

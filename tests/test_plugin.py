@@ -318,6 +318,14 @@ class TestShared:
 def test_unknown(smtpsink):
     pass
 
+@pytest.mark.smtpsink(max_sise="1MB")
+def test_a_slip(smtpsink):
+    pass
+
+@pytest.mark.smtpsink("starttls")
+def test_positional(smtpsink):
+    pass
+
 @pytest.mark.smtpsink(max_size=-5)
 def test_bad_value(smtpsink):
     pass
@@ -333,10 +341,14 @@ def test_bad_size(smtpsink):
 """
     )
     result = pytester.runpytest("-p", "no:xdist")
-    result.assert_outcomes(passed=3, errors=3)
+    result.assert_outcomes(passed=3, errors=5)
     result.stdout.fnmatch_lines(
         [
             "*@pytest.mark.smtpsink: unknown sink setting(s) 'colour'; valid settings are:*",
+            "*@pytest.mark.smtpsink: unknown sink setting(s) 'max_sise' (did you "
+            "mean max_size?); valid settings are:*",
+            "*@pytest.mark.smtpsink takes keyword settings only, got 'starttls' "
+            '(e.g. @pytest.mark.smtpsink(tls="starttls"))*',
             "*@pytest.mark.smtpsink: max_size: must be a number of bytes >= 0*",
             "*@pytest.mark.smtpsink: max_size: 'lots' is not a size (e.g. 1048576, 25MB,*",
         ]

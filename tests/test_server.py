@@ -237,9 +237,16 @@ def test_replace():
 
 def test_unknown_setting_lists_the_valid_ones() -> None:
     with pytest.raises(
-        TypeError, match=r"unknown sink setting\(s\) 'colour'.*hostname"
+        TypeError, match=r"unknown sink setting\(s\) 'colour'; valid .*hostname"
     ):
         SMTPSink(colour="blue")
+    # A slip gets the name meant, before the list.
+    with pytest.raises(TypeError) as caught:
+        SMTPSink(max_sise=5, hostnme="x")
+    assert str(caught.value).startswith(
+        "unknown sink setting(s) 'hostnme', 'max_sise' (did you mean hostname "
+        "for 'hostnme', max_size for 'max_sise'?); valid settings are: "
+    )
 
 
 def test_remote_bind_must_be_asked_for() -> None:
