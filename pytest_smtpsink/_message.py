@@ -47,6 +47,9 @@ DEFAULT_CODE_PATTERN = re.compile(r"(?<![\w-])(\d{4,8})(?![\w-])")
 _URL = re.compile(r"""https?://[^\s<>"'()\[\]{}]+""", re.IGNORECASE)
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+# The year after the month name when it has three digits (RFC 5322 4.3's
+# obsolete form, which the standard library reads as it stands).
+_THREE_DIGIT_YEAR = re.compile(r"\b[A-Za-z]{3}\s+[0-9]{3}(?![0-9])")
 #: In `Message.defects` when a line ends with LF alone (the sink accepts
 #: that, as Postfix does, and keeps the bytes as received).
 BARE_LF_DEFECT = (
@@ -486,7 +489,13 @@ class Message:
         if not value:
             return None
         try:
-            return email.utils.parsedate_to_datetime(value)
+            date = email.utils.parsedate_to_datetime(value)
+            if _THREE_DIGIT_YEAR.search(value) and date.year < 1000:
+                # RFC 5322 4.3: a three-digit year is 1900 more ("126" is
+                # 2026, as some old mailers wrote it); the standard library
+                # handles two-digit years only.
+                date = date.replace(year=date.year + 1900)
+            return date
         except Exception as error:  # ValueError, OverflowError (year 10**11), ...
             self._gave_up(f"Date header {shorten(value, 60)!r} is not a date", error)
             return None

@@ -280,6 +280,26 @@ def test_absurd_date_reads_as_none(smtpsink: Mailbox) -> None:
     assert message.subject == "a date beyond any calendar"
 
 
+@pytest.mark.parametrize(
+    ("value", "year"),
+    [
+        ("Mon, 5 Jan 126 10:00:00 +0000", 2026),  # RFC 5322 4.3: 1900 more
+        ("Mon, 5 Jan 26 10:00:00 +0000", 2026),
+        ("Mon, 5 Jan 1999 10:00:00 +0000", 1999),
+        ("Mon, 5 Jan 0126 10:00:00 +0000", 126),  # four digits: as written
+    ],
+)
+def test_obsolete_years_read_as_rfc_5322_says(
+    smtpsink: Mailbox, value: str, year: int
+) -> None:
+    raw = f"Date: {value}\r\nSubject: old\r\n\r\nx\r\n".encode()
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=10) as client:
+        client.sendmail("a@example.com", ["b@example.com"], raw)
+    message = smtpsink.wait_for()
+    assert message.date is not None
+    assert (message.date.year, message.date.month, message.date.day) == (year, 1, 5)
+
+
 def test_nul_in_charset_name_reads_as_utf8(smtpsink: Mailbox) -> None:
     message = deliver(smtpsink, "nul_in_charset_name")
     assert message.text == "café in UTF-8\n"
