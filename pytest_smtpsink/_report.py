@@ -128,7 +128,7 @@ def failure_reason(report: pytest.TestReport, views: Sequence[Mailbox]) -> str |
         message = getattr(getattr(longrepr, "reprcrash", None), "message", None)
     if not isinstance(message, str) or not message.strip():
         return None
-    masked = mask_secrets(message, known_secrets(views))
+    masked = mask_known_secrets(message, known_secrets(views))
     line = printable(masked.strip().split("\n", 1)[0])
     if report.when != "call":
         line = f"at {report.when}: {line}"
@@ -160,7 +160,7 @@ def known_secrets(views: Sequence[Mailbox]) -> list[str]:
     return [secret for secret in found if secret]
 
 
-def mask_secrets(text: str, secrets: Sequence[str]) -> str:
+def mask_known_secrets(text: str, secrets: Sequence[str]) -> str:
     """``text`` with every one of ``secrets`` written ``****``, in any case
     (a server may echo a line upper-cased). The longest first, so that a
     secret holding another is masked whole."""

@@ -11,6 +11,7 @@ its messages and their flags.
 from __future__ import annotations
 
 import datetime
+import difflib
 import email.message
 import email.policy
 import email.utils
@@ -158,6 +159,18 @@ class UserMailbox:
         __tracebackhide__ = True
         _match.check_names(criteria)
         found = self.messages(folder).filter(**criteria)
+        name = folder_name(folder)
+        folders = self.folders
+        meant = name not in folders and difflib.get_close_matches(name, folders, 1)
+        if meant:
+            # A misspelt folder holds nothing: this would pass whatever
+            # arrived. A folder that was never made (no mail was ever moved
+            # to "Junk") passes: nothing is in it, as the test expects.
+            raise AssertionError(
+                f"expected no message in {self._where(folder)}, but there is no "
+                f"folder {printable(name)!r} (did you mean "
+                f"{printable(meant[0])!r}?).\n{self.describe()}"
+            )
         if found:
             described = _match.describe(criteria)
             raise AssertionError(

@@ -353,3 +353,18 @@ def test_each_test_sees_only_its_own_mailboxes(pytester: pytest.Pytester) -> Non
         """
     )
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
+def test_assert_not_in_a_misspelt_folder_fails(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(RAW, folder="Archive")
+    box = smtpsink.mailbox("ann@example.com")
+    with pytest.raises(AssertionError) as raised:
+        box.assert_not_in("Archiv", subject="Hello")
+    assert str(raised.value).startswith(
+        "expected no message in ann@example.com's Archiv, but there is no "
+        "folder 'Archiv' (did you mean 'Archive'?).\n"
+        "ann@example.com's mailbox:\n"
+    )
+    # A folder that was never made, and is not a slip for one, holds nothing.
+    box.assert_not_in("Junk", subject="Hello")
+    box.assert_not_in("Archive", subject="Other")
