@@ -425,6 +425,9 @@ def test_failed_anyway(smtpsink):
     pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=4, failed=1)
     pytester.makeini("[pytest]\nsmtpsink_lint = warning\n")
     pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=4, failed=1, errors=1)
+    # An empty value is the default, over the ini key too (docs/reference).
+    result = pytester.runpytest("-p", "no:xdist", "--smtpsink-lint=")
+    result.assert_outcomes(passed=4, failed=1)
 
 
 def test_a_bad_lint_option_names_itself(pytester: pytest.Pytester) -> None:
