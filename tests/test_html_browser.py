@@ -155,8 +155,14 @@ def test_screenshot_of_a_typical_mail(
     with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
         client.send_message(message)
     smtpsink.wait_for(subject="Reset your password")
+    # The reason shown is a real failure's, as the plugin records it.
+    with pytest.raises(AssertionError) as failed:
+        smtpsink.assert_sent(subject="Reset your password", to="bob@example.com")
     index = save_index(
-        smtpsink, tmp_path / "mail", "tests/test_accounts.py::test_password_reset"
+        smtpsink,
+        tmp_path / "mail",
+        "tests/test_accounts.py::test_password_reset",
+        reason=f"AssertionError: {str(failed.value).splitlines()[0]}",
     )
     driver.get(index.as_uri())
     note = driver.find_element(By.CSS_SELECTOR, "p.blocked")

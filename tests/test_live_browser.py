@@ -50,9 +50,11 @@ def test_live_view(driver: WebDriver, view: Live, tmp_path: Path) -> None:
     with browser.request_log() as remote:
         view.send(
             "Reset your password",
-            RESET_HTML.encode(),
+            # Well-formed, as the docs' screenshot shows it.
+            RESET_HTML.replace("\n", "\r\n").encode(),
             Content_Type="text/html; charset=utf-8",
             From="Example Shop <noreply@shop.example.com>",
+            To="Ann <ann@example.com>",
         )
         view.send(
             browser.HOSTILE_SUBJECT,
