@@ -427,6 +427,15 @@ def _number(name: str, value: str, kind: Callable[[str], _N]) -> _N:
         raise ValueError(f"{name} must be a number, got {value!r}") from None
 
 
+def _whole_number(text: str) -> int | None:
+    """A message's or an attachment's number in a path, or None: ASCII
+    digits only (str.isdigit() also takes a superscript two, which int()
+    refuses), and short enough for int() (no number here has 20 digits)."""
+    if text.isascii() and text.isdigit() and len(text) < 20:
+        return int(text)
+    return None
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: LiveServer
     # One request per connection: an event stream ends its connection, and
@@ -497,7 +506,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send(body, "application/json; charset=utf-8", status)
 
     def _message(self, text: str) -> Message | None:
-        message = self.server.inbox.get(int(text)) if text.isdigit() else None
+        number = _whole_number(text)
+        message = self.server.inbox.get(number) if number is not None else None
         if message is None:
             self._refuse(http.HTTPStatus.NOT_FOUND, f"no message {text!r}")
         return message
@@ -573,11 +583,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if message is None:
             return
         attachments = _html.attachments_of(message, [])
-        if not index.isdigit() or not 1 <= int(index) <= len(attachments):
+        position = _whole_number(index)
+        if position is None or not 1 <= position <= len(attachments):
             self._refuse(http.HTTPStatus.NOT_FOUND, f"no attachment {index!r}")
             return
-        item = attachments[int(index) - 1]
-        name = _html.safe_name(item.filename, int(index))
+        item = attachments[position - 1]
+        name = _html.safe_name(item.filename, position)
         # Always a download, never rendered: a hostile .html stays a file.
         self._send(
             item.content,

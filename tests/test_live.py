@@ -262,6 +262,38 @@ def test_a_client_that_hangs_up_early_is_no_error(live: Callable[..., Live]) -> 
     assert view.sink.stderr_lines() == []
 
 
+def _raw_get(view: Live, target: bytes, host: bytes = b"127.0.0.1") -> int:
+    """The status of ``GET target`` sent as these bytes (urllib and
+    http.client would refuse to send a malformed request); a connection
+    closed without an answer fails the test."""
+    with socket.create_connection(("127.0.0.1", view.http_port), TIMEOUT) as client:
+        client.sendall(b"GET " + target + b" HTTP/1.0\r\nHost: " + host + b"\r\n\r\n")
+        response = http.client.HTTPResponse(client)
+        response.begin()
+        response.read()
+        return response.status
+
+
+def test_what_is_no_message_number_is_not_found(live: Callable[..., Live]) -> None:
+    # "\xb2" reads as "²" (superscript two): str.isdigit() says yes and
+    # int() says no; 5000 digits are more than int() reads. Each was a
+    # traceback on the terminal and a connection closed without an answer.
+    view = live()
+    view.send("Hello")
+    number = str(view.json("/api/wait")["id"]).encode()
+    for bad in (b"\xb2", b"9" * 5000):
+        for target in (
+            b"/api/messages/" + bad,
+            b"/api/messages/" + bad + b"/raw",
+            b"/messages/" + bad,
+            b"/fragments/messages/" + bad,
+            b"/api/messages/" + number + b"/attachments/" + bad,
+        ):
+            assert _raw_get(view, target) == 404, target[:40]
+    view.sink.stop()
+    assert view.sink.stderr_lines() == []
+
+
 def test_other_hosts_and_origins_are_refused(live: Callable[..., Live]) -> None:
     view = live()
     view.send("Keep me")
