@@ -455,7 +455,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         site that resolves its name to 127.0.0.1 (DNS rebinding) is refused."""
         if self.server.allow_remote:
             return True
-        host = urllib.parse.urlsplit(f"//{self.headers.get('Host', '')}").hostname
+        try:
+            host = urllib.parse.urlsplit(f"//{self.headers.get('Host', '')}").hostname
+        except ValueError:  # "[::1", "[name]": no host at all
+            return False
         if host is None:
             return False
         if host.lower() in _LOOPBACK_NAMES:

@@ -316,6 +316,17 @@ def test_other_hosts_and_origins_are_refused(live: Callable[..., Live]) -> None:
     assert deleted == {"deleted": 1}
 
 
+def test_a_malformed_host_is_refused(live: Callable[..., Live]) -> None:
+    # urllib.parse raises on a bracket not closed or around a name: that
+    # was a traceback on the terminal and no answer.
+    view = live()
+    for host in (b"[::1", b"[evil.example]"):
+        assert _raw_get(view, b"/api/messages", host) == 403, host
+    assert _raw_get(view, b"/api/messages", b"[::1]") == 200
+    view.sink.stop()
+    assert view.sink.stderr_lines() == []
+
+
 @contextlib.contextmanager
 def _event_stream(view: Live) -> Iterator[http.client.HTTPResponse]:
     """The live view's event stream, past its preamble."""
