@@ -427,6 +427,18 @@ def _number(name: str, value: str, kind: Callable[[str], _N]) -> _N:
         raise ValueError(f"{name} must be a number, got {value!r}") from None
 
 
+def _download_as(name: str) -> str:
+    """The Content-Disposition of a download named ``name`` (from
+    `_html.safe_name`: no quote or backslash). http.server writes headers
+    as Latin-1, so a name beyond ASCII goes as RFC 6266 says: an ASCII
+    stand-in, and the UTF-8 name, which browsers prefer."""
+    if name.isascii():
+        return f'attachment; filename="{name}"'
+    stand_in = "".join(c if c.isascii() else "_" for c in name)
+    quoted = urllib.parse.quote(name, safe="")
+    return f"attachment; filename=\"{stand_in}\"; filename*=UTF-8''{quoted}"
+
+
 def _whole_number(text: str) -> int | None:
     """A message's or an attachment's number in a path, or None: ASCII
     digits only (str.isdigit() also takes a superscript two, which int()
@@ -596,7 +608,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send(
             item.content,
             "application/octet-stream",
-            extra={"Content-Disposition": f'attachment; filename="{name}"'},
+            extra={"Content-Disposition": _download_as(name)},
         )
 
     def _wait(self, query: dict[str, list[str]]) -> None:

@@ -131,6 +131,36 @@ def test_a_messages_json_links_to_its_attachments(live: Callable[..., Live]) -> 
     assert (status, content) == (200, b"%PDF-1.4\n")
 
 
+def test_an_attachment_named_beyond_latin_1_downloads(
+    live: Callable[..., Live],
+) -> None:
+    # http.server writes headers as Latin-1: the Content-Disposition of
+    # "日本語.pdf" raised, and the download was a connection closed
+    # without an answer (and a traceback on the terminal).
+    view = live()
+    view.send(
+        "Invoice",
+        b"--b\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n"
+        b"--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment;"
+        b" filename*=UTF-8''%E6%97%A5%E6%9C%AC%E8%AA%9E.pdf\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n",
+        MIME_Version="1.0",
+        Content_Type='multipart/mixed; boundary="b"',
+    )
+    summary = view.json("/api/wait?subject=Invoice")
+    (attachment,) = view.json(f"/api/messages/{summary['id']}")["attachments"]
+    with urllib.request.urlopen(view.url + attachment["href"], timeout=TIMEOUT) as got:
+        assert got.read() == b"%PDF-1.4\n"
+        disposition = got.headers["Content-Disposition"]
+    # An ASCII stand-in, and the name itself (RFC 6266), which browsers use.
+    assert disposition == (
+        'attachment; filename="___.pdf"; '
+        "filename*=UTF-8''%E6%97%A5%E6%9C%AC%E8%AA%9E.pdf"
+    )
+    view.sink.stop()
+    assert view.sink.stderr_lines() == []
+
+
 def test_delete_all_empties_the_pop3_and_imap_mailboxes(
     live: Callable[..., Live],
 ) -> None:
