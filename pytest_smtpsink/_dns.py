@@ -90,8 +90,8 @@ class DNSQuery:
     outcome: str
     """The reply's rcode (``NOERROR``, ``NXDOMAIN``, ``SERVFAIL``,
     ``FORMERR``, ``NOTIMP``, ``REFUSED``), or ``no answer`` (a ``hang`` or
-    ``disconnect`` fault rule) or ``ignored`` (not a query, or shorter than
-    a DNS header)."""
+    ``disconnect`` fault rule) or ``ignored`` (not a query, shorter than a
+    DNS header, or cut short: its TCP connection closed before its end)."""
     answers: tuple[str, ...] = ()
     """The answer records as text."""
     note: str = ""
@@ -206,12 +206,17 @@ class DNSServer:
 
     def handle(self, data: bytes, transport: Transport, peer: Any) -> _Plan:
         """What to send in reply to one message."""
-        peer = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("?", 0)
+        peer = _peer(peer)
         try:
             return self._answer(data, transport, peer)
         except Exception as error:  # never let one query take the loop down
             self._note(transport, peer, "ignored", f"internal error: {error!r}")
             return _NOTHING
+
+    def cut_short(self, peer: Any, note: str) -> None:
+        """A TCP message that its client never finished: recorded, as the
+        malformed ones are (loop thread)."""
+        self._note("tcp", _peer(peer), "ignored", note)
 
     def _note(
         self,
@@ -360,8 +365,10 @@ class DNSServer:
     ) -> None:
         self._tcp_writers.add(writer)
         peer = writer.get_extra_info("peername")
+        size: int | None = None  # of the message being read
         try:
             while True:
+                size = None
                 head = await asyncio.wait_for(reader.readexactly(2), _TCP_IDLE)
                 size = int.from_bytes(head, "big")
                 data = await asyncio.wait_for(reader.readexactly(size), _TCP_IDLE)
@@ -373,11 +380,26 @@ class DNSServer:
                 if plan.reply is not None:
                     writer.write(len(plan.reply).to_bytes(2, "big") + plan.reply)
                     await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
-            pass  # the client is done (or gone, or idle too long)
+        except asyncio.IncompleteReadError as error:
+            # The client closed: between messages (it is done), or inside
+            # one, which is recorded as ignored.
+            got = len(error.partial)
+            if size is not None:
+                self.cut_short(peer, f"connection closed after {got} of {size} bytes")
+            elif got:
+                self.cut_short(
+                    peer, f"connection closed after {got} byte of a 2-byte length"
+                )
+        except (asyncio.TimeoutError, ConnectionError):
+            pass  # the client is gone, or idle too long
         finally:
             self._tcp_writers.discard(writer)
             writer.close()
+
+
+def _peer(peer: Any) -> tuple[str, int]:
+    """A client's address as `DNSQuery.peer` gives it."""
+    return (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("?", 0)
 
 
 def _bare_reply(data: bytes, rcode: dns.rcode.Rcode) -> bytes:

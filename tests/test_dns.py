@@ -474,6 +474,26 @@ def test_garbage_over_tcp_never_stops_the_stub(smtpsink: Mailbox) -> None:
     assert texts(resolver.resolve("host.example", "A", tcp=True)) == ["127.0.0.1"]
 
 
+def test_a_tcp_message_cut_short_is_recorded(smtpsink: Mailbox) -> None:
+    zone = smtpsink.dns
+    with socket.create_connection((zone.host, zone.port)) as sock:
+        sock.sendall(b"\x00")  # half a length
+    with socket.create_connection((zone.host, zone.port)) as sock:
+        sock.sendall(b"\x00\x07\x00\x00\x00")  # 7 bytes promised, 3 sent
+    with socket.create_connection((zone.host, zone.port)) as sock:
+        sock.sendall(b"\x00\x0c")  # a length, and nothing after it
+    with socket.create_connection((zone.host, zone.port)):
+        pass  # no message at all: nothing to record
+
+    smtpsink.wait_until(lambda: len(zone.queries) >= 3)
+
+    assert sorted((q.transport, q.outcome, q.note) for q in zone.queries) == [
+        ("tcp", "ignored", "connection closed after 0 of 12 bytes"),
+        ("tcp", "ignored", "connection closed after 1 byte of a 2-byte length"),
+        ("tcp", "ignored", "connection closed after 3 of 7 bytes"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
