@@ -89,7 +89,8 @@ class DNSQuery:
     """The record type asked for (``"MX"``), None if unparsable."""
     outcome: str
     """The reply's rcode (``NOERROR``, ``NXDOMAIN``, ``SERVFAIL``,
-    ``FORMERR``, ``NOTIMP``, ``REFUSED``), or ``no answer`` (a ``hang`` or
+    ``FORMERR``, ``NOTIMP``, ``REFUSED``, ``BADVERS``: an EDNS version
+    other than 0), or ``no answer`` (a ``hang`` or
     ``disconnect`` fault rule) or ``ignored`` (not a query, shorter than a
     DNS header, or cut short: its TCP connection closed before its end)."""
     answers: tuple[str, ...] = ()
@@ -273,6 +274,19 @@ class DNSServer:
         name_text, type_text = name.to_text(), dns.rdatatype.to_text(rdtype)
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
+        if query.edns > 0:
+            # RFC 6891 6.1.3: a version the stub does not speak; the reply
+            # says so in the one it speaks (make_response gave it EDNS 0).
+            response.set_rcode(dns.rcode.BADVERS)
+            self._note(
+                transport,
+                peer,
+                "BADVERS",
+                f"EDNS version {query.edns}",
+                name=name_text,
+                rdtype=type_text,
+            )
+            return _Plan(response.to_wire())
         if question.rdclass != dns.rdataclass.IN:
             response.set_rcode(dns.rcode.REFUSED)
             self._note(

@@ -474,6 +474,29 @@ def test_garbage_over_tcp_never_stops_the_stub(smtpsink: Mailbox) -> None:
     assert texts(resolver.resolve("host.example", "A", tcp=True)) == ["127.0.0.1"]
 
 
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_an_edns_version_beyond_0_gets_badvers(
+    smtpsink: Mailbox, transport: str
+) -> None:
+    # RFC 6891 6.1.3: a responder MUST answer BADVERS to a version it does
+    # not implement; it answered as if the query were EDNS 0.
+    zone = smtpsink.dns
+    zone.a("host.example", "127.0.0.1")
+    query = dns.message.make_query("host.example", "A", use_edns=1)
+    send = dns.query.udp if transport == "udp" else dns.query.tcp
+    response = send(query, zone.host, timeout=10, port=zone.port)
+    assert rcode(response) == "BADVERS"
+    assert response.edns == 0  # the version the stub speaks
+    assert response.answer == []
+    (recorded,) = zone.queries
+    assert (recorded.outcome, recorded.note) == ("BADVERS", "EDNS version 1")
+    # EDNS 0 is answered.
+    query = dns.message.make_query("host.example", "A", use_edns=0)
+    response = send(query, zone.host, timeout=10, port=zone.port)
+    assert rcode(response) == "NOERROR"
+    assert response.answer
+
+
 def test_a_tcp_message_cut_short_is_recorded(smtpsink: Mailbox) -> None:
     zone = smtpsink.dns
     with socket.create_connection((zone.host, zone.port)) as sock:
