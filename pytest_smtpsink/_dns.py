@@ -358,11 +358,17 @@ class DNSServer:
             wire = response.to_wire(max_size=limit)
         except dns.exception.TooBig:
             # Too big for UDP: say so (TC), and the resolver asks over TCP.
+            # Over TCP, too big for any DNS message: the test published more
+            # than one answer can hold.
             response.answer.clear()
             response.flags |= dns.flags.TC
             wire = response.to_wire()
             answers = ()
-            notes.append("truncated: too big for UDP")
+            notes.append(
+                "truncated: too big for UDP"
+                if transport == "udp"
+                else f"truncated: too big for a DNS message ({limit} bytes)"
+            )
         self._note(
             transport,
             peer,

@@ -208,6 +208,22 @@ def test_an_answer_too_big_for_udp_comes_over_tcp(smtpsink: Mailbox) -> None:
     assert outcomes == [("udp", "truncated: too big for UDP"), ("tcp", "")]
 
 
+def test_an_answer_too_big_even_for_tcp_says_so(smtpsink: Mailbox) -> None:
+    # Over 65535 bytes: no DNS message can carry it. The record said "too
+    # big for UDP" of a TCP query, and the test author had no clue why the
+    # resolver found no answer.
+    zone = smtpsink.dns
+    for n in range(300):
+        zone.txt("huge.example", f"{n:03} " + "x" * 250)
+
+    response = ask(zone, "huge.example", "TXT", "tcp")
+
+    assert response.flags & dns.flags.TC
+    assert [(q.transport, q.note) for q in zone.queries] == [
+        ("tcp", "truncated: too big for a DNS message (65535 bytes)")
+    ]
+
+
 def test_null_mx(smtpsink: Mailbox) -> None:
     zone = smtpsink.dns
     zone.null_mx("nomail.example")
