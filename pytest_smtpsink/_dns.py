@@ -89,9 +89,10 @@ class DNSQuery:
     """The record type asked for (``"MX"``), None if unparsable."""
     outcome: str
     """The reply's rcode (``NOERROR``, ``NXDOMAIN``, ``SERVFAIL``,
-    ``FORMERR``, ``NOTIMP``, ``REFUSED``), or ``no answer`` (a ``hang`` or
-    ``disconnect`` fault rule) or ``ignored`` (not a query, or shorter than
-    a DNS header)."""
+    ``FORMERR``, ``NOTIMP``, ``REFUSED``, ``BADVERS``: an EDNS version
+    other than 0), or ``no answer`` (a ``hang`` or
+    ``disconnect`` fault rule) or ``ignored`` (not a query, shorter than a
+    DNS header, or cut short: its TCP connection closed before its end)."""
     answers: tuple[str, ...] = ()
     """The answer records as text."""
     note: str = ""
@@ -206,12 +207,17 @@ class DNSServer:
 
     def handle(self, data: bytes, transport: Transport, peer: Any) -> _Plan:
         """What to send in reply to one message."""
-        peer = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("?", 0)
+        peer = _peer(peer)
         try:
             return self._answer(data, transport, peer)
         except Exception as error:  # never let one query take the loop down
             self._note(transport, peer, "ignored", f"internal error: {error!r}")
             return _NOTHING
+
+    def cut_short(self, peer: Any, note: str) -> None:
+        """A TCP message that its client never finished: recorded, as the
+        malformed ones are (loop thread)."""
+        self._note("tcp", _peer(peer), "ignored", note)
 
     def _note(
         self,
@@ -268,6 +274,19 @@ class DNSServer:
         name_text, type_text = name.to_text(), dns.rdatatype.to_text(rdtype)
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
+        if query.edns > 0:
+            # RFC 6891 6.1.3: a version the stub does not speak; the reply
+            # says so in the one it speaks (make_response gave it EDNS 0).
+            response.set_rcode(dns.rcode.BADVERS)
+            self._note(
+                transport,
+                peer,
+                "BADVERS",
+                f"EDNS version {query.edns}",
+                name=name_text,
+                rdtype=type_text,
+            )
+            return _Plan(response.to_wire())
         if question.rdclass != dns.rdataclass.IN:
             response.set_rcode(dns.rcode.REFUSED)
             self._note(
@@ -339,11 +358,17 @@ class DNSServer:
             wire = response.to_wire(max_size=limit)
         except dns.exception.TooBig:
             # Too big for UDP: say so (TC), and the resolver asks over TCP.
+            # Over TCP, too big for any DNS message: the test published more
+            # than one answer can hold.
             response.answer.clear()
             response.flags |= dns.flags.TC
             wire = response.to_wire()
             answers = ()
-            notes.append("truncated: too big for UDP")
+            notes.append(
+                "truncated: too big for UDP"
+                if transport == "udp"
+                else f"truncated: too big for a DNS message ({limit} bytes)"
+            )
         self._note(
             transport,
             peer,
@@ -360,8 +385,10 @@ class DNSServer:
     ) -> None:
         self._tcp_writers.add(writer)
         peer = writer.get_extra_info("peername")
+        size: int | None = None  # of the message being read
         try:
             while True:
+                size = None
                 head = await asyncio.wait_for(reader.readexactly(2), _TCP_IDLE)
                 size = int.from_bytes(head, "big")
                 data = await asyncio.wait_for(reader.readexactly(size), _TCP_IDLE)
@@ -373,11 +400,26 @@ class DNSServer:
                 if plan.reply is not None:
                     writer.write(len(plan.reply).to_bytes(2, "big") + plan.reply)
                     await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
-            pass  # the client is done (or gone, or idle too long)
+        except asyncio.IncompleteReadError as error:
+            # The client closed: between messages (it is done), or inside
+            # one, which is recorded as ignored.
+            got = len(error.partial)
+            if size is not None:
+                self.cut_short(peer, f"connection closed after {got} of {size} bytes")
+            elif got:
+                self.cut_short(
+                    peer, f"connection closed after {got} byte of a 2-byte length"
+                )
+        except (asyncio.TimeoutError, ConnectionError):
+            pass  # the client is gone, or idle too long
         finally:
             self._tcp_writers.discard(writer)
             writer.close()
+
+
+def _peer(peer: Any) -> tuple[str, int]:
+    """A client's address as `DNSQuery.peer` gives it."""
+    return (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("?", 0)
 
 
 def _bare_reply(data: bytes, rcode: dns.rcode.Rcode) -> bytes:

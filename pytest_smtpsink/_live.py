@@ -427,6 +427,27 @@ def _number(name: str, value: str, kind: Callable[[str], _N]) -> _N:
         raise ValueError(f"{name} must be a number, got {value!r}") from None
 
 
+def _download_as(name: str) -> str:
+    """The Content-Disposition of a download named ``name`` (from
+    `_html.safe_name`: no quote or backslash). http.server writes headers
+    as Latin-1, so a name beyond ASCII goes as RFC 6266 says: an ASCII
+    stand-in, and the UTF-8 name, which browsers prefer."""
+    if name.isascii():
+        return f'attachment; filename="{name}"'
+    stand_in = "".join(c if c.isascii() else "_" for c in name)
+    quoted = urllib.parse.quote(name, safe="")
+    return f"attachment; filename=\"{stand_in}\"; filename*=UTF-8''{quoted}"
+
+
+def _whole_number(text: str) -> int | None:
+    """A message's or an attachment's number in a path, or None: ASCII
+    digits only (str.isdigit() also takes a superscript two, which int()
+    refuses), and short enough for int() (no number here has 20 digits)."""
+    if text.isascii() and text.isdigit() and len(text) < 20:
+        return int(text)
+    return None
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: LiveServer
     # One request per connection: an event stream ends its connection, and
@@ -446,7 +467,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         site that resolves its name to 127.0.0.1 (DNS rebinding) is refused."""
         if self.server.allow_remote:
             return True
-        host = urllib.parse.urlsplit(f"//{self.headers.get('Host', '')}").hostname
+        try:
+            host = urllib.parse.urlsplit(f"//{self.headers.get('Host', '')}").hostname
+        except ValueError:  # "[::1", "[name]": no host at all
+            return False
         if host is None:
             return False
         if host.lower() in _LOOPBACK_NAMES:
@@ -497,7 +521,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send(body, "application/json; charset=utf-8", status)
 
     def _message(self, text: str) -> Message | None:
-        message = self.server.inbox.get(int(text)) if text.isdigit() else None
+        number = _whole_number(text)
+        message = self.server.inbox.get(number) if number is not None else None
         if message is None:
             self._refuse(http.HTTPStatus.NOT_FOUND, f"no message {text!r}")
         return message
@@ -573,16 +598,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if message is None:
             return
         attachments = _html.attachments_of(message, [])
-        if not index.isdigit() or not 1 <= int(index) <= len(attachments):
+        position = _whole_number(index)
+        if position is None or not 1 <= position <= len(attachments):
             self._refuse(http.HTTPStatus.NOT_FOUND, f"no attachment {index!r}")
             return
-        item = attachments[int(index) - 1]
-        name = _html.safe_name(item.filename, int(index))
+        item = attachments[position - 1]
+        name = _html.safe_name(item.filename, position)
         # Always a download, never rendered: a hostile .html stays a file.
         self._send(
             item.content,
             "application/octet-stream",
-            extra={"Content-Disposition": f'attachment; filename="{name}"'},
+            extra={"Content-Disposition": _download_as(name)},
         )
 
     def _wait(self, query: dict[str, list[str]]) -> None:

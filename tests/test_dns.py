@@ -208,6 +208,22 @@ def test_an_answer_too_big_for_udp_comes_over_tcp(smtpsink: Mailbox) -> None:
     assert outcomes == [("udp", "truncated: too big for UDP"), ("tcp", "")]
 
 
+def test_an_answer_too_big_even_for_tcp_says_so(smtpsink: Mailbox) -> None:
+    # Over 65535 bytes: no DNS message can carry it. The record said "too
+    # big for UDP" of a TCP query, and the test author had no clue why the
+    # resolver found no answer.
+    zone = smtpsink.dns
+    for n in range(300):
+        zone.txt("huge.example", f"{n:03} " + "x" * 250)
+
+    response = ask(zone, "huge.example", "TXT", "tcp")
+
+    assert response.flags & dns.flags.TC
+    assert [(q.transport, q.note) for q in zone.queries] == [
+        ("tcp", "truncated: too big for a DNS message (65535 bytes)")
+    ]
+
+
 def test_null_mx(smtpsink: Mailbox) -> None:
     zone = smtpsink.dns
     zone.null_mx("nomail.example")
@@ -472,6 +488,49 @@ def test_garbage_over_tcp_never_stops_the_stub(smtpsink: Mailbox) -> None:
 
     resolver = zone.resolver()
     assert texts(resolver.resolve("host.example", "A", tcp=True)) == ["127.0.0.1"]
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_an_edns_version_beyond_0_gets_badvers(
+    smtpsink: Mailbox, transport: str
+) -> None:
+    # RFC 6891 6.1.3: a responder MUST answer BADVERS to a version it does
+    # not implement; it answered as if the query were EDNS 0.
+    zone = smtpsink.dns
+    zone.a("host.example", "127.0.0.1")
+    query = dns.message.make_query("host.example", "A", use_edns=1)
+    send = dns.query.udp if transport == "udp" else dns.query.tcp
+    response = send(query, zone.host, timeout=10, port=zone.port)
+    assert rcode(response) == "BADVERS"
+    assert response.edns == 0  # the version the stub speaks
+    assert response.answer == []
+    (recorded,) = zone.queries
+    assert (recorded.outcome, recorded.note) == ("BADVERS", "EDNS version 1")
+    # EDNS 0 is answered.
+    query = dns.message.make_query("host.example", "A", use_edns=0)
+    response = send(query, zone.host, timeout=10, port=zone.port)
+    assert rcode(response) == "NOERROR"
+    assert response.answer
+
+
+def test_a_tcp_message_cut_short_is_recorded(smtpsink: Mailbox) -> None:
+    zone = smtpsink.dns
+    with socket.create_connection((zone.host, zone.port)) as sock:
+        sock.sendall(b"\x00")  # half a length
+    with socket.create_connection((zone.host, zone.port)) as sock:
+        sock.sendall(b"\x00\x07\x00\x00\x00")  # 7 bytes promised, 3 sent
+    with socket.create_connection((zone.host, zone.port)) as sock:
+        sock.sendall(b"\x00\x0c")  # a length, and nothing after it
+    with socket.create_connection((zone.host, zone.port)):
+        pass  # no message at all: nothing to record
+
+    smtpsink.wait_until(lambda: len(zone.queries) >= 3)
+
+    assert sorted((q.transport, q.outcome, q.note) for q in zone.queries) == [
+        ("tcp", "ignored", "connection closed after 0 of 12 bytes"),
+        ("tcp", "ignored", "connection closed after 1 byte of a 2-byte length"),
+        ("tcp", "ignored", "connection closed after 3 of 7 bytes"),
+    ]
 
 
 @pytest.mark.parametrize(

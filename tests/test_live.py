@@ -131,6 +131,36 @@ def test_a_messages_json_links_to_its_attachments(live: Callable[..., Live]) -> 
     assert (status, content) == (200, b"%PDF-1.4\n")
 
 
+def test_an_attachment_named_beyond_latin_1_downloads(
+    live: Callable[..., Live],
+) -> None:
+    # http.server writes headers as Latin-1: the Content-Disposition of
+    # "日本語.pdf" raised, and the download was a connection closed
+    # without an answer (and a traceback on the terminal).
+    view = live()
+    view.send(
+        "Invoice",
+        b"--b\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n"
+        b"--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment;"
+        b" filename*=UTF-8''%E6%97%A5%E6%9C%AC%E8%AA%9E.pdf\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n",
+        MIME_Version="1.0",
+        Content_Type='multipart/mixed; boundary="b"',
+    )
+    summary = view.json("/api/wait?subject=Invoice")
+    (attachment,) = view.json(f"/api/messages/{summary['id']}")["attachments"]
+    with urllib.request.urlopen(view.url + attachment["href"], timeout=TIMEOUT) as got:
+        assert got.read() == b"%PDF-1.4\n"
+        disposition = got.headers["Content-Disposition"]
+    # An ASCII stand-in, and the name itself (RFC 6266), which browsers use.
+    assert disposition == (
+        'attachment; filename="___.pdf"; '
+        "filename*=UTF-8''%E6%97%A5%E6%9C%AC%E8%AA%9E.pdf"
+    )
+    view.sink.stop()
+    assert view.sink.stderr_lines() == []
+
+
 def test_delete_all_empties_the_pop3_and_imap_mailboxes(
     live: Callable[..., Live],
 ) -> None:
@@ -262,6 +292,38 @@ def test_a_client_that_hangs_up_early_is_no_error(live: Callable[..., Live]) -> 
     assert view.sink.stderr_lines() == []
 
 
+def _raw_get(view: Live, target: bytes, host: bytes = b"127.0.0.1") -> int:
+    """The status of ``GET target`` sent as these bytes (urllib and
+    http.client would refuse to send a malformed request); a connection
+    closed without an answer fails the test."""
+    with socket.create_connection(("127.0.0.1", view.http_port), TIMEOUT) as client:
+        client.sendall(b"GET " + target + b" HTTP/1.0\r\nHost: " + host + b"\r\n\r\n")
+        response = http.client.HTTPResponse(client)
+        response.begin()
+        response.read()
+        return response.status
+
+
+def test_what_is_no_message_number_is_not_found(live: Callable[..., Live]) -> None:
+    # "\xb2" reads as "²" (superscript two): str.isdigit() says yes and
+    # int() says no; 5000 digits are more than int() reads. Each was a
+    # traceback on the terminal and a connection closed without an answer.
+    view = live()
+    view.send("Hello")
+    number = str(view.json("/api/wait")["id"]).encode()
+    for bad in (b"\xb2", b"9" * 5000):
+        for target in (
+            b"/api/messages/" + bad,
+            b"/api/messages/" + bad + b"/raw",
+            b"/messages/" + bad,
+            b"/fragments/messages/" + bad,
+            b"/api/messages/" + number + b"/attachments/" + bad,
+        ):
+            assert _raw_get(view, target) == 404, target[:40]
+    view.sink.stop()
+    assert view.sink.stderr_lines() == []
+
+
 def test_other_hosts_and_origins_are_refused(live: Callable[..., Live]) -> None:
     view = live()
     view.send("Keep me")
@@ -282,6 +344,17 @@ def test_other_hosts_and_origins_are_refused(live: Callable[..., Live]) -> None:
     assert len(view.json("/api/messages", Host=f"localhost:{view.http_port}")) == 1
     deleted = view.json("/api/messages", "DELETE", Origin=view.url)
     assert deleted == {"deleted": 1}
+
+
+def test_a_malformed_host_is_refused(live: Callable[..., Live]) -> None:
+    # urllib.parse raises on a bracket not closed or around a name: that
+    # was a traceback on the terminal and no answer.
+    view = live()
+    for host in (b"[::1", b"[evil.example]"):
+        assert _raw_get(view, b"/api/messages", host) == 403, host
+    assert _raw_get(view, b"/api/messages", b"[::1]") == 200
+    view.sink.stop()
+    assert view.sink.stderr_lines() == []
 
 
 @contextlib.contextmanager
