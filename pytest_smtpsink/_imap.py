@@ -49,6 +49,7 @@ from ._imap_fetch import (
 from ._imap_search import BadCharset, parse_search, search_folder
 from ._imap_syntax import (
     MAX_LINE,
+    NO_TAG,
     Arg,
     Atom,
     Command,
@@ -93,6 +94,8 @@ if TYPE_CHECKING:
 _BUFFER_LIMIT = 256 * 1024
 # An AUTHENTICATE continuation line (base64 of user and password).
 _AUTH_LIMIT = 12288
+_AUTHENTICATE = re.compile(rb"\s*AUTHENTICATE\b", re.IGNORECASE)
+_ONE_WORD = re.compile(rb"\s*\S+\s*\Z")
 # Untagged responses of one command kept in the transcript (a FETCH of a
 # whole mailbox is counted, not copied).
 _SHOWN_RESPONSES = 20
@@ -351,6 +354,8 @@ class _Connection(ReadSideConnection):
         #: The keywords the last FLAGS response named.
         self._keywords: frozenset[str] = frozenset()
         self._recent: set[int] = set()
+        # Since an AUTHENTICATE command: see _next_command.
+        self._after_auth = False
 
     def store_changed(self) -> None:
         if self.idling:
@@ -467,7 +472,18 @@ class _Connection(ReadSideConnection):
         if read is None:
             return False
         line, total = read
+        after_auth, self._after_auth = self._after_auth, False
+        if after_auth and _ONE_WORD.match(line):
+            # After AUTHENTICATE, a line of one word (no command is one) is
+            # a SASL response the client sent without waiting for "+", or
+            # after a refusal: masked, never shown, as the continuation is.
+            self._after_auth = True
+            self._append("auth-response", "****")
+            await self._bad(None, _sentence(NO_TAG))
+            return True
         tag, rest = split_tag(line)
+        if _AUTHENTICATE.match(rest):
+            self._after_auth = True
         if total > MAX_LINE:
             shown = mask_command(rest[:64].decode("utf-8", "replace"))
             self._append(

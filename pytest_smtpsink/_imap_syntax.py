@@ -403,6 +403,10 @@ def _byte_name(byte: int) -> str:
     return f"byte 0x{byte:02x}"
 
 
+#: The syntax error of a line without a tag (one word, say).
+NO_TAG = "no valid tag: a command is 'tag SP command'"
+
+
 def parse_command(
     data: bytes, *, max_depth: int = MAX_DEPTH, max_args: int = MAX_ARGS
 ) -> Command:
@@ -412,7 +416,7 @@ def parse_command(
     if tag is None:
         if data.strip() == b"":
             raise ImapSyntaxError("empty command line")
-        raise ImapSyntaxError("no valid tag: a command is 'tag SP command'")
+        raise ImapSyntaxError(NO_TAG)
     parser = _Parser(data, tag, max_depth, max_args)
     parser.pos = len(tag) + 1
     if parser.at_end():

@@ -93,11 +93,17 @@ _LEADING_JUNK = " \t\x00\x01\x02\x03\x04\x05\x06\x07\x08\x0b\x0c\x0e\x0f"
 
 def mask_secrets(text: str) -> str:
     """A POP3 command line with its secrets masked: ``PASS ****``, ``APOP
-    ann ****``, ``AUTH PLAIN ****``; any other line unchanged. A line that
+    ann ****``, ``AUTH PLAIN ****``, ``USER ann ****`` (whatever follows
+    the name); any other line unchanged. A line that
     merely starts like one of those (other separators, junk before the
     verb) is masked after its first four letters."""
     stripped = text.lstrip(_LEADING_JUNK)
     head = stripped[:4].upper()
+    if head == "USER":
+        # A client that puts the password after the user name ("USER ann
+        # pw"): the name may be shown, what follows it never is.
+        words = stripped.split()
+        return f"{words[0]} {words[1]} ****" if len(words) > 2 else text
     if head not in ("PASS", "APOP", "AUTH"):
         return text
     if len(stripped) == 4:
@@ -399,6 +405,11 @@ class _Connection(ReadSideConnection):
             return
         if not arg.strip():
             await self._reply("-ERR USER needs a user name")
+            return
+        if len(arg.split()) > 1:
+            # Users are mail addresses: a second word is likely the
+            # password, which must not become a user name in the session.
+            await self._reply("-ERR USER takes one user name")
             return
         self._user = arg
         await self._reply("+OK Send PASS")

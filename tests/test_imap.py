@@ -203,6 +203,39 @@ def test_login_with_one_argument_masks_it(smtpsink: Mailbox) -> None:
     assert "C: b LOGIN ****" in shown
 
 
+def test_authenticate_responses_sent_without_waiting_are_masked(
+    smtpsink: Mailbox,
+) -> None:
+    # A client that sends its SASL responses at once, to an AUTHENTICATE
+    # that is refused (a mechanism the sink lacks) or cancelled: the server
+    # reads them as commands, which must not show them.
+    user = base64.b64encode(USER.encode())
+    password = base64.b64encode(b"top-secret")
+    plain = base64.b64encode(f"\0{USER}\0top-secret".encode())
+    lines = [
+        b"a AUTHENTICATE LOGIN", user, password,
+        b"b AUTHENTICATE CRAM-MD5", plain,
+        b"c AUTHENTICATE PLAIN", b"*", plain,
+        b"d AUTHENTICATE XOAUTH2", b"A" * 9000 + plain,
+        b"e NOOP", b"top-secret",
+        b"f LOGOUT",
+    ]  # fmt: skip
+    with socket.create_connection(imap_address(smtpsink), timeout=10) as sock:
+        sock.sendall(b"".join(line + b"\r\n" for line in lines))
+        with sock.makefile("rb") as replies:
+            said = [line.decode().rstrip() for line in replies]
+    assert said[-1] == "f OK LOGOUT completed"
+    assert "* BAD Unknown or unsupported command" not in said
+    smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
+    (session,) = smtpsink.sessions
+    shown = session.format_transcript()
+    for secret in (user, password, plain):
+        assert secret.decode() not in shown
+    assert shown.count("C: ****") == 5
+    # A line after a real command is shown: it is no response.
+    assert "C: top-secret" in shown
+
+
 def test_select_examine_list_status_and_folders(smtpsink: Mailbox) -> None:
     smtpsink.deliver(raw_message("One"), to=USER, flags={"\\Seen"})
     smtpsink.deliver(raw_message("Two"), to=USER)

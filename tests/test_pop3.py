@@ -106,6 +106,8 @@ def ended(smtpsink: Mailbox, count: int = 1) -> None:
         ("AUTH AGFubgBodW50ZXIy", "AUTH ****"),
         ("AUTH", "AUTH"),
         ("USER ann", "USER ann"),
+        ("USER ann hunter2", "USER ann ****"),
+        ("user\tann\thunter2 more", "user ann ****"),
         ("RETR 1", "RETR 1"),
     ],
 )
@@ -391,6 +393,22 @@ def test_the_sinks_credentials_are_enforced(smtpsink: Mailbox, raw: Raw) -> None
         assert secret not in shown
     assert "PASS ****" in shown
     assert "APOP ann@example.com ****" in shown
+
+
+@pytest.mark.smtpsink(auth=USERS, auth_plaintext=True)
+def test_a_password_on_the_user_line_is_refused_and_masked(
+    smtpsink: Mailbox, raw: Raw
+) -> None:
+    reply = raw.send(b"USER ann@example.com " + SECRET.encode())
+    assert reply == "-ERR USER takes one user name"
+    assert raw.send(b"PASS " + SECRET.encode()) == "-ERR Send USER first"
+    assert raw.send(b"QUIT").startswith("+OK")
+    ended(smtpsink)
+    (session,) = pop3_sessions(smtpsink)
+    assert session.auth_attempts == ()
+    shown = session.format_transcript() + repr(session) + session.summary()
+    assert SECRET not in shown
+    assert "C: USER ann@example.com ****" in shown
 
 
 @pytest.mark.parametrize("auth", [None, USERS], ids=["any-password", "auth-table"])
