@@ -876,7 +876,7 @@ class _Connection(ReadSideConnection):
             if folder is None:
                 raise _no_such_folder(name)
             assert self._account is not None
-            del self._account.folders[folder.name]
+            self.mail.delete_folder(self._account, folder)
         if folder is self._folder:
             self._deselect()
         self.store.mail_changed()

@@ -40,6 +40,18 @@ if TYPE_CHECKING:
     _ReadServer = TypeVar("_ReadServer", POP3Server, IMAPServer)
 
 
+def _wait_seconds(value: object, name: str = "timeout") -> float:
+    """``value`` as seconds a wait may take: a number from 0, finite (NaN
+    passes every comparison but waits for ever; inf overflows the clock)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if not 0 <= value < float("inf"):  # NaN fails too
+        raise ValueError(
+            f"{name} must be a finite number of seconds >= 0, got {value!r}"
+        )
+    return float(value)
+
+
 class Mailbox(FaultControls):
     """A test's view of one sink: what arrived since it was made (or cleared).
 
@@ -461,8 +473,7 @@ class Mailbox(FaultControls):
         """Assert that no mail arrived, watching ``within`` more seconds for
         late mail (failing the moment any arrives)."""
         __tracebackhide__ = True
-        if within < 0:
-            raise ValueError(f"within must be >= 0 seconds, got {within!r}")
+        within = _wait_seconds(within, "within")
 
         def arrived() -> bool:
             return bool(self._store.messages_since(self._cursor))
@@ -661,10 +672,7 @@ class Mailbox(FaultControls):
         return found[0] if count == 1 else Messages(found)
 
     def _timeout(self, timeout: float | None) -> float:
-        limit = self.default_timeout if timeout is None else timeout
-        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 0:
-            raise ValueError(f"timeout must be a number of seconds >= 0, got {limit!r}")
-        return float(limit)
+        return _wait_seconds(self.default_timeout if timeout is None else timeout)
 
     def _wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
         return self._store.wait(predicate, timeout, self._check_waiting)

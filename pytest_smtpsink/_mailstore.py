@@ -225,12 +225,15 @@ class Account:
     """One user's folders. ``holder`` is the POP3 session that has the
     maildrop locked (RFC 1939: one session at a time), or None."""
 
-    __slots__ = ("folders", "holder", "user")
+    __slots__ = ("deleted_folders", "folders", "holder", "user")
 
     def __init__(self, user: str) -> None:
         self.user = user
         self.folders: dict[str, Folder] = {}
         self.holder: object | None = None
+        #: Folders taken away by IMAP DELETE, by name, with what left them
+        #: (the copies they held then, as deleted): for ``deleted()``.
+        self.deleted_folders: list[tuple[str, list[Removal]]] = []
 
 
 class MailStore:
@@ -339,12 +342,23 @@ class MailStore:
         folder.messages[:] = kept
         return removed
 
+    def delete_folder(self, account: Account, folder: Folder) -> None:
+        """Take ``folder`` out of ``account`` (IMAP DELETE). The copies in it
+        go with it: the test's assertions count them as deleted, as they do
+        those expunged from it before."""
+        del account.folders[folder.name]
+        if self.remember_removed:
+            gone = [Removal(stored, "deleted", None) for stored in folder.messages]
+            if folder.removed or gone:
+                account.deleted_folders.append((folder.name, [*folder.removed, *gone]))
+
     def empty(self) -> None:
         """Take every copy out of every folder, remembering none of them
         (the standalone sink's "delete all"). Unlike `reset`, the folders
         and the open sessions stay: IMAP sessions announce the copies as
         expunged, a POP3 session keeps the snapshot it took at login."""
         for account in self.accounts.values():
+            account.deleted_folders.clear()
             for folder in account.folders.values():
                 folder.messages.clear()
                 folder.removed.clear()

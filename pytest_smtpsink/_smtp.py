@@ -487,7 +487,9 @@ class _Handler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        if _malformed(address):
+        # aiosmtpd takes RCPT TO:<> as the address "<>"; the null path is a
+        # sender's only (RFC 5321 4.5.5), so as a recipient it is bad syntax.
+        if address == "<>" or _malformed(address):
             return "501 5.1.3 Bad recipient address syntax"
         if server.state.faults.rules:
             injected = await server._fault_status(

@@ -95,16 +95,25 @@ class UserMailbox:
 
     def deleted(self, folder: str | None = None) -> Messages:
         """The messages deleted (POP3 ``DELE`` then ``QUIT``, IMAP
-        ``EXPUNGE``) from ``folder``, or from any folder; not those moved."""
+        ``EXPUNGE``, or IMAP ``DELETE`` of their folder) from ``folder``, or
+        from any folder; not those moved."""
+        wanted = None if folder is None else folder_name(folder)
         with self._mail.lock:
             account = self._account()
-            folders = () if account is None else account.folders.values()
+            removals = (
+                []
+                if account is None
+                else [
+                    *((each.name, each.removed) for each in account.folders.values()),
+                    *account.deleted_folders,
+                ]
+            )
             return Messages(
                 [
                     removal.stored.message
-                    for each in folders
-                    if folder is None or each.name == folder_name(folder)
-                    for removal in each.removed
+                    for name, removed in removals
+                    if wanted is None or name == wanted
+                    for removal in removed
                     if removal.how == "deleted"
                 ]
             )
@@ -219,10 +228,21 @@ class UserMailbox:
             folders = sorted(
                 account.folders.values(), key=lambda f: (f.name != INBOX, f.name)
             )
-            snapshot = [(f.name, list(f.messages), list(f.removed)) for f in folders]
+            snapshot = [
+                (
+                    f"{printable(f.name)} ({plural(len(f.messages), 'message')})",
+                    list(f.messages),
+                    list(f.removed),
+                )
+                for f in folders
+            ]
+            snapshot.extend(
+                (f"{printable(name)} (folder deleted)", [], list(removed))
+                for name, removed in account.deleted_folders
+            )
         lines = [f"{self.user}'s mailbox:"]
-        for name, messages, removed in snapshot:
-            lines.append(f"  {printable(name)} ({plural(len(messages), 'message')}):")
+        for heading, messages, removed in snapshot:
+            lines.append(f"  {heading}:")
             for stored in messages[:_LISTED]:
                 lines.append(f"    {_line(stored)}")
             if len(messages) > _LISTED:

@@ -545,6 +545,44 @@ def test_assert_nothing_sent_passes_on_silence(smtpsink: Mailbox) -> None:
     smtpsink.assert_nothing_sent(within=0.05)
 
 
+@pytest.mark.parametrize(
+    ("call", "error", "text"),
+    [
+        (lambda box: box.wait_for(timeout=float("nan")), ValueError, "timeout"),
+        (lambda box: box.wait_for(timeout=float("inf")), ValueError, "timeout"),
+        (lambda box: box.wait_for(timeout="1"), TypeError, "timeout"),
+        (lambda box: box.wait_until(bool, timeout=float("nan")), ValueError, "timeout"),
+        (
+            lambda box: box.assert_nothing_sent(within=float("nan")),
+            ValueError,
+            "within",
+        ),
+        (
+            lambda box: box.assert_nothing_sent(within=float("inf")),
+            ValueError,
+            "within",
+        ),
+        (lambda box: box.assert_nothing_sent(within="1"), TypeError, "within"),
+    ],
+    ids=[
+        "nan",
+        "inf",
+        "str",
+        "wait_until-nan",
+        "within-nan",
+        "within-inf",
+        "within-str",
+    ],
+)
+def test_waits_refuse_a_time_that_is_not_a_finite_number(
+    smtpsink: Mailbox, call: Callable[[Mailbox], object], error: type, text: str
+) -> None:
+    """NaN compares false with everything, so it passed the check for a
+    negative time and then waited for ever; a str failed deep inside."""
+    with pytest.raises(error, match=rf"^{text} must be a .*number of seconds"):
+        call(smtpsink)
+
+
 def test_wait_until_times_out_listing_sessions_and_messages(
     smtpsink: Mailbox, send: Send
 ) -> None:

@@ -374,6 +374,27 @@ def test_nul_and_8bit_bytes(raw: Connect, smtpsink: Mailbox) -> None:
     text.encode("utf-8")  # every recorded line is printable
 
 
+def test_null_recipient_is_refused(raw: Connect, smtpsink: Mailbox) -> None:
+    """The null path <> is a sender only (a bounce's, RFC 5321 4.5.5): as a
+    recipient it is a syntax error, not a mailbox named "<>"."""
+    client = raw()
+    assert client.cmd(b"EHLO client.test\r\n")[0] == 250
+    assert client.cmd(b"MAIL FROM:<>\r\n")[0] == 250
+    assert client.cmd(b"RCPT TO:<>\r\n") == (
+        501,
+        b"5.1.3 Bad recipient address syntax",
+    )
+    assert client.cmd(b"DATA\r\n")[0] == 503  # no recipient was taken
+    assert client.cmd(b"RCPT TO:<b@example.com>\r\n")[0] == 250
+    assert client.cmd(b"DATA\r\n")[0] == 354
+    client.send(b"Subject: bounce\r\n\r\nbody\r\n.\r\n")
+    assert int(client.reply()[-1][:3]) == 250
+    assert client.cmd(b"QUIT\r\n")[0] == 221
+    message = smtpsink.wait_for(timeout=10)
+    assert message.envelope.mail_from == ""
+    assert message.envelope.rcpt_to == ("b@example.com",)
+
+
 def test_bare_lf_ends_commands_but_not_data_lines(
     raw: Connect, smtpsink: Mailbox
 ) -> None:

@@ -274,6 +274,30 @@ def test_select_examine_list_status_and_folders(smtpsink: Mailbox) -> None:
     assert smtpsink.mailbox(USER).folders == ("INBOX", "Old/2024")
 
 
+def test_mail_in_a_deleted_folder_counts_as_deleted(smtpsink: Mailbox) -> None:
+    """DELETE of a folder that holds mail destroys that mail: a test asking
+    whether the reader deleted anything must hear of it."""
+    smtpsink.deliver(raw_message("Kept"), to=USER, folder="Archive")
+    smtpsink.deliver(raw_message("Expunged first"), to=USER, folder="Archive")
+    lines = dialogue(
+        smtpsink,
+        "a SELECT Archive",
+        "b STORE 2 +FLAGS (\\Deleted)",
+        "c EXPUNGE",
+        "d UNSELECT",
+        "e DELETE Archive",
+    )
+    assert "e OK DELETE completed" in lines
+    box = smtpsink.mailbox(USER)
+    assert box.folders == ("INBOX",)
+    assert [m.subject for m in box.deleted()] == ["Expunged first", "Kept"]
+    assert [m.subject for m in box.deleted("Archive")] == ["Expunged first", "Kept"]
+    assert box.assert_deleted(subject="Kept").subject == "Kept"
+    with pytest.raises(AssertionError) as caught:
+        box.assert_in("Archive", subject="Kept")
+    assert "Archive (folder deleted):\n    (deleted) uid " in str(caught.value)
+
+
 def test_folder_names_are_modified_utf7_on_the_wire_and_plain_in_tests(
     smtpsink: Mailbox,
 ) -> None:
