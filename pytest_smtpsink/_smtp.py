@@ -26,6 +26,8 @@ import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
+from email._header_value_parser import get_angle_addr  # aiosmtpd's parser too
+from email.errors import HeaderParseError
 from typing import TYPE_CHECKING, Any, AnyStr, Literal, TypeVar, cast
 
 from aiosmtpd.smtp import (
@@ -304,6 +306,21 @@ _PLAIN_ANGLE_ADDR = re.compile(rf"<({_DOT_ATOM}@{_DOT_ATOM})>")
 _PLAIN_MAIL_PARAM = re.compile(r"SIZE=[0-9]+\Z|BODY=(?:7BIT|8BITMIME)\Z")
 # The address type of a DSN ORCPT= (an atom: "rfc822", "utf-8"...).
 _ADDR_TYPE_RE = re.compile(rf"{_ATEXT}\Z")
+
+
+def _unclosed_angle_addr(arg: str) -> bool:
+    """Whether a MAIL or RCPT argument opens an angle address and never
+    closes it (``<ann@example.com``): the email package's parser, which
+    aiosmtpd uses, takes it with only a defect noted; Postfix refuses it."""
+    if not arg.lstrip().startswith("<"):
+        return False
+    text = arg.lstrip()
+    try:
+        _, rest = get_angle_addr(text)
+    except HeaderParseError:
+        return False  # aiosmtpd's parse refuses it in its own way
+    # What the parser took (its token's text adds the missing ">").
+    return not text[: len(text) - len(rest)].rstrip().endswith(">")
 
 
 def plain_angle_addr(arg: str) -> tuple[str, str] | None:
@@ -692,6 +709,8 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         plain = plain_angle_addr(arg)
         if plain is None:
+            if _unclosed_angle_addr(arg):
+                return None, None  # aiosmtpd's 501 Syntax reply
             return super()._getaddr(arg)
         address, rest = plain
         if self.local_part_limit and address.index("@") > self.local_part_limit:
@@ -1841,6 +1860,11 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             "AUTH", [(arg or "").split(" ")[0].upper()], extension="AUTH"
         ):
             return
+        if arg:
+            # Mechanism names are case-insensitive, as Postfix and Dovecot
+            # take them: aiosmtpd answers "auth plain" 504.
+            mechanism, space, rest = arg.partition(" ")
+            arg = mechanism.upper() + space + rest
         await super().smtp_AUTH(arg)
 
     @_same_syntax(SMTP.smtp_DATA)

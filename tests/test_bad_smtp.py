@@ -19,6 +19,7 @@ What the sink does with line endings (checked here, not assumed):
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import smtplib
 import socket
@@ -29,7 +30,7 @@ from collections.abc import Callable, Iterator
 from typing import cast
 
 import pytest
-from conftest import make_message
+from conftest import Factory, make_message
 
 from pytest_smtpsink import Mailbox, Session, SMTPSink
 
@@ -393,6 +394,47 @@ def test_null_recipient_is_refused(raw: Connect, smtpsink: Mailbox) -> None:
     message = smtpsink.wait_for(timeout=10)
     assert message.envelope.mail_from == ""
     assert message.envelope.rcpt_to == ("b@example.com",)
+
+
+@pytest.mark.parametrize(
+    ("good", "bad"),
+    [
+        (b"MAIL FROM:<a@example.com>", b"MAIL FROM:<a@example.com"),
+        (b"RCPT TO:<b@example.com>", b"RCPT TO:<b@example.com"),
+        (b"RCPT TO:<b@example.com> ", b"RCPT TO: <b@example.com "),
+        (b'RCPT TO:<"b c"@example.com>', b'RCPT TO:<"b c"@example.com'),
+    ],
+)
+def test_an_angle_address_never_closed_is_refused(
+    raw: Connect, smtpsink: Mailbox, good: bytes, bad: bytes
+) -> None:
+    """aiosmtpd's parser notes the missing ">" and takes the address; a
+    strict server (Postfix) refuses it, and the application's bug shows."""
+    client = raw()
+    assert client.cmd(b"EHLO client.test\r\n")[0] == 250
+    if good.startswith(b"RCPT"):
+        assert client.cmd(b"MAIL FROM:<a@example.com>\r\n")[0] == 250
+    assert client.cmd(bad + b"\r\n") == (553, b"5.1.3 Error: malformed address")
+    assert client.cmd(good + b"\r\n")[0] == 250
+
+
+def test_auth_mechanism_names_are_case_insensitive(smtpsink_factory: Factory) -> None:
+    # As Postfix and Dovecot take them; aiosmtpd answered "auth plain" 504.
+    sink = smtpsink_factory(auth={"ann": "pw"}, auth_plaintext=True)
+    client = Raw(sink)
+    try:
+        assert client.cmd(b"EHLO client.test\r\n")[0] == 250
+        response = base64.b64encode(b"\0ann\0pw")
+        assert client.cmd(b"auth Plain " + response + b"\r\n")[0] == 235
+        assert client.cmd(b"QUIT\r\n")[0] == 221
+    finally:
+        client.close()
+    sink.wait_until(lambda: bool(sink.sessions) and sink.sessions[-1].end is not None)
+    (session,) = sink.sessions
+    assert [(a.mechanism, a.success) for a in session.auth_attempts] == [
+        ("PLAIN", True)
+    ]
+    assert "auth Plain ****" in session.format_transcript()
 
 
 def test_bare_lf_ends_commands_but_not_data_lines(
