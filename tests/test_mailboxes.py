@@ -368,3 +368,11 @@ def test_assert_not_in_a_misspelt_folder_fails(smtpsink: Mailbox) -> None:
     # A folder that was never made, and is not a slip for one, holds nothing.
     box.assert_not_in("Junk", subject="Hello")
     box.assert_not_in("Archive", subject="Other")
+
+
+def test_a_mailbox_may_be_named_as_a_header_names_it(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(RAW)
+    for address in ("Ann <ann@example.com>", '"Ann, A." <Ann@Example.com>'):
+        box = smtpsink.mailbox(address)
+        assert box.user == "ann@example.com"
+        box.assert_in(subject="Hello")
