@@ -768,11 +768,15 @@ class _NotYet:
         return result
 
 
-def _check_count(count: int | None, allow_none: bool = True) -> None:
+def _check_count(count: object, allow_none: bool = True) -> None:
     if count is None and allow_none:
         return
     if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-        raise ValueError(f"count must be a whole number >= 0, got {count!r}")
+        hint = ""
+        if isinstance(count, str):  # assert_sent("ann@example.com"), a slip
+            word = "to" if "@" in count else "subject"
+            hint = f" (criteria are keywords: did you mean {word}={count!r}?)"
+        raise ValueError(f"count must be a whole number >= 0, got {count!r}{hint}")
 
 
 _LISTED = 20

@@ -583,6 +583,19 @@ def test_waits_refuse_a_time_that_is_not_a_finite_number(
         call(smtpsink)
 
 
+def test_a_positional_string_is_taken_for_the_criterion_meant(
+    smtpsink: Mailbox,
+) -> None:
+    with pytest.raises(ValueError, match=r"^count must be") as raised:
+        smtpsink.assert_sent("ann@example.com")  # type: ignore[call-overload]
+    assert str(raised.value) == (
+        "count must be a whole number >= 0, got 'ann@example.com' (criteria "
+        "are keywords: did you mean to='ann@example.com'?)"
+    )
+    with pytest.raises(ValueError, match=r"did you mean subject='Welcome'\?"):
+        smtpsink.wait_for("Welcome", timeout=0)  # type: ignore[call-overload]
+
+
 def test_wait_until_times_out_listing_sessions_and_messages(
     smtpsink: Mailbox, send: Send
 ) -> None:
