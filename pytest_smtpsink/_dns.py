@@ -386,6 +386,7 @@ class DNSServer:
         self._tcp_writers.add(writer)
         peer = writer.get_extra_info("peername")
         size: int | None = None  # of the message being read
+        draining = False  # waiting for the client to read answers
         try:
             while True:
                 size = None
@@ -399,7 +400,11 @@ class DNSServer:
                     await asyncio.sleep(plan.delay)
                 if plan.reply is not None:
                     writer.write(len(plan.reply).to_bytes(2, "big") + plan.reply)
-                    await writer.drain()
+                    # Bounded too: a client that asks and never reads would
+                    # hold its connection until the sink stops.
+                    draining = True
+                    await asyncio.wait_for(writer.drain(), _TCP_IDLE)
+                    draining = False
         except asyncio.IncompleteReadError as error:
             # The client closed: between messages (it is done), or inside
             # one, which is recorded as ignored.
@@ -410,8 +415,20 @@ class DNSServer:
                 self.cut_short(
                     peer, f"connection closed after {got} byte of a 2-byte length"
                 )
-        except (asyncio.TimeoutError, ConnectionError):
-            pass  # the client is gone, or idle too long
+        except asyncio.TimeoutError:
+            # Idle too long: between messages (nothing to record), inside
+            # one, or not reading its answers.
+            if draining:
+                self.cut_short(
+                    peer, f"closed: the client read no answer for {_TCP_IDLE:g} s"
+                )
+            elif size is not None:
+                self.cut_short(
+                    peer,
+                    f"closed: no end of its {size}-byte message for {_TCP_IDLE:g} s",
+                )
+        except ConnectionError:
+            pass  # the client is gone
         finally:
             self._tcp_writers.discard(writer)
             writer.close()

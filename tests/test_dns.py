@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import socket
@@ -696,3 +697,35 @@ def test_dig_reads_the_stubs_answers(smtpsink: Mailbox) -> None:
     assert len(re.findall(r"^big\.example\.\s+0\s+IN\s+TXT\s", big, re.M)) == 30
     assert "(TCP)" in big
     assert [q.transport for q in zone.queries][-2:] == ["udp", "tcp"]
+
+
+def test_a_tcp_client_that_stalls_is_closed_and_recorded(
+    smtpsink: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One that never finishes its message, and one that asks and never
+    # reads the answers: each held its connection (the second until the
+    # sink stopped); both are now closed after the idle limit, and recorded.
+    from pytest_smtpsink import _dns
+
+    monkeypatch.setattr(_dns, "_TCP_IDLE", 0.2)
+    zone = smtpsink.dns
+    for n in range(40):
+        zone.txt("big.example", f"{n:02} " + "x" * 250)
+    query = dns.message.make_query("big.example", "TXT").to_wire()
+    with socket.create_connection((zone.host, zone.port), timeout=30) as stalled:
+        stalled.sendall(b"\x00\x0c\x00")
+        assert stalled.recv(1) == b""  # closed, nothing sent
+    with socket.create_connection((zone.host, zone.port), timeout=30) as deaf:
+        deaf.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        # Far more answers than the two sockets' buffers hold.
+        with contextlib.suppress(ConnectionError):
+            for _ in range(2000):
+                deaf.sendall(len(query).to_bytes(2, "big") + query)
+        smtpsink.wait_until(
+            lambda: len(zone.queries) >= 2 and zone.queries[-1].outcome == "ignored"
+        )
+    notes = [q.note for q in zone.queries if q.outcome == "ignored"]
+    assert notes == [
+        "closed: no end of its 12-byte message for 0.2 s",
+        "closed: the client read no answer for 0.2 s",
+    ]
