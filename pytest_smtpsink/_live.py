@@ -581,6 +581,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self._refuse(http.HTTPStatus.NOT_FOUND, f"no such page: {url.path}")
 
+    def do_HEAD(self) -> None:
+        """GET's headers without its body (``curl -I``); `_send` and
+        `_events` leave the body out."""
+        self.do_GET()
+
     def do_DELETE(self) -> None:
         if not self._host_allowed():
             self._refuse(http.HTTPStatus.FORBIDDEN, "not a loopback Host")
@@ -618,7 +623,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         since, timeout = 0, 10.0
         try:
             for name, values in query.items():
-                value = values[-1]
+                if len(values) > 1:  # which one was meant? Not the last, silently.
+                    raise ValueError(
+                        f"{name} is given {len(values)} times; give it once"
+                    )
+                value = values[0]
                 if name == "since":
                     since = _number(name, value, int)
                 elif name == "timeout":
@@ -666,6 +675,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
+        if self.command == "HEAD":
+            return
         inbox = self.server.inbox
         version = inbox.version
         try:

@@ -239,6 +239,30 @@ def test_wait_errors(live: Callable[..., Live]) -> None:
         400,
         {"error": "timeout must be 0 to 300 seconds"},
     )
+    # Which subject was meant? The last one was taken, silently.
+    status, body = view.request("/api/wait?subject=a&subject=b&timeout=0")
+    assert (status, json.loads(body)) == (
+        400,
+        {"error": "subject is given 2 times; give it once"},
+    )
+
+
+def test_head_answers_as_get_without_a_body(live: Callable[..., Live]) -> None:
+    # curl -I got 501, although every page can say what GET would send.
+    view = live()
+    view.send("Hello")
+    for path in ("/", "/api/messages", "/api/messages/1/raw", "/events"):
+        with urllib.request.urlopen(
+            urllib.request.Request(view.url + path, method="HEAD"), timeout=TIMEOUT
+        ) as head:
+            assert head.status == 200
+            assert head.read() == b""
+            headers = head.headers
+        if path != "/events":  # a stream has no length
+            status, body = view.request(path)
+            assert status == 200
+            assert headers["Content-Length"] == str(len(body))
+            assert headers["X-Content-Type-Options"] == "nosniff"
 
 
 def test_a_wait_cut_short_by_the_stop_says_so() -> None:
