@@ -298,6 +298,23 @@ class DNSServer:
                 rdtype=type_text,
             )
             return _Plan(response.to_wire())
+        if dns.rdatatype.is_metatype(rdtype) and rdtype != dns.rdatatype.ANY:
+            # Zone transfers are not served; OPT, TSIG and the like are no
+            # question at all (RFC 6891 6.1.1; RFC 8945 5.1).
+            transfer = rdtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR)
+            rcode = dns.rcode.REFUSED if transfer else dns.rcode.FORMERR
+            response.set_rcode(rcode)
+            self._note(
+                transport,
+                peer,
+                dns.rcode.to_text(rcode),
+                "zone transfers are not served"
+                if transfer
+                else f"{type_text} is not a type to ask for",
+                name=name_text,
+                rdtype=type_text,
+            )
+            return _Plan(response.to_wire())
         # The fault rules first: they fail a name whatever its zone says.
         delay, notes = 0.0, []
         event = Event(f"DNS:{type_text}", (name_text[:-1] or ".",))
@@ -346,10 +363,15 @@ class DNSServer:
         records = [r for r in rules if r.kind == "record"]
         if not records:
             response.set_rcode(dns.rcode.NXDOMAIN)
-        matching = [r.rdata for r in records if r.rdata and r.rdata.rdtype == rdtype]
-        if matching:
-            rrset = dns.rrset.from_rdata_list(name, _TTL, matching)
-            response.answer.append(rrset)
+        matching = [
+            r.rdata
+            for r in records
+            if r.rdata and rdtype in (r.rdata.rdtype, dns.rdatatype.ANY)
+        ]
+        # ANY: every record of the name, one set per type (RFC 8482 lets a
+        # server answer less; a test wants to see what it published).
+        for rdatas in _by_type(matching).values():
+            response.answer.append(dns.rrset.from_rdata_list(name, _TTL, rdatas))
         answers = tuple(rdata.to_text() for rdata in matching)
         limit = 65535
         if transport == "udp":
@@ -432,6 +454,14 @@ class DNSServer:
         finally:
             self._tcp_writers.discard(writer)
             writer.close()
+
+
+def _by_type(rdatas: list[dns.rdata.Rdata]) -> dict[int, list[dns.rdata.Rdata]]:
+    """``rdatas`` grouped by record type, in the order they come."""
+    grouped: dict[int, list[dns.rdata.Rdata]] = {}
+    for rdata in rdatas:
+        grouped.setdefault(rdata.rdtype, []).append(rdata)
+    return grouped
 
 
 def _peer(peer: Any) -> tuple[str, int]:

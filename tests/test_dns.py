@@ -729,3 +729,22 @@ def test_a_tcp_client_that_stalls_is_closed_and_recorded(
         "closed: no end of its 12-byte message for 0.2 s",
         "closed: the client read no answer for 0.2 s",
     ]
+
+
+def test_any_lists_every_record_and_meta_types_are_refused(smtpsink: Mailbox) -> None:
+    # They all got an empty NOERROR: as if the name had no records at all.
+    zone = smtpsink.dns
+    zone.mx("shop.example", [(10, "mx.shop.example")])
+    zone.txt("shop.example", "v=spf1 -all")
+
+    answer = ask(zone, "shop.example", "ANY", "tcp")
+    assert sorted(rrset.to_text() for rrset in answer.answer) == [
+        "shop.example. 0 IN MX 10 mx.shop.example.",
+        'shop.example. 0 IN TXT "v=spf1 -all"',
+    ]
+    assert rcode(ask(zone, "shop.example", "AXFR", "tcp")) == "REFUSED"
+    assert rcode(ask(zone, "shop.example", "OPT", "udp")) == "FORMERR"
+    assert [(q.type, q.outcome, q.note) for q in zone.queries][1:] == [
+        ("AXFR", "REFUSED", "zone transfers are not served"),
+        ("OPT", "FORMERR", "OPT is not a type to ask for"),
+    ]
