@@ -27,6 +27,7 @@ import time
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
+from ._credentials import word_masker
 from ._faults import (
     Delay,
     Discard,
@@ -92,6 +93,8 @@ class ReadSideServer(Generic[ConnectionT]):
         self.store = store
         self.mail: MailStore = store.mail
         self.settings = settings
+        # The sink's passwords, masked in every line recorded (None: none).
+        self.mask_secrets = word_masker(settings.auth, settings.relay)
         self.faults = faults
         self.tls_context = tls_context
         self.port = 0
@@ -428,6 +431,9 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
     def _append(
         self, kind: ExchangeKind, line: str, tag: str | None = None
     ) -> Exchange:
+        mask = self.server.mask_secrets
+        if mask is not None:  # a password where no login expects one
+            line = mask(line)
         exchange = self.EXCHANGE(kind, line, time.time(), tag=tag)
         assert self.record is not None
         self.record._append(exchange)
@@ -445,6 +451,9 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         current = self._current
         if current is None:
             current = self._append("greeting", "")
+        mask = self.server.mask_secrets
+        if mask is not None:  # an echo of such a line
+            lines = [mask(line) for line in lines]
         current.replies.extend(lines)
         if injected:
             current.injected = True

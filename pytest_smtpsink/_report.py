@@ -6,15 +6,14 @@ functions of the captured data, tested without running pytest hooks.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 import shutil
-import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from ._credentials import credential_forms, mask_anywhere
 from ._files import write_message, write_session
 from ._text import plural, printable, shorten
 
@@ -128,7 +127,7 @@ def failure_reason(report: pytest.TestReport, views: Sequence[Mailbox]) -> str |
         message = getattr(getattr(longrepr, "reprcrash", None), "message", None)
     if not isinstance(message, str) or not message.strip():
         return None
-    masked = mask_known_secrets(message, known_secrets(views))
+    masked = mask_anywhere(message, known_secrets(views))
     line = printable(masked.strip().split("\n", 1)[0])
     if report.when != "call":
         line = f"at {report.when}: {line}"
@@ -136,39 +135,12 @@ def failure_reason(report: pytest.TestReport, views: Sequence[Mailbox]) -> str |
 
 
 def known_secrets(views: Sequence[Mailbox]) -> list[str]:
-    """The credentials of the sinks behind ``views``: each password of an
-    ``auth`` table (as given, in base64, and as a PLAIN response) and the
-    password of a relay URL (decoded and as written in it)."""
-    found: list[str] = []
-    for view in views:
-        settings = view.settings
-        auth = settings.auth
-        if auth is not None and not isinstance(auth, str):
-            for user, password in auth.items():
-                found += [
-                    password,
-                    base64.b64encode(password.encode()).decode(),
-                    base64.b64encode(f"\0{user}\0{password}".encode()).decode(),
-                ]
-        if settings.relay is not None:
-            try:
-                written = urllib.parse.urlsplit(settings.relay).password
-            except ValueError:  # validated when the sink was made; be safe
-                written = None
-            if written:
-                found += [written, urllib.parse.unquote(written)]
-    return [secret for secret in found if secret]
-
-
-def mask_known_secrets(text: str, secrets: Sequence[str]) -> str:
-    """``text`` with every one of ``secrets`` written ``****``, in any case
-    (a server may echo a line upper-cased). The longest first, so that a
-    secret holding another is masked whole."""
-    if not secrets:
-        return text
-    ordered = sorted(set(secrets), key=len, reverse=True)
-    pattern = "|".join(re.escape(secret) for secret in ordered)
-    return re.sub(pattern, "****", text, flags=re.IGNORECASE)
+    """The credentials of the sinks behind ``views`` (`credential_forms`)."""
+    return [
+        secret
+        for view in views
+        for secret in credential_forms(view.settings.auth, view.settings.relay)
+    ]
 
 
 #: Characters a directory name keeps as they are (ASCII only: \w would also

@@ -25,6 +25,7 @@ import secrets
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from email._header_value_parser import get_angle_addr  # aiosmtpd's parser too
 from email.errors import HeaderParseError
@@ -42,6 +43,7 @@ from aiosmtpd.smtp import Session as _AioSession
 
 from . import _setup_template
 from ._content import Content
+from ._credentials import Masker, word_masker
 from ._faults import (
     Delay,
     Discard,
@@ -256,8 +258,23 @@ class _MaskAuthInLog(logging.Filter):
         args = record.args
         if isinstance(args, tuple) and args:
             stray = _STRAY.line
-            record.args = tuple(_masked_log_arg(a, stray) for a in args)
+            masked = [_masked_log_arg(a, stray) for a in args]
+            # Whichever sink logged it: the passwords of every live one.
+            for mask in list(_LOG_MASKS):
+                masked = [_masked_log_text(a, mask) for a in masked]
+            record.args = tuple(masked)
         return True
+
+
+#: The password maskers of the sinks alive in this process (see filter).
+_LOG_MASKS: weakref.WeakSet[Masker] = weakref.WeakSet()
+
+
+def _masked_log_text(value: object, mask: Masker) -> object:
+    if isinstance(value, (bytes, bytearray)):
+        text = bytes(value).decode("utf-8", "surrogateescape")
+        return mask(text).encode("utf-8", "surrogateescape")
+    return mask(value) if isinstance(value, str) else value
 
 
 # Idempotent (a Logger keeps a filter once); aiosmtpd logs on this logger only.
@@ -444,6 +461,10 @@ class ServerState:
         self.faults = faults
         self.loop = loop
         self.tls_context = tls_context
+        # The sink's passwords, masked in every line recorded (None: none).
+        self.mask_secrets = word_masker(settings.auth, settings.relay)
+        if self.mask_secrets is not None:
+            _LOG_MASKS.add(self.mask_secrets)
         self.connections: set[RecordingSMTP] = set()
         # Connections held by a delay or hang, and the rule holding them.
         self.held: dict[RecordingSMTP, Fault] = {}
@@ -1467,6 +1488,9 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         text = _printable(raw[:_MAX_SHOWN_LINE])
         if total > _MAX_SHOWN_LINE:
             text += f"... [{total} bytes in all]"
+        mask = self.state.mask_secrets
+        if mask is not None:  # a password where no AUTH expects one
+            text = mask(text)
         self._append("command", text)
 
     def _stray_auth_response(self, raw: bytes) -> bool:
@@ -1518,6 +1542,9 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         if current is None:
             current = self._append("greeting", "")
             text = self.state.store.share(text)  # the same on every connection
+        mask = self.state.mask_secrets
+        if mask is not None:  # an echo of such a line
+            text = mask(text)
         current.replies.append(text)
         if injected:
             current.injected = True

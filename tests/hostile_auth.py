@@ -67,6 +67,10 @@ def forms() -> list[list[bytes | object]]:
             b"AUTH PLAIN " + p + CRLF,
             b"AUTH LOGIN" + CRLF + b64(USER) + CRLF + b64(PASSWORD) + CRLF,
         ],
+        # The password where no AUTH expects it: an unknown command's
+        # argument, and a line of its own (which aiosmtpd echoes and logs).
+        [b"XLOGIN " + USER.encode() + b" " + PASSWORD.encode() + CRLF],
+        [PASSWORD.encode() + CRLF],
     ]
 
 

@@ -9,6 +9,7 @@ responses, in any case (aiosmtpd upper-cases what it echoes).
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 
 import hostile_auth
@@ -83,6 +84,12 @@ def test_no_credential_reaches_any_output(
     assert stray.replies == ["500 5.5.2 Error: command not recognized"]
     assert sessions[20].commands == ["EHLO", "AUTH", "AUTH", "QUIT"]
     assert sessions[20].codes[2:4] == [235, 503]
+    # A password where no AUTH expects one is masked as a word.
+    assert lines[21][1] == f"XLOGIN {USER} ****"
+    assert sessions[22].transcript[2].line == "****"
+    assert sessions[22].transcript[2].replies == [
+        '500 Error: command "****" not recognized'
+    ]
 
     # 2. The plugin: the failure report (with the captured log at DEBUG)
     # and the files --smtpsink-save writes.
@@ -139,3 +146,28 @@ def test_no_credential_reaches_any_output(
     leaked["CLI files"] = hostile_auth.leaks(files_text(cli_saved))
 
     assert {channel: found for channel, found in leaked.items() if found} == {}
+
+
+@pytest.mark.parametrize("protocol", ["POP3", "IMAP"])
+def test_a_password_where_no_login_expects_it_is_masked(
+    smtpsink_factory: Factory, protocol: str
+) -> None:
+    # A client that sends a known password in an unknown command, or on a
+    # line of its own: the read side records and may echo both.
+    sink = smtpsink_factory(auth={"ann@example.com": PASSWORD}, auth_plaintext=True)
+    endpoint = sink.pop3 if protocol == "POP3" else sink.imap
+    lines = (
+        [f"XPASS {PASSWORD}", PASSWORD, "QUIT"]
+        if protocol == "POP3"
+        else [f"a XLOGIN ann@example.com {PASSWORD}", PASSWORD, "z LOGOUT"]
+    )
+    with socket.create_connection((endpoint.host, endpoint.port), timeout=10) as sock:
+        sock.sendall("".join(line + "\r\n" for line in lines).encode())
+        with sock.makefile("rb") as replies:
+            said = replies.read().decode()
+    sink.wait_until(lambda: bool(sink.sessions) and sink.sessions[-1].end is not None)
+    (session,) = sink.sessions
+    shown = session.format_transcript() + repr(session)
+    assert hostile_auth.leaks(shown) == []
+    assert "****" in shown
+    assert said  # answered, and the server went on to the end

@@ -1,0 +1,77 @@
+"""The credentials a sink knows, and masking them wherever they show up.
+
+A sink knows the passwords of its ``auth`` table and of its relay URL.
+Clients send them in the places the protocols give them (AUTH, PASS,
+LOGIN), which the servers mask as they record each line. This module is
+the net under that: a client that puts a password where no protocol
+expects one (an unknown command, a line on its own) still never gets it
+into a transcript, a report or a saved file, because every recorded line
+and reply is masked for the words the sink knows are secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import re
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+
+Masker = Callable[[str], str]
+
+# What may stand around a password sent as a word: white space, quotes,
+# brackets and the separators of the protocols' syntax. Not "@", ".", "-":
+# the password "ann" must not be masked out of "ann@example.com".
+_EDGE = r"""\s"'()<>\[\]{},;:"""
+
+
+def credential_forms(auth: object, relay: str | None) -> list[str]:
+    """Each password of an ``auth`` table (as given, in base64, and as a
+    PLAIN response) and the password of a ``relay`` URL (as written in it,
+    and decoded)."""
+    found: list[str] = []
+    if isinstance(auth, Mapping):
+        for user, password in auth.items():
+            if isinstance(user, str) and isinstance(password, str):
+                found += [
+                    password,
+                    base64.b64encode(password.encode()).decode(),
+                    base64.b64encode(f"\0{user}\0{password}".encode()).decode(),
+                ]
+    if relay is not None:
+        try:
+            written = urllib.parse.urlsplit(relay).password
+        except ValueError:  # validated when the sink was made; be safe
+            written = None
+        if written:
+            found += [written, urllib.parse.unquote(written)]
+    return [secret for secret in found if secret]
+
+
+def mask_anywhere(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with every one of ``secrets`` written ``****``, wherever it
+    is and in any case: for free-form text such as a failure's message."""
+    if not secrets:
+        return text
+    return _pattern(tuple(sorted(set(secrets))), words=False).sub("****", text)
+
+
+def word_masker(auth: object, relay: str | None) -> Masker | None:
+    """A function masking the sink's credentials where a line holds one as
+    a word (in any case: a server may echo a line upper-cased), or None
+    when the sink knows none: the servers then skip the call."""
+    secrets = credential_forms(auth, relay)
+    if not secrets:
+        return None
+    pattern = _pattern(tuple(sorted(set(secrets))), words=True)
+    return functools.partial(pattern.sub, "****")
+
+
+@functools.lru_cache(maxsize=32)
+def _pattern(secrets: tuple[str, ...], words: bool) -> re.Pattern[str]:
+    # The longest first, so that a secret holding another is masked whole.
+    ordered = sorted(secrets, key=len, reverse=True)
+    alternatives = "|".join(re.escape(secret) for secret in ordered)
+    if words:
+        alternatives = f"(?<![^{_EDGE}])(?:{alternatives})(?![^{_EDGE}])"
+    return re.compile(alternatives, re.IGNORECASE)
