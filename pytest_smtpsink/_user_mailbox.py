@@ -17,6 +17,7 @@ import email.policy
 import email.utils
 import os
 import pathlib
+import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Union
 
@@ -326,7 +327,23 @@ def recipients_of(raw: bytes, to: str | Sequence[str] | None) -> tuple[str, ...]
     recipients = tuple(to)
     if not recipients or not all(isinstance(r, str) and r.strip() for r in recipients):
         raise ValueError(f"to must be an address or a list of addresses, got {to!r}")
-    return recipients
+    return tuple(_recipient(r) for r in recipients)
+
+
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_IN_AN_ADDRESS = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+def _recipient(address: str) -> str:
+    """One ``to`` address as a mailbox takes it: out of ``Name <address>``
+    (as `Mailbox.mailbox` takes it); ValueError if it cannot be one, as an
+    SMTP server would refuse it (a space outside quotes, a control
+    character): it would make a mailbox no mail could reach."""
+    if "<" in address and not address.lstrip().startswith("<"):
+        address = email.utils.parseaddr(address)[1] or address
+    if _NOT_IN_AN_ADDRESS.search(_QUOTED.sub("", address.strip())):
+        raise ValueError(f"to: {address!r} is not an address")
+    return address
 
 
 def make_delivered(raw: bytes, recipients: tuple[str, ...]) -> Message:

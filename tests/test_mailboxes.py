@@ -376,3 +376,12 @@ def test_a_mailbox_may_be_named_as_a_header_names_it(smtpsink: Mailbox) -> None:
         box = smtpsink.mailbox(address)
         assert box.user == "ann@example.com"
         box.assert_in(subject="Hello")
+
+
+def test_deliver_takes_one_address_per_recipient(smtpsink: Mailbox) -> None:
+    # "not an address" made a mailbox of that name, which no mail reaches.
+    with pytest.raises(ValueError, match=r"^to: 'not an address' is not an address$"):
+        smtpsink.deliver(RAW, to="not an address")
+    message = smtpsink.deliver(RAW, to=["Ann <ann@example.com>", '"b c"@example.com'])
+    assert message.envelope.rcpt_to == ("ann@example.com", '"b c"@example.com')
+    smtpsink.mailbox("ann@example.com").assert_in(subject="Hello")
