@@ -31,6 +31,7 @@ import ipaddress
 import itertools
 import math
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -71,6 +72,7 @@ MXTarget = Union["Mailbox", "SMTPSink", str]
 
 _TTL = 0  # nothing a resolver or an application may cache between tests
 _TCP_IDLE = 10.0  # seconds a TCP client may sit between queries
+_TCP_SEND_BUFFER = 128 * 1024
 _START_TIMEOUT = 10.0
 _KEEP_QUERIES = 10_000
 
@@ -407,6 +409,12 @@ class DNSServer:
     ) -> None:
         self._tcp_writers.add(writer)
         peer = writer.get_extra_info("peername")
+        sock = writer.get_extra_info("socket")
+        with contextlib.suppress(AttributeError, OSError):
+            # Room for an answer or two (one is at most 64 KiB): a client
+            # that stops reading is found out (the drain below times out)
+            # before the kernel has buffered megabytes for it.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _TCP_SEND_BUFFER)
         size: int | None = None  # of the message being read
         draining = False  # waiting for the client to read answers
         try:
