@@ -922,6 +922,9 @@ class _Connection(ReadSideConnection):
                 }
                 for folder in account.folders.values():
                     folder.name = renamed.get(folder.name, folder.name)
+                account.subscribed = {
+                    renamed.get(name, name) for name in account.subscribed
+                }
         self.store.mail_changed()
         return "RENAME completed"
 
@@ -929,9 +932,16 @@ class _Connection(ReadSideConnection):
         name = self._only_mailbox_arg(command)
         with self.mail.lock:
             folder = self._folder_named(name)
-            if folder is None:
+            assert self._account is not None
+            names = self._account.subscribed
+            # A subscribed name whose folder is gone can still be
+            # unsubscribed (RFC 3501 6.3.6; Dovecot).
+            if folder is None and not (not subscribed and name in names):
                 raise _no_such_folder(name)
-            folder.subscribed = subscribed
+            if subscribed:
+                names.add(name)
+            else:
+                names.discard(name)
         return f"{command.name} completed"
 
     async def _cmd_subscribe(self, command: Command) -> str:
@@ -966,25 +976,24 @@ class _Connection(ReadSideConnection):
         with self.mail.lock:
             assert self._account is not None
             account = self.mail.account(self._account.user)
-            folders = {
-                name: folder.subscribed for name, folder in account.folders.items()
-            }
-        names = set(folders)
+            names = set(account.folders)
+            subscribed = set(account.subscribed)
         # Parents that do not exist themselves but have children.
         parents = {
             DELIMITER.join(name.split(DELIMITER)[:i])
             for name in names
             for i in range(1, name.count(DELIMITER) + 1)
         } - names
+        listed = subscribed if subscribed_only else names | parents
         lines = []
-        for name in sorted(names | parents, key=lambda n: (n != INBOX, n)):
+        for name in sorted(listed, key=lambda n: (n != INBOX, n)):
             if not regex.fullmatch(name):
-                continue
-            if subscribed_only and not folders.get(name, False):
                 continue
             has_children = any(other.startswith(name + DELIMITER) for other in names)
             attributes = ["\\HasChildren" if has_children else "\\HasNoChildren"]
-            if name in parents:
+            if name not in names:
+                # A parent made by its children, or a subscribed name whose
+                # folder was deleted.
                 attributes.insert(0, "\\Noselect")
             lines.append(
                 f'* {command.name} ({" ".join(attributes)}) "{DELIMITER}" '.encode()

@@ -175,3 +175,31 @@ def test_append_is_refused_before_its_literal_as_dovecot_refuses_it(
     assert ours[-1] == "S: c OK NOOP completed"
     theirs = run([*script, "c NOOP"], endpoint)
     assert len([line for line in theirs if " BAD " in line]) > 1
+
+
+def test_a_subscription_outlives_its_folder_as_on_dovecot(dovecot: Dovecot) -> None:
+    # RFC 3501 6.3.6: the server MUST NOT remove a name from the
+    # subscriptions because its folder is gone; a client that deletes a
+    # folder and then unsubscribes it (as mail clients do) gets OK.
+    user = "subscriptions"
+    dovecot.reset(user)
+    script = [
+        f"a LOGIN {user} x",
+        "b SUBSCRIBE INBOX",  # subscribed from the start on the sink
+        "c CREATE Old",
+        "d SUBSCRIBE Old",
+        "e DELETE Old",
+        'f LSUB "" *',
+        "g UNSUBSCRIBE Old",
+        'h LSUB "" *',
+        "i LOGOUT",
+    ]
+    with SMTPSink() as sink:
+        ours = run(script, Endpoint("imap", sink.imap.host, sink.imap.port))
+    theirs = run(script, Endpoint("imap", dovecot.host, dovecot.imap_port))
+    # The sink says \Noselect of a subscribed name that is no folder.
+    assert 'S: * LSUB (\\Noselect \\HasNoChildren) "/" Old' in ours
+    attributes = [(r"^\* LSUB \([^)]*\)", "* LSUB ()")]
+    assert masked(ours, capabilities=True, text=True, extra=attributes) == masked(
+        theirs, capabilities=True, text=True, extra=attributes
+    )
