@@ -985,15 +985,28 @@ class _Connection(ReadSideConnection):
             for i in range(1, name.count(DELIMITER) + 1)
         } - names
         listed = subscribed if subscribed_only else names | parents
+        if subscribed_only:
+            # RFC 3501 6.3.9: a subscribed name that the pattern misses (a
+            # "%" stops at the delimiter) shows its unsubscribed parents
+            # that match, \Noselect.
+            listed = listed | {
+                parent
+                for name in subscribed
+                if not regex.fullmatch(name)
+                for i in range(1, name.count(DELIMITER) + 1)
+                if (parent := DELIMITER.join(name.split(DELIMITER)[:i]))
+                not in subscribed
+                and regex.fullmatch(parent)
+            }
         lines = []
         for name in sorted(listed, key=lambda n: (n != INBOX, n)):
             if not regex.fullmatch(name):
                 continue
             has_children = any(other.startswith(name + DELIMITER) for other in names)
             attributes = ["\\HasChildren" if has_children else "\\HasNoChildren"]
-            if name not in names:
+            if name not in names or (subscribed_only and name not in subscribed):
                 # A parent made by its children, or a subscribed name whose
-                # folder was deleted.
+                # folder was deleted; in LSUB, a parent not subscribed.
                 attributes.insert(0, "\\Noselect")
             lines.append(
                 f'* {command.name} ({" ".join(attributes)}) "{DELIMITER}" '.encode()

@@ -203,3 +203,35 @@ def test_a_subscription_outlives_its_folder_as_on_dovecot(dovecot: Dovecot) -> N
     assert masked(ours, capabilities=True, text=True, extra=attributes) == masked(
         theirs, capabilities=True, text=True, extra=attributes
     )
+
+
+#: LSUB attributes: the sink adds CHILDREN's \HasChildren/\HasNoChildren,
+#: Dovecot does not; \Noselect stays.
+CHILDREN = [(r" ?\\Has(?:No)?Children", ""), (r"\( ", "(")]
+
+
+def test_lsub_percent_names_the_unsubscribed_parent_as_dovecot_does(
+    dovecot: Dovecot,
+) -> None:
+    # RFC 3501 6.3.9: with "foo/bar" subscribed and "foo" not, LSUB "%"
+    # returns "foo" with \Noselect.
+    user = "lsub-parent"
+    dovecot.reset(user)
+    script = [
+        f"a LOGIN {user} x",
+        "b SUBSCRIBE INBOX",
+        "c CREATE Lists/Work",
+        "d SUBSCRIBE Lists/Work",
+        'e LSUB "" %',
+        'f LSUB "" *',
+        'g LSUB "" Lists/%',
+        'h LSUB "" %/%',
+        "i LOGOUT",
+    ]
+    with SMTPSink() as sink:
+        ours = run(script, Endpoint("imap", sink.imap.host, sink.imap.port))
+    theirs = run(script, Endpoint("imap", dovecot.host, dovecot.imap_port))
+    assert 'S: * LSUB (\\Noselect) "/" Lists' in masked(theirs, extra=CHILDREN)
+    assert masked(ours, capabilities=True, text=True, extra=CHILDREN) == masked(
+        theirs, capabilities=True, text=True, extra=CHILDREN
+    )
