@@ -1035,9 +1035,12 @@ class _Connection(ReadSideConnection):
             messages = list(folder.messages)
             key = (self.generation, self._user or "", folder.name)
             claimed = self.server.recent_claims.get(key, 0)
+            # Mail this session took as \Recent when it selected the folder
+            # is recent to it still (as SELECT and FETCH FLAGS said).
+            mine = self._recent if folder is self._folder else set()
             values = {
                 "MESSAGES": len(messages),
-                "RECENT": sum(1 for s in messages if s.uid > claimed),
+                "RECENT": sum(1 for s in messages if s.uid > claimed or s.uid in mine),
                 "UIDNEXT": self.mail.peek_uid(),
                 "UIDVALIDITY": folder.uidvalidity,
                 "UNSEEN": sum(1 for s in messages if _SEEN not in s.flags),

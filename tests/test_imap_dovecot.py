@@ -4,6 +4,8 @@ masking what two correct servers may differ in (tests/dialogue.py)."""
 
 from __future__ import annotations
 
+import re
+
 from dialogue import Endpoint, masked, run
 from dovecot import Dovecot
 
@@ -235,3 +237,36 @@ def test_lsub_percent_names_the_unsubscribed_parent_as_dovecot_does(
     assert masked(ours, capabilities=True, text=True, extra=CHILDREN) == masked(
         theirs, capabilities=True, text=True, extra=CHILDREN
     )
+
+
+def test_status_of_the_selected_folder_counts_its_recent_mail_as_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    # The session that selected the folder holds its \Recent mail: SELECT
+    # said "* 3 RECENT", so STATUS says RECENT 3 too. Another session's
+    # STATUS says 0 (the first session took them).
+    user = "status-selected"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES)
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX",
+        "c STATUS INBOX (MESSAGES RECENT UNSEEN)",
+        "d STORE 1 +FLAGS.SILENT (\\Deleted)",
+        "e EXPUNGE",
+        "f STATUS INBOX (RECENT)",
+    ]
+    status = re.compile(r"^S: \* STATUS ")
+    with SMTPSink() as sink:
+        for message in MESSAGES:
+            sink.deliver(message, to=user)
+        endpoint = Endpoint("imap", sink.imap.host, sink.imap.port)
+        ours = [line for line in run(script, endpoint) if status.match(line)]
+        other = run([f"a LOGIN {user} x", "b STATUS INBOX (RECENT)"], endpoint)
+    theirs = run(script, Endpoint("imap", dovecot.host, dovecot.imap_port))
+    assert ours == [line for line in theirs if status.match(line)]
+    assert ours == [
+        "S: * STATUS INBOX (MESSAGES 3 RECENT 3 UNSEEN 3)",
+        "S: * STATUS INBOX (RECENT 2)",
+    ]
+    assert "S: * STATUS INBOX (RECENT 0)" in other
