@@ -888,6 +888,15 @@ class _Connection(ReadSideConnection):
         old = self._mailbox_arg(command, 0)
         new = self._mailbox_arg(command, 1)
         _check_new_name(new)
+        if old != INBOX and new.startswith(old + DELIMITER):
+            # RENAME INBOX moves its mail to a new folder, INBOX stays (RFC
+            # 3501), so INBOX/Old is fine; another folder cannot become its
+            # own child (Dovecot refuses it so).
+            raise _Answered(
+                "NO",
+                f"Cannot rename {encode_folder_name(old)} under itself: "
+                f"{encode_folder_name(new)}",
+            )
         with self.mail.lock:
             source = self._folder_named(old)
             account = self._account

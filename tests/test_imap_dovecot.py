@@ -270,3 +270,38 @@ def test_status_of_the_selected_folder_counts_its_recent_mail_as_dovecot(
         "S: * STATUS INBOX (RECENT 2)",
     ]
     assert "S: * STATUS INBOX (RECENT 0)" in other
+
+
+def test_rename_under_itself_is_refused_as_dovecot_refuses_it(
+    dovecot: Dovecot,
+) -> None:
+    # A folder cannot become its own child: the sink renamed P to P/C/D
+    # and its child P/C to P/C/D/C, leaving P/C a name without a folder.
+    user = "rename-under-itself"
+    dovecot.reset(user)
+    script = [
+        f"a LOGIN {user} x",
+        "b CREATE P",
+        "c CREATE P/C",
+        "d RENAME P P/C/D",
+        "e RENAME P P/New",
+        "f RENAME P/C P/C/D",
+        "g CREATE Q/R",
+        "h RENAME Q Q/R/S",  # Q exists only as Q/R's parent
+        'i LIST "" *',
+        "j LOGOUT",
+    ]
+    with SMTPSink() as sink:
+        ours = run(script, Endpoint("imap", sink.imap.host, sink.imap.port))
+    theirs = run(script, Endpoint("imap", dovecot.host, dovecot.imap_port))
+    ours, theirs = (
+        masked(transcript, capabilities=True, text=True, extra=CHILDREN)
+        for transcript in (ours, theirs)
+    )
+    # RFC 3501 leaves the order of LIST's lines to the server.
+    assert sorted(ours) == sorted(theirs)
+    assert [line for line in ours if "LIST" not in line] == [
+        line for line in theirs if "LIST" not in line
+    ]
+    assert "S: d NO <text>" in ours
+    assert 'S: * LIST () "/" P/C' in ours
