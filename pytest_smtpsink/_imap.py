@@ -888,6 +888,15 @@ class _Connection(ReadSideConnection):
         old = self._mailbox_arg(command, 0)
         new = self._mailbox_arg(command, 1)
         _check_new_name(new)
+        if old != INBOX and new.startswith(old + DELIMITER):
+            # RENAME INBOX moves its mail to a new folder, INBOX stays (RFC
+            # 3501), so INBOX/Old is fine; another folder cannot become its
+            # own child (Dovecot refuses it so).
+            raise _Answered(
+                "NO",
+                f"Cannot rename {encode_folder_name(old)} under itself: "
+                f"{encode_folder_name(new)}",
+            )
         with self.mail.lock:
             source = self._folder_named(old)
             account = self._account
@@ -922,6 +931,9 @@ class _Connection(ReadSideConnection):
                 }
                 for folder in account.folders.values():
                     folder.name = renamed.get(folder.name, folder.name)
+                account.subscribed = {
+                    renamed.get(name, name) for name in account.subscribed
+                }
         self.store.mail_changed()
         return "RENAME completed"
 
@@ -929,9 +941,16 @@ class _Connection(ReadSideConnection):
         name = self._only_mailbox_arg(command)
         with self.mail.lock:
             folder = self._folder_named(name)
-            if folder is None:
+            assert self._account is not None
+            names = self._account.subscribed
+            # A subscribed name whose folder is gone can still be
+            # unsubscribed (RFC 3501 6.3.6; Dovecot).
+            if folder is None and not (not subscribed and name in names):
                 raise _no_such_folder(name)
-            folder.subscribed = subscribed
+            if subscribed:
+                names.add(name)
+            else:
+                names.discard(name)
         return f"{command.name} completed"
 
     async def _cmd_subscribe(self, command: Command) -> str:
@@ -966,25 +985,37 @@ class _Connection(ReadSideConnection):
         with self.mail.lock:
             assert self._account is not None
             account = self.mail.account(self._account.user)
-            folders = {
-                name: folder.subscribed for name, folder in account.folders.items()
-            }
-        names = set(folders)
+            names = set(account.folders)
+            subscribed = set(account.subscribed)
         # Parents that do not exist themselves but have children.
         parents = {
             DELIMITER.join(name.split(DELIMITER)[:i])
             for name in names
             for i in range(1, name.count(DELIMITER) + 1)
         } - names
+        listed = subscribed if subscribed_only else names | parents
+        if subscribed_only:
+            # RFC 3501 6.3.9: a subscribed name that the pattern misses (a
+            # "%" stops at the delimiter) shows its unsubscribed parents
+            # that match, \Noselect.
+            listed = listed | {
+                parent
+                for name in subscribed
+                if not regex.fullmatch(name)
+                for i in range(1, name.count(DELIMITER) + 1)
+                if (parent := DELIMITER.join(name.split(DELIMITER)[:i]))
+                not in subscribed
+                and regex.fullmatch(parent)
+            }
         lines = []
-        for name in sorted(names | parents, key=lambda n: (n != INBOX, n)):
+        for name in sorted(listed, key=lambda n: (n != INBOX, n)):
             if not regex.fullmatch(name):
-                continue
-            if subscribed_only and not folders.get(name, False):
                 continue
             has_children = any(other.startswith(name + DELIMITER) for other in names)
             attributes = ["\\HasChildren" if has_children else "\\HasNoChildren"]
-            if name in parents:
+            if name not in names or (subscribed_only and name not in subscribed):
+                # A parent made by its children, or a subscribed name whose
+                # folder was deleted; in LSUB, a parent not subscribed.
                 attributes.insert(0, "\\Noselect")
             lines.append(
                 f'* {command.name} ({" ".join(attributes)}) "{DELIMITER}" '.encode()
@@ -1013,9 +1044,12 @@ class _Connection(ReadSideConnection):
             messages = list(folder.messages)
             key = (self.generation, self._user or "", folder.name)
             claimed = self.server.recent_claims.get(key, 0)
+            # Mail this session took as \Recent when it selected the folder
+            # is recent to it still (as SELECT and FETCH FLAGS said).
+            mine = self._recent if folder is self._folder else set()
             values = {
                 "MESSAGES": len(messages),
-                "RECENT": sum(1 for s in messages if s.uid > claimed),
+                "RECENT": sum(1 for s in messages if s.uid > claimed or s.uid in mine),
                 "UIDNEXT": self.mail.peek_uid(),
                 "UIDVALIDITY": folder.uidvalidity,
                 "UNSEEN": sum(1 for s in messages if _SEEN not in s.flags),

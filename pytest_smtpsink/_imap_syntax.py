@@ -334,6 +334,8 @@ class _Parser:
             if depth >= self.max_depth:
                 raise self.fail(f"lists nested deeper than {self.max_depth}")
             self.pos += 1
+            if self.peek() == 0x20:  # "( a)", as aioimaplib writes ID
+                self.pos += 1
             items: list[Arg] = []
             while self.peek() != 0x29:
                 if self.at_end():

@@ -211,26 +211,28 @@ class Removal:
 class Folder:
     """A named folder of one user: its copies in UID order."""
 
-    __slots__ = ("messages", "name", "removed", "subscribed", "uidvalidity")
+    __slots__ = ("messages", "name", "removed", "uidvalidity")
 
     def __init__(self, name: str, uidvalidity: int) -> None:
         self.name = name
         self.uidvalidity = uidvalidity
         self.messages: list[StoredMessage] = []
         self.removed: list[Removal] = []
-        self.subscribed = name == INBOX
 
 
 class Account:
     """One user's folders. ``holder`` is the POP3 session that has the
     maildrop locked (RFC 1939: one session at a time), or None."""
 
-    __slots__ = ("deleted_folders", "folders", "holder", "user")
+    __slots__ = ("deleted_folders", "folders", "holder", "subscribed", "user")
 
     def __init__(self, user: str) -> None:
         self.user = user
         self.folders: dict[str, Folder] = {}
         self.holder: object | None = None
+        #: IMAP's subscriptions, by folder name: a name stays until it is
+        #: unsubscribed, though its folder be deleted (RFC 3501 6.3.6).
+        self.subscribed: set[str] = {INBOX}
         #: Folders taken away by IMAP DELETE, by name, with what left them
         #: (the copies they held then, as deleted): for ``deleted()``.
         self.deleted_folders: list[tuple[str, list[Removal]]] = []

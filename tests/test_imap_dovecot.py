@@ -4,6 +4,8 @@ masking what two correct servers may differ in (tests/dialogue.py)."""
 
 from __future__ import annotations
 
+import re
+
 from dialogue import Endpoint, masked, run
 from dovecot import Dovecot
 
@@ -175,3 +177,131 @@ def test_append_is_refused_before_its_literal_as_dovecot_refuses_it(
     assert ours[-1] == "S: c OK NOOP completed"
     theirs = run([*script, "c NOOP"], endpoint)
     assert len([line for line in theirs if " BAD " in line]) > 1
+
+
+def test_a_subscription_outlives_its_folder_as_on_dovecot(dovecot: Dovecot) -> None:
+    # RFC 3501 6.3.6: the server MUST NOT remove a name from the
+    # subscriptions because its folder is gone; a client that deletes a
+    # folder and then unsubscribes it (as mail clients do) gets OK.
+    user = "subscriptions"
+    dovecot.reset(user)
+    script = [
+        f"a LOGIN {user} x",
+        "b SUBSCRIBE INBOX",  # subscribed from the start on the sink
+        "c CREATE Old",
+        "d SUBSCRIBE Old",
+        "e DELETE Old",
+        'f LSUB "" *',
+        "g UNSUBSCRIBE Old",
+        'h LSUB "" *',
+        "i LOGOUT",
+    ]
+    with SMTPSink() as sink:
+        ours = run(script, Endpoint("imap", sink.imap.host, sink.imap.port))
+    theirs = run(script, Endpoint("imap", dovecot.host, dovecot.imap_port))
+    # The sink says \Noselect of a subscribed name that is no folder.
+    assert 'S: * LSUB (\\Noselect \\HasNoChildren) "/" Old' in ours
+    attributes = [(r"^\* LSUB \([^)]*\)", "* LSUB ()")]
+    assert masked(ours, capabilities=True, text=True, extra=attributes) == masked(
+        theirs, capabilities=True, text=True, extra=attributes
+    )
+
+
+#: LSUB attributes: the sink adds CHILDREN's \HasChildren/\HasNoChildren,
+#: Dovecot does not; \Noselect stays.
+CHILDREN = [(r" ?\\Has(?:No)?Children", ""), (r"\( ", "(")]
+
+
+def test_lsub_percent_names_the_unsubscribed_parent_as_dovecot_does(
+    dovecot: Dovecot,
+) -> None:
+    # RFC 3501 6.3.9: with "foo/bar" subscribed and "foo" not, LSUB "%"
+    # returns "foo" with \Noselect.
+    user = "lsub-parent"
+    dovecot.reset(user)
+    script = [
+        f"a LOGIN {user} x",
+        "b SUBSCRIBE INBOX",
+        "c CREATE Lists/Work",
+        "d SUBSCRIBE Lists/Work",
+        'e LSUB "" %',
+        'f LSUB "" *',
+        'g LSUB "" Lists/%',
+        'h LSUB "" %/%',
+        "i LOGOUT",
+    ]
+    with SMTPSink() as sink:
+        ours = run(script, Endpoint("imap", sink.imap.host, sink.imap.port))
+    theirs = run(script, Endpoint("imap", dovecot.host, dovecot.imap_port))
+    assert 'S: * LSUB (\\Noselect) "/" Lists' in masked(theirs, extra=CHILDREN)
+    assert masked(ours, capabilities=True, text=True, extra=CHILDREN) == masked(
+        theirs, capabilities=True, text=True, extra=CHILDREN
+    )
+
+
+def test_status_of_the_selected_folder_counts_its_recent_mail_as_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    # The session that selected the folder holds its \Recent mail: SELECT
+    # said "* 3 RECENT", so STATUS says RECENT 3 too. Another session's
+    # STATUS says 0 (the first session took them).
+    user = "status-selected"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES)
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX",
+        "c STATUS INBOX (MESSAGES RECENT UNSEEN)",
+        "d STORE 1 +FLAGS.SILENT (\\Deleted)",
+        "e EXPUNGE",
+        "f STATUS INBOX (RECENT)",
+    ]
+    status = re.compile(r"^S: \* STATUS ")
+    with SMTPSink() as sink:
+        for message in MESSAGES:
+            sink.deliver(message, to=user)
+        endpoint = Endpoint("imap", sink.imap.host, sink.imap.port)
+        ours = [line for line in run(script, endpoint) if status.match(line)]
+        other = run([f"a LOGIN {user} x", "b STATUS INBOX (RECENT)"], endpoint)
+    theirs = run(script, Endpoint("imap", dovecot.host, dovecot.imap_port))
+    assert ours == [line for line in theirs if status.match(line)]
+    assert ours == [
+        "S: * STATUS INBOX (MESSAGES 3 RECENT 3 UNSEEN 3)",
+        "S: * STATUS INBOX (RECENT 2)",
+    ]
+    assert "S: * STATUS INBOX (RECENT 0)" in other
+
+
+def test_rename_under_itself_is_refused_as_dovecot_refuses_it(
+    dovecot: Dovecot,
+) -> None:
+    # A folder cannot become its own child: the sink renamed P to P/C/D
+    # and its child P/C to P/C/D/C, leaving P/C a name without a folder.
+    user = "rename-under-itself"
+    dovecot.reset(user)
+    script = [
+        f"a LOGIN {user} x",
+        "b CREATE P",
+        "c CREATE P/C",
+        "d RENAME P P/C/D",
+        "e RENAME P P/New",
+        "f RENAME P/C P/C/D",
+        "g CREATE Q/R",
+        "h RENAME Q Q/R/S",  # Q exists only as Q/R's parent
+        'i LIST "" *',
+        "j LOGOUT",
+    ]
+    with SMTPSink() as sink:
+        ours = run(script, Endpoint("imap", sink.imap.host, sink.imap.port))
+    theirs = run(script, Endpoint("imap", dovecot.host, dovecot.imap_port))
+    ours, theirs = (
+        masked(transcript, capabilities=True, text=True, extra=CHILDREN)
+        for transcript in (ours, theirs)
+    )
+    # RFC 3501 leaves the order of LIST's lines to the server.
+    assert sorted(ours) == sorted(theirs)
+    assert [line for line in ours if "LIST" not in line] == [
+        line for line in theirs if "LIST" not in line
+    ]
+    assert "S: d NO <text>" in ours
+    assert 'S: * LIST () "/" P/C' in ours

@@ -166,6 +166,30 @@ async def test_aioimaplib_idle_is_woken_by_smtp_mail(smtpsink: Mailbox) -> None:
     assert session.used("IDLE")
 
 
+@pytest.mark.asyncio
+async def test_aioimaplib_sends_its_id(smtpsink: Mailbox) -> None:
+    # aioimaplib writes ID ( "name" "my-app" ): a space inside each paren,
+    # which Dovecot takes.
+    lost: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(error: Exception | None) -> None:
+        if not lost.done():
+            lost.set_result(error)
+
+    client = aioimaplib.IMAP4(
+        smtpsink.imap.host, smtpsink.imap.port, timeout=30, conn_lost_cb=connection_lost
+    )
+    await client.wait_hello_from_server()
+    assert (await client.login(USER, "pw")).result == "OK"
+    response = await client.id(name="my-app", version="1.0")
+    assert response.result == "OK", response
+    assert any(b"pytest-smtpsink" in line for line in response.lines)
+    await client.logout()
+    assert await asyncio.wait_for(lost, 30) is None
+    session = [s for s in smtpsink.sessions if s.protocol == "IMAP"][-1]
+    assert session.used("ID")
+
+
 # -- django-mailbox ----------------------------------------------------------------
 #
 # django-mailbox's Mailbox model needs its app installed and a database;
