@@ -87,14 +87,18 @@ def bulk_sender_problems(
     problems: list[Problem] = []
     head = message._head
     from_values = [str(v) for n, v in head.raw_items() if n.lower() == "from"]
-    addresses = [a for _, a in email.utils.getaddresses(from_values) if a]
+    unreadable = ""
+    try:
+        addresses = [a for _, a in email.utils.getaddresses(from_values) if a]
+    except RecursionError:  # hundreds of nested comments: no reader copes
+        addresses, unreadable = [], " (comments nested too deeply to parse)"
     if len(from_values) != 1 or len(addresses) != 1:
         problems.append(
             Problem(
                 "from-not-single",
                 "error",
                 f"{len(from_values)} From header(s) with {len(addresses)} "
-                "address(es); DMARC needs exactly one From address",
+                f"address(es){unreadable}; DMARC needs exactly one From address",
                 header="From",
             )
         )

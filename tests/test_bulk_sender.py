@@ -203,3 +203,25 @@ def test_the_codes_are_the_documented_ones_and_the_checked_ones() -> None:
     source = (root / "pytest_smtpsink" / "_bulk.py").read_text()
     made = set(re.findall(r'Problem\(\s*"([a-z0-9-]+)"', source))
     assert made == BULK_CODES
+
+
+def test_a_from_no_parser_can_read_is_a_problem_not_an_exception(
+    tls_sink: Mailbox,
+) -> None:
+    # 600 nested comments, folded to keep lines short: the stdlib's address
+    # parser recurses once per level.
+    raw = (
+        b"From: " + b"(" * 600 + b"\r\n " + b")" * 600 + b" news@shop.example\r\n"
+        b"To: ann@example.com\r\nSubject: November news\r\n"
+        b"Message-ID: <1@shop.example>\r\n\r\nHi.\r\n"
+    )
+    with smtplib.SMTP(tls_sink.host, tls_sink.port) as client:
+        client.starttls(context=tls_sink.ssl_context())
+        client.sendmail("bounces@shop.example", ["ann@example.com"], raw)
+    problems = tls_sink.assert_sent().bulk_sender_problems()
+    assert [p.code for p in problems] == [
+        "from-not-single",
+        "dkim-missing",
+        "list-unsubscribe-missing",
+    ]
+    assert "comments nested too deeply" in problems[0].message
