@@ -483,12 +483,14 @@ def _check_date(ctx: _Context) -> Iterator[Problem]:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
         when = None
-    if when is None or _year_before_1900(text):
+    why = None if when is None else _not_semantically_valid(text, when)
+    if when is None or why is not None:
         yield Problem(
             "invalid-date",
             "error",
-            f"Date {text!r} is not an RFC 5322 date (e.g. "
-            "'Mon, 30 Nov 2026 19:10:00 +0000'; email.utils.format_datetime makes one)",
+            f"Date {text!r} is not an RFC 5322 date{f': {why}' if why else ''} "
+            "(e.g. 'Mon, 30 Nov 2026 19:10:00 +0000'; email.utils.format_datetime "
+            "makes one)",
             header="Date",
         )
         return
@@ -508,27 +510,46 @@ def _check_date(ctx: _Context) -> Iterator[Problem]:
         )
 
 
-def _year_before_1900(text: str) -> bool:
-    """A four-digit year before 1900, which RFC 5322 (3.3) does not have:
-    the stdlib reads ``0000`` as the two-digit year ``00``, i.e. 2000."""
-    # The year is the token after the month name; comments, which RFC 5322
-    # allows around the parts ("(build 1234)"), are not part of it.
+def _not_semantically_valid(text: str, when: datetime.datetime) -> str | None:
+    """What RFC 5322 (3.3) forbids in a Date the stdlib parses anyway, or
+    None: a four-digit year before 1900 (the stdlib reads ``0000`` as the
+    two-digit year ``00``, i.e. 2000), no zone (it reads the time as UTC),
+    zone minutes over 59, a day of the week that is not the date's."""
+    # Comments, which RFC 5322 allows around the parts ("(build 1234)",
+    # "(UTC)"), are none of them.
     while True:
         uncommented = re.sub(r"\([^()]*\)", " ", text)
         if uncommented == text:
             break
         text = uncommented
     match = _YEAR_AFTER_MONTH.search(text)
-    if match is None:
-        return False
-    year = match.group(1)
-    return len(year) >= 4 and len(year.lstrip("0")) <= 4 and int(year) < 1900
+    if match is not None:
+        year = match.group(1)
+        if len(year) >= 4 and len(year.lstrip("0")) <= 4 and int(year) < 1900:
+            return "a year before 1900"
+    zone = _ZONE.search(text)
+    if zone is None:
+        return "no time zone"
+    if zone.group(1) is not None and int(zone.group(1)) > 59:
+        return f"zone minutes {zone.group(1)}"
+    day = _DAY_NAME.match(text)
+    # Three-digit (obsolete) years the stdlib does not read as 19xx.
+    if day is not None and when.year >= 1900:
+        written = day.group(1).lower()
+        if written != _DAY_NAMES[when.weekday()]:
+            return f"{when:%d %b %Y} is a {when:%A}, not {day.group(1)}"
+    return None
 
 
 _YEAR_AFTER_MONTH = re.compile(
     r"\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)\s+([0-9]+)\b",
     re.IGNORECASE,
 )
+#: The zone after the time: +hhmm / -hhmm, or an obsolete name ("GMT",
+#: "EST", a military letter; unknown names mean -0000).
+_ZONE = re.compile(r"[0-9]\s*(?:[+-][0-9]{2}([0-9]{2})|[A-Za-z]+)\s*\Z")
+_DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DAY_NAME = re.compile(r"\s*([A-Za-z]{3})\s*,", re.IGNORECASE)
 
 
 # -- MIME checks -------------------------------------------------------------------

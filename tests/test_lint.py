@@ -126,7 +126,7 @@ HEAD = (
             "header Date",
         ),
         (
-            HEAD.replace(b"2026", b"2036") + b"\r\nx\r\n",
+            HEAD.replace(b"Mon, 30 Nov 2026", b"Sun, 30 Nov 2036") + b"\r\nx\r\n",
             "future-date",
             "warning",
             "header Date",
@@ -255,6 +255,14 @@ def test_an_absurd_date_is_invalid_not_an_overflow() -> None:
         "Mon, 32 Nov 2026 19:00:00 +0000",
         "Mon, 30 Nov 2026 25:00:00 +0000",
         "garbage",
+        # RFC 5322 3.3: the day of the week must be the date's (a Monday),
+        "Tue, 30 Nov 2026 19:00:00 +0000",
+        "Tue, 30 Nov 2026 19:00:00 (Monday, really) +0000",
+        # the zone is not optional (strftime without %z),
+        "Mon, 30 Nov 2026 19:00:00",
+        "Mon, 30 Nov 2026 19:00:00 (UTC)",
+        # and its minutes are 00 to 59.
+        "Mon, 30 Nov 2026 19:00:00 +0060",
     ],
 )
 def test_a_date_that_does_not_exist_is_invalid(date: str) -> None:
@@ -270,6 +278,13 @@ def test_a_date_that_does_not_exist_is_invalid(date: str) -> None:
         "Mon, 01 Jan 1900 00:00:00 +0000",
         "Mon, 30 Nov 2026 19:00:00 +0000 (build 1234 x)",  # a comment's digits
         "Mon, 30 Nov 2026 19:00:00 (0123) +0000",
+        "mon, 30 nov 2026 19:00:00 +0000",  # names are case-insensitive
+        "Mon,30 Nov 2026 19:00:00 -0000",  # UTC, the local zone unknown
+        "Mon, 30 Nov 2026 19:00:00 GMT",  # obsolete zone names
+        "Mon, 30 Nov 2026 14:00:00 EST",
+        "Mon, 30 Nov 2026 19:00:00 z",
+        "Tue, 1 Dec 2026 04:00:00 +0900",  # the weekday of the date as written
+        "Mon, 30 Nov 2026 19:00:00 +0000 (UTC)",
     ],
 )
 def test_valid_date_forms_are_not_flagged(date: str) -> None:
