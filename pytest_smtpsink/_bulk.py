@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
-from ._lint import Problem
+from ._lint import Problem, valid_message_id
 
 if TYPE_CHECKING:
     from ._dkim import DkimResult
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 Alignment = Literal["relaxed", "strict"]
 ALIGNMENTS: tuple[Alignment, ...] = ("relaxed", "strict")
 
-_MESSAGE_ID = re.compile(r"\s*<[^<>@\s]+@[^<>@\s]+>\s*")
 _ONE_CLICK = "List-Unsubscribe=One-Click"
 # Second-level labels under which a two-letter country code registers names
 # (example.co.uk): the common cases of the Public Suffix List, which this
@@ -103,9 +102,7 @@ def bulk_sender_problems(
             )
         )
     message_id = head.get("Message-ID")
-    if message_id is None or not _MESSAGE_ID.fullmatch(
-        re.sub(r"\r?\n", "", str(message_id))
-    ):
+    if message_id is None or not valid_message_id(str(message_id)):
         problems.append(
             Problem(
                 "message-id-invalid",

@@ -460,11 +460,45 @@ def _valid_domain(domain: str, smtputf8: bool) -> bool:
     return len(domain) <= 253 and _DOMAIN.fullmatch(domain) is not None
 
 
+def valid_message_id(value: str) -> bool:
+    """Whether a Message-ID value is ``<left@right>``, with the comments
+    and folding RFC 5322 (3.6.4) allows around it."""
+    uncommented = _uncommented(re.sub(r"\r?\n", "", value))
+    return uncommented is not None and _MESSAGE_ID.fullmatch(uncommented) is not None
+
+
+def _uncommented(value: str) -> str | None:
+    """``value`` with its comments (nested, with quoted pairs) replaced by a
+    space, in one pass; None if a comment is never closed. A parenthesis in
+    a quoted string is text."""
+    out: list[str] = []
+    depth = 0
+    quoted = escaped = False
+    for char in value:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif quoted:
+            quoted = char != '"'
+        elif char == "(":
+            depth += 1
+            continue
+        elif char == ")" and depth:
+            depth -= 1
+            if not depth:
+                out.append(" ")
+            continue
+        elif char == '"' and not depth:
+            quoted = True
+        if not depth:
+            out.append(char)
+    return None if depth else "".join(out)
+
+
 def _check_message_id(ctx: _Context) -> Iterator[Problem]:
     value = ctx.tree.get("Message-ID")
-    if value is not None and not _MESSAGE_ID.fullmatch(
-        re.sub(r"\r?\n", "", str(value))
-    ):
+    if value is not None and not valid_message_id(str(value)):
         yield Problem(
             "invalid-message-id",
             "error",

@@ -225,3 +225,9 @@ def test_a_from_no_parser_can_read_is_a_problem_not_an_exception(
         "list-unsubscribe-missing",
     ]
     assert "comments nested too deeply" in problems[0].message
+
+
+def test_a_message_id_with_a_comment_is_valid(tls_sink: Mailbox) -> None:
+    # RFC 5322 3.6.4 allows comments around the <left@right>.
+    newsletter(tls_sink, Message_ID="<1@shop.example> (added by the mailer)")
+    assert codes(tls_sink) == []

@@ -511,3 +511,29 @@ def test_the_lint_codes_are_the_documented_ones() -> None:
     found = {p.code for eml in corpus.glob("*.eml") for p in lint(eml.read_bytes())}
     assert found <= LINT_CODES
     assert len(found) > 10  # the corpus does exercise the linter
+
+
+@pytest.mark.parametrize(
+    "message_id",
+    [
+        b"<1@shop.example> (added by postmaster@shop.example)",
+        b"(the id)\r\n <1@shop.example>",
+    ],
+)
+def test_a_message_id_with_comments_is_valid(message_id: bytes) -> None:
+    # RFC 5322 3.6.4: msg-id = [CFWS] "<" id-left "@" id-right ">" [CFWS]
+    raw = HEAD.replace(b"<1@shop.example>", message_id) + b"\r\nx\r\n"
+    received = datetime.datetime(2026, 11, 30, 19, 0, tzinfo=datetime.timezone.utc)
+    assert lint(raw, received_at=received) == []
+
+
+@pytest.mark.parametrize(
+    "message_id",
+    [
+        b"<1@shop.example> (never closed",
+        b"(a) 1@shop.example (b)",
+    ],
+)
+def test_comments_do_not_make_a_message_id_valid(message_id: bytes) -> None:
+    raw = HEAD.replace(b"<1@shop.example>", message_id) + b"\r\nx\r\n"
+    assert codes(lint(raw)) == ["invalid-message-id"]
