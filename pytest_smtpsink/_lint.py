@@ -68,6 +68,8 @@ _LOCAL = re.compile(rf'(?:{_ATEXT}+(?:\.{_ATEXT}+)*|"(?:[^"\\\r\n]|\\.)*")')
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})+|\[[^\[\]\\]*\])")
 _GROUP_ONLY = re.compile(r"[^:]*:\s*;\s*")
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+_PAIRED_ANGLES = re.compile(r"[^<>]*(?:<[^<>]*>[^<>]*)*")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -442,6 +444,11 @@ def _bad_addresses(value: str, smtputf8: bool) -> str | None:
             return addr
         good += 1
     if good == 0 and not _GROUP_ONLY.fullmatch(value):
+        return value.strip()
+    # getaddresses reads past a '<' never closed or a stray '>': what is
+    # left outside comments and quoted strings must pair them up.
+    bare = _uncommented(value)
+    if bare is not None and not _PAIRED_ANGLES.fullmatch(_QUOTED.sub('""', bare)):
         return value.strip()
     return None
 

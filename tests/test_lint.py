@@ -231,6 +231,10 @@ def test_each_problem_has_a_code_a_severity_and_a_place(
         (b"bad address", "'bad' (in 'bad address')"),
         (b"ann@", "'ann@'"),
         (b"", "'(empty)'"),
+        # Angle brackets that do not pair up (getaddresses reads past them).
+        (b"Ann <ann@example.com", "'Ann <ann@example.com'"),
+        (b"ann@example.com>", "'ann@example.com>'"),
+        (b"Ann <<ann@example.com>>", "'Ann <<ann@example.com>>'"),
     ],
 )
 def test_an_invalid_address_is_shown_as_written(written: bytes, said: str) -> None:
@@ -537,3 +541,19 @@ def test_a_message_id_with_comments_is_valid(message_id: bytes) -> None:
 def test_comments_do_not_make_a_message_id_valid(message_id: bytes) -> None:
     raw = HEAD.replace(b"<1@shop.example>", message_id) + b"\r\nx\r\n"
     assert codes(lint(raw)) == ["invalid-message-id"]
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        b'"Ann <the boss>" <ann@example.com>',
+        b"ann@example.com (Ann <the boss>)",
+        b'"a>b"@example.com',
+        b"Ann <ann@example.com>, <bob@example.com>",
+        b"team: Ann <ann@example.com>, bob@example.com;",
+    ],
+)
+def test_angle_brackets_in_names_and_comments_are_fine(written: bytes) -> None:
+    raw = HEAD.replace(b"ann@example.com", written) + b"\r\nx\r\n"
+    received = datetime.datetime(2026, 11, 30, 19, 0, tzinfo=datetime.timezone.utc)
+    assert lint(raw, received_at=received) == []
