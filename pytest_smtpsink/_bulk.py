@@ -47,11 +47,25 @@ def organizational_domain(domain: str) -> str:
 
 
 def aligned(signing: str, author: str, alignment: Alignment) -> bool:
-    """DMARC identifier alignment of a DKIM ``d=`` with the From domain."""
-    signing, author = signing.lower().rstrip("."), author.lower().rstrip(".")
+    """DMARC identifier alignment of a DKIM ``d=`` with the From domain,
+    compared as A-labels (RFC 8616): ``bücher.example`` is
+    ``xn--bcher-kva.example``."""
+    signing, author = _a_labels(signing), _a_labels(author)
     if alignment == "strict":
         return signing == author
     return organizational_domain(signing) == organizational_domain(author)
+
+
+def _a_labels(domain: str) -> str:
+    """``domain`` in lower case, without a trailing dot, its U-labels as
+    A-labels; as it is if it is no IDNA name. Raw UTF-8 read from the
+    header block arrives as surrogate escapes."""
+    domain = domain.lower().rstrip(".")
+    try:
+        text = domain.encode("utf-8", "surrogateescape").decode("utf-8")
+        return text.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return domain
 
 
 #: Every code `bulk_sender_problems` gives (the deliverability page lists

@@ -231,3 +231,36 @@ def test_a_message_id_with_a_comment_is_valid(tls_sink: Mailbox) -> None:
     # RFC 5322 3.6.4 allows comments around the <left@right>.
     newsletter(tls_sink, Message_ID="<1@shop.example> (added by the mailer)")
     assert codes(tls_sink) == []
+
+
+def test_an_international_from_domain_aligns_with_its_a_label(
+    tls_sink: Mailbox,
+) -> None:
+    # RFC 8616: with SMTPUTF8 the From domain may be a U-label while d=
+    # is its A-label; DMARC compares them as A-labels.
+    key = tls_sink.dkim_key("xn--bcher-kva.example", selector="news")
+    raw = (
+        "From: news@bücher.example\r\nTo: ann@example.com\r\n"
+        "Subject: November news\r\nMessage-ID: <1@xn--bcher-kva.example>\r\n"
+        "List-Unsubscribe: <https://xn--bcher-kva.example/u/abc>\r\n"
+        "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\nHi.\r\n"
+    ).encode()
+    raw = (
+        dkim.sign(
+            raw,
+            b"news",
+            b"xn--bcher-kva.example",
+            key.encode(),
+            include_headers=list(SIGNED + ONE_CLICK),
+        )
+        + raw
+    )
+    with smtplib.SMTP(tls_sink.host, tls_sink.port) as client:
+        client.starttls(context=tls_sink.ssl_context())
+        client.sendmail(
+            "bounces@xn--bcher-kva.example",
+            ["ann@example.com"],
+            raw,
+            mail_options=["SMTPUTF8"],
+        )
+    assert codes(tls_sink, "strict") == []
