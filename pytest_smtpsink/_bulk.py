@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
-from ._lint import Problem
+from ._lint import Problem, valid_message_id
 
 if TYPE_CHECKING:
     from ._dkim import DkimResult
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 Alignment = Literal["relaxed", "strict"]
 ALIGNMENTS: tuple[Alignment, ...] = ("relaxed", "strict")
 
-_MESSAGE_ID = re.compile(r"\s*<[^<>@\s]+@[^<>@\s]+>\s*")
 _ONE_CLICK = "List-Unsubscribe=One-Click"
 # Second-level labels under which a two-letter country code registers names
 # (example.co.uk): the common cases of the Public Suffix List, which this
@@ -48,11 +47,25 @@ def organizational_domain(domain: str) -> str:
 
 
 def aligned(signing: str, author: str, alignment: Alignment) -> bool:
-    """DMARC identifier alignment of a DKIM ``d=`` with the From domain."""
-    signing, author = signing.lower().rstrip("."), author.lower().rstrip(".")
+    """DMARC identifier alignment of a DKIM ``d=`` with the From domain,
+    compared as A-labels (RFC 8616): ``bücher.example`` is
+    ``xn--bcher-kva.example``."""
+    signing, author = _a_labels(signing), _a_labels(author)
     if alignment == "strict":
         return signing == author
     return organizational_domain(signing) == organizational_domain(author)
+
+
+def _a_labels(domain: str) -> str:
+    """``domain`` in lower case, without a trailing dot, its U-labels as
+    A-labels; as it is if it is no IDNA name. Raw UTF-8 read from the
+    header block arrives as surrogate escapes."""
+    domain = domain.lower().rstrip(".")
+    try:
+        text = domain.encode("utf-8", "surrogateescape").decode("utf-8")
+        return text.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return domain
 
 
 #: Every code `bulk_sender_problems` gives (the deliverability page lists
@@ -87,21 +100,23 @@ def bulk_sender_problems(
     problems: list[Problem] = []
     head = message._head
     from_values = [str(v) for n, v in head.raw_items() if n.lower() == "from"]
-    addresses = [a for _, a in email.utils.getaddresses(from_values) if a]
+    unreadable = ""
+    try:
+        addresses = [a for _, a in email.utils.getaddresses(from_values) if a]
+    except RecursionError:  # hundreds of nested comments: no reader copes
+        addresses, unreadable = [], " (comments nested too deeply to parse)"
     if len(from_values) != 1 or len(addresses) != 1:
         problems.append(
             Problem(
                 "from-not-single",
                 "error",
                 f"{len(from_values)} From header(s) with {len(addresses)} "
-                "address(es); DMARC needs exactly one From address",
+                f"address(es){unreadable}; DMARC needs exactly one From address",
                 header="From",
             )
         )
     message_id = head.get("Message-ID")
-    if message_id is None or not _MESSAGE_ID.fullmatch(
-        re.sub(r"\r?\n", "", str(message_id))
-    ):
+    if message_id is None or not valid_message_id(str(message_id)):
         problems.append(
             Problem(
                 "message-id-invalid",

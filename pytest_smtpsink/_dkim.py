@@ -186,12 +186,23 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
         logger.addHandler(reasons)
         verifier: Any = None
         error: str | None = None
+        fields: dict[bytes, bytes] = {}
         try:
             verifier = dkim.DKIM(raw, logger=logger, minkey=MIN_KEY_BITS)
-            verified = bool(verifier.verify(idx=index, dnsfunc=_lookup))
-        except Exception as exc:  # dkimpy's DKIMException and parse errors
-            verified, error = False, _explain(exc)
-        fields = getattr(verifier, "signature_fields", None) or {}
+        except Exception as exc:  # a header line dkimpy cannot split
+            verified = False
+            error = (
+                "dkimpy cannot read the message's header block, so no signature "
+                f"in it can be verified ({str(exc) or type(exc).__name__})"
+            )
+            # Still say whose signature it is.
+            fields = _signature_tags(raw, index)
+        else:
+            try:
+                verified = bool(verifier.verify(idx=index, dnsfunc=_lookup))
+            except Exception as exc:  # dkimpy's DKIMException and parse errors
+                verified, error = False, _explain(exc)
+            fields = getattr(verifier, "signature_fields", None) or {}
         domain = _text(fields.get(b"d"))
         selector = _text(fields.get(b"s"))
         reason = None
@@ -266,10 +277,31 @@ def _explain(error: Exception) -> str:
     return text
 
 
-def _count_signatures(raw: bytes) -> int:
+def _head(raw: bytes) -> bytes:
     end = re.search(rb"\r?\n\r?\n", raw)
-    head = raw if end is None else raw[: end.start()]
-    return len(re.findall(rb"(?im)^dkim-signature[ \t]*:", head))
+    return raw if end is None else raw[: end.start()]
+
+
+def _count_signatures(raw: bytes) -> int:
+    return len(re.findall(rb"(?im)^dkim-signature[ \t]*:", _head(raw)))
+
+
+def _signature_tags(raw: bytes, index: int) -> dict[bytes, bytes]:
+    """The tags of the ``index``-th DKIM-Signature, read without dkimpy
+    (for a message it refuses): each ``tag=value`` once; {} if unreadable."""
+    values = re.findall(
+        rb"(?im)^dkim-signature[ \t]*:((?:[^\r\n]*)(?:\r?\n[ \t][^\r\n]*)*)",
+        _head(raw),
+    )
+    if index >= len(values):
+        return {}
+    tags: dict[bytes, bytes] = {}
+    for pair in values[index].split(b";"):
+        name, equals, value = pair.partition(b"=")
+        name = name.strip()
+        if equals and name and name not in tags:
+            tags[name] = value.strip()
+    return tags
 
 
 def _text(value: object) -> str:

@@ -68,6 +68,8 @@ _LOCAL = re.compile(rf'(?:{_ATEXT}+(?:\.{_ATEXT}+)*|"(?:[^"\\\r\n]|\\.)*")')
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})+|\[[^\[\]\\]*\])")
 _GROUP_ONLY = re.compile(r"[^:]*:\s*;\s*")
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+_PAIRED_ANGLES = re.compile(r"[^<>]*(?:<[^<>]*>[^<>]*)*")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -443,6 +445,11 @@ def _bad_addresses(value: str, smtputf8: bool) -> str | None:
         good += 1
     if good == 0 and not _GROUP_ONLY.fullmatch(value):
         return value.strip()
+    # getaddresses reads past a '<' never closed or a stray '>': what is
+    # left outside comments and quoted strings must pair them up.
+    bare = _uncommented(value)
+    if bare is not None and not _PAIRED_ANGLES.fullmatch(_QUOTED.sub('""', bare)):
+        return value.strip()
     return None
 
 
@@ -460,11 +467,45 @@ def _valid_domain(domain: str, smtputf8: bool) -> bool:
     return len(domain) <= 253 and _DOMAIN.fullmatch(domain) is not None
 
 
+def valid_message_id(value: str) -> bool:
+    """Whether a Message-ID value is ``<left@right>``, with the comments
+    and folding RFC 5322 (3.6.4) allows around it."""
+    uncommented = _uncommented(re.sub(r"\r?\n", "", value))
+    return uncommented is not None and _MESSAGE_ID.fullmatch(uncommented) is not None
+
+
+def _uncommented(value: str) -> str | None:
+    """``value`` with its comments (nested, with quoted pairs) replaced by a
+    space, in one pass; None if a comment is never closed. A parenthesis in
+    a quoted string is text."""
+    out: list[str] = []
+    depth = 0
+    quoted = escaped = False
+    for char in value:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif quoted:
+            quoted = char != '"'
+        elif char == "(":
+            depth += 1
+            continue
+        elif char == ")" and depth:
+            depth -= 1
+            if not depth:
+                out.append(" ")
+            continue
+        elif char == '"' and not depth:
+            quoted = True
+        if not depth:
+            out.append(char)
+    return None if depth else "".join(out)
+
+
 def _check_message_id(ctx: _Context) -> Iterator[Problem]:
     value = ctx.tree.get("Message-ID")
-    if value is not None and not _MESSAGE_ID.fullmatch(
-        re.sub(r"\r?\n", "", str(value))
-    ):
+    if value is not None and not valid_message_id(str(value)):
         yield Problem(
             "invalid-message-id",
             "error",
@@ -483,12 +524,14 @@ def _check_date(ctx: _Context) -> Iterator[Problem]:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
         when = None
-    if when is None or _year_before_1900(text):
+    why = None if when is None else _not_semantically_valid(text, when)
+    if when is None or why is not None:
         yield Problem(
             "invalid-date",
             "error",
-            f"Date {text!r} is not an RFC 5322 date (e.g. "
-            "'Mon, 30 Nov 2026 19:10:00 +0000'; email.utils.format_datetime makes one)",
+            f"Date {text!r} is not an RFC 5322 date{f': {why}' if why else ''} "
+            "(e.g. 'Mon, 30 Nov 2026 19:10:00 +0000'; email.utils.format_datetime "
+            "makes one)",
             header="Date",
         )
         return
@@ -508,27 +551,46 @@ def _check_date(ctx: _Context) -> Iterator[Problem]:
         )
 
 
-def _year_before_1900(text: str) -> bool:
-    """A four-digit year before 1900, which RFC 5322 (3.3) does not have:
-    the stdlib reads ``0000`` as the two-digit year ``00``, i.e. 2000."""
-    # The year is the token after the month name; comments, which RFC 5322
-    # allows around the parts ("(build 1234)"), are not part of it.
+def _not_semantically_valid(text: str, when: datetime.datetime) -> str | None:
+    """What RFC 5322 (3.3) forbids in a Date the stdlib parses anyway, or
+    None: a four-digit year before 1900 (the stdlib reads ``0000`` as the
+    two-digit year ``00``, i.e. 2000), no zone (it reads the time as UTC),
+    zone minutes over 59, a day of the week that is not the date's."""
+    # Comments, which RFC 5322 allows around the parts ("(build 1234)",
+    # "(UTC)"), are none of them.
     while True:
         uncommented = re.sub(r"\([^()]*\)", " ", text)
         if uncommented == text:
             break
         text = uncommented
     match = _YEAR_AFTER_MONTH.search(text)
-    if match is None:
-        return False
-    year = match.group(1)
-    return len(year) >= 4 and len(year.lstrip("0")) <= 4 and int(year) < 1900
+    if match is not None:
+        year = match.group(1)
+        if len(year) >= 4 and len(year.lstrip("0")) <= 4 and int(year) < 1900:
+            return "a year before 1900"
+    zone = _ZONE.search(text)
+    if zone is None:
+        return "no time zone"
+    if zone.group(1) is not None and int(zone.group(1)) > 59:
+        return f"zone minutes {zone.group(1)}"
+    day = _DAY_NAME.match(text)
+    # Three-digit (obsolete) years the stdlib does not read as 19xx.
+    if day is not None and when.year >= 1900:
+        written = day.group(1).lower()
+        if written != _DAY_NAMES[when.weekday()]:
+            return f"{when:%d %b %Y} is a {when:%A}, not {day.group(1)}"
+    return None
 
 
 _YEAR_AFTER_MONTH = re.compile(
     r"\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)\s+([0-9]+)\b",
     re.IGNORECASE,
 )
+#: The zone after the time: +hhmm / -hhmm, or an obsolete name ("GMT",
+#: "EST", a military letter; unknown names mean -0000).
+_ZONE = re.compile(r"[0-9]\s*(?:[+-][0-9]{2}([0-9]{2})|[A-Za-z]+)\s*\Z")
+_DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DAY_NAME = re.compile(r"\s*([A-Za-z]{3})\s*,", re.IGNORECASE)
 
 
 # -- MIME checks -------------------------------------------------------------------

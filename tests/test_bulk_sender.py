@@ -203,3 +203,64 @@ def test_the_codes_are_the_documented_ones_and_the_checked_ones() -> None:
     source = (root / "pytest_smtpsink" / "_bulk.py").read_text()
     made = set(re.findall(r'Problem\(\s*"([a-z0-9-]+)"', source))
     assert made == BULK_CODES
+
+
+def test_a_from_no_parser_can_read_is_a_problem_not_an_exception(
+    tls_sink: Mailbox,
+) -> None:
+    # 600 nested comments, folded to keep lines short: the stdlib's address
+    # parser recurses once per level.
+    raw = (
+        b"From: " + b"(" * 600 + b"\r\n " + b")" * 600 + b" news@shop.example\r\n"
+        b"To: ann@example.com\r\nSubject: November news\r\n"
+        b"Message-ID: <1@shop.example>\r\n\r\nHi.\r\n"
+    )
+    with smtplib.SMTP(tls_sink.host, tls_sink.port) as client:
+        client.starttls(context=tls_sink.ssl_context())
+        client.sendmail("bounces@shop.example", ["ann@example.com"], raw)
+    problems = tls_sink.assert_sent().bulk_sender_problems()
+    assert [p.code for p in problems] == [
+        "from-not-single",
+        "dkim-missing",
+        "list-unsubscribe-missing",
+    ]
+    assert "comments nested too deeply" in problems[0].message
+
+
+def test_a_message_id_with_a_comment_is_valid(tls_sink: Mailbox) -> None:
+    # RFC 5322 3.6.4 allows comments around the <left@right>.
+    newsletter(tls_sink, Message_ID="<1@shop.example> (added by the mailer)")
+    assert codes(tls_sink) == []
+
+
+def test_an_international_from_domain_aligns_with_its_a_label(
+    tls_sink: Mailbox,
+) -> None:
+    # RFC 8616: with SMTPUTF8 the From domain may be a U-label while d=
+    # is its A-label; DMARC compares them as A-labels.
+    key = tls_sink.dkim_key("xn--bcher-kva.example", selector="news")
+    raw = (
+        "From: news@bücher.example\r\nTo: ann@example.com\r\n"
+        "Subject: November news\r\nMessage-ID: <1@xn--bcher-kva.example>\r\n"
+        "List-Unsubscribe: <https://xn--bcher-kva.example/u/abc>\r\n"
+        "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\nHi.\r\n"
+    ).encode()
+    raw = (
+        dkim.sign(
+            raw,
+            b"news",
+            b"xn--bcher-kva.example",
+            key.encode(),
+            include_headers=list(SIGNED + ONE_CLICK),
+        )
+        + raw
+    )
+    with smtplib.SMTP(tls_sink.host, tls_sink.port) as client:
+        client.starttls(context=tls_sink.ssl_context())
+        client.sendmail(
+            "bounces@xn--bcher-kva.example",
+            ["ann@example.com"],
+            raw,
+            mail_options=["SMTPUTF8"],
+        )
+    assert codes(tls_sink, "strict") == []

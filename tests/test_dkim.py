@@ -150,6 +150,29 @@ def test_a_malformed_signature_is_a_failed_result_not_an_exception(
     assert result.reason
 
 
+def test_a_header_dkimpy_cannot_read_is_not_blamed_on_the_signature(
+    smtpsink: Mailbox,
+) -> None:
+    # "Name : value" is RFC 5322's obsolete syntax; dkimpy refuses the
+    # whole message for it, whichever header it is.
+    key = smtpsink.dkim_key("shop.example", selector="s1")
+    send_signed(smtpsink, key)
+    raw = smtpsink.assert_sent().raw.replace(b"\r\nTo:", b"\r\nX-Old : yes\r\nTo:")
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("noreply@shop.example", ["ann@example.com"], raw)
+    [result] = smtpsink.assert_sent(count=2)[1].dkim
+    assert (result.verified, result.domain, result.selector) == (
+        False,
+        "shop.example",
+        "s1",
+    )
+    assert result.reason == (
+        "dkimpy cannot read the message's header block, so no signature in it "
+        "can be verified (Unexpected characters in RFC822 header: "
+        "b'X-Old : yes')"
+    )
+
+
 def test_bad_arguments_are_named(smtpsink: Mailbox) -> None:
     with pytest.raises(ValueError, match="domain must be a domain name"):
         smtpsink.dkim_key("localhost")

@@ -126,7 +126,7 @@ HEAD = (
             "header Date",
         ),
         (
-            HEAD.replace(b"2026", b"2036") + b"\r\nx\r\n",
+            HEAD.replace(b"Mon, 30 Nov 2026", b"Sun, 30 Nov 2036") + b"\r\nx\r\n",
             "future-date",
             "warning",
             "header Date",
@@ -231,6 +231,10 @@ def test_each_problem_has_a_code_a_severity_and_a_place(
         (b"bad address", "'bad' (in 'bad address')"),
         (b"ann@", "'ann@'"),
         (b"", "'(empty)'"),
+        # Angle brackets that do not pair up (getaddresses reads past them).
+        (b"Ann <ann@example.com", "'Ann <ann@example.com'"),
+        (b"ann@example.com>", "'ann@example.com>'"),
+        (b"Ann <<ann@example.com>>", "'Ann <<ann@example.com>>'"),
     ],
 )
 def test_an_invalid_address_is_shown_as_written(written: bytes, said: str) -> None:
@@ -255,6 +259,14 @@ def test_an_absurd_date_is_invalid_not_an_overflow() -> None:
         "Mon, 32 Nov 2026 19:00:00 +0000",
         "Mon, 30 Nov 2026 25:00:00 +0000",
         "garbage",
+        # RFC 5322 3.3: the day of the week must be the date's (a Monday),
+        "Tue, 30 Nov 2026 19:00:00 +0000",
+        "Tue, 30 Nov 2026 19:00:00 (Monday, really) +0000",
+        # the zone is not optional (strftime without %z),
+        "Mon, 30 Nov 2026 19:00:00",
+        "Mon, 30 Nov 2026 19:00:00 (UTC)",
+        # and its minutes are 00 to 59.
+        "Mon, 30 Nov 2026 19:00:00 +0060",
     ],
 )
 def test_a_date_that_does_not_exist_is_invalid(date: str) -> None:
@@ -270,6 +282,13 @@ def test_a_date_that_does_not_exist_is_invalid(date: str) -> None:
         "Mon, 01 Jan 1900 00:00:00 +0000",
         "Mon, 30 Nov 2026 19:00:00 +0000 (build 1234 x)",  # a comment's digits
         "Mon, 30 Nov 2026 19:00:00 (0123) +0000",
+        "mon, 30 nov 2026 19:00:00 +0000",  # names are case-insensitive
+        "Mon,30 Nov 2026 19:00:00 -0000",  # UTC, the local zone unknown
+        "Mon, 30 Nov 2026 19:00:00 GMT",  # obsolete zone names
+        "Mon, 30 Nov 2026 14:00:00 EST",
+        "Mon, 30 Nov 2026 19:00:00 z",
+        "Tue, 1 Dec 2026 04:00:00 +0900",  # the weekday of the date as written
+        "Mon, 30 Nov 2026 19:00:00 +0000 (UTC)",
     ],
 )
 def test_valid_date_forms_are_not_flagged(date: str) -> None:
@@ -496,3 +515,45 @@ def test_the_lint_codes_are_the_documented_ones() -> None:
     found = {p.code for eml in corpus.glob("*.eml") for p in lint(eml.read_bytes())}
     assert found <= LINT_CODES
     assert len(found) > 10  # the corpus does exercise the linter
+
+
+@pytest.mark.parametrize(
+    "message_id",
+    [
+        b"<1@shop.example> (added by postmaster@shop.example)",
+        b"(the id)\r\n <1@shop.example>",
+    ],
+)
+def test_a_message_id_with_comments_is_valid(message_id: bytes) -> None:
+    # RFC 5322 3.6.4: msg-id = [CFWS] "<" id-left "@" id-right ">" [CFWS]
+    raw = HEAD.replace(b"<1@shop.example>", message_id) + b"\r\nx\r\n"
+    received = datetime.datetime(2026, 11, 30, 19, 0, tzinfo=datetime.timezone.utc)
+    assert lint(raw, received_at=received) == []
+
+
+@pytest.mark.parametrize(
+    "message_id",
+    [
+        b"<1@shop.example> (never closed",
+        b"(a) 1@shop.example (b)",
+    ],
+)
+def test_comments_do_not_make_a_message_id_valid(message_id: bytes) -> None:
+    raw = HEAD.replace(b"<1@shop.example>", message_id) + b"\r\nx\r\n"
+    assert codes(lint(raw)) == ["invalid-message-id"]
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        b'"Ann <the boss>" <ann@example.com>',
+        b"ann@example.com (Ann <the boss>)",
+        b'"a>b"@example.com',
+        b"Ann <ann@example.com>, <bob@example.com>",
+        b"team: Ann <ann@example.com>, bob@example.com;",
+    ],
+)
+def test_angle_brackets_in_names_and_comments_are_fine(written: bytes) -> None:
+    raw = HEAD.replace(b"ann@example.com", written) + b"\r\nx\r\n"
+    received = datetime.datetime(2026, 11, 30, 19, 0, tzinfo=datetime.timezone.utc)
+    assert lint(raw, received_at=received) == []
