@@ -557,12 +557,9 @@ def _not_semantically_valid(text: str, when: datetime.datetime) -> str | None:
     two-digit year ``00``, i.e. 2000), no zone (it reads the time as UTC),
     zone minutes over 59, a day of the week that is not the date's."""
     # Comments, which RFC 5322 allows around the parts ("(build 1234)",
-    # "(UTC)"), are none of them.
-    while True:
-        uncommented = re.sub(r"\([^()]*\)", " ", text)
-        if uncommented == text:
-            break
-        text = uncommented
+    # "(UTC)"), are none of them. In one pass: removing one level at a time
+    # took seconds for a Date of thousands of nested comments.
+    text = _uncommented(text) or text
     match = _YEAR_AFTER_MONTH.search(text)
     if match is not None:
         year = match.group(1)
