@@ -293,7 +293,8 @@ def _check_lines(ctx: _Context) -> Iterator[Problem]:
                 "line-over-78",
                 "info",
                 f"{_count(longish, 'line')} longer than {RECOMMENDED_LINE} "
-                "characters, the length RFC 5322 recommends",
+                "bytes, the length RFC 5322 recommends (RFC 6532 counts "
+                "UTF-8 in bytes)",
                 line=longish[0],
             )
     for pattern, code, what in (
