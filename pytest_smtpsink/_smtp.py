@@ -303,6 +303,7 @@ def _unrecognized(reply: str, echo: bool = True) -> str:
 
 
 _MALFORMED = re.compile("[\x00-\x1f\x7f\udc80-\udcff]")
+_FIRST_WORD = re.compile(r"\s*\S+")
 
 
 def _malformed(value: str) -> bool:
@@ -1887,11 +1888,12 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             "AUTH", [(arg or "").split(" ")[0].upper()], extension="AUTH"
         ):
             return
-        if arg:
+        if arg and (word := _FIRST_WORD.match(arg)) is not None:
             # Mechanism names are case-insensitive, as Postfix and Dovecot
-            # take them: aiosmtpd answers "auth plain" 504.
-            mechanism, space, rest = arg.partition(" ")
-            arg = mechanism.upper() + space + rest
+            # take them: aiosmtpd answers "auth plain" 504. Its first word
+            # only (aiosmtpd splits on any white space): the rest may be a
+            # response, whose base64 is case-sensitive.
+            arg = arg[: word.end()].upper() + arg[word.end() :]
         await super().smtp_AUTH(arg)
 
     @_same_syntax(SMTP.smtp_DATA)
