@@ -361,6 +361,10 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     settings, timeout = _read_options(config)
     _read_reporting(config)
+    if config.getoption("setuponly", False):
+        # --setup-only and --setup-plan run no test: a test "passing" so
+        # must not remove the saved mail of the last run that did.
+        config.stash[_SAVE_KEY] = None
     summary = _bool_option(config, "summary")
     # Workers read it too: they only count mail per test when it is shown.
     config.stash[_SUMMARY_KEY] = bool(summary)
