@@ -31,6 +31,8 @@ _VIEWS_KEY = pytest.StashKey["list[Mailbox]"]()
 _FAILED_KEY = pytest.StashKey[bool]()
 #: Why the test first failed, for index.html (`_report.failure_reason`).
 _REASON_KEY = pytest.StashKey["str | None"]()
+#: "skipped", "xfailed" or "xpassed" for index.html, as pytest says it.
+_OUTCOME_KEY = pytest.StashKey[str]()
 _SUMMARY_KEY = pytest.StashKey[bool]()
 _REPORT_KEY = pytest.StashKey[_report.ReportMode]()
 _SAVE_KEY = pytest.StashKey[tuple[Path, _report.SaveMode] | None]()
@@ -730,7 +732,13 @@ def pytest_runtest_makereport(
     report = yield
     opened = item.stash.get(_VIEWS_KEY, None)
     if not opened or not (report.failed or report.when == "teardown"):
-        return report  # a passed setup or call: nothing to add
+        # A passed setup or call: nothing to add. What a skip or an xfail
+        # is called in index.html, should --smtpsink-save=all save it.
+        if opened and hasattr(report, "wasxfail"):
+            item.stash[_OUTCOME_KEY] = "xfailed" if report.skipped else "xpassed"
+        elif opened and report.skipped:
+            item.stash[_OUTCOME_KEY] = "skipped"
+        return report
     views = _report.distinct(opened)
     config = item.config
     if report.failed:
@@ -775,7 +783,7 @@ def pytest_runtest_makereport(
                 written = _report.save(views, directory)
                 from ._html import REPORT_ATTRIBUTE, record_test
 
-                outcome = "failed" if failed else "passed"
+                outcome = "failed" if failed else item.stash.get(_OUTCOME_KEY, "passed")
                 if record_test(
                     views,
                     nodeid=item.nodeid,

@@ -357,6 +357,53 @@ def test_index_follows_save_all(pytester: pytest.Pytester) -> None:
     assert "test_mail.py::test_passes" in markup
 
 
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_save_all_names_skipped_and_xfailed_tests_so(
+    pytester: pytest.Pytester, workers: list[str]
+) -> None:
+    # They were all "passed" in index.html and smtpsink.json.
+    pytester.makepyfile(
+        test_mail=FAILING_TESTS
+        + """
+import pytest
+
+def test_skips(smtpsink):
+    send(smtpsink, "skipped")
+    pytest.skip("not today")
+
+@pytest.mark.xfail(reason="known bug")
+def test_xfails(smtpsink):
+    send(smtpsink, "xfailed")
+    assert False
+
+@pytest.mark.xfail(reason="fixed by now")
+def test_xpasses(smtpsink):
+    send(smtpsink, "xpassed")
+"""
+    )
+    result = pytester.runpytest(
+        "--smtpsink-save-dir=mail", "--smtpsink-save=all", *workers
+    )
+    result.assert_outcomes(passed=1, failed=2, skipped=1, xfailed=1, xpassed=1)
+    outcomes = {
+        record["nodeid"].split("::")[1]: record["outcome"]
+        for record in (
+            json.loads(path.read_text(encoding="utf-8"))
+            for path in (pytester.path / "mail").glob("*/smtpsink.json")
+        )
+    }
+    assert outcomes == {
+        "test_one": "failed",
+        "test_two": "failed",
+        "test_passes": "passed",
+        "test_skips": "skipped",
+        "test_xfails": "xfailed",
+        "test_xpasses": "xpassed",
+    }
+    markup = (pytester.path / "mail" / "index.html").read_text(encoding="utf-8")
+    assert '<span class="outcome">xfailed</span> test_mail.py::test_xfails' in markup
+
+
 def test_a_stale_index_is_replaced(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_mail=FAILING_TESTS)
     pytester.runpytest("--smtpsink-save-dir=mail")
