@@ -690,9 +690,14 @@ def _enforce_lint(
     ignore: tuple[str, ...],
 ) -> None:
     """``--smtpsink-lint`` / ``@pytest.mark.smtpsink_lint``: fail at teardown
-    if a captured message is badly built. Not after a failed test: its own
-    failure is the news."""
-    if severity == "off" or request.node.stash.get(_FAILED_KEY, False):
+    if a captured message is badly built. Not after a failed or xfailed
+    test: its own failure is the news."""
+    stash = request.node.stash
+    if (
+        severity == "off"
+        or stash.get(_FAILED_KEY, False)
+        or stash.get(_OUTCOME_KEY, None) == "xfailed"
+    ):
         return
     from ._lint import unclean_report
 
