@@ -36,6 +36,9 @@ _OUTCOME_KEY = pytest.StashKey[str]()
 _SUMMARY_KEY = pytest.StashKey[bool]()
 _REPORT_KEY = pytest.StashKey[_report.ReportMode]()
 _SAVE_KEY = pytest.StashKey[tuple[Path, _report.SaveMode] | None]()
+#: The --smtpsink-save-dir directory, also in a run that saves nothing
+#: (--setup-only): see pytest_ignore_collect.
+_SAVE_ROOT_KEY = pytest.StashKey["Path | None"]()
 #: --smtpsink-lint: the severity that fails a test at teardown, or "off".
 _LINT_KEY = pytest.StashKey[str]()
 _LINT_LEVELS = ("off", "error", "warning", "info")
@@ -363,6 +366,8 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     settings, timeout = _read_options(config)
     _read_reporting(config)
+    save = config.stash[_SAVE_KEY]
+    config.stash[_SAVE_ROOT_KEY] = save[0] if save is not None else None
     if config.getoption("setuponly", False):
         # --setup-only and --setup-plan run no test: a test "passing" so
         # must not remove the saved mail of the last run that did.
@@ -398,6 +403,19 @@ def pytest_configure(config: pytest.Config) -> None:
                 "port per worker), or -n 1"
             )
     config.stash[_POOL_KEY] = pool
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Never collect the copies of attachments under --smtpsink-save-dir
+    (``<dir>/<test>/NNNN-attachments/``): a mailed ``test_x.py`` or
+    ``conftest.py`` is the mail's, not the project's."""
+    name = collection_path.name
+    if not (name.endswith("-attachments") and name[:4].isdigit()):
+        return None  # nearly every path: no stash lookup, no resolve()
+    root = config.stash.get(_SAVE_ROOT_KEY, None)
+    if root is not None and collection_path.parent.parent.resolve() == root:
+        return True
+    return None
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

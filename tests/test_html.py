@@ -404,6 +404,45 @@ def test_xpasses(smtpsink):
     assert '<span class="outcome">xfailed</span> test_mail.py::test_xfails' in markup
 
 
+ATTACHED_CODE = """
+import smtplib
+from email.message import EmailMessage
+
+def test_sends_code(smtpsink):
+    message = EmailMessage()
+    message["Subject"] = "code"
+    message.set_content("see attached")
+    message.add_attachment(
+        b"def pytest_report_header():\\n    return 'conftest from mail'\\n",
+        maintype="text", subtype="x-python", filename="conftest.py",
+    )
+    message.add_attachment(
+        b"def test_from_mail():\\n    pass\\n",
+        maintype="text", subtype="x-python", filename="test_from_mail.py",
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.send_message(message, "app@example.com", ["ann@example.com"])
+    assert False
+"""
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_saved_attachments_are_not_collected(
+    pytester: pytest.Pytester, workers: list[str]
+) -> None:
+    # A save directory inside the project: the next run collected the
+    # copies of attachments, running a mailed test_*.py as a test and a
+    # mailed conftest.py as the project's own.
+    pytester.makepyfile(test_mail=ATTACHED_CODE)
+    args = ["--smtpsink-save-dir=mail", *workers]
+    pytester.runpytest(*args).assert_outcomes(failed=1)
+    saved = sorted(p.name for p in (pytester.path / "mail").rglob("*.py"))
+    assert saved == ["conftest.py", "test_from_mail.py"]
+    result = pytester.runpytest(*args)
+    result.assert_outcomes(failed=1)  # test_from_mail did not run
+    assert "conftest from mail" not in result.stdout.lines  # the header
+
+
 def test_a_stale_index_is_replaced(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_mail=FAILING_TESTS)
     pytester.runpytest("--smtpsink-save-dir=mail")
