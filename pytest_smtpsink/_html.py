@@ -632,16 +632,23 @@ class IndexWriter:
         self.root = root
         self.directories: list[str] = []
         self.outcome = ""
+        self.ran = False
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        saved = getattr(report, REPORT_ATTRIBUTE, None)
-        if report.when == "teardown" and isinstance(saved, str):
-            self.directories.append(saved)
+        if report.when == "teardown":
+            self.ran = True
+            saved = getattr(report, REPORT_ATTRIBUTE, None)
+            if isinstance(saved, str):
+                self.directories.append(saved)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         # Also rewritten when nothing was saved, if an older index is there:
-        # a stale page must not pass for this run's.
-        if not self.directories and not (self.root / INDEX_NAME).exists():
+        # a stale page must not pass for this run's. Not when no test ran
+        # (--collect-only, --fixtures): the page and the files it lists are
+        # still the last run's.
+        if not self.directories and (
+            not self.ran or not (self.root / INDEX_NAME).exists()
+        ):
             return
         try:
             index = write_index(self.root, sorted(self.directories))

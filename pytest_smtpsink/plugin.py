@@ -31,9 +31,14 @@ _VIEWS_KEY = pytest.StashKey["list[Mailbox]"]()
 _FAILED_KEY = pytest.StashKey[bool]()
 #: Why the test first failed, for index.html (`_report.failure_reason`).
 _REASON_KEY = pytest.StashKey["str | None"]()
+#: "skipped", "xfailed" or "xpassed" for index.html, as pytest says it.
+_OUTCOME_KEY = pytest.StashKey[str]()
 _SUMMARY_KEY = pytest.StashKey[bool]()
 _REPORT_KEY = pytest.StashKey[_report.ReportMode]()
 _SAVE_KEY = pytest.StashKey[tuple[Path, _report.SaveMode] | None]()
+#: The --smtpsink-save-dir directory, also in a run that saves nothing
+#: (--setup-only): see pytest_ignore_collect.
+_SAVE_ROOT_KEY = pytest.StashKey["Path | None"]()
 #: --smtpsink-lint: the severity that fails a test at teardown, or "off".
 _LINT_KEY = pytest.StashKey[str]()
 _LINT_LEVELS = ("off", "error", "warning", "info")
@@ -361,6 +366,12 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     settings, timeout = _read_options(config)
     _read_reporting(config)
+    save = config.stash[_SAVE_KEY]
+    config.stash[_SAVE_ROOT_KEY] = save[0] if save is not None else None
+    if config.getoption("setuponly", False):
+        # --setup-only and --setup-plan run no test: a test "passing" so
+        # must not remove the saved mail of the last run that did.
+        config.stash[_SAVE_KEY] = None
     summary = _bool_option(config, "summary")
     # Workers read it too: they only count mail per test when it is shown.
     config.stash[_SUMMARY_KEY] = bool(summary)
@@ -392,6 +403,19 @@ def pytest_configure(config: pytest.Config) -> None:
                 "port per worker), or -n 1"
             )
     config.stash[_POOL_KEY] = pool
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Never collect the copies of attachments under --smtpsink-save-dir
+    (``<dir>/<test>/NNNN-attachments/``): a mailed ``test_x.py`` or
+    ``conftest.py`` is the mail's, not the project's."""
+    name = collection_path.name
+    if not (name.endswith("-attachments") and name[:4].isdigit()):
+        return None  # nearly every path: no stash lookup, no resolve()
+    root = config.stash.get(_SAVE_ROOT_KEY, None)
+    if root is not None and collection_path.parent.parent.resolve() == root:
+        return True
+    return None
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -684,9 +708,14 @@ def _enforce_lint(
     ignore: tuple[str, ...],
 ) -> None:
     """``--smtpsink-lint`` / ``@pytest.mark.smtpsink_lint``: fail at teardown
-    if a captured message is badly built. Not after a failed test: its own
-    failure is the news."""
-    if severity == "off" or request.node.stash.get(_FAILED_KEY, False):
+    if a captured message is badly built. Not after a failed or xfailed
+    test: its own failure is the news."""
+    stash = request.node.stash
+    if (
+        severity == "off"
+        or stash.get(_FAILED_KEY, False)
+        or stash.get(_OUTCOME_KEY, None) == "xfailed"
+    ):
         return
     from ._lint import unclean_report
 
@@ -726,7 +755,13 @@ def pytest_runtest_makereport(
     report = yield
     opened = item.stash.get(_VIEWS_KEY, None)
     if not opened or not (report.failed or report.when == "teardown"):
-        return report  # a passed setup or call: nothing to add
+        # A passed setup or call: nothing to add. What a skip or an xfail
+        # is called in index.html, should --smtpsink-save=all save it.
+        if opened and hasattr(report, "wasxfail"):
+            item.stash[_OUTCOME_KEY] = "xfailed" if report.skipped else "xpassed"
+        elif opened and report.skipped:
+            item.stash[_OUTCOME_KEY] = "skipped"
+        return report
     views = _report.distinct(opened)
     config = item.config
     if report.failed:
@@ -771,7 +806,7 @@ def pytest_runtest_makereport(
                 written = _report.save(views, directory)
                 from ._html import REPORT_ATTRIBUTE, record_test
 
-                outcome = "failed" if failed else "passed"
+                outcome = "failed" if failed else item.stash.get(_OUTCOME_KEY, "passed")
                 if record_test(
                     views,
                     nodeid=item.nodeid,

@@ -357,6 +357,92 @@ def test_index_follows_save_all(pytester: pytest.Pytester) -> None:
     assert "test_mail.py::test_passes" in markup
 
 
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_save_all_names_skipped_and_xfailed_tests_so(
+    pytester: pytest.Pytester, workers: list[str]
+) -> None:
+    # They were all "passed" in index.html and smtpsink.json.
+    pytester.makepyfile(
+        test_mail=FAILING_TESTS
+        + """
+import pytest
+
+def test_skips(smtpsink):
+    send(smtpsink, "skipped")
+    pytest.skip("not today")
+
+@pytest.mark.xfail(reason="known bug")
+def test_xfails(smtpsink):
+    send(smtpsink, "xfailed")
+    assert False
+
+@pytest.mark.xfail(reason="fixed by now")
+def test_xpasses(smtpsink):
+    send(smtpsink, "xpassed")
+"""
+    )
+    result = pytester.runpytest(
+        "--smtpsink-save-dir=mail", "--smtpsink-save=all", *workers
+    )
+    result.assert_outcomes(passed=1, failed=2, skipped=1, xfailed=1, xpassed=1)
+    outcomes = {
+        record["nodeid"].split("::")[1]: record["outcome"]
+        for record in (
+            json.loads(path.read_text(encoding="utf-8"))
+            for path in (pytester.path / "mail").glob("*/smtpsink.json")
+        )
+    }
+    assert outcomes == {
+        "test_one": "failed",
+        "test_two": "failed",
+        "test_passes": "passed",
+        "test_skips": "skipped",
+        "test_xfails": "xfailed",
+        "test_xpasses": "xpassed",
+    }
+    markup = (pytester.path / "mail" / "index.html").read_text(encoding="utf-8")
+    assert '<span class="outcome">xfailed</span> test_mail.py::test_xfails' in markup
+
+
+ATTACHED_CODE = """
+import smtplib
+from email.message import EmailMessage
+
+def test_sends_code(smtpsink):
+    message = EmailMessage()
+    message["Subject"] = "code"
+    message.set_content("see attached")
+    message.add_attachment(
+        b"def pytest_report_header():\\n    return 'conftest from mail'\\n",
+        maintype="text", subtype="x-python", filename="conftest.py",
+    )
+    message.add_attachment(
+        b"def test_from_mail():\\n    pass\\n",
+        maintype="text", subtype="x-python", filename="test_from_mail.py",
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.send_message(message, "app@example.com", ["ann@example.com"])
+    assert False
+"""
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_saved_attachments_are_not_collected(
+    pytester: pytest.Pytester, workers: list[str]
+) -> None:
+    # A save directory inside the project: the next run collected the
+    # copies of attachments, running a mailed test_*.py as a test and a
+    # mailed conftest.py as the project's own.
+    pytester.makepyfile(test_mail=ATTACHED_CODE)
+    args = ["--smtpsink-save-dir=mail", *workers]
+    pytester.runpytest(*args).assert_outcomes(failed=1)
+    saved = sorted(p.name for p in (pytester.path / "mail").rglob("*.py"))
+    assert saved == ["conftest.py", "test_from_mail.py"]
+    result = pytester.runpytest(*args)
+    result.assert_outcomes(failed=1)  # test_from_mail did not run
+    assert "conftest from mail" not in result.stdout.lines  # the header
+
+
 def test_a_stale_index_is_replaced(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_mail=FAILING_TESTS)
     pytester.runpytest("--smtpsink-save-dir=mail")

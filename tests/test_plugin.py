@@ -828,6 +828,34 @@ def test_saving_again_replaces_the_earlier_run(pytester: pytest.Pytester) -> Non
     assert sorted(p.name for p in out.rglob("*.eml")) == ["0001-c.eml"]
 
 
+@pytest.mark.parametrize(
+    "mode", ["--collect-only", "--setup-only", "--setup-plan", "--fixtures"]
+)
+def test_a_run_of_no_test_leaves_the_saved_mail_alone(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    # --setup-only "passed" every test without running it, and so removed
+    # the mail of the last real run's failures; each of these modes wrote
+    # an empty index.html over that run's.
+    out = pytester.path / "mail"
+    pytester.makepyfile(FAILING)
+    pytester.runpytest("-p", "no:xdist", f"--smtpsink-save-dir={out}")
+    before = {
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for p in out.rglob("*")
+        if p.is_file()
+    }
+    assert "index.html" in before
+    assert any(name.endswith("Your-receipt.eml") for name in before)
+    pytester.runpytest("-p", "no:xdist", f"--smtpsink-save-dir={out}", mode)
+    after = {
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for p in out.rglob("*")
+        if p.is_file()
+    }
+    assert after == before
+
+
 def test_plugin_import_stays_light() -> None:
     # pytest imports the plugin in every run; the server stack loads only
     # when a test uses the sink.
