@@ -418,6 +418,34 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return None
 
 
+#: Markers that configure the ``smtpsink`` fixture's sink and nothing else.
+_FIXTURE_MARKERS = {
+    "smtpsink": "smtpsink_factory(**settings)",
+    "smtpsink_fault": "box.fail(...), box.hang(...) and the like",
+}
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Warn of a test's own smtpsink or smtpsink_fault marker when the
+    test does not use the ``smtpsink`` fixture: it would do nothing, and a
+    test meant to run against a fault would pass without one. (Only the
+    test's own: a module's or class's marker may well cover tests that use
+    other sinks.) At set-up, not collection: under ``-W error`` the test
+    errors with the warning, rather than the run with an internal error."""
+    own = item.own_markers
+    if not own or "smtpsink" in getattr(item, "fixturenames", ("smtpsink",)):
+        return
+    for name in sorted({mark.name for mark in own} & _FIXTURE_MARKERS.keys()):
+        item.warn(
+            pytest.PytestWarning(
+                f"@pytest.mark.{name} does nothing here: it configures the "
+                f"smtpsink fixture, which {item.name} does not use. Request "
+                f"smtpsink, or use {_FIXTURE_MARKERS[name]} on the sink the "
+                "test uses."
+            )
+        )
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     previous_spamd = config.stash.get(_SPAMD_KEY, None)
     if previous_spamd is not None:

@@ -299,6 +299,52 @@ def test_no_sink():
     pytester.runpytest_subprocess().assert_outcomes(passed=1)
 
 
+def test_a_marker_on_a_test_without_smtpsink_warns(pytester: pytest.Pytester) -> None:
+    # It did nothing, silently: a test meant to meet a fault met none.
+    pytester.makepyfile(
+        """
+import pytest
+
+pytestmark = pytest.mark.smtpsink(hostname="module.test")  # covers many: no warning
+
+@pytest.fixture
+def app(smtpsink):
+    return smtpsink
+
+@pytest.mark.smtpsink_fault("fail", "MAIL", 451)
+def test_factory_only(smtpsink_factory):
+    smtpsink_factory()
+
+@pytest.mark.smtpsink(hostname="m.test")
+def test_server_only(smtpsink_server):
+    pass
+
+@pytest.mark.smtpsink_fault("fail", "MAIL", 451)
+def test_through_a_fixture(app):
+    pass
+
+def test_unmarked(smtpsink_factory):
+    pass
+"""
+    )
+    expected = [
+        "*PytestWarning: @pytest.mark.smtpsink_fault does nothing here: it "
+        "configures the smtpsink fixture, which test_factory_only does not use. "
+        "Request smtpsink, or use box.fail(...), box.hang(...) and the like on "
+        "the sink the test uses.",
+        "*PytestWarning: @pytest.mark.smtpsink does nothing here: *test_server_only*"
+        "smtpsink_factory(**settings)*",
+    ]
+    quiet = ("-p", "no:xdist", "-p", "no:cacheprovider")
+    result = pytester.runpytest(*quiet, "-W", "always::pytest.PytestWarning")
+    result.assert_outcomes(passed=4, warnings=2)
+    result.stdout.fnmatch_lines(expected)
+    # Under -W error, the test errors at set-up (not the run, internally).
+    result = pytester.runpytest(*quiet, "-W", "error")
+    result.assert_outcomes(passed=2, errors=2)
+    result.stdout.fnmatch_lines(["*ERROR at setup of test_factory_only*"])
+
+
 def test_marker_selects_a_sink_with_other_settings(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
