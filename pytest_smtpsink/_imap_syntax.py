@@ -405,8 +405,10 @@ def _byte_name(byte: int) -> str:
     return f"byte 0x{byte:02x}"
 
 
-#: The syntax error of a line without a tag (one word, say).
+#: The syntax error of a line without a tag.
 NO_TAG = "no valid tag: a command is 'tag SP command'"
+#: The syntax error of a line that is a tag alone.
+MISSING_COMMAND = "missing command name"
 
 
 def parse_command(
@@ -418,11 +420,16 @@ def parse_command(
     if tag is None:
         if data.strip() == b"":
             raise ImapSyntaxError("empty command line")
+        lone = _TAG_CHARS.fullmatch(data.rstrip(b"\r\n"))
+        if lone is not None:
+            # A tag and no command: answered tagged, as Dovecot does, so
+            # that a client waiting for its tag's answer gets it.
+            raise ImapSyntaxError(MISSING_COMMAND, lone.group().decode("ascii"))
         raise ImapSyntaxError(NO_TAG)
     parser = _Parser(data, tag, max_depth, max_args)
     parser.pos = len(tag) + 1
     if parser.at_end():
-        raise parser.fail("missing command name")
+        raise parser.fail(MISSING_COMMAND)
     name = _command_name(parser)
     if name == "UID":
         parser.space()

@@ -805,8 +805,13 @@ def test_unknown_imap_stage_is_refused(smtpsink: Mailbox) -> None:
 
 BAD_INPUT = [
     ("", "* BAD Empty command line"),
-    ("no-command-name", "* BAD No valid tag: a command is 'tag SP command'"),
-    ("a", "* BAD No valid tag: a command is 'tag SP command'"),
+    # A tag alone is answered tagged (as Dovecot does): its client waits for it.
+    (
+        "no-command-name",
+        "no-command-name BAD Missing command name",
+    ),
+    ("a", "a BAD Missing command name"),
+    ("(a", "* BAD No valid tag: a command is 'tag SP command'"),
     ("a FROBNICATE", "a BAD Unknown or unsupported command: FROBNICATE"),
     ("a SORT (DATE) UTF-8 ALL", "a BAD Unknown or unsupported command: SORT"),
     ("a FETCH 1 FLAGS", "a BAD FETCH: select a folder first"),

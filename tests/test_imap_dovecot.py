@@ -305,3 +305,21 @@ def test_rename_under_itself_is_refused_as_dovecot_refuses_it(
     ]
     assert "S: d NO <text>" in ours
     assert 'S: * LIST () "/" P/C' in ours
+
+
+def test_a_tag_alone_is_answered_with_that_tag_as_dovecot_answers_it(
+    dovecot: Dovecot,
+) -> None:
+    # The sink answered "* BAD": a client waiting for "m3 ..." waited on.
+    user = "tag-alone"
+    dovecot.reset(user)
+    script = [f"a LOGIN {user} x", "m3", "b NOOP", "c LOGOUT"]
+    with SMTPSink() as sink:
+        ours = run(script, Endpoint("imap", sink.imap.host, sink.imap.port))
+    theirs = run(script, Endpoint("imap", dovecot.host, dovecot.imap_port))
+    ours, theirs = (
+        masked(transcript, capabilities=True, text=True)
+        for transcript in (ours, theirs)
+    )
+    assert ours == theirs
+    assert "S: m3 BAD <text>" in ours

@@ -208,7 +208,7 @@ def test_literal_with_crlf_and_8bit_inside() -> None:
         (b"\r\n", None, "empty command line"),
         (b"+ x\r\n", None, "no valid tag"),
         (b"(a) NOOP\r\n", None, "no valid tag"),
-        (b"a\r\n", None, "no valid tag"),
+        (b"a\r\n", "a", "missing command name"),  # a tag alone
         (b"a \r\n", "a", "missing command name"),
         (b"a 1x\r\n", "a", "invalid command name"),
         (b'a LOGIN "unterminated\r\n', "a", "unterminated quoted string"),
