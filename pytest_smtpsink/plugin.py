@@ -736,13 +736,13 @@ def _enforce_lint(
     ignore: tuple[str, ...],
 ) -> None:
     """``--smtpsink-lint`` / ``@pytest.mark.smtpsink_lint``: fail at teardown
-    if a captured message is badly built. Not after a failed or xfailed
-    test: its own failure is the news."""
+    if a captured message is badly built. Not after a failed, xfailed or
+    skipped test: its own failure (or skip) is the news."""
     stash = request.node.stash
     if (
         severity == "off"
         or stash.get(_FAILED_KEY, False)
-        or stash.get(_OUTCOME_KEY, None) == "xfailed"
+        or stash.get(_OUTCOME_KEY, None) in ("xfailed", "skipped")
     ):
         return
     from ._lint import unclean_report

@@ -468,6 +468,24 @@ def test_known_bug(smtpsink):
     assert "at teardown" not in result.stdout.str()
 
 
+def test_a_test_that_skips_itself_is_left_alone_too(pytester: pytest.Pytester) -> None:
+    # It ended "1 skipped, 1 error": the lint failed the teardown of a test
+    # that had said it does not count.
+    pytester.makepyfile(
+        SUITE
+        + """
+import pytest
+
+def test_not_here(smtpsink):
+    send(smtpsink, date=False)
+    pytest.skip("not on this platform")
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist", "--smtpsink-lint=error", "-rA")
+    result.assert_outcomes(skipped=1)
+    assert "at teardown" not in result.stdout.str()
+
+
 def test_a_bad_lint_option_names_itself(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_x(): pass\n")
     result = pytester.runpytest("--smtpsink-lint=strict")
