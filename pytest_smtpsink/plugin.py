@@ -866,9 +866,15 @@ def pytest_runtest_makereport(
             snapshots = [view.captured() for view in views]
             messages = sum(len(m) for m, _ in snapshots)
             sessions = sum(len(s) for _, s in snapshots)
-            # user_properties travel with the report, also from xdist workers.
-            report.user_properties.append(("smtpsink", (messages, sessions)))
+            # An attribute of the report travels with it from xdist workers
+            # (as index.html's directory does); not user_properties, which
+            # --junitxml writes into every test's record.
+            setattr(report, _COUNTS_ATTRIBUTE, [messages, sessions])
     return report
+
+
+#: The report attribute with a test's [messages, sessions] for the summary.
+_COUNTS_ATTRIBUTE = "smtpsink_counts"
 
 
 class _PerTestSummary:
@@ -880,12 +886,10 @@ class _PerTestSummary:
         self.counts: dict[str, tuple[int, int]] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when == "teardown":
-            for name, value in report.user_properties:
-                if name == "smtpsink":
-                    # A tuple here, a list once xdist has carried it over.
-                    messages, sessions = cast("Sequence[int]", value)
-                    self.counts[report.nodeid] = (messages, sessions)
+        counts = getattr(report, _COUNTS_ATTRIBUTE, None)
+        if report.when == "teardown" and counts is not None:
+            messages, sessions = cast("Sequence[int]", counts)
+            self.counts[report.nodeid] = (messages, sessions)
 
     def pytest_terminal_summary(
         self, terminalreporter: pytest.TerminalReporter

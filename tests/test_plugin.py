@@ -801,6 +801,11 @@ def test_silent(smtpsink):
     assert "test_silent: 0 messages" not in result.stdout.str()
     verbose = pytester.runpytest(*xdist, "--smtpsink-summary", "-v")
     verbose.stdout.fnmatch_lines(["*::test_silent: 0 messages, 0 sessions"])
+    # The counts are the plugin's: not a property of every test in JUnit XML.
+    junit = pytester.path / "junit.xml"
+    pytester.runpytest(*xdist, "--smtpsink-summary", f"--junitxml={junit}")
+    assert "<testcase" in junit.read_text()
+    assert "<property" not in junit.read_text()
 
 
 def test_two_mailboxes_on_one_sink_are_reported_once(pytester: pytest.Pytester) -> None:
