@@ -934,3 +934,19 @@ def test_every_public_name_resolves() -> None:
     assert sorted(dir(pytest_smtpsink)) == sorted(pytest_smtpsink.__all__)
     with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
         _ = pytest_smtpsink.Nope  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("how", ["-p", "conftest"])
+def test_loaded_by_name_without_autoload(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    # docs/reference: with autoloading off, the entry point's name loads it.
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    pytester.makepyfile("def test_x(smtpsink):\n    assert smtpsink.port\n")
+    if how == "conftest":
+        pytester.makeconftest('pytest_plugins = ["smtpsink"]\n')
+        args: tuple[str, ...] = ()
+    else:
+        args = ("-p", "smtpsink")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+    result.assert_outcomes(passed=1)
