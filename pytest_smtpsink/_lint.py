@@ -415,6 +415,14 @@ def _check_addresses(ctx: _Context) -> Iterator[Problem]:
         context = (
             "" if bad == written or not written else f" (in {shorten(written, 60)!r})"
         )
+        domain = bad.rpartition("@")[2]
+        if "@" in bad and re.fullmatch(_LABEL, domain):
+            # RFC 5322's syntax allows it; no mail on the internet reaches it.
+            context += (
+                f": {domain!r} is a name of one label, which no mail on the "
+                "internet can reach (a default sender such as Django's "
+                "webmaster@localhost, not set for this application?)"
+            )
         yield Problem(
             "invalid-address",
             "error",

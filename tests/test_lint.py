@@ -235,6 +235,13 @@ def test_each_problem_has_a_code_a_severity_and_a_place(
         (b"Ann <ann@example.com", "'Ann <ann@example.com'"),
         (b"ann@example.com>", "'ann@example.com>'"),
         (b"Ann <<ann@example.com>>", "'Ann <<ann@example.com>>'"),
+        # Valid syntax, but no domain on the internet: say why it is flagged.
+        (
+            b"webmaster@localhost",
+            "'webmaster@localhost': 'localhost' is a name of one label, which "
+            "no mail on the internet can reach (a default sender such as "
+            "Django's webmaster@localhost, not set for this application?)",
+        ),
     ],
 )
 def test_an_invalid_address_is_shown_as_written(written: bytes, said: str) -> None:
