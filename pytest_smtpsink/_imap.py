@@ -1085,6 +1085,7 @@ class _Connection(ReadSideConnection):
         such folder (RFC 3501). Hold the lock."""
         folder = self._folder_named(name)
         if folder is None:
+            _check_new_name(name)  # no TRYCREATE for a CREATE that must fail
             raise _no_such_folder(name, "TRYCREATE")
         return folder
 
@@ -1459,6 +1460,7 @@ class _Connection(ReadSideConnection):
         with self.mail.lock:
             target = self._folder_named(name)
             if target is None:
+                _check_new_name(name)  # no TRYCREATE for a CREATE that must fail
                 raise _no_such_folder(name, "TRYCREATE")
             source = self._folder
             assert source is not None

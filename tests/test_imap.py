@@ -416,6 +416,9 @@ APPEND_REFUSALS = [
         "Nowhere", "NO [TRYCREATE] No such folder: Nowhere", id="no-such-folder"
     ),
     pytest.param("&Jjo!", "NO Invalid folder name: ", id="folder-name"),
+    # Not TRYCREATE: it invites a CREATE that must fail (as Dovecot: CANNOT).
+    pytest.param('""', "NO [CANNOT] ", id="empty-folder-name"),
+    pytest.param("a//b", "NO [CANNOT] ", id="empty-level"),
 ]
 
 
@@ -1102,3 +1105,17 @@ def test_reads(smtpsink):
     for text in [output, result.stderr.str(), *(p.read_text() for p in files)]:
         assert secret not in text
         assert encoded not in text
+
+
+def test_copy_to_a_name_no_folder_can_have_is_cannot_not_trycreate(
+    smtpsink: Mailbox,
+) -> None:
+    # TRYCREATE invites the client to CREATE the folder and try again; a
+    # name that CREATE must refuse would loop such a client.
+    smtpsink.deliver(raw_message("One"), to=USER)
+    replies = dialogue(
+        smtpsink, "a SELECT INBOX", 'b COPY 1 ""', "c MOVE 1 a//b", "d COPY 1 Nowhere"
+    )
+    answers = [r for r in replies if r[:2] in ("b ", "c ", "d ")]
+    assert [a[:13] for a in answers[:2]] == ["b NO [CANNOT]", "c NO [CANNOT]"]
+    assert answers[2] == "d NO [TRYCREATE] No such folder: Nowhere"
