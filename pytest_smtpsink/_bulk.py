@@ -190,7 +190,7 @@ def _dkim_problems(
         return None
     if not author:
         # No single From address (reported already): nothing to align with.
-        return verified[0]
+        return _covering_first(verified)
     matching = [r for r in verified if aligned(r.domain, author, alignment)]
     if not matching:
         problems.append(
@@ -204,7 +204,20 @@ def _dkim_problems(
             )
         )
         return None
-    return matching[0]
+    return _covering_first(matching)
+
+
+def _covering_first(signatures: list[DkimResult]) -> DkimResult:
+    """The signature the unsubscribe rule checks: one that covers both
+    List-Unsubscribe headers if any does (a message may carry a mailing
+    service's signature and the sender's own), else the first."""
+    for signature in signatures:
+        if all(name in signature.signed_headers for name in _UNSUBSCRIBE_HEADERS):
+            return signature
+    return signatures[0]
+
+
+_UNSUBSCRIBE_HEADERS = ("list-unsubscribe", "list-unsubscribe-post")
 
 
 def _unsubscribe_problems(

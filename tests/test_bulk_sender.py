@@ -264,3 +264,38 @@ def test_an_international_from_domain_aligns_with_its_a_label(
             mail_options=["SMTPUTF8"],
         )
     assert codes(tls_sink, "strict") == []
+
+
+def test_any_aligned_signature_may_cover_the_unsubscribe_headers(
+    tls_sink: Mailbox,
+) -> None:
+    # Two aligned signatures (a mailing service's and the shop's own): only
+    # the first was looked at, which need not be the one covering them.
+    covering = tls_sink.dkim_key("shop.example", selector="news")
+    other = tls_sink.dkim_key("shop.example", selector="ops")
+    message = make_message(subject="November news", sender="news@shop.example")
+    message["Date"] = email.utils.formatdate()
+    message["Message-ID"] = email.utils.make_msgid(domain="shop.example")
+    message["List-Unsubscribe"] = "<https://shop.example/u/abc>"
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    signed = dkim.sign(
+        raw,
+        b"news",
+        b"shop.example",
+        covering.encode(),
+        include_headers=[*SIGNED, *ONE_CLICK],
+    )
+    raw = signed + raw
+    raw = (
+        dkim.sign(
+            raw, b"ops", b"shop.example", other.encode(), include_headers=list(SIGNED)
+        )
+        + raw
+    )
+    with smtplib.SMTP(tls_sink.host, tls_sink.port) as client:
+        client.starttls(context=tls_sink.ssl_context())
+        client.sendmail("bounces@shop.example", ["ann@example.com"], raw)
+    message_seen = tls_sink.assert_sent()
+    assert [r.selector for r in message_seen.dkim] == ["ops", "news"]
+    assert codes(tls_sink) == []
