@@ -434,6 +434,8 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         mask = self.server.mask_secrets
         if mask is not None:  # a password where no login expects one
             line = mask(line)
+            if tag is not None:  # a password alone on a line reads as a tag
+                tag = mask(tag)
         exchange = self.EXCHANGE(kind, line, time.time(), tag=tag)
         assert self.record is not None
         self.record._append(exchange)

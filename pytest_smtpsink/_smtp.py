@@ -1888,6 +1888,12 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             "AUTH", [(arg or "").split(" ")[0].upper()], extension="AUTH"
         ):
             return
+        session = self.session
+        if self.state.settings.auth is None and session and session.host_name:
+            # Postfix's answer on a server without SASL; aiosmtpd's "538
+            # Encryption required" suggested that TLS would help.
+            await self.push("503 5.5.1 Error: authentication not enabled")
+            return
         if arg and (word := _FIRST_WORD.match(arg)) is not None:
             # Mechanism names are case-insensitive, as Postfix and Dovecot
             # take them: aiosmtpd answers "auth plain" 504. Its first word

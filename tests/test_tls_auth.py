@@ -660,6 +660,21 @@ def test_auth_not_offered_before_tls(smtpsink_factory: Factory) -> None:
     assert session.auth_attempts == ()
 
 
+@pytest.mark.parametrize("tls", [None, "starttls"])
+def test_auth_on_a_sink_without_auth_says_it_is_not_enabled(
+    smtpsink_factory: Factory, tls: str | None
+) -> None:
+    # aiosmtpd answered "538 Encryption required": no TLS would have helped.
+    sink = smtpsink_factory(tls=tls)
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        assert "auth" not in ehlo_features(client)
+        reply = client.docmd("AUTH", "PLAIN " + base64.b64encode(b"\0ann\0x").decode())
+        assert reply == (503, b"5.5.1 Error: authentication not enabled")
+        assert client.docmd("NOOP")[0] == 250
+    sink.wait_until(lambda: bool(sink.sessions) and sink.sessions[-1].end is not None)
+    assert "AUTH PLAIN ****" in sink.sessions[-1].format_transcript()
+
+
 def test_auth_without_tls_or_plaintext_is_refused_up_front() -> None:
     # It could never be used: AUTH is offered only over TLS by default.
     with pytest.raises(SettingsError, match=r"auth: AUTH is only offered over TLS"):
@@ -702,8 +717,10 @@ def test_no_auth_setting_means_no_auth(smtpsink_factory: Factory) -> None:
     sink = smtpsink_factory(tls="implicit")
     with smtplib.SMTP_SSL(sink.host, sink.port, context=sink.ssl_context()) as client:
         assert "auth" not in ehlo_features(client)
-        code, _ = client.docmd("AUTH", "PLAIN")
-        assert code == 504
+        assert client.docmd("AUTH", "PLAIN") == (
+            503,
+            b"5.5.1 Error: authentication not enabled",
+        )
     assert sink.sessions[0].auth is None
 
 
