@@ -563,6 +563,8 @@ def test_marker(smtpsink: Mailbox) -> None:
         (lambda s: s.fail("RCPT", 250), "4xx or 5xx"),
         (lambda s: s.fail("RCPT", 550, times=0), "times"),
         (lambda s: s.fail("RCPT", 550, match=42), "match"),
+        # Before: accepted, then every RCPT got "500 Error: (TypeError)".
+        (lambda s: s.fail("RCPT", 550, match=re.compile(b"x")), "match"),
         (lambda s: s.fail("RCPT", 550, probability=2), "probability"),
         (lambda s: s.fail("RCPT", 550, seed=3), "seed is for rules"),
         (lambda s: s.delay("RCPT", -1), "seconds"),
