@@ -229,6 +229,10 @@ class Fault:
                 )
             if seed is None:
                 seed = random.SystemRandom().randrange(2**32)
+            elif not isinstance(seed, (int, str)) or isinstance(seed, bool):
+                raise FaultError(
+                    f"seed must be a whole number or a string, got {seed!r}"
+                )
         elif seed is not None:
             raise FaultError("seed is for rules with a probability")
         # Weak: rules live in the server's state, which the server thread

@@ -567,6 +567,9 @@ def test_marker(smtpsink: Mailbox) -> None:
         (lambda s: s.fail("RCPT", 550, match=re.compile(b"x")), "match"),
         (lambda s: s.fail("RCPT", 550, probability=2), "probability"),
         (lambda s: s.fail("RCPT", 550, seed=3), "seed is for rules"),
+        # Before: random's TypeError, naming no argument.
+        (lambda s: s.fail("RCPT", 550, probability=0.5, seed=[1]), "seed"),
+        (lambda s: s.fail("RCPT", 550, probability=0.5, seed=True), "seed"),
         (lambda s: s.delay("RCPT", -1), "seconds"),
         (lambda s: s.limit(), "limit()"),
         (lambda s: s.hide(), "hide()"),
