@@ -449,6 +449,20 @@ def test_quiet_prints_nothing_of_aiosmtpd_log(start: Callable[..., Sink]) -> Non
 
 
 @stops_with_signals
+def test_aiosmtpd_log_shows_no_control_character_of_the_client(
+    start: Callable[..., Sink],
+) -> None:
+    sink = start()
+    with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+        # An unknown command that would clear the terminal it is logged to.
+        assert smtp.docmd("\x1b[2J\x1b[31mBOGUS")[0] == 500
+    sink.stop()
+    # Before: aiosmtpd's "unrecognised" warning carried the escapes as sent.
+    assert "\x1b" not in sink.stderr
+    assert "\\x1b[2J\\x1b[31MBOGUS" in sink.stderr
+
+
+@stops_with_signals
 def test_a_rejected_certificate_is_a_tls_failed_session(
     start: Callable[..., Sink],
 ) -> None:
