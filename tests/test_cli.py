@@ -740,6 +740,7 @@ def test_stopping_says_it_waits_for_the_relay(start: Callable[..., Sink]) -> Non
         (["--max-size", "lots"], "argument --max-size: 'lots' is not a size"),
         (["--max-recipients", "0"], "argument --max-recipients: must be a whole"),
         (["--hostname", "a b"], "argument --hostname: must be a non-empty ASCII"),
+        (["--hostname", "a\x1bb"], "argument --hostname: must be a non-empty ASCII"),
         (
             ["--relay", "smtp://127.0.0.1:25"],
             "argument --relay-to: --relay needs --relay-to REGEX, the recipients",
