@@ -16,6 +16,7 @@ import pytest
 from conftest import Factory, make_message, replies_at_the_end
 
 from pytest_smtpsink import Fault, Mailbox, SMTPSink
+from pytest_smtpsink._fault_api import apply_marker
 from pytest_smtpsink._faults import FaultError
 
 if TYPE_CHECKING:
@@ -719,3 +720,16 @@ def test_the_marker_takes_the_kind_as_a_keyword(pytester: pytest.Pytester) -> No
     )
     result = pytester.runpytest("-p", "no:cacheprovider", "--strict-markers")
     result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    "args", [("RCPT", 550), ("fail", "RCPT", 550)], ids=["stage-first", "twice"]
+)
+def test_the_marker_takes_the_kind_once(
+    smtpsink: Mailbox, args: tuple[object, ...]
+) -> None:
+    # Before: "the first argument names the fault ...; got 'RCPT'", or that
+    # fail() got an unexpected keyword argument 'kind'.
+    with pytest.raises(FaultError, match=r"kind=.*not both"):
+        apply_marker(smtpsink, args, {"kind": "fail"})
+    assert smtpsink.faults == ()
