@@ -212,7 +212,14 @@ def apply_marker(
     """``@pytest.mark.smtpsink_fault("fail", "MAIL", 451, times=2)``, or with
     the kind as a keyword, as the reference writes it: ``kind="fail"``."""
     __tracebackhide__ = True
-    if not args and "kind" in kwargs:
+    if args and "kind" in kwargs:
+        raise FaultError(
+            "name the fault once: as the first argument "
+            "(@pytest.mark.smtpsink_fault('fail', 'RCPT', 550)) or as kind= "
+            f"(smtpsink_fault(kind='fail', stage='RCPT', code=550)), not both; "
+            f"got {args[0]!r} and kind={kwargs['kind']!r}"
+        )
+    if "kind" in kwargs:
         kwargs = dict(kwargs)
         args = (kwargs.pop("kind"),)
     if not args or args[0] not in _METHODS:

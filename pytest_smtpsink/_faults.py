@@ -158,9 +158,12 @@ def check_count(name: str, value: Any) -> None:
 def _check_match(stage: str, match: Any) -> None:
     if match is None:
         return
-    if not isinstance(match, (str, re.Pattern)):
+    if not isinstance(match, (str, re.Pattern)) or not isinstance(
+        match.pattern if isinstance(match, re.Pattern) else match, str
+    ):
         raise FaultError(
-            f"match must be None, a string or a compiled regex (re.compile(...)), got {match!r}"
+            "match must be None, a string or a compiled regex of a string "
+            f"(re.compile(...)), got {match!r}"
         )
     if stage in ("STARTTLS", "POP3:STLS", "IMAP:STARTTLS"):
         raise FaultError(f"{stage} has nothing to match; leave match=None")
@@ -226,6 +229,10 @@ class Fault:
                 )
             if seed is None:
                 seed = random.SystemRandom().randrange(2**32)
+            elif not isinstance(seed, (int, str)) or isinstance(seed, bool):
+                raise FaultError(
+                    f"seed must be a whole number or a string, got {seed!r}"
+                )
         elif seed is not None:
             raise FaultError("seed is for rules with a probability")
         # Weak: rules live in the server's state, which the server thread

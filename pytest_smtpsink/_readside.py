@@ -242,6 +242,8 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         self._waiting_for_command = False
         self._closing = False
         self._tls = False
+        # While a handshake runs: whether it is an implicit one.
+        self._handshaking: bool | None = None
 
     async def _serve(self) -> None:
         raise NotImplementedError
@@ -277,6 +279,10 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
+        if self._handshaking is not None:
+            # The handshake timed out (asyncio aborts the connection and
+            # cancels the task before start_tls() could say so).
+            self._tls_failed(exc, self._handshaking)
         self._mark_end("client-closed")
         self._finish()
         self.wake()
@@ -525,6 +531,7 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         context = self.server.tls_context
         assert transport is not None
         assert context is not None
+        self._handshaking = implicit
         try:
             tls_transport = await asyncio.get_running_loop().start_tls(
                 transport, self, context, server_side=True,
@@ -533,6 +540,8 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         except Exception as error:  # start_tls() closed the transport
             self._tls_failed(error, implicit)
             return False
+        finally:
+            self._handshaking = None
         if tls_transport is None:  # the client left during the handshake
             self._tls_failed(None, implicit)
             transport.abort()

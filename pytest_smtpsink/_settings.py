@@ -333,9 +333,11 @@ def _validate(s: SinkSettings) -> None:
         isinstance(s.hostname, str)
         and bool(s.hostname)
         and s.hostname.isascii()
+        and s.hostname.isprintable()  # no control character, in the greeting
         and not any(c.isspace() for c in s.hostname),
         "hostname",
-        f"must be a non-empty ASCII name without spaces, got {s.hostname!r}",
+        "must be a non-empty ASCII name without spaces or control characters, "
+        f"got {s.hostname!r}",
     )
     _require(
         _is_int(s.max_size) and s.max_size >= 0,

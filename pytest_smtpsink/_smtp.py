@@ -60,6 +60,7 @@ from ._message import Message, RecipientDSN
 from ._reading import ReadsIntoBuffer
 from ._session import AuthInfo, EndReason, Exchange, Session, TLSInfo
 from ._store import SHARED_VALUES_MAX
+from ._text import printable
 from ._tls import HANDSHAKE_TIMEOUT, describe_handshake_failure
 
 if TYPE_CHECKING:
@@ -252,7 +253,9 @@ def _masked_log_arg(value: object, stray: bytes | None) -> object:
 class _MaskAuthInLog(logging.Filter):
     """Masks AUTH lines in aiosmtpd's log records (the ``mail.log`` logger):
     it logs every client line, and its own masking misses some forms (an
-    unknown command, upper-cased, is logged as a WARNING)."""
+    unknown command, upper-cased, is logged as a WARNING). Then escapes the
+    message's control characters (`printable`): it quotes what a client
+    sent, and goes to a terminal (the standalone sink's stderr, a report)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
@@ -263,6 +266,12 @@ class _MaskAuthInLog(logging.Filter):
             for mask in list(_LOG_MASKS):
                 masked = [_masked_log_text(a, mask) for a in masked]
             record.args = tuple(masked)
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format: the handler reports it
+            return True
+        record.msg = printable(message)
+        record.args = None
         return True
 
 

@@ -449,6 +449,20 @@ def test_quiet_prints_nothing_of_aiosmtpd_log(start: Callable[..., Sink]) -> Non
 
 
 @stops_with_signals
+def test_aiosmtpd_log_shows_no_control_character_of_the_client(
+    start: Callable[..., Sink],
+) -> None:
+    sink = start()
+    with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+        # An unknown command that would clear the terminal it is logged to.
+        assert smtp.docmd("\x1b[2J\x1b[31mBOGUS")[0] == 500
+    sink.stop()
+    # Before: aiosmtpd's "unrecognised" warning carried the escapes as sent.
+    assert "\x1b" not in sink.stderr
+    assert "\\x1b[2J\\x1b[31MBOGUS" in sink.stderr
+
+
+@stops_with_signals
 def test_a_rejected_certificate_is_a_tls_failed_session(
     start: Callable[..., Sink],
 ) -> None:
@@ -726,6 +740,7 @@ def test_stopping_says_it_waits_for_the_relay(start: Callable[..., Sink]) -> Non
         (["--max-size", "lots"], "argument --max-size: 'lots' is not a size"),
         (["--max-recipients", "0"], "argument --max-recipients: must be a whole"),
         (["--hostname", "a b"], "argument --hostname: must be a non-empty ASCII"),
+        (["--hostname", "a\x1bb"], "argument --hostname: must be a non-empty ASCII"),
         (
             ["--relay", "smtp://127.0.0.1:25"],
             "argument --relay-to: --relay needs --relay-to REGEX, the recipients",

@@ -16,6 +16,7 @@ import pytest
 from conftest import Factory, make_message, replies_at_the_end
 
 from pytest_smtpsink import Fault, Mailbox, SMTPSink
+from pytest_smtpsink._fault_api import apply_marker
 from pytest_smtpsink._faults import FaultError
 
 if TYPE_CHECKING:
@@ -563,8 +564,13 @@ def test_marker(smtpsink: Mailbox) -> None:
         (lambda s: s.fail("RCPT", 250), "4xx or 5xx"),
         (lambda s: s.fail("RCPT", 550, times=0), "times"),
         (lambda s: s.fail("RCPT", 550, match=42), "match"),
+        # Before: accepted, then every RCPT got "500 Error: (TypeError)".
+        (lambda s: s.fail("RCPT", 550, match=re.compile(b"x")), "match"),
         (lambda s: s.fail("RCPT", 550, probability=2), "probability"),
         (lambda s: s.fail("RCPT", 550, seed=3), "seed is for rules"),
+        # Before: random's TypeError, naming no argument.
+        (lambda s: s.fail("RCPT", 550, probability=0.5, seed=[1]), "seed"),
+        (lambda s: s.fail("RCPT", 550, probability=0.5, seed=True), "seed"),
         (lambda s: s.delay("RCPT", -1), "seconds"),
         (lambda s: s.limit(), "limit()"),
         (lambda s: s.hide(), "hide()"),
@@ -714,3 +720,16 @@ def test_the_marker_takes_the_kind_as_a_keyword(pytester: pytest.Pytester) -> No
     )
     result = pytester.runpytest("-p", "no:cacheprovider", "--strict-markers")
     result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    "args", [("RCPT", 550), ("fail", "RCPT", 550)], ids=["stage-first", "twice"]
+)
+def test_the_marker_takes_the_kind_once(
+    smtpsink: Mailbox, args: tuple[object, ...]
+) -> None:
+    # Before: "the first argument names the fault ...; got 'RCPT'", or that
+    # fail() got an unexpected keyword argument 'kind'.
+    with pytest.raises(FaultError, match=r"kind=.*not both"):
+        apply_marker(smtpsink, args, {"kind": "fail"})
+    assert smtpsink.faults == ()

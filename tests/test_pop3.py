@@ -844,3 +844,24 @@ def test_second(smtpsink):
 """
     )
     pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=2)
+
+
+@pytest.mark.parametrize("client_leaves", [True, False], ids=["closes", "stalls"])
+@pytest.mark.smtpsink(tls="starttls")
+def test_stls_handshake_never_finished_is_a_tls_failed_session(
+    smtpsink: Mailbox, client_leaves: bool
+) -> None:
+    raw = Raw(smtpsink.pop3.host, smtpsink.pop3.port)
+    try:
+        assert raw.send(b"STLS").startswith("+OK")
+        if client_leaves:
+            raw.sock.shutdown(socket.SHUT_WR)
+        ended(smtpsink)  # stalled: the server gives up on the handshake
+    finally:
+        raw.close()
+    session = pop3_sessions(smtpsink)[0]
+    # Before: "client-closed", with no tls_error, as if the client had left
+    # between two commands.
+    assert session.end == "tls-failed"
+    assert session.tls_error is not None
+    assert "handshake" in session.tls_error
