@@ -1878,18 +1878,43 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         # The client's starttls() returns when its side of the handshake is
         # done, before ours: from the 220 on, Session.tls waits for the end.
         record._tls_starting()
+        # aiosmtpd's handshake has asyncio's 60 s limit; the sink's other
+        # handshakes (implicit TLS, STLS) have HANDSHAKE_TIMEOUT.
+        overdue = self.loop.call_later(
+            HANDSHAKE_TIMEOUT, self._handshake_overdue, self.transport
+        )
         try:
             await super().smtp_STARTTLS(arg)
         except TLSSetupException as error:
             # aiosmtpd would log it as an ERROR with a traceback, and the
             # session would end as closed by the client. Record why, then
             # close as aiosmtpd does.
-            self._tls_failed(error.__cause__)
+            cause = error.__cause__
+            if self._starttls_overdue:  # not a reset by the client: say so
+                cause = TimeoutError("handshake overdue")
+            self._tls_failed(cause)
             if self.transport is not None:
                 self.transport.close()
             self.connection_lost(error)
+        else:
+            if self._starttls_overdue:
+                # The abort below ends asyncio's wait for the handshake as if
+                # it had succeeded (no error to give it): the session ends
+                # here instead, saying why.
+                self._tls_failed(TimeoutError("handshake overdue"))
+                self.connection_lost(None)
         finally:
+            overdue.cancel()
             record._tls_started(None)  # no-op if connection_made recorded it
+
+    _starttls_overdue = False
+
+    def _handshake_overdue(self, plain: asyncio.BaseTransport | None) -> None:
+        """The STARTTLS handshake took HANDSHAKE_TIMEOUT: abort the plain
+        transport under it, which ends aiosmtpd's wait for the handshake."""
+        self._starttls_overdue = True
+        if plain is not None and not plain.is_closing():
+            cast("asyncio.Transport", plain).abort()
 
     @_same_syntax(SMTP.smtp_AUTH)
     async def smtp_AUTH(self, arg: str) -> None:

@@ -1098,3 +1098,27 @@ def test_tls_sink_serves_the_own_certificate(smtpsink):
     )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--smtpsink-tls-key: no such file: *nope.pem*"])
+
+
+@pytest.mark.parametrize("client_leaves", [True, False], ids=["closes", "stalls"])
+def test_starttls_never_finished_is_a_tls_failed_session(
+    smtpsink_factory: Factory, client_leaves: bool
+) -> None:
+    # A client that stalled after the 220 held its session open for
+    # asyncio's 60 s (or until the sink stopped, then "server-closed" with
+    # no tls_error); the sink's other handshakes have a 2 s limit.
+    sink = smtpsink_factory(tls="starttls")
+    sock = socket.create_connection((sink.host, sink.port), timeout=30)
+    with sock, sock.makefile("rb") as replies:
+        replies.readline()
+        sock.sendall(b"EHLO client.test\r\nSTARTTLS\r\n")
+        while replies.readline()[3:4] == b"-":
+            pass
+        assert replies.readline().startswith(b"220 ")
+        if client_leaves:
+            sock.shutdown(socket.SHUT_WR)
+        sink.wait_until(lambda: sink.sessions[-1].end is not None, timeout=30)
+    (session,) = sink.sessions
+    assert session.end == "tls-failed"
+    assert session.tls_error is not None
+    assert "handshake" in session.tls_error
