@@ -47,7 +47,11 @@ _HANDSHAKE_HINTS = {
     "UNKNOWN_PROTOCOL": _NOT_TLS,
     "PACKET_LENGTH_TOO_LONG": _NOT_TLS,
     "RECORD_LAYER_FAILURE": _NOT_TLS,
-    "NO_SHARED_CIPHER": "no cipher suite in common with the client",
+    # Also what a server context without a certificate says to any client.
+    "NO_SHARED_CIPHER": (
+        "no cipher suite in common with the client, or no certificate in the "
+        "sink's tls_context (load_cert_chain())"
+    ),
     "UNSUPPORTED_PROTOCOL": "no TLS version in common with the client",
     "TLSV1_ALERT_PROTOCOL_VERSION": "no TLS version in common with the client",
 }

@@ -1122,3 +1122,24 @@ def test_starttls_never_finished_is_a_tls_failed_session(
     assert session.end == "tls-failed"
     assert session.tls_error is not None
     assert "handshake" in session.tls_error
+
+
+def test_a_tls_context_without_a_certificate_is_named_as_a_cause(
+    smtpsink_factory: Factory,
+) -> None:
+    # Every handshake fails, and tls_error blamed the client alone.
+    sink = smtpsink_factory(
+        tls="starttls", tls_context=ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    )
+    client_context = ssl.create_default_context()
+    client_context.check_hostname = False
+    client_context.verify_mode = ssl.CERT_NONE
+    with (
+        smtplib.SMTP(sink.host, sink.port) as client,
+        pytest.raises((ssl.SSLError, ConnectionError)),
+    ):
+        client.starttls(context=client_context)
+    sink.wait_until(lambda: bool(sink.sessions) and sink.sessions[-1].end is not None)
+    (session,) = sink.sessions
+    assert session.tls_error is not None
+    assert "no certificate in the sink's tls_context" in session.tls_error
