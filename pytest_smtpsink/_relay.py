@@ -158,6 +158,8 @@ def parse_upstream(url: str) -> Upstream:
     host = parts.hostname
     if not host:
         raise ValueError(f"the URL names no host (e.g. {scheme}://127.0.0.1:2525)")
+    if any(c.isspace() or not c.isprintable() for c in host):
+        raise ValueError(f"the URL's host {host!r} is no host name")
     query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
     unknown = sorted(set(query) - {"cafile"})
     if unknown or parts.path not in ("", "/") or parts.fragment:
@@ -170,6 +172,11 @@ def parse_upstream(url: str) -> Upstream:
         raise ValueError("cafile= is for smtp+starttls:// and smtps:// upstreams")
     username = parts.username
     password = parts.password
+    if password is not None and not username:
+        # AUTH needs a user name: the password would be kept, never used.
+        raise ValueError(
+            "the URL has a password but no user name (smtp://user:password@host)"
+        )
     return Upstream(
         host=host,
         port=port if port is not None else default_port,

@@ -365,6 +365,21 @@ def test_bad_release_arguments_are_named_before_anything_connects(
         ),
         ({"relay": "http://127.0.0.1", "relay_to": ".*"}, "relay", "smtp://"),
         ({"relay": "smtp://:25", "relay_to": ".*"}, "relay", "names no host"),
+        # A password without a user: AUTH would never use it.
+        (
+            {"relay": "smtp://:s3cret@127.0.0.1:25", "relay_to": ".*"},
+            "relay",
+            r"^relay: the URL has a password but no user name \(",
+        ),
+        (
+            {
+                "relay": "smtps://exa mple.com:465",
+                "relay_to": ".*",
+                "relay_allow_remote": True,
+            },
+            "relay",
+            "the URL's host 'exa mple.com' is no host name",
+        ),
         ({"relay": "smtp://h:99999", "relay_to": ".*"}, "relay", "port"),
         (
             {"relay": "smtp://127.0.0.1:0", "relay_to": ".*"},
