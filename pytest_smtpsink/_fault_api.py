@@ -72,6 +72,12 @@ class FaultControls:
             raise FaultError(f"code must be a 4xx or 5xx reply code, got {code!r}")
         if text is not None and not isinstance(text, str):
             raise FaultError(f"text must be a string, got {text!r}")
+        if text is not None and not text.strip():
+            # It sent "451 " (a reply line with a space and nothing after).
+            raise FaultError(
+                f"text must say something, got {text!r}; leave text out for "
+                "the usual text of the code"
+            )
         if text is not None and stage.startswith("DNS:"):
             raise FaultError(
                 f"a DNS reply has no text: {stage} answers SERVFAIL for a 4xx "

@@ -572,6 +572,9 @@ def test_marker(smtpsink: Mailbox) -> None:
         (lambda s: s.fail("RCPT", 550, probability=0.5, seed=[1]), "seed"),
         (lambda s: s.fail("RCPT", 550, probability=0.5, seed=True), "seed"),
         (lambda s: s.delay("RCPT", -1), "seconds"),
+        # Before: "451 " went out, a reply with a space and no text.
+        (lambda s: s.fail("RCPT", 451, ""), "text must say something, got ''"),
+        (lambda s: s.fail("RCPT", 451, " "), "text must say something"),
         (lambda s: s.limit(), "limit()"),
         (lambda s: s.hide(), "hide()"),
     ],
