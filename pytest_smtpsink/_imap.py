@@ -242,25 +242,43 @@ def error_completion(code: int, text: str | None) -> tuple[str, str]:
     return "NO", text
 
 
-def _pattern_regex(pattern: str) -> re.Pattern[str]:
+class _ListPattern:
     """A LIST pattern: ``*`` matches anything, ``%`` anything but the
-    delimiter; ``INBOX`` at the start in any case."""
-    out = []
-    for char in pattern:
-        if char == "*":
-            out.append(".*")
-        elif char == "%":
-            out.append(f"[^{re.escape(DELIMITER)}]*")
-        else:
-            out.append(re.escape(char))
-    regex = "".join(out)
-    if pattern[:5].upper() == INBOX and (len(pattern) == 5 or pattern[5] in "/*%"):
-        # "inbox" in any case is INBOX (as a parent too: names are kept so,
-        # see folder_name), not a folder that merely starts with it
-        # ("INBOXfoo" only for a pattern that spells it so): as Dovecot.
-        inbox = f"INBOX(?={re.escape(DELIMITER)}|$)"
-        regex = f"(?:{inbox}|{''.join(out[:5])})" + "".join(out[5:])
-    return re.compile(regex, re.DOTALL)
+    delimiter. ``INBOX`` is INBOX in any case (RFC 3501 5.1), also where
+    the pattern's wildcards cover it (``i*`` names INBOX and its children,
+    as Dovecot lists them), and also as a parent; a folder that merely
+    starts with the letters (``INBOXfoo``) is matched as spelt."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+
+    def fullmatch(self, name: str) -> bool:
+        pattern = self.pattern
+        # Characters of the name compared without regard to case: an INBOX
+        # name's first five.
+        fold = len(INBOX) if name.split(DELIMITER, 1)[0] == INBOX else 0
+        # matched[j]: whether the pattern so far matches name[:j].
+        matched = [True] + [False] * len(name)
+        for char in pattern:
+            if char in "*%":
+                row = [False] * (len(name) + 1)
+                running = False
+                for j in range(len(name) + 1):
+                    if j and char == "%" and name[j - 1] == DELIMITER:
+                        running = False  # % does not cross the delimiter
+                    running = running or matched[j]
+                    row[j] = running
+            else:
+                row = [False] + [
+                    matched[j]
+                    and (
+                        name[j] == char
+                        or (j < fold and char.isascii() and name[j] == char.upper())
+                    )
+                    for j in range(len(name))
+                ]
+            matched = row
+        return matched[len(name)]
 
 
 def _sentence(text: str) -> str:
@@ -981,7 +999,7 @@ class _Connection(ReadSideConnection):
         # The reference and the pattern are joined as they are (RFC 3501
         # 6.3.8's examples; Dovecot): LIST Archive % names "Archive" and
         # "Archives", LIST Archive/ % the folders inside it.
-        regex = _pattern_regex(folder_name(reference + pattern))
+        regex = _ListPattern(folder_name(reference + pattern))
         with self.mail.lock:
             assert self._account is not None
             account = self.mail.account(self._account.user)

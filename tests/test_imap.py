@@ -1119,3 +1119,27 @@ def test_copy_to_a_name_no_folder_can_have_is_cannot_not_trycreate(
     answers = [r for r in replies if r[:2] in ("b ", "c ", "d ")]
     assert [a[:13] for a in answers[:2]] == ["b NO [CANNOT]", "c NO [CANNOT]"]
     assert answers[2] == "d NO [TRYCREATE] No such folder: Nowhere"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "listed"),
+    [
+        ("i*", ["INBOX", "INBOX/Kid"]),  # a wildcard covering part of INBOX
+        ("iN%", ["INBOX"]),
+        ("inbox/%", ["INBOX/Kid"]),
+        ("inbox%", ["INBOX"]),  # not INBOXfoo: only INBOX is in any case
+        ("INBOXf*", ["INBOXfoo"]),
+        ("\u0131nbox", []),  # a dotless i upper-cases to I, but is no i
+        ("*o*", ["INBOX", "INBOX/Kid", "INBOXfoo"]),
+        ("%/%", ["INBOX/Kid"]),
+    ],
+)
+def test_list_patterns_take_inbox_in_any_case(
+    smtpsink: Mailbox, pattern: str, listed: list[str]
+) -> None:
+    # "i*" listed nothing: INBOX was only in any case when spelt out whole.
+    smtpsink.deliver(raw_message("x"), to=USER, folder="INBOX/Kid")
+    smtpsink.deliver(raw_message("x"), to=USER, folder="INBOXfoo")
+    replies = dialogue(smtpsink, f'a LIST "" "{pattern}"')
+    names = [r.rsplit(" ", 1)[1] for r in replies if r.startswith("* LIST")]
+    assert names == listed

@@ -65,6 +65,7 @@ SCRIPT = [
     "t CREATE INBOXfoo",
     't2 LIST "" inbox%',  # INBOX, not INBOXfoo
     't3 LIST "" INBOXf*',  # INBOXfoo, spelt so
+    't4 LIST "" i%',  # INBOX, where a wildcard covers part of it
     "p LOGOUT",
 ]
 
