@@ -5,7 +5,6 @@ assertions. Failure messages say what was expected and list what arrived.
 from __future__ import annotations
 
 import datetime
-import email.utils
 import os
 import ssl
 import time
@@ -300,16 +299,12 @@ class Mailbox(FaultControls):
         address and what `deliver` put in, as the application under test
         left it over POP3 or IMAP.
         """
-        from ._user_mailbox import UserMailbox
+        from ._user_mailbox import UserMailbox, bare_address
 
         if not isinstance(address, str) or not address.strip():
             raise ValueError(f"mailbox() takes an address, got {address!r}")
-        if "<" in address and not address.lstrip().startswith("<"):
-            # "Ann <ann@example.com>", as a To header has it: the address
-            # is the mailbox (with the name, none would ever hold mail).
-            address = email.utils.parseaddr(address)[1] or address
         self._sink.check_running()
-        return UserMailbox(self._store, address)
+        return UserMailbox(self._store, bare_address(address))
 
     # -- sending on ----------------------------------------------------------------
 

@@ -339,9 +339,9 @@ def _unclosed_angle_addr(arg: str) -> bool:
     """Whether a MAIL or RCPT argument opens an angle address and never
     closes it (``<ann@example.com``): the email package's parser, which
     aiosmtpd uses, takes it with only a defect noted; Postfix refuses it."""
-    if not arg.lstrip().startswith("<"):
-        return False
     text = arg.lstrip()
+    if not text.startswith("<"):
+        return False
     try:
         _, rest = get_angle_addr(text)
     except HeaderParseError:
@@ -741,7 +741,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         plain = plain_angle_addr(arg)
         if plain is None:
             if _unclosed_angle_addr(arg):
-                return None, None  # aiosmtpd's 501 Syntax reply
+                return None, None  # aiosmtpd's "553 5.1.3 malformed address"
             return super()._getaddr(arg)
         address, rest = plain
         if self.local_part_limit and address.index("@") > self.local_part_limit:

@@ -334,13 +334,21 @@ _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 _NOT_IN_AN_ADDRESS = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
+def bare_address(text: str) -> str:
+    """The address of ``"Ann <ann@example.com>"``, as a To header writes
+    it (with the name, it would be a mailbox no mail ever reaches); any
+    other text as it is."""
+    if "<" in text and not text.lstrip().startswith("<"):
+        return email.utils.parseaddr(text)[1] or text
+    return text
+
+
 def _recipient(address: str) -> str:
     """One ``to`` address as a mailbox takes it: out of ``Name <address>``
     (as `Mailbox.mailbox` takes it); ValueError if it cannot be one, as an
     SMTP server would refuse it (a space outside quotes, a control
     character): it would make a mailbox no mail could reach."""
-    if "<" in address and not address.lstrip().startswith("<"):
-        address = email.utils.parseaddr(address)[1] or address
+    address = bare_address(address)
     if _NOT_IN_AN_ADDRESS.search(_QUOTED.sub("", address.strip())):
         raise ValueError(f"to: {address!r} is not an address")
     return address
