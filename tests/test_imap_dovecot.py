@@ -70,6 +70,14 @@ SCRIPT = [
 ]
 
 
+def on_both(script: list[str], dovecot: Dovecot) -> tuple[list[str], list[str]]:
+    """``script`` run on a fresh sink's IMAP server and on Dovecot: the
+    two transcripts, unmasked."""
+    with SMTPSink() as sink:
+        ours = run(script, Endpoint("imap", sink.imap.host, sink.imap.port))
+    return ours, run(script, Endpoint("imap", dovecot.host, dovecot.imap_port))
+
+
 def test_a_scripted_session_answers_as_dovecot_does(dovecot: Dovecot) -> None:
     dovecot.reset(USER)
     dovecot.seed(USER, MESSAGES)
@@ -197,9 +205,7 @@ def test_a_subscription_outlives_its_folder_as_on_dovecot(dovecot: Dovecot) -> N
         'h LSUB "" *',
         "i LOGOUT",
     ]
-    with SMTPSink() as sink:
-        ours = run(script, Endpoint("imap", sink.imap.host, sink.imap.port))
-    theirs = run(script, Endpoint("imap", dovecot.host, dovecot.imap_port))
+    ours, theirs = on_both(script, dovecot)
     # The sink says \Noselect of a subscribed name that is no folder.
     assert 'S: * LSUB (\\Noselect \\HasNoChildren) "/" Old' in ours
     attributes = [(r"^\* LSUB \([^)]*\)", "* LSUB ()")]
@@ -231,9 +237,7 @@ def test_lsub_percent_names_the_unsubscribed_parent_as_dovecot_does(
         'h LSUB "" %/%',
         "i LOGOUT",
     ]
-    with SMTPSink() as sink:
-        ours = run(script, Endpoint("imap", sink.imap.host, sink.imap.port))
-    theirs = run(script, Endpoint("imap", dovecot.host, dovecot.imap_port))
+    ours, theirs = on_both(script, dovecot)
     assert 'S: * LSUB (\\Noselect) "/" Lists' in masked(theirs, extra=CHILDREN)
     assert masked(ours, capabilities=True, text=True, extra=CHILDREN) == masked(
         theirs, capabilities=True, text=True, extra=CHILDREN
@@ -292,9 +296,7 @@ def test_rename_under_itself_is_refused_as_dovecot_refuses_it(
         'i LIST "" *',
         "j LOGOUT",
     ]
-    with SMTPSink() as sink:
-        ours = run(script, Endpoint("imap", sink.imap.host, sink.imap.port))
-    theirs = run(script, Endpoint("imap", dovecot.host, dovecot.imap_port))
+    ours, theirs = on_both(script, dovecot)
     ours, theirs = (
         masked(transcript, capabilities=True, text=True, extra=CHILDREN)
         for transcript in (ours, theirs)
@@ -315,9 +317,7 @@ def test_a_tag_alone_is_answered_with_that_tag_as_dovecot_answers_it(
     user = "tag-alone"
     dovecot.reset(user)
     script = [f"a LOGIN {user} x", "m3", "b NOOP", "c LOGOUT"]
-    with SMTPSink() as sink:
-        ours = run(script, Endpoint("imap", sink.imap.host, sink.imap.port))
-    theirs = run(script, Endpoint("imap", dovecot.host, dovecot.imap_port))
+    ours, theirs = on_both(script, dovecot)
     ours, theirs = (
         masked(transcript, capabilities=True, text=True)
         for transcript in (ours, theirs)

@@ -112,17 +112,23 @@ def test_list_get_raw_and_delete(live: Callable[..., Live]) -> None:
     )
 
 
-def test_a_messages_json_links_to_its_attachments(live: Callable[..., Live]) -> None:
-    view = live()
+def send_invoice(view: Live, filename: bytes) -> None:
+    """A mail with a text part and a PDF attachment named by ``filename``
+    (the Content-Disposition parameter as written)."""
     view.send(
         "Invoice",
         b"--b\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n"
         b"--b\r\nContent-Type: application/pdf\r\n"
-        b'Content-Disposition: attachment; filename="invoice.pdf"\r\n'
+        b"Content-Disposition: attachment; " + filename + b"\r\n"
         b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n",
         MIME_Version="1.0",
         Content_Type='multipart/mixed; boundary="b"',
     )
+
+
+def test_a_messages_json_links_to_its_attachments(live: Callable[..., Live]) -> None:
+    view = live()
+    send_invoice(view, b'filename="invoice.pdf"')
     summary = view.json("/api/wait?subject=Invoice")
     (attachment,) = view.json(f"/api/messages/{summary['id']}")["attachments"]
     # It was None, while the page linked to this address.
@@ -138,15 +144,7 @@ def test_an_attachment_named_beyond_latin_1_downloads(
     # "日本語.pdf" raised, and the download was a connection closed
     # without an answer (and a traceback on the terminal).
     view = live()
-    view.send(
-        "Invoice",
-        b"--b\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n"
-        b"--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment;"
-        b" filename*=UTF-8''%E6%97%A5%E6%9C%AC%E8%AA%9E.pdf\r\n"
-        b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n",
-        MIME_Version="1.0",
-        Content_Type='multipart/mixed; boundary="b"',
-    )
+    send_invoice(view, b"filename*=UTF-8''%E6%97%A5%E6%9C%AC%E8%AA%9E.pdf")
     summary = view.json("/api/wait?subject=Invoice")
     (attachment,) = view.json(f"/api/messages/{summary['id']}")["attachments"]
     with urllib.request.urlopen(view.url + attachment["href"], timeout=TIMEOUT) as got:

@@ -121,9 +121,12 @@ def test_zulip_style_fetch_delete_and_expunge(smtpsink: Mailbox) -> None:
 # -- aioimaplib --------------------------------------------------------------------
 
 
-@pytest.mark.asyncio
-async def test_aioimaplib_idle_is_woken_by_smtp_mail(smtpsink: Mailbox) -> None:
-    smtpsink.deliver(raw_message("Before"), to=USER)
+async def aioimaplib_login(
+    smtpsink: Mailbox,
+) -> tuple[aioimaplib.IMAP4, asyncio.Future[Exception | None]]:
+    """An aioimaplib client logged in as USER, and a future resolved when
+    its connection is lost (to wait for, so that no transport outlives the
+    test's loop)."""
     lost: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
 
     def connection_lost(error: Exception | None) -> None:
@@ -135,6 +138,13 @@ async def test_aioimaplib_idle_is_woken_by_smtp_mail(smtpsink: Mailbox) -> None:
     )
     await client.wait_hello_from_server()
     assert (await client.login(USER, "pw")).result == "OK"
+    return client, lost
+
+
+@pytest.mark.asyncio
+async def test_aioimaplib_idle_is_woken_by_smtp_mail(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(raw_message("Before"), to=USER)
+    client, lost = await aioimaplib_login(smtpsink)
     selected = await client.select("INBOX")
     assert b"1 EXISTS" in selected.lines
     idle = await client.idle_start(timeout=30)
@@ -170,17 +180,7 @@ async def test_aioimaplib_idle_is_woken_by_smtp_mail(smtpsink: Mailbox) -> None:
 async def test_aioimaplib_sends_its_id(smtpsink: Mailbox) -> None:
     # aioimaplib writes ID ( "name" "my-app" ): a space inside each paren,
     # which Dovecot takes.
-    lost: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
-
-    def connection_lost(error: Exception | None) -> None:
-        if not lost.done():
-            lost.set_result(error)
-
-    client = aioimaplib.IMAP4(
-        smtpsink.imap.host, smtpsink.imap.port, timeout=30, conn_lost_cb=connection_lost
-    )
-    await client.wait_hello_from_server()
-    assert (await client.login(USER, "pw")).result == "OK"
+    client, lost = await aioimaplib_login(smtpsink)
     response = await client.id(name="my-app", version="1.0")
     assert response.result == "OK", response
     assert any(b"pytest-smtpsink" in line for line in response.lines)
