@@ -1895,7 +1895,12 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             self._tls_failed(cause)
             if self.transport is not None:
                 self.transport.close()
-            self.connection_lost(error)
+            # Not connection_lost(error): asyncio would keep the error in a
+            # future of this protocol's, and when both are collected in one
+            # cycle that future may be finalized first, printing "Future
+            # exception was never retrieved" (seen on Python 3.10, under
+            # load). The failure is recorded already.
+            self.connection_lost(None)
         else:
             if self._starttls_overdue:
                 # The abort below ends asyncio's wait for the handshake as if
