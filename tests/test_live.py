@@ -556,3 +556,29 @@ def test_delete_all_drops_mail_still_on_its_way_to_the_view() -> None:
             _, fetched = client.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
             assert isinstance(fetched[0], tuple)
             assert fetched[0][1] == b"Subject: After\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("request_line", "status"),
+    [
+        (b"<script> / HTTP/1.1", 501),  # http.server's own pages
+        (b"GET / HTTP/1.1\r\nX-Long: " + b"x" * 70000, 431),
+    ],
+)
+def test_the_servers_own_error_pages_carry_the_security_headers(
+    live: Callable[..., Live], request_line: bytes, status: int
+) -> None:
+    # They quote the request (escaped) and went out without the CSP and
+    # nosniff headers every page of the view has.
+    view = live()
+    with socket.create_connection(
+        ("127.0.0.1", view.http_port), timeout=TIMEOUT
+    ) as sock:
+        sock.sendall(request_line + b"\r\nHost: 127.0.0.1\r\n\r\n")
+        with sock.makefile("rb") as answer:
+            head, _, body = answer.read().partition(b"\r\n\r\n")
+    text = head.decode("latin-1")
+    assert text.startswith(f"HTTP/1.0 {status} ")
+    assert "\r\nX-Content-Type-Options: nosniff" in text
+    assert "\r\nContent-Security-Policy: " in text
+    assert b"<script>" not in body
