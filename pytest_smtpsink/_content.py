@@ -149,6 +149,8 @@ class Content:
         if held:
             data = self._partial + data
             self._partial = b""
+        elif (whole := self._whole(data)) >= 0:
+            return whole
         limit = self._reader_limit
         start = 0
         find = data.find
@@ -167,6 +169,47 @@ class Content:
             if self.line(data[start : end + 1]):
                 return end + 1 - held
             start = end + 1
+
+    def _whole(self, data: bytes) -> int:
+        """A whole small message in one packet, as most are: taken in one
+        step when the line-by-line rules could change nothing, with what
+        `feed` returns; else -1 (and nothing taken).
+
+        Nothing to change means: no line starts with a dot but the final
+        dot's (so nothing is dot-stuffed, and no ``<LF>.<LF>`` can be taken
+        for the end), no line is too long for the line or the reader limit,
+        and it fits the size limit. Only at the start of a message: a content
+        that came in pieces goes line by line.
+        """
+        end = data.find(b"\n.")
+        if (
+            end < 1
+            or data[end - 1 : end + 4] != b"\r\n.\r\n"
+            or data[:1] == b"."
+            or self._lines
+            or self._chunks
+            or not self._after_crlf
+            or self._refusal is not None
+            or self._inside_long_line
+            or (self._size_limit and end + 1 > self._size_limit)
+        ):
+            return -1
+        if end >= self._line_limit or end > self._reader_limit:
+            # Too long for one line: look at each (as `line` and `feed`
+            # would, without their per-line work).
+            line_limit, reader_limit = self._line_limit, self._reader_limit
+            find = data.find
+            start = 0
+            while start <= end:
+                newline = find(b"\n", start, end + 1)
+                if newline - start >= line_limit or newline - start > reader_limit:
+                    return -1
+                start = newline + 1
+        content = data[: end + 1]
+        self.data_bytes += end + 1
+        self._kept += end + 1
+        self._lines.append(content)
+        return end + 4
 
     def result(self) -> tuple[bytes, str | None]:
         """``(content, None)``, or ``(b"", reply)`` when it is refused."""

@@ -38,7 +38,11 @@ def _nothing_to_check() -> None:
 
 class Store:
     def __init__(self, recipient_delimiter: str | None = None) -> None:
-        self.changed = threading.Condition()
+        # The condition's own lock, for the server thread's hot paths:
+        # ``with self._lock`` is a C call where ``with self.changed`` runs
+        # Condition.__enter__ and __exit__ in Python, for every message.
+        self._lock = threading.RLock()
+        self.changed = threading.Condition(self._lock)
         # The recipient mailboxes, made on first use (see `mail`).
         self._mail: MailStore | None = None
         self._recipient_delimiter = recipient_delimiter
@@ -90,11 +94,11 @@ class Store:
         return shared.setdefault(value, value)  # type: ignore[no-any-return]
 
     def next_message_number(self) -> int:
-        with self.changed:
+        with self._lock:
             return self._message_base + len(self._messages) + 1
 
     def add_message(self, message: Message) -> None:
-        with self.changed:
+        with self._lock:
             self._messages.append(message)
             mail = self._mail
             if mail is not None:
@@ -109,7 +113,7 @@ class Store:
             listener()
 
     def add_session(self, session: Session) -> None:
-        with self.changed:
+        with self._lock:
             self._sessions.append(session)
             self.version += 1
             self.changed.notify_all()
@@ -124,7 +128,7 @@ class Store:
 
     def touch(self) -> None:
         """Wake waiters whose condition may depend on session state."""
-        with self.changed:
+        with self._lock:
             self.version += 1
             self.changed.notify_all()
             listeners = tuple(self._listeners)

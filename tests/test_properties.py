@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from test_corpus import read_every_field
 
 from pytest_smtpsink import Mailbox, SMTPSink
+from pytest_smtpsink._content import Content
 from pytest_smtpsink._message import Envelope, Message, _plain_header_items
 from pytest_smtpsink._smtp import RecordingSMTP, plain_angle_addr
 
@@ -692,8 +693,9 @@ def _send_content(
     sink: SMTPSink, packets: list[bytes], after: bytes, cut: int
 ) -> tuple[list[list[bytes]], list[tuple[str, str, list[bytes]]], list[bytes]]:
     """DATA, then ``packets`` as separate sends, then the final dot and
-    ``after``, the dot's line cut in two sends at ``cut`` (0: one send):
-    the replies, the transcript and the messages kept."""
+    ``after``, the dot's line cut in two sends at ``cut`` (0: one send;
+    -1: the packets, the dot and ``after`` all in one send): the replies,
+    the transcript and the messages kept."""
     view = sink.view()
     replies = []
     with socket.create_connection((sink.host, sink.port), timeout=10) as sock:
@@ -710,12 +712,15 @@ def _send_content(
                 replies.append(_reply(stream))
             sock.sendall(b"DATA\r\n")
             replies.append(_reply(stream))
-            for packet in packets:
-                sock.sendall(packet)
             end = b"\r\n.\r\n" + after
-            if cut:
-                sock.sendall(end[:cut])
-            sock.sendall(end[cut:])
+            if cut < 0:
+                sock.sendall(b"".join(packets) + end)
+            else:
+                for packet in packets:
+                    sock.sendall(packet)
+                if cut:
+                    sock.sendall(end[:cut])
+                sock.sendall(end[cut:])
             replies.append(_reply(stream))  # to the final dot
             if after:
                 replies.append(_reply(stream))
@@ -755,6 +760,33 @@ def test_content_taken_at_once_as_aiosmtpd_takes_it(
     at_once, aiosmtpd_way = both_ways
     assert _send_content(at_once, packets, after, cut) == _send_content(
         aiosmtpd_way, packets, after, cut
+    )
+
+
+@SETTINGS
+@example(lines=[b"x" * 998 + b"\r\n"] * 3, after=b"")
+@example(lines=[b"x" * 999 + b"\r\n", b"y\r\n"], after=b"NOOP\r\n")
+@example(lines=[b"a\n", b".\r\n", b"b\r\n"], after=b"")
+@example(lines=[b"a\r\n", b"..b\r\n"], after=b"")
+@example(lines=[b"z" * 1200 + b"\n"], after=b"")
+@example(lines=[b"s" * 400 + b"\r\n"] * 3, after=b"")
+@given(
+    lines=st.lists(st.sampled_from(CONTENT_PIECES), max_size=12),
+    after=st.sampled_from([b"", b"NOOP\r\n", b"MAIL FROM:<c@example.com>\r\n"]),
+)
+def test_content_in_one_packet_taken_as_aiosmtpd_takes_it(
+    both_ways: tuple[SMTPSink, SMTPSink], lines: list[bytes], after: bytes
+) -> None:
+    # A small message usually arrives whole, final dot included, and the
+    # sink then takes it in one step where no line rule could change it
+    # (`Content._whole`); the examples sit at each rule's edge (the line
+    # limit, a dot after a bare LF, dot-stuffing, the "ascii-small" sink's
+    # max_size of 1,000 bytes).
+    stream = b"\r\n" + b"".join(lines) + b"\r\n.\r\n"
+    assume(stream.find(b"\r\n.\r\n") == len(stream) - 5)
+    at_once, aiosmtpd_way = both_ways
+    assert _send_content(at_once, lines, after, -1) == _send_content(
+        aiosmtpd_way, lines, after, -1
     )
 
 
@@ -801,6 +833,33 @@ def test_the_commands_of_a_message_are_answered_at_once(
     verbs = [line.split()[0].upper() for line in answered]
     assert verbs == [b"EHLO", b"MAIL", b"RCPT", b"DATA", b"QUIT"] * 2, answered
     assert taken[-4:] == ["_take_ehlo", "_take_mail", "_take_rcpt", "_take_quit"]
+
+
+def test_a_small_message_in_one_packet_is_taken_whole(
+    both_ways: tuple[SMTPSink, SMTPSink], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What makes the one-packet differential test mean something: smtplib
+    # sends a small message and its final dot in one packet, which the sink
+    # takes in one step, and a message with a dot-stuffed line it does not.
+    taken: list[int] = []
+    whole = Content._whole
+
+    def counted(self: Content, data: bytes) -> int:
+        used = whole(self, data)
+        taken.append(used)
+        return used
+
+    monkeypatch.setattr(Content, "_whole", counted)
+    at_once, _ = both_ways
+    view = at_once.view()
+    with smtplib.SMTP(at_once.host, at_once.port, timeout=10) as client:
+        client.sendmail("a@example.com", ["b@example.com"], CONTENT[:-3])
+        client.sendmail("a@example.com", ["b@example.com"], b"a\r\n.b\r\n")
+    assert len(taken) == 2, taken
+    assert taken[0] == len(CONTENT), taken
+    assert taken[1] == -1, taken
+    raws = [message.raw for message in view.messages]
+    assert raws == [CONTENT[:-3], b"a\r\n.b\r\n"]
 
 
 def test_a_pipelined_group_is_answered_at_once_in_one_write(
