@@ -18,6 +18,7 @@ from ._faults import (
     FaultError,
     Faults,
     check_count,
+    check_reply_text,
     check_trigger,
     normalize_stage,
 )
@@ -53,7 +54,8 @@ class FaultControls:
         """Answer ``stage`` with ``code`` (4xx or 5xx) instead of going on.
 
         ``text`` is the reply text (a sensible default per code); put newlines
-        in it for a multi-line reply. ``match`` limits the rule to an address
+        in it for a multi-line reply. It must be printable ASCII (tab too),
+        each line at most 506 characters (a `FaultError` otherwise). ``match`` limits the rule to an address
         (exact; the domain is case-insensitive) or a compiled regex
         (``re.search``). By default the rule applies every time; ``times=N``
         only the first N times (greylisting), ``every=N`` every Nth time,
@@ -83,6 +85,8 @@ class FaultControls:
                 f"a DNS reply has no text: {stage} answers SERVFAIL for a 4xx "
                 "code and REFUSED for a 5xx one; leave text=None"
             )
+        if text is not None:
+            check_reply_text(stage, text)
         return self._add_fault("fail", stage, "reply", trigger, code=code, text=text)
 
     def disconnect(self, stage: str, **trigger: Unpack[Trigger]) -> Fault:

@@ -155,6 +155,62 @@ def check_count(name: str, value: Any) -> None:
         raise FaultError(f"{name} must be None or a whole number >= 1, got {value!r}")
 
 
+# RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with its CRLF, so
+# "550-" (or "550 "), the text and CRLF: 506 characters of text. RFC 1939
+# gives POP3 the same 512 octets, where the text follows "-ERR [SYS/TEMP] ".
+_SMTP_TEXT_MAX = 512 - len("550-") - len("\r\n")
+_POP3_TEXT_MAX = 512 - len("-ERR [SYS/TEMP] ") - len("\r\n")
+# RFC 5321 textstring: tab and printable US-ASCII, space included.
+_NOT_REPLY_TEXT = re.compile("[^\t\x20-\x7e]")
+
+
+def check_reply_text(stage: str, text: str) -> None:
+    """Refuse a `fail` text that would not make a valid reply on the wire:
+    what is not tab or printable ASCII (a bare CR, a control character,
+    non-ASCII: sent as it was, it broke the reply), or a line too long.
+    ``\n`` and ``\r\n`` separate the lines of a multi-line reply (the
+    read side's protocols join them into one line with spaces)."""
+    __tracebackhide__ = True
+    shown = (
+        repr(text)
+        if len(text) <= 80
+        else repr(text[:60]) + f"... ({len(text)} characters)"
+    )
+    lines = text.replace("\r\n", "\n").rstrip("\n").split("\n")
+    for number, line in enumerate(lines, 1):
+        bad = _NOT_REPLY_TEXT.search(line)
+        if bad is not None:
+            where = f"line {number}, " if len(lines) > 1 else ""
+            char = bad.group()
+            what = (
+                "a bare CR (a line break is \\n or \\r\\n)"
+                if char == "\r"
+                else f"{char!r}"
+            )
+            raise FaultError(
+                "text must be printable ASCII (tab and space too), as RFC 5321 "
+                f"asks of reply text, with \\n between lines; got {what} at "
+                f"{where}index {bad.start()} of {shown}"
+            )
+    if stage.startswith("POP3:"):
+        joined = " ".join(text.split())
+        if len(joined) > _POP3_TEXT_MAX:
+            raise FaultError(
+                f"text must be at most {_POP3_TEXT_MAX} characters at a POP3 "
+                "stage (its lines joined with spaces), for the reply line to "
+                f"fit 512 octets (RFC 1939); got {len(joined)} in {shown}"
+            )
+    elif not stage.startswith("IMAP:"):  # IMAP sets no line length
+        for number, line in enumerate(lines, 1):
+            if len(line) > _SMTP_TEXT_MAX:
+                raise FaultError(
+                    f"each line of text must be at most {_SMTP_TEXT_MAX} "
+                    "characters, for the reply line to fit 512 octets with "
+                    "its code and CRLF (RFC 5321 4.5.3.1.5); got "
+                    f"{len(line)} in line {number} of {shown}"
+                )
+
+
 def _check_match(stage: str, match: Any) -> None:
     if match is None:
         return

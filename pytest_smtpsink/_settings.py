@@ -521,5 +521,17 @@ def _validate_own_tls(s: SinkSettings) -> None:
             "is a client context; make a server one with "
             "ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER) and load_cert_chain()",
         )
+        from ._tls import lacks_certificate
+
+        # Checked now: every handshake would fail, and each session's
+        # tls_error would say so only after the client's failure.
+        _require(
+            not lacks_certificate(s.tls_context),
+            "tls_context",
+            "has no certificate (or none its cipher suites can use): a test "
+            "handshake failed with NO_SHARED_CIPHER, as every client's would; "
+            "load one with tls_context.load_cert_chain(certfile, keyfile), or "
+            "give tls_cert= (and tls_key=) instead",
+        )
     if s.tls_cert is not None:
         s.load_server_context()  # checked now, not at the first handshake

@@ -27,7 +27,10 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
-from email._header_value_parser import get_angle_addr  # aiosmtpd's parser too
+from email._header_value_parser import (  # aiosmtpd's parser too
+    TokenList,
+    get_angle_addr,
+)
 from email.errors import HeaderParseError
 from typing import TYPE_CHECKING, Any, AnyStr, Literal, TypeVar, cast
 
@@ -335,19 +338,48 @@ _PLAIN_MAIL_PARAM = re.compile(r"SIZE=[0-9]+\Z|BODY=(?:7BIT|8BITMIME)\Z")
 _ADDR_TYPE_RE = re.compile(rf"{_ATEXT}\Z")
 
 
-def _unclosed_angle_addr(arg: str) -> bool:
-    """Whether a MAIL or RCPT argument opens an angle address and never
-    closes it (``<ann@example.com``): the email package's parser, which
-    aiosmtpd uses, takes it with only a defect noted; Postfix refuses it."""
+def _refused_angle_addr(arg: str) -> bool:
+    """Whether a MAIL or RCPT argument is an angle address that the email
+    package's parser, which aiosmtpd uses, takes with only a defect noted,
+    and that Postfix refuses: one never closed (``<ann@example.com``), or
+    one whose local part is words with white space (or a comment) but no
+    dot between them (``<ann lee@example.com>``), which the parser turns
+    into ``"ann lee"@example.com``, an address the client never sent. A
+    quoted local part (``<"ann lee"@example.com>``) is a single word."""
     text = arg.lstrip()
     if not text.startswith("<"):
         return False
     try:
-        _, rest = get_angle_addr(text)
+        token, rest = get_angle_addr(text)
     except HeaderParseError:
         return False  # aiosmtpd's parse refuses it in its own way
     # What the parser took (its token's text adds the missing ">").
-    return not text[: len(text) - len(rest)].rstrip().endswith(">")
+    if not text[: len(text) - len(rest)].rstrip().endswith(">"):
+        return True
+    return _words_without_dot(token)
+
+
+def _words_without_dot(token: TokenList) -> bool:
+    """Whether a local part in the parsed ``token`` has two words (atoms or
+    quoted strings) in a row with no dot between them. Only that: the other
+    defects of an obsolete local part, such as ``a..b`` (which real
+    mailboxes have), stay accepted as before."""
+    for child in token:
+        if not isinstance(child, TokenList):
+            continue
+        if child.token_type not in ("obs-local-part", "invalid-obs-local-part"):
+            if _words_without_dot(child):
+                return True
+            continue
+        last_was_word = False
+        for part in child:
+            if part.token_type in ("atom", "quoted-string"):
+                if last_was_word:
+                    return True
+                last_was_word = True
+            elif part.token_type != "cfws":
+                last_was_word = False
+    return False
 
 
 def plain_angle_addr(arg: str) -> tuple[str, str] | None:
@@ -740,7 +772,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         plain = plain_angle_addr(arg)
         if plain is None:
-            if _unclosed_angle_addr(arg):
+            if _refused_angle_addr(arg):
                 return None, None  # aiosmtpd's "553 5.1.3 malformed address"
             return super()._getaddr(arg)
         address, rest = plain

@@ -11,12 +11,14 @@ sink; the lock makes that safe from several threads.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import os
 import shutil
 import ssl
 import tempfile
 import threading
+import weakref
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -52,6 +54,12 @@ _HANDSHAKE_HINTS = {
         "no cipher suite in common with the client, or no certificate in the "
         "sink's tls_context (load_cert_chain())"
     ),
+    # What it says instead when an sni_callback picked no certificate (the
+    # check of tls_context when the settings are made leaves those alone).
+    "NO_SUITABLE_SIGNATURE_ALGORITHM": (
+        "no certificate in the sink's tls_context (or the one its "
+        "sni_callback picks) that the client's signature algorithms accept"
+    ),
     "UNSUPPORTED_PROTOCOL": "no TLS version in common with the client",
     "TLSV1_ALERT_PROTOCOL_VERSION": "no TLS version in common with the client",
 }
@@ -83,6 +91,56 @@ def describe_handshake_failure(
             _IMPLICIT_HINT if implicit else ""
         )
     return f"{type(error).__name__}: {error}"
+
+
+# Server contexts whose probe handshake went through (see lacks_certificate):
+# a certificate once loaded cannot be taken out of a context, so a context
+# is probed once however often settings holding it are made (every test
+# with the marker makes them anew). Weak: the user's contexts are theirs.
+_SERVING: weakref.WeakSet[ssl.SSLContext] = weakref.WeakSet()
+
+
+def lacks_certificate(context: ssl.SSLContext) -> bool:
+    """Whether a server ``context`` fails every handshake for want of a
+    certificate (``ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)`` without
+    ``load_cert_chain()``), found by one handshake in memory.
+
+    The client of that handshake verifies nothing and offers every cipher
+    suite and TLS version OpenSSL has, so "no shared cipher" on the server's
+    side is the server's own lack: no certificate, or none its cipher suites
+    can use; no client could connect. Any other outcome (client certificates
+    required, versions or suites no client offers, anonymous suites that
+    succeed) is False: the handshakes of real clients will tell. About 0.4
+    ms without a certificate, 1.2 ms with trustme's (measured, 2 cores)."""
+    if context in _SERVING:
+        return False
+    if context.sni_callback is not None:
+        # It may switch, per name asked for, to a context that holds the
+        # certificate; a probe without that name would blame this one.
+        return False
+    try:
+        client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        client.check_hostname = False
+        client.verify_mode = ssl.CERT_NONE
+        client.set_ciphers("ALL:@SECLEVEL=0")
+        client.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+        to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+        client_side = client.wrap_bio(to_client, to_server)
+        server_side = context.wrap_bio(to_server, to_client, server_side=True)
+        for _ in range(8):  # a full handshake takes 2 or 3 rounds
+            with contextlib.suppress(ssl.SSLWantReadError):
+                client_side.do_handshake()
+            try:
+                server_side.do_handshake()
+            except ssl.SSLWantReadError:
+                continue
+            except ssl.SSLError as error:
+                return error.reason == "NO_SHARED_CIPHER"
+            _SERVING.add(context)
+            return False
+    except Exception:  # the client's own trouble (an odd OpenSSL build): not ours
+        return False
+    return False
 
 
 _LOOPBACK_NAMES = ("127.0.0.1", "::1", "localhost")

@@ -418,6 +418,46 @@ def test_an_angle_address_never_closed_is_refused(
     assert client.cmd(good + b"\r\n")[0] == 250
 
 
+@pytest.mark.parametrize(
+    ("command", "bad", "good"),
+    [
+        ("MAIL", "FROM:<a b@example.com>", "FROM:<a@example.com>"),
+        ("RCPT", "TO:<b c@example.com>", 'TO:<"b c"@example.com>'),
+        ("RCPT", "TO:<b\tc@example.com> ", "TO:<b@example.com>"),
+        ("RCPT", 'TO:<"b c" d@example.com>', 'TO:<"b c d"@example.com>'),
+        ("RCPT", "TO:<b (x) c@example.com>", "TO:<b.c@example.com>"),
+    ],
+)
+def test_an_unquoted_space_in_an_angle_address_is_refused(
+    smtpsink: Mailbox, command: str, bad: str, good: str
+) -> None:
+    """aiosmtpd's parser takes ``<b c@example.com>`` as ``"b c"@example.com``,
+    an address the client never sent; Postfix refuses it. A quoted local
+    part with a space is a valid address and stays accepted."""
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=10) as smtp:
+        assert smtp.ehlo("client.test")[0] == 250
+        assert smtp.sock is not None
+        local = smtp.sock.getsockname()[:2]
+        if command == "RCPT":
+            assert smtp.docmd("MAIL", "FROM:<a@example.com>")[0] == 250
+        assert smtp.docmd(command, bad) == (553, b"5.1.3 Error: malformed address")
+        assert smtp.docmd(command, good)[0] == 250  # the session goes on
+        if command == "MAIL":
+            assert smtp.docmd("RCPT", "TO:<b@example.com>")[0] == 250
+        subject = f"after a bad {command} {uuid.uuid4()}"
+        assert smtp.data(f"Subject: {subject}\r\n\r\nbody\r\n")[0] == 250
+    message = smtpsink.wait_for(subject=subject, timeout=10)
+    address = good.split(":", 1)[1].strip()[1:-1]
+    if command == "MAIL":
+        assert message.envelope.mail_from == address
+    else:
+        assert message.envelope.rcpt_to == (address,)
+    (session,) = [s for s in smtpsink.sessions if s.peer == local]
+    codes = [e.code for e in session.transcript if e.command == command]
+    assert codes == [553, 250], session.format_transcript()
+    assert "S: 553 5.1.3 Error: malformed address" in session.format_transcript()
+
+
 def test_auth_mechanism_names_are_case_insensitive(smtpsink_factory: Factory) -> None:
     # As Postfix and Dovecot take them; aiosmtpd answered "auth plain" 504.
     sink = smtpsink_factory(auth={"ann": "pw"}, auth_plaintext=True)

@@ -111,6 +111,23 @@ def test_multi_line_reply(smtpsink: Mailbox) -> None:
     assert rcpt.lines()[-1].endswith("[injected]")
 
 
+def test_reply_text_up_to_the_line_limit_goes_out_whole(smtpsink: Mailbox) -> None:
+    # 506 characters and a tab: "550-" or "550 ", the text and CRLF make
+    # reply lines of exactly 512 octets, the most RFC 5321 allows.
+    first, last = "a\t" + "x" * 504, "y" * 506
+    smtpsink.fail("RCPT", 550, f"{first}\r\n{last}")
+    with socket.create_connection((smtpsink.host, smtpsink.port), timeout=10) as sock:
+        replies = sock.makefile("rb")
+        replies.readline()
+        sock.sendall(b"HELO client.test\r\nMAIL FROM:<a@example.com>\r\n")
+        replies.readline(), replies.readline()
+        sock.sendall(b"RCPT TO:<b@example.com>\r\nQUIT\r\n")
+        lines = [replies.readline(), replies.readline()]
+        replies.close()
+    assert lines == [f"550-{first}\r\n".encode(), f"550 {last}\r\n".encode()]
+    assert [len(line) for line in lines] == [512, 512]
+
+
 def test_greylisting_succeeds_on_the_third_attempt(smtpsink: Mailbox) -> None:
     fault = smtpsink.fail("MAIL", 451, times=2)
     attempts = 0
@@ -575,6 +592,15 @@ def test_marker(smtpsink: Mailbox) -> None:
         # Before: "451 " went out, a reply with a space and no text.
         (lambda s: s.fail("RCPT", 451, ""), "text must say something, got ''"),
         (lambda s: s.fail("RCPT", 451, " "), "text must say something"),
+        # Before: sent as given, a UTF-8 reply to a client that asked for
+        # none, a bare CR inside a reply line, a 606-octet reply line.
+        (lambda s: s.fail("RCPT", 550, "Café"), "got 'é' at index 3 of 'Café'"),
+        (lambda s: s.fail("RCPT", 550, "a\r\nb\rc"), "a bare CR"),
+        (lambda s: s.fail("RCPT", 550, "a\x00b"), "got '\\x00' at index 1"),
+        (lambda s: s.fail("RCPT", 550, "x" * 600), "at most 506 characters"),
+        (lambda s: s.fail("RCPT", 550, "ok\n" + "x" * 507), "507 in line 2"),
+        (lambda s: s.fail("POP3:RETR", 550, "x" * 495), "at most 494 characters"),
+        (lambda s: s.fail("IMAP:FETCH", 550, "a\u2028b"), "printable ASCII"),
         (lambda s: s.limit(), "limit()"),
         (lambda s: s.hide(), "hide()"),
     ],

@@ -31,7 +31,7 @@ from test_corpus import read_every_field
 from pytest_smtpsink import Mailbox, SMTPSink
 from pytest_smtpsink._content import Content
 from pytest_smtpsink._message import Envelope, Message, _plain_header_items
-from pytest_smtpsink._smtp import RecordingSMTP, plain_angle_addr
+from pytest_smtpsink._smtp import RecordingSMTP, _refused_angle_addr, plain_angle_addr
 
 SETTINGS = settings(
     max_examples=75,
@@ -260,6 +260,8 @@ def test_plain_address_fast_path_parses_like_aiosmtpd(
     fast = plain_angle_addr(arg)
     if fast is not None:
         assert fast == aiosmtpd_server._getaddr(arg)
+        # Nor does it take what the sink refuses on aiosmtpd's path.
+        assert not _refused_angle_addr(arg)
 
 
 @pytest.mark.parametrize(
@@ -291,6 +293,27 @@ def test_everyday_addresses_take_the_fast_path(aiosmtpd_server: Any, arg: str) -
     ],
 )
 def test_other_address_forms_are_left_to_aiosmtpd(arg: str) -> None:
+    assert plain_angle_addr(arg) is None
+
+
+@pytest.mark.parametrize(
+    ("arg", "refused"),
+    [
+        ("<a b@example.com>", True),
+        ("<a\tb@example.com> SIZE=1", True),
+        ("<a (comment) b@example.com>", True),
+        ('<"a b" c@example.com>', True),
+        ("<a@example.com", True),
+        ('<"a b"@example.com>', False),
+        ("<a. b@example.com>", False),  # an obsolete form: a.b@example.com
+        ("<a..b@example.com>", False),
+        ("< a@example.com >", False),
+    ],
+)
+def test_refused_angle_addresses(arg: str, refused: bool) -> None:
+    """What the sink refuses before aiosmtpd's parser, which takes these,
+    and that the fast path leaves all of them to aiosmtpd."""
+    assert _refused_angle_addr(arg) is refused
     assert plain_angle_addr(arg) is None
 
 

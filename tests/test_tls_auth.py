@@ -1054,6 +1054,11 @@ def test_own_certificate_is_validated_up_front(
             r"^tls_context: is a client context",
         ),
         ({"tls_context": "server.pem"}, r"^tls_context: must be None or an ssl"),
+        # Before: taken, then every handshake failed (NO_SHARED_CIPHER).
+        (
+            {"tls_context": ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)},
+            r"^tls_context: has no certificate .*load_cert_chain\(",
+        ),
         (
             {"tls_context": ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), "tls_cert": cert},
             r"^tls_context: give either",
@@ -1124,13 +1129,84 @@ def test_starttls_never_finished_is_a_tls_failed_session(
     assert "handshake" in session.tls_error
 
 
+def test_a_tls_context_without_a_certificate_is_refused_up_front(
+    pytester: pytest.Pytester,
+) -> None:
+    # Before: the sink started, and each session's tls_error said so only
+    # after the client's handshake had failed.
+    pytester.makepyfile(
+        """
+import ssl, pytest
+
+@pytest.mark.smtpsink(
+    tls="starttls", tls_context=ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+)
+def test_marker(smtpsink):
+    pass
+
+def test_factory(smtpsink_factory):
+    smtpsink_factory(
+        tls="implicit", tls_context=ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    )
+"""
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*tls_context: has no certificate*NO_SHARED_CIPHER*load_cert_chain*"] * 2,
+        consecutive=False,
+    )
+
+
+def _client_with_certificate(ca: trustme.CA) -> ssl.SSLContext:
+    context = _only_trusting(ca)
+    ca.issue_cert("client.example").configure_cert(context)
+    return context
+
+
+def test_contexts_the_probe_handshake_cannot_complete_are_taken(
+    smtpsink_factory: Factory, own_ca: trustme.CA
+) -> None:
+    """Only a missing certificate is refused: a context that requires client
+    certificates (the probe has none) or that the probe cannot judge (an SNI
+    callback that picks the certificate) serves real clients as before."""
+    requiring = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    own_ca.issue_cert("127.0.0.1").configure_cert(requiring)
+    own_ca.configure_trust(requiring)
+    requiring.verify_mode = ssl.CERT_REQUIRED
+    with_certificate = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    own_ca.issue_cert("127.0.0.1").configure_cert(with_certificate)
+    by_name = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # no certificate itself
+
+    def pick(tls: ssl.SSLObject, name: str | None, context: ssl.SSLContext) -> None:
+        tls.context = with_certificate
+
+    by_name.sni_callback = pick
+    for context in (by_name, requiring):
+        sink = smtpsink_factory(tls="implicit", tls_context=context)
+        with smtplib.SMTP_SSL(
+            sink.host,
+            sink.port,
+            context=_client_with_certificate(own_ca),
+            timeout=10,
+        ) as client:
+            assert client.noop()[0] == 250
+    # And the client certificate is still required.
+    with pytest.raises((ssl.SSLError, ConnectionError, smtplib.SMTPException)):
+        smtplib.SMTP_SSL(
+            sink.host, sink.port, context=_only_trusting(own_ca), timeout=10
+        ).quit()
+
+
 def test_a_tls_context_without_a_certificate_is_named_as_a_cause(
     smtpsink_factory: Factory,
 ) -> None:
-    # Every handshake fails, and tls_error blamed the client alone.
-    sink = smtpsink_factory(
-        tls="starttls", tls_context=ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    )
+    # A context with an SNI callback is not probed up front (the callback
+    # may pick the certificate per name); one that picks none fails every
+    # handshake, and tls_error blamed the client alone.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.sni_callback = lambda tls, name, context: None
+    sink = smtpsink_factory(tls="starttls", tls_context=context)
     client_context = ssl.create_default_context()
     client_context.check_hostname = False
     client_context.verify_mode = ssl.CERT_NONE
