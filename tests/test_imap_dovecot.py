@@ -324,3 +324,40 @@ def test_a_tag_alone_is_answered_with_that_tag_as_dovecot_answers_it(
     )
     assert ours == theirs
     assert "S: m3 BAD <text>" in ours
+
+
+def test_recent_cannot_be_stored_or_appended_as_on_dovecot(dovecot: Dovecot) -> None:
+    # RFC 3501 2.3.2: \Recent is the server's. The sink dropped it from a
+    # STORE or APPEND without a word; Dovecot answers BAD, and so does the
+    # sink now, before an APPEND's literal is asked for.
+    user = "store-recent"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES[:1])
+    size = len(MESSAGES[2])
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX",
+        "c STORE 1 +FLAGS (\\Recent)",
+        "d STORE 1 -FLAGS (\\Recent)",
+        "e STORE 1 FLAGS (\\Seen \\Recent)",
+        "f FETCH 1 FLAGS",
+        f"g APPEND INBOX (\\Recent) {{{size}}}",
+        "h SEARCH ALL",  # one message: the APPEND added none
+        "i LOGOUT",
+    ]
+    with SMTPSink() as sink:
+        sink.deliver(MESSAGES[0], to=user)
+        ours = run(script, Endpoint("imap", sink.imap.host, sink.imap.port))
+        sink.mailbox(user).assert_in(subject="one", flags=set())
+    theirs = run(script, Endpoint("imap", dovecot.host, dovecot.imap_port))
+    assert masked(ours, capabilities=True, text=True) == masked(
+        theirs, capabilities=True, text=True
+    )
+    for tag in "cdeg":
+        assert (
+            f"S: {tag} BAD \\Recent cannot be stored: the server sets it on new "
+            "mail (RFC 3501 2.3.2)" in ours
+        )
+    assert "S: * 1 FETCH (FLAGS (\\Recent))" in ours
+    assert "S: * SEARCH 1" in ours
+    assert not any(line.startswith("S: +") for line in ours)
