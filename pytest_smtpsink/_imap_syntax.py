@@ -304,18 +304,20 @@ class _Parser:
         data = self.data
         start = self.pos
         pos = start
+        head = section = b""
         while pos < len(data):
             byte = data[pos]
-            if byte == 0x5B:  # "[": BODY[HEADER.FIELDS (A B)] is one atom
-                close = data.find(b"]", pos)
-                if close < 0 or b"\n" in data[pos:close]:
-                    raise self.fail("unmatched '[' in an atom")
-                pos = close + 1
+            if byte == 0x5B and not section and data[start:pos].upper() in _SECTIONED:
+                # BODY[HEADER.FIELDS (A "B")] is one atom. Elsewhere "[" is
+                # an atom's character like any other (a keyword "a[b").
+                head = data[start:pos]
+                section = self.section(start, pos)
+                start = pos = self.pos
                 continue
             if byte in _ATOM_STOPS:
                 break
             pos += 1
-        if pos == start:
+        if pos == start and not section:
             found = data[start : start + 1]
             raise self.fail(
                 f"unexpected {_byte_name(found[0])} at byte {start}"
@@ -323,7 +325,38 @@ class _Parser:
                 else "missing argument"
             )
         self.pos = pos
+        if section:
+            return (head + section + data[start:pos]).decode("utf-8", "surrogateescape")
         return data[start:pos].decode("utf-8", "surrogateescape")
+
+    def section(self, start: int, open_at: int) -> bytes:
+        """The ``[...]`` of the atom at ``start`` (``BODY[``...), from its
+        ``[`` at ``open_at`` to its ``]``. The field names of HEADER.FIELDS
+        may be atoms, quoted strings or literals (RFC 3501:
+        ``header-fld-name = astring``); each string comes back quoted, a
+        literal too, so that a section is one line of text."""
+        data = self.data
+        out = bytearray(b"[")
+        pos = open_at + 1
+        while True:
+            byte = data[pos] if pos < len(data) else None
+            if byte is None or byte in (0x0D, 0x0A):
+                name = data[start:open_at].decode("ascii")
+                raise self.fail(f"unmatched '[' after {name}: expected ']'")
+            if byte == 0x5D:  # "]"
+                self.pos = pos + 1
+                return bytes(out + b"]")
+            if byte == 0x22 or (byte == 0x7B and _LITERAL.match(data, pos)):
+                self.pos = pos
+                string = self.quoted() if byte == 0x22 else self.literal()
+                if any(c in string.value for c in b"\r\n\x00"):
+                    raise self.fail("a field name cannot hold CR, LF or NUL")
+                escaped = string.value.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+                out += b'"' + escaped + b'"'
+                pos = self.pos
+                continue
+            out.append(byte)
+            pos += 1
 
     def arg(self, depth: int) -> Arg:
         self.args_left -= 1
@@ -394,6 +427,12 @@ class _Parser:
 # in BODY[...] names), "%" and "*" (list wildcards, sequence sets) and "\"
 # (flags) stay in atoms, as every server reads them.
 _ATOM_STOPS = frozenset(b'(){ "\r\n') | frozenset(range(0x20)) | {0x7F}
+
+
+#: The FETCH items whose "[...]" holds a section (RFC 3501, RFC 3516).
+_SECTIONED = frozenset(
+    {b"BODY", b"BODY.PEEK", b"BINARY", b"BINARY.PEEK", b"BINARY.SIZE"}
+)
 
 
 def _byte_name(byte: int) -> str:

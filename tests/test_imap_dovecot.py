@@ -5,6 +5,7 @@ masking what two correct servers may differ in (tests/dialogue.py)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from dialogue import Endpoint, masked, run
 from dovecot import Dovecot
@@ -70,10 +71,18 @@ SCRIPT = [
 ]
 
 
-def on_both(script: list[str], dovecot: Dovecot) -> tuple[list[str], list[str]]:
+def on_both(
+    script: list[str],
+    dovecot: Dovecot,
+    user: str = "",
+    messages: Sequence[bytes] = (),
+) -> tuple[list[str], list[str]]:
     """``script`` run on a fresh sink's IMAP server and on Dovecot: the
-    two transcripts, unmasked."""
+    two transcripts, unmasked. The sink's ``user`` gets ``messages`` first
+    (Dovecot's the caller seeds)."""
     with SMTPSink() as sink:
+        for message in messages:
+            sink.deliver(message, to=user)
         ours = run(script, Endpoint("imap", sink.imap.host, sink.imap.port))
     return ours, run(script, Endpoint("imap", dovecot.host, dovecot.imap_port))
 
@@ -296,7 +305,7 @@ def test_rename_under_itself_is_refused_as_dovecot_refuses_it(
         'i LIST "" *',
         "j LOGOUT",
     ]
-    ours, theirs = on_both(script, dovecot)
+    ours, theirs = on_both(script, dovecot, user, MESSAGES[:1])
     ours, theirs = (
         masked(transcript, capabilities=True, text=True, extra=CHILDREN)
         for transcript in (ours, theirs)
@@ -361,3 +370,71 @@ def test_recent_cannot_be_stored_or_appended_as_on_dovecot(dovecot: Dovecot) -> 
     assert "S: * 1 FETCH (FLAGS (\\Recent))" in ours
     assert "S: * SEARCH 1" in ours
     assert not any(line.startswith("S: +") for line in ours)
+
+
+def test_a_keyword_with_a_bracket_is_a_keyword_as_on_dovecot(dovecot: Dovecot) -> None:
+    # RFC 3501: "[" is no atom-special, so "a[b" is a keyword; the sink read
+    # every "[" as the start of a BODY[...] section and answered BAD.
+    user = "bracket-keyword"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES[:1])
+    size = len(MESSAGES[2])
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX",
+        "c STORE 1 +FLAGS (a[b)",
+        "d STORE 1 -FLAGS a[b",  # a bare flag, no list
+        "d2 STORE 1 +FLAGS a[b",
+        "e FETCH 1 FLAGS",
+        "f SEARCH KEYWORD a[b",
+        f"g APPEND INBOX (a[b) {{{size}+}}\r\n{MESSAGES[2].decode()}",
+        "h FETCH 2 FLAGS",
+        "i FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)",  # no "]": still BAD
+        "j LOGOUT",
+    ]
+    ours, theirs = on_both(script, dovecot, user, MESSAGES[:1])
+    ours, theirs = (
+        masked(transcript, capabilities=True, text=True)
+        for transcript in (ours, theirs)
+    )
+    assert ours == theirs
+    assert "S: * 1 FETCH (FLAGS (\\Recent a[b))" in ours
+    assert "S: * SEARCH 1" in ours
+    assert "S: * 2 FETCH (FLAGS (\\Recent a[b))" in ours
+    assert "S: i BAD <text>" in ours
+
+
+#: The text of a "+" go-ahead for a literal is the server's.
+GO_AHEAD = [(r"^\+ .*", "+ <text>")]
+
+
+def test_header_field_names_as_strings_and_literals_as_on_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    # RFC 3501: header-fld-name = astring. The sink took a literal field
+    # name for an unmatched "[" (BAD), and named a quoted one unquoted in
+    # its response; Dovecot answers both, naming strings quoted.
+    user = "header-field-strings"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES[:1])
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX",
+        # A synchronizing literal's bytes go after the server's "+".
+        "c FETCH 1 (BODY.PEEK[HEADER.FIELDS ({7}",
+        "Subject)])",
+        "d FETCH 1 (BODY.PEEK[HEADER.FIELDS ({7+}\r\nSubject From)])",
+        'e FETCH 1 (BODY.PEEK[HEADER.FIELDS ("Subject" To)])',
+        "f FETCH 1 (BODY.PEEK[HEADER.FIELDS.NOT ({4}",
+        "Date Message-ID)])",
+        'g FETCH 1 (BODY.PEEK[HEADER.FIELDS ("X]")])',  # "]" inside a string
+        "h LOGOUT",
+    ]
+    ours, theirs = on_both(script, dovecot, user, MESSAGES[:1])
+    ours, theirs = (
+        masked(transcript, capabilities=True, text=True, extra=GO_AHEAD)
+        for transcript in (ours, theirs)
+    )
+    assert ours == theirs
+    assert 'S: * 1 FETCH (BODY[HEADER.FIELDS ("SUBJECT")] {16}' in ours
+    assert 'S: * 1 FETCH (BODY[HEADER.FIELDS ("SUBJECT" TO)] {37}' in ours
