@@ -438,3 +438,32 @@ def test_header_field_names_as_strings_and_literals_as_on_dovecot(
     assert ours == theirs
     assert 'S: * 1 FETCH (BODY[HEADER.FIELDS ("SUBJECT")] {16}' in ours
     assert 'S: * 1 FETCH (BODY[HEADER.FIELDS ("SUBJECT" TO)] {37}' in ours
+
+
+def test_reversed_zero_and_out_of_range_sets_as_on_dovecot(dovecot: Dovecot) -> None:
+    # RFC 3501: "*:1" and "3:1" are the same as "1:*" and "1:3"; 0 is no
+    # message number; a number past EXISTS is BAD for sequence numbers and
+    # names nothing for UIDs. The sink's SEARCH called "0" an unknown key.
+    user = "odd-sets"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES)
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX",
+        "c UID FETCH *:1 (UID)",
+        "d FETCH 3:1 (UID)",
+        "e FETCH 0 (UID)",
+        "f FETCH 1:0 (UID)",
+        "g FETCH 2:4 (UID)",
+        "h UID FETCH 99 (UID)",
+        "i SEARCH 5",
+        "j UID SEARCH 0",
+        "k SEARCH 1,,2",
+        "l LOGOUT",
+    ]
+    ours, theirs = on_both(script, dovecot, user, MESSAGES)
+    assert masked(ours, capabilities=True, text=True) == masked(
+        theirs, capabilities=True, text=True
+    )
+    assert "S: j BAD Invalid sequence set: '0'" in ours
+    assert "S: k BAD Invalid sequence set: '1,,2'" in ours
