@@ -319,6 +319,12 @@ class _Parser:
             pos += 1
         if pos == start and not section:
             found = data[start : start + 1]
+            if found == b" ":
+                # An atom starts after a space or "(": this is a second
+                # space, which RFC 3501 does not allow (Dovecot skips it).
+                raise self.fail(
+                    f"a second space at byte {start}: arguments are separated by one"
+                )
             raise self.fail(
                 f"unexpected {_byte_name(found[0])} at byte {start}"
                 if found
@@ -436,9 +442,7 @@ _SECTIONED = frozenset(
 
 
 def _byte_name(byte: int) -> str:
-    """A byte as an error message names it: ``a space``, ``')'``, ``0x00``."""
-    if byte == 0x20:
-        return "a space (one separates arguments)"
+    """A byte as an error message names it: ``')'``, ``byte 0x00``."""
     if 0x20 < byte < 0x7F:
         return repr(chr(byte))
     return f"byte 0x{byte:02x}"

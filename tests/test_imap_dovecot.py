@@ -467,3 +467,55 @@ def test_reversed_zero_and_out_of_range_sets_as_on_dovecot(dovecot: Dovecot) -> 
     )
     assert "S: j BAD Invalid sequence set: '0'" in ours
     assert "S: k BAD Invalid sequence set: '1,,2'" in ours
+
+
+def test_two_spaces_between_arguments_are_bad_where_dovecot_skips_them(
+    dovecot: Dovecot,
+) -> None:
+    # RFC 3501 puts one SP between arguments. Dovecot skips a second one
+    # (not after UID); the sink answers BAD, runs nothing and goes on
+    # (docs/reading.rst), so a client's malformed command does not pass
+    # unnoticed. A trailing space both take.
+    user = "two-spaces"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES[:1])
+    doubled = [
+        "b SELECT  INBOX",
+        "d FETCH 1  (FLAGS)",
+        "e FETCH 1 (FLAGS  UID)",
+        "f STORE 1  +FLAGS (\\Flagged)",
+        "g SEARCH  ALL",
+    ]
+    script = [
+        f"a LOGIN {user} x",
+        *doubled[:1],
+        "c SELECT INBOX",  # for the sink, which selected nothing at b
+        *doubled[1:],
+        "h UID  FETCH 1 (FLAGS)",
+        "i FETCH 1 (FLAGS) ",
+        "j LOGOUT",
+    ]
+    with SMTPSink() as sink:
+        sink.deliver(MESSAGES[0], to=user)
+        ours = run(script, Endpoint("imap", sink.imap.host, sink.imap.port))
+        sink.mailbox(user).assert_in(subject="one", flags=set())
+        shown = sink.sessions[-1].format_transcript()
+    theirs = masked(
+        run(script, Endpoint("imap", dovecot.host, dovecot.imap_port)),
+        capabilities=True,
+        text=True,
+    )
+    for command in doubled:
+        tag = command.split()[0]
+        assert any(line.startswith(f"S: {tag} OK ") for line in theirs)
+        second = command.index("  ") + 1
+        answer = (
+            f"{tag} BAD A second space at byte {second}: arguments are separated by one"
+        )
+        assert f"S: {answer}" in ours
+        assert answer in shown
+    assert "S: h BAD <text>" in theirs
+    assert "S: h BAD A second space at byte 6: arguments are separated by one" in ours
+    assert "S: * 1 FETCH (FLAGS (\\Recent))" in ours  # i: the session went on
+    assert "S: i OK FETCH completed" in ours
+    assert "S: * 1 FETCH (FLAGS (\\Flagged))" in theirs  # f ran there

@@ -237,7 +237,7 @@ def test_a_bracket_opens_a_section_only_after_body() -> None:
         (
             b"a FETCH  1\r\n",
             "a",
-            r"unexpected a space \(one separates arguments\) at byte 8",
+            "a second space at byte 8: arguments are separated by one",
         ),
         (b"a FETCH 1 \x00\r\n", "a", "unexpected byte 0x00 at byte 10"),
         (b"a UID\r\n", "a", "expected a space"),
