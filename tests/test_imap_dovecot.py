@@ -563,3 +563,46 @@ def test_move_within_the_selected_folder_answers_as_dovecot(dovecot: Dovecot) ->
     assert [line for line in ours if recent.match(line)][-1] == "S: * 2 RECENT"
     assert [line for line in theirs if recent.match(line)][-1] == "S: * 2 RECENT"
     assert "S: * 3 FETCH (UID 6 FLAGS (\\Recent))" in ours
+
+
+def test_bad_keywords_and_date_times_are_bad_where_dovecot_differs(
+    dovecot: Dovecot,
+) -> None:
+    # Kept on purpose (docs/reading.rst). "]", "%" and "*" cannot be in an
+    # atom (RFC 3501 atom-specials): the sink says BAD, Dovecot NO [CANNOT].
+    # A date-time's day is two digits or a space and one, and it must be a
+    # real time: Dovecot takes "1-Jan-2000 ..." and "31-Feb-2000 ..." (the
+    # latter stored as 13-Dec-1901); the sink says BAD, before the literal.
+    user = "bad-keywords"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES[:1])
+    size = len(MESSAGES[2])
+    keywords = ["c STORE 1 +FLAGS (a]b)", "d STORE 1 +FLAGS (a%b)"]
+    dates = [
+        f'e APPEND INBOX "1-Jan-2000 00:00:00 +0000" {{{size}}}',
+        f'f APPEND INBOX "31-Feb-2000 00:00:00 +0000" {{{size}}}',
+        f'g APPEND INBOX "01-Jan-2000 25:00:00 +0000" {{{size}}}',
+    ]
+    script = [f"a LOGIN {user} x", "b SELECT INBOX", *keywords, *dates, "h NOOP"]
+    with SMTPSink() as sink:
+        sink.deliver(MESSAGES[0], to=user)
+        ours = run(script, Endpoint("imap", sink.imap.host, sink.imap.port))
+    # Dovecot asks for each message: sent after its "+", then h.
+    theirs_script = [line for date in dates for line in (date, MESSAGES[2].decode())]
+    theirs = masked(
+        run(
+            [*script[:4], *theirs_script, "h NOOP"],
+            Endpoint("imap", dovecot.host, dovecot.imap_port),
+        ),
+        text=True,
+    )
+    for command in keywords:
+        tag = command.split()[0]
+        assert f"S: {tag} NO [CANNOT] <text>" in theirs
+        assert any(line.startswith(f"S: {tag} BAD Invalid flag") for line in ours)
+    for command in dates:
+        tag = command.split()[0]
+        assert any(line.startswith(f"S: {tag} OK [APPENDUID") for line in theirs)
+        assert any(line.startswith(f"S: {tag} BAD Invalid date-time") for line in ours)
+    assert not any(line.startswith("S: +") for line in ours)
+    assert ours[-1] == "S: h OK NOOP completed"
