@@ -296,7 +296,11 @@ class _Answered(Exception):
 
 
 def _no_such_folder(name: str, code: str = "NONEXISTENT") -> _Answered:
-    """``NO [code] No such folder``, the name as the client spells it."""
+    """``NO [code] No such folder``, the name as the client spells it; for
+    an empty name ``NO [CANNOT]`` saying so, as Dovecot answers (no folder
+    could have it, and "No such folder: " named nothing)."""
+    if not name:
+        return _Answered("NO", "[CANNOT] The folder name is empty")
     return _Answered("NO", f"[{code}] No such folder: {encode_folder_name(name)}")
 
 

@@ -606,3 +606,30 @@ def test_bad_keywords_and_date_times_are_bad_where_dovecot_differs(
         assert any(line.startswith(f"S: {tag} BAD Invalid date-time") for line in ours)
     assert not any(line.startswith("S: +") for line in ours)
     assert ours[-1] == "S: h OK NOOP completed"
+
+
+def test_an_empty_folder_name_is_refused_as_dovecot_refuses_it(
+    dovecot: Dovecot,
+) -> None:
+    # The sink answered "NO [NONEXISTENT] No such folder: ", naming nothing.
+    user = "empty-name"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES[:1])
+    script = [
+        f"a LOGIN {user} x",
+        'b SELECT ""',
+        'c EXAMINE ""',
+        'd DELETE ""',
+        'e STATUS "" (MESSAGES)',
+        'f RENAME "" x',
+        'g CREATE ""',
+        "h SELECT INBOX",
+        'i COPY 1 ""',
+        "j LOGOUT",
+    ]
+    ours, theirs = on_both(script, dovecot, user, MESSAGES[:1])
+    assert masked(ours, capabilities=True, text=True) == masked(
+        theirs, capabilities=True, text=True
+    )
+    for tag in "bcdef":
+        assert f"S: {tag} NO [CANNOT] The folder name is empty" in ours
