@@ -70,7 +70,8 @@ class ImapSyntaxError(Exception):
 
 @dataclass(frozen=True)
 class Atom:
-    """An atom as sent (``FLAGS``, ``1:*``, ``\\Seen``, ``BODY[HEADER]<0.10>``).
+    """An atom as sent (``FLAGS``, ``1:*``, ``\\Seen``, ``BODY[HEADER]<0.10>``);
+    in a BODY[...] section a string is given quoted, a literal too.
 
     ``NIL`` is an atom too: :attr:`is_nil` tells, and where an astring is
     expected (a mailbox named NIL) it is the text ``NIL``."""
