@@ -296,7 +296,11 @@ class _Answered(Exception):
 
 
 def _no_such_folder(name: str, code: str = "NONEXISTENT") -> _Answered:
-    """``NO [code] No such folder``, the name as the client spells it."""
+    """``NO [code] No such folder``, the name as the client spells it; for
+    an empty name ``NO [CANNOT]`` saying so, as Dovecot answers (no folder
+    could have it, and "No such folder: " named nothing)."""
+    if not name:
+        return _Answered("NO", "[CANNOT] The folder name is empty")
     return _Answered("NO", f"[{code}] No such folder: {encode_folder_name(name)}")
 
 
@@ -1410,10 +1414,18 @@ class _Connection(ReadSideConnection):
         )
 
     def _store_flags(self, flags: frozenset[str], command: Command) -> frozenset[str]:
-        """Flags a client may set: ``\\Recent`` is dropped (the server's),
-        an unknown system flag is an error."""
+        """Flags a client may set: ``\\Recent`` (the server's) and an unknown
+        system flag are errors."""
+        if "\\Recent" in flags:
+            # RFC 3501 2.3.2: no client can set or clear it; Dovecot says BAD
+            # too, so a client that sends it (copying fetched flags back, say)
+            # hears of it instead of losing the flag silently.
+            raise command.error(
+                "\\Recent cannot be stored: the server sets it on new mail "
+                "(RFC 3501 2.3.2)"
+            )
         try:
-            return normalize_flags(flag for flag in flags if flag != "\\Recent")
+            return normalize_flags(flags)
         except ValueError as error:
             raise command.error(str(error)) from None
 

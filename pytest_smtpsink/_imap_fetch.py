@@ -742,6 +742,9 @@ class Section:
     #: "", "HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT" or "MIME".
     text: str
     fields: tuple[str, ...] = ()
+    #: Which of ``fields`` came as strings: the response quotes those, as
+    #: Dovecot does, so that it names the section as the client did.
+    quoted: tuple[bool, ...] = ()
 
     @property
     def name(self) -> str:
@@ -751,7 +754,14 @@ class Section:
             parts.append(self.text)
         spec = ".".join(parts)
         if self.text.startswith("HEADER.FIELDS"):
-            spec += " (" + " ".join(self.fields) + ")"
+            quoted = self.quoted or (False,) * len(self.fields)
+            names = (
+                '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                if string
+                else name
+                for name, string in zip(self.fields, quoted, strict=True)
+            )
+            spec += " (" + " ".join(names) + ")"
         return spec
 
 
@@ -795,7 +805,9 @@ _MACROS = {
     "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
 }
 _BODY_ITEM = re.compile(
-    r"BODY(\.PEEK)?\[([^\]]*)\](?:<([0-9]{1,10})\.([0-9]{1,10})>)?", re.IGNORECASE
+    r'BODY(\.PEEK)?\[((?:[^\]"]|"(?:[^"\\]|\\.)*")*)\]'
+    r"(?:<([0-9]{1,10})\.([0-9]{1,10})>)?",
+    re.IGNORECASE,
 )
 _SECTION = re.compile(
     r"((?:[1-9][0-9]{0,8})(?:\.[1-9][0-9]{0,8})*)?\.?"
@@ -803,7 +815,8 @@ _SECTION = re.compile(
     r"(?:\s+\((.*)\))?",
     re.IGNORECASE | re.DOTALL,
 )
-_FIELD_NAME = re.compile(r'"((?:[^"\\]|\\.)*)"|([^\s"()]+)')
+_FIELD_NAME = re.compile(r'("((?:[^"\\]|\\.)*)")|([^\s"()]+)')
+_UNESCAPE = re.compile(r"\\(.)")
 
 
 def parse_fetch_items(
@@ -860,12 +873,14 @@ def _parse_section(text: str, tag: str | None) -> Section:
     if what.startswith("HEADER.FIELDS"):
         if fields is None:
             raise ImapSyntaxError(f"{what} needs a list of field names", tag)
-        names = tuple(
-            (quoted or bare).upper() for quoted, bare in _FIELD_NAME.findall(fields)
-        )
-        if not names:
+        found = _FIELD_NAME.findall(fields)
+        if not found:
             raise ImapSyntaxError(f"{what} needs at least one field name", tag)
-        return Section(part, what, names)
+        names = tuple(
+            (_UNESCAPE.sub(r"\1", quoted) if string else bare).upper()
+            for string, quoted, bare in found
+        )
+        return Section(part, what, names, tuple(bool(string) for string, _, _ in found))
     if fields is not None:
         raise ImapSyntaxError(f"invalid body section: [{text}]", tag)
     return Section(part, what)

@@ -41,11 +41,14 @@ from ._imap_syntax import (
     SequenceSet,
     String,
     astring_bytes,
-    is_sequence_set,
     parse_date,
     parse_sequence_set,
 )
 from ._text import printable
+
+#: What a sequence set is made of: a search key of these is one, if maybe
+#: a broken one ("0", "1,,2").
+_SET_CHARS = re.compile(r"[0-9:,*]+")
 
 
 def _as_sent(text: str) -> str:
@@ -305,7 +308,9 @@ class _KeyReader:
         }
         if name in simple:
             return simple[name]()
-        if is_sequence_set(arg.value):
+        if _SET_CHARS.fullmatch(arg.value):
+            # "0" or "1,,2" is a broken set, not an unknown key: the error
+            # says so (as Dovecot's "Invalid messageset").
             return InSequence(parse_sequence_set(arg, self.tag))
         raise ImapSyntaxError(f"unknown search key: {_as_sent(arg.value)}", self.tag)
 

@@ -70,7 +70,8 @@ class ImapSyntaxError(Exception):
 
 @dataclass(frozen=True)
 class Atom:
-    """An atom as sent (``FLAGS``, ``1:*``, ``\\Seen``, ``BODY[HEADER]<0.10>``).
+    """An atom as sent (``FLAGS``, ``1:*``, ``\\Seen``, ``BODY[HEADER]<0.10>``);
+    in a BODY[...] section a string is given quoted, a literal too.
 
     ``NIL`` is an atom too: :attr:`is_nil` tells, and where an astring is
     expected (a mailbox named NIL) it is the text ``NIL``."""
@@ -304,26 +305,65 @@ class _Parser:
         data = self.data
         start = self.pos
         pos = start
+        head = section = b""
         while pos < len(data):
             byte = data[pos]
-            if byte == 0x5B:  # "[": BODY[HEADER.FIELDS (A B)] is one atom
-                close = data.find(b"]", pos)
-                if close < 0 or b"\n" in data[pos:close]:
-                    raise self.fail("unmatched '[' in an atom")
-                pos = close + 1
+            if byte == 0x5B and not section and data[start:pos].upper() in _SECTIONED:
+                # BODY[HEADER.FIELDS (A "B")] is one atom. Elsewhere "[" is
+                # an atom's character like any other (a keyword "a[b").
+                head = data[start:pos]
+                section = self.section(start, pos)
+                start = pos = self.pos
                 continue
             if byte in _ATOM_STOPS:
                 break
             pos += 1
-        if pos == start:
+        if pos == start and not section:
             found = data[start : start + 1]
+            if found == b" ":
+                # An atom starts after a space or "(": this is a second
+                # space, which RFC 3501 does not allow (Dovecot skips it).
+                raise self.fail(
+                    f"a second space at byte {start}: arguments are separated by one"
+                )
             raise self.fail(
                 f"unexpected {_byte_name(found[0])} at byte {start}"
                 if found
                 else "missing argument"
             )
         self.pos = pos
+        if section:
+            return (head + section + data[start:pos]).decode("utf-8", "surrogateescape")
         return data[start:pos].decode("utf-8", "surrogateescape")
+
+    def section(self, start: int, open_at: int) -> bytes:
+        """The ``[...]`` of the atom at ``start`` (``BODY[``...), from its
+        ``[`` at ``open_at`` to its ``]``. The field names of HEADER.FIELDS
+        may be atoms, quoted strings or literals (RFC 3501:
+        ``header-fld-name = astring``); each string comes back quoted, a
+        literal too, so that a section is one line of text."""
+        data = self.data
+        out = bytearray(b"[")
+        pos = open_at + 1
+        while True:
+            byte = data[pos] if pos < len(data) else None
+            if byte is None or byte in (0x0D, 0x0A):
+                name = data[start:open_at].decode("ascii")
+                raise self.fail(f"unmatched '[' after {name}: expected ']'")
+            if byte == 0x5D:  # "]"
+                self.pos = pos + 1
+                return bytes(out + b"]")
+            if byte == 0x22 or (byte == 0x7B and _LITERAL.match(data, pos)):
+                self.pos = pos
+                string = self.quoted() if byte == 0x22 else self.literal()
+                if any(c in string.value for c in b"\r\n\x00"):
+                    raise self.fail("a field name cannot hold CR, LF or NUL")
+                escaped = string.value.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+                out += b'"' + escaped + b'"'
+                pos = self.pos
+                continue
+            out.append(byte)
+            pos += 1
 
     def arg(self, depth: int) -> Arg:
         self.args_left -= 1
@@ -396,10 +436,14 @@ class _Parser:
 _ATOM_STOPS = frozenset(b'(){ "\r\n') | frozenset(range(0x20)) | {0x7F}
 
 
+#: The FETCH items whose "[...]" holds a section (RFC 3501, RFC 3516).
+_SECTIONED = frozenset(
+    {b"BODY", b"BODY.PEEK", b"BINARY", b"BINARY.PEEK", b"BINARY.SIZE"}
+)
+
+
 def _byte_name(byte: int) -> str:
-    """A byte as an error message names it: ``a space``, ``')'``, ``0x00``."""
-    if byte == 0x20:
-        return "a space (one separates arguments)"
+    """A byte as an error message names it: ``')'``, ``byte 0x00``."""
     if 0x20 < byte < 0x7F:
         return repr(chr(byte))
     return f"byte 0x{byte:02x}"

@@ -207,6 +207,10 @@ def test_other_charsets_are_refused_with_badcharset() -> None:
         (b"OR SEEN", "missing a search key"),
         (b"()", "empty parentheses"),
         (b"UID x", "invalid sequence set"),
+        # A broken set is named so, not an unknown key.
+        (b"0", "invalid sequence set: '0'"),
+        (b"2,,3", "invalid sequence set: '2,,3'"),
+        (b"UID 0", "invalid sequence set: '0'"),
         (b'"SEEN"', "a string is not a search key"),
         (b"NOT " * 60 + b"ALL", "nested too deep"),
     ],

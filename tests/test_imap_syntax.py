@@ -202,6 +202,23 @@ def test_literal_with_crlf_and_8bit_inside() -> None:
     assert command.args[3] == String(b"caf\xc3\xa9\n", literal=True)
 
 
+def test_a_bracket_opens_a_section_only_after_body() -> None:
+    # "[" is an atom's character (RFC 3501); only BODY[ and the like open a
+    # section that runs to its "]" across spaces, lists and strings, a
+    # literal given back as a quoted string.
+    command = read(
+        CommandReader(),
+        b"a FETCH 1 (BODY.PEEK[HEADER.FIELDS ({3}\r\n",
+        b'A"b',
+        b' "c]" D)]<0.10> FLAGS)\r\n',
+    )
+    assert command.args[1] == ParenList(
+        (Atom('BODY.PEEK[HEADER.FIELDS ("A\\"b" "c]" D)]<0.10>'), Atom("FLAGS"))
+    )
+    command = read(CommandReader(), b"a STORE 1 +FLAGS (a[b [c x]y)\r\n")
+    assert command.args[2] == ParenList((Atom("a[b"), Atom("[c"), Atom("x]y")))
+
+
 @pytest.mark.parametrize(
     ("line", "tag", "message"),
     [
@@ -215,11 +232,12 @@ def test_literal_with_crlf_and_8bit_inside() -> None:
         (b'a LOGIN "bad \\q escape"\r\n', "a", "backslash"),
         (b"a FETCH 1 (FLAGS\r\n", "a", "unterminated list"),
         (b"a FETCH 1 FLAGS)\r\n", "a", r"expected a space at byte 15, found '\)'"),
-        (b"a FETCH 1 BODY[HEADER\r\n", "a", r"unmatched '\['"),
+        (b"a FETCH 1 BODY[HEADER\r\n", "a", r"unmatched '\[' after BODY: expected"),
+        (b'a FETCH 1 BODY[HEADER.FIELDS ("X)]\r\n', "a", "unterminated quoted"),
         (
             b"a FETCH  1\r\n",
             "a",
-            r"unexpected a space \(one separates arguments\) at byte 8",
+            "a second space at byte 8: arguments are separated by one",
         ),
         (b"a FETCH 1 \x00\r\n", "a", "unexpected byte 0x00 at byte 10"),
         (b"a UID\r\n", "a", "expected a space"),
