@@ -70,6 +70,10 @@ _DOMAIN = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})+|\[[^\[\]\\]*\])")
 _GROUP_ONLY = re.compile(r"[^:]*:\s*;\s*")
 _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 _PAIRED_ANGLES = re.compile(r"[^<>]*(?:<[^<>]*>[^<>]*)*")
+# After an '@': the domain as written, up to what ends an address.
+_DOMAIN_AS_WRITTEN = re.compile(r"@([^,;<>@]*)")
+_SPACED_WORDS = re.compile(rf"{_ATEXT}\s+{_ATEXT}")
+_LOCAL_AS_WRITTEN = re.compile(r"[^\s<>,:;]*\Z")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -423,6 +427,13 @@ def _check_addresses(ctx: _Context) -> Iterator[Problem]:
                 "internet can reach (a default sender such as Django's "
                 "webmaster@localhost, not set for this application?)"
             )
+        if "@" in bad and _SPACED_WORDS.search(domain):
+            joined = "".join(domain.split())
+            context += (
+                f": a space in the domain {domain!r}; Python's email package "
+                f"reads it as {joined!r} (mail would go there), stricter "
+                "readers refuse the address"
+            )
         yield Problem(
             "invalid-address",
             "error",
@@ -454,11 +465,38 @@ def _bad_addresses(value: str, smtputf8: bool) -> str | None:
         good += 1
     if good == 0 and not _GROUP_ONLY.fullmatch(value):
         return value.strip()
+    spaced = _spaced_domain(value)
+    if spaced is not None:
+        return spaced
     # getaddresses reads past a '<' never closed or a stray '>': what is
     # left outside comments and quoted strings must pair them up.
     bare = _uncommented(value)
     if bare is not None and not _PAIRED_ANGLES.fullmatch(_QUOTED.sub('""', bare)):
         return value.strip()
+    return None
+
+
+def _spaced_domain(value: str) -> str | None:
+    """The first address whose domain has a space between two of its words
+    (``j@ex ample.com``), as written; None if none has. getaddresses joins
+    such words (``j@example.com``), so the check above never sees it, and
+    neither does a reader: the mail would go to another domain. Spaces
+    around a dot (``example .com``) are RFC 5322's obsolete syntax, which
+    readers must accept, and are not flagged."""
+    bare = _uncommented(value)
+    if bare is None:
+        return None
+    # Quoted strings blanked to the same length, so that offsets still
+    # point into ``bare``: an '@' in a display name is no address.
+    masked = _QUOTED.sub(lambda m: '"' + "x" * (len(m.group()) - 2) + '"', bare)
+    for found in _DOMAIN_AS_WRITTEN.finditer(masked):
+        domain = found.group(1).strip()
+        if domain.startswith("["):
+            continue  # a domain literal may hold spaces (RFC 5322 3.4.1)
+        if _SPACED_WORDS.search(domain):
+            local = _LOCAL_AS_WRITTEN.search(masked, 0, found.start())
+            start = found.start() if local is None else local.start()
+            return " ".join(bare[start : found.end(1)].split())
     return None
 
 

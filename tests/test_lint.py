@@ -250,6 +250,48 @@ def test_an_invalid_address_is_shown_as_written(written: bytes, said: str) -> No
     assert problem.message == f"To has an address that is not valid: {said}"
 
 
+@pytest.mark.parametrize(
+    ("written", "shown"),
+    [
+        (b"j@ex ample.com", "'j@ex ample.com'"),
+        (b"J <j@ex ample.com>", "'j@ex ample.com' (in 'J <j@ex ample.com>')"),
+        (
+            b"j@ex ample.com (Jo), k@shop.example",
+            "'j@ex ample.com' (in 'j@ex ample.com (Jo), k@shop.example')",
+        ),
+    ],
+)
+def test_a_space_in_a_domain_is_an_invalid_address(
+    smtpsink: Mailbox, written: bytes, shown: str
+) -> None:
+    # email.utils.getaddresses joins the words (j@example.com), so the
+    # address looked valid: a reader that does the same mails another domain.
+    raw = HEAD.replace(b"Shop <noreply@shop.example>", written) + b"\r\nx\r\n"
+    deliver(smtpsink, raw)
+    [problem] = smtpsink.assert_sent().lint()
+    assert (problem.code, problem.header) == ("invalid-address", "From")
+    assert problem.message == (
+        f"From has an address that is not valid: {shown}: a space in the domain "
+        "'ex ample.com'; Python's email package reads it as 'example.com' (mail "
+        "would go there), stricter readers refuse the address"
+    )
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        b"j@shop .example",  # obsolete syntax readers must accept (RFC 5322 4.4)
+        b"j @shop.example",
+        b"j@[192.0.2.1 ]",  # a domain literal may hold spaces
+        b'"j@ex ample.com" <j@shop.example>',  # a display name, not an address
+        b"j@shop.example (Jo Smith)",
+    ],
+)
+def test_spaces_where_rfc_5322_allows_them_are_not_flagged(written: bytes) -> None:
+    raw = HEAD.replace(b"Shop <noreply@shop.example>", written) + b"\r\nx\r\n"
+    assert codes(lint(raw)) == []
+
+
 def test_an_absurd_date_is_invalid_not_an_overflow() -> None:
     # email.utils.parsedate_to_datetime raises OverflowError on this one.
     raw = HEAD.replace(b"30 Nov 2026", b"1 Jan 99999999999") + b"\r\nx\r\n"
