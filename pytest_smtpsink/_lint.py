@@ -121,6 +121,7 @@ def at_least(problems: Iterable[Problem], severity: Severity) -> list[Problem]:
 LINT_CODES = frozenset(
     {
         "8bit-in-7bit",
+        "8bit-without-8bitmime",
         "8bit-without-charset",
         "attachment-without-filename",
         "bare-cr",
@@ -192,16 +193,20 @@ def lint(
     smtputf8: bool = False,
     received_at: datetime.datetime | None = None,
     parsed: Compat32Message | None = None,
+    mail_options: Sequence[str] | None = None,
 ) -> list[Problem]:
     """Every problem found in ``raw``, worst first. Never raises.
 
     ``smtputf8``: the client used SMTPUTF8, so raw UTF-8 in headers is
     allowed (RFC 6532). ``received_at``: when the message arrived, to judge a
     Date in the future (default: now). ``parsed``: the compat32 tree of
-    ``raw`` if the caller already has it.
+    ``raw`` if the caller already has it. ``mail_options``: the parameters
+    of the MAIL command that sent it, to judge 8-bit content against
+    ``BODY=8BITMIME``; None when it did not come over SMTP (the check is
+    skipped).
     """
     problems: list[Problem] = []
-    context = _Context(raw, smtputf8, received_at, parsed)
+    context = _Context(raw, smtputf8, received_at, parsed, mail_options)
     checks = _CHECKS
     try:
         context.tree  # noqa: B018 (parse once, here, to know whether it can be)
@@ -241,11 +246,13 @@ class _Context:
         smtputf8: bool,
         received_at: datetime.datetime | None,
         parsed: Compat32Message | None,
+        mail_options: Sequence[str] | None = None,
     ) -> None:
         self.raw = raw
         self.smtputf8 = smtputf8
         self.received_at = received_at
         self._parsed = parsed
+        self.mail_options = mail_options
 
     @property
     def tree(self) -> Compat32Message:
@@ -355,6 +362,40 @@ def _check_header_bytes(ctx: _Context) -> Iterator[Problem]:
                     header=name,
                     line=number,
                 )
+
+
+#: MAIL parameters that let a client send 8-bit content: RFC 6152's
+#: BODY=8BITMIME, RFC 3030's BODY=BINARYMIME, and SMTPUTF8 (RFC 6531 has
+#: every server offering it also take 8-bit bodies).
+_EIGHT_BIT_OPTIONS = frozenset({"BODY=8BITMIME", "BODY=BINARYMIME", "SMTPUTF8"})
+
+
+def _check_body_bytes(ctx: _Context) -> Iterator[Problem]:
+    if ctx.mail_options is None:
+        return  # not sent over SMTP: there was no MAIL command to judge
+    end = _HEADER_END.search(ctx.raw)
+    if end is None or ctx.raw.isascii():
+        return
+    body = ctx.raw[end.end() :]
+    if body.isascii():
+        return
+    options = [option.upper() for option in ctx.mail_options]
+    if ctx.smtputf8 or _EIGHT_BIT_OPTIONS.intersection(options):
+        return
+    first = next(index for index, byte in enumerate(body) if byte > 0x7F)
+    sent = " ".join(ctx.mail_options) or "none"
+    yield Problem(
+        "8bit-without-8bitmime",
+        "warning",
+        "the body has 8-bit bytes but the client's MAIL command did not "
+        f"declare BODY=8BITMIME (its parameters: {sent}); RFC 6152 allows "
+        "8-bit content only so declared, and a strict or 7-bit server "
+        "refuses it or strips the 8th bit. Send with "
+        "mail_options=['BODY=8BITMIME'] (smtplib's send_message adds it only "
+        "for non-ASCII addresses), or encode the body as quoted-printable or "
+        "base64",
+        line=_line_number(ctx.raw, end.end() + first),
+    )
 
 
 # -- header checks ----------------------------------------------------------------
@@ -793,6 +834,7 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
 _BYTE_CHECKS: Sequence[Callable[[_Context], Iterable[Problem]]] = (
     _check_lines,
     _check_header_bytes,
+    _check_body_bytes,
 )
 _CHECKS: Sequence[Callable[[_Context], Iterable[Problem]]] = (
     *_BYTE_CHECKS,

@@ -374,6 +374,42 @@ def test_raw_utf8_headers_are_fine_when_the_client_used_smtputf8(
     assert "raw-8bit-header" in codes(without.lint())
 
 
+EIGHT_BIT = (
+    HEAD + b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: 8bit\r\n\r\nCaf\xc3\xa9 au lait\r\n"
+)
+
+
+def test_an_8bit_body_needs_body_8bitmime_in_the_envelope(smtpsink: Mailbox) -> None:
+    # RFC 6152: 8-bit content only after BODY=8BITMIME. A part declared
+    # 8bit was clean whatever the MAIL command said.
+    deliver(smtpsink, EIGHT_BIT)
+    deliver(smtpsink, EIGHT_BIT, mail_options=["BODY=8BITMIME"])
+    deliver(smtpsink, EIGHT_BIT, mail_options=["SMTPUTF8"])
+    without, declared, utf8 = smtpsink.messages
+    [problem] = without.lint()
+    size = len(EIGHT_BIT)
+    assert str(problem) == (
+        "warning 8bit-without-8bitmime (line 10): the body has 8-bit bytes but "
+        "the client's MAIL command did not declare BODY=8BITMIME (its "
+        f"parameters: SIZE={size}); RFC 6152 allows 8-bit content only so "
+        "declared, and a strict or 7-bit server refuses it or strips the 8th "
+        "bit. Send with mail_options=['BODY=8BITMIME'] (smtplib's send_message "
+        "adds it only for non-ASCII addresses), or encode the body as "
+        "quoted-printable or base64"
+    )
+    assert declared.envelope.mail_options == (f"SIZE={size}", "BODY=8BITMIME")
+    assert declared.lint() == []
+    assert utf8.lint() == []  # RFC 6531: an SMTPUTF8 server takes 8-bit bodies
+
+
+def test_8bit_body_checks_need_an_smtp_envelope(smtpsink: Mailbox) -> None:
+    # deliver() puts mail in without a MAIL command; there is nothing to judge.
+    assert smtpsink.deliver(EIGHT_BIT, to="ann@example.com").lint() == []
+    assert codes(lint(EIGHT_BIT, mail_options=())) == ["8bit-without-8bitmime"]
+    assert lint(EIGHT_BIT) == []
+
+
 def test_assert_clean_lists_the_problems_of_each_message(
     smtpsink: Mailbox, send: Send
 ) -> None:
