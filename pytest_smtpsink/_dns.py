@@ -32,6 +32,7 @@ import itertools
 import math
 import re
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -50,6 +51,7 @@ try:
     import dns.rdataclass
     import dns.rdatatype
     import dns.rdtypes.ANY.MX
+    import dns.rdtypes.ANY.TSIG
     import dns.rdtypes.ANY.TXT
     import dns.resolver
     import dns.rrset
@@ -92,7 +94,7 @@ class DNSQuery:
     outcome: str
     """The reply's rcode (``NOERROR``, ``NXDOMAIN``, ``SERVFAIL``,
     ``FORMERR``, ``NOTIMP``, ``REFUSED``, ``BADVERS``: an EDNS version
-    other than 0), or ``no answer`` (a ``hang`` or
+    other than 0, ``NOTAUTH``: a query signed with TSIG), or ``no answer`` (a ``hang`` or
     ``disconnect`` fault rule) or ``ignored`` (not a query, shorter than a
     DNS header, or cut short: its TCP connection closed before its end)."""
     answers: tuple[str, ...] = ()
@@ -260,11 +262,15 @@ class DNSServer:
             self._note(transport, peer, "ignored", "a response, not a query")
             return _NOTHING
         try:
-            query = dns.message.from_wire(data)
+            # keyring=False: a TSIG record is read, not checked (the stub
+            # has no keys); one out of place is still a FormError.
+            query = dns.message.from_wire(data, keyring=False)
         except dns.exception.DNSException as error:
             reason = str(error) or type(error).__name__
             self._note(transport, peer, "FORMERR", f"malformed: {reason}")
             return _Plan(_bare_reply(data, dns.rcode.FORMERR))
+        if query.had_tsig:
+            return self._unknown_key(query, transport, peer)
         if query.opcode() != dns.opcode.QUERY:
             self._note(transport, peer, "NOTIMP", f"opcode {query.opcode()}")
             return _Plan(_bare_reply(data, dns.rcode.NOTIMP))
@@ -403,6 +409,41 @@ class DNSServer:
             answers=answers,
         )
         return _Plan(wire, delay)
+
+    def _unknown_key(
+        self, query: dns.message.Message, transport: Transport, peer: tuple[str, int]
+    ) -> _Plan:
+        """RFC 8945 5.2.2: a server that does not know the key a query is
+        signed with answers NOTAUTH, with TSIG error BADKEY in an unsigned
+        TSIG record (5.3.2), so that the client can tell why."""
+        response = dns.message.make_response(query)  # unsigned: no keyring
+        response.set_rcode(dns.rcode.NOTAUTH)
+        assert query.tsig is not None  # had_tsig
+        signed = query.tsig[0]
+        # The request's record with an empty MAC and the error, as dnspython
+        # has no way to add a TSIG record it does not sign.
+        unsigned = signed.replace(mac=b"", error=dns.rcode.BADKEY, other=b"")
+        rdata = unsigned.to_wire()
+        owner = query.tsig.name.to_wire() or b""  # bytes when given no file
+        record = owner + struct.pack(
+            "!HHIH", dns.rdatatype.TSIG, dns.rdataclass.ANY, 0, len(rdata)
+        )
+        wire = bytearray(response.to_wire())
+        additional = int.from_bytes(wire[10:12], "big") + 1
+        wire[10:12] = additional.to_bytes(2, "big")
+        name = rdtype = None
+        if len(query.question) == 1:
+            name = query.question[0].name.to_text()
+            rdtype = dns.rdatatype.to_text(query.question[0].rdtype)
+        self._note(
+            transport,
+            peer,
+            "NOTAUTH",
+            f"TSIG key {query.tsig.name} unknown (BADKEY): the stub has no keys",
+            name=name,
+            rdtype=rdtype,
+        )
+        return _Plan(bytes(wire) + record + rdata)
 
     async def _tcp_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

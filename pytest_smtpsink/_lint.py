@@ -70,6 +70,10 @@ _DOMAIN = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})+|\[[^\[\]\\]*\])")
 _GROUP_ONLY = re.compile(r"[^:]*:\s*;\s*")
 _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 _PAIRED_ANGLES = re.compile(r"[^<>]*(?:<[^<>]*>[^<>]*)*")
+# After an '@': the domain as written, up to what ends an address.
+_DOMAIN_AS_WRITTEN = re.compile(r"@([^,;<>@]*)")
+_SPACED_WORDS = re.compile(rf"{_ATEXT}\s+{_ATEXT}")
+_LOCAL_AS_WRITTEN = re.compile(r"[^\s<>,:;]*\Z")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -117,6 +121,7 @@ def at_least(problems: Iterable[Problem], severity: Severity) -> list[Problem]:
 LINT_CODES = frozenset(
     {
         "8bit-in-7bit",
+        "8bit-without-8bitmime",
         "8bit-without-charset",
         "attachment-without-filename",
         "bare-cr",
@@ -188,16 +193,20 @@ def lint(
     smtputf8: bool = False,
     received_at: datetime.datetime | None = None,
     parsed: Compat32Message | None = None,
+    mail_options: Sequence[str] | None = None,
 ) -> list[Problem]:
     """Every problem found in ``raw``, worst first. Never raises.
 
     ``smtputf8``: the client used SMTPUTF8, so raw UTF-8 in headers is
     allowed (RFC 6532). ``received_at``: when the message arrived, to judge a
     Date in the future (default: now). ``parsed``: the compat32 tree of
-    ``raw`` if the caller already has it.
+    ``raw`` if the caller already has it. ``mail_options``: the parameters
+    of the MAIL command that sent it, to judge 8-bit content against
+    ``BODY=8BITMIME``; None when it did not come over SMTP (the check is
+    skipped).
     """
     problems: list[Problem] = []
-    context = _Context(raw, smtputf8, received_at, parsed)
+    context = _Context(raw, smtputf8, received_at, parsed, mail_options)
     checks = _CHECKS
     try:
         context.tree  # noqa: B018 (parse once, here, to know whether it can be)
@@ -237,11 +246,13 @@ class _Context:
         smtputf8: bool,
         received_at: datetime.datetime | None,
         parsed: Compat32Message | None,
+        mail_options: Sequence[str] | None = None,
     ) -> None:
         self.raw = raw
         self.smtputf8 = smtputf8
         self.received_at = received_at
         self._parsed = parsed
+        self.mail_options = mail_options
 
     @property
     def tree(self) -> Compat32Message:
@@ -353,6 +364,40 @@ def _check_header_bytes(ctx: _Context) -> Iterator[Problem]:
                 )
 
 
+#: MAIL parameters that let a client send 8-bit content: RFC 6152's
+#: BODY=8BITMIME, RFC 3030's BODY=BINARYMIME, and SMTPUTF8 (RFC 6531 has
+#: every server offering it also take 8-bit bodies).
+_EIGHT_BIT_OPTIONS = frozenset({"BODY=8BITMIME", "BODY=BINARYMIME", "SMTPUTF8"})
+
+
+def _check_body_bytes(ctx: _Context) -> Iterator[Problem]:
+    if ctx.mail_options is None:
+        return  # not sent over SMTP: there was no MAIL command to judge
+    end = _HEADER_END.search(ctx.raw)
+    if end is None or ctx.raw.isascii():
+        return
+    body = ctx.raw[end.end() :]
+    if body.isascii():
+        return
+    options = [option.upper() for option in ctx.mail_options]
+    if ctx.smtputf8 or _EIGHT_BIT_OPTIONS.intersection(options):
+        return
+    first = next(index for index, byte in enumerate(body) if byte > 0x7F)
+    sent = " ".join(ctx.mail_options) or "none"
+    yield Problem(
+        "8bit-without-8bitmime",
+        "warning",
+        "the body has 8-bit bytes but the client's MAIL command did not "
+        f"declare BODY=8BITMIME (its parameters: {sent}); RFC 6152 allows "
+        "8-bit content only so declared, and a strict or 7-bit server "
+        "refuses it or strips the 8th bit. Send with "
+        "mail_options=['BODY=8BITMIME'] (smtplib's send_message adds it only "
+        "for non-ASCII addresses), or encode the body as quoted-printable or "
+        "base64",
+        line=_line_number(ctx.raw, end.end() + first),
+    )
+
+
 # -- header checks ----------------------------------------------------------------
 
 
@@ -423,6 +468,13 @@ def _check_addresses(ctx: _Context) -> Iterator[Problem]:
                 "internet can reach (a default sender such as Django's "
                 "webmaster@localhost, not set for this application?)"
             )
+        if "@" in bad and _SPACED_WORDS.search(domain):
+            joined = "".join(domain.split())
+            context += (
+                f": a space in the domain {domain!r}; Python's email package "
+                f"reads it as {joined!r} (mail would go there), stricter "
+                "readers refuse the address"
+            )
         yield Problem(
             "invalid-address",
             "error",
@@ -454,11 +506,38 @@ def _bad_addresses(value: str, smtputf8: bool) -> str | None:
         good += 1
     if good == 0 and not _GROUP_ONLY.fullmatch(value):
         return value.strip()
+    spaced = _spaced_domain(value)
+    if spaced is not None:
+        return spaced
     # getaddresses reads past a '<' never closed or a stray '>': what is
     # left outside comments and quoted strings must pair them up.
     bare = _uncommented(value)
     if bare is not None and not _PAIRED_ANGLES.fullmatch(_QUOTED.sub('""', bare)):
         return value.strip()
+    return None
+
+
+def _spaced_domain(value: str) -> str | None:
+    """The first address whose domain has a space between two of its words
+    (``j@ex ample.com``), as written; None if none has. getaddresses joins
+    such words (``j@example.com``), so the check above never sees it, and
+    neither does a reader: the mail would go to another domain. Spaces
+    around a dot (``example .com``) are RFC 5322's obsolete syntax, which
+    readers must accept, and are not flagged."""
+    bare = _uncommented(value)
+    if bare is None:
+        return None
+    # Quoted strings blanked to the same length, so that offsets still
+    # point into ``bare``: an '@' in a display name is no address.
+    masked = _QUOTED.sub(lambda m: '"' + "x" * (len(m.group()) - 2) + '"', bare)
+    for found in _DOMAIN_AS_WRITTEN.finditer(masked):
+        domain = found.group(1).strip()
+        if domain.startswith("["):
+            continue  # a domain literal may hold spaces (RFC 5322 3.4.1)
+        if _SPACED_WORDS.search(domain):
+            local = _LOCAL_AS_WRITTEN.search(masked, 0, found.start())
+            start = found.start() if local is None else local.start()
+            return " ".join(bare[start : found.end(1)].split())
     return None
 
 
@@ -755,6 +834,7 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
 _BYTE_CHECKS: Sequence[Callable[[_Context], Iterable[Problem]]] = (
     _check_lines,
     _check_header_bytes,
+    _check_body_bytes,
 )
 _CHECKS: Sequence[Callable[[_Context], Iterable[Problem]]] = (
     *_BYTE_CHECKS,

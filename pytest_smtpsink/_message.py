@@ -674,6 +674,10 @@ class Message:
             smtputf8=self.envelope.smtputf8,
             received_at=self.received_at,
             parsed=parsed,
+            # Mail put in with deliver() or IMAP APPEND had no MAIL command.
+            mail_options=self.envelope.mail_options
+            if self.session.protocol == "SMTP"
+            else None,
         )
 
     @property

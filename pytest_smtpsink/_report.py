@@ -150,7 +150,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-\[\]]+")
 _MAX_NAME = 150
 
 
-def test_directory(root: Path, nodeid: str) -> Path:
+def test_directory(root: Path, nodeid: str, worker: str | None) -> Path:
     """A directory name that says which test it is, is safe on any OS, and
     is the same in every run.
 
@@ -160,6 +160,11 @@ def test_directory(root: Path, nodeid: str) -> Path:
     ``test[a_b]``. So a lossy name (or one cut to length) ends in ``-`` and
     8 hex digits of a hash of the whole test id, which keeps such tests
     apart: each keeps its own files.
+
+    ``worker``: the xdist worker's id when every worker runs every test
+    (``--dist each``); the name ends in ``@`` and the id (``@gw0``), so
+    that the workers' runs of one test keep their own files. No other name
+    has an ``@``: it is one of the characters replaced.
     """
     path, sep, rest = nodeid.partition("::")
     plain = path.replace("/", "_") + ("__" + rest.replace("::", "__") if sep else "")
@@ -169,6 +174,8 @@ def test_directory(root: Path, nodeid: str) -> Path:
     if lossy or len(name) > _MAX_NAME:
         digest = hashlib.sha1(nodeid.encode(), usedforsecurity=False).hexdigest()[:8]
         name = f"{name[: _MAX_NAME - 10]}-{digest}"
+    if worker is not None:
+        name = f"{name}@{_UNSAFE.sub('_', worker)}"
     return root / name
 
 

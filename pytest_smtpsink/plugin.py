@@ -39,6 +39,12 @@ _SAVE_KEY = pytest.StashKey[tuple[Path, _report.SaveMode] | None]()
 #: The --smtpsink-save-dir directory, also in a run that saves nothing
 #: (--setup-only): see pytest_ignore_collect.
 _SAVE_ROOT_KEY = pytest.StashKey["Path | None"]()
+#: This xdist worker's id when every worker runs every test (--dist each):
+#: the saved files of a test are then per worker (see _report.test_directory).
+_SAVE_WORKER_KEY = pytest.StashKey["str | None"]()
+#: The workerinput key by which the controller says the run is --dist each:
+#: a worker's own config says "no" (xdist resets it there).
+_EACH_INPUT = "smtpsink_dist_each"
 #: --smtpsink-lint: the severity that fails a test at teardown, or "off".
 _LINT_KEY = pytest.StashKey[str]()
 _LINT_LEVELS = ("off", "error", "warning", "info")
@@ -368,6 +374,12 @@ def pytest_configure(config: pytest.Config) -> None:
     _read_reporting(config)
     save = config.stash[_SAVE_KEY]
     config.stash[_SAVE_ROOT_KEY] = save[0] if save is not None else None
+    workerinput = getattr(config, "workerinput", None)
+    config.stash[_SAVE_WORKER_KEY] = (
+        str(workerinput.get("workerid", "worker"))
+        if isinstance(workerinput, dict) and workerinput.get(_EACH_INPUT)
+        else None
+    )
     if config.getoption("setuponly", False):
         # --setup-only and --setup-plan run no test: a test "passing" so
         # must not remove the saved mail of the last run that did.
@@ -403,6 +415,14 @@ def pytest_configure(config: pytest.Config) -> None:
                 "port per worker), or -n 1"
             )
     config.stash[_POOL_KEY] = pool
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist, on the controller, before a worker starts: under
+    ``--dist each`` every worker runs every test, and each must save its
+    files apart from the others' (they replaced one another's)."""
+    node.workerinput[_EACH_INPUT] = node.config.getoption("dist", "no") == "each"
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -824,12 +844,13 @@ def pytest_runtest_makereport(
     if report.when == "teardown":
         failed = item.stash.get(_FAILED_KEY, False)
         save = config.stash[_SAVE_KEY]
+        worker = config.stash.get(_SAVE_WORKER_KEY, None)
         if save is not None and not failed and save[1] == "failed":
             # An earlier run's files for this test, now passing, would read
             # as this run's in a CI artifact.
-            _report.forget_saved(_report.test_directory(save[0], item.nodeid))
+            _report.forget_saved(_report.test_directory(save[0], item.nodeid, worker))
         elif save is not None:
-            directory = _report.test_directory(save[0], item.nodeid)
+            directory = _report.test_directory(save[0], item.nodeid, worker)
             try:
                 written = _report.save(views, directory)
                 from ._html import REPORT_ATTRIBUTE, record_test

@@ -22,12 +22,15 @@ def send_signed(
     domain: str = "shop.example",
     selector: str = "s1",
     after_signing: bytes = b"",
+    length: bool = False,
     **headers: str,
 ) -> None:
     """What a signing application does: build, sign, send the signed bytes."""
     message = make_message(sender=f"noreply@{domain}", **headers)
     raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
-    signature = dkim.sign(raw, selector.encode(), domain.encode(), private_key.encode())
+    signature = dkim.sign(
+        raw, selector.encode(), domain.encode(), private_key.encode(), length=length
+    )
     with smtplib.SMTP(sink.host, sink.port) as client:
         client.sendmail(
             f"noreply@{domain}", ["ann@example.com"], signature + raw + after_signing
@@ -62,6 +65,41 @@ def test_a_body_changed_after_signing_fails_with_the_reason(
     assert not result.verified
     assert result.reason is not None
     assert result.reason.startswith("the body changed after signing")
+
+
+def test_a_body_length_limit_verifies_with_a_warning(smtpsink: Mailbox) -> None:
+    # l= signs a length, not the body: what is appended after it verified
+    # as if signed (RFC 6376 8.2), and the result said nothing.
+    key = smtpsink.dkim_key("shop.example")
+    appended = b"Urgent: pay the new account https://evil.example/\r\n"
+    send_signed(smtpsink, key, length=True, text="Your invoice is attached.\n")
+    send_signed(
+        smtpsink,
+        key,
+        length=True,
+        text="Your invoice is attached.\n",
+        after_signing=appended,
+    )
+    plain, extended = (message.dkim[0] for message in smtpsink.messages)
+    # What dkimpy says of l=: both verify.
+    assert plain.verified
+    assert extended.verified
+    signed = int(re.findall(rb"\bl=(\d+)", smtpsink.messages[0].raw)[0])
+    assert plain.warnings == (
+        f"l={signed} signs the body's length, not the whole body: text appended "
+        "later would still verify (RFC 6376 8.2); sign without l=",
+    )
+    assert extended.warnings == (
+        f"l={signed} signs only the first {signed} bytes of the body: the "
+        f"{len(appended)} bytes after them are not signed, and anyone on the way "
+        "could have added them (RFC 6376 8.2); sign without l=",
+    )
+    assert str(extended) == (
+        f"DKIM d=shop.example s=s1: verified, but {extended.warnings[0]}"
+    )
+    # Without l=, nothing to warn of.
+    send_signed(smtpsink, key)
+    assert smtpsink.messages[-1].dkim[0].warnings == ()
 
 
 def test_a_key_that_is_not_published_fails_saying_how_to_publish_it(

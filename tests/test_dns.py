@@ -13,9 +13,12 @@ from collections.abc import Callable
 import dns.exception
 import dns.flags
 import dns.message
+import dns.name
 import dns.query
 import dns.rcode
 import dns.resolver
+import dns.tsig
+import dns.tsigkeyring
 import pytest
 
 from pytest_smtpsink import DNSZone, Mailbox
@@ -512,6 +515,61 @@ def test_an_edns_version_beyond_0_gets_badvers(
     response = send(query, zone.host, timeout=10, port=zone.port)
     assert rcode(response) == "NOERROR"
     assert response.answer
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_a_tsig_signed_query_gets_notauth_badkey(
+    smtpsink: Mailbox, transport: str
+) -> None:
+    # RFC 8945 5.2.2: a key the server does not know is NOTAUTH with TSIG
+    # error BADKEY, unsigned. It was FORMERR, which dnspython reported as
+    # "response requires a TSIG but does not have one".
+    zone = smtpsink.dns
+    zone.a("host.example", "127.0.0.1")
+    keyring = dns.tsigkeyring.from_text({"app-key.": "c2VjcmV0LWtleS1mb3ItdGVzdHM="})
+    query = dns.message.make_query("host.example", "A")
+    query.use_tsig(keyring, "app-key.")
+    send = dns.query.udp if transport == "udp" else dns.query.tcp
+    with pytest.raises(dns.tsig.PeerBadKey):
+        send(query, zone.host, timeout=10, port=zone.port)
+    (recorded,) = zone.queries
+    assert (recorded.name, recorded.type, recorded.outcome, recorded.note) == (
+        "host.example.",
+        "A",
+        "NOTAUTH",
+        "TSIG key app-key. unknown (BADKEY): the stub has no keys",
+    )
+    # The reply itself, read without checking its TSIG: the request's
+    # record with the error and no MAC, last in the additional section.
+    reply = _udp_exchange(zone.host, zone.port, query.to_wire())
+    assert reply is not None
+    parsed = dns.message.from_wire(reply, keyring=False)
+    assert (parsed.id, rcode(parsed)) == (query.id, "NOTAUTH")
+    assert parsed.answer == []
+    assert parsed.tsig is not None
+    assert parsed.tsig.name == dns.name.from_text("app-key.")
+    (record,) = parsed.tsig
+    assert (record.error, record.mac, record.original_id) == (
+        dns.rcode.BADKEY,
+        b"",
+        query.id,
+    )
+
+
+def test_a_tsig_record_out_of_place_is_still_formerr(smtpsink: Mailbox) -> None:
+    # RFC 8945 5.1: the TSIG record must be the last one.
+    zone = smtpsink.dns
+    keyring = dns.tsigkeyring.from_text({"app-key.": "c2VjcmV0LWtleS1mb3ItdGVzdHM="})
+    query = dns.message.make_query("host.example", "A")
+    query.use_tsig(keyring, "app-key.")
+    wire = bytearray(query.to_wire())
+    wire[10:12] = (int.from_bytes(wire[10:12], "big") + 1).to_bytes(2, "big")
+    after = b"\x00" + struct.pack("!HHIH", 1, 1, 0, 4) + bytes([127, 0, 0, 1])
+    reply = _udp_exchange(zone.host, zone.port, bytes(wire) + after)
+    assert reply is not None
+    assert dns.message.from_wire(reply).rcode() == dns.rcode.FORMERR
+    (recorded,) = zone.queries
+    assert recorded.outcome == "FORMERR"
 
 
 def test_a_tcp_message_cut_short_is_recorded(smtpsink: Mailbox) -> None:

@@ -250,6 +250,48 @@ def test_an_invalid_address_is_shown_as_written(written: bytes, said: str) -> No
     assert problem.message == f"To has an address that is not valid: {said}"
 
 
+@pytest.mark.parametrize(
+    ("written", "shown"),
+    [
+        (b"j@ex ample.com", "'j@ex ample.com'"),
+        (b"J <j@ex ample.com>", "'j@ex ample.com' (in 'J <j@ex ample.com>')"),
+        (
+            b"j@ex ample.com (Jo), k@shop.example",
+            "'j@ex ample.com' (in 'j@ex ample.com (Jo), k@shop.example')",
+        ),
+    ],
+)
+def test_a_space_in_a_domain_is_an_invalid_address(
+    smtpsink: Mailbox, written: bytes, shown: str
+) -> None:
+    # email.utils.getaddresses joins the words (j@example.com), so the
+    # address looked valid: a reader that does the same mails another domain.
+    raw = HEAD.replace(b"Shop <noreply@shop.example>", written) + b"\r\nx\r\n"
+    deliver(smtpsink, raw)
+    [problem] = smtpsink.assert_sent().lint()
+    assert (problem.code, problem.header) == ("invalid-address", "From")
+    assert problem.message == (
+        f"From has an address that is not valid: {shown}: a space in the domain "
+        "'ex ample.com'; Python's email package reads it as 'example.com' (mail "
+        "would go there), stricter readers refuse the address"
+    )
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        b"j@shop .example",  # obsolete syntax readers must accept (RFC 5322 4.4)
+        b"j @shop.example",
+        b"j@[192.0.2.1 ]",  # a domain literal may hold spaces
+        b'"j@ex ample.com" <j@shop.example>',  # a display name, not an address
+        b"j@shop.example (Jo Smith)",
+    ],
+)
+def test_spaces_where_rfc_5322_allows_them_are_not_flagged(written: bytes) -> None:
+    raw = HEAD.replace(b"Shop <noreply@shop.example>", written) + b"\r\nx\r\n"
+    assert codes(lint(raw)) == []
+
+
 def test_an_absurd_date_is_invalid_not_an_overflow() -> None:
     # email.utils.parsedate_to_datetime raises OverflowError on this one.
     raw = HEAD.replace(b"30 Nov 2026", b"1 Jan 99999999999") + b"\r\nx\r\n"
@@ -330,6 +372,42 @@ def test_raw_utf8_headers_are_fine_when_the_client_used_smtputf8(
     assert with_utf8.envelope.smtputf8
     assert "raw-8bit-header" not in codes(with_utf8.lint())
     assert "raw-8bit-header" in codes(without.lint())
+
+
+EIGHT_BIT = (
+    HEAD + b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: 8bit\r\n\r\nCaf\xc3\xa9 au lait\r\n"
+)
+
+
+def test_an_8bit_body_needs_body_8bitmime_in_the_envelope(smtpsink: Mailbox) -> None:
+    # RFC 6152: 8-bit content only after BODY=8BITMIME. A part declared
+    # 8bit was clean whatever the MAIL command said.
+    deliver(smtpsink, EIGHT_BIT)
+    deliver(smtpsink, EIGHT_BIT, mail_options=["BODY=8BITMIME"])
+    deliver(smtpsink, EIGHT_BIT, mail_options=["SMTPUTF8"])
+    without, declared, utf8 = smtpsink.messages
+    [problem] = without.lint()
+    size = len(EIGHT_BIT)
+    assert str(problem) == (
+        "warning 8bit-without-8bitmime (line 10): the body has 8-bit bytes but "
+        "the client's MAIL command did not declare BODY=8BITMIME (its "
+        f"parameters: SIZE={size}); RFC 6152 allows 8-bit content only so "
+        "declared, and a strict or 7-bit server refuses it or strips the 8th "
+        "bit. Send with mail_options=['BODY=8BITMIME'] (smtplib's send_message "
+        "adds it only for non-ASCII addresses), or encode the body as "
+        "quoted-printable or base64"
+    )
+    assert declared.envelope.mail_options == (f"SIZE={size}", "BODY=8BITMIME")
+    assert declared.lint() == []
+    assert utf8.lint() == []  # RFC 6531: an SMTPUTF8 server takes 8-bit bodies
+
+
+def test_8bit_body_checks_need_an_smtp_envelope(smtpsink: Mailbox) -> None:
+    # deliver() puts mail in without a MAIL command; there is nothing to judge.
+    assert smtpsink.deliver(EIGHT_BIT, to="ann@example.com").lint() == []
+    assert codes(lint(EIGHT_BIT, mail_options=())) == ["8bit-without-8bitmime"]
+    assert lint(EIGHT_BIT) == []
 
 
 def test_assert_clean_lists_the_problems_of_each_message(

@@ -714,6 +714,36 @@ def test_save_dir_keeps_failed_tests_only(
     assert transcript.splitlines()[1] == "S: 220 smtpsink.test pytest-smtpsink"
 
 
+def test_save_dir_under_dist_each_keeps_each_workers_files(
+    pytester: pytest.Pytester,
+) -> None:
+    # --dist each runs every test on every worker: both wrote the test's one
+    # directory, and the last to finish replaced the other's mail.
+    pytester.makepyfile(
+        SEND
+        + """
+import os
+
+def test_fails(smtpsink):
+    send(smtpsink, "from " + os.environ["PYTEST_XDIST_WORKER"])
+    assert False
+"""
+    )
+    out = pytester.path / "mail"
+    args = ["-n", "2", "--dist", "each", f"--smtpsink-save-dir={out}"]
+    pytester.runpytest(*args).assert_outcomes(failed=2)
+    test = "test_save_dir_under_dist_each_keeps_each_workers_files.py__test_fails"
+    saved = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.eml"))
+    assert saved == [f"{test}@gw0/0001-from-gw0.eml", f"{test}@gw1/0001-from-gw1.eml"]
+    index = (out / "index.html").read_text(encoding="utf-8")
+    assert index.count("test_fails</h2>") == 2
+    assert f"{test}@gw0/</a>" in index
+    assert f"{test}@gw1/</a>" in index
+    # Without --dist each a test runs once: its directory has no worker id.
+    pytester.runpytest("-n", "2", f"--smtpsink-save-dir={out}")
+    assert (out / test / "session-0001.txt").exists()
+
+
 def test_save_all(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(FAILING)
     out = pytester.path / "mail"
