@@ -9,6 +9,7 @@ pytest.importorskip("django")
 import django
 from django.conf import settings
 from django.core import mail
+from django.test import SimpleTestCase
 from django.test.utils import override_settings
 
 if not settings.configured:
@@ -103,6 +104,22 @@ def test_html_attachment_and_bcc(django_smtpsink):
     # Bcc exists only in the envelope: Django does not write it in the headers.
     assert "audit@example.com" in msg.envelope.rcpt_to
     assert msg.bcc == ()
+
+
+class WelcomeMailTests(SimpleTestCase):
+    """A Django test class (TestCase, SimpleTestCase): pytest does not pass
+    fixtures to its methods, but runs its autouse fixtures, which can."""
+
+    @pytest.fixture(autouse=True)
+    def _smtpsink(self, django_smtpsink):
+        self.smtpsink = django_smtpsink
+
+    def test_welcome_mail(self):
+        mail.send_mail(
+            "Welcome", "Hello Ann.", "noreply@example.com", ["ann@example.com"]
+        )
+
+        self.smtpsink.assert_sent(to="ann@example.com", subject="Welcome")
 
 
 def production_mail_settings():
