@@ -442,6 +442,7 @@ class Mailbox(FaultControls):
         ok = len(found) >= 1 if count is None else len(found) == count
         if not ok:
             wanted = "at least 1 message" if count is None else plural(count, "message")
+            elsewhere = self._elsewhere(criteria)
             raise AssertionError(
                 failure_report(
                     wanted,
@@ -449,7 +450,8 @@ class Mailbox(FaultControls):
                     found,
                     everything,
                     scope=self._scope,
-                    elsewhere=self._elsewhere(criteria),
+                    elsewhere=elsewhere,
+                    if_none=self._connections_hint(bool(elsewhere)),
                 )
             )
         if count is None:
@@ -686,6 +688,7 @@ class Mailbox(FaultControls):
         __tracebackhide__ = True
         everything = self.messages
         found = everything.filter(**criteria)
+        elsewhere = self._elsewhere(criteria)
         return AssertionError(
             failure_report(
                 f"{plural(count, 'message')} within {limit:g} s (waited {waited:.2f} s)",
@@ -694,9 +697,39 @@ class Mailbox(FaultControls):
                 everything,
                 verb="wait_for timed out: expected",
                 scope=self._scope,
-                elsewhere=self._elsewhere(criteria),
+                elsewhere=elsewhere,
+                if_none=self._connections_hint(bool(elsewhere)),
             )
         )
+
+    def _connections_hint(self, sent_elsewhere: bool) -> list[str]:
+        """For a report where no message arrived: whether any client even
+        connected. "Nothing arrived" alone does not tell a client that never
+        came (an in-memory test backend, the wrong port) from one that came
+        and failed before its message was stored (STARTTLS it wanted, AUTH,
+        a refused recipient), and the two are fixed in different places."""
+        smtp = [
+            s for s in self._store.sessions_since(self._cursor) if s.protocol == "SMTP"
+        ]
+        if not smtp:
+            if sent_elsewhere:
+                # The hint about the other sink says where the mail went.
+                return []
+            return [
+                f"Hint: no client connected to {self._sink.url} {self._scope} "
+                "either: is the code under test given this host and port? A "
+                "test setting may also keep mail in memory (Django's test "
+                "runner and pytest-django, Flask-Mailman and Flask-Mail with "
+                "TESTING=True): see the Recipes page of the docs."
+            ]
+        lines = [
+            f"Hint: {plural(len(smtp), 'SMTP session')} connected {self._scope} "
+            "but delivered no message; how far each got:"
+        ]
+        lines.extend(f"  {_undelivered_line(s)}" for s in smtp[:_LISTED])
+        if len(smtp) > _LISTED:
+            lines.append(f"  ... and {len(smtp) - _LISTED} more")
+        return lines
 
     def _elsewhere(self, criteria: Criteria) -> list[Elsewhere]:
         """What the test's other sinks got: the usual cause of "nothing
@@ -736,6 +769,17 @@ def _session_line(session: Session) -> str:
     last = lines[-1] if lines else "nothing yet"
     commands = shorten(" ".join(session.commands), 200) or "-"
     return f"{session.summary()} commands={printable(commands)} last: {last}"
+
+
+def _undelivered_line(session: Session) -> str:
+    """`_session_line` and the last reply that refused something: after a
+    refused RCPT or DATA a client sends RSET and QUIT, whose replies say
+    nothing about why no message was stored."""
+    line = _session_line(session)
+    refused = [e for e in session.transcript if e.code is not None and e.code >= 400]
+    if refused:
+        line += f"; last refusal: {shorten(' '.join(refused[-1].lines()), 200)}"
+    return line
 
 
 class _NotYet:

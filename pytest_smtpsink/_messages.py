@@ -129,15 +129,18 @@ def failure_report(
     *,
     scope: str = "in this test",
     elsewhere: Sequence[Elsewhere] = (),
+    if_none: Sequence[str] = (),
 ) -> str:
     """The text of a failed assertion: expectation, what arrived (``scope``:
     since when), closest candidate and why it differs, hints; ``elsewhere``:
-    matching mail the test's other sinks got, by sink URL."""
+    matching mail the test's other sinks got, by sink URL; ``if_none``:
+    lines added when nothing arrived at all (what connected instead)."""
     criteria_text = _match.describe(criteria)
     head = f"{verb} {wanted}" + (f" matching {criteria_text}" if criteria_text else "")
     lines = [f"{head}; found {len(found)}."]
     if not everything:
         lines.append(f"No messages arrived {scope}.")
+        lines.extend(if_none)
         lines.extend(_arrived_elsewhere(elsewhere, criteria))
         return "\n".join(lines)
     matched = {id(m) for m in found}

@@ -286,10 +286,12 @@ def test_an_address_in_another_case_gets_a_hint_that_matches(
 def test_after_clear_a_failure_says_since_clear(smtpsink: Mailbox, send: Send) -> None:
     send(subject="Before")
     smtpsink.clear()
-    with pytest.raises(
-        AssertionError, match=r"\nNo messages arrived since clear\(\)\.$"
-    ):
+    with pytest.raises(AssertionError) as caught:
         smtpsink.assert_sent(subject="Before")
+    assert "\nNo messages arrived since clear().\n" in str(caught.value)
+    # The connection that sent "Before" came before clear(): none since.
+    assert "\nHint: no client connected to smtp://" in str(caught.value)
+    assert " since clear() either: " in str(caught.value), caught.value
     send(subject="After")
     with pytest.raises(AssertionError) as caught:
         smtpsink.assert_sent(subject="Before")
@@ -798,6 +800,59 @@ def test_two_messages(smtpsink):
             "E           subject: 'one' != 'two'",
         ]
     )
+
+
+def test_nothing_arrived_says_that_no_client_connected(smtpsink: Mailbox) -> None:
+    # A test whose code never reached the sink (wrong port, or an in-memory
+    # test backend such as Django's locmem) is told so, with the address
+    # its code should have been given.
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(subject="Welcome")
+    assert str(caught.value) == (
+        "expected at least 1 message matching subject='Welcome'; found 0.\n"
+        "No messages arrived in this test.\n"
+        f"Hint: no client connected to {smtpsink.url} in this test either: "
+        "is the code under test given this host and port? A test setting may "
+        "also keep mail in memory (Django's test runner and pytest-django, "
+        "Flask-Mailman and Flask-Mail with TESTING=True): see the Recipes page "
+        "of the docs."
+    )
+    # Reading mailboxes is no SMTP client either.
+    smtpsink.deliver("Subject: Seeded\r\n\r\nx\r\n", to="ann@example.com")
+    with pytest.raises(AssertionError, match="no client connected"):
+        smtpsink.wait_for(subject="Welcome", timeout=0)
+
+
+def test_nothing_arrived_shows_how_far_each_connection_got(
+    smtpsink: Mailbox,
+) -> None:
+    # A client that connected and failed before its message was stored (a
+    # refused recipient here; STARTTLS or AUTH the sink does not offer, in
+    # a misconfigured app) is a different fix from one that never came:
+    # the report shows its session and the last reply.
+    smtpsink.fail("RCPT", 550, "No such user here")
+    with (
+        smtplib.SMTP(smtpsink.host, smtpsink.port) as client,
+        pytest.raises(smtplib.SMTPRecipientsRefused),
+    ):
+        client.send_message(make_message(subject="Welcome"))
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(subject="Welcome")
+    text = str(caught.value)
+    assert "\nNo messages arrived in this test.\n" in text, text
+    assert (
+        "\nHint: 1 SMTP session connected in this test but delivered no "
+        "message; how far each got:\n  127.0.0.1:"
+    ) in text, text
+    session_line = text.rsplit("\n", 1)[1]
+    assert "messages=0" in session_line, text
+    assert "commands=EHLO MAIL RCPT" in session_line, text
+    # smtplib's RSET and QUIT come after the refusal: the refusal is named.
+    assert session_line.endswith(
+        " last: S: 221 Bye; last refusal: C: rcpt TO:<ann@example.com> "
+        "S: 550 No such user here  [injected]"
+    ), text
+    assert "no client connected" not in text, text
 
 
 def test_mail_sent_to_the_tests_other_sink_is_pointed_at(

@@ -63,7 +63,11 @@ def django_mail_settings(smtpsink: Mailbox, **options: object) -> dict[str, obje
         "use_ssl": "EMAIL_USE_SSL",
         "timeout": "EMAIL_TIMEOUT",
     }
-    return {"EMAIL_BACKEND": backend} | {old_names[k]: v for k, v in options.items()}
+    # Off unless given, as MAILERS would have them.
+    defaults = {"use_tls": False, "use_ssl": False, "username": "", "password": ""}
+    return {"EMAIL_BACKEND": backend} | {
+        old_names[k]: v for k, v in (defaults | options).items()
+    }
 
 
 @pytest.fixture
