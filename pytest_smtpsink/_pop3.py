@@ -175,6 +175,31 @@ def error_reply(code: int, text: str | None) -> str:
     return f"-ERR [{kind}] {' '.join(text.split())}"
 
 
+def _spacing_error(verb: str, line: str) -> str | None:
+    """Why ``line``'s arguments are not separated as RFC 1939 has it (one
+    space each, none after the last), or None. Dovecot skips extra spaces
+    between arguments and refuses one at the end only after a number; the
+    sink refuses both, saying where, as its IMAP server does: otherwise
+    ``USER  ann`` would log in a user named " ann" and ``RETR 1 `` would be
+    an invalid number with the reason invisible. PASS is exempt (a password
+    may hold spaces, RFC 1939), and a lone space after a verb that takes no
+    argument (``STAT ``) is let through, as on Dovecot."""
+    if verb == "PASS":
+        return None
+    data = line.encode("utf-8")  # offsets in octets, as on the wire
+    double = data.find(b"  ")
+    if double >= 0:
+        return (
+            f"-ERR A second space at byte {double + 1}: arguments are separated by one"
+        )
+    if data.endswith(b" ") and data.count(b" ") > 1:
+        return (
+            f"-ERR A space at the end of the line (byte {len(data) - 1}): "
+            "nothing may follow the last argument"
+        )
+    return None
+
+
 # -- the server ----------------------------------------------------------------------
 
 
@@ -356,6 +381,10 @@ class _Connection(ReadSideConnection):
             if verb == "QUIT":
                 raise Closed
             return
+        spacing = _spacing_error(verb, text)
+        if spacing is not None:
+            await self._reply(spacing)
+            return
         if arg and verb in _WITHOUT_ARGUMENT:
             await self._reply(f"-ERR {verb} takes no argument")
             return
@@ -372,8 +401,11 @@ class _Connection(ReadSideConnection):
     # -- AUTHORIZATION ------------------------------------------------------------------
 
     async def _cmd_capa(self, arg: str) -> None:
-        lines = ["TOP", "USER", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
+        lines = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
         if self.state == "authorization":
+            # Login commands only before login, where they are valid (after
+            # it they are refused); Dovecot's list drops them alike.
+            lines[1:1] = ["USER"]
             lines.append("SASL PLAIN")
             if self.settings.tls in ("starttls", "starttls-required") and not self._tls:
                 lines.append("STLS")
@@ -544,12 +576,20 @@ class _Connection(ReadSideConnection):
         kept = [s for i, s in enumerate(self._drop) if i not in self._deleted]
         return len(kept), sum(stored.size for stored in kept)
 
-    async def _message(self, arg: str) -> int | None:
-        """The 0-based index of the message numbered ``arg``, or None after
-        answering why not."""
+    async def _message(self, verb: str, arg: str) -> int | None:
+        """The 0-based index of the message numbered ``arg`` (``verb``'s
+        argument), or None after answering why not."""
         shown = arg if len(arg) <= 20 else f"{arg[:20]}..."
         if not arg:
             await self._reply("-ERR A message number is needed")
+            return None
+        if " " in arg:
+            # Dovecot says "Noise after message number"; this says what
+            # was expected and what came.
+            await self._reply(
+                f"-ERR {verb} takes one message number, not "
+                f"{len(arg.split(' '))} arguments: {shown}"
+            )
             return None
         if not arg.isdigit() or not arg.isascii():
             await self._reply(f"-ERR Invalid message number: {shown}")
@@ -572,7 +612,7 @@ class _Connection(ReadSideConnection):
 
     async def _cmd_list(self, arg: str) -> None:
         if arg:
-            index = await self._message(arg)
+            index = await self._message("LIST", arg)
             if index is not None:
                 await self._reply(f"+OK {index + 1} {self._drop[index].size}")
             return
@@ -589,7 +629,7 @@ class _Connection(ReadSideConnection):
     async def _cmd_uidl(self, arg: str) -> None:
         validity = self._folder.uidvalidity if self._folder is not None else 0
         if arg:
-            index = await self._message(arg)
+            index = await self._message("UIDL", arg)
             if index is not None:
                 uidl = uidl_of(validity, self._drop[index])
                 await self._reply(f"+OK {index + 1} {uidl}")
@@ -602,7 +642,7 @@ class _Connection(ReadSideConnection):
         await self._reply_lines("+OK Unique-ID listing follows", lines)
 
     async def _cmd_retr(self, arg: str) -> None:
-        index = await self._message(arg)
+        index = await self._message("RETR", arg)
         if index is None:
             return
         stored = self._drop[index]
@@ -619,15 +659,20 @@ class _Connection(ReadSideConnection):
         await self._send(first.encode() + b"\r\n" + body)
 
     async def _cmd_top(self, arg: str) -> None:
-        number, _, lines = arg.partition(" ")
-        if not number or not lines:
-            await self._reply("-ERR TOP needs a message number and a number of lines")
+        words = arg.split(" ") if arg else []
+        if len(words) != 2:
+            got = f"{plural(len(words), 'argument')}" + (f": {arg}" if arg else "")
+            await self._reply(
+                f"-ERR TOP needs a message number and a number of lines, not {got}"
+            )
             return
-        index = await self._message(number)
+        number, lines = words
+        index = await self._message("TOP", number)
         if index is None:
             return
         if not lines.isdigit() or not lines.isascii():
-            await self._reply("-ERR Invalid number of lines")
+            shown = lines if len(lines) <= 20 else f"{lines[:20]}..."
+            await self._reply(f"-ERR Invalid number of lines: {shown}")
             return
         stored = self._drop[index]
         part = top_of(wire_bytes(stored.message.raw), int(lines))
@@ -639,7 +684,7 @@ class _Connection(ReadSideConnection):
         await self._send(b"+OK Top of message follows\r\n" + dot_stuffed(part))
 
     async def _cmd_dele(self, arg: str) -> None:
-        index = await self._message(arg)
+        index = await self._message("DELE", arg)
         if index is None:
             return
         self._deleted.add(index)

@@ -274,6 +274,26 @@ def test_a_second_session_finds_the_maildrop_in_use(smtpsink: Mailbox) -> None:
 # -- TLS ------------------------------------------------------------------------------
 
 
+def test_capa_lists_login_commands_only_before_login(smtpsink: Mailbox) -> None:
+    client = poplib.POP3(smtpsink.pop3.host, smtpsink.pop3.port, timeout=10)
+    before = client.capa()
+    client.user(ANN)
+    client.pass_("x")
+    after = client.capa()
+    # USER is refused after login: listing it then would promise a command
+    # the server does not take (Dovecot drops it too).
+    assert list(before) == [
+        "TOP", "USER", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING",
+        "SASL", "IMPLEMENTATION",
+    ]  # fmt: skip
+    assert list(after) == [
+        "TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "IMPLEMENTATION",
+    ]  # fmt: skip
+    with pytest.raises(poplib.error_proto, match="Not valid after login"):
+        client.user(ANN)
+    client.quit()
+
+
 @pytest.mark.smtpsink(tls="starttls")
 def test_stls_with_certificate_verification(smtpsink: Mailbox) -> None:
     pop3 = smtpsink.pop3
@@ -539,6 +559,11 @@ def test_reads(smtpsink):
         (b"STAT", "-ERR Log in first"),
         (b"PASS x", "-ERR Send USER first"),
         (b"USER", "-ERR USER needs a user name"),
+        (b"USER  ann", "-ERR A second space at byte 5: arguments are separated by one"),
+        (b"USER ann ", "-ERR A space at the end of the line (byte 8): nothing may"),
+        ("USER jörg  x".encode(), "-ERR A second space at byte 11"),  # octets
+        (b"APOP ann  " + b"0" * 32, "-ERR A second space at byte 9"),
+        (b"AUTH  PLAIN", "-ERR A second space at byte 5"),
         (b"CAPA all", "-ERR CAPA takes no argument"),
         (b"QUIT now", "-ERR QUIT takes no argument"),
         (b"APOP ann", "-ERR APOP needs a user name and an MD5 digest"),
@@ -573,8 +598,16 @@ def test_bad_input_before_login(
         (b"DELE 2", "-ERR Message 2 is deleted"),
         (b"LIST 2", "-ERR Message 2 is deleted"),
         (b"UIDL 99999999999999999999999", "-ERR There's no message"),
-        (b"TOP 1", "-ERR TOP needs a message number and a number of lines"),
-        (b"TOP 1 x", "-ERR Invalid number of lines"),
+        (b"TOP 1", "-ERR TOP needs a message number and a number of lines, not 1 "),
+        (b"TOP 1 x", "-ERR Invalid number of lines: x"),
+        (b"TOP 1 -1", "-ERR Invalid number of lines: -1"),
+        (b"TOP 1 1 1", "-ERR TOP needs a message number and a number of lines, not 3"),
+        (b"RETR 1 2", "-ERR RETR takes one message number, not 2 arguments: 1 2"),
+        (b"DELE 1 2", "-ERR DELE takes one message number, not 2 arguments: 1 2"),
+        (b"LIST  1", "-ERR A second space at byte 5: arguments are separated by one"),
+        (b"RETR 1 ", "-ERR A space at the end of the line (byte 6)"),
+        (b"TOP  1 0", "-ERR A second space at byte 4"),
+        (b"DELE 1 ", "-ERR A space at the end of the line (byte 6)"),
         (b"STAT 1", "-ERR STAT takes no argument"),
         (b"NOOP extra", "-ERR NOOP takes no argument"),
         (b"RSET 2", "-ERR RSET takes no argument"),  # message 2 stays deleted

@@ -11,10 +11,11 @@ the greeting, UIDL values). Status, response codes and every data line
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Iterator
 
 import pytest
-from dialogue import Endpoint, masked, run
+from dialogue import READ_TIMEOUT, Endpoint, masked, run
 from dovecot import Dovecot
 
 from pytest_smtpsink import Mailbox
@@ -158,3 +159,225 @@ def test_arguments_where_none_belong_are_refused_where_dovecot_ignores_them(
         "C: QUIT",
         "S: +OK <text>",
     ]
+
+
+# -- unusual and malformed input ---------------------------------------------------
+
+
+def test_malformed_message_numbers_and_counts_match_dovecot(
+    smtpsink: Mailbox, dovecot: Dovecot, user: str
+) -> None:
+    ours, theirs = both(smtpsink, dovecot, user, [ONE, TWO])
+    script = [
+        "PASS x",  # before USER
+        "user nobody",
+        f"uSeR {user}",  # the second USER is the one PASS logs in
+        "AUTH FOO",  # refused, and USER stays given
+        "pAsS x",
+        "stat",
+        "List",
+        "uidl 1",
+        "RETR 0",
+        "RETR -1",
+        "RETR +1",
+        "RETR 1 2",
+        "RETR 99999999999999999999",
+        "RETR abc",
+        "RETR 1 ",  # a space after the number
+        "LIST 1 2",
+        "UIDL 1 2",
+        "DELE 1 2",
+        "TOP 1",
+        "TOP 1 -1",
+        "TOP 1 x",
+        "TOP 1 1 1",
+        "TOP 1 0 ",
+        "TOP 9 1",
+        "TOP 1 0",
+        "",
+        "NOOP",
+        "DELE 1",
+        "DELE 1",
+        "RETR 1",
+        "LIST 1",
+        "UIDL 1",
+        "TOP 1 0",
+        "LIST",
+        "UIDL",
+        "STAT",
+        "RSET",
+        "LIST",
+        "UIDL",
+        "STAT",
+        "DELE 2",
+        "STAT",
+        "STLS",  # after login
+        "USER x",
+        "QUIT",
+    ]
+    transcript = same(script, ours, theirs)
+    assert transcript.count("S: -ERR <text>") == 25
+    assert dovecot.messages(user) == [ONE]
+    assert [m.subject for m in smtpsink.mailbox(user).messages()] == ["one"]
+
+
+def test_capa_before_and_after_login_matches_dovecot(
+    smtpsink: Mailbox, dovecot: Dovecot, user: str
+) -> None:
+    ours, theirs = both(smtpsink, dovecot, user, [])
+    script = ["CAPA", f"USER {user}", "PASS x", "CAPA", "QUIT"]
+
+    def capabilities(transcript: list[str]) -> tuple[set[str], set[str]]:
+        lists: list[set[str]] = []
+        for start, line in enumerate(transcript):
+            if line == "C: CAPA":
+                end = transcript.index("S: .", start)
+                lists.append({s[3:].split()[0] for s in transcript[start + 2 : end]})
+        return lists[0], lists[1]
+
+    mine, reference = capabilities(run(script, ours)), capabilities(run(script, theirs))
+    # Dovecot lists CAPA itself (no RFC 2449 tag) and STLS (it has a
+    # certificate; this sink has no TLS); the sink names itself. Login
+    # commands (USER, SASL) are gone after login on both.
+    assert mine[0] == reference[0] - {"CAPA", "STLS"} | {"IMPLEMENTATION"}
+    assert mine[1] == reference[1] - {"CAPA"} | {"IMPLEMENTATION"}
+    assert {"USER", "SASL"} & (mine[1] | reference[1]) == set()
+
+
+def test_auth_plain_malformed_matches_dovecot(
+    smtpsink: Mailbox, dovecot: Dovecot, user: str
+) -> None:
+    ours, theirs = both(smtpsink, dovecot, user, [])
+    script = ["AUTH FOO", "AUTH PLAIN =", "AUTH PLAIN", "", "AUTH PLAIN", "!!!"]
+    same([*script, f"USER {user}", "PASS x", "STAT", "QUIT"], ours, theirs)
+
+
+def test_the_update_state_matches_dovecot(
+    smtpsink: Mailbox, dovecot: Dovecot, user: str
+) -> None:
+    ours, theirs = both(smtpsink, dovecot, user, [ONE, TWO, THREE])
+    # QUIT before login, RSET before QUIT: nothing deleted.
+    same([f"USER {user}", "QUIT"], ours, theirs)
+    same([f"USER {user}", "PASS x", "DELE 1", "RSET", "QUIT"], ours, theirs)
+    # Pipelined (RFC 2449 PIPELINING): the deletion happens at the QUIT.
+    assert both_pipelined(ours, theirs, f"USER {user}\r\nPASS x\r\nDELE 2\r\nQUIT")
+    assert len(dovecot.messages(user)) == 2
+    assert [m.subject for m in smtpsink.mailbox(user).messages()] == ["one", "three"]
+
+
+def both_pipelined(ours: Endpoint, theirs: Endpoint, lines: str) -> bool:
+    """``lines`` sent in one packet to each, read to the end of the
+    connection; the status of every reply matches."""
+
+    def statuses(endpoint: Endpoint) -> list[str]:
+        with socket.create_connection((endpoint.host, endpoint.port)) as sock:
+            sock.settimeout(READ_TIMEOUT)
+            sock.sendall(lines.encode() + b"\r\n")
+            received = b""
+            while data := sock.recv(65536):
+                received += data
+        return [line.split(" ")[0] for line in received.decode().splitlines()]
+
+    mine, reference = statuses(ours), statuses(theirs)
+    assert mine == reference
+    return len(mine) == lines.count("\r\n") + 2  # the greeting and each line
+
+
+def replies(transcript: list[str]) -> list[tuple[str, str]]:
+    """Each command of a masked transcript with the first line of its reply."""
+    return [
+        (line[3:], transcript[i + 1] if i + 1 < len(transcript) else "")
+        for i, line in enumerate(transcript)
+        if line.startswith("C: ")
+    ]
+
+
+def test_input_the_sink_refuses_where_dovecot_goes_on(
+    smtpsink: Mailbox, dovecot: Dovecot, user: str
+) -> None:
+    ours, theirs = both(smtpsink, dovecot, user, [ONE, TWO])
+    refused = {
+        # More than one space between arguments (RFC 1939: one): Dovecot
+        # skips the others; the sink says where the second is.
+        "LIST  1",
+        "RETR  1",
+        "TOP  1 0",
+        "TOP 1  0",
+        # Over RFC 2449's 255 octets: Dovecot reads it.
+        "LIST " + "0" * 300 + "1",
+        # A NUL: Dovecot reads the line up to it.
+        "NOOP\0",
+        # Not UTF-8: Dovecot takes NOOP's argument as none.
+        "NOOP \udcff",
+        # More lines than the body has are the whole message (RFC 1939),
+        # however many; Dovecot refuses a count over 32 bits.
+        "TOP 1 99999999999999999999",
+    }
+    script = [f"USER {user}", "PASS x", *sorted(refused), "TOP 1 99", "QUIT"]
+    offer = [(r"^\+OK <greeting> <apop>$", "+OK <greeting>")]
+    mine = replies(masked(run(script, ours), text=True, extra=offer))
+    reference = replies(masked(run(script, theirs), text=True))
+    for (command, answer), (_, dovecots) in zip(mine, reference, strict=True):
+        if command in refused - {"TOP 1 99999999999999999999"}:
+            assert (answer, dovecots) == ("S: -ERR <text>", "S: +OK <text>"), command
+        elif command == "TOP 1 99999999999999999999":
+            assert (answer, dovecots) == ("S: +OK <text>", "S: -ERR <text>")
+        else:
+            assert answer == dovecots, command
+    # The sink's TOP with the huge count sent what TOP 1 99 sends on both.
+    transcript = masked(run(script, ours), text=True, extra=offer)
+    huge = transcript.index("C: TOP 1 99999999999999999999")
+    whole = transcript.index("C: TOP 1 99")
+    assert transcript[huge + 1 : huge + 9] == transcript[whole + 1 : whole + 9]
+    assert transcript[whole + 8] == "S: ."
+
+
+def test_bad_commands_before_login_do_not_end_the_session(
+    smtpsink: Mailbox, dovecot: Dovecot, user: str
+) -> None:
+    ours, theirs = both(smtpsink, dovecot, user, [TWO])
+    script = ["", "FOO", "", f"USER {user}", "PASS x", "STAT", "QUIT"]
+    offer = [(r"^\+OK <greeting> <apop>$", "+OK <greeting>")]
+    mine = masked(run(script, ours), text=True, extra=offer)
+    # Dovecot closes the connection after a third bad command before login
+    # ("Too many invalid bad commands"); the sink answers each and goes on.
+    with socket.create_connection((theirs.host, theirs.port)) as sock:
+        sock.settimeout(READ_TIMEOUT)
+        sock.sendall(b"\r\nFOO\r\n\r\n")
+        received = b""
+        while data := sock.recv(65536):
+            received += data
+    assert [line.split(" ")[0] for line in received.decode().splitlines()] == [
+        "+OK", "-ERR", "-ERR", "-ERR", "-ERR",
+    ]  # fmt: skip
+    assert mine[-6:] == [
+        "C: PASS x",
+        "S: +OK <text>",
+        "C: STAT",
+        "S: +OK <text>",
+        "C: QUIT",
+        "S: +OK <text>",
+    ]
+
+
+def test_quit_with_an_argument_is_refused_where_dovecot_quits(
+    smtpsink: Mailbox, dovecot: Dovecot, user: str
+) -> None:
+    ours, theirs = both(smtpsink, dovecot, user, [ONE, TWO])
+    script = [f"USER {user}", "PASS x", "DELE 1", "QUIT x", "STAT", "QUIT"]
+    offer = [(r"^\+OK <greeting> <apop>$", "+OK <greeting>")]
+    mine = masked(run(script, ours), text=True, extra=offer)
+    reference = masked(run(script[:4], theirs), text=True)
+    # Dovecot logs out (and deletes); the sink refuses, the session goes on,
+    # and only the QUIT without an argument deletes.
+    assert reference[-2:] == ["C: QUIT x", "S: +OK <text>"]
+    assert mine[-6:] == [
+        "C: QUIT x",
+        "S: -ERR <text>",
+        "C: STAT",
+        "S: +OK <text>",
+        "C: QUIT",
+        "S: +OK <text>",
+    ]
+    assert dovecot.messages(user) == [TWO]
+    assert [m.subject for m in smtpsink.mailbox(user).messages()] == ["two"]
