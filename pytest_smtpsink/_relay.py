@@ -29,7 +29,7 @@ import re
 import threading
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._session import Exchange, _lines
@@ -317,8 +317,12 @@ def _client_class(implicit: bool) -> Any:
             self.exchanges.append(Exchange(kind, shown, time.time()))  # type: ignore[arg-type]
             super().putcmd(cmd, args)
 
+        def read_reply(self) -> tuple[int, bytes]:
+            """smtplib's own reader, refusing what is no SMTP reply."""
+            return _checked_reply(self, super().getreply)
+
         def getreply(self) -> tuple[int, bytes]:
-            code, text = super().getreply()
+            code, text = self.read_reply()
             exchanges = self.exchanges
             last = exchanges[-1] if exchanges else None
             if last is None:
@@ -621,7 +625,7 @@ class _Connection:
         try:
             if client is None:
                 raise smtplib.SMTPServerDisconnected("the connection was closed")
-            code, text = smtplib.SMTP.getreply(client)
+            code, text = client.read_reply()
         except Exception as error:
             self.close(quit=False)
             raise _relay_error(self.upstream.url, stage, error, exchanges) from None
@@ -692,11 +696,56 @@ def _text(reply: bytes | str) -> str:
     return reply.replace("\n", " / ")
 
 
+#: smtplib's limit on a reply line (its private ``_MAXLINE``).
+_MAXLINE = 8192
+
+
+class _NoReply(Exception):
+    """What the upstream sent is no SMTP reply (RFC 5321 4.2): the
+    conversation cannot go on, whatever else arrives."""
+
+
+def _checked_reply(
+    client: Any, read: Callable[[], tuple[int, bytes]]
+) -> tuple[int, bytes]:
+    """``read()``'s reply, or `_NoReply` (the connection closed).
+
+    smtplib's reader answers a line without a number with code -1, and a
+    line over 8192 bytes by raising a 500 of its own: taken as replies,
+    they would read as the upstream's refusal, and a -1 to MAIL in a
+    pipelined group sent an empty message on after the 354 to DATA.
+    """
+    import smtplib
+
+    try:
+        code, text = read()
+    except smtplib.SMTPResponseException:  # raised by the reader, not sent
+        client.close()
+        raise _NoReply(
+            f"the upstream sent a reply line longer than {_MAXLINE} bytes"
+        ) from None
+    if not 200 <= code <= 599:
+        client.close()
+        shown = _text(text)[:200]
+        if code < 0:  # smtplib keeps only what follows the first 4 characters
+            raise _NoReply(
+                "the upstream's answer is no SMTP reply: it does not start "
+                f"with a 3-digit code (the rest of the line: {shown!r})"
+            )
+        raise _NoReply(
+            f"the upstream's answer is no SMTP reply: {code} is no reply code "
+            f"(2xx to 5xx): {code} {shown}"
+        )
+    return code, text
+
+
 def _relay_error(
     url: str, stage: str, error: BaseException, exchanges: Sequence[Exchange]
 ) -> RelayError:
     import smtplib
 
+    if isinstance(error, _NoReply):
+        return RelayError(url, stage, None, str(error), exchanges)
     if isinstance(error, smtplib.SMTPResponseException):
         return RelayError(
             url, stage, error.smtp_code, _text(error.smtp_error), exchanges

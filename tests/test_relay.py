@@ -6,10 +6,13 @@ server would have been sent.
 
 from __future__ import annotations
 
+import contextlib
 import email
 import re
 import smtplib
 import socket
+import socketserver
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -880,3 +883,139 @@ def test_a_relay_ini_key_alone_is_named_in_its_error(
             "(ini: smtpsink_relay_to)*"
         ]
     )
+
+
+# -- upstreams that misbehave in ways a sink does not --------------------------------
+
+#: How a scripted upstream answers a line: the greeting (for b""), a command,
+#: or the end of a message's content (b"."). None closes the connection.
+Answer = Callable[[bytes], "bytes | None"]
+
+
+def usual_answer(line: bytes) -> bytes | None:
+    verb = line[:4].upper()
+    if not line:
+        return b"220 raw.test ESMTP\r\n"
+    if verb == b"EHLO":
+        return b"250-raw.test\r\n250 PIPELINING\r\n"
+    if verb == b"DATA":
+        return b"354 go on\r\n"
+    if verb == b"QUIT":
+        return b"221 bye\r\n"
+    return b"250 ok\r\n"
+
+
+class ScriptedUpstream(socketserver.ThreadingTCPServer):
+    """A real SMTP server written for these tests, for upstream behaviour a
+    sink cannot produce: each line is answered by ``answer``."""
+
+    daemon_threads = False  # server_close() joins the connections' threads
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        #: Every command line, and b"<content>" for each content received.
+        self.received: list[bytes] = []
+        super().__init__(("127.0.0.1", 0), _ScriptedConnection)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+
+class _ScriptedConnection(socketserver.StreamRequestHandler):
+    server: ScriptedUpstream
+
+    def handle(self) -> None:
+        # The client may go at any point (a relay that gave up): not an error.
+        with contextlib.suppress(ConnectionError):
+            self.converse()
+
+    def converse(self) -> None:
+        answer, received = self.server.answer, self.server.received
+        reply = answer(b"")
+        while reply is not None:
+            self.wfile.write(reply)
+            if reply.startswith(b"221"):
+                return
+            if reply.startswith(b"354"):
+                while (line := self.rfile.readline()) != b".\r\n":
+                    if not line:
+                        return  # closed before the end of the content
+                received.append(b"<content>")
+                reply = answer(b".")
+                continue
+            line = self.rfile.readline()
+            if not line:
+                return
+            received.append(line.rstrip(b"\r\n"))
+            reply = answer(line.rstrip(b"\r\n"))
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[[Answer], ScriptedUpstream]]:
+    servers: list[tuple[ScriptedUpstream, threading.Thread]] = []
+
+    def start(answer: Answer) -> ScriptedUpstream:
+        server = ScriptedUpstream(answer)
+        thread = threading.Thread(target=server.serve_forever)
+        thread.start()
+        servers.append((server, thread))
+        return server
+
+    yield start
+    for server, thread in servers:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+def answering_mail_with(reply: bytes) -> Answer:
+    def answer(line: bytes) -> bytes | None:
+        return reply if line.upper().startswith(b"MAIL") else usual_answer(line)
+
+    return answer
+
+
+NO_REPLIES = {
+    "no code": (b"abc what\r\n", "does not start with a 3-digit code"),
+    "code out of range": (b"999 odd\r\n", "999 is no reply code"),
+    "too long": (b"250 " + b"x" * 9000 + b"\r\n", "longer than 8192 bytes"),
+}
+
+
+@pytest.mark.parametrize("name", NO_REPLIES)
+def test_an_answer_that_is_no_reply_fails_the_release(
+    smtpsink: Mailbox, scripted: Callable[[Answer], ScriptedUpstream], name: str
+) -> None:
+    reply, reason = NO_REPLIES[name]
+    upstream = scripted(answering_mail_with(reply))
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(captured, "127.0.0.1", upstream.port)
+
+    # Not a refusal: the upstream gave no reply code, smtplib made one up.
+    assert (raised.value.stage, raised.value.code) == ("MAIL", None)
+    assert reason in raised.value.reply
+    assert "could not deliver to smtp://127.0.0.1:" in str(raised.value)
+    assert b"<content>" not in upstream.received
+
+
+@pytest.mark.parametrize("name", NO_REPLIES)
+def test_an_answer_that_is_no_reply_fails_the_relay(
+    smtpsink_factory: Factory,
+    scripted: Callable[[Answer], ScriptedUpstream],
+    name: str,
+) -> None:
+    reply, reason = NO_REPLIES[name]
+    upstream = scripted(answering_mail_with(reply))
+    sink = smtpsink_factory(relay=f"smtp://127.0.0.1:{upstream.port}", relay_to=".*")
+    message = capture(sink, b"Subject: hi\r\n\r\nx\r\n")
+    wait_relayed(sink, message)
+
+    outcome = relay_of(message)
+    assert (outcome.status, outcome.code) == ("failed", None)
+    assert reason in outcome.reply
+    # The RCPT and DATA pipelined with the MAIL got 250 and 354: an empty
+    # message must not follow them.
+    assert b"<content>" not in upstream.received
