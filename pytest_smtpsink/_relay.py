@@ -344,6 +344,7 @@ def _client_class(implicit: bool) -> Any:
             )
             if code != 334:
                 self._in_auth = False
+            _closing(self, code, text)
             return code, text
 
     return Recording
@@ -587,8 +588,6 @@ class _Connection:
             data, flight.unsent = flight.unsent, b""
             self._write("DATA", data, flight.exchanges)
         code, text = self._reply(flight.content, "DATA", flight.exchanges)
-        if code == 421:  # it is closing: so do we
-            self.close(quit=False)
         if code != 250:
             raise RelayError(
                 self.upstream.url, "DATA", code, _text(text), flight.exchanges
@@ -634,6 +633,11 @@ class _Connection:
             f"{code}{'-' if i < len(lines) - 1 else ' '}{line}".rstrip()
             for i, line in enumerate(lines)
         )
+        try:
+            _closing(client, code, text)
+        except Exception as error:
+            self.close(quit=False)
+            raise _relay_error(self.upstream.url, stage, error, exchanges) from None
         return code, text
 
     def _reset(self) -> None:
@@ -737,6 +741,18 @@ def _checked_reply(
             f"(2xx to 5xx): {code} {shown}"
         )
     return code, text
+
+
+def _closing(client: Any, code: int, text: bytes) -> None:
+    """A 421 reply is the upstream closing the connection (RFC 5321 3.8),
+    whatever the command: raise it as the answer, before anything more is
+    sent or read on a connection that is gone (which would fail with a
+    disconnection instead, and the 421 would be lost)."""
+    import smtplib
+
+    if code == 421:
+        client.close()
+        raise smtplib.SMTPResponseException(code, text)
 
 
 def _relay_error(

@@ -1019,3 +1019,54 @@ def test_an_answer_that_is_no_reply_fails_the_relay(
     # The RCPT and DATA pipelined with the MAIL got 250 and 354: an empty
     # message must not follow them.
     assert b"<content>" not in upstream.received
+
+
+@pytest.mark.parametrize("stage", ["EHLO", "MAIL", "RCPT", "EOD"])
+def test_release_to_an_upstream_that_closes_with_421_says_so(
+    smtpsink: Mailbox, smtpsink_factory: Factory, stage: str
+) -> None:
+    upstream = smtpsink_factory(hostname="upstream.test")
+    # At RCPT, the second of three: mid-transaction, one already accepted.
+    match = "bob@example.com" if stage == "RCPT" else None
+    upstream.fail(stage, 421, "4.3.2 closing", match=match)
+    captured = capture(
+        smtpsink,
+        b"Subject: hi\r\n\r\nx\r\n",
+        ["ann@example.com", "bob@example.com", "cat@example.com"],
+    )
+
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(captured, upstream.host, upstream.port)
+
+    # The 421 is the answer: not the disconnection that follows it.
+    expected = {"EHLO": "EHLO", "MAIL": "MAIL", "RCPT": "RCPT", "EOD": "DATA"}
+    assert raised.value.stage == expected[stage]
+    assert (raised.value.code, raised.value.reply) == (421, "4.3.2 closing")
+    upstream.assert_nothing_sent()
+
+
+def test_a_421_in_the_middle_of_a_pipelined_group_is_the_outcome(
+    smtpsink_factory: Factory,
+) -> None:
+    upstream = smtpsink_factory(hostname="upstream.test")
+    upstream.fail("RCPT", 421, "4.3.2 closing", match="bob@partner.example")
+    sink = relaying(smtpsink_factory, upstream)
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail(
+            "app@example.com",
+            ["ann@partner.example", "bob@partner.example", "cat@partner.example"],
+            b"Subject: 1\r\n\r\n",
+        )
+        client.sendmail(
+            "app@example.com", ["dan@partner.example"], b"Subject: 2\r\n\r\n"
+        )
+    first, second = sink.wait_for(2)
+    wait_relayed(sink, second)
+
+    outcome = relay_of(first)
+    assert (outcome.status, outcome.code) == ("refused", 421)
+    assert outcome.reply == "4.3.2 closing"
+    assert outcome.error is not None
+    assert outcome.error.stage == "RCPT"
+    assert relay_of(second).status == "relayed"  # on a new connection
+    assert upstream.wait_for().envelope.rcpt_to == ("dan@partner.example",)
