@@ -423,16 +423,87 @@ class _Connection:
         smtputf8: bool = False,
         body: str | None = None,
     ) -> Delivery:
-        """One transaction. Raises RelayError; the connection stays usable
-        after a refusal (it was reset) but not after a failure."""
+        """One transaction, and more for recipients deferred with 452
+        (`send_rest`). Raises RelayError; the connection stays usable after
+        a refusal (it was reset) but not after a failure."""
+        delivery = self._transaction(raw, mail_from, rcpt_to, smtputf8, body)
+        return self.send_rest(delivery, raw, smtputf8, body)
+
+    def send_rest(
+        self, delivery: Delivery, raw: bytes, smtputf8: bool, body: str | None
+    ) -> Delivery:
+        """``delivery`` with the recipients the upstream deferred with 452
+        (too many recipients) sent in further transactions, as RFC 5321
+        4.5.3.1.10 asks of a client, as long as each leaves fewer of them
+        deferred (so this ends). A later transaction's refusal stays with its recipients; one
+        that gets no reply leaves them refused with their 452."""
+        exchanges = self.exchanges  # kept when the connection closes
+        exchanges.clear()  # what follows ``delivery.transcript``
+        before = len(delivery.refused) + 1
+        while self.open:
+            rest = tuple(r for r, code, _ in delivery.refused if code == 452)
+            if not rest or len(rest) >= before:
+                break
+            before = len(rest)
+            kept = tuple(entry for entry in delivery.refused if entry[0] not in rest)
+            try:
+                more = self._transaction(
+                    raw, delivery.mail_from, rest, smtputf8, body, rest=True
+                )
+            except RelayError as error:
+                if error.code is not None:
+                    kept += tuple((r, error.code, error.reply) for r in rest)
+                    delivery = dataclasses.replace(delivery, refused=kept)
+                break
+            delivery = dataclasses.replace(
+                delivery,
+                accepted=delivery.accepted + more.accepted,
+                refused=kept + more.refused,
+                code=more.code if more.accepted else delivery.code,
+                reply=more.reply if more.accepted else delivery.reply,
+            )
+        return dataclasses.replace(
+            delivery, transcript=delivery.transcript + tuple(exchanges)
+        )
+
+    def _transaction(
+        self,
+        raw: bytes,
+        mail_from: str,
+        rcpt_to: Sequence[str],
+        smtputf8: bool = False,
+        body: str | None = None,
+        *,
+        rest: bool = False,
+    ) -> Delivery:
+        """One transaction. With ``rest`` (a later one of `send_rest`), the
+        conversation goes on in the same transcript, and a refusal is
+        returned as a Delivery that accepted no one (each recipient with the
+        reply that refused it) rather than raised."""
 
         client = self.client
         url = self.upstream.url
-        if not self._fresh:
+        if not self._fresh and not rest:
             # This transaction's conversation only (a refusal's transcript
             # too): a long-lived relay connection must not keep them all.
             client.exchanges.clear()
         self._fresh = False
+
+        def refusal(
+            stage: str,
+            code: int,
+            text: bytes | str,
+            taken: Sequence[str] = (),
+            refused: Sequence[tuple[str, int, str]] = (),
+        ) -> Delivery:
+            self._reset()
+            if not rest:
+                raise RelayError(url, stage, code, _text(text), client.exchanges)
+            gone = tuple((r, code, _text(text)) for r in taken)
+            return Delivery(
+                url, mail_from, (), gone + tuple(refused), code, _text(text), ()
+            )
+
         stage = "MAIL"
         try:
             options = []
@@ -442,10 +513,10 @@ class _Connection:
                 options.append(f"BODY={body}")
             code, text = client.mail(mail_from, options)
             if code != 250:
-                self._reset()
-                raise RelayError(url, "MAIL", code, _text(text), client.exchanges)
+                return refusal("MAIL", code, text, rcpt_to)
             stage = "RCPT"
-            accepted, refused = [], []
+            accepted: list[str] = []
+            refused: list[tuple[str, int, str]] = []
             for recipient in rcpt_to:
                 code, text = client.rcpt(recipient)
                 if code in (250, 251):
@@ -453,21 +524,18 @@ class _Connection:
                 else:
                     refused.append((recipient, code, _text(text)))
             if not accepted:
-                self._reset()
                 _, code, reply = refused[-1]
-                raise RelayError(url, "RCPT", code, reply, client.exchanges)
+                return refusal("RCPT", code, reply, (), refused)
             stage = "DATA"
             code, text = client.docmd("DATA")
             if code != 354:
-                self._reset()
-                raise RelayError(url, "DATA", code, _text(text), client.exchanges)
+                return refusal("DATA", code, text, accepted, refused)
             client._content_size = len(raw)
             client.send(_dot_stuffed(raw))
             code, text = client.getreply()
             client._content_size = None
             if code != 250:
-                self._reset()
-                raise RelayError(url, "DATA", code, _text(text), client.exchanges)
+                return refusal("DATA", code, text, accepted, refused)
         except RelayError:
             raise
         except Exception as error:
@@ -677,6 +745,12 @@ class _InFlight:
     """The content (dot-stuffed) while it waits to be written."""
 
 
+def _deferred(flight: _InFlight) -> bool:
+    """Whether recipients of an accepted transaction got 452 (too many
+    recipients): `_Connection.send_rest` sends them on."""
+    return bool(flight.accepted) and any(code == 452 for _, code, _ in flight.refused)
+
+
 _LINE_START_DOT = re.compile(rb"(?:^|(?<=\r\n))\.")
 
 
@@ -788,10 +862,12 @@ def deliver(
     connection = _Connection(upstream, timeout, hostname, ssl_context)
     try:
         delivery = connection.send(raw, mail_from, rcpt_to, smtputf8, body)
+        said = len(connection.exchanges)
     finally:
         connection.close()
     # The whole conversation, QUIT included.
-    return dataclasses.replace(delivery, transcript=tuple(connection.exchanges))
+    quit = tuple(connection.exchanges[said:])
+    return dataclasses.replace(delivery, transcript=delivery.transcript + quit)
 
 
 def body_option(options: Sequence[str]) -> str | None:
@@ -902,6 +978,13 @@ class Relayer:
         message, matched, connection, transaction = flight
         try:
             delivery = connection.read_final_reply(transaction)
+            if _deferred(transaction) and connection.open:
+                delivery = connection.send_rest(
+                    delivery,
+                    transaction.raw,
+                    message.envelope.smtputf8,
+                    body_option(message.envelope.mail_options),
+                )
         except RelayError as error:
             self._failed(message, matched, error)
         else:
@@ -941,6 +1024,9 @@ class Relayer:
         except RelayError as error:
             self._failed(message, matched, error)
             return (connection if connection.open else None), None
+        if _deferred(transaction):
+            self._settle((message, matched, connection, transaction))
+            return (connection if connection.open else None), None
         return connection, (message, matched, connection, transaction)
 
     def _relay(
@@ -959,6 +1045,11 @@ class Relayer:
                     raw, envelope.mail_from, matched, envelope.smtputf8, body
                 )
                 connection.read_command_replies(transaction)
+                if _deferred(transaction):
+                    # The rest goes in a new transaction, before the next
+                    # message's: this one's content cannot wait for it.
+                    self._settle((message, matched, connection, transaction))
+                    return (connection if connection.open else None), None
                 return connection, (message, matched, connection, transaction)
             delivery = connection.send(
                 raw, envelope.mail_from, matched, envelope.smtputf8, body

@@ -1070,3 +1070,105 @@ def test_a_421_in_the_middle_of_a_pipelined_group_is_the_outcome(
     assert outcome.error.stage == "RCPT"
     assert relay_of(second).status == "relayed"  # on a new connection
     assert upstream.wait_for().envelope.rcpt_to == ("dan@partner.example",)
+
+
+def test_release_sends_recipients_deferred_with_452_in_more_transactions(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    upstream = smtpsink_factory(hostname="upstream.test")
+    upstream.limit(max_recipients=10)  # 452 for the 11th RCPT on
+    recipients = [f"u{n}@example.com" for n in range(25)]
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n", recipients)
+
+    delivery = smtpsink.release(captured, upstream.host, upstream.port)
+
+    # RFC 5321 4.5.3.1.10: the rest go in later transactions.
+    assert delivery.accepted == tuple(recipients)
+    assert delivery.refused == ()
+    relayed = upstream.wait_for(3)
+    assert [m.envelope.rcpt_to for m in relayed] == [
+        tuple(recipients[:10]),
+        tuple(recipients[10:20]),
+        tuple(recipients[20:]),
+    ]
+    text = delivery.format_transcript().lower()
+    assert text.count("c: mail from:") == 3
+    assert text.endswith("c: quit\ns: 221 bye")
+
+
+def test_a_later_transaction_refusal_stays_with_its_recipients(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    upstream = smtpsink_factory(hostname="upstream.test")
+    upstream.limit(max_recipients=2)
+    upstream.fail("EOD", 554, "5.7.1 not for u3", match="u3@example.com")
+    recipients = [f"u{n}@example.com" for n in range(5)]
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n", recipients)
+
+    delivery = smtpsink.release(captured, upstream.host, upstream.port)
+
+    # u2 and u3 went in the second transaction, which was refused; u4, still
+    # deferred then, in a third.
+    assert delivery.accepted == ("u0@example.com", "u1@example.com", "u4@example.com")
+    assert [(r, code) for r, code, _ in delivery.refused] == [
+        ("u2@example.com", 554),
+        ("u3@example.com", 554),
+    ]
+    assert [m.envelope.rcpt_to for m in upstream.wait_for(2)] == [
+        ("u0@example.com", "u1@example.com"),
+        ("u4@example.com",),
+    ]
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_the_relay_sends_recipients_deferred_with_452_in_more_transactions(
+    smtpsink_factory: Factory, pipelining: bool
+) -> None:
+    upstream = smtpsink_factory(hostname="upstream.test")
+    upstream.limit(max_recipients=2)
+    if not pipelining:
+        upstream.hide("PIPELINING")
+    sink = relaying(smtpsink_factory, upstream)
+    many = [f"u{n}@partner.example" for n in range(5)]
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail("app@example.com", many, b"Subject: 1\r\n\r\n")
+        client.sendmail("app@example.com", ["v@partner.example"], b"Subject: 2\r\n\r\n")
+    first, second = sink.wait_for(2)
+    wait_relayed(sink, second)
+
+    outcome = relay_of(first)
+    assert outcome.status == "relayed"
+    assert outcome.delivery is not None
+    assert outcome.delivery.accepted == tuple(many)
+    assert outcome.delivery.refused == ()
+    assert relay_of(second).status == "relayed"
+    # In order: the first message's three transactions, then the second's.
+    assert [m.envelope.rcpt_to for m in upstream.wait_for(4)] == [
+        tuple(many[:2]),
+        tuple(many[2:4]),
+        tuple(many[4:]),
+        ("v@partner.example",),
+    ]
+
+
+def test_recipients_all_deferred_again_end_the_transactions(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    upstream = smtpsink_factory(hostname="upstream.test")
+    # The first RCPT is taken, every later one deferred, in every transaction.
+    upstream.fail("RCPT", 452, "4.2.2 mailbox full", match=re.compile("^(bob|cat)@"))
+    captured = capture(
+        smtpsink,
+        b"Subject: hi\r\n\r\nx\r\n",
+        ["ann@example.com", "bob@example.com", "cat@example.com"],
+    )
+
+    delivery = smtpsink.release(captured, upstream.host, upstream.port)
+
+    assert delivery.accepted == ("ann@example.com",)
+    assert [(r, c) for r, c, _ in delivery.refused] == [
+        ("bob@example.com", 452),
+        ("cat@example.com", 452),
+    ]
+    # Tried once more, on their own; no third time, as nothing changed.
+    assert delivery.format_transcript().lower().count("c: mail from:") == 2
