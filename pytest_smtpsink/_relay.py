@@ -232,7 +232,8 @@ class RelayOutcome:
     ``not-matched`` (no recipient matched ``relay_to``: nothing was sent)."""
     upstream: str
     recipients: tuple[str, ...] = ()
-    """The envelope recipients that matched ``relay_to`` (those relayed)."""
+    """The envelope recipients that matched ``relay_to`` (those sent to the
+    upstream; `Delivery.accepted` and `Delivery.refused` say which it took)."""
     code: int | None = None
     """The upstream's final reply code, or None without one."""
     reply: str = ""
@@ -252,7 +253,17 @@ class RelayOutcome:
             return f"relay to {self.upstream} pending"
         if self.status == "failed":
             return f"relay to {self.upstream} failed: {self.reply}"
-        return f"{self.status} by {self.upstream}: {self.code} {self.reply}".rstrip()
+        text = f"{self.status} by {self.upstream}: {self.code} {self.reply}".rstrip()
+        refused = self.delivery.refused if self.delivery is not None else ()
+        if refused:
+            # "relayed" alone would read as every recipient having it.
+            first, code, reply = refused[0]
+            more = f" and {len(refused) - 1} more" if len(refused) > 1 else ""
+            text += (
+                f"; {len(refused)} of {len(self.recipients)} recipients refused: "
+                f"{first} ({code} {reply}){more}"
+            )
+        return text
 
 
 # -- the Received: header ---------------------------------------------------------------

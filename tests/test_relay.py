@@ -1172,3 +1172,35 @@ def test_recipients_all_deferred_again_end_the_transactions(
     ]
     # Tried once more, on their own; no third time, as nothing changed.
     assert delivery.format_transcript().lower().count("c: mail from:") == 2
+
+
+def test_a_partly_refused_relay_says_who_was_refused(
+    smtpsink_factory: Factory,
+) -> None:
+    upstream = smtpsink_factory(hostname="upstream.test")
+    upstream.fail("RCPT", 550, "5.1.1 no bob", match="bob@partner.example")
+    upstream.fail("RCPT", 550, "5.1.1 no cat", match="cat@partner.example")
+    sink = relaying(smtpsink_factory, upstream)
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail(
+            "app@example.com",
+            ["ann@partner.example", "bob@partner.example"],
+            b"Subject: 1\r\n\r\n",
+        )
+        client.sendmail(
+            "app@example.com",
+            ["ann@partner.example", "bob@partner.example", "cat@partner.example"],
+            b"Subject: 2\r\n\r\n",
+        )
+    first, second = sink.wait_for(2)
+    wait_relayed(sink, second)
+
+    assert relay_of(first).status == "relayed"
+    # "relayed" alone would read as every recipient having it.
+    assert str(relay_of(first)).endswith(
+        "; 1 of 2 recipients refused: bob@partner.example (550 5.1.1 no bob)"
+    )
+    assert "1 of 2 recipients refused: bob@partner.example" in first.summary()
+    assert str(relay_of(second)).endswith(
+        "; 2 of 3 recipients refused: bob@partner.example (550 5.1.1 no bob) and 1 more"
+    )
