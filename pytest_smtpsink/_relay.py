@@ -955,15 +955,7 @@ class Relayer:
                 break
             message, matched = item
             if self._stopping:
-                self._finish(
-                    message,
-                    RelayOutcome(
-                        "failed",
-                        self.upstream.url,
-                        matched,
-                        reply="the sink stopped before relaying it",
-                    ),
-                )
+                self._stopped(message, matched)
                 continue
             if (
                 connection is not None
@@ -1026,7 +1018,11 @@ class Relayer:
         if transaction is None or not connection.open:
             # Not taken: this message could not be written, or the previous
             # reply closed the connection (421, or it dropped). Once more on
-            # its own, on a new connection if need be.
+            # its own, on a new connection if need be, unless the sink is
+            # stopping: that would wait for the upstream all over again.
+            if self._stopping:
+                self._stopped(message, matched)
+                return (connection if connection.open else None), None
             return self._relay(
                 message, matched, connection if connection.open else None
             )
@@ -1107,6 +1103,17 @@ class Relayer:
                 error.code,
                 error.reply,
                 error=error,
+            ),
+        )
+
+    def _stopped(self, message: Message, matched: tuple[str, ...]) -> None:
+        self._finish(
+            message,
+            RelayOutcome(
+                "failed",
+                self.upstream.url,
+                matched,
+                reply="the sink stopped before relaying it",
             ),
         )
 

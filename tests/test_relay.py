@@ -1204,3 +1204,30 @@ def test_a_partly_refused_relay_says_who_was_refused(
     assert str(relay_of(second)).endswith(
         "; 2 of 3 recipients refused: bob@partner.example (550 5.1.1 no bob) and 1 more"
     )
+
+
+def test_stopping_a_sink_sends_nothing_more_after_the_message_in_flight() -> None:
+    with SMTPSink() as upstream:
+        # The first message waits at DATA, so the next is pipelined behind
+        # it; then the upstream never answers the end of its content.
+        upstream.delay("DATA", 0.5, times=1)
+        held = upstream.hang("EOD")
+        sink = SMTPSink(
+            relay=f"smtp://127.0.0.1:{upstream.port}", relay_to=".*", relay_timeout=1
+        )
+        with sink:
+            with smtplib.SMTP(sink.host, sink.port) as client:
+                for n in range(3):
+                    client.sendmail("a@example.com", ["b@example.com"], f"{n}\r\n")
+            messages = sink.wait_for(3)
+            upstream.wait_until(lambda: held.fired == 1)
+        # The first timed out; the second, whose commands followed its
+        # content, was not sent again on a new connection.
+        outcomes = [relay_of(m) for m in messages]
+        assert [o.status for o in outcomes] == ["failed"] * 3
+        assert "timed out" in outcomes[0].reply
+        assert [o.reply for o in outcomes[1:]] == [
+            "the sink stopped before relaying it"
+        ] * 2
+        assert len(upstream.sessions) == 1
+        upstream.clear_faults()
