@@ -311,7 +311,6 @@ def _client_class(implicit: bool) -> Any:
         def __init__(self, **kwargs: Any) -> None:
             self.exchanges: list[Exchange] = []
             self._in_auth = False
-            self._content_size: int | None = None
             super().__init__(**kwargs)
 
         def putcmd(self, cmd: str, args: str = "") -> None:
@@ -339,15 +338,6 @@ def _client_class(implicit: bool) -> Any:
             if last is None:
                 last = Exchange("greeting", "", time.time())
                 exchanges.append(last)
-            elif last.replies and self._content_size is not None:
-                # the reply to the content that data() sent after the 354
-                last = Exchange(
-                    "data",
-                    f"<message content: {self._content_size} bytes>",
-                    time.time(),
-                )
-                exchanges.append(last)
-                self._content_size = None
             lines = text.decode("utf-8", "replace").split("\n") or [""]
             last.replies.extend(
                 f"{code}{'-' if i < len(lines) - 1 else ' '}{line}".rstrip()
@@ -385,6 +375,7 @@ class _Connection:
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.upstream = upstream
+        self.timeout = timeout
         self.client: Any = None
         url = upstream.url
         context = None
@@ -424,7 +415,7 @@ class _Connection:
         except Exception as error:
             exchanges = client.exchanges
             self.close(quit=False)
-            raise _relay_error(url, stage, error, exchanges) from None
+            raise _relay_error(url, stage, error, exchanges, timeout) from None
 
     def send(
         self,
@@ -541,17 +532,21 @@ class _Connection:
             code, text = client.docmd("DATA")
             if code != 354:
                 return refusal("DATA", code, text, accepted, refused)
-            client._content_size = len(raw)
+            # Recorded before it goes: a failure to come shows it was sent.
+            client.exchanges.append(
+                Exchange("data", f"<message content: {len(raw)} bytes>", time.time())
+            )
             client.send(_dot_stuffed(raw))
             code, text = client.getreply()
-            client._content_size = None
             if code != 250:
                 return refusal("DATA", code, text, accepted, refused)
         except RelayError:
             raise
         except Exception as error:
             self.close(quit=False)
-            raise _relay_error(url, stage, error, client.exchanges) from None
+            raise _relay_error(
+                url, stage, error, client.exchanges, self.timeout
+            ) from None
         return Delivery(
             upstream=url,
             mail_from=mail_from,
@@ -611,7 +606,9 @@ class _Connection:
         try:
             data = text.encode("utf-8" if smtputf8 else "ascii")
         except UnicodeEncodeError as error:
-            raise _relay_error(self.upstream.url, "MAIL", error, exchanges) from None
+            raise _relay_error(
+                self.upstream.url, "MAIL", error, exchanges, self.timeout
+            ) from None
         if after is not None:
             data, after.unsent = after.unsent + data, b""
         self._write("MAIL", data, exchanges)
@@ -691,7 +688,9 @@ class _Connection:
             client.send(data)
         except Exception as error:
             self.close(quit=False)
-            raise _relay_error(self.upstream.url, stage, error, exchanges) from None
+            raise _relay_error(
+                self.upstream.url, stage, error, exchanges, self.timeout
+            ) from None
 
     def _reply(
         self, exchange: Exchange, stage: str, exchanges: list[Exchange]
@@ -706,7 +705,9 @@ class _Connection:
             code, text = client.read_reply()
         except Exception as error:
             self.close(quit=False)
-            raise _relay_error(self.upstream.url, stage, error, exchanges) from None
+            raise _relay_error(
+                self.upstream.url, stage, error, exchanges, self.timeout
+            ) from None
         lines = text.decode("utf-8", "replace").split("\n")
         exchange.replies.extend(
             f"{code}{'-' if i < len(lines) - 1 else ' '}{line}".rstrip()
@@ -716,7 +717,9 @@ class _Connection:
             _closing(client, code, text)
         except Exception as error:
             self.close(quit=False)
-            raise _relay_error(self.upstream.url, stage, error, exchanges) from None
+            raise _relay_error(
+                self.upstream.url, stage, error, exchanges, self.timeout
+            ) from None
         return code, text
 
     def _reset(self) -> None:
@@ -841,7 +844,11 @@ def _closing(client: Any, code: int, text: bytes) -> None:
 
 
 def _relay_error(
-    url: str, stage: str, error: BaseException, exchanges: Sequence[Exchange]
+    url: str,
+    stage: str,
+    error: BaseException,
+    exchanges: Sequence[Exchange],
+    timeout: float | None = None,
 ) -> RelayError:
     import smtplib
 
@@ -851,9 +858,30 @@ def _relay_error(
         return RelayError(
             url, stage, error.smtp_code, _text(error.smtp_error), exchanges
         )
+    last = exchanges[-1] if exchanges else None
+    # The content went and no reply came: the upstream may have kept it (a
+    # retry could deliver it twice, RFC 5321 6.1), unlike any earlier failure.
+    unanswered = last is not None and last.kind == "data" and not last.replies
+    after = " to the message content" if unanswered else ""
+    maybe = " (it may have kept the message)" if unanswered else ""
+    # smtplib's reader wraps a timeout as "Connection unexpectedly closed:
+    # timed out", which reads as the upstream closing: say what happened.
+    if isinstance(error, TimeoutError) or isinstance(error.__context__, TimeoutError):
+        within = f" within {timeout:g} s" if timeout is not None else ""
+        if isinstance(error, TimeoutError) and stage == "connect":
+            reason = f"timed out: could not connect{within}"
+        elif stage == "connect":
+            reason = f"timed out: no greeting{within}"
+        else:
+            reason = f"timed out: no reply{after}{within}{maybe}"
+        return RelayError(url, stage, None, reason, exchanges)
+    if unanswered and isinstance(error, smtplib.SMTPServerDisconnected):
+        reason = (
+            "the connection closed after the message content, before the "
+            f"upstream's reply{maybe}"
+        )
+        return RelayError(url, stage, None, reason, exchanges)
     reason = str(error) or type(error).__name__
-    if isinstance(error, TimeoutError):
-        reason = f"timed out ({reason})"
     return RelayError(url, stage, None, f"{type(error).__name__}: {reason}", exchanges)
 
 

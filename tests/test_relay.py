@@ -1231,3 +1231,64 @@ def test_stopping_a_sink_sends_nothing_more_after_the_message_in_flight() -> Non
         ] * 2
         assert len(upstream.sessions) == 1
         upstream.clear_faults()
+
+
+UNANSWERED = {
+    # fault: (stage of the error, its reply)
+    "hang CONNECT": ("connect", "timed out: no greeting within 1 s"),
+    "hang MAIL": ("MAIL", "timed out: no reply within 1 s"),
+    "hang EOD": (
+        "DATA",
+        "timed out: no reply to the message content within 1 s"
+        " (it may have kept the message)",
+    ),
+    "disconnect EOD": (
+        "DATA",
+        "the connection closed after the message content, before the"
+        " upstream's reply (it may have kept the message)",
+    ),
+}
+
+
+def unanswered_upstream(factory: Factory, fault: str) -> Mailbox:
+    upstream = factory(hostname="upstream.test")
+    action, stage = fault.split()
+    getattr(upstream, action)(stage)
+    return upstream
+
+
+@pytest.mark.parametrize("fault", UNANSWERED)
+def test_release_says_what_went_unanswered(
+    smtpsink: Mailbox, smtpsink_factory: Factory, fault: str
+) -> None:
+    upstream = unanswered_upstream(smtpsink_factory, fault)
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(captured, upstream.host, upstream.port, timeout=1)
+
+    # Not smtplib's "Connection unexpectedly closed: timed out", which
+    # reads as the upstream closing; and whether the content went.
+    stage, reply = UNANSWERED[fault]
+    assert (raised.value.stage, raised.value.code) == (stage, None)
+    assert raised.value.reply == reply
+    sent_content = "C: <message content: " in str(raised.value)
+    assert sent_content == (stage == "DATA")
+    upstream.clear_faults()
+
+
+@pytest.mark.parametrize("fault", UNANSWERED)
+def test_the_relay_says_what_went_unanswered(
+    smtpsink_factory: Factory, fault: str
+) -> None:
+    upstream = unanswered_upstream(smtpsink_factory, fault)
+    sink = relaying(smtpsink_factory, upstream, relay_to=".*", relay_timeout=1)
+    message = capture(sink, b"Subject: hi\r\n\r\nx\r\n")
+    wait_relayed(sink, message)
+
+    outcome = relay_of(message)
+    stage, reply = UNANSWERED[fault]
+    assert (outcome.status, outcome.reply) == ("failed", reply)
+    assert outcome.error is not None
+    assert outcome.error.stage == stage
+    upstream.clear_faults()
