@@ -508,11 +508,14 @@ class _Connection:
 
         stage = "MAIL"
         try:
-            options = []
-            if smtputf8:
-                options.append("SMTPUTF8")
-            if body is not None and client.has_extn("8bitmime"):
-                options.append(f"BODY={body}")
+            options = _mail_options(
+                client,
+                raw,
+                mail_from=mail_from,
+                rcpt_to=rcpt_to,
+                smtputf8=smtputf8,
+                body=body,
+            )
             code, text = client.mail(mail_from, options)
             if code != 250:
                 return refusal("MAIL", code, text, rcpt_to)
@@ -542,6 +545,8 @@ class _Connection:
                 return refusal("DATA", code, text, accepted, refused)
         except RelayError:
             raise
+        except _Unsendable as error:  # nothing sent: the connection stays
+            raise RelayError(url, stage, None, str(error), client.exchanges) from None
         except Exception as error:
             self.close(quit=False)
             raise _relay_error(
@@ -579,24 +584,27 @@ class _Connection:
         replies, after ``after``'s `read_final_reply`. Raises RelayError:
         nothing was written, or the connection is closed."""
         client = self.client
-        if smtputf8 and not client.has_extn("smtputf8"):
-            raise RelayError(
-                self.upstream.url,
-                "MAIL",
-                None,
-                "SMTPNotSupportedError: SMTPUTF8 not supported by server",
-                client.exchanges,
+        try:
+            options = _mail_options(
+                client,
+                raw,
+                mail_from=mail_from,
+                rcpt_to=rcpt_to,
+                smtputf8=smtputf8,
+                body=body,
             )
+        except _Unsendable as error:
+            raise RelayError(
+                self.upstream.url, "MAIL", None, str(error), client.exchanges
+            ) from None
+        smtputf8 = "SMTPUTF8" in options
         exchanges: list[Exchange] = []
         if self._fresh:  # the first transaction's transcript has the greeting
             exchanges.extend(client.exchanges)
             client.exchanges.clear()
             self._fresh = False
-        options = " SMTPUTF8" if smtputf8 else ""
-        if body is not None and client.has_extn("8bitmime"):
-            options += f" BODY={body}"
         now = time.time()
-        lines = [f"MAIL FROM:<{mail_from}>{options}"]
+        lines = [" ".join([f"MAIL FROM:<{mail_from}>", *options])]
         lines.extend(f"RCPT TO:<{recipient}>" for recipient in rcpt_to)
         lines.append("DATA")
         exchanges.extend(Exchange("command", line, now) for line in lines)
@@ -792,9 +800,57 @@ def _text(reply: bytes | str) -> str:
 _MAXLINE = 8192
 
 
-class _NoReply(Exception):
+class _Reason(Exception):
+    """A failure whose text is the whole reason (no exception name)."""
+
+
+class _NoReply(_Reason):
     """What the upstream sent is no SMTP reply (RFC 5321 4.2): the
     conversation cannot go on, whatever else arrives."""
+
+
+class _Unsendable(_Reason):
+    """The upstream lacks an extension the message needs."""
+
+
+def _mail_options(
+    client: Any,
+    raw: bytes,
+    *,
+    mail_from: str,
+    rcpt_to: Sequence[str],
+    smtputf8: bool,
+    body: str | None,
+) -> list[str]:
+    """MAIL's parameters for this upstream; `_Unsendable` if it cannot take
+    the message as it is.
+
+    SMTPUTF8 goes when the message asked for it or an address needs it and
+    the upstream offers it; a message that asked but is ASCII in its
+    envelope and header goes without it (RFC 6531 3.2 ties the need to
+    those). 8-bit content needs 8BITMIME (RFC 6152 3): converting it to
+    7 bits would change the captured bytes, so it is not sent.
+    """
+    options: list[str] = []
+    wide = next((a for a in (mail_from, *rcpt_to) if not a.isascii()), None)
+    if (smtputf8 or wide is not None) and client.has_extn("smtputf8"):
+        options.append("SMTPUTF8")
+    elif smtputf8 or wide is not None:
+        lacking = "the upstream does not offer SMTPUTF8, which the message needs"
+        if wide is not None:
+            raise _Unsendable(f"{lacking}: its envelope has the address {wide}")
+        header = raw.split(b"\r\n\r\n", 1)[0]
+        if not header.isascii():
+            raise _Unsendable(f"{lacking}: its header has non-ASCII text")
+    if client.has_extn("8bitmime"):
+        if body is not None:
+            options.append(f"BODY={body}")
+    elif not raw.isascii() and not options:  # SMTPUTF8 carries 8-bit text
+        raise _Unsendable(
+            "the upstream does not offer 8BITMIME, and the content has 8-bit "
+            "bytes: not sent (made 7-bit, it would not be the captured bytes)"
+        )
+    return options
 
 
 def _checked_reply(
@@ -852,7 +908,7 @@ def _relay_error(
 ) -> RelayError:
     import smtplib
 
-    if isinstance(error, _NoReply):
+    if isinstance(error, _Reason):
         return RelayError(url, stage, None, str(error), exchanges)
     if isinstance(error, smtplib.SMTPResponseException):
         return RelayError(

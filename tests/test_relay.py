@@ -799,7 +799,10 @@ def test_smtputf8_mail_is_relayed_as_smtputf8(
         assert relayed.raw.endswith(raw)
     else:  # it cannot go: said so, and the next message still goes
         assert relay_of(captured).status == "failed"
-        assert "SMTPUTF8 not supported" in relay_of(captured).reply
+        assert relay_of(captured).reply == (
+            "the upstream does not offer SMTPUTF8, which the message needs: "
+            "its envelope has the address zoë@exämple.com"
+        )
         assert upstream.wait_for().envelope.rcpt_to == ("ann@example.com",)
     assert relay_of(plain).status == "relayed"
 
@@ -1124,7 +1127,8 @@ def test_a_later_transaction_refusal_stays_with_its_recipients(
 def test_the_relay_sends_recipients_deferred_with_452_in_more_transactions(
     smtpsink_factory: Factory, pipelining: bool
 ) -> None:
-    upstream = smtpsink_factory(hostname="upstream.test")
+    # A sink of its own: no relay connection made before the hide.
+    upstream = smtpsink_factory(hostname=f"limit-{pipelining}.test")
     upstream.limit(max_recipients=2)
     if not pipelining:
         upstream.hide("PIPELINING")
@@ -1292,3 +1296,83 @@ def test_the_relay_says_what_went_unanswered(
     assert outcome.error is not None
     assert outcome.error.stage == stage
     upstream.clear_faults()
+
+
+# What each message asked for, and what an upstream without the extension
+# makes of it: None (sent, without the parameter) or the reason it is not.
+WITHOUT_EXTENSION = {
+    "SMTPUTF8 asked, ASCII throughout": (
+        "SMTPUTF8",
+        ("app@example.com", "Subject: x\r\n\r\nbody\r\n", ["SMTPUTF8"]),
+        None,
+    ),
+    "SMTPUTF8, a UTF-8 header": (
+        "SMTPUTF8",
+        ("app@example.com", "Subject: café\r\n\r\nbody\r\n", ["SMTPUTF8"]),
+        "the upstream does not offer SMTPUTF8, which the message needs: "
+        "its header has non-ASCII text",
+    ),
+    "BODY=8BITMIME, 7-bit content": (
+        "8BITMIME",
+        ("app@example.com", "Subject: x\r\n\r\nbody\r\n", ["BODY=8BITMIME"]),
+        None,
+    ),
+    "BODY=8BITMIME, 8-bit content": (
+        "8BITMIME",
+        ("app@example.com", "Subject: x\r\n\r\nDéjà vu\r\n", ["BODY=8BITMIME"]),
+        "the upstream does not offer 8BITMIME, and the content has 8-bit "
+        "bytes: not sent (made 7-bit, it would not be the captured bytes)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", WITHOUT_EXTENSION)
+def test_release_to_an_upstream_without_an_extension(
+    smtpsink: Mailbox, smtpsink_factory: Factory, case: str
+) -> None:
+    hidden, (sender, text, options), reason = WITHOUT_EXTENSION[case]
+    upstream = smtpsink_factory(hostname="upstream.test")
+    upstream.hide(hidden)
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            sender, ["ann@example.com"], text.encode(), mail_options=options
+        )
+    captured = smtpsink.wait_for()
+
+    if reason is None:
+        smtpsink.release(captured, upstream.host, upstream.port)
+        relayed = upstream.wait_for()
+        assert relayed.envelope.mail_options == ()  # none it does not offer
+        assert relayed.raw.endswith(captured.raw)
+    else:
+        with pytest.raises(RelayError) as raised:
+            smtpsink.release(captured, upstream.host, upstream.port)
+        assert (raised.value.stage, raised.value.code) == ("MAIL", None)
+        assert raised.value.reply == reason
+        upstream.assert_nothing_sent()
+
+
+@pytest.mark.parametrize("case", WITHOUT_EXTENSION)
+def test_the_relay_to_an_upstream_without_an_extension(
+    smtpsink_factory: Factory, case: str
+) -> None:
+    hidden, (sender, text, options), reason = WITHOUT_EXTENSION[case]
+    # A sink of its own: no relay connection made before the hide.
+    number = list(WITHOUT_EXTENSION).index(case)
+    upstream = smtpsink_factory(hostname=f"without-{number}.test")
+    upstream.hide(hidden)
+    sink = relaying(smtpsink_factory, upstream, relay_to=".*")
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail(
+            sender, ["ann@example.com"], text.encode(), mail_options=options
+        )
+    message = sink.wait_for()
+    wait_relayed(sink, message)
+
+    outcome = relay_of(message)
+    if reason is None:
+        assert outcome.status == "relayed"
+        assert upstream.wait_for().envelope.mail_options == ()
+    else:
+        assert (outcome.status, outcome.reply) == ("failed", reason)
+        upstream.assert_nothing_sent()
