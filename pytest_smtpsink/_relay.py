@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import ipaddress
 import queue
 import re
@@ -308,6 +309,8 @@ def _client_class(implicit: bool) -> Any:
     base = smtplib.SMTP_SSL if implicit else smtplib.SMTP
 
     class Recording(base):  # type: ignore[valid-type,misc]
+        file: Any  # smtplib's reply reader, None until the first reply
+
         def __init__(self, **kwargs: Any) -> None:
             self.exchanges: list[Exchange] = []
             self._in_auth = False
@@ -328,8 +331,20 @@ def _client_class(implicit: bool) -> Any:
             super().putcmd(cmd, args)
 
         def read_reply(self) -> tuple[int, bytes]:
-            """smtplib's own reader, refusing what is no SMTP reply."""
-            return _checked_reply(self, super().getreply)
+            """smtplib's own reader, refusing what is no SMTP reply, with
+            the timeout for the whole reply (`_ReplyReader`)."""
+            if self.file is None and self.sock is not None:
+                self.file = io.BufferedReader(_ReplyReader(self.sock))
+            raw = getattr(self.file, "raw", None)
+            if not isinstance(raw, _ReplyReader):
+                return _checked_reply(self, super().getreply)
+            raw.deadline = time.monotonic() + self.timeout
+            try:
+                return _checked_reply(self, super().getreply)
+            finally:
+                raw.deadline = None
+                if self.sock is not None:
+                    self.sock.settimeout(self.timeout)
 
         def getreply(self) -> tuple[int, bytes]:
             code, text = self.read_reply()
@@ -349,6 +364,31 @@ def _client_class(implicit: bool) -> Any:
             return code, text
 
     return Recording
+
+
+class _ReplyReader(io.RawIOBase):
+    """The socket as smtplib reads replies from it, with a deadline.
+
+    A socket's timeout bounds each wait for bytes, not a reply: an upstream
+    sending a byte now and then would hold the relay (and a stopping sink)
+    for ever. Each wait gets what is left of the reply's time.
+    """
+
+    def __init__(self, sock: Any) -> None:
+        super().__init__()
+        self.sock = sock
+        self.deadline: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.deadline is not None:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("timed out")
+            self.sock.settimeout(remaining)
+        return int(self.sock.recv_into(buffer))
 
 
 def _tls_context(

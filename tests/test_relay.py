@@ -891,11 +891,13 @@ def test_a_relay_ini_key_alone_is_named_in_its_error(
 # -- upstreams that misbehave in ways a sink does not --------------------------------
 
 #: How a scripted upstream answers a line: the greeting (for b""), a command,
-#: or the end of a message's content (b"."). None closes the connection.
-Answer = Callable[[bytes], "bytes | None"]
+#: or the end of a message's content (b"."). None closes the connection; a
+#: tuple of pieces is sent a piece at a time, `PACE` seconds apart.
+Answer = Callable[[bytes], "bytes | tuple[bytes, ...] | None"]
+PACE = 0.2
 
 
-def usual_answer(line: bytes) -> bytes | None:
+def usual_answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
     verb = line[:4].upper()
     if not line:
         return b"220 raw.test ESMTP\r\n"
@@ -916,6 +918,7 @@ class ScriptedUpstream(socketserver.ThreadingTCPServer):
 
     def __init__(self, answer: Answer) -> None:
         self.answer = answer
+        self.stopping = threading.Event()  # ends a paced reply at once
         #: Every command line, and b"<content>" for each content received.
         self.received: list[bytes] = []
         super().__init__(("127.0.0.1", 0), _ScriptedConnection)
@@ -937,7 +940,14 @@ class _ScriptedConnection(socketserver.StreamRequestHandler):
         answer, received = self.server.answer, self.server.received
         reply = answer(b"")
         while reply is not None:
-            self.wfile.write(reply)
+            if isinstance(reply, tuple):
+                for piece in reply:
+                    self.wfile.write(piece)
+                    if self.server.stopping.wait(PACE):
+                        return
+                reply = b"".join(reply)
+            else:
+                self.wfile.write(reply)
             if reply.startswith(b"221"):
                 return
             if reply.startswith(b"354"):
@@ -960,20 +970,22 @@ def scripted() -> Iterator[Callable[[Answer], ScriptedUpstream]]:
 
     def start(answer: Answer) -> ScriptedUpstream:
         server = ScriptedUpstream(answer)
-        thread = threading.Thread(target=server.serve_forever)
+        # A short poll: shutdown() at the end waits for one.
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,))
         thread.start()
         servers.append((server, thread))
         return server
 
     yield start
     for server, thread in servers:
+        server.stopping.set()
         server.shutdown()
         thread.join()
         server.server_close()
 
 
 def answering_mail_with(reply: bytes) -> Answer:
-    def answer(line: bytes) -> bytes | None:
+    def answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
         return reply if line.upper().startswith(b"MAIL") else usual_answer(line)
 
     return answer
@@ -1376,3 +1388,39 @@ def test_the_relay_to_an_upstream_without_an_extension(
     else:
         assert (outcome.status, outcome.reply) == ("failed", reason)
         upstream.assert_nothing_sent()
+
+
+def trickling_greeting(line: bytes) -> bytes | tuple[bytes, ...] | None:
+    if not line:  # a byte at a time: each comes long before the timeout
+        greeting = b"220 slow.test ESMTP\r\n"
+        return tuple(greeting[i : i + 1] for i in range(len(greeting)))
+    return usual_answer(line)
+
+
+def test_release_times_out_on_a_reply_that_trickles_in(
+    smtpsink: Mailbox, scripted: Callable[[Answer], ScriptedUpstream]
+) -> None:
+    upstream = scripted(trickling_greeting)
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+
+    # timeout= bounds the whole reply, not each wait for a byte: the
+    # greeting takes 20 paces, far longer than 1 s.
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(captured, "127.0.0.1", upstream.port, timeout=1)
+
+    assert raised.value.stage == "connect"
+    assert raised.value.reply == "timed out: no greeting within 1 s"
+    assert upstream.received == []
+
+
+def test_the_relay_times_out_on_a_reply_that_trickles_in(
+    smtpsink_factory: Factory, scripted: Callable[[Answer], ScriptedUpstream]
+) -> None:
+    upstream = scripted(trickling_greeting)
+    sink = smtpsink_factory(
+        relay=f"smtp://127.0.0.1:{upstream.port}", relay_to=".*", relay_timeout=1
+    )
+    message = capture(sink, b"Subject: hi\r\n\r\nx\r\n")
+    wait_relayed(sink, message)
+
+    assert relay_of(message).reply == "timed out: no greeting within 1 s"
