@@ -11,8 +11,9 @@ Two users, two threads:
   smtplib and records the outcome on the message.
 
 The client is the standard library's smtplib, subclassed only to record the
-conversation (its documented ``putcmd``/``getreply`` pair), so the upstream
-sees the same client as applications use. Credentials never reach a
+conversation (its documented ``putcmd``/``getreply`` pair) and to bound each
+reply as a whole (`_ReplyReader`), so the upstream sees the same client as
+applications use. Credentials never reach a
 transcript, an outcome, a repr or an error message.
 
 Importing this module stays cheap (settings validation uses `parse_upstream`):
@@ -477,8 +478,9 @@ class _Connection:
         """``delivery`` with the recipients the upstream deferred with 452
         (too many recipients) sent in further transactions, as RFC 5321
         4.5.3.1.10 asks of a client, as long as each leaves fewer of them
-        deferred (so this ends). A later transaction's refusal stays with its recipients; one
-        that gets no reply leaves them refused with their 452."""
+        deferred (so this ends). A later transaction's refusal stays with
+        its recipients; one that gets no reply leaves them refused with
+        their 452."""
         exchanges = self.exchanges  # kept when the connection closes
         exchanges.clear()  # what follows ``delivery.transcript``
         before = len(delivery.refused) + 1
