@@ -973,11 +973,17 @@ def _relay_error(
         else:
             reason = f"timed out: no reply{after}{within}{maybe}"
         return RelayError(url, stage, None, reason, exchanges)
-    if unanswered and isinstance(error, smtplib.SMTPServerDisconnected):
-        reason = (
-            "the connection closed after the message content, before the "
-            f"upstream's reply{maybe}"
-        )
+    if isinstance(error, smtplib.SMTPServerDisconnected):
+        # smtplib's "Connection unexpectedly closed" names neither side.
+        reason = "the upstream closed the connection without a reply"
+        if unanswered:
+            reason = (
+                "the connection closed after the message content, before the "
+                f"upstream's reply{maybe}"
+            )
+        cause = error.__context__
+        if isinstance(cause, OSError):  # a reset, rather than an orderly close
+            reason += f" ({type(cause).__name__}: {cause})"
         return RelayError(url, stage, None, reason, exchanges)
     reason = str(error) or type(error).__name__
     return RelayError(url, stage, None, f"{type(error).__name__}: {reason}", exchanges)

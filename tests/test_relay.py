@@ -1263,6 +1263,10 @@ UNANSWERED = {
         "the connection closed after the message content, before the"
         " upstream's reply (it may have kept the message)",
     ),
+    "disconnect RCPT": (
+        "RCPT",
+        "the upstream closed the connection without a reply",
+    ),
 }
 
 
@@ -1287,7 +1291,8 @@ def test_release_says_what_went_unanswered(
     # reads as the upstream closing; and whether the content went.
     stage, reply = UNANSWERED[fault]
     assert (raised.value.stage, raised.value.code) == (stage, None)
-    assert raised.value.reply == reply
+    # A reset may follow, with its error: the commands not read yet.
+    assert raised.value.reply.startswith(reply)
     sent_content = "C: <message content: " in str(raised.value)
     assert sent_content == (stage == "DATA")
     upstream.clear_faults()
@@ -1304,7 +1309,8 @@ def test_the_relay_says_what_went_unanswered(
 
     outcome = relay_of(message)
     stage, reply = UNANSWERED[fault]
-    assert (outcome.status, outcome.reply) == ("failed", reply)
+    assert outcome.status == "failed"
+    assert outcome.reply.startswith(reply)
     assert outcome.error is not None
     assert outcome.error.stage == stage
     upstream.clear_faults()
