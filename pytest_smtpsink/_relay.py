@@ -941,6 +941,12 @@ def _closing(client: Any, code: int, text: bytes) -> None:
         raise smtplib.SMTPResponseException(code, text)
 
 
+#: OpenSSL's verify codes for a certificate no trusted CA signed:
+#: DEPTH_ZERO_SELF_SIGNED_CERT, SELF_SIGNED_CERT_IN_CHAIN,
+#: UNABLE_TO_GET_ISSUER_CERT_LOCALLY.
+_UNTRUSTED = frozenset({18, 19, 20})
+
+
 def _relay_error(
     url: str,
     stage: str,
@@ -949,6 +955,7 @@ def _relay_error(
     timeout: float | None = None,
 ) -> RelayError:
     import smtplib
+    import ssl
 
     if isinstance(error, _Reason):
         return RelayError(url, stage, None, str(error), exchanges)
@@ -972,6 +979,16 @@ def _relay_error(
             reason = f"timed out: no greeting{within}"
         else:
             reason = f"timed out: no reply{after}{within}{maybe}"
+        return RelayError(url, stage, None, reason, exchanges)
+    if isinstance(error, ssl.SSLCertVerificationError):
+        reason = f"{type(error).__name__}: {error}"
+        # Self-signed, or signed by no CA in the trust store: the usual
+        # cause is a test CA the relay was not told about.
+        if error.verify_code in _UNTRUSTED:
+            reason += (
+                " (trust the upstream's CA with ca_file= for release, "
+                "?cafile= in the relay URL)"
+            )
         return RelayError(url, stage, None, reason, exchanges)
     if isinstance(error, smtplib.SMTPServerDisconnected):
         # smtplib's "Connection unexpectedly closed" names neither side.

@@ -241,6 +241,9 @@ def test_release_refuses_an_untrusted_certificate(
     with pytest.raises(RelayError, match="CERTIFICATE_VERIFY_FAILED") as raised:
         smtpsink.release(captured, upstream.host, upstream.port, tls="starttls")
     assert raised.value.stage == "STARTTLS"
+    assert raised.value.reply.endswith(
+        "(trust the upstream's CA with ca_file= for release, ?cafile= in the relay URL)"
+    )
     upstream.assert_nothing_sent()
 
 
@@ -1430,3 +1433,30 @@ def test_the_relay_times_out_on_a_reply_that_trickles_in(
     wait_relayed(sink, message)
 
     assert relay_of(message).reply == "timed out: no greeting within 1 s"
+
+
+def test_a_certificate_for_another_name_is_named_as_such(
+    smtpsink: Mailbox, smtpsink_factory: Factory, tmp_path: Path
+) -> None:
+    import trustme
+
+    authority = trustme.CA()
+    leaf = authority.issue_cert("mx.other.example")
+    cert, ca = tmp_path / "cert.pem", tmp_path / "ca.pem"
+    leaf.private_key_and_cert_chain_pem.write_to_path(str(cert))
+    authority.cert_pem.write_to_path(str(ca))
+    upstream = smtpsink_factory(tls="implicit", tls_cert=str(cert))
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(
+            captured, "127.0.0.1", upstream.port, tls="implicit", ca_file=ca
+        )
+
+    # The CA is trusted: a mismatch, said as one, with no hint about CAs.
+    assert raised.value.stage == "connect"
+    assert "IP address mismatch, certificate is not valid for '127.0.0.1'" in (
+        raised.value.reply
+    )
+    assert "cafile" not in raised.value.reply
+    upstream.assert_nothing_sent()
