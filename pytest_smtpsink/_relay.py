@@ -230,7 +230,8 @@ class RelayOutcome:
     status: RelayStatus
     """``pending`` (queued or being sent), ``relayed`` (the upstream took it),
     ``refused`` (the upstream answered with an error), ``failed`` (no answer:
-    unreachable, timed out, TLS failed, or the sink stopped first) or
+    unreachable, timed out, closed, TLS failed, no SMTP reply, an extension
+    the message needs missing, or the sink stopped first) or
     ``not-matched`` (no recipient matched ``relay_to``: nothing was sent)."""
     upstream: str
     recipients: tuple[str, ...] = ()
