@@ -345,7 +345,8 @@ def _client_class(implicit: bool) -> Any:
                 return _checked_reply(self, super().getreply)
             finally:
                 raw.deadline = None
-                if self.sock is not None:
+                if raw.shortened and self.sock is not None:
+                    raw.shortened = False
                     self.sock.settimeout(self.timeout)
 
         def getreply(self) -> tuple[int, bytes]:
@@ -380,6 +381,11 @@ class _ReplyReader(io.RawIOBase):
         super().__init__()
         self.sock = sock
         self.deadline: float | None = None
+        # Whether a wait shortened the socket's timeout, to put back after
+        # the reply. Most replies come in one read, right after the deadline
+        # was set to the socket's timeout from now: that wait keeps the
+        # timeout as it is (settimeout() is a system call each time).
+        self.shortened = False
 
     def readable(self) -> bool:
         return True
@@ -389,8 +395,16 @@ class _ReplyReader(io.RawIOBase):
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("timed out")
-            self.sock.settimeout(remaining)
+            timeout = self.sock.gettimeout()
+            if timeout is None or timeout > remaining + _DEADLINE_SLACK:
+                self.sock.settimeout(remaining)
+                self.shortened = True
         return int(self.sock.recv_into(buffer))
+
+
+#: How far a wait may end after a reply's deadline: less than this is not
+#: worth a system call to shorten the socket's timeout.
+_DEADLINE_SLACK = 0.01
 
 
 def _tls_context(
