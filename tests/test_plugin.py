@@ -980,3 +980,46 @@ def test_loaded_by_name_without_autoload(
         args = ()
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
     result.assert_outcomes(passed=1)
+
+
+def test_no_sink_thread_outlives_the_session(pytester: pytest.Pytester) -> None:
+    # In-process, so the inner session's threads are this process's: every
+    # sink the pool started (the default one, a factory's TLS one, a relaying
+    # one with its relay thread, POP3, IMAP and the DNS stub on them) must be
+    # stopped and joined when the inner session ends. The outer session's own
+    # sinks (this xdist worker's) were running before and do not count.
+    import threading
+
+    pytester.makepyfile(
+        SEND
+        + """
+import poplib
+
+def test_everything(smtpsink, smtpsink_factory):
+    send(smtpsink, "plain")
+    smtpsink.assert_sent(subject="plain")
+    smtpsink.dns.a("mail.example.com", "127.0.0.1")
+    upstream = smtpsink_factory(hostname="upstream.test")
+    relaying = smtpsink_factory(
+        relay=f"smtp://127.0.0.1:{upstream.port}", relay_to=".*"
+    )
+    send(relaying, "relayed")
+    message = relaying.wait_for(subject="relayed")
+    relaying.wait_until(lambda: message.relay.done)
+    upstream.assert_sent(subject="relayed")
+    client = poplib.POP3(smtpsink.pop3.host, smtpsink.pop3.port)
+    client.user("ann@example.com")
+    client.pass_("any")
+    assert client.stat()[0] == 1
+    client.quit()
+    smtpsink_factory(tls="starttls").imap.port
+"""
+    )
+    before = set(threading.enumerate())
+    pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=1)
+    left = [
+        t.name
+        for t in threading.enumerate()
+        if t not in before and t.name.startswith("smtpsink-")
+    ]
+    assert left == [], f"expected no sink threads after the session, found {left}"
