@@ -277,6 +277,32 @@ def test_a_space_in_a_domain_is_an_invalid_address(
     )
 
 
+def test_a_spaced_domain_after_a_huge_display_name_is_found_in_one_pass(
+    smtpsink: Mailbox,
+) -> None:
+    """Finding where the address starts (before its '@') once tried every
+    position of the text before it, each scanning on to the '@': a client's
+    36 KB display name took 19 s, this one about an hour, in the live view
+    and index.html (both lint each message) as in a test."""
+    name = b"\r\n ".join([b"n" * 900] * 600)  # folded: lines stay under 1000
+    raw = HEAD.replace(
+        b"Shop <noreply@shop.example>", b'"' + name + b'" <j@ex ample.com>'
+    )
+    deliver(smtpsink, raw + b"\r\nx\r\n")
+    problems = smtpsink.assert_sent().lint()
+    # (and line-over-78, for the folded lines)
+    [problem] = [p for p in problems if p.code == "invalid-address"]
+    assert problem.header == "From"
+    assert problem.message.startswith(
+        "From has an address that is not valid: 'j@ex ample.com' (in '\"nnn"
+    )
+    assert problem.message.endswith(
+        ": a space in the domain 'ex ample.com'; "
+        "Python's email package reads it as 'example.com' (mail would go "
+        "there), stricter readers refuse the address"
+    )
+
+
 @pytest.mark.parametrize(
     "written",
     [
