@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._session import Exchange, _lines
+from ._text import printable
 
 if TYPE_CHECKING:
     import ssl
@@ -90,7 +91,10 @@ class RelayError(Exception):
         self.code = code
         self.reply = reply
         self.transcript = tuple(transcript)
-        answer = f"{code} {reply}" if code is not None else reply
+        # The upstream's text (which may quote what the client sent) is
+        # shown escaped, as transcript lines are: no ESC reaches a terminal.
+        # ``reply`` keeps it as received.
+        answer = printable(f"{code} {reply}" if code is not None else reply)
         text = f"{upstream} refused the message at {stage}: {answer}"
         if code is None:
             text = f"could not deliver to {upstream} ({stage}): {reply}"
@@ -254,8 +258,11 @@ class RelayOutcome:
             return "not relayed (no recipient matches relay_to)"
         if self.status == "pending":
             return f"relay to {self.upstream} pending"
+        # The upstream's text (its reply, a refused recipient's), escaped
+        # (`printable`): the standalone sink prints this line as it is.
+        # ``reply`` keeps it as received.
         if self.status == "failed":
-            return f"relay to {self.upstream} failed: {self.reply}"
+            return printable(f"relay to {self.upstream} failed: {self.reply}")
         text = f"{self.status} by {self.upstream}: {self.code} {self.reply}".rstrip()
         refused = self.delivery.refused if self.delivery is not None else ()
         if refused:
@@ -266,7 +273,7 @@ class RelayOutcome:
                 f"; {len(refused)} of {len(self.recipients)} recipients refused: "
                 f"{first} ({code} {reply}){more}"
             )
-        return text
+        return printable(text)
 
 
 # -- the Received: header ---------------------------------------------------------------

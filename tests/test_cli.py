@@ -35,7 +35,7 @@ import pytest
 import trustme
 from conftest import slow_step_report, start_on_ipv6_loopback
 
-from pytest_smtpsink import SinkError, SMTPSink
+from pytest_smtpsink import RelayError, SinkError, SMTPSink
 from pytest_smtpsink._cli import _Reporter, _Runner, build_parser, main
 from pytest_smtpsink._files import message_file_name
 
@@ -686,6 +686,74 @@ def test_relay_outcomes_are_printed(start: Callable[..., Sink]) -> None:
         sink.stop()
     assert "pw-secret" not in "\n".join(sink.seen)
     assert "pw-secret" not in sink.stderr
+
+
+#: An upstream's refusal that quotes what it was sent, as real servers do
+#: ("<addr>: Recipient address rejected"), with a terminal title (OSC),
+#: clear-screen (CSI) and C1 CSI in it.
+HOSTILE_REFUSAL = b"550 5.1.1 <\x1b]0;pwned\x07\x1b[2J\xc2\x9b31m>: rejected\r\n"
+
+
+@contextlib.contextmanager
+def refusing_upstream() -> Iterator[int]:
+    """A raw SMTP upstream on loopback that refuses every RCPT with
+    `HOSTILE_REFUSAL`, one connection at a time; yields its port."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    replies = {b"RCPT": HOSTILE_REFUSAL, b"QUIT": b"221 bye\r\n"}
+    done = threading.Event()
+
+    def serve() -> None:
+        while True:
+            connection, _ = server.accept()
+            if done.is_set():  # the connection that says the test is over
+                connection.close()
+                return
+            with connection, connection.makefile("rb") as lines:
+                connection.sendall(b"220 upstream.test\r\n")
+                for line in lines:
+                    verb = line[:4].upper()
+                    connection.sendall(replies.get(verb, b"250 ok\r\n"))
+                    if verb == b"QUIT":
+                        break
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        yield port
+    finally:
+        done.set()
+        socket.create_connection(("127.0.0.1", port)).close()
+        thread.join(TIMEOUT)
+        server.close()
+
+
+def test_an_upstream_reply_is_printed_escaped(start: Callable[..., Sink]) -> None:
+    """The relay outcome line quotes the upstream's reply: its control
+    characters are escaped like a client's, or a server echoing an address
+    could retitle or clear the terminal."""
+    with refusing_upstream() as port:
+        sink = start("--relay", f"smtp://127.0.0.1:{port}", "--relay-to", ".*")
+        with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+            smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+        line = sink.expect(r"^message #1 refused").string
+        assert line == (
+            f"message #1 refused by smtp://127.0.0.1:{port}: 550 5.1.1 "
+            "<\\x1b]0;pwned\\x07\\x1b[2J\\x9b31m>: rejected"
+        )
+        sink.stop()
+        # What a test sees of the same refusal: RelayError's message.
+        with SMTPSink() as capturing:
+            with smtplib.SMTP(capturing.host, capturing.port) as smtp:
+                smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+            with pytest.raises(RelayError) as raised:
+                capturing.release(capturing.wait_for(), "127.0.0.1", port)
+    assert str(raised.value).splitlines()[0] == (
+        f"smtp://127.0.0.1:{port} refused the message at RCPT: 550 5.1.1 "
+        "<\\x1b]0;pwned\\x07\\x1b[2J\\x9b31m>: rejected"
+    )
+    # The reply itself stays as received.
+    assert raised.value.reply == "5.1.1 <\x1b]0;pwned\x07\x1b[2J\x9b31m>: rejected"
 
 
 @stops_with_signals
