@@ -23,6 +23,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ._text import printable
+
 #: ``selector._domainkey.domain`` (lower case, no trailing dot) -> TXT record.
 _RECORDS: dict[str, bytes] = {}
 #: The same name -> the records it held before, newest last: to tell a
@@ -67,7 +69,9 @@ class DkimResult:
         verdict = "verified" if self.verified else f"FAILED: {self.reason}"
         if self.warnings:
             verdict += f", but {'; '.join(self.warnings)}"
-        return f"DKIM d={self.domain} s={self.selector}: {verdict}"
+        # d=, s= and the reason come from the signature header: escaped
+        # (`printable`), as failure messages print this line.
+        return printable(f"DKIM d={self.domain} s={self.selector}: {verdict}")
 
 
 def record_name(domain: str, selector: str) -> str:

@@ -160,12 +160,8 @@ def message_record(
     )
     no_lint: list[str] = []
     lint = read_field(
-        lambda: [
-            f"{p.severity} {p.code}"
-            + (f" ({p.where})" if p.where else "")
-            + f": {p.message}"
-            for p in message.lint()
-        ],
+        # str(): the line the terminal shows, control characters escaped.
+        lambda: [str(p) for p in message.lint()],
         no_lint,
         "lint",
         problems,

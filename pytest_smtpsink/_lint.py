@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from email.message import Message as Compat32Message
 from typing import Literal, Protocol, TypeVar
 
-from ._text import shorten
+from ._text import printable, shorten
 
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
@@ -109,8 +109,10 @@ class Problem:
         return ", ".join(places)
 
     def __str__(self) -> str:
+        # A message may quote the mail (a Content-Type, a DKIM d=): escaped
+        # (`printable`), as failure messages and reports print this line.
         where = f" ({self.where})" if self.where else ""
-        return f"{self.severity} {self.code}{where}: {self.message}"
+        return printable(f"{self.severity} {self.code}{where}: {self.message}")
 
 
 def at_least(problems: Iterable[Problem], severity: Severity) -> list[Problem]:

@@ -188,6 +188,33 @@ def test_a_malformed_signature_is_a_failed_result_not_an_exception(
     assert result.reason
 
 
+def test_a_result_shows_the_signature_control_characters_escaped(
+    smtpsink: Mailbox,
+) -> None:
+    """d= and s= are the sender's text: a result printed in a failure
+    message must not carry its ESC (terminal title, clear screen)."""
+    header = (
+        b"DKIM-Signature: v=1; a=rsa-sha256; d=ex\x1b[2J\x07.example;"
+        b" s=s\x1b[2J1; h=from; bh=abc; b=xyz"
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            "a@x.example", ["b@x.example"], header + b"\r\nSubject: x\r\n\r\nx\r\n"
+        )
+    [result] = smtpsink.assert_sent().dkim
+    assert result.domain == "ex\x1b[2J\x07.example"  # as sent
+    assert str(result).startswith(
+        "DKIM d=ex\\x1b[2J\\x07.example s=s\\x1b[2J1: FAILED: "
+    )
+    [problem] = [
+        p
+        for p in smtpsink.messages[0].bulk_sender_problems()
+        if p.code == "dkim-failed"
+    ]
+    assert "\x1b" not in str(problem)
+    assert "d=ex\\x1b[2J\\x07.example s=s\\x1b[2J1: " in str(problem)
+
+
 def test_a_header_dkimpy_cannot_read_is_not_blamed_on_the_signature(
     smtpsink: Mailbox,
 ) -> None:

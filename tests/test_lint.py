@@ -456,6 +456,37 @@ def test_assert_clean_lists_the_problems_of_each_message(
         smtpsink.assert_clean(severity="fatal")  # type: ignore[arg-type]
 
 
+def test_a_problem_quoting_the_mail_shows_its_control_characters_escaped(
+    smtpsink: Mailbox,
+) -> None:
+    """A message may quote the mail (here its Content-Type): the failure
+    text printed to the terminal must not carry the client's ESC (a
+    clear-screen here) or BEL."""
+    content_type = "text/x\x1b[2j\x07y"  # lower case: as the parser gives it
+    raw = (
+        HEAD
+        + f"MIME-Version: 1.0\r\nContent-Type: {content_type}\r\n".encode()
+        + b"Content-Transfer-Encoding: quoted-printable\r\n\r\n=ZZ\r\n"
+    )
+    deliver(smtpsink, raw)
+    with pytest.raises(AssertionError) as failure:
+        smtpsink.assert_clean()
+    [line] = [
+        line for line in str(failure.value).splitlines() if "quoted-printable" in line
+    ]
+    assert line == (
+        "    error invalid-quoted-printable (part 1): "
+        "text/x\\x1b[2j\\x07y is declared "
+        "quoted-printable but has an '=' not followed by two hex digits or a "
+        "line end"
+    )
+    # The problem's own message keeps what the mail said.
+    [problem] = [
+        p for p in smtpsink.messages[0].lint() if p.code == "invalid-quoted-printable"
+    ]
+    assert problem.message.startswith(f"{content_type} is declared")
+
+
 @pytest.mark.parametrize("path", sorted(CORPUS.glob("*.eml")), ids=lambda p: p.stem)
 def test_lint_finishes_every_check_on_the_corpus(path: Path) -> None:
     problems = lint(path.read_bytes())
