@@ -211,13 +211,22 @@ def session_record(session: Session, href: str | None = None) -> SessionRecord:
 
 
 _MAX_NAME = 100
+#: Windows opens a device, not a file, for these names, whatever their
+#: extension (``nul.txt``, ``COM1.pdf``); ``\w`` keeps the superscript
+#: digits that Windows counts as well (``COM¹``).
+_WINDOWS_DEVICES = frozenset(
+    {"CON", "PRN", "AUX", "NUL"}
+    | {f"{port}{digit}" for port in ("COM", "LPT") for digit in "0123456789¹²³"}
+)
 
 
 def safe_name(filename: str | None, index: int) -> str:
     """A file name that stays inside its directory on any OS, at most
     `_MAX_NAME` characters; a long one keeps its extension, which says
-    what opens it."""
+    what opens it. A Windows device name gets a ``_`` in front."""
     name = re.sub(r"[^\w.\-]+", "_", filename or "").strip("._")
+    if name.partition(".")[0].upper() in _WINDOWS_DEVICES:
+        name = f"_{name}"
     if len(name) > _MAX_NAME:
         stem, dot, extension = name.rpartition(".")
         if not dot or not stem or len(extension) > 16:

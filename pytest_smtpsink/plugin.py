@@ -427,13 +427,19 @@ def pytest_configure_node(node: Any) -> None:
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """Never collect the copies of attachments under --smtpsink-save-dir
-    (``<dir>/<test>/NNNN-attachments/``): a mailed ``test_x.py`` or
-    ``conftest.py`` is the mail's, not the project's."""
+    (``<dir>/<test>/NNNN-attachments/``): a mailed ``test_x.py``,
+    ``conftest.py`` or ``test_x.txt`` (a doctest) is the mail's, not the
+    project's. Also in a run without the option (often given in CI only):
+    the test's ``smtpsink.json`` beside the folder says what it is."""
     name = collection_path.name
     if not (name.endswith("-attachments") and name[:4].isdigit()):
         return None  # nearly every path: no stash lookup, no resolve()
     root = config.stash.get(_SAVE_ROOT_KEY, None)
     if root is not None and collection_path.parent.parent.resolve() == root:
+        return True
+    from ._html import RECORD_NAME
+
+    if (collection_path.parent / RECORD_NAME).is_file():
         return True
     return None
 

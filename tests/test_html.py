@@ -166,6 +166,15 @@ def test_with_two_sinks_the_index_says_whose_message_each_is(
         ("c" * 300 + "." + "d" * 40, ("c" * 300 + "." + "d" * 40)[:100]),
         (None, "attachment-3"),
         ("...", "attachment-3"),
+        # Windows device names: writing one would reach the device.
+        ("CON", "_CON"),
+        ("nul.txt", "_nul.txt"),
+        ("Aux.tar.gz", "_Aux.tar.gz"),
+        ("com1.pdf", "_com1.pdf"),
+        ("LPT\u00b9", "_LPT\u00b9"),
+        ("..\\PRN", "_PRN"),
+        ("console.txt", "console.txt"),
+        ("COM10", "COM10"),
     ],
 )
 def test_saved_attachment_names(filename: str | None, saved: str) -> None:
@@ -420,6 +429,10 @@ def test_sends_code(smtpsink):
         b"def test_from_mail():\\n    pass\\n",
         maintype="text", subtype="x-python", filename="test_from_mail.py",
     )
+    message.add_attachment(  # pytest runs test*.txt files as doctests
+        b">>> 1 + 1\\n2\\n", maintype="text", subtype="plain",
+        filename="test_from_mail.txt",
+    )
     with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
         client.send_message(message, "app@example.com", ["ann@example.com"])
     assert False
@@ -436,11 +449,17 @@ def test_saved_attachments_are_not_collected(
     pytester.makepyfile(test_mail=ATTACHED_CODE)
     args = ["--smtpsink-save-dir=mail", *workers]
     pytester.runpytest(*args).assert_outcomes(failed=1)
-    saved = sorted(p.name for p in (pytester.path / "mail").rglob("*.py"))
-    assert saved == ["conftest.py", "test_from_mail.py"]
+    saved = sorted(p.name for p in (pytester.path / "mail").rglob("test_from_*"))
+    assert saved == ["test_from_mail.py", "test_from_mail.txt"]
+    assert list((pytester.path / "mail").rglob("conftest.py"))
     result = pytester.runpytest(*args)
     result.assert_outcomes(failed=1)  # test_from_mail did not run
     assert "conftest from mail" not in result.stdout.lines  # the header
+    # Nor in a run without the option (it is often given in CI only): the
+    # directory is known by the record beside it.
+    result = pytester.runpytest(*workers)
+    result.assert_outcomes(failed=1)
+    assert "conftest from mail" not in result.stdout.lines
 
 
 def test_a_stale_index_is_replaced(pytester: pytest.Pytester) -> None:
