@@ -208,7 +208,12 @@ class Attachment:
         return len(self.content)
 
     def __repr__(self) -> str:
-        return f"<Attachment {self.filename!r} {self.content_type} {self.size} bytes>"
+        # pytest prints it in assertion failures: the client's Content-Type
+        # escaped (`printable`), as the filename is by !r.
+        return (
+            f"<Attachment {self.filename!r} {printable(self.content_type)} "
+            f"{self.size} bytes>"
+        )
 
 
 class Headers(Mapping[str, str]):

@@ -120,6 +120,24 @@ def test_an_attachment_without_a_name_has_none(smtpsink: Mailbox) -> None:
     assert [a.code for a in msg.lint()].count("attachment-without-filename") == 3
 
 
+def test_an_attachment_repr_escapes_the_content_type(smtpsink: Mailbox) -> None:
+    """pytest prints reprs in assertion failures: a Content-Type with an
+    ESC must not reach the terminal as one (the filename is !r already)."""
+    raw = (
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+        b"--b\r\nContent-Type: application/x\x1b[2J\x07y\r\n"
+        b'Content-Disposition: attachment; filename="a.bin"\r\n\r\nxx\r\n--b--\r\n'
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("a@example.com", ["b@example.com"], raw)
+    [attachment] = smtpsink.wait_for().attachments
+    assert attachment.content_type == "application/x\x1b[2j\x07y"  # as parsed
+    assert repr(attachment) == (
+        "<Attachment 'a.bin' application/x\\x1b[2j\\x07y 2 bytes>"
+    )
+
+
 def test_non_ascii_headers_are_decoded(smtpsink: Mailbox) -> None:
     message = make_message(
         subject="Grüße aus Köln ✉", sender="Zoë Ünal <zoe@example.com>"
