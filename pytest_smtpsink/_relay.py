@@ -97,7 +97,7 @@ class RelayError(Exception):
         answer = printable(f"{code} {reply}" if code is not None else reply)
         text = f"{upstream} refused the message at {stage}: {answer}"
         if code is None:
-            text = f"could not deliver to {upstream} ({stage}): {reply}"
+            text = f"could not deliver to {upstream} ({stage}): {printable(reply)}"
         if self.transcript:
             text += "\nConversation with the upstream:\n" + "\n".join(
                 "  " + line for line in _lines(self.transcript)

@@ -695,7 +695,7 @@ HOSTILE_REFUSAL = b"550 5.1.1 <\x1b]0;pwned\x07\x1b[2J\xc2\x9b31m>: rejected\r\n
 
 
 @contextlib.contextmanager
-def refusing_upstream() -> Iterator[int]:
+def refusing_upstream(greeting: bytes = b"220 upstream.test\r\n") -> Iterator[int]:
     """A raw SMTP upstream on loopback that refuses every RCPT with
     `HOSTILE_REFUSAL`, one connection at a time; yields its port."""
     server = socket.create_server(("127.0.0.1", 0))
@@ -710,7 +710,7 @@ def refusing_upstream() -> Iterator[int]:
                 connection.close()
                 return
             with connection, connection.makefile("rb") as lines:
-                connection.sendall(b"220 upstream.test\r\n")
+                connection.sendall(greeting)
                 for line in lines:
                     verb = line[:4].upper()
                     connection.sendall(replies.get(verb, b"250 ok\r\n"))
@@ -754,6 +754,18 @@ def test_an_upstream_reply_is_printed_escaped(start: Callable[..., Sink]) -> Non
     )
     # The reply itself stays as received.
     assert raised.value.reply == "5.1.1 <\x1b]0;pwned\x07\x1b[2J\x9b31m>: rejected"
+    # An answer that is no SMTP reply is quoted in the reason: escaped too.
+    with (
+        refusing_upstream(greeting=b"999 \x1b]0;pwned\x07\r\n") as port,
+        SMTPSink() as capturing,
+    ):
+        with smtplib.SMTP(capturing.host, capturing.port) as smtp:
+            smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+        with pytest.raises(RelayError) as raised:
+            capturing.release(capturing.wait_for(), "127.0.0.1", port)
+    first = str(raised.value).splitlines()[0]
+    assert first.startswith(f"could not deliver to smtp://127.0.0.1:{port} ")
+    assert first.endswith("999 \\x1b]0;pwned\\x07")
 
 
 @stops_with_signals
