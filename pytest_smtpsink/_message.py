@@ -428,13 +428,14 @@ class Message:
     @functools.cached_property
     @_guarded(
         "email: only the header block parsed",
-        lambda message: message._email(headers_only=True),
+        lambda message: message._email_headers_only(),
     )
     def email(self) -> EmailMessage:
         """The stdlib `email.message.EmailMessage` (``policy.default``).
 
         If the stdlib cannot parse the whole message (parts nested too
-        deeply), its header block only, the rest as an unparsed payload.
+        deeply, a Content-Type it cannot read), its header block only, the
+        rest as an unparsed payload.
         The stdlib object is the stdlib's own: what its methods raise on odd
         mail (e.g. a header value too deeply nested) is not guarded here.
         """
@@ -445,6 +446,25 @@ class Message:
         message = parser.parsebytes(self.raw, headersonly=headers_only)
         assert isinstance(message, EmailMessage)
         return message
+
+    def _email_headers_only(self) -> EmailMessage:
+        try:
+            return self._email(headers_only=True)
+        except Exception:
+            # The parser reads the Content-Type as it closes, even of a
+            # header block alone, and one the stdlib cannot parse (hundreds
+            # of nested comments: RecursionError) fails that too. The same
+            # object, built from the fields as the parser stores them.
+            message = EmailMessage(policy=email.policy.default)
+            for name, value in self._header_items:
+                message.set_raw(name, value)
+            body = self.raw[len(self._header_block()) :]
+            for blank in (b"\r\n\r\n", b"\n\n"):
+                if body.startswith(blank):
+                    body = body[len(blank) :]
+                    break
+            message.set_payload(body.decode("ascii", "surrogateescape"))
+            return message
 
     # -- headers ------------------------------------------------------------
 

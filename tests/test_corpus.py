@@ -274,6 +274,22 @@ def test_thousand_nested_parts_read_as_headers_only(smtpsink: Mailbox) -> None:
     smtpsink.assert_not_sent(body="the bottom")
 
 
+def test_nested_comments_in_the_content_type_give_the_header_block_as_email(
+    smtpsink: Mailbox,
+) -> None:
+    # The stdlib cannot read this Content-Type (RecursionError), and reads
+    # it even when asked for the header block alone.
+    message = deliver(smtpsink, "nested_comments_content_type_600")
+    assert message.text == "body\n"
+    parsed = message.email
+    assert parsed["Subject"] == "600 nested comments in the Content-Type"
+    assert parsed.get_payload() == "body\r\n"
+    assert any(
+        d.startswith("email: only the header block parsed: RecursionError")
+        for d in message.defects
+    ), message.defects
+
+
 def test_absurd_date_reads_as_none(smtpsink: Mailbox) -> None:
     message = deliver(smtpsink, "absurd_date")
     assert message.date is None

@@ -348,6 +348,17 @@ def corpus() -> dict[str, bytes]:
         "",
         "body",
     )
+    # The same in the Content-Type: the stdlib's parser reads it even for a
+    # header block alone, so `email` fell back to nothing it could build.
+    files["nested_comments_content_type_600"] = lines(
+        HEAD,
+        "Subject: 600 nested comments in the Content-Type",
+        "MIME-Version: 1.0",
+        b"Content-Type: " + b"(" * 600,
+        b" " + b")" * 600 + b" text/plain; charset=utf-8",
+        "",
+        "body",
+    )
     # 1,000 message/rfc822 parts, each the whole body of the one above.
     nested_rfc822 = [HEAD.decode(), "Subject: 1000 levels of message/rfc822"]
     nested_rfc822 += ["MIME-Version: 1.0", "Content-Type: message/rfc822", ""] * 1000
