@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from email.message import Message as Compat32Message
 from typing import Literal, Protocol, TypeVar
 
+from ._mime import parse_compat32
 from ._text import shorten
 
 Severity = Literal["error", "warning", "info"]
@@ -257,7 +258,7 @@ class _Context:
     @property
     def tree(self) -> Compat32Message:
         if self._parsed is None:
-            self._parsed = email.message_from_bytes(self.raw)
+            self._parsed = parse_compat32(self.raw)
         return self._parsed
 
     @property

@@ -33,6 +33,7 @@ from email.message import EmailMessage
 from email.message import Message as Compat32Message
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
+from ._mime import parse_compat32
 from ._text import join_shortened, printable, shorten
 
 if TYPE_CHECKING:
@@ -382,7 +383,7 @@ class Message:
         # nicer policy.default view is offered separately as `email`. Its
         # parser recurses once per nested part (RecursionError at about a
         # thousand): then the header block alone is the message.
-        return email.message_from_bytes(self.raw)
+        return parse_compat32(self.raw)
 
     @functools.cached_property
     def _head(self) -> Compat32Message:
@@ -671,6 +672,11 @@ class Message:
         # invalid base64 (the stdlib notes it only while decoding): decode
         # every leaf part of the compat32 tree and report what it found.
         for part in self._compat.walk():
+            # Reading the parameters notes what is wrong with them (see
+            # _mime), whichever fields were read.
+            with contextlib.suppress(Exception):
+                part.get_params()
+                part.get_params(header="content-disposition")
             if not part.is_multipart():
                 # compat32 decodes leniently; the guard is for the unforeseen.
                 with contextlib.suppress(Exception):
