@@ -742,9 +742,11 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
         disposition = part.get_content_disposition()
         try:
             payload = part.get_payload()
-        except (LookupError, ValueError):
+        except (LookupError, ValueError, TypeError):
             # 8-bit text under a charset Python cannot decode with (a NUL in
-            # its name): judge the bytes as they are; unknown-charset says why.
+            # its name; an RFC 2231 one, charset*=, which the stdlib passes
+            # on as a tuple before CPython gh-80361): judge the bytes as they
+            # are; unknown-charset says why.
             raw_payload = part.get_payload(decode=True)
             payload = (
                 raw_payload.decode("latin-1")
