@@ -742,11 +742,12 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
         disposition = part.get_content_disposition()
         try:
             payload = part.get_payload()
-        except (LookupError, ValueError, TypeError):
+        except (LookupError, ValueError, TypeError, Warning):
             # 8-bit text under a charset Python cannot decode with (a NUL in
             # its name; an RFC 2231 one, charset*=, which the stdlib passes
-            # on as a tuple before CPython gh-80361): judge the bytes as they
-            # are; unknown-charset says why.
+            # on as a tuple before CPython gh-80361; unicode_escape, whose
+            # DeprecationWarning a -W error run raises): judge the bytes as
+            # they are; unknown-charset says why.
             raw_payload = part.get_payload(decode=True)
             payload = (
                 raw_payload.decode("latin-1")
