@@ -108,6 +108,9 @@ class Part:
     params: list[tuple[str, str]]
     children: list[Part]
     message: Part | None
+    #: A text part without a charset: BODYSTRUCTURE names RFC 2045's
+    #: us-ascii, after the parameters written, as Dovecot does.
+    default_charset: bool = False
 
     @property
     def header(self) -> bytes:
@@ -194,8 +197,7 @@ def _parse_part(
     if part.media_type.lower() == "text" and not any(
         name.lower() == "charset" for name, _ in part.params
     ):
-        # Dovecot names the RFC 2045 default charset of text parts.
-        part.params = [("charset", "us-ascii"), *part.params]
+        part.default_charset = True
     kind = part.media_type.lower()
     subtype = part.media_subtype.lower()
     if depth >= MAX_NESTING - 1 or budget[0] <= 0:
@@ -630,33 +632,60 @@ def envelope(part: Part) -> bytes:
 # -- BODY and BODYSTRUCTURE ---------------------------------------------------
 
 
-_CONTINUATION = re.compile(r"(.+)\*([0-9]{1,3})(\*?)")
+#: An RFC 2231 parameter name: ``name*`` (one extended section), ``name*0``
+#: or ``name*0*`` (numbered sections, extended with the star).
+_SECTION_NAME = re.compile(r"(.+?)\*([0-9]{1,5})?(\*?)")
 
 
-def _params(params: list[tuple[str, str]]) -> bytes:
-    """A body-fld-param: RFC 2231 continuations joined (``name*0*``,
-    ``name*1*`` become one ``name*``), as Dovecot does; values otherwise
-    as written."""
-    if not params:
-        return b"NIL"
-    merged: dict[str, list[str]] = {}
-    names: dict[str, str] = {}
+def _params(params: list[tuple[str, str]], default_charset: bool = False) -> bytes:
+    """A body-fld-param as Dovecot gives it: the plain parameters as
+    written, then the RFC 2231 ones by name, each one's sections put in
+    order and joined (``name*0*``, ``name*1*`` become one ``name*``); then
+    ``charset us-ascii`` for a text part without one (``default_charset``).
+
+    Sections that cannot be joined (one missing or given twice, as in
+    ``name*=b; name*0=a``, where ``name*`` is section 0 too) are listed
+    one by one, ``name*0`` and ``name*0*``, in order."""
+    items: list[tuple[str, str]] = []
+    sections: dict[str, list[tuple[int, bool, str, str]]] = {}
     for name, value in params:
-        match = _CONTINUATION.fullmatch(name)
+        match = _SECTION_NAME.fullmatch(name)
         if match is None:
-            merged.setdefault(name.lower(), []).append(value)
-            names.setdefault(name.lower(), name)
+            items.append((name, value))
             continue
-        base = match.group(1)
-        key = base.lower() + "*"
-        if key not in merged:
-            names[key] = base + ("*" if match.group(3) else "")
-            merged[key] = []
-        merged[key].append(value)
-    items = []
-    for key, values in merged.items():
-        joined = ["".join(values)] if key.endswith("*") else values
-        items += [(names[key], value) for value in joined]
+        base, number, star = match.groups()
+        sections.setdefault(base.lower(), []).append(
+            (
+                0 if number is None else int(number),
+                number is None or bool(star),
+                base,
+                value,
+            )
+        )
+    for key in sorted(sections):
+        group = sorted(sections[key], key=lambda section: section[0])  # stable
+        if [section[0] for section in group] != list(range(len(group))):
+            items += [
+                (f"{base}*{number}" + ("*" if extended else ""), value)
+                for number, extended, base, value in group
+            ]
+            continue
+        base = group[0][2]
+        if any(extended for _, extended, _, _ in group):
+            # One extended value: a "%" of the plain sections escaped into
+            # it (only that, as Dovecot), and no charset or language when
+            # the first section is plain.
+            joined = "".join(
+                value if extended else value.replace("%", "%25")
+                for _, extended, _, value in group
+            )
+            items.append((base + "*", ("" if group[0][1] else "''") + joined))
+        else:
+            items.append((base, "".join(value for _, _, _, value in group)))
+    if default_charset and not any(name.lower() == "charset" for name, _ in items):
+        items.append(("charset", "us-ascii"))
+    if not items:
+        return b"NIL"
     return (
         b"("
         + b" ".join(quote(_no_nul(n)) + b" " + quote(_no_nul(v)) for n, v in items)
@@ -707,7 +736,7 @@ def body_structure(part: Part, extensible: bool = True) -> bytes:
     items = [
         quote(part.media_type),
         quote(part.media_subtype),
-        _params(part.params),
+        _params(part.params, part.default_charset),
         nstring(part.field("content-id")),
         nstring(part.field("content-description")),
         quote(encoding.strip() if encoding and encoding.strip() else "7bit"),

@@ -587,7 +587,8 @@ def _decode_body(part: Part) -> str:
     except (binascii.Error, ValueError):
         pass  # undecodable: search the bytes as they are
     charset = next(
-        (value for name, value in part.params if name.lower() == "charset"), "utf-8"
+        (value for name, value in part.params if name.lower() == "charset"),
+        "us-ascii" if part.default_charset else "utf-8",
     )
     return _decode(body, charset)
 

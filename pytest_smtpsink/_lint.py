@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from email.message import Message as Compat32Message
 from typing import Literal, Protocol, TypeVar
 
+from ._mime import parse_compat32
 from ._text import printable, shorten
 
 Severity = Literal["error", "warning", "info"]
@@ -262,7 +263,7 @@ class _Context:
     @property
     def tree(self) -> Compat32Message:
         if self._parsed is None:
-            self._parsed = email.message_from_bytes(self.raw)
+            self._parsed = parse_compat32(self.raw)
         return self._parsed
 
     @property
@@ -747,9 +748,12 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
         disposition = part.get_content_disposition()
         try:
             payload = part.get_payload()
-        except (LookupError, ValueError):
+        except (LookupError, ValueError, TypeError, Warning):
             # 8-bit text under a charset Python cannot decode with (a NUL in
-            # its name): judge the bytes as they are; unknown-charset says why.
+            # its name; an RFC 2231 one, charset*=, which the stdlib passes
+            # on as a tuple before CPython gh-80361; unicode_escape, whose
+            # DeprecationWarning a -W error run raises): judge the bytes as
+            # they are; unknown-charset says why.
             raw_payload = part.get_payload(decode=True)
             payload = (
                 raw_payload.decode("latin-1")

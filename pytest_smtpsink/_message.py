@@ -33,6 +33,7 @@ from email.message import EmailMessage
 from email.message import Message as Compat32Message
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
+from ._mime import parse_compat32
 from ._text import join_shortened, printable, shorten
 
 if TYPE_CHECKING:
@@ -317,6 +318,18 @@ class _QuietWhileParsing(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not getattr(self.local, "parsing", False)
 
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[None]:
+        """Mail-parser says nothing on this thread meanwhile: around the
+        parse, and around each of its helpers the sink calls itself."""
+        self.install()
+        before = getattr(self.local, "parsing", False)
+        self.local.parsing = True
+        try:
+            yield
+        finally:
+            self.local.parsing = before
+
 
 _QUIET_PARSE = _QuietWhileParsing()
 
@@ -375,7 +388,7 @@ class Message:
         # nicer policy.default view is offered separately as `email`. Its
         # parser recurses once per nested part (RecursionError at about a
         # thousand): then the header block alone is the message.
-        return email.message_from_bytes(self.raw)
+        return parse_compat32(self.raw)
 
     @functools.cached_property
     def _head(self) -> Compat32Message:
@@ -412,25 +425,23 @@ class Message:
     def _mailparser(self) -> tuple[Any, str | None]:
         import mailparser
 
-        _QUIET_PARSE.install()
-        _QUIET_PARSE.local.parsing = True
-        try:
-            return mailparser.parse_from_bytes(self.raw), None
-        except Exception as error:  # mail-parser raises several kinds
-            return None, f"mail-parser could not parse the message: {error!r}"
-        finally:
-            _QUIET_PARSE.local.parsing = False
+        with _QUIET_PARSE.quiet():
+            try:
+                return mailparser.parse_from_bytes(self.raw), None
+            except Exception as error:  # mail-parser raises several kinds
+                return None, f"mail-parser could not parse the message: {error!r}"
 
     @functools.cached_property
     @_guarded(
         "email: only the header block parsed",
-        lambda message: message._email(headers_only=True),
+        lambda message: message._email_headers_only(),
     )
     def email(self) -> EmailMessage:
         """The stdlib `email.message.EmailMessage` (``policy.default``).
 
         If the stdlib cannot parse the whole message (parts nested too
-        deeply), its header block only, the rest as an unparsed payload.
+        deeply, a Content-Type it cannot read), its header block only, the
+        rest as an unparsed payload.
         The stdlib object is the stdlib's own: what its methods raise on odd
         mail (e.g. a header value too deeply nested) is not guarded here.
         """
@@ -441,6 +452,25 @@ class Message:
         message = parser.parsebytes(self.raw, headersonly=headers_only)
         assert isinstance(message, EmailMessage)
         return message
+
+    def _email_headers_only(self) -> EmailMessage:
+        try:
+            return self._email(headers_only=True)
+        except Exception:
+            # The parser reads the Content-Type as it closes, even of a
+            # header block alone, and one the stdlib cannot parse (hundreds
+            # of nested comments: RecursionError) fails that too. The same
+            # object, built from the fields as the parser stores them.
+            message = EmailMessage(policy=email.policy.default)
+            for name, value in self._header_items:
+                message.set_raw(name, value)
+            body = self.raw[len(self._header_block()) :]
+            for blank in (b"\r\n\r\n", b"\n\n"):
+                if body.startswith(blank):
+                    body = body[len(blank) :]
+                    break
+            message.set_payload(body.decode("ascii", "surrogateescape"))
+            return message
 
     # -- headers ------------------------------------------------------------
 
@@ -647,6 +677,11 @@ class Message:
         # invalid base64 (the stdlib notes it only while decoding): decode
         # every leaf part of the compat32 tree and report what it found.
         for part in self._compat.walk():
+            # Reading the parameters notes what is wrong with them (see
+            # _mime), whichever fields were read.
+            with contextlib.suppress(Exception):
+                part.get_params()
+                part.get_params(header="content-disposition")
             if not part.is_multipart():
                 # compat32 decodes leniently; the guard is for the unforeseen.
                 with contextlib.suppress(Exception):
@@ -1121,7 +1156,9 @@ def _file_names(message: Compat32Message) -> set[str]:
         if not raw:
             continue
         names.add(raw.strip())
-        with contextlib.suppress(Exception):  # a malformed encoded word
+        # It logs an ERROR for an encoded word it cannot decode, as while
+        # parsing: about the mail, not the test.
+        with contextlib.suppress(Exception), _QUIET_PARSE.quiet():
             names.add(decode_header_part(raw).strip())
         with contextlib.suppress(Exception):
             decoded = email.header.make_header(decode_header(raw))

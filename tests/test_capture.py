@@ -354,6 +354,27 @@ def test_parsing_odd_mail_logs_nothing(
     assert any(r.name == "mailparser.utils" for r in caplog.records)
 
 
+def test_an_undecodable_file_name_logs_nothing(
+    smtpsink: Mailbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Reading `attachments` asks mail-parser to decode each file name, and
+    # it logs an ERROR for an encoded word it cannot decode (found by
+    # fuzzing): the name reads as written, and the log stays the test's.
+    name = b"=?utf-7?B?=E9?="
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+        b"Content-Type: application/octet-stream\r\n"
+        b'Content-Disposition: attachment; filename="' + name + b'"\r\n\r\n'
+        b"xx\r\n--b--\r\n"
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("a@example.com", ["b@example.com"], raw)
+    caplog.set_level(logging.DEBUG)
+    msg = smtpsink.messages.one()
+    assert [a.filename for a in msg.attachments] == [name.decode()]
+    assert [r for r in caplog.records if r.name.startswith("mailparser")] == []
+
+
 def test_headers_are_case_insensitive_and_multi_valued(smtpsink: Mailbox) -> None:
     raw = (
         b"Received: from a\r\nReceived: from b\r\nX-Tag: one\r\nx-tag: two\r\n"

@@ -5,6 +5,7 @@ every field readable without an exception, problems listed in `defects`."""
 from __future__ import annotations
 
 import base64
+import email
 import functools
 import inspect
 import random
@@ -272,6 +273,46 @@ def test_thousand_nested_parts_read_as_headers_only(smtpsink: Mailbox) -> None:
     assert message.email["Subject"] == "1000 levels of message/rfc822"
     assert any("RecursionError" in d for d in message.defects)
     smtpsink.assert_not_sent(body="the bottom")
+
+
+def test_nested_comments_in_the_content_type_give_the_header_block_as_email(
+    smtpsink: Mailbox,
+) -> None:
+    # The stdlib cannot read this Content-Type (RecursionError), and reads
+    # it even when asked for the header block alone.
+    message = deliver(smtpsink, "nested_comments_content_type_600")
+    assert message.text == "body\n"
+    parsed = message.email
+    assert parsed["Subject"] == "600 nested comments in the Content-Type"
+    assert parsed.get_payload() == "body\r\n"
+    assert any(
+        d.startswith("email: only the header block parsed: RecursionError")
+        for d in message.defects
+    ), message.defects
+
+
+def test_conflicting_rfc2231_sections_keep_the_sections(smtpsink: Mailbox) -> None:
+    # A parameter both whole and in RFC 2231 sections: the stdlib's decoding
+    # raises TypeError on it (CPython gh-134151) at every parameter read.
+    # Not in the corpus: the sink's BODYSTRUCTURE of it differs from
+    # Dovecot's (test_imap_dovecot_corpus.py), which is left for later.
+    raw = (
+        b"From: Ann <ann@example.com>\r\nSubject: charset given whole and in "
+        b"sections\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; "
+        b"charset*0=utf-8; charset*=iso-8859-1\r\n"
+        b"Content-Transfer-Encoding: 8bit\r\n\r\ncaf\xc3\xa9 in UTF-8\r\n"
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=10) as client:
+        client.sendmail("a@example.com", ["bob@example.com"], raw)
+    message = smtpsink.wait_for(timeout=10)
+    read_every_field(message)
+    assert message.text == "café in UTF-8\n"
+    assert [p.code for p in message.lint() if p.code == "lint-failed"] == []
+    smtpsink.assert_sent(text="café")
+    try:  # fixed in later CPython releases: then nothing to report
+        email.message_from_bytes(raw).get_content_charset()
+    except TypeError:
+        assert any("ConflictingContinuationsDefect" in d for d in message.defects)
 
 
 def test_absurd_date_reads_as_none(smtpsink: Mailbox) -> None:

@@ -117,6 +117,52 @@ def test_envelope_and_bodystructure_of_a_simple_message() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("content_type", "params"),
+    [
+        # Dovecot 2.3.19's answers: plain parameters as written, then the
+        # RFC 2231 ones by name with their sections in order, then the
+        # default charset.
+        (b"text/plain; format=flowed", b'("format" "flowed" "charset" "us-ascii")'),
+        (b"text/plain; name*1=b; name*0=a", b'("name" "ab" "charset" "us-ascii")'),
+        (
+            b"text/plain; zz*0=a; mm=x; aa*0=b",
+            b'("mm" "x" "aa" "b" "zz" "a" "charset" "us-ascii")',
+        ),
+        (b"text/plain; name*=utf-8''x", b'("name*" "utf-8\'\'x" "charset" "us-ascii")'),
+        (b"text/plain; charset*0=utf; charset*1=-8", b'("charset" "utf-8")'),
+        # Sections that cannot be joined: listed one by one.
+        (
+            b"text/plain; charset*0=utf-8; charset*=iso-8859-1",
+            b'("charset*0" "utf-8" "charset*0*" "iso-8859-1" "charset" "us-ascii")',
+        ),
+        (
+            b"text/plain; name*0=a; name*2=c",
+            b'("name*0" "a" "name*2" "c" "charset" "us-ascii")',
+        ),
+        (
+            b"text/plain; name*0=a; name*0=b",
+            b'("name*0" "a" "name*0" "b" "charset" "us-ascii")',
+        ),
+        # Extended from the second section: "%" escaped, empty charset.
+        (
+            b"text/plain; name*0=a%; name*1*=%41",
+            b'("name*" "\'\'a%25%41" "charset" "us-ascii")',
+        ),
+    ],
+)
+def test_bodystructure_parameters_as_dovecot_gives_them(
+    content_type: bytes, params: bytes
+) -> None:
+    structure = body_structure(
+        parse_structure(b"Content-Type: " + content_type + b"\r\n\r\nbody\r\n")
+    )
+    assert (
+        structure
+        == b'("text" "plain" ' + params + b' NIL NIL "7bit" 6 1 NIL NIL NIL NIL)'
+    )
+
+
 def test_bodystructure_of_nested_multiparts() -> None:
     structure = body_structure(parse_structure(ALTERNATIVE))
     assert structure == (

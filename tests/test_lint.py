@@ -506,6 +506,35 @@ def test_a_message_too_deep_to_parse_is_an_error_not_an_exception(
     assert "RecursionError" in problems[0].message
 
 
+def test_an_rfc_2231_charset_does_not_stop_the_mime_checks(smtpsink: Mailbox) -> None:
+    # 8-bit text under charset*= (found by fuzzing): the stdlib raised
+    # TypeError reading it, and the whole MIME check gave up.
+    deliver(
+        smtpsink,
+        HEAD + b"MIME-Version: 1.0\r\n"
+        b"Content-Type: text/plain; charset*=utf-8''utf-8\r\n\r\ncaf\xc3\xa9\r\n",
+    )
+    problems = smtpsink.assert_sent().lint()
+    assert "lint-failed" not in codes(problems)
+    assert "8bit-in-7bit" in codes(problems)
+
+
+def test_a_python_escape_codec_as_charset_does_not_stop_the_mime_checks(
+    smtpsink: Mailbox,
+) -> None:
+    # Decoding with unicode_escape warns (DeprecationWarning) on an invalid
+    # escape, and this suite, like many, runs with -W error (found by
+    # fuzzing): the whole MIME check gave up.
+    deliver(
+        smtpsink,
+        HEAD + b"MIME-Version: 1.0\r\n"
+        b"Content-Type: text/plain; charset=unicode_escape\r\n\r\na \\ \xff\r\n",
+    )
+    problems = smtpsink.assert_sent().lint()
+    assert "lint-failed" not in codes(problems)
+    assert "8bit-in-7bit" in codes(problems)
+
+
 @settings(max_examples=200, deadline=None, database=None)
 @given(
     st.lists(

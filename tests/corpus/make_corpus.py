@@ -348,6 +348,17 @@ def corpus() -> dict[str, bytes]:
         "",
         "body",
     )
+    # The same in the Content-Type: the stdlib's parser reads it even for a
+    # header block alone, so `email` fell back to nothing it could build.
+    files["nested_comments_content_type_600"] = lines(
+        HEAD,
+        "Subject: 600 nested comments in the Content-Type",
+        "MIME-Version: 1.0",
+        b"Content-Type: " + b"(" * 600,
+        b" " + b")" * 600 + b" text/plain; charset=utf-8",
+        "",
+        "body",
+    )
     # 1,000 message/rfc822 parts, each the whole body of the one above.
     nested_rfc822 = [HEAD.decode(), "Subject: 1000 levels of message/rfc822"]
     nested_rfc822 += ["MIME-Version: 1.0", "Content-Type: message/rfc822", ""] * 1000
@@ -369,6 +380,23 @@ def corpus() -> dict[str, bytes]:
         "",
         "café in UTF-8",
     )
+    # RFC 2231 parameter sections out of order, missing, twice, and a
+    # parameter both whole and in sections (found by fuzzing: the sink's
+    # BODYSTRUCTURE differed from Dovecot's).
+    sections = [
+        "format=flowed",
+        "name*1=b; name*0=a",
+        "zz*0=a; mm=x; aa*0=b",
+        "name*0=a; name*2=c",
+        "name*0=a; name*=b",
+        "name*0=a%; name*1*=%41",
+    ]
+    rfc2231 = [HEAD.decode(), "Subject: RFC 2231 sections", "MIME-Version: 1.0"]
+    rfc2231 += ["Content-Type: multipart/mixed; boundary=b", ""]
+    for params in sections:
+        rfc2231 += ["--b", f"Content-Type: text/plain; {params}", "", "body"]
+    rfc2231 += ["--b--"]
+    files["rfc2231_sections"] = lines(*rfc2231)
     files["html_unknown_marked_section"] = lines(
         HEAD,
         "Subject: unknown marked section",

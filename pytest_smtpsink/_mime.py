@@ -1,0 +1,71 @@
+"""The compat32 parse of captured mail, made to survive a parameter list the
+standard library cannot decode.
+
+A parameter given both whole and in numbered sections (``name*=x;
+name*0=a``, RFC 2231) makes ``email.utils.decode_params`` compare None with
+an int (TypeError, CPython gh-134151, fixed only in later releases), on
+every read of that header's parameters: the boundary, the charset, a file
+name. The MIME parse gave up when it was a boundary's, and the text and
+lint's MIME checks when it was a charset's. Here the whole form is dropped
+in favour of the sections, and the part says so in its ``defects``.
+
+mail-parser builds its own header views of each part, so it still gives up
+on such a message (`Message.defects` says so): `Message.attachments` is
+then empty.
+"""
+
+from __future__ import annotations
+
+import email
+import email.errors
+import re
+from email.message import Message as Compat32Message
+from typing import Any
+
+
+class ConflictingContinuationsDefect(email.errors.HeaderDefect):
+    """A parameter both whole (name*=) and in sections (name*0=); sections kept"""
+
+
+#: ``name*=`` (not ``name*0=``), with its value up to the next ``;`` or the
+#: end, a quoted value whole; names as the stdlib's ``rfc2231_continuation``
+#: takes them.
+_WHOLE = re.compile(r';\s*(\w+)\*\s*(?:=\s*(?:"(?:[^"\\]|\\.)*"|[^;]*))?(?=;|$)')
+_SECTION = re.compile(r";\s*(\w+)\*[0-9]+\*?\s*(?:=|;|$)")
+
+
+def _without_whole_forms(value: str) -> str:
+    sectioned = {name.lower() for name in _SECTION.findall(value)}
+    return _WHOLE.sub(
+        lambda match: "" if match.group(1).lower() in sectioned else match.group(0),
+        value,
+    )
+
+
+class Compat32(Compat32Message):
+    """compat32's message, whose parameter reads survive conflicting RFC
+    2231 sections (see the module docstring)."""
+
+    def _get_params_preserve(self, failobj: Any, header: str) -> Any:
+        try:
+            return super()._get_params_preserve(failobj, header)  # type: ignore[misc]
+        except TypeError:
+            value = self.get(header)
+            if value is None:
+                raise
+            cleaned = _without_whole_forms(str(value))
+            shadow = Compat32Message()
+            shadow[header] = cleaned
+            params = shadow._get_params_preserve(failobj, header)  # type: ignore[attr-defined]
+            if not any(
+                isinstance(d, ConflictingContinuationsDefect) for d in self.defects
+            ):
+                self.defects.append(ConflictingContinuationsDefect())
+            return params
+
+
+def parse_compat32(raw: bytes) -> Compat32:
+    """``raw`` parsed with compat32, every part a `Compat32`."""
+    message = email.message_from_bytes(raw, _class=Compat32)
+    assert isinstance(message, Compat32)
+    return message
