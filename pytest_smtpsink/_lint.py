@@ -376,6 +376,10 @@ def _check_header_bytes(ctx: _Context) -> Iterator[Problem]:
 _EIGHT_BIT_OPTIONS = frozenset({"BODY=8BITMIME", "BODY=BINARYMIME", "SMTPUTF8"})
 
 
+# A search in C: a byte-by-byte loop in Python took 2 s on a 20 MB body.
+_EIGHT_BIT = re.compile(rb"[\x80-\xff]")
+
+
 def _check_body_bytes(ctx: _Context) -> Iterator[Problem]:
     if ctx.mail_options is None:
         return  # not sent over SMTP: there was no MAIL command to judge
@@ -388,7 +392,9 @@ def _check_body_bytes(ctx: _Context) -> Iterator[Problem]:
     options = [option.upper() for option in ctx.mail_options]
     if ctx.smtputf8 or _EIGHT_BIT_OPTIONS.intersection(options):
         return
-    first = next(index for index, byte in enumerate(body) if byte > 0x7F)
+    eight_bit = _EIGHT_BIT.search(body)
+    assert eight_bit is not None  # not body.isascii()
+    first = eight_bit.start()
     sent = " ".join(ctx.mail_options) or "none"
     yield Problem(
         "8bit-without-8bitmime",

@@ -892,8 +892,11 @@ def _mail_options(
     SMTPUTF8 goes when the message asked for it or an address needs it and
     the upstream offers it; a message that asked but is ASCII in its
     envelope and header goes without it (RFC 6531 3.2 ties the need to
-    those). 8-bit content needs 8BITMIME (RFC 6152 3): converting it to
-    7 bits would change the captured bytes, so it is not sent.
+    those). 8-bit content needs 8BITMIME (RFC 6152 3), declared with
+    ``BODY=8BITMIME`` even when the captured MAIL did not declare it (the
+    relay is a client of its own, bound by the RFC): to an upstream without
+    it, converting it to 7 bits would change the captured bytes, so it is
+    not sent.
     """
     options: list[str] = []
     wide = next((a for a in (mail_from, *rcpt_to) if not a.isascii()), None)
@@ -907,6 +910,8 @@ def _mail_options(
         if not header.isascii():
             raise _Unsendable(f"{lacking}: its header has non-ASCII text")
     if client.has_extn("8bitmime"):
+        if body is None and not raw.isascii():
+            body = "8BITMIME"
         if body is not None:
             options.append(f"BODY={body}")
     elif not raw.isascii() and not options:  # SMTPUTF8 carries 8-bit text

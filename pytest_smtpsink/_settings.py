@@ -529,7 +529,8 @@ def _validate_own_tls(s: SinkSettings) -> None:
             not lacks_certificate(s.tls_context),
             "tls_context",
             "has no certificate (or none its cipher suites can use): a test "
-            "handshake failed with NO_SHARED_CIPHER, as every client's would; "
+            "handshake failed with NO_SHARED_CIPHER (UNSUPPORTED_PROTOCOL when "
+            "limited to TLS 1.3), as every client's would; "
             "load one with tls_context.load_cert_chain(certfile, keyfile), or "
             "give tls_cert= (and tls_key=) instead",
         )

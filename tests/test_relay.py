@@ -1399,6 +1399,33 @@ def test_the_relay_to_an_upstream_without_an_extension(
         upstream.assert_nothing_sent()
 
 
+def test_eight_bit_content_is_declared_to_the_upstream(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    # RFC 6152: a client sending 8-bit content declares BODY=8BITMIME. An
+    # application that sent it undeclared (what lint's
+    # 8bit-without-8bitmime reports) does not make the relay break the RFC.
+    upstream = smtpsink_factory(hostname="eight-bit.test")
+    sink = relaying(smtpsink_factory, upstream, relay_to=".*")
+    for sending in (smtpsink, sink):
+        with smtplib.SMTP(sending.host, sending.port) as client:
+            client.sendmail(
+                "app@example.com",
+                ["ann@example.com"],
+                "Subject: x\r\n\r\nDéjà vu\r\n".encode(),
+            )
+    captured, message = smtpsink.wait_for(), sink.wait_for()
+    for kept in (captured, message):  # smtplib sent SIZE= only
+        assert not any(o.startswith("BODY=") for o in kept.envelope.mail_options)
+
+    smtpsink.release(captured, upstream.host, upstream.port)
+    wait_relayed(sink, message)
+
+    assert relay_of(message).status == "relayed"
+    received = upstream.wait_for(count=2)
+    assert [m.envelope.mail_options for m in received] == [("BODY=8BITMIME",)] * 2
+
+
 def trickling_greeting(line: bytes) -> bytes | tuple[bytes, ...] | None:
     if not line:  # a byte at a time: each comes long before the timeout
         greeting = b"220 slow.test ESMTP\r\n"

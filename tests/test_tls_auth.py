@@ -1031,6 +1031,11 @@ def test_own_ssl_context(smtpsink_factory: Factory, own_ca: trustme.CA) -> None:
     assert tls.version == "TLSv1.3"
 
 
+def _tls13_only(context: ssl.SSLContext) -> ssl.SSLContext:
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    return context
+
+
 def test_own_certificate_is_validated_up_front(
     own_ca: trustme.CA, own_files: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -1058,6 +1063,12 @@ def test_own_certificate_is_validated_up_front(
         (
             {"tls_context": ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)},
             r"^tls_context: has no certificate .*load_cert_chain\(",
+        ),
+        # Limited to TLS 1.3, OpenSSL finds it no version to speak instead.
+        (
+            {"tls_context": _tls13_only(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))},
+            r"^tls_context: has no certificate .*UNSUPPORTED_PROTOCOL when "
+            r"limited to TLS 1.3",
         ),
         (
             {"tls_context": ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), "tls_cert": cert},
