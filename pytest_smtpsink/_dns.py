@@ -265,7 +265,9 @@ class DNSServer:
             # keyring=False: a TSIG record is read, not checked (the stub
             # has no keys); one out of place is still a FormError.
             query = dns.message.from_wire(data, keyring=False)
-        except dns.exception.DNSException as error:
+        except Exception as error:
+            # Not only DNSException: whatever the parser raises on a query
+            # it cannot read, the client gets an answer and the stub goes on.
             reason = str(error) or type(error).__name__
             self._note(transport, peer, "FORMERR", f"malformed: {reason}")
             return _Plan(_bare_reply(data, dns.rcode.FORMERR))
@@ -416,15 +418,23 @@ class DNSServer:
         """RFC 8945 5.2.2: a server that does not know the key a query is
         signed with answers NOTAUTH, with TSIG error BADKEY in an unsigned
         TSIG record (5.3.2), so that the client can tell why."""
-        response = dns.message.make_response(query)  # unsigned: no keyring
-        response.set_rcode(dns.rcode.NOTAUTH)
         assert query.tsig is not None  # had_tsig
-        signed = query.tsig[0]
+        signed, key_name = query.tsig[0], query.tsig.name
+        # Made here, not by make_response: that signs the response to a
+        # signed query with the query's keyring, and there is none (dnspython
+        # 2.7 raises on it; later releases leave it unsigned).
+        response = dns.message.Message(id=query.id)
+        response.flags = dns.flags.QR | (query.flags & dns.flags.RD)
+        response.set_opcode(query.opcode())
+        response.question = list(query.question)
+        if query.edns >= 0:  # RFC 6891 6.1.1: an OPT answers an OPT
+            response.use_edns(0, 0, query.payload)
+        response.set_rcode(dns.rcode.NOTAUTH)
         # The request's record with an empty MAC and the error, as dnspython
         # has no way to add a TSIG record it does not sign.
         unsigned = signed.replace(mac=b"", error=dns.rcode.BADKEY, other=b"")
         rdata = unsigned.to_wire()
-        owner = query.tsig.name.to_wire() or b""  # bytes when given no file
+        owner = key_name.to_wire() or b""  # bytes when given no file
         record = owner + struct.pack(
             "!HHIH", dns.rdatatype.TSIG, dns.rdataclass.ANY, 0, len(rdata)
         )
@@ -439,7 +449,7 @@ class DNSServer:
             transport,
             peer,
             "NOTAUTH",
-            f"TSIG key {query.tsig.name} unknown (BADKEY): the stub has no keys",
+            f"TSIG key {key_name} unknown (BADKEY): the stub has no keys",
             name=name,
             rdtype=rdtype,
         )
