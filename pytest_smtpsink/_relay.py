@@ -476,9 +476,7 @@ class _Connection:
             self.close(quit=False)
             raise
         except Exception as error:
-            exchanges = client.exchanges
-            self.close(quit=False)
-            raise _relay_error(url, stage, error, exchanges, timeout) from None
+            raise self._broken(stage, error, client.exchanges) from None
 
     def send(
         self,
@@ -612,10 +610,7 @@ class _Connection:
         except _Unsendable as error:  # nothing sent: the connection stays
             raise RelayError(url, stage, None, str(error), client.exchanges) from None
         except Exception as error:
-            self.close(quit=False)
-            raise _relay_error(
-                url, stage, error, client.exchanges, self.timeout
-            ) from None
+            raise self._broken(stage, error, client.exchanges) from None
         return Delivery(
             upstream=url,
             mail_from=mail_from,
@@ -759,10 +754,7 @@ class _Connection:
                 raise smtplib.SMTPServerDisconnected("the connection was closed")
             client.send(data)
         except Exception as error:
-            self.close(quit=False)
-            raise _relay_error(
-                self.upstream.url, stage, error, exchanges, self.timeout
-            ) from None
+            raise self._broken(stage, error, exchanges) from None
 
     def _reply(
         self, exchange: Exchange, stage: str, exchanges: list[Exchange]
@@ -776,10 +768,7 @@ class _Connection:
                 raise smtplib.SMTPServerDisconnected("the connection was closed")
             code, text = client.read_reply()
         except Exception as error:
-            self.close(quit=False)
-            raise _relay_error(
-                self.upstream.url, stage, error, exchanges, self.timeout
-            ) from None
+            raise self._broken(stage, error, exchanges) from None
         lines = text.decode("utf-8", "replace").split("\n")
         exchange.replies.extend(
             f"{code}{'-' if i < len(lines) - 1 else ' '}{line}".rstrip()
@@ -788,11 +777,16 @@ class _Connection:
         try:
             _closing(client, code, text)
         except Exception as error:
-            self.close(quit=False)
-            raise _relay_error(
-                self.upstream.url, stage, error, exchanges, self.timeout
-            ) from None
+            raise self._broken(stage, error, exchanges) from None
         return code, text
+
+    def _broken(
+        self, stage: str, error: BaseException, exchanges: Sequence[Exchange]
+    ) -> RelayError:
+        """Close the connection after ``error`` at ``stage`` (it cannot be
+        trusted to go on); the RelayError that says what happened."""
+        self.close(quit=False)
+        return _relay_error(self.upstream.url, stage, error, exchanges, self.timeout)
 
     def _reset(self) -> None:
         try:
