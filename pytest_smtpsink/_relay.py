@@ -339,6 +339,38 @@ def _client_class(implicit: bool) -> Any:
             self.exchanges.append(Exchange(kind, shown, time.time()))  # type: ignore[arg-type]
             super().putcmd(cmd, args)
 
+        def login(
+            self, user: str, password: str, *, initial_response_ok: bool = True
+        ) -> tuple[int, bytes]:
+            """smtplib's login, with one difference: after a refusal other
+            than 504 (mechanism not available) or 534 (too weak for this
+            user), it stops. smtplib tries each other mechanism with the same
+            password: three failed logins per message, which an upstream
+            counts against the account."""
+            self.ehlo_or_helo_if_needed()
+            if not self.has_extn("auth"):
+                raise smtplib.SMTPNotSupportedError(
+                    "SMTP AUTH extension not supported by server."
+                )
+            offered = self.esmtp_features["auth"].upper().split()
+            mechanisms = [m for m in ("CRAM-MD5", "PLAIN", "LOGIN") if m in offered]
+            if not mechanisms:
+                raise smtplib.SMTPException("No suitable authentication method found.")
+            self.user, self.password = user, password
+            for mechanism in mechanisms:
+                method = getattr(self, "auth_" + mechanism.lower().replace("-", "_"))
+                try:
+                    code, text = self.auth(
+                        mechanism, method, initial_response_ok=initial_response_ok
+                    )
+                except smtplib.SMTPAuthenticationError as error:
+                    if error.smtp_code not in (504, 534) or mechanism == mechanisms[-1]:
+                        raise
+                    continue
+                if code in (235, 503):
+                    return code, text
+            raise smtplib.SMTPException("No suitable authentication method found.")
+
         def read_reply(self) -> tuple[int, bytes]:
             """smtplib's own reader, refusing what is no SMTP reply, with
             the timeout for the whole reply (`_ReplyReader`)."""

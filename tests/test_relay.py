@@ -231,6 +231,72 @@ def test_release(smtpsink, smtpsink_factory):
     assert PASSWORD not in result.stdout.str()
 
 
+@pytest.mark.parametrize("how", ["release", "relay"])
+def test_a_refused_starttls_sends_nothing_in_the_clear(
+    smtpsink: Mailbox, smtpsink_factory: Factory, how: str
+) -> None:
+    # The refusal ends the conversation: nothing more goes unencrypted, the
+    # password least of all.
+    upstream = smtpsink_factory(tls="starttls", auth={"ann": PASSWORD})
+    upstream.fail("STARTTLS", 454, "4.7.0 TLS not available now")
+    if how == "release":
+        captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+        with pytest.raises(RelayError) as raised:
+            smtpsink.release(
+                captured,
+                upstream.host,
+                upstream.port,
+                tls="starttls",
+                ca_file=upstream.ca_path,
+                auth=("ann", PASSWORD),
+            )
+        error = raised.value
+    else:
+        url = (
+            f"smtp+starttls://ann:{PASSWORD}@127.0.0.1:{upstream.port}"
+            f"?cafile={upstream.ca_path}"
+        )
+        sink = smtpsink_factory(relay=url, relay_to=".*")
+        message = capture(sink, b"Subject: hi\r\n\r\nx\r\n")
+        wait_relayed(sink, message)
+        assert relay_of(message).status == "refused"
+        relay_error = relay_of(message).error
+        assert relay_error is not None
+        error = relay_error
+
+    assert (error.stage, error.code) == ("STARTTLS", 454)
+    assert error.reply == "4.7.0 TLS not available now"
+    commands = [e.line for e in upstream.sessions[0].transcript]
+    assert not any(line.upper().startswith(("AUTH", "MAIL")) for line in commands)
+    upstream.assert_nothing_sent()
+
+
+def test_a_wrong_password_is_tried_once(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    # smtplib's login() tries every mechanism both sides know after a 535:
+    # three failed logins per message, which a real upstream counts against
+    # the account (and may lock it).
+    upstream = smtpsink_factory(tls="starttls", auth={"ann": "right"})
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(
+            captured,
+            upstream.host,
+            upstream.port,
+            tls="starttls",
+            ca_file=upstream.ca_path,
+            auth=("ann", PASSWORD),
+        )
+
+    assert (raised.value.stage, raised.value.code) == ("AUTH", 535)
+    commands = [e.line for e in upstream.sessions[0].transcript]
+    assert [line.split()[:2] for line in commands if line.startswith("AUTH")] == [
+        ["AUTH", "CRAM-MD5"]
+    ]
+
+
 def test_release_refuses_an_untrusted_certificate(
     smtpsink: Mailbox, smtpsink_factory: Factory
 ) -> None:
