@@ -634,7 +634,9 @@ class Message:
     def attachments(self) -> tuple[Attachment, ...]:
         parsed = self.parsed
         if parsed is None:
-            return ()
+            # mail-parser gave up on the whole message (its reason is in
+            # `defects`); the parts are still there to read.
+            return tuple(_own_attachments(self._compat))
         named = _file_names(self._compat)
         return tuple(_attachment(item, named) for item in parsed.attachments)
 
@@ -1197,6 +1199,55 @@ def _attachment(item: dict[str, Any], named: set[str]) -> Attachment:
         content=content,
         content_id=item.get("content-id") or None,
         disposition=disposition or None,
+    )
+
+
+def _own_attachments(part: Compat32Message) -> Iterator[Attachment]:
+    """The attachments of a message mail-parser could not read, by its
+    rules: a part with a file name, a Content-ID (but not text/plain or
+    text/html), an RTF part, or one whose disposition is attachment; a
+    multipart part only when it is attached itself, as one attachment.
+    Parts without a name get none (mail-parser makes one up)."""
+    disposition = part.get_content_disposition()
+    if part.is_multipart():
+        if disposition == "attachment":
+            content = b"".join(
+                sub.as_bytes() if isinstance(sub, Compat32Message) else b""
+                for sub in part.get_payload()
+            )
+            yield _own_attachment(part, content, disposition)
+            return
+        for sub in part.get_payload():
+            if isinstance(sub, Compat32Message):
+                yield from _own_attachments(sub)
+        return
+    filename = part.get_filename()
+    content_id = part.get("content-id")
+    subtype = part.get_content_subtype()
+    if (
+        filename
+        or (content_id and subtype not in ("html", "plain"))
+        or subtype == "rtf"
+        or disposition == "attachment"
+    ):
+        payload = part.get_payload(decode=True)
+        content = payload if isinstance(payload, bytes) else b""
+        yield _own_attachment(part, content, disposition)
+
+
+def _own_attachment(
+    part: Compat32Message, content: bytes, disposition: str | None
+) -> Attachment:
+    filename = part.get_filename()
+    if filename:
+        with contextlib.suppress(Exception):  # undecodable: as written
+            filename = str(email.header.make_header(decode_header(filename)))
+    return Attachment(
+        filename=filename.strip() if filename else None,
+        content_type=part.get_content_type(),
+        content=content,
+        content_id=str(part.get("content-id") or "").strip() or None,
+        disposition=disposition,
     )
 
 

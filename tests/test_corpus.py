@@ -315,6 +315,57 @@ def test_conflicting_rfc2231_sections_keep_the_sections(smtpsink: Mailbox) -> No
         assert any("ConflictingContinuationsDefect" in d for d in message.defects)
 
 
+ATTACHED_PDF = (
+    b'--b1\r\nContent-Type: application/pdf; name="r.pdf"\r\n'
+    b'Content-Disposition: attachment; filename="r.pdf"\r\n'
+    b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n"
+)
+
+
+@pytest.mark.parametrize("where", ["text part", "attachment"])
+def test_attachments_are_read_where_mail_parser_gives_up(
+    smtpsink: Mailbox, where: str
+) -> None:
+    # mail-parser raises on the whole message for a parameter both whole and
+    # in RFC 2231 sections (CPython gh-134151): its attachment list was
+    # lost, and `attachments` read as empty although the mail has one.
+    odd = "; charset*0=utf-8; charset*=iso-8859-1"
+    raw = (
+        b"From: ann@example.com\r\nSubject: a report\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
+        b"--b1\r\nContent-Type: text/plain"
+        + (odd.encode() if where == "text part" else b"")
+        + b"\r\n\r\nSee the report.\r\n"
+        + ATTACHED_PDF.replace(
+            b"application/pdf;",
+            b"application/pdf"
+            + (odd.encode() if where == "attachment" else b"")
+            + b";",
+        )
+        + b"--b1\r\nContent-Type: image/png\r\nContent-ID: <logo@example.com>\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\niVBORw0K\r\n--b1--\r\n"
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=10) as client:
+        client.sendmail("a@example.com", ["bob@example.com"], raw)
+    message = smtpsink.wait_for(timeout=10)
+
+    read_every_field(message)
+    pdf, logo = message.attachments
+    assert (pdf.filename, pdf.content_type, pdf.content) == (
+        "r.pdf",
+        "application/pdf",
+        b"%PDF-1.4\n",
+    )
+    assert pdf.disposition == "attachment"
+    assert (logo.filename, logo.content_id, logo.content) == (
+        None,
+        "<logo@example.com>",
+        base64.b64decode("iVBORw0K"),
+    )
+    assert message.attachment("r.pdf") is pdf
+    assert message.text == "See the report."
+
+
 def test_absurd_date_reads_as_none(smtpsink: Mailbox) -> None:
     message = deliver(smtpsink, "absurd_date")
     assert message.date is None
