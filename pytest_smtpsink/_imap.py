@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING, Literal
 
 from ._endpoint import ReadSideEndpoint
 from ._imap_fetch import (
-    FetchItem,
     fetch_values,
     parse_fetch_items,
+    response_order,
     served_bytes,
     sets_seen,
 )
@@ -1345,8 +1345,7 @@ class _Connection(ReadSideConnection):
         items = parse_fetch_items(items_arg, command.tag)
         selected = self._selected(command.args[0], command, by_uid)
         kinds = {item.kind for item in items}
-        if by_uid and "UID" not in kinds:
-            items = [*items, FetchItem("UID")]
+        items, flags_at = response_order(items, by_uid)
         mark_seen = sets_seen(items) and not self._read_only
         # New mail may be announced, never an expunge (RFC 3501 7.4.1).
         await self._send_updates(expunge=False)
@@ -1368,9 +1367,8 @@ class _Connection(ReadSideConnection):
                 stored, items, recent=stored.uid in self._recent, served=served
             )
             if changed and "FLAGS" not in kinds:
-                # First, where Dovecot puts the flags a FETCH changed.
                 values.insert(
-                    0,
+                    flags_at,
                     (b"FLAGS", format_flags(stored.flags, stored.uid in self._recent)),
                 )
             if changed or "FLAGS" in kinds:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -918,6 +918,28 @@ def _parse_section(text: str, tag: str | None) -> Section:
 def sets_seen(items: Iterable[FetchItem]) -> bool:
     """Whether fetching ``items`` sets ``\\Seen``."""
     return any(item.sets_seen for item in items)
+
+
+#: The items whose values are short and known without reading the message.
+_SHORT = frozenset({"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE"})
+
+
+def response_order(
+    items: Sequence[FetchItem], by_uid: bool
+) -> tuple[list[FetchItem], int]:
+    """``items`` in the order a FETCH response gives them, and where in it
+    the FLAGS go that a FETCH setting ``\\Seen`` adds unasked.
+
+    RFC 3501 leaves the order to the server; this is Dovecot's, which some
+    clients rely on (its comment: "especially useful to get UID returned
+    first"): for UID FETCH the UID first, asked or not, then UID, FLAGS,
+    INTERNALDATE and RFC822.SIZE in the order asked, then the added FLAGS,
+    then the rest (ENVELOPE, BODYSTRUCTURE, the literals) in the order
+    asked."""
+    uid = [FetchItem("UID")] if by_uid else []
+    short = [i for i in items if i.kind in _SHORT and not (by_uid and i.kind == "UID")]
+    rest = [item for item in items if item.kind not in _SHORT]
+    return [*uid, *short, *rest], len(uid) + len(short)
 
 
 def _find_part(root: Part, numbers: tuple[int, ...]) -> Part | None:

@@ -633,3 +633,41 @@ def test_an_empty_folder_name_is_refused_as_dovecot_refuses_it(
     )
     for tag in "bcdef":
         assert f"S: {tag} NO [CANNOT] The folder name is empty" in ours
+
+
+def test_fetch_items_come_in_dovecot_s_order(dovecot: Dovecot) -> None:
+    # RFC 3501 leaves the order to the server; some clients read the UID
+    # first. UID FETCH put the UID last (or where asked) and a \Seen that a
+    # FETCH set before everything; Dovecot sends the UID first, then the
+    # short items as asked, then those flags, then ENVELOPE and literals.
+    user = "fetch-order"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES)
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX",
+        "c UID FETCH 1 (FLAGS)",
+        "d UID FETCH 1 (FLAGS UID)",
+        "e FETCH 1 (FLAGS UID)",  # no UID FETCH: as asked
+        "f UID FETCH 1 (BODY[TEXT])",
+        "g UID FETCH 2 (RFC822.SIZE BODY[1] UID)",
+        "h FETCH 3 (ENVELOPE BODY[TEXT] INTERNALDATE)",
+        "i FETCH 1 (BODY.PEEK[TEXT] FLAGS UID)",
+        "j UID FETCH 1:3 FAST",
+        "k LOGOUT",
+    ]
+    ours, theirs = on_both(script, dovecot, user, MESSAGES)
+    ours, theirs = (
+        masked(transcript, capabilities=True, text=True)
+        for transcript in (ours, theirs)
+    )
+    assert ours == theirs
+    assert "S: * 1 FETCH (UID 1 FLAGS (\\Recent))" in ours
+    assert "S: * 1 FETCH (FLAGS (\\Recent) UID 1)" in ours
+    assert "S: * 1 FETCH (UID 1 FLAGS (\\Seen \\Recent) BODY[TEXT] {12}" in ours
+    assert any(
+        line.startswith(
+            "S: * 3 FETCH (INTERNALDATE <date> FLAGS (\\Seen \\Recent) ENVELOPE ("
+        )
+        for line in ours
+    )
