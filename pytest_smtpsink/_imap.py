@@ -1451,6 +1451,9 @@ class _Connection(ReadSideConnection):
         if self._read_only:
             raise _Answered("NO", "[READ-ONLY] The folder is read-only")
         await self._send_updates(expunge=False)
+        # The flags each message had: only a message whose flags the STORE
+        # changed gets a FETCH, as on Dovecot (RFC 3501 says "normally").
+        before = {stored.uid: stored.flags for _, stored in selected}
         with self.mail.lock:
             present = {id(s) for s in self._folder.messages} if self._folder else set()
             for _, stored in selected:
@@ -1468,13 +1471,14 @@ class _Connection(ReadSideConnection):
             await self._send_flags(self._keywords | added)
         for number, stored in selected:
             self._known_flags[stored.uid] = stored.flags
-            if silent:
+            if silent or stored.flags == before[stored.uid]:
                 continue
             values = [
                 (b"FLAGS", format_flags(stored.flags, stored.uid in self._recent))
             ]
             if by_uid:
-                values.append((b"UID", b"%d" % stored.uid))
+                # The UID first, as in a UID FETCH response.
+                values.insert(0, (b"UID", b"%d" % stored.uid))
             await self._untagged(format_fetch(number, values))
         return f"{command.name} completed"
 

@@ -671,3 +671,43 @@ def test_fetch_items_come_in_dovecot_s_order(dovecot: Dovecot) -> None:
         )
         for line in ours
     )
+
+
+def test_store_answers_only_for_flags_it_changed_as_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    # RFC 3501: STORE "normally" returns the updated flags. The sink sent a
+    # FETCH for every message named, even where nothing changed (+FLAGS
+    # (), a flag already set); Dovecot sends one only for a message whose
+    # flags changed, and a UID STORE's with the UID first.
+    user = "store-changed"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES)
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX",
+        "c STORE 1 +FLAGS ()",
+        "d STORE 1 -FLAGS ()",
+        "e STORE 1 FLAGS ()",
+        "f STORE 1 +FLAGS (\\Seen)",
+        "g STORE 1 +FLAGS (\\Seen)",  # set already
+        "h STORE 1:3 +FLAGS (\\Seen)",  # 2 and 3 change
+        "i STORE 1 -FLAGS (\\Flagged)",  # not set
+        "j STORE 2 FLAGS (\\Seen)",  # the same flags
+        "k UID STORE 1:2 FLAGS (\\Seen \\Answered)",
+        "l UID STORE 1 +FLAGS ()",
+        "m FETCH 1:3 FLAGS",
+        "n LOGOUT",
+    ]
+    ours, theirs = on_both(script, dovecot, user, MESSAGES)
+    ours, theirs = (
+        masked(transcript, capabilities=True, text=True)
+        for transcript in (ours, theirs)
+    )
+    assert ours == theirs
+    for tag in "cdegijl":
+        answer = ours.index(
+            next(line for line in ours if line.startswith(f"C: {tag} "))
+        )
+        assert ours[answer + 1] == f"S: {tag} OK <text>", tag
+    assert "S: * 1 FETCH (UID 1 FLAGS (\\Answered \\Seen \\Recent))" in ours
