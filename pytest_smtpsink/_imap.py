@@ -1434,12 +1434,20 @@ class _Connection(ReadSideConnection):
         return await self._store(command, by_uid=True)
 
     async def _store(self, command: Command, by_uid: bool) -> str:
-        if len(command.args) < 3 or not isinstance(command.args[1], Atom):
+        if len(command.args) < 2 or not isinstance(command.args[1], Atom):
             raise command.error("STORE needs a sequence set, an item and flags")
         item = command.args[1].upper
         mode, _, silent = item.partition(".")
         if mode not in ("FLAGS", "+FLAGS", "-FLAGS") or silent not in ("", "SILENT"):
             raise command.error(f"unknown STORE item {command.args[1].value!r}")
+        if len(command.args) == 2:
+            # RFC 3501 requires the flags. Dovecot reads none as "()", so
+            # there "STORE 1 FLAGS" clears every flag: refused here, so a
+            # client that drops its flags is seen, not obeyed.
+            raise command.error(
+                f"STORE {command.args[1].value} needs flags after it: a list "
+                "such as (\\Seen), or () for none (RFC 3501)"
+            )
         flag_args = command.args[2:]
         flags = self._store_flags(
             parse_flags(

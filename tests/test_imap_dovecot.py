@@ -711,3 +711,35 @@ def test_store_answers_only_for_flags_it_changed_as_dovecot(
         )
         assert ours[answer + 1] == f"S: {tag} OK <text>", tag
     assert "S: * 1 FETCH (UID 1 FLAGS (\\Answered \\Seen \\Recent))" in ours
+
+
+def test_store_without_flags_is_bad_where_dovecot_clears_them(
+    dovecot: Dovecot,
+) -> None:
+    # Kept on purpose (docs/reading.rst): RFC 3501's STORE needs flags, a
+    # list or at least one. Dovecot reads none as "()": its "STORE 1 FLAGS"
+    # clears every flag. The sink says BAD and changes nothing.
+    user = "store-no-flags"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES[:1], flags=["\\Seen", "\\Flagged"])
+    refused = ["c STORE 1 FLAGS", "d STORE 1 +FLAGS", "e STORE 1 -FLAGS.SILENT"]
+    script = [f"a LOGIN {user} x", "b SELECT INBOX", *refused, "f FETCH 1 FLAGS"]
+    with SMTPSink() as sink:
+        sink.deliver(MESSAGES[0], to=user, flags={"\\Seen", "\\Flagged"})
+        ours = run(script, Endpoint("imap", sink.imap.host, sink.imap.port))
+        sink.mailbox(user).assert_in(subject="one", flags={"\\Seen", "\\Flagged"})
+    theirs = masked(
+        run(script, Endpoint("imap", dovecot.host, dovecot.imap_port)), text=True
+    )
+    for command in refused:
+        tag, _, _, item = command.split()
+        assert f"S: {tag} OK <text>" in theirs
+        assert (
+            f"S: {tag} BAD STORE {item} needs flags after it: a list such as "
+            "(\\Seen), or () for none (RFC 3501)" in ours
+        )
+    assert theirs[-2:] == ["S: * 1 FETCH (FLAGS (\\Recent))", "S: f OK <text>"]
+    assert ours[-2:] == [
+        "S: * 1 FETCH (FLAGS (\\Flagged \\Seen \\Recent))",
+        "S: f OK FETCH completed",
+    ]
