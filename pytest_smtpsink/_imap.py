@@ -961,14 +961,26 @@ class _Connection(ReadSideConnection):
 
     async def _subscription(self, command: Command, subscribed: bool) -> str:
         name = self._only_mailbox_arg(command)
+        if not subscribed:
+            # As Dovecot: a name no folder could have is refused; any other
+            # is no longer subscribed afterwards, so OK, whether it was
+            # subscribed or not and whether its folder exists (a subscribed
+            # name outlives its folder, RFC 3501 6.3.6).
+            if not name:
+                raise _no_such_folder(name)
+            _check_new_name(name)
         with self.mail.lock:
             folder = self._folder_named(name)
             assert self._account is not None
             names = self._account.subscribed
-            # A subscribed name whose folder is gone can still be
-            # unsubscribed (RFC 3501 6.3.6; Dovecot).
-            if folder is None and not (not subscribed and name in names):
-                raise _no_such_folder(name)
+            if subscribed and folder is None:
+                # Dovecot's answer to both: a plain NO, no response code.
+                raise _Answered(
+                    "NO",
+                    f"No such folder: {encode_folder_name(name)}"
+                    if name
+                    else "The folder name is empty",
+                )
             if subscribed:
                 names.add(name)
             else:

@@ -743,3 +743,40 @@ def test_store_without_flags_is_bad_where_dovecot_clears_them(
         "S: * 1 FETCH (FLAGS (\\Flagged \\Seen \\Recent))",
         "S: f OK FETCH completed",
     ]
+
+
+def test_subscribe_and_unsubscribe_answer_as_dovecot(dovecot: Dovecot) -> None:
+    # Dovecot's SUBSCRIBE of a name without a folder, the empty one
+    # included, is a plain NO; the sink said NO [NONEXISTENT] and, for "",
+    # NO [CANNOT]. Its UNSUBSCRIBE of a name that is not subscribed is OK
+    # (the name is not subscribed afterwards), where the sink said NO
+    # [NONEXISTENT]; a name no folder could have is NO [CANNOT] on both.
+    user = "subscribe-answers"
+    dovecot.reset(user)
+    script = [
+        f"a LOGIN {user} x",
+        'b SUBSCRIBE ""',
+        "c SUBSCRIBE Nowhere",
+        "d SUBSCRIBE a//b",
+        "e CREATE Box",
+        "f UNSUBSCRIBE Box",  # never subscribed
+        "g UNSUBSCRIBE Nowhere",
+        'h UNSUBSCRIBE ""',
+        "i UNSUBSCRIBE a//b",
+        "j SUBSCRIBE Box",
+        "k UNSUBSCRIBE Box",
+        "l UNSUBSCRIBE Box",  # again
+        'm LSUB "" B*',
+        "n LOGOUT",
+    ]
+    ours, theirs = on_both(script, dovecot)
+    assert "S: b NO The folder name is empty" in ours
+    assert "S: c NO No such folder: Nowhere" in ours
+    ours, theirs = (
+        masked(transcript, capabilities=True, text=True)
+        for transcript in (ours, theirs)
+    )
+    assert ours == theirs
+    assert "S: g OK <text>" in ours
+    assert "S: h NO [CANNOT] <text>" in ours
+    assert "S: i NO [CANNOT] <text>" in ours
