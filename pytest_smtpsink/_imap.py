@@ -75,6 +75,7 @@ from ._mailstore import (
     INBOX,
     check_folder_name,
     check_login,
+    define_keywords,
     folder_name,
     given_folder_name,
     normalize_flags,
@@ -293,6 +294,24 @@ class _Answered(Exception):
         super().__init__(text)
         self.status = status
         self.text = text
+
+
+def _keyword_order(arg: Arg | Sequence[Arg]) -> list[str]:
+    """The keywords of a flag list or of STORE's flag arguments, in the
+    order the client gave them (`parse_flags` checks them)."""
+    if isinstance(arg, ParenList):
+        items: Sequence[Arg] = arg.items
+    elif isinstance(arg, Sequence):
+        items = arg
+        if len(items) == 1 and isinstance(items[0], ParenList):
+            items = items[0].items
+    else:
+        items = [arg]
+    return [
+        item.value
+        for item in items
+        if isinstance(item, Atom) and not item.value.startswith("\\")
+    ]
 
 
 def _no_such_folder(name: str, code: str = "NONEXISTENT") -> _Answered:
@@ -861,9 +880,7 @@ class _Connection(ReadSideConnection):
         self._known_flags = {s.uid: s.flags for s in view}
         self._recent = recent
         self.state = "selected"
-        await self._send_flags(
-            frozenset(f for s in view for f in s.flags if not f.startswith("\\"))
-        )
+        await self._send_flags(list(folder.keywords))
         await self._reply(f"* {len(view)} EXISTS")
         await self._reply(f"* {len(recent)} RECENT")
         unseen = next((n for n, s in enumerate(view, 1) if _SEEN not in s.flags), None)
@@ -937,6 +954,9 @@ class _Connection(ReadSideConnection):
                 # RFC 3501: renaming INBOX moves its messages, INBOX stays.
                 target = self.mail.folder(account, new, create=True)
                 for stored in source.messages:
+                    define_keywords(
+                        target, [k for k in source.keywords if k in stored.flags]
+                    )
                     self.mail.add(
                         target, stored.message, stored.flags, stored.internal_date
                     )
@@ -1165,6 +1185,9 @@ class _Connection(ReadSideConnection):
         )
         with self.mail.lock:
             folder = self._append_folder(name)
+            # The keywords in the order the client listed them (a set has none).
+            lists = [arg for arg in head[1:] if isinstance(arg, ParenList)]
+            define_keywords(folder, _keyword_order(lists[0]) if lists else [])
             stored = self.mail.add(folder, message, flags, date or now)
             uidvalidity = folder.uidvalidity
         self.store.mail_changed()
@@ -1272,7 +1295,7 @@ class _Connection(ReadSideConnection):
                 out.append(
                     format_fetch(
                         number,
-                        [(b"FLAGS", format_flags(flags, stored.uid in self._recent))],
+                        [(b"FLAGS", self._format_flags(stored, flags))],
                     )
                 )
         for data in out:
@@ -1359,6 +1382,8 @@ class _Connection(ReadSideConnection):
         kinds = {item.kind for item in items}
         items, flags_at = response_order(items, by_uid)
         mark_seen = sets_seen(items) and not self._read_only
+        assert self._folder is not None
+        keywords = self._folder.keywords
         # New mail may be announced, never an expunge (RFC 3501 7.4.1).
         await self._send_updates(expunge=False)
         # Responses go out in writes of about _WRITE_BATCH octets, not one
@@ -1376,12 +1401,16 @@ class _Connection(ReadSideConnection):
             raw = stored.message.raw
             served = raw if stored.size == len(raw) else served_bytes(raw)
             values = fetch_values(
-                stored, items, recent=stored.uid in self._recent, served=served
+                stored,
+                items,
+                recent=stored.uid in self._recent,
+                served=served,
+                keywords=keywords,
             )
             if changed and "FLAGS" not in kinds:
                 values.insert(
                     flags_at,
-                    (b"FLAGS", format_flags(stored.flags, stored.uid in self._recent)),
+                    (b"FLAGS", self._format_flags(stored, stored.flags)),
                 )
             if changed or "FLAGS" in kinds:
                 self._known_flags[stored.uid] = stored.flags
@@ -1411,11 +1440,18 @@ class _Connection(ReadSideConnection):
         await self._untagged(result.response(command.name))
         return f"{command.name} completed"
 
-    async def _send_flags(self, keywords: frozenset[str]) -> None:
-        """FLAGS and PERMANENTFLAGS, with *keywords* (at SELECT, and when a
-        STORE brings a keyword new to the session, as Dovecot does)."""
-        self._keywords = keywords
-        flags = _SYSTEM_FLAGS[:-1] + "".join(f" {k}" for k in sorted(keywords)) + ")"
+    def _format_flags(self, stored: StoredMessage, flags: frozenset[str]) -> bytes:
+        """A message's FLAGS value: ``\\Recent`` where this session has it,
+        keywords in the selected folder's order."""
+        assert self._folder is not None
+        return format_flags(flags, stored.uid in self._recent, self._folder.keywords)
+
+    async def _send_flags(self, keywords: Sequence[str]) -> None:
+        """FLAGS and PERMANENTFLAGS, with *keywords* (the folder's, in its
+        order: at SELECT, and when a STORE brings a keyword new to the
+        session, as Dovecot does)."""
+        self._keywords = frozenset(keywords)
+        flags = _SYSTEM_FLAGS[:-1] + "".join(f" {k}" for k in keywords) + ")"
         await self._reply(f"* FLAGS {flags}")
         await self._reply(
             f"* OK [PERMANENTFLAGS {flags[:-1]} \\*)] Flags permitted"
@@ -1461,6 +1497,7 @@ class _Connection(ReadSideConnection):
                 "such as (\\Seen), or () for none (RFC 3501)"
             )
         flag_args = command.args[2:]
+        order = _keyword_order(flag_args)
         flags = self._store_flags(
             parse_flags(
                 flag_args[0] if len(flag_args) == 1 else flag_args, command.tag
@@ -1474,8 +1511,12 @@ class _Connection(ReadSideConnection):
         # The flags each message had: only a message whose flags the STORE
         # changed gets a FETCH, as on Dovecot (RFC 3501 says "normally").
         before = {stored.uid: stored.flags for _, stored in selected}
+        folder = self._folder
+        assert folder is not None
         with self.mail.lock:
-            present = {id(s) for s in self._folder.messages} if self._folder else set()
+            if mode != "-FLAGS":
+                define_keywords(folder, order)
+            present = {id(s) for s in folder.messages}
             for _, stored in selected:
                 if id(stored) not in present:
                     continue  # expunged by another session meanwhile
@@ -1488,14 +1529,12 @@ class _Connection(ReadSideConnection):
         self.store.mail_changed()
         added = {f for f in flags if not f.startswith("\\")} - self._keywords
         if mode != "-FLAGS" and added:
-            await self._send_flags(self._keywords | added)
+            await self._send_flags(list(folder.keywords))
         for number, stored in selected:
             self._known_flags[stored.uid] = stored.flags
             if silent or stored.flags == before[stored.uid]:
                 continue
-            values = [
-                (b"FLAGS", format_flags(stored.flags, stored.uid in self._recent))
-            ]
+            values = [(b"FLAGS", self._format_flags(stored, stored.flags))]
             if by_uid:
                 # The UID first, as in a UID FETCH response.
                 values.insert(0, (b"UID", b"%d" % stored.uid))
@@ -1517,6 +1556,11 @@ class _Connection(ReadSideConnection):
             source = self._folder
             assert source is not None
             present = {id(s) for s in source.messages}
+            for _, stored in selected:
+                # A copy's keywords come in the order its folder has them.
+                define_keywords(
+                    target, [k for k in source.keywords if k in stored.flags]
+                )
             pairs = [
                 (
                     stored.uid,

@@ -1011,12 +1011,14 @@ def fetch_values(
     *,
     recent: bool = False,
     served: bytes | None = None,
+    keywords: Sequence[str] = (),
 ) -> list[tuple[bytes, bytes]]:
     """``(name, value)`` pairs for a ``* n FETCH`` response
     (:func:`~pytest_smtpsink._imap_syntax.format_fetch`), in the order asked.
     The caller sets ``\\Seen`` first when :func:`sets_seen` says so, and adds
     FLAGS (and UID for UID FETCH) when they were not asked. ``served``: the
-    message's `served_bytes`, when the caller knows them already."""
+    message's `served_bytes`, when the caller knows them already;
+    ``keywords`` the folder's keywords, in the order FLAGS lists them."""
     data = served_bytes(entry.message.raw) if served is None else served
     root: Part | None = None
     values: list[tuple[bytes, bytes]] = []
@@ -1025,7 +1027,7 @@ def fetch_values(
         if kind == "UID":
             values.append((b"UID", b"%d" % entry.uid))
         elif kind == "FLAGS":
-            values.append((b"FLAGS", format_flags(entry.flags, recent)))
+            values.append((b"FLAGS", format_flags(entry.flags, recent, keywords)))
         elif kind == "INTERNALDATE":
             values.append((b"INTERNALDATE", format_date_time(entry.internal_date)))
         elif kind == "RFC822.SIZE":

@@ -30,7 +30,7 @@ import base64
 import dataclasses
 import datetime
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -786,14 +786,20 @@ def astring_out(value: str) -> bytes:
     return quote(data)
 
 
-def format_flags(flags: Iterable[str], recent: bool = False) -> bytes:
+def format_flags(
+    flags: Iterable[str], recent: bool = False, keywords: Sequence[str] = ()
+) -> bytes:
     """``(\\Answered \\Seen $Label)``: system flags in RFC 3501 order, then
-    ``\\Recent`` when asked, then keywords sorted."""
+    ``\\Recent`` when asked, then keywords in the order of ``keywords``
+    (the folder's, `Folder.keywords`), any others after them sorted."""
     present = set(flags)
     ordered = [flag for flag in SYSTEM_FLAGS if flag in present]
     if recent:
         ordered.append("\\Recent")
-    ordered += sorted(present - set(SYSTEM_FLAGS) - {"\\Recent"})
+    rest = present - set(SYSTEM_FLAGS) - {"\\Recent"}
+    if rest:
+        listed = [keyword for keyword in keywords if keyword in rest]
+        ordered += listed + sorted(rest.difference(listed))
     return ("(" + " ".join(ordered) + ")").encode("utf-8")
 
 

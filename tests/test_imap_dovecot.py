@@ -780,3 +780,55 @@ def test_subscribe_and_unsubscribe_answer_as_dovecot(dovecot: Dovecot) -> None:
     assert "S: g OK <text>" in ours
     assert "S: h NO [CANNOT] <text>" in ours
     assert "S: i NO [CANNOT] <text>" in ours
+
+
+def test_keywords_are_listed_in_the_order_the_folder_got_them(
+    dovecot: Dovecot,
+) -> None:
+    # The sink sorted keywords (upper case first); Dovecot lists them in the
+    # order its folder first had them, in FLAGS and in a message's flags,
+    # and keeps one in FLAGS that no message has any more.
+    user = "keyword-order"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES[:2])
+    size = len(MESSAGES[2])
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX",
+        "c STORE 1 +FLAGS (zeta alpha Mid \\Seen)",
+        "d STORE 2 +FLAGS (beta alpha)",
+        "e STORE 1 +FLAGS beta",
+        "f STORE 1:2 -FLAGS (zeta)",
+        "g FETCH 1:2 FLAGS",
+        "h CREATE Other",
+        f"i APPEND Other (omega beta) {{{size}+}}\r\n{MESSAGES[2].decode()}",
+        "j COPY 1 Other",
+        "k SELECT Other",  # omega, beta, then 1's alpha and Mid in INBOX's order
+        "l FETCH 1:* FLAGS",
+        "m SELECT INBOX",  # zeta is still listed
+        "n LOGOUT",
+    ]
+    ours, theirs = on_both(script, dovecot, user, MESSAGES[:2])
+    # Kept (docs/reading.rst): the sink's UIDs and UIDVALIDITY are its own.
+    uids = [
+        *KEPT,
+        (r"\[APPENDUID \S+ \d+\]", "[APPENDUID <uid>]"),
+        (r"\[UIDVALIDITY \S+\]", "[UIDVALIDITY <uidvalidity>]"),
+        (r"\[UIDNEXT \d+\]", "[UIDNEXT <uidnext>]"),
+    ]
+    ours, theirs = (
+        masked(transcript, capabilities=True, text=True, extra=uids)
+        for transcript in (ours, theirs)
+    )
+    # The [CLOSED] of a SELECT in a selected state is CONDSTORE's (kept).
+    theirs = [line for line in theirs if line != "S: * OK [CLOSED] <text>"]
+    assert ours == theirs
+    assert "S: * 1 FETCH (FLAGS (\\Seen \\Recent alpha Mid beta))" in ours
+    assert "S: * 2 FETCH (FLAGS (\\Recent alpha beta))" in ours
+    # The copy: its keywords in its new folder's order.
+    assert "S: * 2 FETCH (FLAGS (\\Seen \\Recent beta alpha Mid))" in ours
+    flags = [line for line in ours if line.startswith("S: * FLAGS ")]
+    assert flags[-2:] == [
+        "S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft omega beta alpha Mid)",
+        "S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft zeta alpha Mid beta)",
+    ]
