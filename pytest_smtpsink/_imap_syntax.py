@@ -295,8 +295,14 @@ class _Parser:
     def space(self) -> None:
         byte = self.peek()
         if byte != 0x20:
+            # A CR ends the line only with its LF: a bare one is named, as
+            # Dovecot names it ("CR sent without LF").
             found = (
-                "the end" if byte is None or byte in (0x0D, 0x0A) else repr(chr(byte))
+                "the end"
+                if byte is None or self.at_end()
+                else "a CR without its LF"
+                if byte == 0x0D
+                else _byte_name(byte)
             )
             raise self.fail(f"expected a space at byte {self.pos}, found {found}")
         self.pos += 1

@@ -832,3 +832,24 @@ def test_keywords_are_listed_in_the_order_the_folder_got_them(
         "S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft omega beta alpha Mid)",
         "S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft zeta alpha Mid beta)",
     ]
+
+
+def test_a_bare_cr_is_bad_and_named_as_on_dovecot(dovecot: Dovecot) -> None:
+    # Only CRLF ends a line. A CR without its LF is BAD on both; the sink
+    # said it "found the end" there, where Dovecot says "CR sent without
+    # LF". (Dovecot's NOOP takes one as an argument it ignores; the sink
+    # refuses arguments there, docs/reading.rst.)
+    user = "bare-cr"
+    dovecot.reset(user)
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX\r",
+        "c NO\rOP",
+        "d LIST \r *",
+        "e LOGOUT",
+    ]
+    ours, theirs = on_both(script, dovecot)
+    assert "S: b BAD Expected a space at byte 14, found a CR without its LF" in ours
+    assert masked(ours, capabilities=True, text=True) == masked(
+        theirs, capabilities=True, text=True
+    )
