@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING, Literal
 
 from ._endpoint import ReadSideEndpoint
 from ._imap_fetch import (
-    FetchItem,
     fetch_values,
     parse_fetch_items,
+    response_order,
     served_bytes,
     sets_seen,
 )
@@ -75,6 +75,7 @@ from ._mailstore import (
     INBOX,
     check_folder_name,
     check_login,
+    define_keywords,
     folder_name,
     given_folder_name,
     normalize_flags,
@@ -293,6 +294,24 @@ class _Answered(Exception):
         super().__init__(text)
         self.status = status
         self.text = text
+
+
+def _keyword_order(arg: Arg | Sequence[Arg]) -> list[str]:
+    """The keywords of a flag list or of STORE's flag arguments, in the
+    order the client gave them (`parse_flags` checks them)."""
+    if isinstance(arg, ParenList):
+        items: Sequence[Arg] = arg.items
+    elif isinstance(arg, Sequence):
+        items = arg
+        if len(items) == 1 and isinstance(items[0], ParenList):
+            items = items[0].items
+    else:
+        items = [arg]
+    return [
+        item.value
+        for item in items
+        if isinstance(item, Atom) and not item.value.startswith("\\")
+    ]
 
 
 def _no_such_folder(name: str, code: str = "NONEXISTENT") -> _Answered:
@@ -861,9 +880,7 @@ class _Connection(ReadSideConnection):
         self._known_flags = {s.uid: s.flags for s in view}
         self._recent = recent
         self.state = "selected"
-        await self._send_flags(
-            frozenset(f for s in view for f in s.flags if not f.startswith("\\"))
-        )
+        await self._send_flags(list(folder.keywords))
         await self._reply(f"* {len(view)} EXISTS")
         await self._reply(f"* {len(recent)} RECENT")
         unseen = next((n for n, s in enumerate(view, 1) if _SEEN not in s.flags), None)
@@ -937,6 +954,9 @@ class _Connection(ReadSideConnection):
                 # RFC 3501: renaming INBOX moves its messages, INBOX stays.
                 target = self.mail.folder(account, new, create=True)
                 for stored in source.messages:
+                    define_keywords(
+                        target, [k for k in source.keywords if k in stored.flags]
+                    )
                     self.mail.add(
                         target, stored.message, stored.flags, stored.internal_date
                     )
@@ -961,14 +981,26 @@ class _Connection(ReadSideConnection):
 
     async def _subscription(self, command: Command, subscribed: bool) -> str:
         name = self._only_mailbox_arg(command)
+        if not subscribed:
+            # As Dovecot: a name no folder could have is refused; any other
+            # is no longer subscribed afterwards, so OK, whether it was
+            # subscribed or not and whether its folder exists (a subscribed
+            # name outlives its folder, RFC 3501 6.3.6).
+            if not name:
+                raise _no_such_folder(name)
+            _check_new_name(name)
         with self.mail.lock:
             folder = self._folder_named(name)
             assert self._account is not None
             names = self._account.subscribed
-            # A subscribed name whose folder is gone can still be
-            # unsubscribed (RFC 3501 6.3.6; Dovecot).
-            if folder is None and not (not subscribed and name in names):
-                raise _no_such_folder(name)
+            if subscribed and folder is None:
+                # Dovecot's answer to both: a plain NO, no response code.
+                raise _Answered(
+                    "NO",
+                    f"No such folder: {encode_folder_name(name)}"
+                    if name
+                    else "The folder name is empty",
+                )
             if subscribed:
                 names.add(name)
             else:
@@ -1153,6 +1185,9 @@ class _Connection(ReadSideConnection):
         )
         with self.mail.lock:
             folder = self._append_folder(name)
+            # The keywords in the order the client listed them (a set has none).
+            lists = [arg for arg in head[1:] if isinstance(arg, ParenList)]
+            define_keywords(folder, _keyword_order(lists[0]) if lists else [])
             stored = self.mail.add(folder, message, flags, date or now)
             uidvalidity = folder.uidvalidity
         self.store.mail_changed()
@@ -1260,7 +1295,7 @@ class _Connection(ReadSideConnection):
                 out.append(
                     format_fetch(
                         number,
-                        [(b"FLAGS", format_flags(flags, stored.uid in self._recent))],
+                        [(b"FLAGS", self._format_flags(stored, flags))],
                     )
                 )
         for data in out:
@@ -1345,9 +1380,10 @@ class _Connection(ReadSideConnection):
         items = parse_fetch_items(items_arg, command.tag)
         selected = self._selected(command.args[0], command, by_uid)
         kinds = {item.kind for item in items}
-        if by_uid and "UID" not in kinds:
-            items = [*items, FetchItem("UID")]
+        items, flags_at = response_order(items, by_uid)
         mark_seen = sets_seen(items) and not self._read_only
+        assert self._folder is not None
+        keywords = self._folder.keywords
         # New mail may be announced, never an expunge (RFC 3501 7.4.1).
         await self._send_updates(expunge=False)
         # Responses go out in writes of about _WRITE_BATCH octets, not one
@@ -1365,13 +1401,16 @@ class _Connection(ReadSideConnection):
             raw = stored.message.raw
             served = raw if stored.size == len(raw) else served_bytes(raw)
             values = fetch_values(
-                stored, items, recent=stored.uid in self._recent, served=served
+                stored,
+                items,
+                recent=stored.uid in self._recent,
+                served=served,
+                keywords=keywords,
             )
             if changed and "FLAGS" not in kinds:
-                # First, where Dovecot puts the flags a FETCH changed.
                 values.insert(
-                    0,
-                    (b"FLAGS", format_flags(stored.flags, stored.uid in self._recent)),
+                    flags_at,
+                    (b"FLAGS", self._format_flags(stored, stored.flags)),
                 )
             if changed or "FLAGS" in kinds:
                 self._known_flags[stored.uid] = stored.flags
@@ -1401,11 +1440,18 @@ class _Connection(ReadSideConnection):
         await self._untagged(result.response(command.name))
         return f"{command.name} completed"
 
-    async def _send_flags(self, keywords: frozenset[str]) -> None:
-        """FLAGS and PERMANENTFLAGS, with *keywords* (at SELECT, and when a
-        STORE brings a keyword new to the session, as Dovecot does)."""
-        self._keywords = keywords
-        flags = _SYSTEM_FLAGS[:-1] + "".join(f" {k}" for k in sorted(keywords)) + ")"
+    def _format_flags(self, stored: StoredMessage, flags: frozenset[str]) -> bytes:
+        """A message's FLAGS value: ``\\Recent`` where this session has it,
+        keywords in the selected folder's order."""
+        assert self._folder is not None
+        return format_flags(flags, stored.uid in self._recent, self._folder.keywords)
+
+    async def _send_flags(self, keywords: Sequence[str]) -> None:
+        """FLAGS and PERMANENTFLAGS, with *keywords* (the folder's, in its
+        order: at SELECT, and when a STORE brings a keyword new to the
+        session, as Dovecot does)."""
+        self._keywords = frozenset(keywords)
+        flags = _SYSTEM_FLAGS[:-1] + "".join(f" {k}" for k in keywords) + ")"
         await self._reply(f"* FLAGS {flags}")
         await self._reply(
             f"* OK [PERMANENTFLAGS {flags[:-1]} \\*)] Flags permitted"
@@ -1436,13 +1482,22 @@ class _Connection(ReadSideConnection):
         return await self._store(command, by_uid=True)
 
     async def _store(self, command: Command, by_uid: bool) -> str:
-        if len(command.args) < 3 or not isinstance(command.args[1], Atom):
+        if len(command.args) < 2 or not isinstance(command.args[1], Atom):
             raise command.error("STORE needs a sequence set, an item and flags")
         item = command.args[1].upper
         mode, _, silent = item.partition(".")
         if mode not in ("FLAGS", "+FLAGS", "-FLAGS") or silent not in ("", "SILENT"):
             raise command.error(f"unknown STORE item {command.args[1].value!r}")
+        if len(command.args) == 2:
+            # RFC 3501 requires the flags. Dovecot reads none as "()", so
+            # there "STORE 1 FLAGS" clears every flag: refused here, so a
+            # client that drops its flags is seen, not obeyed.
+            raise command.error(
+                f"STORE {command.args[1].value} needs flags after it: a list "
+                "such as (\\Seen), or () for none (RFC 3501)"
+            )
         flag_args = command.args[2:]
+        order = _keyword_order(flag_args)
         flags = self._store_flags(
             parse_flags(
                 flag_args[0] if len(flag_args) == 1 else flag_args, command.tag
@@ -1453,8 +1508,15 @@ class _Connection(ReadSideConnection):
         if self._read_only:
             raise _Answered("NO", "[READ-ONLY] The folder is read-only")
         await self._send_updates(expunge=False)
+        # The flags each message had: only a message whose flags the STORE
+        # changed gets a FETCH, as on Dovecot (RFC 3501 says "normally").
+        before = {stored.uid: stored.flags for _, stored in selected}
+        folder = self._folder
+        assert folder is not None
         with self.mail.lock:
-            present = {id(s) for s in self._folder.messages} if self._folder else set()
+            if mode != "-FLAGS":
+                define_keywords(folder, order)
+            present = {id(s) for s in folder.messages}
             for _, stored in selected:
                 if id(stored) not in present:
                     continue  # expunged by another session meanwhile
@@ -1467,16 +1529,15 @@ class _Connection(ReadSideConnection):
         self.store.mail_changed()
         added = {f for f in flags if not f.startswith("\\")} - self._keywords
         if mode != "-FLAGS" and added:
-            await self._send_flags(self._keywords | added)
+            await self._send_flags(list(folder.keywords))
         for number, stored in selected:
             self._known_flags[stored.uid] = stored.flags
-            if silent:
+            if silent or stored.flags == before[stored.uid]:
                 continue
-            values = [
-                (b"FLAGS", format_flags(stored.flags, stored.uid in self._recent))
-            ]
+            values = [(b"FLAGS", self._format_flags(stored, stored.flags))]
             if by_uid:
-                values.append((b"UID", b"%d" % stored.uid))
+                # The UID first, as in a UID FETCH response.
+                values.insert(0, (b"UID", b"%d" % stored.uid))
             await self._untagged(format_fetch(number, values))
         return f"{command.name} completed"
 
@@ -1495,6 +1556,11 @@ class _Connection(ReadSideConnection):
             source = self._folder
             assert source is not None
             present = {id(s) for s in source.messages}
+            for _, stored in selected:
+                # A copy's keywords come in the order its folder has them.
+                define_keywords(
+                    target, [k for k in source.keywords if k in stored.flags]
+                )
             pairs = [
                 (
                     stored.uid,

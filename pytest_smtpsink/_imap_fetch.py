@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -920,6 +920,28 @@ def sets_seen(items: Iterable[FetchItem]) -> bool:
     return any(item.sets_seen for item in items)
 
 
+#: The items whose values are short and known without reading the message.
+_SHORT = frozenset({"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE"})
+
+
+def response_order(
+    items: Sequence[FetchItem], by_uid: bool
+) -> tuple[list[FetchItem], int]:
+    """``items`` in the order a FETCH response gives them, and where in it
+    the FLAGS go that a FETCH setting ``\\Seen`` adds unasked.
+
+    RFC 3501 leaves the order to the server; this is Dovecot's, which some
+    clients rely on (its comment: "especially useful to get UID returned
+    first"): for UID FETCH the UID first, asked or not, then UID, FLAGS,
+    INTERNALDATE and RFC822.SIZE in the order asked, then the added FLAGS,
+    then the rest (ENVELOPE, BODYSTRUCTURE, the literals) in the order
+    asked."""
+    uid = [FetchItem("UID")] if by_uid else []
+    short = [i for i in items if i.kind in _SHORT and not (by_uid and i.kind == "UID")]
+    rest = [item for item in items if item.kind not in _SHORT]
+    return [*uid, *short, *rest], len(uid) + len(short)
+
+
 def _find_part(root: Part, numbers: tuple[int, ...]) -> Part | None:
     # As Dovecot: a message that is not multipart is its own part 1, and so
     # is a leaf inside a multipart, once (1.1 is part 1, 1.1.1 is nothing).
@@ -989,12 +1011,14 @@ def fetch_values(
     *,
     recent: bool = False,
     served: bytes | None = None,
+    keywords: Sequence[str] = (),
 ) -> list[tuple[bytes, bytes]]:
     """``(name, value)`` pairs for a ``* n FETCH`` response
     (:func:`~pytest_smtpsink._imap_syntax.format_fetch`), in the order asked.
     The caller sets ``\\Seen`` first when :func:`sets_seen` says so, and adds
     FLAGS (and UID for UID FETCH) when they were not asked. ``served``: the
-    message's `served_bytes`, when the caller knows them already."""
+    message's `served_bytes`, when the caller knows them already;
+    ``keywords`` the folder's keywords, in the order FLAGS lists them."""
     data = served_bytes(entry.message.raw) if served is None else served
     root: Part | None = None
     values: list[tuple[bytes, bytes]] = []
@@ -1003,7 +1027,7 @@ def fetch_values(
         if kind == "UID":
             values.append((b"UID", b"%d" % entry.uid))
         elif kind == "FLAGS":
-            values.append((b"FLAGS", format_flags(entry.flags, recent)))
+            values.append((b"FLAGS", format_flags(entry.flags, recent, keywords)))
         elif kind == "INTERNALDATE":
             values.append((b"INTERNALDATE", format_date_time(entry.internal_date)))
         elif kind == "RFC822.SIZE":

@@ -30,7 +30,7 @@ import base64
 import dataclasses
 import datetime
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -295,8 +295,14 @@ class _Parser:
     def space(self) -> None:
         byte = self.peek()
         if byte != 0x20:
+            # A CR ends the line only with its LF: a bare one is named, as
+            # Dovecot names it ("CR sent without LF").
             found = (
-                "the end" if byte is None or byte in (0x0D, 0x0A) else repr(chr(byte))
+                "the end"
+                if byte is None or self.at_end()
+                else "a CR without its LF"
+                if byte == 0x0D
+                else _byte_name(byte)
             )
             raise self.fail(f"expected a space at byte {self.pos}, found {found}")
         self.pos += 1
@@ -786,14 +792,20 @@ def astring_out(value: str) -> bytes:
     return quote(data)
 
 
-def format_flags(flags: Iterable[str], recent: bool = False) -> bytes:
+def format_flags(
+    flags: Iterable[str], recent: bool = False, keywords: Sequence[str] = ()
+) -> bytes:
     """``(\\Answered \\Seen $Label)``: system flags in RFC 3501 order, then
-    ``\\Recent`` when asked, then keywords sorted."""
+    ``\\Recent`` when asked, then keywords in the order of ``keywords``
+    (the folder's, `Folder.keywords`), any others after them sorted."""
     present = set(flags)
     ordered = [flag for flag in SYSTEM_FLAGS if flag in present]
     if recent:
         ordered.append("\\Recent")
-    ordered += sorted(present - set(SYSTEM_FLAGS) - {"\\Recent"})
+    rest = present - set(SYSTEM_FLAGS) - {"\\Recent"}
+    if rest:
+        listed = [keyword for keyword in keywords if keyword in rest]
+        ordered += listed + sorted(rest.difference(listed))
     return ("(" + " ".join(ordered) + ")").encode("utf-8")
 
 

@@ -211,13 +211,26 @@ class Removal:
 class Folder:
     """A named folder of one user: its copies in UID order."""
 
-    __slots__ = ("messages", "name", "removed", "uidvalidity")
+    __slots__ = ("keywords", "messages", "name", "removed", "uidvalidity")
 
     def __init__(self, name: str, uidvalidity: int) -> None:
         self.name = name
         self.uidvalidity = uidvalidity
         self.messages: list[StoredMessage] = []
         self.removed: list[Removal] = []
+        #: Every keyword a copy in it has had, in the order first given: IMAP
+        #: lists keywords so (FLAGS, a message's flags), as Dovecot does, and
+        #: keeps listing one no copy has any more.
+        self.keywords: list[str] = []
+
+
+def define_keywords(folder: Folder, flags: Iterable[str]) -> None:
+    """Add the keywords among ``flags`` that ``folder`` has not had, in the
+    order given (hold the lock)."""
+    known = folder.keywords
+    for flag in flags:
+        if not flag.startswith("\\") and flag not in known:
+            known.append(flag)
 
 
 class Account:
@@ -311,6 +324,10 @@ class MailStore:
             message.received_at if internal_date is None else internal_date,
         )
         folder.messages.append(stored)
+        if flags:
+            # A set has no order: sorted, unless the caller defined them first
+            # in the order it had (APPEND's list, a copy's folder).
+            define_keywords(folder, sorted(flags))
         return stored
 
     def deliver(self, message: Message, recipients: Iterable[str]) -> None:

@@ -161,9 +161,10 @@ def top_of(wire: bytes, lines: int) -> bytes:
 
 def uidl_of(uidvalidity: int, stored: StoredMessage) -> str:
     """A copy's unique id: its UID then the folder's UIDVALIDITY, eight hex
-    digits each (Dovecot's default ``pop3_uidl_format``). Stable for the
-    sink's life and never shared by two copies, as UIDs are never reused."""
-    return f"{stored.uid:08X}{uidvalidity:08X}"
+    digits each in lower case, as Dovecot's default ``pop3_uidl_format``
+    (``%08Xu%08Xv``) writes them. Stable for the sink's life and never
+    shared by two copies, as UIDs are never reused."""
+    return f"{stored.uid:08x}{uidvalidity:08x}"
 
 
 def error_reply(code: int, text: str | None) -> str:
@@ -282,7 +283,9 @@ class _Connection(ReadSideConnection):
         if read is None:
             return None
         line, total = read
-        return line.rstrip(b"\r\n"), total
+        # One line end only: a CR before it is the line's, so "STAT" and a
+        # CR is refused (as Dovecot refuses it) instead of read as STAT.
+        return line.removesuffix(b"\n").removesuffix(b"\r"), total
 
     # -- recording and replying -------------------------------------------------------
 

@@ -564,7 +564,8 @@ def test_fetch_items_peek_and_flags(smtpsink: Mailbox) -> None:
     text = "\n".join(lines)
     assert "Subject: Peek" in text
     assert "* 1 FETCH (FLAGS (\\Seen \\Recent) BODY[TEXT] {8}\nHello.\n)" in text
-    assert re.search(r"\* 1 FETCH \(FLAGS \(\\Seen \\Recent\) UID \d+\)", text)
+    # UID FETCH: the UID first, as Dovecot sends it (some clients rely on it).
+    assert re.search(r"\* 1 FETCH \(UID \d+ FLAGS \(\\Seen \\Recent\)\)", text)
     assert "ENVELOPE (" in text
     assert 'BODYSTRUCTURE ("text" "plain"' in text
     assert "f OK" in text

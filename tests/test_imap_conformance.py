@@ -47,12 +47,13 @@ def test_store_of_a_new_keyword_announces_flags_first(smtpsink: Mailbox) -> None
         "c STORE 1 +FLAGS ($New)",
         "d STORE 1 -FLAGS ($New)",
     )
-    keywords = "\\Answered \\Flagged \\Deleted \\Seen \\Draft $New $Old"
+    # Keywords in the order the folder got them, as Dovecot lists them.
+    keywords = "\\Answered \\Flagged \\Deleted \\Seen \\Draft $Old $New"
     after_c = lines[lines.index("b OK STORE completed") + 1 :]
     assert after_c[:4] == [
         f"* FLAGS ({keywords})",
         f"* OK [PERMANENTFLAGS ({keywords} \\*)] Flags permitted",
-        "* 1 FETCH (FLAGS (\\Recent $New $Old))",
+        "* 1 FETCH (FLAGS (\\Recent $Old $New))",
         "c OK STORE completed",
     ]
     # A keyword already announced, or one removed, announces nothing.

@@ -633,3 +633,223 @@ def test_an_empty_folder_name_is_refused_as_dovecot_refuses_it(
     )
     for tag in "bcdef":
         assert f"S: {tag} NO [CANNOT] The folder name is empty" in ours
+
+
+def test_fetch_items_come_in_dovecot_s_order(dovecot: Dovecot) -> None:
+    # RFC 3501 leaves the order to the server; some clients read the UID
+    # first. UID FETCH put the UID last (or where asked) and a \Seen that a
+    # FETCH set before everything; Dovecot sends the UID first, then the
+    # short items as asked, then those flags, then ENVELOPE and literals.
+    user = "fetch-order"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES)
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX",
+        "c UID FETCH 1 (FLAGS)",
+        "d UID FETCH 1 (FLAGS UID)",
+        "e FETCH 1 (FLAGS UID)",  # no UID FETCH: as asked
+        "f UID FETCH 1 (BODY[TEXT])",
+        "g UID FETCH 2 (RFC822.SIZE BODY[1] UID)",
+        "h FETCH 3 (ENVELOPE BODY[TEXT] INTERNALDATE)",
+        "i FETCH 1 (BODY.PEEK[TEXT] FLAGS UID)",
+        "j UID FETCH 1:3 FAST",
+        "k LOGOUT",
+    ]
+    ours, theirs = on_both(script, dovecot, user, MESSAGES)
+    ours, theirs = (
+        masked(transcript, capabilities=True, text=True)
+        for transcript in (ours, theirs)
+    )
+    assert ours == theirs
+    assert "S: * 1 FETCH (UID 1 FLAGS (\\Recent))" in ours
+    assert "S: * 1 FETCH (FLAGS (\\Recent) UID 1)" in ours
+    assert "S: * 1 FETCH (UID 1 FLAGS (\\Seen \\Recent) BODY[TEXT] {12}" in ours
+    assert any(
+        line.startswith(
+            "S: * 3 FETCH (INTERNALDATE <date> FLAGS (\\Seen \\Recent) ENVELOPE ("
+        )
+        for line in ours
+    )
+
+
+def test_store_answers_only_for_flags_it_changed_as_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    # RFC 3501: STORE "normally" returns the updated flags. The sink sent a
+    # FETCH for every message named, even where nothing changed (+FLAGS
+    # (), a flag already set); Dovecot sends one only for a message whose
+    # flags changed, and a UID STORE's with the UID first.
+    user = "store-changed"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES)
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX",
+        "c STORE 1 +FLAGS ()",
+        "d STORE 1 -FLAGS ()",
+        "e STORE 1 FLAGS ()",
+        "f STORE 1 +FLAGS (\\Seen)",
+        "g STORE 1 +FLAGS (\\Seen)",  # set already
+        "h STORE 1:3 +FLAGS (\\Seen)",  # 2 and 3 change
+        "i STORE 1 -FLAGS (\\Flagged)",  # not set
+        "j STORE 2 FLAGS (\\Seen)",  # the same flags
+        "k UID STORE 1:2 FLAGS (\\Seen \\Answered)",
+        "l UID STORE 1 +FLAGS ()",
+        "m FETCH 1:3 FLAGS",
+        "n LOGOUT",
+    ]
+    ours, theirs = on_both(script, dovecot, user, MESSAGES)
+    ours, theirs = (
+        masked(transcript, capabilities=True, text=True)
+        for transcript in (ours, theirs)
+    )
+    assert ours == theirs
+    for tag in "cdegijl":
+        answer = ours.index(
+            next(line for line in ours if line.startswith(f"C: {tag} "))
+        )
+        assert ours[answer + 1] == f"S: {tag} OK <text>", tag
+    assert "S: * 1 FETCH (UID 1 FLAGS (\\Answered \\Seen \\Recent))" in ours
+
+
+def test_store_without_flags_is_bad_where_dovecot_clears_them(
+    dovecot: Dovecot,
+) -> None:
+    # Kept on purpose (docs/reading.rst): RFC 3501's STORE needs flags, a
+    # list or at least one. Dovecot reads none as "()": its "STORE 1 FLAGS"
+    # clears every flag. The sink says BAD and changes nothing.
+    user = "store-no-flags"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES[:1], flags=["\\Seen", "\\Flagged"])
+    refused = ["c STORE 1 FLAGS", "d STORE 1 +FLAGS", "e STORE 1 -FLAGS.SILENT"]
+    script = [f"a LOGIN {user} x", "b SELECT INBOX", *refused, "f FETCH 1 FLAGS"]
+    with SMTPSink() as sink:
+        sink.deliver(MESSAGES[0], to=user, flags={"\\Seen", "\\Flagged"})
+        ours = run(script, Endpoint("imap", sink.imap.host, sink.imap.port))
+        sink.mailbox(user).assert_in(subject="one", flags={"\\Seen", "\\Flagged"})
+    theirs = masked(
+        run(script, Endpoint("imap", dovecot.host, dovecot.imap_port)), text=True
+    )
+    for command in refused:
+        tag, _, _, item = command.split()
+        assert f"S: {tag} OK <text>" in theirs
+        assert (
+            f"S: {tag} BAD STORE {item} needs flags after it: a list such as "
+            "(\\Seen), or () for none (RFC 3501)" in ours
+        )
+    assert theirs[-2:] == ["S: * 1 FETCH (FLAGS (\\Recent))", "S: f OK <text>"]
+    assert ours[-2:] == [
+        "S: * 1 FETCH (FLAGS (\\Flagged \\Seen \\Recent))",
+        "S: f OK FETCH completed",
+    ]
+
+
+def test_subscribe_and_unsubscribe_answer_as_dovecot(dovecot: Dovecot) -> None:
+    # Dovecot's SUBSCRIBE of a name without a folder, the empty one
+    # included, is a plain NO; the sink said NO [NONEXISTENT] and, for "",
+    # NO [CANNOT]. Its UNSUBSCRIBE of a name that is not subscribed is OK
+    # (the name is not subscribed afterwards), where the sink said NO
+    # [NONEXISTENT]; a name no folder could have is NO [CANNOT] on both.
+    user = "subscribe-answers"
+    dovecot.reset(user)
+    script = [
+        f"a LOGIN {user} x",
+        'b SUBSCRIBE ""',
+        "c SUBSCRIBE Nowhere",
+        "d SUBSCRIBE a//b",
+        "e CREATE Box",
+        "f UNSUBSCRIBE Box",  # never subscribed
+        "g UNSUBSCRIBE Nowhere",
+        'h UNSUBSCRIBE ""',
+        "i UNSUBSCRIBE a//b",
+        "j SUBSCRIBE Box",
+        "k UNSUBSCRIBE Box",
+        "l UNSUBSCRIBE Box",  # again
+        'm LSUB "" B*',
+        "n LOGOUT",
+    ]
+    ours, theirs = on_both(script, dovecot)
+    assert "S: b NO The folder name is empty" in ours
+    assert "S: c NO No such folder: Nowhere" in ours
+    ours, theirs = (
+        masked(transcript, capabilities=True, text=True)
+        for transcript in (ours, theirs)
+    )
+    assert ours == theirs
+    assert "S: g OK <text>" in ours
+    assert "S: h NO [CANNOT] <text>" in ours
+    assert "S: i NO [CANNOT] <text>" in ours
+
+
+def test_keywords_are_listed_in_the_order_the_folder_got_them(
+    dovecot: Dovecot,
+) -> None:
+    # The sink sorted keywords (upper case first); Dovecot lists them in the
+    # order its folder first had them, in FLAGS and in a message's flags,
+    # and keeps one in FLAGS that no message has any more.
+    user = "keyword-order"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES[:2])
+    size = len(MESSAGES[2])
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX",
+        "c STORE 1 +FLAGS (zeta alpha Mid \\Seen)",
+        "d STORE 2 +FLAGS (beta alpha)",
+        "e STORE 1 +FLAGS beta",
+        "f STORE 1:2 -FLAGS (zeta)",
+        "g FETCH 1:2 FLAGS",
+        "h CREATE Other",
+        f"i APPEND Other (omega beta) {{{size}+}}\r\n{MESSAGES[2].decode()}",
+        "j COPY 1 Other",
+        "k SELECT Other",  # omega, beta, then 1's alpha and Mid in INBOX's order
+        "l FETCH 1:* FLAGS",
+        "m SELECT INBOX",  # zeta is still listed
+        "n LOGOUT",
+    ]
+    ours, theirs = on_both(script, dovecot, user, MESSAGES[:2])
+    # Kept (docs/reading.rst): the sink's UIDs and UIDVALIDITY are its own.
+    uids = [
+        *KEPT,
+        (r"\[APPENDUID \S+ \d+\]", "[APPENDUID <uid>]"),
+        (r"\[UIDVALIDITY \S+\]", "[UIDVALIDITY <uidvalidity>]"),
+        (r"\[UIDNEXT \d+\]", "[UIDNEXT <uidnext>]"),
+    ]
+    ours, theirs = (
+        masked(transcript, capabilities=True, text=True, extra=uids)
+        for transcript in (ours, theirs)
+    )
+    # The [CLOSED] of a SELECT in a selected state is CONDSTORE's (kept).
+    theirs = [line for line in theirs if line != "S: * OK [CLOSED] <text>"]
+    assert ours == theirs
+    assert "S: * 1 FETCH (FLAGS (\\Seen \\Recent alpha Mid beta))" in ours
+    assert "S: * 2 FETCH (FLAGS (\\Recent alpha beta))" in ours
+    # The copy: its keywords in its new folder's order.
+    assert "S: * 2 FETCH (FLAGS (\\Seen \\Recent beta alpha Mid))" in ours
+    flags = [line for line in ours if line.startswith("S: * FLAGS ")]
+    assert flags[-2:] == [
+        "S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft omega beta alpha Mid)",
+        "S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft zeta alpha Mid beta)",
+    ]
+
+
+def test_a_bare_cr_is_bad_and_named_as_on_dovecot(dovecot: Dovecot) -> None:
+    # Only CRLF ends a line. A CR without its LF is BAD on both; the sink
+    # said it "found the end" there, where Dovecot says "CR sent without
+    # LF". (Dovecot's NOOP takes one as an argument it ignores; the sink
+    # refuses arguments there, docs/reading.rst.)
+    user = "bare-cr"
+    dovecot.reset(user)
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX\r",
+        "c NO\rOP",
+        "d LIST \r *",
+        "e LOGOUT",
+    ]
+    ours, theirs = on_both(script, dovecot)
+    assert "S: b BAD Expected a space at byte 14, found a CR without its LF" in ours
+    assert masked(ours, capabilities=True, text=True) == masked(
+        theirs, capabilities=True, text=True
+    )

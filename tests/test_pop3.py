@@ -158,7 +158,7 @@ def test_getmail_flow_deletes_at_quit_and_marks_read(smtpsink: Mailbox) -> None:
     _, uidls, _ = client.uidl()
     ids = [line.split()[1] for line in uidls]
     assert len(set(ids)) == 2
-    assert all(re.fullmatch(rb"[0-9A-F]{16}", uid) for uid in ids)
+    assert all(re.fullmatch(rb"[0-9a-f]{16}", uid) for uid in ids)
     _, head, _ = client.top(1, 0)
     assert b"Subject: first" in head
     assert head[-1] == b""  # the header and the blank line, no body

@@ -381,3 +381,63 @@ def test_quit_with_an_argument_is_refused_where_dovecot_quits(
     ]
     assert dovecot.messages(user) == [TWO]
     assert [m.subject for m in smtpsink.mailbox(user).messages()] == ["two"]
+
+
+def _uids(endpoint: Endpoint, user: str) -> tuple[int, list[int]]:
+    """INBOX's UIDVALIDITY and its messages' UIDs, as IMAP reports them."""
+    script = [f"a LOGIN {user} x", "b SELECT INBOX", "c FETCH 1:* (UID)"]
+    transcript = "\n".join(run(script, endpoint))
+    validity = re.search(r"\[UIDVALIDITY (\d+)\]", transcript)
+    assert validity is not None, transcript
+    uids = [int(uid) for uid in re.findall(r"FETCH \(UID (\d+)\)", transcript)]
+    return int(validity.group(1)), uids
+
+
+def test_uidls_are_written_as_dovecot_writes_them(
+    smtpsink: Mailbox, dovecot: Dovecot, user: str
+) -> None:
+    # Dovecot's default pop3_uidl_format, %08Xu%08Xv, writes lower-case hex
+    # (the UID, then the UIDVALIDITY); the sink wrote upper case.
+    ours, theirs = both(smtpsink, dovecot, user, [ONE, TWO])
+    script = [f"USER {user}", "PASS x", "UIDL", "UIDL 2", "QUIT"]
+    imap = {
+        ours: Endpoint("imap", smtpsink.imap.host, smtpsink.imap.port),
+        theirs: Endpoint("imap", dovecot.host, dovecot.imap_port),
+    }
+    for endpoint in (ours, theirs):
+        validity, uids = _uids(imap[endpoint], user)
+        transcript = run(script, endpoint)
+        expected = [f"{n} {uid:08x}{validity:08x}" for n, uid in enumerate(uids, 1)]
+        start = transcript.index("C: UIDL") + 2
+        assert transcript[start : start + 3] == [
+            *(f"S: {line}" for line in expected),
+            "S: .",
+        ], endpoint
+        assert f"S: +OK {expected[1]}" in transcript, endpoint
+
+
+def test_a_bare_cr_in_a_command_is_refused_by_both(
+    smtpsink: Mailbox, dovecot: Dovecot, user: str
+) -> None:
+    # Only CRLF (or LF) ends a line. The sink took every CR before the LF
+    # for the line end, so "STAT" and a CR ran STAT where Dovecot answers
+    # -ERR (an unknown command "STAT\r"). A CR inside the line both refuse;
+    # the sink says why (docs/reading.rst).
+    ours, theirs = both(smtpsink, dovecot, user, [ONE, TWO])
+    script = [
+        f"USER {user}",
+        "PASS x",
+        "STAT\r",
+        "LIST 1\r",
+        "NO\rOP",
+        "RETR 1\r",
+        "DELE 1\r",
+        "QUIT",
+    ]
+    assert same(script, ours, theirs)[-2:] == ["C: QUIT", "S: +OK <text>"]
+    mine = run(script, ours)
+    assert mine.count("S: -ERR Control characters in the command line") == 2
+    assert mine.count("S: -ERR Control characters in the arguments") == 3
+    # Nothing was deleted: the DELE with a CR did not run.
+    assert dovecot.messages(user) == [ONE, TWO]
+    assert len(smtpsink.mailbox(user).messages()) == 2
