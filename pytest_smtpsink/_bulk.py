@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
-from ._lint import Problem, valid_message_id
+from ._lint import Problem, addresses_without_comma, valid_message_id
 
 if TYPE_CHECKING:
     from ._dkim import DkimResult
@@ -105,7 +105,22 @@ def bulk_sender_problems(
         addresses = [a for _, a in email.utils.getaddresses(from_values) if a]
     except RecursionError:  # hundreds of nested comments: no reader copes
         addresses, unreadable = [], " (comments nested too deeply to parse)"
-    if len(from_values) != 1 or len(addresses) != 1:
+    run_on = [v for v in from_values if addresses_without_comma(v) is not None]
+    if run_on:
+        # getaddresses makes one garbled address of them ("@y.example"),
+        # which would count as the single From and give a wrong domain.
+        addresses = []
+        problems.append(
+            Problem(
+                "from-not-single",
+                "error",
+                f"From has addresses not separated by a comma: "
+                f"{addresses_without_comma(run_on[0])!r}; DMARC needs exactly "
+                "one From address",
+                header="From",
+            )
+        )
+    elif len(from_values) != 1 or len(addresses) != 1:
         problems.append(
             Problem(
                 "from-not-single",

@@ -99,6 +99,19 @@ def test_each_rule_is_reported(tls_sink: Mailbox, change: dict, code: str) -> No
     assert codes(tls_sink) == [code]
 
 
+def test_from_addresses_run_together_are_not_one_from(tls_sink: Mailbox) -> None:
+    # getaddresses reads "a b" as one address, "@shop.example": it counted
+    # as the single From, and the rule passed.
+    newsletter(tls_sink, From="news@shop.example ann@other.example")
+    [problem] = tls_sink.assert_sent().bulk_sender_problems()
+    assert (problem.code, problem.header) == ("from-not-single", "From")
+    assert problem.message == (
+        "From has addresses not separated by a comma: "
+        "'news@shop.example ann@other.example'; DMARC needs exactly one From "
+        "address"
+    )
+
+
 def test_mail_sent_without_tls_fails_the_tls_rule(smtpsink: Mailbox) -> None:
     newsletter(smtpsink, tls=False)
     assert codes(smtpsink) == ["no-tls"]
