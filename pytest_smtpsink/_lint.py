@@ -215,7 +215,8 @@ def lint(
     """Every problem found in ``raw``, worst first. Never raises.
 
     ``smtputf8``: the client used SMTPUTF8, so raw UTF-8 in headers is
-    allowed (RFC 6532). ``received_at``: when the message arrived, to judge a
+    allowed (RFC 6532); `Message.lint` passes True for mail that did not
+    come over SMTP, which no SMTPUTF8 could have declared. ``received_at``: when the message arrived, to judge a
     Date in the future (default: now). ``parsed``: the compat32 tree of
     ``raw`` if the caller already has it. ``mail_options``: the parameters
     of the MAIL command that sent it, to judge 8-bit content against
@@ -375,7 +376,8 @@ def _check_header_bytes(ctx: _Context) -> Iterator[Problem]:
                     "invalid-utf8-header",
                     "error",
                     "a header has non-ASCII bytes that are not UTF-8 (RFC 6532 "
-                    "allows only UTF-8 with SMTPUTF8)",
+                    "allows raw UTF-8 in headers, nothing else; encode other "
+                    "text as RFC 2047 encoded words)",
                     header=name,
                     line=number,
                 )

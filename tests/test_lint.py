@@ -443,6 +443,23 @@ def test_raw_utf8_headers_are_fine_when_the_client_used_smtputf8(
     assert "raw-8bit-header" in codes(without.lint())
 
 
+def test_raw_utf8_headers_are_judged_without_smtputf8_when_not_sent_over_smtp(
+    smtpsink: Mailbox,
+) -> None:
+    # deliver() has no MAIL command to declare SMTPUTF8 in: raw-8bit-header
+    # blamed a client that never was. Bytes that are not UTF-8 are still
+    # wrong in any header.
+    utf8 = HEAD.replace(b"Subject: Hi", "Subject: Café".encode()) + b"\r\nx\r\n"
+    latin1 = HEAD.replace(b"Subject: Hi", b"Subject: Caf\xe9") + b"\r\nx\r\n"
+    assert smtpsink.deliver(utf8, to="ann@example.com").lint() == []
+    [problem] = smtpsink.deliver(latin1, to="ann@example.com").lint()
+    assert str(problem) == (
+        "error invalid-utf8-header (header Subject, line 3): a header has "
+        "non-ASCII bytes that are not UTF-8 (RFC 6532 allows raw UTF-8 in "
+        "headers, nothing else; encode other text as RFC 2047 encoded words)"
+    )
+
+
 EIGHT_BIT = (
     HEAD + b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
     b"Content-Transfer-Encoding: 8bit\r\n\r\nCaf\xc3\xa9 au lait\r\n"
