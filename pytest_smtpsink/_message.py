@@ -740,7 +740,8 @@ class Message:
         """What keeps this message from meeting Gmail's and Yahoo's 2024
         bulk-sender rules (one From address, a Message-ID, an aligned DKIM
         signature with a key of 1024 bits or more, one-click unsubscribe
-        covered by it, TLS in transit); ``[]`` if nothing does."""
+        covered by it, TLS in transit); ``[]`` if nothing does. A signature
+        with an ``l=`` body length is a warning, ``dkim-body-length``."""
         from ._bulk import bulk_sender_problems, check_alignment
 
         return bulk_sender_problems(self, check_alignment(alignment))
