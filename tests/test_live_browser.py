@@ -152,3 +152,61 @@ def test_a_page_released_for_a_newer_one_pauses_until_resumed(
         wait.until(
             ready.text_to_be_present_in_element((By.ID, "list"), "After resuming")
         )
+
+
+#: Names a mail's resource hints point at, and one a page outside any mail
+#: does: the browser's net log must show the last and neither of the others.
+HINTED = ("dns-prefetch.tracker.example", "preconnect.tracker.example")
+CONTROL = "dns-prefetch.control.example"
+
+
+def test_resource_hints_in_mail_resolve_no_name(
+    view: Live, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # No CSP directive covers <link rel=dns-prefetch> or preconnect:
+    # Chromium resolved the tracker's name (and connected) from inside the
+    # sandboxed, network-less frame, telling it the mail was opened.
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    net_log = tmp_path_factory.mktemp("net-log") / "net-log.json"
+    view.send(
+        "Hinted",
+        (
+            f'<link rel="dns-prefetch" href="//{HINTED[0]}">'
+            f'<LINK rel=preconnect href="http://{HINTED[1]}/">'
+            '<p id="greeting">Hello</p>'
+        ).encode(),
+        Content_Type="text/html",
+    )
+    hinted = view.json("/api/wait?subject=Hinted")["id"]
+    with browser.chromium(
+        tmp_path_factory.mktemp("chromium-profile"),
+        f"--log-net-log={net_log}",
+        "--net-log-capture-mode=Everything",
+    ) as driver:
+        wait = WebDriverWait(driver, TIMEOUT)
+        driver.get(f"{view.url}/messages/{hinted}")
+        driver.switch_to.frame(
+            wait.until(
+                ready.presence_of_element_located((By.CSS_SELECTOR, "iframe.mail"))
+            )
+        )
+        wait.until(
+            lambda d: d.execute_script("return document.readyState") == "complete"
+        )
+        assert driver.find_element(By.ID, "greeting").text == "Hello"
+        driver.switch_to.default_content()
+        # The control: the same hint outside a mail, after it, is logged,
+        # so a hint from the mail would have been too.
+        with browser.request_log() as pages:
+            pages.page = f'<link rel="dns-prefetch" href="//{CONTROL}">'
+            driver.get(f"{pages.url}/page.html")
+            wait.until(
+                lambda d: d.execute_script("return document.readyState") == "complete"
+            )
+    # Complete once the browser has quit.
+    logged = net_log.read_text()
+    assert CONTROL in logged
+    assert [name for name in HINTED if name in logged] == []
