@@ -2,7 +2,8 @@
 message can show: a single From address, a valid Message-ID, a verified DKIM
 signature aligned with the From domain and made with a key of 1024 bits or
 more, RFC 8058 one-click unsubscribe covered by that signature, and TLS on
-the way in.
+the way in. A signature with an ``l=`` body length meets them but is
+reported as a warning.
 
 Rules that need the sender's DNS or traffic (SPF, a DMARC record, spam
 complaint rates, PTR records) are out of reach of a test and not checked.
@@ -18,7 +19,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
-from ._lint import Problem, valid_message_id
+from ._lint import Problem, addresses_without_comma, valid_message_id
 
 if TYPE_CHECKING:
     from ._dkim import DkimResult
@@ -72,6 +73,7 @@ def _a_labels(domain: str) -> str:
 #: the same, a test checks), for checking ignore lists.
 BULK_CODES = frozenset(
     {
+        "dkim-body-length",
         "dkim-failed",
         "dkim-key-too-small",
         "dkim-missing",
@@ -105,7 +107,22 @@ def bulk_sender_problems(
         addresses = [a for _, a in email.utils.getaddresses(from_values) if a]
     except RecursionError:  # hundreds of nested comments: no reader copes
         addresses, unreadable = [], " (comments nested too deeply to parse)"
-    if len(from_values) != 1 or len(addresses) != 1:
+    run_on = [v for v in from_values if addresses_without_comma(v) is not None]
+    if run_on:
+        # getaddresses makes one garbled address of them ("@y.example"),
+        # which would count as the single From and give a wrong domain.
+        addresses = []
+        problems.append(
+            Problem(
+                "from-not-single",
+                "error",
+                f"From has addresses not separated by a comma: "
+                f"{addresses_without_comma(run_on[0])!r}; DMARC needs exactly "
+                "one From address",
+                header="From",
+            )
+        )
+    elif len(from_values) != 1 or len(addresses) != 1:
         problems.append(
             Problem(
                 "from-not-single",
@@ -128,6 +145,19 @@ def bulk_sender_problems(
         )
     author = addresses[0].rpartition("@")[2] if len(addresses) == 1 else ""
     signature = _dkim_problems(message.dkim, author, alignment, problems)
+    if signature is not None and signature.warnings:
+        # The rules are met to the letter, but an l= signature leaves room
+        # for text added after it (RFC 6376 8.2), and the providers' sender
+        # guidelines count it against the sender: not a pass.
+        problems.append(
+            Problem(
+                "dkim-body-length",
+                "warning",
+                f"the DKIM signature of d={signature.domain} s={signature.selector} "
+                f"verifies, but {'; '.join(signature.warnings)}",
+                header="DKIM-Signature",
+            )
+        )
     problems.extend(_unsubscribe_problems(message, signature))
     if message.session.tls is None:
         problems.append(
@@ -210,11 +240,14 @@ def _dkim_problems(
 def _covering_first(signatures: list[DkimResult]) -> DkimResult:
     """The signature the unsubscribe rule checks: one that covers both
     List-Unsubscribe headers if any does (a message may carry a mailing
-    service's signature and the sender's own), else the first."""
-    for signature in signatures:
-        if all(name in signature.signed_headers for name in _UNSUBSCRIBE_HEADERS):
-            return signature
-    return signatures[0]
+    service's signature and the sender's own), else the first; of those,
+    one without warnings (no l=) if there is one."""
+
+    def worse(signature: DkimResult) -> tuple[bool, bool]:
+        covers = all(name in signature.signed_headers for name in _UNSUBSCRIBE_HEADERS)
+        return (not covers, bool(signature.warnings))
+
+    return min(signatures, key=worse)  # the first of the best
 
 
 _UNSUBSCRIBE_HEADERS = ("list-unsubscribe", "list-unsubscribe-post")

@@ -4,7 +4,8 @@ Captured mail is hostile input. Every field is HTML-escaped; the HTML part
 is shown only inside an ``<iframe sandbox srcdoc=...>`` whose ``sandbox``
 lacks ``allow-scripts`` (and ``allow-same-origin``, so the frame cannot reach
 the page), and whose content starts with a Content-Security-Policy that
-forbids every remote load. The index page itself carries a CSP without any
+forbids every remote load; its ``<link>`` tags are made inert, as resource
+hints (``dns-prefetch``, ``preconnect``) escape any CSP. The index page itself carries a CSP without any
 script source: it needs no JavaScript (``<details>`` does the folding).
 
 How the index comes about, with or without xdist: in the test's thread, right
@@ -385,11 +386,30 @@ def remote_resources(markup: str) -> list[str]:
     return list(dict.fromkeys(finder.found))
 
 
+#: The start of a <link> tag as a browser's tokenizer reads it: "<", the
+#: name in any ASCII case (entities are not decoded in a tag name), then
+#: what ends a tag name. re.I also folds a few non-ASCII letters (the
+#: Kelvin sign): rewriting those too costs nothing.
+_LINK_TAG = re.compile(r"<link(?=[\s/>])", re.I)
+
+
+def inert_links(markup: str) -> str:
+    """``markup`` with every ``<link`` tag made a ``<wbr>``, which loads,
+    resolves and renders nothing. No CSP directive covers the
+    ``dns-prefetch`` and ``preconnect`` hints (Chromium resolves the name,
+    and connects, under ``default-src 'none'``; X-DNS-Prefetch-Control
+    does not stop them either), so a mail's ``<link rel=dns-prefetch
+    href=//tracker.example>`` told the tracker the mail was opened. Under
+    the frame's CSP a link can do nothing else, so nothing shown is lost."""
+    return _LINK_TAG.sub("<wbr data-was-link", markup)
+
+
 def mail_frame(markup: str, title: str = "HTML part") -> str:
     """The HTML part in a sandboxed frame, plus a note when remote loads
     were blocked."""
     document = (
-        f'<meta http-equiv="Content-Security-Policy" content="{MAIL_CSP}">' + markup
+        f'<meta http-equiv="Content-Security-Policy" content="{MAIL_CSP}">'
+        + inert_links(markup)
     )
     blocked = remote_resources(markup)
     note = ""

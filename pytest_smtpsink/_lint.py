@@ -80,6 +80,15 @@ _SPACED_WORDS = re.compile(rf"{_ATEXT}\s+{_ATEXT}")
 # class anchored at the end would try every start position, each scanning
 # to the end (quadratic: a 36 KB display name took 19 s).
 _LOCAL_AS_WRITTEN_REVERSED = re.compile(r"[^\s<>,:;]*")
+# Two addresses with no comma between them: a word with an '@' after the
+# end of another (its domain, or a domain literal's ']'), or any address
+# after an angle address's '>'. Spaces inside one domain (j@ex ample.com)
+# have no '@' after them: the spaced-domain check's. (A bare address as a
+# display name, x@y <x@y>, is one mailbox, badly written, and left alone.)
+_NO_COMMA = re.compile(
+    r"(?:@[^\s,;:<>()@\[\]\"]+|\])\s+(?=[^\s,;<>]*@)"
+    r"|>\s*(?=[^\s,;<>]*@|[^,;<>@]*<)"
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -206,7 +215,8 @@ def lint(
     """Every problem found in ``raw``, worst first. Never raises.
 
     ``smtputf8``: the client used SMTPUTF8, so raw UTF-8 in headers is
-    allowed (RFC 6532). ``received_at``: when the message arrived, to judge a
+    allowed (RFC 6532); `Message.lint` passes True for mail that did not
+    come over SMTP, which no SMTPUTF8 could have declared. ``received_at``: when the message arrived, to judge a
     Date in the future (default: now). ``parsed``: the compat32 tree of
     ``raw`` if the caller already has it. ``mail_options``: the parameters
     of the MAIL command that sent it, to judge 8-bit content against
@@ -366,7 +376,8 @@ def _check_header_bytes(ctx: _Context) -> Iterator[Problem]:
                     "invalid-utf8-header",
                     "error",
                     "a header has non-ASCII bytes that are not UTF-8 (RFC 6532 "
-                    "allows only UTF-8 with SMTPUTF8)",
+                    "allows raw UTF-8 in headers, nothing else; encode other "
+                    "text as RFC 2047 encoded words)",
                     header=name,
                     line=number,
                 )
@@ -466,6 +477,20 @@ def _check_addresses(ctx: _Context) -> Iterator[Problem]:
         if canonical is None:
             continue
         text = str(value)
+        run_on = addresses_without_comma(text)
+        if run_on is not None:
+            # Readers make one garbled address of them (Python's email
+            # package reads "a@x.example b@y.example" as "@y.example"):
+            # what they made of it would not say what is wrong.
+            yield Problem(
+                "invalid-address",
+                "error",
+                f"{name} has addresses not separated by a comma: "
+                f"{run_on!r}; RFC 5322 3.4 separates the addresses "
+                "of a list with ','",
+                header=canonical,
+            )
+            continue
         bad = _bad_addresses(text, ctx.smtputf8)
         if bad is None:
             continue
@@ -541,6 +566,21 @@ def _bad_addresses(value: str, smtputf8: bool) -> str | None:
     if bare is not None and not _PAIRED_ANGLES.fullmatch(_QUOTED.sub('""', bare)):
         return value.strip()
     return None
+
+
+def addresses_without_comma(value: str) -> str | None:
+    """The header value, as written (unfolded, shortened), when two of its
+    addresses follow each other with no comma between them; else None.
+    Also the bulk-sender check's (`_bulk`): one From, not two run together."""
+    value = re.sub(r"\r?\n", "", value)
+    bare = _uncommented(value)
+    if bare is None:
+        return None
+    # An '@', '<' or '>' in a quoted string (a display name) is text.
+    masked = _QUOTED.sub(lambda m: '"' + "x" * (len(m.group()) - 2) + '"', bare)
+    if _NO_COMMA.search(masked) is None:
+        return None
+    return shorten(" ".join(value.split()), 60)
 
 
 def _spaced_domain(value: str) -> str | None:

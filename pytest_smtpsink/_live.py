@@ -28,6 +28,15 @@ JSON API:
   after ``since`` that matches, waiting up to ``timeout`` seconds (default
   10) for it; 408 when none came, 503 when the sink stopped first. The
   criteria are those of ``wait_for``, as strings.
+
+Each event stream and each ``/api/wait`` holds a thread while it waits, so
+both are capped (`MAX_STREAMS`, `MAX_WAITS`). A page cannot cope with a
+refused stream (EventSource gives up on a 503 for good, and the page left
+open is the one the user looks at), so a new stream beyond the cap releases
+the oldest instead: that page hears a ``released`` event, stops listening
+and offers to resume. A wait beyond the cap is refused (503 with
+``Retry-After``): its client is a script, which can say so and retry,
+whereas releasing an older wait would fail a test that did nothing wrong.
 """
 
 from __future__ import annotations
@@ -61,6 +70,13 @@ KEEP = 1000
 KEEPALIVE = 15.0
 #: Longest wait a client may ask of /api/wait.
 MAX_WAIT = 300.0
+#: Event streams open at once: one per open page (a browser opens at most
+#: six connections to one host, so one browser never gets near it).
+MAX_STREAMS = 16
+#: /api/wait requests waiting at once; the next is refused with a 503.
+MAX_WAITS = 32
+#: Seconds a refused wait is told to wait before asking again.
+WAIT_RETRY_AFTER = 1
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
 
 
@@ -130,12 +146,20 @@ class Inbox:
         with self.changed:
             return self._messages.get(number)
 
-    def wait_change(self, version: int, timeout: float) -> int:
+    def wait_change(
+        self, version: int, timeout: float, released: threading.Event | None = None
+    ) -> int:
         """The version once it differs from ``version`` (or after
-        ``timeout``, or when closing): the caller compares."""
+        ``timeout``, or when closing, or once ``released`` is set: see
+        `LiveServer.release`): the caller compares."""
         with self.changed:
             self.changed.wait_for(
-                lambda: self.version != version or self.closing, timeout
+                lambda: (
+                    self.version != version
+                    or self.closing
+                    or (released is not None and released.is_set())
+                ),
+                timeout,
             )
             return self.version
 
@@ -199,7 +223,24 @@ document.getElementById("delete").addEventListener("click", async () => {
 });
 
 // The server says when something changed: no polling.
-new EventSource("/events").onmessage = refresh;
+const paused = document.getElementById("paused");
+function listen() {
+  const events = new EventSource("/events");
+  events.onmessage = refresh;
+  // Too many pages listen at once: the server let this one go (the
+  // oldest). Reconnecting by itself would push out another page, so it
+  // waits for the user.
+  events.addEventListener("released", () => {
+    events.close();
+    paused.hidden = false;
+  });
+}
+document.getElementById("resume").addEventListener("click", () => {
+  paused.hidden = true;
+  listen();
+  refresh();
+});
+listen();
 refresh();
 """
 
@@ -287,6 +328,8 @@ def live_page() -> str:
     body = (
         "<header><h1>smtpsink: captured mail</h1>"
         '<span><span id="count">0</span> message(s)</span>'
+        '<span id="paused" hidden>Live updates paused: too many pages open '
+        '<button id="resume" type="button">Resume</button></span>'
         '<button id="delete" type="button">Delete all</button></header>'
         '<main><nav id="list"></nav>'
         '<section id="view"><p class="note">Select a message.</p></section></main>'
@@ -335,9 +378,23 @@ class LiveServer(http.server.ThreadingHTTPServer):
     daemon_threads = False
     block_on_close = True
 
-    def __init__(self, host: str, port: int, *, allow_remote: bool = False) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        allow_remote: bool = False,
+        max_streams: int = MAX_STREAMS,
+        max_waits: int = MAX_WAITS,
+    ) -> None:
         self.inbox = Inbox()
         self.allow_remote = allow_remote
+        self.max_streams = max_streams
+        self.max_waits = max_waits
+        #: The open event streams' release flags, oldest first, and the
+        #: number of /api/wait requests waiting; under the inbox's lock.
+        self._streams: list[threading.Event] = []
+        self.waiting = 0
         #: Called (on the request's thread) for "delete all", before the
         #: view is emptied: the CLI empties the POP3/IMAP mailboxes there,
         #: and returns the number of the last message they had, so that
@@ -392,6 +449,40 @@ class LiveServer(http.server.ThreadingHTTPServer):
                 with contextlib.suppress(OSError):
                     connection.shutdown(socket.SHUT_RDWR)
         self.server_close()  # joins the request threads
+
+    @property
+    def streams(self) -> int:
+        """Event streams open now."""
+        with self.inbox.changed:
+            return len(self._streams)
+
+    def add_stream(self) -> threading.Event:
+        """A new event stream's release flag; past `max_streams`, the
+        oldest stream's is set (and it wakes)."""
+        released = threading.Event()
+        with self.inbox.changed:
+            while len(self._streams) >= self.max_streams:
+                self._streams.pop(0).set()
+                self.inbox.changed.notify_all()
+            self._streams.append(released)
+        return released
+
+    def end_stream(self, released: threading.Event) -> None:
+        with self.inbox.changed:
+            if released in self._streams:
+                self._streams.remove(released)
+
+    def start_wait(self) -> bool:
+        """Whether a wait may start (then `end_wait` when it ends)."""
+        with self.inbox.changed:
+            if self.waiting >= self.max_waits:
+                return False
+            self.waiting += 1
+            return True
+
+    def end_wait(self) -> None:
+        with self.inbox.changed:
+            self.waiting -= 1
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A browser that reloads, or a curl stopped with Ctrl-C, drops its
@@ -655,7 +746,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._refuse(http.HTTPStatus.BAD_REQUEST, str(error))
             return
         inbox = self.server.inbox
-        message = inbox.wait_for(criteria, since, timeout)
+        if not self.server.start_wait():
+            limit = self.server.max_waits
+            self._send(
+                json.dumps(
+                    {
+                        "error": f"too many requests waiting: {limit} at once at "
+                        f"most, and this one would be one more; retry after "
+                        f"{WAIT_RETRY_AFTER} s"
+                    }
+                ).encode("ascii"),
+                "application/json; charset=utf-8",
+                http.HTTPStatus.SERVICE_UNAVAILABLE,
+                extra={"Retry-After": str(WAIT_RETRY_AFTER)},
+            )
+            return
+        try:
+            message = inbox.wait_for(criteria, since, timeout)
+        finally:
+            self.server.end_wait()
         if message is not None:
             self._send_json(message_summary(message))
             return
@@ -685,12 +794,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         inbox = self.server.inbox
         version = inbox.version
+        released = self.server.add_stream()
         try:
             self.wfile.write(b"retry: 1000\n\n")
             self.wfile.flush()
             while True:
-                newer = inbox.wait_change(version, KEEPALIVE)
+                newer = inbox.wait_change(version, KEEPALIVE, released)
                 if inbox.closing:
+                    break
+                if released.is_set():
+                    # A newer page took its place (MAX_STREAMS): the page
+                    # stops listening rather than reconnect.
+                    self.wfile.write(b"event: released\ndata: released\n\n")
+                    self.wfile.flush()
                     break
                 if newer != version:
                     version = newer
@@ -700,3 +816,5 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.flush()
         except OSError:
             pass  # the page was closed
+        finally:
+            self.server.end_stream(released)

@@ -711,15 +711,18 @@ class Message:
         parsed: Compat32Message | None = self._compat
         if parsed is self._head:
             parsed = None
+        # Mail put in with deliver() or IMAP APPEND had no MAIL command:
+        # no SMTPUTF8 or BODY=8BITMIME it could have left out. Its raw
+        # UTF-8 headers are judged as RFC 6532 has them in a stored
+        # message (UTF-8 is fine, other bytes are not), and its body's
+        # bytes not at all.
+        over_smtp = self.session.protocol == "SMTP"
         return lint(
             self.raw,
-            smtputf8=self.envelope.smtputf8,
+            smtputf8=self.envelope.smtputf8 or not over_smtp,
             received_at=self.received_at,
             parsed=parsed,
-            # Mail put in with deliver() or IMAP APPEND had no MAIL command.
-            mail_options=self.envelope.mail_options
-            if self.session.protocol == "SMTP"
-            else None,
+            mail_options=self.envelope.mail_options if over_smtp else None,
         )
 
     @property
@@ -737,7 +740,8 @@ class Message:
         """What keeps this message from meeting Gmail's and Yahoo's 2024
         bulk-sender rules (one From address, a Message-ID, an aligned DKIM
         signature with a key of 1024 bits or more, one-click unsubscribe
-        covered by it, TLS in transit); ``[]`` if nothing does."""
+        covered by it, TLS in transit); ``[]`` if nothing does. A signature
+        with an ``l=`` body length is a warning, ``dkim-body-length``."""
         from ._bulk import bulk_sender_problems, check_alignment
 
         return bulk_sender_problems(self, check_alignment(alignment))

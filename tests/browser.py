@@ -44,8 +44,9 @@ PIXEL = bytes.fromhex(
 
 
 @contextmanager
-def chromium(profile: Path) -> Iterator[WebDriver]:
-    """A headless Chromium session; skips (or fails under CI) without one."""
+def chromium(profile: Path, *flags: str) -> Iterator[WebDriver]:
+    """A headless Chromium session, with `FLAGS` and ``flags``; skips (or
+    fails under CI) without one."""
     if os.environ.get(SKIP_ENV, "") not in ("", "0"):
         pytest.skip(f"{SKIP_ENV} is set: browser tests run in one tox env only")
     browser = external.require("chromium", "apt-get install chromium")
@@ -55,7 +56,7 @@ def chromium(profile: Path) -> Iterator[WebDriver]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = browser
-    for flag in FLAGS:
+    for flag in (*FLAGS, *flags):
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile}")
     previous = os.environ.get("SE_OFFLINE")
@@ -84,6 +85,8 @@ class RequestLog(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Recorder)
         self.paths: list[str] = []
         self.lock = threading.Lock()
+        #: What ``/page.html`` answers: a page a test puts here.
+        self.page = ""
 
     @property
     def url(self) -> str:
@@ -96,11 +99,14 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         with self.server.lock:
             self.server.paths.append(self.path)
+        body, kind = PIXEL, "image/gif"
+        if self.path == "/page.html":
+            body, kind = self.server.page.encode(), "text/html; charset=utf-8"
         self.send_response(200)
-        self.send_header("Content-Type", "image/gif")
-        self.send_header("Content-Length", str(len(PIXEL)))
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(PIXEL)
+        self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # the test reads `paths`, not stderr

@@ -31,6 +31,7 @@ def newsletter(
     sign: Sequence[bytes] = SIGNED + ONE_CLICK,
     tls: bool = True,
     drop: Sequence[str] = (),
+    length: Sequence[bool] = (False,),
     **headers: str,
 ) -> None:
     """A newsletter as a careful sender builds, signs and sends it."""
@@ -49,13 +50,18 @@ def newsletter(
         message[name.replace("_", "-")] = value
     raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
     if sign:
+        # One signature per item of `length` (with l= where it is True).
         raw = (
-            dkim.sign(
-                raw,
-                b"news",
-                signing_domain.encode(),
-                key.encode(),
-                include_headers=list(sign),
+            b"".join(
+                dkim.sign(
+                    raw,
+                    b"news",
+                    signing_domain.encode(),
+                    key.encode(),
+                    include_headers=list(sign),
+                    length=with_length,
+                )
+                for with_length in length
             )
             + raw
         )
@@ -97,6 +103,49 @@ def test_a_careful_newsletter_meets_the_rules(tls_sink: Mailbox) -> None:
 def test_each_rule_is_reported(tls_sink: Mailbox, change: dict, code: str) -> None:  # type: ignore[type-arg]
     newsletter(tls_sink, **change)
     assert codes(tls_sink) == [code]
+
+
+def test_from_addresses_run_together_are_not_one_from(tls_sink: Mailbox) -> None:
+    # getaddresses reads "a b" as one address, "@shop.example": it counted
+    # as the single From, and the rule passed.
+    newsletter(tls_sink, From="news@shop.example ann@other.example")
+    [problem] = tls_sink.assert_sent().bulk_sender_problems()
+    assert (problem.code, problem.header) == ("from-not-single", "From")
+    assert problem.message == (
+        "From has addresses not separated by a comma: "
+        "'news@shop.example ann@other.example'; DMARC needs exactly one From "
+        "address"
+    )
+
+
+def test_a_body_length_signature_is_a_warning_not_a_pass(tls_sink: Mailbox) -> None:
+    # l= meets the rules to the letter, and bulk_sender_problems() said
+    # nothing of the warning DkimResult carries.
+    newsletter(tls_sink, length=(True,))
+    message = tls_sink.assert_sent()
+    [result] = message.dkim
+    [problem] = message.bulk_sender_problems()
+    assert (problem.code, problem.severity, problem.header) == (
+        "dkim-body-length",
+        "warning",
+        "DKIM-Signature",
+    )
+    assert problem.message == (
+        f"the DKIM signature of d=shop.example s=news verifies, but "
+        f"{result.warnings[0]}"
+    )
+    assert result.warnings[0].startswith("l=")
+    with pytest.raises(AssertionError, match="warning dkim-body-length"):
+        tls_sink.assert_bulk_sender_rules()
+    tls_sink.assert_bulk_sender_rules(ignore=["dkim-body-length"])
+
+
+def test_a_signature_without_l_beside_one_with_it_is_a_pass(
+    tls_sink: Mailbox,
+) -> None:
+    newsletter(tls_sink, length=(True, False))
+    assert [bool(r.warnings) for r in tls_sink.assert_sent().dkim] == [True, False]
+    assert codes(tls_sink) == []
 
 
 def test_mail_sent_without_tls_fails_the_tls_rule(smtpsink: Mailbox) -> None:

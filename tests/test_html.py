@@ -110,6 +110,28 @@ def test_hostile_fields_cannot_leave_their_place(
     assert srcdoc.endswith(browser.hostile_html("http://127.0.0.1:9") + "\n")
 
 
+@pytest.mark.parametrize(
+    "hint",
+    [
+        '<link rel="dns-prefetch" href="//tracker.example">',
+        "<LINK\trel=preconnect href=http://tracker.example/>",
+        "<Link\nrel=dns-prefetch href=//tracker.example/>",
+    ],
+)
+def test_resource_hints_in_the_html_part_are_made_inert(hint: str) -> None:
+    # No CSP directive covers dns-prefetch or preconnect: the browser
+    # resolved the name from the network-less frame (test_live_browser.py
+    # shows it in Chromium's net log).
+    frame = parse(_html.mail_frame(f"<p>Hi</p>{hint}<linked>text</linked>"))
+    (srcdoc,) = frame.srcdocs
+    document = parse(srcdoc)
+    assert "link" not in document.tags
+    assert document.tags.count("wbr") == 1
+    assert "linked" in document.tags  # a name that only begins so is kept
+    # And the note still says what the mail wanted to reach.
+    assert "1 remote resource(s) blocked" in "".join(frame.text)
+
+
 def test_index_lists_the_message_parts_and_files(
     smtpsink: Mailbox, tmp_path: Path
 ) -> None:

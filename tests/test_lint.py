@@ -318,6 +318,49 @@ def test_spaces_where_rfc_5322_allows_them_are_not_flagged(written: bytes) -> No
     assert codes(lint(raw)) == []
 
 
+@pytest.mark.parametrize(
+    "written",
+    [
+        b"a@x.example b@y.example",
+        b"Ann <a@x.example> b@y.example",
+        b"<a@x.example> <b@y.example>",
+        b"a@[192.0.2.1] b@y.example",
+        b"team: a@x.example\r\n b@y.example;",
+    ],
+)
+def test_addresses_without_a_comma_between_them_say_so(
+    smtpsink: Mailbox, written: bytes
+) -> None:
+    # The first was "not valid: '@y.example'": what Python's email package
+    # made of the two, which names neither.
+    raw = HEAD.replace(b"Shop <noreply@shop.example>", written) + b"\r\nx\r\n"
+    deliver(smtpsink, raw)
+    [problem] = smtpsink.assert_sent().lint()
+    assert (problem.code, problem.header) == ("invalid-address", "From")
+    shown = " ".join(written.decode().split())
+    assert problem.message == (
+        f"From has addresses not separated by a comma: {shown!r}; RFC 5322 3.4 "
+        "separates the addresses of a list with ','"
+    )
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        b"a@x.example, b@y.example",
+        b"Ann <a@x.example>, Bob <b@y.example>",
+        b'"a@x.example b@y.example" <c@z.example>',
+        b"a@x.example (b@y.example)",
+    ],
+)
+def test_addresses_with_commas_or_in_names_and_comments_are_fine(
+    written: bytes,
+) -> None:
+    raw = HEAD.replace(b"ann@example.com", written) + b"\r\nx\r\n"
+    received = datetime.datetime(2026, 11, 30, 19, 0, tzinfo=datetime.timezone.utc)
+    assert lint(raw, received_at=received) == []
+
+
 def test_an_absurd_date_is_invalid_not_an_overflow() -> None:
     # email.utils.parsedate_to_datetime raises OverflowError on this one.
     raw = HEAD.replace(b"30 Nov 2026", b"1 Jan 99999999999") + b"\r\nx\r\n"
@@ -398,6 +441,23 @@ def test_raw_utf8_headers_are_fine_when_the_client_used_smtputf8(
     assert with_utf8.envelope.smtputf8
     assert "raw-8bit-header" not in codes(with_utf8.lint())
     assert "raw-8bit-header" in codes(without.lint())
+
+
+def test_raw_utf8_headers_are_judged_without_smtputf8_when_not_sent_over_smtp(
+    smtpsink: Mailbox,
+) -> None:
+    # deliver() has no MAIL command to declare SMTPUTF8 in: raw-8bit-header
+    # blamed a client that never was. Bytes that are not UTF-8 are still
+    # wrong in any header.
+    utf8 = HEAD.replace(b"Subject: Hi", "Subject: Café".encode()) + b"\r\nx\r\n"
+    latin1 = HEAD.replace(b"Subject: Hi", b"Subject: Caf\xe9") + b"\r\nx\r\n"
+    assert smtpsink.deliver(utf8, to="ann@example.com").lint() == []
+    [problem] = smtpsink.deliver(latin1, to="ann@example.com").lint()
+    assert str(problem) == (
+        "error invalid-utf8-header (header Subject, line 3): a header has "
+        "non-ASCII bytes that are not UTF-8 (RFC 6532 allows raw UTF-8 in "
+        "headers, nothing else; encode other text as RFC 2047 encoded words)"
+    )
 
 
 EIGHT_BIT = (

@@ -582,3 +582,81 @@ def test_the_servers_own_error_pages_carry_the_security_headers(
     assert "\r\nX-Content-Type-Options: nosniff" in text
     assert "\r\nContent-Security-Policy: " in text
     assert b"<script>" not in body
+
+
+def test_past_the_most_event_streams_the_oldest_is_released(
+    live: Callable[..., Live],
+) -> None:
+    # Each stream holds a thread of the server: streams without end (a page
+    # in many tabs, a client that opens and never closes) made threads
+    # without end. The newest page is the one the user looks at, so it is
+    # served, and the oldest told to stop listening.
+    from pytest_smtpsink._live import MAX_STREAMS
+
+    view = live()
+    with contextlib.ExitStack() as stack:
+        streams = [
+            stack.enter_context(_event_stream(view)) for _ in range(MAX_STREAMS + 1)
+        ]
+        oldest = streams[0]
+        assert oldest.readline() == b"event: released\n"
+        assert oldest.readline() == b"data: released\n"
+        assert oldest.readline() == b"\n"
+        assert oldest.read() == b""  # and the server ended it
+        view.send("Ping")
+        for events in streams[1:]:
+            assert events.readline().startswith(b"data: ")
+    view.sink.stop()
+    assert view.sink.stderr_lines() == []
+
+
+def test_past_the_most_waits_a_wait_is_refused_with_retry_after() -> None:
+    from pytest_smtpsink._live import LiveServer
+
+    def get(path: str) -> tuple[int, str | None, Any]:
+        try:
+            with urllib.request.urlopen(server.url + path, timeout=TIMEOUT) as got:
+                return got.status, None, json.loads(got.read())
+        except urllib.error.HTTPError as error:
+            with error:
+                return (
+                    error.code,
+                    error.headers["Retry-After"],
+                    json.loads(error.read()),
+                )
+
+    with SMTPSink() as sink:
+        follower = sink.follow()
+        server = LiveServer("127.0.0.1", 0, max_waits=1)
+        server.start()
+        answers: list[tuple[int, str | None, Any]] = []
+        waiter = threading.Thread(
+            target=lambda: answers.append(get("api/wait?subject=Hello&timeout=60"))
+        )
+        waiter.start()
+        try:
+            while waiter.is_alive() and server.waiting < 1:
+                time.sleep(0.001)  # a poll for the request's state, not a delay
+            assert get("api/wait?timeout=0") == (
+                503,
+                "1",
+                {
+                    "error": "too many requests waiting: 1 at once at most, and "
+                    "this one would be one more; retry after 1 s"
+                },
+            )
+            with smtplib.SMTP(sink.host, sink.port) as client:
+                client.sendmail(
+                    "a@example.com", ["b@example.com"], b"Subject: Hello\r\n\r\n"
+                )
+            sink.wait_for(subject="Hello")
+            server.inbox.add(follower.take()[0], [])
+            waiter.join(TIMEOUT)
+            [(status, _, found)] = answers
+            assert (status, found["subject"]) == (200, "Hello")
+            # The slot is free again.
+            assert get("api/wait?timeout=0")[0] == 200
+        finally:
+            server.stop()
+            waiter.join(TIMEOUT)
+    assert server.waiting == 0

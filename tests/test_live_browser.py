@@ -8,6 +8,7 @@ in the saved index.html (test_html_browser.py, with the control page).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +17,7 @@ import browser
 import pytest
 from test_cli import TIMEOUT
 from test_html_browser import RESET_HTML, screenshot
-from test_live import Live
+from test_live import Live, _event_stream
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -118,3 +119,94 @@ def test_live_view(driver: WebDriver, view: Live, tmp_path: Path) -> None:
     wait.until(ready.text_to_be_present_in_element((By.ID, "list"), "No mail yet"))
     assert view.json("/api/messages") == []
     assert driver.execute_script("return window.sameDocument") is True
+
+
+def test_a_page_released_for_a_newer_one_pauses_until_resumed(
+    driver: WebDriver, view: Live
+) -> None:
+    # Past MAX_STREAMS the server lets the oldest stream go. EventSource
+    # would reconnect by itself and push out another page, in turn: the
+    # page stops listening instead and says so.
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    from pytest_smtpsink._live import MAX_STREAMS
+
+    wait = WebDriverWait(driver, TIMEOUT)
+    driver.get(view.url + "/")
+    wait.until(ready.text_to_be_present_in_element((By.ID, "list"), "No mail yet"))
+    paused = driver.find_element(By.ID, "paused")
+    assert not paused.is_displayed()
+    with contextlib.ExitStack() as stack:
+        # The page's stream is the oldest once the server has these.
+        streams = [stack.enter_context(_event_stream(view)) for _ in range(MAX_STREAMS)]
+        wait.until(lambda d: paused.is_displayed())
+        assert paused.text.startswith("Live updates paused: too many pages open")
+        driver.find_element(By.ID, "resume").click()
+        assert not paused.is_displayed()
+        # The page listens again (the oldest stream is now this one): mail
+        # sent from here on is pushed to it.
+        assert streams[0].readline() == b"event: released\n"
+        view.send("After resuming")
+        wait.until(
+            ready.text_to_be_present_in_element((By.ID, "list"), "After resuming")
+        )
+
+
+#: Names a mail's resource hints point at, and one a page outside any mail
+#: does: the browser's net log must show the last and neither of the others.
+HINTED = ("dns-prefetch.tracker.example", "preconnect.tracker.example")
+CONTROL = "dns-prefetch.control.example"
+
+
+def test_resource_hints_in_mail_resolve_no_name(
+    view: Live, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # No CSP directive covers <link rel=dns-prefetch> or preconnect:
+    # Chromium resolved the tracker's name (and connected) from inside the
+    # sandboxed, network-less frame, telling it the mail was opened.
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    net_log = tmp_path_factory.mktemp("net-log") / "net-log.json"
+    view.send(
+        "Hinted",
+        (
+            f'<link rel="dns-prefetch" href="//{HINTED[0]}">'
+            f'<LINK rel=preconnect href="http://{HINTED[1]}/">'
+            '<p id="greeting">Hello</p>'
+        ).encode(),
+        Content_Type="text/html",
+    )
+    hinted = view.json("/api/wait?subject=Hinted")["id"]
+    with browser.chromium(
+        tmp_path_factory.mktemp("chromium-profile"),
+        f"--log-net-log={net_log}",
+        "--net-log-capture-mode=Everything",
+    ) as driver:
+        wait = WebDriverWait(driver, TIMEOUT)
+        driver.get(f"{view.url}/messages/{hinted}")
+        driver.switch_to.frame(
+            wait.until(
+                ready.presence_of_element_located((By.CSS_SELECTOR, "iframe.mail"))
+            )
+        )
+        wait.until(
+            lambda d: d.execute_script("return document.readyState") == "complete"
+        )
+        assert driver.find_element(By.ID, "greeting").text == "Hello"
+        driver.switch_to.default_content()
+        # The control: the same hint outside a mail, after it, is logged,
+        # so a hint from the mail would have been too.
+        with browser.request_log() as pages:
+            pages.page = f'<link rel="dns-prefetch" href="//{CONTROL}">'
+            driver.get(f"{pages.url}/page.html")
+            wait.until(
+                lambda d: d.execute_script("return document.readyState") == "complete"
+            )
+    # Complete once the browser has quit.
+    logged = net_log.read_text()
+    assert CONTROL in logged
+    assert [name for name in HINTED if name in logged] == []
