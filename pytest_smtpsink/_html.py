@@ -5,8 +5,9 @@ is shown only inside an ``<iframe sandbox srcdoc=...>`` whose ``sandbox``
 lacks ``allow-scripts`` (and ``allow-same-origin``, so the frame cannot reach
 the page), and whose content starts with a Content-Security-Policy that
 forbids every remote load; its ``<link>`` tags are made inert, as resource
-hints (``dns-prefetch``, ``preconnect``) escape any CSP. The index page itself carries a CSP without any
-script source: it needs no JavaScript (``<details>`` does the folding).
+hints (``dns-prefetch``, ``preconnect``) escape any CSP. The index page
+itself carries a CSP without any script source: it needs no JavaScript
+(``<details>`` does the folding).
 
 How the index comes about, with or without xdist: in the test's thread, right
 after `_report.save` wrote a test's files, `record_test` adds the
