@@ -331,7 +331,7 @@ class Mailbox(FaultControls):
         ``rcpt_to`` is given. Returns the `Delivery` (the upstream's reply and
         the conversation); raises `RelayError` with the upstream's reply if it
         refuses. An upstream that is not on loopback needs
-        ``allow_remote=True``.
+        ``allow_remote=True``, and ``auth`` to it needs ``tls``.
         """
         # Hidden, and the RelayError raised afresh from here: the traceback
         # (with --showlocals, its frames' variables) must not show ``auth``.
@@ -361,6 +361,14 @@ class Mailbox(FaultControls):
             raise ValueError(
                 f"{host} is not a loopback address; releasing captured mail to "
                 "another host must be asked for with allow_remote=True"
+            )
+        if auth is not None and tls is None and not upstream.is_loopback():
+            # Without TLS the password would cross the network as it is
+            # (AUTH PLAIN and LOGIN are base64, not encryption).
+            raise ValueError(
+                f"auth needs tls='starttls' or tls='implicit' for a host off "
+                f"loopback ({host}): without TLS the password would be sent "
+                "unencrypted"
             )
         envelope = message.envelope
         recipients = tuple(envelope.rcpt_to if rcpt_to is None else rcpt_to)

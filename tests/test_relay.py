@@ -384,6 +384,39 @@ def test_release_to_a_remote_host_needs_allow_remote(smtpsink: Mailbox) -> None:
         smtpsink.release(captured, "127.0.0.1", 25, tls="yes")  # type: ignore[arg-type]
 
 
+def test_release_with_auth_in_the_clear_to_a_remote_host_is_refused(
+    smtpsink: Mailbox,
+) -> None:
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+    # Before: it connected (192.0.2.1 is TEST-NET: never reached) to send the
+    # password unencrypted; now nothing connects.
+    with pytest.raises(ValueError, match=r"^auth needs") as raised:
+        smtpsink.release(
+            captured,
+            "192.0.2.1",
+            25,
+            auth=("ann", PASSWORD),
+            allow_remote=True,
+            timeout=1,
+        )
+    assert str(raised.value) == (
+        "auth needs tls='starttls' or tls='implicit' for a host off loopback "
+        "(192.0.2.1): without TLS the password would be sent unencrypted"
+    )
+    assert PASSWORD not in str(raised.value)
+
+
+def test_release_with_auth_in_the_clear_on_loopback_logs_in(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    upstream = smtpsink_factory(auth={"ann": PASSWORD}, auth_plaintext=True)
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+
+    smtpsink.release(captured, upstream.host, upstream.port, auth=("ann", PASSWORD))
+
+    assert upstream.wait_for().session.authenticated_as == "ann"
+
+
 @pytest.mark.parametrize(
     ("arguments", "error", "text"),
     [
@@ -471,6 +504,18 @@ def test_bad_release_arguments_are_named_before_anything_connects(
         ),
         ({"relay_timeout": -5}, "relay_timeout", "seconds > 0"),
         ({"relay_timeout": "abc"}, "relay_timeout", "seconds > 0"),
+        # The password would cross the network unencrypted.
+        (
+            {
+                "relay": f"smtp://ann:{PASSWORD}@mail.example.com:25",
+                "relay_to": ".*",
+                "relay_allow_remote": True,
+            },
+            "relay",
+            r"^relay: credentials need smtp\+starttls:// or smtps:// for a host off "
+            r"loopback \(mail\.example\.com\): smtp:// would send the password "
+            "unencrypted$",
+        ),
         (
             {"relay": "smtp://127.0.0.1:25?cafile=/x", "relay_to": ".*"},
             "relay",
@@ -491,13 +536,25 @@ def test_bad_relay_settings_name_the_setting(
     assert raised.value.setting == setting
 
 
-def test_remote_relay_is_allowed_when_asked_for() -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "smtp+starttls://mail.example.com:587",
+        f"smtp+starttls://ann:{PASSWORD}@mail.example.com:587",
+        f"smtps://ann:{PASSWORD}@mail.example.com:465",
+    ],
+)
+def test_remote_relay_is_allowed_when_asked_for(url: str) -> None:
     settings = SinkSettings(
-        relay="smtp+starttls://mail.example.com:587",
-        relay_to=r".*@example\.com",
-        relay_allow_remote=True,
+        relay=url, relay_to=r".*@example\.com", relay_allow_remote=True
     )
     assert settings.relay_allow_remote
+
+
+def test_relay_credentials_in_the_clear_are_allowed_on_loopback() -> None:
+    # A test's upstream sink: the password stays on this machine.
+    settings = SinkSettings(relay=f"smtp://ann:{PASSWORD}@127.0.0.1:25", relay_to=".*")
+    assert settings.relay is not None
 
 
 def test_relay_password_never_shows() -> None:
