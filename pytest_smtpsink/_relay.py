@@ -235,7 +235,8 @@ class RelayOutcome:
     """``pending`` (queued or being sent), ``relayed`` (the upstream took it),
     ``refused`` (the upstream answered with an error), ``failed`` (no answer:
     unreachable, timed out, closed, TLS failed, no SMTP reply, an extension
-    the message needs missing, or the sink stopped first) or
+    the message needs missing, larger than the upstream's SIZE, or the sink
+    stopped first) or
     ``not-matched`` (no recipient matched ``relay_to``: nothing was sent)."""
     upstream: str
     recipients: tuple[str, ...] = ()
@@ -880,6 +881,12 @@ def _dot_stuffed(raw: bytes) -> bytes:
     return stuffed + b".\r\n"
 
 
+def _content_size(raw: bytes) -> int:
+    """The size SIZE= declares (RFC 1870): the content as `_dot_stuffed`
+    sends it, but without the stuffed dots and the final dot."""
+    return len(raw) + (2 if raw and not raw.endswith(b"\r\n") else 0)
+
+
 def _text(reply: bytes | str) -> str:
     if isinstance(reply, bytes):
         reply = reply.decode("utf-8", "replace")
@@ -900,7 +907,8 @@ class _NoReply(_Reason):
 
 
 class _Unsendable(_Reason):
-    """The upstream lacks an extension the message needs."""
+    """The upstream lacks an extension the message needs, or takes no
+    message this large: nothing is sent, the connection stays usable."""
 
 
 def _mail_options(
@@ -923,8 +931,22 @@ def _mail_options(
     relay is a client of its own, bound by the RFC): to an upstream without
     it, converting it to 7 bits would change the captured bytes, so it is
     not sent.
+
+    SIZE (RFC 1870) declares the content's size; over the maximum the
+    upstream's EHLO gives, the message is not sent at all: the upstream
+    would refuse it only after reading all of it.
     """
     options: list[str] = []
+    if client.has_extn("size"):
+        size = _content_size(raw)
+        limit = client.esmtp_features["size"].strip()
+        # "SIZE" alone or "SIZE 0": no fixed maximum (RFC 1870).
+        if limit.isdigit() and 0 < int(limit) < size:
+            raise _Unsendable(
+                f"the message is {size} bytes, more than the {int(limit)} bytes "
+                f"the upstream takes (its EHLO says SIZE {limit}): not sent"
+            )
+        options.append(f"SIZE={size}")
     wide = next((a for a in (mail_from, *rcpt_to) if not a.isascii()), None)
     if (smtputf8 or wide is not None) and client.has_extn("smtputf8"):
         options.append("SMTPUTF8")
@@ -940,7 +962,7 @@ def _mail_options(
             body = "8BITMIME"
         if body is not None:
             options.append(f"BODY={body}")
-    elif not raw.isascii() and not options:  # SMTPUTF8 carries 8-bit text
+    elif not raw.isascii() and "SMTPUTF8" not in options:  # it carries 8-bit text
         raise _Unsendable(
             "the upstream does not offer 8BITMIME, and the content has 8-bit "
             "bytes: not sent (made 7-bit, it would not be the captured bytes)"

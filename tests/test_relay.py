@@ -674,7 +674,7 @@ def test_a_burst_is_relayed_in_order_on_one_connection(
         transcript = relay_of(message).delivery.transcript  # type: ignore[union-attr]
         commands = [e.line.upper() for e in transcript if e.kind == "command"]
         assert commands[-3:] == [
-            "MAIL FROM:<APP@EXAMPLE.COM>",
+            f"MAIL FROM:<APP@EXAMPLE.COM> SIZE={len(relayed[n].raw)}",
             f"RCPT TO:<U{n}@PARTNER.EXAMPLE>",
             "DATA",
         ]
@@ -1486,7 +1486,8 @@ def test_release_to_an_upstream_without_an_extension(
     if reason is None:
         smtpsink.release(captured, upstream.host, upstream.port)
         relayed = upstream.wait_for()
-        assert relayed.envelope.mail_options == ()  # none it does not offer
+        # None it does not offer: SIZE only.
+        assert relayed.envelope.mail_options == (f"SIZE={len(relayed.raw)}",)
         assert relayed.raw.endswith(captured.raw)
     else:
         with pytest.raises(RelayError) as raised:
@@ -1516,7 +1517,8 @@ def test_the_relay_to_an_upstream_without_an_extension(
     outcome = relay_of(message)
     if reason is None:
         assert outcome.status == "relayed"
-        assert upstream.wait_for().envelope.mail_options == ()
+        relayed = upstream.wait_for()
+        assert relayed.envelope.mail_options == (f"SIZE={len(relayed.raw)}",)
     else:
         assert (outcome.status, outcome.reply) == ("failed", reason)
         upstream.assert_nothing_sent()
@@ -1546,7 +1548,9 @@ def test_eight_bit_content_is_declared_to_the_upstream(
 
     assert relay_of(message).status == "relayed"
     received = upstream.wait_for(count=2)
-    assert [m.envelope.mail_options for m in received] == [("BODY=8BITMIME",)] * 2
+    assert [m.envelope.mail_options for m in received] == [
+        (f"SIZE={len(m.raw)}", "BODY=8BITMIME") for m in received
+    ]
 
 
 def trickling_greeting(line: bytes) -> bytes | tuple[bytes, ...] | None:
@@ -1610,3 +1614,98 @@ def test_a_certificate_for_another_name_is_named_as_such(
     )
     assert "cafile" not in raised.value.reply
     upstream.assert_nothing_sent()
+
+
+# -- SIZE (RFC 1870) ----------------------------------------------------------------
+
+
+def test_release_declares_the_size_of_what_it_sends(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    upstream = smtpsink_factory(hostname="sized.test")
+    # No CRLF at the end: the one added counts (RFC 1870), a stuffed dot not.
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\n.dot\r\nend")
+
+    smtpsink.release(captured, upstream.host, upstream.port)
+
+    relayed = upstream.wait_for()
+    assert relayed.envelope.mail_options == (f"SIZE={len(relayed.raw)}",)
+    assert relayed.raw.endswith(b"\r\n.dot\r\nend\r\n")
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_the_relay_declares_the_size_of_what_it_sends(
+    smtpsink_factory: Factory, pipelining: bool
+) -> None:
+    upstream = smtpsink_factory(hostname=f"sized-{pipelining}.test")
+    if not pipelining:
+        upstream.hide("PIPELINING")
+    sink = relaying(smtpsink_factory, upstream)
+
+    messages = send_burst(sink, ["ann@partner.example", "bob@partner.example"])
+
+    assert [relay_of(m).status for m in messages] == ["relayed"] * 2
+    for relayed in upstream.wait_for(2):
+        assert relayed.envelope.mail_options == (f"SIZE={len(relayed.raw)}",)
+
+
+def test_release_over_the_upstreams_size_is_not_sent(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    upstream = smtpsink_factory(hostname="small.test", max_size=1000)
+    roomy = smtpsink_factory(hostname="roomy.test")
+    captured = capture(smtpsink, b"Subject: big\r\n\r\n" + b"x" * 950 + b"\r\n")
+    # What is sent, Received: header and all, as another upstream got it.
+    smtpsink.release(captured, roomy.host, roomy.port)
+    size = len(roomy.wait_for().raw)
+
+    # Before: sent whole, then refused after the content (552 at DATA).
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(captured, upstream.host, upstream.port)
+
+    assert (raised.value.stage, raised.value.code) == ("MAIL", None)
+    assert raised.value.reply == (
+        f"the message is {size} bytes, more than the 1000 bytes the upstream "
+        "takes (its EHLO says SIZE 1000): not sent"
+    )
+    assert "C: MAIL" not in raised.value.args[0]
+    upstream.assert_nothing_sent()
+    # Without the Received: header it fits.
+    smtpsink.release(captured, upstream.host, upstream.port, received=False)
+    assert upstream.wait_for().raw == captured.raw
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_the_relay_of_a_message_over_the_upstreams_size_fails_unsent(
+    smtpsink_factory: Factory, pipelining: bool
+) -> None:
+    upstream = smtpsink_factory(hostname=f"small-{pipelining}.test", max_size=1000)
+    if not pipelining:
+        upstream.hide("PIPELINING")
+    sink = relaying(smtpsink_factory, upstream)
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        for n, lines in enumerate((1, 20, 1)):
+            client.sendmail(
+                "app@example.com",
+                [f"u{n}@partner.example"],
+                b"Subject: x\r\n\r\n" + (b"x" * 98 + b"\r\n") * lines,
+            )
+    messages = sink.wait_for(3)
+    for message in messages:
+        wait_relayed(sink, message)
+
+    small, big, after = (relay_of(m) for m in messages)
+    assert (big.status, big.code) == ("failed", None)
+    assert re.fullmatch(
+        r"the message is \d+ bytes, more than the 1000 bytes the upstream takes "
+        r"\(its EHLO says SIZE 1000\): not sent",
+        big.reply,
+    )
+    # The others, before and after it, went on the same connection.
+    assert (small.status, after.status) == ("relayed", "relayed")
+    relayed = upstream.wait_for(2)
+    assert [m.envelope.rcpt_to for m in relayed] == [
+        ("u0@partner.example",),
+        ("u2@partner.example",),
+    ]
+    assert len({id(m.session) for m in relayed}) == 1
