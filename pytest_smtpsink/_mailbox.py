@@ -336,7 +336,14 @@ class Mailbox(FaultControls):
         # Hidden, and the RelayError raised afresh from here: the traceback
         # (with --showlocals, its frames' variables) must not show ``auth``.
         __tracebackhide__ = True
-        from ._relay import RelayError, Upstream, body_option, deliver, received_header
+        from ._relay import (
+            DSN,
+            RelayError,
+            Upstream,
+            body_option,
+            deliver,
+            received_header,
+        )
 
         if not isinstance(message, Message):
             raise TypeError(f"release() takes a captured Message, got {message!r}")
@@ -388,6 +395,7 @@ class Mailbox(FaultControls):
                 ssl_context=ssl_context,
                 smtputf8=envelope.smtputf8,
                 body=body_option(envelope.mail_options),
+                dsn=DSN.of(envelope),
             )
         except RelayError as error:
             raise error.with_traceback(None) from None

@@ -40,7 +40,7 @@ from ._text import printable
 if TYPE_CHECKING:
     import ssl
 
-    from ._message import Message
+    from ._message import Envelope, Message, RecipientDSN
     from ._settings import SinkSettings
     from ._store import Store
 
@@ -518,15 +518,22 @@ class _Connection:
         rcpt_to: Sequence[str],
         smtputf8: bool = False,
         body: str | None = None,
+        *,
+        dsn: DSN | None = None,
     ) -> Delivery:
         """One transaction, and more for recipients deferred with 452
         (`send_rest`). Raises RelayError; the connection stays usable after
         a refusal (it was reset) but not after a failure."""
-        delivery = self._transaction(raw, mail_from, rcpt_to, smtputf8, body)
-        return self.send_rest(delivery, raw, smtputf8, body)
+        delivery = self._transaction(raw, mail_from, rcpt_to, smtputf8, body, dsn=dsn)
+        return self.send_rest(delivery, raw, smtputf8, body, dsn)
 
     def send_rest(
-        self, delivery: Delivery, raw: bytes, smtputf8: bool, body: str | None
+        self,
+        delivery: Delivery,
+        raw: bytes,
+        smtputf8: bool,
+        body: str | None,
+        dsn: DSN | None = None,
     ) -> Delivery:
         """``delivery`` with the recipients the upstream deferred with 452
         (too many recipients) sent in further transactions, as RFC 5321
@@ -545,7 +552,7 @@ class _Connection:
             kept = tuple(entry for entry in delivery.refused if entry[0] not in rest)
             try:
                 more = self._transaction(
-                    raw, delivery.mail_from, rest, smtputf8, body, rest=True
+                    raw, delivery.mail_from, rest, smtputf8, body, dsn=dsn, rest=True
                 )
             except RelayError as error:
                 if error.code is not None:
@@ -571,6 +578,7 @@ class _Connection:
         smtputf8: bool = False,
         body: str | None = None,
         *,
+        dsn: DSN | None = None,
         rest: bool = False,
     ) -> Delivery:
         """One transaction. With ``rest`` (a later one of `send_rest`), the
@@ -610,6 +618,7 @@ class _Connection:
                 rcpt_to=rcpt_to,
                 smtputf8=smtputf8,
                 body=body,
+                dsn=dsn,
             )
             code, text = client.mail(mail_from, options)
             if code != 250:
@@ -618,7 +627,9 @@ class _Connection:
             accepted: list[str] = []
             refused: list[tuple[str, int, str]] = []
             for recipient in rcpt_to:
-                code, text = client.rcpt(recipient)
+                code, text = client.rcpt(
+                    recipient, _rcpt_options(client, dsn, recipient)
+                )
                 if code in (250, 251):
                     accepted.append(recipient)
                 else:
@@ -669,6 +680,7 @@ class _Connection:
         smtputf8: bool = False,
         body: str | None = None,
         *,
+        dsn: DSN | None = None,
         after: _InFlight | None = None,
     ) -> _InFlight:
         """Write MAIL, every RCPT and DATA at once, after the content of
@@ -684,6 +696,7 @@ class _Connection:
                 rcpt_to=rcpt_to,
                 smtputf8=smtputf8,
                 body=body,
+                dsn=dsn,
             )
         except _Unsendable as error:
             raise RelayError(
@@ -697,7 +710,10 @@ class _Connection:
             self._fresh = False
         now = time.time()
         lines = [" ".join([f"MAIL FROM:<{mail_from}>", *options])]
-        lines.extend(f"RCPT TO:<{recipient}>" for recipient in rcpt_to)
+        lines.extend(
+            " ".join([f"RCPT TO:<{recipient}>", *_rcpt_options(client, dsn, recipient)])
+            for recipient in rcpt_to
+        )
         lines.append("DATA")
         exchanges.extend(Exchange("command", line, now) for line in lines)
         flight = _InFlight(raw, mail_from, tuple(rcpt_to), exchanges)
@@ -919,6 +935,7 @@ def _mail_options(
     rcpt_to: Sequence[str],
     smtputf8: bool,
     body: str | None,
+    dsn: DSN | None = None,
 ) -> list[str]:
     """MAIL's parameters for this upstream; `_Unsendable` if it cannot take
     the message as it is.
@@ -935,6 +952,11 @@ def _mail_options(
     SIZE (RFC 1870) declares the content's size; over the maximum the
     upstream's EHLO gives, the message is not sent at all: the upstream
     would refuse it only after reading all of it.
+
+    The captured DSN requests (RFC 3461: RET, ENVID here, NOTIFY and ORCPT
+    in `_rcpt_options`) go on to an upstream that offers DSN (5.2.1); one
+    without it gets the message without them (5.2.2), as the sink sends no
+    DSN of its own.
     """
     options: list[str] = []
     if client.has_extn("size"):
@@ -967,7 +989,42 @@ def _mail_options(
             "the upstream does not offer 8BITMIME, and the content has 8-bit "
             "bytes: not sent (made 7-bit, it would not be the captured bytes)"
         )
+    if dsn is not None and client.has_extn("dsn"):
+        if dsn.ret is not None:
+            options.append(f"RET={dsn.ret}")
+        if dsn.envid is not None:
+            options.append(f"ENVID={_xtext(dsn.envid)}")
     return options
+
+
+def _rcpt_options(client: Any, dsn: DSN | None, recipient: str) -> list[str]:
+    """RCPT's parameters for ``recipient``: its captured NOTIFY and ORCPT,
+    to an upstream that offers DSN (see `_mail_options`)."""
+    wanted = dsn.recipients.get(recipient) if dsn is not None else None
+    if wanted is None or not client.has_extn("dsn"):
+        return []
+    options = [f"NOTIFY={','.join(wanted.notify)}"] if wanted.notify else []
+    if wanted.orcpt is not None:
+        kind, _, address = wanted.orcpt.partition(";")
+        options.append(f"ORCPT={kind};{_xtext(address)}")
+    return options
+
+
+def _xtext(text: str) -> str:
+    """``text`` as RFC 3461 xtext: "+" and two hex digits for "+", "=",
+    and anything but printable ASCII (the sink keeps the values decoded)."""
+    return "".join(
+        char
+        if "!" <= char <= "~" and char not in "+="
+        else "".join(f"+{byte:02X}" for byte in _xtext_bytes(char))
+        for char in text
+    )
+
+
+def _xtext_bytes(char: str) -> bytes:
+    # The sink decodes each "+XX" to one character below 256: back to that
+    # byte. Anything wider (never decoded from xtext) goes as UTF-8.
+    return bytes([ord(char)]) if ord(char) < 256 else char.encode("utf-8")
 
 
 def _checked_reply(
@@ -1092,17 +1149,41 @@ def deliver(
     ssl_context: ssl.SSLContext | None = None,
     smtputf8: bool = False,
     body: str | None = None,
+    dsn: DSN | None = None,
 ) -> Delivery:
     """One connection, one transaction, QUIT. Raises `RelayError`."""
     connection = _Connection(upstream, timeout, hostname, ssl_context)
     try:
-        delivery = connection.send(raw, mail_from, rcpt_to, smtputf8, body)
+        delivery = connection.send(raw, mail_from, rcpt_to, smtputf8, body, dsn=dsn)
         said = len(connection.exchanges)
     finally:
         connection.close()
     # The whole conversation, QUIT included.
     quit = tuple(connection.exchanges[said:])
     return dataclasses.replace(delivery, transcript=delivery.transcript + quit)
+
+
+@dataclasses.dataclass(frozen=True)
+class DSN:
+    """A captured message's DSN requests (RFC 3461), to pass on."""
+
+    ret: str | None
+    envid: str | None
+    recipients: dict[str, RecipientDSN]
+    """Each captured recipient's NOTIFY and ORCPT, by address."""
+
+    @classmethod
+    def of(cls, envelope: Envelope) -> DSN | None:
+        """The requests of ``envelope``; None when it made none."""
+        recipients: dict[str, RecipientDSN] = {}
+        for address, wanted in zip(envelope.rcpt_to, envelope.rcpt_dsn, strict=False):
+            if (
+                wanted.notify or wanted.orcpt is not None
+            ) and address not in recipients:
+                recipients[address] = wanted
+        if envelope.dsn_ret is None and envelope.dsn_envid is None and not recipients:
+            return None
+        return cls(envelope.dsn_ret, envelope.dsn_envid, recipients)
 
 
 def body_option(options: Sequence[str]) -> str | None:
@@ -1211,6 +1292,7 @@ class Relayer:
                     transaction.raw,
                     message.envelope.smtputf8,
                     body_option(message.envelope.mail_options),
+                    DSN.of(message.envelope),
                 )
         except RelayError as error:
             self._failed(message, matched, error)
@@ -1234,6 +1316,7 @@ class Relayer:
                 matched,
                 message.envelope.smtputf8,
                 body_option(message.envelope.mail_options),
+                dsn=DSN.of(message.envelope),
                 after=previous[3],
             )
         except RelayError:
@@ -1268,12 +1351,13 @@ class Relayer:
         raw = received_header(message, self.hostname) + message.raw
         envelope = message.envelope
         body = body_option(envelope.mail_options)
+        dsn = DSN.of(envelope)
         try:
             if connection is None or not connection.open:
                 connection = _Connection(self.upstream, self.timeout, self.hostname)
             if connection.pipelining:
                 transaction = connection.write_commands(
-                    raw, envelope.mail_from, matched, envelope.smtputf8, body
+                    raw, envelope.mail_from, matched, envelope.smtputf8, body, dsn=dsn
                 )
                 connection.read_command_replies(transaction)
                 if _deferred(transaction):
@@ -1283,7 +1367,7 @@ class Relayer:
                     return (connection if connection.open else None), None
                 return connection, (message, matched, connection, transaction)
             delivery = connection.send(
-                raw, envelope.mail_from, matched, envelope.smtputf8, body
+                raw, envelope.mail_from, matched, envelope.smtputf8, body, dsn=dsn
             )
         except RelayError as error:
             self._failed(message, matched, error)

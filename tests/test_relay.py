@@ -21,6 +21,7 @@ import pytest
 from pytest_smtpsink import (
     Mailbox,
     Message,
+    RecipientDSN,
     RelayError,
     RelayOutcome,
     SettingsError,
@@ -1709,3 +1710,98 @@ def test_the_relay_of_a_message_over_the_upstreams_size_fails_unsent(
         ("u2@partner.example",),
     ]
     assert len({id(m.session) for m in relayed}) == 1
+
+
+# -- DSN (RFC 3461) -----------------------------------------------------------------
+
+
+def capture_with_dsn(sink: Mailbox, n: int = 0) -> Message:
+    """The sink's message ``n``, whose MAIL and first RCPT ask for DSNs
+    (ENVID and ORCPT in mixed case, with xtext escapes); the second RCPT
+    asks for nothing."""
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.ehlo()
+        client.mail("app@example.com", ["RET=HDRS", f"ENVID=Order+2B{n}.a"])
+        client.rcpt(
+            f"ann{n}@partner.example",
+            ["NOTIFY=SUCCESS,FAILURE", f"ORCPT=rfc822;Ann+2Btag{n}@Partner.example"],
+        )
+        client.rcpt(f"bob{n}@partner.example")
+        client.data(b"Subject: dsn\r\n\r\nx\r\n")
+    sink.wait_until(lambda: len(sink.messages) > n)
+    return sink.messages[n]
+
+
+def assert_same_dsn(relayed: Message, captured: Message) -> None:
+    assert relayed.envelope.dsn_ret == captured.envelope.dsn_ret == "HDRS"
+    assert relayed.envelope.dsn_envid == captured.envelope.dsn_envid
+    assert relayed.envelope.rcpt_dsn == captured.envelope.rcpt_dsn
+
+
+def test_release_passes_the_dsn_requests_on(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    upstream = smtpsink_factory(hostname="dsn.test")
+    captured = capture_with_dsn(smtpsink)
+    assert captured.envelope.dsn_envid == "Order+0.a"
+    assert captured.envelope.rcpt_dsn[0] == RecipientDSN(
+        ("SUCCESS", "FAILURE"), "rfc822;Ann+tag0@Partner.example"
+    )
+
+    # Before: sent without RET, ENVID, NOTIFY and ORCPT.
+    smtpsink.release(captured, upstream.host, upstream.port)
+
+    assert_same_dsn(upstream.wait_for(), captured)
+
+
+def test_release_keeps_each_recipients_dsn_in_a_later_transaction(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    upstream = smtpsink_factory(hostname="dsn-452.test")
+    upstream.limit(max_recipients=1)  # bob goes in a second transaction
+    captured = capture_with_dsn(smtpsink)
+
+    smtpsink.release(captured, upstream.host, upstream.port)
+
+    first, second = upstream.wait_for(2)
+    assert first.envelope.rcpt_dsn == captured.envelope.rcpt_dsn[:1]
+    assert second.envelope.rcpt_dsn == (RecipientDSN(),)
+    assert second.envelope.dsn_envid == captured.envelope.dsn_envid
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_the_relay_passes_the_dsn_requests_on(
+    smtpsink_factory: Factory, pipelining: bool
+) -> None:
+    upstream = smtpsink_factory(hostname=f"dsn-{pipelining}.test")
+    if not pipelining:
+        upstream.hide("PIPELINING")
+    sink = relaying(smtpsink_factory, upstream)
+
+    captured = [capture_with_dsn(sink, n) for n in range(2)]
+    for message in captured:
+        wait_relayed(sink, message)
+
+    assert [relay_of(m).status for m in captured] == ["relayed"] * 2
+    for relayed, message in zip(upstream.wait_for(2), captured, strict=True):
+        assert_same_dsn(relayed, message)
+
+
+def test_to_an_upstream_without_dsn_the_requests_are_left_out(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    # RFC 3461 5.2.2: the message goes on without them.
+    upstream = smtpsink_factory(hostname="no-dsn.test")
+    upstream.hide("DSN")
+    sink = relaying(smtpsink_factory, upstream)
+    for sending in (smtpsink, sink):
+        message = capture_with_dsn(sending)
+    smtpsink.release(smtpsink.wait_for(), upstream.host, upstream.port)
+    wait_relayed(sink, message)
+
+    assert relay_of(message).status == "relayed"
+    for relayed in upstream.wait_for(2):
+        assert relayed.envelope.dsn_ret is None
+        assert relayed.envelope.dsn_envid is None
+        assert relayed.envelope.rcpt_dsn == (RecipientDSN(), RecipientDSN())
+        assert relayed.envelope.mail_options == (f"SIZE={len(relayed.raw)}",)
