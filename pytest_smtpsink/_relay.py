@@ -642,10 +642,11 @@ class _Connection:
             if code != 354:
                 return refusal("DATA", code, text, accepted, refused)
             # Recorded before it goes: a failure to come shows it was sent.
-            client.exchanges.append(
-                Exchange("data", f"<message content: {len(raw)} bytes>", time.time())
+            content = Exchange(
+                "data", f"<message content: {len(raw)} bytes>", time.time()
             )
-            client.send(_dot_stuffed(raw))
+            client.exchanges.append(content)
+            self._write_content(_dot_stuffed(raw), client.exchanges, content)
             code, text = client.getreply()
             if code != 250:
                 return refusal("DATA", code, text, accepted, refused)
@@ -726,6 +727,13 @@ class _Connection:
                 self.upstream.url, "MAIL", error, exchanges, self.timeout
             ) from None
         if after is not None:
+            if after.unsent and _peer_closed(client.sock):
+                # Nothing goes: ``after`` fails with this at its final reply
+                # (`read_final_reply`), this message with the connection.
+                assert after.content is not None  # its 354 came
+                after.lost, after.unsent = _CLOSED_AFTER_354, b""
+                after.exchanges.remove(after.content)
+                raise self._broken("MAIL", _Reason(_CLOSED_AFTER_354), exchanges)
             data, after.unsent = after.unsent + data, b""
         self._write("MAIL", data, exchanges)
         return flight
@@ -776,9 +784,13 @@ class _Connection:
         """The upstream's reply to the content (sent first if it is still
         held). Raises RelayError."""
         assert flight.content is not None
+        if flight.lost is not None:
+            raise RelayError(
+                self.upstream.url, "DATA", None, flight.lost, flight.exchanges
+            )
         if flight.unsent:
             data, flight.unsent = flight.unsent, b""
-            self._write("DATA", data, flight.exchanges)
+            self._write_content(data, flight.exchanges, flight.content)
         code, text = self._reply(flight.content, "DATA", flight.exchanges)
         if code != 250:
             raise RelayError(
@@ -804,6 +816,35 @@ class _Connection:
             client.send(data)
         except Exception as error:
             raise self._broken(stage, error, exchanges) from None
+
+    def _write_content(
+        self, data: bytes, exchanges: list[Exchange], content: Exchange
+    ) -> None:
+        """Write a message's content (``content`` in ``exchanges``), and
+        nothing with it. Raises RelayError, saying the upstream does not
+        have the message when that is certain: it closed the connection
+        before the content (``content`` then leaves the transcript), or
+        the write failed before the final dot went. Otherwise a failure
+        to come means it may have kept it (`_relay_error`)."""
+        import smtplib
+
+        client = self.client
+        if client is not None and _peer_closed(client.sock):
+            exchanges.remove(content)
+            raise self._broken("DATA", _Reason(_CLOSED_AFTER_354), exchanges)
+        try:
+            if client is None:
+                raise smtplib.SMTPServerDisconnected("the connection was closed")
+            client.send(data)
+        except smtplib.SMTPServerDisconnected as error:
+            cause = error.__context__
+            reason = (
+                "the connection closed while the message content was being "
+                "sent, before its end: the upstream does not have the message"
+            )
+            if isinstance(cause, OSError):
+                reason += f" ({type(cause).__name__}: {cause})"
+            raise self._broken("DATA", _Reason(reason), exchanges) from None
 
     def _reply(
         self, exchange: Exchange, stage: str, exchanges: list[Exchange]
@@ -872,6 +913,36 @@ class _InFlight:
     """The content's exchange, once the 354 came: the final reply goes there."""
     unsent: bytes = b""
     """The content (dot-stuffed) while it waits to be written."""
+    lost: str | None = None
+    """Why the content was never written, when the upstream closed the
+    connection before it (`read_final_reply` raises it)."""
+
+
+_CLOSED_AFTER_354 = (
+    "the upstream closed the connection after its 354, before the message "
+    "content was sent: it does not have the message"
+)
+
+
+def _peer_closed(sock: Any) -> bool:
+    """Whether the upstream has closed the connection, as far as can be
+    seen without waiting: a plain socket at its end, or reset. Checked
+    before a message's content goes, so that an upstream that hung up
+    after its 354 is not reported as one that may have kept the message.
+    A TLS socket's end cannot be peeked at through its records: False."""
+    import select
+    import socket
+    import ssl
+
+    if sock is None or isinstance(sock, ssl.SSLSocket):
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except ValueError:  # a descriptor select() cannot take
+        return False
+    except OSError:  # reset
+        return True
 
 
 def _deferred(flight: _InFlight) -> bool:

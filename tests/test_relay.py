@@ -15,6 +15,7 @@ import socketserver
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -1022,6 +1023,9 @@ def test_a_relay_ini_key_alone_is_named_in_its_error(
 #: tuple of pieces is sent a piece at a time, `PACE` seconds apart.
 Answer = Callable[[bytes], "bytes | tuple[bytes, ...] | None"]
 PACE = 0.2
+#: What a scripted upstream does after its 354: read the content, hang up at
+#: once, or close after its first line.
+ContentHandling = Literal["read", "hang up", "close after a line"]
 
 
 def usual_answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
@@ -1043,8 +1047,9 @@ class ScriptedUpstream(socketserver.ThreadingTCPServer):
 
     daemon_threads = False  # server_close() joins the connections' threads
 
-    def __init__(self, answer: Answer) -> None:
+    def __init__(self, answer: Answer, content: ContentHandling = "read") -> None:
         self.answer = answer
+        self.content = content
         self.stopping = threading.Event()  # ends a paced reply at once
         #: Every command line, and b"<content>" for each content received.
         self.received: list[bytes] = []
@@ -1073,10 +1078,20 @@ class _ScriptedConnection(socketserver.StreamRequestHandler):
                     if self.server.stopping.wait(PACE):
                         return
                 reply = b"".join(reply)
+            elif reply.startswith(b"354") and self.server.content == "hang up":
+                # The 354 and the close in one segment (TCP_CORK holds the
+                # reply until shutdown() adds the FIN): the relay sees the
+                # close as it reads the 354, never a moment later by chance.
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+                self.wfile.write(reply)
+                return
             else:
                 self.wfile.write(reply)
             if reply.startswith(b"221"):
                 return
+            if reply.startswith(b"354") and self.server.content == "close after a line":
+                self.rfile.readline()
+                return  # the rest unread: the relay's writes get a reset
             if reply.startswith(b"354"):
                 while (line := self.rfile.readline()) != b".\r\n":
                     if not line:
@@ -1092,11 +1107,11 @@ class _ScriptedConnection(socketserver.StreamRequestHandler):
 
 
 @pytest.fixture
-def scripted() -> Iterator[Callable[[Answer], ScriptedUpstream]]:
+def scripted() -> Iterator[Callable[..., ScriptedUpstream]]:
     servers: list[tuple[ScriptedUpstream, threading.Thread]] = []
 
-    def start(answer: Answer) -> ScriptedUpstream:
-        server = ScriptedUpstream(answer)
+    def start(answer: Answer, content: ContentHandling = "read") -> ScriptedUpstream:
+        server = ScriptedUpstream(answer, content)
         # A short poll: shutdown() at the end waits for one.
         thread = threading.Thread(target=server.serve_forever, args=(0.05,))
         thread.start()
@@ -1805,3 +1820,69 @@ def test_to_an_upstream_without_dsn_the_requests_are_left_out(
         assert relayed.envelope.dsn_envid is None
         assert relayed.envelope.rcpt_dsn == (RecipientDSN(), RecipientDSN())
         assert relayed.envelope.mail_options == (f"SIZE={len(relayed.raw)}",)
+
+
+# -- what the upstream has when the connection closes after its 354 -----------------
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_CORK"), reason="needs TCP_CORK")
+def test_release_to_an_upstream_that_hangs_up_after_its_354_says_it_has_nothing(
+    smtpsink: Mailbox, scripted: Callable[..., ScriptedUpstream]
+) -> None:
+    upstream = scripted(usual_answer, content="hang up")
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(captured, "127.0.0.1", upstream.port)
+
+    # Before: the content went into the closed connection, and the error
+    # said "the connection closed after the message content ... (it may have
+    # kept the message)", which would have a careful user not send it again.
+    assert (raised.value.stage, raised.value.code) == ("DATA", None)
+    assert raised.value.reply == (
+        "the upstream closed the connection after its 354, before the message "
+        "content was sent: it does not have the message"
+    )
+    assert "<message content" not in str(raised.value)
+    assert raised.value.transcript[-1].replies == ["354 go on"]
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_CORK"), reason="needs TCP_CORK")
+def test_the_relay_to_an_upstream_that_hangs_up_after_its_354_says_so(
+    smtpsink_factory: Factory, scripted: Callable[..., ScriptedUpstream]
+) -> None:
+    upstream = scripted(usual_answer, content="hang up")  # offers PIPELINING
+    sink = smtpsink_factory(relay=f"smtp://127.0.0.1:{upstream.port}", relay_to=".*")
+    message = capture(sink, b"Subject: hi\r\n\r\nx\r\n")
+    wait_relayed(sink, message)
+
+    outcome = relay_of(message)
+    assert (outcome.status, outcome.code) == ("failed", None)
+    assert outcome.reply == (
+        "the upstream closed the connection after its 354, before the message "
+        "content was sent: it does not have the message"
+    )
+    assert outcome.error is not None
+    assert "<message content" not in str(outcome.error)
+
+
+def test_release_cut_off_in_the_middle_of_the_content_says_it_was_not_kept(
+    smtpsink: Mailbox, scripted: Callable[..., ScriptedUpstream]
+) -> None:
+    upstream = scripted(usual_answer, content="close after a line")
+    # More than the socket buffers hold: the upstream's reset comes while
+    # the relay is still writing, before the final dot can go.
+    line = b"x" * 998 + b"\r\n"
+    captured = capture(smtpsink, b"Subject: big\r\n\r\n" + line * 12_000)
+
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(captured, "127.0.0.1", upstream.port)
+
+    # Before: "the connection closed after the message content, before the
+    # upstream's reply (it may have kept the message)".
+    assert (raised.value.stage, raised.value.code) == ("DATA", None)
+    assert raised.value.reply.startswith(
+        "the connection closed while the message content was being sent, "
+        "before its end: the upstream does not have the message ("
+    )
+    assert "may have kept" not in raised.value.reply
