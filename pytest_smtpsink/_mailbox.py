@@ -331,12 +331,19 @@ class Mailbox(FaultControls):
         ``rcpt_to`` is given. Returns the `Delivery` (the upstream's reply and
         the conversation); raises `RelayError` with the upstream's reply if it
         refuses. An upstream that is not on loopback needs
-        ``allow_remote=True``.
+        ``allow_remote=True``, and ``auth`` to it needs ``tls``.
         """
         # Hidden, and the RelayError raised afresh from here: the traceback
         # (with --showlocals, its frames' variables) must not show ``auth``.
         __tracebackhide__ = True
-        from ._relay import RelayError, Upstream, body_option, deliver, received_header
+        from ._relay import (
+            DSN,
+            RelayError,
+            Upstream,
+            body_option,
+            deliver,
+            received_header,
+        )
 
         if not isinstance(message, Message):
             raise TypeError(f"release() takes a captured Message, got {message!r}")
@@ -362,6 +369,14 @@ class Mailbox(FaultControls):
                 f"{host} is not a loopback address; releasing captured mail to "
                 "another host must be asked for with allow_remote=True"
             )
+        if auth is not None and tls is None and not upstream.is_loopback():
+            # Without TLS the password would cross the network as it is
+            # (AUTH PLAIN and LOGIN are base64, not encryption).
+            raise ValueError(
+                f"auth needs tls='starttls' or tls='implicit' for a host off "
+                f"loopback ({host}): without TLS the password would be sent "
+                "unencrypted"
+            )
         envelope = message.envelope
         recipients = tuple(envelope.rcpt_to if rcpt_to is None else rcpt_to)
         if not recipients or isinstance(rcpt_to, str):
@@ -380,6 +395,7 @@ class Mailbox(FaultControls):
                 ssl_context=ssl_context,
                 smtputf8=envelope.smtputf8,
                 body=body_option(envelope.mail_options),
+                dsn=DSN.of(envelope),
             )
         except RelayError as error:
             raise error.with_traceback(None) from None

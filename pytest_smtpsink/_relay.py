@@ -40,7 +40,7 @@ from ._text import printable
 if TYPE_CHECKING:
     import ssl
 
-    from ._message import Message
+    from ._message import Envelope, Message, RecipientDSN
     from ._settings import SinkSettings
     from ._store import Store
 
@@ -235,7 +235,8 @@ class RelayOutcome:
     """``pending`` (queued or being sent), ``relayed`` (the upstream took it),
     ``refused`` (the upstream answered with an error), ``failed`` (no answer:
     unreachable, timed out, closed, TLS failed, no SMTP reply, an extension
-    the message needs missing, or the sink stopped first) or
+    the message needs missing, larger than the upstream's SIZE, or the sink
+    stopped first) or
     ``not-matched`` (no recipient matched ``relay_to``: nothing was sent)."""
     upstream: str
     recipients: tuple[str, ...] = ()
@@ -517,15 +518,22 @@ class _Connection:
         rcpt_to: Sequence[str],
         smtputf8: bool = False,
         body: str | None = None,
+        *,
+        dsn: DSN | None = None,
     ) -> Delivery:
         """One transaction, and more for recipients deferred with 452
         (`send_rest`). Raises RelayError; the connection stays usable after
         a refusal (it was reset) but not after a failure."""
-        delivery = self._transaction(raw, mail_from, rcpt_to, smtputf8, body)
-        return self.send_rest(delivery, raw, smtputf8, body)
+        delivery = self._transaction(raw, mail_from, rcpt_to, smtputf8, body, dsn=dsn)
+        return self.send_rest(delivery, raw, smtputf8, body, dsn)
 
     def send_rest(
-        self, delivery: Delivery, raw: bytes, smtputf8: bool, body: str | None
+        self,
+        delivery: Delivery,
+        raw: bytes,
+        smtputf8: bool,
+        body: str | None,
+        dsn: DSN | None = None,
     ) -> Delivery:
         """``delivery`` with the recipients the upstream deferred with 452
         (too many recipients) sent in further transactions, as RFC 5321
@@ -544,7 +552,7 @@ class _Connection:
             kept = tuple(entry for entry in delivery.refused if entry[0] not in rest)
             try:
                 more = self._transaction(
-                    raw, delivery.mail_from, rest, smtputf8, body, rest=True
+                    raw, delivery.mail_from, rest, smtputf8, body, dsn=dsn, rest=True
                 )
             except RelayError as error:
                 if error.code is not None:
@@ -570,6 +578,7 @@ class _Connection:
         smtputf8: bool = False,
         body: str | None = None,
         *,
+        dsn: DSN | None = None,
         rest: bool = False,
     ) -> Delivery:
         """One transaction. With ``rest`` (a later one of `send_rest`), the
@@ -609,6 +618,7 @@ class _Connection:
                 rcpt_to=rcpt_to,
                 smtputf8=smtputf8,
                 body=body,
+                dsn=dsn,
             )
             code, text = client.mail(mail_from, options)
             if code != 250:
@@ -617,7 +627,9 @@ class _Connection:
             accepted: list[str] = []
             refused: list[tuple[str, int, str]] = []
             for recipient in rcpt_to:
-                code, text = client.rcpt(recipient)
+                code, text = client.rcpt(
+                    recipient, _rcpt_options(client, dsn, recipient)
+                )
                 if code in (250, 251):
                     accepted.append(recipient)
                 else:
@@ -630,10 +642,11 @@ class _Connection:
             if code != 354:
                 return refusal("DATA", code, text, accepted, refused)
             # Recorded before it goes: a failure to come shows it was sent.
-            client.exchanges.append(
-                Exchange("data", f"<message content: {len(raw)} bytes>", time.time())
+            content = Exchange(
+                "data", f"<message content: {len(raw)} bytes>", time.time()
             )
-            client.send(_dot_stuffed(raw))
+            client.exchanges.append(content)
+            self._write_content(_dot_stuffed(raw), client.exchanges, content)
             code, text = client.getreply()
             if code != 250:
                 return refusal("DATA", code, text, accepted, refused)
@@ -668,6 +681,7 @@ class _Connection:
         smtputf8: bool = False,
         body: str | None = None,
         *,
+        dsn: DSN | None = None,
         after: _InFlight | None = None,
     ) -> _InFlight:
         """Write MAIL, every RCPT and DATA at once, after the content of
@@ -683,6 +697,7 @@ class _Connection:
                 rcpt_to=rcpt_to,
                 smtputf8=smtputf8,
                 body=body,
+                dsn=dsn,
             )
         except _Unsendable as error:
             raise RelayError(
@@ -696,7 +711,10 @@ class _Connection:
             self._fresh = False
         now = time.time()
         lines = [" ".join([f"MAIL FROM:<{mail_from}>", *options])]
-        lines.extend(f"RCPT TO:<{recipient}>" for recipient in rcpt_to)
+        lines.extend(
+            " ".join([f"RCPT TO:<{recipient}>", *_rcpt_options(client, dsn, recipient)])
+            for recipient in rcpt_to
+        )
         lines.append("DATA")
         exchanges.extend(Exchange("command", line, now) for line in lines)
         flight = _InFlight(raw, mail_from, tuple(rcpt_to), exchanges)
@@ -709,6 +727,13 @@ class _Connection:
                 self.upstream.url, "MAIL", error, exchanges, self.timeout
             ) from None
         if after is not None:
+            if after.unsent and _peer_closed(client.sock):
+                # Nothing goes: ``after`` fails with this at its final reply
+                # (`read_final_reply`), this message with the connection.
+                assert after.content is not None  # its 354 came
+                after.lost, after.unsent = _CLOSED_AFTER_354, b""
+                after.exchanges.remove(after.content)
+                raise self._broken("MAIL", _Reason(_CLOSED_AFTER_354), exchanges)
             data, after.unsent = after.unsent + data, b""
         self._write("MAIL", data, exchanges)
         return flight
@@ -759,9 +784,13 @@ class _Connection:
         """The upstream's reply to the content (sent first if it is still
         held). Raises RelayError."""
         assert flight.content is not None
+        if flight.lost is not None:
+            raise RelayError(
+                self.upstream.url, "DATA", None, flight.lost, flight.exchanges
+            )
         if flight.unsent:
             data, flight.unsent = flight.unsent, b""
-            self._write("DATA", data, flight.exchanges)
+            self._write_content(data, flight.exchanges, flight.content)
         code, text = self._reply(flight.content, "DATA", flight.exchanges)
         if code != 250:
             raise RelayError(
@@ -787,6 +816,35 @@ class _Connection:
             client.send(data)
         except Exception as error:
             raise self._broken(stage, error, exchanges) from None
+
+    def _write_content(
+        self, data: bytes, exchanges: list[Exchange], content: Exchange
+    ) -> None:
+        """Write a message's content (``content`` in ``exchanges``), and
+        nothing with it. Raises RelayError, saying the upstream does not
+        have the message when that is certain: it closed the connection
+        before the content (``content`` then leaves the transcript), or
+        the write failed before the final dot went. Otherwise a failure
+        to come means it may have kept it (`_relay_error`)."""
+        import smtplib
+
+        client = self.client
+        if client is not None and _peer_closed(client.sock):
+            exchanges.remove(content)
+            raise self._broken("DATA", _Reason(_CLOSED_AFTER_354), exchanges)
+        try:
+            if client is None:
+                raise smtplib.SMTPServerDisconnected("the connection was closed")
+            client.send(data)
+        except smtplib.SMTPServerDisconnected as error:
+            cause = error.__context__
+            reason = (
+                "the connection closed while the message content was being "
+                "sent, before its end: the upstream does not have the message"
+            )
+            if isinstance(cause, OSError):
+                reason += f" ({type(cause).__name__}: {cause})"
+            raise self._broken("DATA", _Reason(reason), exchanges) from None
 
     def _reply(
         self, exchange: Exchange, stage: str, exchanges: list[Exchange]
@@ -855,6 +913,36 @@ class _InFlight:
     """The content's exchange, once the 354 came: the final reply goes there."""
     unsent: bytes = b""
     """The content (dot-stuffed) while it waits to be written."""
+    lost: str | None = None
+    """Why the content was never written, when the upstream closed the
+    connection before it (`read_final_reply` raises it)."""
+
+
+_CLOSED_AFTER_354 = (
+    "the upstream closed the connection after its 354, before the message "
+    "content was sent: it does not have the message"
+)
+
+
+def _peer_closed(sock: Any) -> bool:
+    """Whether the upstream has closed the connection, as far as can be
+    seen without waiting: a plain socket at its end, or reset. Checked
+    before a message's content goes, so that an upstream that hung up
+    after its 354 is not reported as one that may have kept the message.
+    A TLS socket's end cannot be peeked at through its records: False."""
+    import select
+    import socket
+    import ssl
+
+    if sock is None or isinstance(sock, ssl.SSLSocket):
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except ValueError:  # a descriptor select() cannot take
+        return False
+    except OSError:  # reset
+        return True
 
 
 def _deferred(flight: _InFlight) -> bool:
@@ -880,6 +968,12 @@ def _dot_stuffed(raw: bytes) -> bytes:
     return stuffed + b".\r\n"
 
 
+def _content_size(raw: bytes) -> int:
+    """The size SIZE= declares (RFC 1870): the content as `_dot_stuffed`
+    sends it, but without the stuffed dots and the final dot."""
+    return len(raw) + (2 if raw and not raw.endswith(b"\r\n") else 0)
+
+
 def _text(reply: bytes | str) -> str:
     if isinstance(reply, bytes):
         reply = reply.decode("utf-8", "replace")
@@ -900,7 +994,8 @@ class _NoReply(_Reason):
 
 
 class _Unsendable(_Reason):
-    """The upstream lacks an extension the message needs."""
+    """The upstream lacks an extension the message needs, or takes no
+    message this large: nothing is sent, the connection stays usable."""
 
 
 def _mail_options(
@@ -911,6 +1006,7 @@ def _mail_options(
     rcpt_to: Sequence[str],
     smtputf8: bool,
     body: str | None,
+    dsn: DSN | None = None,
 ) -> list[str]:
     """MAIL's parameters for this upstream; `_Unsendable` if it cannot take
     the message as it is.
@@ -923,8 +1019,27 @@ def _mail_options(
     relay is a client of its own, bound by the RFC): to an upstream without
     it, converting it to 7 bits would change the captured bytes, so it is
     not sent.
+
+    SIZE (RFC 1870) declares the content's size; over the maximum the
+    upstream's EHLO gives, the message is not sent at all: the upstream
+    would refuse it only after reading all of it.
+
+    The captured DSN requests (RFC 3461: RET, ENVID here, NOTIFY and ORCPT
+    in `_rcpt_options`) go on to an upstream that offers DSN (5.2.1); one
+    without it gets the message without them (5.2.2), as the sink sends no
+    DSN of its own.
     """
     options: list[str] = []
+    if client.has_extn("size"):
+        size = _content_size(raw)
+        limit = client.esmtp_features["size"].strip()
+        # "SIZE" alone or "SIZE 0": no fixed maximum (RFC 1870).
+        if limit.isdigit() and 0 < int(limit) < size:
+            raise _Unsendable(
+                f"the message is {size} bytes, more than the {int(limit)} bytes "
+                f"the upstream takes (its EHLO says SIZE {limit}): not sent"
+            )
+        options.append(f"SIZE={size}")
     wide = next((a for a in (mail_from, *rcpt_to) if not a.isascii()), None)
     if (smtputf8 or wide is not None) and client.has_extn("smtputf8"):
         options.append("SMTPUTF8")
@@ -940,12 +1055,47 @@ def _mail_options(
             body = "8BITMIME"
         if body is not None:
             options.append(f"BODY={body}")
-    elif not raw.isascii() and not options:  # SMTPUTF8 carries 8-bit text
+    elif not raw.isascii() and "SMTPUTF8" not in options:  # it carries 8-bit text
         raise _Unsendable(
             "the upstream does not offer 8BITMIME, and the content has 8-bit "
             "bytes: not sent (made 7-bit, it would not be the captured bytes)"
         )
+    if dsn is not None and client.has_extn("dsn"):
+        if dsn.ret is not None:
+            options.append(f"RET={dsn.ret}")
+        if dsn.envid is not None:
+            options.append(f"ENVID={_xtext(dsn.envid)}")
     return options
+
+
+def _rcpt_options(client: Any, dsn: DSN | None, recipient: str) -> list[str]:
+    """RCPT's parameters for ``recipient``: its captured NOTIFY and ORCPT,
+    to an upstream that offers DSN (see `_mail_options`)."""
+    wanted = dsn.recipients.get(recipient) if dsn is not None else None
+    if wanted is None or not client.has_extn("dsn"):
+        return []
+    options = [f"NOTIFY={','.join(wanted.notify)}"] if wanted.notify else []
+    if wanted.orcpt is not None:
+        kind, _, address = wanted.orcpt.partition(";")
+        options.append(f"ORCPT={kind};{_xtext(address)}")
+    return options
+
+
+def _xtext(text: str) -> str:
+    """``text`` as RFC 3461 xtext: "+" and two hex digits for "+", "=",
+    and anything but printable ASCII (the sink keeps the values decoded)."""
+    return "".join(
+        char
+        if "!" <= char <= "~" and char not in "+="
+        else "".join(f"+{byte:02X}" for byte in _xtext_bytes(char))
+        for char in text
+    )
+
+
+def _xtext_bytes(char: str) -> bytes:
+    # The sink decodes each "+XX" to one character below 256: back to that
+    # byte. Anything wider (never decoded from xtext) goes as UTF-8.
+    return bytes([ord(char)]) if ord(char) < 256 else char.encode("utf-8")
 
 
 def _checked_reply(
@@ -1070,17 +1220,41 @@ def deliver(
     ssl_context: ssl.SSLContext | None = None,
     smtputf8: bool = False,
     body: str | None = None,
+    dsn: DSN | None = None,
 ) -> Delivery:
     """One connection, one transaction, QUIT. Raises `RelayError`."""
     connection = _Connection(upstream, timeout, hostname, ssl_context)
     try:
-        delivery = connection.send(raw, mail_from, rcpt_to, smtputf8, body)
+        delivery = connection.send(raw, mail_from, rcpt_to, smtputf8, body, dsn=dsn)
         said = len(connection.exchanges)
     finally:
         connection.close()
     # The whole conversation, QUIT included.
     quit = tuple(connection.exchanges[said:])
     return dataclasses.replace(delivery, transcript=delivery.transcript + quit)
+
+
+@dataclasses.dataclass(frozen=True)
+class DSN:
+    """A captured message's DSN requests (RFC 3461), to pass on."""
+
+    ret: str | None
+    envid: str | None
+    recipients: dict[str, RecipientDSN]
+    """Each captured recipient's NOTIFY and ORCPT, by address."""
+
+    @classmethod
+    def of(cls, envelope: Envelope) -> DSN | None:
+        """The requests of ``envelope``; None when it made none."""
+        recipients: dict[str, RecipientDSN] = {}
+        for address, wanted in zip(envelope.rcpt_to, envelope.rcpt_dsn, strict=False):
+            if (
+                wanted.notify or wanted.orcpt is not None
+            ) and address not in recipients:
+                recipients[address] = wanted
+        if envelope.dsn_ret is None and envelope.dsn_envid is None and not recipients:
+            return None
+        return cls(envelope.dsn_ret, envelope.dsn_envid, recipients)
 
 
 def body_option(options: Sequence[str]) -> str | None:
@@ -1189,6 +1363,7 @@ class Relayer:
                     transaction.raw,
                     message.envelope.smtputf8,
                     body_option(message.envelope.mail_options),
+                    DSN.of(message.envelope),
                 )
         except RelayError as error:
             self._failed(message, matched, error)
@@ -1212,6 +1387,7 @@ class Relayer:
                 matched,
                 message.envelope.smtputf8,
                 body_option(message.envelope.mail_options),
+                dsn=DSN.of(message.envelope),
                 after=previous[3],
             )
         except RelayError:
@@ -1246,12 +1422,13 @@ class Relayer:
         raw = received_header(message, self.hostname) + message.raw
         envelope = message.envelope
         body = body_option(envelope.mail_options)
+        dsn = DSN.of(envelope)
         try:
             if connection is None or not connection.open:
                 connection = _Connection(self.upstream, self.timeout, self.hostname)
             if connection.pipelining:
                 transaction = connection.write_commands(
-                    raw, envelope.mail_from, matched, envelope.smtputf8, body
+                    raw, envelope.mail_from, matched, envelope.smtputf8, body, dsn=dsn
                 )
                 connection.read_command_replies(transaction)
                 if _deferred(transaction):
@@ -1261,7 +1438,7 @@ class Relayer:
                     return (connection if connection.open else None), None
                 return connection, (message, matched, connection, transaction)
             delivery = connection.send(
-                raw, envelope.mail_from, matched, envelope.smtputf8, body
+                raw, envelope.mail_from, matched, envelope.smtputf8, body, dsn=dsn
             )
         except RelayError as error:
             self._failed(message, matched, error)

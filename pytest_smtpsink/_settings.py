@@ -460,6 +460,15 @@ def _validate_relay(s: SinkSettings) -> None:
         f"{upstream.host} is not a loopback address; relaying captured mail "
         "to another host must be asked for with relay_allow_remote=True",
     )
+    # smtp:// would send the password as it is (AUTH PLAIN and LOGIN are
+    # base64, not encryption) across the network; on loopback it stays on
+    # this machine, as a test's upstream sink does.
+    _require(
+        upstream.username is None or upstream.tls is not None or upstream.is_loopback(),
+        "relay",
+        f"credentials need smtp+starttls:// or smtps:// for a host off loopback "
+        f"({upstream.host}): smtp:// would send the password unencrypted",
+    )
     _require(
         s.relay_to is None or isinstance(s.relay_to, str),
         "relay_to",

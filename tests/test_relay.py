@@ -15,12 +15,14 @@ import socketserver
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
 from pytest_smtpsink import (
     Mailbox,
     Message,
+    RecipientDSN,
     RelayError,
     RelayOutcome,
     SettingsError,
@@ -384,6 +386,39 @@ def test_release_to_a_remote_host_needs_allow_remote(smtpsink: Mailbox) -> None:
         smtpsink.release(captured, "127.0.0.1", 25, tls="yes")  # type: ignore[arg-type]
 
 
+def test_release_with_auth_in_the_clear_to_a_remote_host_is_refused(
+    smtpsink: Mailbox,
+) -> None:
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+    # Before: it connected (192.0.2.1 is TEST-NET: never reached) to send the
+    # password unencrypted; now nothing connects.
+    with pytest.raises(ValueError, match=r"^auth needs") as raised:
+        smtpsink.release(
+            captured,
+            "192.0.2.1",
+            25,
+            auth=("ann", PASSWORD),
+            allow_remote=True,
+            timeout=1,
+        )
+    assert str(raised.value) == (
+        "auth needs tls='starttls' or tls='implicit' for a host off loopback "
+        "(192.0.2.1): without TLS the password would be sent unencrypted"
+    )
+    assert PASSWORD not in str(raised.value)
+
+
+def test_release_with_auth_in_the_clear_on_loopback_logs_in(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    upstream = smtpsink_factory(auth={"ann": PASSWORD}, auth_plaintext=True)
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+
+    smtpsink.release(captured, upstream.host, upstream.port, auth=("ann", PASSWORD))
+
+    assert upstream.wait_for().session.authenticated_as == "ann"
+
+
 @pytest.mark.parametrize(
     ("arguments", "error", "text"),
     [
@@ -471,6 +506,18 @@ def test_bad_release_arguments_are_named_before_anything_connects(
         ),
         ({"relay_timeout": -5}, "relay_timeout", "seconds > 0"),
         ({"relay_timeout": "abc"}, "relay_timeout", "seconds > 0"),
+        # The password would cross the network unencrypted.
+        (
+            {
+                "relay": f"smtp://ann:{PASSWORD}@mail.example.com:25",
+                "relay_to": ".*",
+                "relay_allow_remote": True,
+            },
+            "relay",
+            r"^relay: credentials need smtp\+starttls:// or smtps:// for a host off "
+            r"loopback \(mail\.example\.com\): smtp:// would send the password "
+            "unencrypted$",
+        ),
         (
             {"relay": "smtp://127.0.0.1:25?cafile=/x", "relay_to": ".*"},
             "relay",
@@ -491,13 +538,25 @@ def test_bad_relay_settings_name_the_setting(
     assert raised.value.setting == setting
 
 
-def test_remote_relay_is_allowed_when_asked_for() -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "smtp+starttls://mail.example.com:587",
+        f"smtp+starttls://ann:{PASSWORD}@mail.example.com:587",
+        f"smtps://ann:{PASSWORD}@mail.example.com:465",
+    ],
+)
+def test_remote_relay_is_allowed_when_asked_for(url: str) -> None:
     settings = SinkSettings(
-        relay="smtp+starttls://mail.example.com:587",
-        relay_to=r".*@example\.com",
-        relay_allow_remote=True,
+        relay=url, relay_to=r".*@example\.com", relay_allow_remote=True
     )
     assert settings.relay_allow_remote
+
+
+def test_relay_credentials_in_the_clear_are_allowed_on_loopback() -> None:
+    # A test's upstream sink: the password stays on this machine.
+    settings = SinkSettings(relay=f"smtp://ann:{PASSWORD}@127.0.0.1:25", relay_to=".*")
+    assert settings.relay is not None
 
 
 def test_relay_password_never_shows() -> None:
@@ -617,7 +676,7 @@ def test_a_burst_is_relayed_in_order_on_one_connection(
         transcript = relay_of(message).delivery.transcript  # type: ignore[union-attr]
         commands = [e.line.upper() for e in transcript if e.kind == "command"]
         assert commands[-3:] == [
-            "MAIL FROM:<APP@EXAMPLE.COM>",
+            f"MAIL FROM:<APP@EXAMPLE.COM> SIZE={len(relayed[n].raw)}",
             f"RCPT TO:<U{n}@PARTNER.EXAMPLE>",
             "DATA",
         ]
@@ -964,6 +1023,9 @@ def test_a_relay_ini_key_alone_is_named_in_its_error(
 #: tuple of pieces is sent a piece at a time, `PACE` seconds apart.
 Answer = Callable[[bytes], "bytes | tuple[bytes, ...] | None"]
 PACE = 0.2
+#: What a scripted upstream does after its 354: read the content, hang up at
+#: once, or close after its first line.
+ContentHandling = Literal["read", "hang up", "close after a line"]
 
 
 def usual_answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
@@ -985,8 +1047,9 @@ class ScriptedUpstream(socketserver.ThreadingTCPServer):
 
     daemon_threads = False  # server_close() joins the connections' threads
 
-    def __init__(self, answer: Answer) -> None:
+    def __init__(self, answer: Answer, content: ContentHandling = "read") -> None:
         self.answer = answer
+        self.content = content
         self.stopping = threading.Event()  # ends a paced reply at once
         #: Every command line, and b"<content>" for each content received.
         self.received: list[bytes] = []
@@ -1015,10 +1078,20 @@ class _ScriptedConnection(socketserver.StreamRequestHandler):
                     if self.server.stopping.wait(PACE):
                         return
                 reply = b"".join(reply)
+            elif reply.startswith(b"354") and self.server.content == "hang up":
+                # The 354 and the close in one segment (TCP_CORK holds the
+                # reply until shutdown() adds the FIN): the relay sees the
+                # close as it reads the 354, never a moment later by chance.
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+                self.wfile.write(reply)
+                return
             else:
                 self.wfile.write(reply)
             if reply.startswith(b"221"):
                 return
+            if reply.startswith(b"354") and self.server.content == "close after a line":
+                self.rfile.readline()
+                return  # the rest unread: the relay's writes get a reset
             if reply.startswith(b"354"):
                 while (line := self.rfile.readline()) != b".\r\n":
                     if not line:
@@ -1034,11 +1107,11 @@ class _ScriptedConnection(socketserver.StreamRequestHandler):
 
 
 @pytest.fixture
-def scripted() -> Iterator[Callable[[Answer], ScriptedUpstream]]:
+def scripted() -> Iterator[Callable[..., ScriptedUpstream]]:
     servers: list[tuple[ScriptedUpstream, threading.Thread]] = []
 
-    def start(answer: Answer) -> ScriptedUpstream:
-        server = ScriptedUpstream(answer)
+    def start(answer: Answer, content: ContentHandling = "read") -> ScriptedUpstream:
+        server = ScriptedUpstream(answer, content)
         # A short poll: shutdown() at the end waits for one.
         thread = threading.Thread(target=server.serve_forever, args=(0.05,))
         thread.start()
@@ -1429,7 +1502,8 @@ def test_release_to_an_upstream_without_an_extension(
     if reason is None:
         smtpsink.release(captured, upstream.host, upstream.port)
         relayed = upstream.wait_for()
-        assert relayed.envelope.mail_options == ()  # none it does not offer
+        # None it does not offer: SIZE only.
+        assert relayed.envelope.mail_options == (f"SIZE={len(relayed.raw)}",)
         assert relayed.raw.endswith(captured.raw)
     else:
         with pytest.raises(RelayError) as raised:
@@ -1459,7 +1533,8 @@ def test_the_relay_to_an_upstream_without_an_extension(
     outcome = relay_of(message)
     if reason is None:
         assert outcome.status == "relayed"
-        assert upstream.wait_for().envelope.mail_options == ()
+        relayed = upstream.wait_for()
+        assert relayed.envelope.mail_options == (f"SIZE={len(relayed.raw)}",)
     else:
         assert (outcome.status, outcome.reply) == ("failed", reason)
         upstream.assert_nothing_sent()
@@ -1489,7 +1564,9 @@ def test_eight_bit_content_is_declared_to_the_upstream(
 
     assert relay_of(message).status == "relayed"
     received = upstream.wait_for(count=2)
-    assert [m.envelope.mail_options for m in received] == [("BODY=8BITMIME",)] * 2
+    assert [m.envelope.mail_options for m in received] == [
+        (f"SIZE={len(m.raw)}", "BODY=8BITMIME") for m in received
+    ]
 
 
 def trickling_greeting(line: bytes) -> bytes | tuple[bytes, ...] | None:
@@ -1553,3 +1630,269 @@ def test_a_certificate_for_another_name_is_named_as_such(
     )
     assert "cafile" not in raised.value.reply
     upstream.assert_nothing_sent()
+
+
+# -- SIZE (RFC 1870) ----------------------------------------------------------------
+
+
+def test_release_declares_the_size_of_what_it_sends(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    upstream = smtpsink_factory(hostname="sized.test")
+    # No CRLF at the end: the one added counts (RFC 1870), a stuffed dot not.
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\n.dot\r\nend")
+
+    smtpsink.release(captured, upstream.host, upstream.port)
+
+    relayed = upstream.wait_for()
+    assert relayed.envelope.mail_options == (f"SIZE={len(relayed.raw)}",)
+    assert relayed.raw.endswith(b"\r\n.dot\r\nend\r\n")
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_the_relay_declares_the_size_of_what_it_sends(
+    smtpsink_factory: Factory, pipelining: bool
+) -> None:
+    upstream = smtpsink_factory(hostname=f"sized-{pipelining}.test")
+    if not pipelining:
+        upstream.hide("PIPELINING")
+    sink = relaying(smtpsink_factory, upstream)
+
+    messages = send_burst(sink, ["ann@partner.example", "bob@partner.example"])
+
+    assert [relay_of(m).status for m in messages] == ["relayed"] * 2
+    for relayed in upstream.wait_for(2):
+        assert relayed.envelope.mail_options == (f"SIZE={len(relayed.raw)}",)
+
+
+def test_release_over_the_upstreams_size_is_not_sent(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    upstream = smtpsink_factory(hostname="small.test", max_size=1000)
+    roomy = smtpsink_factory(hostname="roomy.test")
+    captured = capture(smtpsink, b"Subject: big\r\n\r\n" + b"x" * 950 + b"\r\n")
+    # What is sent, Received: header and all, as another upstream got it.
+    smtpsink.release(captured, roomy.host, roomy.port)
+    size = len(roomy.wait_for().raw)
+
+    # Before: sent whole, then refused after the content (552 at DATA).
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(captured, upstream.host, upstream.port)
+
+    assert (raised.value.stage, raised.value.code) == ("MAIL", None)
+    assert raised.value.reply == (
+        f"the message is {size} bytes, more than the 1000 bytes the upstream "
+        "takes (its EHLO says SIZE 1000): not sent"
+    )
+    assert "C: MAIL" not in raised.value.args[0]
+    upstream.assert_nothing_sent()
+    # Without the Received: header it fits.
+    smtpsink.release(captured, upstream.host, upstream.port, received=False)
+    assert upstream.wait_for().raw == captured.raw
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_the_relay_of_a_message_over_the_upstreams_size_fails_unsent(
+    smtpsink_factory: Factory, pipelining: bool
+) -> None:
+    upstream = smtpsink_factory(hostname=f"small-{pipelining}.test", max_size=1000)
+    if not pipelining:
+        upstream.hide("PIPELINING")
+    sink = relaying(smtpsink_factory, upstream)
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        for n, lines in enumerate((1, 20, 1)):
+            client.sendmail(
+                "app@example.com",
+                [f"u{n}@partner.example"],
+                b"Subject: x\r\n\r\n" + (b"x" * 98 + b"\r\n") * lines,
+            )
+    messages = sink.wait_for(3)
+    for message in messages:
+        wait_relayed(sink, message)
+
+    small, big, after = (relay_of(m) for m in messages)
+    assert (big.status, big.code) == ("failed", None)
+    assert re.fullmatch(
+        r"the message is \d+ bytes, more than the 1000 bytes the upstream takes "
+        r"\(its EHLO says SIZE 1000\): not sent",
+        big.reply,
+    )
+    # The others, before and after it, went on the same connection.
+    assert (small.status, after.status) == ("relayed", "relayed")
+    relayed = upstream.wait_for(2)
+    assert [m.envelope.rcpt_to for m in relayed] == [
+        ("u0@partner.example",),
+        ("u2@partner.example",),
+    ]
+    assert len({id(m.session) for m in relayed}) == 1
+
+
+# -- DSN (RFC 3461) -----------------------------------------------------------------
+
+
+def capture_with_dsn(sink: Mailbox, n: int = 0) -> Message:
+    """The sink's message ``n``, whose MAIL and first RCPT ask for DSNs
+    (ENVID and ORCPT in mixed case, with xtext escapes); the second RCPT
+    asks for nothing."""
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.ehlo()
+        client.mail("app@example.com", ["RET=HDRS", f"ENVID=Order+2B{n}.a"])
+        client.rcpt(
+            f"ann{n}@partner.example",
+            ["NOTIFY=SUCCESS,FAILURE", f"ORCPT=rfc822;Ann+2Btag{n}@Partner.example"],
+        )
+        client.rcpt(f"bob{n}@partner.example")
+        client.data(b"Subject: dsn\r\n\r\nx\r\n")
+    sink.wait_until(lambda: len(sink.messages) > n)
+    return sink.messages[n]
+
+
+def assert_same_dsn(relayed: Message, captured: Message) -> None:
+    assert relayed.envelope.dsn_ret == captured.envelope.dsn_ret == "HDRS"
+    assert relayed.envelope.dsn_envid == captured.envelope.dsn_envid
+    assert relayed.envelope.rcpt_dsn == captured.envelope.rcpt_dsn
+
+
+def test_release_passes_the_dsn_requests_on(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    upstream = smtpsink_factory(hostname="dsn.test")
+    captured = capture_with_dsn(smtpsink)
+    assert captured.envelope.dsn_envid == "Order+0.a"
+    assert captured.envelope.rcpt_dsn[0] == RecipientDSN(
+        ("SUCCESS", "FAILURE"), "rfc822;Ann+tag0@Partner.example"
+    )
+
+    # Before: sent without RET, ENVID, NOTIFY and ORCPT.
+    smtpsink.release(captured, upstream.host, upstream.port)
+
+    assert_same_dsn(upstream.wait_for(), captured)
+
+
+def test_release_keeps_each_recipients_dsn_in_a_later_transaction(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    upstream = smtpsink_factory(hostname="dsn-452.test")
+    upstream.limit(max_recipients=1)  # bob goes in a second transaction
+    captured = capture_with_dsn(smtpsink)
+
+    smtpsink.release(captured, upstream.host, upstream.port)
+
+    first, second = upstream.wait_for(2)
+    assert first.envelope.rcpt_dsn == captured.envelope.rcpt_dsn[:1]
+    assert second.envelope.rcpt_dsn == (RecipientDSN(),)
+    assert second.envelope.dsn_envid == captured.envelope.dsn_envid
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_the_relay_passes_the_dsn_requests_on(
+    smtpsink_factory: Factory, pipelining: bool
+) -> None:
+    upstream = smtpsink_factory(hostname=f"dsn-{pipelining}.test")
+    if not pipelining:
+        upstream.hide("PIPELINING")
+    sink = relaying(smtpsink_factory, upstream)
+
+    captured = [capture_with_dsn(sink, n) for n in range(2)]
+    for message in captured:
+        wait_relayed(sink, message)
+
+    assert [relay_of(m).status for m in captured] == ["relayed"] * 2
+    for relayed, message in zip(upstream.wait_for(2), captured, strict=True):
+        assert_same_dsn(relayed, message)
+
+
+def test_to_an_upstream_without_dsn_the_requests_are_left_out(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    # RFC 3461 5.2.2: the message goes on without them.
+    upstream = smtpsink_factory(hostname="no-dsn.test")
+    upstream.hide("DSN")
+    sink = relaying(smtpsink_factory, upstream)
+    for sending in (smtpsink, sink):
+        message = capture_with_dsn(sending)
+    smtpsink.release(smtpsink.wait_for(), upstream.host, upstream.port)
+    wait_relayed(sink, message)
+
+    assert relay_of(message).status == "relayed"
+    for relayed in upstream.wait_for(2):
+        assert relayed.envelope.dsn_ret is None
+        assert relayed.envelope.dsn_envid is None
+        assert relayed.envelope.rcpt_dsn == (RecipientDSN(), RecipientDSN())
+        assert relayed.envelope.mail_options == (f"SIZE={len(relayed.raw)}",)
+
+
+# -- what the upstream has when the connection closes after its 354 -----------------
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_CORK"), reason="needs TCP_CORK")
+def test_release_to_an_upstream_that_hangs_up_after_its_354_says_it_has_nothing(
+    smtpsink: Mailbox, scripted: Callable[..., ScriptedUpstream]
+) -> None:
+    upstream = scripted(usual_answer, content="hang up")
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(captured, "127.0.0.1", upstream.port)
+
+    # Before: the content went into the closed connection, and the error
+    # said "the connection closed after the message content ... (it may have
+    # kept the message)", which would have a careful user not send it again.
+    assert (raised.value.stage, raised.value.code) == ("DATA", None)
+    assert raised.value.reply == (
+        "the upstream closed the connection after its 354, before the message "
+        "content was sent: it does not have the message"
+    )
+    assert "<message content" not in str(raised.value)
+    assert raised.value.transcript[-1].replies == ["354 go on"]
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_CORK"), reason="needs TCP_CORK")
+def test_the_relay_to_an_upstream_that_hangs_up_after_its_354_says_so(
+    smtpsink_factory: Factory, scripted: Callable[..., ScriptedUpstream]
+) -> None:
+    upstream = scripted(usual_answer, content="hang up")  # offers PIPELINING
+    sink = smtpsink_factory(relay=f"smtp://127.0.0.1:{upstream.port}", relay_to=".*")
+    # Two at once: the first's content waits for the second's commands, and
+    # goes (or not) with them, or alone.
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        for n in range(2):
+            client.sendmail(
+                "app@example.com", ["ann@example.com"], f"Subject: {n}\r\n\r\n"
+            )
+    messages = sink.wait_for(2)
+    for message in messages:
+        wait_relayed(sink, message)
+
+    for message in messages:
+        outcome = relay_of(message)
+        assert (outcome.status, outcome.code) == ("failed", None)
+        assert outcome.reply == (
+            "the upstream closed the connection after its 354, before the "
+            "message content was sent: it does not have the message"
+        )
+        assert outcome.error is not None
+        assert "<message content" not in str(outcome.error)
+    assert b"<content>" not in upstream.received
+
+
+def test_release_cut_off_in_the_middle_of_the_content_says_it_was_not_kept(
+    smtpsink: Mailbox, scripted: Callable[..., ScriptedUpstream]
+) -> None:
+    upstream = scripted(usual_answer, content="close after a line")
+    # More than the socket buffers hold: the upstream's reset comes while
+    # the relay is still writing, before the final dot can go.
+    line = b"x" * 998 + b"\r\n"
+    captured = capture(smtpsink, b"Subject: big\r\n\r\n" + line * 12_000)
+
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(captured, "127.0.0.1", upstream.port)
+
+    # Before: "the connection closed after the message content, before the
+    # upstream's reply (it may have kept the message)".
+    assert (raised.value.stage, raised.value.code) == ("DATA", None)
+    assert raised.value.reply.startswith(
+        "the connection closed while the message content was being sent, "
+        "before its end: the upstream does not have the message ("
+    )
+    assert "may have kept" not in raised.value.reply
