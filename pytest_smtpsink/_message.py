@@ -33,7 +33,7 @@ from email.message import EmailMessage
 from email.message import Message as Compat32Message
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
-from ._mime import parse_compat32
+from ._mime import getaddresses, parse_compat32, parseaddr
 from ._text import join_shortened, printable, shorten
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ def normalize_address(value: str) -> str:
     value = value.strip()
     if "<" in value or " " in value:
         try:
-            parsed = email.utils.parseaddr(value)[1]
+            parsed = parseaddr(value)[1]
         except RecursionError:  # deeply nested comments: compare as given
             parsed = ""
         value = parsed or value
@@ -548,7 +548,7 @@ class Message:
             _unescape(value) for n, value in self._header_items if n.lower() == key
         ]
         try:
-            pairs = email.utils.getaddresses(raw_values)
+            pairs = getaddresses(raw_values)
         except Exception as error:  # RecursionError on deeply nested comments
             self._gave_up(f"{name} header: could not read the addresses", error)
             return Addresses()

@@ -429,3 +429,40 @@ def test_address_lists_compare_like_a_tester_means(
     assert to[0].name == "Ann"
     assert "ann@example.com" in to
     assert isinstance(to, tuple)
+
+
+def test_malformed_address_headers_read_the_same_on_every_python(
+    smtpsink: Mailbox,
+) -> None:
+    """Python 3.13's getaddresses and parseaddr are strict by default and
+    read ``("", "")`` from each of these headers; older versions read the
+    addresses. Every reader of header addresses reads them the older way, on
+    every version (the test runs in tox on both)."""
+    raw = (
+        b"From: Bob <bob@example.com>>\r\n"  # a stray ">"
+        b"To: ann@example.com <carl@example.com>\r\n"  # two addresses, no comma
+        b"Cc: j@[192.0.2.1 ]\r\n"  # a domain literal with a space
+        b"Subject: malformed addresses\r\n"
+        b"Message-ID: <malformed@example.com>\r\n"
+        b"\r\n"
+        b"body\r\n"
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=10) as client:
+        client.sendmail("bob@example.com", ["ann@example.com"], raw)
+    message = smtpsink.wait_for(subject="malformed addresses", timeout=10)
+    assert message.from_ is not None
+    assert (message.from_, message.from_.name) == ("bob@example.com", "Bob")
+    assert message.to == ("ann@example.com", "carl@example.com")
+    assert message.cc == ("j@[192.0.2.1 ]",)
+    codes = [p.code for p in message.bulk_sender_problems()]
+    assert "from-not-single" not in codes, message.bulk_sender_problems()
+    # deliver() without to=: the To and Cc addresses; the sender from From.
+    delivered = smtpsink.deliver(message.raw)
+    assert delivered.envelope.rcpt_to == (
+        "ann@example.com",
+        "carl@example.com",
+        "j@[192.0.2.1 ]",
+    )
+    assert delivered.envelope.mail_from == "bob@example.com"
+    again = smtpsink.deliver(message.raw, to="Bob <bob@example.com>>")
+    assert again.envelope.rcpt_to == ("bob@example.com",)
