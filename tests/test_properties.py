@@ -33,6 +33,7 @@ from pytest_smtpsink import Mailbox, SMTPSink
 from pytest_smtpsink._content import Content
 from pytest_smtpsink._message import (
     Envelope,
+    Headers,
     Message,
     _plain_header_items,
     decode_header,
@@ -543,6 +544,32 @@ def test_everyday_header_blocks_take_the_fast_path(block: bytes) -> None:
 )
 def test_other_header_blocks_are_left_to_the_stdlib(block: bytes) -> None:
     assert _plain_header_items(block) is None
+
+
+# Names whose lower() is longer or maps several to one ("İ", "ß", "K" and
+# the Kelvin sign), and the same name in several cases.
+_HEADER_NAMES = st.one_of(
+    st.sampled_from(["To", "TO", "to", "X-İ", "x-i̇", "ß", "SS", "K", "\u212a"]),
+    st.text("aZİßK\u212a-", max_size=4),
+)
+
+
+@SETTINGS
+@given(
+    items=st.lists(st.tuples(_HEADER_NAMES, st.text(max_size=5)), max_size=30),
+    asked=st.lists(_HEADER_NAMES, max_size=10),
+)
+def test_get_all_is_every_value_of_the_name_in_order(
+    items: list[tuple[str, str]], asked: list[str]
+) -> None:
+    """`Headers.get_all`, an index built once, answers what a scan of every
+    header would, for any name asked in any case; `items_all` stays the
+    items as given."""
+    headers = Headers(items)
+    for name in [*asked, *(n for n, _ in items), *(n.swapcase() for n, _ in items)]:
+        key = name.lower()
+        assert headers.get_all(name) == [v for n, v in items if n.lower() == key]
+    assert headers.items_all() == items
 
 
 # -- commands answered as they arrive, against aiosmtpd's own loop ---------------
