@@ -14,12 +14,12 @@ results (`_dkim.verify`) and its session. Never raises.
 
 from __future__ import annotations
 
-import email.utils
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 from ._lint import Problem, addresses_without_comma, valid_message_id
+from ._mime import getaddresses
 
 if TYPE_CHECKING:
     from ._dkim import DkimResult
@@ -104,7 +104,7 @@ def bulk_sender_problems(
     from_values = [str(v) for n, v in head.raw_items() if n.lower() == "from"]
     unreadable = ""
     try:
-        addresses = [a for _, a in email.utils.getaddresses(from_values) if a]
+        addresses = [a for _, a in getaddresses(from_values) if a]
     except RecursionError:  # hundreds of nested comments: no reader copes
         addresses, unreadable = [], " (comments nested too deeply to parse)"
     run_on = [v for v in from_values if addresses_without_comma(v) is not None]

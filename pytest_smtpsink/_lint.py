@@ -21,14 +21,12 @@ import difflib
 import email
 import email.errors
 import email.utils
-import functools
-import inspect
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from email.message import Message as Compat32Message
-from typing import Any, Literal, Protocol, TypeVar, cast
+from typing import Literal, Protocol, TypeVar
 
-from ._mime import parse_compat32
+from ._mime import getaddresses, parse_compat32
 from ._text import printable, shorten
 
 Severity = Literal["error", "warning", "info"]
@@ -522,25 +520,13 @@ def _check_addresses(ctx: _Context) -> Iterator[Problem]:
         )
 
 
-# Python 3.13 (and later patch releases of older versions) made
-# getaddresses strict by default: it gives up on forms RFC 5322 allows,
-# such as a domain literal holding a space (j@[192.0.2.1 ]). Lint's own
-# checks judge each address, so it reads them the lax way on every
-# version, and a tox matrix gets one verdict.
-_getaddresses: Callable[[list[str]], list[tuple[str, str]]] = (
-    functools.partial(cast("Any", email.utils.getaddresses), strict=False)
-    if "strict" in inspect.signature(email.utils.getaddresses).parameters
-    else email.utils.getaddresses
-)
-
-
 def _bad_addresses(value: str, smtputf8: bool) -> str | None:
     """The first invalid address in a header value, or None."""
     value = re.sub(r"\r?\n", "", value)
     if not value.strip():
         return value.strip() or "(empty)"
     try:
-        found = _getaddresses([value])
+        found = getaddresses([value])
     except RecursionError:  # hundreds of nested comments: no reader copes
         return shorten(value, 60) + " (comments nested too deeply to parse)"
     good = 0

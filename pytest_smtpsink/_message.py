@@ -33,7 +33,7 @@ from email.message import EmailMessage
 from email.message import Message as Compat32Message
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
-from ._mime import parse_compat32
+from ._mime import getaddresses, parse_compat32, parseaddr
 from ._text import join_shortened, printable, shorten
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ def normalize_address(value: str) -> str:
     value = value.strip()
     if "<" in value or " " in value:
         try:
-            parsed = email.utils.parseaddr(value)[1]
+            parsed = parseaddr(value)[1]
         except RecursionError:  # deeply nested comments: compare as given
             parsed = ""
         value = parsed or value
@@ -229,6 +229,10 @@ class Headers(Mapping[str, str]):
         self._first: dict[str, str] = {}
         for name, value in items:
             self._first.setdefault(name.lower(), value)
+        # Every value by lower-cased name, made on the first get_all: a scan
+        # of all the items per call made reading each name of a message with
+        # thousands of headers quadratic. Most messages never need it.
+        self._all: dict[str, list[str]] | None = None
 
     def __getitem__(self, name: str) -> str:
         return self._first[name.lower()]
@@ -256,9 +260,17 @@ class Headers(Mapping[str, str]):
         return len(self._first)
 
     def get_all(self, name: str) -> list[str]:
-        """Every value of ``name``, in order (empty if absent)."""
-        key = name.lower()
-        return [value for n, value in self._items if n.lower() == key]
+        """Every value of ``name``, in order (empty if absent). The first
+        call indexes the headers; each later one is a lookup."""
+        index = self._all
+        if index is None:
+            index = {}
+            for n, value in self._items:
+                index.setdefault(n.lower(), []).append(value)
+            # One assignment: a reader on another thread sees no index or a
+            # whole one (at worst, both build it).
+            self._all = index
+        return list(index.get(name.lower(), ()))  # a copy: callers may change it
 
     def items_all(self) -> list[tuple[str, str]]:
         """All (name, value) pairs, repeated names included, in order."""
@@ -548,7 +560,7 @@ class Message:
             _unescape(value) for n, value in self._header_items if n.lower() == key
         ]
         try:
-            pairs = email.utils.getaddresses(raw_values)
+            pairs = getaddresses(raw_values)
         except Exception as error:  # RecursionError on deeply nested comments
             self._gave_up(f"{name} header: could not read the addresses", error)
             return Addresses()

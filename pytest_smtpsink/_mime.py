@@ -1,5 +1,7 @@
-"""The compat32 parse of captured mail, made to survive a parameter list the
-standard library cannot decode.
+"""Where the standard library's email package reads captured mail in a way
+the sink works around: the compat32 parse, made to survive a parameter list
+the standard library cannot decode; and addresses, read the same way on
+every Python version (`getaddresses`, `parseaddr`).
 
 A parameter given both whole and in numbered sections (``name*=x;
 name*0=a``, RFC 2231) makes ``email.utils.decode_params`` compare None with
@@ -18,9 +20,12 @@ from __future__ import annotations
 
 import email
 import email.errors
+import email.utils
+import inspect
 import re
+from collections.abc import Iterable
 from email.message import Message as Compat32Message
-from typing import Any
+from typing import Any, cast
 
 
 class ConflictingContinuationsDefect(email.errors.HeaderDefect):
@@ -69,3 +74,30 @@ def parse_compat32(raw: bytes) -> Compat32:
     message = email.message_from_bytes(raw, _class=Compat32)
     assert isinstance(message, Compat32)
     return message
+
+
+# Python 3.13 (and later patch releases of 3.11 and 3.12) made getaddresses
+# and parseaddr strict by default: they give up, with ("", ""), on forms
+# the older ones read, such as a domain literal holding a space
+# (j@[192.0.2.1 ]) or a stray ">" after an address. The sink reads every
+# header address the lax (older) way, so a test, a lint verdict or a
+# deliver()'s recipients are the same in a tox matrix.
+_LAX: dict[str, bool] = (
+    {"strict": False}
+    if "strict" in inspect.signature(email.utils.getaddresses).parameters
+    else {}
+)
+
+
+def getaddresses(values: Iterable[str]) -> list[tuple[str, str]]:
+    """`email.utils.getaddresses`, the lax way on every Python version."""
+    found: list[tuple[str, str]] = cast("Any", email.utils.getaddresses)(
+        [str(value) for value in values], **_LAX
+    )
+    return found
+
+
+def parseaddr(value: str) -> tuple[str, str]:
+    """`email.utils.parseaddr`, the lax way on every Python version."""
+    found: tuple[str, str] = cast("Any", email.utils.parseaddr)(value, **_LAX)
+    return found

@@ -29,6 +29,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from email._header_value_parser import (  # aiosmtpd's parser too
     TokenList,
+    get_addr_spec,
     get_angle_addr,
 )
 from email.errors import HeaderParseError
@@ -338,18 +339,22 @@ _PLAIN_MAIL_PARAM = re.compile(r"SIZE=[0-9]+\Z|BODY=(?:7BIT|8BITMIME)\Z")
 _ADDR_TYPE_RE = re.compile(rf"{_ATEXT}\Z")
 
 
-def _refused_angle_addr(arg: str) -> bool:
-    """Whether a MAIL or RCPT argument is an angle address that the email
+def _refused_address(arg: str) -> bool:
+    """Whether a MAIL or RCPT argument is an address that the email
     package's parser, which aiosmtpd uses, takes with only a defect noted,
-    and that Postfix refuses: one never closed (``<ann@example.com``), or
-    one whose local part is words with white space (or a comment) but no
-    dot between them (``<ann lee@example.com>``), which the parser turns
-    into ``"ann lee"@example.com``, an address the client never sent. A
-    quoted local part (``<"ann lee"@example.com>``) is a single word."""
+    and that Postfix refuses: an angle address never closed
+    (``<ann@example.com``), or a local part of words with white space (or
+    a comment) but no dot between them, which the parser turns into
+    ``"ann lee"@example.com``, an address the client never sent. With angle
+    brackets (``<ann lee@example.com>``) or without (``ann lee@example.com``,
+    where RFC 5321 makes the space the end of the address and Postfix reads
+    ``ann`` and refuses ``lee@example.com`` as an unknown parameter). A
+    quoted local part (``"ann lee"@example.com``) is a single word."""
     text = arg.lstrip()
-    if not text.startswith("<"):
-        return False
     try:
+        if not text.startswith("<"):
+            # As aiosmtpd's _getaddr parses it (an empty one is no address).
+            return bool(arg) and _words_without_dot(get_addr_spec(arg)[0])
         token, rest = get_angle_addr(text)
     except HeaderParseError:
         return False  # aiosmtpd's parse refuses it in its own way
@@ -772,7 +777,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         plain = plain_angle_addr(arg)
         if plain is None:
-            if _refused_angle_addr(arg):
+            if _refused_address(arg):
                 return None, None  # aiosmtpd's "553 5.1.3 malformed address"
             return super()._getaddr(arg)
         address, rest = plain

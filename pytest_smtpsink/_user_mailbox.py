@@ -32,6 +32,7 @@ from ._mailstore import (
 )
 from ._message import Envelope, Message, summary_or_raw
 from ._messages import Messages
+from ._mime import getaddresses, parseaddr
 from ._session import Session
 from ._text import plural, printable
 
@@ -314,7 +315,7 @@ def recipients_of(raw: bytes, to: str | Sequence[str] | None) -> tuple[str, ...]
                 for name in ("to", "cc", "bcc")
                 for value in parsed.get_all(name, [])
             ]
-            found = tuple(a for _, a in email.utils.getaddresses(fields) if "@" in a)
+            found = tuple(a for _, a in getaddresses(fields) if "@" in a)
         except Exception:  # malformed headers: the test must say to=
             found = ()
         if not found:
@@ -339,7 +340,7 @@ def bare_address(text: str) -> str:
     it (with the name, it would be a mailbox no mail ever reaches); any
     other text as it is."""
     if "<" in text and not text.lstrip().startswith("<"):
-        return email.utils.parseaddr(text)[1] or text
+        return parseaddr(text)[1] or text
     return text
 
 
@@ -363,7 +364,7 @@ def make_delivered(raw: bytes, recipients: tuple[str, ...]) -> Message:
     try:
         parsed = email.message_from_bytes(raw, policy=email.policy.compat32)
         froms = [str(v) for v in parsed.get_all("from", [])]
-        senders = [a for _, a in email.utils.getaddresses(froms) if a]
+        senders = [a for _, a in getaddresses(froms) if a]
     except Exception:  # malformed headers: the bytes are kept all the same
         senders = []
     session = Session(("deliver()", 0), when, protocol="deliver")

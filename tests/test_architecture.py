@@ -7,6 +7,7 @@ for annotations only and do not count.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,20 @@ def test_every_server_connection_reads_into_a_buffer() -> None:
 
     for protocol in (_smtp.RecordingSMTP, _pop3._Connection, _imap._Connection):
         assert issubclass(protocol, asyncio.BufferedProtocol), protocol
+
+
+def test_header_addresses_are_read_the_lax_way_everywhere() -> None:
+    """Python 3.13's getaddresses and parseaddr are strict by default: a
+    module that calls them directly reads malformed headers differently from
+    the rest of the package on that version. ``_mime`` has the lax ones."""
+    direct = re.compile(
+        r"utils\.(?:getaddresses|parseaddr)\b"
+        r"|from email\.utils import [^\n]*\b(?:getaddresses|parseaddr)\b"
+    )
+    found = sorted(
+        f"{path.stem}: {match.group()}"
+        for path in PACKAGE.glob("*.py")
+        if path.stem != "_mime"
+        for match in direct.finditer(path.read_text(encoding="utf-8"))
+    )
+    assert found == [], f"use _mime.getaddresses and _mime.parseaddr: {found}"

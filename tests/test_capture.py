@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import email
+import email.policy
 import logging
 import os
 import smtplib
 import threading
+from collections.abc import Iterator
 from email.message import EmailMessage
 
 import mailparser
@@ -14,6 +17,7 @@ import pytest
 from conftest import Send, make_message
 
 from pytest_smtpsink import Mailbox
+from pytest_smtpsink._message import Headers
 
 
 def test_plain_text_message(smtpsink: Mailbox, send: Send) -> None:
@@ -429,3 +433,88 @@ def test_address_lists_compare_like_a_tester_means(
     assert to[0].name == "Ann"
     assert "ann@example.com" in to
     assert isinstance(to, tuple)
+
+
+def test_malformed_address_headers_read_the_same_on_every_python(
+    smtpsink: Mailbox,
+) -> None:
+    """Python 3.13's getaddresses and parseaddr are strict by default and
+    read ``("", "")`` from each of these headers; older versions read the
+    addresses. Every reader of header addresses reads them the older way, on
+    every version (the test runs in tox on both)."""
+    raw = (
+        b"From: Bob <bob@example.com>>\r\n"  # a stray ">"
+        b"To: ann@example.com <carl@example.com>\r\n"  # two addresses, no comma
+        b"Cc: j@[192.0.2.1 ]\r\n"  # a domain literal with a space
+        b"Subject: malformed addresses\r\n"
+        b"Message-ID: <malformed@example.com>\r\n"
+        b"\r\n"
+        b"body\r\n"
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=10) as client:
+        client.sendmail("bob@example.com", ["ann@example.com"], raw)
+    message = smtpsink.wait_for(subject="malformed addresses", timeout=10)
+    assert message.from_ is not None
+    assert (message.from_, message.from_.name) == ("bob@example.com", "Bob")
+    assert message.to == ("ann@example.com", "carl@example.com")
+    assert message.cc == ("j@[192.0.2.1 ]",)
+    codes = [p.code for p in message.bulk_sender_problems()]
+    assert "from-not-single" not in codes, message.bulk_sender_problems()
+    # deliver() without to=: the To and Cc addresses; the sender from From.
+    delivered = smtpsink.deliver(message.raw)
+    assert delivered.envelope.rcpt_to == (
+        "ann@example.com",
+        "carl@example.com",
+        "j@[192.0.2.1 ]",
+    )
+    assert delivered.envelope.mail_from == "bob@example.com"
+    again = smtpsink.deliver(message.raw, to="Bob <bob@example.com>>")
+    assert again.envelope.rcpt_to == ("bob@example.com",)
+
+
+def test_every_header_of_a_long_header_block_reads_as_the_stdlib_reads_it(
+    smtpsink: Mailbox,
+) -> None:
+    """Thousands of headers, names repeated in other cases and interleaved:
+    `Headers.get_all` of each name (in any case) gives its values in order,
+    as the email package does; so does the name of no header."""
+    names = [f"X-Trace-{i}" for i in range(600)]
+    lines = [
+        f"{name.upper() if n % 3 == 1 else name}: hop {n} of {name}"
+        for n in range(5)
+        for name in names
+    ]
+    raw = (
+        "Subject: many headers\r\n" + "\r\n".join(lines) + "\r\n\r\nbody\r\n"
+    ).encode()
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=10) as client:
+        client.sendmail("a@example.com", ["b@example.com"], raw)
+    headers = smtpsink.wait_for(subject="many headers", timeout=10).headers
+    stdlib = email.message_from_bytes(raw, policy=email.policy.compat32)
+    assert len(headers) == len(names) + 1
+    for name in [*headers, *names, "x-trace-7", "X-TRACE-599", "X-Absent"]:
+        assert headers.get_all(name) == stdlib.get_all(name, []), name
+    # A list of one's own: changing it changes no later answer.
+    headers.get_all("X-Trace-0").append("changed")
+    assert headers.get_all("x-trace-0") == stdlib.get_all("X-Trace-0")
+    assert headers.items_all() == [(n, v.strip()) for n, v in stdlib.items()]
+
+
+def test_get_all_reads_the_header_items_once() -> None:
+    """However many names are asked for: the index is built on the first
+    `get_all` (without it, each call scanned every header, and reading each
+    name of a message with thousands of headers took seconds)."""
+
+    class Scans(list[tuple[str, str]]):
+        scans = 0
+
+        def __iter__(self) -> Iterator[tuple[str, str]]:
+            self.scans += 1
+            return super().__iter__()
+
+    items = Scans((f"X-{i % 50}", str(i)) for i in range(200))
+    headers = Headers(items)
+    before = items.scans
+    for name in list(headers) * 3:
+        headers.get_all(name)
+    assert items.scans - before <= 2  # the names (__iter__) and the index
