@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import smtplib
 import socket
 import threading
@@ -462,6 +463,73 @@ def test_an_unquoted_space_in_an_address_is_refused(
     codes = [e.code for e in session.transcript if e.command == command]
     assert codes == [553, 250], session.format_transcript()
     assert "S: 553 5.1.3 Error: malformed address" in session.format_transcript()
+
+
+@pytest.mark.parametrize("command", ["MAIL FROM:", "RCPT TO:"])
+@pytest.mark.parametrize("bad", ["0@[", "<a@[>", "<a@[> SIZE=1"])
+def test_an_address_the_parser_breaks_on_is_refused_as_malformed(
+    smtpsink: Mailbox, caplog: pytest.LogCaptureFixture, command: str, bad: str
+) -> None:
+    """The email package's parser, which aiosmtpd uses, raises AttributeError
+    or IndexError on these instead of its parse error: the client got
+    ``500 Error: (AttributeError) ...`` and the log a traceback."""
+    verb, keyword = command.split(" ")
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=10) as smtp:
+        assert smtp.ehlo("client.test")[0] == 250
+        if verb == "RCPT":
+            assert smtp.docmd("MAIL", "FROM:<a@example.com>")[0] == 250
+        assert smtp.docmd(verb, keyword + bad) == (
+            553,
+            b"5.1.3 Error: malformed address",
+        )
+        assert smtp.docmd(verb, f"{keyword}<b@example.com>")[0] == 250
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+@pytest.mark.parametrize(
+    ("command", "sent", "kept"),
+    [
+        ("MAIL", "FROM:<=?utf-8?q?a_b?=@example.com>", "=?utf-8?q?a_b?=@example.com"),
+        ("RCPT", "TO:<=?utf-8?q?c_d?=@example.com>", "=?utf-8?q?c_d?=@example.com"),
+        (
+            "RCPT",
+            "TO:<x.=?x?b?QQ==?=@example.com> NOTIFY=NEVER",
+            "x.=?x?b?QQ==?=@example.com",
+        ),
+        ("RCPT", "TO:<b@=?utf-8?q?c?=.example>", "b@=?utf-8?q?c?=.example"),
+        # The parser raised AttributeError on this one (500).
+        ("RCPT", "TO:<=??b?-?=@0>", "=??b?-?=@0"),
+        # Without brackets the parser's reading is all there is: refused
+        # rather than recorded as the decoded "e@example.com".
+        ("RCPT", "TO:=?utf-8?q?e?=@example.com", None),
+    ],
+)
+def test_what_looks_like_an_encoded_word_in_an_address_is_kept_as_sent(
+    smtpsink: Mailbox, command: str, sent: str, kept: str | None
+) -> None:
+    """SMTP has no RFC 2047 encoded words: ``=?utf-8?q?a_b?=`` is plain
+    atext (RFC 5321 4.1.2), as Postfix keeps it. The email package's parser,
+    which aiosmtpd uses, decoded it: the envelope said ``"a b"@example.com``,
+    an address the client never sent."""
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=10) as smtp:
+        assert smtp.ehlo("client.test")[0] == 250
+        mail = sent if command == "MAIL" else "FROM:<a@example.com>"
+        code = smtp.docmd("MAIL", mail)[0]
+        if command == "MAIL":
+            assert code == 250
+            assert smtp.docmd("RCPT", "TO:<b@example.com>")[0] == 250
+        elif kept is None:
+            assert smtp.docmd("RCPT", sent) == (553, b"5.1.3 Error: malformed address")
+            assert smtp.docmd("RCPT", "TO:<b@example.com>")[0] == 250
+        else:
+            assert smtp.docmd("RCPT", sent)[0] == 250
+        subject = f"encoded words {uuid.uuid4()}"
+        assert smtp.data(f"Subject: {subject}\r\n\r\nbody\r\n")[0] == 250
+    envelope = smtpsink.wait_for(subject=subject, timeout=10).envelope
+    if command == "MAIL":
+        assert envelope.mail_from == kept
+    else:
+        assert envelope.rcpt_to == ((kept,) if kept else ("b@example.com",))
 
 
 def test_auth_mechanism_names_are_case_insensitive(smtpsink_factory: Factory) -> None:
