@@ -322,7 +322,16 @@ def recipients_of(raw: bytes, to: str | Sequence[str] | None) -> tuple[str, ...]
             raise ValueError(
                 "deliver() needs to=...: the message has no To, Cc or Bcc address"
             )
-        return found
+        try:
+            # The checks to= gets: a header address no SMTP server would
+            # take (``ann lee@example.com``) would make a mailbox no mail
+            # reaches.
+            return tuple(_recipient(address) for address in found)
+        except ValueError as error:
+            raise ValueError(
+                f"deliver() needs to=... for this message: its To, Cc or Bcc "
+                f"{str(error).removeprefix('to: ')}"
+            ) from None
     if isinstance(to, str):
         to = (to,)
     recipients = tuple(to)

@@ -232,6 +232,22 @@ def test_deliver_needs_recipients_when_the_headers_name_none(
         smtpsink.deliver(b"Subject: no one\r\n\r\n")
 
 
+@pytest.mark.parametrize(
+    "header", [b"ann lee@example.com", b"a\x01b@example.com", b"<c@x.example>, d e@x"]
+)
+def test_deliver_checks_header_addresses_as_it_checks_to(
+    smtpsink: Mailbox, header: bytes
+) -> None:
+    # They made mailboxes such as "ann lee@example.com", which no mail over
+    # SMTP reaches (the same address as to= is refused).
+    with pytest.raises(ValueError, match=r"needs to=\.\.\. .* is not an address"):
+        smtpsink.deliver(b"To: " + header + b"\r\nSubject: s\r\n\r\nx\r\n")
+    assert smtpsink.mailbox("c@x.example").messages() == []  # nothing half-done
+    assert smtpsink.deliver(
+        b"To: " + header + b"\r\nSubject: s\r\n\r\nx\r\n", to="ann@example.com"
+    ).envelope.rcpt_to == ("ann@example.com",)
+
+
 def test_deliver_says_how_to_pass_a_file(smtpsink: Mailbox) -> None:
     with pytest.raises(ValueError, match=r"pathlib\.Path"):
         smtpsink.deliver("mail/welcome.eml", to="ann@example.com")
