@@ -534,6 +534,19 @@ def test_allow_remote_still_refuses_a_name_with_a_dot(
                 f"with --http-allow-host {name}"
             },
         ), host
+    # No Host header at all (HTTP/1.0): no browser sends that, so it is
+    # not answered, as on loopback.
+    with socket.create_connection(("127.0.0.1", view.http_port), TIMEOUT) as client:
+        client.sendall(b"GET /api/messages HTTP/1.0\r\n\r\n")
+        response = http.client.HTTPResponse(client)
+        response.begin()
+        assert (response.status, json.loads(response.read())) == (
+            403,
+            {
+                "error": "no Host header: the view answers only requests that "
+                "say which host they are for (see --http-allow-host)"
+            },
+        )
     # Nothing changes either.
     status, _ = view.request(
         "/api/messages",
