@@ -142,6 +142,15 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _http_host(text: str) -> str:
+    from ._live import allowed_host
+
+    try:
+        return allowed_host(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _auth_entry(text: str) -> str:
     # Checked here so the error names --auth; combined in `_auth_setting`.
     if text != "any" and (":" not in text or not text.split(":", 1)[0]):
@@ -319,6 +328,19 @@ def build_parser() -> argparse.ArgumentParser:
         "loopback unless --allow-remote. 0 picks a free port.",
     )
     output.add_argument(
+        "--http-allow-host",
+        type=_http_host,
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="also answer live-view requests addressed to NAME (repeatable). "
+        "Without it the view answers localhost and loopback addresses, and with "
+        "--allow-remote also IP addresses, names without a dot (docker-compose "
+        "services) and this machine's names: a web page could point any other "
+        "name at the sink and read the mail (DNS rebinding). '*' answers any "
+        "name, which lets such pages in.",
+    )
+    output.add_argument(
         "--transcripts",
         action="store_true",
         help="print each session's SMTP conversation when it ends (AUTH masked)",
@@ -355,6 +377,8 @@ def settings_from_args(
 ) -> SinkSettings:
     """The `SinkSettings` the arguments ask for; a usage error if invalid."""
     _check_port_clashes(parser, args)
+    if args.http is None and args.http_allow_host:
+        parser.error("argument --http-allow-host: is only used with --http PORT")
     if args.relay is None:
         for option, given in (
             ("--relay-allow-remote", args.relay_allow_remote),
@@ -794,7 +818,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             live = LiveServer(
-                settings.host, args.http, allow_remote=settings.allow_remote
+                settings.host,
+                args.http,
+                allow_remote=settings.allow_remote,
+                allow_hosts=args.http_allow_host or (),
             )
         except OSError as error:
             print(

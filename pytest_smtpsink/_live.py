@@ -14,7 +14,7 @@ listens to ``/events`` and sends "delete all".
 
 The server is for the machine it runs on: it binds the sink's host (loopback
 unless ``--allow-remote``), and then answers only requests whose ``Host``
-names a loopback address (a web page cannot reach it by DNS rebinding), and
+it can trust (`HostCheck`: a web page cannot reach it by DNS rebinding), and
 changes nothing on a request from another origin (no cross-site "delete").
 
 JSON API:
@@ -77,7 +77,9 @@ MAX_STREAMS = 16
 MAX_WAITS = 32
 #: Seconds a refused wait is told to wait before asking again.
 WAIT_RETRY_AFTER = 1
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+#: The option that adds a name to those `HostCheck` accepts, for its errors.
+ALLOW_HOST_OPTION = "--http-allow-host"
+_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 class Inbox:
@@ -364,6 +366,136 @@ def message_summary(message: Message) -> dict[str, Any]:
     }
 
 
+# -- which Host is trusted -------------------------------------------------------------
+
+
+def _name_or_ip(text: str) -> str | None:
+    """``text`` as `HostCheck` compares it: an IP address in its usual
+    form, or a host name in lower case; without one trailing dot. None if
+    it is neither (a port, a scheme, an ``@``, a space...)."""
+    name = text.lower()
+    name = name[:-1] if name.endswith(".") else name
+    with contextlib.suppress(ValueError):
+        return str(ipaddress.ip_address(name))
+    # Letters, digits, hyphens and underscores (docker-compose service
+    # names may have them): nothing that parsers could read differently.
+    labels = name.split(".")
+    if all(label and set(label) <= _NAME_CHARACTERS for label in labels):
+        return name
+    return None
+
+
+def _ipv6(text: str) -> str | None:
+    """What IPv6 brackets hold, as `_name_or_ip` gives it: an IPv6
+    address and nothing else."""
+    try:
+        return str(ipaddress.IPv6Address(text))
+    except ValueError:
+        return None
+
+
+def allowed_host(text: str) -> str:
+    """A value of ``--http-allow-host`` as `HostCheck` compares it (``*``
+    is kept); ValueError, saying what was expected, if it is not one."""
+    if text == "*":
+        return text
+    if text.startswith("[") and text.endswith("]"):
+        name = _ipv6(text[1:-1])
+    else:
+        name = _name_or_ip(text)
+    if name is None:
+        raise ValueError(
+            "must be a host name or an IP address (no scheme, port or pattern), "
+            f"or '*' for any host, got {text!r}"
+        )
+    return name
+
+
+def host_of(header: str) -> str | None:
+    """The host a ``Host`` header names, as `_name_or_ip` gives it (port
+    and IPv6 brackets dropped); None if malformed. Parsed here, not with
+    urllib.parse: that reads ``evil.example@127.0.0.1`` as 127.0.0.1 and
+    raises on ``[name]``."""
+    if header.startswith("["):
+        inside, bracket, port = header[1:].partition("]")
+        name = _ipv6(inside) if bracket else None  # not "[::1", "[name]"
+    else:
+        host, colon, digits = header.partition(":")
+        name, port = _name_or_ip(host), colon + digits
+    # RFC 3986: a port is a colon and ASCII digits, perhaps none.
+    if port[:1] not in ("", ":") or not all(c in "0123456789" for c in port[1:]):
+        return None
+    return name
+
+
+class HostCheck:
+    """Which ``Host`` headers the live view answers.
+
+    DNS rebinding: a page on a site its owner controls points the site's
+    name at the sink's address; the browser then lets that page read the
+    sink's answers, which are the captured mail (password-reset links).
+    Its requests carry the site's name as ``Host``: that is what is
+    checked. On loopback only ``localhost`` and loopback addresses are
+    answered. With ``--allow-remote`` clients in other containers or on
+    other machines name the sink as they can, so also: any IP address (a
+    rebinding page has a name, not an address), a name without a dot (a
+    docker-compose service, a machine on the local network; a name that
+    anyone can register has a dot) and this machine's own names.
+    ``--http-allow-host`` adds names in either case; ``*`` turns the check
+    off.
+    """
+
+    def __init__(self, allow_remote: bool, names: Sequence[str] = ()) -> None:
+        self.allow_remote = allow_remote
+        given = [allowed_host(name) for name in names]
+        self.any = "*" in given
+        self.names = {name for name in given if name != "*"} | {"localhost"}
+        if allow_remote:
+            # getfqdn() may ask DNS: once, here, not on each request.
+            for own in (socket.gethostname(), socket.getfqdn()):
+                name = _name_or_ip(own)
+                if name is not None:
+                    self.names.add(name)
+
+    def refusal(self, header: str | None) -> str | None:
+        """Why a request with this ``Host`` is refused, or None."""
+        if self.any:
+            return None
+        if header is None:
+            return (
+                "no Host header: the view answers only requests that say "
+                f"which host they are for (see {ALLOW_HOST_OPTION})"
+            )
+        shown = header if len(header) <= 200 else header[:200] + "..."
+        host = host_of(header)
+        if host is None:
+            return (
+                f"Host {shown!r} is malformed: expected a host name or an IP "
+                "address, perhaps with :PORT"
+            )
+        if host in self.names or self._trusted(host):
+            return None
+        answered = (
+            "IP addresses, names without a dot, this machine's names"
+            if self.allow_remote
+            else "localhost, loopback addresses"
+        )
+        option = f"{ALLOW_HOST_OPTION} {f'[{host}]' if ':' in host else host}"
+        return (
+            f"Host {shown!r} is refused: the live view answers {answered} and "
+            f"the names given with {ALLOW_HOST_OPTION}, so that no web page can "
+            "point its own name at the sink and read the mail (DNS rebinding); "
+            f"if you reach the sink by this name, start smtpsink with {option}"
+        )
+
+    def _trusted(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return self.allow_remote and "." not in host
+        return self.allow_remote or address.is_loopback
+
+
 # -- the server ---------------------------------------------------------------------
 
 
@@ -384,11 +516,12 @@ class LiveServer(http.server.ThreadingHTTPServer):
         port: int,
         *,
         allow_remote: bool = False,
+        allow_hosts: Sequence[str] = (),
         max_streams: int = MAX_STREAMS,
         max_waits: int = MAX_WAITS,
     ) -> None:
         self.inbox = Inbox()
-        self.allow_remote = allow_remote
+        self.hosts = HostCheck(allow_remote, allow_hosts)
         self.max_streams = max_streams
         self.max_waits = max_waits
         #: The open event streams' release flags, oldest first, and the
@@ -553,23 +686,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     # -- guards ------------------------------------------------------------
 
-    def _host_allowed(self) -> bool:
-        """Only requests addressed to a loopback name: a page on another
-        site that resolves its name to 127.0.0.1 (DNS rebinding) is refused."""
-        if self.server.allow_remote:
-            return True
-        try:
-            host = urllib.parse.urlsplit(f"//{self.headers.get('Host', '')}").hostname
-        except ValueError:  # "[::1", "[name]": no host at all
-            return False
-        if host is None:
-            return False
-        if host.lower() in _LOOPBACK_NAMES:
-            return True
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
+    def _host_refused(self) -> bool:
+        """Refuses (403) a request whose ``Host`` is not trusted
+        (`HostCheck`): a page on another site that points its name at this
+        address (DNS rebinding) reads nothing."""
+        why = self.server.hosts.refusal(self.headers.get("Host"))
+        if why is not None:
+            self._refuse(http.HTTPStatus.FORBIDDEN, why)
+        return why is not None
 
     def _same_origin(self) -> bool:
         origin = self.headers.get("Origin")
@@ -627,8 +751,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     # -- routes --------------------------------------------------------------
 
     def do_GET(self) -> None:
-        if not self._host_allowed():
-            self._refuse(http.HTTPStatus.FORBIDDEN, "not a loopback Host")
+        if self._host_refused():
             return
         url = urllib.parse.urlsplit(self.path)
         parts = [p for p in url.path.split("/") if p]
@@ -684,9 +807,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_DELETE(self) -> None:
-        if not self._host_allowed():
-            self._refuse(http.HTTPStatus.FORBIDDEN, "not a loopback Host")
-        elif not self._same_origin():
+        if self._host_refused():
+            return
+        if not self._same_origin():
             self._refuse(http.HTTPStatus.FORBIDDEN, "a request from another origin")
         elif urllib.parse.urlsplit(self.path).path.rstrip("/") == "/api/messages":
             on_delete = self.server.on_delete

@@ -351,8 +351,17 @@ def test_other_hosts_and_origins_are_refused(live: Callable[..., Live]) -> None:
     view.send("Keep me")
     view.json("/api/wait?subject=Keep%20me")
     # DNS rebinding: a page of evil.example whose name resolves to 127.0.0.1.
-    status, _ = view.request("/api/messages", headers={"Host": "evil.example"})
-    assert status == 403
+    status, body = view.request("/api/messages", headers={"Host": "evil.example"})
+    assert (status, json.loads(body)) == (
+        403,
+        {
+            "error": "Host 'evil.example' is refused: the live view answers "
+            "localhost, loopback addresses and the names given with "
+            "--http-allow-host, so that no web page can point its own name at the "
+            "sink and read the mail (DNS rebinding); if you reach the sink by this "
+            "name, start smtpsink with --http-allow-host evil.example"
+        },
+    )
     # A cross-site "delete all" from a page in the user's browser.
     status, body = view.request(
         "/api/messages", "DELETE", {"Origin": "http://evil.example"}
@@ -371,10 +380,21 @@ def test_other_hosts_and_origins_are_refused(live: Callable[..., Live]) -> None:
 def test_a_malformed_host_is_refused(live: Callable[..., Live]) -> None:
     # urllib.parse raises on a bracket not closed or around a name: that
     # was a traceback on the terminal and no answer.
+    # urllib.parse also read the name after an "@" (user information in a
+    # URL, not in a Host header), and ignored what followed a port.
     view = live()
-    for host in (b"[::1", b"[evil.example]"):
+    for host in (
+        b"[::1",
+        b"[evil.example]",
+        b"[127.0.0.1]",
+        b"evil.example@127.0.0.1",
+        b"127.0.0.1:80x",
+        b"127.0.0.1:80/evil.example",
+        b"localhost:\xb2",
+    ):
         assert _raw_get(view, b"/api/messages", host) == 403, host
-    assert _raw_get(view, b"/api/messages", b"[::1]") == 200
+    for host in (b"[::1]", b"[::1]:80", b"127.0.0.1:", b"LocalHost.:8025"):
+        assert _raw_get(view, b"/api/messages", host) == 200, host
     view.sink.stop()
     assert view.sink.stderr_lines() == []
 
@@ -485,9 +505,183 @@ def test_busy_http_port_is_an_error(
     )
 
 
-def test_allow_remote_accepts_any_host_name(live: Callable[..., Live]) -> None:
+def _status_for_host(view: Live, host: str) -> tuple[int, Any]:
+    """The status and JSON of ``GET /api/messages`` sent with this Host."""
+    status, body = view.request("/api/messages", headers={"Host": host})
+    return status, json.loads(body)
+
+
+def test_allow_remote_still_refuses_a_name_with_a_dot(
+    live: Callable[..., Live],
+) -> None:
+    # DNS rebinding past --allow-remote: a page of evil.example points its
+    # name at the sink's address and reads the mail through the browser.
+    # The Host check was off with --allow-remote.
     view = live("--allow-remote")
-    assert view.json("/api/messages", Host="mail.example:8025") == []
+    view.send("Reset your password")
+    view.json("/api/wait?subject=Reset%20your%20password")
+    for host in (f"evil.example:{view.http_port}", "EVIL.Example.", "a.b.c.example"):
+        status, answer = _status_for_host(view, host)
+        name = host.split(":")[0].lower().rstrip(".")
+        assert (status, answer) == (
+            403,
+            {
+                "error": f"Host {host!r} is refused: the live view answers IP "
+                "addresses, names without a dot, this machine's names and the "
+                "names given with --http-allow-host, so that no web page can "
+                "point its own name at the sink and read the mail (DNS "
+                "rebinding); if you reach the sink by this name, start smtpsink "
+                f"with --http-allow-host {name}"
+            },
+        ), host
+    # No Host header at all (HTTP/1.0): no browser sends that, so it is
+    # not answered, as on loopback.
+    with socket.create_connection(("127.0.0.1", view.http_port), TIMEOUT) as client:
+        client.sendall(b"GET /api/messages HTTP/1.0\r\n\r\n")
+        response = http.client.HTTPResponse(client)
+        response.begin()
+        assert (response.status, json.loads(response.read())) == (
+            403,
+            {
+                "error": "no Host header: the view answers only requests that "
+                "say which host they are for (see --http-allow-host)"
+            },
+        )
+    # Nothing changes either.
+    status, _ = view.request(
+        "/api/messages",
+        "DELETE",
+        {"Host": "evil.example", "Origin": "http://evil.example"},
+    )
+    assert status == 403
+    assert len(view.json("/api/messages")) == 1
+
+
+def test_allow_remote_answers_addresses_and_names_without_a_dot(
+    live: Callable[..., Live],
+) -> None:
+    # How a container or another machine names the sink: a published
+    # address, a docker-compose service, this machine's name.
+    view = live("--allow-remote")
+    port = view.http_port
+    for host in (
+        f"192.0.2.7:{port}",
+        "10.0.0.5",
+        f"[2001:db8::1]:{port}",
+        "[::1]",
+        f"smtpsink:{port}",
+        "SMTPSINK.",
+        "mail_sink-1",
+        f"localhost:{port}",
+        socket.gethostname(),
+        f"{socket.getfqdn()}:{port}",
+    ):
+        assert _status_for_host(view, host) == (200, []), host
+
+
+def test_allow_remote_answers_this_machines_dotted_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A machine named in its domain (build-1.ci.example): its own names are
+    # what a colleague's browser uses. This machine's are read once, as the
+    # server starts; here they are made dotted, whatever the test machine's.
+    from pytest_smtpsink._live import LiveServer
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "Build-1")
+    monkeypatch.setattr(socket, "getfqdn", lambda name="": "build-1.CI.example.")
+    server = LiveServer("127.0.0.1", 0, allow_remote=True)
+    monkeypatch.undo()
+    server.start()
+    try:
+        for host, expected in (
+            ("build-1.ci.example", 200),
+            ("BUILD-1.ci.example.:80", 200),
+            ("build-2.ci.example", 403),
+        ):
+            connection = http.client.HTTPConnection(
+                "127.0.0.1", server.server_address[1], timeout=TIMEOUT
+            )
+            try:
+                connection.request("GET", "/api/messages", headers={"Host": host})
+                response = connection.getresponse()
+                response.read()
+                assert response.status == expected, host
+            finally:
+                connection.close()
+    finally:
+        server.stop()
+
+
+def test_http_allow_host_adds_names(live: Callable[..., Live]) -> None:
+    view = live(
+        "--allow-remote",
+        "--http-allow-host",
+        "Mail.Example.",
+        "--http-allow-host",
+        "sink.dev.test",
+    )
+    for host in ("mail.example", f"MAIL.example.:{view.http_port}", "sink.dev.test"):
+        assert _status_for_host(view, host) == (200, []), host
+    assert _status_for_host(view, "other.example")[0] == 403
+
+
+def test_http_allow_host_on_loopback_adds_names_and_nothing_else(
+    live: Callable[..., Live],
+) -> None:
+    # An /etc/hosts alias of 127.0.0.1. On loopback the view answers only
+    # loopback names otherwise, as it did.
+    view = live("--http-allow-host", "mail.test")
+    assert _status_for_host(view, f"mail.test:{view.http_port}") == (200, [])
+    for host in ("other.test", "smtpsink", "192.0.2.7", socket.gethostname()):
+        status, answer = _status_for_host(view, host)
+        assert status == 403, host
+        assert answer["error"].startswith(
+            f"Host {host!r} is refused: the live view answers localhost, loopback "
+            "addresses and the names given with --http-allow-host,"
+        )
+
+
+def test_http_allow_host_star_answers_any_host(live: Callable[..., Live]) -> None:
+    view = live("--allow-remote", "--http-allow-host", "*")
+    assert _status_for_host(view, "evil.example") == (200, [])
+    # Even a request without a Host header (HTTP/1.0), as before the check.
+    with socket.create_connection(("127.0.0.1", view.http_port), TIMEOUT) as client:
+        client.sendall(b"GET /api/messages HTTP/1.0\r\n\r\n")
+        response = http.client.HTTPResponse(client)
+        response.begin()
+        assert (response.status, response.read()) == (200, b"[]")
+
+
+@pytest.mark.parametrize(
+    "value", ["http://mail.example", "mail.example:8025", "*.example", "", "a b"]
+)
+def test_a_bad_http_allow_host_is_a_usage_error(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pytest_smtpsink._cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--http", "0", "--http-allow-host", value])
+    assert exit_info.value.code == 2
+    assert (
+        "smtpsink: error: argument --http-allow-host: must be a host name or an "
+        "IP address (no scheme, port or pattern), or '*' for any host, "
+        f"got {value!r}\n"
+    ) in capsys.readouterr().err
+
+
+def test_http_allow_host_without_http_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pytest_smtpsink._cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--http-allow-host", "mail.example"])
+    assert exit_info.value.code == 2
+    assert (
+        "argument --http-allow-host: is only used with --http PORT"
+        in capsys.readouterr().err
+    )
 
 
 def test_the_view_keeps_the_newest_messages(smtpsink: Mailbox) -> None:

@@ -210,3 +210,36 @@ def test_resource_hints_in_mail_resolve_no_name(
     logged = net_log.read_text()
     assert CONTROL in logged
     assert [name for name in HINTED if name in logged] == []
+
+
+def test_with_allow_remote_a_page_on_another_domain_reads_no_mail(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # DNS rebinding as the browser does it: Chromium's resolver rules stand
+    # in for the DNS of rebind.example, whose owner points it at the sink.
+    # A docker-compose service name (smtpsink) still opens the view.
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    view = Live("--allow-remote")
+    try:
+        view.send("Reset your password")
+        view.json("/api/wait?subject=Reset%20your%20password")
+        with browser.chromium(
+            tmp_path_factory.mktemp("chromium-profile"),
+            "--host-resolver-rules=MAP rebind.example 127.0.0.1, "
+            "MAP smtpsink 127.0.0.1",
+        ) as driver:
+            driver.get(f"http://rebind.example:{view.http_port}/api/messages")
+            refused = driver.find_element(By.TAG_NAME, "body").text
+            assert f"Host 'rebind.example:{view.http_port}' is refused" in refused
+            assert "Reset your password" not in refused
+            driver.get(f"http://smtpsink:{view.http_port}/")
+            WebDriverWait(driver, TIMEOUT).until(
+                ready.text_to_be_present_in_element(
+                    (By.ID, "list"), "Reset your password"
+                )
+            )
+    finally:
+        view.sink.stop()
