@@ -866,7 +866,17 @@ def parse_fetch_items(
     items = [_fetch_item(item, tag) for item in args]
     if not items:
         raise ImapSyntaxError("FETCH needs at least one data item", tag)
-    return items
+    # An item such as FLAGS asked twice is answered once, where first asked;
+    # a body section asked twice, twice. As Dovecot answers them.
+    answered: list[FetchItem] = []
+    seen: set[str] = set()
+    for item in items:
+        if item.kind != "BODY[]":
+            if item.kind in seen:
+                continue
+            seen.add(item.kind)
+        answered.append(item)
+    return answered
 
 
 def _fetch_item(arg: Arg, tag: str | None) -> FetchItem:

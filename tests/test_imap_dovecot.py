@@ -673,6 +673,33 @@ def test_fetch_items_come_in_dovecot_s_order(dovecot: Dovecot) -> None:
     )
 
 
+def test_an_item_asked_twice_is_answered_once_as_dovecot(dovecot: Dovecot) -> None:
+    # The sink answered each copy: "FLAGS (...) FLAGS (...)". Dovecot sends
+    # such an item once, where it was first asked, but a body section as
+    # often as it was asked.
+    user = "fetch-twice"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES)
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX",
+        "c FETCH 1 (FLAGS FLAGS)",
+        "d UID FETCH 1 (UID FLAGS UID RFC822.SIZE)",
+        "e FETCH 1 (BODY.PEEK[TEXT] FLAGS BODY.PEEK[TEXT])",
+        "f FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[HEADER.FIELDS "
+        "(SUBJECT)])",
+        "g FETCH 1 FAST",
+        "h LOGOUT",
+    ]
+    ours, theirs = on_both(script, dovecot, user, MESSAGES)
+    ours, theirs = (
+        masked(transcript, capabilities=True, text=True)
+        for transcript in (ours, theirs)
+    )
+    assert ours == theirs
+    assert "S: * 1 FETCH (FLAGS (\\Recent))" in ours
+
+
 def test_store_answers_only_for_flags_it_changed_as_dovecot(
     dovecot: Dovecot,
 ) -> None:
