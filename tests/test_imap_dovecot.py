@@ -87,6 +87,22 @@ def on_both(
     return ours, run(script, Endpoint("imap", dovecot.host, dovecot.imap_port))
 
 
+def masked_on_both(
+    script: list[str],
+    dovecot: Dovecot,
+    user: str = "",
+    messages: Sequence[bytes] = (),
+    extra: Sequence[tuple[str, str]] = (),
+) -> tuple[list[str], list[str]]:
+    """`on_both`'s transcripts, with what two correct servers may word
+    differently masked (`masked`: capabilities, texts, ``extra``)."""
+    ours, theirs = on_both(script, dovecot, user, messages)
+    return (
+        masked(ours, capabilities=True, text=True, extra=extra),
+        masked(theirs, capabilities=True, text=True, extra=extra),
+    )
+
+
 def test_a_scripted_session_answers_as_dovecot_does(dovecot: Dovecot) -> None:
     dovecot.reset(USER)
     dovecot.seed(USER, MESSAGES)
@@ -305,11 +321,7 @@ def test_rename_under_itself_is_refused_as_dovecot_refuses_it(
         'i LIST "" *',
         "j LOGOUT",
     ]
-    ours, theirs = on_both(script, dovecot, user, MESSAGES[:1])
-    ours, theirs = (
-        masked(transcript, capabilities=True, text=True, extra=CHILDREN)
-        for transcript in (ours, theirs)
-    )
+    ours, theirs = masked_on_both(script, dovecot, user, MESSAGES[:1], extra=CHILDREN)
     # RFC 3501 leaves the order of LIST's lines to the server.
     assert sorted(ours) == sorted(theirs)
     assert [line for line in ours if "LIST" not in line] == [
@@ -326,11 +338,7 @@ def test_a_tag_alone_is_answered_with_that_tag_as_dovecot_answers_it(
     user = "tag-alone"
     dovecot.reset(user)
     script = [f"a LOGIN {user} x", "m3", "b NOOP", "c LOGOUT"]
-    ours, theirs = on_both(script, dovecot)
-    ours, theirs = (
-        masked(transcript, capabilities=True, text=True)
-        for transcript in (ours, theirs)
-    )
+    ours, theirs = masked_on_both(script, dovecot)
     assert ours == theirs
     assert "S: m3 BAD <text>" in ours
 
@@ -392,11 +400,7 @@ def test_a_keyword_with_a_bracket_is_a_keyword_as_on_dovecot(dovecot: Dovecot) -
         "i FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)",  # no "]": still BAD
         "j LOGOUT",
     ]
-    ours, theirs = on_both(script, dovecot, user, MESSAGES[:1])
-    ours, theirs = (
-        masked(transcript, capabilities=True, text=True)
-        for transcript in (ours, theirs)
-    )
+    ours, theirs = masked_on_both(script, dovecot, user, MESSAGES[:1])
     assert ours == theirs
     assert "S: * 1 FETCH (FLAGS (\\Recent a[b))" in ours
     assert "S: * SEARCH 1" in ours
@@ -430,11 +434,7 @@ def test_header_field_names_as_strings_and_literals_as_on_dovecot(
         'g FETCH 1 (BODY.PEEK[HEADER.FIELDS ("X]")])',  # "]" inside a string
         "h LOGOUT",
     ]
-    ours, theirs = on_both(script, dovecot, user, MESSAGES[:1])
-    ours, theirs = (
-        masked(transcript, capabilities=True, text=True, extra=GO_AHEAD)
-        for transcript in (ours, theirs)
-    )
+    ours, theirs = masked_on_both(script, dovecot, user, MESSAGES[:1], extra=GO_AHEAD)
     assert ours == theirs
     assert 'S: * 1 FETCH (BODY[HEADER.FIELDS ("SUBJECT")] {16}' in ours
     assert 'S: * 1 FETCH (BODY[HEADER.FIELDS ("SUBJECT" TO)] {37}' in ours
@@ -540,11 +540,7 @@ def test_move_within_the_selected_folder_answers_as_dovecot(dovecot: Dovecot) ->
         "g FETCH 1:* (UID FLAGS)",
         "h LOGOUT",
     ]
-    ours, theirs = on_both(script, dovecot, user, MESSAGES)
-    ours, theirs = (
-        masked(transcript, capabilities=True, text=True, extra=GO_AHEAD)
-        for transcript in (ours, theirs)
-    )
+    ours, theirs = masked_on_both(script, dovecot, user, MESSAGES, extra=GO_AHEAD)
     # Dovecot's [CLOSED] at c is CONDSTORE's, kept out (docs/reading.rst).
     theirs.remove("S: * OK [CLOSED] <text>")
     recent = re.compile(r"^S: \* \d+ RECENT$")
@@ -656,11 +652,7 @@ def test_fetch_items_come_in_dovecot_s_order(dovecot: Dovecot) -> None:
         "j UID FETCH 1:3 FAST",
         "k LOGOUT",
     ]
-    ours, theirs = on_both(script, dovecot, user, MESSAGES)
-    ours, theirs = (
-        masked(transcript, capabilities=True, text=True)
-        for transcript in (ours, theirs)
-    )
+    ours, theirs = masked_on_both(script, dovecot, user, MESSAGES)
     assert ours == theirs
     assert "S: * 1 FETCH (UID 1 FLAGS (\\Recent))" in ours
     assert "S: * 1 FETCH (FLAGS (\\Recent) UID 1)" in ours
@@ -691,11 +683,7 @@ def test_an_item_asked_twice_is_answered_once_as_dovecot(dovecot: Dovecot) -> No
         "g FETCH 1 FAST",
         "h LOGOUT",
     ]
-    ours, theirs = on_both(script, dovecot, user, MESSAGES)
-    ours, theirs = (
-        masked(transcript, capabilities=True, text=True)
-        for transcript in (ours, theirs)
-    )
+    ours, theirs = masked_on_both(script, dovecot, user, MESSAGES)
     assert ours == theirs
     assert "S: * 1 FETCH (FLAGS (\\Recent))" in ours
 
@@ -726,11 +714,7 @@ def test_store_answers_only_for_flags_it_changed_as_dovecot(
         "m FETCH 1:3 FLAGS",
         "n LOGOUT",
     ]
-    ours, theirs = on_both(script, dovecot, user, MESSAGES)
-    ours, theirs = (
-        masked(transcript, capabilities=True, text=True)
-        for transcript in (ours, theirs)
-    )
+    ours, theirs = masked_on_both(script, dovecot, user, MESSAGES)
     assert ours == theirs
     for tag in "cdegijl":
         answer = ours.index(
