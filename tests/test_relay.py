@@ -233,6 +233,22 @@ def test_release(smtpsink, smtpsink_factory):
     assert PASSWORD not in result.stdout.str()
 
 
+def refused_starttls_release(sink: Mailbox, upstream: Mailbox) -> RelayError:
+    """The RelayError of releasing a message captured by ``sink`` to
+    ``upstream`` over STARTTLS, logging in as ann with PASSWORD."""
+    captured = capture(sink, b"Subject: hi\r\n\r\nx\r\n")
+    with pytest.raises(RelayError) as raised:
+        sink.release(
+            captured,
+            upstream.host,
+            upstream.port,
+            tls="starttls",
+            ca_file=upstream.ca_path,
+            auth=("ann", PASSWORD),
+        )
+    return raised.value
+
+
 @pytest.mark.parametrize("how", ["release", "relay"])
 def test_a_refused_starttls_sends_nothing_in_the_clear(
     smtpsink: Mailbox, smtpsink_factory: Factory, how: str
@@ -242,17 +258,7 @@ def test_a_refused_starttls_sends_nothing_in_the_clear(
     upstream = smtpsink_factory(tls="starttls", auth={"ann": PASSWORD})
     upstream.fail("STARTTLS", 454, "4.7.0 TLS not available now")
     if how == "release":
-        captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
-        with pytest.raises(RelayError) as raised:
-            smtpsink.release(
-                captured,
-                upstream.host,
-                upstream.port,
-                tls="starttls",
-                ca_file=upstream.ca_path,
-                auth=("ann", PASSWORD),
-            )
-        error = raised.value
+        error = refused_starttls_release(smtpsink, upstream)
     else:
         url = (
             f"smtp+starttls://ann:{PASSWORD}@127.0.0.1:{upstream.port}"
@@ -280,19 +286,10 @@ def test_a_wrong_password_is_tried_once(
     # three failed logins per message, which a real upstream counts against
     # the account (and may lock it).
     upstream = smtpsink_factory(tls="starttls", auth={"ann": "right"})
-    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
 
-    with pytest.raises(RelayError) as raised:
-        smtpsink.release(
-            captured,
-            upstream.host,
-            upstream.port,
-            tls="starttls",
-            ca_file=upstream.ca_path,
-            auth=("ann", PASSWORD),
-        )
+    error = refused_starttls_release(smtpsink, upstream)
 
-    assert (raised.value.stage, raised.value.code) == ("AUTH", 535)
+    assert (error.stage, error.code) == ("AUTH", 535)
     commands = [e.line for e in upstream.sessions[0].transcript]
     assert [line.split()[:2] for line in commands if line.startswith("AUTH")] == [
         ["AUTH", "CRAM-MD5"]
