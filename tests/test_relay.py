@@ -6,6 +6,7 @@ server would have been sent.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import email
 import re
@@ -295,8 +296,43 @@ def test_a_wrong_password_is_tried_once(
     assert (raised.value.stage, raised.value.code) == ("AUTH", 535)
     commands = [e.line for e in upstream.sessions[0].transcript]
     assert [line.split()[:2] for line in commands if line.startswith("AUTH")] == [
-        ["AUTH", "CRAM-MD5"]
+        ["AUTH", "PLAIN"]
     ]
+
+
+def test_login_does_not_start_with_cram_md5(
+    smtpsink: Mailbox, scripted: Callable[[Answer], ScriptedUpstream]
+) -> None:
+    # An upstream that offers CRAM-MD5 refuses it with 535 for an account
+    # whose password it stores hashed (it cannot compute the digest), while
+    # PLAIN with the same password works. Once a 535 ends the login,
+    # CRAM-MD5 first made the right password fail.
+    challenged = False
+
+    def answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
+        nonlocal challenged
+        if line[:4].upper() == b"EHLO":
+            return b"250-raw.test\r\n250 AUTH CRAM-MD5 PLAIN LOGIN\r\n"
+        if line.upper().startswith(b"AUTH CRAM-MD5"):
+            challenged = True
+            return b"334 " + base64.b64encode(b"<1.2@raw.test>") + b"\r\n"
+        if challenged:  # the digest: this account has no CRAM-MD5 secret
+            challenged = False
+            return b"535 5.7.8 Error: authentication failed\r\n"
+        if line.upper().startswith(b"AUTH PLAIN "):
+            return b"235 2.7.0 Authentication successful\r\n"
+        return usual_answer(line)
+
+    upstream = scripted(answer)
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+
+    delivery = smtpsink.release(
+        captured, "127.0.0.1", upstream.port, auth=("ann", PASSWORD)
+    )
+
+    assert delivery.code == 250
+    logins = [line.split()[:2] for line in upstream.received if line[:4] == b"AUTH"]
+    assert logins == [[b"AUTH", b"PLAIN"]]
 
 
 def test_release_refuses_an_untrusted_certificate(
