@@ -845,12 +845,21 @@ class _Connection:
             client.send(data)
         except smtplib.SMTPServerDisconnected as error:
             cause = error.__context__
-            reason = (
-                "the connection closed while the message content was being "
-                "sent, before its end: the upstream does not have the message"
-            )
-            if isinstance(cause, OSError):
-                reason += f" ({type(cause).__name__}: {cause})"
+            if isinstance(cause, TimeoutError):
+                # The connection is open: the upstream stopped reading (a
+                # socket's timeout covers the whole write, not each piece).
+                reason = (
+                    f"timed out: the message content was not all sent within "
+                    f"{self.timeout:g} s, so its end never went: the upstream "
+                    "does not have the message"
+                )
+            else:
+                reason = (
+                    "the connection closed while the message content was being "
+                    "sent, before its end: the upstream does not have the message"
+                )
+                if isinstance(cause, OSError):
+                    reason += f" ({type(cause).__name__}: {cause})"
             raise self._broken("DATA", _Reason(reason), exchanges) from None
 
     def _reply(

@@ -1060,8 +1060,9 @@ def test_a_relay_ini_key_alone_is_named_in_its_error(
 Answer = Callable[[bytes], "bytes | tuple[bytes, ...] | None"]
 PACE = 0.2
 #: What a scripted upstream does after its 354: read the content, hang up at
-#: once, or close after its first line.
-ContentHandling = Literal["read", "hang up", "close after a line"]
+#: once, close after its first line, or read nothing more (the connection
+#: open until the test ends).
+ContentHandling = Literal["read", "hang up", "close after a line", "stall"]
 
 
 def usual_answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
@@ -1090,6 +1091,13 @@ class ScriptedUpstream(socketserver.ThreadingTCPServer):
         #: Every command line, and b"<content>" for each content received.
         self.received: list[bytes] = []
         super().__init__(("127.0.0.1", 0), _ScriptedConnection)
+
+    def server_bind(self) -> None:
+        if self.content == "stall":
+            # A small receive window (its connections inherit it): a client's
+            # writes block after a few MB, whatever the system's maximum.
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        super().server_bind()
 
     @property
     def port(self) -> int:
@@ -1124,6 +1132,9 @@ class _ScriptedConnection(socketserver.StreamRequestHandler):
             else:
                 self.wfile.write(reply)
             if reply.startswith(b"221"):
+                return
+            if reply.startswith(b"354") and self.server.content == "stall":
+                self.server.stopping.wait()
                 return
             if reply.startswith(b"354") and self.server.content == "close after a line":
                 self.rfile.readline()
@@ -1932,3 +1943,24 @@ def test_release_cut_off_in_the_middle_of_the_content_says_it_was_not_kept(
         "before its end: the upstream does not have the message ("
     )
     assert "may have kept" not in raised.value.reply
+
+
+def test_release_timed_out_writing_the_content_says_so(
+    smtpsink: Mailbox, scripted: Callable[..., ScriptedUpstream]
+) -> None:
+    upstream = scripted(usual_answer, content="stall")
+    # More than the socket buffers hold: the relay's write waits for an
+    # upstream that reads nothing, until its timeout.
+    line = b"x" * 998 + b"\r\n"
+    captured = capture(smtpsink, b"Subject: big\r\n\r\n" + line * 12_000)
+
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(captured, "127.0.0.1", upstream.port, timeout=1)
+
+    # Before: "the connection closed while the message content was being
+    # sent ... (TimeoutError: timed out)", though nothing had closed it.
+    assert (raised.value.stage, raised.value.code) == ("DATA", None)
+    assert raised.value.reply == (
+        "timed out: the message content was not all sent within 1 s, so its "
+        "end never went: the upstream does not have the message"
+    )
