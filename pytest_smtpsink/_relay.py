@@ -1049,8 +1049,10 @@ def _mail_options(
     if client.has_extn("size"):
         size = _content_size(raw)
         limit = client.esmtp_features["size"].strip()
-        # "SIZE" alone or "SIZE 0": no fixed maximum (RFC 1870).
-        if limit.isdigit() and 0 < int(limit) < size:
+        # "SIZE" alone or "SIZE 0": no fixed maximum (RFC 1870). A value
+        # that is no number is none either: isdigit() alone takes "²",
+        # which int() refuses.
+        if limit.isascii() and limit.isdigit() and 0 < int(limit) < size:
             raise _Unsendable(
                 f"the message is {size} bytes, more than the {int(limit)} bytes "
                 f"the upstream takes (its EHLO says SIZE {limit}): not sent"

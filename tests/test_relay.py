@@ -1738,6 +1738,26 @@ def test_release_over_the_upstreams_size_is_not_sent(
     assert upstream.wait_for().raw == captured.raw
 
 
+def test_release_to_an_upstream_whose_size_is_no_number_sends_it(
+    smtpsink: Mailbox, scripted: Callable[[Answer], ScriptedUpstream]
+) -> None:
+    def answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
+        if line[:4].upper() == b"EHLO":
+            # "²" (latin-1, as smtplib decodes EHLO) is a digit to
+            # str.isdigit, not to int().
+            return b"250-raw.test\r\n250 SIZE \xb2\r\n"
+        return usual_answer(line)
+
+    upstream = scripted(answer)
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+
+    # Before: RelayError "ValueError: invalid literal for int() ...".
+    delivery = smtpsink.release(captured, "127.0.0.1", upstream.port)
+
+    assert delivery.code == 250
+    assert b"<content>" in upstream.received
+
+
 @pytest.mark.parametrize("pipelining", [True, False])
 def test_the_relay_of_a_message_over_the_upstreams_size_fails_unsent(
     smtpsink_factory: Factory, pipelining: bool
