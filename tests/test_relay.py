@@ -173,14 +173,14 @@ def test_release_over_starttls_with_auth_masks_the_password(
     text = delivery.format_transcript()
     assert text.startswith("S: 220 ")
     assert "C: STARTTLS" in text
-    assert "\nC: ****\n" in text  # the AUTH response, masked as the sink masks it
+    # PLAIN's initial response, masked as the sink masks it.
+    assert "\nC: AUTH PLAIN ****\n" in text
     assert "C: QUIT" in text
     assert "C: <message content: " in text
     for shown in (text, repr(delivery), str(delivery)):
         assert PASSWORD not in shown
-    import base64
-
-    assert base64.b64encode(PASSWORD.encode()).decode() not in text
+    for secret in (PASSWORD, f"\0ann\0{PASSWORD}"):
+        assert base64.b64encode(secret.encode()).decode() not in text
 
 
 def test_release_over_implicit_tls(
@@ -298,6 +298,37 @@ def test_a_wrong_password_is_tried_once(
     assert [line.split()[:2] for line in commands if line.startswith("AUTH")] == [
         ["AUTH", "PLAIN"]
     ]
+
+
+def test_login_with_cram_md5_masks_its_response(
+    smtpsink: Mailbox, scripted: Callable[[Answer], ScriptedUpstream]
+) -> None:
+    # CRAM-MD5 is the relay's last choice, used when it is the only one.
+    challenged = False
+
+    def answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
+        nonlocal challenged
+        if line[:4].upper() == b"EHLO":
+            return b"250-raw.test\r\n250 AUTH CRAM-MD5\r\n"
+        if line.upper().startswith(b"AUTH CRAM-MD5"):
+            challenged = True
+            return b"334 " + base64.b64encode(b"<1.2@raw.test>") + b"\r\n"
+        if challenged:  # the response: the user name and the digest
+            challenged = False
+            return b"235 2.7.0 Authentication successful\r\n"
+        return usual_answer(line)
+
+    upstream = scripted(answer)
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+
+    delivery = smtpsink.release(
+        captured, "127.0.0.1", upstream.port, auth=("ann", PASSWORD)
+    )
+
+    text = delivery.format_transcript()
+    assert "\nC: AUTH CRAM-MD5\nS: 334 " in text
+    # The response, masked as the sink masks it.
+    assert "\nC: ****\nS: 235 " in text
 
 
 def test_login_does_not_start_with_cram_md5(
