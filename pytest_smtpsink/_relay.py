@@ -343,18 +343,25 @@ def _client_class(implicit: bool) -> Any:
         def login(
             self, user: str, password: str, *, initial_response_ok: bool = True
         ) -> tuple[int, bytes]:
-            """smtplib's login, with one difference: after a refusal other
+            """smtplib's login, with two differences: after a refusal other
             than 504 (mechanism not available) or 534 (too weak for this
             user), it stops. smtplib tries each other mechanism with the same
             password: three failed logins per message, which an upstream
-            counts against the account."""
+            counts against the account. And PLAIN and LOGIN come before
+            CRAM-MD5, not after: CRAM-MD5 needs the password as the upstream
+            stores it, so an upstream that offers it refuses it (535, not
+            534) for an account whose password it keeps hashed, and with no
+            other mechanism tried after that refusal, the right password
+            would fail. The password never crosses the network in the clear
+            (`Mailbox.release` and the relay settings refuse AUTH without TLS
+            off loopback), so CRAM-MD5 would protect nothing."""
             self.ehlo_or_helo_if_needed()
             if not self.has_extn("auth"):
                 raise smtplib.SMTPNotSupportedError(
                     "SMTP AUTH extension not supported by server."
                 )
             offered = self.esmtp_features["auth"].upper().split()
-            mechanisms = [m for m in ("CRAM-MD5", "PLAIN", "LOGIN") if m in offered]
+            mechanisms = [m for m in ("PLAIN", "LOGIN", "CRAM-MD5") if m in offered]
             if not mechanisms:
                 raise smtplib.SMTPException("No suitable authentication method found.")
             self.user, self.password = user, password
@@ -838,12 +845,21 @@ class _Connection:
             client.send(data)
         except smtplib.SMTPServerDisconnected as error:
             cause = error.__context__
-            reason = (
-                "the connection closed while the message content was being "
-                "sent, before its end: the upstream does not have the message"
-            )
-            if isinstance(cause, OSError):
-                reason += f" ({type(cause).__name__}: {cause})"
+            if isinstance(cause, TimeoutError):
+                # The connection is open: the upstream stopped reading (a
+                # socket's timeout covers the whole write, not each piece).
+                reason = (
+                    f"timed out: the message content was not all sent within "
+                    f"{self.timeout:g} s, so its end never went: the upstream "
+                    "does not have the message"
+                )
+            else:
+                reason = (
+                    "the connection closed while the message content was being "
+                    "sent, before its end: the upstream does not have the message"
+                )
+                if isinstance(cause, OSError):
+                    reason += f" ({type(cause).__name__}: {cause})"
             raise self._broken("DATA", _Reason(reason), exchanges) from None
 
     def _reply(
@@ -1033,8 +1049,10 @@ def _mail_options(
     if client.has_extn("size"):
         size = _content_size(raw)
         limit = client.esmtp_features["size"].strip()
-        # "SIZE" alone or "SIZE 0": no fixed maximum (RFC 1870).
-        if limit.isdigit() and 0 < int(limit) < size:
+        # "SIZE" alone or "SIZE 0": no fixed maximum (RFC 1870). A value
+        # that is no number is none either: isdigit() alone takes "²",
+        # which int() refuses.
+        if limit.isascii() and limit.isdigit() and 0 < int(limit) < size:
             raise _Unsendable(
                 f"the message is {size} bytes, more than the {int(limit)} bytes "
                 f"the upstream takes (its EHLO says SIZE {limit}): not sent"

@@ -6,6 +6,7 @@ server would have been sent.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import email
 import re
@@ -172,14 +173,14 @@ def test_release_over_starttls_with_auth_masks_the_password(
     text = delivery.format_transcript()
     assert text.startswith("S: 220 ")
     assert "C: STARTTLS" in text
-    assert "\nC: ****\n" in text  # the AUTH response, masked as the sink masks it
+    # PLAIN's initial response, masked as the sink masks it.
+    assert "\nC: AUTH PLAIN ****\n" in text
     assert "C: QUIT" in text
     assert "C: <message content: " in text
     for shown in (text, repr(delivery), str(delivery)):
         assert PASSWORD not in shown
-    import base64
-
-    assert base64.b64encode(PASSWORD.encode()).decode() not in text
+    for secret in (PASSWORD, f"\0ann\0{PASSWORD}"):
+        assert base64.b64encode(secret.encode()).decode() not in text
 
 
 def test_release_over_implicit_tls(
@@ -292,8 +293,74 @@ def test_a_wrong_password_is_tried_once(
     assert (error.stage, error.code) == ("AUTH", 535)
     commands = [e.line for e in upstream.sessions[0].transcript]
     assert [line.split()[:2] for line in commands if line.startswith("AUTH")] == [
-        ["AUTH", "CRAM-MD5"]
+        ["AUTH", "PLAIN"]
     ]
+
+
+def test_login_with_cram_md5_masks_its_response(
+    smtpsink: Mailbox, scripted: Callable[[Answer], ScriptedUpstream]
+) -> None:
+    # CRAM-MD5 is the relay's last choice, used when it is the only one.
+    challenged = False
+
+    def answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
+        nonlocal challenged
+        if line[:4].upper() == b"EHLO":
+            return b"250-raw.test\r\n250 AUTH CRAM-MD5\r\n"
+        if line.upper().startswith(b"AUTH CRAM-MD5"):
+            challenged = True
+            return b"334 " + base64.b64encode(b"<1.2@raw.test>") + b"\r\n"
+        if challenged:  # the response: the user name and the digest
+            challenged = False
+            return b"235 2.7.0 Authentication successful\r\n"
+        return usual_answer(line)
+
+    upstream = scripted(answer)
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+
+    delivery = smtpsink.release(
+        captured, "127.0.0.1", upstream.port, auth=("ann", PASSWORD)
+    )
+
+    text = delivery.format_transcript()
+    assert "\nC: AUTH CRAM-MD5\nS: 334 " in text
+    # The response, masked as the sink masks it.
+    assert "\nC: ****\nS: 235 " in text
+
+
+def test_login_does_not_start_with_cram_md5(
+    smtpsink: Mailbox, scripted: Callable[[Answer], ScriptedUpstream]
+) -> None:
+    # An upstream that offers CRAM-MD5 refuses it with 535 for an account
+    # whose password it stores hashed (it cannot compute the digest), while
+    # PLAIN with the same password works. Once a 535 ends the login,
+    # CRAM-MD5 first made the right password fail.
+    challenged = False
+
+    def answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
+        nonlocal challenged
+        if line[:4].upper() == b"EHLO":
+            return b"250-raw.test\r\n250 AUTH CRAM-MD5 PLAIN LOGIN\r\n"
+        if line.upper().startswith(b"AUTH CRAM-MD5"):
+            challenged = True
+            return b"334 " + base64.b64encode(b"<1.2@raw.test>") + b"\r\n"
+        if challenged:  # the digest: this account has no CRAM-MD5 secret
+            challenged = False
+            return b"535 5.7.8 Error: authentication failed\r\n"
+        if line.upper().startswith(b"AUTH PLAIN "):
+            return b"235 2.7.0 Authentication successful\r\n"
+        return usual_answer(line)
+
+    upstream = scripted(answer)
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+
+    delivery = smtpsink.release(
+        captured, "127.0.0.1", upstream.port, auth=("ann", PASSWORD)
+    )
+
+    assert delivery.code == 250
+    logins = [line.split()[:2] for line in upstream.received if line[:4] == b"AUTH"]
+    assert logins == [[b"AUTH", b"PLAIN"]]
 
 
 def test_release_refuses_an_untrusted_certificate(
@@ -1021,8 +1088,9 @@ def test_a_relay_ini_key_alone_is_named_in_its_error(
 Answer = Callable[[bytes], "bytes | tuple[bytes, ...] | None"]
 PACE = 0.2
 #: What a scripted upstream does after its 354: read the content, hang up at
-#: once, or close after its first line.
-ContentHandling = Literal["read", "hang up", "close after a line"]
+#: once, close after its first line, or read nothing more (the connection
+#: open until the test ends).
+ContentHandling = Literal["read", "hang up", "close after a line", "stall"]
 
 
 def usual_answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
@@ -1051,6 +1119,13 @@ class ScriptedUpstream(socketserver.ThreadingTCPServer):
         #: Every command line, and b"<content>" for each content received.
         self.received: list[bytes] = []
         super().__init__(("127.0.0.1", 0), _ScriptedConnection)
+
+    def server_bind(self) -> None:
+        if self.content == "stall":
+            # A small receive window (its connections inherit it): a client's
+            # writes block after a few MB, whatever the system's maximum.
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        super().server_bind()
 
     @property
     def port(self) -> int:
@@ -1085,6 +1160,9 @@ class _ScriptedConnection(socketserver.StreamRequestHandler):
             else:
                 self.wfile.write(reply)
             if reply.startswith(b"221"):
+                return
+            if reply.startswith(b"354") and self.server.content == "stall":
+                self.server.stopping.wait()
                 return
             if reply.startswith(b"354") and self.server.content == "close after a line":
                 self.rfile.readline()
@@ -1688,6 +1766,26 @@ def test_release_over_the_upstreams_size_is_not_sent(
     assert upstream.wait_for().raw == captured.raw
 
 
+def test_release_to_an_upstream_whose_size_is_no_number_sends_it(
+    smtpsink: Mailbox, scripted: Callable[[Answer], ScriptedUpstream]
+) -> None:
+    def answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
+        if line[:4].upper() == b"EHLO":
+            # "²" (latin-1, as smtplib decodes EHLO) is a digit to
+            # str.isdigit, not to int().
+            return b"250-raw.test\r\n250 SIZE \xb2\r\n"
+        return usual_answer(line)
+
+    upstream = scripted(answer)
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+
+    # Before: RelayError "ValueError: invalid literal for int() ...".
+    delivery = smtpsink.release(captured, "127.0.0.1", upstream.port)
+
+    assert delivery.code == 250
+    assert b"<content>" in upstream.received
+
+
 @pytest.mark.parametrize("pipelining", [True, False])
 def test_the_relay_of_a_message_over_the_upstreams_size_fails_unsent(
     smtpsink_factory: Factory, pipelining: bool
@@ -1893,3 +1991,24 @@ def test_release_cut_off_in_the_middle_of_the_content_says_it_was_not_kept(
         "before its end: the upstream does not have the message ("
     )
     assert "may have kept" not in raised.value.reply
+
+
+def test_release_timed_out_writing_the_content_says_so(
+    smtpsink: Mailbox, scripted: Callable[..., ScriptedUpstream]
+) -> None:
+    upstream = scripted(usual_answer, content="stall")
+    # More than the socket buffers hold: the relay's write waits for an
+    # upstream that reads nothing, until its timeout.
+    line = b"x" * 998 + b"\r\n"
+    captured = capture(smtpsink, b"Subject: big\r\n\r\n" + line * 12_000)
+
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(captured, "127.0.0.1", upstream.port, timeout=1)
+
+    # Before: "the connection closed while the message content was being
+    # sent ... (TimeoutError: timed out)", though nothing had closed it.
+    assert (raised.value.stage, raised.value.code) == ("DATA", None)
+    assert raised.value.reply == (
+        "timed out: the message content was not all sent within 1 s, so its "
+        "end never went: the upstream does not have the message"
+    )
