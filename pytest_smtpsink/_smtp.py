@@ -332,6 +332,13 @@ def _malformed(value: str) -> bool:
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOT_ATOM = rf"{_ATEXT}(?:\.{_ATEXT})*"
 _PLAIN_ANGLE_ADDR = re.compile(rf"<({_DOT_ATOM}@{_DOT_ATOM})>")
+# An RFC 5321 mailbox as written: a dot-atom or quoted local part, a domain
+# or an address literal (`_as_sent`).
+_MAILBOX = (
+    rf'(?:{_DOT_ATOM}|"(?:[^"\\\r\n]|\\[ -~])*")'
+    rf"@(?:{_DOT_ATOM}|\[[!-Z^-~]*\])"
+)
+_MAILBOX_AS_SENT = re.compile(rf"<({_MAILBOX})>|({_MAILBOX})(?=[ \t]|\Z)")
 # The MAIL parameters of nearly every message (smtplib sends SIZE, and BODY
 # for 8-bit content), which the sink takes at once (RecordingSMTP._plain_mail).
 _PLAIN_MAIL_PARAM = re.compile(r"SIZE=[0-9]+\Z|BODY=(?:7BIT|8BITMIME)\Z")
@@ -420,6 +427,22 @@ def _dot_atom_angle_addr(arg: str) -> tuple[str, str] | None:
     if rest[:1] == "(":  # a comment: the parser's business
         return None
     return match.group(1), rest
+
+
+def _as_sent(arg: str) -> tuple[str, str] | None:
+    """``(address, rest)`` of a MAIL/RCPT argument whose address is a
+    mailbox as RFC 5321 writes one (``<a@b>`` or a bare ``a@b``), taken as
+    written; None for anything else."""
+    text = arg.lstrip()
+    match = _MAILBOX_AS_SENT.match(text)
+    if match is None:
+        return None
+    rest = text[match.end() :]
+    if rest[:1] in (" ", "\t"):
+        rest = rest.lstrip()
+    if rest[:1] == "(":  # a comment: not an address as sent
+        return None
+    return match.group(1) or match.group(2), rest
 
 
 def _decodes_a_word(arg: str) -> bool:
@@ -811,8 +834,9 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             # like any other (RFC 5321 4.1.2), and Postfix keeps them. The
             # parser would record "a b"@example.com for
             # <=?utf-8?q?a_b?=@example.com>, an address the client never
-            # sent: a plain one is kept as sent, any other is refused.
-            plain = _dot_atom_angle_addr(arg)
+            # sent: one written as RFC 5321 writes a mailbox is kept as
+            # sent, any other is refused.
+            plain = _as_sent(arg)
             if plain is None:
                 return None, None  # aiosmtpd's "553 5.1.3 malformed address"
         if plain is None:
@@ -827,7 +851,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                 # traceback.
                 return None, None
         address, rest = plain
-        if self.local_part_limit and address.index("@") > self.local_part_limit:
+        if self.local_part_limit and address.rindex("@") > self.local_part_limit:
             return None, None
         return address, rest
 

@@ -499,9 +499,11 @@ def test_an_address_the_parser_breaks_on_is_refused_as_malformed(
         ("RCPT", "TO:<b@=?utf-8?q?c?=.example>", "b@=?utf-8?q?c?=.example"),
         # The parser raised AttributeError on this one (500).
         ("RCPT", "TO:<=??b?-?=@0>", "=??b?-?=@0"),
-        # Without brackets the parser's reading is all there is: refused
-        # rather than recorded as the decoded "e@example.com".
-        ("RCPT", "TO:=?utf-8?q?e?=@example.com", None),
+        ("RCPT", "TO:=?utf-8?q?e?=@example.com", "=?utf-8?q?e?=@example.com"),
+        ("RCPT", 'TO:<"=?utf-8?q?f_g?="@example.com>', '"=?utf-8?q?f_g?="@example.com'),
+        # Not a mailbox as RFC 5321 writes one (a comment): refused rather
+        # than recorded as the parser decodes it.
+        ("RCPT", "TO:=?utf-8?q?e?=(x)@example.com", None),
     ],
 )
 def test_what_looks_like_an_encoded_word_in_an_address_is_kept_as_sent(
