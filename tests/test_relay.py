@@ -1125,9 +1125,10 @@ class ScriptedUpstream(socketserver.ThreadingTCPServer):
         super().__init__(("127.0.0.1", 0), _ScriptedConnection)
 
     def server_bind(self) -> None:
-        if self.content == "stall":
+        if self.content in ("stall", "slow"):
             # A small receive window (its connections inherit it): a client's
-            # writes block after a few MB, whatever the system's maximum.
+            # writes block after a few MB, whatever the system's maximum (up
+            # to 32 MB of receive buffer here otherwise).
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         super().server_bind()
 
@@ -2017,12 +2018,15 @@ def test_release_cut_off_in_the_middle_of_the_content_says_it_was_not_kept(
 def test_an_upstream_taking_a_large_message_slowly_gets_it_all(
     smtpsink: Mailbox, scripted: Callable[..., ScriptedUpstream]
 ) -> None:
-    # A socket's timeout bounds a whole sendall: 12 MB that the upstream
-    # took steadily but with rests (2 s of them) took longer than the 1 s
-    # timeout, and failed though each rest was a quarter of it.
+    # A socket's timeout bounds a whole sendall: 16 MB that the upstream
+    # took steadily but with rests (2 s of them, in its first 8 MB) took
+    # longer than the 1 s timeout, and failed though each rest was a quarter
+    # of it. The last 8 MB, read at once, are more than the socket buffers
+    # hold (the client's 4 MB at most, the upstream's small window): the
+    # rests are over before the reply is waited for.
     upstream = scripted(usual_answer, content="slow")
     line = b"x" * 998 + b"\r\n"
-    captured = capture(smtpsink, b"Subject: big\r\n\r\n" + line * 12_000)
+    captured = capture(smtpsink, b"Subject: big\r\n\r\n" + line * 16_000)
 
     delivery = smtpsink.release(captured, "127.0.0.1", upstream.port, timeout=1)
 
