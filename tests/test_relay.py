@@ -297,25 +297,35 @@ def test_a_wrong_password_is_tried_once(
     ]
 
 
-def test_login_with_cram_md5_masks_its_response(
-    smtpsink: Mailbox, scripted: Callable[[Answer], ScriptedUpstream]
-) -> None:
-    # CRAM-MD5 is the relay's last choice, used when it is the only one.
+def answering_auth(offered: bytes, digest_reply: bytes) -> Answer:
+    """An upstream offering the AUTH mechanisms ``offered``: it challenges
+    CRAM-MD5 and answers its digest with ``digest_reply``; PLAIN is taken."""
     challenged = False
 
     def answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
         nonlocal challenged
         if line[:4].upper() == b"EHLO":
-            return b"250-raw.test\r\n250 AUTH CRAM-MD5\r\n"
+            return b"250-raw.test\r\n250 AUTH " + offered + b"\r\n"
         if line.upper().startswith(b"AUTH CRAM-MD5"):
             challenged = True
             return b"334 " + base64.b64encode(b"<1.2@raw.test>") + b"\r\n"
         if challenged:  # the response: the user name and the digest
             challenged = False
+            return digest_reply
+        if line.upper().startswith(b"AUTH PLAIN "):
             return b"235 2.7.0 Authentication successful\r\n"
         return usual_answer(line)
 
-    upstream = scripted(answer)
+    return answer
+
+
+def test_login_with_cram_md5_masks_its_response(
+    smtpsink: Mailbox, scripted: Callable[[Answer], ScriptedUpstream]
+) -> None:
+    # CRAM-MD5 is the relay's last choice, used when it is the only one.
+    upstream = scripted(
+        answering_auth(b"CRAM-MD5", b"235 2.7.0 Authentication successful\r\n")
+    )
     captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
 
     delivery = smtpsink.release(
@@ -335,23 +345,11 @@ def test_login_does_not_start_with_cram_md5(
     # whose password it stores hashed (it cannot compute the digest), while
     # PLAIN with the same password works. Once a 535 ends the login,
     # CRAM-MD5 first made the right password fail.
-    challenged = False
-
-    def answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
-        nonlocal challenged
-        if line[:4].upper() == b"EHLO":
-            return b"250-raw.test\r\n250 AUTH CRAM-MD5 PLAIN LOGIN\r\n"
-        if line.upper().startswith(b"AUTH CRAM-MD5"):
-            challenged = True
-            return b"334 " + base64.b64encode(b"<1.2@raw.test>") + b"\r\n"
-        if challenged:  # the digest: this account has no CRAM-MD5 secret
-            challenged = False
-            return b"535 5.7.8 Error: authentication failed\r\n"
-        if line.upper().startswith(b"AUTH PLAIN "):
-            return b"235 2.7.0 Authentication successful\r\n"
-        return usual_answer(line)
-
-    upstream = scripted(answer)
+    upstream = scripted(
+        answering_auth(
+            b"CRAM-MD5 PLAIN LOGIN", b"535 5.7.8 Error: authentication failed\r\n"
+        )
+    )
     captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
 
     delivery = smtpsink.release(
