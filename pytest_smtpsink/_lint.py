@@ -866,6 +866,17 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
                 "followed by two hex digits or a line end",
                 part=path,
             )
+        elif encoding == "quoted-printable" and eight_bit:
+            # Quoted-printable is 7-bit by definition: a reader may keep the
+            # bytes, or a 7-bit hop strip their 8th bit.
+            yield Problem(
+                "invalid-quoted-printable",
+                "error",
+                f"{content_type} is declared quoted-printable but has raw 8-bit "
+                "bytes; quoted-printable writes each of them as =XX (RFC 2045 "
+                "6.7)",
+                part=path,
+            )
         is_attachment = disposition == "attachment" or (
             maintype not in ("text", "message", "multipart")
             and part.get("Content-ID") is None

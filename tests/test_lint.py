@@ -431,6 +431,24 @@ def test_a_multipart_reports_the_part_path() -> None:
     )
 
 
+def test_raw_8bit_bytes_are_not_quoted_printable() -> None:
+    """RFC 2045 6.7: quoted-printable is 7-bit; an 8-bit byte is written
+    =XX. A part declared quoted-printable but holding raw UTF-8 (a mailer
+    that set the header and skipped the encoding) is not valid."""
+    raw = (
+        HEAD + b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\ncaf\xc3\xa9\r\n"
+    )
+    [problem] = lint(raw)
+    assert str(problem) == (
+        "error invalid-quoted-printable (part 1): text/plain is declared "
+        "quoted-printable but has raw 8-bit bytes; quoted-printable writes each "
+        "of them as =XX (RFC 2045 6.7)"
+    )
+    encoded = raw.replace(b"caf\xc3\xa9", b"caf=C3=A9")
+    assert lint(encoded) == []
+
+
 def test_raw_utf8_headers_are_fine_when_the_client_used_smtputf8(
     smtpsink: Mailbox,
 ) -> None:
