@@ -223,13 +223,22 @@ def _dkim_problems(
         return _covering_first(verified)
     matching = [r for r in verified if aligned(r.domain, author, alignment)]
     if not matching:
+        # An aligned signature that failed is the sender's own, broken (a
+        # mailing service re-signed what it changed): say why, or the
+        # problem reads as if the sender never signed.
+        failed = [
+            f"; d={r.domain} s={r.selector} is aligned but failed: {r.reason}"
+            for r in results
+            if not r.verified and aligned(r.domain, author, alignment)
+        ]
         problems.append(
             Problem(
                 "dkim-not-aligned",
                 "error",
                 f"no verified DKIM signature is aligned ({alignment}) with the "
                 f"From domain {author}: signed by "
-                + ", ".join(f"d={r.domain}" for r in verified),
+                + ", ".join(f"d={r.domain}" for r in verified)
+                + "".join(failed),
                 header=where,
             )
         )

@@ -348,3 +348,40 @@ def test_any_aligned_signature_may_cover_the_unsubscribe_headers(
     message_seen = tls_sink.assert_sent()
     assert [r.selector for r in message_seen.dkim] == ["ops", "news"]
     assert codes(tls_sink) == []
+
+
+def test_not_aligned_says_why_the_senders_own_signature_failed(
+    tls_sink: Mailbox,
+) -> None:
+    # The shop signs, a mailing service changes the body and signs it as
+    # its own: the service's signature verifies, the shop's does not, and
+    # the problem must say so (not read as if the shop never signed).
+    own = tls_sink.dkim_key("shop.example", selector="news")
+    service = tls_sink.dkim_key("esp.example", selector="e1")
+    message = make_message(subject="November news", sender="news@shop.example")
+    message["Date"] = email.utils.formatdate()
+    message["Message-ID"] = email.utils.make_msgid(domain="shop.example")
+    message["List-Unsubscribe"] = "<https://shop.example/u/abc>"
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    headers = [*SIGNED, *ONE_CLICK]
+    signed = dkim.sign(
+        raw, b"news", b"shop.example", own.encode(), include_headers=headers
+    )
+    changed = signed + raw + b"Sent by the mailing service\r\n"
+    raw = (
+        dkim.sign(
+            changed, b"e1", b"esp.example", service.encode(), include_headers=headers
+        )
+        + changed
+    )
+    with smtplib.SMTP(tls_sink.host, tls_sink.port) as client:
+        client.starttls(context=tls_sink.ssl_context())
+        client.sendmail("bounces@shop.example", ["ann@example.com"], raw)
+    [problem] = tls_sink.assert_sent().bulk_sender_problems()
+    assert problem.code == "dkim-not-aligned"
+    assert problem.message.startswith(
+        "no verified DKIM signature is aligned (relaxed) with the From domain "
+        "shop.example: signed by d=esp.example; d=shop.example s=news is aligned "
+        "but failed: the body changed after signing (body hash mismatch"
+    )
