@@ -48,6 +48,11 @@ INDEX_NAME = "index.html"
 REPORT_ATTRIBUTE = "smtpsink_saved"
 #: Raw source shown in the page; the .eml beside it keeps every byte.
 RAW_LIMIT = 256 * 1024
+#: Characters of the HTML part and of the text part shown; the .eml keeps
+#: the rest. Gmail clips a message at 102 KB; a 20 MB HTML part took
+#: minutes to render (the remote-load scan parses every tag) and made a
+#: page the browser could hardly open.
+PART_LIMIT = 512 * 1024
 #: Remote addresses listed in the "blocked" note before "and N more".
 _LISTED_REMOTE = 5
 
@@ -405,9 +410,22 @@ def inert_links(markup: str) -> str:
     return _LINK_TAG.sub("<wbr data-was-link", markup)
 
 
+def _left_out(text: str, what: str) -> str:
+    """The note under a part shown cut at `PART_LIMIT`, or ""."""
+    more = len(text) - PART_LIMIT
+    if more <= 0:
+        return ""
+    return (
+        f'<p class="note">... {more} more characters of the {what} in the .eml file</p>'
+    )
+
+
 def mail_frame(markup: str, title: str = "HTML part") -> str:
-    """The HTML part in a sandboxed frame, plus a note when remote loads
-    were blocked."""
+    """The HTML part (its first `PART_LIMIT` characters) in a sandboxed
+    frame, plus a note when remote loads were blocked. Cut anywhere, the
+    markup is still all inside the frame's escaped ``srcdoc``."""
+    cut = _left_out(markup, "HTML part")
+    markup = markup[:PART_LIMIT]
     document = (
         f'<meta http-equiv="Content-Security-Policy" content="{MAIL_CSP}">'
         + inert_links(markup)
@@ -428,8 +446,13 @@ def mail_frame(markup: str, title: str = "HTML part") -> str:
     return (
         f'{note}<iframe class="mail" sandbox="" referrerpolicy="no-referrer" '
         'style="width:100%;height:24rem;border:1px solid #bbb;background:#fff" '
-        f'title="{escape(title)}" srcdoc="{escape(document)}"></iframe>'
+        f'title="{escape(title)}" srcdoc="{escape(document)}"></iframe>{cut}'
     )
+
+
+def text_block(text: str) -> str:
+    """The text part (its first `PART_LIMIT` characters), preformatted."""
+    return f"<pre>{escape(text[:PART_LIMIT])}</pre>" + _left_out(text, "text part")
 
 
 def _size(size: int) -> str:
@@ -472,7 +495,8 @@ def render_message(record: MessageRecord, *, open_: bool = False) -> str:
     if record["text"] is not None:
         parts.append(
             '<details class="part text" open><summary>Text part</summary>'
-            f"<pre>{escape(record['text'])}</pre></details>"
+            + text_block(record["text"])
+            + "</details>"
         )
     if record["attachments"]:
         items = []
@@ -711,7 +735,7 @@ def pytest_html_extras(views: Sequence[Mailbox]) -> list[dict[str, str | None]]:
                     + (
                         mail_frame(record["html"])
                         if record["html"] is not None
-                        else f"<pre>{escape(record['text'] or '')}</pre>"
+                        else text_block(record["text"] or "")
                     )
                     + "</div>"
                 )

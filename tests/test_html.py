@@ -110,6 +110,34 @@ def test_hostile_fields_cannot_leave_their_place(
     assert srcdoc.endswith(browser.hostile_html("http://127.0.0.1:9") + "\n")
 
 
+def test_a_huge_part_is_shown_cut_with_a_note(
+    smtpsink: Mailbox, tmp_path: Path
+) -> None:
+    # A 20 MB HTML part took minutes to render (the remote-load scan parses
+    # every tag) into a page no browser opens gladly; the raw source was cut
+    # already. The parts are too, and the record (and the API) keep them whole.
+    markup = "<p>paragraph</p>\n" * 60_000  # about 1 MB
+    text = "line of text\n" * 80_000
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.send_message(make_message(text=text, html=markup))
+    message = smtpsink.wait_for(count=1)
+    assert message.html is not None
+    assert message.text is not None
+    index = save_index(smtpsink, tmp_path).read_text(encoding="utf-8")
+    page = parse(index)
+    (srcdoc,) = page.srcdocs
+    shown_text = "".join(page.text)
+    for part, what in ((message.html, "HTML part"), (message.text, "text part")):
+        found = re.search(rf"\.\.\. (\d+) more characters of the {what} in the ", index)
+        assert found is not None, f"no note under the {what}"
+        shown = len(part) - int(found.group(1))
+        assert 100_000 < shown < len(part)
+        assert part[:shown] in (srcdoc if what == "HTML part" else shown_text)
+        assert part[: shown + 1] not in (srcdoc if what == "HTML part" else shown_text)
+    record = _html.message_record(message)
+    assert (record["html"], record["text"]) == (message.html, message.text)
+
+
 @pytest.mark.parametrize(
     "hint",
     [
