@@ -735,23 +735,43 @@ _DAY_NAME = re.compile(r"\s*([A-Za-z]{3})\s*,", re.IGNORECASE)
 
 
 def _parts(tree: Compat32Message) -> Iterator[tuple[str, Compat32Message]]:
-    """(section number, part) for every part, IMAP style: a single-part
-    message is "1"; the children of a multipart are "1", "2", "2.1", ..."""
-    stack: list[tuple[str, Compat32Message]] = [("", tree)]
+    """(section number, part) for every part, IMAP style (RFC 3501 6.4.5,
+    as `_imap_fetch.Part.parts`): a single-part message is "1"; the
+    children of a multipart are "1", "2", "2.1", ...; the message in a
+    message/rfc822 part "2" has its parts numbered "2.1", "2.2" when it is
+    a multipart (the multipart itself is reported as "2"), and its body is
+    "2.1" when it is not. (The top multipart is reported as "1".)"""
+    # (number, part, the prefix of its children's numbers)
+    stack: list[tuple[str, Compat32Message, str]] = [("1", tree, "")]
     while stack:
-        path, part = stack.pop()
-        yield path or "1", part
+        number, part, prefix = stack.pop()
+        yield number, part
         if not part.is_multipart():
             continue  # a leaf's payload may not even decode (see _check_mime)
         payload = part.get_payload()
-        if isinstance(payload, list):
-            prefix = f"{path}." if path else ""
-            children = [
-                (f"{prefix}{index}", child)
-                for index, child in enumerate(payload, start=1)
-                if isinstance(child, Compat32Message)
-            ]
-            stack.extend(reversed(children))
+        if not isinstance(payload, list):
+            continue
+        found = [child for child in payload if isinstance(child, Compat32Message)]
+        if (
+            part.get_content_maintype() == "message"
+            and part.get_content_subtype() in _ENCAPSULATING
+            and len(found) == 1
+        ):
+            (inner,) = found
+            if inner.get_content_maintype() == "multipart":
+                stack.append((number, inner, f"{number}."))
+            else:
+                stack.append((f"{number}.1", inner, f"{number}.1."))
+            continue
+        children = [
+            (f"{prefix}{index}", child, f"{prefix}{index}.")
+            for index, child in enumerate(found, start=1)
+        ]
+        stack.extend(reversed(children))
+
+
+#: message/ subtypes whose body is one encapsulated message.
+_ENCAPSULATING = frozenset({"rfc822", "global"})
 
 
 _DEFECTS: dict[type[email.errors.MessageDefect], tuple[str, str]] = {

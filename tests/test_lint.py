@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import imaplib
 import re
 import smtplib
 from email.message import EmailMessage
@@ -429,6 +430,54 @@ def test_a_multipart_reports_the_part_path() -> None:
         "error invalid-base64 (part 1.2): text/html is declared base64 but is not "
         "valid base64"
     )
+
+
+_FORWARDED = (
+    HEAD + b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=o\r\n\r\n"
+    b"--o\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nsee below\r\n"
+    b"--o\r\nContent-Type: message/rfc822\r\n\r\n"
+    b"From: ann@example.com\r\nSubject: fwd\r\nMIME-Version: 1.0\r\n"
+)
+_NOT_BASE64 = (
+    b"Content-Type: text/html; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\n*not base64*"
+)
+
+
+@pytest.mark.parametrize(
+    ("raw", "section"),
+    [
+        # A forwarded multipart: its parts are 2.1 and 2.2 (RFC 3501 6.4.5).
+        (
+            _FORWARDED + b"Content-Type: multipart/alternative; boundary=i\r\n\r\n"
+            b"--i\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n"
+            b"--i\r\n" + _NOT_BASE64 + b"\r\n--i--\r\n--o--\r\n",
+            "2.2",
+        ),
+        # A forwarded single part: its body is 2.1.
+        (_FORWARDED + _NOT_BASE64 + b"\r\n--o--\r\n", "2.1"),
+        # A message that is a forwarded message: its body is 1.1.
+        (
+            HEAD + b"MIME-Version: 1.0\r\nContent-Type: message/rfc822\r\n\r\n"
+            b"From: ann@example.com\r\nSubject: fwd\r\nMIME-Version: 1.0\r\n"
+            + _NOT_BASE64,
+            "1.1",
+        ),
+    ],
+    ids=["multipart", "single-part", "top"],
+)
+def test_a_part_in_a_forwarded_message_is_numbered_as_imap_does(
+    smtpsink: Mailbox, raw: bytes, section: str
+) -> None:
+    smtpsink.deliver(raw, to="ann@example.com")
+    [problem] = [p for p in lint(raw) if p.code != "html-only"]
+    assert (problem.code, problem.part) == ("invalid-base64", section)
+    # The part an IMAP client fetches by that number is the one meant.
+    with imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port) as client:
+        client.login("ann@example.com", "any")
+        client.select("INBOX", readonly=True)
+        _, data = client.fetch("1", f"(BODY.PEEK[{section}])")
+    assert data[0][1] == b"*not base64*"  # type: ignore[index]
 
 
 def test_raw_8bit_bytes_are_not_quoted_printable() -> None:
