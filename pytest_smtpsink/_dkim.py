@@ -211,7 +211,11 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
                 verified = bool(verifier.verify(idx=index, dnsfunc=_lookup))
             except Exception as exc:  # dkimpy's DKIMException and parse errors
                 verified, error = False, _explain(exc)
-            fields = getattr(verifier, "signature_fields", None) or {}
+            # Empty when dkimpy could not split the tags (a duplicate tag):
+            # still say whose signature it is.
+            fields = getattr(verifier, "signature_fields", None) or _signature_tags(
+                raw, index
+            )
         domain = _text(fields.get(b"d"))
         selector = _text(fields.get(b"s"))
         reason = None
@@ -310,8 +314,24 @@ def _explain(error: Exception) -> str:
     if text.startswith("body hash mismatch"):
         return f"the body changed after signing ({text})"
     if type(error).__name__ == "MessageFormatError":
+        # dkimpy wraps its tag-list errors, whose text is only the tag:
+        # "malformed (b'd')" said nothing of what is wrong with it.
+        cause = error.args[0] if error.args else None
+        said = cause.args if isinstance(cause, Exception) else ()
+        if type(cause).__name__ == "DuplicateTag" and said:
+            text = f"the tag {_text(said[0])}= appears more than once"
+        elif type(cause).__name__ == "InvalidTagSpec" and said:
+            text = f"{_shown(said[0])} is not a tag=value pair"
         return f"the DKIM-Signature header is malformed ({text})"
     return text
+
+
+def _shown(value: object) -> str:
+    """A piece of the signature header as written, quoted and shortened."""
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "backslashreplace")
+    text = " ".join(str(value).split())
+    return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
 def _head(raw: bytes) -> bytes:

@@ -188,6 +188,45 @@ def test_a_malformed_signature_is_a_failed_result_not_an_exception(
     assert result.reason
 
 
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        # dkimpy's own text was the tag alone: "malformed (b'd')".
+        (
+            (b"v=1;", b"v=1; s=other;"),
+            "the DKIM-Signature header is malformed (the tag s= appears more "
+            "than once)",
+        ),
+        (
+            (b"v=1;", b"v=1; nonsense;"),
+            "the DKIM-Signature header is malformed ('nonsense' is not a "
+            "tag=value pair)",
+        ),
+    ],
+)
+def test_a_signature_dkimpy_cannot_split_says_what_and_whose(
+    smtpsink: Mailbox, change: tuple[bytes, bytes], reason: str
+) -> None:
+    key = smtpsink.dkim_key("shop.example")
+    message = make_message(sender="noreply@shop.example")
+    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    signature = dkim.sign(raw, b"s1", b"shop.example", key.encode())
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            "noreply@shop.example",
+            ["ann@example.com"],
+            signature.replace(*change) + raw,
+        )
+    [result] = smtpsink.assert_sent().dkim
+    # Whose signature it is, though dkimpy gave no fields.
+    assert (result.domain, result.verified, result.reason) == (
+        "shop.example",
+        False,
+        reason,
+    )
+    assert result.selector in ("s1", "other")  # s= twice: the first one
+
+
 def test_a_result_shows_the_signature_control_characters_escaped(
     smtpsink: Mailbox,
 ) -> None:
