@@ -426,6 +426,25 @@ def _check_body_bytes(ctx: _Context) -> Iterator[Problem]:
 
 def _check_headers(ctx: _Context) -> Iterator[Problem]:
     tree = ctx.tree
+    separator = tree.get_unixfrom()
+    if separator is not None:
+        # Python's email package (and mbox readers) take a first line that
+        # starts with "From " for an mbox separator and drop it: a "From :
+        # ..." header written with a space (RFC 5322's obsolete syntax) is
+        # lost, and the checks below would only say there is no From.
+        hint = (
+            " (a From header with a space before its colon: write 'From:')"
+            if separator[5:].lstrip().startswith(":")
+            else ""
+        )
+        yield Problem(
+            "malformed-header",
+            "error",
+            f"the first line {shorten(separator, 60)!r} is not a header: "
+            "readers take a line starting with 'From ' for an mbox separator "
+            f"and drop it{hint}",
+            line=1,
+        )
     counts: dict[str, int] = {}
     for key in tree:
         counts[key.lower()] = counts.get(key.lower(), 0) + 1

@@ -480,6 +480,30 @@ def test_a_part_in_a_forwarded_message_is_numbered_as_imap_does(
     assert data[0][1] == b"*not base64*"  # type: ignore[index]
 
 
+@pytest.mark.parametrize(
+    ("first", "hint"),
+    [
+        # RFC 5322's obsolete syntax: readers drop it as an mbox separator.
+        (
+            b"From : Shop <noreply@shop.example>",
+            " (a From header with a space before its colon: write 'From:')",
+        ),
+        (b"From noreply@shop.example Mon Nov 30 19:00:00 2026", ""),
+    ],
+    ids=["space-before-colon", "mbox-separator"],
+)
+def test_a_first_line_read_as_an_mbox_separator_is_a_malformed_header(
+    first: bytes, hint: str
+) -> None:
+    raw = first + b"\r\n" + HEAD + b"\r\nx\r\n"
+    [problem] = lint(raw)
+    assert (problem.code, problem.line) == ("malformed-header", 1)
+    assert problem.message == (
+        f"the first line {first.decode()!r} is not a header: readers take a line "
+        f"starting with 'From ' for an mbox separator and drop it{hint}"
+    )
+
+
 def test_raw_8bit_bytes_are_not_quoted_printable() -> None:
     """RFC 2045 6.7: quoted-printable is 7-bit; an 8-bit byte is written
     =XX. A part declared quoted-printable but holding raw UTF-8 (a mailer
