@@ -34,7 +34,10 @@ _STATUS = re.compile(rb"SPAMD/(\d+\.\d+) (\d+) (.*)")
 _SPAM = re.compile(
     r"(?i)(true|false|yes|no)\s*;\s*(-?\d+(?:\.\d+)?)\s*/\s*(-?\d+(?:\.\d+)?)"
 )
-_RULE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s+([A-Z0-9_]+)\s+(.*)$")
+# A rule line: the score in four columns ("%4.1f"), the rule's name (any
+# word: a site's own rules may be in lower case), its description. The
+# lines continuing a description are indented far past the score column.
+_RULE = re.compile(r"^ {0,3}(-?\d+(?:\.\d+)?)\s+([A-Za-z_]\w*)(?:\s+(.*))?$")
 
 
 class SpamdError(RuntimeError):
@@ -189,7 +192,11 @@ def _rules(text: str) -> tuple[SpamRule, ...]:
         match = _RULE.match(line)
         if match is not None:
             rules.append(
-                SpamRule(match.group(2), float(match.group(1)), match.group(3).strip())
+                SpamRule(
+                    match.group(2),
+                    float(match.group(1)) + 0.0,  # "-0.0" reads as 0
+                    (match.group(3) or "").strip(),
+                )
             )
         elif rules and line.strip():
             last = rules[-1]

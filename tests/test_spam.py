@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from spamd import running_spamd
 
-from pytest_smtpsink import Mailbox, SpamdError
+from pytest_smtpsink import Mailbox, SpamdError, SpamRule
 from pytest_smtpsink._spam import _parse, use_spamd
 
 pytest_plugins = ["pytester"]
@@ -164,6 +164,40 @@ def test_a_report_without_rules_and_a_negative_zero_score() -> None:
         (),
     )
     assert str(report) == "score 0 / 5 (not spam); rules: none"
+
+
+def test_every_rule_of_the_table_is_read_whatever_its_name() -> None:
+    # As spamd 4 writes it (a site's own rule named in lower case, from a
+    # --cf line), continued descriptions indented past the score column.
+    table = (
+        b"Content analysis details:   (2.5 points, 5.0 required)\r\n\r\n"
+        b" pts rule name              description\r\n"
+        b"---- ---------------------- ------------------------------------\r\n"
+        b"-0.0 NO_RECEIVED            Informational: message has no Received headers\r\n"
+        b" 1.5 my_lower_rule          A custom rule in lower case\r\n"
+        b" 0.0 URIBL_BLOCKED          ADMINISTRATOR NOTICE: The query to URIBL was\r\n"
+        b"                            blocked.\r\n"
+        b"                            2 more lines [URIs: example.com]\r\n"
+        b" 1.0 no_description\r\n"
+    )
+    report = _parse(
+        b"SPAMD/1.1 0 EX_OK\r\nSpam: False ; 2.5 / 5.0\r\n\r\n" + table, "x"
+    )
+    assert report.rules == (
+        SpamRule("NO_RECEIVED", 0.0, "Informational: message has no Received headers"),
+        SpamRule("my_lower_rule", 1.5, "A custom rule in lower case"),
+        SpamRule(
+            "URIBL_BLOCKED",
+            0.0,
+            "ADMINISTRATOR NOTICE: The query to URIBL was blocked. 2 more lines "
+            "[URIs: example.com]",
+        ),
+        SpamRule("no_description", 1.0, ""),
+    )
+    assert str(report) == (
+        "score 2.5 / 5 (not spam); rules: NO_RECEIVED (+0), my_lower_rule (+1.5), "
+        "URIBL_BLOCKED (+0), no_description (+1)"
+    )
 
 
 def test_without_a_spamd_assert_not_spam_fails_even_with_no_mail(
