@@ -103,7 +103,9 @@ def resolve_spamd(spamd: str | None) -> tuple[str, int]:
     message is looked at: a missing spamd is never a silent pass."""
     if spamd is not None and not isinstance(spamd, str):
         raise TypeError(f"spamd must be 'HOST:PORT' (a str) or None, got {spamd!r}")
-    address = spamd or _configured
+    # An empty string is a spamd given, and not HOST:PORT: never a silent
+    # fallback to the configured one (or "no spamd is configured").
+    address = _configured if spamd is None else spamd
     if address is None:
         raise SpamdError(f"no spamd is configured for spam_report(): {_HOW}")
     try:

@@ -218,6 +218,17 @@ def test_bad_arguments_are_named(smtpsink: Mailbox) -> None:
         smtpsink.assert_not_spam(spamd=783)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"spamd: 'localhost' is not HOST:PORT"):
         message.spam_report(spamd="localhost")
+    # Not the configured spamd instead, nor "no spamd is configured".
+    previous = use_spamd("127.0.0.1:9")
+    try:
+        with pytest.raises(ValueError, match=r"spamd: '' is not HOST:PORT"):
+            message.spam_report(spamd="")
+        with pytest.raises(ValueError, match=r"spamd: '' is not HOST:PORT"):
+            smtpsink.assert_not_spam(spamd="")
+    finally:
+        use_spamd(previous)
+    with pytest.raises(ValueError, match=r"spamd: '' is not HOST:PORT"):
+        message.spam_report(spamd="")
     with pytest.raises(TypeError, match=r"max_score must be a number .* got '3'"):
         smtpsink.assert_not_spam(max_score="3")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_score must be a finite number, got nan"):
