@@ -219,12 +219,20 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
         domain = _text(fields.get(b"d"))
         selector = _text(fields.get(b"s"))
         reason = None
+        algorithm = _text(fields.get(b"a"))
         if not verified:
-            reason = (
-                error
-                or "; ".join(reasons.messages)
-                or _mismatch(raw, index, domain, selector)
-            )
+            said = error or "; ".join(reasons.messages)
+            if algorithm.lower().startswith("ed25519") and (
+                not said or said.startswith("missing public key")
+            ):
+                # No key of its kind can be published: "publish one with
+                # dkim_key()" would publish an RSA key, which fails it too.
+                said = (
+                    f"a={algorithm} (RFC 8463) is not verified here: dkim_key() "
+                    "publishes RSA keys only (a sender signing with both, as "
+                    "RFC 8463 has it, is verified by its rsa-sha256 signature)"
+                )
+            reason = said or _mismatch(raw, index, domain, selector)
             if reason.startswith("missing public key"):
                 reason = (
                     f"no key published for {record_name(domain, selector)}: "
@@ -243,7 +251,7 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
                 selector=selector,
                 verified=verified,
                 reason=reason,
-                algorithm=_text(fields.get(b"a")),
+                algorithm=algorithm,
                 key_bits=getattr(verifier, "keysize", None) or None,
                 signed_headers=headers,
                 warnings=warnings,

@@ -336,3 +336,38 @@ def test_verification_never_asks_real_dns() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert out.stdout.startswith("no key published for s._domainkey.x.example")
+
+
+def test_an_ed25519_signature_says_it_is_not_verified_here(smtpsink: Mailbox) -> None:
+    # RFC 8463: senders sign with ed25519-sha256 and rsa-sha256. dkim_key()
+    # makes and takes RSA keys only: "publish one with dkim_key()" sent the
+    # user to publish an RSA key, which then failed it as "a header changed".
+    key = smtpsink.dkim_key("shop.example")
+    message = make_message(sender="noreply@shop.example")
+    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    rsa = dkim.sign(raw, b"s1", b"shop.example", key.encode())
+    # As an ed25519 signature's header reads (dkimpy signs it only with
+    # PyNaCl); its selector has no key, and then an RSA one.
+    ed25519 = rsa.replace(b"a=rsa-sha256", b"a=ed25519-sha256").replace(
+        b"s=s1", b"s=ed"
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            "noreply@shop.example", ["ann@example.com"], ed25519 + rsa + raw
+        )
+    received = smtpsink.assert_sent()
+    reason = (
+        "a=ed25519-sha256 (RFC 8463) is not verified here: dkim_key() publishes "
+        "RSA keys only (a sender signing with both, as RFC 8463 has it, is "
+        "verified by its rsa-sha256 signature)"
+    )
+    for _ in range(2):
+        first, second = received.dkim
+        assert (first.selector, first.algorithm, first.verified, first.reason) == (
+            "ed",
+            "ed25519-sha256",
+            False,
+            reason,
+        )
+        assert (second.algorithm, second.verified) == ("rsa-sha256", True)
+        smtpsink.dkim_key("shop.example", selector="ed")  # what the advice said
