@@ -159,7 +159,10 @@ def bulk_sender_problems(
             )
         )
     problems.extend(_unsubscribe_problems(message, signature))
-    if message.session.tls is None:
+    # Mail put in with deliver() or IMAP APPEND crossed no SMTP hop that
+    # could have used TLS: the rule does not apply (as lint judges 8-bit
+    # bodies only for mail that came over SMTP).
+    if message.session.protocol == "SMTP" and message.session.tls is None:
         problems.append(
             Problem(
                 "no-tls",

@@ -385,3 +385,31 @@ def test_not_aligned_says_why_the_senders_own_signature_failed(
         "shop.example: signed by d=esp.example; d=shop.example s=news is aligned "
         "but failed: the body changed after signing (body hash mismatch"
     )
+
+
+def test_delivered_mail_is_not_judged_for_tls(smtpsink: Mailbox) -> None:
+    # deliver() (an .eml of the newsletter, checked without sending it) has
+    # no SMTP hop: "sent without TLS" was a problem no change could fix.
+    key = smtpsink.dkim_key("shop.example", selector="news")
+    message = make_message(subject="November news", sender="news@shop.example")
+    message["Date"] = email.utils.formatdate()
+    message["Message-ID"] = email.utils.make_msgid(domain="shop.example")
+    message["List-Unsubscribe"] = "<https://shop.example/u/abc>"
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    signed = (
+        dkim.sign(
+            raw,
+            b"news",
+            b"shop.example",
+            key.encode(),
+            include_headers=[*SIGNED, *ONE_CLICK],
+        )
+        + raw
+    )
+    delivered = smtpsink.deliver(signed, to="ann@example.com")
+    assert delivered.bulk_sender_problems() == []
+    # Sent over SMTP without TLS, the same bytes fail the rule.
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("bounces@shop.example", ["ann@example.com"], signed)
+    assert codes(smtpsink) == ["no-tls"]
