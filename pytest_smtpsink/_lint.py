@@ -753,15 +753,19 @@ _DAY_NAME = re.compile(r"\s*([A-Za-z]{3})\s*,", re.IGNORECASE)
 # -- MIME checks -------------------------------------------------------------------
 
 
-def _parts(tree: Compat32Message) -> Iterator[tuple[str, Compat32Message]]:
+def _parts(tree: Compat32Message) -> Iterator[tuple[str | None, Compat32Message]]:
     """(section number, part) for every part, IMAP style (RFC 3501 6.4.5,
     as `_imap_fetch.Part.parts`): a single-part message is "1"; the
     children of a multipart are "1", "2", "2.1", ...; the message in a
     message/rfc822 part "2" has its parts numbered "2.1", "2.2" when it is
     a multipart (the multipart itself is reported as "2"), and its body is
-    "2.1" when it is not. (The top multipart is reported as "1".)"""
+    "2.1" when it is not. A multipart message itself has no number (None):
+    its "1" is its first part."""
+    top: str | None = "1"
+    if tree.get_content_maintype() == "multipart" and tree.is_multipart():
+        top = None
     # (number, part, the prefix of its children's numbers)
-    stack: list[tuple[str, Compat32Message, str]] = [("1", tree, "")]
+    stack: list[tuple[str | None, Compat32Message, str]] = [(top, tree, "")]
     while stack:
         number, part, prefix = stack.pop()
         yield number, part
@@ -772,7 +776,8 @@ def _parts(tree: Compat32Message) -> Iterator[tuple[str, Compat32Message]]:
             continue
         found = [child for child in payload if isinstance(child, Compat32Message)]
         if (
-            part.get_content_maintype() == "message"
+            number is not None
+            and part.get_content_maintype() == "message"
             and part.get_content_subtype() in _ENCAPSULATING
             and len(found) == 1
         ):

@@ -174,7 +174,8 @@ HEAD = (
             + b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\ncut off\r\n",
             "missing-closing-boundary",
             "error",
-            "part 1",
+            # The message's own multipart: its "part 1" is the text part.
+            "",
         ),
         (
             HEAD
