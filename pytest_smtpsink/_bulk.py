@@ -58,15 +58,10 @@ def aligned(signing: str, author: str, alignment: Alignment) -> bool:
 
 
 def _a_labels(domain: str) -> str:
-    """``domain`` in lower case, without a trailing dot, its U-labels as
-    A-labels; as it is if it is no IDNA name. Raw UTF-8 read from the
-    header block arrives as surrogate escapes."""
-    domain = domain.lower().rstrip(".")
-    try:
-        text = domain.encode("utf-8", "surrogateescape").decode("utf-8")
-        return text.encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        return domain
+    """``domain`` as DNS has it (`_dkim.a_labels`)."""
+    from ._dkim import a_labels
+
+    return a_labels(domain)
 
 
 #: Every code `bulk_sender_problems` gives (the deliverability page lists

@@ -75,7 +75,22 @@ class DkimResult:
 
 
 def record_name(domain: str, selector: str) -> str:
-    return f"{selector}._domainkey.{domain}".lower().rstrip(".")
+    """The TXT record's name, as DNS has it: an international domain
+    (``bücher.example``, or its U-labels in a ``d=``, RFC 8616) in
+    A-labels (``xn--bcher-kva.example``)."""
+    return a_labels(f"{selector}._domainkey.{domain}")
+
+
+def a_labels(name: str) -> str:
+    """``name`` in lower case, without a trailing dot, its U-labels as
+    A-labels; as it is if it is no IDNA name. Raw UTF-8 read from a header
+    block may arrive as surrogate escapes."""
+    name = name.lower().rstrip(".")
+    try:
+        text = name.encode("utf-8", "surrogateescape").decode("utf-8")
+        return text.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return name
 
 
 def publish_key(
@@ -164,9 +179,10 @@ def publish_key(
 
 def _lookup(name: bytes | str, timeout: float = 5) -> bytes | None:
     """dkimpy's ``dnsfunc``: the published record, never real DNS."""
-    text = name.decode("ascii", "replace") if isinstance(name, bytes) else name
+    # dkimpy asks for the d= as written: U-labels (RFC 8616) as UTF-8.
+    text = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
     with _LOCK:
-        return _RECORDS.get(text.lower().rstrip("."))
+        return _RECORDS.get(a_labels(text))
 
 
 class _Reasons(logging.Handler):
@@ -371,5 +387,6 @@ def _signature_tags(raw: bytes, index: int) -> dict[bytes, bytes]:
 
 def _text(value: object) -> str:
     if isinstance(value, bytes):
-        return re.sub(r"\s+", "", value.decode("ascii", "replace"))
+        # UTF-8: a d= may be an international name in U-labels (RFC 8616).
+        return re.sub(r"\s+", "", value.decode("utf-8", "replace"))
     return ""

@@ -371,3 +371,22 @@ def test_an_ed25519_signature_says_it_is_not_verified_here(smtpsink: Mailbox) ->
         )
         assert (second.algorithm, second.verified) == ("rsa-sha256", True)
         smtpsink.dkim_key("shop.example", selector="ed")  # what the advice said
+
+
+@pytest.mark.parametrize("signing", ["xn--bcher-kva.example", "bücher.example"])
+def test_a_key_for_an_international_domain_verifies(
+    smtpsink: Mailbox, signing: str
+) -> None:
+    # DNS has the name in A-labels; a d= may be written either way (U-labels:
+    # RFC 8616). The key was kept under the U-label name, which no
+    # signature's lookup could find.
+    key = smtpsink.dkim_key("Bücher.example")
+    raw = (
+        "From: Shop <news@bücher.example>\r\nTo: ann@example.com\r\n"
+        "Subject: Hi\r\n\r\nHello\r\n"
+    ).encode()
+    signature = dkim.sign(raw, b"s1", signing.encode(), key.encode())
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("news@shop.example", ["ann@example.com"], signature + raw)
+    [result] = smtpsink.assert_sent().dkim
+    assert (result.domain, result.verified, result.reason) == (signing, True, None)
