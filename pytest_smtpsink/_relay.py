@@ -70,8 +70,8 @@ class RelayError(Exception):
 
     ``code`` is the upstream's reply code (None when there was no reply: the
     connection failed, timed out or TLS failed), ``reply`` its text,
-    ``stage`` the step that failed (``connect``, ``STARTTLS``, ``AUTH``,
-    ``MAIL``, ``RCPT`` or ``DATA``) and ``transcript`` the conversation up
+    ``stage`` the step that failed (``connect``, ``EHLO``, ``STARTTLS``,
+    ``AUTH``, ``MAIL``, ``RCPT`` or ``DATA``) and ``transcript`` the conversation up
     to the failure (AUTH secrets masked).
     """
 
@@ -523,8 +523,12 @@ class _Connection:
             client.ehlo_or_helo_if_needed()
             if upstream.tls == "starttls":
                 stage = "STARTTLS"
-                code, text = client.starttls(context=context)
-                client.ehlo()
+                client.starttls(context=context)
+                # A new greeting over TLS (RFC 3207 4.2), checked as the
+                # first was: ehlo() alone returns a refusal, and the relay
+                # went on without one (its MAIL got "503 send HELO first").
+                stage = "EHLO"
+                client.ehlo_or_helo_if_needed()
             if upstream.username is not None:
                 stage = "AUTH"
                 client.login(upstream.username, upstream.password or "")

@@ -280,6 +280,48 @@ def test_a_refused_starttls_sends_nothing_in_the_clear(
     upstream.assert_nothing_sent()
 
 
+@pytest.mark.parametrize("how", ["release", "relay"])
+def test_a_greeting_refused_after_starttls_is_the_answer(
+    smtpsink: Mailbox, smtpsink_factory: Factory, how: str
+) -> None:
+    # The EHLO over TLS is refused (the 2nd greeting), then the HELO tried
+    # after it (the 3rd): that is the answer, not a MAIL sent ungreeted.
+    # (The second rule sees the 1st and 3rd greetings: the first rule takes
+    # the 2nd.)
+    upstream = smtpsink_factory(tls="starttls")
+    upstream.fail("EHLO", 550, "5.7.0 not over TLS", every=2, times=1)
+    upstream.fail("EHLO", 554, "5.7.0 not even HELO", every=2, times=1)
+    if how == "release":
+        captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+        with pytest.raises(RelayError) as raised:
+            smtpsink.release(
+                captured,
+                upstream.host,
+                upstream.port,
+                tls="starttls",
+                ca_file=upstream.ca_path,
+            )
+        error = raised.value
+    else:
+        url = f"smtp+starttls://127.0.0.1:{upstream.port}?cafile={upstream.ca_path}"
+        sink = smtpsink_factory(relay=url, relay_to=".*")
+        message = capture(sink, b"Subject: hi\r\n\r\nx\r\n")
+        wait_relayed(sink, message)
+        assert relay_of(message).status == "refused"
+        relay_error = relay_of(message).error
+        assert relay_error is not None
+        error = relay_error
+
+    assert (error.stage, error.code, error.reply) == (
+        "EHLO",
+        554,
+        "5.7.0 not even HELO",
+    )
+    commands = [e.line for e in upstream.sessions[0].transcript]
+    assert not any(line.upper().startswith("MAIL") for line in commands)
+    upstream.assert_nothing_sent()
+
+
 def test_a_wrong_password_is_tried_once(
     smtpsink: Mailbox, smtpsink_factory: Factory
 ) -> None:
