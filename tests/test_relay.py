@@ -138,12 +138,16 @@ def test_release_with_another_envelope(
         upstream.host,
         upstream.port,
         mail_from="",
-        rcpt_to=["audit@example.net", "copy@example.net"],
+        rcpt_to=["audit@example.net", '"copy desk"@example.net', "zoë@example.net"],
     )
 
     relayed = upstream.wait_for()
     assert relayed.envelope.mail_from == ""
-    assert relayed.envelope.rcpt_to == ("audit@example.net", "copy@example.net")
+    assert relayed.envelope.rcpt_to == (
+        "audit@example.net",
+        '"copy desk"@example.net',
+        "zoë@example.net",
+    )
     assert delivery.mail_from == ""
     # smtplib's command case differs between Python versions.
     assert "c: mail from:<>" in delivery.format_transcript().lower()
@@ -545,6 +549,33 @@ def test_release_with_auth_in_the_clear_on_loopback_logs_in(
             "'/nonexistent/ca.pem' is not a",
         ),
         ({"ssl_context": "yes"}, TypeError, "ssl_context must be an ssl.SSLContext"),
+        # Before: a RelayError after MAIL went (an AttributeError or a
+        # TypeError inside smtplib), or another address sent than given,
+        # with the given one in Delivery.accepted.
+        ({"mail_from": 5}, TypeError, "mail_from takes address strings, got 5"),
+        (
+            {"rcpt_to": ["ann@example.com", b"bob@example.com"]},
+            TypeError,
+            "rcpt_to takes address strings, got b'bob@example.com'",
+        ),
+        (
+            {"rcpt_to": ["ann@example.com\r\nRSET"]},
+            ValueError,
+            "rcpt_to: 'ann@example.com\\r\\nRSET' has a control character",
+        ),
+        (
+            {"mail_from": "app@example.com\n"},
+            ValueError,
+            "mail_from: 'app@example.com\\n' has a control character",
+        ),
+        (
+            {"rcpt_to": ["Ann <ann@example.com>"]},
+            ValueError,
+            "rcpt_to: 'Ann <ann@example.com>' is not an address as SMTP sends it "
+            "(no angle brackets, display name or comment): it would go as "
+            "<ann@example.com>",
+        ),
+        ({"rcpt_to": [""]}, ValueError, "rcpt_to has an empty address"),
     ],
 )
 def test_bad_release_arguments_are_named_before_anything_connects(
