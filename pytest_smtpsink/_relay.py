@@ -1050,10 +1050,10 @@ def _mail_options(
     the upstream offers it; a message that asked but is ASCII in its
     envelope and header goes without it (RFC 6531 3.2 ties the need to
     those). 8-bit content needs 8BITMIME (RFC 6152 3), declared with
-    ``BODY=8BITMIME`` even when the captured MAIL did not declare it (the
-    relay is a client of its own, bound by the RFC): to an upstream without
-    it, converting it to 7 bits would change the captured bytes, so it is
-    not sent.
+    ``BODY=8BITMIME`` even when the captured MAIL did not declare it, or
+    said 7BIT (the relay is a client of its own, bound by the RFC): to an
+    upstream without it, converting it to 7 bits would change the captured
+    bytes, so it is not sent.
 
     SIZE (RFC 1870) declares the content's size; over the maximum the
     upstream's EHLO gives, the message is not sent at all: the upstream
@@ -1088,8 +1088,8 @@ def _mail_options(
         if not header.isascii():
             raise _Unsendable(f"{lacking}: its header has non-ASCII text")
     if client.has_extn("8bitmime"):
-        if body is None and not raw.isascii():
-            body = "8BITMIME"
+        if not raw.isascii():
+            body = "8BITMIME"  # a captured BODY=7BIT was not true either
         if body is not None:
             options.append(f"BODY={body}")
     elif not raw.isascii() and "SMTPUTF8" not in options:  # it carries 8-bit text

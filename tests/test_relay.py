@@ -1708,12 +1708,14 @@ def test_the_relay_to_an_upstream_without_an_extension(
         upstream.assert_nothing_sent()
 
 
+@pytest.mark.parametrize("declared", [None, "BODY=7BIT"])
 def test_eight_bit_content_is_declared_to_the_upstream(
-    smtpsink: Mailbox, smtpsink_factory: Factory
+    smtpsink: Mailbox, smtpsink_factory: Factory, declared: str | None
 ) -> None:
     # RFC 6152: a client sending 8-bit content declares BODY=8BITMIME. An
     # application that sent it undeclared (what lint's
-    # 8bit-without-8bitmime reports) does not make the relay break the RFC.
+    # 8bit-without-8bitmime reports), or declared as 7-bit, does not make
+    # the relay break the RFC.
     upstream = smtpsink_factory(hostname="eight-bit.test")
     sink = relaying(smtpsink_factory, upstream, relay_to=".*")
     for sending in (smtpsink, sink):
@@ -1722,10 +1724,13 @@ def test_eight_bit_content_is_declared_to_the_upstream(
                 "app@example.com",
                 ["ann@example.com"],
                 "Subject: x\r\n\r\nDéjà vu\r\n".encode(),
+                mail_options=[declared] if declared else [],
             )
     captured, message = smtpsink.wait_for(), sink.wait_for()
-    for kept in (captured, message):  # smtplib sent SIZE= only
-        assert not any(o.startswith("BODY=") for o in kept.envelope.mail_options)
+    for kept in (captured, message):  # smtplib sent SIZE= (and BODY=7BIT) only
+        assert [o for o in kept.envelope.mail_options if o.startswith("BODY=")] == (
+            [declared] if declared else []
+        )
 
     smtpsink.release(captured, upstream.host, upstream.port)
     wait_relayed(sink, message)
