@@ -358,7 +358,8 @@ class DNSServer:
                 rdtype=type_text,
             )
             return _Plan(response.to_wire(), delay)
-        rules = [r for r in self.rules if r.name == name]
+        published = self.rules  # one snapshot: a test may publish meanwhile
+        rules = [r for r in published if r.name == name]
         if any(r.kind == "nxdomain" for r in rules):
             response.set_rcode(dns.rcode.NXDOMAIN)
             self._note(
@@ -371,7 +372,10 @@ class DNSServer:
             )
             return _Plan(response.to_wire(), delay)
         records = [r for r in rules if r.kind == "record"]
-        if not records:
+        if not records and not _has_names_below(published, name):
+            # A name with none of its own records exists all the same when
+            # a name below it has some (an "empty non-terminal", RFC 8020
+            # 2): NXDOMAIN would deny both, so it gets NOERROR, no data.
             response.set_rcode(dns.rcode.NXDOMAIN)
         matching = [
             r.rdata
@@ -513,6 +517,14 @@ class DNSServer:
         finally:
             self._tcp_writers.discard(writer)
             writer.close()
+
+
+def _has_names_below(rules: Sequence[_Rule], name: dns.name.Name) -> bool:
+    """Whether a record is published for a name below ``name``."""
+    return any(
+        rule.kind == "record" and rule.name != name and rule.name.is_subdomain(name)
+        for rule in rules
+    )
 
 
 def _by_type(rdatas: list[dns.rdata.Rdata]) -> dict[int, list[dns.rdata.Rdata]]:
@@ -688,7 +700,8 @@ class DNSZone:
     """A test's DNS records, served by its sink's stub (``smtpsink.dns``).
 
     Records are the test's own: they go when the test ends, like its mail.
-    Names the test did not declare get NXDOMAIN.
+    Names the test did not declare get NXDOMAIN (but for a name with
+    declared names below it, which exists: NOERROR with no answer).
     """
 
     def __init__(self, view: Mailbox) -> None:

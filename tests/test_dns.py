@@ -121,9 +121,10 @@ def test_mx_never_gives_a_sink_a_name_already_in_use(smtpsink: Mailbox) -> None:
     # A refused call publishes none of its records.
     assert zone.smtp_ports == {}
     resolver = zone.resolver()
-    for domain in ("p.example", "q.example"):
-        with pytest.raises(dns.resolver.NXDOMAIN):
-            resolver.resolve(domain, "MX")
+    with pytest.raises(dns.resolver.NXDOMAIN):
+        resolver.resolve("p.example", "MX")
+    with pytest.raises(dns.resolver.NoAnswer):  # a host below it, no MX
+        resolver.resolve("q.example", "MX")
     assert texts(resolver.resolve("mx1.q.example", "A")) == ["127.0.0.9"]
 
 
@@ -246,6 +247,25 @@ def test_undeclared_names_and_nxdomain(smtpsink: Mailbox) -> None:
     with pytest.raises(dns.resolver.NXDOMAIN):
         resolver.resolve("gone.example", "MX")
     assert [q.outcome for q in zone.queries] == ["NXDOMAIN", "NXDOMAIN"]
+
+
+def test_a_name_with_records_only_below_it_exists(smtpsink: Mailbox) -> None:
+    # RFC 8020: NXDOMAIN says nothing exists at or below a name. A domain
+    # whose only records are its hosts' has no MX (NOERROR, no data: its
+    # own address is its MX, RFC 5321 5.1), but it is no unknown domain.
+    zone = smtpsink.dns
+    zone.a("mail.partner.example", "127.0.0.1")
+    zone.txt("_dmarc.other.example", "v=DMARC1; p=reject")
+    resolver = zone.resolver()
+
+    for name in ("partner.example", "Other.Example.", "example"):
+        with pytest.raises(dns.resolver.NoAnswer):
+            resolver.resolve(name, "MX")
+    with pytest.raises(dns.resolver.NXDOMAIN):
+        resolver.resolve("www.partner.example", "A")
+    with pytest.raises(dns.resolver.NXDOMAIN):
+        resolver.resolve("ample", "MX")  # a suffix of the text, not a parent
+    assert [q.outcome for q in zone.queries] == ["NOERROR"] * 3 + ["NXDOMAIN"] * 2
 
 
 def test_servfail_a_number_of_times(smtpsink: Mailbox) -> None:
