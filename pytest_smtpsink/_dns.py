@@ -275,10 +275,10 @@ class DNSServer:
             return self._unknown_key(query, transport, peer)
         if query.opcode() != dns.opcode.QUERY:
             self._note(transport, peer, "NOTIMP", f"opcode {query.opcode()}")
-            return _Plan(_bare_reply(data, dns.rcode.NOTIMP))
+            return _Plan(_refusal(query, data, dns.rcode.NOTIMP))
         if len(query.question) != 1:
             self._note(transport, peer, "FORMERR", f"{len(query.question)} questions")
-            return _Plan(_bare_reply(data, dns.rcode.FORMERR))
+            return _Plan(_refusal(query, data, dns.rcode.FORMERR))
         question = query.question[0]
         name, rdtype = question.name, question.rdtype
         name_text, type_text = name.to_text(), dns.rdatatype.to_text(rdtype)
@@ -538,6 +538,21 @@ def _by_type(rdatas: list[dns.rdata.Rdata]) -> dict[int, list[dns.rdata.Rdata]]:
 def _peer(peer: Any) -> tuple[str, int]:
     """A client's address as `DNSQuery.peer` gives it."""
     return (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("?", 0)
+
+
+def _refusal(query: dns.message.Message, data: bytes, rcode: dns.rcode.Rcode) -> bytes:
+    """A reply with only a header, to a query that could be parsed: with
+    an OPT record when the query had one (RFC 6891 6.1.1). A NOTIMP or
+    FORMERR without it reads as a server that does not speak EDNS (dig
+    says "retry with '+noedns'")."""
+    try:
+        response = dns.message.make_response(
+            query, copy_mode=dns.message.CopyMode.NOTHING
+        )
+        response.set_rcode(rcode)
+        return response.to_wire()
+    except Exception:  # an opcode dnspython cannot reply to: the bare header
+        return _bare_reply(data, rcode)
 
 
 def _bare_reply(data: bytes, rcode: dns.rcode.Rcode) -> bytes:

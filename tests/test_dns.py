@@ -14,6 +14,7 @@ import dns.exception
 import dns.flags
 import dns.message
 import dns.name
+import dns.opcode
 import dns.query
 import dns.rcode
 import dns.resolver
@@ -493,6 +494,27 @@ def test_malformed_udp_queries_get_formerr_or_are_ignored(smtpsink: Mailbox) -> 
         ("ignored", "a response, not a query"),
         ("FORMERR", "malformed"),
     ]
+
+
+@pytest.mark.parametrize("problem", ["opcode", "questions"])
+def test_a_refused_edns_query_gets_an_opt_record(
+    smtpsink: Mailbox, problem: str
+) -> None:
+    # RFC 6891 6.1.1: an OPT in the request, an OPT in the response. A NOTIMP
+    # or FORMERR without one says "no EDNS here" (dig: retry with +noedns).
+    zone = smtpsink.dns
+    query = dns.message.make_query("partner.example", "MX", use_edns=0)
+    if problem == "opcode":
+        query.set_opcode(dns.opcode.NOTIFY)
+    else:
+        query.question.append(query.question[0])
+
+    reply = dns.query.udp(query, zone.host, port=zone.port, timeout=5)
+
+    rcode = dns.rcode.NOTIMP if problem == "opcode" else dns.rcode.FORMERR
+    assert (reply.rcode(), reply.edns, reply.id) == (rcode, 0, query.id)
+    assert reply.opcode() == query.opcode()
+    assert [q.outcome for q in zone.queries] == [dns.rcode.to_text(rcode)]
 
 
 def test_garbage_over_tcp_never_stops_the_stub(smtpsink: Mailbox) -> None:
