@@ -96,7 +96,8 @@ class DNSQuery:
     ``FORMERR``, ``NOTIMP``, ``REFUSED``, ``BADVERS``: an EDNS version
     other than 0, ``NOTAUTH``: a query signed with TSIG), or ``no answer`` (a ``hang`` or
     ``disconnect`` fault rule) or ``ignored`` (not a query, shorter than a
-    DNS header, or cut short: its TCP connection closed before its end)."""
+    DNS header, cut short: its TCP connection closed before its end, or a
+    TCP connection that sent nothing and was closed)."""
     answers: tuple[str, ...] = ()
     """The answer records as text."""
     note: str = ""
@@ -471,11 +472,18 @@ class DNSServer:
             # before the kernel has buffered megabytes for it.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _TCP_SEND_BUFFER)
         size: int | None = None  # of the message being read
+        begun = False  # the first byte of its length came, not the second
         draining = False  # waiting for the client to read answers
+        asked = False  # whether it sent anything yet
         try:
             while True:
                 size = None
-                head = await asyncio.wait_for(reader.readexactly(2), _TCP_IDLE)
+                # A byte at a time: a timeout must tell a client that sent
+                # nothing from one that sent half a length.
+                head = await asyncio.wait_for(reader.readexactly(1), _TCP_IDLE)
+                asked = begun = True
+                head += await asyncio.wait_for(reader.readexactly(1), _TCP_IDLE)
+                begun = False
                 size = int.from_bytes(head, "big")
                 data = await asyncio.wait_for(reader.readexactly(size), _TCP_IDLE)
                 plan = self.handle(data, "tcp", peer)
@@ -496,13 +504,14 @@ class DNSServer:
             got = len(error.partial)
             if size is not None:
                 self.cut_short(peer, f"connection closed after {got} of {size} bytes")
-            elif got:
+            elif begun:
                 self.cut_short(
-                    peer, f"connection closed after {got} byte of a 2-byte length"
+                    peer, "connection closed after 1 byte of a 2-byte length"
                 )
         except asyncio.TimeoutError:
-            # Idle too long: between messages (nothing to record), inside
-            # one, or not reading its answers.
+            # Idle too long: before it sent anything (recorded: it held a
+            # connection for nothing), between messages (nothing to record:
+            # it is done), inside one, or not reading its answers.
             if draining:
                 self.cut_short(
                     peer, f"closed: the client read no answer for {_TCP_IDLE:g} s"
@@ -512,6 +521,12 @@ class DNSServer:
                     peer,
                     f"closed: no end of its {size}-byte message for {_TCP_IDLE:g} s",
                 )
+            elif begun:
+                self.cut_short(
+                    peer, f"closed: no end of its 2-byte length for {_TCP_IDLE:g} s"
+                )
+            elif not asked:
+                self.cut_short(peer, f"closed: nothing sent for {_TCP_IDLE:g} s")
         except ConnectionError:
             pass  # the client is gone
         finally:

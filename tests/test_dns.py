@@ -802,9 +802,10 @@ def test_dig_reads_the_stubs_answers(smtpsink: Mailbox) -> None:
 def test_a_tcp_client_that_stalls_is_closed_and_recorded(
     smtpsink: Mailbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # One that never finishes its message, and one that asks and never
-    # reads the answers: each held its connection (the second until the
-    # sink stopped); both are now closed after the idle limit, and recorded.
+    # One that sends nothing, one that never finishes its length or its
+    # message, and one that asks and never reads the answers: each held its
+    # connection (the last until the sink stopped); all are now closed
+    # after the idle limit, and recorded.
     from pytest_smtpsink import _dns
 
     monkeypatch.setattr(_dns, "_TCP_IDLE", 0.2)
@@ -813,6 +814,11 @@ def test_a_tcp_client_that_stalls_is_closed_and_recorded(
     # sockets' buffers (the stub's send buffer holds about two).
     zone.txt("big.example", *["x" * 250] * 230)
     query = dns.message.make_query("big.example", "TXT").to_wire()
+    with socket.create_connection((zone.host, zone.port), timeout=30) as silent:
+        assert silent.recv(1) == b""  # closed, nothing sent
+    with socket.create_connection((zone.host, zone.port), timeout=30) as halting:
+        halting.sendall(b"\x00")  # half the length
+        assert halting.recv(1) == b""
     with socket.create_connection((zone.host, zone.port), timeout=30) as stalled:
         stalled.sendall(b"\x00\x0c\x00")
         assert stalled.recv(1) == b""  # closed, nothing sent
@@ -825,11 +831,13 @@ def test_a_tcp_client_that_stalls_is_closed_and_recorded(
             for _ in range(2000):
                 deaf.sendall(len(query).to_bytes(2, "big") + query)
         smtpsink.wait_until(
-            lambda: len(zone.queries) >= 2 and zone.queries[-1].outcome == "ignored",
+            lambda: len(zone.queries) >= 4 and zone.queries[-1].outcome == "ignored",
             timeout=120,  # a guard against a hang, not a measure of speed
         )
     notes = [q.note for q in zone.queries if q.outcome == "ignored"]
     assert notes == [
+        "closed: nothing sent for 0.2 s",
+        "closed: no end of its 2-byte length for 0.2 s",
         "closed: no end of its 12-byte message for 0.2 s",
         "closed: the client read no answer for 0.2 s",
     ]
