@@ -441,6 +441,10 @@ class _ReplyReader(io.RawIOBase):
         super().__init__()
         self.sock = sock
         self.deadline: float | None = None
+        # `_Connection.said_something`: read only what has come, and note
+        # the end of the stream.
+        self.polling = False
+        self.ended = False
         # Whether a wait shortened the socket's timeout, to put back after
         # the reply. Most replies come in one read, right after the deadline
         # was set to the socket's timeout from now: that wait keeps the
@@ -450,7 +454,9 @@ class _ReplyReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
+    def readinto(self, buffer: Any) -> int | None:
+        if self.polling:
+            return self._poll_into(buffer)
         if self.deadline is not None:
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:
@@ -460,6 +466,26 @@ class _ReplyReader(io.RawIOBase):
                 self.sock.settimeout(remaining)
                 self.shortened = True
         return int(self.sock.recv_into(buffer))
+
+    def _poll_into(self, buffer: Any) -> int | None:
+        """What has arrived, without waiting: None if nothing has."""
+        import select
+        import ssl
+
+        sock = self.sock
+        pending = sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
+        if not pending and not select.select([sock], [], [], 0)[0]:
+            return None
+        timeout = sock.gettimeout()
+        sock.settimeout(0)
+        try:
+            got = int(sock.recv_into(buffer))
+        except (BlockingIOError, ssl.SSLWantReadError):
+            return None  # a TLS record not all here, or not application data
+        finally:
+            sock.settimeout(timeout)
+        self.ended = got == 0
+        return got
 
 
 #: How far a wait may end after a reply's deadline: less than this is not
@@ -922,6 +948,26 @@ class _Connection:
     @property
     def open(self) -> bool:
         return self.client is not None and self.client.sock is not None
+
+    def said_something(self) -> bool:
+        """Whether the upstream sent anything, or closed the connection,
+        while it was idle (no command outstanding): a 421 as it closes the
+        connection (its idle timeout, RFC 5321 3.8), or the close alone.
+        Either way the connection takes no more mail, and what is sent on
+        it next would get that 421, or nothing, as its answer."""
+        client = self.client
+        reader = getattr(client, "file", None) if client is not None else None
+        raw = getattr(reader, "raw", None)
+        if client is None or client.sock is None or not isinstance(raw, _ReplyReader):
+            return _peer_closed(client.sock if client is not None else None)
+        assert reader is not None
+        raw.polling = True
+        try:
+            return bool(reader.peek(1)) or raw.ended
+        except OSError:  # reset
+            return True
+        finally:
+            raw.polling = False
 
     def close(self, quit: bool = True) -> None:
         client, self.client = self.client, None
@@ -1461,6 +1507,14 @@ class Relayer:
         body = body_option(envelope.mail_options)
         dsn = DSN.of(envelope)
         try:
+            if (
+                connection is not None
+                and connection.open
+                and connection.said_something()
+            ):
+                # Gone while it lingered: this message goes on a new
+                # connection, rather than take the close as its answer.
+                connection.close(quit=False)
             if connection is None or not connection.open:
                 connection = _Connection(self.upstream, self.timeout, self.hostname)
             if connection.pipelining:

@@ -1397,6 +1397,45 @@ def test_a_421_in_the_middle_of_a_pipelined_group_is_the_outcome(
     assert upstream.wait_for().envelope.rcpt_to == ("dan@partner.example",)
 
 
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_connection_the_upstream_closed_while_idle_is_not_the_next_answer(
+    smtpsink_factory: Factory,
+    scripted: Callable[[Answer], ScriptedUpstream],
+    monkeypatch: pytest.MonkeyPatch,
+    tls: bool,
+) -> None:
+    # The upstream closes the connection the relay keeps for the next
+    # message (its idle timeout: 421, then the close). That 421 answers no
+    # message: the next one goes on a new connection.
+    from pytest_smtpsink import _relay
+
+    monkeypatch.setattr(_relay, "_LINGER", 60.0)  # kept until the sink stops
+    if tls:
+        upstream = smtpsink_factory(
+            hostname="upstream.test", tls="starttls", idle_timeout=0.2
+        )
+        url = f"smtp+starttls://127.0.0.1:{upstream.port}?cafile={upstream.ca_path}"
+    else:
+
+        def answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
+            if line == b".":  # it takes this message and no more
+                return b"250 ok\r\n421 4.4.2 idle for too long\r\n"
+            return usual_answer(line)
+
+        url = f"smtp://127.0.0.1:{scripted(answer).port}"
+    with SMTPSink(relay=url, relay_to=".*") as relaying_sink:
+        sink = relaying_sink.view()
+        first = capture(sink, b"Subject: 1\r\n\r\nx\r\n")
+        wait_relayed(sink, first)
+        if tls:  # its idle timeout: the session ends once the 421 went
+            upstream.wait_until(lambda: upstream.sessions[0].ended_at is not None)
+        capture(sink, b"Subject: 2\r\n\r\nx\r\n")
+        second = sink.wait_for(2)[1]
+        wait_relayed(sink, second)
+
+    assert [relay_of(m).status for m in (first, second)] == ["relayed", "relayed"]
+
+
 def test_release_sends_recipients_deferred_with_452_in_more_transactions(
     smtpsink: Mailbox, smtpsink_factory: Factory
 ) -> None:
