@@ -155,6 +155,18 @@ def parse_upstream(url: str) -> Upstream:
             f"got {scheme + '://' if scheme else 'no scheme'}"
         )
     tls, default_port = _SCHEMES[scheme]
+    query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+    if "@" in parts.path + parts.fragment or any(
+        "@" in key or (key != "cafile" and any("@" in v for v in values))
+        for key, values in query.items()
+    ):
+        # A "/", "?" or "#" in the user name or password ended the host
+        # part early: what follows would read as a port, a path or a query
+        # key, and an error quoting a query key would show the password.
+        raise ValueError(
+            "the URL has an '@' after its host: a '/', '?' or '#' in the user "
+            "name or password must be percent-encoded (%2F, %3F, %23)"
+        )
     try:
         port = parts.port
     except ValueError:
@@ -166,7 +178,6 @@ def parse_upstream(url: str) -> Upstream:
         raise ValueError(f"the URL names no host (e.g. {scheme}://127.0.0.1:2525)")
     if any(c.isspace() or not c.isprintable() for c in host):
         raise ValueError(f"the URL's host {host!r} is no host name")
-    query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
     unknown = sorted(set(query) - {"cafile"})
     if unknown or parts.path not in ("", "/") or parts.fragment:
         raise ValueError(

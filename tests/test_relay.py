@@ -14,6 +14,7 @@ import smtplib
 import socket
 import socketserver
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
@@ -31,6 +32,7 @@ from pytest_smtpsink import (
     SinkSettings,
     SMTPSink,
 )
+from pytest_smtpsink._relay import parse_upstream
 
 Factory = Callable[..., Mailbox]
 
@@ -593,6 +595,24 @@ def test_bad_release_arguments_are_named_before_anything_connects(
 
 
 # -- automatic relay: settings --------------------------------------------------------
+
+
+@pytest.mark.parametrize("cut", ["/", "?", "#", "?ann="])
+def test_a_password_cut_by_a_url_delimiter_is_named_not_shown(cut: str) -> None:
+    # Not percent-encoded, a "/", "?" or "#" ends the host part: the error
+    # said the port was no number (the user's port is 2525), or listed the
+    # password's tail as an unknown query key.
+    url = f"smtp://ann:2525{cut}{PASSWORD}@127.0.0.1:2525"
+    with pytest.raises(SettingsError) as raised:
+        SinkSettings(relay=url, relay_to=".*")
+    assert str(raised.value) == (
+        "relay: the URL has an '@' after its host: a '/', '?' or '#' in the "
+        "user name or password must be percent-encoded (%2F, %3F, %23)"
+    )
+    # Encoded, it is the password.
+    encoded = urllib.parse.quote(f"2525{cut}{PASSWORD}", safe="")
+    upstream = parse_upstream(f"smtp://ann:{encoded}@127.0.0.1:2525")
+    assert upstream.password == f"2525{cut}{PASSWORD}"
 
 
 @pytest.mark.parametrize(
