@@ -275,7 +275,12 @@ class DNSServer:
         if query.had_tsig:
             return self._unknown_key(query, transport, peer)
         if query.opcode() != dns.opcode.QUERY:
-            self._note(transport, peer, "NOTIMP", f"opcode {query.opcode()}")
+            asked: dict[str, Any] = {}
+            if len(query.question) == 1:  # parsed: it is no "<malformed>"
+                asked["name"] = query.question[0].name.to_text()
+                asked["rdtype"] = dns.rdatatype.to_text(query.question[0].rdtype)
+            opcode = dns.opcode.to_text(query.opcode())  # NOTIFY, UPDATE, 3...
+            self._note(transport, peer, "NOTIMP", f"opcode {opcode}", **asked)
             return _Plan(_refusal(query, data, dns.rcode.NOTIMP))
         if len(query.question) != 1:
             self._note(transport, peer, "FORMERR", f"{len(query.question)} questions")

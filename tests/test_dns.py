@@ -515,6 +515,10 @@ def test_a_refused_edns_query_gets_an_opt_record(
     assert (reply.rcode(), reply.edns, reply.id) == (rcode, 0, query.id)
     assert reply.opcode() == query.opcode()
     assert [q.outcome for q in zone.queries] == [dns.rcode.to_text(rcode)]
+    if problem == "opcode":  # parsed, so not shown as "<malformed>"
+        assert str(zone.queries[0]) == (
+            "udp partner.example. MX: NOTIMP (opcode NOTIFY)"
+        )
 
 
 def test_garbage_over_tcp_never_stops_the_stub(smtpsink: Mailbox) -> None:
