@@ -348,6 +348,10 @@ class Mailbox(FaultControls):
         if not isinstance(message, Message):
             raise TypeError(f"release() takes a captured Message, got {message!r}")
         _check_upstream_arguments(host, port, timeout, ca_file, ssl_context)
+        for name, flag in (("allow_remote", allow_remote), ("received", received)):
+            # As the settings' relay_allow_remote: "no" would be true.
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
         if tls not in (None, "starttls", "implicit"):
             raise ValueError(f"tls must be None, 'starttls' or 'implicit', got {tls!r}")
         if auth is not None and (

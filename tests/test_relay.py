@@ -578,6 +578,13 @@ def test_release_with_auth_in_the_clear_on_loopback_logs_in(
             "<ann@example.com>",
         ),
         ({"rcpt_to": [""]}, ValueError, "rcpt_to has an empty address"),
+        # Before: true, so "no" let the message go to a remote host.
+        (
+            {"host": "192.0.2.1", "allow_remote": "no"},
+            TypeError,
+            "allow_remote must be True or False, got 'no'",
+        ),
+        ({"received": "no"}, TypeError, "received must be True or False, got 'no'"),
     ],
 )
 def test_bad_release_arguments_are_named_before_anything_connects(
