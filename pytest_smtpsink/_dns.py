@@ -96,7 +96,8 @@ class DNSQuery:
     ``FORMERR``, ``NOTIMP``, ``REFUSED``, ``BADVERS``: an EDNS version
     other than 0, ``NOTAUTH``: a query signed with TSIG), or ``no answer`` (a ``hang`` or
     ``disconnect`` fault rule) or ``ignored`` (not a query, shorter than a
-    DNS header, or cut short: its TCP connection closed before its end)."""
+    DNS header, cut short: its TCP connection closed before its end, or a
+    TCP connection that sent nothing and was closed)."""
     answers: tuple[str, ...] = ()
     """The answer records as text."""
     note: str = ""
@@ -274,11 +275,16 @@ class DNSServer:
         if query.had_tsig:
             return self._unknown_key(query, transport, peer)
         if query.opcode() != dns.opcode.QUERY:
-            self._note(transport, peer, "NOTIMP", f"opcode {query.opcode()}")
-            return _Plan(_bare_reply(data, dns.rcode.NOTIMP))
+            asked: dict[str, Any] = {}
+            if len(query.question) == 1:  # parsed: it is no "<malformed>"
+                asked["name"] = query.question[0].name.to_text()
+                asked["rdtype"] = dns.rdatatype.to_text(query.question[0].rdtype)
+            opcode = dns.opcode.to_text(query.opcode())  # NOTIFY, UPDATE, 3...
+            self._note(transport, peer, "NOTIMP", f"opcode {opcode}", **asked)
+            return _Plan(_refusal(query, data, dns.rcode.NOTIMP))
         if len(query.question) != 1:
             self._note(transport, peer, "FORMERR", f"{len(query.question)} questions")
-            return _Plan(_bare_reply(data, dns.rcode.FORMERR))
+            return _Plan(_refusal(query, data, dns.rcode.FORMERR))
         question = query.question[0]
         name, rdtype = question.name, question.rdtype
         name_text, type_text = name.to_text(), dns.rdatatype.to_text(rdtype)
@@ -358,7 +364,8 @@ class DNSServer:
                 rdtype=type_text,
             )
             return _Plan(response.to_wire(), delay)
-        rules = [r for r in self.rules if r.name == name]
+        published = self.rules  # one snapshot: a test may publish meanwhile
+        rules = [r for r in published if r.name == name]
         if any(r.kind == "nxdomain" for r in rules):
             response.set_rcode(dns.rcode.NXDOMAIN)
             self._note(
@@ -371,7 +378,10 @@ class DNSServer:
             )
             return _Plan(response.to_wire(), delay)
         records = [r for r in rules if r.kind == "record"]
-        if not records:
+        if not records and not _has_names_below(published, name):
+            # A name with none of its own records exists all the same when
+            # a name below it has some (an "empty non-terminal", RFC 8020
+            # 2): NXDOMAIN would deny both, so it gets NOERROR, no data.
             response.set_rcode(dns.rcode.NXDOMAIN)
         matching = [
             r.rdata
@@ -467,11 +477,18 @@ class DNSServer:
             # before the kernel has buffered megabytes for it.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _TCP_SEND_BUFFER)
         size: int | None = None  # of the message being read
+        begun = False  # the first byte of its length came, not the second
         draining = False  # waiting for the client to read answers
+        asked = False  # whether it sent anything yet
         try:
             while True:
                 size = None
-                head = await asyncio.wait_for(reader.readexactly(2), _TCP_IDLE)
+                # A byte at a time: a timeout must tell a client that sent
+                # nothing from one that sent half a length.
+                head = await asyncio.wait_for(reader.readexactly(1), _TCP_IDLE)
+                asked = begun = True
+                head += await asyncio.wait_for(reader.readexactly(1), _TCP_IDLE)
+                begun = False
                 size = int.from_bytes(head, "big")
                 data = await asyncio.wait_for(reader.readexactly(size), _TCP_IDLE)
                 plan = self.handle(data, "tcp", peer)
@@ -492,13 +509,14 @@ class DNSServer:
             got = len(error.partial)
             if size is not None:
                 self.cut_short(peer, f"connection closed after {got} of {size} bytes")
-            elif got:
+            elif begun:
                 self.cut_short(
-                    peer, f"connection closed after {got} byte of a 2-byte length"
+                    peer, "connection closed after 1 byte of a 2-byte length"
                 )
         except asyncio.TimeoutError:
-            # Idle too long: between messages (nothing to record), inside
-            # one, or not reading its answers.
+            # Idle too long: before it sent anything (recorded: it held a
+            # connection for nothing), between messages (nothing to record:
+            # it is done), inside one, or not reading its answers.
             if draining:
                 self.cut_short(
                     peer, f"closed: the client read no answer for {_TCP_IDLE:g} s"
@@ -508,11 +526,25 @@ class DNSServer:
                     peer,
                     f"closed: no end of its {size}-byte message for {_TCP_IDLE:g} s",
                 )
+            elif begun:
+                self.cut_short(
+                    peer, f"closed: no end of its 2-byte length for {_TCP_IDLE:g} s"
+                )
+            elif not asked:
+                self.cut_short(peer, f"closed: nothing sent for {_TCP_IDLE:g} s")
         except ConnectionError:
             pass  # the client is gone
         finally:
             self._tcp_writers.discard(writer)
             writer.close()
+
+
+def _has_names_below(rules: Sequence[_Rule], name: dns.name.Name) -> bool:
+    """Whether a record is published for a name below ``name``."""
+    return any(
+        rule.kind == "record" and rule.name != name and rule.name.is_subdomain(name)
+        for rule in rules
+    )
 
 
 def _by_type(rdatas: list[dns.rdata.Rdata]) -> dict[int, list[dns.rdata.Rdata]]:
@@ -526,6 +558,21 @@ def _by_type(rdatas: list[dns.rdata.Rdata]) -> dict[int, list[dns.rdata.Rdata]]:
 def _peer(peer: Any) -> tuple[str, int]:
     """A client's address as `DNSQuery.peer` gives it."""
     return (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("?", 0)
+
+
+def _refusal(query: dns.message.Message, data: bytes, rcode: dns.rcode.Rcode) -> bytes:
+    """A reply with only a header, to a query that could be parsed: with
+    an OPT record when the query had one (RFC 6891 6.1.1). A NOTIMP or
+    FORMERR without it reads as a server that does not speak EDNS (dig
+    says "retry with '+noedns'")."""
+    try:
+        response = dns.message.make_response(
+            query, copy_mode=dns.message.CopyMode.NOTHING
+        )
+        response.set_rcode(rcode)
+        return response.to_wire()
+    except Exception:  # an opcode dnspython cannot reply to: the bare header
+        return _bare_reply(data, rcode)
 
 
 def _bare_reply(data: bytes, rcode: dns.rcode.Rcode) -> bytes:
@@ -688,7 +735,8 @@ class DNSZone:
     """A test's DNS records, served by its sink's stub (``smtpsink.dns``).
 
     Records are the test's own: they go when the test ends, like its mail.
-    Names the test did not declare get NXDOMAIN.
+    Names the test did not declare get NXDOMAIN (but for a name with
+    declared names below it, which exists: NOERROR with no answer).
     """
 
     def __init__(self, view: Mailbox) -> None:

@@ -348,6 +348,10 @@ class Mailbox(FaultControls):
         if not isinstance(message, Message):
             raise TypeError(f"release() takes a captured Message, got {message!r}")
         _check_upstream_arguments(host, port, timeout, ca_file, ssl_context)
+        for name, flag in (("allow_remote", allow_remote), ("received", received)):
+            # As the settings' relay_allow_remote: "no" would be true.
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
         if tls not in (None, "starttls", "implicit"):
             raise ValueError(f"tls must be None, 'starttls' or 'implicit', got {tls!r}")
         if auth is not None and (
@@ -381,6 +385,11 @@ class Mailbox(FaultControls):
         recipients = tuple(envelope.rcpt_to if rcpt_to is None else rcpt_to)
         if not recipients or isinstance(rcpt_to, str):
             raise ValueError("rcpt_to must be a non-empty list of addresses")
+        if mail_from is not None:
+            _check_envelope_address(mail_from, "mail_from")
+        if rcpt_to is not None:
+            for recipient in recipients:
+                _check_envelope_address(recipient, "rcpt_to")
         raw = message.raw
         if received:
             raw = received_header(message, self.settings.hostname) + raw
@@ -835,6 +844,33 @@ def _check_count(count: object, allow_none: bool = True) -> None:
 
 
 _LISTED = 20
+
+
+def _check_envelope_address(address: object, argument: str) -> None:
+    """An address given to `Mailbox.release`, before anything connects: it
+    goes as it is between the angle brackets of ``MAIL FROM`` or ``RCPT TO``
+    (smtplib reads it as a header address, and would send ``a@x`` for
+    ``a@x\r\nRSET``, a name and brackets, or a comment, while the `Delivery`
+    named what was given). ``mail_from`` may be empty: the null sender."""
+    import smtplib
+
+    if not isinstance(address, str):
+        raise TypeError(f"{argument} takes address strings, got {address!r}")
+    if any(ord(char) < 32 or ord(char) == 127 for char in address):
+        raise ValueError(
+            f"{argument}: {address!r} has a control character (a line break "
+            "would end the SMTP command)"
+        )
+    if not address:
+        if argument == "mail_from":
+            return
+        raise ValueError("rcpt_to has an empty address")
+    sent = smtplib.quoteaddr(address)
+    if sent != f"<{address}>":
+        raise ValueError(
+            f"{argument}: {address!r} is not an address as SMTP sends it (no "
+            f"angle brackets, display name or comment): it would go as {sent}"
+        )
 
 
 def _check_upstream_arguments(

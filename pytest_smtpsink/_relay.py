@@ -70,8 +70,8 @@ class RelayError(Exception):
 
     ``code`` is the upstream's reply code (None when there was no reply: the
     connection failed, timed out or TLS failed), ``reply`` its text,
-    ``stage`` the step that failed (``connect``, ``STARTTLS``, ``AUTH``,
-    ``MAIL``, ``RCPT`` or ``DATA``) and ``transcript`` the conversation up
+    ``stage`` the step that failed (``connect``, ``EHLO``, ``STARTTLS``,
+    ``AUTH``, ``MAIL``, ``RCPT`` or ``DATA``) and ``transcript`` the conversation up
     to the failure (AUTH secrets masked).
     """
 
@@ -155,6 +155,18 @@ def parse_upstream(url: str) -> Upstream:
             f"got {scheme + '://' if scheme else 'no scheme'}"
         )
     tls, default_port = _SCHEMES[scheme]
+    query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+    if "@" in parts.path + parts.fragment or any(
+        "@" in key or (key != "cafile" and any("@" in v for v in values))
+        for key, values in query.items()
+    ):
+        # A "/", "?" or "#" in the user name or password ended the host
+        # part early: what follows would read as a port, a path or a query
+        # key, and an error quoting a query key would show the password.
+        raise ValueError(
+            "the URL has an '@' after its host: a '/', '?' or '#' in the user "
+            "name or password must be percent-encoded (%2F, %3F, %23)"
+        )
     try:
         port = parts.port
     except ValueError:
@@ -166,7 +178,6 @@ def parse_upstream(url: str) -> Upstream:
         raise ValueError(f"the URL names no host (e.g. {scheme}://127.0.0.1:2525)")
     if any(c.isspace() or not c.isprintable() for c in host):
         raise ValueError(f"the URL's host {host!r} is no host name")
-    query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
     unknown = sorted(set(query) - {"cafile"})
     if unknown or parts.path not in ("", "/") or parts.fragment:
         raise ValueError(
@@ -441,6 +452,10 @@ class _ReplyReader(io.RawIOBase):
         super().__init__()
         self.sock = sock
         self.deadline: float | None = None
+        # `_Connection.said_something`: read only what has come, and note
+        # the end of the stream.
+        self.polling = False
+        self.ended = False
         # Whether a wait shortened the socket's timeout, to put back after
         # the reply. Most replies come in one read, right after the deadline
         # was set to the socket's timeout from now: that wait keeps the
@@ -450,7 +465,9 @@ class _ReplyReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
+    def readinto(self, buffer: Any) -> int | None:
+        if self.polling:
+            return self._poll_into(buffer)
         if self.deadline is not None:
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:
@@ -460,6 +477,26 @@ class _ReplyReader(io.RawIOBase):
                 self.sock.settimeout(remaining)
                 self.shortened = True
         return int(self.sock.recv_into(buffer))
+
+    def _poll_into(self, buffer: Any) -> int | None:
+        """What has arrived, without waiting: None if nothing has."""
+        import select
+        import ssl
+
+        sock = self.sock
+        pending = sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
+        if not pending and not select.select([sock], [], [], 0)[0]:
+            return None
+        timeout = sock.gettimeout()
+        sock.settimeout(0)
+        try:
+            got = int(sock.recv_into(buffer))
+        except (BlockingIOError, ssl.SSLWantReadError):
+            return None  # a TLS record not all here, or not application data
+        finally:
+            sock.settimeout(timeout)
+        self.ended = got == 0
+        return got
 
 
 #: How far a wait may end after a reply's deadline: less than this is not
@@ -523,8 +560,12 @@ class _Connection:
             client.ehlo_or_helo_if_needed()
             if upstream.tls == "starttls":
                 stage = "STARTTLS"
-                code, text = client.starttls(context=context)
-                client.ehlo()
+                client.starttls(context=context)
+                # A new greeting over TLS (RFC 3207 4.2), checked as the
+                # first was: ehlo() alone returns a refusal, and the relay
+                # went on without one (its MAIL got "503 send HELO first").
+                stage = "EHLO"
+                client.ehlo_or_helo_if_needed()
             if upstream.username is not None:
                 stage = "AUTH"
                 client.login(upstream.username, upstream.password or "")
@@ -919,6 +960,26 @@ class _Connection:
     def open(self) -> bool:
         return self.client is not None and self.client.sock is not None
 
+    def said_something(self) -> bool:
+        """Whether the upstream sent anything, or closed the connection,
+        while it was idle (no command outstanding): a 421 as it closes the
+        connection (its idle timeout, RFC 5321 3.8), or the close alone.
+        Either way the connection takes no more mail, and what is sent on
+        it next would get that 421, or nothing, as its answer."""
+        client = self.client
+        reader = getattr(client, "file", None) if client is not None else None
+        raw = getattr(reader, "raw", None)
+        if client is None or client.sock is None or not isinstance(raw, _ReplyReader):
+            return _peer_closed(client.sock if client is not None else None)
+        assert reader is not None
+        raw.polling = True
+        try:
+            return bool(reader.peek(1)) or raw.ended
+        except OSError:  # reset
+            return True
+        finally:
+            raw.polling = False
+
     def close(self, quit: bool = True) -> None:
         client, self.client = self.client, None
         if client is None:
@@ -1046,10 +1107,10 @@ def _mail_options(
     the upstream offers it; a message that asked but is ASCII in its
     envelope and header goes without it (RFC 6531 3.2 ties the need to
     those). 8-bit content needs 8BITMIME (RFC 6152 3), declared with
-    ``BODY=8BITMIME`` even when the captured MAIL did not declare it (the
-    relay is a client of its own, bound by the RFC): to an upstream without
-    it, converting it to 7 bits would change the captured bytes, so it is
-    not sent.
+    ``BODY=8BITMIME`` even when the captured MAIL did not declare it, or
+    said 7BIT (the relay is a client of its own, bound by the RFC): to an
+    upstream without it, converting it to 7 bits would change the captured
+    bytes, so it is not sent.
 
     SIZE (RFC 1870) declares the content's size; over the maximum the
     upstream's EHLO gives, the message is not sent at all: the upstream
@@ -1084,8 +1145,8 @@ def _mail_options(
         if not header.isascii():
             raise _Unsendable(f"{lacking}: its header has non-ASCII text")
     if client.has_extn("8bitmime"):
-        if body is None and not raw.isascii():
-            body = "8BITMIME"
+        if not raw.isascii():
+            body = "8BITMIME"  # a captured BODY=7BIT was not true either
         if body is not None:
             options.append(f"BODY={body}")
     elif not raw.isascii() and "SMTPUTF8" not in options:  # it carries 8-bit text
@@ -1457,6 +1518,14 @@ class Relayer:
         body = body_option(envelope.mail_options)
         dsn = DSN.of(envelope)
         try:
+            if (
+                connection is not None
+                and connection.open
+                and connection.said_something()
+            ):
+                # Gone while it lingered: this message goes on a new
+                # connection, rather than take the close as its answer.
+                connection.close(quit=False)
             if connection is None or not connection.open:
                 connection = _Connection(self.upstream, self.timeout, self.hostname)
             if connection.pipelining:

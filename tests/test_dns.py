@@ -14,6 +14,7 @@ import dns.exception
 import dns.flags
 import dns.message
 import dns.name
+import dns.opcode
 import dns.query
 import dns.rcode
 import dns.resolver
@@ -121,9 +122,10 @@ def test_mx_never_gives_a_sink_a_name_already_in_use(smtpsink: Mailbox) -> None:
     # A refused call publishes none of its records.
     assert zone.smtp_ports == {}
     resolver = zone.resolver()
-    for domain in ("p.example", "q.example"):
-        with pytest.raises(dns.resolver.NXDOMAIN):
-            resolver.resolve(domain, "MX")
+    with pytest.raises(dns.resolver.NXDOMAIN):
+        resolver.resolve("p.example", "MX")
+    with pytest.raises(dns.resolver.NoAnswer):  # a host below it, no MX
+        resolver.resolve("q.example", "MX")
     assert texts(resolver.resolve("mx1.q.example", "A")) == ["127.0.0.9"]
 
 
@@ -246,6 +248,25 @@ def test_undeclared_names_and_nxdomain(smtpsink: Mailbox) -> None:
     with pytest.raises(dns.resolver.NXDOMAIN):
         resolver.resolve("gone.example", "MX")
     assert [q.outcome for q in zone.queries] == ["NXDOMAIN", "NXDOMAIN"]
+
+
+def test_a_name_with_records_only_below_it_exists(smtpsink: Mailbox) -> None:
+    # RFC 8020: NXDOMAIN says nothing exists at or below a name. A domain
+    # whose only records are its hosts' has no MX (NOERROR, no data: its
+    # own address is its MX, RFC 5321 5.1), but it is no unknown domain.
+    zone = smtpsink.dns
+    zone.a("mail.partner.example", "127.0.0.1")
+    zone.txt("_dmarc.other.example", "v=DMARC1; p=reject")
+    resolver = zone.resolver()
+
+    for name in ("partner.example", "Other.Example.", "example"):
+        with pytest.raises(dns.resolver.NoAnswer):
+            resolver.resolve(name, "MX")
+    with pytest.raises(dns.resolver.NXDOMAIN):
+        resolver.resolve("www.partner.example", "A")
+    with pytest.raises(dns.resolver.NXDOMAIN):
+        resolver.resolve("ample", "MX")  # a suffix of the text, not a parent
+    assert [q.outcome for q in zone.queries] == ["NOERROR"] * 3 + ["NXDOMAIN"] * 2
 
 
 def test_servfail_a_number_of_times(smtpsink: Mailbox) -> None:
@@ -473,6 +494,31 @@ def test_malformed_udp_queries_get_formerr_or_are_ignored(smtpsink: Mailbox) -> 
         ("ignored", "a response, not a query"),
         ("FORMERR", "malformed"),
     ]
+
+
+@pytest.mark.parametrize("problem", ["opcode", "questions"])
+def test_a_refused_edns_query_gets_an_opt_record(
+    smtpsink: Mailbox, problem: str
+) -> None:
+    # RFC 6891 6.1.1: an OPT in the request, an OPT in the response. A NOTIMP
+    # or FORMERR without one says "no EDNS here" (dig: retry with +noedns).
+    zone = smtpsink.dns
+    query = dns.message.make_query("partner.example", "MX", use_edns=0)
+    if problem == "opcode":
+        query.set_opcode(dns.opcode.NOTIFY)
+    else:
+        query.question.append(query.question[0])
+
+    reply = dns.query.udp(query, zone.host, port=zone.port, timeout=5)
+
+    rcode = dns.rcode.NOTIMP if problem == "opcode" else dns.rcode.FORMERR
+    assert (reply.rcode(), reply.edns, reply.id) == (rcode, 0, query.id)
+    assert reply.opcode() == query.opcode()
+    assert [q.outcome for q in zone.queries] == [dns.rcode.to_text(rcode)]
+    if problem == "opcode":  # parsed, so not shown as "<malformed>"
+        assert str(zone.queries[0]) == (
+            "udp partner.example. MX: NOTIMP (opcode NOTIFY)"
+        )
 
 
 def test_garbage_over_tcp_never_stops_the_stub(smtpsink: Mailbox) -> None:
@@ -760,9 +806,10 @@ def test_dig_reads_the_stubs_answers(smtpsink: Mailbox) -> None:
 def test_a_tcp_client_that_stalls_is_closed_and_recorded(
     smtpsink: Mailbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # One that never finishes its message, and one that asks and never
-    # reads the answers: each held its connection (the second until the
-    # sink stopped); both are now closed after the idle limit, and recorded.
+    # One that sends nothing, one that never finishes its length or its
+    # message, and one that asks and never reads the answers: each held its
+    # connection (the last until the sink stopped); all are now closed
+    # after the idle limit, and recorded.
     from pytest_smtpsink import _dns
 
     monkeypatch.setattr(_dns, "_TCP_IDLE", 0.2)
@@ -771,6 +818,11 @@ def test_a_tcp_client_that_stalls_is_closed_and_recorded(
     # sockets' buffers (the stub's send buffer holds about two).
     zone.txt("big.example", *["x" * 250] * 230)
     query = dns.message.make_query("big.example", "TXT").to_wire()
+    with socket.create_connection((zone.host, zone.port), timeout=30) as silent:
+        assert silent.recv(1) == b""  # closed, nothing sent
+    with socket.create_connection((zone.host, zone.port), timeout=30) as halting:
+        halting.sendall(b"\x00")  # half the length
+        assert halting.recv(1) == b""
     with socket.create_connection((zone.host, zone.port), timeout=30) as stalled:
         stalled.sendall(b"\x00\x0c\x00")
         assert stalled.recv(1) == b""  # closed, nothing sent
@@ -783,11 +835,13 @@ def test_a_tcp_client_that_stalls_is_closed_and_recorded(
             for _ in range(2000):
                 deaf.sendall(len(query).to_bytes(2, "big") + query)
         smtpsink.wait_until(
-            lambda: len(zone.queries) >= 2 and zone.queries[-1].outcome == "ignored",
+            lambda: len(zone.queries) >= 4 and zone.queries[-1].outcome == "ignored",
             timeout=120,  # a guard against a hang, not a measure of speed
         )
     notes = [q.note for q in zone.queries if q.outcome == "ignored"]
     assert notes == [
+        "closed: nothing sent for 0.2 s",
+        "closed: no end of its 2-byte length for 0.2 s",
         "closed: no end of its 12-byte message for 0.2 s",
         "closed: the client read no answer for 0.2 s",
     ]

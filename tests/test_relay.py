@@ -14,6 +14,7 @@ import smtplib
 import socket
 import socketserver
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
@@ -31,6 +32,7 @@ from pytest_smtpsink import (
     SinkSettings,
     SMTPSink,
 )
+from pytest_smtpsink._relay import parse_upstream
 
 Factory = Callable[..., Mailbox]
 
@@ -138,12 +140,16 @@ def test_release_with_another_envelope(
         upstream.host,
         upstream.port,
         mail_from="",
-        rcpt_to=["audit@example.net", "copy@example.net"],
+        rcpt_to=["audit@example.net", '"copy desk"@example.net', "zoë@example.net"],
     )
 
     relayed = upstream.wait_for()
     assert relayed.envelope.mail_from == ""
-    assert relayed.envelope.rcpt_to == ("audit@example.net", "copy@example.net")
+    assert relayed.envelope.rcpt_to == (
+        "audit@example.net",
+        '"copy desk"@example.net',
+        "zoë@example.net",
+    )
     assert delivery.mail_from == ""
     # smtplib's command case differs between Python versions.
     assert "c: mail from:<>" in delivery.format_transcript().lower()
@@ -277,6 +283,48 @@ def test_a_refused_starttls_sends_nothing_in_the_clear(
     assert error.reply == "4.7.0 TLS not available now"
     commands = [e.line for e in upstream.sessions[0].transcript]
     assert not any(line.upper().startswith(("AUTH", "MAIL")) for line in commands)
+    upstream.assert_nothing_sent()
+
+
+@pytest.mark.parametrize("how", ["release", "relay"])
+def test_a_greeting_refused_after_starttls_is_the_answer(
+    smtpsink: Mailbox, smtpsink_factory: Factory, how: str
+) -> None:
+    # The EHLO over TLS is refused (the 2nd greeting), then the HELO tried
+    # after it (the 3rd): that is the answer, not a MAIL sent ungreeted.
+    # (The second rule sees the 1st and 3rd greetings: the first rule takes
+    # the 2nd.)
+    upstream = smtpsink_factory(tls="starttls")
+    upstream.fail("EHLO", 550, "5.7.0 not over TLS", every=2, times=1)
+    upstream.fail("EHLO", 554, "5.7.0 not even HELO", every=2, times=1)
+    if how == "release":
+        captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+        with pytest.raises(RelayError) as raised:
+            smtpsink.release(
+                captured,
+                upstream.host,
+                upstream.port,
+                tls="starttls",
+                ca_file=upstream.ca_path,
+            )
+        error = raised.value
+    else:
+        url = f"smtp+starttls://127.0.0.1:{upstream.port}?cafile={upstream.ca_path}"
+        sink = smtpsink_factory(relay=url, relay_to=".*")
+        message = capture(sink, b"Subject: hi\r\n\r\nx\r\n")
+        wait_relayed(sink, message)
+        assert relay_of(message).status == "refused"
+        relay_error = relay_of(message).error
+        assert relay_error is not None
+        error = relay_error
+
+    assert (error.stage, error.code, error.reply) == (
+        "EHLO",
+        554,
+        "5.7.0 not even HELO",
+    )
+    commands = [e.line for e in upstream.sessions[0].transcript]
+    assert not any(line.upper().startswith("MAIL") for line in commands)
     upstream.assert_nothing_sent()
 
 
@@ -503,6 +551,40 @@ def test_release_with_auth_in_the_clear_on_loopback_logs_in(
             "'/nonexistent/ca.pem' is not a",
         ),
         ({"ssl_context": "yes"}, TypeError, "ssl_context must be an ssl.SSLContext"),
+        # Before: a RelayError after MAIL went (an AttributeError or a
+        # TypeError inside smtplib), or another address sent than given,
+        # with the given one in Delivery.accepted.
+        ({"mail_from": 5}, TypeError, "mail_from takes address strings, got 5"),
+        (
+            {"rcpt_to": ["ann@example.com", b"bob@example.com"]},
+            TypeError,
+            "rcpt_to takes address strings, got b'bob@example.com'",
+        ),
+        (
+            {"rcpt_to": ["ann@example.com\r\nRSET"]},
+            ValueError,
+            "rcpt_to: 'ann@example.com\\r\\nRSET' has a control character",
+        ),
+        (
+            {"mail_from": "app@example.com\n"},
+            ValueError,
+            "mail_from: 'app@example.com\\n' has a control character",
+        ),
+        (
+            {"rcpt_to": ["Ann <ann@example.com>"]},
+            ValueError,
+            "rcpt_to: 'Ann <ann@example.com>' is not an address as SMTP sends it "
+            "(no angle brackets, display name or comment): it would go as "
+            "<ann@example.com>",
+        ),
+        ({"rcpt_to": [""]}, ValueError, "rcpt_to has an empty address"),
+        # Before: true, so "no" let the message go to a remote host.
+        (
+            {"host": "192.0.2.1", "allow_remote": "no"},
+            TypeError,
+            "allow_remote must be True or False, got 'no'",
+        ),
+        ({"received": "no"}, TypeError, "received must be True or False, got 'no'"),
     ],
 )
 def test_bad_release_arguments_are_named_before_anything_connects(
@@ -520,6 +602,24 @@ def test_bad_release_arguments_are_named_before_anything_connects(
 
 
 # -- automatic relay: settings --------------------------------------------------------
+
+
+@pytest.mark.parametrize("cut", ["/", "?", "#", "?ann="])
+def test_a_password_cut_by_a_url_delimiter_is_named_not_shown(cut: str) -> None:
+    # Not percent-encoded, a "/", "?" or "#" ends the host part: the error
+    # said the port was no number (the user's port is 2525), or listed the
+    # password's tail as an unknown query key.
+    url = f"smtp://ann:2525{cut}{PASSWORD}@127.0.0.1:2525"
+    with pytest.raises(SettingsError) as raised:
+        SinkSettings(relay=url, relay_to=".*")
+    assert str(raised.value) == (
+        "relay: the URL has an '@' after its host: a '/', '?' or '#' in the "
+        "user name or password must be percent-encoded (%2F, %3F, %23)"
+    )
+    # Encoded, it is the password.
+    encoded = urllib.parse.quote(f"2525{cut}{PASSWORD}", safe="")
+    upstream = parse_upstream(f"smtp://ann:{encoded}@127.0.0.1:2525")
+    assert upstream.password == f"2525{cut}{PASSWORD}"
 
 
 @pytest.mark.parametrize(
@@ -1324,6 +1424,45 @@ def test_a_421_in_the_middle_of_a_pipelined_group_is_the_outcome(
     assert upstream.wait_for().envelope.rcpt_to == ("dan@partner.example",)
 
 
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_connection_the_upstream_closed_while_idle_is_not_the_next_answer(
+    smtpsink_factory: Factory,
+    scripted: Callable[[Answer], ScriptedUpstream],
+    monkeypatch: pytest.MonkeyPatch,
+    tls: bool,
+) -> None:
+    # The upstream closes the connection the relay keeps for the next
+    # message (its idle timeout: 421, then the close). That 421 answers no
+    # message: the next one goes on a new connection.
+    from pytest_smtpsink import _relay
+
+    monkeypatch.setattr(_relay, "_LINGER", 60.0)  # kept until the sink stops
+    if tls:
+        upstream = smtpsink_factory(
+            hostname="upstream.test", tls="starttls", idle_timeout=0.2
+        )
+        url = f"smtp+starttls://127.0.0.1:{upstream.port}?cafile={upstream.ca_path}"
+    else:
+
+        def answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
+            if line == b".":  # it takes this message and no more
+                return b"250 ok\r\n421 4.4.2 idle for too long\r\n"
+            return usual_answer(line)
+
+        url = f"smtp://127.0.0.1:{scripted(answer).port}"
+    with SMTPSink(relay=url, relay_to=".*") as relaying_sink:
+        sink = relaying_sink.view()
+        first = capture(sink, b"Subject: 1\r\n\r\nx\r\n")
+        wait_relayed(sink, first)
+        if tls:  # its idle timeout: the session ends once the 421 went
+            upstream.wait_until(lambda: upstream.sessions[0].ended_at is not None)
+        capture(sink, b"Subject: 2\r\n\r\nx\r\n")
+        second = sink.wait_for(2)[1]
+        wait_relayed(sink, second)
+
+    assert [relay_of(m).status for m in (first, second)] == ["relayed", "relayed"]
+
+
 def test_release_sends_recipients_deferred_with_452_in_more_transactions(
     smtpsink: Mailbox, smtpsink_factory: Factory
 ) -> None:
@@ -1635,12 +1774,14 @@ def test_the_relay_to_an_upstream_without_an_extension(
         upstream.assert_nothing_sent()
 
 
+@pytest.mark.parametrize("declared", [None, "BODY=7BIT"])
 def test_eight_bit_content_is_declared_to_the_upstream(
-    smtpsink: Mailbox, smtpsink_factory: Factory
+    smtpsink: Mailbox, smtpsink_factory: Factory, declared: str | None
 ) -> None:
     # RFC 6152: a client sending 8-bit content declares BODY=8BITMIME. An
     # application that sent it undeclared (what lint's
-    # 8bit-without-8bitmime reports) does not make the relay break the RFC.
+    # 8bit-without-8bitmime reports), or declared as 7-bit, does not make
+    # the relay break the RFC.
     upstream = smtpsink_factory(hostname="eight-bit.test")
     sink = relaying(smtpsink_factory, upstream, relay_to=".*")
     for sending in (smtpsink, sink):
@@ -1649,10 +1790,13 @@ def test_eight_bit_content_is_declared_to_the_upstream(
                 "app@example.com",
                 ["ann@example.com"],
                 "Subject: x\r\n\r\nDéjà vu\r\n".encode(),
+                mail_options=[declared] if declared else [],
             )
     captured, message = smtpsink.wait_for(), sink.wait_for()
-    for kept in (captured, message):  # smtplib sent SIZE= only
-        assert not any(o.startswith("BODY=") for o in kept.envelope.mail_options)
+    for kept in (captured, message):  # smtplib sent SIZE= (and BODY=7BIT) only
+        assert [o for o in kept.envelope.mail_options if o.startswith("BODY=")] == (
+            [declared] if declared else []
+        )
 
     smtpsink.release(captured, upstream.host, upstream.port)
     wait_relayed(sink, message)

@@ -26,6 +26,22 @@ class PermanentFailure(Exception):
     """Do not retry: bounce the message (a 5xx, NXDOMAIN, a null MX)."""
 
 
+class PartialDelivery(Exception):
+    """Some recipients have the message, others not: retry or bounce only
+    those in ``failed`` (``{recipient: TemporaryFailure or
+    PermanentFailure}``); ``delivered`` is ``{domain: MX host used}``."""
+
+    def __init__(
+        self,
+        delivered: dict[str, str],
+        failed: dict[str, TemporaryFailure | PermanentFailure],
+    ) -> None:
+        self.delivered = delivered
+        self.failed = failed
+        reasons = "; ".join(f"{rcpt}: {error}" for rcpt, error in failed.items())
+        super().__init__(f"not delivered to {len(failed)} recipients: {reasons}")
+
+
 class MXDelivery:
     def __init__(
         self,
@@ -63,20 +79,40 @@ class MXDelivery:
     def deliver(
         self, sender: str, recipients: Iterable[str], raw: bytes
     ) -> dict[str, str]:
-        """Deliver to every recipient; returns ``{domain: MX host used}``."""
+        """Deliver to every recipient; returns ``{domain: MX host used}``.
+
+        Raises the failure when no recipient has the message, and
+        `PartialDelivery` when some have it: retrying them all would send
+        them a second copy."""
         by_domain: dict[str, list[str]] = {}
         for recipient in recipients:
             by_domain.setdefault(recipient.rpartition("@")[2].lower(), []).append(
                 recipient
             )
-        return {
-            domain: self._deliver_to_domain(domain, sender, rcpts, raw)
-            for domain, rcpts in by_domain.items()
-        }
+        delivered: dict[str, str] = {}
+        failed: dict[str, TemporaryFailure | PermanentFailure] = {}
+        for domain, rcpts in by_domain.items():
+            try:
+                delivered[domain], refused = self._deliver_to_domain(
+                    domain, sender, rcpts, raw
+                )
+            except (TemporaryFailure, PermanentFailure) as error:
+                failed.update(dict.fromkeys(rcpts, error))
+                continue
+            for rcpt, (code, reply) in refused.items():  # the MX took the others
+                kind = PermanentFailure if code >= 500 else TemporaryFailure
+                failed[rcpt] = kind(f"{delivered[domain]}: {code} {reply.decode()}")
+        if failed and not delivered:
+            raise next(iter(failed.values()))
+        if failed:
+            raise PartialDelivery(delivered, failed)
+        return delivered
 
     def _deliver_to_domain(
         self, domain: str, sender: str, recipients: list[str], raw: bytes
-    ) -> str:
+    ) -> tuple[str, dict[str, tuple[int, bytes]]]:
+        """The MX host that took the message, and the recipients it refused
+        while taking it for the others."""
         errors = []
         for host in self.mx_hosts(domain):
             try:
@@ -86,8 +122,8 @@ class MXDelivery:
                     local_hostname=self.helo,
                     timeout=self.timeout,
                 ) as client:
-                    client.sendmail(sender, recipients, raw)
-                return host
+                    refused = client.sendmail(sender, recipients, raw)
+                return host, refused
             except smtplib.SMTPResponseException as error:
                 if error.smtp_code >= 500:
                     raise PermanentFailure(f"{host}: {error.smtp_code}") from None

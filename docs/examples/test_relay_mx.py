@@ -7,7 +7,7 @@ import socket
 
 import dns.resolver
 import pytest
-from mx_app import MXDelivery, PermanentFailure, TemporaryFailure
+from mx_app import MXDelivery, PartialDelivery, PermanentFailure, TemporaryFailure
 
 from pytest_smtpsink import RelayError
 
@@ -209,6 +209,30 @@ def test_two_domains_split_across_two_sinks(smtpsink_factory, smtpsink):
     message = partner.assert_sent(1)
     assert message.envelope.rcpt_to == ("bob@partner.example", "cat@partner.example")
     other.assert_sent(1, rcpt_to="ann@other.example")
+
+
+def test_recipients_refused_while_others_got_it_are_reported(
+    smtpsink_factory, smtpsink
+):
+    partner = smtpsink_factory(hostname="partner.test")
+    smtpsink.dns.mx("partner.example", [(10, partner)])
+    smtpsink.dns.null_mx("nomail.example")
+    partner.fail("RCPT", 550, "5.1.1 no such user", match="cat@partner.example")
+
+    with pytest.raises(PartialDelivery) as partial:
+        mx_delivery(smtpsink.dns).deliver(
+            "list@forwarder.example",
+            ["bob@partner.example", "cat@partner.example", "ann@nomail.example"],
+            RAW,
+        )
+
+    # Bob has it; bounce Cat (refused) and Ann (her domain takes no mail).
+    assert partial.value.delivered == {"partner.example": "mx1.partner.example"}
+    assert {rcpt: type(error) for rcpt, error in partial.value.failed.items()} == {
+        "cat@partner.example": PermanentFailure,
+        "ann@nomail.example": PermanentFailure,
+    }
+    partner.assert_sent(1, rcpt_to="bob@partner.example")
 
 
 def test_mx_host_names_are_found_whatever_their_case(smtpsink):
