@@ -296,16 +296,15 @@ def _predicate_failure(
 # -- explaining a mismatch -----------------------------------------------------------
 
 
-def explain(message: Message, name: str) -> str:
-    """What ``message`` has in the field of a failed criterion."""
+def explain(message: Message, name: str, wanted: object = None) -> str:
+    """What ``message`` has in the field of a failed criterion (``wanted``:
+    the criterion's value, which for ``header=`` names the headers to show)."""
     if name in _ADDRESS_FIELDS:
         values = _ADDRESS_FIELDS[name](message)
         shown = [v.formatted if isinstance(v, Address) else str(v) for v in values]
         return repr(shown[0] if name in ("from_", "mail_from") and shown else shown)
     if name == "header":
-        return (
-            "headers " + ", ".join(message.headers) if message.headers else "no headers"
-        )
+        return _explain_headers(message, wanted)
     if name == "attachment":
         return (
             repr(list(message.attachments)) if message.attachments else "no attachments"
@@ -314,6 +313,28 @@ def explain(message: Message, name: str) -> str:
     if value is None:
         return f"no {name} part" if name in ("text", "html") else "none"
     return repr(shorten(value, 200))
+
+
+def _explain_headers(message: Message, wanted: object) -> str:
+    """The values of the headers a failed ``header=`` criterion asked for
+    (``X-Mailer: 'app 1.0'``), not only their names: the value is what the
+    test got wrong. Headers it did not find add the names the message has."""
+    names = ", ".join(message.headers) if message.headers else "none"
+    if not isinstance(wanted, Mapping):
+        return f"headers {names}" if message.headers else "no headers"
+    shown, missing = [], False
+    for header, matcher in wanted.items():
+        if _check_header(message, header, matcher):
+            continue
+        values = message.headers.get_all(header)
+        if values:
+            found = ", ".join(repr(shorten(v, 200)) for v in values)
+            shown.append(f"{printable(header)}: {found}")
+        else:
+            shown.append(f"no {printable(header)} header")
+            missing = True
+    text = "; ".join(shown) if shown else f"headers {names}"
+    return f"{text} (headers: {names})" if missing else text
 
 
 def hints(messages: tuple[Message, ...], criteria: Mapping[str, Any]) -> list[str]:

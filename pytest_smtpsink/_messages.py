@@ -160,7 +160,7 @@ def failure_report(
         for name in _match.mismatches(closest, criteria):
             lines.append(
                 f"  {name}: wanted {_match.describe({name: criteria[name]}).split('=', 1)[1]}, "
-                f"got {_match.explain(closest, name)}"
+                f"got {_match.explain(closest, name, criteria[name])}"
             )
     for hint in dict.fromkeys(_match.hints(tuple(everything), criteria)):
         lines.append(f"Hint: {hint}")

@@ -752,6 +752,39 @@ def test_long_bodies_are_shortened_in_failures(smtpsink: Mailbox, send: Send) ->
     assert "[49801 more characters]" in str(caught.value)
 
 
+def test_a_header_mismatch_shows_the_values_the_message_has(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    # The value is what the test got wrong: a list of header names alone
+    # does not say whether the header was missing or said something else.
+    send(X_Mailer="app 2.0", X_Tag="a", X_Other="b")
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(
+            header={"x-mailer": "app 1.0", "X-Tag": "a", "X-Campaign": "spring"}
+        )
+    assert str(caught.value).endswith(
+        "\n  header: wanted {'x-mailer': 'app 1.0', 'X-Tag': 'a', 'X-Campaign': "
+        "'spring'}, got x-mailer: 'app 2.0'; no X-Campaign header (headers: From, "
+        "To, Subject, X-Mailer, X-Tag, X-Other, Content-Type, "
+        "Content-Transfer-Encoding, MIME-Version)"
+    ), caught.value
+
+
+def test_a_repeated_header_mismatch_shows_every_value(smtpsink: Mailbox) -> None:
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            "a@example.com",
+            ["b@example.com"],
+            b"Received: one\r\nReceived: tw\x1bo\r\nSubject: x\r\n\r\nx\r\n",
+        )
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(header={"Received": re.compile("three")})
+    assert str(caught.value).endswith(
+        "\n  header: wanted {'Received': re.compile('three')}, "
+        "got Received: 'one', 'tw\\x1bo'"
+    ), caught.value
+
+
 def test_many_messages_are_listed_up_to_a_limit(smtpsink: Mailbox) -> None:
     with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
         for n in range(30):
