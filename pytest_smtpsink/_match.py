@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict, Union
 
 from ._message import Address, Attachment, Message, normalize_address, summary_or_raw
-from ._text import printable, shorten
+from ._text import join_shortened, printable, shorten
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # noqa: F401  (re-exported for signatures)
@@ -319,9 +319,9 @@ def _explain_headers(message: Message, wanted: object) -> str:
     """The values of the headers a failed ``header=`` criterion asked for
     (``X-Mailer: 'app 1.0'``), not only their names: the value is what the
     test got wrong. Headers it did not find add the names the message has."""
-    names = ", ".join(message.headers) if message.headers else "none"
-    if not isinstance(wanted, Mapping):
-        return f"headers {names}" if message.headers else "no headers"
+    names = join_shortened([printable(name) for name in message.headers], 30)
+    if not isinstance(wanted, Mapping) or not names:
+        return f"headers {names}" if names else "no headers"
     shown, missing = [], False
     for header, matcher in wanted.items():
         if _check_header(message, header, matcher):

@@ -785,6 +785,22 @@ def test_a_repeated_header_mismatch_shows_every_value(smtpsink: Mailbox) -> None
     ), caught.value
 
 
+def test_a_missing_header_lists_the_names_of_many_headers_shortened(
+    smtpsink: Mailbox,
+) -> None:
+    headers = "".join(f"X-H{n}: v\r\n" for n in range(500))
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("a@example.com", ["b@example.com"], f"{headers}\r\nx\r\n")
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(header={"X-Nope": "1"})
+    assert str(caught.value).endswith(
+        "got no X-Nope header (headers: X-H0, X-H1, X-H2, X-H3, X-H4, X-H5, X-H6, "
+        "X-H7, X-H8, X-H9, X-H10, X-H11, X-H12, X-H13, X-H14, X-H15, X-H16, X-H17, "
+        "X-H18, X-H19, X-H20, X-H21, X-H22, X-H23, X-H24, X-H25, X-H26, X-H27, "
+        "X-H28, ... (+471 more))"
+    ), caught.value
+
+
 def test_many_messages_are_listed_up_to_a_limit(smtpsink: Mailbox) -> None:
     with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
         for n in range(30):
