@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict, Union
 
 from ._message import Address, Attachment, Message, normalize_address, summary_or_raw
+from ._mime import getaddresses
 from ._text import join_shortened, printable, shorten
 
 if TYPE_CHECKING:
@@ -100,11 +101,11 @@ def _check_value(name: str, value: object, where: str = "") -> None:
         if isinstance(value.pattern, str):
             return
         problem = "a regex of bytes; compile a str pattern"
-    elif (
-        isinstance(value, str)
-        or (name == "attachment" and isinstance(value, bytes))
-        or callable(value)
-    ):
+    elif isinstance(value, str):
+        if name in _ADDRESS_FIELDS and ("," in value or ";" in value):
+            _check_one_address(name, value)
+        return
+    elif (name == "attachment" and isinstance(value, bytes)) or callable(value):
         return
     elif isinstance(value, (list, tuple, set, frozenset)) and name in _ADDRESS_FIELDS:
         problem = (
@@ -125,6 +126,33 @@ def _check_value(name: str, value: object, where: str = "") -> None:
     accepted = "a str, bytes" if name == "attachment" else "a str"
     raise TypeError(
         f"{what} takes {accepted}, a compiled regex or a callable; got {problem}"
+    )
+
+
+def _check_one_address(name: str, value: str) -> None:
+    """An address criterion names one address. A string of several
+    (``to="ann@example.com, bob@example.com"``) would be compared by its
+    first address only, and pass without the others; a display name with
+    an unquoted comma (``"Doe, John <john@example.com>"``) would be compared
+    as ``Doe``, and never match."""
+    __tracebackhide__ = True
+    found = [address for _, address in getaddresses([value]) if address]
+    if len(found) < 2:
+        return
+    listed = ", ".join(repr(address) for address in found)
+    if all("@" in address for address in found):
+        advice = (
+            f"for several, assert each ({name}={found[0]!r}), or pass a callable "
+            f"({name}=lambda found: all(a in found for a in {found!r}))"
+        )
+    else:
+        advice = (
+            "a display name with a comma needs quotes, as in a header "
+            """('"Doe, John" <john@example.com>')"""
+        )
+    raise TypeError(
+        f"{name}= takes one address; {shorten(value, 200)!r} names "
+        f"{len(found)}: {shorten(listed, 300)}; {advice}"
     )
 
 

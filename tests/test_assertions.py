@@ -137,6 +137,27 @@ def test_unknown_criterion_is_a_type_error_listing_valid_ones(
         ),
         ({"header": {"X-Mailer": 1}}, "header={'X-Mailer': ...} takes a str"),
         ({"attachment": 3}, "attachment= takes a str, bytes, a compiled regex"),
+        (
+            {"to": "ann@example.com, bob@example.com"},
+            "to= takes one address; 'ann@example.com, bob@example.com' names 2: "
+            "'ann@example.com', 'bob@example.com'; for several, assert each "
+            "(to='ann@example.com'), or pass a callable (to=lambda found: "
+            "all(a in found for a in ['ann@example.com', 'bob@example.com']))",
+        ),
+        (
+            {"rcpt_to": "ann@example.com; bob@example.com"},
+            "rcpt_to= takes one address; 'ann@example.com; bob@example.com' names 2",
+        ),
+        (
+            {"cc": "Team: ann@example.com, bob@example.com;"},
+            "cc= takes one address; 'Team: ann@example.com, bob@example.com;' names 2",
+        ),
+        (
+            {"from_": "Doe, John <john@example.com>"},
+            "from_= takes one address; 'Doe, John <john@example.com>' names 2: "
+            "'Doe', 'john@example.com'; a display name with a comma needs quotes, "
+            """as in a header ('"Doe, John" <john@example.com>')""",
+        ),
     ],
 )
 def test_a_criterion_of_the_wrong_type_says_what_it_takes(
@@ -149,6 +170,29 @@ def test_a_criterion_of_the_wrong_type_says_what_it_takes(
     # The same check guards every query.
     with pytest.raises(TypeError):
         smtpsink.messages.filter(**criteria)
+
+
+def test_an_address_string_naming_several_does_not_pass_on_the_first(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    # It was compared by its first address only: a test asking for mail to
+    # both passed on mail to one.
+    send(subject="One", to=["ann@example.com"])
+    with pytest.raises(TypeError, match=r"^to= takes one address; "):
+        smtpsink.assert_sent(to="ann@example.com, bob@example.com")
+
+
+def test_an_address_string_with_a_quoted_comma_is_one_address(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    send(
+        subject="Quoted",
+        sender='"Doe, John" <john@example.com>',
+        to=['"a,b"@example.com'],
+    )
+    smtpsink.assert_sent(from_='"Doe, John" <john@example.com>')
+    smtpsink.assert_sent(from_="john@example.com (Doe, John)")
+    smtpsink.assert_sent(to='"a,b"@example.com', rcpt_to='"a,b"@example.com')
 
 
 def test_the_callable_suggested_for_several_addresses_works(
