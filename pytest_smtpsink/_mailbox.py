@@ -416,10 +416,24 @@ class Mailbox(FaultControls):
 
     def captured(self) -> tuple[Messages, tuple[Session, ...]]:
         """Messages and sessions without the health checks: for reports,
-        which must show what arrived even when the sink is in trouble."""
+        which must show what arrived even when the sink is in trouble.
+
+        The sessions are those opened in this view and, first, those opened
+        before it that delivered its messages: a connection the application
+        keeps open from test to test (a pooled mail backend), whose
+        transcript is the one a failed test's report needs."""
+        messages = self._store.messages_since(self._cursor)
+        sessions = self._store.sessions_since(self._cursor)
+        known = {id(session) for session in sessions}
+        earlier: list[Session] = []
+        for message in messages:
+            session = message.session
+            if session.protocol == "SMTP" and id(session) not in known:
+                known.add(id(session))
+                earlier.append(session)
         return (
-            Messages(self._store.messages_since(self._cursor), scope=self._scope),
-            self._store.sessions_since(self._cursor),
+            Messages(messages, scope=self._scope),
+            (*earlier, *sessions) if earlier else sessions,
         )
 
     def clear(self) -> None:
