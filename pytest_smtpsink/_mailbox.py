@@ -607,9 +607,10 @@ class Mailbox(FaultControls):
     ) -> Message | Messages:
         """Block until ``count`` messages matching ``criteria`` have arrived.
 
-        Wakes the moment the server stores a match. Returns the message (or
-        the first ``count`` matches); fails after ``timeout`` seconds (default:
-        `default_timeout`, set by ``--smtpsink-timeout``) listing what arrived.
+        Wakes the moment the server stores a match. Returns the first match
+        (`assert_sent` returns the latest), or the first ``count`` matches;
+        fails after ``timeout`` seconds (default: `default_timeout`, set by
+        ``--smtpsink-timeout``) listing what arrived.
         """
         __tracebackhide__ = True
         _match.check_names(criteria)

@@ -509,6 +509,16 @@ def test_wait_for_several(smtpsink: Mailbox) -> None:
     assert sorted(m.subject or "" for m in found) == ["n0", "n1", "n2"]
 
 
+def test_wait_for_returns_the_first_match_and_assert_sent_the_latest(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    # As the docs say: mail already there, two matches.
+    send(subject="one")
+    send(subject="two")
+    assert smtpsink.wait_for().subject == "one"
+    assert smtpsink.assert_sent().subject == "two"
+
+
 def test_wait_for_mail_from_a_subprocess(smtpsink: Mailbox) -> None:
     script = (
         "import smtplib, sys\n"
