@@ -701,8 +701,12 @@ class Mailbox(FaultControls):
         ]
 
     def _waited(self, count: int, criteria: Criteria) -> Message | Messages:
-        found = self._store_filter(criteria)[:count]
-        return found[0] if count == 1 else Messages(found)
+        # Filtered from everything this view holds, as assert_sent's are: a
+        # failed query on the result lists all that arrived, "since clear()"
+        # when it was cleared, not just the matches.
+        arrived = Messages(self._store.messages_since(self._cursor), scope=self._scope)
+        found = arrived.filter(**criteria)[:count]
+        return found[0] if count == 1 else found
 
     def _timeout(self, timeout: float | None) -> float:
         return _wait_seconds(self.default_timeout if timeout is None else timeout)

@@ -519,6 +519,26 @@ def test_wait_for_returns_the_first_match_and_assert_sent_the_latest(
     assert smtpsink.assert_sent().subject == "two"
 
 
+@pytest.mark.parametrize("wait", ["wait_for", "assert_sent"])
+def test_a_query_on_what_wait_for_returned_lists_all_that_arrived(
+    smtpsink: Mailbox, send: Send, wait: str
+) -> None:
+    # wait_for(N) returned Messages that knew only the matches: a failed
+    # one() on them said 2 messages arrived "in this test" when 3 had
+    # arrived since clear().
+    send(subject="before")
+    smtpsink.clear()
+    send(subject="a")
+    send(subject="b")
+    send(subject="a")
+    found = getattr(smtpsink, wait)(2, subject="a")
+    with pytest.raises(AssertionError) as caught:
+        found.one(subject="b")
+    assert "\nMessages that arrived since clear() (3):\n" in str(caught.value), (
+        caught.value
+    )
+
+
 def test_wait_for_mail_from_a_subprocess(smtpsink: Mailbox) -> None:
     script = (
         "import smtplib, sys\n"
