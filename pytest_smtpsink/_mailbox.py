@@ -482,6 +482,7 @@ class Mailbox(FaultControls):
                     scope=self._scope,
                     elsewhere=elsewhere,
                     if_none=self._connections_hint(bool(elsewhere)),
+                    notes=self._dropped_hint(),
                 )
             )
         if count is None:
@@ -734,8 +735,21 @@ class Mailbox(FaultControls):
                 scope=self._scope,
                 elsewhere=elsewhere,
                 if_none=self._connections_hint(bool(elsewhere)),
+                notes=self._dropped_hint(),
             )
         )
+
+    def _dropped_hint(self) -> list[str]:
+        """Mail that a ``drop()`` fault of this mailbox threw away: the
+        client was told ``250`` and nothing was stored, so neither the list
+        of what arrived nor the sessions' last replies say where it went."""
+        return [
+            f"Hint: {fault!r} accepted and threw away "
+            f"{plural(fault.fired, 'message')}; the client was told 250 and "
+            "nothing was stored"
+            for fault in self.faults
+            if fault.action == "drop" and fault.fired
+        ]
 
     def _connections_hint(self, sent_elsewhere: bool) -> list[str]:
         """For a report where no message arrived: whether any client even
