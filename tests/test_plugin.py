@@ -345,6 +345,45 @@ def test_unmarked(smtpsink_factory):
     result.stdout.fnmatch_lines(["*ERROR at setup of test_factory_only*"])
 
 
+def test_a_lint_marker_on_a_test_without_a_sink_warns(
+    pytester: pytest.Pytester,
+) -> None:
+    # It linted nothing, silently: the test passed its lint gate unchecked.
+    pytester.makepyfile(
+        """
+import pytest
+
+pytestmark = pytest.mark.smtpsink_lint("warning")  # covers many: no warning
+
+@pytest.mark.smtpsink_lint("info")
+def test_server_only(smtpsink_server):
+    pass
+
+@pytest.mark.smtpsink_lint("info")
+def test_factory(smtpsink_factory):
+    smtpsink_factory()
+
+@pytest.mark.smtpsink_lint("info")
+def test_fixture(smtpsink):
+    pass
+
+def test_unmarked():
+    pass
+"""
+    )
+    quiet = ("-p", "no:xdist", "-p", "no:cacheprovider")
+    result = pytester.runpytest(*quiet, "-W", "always::pytest.PytestWarning")
+    result.assert_outcomes(passed=4, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*PytestWarning: @pytest.mark.smtpsink_lint does nothing here: it lints "
+            "the mail of the smtpsink and smtpsink_factory fixtures, and "
+            "test_server_only uses neither. Request one, or call assert_clean() on "
+            "the mailbox the test uses."
+        ]
+    )
+
+
 def test_marker_selects_a_sink_with_other_settings(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
