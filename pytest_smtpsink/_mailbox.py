@@ -425,10 +425,24 @@ class Mailbox(FaultControls):
 
     def captured(self) -> tuple[Messages, tuple[Session, ...]]:
         """Messages and sessions without the health checks: for reports,
-        which must show what arrived even when the sink is in trouble."""
+        which must show what arrived even when the sink is in trouble.
+
+        The sessions are those opened in this view and, first, those opened
+        before it that delivered its messages: a connection the application
+        keeps open from test to test (a pooled mail backend), whose
+        transcript is the one a failed test's report needs."""
+        messages = self._store.messages_since(self._cursor)
+        sessions = self._store.sessions_since(self._cursor)
+        known = {id(session) for session in sessions}
+        earlier: list[Session] = []
+        for message in messages:
+            session = message.session
+            if session.protocol == "SMTP" and id(session) not in known:
+                known.add(id(session))
+                earlier.append(session)
         return (
-            Messages(self._store.messages_since(self._cursor), scope=self._scope),
-            self._store.sessions_since(self._cursor),
+            Messages(messages, scope=self._scope),
+            (*earlier, *sessions) if earlier else sessions,
         )
 
     def clear(self) -> None:
@@ -477,6 +491,7 @@ class Mailbox(FaultControls):
                     scope=self._scope,
                     elsewhere=elsewhere,
                     if_none=self._connections_hint(bool(elsewhere)),
+                    notes=self._dropped_hint(),
                 )
             )
         if count is None:
@@ -602,9 +617,10 @@ class Mailbox(FaultControls):
     ) -> Message | Messages:
         """Block until ``count`` messages matching ``criteria`` have arrived.
 
-        Wakes the moment the server stores a match. Returns the message (or
-        the first ``count`` matches); fails after ``timeout`` seconds (default:
-        `default_timeout`, set by ``--smtpsink-timeout``) listing what arrived.
+        Wakes the moment the server stores a match. Returns the first match
+        (`assert_sent` returns the latest), or the first ``count`` matches;
+        fails after ``timeout`` seconds (default: `default_timeout`, set by
+        ``--smtpsink-timeout``) listing what arrived.
         """
         __tracebackhide__ = True
         _match.check_names(criteria)
@@ -695,8 +711,12 @@ class Mailbox(FaultControls):
         ]
 
     def _waited(self, count: int, criteria: Criteria) -> Message | Messages:
-        found = self._store_filter(criteria)[:count]
-        return found[0] if count == 1 else Messages(found)
+        # Filtered from everything this view holds, as assert_sent's are: a
+        # failed query on the result lists all that arrived, "since clear()"
+        # when it was cleared, not just the matches.
+        arrived = Messages(self._store.messages_since(self._cursor), scope=self._scope)
+        found = arrived.filter(**criteria)[:count]
+        return found[0] if count == 1 else found
 
     def _timeout(self, timeout: float | None) -> float:
         return _wait_seconds(self.default_timeout if timeout is None else timeout)
@@ -724,8 +744,21 @@ class Mailbox(FaultControls):
                 scope=self._scope,
                 elsewhere=elsewhere,
                 if_none=self._connections_hint(bool(elsewhere)),
+                notes=self._dropped_hint(),
             )
         )
+
+    def _dropped_hint(self) -> list[str]:
+        """Mail that a ``drop()`` fault of this mailbox threw away: the
+        client was told ``250`` and nothing was stored, so neither the list
+        of what arrived nor the sessions' last replies say where it went."""
+        return [
+            f"Hint: {fault!r} accepted and threw away "
+            f"{plural(fault.fired, 'message')}; the client was told 250 and "
+            "nothing was stored"
+            for fault in self.faults
+            if fault.action == "drop" and fault.fired
+        ]
 
     def _connections_hint(self, sent_elsewhere: bool) -> list[str]:
         """For a report where no message arrived: whether any client even

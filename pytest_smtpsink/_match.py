@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict, Union
 
 from ._message import Address, Attachment, Message, normalize_address, summary_or_raw
-from ._text import printable, shorten
+from ._mime import getaddresses
+from ._text import join_shortened, printable, shorten
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # noqa: F401  (re-exported for signatures)
@@ -100,11 +101,11 @@ def _check_value(name: str, value: object, where: str = "") -> None:
         if isinstance(value.pattern, str):
             return
         problem = "a regex of bytes; compile a str pattern"
-    elif (
-        isinstance(value, str)
-        or (name == "attachment" and isinstance(value, bytes))
-        or callable(value)
-    ):
+    elif isinstance(value, str):
+        if name in _ADDRESS_FIELDS and ("," in value or ";" in value):
+            _check_one_address(name, value)
+        return
+    elif (name == "attachment" and isinstance(value, bytes)) or callable(value):
         return
     elif isinstance(value, (list, tuple, set, frozenset)) and name in _ADDRESS_FIELDS:
         problem = (
@@ -125,6 +126,33 @@ def _check_value(name: str, value: object, where: str = "") -> None:
     accepted = "a str, bytes" if name == "attachment" else "a str"
     raise TypeError(
         f"{what} takes {accepted}, a compiled regex or a callable; got {problem}"
+    )
+
+
+def _check_one_address(name: str, value: str) -> None:
+    """An address criterion names one address. A string of several
+    (``to="ann@example.com, bob@example.com"``) would be compared by its
+    first address only, and pass without the others; a display name with
+    an unquoted comma (``"Doe, John <john@example.com>"``) would be compared
+    as ``Doe``, and never match."""
+    __tracebackhide__ = True
+    found = [address for _, address in getaddresses([value]) if address]
+    if len(found) < 2:
+        return
+    listed = ", ".join(repr(address) for address in found)
+    if all("@" in address for address in found):
+        advice = (
+            f"for several, assert each ({name}={found[0]!r}), or pass a callable "
+            f"({name}=lambda found: all(a in found for a in {found!r}))"
+        )
+    else:
+        advice = (
+            "a display name with a comma needs quotes, as in a header "
+            """('"Doe, John" <john@example.com>')"""
+        )
+    raise TypeError(
+        f"{name}= takes one address; {shorten(value, 200)!r} names "
+        f"{len(found)}: {shorten(listed, 300)}; {advice}"
     )
 
 
@@ -296,16 +324,15 @@ def _predicate_failure(
 # -- explaining a mismatch -----------------------------------------------------------
 
 
-def explain(message: Message, name: str) -> str:
-    """What ``message`` has in the field of a failed criterion."""
+def explain(message: Message, name: str, wanted: object = None) -> str:
+    """What ``message`` has in the field of a failed criterion (``wanted``:
+    the criterion's value, which for ``header=`` names the headers to show)."""
     if name in _ADDRESS_FIELDS:
         values = _ADDRESS_FIELDS[name](message)
         shown = [v.formatted if isinstance(v, Address) else str(v) for v in values]
         return repr(shown[0] if name in ("from_", "mail_from") and shown else shown)
     if name == "header":
-        return (
-            "headers " + ", ".join(message.headers) if message.headers else "no headers"
-        )
+        return _explain_headers(message, wanted)
     if name == "attachment":
         return (
             repr(list(message.attachments)) if message.attachments else "no attachments"
@@ -314,6 +341,28 @@ def explain(message: Message, name: str) -> str:
     if value is None:
         return f"no {name} part" if name in ("text", "html") else "none"
     return repr(shorten(value, 200))
+
+
+def _explain_headers(message: Message, wanted: object) -> str:
+    """The values of the headers a failed ``header=`` criterion asked for
+    (``X-Mailer: 'app 1.0'``), not only their names: the value is what the
+    test got wrong. Headers it did not find add the names the message has."""
+    names = join_shortened([printable(name) for name in message.headers], 30)
+    if not isinstance(wanted, Mapping) or not names:
+        return f"headers {names}" if names else "no headers"
+    shown, missing = [], False
+    for header, matcher in wanted.items():
+        if _check_header(message, header, matcher):
+            continue
+        values = message.headers.get_all(header)
+        if values:
+            found = ", ".join(repr(shorten(v, 200)) for v in values)
+            shown.append(f"{printable(header)}: {found}")
+        else:
+            shown.append(f"no {printable(header)} header")
+            missing = True
+    text = "; ".join(shown) if shown else f"headers {names}"
+    return f"{text} (headers: {names})" if missing else text
 
 
 def hints(messages: tuple[Message, ...], criteria: Mapping[str, Any]) -> list[str]:

@@ -130,11 +130,13 @@ def failure_report(
     scope: str = "in this test",
     elsewhere: Sequence[Elsewhere] = (),
     if_none: Sequence[str] = (),
+    notes: Sequence[str] = (),
 ) -> str:
     """The text of a failed assertion: expectation, what arrived (``scope``:
     since when), closest candidate and why it differs, hints; ``elsewhere``:
     matching mail the test's other sinks got, by sink URL; ``if_none``:
-    lines added when nothing arrived at all (what connected instead)."""
+    lines added when nothing arrived at all (what connected instead);
+    ``notes``: lines added in any case (mail a fault threw away)."""
     criteria_text = _match.describe(criteria)
     head = f"{verb} {wanted}" + (f" matching {criteria_text}" if criteria_text else "")
     lines = [f"{head}; found {len(found)}."]
@@ -142,6 +144,7 @@ def failure_report(
         lines.append(f"No messages arrived {scope}.")
         lines.extend(if_none)
         lines.extend(_arrived_elsewhere(elsewhere, criteria))
+        lines.extend(notes)
         return "\n".join(lines)
     matched = {id(m) for m in found}
     lines.append(f"Messages that arrived {scope} ({len(everything)}):")
@@ -160,11 +163,12 @@ def failure_report(
         for name in _match.mismatches(closest, criteria):
             lines.append(
                 f"  {name}: wanted {_match.describe({name: criteria[name]}).split('=', 1)[1]}, "
-                f"got {_match.explain(closest, name)}"
+                f"got {_match.explain(closest, name, criteria[name])}"
             )
     for hint in dict.fromkeys(_match.hints(tuple(everything), criteria)):
         lines.append(f"Hint: {hint}")
     lines.extend(_arrived_elsewhere(elsewhere, criteria))
+    lines.extend(notes)
     return "\n".join(lines)
 
 

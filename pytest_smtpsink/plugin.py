@@ -453,13 +453,29 @@ _FIXTURE_MARKERS = {
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Warn of a test's own smtpsink or smtpsink_fault marker when the
-    test does not use the ``smtpsink`` fixture: it would do nothing, and a
-    test meant to run against a fault would pass without one. (Only the
+    test does not use the ``smtpsink`` fixture (of its smtpsink_lint marker
+    when it uses neither that nor ``smtpsink_factory``): it would do
+    nothing, and a test meant to run against a fault would pass without one. (Only the
     test's own: a module's or class's marker may well cover tests that use
     other sinks.) At set-up, not collection: under ``-W error`` the test
     errors with the warning, rather than the run with an internal error."""
     own = item.own_markers
-    if not own or "smtpsink" in getattr(item, "fixturenames", ("smtpsink",)):
+    if not own:
+        return
+    used = getattr(item, "fixturenames", ("smtpsink",))
+    if "smtpsink_lint" in {mark.name for mark in own} and not (
+        "smtpsink" in used or "smtpsink_factory" in used
+    ):
+        # It lints the mail of both fixtures' sinks; with neither, nothing.
+        item.warn(
+            pytest.PytestWarning(
+                "@pytest.mark.smtpsink_lint does nothing here: it lints the mail "
+                f"of the smtpsink and smtpsink_factory fixtures, and {item.name} "
+                "uses neither. Request one, or call assert_clean() on the "
+                "mailbox the test uses."
+            )
+        )
+    if "smtpsink" in used:
         return
     for name in sorted({mark.name for mark in own} & _FIXTURE_MARKERS.keys()):
         item.warn(

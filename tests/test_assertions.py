@@ -137,6 +137,27 @@ def test_unknown_criterion_is_a_type_error_listing_valid_ones(
         ),
         ({"header": {"X-Mailer": 1}}, "header={'X-Mailer': ...} takes a str"),
         ({"attachment": 3}, "attachment= takes a str, bytes, a compiled regex"),
+        (
+            {"to": "ann@example.com, bob@example.com"},
+            "to= takes one address; 'ann@example.com, bob@example.com' names 2: "
+            "'ann@example.com', 'bob@example.com'; for several, assert each "
+            "(to='ann@example.com'), or pass a callable (to=lambda found: "
+            "all(a in found for a in ['ann@example.com', 'bob@example.com']))",
+        ),
+        (
+            {"rcpt_to": "ann@example.com; bob@example.com"},
+            "rcpt_to= takes one address; 'ann@example.com; bob@example.com' names 2",
+        ),
+        (
+            {"cc": "Team: ann@example.com, bob@example.com;"},
+            "cc= takes one address; 'Team: ann@example.com, bob@example.com;' names 2",
+        ),
+        (
+            {"from_": "Doe, John <john@example.com>"},
+            "from_= takes one address; 'Doe, John <john@example.com>' names 2: "
+            "'Doe', 'john@example.com'; a display name with a comma needs quotes, "
+            """as in a header ('"Doe, John" <john@example.com>')""",
+        ),
     ],
 )
 def test_a_criterion_of_the_wrong_type_says_what_it_takes(
@@ -149,6 +170,29 @@ def test_a_criterion_of_the_wrong_type_says_what_it_takes(
     # The same check guards every query.
     with pytest.raises(TypeError):
         smtpsink.messages.filter(**criteria)
+
+
+def test_an_address_string_naming_several_does_not_pass_on_the_first(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    # It was compared by its first address only: a test asking for mail to
+    # both passed on mail to one.
+    send(subject="One", to=["ann@example.com"])
+    with pytest.raises(TypeError, match=r"^to= takes one address; "):
+        smtpsink.assert_sent(to="ann@example.com, bob@example.com")
+
+
+def test_an_address_string_with_a_quoted_comma_is_one_address(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    send(
+        subject="Quoted",
+        sender='"Doe, John" <john@example.com>',
+        to=['"a,b"@example.com'],
+    )
+    smtpsink.assert_sent(from_='"Doe, John" <john@example.com>')
+    smtpsink.assert_sent(from_="john@example.com (Doe, John)")
+    smtpsink.assert_sent(to='"a,b"@example.com', rcpt_to='"a,b"@example.com')
 
 
 def test_the_callable_suggested_for_several_addresses_works(
@@ -465,6 +509,36 @@ def test_wait_for_several(smtpsink: Mailbox) -> None:
     assert sorted(m.subject or "" for m in found) == ["n0", "n1", "n2"]
 
 
+def test_wait_for_returns_the_first_match_and_assert_sent_the_latest(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    # As the docs say: mail already there, two matches.
+    send(subject="one")
+    send(subject="two")
+    assert smtpsink.wait_for().subject == "one"
+    assert smtpsink.assert_sent().subject == "two"
+
+
+@pytest.mark.parametrize("wait", ["wait_for", "assert_sent"])
+def test_a_query_on_what_wait_for_returned_lists_all_that_arrived(
+    smtpsink: Mailbox, send: Send, wait: str
+) -> None:
+    # wait_for(N) returned Messages that knew only the matches: a failed
+    # one() on them said 2 messages arrived "in this test" when 3 had
+    # arrived since clear().
+    send(subject="before")
+    smtpsink.clear()
+    send(subject="a")
+    send(subject="b")
+    send(subject="a")
+    found = getattr(smtpsink, wait)(2, subject="a")
+    with pytest.raises(AssertionError) as caught:
+        found.one(subject="b")
+    assert "\nMessages that arrived since clear() (3):\n" in str(caught.value), (
+        caught.value
+    )
+
+
 def test_wait_for_mail_from_a_subprocess(smtpsink: Mailbox) -> None:
     script = (
         "import smtplib, sys\n"
@@ -750,6 +824,55 @@ def test_long_bodies_are_shortened_in_failures(smtpsink: Mailbox, send: Send) ->
         smtpsink.assert_sent(text="y")
     assert len(str(caught.value)) < 2_000
     assert "[49801 more characters]" in str(caught.value)
+
+
+def test_a_header_mismatch_shows_the_values_the_message_has(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    # The value is what the test got wrong: a list of header names alone
+    # does not say whether the header was missing or said something else.
+    send(X_Mailer="app 2.0", X_Tag="a", X_Other="b")
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(
+            header={"x-mailer": "app 1.0", "X-Tag": "a", "X-Campaign": "spring"}
+        )
+    assert str(caught.value).endswith(
+        "\n  header: wanted {'x-mailer': 'app 1.0', 'X-Tag': 'a', 'X-Campaign': "
+        "'spring'}, got x-mailer: 'app 2.0'; no X-Campaign header (headers: From, "
+        "To, Subject, X-Mailer, X-Tag, X-Other, Content-Type, "
+        "Content-Transfer-Encoding, MIME-Version)"
+    ), caught.value
+
+
+def test_a_repeated_header_mismatch_shows_every_value(smtpsink: Mailbox) -> None:
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            "a@example.com",
+            ["b@example.com"],
+            b"Received: one\r\nReceived: tw\x1bo\r\nSubject: x\r\n\r\nx\r\n",
+        )
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(header={"Received": re.compile("three")})
+    assert str(caught.value).endswith(
+        "\n  header: wanted {'Received': re.compile('three')}, "
+        "got Received: 'one', 'tw\\x1bo'"
+    ), caught.value
+
+
+def test_a_missing_header_lists_the_names_of_many_headers_shortened(
+    smtpsink: Mailbox,
+) -> None:
+    headers = "".join(f"X-H{n}: v\r\n" for n in range(500))
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("a@example.com", ["b@example.com"], f"{headers}\r\nx\r\n")
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(header={"X-Nope": "1"})
+    assert str(caught.value).endswith(
+        "got no X-Nope header (headers: X-H0, X-H1, X-H2, X-H3, X-H4, X-H5, X-H6, "
+        "X-H7, X-H8, X-H9, X-H10, X-H11, X-H12, X-H13, X-H14, X-H15, X-H16, X-H17, "
+        "X-H18, X-H19, X-H20, X-H21, X-H22, X-H23, X-H24, X-H25, X-H26, X-H27, "
+        "X-H28, ... (+471 more))"
+    ), caught.value
 
 
 def test_many_messages_are_listed_up_to_a_limit(smtpsink: Mailbox) -> None:

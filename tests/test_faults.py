@@ -225,6 +225,37 @@ def test_drop_answers_250_and_keeps_nothing(smtpsink: Mailbox) -> None:
     assert injected(smtpsink) == ["data:250"]
 
 
+def test_a_failure_report_names_the_drop_fault_that_took_the_mail(
+    smtpsink: Mailbox,
+) -> None:
+    # The client was told 250; the report listed what arrived and the
+    # sessions, and nothing in it said the mail was thrown away.
+    smtpsink.drop(match="void@example.com")
+    sendmail(smtpsink, ["void@example.com"])
+    sendmail(smtpsink, ["void@example.com"])
+    hint = (
+        "\nHint: <Fault EOD drop match='void@example.com' fired=2/2> accepted and "
+        "threw away 2 messages; the client was told 250 and nothing was stored"
+    )
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(rcpt_to="void@example.com")
+    assert str(caught.value).endswith(hint), caught.value
+    sendmail(smtpsink, ["ann@example.com"])  # something arrived: still said
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.wait_for(rcpt_to="void@example.com", timeout=0.01)
+    assert str(caught.value).endswith(hint), caught.value
+
+
+def test_a_failure_report_without_a_drop_that_fired_says_nothing_of_faults(
+    smtpsink: Mailbox,
+) -> None:
+    smtpsink.drop(match="void@example.com")
+    sendmail(smtpsink, ["ann@example.com"])
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(rcpt_to="void@example.com")
+    assert "Fault" not in str(caught.value)
+
+
 def test_greeting_421_closes(smtpsink: Mailbox) -> None:
     smtpsink.fail("CONNECT", 421, times=1)
     with pytest.raises(smtplib.SMTPConnectError) as caught:

@@ -345,6 +345,45 @@ def test_unmarked(smtpsink_factory):
     result.stdout.fnmatch_lines(["*ERROR at setup of test_factory_only*"])
 
 
+def test_a_lint_marker_on_a_test_without_a_sink_warns(
+    pytester: pytest.Pytester,
+) -> None:
+    # It linted nothing, silently: the test passed its lint gate unchecked.
+    pytester.makepyfile(
+        """
+import pytest
+
+pytestmark = pytest.mark.smtpsink_lint("warning")  # covers many: no warning
+
+@pytest.mark.smtpsink_lint("info")
+def test_server_only(smtpsink_server):
+    pass
+
+@pytest.mark.smtpsink_lint("info")
+def test_factory(smtpsink_factory):
+    smtpsink_factory()
+
+@pytest.mark.smtpsink_lint("info")
+def test_fixture(smtpsink):
+    pass
+
+def test_unmarked():
+    pass
+"""
+    )
+    quiet = ("-p", "no:xdist", "-p", "no:cacheprovider")
+    result = pytester.runpytest(*quiet, "-W", "always::pytest.PytestWarning")
+    result.assert_outcomes(passed=4, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*PytestWarning: @pytest.mark.smtpsink_lint does nothing here: it lints "
+            "the mail of the smtpsink and smtpsink_factory fixtures, and "
+            "test_server_only uses neither. Request one, or call assert_clean() on "
+            "the mailbox the test uses."
+        ]
+    )
+
+
 def test_marker_selects_a_sink_with_other_settings(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
@@ -560,6 +599,61 @@ def test_report_summary_mode_has_no_transcript(pytester: pytest.Pytester) -> Non
     result = pytester.runpytest("-p", "no:xdist", "--smtpsink-report=summary")
     result.stdout.fnmatch_lines(["*Captured email call*", "  session 1: *"])
     assert "S: 221 Bye" not in result.stdout.str()
+
+
+def test_report_shows_the_connection_kept_open_that_delivered_the_mail(
+    pytester: pytest.Pytester,
+) -> None:
+    # A connection opened in an earlier test (a module-level smtplib.SMTP, a
+    # pooled mail backend) delivered this test's mail: the report said
+    # "1 message, 0 sessions" and showed no transcript, nor saved one.
+    pytester.makepyfile(
+        """
+import smtplib
+
+CLIENT = []
+
+def send(smtpsink, subject):
+    if not CLIENT:
+        CLIENT.append(smtplib.SMTP(smtpsink.host, smtpsink.port))
+    CLIENT[0].sendmail("app@example.com", ["ann@example.com"],
+                       f"Subject: {subject}\\r\\n\\r\\nhi\\r\\n")
+
+def test_opens(smtpsink):
+    send(smtpsink, "first")
+
+def test_reuses(smtpsink):
+    send(smtpsink, "second")
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as other:
+        other.noop()
+    assert len(smtpsink.sessions) == 1  # opened in this test: the other one
+    assert False
+
+def teardown_module():
+    CLIENT[0].quit()
+"""
+    )
+    result = pytester.runpytest(
+        "-p", "no:xdist", "--smtpsink-save-dir=mail", "--smtpsink-report=summary"
+    )
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*- Captured email call -*",
+            "smtp://127.0.0.1:* (default settings): 1 message, 2 sessions",
+            "  #2 * app@example.com -> ann@example.com | To: - | Subject: 'second' *",
+            "  session 1: 127.0.0.1:* messages=1 end=open",
+            "  session 2: 127.0.0.1:* messages=0 end=quit",
+        ]
+    )
+    saved = (
+        pytester.path
+        / "mail"
+        / "test_report_shows_the_connection_kept_open_that_delivered_the_mail.py__test_reuses"
+    )
+    transcript = (saved / "session-0001.txt").read_text()
+    assert "queued as #2" in transcript, transcript
+    assert (saved / "session-0002.txt").exists()
 
 
 def test_report_section_is_capped_saying_what_it_left_out(
