@@ -34,6 +34,7 @@ import contextlib
 import datetime
 import re
 import ssl
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Literal
@@ -539,7 +540,8 @@ class _Connection(ReadSideConnection):
         reader = CommandReader()
         append = re.match(rb"\s*APPEND\s", rest, re.IGNORECASE) is not None
         if append:
-            reader.max_literal = self.settings.max_size
+            # max_size=0 is no limit (as for SMTP), not a limit of 0 octets.
+            reader.max_literal = self.settings.max_size or sys.maxsize
         shown_parts = [rest.rstrip(b"\r\n").decode("utf-8", "replace")]
         # An APPEND's fault acts at its first literal, before "+ Ready" and
         # before a byte of it is read (a disconnect in the middle of a

@@ -974,6 +974,18 @@ def test_a_literal_over_the_limit_is_refused_without_reading(
     assert sink.sessions[-1].end == "server-closed"
 
 
+def test_append_takes_any_size_when_max_size_is_zero(
+    smtpsink_factory: Callable[..., SMTPSink],
+) -> None:
+    # max_size=0 means no limit (as for SMTP), not "at most 0 octets".
+    sink = smtpsink_factory(max_size=0)
+    with imaplib.IMAP4(sink.imap.host, sink.imap.port, timeout=10) as client:
+        client.login(USER, "x")
+        status, data = client.append("INBOX", None, None, raw_message("Unlimited"))
+        assert status == "OK", f"expected APPEND to be OK, got {status} {data}"
+    assert [m.subject for m in sink.mailbox(USER).messages()] == ["Unlimited"]
+
+
 def test_append_faults_act_before_the_literal_is_read(smtpsink: Mailbox) -> None:
     endpoint = Endpoint("imap", smtpsink.imap.host, smtpsink.imap.port)
     message = raw_message("Appended")
