@@ -98,6 +98,9 @@ _BUFFER_LIMIT = 256 * 1024
 _AUTH_LIMIT = 12288
 _AUTHENTICATE = re.compile(rb"\s*AUTHENTICATE\b", re.IGNORECASE)
 _ONE_WORD = re.compile(rb"\s*\S+\s*\Z")
+# A line that announces a non-synchronizing literal (LITERAL+): its bytes
+# follow at once.
+_ENDS_IN_LITERAL_PLUS = re.compile(rb"\{\d+\+\}\r?\n\Z")
 # Untagged responses of one command kept in the transcript (a FETCH of a
 # whole mailbox is counted, not copied).
 _SHOWN_RESPONSES = 20
@@ -532,7 +535,7 @@ class _Connection(ReadSideConnection):
                 "command", printable(f"{shown}... [{total} bytes in all]"), tag
             )
             await self._bad(tag, f"Line too long ({total} bytes, at most {MAX_LINE})")
-            if re.search(rb"\{\d+\+\}\r?\n\Z", line):
+            if _ENDS_IN_LITERAL_PLUS.search(line):
                 # Its non-synchronizing literal is on its way: no way back.
                 await self._reply_and_end("server-closed", "* BYE Too long a command")
                 raise Closed
@@ -582,18 +585,28 @@ class _Connection(ReadSideConnection):
                     await self._send(b"+ Ready for literal data\r\n")
                 data = await self._read_exactly(step.size)
                 if data is None:
-                    self._append("command", self._shown_command(shown_parts, None), tag)
+                    if not recorded:
+                        record_early()
                     self._mark_end("client-closed")
                     return False
                 reader.feed_literal(data)
                 more = await self._read_line(MAX_LINE)
                 if more is None:
+                    # The client hung up after the literal: what came is
+                    # recorded, as where it hangs up inside one.
+                    if not recorded:
+                        record_early()
+                    self._mark_end("client-closed")
                     return False
                 line, total = more
                 if total > MAX_LINE:
                     reader.reset()
+                    # As for a first line: a {n+} literal at its end is on
+                    # its way, and its bytes must not be run as commands.
                     raise ImapSyntaxError(
-                        f"line too long ({total} bytes, at most {MAX_LINE})", tag
+                        f"line too long ({total} bytes, at most {MAX_LINE})",
+                        tag,
+                        disconnect=_ENDS_IN_LITERAL_PLUS.search(line) is not None,
                     )
                 shown_parts.append(line.rstrip(b"\r\n").decode("utf-8", "replace"))
                 step = reader.feed_line(line)

@@ -974,6 +974,45 @@ def test_a_literal_over_the_limit_is_refused_without_reading(
     assert sink.sessions[-1].end == "server-closed"
 
 
+def test_a_too_long_line_after_a_literal_ending_in_a_literal_plus_ends_it(
+    smtpsink: Mailbox,
+) -> None:
+    # The line after a literal is read as the first line is: too long and
+    # ending in {n+}, its literal is on its way and must not run as a
+    # command ("c NOOP" is those bytes here).
+    endpoint = Endpoint("imap", smtpsink.imap.host, smtpsink.imap.port)
+    too_long = "b APPEND INBOX {3+}\r\nabc " + "A" * 70_000 + " {8+}"
+    lines = run([f"a LOGIN {USER} x", too_long, "c NOOP"], endpoint)
+    assert "S: b BAD Line too long (70008 bytes, at most 65536)" in lines
+    assert "S: * BYE Cannot read the rest of that command" in lines
+    assert "S: c OK NOOP completed" not in lines
+    assert lines[-1] == "S: <connection closed>"
+    smtpsink.wait_until(lambda: all(s.end for s in smtpsink.sessions))
+    session = smtpsink.sessions[-1]
+    assert session.end == "server-closed"
+    assert [e.tag for e in session.transcript][-1] == "b"
+    assert smtpsink.mailbox(USER).stored() == ()
+
+
+def test_a_command_cut_off_after_its_literal_is_recorded(smtpsink: Mailbox) -> None:
+    with socket.create_connection(imap_address(smtpsink), timeout=10) as sock:
+        stream = sock.makefile("rb")
+        stream.readline()  # the greeting
+        sock.sendall(f"a LOGIN {USER} x\r\n".encode())
+        stream.readline()
+        # The literal, then the end of input where the command goes on.
+        sock.sendall(b"b APPEND INBOX {5+}\r\nhello")
+        sock.shutdown(socket.SHUT_WR)
+        assert stream.read() == b""
+        stream.close()
+    smtpsink.wait_until(lambda: all(s.end for s in smtpsink.sessions))
+    session = smtpsink.sessions[-1]
+    lines = [(e.tag, e.line) for e in session.transcript if e.kind == "command"]
+    assert lines[-1] == ("b", "APPEND INBOX {5+} [5 octets]"), lines
+    assert session.end == "client-closed"
+    assert smtpsink.mailbox(USER).stored() == ()
+
+
 def test_append_takes_any_size_when_max_size_is_zero(
     smtpsink_factory: Callable[..., SMTPSink],
 ) -> None:
