@@ -391,7 +391,12 @@ class MailStore:
 def check_login(auth: object, user: str, password: str) -> bool:
     """Whether ``password`` opens ``user``'s mailbox under the sink's
     ``auth`` setting: any password without a credentials mapping (the
-    default), else exactly the mapped one (compared in constant time)."""
+    default), else exactly the mapped one (compared in constant time).
+    A user name that names no mailbox (empty, blanks, ``<>``) opens none,
+    as on Dovecot: a client that lost its user name hears of it instead of
+    reading an empty mailbox no mail can reach."""
+    if not normalize_user(user):
+        return False
     if not isinstance(auth, Mapping):
         return True
     expected = auth.get(user)

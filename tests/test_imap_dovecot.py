@@ -631,6 +631,22 @@ def test_an_empty_folder_name_is_refused_as_dovecot_refuses_it(
         assert f"S: {tag} NO [CANNOT] The folder name is empty" in ours
 
 
+def test_an_empty_user_name_fails_as_on_dovecot(dovecot: Dovecot) -> None:
+    # LOGIN with an empty user, AUTHENTICATE PLAIN with one (authzid NUL
+    # user NUL password): no mailbox to open, so no login.
+    script = [
+        "a AUTHENTICATE PLAIN",
+        "AAB4",
+        "b AUTHENTICATE PLAIN AAB4",
+        'c LOGIN "" x',
+        "d NAMESPACE",
+        "e LOGOUT",
+    ]
+    ours, theirs = masked_on_both(script, dovecot)
+    assert ours == theirs
+    assert "S: d BAD <text>" in ours  # still not logged in
+
+
 def test_fetch_items_come_in_dovecot_s_order(dovecot: Dovecot) -> None:
     # RFC 3501 leaves the order to the server; some clients read the UID
     # first. UID FETCH put the UID last (or where asked) and a \Seen that a

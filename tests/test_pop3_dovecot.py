@@ -252,6 +252,15 @@ def test_auth_plain_malformed_matches_dovecot(
     same([*script, f"USER {user}", "PASS x", "STAT", "QUIT"], ours, theirs)
 
 
+def test_an_empty_user_name_fails_as_on_dovecot(
+    smtpsink: Mailbox, dovecot: Dovecot, user: str
+) -> None:
+    ours, theirs = both(smtpsink, dovecot, user, [])
+    # authzid NUL user NUL password, the user empty: no mailbox to open.
+    script = ["AUTH PLAIN AAB4", "STAT", "AUTH PLAIN", "AAB4", "STAT", "QUIT"]
+    same(script, ours, theirs)
+
+
 def test_the_update_state_matches_dovecot(
     smtpsink: Mailbox, dovecot: Dovecot, user: str
 ) -> None:
