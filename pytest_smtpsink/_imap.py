@@ -1099,13 +1099,19 @@ class _Connection(ReadSideConnection):
         if len(command.args) != 2 or not isinstance(command.args[1], ParenList):
             raise command.error("STATUS needs a folder name and a list of items")
         name = self._mailbox_arg(command)
-        wanted = []
+        wanted: list[str] = []
         for item in command.args[1].items:
             if not isinstance(item, Atom) or item.upper not in _STATUS_ITEMS:
                 raise command.error(
                     f"unknown STATUS item; use {', '.join(_STATUS_ITEMS)}"
                 )
-            wanted.append(item.upper)
+            if item.upper not in wanted:  # asked twice, answered once
+                wanted.append(item.upper)
+        if not wanted:
+            # RFC 3501: at least one item (Dovecot: "Empty status list").
+            raise command.error(
+                f"STATUS needs at least one item: {', '.join(_STATUS_ITEMS)}"
+            )
         with self.mail.lock:
             folder = self._folder_named(name)
             if folder is None:

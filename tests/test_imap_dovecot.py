@@ -647,6 +647,23 @@ def test_an_empty_user_name_fails_as_on_dovecot(dovecot: Dovecot) -> None:
     assert "S: d BAD <text>" in ours  # still not logged in
 
 
+def test_status_with_no_item_or_one_twice_answers_as_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    user = "status-items"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES[:1])
+    script = [
+        f"a LOGIN {user} x",
+        "b STATUS INBOX ()",
+        "c STATUS INBOX (MESSAGES MESSAGES unseen)",
+        "d LOGOUT",
+    ]
+    ours, theirs = masked_on_both(script, dovecot, user, MESSAGES[:1])
+    assert ours == theirs
+    assert "S: b BAD <text>" in ours
+
+
 def test_fetch_items_come_in_dovecot_s_order(dovecot: Dovecot) -> None:
     # RFC 3501 leaves the order to the server; some clients read the UID
     # first. UID FETCH put the UID last (or where asked) and a \Seen that a
