@@ -144,10 +144,13 @@ def dot_stuffed(wire: bytes) -> bytes:
 def top_of(wire: bytes, lines: int) -> bytes:
     """The header, the blank line and the first ``lines`` lines of the
     body (RFC 1939 TOP)."""
-    end = wire.find(b"\r\n\r\n")
-    if end < 0:  # no body at all
-        return wire
-    head, body = wire[: end + 4], wire[end + 4 :]
+    if wire.startswith(b"\r\n"):  # no header: the blank line comes first
+        head, body = wire[:2], wire[2:]
+    else:
+        end = wire.find(b"\r\n\r\n")
+        if end < 0:  # no body at all
+            return wire
+        head, body = wire[: end + 4], wire[end + 4 :]
     if lines == 0 or not body:
         return head
     cut = 0

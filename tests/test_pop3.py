@@ -123,6 +123,10 @@ def test_dot_stuffing_and_top() -> None:
     assert top_of(wire, 1) == b"Subject: x\r\n\r\n.one\r\n"
     assert top_of(wire, 9) == wire
     assert top_of(b"Subject: only\r\n", 3) == b"Subject: only\r\n"
+    # No header: the blank line is the first, the rest all body.
+    headless = b"\r\nline 1\r\n\r\nline 3\r\n"
+    assert top_of(headless, 0) == b"\r\n"
+    assert top_of(headless, 1) == b"\r\nline 1\r\n"
 
 
 # -- reading what SMTP delivered ---------------------------------------------------------
