@@ -862,6 +862,23 @@ def test_bad_input_is_answered_recorded_and_serving_goes_on(
     assert len([e for e in session.transcript if e.kind == "command"]) == 3
 
 
+def test_a_search_number_in_other_digits_is_bad_and_serving_goes_on(
+    smtpsink: Mailbox,
+) -> None:
+    smtpsink.deliver(raw_message("One"), to=USER)
+    # "\u00b2" (superscript two) is a digit to str.isdigit(), not to int().
+    lines = dialogue(
+        smtpsink,
+        "s SELECT INBOX",
+        "a SEARCH LARGER \u00b2",
+        "b SEARCH SMALLER \u0661",
+        "c SEARCH LARGER 1",
+    )
+    assert "a BAD LARGER takes a number" in lines, lines
+    assert "b BAD SMALLER takes a number" in lines, lines
+    assert lines[-2:] == ["* SEARCH 1", "c OK SEARCH completed"], lines
+
+
 def test_selected_commands_without_arguments_refuse_them(smtpsink: Mailbox) -> None:
     smtpsink.deliver(raw_message("Doomed"), to=USER, flags={"\\Deleted"})
     lines = dialogue(
