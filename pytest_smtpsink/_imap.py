@@ -77,6 +77,7 @@ from ._mailstore import (
     check_folder_name,
     check_login,
     define_keywords,
+    fold_keywords,
     folder_name,
     given_folder_name,
     normalize_flags,
@@ -1537,6 +1538,8 @@ class _Connection(ReadSideConnection):
         with self.mail.lock:
             if mode != "-FLAGS":
                 define_keywords(folder, order)
+            # As the folder spells them: $label is its $Label.
+            flags = fold_keywords(folder, flags)
             present = {id(s) for s in folder.messages}
             for _, stored in selected:
                 if id(stored) not in present:

@@ -878,6 +878,49 @@ def test_keywords_are_listed_in_the_order_the_folder_got_them(
     ]
 
 
+def test_keywords_are_one_whatever_their_case_as_on_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    # Keywords are atoms, compared without regard to case: $label is the
+    # folder's $Label, in STORE, APPEND and COPY, and -FLAGS takes it away.
+    user = "keyword-case"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES[:2])
+    size = len(MESSAGES[2])
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX",
+        "c STORE 1 +FLAGS ($Label Junk)",
+        "c2 STORE 1 +FLAGS ($LABEL)",  # nothing new: no FETCH
+        "d STORE 2 +FLAGS ($label junk)",
+        "e FETCH 1:2 FLAGS",
+        "f STORE 1 -FLAGS ($LABEL)",
+        "g STORE 2 FLAGS (JUNK $label)",
+        "h FETCH 1:2 FLAGS",
+        "i CREATE Other",
+        f"j APPEND Other ($LABEL) {{{size}+}}\r\n{MESSAGES[2].decode()}",
+        "k COPY 2 Other",
+        "l SELECT Other",
+        "m FETCH 1:* FLAGS",
+        "n SEARCH KEYWORD $label",
+        "o LOGOUT",
+    ]
+    ours, theirs = on_both(script, dovecot, user, MESSAGES[:2])
+    uids = [
+        *KEPT,
+        (r"\[APPENDUID \S+ \d+\]", "[APPENDUID <uid>]"),
+        (r"\[UIDVALIDITY \S+\]", "[UIDVALIDITY <uidvalidity>]"),
+        (r"\[UIDNEXT \d+\]", "[UIDNEXT <uidnext>]"),
+    ]
+    ours, theirs = (
+        masked(transcript, capabilities=True, text=True, extra=uids)
+        for transcript in (ours, theirs)
+    )
+    theirs = [line for line in theirs if line != "S: * OK [CLOSED] <text>"]
+    assert ours == theirs
+    assert "S: * 2 FETCH (FLAGS (\\Recent $Label Junk))" in ours
+
+
 def test_a_bare_cr_is_bad_and_named_as_on_dovecot(dovecot: Dovecot) -> None:
     # Only CRLF ends a line. A CR without its LF is BAD on both; the sink
     # said it "found the end" there, where Dovecot says "CR sent without
