@@ -164,6 +164,15 @@ def _name_out(name: str) -> bytes:
 
 _TAG = re.compile(rb"[^\x00-\x20\x7f-\xff(){%*\"\\+]+")
 _SECRET_VERBS = ("LOGIN", "AUTHENTICATE")
+_SECRET_LATER = re.compile(
+    r"([^\s\x00]+[\s\x00]+)(?:LOGIN|AUTHENTICATE)(?=[\s\x00]|\Z)", re.IGNORECASE
+)
+
+
+def _secret_tag(tag: str | None) -> bool:
+    """Whether a line's tag is LOGIN or AUTHENTICATE: a command sent
+    without its tag, whose secrets follow."""
+    return tag is not None and tag.upper() in _SECRET_VERBS
 
 
 def split_tag(line: bytes) -> tuple[str | None, bytes]:
@@ -181,7 +190,13 @@ def mask_command(rest: str, command: Command | None = None) -> str:
     stripped = rest.lstrip(" \t\x00")
     verb = stripped[:12].upper()
     if not verb.startswith(_SECRET_VERBS):
-        return rest
+        # The verb as the second word: after UID, or after a tag that a
+        # tab, not a space, separates (so no tag was read): still a login.
+        later = _SECRET_LATER.match(stripped)
+        if later is None or later.group(1).strip(" \t\x00").upper() in COMMANDS:
+            return rest
+        head = later.group()
+        return f"{head} ****" if len(stripped) > len(head) else head
     # A lone argument may be the password of a client that left out the
     # user name: only the first of two is shown.
     if command is not None and command.name == "LOGIN" and len(command.args) > 1:
@@ -531,7 +546,9 @@ class _Connection(ReadSideConnection):
         if _AUTHENTICATE.match(rest):
             self._after_auth = True
         if total > MAX_LINE:
-            shown = mask_command(rest[:64].decode("utf-8", "replace"))
+            shown = self._shown_command(
+                [rest[:64].decode("utf-8", "replace")], None, tag
+            )
             self._append(
                 "command", printable(f"{shown}... [{total} bytes in all]"), tag
             )
@@ -554,7 +571,7 @@ class _Connection(ReadSideConnection):
         recorded: list[Exchange] = []
 
         def record_early() -> None:
-            shown = self._shown_command(shown_parts, None)
+            shown = self._shown_command(shown_parts, None, tag)
             recorded.append(self._append("command", shown, tag))
 
         try:
@@ -613,7 +630,7 @@ class _Connection(ReadSideConnection):
                 step = reader.feed_line(line)
         except ImapSyntaxError as error:
             if not recorded:
-                shown = self._shown_command(shown_parts, None)
+                shown = self._shown_command(shown_parts, None, tag)
                 self._append("command", shown, error.tag)
             await self._bad(error.tag, _sentence(error.text))
             if error.disconnect:
@@ -627,9 +644,9 @@ class _Connection(ReadSideConnection):
             raise Closed from None
         command = step
         if recorded:
-            recorded[0].line = self._shown_command(shown_parts, command)
+            recorded[0].line = self._shown_command(shown_parts, command, tag)
         else:
-            self._append("command", self._shown_command(shown_parts, command), tag)
+            self._append("command", self._shown_command(shown_parts, command, tag), tag)
         if self.generation != self.mail.generation:  # a new test started
             self.end_stale()
             raise Closed
@@ -639,16 +656,28 @@ class _Connection(ReadSideConnection):
         await self._run(command, faults_done=bool(recorded))
         return True
 
-    def _shown_command(self, parts: list[str], command: Command | None) -> str:
-        return printable(mask_command("".join(parts), command))
+    @staticmethod
+    def _shown_command(
+        parts: list[str], command: Command | None, tag: str | None
+    ) -> str:
+        text = "".join(parts)
+        if _secret_tag(tag) and (command is None or command.name not in COMMANDS):
+            # "LOGIN ann pw" without a tag: LOGIN reads as the tag, and what
+            # follows it is the login's (a known command after such a tag
+            # is shown).
+            return "****" if text.strip() else text
+        return printable(mask_command(text, command))
 
     async def _bad(self, tag: str | None, text: str) -> None:
         await self._reply(f"{tag or '*'} BAD {text}")
 
-    def _state_refusal(self, name: str) -> str | None:
+    def _state_refusal(self, name: str, tag: str | None = None) -> str | None:
         """Why the command ``name`` cannot run now (the text of a ``BAD``):
         unknown, or not valid in the session's state; None if it can."""
         if name not in COMMANDS:
+            if _secret_tag(tag):
+                # Its "command" is what follows LOGIN: never echoed.
+                return f"Unknown command after the tag {tag} (is the tag missing?)"
             return f"Unknown or unsupported command: {name.rpartition(' ')[2]}"
         if name in _NOT_AUTHENTICATED and self.state != "not-authenticated":
             return f"{name} is not valid after login"
@@ -661,7 +690,7 @@ class _Connection(ReadSideConnection):
     async def _run(self, command: Command, faults_done: bool = False) -> None:
         name = command.name
         tag = command.tag
-        refusal = self._state_refusal(name)
+        refusal = self._state_refusal(name, tag)
         if refusal is not None:
             await self._bad(tag, refusal)
             return
@@ -1171,7 +1200,7 @@ class _Connection(ReadSideConnection):
         status and text, or None. The same checks as at the command's end,
         in the same order, so that the answer does not depend on when it
         is given; as Dovecot, which answers them before its ``+``."""
-        refusal = self._state_refusal(command.name)
+        refusal = self._state_refusal(command.name, command.tag)
         if refusal is not None:
             return "BAD", refusal
         if not command.args:

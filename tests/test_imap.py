@@ -203,6 +203,39 @@ def test_login_with_one_argument_masks_it(smtpsink: Mailbox) -> None:
     assert "C: b LOGIN ****" in shown
 
 
+def test_a_login_without_its_tag_is_masked(smtpsink: Mailbox) -> None:
+    # A client that leaves out its tag (or separates it by a tab): LOGIN
+    # or AUTHENTICATE is read as the tag, or no tag is read at all; what
+    # follows is still the login's, never shown nor echoed.
+    plain = base64.b64encode(f"\0{USER}\0top-secret".encode())
+    lines = [
+        f"LOGIN {USER} top-secret".encode(),
+        b"login top-secret",
+        b"AUTHENTICATE PLAIN " + plain,
+        f"a\tLOGIN {USER} top-secret".encode(),
+        f"b UID LOGIN {USER} top-secret".encode(),
+        b"LOGIN {10+}\r\ntop-secret",
+        b"LOGIN NOOP",  # a tag that is a verb, before a command: shown
+        b"c LOGOUT",
+    ]
+    with socket.create_connection(imap_address(smtpsink), timeout=10) as sock:
+        sock.sendall(b"".join(line + b"\r\n" for line in lines))
+        with sock.makefile("rb") as replies:
+            said = [line.decode().rstrip() for line in replies]
+    assert said[-1] == "c OK LOGOUT completed", said
+    assert "LOGIN OK NOOP completed" in said, said
+    assert not [line for line in said if "top-secret" in line.lower()], said
+    smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
+    (session,) = smtpsink.sessions
+    shown = session.format_transcript()
+    assert "top-secret" not in shown.lower(), shown
+    assert plain.decode() not in shown, shown
+    assert "C: LOGIN ****" in shown
+    assert "C: AUTHENTICATE ****" in shown
+    assert "C: b UID LOGIN ****" in shown
+    assert "C: LOGIN NOOP" in shown
+
+
 def test_authenticate_responses_sent_without_waiting_are_masked(
     smtpsink: Mailbox,
 ) -> None:
