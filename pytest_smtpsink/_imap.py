@@ -796,6 +796,16 @@ class _Connection(ReadSideConnection):
             or (isinstance(args[0], Atom) and args[0].is_nil)
         ):
             raise command.error('ID takes NIL or a list of fields ("name" "value" ...)')
+        if isinstance(args[0], ParenList):
+            # RFC 2971: each name a string, each value a string or NIL (as
+            # Dovecot checks them): an atom or a list is no field.
+            for index, item in enumerate(args[0].items):
+                nil = index % 2 == 1 and isinstance(item, Atom) and item.is_nil
+                if not isinstance(item, String) and not nil:
+                    raise command.error(
+                        'ID fields are strings: ("name" "value" ...), a value may '
+                        "be NIL"
+                    )
         await self._reply('* ID ("name" "pytest-smtpsink")')
         return "ID completed"
 

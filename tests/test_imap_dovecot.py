@@ -664,6 +664,27 @@ def test_status_with_no_item_or_one_twice_answers_as_dovecot(
     assert "S: b BAD <text>" in ours
 
 
+def test_id_fields_that_are_no_strings_are_bad_as_on_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    script = [
+        'a ID ("name" "client" "version" NIL)',
+        "b ID (name client)",
+        'c ID (("name") "client")',
+        'd ID ("name" ("client"))',
+        "e ID NIL",
+        "f LOGOUT",
+    ]
+    ours, theirs = masked_on_both(script, dovecot)
+    assert ours == theirs
+    assert ours.count("S: * ID <id>") == 2  # a and e
+    assert [line for line in ours if " BAD " in line] == [
+        "S: b BAD <text>",
+        "S: c BAD <text>",
+        "S: d BAD <text>",
+    ]
+
+
 def test_fetch_items_come_in_dovecot_s_order(dovecot: Dovecot) -> None:
     # RFC 3501 leaves the order to the server; some clients read the UID
     # first. UID FETCH put the UID last (or where asked) and a \Seen that a
