@@ -60,6 +60,7 @@ from ._imap_syntax import (
     ParenList,
     SequenceSet,
     String,
+    ascii_upper,
     astring,
     astring_bytes,
     astring_out,
@@ -841,7 +842,7 @@ class _Connection(ReadSideConnection):
     async def _cmd_authenticate(self, command: Command) -> str:
         if not command.args or len(command.args) > 2:
             raise command.error("AUTHENTICATE needs a mechanism")
-        mechanism = astring(command.args[0], command.tag).upper()
+        mechanism = ascii_upper(astring(command.args[0], command.tag))
         if mechanism != "PLAIN":
             raise _Answered("NO", "Unsupported mechanism (this server offers PLAIN)")
         if self._tls_missing():

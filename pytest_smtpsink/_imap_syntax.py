@@ -80,11 +80,13 @@ class Atom:
 
     @property
     def is_nil(self) -> bool:
-        return self.value.upper() == "NIL"
+        return self.upper == "NIL"
 
     @property
     def upper(self) -> str:
-        return self.value.upper()
+        """The value in upper case, to compare with the grammar's words:
+        ASCII letters only (`ascii_upper`)."""
+        return ascii_upper(self.value)
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,15 @@ class Command:
     def error(self, text: str) -> ImapSyntaxError:
         """An error about this command's arguments, with its tag."""
         return ImapSyntaxError(text, self.tag)
+
+
+def ascii_upper(text: str) -> str:
+    """``text`` upper-cased for comparing with the grammar's words, which
+    are ASCII and case-insensitive (RFC 3501 section 9): text with other
+    characters comes back as it is, so that ``\ufb02ags`` (a ligature) or
+    ``\u017feen`` (a long s), which ``str.upper()`` makes ``FLAGS`` and
+    ``SEEN``, are no item or key (Dovecot: "8bit data in atom")."""
+    return text.upper() if text.isascii() else text
 
 
 def astring(arg: Arg, tag: str | None = None) -> str:
@@ -598,7 +609,7 @@ def parse_flags(arg: Arg | Iterable[Arg], tag: str | None = None) -> frozenset[s
             raise ImapSyntaxError("a flag is an atom (\\Seen, $Label)", tag)
         value = item.value
         if value.startswith("\\"):
-            known = _SYSTEM_BY_UPPER.get(value.upper())
+            known = _SYSTEM_BY_UPPER.get(ascii_upper(value))
             if known is None and _KEYWORD.fullmatch(value[1:]) is None:
                 raise ImapSyntaxError(f"invalid flag: {value!r}", tag)
             flags.add(known or value)

@@ -492,7 +492,7 @@ class _Connection(ReadSideConnection):
             await self._reply_lines("+OK Mechanisms follow", ["PLAIN"])
             return
         mechanism, _, initial = arg.partition(" ")
-        if mechanism.upper() != "PLAIN":
+        if not mechanism.isascii() or mechanism.upper() != "PLAIN":
             await self._reply(
                 "-ERR [AUTH] Unsupported mechanism (this server offers PLAIN)"
             )

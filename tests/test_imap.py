@@ -912,6 +912,30 @@ def test_a_search_number_in_other_digits_is_bad_and_serving_goes_on(
     assert lines[-2:] == ["* SEARCH 1", "c OK SEARCH completed"], lines
 
 
+def test_words_that_upper_case_to_items_and_keys_are_no_items_or_keys(
+    smtpsink: Mailbox,
+) -> None:
+    # str.upper() makes "\ufb02ags" (a ligature) FLAGS and "\u017feen" (a
+    # long s) SEEN; the grammar's words are ASCII, so these are refused,
+    # as Dovecot refuses 8-bit atoms, and change nothing.
+    smtpsink.deliver(raw_message("One"), to=USER)
+    lines = dialogue(
+        smtpsink,
+        "s SELECT INBOX",
+        "a FETCH 1 (\ufb02ags)",
+        "b SEARCH \u017feen",
+        "c STORE 1 +FLAGS (\\\u017feen)",
+        "d STATUS INBOX (me\u017f\u017fages)",
+        "e FETCH 1 BODY.PEEK[HEADER.FIELD\u017f (Subject)]",
+        "f STORE 1 +\ufb02ags (\\Flagged)",
+        "g FETCH 1 FLAGS",
+    )
+    answers = {line.split(" ")[0]: line for line in lines if line[:2] in "a b c d e f "}
+    assert all(answers[tag].startswith(f"{tag} BAD ") for tag in "abcdef"), lines
+    assert lines[-2:] == ["* 1 FETCH (FLAGS (\\Recent))", "g OK FETCH completed"]
+    assert smtpsink.mailbox(USER).stored()[0].flags == frozenset()
+
+
 def test_selected_commands_without_arguments_refuse_them(smtpsink: Mailbox) -> None:
     smtpsink.deliver(raw_message("Doomed"), to=USER, flags={"\\Deleted"})
     lines = dialogue(

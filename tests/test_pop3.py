@@ -572,6 +572,8 @@ def test_reads(smtpsink):
         (b"QUIT now", "-ERR QUIT takes no argument"),
         (b"APOP ann", "-ERR APOP needs a user name and an MD5 digest"),
         (b"AUTH CRAM-MD5", "-ERR [AUTH] Unsupported mechanism"),
+        # A dotless i upper-cases to I: still no PLAIN.
+        ("AUTH PLA\u0131N AGFubgB4".encode(), "-ERR [AUTH] Unsupported mechanism"),
         (b"\x00\x01\x02", "-ERR Control characters in the command line"),
         (b"USER a\x00b", "-ERR Control characters in the arguments"),
         (b"\xff\xfe\xfd", "-ERR The command line is not UTF-8"),
