@@ -410,9 +410,14 @@ class _Connection(ReadSideConnection):
         lines = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
         if self.state == "authorization":
             # Login commands only before login, where they are valid (after
-            # it they are refused); Dovecot's list drops them alike.
-            lines[1:1] = ["USER"]
-            lines.append("SASL PLAIN")
+            # it they are refused); Dovecot's list drops them alike. Before
+            # a required STLS none is (as IMAP's LOGINDISABLED says): no
+            # USER, and SASL without a mechanism, as on Dovecot.
+            if self._tls_missing():
+                lines.append("SASL")
+            else:
+                lines[1:1] = ["USER"]
+                lines.append("SASL PLAIN")
             if self.settings.tls in ("starttls", "starttls-required") and not self._tls:
                 lines.append("STLS")
         lines.append("IMPLEMENTATION pytest-smtpsink")
@@ -489,7 +494,8 @@ class _Connection(ReadSideConnection):
 
     async def _cmd_auth(self, arg: str) -> None:
         if not arg:
-            await self._reply_lines("+OK Mechanisms follow", ["PLAIN"])
+            mechanisms = [] if self._tls_missing() else ["PLAIN"]
+            await self._reply_lines("+OK Mechanisms follow", mechanisms)
             return
         mechanism, _, initial = arg.partition(" ")
         if not mechanism.isascii() or mechanism.upper() != "PLAIN":

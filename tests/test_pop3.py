@@ -320,11 +320,21 @@ def test_stls_with_certificate_verification(smtpsink: Mailbox) -> None:
 @pytest.mark.smtpsink(tls="starttls-required")
 def test_starttls_required_refuses_login_before_stls(smtpsink: Mailbox) -> None:
     client = poplib.POP3(smtpsink.pop3.host, smtpsink.pop3.port, timeout=10)
+    # No login is offered before STLS (as IMAP's LOGINDISABLED, and as on
+    # Dovecot): no USER, and SASL without a mechanism.
+    before = client.capa()
+    assert "USER" not in before
+    assert before["SASL"] == []
+    assert "STLS" in before
+    assert client._longcmd("AUTH")[1] == []  # type: ignore[attr-defined]
     with pytest.raises(poplib.error_proto, match=r"-ERR \[AUTH\] TLS is required"):
         client.user(ANN)
     with pytest.raises(poplib.error_proto, match=r"-ERR \[AUTH\] TLS is required"):
         client._shortcmd("AUTH PLAIN AGFubgB4")  # type: ignore[attr-defined]
     client.stls(context=smtpsink.pop3.ssl_context())
+    after = client.capa()
+    assert "USER" in after
+    assert after["SASL"] == ["PLAIN"]
     client.user(ANN)
     assert client.pass_("x").startswith(b"+OK")
     client.quit()
