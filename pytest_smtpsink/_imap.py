@@ -81,6 +81,7 @@ from ._mailstore import (
     fold_keywords,
     folder_name,
     given_folder_name,
+    is_utf8,
     normalize_flags,
 )
 from ._message import Envelope, Message
@@ -830,11 +831,12 @@ class _Connection(ReadSideConnection):
     async def _cmd_login(self, command: Command) -> str:
         if len(command.args) != 2:
             raise command.error("LOGIN needs a user name and a password")
-        user = astring(command.args[0], command.tag)
+        name = astring_bytes(command.args[0], command.tag)
+        user = name.decode("utf-8", "replace")
         password = astring_bytes(command.args[1], command.tag)
         if self._tls_missing():
             raise _Answered("NO", "[PRIVACYREQUIRED] LOGIN is disabled: STARTTLS first")
-        success = check_login(
+        success = is_utf8(name) and check_login(
             self.settings.auth, user, password.decode("utf-8", "replace")
         )
         return await self._login("LOGIN", user, success)
@@ -869,9 +871,13 @@ class _Connection(ReadSideConnection):
             raise _Answered("NO", "Bad PLAIN response (authzid NUL user NUL password)")
         authzid, user_bytes, password_bytes = parts
         user = user_bytes.decode("utf-8", "replace")
-        success = check_login(
-            self.settings.auth, user, password_bytes.decode("utf-8", "replace")
-        ) and (not authzid or authzid == user_bytes)
+        success = (
+            is_utf8(user_bytes)
+            and check_login(
+                self.settings.auth, user, password_bytes.decode("utf-8", "replace")
+            )
+            and (not authzid or authzid == user_bytes)
+        )
         return await self._login("PLAIN", user, success)
 
     # -- authenticated: folders ------------------------------------------------------------

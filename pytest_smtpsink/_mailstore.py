@@ -407,6 +407,17 @@ class MailStore:
         self.generation += 1
 
 
+def is_utf8(name: bytes) -> bool:
+    """Whether a user name as sent is UTF-8 text: one that is not can be
+    no recipient's address (SMTPUTF8 is UTF-8), so it opens no mailbox,
+    rather than one named with replacement characters no mail reaches."""
+    try:
+        name.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def check_login(auth: object, user: str, password: str) -> bool:
     """Whether ``password`` opens ``user``'s mailbox under the sink's
     ``auth`` setting: any password without a credentials mapping (the

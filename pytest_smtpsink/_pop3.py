@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 from ._endpoint import ReadSideEndpoint
-from ._mailstore import INBOX, check_login, wire_bytes
+from ._mailstore import INBOX, check_login, is_utf8, wire_bytes
 from ._readside import Closed, ReadSideConnection, ReadSideServer
 from ._session import AuthInfo, POP3Exchange
 from ._text import plural, printable
@@ -537,8 +537,10 @@ class _Connection(ReadSideConnection):
         authzid, user_bytes, password_bytes = parts
         user = user_bytes.decode("utf-8", "replace")
         password = password_bytes.decode("utf-8", "replace")
-        success = check_login(self.settings.auth, user, password) and (
-            not authzid or authzid == user_bytes
+        success = (
+            is_utf8(user_bytes)
+            and check_login(self.settings.auth, user, password)
+            and (not authzid or authzid == user_bytes)
         )
         await self._login("PLAIN", user, success)
 

@@ -582,6 +582,8 @@ def test_reads(smtpsink):
         (b"QUIT now", "-ERR QUIT takes no argument"),
         (b"APOP ann", "-ERR APOP needs a user name and an MD5 digest"),
         (b"AUTH CRAM-MD5", "-ERR [AUTH] Unsupported mechanism"),
+        # A user name that is not UTF-8 opens no mailbox.
+        (b"AUTH PLAIN AP9AeABwdw==", "-ERR [AUTH] Authentication failed"),
         # A dotless i upper-cases to I: still no PLAIN.
         ("AUTH PLA\u0131N AGFubgB4".encode(), "-ERR [AUTH] Unsupported mechanism"),
         (b"\x00\x01\x02", "-ERR Control characters in the command line"),
