@@ -842,8 +842,14 @@ class _Connection(ReadSideConnection):
         return await self._login("LOGIN", user, success)
 
     async def _cmd_authenticate(self, command: Command) -> str:
-        if not command.args or len(command.args) > 2:
+        if not command.args:
             raise command.error("AUTHENTICATE needs a mechanism")
+        if len(command.args) > 2:
+            # Base64 with a space in it, say: not "needs a mechanism".
+            raise command.error(
+                "AUTHENTICATE takes a mechanism and at most one initial "
+                f"response (base64, one word), not {len(command.args) - 1}"
+            )
         mechanism = ascii_upper(astring(command.args[0], command.tag))
         if mechanism != "PLAIN":
             raise _Answered("NO", "Unsupported mechanism (this server offers PLAIN)")

@@ -214,6 +214,24 @@ def test_a_user_name_that_is_not_utf8_opens_no_mailbox(smtpsink: Mailbox) -> Non
     assert attempts[-1].username == "j\u00f6rg@example.com"
 
 
+def test_authenticate_with_a_split_initial_response_says_so(
+    smtpsink: Mailbox,
+) -> None:
+    endpoint = Endpoint("imap", smtpsink.imap.host, smtpsink.imap.port)
+    token = base64.b64encode(f"\0{USER}\0top-secret".encode()).decode()
+    transcript = run(
+        [f"a AUTHENTICATE PLAIN {token[:8]} {token[8:]}", "b AUTHENTICATE"], endpoint
+    )
+    assert (
+        "S: a BAD AUTHENTICATE takes a mechanism and at most one initial "
+        "response (base64, one word), not 2"
+    ) in transcript
+    assert "S: b BAD AUTHENTICATE needs a mechanism" in transcript
+    shown = smtpsink.sessions[-1].format_transcript()
+    assert token[8:] not in shown
+    assert "C: a AUTHENTICATE PLAIN ****" in shown
+
+
 def test_login_with_one_argument_masks_it(smtpsink: Mailbox) -> None:
     # A client that leaves out the user name: the lone word may be a password.
     endpoint = Endpoint("imap", smtpsink.imap.host, smtpsink.imap.port)
