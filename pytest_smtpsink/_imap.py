@@ -345,6 +345,21 @@ def _no_such_folder(name: str, code: str = "NONEXISTENT") -> _Answered:
     return _Answered("NO", f"[{code}] No such folder: {encode_folder_name(name)}")
 
 
+def _existing_name(name: str, verb: str) -> str:
+    """A folder name given to any command but CREATE, as kept (INBOX in
+    any case); ``NO [CANNOT]`` if it ends with the delimiter, as on
+    Dovecot: only CREATE takes ``Box/`` for ``Box`` (RFC 3501 6.3.3), and
+    a client that sends it elsewhere should hear of it."""
+    if len(name) > 1 and name.endswith(DELIMITER):
+        raise _Answered(
+            "NO",
+            f"[CANNOT] {encode_folder_name(name)} ends with the hierarchy "
+            f"delimiter {DELIMITER!r}, which only CREATE takes: "
+            f"{verb} {encode_folder_name(name[:-1])} names the folder",
+        )
+    return folder_name(name)
+
+
 def _check_new_name(name: str) -> None:
     """A name CREATE or RENAME may give a folder; ``NO [CANNOT]`` if not."""
     try:
@@ -902,7 +917,9 @@ class _Connection(ReadSideConnection):
     def _mailbox_arg(self, command: Command, index: int = 0) -> str:
         if len(command.args) <= index:
             raise command.error(f"{command.name} needs a folder name")
-        return given_folder_name(self._decoded_name(command.args[index], command))
+        return _existing_name(
+            self._decoded_name(command.args[index], command), command.name
+        )
 
     def _only_mailbox_arg(self, command: Command) -> str:
         """The folder name of a command that takes nothing else (SELECT,
@@ -960,7 +977,10 @@ class _Connection(ReadSideConnection):
         return f"[{mode}] {command.name} completed"
 
     async def _cmd_create(self, command: Command) -> str:
-        name = self._only_mailbox_arg(command)
+        if len(command.args) != 1:
+            raise command.error(f"{command.name} takes one folder name")
+        # Only CREATE takes a trailing delimiter (RFC 3501 6.3.3).
+        name = given_folder_name(self._decoded_name(command.args[0], command))
         if name == INBOX:
             raise _Answered("NO", "[ALREADYEXISTS] INBOX always exists")
         _check_new_name(name)
@@ -1196,7 +1216,7 @@ class _Connection(ReadSideConnection):
         date-time. A bad flag or date-time is ``BAD``; a name that is not
         modified UTF-7 ``NO``. Whether the folder exists is checked apart
         (`_append_folder`), under the lock."""
-        name = given_folder_name(self._decoded_name(head[0], command))
+        name = _existing_name(self._decoded_name(head[0], command), command.name)
         rest = list(head[1:])
         flags: frozenset[str] = frozenset()
         date = None

@@ -685,6 +685,36 @@ def test_id_fields_that_are_no_strings_are_bad_as_on_dovecot(
     ]
 
 
+def test_a_trailing_delimiter_is_cannot_except_in_create_as_on_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    # Only CREATE takes "Box/" for Box (RFC 3501 6.3.3); the sink took it
+    # everywhere, so a client that sent it went unnoticed.
+    user = "trailing-delimiter"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES[:1])
+    script = [
+        f"a LOGIN {user} x",
+        "b CREATE Box/",
+        "c STATUS Box/ (MESSAGES)",
+        "d EXAMINE Box/",
+        "e APPEND Box/ {3+}\r\nabc",
+        "f RENAME Box/ Cox",
+        "g RENAME Box Cox/",
+        "h DELETE Box/",
+        "i SELECT INBOX",
+        "j COPY 1 Box/",
+        "k MOVE 1 Box/",
+        "l STATUS Box (MESSAGES)",
+        "m LOGOUT",
+    ]
+    ours, theirs = masked_on_both(script, dovecot, user, MESSAGES[:1])
+    assert ours == theirs
+    refused = [line for line in ours if " NO [CANNOT] " in line]
+    assert [line.split(" ")[1] for line in refused] == list("cdefghjk")
+    assert "S: * STATUS Box (MESSAGES 0)" in ours
+
+
 def test_fetch_items_come_in_dovecot_s_order(dovecot: Dovecot) -> None:
     # RFC 3501 leaves the order to the server; some clients read the UID
     # first. UID FETCH put the UID last (or where asked) and a \Seen that a
