@@ -62,7 +62,6 @@ from ._imap_syntax import (
     String,
     ascii_upper,
     astring,
-    astring_bytes,
     astring_out,
     decode_folder_name,
     encode_folder_name,
@@ -71,6 +70,7 @@ from ._imap_syntax import (
     parse_date_time,
     parse_flags,
     parse_sequence_set,
+    text_bytes,
 )
 from ._mailstore import (
     DELIMITER,
@@ -846,9 +846,9 @@ class _Connection(ReadSideConnection):
     async def _cmd_login(self, command: Command) -> str:
         if len(command.args) != 2:
             raise command.error("LOGIN needs a user name and a password")
-        name = astring_bytes(command.args[0], command.tag)
+        name = text_bytes(command.args[0], command.tag, "the user name")
         user = name.decode("utf-8", "replace")
-        password = astring_bytes(command.args[1], command.tag)
+        password = text_bytes(command.args[1], command.tag, "the password")
         if self._tls_missing():
             raise _Answered("NO", "[PRIVACYREQUIRED] LOGIN is disabled: STARTTLS first")
         success = is_utf8(name) and check_login(

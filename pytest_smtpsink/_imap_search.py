@@ -40,9 +40,9 @@ from ._imap_syntax import (
     ParenList,
     SequenceSet,
     String,
-    astring_bytes,
     parse_date,
     parse_sequence_set,
+    text_bytes,
 )
 from ._text import printable
 
@@ -223,7 +223,7 @@ def parse_search(args: Sequence[Arg], tag: str | None = None) -> SearchQuery:
 
 
 def _text(arg: Arg, charset: str, tag: str | None) -> str:
-    return astring_bytes(arg, tag).decode("utf-8", "replace")
+    return text_bytes(arg, tag, "a search string").decode("utf-8", "replace")
 
 
 _MAX_DEPTH = 50

@@ -147,6 +147,20 @@ def astring(arg: Arg, tag: str | None = None) -> str:
     raise ImapSyntaxError("expected an atom or a string, got a list", tag)
 
 
+def text_bytes(arg: Arg, tag: str | None, what: str) -> bytes:
+    """`astring_bytes` of an argument that is text (a search string, a user
+    name, a password): an atom holding 8-bit bytes is an
+    :class:`ImapSyntaxError`, as on Dovecot ("8bit data in atom"): atoms
+    are 7-bit (RFC 3501 section 9), and such text goes quoted or as a
+    literal. ``what`` names it in the error."""
+    if isinstance(arg, Atom) and not arg.value.isascii():
+        raise ImapSyntaxError(
+            f"{what} has 8-bit text in an atom: send it quoted or as a literal",
+            tag,
+        )
+    return astring_bytes(arg, tag)
+
+
 def astring_bytes(arg: Arg, tag: str | None = None) -> bytes:
     """An atom or a string argument as bytes (search keys, passwords)."""
     if isinstance(arg, Atom):

@@ -195,22 +195,21 @@ def test_a_user_name_that_is_not_utf8_opens_no_mailbox(smtpsink: Mailbox) -> Non
     # be named with replacement characters no mail reaches). UTF-8 is fine.
     plain = base64.b64encode(b"\0\xff@example.com\0pw")
     lines = [
-        b"a LOGIN \xff@example.com pw",
         b'b LOGIN "\xfe@example.com" pw',
         b"c AUTHENTICATE PLAIN " + plain,
-        "d LOGIN j\u00f6rg@example.com pw".encode(),
+        'd LOGIN "j\u00f6rg@example.com" pw'.encode(),
         b"e LOGOUT",
     ]
     with socket.create_connection(imap_address(smtpsink), timeout=10) as sock:
         sock.sendall(b"".join(line + b"\r\n" for line in lines))
         with sock.makefile("rb") as replies:
             said = [line.decode("utf-8", "replace").rstrip() for line in replies]
-    for tag in "abc":
+    for tag in "bc":
         assert f"{tag} NO [AUTHENTICATIONFAILED] Authentication failed" in said, said
     assert any(line.startswith("d OK [CAPABILITY ") for line in said), said
     smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
     attempts = smtpsink.sessions[-1].auth_attempts
-    assert [a.success for a in attempts] == [False, False, False, True]
+    assert [a.success for a in attempts] == [False, False, True]
     assert attempts[-1].username == "j\u00f6rg@example.com"
 
 

@@ -715,6 +715,28 @@ def test_a_trailing_delimiter_is_cannot_except_in_create_as_on_dovecot(
     assert "S: * STATUS Box (MESSAGES 0)" in ours
 
 
+def test_8bit_text_in_an_atom_is_bad_as_on_dovecot(dovecot: Dovecot) -> None:
+    # Atoms are 7-bit: a search string or user name with UTF-8 in it goes
+    # quoted or as a literal, and a client that sends it bare hears BAD.
+    user = "eight-bit-atoms"
+    dovecot.reset(user)
+    message = b"Subject: =?utf-8?q?=C3=BCmlaut?=\r\n\r\nx\r\n"
+    dovecot.seed(user, [message])
+    script = [
+        "a LOGIN j\u00f6rg x",
+        "b LOGIN x p\u00e4ss",
+        f"c LOGIN {user} x",
+        "d SELECT INBOX",
+        "e SEARCH CHARSET UTF-8 SUBJECT \u00fcmlaut",
+        'f SEARCH CHARSET UTF-8 SUBJECT "\u00fcmlaut"',
+        "g LOGOUT",
+    ]
+    ours, theirs = masked_on_both(script, dovecot, user, [message])
+    assert ours == theirs
+    assert [line.split(" ")[1] for line in ours if " BAD " in line] == list("abe")
+    assert "S: * SEARCH 1" in ours
+
+
 def test_fetch_items_come_in_dovecot_s_order(dovecot: Dovecot) -> None:
     # RFC 3501 leaves the order to the server; some clients read the UID
     # first. UID FETCH put the UID last (or where asked) and a \Seen that a
