@@ -34,6 +34,7 @@ import contextlib
 import datetime
 import re
 import ssl
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Literal
@@ -59,8 +60,8 @@ from ._imap_syntax import (
     ParenList,
     SequenceSet,
     String,
+    ascii_upper,
     astring,
-    astring_bytes,
     astring_out,
     decode_folder_name,
     encode_folder_name,
@@ -69,6 +70,7 @@ from ._imap_syntax import (
     parse_date_time,
     parse_flags,
     parse_sequence_set,
+    text_bytes,
 )
 from ._mailstore import (
     DELIMITER,
@@ -76,8 +78,10 @@ from ._mailstore import (
     check_folder_name,
     check_login,
     define_keywords,
+    fold_keywords,
     folder_name,
     given_folder_name,
+    is_utf8,
     normalize_flags,
 )
 from ._message import Envelope, Message
@@ -97,6 +101,9 @@ _BUFFER_LIMIT = 256 * 1024
 _AUTH_LIMIT = 12288
 _AUTHENTICATE = re.compile(rb"\s*AUTHENTICATE\b", re.IGNORECASE)
 _ONE_WORD = re.compile(rb"\s*\S+\s*\Z")
+# A line that announces a non-synchronizing literal (LITERAL+): its bytes
+# follow at once.
+_ENDS_IN_LITERAL_PLUS = re.compile(rb"\{\d+\+\}\r?\n\Z")
 # Untagged responses of one command kept in the transcript (a FETCH of a
 # whole mailbox is counted, not copied).
 _SHOWN_RESPONSES = 20
@@ -159,6 +166,15 @@ def _name_out(name: str) -> bytes:
 
 _TAG = re.compile(rb"[^\x00-\x20\x7f-\xff(){%*\"\\+]+")
 _SECRET_VERBS = ("LOGIN", "AUTHENTICATE")
+_SECRET_LATER = re.compile(
+    r"([^\s\x00]+[\s\x00]+)(?:LOGIN|AUTHENTICATE)(?=[\s\x00]|\Z)", re.IGNORECASE
+)
+
+
+def _secret_tag(tag: str | None) -> bool:
+    """Whether a line's tag is LOGIN or AUTHENTICATE: a command sent
+    without its tag, whose secrets follow."""
+    return tag is not None and tag.upper() in _SECRET_VERBS
 
 
 def split_tag(line: bytes) -> tuple[str | None, bytes]:
@@ -176,7 +192,13 @@ def mask_command(rest: str, command: Command | None = None) -> str:
     stripped = rest.lstrip(" \t\x00")
     verb = stripped[:12].upper()
     if not verb.startswith(_SECRET_VERBS):
-        return rest
+        # The verb as the second word: after UID, or after a tag that a
+        # tab, not a space, separates (so no tag was read): still a login.
+        later = _SECRET_LATER.match(stripped)
+        if later is None or later.group(1).strip(" \t\x00").upper() in COMMANDS:
+            return rest
+        head = later.group()
+        return f"{head} ****" if len(stripped) > len(head) else head
     # A lone argument may be the password of a client that left out the
     # user name: only the first of two is shown.
     if command is not None and command.name == "LOGIN" and len(command.args) > 1:
@@ -321,6 +343,21 @@ def _no_such_folder(name: str, code: str = "NONEXISTENT") -> _Answered:
     if not name:
         return _Answered("NO", "[CANNOT] The folder name is empty")
     return _Answered("NO", f"[{code}] No such folder: {encode_folder_name(name)}")
+
+
+def _existing_name(name: str, verb: str) -> str:
+    """A folder name given to any command but CREATE, as kept (INBOX in
+    any case); ``NO [CANNOT]`` if it ends with the delimiter, as on
+    Dovecot: only CREATE takes ``Box/`` for ``Box`` (RFC 3501 6.3.3), and
+    a client that sends it elsewhere should hear of it."""
+    if len(name) > 1 and name.endswith(DELIMITER):
+        raise _Answered(
+            "NO",
+            f"[CANNOT] {encode_folder_name(name)} ends with the hierarchy "
+            f"delimiter {DELIMITER!r}, which only CREATE takes: "
+            f"{verb} {encode_folder_name(name[:-1])} names the folder",
+        )
+    return folder_name(name)
 
 
 def _check_new_name(name: str) -> None:
@@ -526,12 +563,14 @@ class _Connection(ReadSideConnection):
         if _AUTHENTICATE.match(rest):
             self._after_auth = True
         if total > MAX_LINE:
-            shown = mask_command(rest[:64].decode("utf-8", "replace"))
+            shown = self._shown_command(
+                [rest[:64].decode("utf-8", "replace")], None, tag
+            )
             self._append(
                 "command", printable(f"{shown}... [{total} bytes in all]"), tag
             )
             await self._bad(tag, f"Line too long ({total} bytes, at most {MAX_LINE})")
-            if re.search(rb"\{\d+\+\}\r?\n\Z", line):
+            if _ENDS_IN_LITERAL_PLUS.search(line):
                 # Its non-synchronizing literal is on its way: no way back.
                 await self._reply_and_end("server-closed", "* BYE Too long a command")
                 raise Closed
@@ -539,7 +578,8 @@ class _Connection(ReadSideConnection):
         reader = CommandReader()
         append = re.match(rb"\s*APPEND\s", rest, re.IGNORECASE) is not None
         if append:
-            reader.max_literal = self.settings.max_size
+            # max_size=0 is no limit (as for SMTP), not a limit of 0 octets.
+            reader.max_literal = self.settings.max_size or sys.maxsize
         shown_parts = [rest.rstrip(b"\r\n").decode("utf-8", "replace")]
         # An APPEND's fault acts at its first literal, before "+ Ready" and
         # before a byte of it is read (a disconnect in the middle of a
@@ -548,7 +588,7 @@ class _Connection(ReadSideConnection):
         recorded: list[Exchange] = []
 
         def record_early() -> None:
-            shown = self._shown_command(shown_parts, None)
+            shown = self._shown_command(shown_parts, None, tag)
             recorded.append(self._append("command", shown, tag))
 
         try:
@@ -580,24 +620,34 @@ class _Connection(ReadSideConnection):
                     await self._send(b"+ Ready for literal data\r\n")
                 data = await self._read_exactly(step.size)
                 if data is None:
-                    self._append("command", self._shown_command(shown_parts, None), tag)
+                    if not recorded:
+                        record_early()
                     self._mark_end("client-closed")
                     return False
                 reader.feed_literal(data)
                 more = await self._read_line(MAX_LINE)
                 if more is None:
+                    # The client hung up after the literal: what came is
+                    # recorded, as where it hangs up inside one.
+                    if not recorded:
+                        record_early()
+                    self._mark_end("client-closed")
                     return False
                 line, total = more
                 if total > MAX_LINE:
                     reader.reset()
+                    # As for a first line: a {n+} literal at its end is on
+                    # its way, and its bytes must not be run as commands.
                     raise ImapSyntaxError(
-                        f"line too long ({total} bytes, at most {MAX_LINE})", tag
+                        f"line too long ({total} bytes, at most {MAX_LINE})",
+                        tag,
+                        disconnect=_ENDS_IN_LITERAL_PLUS.search(line) is not None,
                     )
                 shown_parts.append(line.rstrip(b"\r\n").decode("utf-8", "replace"))
                 step = reader.feed_line(line)
         except ImapSyntaxError as error:
             if not recorded:
-                shown = self._shown_command(shown_parts, None)
+                shown = self._shown_command(shown_parts, None, tag)
                 self._append("command", shown, error.tag)
             await self._bad(error.tag, _sentence(error.text))
             if error.disconnect:
@@ -611,9 +661,9 @@ class _Connection(ReadSideConnection):
             raise Closed from None
         command = step
         if recorded:
-            recorded[0].line = self._shown_command(shown_parts, command)
+            recorded[0].line = self._shown_command(shown_parts, command, tag)
         else:
-            self._append("command", self._shown_command(shown_parts, command), tag)
+            self._append("command", self._shown_command(shown_parts, command, tag), tag)
         if self.generation != self.mail.generation:  # a new test started
             self.end_stale()
             raise Closed
@@ -623,16 +673,28 @@ class _Connection(ReadSideConnection):
         await self._run(command, faults_done=bool(recorded))
         return True
 
-    def _shown_command(self, parts: list[str], command: Command | None) -> str:
-        return printable(mask_command("".join(parts), command))
+    @staticmethod
+    def _shown_command(
+        parts: list[str], command: Command | None, tag: str | None
+    ) -> str:
+        text = "".join(parts)
+        if _secret_tag(tag) and (command is None or command.name not in COMMANDS):
+            # "LOGIN ann pw" without a tag: LOGIN reads as the tag, and what
+            # follows it is the login's (a known command after such a tag
+            # is shown).
+            return "****" if text.strip() else text
+        return printable(mask_command(text, command))
 
     async def _bad(self, tag: str | None, text: str) -> None:
         await self._reply(f"{tag or '*'} BAD {text}")
 
-    def _state_refusal(self, name: str) -> str | None:
+    def _state_refusal(self, name: str, tag: str | None = None) -> str | None:
         """Why the command ``name`` cannot run now (the text of a ``BAD``):
         unknown, or not valid in the session's state; None if it can."""
         if name not in COMMANDS:
+            if _secret_tag(tag):
+                # Its "command" is what follows LOGIN: never echoed.
+                return f"Unknown command after the tag {tag} (is the tag missing?)"
             return f"Unknown or unsupported command: {name.rpartition(' ')[2]}"
         if name in _NOT_AUTHENTICATED and self.state != "not-authenticated":
             return f"{name} is not valid after login"
@@ -645,7 +707,7 @@ class _Connection(ReadSideConnection):
     async def _run(self, command: Command, faults_done: bool = False) -> None:
         name = command.name
         tag = command.tag
-        refusal = self._state_refusal(name)
+        refusal = self._state_refusal(name, tag)
         if refusal is not None:
             await self._bad(tag, refusal)
             return
@@ -751,6 +813,16 @@ class _Connection(ReadSideConnection):
             or (isinstance(args[0], Atom) and args[0].is_nil)
         ):
             raise command.error('ID takes NIL or a list of fields ("name" "value" ...)')
+        if isinstance(args[0], ParenList):
+            # RFC 2971: each name a string, each value a string or NIL (as
+            # Dovecot checks them): an atom or a list is no field.
+            for index, item in enumerate(args[0].items):
+                nil = index % 2 == 1 and isinstance(item, Atom) and item.is_nil
+                if not isinstance(item, String) and not nil:
+                    raise command.error(
+                        'ID fields are strings: ("name" "value" ...), a value may '
+                        "be NIL"
+                    )
         await self._reply('* ID ("name" "pytest-smtpsink")')
         return "ID completed"
 
@@ -774,19 +846,26 @@ class _Connection(ReadSideConnection):
     async def _cmd_login(self, command: Command) -> str:
         if len(command.args) != 2:
             raise command.error("LOGIN needs a user name and a password")
-        user = astring(command.args[0], command.tag)
-        password = astring_bytes(command.args[1], command.tag)
+        name = text_bytes(command.args[0], command.tag, "the user name")
+        user = name.decode("utf-8", "replace")
+        password = text_bytes(command.args[1], command.tag, "the password")
         if self._tls_missing():
             raise _Answered("NO", "[PRIVACYREQUIRED] LOGIN is disabled: STARTTLS first")
-        success = check_login(
+        success = is_utf8(name) and check_login(
             self.settings.auth, user, password.decode("utf-8", "replace")
         )
         return await self._login("LOGIN", user, success)
 
     async def _cmd_authenticate(self, command: Command) -> str:
-        if not command.args or len(command.args) > 2:
+        if not command.args:
             raise command.error("AUTHENTICATE needs a mechanism")
-        mechanism = astring(command.args[0], command.tag).upper()
+        if len(command.args) > 2:
+            # Base64 with a space in it, say: not "needs a mechanism".
+            raise command.error(
+                "AUTHENTICATE takes a mechanism and at most one initial "
+                f"response (base64, one word), not {len(command.args) - 1}"
+            )
+        mechanism = ascii_upper(astring(command.args[0], command.tag))
         if mechanism != "PLAIN":
             raise _Answered("NO", "Unsupported mechanism (this server offers PLAIN)")
         if self._tls_missing():
@@ -813,9 +892,13 @@ class _Connection(ReadSideConnection):
             raise _Answered("NO", "Bad PLAIN response (authzid NUL user NUL password)")
         authzid, user_bytes, password_bytes = parts
         user = user_bytes.decode("utf-8", "replace")
-        success = check_login(
-            self.settings.auth, user, password_bytes.decode("utf-8", "replace")
-        ) and (not authzid or authzid == user_bytes)
+        success = (
+            is_utf8(user_bytes)
+            and check_login(
+                self.settings.auth, user, password_bytes.decode("utf-8", "replace")
+            )
+            and (not authzid or authzid == user_bytes)
+        )
         return await self._login("PLAIN", user, success)
 
     # -- authenticated: folders ------------------------------------------------------------
@@ -834,7 +917,9 @@ class _Connection(ReadSideConnection):
     def _mailbox_arg(self, command: Command, index: int = 0) -> str:
         if len(command.args) <= index:
             raise command.error(f"{command.name} needs a folder name")
-        return given_folder_name(self._decoded_name(command.args[index], command))
+        return _existing_name(
+            self._decoded_name(command.args[index], command), command.name
+        )
 
     def _only_mailbox_arg(self, command: Command) -> str:
         """The folder name of a command that takes nothing else (SELECT,
@@ -892,7 +977,10 @@ class _Connection(ReadSideConnection):
         return f"[{mode}] {command.name} completed"
 
     async def _cmd_create(self, command: Command) -> str:
-        name = self._only_mailbox_arg(command)
+        if len(command.args) != 1:
+            raise command.error(f"{command.name} takes one folder name")
+        # Only CREATE takes a trailing delimiter (RFC 3501 6.3.3).
+        name = given_folder_name(self._decoded_name(command.args[0], command))
         if name == INBOX:
             raise _Answered("NO", "[ALREADYEXISTS] INBOX always exists")
         _check_new_name(name)
@@ -1084,13 +1172,19 @@ class _Connection(ReadSideConnection):
         if len(command.args) != 2 or not isinstance(command.args[1], ParenList):
             raise command.error("STATUS needs a folder name and a list of items")
         name = self._mailbox_arg(command)
-        wanted = []
+        wanted: list[str] = []
         for item in command.args[1].items:
             if not isinstance(item, Atom) or item.upper not in _STATUS_ITEMS:
                 raise command.error(
                     f"unknown STATUS item; use {', '.join(_STATUS_ITEMS)}"
                 )
-            wanted.append(item.upper)
+            if item.upper not in wanted:  # asked twice, answered once
+                wanted.append(item.upper)
+        if not wanted:
+            # RFC 3501: at least one item (Dovecot: "Empty status list").
+            raise command.error(
+                f"STATUS needs at least one item: {', '.join(_STATUS_ITEMS)}"
+            )
         with self.mail.lock:
             folder = self._folder_named(name)
             if folder is None:
@@ -1122,7 +1216,7 @@ class _Connection(ReadSideConnection):
         date-time. A bad flag or date-time is ``BAD``; a name that is not
         modified UTF-7 ``NO``. Whether the folder exists is checked apart
         (`_append_folder`), under the lock."""
-        name = given_folder_name(self._decoded_name(head[0], command))
+        name = _existing_name(self._decoded_name(head[0], command), command.name)
         rest = list(head[1:])
         flags: frozenset[str] = frozenset()
         date = None
@@ -1149,7 +1243,7 @@ class _Connection(ReadSideConnection):
         status and text, or None. The same checks as at the command's end,
         in the same order, so that the answer does not depend on when it
         is given; as Dovecot, which answers them before its ``+``."""
-        refusal = self._state_refusal(command.name)
+        refusal = self._state_refusal(command.name, command.tag)
         if refusal is not None:
             return "BAD", refusal
         if not command.args:
@@ -1516,6 +1610,8 @@ class _Connection(ReadSideConnection):
         with self.mail.lock:
             if mode != "-FLAGS":
                 define_keywords(folder, order)
+            # As the folder spells them: $label is its $Label.
+            flags = fold_keywords(folder, flags)
             present = {id(s) for s in folder.messages}
             for _, stored in selected:
                 if id(stored) not in present:

@@ -31,6 +31,7 @@ from ._imap_syntax import (
     Atom,
     ImapSyntaxError,
     ParenList,
+    ascii_upper,
     format_date_time,
     format_flags,
     nstring,
@@ -836,13 +837,13 @@ _MACROS = {
 _BODY_ITEM = re.compile(
     r'BODY(\.PEEK)?\[((?:[^\]"]|"(?:[^"\\]|\\.)*")*)\]'
     r"(?:<([0-9]{1,10})\.([0-9]{1,10})>)?",
-    re.IGNORECASE,
+    re.IGNORECASE | re.ASCII,  # "HEADER.FIELD\u017f" is no section name
 )
 _SECTION = re.compile(
     r"((?:[1-9][0-9]{0,8})(?:\.[1-9][0-9]{0,8})*)?\.?"
     r"(HEADER\.FIELDS\.NOT|HEADER\.FIELDS|HEADER|TEXT|MIME)?"
     r"(?:\s+\((.*)\))?",
-    re.IGNORECASE | re.DOTALL,
+    re.IGNORECASE | re.DOTALL | re.ASCII,
 )
 _FIELD_NAME = re.compile(r'("((?:[^"\\]|\\.)*)")|([^\s"()]+)')
 _UNESCAPE = re.compile(r"\\(.)")
@@ -916,7 +917,7 @@ def _parse_section(text: str, tag: str | None) -> Section:
         if not found:
             raise ImapSyntaxError(f"{what} needs at least one field name", tag)
         names = tuple(
-            (_UNESCAPE.sub(r"\1", quoted) if string else bare).upper()
+            ascii_upper(_UNESCAPE.sub(r"\1", quoted) if string else bare)
             for string, quoted, bare in found
         )
         return Section(part, what, names, tuple(bool(string) for string, _, _ in found))

@@ -40,15 +40,17 @@ from ._imap_syntax import (
     ParenList,
     SequenceSet,
     String,
-    astring_bytes,
     parse_date,
     parse_sequence_set,
+    text_bytes,
 )
 from ._text import printable
 
 #: What a sequence set is made of: a search key of these is one, if maybe
 #: a broken one ("0", "1,,2").
 _SET_CHARS = re.compile(r"[0-9:,*]+")
+#: A number argument (LARGER, SMALLER).
+_NUMBER = re.compile(r"[0-9]+")
 
 
 def _as_sent(text: str) -> str:
@@ -221,7 +223,7 @@ def parse_search(args: Sequence[Arg], tag: str | None = None) -> SearchQuery:
 
 
 def _text(arg: Arg, charset: str, tag: str | None) -> str:
-    return astring_bytes(arg, tag).decode("utf-8", "replace")
+    return text_bytes(arg, tag, "a search string").decode("utf-8", "replace")
 
 
 _MAX_DEPTH = 50
@@ -252,7 +254,9 @@ class _KeyReader:
 
     def number(self, key: str) -> int:
         arg = self.next(f"the number after {key}")
-        if not isinstance(arg, Atom) or not arg.value.isdigit():
+        # ASCII digits only: "²" is a digit to str.isdigit() but no number
+        # to int(), and an Arabic-Indic one would be read as an ASCII one.
+        if not isinstance(arg, Atom) or _NUMBER.fullmatch(arg.value) is None:
             raise ImapSyntaxError(f"{key} takes a number", self.tag)
         number = int(arg.value)
         if number > 0xFFFFFFFF:  # RFC 3501's number: 32 bits

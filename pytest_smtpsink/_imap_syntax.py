@@ -80,11 +80,13 @@ class Atom:
 
     @property
     def is_nil(self) -> bool:
-        return self.value.upper() == "NIL"
+        return self.upper == "NIL"
 
     @property
     def upper(self) -> str:
-        return self.value.upper()
+        """The value in upper case, to compare with the grammar's words:
+        ASCII letters only (`ascii_upper`)."""
+        return ascii_upper(self.value)
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,15 @@ class Command:
         return ImapSyntaxError(text, self.tag)
 
 
+def ascii_upper(text: str) -> str:
+    """``text`` upper-cased for comparing with the grammar's words, which
+    are ASCII and case-insensitive (RFC 3501 section 9): text with other
+    characters comes back as it is, so that ``\ufb02ags`` (a ligature) or
+    ``\u017feen`` (a long s), which ``str.upper()`` makes ``FLAGS`` and
+    ``SEEN``, are no item or key (Dovecot: "8bit data in atom")."""
+    return text.upper() if text.isascii() else text
+
+
 def astring(arg: Arg, tag: str | None = None) -> str:
     """An atom or a string argument as text (mailbox names, user names);
     a parenthesized list is an :class:`ImapSyntaxError`."""
@@ -134,6 +145,20 @@ def astring(arg: Arg, tag: str | None = None) -> str:
     if isinstance(arg, String):
         return arg.text
     raise ImapSyntaxError("expected an atom or a string, got a list", tag)
+
+
+def text_bytes(arg: Arg, tag: str | None, what: str) -> bytes:
+    """`astring_bytes` of an argument that is text (a search string, a user
+    name, a password): an atom holding 8-bit bytes is an
+    :class:`ImapSyntaxError`, as on Dovecot ("8bit data in atom"): atoms
+    are 7-bit (RFC 3501 section 9), and such text goes quoted or as a
+    literal. ``what`` names it in the error."""
+    if isinstance(arg, Atom) and not arg.value.isascii():
+        raise ImapSyntaxError(
+            f"{what} has 8-bit text in an atom: send it quoted or as a literal",
+            tag,
+        )
+    return astring_bytes(arg, tag)
 
 
 def astring_bytes(arg: Arg, tag: str | None = None) -> bytes:
@@ -598,7 +623,7 @@ def parse_flags(arg: Arg | Iterable[Arg], tag: str | None = None) -> frozenset[s
             raise ImapSyntaxError("a flag is an atom (\\Seen, $Label)", tag)
         value = item.value
         if value.startswith("\\"):
-            known = _SYSTEM_BY_UPPER.get(value.upper())
+            known = _SYSTEM_BY_UPPER.get(ascii_upper(value))
             if known is None and _KEYWORD.fullmatch(value[1:]) is None:
                 raise ImapSyntaxError(f"invalid flag: {value!r}", tag)
             flags.add(known or value)

@@ -226,11 +226,29 @@ class Folder:
 
 def define_keywords(folder: Folder, flags: Iterable[str]) -> None:
     """Add the keywords among ``flags`` that ``folder`` has not had, in the
-    order given (hold the lock)."""
+    order given (hold the lock). Keywords are atoms, which IMAP compares
+    without regard to case (RFC 3501 section 9): ``$label`` is not new to a
+    folder that has had ``$Label``."""
     known = folder.keywords
+    folded = {keyword.lower() for keyword in known}
     for flag in flags:
-        if not flag.startswith("\\") and flag not in known:
+        if not flag.startswith("\\") and flag.lower() not in folded:
             known.append(flag)
+            folded.add(flag.lower())
+
+
+def fold_keywords(folder: Folder, flags: frozenset[str]) -> frozenset[str]:
+    """``flags`` with each keyword spelt as ``folder`` first had it
+    (``$label`` is ``$Label`` there, as on Dovecot), so that a copy never
+    holds one keyword twice and ``-FLAGS ($label)`` takes ``$Label`` away.
+    Keywords the folder has not had stay as they are."""
+    if all(flag.startswith("\\") for flag in flags):
+        return flags  # the usual case: system flags only
+    spelling = {keyword.lower(): keyword for keyword in folder.keywords}
+    return frozenset(
+        flag if flag.startswith("\\") else spelling.get(flag.lower(), flag)
+        for flag in flags
+    )
 
 
 class Account:
@@ -317,6 +335,11 @@ class MailStore:
         flags: frozenset[str] = _NO_FLAGS,
         internal_date: datetime.datetime | None = None,
     ) -> StoredMessage:
+        if flags:
+            # A set has no order: sorted, unless the caller defined them first
+            # in the order it had (APPEND's list, a copy's folder).
+            define_keywords(folder, sorted(flags))
+            flags = fold_keywords(folder, flags)
         stored = StoredMessage(
             message,
             self.next_uid(),
@@ -324,10 +347,6 @@ class MailStore:
             message.received_at if internal_date is None else internal_date,
         )
         folder.messages.append(stored)
-        if flags:
-            # A set has no order: sorted, unless the caller defined them first
-            # in the order it had (APPEND's list, a copy's folder).
-            define_keywords(folder, sorted(flags))
         return stored
 
     def deliver(self, message: Message, recipients: Iterable[str]) -> None:
@@ -388,10 +407,26 @@ class MailStore:
         self.generation += 1
 
 
+def is_utf8(name: bytes) -> bool:
+    """Whether a user name as sent is UTF-8 text: one that is not can be
+    no recipient's address (SMTPUTF8 is UTF-8), so it opens no mailbox,
+    rather than one named with replacement characters no mail reaches."""
+    try:
+        name.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def check_login(auth: object, user: str, password: str) -> bool:
     """Whether ``password`` opens ``user``'s mailbox under the sink's
     ``auth`` setting: any password without a credentials mapping (the
-    default), else exactly the mapped one (compared in constant time)."""
+    default), else exactly the mapped one (compared in constant time).
+    A user name that names no mailbox (empty, blanks, ``<>``) opens none,
+    as on Dovecot: a client that lost its user name hears of it instead of
+    reading an empty mailbox no mail can reach."""
+    if not normalize_user(user):
+        return False
     if not isinstance(auth, Mapping):
         return True
     expected = auth.get(user)

@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 from ._endpoint import ReadSideEndpoint
-from ._mailstore import INBOX, check_login, wire_bytes
+from ._mailstore import INBOX, check_login, is_utf8, wire_bytes
 from ._readside import Closed, ReadSideConnection, ReadSideServer
 from ._session import AuthInfo, POP3Exchange
 from ._text import plural, printable
@@ -144,10 +144,13 @@ def dot_stuffed(wire: bytes) -> bytes:
 def top_of(wire: bytes, lines: int) -> bytes:
     """The header, the blank line and the first ``lines`` lines of the
     body (RFC 1939 TOP)."""
-    end = wire.find(b"\r\n\r\n")
-    if end < 0:  # no body at all
-        return wire
-    head, body = wire[: end + 4], wire[end + 4 :]
+    if wire.startswith(b"\r\n"):  # no header: the blank line comes first
+        head, body = wire[:2], wire[2:]
+    else:
+        end = wire.find(b"\r\n\r\n")
+        if end < 0:  # no body at all
+            return wire
+        head, body = wire[: end + 4], wire[end + 4 :]
     if lines == 0 or not body:
         return head
     cut = 0
@@ -407,9 +410,14 @@ class _Connection(ReadSideConnection):
         lines = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
         if self.state == "authorization":
             # Login commands only before login, where they are valid (after
-            # it they are refused); Dovecot's list drops them alike.
-            lines[1:1] = ["USER"]
-            lines.append("SASL PLAIN")
+            # it they are refused); Dovecot's list drops them alike. Before
+            # a required STLS none is (as IMAP's LOGINDISABLED says): no
+            # USER, and SASL without a mechanism, as on Dovecot.
+            if self._tls_missing():
+                lines.append("SASL")
+            else:
+                lines[1:1] = ["USER"]
+                lines.append("SASL PLAIN")
             if self.settings.tls in ("starttls", "starttls-required") and not self._tls:
                 lines.append("STLS")
         lines.append("IMPLEMENTATION pytest-smtpsink")
@@ -486,10 +494,11 @@ class _Connection(ReadSideConnection):
 
     async def _cmd_auth(self, arg: str) -> None:
         if not arg:
-            await self._reply_lines("+OK Mechanisms follow", ["PLAIN"])
+            mechanisms = [] if self._tls_missing() else ["PLAIN"]
+            await self._reply_lines("+OK Mechanisms follow", mechanisms)
             return
         mechanism, _, initial = arg.partition(" ")
-        if mechanism.upper() != "PLAIN":
+        if not mechanism.isascii() or mechanism.upper() != "PLAIN":
             await self._reply(
                 "-ERR [AUTH] Unsupported mechanism (this server offers PLAIN)"
             )
@@ -528,8 +537,10 @@ class _Connection(ReadSideConnection):
         authzid, user_bytes, password_bytes = parts
         user = user_bytes.decode("utf-8", "replace")
         password = password_bytes.decode("utf-8", "replace")
-        success = check_login(self.settings.auth, user, password) and (
-            not authzid or authzid == user_bytes
+        success = (
+            is_utf8(user_bytes)
+            and check_login(self.settings.auth, user, password)
+            and (not authzid or authzid == user_bytes)
         )
         await self._login("PLAIN", user, success)
 

@@ -27,7 +27,7 @@ from ._mailstore import (
     Account,
     MailStore,
     StoredMessage,
-    folder_name,
+    given_folder_name,
     normalize_flags,
 )
 from ._message import Envelope, Message, summary_or_raw
@@ -99,7 +99,7 @@ class UserMailbox:
         """The messages deleted (POP3 ``DELE`` then ``QUIT``, IMAP
         ``EXPUNGE``, or IMAP ``DELETE`` of their folder) from ``folder``, or
         from any folder; not those moved."""
-        wanted = None if folder is None else folder_name(folder)
+        wanted = None if folder is None else given_folder_name(folder)
         with self._mail.lock:
             account = self._account()
             removals = (
@@ -126,7 +126,7 @@ class UserMailbox:
         account = self._account()
         if account is None:
             return []
-        found = account.folders.get(folder_name(folder))
+        found = account.folders.get(given_folder_name(folder))
         return list(found.messages) if found is not None else []
 
     # -- assertions -------------------------------------------------------------------
@@ -161,8 +161,8 @@ class UserMailbox:
             got = f"found it with flags {_show_flags(found[0].flags)}"
         else:
             got = f"found {len(found)}"
-            if folder_name(folder) not in self.folders:  # a typo, or never made
-                got += f" (there is no folder {printable(folder_name(folder))!r})"
+            if given_folder_name(folder) not in self.folders:  # a typo, or never made
+                got += f" (there is no folder {printable(given_folder_name(folder))!r})"
         raise AssertionError(f"expected {want}; {got}.\n{self.describe()}")
 
     def assert_not_in(self, folder: str = INBOX, **criteria: Unpack[Criteria]) -> None:
@@ -170,7 +170,7 @@ class UserMailbox:
         __tracebackhide__ = True
         _match.check_names(criteria)
         found = self.messages(folder).filter(**criteria)
-        name = folder_name(folder)
+        name = given_folder_name(folder)
         folders = self.folders
         meant = name not in folders and difflib.get_close_matches(name, folders, 1)
         if meant:
@@ -259,7 +259,7 @@ class UserMailbox:
         return "\n".join(lines)
 
     def _where(self, folder: str) -> str:
-        return f"{self.user}'s {printable(folder_name(folder))}"
+        return f"{self.user}'s {printable(given_folder_name(folder))}"
 
     def __repr__(self) -> str:
         return f"<UserMailbox {self.user} folders={list(self.folders)}>"

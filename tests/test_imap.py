@@ -190,6 +190,47 @@ def test_authenticate_plain_with_sasl_ir_and_continuation(smtpsink: Mailbox) -> 
     assert [s.authenticated_as for s in smtpsink.sessions] == [USER, USER]
 
 
+def test_a_user_name_that_is_not_utf8_opens_no_mailbox(smtpsink: Mailbox) -> None:
+    # No recipient's address has such a name: no login (the mailbox would
+    # be named with replacement characters no mail reaches). UTF-8 is fine.
+    plain = base64.b64encode(b"\0\xff@example.com\0pw")
+    lines = [
+        b'b LOGIN "\xfe@example.com" pw',
+        b"c AUTHENTICATE PLAIN " + plain,
+        'd LOGIN "j\u00f6rg@example.com" pw'.encode(),
+        b"e LOGOUT",
+    ]
+    with socket.create_connection(imap_address(smtpsink), timeout=10) as sock:
+        sock.sendall(b"".join(line + b"\r\n" for line in lines))
+        with sock.makefile("rb") as replies:
+            said = [line.decode("utf-8", "replace").rstrip() for line in replies]
+    for tag in "bc":
+        assert f"{tag} NO [AUTHENTICATIONFAILED] Authentication failed" in said, said
+    assert any(line.startswith("d OK [CAPABILITY ") for line in said), said
+    smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
+    attempts = smtpsink.sessions[-1].auth_attempts
+    assert [a.success for a in attempts] == [False, False, True]
+    assert attempts[-1].username == "j\u00f6rg@example.com"
+
+
+def test_authenticate_with_a_split_initial_response_says_so(
+    smtpsink: Mailbox,
+) -> None:
+    endpoint = Endpoint("imap", smtpsink.imap.host, smtpsink.imap.port)
+    token = base64.b64encode(f"\0{USER}\0top-secret".encode()).decode()
+    transcript = run(
+        [f"a AUTHENTICATE PLAIN {token[:8]} {token[8:]}", "b AUTHENTICATE"], endpoint
+    )
+    assert (
+        "S: a BAD AUTHENTICATE takes a mechanism and at most one initial "
+        "response (base64, one word), not 2"
+    ) in transcript
+    assert "S: b BAD AUTHENTICATE needs a mechanism" in transcript
+    shown = smtpsink.sessions[-1].format_transcript()
+    assert token[8:] not in shown
+    assert "C: a AUTHENTICATE PLAIN ****" in shown
+
+
 def test_login_with_one_argument_masks_it(smtpsink: Mailbox) -> None:
     # A client that leaves out the user name: the lone word may be a password.
     endpoint = Endpoint("imap", smtpsink.imap.host, smtpsink.imap.port)
@@ -201,6 +242,39 @@ def test_login_with_one_argument_masks_it(smtpsink: Mailbox) -> None:
     assert "top-secret" not in shown
     assert "C: a LOGIN ****" in shown
     assert "C: b LOGIN ****" in shown
+
+
+def test_a_login_without_its_tag_is_masked(smtpsink: Mailbox) -> None:
+    # A client that leaves out its tag (or separates it by a tab): LOGIN
+    # or AUTHENTICATE is read as the tag, or no tag is read at all; what
+    # follows is still the login's, never shown nor echoed.
+    plain = base64.b64encode(f"\0{USER}\0top-secret".encode())
+    lines = [
+        f"LOGIN {USER} top-secret".encode(),
+        b"login top-secret",
+        b"AUTHENTICATE PLAIN " + plain,
+        f"a\tLOGIN {USER} top-secret".encode(),
+        f"b UID LOGIN {USER} top-secret".encode(),
+        b"LOGIN {10+}\r\ntop-secret",
+        b"LOGIN NOOP",  # a tag that is a verb, before a command: shown
+        b"c LOGOUT",
+    ]
+    with socket.create_connection(imap_address(smtpsink), timeout=10) as sock:
+        sock.sendall(b"".join(line + b"\r\n" for line in lines))
+        with sock.makefile("rb") as replies:
+            said = [line.decode().rstrip() for line in replies]
+    assert said[-1] == "c OK LOGOUT completed", said
+    assert "LOGIN OK NOOP completed" in said, said
+    assert not [line for line in said if "top-secret" in line.lower()], said
+    smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
+    (session,) = smtpsink.sessions
+    shown = session.format_transcript()
+    assert "top-secret" not in shown.lower(), shown
+    assert plain.decode() not in shown, shown
+    assert "C: LOGIN ****" in shown
+    assert "C: AUTHENTICATE ****" in shown
+    assert "C: b UID LOGIN ****" in shown
+    assert "C: LOGIN NOOP" in shown
 
 
 def test_authenticate_responses_sent_without_waiting_are_masked(
@@ -862,6 +936,47 @@ def test_bad_input_is_answered_recorded_and_serving_goes_on(
     assert len([e for e in session.transcript if e.kind == "command"]) == 3
 
 
+def test_a_search_number_in_other_digits_is_bad_and_serving_goes_on(
+    smtpsink: Mailbox,
+) -> None:
+    smtpsink.deliver(raw_message("One"), to=USER)
+    # "\u00b2" (superscript two) is a digit to str.isdigit(), not to int().
+    lines = dialogue(
+        smtpsink,
+        "s SELECT INBOX",
+        "a SEARCH LARGER \u00b2",
+        "b SEARCH SMALLER \u0661",
+        "c SEARCH LARGER 1",
+    )
+    assert "a BAD LARGER takes a number" in lines, lines
+    assert "b BAD SMALLER takes a number" in lines, lines
+    assert lines[-2:] == ["* SEARCH 1", "c OK SEARCH completed"], lines
+
+
+def test_words_that_upper_case_to_items_and_keys_are_no_items_or_keys(
+    smtpsink: Mailbox,
+) -> None:
+    # str.upper() makes "\ufb02ags" (a ligature) FLAGS and "\u017feen" (a
+    # long s) SEEN; the grammar's words are ASCII, so these are refused,
+    # as Dovecot refuses 8-bit atoms, and change nothing.
+    smtpsink.deliver(raw_message("One"), to=USER)
+    lines = dialogue(
+        smtpsink,
+        "s SELECT INBOX",
+        "a FETCH 1 (\ufb02ags)",
+        "b SEARCH \u017feen",
+        "c STORE 1 +FLAGS (\\\u017feen)",
+        "d STATUS INBOX (me\u017f\u017fages)",
+        "e FETCH 1 BODY.PEEK[HEADER.FIELD\u017f (Subject)]",
+        "f STORE 1 +\ufb02ags (\\Flagged)",
+        "g FETCH 1 FLAGS",
+    )
+    answers = {line.split(" ")[0]: line for line in lines if line[:2] in "a b c d e f "}
+    assert all(answers[tag].startswith(f"{tag} BAD ") for tag in "abcdef"), lines
+    assert lines[-2:] == ["* 1 FETCH (FLAGS (\\Recent))", "g OK FETCH completed"]
+    assert smtpsink.mailbox(USER).stored()[0].flags == frozenset()
+
+
 def test_selected_commands_without_arguments_refuse_them(smtpsink: Mailbox) -> None:
     smtpsink.deliver(raw_message("Doomed"), to=USER, flags={"\\Deleted"})
     lines = dialogue(
@@ -972,6 +1087,57 @@ def test_a_literal_over_the_limit_is_refused_without_reading(
     assert lines[-2:] == ["S: * BYE Too long a command", "S: <connection closed>"]
     sink.wait_until(lambda: all(s.end for s in sink.sessions))
     assert sink.sessions[-1].end == "server-closed"
+
+
+def test_a_too_long_line_after_a_literal_ending_in_a_literal_plus_ends_it(
+    smtpsink: Mailbox,
+) -> None:
+    # The line after a literal is read as the first line is: too long and
+    # ending in {n+}, its literal is on its way and must not run as a
+    # command ("c NOOP" is those bytes here).
+    endpoint = Endpoint("imap", smtpsink.imap.host, smtpsink.imap.port)
+    too_long = "b APPEND INBOX {3+}\r\nabc " + "A" * 70_000 + " {8+}"
+    lines = run([f"a LOGIN {USER} x", too_long, "c NOOP"], endpoint)
+    assert "S: b BAD Line too long (70008 bytes, at most 65536)" in lines
+    assert "S: * BYE Cannot read the rest of that command" in lines
+    assert "S: c OK NOOP completed" not in lines
+    assert lines[-1] == "S: <connection closed>"
+    smtpsink.wait_until(lambda: all(s.end for s in smtpsink.sessions))
+    session = smtpsink.sessions[-1]
+    assert session.end == "server-closed"
+    assert [e.tag for e in session.transcript][-1] == "b"
+    assert smtpsink.mailbox(USER).stored() == ()
+
+
+def test_a_command_cut_off_after_its_literal_is_recorded(smtpsink: Mailbox) -> None:
+    with socket.create_connection(imap_address(smtpsink), timeout=10) as sock:
+        stream = sock.makefile("rb")
+        stream.readline()  # the greeting
+        sock.sendall(f"a LOGIN {USER} x\r\n".encode())
+        stream.readline()
+        # The literal, then the end of input where the command goes on.
+        sock.sendall(b"b APPEND INBOX {5+}\r\nhello")
+        sock.shutdown(socket.SHUT_WR)
+        assert stream.read() == b""
+        stream.close()
+    smtpsink.wait_until(lambda: all(s.end for s in smtpsink.sessions))
+    session = smtpsink.sessions[-1]
+    lines = [(e.tag, e.line) for e in session.transcript if e.kind == "command"]
+    assert lines[-1] == ("b", "APPEND INBOX {5+} [5 octets]"), lines
+    assert session.end == "client-closed"
+    assert smtpsink.mailbox(USER).stored() == ()
+
+
+def test_append_takes_any_size_when_max_size_is_zero(
+    smtpsink_factory: Callable[..., SMTPSink],
+) -> None:
+    # max_size=0 means no limit (as for SMTP), not "at most 0 octets".
+    sink = smtpsink_factory(max_size=0)
+    with imaplib.IMAP4(sink.imap.host, sink.imap.port, timeout=10) as client:
+        client.login(USER, "x")
+        status, data = client.append("INBOX", None, None, raw_message("Unlimited"))
+        assert status == "OK", f"expected APPEND to be OK, got {status} {data}"
+    assert [m.subject for m in sink.mailbox(USER).messages()] == ["Unlimited"]
 
 
 def test_append_faults_act_before_the_literal_is_read(smtpsink: Mailbox) -> None:

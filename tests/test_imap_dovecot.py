@@ -631,6 +631,112 @@ def test_an_empty_folder_name_is_refused_as_dovecot_refuses_it(
         assert f"S: {tag} NO [CANNOT] The folder name is empty" in ours
 
 
+def test_an_empty_user_name_fails_as_on_dovecot(dovecot: Dovecot) -> None:
+    # LOGIN with an empty user, AUTHENTICATE PLAIN with one (authzid NUL
+    # user NUL password): no mailbox to open, so no login.
+    script = [
+        "a AUTHENTICATE PLAIN",
+        "AAB4",
+        "b AUTHENTICATE PLAIN AAB4",
+        'c LOGIN "" x',
+        "d NAMESPACE",
+        "e LOGOUT",
+    ]
+    ours, theirs = masked_on_both(script, dovecot)
+    assert ours == theirs
+    assert "S: d BAD <text>" in ours  # still not logged in
+
+
+def test_status_with_no_item_or_one_twice_answers_as_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    user = "status-items"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES[:1])
+    script = [
+        f"a LOGIN {user} x",
+        "b STATUS INBOX ()",
+        "c STATUS INBOX (MESSAGES MESSAGES unseen)",
+        "d LOGOUT",
+    ]
+    ours, theirs = masked_on_both(script, dovecot, user, MESSAGES[:1])
+    assert ours == theirs
+    assert "S: b BAD <text>" in ours
+
+
+def test_id_fields_that_are_no_strings_are_bad_as_on_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    script = [
+        'a ID ("name" "client" "version" NIL)',
+        "b ID (name client)",
+        'c ID (("name") "client")',
+        'd ID ("name" ("client"))',
+        "e ID NIL",
+        "f LOGOUT",
+    ]
+    ours, theirs = masked_on_both(script, dovecot)
+    assert ours == theirs
+    assert ours.count("S: * ID <id>") == 2  # a and e
+    assert [line for line in ours if " BAD " in line] == [
+        "S: b BAD <text>",
+        "S: c BAD <text>",
+        "S: d BAD <text>",
+    ]
+
+
+def test_a_trailing_delimiter_is_cannot_except_in_create_as_on_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    # Only CREATE takes "Box/" for Box (RFC 3501 6.3.3); the sink took it
+    # everywhere, so a client that sent it went unnoticed.
+    user = "trailing-delimiter"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES[:1])
+    script = [
+        f"a LOGIN {user} x",
+        "b CREATE Box/",
+        "c STATUS Box/ (MESSAGES)",
+        "d EXAMINE Box/",
+        "e APPEND Box/ {3+}\r\nabc",
+        "f RENAME Box/ Cox",
+        "g RENAME Box Cox/",
+        "h DELETE Box/",
+        "i SELECT INBOX",
+        "j COPY 1 Box/",
+        "k MOVE 1 Box/",
+        "l STATUS Box (MESSAGES)",
+        "m LOGOUT",
+    ]
+    ours, theirs = masked_on_both(script, dovecot, user, MESSAGES[:1])
+    assert ours == theirs
+    refused = [line for line in ours if " NO [CANNOT] " in line]
+    assert [line.split(" ")[1] for line in refused] == list("cdefghjk")
+    assert "S: * STATUS Box (MESSAGES 0)" in ours
+
+
+def test_8bit_text_in_an_atom_is_bad_as_on_dovecot(dovecot: Dovecot) -> None:
+    # Atoms are 7-bit: a search string or user name with UTF-8 in it goes
+    # quoted or as a literal, and a client that sends it bare hears BAD.
+    user = "eight-bit-atoms"
+    dovecot.reset(user)
+    message = b"Subject: =?utf-8?q?=C3=BCmlaut?=\r\n\r\nx\r\n"
+    dovecot.seed(user, [message])
+    script = [
+        "a LOGIN j\u00f6rg x",
+        "b LOGIN x p\u00e4ss",
+        f"c LOGIN {user} x",
+        "d SELECT INBOX",
+        "e SEARCH CHARSET UTF-8 SUBJECT \u00fcmlaut",
+        'f SEARCH CHARSET UTF-8 SUBJECT "\u00fcmlaut"',
+        "g LOGOUT",
+    ]
+    ours, theirs = masked_on_both(script, dovecot, user, [message])
+    assert ours == theirs
+    assert [line.split(" ")[1] for line in ours if " BAD " in line] == list("abe")
+    assert "S: * SEARCH 1" in ours
+
+
 def test_fetch_items_come_in_dovecot_s_order(dovecot: Dovecot) -> None:
     # RFC 3501 leaves the order to the server; some clients read the UID
     # first. UID FETCH put the UID last (or where asked) and a \Seen that a
@@ -843,6 +949,49 @@ def test_keywords_are_listed_in_the_order_the_folder_got_them(
         "S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft omega beta alpha Mid)",
         "S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft zeta alpha Mid beta)",
     ]
+
+
+def test_keywords_are_one_whatever_their_case_as_on_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    # Keywords are atoms, compared without regard to case: $label is the
+    # folder's $Label, in STORE, APPEND and COPY, and -FLAGS takes it away.
+    user = "keyword-case"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES[:2])
+    size = len(MESSAGES[2])
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX",
+        "c STORE 1 +FLAGS ($Label Junk)",
+        "c2 STORE 1 +FLAGS ($LABEL)",  # nothing new: no FETCH
+        "d STORE 2 +FLAGS ($label junk)",
+        "e FETCH 1:2 FLAGS",
+        "f STORE 1 -FLAGS ($LABEL)",
+        "g STORE 2 FLAGS (JUNK $label)",
+        "h FETCH 1:2 FLAGS",
+        "i CREATE Other",
+        f"j APPEND Other ($LABEL) {{{size}+}}\r\n{MESSAGES[2].decode()}",
+        "k COPY 2 Other",
+        "l SELECT Other",
+        "m FETCH 1:* FLAGS",
+        "n SEARCH KEYWORD $label",
+        "o LOGOUT",
+    ]
+    ours, theirs = on_both(script, dovecot, user, MESSAGES[:2])
+    uids = [
+        *KEPT,
+        (r"\[APPENDUID \S+ \d+\]", "[APPENDUID <uid>]"),
+        (r"\[UIDVALIDITY \S+\]", "[UIDVALIDITY <uidvalidity>]"),
+        (r"\[UIDNEXT \d+\]", "[UIDNEXT <uidnext>]"),
+    ]
+    ours, theirs = (
+        masked(transcript, capabilities=True, text=True, extra=uids)
+        for transcript in (ours, theirs)
+    )
+    theirs = [line for line in theirs if line != "S: * OK [CLOSED] <text>"]
+    assert ours == theirs
+    assert "S: * 2 FETCH (FLAGS (\\Recent $Label Junk))" in ours
 
 
 def test_a_bare_cr_is_bad_and_named_as_on_dovecot(dovecot: Dovecot) -> None:

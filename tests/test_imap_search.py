@@ -204,6 +204,9 @@ def test_other_charsets_are_refused_with_badcharset() -> None:
         (b"FROM", "missing the string after FROM"),
         (b"SINCE yesterday", "invalid date"),
         (b"LARGER x", "LARGER takes a number"),
+        # Digits to str.isdigit(), no ASCII number.
+        ("LARGER \u00b2".encode(), "LARGER takes a number"),
+        ("SMALLER \u0661".encode(), "SMALLER takes a number"),
         (b"OR SEEN", "missing a search key"),
         (b"()", "empty parentheses"),
         (b"UID x", "invalid sequence set"),

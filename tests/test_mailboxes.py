@@ -191,6 +191,25 @@ def test_deliver_into_a_folder_with_flags_and_a_date(smtpsink: Mailbox) -> None:
     assert box.messages("inbox") == []
 
 
+def test_a_folder_read_with_a_trailing_delimiter_is_the_folder(
+    smtpsink: Mailbox,
+) -> None:
+    # deliver() and IMAP's CREATE take "Archive/" as Archive; so do the
+    # mailbox's reads and assertions, rather than finding nothing there.
+    smtpsink.deliver(RAW, folder="Archive/", flags={"\\Deleted"})
+    box = smtpsink.mailbox("ann@example.com")
+    assert box.folders == ("INBOX", "Archive")
+    assert [m.subject for m in box.messages("Archive/")] == ["Hello"]
+    assert len(box.stored("Archive/")) == 1
+    box.assert_in("Archive/", subject="Hello")
+    with imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port, timeout=10) as client:
+        client.login("ann@example.com", "x")
+        client.select("Archive")
+        client.expunge()
+    assert [m.subject for m in box.deleted("Archive/")] == ["Hello"]
+    box.assert_not_in("Archive/", subject="Hello")
+
+
 def test_one_copy_of_the_bytes_for_every_recipient(smtpsink: Mailbox) -> None:
     message = smtpsink.deliver(RAW, to=["ann@example.com", "bob@example.com"])
     for user in ("ann@example.com", "bob@example.com"):

@@ -123,6 +123,10 @@ def test_dot_stuffing_and_top() -> None:
     assert top_of(wire, 1) == b"Subject: x\r\n\r\n.one\r\n"
     assert top_of(wire, 9) == wire
     assert top_of(b"Subject: only\r\n", 3) == b"Subject: only\r\n"
+    # No header: the blank line is the first, the rest all body.
+    headless = b"\r\nline 1\r\n\r\nline 3\r\n"
+    assert top_of(headless, 0) == b"\r\n"
+    assert top_of(headless, 1) == b"\r\nline 1\r\n"
 
 
 # -- reading what SMTP delivered ---------------------------------------------------------
@@ -316,11 +320,21 @@ def test_stls_with_certificate_verification(smtpsink: Mailbox) -> None:
 @pytest.mark.smtpsink(tls="starttls-required")
 def test_starttls_required_refuses_login_before_stls(smtpsink: Mailbox) -> None:
     client = poplib.POP3(smtpsink.pop3.host, smtpsink.pop3.port, timeout=10)
+    # No login is offered before STLS (as IMAP's LOGINDISABLED, and as on
+    # Dovecot): no USER, and SASL without a mechanism.
+    before = client.capa()
+    assert "USER" not in before
+    assert before["SASL"] == []
+    assert "STLS" in before
+    assert client._longcmd("AUTH")[1] == []  # type: ignore[attr-defined]
     with pytest.raises(poplib.error_proto, match=r"-ERR \[AUTH\] TLS is required"):
         client.user(ANN)
     with pytest.raises(poplib.error_proto, match=r"-ERR \[AUTH\] TLS is required"):
         client._shortcmd("AUTH PLAIN AGFubgB4")  # type: ignore[attr-defined]
     client.stls(context=smtpsink.pop3.ssl_context())
+    after = client.capa()
+    assert "USER" in after
+    assert after["SASL"] == ["PLAIN"]
     client.user(ANN)
     assert client.pass_("x").startswith(b"+OK")
     client.quit()
@@ -568,6 +582,10 @@ def test_reads(smtpsink):
         (b"QUIT now", "-ERR QUIT takes no argument"),
         (b"APOP ann", "-ERR APOP needs a user name and an MD5 digest"),
         (b"AUTH CRAM-MD5", "-ERR [AUTH] Unsupported mechanism"),
+        # A user name that is not UTF-8 opens no mailbox.
+        (b"AUTH PLAIN AP9AeABwdw==", "-ERR [AUTH] Authentication failed"),
+        # A dotless i upper-cases to I: still no PLAIN.
+        ("AUTH PLA\u0131N AGFubgB4".encode(), "-ERR [AUTH] Unsupported mechanism"),
         (b"\x00\x01\x02", "-ERR Control characters in the command line"),
         (b"USER a\x00b", "-ERR Control characters in the arguments"),
         (b"\xff\xfe\xfd", "-ERR The command line is not UTF-8"),

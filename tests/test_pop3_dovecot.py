@@ -252,6 +252,29 @@ def test_auth_plain_malformed_matches_dovecot(
     same([*script, f"USER {user}", "PASS x", "STAT", "QUIT"], ours, theirs)
 
 
+def test_an_empty_user_name_fails_as_on_dovecot(
+    smtpsink: Mailbox, dovecot: Dovecot, user: str
+) -> None:
+    ours, theirs = both(smtpsink, dovecot, user, [])
+    # authzid NUL user NUL password, the user empty: no mailbox to open.
+    script = ["AUTH PLAIN AAB4", "STAT", "AUTH PLAIN", "AAB4", "STAT", "QUIT"]
+    same(script, ours, theirs)
+
+
+def test_top_of_a_message_without_a_header_matches_dovecot(
+    smtpsink: Mailbox, dovecot: Dovecot, user: str
+) -> None:
+    # The blank line comes first: all that follows it is the body, blank
+    # lines in it included.
+    headless = b"\r\nbody line 1\r\nline 2\r\n\r\nparagraph 2\r\n"
+    ours, theirs = both(smtpsink, dovecot, user, [headless])
+    same(
+        [f"USER {user}", "PASS x", "TOP 1 0", "TOP 1 1", "TOP 1 3", "QUIT"],
+        ours,
+        theirs,
+    )
+
+
 def test_the_update_state_matches_dovecot(
     smtpsink: Mailbox, dovecot: Dovecot, user: str
 ) -> None:
