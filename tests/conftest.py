@@ -152,11 +152,16 @@ def pytester(
     ``asyncio_default_fixture_loop_scope`` unset, and inner runs under
     ``-W error`` make that an error. Pytester clears PYTEST_ADDOPTS when it
     starts, so it is set here, after it.
+
+    No inner run uses Hypothesis or anyio's plugin (the test extra installs
+    them for this suite's own tests), and loading them took more than half
+    the CPU time of starting an inner xdist run's processes: they are left
+    out of inner runs.
     """
+    options = ["-p", "no:hypothesispytest", "-p", "no:anyio"]
     if importlib.util.find_spec("pytest_asyncio") is not None:
-        monkeypatch.setenv(
-            "PYTEST_ADDOPTS", "-o asyncio_default_fixture_loop_scope=function"
-        )
+        options += ["-o", "asyncio_default_fixture_loop_scope=function"]
+    monkeypatch.setenv("PYTEST_ADDOPTS", " ".join(options))
     return pytester
 
 
