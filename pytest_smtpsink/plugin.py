@@ -80,7 +80,11 @@ _OPTIONS = (
         "largest message accepted, advertised in SIZE: bytes or e.g. 25MB, 64MiB; "
         "0 for no limit (default 64MiB).",
     ),
-    _Option("timeout", f"default seconds for wait_for (default {DEFAULT_TIMEOUT:g})."),
+    _Option(
+        "timeout",
+        "default seconds for wait_for, wait_for_async and wait_until "
+        f"(default {DEFAULT_TIMEOUT:g}).",
+    ),
     _Option(
         "report",
         "what a failed test shows of its mail: off, summary (one line per "
