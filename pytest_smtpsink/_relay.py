@@ -368,13 +368,18 @@ def _client_class(implicit: bool) -> Any:
             off loopback), so CRAM-MD5 would protect nothing."""
             self.ehlo_or_helo_if_needed()
             if not self.has_extn("auth"):
-                raise smtplib.SMTPNotSupportedError(
-                    "SMTP AUTH extension not supported by server."
+                raise _Reason(
+                    "a login was asked for, but the upstream offers no AUTH "
+                    "(its EHLO reply lists none): give no auth= to release(), "
+                    "or no user in the relay URL"
                 )
             offered = self.esmtp_features["auth"].upper().split()
-            mechanisms = [m for m in ("PLAIN", "LOGIN", "CRAM-MD5") if m in offered]
+            mechanisms = [m for m in _LOGIN_ORDER if m in offered]
             if not mechanisms:
-                raise smtplib.SMTPException("No suitable authentication method found.")
+                raise _Reason(
+                    f"the upstream offers AUTH {' '.join(offered) or '(nothing)'}, "
+                    f"none of which the relay logs in with ({', '.join(_LOGIN_ORDER)})"
+                )
             self.user, self.password = user, password
             for mechanism in mechanisms:
                 method = getattr(self, "auth_" + mechanism.lower().replace("-", "_"))
@@ -1074,6 +1079,11 @@ def _text(reply: bytes | str) -> str:
 
 #: smtplib's limit on a reply line (its private ``_MAXLINE``).
 _MAXLINE = 8192
+
+
+#: The mechanisms the relay logs in with, in the order it tries them (see
+#: the relay client's ``login`` for why PLAIN comes first).
+_LOGIN_ORDER = ("PLAIN", "LOGIN", "CRAM-MD5")
 
 
 class _Reason(Exception):

@@ -409,6 +409,43 @@ def test_login_does_not_start_with_cram_md5(
     assert logins == [[b"AUTH", b"PLAIN"]]
 
 
+def test_login_to_an_upstream_without_auth_says_so(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    upstream = smtpsink_factory(hostname="upstream.test")  # offers no AUTH
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(captured, upstream.host, upstream.port, auth=("ann", PASSWORD))
+
+    assert raised.value.stage == "AUTH"
+    assert raised.value.code is None
+    assert raised.value.reply == (
+        "a login was asked for, but the upstream offers no AUTH (its EHLO reply "
+        "lists none): give no auth= to release(), or no user in the relay URL"
+    )
+    assert PASSWORD not in str(raised.value)
+    assert raised.value.transcript[-1].line.startswith("EHLO ")
+
+
+def test_login_with_no_mechanism_the_relay_uses_names_what_is_offered(
+    smtpsink: Mailbox, scripted: Callable[[Answer], ScriptedUpstream]
+) -> None:
+    upstream = scripted(answering_auth(b"GSSAPI XOAUTH2", b"535 5.7.8 no\r\n"))
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(captured, "127.0.0.1", upstream.port, auth=("ann", PASSWORD))
+
+    assert raised.value.stage == "AUTH"
+    assert raised.value.code is None
+    assert raised.value.reply == (
+        "the upstream offers AUTH GSSAPI XOAUTH2, none of which the relay "
+        "logs in with (PLAIN, LOGIN, CRAM-MD5)"
+    )
+    assert not [line for line in upstream.received if line[:4] == b"AUTH"]
+
+
 def test_release_refuses_an_untrusted_certificate(
     smtpsink: Mailbox, smtpsink_factory: Factory
 ) -> None:
