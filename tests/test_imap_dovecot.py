@@ -87,6 +87,16 @@ def on_both(
     return ours, run(script, Endpoint("imap", dovecot.host, dovecot.imap_port))
 
 
+#: `KEPT`, and the UIDs and UIDVALIDITY of a session that appends: the
+#: sink's are its own (docs/reading.rst).
+KEPT_UIDS = [
+    *KEPT,
+    (r"\[APPENDUID \S+ \d+\]", "[APPENDUID <uid>]"),
+    (r"\[UIDVALIDITY \S+\]", "[UIDVALIDITY <uidvalidity>]"),
+    (r"\[UIDNEXT \d+\]", "[UIDNEXT <uidnext>]"),
+]
+
+
 def masked_on_both(
     script: list[str],
     dovecot: Dovecot,
@@ -925,18 +935,7 @@ def test_keywords_are_listed_in_the_order_the_folder_got_them(
         "m SELECT INBOX",  # zeta is still listed
         "n LOGOUT",
     ]
-    ours, theirs = on_both(script, dovecot, user, MESSAGES[:2])
-    # Kept (docs/reading.rst): the sink's UIDs and UIDVALIDITY are its own.
-    uids = [
-        *KEPT,
-        (r"\[APPENDUID \S+ \d+\]", "[APPENDUID <uid>]"),
-        (r"\[UIDVALIDITY \S+\]", "[UIDVALIDITY <uidvalidity>]"),
-        (r"\[UIDNEXT \d+\]", "[UIDNEXT <uidnext>]"),
-    ]
-    ours, theirs = (
-        masked(transcript, capabilities=True, text=True, extra=uids)
-        for transcript in (ours, theirs)
-    )
+    ours, theirs = masked_on_both(script, dovecot, user, MESSAGES[:2], KEPT_UIDS)
     # The [CLOSED] of a SELECT in a selected state is CONDSTORE's (kept).
     theirs = [line for line in theirs if line != "S: * OK [CLOSED] <text>"]
     assert ours == theirs
@@ -978,17 +977,7 @@ def test_keywords_are_one_whatever_their_case_as_on_dovecot(
         "n SEARCH KEYWORD $label",
         "o LOGOUT",
     ]
-    ours, theirs = on_both(script, dovecot, user, MESSAGES[:2])
-    uids = [
-        *KEPT,
-        (r"\[APPENDUID \S+ \d+\]", "[APPENDUID <uid>]"),
-        (r"\[UIDVALIDITY \S+\]", "[UIDVALIDITY <uidvalidity>]"),
-        (r"\[UIDNEXT \d+\]", "[UIDNEXT <uidnext>]"),
-    ]
-    ours, theirs = (
-        masked(transcript, capabilities=True, text=True, extra=uids)
-        for transcript in (ours, theirs)
-    )
+    ours, theirs = masked_on_both(script, dovecot, user, MESSAGES[:2], KEPT_UIDS)
     theirs = [line for line in theirs if line != "S: * OK [CLOSED] <text>"]
     assert ours == theirs
     assert "S: * 2 FETCH (FLAGS (\\Recent $Label Junk))" in ours
