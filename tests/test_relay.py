@@ -240,9 +240,12 @@ def test_release(smtpsink, smtpsink_factory):
     assert PASSWORD not in result.stdout.str()
 
 
-def refused_starttls_release(sink: Mailbox, upstream: Mailbox) -> RelayError:
+def refused_starttls_release(
+    sink: Mailbox, upstream: Mailbox, *, login: bool = True
+) -> RelayError:
     """The RelayError of releasing a message captured by ``sink`` to
-    ``upstream`` over STARTTLS, logging in as ann with PASSWORD."""
+    ``upstream`` over STARTTLS (logging in as ann with PASSWORD if
+    ``login``)."""
     captured = capture(sink, b"Subject: hi\r\n\r\nx\r\n")
     with pytest.raises(RelayError) as raised:
         sink.release(
@@ -251,9 +254,25 @@ def refused_starttls_release(sink: Mailbox, upstream: Mailbox) -> RelayError:
             upstream.port,
             tls="starttls",
             ca_file=upstream.ca_path,
-            auth=("ann", PASSWORD),
+            auth=("ann", PASSWORD) if login else None,
         )
     return raised.value
+
+
+def refused_starttls_relay(
+    factory: Factory, upstream: Mailbox, *, login: bool = True
+) -> RelayError:
+    """The same refusal, by a sink relaying to ``upstream`` automatically:
+    the error recorded on the message."""
+    user = f"ann:{PASSWORD}@" if login else ""
+    url = f"smtp+starttls://{user}127.0.0.1:{upstream.port}?cafile={upstream.ca_path}"
+    sink = factory(relay=url, relay_to=".*")
+    message = capture(sink, b"Subject: hi\r\n\r\nx\r\n")
+    wait_relayed(sink, message)
+    assert relay_of(message).status == "refused"
+    error = relay_of(message).error
+    assert error is not None
+    return error
 
 
 @pytest.mark.parametrize("how", ["release", "relay"])
@@ -267,17 +286,7 @@ def test_a_refused_starttls_sends_nothing_in_the_clear(
     if how == "release":
         error = refused_starttls_release(smtpsink, upstream)
     else:
-        url = (
-            f"smtp+starttls://ann:{PASSWORD}@127.0.0.1:{upstream.port}"
-            f"?cafile={upstream.ca_path}"
-        )
-        sink = smtpsink_factory(relay=url, relay_to=".*")
-        message = capture(sink, b"Subject: hi\r\n\r\nx\r\n")
-        wait_relayed(sink, message)
-        assert relay_of(message).status == "refused"
-        relay_error = relay_of(message).error
-        assert relay_error is not None
-        error = relay_error
+        error = refused_starttls_relay(smtpsink_factory, upstream)
 
     assert (error.stage, error.code) == ("STARTTLS", 454)
     assert error.reply == "4.7.0 TLS not available now"
@@ -298,25 +307,9 @@ def test_a_greeting_refused_after_starttls_is_the_answer(
     upstream.fail("EHLO", 550, "5.7.0 not over TLS", every=2, times=1)
     upstream.fail("EHLO", 554, "5.7.0 not even HELO", every=2, times=1)
     if how == "release":
-        captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
-        with pytest.raises(RelayError) as raised:
-            smtpsink.release(
-                captured,
-                upstream.host,
-                upstream.port,
-                tls="starttls",
-                ca_file=upstream.ca_path,
-            )
-        error = raised.value
+        error = refused_starttls_release(smtpsink, upstream, login=False)
     else:
-        url = f"smtp+starttls://127.0.0.1:{upstream.port}?cafile={upstream.ca_path}"
-        sink = smtpsink_factory(relay=url, relay_to=".*")
-        message = capture(sink, b"Subject: hi\r\n\r\nx\r\n")
-        wait_relayed(sink, message)
-        assert relay_of(message).status == "refused"
-        relay_error = relay_of(message).error
-        assert relay_error is not None
-        error = relay_error
+        error = refused_starttls_relay(smtpsink_factory, upstream, login=False)
 
     assert (error.stage, error.code, error.reply) == (
         "EHLO",
