@@ -240,7 +240,17 @@ def test_the_ignore_list_is_checked(smtpsink: Mailbox) -> None:
         match=r"'no_tls' is not a bulk-sender rule code \(did you mean 'no-tls'\?\)",
     ):
         smtpsink.assert_bulk_sender_rules(ignore=["no_tls"])
+    newsletter(smtpsink, tls=False)
     smtpsink.assert_bulk_sender_rules(ignore="no-tls")  # one code, as a string
+
+
+def test_the_assertion_fails_when_no_mail_arrived(smtpsink: Mailbox) -> None:
+    # It passed: an application that sent nothing met the rules.
+    with pytest.raises(AssertionError) as failure:
+        smtpsink.assert_bulk_sender_rules()
+    lines = str(failure.value).splitlines()
+    assert lines[0] == "expected mail to check, none arrived in this test"
+    assert lines[1].startswith(f"Hint: no client connected to {smtpsink.url}")
 
 
 def test_the_codes_are_the_documented_ones_and_the_checked_ones() -> None:

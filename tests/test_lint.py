@@ -608,6 +608,26 @@ def test_assert_clean_lists_the_problems_of_each_message(
         smtpsink.assert_clean(severity="fatal")  # type: ignore[arg-type]
 
 
+def test_assert_clean_fails_when_no_mail_arrived(smtpsink: Mailbox) -> None:
+    # It passed: an application that sent nothing was "clean".
+    with pytest.raises(AssertionError) as failure:
+        smtpsink.assert_clean()
+    lines = str(failure.value).splitlines()
+    assert lines[0] == "expected mail to check, none arrived in this test"
+    assert lines[1].startswith(f"Hint: no client connected to {smtpsink.url}")
+    # After clear(), mail from before it does not count either.
+    deliver(smtpsink, HEAD + b"\r\nx\r\n")
+    smtpsink.assert_clean()
+    smtpsink.clear()
+    with pytest.raises(
+        AssertionError, match=r"\Aexpected mail to check, none arrived since clear\(\)"
+    ):
+        smtpsink.assert_clean(severity="info")
+    # A bad argument is still named first.
+    with pytest.raises(ValueError, match="severity must be one of"):
+        smtpsink.assert_clean(severity="fatal")  # type: ignore[arg-type]
+
+
 def test_a_problem_quoting_the_mail_shows_its_control_characters_escaped(
     smtpsink: Mailbox,
 ) -> None:
@@ -862,6 +882,9 @@ def test_unknown_argument(smtpsink):
 def test_assert_clean_checks_its_ignore_list(smtpsink: Mailbox) -> None:
     with pytest.raises(ValueError, match=r"'html_only' is not a lint code \(did you"):
         smtpsink.assert_clean(ignore=["html_only"])
+    deliver(
+        smtpsink, HEAD + b"MIME-Version: 1.0\r\nContent-Type: text/html\r\n\r\nx\r\n"
+    )
     smtpsink.assert_clean(ignore="html-only")  # one code, as a string
 
 
