@@ -210,6 +210,31 @@ HEAD = (
             "warning",
             "part 1",
         ),
+        (
+            HEAD
+            + b"MIME-Version: 1.1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n",
+            "invalid-mime-version",
+            "error",
+            "header MIME-Version",
+        ),
+        (
+            HEAD + b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n--b\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n--b--\r\n",
+            "invalid-transfer-encoding",
+            "error",
+            # The message's own multipart: no part number.
+            "",
+        ),
+        (
+            HEAD + b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+            + b"x" * 77
+            + b"\r\n",
+            "quoted-printable-line-too-long",
+            "error",
+            "part 1",
+        ),
     ],
 )
 def test_each_problem_has_a_code_a_severity_and_a_place(
@@ -224,6 +249,114 @@ def test_each_problem_has_a_code_a_severity_and_a_place(
     assert found[0].message  # a sentence for a person
     # The clean head alone has no problem: each case adds exactly its fault.
     assert lint(HEAD + b"\r\nx\r\n", received_at=received) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [
+        (b"1.0", True),
+        (b" 1.0 (produced by MetaSend Vx.x)", True),  # RFC 2045 4: comments
+        (b"(produced by MetaSend Vx.x) 1.0", True),
+        (b"1.(produced by MetaSend Vx.x)0", True),
+        (b"1.1", False),
+        (b"2.0", False),
+        (b"1", False),
+        (b"", False),
+        (b"1.0 1.0", False),
+    ],
+)
+def test_a_mime_version_other_than_1_0_is_an_error(value: bytes, valid: bool) -> None:
+    raw = (
+        HEAD + b"MIME-Version:" + value + b"\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n"
+    )
+    problems = [p for p in lint(raw) if p.code == "invalid-mime-version"]
+    if valid:
+        assert problems == []
+    else:
+        [problem] = problems
+        assert problem.message == (
+            f"MIME-Version {value.decode().strip()!r} is not 1.0, the only "
+            "version (RFC 2045 4 requires 'MIME-Version: 1.0'); readers may "
+            "ignore the MIME structure"
+        )
+
+
+_REPORT = (
+    HEAD + b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=o\r\n\r\n"
+    b"--o\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nsee below\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("part", "encoding", "flagged"),
+    [
+        (b"Content-Type: message/rfc822\r\n", b"base64", True),
+        (b"Content-Type: message/rfc822\r\n", b"quoted-printable", True),
+        (b"Content-Type: message/rfc822\r\n", b"8bit", False),
+        (b"Content-Type: message/rfc822\r\n", b"Binary", False),
+        (b"Content-Type: multipart/alternative; boundary=i\r\n", b"base64", True),
+        (b"Content-Type: multipart/alternative; boundary=i\r\n", b"7bit", False),
+        # RFC 6532 3.5: a message/global may be encoded.
+        (b"Content-Type: message/global\r\n", b"base64", False),
+    ],
+)
+def test_an_encoded_multipart_or_message_is_an_error(
+    part: bytes, encoding: bytes, flagged: bool
+) -> None:
+    inner = (
+        b"--i\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n--i--\r\n"
+        if b"multipart" in part
+        else b"From: ann@example.com\r\nSubject: fwd\r\n\r\nhi\r\n"
+    )
+    raw = (
+        _REPORT
+        + b"--o\r\n"
+        + part
+        + b"Content-Transfer-Encoding: "
+        + encoding
+        + b"\r\n\r\n"
+        + inner
+        + b"--o--\r\n"
+    )
+    problems = [p for p in lint(raw) if p.code == "invalid-transfer-encoding"]
+    if not flagged:
+        assert problems == []
+        return
+    [problem] = problems
+    kind = part.split(b";")[0].split(b": ")[1].decode().strip()
+    assert (problem.severity, problem.part) == ("error", "2")
+    assert problem.message == (
+        f"{kind} has Content-Transfer-Encoding {encoding.decode()}; a "
+        f"{'multipart' if 'multipart' in kind else 'message/rfc822'} may only "
+        "be 7bit, 8bit or binary (RFC 2045 6.4, RFC 2046 5.2.1): encode the "
+        "parts inside it instead"
+    )
+
+
+def test_quoted_printable_lines_over_76_characters_are_an_error() -> None:
+    def body(*lines: bytes) -> bytes:
+        return (
+            HEAD + b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+            + b"\r\n".join(lines)
+            + b"\r\n"
+        )
+
+    # 76 characters, the soft line break's '=' counted: the limit, allowed.
+    assert lint(body(b"x" * 75 + b"=", b"x" * 76, b"caf=C3=A9")) == []
+    [problem] = lint(body(b"ok", b"x" * 76 + b"=", b"ok", b"y" * 78))
+    assert (problem.code, problem.severity, problem.part) == (
+        "quoted-printable-line-too-long",
+        "error",
+        "1",
+    )
+    assert problem.message == (
+        "text/plain is declared quoted-printable but 2 of its lines are longer "
+        "than 76 characters (the longest has 78); RFC 2045 6.7 requires "
+        "encoded lines of at most 76, with soft line breaks ('=' at the end) "
+        "to split longer ones"
+    )
 
 
 @pytest.mark.parametrize(
