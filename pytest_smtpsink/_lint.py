@@ -776,7 +776,9 @@ def _parts(tree: Compat32Message) -> Iterator[tuple[str | None, Compat32Message]
     children of a multipart are "1", "2", "2.1", ...; the message in a
     message/rfc822 part "2" has its parts numbered "2.1", "2.2" when it is
     a multipart (the multipart itself is reported as "2"), and its body is
-    "2.1" when it is not. A multipart message itself has no number (None):
+    "2.1" when it is not. Any other message/ part (message/delivery-status,
+    whose header blocks the parser splits) is a leaf, as is a message/rfc822
+    whose body is encoded. A multipart message itself has no number (None):
     its "1" is its first part."""
     top: str | None = "1"
     if tree.get_content_maintype() == "multipart" and tree.is_multipart():
@@ -792,12 +794,13 @@ def _parts(tree: Compat32Message) -> Iterator[tuple[str | None, Compat32Message]
         if not isinstance(payload, list):
             continue
         found = [child for child in payload if isinstance(child, Compat32Message)]
-        if (
-            number is not None
-            and part.get_content_maintype() == "message"
-            and part.get_content_subtype() in _ENCAPSULATING
-            and len(found) == 1
-        ):
+        if part.get_content_maintype() != "multipart":
+            if not _encapsulates(part) or number is None or len(found) != 1:
+                # A leaf to IMAP, whatever the parser made of it: the header
+                # blocks of a message/delivery-status (a leaf to Dovecot
+                # too), the message in a message/partial or
+                # message/external-body, a message/rfc822 in base64.
+                continue
             (inner,) = found
             if inner.get_content_maintype() == "multipart":
                 stack.append((number, inner, f"{number}."))
@@ -824,6 +827,17 @@ def _encoding(written: str) -> str:
     """A Content-Transfer-Encoding value as compared: lower case, without
     comments (RFC 2045 allows them around the token)."""
     return "".join((_uncommented(written) or written).split()).lower()
+
+
+def _encapsulates(part: Compat32Message) -> bool:
+    """Whether IMAP numbers the parts of the message in ``part`` (RFC 3501
+    6.4.5): a message/rfc822 or message/global whose body is not encoded;
+    as `_imap_fetch` decides."""
+    return (
+        part.get_content_maintype() == "message"
+        and part.get_content_subtype() in _ENCAPSULATING
+        and _encoding(str(part.get("Content-Transfer-Encoding", "7bit"))) in _IDENTITY
+    )
 
 
 def _container(part: Compat32Message) -> str | None:
@@ -865,7 +879,14 @@ _DEFECTS: dict[type[email.errors.MessageDefect], tuple[str, str]] = {
 def _check_mime(ctx: _Context) -> Iterator[Problem]:
     has_text = has_html = False
     for path, part in _parts(ctx.tree):
-        for defect in part.defects:
+        defects = list(part.defects)
+        if part.get_content_type() == "message/delivery-status" and part.is_multipart():
+            # Its header blocks are no parts (IMAP has it a leaf): a line in
+            # them that is not 'Name: value' is this part's.
+            for block in part.get_payload():
+                if isinstance(block, Compat32Message):
+                    defects.extend(block.defects)
+        for defect in defects:
             known = _DEFECTS.get(type(defect))
             if known is not None:
                 yield Problem(known[0], "error", known[1], part=path)

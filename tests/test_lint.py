@@ -614,6 +614,43 @@ def test_a_part_in_a_forwarded_message_is_numbered_as_imap_does(
     assert data[0][1] == b"*not base64*"  # type: ignore[index]
 
 
+def test_a_delivery_status_part_is_one_part_as_imap_has_it(smtpsink: Mailbox) -> None:
+    # The parser splits a message/delivery-status into its header blocks,
+    # which lint numbered 2.1 and 2.2; to IMAP (the sink's and Dovecot's)
+    # the part is a leaf, and BODY[2.1] of a leaf is the whole of it.
+    raw = (
+        HEAD + b"MIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/report; report-type=delivery-status; "
+        b"boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nIt failed.\r\n"
+        b"--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        b"Reporting-MTA: dns; mx.example\r\n\r\n"
+        b"Final-Recipient: rfc822; bob@example.com\r\nAction: failed\r\n"
+        b"not a header\r\nStatus: 5.1.1\r\n\r\n"
+        b"--b\r\nContent-Type: message/rfc822\r\n\r\n"
+        b"From: ann@example.com\r\nSubject: hi\r\nMIME-Version: 1.0\r\n"
+        + _NOT_BASE64
+        + b"\r\n--b--\r\n"
+    )
+    smtpsink.deliver(raw, to="ann@example.com")
+    found = [(p.code, p.part) for p in lint(raw) if p.code != "html-only"]
+    assert found == [("malformed-header", "2"), ("invalid-base64", "3.1")]
+    with imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port) as client:
+        client.login("ann@example.com", "any")
+        client.select("INBOX", readonly=True)
+        _, structure = client.fetch("1", "(BODYSTRUCTURE)")
+        _, part = client.fetch("1", "(BODY.PEEK[2])")
+        _, forwarded = client.fetch("1", "(BODY.PEEK[3.1])")
+    assert (
+        b'("message" "delivery-status" NIL NIL NIL "7bit" 121 NIL NIL NIL NIL)'
+        in (
+            structure[0]  # type: ignore[operator]
+        )
+    )
+    assert b"\r\nnot a header\r\n" in part[0][1]  # type: ignore[index,operator]
+    assert forwarded[0][1] == b"*not base64*"  # type: ignore[index]
+
+
 @pytest.mark.parametrize(
     ("first", "hint"),
     [
