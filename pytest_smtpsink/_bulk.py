@@ -74,6 +74,7 @@ BULK_CODES = frozenset(
         "dkim-missing",
         "dkim-not-aligned",
         "from-not-single",
+        "list-unsubscribe-duplicate",
         "list-unsubscribe-missing",
         "list-unsubscribe-no-https",
         "message-id-invalid",
@@ -139,7 +140,11 @@ def bulk_sender_problems(
             )
         )
     author = addresses[0].rpartition("@")[2] if len(addresses) == 1 else ""
-    signature = _dkim_problems(message.dkim, author, alignment, problems)
+    instances = {
+        name: sum(1 for n, _ in head.raw_items() if n.lower() == name)
+        for name in _UNSUBSCRIBE_HEADERS
+    }
+    signature = _dkim_problems(message.dkim, author, alignment, problems, instances)
     if signature is not None and signature.warnings:
         # The rules are met to the letter, but an l= signature leaves room
         # for text added after it (RFC 6376 8.2), and the providers' sender
@@ -153,7 +158,7 @@ def bulk_sender_problems(
                 header="DKIM-Signature",
             )
         )
-    problems.extend(_unsubscribe_problems(message, signature))
+    problems.extend(_unsubscribe_problems(message, signature, instances))
     # Mail put in with deliver() or IMAP APPEND crossed no SMTP hop that
     # could have used TLS: the rule does not apply (as lint judges 8-bit
     # bodies only for mail that came over SMTP).
@@ -174,6 +179,7 @@ def _dkim_problems(
     author: str,
     alignment: Alignment,
     problems: list[Problem],
+    instances: dict[str, int],
 ) -> DkimResult | None:
     """Append the DKIM problems to ``problems``; return the verified,
     aligned signature the other rules rely on, if there is one."""
@@ -218,7 +224,7 @@ def _dkim_problems(
         return None
     if not author:
         # No single From address (reported already): nothing to align with.
-        return _covering_first(verified)
+        return _covering_first(verified, instances)
     matching = [r for r in verified if aligned(r.domain, author, alignment)]
     if not matching:
         # An aligned signature that failed is the sender's own, broken (a
@@ -241,17 +247,21 @@ def _dkim_problems(
             )
         )
         return None
-    return _covering_first(matching)
+    return _covering_first(matching, instances)
 
 
-def _covering_first(signatures: list[DkimResult]) -> DkimResult:
+def _covering_first(
+    signatures: list[DkimResult], instances: dict[str, int]
+) -> DkimResult:
     """The signature the unsubscribe rule checks: one that covers both
     List-Unsubscribe headers if any does (a message may carry a mailing
     service's signature and the sender's own), else the first; of those,
     one without warnings (no l=) if there is one."""
 
     def worse(signature: DkimResult) -> tuple[bool, bool]:
-        covers = all(name in signature.signed_headers for name in _UNSUBSCRIBE_HEADERS)
+        covers = all(
+            _covers_top(signature, name, instances) for name in _UNSUBSCRIBE_HEADERS
+        )
         return (not covers, bool(signature.warnings))
 
     return min(signatures, key=worse)  # the first of the best
@@ -260,14 +270,35 @@ def _covering_first(signatures: list[DkimResult]) -> DkimResult:
 _UNSUBSCRIBE_HEADERS = ("list-unsubscribe", "list-unsubscribe-post")
 
 
+def _covers_top(signature: DkimResult, name: str, instances: dict[str, int]) -> bool:
+    """Whether ``signature`` covers the topmost ``name`` header, the one
+    read: each time h= names a header it signs one more instance, from the
+    bottom up (RFC 6376 5.4.2), so it must name it once per instance."""
+    return signature.signed_headers.count(name) >= max(instances.get(name, 0), 1)
+
+
 def _unsubscribe_problems(
-    message: Message, signature: DkimResult | None
+    message: Message, signature: DkimResult | None, instances: dict[str, int]
 ) -> list[Problem]:
     found: list[Problem] = []
     head = message._head
+    for name in ("List-Unsubscribe", "List-Unsubscribe-Post"):
+        count = instances[name.lower()]
+        if count > 1:
+            # Which one a receiver takes is its choice; the check reads the
+            # top one (as the email package does).
+            found.append(
+                Problem(
+                    "list-unsubscribe-duplicate",
+                    "error",
+                    f"{count} {name} headers; RFC 8058 has one-click "
+                    "unsubscribe use exactly one, and receivers may take either",
+                    header=name,
+                )
+            )
     value = head.get("List-Unsubscribe")
     if value is None:
-        return [
+        found.append(
             Problem(
                 "list-unsubscribe-missing",
                 "error",
@@ -275,7 +306,8 @@ def _unsubscribe_problems(
                 "unsubscribe (RFC 8058) from bulk senders",
                 header="List-Unsubscribe",
             )
-        ]
+        )
+        return found
     uris = re.findall(r"<([^<>]*)>", str(value))
     if not any(uri.strip().lower().startswith("https://") for uri in uris):
         found.append(
@@ -304,6 +336,25 @@ def _unsubscribe_problems(
             for name in ("List-Unsubscribe", "List-Unsubscribe-Post")
             if name.lower() not in signature.signed_headers
         ]
+        partly = [
+            name
+            for name in ("List-Unsubscribe", "List-Unsubscribe-Post")
+            if name not in missing
+            and not _covers_top(signature, name.lower(), instances)
+        ]
+        for name in partly:
+            found.append(
+                Problem(
+                    "unsubscribe-not-signed",
+                    "error",
+                    f"the DKIM signature of d={signature.domain} covers "
+                    f"{signature.signed_headers.count(name.lower())} of the "
+                    f"{instances[name.lower()]} {name} headers, and a signature "
+                    "covers them from the bottom up (RFC 6376 5.4.2): the top "
+                    "one, which is read, is not signed; RFC 8058 requires it to be",
+                    header=name,
+                )
+            )
         if missing:
             found.append(
                 Problem(

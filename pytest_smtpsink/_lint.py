@@ -149,7 +149,9 @@ LINT_CODES = frozenset(
         "invalid-base64",
         "invalid-date",
         "invalid-message-id",
+        "invalid-mime-version",
         "invalid-quoted-printable",
+        "invalid-transfer-encoding",
         "invalid-utf8-header",
         "line-over-78",
         "line-too-long",
@@ -162,6 +164,7 @@ LINT_CODES = frozenset(
         "missing-message-id",
         "missing-mime-version",
         "missing-subject",
+        "quoted-printable-line-too-long",
         "raw-8bit-header",
         "text-without-charset",
         "unknown-charset",
@@ -486,6 +489,20 @@ def _check_headers(ctx: _Context) -> Iterator[Problem]:
             "structure",
             header="MIME-Version",
         )
+    version = tree.get("MIME-Version")
+    if version is not None:
+        text = str(version).strip()
+        # RFC 2045 4: comments may stand anywhere in it ("1.(x)0" is 1.0).
+        bare = _uncommented(text)
+        if bare is None or "".join(bare.split()) != "1.0":
+            yield Problem(
+                "invalid-mime-version",
+                "error",
+                f"MIME-Version {shorten(text, 60)!r} is not 1.0, the only version "
+                "(RFC 2045 4 requires 'MIME-Version: 1.0'); readers may ignore "
+                "the MIME structure",
+                header="MIME-Version",
+            )
 
 
 def _check_addresses(ctx: _Context) -> Iterator[Problem]:
@@ -759,7 +776,9 @@ def _parts(tree: Compat32Message) -> Iterator[tuple[str | None, Compat32Message]
     children of a multipart are "1", "2", "2.1", ...; the message in a
     message/rfc822 part "2" has its parts numbered "2.1", "2.2" when it is
     a multipart (the multipart itself is reported as "2"), and its body is
-    "2.1" when it is not. A multipart message itself has no number (None):
+    "2.1" when it is not. Any other message/ part (message/delivery-status,
+    whose header blocks the parser splits) is a leaf, as is a message/rfc822
+    whose body is encoded. A multipart message itself has no number (None):
     its "1" is its first part."""
     top: str | None = "1"
     if tree.get_content_maintype() == "multipart" and tree.is_multipart():
@@ -775,12 +794,13 @@ def _parts(tree: Compat32Message) -> Iterator[tuple[str | None, Compat32Message]
         if not isinstance(payload, list):
             continue
         found = [child for child in payload if isinstance(child, Compat32Message)]
-        if (
-            number is not None
-            and part.get_content_maintype() == "message"
-            and part.get_content_subtype() in _ENCAPSULATING
-            and len(found) == 1
-        ):
+        if part.get_content_maintype() != "multipart":
+            if not _encapsulates(part) or number is None or len(found) != 1:
+                # A leaf to IMAP, whatever the parser made of it: the header
+                # blocks of a message/delivery-status (a leaf to Dovecot
+                # too), the message in a message/partial or
+                # message/external-body, a message/rfc822 in base64.
+                continue
             (inner,) = found
             if inner.get_content_maintype() == "multipart":
                 stack.append((number, inner, f"{number}."))
@@ -796,6 +816,38 @@ def _parts(tree: Compat32Message) -> Iterator[tuple[str | None, Compat32Message]
 
 #: message/ subtypes whose body is one encapsulated message.
 _ENCAPSULATING = frozenset({"rfc822", "global"})
+#: The transfer encodings that leave bytes as they are (RFC 2045 6.2): the
+#: only ones a multipart or a message/rfc822 may have.
+_IDENTITY = frozenset({"7bit", "8bit", "binary"})
+#: RFC 2045 6.7 rule 5: encoded lines of at most 76 characters.
+_QP_LINE = 76
+
+
+def _encoding(written: str) -> str:
+    """A Content-Transfer-Encoding value as compared: lower case, without
+    comments (RFC 2045 allows them around the token)."""
+    return "".join((_uncommented(written) or written).split()).lower()
+
+
+def _encapsulates(part: Compat32Message) -> bool:
+    """Whether IMAP numbers the parts of the message in ``part`` (RFC 3501
+    6.4.5): a message/rfc822 or message/global whose body is not encoded;
+    as `_imap_fetch` decides."""
+    return (
+        part.get_content_maintype() == "message"
+        and part.get_content_subtype() in _ENCAPSULATING
+        and _encoding(str(part.get("Content-Transfer-Encoding", "7bit"))) in _IDENTITY
+    )
+
+
+def _container(part: Compat32Message) -> str | None:
+    """``"multipart"`` or ``"message/rfc822"`` when ``part`` is one (a
+    message/global may be encoded, RFC 6532 3.5), else None."""
+    if part.get_content_maintype() == "multipart":
+        return "multipart"
+    if part.get_content_type() == "message/rfc822":
+        return "message/rfc822"
+    return None
 
 
 _DEFECTS: dict[type[email.errors.MessageDefect], tuple[str, str]] = {
@@ -827,10 +879,30 @@ _DEFECTS: dict[type[email.errors.MessageDefect], tuple[str, str]] = {
 def _check_mime(ctx: _Context) -> Iterator[Problem]:
     has_text = has_html = False
     for path, part in _parts(ctx.tree):
-        for defect in part.defects:
+        defects = list(part.defects)
+        if part.get_content_type() == "message/delivery-status" and part.is_multipart():
+            # Its header blocks are no parts (IMAP has it a leaf): a line in
+            # them that is not 'Name: value' is this part's.
+            for block in part.get_payload():
+                if isinstance(block, Compat32Message):
+                    defects.extend(block.defects)
+        for defect in defects:
             known = _DEFECTS.get(type(defect))
             if known is not None:
                 yield Problem(known[0], "error", known[1], part=path)
+        container = _container(part)
+        if container is not None:
+            written = str(part.get("Content-Transfer-Encoding", "7bit")).strip()
+            if _encoding(written) not in _IDENTITY:
+                yield Problem(
+                    "invalid-transfer-encoding",
+                    "error",
+                    f"{part.get_content_type()} has Content-Transfer-Encoding "
+                    f"{shorten(written, 40)}; a {container} may only be 7bit, 8bit "
+                    "or binary (RFC 2045 6.4, RFC 2046 5.2.1): encode the parts "
+                    "inside it instead",
+                    part=path,
+                )
         if part.is_multipart():
             continue
         content_type = part.get_content_type()
@@ -921,6 +993,25 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
                 "6.7)",
                 part=path,
             )
+        if encoding == "quoted-printable":
+            # The CR of a CRLF is not counted.
+            long = [
+                len(line.removesuffix("\r"))
+                for line in payload.split("\n")
+                if len(line.removesuffix("\r")) > _QP_LINE
+            ]
+            if long:
+                yield Problem(
+                    "quoted-printable-line-too-long",
+                    "error",
+                    f"{content_type} is declared quoted-printable but "
+                    f"{len(long)} of its lines {'is' if len(long) == 1 else 'are'} "
+                    f"longer than {_QP_LINE} characters (the longest has "
+                    f"{max(long)}); RFC 2045 6.7 requires encoded lines of at most "
+                    f"{_QP_LINE}, with soft line breaks ('=' at the end) to split "
+                    "longer ones",
+                    part=path,
+                )
         is_attachment = disposition == "attachment" or (
             maintype not in ("text", "message", "multipart")
             and part.get("Content-ID") is None

@@ -15,7 +15,7 @@ from . import _match
 from ._fault_api import FaultControls
 from ._match import Criteria
 from ._message import Message, summary_or_raw
-from ._messages import Elsewhere, Messages, failure_report
+from ._messages import Elsewhere, Messages, arrived_elsewhere, failure_report
 from ._session import Session
 from ._settings import DEFAULT_TIMEOUT, check_seconds
 from ._text import plural, printable, shorten
@@ -538,12 +538,15 @@ class Mailbox(FaultControls):
     ) -> None:
         """Assert that every message of this mailbox is well built: no lint
         problem (`Message.lint`) at ``severity`` or worse, except the codes in
-        ``ignore``. Fails listing the problems of each message."""
+        ``ignore``. Fails listing the problems of each message, and when no
+        message arrived (there was nothing to check)."""
         __tracebackhide__ = True
         from ._lint import check_ignore, check_severity, unclean_report
 
         check_severity(severity)
-        failure = unclean_report(self.messages, severity, check_ignore(ignore))
+        skipped = check_ignore(ignore)
+        everything = self._to_check()
+        failure = unclean_report(everything, severity, skipped)
         if failure is not None:
             raise AssertionError(failure)
 
@@ -554,7 +557,8 @@ class Mailbox(FaultControls):
     ) -> None:
         """Assert that every message of this mailbox meets the Gmail and
         Yahoo bulk-sender rules (`Message.bulk_sender_problems`), except the
-        problem codes in ``ignore``. Fails listing the problems of each message."""
+        problem codes in ``ignore``. Fails listing the problems of each message,
+        and when no message arrived (there was nothing to check)."""
         __tracebackhide__ = True
         from ._bulk import BULK_CODES, check_alignment
         from ._lint import check_ignore, problems_report
@@ -562,7 +566,7 @@ class Mailbox(FaultControls):
         check_alignment(alignment)
         skipped = check_ignore(ignore, known=BULK_CODES, kind="bulk-sender rule code")
         failure = problems_report(
-            self.messages,
+            self._to_check(),
             lambda message: message.bulk_sender_problems(alignment),
             f"mail that meets the bulk-sender rules ({alignment} DKIM alignment)",
             skipped,
@@ -575,7 +579,8 @@ class Mailbox(FaultControls):
     ) -> None:
         """Assert that SpamAssassin scores every message of this mailbox
         below ``max_score`` (default: spamd's own threshold), listing each
-        message over it with its score and the rules that hit.
+        message over it with its score and the rules that hit; fails too
+        when no message arrived (there was nothing to score).
         Raises `SpamdError` if no spamd is configured, even when the test
         captured no mail. See `Message.spam_report`."""
         __tracebackhide__ = True
@@ -585,7 +590,7 @@ class Mailbox(FaultControls):
         # error even when there is no message to score.
         max_score = check_max_score(max_score)
         resolve_spamd(spamd)
-        everything = self.messages
+        everything = self._to_check()
         over = []
         for message in everything:
             found = message.spam_report(spamd)
@@ -598,6 +603,22 @@ class Mailbox(FaultControls):
                 f"expected every message to score below {bar}; "
                 f"{len(over)} of {len(everything)} did not:\n" + "\n".join(over)
             )
+
+    def _to_check(self) -> Messages:
+        """The messages for a check of every message (`assert_clean`,
+        `assert_bulk_sender_rules`, `assert_not_spam`); none is a failure:
+        a check of nothing passing would hide an application that sent
+        nothing."""
+        __tracebackhide__ = True
+        everything = self.messages
+        if not everything:
+            elsewhere = self._elsewhere({})
+            lines = [f"expected mail to check, none arrived {self._scope}"]
+            lines.extend(self._connections_hint(bool(elsewhere)))
+            lines.extend(arrived_elsewhere(elsewhere, {}))
+            lines.extend(self._dropped_hint())
+            raise AssertionError("\n".join(lines))
+        return everything
 
     # -- waiting -------------------------------------------------------------------------
 

@@ -143,7 +143,7 @@ def failure_report(
     if not everything:
         lines.append(f"No messages arrived {scope}.")
         lines.extend(if_none)
-        lines.extend(_arrived_elsewhere(elsewhere, criteria))
+        lines.extend(arrived_elsewhere(elsewhere, criteria))
         lines.extend(notes)
         return "\n".join(lines)
     matched = {id(m) for m in found}
@@ -167,7 +167,7 @@ def failure_report(
             )
     for hint in dict.fromkeys(_match.hints(tuple(everything), criteria)):
         lines.append(f"Hint: {hint}")
-    lines.extend(_arrived_elsewhere(elsewhere, criteria))
+    lines.extend(arrived_elsewhere(elsewhere, criteria))
     lines.extend(notes)
     return "\n".join(lines)
 
@@ -181,7 +181,7 @@ class Elsewhere(NamedTuple):
     """Whether they match the failed assertion's criteria."""
 
 
-def _arrived_elsewhere(elsewhere: Sequence[Elsewhere], criteria: Any) -> list[str]:
+def arrived_elsewhere(elsewhere: Sequence[Elsewhere], criteria: Any) -> list[str]:
     lines = []
     for url, messages, matching in elsewhere:
         what = "matching message" if matching and criteria else "message"

@@ -240,7 +240,17 @@ def test_the_ignore_list_is_checked(smtpsink: Mailbox) -> None:
         match=r"'no_tls' is not a bulk-sender rule code \(did you mean 'no-tls'\?\)",
     ):
         smtpsink.assert_bulk_sender_rules(ignore=["no_tls"])
+    newsletter(smtpsink, tls=False)
     smtpsink.assert_bulk_sender_rules(ignore="no-tls")  # one code, as a string
+
+
+def test_the_assertion_fails_when_no_mail_arrived(smtpsink: Mailbox) -> None:
+    # It passed: an application that sent nothing met the rules.
+    with pytest.raises(AssertionError) as failure:
+        smtpsink.assert_bulk_sender_rules()
+    lines = str(failure.value).splitlines()
+    assert lines[0] == "expected mail to check, none arrived in this test"
+    assert lines[1].startswith(f"Hint: no client connected to {smtpsink.url}")
 
 
 def test_the_codes_are_the_documented_ones_and_the_checked_ones() -> None:
@@ -413,3 +423,74 @@ def test_delivered_mail_is_not_judged_for_tls(smtpsink: Mailbox) -> None:
     with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
         client.sendmail("bounces@shop.example", ["ann@example.com"], signed)
     assert codes(smtpsink) == ["no-tls"]
+
+
+def _signed_newsletter(
+    sink: Mailbox, sign: Sequence[bytes], *, above: bytes = b"", extra: bytes = b""
+) -> None:
+    """The newsletter with ``extra`` header lines (before signing) and
+    ``above`` (added on top after signing, as a later hop could)."""
+    key = sink.dkim_key("shop.example", selector="news")
+    raw = (
+        b"From: news@shop.example\r\nTo: ann@example.com\r\n"
+        b"Subject: November news\r\nMessage-ID: <1@shop.example>\r\n"
+        + extra
+        + b"List-Unsubscribe: <https://shop.example/u/abc>\r\n"
+        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\nHi.\r\n"
+    )
+    raw = (
+        above
+        + dkim.sign(
+            raw, b"news", b"shop.example", key.encode(), include_headers=list(sign)
+        )
+        + raw
+    )
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.starttls(context=sink.ssl_context())
+        client.sendmail("bounces@shop.example", ["ann@example.com"], raw)
+
+
+def test_an_unsigned_list_unsubscribe_above_the_signed_one_is_not_signed(
+    tls_sink: Mailbox,
+) -> None:
+    # h= names List-Unsubscribe once: the signature covers the bottom-most
+    # one (RFC 6376 5.4.2), and the one above it, which readers take, is
+    # anyone's. It passed: the name was in h=.
+    _signed_newsletter(
+        tls_sink,
+        SIGNED + ONE_CLICK,
+        above=b"List-Unsubscribe: <https://evil.example/u>\r\n",
+    )
+    message = tls_sink.assert_sent()
+    assert [r.verified for r in message.dkim] == [True]
+    problems = message.bulk_sender_problems()
+    assert [p.code for p in problems] == [
+        "list-unsubscribe-duplicate",
+        "unsubscribe-not-signed",
+    ]
+    assert problems[0].message == (
+        "2 List-Unsubscribe headers; RFC 8058 has one-click unsubscribe use "
+        "exactly one, and receivers may take either"
+    )
+    assert problems[1].header == "List-Unsubscribe"
+    assert problems[1].message == (
+        "the DKIM signature of d=shop.example covers 1 of the 2 List-Unsubscribe "
+        "headers, and a signature covers them from the bottom up (RFC 6376 "
+        "5.4.2): the top one, which is read, is not signed; RFC 8058 requires "
+        "it to be"
+    )
+
+
+def test_two_list_unsubscribe_post_headers_are_a_problem_even_when_signed(
+    tls_sink: Mailbox,
+) -> None:
+    # Both instances named in h=: signed, but still two where RFC 8058 has one.
+    _signed_newsletter(
+        tls_sink,
+        (*SIGNED, *ONE_CLICK, b"list-unsubscribe-post"),
+        extra=b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+    )
+    problems = tls_sink.assert_sent().bulk_sender_problems()
+    assert [(p.code, p.header) for p in problems] == [
+        ("list-unsubscribe-duplicate", "List-Unsubscribe-Post")
+    ]

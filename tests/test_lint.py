@@ -210,6 +210,31 @@ HEAD = (
             "warning",
             "part 1",
         ),
+        (
+            HEAD
+            + b"MIME-Version: 1.1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n",
+            "invalid-mime-version",
+            "error",
+            "header MIME-Version",
+        ),
+        (
+            HEAD + b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n--b\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n--b--\r\n",
+            "invalid-transfer-encoding",
+            "error",
+            # The message's own multipart: no part number.
+            "",
+        ),
+        (
+            HEAD + b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+            + b"x" * 77
+            + b"\r\n",
+            "quoted-printable-line-too-long",
+            "error",
+            "part 1",
+        ),
     ],
 )
 def test_each_problem_has_a_code_a_severity_and_a_place(
@@ -224,6 +249,114 @@ def test_each_problem_has_a_code_a_severity_and_a_place(
     assert found[0].message  # a sentence for a person
     # The clean head alone has no problem: each case adds exactly its fault.
     assert lint(HEAD + b"\r\nx\r\n", received_at=received) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [
+        (b"1.0", True),
+        (b" 1.0 (produced by MetaSend Vx.x)", True),  # RFC 2045 4: comments
+        (b"(produced by MetaSend Vx.x) 1.0", True),
+        (b"1.(produced by MetaSend Vx.x)0", True),
+        (b"1.1", False),
+        (b"2.0", False),
+        (b"1", False),
+        (b"", False),
+        (b"1.0 1.0", False),
+    ],
+)
+def test_a_mime_version_other_than_1_0_is_an_error(value: bytes, valid: bool) -> None:
+    raw = (
+        HEAD + b"MIME-Version:" + value + b"\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n"
+    )
+    problems = [p for p in lint(raw) if p.code == "invalid-mime-version"]
+    if valid:
+        assert problems == []
+    else:
+        [problem] = problems
+        assert problem.message == (
+            f"MIME-Version {value.decode().strip()!r} is not 1.0, the only "
+            "version (RFC 2045 4 requires 'MIME-Version: 1.0'); readers may "
+            "ignore the MIME structure"
+        )
+
+
+_REPORT = (
+    HEAD + b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=o\r\n\r\n"
+    b"--o\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nsee below\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("part", "encoding", "flagged"),
+    [
+        (b"Content-Type: message/rfc822\r\n", b"base64", True),
+        (b"Content-Type: message/rfc822\r\n", b"quoted-printable", True),
+        (b"Content-Type: message/rfc822\r\n", b"8bit", False),
+        (b"Content-Type: message/rfc822\r\n", b"Binary", False),
+        (b"Content-Type: multipart/alternative; boundary=i\r\n", b"base64", True),
+        (b"Content-Type: multipart/alternative; boundary=i\r\n", b"7bit", False),
+        # RFC 6532 3.5: a message/global may be encoded.
+        (b"Content-Type: message/global\r\n", b"base64", False),
+    ],
+)
+def test_an_encoded_multipart_or_message_is_an_error(
+    part: bytes, encoding: bytes, flagged: bool
+) -> None:
+    inner = (
+        b"--i\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n--i--\r\n"
+        if b"multipart" in part
+        else b"From: ann@example.com\r\nSubject: fwd\r\n\r\nhi\r\n"
+    )
+    raw = (
+        _REPORT
+        + b"--o\r\n"
+        + part
+        + b"Content-Transfer-Encoding: "
+        + encoding
+        + b"\r\n\r\n"
+        + inner
+        + b"--o--\r\n"
+    )
+    problems = [p for p in lint(raw) if p.code == "invalid-transfer-encoding"]
+    if not flagged:
+        assert problems == []
+        return
+    [problem] = problems
+    kind = part.split(b";")[0].split(b": ")[1].decode().strip()
+    assert (problem.severity, problem.part) == ("error", "2")
+    assert problem.message == (
+        f"{kind} has Content-Transfer-Encoding {encoding.decode()}; a "
+        f"{'multipart' if 'multipart' in kind else 'message/rfc822'} may only "
+        "be 7bit, 8bit or binary (RFC 2045 6.4, RFC 2046 5.2.1): encode the "
+        "parts inside it instead"
+    )
+
+
+def test_quoted_printable_lines_over_76_characters_are_an_error() -> None:
+    def body(*lines: bytes) -> bytes:
+        return (
+            HEAD + b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+            + b"\r\n".join(lines)
+            + b"\r\n"
+        )
+
+    # 76 characters, the soft line break's '=' counted: the limit, allowed.
+    assert lint(body(b"x" * 75 + b"=", b"x" * 76, b"caf=C3=A9")) == []
+    [problem] = lint(body(b"ok", b"x" * 76 + b"=", b"ok", b"y" * 78))
+    assert (problem.code, problem.severity, problem.part) == (
+        "quoted-printable-line-too-long",
+        "error",
+        "1",
+    )
+    assert problem.message == (
+        "text/plain is declared quoted-printable but 2 of its lines are longer "
+        "than 76 characters (the longest has 78); RFC 2045 6.7 requires "
+        "encoded lines of at most 76, with soft line breaks ('=' at the end) "
+        "to split longer ones"
+    )
 
 
 @pytest.mark.parametrize(
@@ -481,6 +614,43 @@ def test_a_part_in_a_forwarded_message_is_numbered_as_imap_does(
     assert data[0][1] == b"*not base64*"  # type: ignore[index]
 
 
+def test_a_delivery_status_part_is_one_part_as_imap_has_it(smtpsink: Mailbox) -> None:
+    # The parser splits a message/delivery-status into its header blocks,
+    # which lint numbered 2.1 and 2.2; to IMAP (the sink's and Dovecot's)
+    # the part is a leaf, and BODY[2.1] of a leaf is the whole of it.
+    raw = (
+        HEAD + b"MIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/report; report-type=delivery-status; "
+        b"boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nIt failed.\r\n"
+        b"--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        b"Reporting-MTA: dns; mx.example\r\n\r\n"
+        b"Final-Recipient: rfc822; bob@example.com\r\nAction: failed\r\n"
+        b"not a header\r\nStatus: 5.1.1\r\n\r\n"
+        b"--b\r\nContent-Type: message/rfc822\r\n\r\n"
+        b"From: ann@example.com\r\nSubject: hi\r\nMIME-Version: 1.0\r\n"
+        + _NOT_BASE64
+        + b"\r\n--b--\r\n"
+    )
+    smtpsink.deliver(raw, to="ann@example.com")
+    found = [(p.code, p.part) for p in lint(raw) if p.code != "html-only"]
+    assert found == [("malformed-header", "2"), ("invalid-base64", "3.1")]
+    with imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port) as client:
+        client.login("ann@example.com", "any")
+        client.select("INBOX", readonly=True)
+        _, structure = client.fetch("1", "(BODYSTRUCTURE)")
+        _, part = client.fetch("1", "(BODY.PEEK[2])")
+        _, forwarded = client.fetch("1", "(BODY.PEEK[3.1])")
+    assert (
+        b'("message" "delivery-status" NIL NIL NIL "7bit" 121 NIL NIL NIL NIL)'
+        in (
+            structure[0]  # type: ignore[operator]
+        )
+    )
+    assert b"\r\nnot a header\r\n" in part[0][1]  # type: ignore[index,operator]
+    assert forwarded[0][1] == b"*not base64*"  # type: ignore[index]
+
+
 @pytest.mark.parametrize(
     ("first", "hint"),
     [
@@ -604,6 +774,26 @@ def test_assert_clean_lists_the_problems_of_each_message(
     with pytest.raises(AssertionError, match="missing-message-id"):
         smtpsink.assert_clean(severity="warning", ignore=["missing-date"])
     smtpsink.assert_clean(ignore=["missing-date"])
+    with pytest.raises(ValueError, match="severity must be one of"):
+        smtpsink.assert_clean(severity="fatal")  # type: ignore[arg-type]
+
+
+def test_assert_clean_fails_when_no_mail_arrived(smtpsink: Mailbox) -> None:
+    # It passed: an application that sent nothing was "clean".
+    with pytest.raises(AssertionError) as failure:
+        smtpsink.assert_clean()
+    lines = str(failure.value).splitlines()
+    assert lines[0] == "expected mail to check, none arrived in this test"
+    assert lines[1].startswith(f"Hint: no client connected to {smtpsink.url}")
+    # After clear(), mail from before it does not count either.
+    deliver(smtpsink, HEAD + b"\r\nx\r\n")
+    smtpsink.assert_clean()
+    smtpsink.clear()
+    with pytest.raises(
+        AssertionError, match=r"\Aexpected mail to check, none arrived since clear\(\)"
+    ):
+        smtpsink.assert_clean(severity="info")
+    # A bad argument is still named first.
     with pytest.raises(ValueError, match="severity must be one of"):
         smtpsink.assert_clean(severity="fatal")  # type: ignore[arg-type]
 
@@ -862,6 +1052,9 @@ def test_unknown_argument(smtpsink):
 def test_assert_clean_checks_its_ignore_list(smtpsink: Mailbox) -> None:
     with pytest.raises(ValueError, match=r"'html_only' is not a lint code \(did you"):
         smtpsink.assert_clean(ignore=["html_only"])
+    deliver(
+        smtpsink, HEAD + b"MIME-Version: 1.0\r\nContent-Type: text/html\r\n\r\nx\r\n"
+    )
     smtpsink.assert_clean(ignore="html-only")  # one code, as a string
 
 

@@ -207,6 +207,16 @@ def test_without_a_spamd_assert_not_spam_fails_even_with_no_mail(
         smtpsink.assert_not_spam()
 
 
+def test_assert_not_spam_fails_when_no_mail_arrived(smtpsink: Mailbox) -> None:
+    # It passed: an application that sent nothing was "not spam". No spamd
+    # is asked (there is nothing to score); this one would refuse.
+    with pytest.raises(AssertionError) as failure:
+        smtpsink.assert_not_spam(spamd="127.0.0.1:9")
+    lines = str(failure.value).splitlines()
+    assert lines[0] == "expected mail to check, none arrived in this test"
+    assert lines[1].startswith(f"Hint: no client connected to {smtpsink.url}")
+
+
 def test_bad_arguments_are_named(smtpsink: Mailbox) -> None:
     send(smtpsink, HAM)
     message = smtpsink.assert_sent()
