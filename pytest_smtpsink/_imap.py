@@ -1478,8 +1478,10 @@ class _Connection(ReadSideConnection):
         mark_seen = sets_seen(items) and not self._read_only
         assert self._folder is not None
         keywords = self._folder.keywords
-        # New mail may be announced, never an expunge (RFC 3501 7.4.1).
-        await self._send_updates(expunge=False)
+        # New mail is announced after the responses (by _run), as Dovecot
+        # announces it: "1:*" names the messages the client knew of when
+        # it asked, and no "* n EXISTS" comes before responses that leave
+        # message n out.
         # Responses go out in writes of about _WRITE_BATCH octets, not one
         # system call (and one await) per message.
         batch: list[bytes] = []
@@ -1601,7 +1603,7 @@ class _Connection(ReadSideConnection):
         selected = self._selected(command.args[0], command, by_uid)
         if self._read_only:
             raise _Answered("NO", "[READ-ONLY] The folder is read-only")
-        await self._send_updates(expunge=False)
+        # New mail is announced after the responses, as for FETCH.
         # The flags each message had: only a message whose flags the STORE
         # changed gets a FETCH, as on Dovecot (RFC 3501 says "normally").
         before = {stored.uid: stored.flags for _, stored in selected}

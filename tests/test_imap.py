@@ -1310,3 +1310,61 @@ def test_list_patterns_take_inbox_in_any_case(
     replies = dialogue(smtpsink, f'a LIST "" "{pattern}"')
     names = [r.rsplit(" ", 1)[1] for r in replies if r.startswith("* LIST")]
     assert names == listed
+
+
+@contextlib.contextmanager
+def raw_selected(endpoint: IMAPEndpoint) -> Iterator[Callable[[str], list[str]]]:
+    """A raw IMAP session of USER with INBOX selected: a function that sends
+    one tagged command and gives every line up to its completion, in the
+    order they came."""
+    address = (endpoint.host, endpoint.port)
+    with socket.create_connection(address, 30) as s, s.makefile("rwb") as stream:
+
+        def command(line: str) -> list[str]:
+            tag = line.split(" ", 1)[0]
+            stream.write(line.encode() + b"\r\n")
+            stream.flush()
+            lines: list[str] = []
+            while not lines or not lines[-1].startswith(f"{tag} "):
+                read = stream.readline()
+                assert read, f"the connection closed after {lines}"
+                lines.append(read.decode().rstrip("\r\n"))
+            return lines
+
+        stream.readline()
+        command(f"a LOGIN {USER} pw")
+        command("b SELECT INBOX")
+        yield command
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["FETCH 1:* FLAGS", "UID FETCH 1:* FLAGS", "STORE 1:* +FLAGS (\\Flagged)"],
+)
+def test_new_mail_is_announced_after_a_fetch_or_store_of_star(
+    smtpsink: Mailbox, command: str
+) -> None:
+    """Mail that arrives while a folder is selected is announced after the
+    FETCH or STORE responses, as Dovecot announces it: ``1:*`` covers the
+    messages the client knew when it asked, and no ``* 3 EXISTS`` comes
+    before responses that leave message 3 out."""
+    for subject in ("a", "b"):
+        smtpsink.deliver(raw_message(subject), to=USER)
+    with raw_selected(smtpsink.imap) as send:
+        smtpsink.deliver(raw_message("c"), to=USER)
+        lines = send(f"c {command}")
+        assert [line.split(" (")[0] for line in lines] == [
+            "* 1 FETCH",
+            "* 2 FETCH",
+            "* 3 EXISTS",
+            "* 3 RECENT",
+            f"c OK {command.partition(' 1')[0]} completed",
+        ], lines
+        # The client now knows message 3: the next 1:* includes it.
+        lines = send("d FETCH 1:* (UID)")
+        assert [line.split(" (")[0] for line in lines] == [
+            "* 1 FETCH",
+            "* 2 FETCH",
+            "* 3 FETCH",
+            "d OK FETCH completed",
+        ], lines
