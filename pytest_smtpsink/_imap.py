@@ -1521,6 +1521,11 @@ class _Connection(ReadSideConnection):
             await self._send_all(batch)
         if mark_seen:
             self.store.mail_changed()
+        gone = self._expunged_elsewhere(selected)
+        if gone:
+            # Served all the same (the sink still has them, RFC 2180 4.1.1;
+            # Dovecot answers their bodies NIL), with Dovecot's code.
+            return f"[EXPUNGEISSUED] {command.name} completed; {gone}"
         return f"{command.name} completed"
 
     async def _cmd_search(self, command: Command) -> str:
@@ -1639,6 +1644,22 @@ class _Connection(ReadSideConnection):
             await self._untagged(format_fetch(number, values))
         return f"{command.name} completed"
 
+    def _expunged_elsewhere(self, selected: Sequence[tuple[int, StoredMessage]]) -> str:
+        """Which of ``selected`` another session expunged (this one still
+        numbers them until it may say so), as a sentence; "" if none."""
+        folder = self._folder
+        assert folder is not None
+        with self.mail.lock:
+            present = {id(s) for s in folder.messages}
+        gone = [number for number, stored in selected if id(stored) not in present]
+        if not gone:
+            return ""
+        shown = ", ".join(str(n) for n in gone[:5]) + (", ..." if len(gone) > 5 else "")
+        return (
+            f"{'message' if len(gone) == 1 else 'messages'} {shown} "
+            f"{'was' if len(gone) == 1 else 'were'} expunged by another session"
+        )
+
     async def _copy(self, command: Command, by_uid: bool, move: bool) -> str:
         if len(command.args) != 2:
             raise command.error(f"{command.name} needs a sequence set and a folder")
@@ -1653,7 +1674,14 @@ class _Connection(ReadSideConnection):
                 raise _no_such_folder(name, "TRYCREATE")
             source = self._folder
             assert source is not None
-            present = {id(s) for s in source.messages}
+            gone = self._expunged_elsewhere(selected)
+            if gone:
+                # All or nothing, as on Dovecot (RFC 3501: a COPY that fails
+                # leaves the target as it was).
+                raise _Answered(
+                    "NO",
+                    f"[EXPUNGEISSUED] Nothing {'moved' if move else 'copied'}: {gone}",
+                )
             for _, stored in selected:
                 # A copy's keywords come in the order its folder has them.
                 define_keywords(
@@ -1670,14 +1698,9 @@ class _Connection(ReadSideConnection):
                     ).uid,
                 )
                 for _, stored in selected
-                if id(stored) in present
             ]
             if move:
-                self.mail.remove(
-                    source,
-                    [s for _, s in selected if id(s) in present],
-                    moved_to=target.name,
-                )
+                self.mail.remove(source, [s for _, s in selected], moved_to=target.name)
             uidvalidity = target.uidvalidity
         self.store.mail_changed()
         if not pairs:
