@@ -476,7 +476,16 @@ class _Connection(ReadSideConnection):
         if self._tls_missing():
             await self._reply(_TLS_FIRST)
             return
-        user, _, digest = arg.rpartition(" ")
+        words = arg.split(" ")
+        if len(words) > 2:
+            # RFC 1939: arguments are separated by a space, so a name has
+            # none (as USER refuses one); the digest is never echoed.
+            await self._reply(
+                "-ERR APOP takes a user name and an MD5 digest, not "
+                f"{len(words)} arguments"
+            )
+            return
+        user, digest = words if len(words) == 2 else ("", "")
         if not user or not _HEX_DIGEST.match(digest):
             await self._reply(
                 "-ERR APOP needs a user name and an MD5 digest (32 hex digits)"

@@ -581,6 +581,11 @@ def test_reads(smtpsink):
         (b"CAPA all", "-ERR CAPA takes no argument"),
         (b"QUIT now", "-ERR QUIT takes no argument"),
         (b"APOP ann", "-ERR APOP needs a user name and an MD5 digest"),
+        # RFC 1939: a name has no space, as USER has it; "ann pw" is no user.
+        (
+            b"APOP ann pw " + b"0" * 32,
+            "-ERR APOP takes a user name and an MD5 digest, not 3 arguments",
+        ),
         (b"AUTH CRAM-MD5", "-ERR [AUTH] Unsupported mechanism"),
         # A user name that is not UTF-8 opens no mailbox.
         (b"AUTH PLAIN AP9AeABwdw==", "-ERR [AUTH] Authentication failed"),
