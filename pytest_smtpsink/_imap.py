@@ -85,7 +85,7 @@ from ._mailstore import (
     normalize_flags,
 )
 from ._message import Envelope, Message
-from ._readside import Closed, ReadSideConnection, ReadSideServer
+from ._readside import BUGS_IN_A_ROW, Closed, ReadSideConnection, ReadSideServer
 from ._session import AuthInfo, Exchange, ExchangeKind, IMAPExchange
 from ._text import plural, printable, shorten
 
@@ -434,6 +434,11 @@ class _Connection(ReadSideConnection):
         self._recent: set[int] = set()
         # Since an AUTHENTICATE command: see _next_command.
         self._after_auth = False
+        # The command being read or run, for a reply to an internal error:
+        # its line (tag included), whether it is recorded, its name.
+        self._line: bytes | None = None
+        self._line_recorded = False
+        self._command_name: str | None = None
 
     def store_changed(self) -> None:
         if self.idling:
@@ -467,6 +472,7 @@ class _Connection(ReadSideConnection):
         self, kind: ExchangeKind, line: str, tag: str | None = None
     ) -> Exchange:
         exchange = super()._append(kind, line, tag)
+        self._line_recorded = True
         self._shown = 0  # a new command: count its untagged responses anew
         return exchange
 
@@ -533,8 +539,15 @@ class _Connection(ReadSideConnection):
                 f"* OK [CAPABILITY {self._capabilities()}] pytest-smtpsink IMAP ready"
             )
             while not self._closing:
-                if not await self._next_command():
-                    break
+                try:
+                    if not await self._next_command():
+                        break
+                except (Closed, OSError):
+                    raise
+                except Exception as error:
+                    await self._answer_bug(error)
+                else:
+                    self._bugs_in_a_row = 0
         except (Closed, ConnectionError):
             pass
         finally:
@@ -544,12 +557,43 @@ class _Connection(ReadSideConnection):
             if transport is not None and not transport.is_closing():
                 transport.close()
 
+    async def _answer_bug(self, error: Exception) -> None:
+        """The last resort for an unexpected error in reading or running a
+        command: logged, recorded and answered ``NO [SERVERBUG]`` (RFC 5530)
+        with the command's tag; the session goes on, unless that happened
+        `BUGS_IN_A_ROW` times in a row."""
+        line, name = self._line, self._command_name
+        tag, rest = None, line or b""
+        if line is not None:
+            # What failed may be what reads the tag: then "*" answers.
+            with contextlib.suppress(Exception):
+                tag, rest = split_tag(line)
+        # Only a known command is named, and none that logs in has its
+        # error's text logged.
+        secret = name not in COMMANDS or name in _SECRET_VERBS or _secret_tag(tag)
+        what = name if name in COMMANDS else "reading a command"
+        text = self._server_bug(error, what, secret)
+        self.idling = False
+        if line is not None and not self._line_recorded:
+            shown = [rest.rstrip(b"\r\n").decode("utf-8", "replace")]
+            self._append("command", self._shown_command(shown, None, tag), tag)
+        self._finish_shown()
+        await self._reply(f"{tag or '*'} NO [SERVERBUG] {text}")
+        if self._bugs_in_a_row >= BUGS_IN_A_ROW:
+            await self._reply_and_end(
+                "server-closed",
+                f"* BYE [SERVERBUG] {self._bugs_in_a_row} internal errors in a row",
+            )
+            raise Closed
+
     async def _next_command(self) -> bool:
         """Read, record and run one command; False at the end of input."""
+        self._line, self._line_recorded, self._command_name = None, False, None
         read = await self._read_command(MAX_LINE)
         if read is None:
             return False
         line, total = read
+        self._line = line
         after_auth, self._after_auth = self._after_auth, False
         if after_auth and _ONE_WORD.match(line):
             # After AUTHENTICATE, a line of one word (no command is one) is
@@ -707,6 +751,7 @@ class _Connection(ReadSideConnection):
     async def _run(self, command: Command, faults_done: bool = False) -> None:
         name = command.name
         tag = command.tag
+        self._command_name = name
         refusal = self._state_refusal(name, tag)
         if refusal is not None:
             await self._bad(tag, refusal)
