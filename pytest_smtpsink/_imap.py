@@ -85,7 +85,7 @@ from ._mailstore import (
     normalize_flags,
 )
 from ._message import Envelope, Message
-from ._readside import Closed, ReadSideConnection, ReadSideServer
+from ._readside import BUGS_IN_A_ROW, Closed, ReadSideConnection, ReadSideServer
 from ._session import AuthInfo, Exchange, ExchangeKind, IMAPExchange
 from ._text import plural, printable, shorten
 
@@ -434,6 +434,11 @@ class _Connection(ReadSideConnection):
         self._recent: set[int] = set()
         # Since an AUTHENTICATE command: see _next_command.
         self._after_auth = False
+        # The command being read or run, for a reply to an internal error:
+        # its line (tag included), whether it is recorded, its name.
+        self._line: bytes | None = None
+        self._line_recorded = False
+        self._command_name: str | None = None
 
     def store_changed(self) -> None:
         if self.idling:
@@ -467,6 +472,7 @@ class _Connection(ReadSideConnection):
         self, kind: ExchangeKind, line: str, tag: str | None = None
     ) -> Exchange:
         exchange = super()._append(kind, line, tag)
+        self._line_recorded = True
         self._shown = 0  # a new command: count its untagged responses anew
         return exchange
 
@@ -533,8 +539,15 @@ class _Connection(ReadSideConnection):
                 f"* OK [CAPABILITY {self._capabilities()}] pytest-smtpsink IMAP ready"
             )
             while not self._closing:
-                if not await self._next_command():
-                    break
+                try:
+                    if not await self._next_command():
+                        break
+                except (Closed, OSError):
+                    raise
+                except Exception as error:
+                    await self._answer_bug(error)
+                else:
+                    self._bugs_in_a_row = 0
         except (Closed, ConnectionError):
             pass
         finally:
@@ -544,12 +557,43 @@ class _Connection(ReadSideConnection):
             if transport is not None and not transport.is_closing():
                 transport.close()
 
+    async def _answer_bug(self, error: Exception) -> None:
+        """The last resort for an unexpected error in reading or running a
+        command: logged, recorded and answered ``NO [SERVERBUG]`` (RFC 5530)
+        with the command's tag; the session goes on, unless that happened
+        `BUGS_IN_A_ROW` times in a row."""
+        line, name = self._line, self._command_name
+        tag, rest = None, line or b""
+        if line is not None:
+            # What failed may be what reads the tag: then "*" answers.
+            with contextlib.suppress(Exception):
+                tag, rest = split_tag(line)
+        # Only a known command is named, and none that logs in has its
+        # error's text logged.
+        secret = name not in COMMANDS or name in _SECRET_VERBS or _secret_tag(tag)
+        what = name if name in COMMANDS else "reading a command"
+        text = self._server_bug(error, what, secret)
+        self.idling = False
+        if line is not None and not self._line_recorded:
+            shown = [rest.rstrip(b"\r\n").decode("utf-8", "replace")]
+            self._append("command", self._shown_command(shown, None, tag), tag)
+        self._finish_shown()
+        await self._reply(f"{tag or '*'} NO [SERVERBUG] {text}")
+        if self._bugs_in_a_row >= BUGS_IN_A_ROW:
+            await self._reply_and_end(
+                "server-closed",
+                f"* BYE [SERVERBUG] {self._bugs_in_a_row} internal errors in a row",
+            )
+            raise Closed
+
     async def _next_command(self) -> bool:
         """Read, record and run one command; False at the end of input."""
+        self._line, self._line_recorded, self._command_name = None, False, None
         read = await self._read_command(MAX_LINE)
         if read is None:
             return False
         line, total = read
+        self._line = line
         after_auth, self._after_auth = self._after_auth, False
         if after_auth and _ONE_WORD.match(line):
             # After AUTHENTICATE, a line of one word (no command is one) is
@@ -707,6 +751,7 @@ class _Connection(ReadSideConnection):
     async def _run(self, command: Command, faults_done: bool = False) -> None:
         name = command.name
         tag = command.tag
+        self._command_name = name
         refusal = self._state_refusal(name, tag)
         if refusal is not None:
             await self._bad(tag, refusal)
@@ -1478,8 +1523,10 @@ class _Connection(ReadSideConnection):
         mark_seen = sets_seen(items) and not self._read_only
         assert self._folder is not None
         keywords = self._folder.keywords
-        # New mail may be announced, never an expunge (RFC 3501 7.4.1).
-        await self._send_updates(expunge=False)
+        # New mail is announced after the responses (by _run), as Dovecot
+        # announces it: "1:*" names the messages the client knew of when
+        # it asked, and no "* n EXISTS" comes before responses that leave
+        # message n out.
         # Responses go out in writes of about _WRITE_BATCH octets, not one
         # system call (and one await) per message.
         batch: list[bytes] = []
@@ -1519,6 +1566,11 @@ class _Connection(ReadSideConnection):
             await self._send_all(batch)
         if mark_seen:
             self.store.mail_changed()
+        gone = self._expunged_elsewhere(selected)
+        if gone:
+            # Served all the same (the sink still has them, RFC 2180 4.1.1;
+            # Dovecot answers their bodies NIL), with Dovecot's code.
+            return f"[EXPUNGEISSUED] {command.name} completed; {gone}"
         return f"{command.name} completed"
 
     async def _cmd_search(self, command: Command) -> str:
@@ -1601,7 +1653,7 @@ class _Connection(ReadSideConnection):
         selected = self._selected(command.args[0], command, by_uid)
         if self._read_only:
             raise _Answered("NO", "[READ-ONLY] The folder is read-only")
-        await self._send_updates(expunge=False)
+        # New mail is announced after the responses, as for FETCH.
         # The flags each message had: only a message whose flags the STORE
         # changed gets a FETCH, as on Dovecot (RFC 3501 says "normally").
         before = {stored.uid: stored.flags for _, stored in selected}
@@ -1637,6 +1689,22 @@ class _Connection(ReadSideConnection):
             await self._untagged(format_fetch(number, values))
         return f"{command.name} completed"
 
+    def _expunged_elsewhere(self, selected: Sequence[tuple[int, StoredMessage]]) -> str:
+        """Which of ``selected`` another session expunged (this one still
+        numbers them until it may say so), as a sentence; "" if none."""
+        folder = self._folder
+        assert folder is not None
+        with self.mail.lock:
+            present = {id(s) for s in folder.messages}
+        gone = [number for number, stored in selected if id(stored) not in present]
+        if not gone:
+            return ""
+        shown = ", ".join(str(n) for n in gone[:5]) + (", ..." if len(gone) > 5 else "")
+        return (
+            f"{'message' if len(gone) == 1 else 'messages'} {shown} "
+            f"{'was' if len(gone) == 1 else 'were'} expunged by another session"
+        )
+
     async def _copy(self, command: Command, by_uid: bool, move: bool) -> str:
         if len(command.args) != 2:
             raise command.error(f"{command.name} needs a sequence set and a folder")
@@ -1651,7 +1719,14 @@ class _Connection(ReadSideConnection):
                 raise _no_such_folder(name, "TRYCREATE")
             source = self._folder
             assert source is not None
-            present = {id(s) for s in source.messages}
+            gone = self._expunged_elsewhere(selected)
+            if gone:
+                # All or nothing, as on Dovecot (RFC 3501: a COPY that fails
+                # leaves the target as it was).
+                raise _Answered(
+                    "NO",
+                    f"[EXPUNGEISSUED] Nothing {'moved' if move else 'copied'}: {gone}",
+                )
             for _, stored in selected:
                 # A copy's keywords come in the order its folder has them.
                 define_keywords(
@@ -1668,14 +1743,9 @@ class _Connection(ReadSideConnection):
                     ).uid,
                 )
                 for _, stored in selected
-                if id(stored) in present
             ]
             if move:
-                self.mail.remove(
-                    source,
-                    [s for _, s in selected if id(s) in present],
-                    moved_to=target.name,
-                )
+                self.mail.remove(source, [s for _, s in selected], moved_to=target.name)
             uidvalidity = target.uidvalidity
         self.store.mail_changed()
         if not pairs:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Literal
 
 from ._endpoint import ReadSideEndpoint
 from ._mailstore import INBOX, check_login, is_utf8, wire_bytes
-from ._readside import Closed, ReadSideConnection, ReadSideServer
+from ._readside import BUGS_IN_A_ROW, Closed, ReadSideConnection, ReadSideServer
 from ._session import AuthInfo, POP3Exchange
 from ._text import plural, printable
 
@@ -270,7 +270,15 @@ class _Connection(ReadSideConnection):
                 line = await self._read_pop3_command()
                 if line is None:
                     break
-                await self._handle(line)
+                before = self._current
+                try:
+                    await self._handle(line)
+                except (Closed, OSError):
+                    raise
+                except Exception as error:
+                    await self._answer_bug(line[0], error, before is self._current)
+                else:
+                    self._bugs_in_a_row = 0
         except (Closed, ConnectionError):
             pass
         finally:
@@ -289,6 +297,29 @@ class _Connection(ReadSideConnection):
         # One line end only: a CR before it is the line's, so "STAT" and a
         # CR is refused (as Dovecot refuses it) instead of read as STAT.
         return line.removesuffix(b"\n").removesuffix(b"\r"), total
+
+    async def _answer_bug(self, raw: bytes, error: Exception, unrecorded: bool) -> None:
+        """The last resort for an unexpected error in running the command
+        ``raw``: logged, and answered ``-ERR [SYS/PERM]`` (RFC 3206) in the
+        command's exchange (``unrecorded``: one stands for it, as the
+        failure may be in masking it); the session goes on, unless that
+        happened `BUGS_IN_A_ROW` times in a row."""
+        verb = raw.split(b" ", 1)[0].decode("ascii", "replace").upper()
+        known = verb in VERBS
+        # Only a known command is named, and none that logs in has its
+        # error's text logged.
+        secret = not known or verb in ("USER", "PASS", "APOP", "AUTH")
+        text = self._server_bug(error, verb if known else "a command", secret)
+        if unrecorded:
+            self._append("command", "[a command the sink failed to record]")
+        reply = f"-ERR [SYS/PERM] {text}"
+        if self._bugs_in_a_row >= BUGS_IN_A_ROW:
+            await self._reply_and_end(
+                "server-closed",
+                f"{reply}; closing after {self._bugs_in_a_row} in a row",
+            )
+            raise Closed
+        await self._reply(reply)
 
     # -- recording and replying -------------------------------------------------------
 
@@ -476,7 +507,16 @@ class _Connection(ReadSideConnection):
         if self._tls_missing():
             await self._reply(_TLS_FIRST)
             return
-        user, _, digest = arg.rpartition(" ")
+        words = arg.split(" ")
+        if len(words) > 2:
+            # RFC 1939: arguments are separated by a space, so a name has
+            # none (as USER refuses one); the digest is never echoed.
+            await self._reply(
+                "-ERR APOP takes a user name and an MD5 digest, not "
+                f"{len(words)} arguments"
+            )
+            return
+        user, digest = words if len(words) == 2 else ("", "")
         if not user or not _HEX_DIGEST.match(digest):
             await self._reply(
                 "-ERR APOP needs a user name and an MD5 digest (32 hex digits)"

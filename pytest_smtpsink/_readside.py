@@ -22,8 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import logging
 import ssl
 import time
+import traceback
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -52,6 +54,11 @@ if TYPE_CHECKING:
     from ._store import Store
 
 _START_TIMEOUT = 10.0
+#: Where the read-side servers log a failure of their own: a bug.
+LOG = logging.getLogger("pytest_smtpsink")
+#: Internal errors in a row after which a session ends: a bug that recurs
+#: on every line must not keep the server thread answering it for ever.
+BUGS_IN_A_ROW = 5
 # How much of an overlong line's end is kept (after its first `limit` octets).
 _KEPT_TAIL = 32
 
@@ -244,9 +251,40 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         self._tls = False
         # While a handshake runs: whether it is an implicit one.
         self._handshaking: bool | None = None
+        # Internal errors since the last command that ran without one.
+        self._bugs_in_a_row = 0
 
     async def _serve(self) -> None:
         raise NotImplementedError
+
+    def _server_bug(self, error: Exception, what: str, secret: bool) -> str:
+        """Log ``error``, an unexpected failure running ``what`` (a
+        command's name), once with its traceback; what the client is told.
+        Neither the reply nor, after a login command (``secret``), the log
+        quotes the error's text, which may hold what the client sent."""
+        self._bugs_in_a_row += 1
+        kind = type(error).__name__
+        text = "" if secret else str(error)
+        mask = self.server.mask_secrets
+        if mask is not None:
+            text = mask(text)
+        peer = self.record.peer if self.record is not None else ("?", 0)
+        LOG.error(
+            "%s session from %s:%s: %s failed with an internal error (a bug "
+            "in pytest-smtpsink; the client was told so):\n"
+            "%sTraceback (most recent call last):\n%s%s",
+            self.PROTOCOL,
+            peer[0],
+            peer[1],
+            what,
+            "" if not secret else "(its text is left out: it ran a login)\n",
+            "".join(traceback.format_tb(error.__traceback__)),
+            f"{kind}: {printable(text)}" if text else kind,
+        )
+        return (
+            f"Internal error ({kind}) in {what}: a bug in pytest-smtpsink, "
+            "logged with its traceback"
+        )
 
     # -- asyncio.Protocol -------------------------------------------------------
 

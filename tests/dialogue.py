@@ -23,7 +23,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -229,6 +229,7 @@ def run(
     *,
     read_timeout: float = READ_TIMEOUT,
     deadline: float = DEADLINE,
+    before: Mapping[str, Callable[[], object]] | None = None,
 ) -> list[str]:
     """Connect, read the greeting, send each line of *script* and read its
     reply; returns the transcript. A line may hold CRLFs (an IMAP line with
@@ -237,7 +238,10 @@ def run(
     an AUTHENTICATE response, DONE). The session ends after the script or
     when the server closes the connection. Waiting longer than
     *read_timeout* for a reply, or *deadline* in all, raises `DialogueError`.
+    *before* maps a line of the script to what to do just before it is
+    sent (another session's commands, a delivery), with this one open.
     """
+    before = before or {}
     transcript: list[str] = []
     connection = _Connection(endpoint, transcript, read_timeout, deadline)
     try:
@@ -246,6 +250,8 @@ def run(
             for line in script:
                 if not alive:
                     break
+                if line in before:
+                    before[line]()
                 connection.send(line)
                 alive = _read_pop3(connection, line)
                 if (
@@ -260,6 +266,8 @@ def run(
             for line in script:
                 if state == "closed":
                     break
+                if line in before:
+                    before[line]()
                 connection.send(line)
                 tag = pending or (line.split(" ", 1)[0] if line else "")
                 state = _read_imap(connection, tag)

@@ -19,7 +19,7 @@ import pytest
 from conftest import replies_at_the_end
 from dialogue import Endpoint, run
 
-from pytest_smtpsink import IMAPEndpoint, Mailbox, SMTPSink
+from pytest_smtpsink import IMAPEndpoint, Mailbox, SMTPSink, _imap
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -1310,3 +1310,175 @@ def test_list_patterns_take_inbox_in_any_case(
     replies = dialogue(smtpsink, f'a LIST "" "{pattern}"')
     names = [r.rsplit(" ", 1)[1] for r in replies if r.startswith("* LIST")]
     assert names == listed
+
+
+@contextlib.contextmanager
+def raw_selected(endpoint: IMAPEndpoint) -> Iterator[Callable[[str], list[str]]]:
+    """A raw IMAP session of USER with INBOX selected: a function that sends
+    one tagged command and gives every line up to its completion, in the
+    order they came."""
+    address = (endpoint.host, endpoint.port)
+    with socket.create_connection(address, 30) as s, s.makefile("rwb") as stream:
+
+        def command(line: str) -> list[str]:
+            tag = line.split(" ", 1)[0]
+            stream.write(line.encode() + b"\r\n")
+            stream.flush()
+            lines: list[str] = []
+            while not lines or not lines[-1].startswith(f"{tag} "):
+                read = stream.readline()
+                assert read, f"the connection closed after {lines}"
+                lines.append(read.decode().rstrip("\r\n"))
+            return lines
+
+        stream.readline()
+        command(f"a LOGIN {USER} pw")
+        command("b SELECT INBOX")
+        yield command
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["FETCH 1:* FLAGS", "UID FETCH 1:* FLAGS", "STORE 1:* +FLAGS (\\Flagged)"],
+)
+def test_new_mail_is_announced_after_a_fetch_or_store_of_star(
+    smtpsink: Mailbox, command: str
+) -> None:
+    """Mail that arrives while a folder is selected is announced after the
+    FETCH or STORE responses, as Dovecot announces it: ``1:*`` covers the
+    messages the client knew when it asked, and no ``* 3 EXISTS`` comes
+    before responses that leave message 3 out."""
+    for subject in ("a", "b"):
+        smtpsink.deliver(raw_message(subject), to=USER)
+    with raw_selected(smtpsink.imap) as send:
+        smtpsink.deliver(raw_message("c"), to=USER)
+        lines = send(f"c {command}")
+        assert [line.split(" (")[0] for line in lines] == [
+            "* 1 FETCH",
+            "* 2 FETCH",
+            "* 3 EXISTS",
+            "* 3 RECENT",
+            f"c OK {command.partition(' 1')[0]} completed",
+        ], lines
+        # The client now knows message 3: the next 1:* includes it.
+        lines = send("d FETCH 1:* (UID)")
+        assert [line.split(" (")[0] for line in lines] == [
+            "* 1 FETCH",
+            "* 2 FETCH",
+            "* 3 FETCH",
+            "d OK FETCH completed",
+        ], lines
+
+
+# -- the sink's own bugs --------------------------------------------------------
+
+
+def _sink_log(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "pytest_smtpsink"]
+
+
+def test_an_internal_error_is_no_serverbug_recorded_logged_and_serving_goes_on(
+    smtpsink: Mailbox,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug in a command's handler (not one known: a helper made to raise,
+    the only way to stand for one; the server itself is not mocked) is
+    answered ``NO [SERVERBUG]`` (RFC 5530) with the command's tag, recorded
+    and logged once with its traceback, and the session goes on."""
+    smtpsink.deliver(raw_message("Kept"), to=USER)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("fetch_values broke")
+
+    with login(smtpsink) as client:
+        client.select("INBOX")
+        monkeypatch.setattr(_imap, "fetch_values", broken)
+        typ, data = client.fetch("1", "(BODY.PEEK[])")
+        assert (typ, data) == (
+            "NO",
+            [
+                b"[SERVERBUG] Internal error (RuntimeError) in FETCH: a bug in "
+                b"pytest-smtpsink, logged with its traceback"
+            ],
+        )
+        assert client.noop()[0] == "OK"
+        monkeypatch.undo()
+        typ, data = client.fetch("1", "(BODY.PEEK[])")
+        assert typ == "OK", data
+        assert isinstance(data[0], tuple), data
+        assert b"Subject: Kept" in data[0][1]
+        client.logout()
+    (session,) = [s for s in smtpsink.sessions if s.protocol == "IMAP"]
+    failed = next(e for e in session.transcript if e.command == "FETCH")
+    assert failed.reply == (
+        "NO [SERVERBUG] Internal error (RuntimeError) in FETCH: a bug in "
+        "pytest-smtpsink, logged with its traceback"
+    ), session.format_transcript()
+    assert session.end == "quit"
+    (logged,) = _sink_log(caplog)
+    assert "IMAP session from 127.0.0.1:" in logged
+    assert "FETCH failed with an internal error" in logged
+    assert "in broken\n" in logged  # the traceback's last frame
+    assert logged.endswith("RuntimeError: fetch_values broke")
+
+
+def test_an_internal_error_in_a_login_keeps_its_text_out_of_the_log(
+    smtpsink: Mailbox,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug (a helper made to raise, see above) whose error quotes the
+    password: the reply, the transcript and the log leave its text out."""
+
+    def broken(auth: object, user: str, password: str) -> bool:
+        raise ValueError(f"cannot check {password}")
+
+    monkeypatch.setattr(_imap, "check_login", broken)
+    endpoint = Endpoint("imap", smtpsink.imap.host, smtpsink.imap.port)
+    transcript = run([f"a LOGIN {USER} Sw0rdfish", "b NOOP"], endpoint)
+    assert transcript[2:] == [
+        "S: a NO [SERVERBUG] Internal error (ValueError) in LOGIN: a bug in "
+        "pytest-smtpsink, logged with its traceback",
+        "C: b NOOP",
+        "S: b OK NOOP completed",
+    ]
+    (logged,) = _sink_log(caplog)
+    assert logged.endswith(
+        'in broken\n    raise ValueError(f"cannot check {password}")\nValueError'
+    ), logged
+    text = "\n".join(s.format_transcript() for s in smtpsink.sessions) + logged
+    assert "Sw0rdfish" not in text
+
+
+def test_internal_errors_in_a_row_end_the_session(
+    smtpsink: Mailbox,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug on every line (what reads the tag made to raise, see above):
+    each line is answered untagged ``* NO [SERVERBUG]`` and recorded, and
+    after five in a row the session ends, instead of the server thread
+    answering the bug for ever."""
+
+    def broken(line: bytes) -> tuple[str | None, bytes]:
+        raise RuntimeError("split_tag broke")
+
+    monkeypatch.setattr(_imap, "split_tag", broken)
+    address = (smtpsink.imap.host, smtpsink.imap.port)
+    with socket.create_connection(address, 30) as s, s.makefile("rwb") as stream:
+        stream.readline()  # the greeting
+        stream.write(b"".join(b"%d NOOP\r\n" % n for n in range(1, 8)))
+        stream.flush()
+        lines = stream.read().decode().split("\r\n")  # up to the close
+    bug = (
+        "* NO [SERVERBUG] Internal error (RuntimeError) in reading a command: "
+        "a bug in pytest-smtpsink, logged with its traceback"
+    )
+    assert lines == [*[bug] * 5, "* BYE [SERVERBUG] 5 internal errors in a row", ""]
+    (session,) = [s for s in smtpsink.sessions if s.protocol == "IMAP"]
+    assert [e.line for e in session.transcript[1:]] == [
+        f"{n} NOOP" for n in range(1, 6)
+    ]
+    assert session.end == "server-closed"
+    assert len(_sink_log(caplog)) == 5

@@ -1002,3 +1002,77 @@ def test_a_bare_cr_is_bad_and_named_as_on_dovecot(dovecot: Dovecot) -> None:
     assert masked(ours, capabilities=True, text=True) == masked(
         theirs, capabilities=True, text=True
     )
+
+
+#: Each run after another session expunged message 1 of two (the session
+#: still numbers it, RFC 3501 7.4.1), then STATUS of the target folder.
+EXPUNGED_ELSEWHERE = [
+    "x FETCH 1:2 (FLAGS BODY.PEEK[HEADER])",
+    "x STORE 1:2 +FLAGS (\\Seen)",
+    "x COPY 1:2 Other",
+    "x COPY 1 Other",
+    "x UID COPY 1:2 Other",
+    "x MOVE 1:2 Other",
+    "x UID MOVE 1:2 Other",
+]
+
+
+def _expunged_elsewhere(endpoint: Endpoint, user: str, command: str) -> list[str]:
+    """``command`` in a session of ``user`` after another session expunged
+    message 1 (of two) that this one still numbers: the transcript from
+    ``command`` on."""
+    other = [
+        f"o1 LOGIN {user} x",
+        "o2 SELECT INBOX",
+        "o3 STORE 1 +FLAGS.SILENT (\\Deleted)",
+        "o4 EXPUNGE",
+        "o5 LOGOUT",
+    ]
+    script = [f"a LOGIN {user} x", "b CREATE Other", "c SELECT INBOX", command]
+    script.append("y STATUS Other (MESSAGES)")
+    transcript = run(script, endpoint, before={command: lambda: run(other, endpoint)})
+    return transcript[transcript.index(f"C: {command}") :]
+
+
+def test_copy_of_a_message_expunged_elsewhere_is_no_expungeissued_as_on_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    """Another session expunged a message this one still numbers: COPY and
+    MOVE of a set that holds it fail with ``NO [EXPUNGEISSUED]`` and copy
+    nothing (RFC 3501: a failed COPY leaves the target as it was), as on
+    Dovecot; FETCH completes with ``OK [EXPUNGEISSUED]`` (Dovecot answers
+    its body NIL, the sink, which still has it, its bytes, as RFC 2180
+    4.1.1 allows); STORE completes with a plain ``OK``."""
+    ours: list[list[str]] = []
+    theirs: list[list[str]] = []
+    for number, command in enumerate(EXPUNGED_ELSEWHERE):
+        user = f"expunged-{number}"
+        dovecot.reset(user)
+        dovecot.seed(user, MESSAGES[:2])
+        with SMTPSink() as sink:
+            for message in MESSAGES[:2]:
+                sink.deliver(message, to=user)
+            endpoint = Endpoint("imap", sink.imap.host, sink.imap.port)
+            ours.append(_expunged_elsewhere(endpoint, user, command))
+        endpoint = Endpoint("imap", dovecot.host, dovecot.imap_port)
+        theirs.append(_expunged_elsewhere(endpoint, user, command))
+
+    def outcome(transcript: list[str]) -> list[str]:
+        # The completions and the target's count: untagged lines differ in
+        # what the two may (FETCH data, RECENT, Dovecot's FETCH after STORE).
+        return [
+            line
+            for line in masked(transcript, text=True)
+            if line.startswith(("C: ", "S: x ", "S: y ", "S: * STATUS"))
+        ]
+
+    assert [outcome(t) for t in ours] == [outcome(t) for t in theirs]
+    copy = outcome(ours[EXPUNGED_ELSEWHERE.index("x COPY 1:2 Other")])
+    assert copy[1:] == [
+        "S: x NO [EXPUNGEISSUED] <text>",
+        "C: y STATUS Other (MESSAGES)",
+        "S: * STATUS Other (MESSAGES 0)",
+        "S: y OK <text>",
+    ]
+    fetched = ours[0]
+    assert any(line.startswith("S: x OK [EXPUNGEISSUED] ") for line in fetched)

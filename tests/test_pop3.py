@@ -21,7 +21,7 @@ import external
 import pytest
 from conftest import Factory, make_message, replies_at_the_end
 
-from pytest_smtpsink import Mailbox, Session, SMTPSink
+from pytest_smtpsink import Mailbox, Session, SMTPSink, _pop3
 from pytest_smtpsink._pop3 import dot_stuffed, mask_secrets, top_of
 
 ANN = "ann@example.com"
@@ -581,6 +581,11 @@ def test_reads(smtpsink):
         (b"CAPA all", "-ERR CAPA takes no argument"),
         (b"QUIT now", "-ERR QUIT takes no argument"),
         (b"APOP ann", "-ERR APOP needs a user name and an MD5 digest"),
+        # RFC 1939: a name has no space, as USER has it; "ann pw" is no user.
+        (
+            b"APOP ann pw " + b"0" * 32,
+            "-ERR APOP takes a user name and an MD5 digest, not 3 arguments",
+        ),
         (b"AUTH CRAM-MD5", "-ERR [AUTH] Unsupported mechanism"),
         # A user name that is not UTF-8 opens no mailbox.
         (b"AUTH PLAIN AP9AeABwdw==", "-ERR [AUTH] Authentication failed"),
@@ -916,3 +921,93 @@ def test_stls_handshake_never_finished_is_a_tls_failed_session(
     assert session.end == "tls-failed"
     assert session.tls_error is not None
     assert "handshake" in session.tls_error
+
+
+# -- the sink's own bugs --------------------------------------------------------
+
+_BUG = "Internal error ({}) in {}: a bug in pytest-smtpsink, logged with its traceback"
+
+
+def _sink_log(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "pytest_smtpsink"]
+
+
+def test_an_internal_error_is_err_recorded_logged_and_serving_goes_on(
+    smtpsink: Mailbox,
+    raw: Raw,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug in a command's handler (not one known: a helper made to raise,
+    the only way to stand for one; the server itself is not mocked) is
+    answered ``-ERR [SYS/PERM]``, recorded and logged once with its
+    traceback, and the session goes on."""
+    smtpsink.deliver(b"Subject: Kept\r\n\r\nbody\r\n", to=ANN)
+
+    def broken(wire: bytes, lines: int) -> bytes:
+        raise RuntimeError("top_of broke")
+
+    monkeypatch.setattr(_pop3, "top_of", broken)
+    assert raw.send(f"USER {ANN}".encode()) == "+OK Send PASS"
+    assert raw.send(b"PASS any").startswith("+OK Logged in")
+    bug = "-ERR [SYS/PERM] " + _BUG.format("RuntimeError", "TOP")
+    assert raw.send(b"TOP 1 0") == bug
+    assert raw.send(b"RETR 1") == "+OK 23 octets"
+    assert b"Subject: Kept\r\n" in raw.body()
+    assert raw.send(b"QUIT") == "+OK Logging out"
+    session = pop3_sessions(smtpsink)[0]
+    (failed,) = [e for e in session.transcript if e.command == "TOP"]
+    assert failed.replies == [bug], session.format_transcript()
+    (logged,) = _sink_log(caplog)
+    assert "POP3 session from 127.0.0.1:" in logged
+    assert "TOP failed with an internal error" in logged
+    assert logged.endswith(
+        'in broken\n    raise RuntimeError("top_of broke")\nRuntimeError: top_of broke'
+    )
+
+
+def test_an_internal_error_in_a_login_keeps_its_text_out_of_the_log(
+    smtpsink: Mailbox,
+    raw: Raw,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug (a helper made to raise, see above) whose error quotes the
+    password: the reply, the transcript and the log leave its text out."""
+
+    def broken(auth: object, user: str, password: str) -> bool:
+        raise ValueError(f"cannot check {password}")
+
+    monkeypatch.setattr(_pop3, "check_login", broken)
+    assert raw.send(f"USER {ANN}".encode()) == "+OK Send PASS"
+    assert raw.send(b"PASS Sw0rdfish") == "-ERR [SYS/PERM] " + _BUG.format(
+        "ValueError", "PASS"
+    )
+    assert raw.send(b"NOOP").startswith("-ERR Log in first")
+    (logged,) = _sink_log(caplog)
+    assert "(its text is left out: it ran a login)" in logged
+    text = "\n".join(s.format_transcript() for s in smtpsink.sessions) + logged
+    assert "Sw0rdfish" not in text
+
+
+def test_internal_errors_in_a_row_end_the_session(
+    smtpsink: Mailbox,
+    raw: Raw,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug on every command (a helper every command goes through made to
+    raise, see above): after five in a row the session ends, instead of the
+    server thread answering the bug for ever."""
+
+    def broken(verb: str, line: str) -> str | None:
+        raise RuntimeError("_spacing_error broke")
+
+    monkeypatch.setattr(_pop3, "_spacing_error", broken)
+    bug = "-ERR [SYS/PERM] " + _BUG.format("RuntimeError", "CAPA")
+    assert [raw.send(b"CAPA") for _ in range(4)] == [bug] * 4
+    assert raw.send(b"CAPA") == f"{bug}; closing after 5 in a row"
+    assert raw.line() == ""  # closed
+    session = pop3_sessions(smtpsink)[0]
+    assert session.end == "server-closed"
+    assert len(_sink_log(caplog)) == 5
