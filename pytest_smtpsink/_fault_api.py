@@ -43,6 +43,7 @@ class FaultControls:
         trigger: Trigger | None = None,
         **options: Any,
     ) -> Fault:
+        __tracebackhide__ = True  # a FaultError names the bad argument
         if trigger:
             check_trigger(method, dict(trigger))
             options.update(trigger)

@@ -212,6 +212,7 @@ def check_reply_text(stage: str, text: str) -> None:
 
 
 def _check_match(stage: str, match: Any) -> None:
+    __tracebackhide__ = True
     if match is None:
         return
     if not isinstance(match, (str, re.Pattern)) or not isinstance(
@@ -271,6 +272,7 @@ class Fault:
         limit: tuple[str, int] | None = None,
         hidden: tuple[str, ...] = (),
     ) -> None:
+        __tracebackhide__ = True  # a FaultError names the bad argument
         _check_match(stage, match)
         check_count("times", times)
         check_count("every", every)

@@ -644,6 +644,36 @@ def test_bad_arguments(
     assert smtpsink.faults == ()
 
 
+def test_a_bad_argument_points_at_the_test_line_only(
+    pytester: pytest.Pytester,
+) -> None:
+    # As for criteria and markers: the test's own line and the sentence, not
+    # the frames of the checks inside the plugin (match= on STARTTLS, the
+    # reply's text and probability showed them).
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("call", [
+            lambda s: s.fail("BOGUS", 550),
+            lambda s: s.fail("STARTTLS", 454, "no", match="x"),
+            lambda s: s.fail("RCPT", 550, probability=2),
+            lambda s: s.fail("RCPT", 550, "Caf\u00e9"),
+            lambda s: s.delay("RCPT", -1),
+            lambda s: s.hang("RCPT", times=0),
+        ])
+        def test_it(smtpsink, call):
+            call(smtpsink)
+        """
+    )
+    result = pytester.runpytest("-p", "no:xdist", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=6)
+    output = result.stdout.str()
+    assert output.count("FaultError: ") >= 6
+    assert "_faults.py" not in output
+    assert "_fault_api.py" not in output
+
+
 LEAK_TESTS = """
 import smtplib
 import pytest
