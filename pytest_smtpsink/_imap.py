@@ -1581,7 +1581,8 @@ class _Connection(ReadSideConnection):
 
     async def _search(self, command: Command) -> str:
         query = parse_search(command.args, command.tag)
-        await self._send_updates(expunge=False)
+        # Over the messages the client knows; new mail is announced after
+        # the result (by _run), as after FETCH and STORE and as on Dovecot.
         result = search_folder(query, self._view, self._recent)
         await self._untagged(result.response(command.name))
         return f"{command.name} completed"

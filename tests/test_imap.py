@@ -1370,6 +1370,27 @@ def test_new_mail_is_announced_after_a_fetch_or_store_of_star(
         ], lines
 
 
+@pytest.mark.parametrize("command", ["SEARCH ALL", "UID SEARCH ALL"])
+def test_new_mail_is_announced_after_a_search(smtpsink: Mailbox, command: str) -> None:
+    """As after FETCH and STORE: the result covers the messages the client
+    knew when it asked, then ``* 3 EXISTS`` (Dovecot's order)."""
+    for subject in ("a", "b"):
+        smtpsink.deliver(raw_message(subject), to=USER)
+    with raw_selected(smtpsink.imap) as send:
+        smtpsink.deliver(raw_message("c"), to=USER)
+        lines = send(f"c {command}")
+        # Two numbers: sequence numbers 1 and 2, or their UIDs (which an
+        # earlier test's mail may have moved on: UIDs are never reused).
+        assert [lines[0].split()[:2], len(lines[0].split()), *lines[1:]] == [
+            ["*", "SEARCH"],
+            4,
+            "* 3 EXISTS",
+            "* 3 RECENT",
+            f"c OK {command.partition(' ALL')[0]} completed",
+        ], lines
+        assert send("d SEARCH ALL")[0] == "* SEARCH 1 2 3"
+
+
 # -- the sink's own bugs --------------------------------------------------------
 
 
