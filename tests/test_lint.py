@@ -4,12 +4,15 @@ bytes for what no well-behaved client puts on the wire."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import email.utils
+import gc
 import imaplib
 import re
 import smtplib
 import sys
+from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -830,9 +833,26 @@ def test_a_problem_quoting_the_mail_shows_its_control_characters_escaped(
     assert problem.message.startswith(f"{content_type} is declared")
 
 
+@contextlib.contextmanager
+def no_collection_at_depth() -> Iterator[None]:
+    """Garbage collected first, and not while the stdlib's parser recurses
+    near the recursion limit: an earlier test's connection, freed there by
+    the cyclic collector, ran aiosmtpd's ``SMTP.__del__`` with no stack
+    left (a RecursionError reported as unraisable, an error under -W
+    error), which has nothing to do with the message under test."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 @pytest.mark.parametrize("path", sorted(CORPUS.glob("*.eml")), ids=lambda p: p.stem)
 def test_lint_finishes_every_check_on_the_corpus(path: Path) -> None:
-    problems = lint(path.read_bytes())
+    raw = path.read_bytes()
+    with no_collection_at_depth():
+        problems = lint(raw)
     assert "lint-failed" not in codes(problems)
 
 
@@ -846,7 +866,9 @@ def test_a_message_too_deep_to_parse_is_an_error_not_an_exception(
         for i in range(sys.getrecursionlimit() + 100)
     )
     deliver(smtpsink, HEAD + nesting + b"Content-Type: text/plain\r\n\r\nx\r\n")
-    problems = smtpsink.assert_sent().lint()
+    message = smtpsink.assert_sent()
+    with no_collection_at_depth():
+        problems = message.lint()
     assert codes(problems) == ["unparsable"]
     assert "RecursionError" in problems[0].message
 
