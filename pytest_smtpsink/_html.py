@@ -21,6 +21,7 @@ functions, on its request threads. Nothing here runs on the sink's thread.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime
 import html
@@ -101,6 +102,9 @@ class SessionRecord(TypedDict):
     title: str
     transcript: str
     href: str | None
+    #: "SMTP", "POP3" or "IMAP" (absent from an older smtpsink.json, whose
+    #: sessions were all SMTP: read it with get()).
+    protocol: str
 
 
 class TestRecord(TypedDict):
@@ -200,20 +204,16 @@ def message_record(
     )
 
 
-def session_title(session: Session) -> str:
-    tls = session.tls.version if session.tls is not None else "no"
-    return (
-        f"{session.peer[0]}:{session.peer[1]} EHLO {session.ehlo or '-'}, "
-        f"TLS {tls}, AUTH {session.authenticated_as or '-'}, "
-        f"{len(session.messages)} message(s), end {session.end or 'open'}"
-    )
-
-
 def session_record(session: Session, href: str | None = None) -> SessionRecord:
+    # summary(), not a title of our own: it is the line every other report
+    # shows, it suits each protocol (a POP3 or IMAP session has no EHLO
+    # name), and it never waits for a TLS handshake under way, as
+    # `Session.tls` would.
     return SessionRecord(
-        title=session_title(session),
+        title=session.summary(),
         transcript=session.format_transcript(),
         href=href,
+        protocol=session.protocol,
     )
 
 
@@ -548,7 +548,8 @@ def render_session(record: SessionRecord, number: int) -> str:
         else ""
     )
     return (
-        f'<details class="session"><summary>SMTP session {number}: '
+        f'<details class="session"><summary>'
+        f"{escape(record.get('protocol', 'SMTP'))} session {number}: "
         f"{escape(record['title'])}{link}</summary>"
         f"<pre>{escape(record['transcript'])}</pre></details>"
     )
@@ -603,11 +604,19 @@ def render_index(tests: Sequence[TestRecord], when: datetime.datetime) -> str:
     """The whole ``index.html``: every saved test, failed ones first."""
     ordered = sorted(tests, key=lambda t: (t["outcome"] != "failed", t["nodeid"]))
     messages = sum(len(t["messages"]) for t in tests)
-    sessions = sum(len(t["sessions"]) for t in tests)
+    protocols = collections.Counter(
+        s.get("protocol", "SMTP") for t in tests for s in t["sessions"]
+    )
+    # SMTP always (its count says whether any client connected at all); the
+    # read side where there was some.
+    sessions = ", ".join(
+        f"{protocols[name]} {escape(name)} session(s)"
+        for name in ["SMTP", *sorted(protocols.keys() - {"SMTP"})]
+    )
     body = [
         "<h1>Captured email</h1>",
         f'<p class="note">{len(tests)} test(s), {messages} message(s), '
-        f"{sessions} SMTP session(s); saved {escape(f'{when:%Y-%m-%d %H:%M:%S %Z}')}"
+        f"{sessions}; saved {escape(f'{when:%Y-%m-%d %H:%M:%S %Z}')}"
         " by pytest-smtpsink.</p>",
     ]
     if not tests:

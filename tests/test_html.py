@@ -632,3 +632,36 @@ def test_the_index_shows_lint_problems(smtpsink: Mailbox, tmp_path: Path) -> Non
     # A record from an older smtpsink.json (no "lint") still renders.
     del record["lint"]  # type: ignore[misc]
     assert "lint problem" not in _html.render_message(record)
+
+
+READING_TEST = """
+import poplib
+import smtplib
+
+def test_reads(smtpsink):
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("app@example.com", ["ann@example.com"], "Subject: hi\\r\\n\\r\\nhi\\r\\n")
+    smtpsink.wait_for(count=1)
+    pop = poplib.POP3(smtpsink.pop3.host, smtpsink.pop3.port)
+    pop.user("ann@example.com")
+    pop.pass_("secret-word")
+    assert pop.stat()[0] == 1
+    pop.quit()
+    assert False
+"""
+
+
+def test_index_names_each_sessions_protocol(pytester: pytest.Pytester) -> None:
+    """A POP3 session is listed as one, with the read side's summary (its
+    user, no EHLO), not as a second SMTP session; the password is nowhere."""
+    pytester.makepyfile(test_mail=READING_TEST)
+    result = pytester.runpytest("--smtpsink-save-dir=mail")
+    result.assert_outcomes(failed=1)
+    markup = (pytester.path / "mail" / "index.html").read_text(encoding="utf-8")
+    assert "1 test(s), 1 message(s), 1 SMTP session(s), 1 POP3 session(s)" in markup
+    assert "<summary>SMTP session 1: " in markup
+    assert "<summary>POP3 session 2: POP3 127.0.0.1:" in markup
+    assert "user=&#x27;ann@example.com&#x27;" in markup
+    pop3_title = markup.split("<summary>POP3 session 2:")[1].split("</summary>")[0]
+    assert "ehlo=" not in pop3_title
+    assert "secret-word" not in markup
