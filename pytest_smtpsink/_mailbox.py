@@ -272,8 +272,11 @@ class Mailbox(FaultControls):
             recipients_of,
         )
 
-        self._sink.check_running()
-        if not isinstance(folder, str) or not folder.strip():
+        # Nothing could read it: no POP3 or IMAP server runs on a stopped sink.
+        self._sink._check_running("deliver mail")
+        if not isinstance(folder, str):
+            raise TypeError(f"folder must be a folder name, got {folder!r}")
+        if not folder.strip():
             raise ValueError(f"folder must be a folder name, got {folder!r}")
         folder = given_folder_name(folder)  # "Archive/" as CREATE takes it
         check_folder_name(folder)

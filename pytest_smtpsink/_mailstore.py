@@ -91,6 +91,10 @@ def normalize_flags(flags: Iterable[str], *, in_a_test: bool = False) -> frozens
             f"flags must be a collection of flags, e.g. {{'\\\\Seen'}}, not the "
             f"string {flags!r}"
         )
+    if not isinstance(flags, Iterable):
+        raise TypeError(
+            f"flags must be a collection of flags, e.g. {{'\\\\Seen'}}, got {flags!r}"
+        )
     result = []
     for flag in flags:
         if not isinstance(flag, str) or not flag:

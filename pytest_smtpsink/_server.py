@@ -386,7 +386,7 @@ class SMTPSink(Mailbox):
         sink stops. Raises `SinkError` if the sink is not running. What
         ``start`` returns must not refer to the sink (see `_Runtime`)."""
         with self._lock:
-            self.check_running(for_waiting=True)
+            self._check_running(f"start its {name.upper()} server")
             runtime = self._runtime
             assert runtime is not None
             service = runtime.services.get(name)
@@ -444,13 +444,19 @@ class SMTPSink(Mailbox):
         What a stopped sink captured stays readable; only waiting for more
         (``for_waiting``) needs a running server.
         """
+        self._check_running("wait for mail" if for_waiting else None)
+
+    def _check_running(self, needed_for: str | None) -> None:
+        """`check_running`; on a stopped sink, raise if something needs the
+        server (``needed_for``, e.g. ``"wait for mail"``, which the error
+        names)."""
         self.check_alive()
         overflow = self._store.overflow
         if overflow is not None:
             raise SinkError(overflow)
-        if for_waiting and self._thread is None:
+        if needed_for is not None and self._thread is None:
             state = "was stopped" if self._loop is not None else "was never started"
-            raise SinkError(f"cannot wait for mail: the SMTP sink {state}")
+            raise SinkError(f"cannot {needed_for}: the SMTP sink {state}")
 
     def _death(self) -> str | None:
         """Why the server thread ended without stop(), or None."""

@@ -99,6 +99,8 @@ class UserMailbox:
         """The messages deleted (POP3 ``DELE`` then ``QUIT``, IMAP
         ``EXPUNGE``, or IMAP ``DELETE`` of their folder) from ``folder``, or
         from any folder; not those moved."""
+        if folder is not None and not isinstance(folder, str):
+            raise TypeError(f"folder must be a folder name, got {folder!r}")
         wanted = None if folder is None else given_folder_name(folder)
         with self._mail.lock:
             account = self._account()
@@ -334,6 +336,8 @@ def recipients_of(raw: bytes, to: str | Sequence[str] | None) -> tuple[str, ...]
             ) from None
     if isinstance(to, str):
         to = (to,)
+    if not isinstance(to, Iterable):
+        raise TypeError(f"to must be an address or a list of addresses, got {to!r}")
     recipients = tuple(to)
     if not recipients or not all(isinstance(r, str) and r.strip() for r in recipients):
         raise ValueError(f"to must be an address or a list of addresses, got {to!r}")

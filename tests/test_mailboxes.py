@@ -11,7 +11,7 @@ import smtplib
 
 import pytest
 
-from pytest_smtpsink import Mailbox, Message, SMTPSink
+from pytest_smtpsink import Mailbox, Message, SinkError, SMTPSink
 
 RAW = b"From: Zed <zed@example.org>\r\nTo: ann@example.com\r\nSubject: Hello\r\n\r\nHi.\r\n"
 
@@ -233,6 +233,10 @@ def test_one_copy_of_the_bytes_for_every_recipient(smtpsink: Mailbox) -> None:
         ({"date": "2026-01-01"}, TypeError, "datetime.datetime"),
         ({"folder": ""}, ValueError, "folder must be a folder name"),
         ({"to": []}, ValueError, "to must be an address"),
+        # Not TypeErrors from deep inside ("'NoneType' object is not iterable").
+        ({"flags": None}, TypeError, "flags must be a collection of flags"),
+        ({"to": 5}, TypeError, "to must be an address or a list of addresses, got 5"),
+        ({"folder": 5}, TypeError, "folder must be a folder name, got 5"),
     ],
 )
 def test_deliver_refuses_bad_arguments_clearly(
@@ -242,6 +246,32 @@ def test_deliver_refuses_bad_arguments_clearly(
         smtpsink.deliver(RAW, **kwargs)  # type: ignore[arg-type]
     assert says in str(raised.value)
     assert smtpsink.mailbox("ann@example.com").messages() == []
+
+
+def test_deleted_refuses_a_folder_that_is_no_name(smtpsink: Mailbox) -> None:
+    with pytest.raises(TypeError, match="folder must be a folder name, got 5"):
+        smtpsink.mailbox("ann@example.com").deleted(5)  # type: ignore[arg-type]
+
+
+def test_a_stopped_sink_says_what_it_cannot_do() -> None:
+    """Delivering to a stopped sink is refused (no server could ever read
+    it), and its POP3 and IMAP servers cannot start: each error says which,
+    not "cannot wait for mail"."""
+    sink = SMTPSink()
+    sink.start()
+    view = sink.view()
+    sink.stop()
+    with pytest.raises(
+        SinkError, match=r"^cannot deliver mail: the SMTP sink was stopped$"
+    ):
+        view.deliver(RAW)
+    for name in ("pop3", "imap"):
+        with pytest.raises(
+            SinkError,
+            match=f"^cannot start its {name.upper()} server: the SMTP sink was stopped$",
+        ):
+            getattr(view, name)
+    assert view.mailbox("ann@example.com").messages() == []
 
 
 def test_deliver_needs_recipients_when_the_headers_name_none(
