@@ -93,6 +93,9 @@ _CLI_SPELLING = {
     "relay=URL": "--relay URL",
     "relay_allow_remote=True": "--relay-allow-remote",
     "relay needs relay_to=REGEX": "--relay needs --relay-to REGEX",
+    "is the key of tls_cert; give tls_cert too": (
+        "is the key of --tls-cert; give --tls-cert too"
+    ),
 }
 
 
@@ -379,6 +382,12 @@ def settings_from_args(
     _check_port_clashes(parser, args)
     if args.http is None and args.http_allow_host:
         parser.error("argument --http-allow-host: is only used with --http PORT")
+    if args.auth_plaintext and args.auth is None:
+        # It only allows AUTH without TLS: alone it would do nothing.
+        parser.error(
+            "argument --auth-plaintext: is only used with --auth any or "
+            "--auth USER:PASSWORD"
+        )
     if args.relay is None:
         for option, given in (
             ("--relay-allow-remote", args.relay_allow_remote),

@@ -810,6 +810,15 @@ def test_stopping_says_it_waits_for_the_relay(start: Callable[..., Sink]) -> Non
         ),
         (["--auth-required"], "argument --auth-required: needs --auth"),
         (
+            ["--auth-plaintext"],
+            "argument --auth-plaintext: is only used with --auth any or "
+            "--auth USER:PASSWORD\n",
+        ),
+        (
+            ["--tls", "starttls", "--tls-key", "key.pem"],
+            "argument --tls-key: is the key of --tls-cert; give --tls-cert too\n",
+        ),
+        (
             ["--auth", "ann:pw"],
             "argument --auth: AUTH is only offered over TLS: add --tls starttls "
             "(or implicit), or --auth-plaintext to allow AUTH without TLS",
