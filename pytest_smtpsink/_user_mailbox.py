@@ -258,6 +258,10 @@ class UserMailbox:
                     else f"moved to {printable(removal.to or '?')}"
                 )
                 lines.append(f"    ({how}) {_line(removal.stored)}")
+            if len(removed) > _LISTED:
+                lines.append(
+                    f"    ... and {len(removed) - _LISTED} more deleted or moved"
+                )
         return "\n".join(lines)
 
     def _where(self, folder: str) -> str:

@@ -373,6 +373,25 @@ def test_assert_not_in_and_assert_deleted(smtpsink: Mailbox) -> None:
         box.assert_deleted(subject="Hello")
 
 
+def test_a_long_list_of_deleted_mail_says_how_much_it_leaves_out(
+    smtpsink: Mailbox,
+) -> None:
+    for _ in range(23):
+        smtpsink.deliver(RAW)
+    with imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port, timeout=10) as client:
+        client.login("ann@example.com", "x")
+        client.select("INBOX")
+        client.store("1:*", "+FLAGS", "(\\Deleted)")
+        client.expunge()
+    box = smtpsink.mailbox("ann@example.com")
+    assert len(box.deleted()) == 23
+    with pytest.raises(AssertionError) as failure:
+        box.assert_in(subject="Hello")
+    text = str(failure.value)
+    assert text.count("    (deleted) ") == 20
+    assert text.endswith("\n    ... and 3 more deleted or moved"), text
+
+
 def test_assert_in_takes_system_flags_with_their_backslash(smtpsink: Mailbox) -> None:
     smtpsink.deliver(RAW, flags={"\\Seen"})
     box = smtpsink.mailbox("ann@example.com")
