@@ -854,8 +854,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     timeout = _number(name, value, float)
                     if not 0 <= timeout <= MAX_WAIT:
                         raise ValueError(f"timeout must be 0 to {MAX_WAIT:g} seconds")
-                elif name == "from" or (name in CRITERIA_NAMES and name != "header"):
-                    criteria["from_" if name == "from" else name] = value
+                elif name == "from":
+                    criteria["from_"] = value
+                # Python's spelling is no parameter: with it, "?from=a&from_=b"
+                # gave the sender twice and took the last, silently.
+                elif name in CRITERIA_NAMES and name not in ("header", "from_"):
+                    criteria[name] = value
                 else:
                     raise ValueError(
                         f"unknown parameter {name!r}; use since, timeout and "

@@ -232,6 +232,10 @@ def test_wait_errors(live: Callable[..., Live]) -> None:
     assert status == 400
     error = json.loads(body)["error"]
     assert error.startswith("unknown parameter 'colour'; use since, timeout and from")
+    status, body = view.request("/api/wait?from=a@x.test&from_=b@x.test")
+    assert status == 400
+    error = json.loads(body)["error"]
+    assert error.startswith("unknown parameter 'from_'; use since, timeout and from")
     status, body = view.request("/api/wait?timeout=9999")
     assert (status, json.loads(body)) == (
         400,
