@@ -131,8 +131,9 @@ def reply_lines(code: int, text: str | None) -> list[str]:
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def _same_syntax(original: Any) -> Callable[[_F], _F]:
-    """Copy aiosmtpd's HELP text (``@syntax``) onto an ``smtp_*`` override."""
+def _same_syntax(original: Any, when: str | None = None) -> Callable[[_F], _F]:
+    """Copy aiosmtpd's HELP text (``@syntax``) onto an ``smtp_*`` override;
+    ``when`` names the attribute that says whether HELP lists it now."""
 
     def decorate(function: _F) -> _F:
         for name in (
@@ -142,6 +143,8 @@ def _same_syntax(original: Any) -> Callable[[_F], _F]:
         ):
             if hasattr(original, name):
                 setattr(function, name, getattr(original, name))
+        if when is not None:
+            function.__smtp_syntax_when__ = when  # type: ignore[attr-defined]
         return function
 
     return decorate
@@ -1680,6 +1683,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
 
     # -- commands that update the recorded session -----------------------------
 
+    @_same_syntax(SMTP.smtp_HELO)
     async def smtp_HELO(self, hostname: str) -> None:
         if await self._greeting_refused(hostname):
             return
@@ -1690,6 +1694,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             self.record.ehlo, self.record.esmtp = hostname, False
         await super().smtp_HELO(hostname)
 
+    @_same_syntax(SMTP.smtp_EHLO)
     async def smtp_EHLO(self, hostname: str) -> None:
         if await self._greeting_refused(hostname):
             return
@@ -1972,7 +1977,20 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                 raise
         await super()._handle_client()
 
-    @_same_syntax(SMTP.smtp_STARTTLS)
+    @property
+    def _starttls_offered(self) -> bool:
+        """Whether HELP lists STARTTLS: as EHLO offers it, not once done."""
+        return self.tls_context is not None and self._tls_protocol is None
+
+    @property
+    def _auth_offered(self) -> bool:
+        """Whether HELP lists AUTH: as EHLO offers it (a sink with
+        credentials, over TLS unless auth_plaintext)."""
+        return self.state.settings.auth is not None and (
+            not self._auth_require_tls or self._tls_protocol is not None
+        )
+
+    @_same_syntax(SMTP.smtp_STARTTLS, when="_starttls_offered")
     async def smtp_STARTTLS(self, arg: str) -> None:
         if self.state.faults.rules and await self._fault_intercept(
             "STARTTLS", [], extension="STARTTLS"
@@ -2028,7 +2046,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         if plain is not None and not plain.is_closing():
             cast("asyncio.Transport", plain).abort()
 
-    @_same_syntax(SMTP.smtp_AUTH)
+    @_same_syntax(SMTP.smtp_AUTH, when="_auth_offered")
     async def smtp_AUTH(self, arg: str) -> None:
         if self.state.faults.rules and await self._fault_intercept(
             "AUTH", [(arg or "").split(" ")[0].upper()], extension="AUTH"

@@ -199,7 +199,9 @@ def test_limits_read_by_our_parsers(name: str) -> None:
     )
 
 
-@pytest.mark.parametrize("command", ["smtp_STARTTLS", "smtp_AUTH", "smtp_DATA"])
+@pytest.mark.parametrize(
+    "command", ["smtp_HELO", "smtp_EHLO", "smtp_STARTTLS", "smtp_AUTH", "smtp_DATA"]
+)
 def test_help_syntax_attributes(command: str) -> None:
     # Our overrides copy aiosmtpd's @syntax attributes, so HELP still works.
     assert hasattr(getattr(SMTP, command), "__smtp_syntax__"), relied_on(

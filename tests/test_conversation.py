@@ -574,3 +574,45 @@ def test_a_failed_pop3_login_shows_in_the_session_line(smtpsink: Mailbox) -> Non
     line = session.summary()
     assert " user=None (failed: USER 'ann@example.com') " in line, line
     assert "wrong-pw" not in line
+
+
+def _help(client: smtplib.SMTP) -> set[str]:
+    code, text = client.docmd("HELP")
+    assert code == 250
+    prefix = b"Supported commands: "
+    assert text.startswith(prefix), text
+    return set(text[len(prefix) :].decode().split())
+
+
+@pytest.mark.parametrize(
+    ("settings", "before_tls", "after_tls"),
+    [
+        ({}, set(), None),
+        ({"auth": "any", "auth_plaintext": True}, {"AUTH"}, None),
+        ({"tls": "starttls"}, {"STARTTLS"}, set()),
+        # AUTH is offered over TLS only: HELP says so as EHLO does.
+        ({"tls": "starttls", "auth": "any"}, {"STARTTLS"}, {"AUTH"}),
+    ],
+    ids=["plain", "auth-plaintext", "starttls", "starttls-auth"],
+)
+def test_help_lists_the_commands_this_session_accepts(
+    smtpsink_factory: Factory,
+    settings: dict[str, Any],
+    before_tls: set[str],
+    after_tls: set[str] | None,
+) -> None:
+    """HELP listed AUTH on a sink that offers none and left out HELO and
+    EHLO (our overrides lacked aiosmtpd's syntax); it lists what EHLO
+    offers, and HELP EHLO gives the syntax."""
+    sink = smtpsink_factory(**settings)
+    always = {"DATA", "EHLO", "HELO", "HELP", "MAIL", "NOOP", "QUIT", "RCPT", "RSET"}
+    always |= {"VRFY"}
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.ehlo()
+        assert _help(client) == always | before_tls
+        assert client.docmd("HELP", "EHLO") == (250, b"Syntax: EHLO hostname")
+        assert client.docmd("HELP", "HELO") == (250, b"Syntax: HELO hostname")
+        if after_tls is not None:
+            client.starttls(context=sink.ssl_context())
+            client.ehlo()
+            assert _help(client) == always | after_tls
