@@ -206,7 +206,8 @@ def mismatches(
 
 
 _ADDRESS_FIELDS: dict[str, Callable[[Message], tuple[str, ...]]] = {
-    "from_": lambda m: (m.from_,) if m.from_ is not None else (),
+    # Every author: RFC 5322 allows several in From (with a Sender).
+    "from_": lambda m: m._addresses("From"),
     "to": lambda m: m.to,
     "cc": lambda m: m.cc,
     "reply_to": lambda m: m.reply_to,
@@ -330,7 +331,8 @@ def explain(message: Message, name: str, wanted: object = None) -> str:
     if name in _ADDRESS_FIELDS:
         values = _ADDRESS_FIELDS[name](message)
         shown = [v.formatted if isinstance(v, Address) else str(v) for v in values]
-        return repr(shown[0] if name in ("from_", "mail_from") and shown else shown)
+        single = name in ("from_", "mail_from") and len(shown) == 1
+        return repr(shown[0] if single else shown)
     if name == "header":
         return _explain_headers(message, wanted)
     if name == "attachment":

@@ -182,6 +182,23 @@ def test_an_address_string_naming_several_does_not_pass_on_the_first(
         smtpsink.assert_sent(to="ann@example.com, bob@example.com")
 
 
+def test_from_matches_any_of_several_authors(smtpsink: Mailbox, send: Send) -> None:
+    """RFC 5322 allows several addresses in From (with a Sender): from_=
+    compared with the first only, and a failure showed the first only."""
+    send(
+        subject="Joint",
+        sender="Ann <ann@example.com>, bob@example.com",
+        Sender="ann@example.com",
+    )
+    smtpsink.assert_sent(from_="bob@example.com")
+    smtpsink.assert_sent(from_=re.compile(r"^bob@"))
+    # A predicate still gets the first, as documented.
+    smtpsink.assert_sent(from_=lambda first: first == "ann@example.com")
+    with pytest.raises(AssertionError) as failure:
+        smtpsink.assert_sent(from_="carl@example.com")
+    assert "['Ann <ann@example.com>', 'bob@example.com']" in str(failure.value)
+
+
 def test_an_address_string_with_a_quoted_comma_is_one_address(
     smtpsink: Mailbox, send: Send
 ) -> None:
