@@ -717,11 +717,11 @@ class Mailbox(FaultControls):
                     f"{type(check.error).__name__}: {check.error} "
                     "(an IndexError or KeyError counts as 'not yet')."
                 )
-            lines.append(f"Sessions in this test ({len(sessions)}):")
+            lines.append(f"Sessions {self._scope} ({len(sessions)}):")
             lines.extend(f"  {_session_line(s)}" for s in sessions[:_LISTED])
             if not sessions:
                 lines.append("  (none)")
-            lines.append(f"Messages in this test ({len(messages)}):")
+            lines.append(f"Messages {self._scope} ({len(messages)}):")
             lines.extend(f"  {summary_or_raw(m)}" for m in messages[:_LISTED])
             if not messages:
                 lines.append("  (none)")

@@ -268,6 +268,10 @@ class SMTPSink(Mailbox):
     `ResourceWarning` when it is garbage collected and stops then.
     """
 
+    # The sink is the mailbox of everything it received: used without pytest
+    # there may be no test to speak of.
+    _scope = "since the sink started"
+
     def __init__(self, settings: SinkSettings | None = None, **overrides: Any) -> None:
         __tracebackhide__ = True  # overrides may hold a password
         base = settings if settings is not None else SinkSettings()

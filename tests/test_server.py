@@ -394,3 +394,27 @@ def test_auth_secret_after_any_white_space_is_masked(
     transcript = sink.sessions[0].format_transcript()
     assert "C: AUTH PLAIN ****" in transcript
     assert secret.decode() not in transcript
+
+
+def test_a_sinks_own_failures_say_since_when_not_in_this_test() -> None:
+    """Used without pytest, the sink is the mailbox of everything since it
+    started: its failures said "in this test", where there may be no test."""
+    with SMTPSink() as sink:
+        with smtplib.SMTP(sink.host, sink.port) as client:
+            client.sendmail(
+                "app@example.com", ["ann@example.com"], b"Subject: Hi\r\n\r\n"
+            )
+        sink.wait_for(count=1)
+        with pytest.raises(AssertionError) as failure:
+            sink.assert_sent(subject="Bye")
+        text = str(failure.value)
+        assert "Messages that arrived since the sink started (1):" in text, text
+        assert "in this test" not in text
+        with pytest.raises(AssertionError) as failure:
+            sink.wait_until(lambda: False, timeout=0)
+        text = str(failure.value)
+        assert "Sessions since the sink started (1):" in text, text
+        assert "Messages since the sink started (1):" in text
+        # A view is a test's mailbox, as the fixture's is.
+        with pytest.raises(AssertionError, match="arrived in this test"):
+            sink.view().assert_sent(subject="Bye")
