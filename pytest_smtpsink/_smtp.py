@@ -295,6 +295,8 @@ def _masked_log_text(value: object, mask: Masker) -> object:
 
 # Idempotent (a Logger keeps a filter once); aiosmtpd logs on this logger only.
 _AIOSMTPD_LOG = logging.getLogger("mail.log")
+#: The sink's own warnings (the read side logs on it too).
+LOG = logging.getLogger("pytest_smtpsink")
 _AIOSMTPD_LOG.addFilter(_MaskAuthInLog())
 
 _UNRECOGNIZED = re.compile(r'500 Error: command "(.*)" not recognized\Z', re.DOTALL)
@@ -914,6 +916,8 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                     self._start_implicit_tls(transport)
                 )
                 return
+        if self._original_transport is not None and self.transport is not None:
+            self._note_discarded_plain_text()
         super().connection_made(transport)
         assert self.record is not None
         # aiosmtpd's own test: after STARTTLS it keeps the plain transport.
@@ -935,6 +939,24 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         if first:
             self.state.connections.add(self)
             self.state.store.add_session(self.record)
+
+    def _note_discarded_plain_text(self) -> None:
+        """Say so when a client sent more after STARTTLS without waiting for
+        the handshake: aiosmtpd then discards it, as RFC 3207 (4.2, 6) says
+        (a command injected before TLS must not run as if sent over it), and
+        the client's command would otherwise vanish without a word. The
+        count only: the bytes may hold a password."""
+        pending = len(getattr(self._reader, "_buffer", b""))
+        if pending and self.record is not None:
+            peer = self.record.peer
+            LOG.warning(
+                "%s:%s sent %d byte(s) after STARTTLS before the TLS handshake; "
+                "discarded unread, as RFC 3207 says (a client must wait for "
+                "the handshake)",
+                peer[0],
+                peer[1],
+                pending,
+            )
 
     def eof_received(self) -> bool | None:
         # aiosmtpd cancels its handler on EOF; the handler then closes the

@@ -1230,3 +1230,42 @@ def test_a_tls_context_without_a_certificate_is_named_as_a_cause(
     (session,) = sink.sessions
     assert session.tls_error is not None
     assert "no certificate in the sink's tls_context" in session.tls_error
+
+
+def test_commands_sent_before_the_starttls_handshake_are_discarded_and_logged(
+    smtpsink_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RFC 3207: what the client sent after STARTTLS, before the handshake,
+    is discarded (it must not run as if sent over TLS). It was discarded
+    without a word; now a warning says how much (never what: it may hold a
+    password)."""
+    sink = smtpsink_factory(tls="starttls")
+    caplog.set_level(logging.WARNING, logger="pytest_smtpsink")
+    sock = socket.create_connection((sink.host, sink.port), timeout=30)
+    with sock, sock.makefile("rb") as replies:
+        replies.readline()
+        sock.sendall(b"EHLO client.test\r\n")
+        while replies.readline()[3:4] == b"-":
+            pass
+        smuggled = b"MAIL FROM:<evil@example.com>\r\n"
+        sock.sendall(b"STARTTLS\r\n" + smuggled)
+        assert replies.readline().startswith(b"220 ")
+        with (
+            sink.ssl_context().wrap_socket(sock, server_hostname=sink.host) as tls,
+            tls.makefile("rb") as secure,
+        ):
+            tls.sendall(b"EHLO client.test\r\nMAIL FROM:<app@example.com>\r\n")
+            while secure.readline()[3:4] == b"-":
+                pass
+            # The MAIL sent over TLS is the only one: no "nested MAIL" 503.
+            assert secure.readline().startswith(b"250 ")
+            tls.sendall(b"QUIT\r\n")
+            assert secure.readline().startswith(b"221 ")
+    sink.wait_until(lambda: sink.sessions[-1].end is not None)
+    assert "evil" not in sink.sessions[-1].format_transcript()
+    (record,) = [r for r in caplog.records if "STARTTLS" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert f"sent {len(smuggled)} byte(s) after STARTTLS before the TLS handshake" in (
+        record.getMessage()
+    )
+    assert "evil" not in record.getMessage()
