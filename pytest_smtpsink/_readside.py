@@ -313,7 +313,14 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
     def eof_received(self) -> bool | None:
         self._eof = True
         self.wake()
-        return None
+        # Keep the connection half-open: the serving task reads what came
+        # before the end of input, then closes it. Closed at once (asyncio's
+        # default), connection_lost could cancel that task first, and the
+        # client's last command (sent just before it shut its side) was
+        # neither run nor recorded. Not over TLS, where asyncio closes all
+        # the same and warns that True has no effect.
+        transport = self.transport
+        return transport is not None and transport.get_extra_info("ssl_object") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True

@@ -1128,6 +1128,29 @@ def test_a_command_cut_off_after_its_literal_is_recorded(smtpsink: Mailbox) -> N
     assert smtpsink.mailbox(USER).stored() == ()
 
 
+def test_commands_sent_with_the_end_of_input_all_run(smtpsink: Mailbox) -> None:
+    """A client that sends its commands and shuts its side at once: the
+    connection was closed on the end of input, which cancelled the serving
+    task if it was busy (here, in a delayed LOGIN; seen under load too: the
+    APPEND of the test above missing from its transcript). All of them run
+    now, and then the server closes."""
+    smtpsink.delay("IMAP:LOGIN", 0.2)
+    with socket.create_connection(imap_address(smtpsink), timeout=10) as sock:
+        sock.sendall(
+            f"a LOGIN {USER} x\r\nb APPEND INBOX {{9+}}\r\n\r\nhello\r\n\r\n"
+            "c LOGOUT\r\n".encode()
+        )
+        sock.shutdown(socket.SHUT_WR)
+        with sock.makefile("rb") as stream:
+            replies = stream.read().decode()
+    assert "b OK [APPENDUID " in replies, replies
+    assert "c OK " in replies, replies
+    smtpsink.wait_until(lambda: all(s.end for s in smtpsink.sessions))
+    (session,) = smtpsink.sessions
+    assert [e.tag for e in session.transcript if e.kind == "command"] == ["a", "b", "c"]
+    assert len(smtpsink.mailbox(USER).stored()) == 1
+
+
 def test_append_takes_any_size_when_max_size_is_zero(
     smtpsink_factory: Callable[..., SMTPSink],
 ) -> None:

@@ -1011,3 +1011,20 @@ def test_internal_errors_in_a_row_end_the_session(
     session = pop3_sessions(smtpsink)[0]
     assert session.end == "server-closed"
     assert len(_sink_log(caplog)) == 5
+
+
+def test_commands_sent_with_the_end_of_input_all_run(smtpsink: Mailbox) -> None:
+    """As for IMAP: the end of input closed the connection, which cancelled
+    a busy serving task (here, in a delayed USER) before the commands sent
+    with it ran. They all run now, QUIT's deletion included."""
+    smtpsink.deliver(b"Subject: one\r\n\r\nbody\r\n", to="ann@example.com")
+    smtpsink.delay("POP3:USER", 0.2)
+    pop3 = smtpsink.pop3
+    with socket.create_connection((pop3.host, pop3.port), timeout=10) as sock:
+        sock.sendall(b"USER ann@example.com\r\nPASS x\r\nDELE 1\r\nQUIT\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        with sock.makefile("rb") as stream:
+            replies = stream.read().decode()
+    assert replies.count("+OK") == 5, replies  # greeting, USER, PASS, DELE, QUIT
+    smtpsink.wait_until(lambda: all(s.end for s in smtpsink.sessions))
+    smtpsink.mailbox("ann@example.com").assert_deleted(subject="one")
