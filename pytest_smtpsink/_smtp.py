@@ -972,7 +972,11 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         return super().eof_received()
 
     def _late_eof(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        if (
+            self.transport is not None
+            and not self.transport.is_closing()
+            and self._handler_coroutine is not None
+        ):
             super().eof_received()
 
     async def _start_implicit_tls(self, transport: asyncio.BaseTransport) -> None:
@@ -1032,7 +1036,37 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                 self._implicit_tls.cancel()
         else:
             super().connection_lost(error)
+            handler = self._handler_coroutine
+            if handler is not None and not handler.done():
+                handler.add_done_callback(self._break_cycles)
+            else:
+                self._break_cycles()
         self.state.store.touch()
+
+    def _break_cycles(self, _handler: object = None) -> None:
+        """Drop what refers back to this protocol once the connection is
+        over and aiosmtpd's handler has ended: its table of bound methods,
+        the stream writer and the wrapped reader all point here, so a
+        closed connection waited for the cyclic garbage collector, whose
+        runs then came at any moment (once inside a deep recursion, where
+        aiosmtpd's ``__del__`` failed). Freed by reference counting now."""
+        self._smtp_methods = {}
+        self._authenticator = None
+        self._client_connected_cb = None
+        self._handler_coroutine = None
+        # The recording wrappers, closures over this protocol (the class's
+        # own methods show again).
+        self._reader.__dict__.pop("readuntil", None)
+        self._reader.__dict__.pop("read", None)
+        # The writer refers to this protocol; nothing writes any more.
+        writer = self.__dict__.pop("_writer", None)
+        if writer is not None:
+            writer.__dict__.pop("write", None)  # _write_or_hold
+        self.__dict__.pop("_send", None)
+        # After STARTTLS, the TLS layer (and the plain transport under it)
+        # refer to this protocol as theirs.
+        self._tls_protocol = None
+        self._original_transport = None
 
     def _end_data(self, size: int, note: str = "") -> None:
         self._content, self._content_at_once = None, False

@@ -4,8 +4,11 @@ fields still read the same, types included."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import smtplib
 import socket
+import weakref
 
 import pytest
 from conftest import Factory, make_message
@@ -227,3 +230,42 @@ def test_each_sink_keeps_its_own_ehlo_replies(smtpsink_factory: Factory) -> None
     assert first[0] not in kept[1]
     assert first[1] in kept[1]
     assert first[1] not in kept[0]
+
+
+@pytest.mark.parametrize("tls", [None, "starttls", "implicit"])
+def test_a_closed_connection_is_freed_without_the_cycle_collector(
+    smtpsink_factory: Factory, tls: str | None
+) -> None:
+    """aiosmtpd's connection object refers to itself through its method
+    table, its stream writer and (after STARTTLS) its TLS layer: closed
+    connections waited for the cyclic collector, whose runs then came at
+    any moment (once deep in a recursion, where aiosmtpd's __del__ failed).
+    They are freed when they end now."""
+    sink = smtpsink_factory(tls=tls)
+    runtime = sink._sink._runtime
+    assert runtime is not None
+    gc.collect()
+    gc.disable()
+    try:
+        client: smtplib.SMTP
+        if tls == "implicit":
+            client = smtplib.SMTP_SSL(sink.host, sink.port, context=sink.ssl_context())
+        else:
+            client = smtplib.SMTP(sink.host, sink.port)
+        with client:
+            if tls == "starttls":
+                client.starttls(context=sink.ssl_context())
+            client.sendmail(
+                "app@example.com", ["ann@example.com"], b"Subject: x\r\n\r\n"
+            )
+            (protocol,) = runtime.state.connections
+            freed = weakref.ref(protocol)
+            del protocol
+        sink.wait_until(lambda: sink.sessions[-1].end is not None)
+        # The end runs over a few loop steps (the handler task's own end
+        # included); each round trip below waits for one.
+        for _ in range(5):
+            asyncio.run_coroutine_threadsafe(asyncio.sleep(0), runtime.loop).result(30)
+        assert freed() is None, gc.get_referrers(freed())
+    finally:
+        gc.enable()
