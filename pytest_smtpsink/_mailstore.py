@@ -195,7 +195,7 @@ class StoredMessage:
         flags = " ".join(sorted(self.flags)) or "-"
         from ._message import message_label
 
-        label = message_label(self.message.number)
+        label = message_label(self.message)
         return f"<StoredMessage uid={self.uid} flags={flags} {label}>"
 
 
