@@ -96,6 +96,9 @@ _CLI_SPELLING = {
     "is the key of tls_cert; give tls_cert too": (
         "is the key of --tls-cert; give --tls-cert too"
     ),
+    "(no tls_key given:": "(no --tls-key given:",
+    # No option takes a context: the command can only say what works.
+    ", or load it yourself into tls_context=": "",
 }
 
 

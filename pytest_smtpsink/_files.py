@@ -23,20 +23,28 @@ if TYPE_CHECKING:
 _NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9_]+")
 
 
-def message_file_name(number: int, subject: str | None) -> str:
+def message_file_name(number: int, subject: str | None, prefix: str = "") -> str:
     """``4`` and ``"Café: 50% off"`` -> ``"0004-Cafe-50-off.eml"``."""
     text = unicodedata.normalize("NFKD", subject or "")
     text = text.encode("ascii", "ignore").decode("ascii")
     text = _NOT_IN_NAMES.sub("-", text).strip("-")[:60].rstrip("-")
-    return f"{number:04d}-{text or 'no-subject'}.eml"
+    return f"{prefix}{number:04d}-{text or 'no-subject'}.eml"
 
 
-def write_message(directory: Path, number: int, message: Message) -> Path:
+def put_in_prefix(message: Message) -> str:
+    """What the file name of mail put in without SMTP starts with:
+    ``deliver-`` (`Mailbox.deliver`) or ``append-`` (IMAP APPEND)."""
+    return "append-" if message.session.protocol == "IMAP" else "deliver-"
+
+
+def write_message(
+    directory: Path, number: int, message: Message, prefix: str = ""
+) -> Path:
     try:
         subject = message.subject
     except Exception:  # last resort (fields are guarded): the bytes matter
         subject = None
-    path = directory / message_file_name(number, subject)
+    path = directory / message_file_name(number, subject, prefix)
     path.write_bytes(message.raw)
     return path
 

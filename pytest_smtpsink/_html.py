@@ -96,6 +96,9 @@ class MessageRecord(TypedDict):
     #: `Message.lint` problems, one line each: "error missing-date (header
     #: Date): no Date header".
     lint: list[str]
+    #: How mail put in without SMTP came ("deliver()", "IMAP APPEND"); None
+    #: for mail sent over SMTP (absent from an older smtpsink.json: get()).
+    put_in: str | None
 
 
 class SessionRecord(TypedDict):
@@ -142,6 +145,14 @@ def read_field(
 def attachments_of(message: Message, problems: list[str]) -> tuple[Attachment, ...]:
     found: tuple[Attachment, ...] = ()
     return read_field(lambda: message.attachments, found, "attachments", problems)
+
+
+def put_in_how(message: Message) -> str | None:
+    """How ``message`` came without SMTP, or None if it came over SMTP."""
+    protocol = message.session.protocol
+    if protocol == "SMTP":
+        return None
+    return "IMAP APPEND" if protocol == "IMAP" else "deliver()"
 
 
 def message_record(
@@ -201,6 +212,7 @@ def message_record(
         eml_href=eml_href,
         defects=list(dict.fromkeys(problems + defects)),
         lint=lint,
+        put_in=put_in_how(message),
     )
 
 
@@ -282,6 +294,11 @@ def record_test(
         else []
     )
     sessions = [s for _, view_sessions in snapshots for s in view_sessions]
+    # Mail put in without SMTP follows (save() writes it after the rest).
+    put_in = [m for view in views for m in view._put_in()]
+    if len(views) > 1:
+        sink_of.extend(view.url for view in views for _ in view._put_in())
+    messages.extend(put_in)
     # save() names the files; take its names rather than guess them again.
     emls = [p for p in written if p.suffix == ".eml"]
     texts = [p for p in written if p.suffix == ".txt"]
@@ -470,7 +487,13 @@ def render_message(record: MessageRecord, *, open_: bool = False) -> str:
         '<dl class="envelope">'
         f"<dt>Envelope from</dt><dd>{escape(record['mail_from'] or '<>')}</dd>"
         f"<dt>Envelope to</dt><dd>{escape(', '.join(record['rcpt_to']))}</dd>"
-        f"<dt>Received</dt><dd>{escape(record['received_at'])}</dd></dl>",
+        f"<dt>Received</dt><dd>{escape(record['received_at'])}</dd>"
+        + (
+            f"<dt>Put in</dt><dd>with {escape(how)}, not over SMTP</dd>"
+            if (how := record.get("put_in"))  # absent from an older smtpsink.json
+            else ""
+        )
+        + "</dl>",
     ]
     if record["defects"]:
         parts.append(
@@ -600,10 +623,21 @@ def _reason(test: TestRecord) -> str:
     return f'<p class="reason">{escape(reason)}</p>' if reason else ""
 
 
+def _sent(test: TestRecord) -> list[MessageRecord]:
+    """The test's messages that came over SMTP (not `put_in`)."""
+    return [m for m in test["messages"] if not m.get("put_in")]
+
+
+def _put_in_count(test: TestRecord) -> str:
+    count = len(test["messages"]) - len(_sent(test))
+    return f"{count} put in without SMTP, " if count else ""
+
+
 def render_index(tests: Sequence[TestRecord], when: datetime.datetime) -> str:
     """The whole ``index.html``: every saved test, failed ones first."""
     ordered = sorted(tests, key=lambda t: (t["outcome"] != "failed", t["nodeid"]))
-    messages = sum(len(t["messages"]) for t in tests)
+    messages = sum(len(_sent(t)) for t in tests)
+    put_in = sum(len(t["messages"]) - len(_sent(t)) for t in tests)
     protocols = collections.Counter(
         s.get("protocol", "SMTP") for t in tests for s in t["sessions"]
     )
@@ -616,7 +650,8 @@ def render_index(tests: Sequence[TestRecord], when: datetime.datetime) -> str:
     body = [
         "<h1>Captured email</h1>",
         f'<p class="note">{len(tests)} test(s), {messages} message(s), '
-        f"{sessions}; saved {escape(f'{when:%Y-%m-%d %H:%M:%S %Z}')}"
+        + (f"{put_in} put in without SMTP, " if put_in else "")
+        + f"{sessions}; saved {escape(f'{when:%Y-%m-%d %H:%M:%S %Z}')}"
         " by pytest-smtpsink.</p>",
     ]
     if not tests:
@@ -628,8 +663,9 @@ def render_index(tests: Sequence[TestRecord], when: datetime.datetime) -> str:
             f" {escape(test['nodeid'])}</h2>"
             + _reason(test)
             + (
-                f'<p class="note">{len(test["messages"])} message(s), '
-                f"{len(test['sessions'])} session(s), files in "
+                f'<p class="note">{len(_sent(test))} message(s), '
+                + _put_in_count(test)
+                + f"{len(test['sessions'])} session(s), files in "
                 f'<a href="{escape(urllib.parse.quote(test["directory"]))}/">'
                 f"{escape(test['directory'])}/</a></p>"
                 if test["messages"] or test["sessions"]
@@ -735,12 +771,14 @@ def pytest_html_extras(views: Sequence[Mailbox]) -> list[dict[str, str | None]]:
     found: list[dict[str, str | None]] = []
     for view in views:
         messages, _ = view.captured()
-        for message in messages:
+        for message in (*messages, *view._put_in()):
             record = message_record(message)
+            how = record["put_in"]
+            title = f"Put in with {how}" if how else "Captured email"
             found.append(
                 extras.html(
                     '<div class="smtpsink-mail">'
-                    f"<p><b>Captured email</b> {escape(record['summary'])}</p>"
+                    f"<p><b>{escape(title)}</b> {escape(record['summary'])}</p>"
                     + (
                         mail_frame(record["html"])
                         if record["html"] is not None

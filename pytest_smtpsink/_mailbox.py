@@ -448,6 +448,13 @@ class Mailbox(FaultControls):
             (*earlier, *sessions) if earlier else sessions,
         )
 
+    def _put_in(self) -> tuple[Message, ...]:
+        """For reports, beside `captured`: the mail the recipient mailboxes
+        got without SMTP (`deliver`, IMAP APPEND) in this test, deleted or
+        moved since or not. Not in `messages`: the application did not send
+        it; but a failed reader test's report must show what it read."""
+        return self._store.put_in_messages()
+
     def clear(self) -> None:
         """Start this mailbox afresh: what arrived so far is no longer shown.
 

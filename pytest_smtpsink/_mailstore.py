@@ -195,7 +195,7 @@ class StoredMessage:
         flags = " ".join(sorted(self.flags)) or "-"
         from ._message import message_label
 
-        label = message_label(self.message.number)
+        label = message_label(self.message)
         return f"<StoredMessage uid={self.uid} flags={flags} {label}>"
 
 
@@ -329,6 +329,37 @@ class MailStore:
     def peek_uid(self) -> int:
         """The UID the next stored copy will get (IMAP's UIDNEXT)."""
         return self._next_uid
+
+    def put_in(self) -> list[Message]:
+        """The messages put in without SMTP (`Mailbox.deliver`, IMAP
+        APPEND) that the mailboxes hold or held since the test started
+        (deleted or moved ones too), each once, in the order they were
+        first stored. For a failed test's report."""
+        first: dict[int, tuple[int, Message]] = {}
+        for account in self.accounts.values():
+            copies = [
+                *(
+                    stored
+                    for folder in account.folders.values()
+                    for stored in (
+                        *folder.messages,
+                        *(removal.stored for removal in folder.removed),
+                    )
+                ),
+                *(
+                    removal.stored
+                    for _, removed in account.deleted_folders
+                    for removal in removed
+                ),
+            ]
+            for stored in copies:
+                message = stored.message
+                if message.session.protocol == "SMTP":
+                    continue
+                known = first.get(id(message))
+                if known is None or stored.uid < known[0]:
+                    first[id(message)] = (stored.uid, message)
+        return [message for _, message in sorted(first.values(), key=lambda f: f[0])]
 
     # -- changes (hold the lock, then wake the store) ----------------------------
 

@@ -370,8 +370,8 @@ class Message:
         self.received_at: datetime.datetime = received_at
         self.number: int = number
         """Position in the sink, counting from 1 since the server started;
-        0 for mail put in with `Mailbox.deliver` (summaries then say
-        ``deliver()`` where they show ``#number``)."""
+        0 for mail put in with `Mailbox.deliver` or IMAP APPEND (summaries
+        then say ``deliver()`` or ``APPEND`` where they show ``#number``)."""
         # Made on first use (see `_gave_up`, `_addresses`): most messages
         # never need them, and a sink may hold many thousands of messages.
 
@@ -861,7 +861,7 @@ class Message:
             to = join_shortened([a.formatted for a in self.to]) or "-"
             subject = self.subject
             line = (
-                f"{message_label(self.number)} {self.received_at:%H:%M:%S.%f}"[:-3]
+                f"{message_label(self)} {self.received_at:%H:%M:%S.%f}"[:-3]
                 + f" {self.envelope.mail_from or '<>'} -> "
                 f"{join_shortened(self.envelope.rcpt_to)} | To: {to} | Subject: "
                 f"{subject if subject is None else shorten(subject, 200)!r} | "
@@ -875,7 +875,7 @@ class Message:
 
     def __repr__(self) -> str:
         return (
-            f"<Message {message_label(self.number)} from={self.envelope.mail_from!r} "
+            f"<Message {message_label(self)} from={self.envelope.mail_from!r} "
             f"to={list(self.envelope.rcpt_to)!r} subject={self.subject!r} "
             f"size={self.size}>"
         )
@@ -908,17 +908,20 @@ def summary_or_raw(message: Message) -> str:
         return raw_summary(message, error)
 
 
-def message_label(number: int) -> str:
+def message_label(message: Message) -> str:
     """How summaries name a message: its number, or where it came from when
-    it never crossed SMTP (`Mailbox.deliver` numbers it 0)."""
-    return f"#{number}" if number else "deliver()"
+    it never crossed SMTP (numbered 0): ``deliver()`` (`Mailbox.deliver`) or
+    ``APPEND`` (stored by an IMAP client)."""
+    if message.number:
+        return f"#{message.number}"
+    return "APPEND" if message.session.protocol == "IMAP" else "deliver()"
 
 
 def raw_summary(message: Message, error: BaseException) -> str:
     """A message shown without parsing: number, size, the start of its raw
     bytes and why it could not be read."""
     try:
-        label, raw = message_label(message.number), bytes(message.raw)
+        label, raw = message_label(message), bytes(message.raw)
     except Exception:  # not even a Message: say so rather than raise
         label, raw = "a message", b""
     start = repr(raw[:200]) + (

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from ._credentials import credential_forms, mask_anywhere
-from ._files import write_message, write_session
+from ._files import put_in_prefix, write_message, write_session
 from ._text import plural, printable, shorten
 
 if TYPE_CHECKING:
@@ -64,13 +64,17 @@ def section_text(views: Sequence[Mailbox], mode: ReportMode) -> str | None:
         # Not view.messages: that raises once the sink died or refused mail
         # (max_stored_bytes), and a report must still show what arrived.
         messages, sessions = view.captured()
-        if not messages and not sessions:
+        put_in = view._put_in()
+        if not messages and not sessions and not put_in:
             continue
         lines = [
             f"{view.url} ({view.settings.describe() or 'default settings'}): "
             f"{plural(len(messages), 'message')}, {plural(len(sessions), 'session')}"
+            + (f", {len(put_in)} put in without SMTP" if put_in else "")
         ]
-        for message in messages:
+        # Mail the test seeded (its summaries say deliver()) after the mail
+        # sent: a reader test's report shows what there was to read.
+        for message in (*messages, *put_in):
             if room < 1:
                 left_out["message"] += 1
                 continue
@@ -188,6 +192,8 @@ def forget_saved(directory: Path) -> None:
 def save(views: Sequence[Mailbox], directory: Path) -> list[Path]:
     """Write every message as ``NNNN-<subject>.eml`` (its raw bytes) and every
     session's transcript as ``session-NNNN.txt``. Names sort in arrival order.
+    Mail put in without SMTP (`Mailbox.deliver`, IMAP APPEND) follows the
+    messages, as ``deliver-NNNN-<subject>.eml`` or ``append-NNNN-...``.
 
     The directory is emptied first, so that files of an earlier run of the
     same test are never mixed with this run's: a run that captured nothing
@@ -197,13 +203,19 @@ def save(views: Sequence[Mailbox], directory: Path) -> list[Path]:
     snapshots = [view.captured() for view in views]
     messages = [m for view_messages, _ in snapshots for m in view_messages]
     sessions = [s for _, view_sessions in snapshots for s in view_sessions]
+    put_in = [m for view in views for m in view._put_in()]
     shutil.rmtree(directory, ignore_errors=True)
-    if not messages and not sessions:
+    if not messages and not sessions and not put_in:
         return written
     directory.mkdir(parents=True, exist_ok=True)
     written.extend(
         write_message(directory, index, message)
         for index, message in enumerate(messages, 1)
+    )
+    # After the mail sent, named for how it came: deliver-0001-....eml.
+    written.extend(
+        write_message(directory, index, message, prefix=put_in_prefix(message))
+        for index, message in enumerate(put_in, 1)
     )
     written.extend(
         write_session(directory, index, session)

@@ -190,6 +190,14 @@ class Store:
 
     # -- readers ----------------------------------------------------------------
 
+    def put_in_messages(self) -> tuple[Message, ...]:
+        """`MailStore.put_in`; none if the mailboxes were never made (then
+        nothing was put in), without making them."""
+        with self.changed:
+            if self._mail is None:
+                return ()
+            return tuple(self._mail.put_in())
+
     def cursor(self) -> tuple[int, int]:
         """The position just after everything stored so far."""
         with self.changed:

@@ -298,6 +298,13 @@ _PLUGIN_SPELLING = {
     "relay_allow_remote=True": (
         "--smtpsink-relay-allow-remote (ini: smtpsink_relay_allow_remote)"
     ),
+    "is the key of tls_cert; give tls_cert too": (
+        "is the key of --smtpsink-tls-cert; give --smtpsink-tls-cert too "
+        "(ini: smtpsink_tls_cert)"
+    ),
+    "(no tls_key given:": "(no --smtpsink-tls-key given:",
+    # The options are for every TLS sink; a context is a marker's business.
+    ", or load it yourself into tls_context=": "",
 }
 
 

@@ -533,6 +533,20 @@ def test_own_certificate(start: Callable[..., Sink], tmp_path: Path) -> None:
     assert sink.proc.returncode == 0
 
 
+def _write_encrypted_key(plain: Path, locked: Path) -> None:
+    """``plain``'s private key, encrypted with a password, to ``locked``."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(plain.read_bytes(), password=None)
+    locked.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"not-given"),
+        )
+    )
+
+
 def test_own_certificate_errors_name_the_option(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -541,6 +555,8 @@ def test_own_certificate_errors_name_the_option(
     ca.issue_cert("127.0.0.1").cert_chain_pems[0].write_to_path(str(cert))
     other_key = tmp_path / "other-key.pem"
     ca.issue_cert("127.0.0.1").private_key_pem.write_to_path(str(other_key))
+    locked = tmp_path / "locked-key.pem"
+    _write_encrypted_key(other_key, locked)
     cases = [
         (["--tls-cert", str(cert)], "argument --tls-cert: needs --tls"),
         (
@@ -551,7 +567,22 @@ def test_own_certificate_errors_name_the_option(
             ["--tls", "starttls", "--tls-cert", str(cert), "--tls-key", str(other_key)],
             "argument --tls-key: the private key in",
         ),
-        (["--tls", "starttls", "--tls-key", str(other_key)], "argument --tls-key: "),
+        (
+            ["--tls", "starttls", "--tls-key", str(other_key)],
+            "argument --tls-key: is the key of --tls-cert; give --tls-cert too\n",
+        ),
+        # The API's tls_key= and tls_context= are no options of this command.
+        (
+            ["--tls", "starttls", "--tls-cert", str(cert)],
+            "argument --tls-cert: cannot load the certificate "
+            f"{str(cert)!r} and its key (no --tls-key given: the certificate "
+            "file must hold it): ",
+        ),
+        (
+            ["--tls", "starttls", "--tls-cert", str(cert), "--tls-key", str(locked)],
+            "argument --tls-key: the private key is encrypted; give an "
+            "unencrypted key\n",
+        ),
     ]
     for args, expected in cases:
         with pytest.raises(SystemExit) as exit_info:

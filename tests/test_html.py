@@ -665,3 +665,68 @@ def test_index_names_each_sessions_protocol(pytester: pytest.Pytester) -> None:
     pop3_title = markup.split("<summary>POP3 session 2:")[1].split("</summary>")[0]
     assert "ehlo=" not in pop3_title
     assert "secret-word" not in markup
+
+
+SEEDED_READER_TEST = """
+import poplib
+
+
+def test_reads(smtpsink):
+    smtpsink.deliver(
+        b"From: carl@example.net\\r\\nTo: help@example.com\\r\\n"
+        b"Subject: Printer on fire\\r\\n\\r\\nIt is smoking.\\r\\n"
+    )
+    pop = poplib.POP3(smtpsink.pop3.host, smtpsink.pop3.port)
+    pop.user("help@example.com")
+    pop.pass_("any")
+    pop.dele(1)
+    pop.quit()
+    smtpsink.mailbox("help@example.com").assert_in(subject="Printer on fire")
+"""
+
+
+def test_mail_put_in_by_deliver_is_shown_and_saved(pytester: pytest.Pytester) -> None:
+    """A failed reader test shows the mail it seeded (deleted since, too), as
+    put in with deliver(), not as mail the application sent."""
+    pytest.importorskip("pytest_html")
+    pytester.makepyfile(test_mail=SEEDED_READER_TEST)
+    result = pytester.runpytest("--smtpsink-save-dir=mail", "--html=report.html")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "smtp://127.0.0.1:* (default settings): 0 messages, 1 session, "
+            "1 put in without SMTP",
+            "  deliver() *:*:*.* carl@example.net -> help@example.com | "
+            "To: help@example.com | Subject: 'Printer on fire' | * bytes",
+            "  session 1: POP3 127.0.0.1:*",
+        ]
+    )
+    directory = pytester.path / "mail" / "test_mail.py__test_reads"
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "deliver-0001-Printer-on-fire.eml",
+        "session-0001.txt",
+        "smtpsink.json",
+    ]
+    assert (directory / "deliver-0001-Printer-on-fire.eml").read_bytes() == (
+        b"From: carl@example.net\r\nTo: help@example.com\r\n"
+        b"Subject: Printer on fire\r\n\r\nIt is smoking.\r\n"
+    )
+    markup = (pytester.path / "mail" / "index.html").read_text(encoding="utf-8")
+    assert "1 test(s), 0 message(s), 1 put in without SMTP, 0 SMTP session(s), " in (
+        markup
+    )
+    assert "0 message(s), 1 put in without SMTP, 1 session(s), files in" in markup
+    assert "<summary>deliver() " in markup
+    assert "<dt>Put in</dt><dd>with deliver(), not over SMTP</dd>" in markup
+    assert 'href="test_mail.py__test_reads/deliver-0001-Printer-on-fire.eml"' in markup
+    report = (pytester.path / "report.html").read_text(encoding="utf-8")
+    data = json.loads(
+        html.unescape(report.split('data-jsonblob="', 1)[1].split('"', 1)[0])
+    )
+    (extra,) = [
+        e["content"]
+        for e in data["tests"]["test_mail.py::test_reads"][0]["extras"]
+        if e["format_type"] == "html"
+    ]
+    assert "<p><b>Put in with deliver()</b> deliver() " in extra
+    assert "It is smoking." in html.unescape(extra)

@@ -8,6 +8,7 @@ import base64
 import contextlib
 import imaplib
 import io
+import pathlib
 import poplib
 import re
 import smtplib
@@ -19,7 +20,7 @@ import pytest
 from conftest import replies_at_the_end
 from dialogue import Endpoint, run
 
-from pytest_smtpsink import IMAPEndpoint, Mailbox, SMTPSink, _imap
+from pytest_smtpsink import IMAPEndpoint, Mailbox, SMTPSink, _imap, _report
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -1526,3 +1527,22 @@ def test_internal_errors_in_a_row_end_the_session(
     ]
     assert session.end == "server-closed"
     assert len(_sink_log(caplog)) == 5
+
+
+def test_appended_mail_is_labelled_append_not_deliver(
+    smtpsink: Mailbox, tmp_path: pathlib.Path
+) -> None:
+    """Mail the application stored with APPEND is no mail the test
+    delivered: summaries, mailbox failures and saved files say APPEND."""
+    with login(smtpsink) as client:
+        assert client.append("INBOX", None, None, raw_message("Draft"))[0] == "OK"
+        client.logout()
+    box = smtpsink.mailbox(USER)
+    (message,) = box.messages()
+    assert message.summary().startswith("APPEND "), message.summary()
+    assert repr(message).startswith("<Message APPEND ")
+    assert re.search(r"\n    uid \d+ \[-\] APPEND \d\d:\d\d:\d\d", box.describe())
+    section = _report.section_text([smtpsink], "summary") or ""
+    assert "0 messages, 1 session, 1 put in without SMTP\n  APPEND " in section
+    written = _report.save([smtpsink], tmp_path / "saved")
+    assert [p.name for p in written] == ["append-0001-Draft.eml", "session-0001.txt"]

@@ -28,6 +28,7 @@ import aiosmtplib
 import pytest
 import trustme
 from conftest import slow_step_report
+from cryptography.hazmat.primitives import serialization
 
 from pytest_smtpsink import (
     AuthInfo,
@@ -1114,6 +1115,56 @@ def test_tls_sink_serves_the_own_certificate(smtpsink):
     )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--smtpsink-tls-key: no such file: *nope.pem*"])
+
+
+def test_tls_file_options_errors_name_the_options(
+    pytester: pytest.Pytester, own_files: tuple[Path, Path]
+) -> None:
+    """The errors name --smtpsink-tls-cert and --smtpsink-tls-key (or their
+    ini keys), not the API's tls_cert=, tls_key= or tls_context=, which the
+    user never wrote."""
+    cert, key = own_files
+    locked = pytester.path / "locked.key"
+    locked.write_bytes(
+        serialization.load_pem_private_key(
+            key.read_bytes(), password=None
+        ).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"not-given"),
+        )
+    )
+    pytester.makepyfile("def test_x():\n    pass\n")
+    cases = [
+        (
+            [f"--smtpsink-tls-key={key}"],
+            "ERROR: --smtpsink-tls-key: is the key of --smtpsink-tls-cert; give "
+            "--smtpsink-tls-cert too (ini: smtpsink_tls_cert)",
+        ),
+        (
+            [f"--smtpsink-tls-cert={cert}"],
+            "ERROR: --smtpsink-tls-cert: cannot load the certificate * and its "
+            "key (no --smtpsink-tls-key given: the certificate file must hold it): *",
+        ),
+        (
+            [f"--smtpsink-tls-cert={cert}", f"--smtpsink-tls-key={locked}"],
+            "ERROR: --smtpsink-tls-key: the private key is encrypted; give an "
+            "unencrypted key",
+        ),
+    ]
+    for args, expected in cases:
+        result = pytester.runpytest("-p", "no:cacheprovider", *args)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines([expected])
+    pytester.makeini(f"[pytest]\nsmtpsink_tls_key = {key}\n")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: smtpsink_tls_key (ini): is the key of --smtpsink-tls-cert; "
+            "give --smtpsink-tls-cert too (ini: smtpsink_tls_cert)"
+        ]
+    )
 
 
 @pytest.mark.parametrize("client_leaves", [True, False], ids=["closes", "stalls"])
