@@ -570,10 +570,13 @@ def render_session(record: SessionRecord, number: int) -> str:
         if record["href"]
         else ""
     )
+    protocol = record.get("protocol", "SMTP")
+    # A read-side summary starts with its protocol, which the heading says.
+    title = record["title"].removeprefix(f"{protocol} ")
     return (
         f'<details class="session"><summary>'
-        f"{escape(record.get('protocol', 'SMTP'))} session {number}: "
-        f"{escape(record['title'])}{link}</summary>"
+        f"{escape(protocol)} session {number}: "
+        f"{escape(title)}{link}</summary>"
         f"<pre>{escape(record['transcript'])}</pre></details>"
     )
 

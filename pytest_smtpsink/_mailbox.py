@@ -304,7 +304,9 @@ class Mailbox(FaultControls):
         """
         from ._user_mailbox import UserMailbox, bare_address
 
-        if not isinstance(address, str) or not address.strip():
+        if not isinstance(address, str):
+            raise TypeError(f"mailbox() takes an address, got {address!r}")
+        if not address.strip():
             raise ValueError(f"mailbox() takes an address, got {address!r}")
         self._sink.check_running()
         return UserMailbox(self._store, bare_address(address))

@@ -48,6 +48,17 @@ Deliverable = Union[bytes, str, email.message.Message, "os.PathLike[str]"]
 _LISTED = 20
 
 
+def _checked_folder(folder: object) -> str:
+    """``folder`` as a folder name (`given_folder_name`); a clear error for
+    what can be none, as `Mailbox.deliver` gives (an empty name read as a
+    folder that is always empty)."""
+    if not isinstance(folder, str):
+        raise TypeError(f"folder must be a folder name, got {folder!r}")
+    if not folder.strip():
+        raise ValueError(f"folder must be a folder name, got {folder!r}")
+    return given_folder_name(folder)
+
+
 class UserMailbox:
     """One recipient's mailbox: its folders, the messages in each with their
     flags, and what was deleted or moved out. Returned by
@@ -99,9 +110,7 @@ class UserMailbox:
         """The messages deleted (POP3 ``DELE`` then ``QUIT``, IMAP
         ``EXPUNGE``, or IMAP ``DELETE`` of their folder) from ``folder``, or
         from any folder; not those moved."""
-        if folder is not None and not isinstance(folder, str):
-            raise TypeError(f"folder must be a folder name, got {folder!r}")
-        wanted = None if folder is None else given_folder_name(folder)
+        wanted = None if folder is None else _checked_folder(folder)
         with self._mail.lock:
             account = self._account()
             removals = (
@@ -123,12 +132,11 @@ class UserMailbox:
             )
 
     def _folder_messages(self, folder: str) -> list[StoredMessage]:
-        if not isinstance(folder, str):
-            raise TypeError(f"folder must be a folder name, got {folder!r}")
+        name = _checked_folder(folder)
         account = self._account()
         if account is None:
             return []
-        found = account.folders.get(given_folder_name(folder))
+        found = account.folders.get(name)
         return list(found.messages) if found is not None else []
 
     # -- assertions -------------------------------------------------------------------
@@ -172,7 +180,7 @@ class UserMailbox:
         __tracebackhide__ = True
         _match.check_names(criteria)
         found = self.messages(folder).filter(**criteria)
-        name = given_folder_name(folder)
+        name = _checked_folder(folder)
         folders = self.folders
         meant = name not in folders and difflib.get_close_matches(name, folders, 1)
         if meant:

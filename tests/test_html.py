@@ -660,7 +660,7 @@ def test_index_names_each_sessions_protocol(pytester: pytest.Pytester) -> None:
     markup = (pytester.path / "mail" / "index.html").read_text(encoding="utf-8")
     assert "1 test(s), 1 message(s), 1 SMTP session(s), 1 POP3 session(s)" in markup
     assert "<summary>SMTP session 1: " in markup
-    assert "<summary>POP3 session 2: POP3 127.0.0.1:" in markup
+    assert "<summary>POP3 session 2: 127.0.0.1:" in markup
     assert "user=&#x27;ann@example.com&#x27;" in markup
     pop3_title = markup.split("<summary>POP3 session 2:")[1].split("</summary>")[0]
     assert "ehlo=" not in pop3_title

@@ -248,9 +248,16 @@ def test_deliver_refuses_bad_arguments_clearly(
     assert smtpsink.mailbox("ann@example.com").messages() == []
 
 
-def test_deleted_refuses_a_folder_that_is_no_name(smtpsink: Mailbox) -> None:
+def test_reads_refuse_a_folder_that_is_no_name(smtpsink: Mailbox) -> None:
+    box = smtpsink.mailbox("ann@example.com")
     with pytest.raises(TypeError, match="folder must be a folder name, got 5"):
-        smtpsink.mailbox("ann@example.com").deleted(5)  # type: ignore[arg-type]
+        box.deleted(5)  # type: ignore[arg-type]
+    # "" was read as a folder that is always empty (deliver() refuses it).
+    for read in (box.stored, box.messages, box.deleted, box.assert_not_in):
+        with pytest.raises(ValueError, match="folder must be a folder name, got ''"):
+            read("")
+    with pytest.raises(TypeError, match=r"mailbox\(\) takes an address, got 5"):
+        smtpsink.mailbox(5)  # type: ignore[arg-type]
 
 
 def test_a_stopped_sink_says_what_it_cannot_do() -> None:
