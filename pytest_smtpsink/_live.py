@@ -351,7 +351,8 @@ def message_summary(message: Message) -> dict[str, Any]:
         "id": message.number,
         "subject": _subject(message),
         "from": _html.read_field(
-            lambda: str(message.from_) if message.from_ else None,
+            # Every author: a From may name several (RFC 5322).
+            lambda: ", ".join(str(a) for a in message._addresses("From")) or None,
             None,
             "From",
             problems,

@@ -88,6 +88,7 @@ def test_list_get_raw_and_delete(live: Callable[..., Live]) -> None:
     # /api/wait returns once the message is in the live view: no sleep.
     second = view.json("/api/wait?subject=Second")
     assert second["to"] == ["ann@example.com"]
+    assert second["from"] is None
     listed = view.json("/api/messages")
     assert [m["subject"] for m in listed] == ["First", "Second"]
     assert listed[1] == second
@@ -110,6 +111,14 @@ def test_list_get_raw_and_delete(live: Callable[..., Live]) -> None:
         404,
         {"error": f"no message '{second['id']}'"},
     )
+
+
+def test_from_names_every_author(live: Callable[..., Live]) -> None:
+    # A From may name several authors (RFC 5322): it showed the first only.
+    view = live()
+    view.send("Joint", From="Ann <ann@example.com>, bob@example.com")
+    joint = view.json("/api/wait?subject=Joint")
+    assert joint["from"] == "ann@example.com, bob@example.com"
 
 
 def send_invoice(view: Live, filename: bytes) -> None:
