@@ -629,6 +629,15 @@ class Mailbox(FaultControls):
             lines.extend(self._connections_hint(bool(elsewhere)))
             lines.extend(arrived_elsewhere(elsewhere, {}))
             lines.extend(self._dropped_hint())
+            seeded = len(self._put_in())
+            if seeded:
+                lines.append(
+                    f"Hint: {plural(seeded, 'message')} "
+                    f"{'was' if seeded == 1 else 'were'} put in without SMTP "
+                    "(deliver() or IMAP APPEND); these checks judge the mail the "
+                    "application sent. To judge one of those, call its lint(), "
+                    "bulk_sender_problems() or spam_report()."
+                )
             raise AssertionError("\n".join(lines))
         return everything
 

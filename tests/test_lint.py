@@ -802,6 +802,21 @@ def test_assert_clean_fails_when_no_mail_arrived(smtpsink: Mailbox) -> None:
         smtpsink.assert_clean(severity="fatal")  # type: ignore[arg-type]
 
 
+def test_a_check_with_only_seeded_mail_says_what_it_judges(smtpsink: Mailbox) -> None:
+    # Mail put in with Mailbox.deliver() is not mail the application sent:
+    # the failure said "none arrived" with no word about it.
+    smtpsink.deliver(HEAD + b"\r\nx\r\n", to="ann@example.com")
+    with pytest.raises(AssertionError) as failure:
+        smtpsink.assert_clean()
+    text = str(failure.value)
+    assert text.startswith("expected mail to check, none arrived in this test\n")
+    assert (
+        "Hint: 1 message was put in without SMTP (deliver() or IMAP APPEND); "
+        "these checks judge the mail the application sent. To judge one of "
+        "those, call its lint(), bulk_sender_problems() or spam_report()."
+    ) in text, text
+
+
 def test_a_problem_quoting_the_mail_shows_its_control_characters_escaped(
     smtpsink: Mailbox,
 ) -> None:
