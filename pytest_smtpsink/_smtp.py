@@ -2035,15 +2035,22 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
 
     @property
     def _starttls_offered(self) -> bool:
-        """Whether HELP lists STARTTLS: as EHLO offers it, not once done."""
-        return self.tls_context is not None and self._tls_protocol is None
+        """Whether HELP lists STARTTLS: as EHLO offers it, not once done,
+        nor while a fault rule hides (and so refuses) it."""
+        return (
+            self.tls_context is not None
+            and self._tls_protocol is None
+            and "STARTTLS" not in self.state.faults.hidden
+        )
 
     @property
     def _auth_offered(self) -> bool:
         """Whether HELP lists AUTH: as EHLO offers it (a sink with
-        credentials, over TLS unless auth_plaintext)."""
-        return self.state.settings.auth is not None and (
-            not self._auth_require_tls or self._tls_protocol is not None
+        credentials, over TLS unless auth_plaintext, and no rule hiding it)."""
+        return (
+            self.state.settings.auth is not None
+            and (not self._auth_require_tls or self._tls_protocol is not None)
+            and "AUTH" not in self.state.faults.hidden
         )
 
     @_same_syntax(SMTP.smtp_STARTTLS, when="_starttls_offered")

@@ -616,3 +616,12 @@ def test_help_lists_the_commands_this_session_accepts(
             client.starttls(context=sink.ssl_context())
             client.ehlo()
             assert _help(client) == always | after_tls
+
+
+def test_help_leaves_out_what_a_fault_rule_hides(smtpsink_factory: Factory) -> None:
+    # EHLO hid them, and the commands were refused, but HELP listed them.
+    sink = smtpsink_factory(tls="starttls", auth="any", auth_plaintext=True)
+    sink.hide("STARTTLS", "AUTH")
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.ehlo()
+        assert not {"STARTTLS", "AUTH"} & _help(client)
