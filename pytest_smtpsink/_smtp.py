@@ -917,7 +917,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                 )
                 return
         if self._original_transport is not None and self.transport is not None:
-            self._note_discarded_plain_text()
+            self._discard_plain_text()
         super().connection_made(transport)
         assert self.record is not None
         # aiosmtpd's own test: after STARTTLS it keeps the plain transport.
@@ -940,14 +940,19 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             self.state.connections.add(self)
             self.state.store.add_session(self.record)
 
-    def _note_discarded_plain_text(self) -> None:
-        """Say so when a client sent more after STARTTLS without waiting for
-        the handshake: aiosmtpd then discards it, as RFC 3207 (4.2, 6) says
-        (a command injected before TLS must not run as if sent over it), and
-        the client's command would otherwise vanish without a word. The
-        count only: the bytes may hold a password."""
-        pending = len(getattr(self._reader, "_buffer", b""))
-        if pending and self.record is not None:
+    def _discard_plain_text(self) -> None:
+        """Discard what a client sent after STARTTLS without waiting for the
+        handshake, as RFC 3207 (4.2, 6) says: a command injected before TLS
+        must not run as if sent over it. aiosmtpd 1.4.6 discards it too;
+        1.4.5, which the sink supports, ran it after the handshake
+        (CVE-2024-34083). Say so, or the client's command would vanish
+        without a word: the count only, as the bytes may hold a password."""
+        buffer = getattr(self._reader, "_buffer", None)
+        if not buffer:
+            return
+        pending = len(buffer)
+        buffer.clear()
+        if self.record is not None:
             peer = self.record.peer
             LOG.warning(
                 "%s:%s sent %d byte(s) after STARTTLS before the TLS handshake; "
