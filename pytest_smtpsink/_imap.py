@@ -878,9 +878,7 @@ class _Connection(ReadSideConnection):
             raise _Answered("BAD", "STARTTLS is not offered (the sink has no STARTTLS)")
         if self._tls:
             raise _Answered("BAD", "TLS is already active")
-        # Commands pipelined behind STARTTLS came in plain text: never read
-        # them as if they came over TLS (RFC 3501 section 6.2.1).
-        self._buffer.clear()
+        self._discard_plain_text("STARTTLS")
         assert self.record is not None
         self.record._tls_starting()
         await self._reply(f"{command.tag} OK Begin TLS negotiation now")

@@ -464,9 +464,7 @@ class _Connection(ReadSideConnection):
         if arg:
             await self._reply("-ERR STLS takes no argument")
             return
-        # Commands pipelined behind STLS were sent in plain text: never
-        # read them as if they came over TLS (RFC 2595 section 4).
-        self._buffer.clear()
+        self._discard_plain_text("STLS")
         assert self.record is not None
         self.record._tls_starting()
         await self._reply("+OK Begin TLS negotiation")

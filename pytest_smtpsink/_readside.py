@@ -568,6 +568,26 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
     def _tls_missing(self) -> bool:
         return self.settings.tls == "starttls-required" and not self._tls
 
+    def _discard_plain_text(self, command: str) -> None:
+        """Drop what the client pipelined behind ``command`` (STLS or
+        STARTTLS): sent in plain text, it must never be read as if it came
+        over TLS (RFC 2595 4, RFC 3501 6.2.1). Logged, as the SMTP side
+        does, so that a command that vanished has a cause: the count only,
+        as the bytes may hold a password."""
+        pending = len(self._buffer)
+        self._buffer.clear()
+        if pending and self.record is not None:
+            peer = self.record.peer
+            LOG.warning(
+                "%s %s:%s sent %d byte(s) after %s before the TLS handshake; "
+                "discarded unread (a client must wait for the handshake)",
+                self.PROTOCOL,
+                peer[0],
+                peer[1],
+                pending,
+                command,
+            )
+
     async def _start_tls(self, implicit: bool) -> bool:
         """Run the server side of a TLS handshake; False (recorded as the
         end of the session, saying why) if it failed."""

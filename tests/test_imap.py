@@ -8,6 +8,7 @@ import base64
 import contextlib
 import imaplib
 import io
+import logging
 import pathlib
 import poplib
 import re
@@ -1546,3 +1547,36 @@ def test_appended_mail_is_labelled_append_not_deliver(
     assert "0 messages, 1 session, 1 put in without SMTP\n  APPEND " in section
     written = _report.save([smtpsink], tmp_path / "saved")
     assert [p.name for p in written] == ["append-0001-Draft.eml", "session-0001.txt"]
+
+
+def test_commands_pipelined_behind_starttls_are_discarded_and_logged(
+    smtpsink_factory: Callable[..., SMTPSink], caplog: pytest.LogCaptureFixture
+) -> None:
+    """RFC 3501 6.2.1: what came in plain text behind STARTTLS never runs as
+    if it came over TLS. It was dropped without a word; a warning now says
+    how many bytes (never which: a LOGIN's password)."""
+    sink = smtpsink_factory(tls="starttls")
+    caplog.set_level(logging.WARNING, logger="pytest_smtpsink")
+    smuggled = f"b LOGIN {USER} secret-word\r\n".encode()
+    with socket.create_connection((sink.imap.host, sink.imap.port), timeout=10) as sock:
+        with sock.makefile("rb") as plain:
+            plain.readline()  # the greeting
+            sock.sendall(b"a STARTTLS\r\n" + smuggled)
+            assert plain.readline().startswith(b"a OK ")
+        context = sink.imap.ssl_context()
+        with (
+            context.wrap_socket(sock, server_hostname=sink.imap.host) as tls,
+            tls.makefile("rb") as secure,
+        ):
+            tls.sendall(b"c NOOP\r\n")
+            # The first line over TLS answers NOOP, not the smuggled LOGIN.
+            assert secure.readline().startswith(b"c OK "), "LOGIN ran"
+            tls.sendall(b"d LOGOUT\r\n")
+            secure.read()
+    sink.wait_until(lambda: all(s.end for s in sink.sessions))
+    (session,) = sink.sessions
+    assert session.authenticated_as is None
+    (record,) = [r for r in caplog.records if "STARTTLS" in r.getMessage()]
+    message = record.getMessage()
+    assert f"sent {len(smuggled)} byte(s) after STARTTLS" in message, message
+    assert "secret-word" not in message

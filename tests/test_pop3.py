@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import imaplib
+import logging
 import poplib
 import re
 import smtplib
@@ -1028,3 +1029,35 @@ def test_commands_sent_with_the_end_of_input_all_run(smtpsink: Mailbox) -> None:
     assert replies.count("+OK") == 5, replies  # greeting, USER, PASS, DELE, QUIT
     smtpsink.wait_until(lambda: all(s.end for s in smtpsink.sessions))
     smtpsink.mailbox("ann@example.com").assert_deleted(subject="one")
+
+
+@pytest.mark.smtpsink(tls="starttls")
+def test_commands_pipelined_behind_stls_are_discarded_and_logged(
+    smtpsink: Mailbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RFC 2595 4: what came in plain text behind STLS never runs as if it
+    came over TLS. It was dropped without a word; a warning now says how
+    many bytes (never which: a password)."""
+    caplog.set_level(logging.WARNING, logger="pytest_smtpsink")
+    pop3 = smtpsink.pop3
+    smuggled = b"USER ann@example.com\r\nPASS secret-word\r\n"
+    with socket.create_connection((pop3.host, pop3.port), timeout=10) as sock:
+        with sock.makefile("rb") as plain:
+            plain.readline()  # the greeting
+            sock.sendall(b"STLS\r\n" + smuggled)
+            assert plain.readline().startswith(b"+OK ")
+        context = pop3.ssl_context()
+        with (
+            context.wrap_socket(sock, server_hostname=pop3.host) as tls,
+            tls.makefile("rb") as secure,
+        ):
+            tls.sendall(b"NOOP\r\n")
+            # Not logged in: the smuggled USER and PASS did not run.
+            assert secure.readline().startswith(b"-ERR "), "USER/PASS ran"
+            tls.sendall(b"QUIT\r\n")
+            secure.read()
+    smtpsink.wait_until(lambda: all(s.end for s in smtpsink.sessions))
+    (record,) = [r for r in caplog.records if "STLS" in r.getMessage()]
+    message = record.getMessage()
+    assert f"sent {len(smuggled)} byte(s) after STLS" in message, message
+    assert "secret-word" not in message
