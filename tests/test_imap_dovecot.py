@@ -5,7 +5,7 @@ masking what two correct servers may differ in (tests/dialogue.py)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from dialogue import Endpoint, masked, run
 from dovecot import Dovecot
@@ -1076,3 +1076,100 @@ def test_copy_of_a_message_expunged_elsewhere_is_no_expungeissued_as_on_dovecot(
     ]
     fetched = ours[0]
     assert any(line.startswith("S: x OK [EXPUNGEISSUED] ") for line in fetched)
+
+
+def _with_new_mail(
+    script: list[str],
+    dovecot: Dovecot,
+    user: str,
+    at: str,
+    also: list[str] | None = None,
+) -> tuple[list[str], list[str]]:
+    """``script`` on a fresh sink and on Dovecot, both with `MESSAGES` of
+    ``user``; just before the line ``at``, one more message arrives and,
+    with ``also``, another session of ``user`` runs those commands. The two
+    transcripts, masked."""
+    new = b"Subject: four\r\n\r\nfourth\r\n"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES)
+
+    def before(endpoint: Endpoint, deliver: Callable[[], object]) -> None:
+        deliver()
+        if also is not None:
+            run([f"o1 LOGIN {user} x", *also, "o9 LOGOUT"], endpoint)
+
+    with SMTPSink() as sink:
+        for message in MESSAGES:
+            sink.deliver(message, to=user)
+        endpoint = Endpoint("imap", sink.imap.host, sink.imap.port)
+        ours = run(
+            script,
+            endpoint,
+            before={at: lambda: before(endpoint, lambda: sink.deliver(new, to=user))},
+        )
+    endpoint = Endpoint("imap", dovecot.host, dovecot.imap_port)
+    theirs = run(
+        script,
+        endpoint,
+        before={at: lambda: before(endpoint, lambda: dovecot.seed(user, [new]))},
+    )
+    return (
+        masked(ours, capabilities=True, text=True),
+        masked(theirs, capabilities=True, text=True),
+    )
+
+
+def test_new_mail_is_recent_to_one_session_only_as_on_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    """New mail is \\Recent to one session only (RFC 3501 2.3.2), the first
+    to select the folder after it came, as on Dovecot; the session that
+    was selected before it hears of it with ``EXISTS`` and fetches it
+    without \\Recent. An EXPUNGE of a \\Recent message while new mail came
+    is answered as on Dovecot too. Kept (docs/reading.rst): the sink says
+    ``* n RECENT`` with every ``EXISTS``, Dovecot only when the count
+    changed; the count is the same."""
+
+    def without_recent(transcript: list[str]) -> list[str]:
+        # After SELECT (whose RECENT both send).
+        selected = transcript.index("S: b OK [READ-WRITE] <text>") + 1
+        return transcript[:selected] + [
+            line
+            for line in transcript[selected:]
+            if not re.fullmatch(r"S: \* \d+ RECENT", line)
+        ]
+
+    script = [
+        "a LOGIN recent-once x",
+        "b SELECT INBOX",
+        "c NOOP",
+        "d FETCH 1:* (FLAGS)",
+        "f LOGOUT",
+    ]
+    ours, theirs = _with_new_mail(
+        script, dovecot, "recent-once", "c NOOP", also=["o2 SELECT INBOX"]
+    )
+    assert without_recent(ours) == without_recent(theirs)
+    noop = ours[ours.index("C: c NOOP") + 1 : ours.index("C: d FETCH 1:* (FLAGS)")]
+    assert noop == ["S: * 4 EXISTS", "S: * 3 RECENT", "S: c OK <text>"]
+    assert "S: * 3 FETCH (FLAGS (\\Recent))" in ours
+    assert "S: * 4 FETCH (FLAGS ())" in ours
+
+    script = [
+        "a LOGIN recent-expunged x",
+        "b SELECT INBOX",
+        "c STORE 1 +FLAGS.SILENT (\\Deleted)",
+        "d EXPUNGE",
+        "e FETCH 3 (FLAGS)",
+        "f LOGOUT",
+    ]
+    ours, theirs = _with_new_mail(script, dovecot, "recent-expunged", "d EXPUNGE")
+    assert without_recent(ours) == without_recent(theirs)
+    expunge = ours[ours.index("C: d EXPUNGE") + 1 : ours.index("C: e FETCH 3 (FLAGS)")]
+    assert expunge == [
+        "S: * 1 EXPUNGE",
+        "S: * 3 EXISTS",
+        "S: * 3 RECENT",
+        "S: d OK <text>",
+    ]
+    assert "S: * 3 FETCH (FLAGS (\\Recent))" in ours
