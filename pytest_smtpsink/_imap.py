@@ -13,7 +13,7 @@ session's view of its selected folder, and changes the shared `MailStore`
 under the store's lock. Each session maps sequence numbers to the copies it
 has announced (``_view``): messages expunged by another session stay in it
 until this session may say so (never during FETCH, STORE or SEARCH, RFC 3501
-section 7.4.1), and new mail is announced with ``EXISTS`` after commands, on
+section 7.4.1; their UID forms say so at their end), and new mail is announced with ``EXISTS`` after commands, on
 NOOP and at once during IDLE. A listener of the mailboxes (present only
 while connections are open) wakes IDLE sessions and ends the sessions of an
 earlier test with ``* BYE``: nothing polls.
@@ -148,6 +148,7 @@ _WITHOUT_ARGUMENTS = frozenset(
     }
 )  # fmt: skip
 # While answering these, no EXPUNGE may go out (RFC 3501 section 7.4.1).
+# Their UID forms may send one, and do, after their responses, as Dovecot.
 _NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH"})
 _STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
 
@@ -784,7 +785,7 @@ class _Connection(ReadSideConnection):
         if text is None:  # the handler answered (LOGOUT, IDLE)
             return
         if self.state == "selected":
-            await self._send_updates(expunge=verb not in _NO_EXPUNGE)
+            await self._send_updates(expunge=name not in _NO_EXPUNGE)
         self._finish_shown()
         await self._reply(f"{tag} {status} {text}")
 

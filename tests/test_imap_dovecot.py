@@ -1173,3 +1173,73 @@ def test_new_mail_is_recent_to_one_session_only_as_on_dovecot(
         "S: d OK <text>",
     ]
     assert "S: * 3 FETCH (FLAGS (\\Recent))" in ours
+
+
+def test_uid_commands_announce_an_expunge_elsewhere_as_dovecot_does(
+    dovecot: Dovecot,
+) -> None:
+    """Another session expunged message 2 (of three): UID FETCH, UID STORE
+    and UID SEARCH say ``* 2 EXPUNGE`` before their completion, as Dovecot
+    does (RFC 3501 7.4.1: a UID command may), so the client's numbers are
+    right at once; FETCH, STORE and SEARCH may not, and leave it to the
+    next command (NOOP here)."""
+    commands = [
+        "x UID FETCH 1:* (FLAGS)",
+        "x UID STORE 1:* +FLAGS (\\Flagged)",
+        "x UID STORE 2 +FLAGS (\\Flagged)",
+        "x UID SEARCH ALL",
+        "x FETCH 1:* (UID)",
+        "x STORE 1 +FLAGS (\\Flagged)",
+        "x SEARCH ALL",
+    ]
+    other = [
+        "o2 SELECT INBOX",
+        "o3 STORE 2 +FLAGS.SILENT (\\Deleted)",
+        "o4 EXPUNGE",
+    ]
+
+    def outcome(transcript: list[str]) -> list[str]:
+        # The commands, the EXPUNGEs and the completions' status.
+        return [
+            re.sub(r"^(S: [xy] \w+) .*", r"\1", line)
+            for line in transcript
+            if line.startswith(("C: x", "C: y", "S: x ", "S: y "))
+            or re.fullmatch(r"S: \* \d+ EXPUNGE", line)
+        ]
+
+    def session(endpoint: Endpoint, user: str, command: str) -> list[str]:
+        script = [f"a LOGIN {user} x", "b SELECT INBOX", command, "y NOOP"]
+
+        def expunge_elsewhere() -> None:
+            run([f"o1 LOGIN {user} x", *other], endpoint)
+
+        return outcome(run(script, endpoint, before={command: expunge_elsewhere}))
+
+    ours: list[list[str]] = []
+    theirs: list[list[str]] = []
+    for number, command in enumerate(commands):
+        user = f"uid-expunged-{number}"
+        dovecot.reset(user)
+        dovecot.seed(user, MESSAGES)
+        with SMTPSink() as sink:
+            for message in MESSAGES:
+                sink.deliver(message, to=user)
+            endpoint = Endpoint("imap", sink.imap.host, sink.imap.port)
+            ours.append(session(endpoint, user, command))
+        endpoint = Endpoint("imap", dovecot.host, dovecot.imap_port)
+        theirs.append(session(endpoint, user, command))
+    assert ours == theirs
+    assert ours[0] == [
+        "C: x UID FETCH 1:* (FLAGS)",
+        "S: * 2 EXPUNGE",
+        "S: x OK",
+        "C: y NOOP",
+        "S: y OK",
+    ]
+    assert ours[-1] == [
+        "C: x SEARCH ALL",
+        "S: x OK",
+        "C: y NOOP",
+        "S: * 2 EXPUNGE",
+        "S: y OK",
+    ]
