@@ -835,8 +835,13 @@ def format_flags(
 
 
 def format_date_time(value: datetime.datetime) -> bytes:
-    """INTERNALDATE as a quoted string: ``"17-Jul-1996 02:44:25 -0700"``."""
+    """INTERNALDATE as a quoted string: ``"17-Jul-1996 02:44:25 -0700"``.
+    IMAP's zone is hours and minutes: a zone with seconds (local mean time,
+    Amsterdam's +00:19:32) shows the instant in UTC."""
     offset = value.utcoffset() or datetime.timedelta()
+    if offset % datetime.timedelta(minutes=1):
+        value = value.astimezone(datetime.timezone.utc)
+        offset = datetime.timedelta()
     minutes = int(offset.total_seconds()) // 60
     sign = "-" if minutes < 0 else "+"
     minutes = abs(minutes)

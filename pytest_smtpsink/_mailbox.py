@@ -259,7 +259,8 @@ class Mailbox(FaultControls):
         (`pathlib.Path`) to an ``.eml`` file. ``to`` is an address or a list
         (default: the To, Cc and Bcc addresses of the message). ``folder``
         is made if it does not exist; ``flags`` (e.g. ``{"\\Seen"}``) and
-        ``date`` (IMAP's internal date, timezone-aware; default now) are
+        ``date`` (IMAP's internal date, timezone-aware; default now; a zone
+        with seconds is kept as the same instant in UTC) are
         those of the new copies. Returns the `Message`, which is not in
         `messages` (the application did not send it) but is in each
         recipient's `mailbox`.

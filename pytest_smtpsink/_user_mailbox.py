@@ -416,4 +416,18 @@ def check_date(date: datetime.datetime | None) -> datetime.datetime:
             "date must be timezone-aware (IMAP's INTERNALDATE has a zone), e.g. "
             "datetime.datetime(2026, 1, 2, 3, 4, tzinfo=datetime.timezone.utc)"
         )
+    offset = date.utcoffset()
+    if offset is not None and offset % datetime.timedelta(minutes=1):
+        # IMAP's zone is hours and minutes: kept as the same instant in UTC,
+        # so that INTERNALDATE and SEARCH ON name the same day.
+        try:
+            return date.astimezone(datetime.timezone.utc)
+        except OverflowError:
+            year = (
+                "before the year 1" if offset > datetime.timedelta() else "after 9999"
+            )
+            raise ValueError(
+                f"date {date} cannot be an IMAP internal date: its zone has "
+                f"seconds, and in UTC it is {year}"
+            ) from None
     return date

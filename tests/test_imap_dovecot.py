@@ -4,6 +4,7 @@ masking what two correct servers may differ in (tests/dialogue.py)."""
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Callable, Sequence
 
@@ -1243,3 +1244,52 @@ def test_uid_commands_announce_an_expunge_elsewhere_as_dovecot_does(
         "S: * 2 EXPUNGE",
         "S: y OK",
     ]
+
+
+def test_internaldate_is_the_instant_delivered_or_appended_as_on_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    """A delivered message's date in a zone whose offset has seconds (local
+    mean time, as zoneinfo gives it before 1900 or so: Amsterdam was
+    +00:19:32) is shown in UTC: IMAP's zone is hours and minutes, and the
+    sink showed the local time with the seconds cut from the zone, 30
+    seconds off here, and a day off for SEARCH ON. Dovecot shows the same
+    instant (in its own zone); the sink's APPEND keeps a client's zone."""
+    user = "zone-seconds"
+    zone = datetime.timezone(datetime.timedelta(seconds=-30))
+    # 23:59:50 local is 00:00:20 UTC of the next day.
+    date = datetime.datetime(2020, 5, 31, 23, 59, 50, tzinfo=zone)
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES[:1], date=date)
+    appended = MESSAGES[2].decode()
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX",
+        "c FETCH 1 (INTERNALDATE)",
+        "d SEARCH ON 1-Jun-2020",
+        f'e APPEND INBOX "17-Jul-1996 02:44:25 -0700" {{{len(appended)}+}}\r\n'
+        + appended,
+        "f NOOP",
+        "g FETCH 2 (INTERNALDATE)",
+        "h LOGOUT",
+    ]
+    with SMTPSink() as sink:
+        sink.deliver(MESSAGES[0], to=user, date=date)
+        ours = run(script, Endpoint("imap", sink.imap.host, sink.imap.port))
+    theirs = run(script, Endpoint("imap", dovecot.host, dovecot.imap_port))
+
+    def internal_date(transcript: list[str], number: int = 1) -> datetime.datetime:
+        (line,) = [
+            line for line in transcript if line.startswith(f"S: * {number} FETCH")
+        ]
+        text = re.search(r'INTERNALDATE "([^"]+)"', line)
+        assert text is not None, line
+        return datetime.datetime.strptime(text.group(1), "%d-%b-%Y %H:%M:%S %z")
+
+    assert internal_date(ours) == internal_date(theirs) == date
+    assert 'S: * 1 FETCH (INTERNALDATE "01-Jun-2020 00:00:20 +0000")' in ours
+    assert "S: * SEARCH 1" in ours
+    # APPEND's date-time: the same instant; the sink keeps the client's zone
+    # (Dovecot's Maildir keeps a file time, shown in Dovecot's zone).
+    assert internal_date(ours, 2) == internal_date(theirs, 2)
+    assert 'S: * 2 FETCH (INTERNALDATE "17-Jul-1996 02:44:25 -0700")' in ours

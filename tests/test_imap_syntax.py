@@ -507,3 +507,20 @@ def test_a_name_with_quotes_is_an_escaped_quoted_string() -> None:
     assert astring_out('Say "hi"') == b'"Say \\"hi\\""'
     assert astring_out("back\\slash") == b'"back\\\\slash"'
     assert astring_out("two words") == b'"two words"'
+
+
+@pytest.mark.parametrize(
+    ("offset", "shown"),
+    [
+        # Europe/Amsterdam's local mean time until 1937 (as zoneinfo has it).
+        (datetime.timedelta(minutes=19, seconds=32), '"01-Jun-1900 11:40:28 +0000"'),
+        (datetime.timedelta(seconds=-30), '"01-Jun-1900 12:00:30 +0000"'),
+        (datetime.timedelta(hours=-7), '"01-Jun-1900 12:00:00 -0700"'),
+    ],
+)
+def test_an_internaldate_whose_zone_has_seconds_is_shown_in_utc(
+    offset: datetime.timedelta, shown: str
+) -> None:
+    # IMAP's zone is hours and minutes: the instant is kept, not the zone.
+    moment = datetime.datetime(1900, 6, 1, 12, tzinfo=datetime.timezone(offset))
+    assert format_date_time(moment) == shown.encode()

@@ -231,6 +231,22 @@ def test_one_copy_of_the_bytes_for_every_recipient(smtpsink: Mailbox) -> None:
         ),
         ({"date": datetime.datetime(2026, 1, 1)}, ValueError, "timezone-aware"),
         ({"date": "2026-01-01"}, TypeError, "datetime.datetime"),
+        (
+            # Local mean time (+00:19:32): the instant is before year 1 in UTC.
+            {
+                "date": datetime.datetime(
+                    1,
+                    1,
+                    1,
+                    tzinfo=datetime.timezone(
+                        datetime.timedelta(minutes=19, seconds=32)
+                    ),
+                )
+            },
+            ValueError,
+            "date 0001-01-01 00:00:00+00:19:32 cannot be an IMAP internal date: "
+            "its zone has seconds, and in UTC it is before the year 1",
+        ),
         ({"folder": ""}, ValueError, "folder must be a folder name"),
         ({"to": []}, ValueError, "to must be an address"),
         # Not TypeErrors from deep inside ("'NoneType' object is not iterable").
