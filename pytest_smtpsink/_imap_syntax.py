@@ -27,6 +27,7 @@ server reads those lines itself without the reader.
 from __future__ import annotations
 
 import base64
+import calendar
 import dataclasses
 import datetime
 import re
@@ -655,6 +656,19 @@ _DATE_TIME = re.compile(
 )
 
 
+def _day_problem(year: str, month: int, day: str) -> str | None:
+    """Why ``day``-month-``year`` is no day (the words after "invalid
+    date ...: "), or None."""
+    if not 1 <= int(year) <= 9999:
+        return f"year {year} is out of range (0001-9999)"
+    if int(day) < 1:
+        return f"day {day} is out of range ({'01' if len(day) == 2 else '1'}-31)"
+    last = calendar.monthrange(int(year), month)[1]
+    if int(day) > last:
+        return f"{_MONTHS[month - 1]} {year} has {last} days"
+    return None
+
+
 def parse_date(arg: Arg | str, tag: str | None = None) -> datetime.date:
     """A search date: ``1-Feb-1994`` (atom or quoted)."""
     text = arg if isinstance(arg, str) else astring(arg, tag)
@@ -662,14 +676,17 @@ def parse_date(arg: Arg | str, tag: str | None = None) -> datetime.date:
     month = _MONTH_NUMBER.get(match.group(2).upper()) if match else None
     if match is None or month is None:
         raise ImapSyntaxError(f"invalid date {text!r}: expected like 1-Feb-1994", tag)
-    try:
-        return datetime.date(int(match.group(3)), month, int(match.group(1)))
-    except ValueError:
-        raise ImapSyntaxError(f"invalid date {text!r}", tag) from None
+    day, _, year = match.groups()
+    problem = _day_problem(year, month, day)
+    if problem is not None:
+        raise ImapSyntaxError(f"invalid date {text!r}: {problem}", tag)
+    return datetime.date(int(year), month, int(day))
 
 
 def parse_date_time(arg: Arg | str, tag: str | None = None) -> datetime.datetime:
-    """An APPEND date-time: ``"17-Jul-1996 02:44:25 -0700"`` (aware)."""
+    """An APPEND date-time: ``"17-Jul-1996 02:44:25 -0700"`` (aware). A
+    time or zone out of range is an error saying which (RFC 3501 has no
+    leap second or hour 24, and a zone's minutes are 00-59)."""
     text = arg if isinstance(arg, str) else astring(arg, tag)
     match = _DATE_TIME.fullmatch(text)
     month = _MONTH_NUMBER.get(match.group(2).upper()) if match else None
@@ -679,14 +696,29 @@ def parse_date_time(arg: Arg | str, tag: str | None = None) -> datetime.datetime
             tag,
         )
     day, _, year, hour, minute, second, sign, zone_h, zone_m = match.groups()
-    try:
-        offset = datetime.timedelta(hours=int(zone_h), minutes=int(zone_m))
-        zone = datetime.timezone(-offset if sign == "-" else offset)
-        return datetime.datetime(
-            int(year), month, int(day), int(hour), int(minute), int(second), tzinfo=zone
-        )
-    except ValueError:
-        raise ImapSyntaxError(f"invalid date-time {text!r}", tag) from None
+    problem = _day_problem(year, month, day.strip())
+    for name, value, top in (("hour", hour, 23), ("minute", minute, 59)):
+        if problem is None and int(value) > top:
+            problem = f"{name} {value} is out of range (00-{top})"
+    if problem is None and int(second) > 59:
+        problem = f"second {second} is out of range (00-59)"
+    zone = f"{sign}{zone_h}{zone_m}"
+    if problem is None and int(zone_m) > 59:
+        problem = f"zone {zone}: its minutes are 00-59"
+    if problem is None and int(zone_h) > 23:
+        problem = f"zone {zone} is out of range (at most 2359)"
+    if problem is not None:
+        raise ImapSyntaxError(f"invalid date-time {text!r}: {problem}", tag)
+    offset = datetime.timedelta(hours=int(zone_h), minutes=int(zone_m))
+    return datetime.datetime(
+        int(year),
+        month,
+        int(day),
+        int(hour),
+        int(minute),
+        int(second),
+        tzinfo=datetime.timezone(-offset if sign == "-" else offset),
+    )
 
 
 # -- folder names: modified UTF-7 (RFC 3501 5.1.3) ----------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
 import imaplib
 import io
 import logging
@@ -475,8 +476,20 @@ APPEND_REFUSALS = [
     ),
     pytest.param(
         'INBOX "31-Feb-2020 00:00:00 +0000"',
-        "BAD Invalid date-time '31-Feb-2020 00:00:00 +0000'",
+        "BAD Invalid date-time '31-Feb-2020 00:00:00 +0000': Feb 2020 has 29 days",
         id="no-such-day",
+    ),
+    pytest.param(
+        'INBOX "01-Jan-2020 24:00:00 +0000"',
+        "BAD Invalid date-time '01-Jan-2020 24:00:00 +0000': hour 24 is out of "
+        "range (00-23)",
+        id="hour-24",
+    ),
+    pytest.param(
+        'INBOX "01-Jan-2020 00:00:00 +0060"',
+        "BAD Invalid date-time '01-Jan-2020 00:00:00 +0060': zone +0060: its "
+        "minutes are 00-59",
+        id="zone-minute-60",
     ),
     pytest.param(
         "INBOX (\\Seen \\Bogus)",
@@ -953,6 +966,39 @@ def test_a_search_number_in_other_digits_is_bad_and_serving_goes_on(
     assert "a BAD LARGER takes a number" in lines, lines
     assert "b BAD SMALLER takes a number" in lines, lines
     assert lines[-2:] == ["* SEARCH 1", "c OK SEARCH completed"], lines
+
+
+def test_a_search_date_that_is_no_day_is_bad_and_serving_goes_on(
+    smtpsink: Mailbox,
+) -> None:
+    smtpsink.deliver(
+        raw_message("One"),
+        to=USER,
+        date=datetime.datetime(2000, 2, 28, 12, tzinfo=datetime.timezone.utc),
+    )
+    lines = dialogue(
+        smtpsink,
+        "s SELECT INBOX",
+        "a SEARCH BEFORE 31-Feb-2000",
+        "b UID SEARCH SINCE 29-Feb-2001",
+        "c SEARCH SENTON 0-Jan-2000",
+        "d SEARCH NOT SINCE 1-Jan-0000",
+        "e SEARCH SINCE 29-Feb-2000",
+        "f SEARCH ON 28-Feb-2000",
+    )
+    bad = [line for line in lines if " BAD " in line]
+    assert bad == [
+        "a BAD Invalid date '31-Feb-2000': Feb 2000 has 29 days",
+        "b BAD Invalid date '29-Feb-2001': Feb 2001 has 28 days",
+        "c BAD Invalid date '0-Jan-2000': day 0 is out of range (1-31)",
+        "d BAD Invalid date '1-Jan-0000': year 0000 is out of range (0001-9999)",
+    ], lines
+    assert lines[-4:] == [
+        "* SEARCH",
+        "e OK SEARCH completed",
+        "* SEARCH 1",
+        "f OK SEARCH completed",
+    ], lines
 
 
 def test_words_that_upper_case_to_items_and_keys_are_no_items_or_keys(

@@ -579,7 +579,8 @@ def test_bad_keywords_and_date_times_are_bad_where_dovecot_differs(
     # atom (RFC 3501 atom-specials): the sink says BAD, Dovecot NO [CANNOT].
     # A date-time's day is two digits or a space and one, and it must be a
     # real time: Dovecot takes "1-Jan-2000 ..." and "31-Feb-2000 ..." (the
-    # latter stored as 13-Dec-1901); the sink says BAD, before the literal.
+    # latter stored as 13-Dec-1901), an hour 24 and a zone's minute 60; the
+    # sink says BAD, before the literal, and why.
     user = "bad-keywords"
     dovecot.reset(user)
     dovecot.seed(user, MESSAGES[:1])
@@ -589,6 +590,8 @@ def test_bad_keywords_and_date_times_are_bad_where_dovecot_differs(
         f'e APPEND INBOX "1-Jan-2000 00:00:00 +0000" {{{size}}}',
         f'f APPEND INBOX "31-Feb-2000 00:00:00 +0000" {{{size}}}',
         f'g APPEND INBOX "01-Jan-2000 25:00:00 +0000" {{{size}}}',
+        f'g2 APPEND INBOX "01-Jan-2000 24:00:00 +0000" {{{size}}}',
+        f'g3 APPEND INBOX "01-Jan-2000 00:00:00 +0060" {{{size}}}',
     ]
     script = [f"a LOGIN {user} x", "b SELECT INBOX", *keywords, *dates, "h NOOP"]
     with SMTPSink() as sink:

@@ -524,3 +524,38 @@ def test_an_internaldate_whose_zone_has_seconds_is_shown_in_utc(
     # IMAP's zone is hours and minutes: the instant is kept, not the zone.
     moment = datetime.datetime(1900, 6, 1, 12, tzinfo=datetime.timezone(offset))
     assert format_date_time(moment) == shown.encode()
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("01-Jan-2000 24:00:00 +0000", "hour 24 is out of range (00-23)"),
+        ("01-Jan-2000 00:60:00 +0000", "minute 60 is out of range (00-59)"),
+        ("30-Jun-2000 23:59:60 +0000", "second 60 is out of range (00-59)"),
+        ("31-Feb-2000 00:00:00 +0000", "Feb 2000 has 29 days"),
+        ("29-Feb-1900 00:00:00 +0000", "Feb 1900 has 28 days"),
+        ("00-Jan-2000 00:00:00 +0000", "day 00 is out of range (01-31)"),
+        ("01-Jan-0000 00:00:00 +0000", "year 0000 is out of range (0001-9999)"),
+        ("01-Jan-2000 00:00:00 +0060", "zone +0060: its minutes are 00-59"),
+        ("01-Jan-2000 00:00:00 -2400", "zone -2400 is out of range (at most 2359)"),
+    ],
+)
+def test_a_date_time_that_is_no_moment_says_why(text: str, why: str) -> None:
+    with pytest.raises(ImapSyntaxError) as raised:
+        parse_date_time(String(text.encode()))
+    assert raised.value.text == f"invalid date-time {text!r}: {why}"
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("31-Feb-2000", "Feb 2000 has 29 days"),
+        ("31-Apr-2021", "Apr 2021 has 30 days"),
+        ("0-Jan-2000", "day 0 is out of range (1-31)"),
+        ("1-Jan-0000", "year 0000 is out of range (0001-9999)"),
+    ],
+)
+def test_a_search_date_that_is_no_day_says_why(text: str, why: str) -> None:
+    with pytest.raises(ImapSyntaxError) as raised:
+        parse_date(Atom(text))
+    assert raised.value.text == f"invalid date {text!r}: {why}"
