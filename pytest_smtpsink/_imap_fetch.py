@@ -112,6 +112,8 @@ class Part:
     #: A text part without a charset: BODYSTRUCTURE names RFC 2045's
     #: us-ascii, after the parameters written, as Dovecot does.
     default_charset: bool = False
+    #: Whether a blank line ends the header (else it runs to the part's end).
+    header_ends: bool = True
 
     @property
     def header(self) -> bytes:
@@ -175,18 +177,21 @@ def _parse_part(
     budget: list[int],
 ) -> Part:
     budget[0] -= 1
-    if data.startswith(b"\r\n", start) or data.startswith(b"\n", start):
+    header_ends = True
+    if data.startswith(b"\r\n", start, end) or data.startswith(b"\n", start, end):
         header_end = start
         body_start = start + (2 if data[start] == 0x0D else 1)
     else:
         match = _HEADER_END.search(data, start, end)
         if match is None:
             header_end = body_start = end
+            header_ends = False
         else:
             header_end = match.start() + (2 if data[match.start()] == 0x0D else 1)
             body_start = match.end()
     fields = _header_fields(data, start, header_end)
     part = Part(data, start, body_start, end, fields, "", "", [], [], None)
+    part.header_ends = header_ends
     content_type = part.field_text("content-type")
     parsed = _parse_content_type(content_type) if content_type is not None else None
     if content_type is None:
@@ -232,12 +237,8 @@ def _parse_part(
                     depth=depth + 1,
                     budget=budget,
                 )
-                if child.children or (child.message and child.message.children):
-                    # Dovecot counts the CRLF before the next delimiter into
-                    # a part that holds a multipart (its epilogue).
-                    child.end = crlf_end
-                    if child.message is not None:
-                        child.message.end = crlf_end
+                for ending in _ending_at_delimiter(child):
+                    ending.end = crlf_end
                 part.children.append(child)
         if not part.children:
             # No usable boundary: one empty text/plain part at the end, as
@@ -249,11 +250,34 @@ def _parse_part(
             )
     elif kind == "message" and subtype in _MESSAGE:
         encoding = (part.field_text("content-transfer-encoding") or "7bit").strip()
-        if encoding.lower() in ("7bit", "8bit", "binary"):
+        # A message/rfc822 part is a message whatever its transfer encoding
+        # (RFC 2046 allows none but 7bit, 8bit and binary; mail has base64),
+        # read from its bytes as they are, as Dovecot reads it: BODYSTRUCTURE
+        # has no form for message/rfc822 without an envelope and a body.
+        if subtype == "rfc822" or encoding.lower() in ("7bit", "8bit", "binary"):
             part.message = _parse_part(
                 data, body_start, end, ("text", "plain"), depth=depth + 1, budget=budget
             )
     return part
+
+
+def _ending_at_delimiter(child: Part) -> list[Part]:
+    """The parts that end after the CRLF before the delimiter that follows
+    ``child`` (a multipart's part), as Dovecot counts them: a part holding
+    a multipart, with its epilogue; a message/rfc822 part whose message's
+    header has no blank line, the header running into the delimiter (not
+    that message: its body stays empty); and the message/rfc822 parts and
+    messages that hold either."""
+    chain: list[Part] = []
+    part = child
+    while part.message is not None:
+        chain.append(part)
+        part = part.message
+    if part.children:
+        return [*chain, part]
+    if not part.header_ends:
+        return chain
+    return []
 
 
 def _header_fields(data: bytes, start: int, end: int) -> list[tuple[str, int, int]]:

@@ -183,6 +183,22 @@ def test_bodystructure_of_nested_multiparts() -> None:
     )
 
 
+def test_bodystructure_of_a_base64_message_rfc822_part_has_its_envelope() -> None:
+    # As Dovecot 2.3.19 answers it (tests/test_imap_dovecot.py): the part is
+    # a message whatever its encoding, read as it is (a header of base64
+    # lines, no blank line, so the CRLF before the delimiter is counted).
+    data = (
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n"
+        b"\r\nU3ViamVjdDogeA0KDQpib2R5DQo=\r\n--b--\r\n"
+    )
+    assert body_structure(parse_structure(data), extensible=False) == (
+        b'(("message" "rfc822" NIL NIL NIL "base64" 30 '
+        b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) "
+        b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0) 1) "mixed")'
+    )
+
+
 def test_group_and_comment_addresses() -> None:
     env = envelope(parse_structure(ALTERNATIVE))
     assert (
