@@ -165,6 +165,21 @@ def _multiline(replies: list[str]) -> list[str]:
     ]
 
 
+class _NoHandler:
+    """Stands for aiosmtpd's handler task on a connection that has none
+    yet (see RecordingSMTP._start_lean): aiosmtpd cancels it on EOF, QUIT
+    and connection loss."""
+
+    def cancel(self) -> bool:
+        return False
+
+    def done(self) -> bool:
+        return True
+
+
+_NO_HANDLER = cast("asyncio.Task[None]", _NoHandler())
+
+
 async def _nothing() -> None:
     pass
 
@@ -918,7 +933,10 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                 return
         if self._original_transport is not None and self.transport is not None:
             self._discard_plain_text()
-        super().connection_made(transport)
+        if first and self._may_start_lean():
+            self._start_lean(transport)
+        else:
+            super().connection_made(transport)
         assert self.record is not None
         # aiosmtpd's own test: after STARTTLS it keeps the plain transport.
         starttls = self._original_transport is not None
@@ -939,6 +957,50 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         if first:
             self.state.connections.add(self)
             self.state.store.add_session(self.record)
+
+    # -- a connection without aiosmtpd's handler task, while it can ------------
+    #
+    # aiosmtpd serves each connection from a task (_handle_client) that greets
+    # the client and then reads command after command. The commands of an
+    # everyday conversation are answered as they arrive (data_received), so
+    # that task only greeted, waited, and was cancelled by QUIT: three task
+    # steps per connection for nothing. A plain connection with nothing
+    # unusual about it is greeted here instead, with no task; the first line
+    # that is not answered at once starts aiosmtpd's handler (_start_handler),
+    # which then serves the rest of the connection as it always does, its
+    # greeting already sent.
+
+    def _may_start_lean(self) -> bool:
+        return (
+            self.state.fast_commands
+            and not self.state.faults.rules
+            and self._proxy_timeout is None
+            and not self._enforce_call_limit
+            and not self.require_starttls
+            and not _AIOSMTPD_LOG.isEnabledFor(logging.INFO)
+        )
+
+    def _start_lean(self, transport: asyncio.BaseTransport) -> None:
+        """aiosmtpd's connection_made for a new connection, and the greeting
+        its handler would send, without the handler."""
+        self._set_rset_state()  # type: ignore[no-untyped-call]
+        session = self.session = self._create_session()
+        session.peer = transport.get_extra_info("peername")
+        self._reset_timeout()
+        self._handler_coroutine = _NO_HANDLER  # before: _cb_client_connected
+        asyncio.StreamReaderProtocol.connection_made(self, transport)
+        self.transport = transport
+        self._awaiting_command = True
+        self._reply_at_once(f"220 {self.hostname} {self.__ident__}")
+
+    def _start_handler(self) -> None:
+        """Hand the connection to aiosmtpd's handler, greeting skipped."""
+        self._awaiting_command = False
+        self._greeted = True
+        self._wrap_reader(self._reader)
+        self._handler_coroutine = self.loop.create_task(self._handle_client())
+
+    _greeted = False
 
     def _discard_plain_text(self) -> None:
         """Discard what a client sent after STARTTLS without waiting for the
@@ -970,10 +1032,17 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         # first step: cancelled before it ran, it never greeted nor closed,
         # and the client waited forever. Until the greeting is out, handle
         # the EOF one step later, as asyncio's loop does by its order.
+        # So too for a handler started late (_start_handler) that has not
+        # run yet.
         record = self.record
-        if record is not None and not record._transcript:
+        if (record is not None and not record._transcript) or self._greeted:
             self.loop.call_soon(self._late_eof)
             return True  # keep the write side open for the greeting
+        if self._handler_coroutine is _NO_HANDLER:
+            # What aiosmtpd's cancelled handler would do: close.
+            super().eof_received()
+            self._writer.close()
+            return False
         return super().eof_received()
 
     def _late_eof(self) -> None:
@@ -1141,7 +1210,8 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
     ) -> None:
         super()._cb_client_connected(reader, writer)
         self._read_line, self._read_bytes = reader.readuntil, reader.read
-        self._wrap_reader(reader)
+        if self._handler_coroutine is not _NO_HANDLER:  # else: _start_handler
+            self._wrap_reader(reader)
         self._send = writer.write
         writer.write = self._write_or_hold  # type: ignore[method-assign]
 
@@ -1300,6 +1370,8 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         finally:
             self._more_lines = False
         # The rest is aiosmtpd's: its loop reads it from the stream reader.
+        if self._handler_coroutine is _NO_HANDLER:
+            self._start_handler()
         super().data_received(data[start:] if start else data)
 
     def _answer_now(self, data: bytes) -> bool:
@@ -1692,6 +1764,9 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
     def push(self, status: AnyStr) -> Coroutine[Any, Any, None]:
         # Not itself a coroutine function: it returns what the caller awaits
         # (aiosmtpd's push, mostly), one coroutine frame less per reply.
+        if self._greeted:  # aiosmtpd's greeting, sent in _start_lean
+            self._greeted = False
+            return _nothing()
         if self._ehlo_lines is not None:  # collected by smtp_EHLO, see there
             self._ehlo_lines.append(
                 status.decode("utf-8", "replace")
@@ -2021,6 +2096,9 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
     _injected_push: list[str] | None = None
 
     async def _handle_client(self) -> None:
+        if self._greeted:  # see _start_lean: no CONNECT rule then
+            await super()._handle_client()
+            return
         if self.state.faults.rules:
             try:
                 peer = self.record.peer[0] if self.record else ""

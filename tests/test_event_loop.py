@@ -192,3 +192,46 @@ def test_a_client_that_closes_at_once_is_let_go(choice: str) -> None:
         assert {s.end for s in sink.sessions} == {"client-closed"}
         # Greeted first, as on asyncio's loop.
         assert all(s.transcript[0].kind == "greeting" for s in sink.sessions)
+
+
+@pytest.mark.parametrize("choice", LOOPS)
+def test_a_client_that_closes_right_after_a_command_is_let_go(choice: str) -> None:
+    """A command the sink leaves to aiosmtpd's handler starts that handler
+    on its connection; the client's EOF read in the same step as the
+    command must not cancel it before it ran (it would never close)."""
+    with SMTPSink(event_loop=choice) as sink:
+        for _ in range(20):
+            with socket.create_connection((sink.host, sink.port), timeout=10) as sock:
+                assert sock.recv(1024).startswith(b"220 ")
+                sock.sendall(b"HELP\r\n")
+                sock.shutdown(socket.SHUT_WR)
+                while sock.recv(1024):  # HELP's reply at most, then the close
+                    pass
+        sink.wait_until(lambda: len(sink.sessions) == 20)
+        sink.wait_until(lambda: all(s.end is not None for s in sink.sessions))
+        assert {s.end for s in sink.sessions} == {"client-closed"}
+
+
+@pytest.mark.parametrize("choice", LOOPS)
+def test_a_connection_handed_to_aiosmtpd_later_is_greeted_once(choice: str) -> None:
+    """The sink greets a connection itself; aiosmtpd's handler, started by
+    the first line the sink leaves to it, must not greet again."""
+    with SMTPSink(event_loop=choice) as sink:
+        with socket.create_connection((sink.host, sink.port), timeout=10) as sock:
+            reader = sock.makefile("rb")
+            assert reader.readline().startswith(b"220 ")
+            sock.sendall(b"EHLO client.test\r\n")
+            while not reader.readline().startswith(b"250 "):
+                pass
+            sock.sendall(b"HELP\r\n")  # aiosmtpd's: starts its handler
+            assert reader.readline().startswith(b"250 Supported commands:")
+            sock.sendall(b"NOOP\r\nQUIT\r\n")
+            assert reader.readline() == b"250 OK\r\n"
+            assert reader.readline() == b"221 Bye\r\n"
+            assert reader.readline() == b""
+            reader.close()
+        sink.wait_until(lambda: sink.sessions and sink.sessions[0].end is not None)
+        session = sink.sessions[0]
+        assert [e.kind for e in session.transcript].count("greeting") == 1
+        assert session.commands == ["EHLO", "HELP", "NOOP", "QUIT"]
+        assert session.end == "quit"

@@ -823,3 +823,21 @@ def test_the_marker_takes_the_kind_once(
     with pytest.raises(FaultError, match=r"kind=.*not both"):
         apply_marker(smtpsink, args, {"kind": "fail"})
     assert smtpsink.faults == ()
+
+
+def test_a_rule_made_during_a_connection_applies_to_its_next_commands(
+    smtpsink: Mailbox,
+) -> None:
+    """A connection opened with no rule is served by the sink alone until a
+    line needs aiosmtpd's handler; a rule made then reaches its next
+    command, and a CONNECT rule waits for the next connection."""
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.ehlo()
+        smtpsink.fail("CONNECT", 421)
+        smtpsink.fail("MAIL", 451)
+        assert client.mail("app@example.com")[0] == 451
+        assert client.noop()[0] == 250
+    with pytest.raises(smtplib.SMTPConnectError) as refused:
+        smtplib.SMTP(smtpsink.host, smtpsink.port)
+    assert refused.value.smtp_code == 421
+    assert injected(smtpsink) == ["MAIL:451", "greeting:421"]
