@@ -737,10 +737,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send(markup.encode("utf-8", "replace"), "text/html; charset=utf-8")
 
     def _send_json(
-        self, data: object, status: http.HTTPStatus = http.HTTPStatus.OK
+        self,
+        data: object,
+        status: http.HTTPStatus = http.HTTPStatus.OK,
+        extra: dict[str, str] | None = None,
     ) -> None:
         body = json.dumps(data).encode("ascii")
-        self._send(body, "application/json; charset=utf-8", status)
+        self._send(body, "application/json; charset=utf-8", status, extra)
 
     def _message(self, text: str) -> Message | None:
         number = _whole_number(text)
@@ -818,6 +821,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send_json({"deleted": self.server.inbox.clear(up_to)})
         else:
             self._refuse(http.HTTPStatus.NOT_FOUND, "DELETE only /api/messages")
+
+    def _method_not_allowed(self) -> None:
+        """405 with the methods the path takes, as JSON like every other
+        refusal (http.server answered an HTML 501, as if the method were
+        unknown to HTTP)."""
+        if self._host_refused():
+            return
+        path = urllib.parse.urlsplit(self.path).path.rstrip("/")
+        allowed = "GET, HEAD, DELETE" if path == "/api/messages" else "GET, HEAD"
+        self._send_json(
+            {"error": f"{self.command} is not allowed here; allowed: {allowed}"},
+            http.HTTPStatus.METHOD_NOT_ALLOWED,
+            extra={"Allow": allowed},
+        )
+
+    do_POST = do_PUT = do_PATCH = do_OPTIONS = _method_not_allowed
 
     def _attachment(self, number: str, index: str) -> None:
         message = self._message(number)

@@ -80,6 +80,34 @@ def live() -> Iterator[Callable[..., Live]]:
             each.sink.stop()
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("POST", "/api/messages", "GET, HEAD, DELETE"),
+        ("PUT", "/api/messages/1", "GET, HEAD"),
+        ("PATCH", "/", "GET, HEAD"),
+        ("OPTIONS", "/api/wait", "GET, HEAD"),
+    ],
+)
+def test_a_method_the_view_does_not_take_is_405_saying_which_it_takes(
+    live: Callable[..., Live], method: str, path: str, allowed: str
+) -> None:
+    # http.server answered an HTML page "501 Unsupported method", as if
+    # HTTP had no such method; a script reading the JSON API got no JSON.
+    view = live()
+    request = urllib.request.Request(view.url + path, method=method)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=TIMEOUT)
+    with refused.value as error:
+        assert error.code == 405
+        assert error.headers["Allow"] == allowed
+        assert error.headers["Content-Type"] == "application/json; charset=utf-8"
+        assert json.loads(error.read()) == {
+            "error": f"{method} is not allowed here; allowed: {allowed}"
+        }
+    assert view.json("/api/messages") == []  # still serving
+
+
 def test_list_get_raw_and_delete(live: Callable[..., Live]) -> None:
     view = live()
     assert view.json("/api/messages") == []
