@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import gc
+import imaplib
 import logging
 import os
+import poplib
 import shutil
 import smtplib
 import socket
@@ -618,6 +620,52 @@ def test_failed_then_successful_login(smtpsink_factory: Factory) -> None:
     )
     assert session.authenticated_as == "bob"
     assert session.codes.count(535) == 1
+
+
+def test_user_names_are_compared_exactly_over_smtp_pop3_and_imap(
+    smtpsink_factory: Factory,
+) -> None:
+    """One rule for every login, as documented: a user name in another
+    case is another user (many servers fold it; a test should see the
+    application send the name it was configured with)."""
+    sink = smtpsink_factory(auth={"Ann@Example.com": "pw"}, auth_plaintext=True)
+    for user, smtp, pop3, imap in [
+        ("Ann@Example.com", 235, b"+OK", "OK"),
+        ("ann@example.com", 535, b"-ERR [AUTH]", "NO"),
+    ]:
+        with smtplib.SMTP(sink.host, sink.port) as client:
+            client.ehlo()
+            plain = base64.b64encode(f"\0{user}\0pw".encode()).decode()
+            assert client.docmd("AUTH", f"PLAIN {plain}")[0] == smtp
+        pop = poplib.POP3(sink.pop3.host, sink.pop3.port, timeout=10)
+        try:
+            pop.user(user)
+            try:
+                answer = pop.pass_("pw")
+            except poplib.error_proto as refused:
+                answer = refused.args[0]
+            assert answer.startswith(pop3)
+        finally:
+            pop.quit()
+        with imaplib.IMAP4(sink.imap.host, sink.imap.port, timeout=10) as reader:
+            status: str
+            try:
+                status = reader.login(user, "pw")[0]
+            except imaplib.IMAP4.error:
+                status = "NO"
+            assert status == imap
+    assert [
+        (session.protocol, attempt.username, attempt.success)
+        for session in sink.sessions
+        for attempt in session.auth_attempts
+    ] == [
+        ("SMTP", "Ann@Example.com", True),
+        ("POP3", "Ann@Example.com", True),
+        ("IMAP", "Ann@Example.com", True),
+        ("SMTP", "ann@example.com", False),
+        ("POP3", "ann@example.com", False),
+        ("IMAP", "ann@example.com", False),
+    ]
 
 
 def test_auth_required_refuses_mail_before_auth(smtpsink_factory: Factory) -> None:
