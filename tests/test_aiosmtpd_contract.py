@@ -127,6 +127,51 @@ def test_handle_client_is_the_session_coroutine() -> None:
     assert parameters(SMTP._handle_client) == ["self"]
 
 
+def test_a_new_connections_set_up_is_what_the_sink_does_without_a_handler() -> None:
+    # RecordingSMTP._start_lean does connection_made's work for a new plain
+    # connection itself, and greets, leaving out the handler task until a
+    # line needs it; _start_handler then starts _handle_client with its
+    # first push (the greeting) skipped.
+    why = "copied by _start_lean for connections served without a handler"
+    made = " ".join(source(SMTP.connection_made).split())
+    for step in (
+        "self._set_rset_state()",
+        "self.session = self._create_session()",
+        "self.session.peer = transport.get_extra_info('peername')",
+        "self._reset_timeout()",
+        "super().connection_made(transport) self.transport = transport",
+        "self._handler_coroutine = self.loop.create_task( self._handle_client())",
+    ):
+        assert step in made, relied_on("connection_made", f"{why}: {step}")
+    handler = " ".join(source(SMTP._handle_client).split())
+    greeting = "await self.push('220 {} {}'.format(self.hostname, self.__ident__))"
+    assert greeting in handler, relied_on("_handle_client", "greets as _start_lean")
+    before = handler.partition(greeting)[0]
+    # Before the greeting only the PROXY handshake, which the sink never
+    # asks for (it then serves with the handler from the start).
+    assert before.count("self.push(") == 0, relied_on(
+        "_handle_client", "its greeting is its first push, skipped once"
+    )
+    assert "if self._proxy_timeout is not None:" in before
+
+
+def test_a_connection_without_a_handler_is_greeted_as_aiosmtpd_greets() -> None:
+    """A fault rule (one that never fires) makes the sink serve a new
+    connection with aiosmtpd's handler from the start: the greeting the
+    client reads, and the one recorded, must be the same either way."""
+    greetings = []
+    with SMTPSink() as sink:
+        for with_rule in (False, True):
+            if with_rule:
+                sink.fail("RCPT", 550, match="nobody@example.com")
+            with smtplib.SMTP() as client:
+                greetings.append(client.connect(sink.host, sink.port))
+        sink.wait_until(lambda: [s.end for s in sink.sessions] == ["quit", "quit"])
+        recorded = [s.transcript[0].replies for s in sink.sessions]
+    assert greetings == [(220, b"smtpsink.test pytest-smtpsink")] * 2
+    assert recorded == [["220 smtpsink.test pytest-smtpsink"]] * 2
+
+
 def test_post_data_state_resets_the_transaction(server: SMTP) -> None:
     why = "called after our own DATA reader, as aiosmtpd's smtp_DATA does"
     assert parameters(SMTP._set_post_data_state) == ["self"], relied_on(
