@@ -111,9 +111,18 @@ class DNSQuery:
         return f"{self.transport} {asked}: {self.outcome}{shown}{note}"
 
 
+class _Owner:
+    """Whose records a rule is: a zone's token. The rules live on the sink's
+    loop (the server holds them), so they must not hold the zone: it holds
+    its view and so the sink, which could then never be collected, warned
+    about and stopped when dropped (see _server._Runtime)."""
+
+    __slots__ = ()
+
+
 @dataclasses.dataclass(frozen=True)
 class _Rule:
-    owner: DNSZone
+    owner: _Owner
     name: dns.name.Name
     kind: Literal["record", "nxdomain"]
     rdata: dns.rdata.Rdata | None = None
@@ -189,7 +198,7 @@ class DNSServer:
         with self._lock:
             self.rules = (*self.rules, *rules)
 
-    def remove(self, owner: DNSZone) -> None:
+    def remove(self, owner: _Owner) -> None:
         with self._lock:
             self.rules = tuple(r for r in self.rules if r.owner is not owner)
 
@@ -744,6 +753,7 @@ class DNSZone:
         # with its other rules when the test ends.
         self._view = view
         self._server = server_for(view)
+        self._owner = _Owner()  # marks this zone's rules on the server
         self._start = self._server.last_number()
         self._smtp_ports: dict[str, int] = {}
 
@@ -769,7 +779,7 @@ class DNSZone:
             rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, text)
         except (dns.exception.DNSException, ValueError) as error:
             raise ValueError(f"{text!r} is not a {kind} record: {error}") from None
-        return _Rule(self, owner, "record", rdata)
+        return _Rule(self._owner, owner, "record", rdata)
 
     def mx(self, domain: str, hosts: Sequence[tuple[int, MXTarget]]) -> list[str]:
         """Publish MX records for ``domain``: ``[(preference, target), ...]``.
@@ -856,7 +866,7 @@ class DNSZone:
             mx = dns.rdtypes.ANY.MX.MX(  # type: ignore[no-untyped-call]
                 dns.rdataclass.IN, dns.rdatatype.MX, preference, host.canonicalize()
             )
-            rules.append(_Rule(self, owner, "record", mx))
+            rules.append(_Rule(self._owner, owner, "record", mx))
             names.append(_host_key(host))
         self._server.add(rules)
         self._smtp_ports.update(ports)
@@ -868,7 +878,7 @@ class DNSZone:
         return sum(
             1
             for rule in self._server.rules
-            if rule.owner is self
+            if rule.owner is self._owner
             and rule.name == owner
             and isinstance(rule.rdata, dns.rdtypes.ANY.MX.MX)
             and rule.rdata.exchange != dns.name.root
@@ -878,7 +888,7 @@ class DNSZone:
         """The names this zone has records for or points MX records at."""
         names = set()
         for rule in self._server.rules:
-            if rule.owner is self:
+            if rule.owner is self._owner:
                 names.add(rule.name)
                 if isinstance(rule.rdata, dns.rdtypes.ANY.MX.MX):
                     names.add(rule.rdata.exchange)
@@ -945,13 +955,13 @@ class DNSZone:
                 )
             pieces.extend(data[i : i + 255] for i in range(0, len(data), 255) or [0])
         rdata = dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, pieces)
-        self._server.add([_Rule(self, owner, "record", rdata)])
+        self._server.add([_Rule(self._owner, owner, "record", rdata)])
 
     # -- failures ------------------------------------------------------------------
 
     def nxdomain(self, name: str) -> None:
         """Answer NXDOMAIN for ``name``, whatever else is published for it."""
-        self._server.add([_Rule(self, _name(name), "nxdomain")])
+        self._server.add([_Rule(self._owner, _name(name), "nxdomain")])
 
     def servfail(self, name: str, *, times: int | None = None) -> Fault:
         """Answer SERVFAIL for ``name`` (every time, or the first ``times``).
@@ -976,7 +986,7 @@ class DNSZone:
     def clear(self) -> None:
         """Remove this test's records (done at its end; its failures are
         fault rules, removed with the others)."""
-        self._server.remove(self)
+        self._server.remove(self._owner)
         self._smtp_ports.clear()
 
     # -- what happened, and how to ask -------------------------------------------------
@@ -1034,5 +1044,5 @@ class DNSZone:
             dns.resolver.default_resolver, dns.asyncresolver.default_resolver = saved
 
     def __repr__(self) -> str:
-        mine = [r for r in self._server.rules if r.owner is self]
+        mine = [r for r in self._server.rules if r.owner is self._owner]
         return f"<DNSZone {self.host}:{self.port} rules={len(mine)}>"

@@ -9,6 +9,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
+from typing import Any
 
 import dns.exception
 import dns.flags
@@ -22,7 +23,7 @@ import dns.tsig
 import dns.tsigkeyring
 import pytest
 
-from pytest_smtpsink import DNSZone, Mailbox
+from pytest_smtpsink import DNSZone, Mailbox, SMTPSink
 
 Factory = Callable[..., Mailbox]
 
@@ -392,6 +393,69 @@ def test_a_delay_longer_than_the_resolver_waits_is_a_timeout(
 
     with pytest.raises(dns.exception.Timeout):
         zone.resolver(lifetime=0.3).resolve("late.example", "A")
+
+
+def _ask_late(zone: DNSZone, transport: str) -> socket.socket:
+    """A query for late.example sent over a raw socket, left open."""
+    query = dns.message.make_query("late.example", "A").to_wire()
+    if transport == "udp":
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.sendto(query, (zone.host, zone.port))
+    else:
+        client = socket.create_connection((zone.host, zone.port), timeout=30)
+        client.sendall(len(query).to_bytes(2, "big") + query)
+    client.settimeout(30)
+    return client
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_a_sink_stops_at_once_with_a_delayed_answer_pending(transport: str) -> None:
+    # An hour's delay: a stop that waited for it would fail (SinkError after
+    # the stop timeout) rather than pass slowly; -W error and dev mode catch
+    # a task destroyed while pending or a socket left open.
+    sink = SMTPSink().start()
+    zone = sink.dns
+    zone.a("late.example", "127.0.0.1")
+    sink.delay("DNS:A", 3600, match="late.example")
+    with _ask_late(zone, transport) as client:
+        sink.wait_until(lambda: len(zone.queries) == 1, timeout=30)
+        sink.stop()
+        if transport == "tcp":
+            assert client.recv(1) == b""  # closed, no answer
+    (query,) = zone.queries
+    assert (query.outcome, query.note) == ("NOERROR", "answered after 3600s")
+
+
+def _drop_a_sink_asked_late(transport: str) -> tuple[socket.socket, Any, int, int]:
+    """A sink with DNS records and a delayed answer pending, dropped
+    without stop(): the client, the sink's thread, SMTP and DNS ports."""
+    sink = SMTPSink().start()
+    zone = sink.dns
+    zone.mx("partner.example", [(10, sink)])
+    sink.delay("DNS:A", 3600, match="late.example")
+    client = _ask_late(zone, transport)
+    sink.wait_until(lambda: len(zone.queries) == 1, timeout=30)
+    return client, sink._thread, sink.port, zone.port
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_a_dropped_sink_with_dns_records_warns_and_stops(transport: str) -> None:
+    # The stub's records must not keep their zone, and so the sink, alive:
+    # a sink dropped without stop() is collected, warns, and closes its
+    # ports, the stub's included, as one that never used DNS does.
+    import gc
+
+    client, thread, port, dns_port = _drop_a_sink_asked_late(transport)
+    with client:
+        with pytest.warns(
+            ResourceWarning, match=rf"unclosed SMTPSink on 127\.0\.0\.1:{port}"
+        ):
+            gc.collect()
+        assert not thread.is_alive()
+        if transport == "tcp":
+            assert client.recv(1) == b""
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", dns_port), timeout=5)
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
