@@ -2,11 +2,14 @@
 
 It stands in for a forwarder, a mailing-list manager or a bounce handler:
 code that looks up each recipient domain's MX records with dnspython and
-hands the message to the best MX host that takes it, with smtplib.
+hands the message to the best MX host that takes it, with smtplib, trying
+each of the host's addresses (A and AAAA records) in turn.
 
 Two things are configurable, as they must be for tests: the resolver (the
 stub's, in tests) and the SMTP port of each MX host (port 25 in production;
-a sink's port in tests, see ``port_for``).
+a sink's port in tests, see ``port_for``). A host that ``port_for`` has no
+port for is a mistake in that configuration, not a host that is down: it is
+raised as `NoPortForHost`, naming the host, before anything is sent.
 """
 
 from __future__ import annotations
@@ -24,6 +27,11 @@ class TemporaryFailure(Exception):
 
 class PermanentFailure(Exception):
     """Do not retry: bounce the message (a 5xx, NXDOMAIN, a null MX)."""
+
+
+class NoPortForHost(LookupError):
+    """``port_for`` has no SMTP port for an MX host (a test that did not
+    add one for a host given to ``mx()`` by name): nothing was sent."""
 
 
 class PartialDelivery(Exception):
@@ -70,11 +78,34 @@ class MXDelivery:
             raise PermanentFailure(f"{domain}: accepts no mail (null MX, RFC 7505)")
         return [mx.exchange.to_text(omit_final_dot=True) for mx in records]
 
-    def address_of(self, host: str) -> str:
+    def addresses_of(self, host: str) -> list[str]:
+        """Every address of an MX host, IPv4 (A) then IPv6 (AAAA): a host
+        may have either or both (RFC 5321 section 5.1)."""
+        addresses, errors = [], []
+        for rdtype in ("A", "AAAA"):
+            try:
+                addresses += [str(r) for r in self.resolver.resolve(host, rdtype)]
+            except dns.resolver.NoAnswer:
+                continue  # no address of this kind
+            except dns.resolver.NXDOMAIN:
+                errors.append("no such host")
+                break
+            except dns.exception.DNSException as error:
+                errors.append(f"{rdtype} lookup failed: {error}")
+        if not addresses:
+            raise TemporaryFailure(
+                f"{host}: no address: {'; '.join(errors) or 'no A or AAAA record'}"
+            )
+        return addresses
+
+    def port_of(self, host: str, domain: str) -> int:
         try:
-            return str(self.resolver.resolve(host, "A")[0])
-        except dns.exception.DNSException as error:
-            raise TemporaryFailure(f"{host}: no address: {error}") from None
+            return self.port_for(host)
+        except LookupError:
+            raise NoPortForHost(
+                f"no SMTP port for MX host {host} (of {domain}): "
+                "port_for has none for it"
+            ) from None
 
     def deliver(
         self, sender: str, recipients: Iterable[str], raw: bytes
@@ -83,7 +114,8 @@ class MXDelivery:
 
         Raises the failure when no recipient has the message, and
         `PartialDelivery` when some have it: retrying them all would send
-        them a second copy."""
+        them a second copy. Every domain's MX hosts and their ports are
+        looked up before anything is sent, so `NoPortForHost` comes first."""
         by_domain: dict[str, list[str]] = {}
         for recipient in recipients:
             by_domain.setdefault(recipient.rpartition("@")[2].lower(), []).append(
@@ -91,17 +123,27 @@ class MXDelivery:
             )
         delivered: dict[str, str] = {}
         failed: dict[str, TemporaryFailure | PermanentFailure] = {}
+        hosts: dict[str, list[tuple[str, int]]] = {}
         for domain, rcpts in by_domain.items():
             try:
+                hosts[domain] = [
+                    (host, self.port_of(host, domain)) for host in self.mx_hosts(domain)
+                ]
+            except (TemporaryFailure, PermanentFailure) as error:
+                failed.update(dict.fromkeys(rcpts, error))
+        for domain, mx_hosts in hosts.items():
+            rcpts = by_domain[domain]
+            try:
                 delivered[domain], refused = self._deliver_to_domain(
-                    domain, sender, rcpts, raw
+                    domain, mx_hosts, sender, rcpts, raw
                 )
             except (TemporaryFailure, PermanentFailure) as error:
                 failed.update(dict.fromkeys(rcpts, error))
                 continue
             for rcpt, (code, reply) in refused.items():  # the MX took the others
                 kind = PermanentFailure if code >= 500 else TemporaryFailure
-                failed[rcpt] = kind(f"{delivered[domain]}: {code} {reply.decode()}")
+                text = reply.decode("utf-8", "replace")
+                failed[rcpt] = kind(f"{delivered[domain]}: {code} {text}")
         if failed and not delivered:
             raise next(iter(failed.values()))
         if failed:
@@ -109,30 +151,46 @@ class MXDelivery:
         return delivered
 
     def _deliver_to_domain(
-        self, domain: str, sender: str, recipients: list[str], raw: bytes
+        self,
+        domain: str,
+        mx_hosts: list[tuple[str, int]],
+        sender: str,
+        recipients: list[str],
+        raw: bytes,
     ) -> tuple[str, dict[str, tuple[int, bytes]]]:
         """The MX host that took the message, and the recipients it refused
         while taking it for the others."""
         errors = []
-        for host in self.mx_hosts(domain):
+        for host, port in mx_hosts:
+            try:
+                return host, self._deliver_to_host(host, port, sender, recipients, raw)
+            except TemporaryFailure as error:
+                errors.append(str(error))  # next MX
+        raise TemporaryFailure(f"{domain}: no MX host took it: {'; '.join(errors)}")
+
+    def _deliver_to_host(
+        self, host: str, port: int, sender: str, recipients: list[str], raw: bytes
+    ) -> dict[str, tuple[int, bytes]]:
+        """The recipients refused; TemporaryFailure: try the next MX host."""
+        unreachable = []
+        for address in self.addresses_of(host):
             try:
                 with smtplib.SMTP(
-                    self.address_of(host),
-                    self.port_for(host),
-                    local_hostname=self.helo,
-                    timeout=self.timeout,
+                    address, port, local_hostname=self.helo, timeout=self.timeout
                 ) as client:
-                    refused = client.sendmail(sender, recipients, raw)
-                return host, refused
+                    return client.sendmail(sender, recipients, raw)
             except smtplib.SMTPResponseException as error:
+                reply = (
+                    f"{error.smtp_code} {error.smtp_error.decode('utf-8', 'replace')}"
+                )
                 if error.smtp_code >= 500:
-                    raise PermanentFailure(f"{host}: {error.smtp_code}") from None
-                errors.append(f"{host}: {error.smtp_code}")  # 4xx: next MX
+                    raise PermanentFailure(f"{host}: {reply}") from None
+                raise TemporaryFailure(f"{host}: {reply}") from None
             except smtplib.SMTPRecipientsRefused as error:
                 codes = [code for code, _ in error.recipients.values()]
                 if all(code >= 500 for code in codes):
                     raise PermanentFailure(f"{host}: {codes}") from None
-                errors.append(f"{host}: {codes}")
-            except (OSError, smtplib.SMTPException, TemporaryFailure) as error:
-                errors.append(f"{host}: {error}")  # down: next MX
-        raise TemporaryFailure(f"{domain}: no MX host took it: {'; '.join(errors)}")
+                raise TemporaryFailure(f"{host}: {codes}") from None
+            except (OSError, smtplib.SMTPException) as error:
+                unreachable.append(f"{address}: {error}")  # its next address
+        raise TemporaryFailure(f"{host}: {'; '.join(unreachable)}")

@@ -7,9 +7,15 @@ import socket
 
 import dns.resolver
 import pytest
-from mx_app import MXDelivery, PartialDelivery, PermanentFailure, TemporaryFailure
+from mx_app import (
+    MXDelivery,
+    NoPortForHost,
+    PartialDelivery,
+    PermanentFailure,
+    TemporaryFailure,
+)
 
-from pytest_smtpsink import RelayError
+from pytest_smtpsink import RelayError, SinkError
 
 RAW = b"From: list@forwarder.example\r\nSubject: News\r\n\r\nHello.\r\n"
 
@@ -246,6 +252,63 @@ def test_mx_host_names_are_found_whatever_their_case(smtpsink):
 
     assert used == {"partner.example": "mx1.partner.example"}
     smtpsink.assert_sent(1, rcpt_to="bob@PARTNER.example")
+
+
+def test_an_mx_host_with_only_an_ipv6_address(smtpsink_factory, smtpsink):
+    try:
+        ipv6 = smtpsink_factory(host="::1")  # mx() publishes an AAAA record
+    except SinkError as error:
+        pytest.skip(f"no IPv6 loopback here: {error}")
+    smtpsink.dns.mx("partner.example", [(10, ipv6)])
+
+    used = mx_delivery(smtpsink.dns).deliver(
+        "list@forwarder.example", ["bob@partner.example"], RAW
+    )
+
+    assert used == {"partner.example": "mx1.partner.example"}
+    ipv6.assert_sent(1, rcpt_to="bob@partner.example")
+
+
+def test_every_address_of_an_mx_host_is_tried(smtpsink_factory, smtpsink):
+    try:
+        ipv6 = smtpsink_factory(host="::1")
+    except SinkError as error:
+        pytest.skip(f"no IPv6 loopback here: {error}")
+    zone = smtpsink.dns
+    zone.mx("partner.example", [(10, "mail.partner.example")])
+    zone.a("mail.partner.example", "127.0.0.1")  # the port is shut there
+    zone.aaaa("mail.partner.example", "::1")  # and open here
+    ports = {**zone.smtp_ports, "mail.partner.example": ipv6.port}
+
+    used = mx_delivery(zone, ports).deliver(
+        "list@forwarder.example", ["bob@partner.example"], RAW
+    )
+
+    assert used == {"partner.example": "mail.partner.example"}
+    ipv6.assert_sent(1, rcpt_to="bob@partner.example")
+
+
+def test_an_mx_host_without_a_port_is_named_before_anything_is_sent(
+    smtpsink_factory, smtpsink
+):
+    partner = smtpsink_factory(hostname="partner.test")
+    zone = smtpsink.dns
+    zone.mx("partner.example", [(10, partner)])
+    zone.mx("other.example", [(10, "mail.other.example")])  # not a sink:
+    zone.a("mail.other.example", "127.0.0.1")  # its port is the test's to add
+
+    with pytest.raises(NoPortForHost) as missing:
+        mx_delivery(zone).deliver(
+            "list@forwarder.example",
+            ["bob@partner.example", "ann@other.example"],
+            RAW,
+        )
+
+    assert str(missing.value) == (
+        "no SMTP port for MX host mail.other.example (of other.example): "
+        "port_for has none for it"
+    )
+    partner.assert_nothing_sent()  # a mistake in the set-up, not a delivery
 
 
 def test_relay_chain_records_the_first_hop(smtpsink_factory, smtpsink):
