@@ -77,6 +77,10 @@ _TCP_IDLE = 10.0  # seconds a TCP client may sit between queries
 _TCP_SEND_BUFFER = 128 * 1024
 _START_TIMEOUT = 10.0
 _KEEP_QUERIES = 10_000
+# The most a UDP datagram carries over IPv4 (65535 less the IP and UDP
+# headers): an EDNS client may offer up to 65535, and a bigger answer would
+# be dropped by the kernel, unseen, rather than truncated.
+_UDP_MAX = 65_507
 
 
 @dataclasses.dataclass(frozen=True)
@@ -404,7 +408,7 @@ class DNSServer:
         answers = tuple(rdata.to_text() for rdata in matching)
         limit = 65535
         if transport == "udp":
-            limit = max(512, query.payload) if query.edns >= 0 else 512
+            limit = min(max(512, query.payload), _UDP_MAX) if query.edns >= 0 else 512
         try:
             wire = response.to_wire(max_size=limit)
         except dns.exception.TooBig:

@@ -215,6 +215,30 @@ def test_an_answer_too_big_for_udp_comes_over_tcp(smtpsink: Mailbox) -> None:
     assert outcomes == [("udp", "truncated: too big for UDP"), ("tcp", "")]
 
 
+def test_an_answer_too_big_for_one_datagram_is_truncated_not_lost(
+    smtpsink: Mailbox,
+) -> None:
+    # A client may offer an EDNS size up to 65535, but a UDP datagram holds
+    # at most 65507 bytes: an answer in between was "sent" (the kernel
+    # refused it, unseen), recorded as answered, and the client waited for
+    # nothing until its timeout. It gets TC, and asks again over TCP.
+    zone = smtpsink.dns
+    zone.txt("big.example", *["x" * 255] * 230)  # one answer of 58,921 bytes
+    zone.txt("big.example", "y" * 6561)  # and a second record: 65,520 in all
+    size = len(ask(zone, "big.example", "TXT", "tcp").to_wire())
+    assert size == 65520
+    query = dns.message.make_query("big.example", "TXT", use_edns=0, payload=65535)
+
+    response = dns.query.udp(query, zone.host, timeout=10, port=zone.port)
+
+    assert response.flags & dns.flags.TC
+    assert not response.answer
+    assert [(q.transport, q.note, len(q.answers)) for q in zone.queries] == [
+        ("tcp", "", 2),
+        ("udp", "truncated: too big for UDP", 0),
+    ]
+
+
 def test_an_answer_too_big_even_for_tcp_says_so(smtpsink: Mailbox) -> None:
     # Over 65535 bytes: no DNS message can carry it. The record said "too
     # big for UDP" of a TCP query, and the test author had no clue why the
