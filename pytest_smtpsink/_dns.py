@@ -493,12 +493,15 @@ class DNSServer:
         begun = False  # the first byte of its length came, not the second
         draining = False  # waiting for the client to read answers
         asked = False  # whether it sent anything yet
+        # Answers a delay fault holds back: the connection reads (and
+        # answers) the client's other queries meanwhile, as over UDP.
+        late: set[asyncio.Task[None]] = set()
         try:
             while True:
                 size = None
                 # A byte at a time: a timeout must tell a client that sent
                 # nothing from one that sent half a length.
-                head = await asyncio.wait_for(reader.readexactly(1), _TCP_IDLE)
+                head = await self._next_byte(reader, late)
                 asked = begun = True
                 head += await asyncio.wait_for(reader.readexactly(1), _TCP_IDLE)
                 begun = False
@@ -507,9 +510,12 @@ class DNSServer:
                 plan = self.handle(data, "tcp", peer)
                 if plan.close:
                     break
-                if plan.delay:
-                    await asyncio.sleep(plan.delay)
-                if plan.reply is not None:
+                if plan.reply is not None and plan.delay:
+                    framed = len(plan.reply).to_bytes(2, "big") + plan.reply
+                    task = asyncio.ensure_future(_late(writer, framed, plan.delay))
+                    late.add(task)
+                    task.add_done_callback(late.discard)
+                elif plan.reply is not None:
                     writer.write(len(plan.reply).to_bytes(2, "big") + plan.reply)
                     # Bounded too: a client that asks and never reads would
                     # hold its connection until the sink stops.
@@ -517,9 +523,13 @@ class DNSServer:
                     await asyncio.wait_for(writer.drain(), _TCP_IDLE)
                     draining = False
         except asyncio.IncompleteReadError as error:
-            # The client closed: between messages (it is done), or inside
-            # one, which is recorded as ignored.
+            # The client closed: between messages (it is done, but for the
+            # answers it is owed: a client may close its side and read on),
+            # or inside one, which is recorded as ignored.
             got = len(error.partial)
+            if size is None and not begun and late:
+                with contextlib.suppress(Exception):
+                    await asyncio.gather(*late)
             if size is not None:
                 self.cut_short(peer, f"connection closed after {got} of {size} bytes")
             elif begun:
@@ -548,8 +558,30 @@ class DNSServer:
         except ConnectionError:
             pass  # the client is gone
         finally:
+            for task in late:
+                task.cancel()
             self._tcp_writers.discard(writer)
             writer.close()
+
+    @staticmethod
+    async def _next_byte(
+        reader: asyncio.StreamReader, late: set[asyncio.Task[None]]
+    ) -> bytes:
+        """The first byte of the client's next message, within the idle
+        limit; a client waiting for a late answer is not idle."""
+        while True:
+            try:
+                return await asyncio.wait_for(reader.readexactly(1), _TCP_IDLE)
+            except asyncio.TimeoutError:
+                if not late:
+                    raise
+
+
+async def _late(writer: asyncio.StreamWriter, framed: bytes, delay: float) -> None:
+    """A TCP answer that a delay fault holds back, sent when it is due."""
+    await asyncio.sleep(delay)
+    if not writer.is_closing():
+        writer.write(framed)
 
 
 def _has_names_below(rules: Sequence[_Rule], name: dns.name.Name) -> bool:

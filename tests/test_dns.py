@@ -408,6 +408,76 @@ def test_delay_gives_a_late_answer(smtpsink: Mailbox, transport: str) -> None:
     assert (query.outcome, query.note) == ("NOERROR", "answered after 0.2s")
 
 
+def _tcp_answers(client: socket.socket, count: int) -> list[dns.message.Message]:
+    """The next ``count`` answers on a TCP connection, in the order they come."""
+    stream = client.makefile("rb")
+    answers = []
+    for _ in range(count):
+        size = int.from_bytes(stream.read(2), "big")
+        answers.append(dns.message.from_wire(stream.read(size)))
+    return answers
+
+
+def test_a_delayed_answer_over_tcp_holds_up_no_other_query(smtpsink: Mailbox) -> None:
+    # Two queries on one TCP connection (as a client asking for A and AAAA
+    # at once does): the other is answered at once, ahead of the late one
+    # (RFC 7766 6.2.1.1), as over UDP; it waited behind it for the delay.
+    zone = smtpsink.dns
+    zone.a("late.example", "127.0.0.1")
+    zone.a("prompt.example", "127.0.0.2")
+    smtpsink.delay("DNS:A", 3600, match="late.example")
+    late = dns.message.make_query("late.example", "A", id=1)
+    prompt = dns.message.make_query("prompt.example", "A", id=2)
+    with socket.create_connection((zone.host, zone.port), timeout=30) as client:
+        for query in (late, prompt):
+            wire = query.to_wire()
+            client.sendall(len(wire).to_bytes(2, "big") + wire)
+
+        (first,) = _tcp_answers(client, 1)
+
+    assert first.id == prompt.id
+    assert [rdata.to_text() for rdata in first.answer[0]] == ["127.0.0.2"]
+    assert [q.note for q in zone.queries] == ["answered after 3600s", ""]
+
+
+def test_a_tcp_client_that_closes_its_side_still_gets_its_late_answer(
+    smtpsink: Mailbox,
+) -> None:
+    zone = smtpsink.dns
+    zone.a("late.example", "127.0.0.1")
+    smtpsink.delay("DNS:A", 0.2, match="late.example")
+    query = dns.message.make_query("late.example", "A", id=7).to_wire()
+    with socket.create_connection((zone.host, zone.port), timeout=30) as client:
+        client.sendall(len(query).to_bytes(2, "big") + query)
+        client.shutdown(socket.SHUT_WR)  # asked all it will ask
+
+        (answer,) = _tcp_answers(client, 1)
+        assert client.recv(1) == b""  # then the stub closes
+
+    assert answer.id == 7
+    assert [rdata.to_text() for rdata in answer.answer[0]] == ["127.0.0.1"]
+
+
+def test_a_tcp_client_waiting_for_a_late_answer_is_not_idle(
+    smtpsink: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The idle limit is for clients that hold a connection for nothing, not
+    # for one that waits for the answer its query is delayed by.
+    from pytest_smtpsink import _dns
+
+    monkeypatch.setattr(_dns, "_TCP_IDLE", 0.2)
+    zone = smtpsink.dns
+    zone.a("late.example", "127.0.0.1")
+    smtpsink.delay("DNS:A", 1, match="late.example")
+
+    answer = zone.resolver(lifetime=30).resolve("late.example", "A", tcp=True)
+
+    assert texts(answer) == ["127.0.0.1"]
+    assert [(q.outcome, q.note) for q in zone.queries] == [
+        ("NOERROR", "answered after 1s")
+    ]
+
+
 def test_a_delay_longer_than_the_resolver_waits_is_a_timeout(
     smtpsink: Mailbox,
 ) -> None:
