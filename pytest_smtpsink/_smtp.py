@@ -957,6 +957,11 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         if first:
             self.state.connections.add(self)
             self.state.store.add_session(self.record)
+            if self._handler_coroutine is _NO_HANDLER:
+                # Greeted once the session is in the store, as aiosmtpd's
+                # handler greets after connection_made: a client that has
+                # read the greeting finds its session.
+                self._reply_at_once(f"220 {self.hostname} {self.__ident__}")
 
     # -- a connection without aiosmtpd's handler task, while it can ------------
     #
@@ -981,8 +986,8 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         )
 
     def _start_lean(self, transport: asyncio.BaseTransport) -> None:
-        """aiosmtpd's connection_made for a new connection, and the greeting
-        its handler would send, without the handler."""
+        """aiosmtpd's connection_made for a new connection, without the
+        handler (connection_made then greets)."""
         self._set_rset_state()  # type: ignore[no-untyped-call]
         session = self.session = self._create_session()
         session.peer = transport.get_extra_info("peername")
@@ -991,7 +996,6 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         asyncio.StreamReaderProtocol.connection_made(self, transport)
         self.transport = transport
         self._awaiting_command = True
-        self._reply_at_once(f"220 {self.hostname} {self.__ident__}")
 
     def _start_handler(self) -> None:
         """Hand the connection to aiosmtpd's handler, greeting skipped."""

@@ -235,3 +235,26 @@ def test_a_connection_handed_to_aiosmtpd_later_is_greeted_once(choice: str) -> N
         assert [e.kind for e in session.transcript].count("greeting") == 1
         assert session.commands == ["EHLO", "HELP", "NOOP", "QUIT"]
         assert session.end == "quit"
+
+
+@pytest.mark.parametrize("event_loop", LOOPS)
+def test_a_client_that_has_read_the_greeting_finds_its_session(
+    event_loop: str,
+) -> None:
+    """The session is in the store before the greeting goes out. The sink
+    greeted a new connection before adding its session, so a test reading
+    ``sessions`` right after connecting could find none (CI did, under
+    load). Holding the store's lock stops the sink's thread where it adds
+    the session: no greeting may come before that."""
+    with SMTPSink(event_loop=event_loop) as sink:
+        with sink._store._lock:  # the sink's thread waits here to add it
+            sock = socket.create_connection((sink.host, sink.port), timeout=0.5)
+            try:
+                early = sock.recv(1024)
+            except TimeoutError:
+                early = b""  # as it must be: nothing said yet
+            assert not early, f"greeted before the session was stored: {early!r}"
+        with sock:
+            sock.settimeout(10)
+            assert sock.recv(1024) == b"220 smtpsink.test pytest-smtpsink\r\n"
+            assert len(sink.sessions) == 1
