@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 def _wait_seconds(value: object, name: str = "timeout") -> float:
     """``value`` as seconds a wait may take: a number from 0, finite (NaN
     passes every comparison but waits for ever; inf overflows the clock)."""
+    __tracebackhide__ = True  # a bad argument points at the test's line
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, got {value!r}")
     if not 0 <= value < float("inf"):  # NaN fails too
@@ -762,6 +763,7 @@ class Mailbox(FaultControls):
         return found[0] if count == 1 else found
 
     def _timeout(self, timeout: float | None) -> float:
+        __tracebackhide__ = True
         return _wait_seconds(self.default_timeout if timeout is None else timeout)
 
     def _wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
@@ -909,6 +911,7 @@ class _NotYet:
 
 
 def _check_count(count: object, allow_none: bool = True) -> None:
+    __tracebackhide__ = True  # a bad count points at the test's line
     if count is None and allow_none:
         return
     if not isinstance(count, int) or isinstance(count, bool) or count < 0:

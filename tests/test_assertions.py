@@ -406,6 +406,52 @@ def test_fault_stage_typo(smtpsink):
     assert "pytest_smtpsink/" not in result.stdout.str()
 
 
+def test_argument_errors_hide_the_plugins_frames(pytester: pytest.Pytester) -> None:
+    # A bad count, timeout or within points at the test's line too, not at
+    # the plugin's validators.
+    pytester.makepyfile(
+        """
+def test_negative_count(smtpsink):
+    smtpsink.assert_sent(count=-1)
+
+def test_address_as_count(smtpsink):
+    smtpsink.assert_sent("ann@example.com")
+
+def test_wait_count(smtpsink):
+    smtpsink.wait_for(count=-2)
+
+def test_negative_timeout(smtpsink):
+    smtpsink.wait_for(timeout=-1)
+
+def test_timeout_as_text(smtpsink):
+    smtpsink.wait_until(lambda: True, timeout="5")
+
+def test_negative_within(smtpsink):
+    smtpsink.assert_nothing_sent(within=-1)
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(failed=6)
+    result.stdout.fnmatch_lines(
+        [
+            ">       smtpsink.assert_sent(count=-1)",
+            "E       ValueError: count must be a whole number >= 0, got -1",
+            '>       smtpsink.assert_sent("ann@example.com")',
+            "E       ValueError: count must be a whole number >= 0, got 'ann@example.com'"
+            " (criteria are keywords: did you mean to='ann@example.com'?)",
+            ">       smtpsink.wait_for(count=-2)",
+            "E       ValueError: count must be a whole number >= 0, got -2",
+            ">       smtpsink.wait_for(timeout=-1)",
+            "E       ValueError: timeout must be a finite number of seconds >= 0, got -1",
+            '>       smtpsink.wait_until(lambda: True, timeout="5")',
+            "E       TypeError: timeout must be a number of seconds, got '5'",
+            ">       smtpsink.assert_nothing_sent(within=-1)",
+            "E       ValueError: within must be a finite number of seconds >= 0, got -1",
+        ]
+    )
+    assert "pytest_smtpsink/" not in result.stdout.str()
+
+
 def test_queries(mixed: Mailbox) -> None:
     messages = mixed.messages
     assert len(messages) == 3
