@@ -452,6 +452,26 @@ def test_negative_within(smtpsink):
     assert "pytest_smtpsink/" not in result.stdout.str()
 
 
+def test_link_arguments_of_the_wrong_type_say_which(mixed: Mailbox) -> None:
+    # A regex given as contains= (a natural slip) used to end in Python's
+    # "'in <string>' requires string as left operand", naming no argument.
+    welcome = mixed.messages.one(subject="Welcome")
+    with pytest.raises(TypeError) as caught:
+        welcome.link(contains=re.compile("/confirm/"))  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        "link(): contains= takes a str, got re.Pattern re.compile('/confirm/'); "
+        "for a regular expression use pattern="
+    )
+    with pytest.raises(TypeError) as caught:
+        welcome.link(text=5)  # type: ignore[arg-type]
+    assert str(caught.value) == "link(): text= takes a str, got int 5"
+    with pytest.raises(TypeError) as caught:
+        welcome.link(pattern=b"/confirm/")  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        "link(): pattern= takes a str or a compiled regex, got bytes b'/confirm/'"
+    )
+
+
 def test_queries(mixed: Mailbox) -> None:
     messages = mixed.messages
     assert len(messages) == 3
