@@ -505,7 +505,7 @@ class Mailbox(FaultControls):
                     scope=self._scope,
                     elsewhere=elsewhere,
                     if_none=self._connections_hint(bool(elsewhere)),
-                    notes=self._dropped_hint(),
+                    notes=[*self._dropped_hint(), *self._put_in_hint(criteria)],
                 )
             )
         if count is None:
@@ -789,9 +789,29 @@ class Mailbox(FaultControls):
                 scope=self._scope,
                 elsewhere=elsewhere,
                 if_none=self._connections_hint(bool(elsewhere)),
-                notes=self._dropped_hint(),
+                notes=[*self._dropped_hint(), *self._put_in_hint(criteria)],
             )
         )
+
+    def _put_in_hint(self, criteria: Criteria) -> list[str]:
+        """Seeded mail (`deliver`, IMAP APPEND) that matches: a reader test
+        that asks `assert_sent` about the mail it seeded would otherwise be
+        told only that no client connected."""
+        matching = Messages(self._put_in(), scope=self._scope).filter(**criteria)
+        if not matching:
+            return []
+        lines = [
+            f"Hint: {plural(len(matching), 'message')}"
+            f"{' matching' if criteria else ''} "
+            f"{'was' if len(matching) == 1 else 'were'} put in without SMTP "
+            "(deliver() or IMAP APPEND): assert_sent and wait_for count only the "
+            "mail sent over SMTP; assert on a recipient's mailbox with "
+            "smtpsink.mailbox(address).assert_in(...):"
+        ]
+        lines.extend(f"  {message.summary()}" for message in matching[:_LISTED])
+        if len(matching) > _LISTED:
+            lines.append(f"  ... and {len(matching) - _LISTED} more")
+        return lines
 
     def _dropped_hint(self) -> list[str]:
         """Mail that a ``drop()`` fault of this mailbox threw away: the

@@ -7,6 +7,7 @@ import datetime
 import email.message
 import imaplib
 import pathlib
+import re
 import smtplib
 
 import pytest
@@ -157,6 +158,41 @@ def test_delivered_mail_is_not_mail_the_application_sent(smtpsink: Mailbox) -> N
     smtpsink.deliver(RAW)
     smtpsink.assert_nothing_sent()
     assert smtpsink.sessions == ()
+
+
+def test_assert_sent_says_when_the_match_was_put_in_without_smtp(
+    smtpsink: Mailbox,
+) -> None:
+    # A reader test seeds with deliver(), then asks assert_sent about that
+    # mail: "no client connected: is the code given this host and port?"
+    # alone sent the reader after the wrong cause.
+    smtpsink.deliver(RAW)
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(subject="Hello")
+    text = str(caught.value)
+    assert re.search(
+        r"^Hint: 1 message matching was put in without SMTP \(deliver\(\) or IMAP "
+        r"APPEND\): assert_sent and wait_for count only the mail sent over SMTP; "
+        r"assert on a recipient's mailbox with "
+        r"smtpsink\.mailbox\(address\)\.assert_in\(\.\.\.\):\n"
+        r"  deliver\(\) .* \| Subject: 'Hello' \| \d+ bytes$",
+        text,
+        re.M,
+    ), text
+    # The same for wait_for; and nothing is said when the seeded mail does
+    # not match.
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.wait_for(subject="Hello", timeout=0)
+    assert "\nHint: 1 message matching was put in without SMTP" in str(caught.value)
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(subject="Other")
+    assert "put in without SMTP" not in str(caught.value), caught.value
+    # Without criteria, "matching" is left out.
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent()
+    assert "\nHint: 1 message was put in without SMTP (deliver() or IMAP APPEND): " in (
+        str(caught.value)
+    )
 
 
 def test_deliver_an_email_message_and_a_path(
