@@ -274,6 +274,7 @@ class Mailbox(FaultControls):
             recipients_of,
         )
 
+        __tracebackhide__ = True  # a bad argument points at the test's line
         # Nothing could read it: no POP3 or IMAP server runs on a stopped sink.
         self._sink._check_running("deliver mail")
         if not isinstance(folder, str):
@@ -306,6 +307,7 @@ class Mailbox(FaultControls):
         """
         from ._user_mailbox import UserMailbox, bare_address
 
+        __tracebackhide__ = True
         if not isinstance(address, str):
             raise TypeError(f"mailbox() takes an address, got {address!r}")
         if not address.strip():

@@ -195,6 +195,58 @@ def test_assert_sent_says_when_the_match_was_put_in_without_smtp(
     )
 
 
+def test_reading_api_misuse_points_at_the_test_line(pytester: pytest.Pytester) -> None:
+    # As the assertions' misuse errors do: no frame of the plugin's in the
+    # traceback of deliver(), mailbox() or a flag spelt without backslash.
+    pytester.makepyfile(
+        """
+RAW = b"Subject: x\\r\\n\\r\\nhi\\r\\n"
+
+def test_flag_without_backslash(smtpsink):
+    smtpsink.mailbox("ann@example.com").assert_in(flags={"Seen"})
+
+def test_text_without_header(smtpsink):
+    smtpsink.deliver("no header here")
+
+def test_flags_none(smtpsink):
+    smtpsink.deliver(RAW, to="ann@example.com", flags=None)
+
+def test_empty_folder_level(smtpsink):
+    smtpsink.deliver(RAW, to="ann@example.com", folder="a//b")
+
+def test_not_an_address(smtpsink):
+    smtpsink.deliver(RAW, to=["ann@example.com", "not an address"])
+
+def test_no_recipients(smtpsink):
+    smtpsink.deliver(RAW)
+
+def test_mailbox_of_a_number(smtpsink):
+    smtpsink.mailbox(5)
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(failed=7)
+    result.stdout.fnmatch_lines(
+        [
+            '>       smtpsink.mailbox("ann@example.com").assert_in(flags={"Seen"})',
+            "E       ValueError: 'Seen' would be a keyword; *",
+            '>       smtpsink.deliver("no header here")',
+            "E       ValueError: 'no header here' is not a message (no header); *",
+            '>       smtpsink.deliver(RAW, to="ann@example.com", flags=None)',
+            "E       TypeError: flags must be a collection of flags, *",
+            '>       smtpsink.deliver(RAW, to="ann@example.com", folder="a//b")',
+            "E       ValueError: 'a//b' is not a folder name: *",
+            '>       smtpsink.deliver(RAW, to=["ann@example.com", "not an address"])',
+            "E       ValueError: to: 'not an address' is not an address",
+            ">       smtpsink.deliver(RAW)",
+            "E       ValueError: deliver() needs to=...: *",
+            ">       smtpsink.mailbox(5)",
+            "E       TypeError: mailbox() takes an address, got 5",
+        ]
+    )
+    assert "pytest_smtpsink/" not in result.stdout.str()
+
+
 def test_deliver_an_email_message_and_a_path(
     smtpsink: Mailbox, tmp_path: pathlib.Path
 ) -> None:
