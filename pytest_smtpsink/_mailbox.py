@@ -896,12 +896,20 @@ def _session_line(session: Session) -> str:
     return f"{session.summary()} commands={printable(commands)} last: {last}"
 
 
+#: Commands a client sends after giving up on a message: their refusal is
+#: not why it gave up.
+_CLEAN_UP = frozenset({"RSET", "QUIT", "NOOP"})
+
+
 def _undelivered_line(session: Session) -> str:
     """`_session_line` and the last reply that refused something: after a
     refused RCPT or DATA a client sends RSET and QUIT, whose replies say
-    nothing about why no message was stored."""
+    nothing about why no message was stored. A sink that requires STARTTLS
+    or AUTH refuses that RSET too: such a refusal of a clean-up command is
+    named only when there is no other."""
     line = _session_line(session)
     refused = [e for e in session.transcript if e.code is not None and e.code >= 400]
+    refused = [e for e in refused if e.command not in _CLEAN_UP] or refused
     if refused:
         line += f"; last refusal: {shorten(' '.join(refused[-1].lines()), 200)}"
     return line

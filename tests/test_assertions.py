@@ -1063,6 +1063,29 @@ def test_nothing_arrived_shows_how_far_each_connection_got(
     assert "no client connected" not in text, text
 
 
+def test_the_refusal_named_is_not_that_of_the_clients_rset(
+    smtpsink_factory: Callable[..., Mailbox],
+) -> None:
+    # A sink that requires STARTTLS refuses smtplib's RSET after the MAIL
+    # too (RFC 3207): "last refusal: C: rset" blamed the clean-up, not the
+    # MAIL the client gave up on.
+    sink = smtpsink_factory(tls="starttls-required")
+    with (
+        smtplib.SMTP(sink.host, sink.port) as client,
+        pytest.raises(smtplib.SMTPSenderRefused),
+    ):
+        client.send_message(make_message(subject="Welcome"))
+    assert [e.command for e in sink.sessions[0].transcript if (e.code or 0) >= 400] == [
+        "MAIL",
+        "RSET",
+    ]
+    with pytest.raises(AssertionError) as caught:
+        sink.assert_sent(subject="Welcome")
+    refusal = str(caught.value).rsplit("; last refusal: ", 1)[1]
+    assert refusal.lower().startswith("c: mail from:<"), caught.value
+    assert refusal.endswith("S: 530 Must issue a STARTTLS command first"), caught.value
+
+
 def test_mail_sent_to_the_tests_other_sink_is_pointed_at(
     smtpsink: Mailbox, smtpsink_factory: Callable[..., Mailbox]
 ) -> None:
