@@ -659,7 +659,9 @@ class Message:
             if item.filename == filename:
                 return item
         names = ", ".join(repr(a.filename) for a in self.attachments) or "none"
-        raise AssertionError(f"no attachment named {filename!r}; attachments: {names}")
+        raise AssertionError(
+            f"no attachment named {filename!r} in {self!r}; attachments: {names}"
+        )
 
     @property
     def defects(self) -> tuple[str, ...]:
