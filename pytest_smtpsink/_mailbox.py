@@ -900,6 +900,10 @@ def _session_line(session: Session) -> str:
 #: not why it gave up.
 _CLEAN_UP = frozenset({"RSET", "QUIT", "NOOP"})
 
+#: A TLS record of type handshake (0x16, version 3.x) as a transcript keeps
+#: the bytes: what a client that speaks TLS from the first byte sends first.
+_TLS_HANDSHAKE = "\\x16\\x03"
+
 
 def _undelivered_line(session: Session) -> str:
     """`_session_line` and the last reply that refused something: after a
@@ -907,6 +911,15 @@ def _undelivered_line(session: Session) -> str:
     nothing about why no message was stored. A sink that requires STARTTLS
     or AUTH refuses that RSET too: such a refusal of a clean-up command is
     named only when there is no other."""
+    commands = [e for e in session.transcript if e.kind == "command"]
+    if commands and commands[0].line.startswith(_TLS_HANDSHAKE):
+        # Its bytes, read as lines (as many as it holds LFs), say nothing.
+        return (
+            f"{session.summary()} commands=(a TLS handshake); the client began "
+            "TLS at once (implicit TLS, SMTPS, smtplib.SMTP_SSL), and this sink "
+            "speaks plain SMTP first: ask for one with tls='implicit', or "
+            "connect without TLS (and STARTTLS on a sink with tls='starttls')"
+        )
     line = _session_line(session)
     refused = [e for e in session.transcript if e.code is not None and e.code >= 400]
     refused = [e for e in refused if e.command not in _CLEAN_UP] or refused

@@ -1090,6 +1090,28 @@ def test_the_refusal_named_is_not_that_of_the_clients_rset(
     assert refusal.endswith("S: 530 Must issue a STARTTLS command first"), caught.value
 
 
+def test_a_tls_client_on_a_plain_sink_is_named_so(smtpsink: Mailbox) -> None:
+    # smtplib.SMTP_SSL (implicit TLS) on the plain default sink: the hint
+    # showed the ClientHello's bytes as the "commands" and the refusal,
+    # 600 characters of \\x16\\x03... that said nothing.
+    import ssl
+
+    with pytest.raises(ssl.SSLError):
+        smtplib.SMTP_SSL(smtpsink.host, smtpsink.port, timeout=10)
+    smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(subject="Welcome")
+    session_line = str(caught.value).rsplit("\n", 1)[1]
+    assert session_line.startswith("  127.0.0.1:"), caught.value
+    assert session_line.endswith(
+        " commands=(a TLS handshake); the client began TLS at once (implicit TLS, SMTPS, "
+        "smtplib.SMTP_SSL), and this sink speaks plain SMTP first: ask for one "
+        "with tls='implicit', or connect without TLS (and STARTTLS on a sink "
+        "with tls='starttls')"
+    ), caught.value
+    assert "\\x16" not in str(caught.value)
+
+
 def test_mail_sent_to_the_tests_other_sink_is_pointed_at(
     smtpsink: Mailbox, smtpsink_factory: Callable[..., Mailbox]
 ) -> None:
