@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 def _wait_seconds(value: object, name: str = "timeout") -> float:
     """``value`` as seconds a wait may take: a number from 0, finite (NaN
     passes every comparison but waits for ever; inf overflows the clock)."""
+    __tracebackhide__ = True  # a bad argument points at the test's line
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, got {value!r}")
     if not 0 <= value < float("inf"):  # NaN fails too
@@ -273,6 +274,7 @@ class Mailbox(FaultControls):
             recipients_of,
         )
 
+        __tracebackhide__ = True  # a bad argument points at the test's line
         # Nothing could read it: no POP3 or IMAP server runs on a stopped sink.
         self._sink._check_running("deliver mail")
         if not isinstance(folder, str):
@@ -305,6 +307,7 @@ class Mailbox(FaultControls):
         """
         from ._user_mailbox import UserMailbox, bare_address
 
+        __tracebackhide__ = True
         if not isinstance(address, str):
             raise TypeError(f"mailbox() takes an address, got {address!r}")
         if not address.strip():
@@ -504,7 +507,7 @@ class Mailbox(FaultControls):
                     scope=self._scope,
                     elsewhere=elsewhere,
                     if_none=self._connections_hint(bool(elsewhere)),
-                    notes=self._dropped_hint(),
+                    notes=[*self._dropped_hint(), *self._put_in_hint(criteria)],
                 )
             )
         if count is None:
@@ -762,6 +765,7 @@ class Mailbox(FaultControls):
         return found[0] if count == 1 else found
 
     def _timeout(self, timeout: float | None) -> float:
+        __tracebackhide__ = True
         return _wait_seconds(self.default_timeout if timeout is None else timeout)
 
     def _wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
@@ -787,9 +791,29 @@ class Mailbox(FaultControls):
                 scope=self._scope,
                 elsewhere=elsewhere,
                 if_none=self._connections_hint(bool(elsewhere)),
-                notes=self._dropped_hint(),
+                notes=[*self._dropped_hint(), *self._put_in_hint(criteria)],
             )
         )
+
+    def _put_in_hint(self, criteria: Criteria) -> list[str]:
+        """Seeded mail (`deliver`, IMAP APPEND) that matches: a reader test
+        that asks `assert_sent` about the mail it seeded would otherwise be
+        told only that no client connected."""
+        matching = Messages(self._put_in(), scope=self._scope).filter(**criteria)
+        if not matching:
+            return []
+        lines = [
+            f"Hint: {plural(len(matching), 'message')}"
+            f"{' matching' if criteria else ''} "
+            f"{'was' if len(matching) == 1 else 'were'} put in without SMTP "
+            "(deliver() or IMAP APPEND): assert_sent and wait_for count only the "
+            "mail sent over SMTP; assert on a recipient's mailbox with "
+            "smtpsink.mailbox(address).assert_in(...):"
+        ]
+        lines.extend(f"  {message.summary()}" for message in matching[:_LISTED])
+        if len(matching) > _LISTED:
+            lines.append(f"  ... and {len(matching) - _LISTED} more")
+        return lines
 
     def _dropped_hint(self) -> list[str]:
         """Mail that a ``drop()`` fault of this mailbox threw away: the
@@ -872,12 +896,33 @@ def _session_line(session: Session) -> str:
     return f"{session.summary()} commands={printable(commands)} last: {last}"
 
 
+#: Commands a client sends after giving up on a message: their refusal is
+#: not why it gave up.
+_CLEAN_UP = frozenset({"RSET", "QUIT", "NOOP"})
+
+#: A TLS record of type handshake (0x16, version 3.x) as a transcript keeps
+#: the bytes: what a client that speaks TLS from the first byte sends first.
+_TLS_HANDSHAKE = "\\x16\\x03"
+
+
 def _undelivered_line(session: Session) -> str:
     """`_session_line` and the last reply that refused something: after a
     refused RCPT or DATA a client sends RSET and QUIT, whose replies say
-    nothing about why no message was stored."""
+    nothing about why no message was stored. A sink that requires STARTTLS
+    or AUTH refuses that RSET too: such a refusal of a clean-up command is
+    named only when there is no other."""
+    commands = [e for e in session.transcript if e.kind == "command"]
+    if commands and commands[0].line.startswith(_TLS_HANDSHAKE):
+        # Its bytes, read as lines (as many as it holds LFs), say nothing.
+        return (
+            f"{session.summary()} commands=(a TLS handshake); the client began "
+            "TLS at once (implicit TLS, SMTPS, smtplib.SMTP_SSL), and this sink "
+            "speaks plain SMTP first: ask for one with tls='implicit', or "
+            "connect without TLS (and STARTTLS on a sink with tls='starttls')"
+        )
     line = _session_line(session)
     refused = [e for e in session.transcript if e.code is not None and e.code >= 400]
+    refused = [e for e in refused if e.command not in _CLEAN_UP] or refused
     if refused:
         line += f"; last refusal: {shorten(' '.join(refused[-1].lines()), 200)}"
     return line
@@ -909,6 +954,7 @@ class _NotYet:
 
 
 def _check_count(count: object, allow_none: bool = True) -> None:
+    __tracebackhide__ = True  # a bad count points at the test's line
     if count is None and allow_none:
         return
     if not isinstance(count, int) or isinstance(count, bool) or count < 0:

@@ -56,6 +56,7 @@ def given_folder_name(name: str) -> str:
 def check_folder_name(name: str) -> None:
     """ValueError unless ``name`` can be a folder: not empty, no empty level
     (no leading, trailing or doubled delimiter), no control character."""
+    __tracebackhide__ = True  # a test's bad folder points at its line
     if not name or any(not part for part in name.split(DELIMITER)):
         raise ValueError(
             f"{name!r} is not a folder name: it needs a name at each level "
@@ -86,6 +87,7 @@ def normalize_flags(flags: Iterable[str], *, in_a_test: bool = False) -> frozens
     ``in_a_test``, also a keyword spelt as a system flag without its
     backslash (``"Seen"``), which an IMAP client may set but a test means
     as ``"\\Seen"``."""
+    __tracebackhide__ = True  # a test's bad flag points at its line
     if isinstance(flags, str):
         raise ValueError(
             f"flags must be a collection of flags, e.g. {{'\\\\Seen'}}, not the "

@@ -659,7 +659,9 @@ class Message:
             if item.filename == filename:
                 return item
         names = ", ".join(repr(a.filename) for a in self.attachments) or "none"
-        raise AssertionError(f"no attachment named {filename!r}; attachments: {names}")
+        raise AssertionError(
+            f"no attachment named {filename!r} in {self!r}; attachments: {names}"
+        )
 
     @property
     def defects(self) -> tuple[str, ...]:
@@ -803,6 +805,7 @@ class Message:
         Fails (AssertionError) listing every link in the message if none does.
         """
         __tracebackhide__ = True
+        _check_link_arguments(contains, pattern, text)
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
         for url, anchor in self._link_pairs:
             if contains is not None and contains not in url:
@@ -1308,3 +1311,25 @@ class _LinkCollector(html.parser.HTMLParser):
 
 def _strip_tags(markup: str) -> str:
     return re.sub(r"<[^>]+>", " ", markup)
+
+
+def _check_link_arguments(contains: object, pattern: object, text: object) -> None:
+    """`Message.link`'s arguments, each of its type: a regex passed as
+    ``contains=`` would otherwise end in Python's "'in <string>' requires
+    string as left operand", which names no argument."""
+    __tracebackhide__ = True
+
+    def got(value: object) -> str:
+        kind = "re.Pattern" if isinstance(value, re.Pattern) else type(value).__name__
+        return f"got {kind} {value!r}"
+
+    for name, value in (("contains", contains), ("text", text)):
+        if value is not None and not isinstance(value, str):
+            hint = ""
+            if name == "contains" and isinstance(value, re.Pattern):
+                hint = "; for a regular expression use pattern="
+            raise TypeError(f"link(): {name}= takes a str, {got(value)}{hint}")
+    if pattern is not None and not isinstance(pattern, (str, re.Pattern)):
+        raise TypeError(
+            f"link(): pattern= takes a str or a compiled regex, {got(pattern)}"
+        )

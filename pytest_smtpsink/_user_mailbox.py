@@ -298,6 +298,7 @@ def message_bytes(message: Deliverable) -> bytes:
     line ends, as SMTP would have delivered them. A path (`os.PathLike`) is
     read as it is.
     """
+    __tracebackhide__ = True  # a test's bad message points at its line
     if isinstance(message, (bytes, bytearray, memoryview)):
         return bytes(message)
     if isinstance(message, os.PathLike):
@@ -321,6 +322,7 @@ def message_bytes(message: Deliverable) -> bytes:
 
 def recipients_of(raw: bytes, to: str | Sequence[str] | None) -> tuple[str, ...]:
     """``to`` as a tuple; without it, the To, Cc and Bcc header addresses."""
+    __tracebackhide__ = True  # a test's bad recipient points at its line
     if to is None:
         try:
             parsed = email.message_from_bytes(raw, policy=email.policy.compat32)
@@ -353,7 +355,11 @@ def recipients_of(raw: bytes, to: str | Sequence[str] | None) -> tuple[str, ...]
     recipients = tuple(to)
     if not recipients or not all(isinstance(r, str) and r.strip() for r in recipients):
         raise ValueError(f"to must be an address or a list of addresses, got {to!r}")
-    return tuple(_recipient(r) for r in recipients)
+    # A loop: a comprehension's own frame could not hide itself.
+    checked = []
+    for recipient in recipients:
+        checked.append(_recipient(recipient))
+    return tuple(checked)
 
 
 _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
@@ -374,6 +380,7 @@ def _recipient(address: str) -> str:
     (as `Mailbox.mailbox` takes it); ValueError if it cannot be one, as an
     SMTP server would refuse it (a space outside quotes, a control
     character): it would make a mailbox no mail could reach."""
+    __tracebackhide__ = True
     address = bare_address(address)
     if _NOT_IN_AN_ADDRESS.search(_QUOTED.sub("", address.strip())):
         raise ValueError(f"to: {address!r} is not an address")

@@ -406,6 +406,72 @@ def test_fault_stage_typo(smtpsink):
     assert "pytest_smtpsink/" not in result.stdout.str()
 
 
+def test_argument_errors_hide_the_plugins_frames(pytester: pytest.Pytester) -> None:
+    # A bad count, timeout or within points at the test's line too, not at
+    # the plugin's validators.
+    pytester.makepyfile(
+        """
+def test_negative_count(smtpsink):
+    smtpsink.assert_sent(count=-1)
+
+def test_address_as_count(smtpsink):
+    smtpsink.assert_sent("ann@example.com")
+
+def test_wait_count(smtpsink):
+    smtpsink.wait_for(count=-2)
+
+def test_negative_timeout(smtpsink):
+    smtpsink.wait_for(timeout=-1)
+
+def test_timeout_as_text(smtpsink):
+    smtpsink.wait_until(lambda: True, timeout="5")
+
+def test_negative_within(smtpsink):
+    smtpsink.assert_nothing_sent(within=-1)
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(failed=6)
+    result.stdout.fnmatch_lines(
+        [
+            ">       smtpsink.assert_sent(count=-1)",
+            "E       ValueError: count must be a whole number >= 0, got -1",
+            '>       smtpsink.assert_sent("ann@example.com")',
+            "E       ValueError: count must be a whole number >= 0, got 'ann@example.com'"
+            " (criteria are keywords: did you mean to='ann@example.com'?)",
+            ">       smtpsink.wait_for(count=-2)",
+            "E       ValueError: count must be a whole number >= 0, got -2",
+            ">       smtpsink.wait_for(timeout=-1)",
+            "E       ValueError: timeout must be a finite number of seconds >= 0, got -1",
+            '>       smtpsink.wait_until(lambda: True, timeout="5")',
+            "E       TypeError: timeout must be a number of seconds, got '5'",
+            ">       smtpsink.assert_nothing_sent(within=-1)",
+            "E       ValueError: within must be a finite number of seconds >= 0, got -1",
+        ]
+    )
+    assert "pytest_smtpsink/" not in result.stdout.str()
+
+
+def test_link_arguments_of_the_wrong_type_say_which(mixed: Mailbox) -> None:
+    # A regex given as contains= (a natural slip) used to end in Python's
+    # "'in <string>' requires string as left operand", naming no argument.
+    welcome = mixed.messages.one(subject="Welcome")
+    with pytest.raises(TypeError) as caught:
+        welcome.link(contains=re.compile("/confirm/"))  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        "link(): contains= takes a str, got re.Pattern re.compile('/confirm/'); "
+        "for a regular expression use pattern="
+    )
+    with pytest.raises(TypeError) as caught:
+        welcome.link(text=5)  # type: ignore[arg-type]
+    assert str(caught.value) == "link(): text= takes a str, got int 5"
+    with pytest.raises(TypeError) as caught:
+        welcome.link(pattern=b"/confirm/")  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        "link(): pattern= takes a str or a compiled regex, got bytes b'/confirm/'"
+    )
+
+
 def test_queries(mixed: Mailbox) -> None:
     messages = mixed.messages
     assert len(messages) == 3
@@ -466,10 +532,14 @@ def test_message_helpers(mixed: Mailbox) -> None:
         welcome.code(r"PIN (\d+)")
     invoice = mixed.messages.one(subject="Invoice")
     assert invoice.attachment("inv-7.pdf").content == b"%PDF-1.7 ..."
-    with pytest.raises(
-        AssertionError, match=r"no attachment named 'x.pdf'; attachments: 'inv-7.pdf'"
-    ):
+    with pytest.raises(AssertionError) as caught:
         invoice.attachment("x.pdf")
+    # Which message, as link() and code() say: a test may look at several.
+    assert re.fullmatch(
+        r"no attachment named 'x\.pdf' in <Message #\d+ .*subject='Invoice'.*>; "
+        r"attachments: 'inv-7\.pdf'",
+        str(caught.value),
+    ), caught.value
 
 
 def test_links_are_deduplicated_in_order(smtpsink: Mailbox, send: Send) -> None:
@@ -995,6 +1065,51 @@ def test_nothing_arrived_shows_how_far_each_connection_got(
         "c: rcpt to:<ann@example.com> s: 550 no such user here  [injected]"
     ), text
     assert "no client connected" not in text, text
+
+
+def test_the_refusal_named_is_not_that_of_the_clients_rset(
+    smtpsink_factory: Callable[..., Mailbox],
+) -> None:
+    # A sink that requires STARTTLS refuses smtplib's RSET after the MAIL
+    # too (RFC 3207): "last refusal: C: rset" blamed the clean-up, not the
+    # MAIL the client gave up on.
+    sink = smtpsink_factory(tls="starttls-required")
+    with (
+        smtplib.SMTP(sink.host, sink.port) as client,
+        pytest.raises(smtplib.SMTPSenderRefused),
+    ):
+        client.send_message(make_message(subject="Welcome"))
+    assert [e.command for e in sink.sessions[0].transcript if (e.code or 0) >= 400] == [
+        "MAIL",
+        "RSET",
+    ]
+    with pytest.raises(AssertionError) as caught:
+        sink.assert_sent(subject="Welcome")
+    refusal = str(caught.value).rsplit("; last refusal: ", 1)[1]
+    assert refusal.lower().startswith("c: mail from:<"), caught.value
+    assert refusal.endswith("S: 530 Must issue a STARTTLS command first"), caught.value
+
+
+def test_a_tls_client_on_a_plain_sink_is_named_so(smtpsink: Mailbox) -> None:
+    # smtplib.SMTP_SSL (implicit TLS) on the plain default sink: the hint
+    # showed the ClientHello's bytes as the "commands" and the refusal,
+    # 600 characters of \\x16\\x03... that said nothing.
+    import ssl
+
+    with pytest.raises(ssl.SSLError):
+        smtplib.SMTP_SSL(smtpsink.host, smtpsink.port, timeout=10)
+    smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(subject="Welcome")
+    session_line = str(caught.value).rsplit("\n", 1)[1]
+    assert session_line.startswith("  127.0.0.1:"), caught.value
+    assert session_line.endswith(
+        " commands=(a TLS handshake); the client began TLS at once (implicit TLS, SMTPS, "
+        "smtplib.SMTP_SSL), and this sink speaks plain SMTP first: ask for one "
+        "with tls='implicit', or connect without TLS (and STARTTLS on a sink "
+        "with tls='starttls')"
+    ), caught.value
+    assert "\\x16" not in str(caught.value)
 
 
 def test_mail_sent_to_the_tests_other_sink_is_pointed_at(

@@ -7,6 +7,7 @@ import datetime
 import email.message
 import imaplib
 import pathlib
+import re
 import smtplib
 
 import pytest
@@ -157,6 +158,93 @@ def test_delivered_mail_is_not_mail_the_application_sent(smtpsink: Mailbox) -> N
     smtpsink.deliver(RAW)
     smtpsink.assert_nothing_sent()
     assert smtpsink.sessions == ()
+
+
+def test_assert_sent_says_when_the_match_was_put_in_without_smtp(
+    smtpsink: Mailbox,
+) -> None:
+    # A reader test seeds with deliver(), then asks assert_sent about that
+    # mail: "no client connected: is the code given this host and port?"
+    # alone sent the reader after the wrong cause.
+    smtpsink.deliver(RAW)
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(subject="Hello")
+    text = str(caught.value)
+    assert re.search(
+        r"^Hint: 1 message matching was put in without SMTP \(deliver\(\) or IMAP "
+        r"APPEND\): assert_sent and wait_for count only the mail sent over SMTP; "
+        r"assert on a recipient's mailbox with "
+        r"smtpsink\.mailbox\(address\)\.assert_in\(\.\.\.\):\n"
+        r"  deliver\(\) .* \| Subject: 'Hello' \| \d+ bytes$",
+        text,
+        re.M,
+    ), text
+    # The same for wait_for; and nothing is said when the seeded mail does
+    # not match.
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.wait_for(subject="Hello", timeout=0)
+    assert "\nHint: 1 message matching was put in without SMTP" in str(caught.value)
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(subject="Other")
+    assert "put in without SMTP" not in str(caught.value), caught.value
+    # Without criteria, "matching" is left out.
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent()
+    assert "\nHint: 1 message was put in without SMTP (deliver() or IMAP APPEND): " in (
+        str(caught.value)
+    )
+
+
+def test_reading_api_misuse_points_at_the_test_line(pytester: pytest.Pytester) -> None:
+    # As the assertions' misuse errors do: no frame of the plugin's in the
+    # traceback of deliver(), mailbox() or a flag spelt without backslash.
+    pytester.makepyfile(
+        """
+RAW = b"Subject: x\\r\\n\\r\\nhi\\r\\n"
+
+def test_flag_without_backslash(smtpsink):
+    smtpsink.mailbox("ann@example.com").assert_in(flags={"Seen"})
+
+def test_text_without_header(smtpsink):
+    smtpsink.deliver("no header here")
+
+def test_flags_none(smtpsink):
+    smtpsink.deliver(RAW, to="ann@example.com", flags=None)
+
+def test_empty_folder_level(smtpsink):
+    smtpsink.deliver(RAW, to="ann@example.com", folder="a//b")
+
+def test_not_an_address(smtpsink):
+    smtpsink.deliver(RAW, to=["ann@example.com", "not an address"])
+
+def test_no_recipients(smtpsink):
+    smtpsink.deliver(RAW)
+
+def test_mailbox_of_a_number(smtpsink):
+    smtpsink.mailbox(5)
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(failed=7)
+    result.stdout.fnmatch_lines(
+        [
+            '>       smtpsink.mailbox("ann@example.com").assert_in(flags={"Seen"})',
+            "E       ValueError: 'Seen' would be a keyword; *",
+            '>       smtpsink.deliver("no header here")',
+            "E       ValueError: 'no header here' is not a message (no header); *",
+            '>       smtpsink.deliver(RAW, to="ann@example.com", flags=None)',
+            "E       TypeError: flags must be a collection of flags, *",
+            '>       smtpsink.deliver(RAW, to="ann@example.com", folder="a//b")',
+            "E       ValueError: 'a//b' is not a folder name: *",
+            '>       smtpsink.deliver(RAW, to=["ann@example.com", "not an address"])',
+            "E       ValueError: to: 'not an address' is not an address",
+            ">       smtpsink.deliver(RAW)",
+            "E       ValueError: deliver() needs to=...: *",
+            ">       smtpsink.mailbox(5)",
+            "E       TypeError: mailbox() takes an address, got 5",
+        ]
+    )
+    assert "pytest_smtpsink/" not in result.stdout.str()
 
 
 def test_deliver_an_email_message_and_a_path(

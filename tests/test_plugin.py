@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import socket
 
 import pytest
@@ -894,6 +895,25 @@ def test_fails(smtpsink, who):
         if p.suffix in (".eml", ".txt")
     )
     assert again == first
+
+
+def test_save_dir_names_are_those_the_docs_show(tmp_path: pathlib.Path) -> None:
+    # docs/debugging.rst lists these names; "10% off" has a run of two
+    # replaced characters, which become one "_".
+    from pytest_smtpsink._report import test_directory
+
+    def name(nodeid: str) -> str:
+        return test_directory(tmp_path, nodeid, None).name
+
+    assert name("tests/test_checkout.py::test_receipt") == (
+        "tests_test_checkout.py__test_receipt"
+    )
+    assert name("tests/test_checkout.py::test_coupon[10% off]") == (
+        "tests_test_checkout.py__test_coupon[10_off]-374c04fe"
+    )
+    assert name("tests/test_checkout.py::test_coupon[10_off]") == (
+        "tests_test_checkout.py__test_coupon[10_off]"
+    )
 
 
 def test_nothing_written_unless_asked(pytester: pytest.Pytester) -> None:
