@@ -670,7 +670,7 @@ class Mailbox(FaultControls):
         """
         __tracebackhide__ = True
         _match.check_names(criteria)
-        _check_count(count, allow_none=False)
+        _check_wait_count(count, "wait_for")
         limit = self._timeout(timeout)
 
         def enough() -> bool:
@@ -701,7 +701,7 @@ class Mailbox(FaultControls):
         it waits (asyncio, including pytest-asyncio and anyio's asyncio backend)."""
         __tracebackhide__ = True
         _match.check_names(criteria)
-        _check_count(count, allow_none=False)
+        _check_wait_count(count, "wait_for_async")
         self._sink.check_running(for_waiting=True)
         limit = self._timeout(timeout)
 
@@ -963,6 +963,18 @@ def _check_count(count: object, allow_none: bool = True) -> None:
             word = "to" if "@" in count else "subject"
             hint = f" (criteria are keywords: did you mean {word}={count!r}?)"
         raise ValueError(f"count must be a whole number >= 0, got {count!r}{hint}")
+
+
+def _check_wait_count(count: object, waiting: str) -> None:
+    """A count to wait for: at least one. Waiting for none would return at
+    once and prove nothing; waiting for nothing to come is another check."""
+    __tracebackhide__ = True
+    _check_count(count, allow_none=False)
+    if count == 0:
+        raise ValueError(
+            f"{waiting}(count=0) would return at once: to check that no mail "
+            "arrives for a while, use assert_nothing_sent(within=SECONDS)"
+        )
 
 
 _LISTED = 20

@@ -806,7 +806,7 @@ class Message:
         """
         __tracebackhide__ = True
         _check_link_arguments(contains, pattern, text)
-        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        regex = _compiled(pattern, "link") if pattern is not None else None
         for url, anchor in self._link_pairs:
             if contains is not None and contains not in url:
                 continue
@@ -840,7 +840,7 @@ class Message:
         """A one-time code from the body: by default the first 4 to 8 digit
         number standing alone. With a pattern that has a group, group 1."""
         __tracebackhide__ = True
-        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        regex = _compiled(pattern, "code")
         haystack = self.text if self.text is not None else _strip_tags(self.html or "")
         match = regex.search(haystack)
         if match is None:
@@ -1333,3 +1333,22 @@ def _check_link_arguments(contains: object, pattern: object, text: object) -> No
         raise TypeError(
             f"link(): pattern= takes a str or a compiled regex, {got(pattern)}"
         )
+
+
+def _compiled(pattern: str | re.Pattern[str], method: str) -> re.Pattern[str]:
+    """``pattern`` compiled, or an error that names the argument: a bare
+    ``re.error`` says what is wrong with a regex, not whose it is."""
+    __tracebackhide__ = True
+    if isinstance(pattern, re.Pattern):
+        return pattern
+    if not isinstance(pattern, str):
+        raise TypeError(
+            f"{method}(): pattern= takes a str or a compiled regex, "
+            f"got {type(pattern).__name__} {pattern!r}"
+        )
+    try:
+        return re.compile(pattern)
+    except re.error as error:
+        raise ValueError(
+            f"{method}(): pattern= {pattern!r} is not a regular expression: {error}"
+        ) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import smtplib
 import socket
@@ -470,6 +471,45 @@ def test_link_arguments_of_the_wrong_type_say_which(mixed: Mailbox) -> None:
     assert str(caught.value) == (
         "link(): pattern= takes a str or a compiled regex, got bytes b'/confirm/'"
     )
+
+
+def test_a_pattern_that_is_no_regex_is_named(mixed: Mailbox) -> None:
+    # code(pattern="(") and link(pattern="(") raised a bare re.error, which
+    # says what is wrong with a regex but not whose it is.
+    welcome = mixed.messages.one(subject="Welcome")
+    with pytest.raises(
+        ValueError,
+        match=r"^code\(\): pattern= '\(' is not a "
+        r"regular expression: missing \)",
+    ):
+        welcome.code(pattern="(")
+    with pytest.raises(
+        ValueError,
+        match=r"^link\(\): pattern= '\[' is not a "
+        r"regular expression: unterminated character set",
+    ):
+        welcome.link(pattern="[")
+    with pytest.raises(TypeError) as caught:
+        welcome.code(pattern=5)  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        "code(): pattern= takes a str or a compiled regex, got int 5"
+    )
+
+
+def test_waiting_for_no_mail_is_refused_saying_what_checks_that(
+    smtpsink: Mailbox,
+) -> None:
+    # wait_for(count=0) returned at once, proving nothing, undocumented.
+    expected = (
+        "(count=0) would return at once: to check that no mail arrives for a "
+        "while, use assert_nothing_sent(within=SECONDS)"
+    )
+    with pytest.raises(ValueError, match="would return at once") as caught:
+        smtpsink.wait_for(count=0)
+    assert str(caught.value) == "wait_for" + expected
+    with pytest.raises(ValueError, match="would return at once") as caught:
+        asyncio.run(smtpsink.wait_for_async(count=0))
+    assert str(caught.value) == "wait_for_async" + expected
 
 
 def test_queries(mixed: Mailbox) -> None:
