@@ -270,19 +270,24 @@ def test_an_mx_host_with_only_an_ipv6_address(smtpsink_factory, smtpsink):
 
 
 def test_every_address_of_an_mx_host_is_tried(smtpsink_factory, smtpsink):
-    try:
-        ipv6 = smtpsink_factory(host="::1")
-    except SinkError as error:
-        pytest.skip(f"no IPv6 loopback here: {error}")
-    zone = smtpsink.dns
-    zone.mx("partner.example", [(10, "mail.partner.example")])
-    zone.a("mail.partner.example", "127.0.0.1")  # the port is shut there
-    zone.aaaa("mail.partner.example", "::1")  # and open here
-    ports = {**zone.smtp_ports, "mail.partner.example": ipv6.port}
+    # A port held on 127.0.0.1 by a socket that never listens: connecting
+    # there is refused (a free port could be another sink's on IPv4).
+    with socket.socket() as shut:
+        shut.bind(("127.0.0.1", 0))
+        port = shut.getsockname()[1]
+        try:
+            ipv6 = smtpsink_factory(host="::1", port=port)  # same port, on ::1
+        except SinkError as error:
+            pytest.skip(f"no IPv6 loopback here: {error}")
+        zone = smtpsink.dns
+        zone.mx("partner.example", [(10, "mail.partner.example")])
+        zone.a("mail.partner.example", "127.0.0.1")  # the port is shut there
+        zone.aaaa("mail.partner.example", "::1")  # and open here
+        ports = {**zone.smtp_ports, "mail.partner.example": port}
 
-    used = mx_delivery(zone, ports).deliver(
-        "list@forwarder.example", ["bob@partner.example"], RAW
-    )
+        used = mx_delivery(zone, ports).deliver(
+            "list@forwarder.example", ["bob@partner.example"], RAW
+        )
 
     assert used == {"partner.example": "mail.partner.example"}
     ipv6.assert_sent(1, rcpt_to="bob@partner.example")
