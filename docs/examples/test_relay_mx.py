@@ -143,17 +143,18 @@ def test_falls_back_to_the_second_mx_when_the_first_refuses(smtpsink, smtpsink_f
 
 
 def test_falls_back_to_the_second_mx_when_the_first_is_down(smtpsink, smtpsink_factory):
-    with socket.socket() as closed:  # a port where nothing listens
-        closed.bind(("127.0.0.1", 0))
-        dead_port = closed.getsockname()[1]
-    zone = smtpsink.dns
-    zone.mx("partner.example", [(10, "dead.partner.example"), (20, smtpsink)])
-    zone.a("dead.partner.example", "127.0.0.1")
-    ports = {**zone.smtp_ports, "dead.partner.example": dead_port}
+    # A port held by a socket that never listens: connecting is refused, and
+    # no other server can take the port while the socket holds it.
+    with socket.socket() as dead:
+        dead.bind(("127.0.0.1", 0))
+        zone = smtpsink.dns
+        zone.mx("partner.example", [(10, "dead.partner.example"), (20, smtpsink)])
+        zone.a("dead.partner.example", "127.0.0.1")
+        ports = {**zone.smtp_ports, "dead.partner.example": dead.getsockname()[1]}
 
-    used = mx_delivery(zone, ports).deliver(
-        "list@forwarder.example", ["bob@partner.example"], RAW
-    )
+        used = mx_delivery(zone, ports).deliver(
+            "list@forwarder.example", ["bob@partner.example"], RAW
+        )
 
     assert used == {"partner.example": "mx2.partner.example"}
     smtpsink.assert_sent(1, rcpt_to="bob@partner.example")
