@@ -237,16 +237,16 @@ def test_a_connection_handed_to_aiosmtpd_later_is_greeted_once(choice: str) -> N
         assert session.end == "quit"
 
 
-@pytest.mark.parametrize("event_loop", LOOPS)
+@pytest.mark.parametrize("choice", LOOPS)
 def test_a_client_that_has_read_the_greeting_finds_its_session(
-    event_loop: str,
+    choice: str,
 ) -> None:
     """The session is in the store before the greeting goes out. The sink
     greeted a new connection before adding its session, so a test reading
     ``sessions`` right after connecting could find none (CI did, under
     load). Holding the store's lock stops the sink's thread where it adds
     the session: no greeting may come before that."""
-    with SMTPSink(event_loop=event_loop) as sink:
+    with SMTPSink(event_loop=choice) as sink:
         with sink._store._lock:  # the sink's thread waits here to add it
             sock = socket.create_connection((sink.host, sink.port), timeout=0.5)
             try:
