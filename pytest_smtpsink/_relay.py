@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import io
 import ipaddress
+import os
 import queue
 import re
 import threading
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
 UpstreamTLS = Literal["starttls", "implicit"]
 RelayStatus = Literal["pending", "relayed", "refused", "failed", "not-matched"]
 
+#: Where a relay URL that names a user but no password finds the password.
+RELAY_PASSWORD_VARIABLE = "SMTPSINK_RELAY_PASSWORD"
 #: Seconds the relay thread keeps an idle upstream connection open for the
 #: next message before it says QUIT: a burst of mail shares one connection,
 #: and a test's upstream session still ends soon after its last message.
@@ -194,12 +197,24 @@ def parse_upstream(url: str) -> Upstream:
         raise ValueError(
             "the URL has a password but no user name (smtp://user:password@host)"
         )
+    if username and password is None:
+        # A command line (--relay, --smtpsink-relay) is visible to every
+        # user of the machine in its process list, and often in CI logs.
+        password = os.environ.get(RELAY_PASSWORD_VARIABLE)
+        if password is None:
+            raise ValueError(
+                f"the URL names the user {urllib.parse.unquote(username)!r} but "
+                "no password: write it in the URL (smtp://user:password@host) "
+                f"or, to keep it off command lines, set {RELAY_PASSWORD_VARIABLE}"
+            )
+    else:
+        password = urllib.parse.unquote(password) if password is not None else None
     return Upstream(
         host=host,
         port=port if port is not None else default_port,
         tls=tls,
         username=urllib.parse.unquote(username) if username else None,
-        password=urllib.parse.unquote(password) if password is not None else None,
+        password=password,
         ca_file=ca_file,
     )
 

@@ -128,7 +128,9 @@ _OPTIONS = (
     _Option(
         "relay",
         "relay the mail of every sink to this upstream, e.g. smtp://host:port "
-        "(see the Relay and MX docs page); needs --smtpsink-relay-to.",
+        "(see the Relay and MX docs page); needs --smtpsink-relay-to. With "
+        "user@host and no password, the password is read from "
+        "SMTPSINK_RELAY_PASSWORD.",
     ),
     _Option(
         "relay_to",

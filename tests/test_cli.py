@@ -682,13 +682,18 @@ def test_bad_argument_in_a_subprocess_is_a_usage_error() -> None:
     assert "argument --port: must be a number from 0 to 65535" in result.stderr
 
 
-def test_relay_outcomes_are_printed(start: Callable[..., Sink]) -> None:
+def test_relay_outcomes_are_printed(
+    start: Callable[..., Sink], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The password from the environment, as the --relay help advises: a
+    # command line shows in the process list.
+    monkeypatch.setenv("SMTPSINK_RELAY_PASSWORD", "pw-secret")
     with SMTPSink(
         hostname="upstream.test", auth={"relay": "pw-secret"}, auth_plaintext=True
     ) as upstream:
         sink = start(
             "--relay",
-            f"smtp://relay:pw-secret@127.0.0.1:{upstream.port}",
+            f"smtp://relay@127.0.0.1:{upstream.port}",
             "--relay-to",
             r".*@partner\.example",
         )

@@ -763,6 +763,49 @@ def test_relay_password_never_shows() -> None:
     assert PASSWORD not in str(raised.value)
 
 
+def test_a_relay_user_without_a_password_needs_the_environment_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SMTPSINK_RELAY_PASSWORD", raising=False)
+    with pytest.raises(SettingsError) as raised:
+        SinkSettings(relay="smtp://ann@127.0.0.1:2525", relay_to=".*")
+    assert str(raised.value) == (
+        "relay: the URL names the user 'ann' but no password: write it in the "
+        "URL (smtp://user:password@host) or, to keep it off command lines, set "
+        "SMTPSINK_RELAY_PASSWORD"
+    )
+    # An empty password in the URL is a password: the variable is not read.
+    monkeypatch.setenv("SMTPSINK_RELAY_PASSWORD", PASSWORD)
+    assert parse_upstream("smtp://ann:@127.0.0.1:2525").password == ""
+
+
+def test_a_relay_password_from_the_environment_logs_in_and_never_shows(
+    smtpsink_factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMTPSINK_RELAY_PASSWORD", PASSWORD)
+    upstream = smtpsink_factory(
+        auth={"ann@example.com": PASSWORD}, auth_required=True, auth_plaintext=True
+    )
+    sink = smtpsink_factory(
+        relay=f"smtp://ann%40example.com@127.0.0.1:{upstream.port}", relay_to=".*"
+    )
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail("app@example.com", ["bob@example.com"], b"Subject: 1\r\n\r\n")
+    message = sink.wait_for()
+    wait_relayed(sink, message)
+    assert message.relay is not None
+    assert message.relay.status == "relayed", message.relay
+    assert upstream.wait_for().envelope.rcpt_to == ("bob@example.com",)
+    (session,) = upstream.sessions
+    assert session.authenticated_as == "ann@example.com"
+    assert message.relay.delivery is not None
+    shown = "\n".join(
+        [repr(message.relay), *map(str, message.relay.delivery.transcript)]
+    )
+    assert f"smtp://ann%40example.com@127.0.0.1:{upstream.port}" in shown
+    assert PASSWORD not in shown
+
+
 # -- automatic relay: behaviour ----------------------------------------------------------
 
 
