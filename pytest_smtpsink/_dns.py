@@ -99,7 +99,8 @@ class DNSQuery:
     """The reply's rcode (``NOERROR``, ``NXDOMAIN``, ``SERVFAIL``,
     ``FORMERR``, ``NOTIMP``, ``REFUSED``, ``BADVERS``: an EDNS version
     other than 0, ``NOTAUTH``: a query signed with TSIG), or ``no answer`` (a ``hang`` or
-    ``disconnect`` fault rule) or ``ignored`` (not a query, shorter than a
+    ``disconnect`` fault rule, or an answer a ``delay`` held back that was
+    never sent: the note says which and why) or ``ignored`` (not a query, shorter than a
     DNS header, cut short: its TCP connection closed before its end, or a
     TCP connection that sent nothing and was closed)."""
     answers: tuple[str, ...] = ()
@@ -140,6 +141,8 @@ class _Plan:
     reply: bytes | None
     delay: float = 0.0
     close: bool = False
+    number: int = 0
+    """The recorded query's number (for a delayed reply: see `unsent`)."""
 
 
 _NOTHING = _Plan(None)
@@ -163,6 +166,8 @@ class DNSServer:
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.base_events.Server | None = None
         self._tcp_writers: set[asyncio.StreamWriter] = set()
+        self._udp_protocol: _UDPProtocol | None = None
+        self._closed = False
 
     # -- lifecycle (start: from a test thread; close: on the loop) -------------
 
@@ -171,7 +176,7 @@ class DNSServer:
         # A free port for UDP, then the same number for TCP; another
         # program may hold that TCP port, so try a few.
         for _ in range(20):
-            udp, _protocol = await loop.create_datagram_endpoint(
+            udp, protocol = await loop.create_datagram_endpoint(
                 lambda: _UDPProtocol(self), local_addr=(self.host, 0)
             )
             port = udp.get_extra_info("sockname")[1]
@@ -181,6 +186,7 @@ class DNSServer:
                 udp.close()
                 continue
             self._udp, self._tcp, self.port = udp, tcp, port
+            self._udp_protocol = protocol
             return
         raise OSError("no port free for both UDP and TCP")  # pragma: no cover
 
@@ -189,6 +195,9 @@ class DNSServer:
 
     def close(self) -> None:
         """Stop serving (loop thread, from the sink's shutdown)."""
+        self._closed = True
+        if self._udp_protocol is not None:
+            self._udp_protocol.drop_late_answers()
         if self._udp is not None:
             self._udp.close()
         if self._tcp is not None:
@@ -247,10 +256,11 @@ class DNSServer:
         name: str | None = None,
         rdtype: str | None = None,
         answers: tuple[str, ...] = (),
-    ) -> None:
+    ) -> int:
+        number = next(self._numbers)
         self._record(
             DNSQuery(
-                next(self._numbers),
+                number,
                 time.time(),
                 transport,
                 peer,
@@ -261,6 +271,34 @@ class DNSServer:
                 note,
             )
         )
+        return number
+
+    def unsent(self, plan: _Plan, why: str) -> None:
+        """Record that the answer of ``plan``, held back by a delay fault,
+        was never sent: its record said what it would be (loop thread, or
+        the stopping thread once the loop has stopped)."""
+        with self._lock:
+            for index in range(len(self._queries) - 1, -1, -1):
+                query = self._queries[index]
+                if query.number == plan.number:
+                    others = [
+                        note
+                        for note in query.note.split("; ")
+                        if note and not note.startswith("answered after ")
+                    ]
+                    due = (
+                        f"{query.outcome} due after {plan.delay:g}s, never sent: {why}"
+                    )
+                    self._queries[index] = dataclasses.replace(
+                        query,
+                        outcome="no answer",
+                        answers=(),
+                        note="; ".join([due, *others]),
+                    )
+                    break
+                if query.number < plan.number:
+                    return  # no longer kept
+        self._store.touch()
 
     def _answer(
         self, data: bytes, transport: Transport, peer: tuple[str, int]
@@ -368,7 +406,7 @@ class DNSServer:
             rcode = dns.rcode.SERVFAIL if step.code < 500 else dns.rcode.REFUSED
             response.set_rcode(rcode)
             notes.append(f"fault: {step.code}")
-            self._note(
+            number = self._note(
                 transport,
                 peer,
                 dns.rcode.to_text(rcode),
@@ -376,12 +414,12 @@ class DNSServer:
                 name=name_text,
                 rdtype=type_text,
             )
-            return _Plan(response.to_wire(), delay)
+            return _Plan(response.to_wire(), delay, number=number)
         published = self.rules  # one snapshot: a test may publish meanwhile
         rules = [r for r in published if r.name == name]
         if any(r.kind == "nxdomain" for r in rules):
             response.set_rcode(dns.rcode.NXDOMAIN)
-            self._note(
+            number = self._note(
                 transport,
                 peer,
                 "NXDOMAIN",
@@ -389,7 +427,7 @@ class DNSServer:
                 name=name_text,
                 rdtype=type_text,
             )
-            return _Plan(response.to_wire(), delay)
+            return _Plan(response.to_wire(), delay, number=number)
         records = [r for r in rules if r.kind == "record"]
         if not records and not _has_names_below(published, name):
             # A name with none of its own records exists all the same when
@@ -424,7 +462,7 @@ class DNSServer:
                 if transport == "udp"
                 else f"truncated: too big for a DNS message ({limit} bytes)"
             )
-        self._note(
+        number = self._note(
             transport,
             peer,
             dns.rcode.to_text(response.rcode()),
@@ -433,7 +471,7 @@ class DNSServer:
             rdtype=type_text,
             answers=answers,
         )
-        return _Plan(wire, delay)
+        return _Plan(wire, delay, number=number)
 
     def _unknown_key(
         self, query: dns.message.Message, transport: Transport, peer: tuple[str, int]
@@ -512,7 +550,7 @@ class DNSServer:
                     break
                 if plan.reply is not None and plan.delay:
                     framed = len(plan.reply).to_bytes(2, "big") + plan.reply
-                    task = asyncio.ensure_future(_late(writer, framed, plan.delay))
+                    task = asyncio.ensure_future(self._late(writer, framed, plan))
                     late.add(task)
                     task.add_done_callback(late.discard)
                 elif plan.reply is not None:
@@ -563,6 +601,23 @@ class DNSServer:
             self._tcp_writers.discard(writer)
             writer.close()
 
+    async def _late(
+        self, writer: asyncio.StreamWriter, framed: bytes, plan: _Plan
+    ) -> None:
+        """A TCP answer that a delay fault holds back, sent when it is due."""
+        try:
+            await asyncio.sleep(plan.delay)
+        except asyncio.CancelledError:
+            self.unsent(plan, self._why_unsent("its TCP connection closed first"))
+            raise
+        if writer.is_closing():
+            self.unsent(plan, self._why_unsent("its TCP connection closed first"))
+        else:
+            writer.write(framed)
+
+    def _why_unsent(self, otherwise: str) -> str:
+        return "the sink stopped first" if self._closed else otherwise
+
     @staticmethod
     async def _next_byte(
         reader: asyncio.StreamReader, late: set[asyncio.Task[None]]
@@ -575,13 +630,6 @@ class DNSServer:
             except asyncio.TimeoutError:
                 if not late:
                     raise
-
-
-async def _late(writer: asyncio.StreamWriter, framed: bytes, delay: float) -> None:
-    """A TCP answer that a delay fault holds back, sent when it is due."""
-    await asyncio.sleep(delay)
-    if not writer.is_closing():
-        writer.write(framed)
 
 
 def _has_names_below(rules: Sequence[_Rule], name: dns.name.Name) -> bool:
@@ -634,6 +682,8 @@ class _UDPProtocol(asyncio.DatagramProtocol):
     def __init__(self, server: DNSServer) -> None:
         self.server = server
         self.transport: asyncio.DatagramTransport | None = None
+        # Answers a delay fault holds back, until they are sent.
+        self._late: dict[int, tuple[asyncio.TimerHandle, _Plan]] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -643,11 +693,24 @@ class _UDPProtocol(asyncio.DatagramProtocol):
         if plan.reply is None:
             return  # a hang or a disconnect, over UDP: no answer
         if plan.delay:
-            asyncio.get_running_loop().call_later(
-                plan.delay, self._send, plan.reply, addr
+            handle = asyncio.get_running_loop().call_later(
+                plan.delay, self._send_late, plan, addr
             )
+            self._late[plan.number] = handle, plan
         else:
             self._send(plan.reply, addr)
+
+    def _send_late(self, plan: _Plan, addr: tuple[str | Any, int]) -> None:
+        self._late.pop(plan.number, None)
+        assert plan.reply is not None
+        self._send(plan.reply, addr)
+
+    def drop_late_answers(self) -> None:
+        """The sink stops: what is held back is never sent (and says so)."""
+        late, self._late = self._late, {}
+        for handle, plan in late.values():
+            handle.cancel()
+            self.server.unsent(plan, "the sink stopped first")
 
     def _send(self, reply: bytes, addr: tuple[str | Any, int]) -> None:
         transport = self.transport

@@ -517,7 +517,36 @@ def test_a_sink_stops_at_once_with_a_delayed_answer_pending(transport: str) -> N
         if transport == "tcp":
             assert client.recv(1) == b""  # closed, no answer
     (query,) = zone.queries
-    assert (query.outcome, query.note) == ("NOERROR", "answered after 3600s")
+    assert (query.outcome, query.note) == (
+        "no answer",
+        "NOERROR due after 3600s, never sent: the sink stopped first",
+    )
+
+
+def test_a_late_answer_never_sent_says_so_and_keeps_the_other_notes(
+    smtpsink: Mailbox,
+) -> None:
+    zone = smtpsink.dns
+    smtpsink.delay("DNS:A", 3600, match="late.example")
+    smtpsink.fail("DNS:A", 451, match="late.example")
+    client = _ask_late(zone, "tcp")
+    smtpsink.wait_until(lambda: len(zone.queries) == 1, timeout=30)
+    assert zone.queries[0].note == "answered after 3600s; fault: 451"
+    # The client gives up and resets the connection (a close alone may be
+    # a half-close: a client may still read the answers it is owed).
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+
+    smtpsink.wait_until(lambda: zone.queries[0].outcome == "no answer", timeout=30)
+    (query,) = zone.queries
+    assert query.note == (
+        "SERVFAIL due after 3600s, never sent: its TCP connection closed first; "
+        "fault: 451"
+    )
+    assert str(query).endswith(
+        "late.example. A: no answer (SERVFAIL due after 3600s, never sent: its "
+        "TCP connection closed first; fault: 451)"
+    )
 
 
 def _drop_a_sink_asked_late(transport: str) -> tuple[socket.socket, Any, int, int]:
