@@ -179,6 +179,13 @@ class MXDelivery:
                     address, port, local_hostname=self.helo, timeout=self.timeout
                 ) as client:
                     return client.sendmail(sender, recipients, raw)
+            except smtplib.SMTPConnectError as error:
+                # A greeting that turns the client away (421, or 554 "no
+                # service here", RFC 5321 3.1) speaks for this server, not
+                # for the message: the next address or MX host may take
+                # it, as Postfix does (smtp_skip_5xx_greeting).
+                text = error.smtp_error.decode("utf-8", "replace")
+                unreachable.append(f"{address}: greeted {error.smtp_code} {text}")
             except smtplib.SMTPResponseException as error:
                 reply = (
                     f"{error.smtp_code} {error.smtp_error.decode('utf-8', 'replace')}"

@@ -128,10 +128,13 @@ def mx_delivery(zone, ports=None):
     return MXDelivery(resolver=zone.resolver(), port_for=ports.__getitem__)
 
 
-def test_falls_back_to_the_second_mx_when_the_first_refuses(smtpsink, smtpsink_factory):
+@pytest.mark.parametrize("code", [421, 554])
+def test_falls_back_to_the_second_mx_when_the_first_refuses(
+    smtpsink, smtpsink_factory, code
+):
     backup = smtpsink_factory(hostname="backup.test")
     smtpsink.dns.mx("partner.example", [(10, smtpsink), (20, backup)])
-    smtpsink.fail("CONNECT", 421)  # the first MX turns everyone away
+    smtpsink.fail("CONNECT", code)  # the first MX turns everyone away
 
     used = mx_delivery(smtpsink.dns).deliver(
         "list@forwarder.example", ["bob@partner.example"], RAW
