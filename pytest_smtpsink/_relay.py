@@ -26,11 +26,13 @@ import contextlib
 import dataclasses
 import io
 import ipaddress
+import logging
 import os
 import queue
 import re
 import threading
 import time
+import traceback
 import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -60,6 +62,7 @@ _LINGER = 0.2
 #: content with the next message's replies. A burst costs the upstream one
 #: wake-up per message; a lone message is sent this much later.
 _PIPELINE_WAIT = 0.005
+LOG = logging.getLogger("pytest_smtpsink")
 
 _SCHEMES: dict[str, tuple[UpstreamTLS | None, int]] = {
     "smtp": (None, 25),
@@ -1432,44 +1435,96 @@ class Relayer:
         # wait for both, or at once when nothing else is queued.
         flight: _Flight | None = None
         while True:
+            idle = False
             try:
                 if flight is not None:
                     item = self._queue.get(timeout=_PIPELINE_WAIT)
                 else:
                     item = self._queue.get(timeout=_LINGER if connection else None)
             except queue.Empty:
-                if flight is not None:
-                    self._settle(flight)
-                    flight = None
-                    continue
-                assert connection is not None
-                connection.close()
-                connection = None
-                continue
-            if item is None:
+                idle, item = True, None
+            if item is None and not idle:
                 break
-            message, matched = item
-            if self._stopping:
-                self._stopped(message, matched)
-                continue
-            if (
-                connection is not None
-                and connection.open
-                and flight is not None
-                and connection.pipelining
-            ):
-                connection, flight = self._pipelined(
-                    message, matched, connection, flight
-                )
-                continue
-            if flight is not None:
-                self._settle(flight)
-                flight = None
-            connection, flight = self._relay(message, matched, connection)
+            try:
+                if item is None:
+                    connection, flight = self._idle(connection, flight)
+                else:
+                    connection, flight = self._step(*item, connection, flight)
+            except Exception as error:
+                # A bug, not the upstream's doing (that is a RelayError):
+                # the messages in hand fail saying so, and the thread lives
+                # on for the rest, instead of leaving every later message
+                # pending for ever.
+                in_hand = [] if item is None else [item]
+                if flight is not None:
+                    in_hand.append(flight[:2])
+                self._bug(error, in_hand)
+                if connection is not None:
+                    connection.close(quit=False)
+                connection, flight = None, None
         if flight is not None:
             self._settle(flight)
         if connection is not None:
             connection.close()
+
+    def _bug(
+        self, error: Exception, in_hand: list[tuple[Message, tuple[str, ...]]]
+    ) -> None:
+        """Fail the messages in hand with ``error``, and log its traceback
+        for a bug report (the upstream's password masked, should a bug put
+        it in a message)."""
+        password = self.upstream.password
+
+        def masked(text: str) -> str:
+            return text.replace(password, "****") if password else text
+
+        for message, matched in in_hand:
+            if message.relay is None or not message.relay.done:
+                reply = masked(f"the relay failed: {error!r}")
+                self._finish(
+                    message,
+                    RelayOutcome("failed", self.upstream.url, matched, reply=reply),
+                )
+        LOG.error(
+            "the relay to %s failed; please report this bug in pytest-smtpsink:\n%s",
+            self.upstream.url,
+            masked("".join(traceback.format_exception(error))),
+        )
+
+    def _idle(
+        self, connection: _Connection | None, flight: _Flight | None
+    ) -> tuple[_Connection | None, _Flight | None]:
+        """The queue stayed empty for a while (see _LINGER and
+        _PIPELINE_WAIT): settle the message in flight, else let the idle
+        connection go."""
+        if flight is not None:
+            self._settle(flight)
+            return connection, None
+        assert connection is not None
+        connection.close()
+        return None, None
+
+    def _step(
+        self,
+        message: Message,
+        matched: tuple[str, ...],
+        connection: _Connection | None,
+        flight: _Flight | None,
+    ) -> tuple[_Connection | None, _Flight | None]:
+        """Relay ``message`` (pipelined behind ``flight`` if it can be)."""
+        if self._stopping:
+            self._stopped(message, matched)
+            return connection, flight
+        if (
+            connection is not None
+            and connection.open
+            and flight is not None
+            and connection.pipelining
+        ):
+            return self._pipelined(message, matched, connection, flight)
+        if flight is not None:
+            self._settle(flight)
+        return self._relay(message, matched, connection)
 
     def _settle(self, flight: _Flight) -> None:
         """Read a pipelined message's final reply; record its outcome."""
@@ -1572,12 +1627,10 @@ class Relayer:
             if connection is not None and not connection.open:
                 connection = None
             return connection, None
-        except Exception as error:  # pragma: no cover - a bug; keep the thread alive
-            self._finish(
-                message,
-                RelayOutcome("failed", self.upstream.url, matched, reply=repr(error)),
-            )
-            return None, None
+        except Exception:  # a bug (see _run): maybe on a connection made here
+            if connection is not None:
+                connection.close(quit=False)
+            raise
         self._relayed(message, matched, delivery)
         return connection, None
 

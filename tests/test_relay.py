@@ -31,6 +31,7 @@ from pytest_smtpsink import (
     SinkError,
     SinkSettings,
     SMTPSink,
+    _relay,
 )
 from pytest_smtpsink._relay import parse_upstream
 
@@ -980,6 +981,60 @@ def test_an_upstream_closing_after_a_reply_gets_the_rest_on_a_new_connection(
         f"u{n}@partner.example" for n in range(1, 5)
     ]
     assert len({id(m.session) for m in relayed}) == 1  # a new connection
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_a_bug_in_the_relay_fails_its_message_and_the_rest_are_relayed(
+    smtpsink_factory: Factory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    pipelining: bool,
+) -> None:
+    """A bug (an exception no upstream causes) in any step of the relay
+    thread fails the message it was on, saying so, and masks the password;
+    the thread goes on with the next message instead of dying and leaving
+    every later message pending."""
+    upstream = smtpsink_factory(
+        hostname=f"upstream-{pipelining}.test",  # not the other case's sink
+        auth={"ann": PASSWORD},
+        auth_required=True,
+        auth_plaintext=True,
+    )
+    if not pipelining:
+        upstream.hide("PIPELINING")
+    # A step of each way through the thread: the final reply of a
+    # pipelined message is read apart from its commands' replies.
+    step = "read_final_reply" if pipelining else "send"
+    connection_class = _relay._Connection
+    original = getattr(connection_class, step)
+    calls: list[object] = []
+
+    def broken_once(self: object, *args: object, **kwargs: object) -> object:
+        calls.append(self)
+        if len(calls) == 1:
+            raise RuntimeError(f"a bug near {PASSWORD}")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(connection_class, step, broken_once)
+    sink = smtpsink_factory(
+        relay=f"smtp://ann:{PASSWORD}@127.0.0.1:{upstream.port}", relay_to=".*"
+    )
+
+    first = capture(sink, b"Subject: 1\r\n\r\n", ["ann@partner.example"])
+    wait_relayed(sink, first)
+    capture(sink, b"Subject: 2\r\n\r\n", ["bob@partner.example"])
+    second = sink.wait_for(2)[1]
+    wait_relayed(sink, second)
+
+    assert (relay_of(first).status, relay_of(first).reply) == (
+        "failed",
+        "the relay failed: RuntimeError('a bug near ****')",
+    )
+    assert relay_of(second).status == "relayed", relay_of(second)
+    assert upstream.wait_for().envelope.rcpt_to == ("bob@partner.example",)
+    assert "please report this bug in pytest-smtpsink" in caplog.text
+    assert "RuntimeError: a bug near ****" in caplog.text
+    assert PASSWORD not in caplog.text + repr(relay_of(first)) + first.summary()
 
 
 def test_a_dead_upstream_fails_the_relay_not_the_client(
