@@ -555,6 +555,8 @@ class _Connection:
     ) -> None:
         self.upstream = upstream
         self.timeout = timeout
+        #: The relay's test this connection was opened for (`Relayer.next_test`).
+        self.test = 0
         self.client: Any = None
         url = upstream.url
         context = None
@@ -1409,6 +1411,9 @@ class Relayer:
             queue.SimpleQueue()
         )
         self._stopping = False
+        # Bumped when a test begins (`next_test`): a connection opened for
+        # an earlier test is not used for its mail (see _step).
+        self._test = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -1425,6 +1430,14 @@ class Relayer:
             return
         message.relay = RelayOutcome("pending", url, matched)
         self._queue.put((message, matched))
+
+    def next_test(self) -> None:
+        """A new test begins: its mail goes on a connection of its own, so
+        that the upstream's session is in that test's view of the upstream
+        (and a rule the test sets on the upstream, hide("PIPELINING") say,
+        meets the relay's EHLO), not on a connection still open from the
+        test before."""
+        self._test += 1
 
     # -- the relay thread -------------------------------------------------------------
 
@@ -1512,6 +1525,12 @@ class Relayer:
         flight: _Flight | None,
     ) -> tuple[_Connection | None, _Flight | None]:
         """Relay ``message`` (pipelined behind ``flight`` if it can be)."""
+        if connection is not None and connection.test != self._test:
+            if flight is not None:
+                self._settle(flight)
+                flight = None
+            connection.close()
+            connection = None
         if self._stopping:
             self._stopped(message, matched)
             return connection, flight
@@ -1608,6 +1627,7 @@ class Relayer:
                 connection.close(quit=False)
             if connection is None or not connection.open:
                 connection = _Connection(self.upstream, self.timeout, self.hostname)
+                connection.test = self._test
             if connection.pipelining:
                 transaction = connection.write_commands(
                     raw, envelope.mail_from, matched, envelope.smtputf8, body, dsn=dsn

@@ -594,8 +594,12 @@ class SMTPSink(Mailbox):
         """Forget what arrived before ``view`` was made, in every mailbox of
         this sink, freeing its memory (per-test isolation: the fixtures call
         it when a test opens its first mailbox). Objects a test still holds
-        stay readable."""
+        stay readable. A relaying sink's next message goes on a new upstream
+        connection: the upstream's view of this test then has its session."""
         self._store.discard_before(view._cursor, from_sessions=True)
+        runtime = self._runtime
+        if runtime is not None and runtime.state.relay is not None:
+            runtime.state.relay.next_test()
 
     def follow(self) -> Follower:
         """What arrives from now on, handed out once and then forgotten:

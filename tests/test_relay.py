@@ -1146,6 +1146,41 @@ def test_relay_outcome_is_in_the_failure_report(pytester: pytest.Pytester) -> No
     )
 
 
+def test_each_test_relays_on_a_connection_of_its_own(
+    pytester: pytest.Pytester,
+) -> None:
+    """The same settings give each test the same (pooled) sinks; the relay
+    connection a test opened is not used for the next test's mail, which
+    then has its upstream session in its own view, EHLO and all."""
+    pytester.makepyfile(
+        """
+        import smtplib
+        import pytest
+
+        @pytest.mark.parametrize("hide", [False, True])
+        def test_relay(smtpsink_factory, hide):
+            upstream = smtpsink_factory(hostname="upstream.test")
+            if hide:
+                upstream.hide("PIPELINING")
+            sink = smtpsink_factory(
+                relay=f"smtp://127.0.0.1:{upstream.port}", relay_to=".*"
+            )
+            with smtplib.SMTP(sink.host, sink.port) as client:
+                client.sendmail("a@example.com", ["b@example.com"], "Subject: s\\r\\n\\r\\n")
+            message = sink.wait_for()
+            sink.wait_until(lambda: message.relay.done)
+            assert message.relay.status == "relayed"
+            (session,) = upstream.sessions
+            assert session.messages == (upstream.wait_for(),)
+            ehlo = session.transcript[1]
+            assert ehlo.line.upper().startswith("EHLO ")
+            assert ("250-PIPELINING" in ehlo.replies) is not hide
+        """
+    )
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(passed=2)
+
+
 def relay_threads() -> list[str]:
     import threading
 
