@@ -137,6 +137,9 @@ class Sink:
                 raise AssertionError(
                     f"no line matching {pattern!r} within {TIMEOUT} s; output so far:\n"
                     + "\n".join(self.seen)
+                    # A thread's traceback, say: the sink runs on meanwhile.
+                    + "\nstderr so far:\n"
+                    + "".join(self._errors)
                 ) from None
             if line is None:
                 raise AssertionError(
