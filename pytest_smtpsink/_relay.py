@@ -1458,27 +1458,36 @@ class Relayer:
                 idle, item = True, None
             if item is None and not idle:
                 break
-            try:
-                if item is None:
-                    connection, flight = self._idle(connection, flight)
-                else:
-                    connection, flight = self._step(*item, connection, flight)
-            except Exception as error:
-                # A bug, not the upstream's doing (that is a RelayError):
-                # the messages in hand fail saying so, and the thread lives
-                # on for the rest, instead of leaving every later message
-                # pending for ever.
-                in_hand = [] if item is None else [item]
-                if flight is not None:
-                    in_hand.append(flight[:2])
-                self._bug(error, in_hand)
-                if connection is not None:
-                    connection.close(quit=False)
-                connection, flight = None, None
-        if flight is not None:
-            self._settle(flight)
+            connection, flight = self._turn(item, connection, flight)
+        if flight is not None:  # stopping: its final reply, as when idle
+            connection, flight = self._turn(None, connection, flight)
         if connection is not None:
             connection.close()
+
+    def _turn(
+        self,
+        item: tuple[Message, tuple[str, ...]] | None,
+        connection: _Connection | None,
+        flight: _Flight | None,
+    ) -> tuple[_Connection | None, _Flight | None]:
+        """Relay the queued ``item``, or, if None (the queue stayed empty),
+        settle what is in flight or let the connection go."""
+        try:
+            if item is None:
+                return self._idle(connection, flight)
+            return self._step(*item, connection, flight)
+        except Exception as error:
+            # A bug, not the upstream's doing (that is a RelayError): the
+            # messages in hand fail saying so, and the thread lives on for
+            # the rest, instead of leaving every later message pending for
+            # ever.
+            in_hand = [] if item is None else [item]
+            if flight is not None:
+                in_hand.append(flight[:2])
+            self._bug(error, in_hand)
+            if connection is not None:
+                connection.close(quit=False)
+            return None, None
 
     def _bug(
         self, error: Exception, in_hand: list[tuple[Message, tuple[str, ...]]]
