@@ -37,6 +37,7 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._credentials import credential_forms, mask_anywhere
 from ._session import Exchange, _lines
 from ._text import printable
 
@@ -1495,10 +1496,16 @@ class Relayer:
         """Fail the messages in hand with ``error``, and log its traceback
         for a bug report (the upstream's password masked, should a bug put
         it in a message)."""
-        password = self.upstream.password
+        upstream = self.upstream
+        # Every form of it: as given, in base64, and as a PLAIN response.
+        secrets = (
+            credential_forms({upstream.username or "": upstream.password}, None)
+            if upstream.password
+            else []
+        )
 
         def masked(text: str) -> str:
-            return text.replace(password, "****") if password else text
+            return mask_anywhere(text, secrets)
 
         for message, matched in in_hand:
             if message.relay is None or not message.relay.done:
@@ -1656,7 +1663,7 @@ class Relayer:
             if connection is not None and not connection.open:
                 connection = None
             return connection, None
-        except Exception:  # a bug (see _run): maybe on a connection made here
+        except Exception:  # a bug (see _turn): maybe on a connection made here
             if connection is not None:
                 connection.close(quit=False)
             raise
