@@ -1114,6 +1114,14 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                 self._implicit_tls.cancel()
         else:
             super().connection_lost(error)
+            # asyncio keeps a reset's error in the protocol's closed future
+            # and marks it read only in the protocol's __del__; when both die
+            # in one garbage-collector cycle, the future may go first and log
+            # "Future exception was never retrieved" (seen on 3.12, under
+            # load). Nothing here awaits that future: read it now.
+            closed = self._closed  # type: ignore[attr-defined]
+            if closed.done() and not closed.cancelled():
+                closed.exception()
             handler = self._handler_coroutine
             if handler is not None and not handler.done():
                 handler.add_done_callback(self._break_cycles)
