@@ -594,12 +594,26 @@ class DNSServer:
             elif not asked:
                 self.cut_short(peer, f"closed: nothing sent for {_TCP_IDLE:g} s")
         except ConnectionError:
-            pass  # the client is gone
+            # The client is gone: reset, mid-message or not. asyncio keeps
+            # the reset's error in the connection's closed-future too, marked
+            # read only when the connection is freed; in a reference cycle
+            # (3.12, debug mode) the future may be freed first and log
+            # "Future exception was never retrieved". Read it here (the
+            # connection is lost already: this does not wait), then record.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), _TCP_IDLE)
+            if draining:
+                pass  # its answer was on its way: the query is recorded
+            elif size is not None:
+                self.cut_short(peer, f"connection reset inside its {size}-byte message")
+            elif begun:
+                self.cut_short(peer, "connection reset inside its 2-byte length")
         finally:
             for task in late:
                 task.cancel()
             self._tcp_writers.discard(writer)
             writer.close()
+            self._store.touch()  # wakes a wait for the connection's end
 
     async def _late(
         self, writer: asyncio.StreamWriter, framed: bytes, plan: _Plan
