@@ -51,7 +51,7 @@ from ._settings import (
     SinkSettings,
     parse_size,
 )
-from ._text import plural, printable
+from ._text import clock, plural, printable
 from ._tls import TRUST_HINT
 
 if TYPE_CHECKING:
@@ -622,7 +622,7 @@ class _Reporter:
             peer = format_address(*session.peer[:2])
             protocol = "" if session.protocol == "SMTP" else f" ({session.protocol})"
             self.say(
-                f"{_clock(session.started_at)} session {number} opened from "
+                f"{clock(session.started_at)} session {number} opened from "
                 f"{peer}{protocol}"
             )
 
@@ -658,7 +658,7 @@ class _Reporter:
         if self.quiet:
             return
         ended = session.ended_at or datetime.datetime.now().astimezone()
-        self.say(f"{_clock(ended)} {_session_header(number, session)}")
+        self.say(f"{clock(ended)} {_session_header(number, session)}")
         if self.transcripts:
             for line in session.format_transcript().splitlines():
                 self.say(f"    {line}")
@@ -720,10 +720,6 @@ def _session_header(number: int, session: Session) -> str:
         f"peer {format_address(*session.peer[:2])}, EHLO {session.ehlo or '-'}, "
         f"TLS {tls}, AUTH {auth}, {plural(count, 'message')}"
     )
-
-
-def _clock(moment: datetime.datetime) -> str:
-    return moment.astimezone().strftime("%H:%M:%S.%f")[:-3]
 
 
 def _banner(

@@ -53,7 +53,8 @@ def write_session(directory: Path, number: int, session: Session) -> Path:
     path = directory / f"session-{number:04d}.txt"
     header = (
         f"session {number}: {session.summary()}  "
-        f"started {session.started_at:%Y-%m-%d %H:%M:%S.%f}\n"
+        # Local time, as every line people read, with its offset from UTC.
+        f"started {session.started_at.astimezone():%Y-%m-%d %H:%M:%S.%f %z}\n"
     )
     with path.open("w", encoding="utf-8", newline="\n") as file:
         file.write(header + session.format_transcript() + "\n")

@@ -192,7 +192,7 @@ def message_record(
         number=message.number,
         summary=summary,
         subject=subject,
-        received_at=message.received_at.isoformat(),
+        received_at=message.received_at.astimezone().isoformat(),
         mail_from=message.envelope.mail_from,
         rcpt_to=list(message.envelope.rcpt_to),
         headers=headers,

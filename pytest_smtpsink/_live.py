@@ -56,7 +56,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _html
-from ._text import printable
+from ._text import clock, printable
 
 if TYPE_CHECKING:
     from ._message import Message
@@ -291,7 +291,7 @@ def list_fragment(messages: Sequence[Message], sessions: Sequence[Session]) -> s
             f"{_e(printable(subject or '(no subject)'))}</span>"
             f'<span class="meta">#{message.number} {_e(printable(sender))} &rarr; '
             f"{_e(printable(', '.join(message.envelope.rcpt_to)))} · "
-            f"{message.received_at:%H:%M:%S}</span></a></li>"
+            f"{clock(message.received_at)[:-4]}</span></a></li>"
         )
     unfinished = [s for s in sessions if not s.messages]
     extra = ""

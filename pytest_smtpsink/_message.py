@@ -34,7 +34,7 @@ from email.message import Message as Compat32Message
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from ._mime import getaddresses, parse_compat32, parseaddr
-from ._text import join_shortened, printable, shorten
+from ._text import clock, join_shortened, printable, shorten
 
 if TYPE_CHECKING:
     from ._dkim import DkimResult
@@ -864,8 +864,8 @@ class Message:
             to = join_shortened([a.formatted for a in self.to]) or "-"
             subject = self.subject
             line = (
-                f"{message_label(self)} {self.received_at:%H:%M:%S.%f}"[:-3]
-                + f" {self.envelope.mail_from or '<>'} -> "
+                f"{message_label(self)} {clock(self.received_at)}"
+                f" {self.envelope.mail_from or '<>'} -> "
                 f"{join_shortened(self.envelope.rcpt_to)} | To: {to} | Subject: "
                 f"{subject if subject is None else shorten(subject, 200)!r} | "
                 f"{self.size} bytes"

@@ -9,6 +9,7 @@ transcript lines as values) always stays as received.
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Sequence
 
@@ -49,6 +50,13 @@ def join_shortened(items: Sequence[str], most: int = 3) -> str:
         return ", ".join(items)
     shown = max(most - 1, 1)
     return f"{', '.join(items[:shown])}, ... (+{len(items) - shown:,} more)"
+
+
+def clock(moment: datetime.datetime) -> str:
+    """``"14:03:07.215"``: a stored (UTC) time as the local clock reads it,
+    the same in every line people read, so that it lines up with the
+    application's own logs."""
+    return moment.astimezone().strftime("%H:%M:%S.%f")[:-3]
 
 
 def plural(count: int, noun: str) -> str:

@@ -11,6 +11,7 @@ import smtplib
 import threading
 from collections.abc import Iterator
 from email.message import EmailMessage
+from pathlib import Path
 
 import mailparser
 import pytest
@@ -518,3 +519,36 @@ def test_get_all_reads_the_header_items_once() -> None:
     for name in list(headers) * 3:
         headers.get_all(name)
     assert items.scans - before <= 2  # the names (__iter__) and the index
+
+
+@pytest.fixture
+def new_york_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time is New York's (never UTC's), for one test."""
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_times_people_read_are_local_like_the_applications_logs(
+    smtpsink: Mailbox, send: Send, new_york_time: None, tmp_path: Path
+) -> None:
+    from pytest_smtpsink._files import write_session
+
+    send(subject="When")
+    message = smtpsink.messages.one()
+    local = message.received_at.astimezone()
+    assert local.utcoffset() != datetime.timedelta(0)
+    # The summary line (failure messages, reports, the mailbox listings)
+    # shows the local clock, as the standalone sink's lines do.
+    assert f" {local:%H:%M:%S.%f}"[:-3] + " " in message.summary()
+    assert f" {message.received_at:%H:%M:%S.}" not in message.summary()
+    # A saved session says when it started in local time, with the offset.
+    session = message.session
+    path = write_session(tmp_path, 1, session)
+    assert f"started {session.started_at.astimezone():%Y-%m-%d %H:%M:%S.%f %z}" in (
+        path.read_text()
+    )
