@@ -821,6 +821,14 @@ _ENCAPSULATING = frozenset({"rfc822", "global"})
 _IDENTITY = frozenset({"7bit", "8bit", "binary"})
 #: RFC 2045 6.7 rule 5: encoded lines of at most 76 characters.
 _QP_LINE = 76
+# Python's email package writes quoted-printable lines up to its policy's
+# max_line_length, 78 by default: most Python applications meet this check.
+_PYTHON_QP_LINE = 78
+_PYTHON_QP_HINT = (
+    " (Python's email package writes lines of up to 78 with its default "
+    "policy: give the message policy=email.policy.default.clone("
+    "max_line_length=76))"
+)
 
 
 def _encoding(written: str) -> str:
@@ -1009,7 +1017,8 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
                     f"longer than {_QP_LINE} characters (the longest has "
                     f"{max(long)}); RFC 2045 6.7 requires encoded lines of at most "
                     f"{_QP_LINE}, with soft line breaks ('=' at the end) to split "
-                    "longer ones",
+                    "longer ones"
+                    + (_PYTHON_QP_HINT if max(long) <= _PYTHON_QP_LINE else ""),
                     part=path,
                 )
         is_attachment = disposition == "attachment" or (

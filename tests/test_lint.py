@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import email.policy
 import email.utils
 import gc
 import imaplib
@@ -359,8 +360,35 @@ def test_quoted_printable_lines_over_76_characters_are_an_error() -> None:
         "text/plain is declared quoted-printable but 2 of its lines are longer "
         "than 76 characters (the longest has 78); RFC 2045 6.7 requires "
         "encoded lines of at most 76, with soft line breaks ('=' at the end) "
-        "to split longer ones"
+        "to split longer ones (Python's email package writes lines of up to 78 "
+        "with its default policy: give the message "
+        "policy=email.policy.default.clone(max_line_length=76))"
     )
+    # Longer than Python writes them: no word of Python's policy.
+    [problem] = [
+        p for p in lint(body(b"z" * 79)) if p.code == "quoted-printable-line-too-long"
+    ]
+    assert "longest has 79); RFC 2045" in problem.message
+    assert "Python" not in problem.message
+
+
+def test_python_quoted_printable_passes_with_the_policy_the_hint_names() -> None:
+    # What the email package writes, as the problem's hint says: a long line
+    # of HTML, quoted-printable, with the default policy and the one named.
+    def built(policy: email.policy.Policy) -> bytes:
+        message = EmailMessage(policy=policy)
+        message["From"], message["To"] = "app@example.com", "ann@example.com"
+        message["Subject"], message["Date"] = "Hi", email.utils.formatdate()
+        message["Message-ID"] = email.utils.make_msgid(domain="example.com")
+        message.set_content("Hello\n")
+        message.add_alternative(f"<p>{'word ' * 40}</p>\n", subtype="html")
+        return message.as_bytes(policy=policy.clone(linesep="\r\n"))
+
+    long = [p for p in lint(built(email.policy.default)) if p.severity == "error"]
+    assert [p.code for p in long] == ["quoted-printable-line-too-long"]
+    assert "max_line_length=76" in long[0].message
+    fixed = built(email.policy.default.clone(max_line_length=76))
+    assert [p for p in lint(fixed) if p.severity == "error"] == []
 
 
 @pytest.mark.parametrize(
