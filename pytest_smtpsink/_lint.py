@@ -182,6 +182,7 @@ def check_ignore(
     """``ignore`` as a tuple of codes (a single code may be given as a
     string); a code not in ``known`` is a ValueError, so that a typo does
     not leave a problem unignored without saying why."""
+    __tracebackhide__ = True
     codes = (ignore,) if isinstance(ignore, str) else ignore
     if not isinstance(codes, Iterable):
         raise ValueError(f"{name} must be {kind}s, got {ignore!r}")

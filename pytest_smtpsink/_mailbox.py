@@ -750,11 +750,8 @@ class Mailbox(FaultControls):
             raise AssertionError("\n".join(lines))
 
     def _store_filter(self, criteria: Criteria) -> list[Message]:
-        return [
-            m
-            for m in self._store.messages_since(self._cursor)
-            if _match.matches(m, criteria)
-        ]
+        __tracebackhide__ = True
+        return _match.select(self._store.messages_since(self._cursor), criteria)
 
     def _waited(self, count: int, criteria: Criteria) -> Message | Messages:
         # Filtered from everything this view holds, as assert_sent's are: a

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict, Union
 
 from ._message import Address, Attachment, Message, normalize_address, summary_or_raw
@@ -189,13 +189,27 @@ def _show(value: object) -> str:
 
 
 def matches(message: Message, criteria: Mapping[str, Any]) -> bool:
+    __tracebackhide__ = True  # a predicate's error shows the test's frames
     return not mismatches(message, criteria, stop_at_first=True)
+
+
+def select(messages: Iterable[Message], criteria: Mapping[str, Any]) -> list[Message]:
+    """The ``messages`` that match every criterion, in order."""
+    __tracebackhide__ = True
+    # A loop: before Python 3.12 a comprehension runs in a frame of its own,
+    # which no __tracebackhide__ covers.
+    found = []
+    for message in messages:
+        if matches(message, criteria):
+            found.append(message)
+    return found
 
 
 def mismatches(
     message: Message, criteria: Mapping[str, Any], stop_at_first: bool = False
 ) -> list[str]:
     """The names of the criteria ``message`` fails, in the given order."""
+    __tracebackhide__ = True
     failed = []
     for name, wanted in criteria.items():
         if not _check(message, name, wanted):
@@ -229,6 +243,7 @@ def field_value(message: Message, name: str) -> Any:
 
 
 def _check(message: Message, name: str, wanted: Any) -> bool:
+    __tracebackhide__ = True
     if name in _ADDRESS_FIELDS:
         return _check_addresses(message, name, wanted)
     if name == "header":
@@ -256,6 +271,7 @@ def _check(message: Message, name: str, wanted: Any) -> bool:
 
 
 def _check_addresses(message: Message, name: str, wanted: Any) -> bool:
+    __tracebackhide__ = True
     if callable(wanted) and not isinstance(wanted, (str, re.Pattern)):
         value = field_value(message, name)
         return _ask(wanted, value, message, f"{name}={_show(wanted)}")
@@ -268,6 +284,7 @@ def _check_addresses(message: Message, name: str, wanted: Any) -> bool:
 
 
 def _check_header(message: Message, header: str, wanted: Any) -> bool:
+    __tracebackhide__ = True
     values = message.headers.get_all(header)
     if callable(wanted) and not isinstance(wanted, (str, re.Pattern)):
         value = values[0] if len(values) == 1 else values or None
@@ -278,6 +295,7 @@ def _check_header(message: Message, header: str, wanted: Any) -> bool:
 
 
 def _check_attachments(message: Message, wanted: Any) -> bool:
+    __tracebackhide__ = True
     for item in message.attachments:
         if isinstance(wanted, re.Pattern):
             ok = item.filename is not None and wanted.search(item.filename) is not None

@@ -68,7 +68,7 @@ class Messages(Sequence[Message]):
         __tracebackhide__ = True
         _match.check_names(criteria)
         return Messages(
-            [m for m in self._items if _match.matches(m, criteria)],
+            _match.select(self._items, criteria),
             self._source,
             scope=self._scope,
         )

@@ -154,11 +154,10 @@ class UserMailbox:
         __tracebackhide__ = True
         _match.check_names(criteria)
         wanted_flags = None if flags is None else normalize_flags(flags, in_a_test=True)
-        found = [
-            stored
-            for stored in self.stored(folder)
-            if _match.matches(stored.message, criteria)
-        ]
+        found = []
+        for stored in self.stored(folder):  # a loop: see _match.select
+            if _match.matches(stored.message, criteria):
+                found.append(stored)
         if len(found) == 1 and (wanted_flags is None or found[0].flags == wanted_flags):
             return found[0].message
         want = f"exactly 1 message in {self._where(folder)}"

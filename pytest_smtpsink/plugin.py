@@ -472,6 +472,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     test's own: a module's or class's marker may well cover tests that use
     other sinks.) At set-up, not collection: under ``-W error`` the test
     errors with the warning, rather than the run with an internal error."""
+    __tracebackhide__ = True  # under -W error: the warning, not this hook
     own = item.own_markers
     if not own:
         return

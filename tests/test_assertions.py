@@ -921,6 +921,45 @@ def test_welcome(smtpsink):
     assert "_mailbox.py" not in result.stdout.str()
 
 
+def test_errors_in_a_tests_own_arguments_show_no_plugin_frames(
+    pytester: pytest.Pytester,
+) -> None:
+    # A predicate that raises, an unknown lint code, a marker on a test that
+    # does not use the fixture (under -W error): the test's line and the
+    # plugin's message, not the plugin's code (__tracebackhide__).
+    pytester.makepyfile(
+        """
+import smtplib
+import pytest
+
+def test_predicate(smtpsink):
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("app@example.com", ["ann@example.com"], b"\\r\\nhi\\r\\n")
+    smtpsink.assert_sent(subject=lambda s: s.startswith("Wel"))
+
+def test_lint_code(smtpsink):
+    smtpsink.assert_clean(ignore=["missing-dat"])
+
+@pytest.mark.smtpsink(max_size=1000)
+def test_marker_alone():
+    pass
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist", "-W", "error")
+    result.assert_outcomes(failed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E * @pytest.mark.smtpsink does nothing here:*",
+            "E * the criterion subject=<lambda> raised AttributeError:*",
+            "E * ignore: 'missing-dat' is not a lint code (did you mean 'missing-date'?)*",
+        ],
+        consecutive=False,
+    )
+    output = result.stdout.str()
+    for module in ("_match.py", "_messages.py", "_mailbox.py", "_lint.py", "plugin.py"):
+        assert f"pytest_smtpsink/{module}" not in output
+
+
 def test_failure_hint_for_html_only_text(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
