@@ -498,6 +498,7 @@ class Mailbox(FaultControls):
         if not ok:
             wanted = "at least 1 message" if count is None else plural(count, "message")
             elsewhere = self._elsewhere(criteria)
+            put_in = self._put_in_hint(criteria)
             raise AssertionError(
                 failure_report(
                     wanted,
@@ -506,8 +507,8 @@ class Mailbox(FaultControls):
                     everything,
                     scope=self._scope,
                     elsewhere=elsewhere,
-                    if_none=self._connections_hint(bool(elsewhere)),
-                    notes=[*self._dropped_hint(), *self._put_in_hint(criteria)],
+                    if_none=self._connections_hint(bool(elsewhere), bool(put_in)),
+                    notes=[*self._dropped_hint(), *put_in],
                 )
             )
         if count is None:
@@ -630,10 +631,10 @@ class Mailbox(FaultControls):
         if not everything:
             elsewhere = self._elsewhere({})
             lines = [f"expected mail to check, none arrived {self._scope}"]
-            lines.extend(self._connections_hint(bool(elsewhere)))
+            seeded = len(self._put_in())
+            lines.extend(self._connections_hint(bool(elsewhere), bool(seeded)))
             lines.extend(arrived_elsewhere(elsewhere, {}))
             lines.extend(self._dropped_hint())
-            seeded = len(self._put_in())
             if seeded:
                 lines.append(
                     f"Hint: {plural(seeded, 'message')} "
@@ -778,6 +779,7 @@ class Mailbox(FaultControls):
         everything = self.messages
         found = everything.filter(**criteria)
         elsewhere = self._elsewhere(criteria)
+        put_in = self._put_in_hint(criteria)
         return AssertionError(
             failure_report(
                 f"{plural(count, 'message')} within {limit:g} s (waited {waited:.2f} s)",
@@ -787,8 +789,8 @@ class Mailbox(FaultControls):
                 verb="wait_for timed out: expected",
                 scope=self._scope,
                 elsewhere=elsewhere,
-                if_none=self._connections_hint(bool(elsewhere)),
-                notes=[*self._dropped_hint(), *self._put_in_hint(criteria)],
+                if_none=self._connections_hint(bool(elsewhere), bool(put_in)),
+                notes=[*self._dropped_hint(), *put_in],
             )
         )
 
@@ -824,7 +826,9 @@ class Mailbox(FaultControls):
             if fault.action == "drop" and fault.fired
         ]
 
-    def _connections_hint(self, sent_elsewhere: bool) -> list[str]:
+    def _connections_hint(
+        self, sent_elsewhere: bool, put_in: bool = False
+    ) -> list[str]:
         """For a report where no message arrived: whether any client even
         connected. "Nothing arrived" alone does not tell a client that never
         came (an in-memory test backend, the wrong port) from one that came
@@ -834,8 +838,11 @@ class Mailbox(FaultControls):
             s for s in self._store.sessions_since(self._cursor) if s.protocol == "SMTP"
         ]
         if not smtp:
-            if sent_elsewhere:
-                # The hint about the other sink says where the mail went.
+            if sent_elsewhere or put_in:
+                # The hint about the other sink, or about the mail put in
+                # without SMTP, says where the mail is; "is the code under
+                # test given this host and port?" would send the reader off
+                # looking for a mistake they did not make.
                 return []
             return [
                 f"Hint: no client connected to {self._sink.url} {self._scope} "

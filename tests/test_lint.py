@@ -843,6 +843,7 @@ def test_a_check_with_only_seeded_mail_says_what_it_judges(smtpsink: Mailbox) ->
         "these checks judge the mail the application sent. To judge one of "
         "those, call its lint(), bulk_sender_problems() or spam_report()."
     ) in text, text
+    assert "no client connected" not in text  # it would contradict that hint
 
 
 def test_a_problem_quoting_the_mail_shows_its_control_characters_escaped(

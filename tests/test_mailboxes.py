@@ -179,14 +179,18 @@ def test_assert_sent_says_when_the_match_was_put_in_without_smtp(
         text,
         re.M,
     ), text
+    # Nor the hint that contradicts it (found by a new-user trial).
+    assert "no client connected" not in text
     # The same for wait_for; and nothing is said when the seeded mail does
-    # not match.
+    # not match, where the hint about the host and port is the useful one.
     with pytest.raises(AssertionError) as caught:
         smtpsink.wait_for(subject="Hello", timeout=0)
     assert "\nHint: 1 message matching was put in without SMTP" in str(caught.value)
+    assert "no client connected" not in str(caught.value)
     with pytest.raises(AssertionError) as caught:
         smtpsink.assert_sent(subject="Other")
     assert "put in without SMTP" not in str(caught.value), caught.value
+    assert "\nHint: no client connected to " in str(caught.value)
     # Without criteria, "matching" is left out.
     with pytest.raises(AssertionError) as caught:
         smtpsink.assert_sent()
