@@ -734,13 +734,14 @@ def smtpsink(request: pytest.FixtureRequest) -> Iterator[Mailbox]:
 
 @pytest.fixture
 def smtpsink_factory(request: pytest.FixtureRequest) -> Callable[..., Mailbox]:
-    """Make mailboxes on sinks with other settings::
+    """Make mailboxes on sinks with other settings (TLS, AUTH, ...): equal
+    settings share one server for the whole session; every call returns a
+    new, empty mailbox.
+
+    For example::
 
         def test_tls(smtpsink_factory):
             sink = smtpsink_factory(tls="starttls", auth={"ann": "secret"})
-
-    Equal settings share one server for the whole session; every call returns
-    a new, empty mailbox.
     """
     config = request.config
     pool = config.stash[_POOL_KEY]
