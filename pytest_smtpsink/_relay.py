@@ -1069,9 +1069,6 @@ def _deferred(flight: _InFlight) -> bool:
     return bool(flight.accepted) and any(code == 452 for _, code, _ in flight.refused)
 
 
-_LINE_START_DOT = re.compile(rb"(?:^|(?<=\r\n))\.")
-
-
 def _dot_stuffed(raw: bytes) -> bytes:
     """The content as it goes after DATA, ending with the final dot.
 
@@ -1080,7 +1077,10 @@ def _dot_stuffed(raw: bytes) -> bytes:
     the upstream would not get the captured bytes. A sink's capture always
     ends with CRLF (or is empty); anything else gets one, as SMTP requires.
     """
-    stuffed = _LINE_START_DOT.sub(b"..", raw)
+    # A dot that starts the content or follows a CRLF (not a regular
+    # expression: its look-behind at every byte was the relay thread's
+    # largest single cost after the interpreter itself).
+    stuffed = (b"." + raw if raw.startswith(b".") else raw).replace(b"\r\n.", b"\r\n..")
     if stuffed and not stuffed.endswith(b"\r\n"):
         stuffed += b"\r\n"
     return stuffed + b".\r\n"

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pytest_smtpsink import (
     Mailbox,
@@ -33,7 +35,7 @@ from pytest_smtpsink import (
     SMTPSink,
     _relay,
 )
-from pytest_smtpsink._relay import parse_upstream
+from pytest_smtpsink._relay import _dot_stuffed, parse_upstream
 
 Factory = Callable[..., Mailbox]
 
@@ -95,6 +97,26 @@ def test_release_sends_the_captured_bytes_exactly(
     assert upstream.wait_for().raw == captured.raw
     assert delivery.code == 250
     assert delivery.accepted == ("ann@example.com",)
+
+
+@given(
+    st.lists(st.binary(max_size=8).map(lambda b: b.replace(b"\r\n", b"")), max_size=8)
+)
+def test_dot_stuffing_round_trips_every_line(lines: list[bytes]) -> None:
+    # What a server does with the content (RFC 5321 4.5.2: lines end with
+    # CRLF; a line's first dot is removed; a line of one dot ends it)
+    # gives the captured bytes back, whatever dots, CRs and LFs they hold.
+    raw = b"".join(line + b"\r\n" for line in lines)
+    sent = _dot_stuffed(raw).split(b"\r\n")
+    assert sent[-2:] == [b".", b""]  # the final dot, and only there
+    body = sent[:-2]
+    assert b"." not in body
+    assert (
+        b"".join(
+            (line[1:] if line.startswith(b".") else line) + b"\r\n" for line in body
+        )
+        == raw
+    )
 
 
 def test_release_keeps_dots_and_bare_newlines() -> None:
