@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import ipaddress
 import logging
@@ -42,6 +43,7 @@ from ._session import Exchange, _lines
 from ._text import printable
 
 if TYPE_CHECKING:
+    import datetime
     import ssl
 
     from ._message import Envelope, Message, RecipientDSN
@@ -123,7 +125,7 @@ class Upstream:
     password: str | None = dataclasses.field(default=None, repr=False)
     ca_file: str | None = None
 
-    @property
+    @functools.cached_property  # read for every message relayed
     def url(self) -> str:
         """The upstream as a URL, without any password."""
         scheme = {None: "smtp", "starttls": "smtp+starttls", "implicit": "smtps"}
@@ -320,8 +322,6 @@ def received_header(message: Message, by: str) -> bytes:
     message's number in the sink. The EHLO name is the client's text:
     anything but printable ASCII becomes ``?``, so it cannot break the header.
     """
-    import email.utils
-
     session = message.session
     helo = _UNSAFE.sub("?", session.ehlo or "unknown")[:255] or "unknown"
     peer = session.peer[0]
@@ -332,11 +332,18 @@ def received_header(message: Message, by: str) -> bytes:
         )
     rcpt = message.envelope.rcpt_to
     recipient = f"\r\n\tfor <{_UNSAFE.sub('?', rcpt[0])}>" if len(rcpt) == 1 else ""
-    date = email.utils.format_datetime(message.received_at)
+    date = _header_date(message.received_at.replace(microsecond=0))
     return (
         f"Received: from {helo} ([{peer}])\r\n\tby {by} (pytest-smtpsink) "
         f"with {protocol} id {message.number}{recipient}; {date}\r\n"
     ).encode("ascii", "replace")
+
+
+@functools.lru_cache(maxsize=4)  # the messages of one second share it
+def _header_date(moment: datetime.datetime) -> str:
+    import email.utils
+
+    return email.utils.format_datetime(moment)
 
 
 # -- the client ------------------------------------------------------------------------
@@ -957,11 +964,16 @@ class _Connection:
             code, text = client.read_reply()
         except Exception as error:
             raise self._broken(stage, error, exchanges) from None
-        lines = text.decode("utf-8", "replace").split("\n")
-        exchange.replies.extend(
-            f"{code}{'-' if i < len(lines) - 1 else ' '}{line}".rstrip()
-            for i, line in enumerate(lines)
-        )
+        if b"\n" not in text:  # one line: most replies, four per message
+            exchange.replies.append(
+                f"{code} {text.decode('utf-8', 'replace')}".rstrip()
+            )
+        else:
+            lines = text.decode("utf-8", "replace").split("\n")
+            exchange.replies.extend(
+                f"{code}{'-' if i < len(lines) - 1 else ' '}{line}".rstrip()
+                for i, line in enumerate(lines)
+            )
         try:
             _closing(client, code, text)
         except Exception as error:
