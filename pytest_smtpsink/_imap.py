@@ -49,6 +49,7 @@ from ._imap_fetch import (
 )
 from ._imap_search import BadCharset, parse_search, search_folder
 from ._imap_syntax import (
+    MAX_COMMAND,
     MAX_LINE,
     NO_TAG,
     Arg,
@@ -625,6 +626,7 @@ class _Connection(ReadSideConnection):
         if append:
             # max_size=0 is no limit (as for SMTP), not a limit of 0 octets.
             reader.max_literal = self.settings.max_size or sys.maxsize
+            reader.max_command = reader.max_literal + MAX_COMMAND
         shown_parts = [rest.rstrip(b"\r\n").decode("utf-8", "replace")]
         # An APPEND's fault acts at its first literal, before "+ Ready" and
         # before a byte of it is read (a disconnect in the middle of a

@@ -44,6 +44,9 @@ MAX_LITERAL = 64 * 1024
 MAX_DEPTH = 20
 #: Most arguments (atoms, strings, lists, counted at every depth) per command.
 MAX_ARGS = 10_000
+#: Most bytes of one command, its lines and literals together (an APPEND's
+#: message aside: the server adds its own limit for that).
+MAX_COMMAND = 1024 * 1024
 #: The largest number IMAP allows (nz-number, number: 32 bits unsigned).
 MAX_NUMBER = 4_294_967_295
 
@@ -195,8 +198,10 @@ class CommandReader:
 
     The limits are checked as the bytes arrive: a line longer than
     ``max_line``, a literal announced larger than ``max_literal`` (refused
-    before a byte of it is read), more than ``max_depth`` nested lists or
-    ``max_args`` arguments give an :class:`ImapSyntaxError`. After any
+    before a byte of it is read), a command whose lines and literals would
+    come to more than ``max_command`` bytes (refused as its literal is
+    announced), more than ``max_depth`` nested lists or ``max_args``
+    arguments give an :class:`ImapSyntaxError`. After any
     error or complete command the reader is ready for the next command.
     """
 
@@ -204,9 +209,11 @@ class CommandReader:
     max_literal: int = MAX_LITERAL
     max_depth: int = MAX_DEPTH
     max_args: int = MAX_ARGS
+    max_command: int = MAX_COMMAND
     _parts: list[bytes] = field(default_factory=list)
     _literal_sizes: list[int] = field(default_factory=list)
     _expecting: int | None = None
+    _total: int = 0  # the bytes of _parts
 
     @property
     def in_command(self) -> bool:
@@ -218,6 +225,7 @@ class CommandReader:
         self._parts.clear()
         self._literal_sizes.clear()
         self._expecting = None
+        self._total = 0
 
     def feed_line(self, line: bytes) -> Command | NeedLiteral:
         """Take one line (with its CRLF or LF) of the current command."""
@@ -233,10 +241,21 @@ class CommandReader:
         if not line.endswith(b"\n"):
             line += b"\r\n"
         self._parts.append(line)
+        self._total += len(line)
         literal = _LITERAL_AT_END.search(line)
         if literal is not None:
             size = int(literal.group(1))
             synchronizing = not literal.group(2)
+            if size <= self.max_literal and self._total + size > self.max_command:
+                tag = _tag_of(self._parts[0])
+                total = self._total + size
+                self.reset()
+                raise ImapSyntaxError(
+                    f"command too long ({total} bytes with its literals, at most "
+                    f"{self.max_command})",
+                    tag,
+                    disconnect=not synchronizing,
+                )
             if size > self.max_literal:
                 tag = _tag_of(self._parts[0])
                 self.reset()
@@ -287,6 +306,7 @@ class CommandReader:
                 disconnect=True,
             )
         self._parts.append(data)
+        self._total += len(data)
         self._expecting = None
 
 
@@ -316,7 +336,14 @@ class _Parser:
         return self.data[self.pos] if self.pos < len(self.data) else None
 
     def at_end(self) -> bool:
-        return self.data[self.pos :] in (b"\r\n", b"\n", b"")
+        # Without slicing: a copy of the rest for every argument made a
+        # command of many literals quadratic (minutes of the sink's loop).
+        data, left = self.data, len(self.data) - self.pos
+        return (
+            left == 0
+            or (left == 1 and data[self.pos] == 0x0A)
+            or (left == 2 and data.endswith(b"\r\n"))
+        )
 
     def space(self) -> None:
         byte = self.peek()

@@ -1111,6 +1111,46 @@ def test_an_error_quoting_undecodable_bytes_is_sent_escaped(smtpsink: Mailbox) -
     assert lines[-1] == b"z OK NOOP completed"
 
 
+def test_a_command_of_many_literals_over_a_megabyte_is_refused(
+    smtpsink: Mailbox,
+) -> None:
+    # Each literal under the 64 KiB limit, but no end to their number: a
+    # megabyte and more of SEARCH kept the sink's loop busy for minutes
+    # (found by a fuzz run). Refused as the literal that passes 1 MiB is
+    # announced, before it is read; the connection goes on.
+    address = (smtpsink.imap.host, smtpsink.imap.port)
+    chunk = b"x" * 65536
+    with socket.create_connection(address, 30) as s, s.makefile("rwb") as stream:
+        stream.write(f"L LOGIN {USER} pw\r\nS SELECT INBOX\r\n".encode())
+        stream.write(b"F SEARCH TEXT {65536}\r\n")
+        stream.flush()
+        lines: list[bytes] = []
+        literals = 0
+        while True:
+            read = stream.readline()
+            assert read, lines
+            lines.append(read.rstrip(b"\r\n"))
+            if read.startswith(b"F "):
+                break
+            if read.startswith(b"+ "):
+                literals += 1
+                stream.write(chunk + b" TEXT {65536}\r\n")
+                stream.flush()
+        stream.write(b"z NOOP\r\n")
+        stream.flush()
+        assert stream.readline() == b"z OK NOOP completed\r\n"
+    assert lines[-1].startswith(b"F BAD Command too long ("), lines[-1]
+    assert lines[-1].endswith(b" bytes with its literals, at most 1048576)")
+    assert literals == 15  # 16 literals of 64 KiB would pass 1 MiB
+    # Recorded as it came, the literals by their size.
+    (session,) = smtpsink.sessions
+    (refused,) = [e for e in session.transcript if e.tag == "F"]
+    assert refused.line == "SEARCH" + " TEXT {65536} [65536 octets]" * 15 + (
+        " TEXT {65536}"
+    )
+    assert refused.replies == [lines[-1].decode()]
+
+
 def test_a_literal_over_the_limit_is_refused_without_reading(
     smtpsink_factory: Callable[..., SMTPSink],
 ) -> None:

@@ -273,6 +273,45 @@ def test_refused_non_synchronizing_literal_means_disconnect() -> None:
     assert caught.value.disconnect
 
 
+def test_a_command_too_long_with_its_literals_is_refused_before_the_literal() -> None:
+    # Each literal under its own limit, the command over its total: refused
+    # when the literal that would pass it is announced, before it is read.
+    reader = CommandReader(max_literal=100, max_command=230)
+    step = reader.feed_line(b"a1 SEARCH TEXT {100}\r\n")
+    assert isinstance(step, NeedLiteral)
+    reader.feed_literal(b"x" * 100)
+    with pytest.raises(
+        ImapSyntaxError,
+        match=r"command too long \(235 bytes with its literals, at most 230\)",
+    ) as caught:
+        # 22 + 100 + 13 bytes so far, and 100 more announced.
+        reader.feed_line(b" TEXT {100}\r\n")
+    assert caught.value.tag == "a1"
+    assert not caught.value.disconnect  # the client waits for "+"
+    assert not reader.in_command
+    assert isinstance(reader.feed_line(b"a2 NOOP\r\n"), Command)
+    # A non-synchronizing literal is on its way: the connection cannot go on.
+    reader.feed_line(b"a3 SEARCH TEXT {100+}\r\n")
+    reader.feed_literal(b"x" * 100)
+    with pytest.raises(ImapSyntaxError, match="command too long") as caught:
+        reader.feed_line(b" TEXT {100+}\r\n")
+    assert caught.value.disconnect
+
+
+def test_a_command_of_many_literals_parses_them_all() -> None:
+    # The parser's end-of-command test copied the rest of the command for
+    # every argument: quadratic, minutes for a megabyte of literals.
+    reader = CommandReader()
+    step = reader.feed_line(b"a SEARCH TEXT {1}\r\n")
+    for n in range(2000):
+        assert isinstance(step, NeedLiteral)
+        reader.feed_literal(b"%d" % (n % 10))
+        step = reader.feed_line(b" TEXT {1}\r\n" if n < 1999 else b"\r\n")
+    assert isinstance(step, Command)
+    assert len(step.args) == 4000
+    assert step.literal_sizes == (1,) * 2000
+
+
 def test_huge_literal_size_does_not_overflow() -> None:
     with pytest.raises(ImapSyntaxError, match="literal too large"):
         CommandReader().feed_line(b"a APPEND INBOX {99999999999999999999}\r\n")
