@@ -88,7 +88,10 @@ _WITHOUT_ARGUMENT = frozenset({"STAT", "NOOP", "RSET", "QUIT", "CAPA"})
 # No form of a credential may reach any output: the client's line is masked
 # before it is recorded, and no reply echoes what the client sent.
 
-_LEADING_JUNK = " \t\x00\x01\x02\x03\x04\x05\x06\x07\x08\x0b\x0c\x0e\x0f"
+# Anything before the verb that is no ASCII letter (controls, spaces, DEL,
+# bytes that are not UTF-8, a no-break space...): a server refuses the
+# line, but what follows may still be a password.
+_LEADING_JUNK = re.compile(r"\A[^A-Za-z]+")
 
 
 def mask_secrets(text: str) -> str:
@@ -97,7 +100,7 @@ def mask_secrets(text: str) -> str:
     the name); any other line unchanged. A line that
     merely starts like one of those (other separators, junk before the
     verb) is masked after its first four letters."""
-    stripped = text.lstrip(_LEADING_JUNK)
+    stripped = _LEADING_JUNK.sub("", text, count=1)
     head = stripped[:4].upper()
     if head == "USER":
         # A client that puts the password after the user name ("USER ann

@@ -100,6 +100,13 @@ def ended(smtpsink: Mailbox, count: int = 1) -> None:
         ("PASShunter2", "PASS ****"),
         ("  PASS hunter2", "PASS ****"),
         ("\x00PASS hunter2", "PASS ****"),
+        # Any junk before the verb (found by a fuzz run: ESC, DEL, a no-break
+        # space, a byte that is not UTF-8 kept the password in the clear).
+        ("\x1bPASS hunter2", "PASS ****"),
+        ("\x7fPASS hunter2", "PASS ****"),
+        ("\xa0PASS hunter2", "PASS ****"),
+        ("\udcffPASS hunter2", "PASS ****"),
+        ("\udcff\x1b APOP ann 0123456789abcdef", "APOP ann ****"),
         ("APOP ann 0123456789abcdef0123456789abcdef", "APOP ann ****"),
         ("APOP 0123456789abcdef0123456789abcdef", "APOP ****"),
         ("AUTH PLAIN AGFubgBodW50ZXIy", "AUTH PLAIN ****"),
