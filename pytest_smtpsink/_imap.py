@@ -102,6 +102,7 @@ _BUFFER_LIMIT = 256 * 1024
 _AUTH_LIMIT = 12288
 _AUTHENTICATE = re.compile(rb"\s*AUTHENTICATE\b", re.IGNORECASE)
 _ONE_WORD = re.compile(rb"\s*\S+\s*\Z")
+_SECOND_WORD = re.compile(rb"\s*\S+\s+([A-Za-z]+)")
 # A line that announces a non-synchronizing literal (LITERAL+): its bytes
 # follow at once.
 _ENDS_IN_LITERAL_PLUS = re.compile(rb"\{\d+\+\}\r?\n\Z")
@@ -597,13 +598,23 @@ class _Connection(ReadSideConnection):
         line, total = read
         self._line = line
         after_auth, self._after_auth = self._after_auth, False
-        if after_auth and _ONE_WORD.match(line):
-            # After AUTHENTICATE, a line of one word (no command is one) is
-            # a SASL response the client sent without waiting for "+", or
-            # after a refusal: masked, never shown, as the continuation is.
+        if after_auth and _sasl_response(line):
+            # After AUTHENTICATE, a line of one word (no command is one), or
+            # one whose second word is no command, is a SASL response the
+            # client sent without waiting for "+", or after a refusal:
+            # masked, never shown, as the continuation is.
             self._after_auth = True
             self._append("auth-response", "****")
-            await self._bad(None, _sentence(NO_TAG))
+            tag, _ = split_tag(line)
+            if tag is None:
+                await self._bad(None, _sentence(NO_TAG))
+            else:
+                # Answered with its tag, in case it was a command after all
+                # (the client waits for that tag); recorded without it, as
+                # it may be a credential's first word.
+                text = "BAD Unknown command after AUTHENTICATE (not shown: it may be a secret)"
+                self._record_reply(f"**** {text}")
+                await self._send(f"{tag} {text}\r\n".encode("ascii"))
             return True
         tag, rest = split_tag(line)
         if _AUTHENTICATE.match(rest):
@@ -1775,6 +1786,20 @@ class _Connection(ReadSideConnection):
 
 
 # -- the test's side ---------------------------------------------------------------------
+
+
+#: The first word of every command the server knows ("UID" for UID FETCH).
+_COMMAND_WORDS = frozenset(name.split()[0] for name in COMMANDS)
+
+
+def _sasl_response(line: bytes) -> bool:
+    """Whether a line after AUTHENTICATE is a SASL response rather than a
+    command: one word (no command is one), or a second word that names no
+    command (``<base64> x``: its first word would be shown as a tag)."""
+    if _ONE_WORD.match(line):
+        return True
+    second = _SECOND_WORD.match(line)
+    return second is None or second.group(1).decode().upper() not in _COMMAND_WORDS
 
 
 class IMAPEndpoint(ReadSideEndpoint):

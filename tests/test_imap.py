@@ -294,6 +294,9 @@ def test_authenticate_responses_sent_without_waiting_are_masked(
         b"b AUTHENTICATE CRAM-MD5", plain,
         b"c AUTHENTICATE PLAIN", b"*", plain,
         b"d AUTHENTICATE XOAUTH2", b"A" * 9000 + plain,
+        # Two words: read as a command, the first would be its tag (found by
+        # a fuzz run); answered with it, recorded without it.
+        b"g AUTHENTICATE PLAIN !!!", plain + b" x",
         b"e NOOP", b"top-secret",
         b"f LOGOUT",
     ]  # fmt: skip
@@ -308,7 +311,9 @@ def test_authenticate_responses_sent_without_waiting_are_masked(
     shown = session.format_transcript()
     for secret in (user, password, plain):
         assert secret.decode() not in shown
-    assert shown.count("C: ****") == 5
+    assert shown.count("C: ****") == 6
+    assert f"{plain.decode()} BAD Unknown command after AUTHENTICATE" in "\n".join(said)
+    assert "S: **** BAD Unknown command after AUTHENTICATE" in shown
     # A line after a real command is shown: it is no response.
     assert "C: top-secret" in shown
 
