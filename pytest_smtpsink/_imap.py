@@ -810,7 +810,7 @@ class _Connection(ReadSideConnection):
         if self.state == "not-authenticated":
             if starttls and not self._tls:
                 words.append("STARTTLS")
-            if self.settings.tls == "starttls-required" and not self._tls:
+            if self._tls_missing():
                 words.append("LOGINDISABLED")
             else:
                 words.append("AUTH=PLAIN")

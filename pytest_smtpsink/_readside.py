@@ -566,7 +566,17 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
     # -- TLS ------------------------------------------------------------------------------
 
     def _tls_missing(self) -> bool:
-        return self.settings.tls == "starttls-required" and not self._tls
+        """Whether a login must wait for STLS/STARTTLS: the sink requires
+        TLS, or it checks passwords (``auth``) and did not allow them over
+        plain text (``auth_plaintext``), the rule its SMTP AUTH follows."""
+        if self._tls:
+            return False
+        settings = self.settings
+        return settings.tls == "starttls-required" or (
+            settings.tls == "starttls"
+            and settings.auth is not None
+            and not settings.auth_plaintext
+        )
 
     def _discard_plain_text(self, command: str) -> None:
         """Drop what the client pipelined behind ``command`` (STLS or

@@ -16,7 +16,7 @@ import re
 import smtplib
 import socket
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from conftest import replies_at_the_end
@@ -141,10 +141,19 @@ def test_imaps(smtpsink_factory: Callable[..., SMTPSink]) -> None:
     assert session.tls.implicit
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"tls": "starttls-required"},
+        # Passwords checked, and not allowed over plain text: SMTP AUTH
+        # refuses them before STARTTLS (538), and so does IMAP.
+        {"tls": "starttls", "auth": {USER: "pw"}},
+    ],
+)
 def test_starttls_required_disables_login_before_tls(
-    smtpsink_factory: Callable[..., SMTPSink],
+    smtpsink_factory: Callable[..., SMTPSink], settings: dict[str, Any]
 ) -> None:
-    sink = smtpsink_factory(tls="starttls-required")
+    sink = smtpsink_factory(**settings)
     with imaplib.IMAP4(sink.imap.host, sink.imap.port) as client:
         assert "LOGINDISABLED" in client.capabilities
         assert "AUTH=PLAIN" not in client.capabilities
@@ -152,6 +161,17 @@ def test_starttls_required_disables_login_before_tls(
             client.login(USER, "pw")
         client.starttls(ssl_context=sink.imap.ssl_context())
         assert "LOGINDISABLED" not in client.capabilities
+        assert client.login(USER, "pw")[0] == "OK"
+        client.logout()
+
+
+def test_auth_plaintext_allows_login_before_starttls(
+    smtpsink_factory: Callable[..., SMTPSink],
+) -> None:
+    sink = smtpsink_factory(tls="starttls", auth={USER: "pw"}, auth_plaintext=True)
+    with imaplib.IMAP4(sink.imap.host, sink.imap.port) as client:
+        assert "LOGINDISABLED" not in client.capabilities
+        assert "STARTTLS" in client.capabilities
         assert client.login(USER, "pw")[0] == "OK"
         client.logout()
 

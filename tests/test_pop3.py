@@ -15,8 +15,9 @@ import smtplib
 import socket
 import ssl
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import external
 import pytest
@@ -325,8 +326,19 @@ def test_stls_with_certificate_verification(smtpsink: Mailbox) -> None:
     assert session.before("STLS", "PASS")
 
 
-@pytest.mark.smtpsink(tls="starttls-required")
-def test_starttls_required_refuses_login_before_stls(smtpsink: Mailbox) -> None:
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"tls": "starttls-required"},
+        # Passwords checked, and not allowed over plain text: SMTP AUTH
+        # refuses them before STARTTLS (538), and so does POP3.
+        {"tls": "starttls", "auth": {ANN: "x"}},
+    ],
+)
+def test_starttls_required_refuses_login_before_stls(
+    smtpsink_factory: Callable[..., Mailbox], settings: dict[str, Any]
+) -> None:
+    smtpsink = smtpsink_factory(**settings)
     client = poplib.POP3(smtpsink.pop3.host, smtpsink.pop3.port, timeout=10)
     # No login is offered before STLS (as IMAP's LOGINDISABLED, and as on
     # Dovecot): no USER, and SASL without a mechanism.
@@ -343,6 +355,15 @@ def test_starttls_required_refuses_login_before_stls(smtpsink: Mailbox) -> None:
     after = client.capa()
     assert "USER" in after
     assert after["SASL"] == ["PLAIN"]
+    client.user(ANN)
+    assert client.pass_("x").startswith(b"+OK")
+    client.quit()
+
+
+@pytest.mark.smtpsink(tls="starttls", auth={ANN: "x"}, auth_plaintext=True)
+def test_auth_plaintext_allows_login_before_stls(smtpsink: Mailbox) -> None:
+    client = poplib.POP3(smtpsink.pop3.host, smtpsink.pop3.port, timeout=10)
+    assert "STLS" in client.capa()
     client.user(ANN)
     assert client.pass_("x").startswith(b"+OK")
     client.quit()
