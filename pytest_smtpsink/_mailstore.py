@@ -53,10 +53,28 @@ def given_folder_name(name: str) -> str:
     return folder_name(name.rstrip(DELIMITER) or name)
 
 
+#: The longest folder name and level, as Dovecot's (4096, 255 bytes): a
+#: name of thousands of levels made every LIST slow.
+MAX_FOLDER_NAME = 4096
+MAX_FOLDER_LEVEL = 255
+
+
 def check_folder_name(name: str) -> None:
     """ValueError unless ``name`` can be a folder: not empty, no empty level
-    (no leading, trailing or doubled delimiter), no control character."""
+    (no leading, trailing or doubled delimiter), no control character, at
+    most `MAX_FOLDER_NAME` characters and `MAX_FOLDER_LEVEL` per level."""
     __tracebackhide__ = True  # a test's bad folder points at its line
+    if len(name) > MAX_FOLDER_NAME:
+        raise ValueError(
+            f"{name[:40]!r}... is not a folder name: it has {len(name)} characters, "
+            f"at most {MAX_FOLDER_NAME}"
+        )
+    longest = max((len(part) for part in name.split(DELIMITER)), default=0)
+    if longest > MAX_FOLDER_LEVEL:
+        raise ValueError(
+            f"{name[:40]!r}... is not a folder name: a level of it has {longest} "
+            f"characters, at most {MAX_FOLDER_LEVEL}"
+        )
     if not name or any(not part for part in name.split(DELIMITER)):
         raise ValueError(
             f"{name!r} is not a folder name: it needs a name at each level "

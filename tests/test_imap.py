@@ -446,6 +446,33 @@ def test_inbox_is_inbox_in_any_case_also_as_a_parent(smtpsink: Mailbox) -> None:
     assert "\u0131nbox/x" in smtpsink.mailbox(USER).folders
 
 
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("f" * 4097, "it has 4097 characters, at most 4096"),
+        ("/".join(["a"] * 3000), "it has 5999 characters, at most 4096"),
+        ("ok/" + "x" * 256, "a level of it has 256 characters, at most 255"),
+    ],
+)
+def test_a_folder_name_over_dovecots_limits_is_refused(
+    smtpsink: Mailbox, name: str, why: str
+) -> None:
+    # A name of thousands of levels made every LIST take seconds of the
+    # sink's loop (found by a fuzz run); Dovecot refuses such names too.
+    (reply,) = [
+        line for line in dialogue(smtpsink, f"a CREATE {name}") if line[:2] == "a "
+    ]
+    assert reply.startswith("a NO [CANNOT] "), reply[:100]
+    assert reply.endswith(why)
+    with pytest.raises(ValueError, match=re.escape(why)):
+        smtpsink.deliver(raw_message("x"), to=USER, folder=name)
+    # The limits themselves are names like any other.
+    longest = "/".join(["y" * 255] * 16)
+    assert len(longest) == 4095
+    smtpsink.deliver(raw_message("x"), to=USER, folder=longest)
+    assert longest in smtpsink.mailbox(USER).folders
+
+
 @pytest.mark.parametrize("name", ["/lead", "a//b", "//"])
 def test_a_folder_name_with_an_empty_level_is_refused(
     smtpsink: Mailbox, name: str

@@ -598,3 +598,49 @@ def test_a_search_date_that_is_no_day_says_why(text: str, why: str) -> None:
     with pytest.raises(ImapSyntaxError) as raised:
         parse_date(Atom(text))
     assert raised.value.text == f"invalid date {text!r}: {why}"
+
+
+# -- LIST patterns ----------------------------------------------------------------
+
+
+def _list_match_reference(pattern: str, name: str) -> bool:
+    """RFC 3501's LIST wildcards, the plain way (a row of booleans per
+    pattern character), with INBOX's first five characters in any case:
+    the oracle for the server's bit-parallel matcher."""
+    fold = 5 if name.split("/", 1)[0] == "INBOX" else 0
+    matched = [True] + [False] * len(name)
+    for char in pattern:
+        if char in "*%":
+            row, running = [], False
+            for j in range(len(name) + 1):
+                if j and char == "%" and name[j - 1] == "/":
+                    running = False  # % does not cross the delimiter
+                running = running or matched[j]
+                row.append(running)
+        else:
+            row = [False] + [
+                matched[j]
+                and (name[j] == char or (j < fold and name[j] == char.upper()))
+                for j in range(len(name))
+            ]
+        matched = row
+    return matched[-1]
+
+
+_NAME_CHARS = st.sampled_from(["a", "b", "/", "I", "N", "B", "O", "X", "é"])
+_PATTERN_CHARS = st.sampled_from(["a", "b", "/", "i", "N", "o", "x", "é", "*", "%"])
+
+
+@settings(max_examples=2000)
+@given(
+    st.text(_PATTERN_CHARS, max_size=10),
+    st.text(_NAME_CHARS, max_size=10),
+    st.booleans(),
+)
+def test_list_patterns_match_as_the_rfc_says(
+    pattern: str, name: str, under_inbox: bool
+) -> None:
+    from pytest_smtpsink._imap import _ListPattern
+
+    name = "INBOX" + name if under_inbox else name
+    assert _ListPattern(pattern).fullmatch(name) == _list_match_reference(pattern, name)
