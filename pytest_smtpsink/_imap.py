@@ -111,6 +111,12 @@ _ENDS_IN_LITERAL_PLUS = re.compile(rb"\{\d+\+\}\r?\n\Z")
 _SHOWN_RESPONSES = 20
 # FETCH responses are joined into writes of about this many octets.
 _WRITE_BATCH = 64 * 1024
+# The most one message's FETCH response may hold: its content four times
+# over (BODY[], HEADER and TEXT together are about twice), and a megabyte.
+# A section asked for again is answered again (as on Dovecot), and one
+# response is built whole: 400 copies of a 1 MB message were 1.3 GB.
+_FETCH_COPIES = 4
+_FETCH_SLACK = 1024 * 1024
 _SEEN = "\\Seen"
 _DELETED = "\\Deleted"
 _SYSTEM_FLAGS = "(\\Answered \\Flagged \\Deleted \\Seen \\Draft)"
@@ -1580,6 +1586,19 @@ class _Connection(ReadSideConnection):
                 served=served,
                 keywords=keywords,
             )
+            size = sum(len(value) for _, value in values)
+            if size > _FETCH_COPIES * len(served) + _FETCH_SLACK:
+                if changed:  # not fetched after all: not seen either
+                    with self.mail.lock:
+                        stored.flags = stored.flags - {_SEEN}
+                if batch:
+                    await self._send_all(batch)
+                raise _Answered(
+                    "NO",
+                    f"[LIMIT] {command.name}: the response for message {number} "
+                    f"would be {size} bytes, more than {_FETCH_COPIES} times the "
+                    "message; ask for each section once",
+                )
             if changed and "FLAGS" not in kinds:
                 values.insert(
                     flags_at,

@@ -1203,6 +1203,36 @@ def test_a_command_of_many_literals_over_a_megabyte_is_refused(
     assert refused.replies == [lines[-1].decode()]
 
 
+def test_a_fetch_asking_for_a_message_many_times_over_is_refused(
+    smtpsink: Mailbox,
+) -> None:
+    # A section asked for again is answered again, as on Dovecot; 400 copies
+    # of a 1 MB message made one 1.3 GB response (found by a fuzz run).
+    raw = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 1000
+    smtpsink.deliver(raw_message("small"), to=USER)
+    smtpsink.deliver(raw, to=USER)
+    with login(smtpsink) as client:
+        client.select("INBOX")
+        typ, data = client.fetch("1:2", "(" + " ".join(["BODY[]"] * 10) + ")")
+        assert typ == "NO"
+        assert data == [
+            b"[LIMIT] FETCH: the response for message 2 would be 10000270 bytes, "
+            b"more than 4 times the message; ask for each section once"
+        ]
+        client.logout()
+    with login(smtpsink) as client:
+        client.select("INBOX")
+        # Not fetched, so not seen; the message before it was.
+        assert client.fetch("1:2", "(FLAGS)") == (
+            "OK",
+            [b"1 (FLAGS (\\Seen))", b"2 (FLAGS ())"],
+        )
+        # What a reader asks for: the whole message and its parts.
+        typ, data = client.fetch("2", "(BODY[] BODY[HEADER] BODY[TEXT] BODY[1])")
+        assert typ == "OK"
+        client.logout()
+
+
 def test_a_literal_over_the_limit_is_refused_without_reading(
     smtpsink_factory: Callable[..., SMTPSink],
 ) -> None:
