@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ._imap_syntax import (
+    MAX_NUMBER,
     Arg,
     Atom,
     ImapSyntaxError,
@@ -870,6 +871,7 @@ _SECTION = re.compile(
     re.IGNORECASE | re.DOTALL | re.ASCII,
 )
 _FIELD_NAME = re.compile(r'("((?:[^"\\]|\\.)*)")|([^\s"()]+)')
+_FIELD_LIST = re.compile(r'\s*(?:(?:"(?:[^"\\]|\\.)*"|[^\s"()]+)\s*)*')
 _UNESCAPE = re.compile(r"\\(.)")
 
 
@@ -916,10 +918,16 @@ def _fetch_item(arg: Arg, tag: str | None) -> FetchItem:
     section = _parse_section(match.group(2), tag)
     partial = None
     if match.group(3) is not None:
-        length = int(match.group(4))
+        offset, length = int(match.group(3)), int(match.group(4))
         if length == 0:
             raise ImapSyntaxError("a partial of 0 octets is not allowed", tag)
-        partial = (int(match.group(3)), length)
+        if max(offset, length) > MAX_NUMBER:
+            # IMAP's numbers are 32 bits (RFC 3501 9, number).
+            raise ImapSyntaxError(
+                f"a partial's numbers are at most {MAX_NUMBER}: <{offset}.{length}>",
+                tag,
+            )
+        partial = (offset, length)
     return FetchItem("BODY[]", section, bool(match.group(1)), partial)
 
 
@@ -937,6 +945,10 @@ def _parse_section(text: str, tag: str | None) -> Section:
     if what.startswith("HEADER.FIELDS"):
         if fields is None:
             raise ImapSyntaxError(f"{what} needs a list of field names", tag)
+        if not _FIELD_LIST.fullmatch(fields):
+            # Names are atoms or strings: a parenthesis, or a quote left
+            # open, is no name (Dovecot refuses them too).
+            raise ImapSyntaxError(f"invalid field names in [{text}]", tag)
         found = _FIELD_NAME.findall(fields)
         if not found:
             raise ImapSyntaxError(f"{what} needs at least one field name", tag)

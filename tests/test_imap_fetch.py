@@ -313,6 +313,12 @@ def test_which_items_set_seen(items: str, seen: bool) -> None:
         ("BODY[HEADER.FIELDS]", "needs a list of field names"),
         ("BODY[HEADER.FIELDS ()]", "at least one field name"),
         ("BODY[]<0.0>", "a partial of 0 octets"),
+        # Found by a fuzz run: a 33-bit number, and parentheses among the
+        # field names (dropped without a word), were taken.
+        ("BODY[]<4294967296.1>", r"a partial's numbers are at most 4294967295"),
+        ("BODY[]<0.9999999999>", r"a partial's numbers are at most 4294967295"),
+        ("BODY[HEADER.FIELDS (((x)))]", r"invalid field names in \[HEADER"),
+        ("BODY[HEADER.FIELDS (x (y))]", r"invalid field names in \[HEADER"),
         ("()", "at least one data item"),
         ('("FLAGS")', "a FETCH data item is an atom"),
     ],
