@@ -1950,7 +1950,12 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         self, mechanism: str, username: str, check: Callable[[str], bool]
     ) -> AuthResult:
         table = self.state.settings.auth
-        if table == "any":
+        if not username:
+            # No user at all (an empty PLAIN authcid, a CRAM-MD5 response
+            # without its space): no login, even with auth="any", as the
+            # read side refuses it (RFC 4616: the authcid is not empty).
+            success = False
+        elif table == "any":
             success = True
         elif table is None or username not in table:
             success = False

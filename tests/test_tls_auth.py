@@ -403,6 +403,31 @@ def test_aiosmtplib_start_tls(smtpsink_factory: Factory) -> None:
     assert_no_secrets(session, "bob", USERS["bob"])
 
 
+def test_auth_any_still_needs_a_user_name(smtpsink_factory: Factory) -> None:
+    # An empty PLAIN authcid (RFC 4616: it is not empty), or a CRAM-MD5
+    # response without the space before its digest: no user, no login,
+    # as on the read side (found by a fuzz run: both got 235).
+    sink = smtpsink_factory(auth="any", auth_plaintext=True)
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.ehlo()
+        assert (
+            client.docmd("AUTH", "PLAIN " + base64.b64encode(b"\0\0pw").decode())[0]
+            == 535
+        )
+        assert client.docmd("AUTH", "CRAM-MD5")[0] == 334
+        assert client.docmd(base64.b64encode(b"nospace").decode())[0] == 535
+        assert (
+            client.docmd("AUTH", "PLAIN " + base64.b64encode(b"\0ann\0pw").decode())[0]
+            == 235
+        )
+    session = sink.sessions[-1]
+    assert [(a.username, a.success) for a in session.auth_attempts] == [
+        ("", False),
+        ("", False),
+        ("ann", True),
+    ]
+
+
 def test_aiosmtplib_use_tls(smtpsink_factory: Factory) -> None:
     sink = smtpsink_factory(tls="implicit", auth="any")
 
