@@ -457,7 +457,11 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
                 buffer.clear()
                 self._resume_reading()
             if self._eof:
-                if overlong or not buffer:
+                if overlong:
+                    # Cut short by the client's close: still a line, to be
+                    # recorded (and refused) like one that ended.
+                    return head + tail, dropped
+                if not buffer:
                     return None
                 line = bytes(buffer)
                 buffer.clear()

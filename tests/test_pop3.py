@@ -1089,3 +1089,25 @@ def test_commands_pipelined_behind_stls_are_discarded_and_logged(
     message = record.getMessage()
     assert f"sent {len(smuggled)} byte(s) after STLS" in message, message
     assert "secret-word" not in message
+
+
+@pytest.mark.parametrize("protocol", ["pop3", "imap"])
+def test_an_overlong_line_cut_short_by_the_close_is_recorded(
+    smtpsink: Mailbox, protocol: str
+) -> None:
+    # 150 KB and no line end, then the client closes its side: recorded and
+    # refused as an overlong line that ended (found by a fuzz run: nothing
+    # was recorded).
+    endpoint = smtpsink.pop3 if protocol == "pop3" else smtpsink.imap
+    with socket.create_connection((endpoint.host, endpoint.port), 10) as sock:
+        sock.recv(1000)  # the greeting
+        sock.sendall(b"X" * 150_000)
+        sock.shutdown(socket.SHUT_WR)
+        with sock.makefile("rb") as replies:
+            refusal = replies.readline()
+    assert b"ine too long" in refusal, refusal
+    smtpsink.wait_until(lambda: bool(smtpsink.sessions) and smtpsink.sessions[0].end)
+    (session,) = smtpsink.sessions
+    (exchange,) = session.transcript[1:]
+    assert exchange.line == "X" * 64 + "... [150000 bytes in all]"
+    assert exchange.replies == [refusal.decode().rstrip("\r\n")]
