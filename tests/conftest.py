@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib.util
 import os
 import re
@@ -77,6 +78,22 @@ def replies_at_the_end(view: Mailbox, server: SMTPSink) -> Iterator[list[list[st
         yield seen
     finally:
         stop()
+
+
+def unread_future_errors() -> list[asyncio.Future[object]]:
+    """The live futures holding an exception nobody read: asyncio logs
+    "Future exception was never retrieved" for each when it is freed. A
+    connection's reset leaves its error in one (asyncio's closed-future);
+    on Python 3.12 in debug mode the connection often outlives its socket
+    in a reference cycle, and the collector may free that future first."""
+    return [
+        obj
+        for obj in gc.get_objects()
+        if isinstance(obj, asyncio.Future)
+        and obj.done()
+        and not obj.cancelled()
+        and obj._log_traceback
+    ]
 
 
 def slow_step_report(line: str) -> bool:

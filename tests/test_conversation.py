@@ -18,7 +18,7 @@ from typing import Any, ClassVar, TypeVar
 
 import pytest
 from aiosmtpd.smtp import SMTP
-from conftest import Factory
+from conftest import Factory, unread_future_errors
 
 from pytest_smtpsink import Mailbox, SMTPSink
 from pytest_smtpsink._smtp import RecordingSMTP
@@ -492,20 +492,8 @@ def test_a_client_that_resets_after_a_command_leaves_no_noise(
             )
         )
     assert {s.end for s in sink.sessions} == {"client-closed"}
-    # The deterministic form of the loop_errors check below: asyncio keeps
-    # a reset's error in a future of each protocol, and (3.12, debug mode)
-    # the protocol often outlives its connection in a reference cycle with
-    # that error's traceback; if the collector then finalizes the future
-    # first, it logs "Future exception was never retrieved".
-    unread = [
-        obj
-        for obj in gc.get_objects()
-        if isinstance(obj, asyncio.Future)
-        and obj.done()
-        and not obj.cancelled()
-        and obj._log_traceback
-    ]
-    assert unread == []
+    # The deterministic form of the loop_errors check below.
+    assert unread_future_errors() == []
     gc.collect()  # a task whose exception nobody read says so when freed
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert [r.getMessage() for r in errors] == []

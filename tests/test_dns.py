@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import gc
 import json
 import random
 import socket
@@ -24,6 +22,7 @@ import dns.resolver
 import dns.tsig
 import dns.tsigkeyring
 import pytest
+from conftest import unread_future_errors
 
 from pytest_smtpsink import DNSZone, Mailbox, SMTPSink
 
@@ -1085,18 +1084,7 @@ def test_a_tcp_client_that_resets_is_recorded_and_leaves_no_noise(
         "connection reset inside its 2-byte length",
         "connection reset inside its 7-byte message",
     }
-    # asyncio keeps a reset's error in a future of the connection; one left
-    # unread is logged as "Future exception was never retrieved" when the
-    # garbage collector frees it (3.12, debug mode, in a reference cycle).
-    unread = [
-        obj
-        for obj in gc.get_objects()
-        if isinstance(obj, asyncio.Future)
-        and obj.done()
-        and not obj.cancelled()
-        and obj._log_traceback
-    ]
-    assert unread == []
+    assert unread_future_errors() == []
 
 
 def _receive_exactly(sock: socket.socket, size: int) -> bytes:
