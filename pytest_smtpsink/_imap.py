@@ -186,6 +186,20 @@ def _secret_tag(tag: str | None) -> bool:
     return tag is not None and tag.upper() in _SECRET_VERBS
 
 
+#: The first word of every command the server knows ("UID" for UID FETCH).
+_COMMAND_WORDS = frozenset(name.split()[0] for name in COMMANDS)
+
+
+def _sasl_response(line: bytes) -> bool:
+    """Whether a line after AUTHENTICATE is a SASL response rather than a
+    command: one word (no command is one), or a second word that names no
+    command (``<base64> x``: its first word would be shown as a tag)."""
+    if _ONE_WORD.match(line):
+        return True
+    second = _SECOND_WORD.match(line)
+    return second is None or second.group(1).decode().upper() not in _COMMAND_WORDS
+
+
 def split_tag(line: bytes) -> tuple[str | None, bytes]:
     """The tag of a command line (None when it has none) and the rest."""
     match = _TAG.match(line)
@@ -1825,20 +1839,6 @@ class _Connection(ReadSideConnection):
 
 
 # -- the test's side ---------------------------------------------------------------------
-
-
-#: The first word of every command the server knows ("UID" for UID FETCH).
-_COMMAND_WORDS = frozenset(name.split()[0] for name in COMMANDS)
-
-
-def _sasl_response(line: bytes) -> bool:
-    """Whether a line after AUTHENTICATE is a SASL response rather than a
-    command: one word (no command is one), or a second word that names no
-    command (``<base64> x``: its first word would be shown as a tag)."""
-    if _ONE_WORD.match(line):
-        return True
-    second = _SECOND_WORD.match(line)
-    return second is None or second.group(1).decode().upper() not in _COMMAND_WORDS
 
 
 class IMAPEndpoint(ReadSideEndpoint):
