@@ -602,9 +602,8 @@ class DNSServer:
             # connection is lost already: this does not wait), then record.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), _TCP_IDLE)
-            if draining:
-                pass  # its answer was on its way: the query is recorded
-            elif size is not None:
+            # (While its answer was on its way, the query is recorded.)
+            if size is not None and not draining:
                 self.cut_short(peer, f"connection reset inside its {size}-byte message")
             elif begun:
                 self.cut_short(peer, "connection reset inside its 2-byte length")
