@@ -346,6 +346,19 @@ def _header_date(moment: datetime.datetime) -> str:
     return email.utils.format_datetime(moment)
 
 
+#: A message with this many ``Received:`` headers is in a mail loop and is
+#: not relayed (RFC 5321 6.3 suggests about 100).
+MAX_HOPS = 100
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+def _received_headers(raw: bytes) -> int:
+    """How many ``Received:`` fields the header block of ``raw`` has."""
+    end = _HEADER_END.search(raw)
+    head = (raw if end is None else raw[: end.start()]).lower()
+    return head.count(b"\nreceived:") + head.startswith(b"received:")
+
+
 # -- the client ------------------------------------------------------------------------
 
 
@@ -1440,6 +1453,18 @@ class Relayer:
         )
         if not matched:
             message.relay = RelayOutcome("not-matched", url)
+            return
+        hops = _received_headers(message.raw)
+        if hops >= MAX_HOPS:
+            # Sinks relaying to each other (or a chain back to this one):
+            # each hop adds a Received: header, as RFC 5321 6.3 counts them.
+            message.relay = RelayOutcome(
+                "failed",
+                url,
+                matched,
+                reply=f"not relayed: a mail loop ({hops} Received: headers, at most "
+                f"{MAX_HOPS - 1} relayed on)",
+            )
             return
         message.relay = RelayOutcome("pending", url, matched)
         self._queue.put((message, matched))

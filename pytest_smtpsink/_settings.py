@@ -438,7 +438,12 @@ def _validate(s: SinkSettings) -> None:
 
 
 def _validate_relay(s: SinkSettings) -> None:
-    from ._relay import parse_upstream
+    from ._relay import is_loopback_host, masked_url, parse_upstream
+
+    def is_loopback_or_any(host: object) -> bool:
+        return isinstance(host, str) and (
+            host in ("", "0.0.0.0", "::") or is_loopback_host(host)
+        )
 
     try:
         upstream = parse_upstream(s.relay) if s.relay is not None else None
@@ -459,6 +464,20 @@ def _validate_relay(s: SinkSettings) -> None:
         "relay",
         f"{upstream.host} is not a loopback address; relaying captured mail "
         "to another host must be asked for with relay_allow_remote=True",
+    )
+    # The sink's own address (a fixed port): every message would come back
+    # to be relayed again, a copy more each time (the hop limit would stop
+    # it only after 100 copies).
+    _require(
+        not (
+            isinstance(s.port, int)
+            and s.port == upstream.port
+            and upstream.is_loopback()
+            and is_loopback_or_any(s.host)
+        ),
+        "relay",
+        f"{masked_url(s.relay or '')} is this sink's own address: it would relay "
+        "each message to itself, again and again",
     )
     # smtp:// would send the password as it is (AUTH PLAIN and LOGIN are
     # base64, not encryption) across the network; on loopback it stays on

@@ -35,7 +35,7 @@ from pytest_smtpsink import (
     SMTPSink,
     _relay,
 )
-from pytest_smtpsink._relay import _dot_stuffed, parse_upstream
+from pytest_smtpsink._relay import MAX_HOPS, _dot_stuffed, parse_upstream
 
 Factory = Callable[..., Mailbox]
 
@@ -2380,3 +2380,59 @@ def test_release_timed_out_writing_the_content_says_so(
         "timed out: the upstream took none of the message content for 1 s, so "
         "its end never went: the upstream does not have the message"
     )
+
+
+def test_a_mail_loop_between_two_sinks_ends_at_the_hop_limit() -> None:
+    # Two standalone sinks relaying everything to each other (found by a
+    # new-user trial: a sink relaying to itself stored copies for ever).
+    # Each hop adds a Received: header; at 100 the message is not relayed.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port_a = sock.getsockname()[1]
+    with SMTPSink(hostname="b.test") as b_probe:
+        port_b = b_probe.port
+    with (
+        SMTPSink(
+            port=port_b,
+            hostname="b.test",
+            relay=f"smtp://127.0.0.1:{port_a}",
+            relay_to=".*",
+        ) as b,
+        SMTPSink(
+            port=port_a,
+            hostname="a.test",
+            relay=f"smtp://127.0.0.1:{port_b}",
+            relay_to=".*",
+        ) as a,
+    ):
+        with smtplib.SMTP(a.host, a.port) as client:
+            client.sendmail(
+                "app@example.com", ["ann@example.com"], b"Subject: loop\r\n\r\nhi\r\n"
+            )
+
+        def settled(sink: SMTPSink) -> bool:
+            return all(m.relay is not None and m.relay.done for m in sink.messages)
+
+        # The copy with 100 Received: headers lands on A (even hops).
+        a.wait_until(
+            lambda: len(a.messages) == MAX_HOPS // 2 + 1 and settled(a), timeout=60
+        )
+        b.wait_until(lambda: settled(b), timeout=60)
+        everything = sorted((*a.messages, *b.messages), key=lambda m: len(m.raw))
+        # The first copy was sent by the client; each later one came from a
+        # relay, with one Received: header more.
+        assert len(everything) == MAX_HOPS + 1
+        last = everything[-1]
+        assert last.raw.count(b"Received: ") == MAX_HOPS
+        assert relay_of(last).status == "failed"
+        assert relay_of(last).reply == (
+            "not relayed: a mail loop (100 Received: headers, at most 99 relayed on)"
+        )
+        assert [relay_of(m).status for m in everything[:-1]] == ["relayed"] * MAX_HOPS
+
+
+def test_a_relay_to_the_sinks_own_address_is_refused() -> None:
+    with pytest.raises(SettingsError, match=r"is this sink's own address"):
+        SMTPSink(port=2525, relay="smtp://localhost:2525", relay_to=".*")
+    # Another port, or a sink on another address, is another server.
+    SMTPSink(port=2525, relay="smtp://127.0.0.1:2526", relay_to=".*")
