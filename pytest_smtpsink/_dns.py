@@ -752,6 +752,7 @@ def server_for(view: Mailbox) -> DNSServer:
 
 
 def _name(text: str, what: str = "name") -> dns.name.Name:
+    __tracebackhide__ = True
     if not isinstance(text, str) or not text.strip(". "):
         raise ValueError(f"{what} must be a domain name, got {text!r}")
     try:
@@ -781,6 +782,7 @@ def _host_problem(name: dns.name.Name) -> str | None:
 
 def _mx_host(text: str) -> dns.name.Name:
     """An MX target given as a host name, refused in the test's terms."""
+    __tracebackhide__ = True
     name = _name(text, "MX host")
     try:
         ipaddress.ip_address(text)
@@ -882,10 +884,12 @@ class DNSZone:
     # -- records ------------------------------------------------------------------
 
     def _add(self, name: str, kind: str, *texts: str) -> None:
+        __tracebackhide__ = True
         owner = _name(name)
         self._server.add([self._rule(owner, kind, text) for text in texts])
 
     def _rule(self, owner: dns.name.Name, kind: str, text: str) -> _Rule:
+        __tracebackhide__ = True
         rdtype = dns.rdatatype.from_text(kind)
         try:
             rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, text)
@@ -911,11 +915,18 @@ class DNSZone:
         name is never one already in use in the zone: it would merge the
         sink with another host.
         """
+        __tracebackhide__ = True  # a test's mistake points at its line
         if not isinstance(hosts, (list, tuple)) or not hosts:
             raise ValueError(
                 "hosts must be a non-empty list of (preference, sink or host name)"
             )
         owner = _name(domain, "domain")
+        if self._has_null_mx(owner):
+            raise ValueError(
+                f"{_host_key(owner)} has a null MX (null_mx()): it is a domain's "
+                "only MX record (RFC 7505 3), so a client would find both; "
+                "publish one or the other"
+            )
         position = self._mx_count(owner)
         in_use = self._names_in_use()
         rules: list[_Rule] = []
@@ -1007,18 +1018,39 @@ class DNSZone:
         return names
 
     def null_mx(self, domain: str) -> None:
-        """Publish a null MX (RFC 7505: ``0 .``): the domain takes no mail."""
-        self._server.add([self._rule(_name(domain, "domain"), "MX", "0 .")])
+        """Publish a null MX (RFC 7505: ``0 .``): the domain takes no mail.
+        It stands alone: not for a domain with MX records (`mx`)."""
+        __tracebackhide__ = True
+        owner = _name(domain, "domain")
+        if self._mx_count(owner):
+            raise ValueError(
+                f"{_host_key(owner)} has MX records (mx()): a null MX is a "
+                "domain's only MX record (RFC 7505 3), so a client would find "
+                "both; publish one or the other"
+            )
+        self._server.add([self._rule(owner, "MX", "0 .")])
+
+    def _has_null_mx(self, owner: dns.name.Name) -> bool:
+        return any(
+            rule.owner is self._owner
+            and rule.name == owner
+            and isinstance(rule.rdata, dns.rdtypes.ANY.MX.MX)
+            and rule.rdata.exchange == dns.name.root
+            for rule in self._server.rules
+        )
 
     def a(self, name: str, *addresses: str) -> None:
         """Publish IPv4 addresses for ``name``."""
+        __tracebackhide__ = True
         self._addresses(name, addresses, 4)
 
     def aaaa(self, name: str, *addresses: str) -> None:
         """Publish IPv6 addresses for ``name``."""
+        __tracebackhide__ = True
         self._addresses(name, addresses, 6)
 
     def _addresses(self, name: str, addresses: Sequence[str], version: int) -> None:
+        __tracebackhide__ = True
         kind = "A" if version == 4 else "AAAA"
         if not addresses:
             raise ValueError(f"{kind} needs at least one address")
@@ -1044,6 +1076,7 @@ class DNSZone:
         string longer than 255 bytes (a DKIM key) is split into 255-byte
         pieces, as DNS requires, and a reader joins them back.
         """
+        __tracebackhide__ = True
         owner = _name(name)
         if not strings:
             raise ValueError("txt needs at least one string")
@@ -1073,6 +1106,7 @@ class DNSZone:
 
     def nxdomain(self, name: str) -> None:
         """Answer NXDOMAIN for ``name``, whatever else is published for it."""
+        __tracebackhide__ = True
         self._server.add([_Rule(self._owner, _name(name), "nxdomain")])
 
     def servfail(self, name: str, *, times: int | None = None) -> Fault:
@@ -1081,6 +1115,7 @@ class DNSZone:
         The same as ``smtpsink.fail("DNS:QUERY", 451, match=name,
         times=times)``: a fault rule of the test, returned.
         """
+        __tracebackhide__ = True
         return self._view.fail("DNS:QUERY", 451, match=self._match(name), times=times)
 
     def timeout(self, name: str, *, times: int | None = None) -> Fault:
@@ -1089,10 +1124,12 @@ class DNSZone:
 
         The same as ``smtpsink.hang("DNS:QUERY", match=name, times=times)``.
         """
+        __tracebackhide__ = True
         return self._view.hang("DNS:QUERY", match=self._match(name), times=times)
 
     @staticmethod
     def _match(name: str) -> str:
+        __tracebackhide__ = True
         return _name(name).to_text()  # validated, as records are
 
     def clear(self) -> None:

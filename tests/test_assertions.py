@@ -943,10 +943,14 @@ def test_lint_code(smtpsink):
 @pytest.mark.smtpsink(max_size=1000)
 def test_marker_alone():
     pass
+
+def test_dns_zone(smtpsink):
+    smtpsink.dns.mx("p.example", [(10, smtpsink)])
+    smtpsink.dns.null_mx("p.example")
 """
     )
     result = pytester.runpytest("-p", "no:xdist", "-W", "error")
-    result.assert_outcomes(failed=2, errors=1)
+    result.assert_outcomes(failed=3, errors=1)
     result.stdout.fnmatch_lines(
         [
             "E * @pytest.mark.smtpsink does nothing here:*",
@@ -956,7 +960,15 @@ def test_marker_alone():
         consecutive=False,
     )
     output = result.stdout.str()
-    for module in ("_match.py", "_messages.py", "_mailbox.py", "_lint.py", "plugin.py"):
+    assert "E       ValueError: p.example has MX records (mx()): a null MX is" in output
+    for module in (
+        "_match.py",
+        "_messages.py",
+        "_mailbox.py",
+        "_lint.py",
+        "plugin.py",
+        "_dns.py",
+    ):
         assert f"pytest_smtpsink/{module}" not in output
 
 

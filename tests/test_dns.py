@@ -263,6 +263,26 @@ def test_null_mx(smtpsink: Mailbox) -> None:
     assert texts(zone.resolver().resolve("nomail.example", "MX")) == ["0 ."]
 
 
+def test_a_null_mx_stands_alone(smtpsink: Mailbox) -> None:
+    # RFC 7505 3: a null MX is the domain's only MX record (found by a
+    # new-user trial: both were published, and the application delivered).
+    zone = smtpsink.dns
+    zone.mx("p.example", [(10, smtpsink)])
+    with pytest.raises(
+        ValueError,
+        match=r"^p\.example has MX records \(mx\(\)\): a null MX is a domain's only MX",
+    ):
+        zone.null_mx("P.example.")
+    zone.null_mx("nomail.example")
+    with pytest.raises(
+        ValueError, match=r"^nomail\.example has a null MX \(null_mx\(\)\): it is"
+    ):
+        zone.mx("nomail.example", [(10, smtpsink)])
+    resolver = zone.resolver()
+    assert texts(resolver.resolve("p.example", "MX")) == ["10 mx1.p.example."]
+    assert texts(resolver.resolve("nomail.example", "MX")) == ["0 ."]
+
+
 def test_undeclared_names_and_nxdomain(smtpsink: Mailbox) -> None:
     zone = smtpsink.dns
     zone.mx("gone.example", [(10, smtpsink)])
