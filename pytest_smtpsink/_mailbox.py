@@ -392,7 +392,12 @@ class Mailbox(FaultControls):
             )
         envelope = message.envelope
         recipients = tuple(envelope.rcpt_to if rcpt_to is None else rcpt_to)
-        if not recipients or isinstance(rcpt_to, str):
+        if isinstance(rcpt_to, str):
+            raise ValueError(
+                f"rcpt_to must be a list of addresses, got the str {rcpt_to!r} "
+                f"(for one recipient: rcpt_to=[{rcpt_to!r}])"
+            )
+        if not recipients:
             raise ValueError("rcpt_to must be a non-empty list of addresses")
         if mail_from is not None:
             _check_envelope_address(mail_from, "mail_from")
@@ -1021,6 +1026,7 @@ def _check_upstream_arguments(
     """`Mailbox.release`'s arguments, before anything connects: a wrong one
     is an error naming it, not a network failure (or a socket that smtplib
     leaves open, as a negative timeout did)."""
+    __tracebackhide__ = True
     if not isinstance(host, str):
         raise TypeError(f"host must be a host name or address (a str), got {host!r}")
     if not host.strip():

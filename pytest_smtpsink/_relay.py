@@ -181,7 +181,10 @@ def parse_upstream(url: str) -> Upstream:
     except ValueError:
         port = -1
     if port is not None and not 0 < port < 65536:
-        raise ValueError("the URL's port must be a number from 1 to 65535")
+        given = parts.netloc.rpartition("@")[2].rpartition(":")[2]
+        raise ValueError(
+            f"the URL's port must be a number from 1 to 65535, got {given!r}"
+        )
     host = parts.hostname
     if not host:
         raise ValueError(f"the URL names no host (e.g. {scheme}://127.0.0.1:2525)")

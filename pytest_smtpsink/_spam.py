@@ -92,8 +92,10 @@ def parse_address(text: str) -> tuple[str, int]:
     """``"127.0.0.1:783"`` or ``"[::1]:783"`` -> (host, port)."""
     host, colon, port = text.strip().rpartition(":")
     host = host.strip("[]")
-    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not colon or not host or not port.isdigit():
         raise ValueError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:783)")
+    if not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
     return host, int(port)
 
 
@@ -133,6 +135,7 @@ def report(
 ) -> SpamReport:
     """Ask spamd to score ``raw`` (the REPORT command). ``timeout``: seconds
     to wait for the connection and for each read of the answer."""
+    __tracebackhide__ = True  # spamd's failure, not a frame of ours
     from ._settings import check_seconds
 
     timeout = check_seconds(timeout, "timeout")

@@ -543,8 +543,14 @@ def test_release_to_a_remote_host_needs_allow_remote(smtpsink: Mailbox) -> None:
     captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
     with pytest.raises(ValueError, match="allow_remote=True"):
         smtpsink.release(captured, "192.0.2.1", 25)
-    with pytest.raises(ValueError, match="rcpt_to"):
+    with pytest.raises(
+        ValueError,
+        match=r"^rcpt_to must be a list of addresses, got the str 'a@example.com' "
+        r"\(for one recipient: rcpt_to=\['a@example.com'\]\)$",
+    ):
         smtpsink.release(captured, "127.0.0.1", 25, rcpt_to="a@example.com")
+    with pytest.raises(ValueError, match=r"^rcpt_to must be a non-empty list"):
+        smtpsink.release(captured, "127.0.0.1", 25, rcpt_to=[])
     with pytest.raises(ValueError, match="tls must be"):
         smtpsink.release(captured, "127.0.0.1", 25, tls="yes")  # type: ignore[arg-type]
 
@@ -702,11 +708,15 @@ def test_a_password_cut_by_a_url_delimiter_is_named_not_shown(cut: str) -> None:
             "relay",
             "the URL's host 'exa mple.com' is no host name",
         ),
-        ({"relay": "smtp://h:99999", "relay_to": ".*"}, "relay", "port"),
+        (
+            {"relay": "smtp://h:99999", "relay_to": ".*"},
+            "relay",
+            "the URL's port must be a number from 1 to 65535, got '99999'",
+        ),
         (
             {"relay": "smtp://127.0.0.1:0", "relay_to": ".*"},
             "relay",
-            "port must be a number from 1 to 65535",
+            "port must be a number from 1 to 65535, got '0'",
         ),
         (
             {"relay": "smtp://mail.example.com:25", "relay_to": ".*"},

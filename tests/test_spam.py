@@ -228,6 +228,11 @@ def test_bad_arguments_are_named(smtpsink: Mailbox) -> None:
         smtpsink.assert_not_spam(spamd=783)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"spamd: 'localhost' is not HOST:PORT"):
         message.spam_report(spamd="localhost")
+    with pytest.raises(
+        ValueError,
+        match=r"spamd: '127.0.0.1:99999': the port must be a number from 1 to 65535",
+    ):
+        message.spam_report(spamd="127.0.0.1:99999")
     # Not the configured spamd instead, nor "no spamd is configured".
     previous = use_spamd("127.0.0.1:9")
     try:
