@@ -38,7 +38,7 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._credentials import credential_forms, mask_anywhere
+from ._credentials import credential_forms, mask_anywhere, word_masker
 from ._session import Exchange, _lines
 from ._text import printable
 
@@ -377,6 +377,10 @@ def _client_class(implicit: bool) -> Any:
         def __init__(self, **kwargs: Any) -> None:
             self.exchanges: list[Exchange] = []
             self._in_auth = False
+            # Every form of the password, once a login gives it: an upstream
+            # may quote it in a reply ("535 wrong password ..."), which goes
+            # into outcomes, errors, transcripts and the CLI's output.
+            self._mask: Callable[[str], str] | None = None
             super().__init__(**kwargs)
 
         def putcmd(self, cmd: str, args: str = "") -> None:
@@ -423,6 +427,9 @@ def _client_class(implicit: bool) -> Any:
                     f"none of which the relay logs in with ({', '.join(_LOGIN_ORDER)})"
                 )
             self.user, self.password = user, password
+            # As words (after a space, a quote, a bracket...), as the sink
+            # masks its own: a short password is not cut out of every word.
+            self._mask = word_masker({user: password}, None)
             for mechanism in mechanisms:
                 method = getattr(self, "auth_" + mechanism.lower().replace("-", "_"))
                 try:
@@ -457,15 +464,22 @@ def _client_class(implicit: bool) -> Any:
                 self.file = io.BufferedReader(_ReplyReader(self.sock))
             raw = getattr(self.file, "raw", None)
             if not isinstance(raw, _ReplyReader):
-                return _checked_reply(self, super().getreply)
+                return self._masked(*_checked_reply(self, super().getreply))
             raw.deadline = time.monotonic() + self.timeout
+            raw.budget = _MAX_REPLY + _READ_AHEAD
             try:
-                return _checked_reply(self, super().getreply)
+                return self._masked(*_checked_reply(self, super().getreply))
             finally:
-                raw.deadline = None
+                raw.deadline = raw.budget = None
                 if raw.shortened and self.sock is not None:
                     raw.shortened = False
                     self.sock.settimeout(self.timeout)
+
+        def _masked(self, code: int, text: bytes) -> tuple[int, bytes]:
+            if self._mask is None:
+                return code, text
+            shown = self._mask(text.decode("utf-8", "surrogateescape"))
+            return code, shown.encode("utf-8", "surrogateescape")
 
         def getreply(self) -> tuple[int, bytes]:
             code, text = self.read_reply()
@@ -503,6 +517,9 @@ class _ReplyReader(io.RawIOBase):
         # the end of the stream.
         self.polling = False
         self.ended = False
+        # Bytes a reply may still take from the socket (`_MAX_REPLY`):
+        # smtplib bounds each line of a reply, not their number.
+        self.budget: int | None = None
         # Whether a wait shortened the socket's timeout, to put back after
         # the reply. Most replies come in one read, right after the deadline
         # was set to the socket's timeout from now: that wait keeps the
@@ -523,7 +540,16 @@ class _ReplyReader(io.RawIOBase):
             if timeout is None or timeout > remaining + _DEADLINE_SLACK:
                 self.sock.settimeout(remaining)
                 self.shortened = True
-        return int(self.sock.recv_into(buffer))
+        got = int(self.sock.recv_into(buffer))
+        if self.budget is not None:
+            self.budget -= got
+            if self.budget < 0:
+                self.budget = None
+                raise _NoReply(
+                    f"the upstream's reply goes on past {_MAX_REPLY // 1024} KiB "
+                    "(line after line of it): no SMTP reply is that long"
+                )
+        return got
 
     def _poll_into(self, buffer: Any) -> int | None:
         """What has arrived, without waiting: None if nothing has."""
@@ -546,6 +572,13 @@ class _ReplyReader(io.RawIOBase):
         return got
 
 
+#: The most a reply may take from the socket, its lines together: an
+#: upstream sending "250-..."
+#: lines for ever made the relay keep them all, hundreds of megabytes.
+_MAX_REPLY = 64 * 1024
+#: What one read may bring of the replies after it, beyond `_MAX_REPLY`
+#: (smtplib reads through a buffer of this size).
+_READ_AHEAD = 8192
 #: How far a wait may end after a reply's deadline: less than this is not
 #: worth a system call to shorten the socket's timeout.
 _DEADLINE_SLACK = 0.01

@@ -1527,6 +1527,12 @@ NO_REPLIES = {
     "no code": (b"abc what\r\n", "does not start with a 3-digit code"),
     "code out of range": (b"999 odd\r\n", "999 is no reply code"),
     "too long": (b"250 " + b"x" * 9000 + b"\r\n", "longer than 8192 bytes"),
+    # Lines within smtplib's limit, but a megabyte of them (found by a fuzz
+    # run: the relay kept them all, hundreds of megabytes).
+    "never ends": (
+        (b"250-" + b"x" * 96 + b"\r\n") * 10_000 + b"250 ok\r\n",
+        "reply goes on past 64 KiB",
+    ),
 }
 
 
@@ -2446,3 +2452,41 @@ def test_a_relay_to_the_sinks_own_address_is_refused() -> None:
         SMTPSink(port=2525, relay="smtp://localhost:2525", relay_to=".*")
     # Another port, or a sink on another address, is another server.
     SMTPSink(port=2525, relay="smtp://127.0.0.1:2526", relay_to=".*")
+
+
+def test_a_password_the_upstream_quotes_is_masked(
+    smtpsink_factory: Factory,
+    scripted: Callable[..., ScriptedUpstream],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An upstream refusing the login with the password in its reply, as
+    # given and in base64 (found by a fuzz run: it reached the outcome,
+    # the RelayError and the transcript, and the standalone sink's output).
+    password = "Pa55w0rd/z"
+    encoded = base64.b64encode(password.encode()).decode()
+
+    def answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
+        if line.upper().startswith(b"EHLO"):
+            return b"250-raw.test\r\n250 AUTH PLAIN\r\n"
+        if line.upper().startswith(b"AUTH"):
+            return f"535 5.7.8 wrong password {password} ({encoded})\r\n".encode()
+        return usual_answer(line)
+
+    upstream = scripted(answer)
+    monkeypatch.setenv("SMTPSINK_RELAY_PASSWORD", password)
+    sink = smtpsink_factory(
+        relay=f"smtp://ann@127.0.0.1:{upstream.server_address[1]}", relay_to=".*"
+    )
+    message = capture(sink, b"Subject: hi\r\n\r\nx\r\n")
+    wait_relayed(sink, message)
+    outcome = relay_of(message)
+    assert outcome.status == "refused"
+    assert outcome.reply == "5.7.8 wrong password **** (****)"
+    assert outcome.error is not None
+    shown = "\n".join(
+        [str(outcome), repr(outcome), str(outcome.error), message.summary()]
+        + [f"{e.line} {e.replies}" for e in outcome.error.transcript]
+    )
+    assert password not in shown
+    assert encoded not in shown
+    assert "wrong password ****" in str(outcome.error)
