@@ -339,6 +339,12 @@ _MALFORMED = re.compile("[\x00-\x1f\x7f\udc80-\udcff]")
 _FIRST_WORD = re.compile(r"\s*\S+")
 
 
+def _ascii_number(text: str) -> bool:
+    """Whether ``text`` is a number as SMTP writes one: ASCII digits (not
+    any Unicode digit, which str.isdigit() takes), at most 20 (RFC 1870)."""
+    return text.isascii() and text.isdigit() and len(text) <= 20
+
+
 def _malformed(value: str) -> bool:
     """True if a HELO name or address holds control characters (NUL, a bare
     CR...) or bytes that are not UTF-8 (aiosmtpd keeps those as surrogates,
@@ -683,7 +689,7 @@ class _Handler:
                 (
                     int(o[5:])
                     for o in mail_options
-                    if o.startswith("SIZE=") and o[5:].isdigit()
+                    if o.startswith("SIZE=") and _ascii_number(o[5:])
                 ),
                 None,
             )
@@ -892,6 +898,12 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         result = super()._getparams(params)
         self._dsn_params = dsn = {}
         if result is None:
+            return None
+        size = result.get("SIZE")
+        if isinstance(size, str) and not _ascii_number(size):
+            # aiosmtpd takes isdigit() for a number, then int() fails on
+            # "²" (a 500 and a logged traceback) or reads "١٢" as 12: RFC
+            # 1870's size is 1 to 20 ASCII digits. Its syntax error (501).
             return None
         for key in _DSN_PARAMS.get(self._params_command, ()):
             if key not in result:

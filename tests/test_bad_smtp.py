@@ -487,6 +487,27 @@ def test_an_address_the_parser_breaks_on_is_refused_as_malformed(
 
 
 @pytest.mark.parametrize(
+    "size", ["\u00b2", "1\u00b2", "\u0661\u0662", "\uff11\uff12", "1" * 21]
+)
+@pytest.mark.parametrize("with_fault", [False, True])
+def test_a_size_that_is_no_ascii_number_is_a_syntax_error(
+    smtpsink: Mailbox, caplog: pytest.LogCaptureFixture, size: str, with_fault: bool
+) -> None:
+    # str.isdigit() takes "²" (and int() then raised: a 500 and a logged
+    # traceback) and Arabic-Indic or full-width digits (read as a number):
+    # RFC 1870's size is ASCII digits (found by a fuzz run). With a fault
+    # rule, MAIL takes aiosmtpd's path and the rules' own look at SIZE=.
+    if with_fault:
+        smtpsink.fail("RCPT", 550, match="nobody@example.com")
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=10) as smtp:
+        assert smtp.ehlo("client.test")[0] == 250
+        smtp.send(f"MAIL FROM:<a@example.com> SIZE={size}\r\n".encode())
+        assert smtp.getreply()[0] == 501
+        assert smtp.docmd("MAIL", "FROM:<a@example.com> SIZE=12")[0] == 250
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+@pytest.mark.parametrize(
     ("command", "sent", "kept"),
     [
         ("MAIL", "FROM:<=?utf-8?q?a_b?=@example.com>", "=?utf-8?q?a_b?=@example.com"),
