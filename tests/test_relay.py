@@ -1712,6 +1712,26 @@ def test_a_later_transaction_refusal_stays_with_its_recipients(
     ]
 
 
+def test_later_transactions_send_as_many_recipients_as_the_upstream_takes(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    # One recipient per transaction upstream: each later transaction sends
+    # one, not every recipient still deferred (found by a fuzz run: 300
+    # recipients were about 45,000 RCPT commands).
+    upstream = smtpsink_factory(hostname="upstream.test")
+    upstream.limit(max_recipients=1)
+    recipients = [f"u{n:02d}@example.com" for n in range(20)]
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n", recipients)
+
+    delivery = smtpsink.release(captured, upstream.host, upstream.port)
+
+    assert delivery.accepted == tuple(recipients)
+    assert delivery.refused == ()
+    transcript = delivery.format_transcript().lower()
+    assert transcript.count("c: mail from:") == 20
+    assert transcript.count("c: rcpt to:") == 20 + 19  # all first, then one each
+
+
 @pytest.mark.parametrize("pipelining", [True, False])
 def test_the_relay_sends_recipients_deferred_with_452_in_more_transactions(
     smtpsink_factory: Factory, pipelining: bool
