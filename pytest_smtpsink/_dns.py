@@ -384,7 +384,9 @@ class DNSServer:
             return _Plan(response.to_wire())
         # The fault rules first: they fail a name whatever its zone says.
         delay, notes = 0.0, []
-        event = Event(f"DNS:{type_text}", (name_text[:-1] or ".",))
+        # In lower case: DNS names are (RFC 4343), and a resolver may vary the
+        # case of what it asks; a compiled regex then sees one spelling.
+        event = Event(f"DNS:{type_text}", (name_text[:-1].lower() or ".",))
         for step in steps(self._faults, event) if self._faults.rules else ():
             if isinstance(step, Delay):
                 delay += step.seconds

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import re
 import socket
 import struct
 import time
@@ -350,6 +351,22 @@ def ask(zone: DNSZone, name: str, rdtype: str, transport: str) -> dns.message.Me
 
 def rcode(response: dns.message.Message) -> str:
     return dns.rcode.to_text(response.rcode())
+
+
+def test_a_compiled_pattern_sees_the_name_in_lower_case(smtpsink: Mailbox) -> None:
+    # A resolver may vary the case of the names it asks (0x20 encoding): a
+    # rule must not catch only some spellings (found by a fuzz run).
+    zone = smtpsink.dns
+    zone.mx("rx.example", [(10, smtpsink)])
+    smtpsink.fail("DNS:MX", 550, match=re.compile(r"^rx\.example$"))
+    for spelling in ("rx.example", "RX.example", "rX.ExAmPlE."):
+        assert rcode(ask(zone, spelling, "MX", "udp")) == "REFUSED", spelling
+    # The record keeps the name as it was asked.
+    assert [q.name for q in zone.queries] == [
+        "rx.example.",
+        "RX.example.",
+        "rX.ExAmPlE.",
+    ]
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
