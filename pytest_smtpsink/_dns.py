@@ -608,7 +608,10 @@ class DNSServer:
             if size is not None and not draining:
                 self.cut_short(peer, f"connection reset inside its {size}-byte message")
             elif begun:
-                self.cut_short(peer, "connection reset inside its 2-byte length")
+                # What was read of it: a reset may discard what came unread.
+                self.cut_short(
+                    peer, "connection reset before its 2-byte length was read"
+                )
         finally:
             for task in late:
                 task.cancel()

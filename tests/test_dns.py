@@ -1118,7 +1118,7 @@ def test_a_tcp_client_that_resets_is_recorded_and_leaves_no_noise(
     # is recorded as such, one between messages is not recorded.
     assert {(q.transport, q.outcome) for q in queries} <= {("tcp", "ignored")}
     assert {q.note for q in queries} <= {
-        "connection reset inside its 2-byte length",
+        "connection reset before its 2-byte length was read",
         "connection reset inside its 7-byte message",
     }
     assert unread_future_errors() == []
