@@ -404,6 +404,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(
             _PerTestSummary(config.getoption("verbose") > 0), "smtpsink-summary"
         )
+    if not hasattr(config, "workerinput"):
+        # Where reports of every worker meet: mail a relay did not deliver
+        # is said at the end of the run, the tests having passed or not.
+        config.pluginmanager.register(_NotRelayedSummary(), "smtpsink-not-relayed")
     save = config.stash[_SAVE_KEY]
     if save is not None and not hasattr(config, "workerinput"):
         # One index.html per run, written where reports of every worker meet.
@@ -919,6 +923,9 @@ def pytest_runtest_makereport(
                     report.sections.append(
                         ("smtpsink", f"saved {len(written)} files in {directory}")
                     )
+        not_relayed = _not_relayed(views)
+        if not_relayed:
+            setattr(report, _NOT_RELAYED_ATTRIBUTE, not_relayed)
         if config.stash[_SUMMARY_KEY]:
             # Not view.messages: it raises once the sink died or overflowed.
             snapshots = [view.captured() for view in views]
@@ -933,6 +940,57 @@ def pytest_runtest_makereport(
 
 #: The report attribute with a test's [messages, sessions] for the summary.
 _COUNTS_ATTRIBUTE = "smtpsink_counts"
+#: The report attribute with the summary lines of a test's mail that a relay
+#: did not deliver (failed, refused, or still pending as the test ended).
+_NOT_RELAYED_ATTRIBUTE = "smtpsink_not_relayed"
+
+
+def _not_relayed(views: Sequence[Mailbox]) -> list[str]:
+    """The summary lines of the messages of ``views`` (relaying sinks only)
+    whose relay did not succeed, as the test ends."""
+    lines = []
+    for view in views:
+        if view.settings.relay is None:
+            continue
+        for message in view.captured()[0]:
+            relay = message.relay
+            if relay is not None and relay.status in ("failed", "refused", "pending"):
+                lines.append(message.summary())
+    return lines
+
+
+class _NotRelayedSummary:
+    """Mail a relaying sink did not deliver, listed at the end of the run:
+    with --smtpsink-relay, a passing run would otherwise say nothing of an
+    upstream that refused or was down. (A test that checks
+    ``message.relay`` fails on its own.)"""
+
+    #: Lines listed per test; the count says how many there were.
+    SHOWN = 3
+
+    def __init__(self) -> None:
+        self.found: dict[str, list[str]] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        lines = getattr(report, _NOT_RELAYED_ATTRIBUTE, None)
+        if report.when == "teardown" and lines:
+            self.found[report.nodeid] = list(cast("Sequence[str]", lines))
+
+    def pytest_terminal_summary(
+        self, terminalreporter: pytest.TerminalReporter
+    ) -> None:
+        if not self.found:
+            return
+        total = sum(len(lines) for lines in self.found.values())
+        terminalreporter.write_sep(
+            "=", f"smtpsink: {total} message(s) not relayed", yellow=True
+        )
+        for nodeid, lines in sorted(self.found.items()):
+            terminalreporter.write_line(f"{nodeid}: {len(lines)} not relayed")
+            for line in lines[: self.SHOWN]:
+                terminalreporter.write_line(f"  {line}")
+            if len(lines) > self.SHOWN:
+                terminalreporter.write_line(f"  ... and {len(lines) - self.SHOWN} more")
 
 
 class _PerTestSummary:

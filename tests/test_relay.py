@@ -2510,3 +2510,46 @@ def test_a_password_the_upstream_quotes_is_masked(
     assert password not in shown
     assert encoded not in shown
     assert "wrong password ****" in str(outcome.error)
+
+
+@pytest.mark.parametrize("workers", [None, "2"])
+def test_mail_not_relayed_is_listed_at_the_end_of_a_passing_run(
+    pytester: pytest.Pytester, refusing_port: int, workers: str | None
+) -> None:
+    # With --smtpsink-relay, a passing run said nothing of an upstream that
+    # was down (found by a new-user trial).
+    pytester.makepyfile(
+        """
+import smtplib
+
+def test_sends(smtpsink):
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("app@example.com", ["ann@example.com"], b"Subject: hi\\r\\n\\r\\nx\\r\\n")
+    relay = lambda: smtpsink.messages[0].relay
+    smtpsink.wait_until(lambda: relay() is None or relay().done)
+
+def test_sends_nothing(smtpsink):
+    pass
+"""
+    )
+    args = [
+        f"--smtpsink-relay=smtp://127.0.0.1:{refusing_port}",
+        "--smtpsink-relay-to=.*",
+        *(["-n", workers] if workers else ["-p", "no:xdist"]),
+    ]
+    result = pytester.runpytest(*args)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*= smtpsink: 1 message(s) not relayed =*",
+            "test_mail_not_relayed_is_listed_at_the_end_of_a_passing_run.py::"
+            "test_sends: 1 not relayed",
+            f"  #* app@example.com -> ann@example.com | * | relay to "
+            f"smtp://127.0.0.1:{refusing_port} failed: *",
+        ]
+    )
+    assert "test_sends_nothing:" not in result.stdout.str()
+    # Nothing is said when everything was relayed, or nothing relays.
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(passed=2)
+    assert "not relayed" not in result.stdout.str()
