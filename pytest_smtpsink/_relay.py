@@ -377,9 +377,9 @@ def _client_class(implicit: bool) -> Any:
         def __init__(self, **kwargs: Any) -> None:
             self.exchanges: list[Exchange] = []
             self._in_auth = False
-            # Every form of the password, once a login gives it: an upstream
-            # may quote it in a reply ("535 wrong password ..."), which goes
-            # into outcomes, errors, transcripts and the CLI's output.
+            # Masks every form of the password once a login gives it: an
+            # upstream may quote it in a reply ("535 wrong password ..."),
+            # which goes into outcomes, errors, transcripts, the CLI's output.
             self._mask: Callable[[str], str] | None = None
             super().__init__(**kwargs)
 
@@ -573,8 +573,8 @@ class _ReplyReader(io.RawIOBase):
 
 
 #: The most a reply may take from the socket, its lines together: an
-#: upstream sending "250-..."
-#: lines for ever made the relay keep them all, hundreds of megabytes.
+#: upstream sending "250-..." lines for ever made the relay keep them all,
+#: hundreds of megabytes.
 _MAX_REPLY = 64 * 1024
 #: What one read may bring of the replies after it, beyond `_MAX_REPLY`
 #: (smtplib reads through a buffer of this size).
