@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Literal
 
 from ._endpoint import ReadSideEndpoint
 from ._imap_fetch import (
+    ResponseTooLarge,
     fetch_values,
     parse_fetch_items,
     response_order,
@@ -1593,15 +1594,17 @@ class _Connection(ReadSideConnection):
             # the message is served as stored (CRLF only), without a scan.
             raw = stored.message.raw
             served = raw if stored.size == len(raw) else served_bytes(raw)
-            values = fetch_values(
-                stored,
-                items,
-                recent=stored.uid in self._recent,
-                served=served,
-                keywords=keywords,
-            )
-            size = sum(len(value) for _, value in values)
-            if size > _FETCH_COPIES * len(served) + _FETCH_SLACK:
+            limit = _FETCH_COPIES * len(served) + _FETCH_SLACK
+            try:
+                values = fetch_values(
+                    stored,
+                    items,
+                    recent=stored.uid in self._recent,
+                    served=served,
+                    keywords=keywords,
+                    limit=limit,
+                )
+            except ResponseTooLarge:
                 if changed:  # not fetched after all: not seen either
                     with self.mail.lock:
                         stored.flags = stored.flags - {_SEEN}
@@ -1610,9 +1613,9 @@ class _Connection(ReadSideConnection):
                 raise _Answered(
                     "NO",
                     f"[LIMIT] {command.name}: the response for message {number} "
-                    f"would be {size} bytes, more than {_FETCH_COPIES} times the "
+                    f"would be over {limit} bytes, {_FETCH_COPIES} times the "
                     "message; ask for each section once",
-                )
+                ) from None
             if changed and "FLAGS" not in kinds:
                 values.insert(
                     flags_at,

@@ -1059,17 +1059,25 @@ def fetch_values(
     recent: bool = False,
     served: bytes | None = None,
     keywords: Sequence[str] = (),
+    limit: int | None = None,
 ) -> list[tuple[bytes, bytes]]:
     """``(name, value)`` pairs for a ``* n FETCH`` response
     (:func:`~pytest_smtpsink._imap_syntax.format_fetch`), in the order asked.
     The caller sets ``\\Seen`` first when :func:`sets_seen` says so, and adds
     FLAGS (and UID for UID FETCH) when they were not asked. ``served``: the
     message's `served_bytes`, when the caller knows them already;
-    ``keywords`` the folder's keywords, in the order FLAGS lists them."""
+    ``keywords`` the folder's keywords, in the order FLAGS lists them.
+    Past ``limit`` bytes of values, `ResponseTooLarge` is raised as soon as
+    the value that passes it is made, not after every value is."""
     data = served_bytes(entry.message.raw) if served is None else served
     root: Part | None = None
     values: list[tuple[bytes, bytes]] = []
+    total = 0
     for item in items:
+        if limit is not None and values:
+            total += len(values[-1][1])
+            if total > limit:
+                raise ResponseTooLarge(limit)
         kind = item.kind
         if kind == "UID":
             values.append((b"UID", b"%d" % entry.uid))
@@ -1100,7 +1108,17 @@ def fetch_values(
             else:
                 assert item.section is not None
                 values.append(_body_value(root, item))
+    if limit is not None and values and total + len(values[-1][1]) > limit:
+        raise ResponseTooLarge(limit)
     return values
+
+
+class ResponseTooLarge(Exception):
+    """A FETCH response of one message past the ``limit`` of `fetch_values`."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
 
 
 def _whole(item: FetchItem) -> bool:
