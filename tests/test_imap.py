@@ -1217,7 +1217,9 @@ def test_a_fetch_asking_for_a_message_many_times_over_is_refused(
         partials = " ".join(f"BODY.PEEK[]<{n}.999999>" for n in range(10))
         typ, data = client.fetch("2", f"({partials})")
         assert typ == "NO"
-        assert data[-1].startswith(b"[LIMIT] FETCH: the response for message 2")
+        last = data[-1]
+        assert isinstance(last, bytes)
+        assert last.startswith(b"[LIMIT] FETCH: the response for message 2")
         typ, data = client.fetch("1:2", "(" + " ".join(["BODY[]"] * 10) + ")")
         assert typ == "NO"
         assert data == [
