@@ -1074,6 +1074,7 @@ def fetch_values(
     values: list[tuple[bytes, bytes]] = []
     total = 0
     for item in items:
+        # The value made last is counted here, before the next one is made.
         if limit is not None and values:
             total += len(values[-1][1])
             if total > limit:
@@ -1115,10 +1116,6 @@ def fetch_values(
 
 class ResponseTooLarge(Exception):
     """A FETCH response of one message past the ``limit`` of `fetch_values`."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(limit)
-        self.limit = limit
 
 
 def _whole(item: FetchItem) -> bool:

@@ -53,8 +53,9 @@ def given_folder_name(name: str) -> str:
     return folder_name(name.rstrip(DELIMITER) or name)
 
 
-#: The longest folder name and level, as Dovecot's (4096, 255 bytes): a
-#: name of thousands of levels made every LIST slow.
+#: The longest folder name and level, in characters (Dovecot's limits are
+#: the same numbers in bytes): a name of thousands of levels made every
+#: LIST slow.
 MAX_FOLDER_NAME = 4096
 MAX_FOLDER_LEVEL = 255
 

@@ -356,9 +356,14 @@ _HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
 def _received_headers(raw: bytes) -> int:
-    """How many ``Received:`` fields the header block of ``raw`` has."""
+    """How many ``Received:`` fields the header block of ``raw`` has, when
+    it could have `MAX_HOPS`; else 0. Runs on the sink's loop for every
+    relayed message: a header of fewer lines is not even lower-cased."""
     end = _HEADER_END.search(raw)
-    head = (raw if end is None else raw[: end.start()]).lower()
+    head = raw if end is None else raw[: end.start()]
+    if head.count(b"\n") + 1 < MAX_HOPS:
+        return 0
+    head = head.lower()
     return head.count(b"\nreceived:") + head.startswith(b"received:")
 
 
@@ -698,6 +703,8 @@ class _Connection:
         exchanges.clear()  # what follows ``delivery.transcript``
         before = len(delivery.refused) + 1
         taken = max(len(delivery.accepted), 1)
+        # Refused recipients stay in the order given, however batched.
+        order = {entry[0]: i for i, entry in enumerate(delivery.refused)}
         while self.open and not self.stopping():
             rest = tuple(r for r, code, _ in delivery.refused if code == 452)
             if not rest or len(rest) >= before:
@@ -711,15 +718,12 @@ class _Connection:
                 )
             except RelayError as error:
                 if error.code is not None:
-                    order = {entry[0]: i for i, entry in enumerate(delivery.refused)}
                     kept += tuple((r, error.code, error.reply) for r in batch)
                     delivery = dataclasses.replace(
                         delivery, refused=tuple(sorted(kept, key=lambda e: order[e[0]]))
                     )
                 break
             taken = max(len(more.accepted), 1)
-            # In the order the recipients were given, however batched.
-            order = {entry[0]: i for i, entry in enumerate(delivery.refused)}
             refused = sorted(kept + more.refused, key=lambda entry: order[entry[0]])
             delivery = dataclasses.replace(
                 delivery,
