@@ -1258,7 +1258,8 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
     def _write_or_hold(self, data: bytes | bytearray | memoryview) -> None:
         held = self._held_replies
         if (
-            (self._more_lines or b"\n" in self._reader._buffer)  # type: ignore[attr-defined]
+            # find(), not `in`: see _on_line.
+            (self._more_lines or self._reader._buffer.find(b"\n") >= 0)  # type: ignore[attr-defined]
             and self._may_hold_reply()
             # Beyond this, write: the transport's back pressure (aiosmtpd
             # drains after each reply) then holds a client that never reads.
@@ -1555,18 +1556,18 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             return None
         address, params = plain
         options = params.split()
-        if options:
-            keys = {option[:4] for option in options}
-            if len(keys) < len(options) or any(
-                _PLAIN_MAIL_PARAM.match(option) is None for option in options
-            ):
+        # At most one SIZE and one BODY (smtplib sends SIZE).
+        seen: list[str] = []
+        for option in options:
+            key = option[:4]
+            if _PLAIN_MAIL_PARAM.match(option) is None or key in seen:
                 return None
-            if "BODY" in keys and self._decode_data:
-                return None
-            if "SIZE" in keys and self.data_size_limit:
-                size = next(int(o[5:]) for o in options if o[:4] == "SIZE")
-                if size > self.data_size_limit:
+            seen.append(key)
+            if key == "BODY":
+                if self._decode_data:
                     return None
+            elif self.data_size_limit and int(option[5:]) > self.data_size_limit:
+                return None
         return address, options
 
     def _take_mail(self, address: str, options: list[str]) -> None:
@@ -1753,7 +1754,10 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             _STRAY.line = None
         if self._after_auth and self._stray_auth_response(raw):
             return
-        if b"AUTH" in raw.upper():  # most lines are not: skip the decoding
+        # Most lines are not AUTH: skip the decoding. find(), not `in`: a
+        # bytes `in` first tries its operand as an integer, and that failed
+        # try makes and drops a TypeError, on every line and reply.
+        if raw.upper().find(b"AUTH") >= 0:
             # Keep the mechanism; PLAIN's initial response is the password.
             # Masked before anything is made printable, so that no separator
             # smuggles the secret through.
