@@ -230,6 +230,25 @@ def session_record(session: Session, href: str | None = None) -> SessionRecord:
 
 
 _MAX_NAME = 100
+#: In UTF-8 bytes: most file systems allow 255 per name, and 100 letters
+#: of a script outside ASCII can take 300 or 400. Room is left for the
+#: ``N-`` of a repeated name and the ``.txt`` of `_inert_name`.
+_MAX_NAME_BYTES = 200
+#: Extensions a browser shows or downloads without running anything, when
+#: index.html is opened from disk (file://, where Chromium ignores the
+#: links' ``download``): all in Chromium's own type table, so that it
+#: never sniffs the content. Any other attachment is saved with ``.txt``
+#: added: a mailed ``invoice.html``, ``logo.svg``, ``feed.xml`` or a name
+#: with no extension would otherwise open as a page and run its script.
+_INERT_EXTENSIONS = frozenset(
+    {
+        *("txt", "csv", "json", "pdf", "rtf", "ics"),
+        *("png", "jpg", "jpeg", "gif", "webp", "bmp", "ico", "tif", "tiff", "avif"),
+        *("mp3", "m4a", "wav", "ogg", "flac", "mp4", "webm"),
+        *("zip", "gz", "tgz"),
+        *("doc", "docx", "xls", "xlsx", "ppt", "pptx"),
+    }
+)
 #: Windows opens a device, not a file, for these names, whatever their
 #: extension (``nul.txt``, ``COM1.pdf``); ``\w`` keeps the superscript
 #: digits that Windows counts as well (``COM¹``).
@@ -241,18 +260,29 @@ _WINDOWS_DEVICES = frozenset(
 
 def safe_name(filename: str | None, index: int) -> str:
     """A file name that stays inside its directory on any OS, at most
-    `_MAX_NAME` characters; a long one keeps its extension, which says
-    what opens it. A Windows device name gets a ``_`` in front."""
+    `_MAX_NAME` characters and `_MAX_NAME_BYTES` bytes of UTF-8; a long
+    one keeps its extension, which says what opens it. A Windows device
+    name gets a ``_`` in front."""
     name = re.sub(r"[^\w.\-]+", "_", filename or "").strip("._")
     if name.partition(".")[0].upper() in _WINDOWS_DEVICES:
         name = f"_{name}"
-    if len(name) > _MAX_NAME:
+    if len(name) > _MAX_NAME or len(name.encode()) > _MAX_NAME_BYTES:
         stem, dot, extension = name.rpartition(".")
         if not dot or not stem or len(extension) > 16:
             stem, extension = name, ""
         suffix = f".{extension}" if extension else ""
-        name = stem[: _MAX_NAME - len(suffix)].rstrip("._") + suffix
+        room = _MAX_NAME_BYTES - len(suffix.encode())
+        # Cut in bytes, then drop a character cut in two.
+        stem = stem[: _MAX_NAME - len(suffix)].encode()[:room].decode(errors="ignore")
+        name = stem.rstrip("._") + suffix
     return name or f"attachment-{index}"
+
+
+def _inert_name(name: str) -> str:
+    """``name``, or ``name.txt`` when a browser could open the file as a
+    page (see `_INERT_EXTENSIONS`)."""
+    extension = name.rpartition(".")[2] if "." in name else ""
+    return name if extension.lower() in _INERT_EXTENSIONS else f"{name}.txt"
 
 
 def _href(path: Path, root: Path) -> str:
@@ -315,12 +345,23 @@ def record_test(
             folder.mkdir(exist_ok=True)
             used: set[str] = set()
             for number, item in enumerate(attachments, 1):
-                name = safe_name(item.filename, number)
+                name = _inert_name(safe_name(item.filename, number))
                 if name.lower() in used:
                     name = f"{number}-{name}"
                 used.add(name.lower())
                 path = folder / name
-                path.write_bytes(item.content)
+                try:
+                    path.write_bytes(item.content)
+                except OSError:
+                    # A name this file system refuses after all: one
+                    # attachment must not cost the test its place in the
+                    # index (the .eml file holds every byte of it anyway).
+                    path = folder / f"attachment-{number}.txt"
+                    try:
+                        path.write_bytes(item.content)
+                    except OSError:
+                        hrefs.append(None)
+                        continue
                 hrefs.append(_href(path, root))
         shown = message_record(
             message,
@@ -416,6 +457,12 @@ def remote_resources(markup: str) -> list[str]:
 _LINK_TAG = re.compile(r"<link(?=[\s/>])", re.I)
 
 
+#: A ``srcdoc`` attribute as the tokenizer reads one: its name in any ASCII
+#: case after what may end the tag name or the attribute before it (a
+#: quoted value needs no space after it), then what ends an attribute name.
+_SRCDOC_ATTRIBUTE = re.compile(r"""(?<=[\s/"'])srcdoc(?=[\s/>=]|\Z)""", re.I)
+
+
 def inert_links(markup: str) -> str:
     """``markup`` with every ``<link`` tag made a ``<wbr>``, which loads,
     resolves and renders nothing. No CSP directive covers the
@@ -423,7 +470,12 @@ def inert_links(markup: str) -> str:
     and connects, under ``default-src 'none'``; X-DNS-Prefetch-Control
     does not stop them either), so a mail's ``<link rel=dns-prefetch
     href=//tracker.example>`` told the tracker the mail was opened. Under
-    the frame's CSP a link can do nothing else, so nothing shown is lost."""
+    the frame's CSP a link can do nothing else, so nothing shown is lost.
+
+    A frame's ``srcdoc`` is a document of its own, its markup entity-encoded
+    in the attribute (``&lt;link ...``), where no rewrite of the text can
+    see it: a mail's frames keep no ``srcdoc``, and stay empty."""
+    markup = _SRCDOC_ATTRIBUTE.sub("data-was-srcdoc", markup)
     return _LINK_TAG.sub("<wbr data-was-link", markup)
 
 

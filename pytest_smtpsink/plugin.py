@@ -447,7 +447,9 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     (``<dir>/<test>/NNNN-attachments/``): a mailed ``test_x.py``,
     ``conftest.py`` or ``test_x.txt`` (a doctest) is the mail's, not the
     project's. Also in a run without the option (often given in CI only):
-    the test's ``smtpsink.json`` beside the folder says what it is."""
+    the test's ``smtpsink.json`` beside the folder says what it is, or,
+    should writing the attachments have failed before that record was
+    written, the ``.eml`` files of the messages beside it."""
     name = collection_path.name
     if not (name.endswith("-attachments") and name[:4].isdigit()):
         return None  # nearly every path: no stash lookup, no resolve()
@@ -456,7 +458,8 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
         return True
     from ._html import RECORD_NAME
 
-    if (collection_path.parent / RECORD_NAME).is_file():
+    parent = collection_path.parent
+    if (parent / RECORD_NAME).is_file() or any(parent.glob("*.eml")):
         return True
     return None
 

@@ -176,7 +176,9 @@ def test_index_lists_the_message_parts_and_files(
     (message,) = record["messages"]
     (attachment,) = message["attachments"]
     # The attachment stays inside the test's directory whatever its name.
-    assert attachment["href"] == "test_x.py__test_x/0001-attachments/evil_page.html"
+    # With .txt added: a browser never opens it as a page (file:// links
+    # ignore `download`).
+    assert attachment["href"] == "test_x.py__test_x/0001-attachments/evil_page.html.txt"
     saved = tmp_path / attachment["href"]
     assert saved.read_bytes() == b"<script>alert(1)</script>"
     assert f'href="{attachment["href"]}" download' in markup
@@ -225,10 +227,79 @@ def test_with_two_sinks_the_index_says_whose_message_each_is(
         ("..\\PRN", "_PRN"),
         ("console.txt", "console.txt"),
         ("COM10", "COM10"),
+        # Most file systems allow 255 bytes per name: 100 letters of CJK
+        # (3 bytes each) or of U+1D400.. (4) are cut to 200 bytes, whole
+        # characters only, the extension kept.
+        pytest.param("\u8acb" * 100, "\u8acb" * 66, id="cjk"),
+        pytest.param("\u8acb" * 100 + ".pdf", "\u8acb" * 65 + ".pdf", id="cjk.pdf"),
+        pytest.param("\U0001d400" * 80, "\U0001d400" * 50, id="4-byte"),
     ],
 )
 def test_saved_attachment_names(filename: str | None, saved: str) -> None:
     assert _html.safe_name(filename, 3) == saved
+    assert len(saved.encode()) <= 200
+
+
+@pytest.mark.parametrize(
+    ("name", "saved"),
+    [
+        ("invoice.pdf", "invoice.pdf"),
+        ("photo.JPG", "photo.JPG"),
+        ("report.csv", "report.csv"),
+        ("notes.txt", "notes.txt"),
+        ("invoice.html", "invoice.html.txt"),
+        ("logo.svg", "logo.svg.txt"),
+        ("feed.xml", "feed.xml.txt"),
+        ("page.xhtml", "page.xhtml.txt"),
+        ("test_x.py", "test_x.py.txt"),
+        ("README", "README.txt"),  # no extension: the browser sniffs it
+        ("attachment-3", "attachment-3.txt"),
+    ],
+)
+def test_saved_attachments_open_inert(name: str, saved: str) -> None:
+    assert _html._inert_name(name) == saved
+
+
+def test_a_name_too_long_for_the_file_system_keeps_the_test_in_the_index(
+    smtpsink: Mailbox, tmp_path: Path
+) -> None:
+    # 100 CJK letters passed the 100-character cut as 300 bytes: writing
+    # the attachment failed (ENAMETOOLONG), and with it the test's record.
+    message = make_message(subject="Long names")
+    for name in ("\u8acb" * 100 + ".pdf", "\U0001d400" * 80):
+        message.add_attachment(
+            b"%PDF-1.4", maintype="application", subtype="pdf", filename=name
+        )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.send_message(message)
+    smtpsink.wait_for()
+    markup = save_index(smtpsink, tmp_path).read_text(encoding="utf-8")
+    assert "Long names" in markup
+    folder = tmp_path / "test_x.py__test_x" / "0001-attachments"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "\u8acb" * 65 + ".pdf",
+        "\U0001d400" * 50 + ".txt",
+    ]
+
+
+def test_attachments_beside_saved_mail_are_not_collected_without_a_record(
+    pytester: pytest.Pytester,
+) -> None:
+    # Writing the attachments failed half way (a full disk): no
+    # smtpsink.json was written, but the .eml files beside the folder say
+    # what it is, and the mailed files stay uncollected.
+    directory = pytester.path / "mail" / "test_mail.py__test_sends_code"
+    folder = directory / "0001-attachments"
+    folder.mkdir(parents=True)
+    (directory / "0001-code.eml").write_bytes(b"Subject: code\r\n\r\nx\r\n")
+    (folder / "conftest.py").write_text(
+        "def pytest_report_header():\n    return 'conftest from mail'\n"
+    )
+    (folder / "test_from_mail.py").write_text("def test_from_mail():\n    pass\n")
+    pytester.makepyfile(test_own="def test_own():\n    pass\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    assert "conftest from mail" not in result.stdout.lines
 
 
 def test_remote_resources() -> None:
@@ -500,8 +571,10 @@ def test_saved_attachments_are_not_collected(
     args = ["--smtpsink-save-dir=mail", *workers]
     pytester.runpytest(*args).assert_outcomes(failed=1)
     saved = sorted(p.name for p in (pytester.path / "mail").rglob("test_from_*"))
-    assert saved == ["test_from_mail.py", "test_from_mail.txt"]
-    assert list((pytester.path / "mail").rglob("conftest.py"))
+    # A .py file is saved as text (see test_saved_attachments_open_inert);
+    # a test*.txt file is a doctest to pytest all the same.
+    assert saved == ["test_from_mail.py.txt", "test_from_mail.txt"]
+    assert list((pytester.path / "mail").rglob("conftest.py.txt"))
     result = pytester.runpytest(*args)
     result.assert_outcomes(failed=1)  # test_from_mail did not run
     assert "conftest from mail" not in result.stdout.lines  # the header

@@ -226,3 +226,67 @@ def test_long_names_wrap_inside_the_page(
         width,
     )
     assert (page, wider) == (width, [])
+
+
+#: Attachments a browser would open as a page, each trying to run a script.
+ACTIVE_ATTACHMENTS = {
+    "invoice.html": b"<script>document.title = 'ran'</script>",
+    "logo.svg": (
+        b'<svg xmlns="http://www.w3.org/2000/svg">'
+        b"<script>document.title = 'ran'</script></svg>"
+    ),
+    "page.xhtml": (
+        b'<html xmlns="http://www.w3.org/1999/xhtml"><head><title>x</title></head>'
+        b"<body><script>document.title = 'ran'</script></body></html>"
+    ),
+    "README": b"<!DOCTYPE html><script>document.title = 'ran'</script>",
+    "notes.txt": b"<!DOCTYPE html><script>document.title = 'ran'</script>",
+}
+
+
+def test_saved_attachments_never_open_as_a_page(
+    driver: WebDriver, smtpsink: Mailbox, tmp_path: Path
+) -> None:
+    """index.html is opened from disk, where Chromium ignores the links'
+    ``download``: a click on a mailed invoice.html opened it as a page and
+    ran its script. Each copy is opened as a click would open it."""
+    import smtplib
+
+    from conftest import make_message
+    from selenium.webdriver.common.by import By
+
+    message = make_message(subject="Active attachments")
+    for name, content in ACTIVE_ATTACHMENTS.items():
+        message.add_attachment(
+            content, maintype="application", subtype="octet-stream", filename=name
+        )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.send_message(message)
+    smtpsink.wait_for()
+    index = save_index(smtpsink, tmp_path / "mail")
+    driver.get(index.as_uri())
+    hrefs = [
+        str(link.get_attribute("href"))
+        for link in driver.find_elements(By.CSS_SELECTOR, "details.attachments a")
+    ]
+    assert [href.rpartition("/")[2] for href in hrefs] == [
+        "invoice.html.txt",
+        "logo.svg.txt",
+        "page.xhtml.txt",
+        "README.txt",
+        "notes.txt",
+    ]
+    for href in hrefs:
+        driver.get(href)
+        assert (href, driver.title) != (href, "ran")
+        assert driver.execute_script("return document.contentType") == "text/plain"
+    # The control: the pages under their own names run their scripts. (A
+    # name without an extension is sniffed; this Chromium shows that one as
+    # text, others may not.)
+    for name in ("invoice.html", "logo.svg", "page.xhtml"):
+        content = ACTIVE_ATTACHMENTS[name]
+        control = tmp_path / "control" / name
+        control.parent.mkdir(exist_ok=True)
+        control.write_bytes(content)
+        driver.get(control.as_uri())
+        assert (name, driver.title) == (name, "ran")

@@ -156,7 +156,11 @@ def test_a_page_released_for_a_newer_one_pauses_until_resumed(
 
 #: Names a mail's resource hints point at, and one a page outside any mail
 #: does: the browser's net log must show the last and neither of the others.
-HINTED = ("dns-prefetch.tracker.example", "preconnect.tracker.example")
+HINTED = (
+    "dns-prefetch.tracker.example",
+    "preconnect.tracker.example",
+    "srcdoc.tracker.example",
+)
 CONTROL = "dns-prefetch.control.example"
 
 
@@ -176,6 +180,9 @@ def test_resource_hints_in_mail_resolve_no_name(
         (
             f'<link rel="dns-prefetch" href="//{HINTED[0]}">'
             f'<LINK rel=preconnect href="http://{HINTED[1]}/">'
+            # A frame's own document, where the <link> is entity-encoded.
+            f'<iframe srcdoc="&lt;link rel=preconnect href=http://{HINTED[2]}/&gt;">'
+            "</iframe>"
             '<p id="greeting">Hello</p>'
         ).encode(),
         Content_Type="text/html",
