@@ -827,8 +827,10 @@ class Message:
             texts = anchors.setdefault(url, [])
             if anchor and anchor not in texts:
                 texts.append(anchor)
+        # printable(): a mail's escape sequences must not reach the terminal.
         found = "\n".join(
-            f"  {url}" + (f"  (text {', '.join(map(repr, texts))})" if texts else "")
+            f"  {printable(url)}"
+            + (f"  (text {', '.join(map(repr, texts))})" if texts else "")
             for url, texts in anchors.items()
         )
         raise AssertionError(
@@ -838,17 +840,21 @@ class Message:
 
     def code(self, pattern: str | re.Pattern[str] = DEFAULT_CODE_PATTERN) -> str:
         """A one-time code from the body: by default the first 4 to 8 digit
-        number standing alone. With a pattern that has a group, group 1."""
+        number standing alone. With a pattern that has a group, group 1 of
+        the first match where that group took part."""
         __tracebackhide__ = True
         regex = _compiled(pattern, "code")
         haystack = self.text if self.text is not None else _strip_tags(self.html or "")
-        match = regex.search(haystack)
-        if match is None:
-            raise AssertionError(
-                f"no code matching {regex.pattern!r} in {self!r}; body starts:\n"
-                f"{shorten(haystack, 300)}"
-            )
-        return match.group(1) if regex.groups else match.group(0)
+        for match in regex.finditer(haystack):
+            found = match.group(1) if regex.groups else match.group(0)
+            if found is not None:  # None: an optional group 1 matched nothing
+                return found
+        # Line by line, printable(): the mail's escape sequences must not
+        # reach the terminal.
+        start = "\n".join(map(printable, shorten(haystack, 300).split("\n")))
+        raise AssertionError(
+            f"no code matching {regex.pattern!r} in {self!r}; body starts:\n{start}"
+        )
 
     @property
     def size(self) -> int:

@@ -217,6 +217,21 @@ _AUTH_TOO_LONG = "500 5.5.6 Authentication Exchange line is too long"
 _MAX_AUTH_RESPONSE = 12288
 
 
+def _encodes(text: str, encoding: str) -> bool:
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _sendable(text: str, encoding: str) -> str:
+    """``text`` (a reply that echoes what the client sent, its undecodable
+    bytes as surrogates) with what ``encoding`` cannot send escaped."""
+    shown = _printable(text.encode("utf-8", "surrogateescape"))
+    return shown.encode(encoding, "backslashreplace").decode(encoding)
+
+
 def _is_auth_line(text: str) -> bool:
     """Whether a client line is an AUTH command in any case, after any white
     space, with any separator (aiosmtpd splits AUTH's arguments with
@@ -1808,6 +1823,12 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         text = (
             status.decode("utf-8", "replace") if isinstance(status, bytes) else status
         )
+        if isinstance(status, str) and not _encodes(status, self._reply_encoding):
+            # aiosmtpd echoes an argument it could not parse ("502 Could not
+            # VRFY <\udcff"): its push then failed to encode the reply (a
+            # 500 and a logged traceback, after a 502 recorded but never
+            # sent). Sent and recorded escaped, as a transcript shows it.
+            status = text = _sendable(status, self._reply_encoding)
         if text.startswith("500 Error: command "):
             current = self._current
             text = _unrecognized(

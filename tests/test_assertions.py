@@ -582,6 +582,43 @@ def test_message_helpers(mixed: Mailbox) -> None:
     ), caught.value
 
 
+def test_code_skips_a_match_whose_group_took_no_part(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    # code() is a str or an AssertionError: an optional group 1 that
+    # matched nothing gave None.
+    send(text="Your code: none yet.\nYour code: 4711\n")
+    message = smtpsink.messages.one()
+    assert message.code(r"code:(?: (\d+))?") == "4711"
+    with pytest.raises(AssertionError, match="no code matching"):
+        message.code(r"code:(?: (\d{6}))?")
+
+
+def test_link_and_code_failures_show_no_escape_sequence(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    # A failure is printed to the terminal: the mail's ESC and BEL (a
+    # hyperlink, a clipboard write, a cleared screen) are shown escaped.
+    send(
+        text="hello \x1b]52;c;ZWNobw==\x07 \x1b[2J no code\n"
+        "https://x.example/\x1b]8;;https://evil.example\x07\n"
+    )
+    message = smtpsink.messages.one()
+    def link() -> str:
+        return message.link(contains="/reset/")
+
+    for check in (link, message.code):
+        with pytest.raises(AssertionError) as caught:
+            check()
+        text = str(caught.value)
+        assert ("\x1b" in text, "\x07" in text) == (False, False), text
+        assert "\\x1b" in text
+    assert str(caught.value).endswith(
+        "body starts:\nhello \\x1b]52;c;ZWNobw==\\x07 \\x1b[2J no code\n"
+        "https://x.example/\\x1b]8;;https://evil.example\\x07\n"
+    )
+
+
 def test_links_are_deduplicated_in_order(smtpsink: Mailbox, send: Send) -> None:
     send(
         text="First https://a.example/1, then https://b.example/2.\n",

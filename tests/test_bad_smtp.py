@@ -507,6 +507,29 @@ def test_a_size_that_is_no_ascii_number_is_a_syntax_error(
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
+@pytest.mark.parametrize("argument", [b"<\xff", b"@ \xff", b",\xff<", b"<\xc3\xa9"])
+def test_an_unparsable_vrfy_is_echoed_escaped(
+    raw: Connect,
+    smtpsink: Mailbox,
+    caplog: pytest.LogCaptureFixture,
+    argument: bytes,
+) -> None:
+    # aiosmtpd echoes the argument it could not parse; with a byte that is
+    # not UTF-8 the reply failed to encode: "500 Error: (UnicodeEncodeError)",
+    # a logged traceback, and a 502 in the transcript that was never sent
+    # (found by a fuzz run). Without SMTPUTF8 such a line is refused first.
+    client = raw()
+    assert client.cmd(b"EHLO client.test\r\n")[0] == 250
+    code, text = client.cmd(b"VRFY " + argument + b"\r\n")
+    assert client.cmd(b"NOOP\r\n")[0] == 250
+    shown = "\\xff" if b"\xff" in argument else "\u00e9"
+    assert (code, shown in text.decode("utf-8")) == (502, True)
+    session = session_of(smtpsink, client)
+    assert exchange(session, "VRFY")[1] == 502
+    assert session.transcript[2].replies == [f"502 {text.decode('utf-8')}"]
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
 @pytest.mark.parametrize(
     ("command", "sent", "kept"),
     [
