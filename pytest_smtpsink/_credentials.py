@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import base64
 import functools
+import os
 import re
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 
 Masker = Callable[[str], str]
+
+#: Where a relay URL with a user name and no password gets its password.
+RELAY_PASSWORD_VARIABLE = "SMTPSINK_RELAY_PASSWORD"
 
 # What may stand around a password sent as a word: white space, quotes,
 # brackets and the separators of the protocols' syntax. Not "@", ".", "-":
@@ -40,11 +44,14 @@ def credential_forms(auth: object, relay: str | None) -> list[str]:
                 ]
     if relay is not None:
         try:
-            written = urllib.parse.urlsplit(relay).password
+            parts = urllib.parse.urlsplit(relay)
+            user, written = parts.username, parts.password
         except ValueError:  # validated when the sink was made; be safe
-            written = None
+            user = written = None
         if written:
             found += [written, urllib.parse.unquote(written)]
+        elif user:  # the relay's password comes from the environment
+            found.append(os.environ.get(RELAY_PASSWORD_VARIABLE, ""))
     return [secret for secret in found if secret]
 
 
@@ -75,3 +82,11 @@ def _pattern(secrets: tuple[str, ...], words: bool) -> re.Pattern[str]:
     if words:
         alternatives = f"(?<![^{_EDGE}])(?:{alternatives})(?![^{_EDGE}])"
     return re.compile(alternatives, re.IGNORECASE)
+
+
+def masked(mask: Masker | None, value: str) -> str:
+    """``value`` masked by ``mask`` (None: the sink knows no secret). For
+    the values a session's summary shows, such as a failed login's user
+    name: a client with its user and password swapped sends the password
+    there."""
+    return value if mask is None else mask(value)

@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Literal
 
+from ._credentials import masked
 from ._endpoint import ReadSideEndpoint
 from ._imap_fetch import (
     ResponseTooLarge,
@@ -861,7 +862,11 @@ class _Connection(ReadSideConnection):
 
     async def _login(self, mechanism: str, user: str, success: bool) -> str:
         assert self.record is not None
-        info = AuthInfo(mechanism=mechanism, username=user, success=success)
+        info = AuthInfo(
+            mechanism=mechanism,
+            username=masked(self.server.mask_secrets, user),  # user, password swapped
+            success=success,
+        )
         self.record._auth_attempts.append(info)
         self.record.auth = info
         self.store.touch()

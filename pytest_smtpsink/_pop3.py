@@ -35,6 +35,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
+from ._credentials import masked
 from ._endpoint import ReadSideEndpoint
 from ._mailstore import INBOX, check_login, is_utf8, wire_bytes
 from ._readside import BUGS_IN_A_ROW, Closed, ReadSideConnection, ReadSideServer
@@ -606,14 +607,20 @@ class _Connection(ReadSideConnection):
                 self.end_stale()
                 raise Closed
             if in_use:
-                info = AuthInfo(mechanism, user, False)
+                info = AuthInfo(
+                    mechanism, masked(self.server.mask_secrets, user), False
+                )
                 self.record._auth_attempts.append(info)
                 self.record.auth = info
                 await self._reply(
                     "-ERR [IN-USE] Mailbox is locked by another POP3 session"
                 )
                 return
-        info = AuthInfo(mechanism=mechanism, username=user, success=success)
+        info = AuthInfo(
+            mechanism=mechanism,
+            username=masked(self.server.mask_secrets, user),  # user, password swapped
+            success=success,
+        )
         self.record._auth_attempts.append(info)
         self.record.auth = info
         if not success:

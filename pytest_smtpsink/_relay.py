@@ -38,7 +38,12 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._credentials import credential_forms, mask_anywhere, word_masker
+from ._credentials import (
+    RELAY_PASSWORD_VARIABLE,
+    credential_forms,
+    mask_anywhere,
+    word_masker,
+)
 from ._session import Exchange, _lines
 from ._text import printable
 
@@ -53,8 +58,6 @@ if TYPE_CHECKING:
 UpstreamTLS = Literal["starttls", "implicit"]
 RelayStatus = Literal["pending", "relayed", "refused", "failed", "not-matched"]
 
-#: Where a relay URL that names a user but no password finds the password.
-RELAY_PASSWORD_VARIABLE = "SMTPSINK_RELAY_PASSWORD"
 #: Seconds the relay thread keeps an idle upstream connection open for the
 #: next message before it says QUIT: a burst of mail shares one connection,
 #: and a test's upstream session still ends soon after its last message.

@@ -47,7 +47,7 @@ from aiosmtpd.smtp import Session as _AioSession
 
 from . import _setup_template
 from ._content import Content
-from ._credentials import Masker, word_masker
+from ._credentials import Masker, masked, word_masker
 from ._faults import (
     Delay,
     Discard,
@@ -1876,7 +1876,8 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             # aiosmtpd replies 250 to any name (no HELO hook): record it
             # before the reply, so a client that has read it sees it.
             assert self.record is not None
-            self.record.ehlo, self.record.esmtp = hostname, False
+            name = masked(self.state.mask_secrets, hostname)
+            self.record.ehlo, self.record.esmtp = name, False
         await super().smtp_HELO(hostname)
 
     @_same_syntax(SMTP.smtp_EHLO)
@@ -1955,7 +1956,8 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         assert self.session is not None
         if self.session.host_name:
             # Shared: a client gives the same name on every connection.
-            self.record.ehlo = self.state.store.share(self.session.host_name)
+            name = masked(self.state.mask_secrets, self.session.host_name)
+            self.record.ehlo = self.state.store.share(name)
             self.record.esmtp = bool(self.session.extended_smtp)
 
     def filter_ehlo(self, responses: list[str]) -> list[str]:
@@ -1999,7 +2001,9 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         else:
             success = check(table[username])
         assert self.record is not None
-        info = AuthInfo(mechanism=mechanism, username=username, success=success)
+        # Masked for the record only (a password sent as the user name).
+        shown = masked(self.state.mask_secrets, username)
+        info = AuthInfo(mechanism=mechanism, username=shown, success=success)
         self.record._auth_attempts.append(info)
         self.record.auth = info
         return AuthResult(success=success, handled=False, auth_data=username)

@@ -171,3 +171,38 @@ def test_a_password_where_no_login_expects_it_is_masked(
     assert hostile_auth.leaks(shown) == []
     assert "****" in shown
     assert said  # answered, and the server went on to the end
+
+
+def test_a_password_sent_as_the_user_name_or_greeting_is_masked(
+    smtpsink_factory: Factory,
+) -> None:
+    # An application with its user name and password swapped sends the
+    # password as the user: the transcript masked it, but the summary
+    # line ("failed: PLAIN '...'", in reports, saved files and the CLI)
+    # showed the attempt's user name as sent; so too a password given as
+    # the EHLO name.
+    import imaplib
+    import poplib
+    import smtplib
+
+    sink = smtpsink_factory(auth={USER: PASSWORD}, auth_plaintext=True)
+    with smtplib.SMTP(sink.host, sink.port, local_hostname=PASSWORD) as client:
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            client.login(PASSWORD, USER)
+    pop3 = poplib.POP3(sink.pop3.host, sink.pop3.port, timeout=10)
+    pop3.user(PASSWORD)
+    with pytest.raises(poplib.error_proto):
+        pop3.pass_(USER)
+    pop3.quit()
+    imap = imaplib.IMAP4(sink.imap.host, sink.imap.port, timeout=10)
+    with pytest.raises(imaplib.IMAP4.error):
+        imap.login(PASSWORD, USER)
+    imap.logout()
+    sink.wait_until(lambda: all(s.end is not None for s in sink.sessions))
+    shown = "\n".join(repr(s) for s in sink.sessions)
+    # smtplib tries CRAM-MD5, PLAIN and LOGIN in turn.
+    assert [
+        (s.protocol, a.username) for s in sink.sessions for a in s.auth_attempts
+    ] == [("SMTP", "****")] * 3 + [("POP3", "****"), ("IMAP", "****")]
+    assert sink.sessions[0].ehlo == "****"
+    assert hostile_auth.leaks(shown) == []

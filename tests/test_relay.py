@@ -839,6 +839,21 @@ def test_a_relay_password_from_the_environment_logs_in_and_never_shows(
     assert PASSWORD not in shown
 
 
+def test_a_relay_password_from_the_environment_is_masked_where_a_client_sends_it(
+    smtpsink_factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Written in the URL, the password was masked in every recorded line;
+    # from the environment (the safer way, the docs say) it was not.
+    monkeypatch.setenv("SMTPSINK_RELAY_PASSWORD", PASSWORD)
+    sink = smtpsink_factory(relay="smtp://ann@127.0.0.1:9", relay_to="nobody@x")
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        assert client.docmd("XPW", PASSWORD)[0] == 500
+    sink.wait_until(lambda: sink.sessions[-1].end is not None)
+    (session,) = sink.sessions
+    assert "C: XPW ****" in session.format_transcript()
+    assert PASSWORD not in session.format_transcript() + repr(session)
+
+
 # -- automatic relay: behaviour ----------------------------------------------------------
 
 
