@@ -604,6 +604,7 @@ def test_link_and_code_failures_show_no_escape_sequence(
         "https://x.example/\x1b]8;;https://evil.example\x07\n"
     )
     message = smtpsink.messages.one()
+
     def link() -> str:
         return message.link(contains="/reset/")
 

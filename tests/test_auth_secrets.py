@@ -186,9 +186,11 @@ def test_a_password_sent_as_the_user_name_or_greeting_is_masked(
     import smtplib
 
     sink = smtpsink_factory(auth={USER: PASSWORD}, auth_plaintext=True)
-    with smtplib.SMTP(sink.host, sink.port, local_hostname=PASSWORD) as client:
-        with pytest.raises(smtplib.SMTPAuthenticationError):
-            client.login(PASSWORD, USER)
+    with (
+        smtplib.SMTP(sink.host, sink.port, local_hostname=PASSWORD) as client,
+        pytest.raises(smtplib.SMTPAuthenticationError),
+    ):
+        client.login(PASSWORD, USER)
     pop3 = poplib.POP3(sink.pop3.host, sink.pop3.port, timeout=10)
     pop3.user(PASSWORD)
     with pytest.raises(poplib.error_proto):

@@ -2570,6 +2570,40 @@ def test_sends_nothing(smtpsink):
     assert "not relayed" not in result.stdout.str()
 
 
+def test_mail_still_being_relayed_as_a_test_ends_is_waited_for(
+    pytester: pytest.Pytester,
+) -> None:
+    # A test that waited for the upstream to store its mail ended before
+    # the relay read the upstream's 250, and the run listed the message as
+    # "pending", not relayed (found in the docs' own relay chain example,
+    # 2 runs in 5). The upstream here answers the final dot 0.3 s late.
+    pytester.makepyfile(
+        """
+import smtplib
+import pytest
+from pytest_smtpsink import SMTPSink
+
+@pytest.fixture(scope="module")
+def upstream():
+    with SMTPSink(hostname="upstream.test") as sink:
+        sink.delay("EOD", 0.3)
+        yield sink
+
+def test_sends(smtpsink_factory, upstream):
+    sink = smtpsink_factory(relay=f"smtp://127.0.0.1:{upstream.port}", relay_to=".*")
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail("app@example.com", ["ann@example.com"], b"Subject: hi\\r\\n\\r\\nx\\r\\n")
+    assert sink.messages[0].relay.status == "pending"
+
+def test_last(upstream):  # the upstream stops after test_sends has ended
+    upstream.wait_for()
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(passed=2)
+    assert "not relayed" not in result.stdout.str()
+
+
 def test_a_stopping_sink_sends_no_more_deferred_recipients() -> None:
     # 40 recipients to an upstream taking one per transaction, each MAIL
     # held 0.2 s: a stop after the second transaction ends the relay there,
