@@ -280,6 +280,17 @@ def _read_reporting(config: pytest.Config) -> None:
         raise pytest.UsageError(
             f"{directory_source}: {str(directory)!r} exists and is not a directory"
         )
+    if directory:
+        # Made now, so that a directory that cannot be (a path under a file,
+        # under /proc, without permission) is said at the start rather than
+        # found missing after the run.
+        try:
+            Path(str(directory)).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise pytest.UsageError(
+                f"{directory_source}: cannot make the directory {str(directory)!r}: "
+                f"{error.strerror or error}"
+            ) from None
     save_option = next(o for o in _OPTIONS if o.name == "save")
     chosen, source = _raw_value(config, save_option)
     if chosen and not directory:
@@ -413,6 +424,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_NotRelayedSummary(), "smtpsink-not-relayed")
     save = config.stash[_SAVE_KEY]
     if save is not None and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_NotSavedSummary(), "smtpsink-not-saved")
         # One index.html per run, written where reports of every worker meet.
         from ._html import IndexWriter
 
@@ -921,9 +933,11 @@ def pytest_runtest_makereport(
             except Exception as error:
                 # A full disk (or anything else) must not turn into an
                 # INTERNALERROR for the run.
-                report.sections.append(
-                    ("smtpsink", f"could not save the mail in {directory}: {error}")
-                )
+                not_saved = f"could not save the mail in {directory}: {error}"
+                report.sections.append(("smtpsink", not_saved))
+                # Said at the end of the run: pytest shows no section of a
+                # teardown that passed.
+                setattr(report, _NOT_SAVED_ATTRIBUTE, not_saved)
             else:
                 if written:
                     report.sections.append(
@@ -949,6 +963,8 @@ _COUNTS_ATTRIBUTE = "smtpsink_counts"
 #: The report attribute with the summary lines of a test's mail that a relay
 #: did not deliver (failed, refused, or still pending as the test ended).
 _NOT_RELAYED_ATTRIBUTE = "smtpsink_not_relayed"
+#: The report attribute saying why a test's mail could not be saved.
+_NOT_SAVED_ATTRIBUTE = "smtpsink_not_saved"
 
 
 #: How long the end of a test waits for its mail still being relayed.
@@ -1014,6 +1030,30 @@ class _NotRelayedSummary:
                 terminalreporter.write_line(f"  {line}")
             if len(lines) > self.SHOWN:
                 terminalreporter.write_line(f"  ... and {len(lines) - self.SHOWN} more")
+
+
+class _NotSavedSummary:
+    """Tests whose mail --smtpsink-save-dir could not save (a full disk),
+    listed at the end of the run: the CI artifact would be missing them."""
+
+    def __init__(self) -> None:
+        self.found: dict[str, str] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        reason = getattr(report, _NOT_SAVED_ATTRIBUTE, None)
+        if report.when == "teardown" and reason:
+            self.found[report.nodeid] = str(reason)
+
+    def pytest_terminal_summary(
+        self, terminalreporter: pytest.TerminalReporter
+    ) -> None:
+        if not self.found:
+            return
+        terminalreporter.write_sep(
+            "=", f"smtpsink: mail of {len(self.found)} test(s) not saved", red=True
+        )
+        for nodeid, reason in sorted(self.found.items()):
+            terminalreporter.write_line(f"{nodeid}: {reason}")
 
 
 class _PerTestSummary:

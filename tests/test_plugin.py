@@ -774,6 +774,52 @@ def test_a_bad_value_names_its_option(
         assert value in result.stderr.str()
 
 
+def test_a_save_dir_that_cannot_be_made_is_a_usage_error(
+    pytester: pytest.Pytester,
+) -> None:
+    # Under a file: nothing was saved, and nothing said so.
+    pytester.makepyfile("def test_nothing(): pass")
+    pytester.makefile("", **{"a-file": "not a directory"})
+    result = pytester.runpytest("-p", "no:xdist", "--smtpsink-save-dir=a-file/mail")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: --smtpsink-save-dir: cannot make the directory 'a-file/mail': "
+            "Not a directory"
+        ]
+    )
+
+
+@pytest.mark.parametrize("xdist", [["-p", "no:xdist"], ["-n", "2"]])
+def test_mail_that_could_not_be_saved_is_said_at_the_end(
+    pytester: pytest.Pytester, xdist: list[str]
+) -> None:
+    # The reason went to a section of the teardown report, which pytest
+    # never shows for a teardown that passed: the artifact was just empty.
+    pytester.makepyfile(
+        """
+import pathlib, shutil, smtplib
+
+def test_sends(smtpsink):
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("app@example.com", ["ann@example.com"], b"Subject: hi\\r\\n\\r\\nx\\r\\n")
+    smtpsink.wait_for()
+    shutil.rmtree("mail")
+    pathlib.Path("mail").write_text("now a file")  # the disk is full, say
+    assert False
+"""
+    )
+    result = pytester.runpytest(*xdist, "--smtpsink-save-dir=mail")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*= smtpsink: mail of 1 test(s) not saved =*",
+            "test_mail_that_could_not_be_saved_is_said_at_the_end.py::test_sends: "
+            "could not save the mail in */mail/test_mail_that_could_not_be_saved_*: *",
+        ]
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "shown"), [("yes", True), ("On", True), ("0", False), ("false", False)]
 )
