@@ -43,6 +43,27 @@ if TYPE_CHECKING:
 #: The file beside each test's saved mail that the index is built from.
 RECORD_NAME = "smtpsink.json"
 INDEX_NAME = "index.html"
+#: In every page's head: how the plugin knows an index.html is its own.
+GENERATOR = "pytest-smtpsink"
+
+
+def foreign_index(root: Path) -> bool:
+    """Whether ``root`` holds an ``index.html`` the plugin did not write,
+    which writing the run's index would replace. (Its pages of before the
+    generator tag had the title "Captured email".)"""
+    try:
+        with (root / INDEX_NAME).open("rb") as file:
+            head = file.read(4096)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return (
+        f'<meta name="generator" content="{GENERATOR}">'.encode() not in head
+        and b"<title>Captured email</title>" not in head
+    )
+
+
 #: The attribute of a teardown report naming the test's saved directory
 #: (relative to the save root). xdist serialises report attributes, so it
 #: reaches the controller; pytest-html's ``extras`` travel the same way.
@@ -665,6 +686,7 @@ word-break:break-all}
 def page(title: str, body: str) -> str:
     return (
         "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
+        f'<meta name="generator" content="{GENERATOR}">'
         f'<meta http-equiv="Content-Security-Policy" content="{escape(PAGE_CSP)}">'
         '<meta name="referrer" content="no-referrer">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -183,9 +183,30 @@ def test_directory(root: Path, nodeid: str, worker: str | None) -> Path:
     return root / name
 
 
+#: What `save` and `_html.record_test` write in a test's directory.
+_SAVED_NAME = re.compile(
+    r"(?:(?:deliver-|append-)?\d{4}-.*\.eml|session-\d{4}\.txt"
+    r"|\d{4}-attachments|smtpsink\.json)\Z",
+    re.DOTALL,
+)
+
+
+class NotOurs(OSError):
+    """A test's directory holds files the plugin did not write."""
+
+
+def _ours(directory: Path) -> bool:
+    """Whether everything in ``directory`` is what an earlier run saved:
+    a save directory pointed at the user's own files must not remove them."""
+    try:
+        return all(_SAVED_NAME.match(entry.name) for entry in directory.iterdir())
+    except FileNotFoundError:
+        return True
+
+
 def forget_saved(directory: Path) -> None:
     """Remove what an earlier run saved for a test this run does not save."""
-    if directory.exists():
+    if directory.exists() and _ours(directory):
         shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -204,6 +225,11 @@ def save(views: Sequence[Mailbox], directory: Path) -> list[Path]:
     messages = [m for view_messages, _ in snapshots for m in view_messages]
     sessions = [s for _, view_sessions in snapshots for s in view_sessions]
     put_in = [m for view in views for m in view._put_in()]
+    if directory.is_dir() and not _ours(directory):
+        raise NotOurs(
+            f"{directory} holds files pytest-smtpsink did not write; left as it "
+            "is (give --smtpsink-save-dir a directory of its own)"
+        )
     shutil.rmtree(directory, ignore_errors=True)
     if not messages and not sessions and not put_in:
         return written

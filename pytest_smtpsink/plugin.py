@@ -291,6 +291,14 @@ def _read_reporting(config: pytest.Config) -> None:
                 f"{directory_source}: cannot make the directory {str(directory)!r}: "
                 f"{error.strerror or error}"
             ) from None
+        from ._html import foreign_index
+
+        if foreign_index(Path(str(directory))):
+            raise pytest.UsageError(
+                f"{directory_source}: {str(directory)!r} holds an index.html that "
+                "pytest-smtpsink did not write, which the run's index would "
+                "replace: give it a directory of its own"
+            )
     save_option = next(o for o in _OPTIONS if o.name == "save")
     chosen, source = _raw_value(config, save_option)
     if chosen and not directory:

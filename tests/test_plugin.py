@@ -790,6 +790,39 @@ def test_a_save_dir_that_cannot_be_made_is_a_usage_error(
     )
 
 
+def test_a_save_dir_never_replaces_or_removes_files_it_did_not_write(
+    pytester: pytest.Pytester,
+) -> None:
+    # --smtpsink-save-dir=. replaced the project's own index.html, and
+    # removed a directory named as a test's with whatever was in it.
+    pytester.makepyfile(test_mail=FAILING)
+    pytester.makefile(".html", index="<title>My project</title>")
+    result = pytester.runpytest("-p", "no:xdist", "--smtpsink-save-dir=.")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: --smtpsink-save-dir: '.' holds an index.html that "
+            "pytest-smtpsink did not write, *"
+        ]
+    )
+    assert (pytester.path / "index.html").read_text() == "<title>My project</title>"
+    # The plugin's own index, of an earlier run, is replaced as before; a
+    # test's directory holding the user's files is left alone, and said.
+    (pytester.path / "index.html").unlink()
+    pytester.runpytest("-p", "no:xdist", "--smtpsink-save-dir=.")
+    (own,) = pytester.path.glob("test_mail.py__*")
+    (own / "notes.txt").write_text("mine")
+    result = pytester.runpytest("-p", "no:xdist", "--smtpsink-save-dir=.")
+    assert (own / "notes.txt").read_text() == "mine"
+    result.stdout.fnmatch_lines(
+        [
+            "*= smtpsink: mail of 1 test(s) not saved =*",
+            "*: could not save the mail in *test_mail.py__*: * holds files "
+            "pytest-smtpsink did not write; left as it is *",
+        ]
+    )
+
+
 @pytest.mark.parametrize("xdist", [["-p", "no:xdist"], ["-n", "2"]])
 def test_mail_that_could_not_be_saved_is_said_at_the_end(
     pytester: pytest.Pytester, xdist: list[str]
