@@ -63,15 +63,45 @@ def mask_anywhere(text: str, secrets: Sequence[str]) -> str:
     return _pattern(tuple(sorted(set(secrets))), words=False).sub("****", text)
 
 
+#: The protocol's own word a recorded line starts with: a command verb of
+#: SMTP, POP3 or IMAP, a reply code or status. Never masked, even when a
+#: password is that word ("data", "quit", "250"): the session's facts
+#: (its commands, codes and end) are read from it, and where the line is
+#: that word the client said that command, not a secret.
+_PROTOCOL_WORD = re.compile(
+    r"[ \t]*(?:\d{3}|[+-]OK|-ERR|[*+]|(?i:"
+    # SMTP
+    r"HELO|EHLO|MAIL|RCPT|DATA|BDAT|RSET|NOOP|QUIT|VRFY|EXPN|HELP|AUTH|STARTTLS"
+    # POP3
+    r"|USER|PASS|APOP|STAT|LIST|RETR|DELE|TOP|UIDL|CAPA|STLS|UTF8"
+    # IMAP (tags are recorded apart), and its statuses
+    r"|CAPABILITY|LOGOUT|LOGIN|AUTHENTICATE|SELECT|EXAMINE|CREATE|DELETE"
+    r"|RENAME|SUBSCRIBE|UNSUBSCRIBE|LSUB|STATUS|APPEND|CHECK|CLOSE|EXPUNGE"
+    r"|SEARCH|FETCH|STORE|COPY|MOVE|UID|IDLE|DONE|NAMESPACE|ID|ENABLE|UNSELECT"
+    r"|OK|NO|BAD|BYE|PREAUTH))(?=[ \t-]|\Z)"
+)
+
+
 def word_masker(auth: object, relay: str | None) -> Masker | None:
     """A function masking the sink's credentials where a line holds one as
-    a word (in any case: a server may echo a line upper-cased), or None
+    a word (in any case: a server may echo a line upper-cased), past the
+    protocol's word the line starts with (see `_PROTOCOL_WORD`), or None
     when the sink knows none: the servers then skip the call."""
     secrets = credential_forms(auth, relay)
     if not secrets:
         return None
-    pattern = _pattern(tuple(sorted(set(secrets))), words=True)
-    return functools.partial(pattern.sub, "****")
+    sub = functools.partial(
+        _pattern(tuple(sorted(set(secrets))), words=True).sub, "****"
+    )
+
+    def mask(text: str) -> str:
+        head = _PROTOCOL_WORD.match(text)
+        if head is None:
+            return sub(text)
+        end = head.end()
+        return text[:end] + sub(text[end:])
+
+    return mask
 
 
 @functools.lru_cache(maxsize=32)

@@ -208,3 +208,26 @@ def test_a_password_sent_as_the_user_name_or_greeting_is_masked(
     ] == [("SMTP", "****")] * 3 + [("POP3", "****"), ("IMAP", "****")]
     assert sink.sessions[0].ehlo == "****"
     assert hostile_auth.leaks(shown) == []
+
+
+@pytest.mark.parametrize("password", ["data", "QUIT", "250", "mail", "ok"])
+def test_a_password_that_is_a_protocol_word_leaves_the_session_facts_alone(
+    smtpsink_factory: Factory, password: str
+) -> None:
+    # Masking a known password as a word rewrote the verbs and codes the
+    # session's facts are read from: with the password "quit", used("QUIT")
+    # was False and the end "client-closed"; with "250", no 250 was left.
+    import smtplib
+
+    sink = smtpsink_factory(auth={"u": password}, auth_plaintext=True)
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.login("u", password)
+        client.sendmail("p@example.com", ["b@example.com"], b"Subject: x\r\n\r\nx\r\n")
+        assert client.docmd("NOOP", password)[0] == 250
+    sink.wait_until(lambda: sink.sessions[-1].end is not None)
+    (session,) = sink.sessions
+    assert session.commands == ["EHLO", "AUTH", "MAIL", "RCPT", "DATA", "NOOP", "QUIT"]
+    assert session.codes == [220, 250, 334, 235, 250, 250, 354, 250, 250, 221]
+    assert session.end == "quit"
+    # Where it is no verb or code, it is still masked.
+    assert "C: NOOP ****" in session.format_transcript()
