@@ -23,10 +23,11 @@ Masker = Callable[[str], str]
 #: Where a relay URL with a user name and no password gets its password.
 RELAY_PASSWORD_VARIABLE = "SMTPSINK_RELAY_PASSWORD"
 
-# What may stand around a password sent as a word: white space, quotes,
-# brackets and the separators of the protocols' syntax. Not "@", ".", "-":
-# the password "ann" must not be masked out of "ann@example.com".
-_EDGE = r"""\s"'()<>\[\]{},;:"""
+# What may not stand around a password sent as a word: letters, digits and
+# what joins them into a name or an address ("_", "@", ".", "-"): the
+# password "ann" must not be masked out of "ann@example.com". Anything else
+# may ("pw=secret", "|secret|", a quote, a bracket, white space).
+_IN_WORD = r"\w@.\-"
 
 
 def credential_forms(auth: object, relay: str | None) -> list[str]:
@@ -110,7 +111,7 @@ def _pattern(secrets: tuple[str, ...], words: bool) -> re.Pattern[str]:
     ordered = sorted(secrets, key=len, reverse=True)
     alternatives = "|".join(re.escape(secret) for secret in ordered)
     if words:
-        alternatives = f"(?<![^{_EDGE}])(?:{alternatives})(?![^{_EDGE}])"
+        alternatives = f"(?<![{_IN_WORD}])(?:{alternatives})(?![{_IN_WORD}])"
     return re.compile(alternatives, re.IGNORECASE)
 
 

@@ -231,3 +231,24 @@ def test_a_password_that_is_a_protocol_word_leaves_the_session_facts_alone(
     assert session.end == "quit"
     # Where it is no verb or code, it is still masked.
     assert "C: NOOP ****" in session.format_transcript()
+
+
+@pytest.mark.parametrize(
+    "line", [f"XPW pw={PASSWORD}", f"XPW |{PASSWORD}|", f"XPW /{PASSWORD}&x=1"]
+)
+def test_a_password_after_a_separator_of_no_protocol_is_masked(
+    smtpsink_factory: Factory, line: str
+) -> None:
+    # Only white space, quotes, brackets and ,;: counted as the edge of a
+    # word: "pw=..." kept the password (so did a relay upstream's reply
+    # quoting it). Letters, digits and _@.- still join it to a word.
+    import smtplib
+
+    sink = smtpsink_factory(auth={USER: PASSWORD}, auth_plaintext=True)
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.docmd(line)
+        client.docmd(f"XPW {PASSWORD}@example.com x{PASSWORD}")
+    sink.wait_until(lambda: sink.sessions[-1].end is not None)
+    masked, kept = [e.line for e in sink.sessions[0].transcript if e.command == "XPW"]
+    assert (hostile_auth.leaks(masked), "****" in masked) == ([], True)
+    assert kept == f"XPW {PASSWORD}@example.com x{PASSWORD}"
