@@ -8,8 +8,8 @@ it and watch each session and message as it arrives. It is the same
 
 The main thread sleeps reading one end of a socket pair; a store listener
 (on the server thread) writes a byte to the other after a change, so output
-appears the moment something happens, without polling. Ctrl-C (SIGINT) and
-SIGTERM stop the server cleanly: the signal handler only sets a flag and
+appears the moment something happens, without polling. Ctrl-C (SIGINT),
+SIGTERM and SIGHUP stop the server cleanly: the signal handler only sets a flag and
 writes a byte too, and the main thread stops once it has reported what it
 was reporting, so a message is never half written to the save directory.
 """
@@ -913,7 +913,10 @@ class _Runner:
         self, wake_up: _WakeUp, cleanup: contextlib.ExitStack
     ) -> list[signal.Signals]:
         on_signal = functools.partial(self._on_signal, wake_up)
+        # SIGHUP: the terminal closed, the ssh session dropped.
         handled = [signal.SIGINT, signal.SIGTERM]
+        if hasattr(signal, "SIGHUP"):  # not on Windows
+            handled.append(signal.SIGHUP)
         for signum in handled:
             previous = signal.signal(signum, on_signal)
             # None: a handler not set from Python, which cannot be set back.
@@ -951,7 +954,7 @@ class _Runner:
         self._loop(wake_up)
         # A second Ctrl-C while stopping ends the process at once.
         for signum in handled:
-            signal.signal(signum, signal.SIG_DFL)
+            signal.signal(signum, _quit_at_once)
         self.reporter.process()
         if self.reporter.relay_pending():
             # Stopping waits for the message the relay is sending: say so, as
@@ -995,6 +998,20 @@ class _Runner:
             self.reporter.process()
             if not self.stop_requested:
                 wake_up.wait()
+
+
+def _quit_at_once(signum: int, frame: FrameType | None) -> None:
+    """A second signal while stopping: end now, as a signal's default would
+    (status 128 + its number), but without leaving the CA file behind."""
+    from ._tls import discard_ca_file
+
+    discard_ca_file()
+    print(
+        "smtpsink: stopped at once; mail not yet saved or relayed is lost",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(128 + signum)
 
 
 class _WakeUp:

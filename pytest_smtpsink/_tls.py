@@ -200,6 +200,13 @@ class _Authority:
         return context
 
 
+def discard_ca_file() -> None:
+    """Remove the CA's file now, if there is one: for a process that is
+    about to end without running its exit functions."""
+    if _the_authority.cache_info().currsize:
+        shutil.rmtree(_the_authority()._dir, ignore_errors=True)
+
+
 def authority() -> _Authority:
     """The process-wide test CA, created on first use."""
     # The lock makes it one: concurrent first calls would each make an

@@ -235,6 +235,46 @@ def test_sigterm_stops_cleanly(start: Callable[..., Sink]) -> None:
     assert sink.stderr_lines() == []
 
 
+@stops_with_signals
+def test_sighup_stops_cleanly_and_removes_the_ca(start: Callable[..., Sink]) -> None:
+    # A closed terminal or a dropped ssh session (SIGHUP) killed the sink
+    # with no clean-up: its CA directory stayed in /tmp.
+    sink = start("--tls", "starttls")
+    ca_file = Path(sink.in_banner(r"CA certificate for clients to trust: (.+)")[1])
+    assert ca_file.is_file()
+    rest = sink.stop(signal.SIGHUP)
+    assert (sink.proc.returncode, rest) == (
+        0,
+        ["smtpsink stopped: 0 messages in 0 sessions"],
+    )
+    assert not ca_file.parent.exists()
+
+
+@stops_with_signals
+def test_a_second_signal_quits_at_once_and_removes_the_ca(
+    start: Callable[..., Sink],
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # never greets
+        port = silent.getsockname()[1]
+        sink = start(
+            "--tls", "starttls", "--relay", f"smtp://127.0.0.1:{port}",
+            "--relay-to", ".*", "--relay-timeout", "300",
+        )  # fmt: skip
+        ca_file = Path(sink.in_banner(r"CA certificate for clients to trust: (.+)")[1])
+        with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+            smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+        sink.expect(r"^message #1 ")
+        sink.proc.send_signal(signal.SIGINT)
+        sink.expect(r"^stopping: ")
+        sink.proc.send_signal(signal.SIGINT)
+        sink.finish()
+    assert sink.proc.returncode == 128 + signal.SIGINT
+    assert "smtpsink: stopped at once; mail not yet saved or relayed is lost" in (
+        sink.stderr
+    )
+    assert not ca_file.parent.exists()
+
+
 #: Runs the sink in-process; once its main thread sleeps waiting for
 #: something to report (the sleep is named ``wait``, in the reporting loop),
 #: another thread takes a SIGINT (as the kernel may
