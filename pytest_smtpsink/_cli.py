@@ -159,10 +159,14 @@ def _http_host(text: str) -> str:
 
 def _auth_entry(text: str) -> str:
     # Checked here so the error names --auth; combined in `_auth_setting`.
-    if text != "any" and (":" not in text or not text.split(":", 1)[0]):
+    # The value is not shown: without its ":" it is most likely a password.
+    if text != "any" and ":" not in text:
         raise argparse.ArgumentTypeError(
-            f"must be 'any' or USER:PASSWORD, got {text.split(':', 1)[0]!r}"
-            + (":..." if ":" in text else "")
+            "must be 'any' or USER:PASSWORD, got a value without ':'"
+        )
+    if text != "any" and not text.split(":", 1)[0]:
+        raise argparse.ArgumentTypeError(
+            "must be 'any' or USER:PASSWORD, got no USER before ':'"
         )
     return text
 

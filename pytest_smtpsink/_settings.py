@@ -9,9 +9,11 @@ hang ``stop()`` on Python 3.12, aiosmtpd issue 394).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -44,6 +46,10 @@ _UNITS = {
     **{"kb": 10**3, "mb": 10**6, "gb": 10**9},
     **{"k": 2**10, "m": 2**20, "g": 2**30, "kib": 2**10, "mib": 2**20, "gib": 2**30},
 }
+
+
+def _digest(secret: str) -> str:
+    return "sha256:" + hashlib.sha256(secret.encode(errors="surrogatepass")).hexdigest()
 
 
 def parse_size(text: str) -> int:
@@ -234,14 +240,23 @@ class SinkSettings:
             raise error.with_traceback(None) from None
 
     def key(self) -> tuple[Any, ...]:
-        """A hashable identity: equal settings share one server."""
+        """A hashable identity: equal settings share one server. Passwords
+        (of ``auth`` and of a ``relay`` URL) are in it as digests, so that
+        a test printing it prints none."""
         auth = self.auth
         if isinstance(auth, Mapping):
-            auth_key: Any = tuple(sorted(auth.items()))
+            auth_key: Any = tuple(sorted((u, _digest(p)) for u, p in auth.items()))
         else:
             auth_key = auth
+        relay = self.relay
+        if relay is not None and urllib.parse.urlsplit(relay).password is not None:
+            relay = _digest(relay)
         return tuple(
-            auth_key if f.name == "auth" else getattr(self, f.name)
+            auth_key
+            if f.name == "auth"
+            else relay
+            if f.name == "relay"
+            else getattr(self, f.name)
             for f in dataclasses.fields(self)
         )
 

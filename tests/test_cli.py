@@ -880,8 +880,16 @@ def test_stopping_says_it_waits_for_the_relay(start: Callable[..., Sink]) -> Non
     [
         (["--port", "-1"], "argument --port: must be a number from 0 to 65535"),
         (["--port", "smtp"], "argument --port: "),
-        (["--auth", "ann"], "argument --auth: must be 'any' or USER:PASSWORD"),
-        (["--auth", ":pw"], "argument --auth: must be 'any' or USER:PASSWORD"),
+        # A value without ":" is most likely the password: never shown.
+        (
+            ["--auth", "hunter2"],
+            "argument --auth: must be 'any' or USER:PASSWORD, got a value "
+            "without ':'\n",
+        ),
+        (
+            ["--auth", ":pw"],
+            "argument --auth: must be 'any' or USER:PASSWORD, got no USER before ':'\n",
+        ),
         (["--auth", "any", "--auth", "a:b"], "argument --auth: 'any' cannot be"),
         (
             ["--auth", "a:b", "--auth", "a:c"],

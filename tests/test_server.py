@@ -264,6 +264,12 @@ def test_settings_are_hashable_and_keep_a_private_copy_of_credentials() -> None:
     assert settings.auth == {"ann": "secret"}
     assert hash(settings) == hash(SinkSettings(auth={"ann": "secret"}, tls="starttls"))
     assert "secret" not in settings.describe()
+    # key(), public too, holds digests: a test printing it prints no
+    # password, and other passwords still make another key.
+    relaying = SinkSettings(relay="smtp://u:pw2@127.0.0.1:25", relay_to=".*")
+    shown = repr(settings.key()) + repr(relaying.key())
+    assert ("secret" in shown, "pw2" in shown) == (False, False)
+    assert settings.key() != SinkSettings(auth={"ann": "other"}, tls="starttls").key()
 
 
 def test_greeting_uses_the_configured_hostname() -> None:
