@@ -1831,8 +1831,13 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             status = text = _sendable(status, self._reply_encoding)
         if text.startswith("500 Error: command "):
             current = self._current
+            mask = self.state.mask_secrets
             text = _unrecognized(
-                text, echo=current is None or current.kind != "auth-response"
+                text,
+                # Nor a password of the sink's own sent as a line of its
+                # own: the client's log would get it.
+                echo=(current is None or current.kind != "auth-response")
+                and (mask is None or mask(text) == text),
             )
             self._record_reply(text)
             return super().push(text)

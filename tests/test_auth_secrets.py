@@ -87,8 +87,9 @@ def test_no_credential_reaches_any_output(
     # A password where no AUTH expects one is masked as a word.
     assert lines[21][1] == f"XLOGIN {USER} ****"
     assert sessions[22].transcript[2].line == "****"
+    # Its reply echoes nothing: the client's own log would get it.
     assert sessions[22].transcript[2].replies == [
-        '500 Error: command "****" not recognized'
+        "500 5.5.2 Error: command not recognized"
     ]
 
     # 2. The plugin: the failure report (with the captured log at DEBUG)
@@ -252,3 +253,21 @@ def test_a_password_after_a_separator_of_no_protocol_is_masked(
     masked, kept = [e.line for e in sink.sessions[0].transcript if e.command == "XPW"]
     assert (hostile_auth.leaks(masked), "****" in masked) == ([], True)
     assert kept == f"XPW {PASSWORD}@example.com x{PASSWORD}"
+
+
+def test_a_password_sent_as_a_command_is_not_echoed_to_the_client(
+    smtpsink_factory: Factory,
+) -> None:
+    # aiosmtpd echoes an unknown one-word command, upper-cased: the reply
+    # to a password sent alone carried it to the client (and its log),
+    # while the transcript masked it.
+    import smtplib
+
+    sink = smtpsink_factory(auth={USER: PASSWORD}, auth_plaintext=True)
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        code, text = client.docmd(PASSWORD)
+        assert (
+            client.docmd("XUNKNOWN")[1] == b'Error: command "XUNKNOWN" not recognized'
+        )
+    assert (code, hostile_auth.leaks(text.decode())) == (500, [])
+    assert text == b"5.5.2 Error: command not recognized"
