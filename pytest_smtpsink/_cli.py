@@ -37,13 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 from . import __version__
 from ._files import write_message, write_session
 from ._message import raw_summary, summary_or_raw
-from ._server import (
-    SinkError,
-    SMTPSink,
-    bind_errno,
-    format_address,
-    plain_reason,
-)
+from ._server import SinkError, SMTPSink, bind_errno, plain_reason
 from ._settings import (
     DEFAULT_HOST,
     DEFAULT_HOSTNAME,
@@ -51,7 +45,7 @@ from ._settings import (
     SinkSettings,
     parse_size,
 )
-from ._text import clock, plural, printable
+from ._text import clock, format_address, plural, printable
 from ._tls import TRUST_HINT
 
 if TYPE_CHECKING:

@@ -32,6 +32,7 @@ from ._mailbox import Mailbox
 from ._settings import SinkSettings
 from ._smtp import ServerState
 from ._store import Follower, Store
+from ._text import format_address
 
 if TYPE_CHECKING:
     from ._imap import IMAPEndpoint
@@ -693,12 +694,3 @@ def plain_reason(error: BaseException) -> str:
     """The plain reason ("Address already in use"), without errno's number."""
     code = bind_errno(error)
     return os.strerror(code) if code else (str(error) or type(error).__name__)
-
-
-def format_address(host: str, port: int) -> str:
-    """``host:port``, with an IPv6 host in brackets as URLs write it."""
-    try:
-        is_v6 = ipaddress.ip_address(host).version == 6
-    except ValueError:
-        is_v6 = False
-    return f"[{host}]:{port}" if is_v6 else f"{host}:{port}"

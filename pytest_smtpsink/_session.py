@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal
 
-from ._text import printable
+from ._text import format_address, printable
 
 if TYPE_CHECKING:
     from ._message import Message
@@ -308,12 +308,12 @@ class Session:
         if self.protocol != "SMTP":
             # The read side: who logged in matters, not an EHLO name.
             return printable(
-                f"{self.protocol} {self.peer[0]}:{self.peer[1]} "
+                f"{self.protocol} {format_address(*self.peer[:2])} "
                 f"tls={'yes' if self._tls else 'no'} "
                 f"user={who} end={state}"
             )
         return printable(
-            f"{self.peer[0]}:{self.peer[1]} ehlo={self.ehlo!r} "
+            f"{format_address(*self.peer[:2])} ehlo={self.ehlo!r} "
             f"tls={'yes' if self._tls else 'no'} "
             f"auth={who} messages={len(self._messages)} "
             f"end={state}"

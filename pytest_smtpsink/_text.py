@@ -10,6 +10,7 @@ transcript lines as values) always stays as received.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import re
 from collections.abc import Sequence
 
@@ -62,3 +63,12 @@ def clock(moment: datetime.datetime) -> str:
 def plural(count: int, noun: str) -> str:
     """``"1 message"``, ``"2 messages"``: for reports and failure text."""
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def format_address(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 host in brackets as URLs write it."""
+    try:
+        is_v6 = ipaddress.ip_address(host).version == 6
+    except ValueError:
+        is_v6 = False
+    return f"[{host}]:{port}" if is_v6 else f"{host}:{port}"

@@ -291,6 +291,9 @@ def test_ipv6_loopback() -> None:
                 "a@example.com", ["b@example.com"], b"Subject: v6\r\n\r\nhi\r\n"
             )
         sink.assert_sent(subject="v6")
+        # The peer as URLs write it: "::1:41234" read as a host of "::1:41234".
+        summary = sink.sessions[0].summary()
+        assert summary.startswith(f"[::1]:{sink.sessions[0].peer[1]} "), summary
     finally:
         sink.stop()
 
