@@ -52,6 +52,10 @@ def _digest(secret: str) -> str:
     return "sha256:" + hashlib.sha256(secret.encode(errors="surrogatepass")).hexdigest()
 
 
+#: The largest max_size: RFC 1870's SIZE value has at most 20 digits.
+_MAX_SIZE_LIMIT = 10**20 - 1
+
+
 def parse_size(text: str) -> int:
     """Bytes from ``"1048576"``, ``"25MB"`` (decimal), ``"64MiB"`` or ``"64M"``
     (binary). One parser for the pytest options and the standalone sink."""
@@ -355,9 +359,11 @@ def _validate(s: SinkSettings) -> None:
         f"got {s.hostname!r}",
     )
     _require(
-        _is_int(s.max_size) and s.max_size >= 0,
+        # RFC 1870's SIZE is at most 20 digits: EHLO advertises it.
+        _is_int(s.max_size) and 0 <= s.max_size <= _MAX_SIZE_LIMIT,
         "max_size",
-        f"must be a number of bytes >= 0 (0 means no limit), got {s.max_size!r}",
+        "must be a number of bytes >= 0 (0 means no limit) of at most 20 "
+        f"digits, got {s.max_size!r}",
     )
     _require(
         s.max_recipients is None

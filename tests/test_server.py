@@ -181,6 +181,8 @@ def test_max_size_takes_a_unit_as_the_option_does(size: str, expected: int) -> N
         ("host", "localhost", "host: 'localhost' is not an IP address"),
         ("host", "0.0.0.0", "host: 0.0.0.0 is not a loopback address"),
         ("max_size", -1, "max_size: must be a number of bytes >= 0"),
+        # EHLO advertised a 33-digit SIZE; RFC 1870 allows 20.
+        ("max_size", 10**20, "max_size: .* of at most 20 digits, got 1000"),
         ("max_size", "lots", "max_size: 'lots' is not a size"),
         ("max_recipients", 0, "max_recipients: must be None or an integer >= 1"),
         ("tls", "ssl", "tls: must be None or one of 'starttls'"),
