@@ -271,6 +271,10 @@ def _read_reporting(config: pytest.Config) -> None:
     directory, directory_source = _raw_value(
         config, next(o for o in _OPTIONS if o.name == "save_dir")
     )
+    if directory:
+        # "~/mail" from an ini file (or after "=", where shells leave it):
+        # not a directory named "~".
+        directory = str(Path(str(directory)).expanduser())
     if (
         directory
         and Path(str(directory)).exists()

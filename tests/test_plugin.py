@@ -774,6 +774,18 @@ def test_a_bad_value_names_its_option(
         assert value in result.stderr.str()
 
 
+def test_a_save_dir_in_an_ini_file_expands_the_home_directory(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "~/mail" made a directory named "~" in the project.
+    monkeypatch.setenv("HOME", str(pytester.path / "home"))
+    pytester.makepyfile(test_mail=FAILING)
+    pytester.makeini("[pytest]\nsmtpsink_save_dir = ~/mail\n")
+    pytester.runpytest("-p", "no:xdist").assert_outcomes(failed=1, passed=1)
+    assert not (pytester.path / "~").exists()
+    assert (pytester.path / "home" / "mail" / "index.html").is_file()
+
+
 def test_a_save_dir_that_cannot_be_made_is_a_usage_error(
     pytester: pytest.Pytester,
 ) -> None:
