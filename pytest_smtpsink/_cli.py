@@ -384,6 +384,9 @@ def settings_from_args(
     _check_port_clashes(parser, args)
     if args.http is None and args.http_allow_host:
         parser.error("argument --http-allow-host: is only used with --http PORT")
+    if args.quiet and args.transcripts:
+        # --quiet prints no session, so the transcripts asked for would vanish.
+        parser.error("argument --transcripts: cannot be combined with --quiet")
     if args.auth_plaintext and args.auth is None:
         # It only allows AUTH without TLS: alone it would do nothing.
         parser.error(

@@ -880,6 +880,10 @@ def test_stopping_says_it_waits_for_the_relay(start: Callable[..., Sink]) -> Non
     [
         (["--port", "-1"], "argument --port: must be a number from 0 to 65535"),
         (["--port", "smtp"], "argument --port: "),
+        (
+            ["--quiet", "--transcripts"],
+            "argument --transcripts: cannot be combined with --quiet\n",
+        ),
         # A value without ":" is most likely the password: never shown.
         (
             ["--auth", "hunter2"],
