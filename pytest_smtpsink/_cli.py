@@ -1002,8 +1002,8 @@ class _Runner:
 
 
 def _quit_at_once(signum: int, frame: FrameType | None) -> None:
-    """A second signal while stopping: end now, as a signal's default would
-    (status 128 + its number), but without leaving the CA file behind."""
+    """A second signal while stopping: end now, by that signal as before,
+    but without leaving the CA file behind."""
     from ._tls import discard_ca_file
 
     discard_ca_file()
@@ -1012,7 +1012,8 @@ def _quit_at_once(signum: int, frame: FrameType | None) -> None:
         file=sys.stderr,
         flush=True,
     )
-    os._exit(128 + signum)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 class _WakeUp:
