@@ -17,6 +17,7 @@ import pytest
 
 from . import _report
 from ._settings import DEFAULT_TIMEOUT, SettingsError, SinkSettings, parse_size
+from ._text import plural
 
 if TYPE_CHECKING:
     # Imported where used: a pytest run that never touches the sink should
@@ -229,6 +230,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "port": _parse_int,
     "max_size": parse_size,
     "timeout": _parse_seconds,
+    # A word, as --smtpsink-report and --smtpsink-lint take theirs: any case.
+    "event_loop": str.lower,
 }
 
 
@@ -248,7 +251,7 @@ def _choice(
 ) -> _Choice:
     option = next(o for o in _OPTIONS if o.name == name)
     value, source = _raw_value(config, option)
-    value = str(value or default).strip().lower()
+    value = (str(value or "").strip() or default).lower()  # blank: the default
     for choice in choices:
         if choice == value:
             return choice
@@ -347,7 +350,7 @@ def _read_options(config: pytest.Config) -> tuple[SinkSettings, float]:
     timeout = DEFAULT_TIMEOUT
     for option in _OPTIONS:
         value, source = _raw_value(config, option)
-        if value is None or value == "":
+        if value is None or str(value).strip() == "":  # blank: the default
             continue
         if option.kind == "bool":
             value = _bool_option(config, option.name)
@@ -1034,7 +1037,7 @@ class _NotRelayedSummary:
             return
         total = sum(len(lines) for lines in self.found.values())
         terminalreporter.write_sep(
-            "=", f"smtpsink: {total} message(s) not relayed", yellow=True
+            "=", f"smtpsink: {plural(total, 'message')} not relayed", yellow=True
         )
         for nodeid, lines in sorted(self.found.items()):
             terminalreporter.write_line(f"{nodeid}: {len(lines)} not relayed")
@@ -1062,7 +1065,9 @@ class _NotSavedSummary:
         if not self.found:
             return
         terminalreporter.write_sep(
-            "=", f"smtpsink: mail of {len(self.found)} test(s) not saved", red=True
+            "=",
+            f"smtpsink: mail of {plural(len(self.found), 'test')} not saved",
+            red=True,
         )
         for nodeid, reason in sorted(self.found.items()):
             terminalreporter.write_line(f"{nodeid}: {reason}")

@@ -828,7 +828,7 @@ def test_a_save_dir_never_replaces_or_removes_files_it_did_not_write(
     assert (own / "notes.txt").read_text() == "mine"
     result.stdout.fnmatch_lines(
         [
-            "*= smtpsink: mail of 1 test(s) not saved =*",
+            "*= smtpsink: mail of 1 test not saved =*",
             "*: could not save the mail in *test_mail.py__*: * holds files "
             "pytest-smtpsink did not write; left as it is *",
         ]
@@ -858,11 +858,32 @@ def test_sends(smtpsink):
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            "*= smtpsink: mail of 1 test(s) not saved =*",
+            "*= smtpsink: mail of 1 test not saved =*",
             "test_mail_that_could_not_be_saved_is_said_at_the_end.py::test_sends: "
             "could not save the mail in */mail/test_mail_that_could_not_be_saved_*: *",
         ]
     )
+
+
+@pytest.mark.parametrize(
+    "flag",
+    ["--smtpsink-report= ", "--smtpsink-timeout= ", "--smtpsink-event-loop= "],
+)
+def test_a_blank_value_is_the_default(pytester: pytest.Pytester, flag: str) -> None:
+    # "An empty value means the option's default": a blank one was an
+    # error quoting '' (which the user did not type).
+    pytester.makepyfile("def test_nothing(smtpsink): pass")
+    pytester.runpytest("-p", "no:xdist", flag).assert_outcomes(passed=1)
+
+
+def test_the_event_loop_option_takes_any_case(pytester: pytest.Pytester) -> None:
+    # As --smtpsink-report=FULL and --smtpsink-lint=ERROR are taken.
+    pytester.makepyfile(
+        "def test_loop(smtpsink):\n"
+        "    assert smtpsink.settings.event_loop == 'asyncio'\n"
+    )
+    result = pytester.runpytest("-p", "no:xdist", "--smtpsink-event-loop=ASYNCIO")
+    result.assert_outcomes(passed=1)
 
 
 @pytest.mark.parametrize(

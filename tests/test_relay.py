@@ -2556,7 +2556,7 @@ def test_sends_nothing(smtpsink):
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(
         [
-            "*= smtpsink: 1 message(s) not relayed =*",
+            "*= smtpsink: 1 message not relayed =*",
             "test_mail_not_relayed_is_listed_at_the_end_of_a_passing_run.py::"
             "test_sends: 1 not relayed",
             f"  #* app@example.com -> ann@example.com | * | relay to "
