@@ -815,11 +815,13 @@ def test_an_upstream_reply_is_printed_escaped(start: Callable[..., Sink]) -> Non
         sink = start("--relay", f"smtp://127.0.0.1:{port}", "--relay-to", ".*")
         with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
             smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
-        line = sink.expect(r"^message #1 refused").string
-        assert line == (
-            f"message #1 refused by smtp://127.0.0.1:{port}: 550 5.1.1 "
+        # On a line of its own, or in the message's line when the relay
+        # was done before the message was printed (a busy machine).
+        line = sink.expect(r"^message #1 .*refused").string
+        assert line.endswith(
+            f"refused by smtp://127.0.0.1:{port}: 550 5.1.1 "
             "<\\x1b]0;pwned\\x07\\x1b[2J\\x9b31m>: rejected"
-        )
+        ), line
         sink.stop()
         # What a test sees of the same refusal: RelayError's message.
         with SMTPSink() as capturing:
