@@ -268,8 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--relay",
         metavar="URL",
         default=None,
-        help="relay accepted mail to this upstream: smtp://HOST:PORT, "
-        "smtp+starttls://[USER:PASSWORD@]HOST:PORT or smtps://...; only the "
+        help="relay accepted mail to this upstream: "
+        "smtp://[USER:PASSWORD@]HOST:PORT, smtp+starttls://... or "
+        "smtps://...; only the "
         "recipients matching --relay-to are relayed. Each message line says "
         "what became of it. Give USER@ alone and set SMTPSINK_RELAY_PASSWORD "
         "to keep the password out of the process list.",
