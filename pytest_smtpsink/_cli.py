@@ -915,10 +915,12 @@ class _Runner:
         self, wake_up: _WakeUp, cleanup: contextlib.ExitStack
     ) -> list[signal.Signals]:
         on_signal = functools.partial(self._on_signal, wake_up)
-        # SIGHUP: the terminal closed, the ssh session dropped.
+        # SIGHUP: the terminal closed, the ssh session dropped; unless the
+        # process was started ignoring it (nohup), which it then keeps.
         handled = [signal.SIGINT, signal.SIGTERM]
-        if hasattr(signal, "SIGHUP"):  # not on Windows
-            handled.append(signal.SIGHUP)
+        hangup = getattr(signal, "SIGHUP", None)  # not on Windows
+        if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
+            handled.append(hangup)
         for signum in handled:
             previous = signal.signal(signum, on_signal)
             # None: a handler not set from Python, which cannot be set back.

@@ -65,12 +65,13 @@ def mask_anywhere(text: str, secrets: Sequence[str]) -> str:
 
 
 #: The protocol's own word a recorded line starts with: a command verb of
-#: SMTP, POP3 or IMAP, a reply code or status. Never masked, even when a
-#: password is that word ("data", "quit", "250"): the session's facts
-#: (its commands, codes and end) are read from it, and where the line is
-#: that word the client said that command, not a secret.
+#: SMTP, POP3 or IMAP, a reply code or status. Not masked when a password
+#: is that very word ("data", "quit", "250"): the session's facts (its
+#: commands, codes and end) are read from it, and where the line is that
+#: word the client said that command, not a secret. A password that only
+#: begins with it ("ok-go", "data 2") is masked whole.
 _PROTOCOL_WORD = re.compile(
-    r"[ \t]*(?:\d{3}|[+-]OK|-ERR|[*+]|(?i:"
+    r"[ \t]*(?P<word>\d{3}|[+-]OK|-ERR|[*+]|(?i:"
     # SMTP
     r"HELO|EHLO|MAIL|RCPT|DATA|BDAT|RSET|NOOP|QUIT|VRFY|EXPN|HELP|AUTH|STARTTLS"
     # POP3
@@ -91,16 +92,16 @@ def word_masker(auth: object, relay: str | None) -> Masker | None:
     secrets = credential_forms(auth, relay)
     if not secrets:
         return None
-    sub = functools.partial(
-        _pattern(tuple(sorted(set(secrets))), words=True).sub, "****"
-    )
+    pattern = _pattern(tuple(sorted(set(secrets))), words=True)
 
     def mask(text: str) -> str:
         head = _PROTOCOL_WORD.match(text)
-        if head is None:
-            return sub(text)
-        end = head.end()
-        return text[:end] + sub(text[end:])
+        if head is not None:
+            secret = pattern.match(text, head.start("word"))
+            end = head.end()
+            if secret is None or secret.end() <= end:
+                return text[:end] + pattern.sub("****", text[end:])
+        return pattern.sub("****", text)
 
     return mask
 
@@ -119,5 +120,6 @@ def masked(mask: Masker | None, value: str) -> str:
     """``value`` masked by ``mask`` (None: the sink knows no secret). For
     the values a session's summary shows, such as a failed login's user
     name: a client with its user and password swapped sends the password
-    there."""
-    return value if mask is None else mask(value)
+    there. A value is no line: no protocol word leads it. (A NUL in front,
+    which ends a word and starts no protocol word, keeps that rule out.)"""
+    return value if mask is None else mask("\0" + value)[1:]

@@ -59,7 +59,8 @@ def foreign_index(root: Path) -> bool:
     except OSError:
         return True
     return (
-        f'<meta name="generator" content="{GENERATOR}">'.encode() not in head
+        bool(head)  # an empty file holds nothing to lose
+        and f'<meta name="generator" content="{GENERATOR}">'.encode() not in head
         and b"<title>Captured email</title>" not in head
     )
 
@@ -377,7 +378,11 @@ def record_test(
                     # A name this file system refuses after all: one
                     # attachment must not cost the test its place in the
                     # index (the .eml file holds every byte of it anyway).
-                    path = folder / f"attachment-{number}.txt"
+                    fallback = f"attachment-{number}.txt"
+                    if fallback.lower() in used:
+                        fallback = f"{number}-{fallback}"
+                    used.add(fallback.lower())
+                    path = folder / fallback
                     try:
                         path.write_bytes(item.content)
                     except OSError:
@@ -785,11 +790,15 @@ def write_index(root: Path, directories: Sequence[str]) -> Path:
                 )
             )
     index = root / INDEX_NAME
-    index.write_text(
+    # Whole or not at all (a half-written page would read as someone else's,
+    # see foreign_index), and never through a link at that name.
+    partial = root / f".{INDEX_NAME}.partial"
+    partial.write_text(
         render_index(tests, datetime.datetime.now().astimezone()),
         encoding="utf-8",
         errors="replace",
     )
+    partial.replace(index)
     return index
 
 

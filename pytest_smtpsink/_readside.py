@@ -29,7 +29,7 @@ import traceback
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from ._credentials import word_masker
+from ._credentials import Masker, word_masker
 from ._faults import (
     Delay,
     Discard,
@@ -207,6 +207,15 @@ class ReadSideServer(Generic[ConnectionT]):
 
 
 # -- one connection --------------------------------------------------------------
+
+
+def _mask_reply(mask: Masker, line: str, tag: str | None) -> str:
+    """A reply line masked past its IMAP tag (or ``*``), where the status
+    word comes that the masker leaves alone at a line's start."""
+    head, space, rest = line.partition(" ")
+    if space and head in ("*", tag):
+        return f"{head} {mask(rest)}"
+    return mask(line)
 
 
 class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
@@ -488,9 +497,14 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
     ) -> Exchange:
         mask = self.server.mask_secrets
         if mask is not None:  # a password where no login expects one
-            line = mask(line)
-            if tag is not None:  # a password alone on a line reads as a tag
-                tag = mask(tag)
+            masked_tag = None if tag is None else mask(tag)
+            whole = "" if tag is None else mask(f"{tag} {line}")
+            if whole.startswith("****") and masked_tag != "****":
+                # A password with a space, alone on a line, reads as a tag
+                # and a command: neither part holds it, the line does.
+                tag, _, line = whole.partition(" ")
+            else:  # a password alone reads as the tag
+                tag, line = masked_tag, mask(line)
         exchange = self.EXCHANGE(kind, line, time.time(), tag=tag)
         assert self.record is not None
         self.record._append(exchange)
@@ -510,7 +524,7 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
             current = self._append("greeting", "")
         mask = self.server.mask_secrets
         if mask is not None:  # an echo of such a line
-            lines = [mask(line) for line in lines]
+            lines = [_mask_reply(mask, line, current.tag) for line in lines]
         current.replies.extend(lines)
         if injected:
             current.injected = True

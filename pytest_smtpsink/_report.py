@@ -183,11 +183,13 @@ def test_directory(root: Path, nodeid: str, worker: str | None) -> Path:
     return root / name
 
 
-#: What `save` and `_html.record_test` write in a test's directory.
+#: What `save` and `_html.record_test` write in a test's directory (four
+#: digits or more), and what file managers and editors leave in any folder
+#: a person looked at (.DS_Store, Thumbs.db, desktop.ini, a .swp file).
 _SAVED_NAME = re.compile(
-    r"(?:(?:deliver-|append-)?\d{4}-.*\.eml|session-\d{4}\.txt"
-    r"|\d{4}-attachments|smtpsink\.json)\Z",
-    re.DOTALL,
+    r"(?:(?:deliver-|append-)?\d{4,}-.*\.eml|session-\d{4,}\.txt"
+    r"|\d{4,}-attachments|smtpsink\.json|\..*|Thumbs\.db|desktop\.ini)\Z",
+    re.DOTALL | re.IGNORECASE,
 )
 
 
@@ -202,6 +204,8 @@ def _ours(directory: Path) -> bool:
         return all(_SAVED_NAME.match(entry.name) for entry in directory.iterdir())
     except FileNotFoundError:
         return True
+    except OSError:  # a file of that name, a folder it may not read
+        return False
 
 
 def forget_saved(directory: Path) -> None:

@@ -9,7 +9,7 @@ hang ``stop()`` on Python 3.12, aiosmtpd issue 394).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import hmac
 import ipaddress
 import os
 import re
@@ -48,8 +48,14 @@ _UNITS = {
 }
 
 
+#: Keys are compared within one process only: a key of its own makes the
+#: digests of a test's (often guessable) passwords no lookup table's.
+_DIGEST_KEY = os.urandom(16)
+
+
 def _digest(secret: str) -> str:
-    return "sha256:" + hashlib.sha256(secret.encode(errors="surrogatepass")).hexdigest()
+    data = secret.encode(errors="surrogatepass")
+    return "hmac-sha256:" + hmac.new(_DIGEST_KEY, data, "sha256").hexdigest()
 
 
 #: The largest max_size: RFC 1870's SIZE value has at most 20 digits.

@@ -277,7 +277,10 @@ def _read_reporting(config: pytest.Config) -> None:
     if directory:
         # "~/mail" from an ini file (or after "=", where shells leave it):
         # not a directory named "~".
-        directory = str(Path(str(directory)).expanduser())
+        try:
+            directory = str(Path(str(directory)).expanduser())
+        except RuntimeError as error:  # ~nosuchuser
+            raise pytest.UsageError(f"{directory_source}: {error}") from None
     if (
         directory
         and Path(str(directory)).exists()
@@ -916,13 +919,18 @@ def pytest_runtest_makereport(
             if extras:
                 report.extras = [*getattr(report, "extras", []), *extras]  # type: ignore[attr-defined]
     if report.when == "teardown":
+        with contextlib.suppress(Exception):  # before saving: see there
+            _settle_relays(views)
         failed = item.stash.get(_FAILED_KEY, False)
         save = config.stash[_SAVE_KEY]
         worker = config.stash.get(_SAVE_WORKER_KEY, None)
         if save is not None and not failed and save[1] == "failed":
             # An earlier run's files for this test, now passing, would read
             # as this run's in a CI artifact.
-            _report.forget_saved(_report.test_directory(save[0], item.nodeid, worker))
+            with contextlib.suppress(OSError):  # never an INTERNALERROR
+                _report.forget_saved(
+                    _report.test_directory(save[0], item.nodeid, worker)
+                )
         elif save is not None:
             directory = _report.test_directory(save[0], item.nodeid, worker)
             try:
@@ -958,7 +966,10 @@ def pytest_runtest_makereport(
                     report.sections.append(
                         ("smtpsink", f"saved {len(written)} files in {directory}")
                     )
-        not_relayed = _not_relayed(views)
+        try:
+            not_relayed = _not_relayed(views)
+        except Exception:  # last resort, as for the sections above
+            not_relayed = []
         if not_relayed:
             setattr(report, _NOT_RELAYED_ATTRIBUTE, not_relayed)
         if config.stash[_SUMMARY_KEY]:
@@ -986,6 +997,25 @@ _NOT_SAVED_ATTRIBUTE = "smtpsink_not_saved"
 RELAY_GRACE = 2.0
 
 
+def _settle_relays(views: Sequence[Mailbox]) -> None:
+    """Wait up to `RELAY_GRACE` for the mail of ``views`` still being
+    relayed: a test that waited for the upstream to store its mail ends
+    before the relay has read the upstream's 250, which is no news for the
+    saved files or the end of the run. The wait ends as soon as they
+    settle (on the store's condition)."""
+    for view in views:
+        if view.settings.relay is None:
+            continue
+        messages = view.captured()[0]
+        if any(m.relay is not None and not m.relay.done for m in messages):
+            # Not AssertionError alone: a stopped or overflowed sink raises
+            # SinkError, which must not end the run (an INTERNALERROR).
+            with contextlib.suppress(Exception):
+                view.wait_until(
+                    functools.partial(_relays_settled, messages), timeout=RELAY_GRACE
+                )
+
+
 def _not_relayed(views: Sequence[Mailbox]) -> list[str]:
     """The summary lines of the messages of ``views`` (relaying sinks only)
     whose relay did not succeed, as the test ends."""
@@ -993,16 +1023,7 @@ def _not_relayed(views: Sequence[Mailbox]) -> list[str]:
     for view in views:
         if view.settings.relay is None:
             continue
-        messages = view.captured()[0]
-        if any(m.relay is not None and not m.relay.done for m in messages):
-            # A test that waited for the upstream to store its mail ends
-            # before the relay has read the upstream's 250: not news. The
-            # wait ends as soon as they settle (on the store's condition).
-            with contextlib.suppress(AssertionError):
-                view.wait_until(
-                    functools.partial(_relays_settled, messages), timeout=RELAY_GRACE
-                )
-        for message in messages:
+        for message in view.captured()[0]:
             relay = message.relay
             if relay is not None and relay.status in ("failed", "refused", "pending"):
                 lines.append(message.summary())

@@ -271,3 +271,45 @@ def test_a_password_sent_as_a_command_is_not_echoed_to_the_client(
         )
     assert (code, hostile_auth.leaks(text.decode())) == (500, [])
     assert text == b"5.5.2 Error: command not recognized"
+
+
+@pytest.mark.parametrize("password", ["ok-go", "data-2024", "250-alpha", "list of it"])
+def test_a_password_that_only_begins_with_a_protocol_word_is_masked_whole(
+    smtpsink_factory: Factory, password: str
+) -> None:
+    # The protocol word a line starts with is left alone; a password that
+    # merely begins with one ("ok-go") kept all of itself with it, sent
+    # alone as a line, as a user name or as the EHLO name.
+    import poplib
+    import smtplib
+
+    sink = smtpsink_factory(auth={"u": password}, auth_plaintext=True)
+    with smtplib.SMTP(sink.host, sink.port, local_hostname=password) as client:
+        client.docmd(password)
+    pop3 = poplib.POP3(sink.pop3.host, sink.pop3.port, timeout=10)
+    with pytest.raises(poplib.error_proto):
+        pop3.user(password)  # POP3 refuses a user name with a space
+        pop3.pass_("u")
+    pop3.quit()
+    sink.wait_until(lambda: all(s.end is not None for s in sink.sessions))
+    shown = "\n".join(repr(s) for s in sink.sessions).lower()
+    assert password not in shown, shown
+
+
+def test_imap_status_words_stay_when_a_password_is_one(
+    smtpsink_factory: Factory,
+) -> None:
+    # A tagged reply ("a1 OK ...") starts with its tag: with the password
+    # "ok", every status word after a tag was masked.
+    import imaplib
+
+    sink = smtpsink_factory(auth={"ann@example.com": "ok"}, auth_plaintext=True)
+    client = imaplib.IMAP4(sink.imap.host, sink.imap.port, timeout=10)
+    client.login("ann@example.com", "ok")
+    client.logout()
+    sink.wait_until(lambda: all(s.end is not None for s in sink.sessions))
+    (session,) = sink.sessions
+    replies = [r for e in session.transcript for r in e.replies]
+    assert replies[0].startswith("* OK [CAPABILITY ")
+    assert [r.split(" ")[1] for r in replies if r[:1] != "*"] == ["OK"] * 3
+    assert "LOGIN ann@example.com ****" in session.format_transcript()

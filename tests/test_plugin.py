@@ -1249,3 +1249,49 @@ def test_everything(smtpsink, smtpsink_factory):
         if t not in before and t.name.startswith("smtpsink-")
     ]
     assert left == [], f"expected no sink threads after the session, found {left}"
+
+
+def test_what_a_person_leaves_in_a_saved_folder_keeps_it_the_plugins(
+    tmp_path: pathlib.Path,
+) -> None:
+    # A look at a failed test's folder (Finder's .DS_Store) made it
+    # "foreign": the next run refused to save there, and a passing test's
+    # old mail stayed. So did the 10,000th message's file name.
+    from pytest_smtpsink import _report
+
+    saved = tmp_path / "test_x.py__test_x"
+    (saved / "10000-attachments").mkdir(parents=True)
+    for name in ("0001-Hi.eml", "10000-Hi.eml", "session-10000.txt", ".DS_Store"):
+        (saved / name).write_text("x")
+    _report.forget_saved(saved)
+    assert not saved.exists()
+    # The user's own file keeps the folder; a file of the folder's name is
+    # left too, and never an error.
+    (saved).mkdir()
+    (saved / "notes.txt").write_text("mine")
+    _report.forget_saved(saved)
+    assert (saved / "notes.txt").read_text() == "mine"
+    clash = tmp_path / "test_y.py__test_y"
+    clash.write_text("my notes")
+    _report.forget_saved(clash)
+    assert clash.read_text() == "my notes"
+
+
+def test_an_empty_index_is_no_foreign_one(tmp_path: pathlib.Path) -> None:
+    from pytest_smtpsink import _html
+
+    (tmp_path / "index.html").write_text("")
+    assert not _html.foreign_index(tmp_path)
+    (tmp_path / "index.html").write_text("<title>Mine</title>")
+    assert _html.foreign_index(tmp_path)
+
+
+def test_a_save_dir_of_an_unknown_users_home_is_a_usage_error(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest(
+        "-p", "no:xdist", "--smtpsink-save-dir=~no-such-user-here/mail"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --smtpsink-save-dir: *"])

@@ -2604,6 +2604,58 @@ def test_last(upstream):  # the upstream stops after test_sends has ended
     assert "not relayed" not in result.stdout.str()
 
 
+def test_the_wait_for_mail_in_flight_survives_a_sink_that_overflowed(
+    pytester: pytest.Pytester,
+) -> None:
+    # The wait raised the overflowed sink's SinkError in pytest's report
+    # hook: an INTERNALERROR that ended the run (found in review).
+    pytester.makepyfile(
+        """
+import smtplib, socket, threading
+import pytest
+
+@pytest.fixture(scope="module")  # open until test_after is over
+def silent():  # greets, then never answers
+    server = socket.create_server(("127.0.0.1", 0))
+    taken = []
+
+    def serve():
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:  # closed: the end
+                return
+            taken.append(connection)
+            connection.sendall(b"220 slow.test\\r\\n")
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    yield server.getsockname()[1]
+    server.shutdown(socket.SHUT_RDWR)
+    server.close()
+    thread.join()
+    for connection in taken:
+        connection.close()
+
+def test_overflows(smtpsink_factory, silent):
+    sink = smtpsink_factory(
+        relay=f"smtp://127.0.0.1:{silent}", relay_to=".*",
+        max_stored_bytes=2000, relay_timeout=30,
+    )
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail("a@example.com", ["b@example.com"], b"Subject: 1\\r\\n\\r\\nx\\r\\n")
+        with pytest.raises(smtplib.SMTPException):
+            client.sendmail("a@example.com", ["b@example.com"], (b"x" * 70 + b"\\r\\n") * 60)
+
+def test_after(silent):
+    pass
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(passed=2)
+    assert "INTERNALERROR" not in result.stdout.str()
+
+
 def test_a_stopping_sink_sends_no_more_deferred_recipients() -> None:
     # 40 recipients to an upstream taking one per transaction, each MAIL
     # held 0.2 s: a stop after the second transaction ends the relay there,
