@@ -367,28 +367,25 @@ def record_test(
             folder.mkdir(exist_ok=True)
             used: set[str] = set()
             for number, item in enumerate(attachments, 1):
-                name = _inert_name(safe_name(item.filename, number))
-                if name.lower() in used:
-                    name = f"{number}-{name}"
-                used.add(name.lower())
-                path = folder / name
-                try:
-                    path.write_bytes(item.content)
-                except OSError:
-                    # A name this file system refuses after all: one
-                    # attachment must not cost the test its place in the
-                    # index (the .eml file holds every byte of it anyway).
-                    fallback = f"attachment-{number}.txt"
-                    if fallback.lower() in used:
-                        fallback = f"{number}-{fallback}"
-                    used.add(fallback.lower())
-                    path = folder / fallback
+                # The fallback: a name this file system refuses after all.
+                # One attachment must not cost the test its place in the
+                # index (the .eml file holds every byte of it anyway).
+                wanted = _inert_name(safe_name(item.filename, number))
+                href = None
+                for candidate in (wanted, f"attachment-{number}.txt"):
+                    name = (
+                        f"{number}-{candidate}"
+                        if candidate.lower() in used
+                        else candidate
+                    )
+                    used.add(name.lower())
                     try:
-                        path.write_bytes(item.content)
+                        (folder / name).write_bytes(item.content)
                     except OSError:
-                        hrefs.append(None)
                         continue
-                hrefs.append(_href(path, root))
+                    href = _href(folder / name, root)
+                    break
+                hrefs.append(href)
         shown = message_record(
             message,
             eml_href=_href(emls[index - 1], root) if emls else None,

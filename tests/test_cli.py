@@ -272,40 +272,32 @@ def test_sighup_stops_cleanly_and_removes_the_ca() -> None:
     assert not ca_file.parent.exists()
 
 
-_IGNORING_SIGHUP = """
-import runpy, signal, sys
-signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup starts it
-sys.argv = ["smtpsink", "--port", "0"]
-runpy.run_module("pytest_smtpsink", run_name="__main__")
-"""
+class NohupSink(Sink):
+    """A sink started with SIGHUP ignored, as nohup starts it."""
+
+    command = (
+        "-c",
+        "import runpy, signal\n"
+        "signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+        "runpy.run_module('pytest_smtpsink', run_name='__main__')\n",
+    )
 
 
 @stops_with_signals
 def test_a_sink_started_ignoring_sighup_keeps_serving_after_one() -> None:
     # Under nohup the sink stopped on SIGHUP once it handled that signal.
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _IGNORING_SIGHUP],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    sink = NohupSink()
     try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()
-        port = int(re.search(r"127\.0\.0\.1:(\d+)", first)[1])  # type: ignore[index]
-        while proc.stdout.readline().strip() != "press Ctrl-C to stop":
-            pass
-        proc.send_signal(signal.SIGHUP)  # discarded: the sink ignores it
-        with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as smtp:
+        sink.proc.send_signal(signal.SIGHUP)  # discarded: the sink ignores it
+        with smtplib.SMTP("127.0.0.1", sink.port, timeout=TIMEOUT) as smtp:
             assert smtp.noop()[0] == 250
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=TIMEOUT)
+        rest = sink.stop(signal.SIGTERM)
     finally:
-        if proc.poll() is None:  # pragma: no cover - a hang is a bug
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, err
-    assert out.splitlines()[-1] == "smtpsink stopped: 0 messages in 1 session"
+        if sink.proc.poll() is None:  # pragma: no cover - a hang is a bug
+            sink.proc.kill()
+        sink.finish()
+    assert sink.proc.returncode == 0, sink.stderr
+    assert rest[-1] == "smtpsink stopped: 0 messages in 1 session"
 
 
 @stops_with_signals
