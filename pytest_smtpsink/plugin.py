@@ -181,6 +181,18 @@ def _raw_value(config: pytest.Config, option: _Option) -> tuple[Any, str]:
     return config.getini(option.ini), f"{option.ini} (ini)"
 
 
+def _from_ini_file(config: pytest.Config, path: str, source: str) -> str:
+    """``path`` as given, or, if it is relative and came from the ini file,
+    taken from that file's directory: as pytest takes its own path options
+    (testpaths, cache_dir), so that a run started from a sub-directory finds
+    the same files."""
+    if source.endswith("(ini)") and config.inipath is not None:
+        given = Path(path).expanduser()
+        if not given.is_absolute():
+            return str(config.inipath.parent / given)
+    return path
+
+
 def _parse_bool(text: str) -> bool:
     """The words pytest takes for a bool ini value."""
     word = text.lower()
@@ -279,6 +291,7 @@ def _read_reporting(config: pytest.Config) -> None:
         # not a directory named "~".
         try:
             directory = str(Path(str(directory)).expanduser())
+            directory = _from_ini_file(config, directory, directory_source)
         except RuntimeError as error:  # ~nosuchuser
             raise pytest.UsageError(f"{directory_source}: {error}") from None
     if (
@@ -368,7 +381,7 @@ def _read_options(config: pytest.Config) -> tuple[SinkSettings, float]:
             continue
         sources[option.name] = source
         if option.name in _TLS_FILES:
-            tls_files[option.name] = value
+            tls_files[option.name] = _from_ini_file(config, value, source)
             continue
         changes[option.name] = value
     try:

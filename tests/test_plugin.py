@@ -786,6 +786,25 @@ def test_a_save_dir_in_an_ini_file_expands_the_home_directory(
     assert (pytester.path / "home" / "mail" / "index.html").is_file()
 
 
+def test_a_relative_save_dir_in_an_ini_file_is_taken_from_its_directory(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Taken from the current directory, a run started in tests/ saved under
+    # tests/mail, where the one started at the top saved under mail.
+    tests = pytester.mkdir("tests")
+    (tests / "test_mail.py").write_text(FAILING)
+    pytester.makeini("[pytest]\nsmtpsink_save_dir = mail\n")
+    monkeypatch.chdir(tests)
+    pytester.runpytest("-p", "no:xdist").assert_outcomes(failed=1, passed=1)
+    assert (pytester.path / "mail" / "index.html").is_file()
+    assert not (tests / "mail").exists()
+    # On the command line, a path is the shell's: from the current directory.
+    pytester.runpytest("-p", "no:xdist", "--smtpsink-save-dir=here").assert_outcomes(
+        failed=1, passed=1
+    )
+    assert (tests / "here" / "index.html").is_file()
+
+
 def test_a_save_dir_that_cannot_be_made_is_a_usage_error(
     pytester: pytest.Pytester,
 ) -> None:

@@ -1190,6 +1190,39 @@ def test_tls_sink_serves_the_own_certificate(smtpsink):
     result.stderr.fnmatch_lines(["*--smtpsink-tls-key: no such file: *nope.pem*"])
 
 
+def test_relative_tls_files_in_the_ini_file_are_taken_from_its_directory(
+    pytester: pytest.Pytester,
+    own_files: tuple[Path, Path],
+    own_ca: trustme.CA,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Taken from the current directory, a run started in tests/ stopped with
+    # "no such file", as pytest's own path options do not.
+    (pytester.path / "certs").mkdir()
+    for own, name in zip(own_files, ("cert.pem", "key.pem"), strict=True):
+        (pytester.path / "certs" / name).write_bytes(own.read_bytes())
+    ca_file = pytester.path / "own-ca.pem"
+    own_ca.cert_pem.write_to_path(str(ca_file))
+    pytester.makeini(
+        "[pytest]\nsmtpsink_tls_cert = certs/cert.pem\n"
+        "smtpsink_tls_key = certs/key.pem\n"
+    )
+    tests = pytester.mkdir("tests")
+    (tests / "test_tls.py").write_text(
+        f"""
+import smtplib, ssl, pytest
+
+@pytest.mark.smtpsink(tls="starttls")
+def test_tls_sink_serves_the_own_certificate(smtpsink):
+    context = ssl.create_default_context(cafile={str(ca_file)!r})
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.starttls(context=context)
+"""
+    )
+    monkeypatch.chdir(tests)
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
 def test_tls_file_options_errors_name_the_options(
     pytester: pytest.Pytester, own_files: tuple[Path, Path]
 ) -> None:
