@@ -162,6 +162,12 @@ def _auth_entry(text: str) -> str:
         raise argparse.ArgumentTypeError(
             "must be 'any' or USER:PASSWORD, got no USER before ':'"
         )
+    if text != "any" and not text.split(":", 1)[1]:
+        # Most likely "ann:$PASSWORD" with the variable unset: taken, it
+        # would let anyone log in as that user with no password at all.
+        raise argparse.ArgumentTypeError(
+            "must be 'any' or USER:PASSWORD, got no PASSWORD after ':'"
+        )
     return text
 
 

@@ -946,6 +946,12 @@ def test_stopping_says_it_waits_for_the_relay(start: Callable[..., Sink]) -> Non
             ["--auth", ":pw"],
             "argument --auth: must be 'any' or USER:PASSWORD, got no USER before ':'\n",
         ),
+        # "ann:$PASSWORD" with the variable unset: anyone would log in as ann.
+        (
+            ["--auth", "ann:"],
+            "argument --auth: must be 'any' or USER:PASSWORD, got no PASSWORD "
+            "after ':'\n",
+        ),
         (["--auth", "any", "--auth", "a:b"], "argument --auth: 'any' cannot be"),
         (
             ["--auth", "a:b", "--auth", "a:c"],
