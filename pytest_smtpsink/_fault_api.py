@@ -245,4 +245,40 @@ def apply_marker(
     try:
         return method(*args[1:], **kwargs)  # type: ignore[no-any-return]
     except TypeError as error:
-        raise FaultError(f"smtpsink_fault({args[0]!r}, ...): {error}") from None
+        # Python's text names FaultControls.limit() and counts its self:
+        # the marker's own form says what it takes.
+        text = str(error).removeprefix(f"FaultControls.{args[0]}() ")
+        if "positional argument" in text:
+            given = len(args) - 1
+            text = f"got {given} positional argument{'s' if given != 1 else ''}"
+        raise FaultError(
+            f"smtpsink_fault({args[0]!r}, ...): {text}; it takes "
+            f"smtpsink_fault({args[0]!r}{_marker_parameters(method)})"
+        ) from None
+
+
+def _marker_parameters(method: Any) -> str:
+    """``method``'s parameters as the marker takes them after the kind,
+    without annotations: ", stage, code=None, *, match=None"."""
+    import inspect
+
+    shown = []
+    keyword_only = False
+    for parameter in inspect.signature(method).parameters.values():
+        if parameter.kind is parameter.KEYWORD_ONLY and not keyword_only:
+            shown.append("*")
+            keyword_only = True
+        default = parameter.default
+        if parameter.kind is parameter.VAR_KEYWORD:
+            shown.append(f"**{parameter.name}")
+            continue
+        if parameter.kind is parameter.VAR_POSITIONAL:
+            shown.append(f"*{parameter.name}")
+            keyword_only = True
+            continue
+        shown.append(
+            parameter.name
+            if default is parameter.empty
+            else f"{parameter.name}={default!r}"
+        )
+    return "".join(f", {part}" for part in shown)

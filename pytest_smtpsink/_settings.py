@@ -307,6 +307,14 @@ def _require(ok: bool, setting: str, message: str) -> None:
         raise SettingsError(setting, message)
 
 
+def _shown_number(value: object) -> str:
+    """``value`` for a "must be a number" error: a string of digits reads
+    as a number unless its type is said."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"the {type(value).__name__} {value!r}"
+    return repr(value)
+
+
 def check_seconds(value: object, name: str) -> float:
     """``value`` as seconds to wait: a number > 0 and finite (0 would make a
     socket non-blocking, inf or NaN wait for ever). TypeError or ValueError
@@ -450,7 +458,7 @@ def _validate(s: SinkSettings) -> None:
         and not isinstance(s.idle_timeout, bool)
         and s.idle_timeout > 0,
         "idle_timeout",
-        f"must be a number of seconds > 0, got {s.idle_timeout!r}",
+        f"must be a number of seconds > 0, got {_shown_number(s.idle_timeout)}",
     )
     # Checked with or without relay=, as every field is.
     _require(
@@ -458,7 +466,7 @@ def _validate(s: SinkSettings) -> None:
         and not isinstance(s.relay_timeout, bool)
         and 0 < s.relay_timeout < float("inf"),
         "relay_timeout",
-        f"must be a number of seconds > 0, got {s.relay_timeout!r}",
+        f"must be a number of seconds > 0, got {_shown_number(s.relay_timeout)}",
     )
     if s.relay is not None or s.relay_to is not None:
         _validate_relay(s)

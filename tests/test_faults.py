@@ -825,6 +825,46 @@ def test_the_marker_takes_the_kind_once(
     assert smtpsink.faults == ()
 
 
+@pytest.mark.parametrize(
+    ("args", "kwargs", "expected"),
+    [
+        # Before: Python's "FaultControls.limit() takes 1 positional argument
+        # but 2 were given", counting a self the marker never showed.
+        (
+            ("limit", -1),
+            {},
+            "smtpsink_fault('limit', ...): got 1 positional argument; it takes "
+            "smtpsink_fault('limit', *, max_recipients=None, max_connections=None, "
+            "max_size=None)",
+        ),
+        (
+            ("fail",),
+            {},
+            "smtpsink_fault('fail', ...): got 0 positional arguments; it takes "
+            "smtpsink_fault('fail', stage, code, text=None, **trigger)",
+        ),
+        (
+            ("fail", "RCPT", 550),
+            {"bogus": 1},
+            "smtpsink_fault('fail', ...): fail() got an unexpected keyword "
+            "argument 'bogus'; its trigger keywords are match, times, every, "
+            "probability, seed; it takes smtpsink_fault('fail', stage, code, "
+            "text=None, **trigger)",
+        ),
+    ],
+)
+def test_a_marker_with_wrong_arguments_says_what_it_takes(
+    smtpsink: Mailbox,
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
+    expected: str,
+) -> None:
+    with pytest.raises(FaultError) as raised:
+        apply_marker(smtpsink, args, kwargs)
+    assert str(raised.value) == expected
+    assert smtpsink.faults == ()
+
+
 def test_a_rule_made_during_a_connection_applies_to_its_next_commands(
     smtpsink: Mailbox,
 ) -> None:

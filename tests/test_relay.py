@@ -731,6 +731,10 @@ def test_a_password_cut_by_a_url_delimiter_is_named_not_shown(cut: str) -> None:
         ),
         ({"relay_timeout": -5}, "relay_timeout", "seconds > 0"),
         ({"relay_timeout": "abc"}, "relay_timeout", "seconds > 0"),
+        # '5' alone read as a number: the type is said.
+        ({"relay_timeout": "5"}, "relay_timeout", "> 0, got the str '5'$"),
+        ({"idle_timeout": "5"}, "idle_timeout", "> 0, got the str '5'$"),
+        ({"idle_timeout": True}, "idle_timeout", "> 0, got the bool True$"),
         # The password would cross the network unencrypted.
         (
             {
