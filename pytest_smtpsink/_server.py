@@ -140,7 +140,7 @@ class _Runtime:
         for service in self.services.values():
             service.close()
         for connection in list(state.connections):
-            connection.close_by_server()
+            connection.close_at_stop()
         # A client still in its implicit-TLS handshake has no SMTP session
         # running yet; Python 3.13 can abort it (3.12's wait_closed would
         # wait for it; the handshake timeout ends it on older Pythons).

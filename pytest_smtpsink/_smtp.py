@@ -1228,6 +1228,30 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         self._mark_end("timeout")
         super()._timeout_cb()  # type: ignore[no-untyped-call]
 
+    def close_at_stop(self) -> None:
+        """The sink is stopping: tell the client, then close. RFC 5321 3.8:
+        a server shut down "SHOULD attempt to send a line containing a 421
+        response code", so that a client can tell a stop from a crash. Only
+        a client that waits for a reply to its next command is told: one
+        sending message content would not read it, and a connection a fault
+        holds stays as silent as the test made it."""
+        self._send_held_replies()
+        transport, send = self.transport, getattr(self, "_send", None)
+        if (
+            self._awaiting_command
+            and not self._content_at_once
+            and self not in self.state.held
+            and transport is not None
+            and not transport.is_closing()
+            and send is not None
+            and self.record is not None
+            and self.record.end is None
+        ):
+            text = f"421 4.3.2 {self.hostname} Service shutting down"
+            self._record_reply(text)  # recorded before the end, as every reply
+            send(text.encode("ascii", "replace") + b"\r\n")
+        self.close_by_server()
+
     def close_by_server(self) -> None:
         """Abort the connection (sink stopping, or a fault)."""
         self._mark_end("server-closed")

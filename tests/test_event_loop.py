@@ -143,6 +143,7 @@ def test_stop_with_clients_connected(choice: str) -> None:
         sink.stop()
         while handshaking.recv(1024):  # the rest of the replies, then EOF
             pass
+        assert idle.getreply()[0] == 421  # "Service shutting down"
         with pytest.raises(smtplib.SMTPServerDisconnected):
             idle.noop()
         assert not sink.running

@@ -91,15 +91,21 @@ def test_stop_releases_the_port_and_is_idempotent() -> None:
     assert not _sink_threads()
 
 
-def test_stop_closes_connections_left_open() -> None:
+def test_stop_closes_connections_left_open_saying_421() -> None:
+    # Before: closed without a word, which a client cannot tell from a crash
+    # (RFC 5321 3.8: a server shut down should send 421).
     sink = SMTPSink().start()
     client = smtplib.SMTP(sink.host, sink.port)
     client.ehlo("left.open")
     sink.stop()
+    goodbye = f"421 4.3.2 {sink.settings.hostname} Service shutting down"
+    assert client.getreply() == (421, goodbye[4:].encode())
     with pytest.raises(smtplib.SMTPServerDisconnected):
         client.noop()
     client.close()
-    assert sink.sessions[0].end == "server-closed"
+    session = sink.sessions[0]
+    assert session.end == "server-closed"
+    assert session.transcript[-1].replies[-1] == goodbye
 
 
 def test_stop_on_a_sink_never_started_is_harmless() -> None:
