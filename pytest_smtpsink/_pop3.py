@@ -369,7 +369,16 @@ class _Connection(ReadSideConnection):
         raw, total = read
         if total > LINE_LIMIT:
             shown = _shown(raw[:64])
-            self._append("command", f"{shown}... [{total} bytes in all]")
+            # Checked first: a long SASL response (a token, a generated
+            # password) shown in part would put its first bytes on record.
+            try:
+                start: str | None = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                start = None
+            if self._after_auth and self._stray_auth_response(start):
+                self._append("auth-response", f"**** [{total} bytes in all]")
+            else:
+                self._append("command", f"{shown}... [{total} bytes in all]")
             await self._reply(
                 f"-ERR Line too long: {total} octets (RFC 2449 allows 255 with CRLF)"
             )

@@ -174,6 +174,31 @@ def test_a_password_where_no_login_expects_it_is_masked(
     assert said  # answered, and the server went on to the end
 
 
+@pytest.mark.parametrize("known", [False, True], ids=["any-password", "table"])
+def test_a_long_sasl_response_sent_unasked_to_pop3_is_masked_whole(
+    smtpsink_factory: Factory, known: bool
+) -> None:
+    # Over POP3's 255-octet line limit, a PLAIN response sent without waiting
+    # for "+" (here: after AUTH is refused, once logged in) had its first 64
+    # characters recorded: 31 octets of the password, in base64.
+    long_password = "TOPSECRET" + "x" * 250
+    blob = hostile_auth.b64(f"\0ann@example.com\0{long_password}")
+    auth = {"ann@example.com": long_password, "bob": "pw"} if known else None
+    sink = smtpsink_factory(auth=auth, auth_plaintext=True)
+    with socket.create_connection((sink.pop3.host, sink.pop3.port), timeout=10) as sock:
+        sock.sendall(b"USER bob\r\nPASS pw\r\nAUTH PLAIN\r\n" + blob + b"\r\nQUIT\r\n")
+        with sock.makefile("rb") as replies:
+            said = replies.read().decode()
+    sink.wait_until(lambda: bool(sink.sessions) and sink.sessions[-1].end is not None)
+    (session,) = sink.sessions
+    shown = session.format_transcript() + repr(session)
+    assert blob[:20].decode() not in shown
+    response = [e for e in session.transcript if e.kind == "auth-response"]
+    assert [e.line for e in response] == [f"**** [{len(blob) + 2} bytes in all]"]
+    assert response[0].replies[0].startswith("-ERR Line too long")
+    assert said.endswith("+OK Logging out\r\n")  # and it went on serving
+
+
 def test_a_password_sent_as_the_user_name_or_greeting_is_masked(
     smtpsink_factory: Factory,
 ) -> None:
