@@ -158,7 +158,9 @@ class UserMailbox:
         for stored in self.stored(folder):  # a loop: see _match.select
             if _match.matches(stored.message, criteria):
                 found.append(stored)
-        if len(found) == 1 and (wanted_flags is None or found[0].flags == wanted_flags):
+        if len(found) == 1 and (
+            wanted_flags is None or _folded(found[0].flags) == _folded(wanted_flags)
+        ):
             return found[0].message
         want = f"exactly 1 message in {self._where(folder)}"
         described = _match.describe(criteria)
@@ -276,6 +278,12 @@ class UserMailbox:
 
     def __repr__(self) -> str:
         return f"<UserMailbox {self.user} folders={list(self.folders)}>"
+
+
+def _folded(flags: Iterable[str]) -> frozenset[str]:
+    """``flags`` compared as the server compares them: a keyword is one
+    whatever its case (a STORE of ``$label`` sets the folder's ``$Label``)."""
+    return frozenset(flag.lower() for flag in flags)
 
 
 def _show_flags(flags: Iterable[str]) -> str:

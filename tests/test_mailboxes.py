@@ -280,6 +280,13 @@ def test_deliver_into_a_folder_with_flags_and_a_date(smtpsink: Mailbox) -> None:
     assert stored.flags == {"\\Seen", "$Label1"}
     assert stored.internal_date == when
     box.assert_in("Archive/2026", subject="Hello", flags={"\\Seen", "$Label1"})
+    # A keyword is one whatever its case, as the IMAP server takes it (a
+    # STORE of $label sets this $Label1's like): the assertion agrees.
+    box.assert_in("Archive/2026", subject="Hello", flags={"\\seen", "$LABEL1"})
+    with pytest.raises(
+        AssertionError, match=r"with flags \{\$Label2, \\Seen\}; found "
+    ):
+        box.assert_in("Archive/2026", flags={"\\Seen", "$Label2"})
     assert box.messages("inbox") == []
 
 
