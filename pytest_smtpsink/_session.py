@@ -159,6 +159,29 @@ class IMAPExchange(Exchange):
         return None
 
     @property
+    def command(self) -> str | None:
+        """As for every exchange, and a UID command by its two words
+        (``"UID FETCH"``), as the server names it in its completions: its
+        verb alone would make ``used("UID STORE")`` never true."""
+        if self.kind != "command":
+            return None
+        words = self.line.split(" ", 2)
+        verb = words[0].upper()
+        if verb == "UID" and len(words) > 1 and words[1]:
+            return f"UID {words[1].upper()}"
+        return verb
+
+    @property
+    def argument(self) -> str | None:
+        """Everything after the verb (both words of a UID command), or None."""
+        command = self.command
+        if command is None:
+            return None
+        words = command.count(" ") + 1
+        parts = self.line.split(" ", words)
+        return parts[words] if len(parts) > words else None
+
+    @property
     def reply(self) -> str:
         return "\n".join(_imap_text(line) for line in self.replies)
 
@@ -269,8 +292,14 @@ class Session:
         return [c for c in (e.code for e in self._transcript) if c is not None]
 
     def used(self, command: str) -> bool:
-        """Whether the client sent ``command`` (case-insensitive) at all."""
-        return command.upper() in self.commands
+        """Whether the client sent ``command`` (case-insensitive) at all. On
+        IMAP, ``"STORE"`` is also a ``UID STORE`` (the same change, by UID),
+        and ``"UID"`` any UID command."""
+        command = command.upper()
+        return any(
+            sent in (command, f"UID {command}") or sent.startswith(f"{command} ")
+            for sent in self.commands
+        )
 
     def before(self, first: str, second: str) -> bool:
         """Whether ``first`` was sent, and sent before any ``second``.

@@ -86,6 +86,29 @@ def test_a_typical_reader_fetches_marks_moves_and_deletes(smtpsink: Mailbox) -> 
     assert "(moved to Processed)" in box.describe()
 
 
+def test_uid_commands_are_named_by_both_words(smtpsink: Mailbox) -> None:
+    # Recorded as "UID", a UID STORE was neither used("UID STORE") nor
+    # used("STORE"): `assert not session.used("STORE")` passed while the
+    # reader changed flags the way most libraries do, by UID.
+    smtpsink.deliver(raw_message("Invoice 1"), to=USER)
+    with login(smtpsink) as client:
+        client.select("INBOX")
+        client.uid("FETCH", "1:*", "(BODY.PEEK[])")
+        client.uid("STORE", "1:*", "+FLAGS", "(\\Seen)")
+        client.logout()
+    session = smtpsink.sessions[-1]
+    assert session.commands[-3:] == ["UID FETCH", "UID STORE", "LOGOUT"]
+    assert session.used("UID STORE")
+    assert session.used("store")
+    assert session.used("UID")
+    assert not session.used("EXPUNGE")
+    assert not session.used("FLAGS")  # a word of the argument, not a command
+    (store,) = session.replies_to("uid store")
+    assert store.argument == "1:* +FLAGS (\\Seen)"
+    assert store.replies[-1].endswith("OK UID STORE completed")
+    assert session.before("UID FETCH", "UID STORE")
+
+
 def test_capabilities_and_the_greeting(smtpsink: Mailbox) -> None:
     with imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port) as client:
         for word in [

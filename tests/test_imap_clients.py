@@ -51,8 +51,11 @@ def test_imap_tools_fetches_moves_deletes_and_appends(smtpsink: Mailbox) -> None
     box.assert_deleted(subject="Junk")
     session = smtpsink.sessions[-1]
     assert session.used("UID")
+    assert session.used("UID SEARCH")
+    assert session.used("SEARCH")
     assert any(
-        "SEARCH CHARSET US-ASCII" in (e.argument or "") for e in session.transcript
+        (e.argument or "").startswith("CHARSET US-ASCII")
+        for e in session.replies_to("UID SEARCH")
     )
 
 
