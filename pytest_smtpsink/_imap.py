@@ -454,6 +454,7 @@ class _Connection(ReadSideConnection):
     """One IMAP client: reads commands, runs them, records the session."""
 
     PROTOCOL = "IMAP"
+    VERBS = COMMANDS | {"UID"}
     EXCHANGE = IMAPExchange
     BUFFER_LIMIT = _BUFFER_LIMIT
     END_OF_TEST = _END_OF_TEST

@@ -225,6 +225,7 @@ class _Connection(ReadSideConnection):
     """One POP3 client: reads lines, runs commands, records the session."""
 
     PROTOCOL = "POP3"
+    VERBS = frozenset(VERBS)
     EXCHANGE = POP3Exchange
     BUFFER_LIMIT = _BUFFER_LIMIT
     END_OF_TEST = _END_OF_TEST

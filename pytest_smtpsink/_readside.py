@@ -470,11 +470,14 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
                     # Cut short by the client's close: still a line, to be
                     # recorded (and refused) like one that ended.
                     return head + tail, dropped
-                if not buffer:
-                    return None
-                line = bytes(buffer)
-                buffer.clear()
-                return line, len(line)
+                if buffer:
+                    # A line is a command only with its line end (RFC 1939
+                    # 3, RFC 3501 2.2), as real servers read it: a QUIT
+                    # the close cut off must not delete. Kept for
+                    # `_read_command` to record.
+                    self._cut_off = bytes(buffer)
+                    buffer.clear()
+                return None
             await self._wait_for_input(deadline)
 
     async def _read_command(self, limit: int) -> tuple[bytes, int] | None:
@@ -483,12 +486,39 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         after saying why."""
         self._waiting_for_command = True
         try:
-            return await self._read_line(limit)
+            read = await self._read_line(limit)
+            if read is None and self._cut_off:
+                self._record_cut_off(self._cut_off)
+            return read
         except asyncio.TimeoutError:
             await self._reply_and_end("timeout", self.INACTIVE)
             raise Closed from None
         finally:
             self._waiting_for_command = False
+
+    #: The start of a line the client's close cut off (see `_read_line`).
+    _cut_off = b""
+    #: The protocol's command verbs, upper-cased: the one word of a cut-off
+    #: line that is shown (the rest may be a credential).
+    VERBS: frozenset[str] = frozenset()
+
+    def _record_cut_off(self, line: bytes) -> None:
+        """Record a command line that never ended: its verb if it is one
+        (after an IMAP tag), the rest counted, never shown."""
+        words = line.split(None, 2)
+        verbs = [
+            word.decode("ascii").upper()
+            for word in words[:2]
+            if word.isascii() and word.decode("ascii").upper() in self.VERBS
+        ]
+        shown = f"{verbs[0]}, " if verbs else ""
+        # In brackets: a note, not a command (`Exchange.command` is None),
+        # so used("QUIT") stays false of a QUIT that never ran.
+        self._append(
+            "command",
+            f"[not run: {shown}{len(line)} octets with no line end, cut off by "
+            "the client's close]",
+        )
 
     # -- recording and writing ----------------------------------------------------------
 

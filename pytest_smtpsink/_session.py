@@ -75,8 +75,9 @@ class Exchange:
     @property
     def command(self) -> str | None:
         """The command verb in upper case (``"MAIL"``), or None for the
-        greeting, AUTH continuation lines and message content."""
-        if self.kind != "command":
+        greeting, AUTH continuation lines and message content, and for a
+        note in brackets where a command would be (one that never ran)."""
+        if self.kind != "command" or self.line.startswith("["):
             return None
         return self.line.split(" ", 1)[0].upper()
 
@@ -163,7 +164,7 @@ class IMAPExchange(Exchange):
         """As for every exchange, and a UID command by its two words
         (``"UID FETCH"``), as the server names it in its completions: its
         verb alone would make ``used("UID STORE")`` never true."""
-        if self.kind != "command":
+        if self.kind != "command" or self.line.startswith("["):
             return None
         words = self.line.split(" ", 2)
         verb = words[0].upper()

@@ -109,6 +109,30 @@ def test_uid_commands_are_named_by_both_words(smtpsink: Mailbox) -> None:
     assert session.before("UID FETCH", "UID STORE")
 
 
+def test_a_line_cut_off_by_the_close_is_not_run(smtpsink: Mailbox) -> None:
+    # "d EXPUNGE" without its line end, then the close, was run: it
+    # expunged, where a real server runs only a line that ended.
+    smtpsink.deliver(raw_message("Invoice 1"), to=USER)
+    with socket.create_connection(imap_address(smtpsink), timeout=10) as sock:
+        sock.sendall(
+            b"a LOGIN ann@example.com pw\r\nb SELECT INBOX\r\n"
+            b"c STORE 1 +FLAGS (\\Deleted)\r\nd EXPUNGE"
+        )
+        sock.shutdown(socket.SHUT_WR)
+        with sock.makefile("rb") as replies:
+            said = replies.read()
+    assert b"c OK" in said
+    assert b"EXPUNGE" not in said
+    smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
+    session = smtpsink.sessions[-1]
+    assert session.end == "client-closed"
+    assert session.transcript[-1].line == (
+        "[not run: EXPUNGE, 9 octets with no line end, cut off by the client's close]"
+    )
+    assert not session.used("EXPUNGE")
+    smtpsink.mailbox(USER).assert_in(subject="Invoice 1", flags={"\\Deleted"})
+
+
 def test_capabilities_and_the_greeting(smtpsink: Mailbox) -> None:
     with imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port) as client:
         for word in [

@@ -269,6 +269,35 @@ def test_a_dropped_connection_deletes_nothing(smtpsink: Mailbox, raw: Raw) -> No
     client.quit()
 
 
+@pytest.mark.parametrize("last", [b"QUIT", b"PASS " + SECRET.encode()])
+def test_a_line_cut_off_by_the_close_is_not_run(
+    smtpsink: Mailbox, raw: Raw, last: bytes
+) -> None:
+    # A QUIT without its line end, then the close, was run: it deleted
+    # (a real server runs only a line that ended). Its argument, which may
+    # be a password, is never shown.
+    smtpsink.deliver(make_message(subject="stays"), to=ANN)
+    raw.send(b"USER ann@example.com")
+    if last == b"QUIT":
+        raw.send(b"PASS x")
+        assert raw.send(b"DELE 1").startswith("+OK")
+    raw.sock.sendall(last)
+    raw.sock.shutdown(socket.SHUT_WR)
+    assert raw.file.read() == b""  # no reply: closed
+    ended(smtpsink)
+    (session,) = pop3_sessions(smtpsink)
+    assert session.end == "client-closed"
+    verb = last.split()[0].decode()
+    assert session.transcript[-1].line == (
+        f"[not run: {verb}, {len(last)} octets with no line end, cut off by the "
+        "client's close]"
+    )
+    assert not session.used("QUIT")
+    assert SECRET not in session.format_transcript()
+    smtpsink.mailbox(ANN).assert_in(subject="stays", flags=())
+    assert smtpsink.mailbox(ANN).deleted() == []
+
+
 def test_a_second_session_finds_the_maildrop_in_use(smtpsink: Mailbox) -> None:
     smtpsink.deliver(make_message(), to=ANN)
     first = login(smtpsink)
