@@ -371,6 +371,8 @@ def recipients_of(raw: bytes, to: str | Sequence[str] | None) -> tuple[str, ...]
 
 _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 _NOT_IN_AN_ADDRESS = re.compile(r"[\s\x00-\x1f\x7f]")
+#: Outside quotes, what only a header's address list has around addresses.
+_ADDRESS_SPECIALS = re.compile(r"[<>,;]")
 
 
 def bare_address(text: str) -> str:
@@ -388,9 +390,29 @@ def _recipient(address: str) -> str:
     SMTP server would refuse it (a space outside quotes, a control
     character): it would make a mailbox no mail could reach."""
     __tracebackhide__ = True
-    address = bare_address(address)
-    if _NOT_IN_AN_ADDRESS.search(_QUOTED.sub("", address.strip())):
+    named = [a for _, a in getaddresses([address]) if a]
+    if len(named) > 1:
+        # parseaddr would take the first alone: Bob would get nothing.
+        raise ValueError(
+            f"to: {address!r} names {len(named)} addresses; give them as a "
+            f"list: to={named!r}"
+        )
+    address = bare_address(address).strip()
+    if address.startswith("<") and address.endswith(">"):  # as RCPT TO writes it
+        address = address[1:-1].strip()
+    unquoted = _QUOTED.sub("q", address)  # a quoted local part may hold anything
+    if (
+        not address
+        or _NOT_IN_AN_ADDRESS.search(unquoted)
+        or _ADDRESS_SPECIALS.search(unquoted)
+    ):
         raise ValueError(f"to: {address!r} is not an address")
+    local, at, domain = unquoted.rpartition("@")
+    if at and (not local or not domain or "@" in local):
+        raise ValueError(
+            f"to: {address!r} is not an address (one @, with a local part "
+            "before it and a domain after it)"
+        )
     return address
 
 

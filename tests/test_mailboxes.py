@@ -591,3 +591,31 @@ def test_deliver_takes_one_address_per_recipient(smtpsink: Mailbox) -> None:
     message = smtpsink.deliver(RAW, to=["Ann <ann@example.com>", '"b c"@example.com'])
     assert message.envelope.rcpt_to == ("ann@example.com", '"b c"@example.com')
     smtpsink.mailbox("ann@example.com").assert_in(subject="Hello")
+    # Two named addresses in one string went to the first alone.
+    with pytest.raises(
+        ValueError,
+        match=r"^to: 'Ann <ann@example\.com>, Bob <bob@example\.com>' names 2 "
+        r"addresses; give them as a list: to=\['ann@example\.com', "
+        r"'bob@example\.com'\]$",
+    ):
+        smtpsink.deliver(RAW, to="Ann <ann@example.com>, Bob <bob@example.com>")
+    # Made mailboxes no SMTP mail could reach.
+    for bad in (
+        "ann@",
+        "@example.com",
+        "ann@@example.com",
+        "ann@x.com>",
+        "a@x.com,",
+        "<>",
+    ):
+        with pytest.raises(ValueError, match=r"is not an address"):
+            smtpsink.deliver(RAW, to=bad)
+    taken = smtpsink.deliver(
+        RAW, to=["<bob@example.com>", '"a@b"@example.com', "carl@example.com\n"]
+    )
+    assert taken.envelope.rcpt_to == (
+        "bob@example.com",
+        '"a@b"@example.com',
+        "carl@example.com",
+    )
+    assert smtpsink.mailbox("bob@example.com").messages() == [taken]
