@@ -1057,7 +1057,7 @@ class _Connection(ReadSideConnection):
                 raise _no_such_folder(name)
             view = list(folder.messages)
             uidvalidity = folder.uidvalidity
-            uidnext = self.mail.peek_uid()
+            uidnext = folder.uidnext
             key = (self.generation, self._user or "", folder.name)
             claimed = self.server.recent_claims.get(key, 0)
             recent = {s.uid for s in view if s.uid > claimed}
@@ -1302,7 +1302,7 @@ class _Connection(ReadSideConnection):
             values = {
                 "MESSAGES": len(messages),
                 "RECENT": sum(1 for s in messages if s.uid > claimed or s.uid in mine),
-                "UIDNEXT": self.mail.peek_uid(),
+                "UIDNEXT": folder.uidnext,
                 "UIDVALIDITY": folder.uidvalidity,
                 "UNSEEN": sum(1 for s in messages if _SEEN not in s.flags),
             }

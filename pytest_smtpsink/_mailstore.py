@@ -236,11 +236,18 @@ class Removal:
 class Folder:
     """A named folder of one user: its copies in UID order."""
 
-    __slots__ = ("keywords", "messages", "name", "removed", "uidvalidity")
+    __slots__ = ("keywords", "messages", "name", "removed", "uidnext", "uidvalidity")
 
-    def __init__(self, name: str, uidvalidity: int) -> None:
+    def __init__(self, name: str, uidvalidity: int, uidnext: int) -> None:
         self.name = name
         self.uidvalidity = uidvalidity
+        #: IMAP's UIDNEXT: the last UID given a copy here, plus one (or the
+        #: sink's next UID when the folder was made). UIDs come from one
+        #: counter for the whole sink, so the next copy's is at least this;
+        #: unlike that counter it moves only when this folder gets mail, as
+        #: RFC 3501 2.3.1.1 requires (a poller would fetch again
+        #: "UID <old UIDNEXT>:*", which names the last message it has).
+        self.uidnext = uidnext
         self.messages: list[StoredMessage] = []
         self.removed: list[Removal] = []
         #: Every keyword a copy in it has had, in the order first given: IMAP
@@ -338,7 +345,9 @@ class MailStore:
         if folder is None:
             if not create:
                 raise KeyError(name)
-            folder = account.folders[name] = Folder(name, self.uidvalidity)
+            folder = account.folders[name] = Folder(
+                name, self.uidvalidity, self._next_uid
+            )
         return folder
 
     def next_uid(self) -> int:
@@ -346,10 +355,6 @@ class MailStore:
         uid = self._next_uid
         self._next_uid += 1
         return uid
-
-    def peek_uid(self) -> int:
-        """The UID the next stored copy will get (IMAP's UIDNEXT)."""
-        return self._next_uid
 
     def put_in(self) -> list[Message]:
         """The messages put in without SMTP (`Mailbox.deliver`, IMAP
@@ -403,6 +408,7 @@ class MailStore:
             message.received_at if internal_date is None else internal_date,
         )
         folder.messages.append(stored)
+        folder.uidnext = stored.uid + 1
         return stored
 
     def deliver(self, message: Message, recipients: Iterable[str]) -> None:

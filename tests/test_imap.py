@@ -133,6 +133,31 @@ def test_a_line_cut_off_by_the_close_is_not_run(smtpsink: Mailbox) -> None:
     smtpsink.mailbox(USER).assert_in(subject="Invoice 1", flags={"\\Deleted"})
 
 
+def test_uidnext_moves_only_when_the_folder_gets_mail(smtpsink: Mailbox) -> None:
+    # It was the sink-wide counter: bob's mail, or ann's in another folder,
+    # moved ann's INBOX UIDNEXT (RFC 3501 2.3.1.1: MUST NOT), and a poller's
+    # "UID FETCH <old UIDNEXT>:*" got back the message it had already read.
+    smtpsink.deliver(raw_message("First"), to=USER)
+    with login(smtpsink) as client:
+        client.select("INBOX")
+
+        def uidnext() -> int:
+            _, data = client.status("INBOX", "(UIDNEXT)")
+            return int(re.findall(rb"UIDNEXT (\d+)", data[0])[0])
+
+        seen = uidnext()
+
+        smtpsink.deliver(raw_message("For Bob"), to="bob@example.com")
+        smtpsink.deliver(raw_message("Filed"), to=USER, folder="Other")
+        assert uidnext() == seen
+        smtpsink.deliver(raw_message("Second"), to=USER)
+        later = uidnext()
+        assert later > seen  # the new message's UID, plus one
+        _, found = client.uid("SEARCH", "SUBJECT", "Second")
+        assert int(found[0]) == later - 1
+        client.logout()
+
+
 def test_capabilities_and_the_greeting(smtpsink: Mailbox) -> None:
     with imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port) as client:
         for word in [
