@@ -686,7 +686,9 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
     def _tls_failed(self, error: BaseException | None, implicit: bool = False) -> None:
         record = self.record
         if record is not None and record.end is None:
-            record.tls_error = describe_handshake_failure(error, implicit)
+            record.tls_error = describe_handshake_failure(
+                error, implicit, self.PROTOCOL
+            )
             self._mark_end("tls-failed")
         self._closing = True
 

@@ -74,13 +74,15 @@ _IMPLICIT_HINT = (
 
 
 def describe_handshake_failure(
-    error: BaseException | None, implicit: bool = False
+    error: BaseException | None, implicit: bool = False, protocol: str = "SMTP"
 ) -> str:
     """Why a server-side TLS handshake failed, in a line (for
     `Session.tls_error`); ``implicit`` for a handshake that starts the
     connection (SMTPS, POP3S, IMAPS). Server thread."""
     if isinstance(error, ssl.SSLError) and error.reason:
         hint = _HANDSHAKE_HINTS.get(error.reason)
+        if hint == _NOT_TLS and protocol != "SMTP":
+            hint = hint.replace("plain SMTP", f"plain {protocol}")
         return f"{error.reason}: {hint}" if hint else f"{error.reason}: {error}"
     if isinstance(error, (ConnectionAbortedError, TimeoutError)) and (
         "longer than" in str(error) or isinstance(error, TimeoutError)

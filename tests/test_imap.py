@@ -213,6 +213,27 @@ def test_imaps(smtpsink_factory: Callable[..., SMTPSink]) -> None:
     assert session.tls.implicit
 
 
+@pytest.mark.parametrize("protocol", ["POP3", "IMAP"])
+def test_plain_text_on_an_implicit_tls_port_names_the_protocol(
+    smtpsink_factory: Callable[..., SMTPSink], protocol: str
+) -> None:
+    # Said "plain SMTP on an implicit-TLS port?" to a poplib.POP3 that
+    # meant POP3_SSL.
+    sink = smtpsink_factory(tls="implicit")
+    endpoint = sink.pop3 if protocol == "POP3" else sink.imap
+    with socket.create_connection((endpoint.host, endpoint.port), timeout=10) as sock:
+        sock.sendall(b"a CAPABILITY\r\n")
+        with contextlib.suppress(ConnectionResetError):
+            sock.recv(100)
+    sink.wait_until(lambda: bool(sink.sessions) and sink.sessions[-1].end is not None)
+    session = sink.sessions[-1]
+    assert session.end == "tls-failed"
+    assert session.tls_error is not None
+    assert session.tls_error.endswith(
+        f"the client did not start TLS (plain {protocol} on an implicit-TLS port?)"
+    )
+
+
 @pytest.mark.parametrize(
     "settings",
     [
