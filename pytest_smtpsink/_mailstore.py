@@ -152,7 +152,9 @@ def normalize_user(address: str, delimiter: str | None = None) -> str:
     user = address.strip()
     if user.startswith("<") and user.endswith(">"):
         user = user[1:-1].strip()
-    user = user.casefold()
+    # lower(), not casefold(): that one also makes straße strasse, two
+    # addresses, and so two recipients, of one mailbox.
+    user = user.lower()
     if delimiter:
         local, at, domain = user.rpartition("@")
         if not at:

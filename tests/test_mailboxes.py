@@ -584,6 +584,21 @@ def test_a_mailbox_may_be_named_as_a_header_names_it(smtpsink: Mailbox) -> None:
         box.assert_in(subject="Hello")
 
 
+def test_addresses_differing_beyond_case_have_mailboxes_of_their_own(
+    smtpsink: Mailbox,
+) -> None:
+    # casefold() made straße@ strasse@ (and ﬁ fi): one mailbox for two
+    # recipients.
+    smtpsink.deliver(RAW.replace(b"Hello", b"For strasse"), to="strasse@example.com")
+    smtpsink.deliver(RAW.replace(b"Hello", b"For strasse"), to="Strasse@Example.com")
+    smtpsink.deliver(
+        RAW.replace(b"Hello", "For straße".encode()), to="straße@example.com"
+    )
+    assert len(smtpsink.mailbox("strasse@example.com").messages()) == 2
+    smtpsink.mailbox("STRAßE@example.com").assert_in(subject="For straße")
+    assert smtpsink.mailbox("straße@example.com").user == "straße@example.com"
+
+
 def test_deliver_takes_one_address_per_recipient(smtpsink: Mailbox) -> None:
     # "not an address" made a mailbox of that name, which no mail reaches.
     with pytest.raises(ValueError, match=r"^to: 'not an address' is not an address$"):
