@@ -563,7 +563,16 @@ class _Connection(ReadSideConnection):
         reply = await self._carry_out(planned)
         if reply is None:
             return None
-        return error_completion(reply.code, reply.text)
+        completion = error_completion(reply.code, reply.text)
+        if reply.code == 421 and stage != "IMAP:CONNECT":
+            # 421 is SMTP's "closing": it closes here too, as the fault API
+            # says, with IMAP's word for it (RFC 3501 7.1.5) instead of the
+            # tagged completion.
+            await self._reply_and_end(
+                "server-closed", f"* BYE {completion[1]}", injected=True
+            )
+            raise Closed
+        return completion
 
     def _subjects(self) -> list[str]:
         return [self._user] if self._user else []

@@ -352,8 +352,12 @@ class _Connection(ReadSideConnection):
         if reply is None:
             return False
         line = error_reply(reply.code, reply.text)
-        if last:
+        if last or reply.code == 421:
+            # 421 is SMTP's "closing": it closes here too, as the fault API
+            # says, so that a test can make the server go away mid-session.
             await self._reply_and_end("server-closed", line, injected=True)
+            if not last:
+                raise Closed
         else:
             await self._reply(line, injected=True)
         return True

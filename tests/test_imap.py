@@ -158,6 +158,21 @@ def test_uidnext_moves_only_when_the_folder_gets_mail(smtpsink: Mailbox) -> None
         client.logout()
 
 
+def test_a_421_at_a_command_says_bye_and_closes(smtpsink: Mailbox) -> None:
+    # The docs say a 421 closes the connection; IMAP answered NO and went on.
+    smtpsink.deliver(raw_message("Invoice 1"), to=USER)
+    smtpsink.fail("IMAP:FETCH", 421, "going down")
+    client = login(smtpsink)
+    client.select("INBOX")
+    with pytest.raises(imaplib.IMAP4.abort, match=r"\[UNAVAILABLE\] going down"):
+        client.fetch("1", "(FLAGS)")
+    client.shutdown()
+    smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
+    session = smtpsink.sessions[-1]
+    assert session.end == "server-closed"
+    assert session.transcript[-1].replies == ["* BYE [UNAVAILABLE] going down"]
+
+
 def test_capabilities_and_the_greeting(smtpsink: Mailbox) -> None:
     with imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port) as client:
         for word in [
@@ -1516,12 +1531,12 @@ def test_the_session_ends_after_its_last_reply_is_recorded(
         client = login(smtpsink)
         try:
             client.logout()
-        except imaplib.IMAP4.abort:  # the fault's NO, then the server closed
+        except imaplib.IMAP4.abort:  # the fault's BYE, then the server closed
             client.shutdown()  # which logout() skips when it raises
         smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
     tag = smtpsink.sessions[-1].transcript[-1].tag
     expected = (
-        [f"{tag} NO [UNAVAILABLE] going away"]
+        ["* BYE [UNAVAILABLE] going away"]
         if fault
         else ["* BYE Logging out", f"{tag} OK LOGOUT completed"]
     )

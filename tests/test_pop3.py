@@ -828,6 +828,18 @@ def test_fail_matches_the_user_and_quit_fails_without_deleting(
     assert len(smtpsink.mailbox("bob@example.com").messages()) == 1
 
 
+def test_a_421_at_a_command_closes_the_session(smtpsink: Mailbox, raw: Raw) -> None:
+    # The docs say a 421 closes the connection; POP3 answered and went on.
+    smtpsink.deliver(make_message(), to=ANN)
+    smtpsink.fail("POP3:RETR", 421, "going down")
+    raw.send(b"USER ann@example.com")
+    raw.send(b"PASS x")
+    assert raw.send(b"RETR 1") == "-ERR [SYS/TEMP] going down"
+    assert raw.line() == ""  # closed
+    ended(smtpsink)
+    assert pop3_sessions(smtpsink)[0].end == "server-closed"
+
+
 def test_connect_fault_refuses_the_greeting_by_client_ip(smtpsink: Mailbox) -> None:
     smtpsink.fail("POP3:CONNECT", 421, "go away", match="127.0.0.1")
     raw = Raw(smtpsink.pop3.host, smtpsink.pop3.port)
