@@ -964,6 +964,10 @@ class _Connection(ReadSideConnection):
         password = text_bytes(command.args[1], command.tag, "the password")
         if self._tls_missing():
             raise _Answered("NO", "[PRIVACYREQUIRED] LOGIN is disabled: STARTTLS first")
+        if not password:
+            # As POP3's PASS: an application whose password setting is
+            # empty hears of it, also where any password is taken.
+            raise _Answered("NO", "[AUTHENTICATIONFAILED] LOGIN needs a password")
         success = is_utf8(name) and check_login(
             self.settings.auth, user, password.decode("utf-8", "replace")
         )
@@ -1004,6 +1008,10 @@ class _Connection(ReadSideConnection):
         if len(parts) != 3:
             raise _Answered("NO", "Bad PLAIN response (authzid NUL user NUL password)")
         authzid, user_bytes, password_bytes = parts
+        if not password_bytes:
+            raise _Answered(
+                "NO", "[AUTHENTICATIONFAILED] The PLAIN response has no password"
+            )
         user = user_bytes.decode("utf-8", "replace")
         success = (
             is_utf8(user_bytes)

@@ -591,6 +591,9 @@ class _Connection(ReadSideConnection):
             )
             return
         authzid, user_bytes, password_bytes = parts
+        if not password_bytes:  # as PASS without one
+            await self._reply("-ERR [AUTH] The PLAIN response has no password")
+            return
         user = user_bytes.decode("utf-8", "replace")
         password = password_bytes.decode("utf-8", "replace")
         success = (

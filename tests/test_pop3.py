@@ -487,6 +487,33 @@ def test_the_sinks_credentials_are_enforced(smtpsink: Mailbox, raw: Raw) -> None
     assert "APOP ann@example.com ****" in shown
 
 
+def test_an_empty_password_logs_in_on_no_read_side_path(smtpsink: Mailbox) -> None:
+    # PASS without one was refused, but AUTH PLAIN, IMAP LOGIN "" and IMAP
+    # AUTHENTICATE PLAIN logged in: an application whose password setting
+    # was empty passed on one path and not the others.
+    empty = _plain("ann@example.com", "")
+    pop = Raw(smtpsink.pop3.host, smtpsink.pop3.port)
+    assert pop.send(b"AUTH PLAIN " + empty) == (
+        "-ERR [AUTH] The PLAIN response has no password"
+    )
+    assert pop.send(b"USER ann@example.com").startswith("+OK")
+    assert pop.send(b"PASS") == "-ERR PASS needs a password"
+    pop.close()
+    with socket.create_connection(
+        (smtpsink.imap.host, smtpsink.imap.port), timeout=10
+    ) as sock:
+        sock.sendall(
+            b'a LOGIN ann@example.com ""\r\nb AUTHENTICATE PLAIN '
+            + empty
+            + b"\r\nc LOGOUT\r\n"
+        )
+        with sock.makefile("rb") as replies:
+            said = replies.read().decode()
+    assert "a NO [AUTHENTICATIONFAILED] LOGIN needs a password\r\n" in said
+    assert "b NO [AUTHENTICATIONFAILED] The PLAIN response has no password" in said
+    assert all(s.authenticated_as is None for s in smtpsink.sessions)
+
+
 @pytest.mark.smtpsink(auth=USERS, auth_plaintext=True)
 def test_a_password_on_the_user_line_is_refused_and_masked(
     smtpsink: Mailbox, raw: Raw
