@@ -1463,9 +1463,12 @@ class _Connection(ReadSideConnection):
             return
         with self.mail.lock:
             account = self._account
+            same_account = (
+                account is not None and self.mail.accounts.get(account.user) is account
+            )
             alive = (
-                account is not None
-                and self.mail.accounts.get(account.user) is account
+                same_account
+                and account is not None
                 and account.folders.get(folder.name) is folder
             )
             current = list(folder.messages) if alive else []
@@ -1481,6 +1484,16 @@ class _Connection(ReadSideConnection):
                 new = [s for s in current if id(s) not in known]
             if new and not self._read_only:
                 self.server.recent_claims[key] = max(claimed, new[-1].uid)
+        if same_account and not alive:
+            # Another session deleted (or renamed) the selected folder. Left
+            # selected, this one answered OK on a folder that no longer is,
+            # and never heard of mail in one made again under its name:
+            # Dovecot closes such a session, so that the reader reconnects.
+            await self._reply_and_end(
+                "server-closed",
+                "* BYE Selected mailbox was deleted, have to disconnect.",
+            )
+            raise Closed
         out: list[bytes] = []
         recent_before = len(self._recent)
         if expunge and present is not None:

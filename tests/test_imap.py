@@ -173,6 +173,29 @@ def test_a_421_at_a_command_says_bye_and_closes(smtpsink: Mailbox) -> None:
     assert session.transcript[-1].replies == ["* BYE [UNAVAILABLE] going down"]
 
 
+def test_a_selected_folder_deleted_by_another_session_ends_this_one(
+    smtpsink: Mailbox,
+) -> None:
+    # It stayed selected on the dead folder: NOOP and EXPUNGE answered OK,
+    # and mail in a folder made again under the name never showed. Dovecot
+    # says BYE, so that the reader reconnects.
+    smtpsink.deliver(raw_message("Filed"), to=USER, folder="Work")
+    reader = login(smtpsink)
+    reader.select("Work")
+    with login(smtpsink) as other:
+        assert other.delete("Work")[0] == "OK"
+        other.logout()
+    with pytest.raises(imaplib.IMAP4.abort, match="Selected mailbox was deleted"):
+        reader.noop()
+    reader.shutdown()
+    smtpsink.wait_until(lambda: smtpsink.sessions[0].end is not None)
+    session = smtpsink.sessions[0]
+    assert session.end == "server-closed"
+    assert session.transcript[-1].replies[-1] == (
+        "* BYE Selected mailbox was deleted, have to disconnect."
+    )
+
+
 def test_capabilities_and_the_greeting(smtpsink: Mailbox) -> None:
     with imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port) as client:
         for word in [
