@@ -1485,7 +1485,8 @@ class _Connection(ReadSideConnection):
             if new and not self._read_only:
                 self.server.recent_claims[key] = max(claimed, new[-1].uid)
         if same_account and not alive:
-            # Another session deleted (or renamed) the selected folder. Left
+            # Another session deleted the selected folder (a rename keeps the
+            # folder, under its new name, and this session on it). Left
             # selected, this one answered OK on a folder that no longer is,
             # and never heard of mail in one made again under its name:
             # Dovecot closes such a session, so that the reader reconnects.

@@ -186,10 +186,13 @@ def _from_ini_file(config: pytest.Config, path: str, source: str) -> str:
     taken from that file's directory: as pytest takes its own path options
     (testpaths, cache_dir), so that a run started from a sub-directory finds
     the same files."""
-    if source.endswith("(ini)") and config.inipath is not None:
-        given = Path(path).expanduser()
-        if not given.is_absolute():
-            return str(config.inipath.parent / given)
+    if (
+        source.endswith("(ini)")
+        and config.inipath is not None
+        and not path.startswith("~")  # a home directory: absolute once expanded
+        and not Path(path).is_absolute()
+    ):
+        return str(config.inipath.parent / path)
     return path
 
 
