@@ -653,7 +653,17 @@ class Message:
             # `defects`); the parts are still there to read.
             return tuple(_own_attachments(self._compat))
         named = _file_names(self._compat)
-        return tuple(_attachment(item, named) for item in parsed.attachments)
+        found = [_attachment(item, named) for item in parsed.attachments]
+        if self._forwards_a_message:
+            # mail-parser lists an attached message only with "Content-
+            # Disposition: attachment"; a bounce (RFC 3464) or an inline
+            # forward has none, and was then in no field at all.
+            found.extend(
+                _own_attachment(part, _message_bytes(part), None)
+                for part in _whole_messages(self._compat)
+                if part.get_content_disposition() != "attachment"
+            )
+        return tuple(found)
 
     def attachment(self, filename: str) -> Attachment:
         """The attachment called ``filename``; fails listing the ones present."""
@@ -1233,13 +1243,42 @@ def _attachment(item: dict[str, Any], named: set[str]) -> Attachment:
     )
 
 
-def _own_attachments(part: Compat32Message) -> Iterator[Attachment]:
+def _whole_messages(part: Compat32Message) -> Iterator[Compat32Message]:
+    """The messages attached whole (message/rfc822, message/global) in
+    ``part``'s tree, not those inside one of them."""
+    if not part.is_multipart():
+        return
+    for sub in part.get_payload():
+        if not isinstance(sub, Compat32Message):
+            continue
+        if sub.get_content_type() in ("message/rfc822", "message/global"):
+            yield sub
+        elif sub.get_content_maintype() == "multipart":
+            yield from _whole_messages(sub)
+
+
+def _message_bytes(part: Compat32Message) -> bytes:
+    """The attached message of a message/rfc822 part, as bytes."""
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return b"".join(
+            sub.as_bytes() for sub in payload if isinstance(sub, Compat32Message)
+        )
+    decoded = part.get_payload(decode=True)
+    return decoded if isinstance(decoded, bytes) else b""
+
+
+def _own_attachments(part: Compat32Message, top: bool = True) -> Iterator[Attachment]:
     """The attachments of a message mail-parser could not read, by its
     rules: a part with a file name, a Content-ID (but not text/plain or
     text/html), an RTF part, or one whose disposition is attachment; a
     multipart part only when it is attached itself, as one attachment.
-    Parts without a name get none (mail-parser makes one up)."""
+    Parts without a name get none (mail-parser makes one up). A message
+    attached whole is one attachment, whatever its disposition."""
     disposition = part.get_content_disposition()
+    if not top and part.get_content_type() in ("message/rfc822", "message/global"):
+        yield _own_attachment(part, _message_bytes(part), disposition)
+        return
     if part.is_multipart():
         if disposition == "attachment":
             content = b"".join(
@@ -1250,7 +1289,7 @@ def _own_attachments(part: Compat32Message) -> Iterator[Attachment]:
             return
         for sub in part.get_payload():
             if isinstance(sub, Compat32Message):
-                yield from _own_attachments(sub)
+                yield from _own_attachments(sub, top=False)
         return
     filename = part.get_filename()
     content_id = part.get("content-id")

@@ -97,6 +97,41 @@ def test_a_forwarded_message_is_an_attachment_not_this_messages_text(
     assert smtpsink.wait_for(3)[2].text == "INNER TEXT\n"
 
 
+POSTFIX_BOUNCE = (
+    b"From: MAILER-DAEMON@example.com\r\nTo: app@example.com\r\n"
+    b"Subject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n'
+    b"\r\n--B\r\nContent-Type: text/plain\r\n\r\nI'm sorry to have to inform you\r\n"
+    b"--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+    b"Reporting-MTA: dns; example.com\r\n\r\nFinal-Recipient: rfc822; ann@example.com\r\n"
+    b"Action: failed\r\nStatus: 5.1.1\r\n\r\n"
+    b"--B\r\nContent-Description: Undelivered Message\r\n"
+    b"Content-Type: message/rfc822\r\n\r\n"
+    b"From: app@example.com\r\nTo: ann@example.com\r\nSubject: Your receipt\r\n\r\n"
+    b"Thanks for your order.\r\n--B--\r\n"
+)
+
+
+def test_a_message_attached_without_a_disposition_is_an_attachment(
+    smtpsink: Mailbox,
+) -> None:
+    # A bounce as Postfix sends it (RFC 3464): no Content-Disposition on the
+    # returned message, which mail-parser then lists nowhere: it was in no
+    # field, no criterion reached it, and index.html showed no attachment.
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            "MAILER-DAEMON@example.com", ["app@example.com"], POSTFIX_BOUNCE
+        )
+    msg = smtpsink.messages.one()
+    assert msg.text == "I'm sorry to have to inform you"
+    (returned,) = msg.attachments
+    assert returned.content_type == "message/rfc822"
+    assert returned.disposition is None
+    assert returned.content.startswith(b"From: app@example.com")
+    assert b"Thanks for your order." in returned.content
+    assert smtpsink.messages.filter(attachment="message/rfc822") == [msg]
+
+
 def test_an_attachment_without_a_name_has_none(smtpsink: Mailbox) -> None:
     # mail-parser makes up a name for such a part (random letters, or its
     # Content-ID): a different one on every run, and ".txt" for a PDF.
