@@ -33,6 +33,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
+from ._text import printable
+
 if TYPE_CHECKING:
     import pytest
 
@@ -599,8 +601,11 @@ def render_message(record: MessageRecord, *, open_: bool = False) -> str:
     if record["attachments"]:
         items = []
         for item in record["attachments"]:
+            # printable: a mail's U+202E in a name ("invoice\u202egpj.exe")
+            # would show an .exe as a .jpg, and reverse the text after it.
             label = (
-                f"{escape(item['filename'])} ({escape(item['content_type'])}, "
+                f"{escape(printable(item['filename']))} "
+                f"({escape(printable(item['content_type']))}, "
                 f"{_size(item['size'])})"
             )
             # download: never open a hostile .html or .svg attachment as a page.
@@ -616,7 +621,8 @@ def render_message(record: MessageRecord, *, open_: bool = False) -> str:
     parts.append(
         '<details class="part headers"><summary>Headers</summary><table>'
         + "".join(
-            f"<tr><th>{escape(name)}</th><td>{escape(value)}</td></tr>"
+            f"<tr><th>{escape(printable(name))}</th>"
+            f"<td>{escape(printable(value))}</td></tr>"
             for name, value in record["headers"]
         )
         + "</table></details>"

@@ -138,6 +138,28 @@ def test_a_huge_part_is_shown_cut_with_a_note(
     assert (record["html"], record["text"]) == (message.html, message.text)
 
 
+def test_bidi_and_control_characters_are_shown_escaped(smtpsink: Mailbox) -> None:
+    # The attachment list and the Headers table printed them raw: a U+202E
+    # made "invoice\u202egpj.exe" read as a .jpg, and reversed the plugin's
+    # own type and size after it; an ESC went to the page as it was.
+    message = make_message(subject="rlo\u202etest")
+    message["X-Ctl"] = "\x1b[31mred"
+    message.add_attachment(
+        b"MZ",
+        maintype="application",
+        subtype="octet-stream",
+        filename="invoice\u202egpj.exe",
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.send_message(message)
+    page = _html.render_message(_html.message_record(smtpsink.wait_for(count=1)))
+    assert "\u202e" not in page
+    assert "<td>\x1b" not in page  # the raw source, below, stays raw
+    assert "invoice\\u202egpj.exe (application/octet-stream, 2 bytes)" in page
+    assert "<td>rlo\\u202etest</td>" in page
+    assert "<td>\\x1b[31mred</td>" in page
+
+
 @pytest.mark.parametrize(
     "hint",
     [
