@@ -360,7 +360,31 @@ def explain(message: Message, name: str, wanted: object = None) -> str:
     value = getattr(message, name)
     if value is None:
         return f"no {name} part" if name in ("text", "html") else "none"
+    if name == "subject" and isinstance(value, str) and isinstance(wanted, str):
+        return _shown_where_it_differs(value, wanted)  # subject= means equal
     return repr(shorten(value, 200))
+
+
+def _shown_where_it_differs(value: str, wanted: str, limit: int = 200) -> str:
+    """``value``, cut to about ``limit`` characters around where it first
+    differs from ``wanted``: cut from its start, a long subject that
+    differs at its end would never show the difference."""
+    at = next(
+        (
+            i
+            for i, (got, want) in enumerate(zip(value, wanted, strict=False))
+            if got != want
+        ),
+        min(len(value), len(wanted)),
+    )
+    if len(value) <= limit or at < limit - 50:
+        return repr(shorten(value, limit))
+    start = at - 50
+    window = value[start : start + limit]
+    rest = len(value) - start - len(window)
+    return f"[{start} characters as wanted, then] {window!r}" + (
+        f"... [{rest} more characters]" if rest > 0 else ""
+    )
 
 
 def _explain_headers(message: Message, wanted: object) -> str:

@@ -756,6 +756,25 @@ def test_wait_for_timeout_reports_what_arrived(smtpsink: Mailbox, send: Send) ->
     ), text
 
 
+def test_a_long_subject_is_shown_where_it_differs(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    # Cut to its first 200 characters, a subject that differed at its end
+    # never showed the difference: "(v2)" was nowhere in the failure.
+    base = "Weekly digest: " + ", ".join(f"item{i}" for i in range(40))
+    send(subject=base + " (v2)")
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(subject=base + " (v1)")
+    closest = str(caught.value).rsplit("which differs in:\n", 1)[1]
+    assert closest.startswith(f"  subject: wanted {base + ' (v1)'!r}, got [")
+    assert closest.endswith(
+        f"[{len(base) - 47} characters as wanted, then] {base[-47:] + ' (v2)'!r}"
+    )
+    # A short one is shown whole, as before.
+    with pytest.raises(AssertionError, match=r"got 'Weekly digest: item0, item1, "):
+        smtpsink.assert_sent(subject=base[:40])
+
+
 def test_assert_nothing_sent_catches_late_mail(smtpsink: Mailbox) -> None:
     timer = _send_later(smtpsink, "late", 0.1)
     started = time.monotonic()
