@@ -267,6 +267,8 @@ CSP = (
     "base-uri 'none'; frame-ancestors 'none'"
 )
 
+_META_CSP = CSP.removesuffix("; frame-ancestors 'none'")
+assert _META_CSP != CSP
 
 _e = _html.escape
 
@@ -339,7 +341,9 @@ def live_page() -> str:
     )
     return (
         _html.page("smtpsink", body)
-        .replace(_e(_html.PAGE_CSP), _e(CSP), 1)
+        # The page's own copy without frame-ancestors, which browsers take
+        # only from the header (in a <meta> it logs an error on every load).
+        .replace(_e(_html.PAGE_CSP), _e(_META_CSP), 1)
         .replace("</style>", LIVE_STYLE + "</style>", 1)
     )
 

@@ -12,6 +12,7 @@ import http.client
 import imaplib
 import json
 import poplib
+import re
 import smtplib
 import socket
 import struct
@@ -106,6 +107,20 @@ def test_a_method_the_view_does_not_take_is_405_saying_which_it_takes(
             "error": f"{method} is not allowed here; allowed: {allowed}"
         }
     assert view.json("/api/messages") == []  # still serving
+
+
+def test_frame_ancestors_is_in_the_header_only(live: Callable[..., Live]) -> None:
+    # The page's <meta> copy of the policy had it too, which browsers ignore
+    # there and log as an error on every load.
+    view = live()
+    with urllib.request.urlopen(view.url + "/", timeout=TIMEOUT) as response:
+        header = response.headers["Content-Security-Policy"]
+        page = response.read().decode()
+    assert "frame-ancestors 'none'" in header
+    meta = re.search(r'http-equiv="Content-Security-Policy" content="([^"]*)"', page)
+    assert meta is not None
+    assert "frame-ancestors" not in meta.group(1)
+    assert meta.group(1).replace("&#x27;", "'") in header
 
 
 def test_list_get_raw_and_delete(live: Callable[..., Live]) -> None:
