@@ -536,19 +536,13 @@ class _Reporter:
         """Report what happened since the last call, oldest first."""
         assert self._follower is not None
         new_messages, new_sessions = self._follower.take()
-        if self.live is not None:
-            # The live view shows what was sent: its "connections without a
-            # message" are SMTP clients; POP3 and IMAP ones are printed here.
-            self.live.inbox.add(
-                new_messages, [s for s in new_sessions if s.protocol == "SMTP"]
-            )
-
         events: list[tuple[datetime.datetime, int, int, Callable[[], None]]] = []
+        numbers: dict[int, int] = {}
         for session in new_sessions:
             self.sessions += 1
             if session.protocol != "SMTP":
                 self.read_sessions += 1
-            number = self.sessions
+            number = numbers[id(session)] = self.sessions
             self._open[id(session)] = (number, session)
             events.append(
                 (
@@ -557,6 +551,15 @@ class _Reporter:
                     number,
                     functools.partial(self._opened, number, session),
                 )
+            )
+        if self.live is not None:
+            # The live view shows what was sent: its "connections without a
+            # message" are SMTP clients; POP3 and IMAP ones are printed here.
+            # Each session under the number printed here.
+            self.live.inbox.add(
+                new_messages,
+                [s for s in new_sessions if s.protocol == "SMTP"],
+                numbers,
             )
         for message in new_messages:
             self.messages += 1

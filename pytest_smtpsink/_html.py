@@ -645,7 +645,7 @@ def render_message(record: MessageRecord, *, open_: bool = False) -> str:
     return "".join(parts)
 
 
-def render_session(record: SessionRecord, number: int) -> str:
+def render_session(record: SessionRecord, number: int | None) -> str:
     link = (
         f' <a href="{escape(record["href"])}" download>(.txt)</a>'
         if record["href"]
@@ -656,7 +656,7 @@ def render_session(record: SessionRecord, number: int) -> str:
     title = record["title"].removeprefix(f"{protocol} ")
     return (
         f'<details class="session"><summary>'
-        f"{escape(protocol)} session {number}: "
+        f"{escape(protocol)} session{'' if number is None else f' {number}'}: "
         f"{escape(title)}{link}</summary>"
         f"<pre>{escape(record['transcript'])}</pre></details>"
     )

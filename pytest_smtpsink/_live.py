@@ -52,7 +52,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _html
@@ -93,15 +93,30 @@ class Inbox:
         self._keep = keep
         self._messages: dict[int, Message] = {}
         self._sessions: list[Session] = []
+        #: The number the terminal and the saved files give each session
+        #: (the CLI's count), by id(): the page shows the same one.
+        self._numbers: dict[int, int] = {}
         #: Messages up to this number were deleted ("delete all") before
         #: they reached the view: they must not appear in it afterwards.
         self._deleted_up_to = 0
 
-    def add(self, messages: Sequence[Message], sessions: Sequence[Session]) -> None:
-        """New mail from the sink (the CLI's main thread)."""
+    def add(
+        self,
+        messages: Sequence[Message],
+        sessions: Sequence[Session],
+        numbers: Mapping[int, int] | None = None,
+    ) -> None:
+        """New mail from the sink (the CLI's main thread); ``numbers``: the
+        CLI's number of each new session, by ``id()``."""
         if not messages and not sessions:
             return
         with self.changed:
+            if numbers:
+                self._numbers.update(numbers)
+                # Bounded: an id is looked up only for a session kept here,
+                # or one of a kept message, far fewer.
+                for stale in list(self._numbers)[: -4 * self._keep]:
+                    del self._numbers[stale]
             for message in messages:
                 if message.number > self._deleted_up_to:
                     self._messages[message.number] = message
@@ -143,6 +158,11 @@ class Inbox:
     def snapshot(self) -> tuple[int, list[Message], list[Session]]:
         with self.changed:
             return self.version, list(self._messages.values()), list(self._sessions)
+
+    def session_number(self, session: Session) -> int | None:
+        """The number the terminal gave ``session``, if known."""
+        with self.changed:
+            return self._numbers.get(id(session))
 
     def get(self, number: int) -> Message | None:
         with self.changed:
@@ -278,7 +298,11 @@ def _subject(message: Message) -> str | None:
     return _html.read_field(lambda: message.subject, no_subject, "subject", [])
 
 
-def list_fragment(messages: Sequence[Message], sessions: Sequence[Session]) -> str:
+def list_fragment(
+    messages: Sequence[Message],
+    sessions: Sequence[Session],
+    number_of: Callable[[Session], int | None] = lambda session: None,
+) -> str:
     if not messages and not sessions:
         return '<p class="note">No mail yet. Send some to the sink.</p>'
     items = []
@@ -299,8 +323,8 @@ def list_fragment(messages: Sequence[Message], sessions: Sequence[Session]) -> s
     extra = ""
     if unfinished:
         extra = "<h2>Connections without a message</h2>" + "".join(
-            _html.render_session(_html.session_record(s), n)
-            for n, s in enumerate(unfinished, 1)
+            _html.render_session(_html.session_record(s), number_of(s))
+            for s in unfinished
         )
     return f"<ul>{''.join(items)}</ul>{extra}"
 
@@ -322,10 +346,10 @@ def linked_record(message: Message) -> _html.MessageRecord:
     )
 
 
-def message_fragment(message: Message) -> str:
+def message_fragment(message: Message, session_number: int | None = None) -> str:
     return _html.render_message(
         linked_record(message), open_=True
-    ) + _html.render_session(_html.session_record(message.session), 1)
+    ) + _html.render_session(_html.session_record(message.session), session_number)
 
 
 def live_page() -> str:
@@ -772,15 +796,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._events()
         elif parts == ["fragments", "list"]:
             _, messages, sessions = inbox.snapshot()
-            self._send_html(list_fragment(messages, sessions))
+            self._send_html(list_fragment(messages, sessions, inbox.session_number))
         elif len(parts) == 3 and parts[:2] == ["fragments", "messages"]:
             message = self._message(parts[2])
             if message is not None:
-                self._send_html(message_fragment(message))
+                number = inbox.session_number(message.session)
+                self._send_html(message_fragment(message, number))
         elif len(parts) == 2 and parts[0] == "messages":
             message = self._message(parts[1])
             if message is not None:
-                self._send_html(_html.page("smtpsink", message_fragment(message)))
+                number = inbox.session_number(message.session)
+                self._send_html(
+                    _html.page("smtpsink", message_fragment(message, number))
+                )
         elif parts == ["api", "messages"]:
             _, messages, _ = inbox.snapshot()
             self._send_json([message_summary(m) for m in messages])

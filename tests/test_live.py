@@ -483,6 +483,36 @@ def test_event_stream_says_when_mail_arrives(live: Callable[..., Live]) -> None:
     assert view.sink.stop()[-1] == "smtpsink stopped: 1 message in 1 session"
 
 
+def test_sessions_have_the_numbers_the_terminal_gives_them(
+    live: Callable[..., Live],
+) -> None:
+    # Numbered by position, every message's connection was "SMTP session 1"
+    # and those without a message 1..N among themselves: the page could not
+    # be matched with the terminal or session-NNNN.txt.
+    view = live()
+    for name in ("first.example", "second.example"):
+        with smtplib.SMTP("127.0.0.1", view.sink.port) as client:
+            client.ehlo(name)
+    view.send("Hello")
+    numbers = {}
+    for _ in range(3):
+        opened = view.sink.expect(r"session (\d+) opened from 127\.0\.0\.1:(\d+)")
+        numbers[opened.group(2)] = opened.group(1)
+    view.sink.expect(r"message #1 ")
+    (message,) = view.json("/api/messages")
+    status, fragment = view.request(f"/fragments/messages/{message['id']}")
+    assert status == 200
+    shown = re.findall(
+        r"SMTP session (\d+): [^<]*?127\.0\.0\.1:(\d+)", fragment.decode()
+    )
+    assert [(numbers[port], port) for _, port in shown] == shown
+    assert [number for number, _ in shown] == ["3"]
+    status, listed = view.request("/fragments/list")
+    shown = re.findall(r"SMTP session (\d+): [^<]*?127\.0\.0\.1:(\d+)", listed.decode())
+    assert sorted(number for number, _ in shown) == ["1", "2"]
+    assert all(numbers[port] == number for number, port in shown)
+
+
 def test_event_stream_says_when_a_connection_without_mail_ends(
     live: Callable[..., Live],
 ) -> None:
