@@ -27,8 +27,11 @@ SaveMode = Literal["failed", "all"]
 REPORT_MODES: tuple[ReportMode, ...] = ("off", "summary", "full")
 SAVE_MODES: tuple[SaveMode, ...] = ("failed", "all")
 
-#: Transcript lines shown per session before cutting (the saved files keep all).
+#: Transcript lines shown per session before cutting (the saved files keep
+#: all): its first lines and its last ones, where the refusal or the
+#: disconnection that explains a failure is.
 _MAX_TRANSCRIPT_LINES = 60
+_LAST_TRANSCRIPT_LINES = 20
 #: Lines of the whole "Captured email" section (one failed test), headers
 #: and the closing note not counted: a test that opened 300 connections must
 #: not bury the rest of the run's output. The saved files keep everything.
@@ -88,10 +91,16 @@ def section_text(views: Sequence[Mailbox], mode: ReportMode) -> str | None:
             lines.append(f"  session {number}: {session.summary()}")
             if mode == "full":
                 transcript = session.format_transcript().splitlines()
-                shown = transcript[:_MAX_TRANSCRIPT_LINES]
-                lines.extend(f"    {line}" for line in shown)
-                if len(transcript) > len(shown):
-                    lines.append(f"    ... {len(transcript) - len(shown)} more lines")
+                if len(transcript) > _MAX_TRANSCRIPT_LINES:
+                    first = _MAX_TRANSCRIPT_LINES - _LAST_TRANSCRIPT_LINES
+                    cut = len(transcript) - _MAX_TRANSCRIPT_LINES
+                    transcript = [
+                        *transcript[:first],
+                        f"... {cut} lines not shown (--smtpsink-save-dir=DIR "
+                        "saves the whole transcript) ...",
+                        *transcript[-_LAST_TRANSCRIPT_LINES:],
+                    ]
+                lines.extend(f"    {line}" for line in transcript)
             if len(lines) - start > room:
                 del lines[start:]
                 left_out["session"] += 1

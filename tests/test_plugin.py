@@ -696,6 +696,35 @@ def test_many(smtpsink):
     assert "Subject: 'first'" in section[1]
 
 
+def test_a_long_transcript_is_shown_with_its_end(pytester: pytest.Pytester) -> None:
+    # Its first 60 lines alone: the refusal after 40 recipients, the very
+    # line that explained the failure, was cut, with no word of where the
+    # rest was.
+    pytester.makepyfile(
+        """
+import smtplib
+
+def test_refused(smtpsink):
+    smtpsink.fail("EOD", 554, "5.7.1 rejected by policy")
+    recipients = [f"user{i}@example.com" for i in range(40)]
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("a@example.com", recipients, b"Subject: bulk\\r\\n\\r\\nx\\r\\n")
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(failed=1)
+    text = result.stdout.str()
+    assert "S: 554 5.7.1 rejected by policy  [injected]" in text
+    assert "C: QUIT" in text
+    result.stdout.fnmatch_lines(
+        [
+            "    C: rcpt TO:<user*@example.com>",
+            "    ... * lines not shown (--smtpsink-save-dir=DIR saves the whole "
+            "transcript) ...",
+        ]
+    )
+
+
 def test_report_off(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(FAILING)
     result = pytester.runpytest("-p", "no:xdist", "--smtpsink-report=off")
