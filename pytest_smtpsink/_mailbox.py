@@ -363,6 +363,13 @@ class Mailbox(FaultControls):
                 raise TypeError(f"{name} must be True or False, got {flag!r}")
         if tls not in (None, "starttls", "implicit"):
             raise ValueError(f"tls must be None, 'starttls' or 'implicit', got {tls!r}")
+        if tls is None and (ca_file is not None or ssl_context is not None):
+            # Ignored, the mail went in clear text while the test believed
+            # it tried the TLS path (a relay URL's ?cafile= is refused alike).
+            given = "ca_file" if ca_file is not None else "ssl_context"
+            raise ValueError(
+                f"{given} is for TLS: give tls='starttls' or tls='implicit' too"
+            )
         if auth is not None and (
             not isinstance(auth, tuple)
             or len(auth) != 2

@@ -13,6 +13,7 @@ import re
 import smtplib
 import socket
 import socketserver
+import ssl
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -644,6 +645,18 @@ def test_release_with_auth_in_the_clear_on_loopback_logs_in(
             "allow_remote must be True or False, got 'no'",
         ),
         ({"received": "no"}, TypeError, "received must be True or False, got 'no'"),
+        # Before: ignored, and the mail went in clear text to an upstream
+        # that offered STARTTLS (a relay URL's ?cafile= was refused).
+        (
+            {"ca_file": __file__},
+            ValueError,
+            "ca_file is for TLS: give tls='starttls' or tls='implicit' too",
+        ),
+        (
+            {"ssl_context": ssl.create_default_context()},
+            ValueError,
+            "ssl_context is for TLS: give tls='starttls' or tls='implicit' too",
+        ),
     ],
 )
 def test_bad_release_arguments_are_named_before_anything_connects(
