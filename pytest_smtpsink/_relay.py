@@ -373,6 +373,11 @@ def _received_headers(raw: bytes) -> int:
 # -- the client ------------------------------------------------------------------------
 
 
+#: AUTH challenges answered before giving up on an upstream that keeps
+#: asking (smtplib's own bound).
+_MAX_CHALLENGES = 5
+
+
 def _client_class(implicit: bool) -> Any:
     """smtplib's SMTP (or SMTP_SSL) recording every exchange."""
     import smtplib
@@ -451,6 +456,47 @@ def _client_class(implicit: bool) -> Any:
                 if code in (235, 503):
                     return code, text
             raise smtplib.SMTPException("No suitable authentication method found.")
+
+        def auth(
+            self,
+            mechanism: str,
+            authobject: Callable[..., str],
+            *,
+            initial_response_ok: bool = True,
+        ) -> tuple[int, bytes]:
+            """smtplib's auth, with the responses in UTF-8: SASL's PLAIN
+            (RFC 4616) and LOGIN carry UTF-8, which the sink's own AUTH
+            takes, where smtplib's ASCII failed on a password such as
+            "pässwort" (with the password in its error, a chained
+            exception). CRAM-MD5 alone stays ASCII (see `login`)."""
+            import base64
+
+            def encoded(response: str) -> str:
+                return base64.b64encode(response.encode("utf-8")).decode("ascii")
+
+            initial = authobject() if initial_response_ok else None
+            # smtplib's auth_login reads this count to answer the user name
+            # or the password.
+            if initial is not None:
+                self._auth_challenge_count = 1
+                code, text = self.docmd(
+                    "AUTH", f"{mechanism.upper()} {encoded(initial)}"
+                )
+            else:
+                self._auth_challenge_count = 0
+                code, text = self.docmd("AUTH", mechanism.upper())
+            while code == 334:
+                self._auth_challenge_count += 1
+                if self._auth_challenge_count > _MAX_CHALLENGES:
+                    raise smtplib.SMTPException(
+                        f"the upstream asked for more than {_MAX_CHALLENGES} "
+                        "AUTH responses"
+                    )
+                challenge = base64.decodebytes(text)
+                code, text = self.docmd(encoded(authobject(challenge)))
+            if code in (235, 503):
+                return code, text
+            raise smtplib.SMTPAuthenticationError(code, text)
 
         def send(self, s: bytes | str) -> None:
             """smtplib's send, a piece at a time: a socket's timeout bounds a

@@ -36,7 +36,12 @@ from pytest_smtpsink import (
     SMTPSink,
     _relay,
 )
-from pytest_smtpsink._relay import MAX_HOPS, _dot_stuffed, parse_upstream
+from pytest_smtpsink._relay import (
+    MAX_HOPS,
+    _client_class,
+    _dot_stuffed,
+    parse_upstream,
+)
 
 Factory = Callable[..., Mailbox]
 
@@ -382,6 +387,33 @@ def answering_auth(offered: bytes, digest_reply: bytes) -> Answer:
         return usual_answer(line)
 
     return answer
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+def test_a_password_beyond_ascii_logs_in_as_utf8(
+    smtpsink: Mailbox, smtpsink_factory: Factory, mechanism: str
+) -> None:
+    # smtplib encodes the responses as ASCII: "pässwort" failed with a
+    # UnicodeEncodeError, the password in its chained exception, where the
+    # sink takes SASL's UTF-8 (RFC 4616).
+    password = "p\u00e4ssw\u00f6rd-" + PASSWORD
+    upstream = smtpsink_factory(auth={"ann": password}, auth_plaintext=True)
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+    if mechanism == "LOGIN":
+        # The relay logs in with PLAIN while offered: LOGIN by hand, as
+        # the relay's client would after a 504 to PLAIN.
+        client_class = _client_class(implicit=False)
+        with client_class(host=upstream.host, port=upstream.port, timeout=10) as client:
+            client.ehlo()
+            client.user, client.password = "ann", password
+            assert client.auth("LOGIN", client.auth_login)[0] == 235
+        assert upstream.sessions[-1].authenticated_as == "ann"
+        return
+    delivery = smtpsink.release(
+        captured, upstream.host, upstream.port, auth=("ann", password)
+    )
+    assert upstream.wait_for().session.authenticated_as == "ann"
+    assert password not in delivery.format_transcript()
 
 
 def test_login_with_cram_md5_masks_its_response(
