@@ -1104,6 +1104,16 @@ class DNSZone:
                     )
                 )
             pieces.extend(data[i : i + 255] for i in range(0, len(data), 255) or [0])
+        # The answer must fit in one DNS message (65,535 bytes over TCP):
+        # the header, the question and the record's own fields besides. A
+        # larger one was taken, and every query for it went unanswered.
+        size = sum(len(piece) + 1 for piece in pieces)
+        room = 65_535 - 12 - (len(owner.to_wire() or b"") + 4) - 12 - 11  # - EDNS
+        if size > room:
+            raise ValueError(
+                f"a TXT record of {size} bytes does not fit in a DNS message "
+                f"(at most {room} for {name!r})"
+            )
         rdata = dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, pieces)
         self._server.add([_Rule(self._owner, owner, "record", rdata)])
 

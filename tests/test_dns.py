@@ -165,6 +165,21 @@ def test_txt_records_longer_than_255_bytes_are_split(smtpsink: Mailbox) -> None:
     assert texts(resolver.resolve("partner.example", "TXT")) == ['"v=spf1 -all"']
 
 
+def test_a_txt_record_too_big_for_a_dns_message_is_refused(smtpsink: Mailbox) -> None:
+    # Taken, it left every query for it unanswered, recorded as a malformed
+    # query with an internal error.
+    zone = smtpsink.dns
+    with pytest.raises(
+        ValueError,
+        match=r"^a TXT record of 65792 bytes does not fit in a DNS message "
+        r"\(at most \d+ for 'big\.example'\)$",
+    ):
+        zone.txt("big.example", *(["x" * 255] * 257))
+    zone.txt("big.example", *(["x" * 255] * 250))  # 64,000 bytes: it fits
+    (record,) = zone.resolver().resolve("big.example", "TXT", tcp=True)
+    assert len(record.strings) == 250
+
+
 def test_txt_strings_are_str_or_bytes(smtpsink: Mailbox) -> None:
     zone = smtpsink.dns
     zone.txt("forms.example", "v=spf1 -all")
