@@ -1889,8 +1889,11 @@ def test_stopping_a_sink_sends_nothing_more_after_the_message_in_flight() -> Non
         # it; then the upstream never answers the end of its content.
         upstream.delay("DATA", 0.5, times=1)
         held = upstream.hang("EOD")
+        # The stop must come before the first message's reply times out: a
+        # timeout of 1 s lost that race on a busy CI machine (a 1 s stall of
+        # the test's thread), and the second message was sent anew.
         sink = SMTPSink(
-            relay=f"smtp://127.0.0.1:{upstream.port}", relay_to=".*", relay_timeout=1
+            relay=f"smtp://127.0.0.1:{upstream.port}", relay_to=".*", relay_timeout=5
         )
         with sink:
             with smtplib.SMTP(sink.host, sink.port) as client:
