@@ -112,7 +112,13 @@ def _pattern(secrets: tuple[str, ...], words: bool) -> re.Pattern[str]:
     ordered = sorted(secrets, key=len, reverse=True)
     alternatives = "|".join(re.escape(secret) for secret in ordered)
     if words:
-        alternatives = f"(?<![{_IN_WORD}])(?:{alternatives})(?![{_IN_WORD}])"
+        # A "." after it joins a word only if a word goes on after it
+        # ("pw.example"): at a sentence's end ("wrong password pw.") it does
+        # not, and the password was shown.
+        alternatives = (
+            f"(?<![{_IN_WORD}])(?:{alternatives})"
+            rf"(?![\w@\-]|\.[{_IN_WORD}])"
+        )
     return re.compile(alternatives, re.IGNORECASE)
 
 

@@ -260,7 +260,16 @@ def test_a_password_that_is_a_protocol_word_leaves_the_session_facts_alone(
 
 
 @pytest.mark.parametrize(
-    "line", [f"XPW pw={PASSWORD}", f"XPW |{PASSWORD}|", f"XPW /{PASSWORD}&x=1"]
+    "line",
+    [
+        f"XPW pw={PASSWORD}",
+        f"XPW |{PASSWORD}|",
+        f"XPW /{PASSWORD}&x=1",
+        # A sentence's end: a relay upstream's "535 wrong password pw."
+        # showed it (helper-98's F12).
+        f"XPW wrong password {PASSWORD}.",
+        f"XPW {PASSWORD}. Try again",
+    ],
 )
 def test_a_password_after_a_separator_of_no_protocol_is_masked(
     smtpsink_factory: Factory, line: str
