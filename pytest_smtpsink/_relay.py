@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hmac
 import io
 import ipaddress
 import logging
@@ -468,7 +469,7 @@ def _client_class(implicit: bool) -> Any:
             (RFC 4616) and LOGIN carry UTF-8, which the sink's own AUTH
             takes, where smtplib's ASCII failed on a password such as
             "pässwort" (with the password in its error, a chained
-            exception). CRAM-MD5 alone stays ASCII (see `login`)."""
+            exception). CRAM-MD5's key is UTF-8 too (`auth_cram_md5`)."""
             import base64
 
             def encoded(response: str) -> str:
@@ -497,6 +498,16 @@ def _client_class(implicit: bool) -> Any:
             if code in (235, 503):
                 return code, text
             raise smtplib.SMTPAuthenticationError(code, text)
+
+        def auth_cram_md5(self, challenge: bytes | None = None) -> str | None:
+            """smtplib's CRAM-MD5 keys its digest with the password in
+            ASCII, and failed on "pässwort" with the password in a chained
+            exception. RFC 2195 names no charset; the key is the password
+            in UTF-8 here, as the sink's own CRAM-MD5 takes it."""
+            if challenge is None:
+                return None
+            key = self.password.encode("utf-8")
+            return f"{self.user} {hmac.new(key, challenge, 'md5').hexdigest()}"
 
         def send(self, s: bytes | str) -> None:
             """smtplib's send, a piece at a time: a socket's timeout bounds a
@@ -1463,6 +1474,11 @@ def _relay_error(
         cause = error.__context__
         if isinstance(cause, OSError):  # a reset, rather than an orderly close
             reason += f" ({type(cause).__name__}: {cause})"
+        return RelayError(url, stage, None, reason, exchanges)
+    if isinstance(error, UnicodeError) and stage == "AUTH":
+        # Its text quotes the character and where it is in the string,
+        # which at this stage may be the password.
+        reason = "a user name or password the relay could not encode"
         return RelayError(url, stage, None, reason, exchanges)
     reason = str(error) or type(error).__name__
     return RelayError(url, stage, None, f"{type(error).__name__}: {reason}", exchanges)

@@ -389,7 +389,7 @@ def answering_auth(offered: bytes, digest_reply: bytes) -> Answer:
     return answer
 
 
-@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN", "CRAM-MD5"])
 def test_a_password_beyond_ascii_logs_in_as_utf8(
     smtpsink: Mailbox, smtpsink_factory: Factory, mechanism: str
 ) -> None:
@@ -399,14 +399,16 @@ def test_a_password_beyond_ascii_logs_in_as_utf8(
     password = "p\u00e4ssw\u00f6rd-" + PASSWORD
     upstream = smtpsink_factory(auth={"ann": password}, auth_plaintext=True)
     captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
-    if mechanism == "LOGIN":
-        # The relay logs in with PLAIN while offered: LOGIN by hand, as
-        # the relay's client would after a 504 to PLAIN.
+    if mechanism != "PLAIN":
+        # The relay logs in with PLAIN while offered: the others by hand,
+        # as the relay's client would after a 504 to PLAIN. CRAM-MD5 keys
+        # its digest with the password in UTF-8, as the sink checks it.
         client_class = _client_class(implicit=False)
         with client_class(host=upstream.host, port=upstream.port, timeout=10) as client:
             client.ehlo()
             client.user, client.password = "ann", password
-            assert client.auth("LOGIN", client.auth_login)[0] == 235
+            method = getattr(client, "auth_" + mechanism.lower().replace("-", "_"))
+            assert client.auth(mechanism, method)[0] == 235
         assert upstream.sessions[-1].authenticated_as == "ann"
         return
     delivery = smtpsink.release(
