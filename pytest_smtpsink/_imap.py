@@ -767,6 +767,8 @@ class _Connection(ReadSideConnection):
                 raise Closed from None
             return True
         except asyncio.TimeoutError:
+            if not recorded:  # the BYE answers this command, not the last
+                record_early()
             await self._reply_and_end("timeout", _INACTIVE)
             raise Closed from None
         command = step

@@ -403,6 +403,7 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
             return
         if self._may_say_goodbye() and not self._writing_paused:
             # Recorded before the end, as every last reply is.
+            self._append("notice", "")
             self._record_reply(self.END_OF_TEST)
             self._mark_end("server-closed")
             transport.write(self.END_OF_TEST.encode() + b"\r\n")
@@ -491,6 +492,8 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
                 self._record_cut_off(self._cut_off)
             return read
         except asyncio.TimeoutError:
+            # No command asked for it: its own exchange (`Exchange.kind`).
+            self._append("notice", "")
             await self._reply_and_end("timeout", self.INACTIVE)
             raise Closed from None
         finally:

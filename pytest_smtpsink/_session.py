@@ -22,7 +22,7 @@ TLS_SETTLE_SECONDS = 10.0
 
 SessionProtocol = Literal["SMTP", "POP3", "IMAP", "deliver"]
 EndReason = Literal["quit", "client-closed", "timeout", "server-closed", "tls-failed"]
-ExchangeKind = Literal["greeting", "command", "auth-response", "data"]
+ExchangeKind = Literal["greeting", "command", "auth-response", "data", "notice"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -75,8 +75,9 @@ class Exchange:
     @property
     def command(self) -> str | None:
         """The command verb in upper case (``"MAIL"``), or None for the
-        greeting, AUTH continuation lines and message content, and for a
-        note in brackets where a command would be (one that never ran)."""
+        greeting, a notice, AUTH continuation lines and message content, and
+        for a note in brackets where a command would be (one that never
+        ran)."""
         if self.kind != "command" or self.line.startswith("["):
             return None
         return self.line.split(" ", 1)[0].upper()
@@ -114,7 +115,7 @@ class Exchange:
         """
         line = self.line if self.tag is None else f"{self.tag} {self.line}"
         mark = "  [injected]" if self.injected else ""
-        if self.kind == "greeting":
+        if self.kind in ("greeting", "notice"):  # no client line
             out = []
         elif self.injected and not self.replies:
             # A fault took the reply away (a hang, a disconnect): say so

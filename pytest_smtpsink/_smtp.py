@@ -1223,7 +1223,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             # (RFC 5321 3.8, 421), as Postfix does for an idle client, so
             # that a client under test can tell a timeout from a crash.
             text = f"421 4.4.2 {self.hostname} Error: timeout exceeded"
-            self._record_reply(text)
+            self._record_notice(text)
             send(text.encode("ascii", "replace") + b"\r\n")
         self._mark_end("timeout")
         super()._timeout_cb()  # type: ignore[no-untyped-call]
@@ -1248,7 +1248,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             and self.record.end is None
         ):
             text = f"421 4.3.2 {self.hostname} Service shutting down"
-            self._record_reply(text)  # recorded before the end, as every reply
+            self._record_notice(text)  # recorded before the end, as every reply
             send(text.encode("ascii", "replace") + b"\r\n")
         self.close_by_server()
 
@@ -1867,6 +1867,13 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             return super().push(text)
         self._record_reply(text)
         return super().push(status)
+
+    def _record_notice(self, text: str) -> None:
+        """Record a reply no command asked for (the 421 before the server
+        closes) as its own exchange: added to the last one, it changed
+        that command's ``code``, so an accepted RCPT read as refused."""
+        self._append("notice", "")
+        self._record_reply(text)
 
     def _record_reply(self, text: str, injected: bool = False) -> None:
         record = self.record  # see _on_line

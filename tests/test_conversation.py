@@ -275,9 +275,15 @@ def test_idle_timeout_ends_the_session(smtpsink_factory: Factory) -> None:
     sink.wait_until(lambda: sink.sessions[0].end is not None)
     (session,) = sink.sessions
     assert session.end == "timeout"
-    # Recorded after the last reply (here the greeting), as POP3's goodbye.
-    (greeting,) = session.transcript
-    assert greeting.replies == [client.greeting[0], goodbye.rstrip()]
+    # Its own exchange, as POP3's goodbye: no command asked for it.
+    greeting, notice = session.transcript
+    assert greeting.replies == [client.greeting[0]]
+    assert (notice.kind, notice.line, notice.replies) == (
+        "notice",
+        "",
+        [goodbye.rstrip()],
+    )
+    assert session.codes == [220, 421]
 
 
 def test_traffic_moves_the_idle_deadline_and_the_timer_follows_it() -> None:

@@ -97,6 +97,8 @@ def test_stop_closes_connections_left_open_saying_421() -> None:
     sink = SMTPSink().start()
     client = smtplib.SMTP(sink.host, sink.port)
     client.ehlo("left.open")
+    client.mail("app@example.com")
+    client.rcpt("ann@example.com")
     sink.stop()
     goodbye = f"421 4.3.2 {sink.settings.hostname} Service shutting down"
     assert client.getreply() == (421, goodbye[4:].encode())
@@ -105,7 +107,13 @@ def test_stop_closes_connections_left_open_saying_421() -> None:
     client.close()
     session = sink.sessions[0]
     assert session.end == "server-closed"
-    assert session.transcript[-1].replies[-1] == goodbye
+    # No command asked for it: its own exchange. Added to the last one, it
+    # made the accepted RCPT read as refused with 421.
+    assert session.codes == [220, 250, 250, 250, 421]
+    assert session.replies_to("RCPT")[0].code == 250
+    notice = session.transcript[-1]
+    assert (notice.kind, notice.command, notice.replies) == ("notice", None, [goodbye])
+    assert notice.lines() == [f"S: {goodbye}"]
 
 
 def test_stop_on_a_sink_never_started_is_harmless() -> None:
