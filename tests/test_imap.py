@@ -1886,3 +1886,36 @@ def test_commands_pipelined_behind_starttls_are_discarded_and_logged(
     message = record.getMessage()
     assert f"sent {len(smuggled)} byte(s) after STARTTLS" in message, message
     assert "secret-word" not in message
+
+
+@pytest.mark.parametrize("inside_a_literal", [False, True])
+def test_an_idle_client_is_told_why_it_is_closed(
+    smtpsink_factory: Callable[..., SMTPSink], inside_a_literal: bool
+) -> None:
+    sink = smtpsink_factory(idle_timeout=0.5)
+    address = (sink.imap.host, sink.imap.port)
+    with (
+        socket.create_connection(address, timeout=10) as sock,
+        sock.makefile("rb") as replies,
+    ):
+        replies.readline()  # the greeting
+        sock.sendall(f"a LOGIN {USER} pw\r\n".encode())
+        assert replies.readline().startswith(b"a OK ")
+        if inside_a_literal:  # then the literal never comes
+            sock.sendall(b"b APPEND INBOX {5}\r\n")
+            assert replies.readline() == b"+ Ready for literal data\r\n"
+        assert replies.readline() == b"* BYE Disconnected for inactivity\r\n"
+        assert replies.readline() == b""
+    sink.wait_until(lambda: sink.sessions[-1].end is not None)
+    session = sink.sessions[-1]
+    assert session.end == "timeout"
+    last = session.transcript[-1]
+    if inside_a_literal:
+        # The BYE answers the APPEND it cut off (it went to the LOGIN).
+        assert (last.tag, last.command) == ("b", "APPEND")
+        assert last.replies == ["* BYE Disconnected for inactivity"]
+    else:
+        # No command asked for it: its own exchange, after the LOGIN's.
+        assert (last.kind, last.command) == ("notice", None)
+        assert last.replies == ["* BYE Disconnected for inactivity"]
+        assert session.transcript[-2].command == "LOGIN"
