@@ -37,7 +37,7 @@ import ssl
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NoReturn
 
 from ._credentials import masked
 from ._endpoint import ReadSideEndpoint
@@ -837,6 +837,14 @@ class _Connection(ReadSideConnection):
                 raise Closed
             await self._reply(line, injected=True)
             return
+        folder = self._folder
+        if self.state == "selected" and folder is not None and verb != "LOGOUT":
+            # Checked before the command too: run on a deleted folder, a
+            # MOVE or COPY put its mail back in another folder.
+            with self.mail.lock:
+                same_account, alive = self._selected_folder_state(folder)
+            if same_account and not alive:
+                await self._end_on_a_deleted_folder()
         handler = getattr(self, "_cmd_" + name.lower().replace(" ", "_"))
         try:
             if command.args and name in _WITHOUT_ARGUMENTS:
@@ -1457,6 +1465,32 @@ class _Connection(ReadSideConnection):
 
     # -- selected -------------------------------------------------------------------------
 
+    def _selected_folder_state(self, folder: Folder) -> tuple[bool, bool]:
+        """Whether the session's account is still the store's, and whether
+        ``folder`` is still its folder (caller holds the mail lock)."""
+        account = self._account
+        same_account = (
+            account is not None and self.mail.accounts.get(account.user) is account
+        )
+        alive = (
+            same_account
+            and account is not None
+            and account.folders.get(folder.name) is folder
+        )
+        return same_account, alive
+
+    async def _end_on_a_deleted_folder(self) -> NoReturn:
+        """Another session deleted the selected folder (a rename keeps the
+        folder, under its new name, and this session on it). Left selected,
+        this one answered OK on a folder that no longer is, and never heard
+        of mail in one made again under its name: Dovecot closes such a
+        session, so that the reader reconnects."""
+        await self._reply_and_end(
+            "server-closed",
+            "* BYE Selected mailbox was deleted, have to disconnect.",
+        )
+        raise Closed
+
     async def _send_updates(self, expunge: bool) -> None:
         """Tell the client what changed in its folder since it last heard:
         EXPUNGE (only when ``expunge``), EXISTS and RECENT, FETCH FLAGS."""
@@ -1464,15 +1498,7 @@ class _Connection(ReadSideConnection):
         if folder is None:
             return
         with self.mail.lock:
-            account = self._account
-            same_account = (
-                account is not None and self.mail.accounts.get(account.user) is account
-            )
-            alive = (
-                same_account
-                and account is not None
-                and account.folders.get(folder.name) is folder
-            )
+            same_account, alive = self._selected_folder_state(folder)
             current = list(folder.messages) if alive else []
             key = (self.generation, self._user or "", folder.name)
             claimed = self.server.recent_claims.get(key, 0)
@@ -1487,16 +1513,7 @@ class _Connection(ReadSideConnection):
             if new and not self._read_only:
                 self.server.recent_claims[key] = max(claimed, new[-1].uid)
         if same_account and not alive:
-            # Another session deleted the selected folder (a rename keeps the
-            # folder, under its new name, and this session on it). Left
-            # selected, this one answered OK on a folder that no longer is,
-            # and never heard of mail in one made again under its name:
-            # Dovecot closes such a session, so that the reader reconnects.
-            await self._reply_and_end(
-                "server-closed",
-                "* BYE Selected mailbox was deleted, have to disconnect.",
-            )
-            raise Closed
+            await self._end_on_a_deleted_folder()
         out: list[bytes] = []
         recent_before = len(self._recent)
         if expunge and present is not None:

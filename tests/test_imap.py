@@ -196,6 +196,44 @@ def test_a_selected_folder_deleted_by_another_session_ends_this_one(
     )
 
 
+@pytest.mark.parametrize("command", ["MOVE", "COPY"])
+def test_a_command_on_a_deleted_selected_folder_is_not_run(
+    smtpsink: Mailbox, command: str
+) -> None:
+    # The BYE came after the command ran: a MOVE put the deleted folder's
+    # mail back, in another folder.
+    smtpsink.deliver(raw_message("Filed"), to=USER, folder="Work")
+    smtpsink.deliver(raw_message("Other"), to=USER, folder="Archive")
+    reader = login(smtpsink)
+    reader.select("Work")
+    with login(smtpsink) as other:
+        assert other.delete("Work")[0] == "OK"
+        other.logout()
+    with pytest.raises(imaplib.IMAP4.abort, match="Selected mailbox was deleted"):
+        reader.uid(command, "1:*", "Archive")
+    reader.shutdown()
+    smtpsink.wait_until(lambda: smtpsink.sessions[0].end is not None)
+    mailbox = smtpsink.mailbox(USER)
+    assert [m.subject for m in mailbox.messages("Archive")] == ["Other"]
+    exchange = smtpsink.sessions[0].transcript[-1]
+    assert exchange.command == f"UID {command}"
+    assert exchange.replies == [
+        "* BYE Selected mailbox was deleted, have to disconnect."
+    ]
+
+
+def test_logout_on_a_deleted_selected_folder_logs_out(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(raw_message("Filed"), to=USER, folder="Work")
+    reader = login(smtpsink)
+    reader.select("Work")
+    with login(smtpsink) as other:
+        assert other.delete("Work")[0] == "OK"
+        other.logout()
+    assert reader.logout()[0] == "BYE"
+    smtpsink.wait_until(lambda: smtpsink.sessions[0].end is not None)
+    assert smtpsink.sessions[0].end == "quit"
+
+
 def test_capabilities_and_the_greeting(smtpsink: Mailbox) -> None:
     with imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port) as client:
         for word in [
