@@ -430,6 +430,14 @@ def _validate(s: SinkSettings) -> None:
                 "auth",
                 "the credentials table must map user names (str) to passwords (str)",
             )
+            # Most likely os.environ.get("PW", "") with the variable unset;
+            # no login with an empty password succeeds on any protocol.
+            _require(
+                bool(password),
+                "auth",
+                f"the credentials table gives {user!r} an empty password: "
+                "give it one (no login with an empty password succeeds)",
+            )
     else:
         _require(
             s.auth is None or s.auth == "any",

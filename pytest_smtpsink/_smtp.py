@@ -2019,16 +2019,24 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             lambda expected: hmac.compare_digest(
                 expected.encode("utf-8"), auth_data.password
             ),
+            # RFC 4616: PLAIN's password is not empty; POP3 and IMAP refuse
+            # one alike, also with auth="any".
+            no_password=not auth_data.password,
         )
 
     def _auth_result(
-        self, mechanism: str, username: str, check: Callable[[str], bool]
+        self,
+        mechanism: str,
+        username: str,
+        check: Callable[[str], bool],
+        no_password: bool = False,
     ) -> AuthResult:
         table = self.state.settings.auth
-        if not username:
+        if not username or no_password:
             # No user at all (an empty PLAIN authcid, a CRAM-MD5 response
-            # without its space): no login, even with auth="any", as the
-            # read side refuses it (RFC 4616: the authcid is not empty).
+            # without its space), or no password: no login, even with
+            # auth="any", as the read side refuses it (RFC 4616: neither
+            # the authcid nor the password is empty).
             success = False
         elif table == "any":
             success = True

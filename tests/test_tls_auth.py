@@ -428,6 +428,25 @@ def test_auth_any_still_needs_a_user_name(smtpsink_factory: Factory) -> None:
     ]
 
 
+def test_auth_any_still_needs_a_password(smtpsink_factory: Factory) -> None:
+    # RFC 4616: PLAIN's password is not empty. POP3 and IMAP refused one
+    # where SMTP said 235, also with auth="any".
+    sink = smtpsink_factory(auth="any", auth_plaintext=True)
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.ehlo()
+        plain = base64.b64encode(b"\0ann\0").decode()
+        assert client.docmd("AUTH", "PLAIN " + plain)[0] == 535
+        assert client.docmd("AUTH", "LOGIN")[0] == 334
+        assert client.docmd(base64.b64encode(b"ann").decode())[0] == 334
+        assert client.docmd("")[0] == 535  # an empty password, base64
+    session = sink.sessions[-1]
+    assert [(a.username, a.success) for a in session.auth_attempts] == [
+        ("ann", False),
+        ("ann", False),
+    ]
+    assert session.authenticated_as is None
+
+
 def test_aiosmtplib_use_tls(smtpsink_factory: Factory) -> None:
     sink = smtpsink_factory(tls="implicit", auth="any")
 
