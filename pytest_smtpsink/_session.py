@@ -46,6 +46,12 @@ class AuthInfo:
     success: bool
 
 
+def _is_a(sent: str, command: str) -> bool:
+    """Whether the command verb ``sent`` is an upper-cased ``command``: an
+    IMAP ``UID STORE`` is also a ``STORE`` and a ``UID`` command."""
+    return sent in (command, f"UID {command}") or sent.startswith(f"{command} ")
+
+
 @dataclasses.dataclass(slots=True)
 class Exchange:
     """One step of the conversation: what the client sent and what we replied.
@@ -296,12 +302,9 @@ class Session:
     def used(self, command: str) -> bool:
         """Whether the client sent ``command`` (case-insensitive) at all. On
         IMAP, ``"STORE"`` is also a ``UID STORE`` (the same change, by UID),
-        and ``"UID"`` any UID command."""
-        command = command.upper()
-        return any(
-            sent in (command, f"UID {command}") or sent.startswith(f"{command} ")
-            for sent in self.commands
-        )
+        and ``"UID"`` any UID command; `before` and `replies_to` match
+        alike."""
+        return self._first_index(command) is not None
 
     def before(self, first: str, second: str) -> bool:
         """Whether ``first`` was sent, and sent before any ``second``.
@@ -309,16 +312,27 @@ class Session:
         ``session.before("STARTTLS", "AUTH")`` asks "was TLS up before the
         password crossed the wire?".
         """
-        commands = self.commands
-        first, second = first.upper(), second.upper()
-        if first not in commands:
+        at_first = self._first_index(first)
+        if at_first is None:
             return False
-        return second not in commands or commands.index(first) < commands.index(second)
+        at_second = self._first_index(second)
+        return at_second is None or at_first < at_second
 
     def replies_to(self, command: str) -> list[Exchange]:
         """The exchanges for one verb, e.g. every ``RCPT``."""
         command = command.upper()
-        return [e for e in self._transcript if e.command == command]
+        return [
+            e
+            for e in self._transcript
+            if e.command is not None and _is_a(e.command, command)
+        ]
+
+    def _first_index(self, command: str) -> int | None:
+        command = command.upper()
+        return next(
+            (i for i, sent in enumerate(self.commands) if _is_a(sent, command)),
+            None,
+        )
 
     def format_transcript(self) -> str:
         """The transcript as ``C:``/``S:`` lines (escaped as in

@@ -107,6 +107,16 @@ def test_uid_commands_are_named_by_both_words(smtpsink: Mailbox) -> None:
     assert store.argument == "1:* +FLAGS (\\Seen)"
     assert store.replies[-1].endswith("OK UID STORE completed")
     assert session.before("UID FETCH", "UID STORE")
+    # before() and replies_to() match as used() does: "STORE" is the UID
+    # STORE too. before("LOGOUT", "STORE") was True, replies_to("STORE")
+    # empty.
+    assert session.before("FETCH", "STORE")
+    assert session.before("STORE", "LOGOUT")
+    assert not session.before("LOGOUT", "STORE")
+    assert not session.before("STORE", "FETCH")
+    assert session.replies_to("STORE") == [store]
+    assert session.replies_to("UID") == [*session.replies_to("uid fetch"), store]
+    assert session.replies_to("FETCH") == session.replies_to("UID FETCH")
 
 
 def test_a_line_cut_off_by_the_close_is_not_run(smtpsink: Mailbox) -> None:
