@@ -508,13 +508,16 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
     def _record_cut_off(self, line: bytes) -> None:
         """Record a command line that never ended: its verb if it is one
         (after an IMAP tag), the rest counted, never shown."""
-        words = line.split(None, 2)
-        verbs = [
-            word.decode("ascii").upper()
-            for word in words[:2]
-            if word.isascii() and word.decode("ascii").upper() in self.VERBS
-        ]
-        shown = f"{verbs[0]}, " if verbs else ""
+        words = [w.decode("ascii", "replace").upper() for w in line.split(None, 3)[:3]]
+        # The verb: the first word, or the second after an IMAP tag.
+        at = next((i for i, word in enumerate(words[:2]) if word in self.VERBS), None)
+        shown = ""
+        if at is not None:
+            verb = words[at]
+            following = words[at + 1] if at + 1 < len(words) else ""
+            if verb == "UID" and following in self.VERBS:
+                verb = f"UID {following}"  # as IMAP names it ("UID EXPUNGE")
+            shown = f"{verb}, "
         # In brackets: a note, not a command (`Exchange.command` is None),
         # so used("QUIT") stays false of a QUIT that never ran.
         self._append(

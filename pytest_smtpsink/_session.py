@@ -90,8 +90,9 @@ class Exchange:
 
     @property
     def argument(self) -> str | None:
-        """Everything after the verb, or None."""
-        if self.kind != "command" or " " not in self.line:
+        """Everything after the verb, or None (also for a note in
+        brackets, which has no verb)."""
+        if self.kind != "command" or " " not in self.line or self.line.startswith("["):
             return None
         return self.line.split(" ", 1)[1]
 

@@ -119,14 +119,19 @@ def test_uid_commands_are_named_by_both_words(smtpsink: Mailbox) -> None:
     assert session.replies_to("FETCH") == session.replies_to("UID FETCH")
 
 
-def test_a_line_cut_off_by_the_close_is_not_run(smtpsink: Mailbox) -> None:
+@pytest.mark.parametrize(
+    ("last", "shown"), [(b"d EXPUNGE", "EXPUNGE"), (b"d uid expunge 1", "UID EXPUNGE")]
+)
+def test_a_line_cut_off_by_the_close_is_not_run(
+    smtpsink: Mailbox, last: bytes, shown: str
+) -> None:
     # "d EXPUNGE" without its line end, then the close, was run: it
     # expunged, where a real server runs only a line that ended.
     smtpsink.deliver(raw_message("Invoice 1"), to=USER)
     with socket.create_connection(imap_address(smtpsink), timeout=10) as sock:
         sock.sendall(
             b"a LOGIN ann@example.com pw\r\nb SELECT INBOX\r\n"
-            b"c STORE 1 +FLAGS (\\Deleted)\r\nd EXPUNGE"
+            b"c STORE 1 +FLAGS (\\Deleted)\r\n" + last
         )
         sock.shutdown(socket.SHUT_WR)
         with sock.makefile("rb") as replies:
@@ -136,9 +141,12 @@ def test_a_line_cut_off_by_the_close_is_not_run(smtpsink: Mailbox) -> None:
     smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
     session = smtpsink.sessions[-1]
     assert session.end == "client-closed"
-    assert session.transcript[-1].line == (
-        "[not run: EXPUNGE, 9 octets with no line end, cut off by the client's close]"
+    note = session.transcript[-1]
+    assert note.line == (
+        f"[not run: {shown}, {len(last)} octets with no line end, cut off by the "
+        "client's close]"
     )
+    assert (note.command, note.argument) == (None, None)
     assert not session.used("EXPUNGE")
     smtpsink.mailbox(USER).assert_in(subject="Invoice 1", flags={"\\Deleted"})
 

@@ -288,10 +288,13 @@ def test_a_line_cut_off_by_the_close_is_not_run(
     (session,) = pop3_sessions(smtpsink)
     assert session.end == "client-closed"
     verb = last.split()[0].decode()
-    assert session.transcript[-1].line == (
+    note = session.transcript[-1]
+    assert note.line == (
         f"[not run: {verb}, {len(last)} octets with no line end, cut off by the "
         "client's close]"
     )
+    # A note has neither verb nor argument (the argument read "run: ...").
+    assert (note.command, note.argument) == (None, None)
     assert not session.used("QUIT")
     assert SECRET not in session.format_transcript()
     smtpsink.mailbox(ANN).assert_in(subject="stays", flags=())
