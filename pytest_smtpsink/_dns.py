@@ -39,6 +39,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Union
 
 from ._faults import Delay, Disconnect, Event, Fault, Faults, Hang, Reply, steps
+from ._text import shown_number
 
 try:
     import dns.exception
@@ -813,7 +814,9 @@ def _lifetime(seconds: float) -> float:
         or not isinstance(seconds, (int, float))
         or not 0 < seconds < math.inf
     ):
-        raise ValueError(f"lifetime must be a number of seconds > 0, got {seconds!r}")
+        raise ValueError(
+            f"lifetime must be a number of seconds > 0, got {shown_number(seconds)}"
+        )
     return float(seconds)
 
 

@@ -22,6 +22,7 @@ from ._faults import (
     check_trigger,
     normalize_stage,
 )
+from ._text import shown_number
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -112,7 +113,9 @@ class FaultControls:
             or isinstance(seconds, bool)
             or not 0 <= seconds < float("inf")
         ):
-            raise FaultError(f"seconds must be a number >= 0, got {seconds!r}")
+            raise FaultError(
+                f"seconds must be a number >= 0, got {shown_number(seconds)}"
+            )
         return self._add_fault(
             "delay", normalize_stage(stage), "delay", trigger, seconds=float(seconds)
         )

@@ -18,7 +18,7 @@ from ._message import Message, summary_or_raw
 from ._messages import Elsewhere, Messages, arrived_elsewhere, failure_report
 from ._session import Session
 from ._settings import DEFAULT_TIMEOUT, check_seconds
-from ._text import plural, printable, shorten
+from ._text import plural, printable, shorten, shown_number
 
 if TYPE_CHECKING:
     import asyncio
@@ -45,7 +45,9 @@ def _wait_seconds(value: object, name: str = "timeout") -> float:
     passes every comparison but waits for ever; inf overflows the clock)."""
     __tracebackhide__ = True  # a bad argument points at the test's line
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+        raise TypeError(
+            f"{name} must be a number of seconds, got {shown_number(value)}"
+        )
     if not 0 <= value < float("inf"):  # NaN fails too
         raise ValueError(
             f"{name} must be a finite number of seconds >= 0, got {value!r}"

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from ._text import shown_number
+
 if TYPE_CHECKING:
     # Imported where used: pytest loads this module for the plugin in every
     # run, and ssl costs more to import than the rest of the plugin.
@@ -307,20 +309,14 @@ def _require(ok: bool, setting: str, message: str) -> None:
         raise SettingsError(setting, message)
 
 
-def _shown_number(value: object) -> str:
-    """``value`` for a "must be a number" error: a string of digits reads
-    as a number unless its type is said."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return f"the {type(value).__name__} {value!r}"
-    return repr(value)
-
-
 def check_seconds(value: object, name: str) -> float:
     """``value`` as seconds to wait: a number > 0 and finite (0 would make a
     socket non-blocking, inf or NaN wait for ever). TypeError or ValueError
     naming ``name`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+        raise TypeError(
+            f"{name} must be a number of seconds, got {shown_number(value)}"
+        )
     if not 0 < value < float("inf"):  # NaN fails too
         raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
     return float(value)
@@ -360,7 +356,8 @@ def _validate(s: SinkSettings) -> None:
     _require(
         _is_int(s.port) and 0 <= s.port <= 65535,
         "port",
-        f"must be an integer from 0 to 65535 (0 picks a free port), got {s.port!r}",
+        "must be an integer from 0 to 65535 (0 picks a free port), got "
+        f"{shown_number(s.port)}",
     )
     _require(
         isinstance(s.hostname, str)
@@ -466,7 +463,7 @@ def _validate(s: SinkSettings) -> None:
         and not isinstance(s.idle_timeout, bool)
         and s.idle_timeout > 0,
         "idle_timeout",
-        f"must be a number of seconds > 0, got {_shown_number(s.idle_timeout)}",
+        f"must be a number of seconds > 0, got {shown_number(s.idle_timeout)}",
     )
     # Checked with or without relay=, as every field is.
     _require(
@@ -474,7 +471,7 @@ def _validate(s: SinkSettings) -> None:
         and not isinstance(s.relay_timeout, bool)
         and 0 < s.relay_timeout < float("inf"),
         "relay_timeout",
-        f"must be a number of seconds > 0, got {_shown_number(s.relay_timeout)}",
+        f"must be a number of seconds > 0, got {shown_number(s.relay_timeout)}",
     )
     if s.relay is not None or s.relay_to is not None:
         _validate_relay(s)

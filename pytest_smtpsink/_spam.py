@@ -18,6 +18,8 @@ import math
 import re
 import socket
 
+from ._text import shown_number
+
 #: "host:port" of the spamd to ask, from --smtpsink-spamd; None: not set.
 _configured: str | None = None
 
@@ -122,7 +124,7 @@ def check_max_score(max_score: float | None) -> float | None:
     if isinstance(max_score, bool) or not isinstance(max_score, (int, float)):
         raise TypeError(
             f"max_score must be a number (a SpamAssassin score such as 5.0) "
-            f"or None for spamd's threshold, got {max_score!r}"
+            f"or None for spamd's threshold, got {shown_number(max_score)}"
         )
     # NaN compares false with every score: every message would pass.
     if not math.isfinite(max_score):

@@ -72,3 +72,13 @@ def format_address(host: str, port: int) -> str:
     except ValueError:
         is_v6 = False
     return f"[{host}]:{port}" if is_v6 else f"{host}:{port}"
+
+
+def shown_number(value: object) -> str:
+    """``value`` for a "must be a number" error: a string of digits reads
+    as a number unless its type is said ("got the str '5'")."""
+    if value is None or (
+        isinstance(value, (int, float)) and not isinstance(value, bool)
+    ):
+        return repr(value)
+    return f"the {type(value).__name__} {value!r}"

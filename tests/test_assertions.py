@@ -445,7 +445,7 @@ def test_negative_within(smtpsink):
             ">       smtpsink.wait_for(timeout=-1)",
             "E       ValueError: timeout must be a finite number of seconds >= 0, got -1",
             '>       smtpsink.wait_until(lambda: True, timeout="5")',
-            "E       TypeError: timeout must be a number of seconds, got '5'",
+            "E       TypeError: timeout must be a number of seconds, got the str '5'",
             ">       smtpsink.assert_nothing_sent(within=-1)",
             "E       ValueError: within must be a finite number of seconds >= 0, got -1",
         ]

@@ -898,7 +898,7 @@ def test_a_tcp_message_cut_short_is_recorded(smtpsink: Mailbox) -> None:
         (lambda z: z.nxdomain(5), "^name must be a domain name, got 5$"),
         (lambda z: z.timeout(None), "^name must be a domain name, got None$"),
         (lambda z: z.resolver(lifetime=-1), r"^lifetime must be .* > 0, got -1$"),
-        (lambda z: z.resolver(lifetime="5"), r"^lifetime must be .*, got '5'$"),
+        (lambda z: z.resolver(lifetime="5"), r"^lifetime must be .*, got the str '5'$"),
         (lambda z: z.resolver(lifetime=float("nan")), r"^lifetime must be"),
         (lambda z: z.resolver(lifetime=True), r"^lifetime must be"),
         (lambda z: z.as_default(lifetime=0).__enter__(), "^lifetime must be"),

@@ -469,3 +469,14 @@ def test_bad_dns_rules_are_refused_clearly(
     with pytest.raises(ValueError, match=message):
         call(rules)
     assert rules.registry.rules == ()
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [("5", "got the str '5'"), (-1, "got -1"), (None, "got None")],
+)
+def test_a_bad_delay_says_what_it_got(rules: Rules, seconds: Any, shown: str) -> None:
+    # "got '5'" read as a number: a string says its type.
+    with pytest.raises(FaultError, match=f"seconds must be a number >= 0, {shown}$"):
+        rules.delay("RCPT", seconds)
+    assert rules.faults == ()

@@ -633,7 +633,11 @@ def test_release_with_auth_in_the_clear_on_loopback_logs_in(
         ),
         ({"timeout": 0}, ValueError, "timeout must be a number of seconds > 0"),
         ({"timeout": float("nan")}, ValueError, "timeout must be"),
-        ({"timeout": "5"}, TypeError, "timeout must be a number of seconds, got '5'"),
+        (
+            {"timeout": "5"},
+            TypeError,
+            "timeout must be a number of seconds, got the str '5'",
+        ),
         ({"port": "abc"}, TypeError, "port must be an int, got 'abc'"),
         ({"port": -1}, ValueError, "port must be from 1 to 65535, got -1"),
         ({"port": 99999}, ValueError, "port must be from 1 to 65535, got 99999"),

@@ -244,11 +244,15 @@ def test_bad_arguments_are_named(smtpsink: Mailbox) -> None:
         use_spamd(previous)
     with pytest.raises(ValueError, match=r"spamd: '' is not HOST:PORT"):
         message.spam_report(spamd="")
-    with pytest.raises(TypeError, match=r"max_score must be a number .* got '3'"):
+    with pytest.raises(
+        TypeError, match=r"max_score must be a number .* got the str '3'"
+    ):
         smtpsink.assert_not_spam(max_score="3")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_score must be a finite number, got nan"):
         smtpsink.assert_not_spam(max_score=float("nan"))
-    with pytest.raises(TypeError, match="timeout must be a number of seconds, got '5'"):
+    with pytest.raises(
+        TypeError, match="timeout must be a number of seconds, got the str '5'"
+    ):
         message.spam_report(timeout="5")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"timeout must be a number of seconds > 0"):
         message.spam_report(timeout=0)
