@@ -251,7 +251,9 @@ def apply_marker(
         # Python's text names FaultControls.limit() and counts its self:
         # the marker's own form says what it takes.
         text = str(error).removeprefix(f"FaultControls.{args[0]}() ")
-        if "positional argument" in text:
+        if "positional argument" in text and " were given" in text:
+            # "takes 3 positional arguments but 4 were given": both counts
+            # include self. A missing argument's text is kept: it names it.
             given = len(args) - 1
             text = f"got {given} positional argument{'s' if given != 1 else ''}"
         raise FaultError(

@@ -837,10 +837,20 @@ def test_the_marker_takes_the_kind_once(
             "smtpsink_fault('limit', *, max_recipients=None, max_connections=None, "
             "max_size=None)",
         ),
+        # What is missing is said, by name, also where the others were given
+        # as keywords ("got 0 positional arguments" hid it).
         (
             ("fail",),
             {},
-            "smtpsink_fault('fail', ...): got 0 positional arguments; it takes "
+            "smtpsink_fault('fail', ...): missing 2 required positional "
+            "arguments: 'stage' and 'code'; it takes "
+            "smtpsink_fault('fail', stage, code, text=None, **trigger)",
+        ),
+        (
+            ("fail",),
+            {"stage": "RCPT"},
+            "smtpsink_fault('fail', ...): missing 1 required positional "
+            "argument: 'code'; it takes "
             "smtpsink_fault('fail', stage, code, text=None, **trigger)",
         ),
         (
