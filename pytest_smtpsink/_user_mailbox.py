@@ -373,6 +373,11 @@ _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 _NOT_IN_AN_ADDRESS = re.compile(r"[\s\x00-\x1f\x7f]")
 #: Outside quotes, what only a header's address list has around addresses.
 _ADDRESS_SPECIALS = re.compile(r"[<>,;]")
+#: Outside quotes, what no local part has (RFC 5322 specials): the sink's
+#: SMTP refuses RCPT TO:<a:b@example.com> as malformed.
+_LOCAL_SPECIALS = re.compile(r'[()\[\]:\\"]')
+#: A domain: a name without specials, or an address literal ("[192.0.2.1]").
+_DOMAIN = re.compile(r'\[[^\[\]\\]*\]|[^()\[\]:\\"]*')
 
 
 def bare_address(text: str) -> str:
@@ -390,12 +395,19 @@ def _recipient(address: str) -> str:
     SMTP server would refuse it (a space outside quotes, a control
     character): it would make a mailbox no mail could reach."""
     __tracebackhide__ = True
-    named = [a for _, a in getaddresses([address]) if a]
-    if len(named) > 1:
-        # parseaddr would take the first alone: Bob would get nothing.
+    if re.search("[,;]", _QUOTED.sub("q", address)):
+        named = [a for _, a in getaddresses([address]) if "@" in a]
+        if len(named) > 1:
+            # parseaddr would take the first alone: Bob would get nothing.
+            raise ValueError(
+                f"to: {address!r} names {len(named)} addresses; give them as "
+                f"a list: to={named!r}"
+            )
+        # "Ann <ann@example.com>," or "Smith, Ann <ann@example.com>".
         raise ValueError(
-            f"to: {address!r} names {len(named)} addresses; give them as a "
-            f"list: to={named!r}"
+            f"to: {address!r} is not an address: outside quotes, ',' and ';' "
+            "separate addresses (a name with a comma is quoted: "
+            "'\"Smith, Ann\" <ann@example.com>')"
         )
     address = bare_address(address).strip()
     if address.startswith("<") and address.endswith(">"):  # as RCPT TO writes it
@@ -412,6 +424,14 @@ def _recipient(address: str) -> str:
         raise ValueError(
             f"to: {address!r} is not an address (one @, with a local part "
             "before it and a domain after it)"
+        )
+    if _LOCAL_SPECIALS.search(local if at else unquoted) or not _DOMAIN.fullmatch(
+        domain
+    ):
+        raise ValueError(
+            f'to: {address!r} is not an address: ( ) [ ] : \\ and " are '
+            "taken only inside quotes, or a domain's [address literal], as "
+            "SMTP takes them"
         )
     return address
 

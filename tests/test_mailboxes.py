@@ -622,9 +622,24 @@ def test_deliver_takes_one_address_per_recipient(smtpsink: Mailbox) -> None:
         "ann@x.com>",
         "a@x.com,",
         "<>",
+        # Taken as ann@example.com alone.
+        "Ann <ann@example.com>,",
+        # RFC 5322 specials outside quotes: RCPT TO gets 553 for them.
+        "a:b@example.com",
+        "a[b@example.com",
+        "ann@exa(mple.com",
     ):
         with pytest.raises(ValueError, match=r"is not an address"):
             smtpsink.deliver(RAW, to=bad)
+    # An unquoted name with a comma: the advice was to=['Smith',
+    # 'ann@example.com'], a mailbox "smith" among them.
+    with pytest.raises(ValueError, match=r"a name with a comma is quoted: ") as raised:
+        smtpsink.deliver(RAW, to="Smith, Ann <ann@example.com>")
+    assert "to=[" not in str(raised.value)
+    quoted = smtpsink.deliver(RAW, to=['"Smith, Ann" <ann@example.com>', '"a:b"@x.com'])
+    assert quoted.envelope.rcpt_to == ("ann@example.com", '"a:b"@x.com')
+    literal = smtpsink.deliver(RAW, to="ann@[192.0.2.1]")
+    assert literal.envelope.rcpt_to == ("ann@[192.0.2.1]",)
     taken = smtpsink.deliver(
         RAW, to=["<bob@example.com>", '"a@b"@example.com', "carl@example.com\n"]
     )
