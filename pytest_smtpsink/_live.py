@@ -113,10 +113,6 @@ class Inbox:
         with self.changed:
             if numbers:
                 self._numbers.update(numbers)
-                # Bounded: an id is looked up only for a session kept here,
-                # or one of a kept message, far fewer.
-                for stale in list(self._numbers)[: -4 * self._keep]:
-                    del self._numbers[stale]
             for message in messages:
                 if message.number > self._deleted_up_to:
                     self._messages[message.number] = message
@@ -124,6 +120,15 @@ class Inbox:
                 del self._messages[next(iter(self._messages))]
             self._sessions.extend(sessions)
             del self._sessions[: max(0, len(self._sessions) - self._keep)]
+            if len(self._numbers) > 4 * self._keep:
+                # Bounded by what the page can show: the sessions kept here
+                # and those of kept messages. Cut by age, a reader polling
+                # over POP3 pushed out the numbers of messages still shown.
+                shown = {id(s) for s in self._sessions}
+                shown.update(id(m.session) for m in self._messages.values())
+                self._numbers = {
+                    key: number for key, number in self._numbers.items() if key in shown
+                }
             self.version += 1
             self.changed.notify_all()
 

@@ -788,6 +788,28 @@ def test_the_view_keeps_the_newest_messages(smtpsink: Mailbox) -> None:
     assert inbox.get(messages[0].number) is None
 
 
+def test_a_kept_message_keeps_its_session_number(smtpsink: Mailbox) -> None:
+    # Numbers were dropped oldest first, whatever the page still showed: a
+    # reader polling over POP3 (a session per poll, none shown) pushed out
+    # the number of a message still on the page.
+    from pytest_smtpsink._live import Inbox
+
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("a@example.com", ["b@example.com"], "Subject: kept\r\n\r\n")
+    message = smtpsink.wait_for(subject="kept")
+    for _ in range(9):
+        poplib.POP3(smtpsink.pop3.host, smtpsink.pop3.port, timeout=10).quit()
+    smtpsink.wait_until(lambda: all(s.end for s in smtpsink.sessions))
+    polls = smtpsink.sessions[1:]
+    inbox = Inbox(keep=2)
+    inbox.add([message], [message.session], {id(message.session): 1})
+    inbox.add([], polls, {id(s): n for n, s in enumerate(polls, start=2)})
+    _, kept, _ = inbox.snapshot()
+    assert kept == [message]
+    assert inbox.session_number(message.session) == 1
+    assert inbox.session_number(polls[-1]) == 10
+
+
 def test_delete_all_drops_mail_still_on_its_way_to_the_view() -> None:
     # The view hears of mail a moment after the mailboxes have it (the CLI's
     # loop hands it over). Mail that arrived before "Delete all" but had not
