@@ -236,6 +236,16 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
         selector = _text(fields.get(b"s"))
         reason = None
         algorithm = _text(fields.get(b"a"))
+        if verified and algorithm.strip().lower() == "rsa-sha1":
+            # RFC 8301 3.1: "Verifiers MUST NOT consider signatures using
+            # rsa-sha1 valid". Counted as verified, it passed the bulk-sender
+            # rules for mail that receivers take as unsigned.
+            verified = False
+            error = (
+                "a=rsa-sha1: the signature matches the key, but RFC 8301 has "
+                "verifiers treat SHA-1 signatures as invalid, so receivers "
+                "take the message as unsigned; sign with rsa-sha256"
+            )
         if not verified:
             said = error or "; ".join(reasons.messages)
             if algorithm.lower().startswith("ed25519") and (

@@ -373,6 +373,26 @@ def test_an_ed25519_signature_says_it_is_not_verified_here(smtpsink: Mailbox) ->
         smtpsink.dkim_key("shop.example", selector="ed")  # what the advice said
 
 
+def test_an_rsa_sha1_signature_is_not_verified(smtpsink: Mailbox) -> None:
+    # RFC 8301 3.1: verifiers MUST NOT consider rsa-sha1 signatures valid.
+    # It was "verified", and passed the bulk-sender rules.
+    key = smtpsink.dkim_key("shop.example")
+    message = make_message(sender="noreply@shop.example")
+    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    signature = dkim.sign(
+        raw, b"s1", b"shop.example", key.encode(), signature_algorithm=b"rsa-sha1"
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("noreply@shop.example", ["ann@example.com"], signature + raw)
+    [result] = smtpsink.assert_sent().dkim
+    assert (result.algorithm, result.verified) == ("rsa-sha1", False)
+    assert result.reason == (
+        "a=rsa-sha1: the signature matches the key, but RFC 8301 has verifiers "
+        "treat SHA-1 signatures as invalid, so receivers take the message as "
+        "unsigned; sign with rsa-sha256"
+    )
+
+
 @pytest.mark.parametrize("signing", ["xn--bcher-kva.example", "bücher.example"])
 def test_a_key_for_an_international_domain_verifies(
     smtpsink: Mailbox, signing: str
