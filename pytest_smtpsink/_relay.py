@@ -32,6 +32,7 @@ import logging
 import os
 import queue
 import re
+import sys
 import threading
 import time
 import traceback
@@ -391,6 +392,9 @@ def _client_class(implicit: bool) -> Any:
         def __init__(self, **kwargs: Any) -> None:
             self.exchanges: list[Exchange] = []
             self._in_auth = False
+            # Set once a message's content is written: its reply may wait
+            # on the upstream still taking it (`_SendQueue`).
+            self.content_written = False
             # Masks every form of the password once a login gives it: an
             # upstream may quote it in a reply ("535 wrong password ..."),
             # which goes into outcomes, errors, transcripts, the CLI's output.
@@ -532,10 +536,15 @@ def _client_class(implicit: bool) -> Any:
                 return self._masked(*_checked_reply(self, super().getreply))
             raw.deadline = time.monotonic() + self.timeout
             raw.budget = _MAX_REPLY + _READ_AHEAD
+            if self.content_written:
+                # The reply to the content: the upstream may still be
+                # reading what the kernel's buffers took at once.
+                raw.content_queue = _SendQueue(self.sock, self.timeout)
             try:
                 return self._masked(*_checked_reply(self, super().getreply))
             finally:
-                raw.deadline = raw.budget = None
+                raw.deadline = raw.budget = raw.content_queue = None
+                self.content_written = False
                 if raw.shortened and self.sock is not None:
                     raw.shortened = False
                     self.sock.settimeout(self.timeout)
@@ -590,6 +599,9 @@ class _ReplyReader(io.RawIOBase):
         # was set to the socket's timeout from now: that wait keeps the
         # timeout as it is (settimeout() is a system call each time).
         self.shortened = False
+        # While the reply to a message's content is awaited: what of the
+        # content the upstream has not yet taken (`_SendQueue`).
+        self.content_queue: _SendQueue | None = None
 
     def readable(self) -> bool:
         return True
@@ -597,6 +609,17 @@ class _ReplyReader(io.RawIOBase):
     def readinto(self, buffer: Any) -> int | None:
         if self.polling:
             return self._poll_into(buffer)
+        while True:
+            try:
+                return self._read_into(buffer)
+            except TimeoutError:
+                queue = self.content_queue
+                if queue is None or not queue.shrank():
+                    raise
+                # Still taking the content: its reply is not late yet.
+                self.deadline = time.monotonic() + queue.patience
+
+    def _read_into(self, buffer: Any) -> int:
         if self.deadline is not None:
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:
@@ -635,6 +658,37 @@ class _ReplyReader(io.RawIOBase):
             sock.settimeout(timeout)
         self.ended = got == 0
         return got
+
+
+class _SendQueue:
+    """How much of what the relay wrote the upstream has not yet taken: the
+    bytes in the socket's send queue not yet acknowledged (Linux's
+    SIOCOUTQ). A large message goes into the kernel's buffers at once (on
+    loopback they take megabytes), so an upstream reading it slowly but
+    steadily was still reading when the reply's timeout ran out: while
+    this shrinks, the wait goes on. Where it cannot be read (not Linux),
+    the reply has its timeout alone, as before."""
+
+    def __init__(self, sock: Any, patience: float) -> None:
+        self.fd = sock.fileno()
+        self.patience = patience
+        self.last = self._queued()
+
+    def _queued(self) -> int | None:
+        try:
+            import fcntl
+            import termios
+
+            packed = fcntl.ioctl(self.fd, termios.TIOCOUTQ, b"\0\0\0\0")
+        except (ImportError, AttributeError, OSError):
+            return None
+        return int.from_bytes(packed, sys.byteorder, signed=True)
+
+    def shrank(self) -> bool:
+        """Whether the upstream took more since the last call."""
+        now, before = self._queued(), self.last
+        self.last = now
+        return now is not None and before is not None and now < before
 
 
 #: The most a reply may take from the socket, its lines together: an
@@ -960,7 +1014,12 @@ class _Connection:
                 after.lost, after.unsent = _CLOSED_AFTER_354, b""
                 after.exchanges.remove(after.content)
                 raise self._broken("MAIL", _Reason(_CLOSED_AFTER_354), exchanges)
+            carried = bool(after.unsent)
             data, after.unsent = after.unsent + data, b""
+            self._write("MAIL", data, exchanges)
+            # The next reply is to ``after``'s content (`_SendQueue`).
+            client.content_written = carried
+            return flight
         self._write("MAIL", data, exchanges)
         return flight
 
@@ -1040,6 +1099,7 @@ class _Connection:
             if client is None:
                 raise smtplib.SMTPServerDisconnected("the connection was closed")
             client.send(data)
+            client.content_written = True
         except Exception as error:
             raise self._broken(stage, error, exchanges) from None
 
@@ -1062,6 +1122,7 @@ class _Connection:
             if client is None:
                 raise smtplib.SMTPServerDisconnected("the connection was closed")
             client.send(data)
+            client.content_written = True
         except smtplib.SMTPServerDisconnected as error:
             cause = error.__context__
             if isinstance(cause, TimeoutError):

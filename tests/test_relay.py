@@ -1457,7 +1457,9 @@ SLOW_RESTS = 8
 #: What a scripted upstream does after its 354: read the content, hang up at
 #: once, close after its first line, or read nothing more (the connection
 #: open until the test ends).
-ContentHandling = Literal["read", "hang up", "close after a line", "stall", "slow"]
+ContentHandling = Literal[
+    "read", "hang up", "close after a line", "stall", "slow", "steady"
+]
 
 
 def usual_answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
@@ -1488,7 +1490,7 @@ class ScriptedUpstream(socketserver.ThreadingTCPServer):
         super().__init__(("127.0.0.1", 0), _ScriptedConnection)
 
     def server_bind(self) -> None:
-        if self.content in ("stall", "slow"):
+        if self.content in ("stall", "slow", "steady"):
             # A small receive window (its connections inherit it): a client's
             # writes block after a few MB, whatever the system's maximum (up
             # to 32 MB of receive buffer here otherwise).
@@ -1543,6 +1545,22 @@ class _ScriptedConnection(socketserver.StreamRequestHandler):
                         if self.server.stopping.wait(SLOW_PAUSE):
                             return
                     piece = self.rfile.read1(1 << 20)
+                    if not piece:
+                        return
+                    tail, taken = (tail + piece)[-5:], taken + len(piece)
+                received.append(b"<content>")
+                reply = answer(b".")
+                continue
+            if reply.startswith(b"354") and self.server.content == "steady":
+                # Slowly but steadily to the end: a rest of SLOW_PAUSE
+                # seconds before each quarter megabyte.
+                tail, taken = b"", 0
+                while not tail.endswith(b"\r\n.\r\n"):
+                    if taken >= 1 << 18:
+                        taken = 0
+                        if self.server.stopping.wait(SLOW_PAUSE):
+                            return
+                    piece = self.rfile.read1(1 << 18)
                     if not piece:
                         return
                     tail, taken = (tail + piece)[-5:], taken + len(piece)
@@ -2465,6 +2483,25 @@ def test_an_upstream_taking_a_large_message_slowly_gets_it_all(
     captured = capture(smtpsink, b"Subject: big\r\n\r\n" + line * 16_000)
 
     delivery = smtpsink.release(captured, "127.0.0.1", upstream.port, timeout=1)
+
+    assert delivery.code == 250
+    assert upstream.received.count(b"<content>") == 1
+
+
+def test_an_upstream_still_reading_the_content_is_not_cut_off(
+    smtpsink: Mailbox, scripted: Callable[..., ScriptedUpstream]
+) -> None:
+    # 3 MB go into the kernel's buffers at once, and the upstream reads
+    # them at 1 MB/s to the end: the wait for its reply began with most of
+    # the content still unread, and its 2 s timeout ran out while the
+    # upstream was still taking it (it then had the message, and a retry
+    # would deliver it twice). The wait goes on while the upstream takes
+    # the content.
+    upstream = scripted(usual_answer, content="steady")
+    line = b"x" * 998 + b"\r\n"
+    captured = capture(smtpsink, b"Subject: big\r\n\r\n" + line * 3_000)
+
+    delivery = smtpsink.release(captured, "127.0.0.1", upstream.port, timeout=2)
 
     assert delivery.code == 250
     assert upstream.received.count(b"<content>") == 1
