@@ -18,7 +18,7 @@ import math
 import re
 import socket
 
-from ._text import shown_number
+from ._text import printable, shown_number
 
 #: "host:port" of the spamd to ask, from --smtpsink-spamd; None: not set.
 _configured: str | None = None
@@ -163,21 +163,32 @@ def report(
 
 
 def _parse(answer: bytes, where: str) -> SpamReport:
+    if not answer:
+        raise SpamdError(
+            f"spamd at {where} closed the connection without an answer: is "
+            f"that port a spamd's? {_HOW}"
+        )
     head, _, body = answer.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
-    status = _STATUS.fullmatch(lines[0]) if lines else None
+    status = _STATUS.fullmatch(lines[0])
     if status is None or status.group(2) != b"0":
         raise SpamdError(
             f"spamd at {where} did not score the message: "
-            f"{lines[0][:200].decode('utf-8', 'replace') if lines else 'no answer'}"
+            f"{printable(lines[0][:200].decode('utf-8', 'replace'))}"
         )
     spam = None
+    said = None
     for line in lines[1:]:
         name, _, value = line.decode("utf-8", "replace").partition(":")
         if name.strip().lower() == "spam":
-            spam = _SPAM.search(value)
-    if spam is None:
+            said, spam = value.strip(), _SPAM.search(value)
+    if said is None:
         raise SpamdError(f"spamd at {where} answered without a Spam: header")
+    if spam is None:
+        raise SpamdError(
+            f"spamd at {where} answered a Spam: header with no score in it: "
+            f"{printable(said[:200])!r}"
+        )
     text = body.decode("utf-8", "replace")
     return SpamReport(
         score=float(spam.group(2)) + 0.0,  # + 0.0: spamd's "-0.0" reads as 0

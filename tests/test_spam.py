@@ -143,7 +143,13 @@ def test_a_bad_spamd_option_names_itself(pytester: pytest.Pytester) -> None:
             b"SPAMD/1.1 0 EX_OK\r\nContent-length: 0\r\n\r\n",
             "answered without a Spam: header",
         ),
-        (b"", "did not score the message"),
+        # Nothing at all: the message ended after its colon.
+        (b"", "closed the connection without an answer: is that port a spamd's?"),
+        # Read as no Spam: header at all.
+        (
+            b"SPAMD/1.1 0 EX_OK\r\nSpam: False ; nan / 5.0\r\n\r\n",
+            "answered a Spam: header with no score in it: 'False ; nan / 5.0'",
+        ),
         (
             b"HTTP/1.1 400 Bad Request\r\n\r\n",
             "did not score the message: HTTP/1.1 400",
