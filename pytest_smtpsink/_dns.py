@@ -757,6 +757,13 @@ def server_for(view: Mailbox) -> DNSServer:
 # -- the test's view --------------------------------------------------------------------
 
 
+def question_name(text: str) -> str:
+    """``text`` as the stub sees it in a question: A-labels, no final dot
+    (a fault rule's ``match`` at a ``DNS:`` stage)."""
+    __tracebackhide__ = True
+    return _name(text, "the name").to_text(omit_final_dot=True)
+
+
 def _name(text: str, what: str = "name") -> dns.name.Name:
     __tracebackhide__ = True
     if not isinstance(text, str) or not text.strip(". "):

@@ -25,7 +25,7 @@ import dns.tsigkeyring
 import pytest
 from conftest import unread_future_errors
 
-from pytest_smtpsink import DNSZone, Mailbox, SMTPSink
+from pytest_smtpsink import DNSZone, FaultError, Mailbox, SMTPSink
 
 Factory = Callable[..., Mailbox]
 
@@ -382,6 +382,25 @@ def test_a_compiled_pattern_sees_the_name_in_lower_case(smtpsink: Mailbox) -> No
         "RX.example.",
         "rX.ExAmPlE.",
     ]
+
+
+def test_a_match_is_the_name_as_the_zone_writes_it(smtpsink: Mailbox) -> None:
+    # A Unicode match was compared with the question's A-labels: the rule
+    # never fired, and a "resolver handles SERVFAIL" test tested nothing.
+    zone = smtpsink.dns
+    zone.mx("exämple.com", [(10, smtpsink)])
+    rule = smtpsink.fail("DNS:MX", 451, match="exämple.com")
+    assert rcode(ask(zone, "xn--exmple-cua.com", "MX", "udp")) == "SERVFAIL"
+    assert rule.seen == 1
+    # An address could never match a question.
+    with pytest.raises(
+        FaultError,
+        match=r"^match at DNS:A is the domain name asked about, got the address "
+        r"'ann@example\.com'$",
+    ):
+        smtpsink.fail("DNS:A", 451, match="ann@example.com")
+    with pytest.raises(FaultError, match=r"^match at DNS:A: the name 'a\.\.b' is no"):
+        smtpsink.fail("DNS:A", 451, match="a..b")
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
