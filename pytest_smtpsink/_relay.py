@@ -319,28 +319,40 @@ class RelayOutcome:
 
 # -- the Received: header ---------------------------------------------------------------
 
-_UNSAFE = re.compile(r"[^\x21-\x27\x2a-\x7e]")  # printable ASCII but ( ) and space
+# Printable ASCII but ( ) ; and space: a comment, or the end of the
+# header's tokens (RFC 5322 3.6.7: the date-time follows the ";").
+_UNSAFE = re.compile(r"[^\x21-\x27\x2a-\x3a\x3c-\x7e]")
 
 
 def received_header(message: Message, by: str) -> bytes:
     """The ``Received:`` trace header (RFC 5321 section 4.4) a relay adds.
 
-    ``from`` is the client's EHLO name and address, ``with`` the protocol
-    in RFC 3848's words (SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA), ``id`` the
-    message's number in the sink. The EHLO name is the client's text:
-    anything but printable ASCII becomes ``?``, so it cannot break the header.
+    ``from`` is the client's EHLO name and address (``[IPv6:::1]`` for
+    IPv6, RFC 5321 4.1.3), ``with`` the protocol in RFC 3848's words (SMTP,
+    ESMTP, ESMTPS, ESMTPA, ESMTPSA), ``id`` the message's number in the
+    sink. A message put in with `Mailbox.deliver` crossed no SMTP: it has
+    neither. The EHLO name is the client's text: anything but printable
+    ASCII (and ``( ) ;``) becomes ``?``, so it cannot break the header.
     """
     session = message.session
+    by = _UNSAFE.sub("?", by)
+    rcpt = message.envelope.rcpt_to
+    recipient = f"\r\n\tfor <{_UNSAFE.sub('?', rcpt[0])}>" if len(rcpt) == 1 else ""
+    date = _header_date(message.received_at.replace(microsecond=0))
+    if session.protocol == "deliver":
+        return (
+            f"Received: by {by} (pytest-smtpsink) id {message.number}"
+            f"{recipient}; {date}\r\n"
+        ).encode("ascii", "replace")
     helo = _UNSAFE.sub("?", session.ehlo or "unknown")[:255] or "unknown"
     peer = session.peer[0]
+    if ":" in peer:
+        peer = f"IPv6:{peer}"
     protocol = "ESMTP" if session.esmtp else "SMTP"
     if session.esmtp:
         protocol += ("S" if session.tls else "") + (
             "A" if session.authenticated_as is not None else ""
         )
-    rcpt = message.envelope.rcpt_to
-    recipient = f"\r\n\tfor <{_UNSAFE.sub('?', rcpt[0])}>" if len(rcpt) == 1 else ""
-    date = _header_date(message.received_at.replace(microsecond=0))
     return (
         f"Received: from {helo} ([{peer}])\r\n\tby {by} (pytest-smtpsink) "
         f"with {protocol} id {message.number}{recipient}; {date}\r\n"

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+from conftest import start_on_ipv6_loopback
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -155,6 +156,41 @@ def test_release_adds_a_received_header_and_keeps_the_envelope(
     )
     assert "for <ann@example.com>;" in received
     assert relayed.raw.endswith(captured.raw)
+    assert email.utils.parsedate_to_datetime(received.rsplit(";", 1)[1].strip())
+
+
+def test_the_received_header_of_an_ipv6_client_tags_its_address(
+    smtpsink_factory: Factory,
+) -> None:
+    # RFC 5321 4.1.3: an IPv6 address literal reads [IPv6:::1]; it was [::1].
+    upstream = smtpsink_factory()
+    sink = start_on_ipv6_loopback()
+    try:
+        with smtplib.SMTP(sink.host, sink.port, local_hostname="app.test") as c:
+            c.sendmail("app@example.com", ["ann@example.com"], b"Subject: hi\r\n\r\n")
+        sink.release(sink.wait_for(), upstream.host, upstream.port)
+    finally:
+        sink.stop()
+    assert upstream.wait_for().raw.startswith(
+        b"Received: from app.test ([IPv6:::1])\r\n\t"
+    )
+
+
+def test_the_received_header_of_mail_put_in_claims_no_smtp_hop(
+    smtpsink_factory: Factory,
+) -> None:
+    # It read "from unknown ([deliver()])" and "with SMTP": a client address
+    # and a protocol that never were. And a hostname with ";" ended the
+    # header's tokens early, so its date could not be read.
+    upstream = smtpsink_factory()
+    sink = smtpsink_factory(hostname="a;b(c).test")
+    put_in = sink.deliver(b"From: a@example.com\r\n\r\nhi\r\n", to="b@example.com")
+    sink.release(put_in, upstream.host, upstream.port)
+    received = upstream.wait_for().header("Received")
+    assert received is not None
+    assert " ".join(received.split()).startswith(
+        f"by a?b?c?.test (pytest-smtpsink) id {put_in.number} for <b@example.com>; "
+    )
     assert email.utils.parsedate_to_datetime(received.rsplit(";", 1)[1].strip())
 
 
