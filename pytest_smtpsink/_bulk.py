@@ -308,8 +308,8 @@ def _unsubscribe_problems(
             )
         )
         return found
-    uris = re.findall(r"<([^<>]*)>", str(value))
-    if not any(uri.strip().lower().startswith("https://") for uri in uris):
+    uris = re.findall(r"<([^<>]*)>", _without_comments(str(value)))
+    if not any(_is_https_uri(uri) for uri in uris):
         found.append(
             Problem(
                 "list-unsubscribe-no-https",
@@ -366,3 +366,46 @@ def _unsubscribe_problems(
                 )
             )
     return found
+
+
+def _without_comments(value: str) -> str:
+    """``value`` without its comments (RFC 5322 3.2.2, nested ones too):
+    RFC 2369 URIs are the bracketed ones outside them; a receiver posts to
+    none that a comment holds."""
+    kept: list[str] = []
+    depth = 0
+    in_uri = escaped = False
+    for char in value:
+        if escaped:
+            escaped = False
+            if depth == 0:
+                kept.append(char)
+            continue
+        if char == "\\" and depth:
+            escaped = True
+        elif char == "<" and not depth:
+            in_uri = True
+        elif char == ">" and not depth:
+            in_uri = False
+        elif char == "(" and not in_uri:
+            depth += 1
+            continue
+        elif char == ")" and depth:
+            depth -= 1
+            continue
+        if depth == 0:
+            kept.append(char)
+    return "".join(kept)
+
+
+def _is_https_uri(uri: str) -> bool:
+    """Whether ``uri`` (from between angle brackets) is an https URI with a
+    host. RFC 2369 has clients ignore white space inside the brackets (a
+    folded URI); ``https://`` alone names nothing to post to."""
+    import urllib.parse
+
+    try:
+        parts = urllib.parse.urlsplit("".join(uri.split()))
+    except ValueError:  # a bad IPv6 literal, for one
+        return False
+    return parts.scheme.lower() == "https" and bool(parts.hostname)

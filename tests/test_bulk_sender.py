@@ -94,6 +94,12 @@ def test_a_careful_newsletter_meets_the_rules(tls_sink: Mailbox) -> None:
         ({"sign": SIGNED}, "unsubscribe-not-signed"),
         ({"drop": ["List-Unsubscribe"]}, "list-unsubscribe-missing"),
         ({"List_Unsubscribe": "<mailto:u@shop.example>"}, "list-unsubscribe-no-https"),
+        # Each passed: a URI in a comment, and https:// with no host.
+        (
+            {"List_Unsubscribe": "<mailto:u@shop.example> (<https://shop.example/u>)"},
+            "list-unsubscribe-no-https",
+        ),
+        ({"List_Unsubscribe": "<https://>"}, "list-unsubscribe-no-https"),
         ({"drop": ["List-Unsubscribe-Post"]}, "one-click-missing"),
         ({"List_Unsubscribe_Post": "One-Click"}, "one-click-missing"),
         ({"drop": ["Message-ID"]}, "message-id-invalid"),
@@ -103,6 +109,22 @@ def test_a_careful_newsletter_meets_the_rules(tls_sink: Mailbox) -> None:
 def test_each_rule_is_reported(tls_sink: Mailbox, change: dict, code: str) -> None:  # type: ignore[type-arg]
     newsletter(tls_sink, **change)
     assert codes(tls_sink) == [code]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        # RFC 2369: white space inside the brackets (a folded URI, once
+        # unfolded) is ignored.
+        "<https://shop.example/ u/1>",
+        "(unsubscribe here) <https://shop.example/u?(a)>, <mailto:u@shop.example>",
+    ],
+)
+def test_an_https_uri_is_found_as_rfc_2369_writes_it(
+    tls_sink: Mailbox, value: str
+) -> None:
+    newsletter(tls_sink, List_Unsubscribe=value)
+    assert codes(tls_sink) == []
 
 
 def test_from_addresses_run_together_are_not_one_from(tls_sink: Mailbox) -> None:
