@@ -764,6 +764,20 @@ def question_name(text: str) -> str:
     return _name(text, "the name").to_text(omit_final_dot=True)
 
 
+def _owner_name(text: str, what: str = "name") -> dns.name.Name:
+    """A name to publish records for: `_name`, but not a wildcard, which a
+    server expands to the names under it (RFC 4592); the stub publishes
+    names as they are, and "*.example" answered no name it should cover."""
+    __tracebackhide__ = True
+    owner = _name(text, what)
+    if owner.is_wild():
+        raise ValueError(
+            f"{what} {text!r} is a wildcard, which the stub does not expand: "
+            "publish each name the application asks for"
+        )
+    return owner
+
+
 def _name(text: str, what: str = "name") -> dns.name.Name:
     __tracebackhide__ = True
     if not isinstance(text, str) or not text.strip(". "):
@@ -900,7 +914,7 @@ class DNSZone:
 
     def _add(self, name: str, kind: str, *texts: str) -> None:
         __tracebackhide__ = True
-        owner = _name(name)
+        owner = _owner_name(name)
         self._server.add([self._rule(owner, kind, text) for text in texts])
 
     def _rule(self, owner: dns.name.Name, kind: str, text: str) -> _Rule:
@@ -935,7 +949,7 @@ class DNSZone:
             raise ValueError(
                 "hosts must be a non-empty list of (preference, sink or host name)"
             )
-        owner = _name(domain, "domain")
+        owner = _owner_name(domain, "domain")
         if self._has_null_mx(owner):
             raise ValueError(
                 f"{_host_key(owner)} has a null MX (null_mx()): it is a domain's "
@@ -1036,7 +1050,7 @@ class DNSZone:
         """Publish a null MX (RFC 7505: ``0 .``): the domain takes no mail.
         It stands alone: not for a domain with MX records (`mx`)."""
         __tracebackhide__ = True
-        owner = _name(domain, "domain")
+        owner = _owner_name(domain, "domain")
         if self._mx_count(owner):
             raise ValueError(
                 f"{_host_key(owner)} has MX records (mx()): a null MX is a "
@@ -1092,7 +1106,7 @@ class DNSZone:
         pieces, as DNS requires, and a reader joins them back.
         """
         __tracebackhide__ = True
-        owner = _name(name)
+        owner = _owner_name(name)
         if not strings:
             raise ValueError("txt needs at least one string")
         pieces: list[bytes] = []
@@ -1132,7 +1146,7 @@ class DNSZone:
     def nxdomain(self, name: str) -> None:
         """Answer NXDOMAIN for ``name``, whatever else is published for it."""
         __tracebackhide__ = True
-        self._server.add([_Rule(self._owner, _name(name), "nxdomain")])
+        self._server.add([_Rule(self._owner, _owner_name(name), "nxdomain")])
 
     def servfail(self, name: str, *, times: int | None = None) -> Fault:
         """Answer SERVFAIL for ``name`` (every time, or the first ``times``).

@@ -911,6 +911,11 @@ def test_a_tcp_message_cut_short_is_recorded(smtpsink: Mailbox) -> None:
         (lambda z: z.a("x" * 70 + ".example", "127.0.0.1"), "is not a domain name"),
         (lambda z: z.servfail("a.example", times=0), "times must be"),
         (lambda z: z.txt("a.example"), "at least one string"),
+        # Published as the literal label "*": every name it should cover
+        # was NXDOMAIN.
+        (lambda z: z.a("*.w.example", "192.0.2.7"), "is a wildcard, which the stub"),
+        (lambda z: z.mx("*.m.example", [(10, "mx.example")]), "is a wildcard"),
+        (lambda z: z.txt("*.t.example", "x"), "is a wildcard"),
         (lambda z: z.a("h.example", 5), "^5 is not an IPv4 address"),
         (lambda z: z.aaaa("h.example", b"\0" * 16), "is not an IPv6 address"),
         (lambda z: z.null_mx(None), "^domain must be a domain name, got None$"),
