@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 from ._lint import Problem, addresses_without_comma, valid_message_id
 from ._mime import getaddresses
+from ._text import unescape_8bit
 
 if TYPE_CHECKING:
     from ._dkim import DkimResult
@@ -97,7 +98,11 @@ def bulk_sender_problems(
     """What keeps ``message`` from meeting the bulk-sender rules."""
     problems: list[Problem] = []
     head = message._head
-    from_values = [str(v) for n, v in head.raw_items() if n.lower() == "from"]
+    # Raw UTF-8 (RFC 6532) as text, not the parser's surrogate escapes: a
+    # From domain "straße.example" must align with its A-label d=.
+    from_values = [
+        unescape_8bit(str(v)) for n, v in head.raw_items() if n.lower() == "from"
+    ]
     unreadable = ""
     try:
         addresses = [a for _, a in getaddresses(from_values) if a]

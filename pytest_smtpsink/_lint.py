@@ -27,7 +27,7 @@ from email.message import Message as Compat32Message
 from typing import Literal, Protocol, TypeVar
 
 from ._mime import getaddresses, parse_compat32
-from ._text import printable, shorten
+from ._text import printable, shorten, unescape_8bit
 
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
@@ -105,6 +105,11 @@ class Problem:
     header: str | None = None
     part: str | None = None
     line: int | None = None
+
+    def __post_init__(self) -> None:
+        # Header text quoted from the mail, as the stdlib's parser gives it:
+        # raw UTF-8 as surrogate escapes ("stra\udcc3\udc9fe.example").
+        object.__setattr__(self, "message", unescape_8bit(self.message))
 
     @property
     def where(self) -> str:
@@ -511,7 +516,7 @@ def _check_addresses(ctx: _Context) -> Iterator[Problem]:
         canonical = _ADDRESS_NAMES.get(name.lower())
         if canonical is None:
             continue
-        text = str(value)
+        text = unescape_8bit(str(value))  # raw UTF-8 as text, for messages
         run_on = addresses_without_comma(text)
         if run_on is not None:
             # Readers make one garbled address of them (Python's email

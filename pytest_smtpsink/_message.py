@@ -34,7 +34,7 @@ from email.message import Message as Compat32Message
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from ._mime import getaddresses, parse_compat32, parseaddr
-from ._text import clock, join_shortened, printable, shorten
+from ._text import clock, join_shortened, printable, shorten, unescape_8bit
 
 if TYPE_CHECKING:
     from ._dkim import DkimResult
@@ -506,7 +506,7 @@ class Message:
         (unfolded) if they cannot be, which `defects` notes."""
         # Unfold first (RFC 5322 2.2.3): compat32 keeps the CRLF of a folded
         # header, and a long Subject must not compare with line breaks in it.
-        text = _unescape(str(value))
+        text = unescape_8bit(str(value))
         if "\n" in text:  # the regular expression only where it can match
             text = _FOLD.sub("", text)
         if "=?" not in text:
@@ -560,7 +560,7 @@ class Message:
     def _parse_addresses(self, name: str) -> Addresses:
         key = name.lower()
         raw_values = [
-            _unescape(value) for n, value in self._header_items if n.lower() == key
+            unescape_8bit(value) for n, value in self._header_items if n.lower() == key
         ]
         try:
             pairs = getaddresses(raw_values)
@@ -1131,17 +1131,6 @@ def decode_header(text: str) -> list[tuple[bytes | str, str | None]]:
         run_charset = word_charset
     collapsed.append(((b" " if run_charset is None else b"").join(run), run_charset))
     return collapsed
-
-
-def _unescape(text: str) -> str:
-    """Undo the stdlib's surrogate escapes of raw 8-bit header bytes.
-
-    RFC 6532 (SMTPUTF8) headers are UTF-8; anything else undecodable shows
-    as U+FFFD, so every value is printable. `Message.raw` keeps the bytes.
-    """
-    if text.isascii() or not any("\udc80" <= c <= "\udcff" for c in text):
-        return text
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _join_text(parts: list[str]) -> str | None:

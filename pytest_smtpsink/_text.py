@@ -82,3 +82,14 @@ def shown_number(value: object) -> str:
     ):
         return repr(value)
     return f"the {type(value).__name__} {value!r}"
+
+
+def unescape_8bit(text: str) -> str:
+    """Undo the stdlib's surrogate escapes of raw 8-bit header bytes.
+
+    RFC 6532 (SMTPUTF8) headers are UTF-8; anything else undecodable shows
+    as U+FFFD, so every value is printable. `Message.raw` keeps the bytes.
+    """
+    if text.isascii() or not any("\udc80" <= c <= "\udcff" for c in text):
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

@@ -34,7 +34,7 @@ from ._message import Envelope, Message, summary_or_raw
 from ._messages import Messages
 from ._mime import getaddresses, parseaddr
 from ._session import Session
-from ._text import plural, printable
+from ._text import plural, printable, unescape_8bit
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -444,7 +444,11 @@ def make_delivered(raw: bytes, recipients: tuple[str, ...]) -> Message:
     when = datetime.datetime.now(datetime.timezone.utc)
     try:
         parsed = email.message_from_bytes(raw, policy=email.policy.compat32)
-        froms = [str(v) for v in parsed.get_all("from", [])]
+        # raw_items: raw UTF-8 as surrogate escapes, which unescape_8bit
+        # turns back into text (get_all gave "j\ufffd\ufffd@...").
+        froms = [
+            unescape_8bit(str(v)) for n, v in parsed.raw_items() if n.lower() == "from"
+        ]
         senders = [a for _, a in getaddresses(froms) if a]
     except Exception:  # malformed headers: the bytes are kept all the same
         senders = []

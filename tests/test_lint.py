@@ -754,6 +754,17 @@ def test_raw_utf8_headers_are_judged_without_smtputf8_when_not_sent_over_smtp(
     )
 
 
+def test_a_problem_quotes_raw_utf8_header_text_as_text(smtpsink: Mailbox) -> None:
+    # It quoted the parser's surrogate escapes: 'j\udcc3\udcb6@ex ample.com'.
+    raw = "From: Jörg <jö@ex ample.com>\r\nSubject: x\r\n\r\nx\r\n".encode()
+    problems = smtpsink.deliver(raw, to="ann@example.com").lint()
+    (address,) = [p for p in problems if p.code == "invalid-address"]
+    assert address.message.startswith(
+        "From has an address that is not valid: 'jö@ex ample.com' "
+        "(in 'Jörg <jö@ex ample.com>'): a space in the domain"
+    )
+
+
 EIGHT_BIT = (
     HEAD + b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
     b"Content-Transfer-Encoding: 8bit\r\n\r\nCaf\xc3\xa9 au lait\r\n"

@@ -599,6 +599,13 @@ def test_addresses_differing_beyond_case_have_mailboxes_of_their_own(
     assert smtpsink.mailbox("straße@example.com").user == "straße@example.com"
 
 
+def test_deliver_takes_a_raw_utf8_sender_as_text(smtpsink: Mailbox) -> None:
+    # The compat32 parser's header object gave "j\ufffd\ufffd@example.com".
+    raw = "From: Jörg <jö@example.com>\r\nSubject: x\r\n\r\nx\r\n".encode()
+    message = smtpsink.deliver(raw, to="ann@example.com")
+    assert message.envelope.mail_from == "jö@example.com"
+
+
 def test_deliver_takes_one_address_per_recipient(smtpsink: Mailbox) -> None:
     # "not an address" made a mailbox of that name, which no mail reaches.
     with pytest.raises(ValueError, match=r"^to: 'not an address' is not an address$"):
