@@ -105,6 +105,12 @@ class Exchange:
         head = self.replies[-1][:3]
         return int(head) if head.isdigit() else None
 
+    def _accepted(self) -> bool:
+        """Whether the server took the command: its reply is no refusal
+        (a 4xx or 5xx code, or none at all)."""
+        code = self.code
+        return code is not None and code < 400
+
     @property
     def reply(self) -> str:
         """The reply text, lines joined with newlines, without what frames
@@ -141,6 +147,10 @@ class POP3Exchange(Exchange):
     @property
     def code(self) -> int | None:
         return None
+
+    def _accepted(self) -> bool:
+        statuses = [r for r in self.replies if r.startswith(("+OK", "-ERR"))]
+        return bool(statuses) and statuses[-1].startswith("+OK")
 
     @property
     def reply(self) -> str:
@@ -189,6 +199,14 @@ class IMAPExchange(Exchange):
         words = command.count(" ") + 1
         parts = self.line.split(" ", words)
         return parts[words] if len(parts) > words else None
+
+    def _accepted(self) -> bool:
+        # The tagged completion: neither untagged ("*") nor a continuation.
+        completions = [r for r in self.replies if not r.startswith(("*", "+"))]
+        if not completions:
+            return False
+        words = completions[-1].split(" ", 2)
+        return len(words) > 1 and words[1].upper() == "OK"
 
     @property
     def reply(self) -> str:
@@ -308,12 +326,15 @@ class Session:
         return self._first_index(command) is not None
 
     def before(self, first: str, second: str) -> bool:
-        """Whether ``first`` was sent, and sent before any ``second``.
+        """Whether ``first`` was sent and accepted, before any ``second``
+        was sent.
 
         ``session.before("STARTTLS", "AUTH")`` asks "was TLS up before the
-        password crossed the wire?".
+        password crossed the wire?": a refused STARTTLS does not count, nor
+        does an AUTH refused in the end (after its challenges) for
+        ``before("AUTH", "MAIL")``.
         """
-        at_first = self._first_index(first)
+        at_first = self._first_index(first, accepted=True)
         if at_first is None:
             return False
         at_second = self._first_index(second)
@@ -328,12 +349,26 @@ class Session:
             if e.command is not None and _is_a(e.command, command)
         ]
 
-    def _first_index(self, command: str) -> int | None:
+    def _first_index(self, command: str, accepted: bool = False) -> int | None:
+        """Where ``command`` was first sent in the transcript (and, with
+        ``accepted``, taken by the server); None if never."""
         command = command.upper()
-        return next(
-            (i for i, sent in enumerate(self.commands) if _is_a(sent, command)),
-            None,
-        )
+        transcript = self._transcript
+        for index, exchange in enumerate(transcript):
+            sent = exchange.command
+            if sent is None or not _is_a(sent, command):
+                continue
+            if not accepted:
+                return index
+            # An AUTH's outcome is the reply to its last response.
+            last = exchange
+            for following in transcript[index + 1 :]:
+                if following.kind != "auth-response":
+                    break
+                last = following
+            if last._accepted():
+                return index
+        return None
 
     def format_transcript(self) -> str:
         """The transcript as ``C:``/``S:`` lines (escaped as in

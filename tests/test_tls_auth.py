@@ -403,6 +403,33 @@ def test_aiosmtplib_start_tls(smtpsink_factory: Factory) -> None:
     assert_no_secrets(session, "bob", USERS["bob"])
 
 
+def test_a_refused_starttls_is_not_tls_before_the_password(
+    smtpsink_factory: Factory,
+) -> None:
+    # before("STARTTLS", "AUTH") was true when STARTTLS was refused and the
+    # password then went in clear: the documented check for a client that
+    # falls back to plain text passed on that very bug.
+    sink = smtpsink_factory(tls="starttls", auth=USERS, auth_plaintext=True)
+    sink.fail("STARTTLS", 454)
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.ehlo()
+        assert client.docmd("STARTTLS")[0] == 454
+        client.login("ann", USERS["ann"])  # in clear, after the refusal
+        client.docmd("AUTH", "PLAIN " + base64.b64encode(b"\0ann\0no").decode())
+    session = sink.sessions[-1]
+    assert session.tls is None
+    assert session.used("STARTTLS")
+    assert not session.before("STARTTLS", "AUTH")
+    # An AUTH refused in the end does not count either; the accepted one does.
+    assert session.before("AUTH", "QUIT")
+    refused = smtpsink_factory(auth=USERS, auth_plaintext=True)
+    with smtplib.SMTP(refused.host, refused.port) as client:
+        client.ehlo()
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            client.login("ann", "wrong")
+    assert not refused.sessions[-1].before("AUTH", "QUIT")
+
+
 def test_auth_any_still_needs_a_user_name(smtpsink_factory: Factory) -> None:
     # An empty PLAIN authcid (RFC 4616: it is not empty), or a CRAM-MD5
     # response without the space before its digest: no user, no login,
