@@ -33,6 +33,12 @@ _TIMEOUT_KEY = pytest.StashKey[float]()
 #: to tell a test's first view of a sink (see _open_view).
 _VIEWS_KEY = pytest.StashKey["list[Mailbox]"]()
 _FAILED_KEY = pytest.StashKey[bool]()
+#: The smtpsink fixtures a test used, however it asked for them (a fixture
+#: of the user's may call request.getfixturevalue("smtpsink")).
+_USED_KEY = pytest.StashKey["set[str]"]()
+#: A marker's warning, held until the test's end: with the fixtures that
+#: would make the marker do something.
+_UNUSED_MARKERS_KEY = pytest.StashKey["list[tuple[frozenset[str], str]]"]()
 #: Why the test first failed, for index.html (`_report.failure_reason`).
 _REASON_KEY = pytest.StashKey["str | None"]()
 #: "skipped", "xfailed" or "xpassed" for index.html, as pytest says it.
@@ -521,41 +527,67 @@ _FIXTURE_MARKERS = {
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Warn of a test's own smtpsink or smtpsink_fault marker when the
-    test does not use the ``smtpsink`` fixture (of its smtpsink_lint marker
-    when it uses neither that nor ``smtpsink_factory``): it would do
-    nothing, and a test meant to run against a fault would pass without one. (Only the
-    test's own: a module's or class's marker may well cover tests that use
-    other sinks.) At set-up, not collection: under ``-W error`` the test
-    errors with the warning, rather than the run with an internal error."""
+    """Hold a warning of a test's own smtpsink or smtpsink_fault marker
+    when the test does not ask for the ``smtpsink`` fixture (of its
+    smtpsink_lint marker when it asks for neither that nor
+    ``smtpsink_factory``): it would do nothing, and a test meant to run
+    against a fault would pass without one. (Only the test's own: a
+    module's or class's marker may well cover tests that use other sinks.)
+    Said at teardown (`pytest_runtest_teardown`) unless the test got the
+    fixture after all, by request.getfixturevalue(); not at collection,
+    so that under ``-W error`` the test errors with the warning, rather
+    than the run with an internal error."""
     __tracebackhide__ = True  # under -W error: the warning, not this hook
     own = item.own_markers
     if not own:
         return
     used = getattr(item, "fixturenames", ("smtpsink",))
+    held: list[tuple[frozenset[str], str]] = []
     if "smtpsink_lint" in {mark.name for mark in own} and not (
         "smtpsink" in used or "smtpsink_factory" in used
     ):
         # It lints the mail of both fixtures' sinks; with neither, nothing.
-        item.warn(
-            pytest.PytestWarning(
+        held.append(
+            (
+                frozenset({"smtpsink", "smtpsink_factory"}),
                 "@pytest.mark.smtpsink_lint does nothing here: it lints the mail "
                 f"of the smtpsink and smtpsink_factory fixtures, and {item.name} "
                 "uses neither. Request one, or call assert_clean() on the "
-                "mailbox the test uses."
+                "mailbox the test uses.",
             )
         )
-    if "smtpsink" in used:
-        return
-    for name in sorted({mark.name for mark in own} & _FIXTURE_MARKERS.keys()):
-        item.warn(
-            pytest.PytestWarning(
-                f"@pytest.mark.{name} does nothing here: it configures the "
-                f"smtpsink fixture, which {item.name} does not use. Request "
-                f"smtpsink, or use {_FIXTURE_MARKERS[name]} on the sink the "
-                "test uses."
+    if "smtpsink" not in used:
+        for name in sorted({mark.name for mark in own} & _FIXTURE_MARKERS.keys()):
+            held.append(
+                (
+                    frozenset({"smtpsink"}),
+                    f"@pytest.mark.{name} does nothing here: it configures the "
+                    f"smtpsink fixture, which {item.name} does not use. Request "
+                    f"smtpsink, or use {_FIXTURE_MARKERS[name]} on the sink the "
+                    "test uses.",
+                )
             )
-        )
+    if held:
+        # Said at the test's end: a fixture of the user's may still ask
+        # for smtpsink with request.getfixturevalue().
+        item.stash[_UNUSED_MARKERS_KEY] = held
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    """The warnings `pytest_runtest_setup` held, for markers whose fixture
+    the test did not use after all; after the fixtures' teardown, which a
+    warning raised under ``-W error`` must not cut short (the test then
+    errors at teardown with it)."""
+    __tracebackhide__ = True
+    result = yield
+    held = item.stash.get(_UNUSED_MARKERS_KEY, None)
+    if held:
+        used = item.stash.get(_USED_KEY, set())
+        for fixtures, text in held:
+            if not fixtures & used:
+                item.warn(pytest.PytestWarning(text))
+    return result
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -763,6 +795,7 @@ def smtpsink(request: pytest.FixtureRequest) -> Iterator[Mailbox]:
     # a fixture lookup before every test.
     config = request.config
     pool = config.stash[_POOL_KEY]
+    request.node.stash.setdefault(_USED_KEY, set()).add("smtpsink")
     lint = _lint_choice(request)
     marker = request.node.get_closest_marker("smtpsink")
     if marker is not None:
@@ -801,6 +834,7 @@ def smtpsink_factory(request: pytest.FixtureRequest) -> Callable[..., Mailbox]:
     """
     config = request.config
     pool = config.stash[_POOL_KEY]
+    request.node.stash.setdefault(_USED_KEY, set()).add("smtpsink_factory")
     lint = _lint_choice(request)
 
     def factory(**settings: Any) -> Mailbox:

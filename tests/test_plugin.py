@@ -324,6 +324,17 @@ def test_server_only(smtpsink_server):
 def test_through_a_fixture(app):
     pass
 
+@pytest.fixture
+def outbox(request):
+    # Picked at run time: warned of although the markers applied.
+    return request.getfixturevalue("smtpsink")
+
+@pytest.mark.smtpsink(hostname="dynamic.test")
+@pytest.mark.smtpsink_fault("fail", "RCPT", 550)
+def test_through_getfixturevalue(outbox):
+    assert outbox.settings.hostname == "dynamic.test"
+    assert len(outbox.faults) == 1
+
 def test_unmarked(smtpsink_factory):
     pass
 """
@@ -338,12 +349,13 @@ def test_unmarked(smtpsink_factory):
     ]
     quiet = ("-p", "no:xdist", "-p", "no:cacheprovider")
     result = pytester.runpytest(*quiet, "-W", "always::pytest.PytestWarning")
-    result.assert_outcomes(passed=4, warnings=2)
+    result.assert_outcomes(passed=5, warnings=2)
     result.stdout.fnmatch_lines(expected)
-    # Under -W error, the test errors at set-up (not the run, internally).
+    # Under -W error, the test errors at its end (not the run, internally),
+    # once it is known that it did not ask for smtpsink at run time.
     result = pytester.runpytest(*quiet, "-W", "error")
-    result.assert_outcomes(passed=2, errors=2)
-    result.stdout.fnmatch_lines(["*ERROR at setup of test_factory_only*"])
+    result.assert_outcomes(passed=5, errors=2)
+    result.stdout.fnmatch_lines(["*ERROR at teardown of test_factory_only*"])
 
 
 def test_a_lint_marker_on_a_test_without_a_sink_warns(
