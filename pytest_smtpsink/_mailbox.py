@@ -71,6 +71,7 @@ class Mailbox(FaultControls):
         self._sink = sink
         self._store = store
         self._cursor = cursor
+        self._opened_at = time.time()  # see `_carried_sessions`
         self.default_timeout: float = DEFAULT_TIMEOUT
         """Seconds `wait_for` waits when given no timeout."""
 
@@ -458,6 +459,9 @@ class Mailbox(FaultControls):
         sessions = self._store.sessions_since(self._cursor)
         known = {id(session) for session in sessions}
         earlier: list[Session] = []
+        for session in self._carried_sessions():
+            known.add(id(session))
+            earlier.append(session)
         for message in messages:
             session = message.session
             if session.protocol == "SMTP" and id(session) not in known:
@@ -467,6 +471,19 @@ class Mailbox(FaultControls):
             Messages(messages, scope=self._scope),
             (*earlier, *sessions) if earlier else sessions,
         )
+
+    def _carried_sessions(self) -> list[Session]:
+        """SMTP connections opened before this view that sent commands in
+        it (a pooled client's): a refusal in this test is in their
+        transcript, and without them the report said no client connected."""
+        since = self._opened_at
+        return [
+            s
+            for s in self._store.carried
+            if s.protocol == "SMTP"
+            and s._transcript
+            and s._transcript[-1].time >= since
+        ]
 
     def _put_in(self) -> tuple[Message, ...]:
         """For reports, beside `captured`: the mail the recipient mailboxes
@@ -481,6 +498,7 @@ class Mailbox(FaultControls):
         Other mailboxes on the same sink are not affected.
         """
         self._cursor = self._store.cursor()
+        self._opened_at = time.time()
         self._scope = "since clear()"  # what failure reports say arrived
 
     # -- assertions --------------------------------------------------------------------
@@ -848,8 +866,14 @@ class Mailbox(FaultControls):
         came (an in-memory test backend, the wrong port) from one that came
         and failed before its message was stored (STARTTLS it wanted, AUTH,
         a refused recipient), and the two are fixed in different places."""
+        carried = self._carried_sessions()
         smtp = [
-            s for s in self._store.sessions_since(self._cursor) if s.protocol == "SMTP"
+            *carried,
+            *(
+                s
+                for s in self._store.sessions_since(self._cursor)
+                if s.protocol == "SMTP"
+            ),
         ]
         if not smtp:
             if sent_elsewhere or put_in:
@@ -865,10 +889,18 @@ class Mailbox(FaultControls):
                 "runner and pytest-django, Flask-Mailman and Flask-Mail with "
                 "TESTING=True): see the Recipes page of the docs."
             ]
-        lines = [
-            f"Hint: {plural(len(smtp), 'SMTP session')} connected {self._scope} "
-            "but delivered no message; how far each got:"
-        ]
+        if carried:  # a pooled client's connection, opened in an earlier test
+            lines = [
+                f"Hint: {plural(len(smtp), 'SMTP session')} sent commands "
+                f"{self._scope} but delivered no message "
+                f"({plural(len(carried), 'connection')} opened before and kept "
+                "open); how far each got:"
+            ]
+        else:
+            lines = [
+                f"Hint: {plural(len(smtp), 'SMTP session')} connected "
+                f"{self._scope} but delivered no message; how far each got:"
+            ]
         lines.extend(f"  {_undelivered_line(s)}" for s in smtp[:_LISTED])
         if len(smtp) > _LISTED:
             lines.append(f"  ... and {len(smtp) - _LISTED} more")

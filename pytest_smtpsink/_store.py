@@ -55,6 +55,10 @@ class Store:
         #: this number stay out of them when they are made.
         self._emptied_up_to = 0
         self._session_base = 0
+        #: Sessions `discard_before` dropped while still open (a client that
+        #: keeps its connection from test to test): a later test's report
+        #: needs the ones that spoke in it.
+        self.carried: tuple[Session, ...] = ()
         self._listeners: set[Listener] = set()
         self._line_listeners: set[Listener] = set()  # counted in `watchers`
         self.stored_bytes = 0
@@ -231,6 +235,11 @@ class Store:
             drop_messages = max(0, cursor[0] - self._message_base)
             drop_sessions = max(0, cursor[1] - self._session_base)
             dropped = self._messages[:drop_messages]
+            self.carried = tuple(
+                s
+                for s in (*self.carried, *self._sessions[:drop_sessions])
+                if s.end is None
+            )
             self.stored_bytes -= sum(len(m.raw) for m in dropped)
             if from_sessions:
                 _forget_in_sessions(dropped)

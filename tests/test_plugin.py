@@ -614,6 +614,58 @@ def test_report_summary_mode_has_no_transcript(pytester: pytest.Pytester) -> Non
     assert "S: 221 Bye" not in result.stdout.str()
 
 
+def test_a_connection_kept_open_that_was_refused_is_in_the_report(
+    pytester: pytest.Pytester,
+) -> None:
+    # The pooled connection was shown only when it delivered: a refused
+    # send on it left no session in the report, and the hint said no
+    # client connected, sending the reader after the host and port.
+    pytester.makepyfile(
+        """
+import smtplib
+
+CLIENT = []
+
+def send(smtpsink, to):
+    if not CLIENT:
+        CLIENT.append(smtplib.SMTP(smtpsink.host, smtpsink.port))
+    try:
+        CLIENT[0].sendmail("app@example.com", [to], "Subject: hi\\r\\n\\r\\nhi\\r\\n")
+    except smtplib.SMTPRecipientsRefused:
+        pass  # the application logs it and goes on
+
+def test_opens(smtpsink):
+    send(smtpsink, "ann@example.com")
+
+def test_refused_on_it(smtpsink):
+    smtpsink.fail("RCPT", 550, match="bob@example.com")
+    send(smtpsink, "bob@example.com")
+    smtpsink.assert_sent(to="bob@example.com")
+
+def test_quiet_on_it(smtpsink):
+    smtpsink.assert_sent(to="carl@example.com")
+
+def teardown_module():
+    CLIENT[0].quit()
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist", "--smtpsink-report=summary")
+    result.assert_outcomes(failed=2, passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*Hint: 1 SMTP session sent commands in this test but delivered no "
+            "message (1 connection opened before and kept open); how far each got:",
+            "*550*",
+            "*- Captured email call -*",
+            "smtp://127.0.0.1:* (default settings): 0 messages, 1 session",
+            "  session 1: 127.0.0.1:* messages=0 end=open",
+        ]
+    )
+    # A connection that said nothing in a test is not this test's.
+    quiet = result.stdout.str().partition("    def test_quiet_on_it(")[2]
+    assert "Hint: no client connected to" in quiet
+
+
 def test_report_shows_the_connection_kept_open_that_delivered_the_mail(
     pytester: pytest.Pytester,
 ) -> None:
