@@ -614,6 +614,40 @@ def test_report_summary_mode_has_no_transcript(pytester: pytest.Pytester) -> Non
     assert "S: 221 Bye" not in result.stdout.str()
 
 
+def test_what_a_test_adds_through_smtpsink_server_ends_with_it(
+    pytester: pytest.Pytester,
+) -> None:
+    # A fault added on the session's sink itself outlived the test: every
+    # later test of the worker got 451, and its own faults showed nothing.
+    pytester.makepyfile(
+        """
+import smtplib
+
+def test_adds(smtpsink_server):
+    smtpsink_server.fail("MAIL", 451)
+    smtpsink_server.dns.a("gone.example", "127.0.0.1")
+    assert len(smtpsink_server.faults) == 1
+
+def test_next(smtpsink, smtpsink_server):
+    assert smtpsink_server.faults == ()
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("a@example.com", ["b@example.com"], "Subject: x\\r\\n\\r\\n")
+    smtpsink.assert_sent(subject="x")
+    resolver = smtpsink.dns.resolver()
+    assert smtpsink.dns.queries == ()
+    import dns.resolver
+    try:
+        resolver.resolve("gone.example", "A")
+    except dns.resolver.NXDOMAIN:
+        pass
+    else:
+        raise AssertionError("the record outlived its test")
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
 def test_a_connection_kept_open_that_was_refused_is_in_the_report(
     pytester: pytest.Pytester,
 ) -> None:
