@@ -226,26 +226,6 @@ def _check_match(stage: str, match: Any) -> None:
         raise FaultError(f"{stage} has nothing to match; leave match=None")
 
 
-def _dns_match(stage: str, match: str) -> str:
-    """A DNS stage's ``match`` as questions are asked: a domain name in
-    A-labels, as the zone writes its names. Given as "exämple.com", it was
-    compared with "xn--exmple-cua.com" and never fired."""
-    __tracebackhide__ = True
-    if "@" in match:
-        raise FaultError(
-            f"match at {stage} is the domain name asked about, got the "
-            f"address {match!r}"
-        )
-    try:
-        from ._dns import question_name
-    except ImportError:  # no dnspython: no DNS stub to ask
-        return match
-    try:
-        return question_name(match)
-    except ValueError as error:
-        raise FaultError(f"match at {stage}: {error}") from None
-
-
 def _address_matches(pattern: str, value: str) -> bool:
     """Exact address match; the domain compares case-insensitively."""
     p_local, p_at, p_domain = pattern.strip().strip("<>").rpartition("@")
@@ -294,8 +274,6 @@ class Fault:
     ) -> None:
         __tracebackhide__ = True  # a FaultError names the bad argument
         _check_match(stage, match)
-        if isinstance(match, str) and stage.startswith("DNS:"):
-            match = _dns_match(stage, match)
         check_count("times", times)
         check_count("every", every)
         if probability is not None:
