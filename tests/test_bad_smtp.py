@@ -348,13 +348,18 @@ def test_nul_and_8bit_bytes(raw: Connect, smtpsink: Mailbox) -> None:
         b"5.1.7 Bad sender address syntax",
     )
     assert client.cmd(b"MAIL FROM:<\xff@example.com>\r\n")[0] == 501
-    assert client.cmd(b"MAIL FROM:<a@example.com>\r\n")[0] == 250
+    # UTF-8 needs SMTPUTF8 declared (RFC 6531 3.4), as on Postfix.
+    assert client.cmd("MAIL FROM:<zoë@example.com>\r\n".encode()) == (
+        553,
+        b"5.6.7 Must declare SMTPUTF8 to send unicode address",
+    )
+    assert client.cmd(b"MAIL FROM:<a@example.com> SMTPUTF8\r\n")[0] == 250
     assert client.cmd(b"RCPT TO:<b\x00@example.com>\r\n") == (
         501,
         b"5.1.3 Bad recipient address syntax",
     )
     assert client.cmd(b"RCPT TO:<\xfe@example.com>\r\n")[0] == 501
-    # UTF-8 is accepted (SMTPUTF8 is offered).
+    # UTF-8 is accepted (SMTPUTF8 was declared).
     assert client.cmd("RCPT TO:<zoë@example.com>\r\n".encode())[0] == 250
     assert client.cmd(b"DATA\r\n")[0] == 354
     content = b"Subject: \xe9t\xc3\xa9 \x00\r\n\r\n\x00\x01\xff\x80 binary\r\n..dot\r\n"
@@ -505,6 +510,21 @@ def test_a_size_that_is_no_ascii_number_is_a_syntax_error(
         assert smtp.getreply()[0] == 501
         assert smtp.docmd("MAIL", "FROM:<a@example.com> SIZE=12")[0] == 250
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_a_unicode_recipient_needs_smtputf8_declared(
+    raw: Connect, smtpsink: Mailbox
+) -> None:
+    # Taken: a client that forgot SMTPUTF8 passed here and failed against
+    # a real server (Postfix: 553 5.6.7).
+    client = raw()
+    assert client.cmd(b"EHLO client.test\r\n")[0] == 250
+    assert client.cmd(b"MAIL FROM:<a@example.com>\r\n")[0] == 250
+    assert client.cmd("RCPT TO:<zoë@example.com>\r\n".encode()) == (
+        553,
+        b"5.6.7 Must declare SMTPUTF8 to send unicode address",
+    )
+    assert client.cmd(b"RCPT TO:<b@example.com>\r\n")[0] == 250
 
 
 @pytest.mark.parametrize("argument", [b"<\xff", b"@ \xff", b",\xff<", b"<\xc3\xa9"])
