@@ -46,6 +46,28 @@ class AuthInfo:
     success: bool
 
 
+def _verb(command: str) -> str:
+    """A command as `Session.used` and its kin take it: upper-cased, and
+    SMTP's "MAIL FROM" and "RCPT TO" (how RFC 5321 writes them) as their
+    verbs. Anything else of two words but an IMAP UID command is a
+    ValueError: it matched nothing, and ``assert not session.used("RCPT
+    TO")`` passed whatever was sent."""
+    __tracebackhide__ = True
+    if not isinstance(command, str):
+        raise TypeError(f"command must be a str such as 'RCPT', got {command!r}")
+    verb = " ".join(command.upper().rstrip(":").split())
+    verb = _TWO_WORD_FORMS.get(verb, verb)
+    if " " in verb and not verb.startswith("UID "):
+        raise ValueError(
+            f"{command!r} is not a command verb: give the verb alone, such as "
+            f"{verb.split()[0]!r} (an IMAP UID command by both words, 'UID FETCH')"
+        )
+    return verb
+
+
+_TWO_WORD_FORMS = {"MAIL FROM": "MAIL", "RCPT TO": "RCPT"}
+
+
 def _is_a(sent: str, command: str) -> bool:
     """Whether the command verb ``sent`` is an upper-cased ``command``: an
     IMAP ``UID STORE`` is also a ``STORE`` and a ``UID`` command."""
@@ -342,7 +364,7 @@ class Session:
 
     def replies_to(self, command: str) -> list[Exchange]:
         """The exchanges for one verb, e.g. every ``RCPT``."""
-        command = command.upper()
+        command = _verb(command)
         return [
             e
             for e in self._transcript
@@ -352,7 +374,7 @@ class Session:
     def _first_index(self, command: str, accepted: bool = False) -> int | None:
         """Where ``command`` was first sent in the transcript (and, with
         ``accepted``, taken by the server); None if never."""
-        command = command.upper()
+        command = _verb(command)
         transcript = self._transcript
         for index, exchange in enumerate(transcript):
             sent = exchange.command

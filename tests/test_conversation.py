@@ -121,6 +121,14 @@ def test_plain_send_transcript(smtpsink: Mailbox) -> None:
     assert session.used("quit")
     assert session.before("MAIL", "DATA")
     assert not session.before("DATA", "MAIL")
+    # As RFC 5321 writes them: "MAIL FROM" matched nothing, so a negative
+    # assertion passed whatever was sent. Other two-word forms are errors.
+    assert session.used("MAIL FROM")
+    assert session.used("rcpt to:")
+    assert session.before("MAIL FROM", "RCPT TO")
+    assert session.replies_to("RCPT TO") == session.replies_to("RCPT")
+    with pytest.raises(ValueError, match=r"^'AUTH PLAIN' is not a command verb"):
+        session.used("AUTH PLAIN")
     assert session.peer[0] == "127.0.0.1"
     assert session.started_at <= session.transcript[-1].at
     assert session.ended_at is not None
