@@ -267,7 +267,7 @@ class Session:
         self.end: EndReason | None = None
         """How the connection ended, or None while it is open."""
         self.ehlo: str | None = None
-        """The name the client gave in its last EHLO or HELO."""
+        """The name the client gave in its last accepted EHLO or HELO."""
         self.esmtp: bool = False
         """True if the client greeted with EHLO (extended SMTP)."""
         self._tls: TLSInfo | None = None
