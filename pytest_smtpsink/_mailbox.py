@@ -495,7 +495,8 @@ class Mailbox(FaultControls):
     def clear(self) -> None:
         """Start this mailbox afresh: what arrived so far is no longer shown.
 
-        Other mailboxes on the same sink are not affected.
+        Other mailboxes on the same sink are not affected, and the mail is
+        still kept for them: it still counts toward ``max_stored_bytes``.
         """
         self._cursor = self._store.cursor()
         self._opened_at = time.time()
