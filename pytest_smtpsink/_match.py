@@ -350,19 +350,42 @@ def explain(message: Message, name: str, wanted: object = None) -> str:
         values = _ADDRESS_FIELDS[name](message)
         shown = [v.formatted if isinstance(v, Address) else str(v) for v in values]
         single = name in ("from_", "mail_from") and len(shown) == 1
-        return repr(shown[0] if single else shown)
+        if single:
+            return repr(shown[0])
+        return _listed(shown, wanted)
     if name == "header":
         return _explain_headers(message, wanted)
     if name == "attachment":
-        return (
-            repr(list(message.attachments)) if message.attachments else "no attachments"
-        )
+        attachments = [repr(a) for a in message.attachments]
+        return _listed(attachments, quoted=False) if attachments else "no attachments"
     value = getattr(message, name)
     if value is None:
         return f"no {name} part" if name in ("text", "html") else "none"
     if name == "subject" and isinstance(value, str) and isinstance(wanted, str):
         return _shown_where_it_differs(value, wanted)  # subject= means equal
     return repr(shorten(value, 200))
+
+
+#: At most this many items of a list in a "differs in" line: 300 recipients
+#: made one line of 6,000 characters.
+_LISTED_ITEMS = 10
+
+
+def _listed(items: list[str], wanted: object = None, *, quoted: bool = True) -> str:
+    """``items`` as a list (each one's repr when ``quoted``), the first
+    `_LISTED_ITEMS` of a longer one and a count; with the item closest to
+    a ``wanted`` string if it is not among those shown (a near miss in the
+    250th recipient)."""
+    shown = [repr(item) if quoted else item for item in items[:_LISTED_ITEMS]]
+    more = len(items) - len(shown)
+    text = f"[{', '.join(shown)}{f', ... (+{more:,} more)' if more else ''}]"
+    if more and isinstance(wanted, str):
+        import difflib
+
+        close = difflib.get_close_matches(wanted, items, n=1, cutoff=0.6)
+        if close and close[0] not in items[:_LISTED_ITEMS]:
+            text += f"; the closest: {close[0]!r}"
+    return text
 
 
 def _shown_where_it_differs(value: str, wanted: str, limit: int = 200) -> str:

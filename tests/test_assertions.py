@@ -775,6 +775,22 @@ def test_a_long_subject_is_shown_where_it_differs(
         smtpsink.assert_sent(subject=base[:40])
 
 
+def test_a_long_recipient_list_is_shown_shortened_with_the_near_miss(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    # 300 recipients made a "differs in" line of 6,000 characters.
+    recipients = [f"u{i}@example.com" for i in range(300)]
+    send(subject="All hands", rcpt=recipients)
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(rcpt_to="u250@example.con")
+    closest = str(caught.value).rsplit("which differs in:\n", 1)[1]
+    assert closest == (
+        "  rcpt_to: wanted 'u250@example.con', got ['u0@example.com', "
+        + ", ".join(repr(r) for r in recipients[1:10])
+        + ", ... (+290 more)]; the closest: 'u250@example.com'"
+    )
+
+
 def test_assert_nothing_sent_catches_late_mail(smtpsink: Mailbox) -> None:
     timer = _send_later(smtpsink, "late", 0.1)
     started = time.monotonic()
