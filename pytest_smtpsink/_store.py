@@ -310,7 +310,16 @@ class Store:
     ) -> bool:
         """The awaitable twin of `wait`: the caller's event loop keeps running;
         a listener on the server thread wakes it after every change."""
-        loop = asyncio.get_running_loop()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            # Awaited, but not on asyncio: trio (anyio's trio backend), say.
+            raise RuntimeError(
+                "the *_async waits run on asyncio (pytest-asyncio, or anyio's "
+                "asyncio backend), and no asyncio loop is running here; under "
+                "trio, run the blocking wait in a thread: "
+                "await trio.to_thread.run_sync(smtpsink.wait_for)"
+            ) from None
         changed = asyncio.Event()
 
         def wake() -> None:  # runs on the server thread

@@ -741,6 +741,16 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+def test_an_async_wait_outside_asyncio_says_what_to_do(smtpsink: Mailbox) -> None:
+    # Awaited under trio (anyio's trio backend), it failed with asyncio's
+    # bare "no running event loop". Driven here as any non-asyncio loop
+    # drives a coroutine.
+    waiting = smtpsink.wait_for_async(timeout=1)
+    with pytest.raises(RuntimeError, match=r"the \*_async waits run on asyncio "):
+        waiting.send(None)
+    waiting.close()
+
+
 def test_wait_for_timeout_reports_what_arrived(smtpsink: Mailbox, send: Send) -> None:
     send(subject="Welcome", to=["bob@example.com"])
     with pytest.raises(AssertionError) as caught:
