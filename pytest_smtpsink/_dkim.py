@@ -84,10 +84,39 @@ def record_name(domain: str, selector: str) -> str:
 def a_labels(name: str) -> str:
     """``name`` in lower case, without a trailing dot, its U-labels as
     A-labels; as it is if it is no IDNA name. Raw UTF-8 read from a header
-    block may arrive as surrogate escapes."""
+    block may arrive as surrogate escapes.
+
+    IDNA 2008 (UTS 46, non-transitional) where the ``idna`` package is
+    installed, as dnspython, and so the DNS stub, then name domains:
+    ``straße`` is ``xn--strae-oqa``. Python's own codec is IDNA 2003, which
+    makes it ``strasse``, another domain; it serves where ``idna`` is
+    missing, as it then serves dnspython."""
     name = name.lower().rstrip(".")
     try:
         text = name.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeError:
+        return name
+    if text.isascii():
+        return text
+    try:
+        import idna
+    except ImportError:
+        pass
+    else:
+        try:
+            # Label by label, as dnspython does: "_domainkey" is no host
+            # name label, which idna.encode() refuses.
+            return ".".join(
+                label
+                if label.isascii()
+                else idna.alabel(
+                    idna.uts46_remap(label, std3_rules=False, transitional=False)
+                ).decode()
+                for label in text.split(".")
+            ).lower()
+        except idna.IDNAError:
+            pass
+    try:
         return text.encode("idna").decode("ascii").lower()
     except UnicodeError:
         return name
