@@ -1232,6 +1232,10 @@ def _attachment(item: dict[str, Any], named: set[str]) -> Attachment:
     )
 
 
+#: A message attached whole (RFC 2046 5.2.1; RFC 6532's international one).
+_WHOLE_MESSAGE_TYPES = ("message/rfc822", "message/global")
+
+
 def _whole_messages(part: Compat32Message) -> Iterator[Compat32Message]:
     """The messages attached whole (message/rfc822, message/global) in
     ``part``'s tree, not those inside one of them."""
@@ -1240,7 +1244,7 @@ def _whole_messages(part: Compat32Message) -> Iterator[Compat32Message]:
     for sub in part.get_payload():
         if not isinstance(sub, Compat32Message):
             continue
-        if sub.get_content_type() in ("message/rfc822", "message/global"):
+        if sub.get_content_type() in _WHOLE_MESSAGE_TYPES:
             yield sub
         elif sub.get_content_maintype() == "multipart":
             yield from _whole_messages(sub)
@@ -1265,7 +1269,7 @@ def _own_attachments(part: Compat32Message, top: bool = True) -> Iterator[Attach
     Parts without a name get none (mail-parser makes one up). A message
     attached whole is one attachment, whatever its disposition."""
     disposition = part.get_content_disposition()
-    if not top and part.get_content_type() in ("message/rfc822", "message/global"):
+    if not top and part.get_content_type() in _WHOLE_MESSAGE_TYPES:
         yield _own_attachment(part, _message_bytes(part), disposition)
         return
     if part.is_multipart():
