@@ -499,7 +499,7 @@ def _check_headers(ctx: _Context) -> Iterator[Problem]:
     if version is not None:
         text = str(version).strip()
         # RFC 2045 4: comments may stand anywhere in it ("1.(x)0" is 1.0).
-        bare = _uncommented(text)
+        bare = uncommented(text)
         if bare is None or "".join(bare.split()) != "1.0":
             yield Problem(
                 "invalid-mime-version",
@@ -590,7 +590,7 @@ def _bad_addresses(value: str, smtputf8: bool) -> str | None:
         return spaced
     # getaddresses reads past a '<' never closed or a stray '>': what is
     # left outside comments and quoted strings must pair them up.
-    bare = _uncommented(value)
+    bare = uncommented(value)
     if bare is not None and not _PAIRED_ANGLES.fullmatch(_QUOTED.sub('""', bare)):
         return value.strip()
     return None
@@ -601,7 +601,7 @@ def addresses_without_comma(value: str) -> str | None:
     addresses follow each other with no comma between them; else None.
     Also the bulk-sender check's (`_bulk`): one From, not two run together."""
     value = re.sub(r"\r?\n", "", value)
-    bare = _uncommented(value)
+    bare = uncommented(value)
     if bare is None:
         return None
     # An '@', '<' or '>' in a quoted string (a display name) is text.
@@ -618,7 +618,7 @@ def _spaced_domain(value: str) -> str | None:
     neither does a reader: the mail would go to another domain. Spaces
     around a dot (``example .com``) are RFC 5322's obsolete syntax, which
     readers must accept, and are not flagged."""
-    bare = _uncommented(value)
+    bare = uncommented(value)
     if bare is None:
         return None
     # Quoted strings blanked to the same length, so that offsets still
@@ -653,11 +653,11 @@ def _valid_domain(domain: str, smtputf8: bool) -> bool:
 def valid_message_id(value: str) -> bool:
     """Whether a Message-ID value is ``<left@right>``, with the comments
     and folding RFC 5322 (3.6.4) allows around it."""
-    uncommented = _uncommented(re.sub(r"\r?\n", "", value))
-    return uncommented is not None and _MESSAGE_ID.fullmatch(uncommented) is not None
+    bare = uncommented(re.sub(r"\r?\n", "", value))
+    return bare is not None and _MESSAGE_ID.fullmatch(bare) is not None
 
 
-def _uncommented(value: str) -> str | None:
+def uncommented(value: str) -> str | None:
     """``value`` with its comments (nested, with quoted pairs) replaced by a
     space, in one pass; None if a comment is never closed. A parenthesis in
     a quoted string is text."""
@@ -742,7 +742,7 @@ def _not_semantically_valid(text: str, when: datetime.datetime) -> str | None:
     # Comments, which RFC 5322 allows around the parts ("(build 1234)",
     # "(UTC)"), are none of them. In one pass: removing one level at a time
     # took seconds for a Date of thousands of nested comments.
-    text = _uncommented(text) or text
+    text = uncommented(text) or text
     match = _YEAR_AFTER_MONTH.search(text)
     if match is not None:
         year = match.group(1)
@@ -840,7 +840,7 @@ _PYTHON_QP_HINT = (
 def _encoding(written: str) -> str:
     """A Content-Transfer-Encoding value as compared: lower case, without
     comments (RFC 2045 allows them around the token)."""
-    return "".join((_uncommented(written) or written).split()).lower()
+    return "".join((uncommented(written) or written).split()).lower()
 
 
 def _encapsulates(part: Compat32Message) -> bool:

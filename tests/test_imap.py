@@ -191,18 +191,25 @@ def test_a_421_at_a_command_says_bye_and_closes(smtpsink: Mailbox) -> None:
     assert session.transcript[-1].replies == ["* BYE [UNAVAILABLE] going down"]
 
 
-def test_a_selected_folder_deleted_by_another_session_ends_this_one(
-    smtpsink: Mailbox,
-) -> None:
-    # It stayed selected on the dead folder: NOOP and EXPUNGE answered OK,
-    # and mail in a folder made again under the name never showed. Dovecot
-    # says BYE, so that the reader reconnects.
+def selected_then_deleted(smtpsink: Mailbox) -> imaplib.IMAP4:
+    """A reader with the folder Work (one message) selected, which another
+    session has since deleted."""
     smtpsink.deliver(raw_message("Filed"), to=USER, folder="Work")
     reader = login(smtpsink)
     reader.select("Work")
     with login(smtpsink) as other:
         assert other.delete("Work")[0] == "OK"
         other.logout()
+    return reader
+
+
+def test_a_selected_folder_deleted_by_another_session_ends_this_one(
+    smtpsink: Mailbox,
+) -> None:
+    # It stayed selected on the dead folder: NOOP and EXPUNGE answered OK,
+    # and mail in a folder made again under the name never showed. Dovecot
+    # says BYE, so that the reader reconnects.
+    reader = selected_then_deleted(smtpsink)
     with pytest.raises(imaplib.IMAP4.abort, match="Selected mailbox was deleted"):
         reader.noop()
     reader.shutdown()
@@ -220,13 +227,8 @@ def test_a_command_on_a_deleted_selected_folder_is_not_run(
 ) -> None:
     # The BYE came after the command ran: a MOVE put the deleted folder's
     # mail back, in another folder.
-    smtpsink.deliver(raw_message("Filed"), to=USER, folder="Work")
     smtpsink.deliver(raw_message("Other"), to=USER, folder="Archive")
-    reader = login(smtpsink)
-    reader.select("Work")
-    with login(smtpsink) as other:
-        assert other.delete("Work")[0] == "OK"
-        other.logout()
+    reader = selected_then_deleted(smtpsink)
     with pytest.raises(imaplib.IMAP4.abort, match="Selected mailbox was deleted"):
         reader.uid(command, "1:*", "Archive")
     reader.shutdown()
@@ -241,12 +243,7 @@ def test_a_command_on_a_deleted_selected_folder_is_not_run(
 
 
 def test_logout_on_a_deleted_selected_folder_logs_out(smtpsink: Mailbox) -> None:
-    smtpsink.deliver(raw_message("Filed"), to=USER, folder="Work")
-    reader = login(smtpsink)
-    reader.select("Work")
-    with login(smtpsink) as other:
-        assert other.delete("Work")[0] == "OK"
-        other.logout()
+    reader = selected_then_deleted(smtpsink)
     assert reader.logout()[0] == "BYE"
     smtpsink.wait_until(lambda: smtpsink.sessions[0].end is not None)
     assert smtpsink.sessions[0].end == "quit"
