@@ -625,7 +625,10 @@ class _Connection(ReadSideConnection):
                 raise Closed
             if in_use:
                 info = AuthInfo(
-                    mechanism, masked(self.server.mask_secrets, user), False
+                    mechanism,
+                    masked(self.server.mask_secrets, user),
+                    success=False,
+                    in_use=True,  # the password was right
                 )
                 self.record._auth_attempts.append(info)
                 self.record.auth = info

@@ -44,6 +44,10 @@ class AuthInfo:
     mechanism: str
     username: str | None
     success: bool
+    in_use: bool = False
+    """True when the user name and password were right but the mailbox was
+    locked by another session (POP3's ``-ERR [IN-USE]``, RFC 2449): the
+    login failed for that alone (``success`` is False)."""
 
 
 def _verb(command: str) -> str:
@@ -434,7 +438,8 @@ class Session:
         failed = sum(not attempt.success for attempt in attempts)
         count = f"{failed} failed, last" if failed > 1 else "failed:"
         user = "" if last.username is None else f" {last.username!r}"
-        return f" ({count} {last.mechanism}{user})"
+        why = ", mailbox in use" if last.in_use else ""
+        return f" ({count} {last.mechanism}{user}{why})"
 
     def __repr__(self) -> str:
         head = f"<Session {self.summary()}>"

@@ -308,12 +308,17 @@ def test_a_second_session_finds_the_maildrop_in_use(smtpsink: Mailbox) -> None:
     second.user("ANN@example.com")  # the same mailbox, whatever the case
     with pytest.raises(poplib.error_proto, match=r"-ERR \[IN-USE\]"):
         second.pass_("x")
+    # Not a wrong password: the record says so (it read as one).
+    session = pop3_sessions(smtpsink)[1]
+    assert session.summary().endswith(
+        "user=None (failed: USER 'ANN@example.com', mailbox in use) end=open"
+    )
     first.quit()
     second.user(ANN)
     assert second.pass_("x").startswith(b"+OK")  # free again after QUIT
     second.quit()
-    attempts = pop3_sessions(smtpsink)[1].auth_attempts
-    assert [a.success for a in attempts] == [False, True]
+    attempts = session.auth_attempts
+    assert [(a.success, a.in_use) for a in attempts] == [(False, True), (True, False)]
 
 
 # -- TLS ------------------------------------------------------------------------------
