@@ -541,7 +541,7 @@ class Mailbox(FaultControls):
                     scope=self._scope,
                     elsewhere=elsewhere,
                     if_none=self._connections_hint(bool(elsewhere), bool(put_in)),
-                    notes=[*self._dropped_hint(), *put_in],
+                    notes=[*self._fault_hints(), *put_in],
                 )
             )
         if count is None:
@@ -667,7 +667,7 @@ class Mailbox(FaultControls):
             seeded = len(self._put_in())
             lines.extend(self._connections_hint(bool(elsewhere), bool(seeded)))
             lines.extend(arrived_elsewhere(elsewhere, {}))
-            lines.extend(self._dropped_hint())
+            lines.extend(self._fault_hints())
             if seeded:
                 lines.append(
                     f"Hint: {plural(seeded, 'message')} "
@@ -823,7 +823,7 @@ class Mailbox(FaultControls):
                 scope=self._scope,
                 elsewhere=elsewhere,
                 if_none=self._connections_hint(bool(elsewhere), bool(put_in)),
-                notes=[*self._dropped_hint(), *put_in],
+                notes=[*self._fault_hints(), *put_in],
             )
         )
 
@@ -846,6 +846,30 @@ class Mailbox(FaultControls):
         if len(matching) > _LISTED:
             lines.append(f"  ... and {len(matching) - _LISTED} more")
         return lines
+
+    def _fault_hints(self) -> list[str]:
+        """What fault rules did that the mail list does not say: mail a
+        ``drop()`` threw away, and rules this mailbox did not add."""
+        return [*self._dropped_hint(), *self._foreign_faults_hint()]
+
+    def _foreign_faults_hint(self) -> list[str]:
+        """Fault rules in force on this sink that this mailbox did not add
+        (through ``smtpsink_server`` in a session fixture, or another
+        mailbox): they act on this test's mail too, and its own `faults`
+        does not list them, so a failure would have no visible cause."""
+        rules = self._fault_registry().rules
+        if not rules:
+            return []
+        foreign = [rule for rule in rules if rule._owner is not self]
+        if not foreign:
+            return []
+        shown = ", ".join(repr(rule) for rule in foreign[:_LISTED])
+        more = f" and {len(foreign) - _LISTED} more" if len(foreign) > _LISTED else ""
+        return [
+            f"Hint: {plural(len(foreign), 'fault rule')} that this mailbox did not "
+            f"add {'is' if len(foreign) == 1 else 'are'} in force on this sink "
+            f"(smtpsink_server's, or another mailbox's): {shown}{more}"
+        ]
 
     def _dropped_hint(self) -> list[str]:
         """Mail that a ``drop()`` fault of this mailbox threw away: the

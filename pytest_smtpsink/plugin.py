@@ -581,9 +581,6 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
     errors at teardown with it)."""
     __tracebackhide__ = True
     result = yield
-    pool = item.config.stash.get(_POOL_KEY, None)
-    if pool is not None:
-        pool.end_test()
     held = item.stash.get(_UNUSED_MARKERS_KEY, None)
     if held:
         used = item.stash.get(_USED_KEY, set())
@@ -661,18 +658,6 @@ class _SinkPool:
         #: whether this process is one of several xdist workers sharing it.
         self.port_source = "--smtpsink-port"
         self.xdist_worker = False
-
-    def end_test(self) -> None:
-        """Remove what the test added through ``smtpsink_server`` itself
-        (its fault rules, its DNS records): scoped to the test, as the
-        ``smtpsink`` fixture's are. Left, a fault broke every later test of
-        the worker, whose own ``faults`` showed nothing."""
-        if not self._sinks:
-            return
-        from ._mailbox import Mailbox  # loaded with the sinks
-
-        for sink in self._sinks.values():
-            Mailbox.close(sink)  # the mailbox's additions; the server runs on
 
     def get(self, settings: SinkSettings | None = None) -> SMTPSink:
         if settings is None:
