@@ -39,6 +39,9 @@ _USED_KEY = pytest.StashKey["set[str]"]()
 #: A marker's warning, held until the test's end: with the fixtures that
 #: would make the marker do something.
 _UNUSED_MARKERS_KEY = pytest.StashKey["list[tuple[frozenset[str], str]]"]()
+#: Whether the test's call passed, for a test with such warnings held: one
+#: skipped or failed may have stopped before it asked for the fixture.
+_CALL_PASSED_KEY = pytest.StashKey[bool]()
 #: Why the test first failed, for index.html (`_report.failure_reason`).
 _REASON_KEY = pytest.StashKey["str | None"]()
 #: "skipped", "xfailed" or "xpassed" for index.html, as pytest says it.
@@ -576,13 +579,14 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
     """The warnings `pytest_runtest_setup` held, for markers whose fixture
-    the test did not use after all; after the fixtures' teardown, which a
-    warning raised under ``-W error`` must not cut short (the test then
-    errors at teardown with it)."""
+    a test that ran to its end did not use after all (one skipped or failed
+    may have stopped before asking for it); after the fixtures' teardown,
+    which a warning raised under ``-W error`` must not cut short (the test
+    then errors at teardown with it)."""
     __tracebackhide__ = True
     result = yield
     held = item.stash.get(_UNUSED_MARKERS_KEY, None)
-    if held:
+    if held and item.stash.get(_CALL_PASSED_KEY, False):
         used = item.stash.get(_USED_KEY, set())
         for fixtures, text in held:
             if not fixtures & used:
@@ -928,6 +932,8 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
+    if report.when == "call" and _UNUSED_MARKERS_KEY in item.stash:
+        item.stash[_CALL_PASSED_KEY] = report.passed
     opened = item.stash.get(_VIEWS_KEY, None)
     if not opened or not (report.failed or report.when == "teardown"):
         # A passed setup or call: nothing to add. What a skip or an xfail
