@@ -997,7 +997,11 @@ def _undelivered_line(session: Session) -> str:
         )
     line = _session_line(session)
     refused = [e for e in session.transcript if e.code is not None and e.code >= 400]
-    refused = [e for e in refused if e.command not in _CLEAN_UP] or refused
+    # The 421 of an idle timeout or a stop (a notice) refused nothing the
+    # client asked, any more than the replies to its clean-up did.
+    refused = [
+        e for e in refused if e.command not in _CLEAN_UP and e.kind != "notice"
+    ] or refused
     if refused:
         line += f"; last refusal: {shorten(' '.join(refused[-1].lines()), 200)}"
     return line

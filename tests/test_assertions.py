@@ -1264,6 +1264,25 @@ def test_the_refusal_named_is_not_that_of_the_clients_rset(
     assert refusal.endswith("S: 530 Must issue a STARTTLS command first"), caught.value
 
 
+def test_the_last_refusal_is_not_the_idle_timeouts_421(
+    smtpsink_factory: Callable[..., Mailbox],
+) -> None:
+    # A client refused at RCPT that then sat idle: "last refusal" named the
+    # timeout's 421, which refused nothing, not the 550.
+    sink = smtpsink_factory(idle_timeout=0.5)
+    sink.fail("RCPT", 550)
+    client = smtplib.SMTP(sink.host, sink.port)
+    client.ehlo()
+    client.mail("app@example.com")
+    assert client.rcpt("ann@example.com")[0] == 550
+    sink.wait_until(lambda: sink.sessions[0].end == "timeout")
+    client.close()
+    with pytest.raises(AssertionError) as caught:
+        sink.assert_sent()
+    refusal = str(caught.value).rsplit("; last refusal: ", 1)[1]
+    assert refusal.lower().startswith("c: rcpt to:<ann@example.com> s: 550"), refusal
+
+
 def test_a_tls_client_on_a_plain_sink_is_named_so(smtpsink: Mailbox) -> None:
     # smtplib.SMTP_SSL (implicit TLS) on the plain default sink: the hint
     # showed the ClientHello's bytes as the "commands" and the refusal,
