@@ -61,10 +61,12 @@ def _verb(command: str) -> str:
         raise TypeError(f"command must be a str such as 'RCPT', got {command!r}")
     verb = " ".join(command.upper().rstrip(":").split())
     verb = _TWO_WORD_FORMS.get(verb, verb)
-    if " " in verb and not verb.startswith("UID "):
+    words = verb.split(" ")
+    if not verb or (len(words) > 1 and (words[0] != "UID" or len(words) > 2)):
         raise ValueError(
             f"{command!r} is not a command verb: give the verb alone, such as "
-            f"{verb.split()[0]!r} (an IMAP UID command by both words, 'UID FETCH')"
+            f"{' '.join(words[:2]) if words[0] == 'UID' else words[0] or 'RCPT'!r} "
+            "(an IMAP UID command by both words, 'UID FETCH')"
         )
     return verb
 

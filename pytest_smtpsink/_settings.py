@@ -427,6 +427,12 @@ def _validate(s: SinkSettings) -> None:
                 "auth",
                 "the credentials table must map user names (str) to passwords (str)",
             )
+            _require(
+                bool(user),
+                "auth",
+                "the credentials table has an empty user name, with which no "
+                "login succeeds",
+            )
             # Most likely os.environ.get("PW", "") with the variable unset;
             # no login with an empty password succeeds on any protocol.
             _require(

@@ -370,6 +370,7 @@ def recipients_of(raw: bytes, to: str | Sequence[str] | None) -> tuple[str, ...]
 
 
 _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+_COMMENT = re.compile(r"\((?:[^()\\]|\\.)*\)")
 _NOT_IN_AN_ADDRESS = re.compile(r"[\s\x00-\x1f\x7f]")
 #: Outside quotes, what only a header's address list has around addresses.
 _ADDRESS_SPECIALS = re.compile(r"[<>,;]")
@@ -395,7 +396,9 @@ def _recipient(address: str) -> str:
     SMTP server would refuse it (a space outside quotes, a control
     character): it would make a mailbox no mail could reach."""
     __tracebackhide__ = True
-    if re.search("[,;]", _QUOTED.sub("q", address)):
+    # Outside quotes and (unnested) comments: "Ann (work, mostly) <a@x>" is
+    # one address.
+    if re.search("[,;]", _COMMENT.sub("", _QUOTED.sub("q", address))):
         named = [a for _, a in getaddresses([address]) if "@" in a]
         if len(named) > 1:
             # parseaddr would take the first alone: Bob would get nothing.

@@ -129,6 +129,9 @@ def test_plain_send_transcript(smtpsink: Mailbox) -> None:
     assert session.replies_to("RCPT TO") == session.replies_to("RCPT")
     with pytest.raises(ValueError, match=r"^'AUTH PLAIN' is not a command verb"):
         session.used("AUTH PLAIN")
+    for nothing in ("", "  "):
+        with pytest.raises(ValueError, match=r"is not a command verb"):
+            session.used(nothing)
     assert session.peer[0] == "127.0.0.1"
     assert session.started_at <= session.transcript[-1].at
     assert session.ended_at is not None

@@ -117,6 +117,8 @@ def test_uid_commands_are_named_by_both_words(smtpsink: Mailbox) -> None:
     assert session.replies_to("STORE") == [store]
     assert session.replies_to("UID") == [*session.replies_to("uid fetch"), store]
     assert session.replies_to("FETCH") == session.replies_to("UID FETCH")
+    with pytest.raises(ValueError, match=r"such as 'UID FETCH'"):
+        session.used("UID FETCH 1:*")  # matched nothing: the argument too
 
 
 @pytest.mark.parametrize(

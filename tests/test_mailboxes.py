@@ -643,8 +643,19 @@ def test_deliver_takes_one_address_per_recipient(smtpsink: Mailbox) -> None:
     with pytest.raises(ValueError, match=r"a name with a comma is quoted: ") as raised:
         smtpsink.deliver(RAW, to="Smith, Ann <ann@example.com>")
     assert "to=[" not in str(raised.value)
-    quoted = smtpsink.deliver(RAW, to=['"Smith, Ann" <ann@example.com>', '"a:b"@x.com'])
-    assert quoted.envelope.rcpt_to == ("ann@example.com", '"a:b"@x.com')
+    quoted = smtpsink.deliver(
+        RAW,
+        to=[
+            '"Smith, Ann" <ann@example.com>',
+            '"a:b"@x.com',
+            "Dee (work, mostly) <dee@example.com>",
+        ],
+    )
+    assert quoted.envelope.rcpt_to == (
+        "ann@example.com",
+        '"a:b"@x.com',
+        "dee@example.com",
+    )
     literal = smtpsink.deliver(RAW, to="ann@[192.0.2.1]")
     assert literal.envelope.rcpt_to == ("ann@[192.0.2.1]",)
     taken = smtpsink.deliver(

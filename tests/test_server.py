@@ -204,6 +204,7 @@ def test_max_size_takes_a_unit_as_the_option_does(size: str, expected: int) -> N
         ("auth", {}, "auth: the credentials table is empty"),
         # os.environ.get("PW", "") with PW unset: no login could use it.
         ("auth", {"ann": ""}, "auth: the credentials table gives 'ann' an empty pa"),
+        ("auth", {"": "pw"}, "auth: the credentials table has an empty user name"),
         ("auth", "any", "auth: AUTH is only offered over TLS"),
         ("auth_required", True, "auth_required: needs auth="),
         ("hostname", "has space", "hostname: must be a non-empty ASCII name"),
