@@ -388,10 +388,13 @@ class Session:
                 continue
             if not accepted:
                 return index
-            # An AUTH's outcome is the reply to its last response.
+            # An AUTH's outcome is the reply to its last response; an IMAP
+            # IDLE's, the completion its DONE gets.
             last = exchange
             for following in transcript[index + 1 :]:
-                if following.kind != "auth-response":
+                if following.kind != "auth-response" and not (
+                    sent == "IDLE" and following.command == "DONE"
+                ):
                     break
                 last = following
             if last._accepted():

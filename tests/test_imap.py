@@ -121,6 +121,30 @@ def test_uid_commands_are_named_by_both_words(smtpsink: Mailbox) -> None:
         session.used("UID FETCH 1:*")  # matched nothing: the argument too
 
 
+def test_an_idle_counts_as_accepted_by_the_completion_its_done_gets(
+    smtpsink: Mailbox,
+) -> None:
+    # The tagged OK of an IDLE is recorded on the DONE: before("IDLE", ...)
+    # read the IDLE as never accepted.
+    with (
+        socket.create_connection(imap_address(smtpsink), timeout=10) as sock,
+        sock.makefile("rb") as replies,
+    ):
+        replies.readline()  # the greeting
+        sock.sendall(b"a LOGIN ann@example.com pw\r\nb SELECT INBOX\r\n")
+        while not replies.readline().startswith(b"b OK"):
+            pass
+        sock.sendall(b"c IDLE\r\n")
+        assert replies.readline().startswith(b"+ ")
+        sock.sendall(b"DONE\r\nd LOGOUT\r\n")
+        while not replies.readline().startswith(b"d OK"):
+            pass
+    smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
+    session = smtpsink.sessions[-1]
+    assert session.before("IDLE", "LOGOUT")
+    assert session.before("SELECT", "IDLE")
+
+
 @pytest.mark.parametrize(
     ("last", "shown"), [(b"d EXPUNGE", "EXPUNGE"), (b"d uid expunge 1", "UID EXPUNGE")]
 )
