@@ -539,13 +539,19 @@ class _Connection(ReadSideConnection):
             )
             return
         auth = self.settings.auth
+
+        def made_with(password: str) -> bool:
+            expected = hashlib.md5((self._timestamp + password).encode()).hexdigest()
+            return hmac.compare_digest(expected, digest.lower())
+
+        if made_with(""):
+            # An empty password, refused on every path: the digest shows it.
+            await self._reply("-ERR [AUTH] APOP needs a password")
+            return
         success = True
         if isinstance(auth, Mapping):
             password = auth.get(user)
-            success = isinstance(password, str) and hmac.compare_digest(
-                hashlib.md5((self._timestamp + password).encode()).hexdigest(),
-                digest.lower(),
-            )
+            success = isinstance(password, str) and made_with(password)
         await self._login("APOP", user, success)
 
     async def _cmd_auth(self, arg: str) -> None:

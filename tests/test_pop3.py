@@ -301,6 +301,16 @@ def test_a_line_cut_off_by_the_close_is_not_run(
     assert smtpsink.mailbox(ANN).deleted() == []
 
 
+def test_apop_with_an_empty_password_is_refused(smtpsink: Mailbox) -> None:
+    # Taken where PASS and AUTH PLAIN refuse an empty password: the digest
+    # shows it, even where any password is taken.
+    client = poplib.POP3(smtpsink.pop3.host, smtpsink.pop3.port, timeout=10)
+    with pytest.raises(poplib.error_proto, match=r"APOP needs a password"):
+        client.apop(ANN, "")
+    assert client.apop(ANN, "x").startswith(b"+OK")
+    client.quit()
+
+
 def test_a_second_session_finds_the_maildrop_in_use(smtpsink: Mailbox) -> None:
     smtpsink.deliver(make_message(), to=ANN)
     first = login(smtpsink)

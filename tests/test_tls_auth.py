@@ -466,11 +466,17 @@ def test_auth_any_still_needs_a_password(smtpsink_factory: Factory) -> None:
         assert client.docmd("AUTH", "LOGIN")[0] == 334
         assert client.docmd(base64.b64encode(b"ann").decode())[0] == 334
         assert client.docmd("")[0] == 535  # an empty password, base64
+        # CRAM-MD5's digest shows an empty password too (smtplib's login
+        # tries CRAM-MD5 first: login("ann", "") got 235).
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            client.login("ann", "")
     session = sink.sessions[-1]
-    assert [(a.username, a.success) for a in session.auth_attempts] == [
+    assert [(a.username, a.success) for a in session.auth_attempts][:3] == [
+        ("ann", False),
         ("ann", False),
         ("ann", False),
     ]
+    assert session.auth_attempts[2].mechanism == "CRAM-MD5"
     assert session.authenticated_as is None
 
 
