@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
-from ._lint import Problem, addresses_without_comma, uncommented, valid_message_id
+from ._lint import Problem, addresses_without_comma, valid_message_id
 from ._mime import getaddresses
 from ._text import unescape_8bit
 
@@ -313,10 +313,7 @@ def _unsubscribe_problems(
             )
         )
         return found
-    # RFC 2369's URIs are the bracketed ones outside comments: a receiver
-    # posts to none that a comment holds (and none of a header whose comment
-    # never closes).
-    uris = re.findall(r"<([^<>]*)>", uncommented(str(value)) or "")
+    uris = re.findall(r"<([^<>]*)>", _without_comments(str(value)))
     if not any(_is_https_uri(uri) for uri in uris):
         found.append(
             Problem(
@@ -374,6 +371,33 @@ def _unsubscribe_problems(
                 )
             )
     return found
+
+
+def _without_comments(value: str) -> str:
+    """``value`` without its comments (RFC 5322 3.2.2, nested ones too):
+    RFC 2369's URIs are the bracketed ones outside them, and a receiver
+    posts to none that a comment holds. Unlike lint's `uncommented`, a
+    bracketed URI is opaque: its ``(`` (``?sort=(a)``) opens no comment."""
+    kept: list[str] = []
+    depth = 0
+    in_uri = escaped = False
+    for char in value:
+        if escaped:
+            escaped = False
+        elif char == "\\" and depth:
+            escaped = True
+        elif char == "<" and not depth:
+            in_uri = True
+        elif char == ">" and not depth:
+            in_uri = False
+        elif char == "(" and not in_uri:
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+            continue
+        if not depth:
+            kept.append(char)
+    return "".join(kept)
 
 
 def _is_https_uri(uri: str) -> bool:

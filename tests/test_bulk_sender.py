@@ -118,6 +118,9 @@ def test_each_rule_is_reported(tls_sink: Mailbox, change: dict, code: str) -> No
         # unfolded) is ignored.
         "<https://shop.example/ u/1>",
         "(unsubscribe here) <https://shop.example/u?(a)>, <mailto:u@shop.example>",
+        # A "(" in a URI opens no comment (read as one never closed, the
+        # header had no URI at all).
+        "<https://shop.example/u?sort=(a>",
     ],
 )
 def test_an_https_uri_is_found_as_rfc_2369_writes_it(
