@@ -330,8 +330,8 @@ def received_header(message: Message, by: str) -> bytes:
     ``from`` is the client's EHLO name and address (``[IPv6:::1]`` for
     IPv6, RFC 5321 4.1.3), ``with`` the protocol in RFC 3848's words (SMTP,
     ESMTP, ESMTPS, ESMTPA, ESMTPSA), ``id`` the message's number in the
-    sink. A message put in with `Mailbox.deliver` crossed no SMTP: it has
-    neither. The EHLO name is the client's text: anything but printable
+    sink. A message put in without SMTP (`Mailbox.deliver`, IMAP APPEND)
+    has neither. The EHLO name is the client's text: anything but printable
     ASCII (and ``( ) ;``) becomes ``?``, so it cannot break the header.
     """
     session = message.session
@@ -339,7 +339,7 @@ def received_header(message: Message, by: str) -> bytes:
     rcpt = message.envelope.rcpt_to
     recipient = f"\r\n\tfor <{_UNSAFE.sub('?', rcpt[0])}>" if len(rcpt) == 1 else ""
     date = _header_date(message.received_at.replace(microsecond=0))
-    if session.protocol == "deliver":
+    if session.protocol != "SMTP":  # deliver(), or an IMAP APPEND
         return (
             f"Received: by {by} (pytest-smtpsink) id {message.number}"
             f"{recipient}; {date}\r\n"

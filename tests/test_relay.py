@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import email
+import imaplib
 import re
 import smtplib
 import socket
@@ -192,6 +193,26 @@ def test_the_received_header_of_mail_put_in_claims_no_smtp_hop(
         f"by a?b?c?.test (pytest-smtpsink) id {put_in.number} for <b@example.com>; "
     )
     assert email.utils.parsedate_to_datetime(received.rsplit(";", 1)[1].strip())
+
+
+def test_the_received_header_of_an_imap_append_claims_no_smtp_hop(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    # It read "from unknown ([127.0.0.1]) ... with SMTP id 0".
+    upstream = smtpsink_factory()
+    client = imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port)
+    client.login("ann@example.com", "pw")
+    client.append(
+        "INBOX", None, None, b"From: a@example.com\r\nSubject: up\r\n\r\nhi\r\n"
+    )
+    client.logout()
+    (appended,) = smtpsink.mailbox("ann@example.com").messages()
+    smtpsink.release(appended, upstream.host, upstream.port, rcpt_to=["b@example.com"])
+    received = upstream.wait_for().header("Received")
+    assert received is not None
+    assert " ".join(received.split()).startswith(
+        f"by {smtpsink.settings.hostname} (pytest-smtpsink) id {appended.number}"
+    )
 
 
 def test_release_with_another_envelope(
