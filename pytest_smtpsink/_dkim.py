@@ -86,11 +86,11 @@ def a_labels(name: str) -> str:
     A-labels; as it is if it is no IDNA name. Raw UTF-8 read from a header
     block may arrive as surrogate escapes.
 
-    IDNA 2008 (UTS 46, non-transitional) where the ``idna`` package is
-    installed, as dnspython, and so the DNS stub, then name domains:
-    ``straße`` is ``xn--strae-oqa``. Python's own codec is IDNA 2003, which
-    makes it ``strasse``, another domain; it serves where ``idna`` is
-    missing, as it then serves dnspython."""
+    Mapped as the DNS stub maps names, with dnspython's default codec where
+    dnspython is installed: IDNA 2008 or 2003 depending on its version
+    (``straße`` is ``xn--strae-oqa`` or ``strasse``), the names the
+    application's own dnspython asks for. Without dnspython, IDNA 2008 with
+    the ``idna`` package, else Python's IDNA 2003."""
     name = name.lower().rstrip(".")
     try:
         text = name.encode("utf-8", "surrogateescape").decode("utf-8")
@@ -98,6 +98,16 @@ def a_labels(name: str) -> str:
         return name
     if text.isascii():
         return text
+    try:
+        import dns.exception
+        import dns.name
+    except ImportError:
+        pass
+    else:
+        try:
+            return dns.name.from_text(text).to_text(omit_final_dot=True).lower()
+        except dns.exception.DNSException:
+            return name
     try:
         import idna
     except ImportError:
