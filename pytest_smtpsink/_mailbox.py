@@ -473,16 +473,25 @@ class Mailbox(FaultControls):
         )
 
     def _carried_sessions(self) -> list[Session]:
-        """SMTP connections opened before this view that sent commands in
-        it (a pooled client's): a refusal in this test is in their
-        transcript, and without them the report said no client connected."""
+        """SMTP connections opened before this view (an earlier test, or
+        before `clear`) that sent commands in it (a pooled client's): a
+        refusal in this test is in their transcript, and without them the
+        report said no client connected. The sink's own notices (an idle
+        timeout's 421) are not the client's doing."""
         since = self._opened_at
+
+        def spoke_since(session: Session) -> bool:
+            for exchange in reversed(session._transcript):
+                if exchange.time < since:
+                    return False
+                if exchange.kind != "notice":
+                    return True
+            return False
+
         return [
             s
-            for s in self._store.carried
-            if s.protocol == "SMTP"
-            and s._transcript
-            and s._transcript[-1].time >= since
+            for s in self._store.sessions_before(self._cursor)
+            if s.protocol == "SMTP" and spoke_since(s)
         ]
 
     def _put_in(self) -> tuple[Message, ...]:

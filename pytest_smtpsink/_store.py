@@ -218,6 +218,13 @@ class Store:
         with self.changed:
             return tuple(self._sessions[max(0, cursor[1] - self._session_base) :])
 
+    def sessions_before(self, cursor: tuple[int, int]) -> tuple[Session, ...]:
+        """The sessions opened before ``cursor``: those `discard_before`
+        dropped while still open (`carried`), then those still kept."""
+        with self.changed:
+            kept = self._sessions[: max(0, cursor[1] - self._session_base)]
+            return (*self.carried, *kept)
+
     def discard_before(
         self, cursor: tuple[int, int], from_sessions: bool = False
     ) -> None:

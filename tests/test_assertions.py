@@ -1264,6 +1264,43 @@ def test_the_refusal_named_is_not_that_of_the_clients_rset(
     assert refusal.endswith("S: 530 Must issue a STARTTLS command first"), caught.value
 
 
+def test_a_connection_opened_before_clear_and_refused_after_it_is_named(
+    smtpsink: Mailbox,
+) -> None:
+    # Only connections carried over from an earlier test were looked at:
+    # after clear() the hint said no client had connected.
+    client = smtplib.SMTP(smtpsink.host, smtpsink.port)
+    client.sendmail("a@example.com", ["b@example.com"], b"Subject: one\r\n\r\n")
+    smtpsink.wait_for(subject="one")
+    smtpsink.clear()
+    smtpsink.fail("RCPT", 550)
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        client.sendmail("a@example.com", ["b@example.com"], b"Subject: two\r\n\r\n")
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(subject="two")
+    client.quit()
+    text = str(caught.value)
+    assert "Hint: 1 SMTP session sent commands since clear() but delivered" in text
+    assert text.endswith("S: 550 5.1.1 Mailbox unavailable  [injected]"), text
+
+
+def test_a_kept_connection_that_only_timed_out_did_not_speak(
+    smtpsink_factory: Callable[..., Mailbox],
+) -> None:
+    # The sink's own 421 came at the view's time: the connection read as one
+    # that "sent commands" in it.
+    sink = smtpsink_factory(idle_timeout=0.5)
+    client = smtplib.SMTP(sink.host, sink.port)
+    client.ehlo("pooled.example")
+    (session,) = sink.sessions
+    sink.clear()
+    sink.wait_until(lambda: session.end == "timeout")
+    client.close()
+    with pytest.raises(AssertionError) as caught:
+        sink.assert_sent()
+    assert "Hint: no client connected to" in str(caught.value), caught.value
+
+
 def test_the_last_refusal_is_not_the_idle_timeouts_421(
     smtpsink_factory: Callable[..., Mailbox],
 ) -> None:
