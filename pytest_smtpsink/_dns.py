@@ -761,7 +761,7 @@ def question_name(text: str) -> str:
     """``text`` as the stub sees it in a question: A-labels, no final dot
     (a fault rule's ``match`` at a ``DNS:`` stage)."""
     __tracebackhide__ = True
-    return _name(text, "the name").to_text(omit_final_dot=True)
+    return _owner_name(text, "the name").to_text(omit_final_dot=True)
 
 
 def _owner_name(text: str, what: str = "name") -> dns.name.Name:
@@ -773,7 +773,7 @@ def _owner_name(text: str, what: str = "name") -> dns.name.Name:
     if owner.is_wild():
         raise ValueError(
             f"{what} {text!r} is a wildcard, which the stub does not expand: "
-            "publish each name the application asks for"
+            "give each name the application asks for"
         )
     return owner
 
@@ -1169,7 +1169,7 @@ class DNSZone:
     @staticmethod
     def _match(name: str) -> str:
         __tracebackhide__ = True
-        return _name(name).to_text()  # validated, as records are
+        return _owner_name(name).to_text()  # validated, as records are
 
     def clear(self) -> None:
         """Remove this test's records (done at its end; its failures are

@@ -401,6 +401,8 @@ def test_a_match_is_the_name_as_the_zone_writes_it(smtpsink: Mailbox) -> None:
         smtpsink.fail("DNS:A", 451, match="ann@example.com")
     with pytest.raises(FaultError, match=r"^match at DNS:A: the name 'a\.\.b' is no"):
         smtpsink.fail("DNS:A", 451, match="a..b")
+    with pytest.raises(FaultError, match=r"is a wildcard, which the stub does not"):
+        smtpsink.fail("DNS:A", 451, match="*.example")
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
@@ -916,6 +918,9 @@ def test_a_tcp_message_cut_short_is_recorded(smtpsink: Mailbox) -> None:
         (lambda z: z.a("*.w.example", "192.0.2.7"), "is a wildcard, which the stub"),
         (lambda z: z.mx("*.m.example", [(10, "mx.example")]), "is a wildcard"),
         (lambda z: z.txt("*.t.example", "x"), "is a wildcard"),
+        # Nor a failure of names it would cover: it never fired.
+        (lambda z: z.servfail("*.t.example"), "is a wildcard"),
+        (lambda z: z.timeout("*.t.example"), "is a wildcard"),
         (lambda z: z.a("h.example", 5), "^5 is not an IPv4 address"),
         (lambda z: z.aaaa("h.example", b"\0" * 16), "is not an IPv6 address"),
         (lambda z: z.null_mx(None), "^domain must be a domain name, got None$"),
