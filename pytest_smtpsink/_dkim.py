@@ -89,8 +89,8 @@ def a_labels(name: str) -> str:
     Mapped as the DNS stub maps names, with dnspython's default codec where
     dnspython is installed: IDNA 2008 or 2003 depending on its version
     (``straße`` is ``xn--strae-oqa`` or ``strasse``), the names the
-    application's own dnspython asks for. Without dnspython, IDNA 2008 with
-    the ``idna`` package, else Python's IDNA 2003."""
+    application's own dnspython asks for. Without dnspython there is no
+    stub to agree with: Python's own codec (IDNA 2003) serves."""
     name = name.lower().rstrip(".")
     try:
         text = name.encode("utf-8", "surrogateescape").decode("utf-8")
@@ -108,24 +108,6 @@ def a_labels(name: str) -> str:
             return dns.name.from_text(text).to_text(omit_final_dot=True).lower()
         except dns.exception.DNSException:
             return name
-    try:
-        import idna
-    except ImportError:
-        pass
-    else:
-        try:
-            # Label by label, as dnspython does: "_domainkey" is no host
-            # name label, which idna.encode() refuses.
-            return ".".join(
-                label
-                if label.isascii()
-                else idna.alabel(
-                    idna.uts46_remap(label, std3_rules=False, transitional=False)
-                ).decode()
-                for label in text.split(".")
-            ).lower()
-        except idna.IDNAError:
-            pass
     try:
         return text.encode("idna").decode("ascii").lower()
     except UnicodeError:

@@ -63,10 +63,10 @@ def _verb(command: str) -> str:
     verb = _TWO_WORD_FORMS.get(verb, verb)
     words = verb.split(" ")
     if not verb or (len(words) > 1 and (words[0] != "UID" or len(words) > 2)):
+        example = " ".join(words[:2]) if words[0] == "UID" else words[0] or "RCPT"
         raise ValueError(
             f"{command!r} is not a command verb: give the verb alone, such as "
-            f"{' '.join(words[:2]) if words[0] == 'UID' else words[0] or 'RCPT'!r} "
-            "(an IMAP UID command by both words, 'UID FETCH')"
+            f"{example!r} (an IMAP UID command by both words, 'UID FETCH')"
         )
     return verb
 

@@ -1591,33 +1591,20 @@ class _ScriptedConnection(socketserver.StreamRequestHandler):
             if reply.startswith(b"354") and self.server.content == "stall":
                 self.server.stopping.wait()
                 return
-            if reply.startswith(b"354") and self.server.content == "slow":
-                # Slowly but steadily at first: a rest of SLOW_PAUSE seconds
+            if reply.startswith(b"354") and self.server.content in ("slow", "steady"):
+                # A rest of SLOW_PAUSE seconds before each piece read: "slow"
                 # before each of the first SLOW_RESTS megabytes, then at full
-                # speed (the relay's reply timeout starts once all is written).
-                tail, taken, rests = b"", 1 << 20, 0
+                # speed (the relay's reply timeout starts once all is
+                # written); "steady" after each quarter megabyte, to the end.
+                slow = self.server.content == "slow"
+                size, most = (1 << 20, SLOW_RESTS) if slow else (1 << 18, None)
+                tail, taken, rests = b"", size if slow else 0, 0
                 while not tail.endswith(b"\r\n.\r\n"):
-                    if taken >= 1 << 20 and rests < SLOW_RESTS:
+                    if taken >= size and (most is None or rests < most):
                         taken, rests = 0, rests + 1
                         if self.server.stopping.wait(SLOW_PAUSE):
                             return
-                    piece = self.rfile.read1(1 << 20)
-                    if not piece:
-                        return
-                    tail, taken = (tail + piece)[-5:], taken + len(piece)
-                received.append(b"<content>")
-                reply = answer(b".")
-                continue
-            if reply.startswith(b"354") and self.server.content == "steady":
-                # Slowly but steadily to the end: a rest of SLOW_PAUSE
-                # seconds before each quarter megabyte.
-                tail, taken = b"", 0
-                while not tail.endswith(b"\r\n.\r\n"):
-                    if taken >= 1 << 18:
-                        taken = 0
-                        if self.server.stopping.wait(SLOW_PAUSE):
-                            return
-                    piece = self.rfile.read1(1 << 18)
+                    piece = self.rfile.read1(size)
                     if not piece:
                         return
                     tail, taken = (tail + piece)[-5:], taken + len(piece)
@@ -2526,39 +2513,37 @@ def test_release_cut_off_in_the_middle_of_the_content_says_it_was_not_kept(
     assert "may have kept" not in raised.value.reply
 
 
+@pytest.mark.parametrize(
+    ("content", "lines", "timeout"),
+    [
+        # A socket's timeout bounds a whole sendall: 16 MB that the upstream
+        # took steadily but with rests (2 s of them, in its first 8 MB) took
+        # longer than the 1 s timeout, and failed though each rest was a
+        # quarter of it. The last 8 MB, read at once, are more than the
+        # socket buffers hold (the client's 4 MB at most, the upstream's
+        # small window): the rests are over before the reply is waited for.
+        ("slow", 16_000, 1),
+        # 3 MB go into the kernel's buffers at once, and the upstream reads
+        # them at 1 MB/s to the end: the wait for its reply began with most
+        # of the content still unread, and its 2 s timeout ran out while the
+        # upstream was still taking it (it then had the message, and a retry
+        # would deliver it twice). The wait goes on while the upstream takes
+        # the content.
+        ("steady", 3_000, 2),
+    ],
+)
 def test_an_upstream_taking_a_large_message_slowly_gets_it_all(
-    smtpsink: Mailbox, scripted: Callable[..., ScriptedUpstream]
+    smtpsink: Mailbox,
+    scripted: Callable[..., ScriptedUpstream],
+    content: ContentHandling,
+    lines: int,
+    timeout: float,
 ) -> None:
-    # A socket's timeout bounds a whole sendall: 16 MB that the upstream
-    # took steadily but with rests (2 s of them, in its first 8 MB) took
-    # longer than the 1 s timeout, and failed though each rest was a quarter
-    # of it. The last 8 MB, read at once, are more than the socket buffers
-    # hold (the client's 4 MB at most, the upstream's small window): the
-    # rests are over before the reply is waited for.
-    upstream = scripted(usual_answer, content="slow")
+    upstream = scripted(usual_answer, content=content)
     line = b"x" * 998 + b"\r\n"
-    captured = capture(smtpsink, b"Subject: big\r\n\r\n" + line * 16_000)
+    captured = capture(smtpsink, b"Subject: big\r\n\r\n" + line * lines)
 
-    delivery = smtpsink.release(captured, "127.0.0.1", upstream.port, timeout=1)
-
-    assert delivery.code == 250
-    assert upstream.received.count(b"<content>") == 1
-
-
-def test_an_upstream_still_reading_the_content_is_not_cut_off(
-    smtpsink: Mailbox, scripted: Callable[..., ScriptedUpstream]
-) -> None:
-    # 3 MB go into the kernel's buffers at once, and the upstream reads
-    # them at 1 MB/s to the end: the wait for its reply began with most of
-    # the content still unread, and its 2 s timeout ran out while the
-    # upstream was still taking it (it then had the message, and a retry
-    # would deliver it twice). The wait goes on while the upstream takes
-    # the content.
-    upstream = scripted(usual_answer, content="steady")
-    line = b"x" * 998 + b"\r\n"
-    captured = capture(smtpsink, b"Subject: big\r\n\r\n" + line * 3_000)
-
-    delivery = smtpsink.release(captured, "127.0.0.1", upstream.port, timeout=2)
+    delivery = smtpsink.release(captured, "127.0.0.1", upstream.port, timeout=timeout)
 
     assert delivery.code == 250
     assert upstream.received.count(b"<content>") == 1
