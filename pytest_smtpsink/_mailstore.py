@@ -148,21 +148,37 @@ def normalize_user(address: str, delimiter: str | None = None) -> str:
     """The mailbox key of an address: without ``<>`` and surrounding space,
     case-insensitive as a whole (``Ann@Example.COM`` is ``ann@example.com``),
     and, with a ``delimiter`` such as ``"+"``, without the ``+detail`` part
-    of the local part."""
+    of the local part. A domain's A-labels are read as Unicode
+    (``ann@xn--strae-oqa.de`` is ``ann@straße.de``)."""
     user = address.strip()
     if user.startswith("<") and user.endswith(">"):
         user = user[1:-1].strip()
     # lower(), not casefold(): that one also makes straße strasse, two
     # addresses, and so two recipients, of one mailbox.
     user = user.lower()
-    if delimiter:
-        local, at, domain = user.rpartition("@")
-        if not at:
-            local, domain = user, ""
-        if delimiter in local:
-            local = local.split(delimiter, 1)[0]
-        user = f"{local}{at}{domain}"
-    return user
+    local, at, domain = user.rpartition("@")
+    if not at:
+        return user.split(delimiter, 1)[0] if delimiter else user
+    if delimiter and delimiter in local:
+        local = local.split(delimiter, 1)[0]
+    if "xn--" in domain:
+        domain = ".".join(map(_u_label, domain.split(".")))
+    return f"{local}@{domain}"
+
+
+def _u_label(label: str) -> str:
+    """A domain label as Unicode: ``xn--strae-oqa`` is ``straße``, so that
+    mail to either spelling of a domain reaches one mailbox. Decoded with
+    Punycode alone, which every IDNA version agrees on (they differ in how
+    Unicode is mapped before encoding, not in decoding). A label that does
+    not decode, or decodes to plain ASCII (no A-label), stays as it is."""
+    if not label.startswith("xn--"):
+        return label
+    try:
+        decoded = label[4:].encode("ascii").decode("punycode")
+    except (UnicodeError, ValueError):
+        return label
+    return label if decoded.isascii() else decoded.lower()
 
 
 def wire_bytes(raw: bytes) -> bytes:

@@ -7,6 +7,7 @@ import datetime
 import email.message
 import imaplib
 import pathlib
+import poplib
 import re
 import smtplib
 
@@ -597,6 +598,35 @@ def test_addresses_differing_beyond_case_have_mailboxes_of_their_own(
     assert len(smtpsink.mailbox("strasse@example.com").messages()) == 2
     smtpsink.mailbox("STRAßE@example.com").assert_in(subject="For straße")
     assert smtpsink.mailbox("straße@example.com").user == "straße@example.com"
+
+
+def test_a_domain_in_a_labels_and_in_unicode_is_one_mailbox(smtpsink: Mailbox) -> None:
+    # They were two mailboxes: POP3 and IMAP clients that log in with the
+    # A-label (as many must) found none of the mail sent to straße.example.
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            "zed@example.org",
+            ["ann@straße.example"],
+            b"Subject: unicode\r\n\r\nx\r\n",
+            mail_options=["SMTPUTF8"],
+        )
+        client.sendmail(
+            "zed@example.org",
+            ["Ann@XN--STRAE-OQA.example"],
+            b"Subject: ace\r\n\r\nx\r\n",
+        )
+    box = smtpsink.mailbox("ann@xn--strae-oqa.example")
+    assert box.user == "ann@straße.example"
+    assert sorted(str(m.subject) for m in box.messages()) == ["ace", "unicode"]
+    pop3 = poplib.POP3(smtpsink.pop3.host, smtpsink.pop3.port, timeout=10)
+    pop3.user("ann@xn--strae-oqa.example")
+    pop3.pass_("any")
+    assert pop3.stat()[0] == 2
+    pop3.quit()
+    # Punycode that decodes to ASCII is no A-label: a mailbox of its own.
+    smtpsink.deliver(RAW, to="ann@xn--abc-.example")
+    assert smtpsink.mailbox("ann@abc.example").messages() == []
+    assert smtpsink.mailbox("ann@xn--abc-.example").user == "ann@xn--abc-.example"
 
 
 def test_deliver_takes_a_raw_utf8_sender_as_text(smtpsink: Mailbox) -> None:
