@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
+from ._text import unicode_domain
+
 if TYPE_CHECKING:
     from ._message import Message
 
@@ -161,24 +163,7 @@ def normalize_user(address: str, delimiter: str | None = None) -> str:
         return user.split(delimiter, 1)[0] if delimiter else user
     if delimiter and delimiter in local:
         local = local.split(delimiter, 1)[0]
-    if "xn--" in domain:
-        domain = ".".join(map(_u_label, domain.split(".")))
-    return f"{local}@{domain}"
-
-
-def _u_label(label: str) -> str:
-    """A domain label as Unicode: ``xn--strae-oqa`` is ``straße``, so that
-    mail to either spelling of a domain reaches one mailbox. Decoded with
-    Punycode alone, which every IDNA version agrees on (they differ in how
-    Unicode is mapped before encoding, not in decoding). A label that does
-    not decode, or decodes to plain ASCII (no A-label), stays as it is."""
-    if not label.startswith("xn--"):
-        return label
-    try:
-        decoded = label[4:].encode("ascii").decode("punycode")
-    except (UnicodeError, ValueError):
-        return label
-    return label if decoded.isascii() else decoded.lower()
+    return f"{local}@{unicode_domain(domain)}"
 
 
 def wire_bytes(raw: bytes) -> bytes:

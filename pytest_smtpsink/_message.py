@@ -34,7 +34,14 @@ from email.message import Message as Compat32Message
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from ._mime import getaddresses, parse_compat32, parseaddr
-from ._text import clock, join_shortened, printable, shorten, unescape_8bit
+from ._text import (
+    clock,
+    join_shortened,
+    printable,
+    shorten,
+    unescape_8bit,
+    unicode_domain,
+)
 
 if TYPE_CHECKING:
     from ._dkim import DkimResult
@@ -141,8 +148,8 @@ class Addresses(tuple[Address, ...]):
 
 def normalize_address(value: str) -> str:
     """The comparable form of an address: display name and angle brackets
-    dropped, domain lower-cased, local part kept as is (it may be
-    case-sensitive, RFC 5321 section 2.4)."""
+    dropped, domain lower-cased with its A-labels read as Unicode, local
+    part kept as is (it may be case-sensitive, RFC 5321 section 2.4)."""
     value = value.strip()
     if "<" in value or " " in value:
         try:
@@ -151,7 +158,7 @@ def normalize_address(value: str) -> str:
             parsed = ""
         value = parsed or value
     local, at, domain = value.strip("<>").rpartition("@")
-    return f"{local}{at}{domain.lower()}" if at else value
+    return f"{local}{at}{unicode_domain(domain.lower())}" if at else value
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -93,3 +93,25 @@ def unescape_8bit(text: str) -> str:
     if text.isascii() or not any("\udc80" <= c <= "\udcff" for c in text):
         return text
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def unicode_domain(domain: str) -> str:
+    """A lower-case domain with its A-labels read as Unicode
+    (``xn--strae-oqa.de`` is ``straße.de``): what makes both spellings of
+    one domain compare equal. Decoded with Punycode alone, which every IDNA
+    version agrees on (they differ in how Unicode is mapped before it is
+    encoded, not in decoding). A label that does not decode, or decodes to
+    plain ASCII (no A-label), stays as it is."""
+    if "xn--" not in domain:
+        return domain
+    return ".".join(map(_u_label, domain.split(".")))
+
+
+def _u_label(label: str) -> str:
+    if not label.startswith("xn--"):
+        return label
+    try:
+        decoded = label[4:].encode("ascii").decode("punycode")
+    except (UnicodeError, ValueError):
+        return label
+    return label if decoded.isascii() else decoded.lower()

@@ -200,6 +200,26 @@ def test_from_matches_any_of_several_authors(smtpsink: Mailbox, send: Send) -> N
     assert "['Ann <ann@example.com>', 'bob@example.com']" in str(failure.value)
 
 
+def test_a_domain_in_a_labels_matches_its_unicode_spelling(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    # Mail libraries write an international domain as A-labels (Django's
+    # sanitize_address does): to="ann@bücher.example" did not find it.
+    send(
+        subject="IDN",
+        to=["Ann <ann@XN--BCHER-KVA.example>"],
+        rcpt=["ann@xn--bcher-kva.example"],
+    )
+    smtpsink.assert_sent(to="ann@bücher.example", rcpt_to="ann@Bücher.example")
+    smtpsink.assert_sent(to=re.compile(r"@bücher\.example$"))
+    message = smtpsink.messages.one(subject="IDN")
+    assert message.to == ["ann@bücher.example"]
+    assert message.to[0] == "ann@xn--bcher-kva.example"
+    assert str(message.to[0]) == "ann@XN--BCHER-KVA.example"  # as sent
+    with pytest.raises(AssertionError):
+        smtpsink.assert_sent(to="ann@bucher.example")
+
+
 def test_an_address_string_with_a_quoted_comma_is_one_address(
     smtpsink: Mailbox, send: Send
 ) -> None:
