@@ -18,7 +18,12 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
-from ._lint import Problem, addresses_without_comma, valid_message_id
+from ._lint import (
+    Problem,
+    addresses_without_comma,
+    unquoted_at_in_name,
+    valid_message_id,
+)
 from ._mime import getaddresses
 from ._text import unescape_8bit
 
@@ -109,7 +114,23 @@ def bulk_sender_problems(
     except RecursionError:  # hundreds of nested comments: no reader copes
         addresses, unreadable = [], " (comments nested too deeply to parse)"
     run_on = [v for v in from_values if addresses_without_comma(v) is not None]
-    if run_on:
+    as_name = [n for n in map(unquoted_at_in_name, from_values) if n is not None]
+    if as_name and len(from_values) == 1:
+        # getaddresses reads the name as a second address: "2 addresses"
+        # would not say what is wrong.
+        addresses = []
+        problems.append(
+            Problem(
+                "from-not-single",
+                "error",
+                f"From has an address as a display name, not quoted: "
+                f"{as_name[0]!r}; readers and DMARC verifiers take it for a "
+                'second From address (write "name" <address>, or the address '
+                "alone); DMARC needs exactly one From address",
+                header="From",
+            )
+        )
+    elif run_on:
         # getaddresses makes one garbled address of them ("@y.example"),
         # which would count as the single From and give a wrong domain.
         addresses = []

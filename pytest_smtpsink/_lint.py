@@ -20,6 +20,7 @@ import datetime
 import difflib
 import email
 import email.errors
+import email.header
 import email.utils
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -63,8 +64,14 @@ _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _FIELD_NAME = re.compile(rb"([!-9;-~]+)[ \t]*:")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _BAD_QP = re.compile(r"=(?![0-9A-Fa-f]{2}|[ \t]*\r?\n|[ \t]*$)")
-_MESSAGE_ID = re.compile(r"\s*<[^<>@\s]+@[^<>@\s]+>\s*")
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+# RFC 5322 3.6.4: msg-id = "<" dot-atom-text "@" (dot-atom-text /
+# no-fold-literal) ">"; RFC 6532 adds UTF-8 to atext and dtext.
+_ID_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\x80-\U0010ffff-]+"
+_MESSAGE_ID = re.compile(
+    rf"\s*<{_ID_ATOM}(?:\.{_ID_ATOM})*@"
+    rf"(?:{_ID_ATOM}(?:\.{_ID_ATOM})*|\[[!-Z^-~\x80-\U0010ffff]*\])>\s*"
+)
 _LOCAL = re.compile(rf'(?:{_ATEXT}+(?:\.{_ATEXT}+)*|"(?:[^"\\\r\n]|\\.)*")')
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})+|\[[^\[\]\\]*\])")
@@ -82,7 +89,7 @@ _LOCAL_AS_WRITTEN_REVERSED = re.compile(r"[^\s<>,:;]*")
 # end of another (its domain, or a domain literal's ']'), or any address
 # after an angle address's '>'. Spaces inside one domain (j@ex ample.com)
 # have no '@' after them: the spaced-domain check's. (A bare address as a
-# display name, x@y <x@y>, is one mailbox, badly written, and left alone.)
+# display name, x@y <x@y>, is one mailbox badly written: `unquoted_at_in_name`.)
 _NO_COMMA = re.compile(
     r"(?:@[^\s,;:<>()@\[\]\"]+|\])\s+(?=[^\s,;<>]*@)"
     r"|>\s*(?=[^\s,;<>]*@|[^,;<>@]*<)"
@@ -147,6 +154,7 @@ LINT_CODES = frozenset(
         "bare-cr",
         "bare-lf",
         "boundary-not-found",
+        "charset-mismatch",
         "duplicate-header",
         "future-date",
         "html-only",
@@ -168,6 +176,7 @@ LINT_CODES = frozenset(
         "missing-from",
         "missing-message-id",
         "missing-mime-version",
+        "missing-sender",
         "missing-subject",
         "quoted-printable-line-too-long",
         "raw-8bit-header",
@@ -358,6 +367,14 @@ def _check_header_bytes(ctx: _Context) -> Iterator[Problem]:
     head = ctx.head
     if head.isascii():
         return
+    yield from _eight_bit_header_lines(head, ctx.smtputf8)
+
+
+def _eight_bit_header_lines(
+    head: bytes, smtputf8: bool, part: str | None = None
+) -> Iterator[Problem]:
+    """``raw-8bit-header`` or ``invalid-utf8-header`` for each line of a
+    header block (the message's, or a MIME ``part``'s) with 8-bit bytes."""
     name = None
     for number, line in enumerate(head.split(b"\n"), start=1):
         field = _FIELD_NAME.match(line)
@@ -365,15 +382,21 @@ def _check_header_bytes(ctx: _Context) -> Iterator[Problem]:
             name = field.group(1).decode("ascii")
         if line.isascii():
             continue
-        if not ctx.smtputf8:
+        if not smtputf8:
             yield Problem(
                 "raw-8bit-header",
                 "error",
                 "raw non-ASCII bytes in a header, but the client did not use "
                 "SMTPUTF8; encode the text as RFC 2047 encoded words "
-                "(=?utf-8?...?=)",
+                "(=?utf-8?...?=)"
+                + (
+                    ", or a parameter as RFC 2231 does (filename*=utf-8''...)"
+                    if part is not None
+                    else ""
+                ),
                 header=name,
-                line=number,
+                part=part,
+                line=None if part is not None else number,
             )
         else:
             try:
@@ -386,7 +409,8 @@ def _check_header_bytes(ctx: _Context) -> Iterator[Problem]:
                     "allows raw UTF-8 in headers, nothing else; encode other "
                     "text as RFC 2047 encoded words)",
                     header=name,
-                    line=number,
+                    part=part,
+                    line=None if part is not None else number,
                 )
 
 
@@ -517,6 +541,23 @@ def _check_addresses(ctx: _Context) -> Iterator[Problem]:
         if canonical is None:
             continue
         text = unescape_8bit(str(value))  # raw UTF-8 as text, for messages
+        if canonical == "Bcc" and not (uncommented(text) or text).strip():
+            # RFC 5322 3.6.3: a Bcc with no address says that blind copies
+            # were sent, without saying to whom.
+            continue
+        as_name = unquoted_at_in_name(text)
+        if as_name is not None:
+            yield Problem(
+                "invalid-address",
+                "error",
+                f"{name} has an address as a display name, not quoted: "
+                f"{as_name!r}; RFC 5322 3.4 allows '@' in a display name only "
+                "in quotes, readers take it for a second address, and a name "
+                "that shows another address than the mailbox's is how spoofed "
+                'mail looks (write "name" <address>, or the address alone)',
+                header=canonical,
+            )
+            continue
         run_on = addresses_without_comma(text)
         if run_on is not None:
             # Readers make one garbled address of them (Python's email
@@ -560,6 +601,32 @@ def _check_addresses(ctx: _Context) -> Iterator[Problem]:
             f"{name} has an address that is not valid: {bad!r}{context}",
             header=canonical,
         )
+    yield from _check_sender(ctx.tree)
+
+
+def _check_sender(tree: Compat32Message) -> Iterator[Problem]:
+    """RFC 5322 3.6.2: a From with several mailboxes needs a Sender."""
+    if "Sender" in tree:
+        return
+    values = tree.get_all("From") or []
+    if len(values) != 1:
+        return  # none, or several: missing-from or duplicate-header says so
+    text = unescape_8bit(str(values[0]))
+    if unquoted_at_in_name(text) or addresses_without_comma(text):
+        return  # invalid-address says so
+    try:
+        authors = [address for _, address in getaddresses([text]) if address]
+    except RecursionError:
+        return
+    if len(authors) > 1:
+        yield Problem(
+            "missing-sender",
+            "error",
+            f"From names {len(authors)} authors but there is no Sender header; "
+            "RFC 5322 3.6.2 requires one naming who sent the message (and "
+            "DMARC needs a single From address)",
+            header="Sender",
+        )
 
 
 def _bad_addresses(value: str, smtputf8: bool) -> str | None:
@@ -594,6 +661,26 @@ def _bad_addresses(value: str, smtputf8: bool) -> str | None:
     if bare is not None and not _PAIRED_ANGLES.fullmatch(_QUOTED.sub('""', bare)):
         return value.strip()
     return None
+
+
+def unquoted_at_in_name(value: str) -> str | None:
+    """The display name, as written, of the first angle address whose name
+    has an '@' outside quotes and comments (``news@shop.example
+    <news@shop.example>``); else None. Python's email package reads such a
+    name as an address of its own. Also the bulk-sender check's (`_bulk`)."""
+    bare = uncommented(re.sub(r"\r?\n", "", value))
+    if bare is None:
+        return None
+    masked = _QUOTED.sub(lambda m: '"' + "x" * (len(m.group()) - 2) + '"', bare)
+    for found in _NAME_BEFORE_ANGLE.finditer(masked):
+        if "@" in found.group(1):
+            return shorten(" ".join(bare[found.start(1) : found.end(1)].split()), 60)
+    return None
+
+
+# A display name: what stands before a '<' since the start, a ',' or a
+# group's ':' or ';'.
+_NAME_BEFORE_ANGLE = re.compile(r"(?:^|[,:;])([^,:;<>]*)<")
 
 
 def addresses_without_comma(value: str) -> str | None:
@@ -890,9 +977,122 @@ _DEFECTS: dict[type[email.errors.MessageDefect], tuple[str, str]] = {
 }
 
 
+def _inside_messages(tree: Compat32Message) -> dict[int, str]:
+    """The parts inside an encapsulated message (``message/rfc822`` or
+    ``message/global``), by ``id()``, each with that message's subtype (the
+    innermost): a forwarded message's text is not this message's body, and
+    a message/global's headers may hold UTF-8 (RFC 6532 3.5)."""
+    inside: dict[int, str] = {}
+    for part in tree.walk():
+        if part.get_content_maintype() == "message" and part.is_multipart():
+            subtype = part.get_content_subtype()
+            for inner in part.walk():
+                if inner is not part:
+                    inside[id(inner)] = subtype
+    return inside
+
+
+def _protocol_parts(tree: Compat32Message) -> set[int]:
+    """The control parts of multipart/signed and multipart/encrypted (RFC
+    1847; PGP/MIME, RFC 3156; S/MIME), by ``id()``: the signature, the
+    version part and the encrypted data, which readers process rather than
+    show. They have no filename, by design."""
+    found: set[int] = set()
+    for part in tree.walk():
+        if part.get_content_maintype() != "multipart":
+            continue
+        children = part.get_payload()
+        if not isinstance(children, list):
+            continue
+        if part.get_content_subtype() == "encrypted":
+            found.update(id(child) for child in children)
+        elif part.get_content_subtype() == "signed":
+            found.update(id(child) for child in children[1:])
+    return found
+
+
+#: An RFC 2047 encoded word: its charset (with an RFC 2231 language after a
+#: '*'), its encoding, its text.
+_ENCODED_WORD = re.compile(r"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([BbQq])\?([^?\s]*)\?=")
+
+
+def _check_header_text(
+    part: Compat32Message, path: str | None, smtputf8: bool
+) -> Iterator[Problem]:
+    """A MIME part's header block (or an encapsulated message's): 8-bit
+    bytes, as `_check_header_bytes` judges the message's own; and, for any
+    block, encoded words in a charset Python does not know or whose text
+    is not in their charset."""
+    if path is not None:
+        lines = [
+            f"{name}: {value}".encode("utf-8", "surrogateescape")
+            for name, value in part.raw_items()
+        ]
+        head = b"\n".join(lines)
+        if not head.isascii():
+            yield from _eight_bit_header_lines(head, smtputf8, path)
+    for name, value in part.raw_items():
+        text = str(value)
+        if "=?" not in text:
+            continue
+        for word in _ENCODED_WORD.finditer(text):
+            charset = word.group(1)
+            if not _known(charset):
+                yield Problem(
+                    "unknown-charset",
+                    "warning",
+                    f"an encoded word in {name} declares charset {charset!r}, "
+                    "which Python does not know; readers will guess",
+                    header=name,
+                    part=path,
+                )
+                continue
+            try:
+                ((data, _),) = email.header.decode_header(word.group())
+            except Exception:  # bad base64 and the like: readers show it raw
+                continue
+            if not isinstance(data, bytes):
+                continue
+            mismatch = _not_in_charset(data, charset)
+            if mismatch is not None:
+                yield Problem(
+                    "charset-mismatch",
+                    "error",
+                    f"an encoded word in {name} declares charset {charset!r} but "
+                    f"its text is not {charset}: {mismatch}; readers show "
+                    "'\ufffd' or garbled text (encode it in the charset it "
+                    "declares)",
+                    header=name,
+                    part=path,
+                )
+
+
+def _not_in_charset(data: bytes, charset: str) -> str | None:
+    """Where ``data`` stops being text in ``charset`` (a known one), or None
+    when it decodes (or the codec is no plain text codec to judge by)."""
+    info = codecs.lookup(charset)
+    if not info._is_text_encoding or "escape" in info.name:
+        return None
+    try:
+        data.decode(info.name)
+    except UnicodeDecodeError as error:
+        bad = data[error.start : error.end]
+        return f"{bad.hex(' ')} at byte {error.start + 1} of {len(data)}"
+    except Exception:  # a codec's own failure: not the sender's to hear of
+        return None
+    return None
+
+
 def _check_mime(ctx: _Context) -> Iterator[Problem]:
     has_text = has_html = False
+    inside = _inside_messages(ctx.tree)
+    protocol = _protocol_parts(ctx.tree)
     for path, part in _parts(ctx.tree):
+        yield from _check_header_text(
+            part,
+            None if part is ctx.tree else path or "1",
+            ctx.smtputf8 or inside.get(id(part)) == "global",
+        )
         defects = list(part.defects)
         if part.get_content_type() == "message/delivery-status" and part.is_multipart():
             # Its header blocks are no parts (IMAP has it a leaf): a line in
@@ -939,7 +1139,11 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
         if not isinstance(payload, str):
             continue
         encoding = str(part.get("Content-Transfer-Encoding", "7bit")).strip().lower()
-        if maintype == "text" and disposition != "attachment":
+        if (
+            maintype == "text"
+            and disposition != "attachment"
+            and id(part) not in inside
+        ):
             if part.get_content_subtype() == "plain":
                 has_text = True
             elif part.get_content_subtype() == "html":
@@ -979,9 +1183,11 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
                     f"{content_type} has no charset parameter (us-ascii is assumed)",
                     part=path,
                 )
+        decodes = True
         if encoding == "base64":
             compact = re.sub(r"\s+", "", payload)
             if len(compact) % 4 or _BASE64.fullmatch(compact) is None:
+                decodes = False
                 yield Problem(
                     "invalid-base64",
                     "error",
@@ -1027,11 +1233,26 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
                     + (_PYTHON_QP_HINT if max(long) <= _PYTHON_QP_LINE else ""),
                     part=path,
                 )
+        if maintype == "text" and isinstance(charset, str) and _known(charset):
+            data = part.get_payload(decode=True) if decodes else None
+            mismatch = (
+                _not_in_charset(data, charset) if isinstance(data, bytes) else None
+            )
+            if mismatch is not None:
+                yield Problem(
+                    "charset-mismatch",
+                    "error",
+                    f"{content_type} declares charset {charset!r} but its text is "
+                    f"not {charset}: {mismatch}; readers show '\ufffd' or garbled "
+                    "text (declare the charset the text is in, or encode it in "
+                    "the one declared)",
+                    part=path,
+                )
         is_attachment = disposition == "attachment" or (
             maintype not in ("text", "message", "multipart")
             and part.get("Content-ID") is None
         )
-        if is_attachment and not part.get_filename():
+        if is_attachment and not part.get_filename() and id(part) not in protocol:
             yield Problem(
                 "attachment-without-filename",
                 "warning",

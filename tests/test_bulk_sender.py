@@ -130,6 +130,22 @@ def test_an_https_uri_is_found_as_rfc_2369_writes_it(
     assert codes(tls_sink) == []
 
 
+def test_an_unquoted_address_as_display_name_is_said_as_such(tls_sink: Mailbox) -> None:
+    # It said "1 From header(s) with 2 address(es)", which is what the parser
+    # made of it, not what was written; and lint said nothing at all.
+    newsletter(tls_sink, From="news@shop.example <news@shop.example>")
+    message = tls_sink.assert_sent()
+    [problem] = message.bulk_sender_problems()
+    assert (problem.code, problem.header) == ("from-not-single", "From")
+    assert problem.message == (
+        "From has an address as a display name, not quoted: 'news@shop.example'; "
+        "readers and DMARC verifiers take it for a second From address (write "
+        '"name" <address>, or the address alone); DMARC needs exactly one From '
+        "address"
+    )
+    assert [p.code for p in message.lint()] == ["invalid-address"]
+
+
 def test_from_addresses_run_together_are_not_one_from(tls_sink: Mailbox) -> None:
     # getaddresses reads "a b" as one address, "@shop.example": it counted
     # as the single From, and the rule passed.

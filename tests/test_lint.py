@@ -435,7 +435,8 @@ def test_a_space_in_a_domain_is_an_invalid_address(
     # address looked valid: a reader that does the same mails another domain.
     raw = HEAD.replace(b"Shop <noreply@shop.example>", written) + b"\r\nx\r\n"
     deliver(smtpsink, raw)
-    [problem] = smtpsink.assert_sent().lint()
+    # A From of two authors also needs a Sender: missing-sender.
+    [problem] = [p for p in smtpsink.assert_sent().lint() if p.code != "missing-sender"]
     assert (problem.code, problem.header) == ("invalid-address", "From")
     assert problem.message == (
         f"From has an address that is not valid: {shown}: a space in the domain "
@@ -1190,3 +1191,239 @@ def test_angle_brackets_in_names_and_comments_are_fine(written: bytes) -> None:
     raw = HEAD.replace(b"ann@example.com", written) + b"\r\nx\r\n"
     received = datetime.datetime(2026, 11, 30, 19, 0, tzinfo=datetime.timezone.utc)
     assert lint(raw, received_at=received) == []
+
+
+# -- what a trial against the RFCs found (2026-12-04) ---------------------------
+
+MIME_HEAD = HEAD + b"MIME-Version: 1.0\r\n"
+
+
+def test_an_empty_bcc_is_fine(smtpsink: Mailbox) -> None:
+    # RFC 5322 3.6.3: a Bcc with no address. It was invalid-address '(empty)'.
+    for bcc in (b"Bcc:", b"Bcc: (blind copies sent)"):
+        smtpsink.clear()
+        deliver(smtpsink, HEAD + bcc + b"\r\n\r\nx\r\n")
+        assert smtpsink.assert_sent().lint() == []
+
+
+@pytest.mark.parametrize(
+    ("content_type", "encoding", "body", "shown"),
+    [
+        ("text/plain; charset=utf-8", "8bit", b"Gr\xfc\xdfe", "fc at byte 3 of 7"),
+        (
+            "text/plain; charset=utf-8",
+            "quoted-printable",
+            b"Gr=FC=DFe",
+            "fc at byte 3 of 7",
+        ),
+        ("text/html; charset=utf-8", "base64", b"R3L833QK", "fc at byte 3 of 6"),
+        ("text/plain; charset=us-ascii", "8bit", "Grüße".encode(), "c3 at byte 3 of 9"),
+    ],
+)
+def test_text_not_in_its_charset_is_a_charset_mismatch(
+    smtpsink: Mailbox, content_type: str, encoding: str, body: bytes, shown: str
+) -> None:
+    # message.text showed 'Gr\ufffd\ufffde' and lint said nothing.
+    raw = (
+        MIME_HEAD
+        + f"Content-Type: {content_type}\r\nContent-Transfer-Encoding: {encoding}\r\n\r\n".encode()
+        + body
+        + b"\r\n"
+    )
+    deliver(smtpsink, raw, mail_options=["BODY=8BITMIME"])
+    problems = [
+        p for p in smtpsink.assert_sent().lint() if p.code == "charset-mismatch"
+    ]
+    assert len(problems) == 1, problems
+    charset = content_type.rpartition("=")[2]
+    assert problems[0].severity == "error"
+    assert problems[0].message.startswith(
+        f"{content_type.partition(';')[0]} declares charset {charset!r} but its text "
+        f"is not {charset}: {shown}"
+    )
+
+
+def test_encoded_words_not_in_their_charset_or_of_an_unknown_one(
+    smtpsink: Mailbox,
+) -> None:
+    raw = HEAD.replace(
+        b"Subject: Hi", b"Subject: =?utf-8?B?R3L8339l?= and =?x-foo?Q?abc?="
+    )
+    deliver(smtpsink, raw + b"\r\nx\r\n")
+    found = {(p.code, p.header, p.severity) for p in smtpsink.assert_sent().lint()}
+    assert found == {
+        ("charset-mismatch", "Subject", "error"),
+        ("unknown-charset", "Subject", "warning"),
+    }
+    # Well-encoded words of any known charset are fine.
+    smtpsink.clear()
+    deliver(
+        smtpsink,
+        HEAD.replace(b"Subject: Hi", b"Subject: =?iso-8859-1?Q?Gr=FC=DFe?=")
+        + b"\r\nx\r\n",
+    )
+    assert smtpsink.assert_sent().lint() == []
+
+
+PGP_SIGNED = MIME_HEAD + (
+    b'Content-Type: multipart/signed; boundary="b"; micalg=pgp-sha256;\r\n'
+    b' protocol="application/pgp-signature"\r\n\r\n'
+    b"--b\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nhello\r\n"
+    b"--b\r\nContent-Type: application/pgp-signature\r\n\r\n"
+    b"-----BEGIN PGP SIGNATURE-----\r\n\r\niQEz\r\n-----END PGP SIGNATURE-----\r\n"
+    b"\r\n--b--\r\n"
+)
+PGP_ENCRYPTED = MIME_HEAD + (
+    b'Content-Type: multipart/encrypted; boundary="e";\r\n'
+    b' protocol="application/pgp-encrypted"\r\n\r\n'
+    b"--e\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n"
+    b"--e\r\nContent-Type: application/octet-stream\r\n\r\n"
+    b"-----BEGIN PGP MESSAGE-----\r\n\r\nhQEM\r\n-----END PGP MESSAGE-----\r\n"
+    b"\r\n--e--\r\n"
+)
+
+
+def test_pgp_mime_control_parts_need_no_filename(smtpsink: Mailbox) -> None:
+    # RFC 3156 4 and 5: they were attachment-without-filename warnings.
+    deliver(smtpsink, PGP_SIGNED)
+    deliver(smtpsink, PGP_ENCRYPTED)
+    smtpsink.assert_clean(severity="warning")
+    # An unnamed attachment inside the signed content is still one.
+    smtpsink.clear()
+    inner = (
+        b'Content-Type: multipart/mixed; boundary="m"\r\n\r\n'
+        b"--m\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nhello\r\n"
+        b"--m\r\nContent-Type: application/pdf\r\n\r\n%PDF\r\n--m--\r\n"
+    )
+    deliver(
+        smtpsink,
+        PGP_SIGNED.replace(
+            b"Content-Type: text/plain; charset=us-ascii\r\n\r\nhello\r\n", inner
+        ),
+    )
+    [problem] = smtpsink.assert_sent().lint()
+    assert (problem.code, problem.part) == ("attachment-without-filename", "1.2")
+
+
+PART_WITH_UTF8_NAME = MIME_HEAD + (
+    b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+    b"--b\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nhi\r\n"
+    b"--b\r\nContent-Type: application/pdf\r\n"
+    b'Content-Disposition: attachment; filename="\xc3\x9cbersicht.pdf"\r\n'
+    b"Content-Transfer-Encoding: base64\r\n\r\nQUJD\r\n--b--\r\n"
+)
+
+
+def test_raw_8bit_bytes_in_a_part_header_are_found(smtpsink: Mailbox) -> None:
+    # Only the message's own header block was scanned: lint() == [].
+    deliver(smtpsink, PART_WITH_UTF8_NAME, mail_options=["BODY=8BITMIME"])
+    [problem] = smtpsink.assert_sent().lint()
+    assert (problem.code, problem.header, problem.part, problem.line) == (
+        "raw-8bit-header",
+        "Content-Disposition",
+        "2",
+        None,
+    )
+    assert "filename*=utf-8''" in problem.message
+    # With SMTPUTF8, UTF-8 is allowed (RFC 6532) and other bytes are not.
+    smtpsink.clear()
+    deliver(smtpsink, PART_WITH_UTF8_NAME, mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+    assert smtpsink.assert_sent().lint() == []
+    smtpsink.clear()
+    latin1 = PART_WITH_UTF8_NAME.replace(b"\xc3\x9c", b"\xdc")
+    deliver(smtpsink, latin1, mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+    assert codes(smtpsink.assert_sent().lint()) == ["invalid-utf8-header"]
+
+
+@pytest.mark.parametrize(
+    "message_id",
+    [
+        "<a,b;c@example.com>",
+        "<a@b..c>",
+        '<a"b@example.com>',
+        "<.a@example.com>",
+        "<a:b@[x]y>",
+        "<a@b@c>",
+    ],
+)
+def test_a_message_id_must_be_dot_atoms(smtpsink: Mailbox, message_id: str) -> None:
+    raw = HEAD.replace(b"<1@shop.example>", message_id.encode())
+    deliver(smtpsink, raw + b"\r\nx\r\n")
+    assert codes(smtpsink.assert_sent().lint()) == ["invalid-message-id"]
+    assert "message-id-invalid" in [
+        p.code for p in smtpsink.assert_sent().bulk_sender_problems()
+    ]
+
+
+@pytest.mark.parametrize(
+    "message_id",
+    [
+        "<a.b+c=d@mail.example.com>",
+        "<x@[192.0.2.1]>",
+        " (id) <x$y/z@h> ",
+        "<ü@ex.example>",
+    ],
+)
+def test_message_ids_as_rfc_5322_and_6532_write_them_are_valid(
+    smtpsink: Mailbox, message_id: str
+) -> None:
+    raw = HEAD.replace(b"<1@shop.example>", message_id.encode())
+    options = [] if message_id.isascii() else ["SMTPUTF8"]
+    deliver(smtpsink, raw + b"\r\nx\r\n", mail_options=options)
+    assert smtpsink.assert_sent().lint() == []
+
+
+@pytest.mark.parametrize(
+    ("sender", "shown"),
+    [
+        (b"news@shop.example <news@shop.example>", "news@shop.example"),
+        (b"Bank support@bank.example <x@evil.example>", "Bank support@bank.example"),
+    ],
+)
+def test_an_unquoted_address_as_display_name_is_invalid(
+    smtpsink: Mailbox, sender: bytes, shown: str
+) -> None:
+    # lint said nothing while the bulk rules counted two From addresses.
+    raw = HEAD.replace(b"Shop <noreply@shop.example>", sender)
+    deliver(smtpsink, raw + b"\r\nx\r\n")
+    [problem] = smtpsink.assert_sent().lint()
+    assert (problem.code, problem.header) == ("invalid-address", "From")
+    assert problem.message.startswith(
+        f"From has an address as a display name, not quoted: {shown!r}; "
+    )
+    # Quoted, it is one mailbox with that name.
+    smtpsink.clear()
+    quoted = b'"' + sender.partition(b" <")[0] + b'" <' + sender.partition(b" <")[2]
+    deliver(
+        smtpsink, HEAD.replace(b"Shop <noreply@shop.example>", quoted) + b"\r\nx\r\n"
+    )
+    assert smtpsink.assert_sent().lint() == []
+
+
+def test_a_forwarded_messages_text_is_no_alternative_to_an_html_body(
+    smtpsink: Mailbox,
+) -> None:
+    raw = MIME_HEAD + (
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/html; charset=us-ascii\r\n\r\n<p>See below</p>\r\n"
+        b"--b\r\nContent-Type: message/rfc822\r\n"
+        b'Content-Disposition: attachment; filename="fwd.eml"\r\n\r\n'
+        b"From: c@x.example\r\nSubject: old\r\n\r\nplain text\r\n--b--\r\n"
+    )
+    deliver(smtpsink, raw)
+    assert codes(smtpsink.assert_sent().lint()) == ["html-only"]
+
+
+def test_several_authors_need_a_sender(smtpsink: Mailbox) -> None:
+    raw = HEAD.replace(b"Shop <noreply@shop.example>", b"a@x.example, b@y.example")
+    deliver(smtpsink, raw + b"\r\nx\r\n")
+    [problem] = smtpsink.assert_sent().lint()
+    assert (problem.code, problem.severity, problem.header) == (
+        "missing-sender",
+        "error",
+        "Sender",
+    )
+    assert problem.message.startswith("From names 2 authors but there is no Sender")
+    smtpsink.clear()
+    deliver(smtpsink, raw.replace(b"To:", b"Sender: a@x.example\r\nTo:") + b"\r\nx\r\n")
+    assert smtpsink.assert_sent().lint() == []
