@@ -15,8 +15,10 @@ for the rest of the run; publishing again for the same name replaces it.
 
 from __future__ import annotations
 
+import ast
 import base64
 import dataclasses
+import datetime
 import logging
 import re
 import threading
@@ -279,7 +281,7 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
                     "publishes RSA keys only (a sender signing with both, as "
                     "RFC 8463 has it, is verified by its rsa-sha256 signature)"
                 )
-            reason = said or _mismatch(raw, index, domain, selector)
+            reason = said or _mismatch(raw, index, domain, selector, b"l" in fields)
             if reason.startswith("missing public key"):
                 reason = (
                     f"no key published for {record_name(domain, selector)}: "
@@ -331,10 +333,13 @@ def _body_length_warning(verifier: Any, fields: dict[bytes, bytes]) -> str:
     )
 
 
-def _mismatch(raw: bytes, index: int, domain: str, selector: str) -> str:
+def _mismatch(
+    raw: bytes, index: int, domain: str, selector: str, length_tag: bool
+) -> str:
     """Why signature ``index`` failed when dkimpy only said False: the body
-    hash matched (a mismatch raises), the signature over the headers did not
-    verify with the published key."""
+    hash matched (a mismatch raises; with ``l=``, over the signed length
+    only), the signature over the headers did not verify with the published
+    key."""
     import dkim
 
     name = record_name(domain, selector)
@@ -352,10 +357,15 @@ def _mismatch(raw: bytes, index: int, domain: str, selector: str) -> str:
                 )
         except Exception:  # this key cannot tell us more than the first try
             continue
+    body = (
+        "the body's first l= bytes are unchanged; any after them are not signed"
+        if length_tag
+        else "the body is unchanged"
+    )
     return (
         f"the signature does not verify with the key published for {name} "
-        "(the body is unchanged): a signed header changed after signing, or "
-        "another key signed it"
+        f"({body}): a signed header changed after signing, or another key "
+        "signed it"
     )
 
 
@@ -364,8 +374,41 @@ def _answering(record: bytes) -> Callable[..., bytes]:
     return lambda *_args, **_kwargs: record
 
 
+# A Python bytes value as dkimpy's messages show it: b'v', b"x".
+_BYTES_REPR = re.compile(r"(?<!\w)b'(?:[^'\\]|\\.)*'|(?<!\w)b\"(?:[^\"\\]|\\.)*\"")
+
+
+def _unrepr(match: re.Match[str]) -> str:
+    try:
+        value = ast.literal_eval(match.group())
+    except (ValueError, SyntaxError):
+        return match.group()
+    return str(value.decode("ascii", "backslashreplace"))
+
+
+def _utc(seconds: str) -> str:
+    try:
+        when = datetime.datetime.fromtimestamp(int(seconds), datetime.timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        return "a time that does not exist"
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def _explain(error: Exception) -> str:
-    text = str(error) or type(error).__name__
+    # dkimpy formats tag values as Python shows bytes ("missing b'v'=").
+    text = _BYTES_REPR.sub(_unrepr, str(error)) or type(error).__name__
+    missing = re.fullmatch(r"missing (\w+)=", text)
+    if missing:
+        return f"the {missing[1]}= tag is missing (RFC 6376 3.5 requires it)"
+    past = re.fullmatch(r"x= value is past \((\d+)\)", text)
+    if past:
+        return f"x={past[1]}: the signature expired at {_utc(past[1])} (RFC 6376 3.5)"
+    future = re.fullmatch(r"t= value is in the future \((\d+)\)", text)
+    if future:
+        return (
+            f"t={future[1]}: the signature claims to be made at {_utc(future[1])}, "
+            "in the future (RFC 6376 3.5)"
+        )
     if text.startswith("body hash mismatch"):
         return f"the body changed after signing ({text})"
     if type(error).__name__ == "MessageFormatError":

@@ -155,6 +155,64 @@ def test_a_header_changed_or_another_key_is_said_honestly(smtpsink: Mailbox) -> 
     assert [m.dkim[0].reason for m in smtpsink.messages] == [expected, expected]
 
 
+def test_with_l_a_changed_header_does_not_claim_the_whole_body_unchanged(
+    smtpsink: Mailbox,
+) -> None:
+    # The reason said "(the body is unchanged)" of a body with text appended
+    # after the l= bytes.
+    key = smtpsink.dkim_key("shop.example")
+    message = make_message(sender="noreply@shop.example", subject="Original")
+    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    signed = dkim.sign(raw, b"s1", b"shop.example", key.encode(), length=True) + raw
+    tampered = signed.replace(b"Subject: Original", b"Subject: Changed")
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            "noreply@shop.example", ["ann@example.com"], tampered + b"Pay here.\r\n"
+        )
+    assert smtpsink.assert_sent().dkim[0].reason == (
+        "the signature does not verify with the key published for "
+        "s1._domainkey.shop.example (the body's first l= bytes are unchanged; any "
+        "after them are not signed): a signed header changed after signing, or "
+        "another key signed it"
+    )
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "reason"),
+    [
+        (b"v=1; ", b"", "the v= tag is missing (RFC 6376 3.5 requires it)"),
+        (
+            b"v=1; ",
+            b"v=1; x=1000; ",
+            "x=1000: the signature expired at 1970-01-01 00:16:40 UTC (RFC 6376 3.5)",
+        ),
+        (
+            b"c=relaxed/simple",
+            b"c=foo/bar",
+            "the DKIM-Signature header is malformed (invalid c= value: foo)",
+        ),
+        (b"v=1; ", b"v=2; ", "v= value is not 1 (2)"),
+    ],
+)
+def test_dkimpy_reasons_show_tag_values_as_text(
+    smtpsink: Mailbox, before: bytes, after: bytes, reason: str
+) -> None:
+    # They read "missing b'v'=", "x= value is past (b'1000')".
+    key = smtpsink.dkim_key("shop.example")
+    message = make_message(sender="noreply@shop.example")
+    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    signed = dkim.sign(raw, b"s1", b"shop.example", key.encode()) + raw
+    assert before in signed
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            "noreply@shop.example",
+            ["ann@example.com"],
+            signed.replace(before, after, 1),
+        )
+    [result] = smtpsink.assert_sent().dkim
+    assert (result.verified, result.reason) == (False, reason)
+
+
 def test_one_result_per_signature_and_none_without(smtpsink: Mailbox) -> None:
     key = smtpsink.dkim_key("shop.example", selector="a")
     send_signed(smtpsink, key, selector="a")
