@@ -434,6 +434,8 @@ def _surely_absent(head: bytes, needles: tuple[bytes, ...]) -> bool:
     folded lines (every value is a substring of it)."""
     if not head.isascii() or b"=?" in head or b"\n " in head or b"\n\t" in head:
         return False
+    if (b"  " in head or b"\t" in head) and any(b" " in n for n in needles):
+        return False  # "a  b" or "a\tb" holds "a b" (see `squeezed`)
     lower = head.lower()
     if len(needles) == 1:  # the usual case, without a generator per message
         return needles[0] not in lower
@@ -518,7 +520,7 @@ class _Evaluation:
         if values is None:
             pattern = _header_pattern(name)
             values = self._values[name] = [
-                decode_words(match.group(1).replace(b"\r\n", b"").strip())
+                squeezed(decode_words(match.group(1).replace(b"\r\n", b"").strip()))
                 for match in pattern.finditer(self.header_block())
             ]
         return values
@@ -621,6 +623,18 @@ def _decode(data: bytes, charset: str) -> str:
 
 
 _HEADER_END = re.compile(rb"\n\r?\n")
+
+
+_BLANKS = re.compile(r"[ \t]+")
+
+
+def squeezed(text: str) -> str:
+    """``text`` with each run of spaces and tabs one space: the header
+    values that header keys search, as Dovecot's, so that "order number"
+    finds a Subject folded with a tab before "number", or written with two
+    spaces. (The search string is taken as sent, as Dovecot takes it: "a  b"
+    finds nothing.)"""
+    return _BLANKS.sub(" ", text) if "  " in text or "\t" in text else text
 
 
 @functools.lru_cache(maxsize=64)

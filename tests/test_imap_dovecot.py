@@ -1375,3 +1375,40 @@ def test_an_encoded_message_rfc822_part_is_described_as_dovecot_does(
         '("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0 NIL NIL NIL NIL) '
         "2 NIL NIL NIL NIL)"
     ) in "\n".join(ours)
+
+
+def test_header_keys_search_values_with_blanks_squeezed_as_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    # A Subject folded with a tab (as Outlook folds) or written with two
+    # spaces was not found by "order number"; Dovecot finds both, and takes
+    # the search string as sent ("your  order" finds nothing there).
+    user = "squeezed-blanks"
+    dovecot.reset(user)
+    messages = [
+        b"Subject: Your order\r\n\tnumber 12345\r\nFrom: Ann\r\n\t<ann@example.com>\r\n\r\nx\r\n",
+        b"Subject: Your  order number\r\n\r\nx\r\n",
+        b"Subject: Your order number\r\n\r\nx\r\n",
+    ]
+    dovecot.seed(user, messages)
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX",
+        'c SEARCH SUBJECT "order number"',
+        'd SEARCH HEADER SUBJECT "order number"',
+        'e SEARCH FROM "ann <ann"',
+        'f SEARCH SUBJECT "your  order"',
+        "g SEARCH SUBJECT {12+}\r\norder\tnumber",
+        'h SEARCH OR SUBJECT "x y" SUBJECT "your order"',
+        "i LOGOUT",
+    ]
+    ours, theirs = masked_on_both(script, dovecot, user, messages)
+    assert ours == theirs
+    assert [line for line in ours if line.startswith("S: * SEARCH")] == [
+        "S: * SEARCH 1 2 3",
+        "S: * SEARCH 1 2 3",
+        "S: * SEARCH 1",
+        "S: * SEARCH",
+        "S: * SEARCH",
+        "S: * SEARCH 1 2 3",
+    ]
