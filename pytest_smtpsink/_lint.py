@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from email.message import Message as Compat32Message
 from typing import Literal, Protocol, TypeVar
 
-from ._mime import getaddresses, parse_compat32
+from ._mime import encoded_words, getaddresses, parse_compat32
 from ._text import printable, shorten, unescape_8bit
 
 Severity = Literal["error", "warning", "info"]
@@ -612,6 +612,8 @@ def _check_sender(tree: Compat32Message) -> Iterator[Problem]:
     if len(values) != 1:
         return  # none, or several: missing-from or duplicate-header says so
     text = unescape_8bit(str(values[0]))
+    if "," not in text:
+        return  # one author (run-together addresses are invalid-address)
     if unquoted_at_in_name(text) or addresses_without_comma(text):
         return  # invalid-address says so
     try:
@@ -663,6 +665,13 @@ def _bad_addresses(value: str, smtputf8: bool) -> str | None:
     return None
 
 
+def _blank_quoted(text: str) -> str:
+    """``text`` with every quoted string's content blanked to as many
+    ``x``: an '@', '<' or '>' in a display name is text, and offsets still
+    point into ``text``."""
+    return _QUOTED.sub(lambda m: '"' + "x" * (len(m.group()) - 2) + '"', text)
+
+
 def unquoted_at_in_name(value: str) -> str | None:
     """The display name, as written, of the first angle address whose name
     has an '@' outside quotes and comments (``news@shop.example
@@ -671,7 +680,7 @@ def unquoted_at_in_name(value: str) -> str | None:
     bare = uncommented(re.sub(r"\r?\n", "", value))
     if bare is None:
         return None
-    masked = _QUOTED.sub(lambda m: '"' + "x" * (len(m.group()) - 2) + '"', bare)
+    masked = _blank_quoted(bare)
     for found in _NAME_BEFORE_ANGLE.finditer(masked):
         if "@" in found.group(1):
             return shorten(" ".join(bare[found.start(1) : found.end(1)].split()), 60)
@@ -691,8 +700,7 @@ def addresses_without_comma(value: str) -> str | None:
     bare = uncommented(value)
     if bare is None:
         return None
-    # An '@', '<' or '>' in a quoted string (a display name) is text.
-    masked = _QUOTED.sub(lambda m: '"' + "x" * (len(m.group()) - 2) + '"', bare)
+    masked = _blank_quoted(bare)
     if _NO_COMMA.search(masked) is None:
         return None
     return shorten(" ".join(value.split()), 60)
@@ -708,9 +716,7 @@ def _spaced_domain(value: str) -> str | None:
     bare = uncommented(value)
     if bare is None:
         return None
-    # Quoted strings blanked to the same length, so that offsets still
-    # point into ``bare``: an '@' in a display name is no address.
-    masked = _QUOTED.sub(lambda m: '"' + "x" * (len(m.group()) - 2) + '"', bare)
+    masked = _blank_quoted(bare)
     for found in _DOMAIN_AS_WRITTEN.finditer(masked):
         domain = found.group(1).strip()
         if domain.startswith("["):
@@ -977,43 +983,38 @@ _DEFECTS: dict[type[email.errors.MessageDefect], tuple[str, str]] = {
 }
 
 
-def _inside_messages(tree: Compat32Message) -> dict[int, str]:
-    """The parts inside an encapsulated message (``message/rfc822`` or
-    ``message/global``), by ``id()``, each with that message's subtype (the
-    innermost): a forwarded message's text is not this message's body, and
-    a message/global's headers may hold UTF-8 (RFC 6532 3.5)."""
+def _special_parts(tree: Compat32Message) -> tuple[dict[int, str], set[int]]:
+    """Two sets of parts, by ``id()``, found in one walk of the tree:
+
+    - the parts inside an encapsulated message (``message/rfc822`` or
+      ``message/global``), each with that message's subtype (the
+      innermost): a forwarded message's text is not this message's body,
+      and a message/global's headers may hold UTF-8 (RFC 6532 3.5);
+    - the control parts of multipart/signed and multipart/encrypted (RFC
+      1847; PGP/MIME, RFC 3156; S/MIME): the signature, the version part
+      and the encrypted data, which readers process rather than show. They
+      have no filename, by design.
+    """
     inside: dict[int, str] = {}
+    protocol: set[int] = set()
+    if not tree.is_multipart():
+        return inside, protocol
     for part in tree.walk():
-        if part.get_content_maintype() == "message" and part.is_multipart():
+        maintype = part.get_content_maintype()
+        if maintype == "message" and part.is_multipart():
             subtype = part.get_content_subtype()
             for inner in part.walk():
                 if inner is not part:
                     inside[id(inner)] = subtype
-    return inside
-
-
-def _protocol_parts(tree: Compat32Message) -> set[int]:
-    """The control parts of multipart/signed and multipart/encrypted (RFC
-    1847; PGP/MIME, RFC 3156; S/MIME), by ``id()``: the signature, the
-    version part and the encrypted data, which readers process rather than
-    show. They have no filename, by design."""
-    found: set[int] = set()
-    for part in tree.walk():
-        if part.get_content_maintype() != "multipart":
-            continue
-        children = part.get_payload()
-        if not isinstance(children, list):
-            continue
-        if part.get_content_subtype() == "encrypted":
-            found.update(id(child) for child in children)
-        elif part.get_content_subtype() == "signed":
-            found.update(id(child) for child in children[1:])
-    return found
-
-
-#: An RFC 2047 encoded word: its charset (with an RFC 2231 language after a
-#: '*'), its encoding, its text.
-_ENCODED_WORD = re.compile(r"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([BbQq])\?([^?\s]*)\?=")
+        elif maintype == "multipart":
+            subtype = part.get_content_subtype()
+            if subtype not in ("encrypted", "signed"):
+                continue
+            children = part.get_payload()
+            if isinstance(children, list):
+                skip = 0 if subtype == "encrypted" else 1  # signed: its content
+                protocol.update(id(child) for child in children[skip:])
+    return inside, protocol
 
 
 def _check_header_text(
@@ -1023,7 +1024,7 @@ def _check_header_text(
     bytes, as `_check_header_bytes` judges the message's own; and, for any
     block, encoded words in a charset Python does not know or whose text
     is not in their charset."""
-    if path is not None:
+    if path is not None and not all(str(v).isascii() for _, v in part.raw_items()):
         lines = [
             f"{name}: {value}".encode("utf-8", "surrogateescape")
             for name, value in part.raw_items()
@@ -1035,8 +1036,8 @@ def _check_header_text(
         text = str(value)
         if "=?" not in text:
             continue
-        for word in _ENCODED_WORD.finditer(text):
-            charset = word.group(1)
+        for start, end, written, _ in encoded_words(text):
+            charset = written.partition("*")[0]  # RFC 2231: charset*language
             if not _known(charset):
                 yield Problem(
                     "unknown-charset",
@@ -1048,7 +1049,7 @@ def _check_header_text(
                 )
                 continue
             try:
-                ((data, _),) = email.header.decode_header(word.group())
+                ((data, _),) = email.header.decode_header(text[start:end])
             except Exception:  # bad base64 and the like: readers show it raw
                 continue
             if not isinstance(data, bytes):
@@ -1085,8 +1086,7 @@ def _not_in_charset(data: bytes, charset: str) -> str | None:
 
 def _check_mime(ctx: _Context) -> Iterator[Problem]:
     has_text = has_html = False
-    inside = _inside_messages(ctx.tree)
-    protocol = _protocol_parts(ctx.tree)
+    inside, protocol = _special_parts(ctx.tree)
     for path, part in _parts(ctx.tree):
         yield from _check_header_text(
             part,

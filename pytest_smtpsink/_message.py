@@ -33,7 +33,7 @@ from email.message import EmailMessage
 from email.message import Message as Compat32Message
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
-from ._mime import getaddresses, parse_compat32, parseaddr
+from ._mime import encoded_words, getaddresses, parse_compat32, parseaddr
 from ._text import (
     clock,
     join_shortened,
@@ -1009,34 +1009,6 @@ def _plain_header_items(block: bytes) -> list[tuple[str, str]] | None:
     return items
 
 
-def _encoded_words(line: str) -> list[tuple[int, int, str, str]]:
-    """The RFC 2047 encoded words in one line, as `email.header.ecre` finds
-    them: ``(start, end, charset, encoding)`` each, in order.
-
-    That pattern's lazy parts make a search try every ``=?`` left in the
-    line, each scanning to its end when no ``?=`` follows: quadratic. Here
-    each step looks only ahead of the last: the first ``?`` after ``=?``
-    ends the charset (it holds none), the first ``?=`` after the encoding
-    ends the word; with none, no later ``=?`` can end a word either.
-    """
-    found: list[tuple[int, int, str, str]] = []
-    position = 0
-    while (start := line.find("=?", position)) >= 0:
-        mark = line.find("?", start + 2)
-        if mark < 0:
-            break
-        encoding = line[mark + 1 : mark + 2]
-        if encoding not in ("q", "Q", "b", "B") or line[mark + 2 : mark + 3] != "?":
-            position = start + 1
-            continue
-        end = line.find("?=", mark + 3)
-        if end < 0:
-            break
-        found.append((start, end + 2, line[start + 2 : mark], encoding))
-        position = end + 2
-    return found
-
-
 def _has_encoded_word(text: str) -> bool:
     """`email.header.ecre`'s search over a whole value: its charset part may
     cross a line break, the rest may not cross a LF. The first ``?`` after
@@ -1083,7 +1055,7 @@ def decode_header(text: str) -> list[tuple[bytes | str, str | None]]:
     words: list[tuple[str, str | None, str | None, str]] = []
     for line in text.splitlines():
         position = 0
-        for start, end, charset, encoding in _encoded_words(line):
+        for start, end, charset, encoding in encoded_words(line):
             unencoded = line[position:start]
             if position == 0:
                 unencoded = unencoded.lstrip()

@@ -101,3 +101,31 @@ def parseaddr(value: str) -> tuple[str, str]:
     """`email.utils.parseaddr`, the lax way on every Python version."""
     found: tuple[str, str] = cast("Any", email.utils.parseaddr)(value, **_LAX)
     return found
+
+
+def encoded_words(line: str) -> list[tuple[int, int, str, str]]:
+    """The RFC 2047 encoded words in one line, as `email.header.ecre` finds
+    them: ``(start, end, charset, encoding)`` each, in order.
+
+    That pattern's lazy parts make a search try every ``=?`` left in the
+    line, each scanning to its end when no ``?=`` follows: quadratic. Here
+    each step looks only ahead of the last: the first ``?`` after ``=?``
+    ends the charset (it holds none), the first ``?=`` after the encoding
+    ends the word; with none, no later ``=?`` can end a word either.
+    """
+    found: list[tuple[int, int, str, str]] = []
+    position = 0
+    while (start := line.find("=?", position)) >= 0:
+        mark = line.find("?", start + 2)
+        if mark < 0:
+            break
+        encoding = line[mark + 1 : mark + 2]
+        if encoding not in ("q", "Q", "b", "B") or line[mark + 2 : mark + 3] != "?":
+            position = start + 1
+            continue
+        end = line.find("?=", mark + 3)
+        if end < 0:
+            break
+        found.append((start, end + 2, line[start + 2 : mark], encoding))
+        position = end + 2
+    return found
