@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import datetime
 import email
+import email.charset
 import email.header
 import email.parser
 import email.policy
@@ -519,7 +520,7 @@ class Message:
         if "=?" not in text:
             return text
         try:
-            return str(email.header.make_header(decode_header(text)))
+            return decode_header_text(text)
         except Exception as error:
             # An unknown charset (LookupError), a non-ASCII charset name
             # (CharsetError), broken base64 (HeaderParseError), ...
@@ -1048,6 +1049,64 @@ def decode_header(text: str) -> list[tuple[bytes | str, str | None]]:
     """
     if not _has_encoded_word(text):
         return [(text, None)]
+    chunks = _header_chunks(text)
+    if chunks is None:
+        return email.header.decode_header(text)  # nothing to take long over
+    # As the standard library gives it: unencoded text as bytes too, its
+    # characters past ASCII escaped ('raw-unicode-escape').
+    return [
+        (bytes(data, "raw-unicode-escape") if isinstance(data, str) else data, charset)
+        for data, charset in chunks
+    ]
+
+
+def decode_header_text(text: str) -> str:
+    """A header value with its RFC 2047 encoded words decoded, as
+    ``str(email.header.make_header(decode_header(text)))`` gives it for
+    ASCII text, and for text with raw 8-bit characters too (RFC 6532 UTF-8
+    beside an encoded word, in mail that mixes them), which the standard
+    library refuses (its unencoded chunks are escaped bytes it then reads
+    as ASCII) or garbles (U+FFFD came back as the six characters
+    ``\\ufffd``). Raises as `make_header` does for a charset it does not
+    know or a word it cannot decode."""
+    if not _has_encoded_word(text):
+        return text
+    chunks = _header_chunks(text)
+    if chunks is None:
+        return str(email.header.make_header(email.header.decode_header(text)))
+    # make_header's steps: unencoded text is us-ascii (here, raw 8-bit text
+    # too); runs of one charset are joined with a space; then a space goes
+    # where an encoded word meets unencoded text with no blank between.
+    runs: list[tuple[list[str], str]] = []
+    for data, name in chunks:
+        charset = email.charset.Charset(name or "us-ascii")
+        if isinstance(data, str):
+            piece = data
+        else:
+            piece = data.decode(charset.input_codec or "us-ascii")
+        if runs and runs[-1][1] == str(charset):
+            runs[-1][0].append(piece)
+        else:
+            runs.append(([piece], str(charset)))
+    pieces: list[str] = []
+    last_encoded = last_blank = False
+    for run, charset_name in runs:
+        piece = " ".join(run)
+        encoded = charset_name != "us-ascii"
+        if pieces and (
+            (last_encoded and not encoded and not piece[:1].isspace())
+            or (encoded and not last_encoded and not last_blank)
+        ):
+            pieces.append(" ")
+        pieces.append(piece)
+        last_encoded = encoded
+        last_blank = piece[-1:].isspace()
+    return "".join(pieces)
+
+
+def _header_chunks(text: str) -> list[tuple[bytes | str, str | None]] | None:
+    """`decode_header`'s chunks, unencoded text left as str; None when the
+    text splits into no words at all."""
     # (text, encoding, charset, word) for each word, as the standard
     # library's first step makes them (an encoded word's text is what is
     # between its last two '?'; unencoded text has None, None), with the
@@ -1076,7 +1135,7 @@ def decode_header(text: str) -> list[tuple[bytes | str, str | None]]:
         if unencoded:
             words.append((unencoded, None, None, unencoded))
     if not words:
-        return email.header.decode_header(text)  # nothing to take long over
+        return None
     # Blanks between two encoded words go (RFC 2047 6.2); as the standard
     # library does it, so does an encoded word whose text is blank.
     dropped = {
@@ -1087,13 +1146,21 @@ def decode_header(text: str) -> list[tuple[bytes | str, str | None]]:
     # Runs of words of one charset become one: bytes joined as they come,
     # unencoded text with a space between.
     collapsed: list[tuple[bytes | str, str | None]] = []
-    run: list[bytes] = []
+    run: list[bytes | str] = []
     run_charset: str | None = None
+
+    def close_run() -> None:
+        if run_charset is None:
+            collapsed.append((" ".join(cast("list[str]", run)), None))
+        else:
+            collapsed.append((b"".join(cast("list[bytes]", run)), run_charset))
+
     for n, (text_of_word, word_encoding, word_charset, word) in enumerate(words):
         if n in dropped:
             continue
+        data: bytes | str
         if word_encoding is None:
-            data = bytes(text_of_word, "raw-unicode-escape")
+            data = text_of_word
         else:
             [(decoded, _)] = email.header.decode_header(word)
             data = (
@@ -1102,13 +1169,11 @@ def decode_header(text: str) -> list[tuple[bytes | str, str | None]]:
                 else bytes(decoded, "raw-unicode-escape")
             )
         if run and word_charset != run_charset:
-            collapsed.append(
-                ((b" " if run_charset is None else b"").join(run), run_charset)
-            )
+            close_run()
             run = []
         run.append(data)
         run_charset = word_charset
-    collapsed.append(((b" " if run_charset is None else b"").join(run), run_charset))
+    close_run()
     return collapsed
 
 
@@ -1172,8 +1237,7 @@ def _file_names(message: Compat32Message) -> set[str]:
         with contextlib.suppress(Exception), _QUIET_PARSE.quiet():
             names.add(decode_header_part(raw).strip())
         with contextlib.suppress(Exception):
-            decoded = email.header.make_header(decode_header(raw))
-            names.add(str(decoded).strip())
+            names.add(decode_header_text(raw).strip())
     return names
 
 
@@ -1283,7 +1347,7 @@ def _own_attachment(
     filename = part.get_filename()
     if filename:
         with contextlib.suppress(Exception):  # undecodable: as written
-            filename = str(email.header.make_header(decode_header(filename)))
+            filename = decode_header_text(filename)
     return Attachment(
         filename=filename.strip() if filename else None,
         content_type=part.get_content_type(),

@@ -192,6 +192,32 @@ def test_non_ascii_headers_are_decoded(smtpsink: Mailbox) -> None:
     assert msg.from_.name == "Zoë Ünal"
 
 
+@pytest.mark.parametrize(
+    ("header", "decoded"),
+    [
+        # Raw UTF-8 (RFC 6532) beside an encoded word: the stdlib's
+        # make_header refuses it, so the sink left the whole value undecoded.
+        (b"Subject: Gr\xc3\xbc\xc3\x9fe =?utf-8?q?caf=C3=A9?=", "Grüße café"),
+        # Bytes not UTF-8 beside one: U+FFFD, not the six characters "\ufffd".
+        (b"Subject: =?utf-8?b?w6k=?= \xff", "\u00e9 \ufffd"),
+        # A backslash escape written in the text stays as written.
+        (b"Subject: =?utf-8?b?w6k=?= a\\u00e9", "\u00e9 a\\u00e9"),
+    ],
+)
+def test_raw_8bit_text_beside_an_encoded_word_decodes(
+    smtpsink: Mailbox, header: bytes, decoded: str
+) -> None:
+    raw = header + b"\r\nFrom: J\xc3\xb6rg =?utf-8?q?M=C3=BCller?= <j@example.com>"
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("j@example.com", ["b@example.com"], raw + b"\r\n\r\nbody\r\n")
+    message = smtpsink.messages.one()
+    assert message.subject == decoded
+    assert message.from_ is not None
+    assert message.from_.name == "Jörg Müller"
+    assert not [d for d in message.defects if "undecoded" in d]
+    smtpsink.assert_sent(subject=decoded)
+
+
 def test_a_subject_of_many_encoded_words_decodes_in_one_pass(
     smtpsink: Mailbox,
 ) -> None:

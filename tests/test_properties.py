@@ -37,6 +37,7 @@ from pytest_smtpsink._message import (
     Message,
     _plain_header_items,
     decode_header,
+    decode_header_text,
 )
 from pytest_smtpsink._smtp import RecordingSMTP, _refused_address, plain_angle_addr
 
@@ -490,6 +491,21 @@ def test_encoded_words_decode_as_the_stdlib_decodes_them(text: str) -> None:
     """_message.decode_header is the stdlib's, made linear (the stdlib's is
     quadratic in the words of a line): same parts, same errors."""
     assert _decoded(decode_header, text) == _decoded(email.header.decode_header, text)
+
+
+def _stdlib_text(text: str) -> str:
+    return str(email.header.make_header(email.header.decode_header(text)))
+
+
+@settings(max_examples=1000, deadline=None, database=None)
+@given(text=_header_text)
+@example(text="=?us-ascii?q?x?=x")  # us-ascii words join unencoded text
+@example(text="=?utf-8?q?a?=x =?latin-1?q?b?=")
+def test_header_text_is_the_stdlibs_for_ascii_headers(text: str) -> None:
+    """_message.decode_header_text joins the decoded parts as make_header
+    does; for raw 8-bit text, which the stdlib refuses, see test_capture."""
+    assume(text.isascii())
+    assert _decoded(decode_header_text, text) == _decoded(_stdlib_text, text)
 
 
 @settings(max_examples=300, deadline=None, database=None)
