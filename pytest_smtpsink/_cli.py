@@ -485,7 +485,8 @@ class _Reporter:
     """Turns what the store holds into output lines and saved files."""
 
     sink: SMTPSink
-    out: TextIO
+    #: None when the process has no standard output.
+    out: TextIO | None
     quiet: bool
     transcripts: bool
     save_dir: str | None
@@ -508,18 +509,30 @@ class _Reporter:
     def say(self, line: str) -> None:
         if self._output_closed:
             return
+        if self.out is None:  # started with stdout closed (`smtpsink >&-`)
+            self._stop_output("no output (standard output is closed)")
+            return
         try:
             self.out.write(line + "\n")
             self.out.flush()
-        except OSError as error:
+        except (OSError, ValueError) as error:
             # Windows says EINVAL for a pipe whose reader has gone.
-            if not isinstance(error, BrokenPipeError) and not (
-                sys.platform == "win32" and error.errno == errno.EINVAL
+            if isinstance(error, BrokenPipeError) or (
+                sys.platform == "win32"
+                and getattr(error, "errno", None) == errno.EINVAL
             ):
-                raise
-            # `smtpsink | head`: whoever read the output has gone. The sink
-            # serves on (and saves, with --save-dir) until stopped.
-            self._output_closed = True
+                # `smtpsink | head`: whoever read the output has gone.
+                self._stop_output("output closed")
+            else:
+                # `> /dev/full`, a full disk, a closed file: what was not
+                # written cannot be written later in order either.
+                self._stop_output(f"cannot write the output ({plain_reason(error)})")
+
+    def _stop_output(self, why: str) -> None:
+        """Write no more, say so once, and serve on (saving, with --save-dir,
+        until stopped)."""
+        self._output_closed = True
+        if self.out is not None:
             with contextlib.suppress(OSError, ValueError):
                 # Python's last flush of stdout at exit would fail again. This
                 # points the descriptor (the process's stdout, mostly) at
@@ -530,7 +543,7 @@ class _Reporter:
                     os.dup2(devnull, descriptor)
                 finally:
                     os.close(devnull)
-            _warn("output closed; the sink runs on until stopped (Ctrl-C)")
+        _warn(f"{why}; the sink runs on until stopped (Ctrl-C)")
 
     def process(self) -> None:
         """Report what happened since the last call, oldest first."""

@@ -491,6 +491,72 @@ def test_output_read_by_nobody_stops_no_mail(tmp_path: Path) -> None:
     ]
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@stops_with_signals
+@pytest.mark.parametrize(
+    ("output", "said"),
+    [
+        ("/dev/full", "cannot write the output (No space left on device)"),
+        ("closed", "no output (standard output is closed)"),
+    ],
+)
+def test_output_that_cannot_be_written_stops_no_mail(
+    tmp_path: Path, output: str, said: str
+) -> None:
+    # A full disk, `> /dev/full`, `>&-`: the sink said so and died with a
+    # traceback, refusing the client it was serving with a 421.
+    if output == "/dev/full" and not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    port = _free_port()  # no output to read it from
+    command = [sys.executable, "-m", "pytest_smtpsink", "--port", str(port)]
+    command += ["--save-dir", str(tmp_path)]
+    with contextlib.ExitStack() as stack:
+        if output == "closed":
+            command = ["sh", "-c", 'exec "$@" >&-', "sh", *command]
+            stdout = None
+        else:
+            stdout = stack.enter_context(open(output, "w"))
+        proc = subprocess.Popen(
+            command, stdout=stdout, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            assert proc.stderr is not None
+            # Said at the banner, once the sink listens.
+            first = proc.stderr.readline()
+            while slow_step_report(first.rstrip("\n")):
+                first = proc.stderr.readline()
+            assert (
+                first == f"smtpsink: {said}; the sink runs on until stopped (Ctrl-C)\n"
+            )
+            for subject in ("One", "Two"):
+                with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as smtp:
+                    smtp.sendmail(
+                        "app@example.com",
+                        ["ann@example.com"],
+                        f"Subject: {subject}\r\n\r\n".encode(),
+                    )
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=TIMEOUT)
+        finally:
+            if proc.poll() is None:  # pragma: no cover - a hang is a bug
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0
+    assert [line for line in err.splitlines() if not slow_step_report(line)] == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "0001-One.eml",
+        "0002-Two.eml",
+        "session-0001.txt",
+        "session-0002.txt",
+    ]
+
+
 @stops_with_signals
 def test_a_closed_session_says_what_was_refused(start: Callable[..., Sink]) -> None:
     sink = start("--max-size", "1K")
