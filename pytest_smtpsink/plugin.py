@@ -459,7 +459,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_SUMMARY_KEY] = bool(summary)
     if summary:
         config.pluginmanager.register(
-            _PerTestSummary(config.getoption("verbose") > 0), "smtpsink-summary"
+            _PerTestSummary(config.getoption("verbose", 0) > 0), "smtpsink-summary"
         )
     if not hasattr(config, "workerinput"):
         # Where reports of every worker meet: mail a relay did not deliver

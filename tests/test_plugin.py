@@ -1226,6 +1226,29 @@ def test_silent(smtpsink):
     assert "<property" not in junit.read_text()
 
 
+def test_reporting_options_run_without_the_terminal_plugin(
+    pytester: pytest.Pytester,
+) -> None:
+    # `-p no:terminal` (an IDE's runner, say): --smtpsink-summary read the
+    # verbosity option, which that plugin adds, and was an INTERNALERROR.
+    pytester.makepyfile(FAILING)
+    out = pytester.path / "mail"
+    junit = pytester.path / "junit.xml"
+    result = pytester.runpytest(
+        "-p",
+        "no:terminal",
+        "-p",
+        "no:xdist",
+        "--smtpsink-summary",
+        f"--smtpsink-save-dir={out}",
+        f"--junitxml={junit}",
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stderr.str()
+    assert "INTERNALERROR" not in result.stderr.str() + result.stdout.str()
+    assert junit.read_text().count("<testcase") == 2
+    assert (out / "index.html").exists()
+
+
 def test_two_mailboxes_on_one_sink_are_reported_once(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         SEND
