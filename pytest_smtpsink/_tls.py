@@ -38,7 +38,8 @@ _REJECTED_CERTIFICATE = (
     "the client rejected the sink's certificate (does it trust the sink's CA? "
     f"{TRUST_HINT})"
 )
-_NOT_TLS = "the client did not start TLS (plain SMTP on an implicit-TLS port?)"
+_NOT_TLS = "the client did not start TLS"
+_STARTTLS_COMMAND = {"SMTP": "STARTTLS", "POP3": "STLS", "IMAP": "STARTTLS"}
 _HANDSHAKE_HINTS = {
     "SSLV3_ALERT_BAD_CERTIFICATE": _REJECTED_CERTIFICATE,
     "SSLV3_ALERT_CERTIFICATE_UNKNOWN": _REJECTED_CERTIFICATE,
@@ -81,8 +82,15 @@ def describe_handshake_failure(
     connection (SMTPS, POP3S, IMAPS). Server thread."""
     if isinstance(error, ssl.SSLError) and error.reason:
         hint = _HANDSHAKE_HINTS.get(error.reason)
-        if hint == _NOT_TLS and protocol != "SMTP":
-            hint = hint.replace("plain SMTP", f"plain {protocol}")
+        if hint == _NOT_TLS:
+            hint = (
+                f"{_NOT_TLS} (plain {protocol} on an implicit-TLS port?)"
+                if implicit
+                # After the server's go-ahead: the client sent its next
+                # command in plain text (a client that ignores the reply).
+                else f"{_NOT_TLS} after {_STARTTLS_COMMAND[protocol]}: it "
+                "went on in plain text"
+            )
         return f"{error.reason}: {hint}" if hint else f"{error.reason}: {error}"
     if isinstance(error, (ConnectionAbortedError, TimeoutError)) and (
         "longer than" in str(error) or isinstance(error, TimeoutError)

@@ -352,6 +352,46 @@ def test_plain_text_on_an_implicit_tls_port_names_the_protocol(
 
 
 @pytest.mark.parametrize(
+    ("protocol", "starttls", "then"),
+    [
+        ("SMTP", b"STARTTLS\r\n", b"MAIL FROM:<a@example.com>\r\n"),
+        ("POP3", b"STLS\r\n", b"USER ann\r\n"),
+        ("IMAP", b"a STARTTLS\r\n", b"b LOGIN ann pw\r\n"),
+    ],
+)
+def test_plain_text_after_the_starttls_go_ahead_says_so(
+    smtpsink_factory: Callable[..., SMTPSink],
+    protocol: str,
+    starttls: bytes,
+    then: bytes,
+) -> None:
+    # Said "plain SMTP on an implicit-TLS port?" on a sink with no such port.
+    sink = smtpsink_factory(tls="starttls")
+    endpoint = {"SMTP": sink, "POP3": sink.pop3, "IMAP": sink.imap}[protocol]
+    with socket.create_connection((endpoint.host, endpoint.port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        reader.readline()  # the greeting
+        if protocol == "SMTP":
+            sock.sendall(b"EHLO client.example\r\n")
+            while reader.readline()[3:4] == b"-":
+                pass
+        sock.sendall(starttls)
+        assert not reader.readline().startswith((b"5", b"-ERR", b"a NO", b"a BAD"))
+        sock.sendall(then)
+        with contextlib.suppress(ConnectionResetError):
+            reader.read()
+        reader.close()
+    sink.wait_until(lambda: bool(sink.sessions) and sink.sessions[-1].end is not None)
+    session = sink.sessions[-1]
+    assert session.end == "tls-failed"
+    command = "STLS" if protocol == "POP3" else "STARTTLS"
+    assert session.tls_error is not None
+    assert session.tls_error.endswith(
+        f"the client did not start TLS after {command}: it went on in plain text"
+    ), session.tls_error
+
+
+@pytest.mark.parametrize(
     "settings",
     [
         {"tls": "starttls-required"},
