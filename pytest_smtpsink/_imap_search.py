@@ -613,9 +613,16 @@ def _decode_body(part: Part) -> str:
 
 def _decode(data: bytes, charset: str) -> str:
     try:
-        codecs.lookup(charset)
+        codec = codecs.lookup(charset)
     except (LookupError, ValueError):
         charset = "utf-8"
+    else:
+        if codec.name == "ascii" and not data.isascii():
+            # 8-bit text labelled US-ASCII, or with no charset (whose
+            # default it is), is UTF-8 from a sender that did not say so
+            # far more often than anything else: read as such, its words
+            # are found, as Dovecot finds them.
+            charset = "utf-8"
     try:
         return data.decode(charset, "replace")
     except Exception:  # a codec that fails on its own: search as UTF-8

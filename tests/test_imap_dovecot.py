@@ -1412,3 +1412,35 @@ def test_header_keys_search_values_with_blanks_squeezed_as_dovecot(
         "S: * SEARCH",
         "S: * SEARCH 1 2 3",
     ]
+
+
+def test_body_keys_find_utf8_words_in_8bit_text_labelled_us_ascii_as_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    # An 8-bit body with no charset (US-ASCII by default) or labelled
+    # us-ascii was read as US-ASCII, so its UTF-8 words were never found;
+    # Dovecot finds them.
+    user = "eight-bit-ascii"
+    dovecot.reset(user)
+    messages = [
+        b"Subject: none\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n",
+        b"Subject: ascii\r\nContent-Type: text/plain; charset=us-ascii\r\n"
+        b"Content-Transfer-Encoding: 8bit\r\n\r\ncaf\xc3\xa9 Gr\xc3\xbc\xc3\x9fe\r\n",
+        b"Subject: plain\r\n\r\nGruesse\r\n",
+    ]
+    dovecot.seed(user, messages)
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX",
+        "c SEARCH CHARSET UTF-8 BODY {7+}\r\nGr\u00fc\u00dfe",
+        "d SEARCH CHARSET UTF-8 TEXT {5+}\r\ncaf\u00e9",
+        "e SEARCH BODY Gr",
+        "f LOGOUT",
+    ]
+    ours, theirs = masked_on_both(script, dovecot, user, messages)
+    assert ours == theirs
+    assert [line for line in ours if line.startswith("S: * SEARCH")] == [
+        "S: * SEARCH 1 2",
+        "S: * SEARCH 2",
+        "S: * SEARCH 1 2 3",
+    ]

@@ -243,6 +243,21 @@ def test_decode_words_never_raises() -> None:
     assert decode_words(b"=?utf-8?b?Q2Fmw6k?=") == "Caf\u00e9"
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    [b"", b"Content-Type: text/plain; charset=us-ascii\r\n"],
+)
+def test_utf8_words_in_8bit_text_labelled_us_ascii_are_found(
+    content_type: bytes,
+) -> None:
+    # Read as US-ASCII, "Gr\xfc\xdfe" was "Gr\ufffd\ufffd..." and never
+    # found (the Dovecot differential test shows Dovecot finds it).
+    raw = b"Subject: x\r\n" + content_type + b"\r\nGr\xc3\xbc\xc3\x9fe\r\n"
+    folder = [Candidate(1, Entry(Raw(raw), uid=1), recent=False)]
+    step = parse_command('t SEARCH CHARSET UTF-8 BODY "gr\u00fc\u00dfe"\r\n'.encode())
+    assert search(parse_search(step.args, step.tag), folder).sequence_numbers == [1]
+
+
 def test_a_body_in_an_unknown_transfer_encoding_is_not_searched() -> None:
     # As Dovecot (tests/corpus/content_type_garbage.eml): the body cannot be
     # decoded, so BODY and TEXT do not look into it; its header still counts.
