@@ -1394,7 +1394,9 @@ class _Connection(ReadSideConnection):
             raise command.error("APPEND needs a folder name and a message")
         *head, message_arg = command.args
         name, flags, date = self._append_head(command, head)
-        if not isinstance(message_arg, String):
+        if not isinstance(message_arg, String) or not message_arg.literal:
+            # RFC 3501's append takes a literal; a quoted string (or the
+            # date-time with no message after it) is BAD, as on Dovecot.
             raise command.error("APPEND's message must be a literal")
         raw = message_arg.value
         if not raw:

@@ -861,6 +861,24 @@ def test_append_before_login_is_refused_before_its_literal(smtpsink: Mailbox) ->
     ]
 
 
+def test_append_of_a_quoted_string_is_bad_and_stores_nothing(smtpsink: Mailbox) -> None:
+    # RFC 3501's APPEND takes the message as a literal; a quoted one was
+    # stored with OK (Dovecot answers BAD: tests/test_imap_dovecot.py).
+    endpoint = Endpoint("imap", smtpsink.imap.host, smtpsink.imap.port)
+    lines = run(
+        [f"L LOGIN {USER} pw", 'a APPEND INBOX "Subject: hi"', "b NOOP"],
+        endpoint,
+        read_timeout=5,
+    )
+    assert lines[3:] == [
+        'C: a APPEND INBOX "Subject: hi"',
+        "S: a BAD APPEND's message must be a literal",
+        "C: b NOOP",
+        "S: b OK NOOP completed",
+    ]
+    assert smtpsink.mailbox(USER).stored() == ()
+
+
 class _RecordingIMAP4(imaplib.IMAP4):
     """imaplib's client, keeping what it sends."""
 

@@ -189,7 +189,11 @@ def test_append_is_refused_before_its_literal_as_dovecot_refuses_it(
         f"c APPEND INBOX (\\Seen \\Bogus) {{{size}}}",
         f"d APPEND Nowhere {{{size}}}",
         f"e APPEND Nowhere {{{size}+}}\r\n{message}",  # read, then refused
+        # The message as a quoted string, not a literal: stored, with OK.
+        'e2 APPEND INBOX "Subject: hi"',
+        'e3 APPEND INBOX (\\Seen) "Subject: hi"',
         "f NOOP",
+        "f2 STATUS INBOX (MESSAGES)",
         "g LOGOUT",
     ]
     with SMTPSink() as sink:
@@ -204,6 +208,8 @@ def test_append_is_refused_before_its_literal_as_dovecot_refuses_it(
     )
     assert "S: b BAD <text>" in masked(ours, text=True)
     assert "S: d NO [TRYCREATE] <text>" in masked(ours, text=True)
+    assert "S: e2 BAD <text>" in masked(ours, text=True)
+    assert "S: * STATUS INBOX (MESSAGES 1)" in ours
     # A bad date with a {n+} literal: the sink reads the literal, whose
     # bytes are on their way, before it refuses; Dovecot refuses at once
     # and reads the message's lines as commands (a BAD for each).
