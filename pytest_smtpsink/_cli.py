@@ -101,7 +101,7 @@ _CLI_SPELLING = {
 
 def _port(text: str) -> int:
     try:
-        value = int(text)
+        value = int(text) if text.isascii() else -1  # int() takes "２５" too
     except ValueError:
         value = -1
     if not 0 <= value <= 65535:
@@ -120,7 +120,7 @@ def _size(text: str) -> int:
 
 def _positive(text: str) -> int:
     try:
-        value = int(text)
+        value = int(text) if text.isascii() else 0
     except ValueError:
         value = 0
     if value < 1:
@@ -132,7 +132,7 @@ def _seconds(text: str) -> float:
     # Here, not in the settings: their error would echo the float ("got
     # 0.0"), not what was typed.
     try:
-        value = float(text)
+        value = float(text) if text.isascii() else 0.0
     except ValueError:
         value = 0.0
     if not 0 < value < float("inf"):  # nan fails too

@@ -181,12 +181,14 @@ def parse_upstream(url: str) -> Upstream:
             "the URL has an '@' after its host: a '/', '?' or '#' in the user "
             "name or password must be percent-encoded (%2F, %3F, %23)"
         )
+    given = parts.netloc.rpartition("@")[2].rpartition(":")[2]
     try:
         port = parts.port
     except ValueError:
         port = -1
+    if port is not None and not given.isascii():
+        port = -1  # "２５": some Pythons' urllib reads it as 25
     if port is not None and not 0 < port < 65536:
-        given = parts.netloc.rpartition("@")[2].rpartition(":")[2]
         raise ValueError(
             f"the URL's port must be a number from 1 to 65535, got {given!r}"
         )

@@ -42,7 +42,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_TIMEOUT = 5.0
 
 
-_SIZE = re.compile(r"(?i)\s*(\d+)\s*(|b|kb|mb|gb|kib|mib|gib|k|m|g)\s*")
+# ASCII digits only: \d (and int()) take "２５" and "٢٥" too.
+_SIZE = re.compile(r"(?ai)\s*(\d+)\s*(|b|kb|mb|gb|kib|mib|gib|k|m|g)\s*")
 _UNITS = {
     **dict.fromkeys(("", "b"), 1),
     **{"kb": 10**3, "mb": 10**6, "gb": 10**9},

@@ -94,7 +94,7 @@ def parse_address(text: str) -> tuple[str, int]:
     """``"127.0.0.1:783"`` or ``"[::1]:783"`` -> (host, port)."""
     host, colon, port = text.strip().rpartition(":")
     host = host.strip("[]")
-    if not colon or not host or not port.isdigit():
+    if not colon or not host or not (port.isascii() and port.isdigit()):
         raise ValueError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:783)")
     if not 0 < int(port) < 65536:
         raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")

@@ -235,6 +235,8 @@ def _bool_option(config: pytest.Config, name: str) -> bool:
 
 def _parse_int(text: str) -> int:
     try:
+        if not text.isascii():  # int() takes "２５" and "٢٥" too
+            raise ValueError
         return int(text)
     except ValueError:
         raise ValueError(f"{text!r} is not a whole number") from None
@@ -242,6 +244,8 @@ def _parse_int(text: str) -> int:
 
 def _parse_seconds(text: str) -> float:
     try:
+        if not text.isascii():
+            raise ValueError
         value = float(text)
     except ValueError:
         raise ValueError(f"{text!r} is not a number of seconds") from None

@@ -997,6 +997,14 @@ def test_stopping_says_it_waits_for_the_relay(start: Callable[..., Sink]) -> Non
     ("args", "expected"),
     [
         (["--port", "-1"], "argument --port: must be a number from 0 to 65535"),
+        # int() reads full-width and other Unicode digits: "２５２５" was 2525.
+        (
+            ["--port", "\uff12\uff15\uff12\uff15"],
+            "argument --port: must be a number from 0 to 65535",
+        ),
+        (["--max-recipients", "\u0665"], "argument --max-recipients: must be a whole"),
+        (["--relay-timeout", "\u0665"], "argument --relay-timeout: must be a number"),
+        (["--max-size", "\u0665K"], "argument --max-size: "),
         (["--port", "smtp"], "argument --port: "),
         (
             ["--quiet", "--transcripts"],

@@ -221,6 +221,16 @@ def test_port(smtpsink, smtpsink_factory, pytestconfig):
     ("args", "message"),
     [
         (["--smtpsink-port=http"], "--smtpsink-port: 'http' is not a whole number"),
+        # int() reads full-width digits: "２５２５" was port 2525.
+        (
+            ["--smtpsink-port=\uff12\uff15\uff12\uff15"],
+            "--smtpsink-port: '\uff12\uff15\uff12\uff15' is not a whole number",
+        ),
+        (["--smtpsink-timeout=\u0665"], "--smtpsink-timeout: '\u0665' is not a number"),
+        (
+            ["--smtpsink-max-size=\u0665K"],
+            "--smtpsink-max-size: '\u0665K' is not a size",
+        ),
         (
             ["--smtpsink-port=99999"],
             "--smtpsink-port: must be an integer from 0 to 65535",

@@ -827,6 +827,11 @@ def test_a_password_cut_by_a_url_delimiter_is_named_not_shown(cut: str) -> None:
             "port must be a number from 1 to 65535, got '0'",
         ),
         (
+            {"relay": "smtp://127.0.0.1:\uff12\uff15", "relay_to": ".*"},
+            "relay",
+            "port must be a number from 1 to 65535, got '\uff12\uff15'",
+        ),
+        (
             {"relay": "smtp://mail.example.com:25", "relay_to": ".*"},
             "relay",
             "relay_allow_remote=True",

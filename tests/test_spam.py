@@ -239,6 +239,9 @@ def test_bad_arguments_are_named(smtpsink: Mailbox) -> None:
         match=r"spamd: '127.0.0.1:99999': the port must be a number from 1 to 65535",
     ):
         message.spam_report(spamd="127.0.0.1:99999")
+    for port in ("\uff17\uff18\uff13", "\u00b2"):  # full-width 783; a superscript
+        with pytest.raises(ValueError, match=r"is not HOST:PORT"):
+            message.spam_report(spamd=f"127.0.0.1:{port}")
     # Not the configured spamd instead, nor "no spamd is configured".
     previous = use_spamd("127.0.0.1:9")
     try:
