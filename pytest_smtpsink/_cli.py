@@ -101,7 +101,7 @@ _CLI_SPELLING = {
 
 def _port(text: str) -> int:
     try:
-        value = int(text) if text.isascii() else -1  # int() takes "２５" too
+        value = int(text) if text.isascii() else -1  # int() takes full-width digits
     except ValueError:
         value = -1
     if not 0 <= value <= 65535:

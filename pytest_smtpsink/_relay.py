@@ -187,7 +187,7 @@ def parse_upstream(url: str) -> Upstream:
     except ValueError:
         port = -1
     if port is not None and not given.isascii():
-        port = -1  # "２５": some Pythons' urllib reads it as 25
+        port = -1  # full-width digits: some Pythons' urllib reads them
     if port is not None and not 0 < port < 65536:
         raise ValueError(
             f"the URL's port must be a number from 1 to 65535, got {given!r}"

@@ -42,7 +42,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_TIMEOUT = 5.0
 
 
-# ASCII digits only: \d (and int()) take "２５" and "٢٥" too.
+# ASCII digits only: \d (and int()) take full-width and other digits too.
 _SIZE = re.compile(r"(?ai)\s*(\d+)\s*(|b|kb|mb|gb|kib|mib|gib|k|m|g)\s*")
 _UNITS = {
     **dict.fromkeys(("", "b"), 1),

@@ -235,7 +235,7 @@ def _bool_option(config: pytest.Config, name: str) -> bool:
 
 def _parse_int(text: str) -> int:
     try:
-        if not text.isascii():  # int() takes "２５" and "٢٥" too
+        if not text.isascii():  # int() takes full-width digits too
             raise ValueError
         return int(text)
     except ValueError:

@@ -997,7 +997,7 @@ def test_stopping_says_it_waits_for_the_relay(start: Callable[..., Sink]) -> Non
     ("args", "expected"),
     [
         (["--port", "-1"], "argument --port: must be a number from 0 to 65535"),
-        # int() reads full-width and other Unicode digits: "２５２５" was 2525.
+        # int() reads full-width and other Unicode digits: those of 2525 were 2525.
         (
             ["--port", "\uff12\uff15\uff12\uff15"],
             "argument --port: must be a number from 0 to 65535",

@@ -367,8 +367,12 @@ def test_plain_text_after_the_starttls_go_ahead_says_so(
 ) -> None:
     # Said "plain SMTP on an implicit-TLS port?" on a sink with no such port.
     sink = smtpsink_factory(tls="starttls")
-    endpoint = {"SMTP": sink, "POP3": sink.pop3, "IMAP": sink.imap}[protocol]
-    with socket.create_connection((endpoint.host, endpoint.port), timeout=10) as sock:
+    address = {
+        "SMTP": (sink.host, sink.port),
+        "POP3": (sink.pop3.host, sink.pop3.port),
+        "IMAP": (sink.imap.host, sink.imap.port),
+    }[protocol]
+    with socket.create_connection(address, timeout=10) as sock:
         reader = sock.makefile("rb")
         reader.readline()  # the greeting
         if protocol == "SMTP":

@@ -221,7 +221,7 @@ def test_port(smtpsink, smtpsink_factory, pytestconfig):
     ("args", "message"),
     [
         (["--smtpsink-port=http"], "--smtpsink-port: 'http' is not a whole number"),
-        # int() reads full-width digits: "２５２５" was port 2525.
+        # int() reads full-width digits: those of 2525 were port 2525.
         (
             ["--smtpsink-port=\uff12\uff15\uff12\uff15"],
             "--smtpsink-port: '\uff12\uff15\uff12\uff15' is not a whole number",
