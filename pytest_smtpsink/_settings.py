@@ -188,7 +188,10 @@ class SinkSettings:
         for name in ("tls_cert", "tls_key"):
             path = getattr(self, name)
             if path is not None and not os.path.isfile(path):
-                raise SettingsError(name, f"no such file: {path!r}")
+                what = (
+                    "a directory, not a file" if os.path.isdir(path) else "no such file"
+                )
+                raise SettingsError(name, f"{what}: {path!r}")
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 
         def no_password() -> str:

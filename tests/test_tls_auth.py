@@ -1172,6 +1172,8 @@ def test_own_certificate_is_validated_up_front(
     not_pem.write_text("hello\n")
     cases: list[tuple[dict[str, Any], str]] = [
         ({"tls_cert": str(tmp_path / "missing.pem")}, r"^tls_cert: no such file"),
+        # Said "no such file" of a directory there is.
+        ({"tls_cert": str(tmp_path)}, r"^tls_cert: a directory, not a file: "),
         ({"tls_cert": str(cert), "tls_key": str(tmp_path / "x")}, r"^tls_key: no such"),
         (
             {"tls_cert": str(cert), "tls_key": str(other_key)},
