@@ -528,6 +528,9 @@ class HostCheck:
             address = ipaddress.ip_address(host)
         except ValueError:
             return self.allow_remote and "." not in host
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            # [::ffff:127.0.0.1] is 127.0.0.1 (only Python 3.13 says so).
+            address = address.ipv4_mapped
         return self.allow_remote or address.is_loopback
 
 

@@ -429,6 +429,12 @@ def test_other_hosts_and_origins_are_refused(live: Callable[..., Live]) -> None:
     assert len(view.json("/api/messages")) == 1
     # localhost and the page's own origin are fine.
     assert len(view.json("/api/messages", Host=f"localhost:{view.http_port}")) == 1
+    # So is loopback written as an IPv4-mapped IPv6 address (refused before
+    # Python 3.13, whose ipaddress calls it loopback) and none other mapped.
+    mapped = f"[::ffff:127.0.0.1]:{view.http_port}"
+    assert len(view.json("/api/messages", Host=mapped)) == 1
+    status, _ = view.request("/api/messages", headers={"Host": "[::ffff:10.0.0.1]"})
+    assert status == 403
     deleted = view.json("/api/messages", "DELETE", Origin=view.url)
     assert deleted == {"deleted": 1}
 
