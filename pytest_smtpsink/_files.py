@@ -11,6 +11,7 @@ every platform. Test thread (the plugin) or the CLI's main thread.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import unicodedata
 from pathlib import Path
@@ -45,8 +46,23 @@ def write_message(
     except Exception:  # last resort (fields are guarded): the bytes matter
         subject = None
     path = directory / message_file_name(number, subject, prefix)
-    path.write_bytes(message.raw)
+    write_whole(path, message.raw)
     return path
+
+
+def write_whole(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path``, or raise with no file left behind: a
+    file cut short by a full disk would pass for the message (or
+    transcript) it is only the start of."""
+    try:
+        path.write_bytes(data)
+    except BaseException as error:
+        # What cannot be removed either stays as the disk left it.
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename is None:
+            error.filename = str(path)  # a failed write() names no file
+        raise
 
 
 def write_session(directory: Path, number: int, session: Session) -> Path:
@@ -56,6 +72,6 @@ def write_session(directory: Path, number: int, session: Session) -> Path:
         # Local time, as every line people read, with its offset from UTC.
         f"started {session.started_at.astimezone():%Y-%m-%d %H:%M:%S.%f %z}\n"
     )
-    with path.open("w", encoding="utf-8", newline="\n") as file:
-        file.write(header + session.format_transcript() + "\n")
+    text = header + session.format_transcript() + "\n"
+    write_whole(path, text.encode("utf-8"))
     return path

@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
+from ._files import write_whole
 from ._text import printable
 
 if TYPE_CHECKING:
@@ -382,7 +383,7 @@ def record_test(
                     )
                     used.add(name.lower())
                     try:
-                        (folder / name).write_bytes(item.content)
+                        write_whole(folder / name, item.content)
                     except OSError:
                         continue
                     href = _href(folder / name, root)

@@ -557,6 +557,49 @@ def test_output_that_cannot_be_written_stops_no_mail(
     ]
 
 
+class SmallFilesSink(Sink):
+    """A sink whose files cannot grow past 200 KB (RLIMIT_FSIZE): a write
+    past that fails (EFBIG) as on a disk that fills up mid-way."""
+
+    command = (
+        "-c",
+        "import resource, runpy, signal\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))\n"
+        "runpy.run_module('pytest_smtpsink', run_name='__main__')\n",
+    )
+
+
+@stops_with_signals
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="no RLIMIT_FSIZE here")
+def test_a_message_that_cannot_be_saved_whole_leaves_no_file(tmp_path: Path) -> None:
+    # The first 200 KB of it stayed as 0001-Big.eml, as if that were the
+    # message.
+    sink = SmallFilesSink("--save-dir", str(tmp_path))
+    try:
+        with smtplib.SMTP("127.0.0.1", sink.port, timeout=TIMEOUT) as smtp:
+            big = b"Subject: Big\r\n\r\n" + (b"x" * 76 + b"\r\n") * 4000
+            smtp.sendmail("app@example.com", ["ann@example.com"], big)
+            smtp.sendmail(
+                "app@example.com", ["ann@example.com"], b"Subject: Small\r\n\r\n"
+            )
+            sink.expect(r"saved as .*0002-Small\.eml$")
+        sink.stop()
+    finally:
+        if sink.proc.poll() is None:  # pragma: no cover - a hang is a bug
+            sink.proc.kill()
+        sink.finish()
+    assert sink.proc.returncode == 0, sink.stderr
+    assert sink.stderr_lines() == [
+        f"smtpsink: cannot save message #1 as {tmp_path / '0001-Big.eml'}: "
+        "File too large"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "0002-Small.eml",
+        "session-0001.txt",
+    ]
+
+
 @stops_with_signals
 def test_a_closed_session_says_what_was_refused(start: Callable[..., Sink]) -> None:
     sink = start("--max-size", "1K")
