@@ -137,6 +137,22 @@ def test_django_sees_a_refused_recipient(smtpsink: Mailbox, django_mail: Any) ->
     smtpsink.assert_nothing_sent()
 
 
+def test_django_sends_non_ascii_text_as_8bit_without_8bitmime(
+    smtpsink: Mailbox, django_mail: Any
+) -> None:
+    # What docs/recipes.rst says of the lint warning Django's mail gets.
+    django_mail.send_mail(
+        "Gr\u00fc\u00dfe",
+        "Sch\u00f6ne Gr\u00fc\u00dfe",
+        "app@example.com",
+        ["a@example.com"],
+    )
+    message = smtpsink.assert_sent()
+    assert b"Content-Transfer-Encoding: 8bit" in message.raw
+    assert "BODY=8BITMIME" not in message.envelope.mail_options
+    assert [p.code for p in message.lint()] == ["8bit-without-8bitmime"]
+
+
 # -- Flask -----------------------------------------------------------------------------
 
 
