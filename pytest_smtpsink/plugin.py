@@ -463,7 +463,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_SUMMARY_KEY] = bool(summary)
     if summary:
         config.pluginmanager.register(
-            _PerTestSummary(config.getoption("verbose", 0) > 0), "smtpsink-summary"
+            _PerTestSummary(
+                config.getoption("verbose", 0) > 0,
+                each=config.getoption("dist", "no") == "each",
+            ),
+            "smtpsink-summary",
         )
     if not hasattr(config, "workerinput"):
         # Where reports of every worker meet: mail a relay did not deliver
@@ -1158,15 +1162,21 @@ class _PerTestSummary:
     """Counts from each test's teardown report (sent by xdist workers too),
     listed at the end of the run. Registered only when asked for."""
 
-    def __init__(self, verbose: bool) -> None:
+    def __init__(self, verbose: bool, each: bool = False) -> None:
         self.verbose = verbose
+        #: Under ``--dist each`` every worker runs every test: counted apart.
+        self.each = each
         self.counts: dict[str, tuple[int, int]] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         counts = getattr(report, _COUNTS_ATTRIBUTE, None)
         if report.when == "teardown" and counts is not None:
             messages, sessions = cast("Sequence[int]", counts)
-            self.counts[report.nodeid] = (messages, sessions)
+            name = report.nodeid
+            worker = getattr(getattr(report, "node", None), "gateway", None)
+            if self.each and worker is not None:
+                name += f" [{getattr(worker, 'id', '?')}]"
+            self.counts[name] = (messages, sessions)
 
     def pytest_terminal_summary(
         self, terminalreporter: pytest.TerminalReporter

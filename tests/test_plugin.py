@@ -1236,6 +1236,26 @@ def test_silent(smtpsink):
     assert "<property" not in junit.read_text()
 
 
+def test_terminal_summary_under_dist_each_counts_every_worker(
+    pytester: pytest.Pytester,
+) -> None:
+    # Every worker runs every test: one line per test said one worker's
+    # counts, as if the test had run once.
+    pytester.makepyfile(FAILING)
+    result = pytester.runpytest("-n", "2", "--dist", "each", "--smtpsink-summary")
+    lines = [
+        line
+        for line in result.stdout.lines
+        if "::test_" in line and line.endswith(("session", "sessions"))
+    ]
+    assert sorted(line.split("::", 1)[1] for line in lines) == [
+        "test_fails [gw0]: 1 message, 1 session",
+        "test_fails [gw1]: 1 message, 1 session",
+        "test_passes [gw0]: 1 message, 1 session",
+        "test_passes [gw1]: 1 message, 1 session",
+    ]
+
+
 def test_reporting_options_run_without_the_terminal_plugin(
     pytester: pytest.Pytester,
 ) -> None:
