@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import contextlib
 import dataclasses
 import datetime
@@ -1063,50 +1064,85 @@ def decode_header(text: str) -> list[tuple[bytes | str, str | None]]:
 def decode_header_text(text: str) -> str:
     """A header value with its RFC 2047 encoded words decoded, as
     ``str(email.header.make_header(decode_header(text)))`` gives it for
-    ASCII text, and for text with raw 8-bit characters too (RFC 6532 UTF-8
-    beside an encoded word, in mail that mixes them), which the standard
-    library refuses (its unencoded chunks are escaped bytes it then reads
-    as ASCII) or garbles (U+FFFD came back as the six characters
-    ``\\ufffd``). Raises as `make_header` does for a charset it does not
-    know or a word it cannot decode."""
+    ASCII text (errors included), and for text with raw 8-bit characters
+    too, which the standard library refuses or garbles: RFC 6532 UTF-8
+    beside an encoded word (its unencoded chunks are escaped bytes it then
+    reads as ASCII; U+FFFD came back as the six characters ``\\ufffd``),
+    or inside a Q-encoded one (``=?utf-8?q?Grüße?=``, from mailers that
+    put it there). Raises as `make_header` does: a charset it does not
+    know, a word it cannot decode or whose text its charset cannot write."""
     if not _has_encoded_word(text):
         return text
-    chunks = _header_chunks(text)
+    chunks = _header_chunks(text, raw_text=True)
     if chunks is None:
         return str(email.header.make_header(email.header.decode_header(text)))
-    # make_header's steps: unencoded text is us-ascii (here, raw 8-bit text
-    # too); runs of one charset are joined with a space; then a space goes
-    # where an encoded word meets unencoded text with no blank between.
-    runs: list[tuple[list[str], str]] = []
+    # make_header's steps (Header.append, _normalize, __str__). Each chunk
+    # becomes text and the name of its charset: unencoded text, raw 8-bit
+    # text here too, is us-ascii.
+    appended: list[tuple[str, str]] = []
     for data, name in chunks:
-        charset = email.charset.Charset(name or "us-ascii")
         if isinstance(data, str):
-            piece = data
+            appended.append((data, "us-ascii"))
+            continue
+        charset = email.charset.Charset("us-ascii" if name is None else name)
+        codec = charset.input_codec or "us-ascii"
+        if codec == email.charset.UNKNOWN8BIT:
+            # As written out by the email package for bytes it could not
+            # read: shown as U+FFFD, as __str__ shows them.
+            piece = data.decode("ascii", "replace")
         else:
-            piece = data.decode(charset.input_codec or "us-ascii")
-        if runs and runs[-1][1] == str(charset):
-            runs[-1][0].append(piece)
+            codecs.lookup(codec)  # unknown: LookupError, even for no bytes
+            piece = data.decode(codec)
+            output = charset.output_codec or "us-ascii"
+            if output != email.charset.UNKNOWN8BIT:
+                try:
+                    piece.encode(output)
+                except UnicodeEncodeError:
+                    if output != "us-ascii":
+                        raise
+                    charset = email.charset.Charset("utf-8")
+        appended.append((piece, str(charset)))
+    # Runs of one charset are joined with a space.
+    runs: list[tuple[str, str]] = []
+    for piece, charset_name in appended:
+        if runs and runs[-1][1] == charset_name:
+            runs[-1] = (f"{runs[-1][0]} {piece}", charset_name)
         else:
-            runs.append(([piece], str(charset)))
+            runs.append((piece, charset_name))
+    # A space where an encoded word meets unencoded text with no blank (or
+    # parenthesis, or backslash) between them.
     pieces: list[str] = []
     last_encoded = last_blank = False
-    for run, charset_name in runs:
-        piece = " ".join(run)
+    for piece, charset_name in runs:
         encoded = charset_name != "us-ascii"
         if pieces and (
-            (last_encoded and not encoded and not piece[:1].isspace())
+            (last_encoded and not encoded and not _blank_end(piece[:1]))
             or (encoded and not last_encoded and not last_blank)
         ):
             pieces.append(" ")
         pieces.append(piece)
         last_encoded = encoded
-        last_blank = piece[-1:].isspace()
+        last_blank = _blank_end(piece[-1:])
     return "".join(pieces)
 
 
-def _header_chunks(text: str) -> list[tuple[bytes | str, str | None]] | None:
+def _blank_end(character: str) -> bool:
+    """`email.header.Header._nonctext`: where a word ends without a space."""
+    return character.isspace() or character in ("(", ")", "\\")
+
+
+#: What quoted-printable escapes in an encoded word (``=C3``).
+_Q_ESCAPE = re.compile(rb"=([a-fA-F0-9]{2})")
+
+
+def _header_chunks(
+    text: str, raw_text: bool = False
+) -> list[tuple[bytes | str, str | None]] | None:
     """`decode_header`'s chunks, unencoded text left as str; None when the
-    text splits into no words at all."""
+    text splits into no words at all. With ``raw_text``, raw 8-bit text in
+    a Q-encoded word is its UTF-8 bytes (the standard library makes each
+    character one byte, or a ``\\u`` escape, as if the header were
+    Latin-1)."""
     # (text, encoding, charset, word) for each word, as the standard
     # library's first step makes them (an encoded word's text is what is
     # between its last two '?'; unencoded text has None, None), with the
@@ -1161,6 +1197,11 @@ def _header_chunks(text: str) -> list[tuple[bytes | str, str | None]] | None:
         data: bytes | str
         if word_encoding is None:
             data = text_of_word
+        elif raw_text and word_encoding == "q" and not text_of_word.isascii():
+            data = _Q_ESCAPE.sub(
+                lambda escape: bytes.fromhex(escape[1].decode()),
+                text_of_word.encode("utf-8", "surrogateescape").replace(b"_", b" "),
+            )
         else:
             [(decoded, _)] = email.header.decode_header(word)
             data = (

@@ -200,6 +200,9 @@ def test_non_ascii_headers_are_decoded(smtpsink: Mailbox) -> None:
         (b"Subject: Gr\xc3\xbc\xc3\x9fe =?utf-8?q?caf=C3=A9?=", "Grüße café"),
         # Bytes not UTF-8 beside one: U+FFFD, not the six characters "\ufffd".
         (b"Subject: =?utf-8?b?w6k=?= \xff", "\u00e9 \ufffd"),
+        # Raw UTF-8 inside a Q-encoded word, as some mailers write it.
+        (b"Subject: =?utf-8?q?Gr\xc3\xbc\xc3\x9fe_aus?= K\xc3\xb6ln", "Grüße aus Köln"),
+        (b"Subject: =?utf-8?q?\xe2\x82\xac=205?=", "\u20ac 5"),
         # A backslash escape written in the text stays as written.
         (b"Subject: =?utf-8?b?w6k=?= a\\u00e9", "\u00e9 a\\u00e9"),
     ],

@@ -452,6 +452,16 @@ _header_text = st.lists(
             "=?utf-8?q?",
             "=?utf-8?b?",
             "=?iso-8859-1?Q?",
+            # make_header's special cases: the email package's own charset
+            # for unreadable bytes, an empty charset name, a word whose text
+            # its charset cannot write (JIS X 0212 in euc-jp), and where no
+            # space is added (parentheses, a backslash).
+            "=?unknown-8bit?q?",
+            "=??q?",
+            "=?euc-jp?b?j6Kv?=",
+            "(",
+            ")",
+            "\\",
             "?= ",
             " =?",
             "YQ",
@@ -501,6 +511,8 @@ def _stdlib_text(text: str) -> str:
 @given(text=_header_text)
 @example(text="=?us-ascii?q?x?=x")  # us-ascii words join unencoded text
 @example(text="=?utf-8?q?a?=x =?latin-1?q?b?=")
+@example(text="Rechnung (=?utf-8?q?M=C3=A4rz?=)")
+@example(text="=?unknown-8bit?q?caf=E9?=")
 def test_header_text_is_the_stdlibs_for_ascii_headers(text: str) -> None:
     """_message.decode_header_text joins the decoded parts as make_header
     does; for raw 8-bit text, which the stdlib refuses, see test_capture."""
