@@ -510,12 +510,21 @@ class _Reporter:
         if self._output_closed:
             return
         if self.out is None:  # started with stdout closed (`smtpsink >&-`)
-            self._stop_output("no output (standard output is closed)")
+            self._stop_output("standard output is closed")
             return
         try:
-            self.out.write(line + "\n")
+            try:
+                self.out.write(line + "\n")
+            except UnicodeEncodeError:
+                # An output that is not UTF-8 (a Windows code page,
+                # PYTHONIOENCODING=ascii): what it cannot hold is escaped.
+                encoding = getattr(self.out, "encoding", None) or "ascii"
+                escaped = (line + "\n").encode(encoding, "backslashreplace")
+                self.out.write(escaped.decode(encoding))
             self.out.flush()
         except (OSError, ValueError) as error:
+            if isinstance(error, ValueError) and not self.out.closed:
+                raise  # not about the output: the caller's last resort says it
             # Windows says EINVAL for a pipe whose reader has gone.
             if isinstance(error, BrokenPipeError) or (
                 sys.platform == "win32"

@@ -503,7 +503,7 @@ def _free_port() -> int:
     ("output", "said"),
     [
         ("/dev/full", "cannot write the output (No space left on device)"),
-        ("closed", "no output (standard output is closed)"),
+        ("closed", "standard output is closed"),
     ],
 )
 def test_output_that_cannot_be_written_stops_no_mail(
@@ -555,6 +555,43 @@ def test_output_that_cannot_be_written_stops_no_mail(
         "session-0001.txt",
         "session-0002.txt",
     ]
+
+
+class AsciiOutputSink(Sink):
+    """A sink whose stdout writes ASCII only (a Windows code page, or
+    PYTHONIOENCODING=ascii, are alike)."""
+
+    command = (
+        "-c",
+        "import runpy, sys\n"
+        "sys.stdout.reconfigure(encoding='ascii')\n"
+        "runpy.run_module('pytest_smtpsink', run_name='__main__')\n",
+    )
+
+
+@stops_with_signals
+def test_an_output_that_cannot_hold_a_character_shows_it_escaped() -> None:
+    # The first non-ASCII subject stopped all output for the rest of the
+    # run, saying the output could not be written.
+    sink = AsciiOutputSink()
+    try:
+        with smtplib.SMTP("127.0.0.1", sink.port, timeout=TIMEOUT) as smtp:
+            for subject in ("Caf\u00e9 \u2615", "Plain"):
+                smtp.sendmail(
+                    "app@example.com",
+                    ["ann@example.com"],
+                    f"Subject: {subject}\r\n\r\n".encode(),
+                )
+        first = sink.expect(r"^message #1 ").string
+        assert "Subject: 'Caf\\xe9 \\u2615'" in first
+        assert "Subject: 'Plain'" in sink.expect(r"^message #2 ").string
+        rest = sink.stop()
+    finally:
+        if sink.proc.poll() is None:  # pragma: no cover - a hang is a bug
+            sink.proc.kill()
+        sink.finish()
+    assert rest[-1] == "smtpsink stopped: 2 messages in 1 session"
+    assert sink.stderr_lines() == []
 
 
 class SmallFilesSink(Sink):
