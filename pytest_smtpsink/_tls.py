@@ -88,8 +88,8 @@ def describe_handshake_failure(
                 if implicit
                 # After the server's go-ahead: the client sent its next
                 # command in plain text (a client that ignores the reply).
-                else f"{_NOT_TLS} after {_STARTTLS_COMMAND[protocol]}: it "
-                "went on in plain text"
+                else f"the client sent plain text after "
+                f"{_STARTTLS_COMMAND[protocol]} instead of starting TLS"
             )
         return f"{error.reason}: {hint}" if hint else f"{error.reason}: {error}"
     if isinstance(error, (ConnectionAbortedError, TimeoutError)) and (

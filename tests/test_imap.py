@@ -391,7 +391,7 @@ def test_plain_text_after_the_starttls_go_ahead_says_so(
     command = "STLS" if protocol == "POP3" else "STARTTLS"
     assert session.tls_error is not None
     assert session.tls_error.endswith(
-        f"the client did not start TLS after {command}: it went on in plain text"
+        f"the client sent plain text after {command} instead of starting TLS"
     ), session.tls_error
 
 
