@@ -1396,7 +1396,10 @@ class _Connection(ReadSideConnection):
         name, flags, date = self._append_head(command, head)
         if not isinstance(message_arg, String) or not message_arg.literal:
             # RFC 3501's append takes a literal; a quoted string (or the
-            # date-time with no message after it) is BAD, as on Dovecot.
+            # date-time with no message after it) is BAD, as on Dovecot,
+            # which says first that there is no such folder.
+            with self.mail.lock:
+                self._append_folder(name)
             raise command.error("APPEND's message must be a literal")
         raw = message_arg.value
         if not raw:

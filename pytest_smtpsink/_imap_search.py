@@ -612,17 +612,17 @@ def _decode_body(part: Part) -> str:
 
 
 def _decode(data: bytes, charset: str) -> str:
+    if charset.strip().lower() in ("us-ascii", "ascii") and not data.isascii():
+        # 8-bit text labelled US-ASCII, or with no charset (whose default
+        # it is), is UTF-8 from a sender that did not say so far more often
+        # than anything else: read as such, its words are found, as
+        # Dovecot finds them (for these two names; it hands other names of
+        # ASCII to iconv, which reads no 8-bit bytes, and so does Python).
+        charset = "utf-8"
     try:
-        codec = codecs.lookup(charset)
+        codecs.lookup(charset)
     except (LookupError, ValueError):
         charset = "utf-8"
-    else:
-        if codec.name == "ascii" and not data.isascii():
-            # 8-bit text labelled US-ASCII, or with no charset (whose
-            # default it is), is UTF-8 from a sender that did not say so
-            # far more often than anything else: read as such, its words
-            # are found, as Dovecot finds them.
-            charset = "utf-8"
     try:
         return data.decode(charset, "replace")
     except Exception:  # a codec that fails on its own: search as UTF-8

@@ -189,9 +189,11 @@ def test_append_is_refused_before_its_literal_as_dovecot_refuses_it(
         f"c APPEND INBOX (\\Seen \\Bogus) {{{size}}}",
         f"d APPEND Nowhere {{{size}}}",
         f"e APPEND Nowhere {{{size}+}}\r\n{message}",  # read, then refused
-        # The message as a quoted string, not a literal: stored, with OK.
+        # The message as a quoted string, not a literal: BAD on both, and
+        # nothing stored; a missing folder is said first.
         'e2 APPEND INBOX "Subject: hi"',
         'e3 APPEND INBOX (\\Seen) "Subject: hi"',
+        'e4 APPEND Nowhere "Subject: hi"',
         "f NOOP",
         "f2 STATUS INBOX (MESSAGES)",
         "g LOGOUT",
@@ -1433,6 +1435,11 @@ def test_body_keys_find_utf8_words_in_8bit_text_labelled_us_ascii_as_dovecot(
         b"Subject: ascii\r\nContent-Type: text/plain; charset=us-ascii\r\n"
         b"Content-Transfer-Encoding: 8bit\r\n\r\ncaf\xc3\xa9 Gr\xc3\xbc\xc3\x9fe\r\n",
         b"Subject: plain\r\n\r\nGruesse\r\n",
+        # Another name of ASCII: both read no 8-bit text in it.
+        b"Subject: us\r\nContent-Type: text/plain; charset=ANSI_X3.4-1968\r\n"
+        b"Content-Transfer-Encoding: 8bit\r\n\r\ncaf\xc3\xa9\r\n",
+        # An encoded word labelled us-ascii holding UTF-8.
+        b"Subject: =?us-ascii?q?caf=C3=A9?=\r\n\r\nx\r\n",
     ]
     dovecot.seed(user, messages)
     script = [
@@ -1441,12 +1448,14 @@ def test_body_keys_find_utf8_words_in_8bit_text_labelled_us_ascii_as_dovecot(
         "c SEARCH CHARSET UTF-8 BODY {7+}\r\nGr\u00fc\u00dfe",
         "d SEARCH CHARSET UTF-8 TEXT {5+}\r\ncaf\u00e9",
         "e SEARCH BODY Gr",
-        "f LOGOUT",
+        "f SEARCH CHARSET UTF-8 SUBJECT {5+}\r\ncaf\u00e9",
+        "g LOGOUT",
     ]
     ours, theirs = masked_on_both(script, dovecot, user, messages)
     assert ours == theirs
     assert [line for line in ours if line.startswith("S: * SEARCH")] == [
         "S: * SEARCH 1 2",
-        "S: * SEARCH 2",
+        "S: * SEARCH 2 5",
         "S: * SEARCH 1 2 3",
+        "S: * SEARCH 5",
     ]
