@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -163,7 +163,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-\[\]]+")
 _MAX_NAME = 150
 
 
-def test_directory(root: Path, nodeid: str, worker: str | None) -> Path:
+def test_directory(root: Path, nodeid: str, worker: str | None, hashed: bool) -> Path:
     """A directory name that says which test it is, is safe on any OS, and
     is the same in every run.
 
@@ -172,7 +172,9 @@ def test_directory(root: Path, nodeid: str, worker: str | None) -> Path:
     the name is lossy: ``test[a b]`` and ``test[a/b]`` would both become
     ``test[a_b]``. So a lossy name (or one cut to length) ends in ``-`` and
     8 hex digits of a hash of the whole test id, which keeps such tests
-    apart: each keeps its own files.
+    apart: each keeps its own files. So does one given ``hashed``: the run
+    has another test whose name is the same but for case, or for a ``_``
+    where this has a ``/`` (`sharing_names`).
 
     ``worker``: the xdist worker's id when every worker runs every test
     (``--dist each``); the name ends in ``@`` and the id (``@gw0``), so
@@ -184,12 +186,25 @@ def test_directory(root: Path, nodeid: str, worker: str | None) -> Path:
     name = _UNSAFE.sub("_", plain)
     lossy = name != plain or name != name.strip("_.") or not name
     name = name.strip("_.")
-    if lossy or len(name) > _MAX_NAME:
+    if lossy or hashed or len(name) > _MAX_NAME:
         digest = hashlib.sha1(nodeid.encode(), usedforsecurity=False).hexdigest()[:8]
         name = f"{name[: _MAX_NAME - 10]}-{digest}"
     if worker is not None:
         name = f"{name}@{_UNSAFE.sub('_', worker)}"
     return root / name
+
+
+def sharing_names(nodeids: Iterable[str]) -> set[str]:
+    """The test ids of ``nodeids`` whose `test_directory` names another
+    has too, but for case: ``a/test_x.py::t`` and ``a_test_x.py::t``
+    share one, and ``t[A]`` and ``t[a]`` do on the case-insensitive file
+    systems of macOS and Windows. Each of them gets a hashed name, or the
+    last one saved would replace the others' files."""
+    seen: dict[str, list[str]] = {}
+    for nodeid in nodeids:
+        name = test_directory(Path(), nodeid, None, False).name.casefold()
+        seen.setdefault(name, []).append(nodeid)
+    return {nodeid for group in seen.values() if len(group) > 1 for nodeid in group}
 
 
 #: What `save` and `_html.record_test` write in a test's directory (four

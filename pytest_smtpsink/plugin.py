@@ -55,6 +55,9 @@ _SAVE_ROOT_KEY = pytest.StashKey["Path | None"]()
 #: This xdist worker's id when every worker runs every test (--dist each):
 #: the saved files of a test are then per worker (see _report.test_directory).
 _SAVE_WORKER_KEY = pytest.StashKey["str | None"]()
+#: The tests whose saved files need a hashed directory name, as another
+#: test's name is theirs but for case or a "/" (see _report.sharing_names).
+_SHARED_NAMES_KEY = pytest.StashKey["set[str]"]()
 #: The workerinput key by which the controller says the run is --dist each:
 #: a worker's own config says "no" (xdist resets it there).
 _EACH_INPUT = "smtpsink_dist_each"
@@ -537,6 +540,14 @@ _FIXTURE_MARKERS = {
 }
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # Every xdist worker collects the same tests, so each decides alike.
+    if session.config.stash.get(_SAVE_KEY, None) is not None:
+        session.config.stash[_SHARED_NAMES_KEY] = _report.sharing_names(
+            item.nodeid for item in session.items
+        )
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Hold a warning of a test's own smtpsink or smtpsink_fault marker
     when the test does not ask for the ``smtpsink`` fixture (of its
@@ -988,15 +999,16 @@ def pytest_runtest_makereport(
         failed = item.stash.get(_FAILED_KEY, False)
         save = config.stash[_SAVE_KEY]
         worker = config.stash.get(_SAVE_WORKER_KEY, None)
+        hashed = item.nodeid in config.stash.get(_SHARED_NAMES_KEY, set())
         if save is not None and not failed and save[1] == "failed":
             # An earlier run's files for this test, now passing, would read
             # as this run's in a CI artifact.
             with contextlib.suppress(OSError):  # never an INTERNALERROR
                 _report.forget_saved(
-                    _report.test_directory(save[0], item.nodeid, worker)
+                    _report.test_directory(save[0], item.nodeid, worker, hashed)
                 )
         elif save is not None:
-            directory = _report.test_directory(save[0], item.nodeid, worker)
+            directory = _report.test_directory(save[0], item.nodeid, worker, hashed)
             try:
                 written = _report.save(views, directory)
                 from ._html import REPORT_ATTRIBUTE, record_test

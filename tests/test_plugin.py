@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import re
 import socket
 
 import pytest
@@ -1181,13 +1182,44 @@ def test_fails(smtpsink, who):
     assert again == first
 
 
+@pytest.mark.parametrize("xdist", [["-p", "no:xdist"], ["-n", "2"]])
+def test_save_dir_keeps_tests_apart_whose_names_differ_in_case_or_slash(
+    pytester: pytest.Pytester, xdist: list[str]
+) -> None:
+    # "test_a/test_x.py" and "test_a_test_x.py" were both "test_a_test_x.py__...";
+    # "[A]" and "[a]" are one directory on macOS and Windows: the last test
+    # saved replaced the others' files, and index.html listed it alone.
+    body = (
+        SEND
+        + """
+import pytest
+
+@pytest.mark.parametrize("who", ["A", "a"])
+def test_1(smtpsink, who):
+    send(smtpsink, __name__ + who)
+    assert False
+"""
+    )
+    pytester.mkpydir("test_a")
+    (pytester.path / "test_a" / "test_x.py").write_text(body)
+    (pytester.path / "test_a_test_x.py").write_text(body)
+    out = pytester.path / "mail"
+    pytester.runpytest(*xdist, f"--smtpsink-save-dir={out}").assert_outcomes(failed=4)
+    saved = sorted(p.parent.name.casefold() for p in out.rglob("*.eml"))
+    assert len(set(saved)) == 4, saved
+    assert all(re.search(r"-[0-9a-f]{8}$", name) for name in saved), saved
+    index = (out / "index.html").read_text()
+    for nodeid in ("test_a/test_x.py::test_1[A]", "test_a_test_x.py::test_1[a]"):
+        assert nodeid in index
+
+
 def test_save_dir_names_are_those_the_docs_show(tmp_path: pathlib.Path) -> None:
     # docs/debugging.rst lists these names; "10% off" has a run of two
     # replaced characters, which become one "_".
     from pytest_smtpsink._report import test_directory
 
     def name(nodeid: str) -> str:
-        return test_directory(tmp_path, nodeid, None).name
+        return test_directory(tmp_path, nodeid, None, False).name
 
     assert name("tests/test_checkout.py::test_receipt") == (
         "tests_test_checkout.py__test_receipt"
