@@ -373,6 +373,12 @@ class Mailbox(FaultControls):
             raise ValueError(
                 f"{given} is for TLS: give tls='starttls' or tls='implicit' too"
             )
+        if ca_file is not None:
+            from ._relay import ca_file_problem
+
+            problem = ca_file_problem(os.fspath(ca_file))
+            if problem is not None:  # a key file, DER, empty: not a CA to trust
+                raise ValueError(f"ca_file {problem}")
         if auth is not None and (
             not isinstance(auth, tuple)
             or len(auth) != 2
@@ -1115,10 +1121,16 @@ def _check_upstream_arguments(
     if not 0 < port < 65536:
         raise ValueError(f"port must be from 1 to 65535, got {port}")
     check_seconds(timeout, "timeout")
+    if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
+        raise TypeError(f"ssl_context must be an ssl.SSLContext, got {ssl_context!r}")
     if ca_file is not None:
         if not isinstance(ca_file, (str, os.PathLike)):
             raise TypeError(f"ca_file must be a path, got {ca_file!r}")
         if not os.path.isfile(ca_file):
             raise ValueError(f"ca_file {os.fspath(ca_file)!r} is not a file")
-    if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
-        raise TypeError(f"ssl_context must be an ssl.SSLContext, got {ssl_context!r}")
+        if ssl_context is not None:
+            # The context would be used as it is, the CA file not read.
+            raise ValueError(
+                "give ca_file= or ssl_context=, not both (load the CA into the "
+                "context with its load_verify_locations())"
+            )

@@ -720,6 +720,25 @@ _DEADLINE_SLACK = 0.01
 _SEND_PIECE = 256 * 1024
 
 
+def ca_file_problem(path: str) -> str | None:
+    """Why the file at ``path`` cannot serve as the CA to trust, or None:
+    it must exist and hold PEM certificates. Checked before anything
+    connects: a key file, a DER file or an empty one given as the CA would
+    otherwise fail every connection with OpenSSL's words alone."""
+    import ssl
+
+    if not os.path.isfile(path):
+        return f"{path!r} is not a file"
+    try:
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError as error:
+        reason = f" ({error.reason})" if error.reason else ""
+        return f"{path!r} holds no PEM certificate{reason}"
+    except OSError as error:
+        return f"{path!r} cannot be read: {error.strerror or error}"
+    return None
+
+
 def _tls_context(
     ssl_context: ssl.SSLContext | None, ca_file: str | None
 ) -> ssl.SSLContext:
@@ -753,7 +772,14 @@ class _Connection:
         url = upstream.url
         context = None
         if upstream.tls is not None:
-            context = _tls_context(ssl_context, upstream.ca_file)
+            try:
+                context = _tls_context(ssl_context, upstream.ca_file)
+            except OSError as error:  # ssl.SSLError too
+                # Checked when the settings were made; changed since.
+                problem = ca_file_problem(upstream.ca_file or "") or str(error)
+                raise RelayError(
+                    url, "connect", None, f"the CA file {problem}: nothing was sent"
+                ) from None
         cls = _client_class(upstream.tls == "implicit")
         kwargs: dict[str, Any] = {"local_hostname": hostname, "timeout": timeout}
         if upstream.tls == "implicit":

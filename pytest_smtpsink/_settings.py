@@ -504,11 +504,11 @@ def _validate_relay(s: SinkSettings) -> None:
     )
     assert upstream is not None
     # Checked now, as tls_cert is: later, every message would fail to relay.
-    _require(
-        upstream.ca_file is None or os.path.isfile(upstream.ca_file),
-        "relay",
-        f"its cafile= {upstream.ca_file!r} is not a file",
-    )
+    if upstream.ca_file is not None:
+        from ._relay import ca_file_problem
+
+        problem = ca_file_problem(upstream.ca_file)
+        _require(problem is None, "relay", f"its cafile= {problem}")
     _require(
         upstream.is_loopback() or s.relay_allow_remote,
         "relay",

@@ -706,6 +706,23 @@ def test_release_with_auth_in_the_clear_on_loopback_logs_in(
             "'/nonexistent/ca.pem' is not a",
         ),
         ({"ssl_context": "yes"}, TypeError, "ssl_context must be an ssl.SSLContext"),
+        # Before: a bare ssl.SSLError, naming neither the file nor ca_file.
+        (
+            {"ca_file": __file__, "tls": "starttls"},
+            ValueError,
+            f"ca_file {__file__!r} holds no PEM certificate",
+        ),
+        # Before: the CA file was not read, and the verification failure
+        # said to give ca_file=.
+        (
+            {
+                "ca_file": __file__,
+                "tls": "starttls",
+                "ssl_context": ssl.create_default_context(),
+            },
+            ValueError,
+            "give ca_file= or ssl_context=, not both",
+        ),
         # Before: a RelayError after MAIL went (an AttributeError or a
         # TypeError inside smtplib), or another address sent than given,
         # with the given one in Delivery.accepted.
@@ -869,6 +886,13 @@ def test_a_password_cut_by_a_url_delimiter_is_named_not_shown(cut: str) -> None:
             {"relay": "smtps://127.0.0.1:465?cafile=/nonexistent", "relay_to": ".*"},
             "relay",
             "its cafile= '/nonexistent' is not a file",
+        ),
+        # Before: accepted, and every message failed to relay as a bug of
+        # the relay's, with a traceback in the log.
+        (
+            {"relay": f"smtps://127.0.0.1:465?cafile={__file__}", "relay_to": ".*"},
+            "relay",
+            "holds no PEM certificate",
         ),
     ],
 )
