@@ -333,10 +333,13 @@ def recipients_of(raw: bytes, to: str | Sequence[str] | None) -> tuple[str, ...]
     if to is None:
         try:
             parsed = email.message_from_bytes(raw, policy=email.policy.compat32)
+            # The values as written: str() of a compat32 header with 8-bit
+            # bytes (an RFC 6532 address, jürgen@bücher.example) gives
+            # U+FFFD for them, and the mail went to a mailbox no one has.
             fields = [
-                str(value)
-                for name in ("to", "cc", "bcc")
-                for value in parsed.get_all(name, [])
+                unescape_8bit(value)
+                for name, value in parsed.raw_items()
+                if name.lower() in ("to", "cc", "bcc")
             ]
             found = tuple(a for _, a in getaddresses(fields) if "@" in a)
         except Exception:  # malformed headers: the test must say to=

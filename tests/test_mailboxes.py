@@ -636,6 +636,23 @@ def test_deliver_takes_a_raw_utf8_sender_as_text(smtpsink: Mailbox) -> None:
     assert message.envelope.mail_from == "jö@example.com"
 
 
+def test_deliver_takes_raw_utf8_recipients_from_the_headers(smtpsink: Mailbox) -> None:
+    # They were "j\ufffd\ufffdrgen@b\ufffd\ufffdcher.example": a mailbox
+    # no one has, so the mail was lost.
+    raw = (
+        "To: J\u00fcrgen <j\u00fcrgen@b\u00fccher.example>\r\n"
+        "Cc: ann@example.com,\r\n z\u00f6e@example.com\r\nSubject: x\r\n\r\nx\r\n"
+    ).encode()
+    message = smtpsink.deliver(raw)
+    assert message.envelope.rcpt_to == (
+        "j\u00fcrgen@b\u00fccher.example",
+        "ann@example.com",
+        "z\u00f6e@example.com",
+    )
+    smtpsink.mailbox("j\u00fcrgen@b\u00fccher.example").assert_in(subject="x")
+    smtpsink.mailbox("j\u00fcrgen@xn--bcher-kva.example").assert_in(subject="x")
+
+
 def test_deliver_takes_one_address_per_recipient(smtpsink: Mailbox) -> None:
     # "not an address" made a mailbox of that name, which no mail reaches.
     with pytest.raises(ValueError, match=r"^to: 'not an address' is not an address$"):
