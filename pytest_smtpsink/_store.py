@@ -299,7 +299,10 @@ class Store:
                     return False
                 with self.changed:
                     self.changed.wait_for(
-                        functools.partial(self._moved_on, seen), remaining
+                        functools.partial(self._moved_on, seen),
+                        # Longer is more than the platform's clock can hold
+                        # (OverflowError): a timeout of 1e10 s means for ever.
+                        min(remaining, threading.TIMEOUT_MAX),
                     )
         finally:
             with self.changed:
@@ -345,7 +348,9 @@ class Store:
                 if remaining <= 0:
                     return False
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(changed.wait(), remaining)
+                    await asyncio.wait_for(
+                        changed.wait(), min(remaining, threading.TIMEOUT_MAX)
+                    )
         finally:
             self.remove_listener(wake)
 

@@ -771,6 +771,32 @@ def test_an_async_wait_outside_asyncio_says_what_to_do(smtpsink: Mailbox) -> Non
     waiting.close()
 
 
+def test_a_timeout_past_what_the_clock_holds_waits_for_ever(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    # 1e10 s and more passed the checks, then raised OverflowError ("timestamp
+    # out of range for platform time_t") from threading once the wait blocked.
+    sender = threading.Thread(target=send, kwargs={"subject": "Late"})
+    sender.start()
+    try:
+        assert smtpsink.wait_for(subject="Late", timeout=1e300).subject == "Late"
+    finally:
+        sender.join()
+
+
+@pytest.mark.anyio
+async def test_an_async_timeout_past_what_the_clock_holds_waits_for_ever(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    sender = threading.Thread(target=send, kwargs={"subject": "Late"})
+    sender.start()
+    try:
+        message = await smtpsink.wait_for_async(subject="Late", timeout=1e300)
+        assert message.subject == "Late"
+    finally:
+        sender.join()
+
+
 def test_wait_for_timeout_reports_what_arrived(smtpsink: Mailbox, send: Send) -> None:
     send(subject="Welcome", to=["bob@example.com"])
     with pytest.raises(AssertionError) as caught:
