@@ -160,10 +160,19 @@ def normalize_user(address: str, delimiter: str | None = None) -> str:
     user = user.lower()
     local, at, domain = user.rpartition("@")
     if not at:
-        return user.split(delimiter, 1)[0] if delimiter else user
-    if delimiter and delimiter in local:
-        local = local.split(delimiter, 1)[0]
-    return f"{local}@{unicode_domain(domain)}"
+        return _without_detail(user, delimiter)
+    return f"{_without_detail(local, delimiter)}@{unicode_domain(domain)}"
+
+
+def _without_detail(local: str, delimiter: str | None) -> str:
+    """``local`` without its ``+detail``, as Postfix cuts it: not when
+    nothing would be left (``+ann`` and ``+bob`` would share a mailbox),
+    and not inside a quoted local part (``"ann+x y"``, whose cut would be
+    no address)."""
+    if not delimiter or local.startswith('"'):
+        return local
+    base = local.split(delimiter, 1)[0]
+    return base if base else local
 
 
 def wire_bytes(raw: bytes) -> bytes:

@@ -76,6 +76,21 @@ def test_recipient_delimiter_strips_the_detail(smtpsink: Mailbox) -> None:
     assert smtpsink.mailbox("ann+other@example.com").user == "ann@example.com"
 
 
+@pytest.mark.smtpsink(recipient_delimiter="+")
+def test_recipient_delimiter_leaves_what_it_cannot_cut(smtpsink: Mailbox) -> None:
+    # "+ann" and "+bob" both became the mailbox "@example.com", each user
+    # reading the other's mail; a quoted local part was cut inside its
+    # quotes ('"ann@example.com'). Postfix cuts neither.
+    send(smtpsink, ["+ann@example.com"])
+    send(smtpsink, ['"bob+x y"@example.com'])
+    assert smtpsink.mailbox("+bob@example.com").messages() == []
+    assert smtpsink.mailbox("+ann@example.com").user == "+ann@example.com"
+    assert len(smtpsink.mailbox("+ann@example.com").messages()) == 1
+    quoted = smtpsink.mailbox('"bob+x y"@example.com')
+    assert quoted.user == '"bob+x y"@example.com'
+    assert len(quoted.messages()) == 1
+
+
 def test_without_a_delimiter_plus_addresses_are_separate_users(
     smtpsink: Mailbox,
 ) -> None:
