@@ -308,15 +308,19 @@ class Mailbox(FaultControls):
         address and what `deliver` put in, as the application under test
         left it over POP3 or IMAP.
         """
-        from ._user_mailbox import UserMailbox, bare_address
+        from ._user_mailbox import UserMailbox, _recipient
 
         __tracebackhide__ = True
         if not isinstance(address, str):
             raise TypeError(f"mailbox() takes an address, got {address!r}")
         if not address.strip():
             raise ValueError(f"mailbox() takes an address, got {address!r}")
+        # As deliver(to=) checks it: two addresses, or text no server would
+        # take as one, named a mailbox no mail reaches, and assert_not_in()
+        # on it passed whatever happened.
+        user = _recipient(address, "mailbox()")
         self._sink.check_running()
-        return UserMailbox(self._store, bare_address(address))
+        return UserMailbox(self._store, user)
 
     # -- sending on ----------------------------------------------------------------
 

@@ -393,11 +393,12 @@ def bare_address(text: str) -> str:
     return text
 
 
-def _recipient(address: str) -> str:
+def _recipient(address: str, what: str = "to") -> str:
     """One ``to`` address as a mailbox takes it: out of ``Name <address>``
     (as `Mailbox.mailbox` takes it); ValueError if it cannot be one, as an
     SMTP server would refuse it (a space outside quotes, a control
-    character): it would make a mailbox no mail could reach."""
+    character): it would make a mailbox no mail could reach. ``what``
+    names the argument in the error."""
     __tracebackhide__ = True
     # Outside quotes and (unnested) comments: "Ann (work, mostly) <a@x>" is
     # one address.
@@ -406,36 +407,39 @@ def _recipient(address: str) -> str:
         if len(named) > 1:
             # parseaddr would take the first alone: Bob would get nothing.
             raise ValueError(
-                f"to: {address!r} names {len(named)} addresses; give them as "
+                f"{what}: {address!r} names {len(named)} addresses; give them as "
                 f"a list: to={named!r}"
             )
         # "Ann <ann@example.com>," or "Smith, Ann <ann@example.com>".
         raise ValueError(
-            f"to: {address!r} is not an address: outside quotes, ',' and ';' "
+            f"{what}: {address!r} is not an address: outside quotes, ',' and ';' "
             "separate addresses (a name with a comma is quoted: "
             "'\"Smith, Ann\" <ann@example.com>')"
         )
+    given = address
     address = bare_address(address).strip()
     if address.startswith("<") and address.endswith(">"):  # as RCPT TO writes it
         address = address[1:-1].strip()
+    if not address:  # "<>", the null sender: no one's mailbox
+        raise ValueError(f"{what}: {given!r} is not an address")
     unquoted = _QUOTED.sub("q", address)  # a quoted local part may hold anything
     if (
         not address
         or _NOT_IN_AN_ADDRESS.search(unquoted)
         or _ADDRESS_SPECIALS.search(unquoted)
     ):
-        raise ValueError(f"to: {address!r} is not an address")
+        raise ValueError(f"{what}: {address!r} is not an address")
     local, at, domain = unquoted.rpartition("@")
     if at and (not local or not domain or "@" in local):
         raise ValueError(
-            f"to: {address!r} is not an address (one @, with a local part "
+            f"{what}: {address!r} is not an address (one @, with a local part "
             "before it and a domain after it)"
         )
     if _LOCAL_SPECIALS.search(local if at else unquoted) or not _DOMAIN.fullmatch(
         domain
     ):
         raise ValueError(
-            f'to: {address!r} is not an address: ( ) [ ] : \\ and " are '
+            f'{what}: {address!r} is not an address: ( ) [ ] : \\ and " are '
             "taken only inside quotes, or a domain's [address literal], as "
             "SMTP takes them"
         )

@@ -91,6 +91,24 @@ def test_recipient_delimiter_leaves_what_it_cannot_cut(smtpsink: Mailbox) -> Non
     assert len(quoted.messages()) == 1
 
 
+@pytest.mark.parametrize(
+    ("address", "error"),
+    [
+        (
+            "ann@example.com, bob@example.com",
+            "mailbox(): 'ann@example.com, bob@example.com' names 2 addresses",
+        ),
+        ("ann@@example.com", "mailbox(): 'ann@@example.com' is not an address"),
+        ("<>", "mailbox(): '<>' is not an address"),
+    ],
+)
+def test_mailbox_takes_one_address(smtpsink: Mailbox, address: str, error: str) -> None:
+    # Each named an empty mailbox no mail reaches: assert_not_in() and
+    # messages() == [] on it passed whatever the application did.
+    with pytest.raises(ValueError, match=re.escape(error)):
+        smtpsink.mailbox(address)
+
+
 def test_without_a_delimiter_plus_addresses_are_separate_users(
     smtpsink: Mailbox,
 ) -> None:
