@@ -103,6 +103,7 @@ _BUFFER_LIMIT = 256 * 1024
 # An AUTHENTICATE continuation line (base64 of user and password).
 _AUTH_LIMIT = 12288
 _AUTHENTICATE = re.compile(rb"\s*AUTHENTICATE\b", re.IGNORECASE)
+_LOGIN = re.compile(rb"\s*(?:UID\s+)?LOGIN\b", re.IGNORECASE)
 _ONE_WORD = re.compile(rb"\s*\S+\s*\Z")
 _SECOND_WORD = re.compile(rb"\s*\S+\s+([A-Za-z]+)")
 # A line that announces a non-synchronizing literal (LITERAL+): its bytes
@@ -480,6 +481,9 @@ class _Connection(ReadSideConnection):
         self._recent: set[int] = set()
         # Since an AUTHENTICATE command: see _next_command.
         self._after_auth = False
+        # Since a LOGIN command: a line of one word is taken as its password,
+        # sent on a line of its own (see _next_command).
+        self._after_login = False
         # The command being read or run, for a reply to an internal error:
         # its line (tag included), whether it is recorded, its name.
         self._line: bytes | None = None
@@ -650,6 +654,7 @@ class _Connection(ReadSideConnection):
         line, total = read
         self._line = line
         after_auth, self._after_auth = self._after_auth, False
+        after_login, self._after_login = self._after_login, False
         if after_auth and _sasl_response(line):
             # After AUTHENTICATE, a line of one word (no command is one), or
             # one whose second word is no command, is a SASL response the
@@ -671,6 +676,8 @@ class _Connection(ReadSideConnection):
         tag, rest = split_tag(line)
         if _AUTHENTICATE.match(rest):
             self._after_auth = True
+        elif _LOGIN.match(rest):
+            self._after_login = True
         if total > MAX_LINE:
             shown = self._shown_command(
                 [rest[:64].decode("utf-8", "replace")], None, tag
@@ -756,10 +763,22 @@ class _Connection(ReadSideConnection):
                 shown_parts.append(line.rstrip(b"\r\n").decode("utf-8", "replace"))
                 step = reader.feed_line(line)
         except ImapSyntaxError as error:
+            # A line of one word, taken as a tag with no command: recorded
+            # once (not as that tag and that word), and right after a LOGIN
+            # masked, in its reply too: the password, on a line of its own.
+            lone = tag is None and error.tag is not None
+            secret = lone and after_login
             if not recorded:
-                shown = self._shown_command(shown_parts, None, tag)
-                self._append("command", shown, error.tag)
-            await self._bad(error.tag, _sentence(error.text))
+                shown = (
+                    "****" if secret else self._shown_command(shown_parts, None, tag)
+                )
+                self._append("command", shown, None if lone else error.tag)
+            if secret:
+                text = f"BAD {_sentence(error.text)}"
+                self._record_reply(f"**** {text}")
+                await self._send(f"{error.tag} {text}\r\n".encode("utf-8", "replace"))
+            else:
+                await self._bad(error.tag, _sentence(error.text))
             if error.disconnect:
                 await self._reply_and_end(
                     "server-closed", "* BYE Cannot read the rest of that command"
@@ -785,9 +804,8 @@ class _Connection(ReadSideConnection):
         await self._run(command, faults_done=bool(recorded))
         return True
 
-    @staticmethod
     def _shown_command(
-        parts: list[str], command: Command | None, tag: str | None
+        self, parts: list[str], command: Command | None, tag: str | None
     ) -> str:
         text = "".join(parts)
         if _secret_tag(tag) and (command is None or command.name not in COMMANDS):
@@ -795,7 +813,21 @@ class _Connection(ReadSideConnection):
             # follows it is the login's (a known command after such a tag
             # is shown).
             return "****" if text.strip() else text
-        return printable(mask_command(text, command))
+        shown = mask_command(text, command)
+        if (
+            shown == text
+            and command is not None
+            and command.name not in COMMANDS
+            and self.state == "not-authenticated"
+        ):
+            # Before login an unknown command may be a login misspelt or of
+            # another protocol ("AUTH PLAIN <base64>", "LOGN ann pw"): its
+            # arguments may hold a password the sink does not know (any
+            # opens a mailbox without an auth table). Shown as the verb.
+            verb, _, arguments = text.strip().partition(" ")
+            if arguments.strip():
+                return f"{printable(verb)} ****"
+        return printable(shown)
 
     async def _bad(self, tag: str | None, text: str) -> None:
         await self._reply(f"{tag or '*'} BAD {text}")

@@ -237,6 +237,9 @@ class _Connection(ReadSideConnection):
         # Since an AUTH command: a one-word line that is no command is
         # taken as its (misplaced) response and masked.
         self._after_auth = False
+        # After a USER command: a one-word line that is no command is taken
+        # as the password with its PASS missing, and masked.
+        self._after_user = False
         # AUTHORIZATION, then TRANSACTION with the maildrop snapshot.
         self.state: State = "authorization"
         self._user: str | None = None  # given with USER, awaiting PASS
@@ -397,7 +400,8 @@ class _Connection(ReadSideConnection):
             await self._reply("-ERR Unknown command")
             return
         self._after_auth = False
-        self._append("command", _shown(raw))
+        after_user, self._after_user = self._after_user, False
+        self._append("command", self._recorded(raw, text, after_user))
         if self.generation != self.mail.generation:  # a new test started
             self.end_stale()
             raise Closed
@@ -420,6 +424,7 @@ class _Connection(ReadSideConnection):
             return
         if verb == "AUTH":
             self._after_auth = True
+        self._after_user = verb == "USER"
         if self.state == "authorization" and verb in _TRANSACTION_VERBS:
             await self._reply(_LOG_IN_FIRST)
             return
@@ -444,6 +449,22 @@ class _Connection(ReadSideConnection):
             await self._reply(f"-ERR {verb} takes no argument")
             return
         await getattr(self, f"_cmd_{verb.lower()}")(arg)
+
+    def _recorded(self, raw: bytes, text: str | None, after_user: bool) -> str:
+        """A command line as the transcript keeps it. Before login, a line
+        that is no command may hold a password the sink does not know (any
+        password opens a mailbox without an ``auth`` table): a client
+        whose ``PASS`` went missing after ``USER`` (the password alone), or
+        misspelt (``PAS pw``, ``LOGIN ann pw``). Its words after the first
+        are masked, and a word alone after ``USER``."""
+        if self.state == "authorization" and text is not None:
+            first, _, rest = text.strip().partition(" ")
+            if first.upper() not in VERBS:
+                if rest.strip():
+                    return f"{printable(first)} ****"
+                if after_user and first:
+                    return "****"
+        return _shown(raw)
 
     def _stray_auth_response(self, text: str | None) -> bool:
         """Whether a line after AUTH is a response the client sent without

@@ -8,6 +8,7 @@ responses, in any case (aiosmtpd upper-cases what it echoes).
 
 from __future__ import annotations
 
+import base64
 import logging
 import socket
 from pathlib import Path
@@ -17,6 +18,8 @@ import pytest
 from conftest import Factory
 from hostile_auth import PASSWORD, USER
 from test_cli import Sink
+
+from pytest_smtpsink import Mailbox
 
 AUTH = {USER: PASSWORD}
 
@@ -172,6 +175,55 @@ def test_a_password_where_no_login_expects_it_is_masked(
     assert hostile_auth.leaks(shown) == []
     assert "****" in shown
     assert said  # answered, and the server went on to the end
+
+
+@pytest.mark.parametrize(
+    ("protocol", "lines", "recorded"),
+    [
+        (
+            "POP3",
+            # PASS forgotten, misspelt, or another protocol's login.
+            [
+                "USER ann@example.com",
+                PASSWORD,
+                f"PAS {PASSWORD}",
+                f"LOGIN ann {PASSWORD}",
+            ],
+            ["USER ann@example.com", "****", "PAS ****", "LOGIN ****"],
+        ),
+        (
+            "IMAP",
+            [
+                "a LOGIN ann@example.com",  # its password on the next line
+                PASSWORD,
+                "c AUTH PLAIN "
+                + base64.b64encode(f"\0ann@example.com\0{PASSWORD}".encode()).decode(),
+                f"d LOGN ann {PASSWORD}",
+            ],
+            ["LOGIN ****", "****", "AUTH ****", "LOGN ****"],  # tags apart
+        ),
+    ],
+)
+def test_a_password_the_sink_does_not_know_outside_a_login_is_masked(
+    smtpsink: Mailbox, protocol: str, lines: list[str], recorded: list[str]
+) -> None:
+    # Without an auth table (any password opens a mailbox) the sink knows
+    # no password to look for: each of these was recorded as sent, in the
+    # report and the saved files too (and the IMAP line alone twice).
+    endpoint = smtpsink.pop3 if protocol == "POP3" else smtpsink.imap
+    end = "QUIT" if protocol == "POP3" else "z LOGOUT"
+    with socket.create_connection((endpoint.host, endpoint.port), timeout=10) as sock:
+        sock.sendall("".join(line + "\r\n" for line in [*lines, end]).encode())
+        with sock.makefile("rb") as replies:
+            assert replies.read()
+    smtpsink.wait_until(
+        lambda: bool(smtpsink.sessions) and smtpsink.sessions[-1].end is not None
+    )
+    (session,) = smtpsink.sessions
+    commands = [e for e in session.transcript if e.kind == "command"]
+    assert [e.line for e in commands][: len(recorded)] == recorded
+    shown = session.format_transcript() + repr(session)
+    assert hostile_auth.leaks(shown) == []
 
 
 @pytest.mark.parametrize("known", [False, True], ids=["any-password", "table"])

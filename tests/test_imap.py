@@ -865,6 +865,19 @@ def test_append_before_login_is_refused_before_its_literal(smtpsink: Mailbox) ->
     ]
 
 
+def test_a_line_of_one_word_is_recorded_once(smtpsink: Mailbox) -> None:
+    # Taken as a tag with no command, it was recorded as "abc abc": the
+    # tag and the line.
+    endpoint = Endpoint("imap", smtpsink.imap.host, smtpsink.imap.port)
+    run([f"L LOGIN {USER} pw", "y NOOP", "abc", "z NOOP"], endpoint, read_timeout=5)
+    smtpsink.wait_until(lambda: all(s.end for s in smtpsink.sessions))
+    (session,) = smtpsink.sessions
+    lines = session.format_transcript().splitlines()
+    assert "C: abc" in lines
+    assert "S: abc BAD Missing command name" in lines
+    assert not [line for line in lines if "abc abc" in line]
+
+
 def test_append_of_a_quoted_string_is_bad_and_stores_nothing(smtpsink: Mailbox) -> None:
     # RFC 3501's APPEND takes the message as a literal; a quoted one was
     # stored with OK (Dovecot answers BAD: tests/test_imap_dovecot.py).
