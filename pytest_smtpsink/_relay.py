@@ -544,7 +544,7 @@ def _client_class(implicit: bool) -> Any:
             """smtplib's own reader, refusing what is no SMTP reply, with
             the timeout for the whole reply (`_ReplyReader`)."""
             if self.file is None and self.sock is not None:
-                self.file = io.BufferedReader(_ReplyReader(self.sock))
+                self.file = _ReplyLines(_ReplyReader(self.sock))
             raw = getattr(self.file, "raw", None)
             if not isinstance(raw, _ReplyReader):
                 return self._masked(*_checked_reply(self, super().getreply))
@@ -587,6 +587,21 @@ def _client_class(implicit: bool) -> Any:
             return code, text
 
     return Recording
+
+
+class _ReplyLines(io.BufferedReader):
+    """The reply lines smtplib reads, each checked for what smtplib takes on
+    trust: after the 3-digit code a space, a '-' or the line's end (RFC
+    5321 4.2). It reads ``250ok`` as 250 and ``2500 ok`` as 250 "ok": an
+    upstream's garbage taken for its acceptance."""
+
+    malformed: bytes | None = None
+
+    def readline(self, size: int | None = -1) -> bytes:
+        line = super().readline(-1 if size is None else size)
+        if line[:3].isdigit() and line[3:4] not in (b" ", b"-", b"\r", b"\n", b""):
+            self.malformed = self.malformed or line
+        return line
 
 
 class _ReplyReader(io.RawIOBase):
@@ -1481,6 +1496,9 @@ def _checked_reply(
     """
     import smtplib
 
+    lines = client.file
+    if isinstance(lines, _ReplyLines):
+        lines.malformed = None
     try:
         code, text = read()
     except smtplib.SMTPResponseException:  # raised by the reader, not sent
@@ -1488,6 +1506,13 @@ def _checked_reply(
         raise _NoReply(
             f"the upstream sent a reply line longer than {_MAXLINE} bytes"
         ) from None
+    if isinstance(lines, _ReplyLines) and lines.malformed is not None:
+        client.close()
+        shown = _text(lines.malformed.rstrip(b"\r\n"))[:200]
+        raise _NoReply(
+            "the upstream's answer is no SMTP reply: its code is followed by "
+            f"neither a space nor '-' ({shown!r})"
+        )
     if not 200 <= code <= 599:
         client.close()
         shown = _text(text)[:200]

@@ -1687,6 +1687,10 @@ def answering_mail_with(reply: bytes) -> Answer:
 NO_REPLIES = {
     "no code": (b"abc what\r\n", "does not start with a 3-digit code"),
     "code out of range": (b"999 odd\r\n", "999 is no reply code"),
+    # smtplib reads the first three characters as the code whatever follows
+    # them: these were taken as the upstream's 250.
+    "no space after the code": (b"250ok\r\n", "followed by neither a space nor"),
+    "a 4-digit code": (b"2500 ok\r\n", "followed by neither a space nor"),
     "too long": (b"250 " + b"x" * 9000 + b"\r\n", "longer than 8192 bytes"),
     # Lines within smtplib's limit, but a megabyte of them (found by a fuzz
     # run: the relay kept them all, hundreds of megabytes).
