@@ -100,6 +100,14 @@ class RelayError(Exception):
         reply: str,
         transcript: Sequence[Exchange] = (),
     ) -> None:
+        if code is not None and code < 400:
+            # A 250 to STARTTLS, AUTH or DATA, where 220, 235 or 354 is due:
+            # no refusal, but no going on either.
+            reply = (
+                f"the upstream answered {stage} with {code} {reply}, which is "
+                f"not the reply {stage} needs: nothing more was sent"
+            )
+            code = None
         self.upstream = upstream
         self.stage = stage
         self.code = code

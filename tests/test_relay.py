@@ -1701,6 +1701,27 @@ NO_REPLIES = {
 }
 
 
+def test_a_success_reply_where_another_is_due_is_no_refusal(
+    smtpsink: Mailbox, scripted: Callable[[Answer], ScriptedUpstream]
+) -> None:
+    # "250 ok" to DATA (354 is due) read "refused the message at DATA: 250
+    # ok", with code 250: a refusal with a success code.
+    def answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
+        return b"250 ok\r\n" if line.upper().startswith(b"DATA") else usual_answer(line)
+
+    upstream = scripted(answer)
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(captured, "127.0.0.1", upstream.port)
+    assert (raised.value.stage, raised.value.code) == ("DATA", None)
+    assert raised.value.reply == (
+        "the upstream answered DATA with 250 ok, which is not the reply DATA "
+        "needs: nothing more was sent"
+    )
+    assert "refused" not in str(raised.value)
+    assert b"<content>" not in upstream.received
+
+
 @pytest.mark.parametrize("name", NO_REPLIES)
 def test_an_answer_that_is_no_reply_fails_the_release(
     smtpsink: Mailbox, scripted: Callable[[Answer], ScriptedUpstream], name: str
