@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from ._files import write_whole
-from ._text import printable
+from ._text import printable, without_unclosed_tags
 
 if TYPE_CHECKING:
     import pytest
@@ -426,7 +426,9 @@ class _RemoteFinder(html.parser.HTMLParser):
     """Remote addresses the mail's HTML would load (which the CSP blocks)."""
 
     _URL_ATTRIBUTES = frozenset({"src", "background", "poster", "srcset", "data"})
-    _CSS_URL = re.compile(r"""url\(\s*['"]?\s*((?:https?:)?//[^'")\s]+)""", re.I)
+    # The blanks after a quote only after one: "\s*['"]?\s*" tried every
+    # split of a run of blanks between its two "\s*" (20,000 blanks took 8 s).
+    _CSS_URL = re.compile(r"""url\(\s*(?:['"]\s*)?((?:https?:)?//[^'")\s]+)""", re.I)
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -471,7 +473,7 @@ def remote_resources(markup: str) -> list[str]:
     # html.parser is lenient, but this is hostile input: a note is not worth
     # losing the page over.
     with contextlib.suppress(Exception):
-        finder.feed(markup)
+        finder.feed(without_unclosed_tags(markup))
         finder.close()
     return list(dict.fromkeys(finder.found))
 

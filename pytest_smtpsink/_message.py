@@ -43,6 +43,7 @@ from ._text import (
     shorten,
     unescape_8bit,
     unicode_domain,
+    without_unclosed_tags,
 )
 
 if TYPE_CHECKING:
@@ -807,7 +808,7 @@ class Message:
         pairs: list[tuple[str, str]] = []
         if self.html:
             collector = _LinkCollector()
-            collector.feed(self.html)
+            collector.feed(without_unclosed_tags(self.html))
             collector.close()
             pairs.extend(collector.links)
         if self.text:
