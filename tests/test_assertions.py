@@ -659,6 +659,18 @@ def test_links_of_hostile_markup_in_one_pass(smtpsink: Mailbox, send: Send) -> N
     assert smtpsink.messages.one().links() == ["https://a.example/1"]
 
 
+def test_a_code_in_hostile_html_is_found_in_one_pass(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    # The tags were stripped with "<[^>]+>": from each "<" to the end of a
+    # text with no ">".
+    html = "<p>Your code: 123456</p>" + "\r\n".join(["<" * 900] * 250)
+    raw = f"Subject: code\r\nContent-Type: text/html\r\n\r\n{html}\r\n".encode()
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("app@example.com", ["ann@example.com"], raw)
+    assert smtpsink.messages.one().code() == "123456"
+
+
 def test_first_and_last_on_no_mail(smtpsink: Mailbox) -> None:
     with pytest.raises(
         AssertionError,
