@@ -31,6 +31,7 @@ class Messages(Sequence[Message]):
         source: Sequence[Message] | None = None,
         *,
         scope: str = "in this test",
+        narrowed: str = "",
     ) -> None:
         self._items = tuple(items)
         # Everything the query started from, so that a failure after
@@ -38,6 +39,9 @@ class Messages(Sequence[Message]):
         self._source = self._items if source is None else tuple(source)
         # Where they came from, as failure reports say it ("since clear()").
         self._scope = scope
+        # How they were narrowed from the source (".filter(to='ann@...')",
+        # "[2:]"), which a failure report names: "" when not at all.
+        self._narrowed = narrowed
 
     @overload
     def __getitem__(self, index: int) -> Message: ...
@@ -45,7 +49,15 @@ class Messages(Sequence[Message]):
     def __getitem__(self, index: slice) -> Messages: ...
     def __getitem__(self, index: int | slice) -> Message | Messages:
         if isinstance(index, slice):
-            return Messages(self._items[index], self._source, scope=self._scope)
+            step = f":{index.step}" if index.step is not None else ""
+            start = "" if index.start is None else index.start
+            stop = "" if index.stop is None else index.stop
+            return Messages(
+                self._items[index],
+                self._source,
+                scope=self._scope,
+                narrowed=f"{self._narrowed}[{start}:{stop}{step}]",
+            )
         return self._items[index]
 
     def __len__(self) -> int:
@@ -71,6 +83,7 @@ class Messages(Sequence[Message]):
             _match.select(self._items, criteria),
             self._source,
             scope=self._scope,
+            narrowed=f"{self._narrowed}.filter({_match.describe(criteria)})",
         )
 
     def one(self, **criteria: Unpack[Criteria]) -> Message:
@@ -85,6 +98,7 @@ class Messages(Sequence[Message]):
                     found,
                     self._source,
                     scope=self._scope,
+                    among=(self._narrowed, self._items) if self._narrowed else None,
                 )
             )
         return found[0]
@@ -131,14 +145,20 @@ def failure_report(
     elsewhere: Sequence[Elsewhere] = (),
     if_none: Sequence[str] = (),
     notes: Sequence[str] = (),
+    among: tuple[str, Sequence[Message]] | None = None,
 ) -> str:
     """The text of a failed assertion: expectation, what arrived (``scope``:
     since when), closest candidate and why it differs, hints; ``elsewhere``:
     matching mail the test's other sinks got, by sink URL; ``if_none``:
     lines added when nothing arrived at all (what connected instead);
-    ``notes``: lines added in any case (mail a fault threw away)."""
+    ``notes``: lines added in any case (mail a fault threw away);
+    ``among``: the query that narrowed what arrived (``.filter(...)``, a
+    slice) and what it left, which the criteria were checked against."""
     criteria_text = _match.describe(criteria)
     head = f"{verb} {wanted}" + (f" matching {criteria_text}" if criteria_text else "")
+    query, candidates = ("", everything) if among is None else among
+    if among is not None:
+        head += f" among the {plural(len(candidates), 'message')} of messages{query}"
     lines = [f"{head}; found {len(found)}."]
     if not everything:
         lines.append(f"No messages arrived {scope}.")
@@ -147,18 +167,36 @@ def failure_report(
         lines.extend(notes)
         return "\n".join(lines)
     matched = {id(m) for m in found}
-    lines.append(f"Messages that arrived {scope} ({len(everything)}):")
-    for message in everything[:_LISTED]:
-        mark = "* " if id(message) in matched and criteria else "  "
-        lines.append(f"{mark}{summary_or_raw(message)}")
-    if len(everything) > _LISTED:
-        lines.append(f"  ... and {len(everything) - _LISTED} more")
-    if criteria and found:
-        lines.append("(* marks the messages that match)")
-    if criteria and not found:
-        scored = [(len(_match.mismatches(m, criteria)), m) for m in everything]
+    closest = None
+    if criteria and not found and candidates:
+        # Among what the query left: one it took away may match these
+        # criteria, and would be "closest" with no difference to show.
+        scored = [(len(_match.mismatches(m, criteria)), m) for m in candidates]
         best_score = min(score for score, _ in scored)
         closest = next(m for score, m in scored if score == best_score)
+    lines.append(f"Messages that arrived {scope} ({len(everything)}):")
+    # Past _LISTED, the ones that matter are listed first: the matches and
+    # the closest, then the newest (a test's mail comes after its setup's).
+    shown = _listed(everything, [*found, *([closest] if closest else [])])
+    left = {id(m) for m in candidates} if among is not None else None
+    previous = -1
+    for index, message in shown:
+        if index > previous + 1:
+            lines.append(f"  ... {index - previous - 1} more")
+        mark = "* " if id(message) in matched and criteria else "  "
+        if left is not None and id(message) not in left and mark == "  ":
+            mark = "- "
+        lines.append(f"{mark}{summary_or_raw(message)}")
+        previous = index
+    if previous < len(everything) - 1:
+        lines.append(f"  ... {len(everything) - 1 - previous} more")
+    if criteria and found:
+        lines.append("(* marks the messages that match)")
+    if left is not None:
+        lines.append(f"(- marks the messages that messages{query} left out)")
+    if among is not None and not candidates:
+        lines.append(f"messages{query} left none to look at.")
+    if closest is not None:
         lines.append(f"Closest: #{closest.number}, which differs in:")
         for name in _match.mismatches(closest, criteria):
             lines.append(
@@ -170,6 +208,27 @@ def failure_report(
     lines.extend(arrived_elsewhere(elsewhere, criteria))
     lines.extend(notes)
     return "\n".join(lines)
+
+
+def _listed(
+    everything: Sequence[Message], wanted: Sequence[Message]
+) -> list[tuple[int, Message]]:
+    """The messages a report lists, with their index, in arrival order: all
+    of them up to _LISTED; past that the ``wanted`` ones (matches, the
+    closest) and then the newest, _LISTED in all."""
+    if len(everything) <= _LISTED:
+        return list(enumerate(everything))
+    position = {id(m): i for i, m in enumerate(everything)}
+    chosen: dict[int, None] = {}
+    for message in wanted:
+        index = position.get(id(message))
+        if index is not None and len(chosen) < _LISTED:
+            chosen[index] = None
+    for index in range(len(everything) - 1, -1, -1):
+        if len(chosen) >= _LISTED:
+            break
+        chosen.setdefault(index, None)
+    return [(i, everything[i]) for i in sorted(chosen)]
 
 
 class Elsewhere(NamedTuple):

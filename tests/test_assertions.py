@@ -1207,8 +1207,65 @@ def test_many_messages_are_listed_up_to_a_limit(smtpsink: Mailbox) -> None:
             client.sendmail(
                 "a@example.com", ["b@example.com"], f"Subject: n{n}\r\n\r\nx\r\n"
             )
-    with pytest.raises(AssertionError, match=r"\n  \.\.\. and 10 more\n"):
+    with pytest.raises(AssertionError) as raised:
         smtpsink.assert_sent(subject="nope")
+    report = str(raised.value)
+    # The closest (#1: all differ alike), then the newest: 20 in all.
+    assert "Subject: 'n0'" in report
+    assert "\n  ... 10 more\n" in report
+    assert all(f"Subject: 'n{n}'" in report for n in range(11, 30))
+
+
+def test_past_the_limit_the_matches_and_the_closest_are_listed(
+    smtpsink: Mailbox,
+) -> None:
+    # Only the first 20 were listed: "(* marks the messages that match)"
+    # with no line marked, and a "Closest: #31" not shown anywhere.
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        for n in range(40):
+            to = "ann@example.com" if n in (3, 35) else "bob@example.com"
+            client.sendmail("a@example.com", [to], f"To: {to}\r\nSubject: n{n}\r\n\r\n")
+    with pytest.raises(AssertionError) as raised:
+        smtpsink.assert_sent(to="ann@example.com", count=3)
+    report = str(raised.value)
+    assert re.search(r"\n\* #\d+ .*Subject: 'n3'", report), report
+    assert re.search(r"\n\* #\d+ .*Subject: 'n35'", report), report
+    with pytest.raises(AssertionError) as raised:
+        smtpsink.assert_sent(to="ann@example.com", subject="n20")
+    report = str(raised.value)
+    closest = re.search(r"Closest: #(\d+),", report)
+    assert closest is not None, report
+    assert re.search(rf"\n  #{closest[1]} ", report), report
+
+
+def test_one_after_a_filter_or_slice_names_the_query(smtpsink: Mailbox) -> None:
+    # The report checked one()'s criteria against all that arrived: "found
+    # 0" beside a listed match, and "Closest: #1, which differs in:" with
+    # nothing after it; the filter was named nowhere.
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        for to, subject in [("bob", "Reset"), ("ann", "Welcome"), ("ann", "Receipt")]:
+            raw = f"To: {to}@example.com\r\nSubject: {subject}\r\n\r\nx\r\n"
+            client.sendmail("a@example.com", [f"{to}@example.com"], raw)
+    ann = smtpsink.messages.filter(to="ann@example.com")
+    with pytest.raises(AssertionError) as raised:
+        ann.one(subject="Reset")
+    report = str(raised.value)
+    assert report.startswith(
+        "expected exactly 1 message matching subject='Reset' among the 2 messages "
+        "of messages.filter(to='ann@example.com'); found 0."
+    ), report
+    assert re.search(r"\n- #\d+ .*Subject: 'Reset'", report), report
+    assert (
+        "(- marks the messages that messages.filter(to='ann@example.com') left out)"
+        in report
+    )
+    assert report.endswith(
+        "which differs in:\n  subject: wanted 'Reset', got 'Welcome'"
+    )
+    with pytest.raises(AssertionError) as raised:
+        smtpsink.messages[3:].one()
+    assert "among the 0 messages of messages[3:]; found 0." in str(raised.value)
+    assert "messages[3:] left none to look at." in str(raised.value)
 
 
 def test_plain_assert_on_messages_is_readable(smtpsink: Mailbox, send: Send) -> None:
