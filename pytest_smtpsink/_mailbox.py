@@ -364,6 +364,10 @@ class Mailbox(FaultControls):
         if not isinstance(message, Message):
             raise TypeError(f"release() takes a captured Message, got {message!r}")
         _check_upstream_arguments(host, port, timeout, ca_file, ssl_context)
+        if host.startswith("[") and host.endswith("]"):
+            # An IPv6 address as a URL writes it: not "not loopback", nor
+            # smtp://[[::1]] and a DNS error.
+            host = host[1:-1]
         for name, flag in (("allow_remote", allow_remote), ("received", received)):
             # As the settings' relay_allow_remote: "no" would be true.
             if not isinstance(flag, bool):

@@ -156,9 +156,12 @@ def is_loopback_host(host: str) -> bool:
     if host.lower().rstrip(".") == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped  # ::ffff:127.0.0.1 (loopback from 3.13 on)
+    return address.is_loopback
 
 
 def parse_upstream(url: str) -> Upstream:

@@ -647,6 +647,24 @@ def test_release_to_a_remote_host_needs_allow_remote(smtpsink: Mailbox) -> None:
         smtpsink.release(captured, "127.0.0.1", 25, tls="yes")  # type: ignore[arg-type]
 
 
+def test_release_takes_an_ipv6_upstream_as_a_url_writes_it(smtpsink: Mailbox) -> None:
+    # "[::1]" was "not a loopback address"; with allow_remote=True it went
+    # to smtp://[[::1]] and failed with a DNS error. ::ffff:127.0.0.1 is
+    # loopback too (Python says so from 3.13 on).
+    upstream = start_on_ipv6_loopback()
+    try:
+        captured = capture(smtpsink, b"Subject: six\r\n\r\nx\r\n")
+        delivery = smtpsink.release(captured, "[::1]", upstream.port)
+        assert delivery.upstream == f"smtp://[::1]:{upstream.port}"
+        assert upstream.wait_for().subject == "six"
+    finally:
+        upstream.stop()
+    from pytest_smtpsink._relay import is_loopback_host
+
+    assert is_loopback_host("::ffff:127.0.0.1")
+    assert not is_loopback_host("::ffff:10.0.0.1")
+
+
 def test_release_with_auth_in_the_clear_to_a_remote_host_is_refused(
     smtpsink: Mailbox,
 ) -> None:
