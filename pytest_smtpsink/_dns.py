@@ -457,7 +457,12 @@ class DNSServer:
             # Over TCP, too big for any DNS message: the test published more
             # than one answer can hold.
             response.answer.clear()
-            response.flags |= dns.flags.TC
+            if transport == "udp":
+                response.flags |= dns.flags.TC
+            else:
+                # TC means nothing over TCP: a resolver took the empty
+                # answer for "no such records". SERVFAIL fails the lookup.
+                response.set_rcode(dns.rcode.SERVFAIL)
             wire = response.to_wire()
             answers = ()
             notes.append(
@@ -1138,6 +1143,21 @@ class DNSZone:
                 f"a TXT record of {size} bytes does not fit in a DNS message "
                 f"(at most {room} for {name!r})"
             )
+        # So must all of the name's TXT records together, as one answer
+        # carries them: each record's fields besides take 12 bytes more.
+        published = [
+            r.rdata
+            for r in self._server.rules
+            if r.name == owner and r.rdata is not None
+            if r.rdata.rdtype == dns.rdatatype.TXT
+        ]
+        if published:
+            total = size + sum(len(r.to_digestable()) + 12 for r in published)
+            if total > room:
+                raise ValueError(
+                    f"the TXT records of {name!r} would take {total} bytes "
+                    f"with this one: more than a DNS message holds ({room})"
+                )
         rdata = dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, pieces)
         self._server.add([_Rule(self._owner, owner, "record", rdata)])
 

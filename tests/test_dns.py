@@ -260,16 +260,35 @@ def test_an_answer_too_big_even_for_tcp_says_so(smtpsink: Mailbox) -> None:
     # Over 65535 bytes: no DNS message can carry it. The record said "too
     # big for UDP" of a TCP query, and the test author had no clue why the
     # resolver found no answer.
+    # Over TCP it was an empty NOERROR with TC set, which a resolver reads
+    # as "no such records": it is SERVFAIL, so the lookup fails.
     zone = smtpsink.dns
-    for n in range(300):
-        zone.txt("huge.example", f"{n:03} " + "x" * 250)
+    for n in range(240):
+        zone.txt("huge.example", f"{n:03} " + "x" * 251)
+    zone.mx("huge.example", [(n, smtpsink) for n in range(60)])
 
-    response = ask(zone, "huge.example", "TXT", "tcp")
+    response = ask(zone, "huge.example", "ANY", "tcp")
 
-    assert response.flags & dns.flags.TC
+    assert response.rcode() == dns.rcode.SERVFAIL
+    assert not response.answer
     assert [(q.transport, q.note) for q in zone.queries] == [
         ("tcp", "truncated: too big for a DNS message (65535 bytes)")
     ]
+
+
+def test_txt_records_too_big_together_are_refused(smtpsink: Mailbox) -> None:
+    # Each fitted, so each was taken; together no answer could carry them,
+    # and the lookup found "no records".
+    zone = smtpsink.dns
+    for n in range(3):
+        zone.txt("big.example", f"{n}" + "x" * 20_000)
+    with pytest.raises(
+        ValueError,
+        match=r"^the TXT records of 'big\.example' would take \d+ bytes with "
+        r"this one: more than a DNS message holds \(\d+\)$",
+    ):
+        zone.txt("big.example", "3" + "x" * 20_000)
+    assert len(zone.resolver().resolve("big.example", "TXT", tcp=True)) == 3
 
 
 def test_null_mx(smtpsink: Mailbox) -> None:
