@@ -420,6 +420,7 @@ def _client_class(implicit: bool) -> Any:
             # Set once a message's content is written: its reply may wait
             # on the upstream still taking it (`_SendQueue`).
             self.content_written = False
+            self.reader: object = None  # the last reply's reader (read_reply)
             # Masks every form of the password once a login gives it: an
             # upstream may quote it in a reply ("535 wrong password ..."),
             # which goes into outcomes, errors, transcripts, the CLI's output.
@@ -557,6 +558,9 @@ def _client_class(implicit: bool) -> Any:
             if self.file is None and self.sock is not None:
                 self.file = _ReplyLines(_ReplyReader(self.sock))
             raw = getattr(self.file, "raw", None)
+            # Kept past smtplib's close() on an error, which drops the file:
+            # `_Connection._broken` asks it whether the upstream said a thing.
+            self.reader = raw
             if not isinstance(raw, _ReplyReader):
                 return self._masked(*_checked_reply(self, super().getreply))
             raw.deadline = time.monotonic() + self.timeout
@@ -642,6 +646,8 @@ class _ReplyReader(io.RawIOBase):
         # While the reply to a message's content is awaited: what of the
         # content the upstream has not yet taken (`_SendQueue`).
         self.content_queue: _SendQueue | None = None
+        #: Bytes read in all: none when an upstream never greeted.
+        self.received = 0
 
     def readable(self) -> bool:
         return True
@@ -669,6 +675,7 @@ class _ReplyReader(io.RawIOBase):
                 self.sock.settimeout(remaining)
                 self.shortened = True
         got = int(self.sock.recv_into(buffer))
+        self.received += got
         if self.budget is not None:
             self.budget -= got
             if self.budget < 0:
@@ -1241,8 +1248,12 @@ class _Connection:
     ) -> RelayError:
         """Close the connection after ``error`` at ``stage`` (it cannot be
         trusted to go on); the RelayError that says what happened."""
+        reader = getattr(self.client, "reader", None)
+        silent = isinstance(reader, _ReplyReader) and reader.received == 0
         self.close(quit=False)
-        return _relay_error(self.upstream.url, stage, error, exchanges, self.timeout)
+        return _relay_error(
+            self.upstream.url, stage, error, exchanges, self.timeout, silent=silent
+        )
 
     def _reset(self) -> None:
         try:
@@ -1563,7 +1574,11 @@ def _relay_error(
     error: BaseException,
     exchanges: Sequence[Exchange],
     timeout: float | None = None,
+    *,
+    silent: bool = False,
 ) -> RelayError:
+    """``error`` at ``stage`` as a RelayError that says what happened;
+    ``silent``: the upstream sent not a byte on the connection."""
     import smtplib
     import ssl
 
@@ -1584,9 +1599,21 @@ def _relay_error(
     if isinstance(error, TimeoutError) or isinstance(error.__context__, TimeoutError):
         within = f" within {timeout:g} s" if timeout is not None else ""
         if isinstance(error, TimeoutError) and stage == "connect":
-            reason = f"timed out: could not connect{within}"
+            if "handshake" in str(error):  # ssl's: connected, no TLS reply
+                reason = (
+                    f"timed out: the TLS handshake did not finish{within} (a "
+                    "port that greets in plain text takes smtp+starttls://, "
+                    "tls='starttls')"
+                )
+            else:
+                reason = f"timed out: could not connect{within}"
         elif stage == "connect":
             reason = f"timed out: no greeting{within}"
+            if silent and not url.startswith("smtps://"):
+                reason += (
+                    " (not a byte came: an implicit-TLS port greets only after "
+                    "a TLS handshake, smtps://, tls='implicit')"
+                )
         else:
             reason = f"timed out: no reply{after}{within}{maybe}"
         return RelayError(url, stage, None, reason, exchanges)

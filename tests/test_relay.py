@@ -2074,6 +2074,37 @@ UNANSWERED = {
 }
 
 
+def test_a_tls_mode_mix_up_is_named_when_it_times_out(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    # Plain SMTP to an implicit-TLS port said "no greeting", and an
+    # implicit-TLS handshake that never finished "could not connect".
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+    implicit = smtpsink_factory(tls="implicit")
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(captured, implicit.host, implicit.port, timeout=1)
+    assert raised.value.reply == (
+        "timed out: no greeting within 1 s (not a byte came: an implicit-TLS "
+        "port greets only after a TLS handshake, smtps://, tls='implicit')"
+    )
+    silent = smtpsink_factory(hostname="silent.test")
+    silent.hang("CONNECT")
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(
+            captured,
+            silent.host,
+            silent.port,
+            tls="implicit",
+            ca_file=implicit.ca_path,  # any: no handshake gets that far
+            timeout=1,
+        )
+    assert raised.value.reply == (
+        "timed out: the TLS handshake did not finish within 1 s (a port that "
+        "greets in plain text takes smtp+starttls://, tls='starttls')"
+    )
+    silent.clear_faults()
+
+
 def unanswered_upstream(factory: Factory, fault: str) -> Mailbox:
     upstream = factory(hostname="upstream.test")
     action, stage = fault.split()
