@@ -367,7 +367,14 @@ class _Parser:
         head = section = b""
         while pos < len(data):
             byte = data[pos]
-            if byte == 0x5B and not section and data[start:pos].upper() in _SECTIONED:
+            if (
+                byte == 0x5B
+                and not section
+                # Measured first: the atom so far copied at every "[" of
+                # "x[[[[..." took time growing with the square of its length.
+                and pos - start <= _SECTIONED_LONGEST
+                and data[start:pos].upper() in _SECTIONED
+            ):
                 # BODY[HEADER.FIELDS (A "B")] is one atom. Elsewhere "[" is
                 # an atom's character like any other (a keyword "a[b").
                 head = data[start:pos]
@@ -499,6 +506,7 @@ _ATOM_STOPS = frozenset(b'(){ "\r\n') | frozenset(range(0x20)) | {0x7F}
 _SECTIONED = frozenset(
     {b"BODY", b"BODY.PEEK", b"BINARY", b"BINARY.PEEK", b"BINARY.SIZE"}
 )
+_SECTIONED_LONGEST = max(map(len, _SECTIONED))
 
 
 def _byte_name(byte: int) -> str:

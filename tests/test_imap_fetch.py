@@ -319,6 +319,9 @@ def test_which_items_set_seen(items: str, seen: bool) -> None:
         ("BODY[]<0.9999999999>", r"a partial's numbers are at most 4294967295"),
         ("BODY[HEADER.FIELDS (((x)))]", r"invalid field names in \[HEADER"),
         ("BODY[HEADER.FIELDS (x (y))]", r"invalid field names in \[HEADER"),
+        # The check tried every split of the name's characters (2**n steps:
+        # this one would have taken years of the server's time).
+        ("BODY.PEEK[HEADER.FIELDS (" + "a" * 60 + "()]", r"invalid field names"),
         ("()", "at least one data item"),
         ('("FLAGS")', "a FETCH data item is an atom"),
     ],

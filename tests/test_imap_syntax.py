@@ -219,6 +219,21 @@ def test_a_bracket_opens_a_section_only_after_body() -> None:
     assert command.args[2] == ParenList((Atom("a[b"), Atom("[c"), Atom("x]y")))
 
 
+def test_an_atom_of_many_brackets_is_read_in_one_pass() -> None:
+    # The atom so far was copied and upper-cased at every "[" (a line of
+    # 64,000 took 1.6 s, and a command may be 1 MB of such lines, before
+    # login); this one would take hours.
+    reader = CommandReader()
+    for n in range(15):
+        start = b"a NOOP " if n == 0 else b" "
+        step = reader.feed_line(start + b"x" + b"[" * 65_000 + b" {0+}\r\n")
+        assert isinstance(step, NeedLiteral)
+        reader.feed_literal(b"")
+    command = reader.feed_line(b"\r\n")
+    assert isinstance(command, Command)
+    assert len(command.args) == 30
+
+
 @pytest.mark.parametrize(
     ("line", "tag", "message"),
     [
