@@ -27,7 +27,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from email.message import Message as Compat32Message
 from typing import Literal, Protocol, TypeVar
 
-from ._mime import encoded_words, getaddresses, parse_compat32
+from ._mime import (
+    QUOTED,
+    encoded_words,
+    getaddresses,
+    parse_compat32,
+    replace_closed,
+)
 from ._text import printable, shorten, unescape_8bit
 
 Severity = Literal["error", "warning", "info"]
@@ -76,7 +82,6 @@ _LOCAL = re.compile(rf'(?:{_ATEXT}+(?:\.{_ATEXT}+)*|"(?:[^"\\\r\n]|\\.)*")')
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})+|\[[^\[\]\\]*\])")
 _GROUP_ONLY = re.compile(r"[^:]*:\s*;\s*")
-_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 _PAIRED_ANGLES = re.compile(r"[^<>]*(?:<[^<>]*>[^<>]*)*")
 # After an '@': the domain as written, up to what ends an address.
 _DOMAIN_AS_WRITTEN = re.compile(r"@([^,;<>@]*)")
@@ -660,7 +665,9 @@ def _bad_addresses(value: str, smtputf8: bool) -> str | None:
     # getaddresses reads past a '<' never closed or a stray '>': what is
     # left outside comments and quoted strings must pair them up.
     bare = uncommented(value)
-    if bare is not None and not _PAIRED_ANGLES.fullmatch(_QUOTED.sub('""', bare)):
+    if bare is not None and not _PAIRED_ANGLES.fullmatch(
+        replace_closed(QUOTED, _emptied, bare)
+    ):
         return value.strip()
     return None
 
@@ -669,7 +676,15 @@ def _blank_quoted(text: str) -> str:
     """``text`` with every quoted string's content blanked to as many
     ``x``: an '@', '<' or '>' in a display name is text, and offsets still
     point into ``text``."""
-    return _QUOTED.sub(lambda m: '"' + "x" * (len(m.group()) - 2) + '"', text)
+    return replace_closed(QUOTED, _blanked, text)
+
+
+def _emptied(quoted: str) -> str:
+    return '""'
+
+
+def _blanked(quoted: str) -> str:
+    return '"' + "x" * (len(quoted) - 2) + '"'
 
 
 def unquoted_at_in_name(value: str) -> str | None:

@@ -32,7 +32,7 @@ from ._mailstore import (
 )
 from ._message import Envelope, Message, summary_or_raw
 from ._messages import Messages
-from ._mime import getaddresses, parseaddr
+from ._mime import COMMENT, QUOTED, getaddresses, parseaddr, replace_closed
 from ._session import Session
 from ._text import plural, printable, unescape_8bit
 
@@ -372,8 +372,6 @@ def recipients_of(raw: bytes, to: str | Sequence[str] | None) -> tuple[str, ...]
     return tuple(checked)
 
 
-_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
-_COMMENT = re.compile(r"\((?:[^()\\]|\\.)*\)")
 _NOT_IN_AN_ADDRESS = re.compile(r"[\s\x00-\x1f\x7f]")
 #: Outside quotes, what only a header's address list has around addresses.
 _ADDRESS_SPECIALS = re.compile(r"[<>,;]")
@@ -393,6 +391,14 @@ def bare_address(text: str) -> str:
     return text
 
 
+def _q(quoted: str) -> str:
+    return "q"
+
+
+def _nothing(comment: str) -> str:
+    return ""
+
+
 def _recipient(address: str, what: str = "to") -> str:
     """One ``to`` address as a mailbox takes it: out of ``Name <address>``
     (as `Mailbox.mailbox` takes it); ValueError if it cannot be one, as an
@@ -402,7 +408,9 @@ def _recipient(address: str, what: str = "to") -> str:
     __tracebackhide__ = True
     # Outside quotes and (unnested) comments: "Ann (work, mostly) <a@x>" is
     # one address.
-    if re.search("[,;]", _COMMENT.sub("", _QUOTED.sub("q", address))):
+    if re.search(
+        "[,;]", replace_closed(COMMENT, _nothing, replace_closed(QUOTED, _q, address))
+    ):
         named = [a for _, a in getaddresses([address]) if "@" in a]
         if len(named) > 1:
             # parseaddr would take the first alone: Bob would get nothing.
@@ -422,7 +430,7 @@ def _recipient(address: str, what: str = "to") -> str:
         address = address[1:-1].strip()
     if not address:  # "<>", the null sender: no one's mailbox
         raise ValueError(f"{what}: {given!r} is not an address")
-    unquoted = _QUOTED.sub("q", address)  # a quoted local part may hold anything
+    unquoted = replace_closed(QUOTED, _q, address)  # a quoted local part: anything
     if (
         not address
         or _NOT_IN_AN_ADDRESS.search(unquoted)
