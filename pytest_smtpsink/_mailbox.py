@@ -520,6 +520,8 @@ class Mailbox(FaultControls):
 
         Other mailboxes on the same sink are not affected, and the mail is
         still kept for them: it still counts toward ``max_stored_bytes``.
+        The recipients' mailboxes (`mailbox`, POP3, IMAP) keep it too: they
+        are emptied when the next test starts.
         """
         self._cursor = self._store.cursor()
         self._opened_at = time.time()
