@@ -852,11 +852,16 @@ class Message:
             if anchor and anchor not in texts:
                 texts.append(anchor)
         # printable(): a mail's escape sequences must not reach the terminal.
-        found = "\n".join(
+        # At most _LINKS_LISTED: a newsletter's 800 links made a failure
+        # of 800 lines.
+        lines = [
             f"  {printable(url)}"
             + (f"  (text {', '.join(map(repr, texts))})" if texts else "")
-            for url, texts in anchors.items()
-        )
+            for url, texts in list(anchors.items())[:_LINKS_LISTED]
+        ]
+        if len(anchors) > _LINKS_LISTED:
+            lines.append(f"  ... and {len(anchors) - _LINKS_LISTED} more (links())")
+        found = "\n".join(lines)
         raise AssertionError(
             f"no link with {wanted or 'any URL'} in {self!r}; links found:\n"
             f"{found or '  (none)'}"
@@ -1246,6 +1251,10 @@ def _linear_mailparser_headers() -> None:
             module = importlib.import_module(name)
             if getattr(module, "decode_header", None) is email.header.decode_header:
                 module.decode_header = _linear_decode_header  # type: ignore[attr-defined]
+
+
+#: The links a failure of `Message.link` lists, as reports list messages.
+_LINKS_LISTED = 20
 
 
 def _join_text(parts: list[str]) -> str | None:

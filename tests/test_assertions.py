@@ -652,6 +652,17 @@ def test_links_are_deduplicated_in_order(smtpsink: Mailbox, send: Send) -> None:
     ]
 
 
+def test_a_link_failure_lists_twenty_links(smtpsink: Mailbox, send: Send) -> None:
+    # A newsletter's 800 links made a failure of 801 lines.
+    send(html="".join(f'<a href="https://a.example/{n}">{n}</a>' for n in range(800)))
+    with pytest.raises(AssertionError) as raised:
+        smtpsink.messages.one().link(contains="nope")
+    lines = str(raised.value).splitlines()
+    assert len(lines) == 22
+    assert lines[-1] == "  ... and 780 more (links())"
+    assert "https://a.example/19" in lines[-2]
+
+
 def test_links_of_hostile_markup_in_one_pass(smtpsink: Mailbox, send: Send) -> None:
     # html.parser rescans the rest of the text from every "<" that no ">"
     # closes: 50 kB of "<a x " took 15 s; this would take hours.
