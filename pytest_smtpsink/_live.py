@@ -47,6 +47,7 @@ import http
 import http.server
 import ipaddress
 import json
+import select
 import socket
 import sys
 import threading
@@ -191,9 +192,15 @@ class Inbox:
             return self.version
 
     def wait_for(
-        self, criteria: dict[str, Any], since: int, timeout: float
+        self,
+        criteria: dict[str, Any],
+        since: int,
+        timeout: float,
+        gone: Callable[[], bool] = lambda: False,
     ) -> Message | None:
-        """The first message numbered above ``since`` matching ``criteria``."""
+        """The first message numbered above ``since`` matching ``criteria``;
+        None after ``timeout``, or once ``gone()`` says the asker left
+        (asked every `_GONE_CHECK` seconds)."""
         from ._match import matches
 
         deadline = time.monotonic() + timeout
@@ -204,9 +211,9 @@ class Inbox:
                 if message.number > since and matches(message, criteria):
                     return message
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self.closing:
+            if remaining <= 0 or self.closing or gone():
                 return None
-            self.wait_change(version, remaining)
+            self.wait_change(version, min(remaining, _GONE_CHECK))
 
 
 # -- pages ---------------------------------------------------------------------------
@@ -536,6 +543,9 @@ class HostCheck:
 
 # -- the server ---------------------------------------------------------------------
 
+
+#: How often a waiting /api/wait looks whether its client left, in seconds.
+_GONE_CHECK = 1.0
 
 #: Seconds a stop gives requests to finish writing their answers.
 _ANSWER_GRACE = 5.0
@@ -950,9 +960,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             )
             return
         try:
-            message = inbox.wait_for(criteria, since, timeout)
+            message = inbox.wait_for(criteria, since, timeout, self._client_gone)
         finally:
             self.server.end_wait()
+        if message is None and not inbox.closing and self._client_gone():
+            # No one to answer: its slot was held for nothing until the
+            # timeout (up to 300 s), and 32 such waits refused all others.
+            self.close_connection = True
+            return
         if message is not None:
             self._send_json(message_summary(message))
             return
@@ -971,6 +986,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 http.HTTPStatus.REQUEST_TIMEOUT,
                 f"no {wanted.removeprefix('a ')} within {timeout:g} s",
             )
+
+    def _client_gone(self) -> bool:
+        """Whether the client closed its connection (an end of stream is
+        waiting to be read; a next request, pipelined, is no end)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
+        except (OSError, ValueError):  # reset, or closed already
+            return True
 
     def _events(self) -> None:
         """Server-sent events: ``data: <version>`` after every change."""

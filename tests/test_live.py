@@ -968,3 +968,32 @@ def test_past_the_most_waits_a_wait_is_refused_with_retry_after() -> None:
             server.stop()
             waiter.join(TIMEOUT)
     assert server.waiting == 0
+
+
+def test_a_wait_whose_client_left_frees_its_slot() -> None:
+    # It held the slot until its own timeout (up to 300 s): 32 clients that
+    # gave up early (curl -m 5 ...&timeout=60) made every wait a 503.
+    from pytest_smtpsink._live import LiveServer
+
+    server = LiveServer("127.0.0.1", 0, max_waits=1)
+    server.start()
+    try:
+        host, port = server.url.removeprefix("http://").rstrip("/").split(":")
+        with socket.create_connection((host, int(port)), timeout=TIMEOUT) as client:
+            client.sendall(
+                f"GET /api/wait?timeout=300 HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+            )
+            deadline = time.monotonic() + TIMEOUT
+            while server.waiting < 1 and time.monotonic() < deadline:
+                time.sleep(0.001)  # a poll for the request's state, not a delay
+            assert server.waiting == 1
+        deadline = time.monotonic() + TIMEOUT
+        while server.waiting and time.monotonic() < deadline:
+            time.sleep(0.001)  # a poll for the request's state, not a delay
+        assert server.waiting == 0
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(server.url + "api/wait?timeout=0", timeout=TIMEOUT)
+        with refused.value:
+            assert refused.value.code == 408  # waited (no message), not 503
+    finally:
+        server.stop()
