@@ -1474,12 +1474,13 @@ class _LinkCollector(html.parser.HTMLParser):
 
 
 def _strip_tags(markup: str) -> str:
-    # "[^<>]", not "[^>]": each look stops at the next "<", so a text of
-    # "<" with no ">" takes linear time, not quadratic.
-    return _TAG.sub(" ", markup)
+    # Each "<" left has a ">" after it (without_unclosed_tags): every match
+    # from one reaches it, and the search goes on from there, in linear
+    # time. A "<" with no ">" after it made each look go to the text's end.
+    return _TAG.sub(" ", without_unclosed_tags(markup))
 
 
-_TAG = re.compile(r"<[^<>]+>")
+_TAG = re.compile(r"<[^>]+>")
 
 
 def _check_link_arguments(contains: object, pattern: object, text: object) -> None:

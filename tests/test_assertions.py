@@ -666,8 +666,17 @@ def test_a_link_failure_lists_twenty_links(smtpsink: Mailbox, send: Send) -> Non
 def test_links_of_hostile_markup_in_one_pass(smtpsink: Mailbox, send: Send) -> None:
     # html.parser rescans the rest of the text from every "<" that no ">"
     # closes: 50 kB of "<a x " took 15 s; this would take hours.
-    send(html='<a href="https://a.example/1">one</a>' + "<a x " * 100_000)
-    assert smtpsink.messages.one().links() == ["https://a.example/1"]
+    send(
+        html='<a href="https://a.example/1">one</a>'
+        + '<!-- <a href="https://a.example/dead">old</a> -->'
+        + '<a title="a<b" href="https://a.example/2">two</a>'
+        + "<a x " * 100_000
+    )
+    # Not the commented-out link; the one with "<" in an attribute too.
+    assert smtpsink.messages.one().links() == [
+        "https://a.example/1",
+        "https://a.example/2",
+    ]
 
 
 def test_a_code_in_hostile_html_is_found_in_one_pass(
@@ -675,11 +684,14 @@ def test_a_code_in_hostile_html_is_found_in_one_pass(
 ) -> None:
     # The tags were stripped with "<[^>]+>": from each "<" to the end of a
     # text with no ">".
-    html = "<p>Your code: 123456</p>" + "\r\n".join(["<" * 900] * 250)
+    html = (
+        '<img src="https://a.example/123456.png" alt="<">Your code: 987654'
+        + "\r\n".join(["<" * 900] * 250)
+    )
     raw = f"Subject: code\r\nContent-Type: text/html\r\n\r\n{html}\r\n".encode()
     with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
         client.sendmail("app@example.com", ["ann@example.com"], raw)
-    assert smtpsink.messages.one().code() == "123456"
+    assert smtpsink.messages.one().code() == "987654"
 
 
 def test_first_and_last_on_no_mail(smtpsink: Mailbox) -> None:

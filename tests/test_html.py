@@ -352,6 +352,21 @@ def test_remote_resources_of_hostile_markup_in_one_pass() -> None:
     blanks = "<p style='background:url(" + " " * 500_000 + "'>"
     markup = unclosed + blanks + '<img src="https://a.test/1.png">'
     assert _html.remote_resources(markup) == ["https://a.test/1.png"]
+    # Comments and marked sections no end closes: 240 kB of "<!--x>" took
+    # 14 s after the first fix.
+    for junk in ("<!--x>", "<![endif]", "<![CDATA[x>"):
+        markup = '<img src="https://a.test/2.png">' + junk * 100_000
+        assert _html.remote_resources(markup) == ["https://a.test/2.png"]
+
+
+def test_remote_resources_are_read_as_a_browser_reads_the_tags() -> None:
+    # The first fix for hostile markup made "<" inside an attribute end
+    # the tag, and a comment holding a tag no comment.
+    markup = (
+        '<img alt="<3" src="https://a.test/heart.png">'
+        '<!-- <img src="https://a.test/hidden.png"> -->'
+    )
+    assert _html.remote_resources(markup) == ["https://a.test/heart.png"]
 
 
 def test_a_message_whose_fields_raise_still_renders(
