@@ -315,10 +315,12 @@ class Mailbox(FaultControls):
             raise TypeError(f"mailbox() takes an address, got {address!r}")
         if not address.strip():
             raise ValueError(f"mailbox() takes an address, got {address!r}")
-        # As deliver(to=) checks it: two addresses, or text no server would
-        # take as one, named a mailbox no mail reaches, and assert_not_in()
-        # on it passed whatever happened.
-        user = _recipient(address, "mailbox()")
+        # An address is checked as deliver(to=) checks it: two addresses, or
+        # text no server would take as one, named a mailbox no mail reaches,
+        # and assert_not_in() on it passed whatever happened. A name without
+        # "@" is a login name, as POP3 and IMAP take any ("CORP\\ann").
+        written_as_address = "@" in address or address.strip().startswith("<")
+        user = _recipient(address, "mailbox()") if written_as_address else address
         self._sink.check_running()
         return UserMailbox(self._store, user)
 

@@ -414,9 +414,13 @@ def _recipient(address: str, what: str = "to") -> str:
         named = [a for _, a in getaddresses([address]) if "@" in a]
         if len(named) > 1:
             # parseaddr would take the first alone: Bob would get nothing.
+            advice = (
+                f"give them as a list: to={named!r}"
+                if what == "to"
+                else f"a mailbox is one address's: {what[:-2]}({named[0]!r}), ..."
+            )
             raise ValueError(
-                f"{what}: {address!r} names {len(named)} addresses; give them as "
-                f"a list: to={named!r}"
+                f"{what}: {address!r} names {len(named)} addresses; {advice}"
             )
         # "Ann <ann@example.com>," or "Smith, Ann <ann@example.com>".
         raise ValueError(

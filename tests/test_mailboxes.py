@@ -96,7 +96,8 @@ def test_recipient_delimiter_leaves_what_it_cannot_cut(smtpsink: Mailbox) -> Non
     [
         (
             "ann@example.com, bob@example.com",
-            "mailbox(): 'ann@example.com, bob@example.com' names 2 addresses",
+            "mailbox(): 'ann@example.com, bob@example.com' names 2 addresses; a "
+            "mailbox is one address's: mailbox('ann@example.com'), ...",
         ),
         ("ann@@example.com", "mailbox(): 'ann@@example.com' is not an address"),
         ("<>", "mailbox(): '<>' is not an address"),
@@ -107,6 +108,19 @@ def test_mailbox_takes_one_address(smtpsink: Mailbox, address: str, error: str) 
     # messages() == [] on it passed whatever the application did.
     with pytest.raises(ValueError, match=re.escape(error)):
         smtpsink.mailbox(address)
+
+
+def test_mailbox_takes_any_login_name_without_an_at(smtpsink: Mailbox) -> None:
+    # POP3 and IMAP take any user name; an application that logs in as
+    # CORP\ann and appends mail must find it with mailbox().
+    smtpsink.deliver(b"Subject: hi\r\n\r\nx\r\n", to="ann@example.com")
+    imap = imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port)
+    try:
+        imap.login("CORP\\ann", "pw")
+        imap.append("INBOX", None, None, b"Subject: saved\r\n\r\nx\r\n")
+    finally:
+        imap.logout()
+    smtpsink.mailbox("CORP\\ann").assert_in(subject="saved")
 
 
 def test_without_a_delimiter_plus_addresses_are_separate_users(
