@@ -103,7 +103,6 @@ _BUFFER_LIMIT = 256 * 1024
 # An AUTHENTICATE continuation line (base64 of user and password).
 _AUTH_LIMIT = 12288
 _AUTHENTICATE = re.compile(rb"\s*AUTHENTICATE\b", re.IGNORECASE)
-_LOGIN = re.compile(rb"\s*(?:UID\s+)?LOGIN\b", re.IGNORECASE)
 _ONE_WORD = re.compile(rb"\s*\S+\s*\Z")
 _SECOND_WORD = re.compile(rb"\s*\S+\s+([A-Za-z]+)")
 # A line that announces a non-synchronizing literal (LITERAL+): its bytes
@@ -662,22 +661,19 @@ class _Connection(ReadSideConnection):
             # masked, never shown, as the continuation is.
             self._after_auth = True
             self._append("auth-response", "****")
-            tag, _ = split_tag(line)
-            if tag is None:
-                await self._bad(None, _sentence(NO_TAG))
-            else:
-                # Answered with its tag, in case it was a command after all
-                # (the client waits for that tag); recorded without it, as
-                # it may be a credential's first word.
-                text = "BAD Unknown command after AUTHENTICATE (not shown: it may be a secret)"
-                self._record_reply(f"**** {text}")
-                await self._send(f"{tag} {text}\r\n".encode("ascii"))
+            await self._refuse_masked(line, "AUTHENTICATE", "a secret")
+            return True
+        if after_login and _sasl_response(line):
+            # Right after a LOGIN, such a line is its password sent on a
+            # line of its own (one word, blanks around it, or two words):
+            # known by the raw line, as however it would parse, a part of it
+            # would be shown.
+            self._append("command", "****")
+            await self._refuse_masked(line, "LOGIN", "a password")
             return True
         tag, rest = split_tag(line)
         if _AUTHENTICATE.match(rest):
             self._after_auth = True
-        elif _LOGIN.match(rest):
-            self._after_login = True
         if total > MAX_LINE:
             shown = self._shown_command(
                 [rest[:64].decode("utf-8", "replace")], None, tag
@@ -804,6 +800,18 @@ class _Connection(ReadSideConnection):
         await self._run(command, faults_done=bool(recorded))
         return True
 
+    async def _refuse_masked(self, line: bytes, after: str, what: str) -> None:
+        """Answer a line taken for a secret: with its tag, in case it was a
+        command after all (the client waits for that tag), recorded without
+        it, as it may be the secret's first word."""
+        tag, _ = split_tag(line)
+        if tag is None:
+            await self._bad(None, _sentence(NO_TAG))
+            return
+        text = f"BAD Unknown command after {after} (not shown: it may be {what})"
+        self._record_reply(f"**** {text}")
+        await self._send(f"{tag} {text}\r\n".encode("utf-8", "replace"))
+
     def _shown_command(
         self, parts: list[str], command: Command | None, tag: str | None
     ) -> str:
@@ -858,6 +866,9 @@ class _Connection(ReadSideConnection):
             return
         verb = name.removeprefix("UID ")
         subjects = self._subjects()
+        if verb == "LOGIN" and len(command.args) < 2:
+            # Its password may come on a line of its own (_next_command).
+            self._after_login = True
         if verb == "LOGIN" and command.args:
             with contextlib.suppress(ImapSyntaxError):
                 subjects = [astring(command.args[0])]

@@ -375,6 +375,7 @@ class _Connection(ReadSideConnection):
 
     async def _handle(self, read: tuple[bytes, int]) -> None:
         raw, total = read
+        after_user, self._after_user = self._after_user, False
         if total > LINE_LIMIT:
             shown = _shown(raw[:64])
             # Checked first: a long SASL response (a token, a generated
@@ -385,6 +386,8 @@ class _Connection(ReadSideConnection):
                 start = None
             if self._after_auth and self._stray_auth_response(start):
                 self._append("auth-response", f"**** [{total} bytes in all]")
+            elif after_user and self.state == "authorization":
+                self._append("command", f"**** [{total} bytes in all]")
             else:
                 self._append("command", f"{shown}... [{total} bytes in all]")
             await self._reply(
@@ -400,7 +403,6 @@ class _Connection(ReadSideConnection):
             await self._reply("-ERR Unknown command")
             return
         self._after_auth = False
-        after_user, self._after_user = self._after_user, False
         self._append("command", self._recorded(raw, text, after_user))
         if self.generation != self.mail.generation:  # a new test started
             self.end_stale()
@@ -457,13 +459,15 @@ class _Connection(ReadSideConnection):
         whose ``PASS`` went missing after ``USER`` (the password alone), or
         misspelt (``PAS pw``, ``LOGIN ann pw``). Its words after the first
         are masked, and a word alone after ``USER``."""
-        if self.state == "authorization" and text is not None:
+        if self.state == "authorization":
+            if text is None:  # not UTF-8: no command, perhaps a password
+                return "****" if after_user else _shown(raw)
             first, _, rest = text.strip().partition(" ")
             if first.upper() not in VERBS:
+                if after_user and first:
+                    return "****"  # the password, whatever its words
                 if rest.strip():
                     return f"{printable(first)} ****"
-                if after_user and first:
-                    return "****"
         return _shown(raw)
 
     def _stray_auth_response(self, text: str | None) -> bool:

@@ -192,6 +192,12 @@ def test_a_password_where_no_login_expects_it_is_masked(
             ["USER ann@example.com", "****", "PAS ****", "LOGIN ****"],
         ),
         (
+            "POP3",
+            # Two words, or bytes that are not UTF-8, alone after USER.
+            ["USER ann@example.com", f"{PASSWORD} horse", "USER ann", "pw\xe9"],
+            ["USER ann@example.com", "****", "USER ann", "****"],
+        ),
+        (
             "IMAP",
             [
                 "a LOGIN ann@example.com",  # its password on the next line
@@ -201,6 +207,19 @@ def test_a_password_where_no_login_expects_it_is_masked(
                 f"d LOGN ann {PASSWORD}",
             ],
             ["LOGIN ****", "****", "AUTH ****", "LOGN ****"],  # tags apart
+        ),
+        (
+            "IMAP",
+            # However the line would parse, after a LOGIN that lacked it.
+            [
+                "a LOGIN ann@example.com",
+                f"{PASSWORD} ",
+                "b LOGIN ann@example.com",
+                f" {PASSWORD}",
+                "c LOGIN ann@example.com",
+                f"{PASSWORD} horse",
+            ],
+            ["LOGIN ****", "****", "LOGIN ****", "****", "LOGIN ****", "****"],
         ),
     ],
 )
