@@ -82,8 +82,10 @@ _SCHEMES: dict[str, tuple[UpstreamTLS | None, int]] = {
 class RelayError(Exception):
     """The upstream server refused the message, or could not be reached.
 
-    ``code`` is the upstream's reply code (None when there was no reply: the
-    connection failed, timed out or TLS failed), ``reply`` its text,
+    ``code`` is the upstream's refusal code, 4xx or 5xx (None when there was
+    no refusal: the connection failed, timed out or TLS failed, or the
+    upstream's answer was no SMTP reply, or a success where another reply
+    was due, which ``reply`` then names), ``reply`` its text,
     ``stage`` the step that failed (``connect``, ``EHLO``, ``STARTTLS``,
     ``AUTH``, ``MAIL``, ``RCPT`` or ``DATA``) and ``transcript`` the conversation up
     to the failure (AUTH secrets masked).
@@ -105,7 +107,7 @@ class RelayError(Exception):
             # no refusal, but no going on either.
             reply = (
                 f"the upstream answered {stage} with {code} {reply}, which is "
-                f"not the reply {stage} needs: nothing more was sent"
+                f"not the reply {stage} needs"
             )
             code = None
         self.upstream = upstream
