@@ -798,7 +798,9 @@ class _Connection:
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.upstream = upstream
-        self.timeout = timeout
+        # Past it a socket's timeout overflows the platform's clock: 1e10 s
+        # means for ever, as it does to a wait.
+        self.timeout = min(timeout, threading.TIMEOUT_MAX)
         #: The relay's test this connection was opened for (`Relayer.next_test`).
         self.test = 0
         #: Whether the sink is stopping (`Relayer`): `send_rest` then stops.
@@ -816,7 +818,7 @@ class _Connection:
                     url, "connect", None, f"the CA file {problem}: nothing was sent"
                 ) from None
         cls = _client_class(upstream.tls == "implicit")
-        kwargs: dict[str, Any] = {"local_hostname": hostname, "timeout": timeout}
+        kwargs: dict[str, Any] = {"local_hostname": hostname, "timeout": self.timeout}
         if upstream.tls == "implicit":
             kwargs["context"] = context
         client = cls(**kwargs)

@@ -2073,6 +2073,17 @@ UNANSWERED = {
 }
 
 
+def test_a_timeout_past_what_the_clock_holds_is_for_ever(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    # It passed the checks, then failed with OverflowError ("timestamp out of
+    # range for platform time_t") as a RelayError.
+    upstream = smtpsink_factory(hostname="upstream.test")
+    captured = capture(smtpsink, b"Subject: far\r\n\r\nx\r\n")
+    smtpsink.release(captured, upstream.host, upstream.port, timeout=1e300)
+    assert upstream.wait_for().subject == "far"
+
+
 def test_a_tls_mode_mix_up_is_named_when_it_times_out(
     smtpsink: Mailbox, smtpsink_factory: Factory
 ) -> None:
