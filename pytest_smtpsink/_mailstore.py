@@ -165,10 +165,10 @@ def normalize_user(address: str, delimiter: str | None = None) -> str:
 
 
 def _without_detail(local: str, delimiter: str | None) -> str:
-    """``local`` without its ``+detail``, as Postfix cuts it: not when
-    nothing would be left (``+ann`` and ``+bob`` would share a mailbox),
-    and not inside a quoted local part (``"ann+x y"``, whose cut would be
-    no address)."""
+    """``local`` without its ``+detail``: not when nothing would be left
+    (``+ann`` and ``+bob`` would share a mailbox; nor does Postfix cut it),
+    and not a quoted local part (``"ann+x y"``: cut inside its quotes it was
+    no address; kept whole, where Postfix cuts its unquoted form)."""
     if not delimiter or local.startswith('"'):
         return local
     base = local.split(delimiter, 1)[0]
