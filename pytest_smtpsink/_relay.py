@@ -760,10 +760,21 @@ def ca_file_problem(path: str) -> str | None:
     it must exist and hold PEM certificates. Checked before anything
     connects: a key file, a DER file or an empty one given as the CA would
     otherwise fail every connection with OpenSSL's words alone."""
-    import ssl
-
     if not os.path.isfile(path):
         return f"{path!r} is not a file"
+    try:
+        stat = os.stat(path)
+    except OSError as error:
+        return f"{path!r} cannot be read: {error.strerror or error}"
+    # Loaded once per version of the file: settings are made for every test
+    # with a marker, and a system's CA bundle takes some 20 ms to load.
+    return _ca_file_problem(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _ca_file_problem(path: str, mtime_ns: int, size: int) -> str | None:
+    import ssl
+
     try:
         ssl.create_default_context(cafile=path)
     except ssl.SSLError as error:
