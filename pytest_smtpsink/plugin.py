@@ -1232,11 +1232,18 @@ def pytest_assertrepr_compare(
         return lines
     for side, other in ((left, right), (right, left)):
         if isinstance(side, Messages) and isinstance(other, (list, tuple, Messages)):
+            # A filter's or a slice's result is named as such: its being
+            # empty says nothing of what arrived.
+            narrowed = side._narrowed
+            what = f"messages{narrowed} holds" if narrowed else "arrived"
             lines = [
-                f"{len(side)} message(s) arrived, compared with {len(other)} item(s):"
+                f"{len(side)} message(s) {what}, compared with {len(other)} item(s):"
             ]
             lines.extend(f"  {message.summary()}" for message in side)
             if not side:
-                lines.append("  (no messages arrived)")
+                lines.append("  (none)" if narrowed else "  (no messages arrived)")
+            if isinstance(other, Messages) and other is not side:
+                lines.append("against:")
+                lines.extend(f"  {message.summary()}" for message in other)
             return lines
     return None

@@ -1315,10 +1315,14 @@ def test_two_messages(smtpsink):
     send(smtpsink, "two")
     first, second = smtpsink.messages
     assert first == second
+
+def test_a_filter(smtpsink):
+    send(smtpsink, "one")
+    assert smtpsink.messages.filter(subject="two") == smtpsink.messages
 """
     )
     result = pytester.runpytest("-p", "no:xdist")
-    result.assert_outcomes(failed=2)
+    result.assert_outcomes(failed=3)
     result.stdout.fnmatch_lines(
         [
             "E       *assert 1 message(s) arrived, compared with 0 item(s):",
@@ -1327,6 +1331,12 @@ def test_two_messages(smtpsink):
             "E           #* Subject: 'one' *",
             "E           #* Subject: 'two' *",
             "E           subject: 'one' != 'two'",
+            # Not "(no messages arrived)": one did, and the filter left none.
+            "E       *assert 0 message(s) messages.filter(subject='two') holds, "
+            "compared with 1 item(s):",
+            "E           (none)",
+            "E         against:",
+            "E           #* Subject: 'one' *",
         ]
     )
 
