@@ -134,6 +134,22 @@ class Messages(Sequence[Message]):
         return f"Messages([\n{inner}\n])"
 
 
+def compared_lines(messages: Messages, other: Sequence[object]) -> list[str]:
+    """The lines a failed plain ``assert messages == other`` shows (the
+    plugin's assertrepr hook). A filter's or a slice's result is named as
+    such: its being empty says nothing of what arrived."""
+    narrowed = messages._narrowed
+    what = f"messages{narrowed} holds" if narrowed else "arrived"
+    lines = [f"{len(messages)} message(s) {what}, compared with {len(other)} item(s):"]
+    lines.extend(f"  {message.summary()}" for message in messages)
+    if not messages:
+        lines.append("  (none)" if narrowed else "  (no messages arrived)")
+    if isinstance(other, Messages) and other is not messages:
+        lines.append("against:")
+        lines.extend(f"  {message.summary()}" for message in other)
+    return lines
+
+
 def failure_report(
     wanted: str,
     criteria: Any,

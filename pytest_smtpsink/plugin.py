@@ -1214,7 +1214,7 @@ def pytest_assertrepr_compare(
     if op != "==":
         return None
     from ._message import Message
-    from ._messages import Messages
+    from ._messages import Messages, compared_lines
     from ._text import shorten
 
     if isinstance(left, Message) and isinstance(right, Message):
@@ -1232,18 +1232,5 @@ def pytest_assertrepr_compare(
         return lines
     for side, other in ((left, right), (right, left)):
         if isinstance(side, Messages) and isinstance(other, (list, tuple, Messages)):
-            # A filter's or a slice's result is named as such: its being
-            # empty says nothing of what arrived.
-            narrowed = side._narrowed
-            what = f"messages{narrowed} holds" if narrowed else "arrived"
-            lines = [
-                f"{len(side)} message(s) {what}, compared with {len(other)} item(s):"
-            ]
-            lines.extend(f"  {message.summary()}" for message in side)
-            if not side:
-                lines.append("  (none)" if narrowed else "  (no messages arrived)")
-            if isinstance(other, Messages) and other is not side:
-                lines.append("against:")
-                lines.extend(f"  {message.summary()}" for message in other)
-            return lines
+            return compared_lines(side, other)
     return None
