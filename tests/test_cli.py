@@ -451,6 +451,21 @@ def test_save_dir_that_goes_away_is_made_again_or_reported(
     ]
 
 
+def _send_two_and_stop(proc: subprocess.Popen[str], port: int) -> str:
+    """Send "One" and "Two" to the sink on ``port``, stop it with SIGINT;
+    its stderr."""
+    for subject in ("One", "Two"):
+        with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as smtp:
+            smtp.sendmail(
+                "app@example.com",
+                ["ann@example.com"],
+                f"Subject: {subject}\r\n\r\n".encode(),
+            )
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=TIMEOUT)
+    return err
+
+
 @stops_with_signals
 def test_output_read_by_nobody_stops_no_mail(tmp_path: Path) -> None:
     # `smtpsink | head -3`: the reader goes after three lines.
@@ -466,15 +481,7 @@ def test_output_read_by_nobody_stops_no_mail(tmp_path: Path) -> None:
         banner = "".join(proc.stdout.readline() for _ in range(3))
         port = int(re.search(r"smtp://127\.0\.0\.1:(\d+)", banner)[1])  # type: ignore[index]
         proc.stdout.close()
-        for subject in ("One", "Two"):
-            with smtplib.SMTP("127.0.0.1", port) as smtp:
-                smtp.sendmail(
-                    "app@example.com",
-                    ["ann@example.com"],
-                    f"Subject: {subject}\r\n\r\n".encode(),
-                )
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=TIMEOUT)
+        err = _send_two_and_stop(proc, port)
     finally:
         if proc.poll() is None:  # pragma: no cover - a hang is a bug
             proc.kill()
@@ -534,15 +541,7 @@ def test_output_that_cannot_be_written_stops_no_mail(
             assert (
                 first == f"smtpsink: {said}; the sink runs on until stopped (Ctrl-C)\n"
             )
-            for subject in ("One", "Two"):
-                with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as smtp:
-                    smtp.sendmail(
-                        "app@example.com",
-                        ["ann@example.com"],
-                        f"Subject: {subject}\r\n\r\n".encode(),
-                    )
-            proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=TIMEOUT)
+            err = _send_two_and_stop(proc, port)
         finally:
             if proc.poll() is None:  # pragma: no cover - a hang is a bug
                 proc.kill()
