@@ -482,7 +482,7 @@ def hints(messages: tuple[Message, ...], criteria: Mapping[str, Any]) -> list[st
                     "part: use body= to match either"
                 )
     wanted = criteria.get("subject")
-    if isinstance(wanted, str):
+    if isinstance(wanted, str) and wanted:  # "" is in every subject
         pattern = repr(re.escape(wanted))
         for message in messages:
             subject = message.subject or ""

@@ -154,6 +154,8 @@ def normalize_address(value: str) -> str:
     dropped, domain lower-cased with its A-labels read as Unicode, local
     part kept as is (it may be case-sensitive, RFC 5321 section 2.4)."""
     value = value.strip()
+    if value == "<>":  # the null sender as MAIL FROM (and summaries) write it
+        return ""
     if "<" in value or " " in value:
         try:
             parsed = parseaddr(value)[1]

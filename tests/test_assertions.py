@@ -1291,6 +1291,19 @@ def test_one_after_a_filter_or_slice_names_the_query(smtpsink: Mailbox) -> None:
     assert "messages[3:] left none to look at." in str(raised.value)
 
 
+def test_the_null_sender_is_matched_as_summaries_write_it(smtpsink: Mailbox) -> None:
+    # Summaries show a bounce's MAIL FROM:<> as "<>", but mail_from="<>"
+    # matched nothing (only ""); and subject="" got the hint "only contains
+    # it", which every subject does.
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("", ["ann@example.com"], b"Subject: bounce\r\n\r\nx\r\n")
+    assert smtpsink.assert_sent(mail_from="<>").subject == "bounce"
+    assert smtpsink.assert_sent(mail_from="").subject == "bounce"
+    with pytest.raises(AssertionError) as raised:
+        smtpsink.assert_sent(subject="")
+    assert "only contains it" not in str(raised.value)
+
+
 def test_plain_assert_on_messages_is_readable(smtpsink: Mailbox, send: Send) -> None:
     send(subject="one")
     assert repr(smtpsink.messages).startswith("Messages([\n  <Message #")
