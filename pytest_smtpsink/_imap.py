@@ -1303,12 +1303,15 @@ class _Connection(ReadSideConnection):
             account = self.mail.account(self._account.user)
             names = set(account.folders)
             subscribed = set(account.subscribed)
-        # Parents that do not exist themselves but have children.
-        parents = {
+        # Every name with children, once: asked of every other name for each
+        # listed one, a LIST of 8,000 folders took 7.3 s.
+        ancestors = {
             DELIMITER.join(name.split(DELIMITER)[:i])
             for name in names
             for i in range(1, name.count(DELIMITER) + 1)
-        } - names
+        }
+        # Parents that do not exist themselves but have children.
+        parents = ancestors - names
         listed = subscribed if subscribed_only else names | parents
         if subscribed_only:
             # RFC 3501 6.3.9: a subscribed name that the pattern misses (a
@@ -1327,8 +1330,7 @@ class _Connection(ReadSideConnection):
         for name in sorted(listed, key=lambda n: (n != INBOX, n)):
             if not regex.fullmatch(name):
                 continue
-            has_children = any(other.startswith(name + DELIMITER) for other in names)
-            attributes = ["\\HasChildren" if has_children else "\\HasNoChildren"]
+            attributes = ["\\HasChildren" if name in ancestors else "\\HasNoChildren"]
             if name not in names or (subscribed_only and name not in subscribed):
                 # A parent made by its children, or a subscribed name whose
                 # folder was deleted; in LSUB, a parent not subscribed.
