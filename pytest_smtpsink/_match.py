@@ -104,6 +104,13 @@ def _check_value(name: str, value: object, where: str = "") -> None:
     elif isinstance(value, str):
         if name in _ADDRESS_FIELDS and ("," in value or ";" in value):
             _check_one_address(name, value)
+        local, at, domain = value.strip().strip("<>").rpartition("@")
+        if name in _ADDRESS_FIELDS and at and not (local and domain):
+            # "ann@" (a template's empty domain) matched nothing, silently.
+            raise TypeError(
+                f"{what} takes an address; {value!r} has nothing "
+                f"{'after' if local else 'before'} its @"
+            )
         return
     elif (name == "attachment" and isinstance(value, bytes)) or callable(value):
         return
@@ -163,6 +170,11 @@ def _check_header_criterion(value: object) -> None:
             "header= takes a dict of header names and values "
             f"(header={{'X-Mailer': 'app'}}); got {type(value).__name__} "
             f"{shorten(repr(value), 60)}"
+        )
+    if not value:
+        # It matched every message: assert_sent(header={}) always passed.
+        raise TypeError(
+            "header= takes at least one header (header={'X-Mailer': 'app'}); got {}"
         )
     for header, wanted in value.items():
         if not isinstance(header, str):

@@ -137,6 +137,10 @@ def test_unknown_criterion_is_a_type_error_listing_valid_ones(
             "(header={'X-Mailer': 'app'}); got str 'X-Mailer'",
         ),
         ({"header": {"X-Mailer": 1}}, "header={'X-Mailer': ...} takes a str"),
+        # Each matched every message, or none, and said nothing.
+        ({"header": {}}, "header= takes at least one header"),
+        ({"to": "ann@"}, "to= takes an address; 'ann@' has nothing after its @"),
+        ({"mail_from": "@x.example"}, "has nothing before its @"),
         ({"attachment": 3}, "attachment= takes a str, bytes, a compiled regex"),
         (
             {"to": "ann@example.com, bob@example.com"},
