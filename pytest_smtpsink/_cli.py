@@ -624,6 +624,9 @@ class _Reporter:
                     self.say(f"message #{message.number} {message.relay}")
             else:
                 still.append(message)
+        if len(still) < len(self._relaying) and self.live is not None:
+            # An open page shows the outcome too (its summary line).
+            self.live.inbox.touch()
         self._relaying = still
 
     def finish(self) -> None:

@@ -260,7 +260,14 @@ document.getElementById("delete").addEventListener("click", async () => {
 const paused = document.getElementById("paused");
 function listen() {
   const events = new EventSource("/events");
-  events.onmessage = refresh;
+  // The open message too while its relay outcome is still to come.
+  events.onmessage = () => {
+    if (current !== null && view.querySelector("[data-relay-pending]")) {
+      show(current);
+    } else {
+      refresh();
+    }
+  };
   // Too many pages listen at once: the server let this one go (the
   // oldest). Reconnecting by itself would push out another page, so it
   // waits for the user.
@@ -360,9 +367,14 @@ def linked_record(message: Message) -> _html.MessageRecord:
 
 
 def message_fragment(message: Message, session_number: int | None = None) -> str:
-    return _html.render_message(
-        linked_record(message), open_=True
-    ) + _html.render_session(_html.session_record(message.session), session_number)
+    # A relay outcome still to come: the page shows the message again when
+    # the server says something changed (the outcome, among others).
+    pending = message.relay is not None and not message.relay.done
+    return (
+        ("<span data-relay-pending hidden></span>" if pending else "")
+        + _html.render_message(linked_record(message), open_=True)
+        + _html.render_session(_html.session_record(message.session), session_number)
+    )
 
 
 def live_page() -> str:

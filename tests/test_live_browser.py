@@ -9,6 +9,7 @@ in the saved index.html (test_html_browser.py, with the control page).
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ import pytest
 from test_cli import TIMEOUT
 from test_html_browser import RESET_HTML, screenshot
 from test_live import Live, _event_stream
+from test_relay import ScriptedUpstream, usual_answer
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -119,6 +121,49 @@ def test_live_view(driver: WebDriver, view: Live, tmp_path: Path) -> None:
     wait.until(ready.text_to_be_present_in_element((By.ID, "list"), "No mail yet"))
     assert view.json("/api/messages") == []
     assert driver.execute_script("return window.sameDocument") is True
+
+
+def test_an_open_message_shows_its_relay_outcome_when_it_comes(
+    driver: WebDriver,
+) -> None:
+    # It kept "relay to ... pending" after the relay finished: no event was
+    # sent for the outcome, and the page redrew only the list.
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    answered = threading.Event()
+
+    def answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
+        if line == b".":  # the content's end: held until the page showed it
+            answered.wait(TIMEOUT)
+            return b"250 2.0.0 taken\r\n"
+        return usual_answer(line)
+
+    upstream = ScriptedUpstream(answer)
+    serving = threading.Thread(target=upstream.serve_forever, args=(0.05,))
+    serving.start()
+    view = Live("--relay", f"smtp://127.0.0.1:{upstream.port}", "--relay-to", ".*")
+    try:
+        wait = WebDriverWait(driver, TIMEOUT)
+        driver.get(view.url + "/")
+        view.send("Relayed")
+        link = (By.CSS_SELECTOR, "#list li.item a")
+        wait.until(ready.element_to_be_clickable(link)).click()
+        wait.until(ready.text_to_be_present_in_element((By.ID, "view"), "pending"))
+        answered.set()
+        wait.until(
+            ready.text_to_be_present_in_element((By.ID, "view"), "relayed by smtp://")
+        )
+        summary = driver.find_element(By.CSS_SELECTOR, "#view details.message summary")
+        assert "250 2.0.0 taken" in summary.text
+    finally:
+        answered.set()
+        view.sink.stop()
+        upstream.stopping.set()
+        upstream.shutdown()
+        serving.join()
+        upstream.server_close()
 
 
 def test_a_page_released_for_a_newer_one_pauses_until_resumed(
