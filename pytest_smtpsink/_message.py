@@ -1237,22 +1237,28 @@ def _linear_decode_header(header: Any) -> list[tuple[bytes | str, str | None]]:
 
 @functools.cache  # once per process
 def _linear_mailparser_headers() -> None:
-    """Have mail-parser decode headers with `_linear_decode_header`.
+    """Have mail-parser decode headers with `_linear_decode_header`, and the
+    email package split MIME parameters with `_mime.parse_params`.
 
-    It decodes every header of a message with the standard library's
-    ``decode_header``, whose time grows with the square of a header's
-    encoded words and of its ``=?`` no ``?=`` ends: 80 kB of ``=?a?q?x``
-    took 9 s for ``Message.text``, and every field of the report and the
-    live view starts there. The results are the same (tests/
-    test_properties.py), so for any other user of mail-parser in the
-    process nothing changes but the time."""
+    mail-parser decodes every header of a message with the standard
+    library's ``decode_header``, whose time grows with the square of a
+    header's encoded words and of its ``=?`` no ``?=`` ends: 80 kB of
+    ``=?a?q?x`` took 9 s for ``Message.text``, and every field of the
+    report and the live view starts there. Its parse reads parameters with
+    the email package's ``_parseparam``, quadratic too (a 50 kB
+    ``Content-Type`` took 10.6 s). The results are the same (tests/
+    test_properties.py), so for any other user of either in the process
+    nothing changes but the time."""
     import importlib
+
+    from ._mime import linear_params
 
     for name in ("mailparser.utils", "mailparser.addresses"):
         with contextlib.suppress(ImportError):
             module = importlib.import_module(name)
             if getattr(module, "decode_header", None) is email.header.decode_header:
                 module.decode_header = _linear_decode_header  # type: ignore[attr-defined]
+    linear_params()
 
 
 #: The links a failure of `Message.link` lists, as reports list messages.

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import email
 import email.errors
+import email.message
 import email.utils
+import functools
 import inspect
 import re
 from collections.abc import Callable, Iterable
@@ -71,6 +73,7 @@ class Compat32(Compat32Message):
 
 def parse_compat32(raw: bytes) -> Compat32:
     """``raw`` parsed with compat32, every part a `Compat32`."""
+    linear_params()
     message = email.message_from_bytes(raw, _class=Compat32)
     assert isinstance(message, Compat32)
     return message
@@ -152,3 +155,51 @@ def replace_closed(
         lambda match: replacement(match.group()) if match.group(1) else match.group(),
         text,
     )
+
+
+#: The standard library's, as it was on import: what `parse_params` equals.
+STDLIB_PARSEPARAM: Callable[[str], list[str]] = email.message._parseparam  # type: ignore[attr-defined]
+
+
+def parse_params(s: str) -> list[str]:
+    """`email.message._parseparam`, with the same result, in time linear in
+    the value's length.
+
+    The standard library's slices the rest of the value off after every
+    ";", and counts the quotes again from the parameter's start at every
+    ";" inside an open quote: a 50 kB ``a=";;;...`` took 10.6 s to read a
+    message's text, 800 kB of ``;a=x`` parameters 14 s. Here an index moves
+    on and the quote count is carried over (a ``\\"`` pair never spans a
+    ";", so counting the pieces adds up to counting the whole).
+    """
+    s = ";" + str(s)
+    params: list[str] = []
+    position, length = 0, len(s)
+    while position < length and s[position] == ";":
+        start = position + 1
+        end = s.find(";", start)
+        counted, quotes = start, 0
+        while end > start:
+            quotes += s.count('"', counted, end) - s.count('\\"', counted, end)
+            counted = end
+            if quotes % 2 == 0:
+                break
+            end = s.find(";", end + 1)
+        if end < 0:
+            end = length
+        field = s[start:end]
+        if "=" in field:
+            at = field.index("=")
+            field = field[:at].strip().lower() + "=" + field[at + 1 :].strip()
+        params.append(field.strip())
+        position = end
+    return params
+
+
+@functools.cache  # once per process
+def linear_params() -> None:
+    """Have the email package split MIME parameters with `parse_params`:
+    the same result, in linear time, for the sink's parses and mail-parser's
+    alike; for any other user in the process nothing changes but the time."""
+    if getattr(email.message, "_parseparam", None) is STDLIB_PARSEPARAM:
+        email.message._parseparam = parse_params  # type: ignore[attr-defined]
