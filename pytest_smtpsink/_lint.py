@@ -1014,14 +1014,25 @@ def _special_parts(tree: Compat32Message) -> tuple[dict[int, str], set[int]]:
     protocol: set[int] = set()
     if not tree.is_multipart():
         return inside, protocol
-    for part in tree.walk():
+    # Each part with the subtype of the innermost message around it: one
+    # walk (a walk of each message's subtree again was cubic in the depth
+    # of nested forwards: 950 levels in 45 kB took 4 s).
+    stack: list[tuple[Compat32Message, str | None]] = [(tree, None)]
+    while stack:
+        part, around = stack.pop()
+        if around is not None:
+            inside[id(part)] = around
         maintype = part.get_content_maintype()
-        if maintype == "message" and part.is_multipart():
-            subtype = part.get_content_subtype()
-            for inner in part.walk():
-                if inner is not part:
-                    inside[id(inner)] = subtype
-        elif maintype == "multipart":
+        if part.is_multipart():
+            children = part.get_payload()
+            if isinstance(children, list):
+                within = part.get_content_subtype() if maintype == "message" else around
+                stack.extend(
+                    (child, within)
+                    for child in reversed(children)
+                    if isinstance(child, Compat32Message)
+                )
+        if maintype == "multipart":
             subtype = part.get_content_subtype()
             if subtype not in ("encrypted", "signed"):
                 continue
