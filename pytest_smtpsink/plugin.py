@@ -1004,9 +1004,13 @@ def pytest_runtest_makereport(
             # An earlier run's files for this test, now passing, would read
             # as this run's in a CI artifact.
             with contextlib.suppress(OSError):  # never an INTERNALERROR
-                _report.forget_saved(
-                    _report.test_directory(save[0], item.nodeid, worker, hashed)
-                )
+                # Under either name: which one a test gets depends on the
+                # tests the run selected (`_report.sharing_names`), and an
+                # earlier run may have used the other.
+                for either in (False, True):
+                    _report.forget_saved(
+                        _report.test_directory(save[0], item.nodeid, worker, either)
+                    )
         elif save is not None:
             directory = _report.test_directory(save[0], item.nodeid, worker, hashed)
             try:

@@ -1213,6 +1213,39 @@ def test_1(smtpsink, who):
         assert nodeid in index
 
 
+def test_a_test_passing_later_leaves_none_of_its_saved_directories(
+    pytester: pytest.Pytester,
+) -> None:
+    # Its directory's name depends on the tests a run selects: run with
+    # test_1[a], test_1[A] has a hashed one; run alone, its plain one. A run
+    # in which it passed removed only the name it had in that run.
+    pytester.makepyfile(
+        SEND
+        + """
+import os, pytest
+
+@pytest.mark.parametrize("who", ["A", "a"])
+def test_1(smtpsink, who):
+    send(smtpsink, who)
+    assert not os.environ.get("SMTPSINK_TEST_FAIL")
+"""
+    )
+    out = pytester.path / "mail"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SMTPSINK_TEST_FAIL", "1")
+        pytester.runpytest("-p", "no:xdist", f"--smtpsink-save-dir={out}")
+    assert len([p for p in out.iterdir() if p.is_dir()]) == 2  # both hashed
+    module = pytester.path / f"{pytester.path.name}.py"
+    if not module.exists():  # pytester names the module after the test
+        (module,) = pytester.path.glob("*.py")
+    selected = pytester.runpytest(
+        "-p", "no:xdist", f"--smtpsink-save-dir={out}", f"{module.name}::test_1[A]"
+    )  # fmt: skip
+    selected.assert_outcomes(passed=1)
+    (left,) = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert left.endswith("[a]") or "[a]-" in left, left
+
+
 def test_save_dir_names_are_those_the_docs_show(tmp_path: pathlib.Path) -> None:
     # docs/debugging.rst lists these names; "10% off" has a run of two
     # replaced characters, which become one "_".
