@@ -5,6 +5,7 @@ assertions. Failure messages say what was expected and list what arrived.
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import ssl
 import time
@@ -322,7 +323,23 @@ class Mailbox(FaultControls):
         written_as_address = "@" in address or address.strip().startswith("<")
         user = _recipient(address, "mailbox()") if written_as_address else address
         self._sink.check_running()
-        return UserMailbox(self._store, user)
+        return UserMailbox(
+            self._store, user, functools.partial(self._mail_for_elsewhere, user)
+        )
+
+    def _mail_for_elsewhere(self, user: str, criteria: Criteria) -> list[str]:
+        """Hint lines for a failed mailbox assertion: mail for ``user`` that
+        matches ``criteria`` and went to another sink of the test."""
+        if "@" not in user:
+            return []
+        return arrived_elsewhere(
+            [
+                found
+                for found in self._elsewhere({**criteria, "rcpt_to": user})
+                if found.matching
+            ],
+            criteria or {"rcpt_to": user},
+        )
 
     # -- sending on ----------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import email.utils
 import os
 import pathlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Union
 
 from . import _match
@@ -64,12 +64,21 @@ class UserMailbox:
     flags, and what was deleted or moved out. Returned by
     `Mailbox.mailbox`; every read is a fresh snapshot."""
 
-    def __init__(self, store: Store, address: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        address: str,
+        elsewhere: Callable[[Criteria], list[str]] | None = None,
+    ) -> None:
         self._store = store
         self._mail: MailStore = store.mail
         self.user: str = self._mail.key(address)
         """The mailbox's key: the address in lower case (and without its
         ``+detail`` with ``recipient_delimiter``)."""
+        # Hint lines for mail for this address that the test's other sinks
+        # got (`Mailbox.mailbox`): the SMTP side pointed at one sink, the
+        # POP3/IMAP side at another.
+        self._elsewhere = elsewhere
 
     def _account(self) -> Account | None:
         return self._mail.accounts.get(self.user)
@@ -174,7 +183,11 @@ class UserMailbox:
             got = f"found {len(found)}"
             if given_folder_name(folder) not in self.folders:  # a typo, or never made
                 got += f" (there is no folder {printable(given_folder_name(folder))!r})"
-        raise AssertionError(f"expected {want}; {got}.\n{self.describe()}")
+        hints = self._elsewhere(criteria) if self._elsewhere and not found else []
+        raise AssertionError(
+            f"expected {want}; {got}.\n{self.describe()}"
+            + "".join(f"\n{line}" for line in hints)
+        )
 
     def assert_not_in(self, folder: str = INBOX, **criteria: Unpack[Criteria]) -> None:
         """Assert that no message matching ``criteria`` is in ``folder``."""

@@ -1514,6 +1514,27 @@ def test_a_tls_client_on_a_plain_sink_is_named_so(smtpsink: Mailbox) -> None:
     assert "\\x16" not in str(caught.value)
 
 
+def test_a_mailbox_assertion_points_at_mail_for_it_at_another_sink(
+    smtpsink: Mailbox, smtpsink_factory: Callable[..., Mailbox]
+) -> None:
+    # The application sent to one sink and read from the other: the
+    # mailbox said only that it was empty.
+    other = smtpsink_factory(hostname="reader.test")
+    with smtplib.SMTP(other.host, other.port) as client:
+        client.send_message(make_message(subject="Welcome"))
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.mailbox("ann@example.com").assert_in(subject="Welcome")
+    text = str(caught.value)
+    assert (
+        f"\nHint: 1 matching message arrived at another sink of this test, "
+        f"{other.sink.url}:\n  #"
+    ) in text, text
+    assert "Subject: 'Welcome'" in text.split("another sink", 1)[1], text
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.mailbox("bob@example.com").assert_in(subject="Welcome")
+    assert "another sink" not in str(caught.value)
+
+
 def test_mail_sent_to_the_tests_other_sink_is_pointed_at(
     smtpsink: Mailbox, smtpsink_factory: Callable[..., Mailbox]
 ) -> None:
