@@ -461,10 +461,48 @@ def hints(messages: tuple[Message, ...], criteria: Mapping[str, Any]) -> list[st
                 normalize_address(a) == target for a in message.envelope.rcpt_to
             )
             if in_envelope and not in_headers:
+                # The header it is in, if one is: a Cc given as to=.
+                other = next(
+                    (
+                        header
+                        for header in ("to", "cc")
+                        if header != name
+                        and any(
+                            normalize_address(str(a)) == target
+                            for a in _ADDRESS_FIELDS[header](message)
+                        )
+                    ),
+                    None,
+                )
+                if other is not None:
+                    found.append(
+                        f"{wanted} is in #{message.number}'s {other!r} header, "
+                        f"not its {name!r} one: use {other}={wanted!r}"
+                    )
+                    continue
                 found.append(
                     f"{wanted} received #{message.number} but is not in its {name!r} "
                     "header (a Bcc, or a different header): match envelope "
                     f"recipients with rcpt_to={wanted!r}"
+                )
+    # The envelope's sender for the header's, or the other way round: a
+    # bounce address (MAIL FROM) is rarely the From a reader sees.
+    for name, other in (("from_", "mail_from"), ("mail_from", "from_")):
+        wanted = criteria.get(name)
+        if not isinstance(wanted, str):
+            continue
+        target = normalize_address(wanted)
+        for message in messages:
+            if target in (
+                normalize_address(str(a)) for a in _ADDRESS_FIELDS[name](message)
+            ):
+                continue
+            if target in (
+                normalize_address(str(a)) for a in _ADDRESS_FIELDS[other](message)
+            ):
+                what = "envelope sender (MAIL FROM)" if other == "mail_from" else "From"
+                found.append(
+                    f"{wanted} is #{message.number}'s {what}: use {other}={wanted!r}"
                 )
     for name, addresses_of in _ADDRESS_FIELDS.items():
         wanted = criteria.get(name)

@@ -352,6 +352,43 @@ def test_a_subject_in_another_case_gets_a_hint_that_matches(
         smtpsink.assert_sent(subject=re.compile(pattern, re.IGNORECASE))
 
 
+@pytest.mark.parametrize(
+    ("criteria", "hint"),
+    [
+        (
+            {"from_": "bounces@shop.example"},
+            "bounces@shop.example is #N's envelope sender (MAIL FROM): use "
+            "mail_from='bounces@shop.example'",
+        ),
+        (
+            {"mail_from": "news@shop.example"},
+            "news@shop.example is #N's From: use from_='news@shop.example'",
+        ),
+        (
+            {"to": "boss@example.com"},
+            "boss@example.com is in #N's 'cc' header, not its 'to' one: use "
+            "cc='boss@example.com'",
+        ),
+    ],
+)
+def test_a_sender_or_recipient_in_another_field_gets_a_hint(
+    smtpsink: Mailbox, criteria: dict[str, str], hint: str
+) -> None:
+    # No hint said the bounce address is the envelope's, or the Cc a Cc.
+    raw = (
+        b"From: News <news@shop.example>\r\nTo: ann@example.com\r\n"
+        b"Cc: boss@example.com\r\nSubject: hi\r\n\r\nx\r\n"
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            "bounces@shop.example", ["ann@example.com", "boss@example.com"], raw
+        )
+    number = smtpsink.messages.one().number
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(**criteria)  # type: ignore[call-overload]
+    assert f"Hint: {hint.replace('#N', f'#{number}')}" in str(caught.value)
+
+
 def test_an_address_in_another_case_gets_a_hint_that_matches(
     smtpsink: Mailbox, send: Send
 ) -> None:
