@@ -360,7 +360,12 @@ def explain(message: Message, name: str, wanted: object = None) -> str:
     the criterion's value, which for ``header=`` names the headers to show)."""
     if name in _ADDRESS_FIELDS:
         values = _ADDRESS_FIELDS[name](message)
-        shown = [v.formatted if isinstance(v, Address) else str(v) for v in values]
+        if isinstance(wanted, re.Pattern):
+            # What the regex searched: the bare addresses, normalized. "Ann
+            # <ann@example.com>" seemed to match re.compile("^Ann").
+            shown = [normalize_address(str(v)) for v in values]
+        else:
+            shown = [v.formatted if isinstance(v, Address) else str(v) for v in values]
         single = name in ("from_", "mail_from") and len(shown) == 1
         if single:
             return repr(shown[0])

@@ -352,6 +352,17 @@ def test_a_subject_in_another_case_gets_a_hint_that_matches(
         smtpsink.assert_sent(subject=re.compile(pattern, re.IGNORECASE))
 
 
+def test_a_regex_on_addresses_is_shown_what_it_searched(smtpsink: Mailbox) -> None:
+    # It showed "['Ann <ann@example.com>']", which "^Ann" seems to match:
+    # the regex searches the bare address.
+    raw = b"To: Ann <ann@example.com>\r\nSubject: hi\r\n\r\nx\r\n"
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("a@example.com", ["ann@example.com"], raw)
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(to=re.compile("^Ann"))
+    assert "to: wanted re.compile('^Ann'), got ['ann@example.com']" in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("criteria", "hint"),
     [
