@@ -485,6 +485,20 @@ def _validate(s: SinkSettings) -> None:
     )
     if s.relay is not None or s.relay_to is not None:
         _validate_relay(s)
+    else:
+        # As relay_to alone, and as the standalone sink's options: a test
+        # that meant to relay (a marker that forgot relay=) is told so.
+        default = SinkSettings.__dataclass_fields__["relay_timeout"].default
+        _require(
+            not s.relay_allow_remote,
+            "relay_allow_remote",
+            "is only used with relay=URL (the upstream)",
+        )
+        _require(
+            s.relay_timeout == default,
+            "relay_timeout",
+            "is only used with relay=URL (the upstream)",
+        )
 
 
 def _validate_relay(s: SinkSettings) -> None:

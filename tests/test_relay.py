@@ -905,6 +905,9 @@ def test_a_password_cut_by_a_url_delimiter_is_named_not_shown(cut: str) -> None:
             "relay",
             "its cafile= '/nonexistent' is not a file",
         ),
+        # Before: accepted, and nothing relayed (relay_to alone was refused).
+        ({"relay_timeout": 5}, "relay_timeout", "is only used with relay=URL"),
+        ({"relay_allow_remote": True}, "relay_allow_remote", "is only used with"),
         # Before: accepted, and every message failed to relay as a bug of
         # the relay's, with a traceback in the log.
         (
