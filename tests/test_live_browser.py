@@ -128,6 +128,10 @@ def test_an_open_message_shows_its_relay_outcome_when_it_comes(
 ) -> None:
     # It kept "relay to ... pending" after the relay finished: no event was
     # sent for the outcome, and the page redrew only the list.
+    from selenium.common.exceptions import (
+        NoSuchElementException,
+        StaleElementReferenceException,
+    )
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
     from selenium.webdriver.support.wait import WebDriverWait
@@ -148,8 +152,17 @@ def test_an_open_message_shows_its_relay_outcome_when_it_comes(
         wait = WebDriverWait(driver, TIMEOUT)
         driver.get(view.url + "/")
         view.send("Relayed")
-        link = (By.CSS_SELECTOR, "#list li.item a")
-        wait.until(ready.element_to_be_clickable(link)).click()
+
+        def open_it(driver: WebDriver) -> bool:
+            # Found afresh each try: every change (the session's end too)
+            # re-renders the list, and an element found before is stale.
+            try:
+                driver.find_element(By.CSS_SELECTOR, "#list li.item a").click()
+            except (NoSuchElementException, StaleElementReferenceException):
+                return False
+            return True
+
+        wait.until(open_it)
         wait.until(ready.text_to_be_present_in_element((By.ID, "view"), "pending"))
         answered.set()
         wait.until(
