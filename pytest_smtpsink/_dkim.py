@@ -295,9 +295,7 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
                     f"publish one with smtpsink.dkim_key({domain!r}, "
                     f"selector={selector!r})"
                 )
-        headers = tuple(
-            h.strip().lower() for h in _text(fields.get(b"h")).split(":") if h.strip()
-        )
+        headers = _signed_headers(fields)
         warnings: tuple[str, ...] = ()
         if verified and b"l" in fields:
             warnings = (_body_length_warning(verifier, fields),)
@@ -326,11 +324,7 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
                         "a verifier stop, and receivers do)"
                     ),
                     algorithm=_text(fields.get(b"a")),
-                    signed_headers=tuple(
-                        h.strip().lower()
-                        for h in _text(fields.get(b"h")).split(":")
-                        if h.strip()
-                    ),
+                    signed_headers=_signed_headers(fields),
                 )
             )
     return tuple(results)
@@ -480,6 +474,13 @@ def _signature_values(raw: bytes) -> list[bytes]:
     return re.findall(
         rb"(?im)^dkim-signature[ \t]*:((?:[^\r\n]*)(?:\r?\n[ \t][^\r\n]*)*)",
         _head(raw),
+    )
+
+
+def _signed_headers(fields: dict[bytes, bytes]) -> tuple[str, ...]:
+    """The header names of ``h=``, lower case, in order."""
+    return tuple(
+        h.strip().lower() for h in _text(fields.get(b"h")).split(":") if h.strip()
     )
 
 

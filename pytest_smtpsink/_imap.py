@@ -480,8 +480,8 @@ class _Connection(ReadSideConnection):
         self._recent: set[int] = set()
         # Since an AUTHENTICATE command: see _next_command.
         self._after_auth = False
-        # Since a LOGIN command: a line of one word is taken as its password,
-        # sent on a line of its own (see _next_command).
+        # Since a LOGIN that lacked its password: a line of one or two words
+        # that is no command is taken as that password (see _next_command).
         self._after_login = False
         # The command being read or run, for a reply to an internal error:
         # its line (tag included), whether it is recorded, its name.
@@ -760,21 +760,13 @@ class _Connection(ReadSideConnection):
                 step = reader.feed_line(line)
         except ImapSyntaxError as error:
             # A line of one word, taken as a tag with no command: recorded
-            # once (not as that tag and that word), and right after a LOGIN
-            # masked, in its reply too: the password, on a line of its own.
+            # once, not as that tag and that word. (Right after a LOGIN it
+            # never gets here: it is masked as the password, above.)
             lone = tag is None and error.tag is not None
-            secret = lone and after_login
             if not recorded:
-                shown = (
-                    "****" if secret else self._shown_command(shown_parts, None, tag)
-                )
+                shown = self._shown_command(shown_parts, None, tag)
                 self._append("command", shown, None if lone else error.tag)
-            if secret:
-                text = f"BAD {_sentence(error.text)}"
-                self._record_reply(f"**** {text}")
-                await self._send(f"{error.tag} {text}\r\n".encode("utf-8", "replace"))
-            else:
-                await self._bad(error.tag, _sentence(error.text))
+            await self._bad(error.tag, _sentence(error.text))
             if error.disconnect:
                 await self._reply_and_end(
                     "server-closed", "* BYE Cannot read the rest of that command"

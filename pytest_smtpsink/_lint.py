@@ -666,7 +666,7 @@ def _bad_addresses(value: str, smtputf8: bool) -> str | None:
     # left outside comments and quoted strings must pair them up.
     bare = uncommented(value)
     if bare is not None and not _PAIRED_ANGLES.fullmatch(
-        replace_closed(QUOTED, _emptied, bare)
+        replace_closed(QUOTED, '""', bare)
     ):
         return value.strip()
     return None
@@ -677,10 +677,6 @@ def _blank_quoted(text: str) -> str:
     ``x``: an '@', '<' or '>' in a display name is text, and offsets still
     point into ``text``."""
     return replace_closed(QUOTED, _blanked, text)
-
-
-def _emptied(quoted: str) -> str:
-    return '""'
 
 
 def _blanked(quoted: str) -> str:

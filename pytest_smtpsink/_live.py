@@ -543,14 +543,13 @@ class HostCheck:
         )
 
     def _trusted(self, host: str) -> bool:
+        from ._relay import is_loopback_host  # [::ffff:127.0.0.1] too
+
         try:
-            address = ipaddress.ip_address(host)
+            ipaddress.ip_address(host)
         except ValueError:
             return self.allow_remote and "." not in host
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            # [::ffff:127.0.0.1] is 127.0.0.1 (only Python 3.13 says so).
-            address = address.ipv4_mapped
-        return self.allow_remote or address.is_loopback
+        return self.allow_remote or is_loopback_host(host)
 
 
 # -- the server ---------------------------------------------------------------------

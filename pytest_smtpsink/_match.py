@@ -458,33 +458,19 @@ def hints(messages: tuple[Message, ...], criteria: Mapping[str, Any]) -> list[st
             continue
         target = normalize_address(wanted)
         for message in messages:
-            in_headers = any(
-                normalize_address(str(a)) == target
-                for a in _ADDRESS_FIELDS[name](message)
-            )
             in_envelope = any(
                 normalize_address(a) == target for a in message.envelope.rcpt_to
             )
-            if in_envelope and not in_headers:
-                # The header it is in, if one is: a Cc given as to=.
-                other = next(
-                    (
-                        header
-                        for header in ("to", "cc")
-                        if header != name
-                        and any(
-                            normalize_address(str(a)) == target
-                            for a in _ADDRESS_FIELDS[header](message)
-                        )
-                    ),
-                    None,
+            if not in_envelope or _check_addresses(message, name, wanted):
+                continue
+            # The header it is in, if one is: a Cc given as to=.
+            other = "cc" if name == "to" else "to"
+            if _check_addresses(message, other, wanted):
+                found.append(
+                    f"{wanted} is in #{message.number}'s {other!r} header, "
+                    f"not its {name!r} one: use {other}={wanted!r}"
                 )
-                if other is not None:
-                    found.append(
-                        f"{wanted} is in #{message.number}'s {other!r} header, "
-                        f"not its {name!r} one: use {other}={wanted!r}"
-                    )
-                    continue
+            else:
                 found.append(
                     f"{wanted} received #{message.number} but is not in its {name!r} "
                     "header (a Bcc, or a different header): match envelope "
@@ -496,14 +482,9 @@ def hints(messages: tuple[Message, ...], criteria: Mapping[str, Any]) -> list[st
         wanted = criteria.get(name)
         if not isinstance(wanted, str):
             continue
-        target = normalize_address(wanted)
         for message in messages:
-            if target in (
-                normalize_address(str(a)) for a in _ADDRESS_FIELDS[name](message)
-            ):
-                continue
-            if target in (
-                normalize_address(str(a)) for a in _ADDRESS_FIELDS[other](message)
+            if not _check_addresses(message, name, wanted) and _check_addresses(
+                message, other, wanted
             ):
                 what = "envelope sender (MAIL FROM)" if other == "mail_from" else "From"
                 found.append(

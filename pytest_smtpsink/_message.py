@@ -449,7 +449,7 @@ class Message:
     def _mailparser(self) -> tuple[Any, str | None]:
         import mailparser
 
-        _linear_mailparser_headers()
+        _linear_parsing()
         with _QUIET_PARSE.quiet():
             try:
                 return mailparser.parse_from_bytes(self.raw), None
@@ -1236,7 +1236,7 @@ def _linear_decode_header(header: Any) -> list[tuple[bytes | str, str | None]]:
 
 
 @functools.cache  # once per process
-def _linear_mailparser_headers() -> None:
+def _linear_parsing() -> None:
     """Have mail-parser decode headers with `_linear_decode_header`, and the
     email package split MIME parameters with `_mime.parse_params`.
 

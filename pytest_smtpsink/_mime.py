@@ -145,16 +145,21 @@ COMMENT = re.compile(r"\((?:[^()\\]|\\.)*(\)?)")
 
 
 def replace_closed(
-    pattern: re.Pattern[str], replacement: Callable[[str], str], text: str
+    pattern: re.Pattern[str], replacement: str | Callable[[str], str], text: str
 ) -> str:
     """``text`` with each closed quoted string (or comment) that ``pattern``
-    (`QUOTED`, `COMMENT`) finds replaced by ``replacement`` of it, as a
-    search for the closed form alone replaces them; what is not closed
-    stays as it is."""
-    return pattern.sub(
-        lambda match: replacement(match.group()) if match.group(1) else match.group(),
-        text,
-    )
+    (`QUOTED`, `COMMENT`) finds replaced by ``replacement`` (or what it
+    gives for it), as a search for the closed form alone replaces them;
+    what is not closed stays as it is."""
+
+    def replaced(match: re.Match[str]) -> str:
+        if not match.group(1):
+            return match.group()
+        return (
+            replacement if isinstance(replacement, str) else replacement(match.group())
+        )
+
+    return pattern.sub(replaced, text)
 
 
 #: The standard library's, as it was on import: what `parse_params` equals.

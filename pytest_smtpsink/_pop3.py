@@ -237,8 +237,8 @@ class _Connection(ReadSideConnection):
         # Since an AUTH command: a one-word line that is no command is
         # taken as its (misplaced) response and masked.
         self._after_auth = False
-        # After a USER command: a one-word line that is no command is taken
-        # as the password with its PASS missing, and masked.
+        # After a USER command: a line that is no command is taken as the
+        # password with its PASS missing, and masked (`_recorded`).
         self._after_user = False
         # AUTHORIZATION, then TRANSACTION with the maildrop snapshot.
         self.state: State = "authorization"

@@ -824,9 +824,15 @@ class _Connection:
                 context = _tls_context(ssl_context, upstream.ca_file)
             except OSError as error:  # ssl.SSLError too
                 # Checked when the settings were made; changed since.
-                problem = ca_file_problem(upstream.ca_file or "") or str(error)
+                ca_file = upstream.ca_file
+                problem = ca_file_problem(ca_file) if ca_file else None
+                why = (
+                    f"the CA file {problem or f'{ca_file!r} cannot be used: {error}'}"
+                    if ca_file
+                    else f"the system's CA certificates cannot be loaded: {error}"
+                )
                 raise RelayError(
-                    url, "connect", None, f"the CA file {problem}: nothing was sent"
+                    url, "connect", None, f"{why}: nothing was sent"
                 ) from None
         cls = _client_class(upstream.tls == "implicit")
         kwargs: dict[str, Any] = {"local_hostname": hostname, "timeout": self.timeout}

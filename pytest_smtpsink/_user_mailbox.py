@@ -404,14 +404,6 @@ def bare_address(text: str) -> str:
     return text
 
 
-def _q(quoted: str) -> str:
-    return "q"
-
-
-def _nothing(comment: str) -> str:
-    return ""
-
-
 def _recipient(address: str, what: str = "to") -> str:
     """One ``to`` address as a mailbox takes it: out of ``Name <address>``
     (as `Mailbox.mailbox` takes it); ValueError if it cannot be one, as an
@@ -422,7 +414,7 @@ def _recipient(address: str, what: str = "to") -> str:
     # Outside quotes and (unnested) comments: "Ann (work, mostly) <a@x>" is
     # one address.
     if re.search(
-        "[,;]", replace_closed(COMMENT, _nothing, replace_closed(QUOTED, _q, address))
+        "[,;]", replace_closed(COMMENT, "", replace_closed(QUOTED, "q", address))
     ):
         named = [a for _, a in getaddresses([address]) if "@" in a]
         if len(named) > 1:
@@ -447,7 +439,7 @@ def _recipient(address: str, what: str = "to") -> str:
         address = address[1:-1].strip()
     if not address:  # "<>", the null sender: no one's mailbox
         raise ValueError(f"{what}: {given!r} is not an address")
-    unquoted = replace_closed(QUOTED, _q, address)  # a quoted local part: anything
+    unquoted = replace_closed(QUOTED, "q", address)  # a quoted local part: anything
     if (
         not address
         or _NOT_IN_AN_ADDRESS.search(unquoted)
