@@ -314,10 +314,17 @@ def test_a_second_signal_quits_at_once_and_removes_the_ca(
         with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
             smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
         sink.expect(r"^message #1 ")
-        sink.proc.send_signal(signal.SIGINT)
-        sink.expect(r"^stopping: ")
-        sink.proc.send_signal(signal.SIGINT)
-        sink.finish()
+        # The relay's connection, taken: it is in flight, waiting for a
+        # greeting, when the first signal comes. Before, under load, the
+        # message could still be queued then: stopping failed it at once
+        # and the sink ended before the second signal.
+        silent.settimeout(TIMEOUT)
+        accepted, _ = silent.accept()
+        with accepted:
+            sink.proc.send_signal(signal.SIGINT)
+            sink.expect(r"^stopping: ")
+            sink.proc.send_signal(signal.SIGINT)
+            sink.finish()
     assert sink.proc.returncode == -signal.SIGINT  # a shell says 130
     assert "smtpsink: stopped at once; mail not yet saved or relayed is lost" in (
         sink.stderr
