@@ -536,4 +536,57 @@ def hints(messages: tuple[Message, ...], criteria: Mapping[str, Any]) -> list[st
                     f"{subject!r} {which} in another case; use "
                     f"re.compile({pattern}, re.IGNORECASE)"
                 )
+            elif _spaced(subject) == _spaced(wanted):
+                found.append(
+                    f"#{message.number}'s subject {subject!r} differs from it "
+                    "only in spaces, tabs or line breaks"
+                )
+    found.extend(_body_hints(messages, criteria))
     return found
+
+
+def _spaced(text: str) -> str:
+    """``text`` with each run of spaces, tabs and line breaks made one space."""
+    return " ".join(text.split())
+
+
+def _body_hints(
+    messages: tuple[Message, ...], criteria: Mapping[str, Any]
+) -> Iterable[str]:
+    """A body's text that is there but written otherwise: wrapped or spaced
+    differently (an app that wraps at 72 columns), or, in HTML, escaped
+    (``&amp;`` for ``&``, as every template engine writes it)."""
+    import html
+
+    for name in ("text", "html", "body"):
+        wanted = criteria.get(name)
+        if not isinstance(wanted, str) or not wanted.strip():
+            continue
+        parts = ("text", "html") if name == "body" else (name,)
+        for message in messages:
+            if _check(message, name, wanted):
+                continue
+            for part in parts:
+                value = getattr(message, part)
+                if not value:
+                    continue
+                escaped = html.escape(wanted, quote=False)
+                if part == "html" and escaped != wanted and escaped in value:
+                    yield (
+                        f"#{message.number}'s html part has it escaped, as "
+                        f"{escaped!r}: match the HTML as written, or use text="
+                    )
+                elif _spaced(wanted) in _spaced(value):
+                    yield (
+                        f"#{message.number}'s {part} part has it with other "
+                        "spaces or line breaks; use re.compile("
+                        f"{_spaced_pattern(wanted)!r})"
+                    )
+                else:
+                    continue
+                break
+
+
+def _spaced_pattern(text: str) -> str:
+    """A regex for ``text`` whatever its runs of spaces and line breaks."""
+    return r"\s+".join(re.escape(word) for word in text.split())

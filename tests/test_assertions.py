@@ -1343,6 +1343,40 @@ def test_one_after_a_filter_or_slice_names_the_query(smtpsink: Mailbox) -> None:
     assert "messages[3:] left none to look at." in str(raised.value)
 
 
+def test_text_written_otherwise_gets_a_hint(smtpsink: Mailbox, send: Send) -> None:
+    # Apps wrap text at 72 columns and templates escape "&": the words are
+    # there, the test's string is not, and "differs in" showed a long body.
+    send(
+        subject="Your  order",
+        text="Thanks for your order of\nTom & Jerry, shipped today.\n",
+        html="<p>Thanks for your order of Tom &amp; Jerry.</p>",
+    )
+    number = smtpsink.messages[0].number
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(text="order of Tom & Jerry")
+    assert (
+        f"Hint: #{number}'s text part has it with other spaces or line breaks; use "
+        "re.compile('order\\\\s+of\\\\s+Tom\\\\s+\\\\&\\\\s+Jerry')"
+    ) in str(caught.value), caught.value
+    pattern = re.compile(r"order\s+of\s+Tom\s+\&\s+Jerry")
+    assert smtpsink.assert_sent(text=pattern).number == number  # the advice works
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(html="of Tom & Jerry")
+    assert (
+        f"Hint: #{number}'s html part has it escaped, as 'of Tom &amp; Jerry': match "
+        "the HTML as written, or use text="
+    ) in str(caught.value), caught.value
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(subject="Your order")
+    assert (
+        f"Hint: #{number}'s subject 'Your  order' differs from it only in spaces, tabs "
+        "or line breaks"
+    ) in str(caught.value), caught.value
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(body="Tom and Jerry")
+    assert "Hint" not in str(caught.value)
+
+
 def test_the_null_sender_is_matched_as_summaries_write_it(smtpsink: Mailbox) -> None:
     # Summaries show a bounce's MAIL FROM:<> as "<>", but mail_from="<>"
     # matched nothing (only ""); and subject="" got the hint "only contains
