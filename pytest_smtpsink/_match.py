@@ -13,7 +13,14 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict, Union
 
-from ._message import Address, Attachment, Message, normalize_address, summary_or_raw
+from ._message import (
+    Address,
+    Attachment,
+    Message,
+    message_label,
+    normalize_address,
+    summary_or_raw,
+)
 from ._mime import getaddresses
 from ._text import join_shortened, printable, shorten
 
@@ -242,6 +249,36 @@ _ADDRESS_FIELDS: dict[str, Callable[[Message], tuple[str, ...]]] = {
 }
 
 
+def likeness(message: Message, criteria: Mapping[str, Any]) -> float:
+    """How near ``message``'s subject and addresses come to the strings
+    ``criteria`` ask for (0 to 1 each, summed): what tells "closest" apart
+    among messages that miss as many criteria (one criterion, and every
+    message misses it). Bodies are left out: "contains" has no nearness
+    worth its cost."""
+    total = 0.0
+    values: tuple[str, ...]
+    for name, asked in criteria.items():
+        if not isinstance(asked, str) or not asked:
+            continue
+        if name == "subject":
+            wanted, values = asked, (str(field_value(message, name) or ""),)
+        elif name in _ADDRESS_FIELDS:
+            wanted = normalize_address(asked)
+            values = tuple(
+                normalize_address(str(v)) for v in _ADDRESS_FIELDS[name](message)
+            )
+        else:
+            continue
+        total += max(
+            (
+                difflib.SequenceMatcher(None, wanted, value[:200]).ratio()
+                for value in values
+            ),
+            default=0.0,
+        )
+    return total
+
+
 def field_value(message: Message, name: str) -> Any:
     """What a criterion is compared against, for predicates and reports."""
     if name in _ADDRESS_FIELDS:
@@ -467,12 +504,12 @@ def hints(messages: tuple[Message, ...], criteria: Mapping[str, Any]) -> list[st
             other = "cc" if name == "to" else "to"
             if _check_addresses(message, other, wanted):
                 found.append(
-                    f"{wanted} is in #{message.number}'s {other!r} header, "
+                    f"{wanted} is in {_named(message)}'s {other!r} header, "
                     f"not its {name!r} one: use {other}={wanted!r}"
                 )
             else:
                 found.append(
-                    f"{wanted} received #{message.number} but is not in its {name!r} "
+                    f"{wanted} received {_named(message)} but is not in its {name!r} "
                     "header (a Bcc, or a different header): match envelope "
                     f"recipients with rcpt_to={wanted!r}"
                 )
@@ -488,7 +525,7 @@ def hints(messages: tuple[Message, ...], criteria: Mapping[str, Any]) -> list[st
             ):
                 what = "envelope sender (MAIL FROM)" if other == "mail_from" else "From"
                 found.append(
-                    f"{wanted} is #{message.number}'s {what}: use {other}={wanted!r}"
+                    f"{wanted} is {_named(message)}'s {what}: use {other}={wanted!r}"
                 )
     for name, addresses_of in _ADDRESS_FIELDS.items():
         wanted = criteria.get(name)
@@ -504,7 +541,7 @@ def hints(messages: tuple[Message, ...], criteria: Mapping[str, Any]) -> list[st
                 pattern = repr(f"^{re.escape(target)}$")
                 found.append(
                     f"{name}= compares the part before @ case-sensitively (RFC "
-                    f"5321): #{message.number} has {other_case[0]!r}; use "
+                    f"5321): {_named(message)} has {other_case[0]!r}; use "
                     f"re.compile({pattern}, re.IGNORECASE)"
                 )
     for name, other in (("text", "html"), ("html", "text")):
@@ -514,7 +551,7 @@ def hints(messages: tuple[Message, ...], criteria: Mapping[str, Any]) -> list[st
         for message in messages:
             if _check(message, other, wanted) and not _check(message, name, wanted):
                 found.append(
-                    f"#{message.number} has it in its {other} part, not its {name} "
+                    f"{_named(message)} has it in its {other} part, not its {name} "
                     "part: use body= to match either"
                 )
     wanted = criteria.get("subject")
@@ -526,23 +563,30 @@ def hints(messages: tuple[Message, ...], criteria: Mapping[str, Any]) -> list[st
                 continue
             if wanted in subject:
                 found.append(
-                    f"subject= means equal: #{message.number}'s subject "
+                    f"subject= means equal: {_named(message)}'s subject "
                     f"{subject!r} only contains it; use re.compile({pattern})"
                 )
             elif wanted.lower() in subject.lower():
                 which = "is it" if wanted.lower() == subject.lower() else "contains it"
                 found.append(
-                    f"subject= is case-sensitive: #{message.number}'s subject "
+                    f"subject= is case-sensitive: {_named(message)}'s subject "
                     f"{subject!r} {which} in another case; use "
                     f"re.compile({pattern}, re.IGNORECASE)"
                 )
             elif _spaced(subject) == _spaced(wanted):
                 found.append(
-                    f"#{message.number}'s subject {subject!r} differs from it "
+                    f"{_named(message)}'s subject {subject!r} differs from it "
                     "only in spaces, tabs or line breaks"
                 )
     found.extend(_body_hints(messages, criteria))
     return found
+
+
+def _named(message: Message) -> str:
+    """A message as hints name it: ``#3``, or ``the deliver() message`` for
+    one that never crossed SMTP (numbered 0)."""
+    label = message_label(message)
+    return label if message.number else f"the {label} message"
 
 
 def _spaced(text: str) -> str:
@@ -573,12 +617,12 @@ def _body_hints(
                 escaped = html.escape(wanted, quote=False)
                 if part == "html" and escaped != wanted and escaped in value:
                     yield (
-                        f"#{message.number}'s html part has it escaped, as "
+                        f"{_named(message)}'s html part has it escaped, as "
                         f"{escaped!r}: match the HTML as written, or use text="
                     )
                 elif _spaced(wanted) in _spaced(value):
                     yield (
-                        f"#{message.number}'s {part} part has it with other "
+                        f"{_named(message)}'s {part} part has it with other "
                         "spaces or line breaks; use re.compile("
                         f"{_spaced_pattern(wanted)!r})"
                     )

@@ -8,7 +8,7 @@ Test side; pure (it reads messages, never the store).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 
 from . import _match
 from ._message import Message, summary_or_raw
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ._match import Criteria
 
 _LISTED = 20
+_T = TypeVar("_T")
 
 
 class Messages(Sequence[Message]):
@@ -183,17 +184,13 @@ def failure_report(
         lines.extend(notes)
         return "\n".join(lines)
     matched = {id(m) for m in found}
-    closest = None
-    if criteria and not found and candidates:
-        # Among what the query left: one it took away may match these
-        # criteria, and would be "closest" with no difference to show.
-        scored = [(len(_match.mismatches(m, criteria)), m) for m in candidates]
-        best_score = min(score for score, _ in scored)
-        closest = next(m for score, m in scored if score == best_score)
+    # Among what the query left: one it took away may match these criteria,
+    # and would be "closest" with no difference to show.
+    closest = closest_to(candidates, criteria) if not found else None
     lines.append(f"Messages that arrived {scope} ({len(everything)}):")
     # Past _LISTED, the ones that matter are listed first: the matches and
     # the closest, then the newest (a test's mail comes after its setup's).
-    shown = _listed(everything, [*found, *([closest] if closest else [])])
+    shown = listed(everything, [*found, *([closest] if closest else [])])
     left = {id(m) for m in candidates} if among is not None else None
     previous = -1
     for index, message in shown:
@@ -212,8 +209,45 @@ def failure_report(
         lines.append(f"(- marks the messages that messages{query} left out)")
     if among is not None and not candidates:
         lines.append(f"messages{query} left none to look at.")
+    lines.extend(closest_and_hints(closest, everything, criteria))
+    lines.extend(arrived_elsewhere(elsewhere, criteria))
+    lines.extend(notes)
+    return "\n".join(lines)
+
+
+#: At most this many of the messages that miss as few criteria as the best
+#: are weighed by how near they come (difflib, on failure only).
+_WEIGHED = 1000
+
+
+def closest_to(candidates: Sequence[Message], criteria: Any) -> Message | None:
+    """The message that misses the fewest of ``criteria``; among those, the
+    one whose subject and addresses come nearest what was asked (the first
+    one on a tie). None with no criteria or candidates."""
+    if not criteria or not candidates:
+        return None
+    scored = [(len(_match.mismatches(m, criteria)), m) for m in candidates]
+    best_score = min(score for score, _ in scored)
+    best = [m for score, m in scored if score == best_score][:_WEIGHED]
+    if len(best) == 1:
+        return best[0]
+    nearness = [_match.likeness(m, criteria) for m in best]
+    return best[nearness.index(max(nearness))]
+
+
+def closest_and_hints(
+    closest: Message | None,
+    everything: Sequence[Message],
+    criteria: Any,
+    closest_name: str = "",
+) -> list[str]:
+    """A report's "Closest" lines (how ``closest`` differs, if given; named
+    ``closest_name``, by default its number) and its hints about
+    ``everything``."""
+    lines = []
     if closest is not None:
-        lines.append(f"Closest: #{closest.number}, which differs in:")
+        name = closest_name or f"#{closest.number}"
+        lines.append(f"Closest: {name}, which differs in:")
         for name in _match.mismatches(closest, criteria):
             lines.append(
                 f"  {name}: wanted {_match.describe({name: criteria[name]}).split('=', 1)[1]}, "
@@ -221,14 +255,10 @@ def failure_report(
             )
     for hint in dict.fromkeys(_match.hints(tuple(everything), criteria)):
         lines.append(f"Hint: {hint}")
-    lines.extend(arrived_elsewhere(elsewhere, criteria))
-    lines.extend(notes)
-    return "\n".join(lines)
+    return lines
 
 
-def _listed(
-    everything: Sequence[Message], wanted: Sequence[Message]
-) -> list[tuple[int, Message]]:
+def listed(everything: Sequence[_T], wanted: Sequence[_T]) -> list[tuple[int, _T]]:
     """The messages a report lists, with their index, in arrival order: all
     of them up to _LISTED; past that the ``wanted`` ones (matches, the
     closest) and then the newest, _LISTED in all."""

@@ -31,7 +31,7 @@ from ._mailstore import (
     normalize_flags,
 )
 from ._message import Envelope, Message, summary_or_raw
-from ._messages import Messages
+from ._messages import Messages, closest_and_hints, closest_to, listed
 from ._mime import COMMENT, QUOTED, getaddresses, parseaddr, replace_closed
 from ._session import Session
 from ._text import plural, printable, unescape_8bit
@@ -183,9 +183,18 @@ class UserMailbox:
             got = f"found {len(found)}"
             if given_folder_name(folder) not in self.folders:  # a typo, or never made
                 got += f" (there is no folder {printable(given_folder_name(folder))!r})"
-        hints = self._elsewhere(criteria) if self._elsewhere and not found else []
+        hints = []
+        if not found:
+            # The closest in the folder asked about, and the usual slips.
+            copies = self.stored(folder)
+            messages = [copy.message for copy in copies]
+            closest = closest_to(messages, criteria)
+            name = next((f"uid {c.uid}" for c in copies if c.message is closest), "")
+            hints += closest_and_hints(closest, messages, criteria, name)
+            if self._elsewhere:
+                hints += self._elsewhere(criteria)
         raise AssertionError(
-            f"expected {want}; {got}.\n{self.describe()}"
+            f"expected {want}; {got}.\n{self._describe(found)}"
             + "".join(f"\n{line}" for line in hints)
         )
 
@@ -193,7 +202,10 @@ class UserMailbox:
         """Assert that no message matching ``criteria`` is in ``folder``."""
         __tracebackhide__ = True
         _match.check_names(criteria)
-        found = self.messages(folder).filter(**criteria)
+        stored = self.stored(folder)
+        found = Messages([copy.message for copy in stored]).filter(**criteria)
+        matching = {id(message) for message in found}
+        found_stored = [copy for copy in stored if id(copy.message) in matching]
         name = _checked_folder(folder)
         folders = self.folders
         meant = name not in folders and difflib.get_close_matches(name, folders, 1)
@@ -211,7 +223,7 @@ class UserMailbox:
             raise AssertionError(
                 f"expected no message in {self._where(folder)}"
                 + (f" matching {described}" if described else "")
-                + f"; found {len(found)}.\n{self.describe()}"
+                + f"; found {len(found)}.\n{self._describe(found_stored)}"
             )
 
     def assert_deleted(self, **criteria: Unpack[Criteria]) -> Message:
@@ -234,6 +246,11 @@ class UserMailbox:
     def describe(self) -> str:
         """Every folder with its messages and flags, then what was deleted or
         moved out: the body of this class's failure messages."""
+        return self._describe(())
+
+    def _describe(self, marked: Iterable[StoredMessage]) -> str:
+        """`describe`, with the ``marked`` messages (an assertion's matches)
+        marked ``*`` and, in a folder of more than _LISTED, listed first."""
         with self._mail.lock:
             account = self._account()
             if account is None:
@@ -266,13 +283,20 @@ class UserMailbox:
                 (f"{printable(name)} (folder deleted)", [], list(removed))
                 for name, removed in account.deleted_folders
             )
+        chosen = {id(stored) for stored in marked}
         lines = [f"{self.user}'s mailbox:"]
         for heading, messages, removed in snapshot:
             lines.append(f"  {heading}:")
-            for stored in messages[:_LISTED]:
-                lines.append(f"    {_line(stored)}")
-            if len(messages) > _LISTED:
-                lines.append(f"    ... and {len(messages) - _LISTED} more")
+            wanted = [stored for stored in messages if id(stored) in chosen]
+            previous = -1
+            for index, stored in listed(messages, wanted):
+                if index > previous + 1:
+                    lines.append(f"    ... {index - previous - 1} more")
+                mark = "*" if id(stored) in chosen else " "
+                lines.append(f"  {mark} {_line(stored)}")
+                previous = index
+            if previous < len(messages) - 1:
+                lines.append(f"    ... {len(messages) - 1 - previous} more")
             for removal in removed[:_LISTED]:
                 how = (
                     "deleted"
@@ -284,6 +308,8 @@ class UserMailbox:
                 lines.append(
                     f"    ... and {len(removed) - _LISTED} more deleted or moved"
                 )
+        if chosen:
+            lines.append("(* marks the messages that match)")
         return "\n".join(lines)
 
     def _where(self, folder: str) -> str:

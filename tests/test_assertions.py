@@ -1335,7 +1335,7 @@ def test_one_after_a_filter_or_slice_names_the_query(smtpsink: Mailbox) -> None:
         in report
     )
     assert report.endswith(
-        "which differs in:\n  subject: wanted 'Reset', got 'Welcome'"
+        "which differs in:\n  subject: wanted 'Reset', got 'Receipt'"
     )
     with pytest.raises(AssertionError) as raised:
         smtpsink.messages[3:].one()
@@ -1375,6 +1375,26 @@ def test_text_written_otherwise_gets_a_hint(smtpsink: Mailbox, send: Send) -> No
     with pytest.raises(AssertionError) as caught:
         smtpsink.assert_sent(body="Tom and Jerry")
     assert "Hint" not in str(caught.value)
+
+
+def test_the_closest_of_equal_misses_is_the_nearest(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    # With one criterion every message misses it once: "Closest" was the
+    # oldest, whatever it said, not the near miss.
+    for subject in ("Invoice", "Welcome abord", "Receipt"):
+        send(subject=subject)
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(subject="Welcome aboard")
+    near = smtpsink.messages[1].number
+    assert (
+        f"\nClosest: #{near}, which differs in:\n  subject: wanted "
+        "'Welcome aboard', got 'Welcome abord'"
+    ) in str(caught.value), caught.value
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(to="ann@exmaple.com", subject="Receipt")
+    last = smtpsink.messages[2].number
+    assert f"\nClosest: #{last}, which differs in:\n  to: " in str(caught.value)
 
 
 def test_the_null_sender_is_matched_as_summaries_write_it(smtpsink: Mailbox) -> None:

@@ -512,6 +512,35 @@ def test_assert_in_lists_every_folder_with_flags(smtpsink: Mailbox) -> None:
         box.flags(box)  # type: ignore[arg-type]
 
 
+def test_mailbox_reports_mark_matches_and_name_the_closest(smtpsink: Mailbox) -> None:
+    # They listed a folder's first 20 unmarked: a match past them was not
+    # shown, and assert_in named no closest message and gave no hints.
+    for n in range(25):
+        smtpsink.deliver(RAW.replace(b"Hello", f"Note {n}".encode()))
+    box = smtpsink.mailbox("ann@example.com")
+    with pytest.raises(AssertionError) as caught:
+        box.assert_not_in(subject=re.compile("Note 2[23]"))
+    text = str(caught.value)
+    assert re.search(
+        r"\n    \.\.\. 5 more\n(    uid .*\n){17}  \* uid \d+ \[-\] deliver\(\) "
+        r".*'Note 22'.*\n  \* uid \d+ .*'Note 23'.*\n    uid \d+ .*'Note 24'",
+        text,
+    ), text
+    assert text.endswith("\n(* marks the messages that match)"), text
+    with pytest.raises(AssertionError) as caught:
+        box.assert_in(subject="note 7")
+    text = str(caught.value)
+    assert "(* marks" not in text
+    # Every message misses the one criterion: the nearest subject is named.
+    uid = box.stored()[7].uid
+    assert (
+        f"\nClosest: uid {uid}, which differs in:\n  subject: wanted 'note 7', got "
+        "'Note 7'\nHint: subject= is case-sensitive: the deliver() message's "
+        "subject 'Note 7' is it in another case; use re.compile('note\\\\ 7', "
+        "re.IGNORECASE)"
+    ) in text, text
+
+
 def test_an_empty_mailbox_names_the_mailboxes_that_have_mail(
     smtpsink: Mailbox,
 ) -> None:
