@@ -43,7 +43,9 @@ from ._settings import (
     DEFAULT_HOSTNAME,
     SettingsError,
     SinkSettings,
+    parse_number,
     parse_size,
+    parse_whole,
 )
 from ._text import clock, format_address, plural, printable
 from ._tls import TRUST_HINT
@@ -101,7 +103,7 @@ _CLI_SPELLING = {
 
 def _port(text: str) -> int:
     try:
-        value = int(text) if text.isascii() else -1  # int() takes full-width digits
+        value = parse_whole(text)
     except ValueError:
         value = -1
     if not 0 <= value <= 65535:
@@ -120,7 +122,7 @@ def _size(text: str) -> int:
 
 def _positive(text: str) -> int:
     try:
-        value = int(text) if text.isascii() else 0
+        value = parse_whole(text)
     except ValueError:
         value = 0
     if value < 1:
@@ -132,7 +134,7 @@ def _seconds(text: str) -> float:
     # Here, not in the settings: their error would echo the float ("got
     # 0.0"), not what was typed.
     try:
-        value = float(text) if text.isascii() else 0.0
+        value = parse_number(text)
     except ValueError:
         value = 0.0
     if not 0 < value < float("inf"):  # nan fails too

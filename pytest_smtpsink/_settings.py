@@ -74,6 +74,23 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2).lower()]
 
 
+def parse_whole(text: str) -> int:
+    """``int(text)`` for ASCII only: ``int()`` also reads full-width and
+    other Unicode digits (full-width 2525 is 2525), which no user means as a
+    port. ValueError otherwise. For the pytest options and the standalone
+    sink alike."""
+    if not text.isascii():
+        raise ValueError(f"not an ASCII number: {text!r}")
+    return int(text)
+
+
+def parse_number(text: str) -> float:
+    """``float(text)`` for ASCII only (see `parse_whole`)."""
+    if not text.isascii():
+        raise ValueError(f"not an ASCII number: {text!r}")
+    return float(text)
+
+
 class SettingsError(ValueError):
     """A sink setting has a value the sink cannot use.
 

@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import pytest
 
 from . import _report
-from ._settings import DEFAULT_TIMEOUT, SettingsError, SinkSettings, parse_size
+from ._settings import (
+    DEFAULT_TIMEOUT,
+    SettingsError,
+    SinkSettings,
+    parse_number,
+    parse_size,
+    parse_whole,
+)
 from ._text import plural
 
 if TYPE_CHECKING:
@@ -238,18 +245,14 @@ def _bool_option(config: pytest.Config, name: str) -> bool:
 
 def _parse_int(text: str) -> int:
     try:
-        if not text.isascii():  # int() takes full-width digits too
-            raise ValueError
-        return int(text)
+        return parse_whole(text)
     except ValueError:
         raise ValueError(f"{text!r} is not a whole number") from None
 
 
 def _parse_seconds(text: str) -> float:
     try:
-        if not text.isascii():
-            raise ValueError
-        value = float(text)
+        value = parse_number(text)
     except ValueError:
         raise ValueError(f"{text!r} is not a number of seconds") from None
     if not value > 0 or value == float("inf"):
