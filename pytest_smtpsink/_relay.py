@@ -47,7 +47,7 @@ from ._credentials import (
     word_masker,
 )
 from ._session import Exchange, _lines
-from ._text import printable
+from ._text import printable, unicode_domain
 
 if TYPE_CHECKING:
     import datetime
@@ -1732,6 +1732,18 @@ def body_option(options: Sequence[str]) -> str | None:
 _Flight = tuple["Message", tuple[str, ...], _Connection, _InFlight]
 
 
+def _a_label(label: str) -> str:
+    """A Unicode label's A-label (Punycode alone, as `unicode_domain` reads
+    them back: ``straße`` is ``xn--strae-oqa``, as IDNA 2008 writes it, not
+    IDNA 2003's ``strasse``)."""
+    if label.isascii():
+        return label
+    try:
+        return "xn--" + label.encode("punycode").decode("ascii")
+    except UnicodeError:
+        return label
+
+
 class Relayer:
     """The relay of one sink: `take` on the loop thread, sending on its own."""
 
@@ -1758,9 +1770,7 @@ class Relayer:
     def take(self, message: Message) -> None:
         """Decide and queue; called before the message is made visible."""
         url = self.upstream.url
-        matched = tuple(
-            r for r in message.envelope.rcpt_to if self.pattern.fullmatch(r)
-        )
+        matched = tuple(r for r in message.envelope.rcpt_to if self._matches(r))
         if not matched:
             message.relay = RelayOutcome("not-matched", url)
             return
@@ -1778,6 +1788,21 @@ class Relayer:
             return
         message.relay = RelayOutcome("pending", url, matched)
         self._queue.put((message, matched))
+
+    def _matches(self, recipient: str) -> bool:
+        """Whether ``recipient`` matches ``relay_to`` in either spelling of
+        its domain: ``straße.de`` or its A-labels ``xn--strae-oqa.de``, as
+        mailboxes take them for one (an application may send either)."""
+        if self.pattern.fullmatch(recipient):
+            return True
+        local, at, domain = recipient.rpartition("@")
+        if not at:
+            return False
+        domain = domain.lower()
+        other = unicode_domain(domain)
+        if other == domain:  # no A-label to read: write the Unicode ones so
+            other = ".".join(map(_a_label, domain.split(".")))
+        return other != domain and bool(self.pattern.fullmatch(f"{local}@{other}"))
 
     def next_test(self) -> None:
         """A new test begins: its mail goes on a connection of its own, so

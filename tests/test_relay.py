@@ -1058,6 +1058,44 @@ def test_matching_recipients_are_relayed_the_others_are_not(
     assert len(upstream.messages) == 1
 
 
+def test_relay_to_matches_either_spelling_of_a_domain(
+    smtpsink_factory: Factory,
+) -> None:
+    # Mailboxes take ann@xn--strae-oqa.example and ann@straße.example for
+    # one; relay_to matched only the spelling the application sent.
+    upstream = smtpsink_factory(hostname="upstream.test")
+    sink = relaying(
+        smtpsink_factory,
+        upstream,
+        relay_to=r".*@straße\.example|.*@xn--bcher-kva\.example",
+    )
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail("app@example.com", ["ann@xn--strae-oqa.example"], b"\r\nA\r\n")
+        client.sendmail(
+            "app@example.com",
+            ["bob@bücher.example"],
+            b"\r\nB\r\n",
+            mail_options=["SMTPUTF8"],
+        )
+        client.sendmail("app@example.com", ["cat@strasse.example"], b"\r\nC\r\n")
+    first, second, third = sink.wait_for(3)
+    wait_relayed(sink, first)
+    wait_relayed(sink, second)
+    assert first.relay is not None
+    assert first.relay.status == "relayed"
+    assert first.relay.recipients == ("ann@xn--strae-oqa.example",)
+    assert second.relay is not None
+    assert second.relay.status == "relayed"
+    assert second.relay.recipients == ("bob@bücher.example",)
+    # Not IDNA 2003's spelling (ß as ss): another domain.
+    assert third.relay is not None
+    assert third.relay.status == "not-matched"
+    assert [m.envelope.rcpt_to for m in upstream.wait_for(2)] == [
+        ("ann@xn--strae-oqa.example",),
+        ("bob@bücher.example",),
+    ]
+
+
 def test_a_refusing_upstream_keeps_the_captured_copy(
     smtpsink_factory: Factory,
 ) -> None:
