@@ -614,11 +614,26 @@ def _body_hints(
                 value = getattr(message, part)
                 if not value:
                     continue
-                escaped = html.escape(wanted, quote=False)
-                if part == "html" and escaped != wanted and escaped in value:
+                if part == "html" and wanted in html.unescape(value):
+                    written = next(
+                        (
+                            escaped
+                            for escaped in (
+                                html.escape(wanted, quote=False),
+                                html.escape(wanted),
+                            )
+                            if escaped in value
+                        ),
+                        "",
+                    )
+                    how = (
+                        f"escaped, as {written!r}"
+                        if written
+                        else "with HTML character references (such as &#39; for ')"
+                    )
                     yield (
-                        f"{_named(message)}'s html part has it escaped, as "
-                        f"{escaped!r}: match the HTML as written, or use text="
+                        f"{_named(message)}'s html part has it {how}: match the "
+                        "HTML as written, or use text="
                     )
                 elif _spaced(wanted) in _spaced(value):
                     yield (

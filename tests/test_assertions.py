@@ -1367,6 +1367,16 @@ def test_text_written_otherwise_gets_a_hint(smtpsink: Mailbox, send: Send) -> No
         "the HTML as written, or use text="
     ) in str(caught.value), caught.value
     with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(html="Tom and Jerry")  # not there at all: no hint
+    assert "Hint" not in str(caught.value)
+    send(subject="Quote", html="<p>Ann&#39;s order</p>")
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(html="Ann's order")
+    assert (
+        "html part has it with HTML character references (such as &#39; for '): "
+        "match the HTML as written"
+    ) in str(caught.value)
+    with pytest.raises(AssertionError) as caught:
         smtpsink.assert_sent(subject="Your order")
     assert (
         f"Hint: #{number}'s subject 'Your  order' differs from it only in spaces, tabs "
