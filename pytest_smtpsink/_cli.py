@@ -287,8 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--relay-to",
         metavar="REGEX",
         default=None,
-        help="relay the recipients matching REGEX in full, ignoring case "
-        "(required with --relay; '.*' relays everything)",
+        help="relay the recipients matching REGEX in full, ignoring case, "
+        "with their domain in either spelling (Unicode or xn--) (required "
+        "with --relay; '.*' relays everything)",
     )
     relay.add_argument(
         "--relay-allow-remote",
