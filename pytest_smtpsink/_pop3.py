@@ -419,7 +419,10 @@ class _Connection(ReadSideConnection):
             return
         verb = verb.upper()
         if verb not in VERBS:
-            await self._reply("-ERR Unknown command")
+            # Named, as Dovecot does, once logged in: before, the word may be
+            # a password sent alone (masked in the transcript, see _recorded).
+            named = f": {verb}" if self.state == "transaction" else ""
+            await self._reply(f"-ERR Unknown command{named}")
             return
         if _CONTROL.search(arg):
             await self._reply("-ERR Control characters in the arguments")
