@@ -158,7 +158,8 @@ _OPTIONS = (
     _Option(
         "relay_to",
         "regular expression of the recipients to relay (matched in full, "
-        "ignoring case); nothing else is relayed.",
+        "ignoring case, the domain in either spelling: Unicode or xn--); "
+        "nothing else is relayed.",
     ),
     _Option(
         "relay_allow_remote",
