@@ -74,20 +74,27 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2).lower()]
 
 
+# A minus sign is read, so that the caller's range check says what is wanted.
+_WHOLE = re.compile(r"-?[0-9]+")
+_DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+
+
 def parse_whole(text: str) -> int:
-    """``int(text)`` for ASCII only: ``int()`` also reads full-width and
-    other Unicode digits (full-width 2525 is 2525), which no user means as a
-    port. ValueError otherwise. For the pytest options and the standalone
-    sink alike."""
-    if not text.isascii():
-        raise ValueError(f"not an ASCII number: {text!r}")
+    """A number written in ASCII digits (and a minus sign), blanks around it
+    allowed.
+    ``int()`` also reads what no user means as a port: full-width and other
+    Unicode digits, ``1_000`` and ``+25``. ValueError otherwise. For the
+    pytest options and the standalone sink alike."""
+    if not _WHOLE.fullmatch(text.strip()):
+        raise ValueError(f"not a number in digits: {text!r}")
     return int(text)
 
 
 def parse_number(text: str) -> float:
-    """``float(text)`` for ASCII only (see `parse_whole`)."""
-    if not text.isascii():
-        raise ValueError(f"not an ASCII number: {text!r}")
+    """A decimal number (``5``, ``0.5``, ``.5``), as `parse_whole`: not
+    ``1_0``, ``1e-9``, ``+5``, ``inf`` or ``nan``, which ``float()`` reads."""
+    if not _DECIMAL.fullmatch(text.strip()):
+        raise ValueError(f"not a decimal number: {text!r}")
     return float(text)
 
 

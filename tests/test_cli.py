@@ -1095,6 +1095,8 @@ def test_stopping_says_it_waits_for_the_relay(start: Callable[..., Sink]) -> Non
             "argument --port: must be a number from 0 to 65535",
         ),
         (["--max-recipients", "\u0665"], "argument --max-recipients: must be a whole"),
+        (["--port", "1_000"], "argument --port: must be a number from 0 to 65535"),
+        (["--relay-timeout", "1e-9"], "argument --relay-timeout: must be a number"),
         (["--relay-timeout", "\u0665"], "argument --relay-timeout: must be a number"),
         (["--max-size", "\u0665K"], "argument --max-size: "),
         (["--port", "smtp"], "argument --port: "),

@@ -228,6 +228,11 @@ def test_port(smtpsink, smtpsink_factory, pytestconfig):
             "--smtpsink-port: '\uff12\uff15\uff12\uff15' is not a whole number",
         ),
         (["--smtpsink-timeout=\u0665"], "--smtpsink-timeout: '\u0665' is not a number"),
+        # int() and float() also read these: port 1000, 10 s, a nanosecond.
+        (["--smtpsink-port=1_000"], "--smtpsink-port: '1_000' is not a whole number"),
+        (["--smtpsink-port=+25"], "--smtpsink-port: '+25' is not a whole number"),
+        (["--smtpsink-timeout=1_0"], "--smtpsink-timeout: '1_0' is not a number"),
+        (["--smtpsink-timeout=1e-9"], "--smtpsink-timeout: '1e-9' is not a number"),
         (
             ["--smtpsink-max-size=\u0665K"],
             "--smtpsink-max-size: '\u0665K' is not a size",
