@@ -76,7 +76,9 @@ class FaultControls:
             or isinstance(code, bool)
             or not 400 <= code <= 599
         ):
-            raise FaultError(f"code must be a 4xx or 5xx reply code, got {code!r}")
+            raise FaultError(
+                f"code must be a 4xx or 5xx reply code, got {shown_number(code)}"
+            )
         if text is not None and not isinstance(text, str):
             raise FaultError(f"text must be a string, got {text!r}")
         if text is not None and not text.strip():

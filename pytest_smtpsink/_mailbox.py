@@ -1085,7 +1085,13 @@ def _check_count(count: object, allow_none: bool = True) -> None:
         if isinstance(count, str):  # assert_sent("ann@example.com"), a slip
             word = "to" if "@" in count else "subject"
             hint = f" (criteria are keywords: did you mean {word}={count!r}?)"
-        raise ValueError(f"count must be a whole number >= 0, got {count!r}{hint}")
+        # A TypeError for a wrong type, as for timeout= and within=.
+        if isinstance(count, int) and not isinstance(count, bool):
+            raise ValueError(f"count must be a whole number >= 0, got {count!r}")
+        raise TypeError(
+            f"count must be a whole number >= 0, got the {type(count).__name__} "
+            f"{count!r}{hint}"
+        )
 
 
 def _check_wait_count(count: object, waiting: str) -> None:

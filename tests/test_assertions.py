@@ -470,7 +470,7 @@ def test_fault_stage_typo(smtpsink):
             '>       smtpsink.assert_sent(to=["a@example.com"])',
             "E       TypeError: to= takes a str, a compiled regex or a callable; got a list*",
             '>       smtpsink.fail("RCPT", "550")',
-            "E       *FaultError: code must be a 4xx or 5xx reply code, got '550'",
+            "E       *FaultError: code must be a 4xx or 5xx reply code, got the str '550'",
             '>       smtpsink.hang("DAT")',
             "E       *FaultError: *",
         ]
@@ -510,7 +510,8 @@ def test_negative_within(smtpsink):
             ">       smtpsink.assert_sent(count=-1)",
             "E       ValueError: count must be a whole number >= 0, got -1",
             '>       smtpsink.assert_sent("ann@example.com")',
-            "E       ValueError: count must be a whole number >= 0, got 'ann@example.com'"
+            "E       TypeError: count must be a whole number >= 0, got the str "
+            "'ann@example.com'"
             " (criteria are keywords: did you mean to='ann@example.com'?)",
             ">       smtpsink.wait_for(count=-2)",
             "E       ValueError: count must be a whole number >= 0, got -2",
@@ -1012,14 +1013,19 @@ def test_waits_refuse_a_time_that_is_not_a_finite_number(
 def test_a_positional_string_is_taken_for_the_criterion_meant(
     smtpsink: Mailbox,
 ) -> None:
-    with pytest.raises(ValueError, match=r"^count must be") as raised:
+    with pytest.raises(TypeError, match=r"^count must be") as raised:
         smtpsink.assert_sent("ann@example.com")  # type: ignore[call-overload]
     assert str(raised.value) == (
-        "count must be a whole number >= 0, got 'ann@example.com' (criteria "
+        "count must be a whole number >= 0, got the str 'ann@example.com' (criteria "
         "are keywords: did you mean to='ann@example.com'?)"
     )
-    with pytest.raises(ValueError, match=r"did you mean subject='Welcome'\?"):
+    with pytest.raises(TypeError, match=r"did you mean subject='Welcome'\?"):
         smtpsink.wait_for("Welcome", timeout=0)  # type: ignore[call-overload]
+    # A wrong type is a TypeError, as for timeout= (it was a ValueError).
+    with pytest.raises(TypeError, match=r"got the bool True$"):
+        smtpsink.assert_sent(count=True)
+    with pytest.raises(TypeError, match=r"got the float 1\.0$"):
+        smtpsink.wait_for(count=1.0, timeout=0)  # type: ignore[call-overload]
 
 
 def test_wait_until_times_out_listing_sessions_and_messages(
