@@ -22,11 +22,34 @@ if TYPE_CHECKING:
     from ._session import Session
 
 _NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9_]+")
+#: Letters that no decomposition takes to ASCII, spelt as their languages
+#: write them without the letter ("Grüße" is "Grusse", not "Grue").
+_SPELT = str.maketrans(
+    {
+        "ß": "ss",
+        "ẞ": "SS",
+        "æ": "ae",
+        "Æ": "AE",
+        "œ": "oe",
+        "Œ": "OE",
+        "ø": "o",
+        "Ø": "O",
+        "đ": "d",
+        "Đ": "D",
+        "ł": "l",
+        "Ł": "L",
+        "þ": "th",
+        "Þ": "Th",
+        "ð": "d",
+        "Ð": "D",
+        "\u0131": "i",  # dotless i
+    }
+)
 
 
 def message_file_name(number: int, subject: str | None, prefix: str = "") -> str:
     """``4`` and ``"Café: 50% off"`` -> ``"0004-Cafe-50-off.eml"``."""
-    text = unicodedata.normalize("NFKD", subject or "")
+    text = unicodedata.normalize("NFKD", (subject or "").translate(_SPELT))
     text = text.encode("ascii", "ignore").decode("ascii")
     text = _NOT_IN_NAMES.sub("-", text).strip("-")[:60].rstrip("-")
     return f"{prefix}{number:04d}-{text or 'no-subject'}.eml"

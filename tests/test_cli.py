@@ -1272,6 +1272,9 @@ def test_max_size_accepts_units() -> None:
         ("Héllo wörld / ../../etc/passwd", "0007-Hello-world-etc-passwd.eml"),
         ("Café: 50% off", "0007-Cafe-50-off.eml"),
         ("a_b", "0007-a_b.eml"),
+        # Letters no decomposition takes to ASCII: "Grue" and "stl" before.
+        ("Grüße aus Ærøskøbing", "0007-Grusse-aus-AEroskobing.eml"),
+        ("Łódź, Þórr", "0007-Lodz-Thorr.eml"),
         ("", "0007-no-subject.eml"),
         (None, "0007-no-subject.eml"),
         ("日本語", "0007-no-subject.eml"),
