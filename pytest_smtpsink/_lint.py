@@ -1370,10 +1370,14 @@ def unclean_report(
 ) -> str | None:
     """The failure text of `Mailbox.assert_clean` (and ``--smtpsink-lint``):
     problems at ``severity`` or worse, or None when there are none."""
-    worse = "" if severity == "error" else " or worse"
+    wanted = {
+        "error": "mail without errors",
+        "warning": "mail without warnings or errors",
+        "info": "mail without any problem (info, warning or error)",
+    }.get(severity, f"mail without {severity}s or worse")
     return problems_report(
         messages,
         lambda message: at_least(message.lint(), severity),
-        f"mail without {severity}s{worse}",
+        wanted,
         ignore,
     )

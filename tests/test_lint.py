@@ -815,8 +815,17 @@ def test_assert_clean_lists_the_problems_of_each_message(
     assert "Subject: 'No date'" in text
     assert "\n    error missing-date (header Date): no Date header" in text
     assert "missing-message-id" not in text  # a warning, below the bar
-    with pytest.raises(AssertionError, match="missing-message-id"):
+    with pytest.raises(AssertionError, match="missing-message-id") as failure:
         smtpsink.assert_clean(severity="warning", ignore=["missing-date"])
+    assert str(failure.value).startswith(
+        "expected mail without warnings or errors (ignoring missing-date);"
+    )
+    with pytest.raises(AssertionError) as failure:
+        smtpsink.assert_clean(severity="info")
+    # Not "mail without infos or worse".
+    assert str(failure.value).startswith(
+        "expected mail without any problem (info, warning or error);"
+    )
     smtpsink.assert_clean(ignore=["missing-date"])
     with pytest.raises(ValueError, match="severity must be one of"):
         smtpsink.assert_clean(severity="fatal")  # type: ignore[arg-type]
