@@ -797,6 +797,15 @@ def _banner(
             else "any password"
         )
         lines.append(f"mailboxes: log in as a recipient address with {password}")
+        if isinstance(settings.auth, Mapping):
+            # Mail is filed by recipient address: such a user reads nothing.
+            names = sorted(user for user in settings.auth if "@" not in user)
+            if names:
+                lines.append(
+                    f"note: --auth user(s) {', '.join(map(printable, names))} are "
+                    "no address: they log in to a mailbox no mail reaches; "
+                    "give --auth ADDRESS:PASSWORD for each mailbox to read"
+                )
     if settings.tls_cert is not None:
         lines.append(f"certificate: {settings.tls_cert} (yours: clients trust its CA)")
     elif settings.tls is not None:

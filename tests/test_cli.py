@@ -1360,6 +1360,24 @@ def test_pop3_and_imap_read_what_was_sent(start: Callable[..., Sink]) -> None:
 
 
 @stops_with_signals
+def test_auth_users_that_are_no_address_get_a_note_with_mailboxes(
+    start: Callable[..., Sink],
+) -> None:
+    # Mail is filed by recipient address: "ann" logs in to a mailbox no
+    # mail reaches, and ann@example.com is refused (not in the table).
+    sink = start(
+        "--auth", "ann:pw", "--auth", "bob@example.com:pw", "--auth-plaintext",
+        "--pop3", "0", "--quiet",
+    )  # fmt: skip
+    assert (
+        "note: --auth user(s) ann are no address: they log in to a mailbox no "
+        "mail reaches; give --auth ADDRESS:PASSWORD for each mailbox to read"
+    ) in sink.banner
+    sink.stop()
+    assert sink.proc.returncode == 0
+
+
+@stops_with_signals
 def test_pop3_and_imap_need_tls_and_the_auth_password(
     start: Callable[..., Sink],
 ) -> None:
