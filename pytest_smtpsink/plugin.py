@@ -772,15 +772,19 @@ class _SinkPool:
 
 
 def _settings_for(
-    pool: _SinkPool, source: str, overrides: dict[str, Any]
+    pool: _SinkPool, source: str, overrides: dict[str, Any], *, pytrace: bool = False
 ) -> SinkSettings:
+    """The settings ``overrides`` make, or a failure naming ``source``; with
+    ``pytrace``, pointing at the test's line (a factory call: a test may
+    make several)."""
+    __tracebackhide__ = True
     try:
         return pool.defaults.replace(**overrides)
     except (SettingsError, TypeError) as error:
         problem = str(error)
     # Outside the except block: the report shows one sentence, not the
     # SettingsError "during handling of" another.
-    pytest.fail(f"{source}: {problem}", pytrace=False)
+    pytest.fail(f"{source}: {problem}", pytrace=pytrace)
 
 
 # -- fixtures -------------------------------------------------------------------------------------
@@ -865,7 +869,9 @@ def smtpsink_factory(request: pytest.FixtureRequest) -> Callable[..., Mailbox]:
     lint = _lint_choice(request)
 
     def factory(**settings: Any) -> Mailbox:
-        sink = pool.get(_settings_for(pool, "smtpsink_factory()", settings))
+        __tracebackhide__ = True
+        chosen = _settings_for(pool, "smtpsink_factory()", settings, pytrace=True)
+        sink = pool.get(chosen)
         view = _open_view(config, sink, request)
         request.addfinalizer(view.close)  # its faults go at the end of the test
         request.addfinalizer(lambda: _enforce_lint(request, view, *lint))

@@ -557,6 +557,27 @@ def test_b(smtpsink_factory, smtpsink):
     pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=2)
 
 
+def test_a_bad_factory_setting_points_at_the_call(pytester: pytest.Pytester) -> None:
+    # The failure showed the message alone: a test that makes several sinks
+    # could not tell which call it was.
+    pytester.makepyfile(
+        """
+def test_two_sinks(smtpsink_factory):
+    smtpsink_factory(hostname="a.test")
+    smtpsink_factory(tls="implict")
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            '>       smtpsink_factory(tls="implict")',
+            "E       Failed: smtpsink_factory(): tls: *implict*",
+        ]
+    )
+    assert "pytest_smtpsink/" not in result.stdout.str()
+
+
 XDIST_SUITE = (
     SEND
     + """
