@@ -1357,40 +1357,35 @@ def test_text_written_otherwise_gets_a_hint(smtpsink: Mailbox, send: Send) -> No
         text="Thanks for your order of\nTom & Jerry, shipped today.\n",
         html="<p>Thanks for your order of Tom &amp; Jerry.</p>",
     )
-    number = smtpsink.messages[0].number
-    with pytest.raises(AssertionError) as caught:
-        smtpsink.assert_sent(text="order of Tom & Jerry")
-    assert (
-        f"Hint: #{number}'s text part has it with other spaces or line breaks; use "
-        "re.compile('order\\\\s+of\\\\s+Tom\\\\s+\\\\&\\\\s+Jerry')"
-    ) in str(caught.value), caught.value
-    pattern = re.compile(r"order\s+of\s+Tom\s+\&\s+Jerry")
-    assert smtpsink.assert_sent(text=pattern).number == number  # the advice works
-    with pytest.raises(AssertionError) as caught:
-        smtpsink.assert_sent(html="of Tom & Jerry")
-    assert (
-        f"Hint: #{number}'s html part has it escaped, as 'of Tom &amp; Jerry': match "
-        "the HTML as written, or use text="
-    ) in str(caught.value), caught.value
-    with pytest.raises(AssertionError) as caught:
-        smtpsink.assert_sent(html="Tom and Jerry")  # not there at all: no hint
-    assert "Hint" not in str(caught.value)
     send(subject="Quote", html="<p>Ann&#39;s order</p>")
-    with pytest.raises(AssertionError) as caught:
-        smtpsink.assert_sent(html="Ann's order")
+    first, second = (m.number for m in smtpsink.messages)
+
+    def report(**criteria: str) -> str:
+        with pytest.raises(AssertionError) as caught:
+            smtpsink.assert_sent(**criteria)  # type: ignore[call-overload]
+        return str(caught.value)
+
     assert (
-        "html part has it with HTML character references (such as &#39; for '): "
-        "match the HTML as written"
-    ) in str(caught.value)
-    with pytest.raises(AssertionError) as caught:
-        smtpsink.assert_sent(subject="Your order")
+        f"Hint: #{first}'s text part has it with other spaces or line breaks; use "
+        "re.compile('order\\\\s+of\\\\s+Tom\\\\s+\\\\&\\\\s+Jerry')"
+    ) in report(text="order of Tom & Jerry")
+    pattern = re.compile(r"order\s+of\s+Tom\s+\&\s+Jerry")
+    assert smtpsink.assert_sent(text=pattern).number == first  # the advice works
     assert (
-        f"Hint: #{number}'s subject 'Your  order' differs from it only in spaces, tabs "
-        "or line breaks"
-    ) in str(caught.value), caught.value
-    with pytest.raises(AssertionError) as caught:
-        smtpsink.assert_sent(body="Tom and Jerry")
-    assert "Hint" not in str(caught.value)
+        f"Hint: #{first}'s html part has it escaped, as 'of Tom &amp; Jerry': match "
+        "the HTML as written, or use text="
+    ) in report(html="of Tom & Jerry")
+    assert (
+        f"Hint: #{second}'s html part has it with HTML character references "
+        "(such as &#39; for '): match the HTML as written"
+    ) in report(html="Ann's order")
+    assert (
+        f"Hint: #{first}'s subject 'Your  order' differs from it only in spaces, "
+        "tabs or line breaks"
+    ) in report(subject="Your order")
+    # Not there at all: no hint.
+    assert "Hint" not in report(html="Tom and Jerry")
+    assert "Hint" not in report(body="Tom and Jerry")
 
 
 def test_the_closest_of_equal_misses_is_the_nearest(
