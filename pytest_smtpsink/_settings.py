@@ -74,6 +74,11 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2).lower()]
 
 
+#: The sink's name in its greeting, EHLO reply and Received: headers: a
+#: domain (RFC 5321 4.1.2; "_" too, as test names use it) or an address
+#: literal. Not "a/b" or "a,b": the Received: header would not parse.
+_HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?|\[[!-Z^-~]+\]")
+
 # A minus sign is read, so that the caller's range check says what is wanted.
 _WHOLE = re.compile(r"-?[0-9]+")
 _DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
@@ -388,14 +393,11 @@ def _validate(s: SinkSettings) -> None:
         f"{shown_number(s.port)}",
     )
     _require(
-        isinstance(s.hostname, str)
-        and bool(s.hostname)
-        and s.hostname.isascii()
-        and s.hostname.isprintable()  # no control character, in the greeting
-        and not any(c.isspace() for c in s.hostname),
+        isinstance(s.hostname, str) and _HOSTNAME.fullmatch(s.hostname) is not None,
         "hostname",
-        "must be a non-empty ASCII name without spaces or control characters, "
-        f"got {s.hostname!r}",
+        "must be a domain name (ASCII letters, digits, '-', '_' and dots, such as "
+        "mx.example.test) or an address literal such as [192.0.2.1], got "
+        f"{s.hostname!r}",
     )
     _require(
         # RFC 1870's SIZE is at most 20 digits: EHLO advertises it.

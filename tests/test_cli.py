@@ -1145,8 +1145,8 @@ def test_stopping_says_it_waits_for_the_relay(start: Callable[..., Sink]) -> Non
         (["--tls", "ssl"], "argument --tls: invalid choice: 'ssl'"),
         (["--max-size", "lots"], "argument --max-size: 'lots' is not a size"),
         (["--max-recipients", "0"], "argument --max-recipients: must be a whole"),
-        (["--hostname", "a b"], "argument --hostname: must be a non-empty ASCII"),
-        (["--hostname", "a\x1bb"], "argument --hostname: must be a non-empty ASCII"),
+        (["--hostname", "a b"], "argument --hostname: must be a domain name"),
+        (["--hostname", "a\x1bb"], "argument --hostname: must be a domain name"),
         (
             ["--relay", "smtp://127.0.0.1:25"],
             "argument --relay-to: --relay needs --relay-to REGEX, the recipients",

@@ -257,7 +257,7 @@ def test_port(smtpsink, smtpsink_factory, pytestconfig):
         ),
         (
             ["--smtpsink-hostname=a b"],
-            "--smtpsink-hostname: must be a non-empty ASCII name*",
+            "--smtpsink-hostname: must be a domain name*",
         ),
     ],
 )

@@ -207,10 +207,13 @@ def test_max_size_takes_a_unit_as_the_option_does(size: str, expected: int) -> N
         ("auth", {"": "pw"}, "auth: the credentials table has an empty user name"),
         ("auth", "any", "auth: AUTH is only offered over TLS"),
         ("auth_required", True, "auth_required: needs auth="),
-        ("hostname", "has space", "hostname: must be a non-empty ASCII name"),
+        ("hostname", "has space", "hostname: must be a domain name"),
         # Before: taken, and sent raw in the greeting and the EHLO reply.
-        ("hostname", "a\x1b[2Jb", "hostname: must be a non-empty ASCII name"),
-        ("hostname", "a\x00b", "hostname: must be a non-empty ASCII name"),
+        ("hostname", "a\x1b[2Jb", "hostname: must be a domain name"),
+        ("hostname", "a\x00b", "hostname: must be a domain name"),
+        # Before: taken, and written into relayed mail's Received: header.
+        ("hostname", "a/b", "hostname: must be a domain name"),
+        ("hostname", "-mx", "hostname: must be a domain name"),
         ("smtputf8", "yes", "smtputf8: must be True or False"),
         ("idle_timeout", 0, "idle_timeout: must be a number of seconds > 0"),
     ],
