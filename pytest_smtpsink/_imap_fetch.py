@@ -115,6 +115,9 @@ class Part:
     default_charset: bool = False
     #: Whether a blank line ends the header (else it runs to the part's end).
     header_ends: bool = True
+    #: A multipart's close-delimiter: None when it has none, else whether
+    #: its line is the multipart's last with no line break of its own.
+    closes_unterminated: bool | None = None
 
     @property
     def header(self) -> bytes:
@@ -225,9 +228,10 @@ def _parse_part(
             child_default = (
                 ("message", "rfc822") if subtype == "digest" else ("text", "plain")
             )
-            for child_start, child_end, crlf_end in _split_multipart(
+            ranges, part.closes_unterminated = _split_multipart(
                 data, body_start, end, boundary.encode("utf-8", "surrogateescape")
-            ):
+            )
+            for child_start, child_end, crlf_end in ranges:
                 if budget[0] <= 0:
                     break
                 child = _parse_part(
@@ -243,7 +247,9 @@ def _parse_part(
                 part.children.append(child)
         if not part.children:
             # No usable boundary: one empty text/plain part at the end, as
-            # Dovecot shows it; the bytes stay in BODY[TEXT].
+            # Dovecot shows it; the bytes stay in BODY[TEXT], and the part
+            # holding it ends before the next delimiter's line break.
+            part.closes_unterminated = False
             part.children.append(
                 _parse_part(
                     data, end, end, ("text", "plain"), depth=depth + 1, budget=budget
@@ -265,7 +271,9 @@ def _parse_part(
 def _ending_at_delimiter(child: Part) -> list[Part]:
     """The parts that end after the CRLF before the delimiter that follows
     ``child`` (a multipart's part), as Dovecot counts them: a part holding
-    a multipart, with its epilogue; a message/rfc822 part whose message's
+    a multipart whose close-delimiter line has no line break of its own
+    (with a blank line or an epilogue after it, the part ends before that
+    CRLF, as RFC 2046 5.1.1 has it); a message/rfc822 part whose message's
     header has no blank line, the header running into the delimiter (not
     that message: its body stays empty); and the message/rfc822 parts and
     messages that hold either."""
@@ -275,7 +283,13 @@ def _ending_at_delimiter(child: Part) -> list[Part]:
         chain.append(part)
         part = part.message
     if part.children:
-        return [*chain, part]
+        if part.closes_unterminated is None:  # unclosed: as its last part
+            last = part.children[-1]
+            inner = _ending_at_delimiter(last)
+            if inner or not last.header_ends:
+                return [*chain, part, *inner]
+            return []
+        return [*chain, part] if part.closes_unterminated else []
     if not part.header_ends:
         return chain
     return []
@@ -304,10 +318,12 @@ def _header_fields(data: bytes, start: int, end: int) -> list[tuple[str, int, in
 
 def _split_multipart(
     data: bytes, start: int, end: int, boundary: bytes
-) -> list[tuple[int, int, int]]:
+) -> tuple[list[tuple[int, int, int]], bool | None]:
     """Byte ranges of a multipart's parts: start, end, and end with the CRLF
     before the delimiter (which belongs to the delimiter). Without a closing
-    delimiter the last part ends where the multipart does."""
+    delimiter the last part ends where the multipart does. And, with a
+    close-delimiter, whether its line runs to the multipart's end with no
+    line break (None without one)."""
     delimiter = b"--" + boundary
     ranges: list[tuple[int, int, int]] = []
     current: int | None = None
@@ -332,12 +348,12 @@ def _split_multipart(
                     part_end -= 1
             ranges.append((current, part_end, found))
         if closing:
-            return ranges
+            return ranges, line_end < 0
         current = next_start
         pos = next_start
     if current is not None:
         ranges.append((current, end, end))
-    return ranges
+    return ranges, None
 
 
 # -- structured header fields -------------------------------------------------

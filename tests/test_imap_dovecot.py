@@ -5,8 +5,10 @@ masking what two correct servers may differ in (tests/dialogue.py)."""
 from __future__ import annotations
 
 import datetime
+import difflib
 import re
 from collections.abc import Callable, Sequence
+from email.message import EmailMessage
 
 from dialogue import Endpoint, masked, run
 from dovecot import Dovecot
@@ -1459,3 +1461,96 @@ def test_body_keys_find_utf8_words_in_8bit_text_labelled_us_ascii_as_dovecot(
         "S: * SEARCH 1 2 3",
         "S: * SEARCH 5",
     ]
+
+
+def _holding_multipart(ending: bytes) -> bytes:
+    return (
+        b'Content-Type: multipart/alternative; boundary="c"\r\n\r\n'
+        b"--c\r\n\r\nplain\r\n--c\r\nContent-Type: text/html\r\n\r\n<p>h</p>\r\n"
+        + ending
+    )
+
+
+def _python_built() -> bytes:
+    message = EmailMessage()
+    message["From"] = "a@example.com"
+    message["Subject"] = "built"
+    message.set_content("plain")
+    message.add_alternative("<p>h</p>", subtype="html")
+    message.add_attachment(
+        b"data", maintype="application", subtype="octet-stream", filename="x.bin"
+    )
+    return message.as_bytes().replace(b"\n", b"\r\n")
+
+
+#: Parts that hold a multipart, with what follows its close-delimiter:
+#: nothing, a blank line, an epilogue, trailing blanks, no close at all
+#: (its last part then decides);
+#: such a multipart inside a message/rfc822 part; multiparts with no
+#: usable boundary.
+NESTED_MESSAGES = [
+    _in_multipart(_holding_multipart(b"--c--")),
+    _in_multipart(_holding_multipart(b"--c--\r\n")),
+    _in_multipart(_holding_multipart(b"--c--\r\nthe epilogue")),
+    _in_multipart(_holding_multipart(b"--c--\r\nthe epilogue\r\n")),
+    _in_multipart(_holding_multipart(b"--c--  ")),
+    _in_multipart(_holding_multipart(b"--c--  \r\n\r\n")),
+    _in_multipart(_holding_multipart(b"--c\r\n\r\nunclosed")),
+    _in_multipart(_holding_multipart(b"--c\r\n\r\nunclosed\r\n")),
+    _in_multipart(_holding_multipart(b"--c\r\nContent-Type: text/plain")),
+    _in_multipart(
+        _holding_multipart(
+            b'--c\r\nContent-Type: multipart/mixed; boundary="e"\r\n\r\n'
+            b"--e\r\n\r\nin e\r\n--e--"
+        )
+    ),
+    _in_multipart(
+        b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n"
+        + _holding_multipart(b"--c--\r\n")
+    ),
+    _in_multipart(
+        b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n"
+        + _holding_multipart(b"--c--")
+    ),
+    _in_multipart(
+        b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n"
+        + _holding_multipart(b"--c--\r\nepilogue\r\n\r\n")
+    ),
+    _in_multipart(
+        b'Content-Type: multipart/mixed; boundary="d"\r\n\r\n--d\r\n'
+        + _holding_multipart(b"--c--\r\n\r\n")
+        + b"\r\n--d--\r\n"
+    ),
+    _in_multipart(b"Content-Type: multipart/mixed\r\n\r\nno boundary\r\n"),
+    _in_multipart(b'Content-Type: multipart/mixed; boundary="z"\r\n\r\nnone'),
+    _python_built(),
+]
+
+
+def test_a_part_holding_a_multipart_ends_where_dovecot_ends_it(
+    dovecot: Dovecot,
+) -> None:
+    """A part that holds a multipart ends, as on Dovecot (and by RFC 2046
+    5.1.1, the line break before a delimiter being the delimiter's), before
+    the line break that precedes the outer delimiter, when a blank line or
+    an epilogue follows the inner close-delimiter; the sink served those
+    two bytes in BODY[1] and counted them in BODYSTRUCTURE. This is what
+    Python's email package writes for text, HTML and an attachment."""
+    user = "nested-endings"
+    dovecot.reset(user)
+    dovecot.seed(user, NESTED_MESSAGES)
+    script = [
+        f"a LOGIN {user} x",
+        "b EXAMINE INBOX",
+        "c FETCH 1:* (BODYSTRUCTURE)",
+        "d FETCH 1:* (BODY.PEEK[1] BODY.PEEK[1.MIME] BODY.PEEK[1.TEXT] "
+        "BODY.PEEK[1.1] BODY.PEEK[1.2] BODY.PEEK[2])",
+        "e FETCH 1:* (BODY.PEEK[1.1.1] BODY.PEEK[1.1.2] BODY.PEEK[1.2.1])",
+        "f LOGOUT",
+    ]
+    ours, theirs = masked_on_both(script, dovecot, user, NESTED_MESSAGES)
+    difference = difflib.unified_diff(theirs, ours, "Dovecot", "sink", lineterm="")
+    assert ours == theirs, "\n".join(difference)
+    # Python's message: its first part ends with the inner close-delimiter
+    # line, not with the blank line after it.
+    assert "S: * 17 FETCH (BODY[1] {317}" in ours
