@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, Union
 
 from ._message import (
     Address,
+    Addresses,
     Attachment,
     Message,
     message_label,
@@ -121,6 +122,12 @@ def _check_value(name: str, value: object, where: str = "") -> None:
         return
     elif (name == "attachment" and isinstance(value, bytes)) or callable(value):
         return
+    elif isinstance(value, (list, tuple, set, frozenset)) and name in _SENDERS:
+        problem = (
+            f"a {type(value).__name__}: a message has one sender; give it "
+            f"({name}='a@example.com'), or for any of several pass a callable "
+            f"({name}=lambda found: found in {list(value)!r})"
+        )
     elif isinstance(value, (list, tuple, set, frozenset)) and name in _ADDRESS_FIELDS:
         problem = (
             f"a {type(value).__name__}: an address matches when it is among the "
@@ -143,6 +150,11 @@ def _check_value(name: str, value: object, where: str = "") -> None:
     )
 
 
+#: The criteria of a message's one sender (a From of several authors is
+#: matched by any of them, as the list criteria are).
+_SENDERS = ("from_", "mail_from")
+
+
 def _check_one_address(name: str, value: str) -> None:
     """An address criterion names one address. A string of several
     (``to="ann@example.com, bob@example.com"``) would be compared by its
@@ -154,7 +166,13 @@ def _check_one_address(name: str, value: str) -> None:
     if len(found) < 2:
         return
     listed = ", ".join(repr(address) for address in found)
-    if all("@" in address for address in found):
+    if all("@" in address for address in found) and name in _SENDERS:
+        advice = (
+            f"a message has one sender; give it ({name}={found[0]!r}), or for "
+            f"any of several pass a callable ({name}=lambda found: found in "
+            f"{found!r})"
+        )
+    elif all("@" in address for address in found):
         advice = (
             f"for several, assert each ({name}={found[0]!r}), or pass a callable "
             f"({name}=lambda found: all(a in found for a in {found!r}))"
@@ -244,8 +262,10 @@ _ADDRESS_FIELDS: dict[str, Callable[[Message], tuple[str, ...]]] = {
     "to": lambda m: m.to,
     "cc": lambda m: m.cc,
     "reply_to": lambda m: m.reply_to,
-    "mail_from": lambda m: (m.envelope.mail_from,),
-    "rcpt_to": lambda m: m.envelope.rcpt_to,
+    # The envelope's too, as Address: a predicate then compares them as the
+    # str criterion does (the domain's case and spelling aside).
+    "mail_from": lambda m: (Address(m.envelope.mail_from),),
+    "rcpt_to": lambda m: Addresses(Address(a) for a in m.envelope.rcpt_to),
 }
 
 
@@ -283,7 +303,10 @@ def field_value(message: Message, name: str) -> Any:
     """What a criterion is compared against, for predicates and reports."""
     if name in _ADDRESS_FIELDS:
         found = _ADDRESS_FIELDS[name](message)
-        return found[0] if name in ("from_", "mail_from") and found else found
+        if name in ("from_", "mail_from"):
+            # One sender; None when the message has no From (as documented).
+            return found[0] if found else None
+        return found
     if name == "header":
         return message.headers
     if name == "attachment":
@@ -403,9 +426,8 @@ def explain(message: Message, name: str, wanted: object = None) -> str:
             shown = [normalize_address(str(v)) for v in values]
         else:
             shown = [v.formatted if isinstance(v, Address) else str(v) for v in values]
-        single = name in ("from_", "mail_from") and len(shown) == 1
-        if single:
-            return repr(shown[0])
+        if name in ("from_", "mail_from") and len(shown) <= 1:
+            return repr(shown[0]) if shown else "none"
         return _listed(shown, wanted)
     if name == "header":
         return _explain_headers(message, wanted)

@@ -119,6 +119,23 @@ def test_unknown_criterion_is_a_type_error_listing_valid_ones(
             "each (to='a@example.com'), or pass a callable (to=lambda found: "
             "all(a in found for a in ['ann@example.com', 'bob@example.com']))",
         ),
+        (
+            # A sender's advice: one sender, "is one of"; the list criteria's
+            # "a in found" was a substring test on the one address.
+            {"mail_from": ["app@example.com", "other@example.com"]},
+            "mail_from= takes a str, a compiled regex or a callable; got a list: "
+            "a message has one sender; give it (mail_from='a@example.com'), or for "
+            "any of several pass a callable (mail_from=lambda found: found in "
+            "['app@example.com', 'other@example.com'])",
+        ),
+        (
+            {"from_": "app@example.com, other@example.com"},
+            "from_= takes one address; 'app@example.com, other@example.com' names "
+            "2: 'app@example.com', 'other@example.com'; a message has one sender; "
+            "give it (from_='app@example.com'), or for any of several pass a "
+            "callable (from_=lambda found: found in "
+            "['app@example.com', 'other@example.com'])",
+        ),
         ({"text": ["hello"]}, "text= takes a str, a compiled regex or a callable"),
         ({"rcpt_to": b"ann@example.com"}, "got bytes; give text (decode it)"),
         (
@@ -240,9 +257,22 @@ def test_an_address_string_with_a_quoted_comma_is_one_address(
 def test_the_callable_suggested_for_several_addresses_works(
     smtpsink: Mailbox, send: Send
 ) -> None:
-    send(subject="Both", to=["Ann <ann@example.com>", "bob@example.com"])
+    send(
+        subject="Both",
+        sender="app@example.com",
+        to=["Ann <ann@example.com>", "bob@example.com"],
+    )
     wanted = ["ann@example.com", "bob@example.com"]
     smtpsink.assert_sent(to=lambda found: all(a in found for a in wanted))
+    # The envelope's addresses compare as the str criterion does: the
+    # predicate got plain strings, so the domain's case decided.
+    mixed_case = ["ann@EXAMPLE.com", "bob@example.com"]
+    smtpsink.assert_sent(rcpt_to=lambda found: all(a in found for a in mixed_case))
+    smtpsink.assert_sent(rcpt_to=lambda found: found == mixed_case)
+    smtpsink.assert_sent(mail_from=lambda found: found in ["app@EXAMPLE.com"])
+    # A sender's advice is "is one of": parts of the address do not match.
+    smtpsink.assert_not_sent(mail_from=lambda found: found in ["example.com", "app"])
+    smtpsink.assert_not_sent(from_=lambda found: found in ["example.com", "app"])
 
 
 def test_a_predicate_that_raises_names_the_criterion_and_the_message(
@@ -265,6 +295,27 @@ def test_a_predicate_that_raises_names_the_criterion_and_the_message(
         "  called with None (the message has no such field)"
     )
     assert isinstance(caught.value.__cause__, AttributeError)
+
+
+def test_a_from_predicate_gets_none_for_a_message_without_from(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    send(subject="Signed", sender="App <app@example.com>")
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            "app@example.com", ["bob@example.com"], b"Subject: anon\r\n\r\nhi\r\n"
+        )
+    smtpsink.wait_for(subject="anon")
+    # It got an empty tuple, so the None guard the docs show raised
+    # AttributeError ('Addresses' object has no attribute 'domain').
+    smtpsink.assert_sent(subject="anon", from_=lambda found: found is None)
+    smtpsink.assert_not_sent(
+        from_=lambda found: found is not None and found.domain == "evil.example"
+    )
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(subject="anon", from_="ann@example.com")
+    # The missing From reads as other missing fields do, not as "[]".
+    assert "from_: wanted 'ann@example.com', got none" in str(caught.value)
 
 
 def _third_label(address: str) -> bool:
