@@ -128,6 +128,11 @@ _END_OF_TEST = (
     "(the sink ends the read-side sessions of earlier tests)"
 )
 _INACTIVE = "* BYE Disconnected for inactivity"
+#: How long IDLE waits, at least, before the session counts as inactive.
+#: A client in IDLE is silent by design, waiting for mail; RFC 3501 (5.4)
+#: asks for an autologout timer of at least 30 minutes, and RFC 2177 tells
+#: clients to re-issue IDLE every 29.
+_IDLE_AUTOLOGOUT = 30 * 60.0
 
 State = Literal["not-authenticated", "authenticated", "selected"]
 
@@ -1476,7 +1481,7 @@ class _Connection(ReadSideConnection):
             await self._send_updates(expunge=True)
         await self._reply("+ idling")
         self.idling = True
-        deadline = time.monotonic() + self.settings.idle_timeout
+        deadline = time.monotonic() + max(self.settings.idle_timeout, _IDLE_AUTOLOGOUT)
         try:
             while True:
                 if self.state == "selected":

@@ -13,6 +13,7 @@ import logging
 import pathlib
 import poplib
 import re
+import select
 import smtplib
 import socket
 from collections.abc import Callable, Iterator
@@ -2040,6 +2041,36 @@ def test_commands_pipelined_behind_starttls_are_discarded_and_logged(
     message = record.getMessage()
     assert f"sent {len(smuggled)} byte(s) after STARTTLS" in message, message
     assert "secret-word" not in message
+
+
+def test_idle_outlasts_the_idle_timeout(
+    smtpsink_factory: Callable[..., SMTPSink],
+) -> None:
+    """A client in IDLE waits for mail, silent by design: it is not cut
+    after ``idle_timeout``, which closed it 0.5 s into IDLE here (and after
+    5 minutes by default, while RFC 3501 asks for 30 and RFC 2177 has
+    clients re-issue IDLE every 29)."""
+    sink = smtpsink_factory(idle_timeout=0.5)
+    address = (sink.imap.host, sink.imap.port)
+    with (
+        socket.create_connection(address, timeout=10) as sock,
+        sock.makefile("rb") as replies,
+    ):
+        replies.readline()  # the greeting
+        sock.sendall(f"a LOGIN {USER} pw\r\nb SELECT INBOX\r\nc IDLE\r\n".encode())
+        while not replies.readline().startswith(b"+ "):
+            pass
+        # Three idle timeouts of silence; a BYE would be readable at once.
+        assert select.select([sock], [], [], 1.5) == ([], [], [])
+        sink.deliver(b"Subject: late\r\n\r\nhi\r\n", to=USER)
+        assert replies.readline() == b"* 1 EXISTS\r\n"
+        assert replies.readline() == b"* 1 RECENT\r\n"
+        sock.sendall(b"DONE\r\n")
+        assert replies.readline() == b"c OK IDLE terminated\r\n"
+        # Out of IDLE, the idle timeout applies again.
+        assert replies.readline() == b"* BYE Disconnected for inactivity\r\n"
+    sink.wait_until(lambda: sink.sessions[-1].end is not None)
+    assert sink.sessions[-1].end == "timeout"
 
 
 @pytest.mark.parametrize("inside_a_literal", [False, True])
