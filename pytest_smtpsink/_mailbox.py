@@ -17,7 +17,7 @@ from ._fault_api import FaultControls
 from ._match import Criteria
 from ._message import Message, summary_or_raw
 from ._messages import Elsewhere, Messages, arrived_elsewhere, failure_report
-from ._session import Session
+from ._session import Exchange, Session
 from ._settings import DEFAULT_TIMEOUT, check_seconds
 from ._text import plural, printable, shorten, shown_number
 
@@ -67,6 +67,10 @@ class Mailbox(FaultControls):
     #: The test's other mailboxes (the plugin sets the shared list), so that
     #: a failure here can say when the mail went to another sink instead.
     _neighbours: Sequence[Mailbox] = ()
+    #: Mail that arrived in the test's set-up before this mailbox was made
+    #: (a fixture set up before ``smtpsink``): not this mailbox's, but the
+    #: reason for a "nothing arrived" that would otherwise blame the app.
+    _set_up_mail: tuple[Message, ...] = ()
 
     def __init__(self, sink: SMTPSink, store: Store, cursor: tuple[int, int]) -> None:
         self._sink = sink
@@ -505,6 +509,11 @@ class Mailbox(FaultControls):
             (*earlier, *sessions) if earlier else sessions,
         )
 
+    def _note_set_up_mail(self, since: float) -> None:
+        """Keep, for failure reports, the mail stored since ``since`` (when
+        the test's set-up began) and before this mailbox was made."""
+        self._set_up_mail = self._store.arrived_before(self._cursor, since)
+
     def _carried_sessions(self) -> list[Session]:
         """SMTP connections opened before this view (an earlier test, or
         before `clear`) that sent commands in it (a pooled client's): a
@@ -936,6 +945,11 @@ class Mailbox(FaultControls):
         and failed before its message was stored (STARTTLS it wanted, AUTH,
         a refused recipient), and the two are fixed in different places."""
         carried = self._carried_sessions()
+        # A connection kept from before that only said goodbye (QUIT) in
+        # this test did not try to send in it: listed as "sent commands but
+        # delivered no message", it looked like the app failed at DATA.
+        closing = [s for s in carried if self._only_closed_since(s)]
+        carried = [s for s in carried if s not in closing]
         smtp = [
             *carried,
             *(
@@ -944,6 +958,8 @@ class Mailbox(FaultControls):
                 if s.protocol == "SMTP"
             ),
         ]
+        if not smtp and self._set_up_mail:
+            return self._set_up_mail_hint()
         if not smtp:
             if sent_elsewhere or put_in:
                 # The hint about the other sink, or about the mail put in
@@ -956,7 +972,8 @@ class Mailbox(FaultControls):
                 "either: is the code under test given this host and port? A "
                 "test setting may also keep mail in memory (Django's test "
                 "runner and pytest-django, Flask-Mailman and Flask-Mail with "
-                "TESTING=True): see the Recipes page of the docs."
+                "TESTING=True): see the Recipes page of the docs.",
+                *self._closing_lines(closing),
             ]
         if carried:  # a pooled client's connection, opened in an earlier test
             lines = [
@@ -973,6 +990,57 @@ class Mailbox(FaultControls):
         lines.extend(f"  {_undelivered_line(s)}" for s in smtp[:_LISTED])
         if len(smtp) > _LISTED:
             lines.append(f"  ... and {len(smtp) - _LISTED} more")
+        return lines
+
+    def _only_closed_since(self, session: Session) -> bool:
+        """Whether ``session`` sent nothing but clean-up commands (QUIT,
+        RSET, NOOP) since this mailbox was opened."""
+        since = self._opened_at
+        return all(
+            exchange.command in _CLEAN_UP
+            for exchange in session._transcript
+            if exchange.time >= since and exchange.kind != "notice"
+        )
+
+    def _closing_lines(self, closing: Sequence[Session]) -> list[str]:
+        """The connections kept from before that only closed in this test:
+        said, so that their transcripts in the report do not puzzle."""
+        if not closing:
+            return []
+        since = self._opened_at
+        lines = [
+            f"  ({plural(len(closing), 'connection')} kept open from before only "
+            f"closed {self._scope}, after delivering earlier:"
+        ]
+        for session in closing[:_LISTED]:
+            delivered = sum(
+                1
+                for exchange in session._transcript
+                if exchange.time < since and _delivered(exchange)
+            )
+            lines.append(
+                f"   {session.summary()}; delivered {plural(delivered, 'message')} "
+                "before)"
+            )
+        return lines
+
+    def _set_up_mail_hint(self) -> list[str]:
+        """Nothing arrived in this mailbox, but mail did arrive in the test's
+        set-up before it was made: a fixture that sends, set up before
+        ``smtpsink`` (the order of the test's arguments decides). "No client
+        connected: is the code given this host and port?" sent the reader
+        to check settings that were right."""
+        mail = self._set_up_mail
+        lines = [
+            f"Hint: {plural(len(mail), 'message')} arrived during this test's "
+            "set-up, before this mailbox was made (it shows only what arrives "
+            "after): a fixture that sends mail was set up before smtpsink. "
+            "Request smtpsink first (def test(smtpsink, sending_fixture)), or "
+            "request it in that fixture:"
+        ]
+        lines.extend(f"  {message.summary()}" for message in mail[:_LISTED])
+        if len(mail) > _LISTED:
+            lines.append(f"  ... and {len(mail) - _LISTED} more")
         return lines
 
     def _elsewhere(self, criteria: Criteria) -> list[Elsewhere]:
@@ -1018,6 +1086,19 @@ def _session_line(session: Session) -> str:
 #: Commands a client sends after giving up on a message: their refusal is
 #: not why it gave up.
 _CLEAN_UP = frozenset({"RSET", "QUIT", "NOOP"})
+
+
+def _delivered(exchange: Exchange) -> bool:
+    """Whether ``exchange`` stored a message: the 250 after DATA's content,
+    or after a BDAT ... LAST."""
+    code = exchange.code
+    if code is None or not 200 <= code < 300:
+        return False
+    if exchange.kind == "data":
+        return True
+    argument = exchange.argument or ""
+    return exchange.command == "BDAT" and argument.upper().rstrip().endswith("LAST")
+
 
 #: A TLS record of type handshake (0x16, version 3.x) as a transcript keeps
 #: the bytes: what a client that speaks TLS from the first byte sends first.

@@ -214,6 +214,18 @@ class Store:
         with self.changed:
             return tuple(self._messages[max(0, cursor[0] - self._message_base) :])
 
+    def arrived_before(
+        self, cursor: tuple[int, int], since: float
+    ) -> tuple[Message, ...]:
+        """The kept messages stored before ``cursor`` that arrived at or
+        after ``since`` (a ``time.time()``), in arrival order."""
+        with self.changed:
+            kept = self._messages[: max(0, cursor[0] - self._message_base)]
+            first = len(kept)
+            while first and kept[first - 1].received_at.timestamp() >= since:
+                first -= 1
+            return tuple(kept[first:])
+
     def sessions_since(self, cursor: tuple[int, int]) -> tuple[Session, ...]:
         with self.changed:
             return tuple(self._sessions[max(0, cursor[1] - self._session_base) :])

@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import functools
 import ipaddress
+import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -48,6 +49,9 @@ _USED_KEY = pytest.StashKey["set[str]"]()
 _UNUSED_MARKERS_KEY = pytest.StashKey["list[tuple[frozenset[str], str]]"]()
 #: Whether the test's call passed, for a test with such warnings held: one
 #: skipped or failed may have stopped before it asked for the fixture.
+#: When the test's set-up began (``time.time()``): mail that arrived
+#: between then and its first mailbox came from a fixture set up before it.
+_SET_UP_AT_KEY = pytest.StashKey[float]()
 _CALL_PASSED_KEY = pytest.StashKey[bool]()
 #: Why the test first failed, for index.html (`_report.failure_reason`).
 _REASON_KEY = pytest.StashKey["str | None"]()
@@ -552,8 +556,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         )
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest sets up the fixtures
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Hold a warning of a test's own smtpsink or smtpsink_fault marker
+    """Note when the test's set-up began (see `_open_view`). Hold a warning of a test's own smtpsink or smtpsink_fault marker
     when the test does not ask for the ``smtpsink`` fixture (of its
     smtpsink_lint marker when it asks for neither that nor
     ``smtpsink_factory``): it would do nothing, and a test meant to run
@@ -564,6 +569,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     so that under ``-W error`` the test errors with the warning, rather
     than the run with an internal error."""
     __tracebackhide__ = True  # under -W error: the warning, not this hook
+    item.stash[_SET_UP_AT_KEY] = time.time()
     own = item.own_markers
     if not own:
         return
@@ -809,6 +815,9 @@ def _open_view(
     # sink: a second view (smtpsink_factory called twice with the same
     # settings, or with the marker's) must not empty the first one.
     if not any(opened.sink is sink for opened in views):
+        set_up_at = stash.get(_SET_UP_AT_KEY, None)
+        if set_up_at is not None:
+            view._note_set_up_mail(set_up_at)
         sink.forget_before(view)
     view.default_timeout = config.stash[_TIMEOUT_KEY]
     views.append(view)

@@ -1620,6 +1620,31 @@ def test_a_connection_opened_before_clear_and_refused_after_it_is_named(
     assert text.endswith("S: 550 5.1.1 Mailbox unavailable  [injected]"), text
 
 
+def test_a_kept_connection_that_only_quit_did_not_try_to_send(
+    smtpsink: Mailbox,
+) -> None:
+    # It delivered before clear() and only said QUIT after: the hint said it
+    # "sent commands since clear() but delivered no message", listing EHLO
+    # MAIL RCPT DATA QUIT, as if the app had failed at DATA.
+    client = smtplib.SMTP(smtpsink.host, smtpsink.port)
+    client.sendmail("a@example.com", ["b@example.com"], b"Subject: one\r\n\r\n")
+    smtpsink.wait_for(subject="one")
+    smtpsink.clear()
+    client.quit()
+    session = smtpsink.sink.sessions[-1]
+    smtpsink.wait_until(lambda: session.end == "quit")
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(subject="two")
+    lines = str(caught.value).splitlines()
+    assert "sent commands" not in str(caught.value), caught.value
+    assert lines[2].startswith(f"Hint: no client connected to {smtpsink.url}")
+    assert lines[3:5] == [
+        "  (1 connection kept open from before only closed since clear(), after "
+        "delivering earlier:",
+        f"   {session.summary()}; delivered 1 message before)",
+    ]
+
+
 def test_a_kept_connection_that_only_timed_out_did_not_speak(
     smtpsink_factory: Callable[..., Mailbox],
 ) -> None:

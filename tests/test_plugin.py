@@ -753,6 +753,51 @@ def teardown_module():
     assert "Hint: no client connected to" in quiet
 
 
+def test_mail_a_fixture_sent_before_smtpsink_was_set_up_is_named(
+    pytester: pytest.Pytester,
+) -> None:
+    # The fixture that sends was set up first (the test's argument order),
+    # so its mail came before the mailbox: the hint said no client had
+    # connected and asked whether the app had the host and port.
+    pytester.makepyfile(
+        """
+import smtplib
+import pytest
+
+@pytest.fixture
+def seeded(smtpsink_server):
+    with smtplib.SMTP(smtpsink_server.host, smtpsink_server.port) as client:
+        client.sendmail("app@example.com", ["ann@example.com"],
+                        "Subject: seed\\r\\n\\r\\nhi\\r\\n")
+
+def test_wrong_order(seeded, smtpsink):
+    smtpsink.assert_sent(subject="seed")
+
+def test_right_order(smtpsink, seeded):
+    smtpsink.assert_sent(subject="seed")
+
+def test_none_in_this_one(smtpsink):
+    smtpsink.assert_sent(subject="seed")
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist", "--smtpsink-report=off")
+    result.assert_outcomes(failed=2, passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E       Hint: 1 message arrived during this test's set-up, before this "
+            "mailbox was made (it shows only what arrives after): a fixture that "
+            "sends mail was set up before smtpsink. Request smtpsink first (def "
+            "test(smtpsink, sending_fixture)), or request it in that fixture:",
+            "E         #1 *app@example.com -> ann@example.com | To: - | "
+            "Subject: 'seed' | * bytes",
+        ]
+    )
+    # The previous test's mail is not this one's set-up's.
+    last = result.stdout.str().partition("_ test_none_in_this_one _")[2]
+    assert "Hint: no client connected to" in last, last
+    assert "set-up" not in last
+
+
 def test_report_shows_the_connection_kept_open_that_delivered_the_mail(
     pytester: pytest.Pytester,
 ) -> None:
