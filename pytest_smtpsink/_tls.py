@@ -95,7 +95,10 @@ def describe_handshake_failure(
     if isinstance(error, (ConnectionAbortedError, TimeoutError)) and (
         "longer than" in str(error) or isinstance(error, TimeoutError)
     ):
-        return f"the client did not finish the handshake within {HANDSHAKE_TIMEOUT:g} s"
+        return (
+            f"the client did not finish the handshake within {HANDSHAKE_TIMEOUT:g} s"
+            + (_IMPLICIT_HINT if implicit else "")
+        )
     if error is None or isinstance(error, (ConnectionError, EOFError)):
         return "the client closed the connection during the handshake" + (
             _IMPLICIT_HINT if implicit else ""

@@ -294,6 +294,24 @@ def test_a_plain_smtp_client_on_an_implicit_tls_port_gets_a_hint(
     assert "smtplib.SMTP_SSL" in session.tls_error
 
 
+def test_a_plain_client_that_waits_past_the_handshake_limit_gets_the_hint(
+    smtpsink_factory: Factory,
+) -> None:
+    # A plain client with a long timeout (smtplib's default is none) is cut
+    # off at the handshake's 2 s: the reason had no hint, while one that
+    # gave up sooner got it.
+    sink = smtpsink_factory(tls="implicit")
+    with socket.create_connection((sink.host, sink.port), timeout=30) as plain:
+        session = _failed_handshake(sink)
+        assert plain.recv(1) == b""  # closed, no greeting
+    assert session.tls_error == (
+        "the client did not finish the handshake within 2 s (a plain client on "
+        "an implicit-TLS port waits for a greeting that never comes: connect "
+        "with TLS from the start, e.g. smtplib.SMTP_SSL, poplib.POP3_SSL, "
+        "imaplib.IMAP4_SSL)"
+    )
+
+
 def test_wrong_host_name_is_refused(smtpsink_factory: Factory) -> None:
     sink = smtpsink_factory(tls="implicit")
     with (
