@@ -1129,7 +1129,34 @@ def _undelivered_line(session: Session) -> str:
     ] or refused
     if refused:
         line += f"; last refusal: {shorten(' '.join(refused[-1].lines()), 200)}"
-    return line
+    return line + _quit_after_ehlo(session)
+
+
+def _quit_after_ehlo(session: Session) -> str:
+    """Why a client says EHLO and then only QUIT: it wanted STARTTLS or
+    AUTH, and the EHLO reply did not offer it (production settings in a
+    test: ``EMAIL_USE_TLS``, a user name). The client's own error is often
+    swallowed (logged by the app), so this line is all the test sees."""
+    verbs = [e.command for e in session.transcript if e.command is not None]
+    if "EHLO" not in verbs or not set(verbs) <= {"EHLO", *_CLEAN_UP}:
+        return ""
+    offered = " ".join(
+        reply.upper()
+        for e in session.transcript
+        if e.command == "EHLO"
+        for reply in e.replies
+    )
+    if "STARTTLS" in offered:
+        # AUTH may come only after it; a client that wanted AUTH would
+        # have started TLS first, so nothing is sure enough to say.
+        return ""
+    lacking = "STARTTLS" if "AUTH" in offered else "STARTTLS or AUTH"
+    return (
+        f"; the client quit after EHLO: did it want {lacking}, which "
+        "this sink does not offer? Turn TLS and login off for tests, or ask "
+        "for a sink that offers them (@pytest.mark.smtpsink(tls='starttls', "
+        "auth='any'))"
+    )
 
 
 class _NotYet:

@@ -1703,6 +1703,56 @@ def test_a_tls_client_on_a_plain_sink_is_named_so(smtpsink: Mailbox) -> None:
     assert "\\x16" not in str(caught.value)
 
 
+@pytest.mark.parametrize("wanted", ["starttls", "login"])
+def test_a_client_that_quit_after_ehlo_is_asked_what_it_wanted(
+    smtpsink_factory: Callable[..., Mailbox], wanted: str
+) -> None:
+    # Production settings in a test (EMAIL_USE_TLS, a user name): the client
+    # says EHLO, finds no STARTTLS or AUTH, and quits; the app logs the
+    # error. The hint listed "commands=EHLO QUIT" and said no more.
+    plain = smtpsink_factory()
+    auth_only = smtpsink_factory(auth="any", auth_plaintext=True)
+    with smtplib.SMTP(plain.host, plain.port) as client:
+        wants: Callable[[], object] = (
+            client.starttls if wanted == "starttls" else lambda: client.login("a", "b")
+        )
+        with pytest.raises(smtplib.SMTPNotSupportedError):
+            wants()
+    with (
+        smtplib.SMTP(auth_only.host, auth_only.port) as client,
+        pytest.raises(smtplib.SMTPNotSupportedError),
+    ):
+        client.starttls()
+    (first,), (second,) = plain.sessions, auth_only.sessions
+    plain.wait_until(lambda: first.end is not None and second.end is not None)
+    with pytest.raises(AssertionError) as caught:
+        plain.assert_sent()
+    assert str(caught.value).endswith(
+        "commands=EHLO QUIT last: S: 221 Bye; the client quit after EHLO: did it "
+        "want STARTTLS or AUTH, which this sink does not offer? Turn TLS and login "
+        "off for tests, or ask for a sink that offers them "
+        "(@pytest.mark.smtpsink(tls='starttls', auth='any'))"
+    ), caught.value
+    with pytest.raises(AssertionError) as caught:
+        auth_only.assert_sent()
+    assert "; the client quit after EHLO: did it want STARTTLS, which" in str(
+        caught.value
+    )
+
+
+def test_a_client_that_quit_after_ehlo_on_a_starttls_sink_gets_no_guess(
+    smtpsink_factory: Callable[..., Mailbox],
+) -> None:
+    sink = smtpsink_factory(tls="starttls")
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.ehlo()
+    sink.wait_until(lambda: sink.sessions[-1].end is not None)
+    with pytest.raises(AssertionError) as caught:
+        sink.assert_sent()
+    assert "commands=EHLO QUIT" in str(caught.value)
+    assert "did it want" not in str(caught.value)
+
+
 def test_a_mailbox_assertion_points_at_mail_for_it_at_another_sink(
     smtpsink: Mailbox, smtpsink_factory: Callable[..., Mailbox]
 ) -> None:
