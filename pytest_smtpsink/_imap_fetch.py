@@ -441,7 +441,9 @@ def _strip_comments(value: str) -> str:
 # -- addresses (ENVELOPE) -----------------------------------------------------
 
 _ADDRESS_TOKEN = re.compile(
-    r'(?P<space>[ \t]+)|(?P<quoted>"(?:[^"\\]|\\.)*"?)|(?P<special>[<>@,;:.\[\]])'
+    # A domain literal is one token: the colons of [IPv6:::1] start no group.
+    r'(?P<space>[ \t]+)|(?P<quoted>"(?:[^"\\]|\\.)*"?)'
+    r"|(?P<literal>\[(?:[^\[\]\\]|\\.)*\])|(?P<special>[<>@,;:.\[\]])"
     r'|(?P<atom>[^ \t"()<>@,;:.\[\]\\]+|\\.?)'
 )
 

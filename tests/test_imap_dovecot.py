@@ -1554,3 +1554,33 @@ def test_a_part_holding_a_multipart_ends_where_dovecot_ends_it(
     # Python's message: its first part ends with the inner close-delimiter
     # line, not with the blank line after it.
     assert "S: * 17 FETCH (BODY[1] {317}" in ours
+
+
+#: Address literals (RFC 5321 4.1.3), bare and in angle brackets.
+LITERAL_ADDRESSES = [
+    b"To: user@[IPv6:::1]\r\nSubject: bare v6\r\n\r\nbody\r\n",
+    b"To: <user@[IPv6:2001:db8::1]>\r\n\r\nbody\r\n",
+    b"From: Ann <ann@[IPv6:2001:db8::1]>\r\n\r\nbody\r\n",
+    b"To: user@[127.0.0.1]\r\n\r\nbody\r\n",
+    b"Cc: a@x.example, b@[IPv6:::1], c@x.example\r\n\r\nbody\r\n",
+    b"To: Team: a@[IPv6:::1], b@x.example;\r\n\r\nbody\r\n",
+]
+
+
+def test_an_address_literal_is_one_domain_as_on_dovecot(dovecot: Dovecot) -> None:
+    """The colons of a bare ``user@[IPv6:::1]`` started a group: ENVELOPE
+    named a group "user@[IPv6" holding "::1]" at MISSING_DOMAIN."""
+    user = "literals"
+    dovecot.reset(user)
+    dovecot.seed(user, LITERAL_ADDRESSES)
+    script = [
+        f"a LOGIN {user} x",
+        "b EXAMINE INBOX",
+        "c FETCH 1:* (ENVELOPE)",
+        'd SEARCH TO "user@[IPv6:::1]"',
+        "e LOGOUT",
+    ]
+    ours, theirs = masked_on_both(script, dovecot, user, LITERAL_ADDRESSES)
+    difference = difflib.unified_diff(theirs, ours, "Dovecot", "sink", lineterm="")
+    assert ours == theirs, "\n".join(difference)
+    assert '((NIL NIL "user" "[IPv6:::1]")) NIL NIL NIL NIL))' in "\n".join(ours)
