@@ -1547,6 +1547,7 @@ class _Connection(ReadSideConnection):
         with self.mail.lock:
             same_account, alive = self._selected_folder_state(folder)
             current = list(folder.messages) if alive else []
+            keywords = list(folder.keywords)
             key = (self.generation, self._user or "", folder.name)
             claimed = self.server.recent_claims.get(key, 0)
             present: set[int] | None = None
@@ -1561,6 +1562,10 @@ class _Connection(ReadSideConnection):
                 self.server.recent_claims[key] = max(claimed, new[-1].uid)
         if same_account and not alive:
             await self._end_on_a_deleted_folder()
+        if not self._keywords.issuperset(keywords):
+            # A keyword new to the folder (another session's STORE, an
+            # APPEND): FLAGS and PERMANENTFLAGS first, as Dovecot sends them.
+            await self._send_flags(keywords)
         out: list[bytes] = []
         recent_before = len(self._recent)
         if expunge and present is not None:
@@ -1571,15 +1576,8 @@ class _Connection(ReadSideConnection):
                     del self._view[index]
                     self._known_flags.pop(stored.uid, None)
                     self._recent.discard(stored.uid)
-        if new:
-            self._view.extend(new)
-            self._recent.update(s.uid for s in new if s.uid > claimed)
-            for stored in new:
-                self._known_flags[stored.uid] = stored.flags
-            out.append(b"* %d EXISTS\r\n" % len(self._view))
-        if new or len(self._recent) != recent_before:
-            # As Dovecot: the count changes when recent mail is expunged too.
-            out.append(b"* %d RECENT\r\n" % len(self._recent))
+        # Changed flags before new mail, as Dovecot orders them (a new
+        # message's flags come with it: it is fetched, not announced).
         known_flags = self._known_flags
         for number, stored in enumerate(self._view, 1):
             flags = stored.flags
@@ -1593,6 +1591,15 @@ class _Connection(ReadSideConnection):
                         [(b"FLAGS", self._format_flags(stored, flags))],
                     )
                 )
+        if new:
+            self._view.extend(new)
+            self._recent.update(s.uid for s in new if s.uid > claimed)
+            for stored in new:
+                self._known_flags[stored.uid] = stored.flags
+            out.append(b"* %d EXISTS\r\n" % len(self._view))
+        if new or len(self._recent) != recent_before:
+            # As Dovecot: the count changes when recent mail is expunged too.
+            out.append(b"* %d RECENT\r\n" % len(self._recent))
         for data in out:
             await self._untagged(data)
 

@@ -1584,3 +1584,56 @@ def test_an_address_literal_is_one_domain_as_on_dovecot(dovecot: Dovecot) -> Non
     difference = difflib.unified_diff(theirs, ours, "Dovecot", "sink", lineterm="")
     assert ours == theirs, "\n".join(difference)
     assert '((NIL NIL "user" "[IPv6:::1]")) NIL NIL NIL NIL))' in "\n".join(ours)
+
+
+def test_a_keyword_new_to_the_folder_is_announced_to_every_session_as_on_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    """A keyword another session stores or appends, or this one appends,
+    is announced with ``* FLAGS`` and ``PERMANENTFLAGS`` at the session's
+    next command, as Dovecot announces it; only the session that stored it
+    heard of it, so a client building its list of labels from FLAGS kept a
+    stale one until it selected the folder again."""
+    user = "keywords-elsewhere"
+    appended = "Subject: kw\r\n\r\nhi\r\n"
+    other = [
+        "o2 SELECT INBOX",
+        "o3 STORE 1 +FLAGS ($NewKw)",
+        f"o4 APPEND INBOX (kw2) {{{len(appended)}+}}\r\n{appended}",
+    ]
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX",
+        "c NOOP",
+        f"d APPEND INBOX (kw3) {{{len(appended)}+}}\r\n{appended}",
+        "e NOOP",
+        "f LOGOUT",
+    ]
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES)
+
+    def elsewhere(endpoint: Endpoint) -> Callable[[], object]:
+        return lambda: run([f"o1 LOGIN {user} x", *other, "o9 LOGOUT"], endpoint)
+
+    with SMTPSink() as sink:
+        for message in MESSAGES:
+            sink.deliver(message, to=user)
+        endpoint = Endpoint("imap", sink.imap.host, sink.imap.port)
+        ours = run(script, endpoint, before={"c NOOP": elsewhere(endpoint)})
+    endpoint = Endpoint("imap", dovecot.host, dovecot.imap_port)
+    theirs = run(script, endpoint, before={"c NOOP": elsewhere(endpoint)})
+    extra = [(r"\[APPENDUID \S+ \S+\]", "[APPENDUID <appenduid>]")]
+    # Kept (docs/reading.rst): the sink says "* n RECENT" with every EXISTS.
+    ours, theirs = (
+        [
+            line
+            for line in masked(lines, capabilities=True, text=True, extra=extra)
+            if not re.fullmatch(r"S: \* \d+ RECENT", line)
+        ]
+        for lines in (ours, theirs)
+    )
+    difference = difflib.unified_diff(theirs, ours, "Dovecot", "sink", lineterm="")
+    assert ours == theirs, "\n".join(difference)
+    assert "S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $NewKw kw2)" in (
+        ours
+    )
