@@ -136,6 +136,8 @@ _IDLE_AUTOLOGOUT = 30 * 60.0
 
 State = Literal["not-authenticated", "authenticated", "selected"]
 
+_LOGIN = re.compile(rb"\s*LOGIN\s", re.IGNORECASE)
+
 _ANY = frozenset({"CAPABILITY", "NOOP", "LOGOUT", "ID"})
 _NOT_AUTHENTICATED = frozenset({"LOGIN", "AUTHENTICATE", "STARTTLS"})
 _AUTHENTICATED = frozenset(
@@ -777,6 +779,10 @@ class _Connection(ReadSideConnection):
                     "server-closed", "* BYE Cannot read the rest of that command"
                 )
                 raise Closed from None
+            if _LOGIN.match(rest):
+                # A LOGIN refused before its password (a literal too large):
+                # a client that sends the password anyway sends it next.
+                self._after_login = True
             return True
         except asyncio.TimeoutError:
             if not recorded:  # the BYE answers this command, not the last

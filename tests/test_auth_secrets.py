@@ -221,6 +221,12 @@ def test_a_password_where_no_login_expects_it_is_masked(
             ],
             ["LOGIN ****", "****", "LOGIN ****", "****", "LOGIN ****", "****"],
         ),
+        (
+            "IMAP",
+            # Its literal refused as too large, the password sent anyway.
+            ["a LOGIN ann@example.com {99999999}", PASSWORD],
+            ["LOGIN ****", "****"],
+        ),
     ],
 )
 def test_a_password_the_sink_does_not_know_outside_a_login_is_masked(
