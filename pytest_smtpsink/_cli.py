@@ -801,10 +801,13 @@ def _banner(
             # Mail is filed by recipient address: such a user reads nothing.
             names = sorted(user for user in settings.auth if "@" not in user)
             if names:
+                one = len(names) == 1
                 lines.append(
-                    f"note: --auth user(s) {', '.join(map(printable, names))} are "
-                    "no address: they log in to a mailbox no mail reaches; "
-                    "give --auth ADDRESS:PASSWORD for each mailbox to read"
+                    f"note: --auth {'user' if one else 'users'} "
+                    f"{', '.join(map(printable, names))} "
+                    f"{'is not an address' if one else 'are not addresses'}: "
+                    f"{'it logs' if one else 'they log'} in to a mailbox no mail "
+                    "reaches; give --auth ADDRESS:PASSWORD for each mailbox to read"
                 )
     if settings.tls_cert is not None:
         lines.append(f"certificate: {settings.tls_cert} (yours: clients trust its CA)")

@@ -88,6 +88,8 @@ class _Option:
     name: str  # the SinkSettings field, or a plugin-only setting
     help: str
     kind: str = "string"
+    #: What --help shows the value as, the reference page's word for it.
+    metavar: str = ""
 
     @property
     def flag(self) -> str:
@@ -99,30 +101,50 @@ class _Option:
 
 
 _OPTIONS = (
-    _Option("host", "IP address the sink listens on (default 127.0.0.1)."),
-    _Option("port", "port of the default sink (default 0: a free port per worker)."),
-    _Option("hostname", "name the sink gives in its greeting (default smtpsink.test)."),
+    _Option(
+        "host",
+        metavar="HOST",
+        help="IP address the sink listens on (default 127.0.0.1).",
+    ),
+    _Option(
+        "port",
+        metavar="PORT",
+        help="port of the default sink (default 0: a free port per worker).",
+    ),
+    _Option(
+        "hostname",
+        metavar="NAME",
+        help="name the sink gives in its greeting (default smtpsink.test).",
+    ),
     _Option(
         "max_size",
-        "largest message accepted, advertised in SIZE: bytes or e.g. 25MB, 64MiB; "
+        metavar="SIZE",
+        help="largest message accepted, advertised in SIZE: bytes or e.g. 25MB, 64MiB; "
         "0 for no limit (default 64MiB).",
     ),
     _Option(
         "timeout",
-        "default seconds for wait_for, wait_for_async and wait_until "
+        metavar="SECONDS",
+        help="default seconds for wait_for, wait_for_async and wait_until "
         f"(default {DEFAULT_TIMEOUT:g}).",
     ),
     _Option(
         "report",
-        "what a failed test shows of its mail: off, summary (one line per "
+        metavar="MODE",
+        help="what a failed test shows of its mail: off, summary (one line per "
         "message and session) or full (with transcripts; the default).",
     ),
     _Option(
         "save_dir",
-        "write each test's messages (.eml) and transcripts (.txt) under this "
+        metavar="DIR",
+        help="write each test's messages (.eml) and transcripts (.txt) under this "
         "directory, one sub-directory per test.",
     ),
-    _Option("save", "which tests --smtpsink-save-dir saves: failed (default) or all."),
+    _Option(
+        "save",
+        metavar="WHICH",
+        help="which tests --smtpsink-save-dir saves: failed (default) or all.",
+    ),
     _Option(
         "summary",
         "list in the terminal summary how many messages and sessions each test "
@@ -131,21 +153,28 @@ _OPTIONS = (
     ),
     _Option(
         "lint",
-        "check every captured message (docs: Checking how mail is built) and "
+        metavar="SEVERITY",
+        help="check every captured message (docs: Checking how mail is built) and "
         "fail the test at teardown if one has a problem of this severity or "
         "worse: off (default), error, warning or info.",
     ),
     _Option(
         "spamd",
-        "HOST:PORT of a SpamAssassin spamd that Message.spam_report() and "
+        metavar="HOST:PORT",
+        help="HOST:PORT of a SpamAssassin spamd that Message.spam_report() and "
         "assert_not_spam() ask (default: none; they fail saying so).",
     ),
     _Option(
         "tls_cert",
-        "PEM file with the certificate (and chain) every TLS sink presents "
+        metavar="PEM",
+        help="PEM file with the certificate (and chain) every TLS sink presents "
         "instead of the test CA's; it may hold the key too.",
     ),
-    _Option("tls_key", "PEM file with the private key of --smtpsink-tls-cert."),
+    _Option(
+        "tls_key",
+        metavar="PEM",
+        help="PEM file with the private key of --smtpsink-tls-cert.",
+    ),
     _Option(
         "allow_remote",
         "allow --smtpsink-host to be a non-loopback address (anyone who can "
@@ -154,14 +183,16 @@ _OPTIONS = (
     ),
     _Option(
         "relay",
-        "relay the mail of every sink to this upstream, e.g. smtp://host:port "
+        metavar="URL",
+        help="relay the mail of every sink to this upstream, e.g. smtp://host:port "
         "(see the Relay and MX docs page); needs --smtpsink-relay-to. With "
         "user@host and no password, the password is read from "
         "SMTPSINK_RELAY_PASSWORD.",
     ),
     _Option(
         "relay_to",
-        "regular expression of the recipients to relay (matched in full, "
+        metavar="REGEX",
+        help="regular expression of the recipients to relay (matched in full, "
         "ignoring case, the domain in either spelling: Unicode or xn--); "
         "nothing else is relayed.",
     ),
@@ -172,7 +203,8 @@ _OPTIONS = (
     ),
     _Option(
         "event_loop",
-        "event loop of the sink's own thread: auto (default: uvloop when "
+        metavar="LOOP",
+        help="event loop of the sink's own thread: auto (default: uvloop when "
         "installed, e.g. by pytest-smtpsink[speed]), asyncio or uvloop.",
     ),
 )
@@ -192,7 +224,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             )
         else:
             group.addoption(
-                option.flag, default=None, metavar=option.name.upper(), help=option.help
+                option.flag,
+                default=None,
+                metavar=option.metavar or option.name.upper(),
+                help=option.help,
             )
             parser.addini(option.ini, option.help, default=None)
 

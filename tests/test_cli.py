@@ -1370,7 +1370,7 @@ def test_auth_users_that_are_no_address_get_a_note_with_mailboxes(
         "--pop3", "0", "--quiet",
     )  # fmt: skip
     assert (
-        "note: --auth user(s) ann are no address: they log in to a mailbox no "
+        "note: --auth user ann is not an address: it logs in to a mailbox no "
         "mail reaches; give --auth ADDRESS:PASSWORD for each mailbox to read"
     ) in sink.banner
     sink.stop()

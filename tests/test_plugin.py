@@ -1646,3 +1646,19 @@ def test_a_save_dir_of_an_unknown_users_home_is_a_usage_error(
     )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: --smtpsink-save-dir: *"])
+
+
+def test_help_names_each_option_s_value_as_the_reference_page_does(
+    pytester: pytest.Pytester,
+) -> None:
+    # --help showed argparse's words (--smtpsink-timeout=TIMEOUT,
+    # --smtpsink-save-dir=SAVE_DIR) where the reference page says SECONDS
+    # and DIR.
+    reference = (
+        pathlib.Path(__file__).parent.parent / "docs" / "reference.rst"
+    ).read_text()
+    documented = re.findall(r"``(--smtpsink-[a-z-]+=[A-Z:]+)``", reference)
+    assert len(documented) >= 14, documented
+    shown = pytester.runpytest("--help").stdout.str()
+    missing = [option for option in documented if option not in shown]
+    assert missing == [], shown
