@@ -149,6 +149,26 @@ class Addresses(tuple[Address, ...]):
     __hash__ = tuple.__hash__
 
 
+class Recipients(tuple[str, ...]):
+    """The envelope's recipients: a tuple that also equals a list of the
+    same strings, so that ``envelope.rcpt_to == ["ann@example.com"]`` reads
+    as a tester means it, as ``msg.to`` does (here the strings compare as
+    they are: the envelope keeps what the client sent)."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, list):
+            other = tuple(other)
+        return tuple.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        result = self.__eq__(other)
+        return result if result is NotImplemented else not result
+
+    __hash__ = tuple.__hash__
+
+
 def normalize_address(value: str) -> str:
     """The comparable form of an address: display name and angle brackets
     dropped, domain lower-cased with its A-labels read as Unicode, local
@@ -176,7 +196,8 @@ class Envelope:
     mail_from: str
     """The reverse path of MAIL FROM (``""`` for a bounce's null sender)."""
     rcpt_to: tuple[str, ...]
-    """Every accepted RCPT TO address, in order."""
+    """Every accepted RCPT TO address, in order (a tuple that also equals a
+    list of the same strings)."""
     mail_options: tuple[str, ...] = ()
     """ESMTP parameters of MAIL FROM, e.g. ``("SIZE=1234", "BODY=8BITMIME")``."""
     rcpt_options: tuple[tuple[str, ...], ...] = ()
@@ -189,6 +210,10 @@ class Envelope:
     """DSN: the envelope id from ``MAIL ... ENVID=`` (xtext decoded), or None."""
     rcpt_dsn: tuple[RecipientDSN, ...] = ()
     """DSN requests of each RCPT TO, aligned with `rcpt_to`."""
+
+    def __post_init__(self) -> None:
+        if type(self.rcpt_to) is not Recipients:
+            object.__setattr__(self, "rcpt_to", Recipients(self.rcpt_to))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -60,7 +60,7 @@ from ._faults import (
     steps,
 )
 from ._message import Envelope as MessageEnvelope
-from ._message import Message, RecipientDSN
+from ._message import Message, RecipientDSN, Recipients
 from ._reading import ReadsIntoBuffer
 from ._session import AuthInfo, EndReason, Exchange, Session, TLSInfo
 from ._store import SHARED_VALUES_MAX
@@ -2182,7 +2182,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                 mail_from=""
                 if envelope.mail_from in (None, "<>")
                 else share(envelope.mail_from),
-                rcpt_to=share(tuple(envelope.rcpt_tos)),
+                rcpt_to=share(Recipients(envelope.rcpt_tos)),
                 mail_options=share(tuple(envelope.mail_options)),
                 rcpt_options=share(tuple(envelope.per_rcpt_options)),
                 smtputf8=bool(envelope.smtp_utf8),

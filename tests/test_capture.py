@@ -17,7 +17,7 @@ import mailparser
 import pytest
 from conftest import Send, make_message
 
-from pytest_smtpsink import Mailbox
+from pytest_smtpsink import Envelope, Mailbox
 from pytest_smtpsink._message import Headers
 
 
@@ -283,6 +283,25 @@ def test_bcc_recipients_live_only_in_the_envelope(
     assert msg.to == ("ann@example.com",)
     assert msg.bcc == ()
     assert b"boss@example.com" not in msg.raw
+
+
+def test_the_envelope_s_recipients_equal_a_list_as_header_addresses_do(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    # A tuple never equals a list: "assert rcpt_to == [...]" failed showing
+    # two values that looked the same, while "msg.to == [...]" passed.
+    send(to=["ann@example.com"], rcpt=["ann@example.com", "boss@example.com"])
+    recipients = smtpsink.messages.one().envelope.rcpt_to
+    assert hash(recipients) == hash(("ann@example.com", "boss@example.com"))
+    assert repr(recipients) == "('ann@example.com', 'boss@example.com')"
+    # An envelope made by hand has the same kind of tuple.
+    made = Envelope(mail_from="a@example.com", rcpt_to=("b@example.com",))
+    assert type(made.rcpt_to) is type(recipients)
+    rcpt_to: object = recipients  # mypy: a tuple that equals a list
+    assert rcpt_to == ["ann@example.com", "boss@example.com"]
+    assert rcpt_to != ["ann@example.com"]
+    assert rcpt_to != ["boss@example.com", "ann@example.com"]  # order counts
+    assert rcpt_to != ["ann@EXAMPLE.com", "boss@example.com"]  # as sent
 
 
 def test_esmtp_parameters_are_kept_per_recipient(smtpsink: Mailbox) -> None:

@@ -14,6 +14,7 @@ import pytest
 from conftest import Factory, make_message
 
 from pytest_smtpsink import Mailbox, RecipientDSN
+from pytest_smtpsink._message import Recipients
 from pytest_smtpsink._smtp import RecordingSMTP
 from pytest_smtpsink._store import SHARED_VALUES_MAX, Store
 
@@ -37,7 +38,7 @@ def test_messages_that_repeat_an_envelope_share_its_values(smtpsink: Mailbox) ->
         envelope = message.envelope
         assert type(envelope.mail_from) is str
         assert envelope.mail_from == "app@example.com"
-        assert type(envelope.rcpt_to) is tuple
+        assert type(envelope.rcpt_to) is Recipients  # a tuple equal to lists
         assert envelope.rcpt_to == ("ann@example.com",)
         assert type(envelope.mail_options) is tuple
         assert [o.partition("=")[0] for o in envelope.mail_options] == ["SIZE"]

@@ -61,7 +61,9 @@ def test_bcc_lives_in_the_envelope(app, smtpsink):
 
     msg = smtpsink.assert_sent(rcpt_to="audit@example.com")
     assert "audit@example.com" in msg.envelope.rcpt_to
+    assert msg.envelope.rcpt_to == ["ann@example.com", "audit@example.com"]
     assert "audit@example.com" not in msg.to  # not in any header
+    assert msg.bcc == []  # smtplib's send_message() drops the Bcc header
     smtpsink.assert_not_sent(to="audit@example.com")
 
 
