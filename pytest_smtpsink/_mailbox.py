@@ -509,11 +509,6 @@ class Mailbox(FaultControls):
             (*earlier, *sessions) if earlier else sessions,
         )
 
-    def _note_set_up_mail(self, since: float) -> None:
-        """Keep, for failure reports, the mail stored since ``since`` (when
-        the test's set-up began) and before this mailbox was made."""
-        self._set_up_mail = self._store.arrived_before(self._cursor, since)
-
     def _carried_sessions(self) -> list[Session]:
         """SMTP connections opened before this view (an earlier test, or
         before `clear`) that sent commands in it (a pooled client's): a
@@ -1066,6 +1061,12 @@ class Mailbox(FaultControls):
     def __repr__(self) -> str:
         where = self._sink.url if self._sink._address else "not started"
         return f"<Mailbox {where} messages={len(self._store.messages_since(self._cursor))}>"
+
+
+def note_set_up_mail(view: Mailbox, since: float) -> None:
+    """Keep, for ``view``'s failure reports, the mail stored since ``since``
+    (when the test's set-up began) and before ``view`` was made."""
+    view._set_up_mail = view._store.arrived_before(view._cursor, since)
 
 
 def share_test(view: Mailbox, views: Sequence[Mailbox]) -> None:

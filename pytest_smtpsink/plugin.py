@@ -852,7 +852,9 @@ def _open_view(
     if not any(opened.sink is sink for opened in views):
         set_up_at = stash.get(_SET_UP_AT_KEY, None)
         if set_up_at is not None:
-            view._note_set_up_mail(set_up_at)
+            from . import _mailbox  # loaded with the sink
+
+            _mailbox.note_set_up_mail(view, set_up_at)
         sink.forget_before(view)
     view.default_timeout = config.stash[_TIMEOUT_KEY]
     views.append(view)
