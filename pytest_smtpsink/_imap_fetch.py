@@ -127,25 +127,27 @@ class Part:
     def body(self) -> bytes:
         return self.data[self.body_start : self.end]
 
-    def field(self, name: str, *, last: bool = False) -> bytes | None:
+    def field(
+        self, name: str, *, last: bool = False, bare_cr: bytes = b""
+    ) -> bytes | None:
         """The first (or ``last``) field named ``name`` (lower case): its
-        value with CR and LF dropped and leading blanks stripped; None when
-        absent."""
-        values = self.field_values(name)
+        value with line breaks dropped (a CR alone replaced by ``bare_cr``)
+        and leading blanks stripped; None when absent."""
+        values = self.field_values(name, bare_cr=bare_cr)
         if not values:
             return None
         return values[-1] if last else values[0]
 
-    def field_values(self, name: str) -> list[bytes]:
+    def field_values(self, name: str, *, bare_cr: bytes = b"") -> list[bytes]:
         """Every field named ``name`` (lower case), as :meth:`field`."""
         values = []
         for field_name, line_start, line_end in self.fields:
             if field_name == name:
                 raw = self.data[line_start:line_end]
-                value = raw[raw.index(b":") + 1 :]
-                values.append(
-                    value.replace(b"\r", b"").replace(b"\n", b"").lstrip(b" \t")
-                )
+                value = raw[raw.index(b":") + 1 :].replace(b"\r\n", b"")
+                if b"\r" in value:
+                    value = value.replace(b"\r", bare_cr)
+                values.append(value.replace(b"\n", b"").lstrip(b" \t"))
         return values
 
     def field_text(self, name: str) -> str | None:
@@ -597,7 +599,7 @@ def parse_addresses(value: str) -> list[Address]:
 
 def human_string(value: bytes | str | None) -> bytes:
     """A string for people (subjects, display names) as Dovecot writes it:
-    CR and LF dropped, tabs as spaces, runs of spaces as one, trimmed, NUL as
+    LF dropped, CR and tabs as spaces, runs of spaces as one, trimmed, NUL as
     0x80; a literal whenever that changed anything."""
     if value is None:
         return b"NIL"
@@ -605,7 +607,7 @@ def human_string(value: bytes | str | None) -> bytes:
     clean = re.sub(
         rb" {2,}",
         b" ",
-        data.replace(b"\r", b"").replace(b"\n", b"").replace(b"\t", b" "),
+        data.replace(b"\n", b"").replace(b"\r", b" ").replace(b"\t", b" "),
     ).strip(b" ")
     clean = clean.replace(b"\0", "\ufffd".encode())
     if clean == data or not clean:
@@ -645,9 +647,10 @@ def envelope(part: Part) -> bytes:
     address fields all occurrences."""
 
     def addresses(name: str) -> list[str]:
+        # A CR alone separates words, as Dovecot reads it ("Ann\rLee").
         return [
             value.decode("utf-8", "surrogateescape")
-            for value in part.field_values(name)
+            for value in part.field_values(name, bare_cr=b" ")
         ]
 
     from_ = addresses("from")
@@ -660,7 +663,7 @@ def envelope(part: Part) -> bytes:
         reply_to = from_
     items = [
         _nstring_nolf(part.field("date", last=True)),
-        human_string(part.field("subject", last=True)),
+        human_string(part.field("subject", last=True, bare_cr=b"\r")),
         _format_addresses(from_),
         _format_addresses(sender),
         _format_addresses(reply_to),

@@ -1637,3 +1637,28 @@ def test_a_keyword_new_to_the_folder_is_announced_to_every_session_as_on_dovecot
     assert "S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $NewKw kw2)" in (
         ours
     )
+
+
+#: A CR alone in a subject or an address field (not a line break).
+BARE_CR_HEADERS = [
+    b"Subject: cr\rin\r\n",
+    b"Subject: a\r b\r\n",
+    b"Subject: x\r\r\ry\r\n",
+    b"From: Ann\rLee <a@x.example>\r\n",
+    b"Subject: =?utf-8?q?a?=\r=?utf-8?q?b?=\r\n",
+]
+
+
+def test_a_bare_cr_in_an_envelope_field_is_a_space_as_on_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    """The sink dropped it, joining the words ("crin", "AnnLee")."""
+    user = "bare-cr-fields"
+    messages = [h + b"To: t@x.example\r\n\r\nbody\r\n" for h in BARE_CR_HEADERS]
+    dovecot.reset(user)
+    dovecot.seed(user, messages)
+    script = [f"a LOGIN {user} x", "b EXAMINE INBOX", "c FETCH 1:* (ENVELOPE)"]
+    ours, theirs = masked_on_both([*script, "d LOGOUT"], dovecot, user, messages)
+    difference = difflib.unified_diff(theirs, ours, "Dovecot", "sink", lineterm="")
+    assert ours == theirs, "\n".join(difference)
+    assert '(("Ann Lee" NIL "a" "x.example"))' in "\n".join(ours)
