@@ -890,10 +890,7 @@ class Mailbox(FaultControls):
             "mail sent over SMTP; assert on a recipient's mailbox with "
             "smtpsink.mailbox(address).assert_in(...):"
         ]
-        lines.extend(f"  {message.summary()}" for message in matching[:_LISTED])
-        if len(matching) > _LISTED:
-            lines.append(f"  ... and {len(matching) - _LISTED} more")
-        return lines
+        return [*lines, *_listed_summaries(matching)]
 
     def _fault_hints(self) -> list[str]:
         """What fault rules did that the mail list does not say: mail a
@@ -1033,10 +1030,7 @@ class Mailbox(FaultControls):
             "Request smtpsink first (def test(smtpsink, sending_fixture)), or "
             "request it in that fixture:"
         ]
-        lines.extend(f"  {message.summary()}" for message in mail[:_LISTED])
-        if len(mail) > _LISTED:
-            lines.append(f"  ... and {len(mail) - _LISTED} more")
-        return lines
+        return [*lines, *_listed_summaries(mail)]
 
     def _elsewhere(self, criteria: Criteria) -> list[Elsewhere]:
         """What the test's other sinks got: the usual cause of "nothing
@@ -1087,6 +1081,14 @@ def _session_line(session: Session) -> str:
 #: Commands a client sends after giving up on a message: their refusal is
 #: not why it gave up.
 _CLEAN_UP = frozenset({"RSET", "QUIT", "NOOP"})
+
+
+def _listed_summaries(messages: Sequence[Message]) -> list[str]:
+    """The summary lines of ``messages`` for a hint, the first `_LISTED`."""
+    lines = [f"  {message.summary()}" for message in messages[:_LISTED]]
+    if len(messages) > _LISTED:
+        lines.append(f"  ... and {len(messages) - _LISTED} more")
+    return lines
 
 
 def _delivered(exchange: Exchange) -> bool:

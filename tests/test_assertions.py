@@ -1600,15 +1600,21 @@ def test_the_refusal_named_is_not_that_of_the_clients_rset(
     assert refusal.endswith("S: 530 Must issue a STARTTLS command first"), caught.value
 
 
+def _delivered_then_cleared(smtpsink: Mailbox) -> smtplib.SMTP:
+    """A connection kept open, that delivered one message before clear()."""
+    client = smtplib.SMTP(smtpsink.host, smtpsink.port)
+    client.sendmail("a@example.com", ["b@example.com"], b"Subject: one\r\n\r\n")
+    smtpsink.wait_for(subject="one")
+    smtpsink.clear()
+    return client
+
+
 def test_a_connection_opened_before_clear_and_refused_after_it_is_named(
     smtpsink: Mailbox,
 ) -> None:
     # Only connections carried over from an earlier test were looked at:
     # after clear() the hint said no client had connected.
-    client = smtplib.SMTP(smtpsink.host, smtpsink.port)
-    client.sendmail("a@example.com", ["b@example.com"], b"Subject: one\r\n\r\n")
-    smtpsink.wait_for(subject="one")
-    smtpsink.clear()
+    client = _delivered_then_cleared(smtpsink)
     smtpsink.fail("RCPT", 550)
     with pytest.raises(smtplib.SMTPRecipientsRefused):
         client.sendmail("a@example.com", ["b@example.com"], b"Subject: two\r\n\r\n")
@@ -1626,10 +1632,7 @@ def test_a_kept_connection_that_only_quit_did_not_try_to_send(
     # It delivered before clear() and only said QUIT after: the hint said it
     # "sent commands since clear() but delivered no message", listing EHLO
     # MAIL RCPT DATA QUIT, as if the app had failed at DATA.
-    client = smtplib.SMTP(smtpsink.host, smtpsink.port)
-    client.sendmail("a@example.com", ["b@example.com"], b"Subject: one\r\n\r\n")
-    smtpsink.wait_for(subject="one")
-    smtpsink.clear()
+    client = _delivered_then_cleared(smtpsink)
     client.quit()
     session = smtpsink.sink.sessions[-1]
     smtpsink.wait_until(lambda: session.end == "quit")

@@ -13,7 +13,6 @@ import logging
 import pathlib
 import poplib
 import re
-import select
 import smtplib
 import socket
 from collections.abc import Callable, Iterator
@@ -2051,26 +2050,21 @@ def test_idle_outlasts_the_idle_timeout(
     5 minutes by default, while RFC 3501 asks for 30 and RFC 2177 has
     clients re-issue IDLE every 29)."""
     sink = smtpsink_factory(idle_timeout=0.5)
-    address = (sink.imap.host, sink.imap.port)
-    with (
-        socket.create_connection(address, timeout=10) as sock,
-        sock.makefile("rb") as replies,
-    ):
-        replies.readline()  # the greeting
-        sock.sendall(f"a LOGIN {USER} pw\r\nb SELECT INBOX\r\nc IDLE\r\n".encode())
-        while not replies.readline().startswith(b"+ "):
-            pass
-        # Three idle timeouts of silence; a BYE would be readable at once.
-        assert select.select([sock], [], [], 1.5) == ([], [], [])
+    with idling(sink.imap) as stream:
+        (session,) = sink.sessions
+        # Three idle timeouts: the session would have ended in the first.
+        with pytest.raises(AssertionError, match=r"still false after 1\.5 s"):
+            sink.wait_until(lambda: session.end is not None, timeout=1.5)
         sink.deliver(b"Subject: late\r\n\r\nhi\r\n", to=USER)
-        assert replies.readline() == b"* 1 EXISTS\r\n"
-        assert replies.readline() == b"* 1 RECENT\r\n"
-        sock.sendall(b"DONE\r\n")
-        assert replies.readline() == b"c OK IDLE terminated\r\n"
+        assert stream.readline() == b"* 1 EXISTS\r\n"
+        assert stream.readline() == b"* 1 RECENT\r\n"
+        stream.write(b"DONE\r\n")
+        stream.flush()
+        assert stream.readline() == b"c OK IDLE terminated\r\n"
         # Out of IDLE, the idle timeout applies again.
-        assert replies.readline() == b"* BYE Disconnected for inactivity\r\n"
-    sink.wait_until(lambda: sink.sessions[-1].end is not None)
-    assert sink.sessions[-1].end == "timeout"
+        assert stream.readline() == b"* BYE Disconnected for inactivity\r\n"
+    sink.wait_until(lambda: session.end is not None)
+    assert session.end == "timeout"
 
 
 @pytest.mark.parametrize("inside_a_literal", [False, True])
