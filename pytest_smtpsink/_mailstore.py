@@ -197,7 +197,7 @@ class StoredMessage:
     always sees a whole set.
     """
 
-    __slots__ = ("_size", "flags", "internal_date", "message", "uid")
+    __slots__ = ("_removed", "_size", "flags", "internal_date", "message", "uid")
 
     def __init__(
         self,
@@ -211,6 +211,9 @@ class StoredMessage:
         self.flags: frozenset[str] = flags
         self.internal_date: datetime.datetime = internal_date
         self._size: int | None = None
+        #: Taken out of its folder (expunged, moved, "delete all"): a POP3
+        #: session's login snapshot still lists it, but cannot serve it.
+        self._removed = False
 
     @property
     def size(self) -> int:
@@ -445,6 +448,7 @@ class MailStore:
         kept = []
         for stored in folder.messages:
             if id(stored) in drop:
+                stored._removed = True
                 if self.remember_removed:
                     how = "moved" if moved_to is not None else "deleted"
                     folder.removed.append(Removal(stored, how, moved_to))
@@ -459,6 +463,8 @@ class MailStore:
         go with it: the test's assertions count them as deleted, as they do
         those expunged from it before."""
         del account.folders[folder.name]
+        for stored in folder.messages:
+            stored._removed = True
         if self.remember_removed:
             gone = [Removal(stored, "deleted", None) for stored in folder.messages]
             if folder.removed or gone:
@@ -468,10 +474,13 @@ class MailStore:
         """Take every copy out of every folder, remembering none of them
         (the standalone sink's "delete all"). Unlike `reset`, the folders
         and the open sessions stay: IMAP sessions announce the copies as
-        expunged, a POP3 session keeps the snapshot it took at login."""
+        expunged, a POP3 session keeps the snapshot it took at login (and
+        answers RETR of one of them as expunged)."""
         for account in self.accounts.values():
             account.deleted_folders.clear()
             for folder in account.folders.values():
+                for stored in folder.messages:
+                    stored._removed = True
                 folder.messages.clear()
                 folder.removed.clear()
 

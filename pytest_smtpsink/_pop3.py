@@ -722,6 +722,16 @@ class _Connection(ReadSideConnection):
             return None
         return number - 1
 
+    async def _present(self, index: int) -> bool:
+        """Whether the message at ``index`` is still in the mailbox, or
+        False after answering that it is not: an IMAP session expunged or
+        moved it since this session's login, as Dovecot answers RETR and
+        TOP of it (the snapshot still lists and counts it)."""
+        if not self._drop[index]._removed:
+            return True
+        await self._reply(f"-ERR Message {index + 1} expunged")
+        return False
+
     async def _cmd_stat(self, arg: str) -> None:
         count, octets = self._totals()
         await self._reply(f"+OK {count} {octets}")
@@ -759,7 +769,7 @@ class _Connection(ReadSideConnection):
 
     async def _cmd_retr(self, arg: str) -> None:
         index = await self._message("RETR", arg)
-        if index is None:
+        if index is None or not await self._present(index):
             return
         stored = self._drop[index]
         raw = stored.message.raw
@@ -784,7 +794,7 @@ class _Connection(ReadSideConnection):
             return
         number, lines = words
         index = await self._message("TOP", number)
-        if index is None:
+        if index is None or not await self._present(index):
             return
         if not lines.isdigit() or not lines.isascii():
             shown = lines if len(lines) <= 20 else f"{lines[:20]}..."

@@ -10,9 +10,11 @@ the greeting, UIDL values). Status, response codes and every data line
 
 from __future__ import annotations
 
+import imaplib
 import re
 import socket
 from collections.abc import Iterator
+from functools import partial
 
 import pytest
 from dialogue import READ_TIMEOUT, Endpoint, masked, run
@@ -464,3 +466,51 @@ def test_a_bare_cr_in_a_command_is_refused_by_both(
     # Nothing was deleted: the DELE with a CR did not run.
     assert dovecot.messages(user) == [ONE, TWO]
     assert len(smtpsink.mailbox(user).messages()) == 2
+
+
+def test_a_message_imap_expunged_after_login_is_not_served_as_on_dovecot(
+    smtpsink: Mailbox, dovecot: Dovecot, user: str
+) -> None:
+    """The login's snapshot still lists and counts it, but RETR and TOP
+    of it answer that it was expunged, as Dovecot answers; the sink served
+    the message an IMAP client had already deleted."""
+    ours, theirs = both(smtpsink, dovecot, user, [ONE, TWO])
+    imap_of = {
+        id(ours): (smtpsink.imap.host, smtpsink.imap.port),
+        id(theirs): (dovecot.host, dovecot.imap_port),
+    }
+
+    def expunge_first(endpoint: Endpoint) -> None:
+        with imaplib.IMAP4(*imap_of[id(endpoint)], timeout=READ_TIMEOUT) as imap:
+            imap.login(user, "secret")
+            imap.select("INBOX")
+            imap.store("1", "+FLAGS", "(\\Deleted)")
+            imap.expunge()
+
+    script = [
+        f"USER {user}",
+        "PASS secret",
+        "RETR 1",
+        "TOP 1 0",
+        "STAT",
+        "LIST",
+        "RETR 2",
+        "QUIT",
+    ]
+    transcripts = [
+        masked(
+            run(script, endpoint, before={"RETR 1": partial(expunge_first, endpoint)}),
+            text=True,
+            extra=[(r"^\+OK <greeting> <apop>$", "+OK <greeting>")],
+        )
+        for endpoint in (ours, theirs)
+    ]
+    assert transcripts[0] == transcripts[1]
+    assert replies(transcripts[0])[2:4] == [
+        ("RETR 1", "S: -ERR <text>"),
+        ("TOP 1 0", "S: -ERR <text>"),
+    ]
+    (session,) = [s for s in smtpsink.sessions if s.protocol == "POP3"]
+    retr = next(e for e in session.transcript if e.command == "RETR")
+    assert retr.replies == ["-ERR Message 1 expunged"]
+    assert [m.subject for m in smtpsink.mailbox(user).messages()] == ["two"]
