@@ -61,7 +61,8 @@ class FaultControls:
         ``text`` is the reply text (a sensible default per code); put newlines
         in it for a multi-line reply. It must be printable ASCII (tab too),
         each line at most 506 characters (a `FaultError` otherwise). ``match`` limits the rule to an address
-        (exact; the domain is case-insensitive) or a compiled regex
+        (exact; the domain without regard to case, in Unicode or
+        A-labels) or a compiled regex
         (``re.search``). By default the rule applies every time; ``times=N``
         only the first N times (greylisting), ``every=N`` every Nth time,
         ``probability=p`` at random, replayable with ``seed`` (the keywords of

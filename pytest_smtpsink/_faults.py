@@ -27,6 +27,8 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, TypedDict
 
+from ._text import unicode_domain
+
 Action = Literal["reply", "disconnect", "delay", "hang", "drop", "limit", "hide"]
 
 SMTP_STAGES = ("CONNECT", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "EOD")
@@ -81,7 +83,8 @@ HIDEABLE = (
 class Trigger(TypedDict, total=False):
     """When a fault rule applies: the keywords every fault method takes.
 
-    - ``match``: an address (exact; the domain is case-insensitive), an EHLO
+    - ``match``: an address (exact; the domain without regard to case or
+      to its spelling, Unicode or A-labels), an EHLO
       name, a client IP, an AUTH mechanism or a DNS name (no case, no final
       dot), depending on the stage; or a compiled regex (``re.search``).
       None: every event of the stage.
@@ -227,13 +230,17 @@ def _check_match(stage: str, match: Any) -> None:
 
 
 def _address_matches(pattern: str, value: str) -> bool:
-    """Exact address match; the domain compares case-insensitively."""
+    """Exact address match; the domain compares case-insensitively and in
+    either spelling (``straße.example`` is ``xn--strae-oqa.example``), as
+    mailboxes and the criteria take it."""
     p_local, p_at, p_domain = pattern.strip().strip("<>").rpartition("@")
     v_local, v_at, v_domain = value.strip().strip("<>").rpartition("@")
     if not p_at:  # no "@": compare the whole text, case-insensitively
         return pattern.strip().casefold() == value.strip().casefold()
     return (
-        bool(v_at) and p_local == v_local and p_domain.casefold() == v_domain.casefold()
+        bool(v_at)
+        and p_local == v_local
+        and unicode_domain(p_domain.lower()) == unicode_domain(v_domain.lower())
     )
 
 

@@ -67,6 +67,27 @@ def test_match_is_exact_on_the_local_part(smtpsink: Mailbox) -> None:
     assert sendmail(smtpsink, ["bob@example.com"]) == {}
 
 
+def test_match_takes_either_spelling_of_a_domain(smtpsink: Mailbox) -> None:
+    # As mailboxes, criteria and relay_to do: the Unicode rule missed the
+    # A-label recipient, and the other way round.
+    smtpsink.fail("RCPT", 550, match="ann@straße.example")
+    smtpsink.fail("RCPT", 551, match="bob@xn--bcher-kva.example")
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        refused = client.sendmail(
+            "app@example.com",
+            ["ann@xn--strae-oqa.example", "bob@bücher.example", "cy@example.com"],
+            b"Subject: idn\r\n\r\nhi\r\n",
+            mail_options=["SMTPUTF8"],
+        )
+    assert {address: code for address, (code, _) in refused.items()} == {
+        "ann@xn--strae-oqa.example": 550,
+        "bob@bücher.example": 551,
+    }
+    # A different domain that IDNA 2003 would map to the same (ß as ss).
+    smtpsink.fail("RCPT", 552, match="cy@strasse.example")
+    assert sendmail(smtpsink, ["cy@xn--strae-oqa.example"]) == {}
+
+
 def test_all_recipients_refused_raises(smtpsink: Mailbox) -> None:
     smtpsink.fail("RCPT", 550, match=re.compile(r"@example\.com$"))
     with pytest.raises(smtplib.SMTPRecipientsRefused) as caught:
