@@ -19,6 +19,7 @@ the random generators of rules are touched by the server thread only (in
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import re
@@ -26,8 +27,6 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, TypedDict
-
-from ._text import unicode_domain
 
 Action = Literal["reply", "disconnect", "delay", "hang", "drop", "limit", "hide"]
 
@@ -240,8 +239,21 @@ def _address_matches(pattern: str, value: str) -> bool:
     return (
         bool(v_at)
         and p_local == v_local
-        and unicode_domain(p_domain.lower()) == unicode_domain(v_domain.lower())
+        and _domain_key(p_domain) == _domain_key(v_domain)
     )
+
+
+def _domain_key(domain: str) -> str:
+    """``domain`` in lower case with its A-labels read as Unicode, as
+    `_text.unicode_domain` reads them (this module imports nothing of the
+    package: it stays a leaf)."""
+    labels = domain.lower().split(".")
+    for index, label in enumerate(labels):
+        if label.startswith("xn--"):
+            with contextlib.suppress(UnicodeError, ValueError):
+                decoded = label[4:].encode("ascii").decode("punycode")
+                labels[index] = label if decoded.isascii() else decoded.lower()
+    return ".".join(labels)
 
 
 def dns_name(name: str) -> str:
