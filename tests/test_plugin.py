@@ -1662,3 +1662,31 @@ def test_help_names_each_option_s_value_as_the_reference_page_does(
     shown = pytester.runpytest("--help").stdout.str()
     missing = [option for option in documented if option not in shown]
     assert missing == [], shown
+
+
+def test_a_run_inside_a_test_gives_the_fixture_back_its_test(
+    pytester: pytest.Pytester,
+) -> None:
+    # The smtpsink fixture learns its test from the plugin's set-up hook (a
+    # `request` argument costs 40 µs per test): a pytester run inside a
+    # test must not leave the inner run's last test as the running one.
+    pytester.makeconftest("pytest_plugins = ['pytester']")
+    pytester.makepyfile(
+        """
+import pytest
+
+@pytest.mark.smtpsink(hostname="outer.test")
+def test_outer(pytester, request):
+    pytester.makepyfile(test_inner=(
+        "import pytest\\n"
+        "@pytest.mark.smtpsink(hostname='inner.test')\\n"
+        "def test_inner(smtpsink):\\n"
+        "    assert smtpsink.settings.hostname == 'inner.test'\\n"
+    ))
+    pytester.runpytest_inprocess("-p", "no:xdist").assert_outcomes(passed=1)
+    box = request.getfixturevalue("smtpsink")
+    assert box.settings.hostname == "outer.test"
+"""
+    )
+    result = pytester.runpytest_inprocess("-p", "no:xdist", "-p", "pytester")
+    result.assert_outcomes(passed=1)
