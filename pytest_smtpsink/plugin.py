@@ -247,7 +247,11 @@ def _raw_value(config: pytest.Config, option: _Option) -> tuple[Any, str]:
     value = config.getoption(option.flag)
     if value is not None:
         return value, option.flag
-    return config.getini(option.ini), f"{option.ini} (ini)"
+    # "-o key=value" is an ini value to pytest; an error about it must not
+    # send the reader to an ini file that does not have it.
+    overrides = getattr(config.option, "override_ini", None) or ()
+    given = any(entry.partition("=")[0].strip() == option.ini for entry in overrides)
+    return config.getini(option.ini), f"{option.ini} ({'-o' if given else 'ini'})"
 
 
 def _from_ini_file(config: pytest.Config, path: str, source: str) -> str:
@@ -256,7 +260,7 @@ def _from_ini_file(config: pytest.Config, path: str, source: str) -> str:
     (testpaths, cache_dir), so that a run started from a sub-directory finds
     the same files."""
     if (
-        source.endswith("(ini)")
+        source.endswith(("(ini)", "(-o)"))
         and config.inipath is not None
         and not path.startswith("~")  # a home directory: absolute once expanded
         and not Path(path).is_absolute()

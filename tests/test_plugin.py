@@ -280,6 +280,17 @@ def test_bad_ini_value_names_the_ini_key(pytester: pytest.Pytester) -> None:
     )
 
 
+def test_bad_value_given_with_o_is_named_so(pytester: pytest.Pytester) -> None:
+    # It said "smtpsink_port (ini)", sending the reader to an ini file that
+    # did not have the key.
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest("-o", "smtpsink_port=abc")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: smtpsink_port (-o): 'abc' is not a whole number"]
+    )
+
+
 def test_non_loopback_bind_when_asked(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
@@ -1028,6 +1039,13 @@ def test_a_relative_save_dir_in_an_ini_file_is_taken_from_its_directory(
         failed=1, passed=1
     )
     assert (tests / "here" / "index.html").is_file()
+    # With -o, pytest's ini value: from the ini file's directory, as the docs
+    # say (errors name it "(-o)", not "(ini)").
+    pytester.runpytest(
+        "-p", "no:xdist", "-o", "smtpsink_save_dir=other"
+    ).assert_outcomes(failed=1, passed=1)
+    assert (pytester.path / "other" / "index.html").is_file()
+    assert not (tests / "other").exists()
 
 
 def test_a_save_dir_that_cannot_be_made_is_a_usage_error(
