@@ -1701,7 +1701,9 @@ def test_outer(pytester, request):
         "def test_inner(smtpsink):\\n"
         "    assert smtpsink.settings.hostname == 'inner.test'\\n"
     ))
-    pytester.runpytest_inprocess("-p", "no:xdist").assert_outcomes(passed=1)
+    # (pytester clears PYTEST_ADDOPTS: pytest-asyncio would warn, unset.)
+    inner = pytester.runpytest_inprocess("-p", "no:xdist", "-p", "no:asyncio")
+    inner.assert_outcomes(passed=1)
     box = request.getfixturevalue("smtpsink")
     assert box.settings.hostname == "outer.test"
 """
