@@ -995,14 +995,14 @@ class Mailbox(FaultControls):
         )
 
     def _closing_lines(self, closing: Sequence[Session]) -> list[str]:
-        """The connections kept from before that only closed in this test:
-        said, so that their transcripts in the report do not puzzle."""
+        """The connections kept from before that only cleaned up in this
+        test: said, so that their transcripts in the report do not puzzle."""
         if not closing:
             return []
         since = self._opened_at
         lines = [
-            f"  ({plural(len(closing), 'connection')} kept open from before only "
-            f"closed {self._scope}, after delivering earlier:"
+            f"  ({plural(len(closing), 'connection')} kept open from before sent "
+            f"only QUIT, RSET or NOOP {self._scope}:"
         ]
         for session in closing[:_LISTED]:
             delivered = sum(

@@ -1642,8 +1642,8 @@ def test_a_kept_connection_that_only_quit_did_not_try_to_send(
     assert "sent commands" not in str(caught.value), caught.value
     assert lines[2].startswith(f"Hint: no client connected to {smtpsink.url}")
     assert lines[3:5] == [
-        "  (1 connection kept open from before only closed since clear(), after "
-        "delivering earlier:",
+        "  (1 connection kept open from before sent only QUIT, RSET or NOOP "
+        "since clear():",
         f"   {session.summary()}; delivered 1 message before)",
     ]
 
