@@ -169,6 +169,14 @@ def publish_key(
         # ValueError (not PEM, a bad key), TypeError (encrypted),
         # UnsupportedAlgorithm: all say what is wrong with the key.
         except Exception as error:
+            if b"-----BEGIN PUBLIC KEY-----" in data:
+                # The other half of the pair: OpenSSL's "invalid padding"
+                # or "malformed framing" would not say so.
+                raise ValueError(
+                    "private_key holds a public key (BEGIN PUBLIC KEY): give "
+                    "the private key that the application signs with; "
+                    "dkim_key publishes its public half"
+                ) from None
             raise ValueError(
                 f"private_key could not be read as an unencrypted PEM private "
                 f"key: {error}"

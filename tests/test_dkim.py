@@ -11,6 +11,7 @@ import sys
 import dkim
 import pytest
 from conftest import make_message
+from cryptography.hazmat.primitives import serialization
 
 from pytest_smtpsink import DkimResult, Mailbox
 
@@ -382,6 +383,19 @@ def test_bad_arguments_are_named(smtpsink: Mailbox) -> None:
         smtpsink.dkim_key("shop.example", private_key=5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="private_key could not be read as an"):
         smtpsink.dkim_key("shop.example", private_key="not a key")
+    # The public half by mistake: OpenSSL said "invalid padding".
+    public = (
+        serialization.load_pem_private_key(
+            smtpsink.dkim_key("pair.example").encode(), password=None
+        )
+        .public_key()
+        .public_bytes(
+            serialization.Encoding.PEM,
+            serialization.PublicFormat.SubjectPublicKeyInfo,
+        )
+    )
+    with pytest.raises(ValueError, match=r"private_key holds a public key \(BEGIN"):
+        smtpsink.dkim_key("shop.example", private_key=public)
 
 
 @pytest.mark.parametrize("bits", [1024, 4096, 512])
