@@ -243,6 +243,11 @@ def mask_command(rest: str, command: Command | None = None) -> str:
                 " ****" if len(command.args) > 1 else ""
             )
     name = "AUTHENTICATE" if verb.startswith("AUTHENTICATE") else "LOGIN"
+    # The verb as written when it is a word ("LOGINN ann pw" is not LOGIN);
+    # cut after LOGIN when it runs on into what may be its arguments.
+    word = stripped.split(maxsplit=1)[0] if stripped.split() else name
+    if word.isascii() and word.isalpha() and len(word) <= len(name) + 4:
+        name = word
     return f"{name} ****" if len(stripped) > len(name) else name
 
 

@@ -205,8 +205,9 @@ def test_a_password_where_no_login_expects_it_is_masked(
                 "c AUTH PLAIN "
                 + base64.b64encode(f"\0ann@example.com\0{PASSWORD}".encode()).decode(),
                 f"d LOGN ann {PASSWORD}",
+                f"e LOGINN ann {PASSWORD}",  # was recorded as "LOGIN ****"
             ],
-            ["LOGIN ****", "****", "AUTH ****", "LOGN ****"],  # tags apart
+            ["LOGIN ****", "****", "AUTH ****", "LOGN ****", "LOGINN ****"],
         ),
         (
             "IMAP",
