@@ -1026,9 +1026,10 @@ class Mailbox(FaultControls):
         lines = [
             f"Hint: {plural(len(mail), 'message')} arrived during this test's "
             "set-up, before this mailbox was made (it shows only what arrives "
-            "after): a fixture that sends mail was set up before smtpsink. "
-            "Request smtpsink first (def test(smtpsink, sending_fixture)), or "
-            "request it in that fixture:"
+            "after): a fixture set up before smtpsink sent it, or a sender "
+            "still running from an earlier test. For a fixture, request "
+            "smtpsink first (def test(smtpsink, sending_fixture)), or request "
+            "it in that fixture:"
         ]
         return [*lines, *_listed_summaries(mail)]
 

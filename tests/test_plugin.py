@@ -796,8 +796,9 @@ def test_none_in_this_one(smtpsink):
     result.stdout.fnmatch_lines(
         [
             "E       Hint: 1 message arrived during this test's set-up, before this "
-            "mailbox was made (it shows only what arrives after): a fixture that "
-            "sends mail was set up before smtpsink. Request smtpsink first (def "
+            "mailbox was made (it shows only what arrives after): a fixture set "
+            "up before smtpsink sent it, or a sender still running from an "
+            "earlier test. For a fixture, request smtpsink first (def "
             "test(smtpsink, sending_fixture)), or request it in that fixture:",
             "E         #1 *app@example.com -> ann@example.com | To: - | "
             "Subject: 'seed' | * bytes",
