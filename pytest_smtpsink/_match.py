@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, TypedDict, Union
 
 from ._message import (
     Address,
-    Addresses,
     Attachment,
     Message,
     message_label,
@@ -262,10 +261,12 @@ _ADDRESS_FIELDS: dict[str, Callable[[Message], tuple[str, ...]]] = {
     "to": lambda m: m.to,
     "cc": lambda m: m.cc,
     "reply_to": lambda m: m.reply_to,
-    # The envelope's too, as Address: a predicate then compares them as the
-    # str criterion does (the domain's case and spelling aside).
-    "mail_from": lambda m: (Address(m.envelope.mail_from),),
-    "rcpt_to": lambda m: Addresses(Address(a) for a in m.envelope.rcpt_to),
+    # The envelope's as the client sent them: plain strings, not Address.
+    # Address hashes by its normalized form, so a predicate's set or dict of
+    # the exact strings ({"app@Example.COM"}) missed it; and the str and
+    # regex criteria normalize these themselves.
+    "mail_from": lambda m: (m.envelope.mail_from,),
+    "rcpt_to": lambda m: m.envelope.rcpt_to,
 }
 
 
