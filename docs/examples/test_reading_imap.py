@@ -63,3 +63,19 @@ def test_idle_wakes_when_mail_arrives(smtpsink: Mailbox) -> None:
         assert imap.readline() == b"* 1 EXISTS\r\n"  # at once: no polling
         imap.send(b"DONE\r\n")
         imap.logout()
+
+
+def test_a_client_told_bye_at_idle(smtpsink: Mailbox) -> None:
+    # IDLE outlasts idle_timeout; a fault sends the BYE that a client's
+    # reconnect logic is there for.
+    smtpsink.fail("IMAP:IDLE", 421, "Restarting")
+    imap = imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port)
+    try:
+        imap.login("ann@example.com", "any password")
+        imap.select("INBOX")
+        tag = imap._new_tag().decode()
+        imap.send(f"{tag} IDLE\r\n".encode())
+        assert imap.readline() == b"* BYE [UNAVAILABLE] Restarting\r\n"
+        assert imap.readline() == b""  # the server closed the connection
+    finally:
+        imap.shutdown()  # not logout(): there is no one left to answer it
