@@ -243,11 +243,11 @@ def mask_command(rest: str, command: Command | None = None) -> str:
                 " ****" if len(command.args) > 1 else ""
             )
     name = "AUTHENTICATE" if verb.startswith("AUTHENTICATE") else "LOGIN"
-    # The verb as written when it is a word ("LOGINN ann pw" is not LOGIN);
-    # cut after LOGIN when it runs on into what may be its arguments.
-    word = stripped.split(maxsplit=1)[0] if stripped.split() else name
-    if word.isascii() and word.isalpha() and len(word) <= len(name) + 4:
-        name = word
+    if len(stripped) > len(name) and not stripped[len(name)].isspace():
+        # A verb that runs on ("LOGINN ann pw", "LOGINpw"): not LOGIN, and
+        # the letters after it may be a password typed without the space,
+        # so they are masked too, glued on to show the verb was longer.
+        return f"{name}****"
     return f"{name} ****" if len(stripped) > len(name) else name
 
 
@@ -855,7 +855,11 @@ class _Connection(ReadSideConnection):
             if _secret_tag(tag):
                 # Its "command" is what follows LOGIN: never echoed.
                 return f"Unknown command after the tag {tag} (is the tag missing?)"
-            return f"Unknown or unsupported command: {name.rpartition(' ')[2]}"
+            verb = name.rpartition(" ")[2]
+            if verb.startswith(_SECRET_VERBS):
+                # "LOGINpw": the tail may be a password without its space.
+                verb = mask_command(verb)
+            return f"Unknown or unsupported command: {verb}"
         if name in _NOT_AUTHENTICATED and self.state != "not-authenticated":
             return f"{name} is not valid after login"
         if name in _AUTHENTICATED | _SELECTED and self.state == "not-authenticated":

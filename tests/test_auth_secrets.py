@@ -205,9 +205,21 @@ def test_a_password_where_no_login_expects_it_is_masked(
                 "c AUTH PLAIN "
                 + base64.b64encode(f"\0ann@example.com\0{PASSWORD}".encode()).decode(),
                 f"d LOGN ann {PASSWORD}",
-                f"e LOGINN ann {PASSWORD}",  # was recorded as "LOGIN ****"
+                # Run on past LOGIN: the tail may be a password without
+                # its space ("LOGINN ****" showed "LOGINpw" whole).
+                f"e LOGINN ann {PASSWORD}",
+                f"f LOGIN{PASSWORD}",
+                f"g AUTHENTICATE{PASSWORD} x",
             ],
-            ["LOGIN ****", "****", "AUTH ****", "LOGN ****", "LOGINN ****"],
+            [
+                "LOGIN ****",
+                "****",
+                "AUTH ****",
+                "LOGN ****",
+                "LOGIN****",
+                "LOGIN****",
+                "AUTHENTICATE****",
+            ],
         ),
         (
             "IMAP",
@@ -383,6 +395,32 @@ def test_a_password_sent_as_a_command_is_not_echoed_to_the_client(
         )
     assert (code, hostile_auth.leaks(text.decode())) == (500, [])
     assert text == b"5.5.2 Error: command not recognized"
+
+
+def test_a_password_run_on_to_imap_login_is_neither_recorded_nor_echoed(
+    smtpsink: Mailbox,
+) -> None:
+    # "LOGINpw" (the space left out) was recorded as "LOGINpw", and the BAD
+    # reply echoed "LOGINPW" to the client and into the transcript.
+    secret = "Horsebatterystaple"
+    lines = [f"a LOGIN{secret}", f"b AUTHENTICATE{secret} x", "z LOGOUT"]
+    with socket.create_connection(
+        (smtpsink.imap.host, smtpsink.imap.port), timeout=10
+    ) as sock:
+        sock.sendall("".join(line + "\r\n" for line in lines).encode())
+        with sock.makefile("rb") as replies:
+            said = replies.read().decode()
+    smtpsink.wait_until(
+        lambda: bool(smtpsink.sessions) and smtpsink.sessions[-1].end is not None
+    )
+    (session,) = smtpsink.sessions
+    assert "a BAD Unknown or unsupported command: LOGIN****\r\n" in said
+    assert [e.line for e in session.transcript if e.kind == "command"][:2] == [
+        "LOGIN****",
+        "AUTHENTICATE****",
+    ]
+    shown = said + session.format_transcript() + repr(session)
+    assert secret.lower() not in shown.lower()
 
 
 @pytest.mark.parametrize("password", ["ok-go", "data-2024", "250-alpha", "list of it"])
