@@ -71,6 +71,9 @@ class Mailbox(FaultControls):
     #: (a fixture set up before ``smtpsink``): not this mailbox's, but the
     #: reason for a "nothing arrived" that would otherwise blame the app.
     _set_up_mail: tuple[Message, ...] = ()
+    #: Made in the test's body, not its set-up: mail before it was the
+    #: test's own, and the hint says so.
+    _made_in_body = False
 
     def __init__(self, sink: SMTPSink, store: Store, cursor: tuple[int, int]) -> None:
         self._sink = sink
@@ -1023,6 +1026,17 @@ class Mailbox(FaultControls):
         connected: is the code given this host and port?" sent the reader
         to check settings that were right."""
         mail = self._set_up_mail
+        if self._made_in_body:
+            # getfixturevalue("smtpsink") or smtpsink_factory() in the test,
+            # after the code that sent: not a fixture's doing.
+            lines = [
+                f"Hint: {plural(len(mail), 'message')} arrived earlier in this "
+                "test, before this mailbox was made in its body (it shows only "
+                "what arrives after): make the mailbox before the code that "
+                "sends (request smtpsink as an argument, or call "
+                "smtpsink_factory() first):"
+            ]
+            return [*lines, *_listed_summaries(mail)]
         lines = [
             f"Hint: {plural(len(mail), 'message')} arrived during this test's "
             "set-up, before this mailbox was made (it shows only what arrives "
@@ -1058,10 +1072,12 @@ class Mailbox(FaultControls):
         return f"<Mailbox {where} messages={len(self._store.messages_since(self._cursor))}>"
 
 
-def note_set_up_mail(view: Mailbox, since: float) -> None:
+def note_set_up_mail(view: Mailbox, since: float, in_set_up: bool = True) -> None:
     """Keep, for ``view``'s failure reports, the mail stored since ``since``
-    (when the test's set-up began) and before ``view`` was made."""
+    (when the test's set-up began) and before ``view`` was made: in the
+    test's set-up, or (``in_set_up`` false) later, in its body."""
     view._set_up_mail = view._store.arrived_before(view._cursor, since)
+    view._made_in_body = not in_set_up
 
 
 def share_test(view: Mailbox, views: Sequence[Mailbox]) -> None:

@@ -810,6 +810,42 @@ def test_none_in_this_one(smtpsink):
     assert "set-up" not in last
 
 
+def test_mail_the_test_sent_before_making_its_mailbox_is_named_as_its_own(
+    pytester: pytest.Pytester,
+) -> None:
+    # A mailbox made in the test's body, after the send: the hint blamed
+    # "a fixture set up before smtpsink", which there was none of.
+    pytester.makepyfile(
+        """
+import smtplib
+
+def send(sink):
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail("app@example.com", ["ann@example.com"],
+                        "Subject: early\\r\\n\\r\\nhi\\r\\n")
+
+def test_lazy_fixture(smtpsink_server, request):
+    send(smtpsink_server)
+    request.getfixturevalue("smtpsink").assert_sent(subject="early")
+
+def test_factory(smtpsink_server, smtpsink_factory):
+    send(smtpsink_server)
+    smtpsink_factory().assert_sent(subject="early")
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist", "--smtpsink-report=off")
+    result.assert_outcomes(failed=2)
+    hint = (
+        "E       Hint: 1 message arrived earlier in this test, before this mailbox "
+        "was made in its body (it shows only what arrives after): make the "
+        "mailbox before the code that sends (request smtpsink as an argument, "
+        "or call smtpsink_factory() first):"
+    )
+    result.stdout.fnmatch_lines([hint, "E         #1 *Subject: 'early'*"])
+    result.stdout.fnmatch_lines([hint, "E         #2 *Subject: 'early'*"])
+    assert "a fixture set up before smtpsink" not in result.stdout.str()
+
+
 def test_report_shows_the_connection_kept_open_that_delivered_the_mail(
     pytester: pytest.Pytester,
 ) -> None:
