@@ -1160,12 +1160,13 @@ def _quit_after_ehlo(session: Session) -> str:
     verbs = [e.command for e in session.transcript if e.command is not None]
     if "EHLO" not in verbs or not set(verbs) <= {"EHLO", *_CLEAN_UP}:
         return ""
-    offered = " ".join(
-        reply.upper()
-        for e in session.transcript
-        if e.command == "EHLO"
-        for reply in e.replies
-    )
+    replies = [e.replies for e in session.transcript if e.command == "EHLO"][-1]
+    if not replies or not replies[-1].startswith("250"):
+        # EHLO itself was refused (a fault, a 421): that is why it quit.
+        return ""
+    # The extension keywords: each line's first word after the first line,
+    # which is the server's name (a sink named auth.example offers no AUTH).
+    offered = {line[4:].partition(" ")[0].upper() for line in replies[1:]}
     if "STARTTLS" in offered:
         # AUTH may come only after it; a client that wanted AUTH would
         # have started TLS first, so nothing is sure enough to say.

@@ -1770,6 +1770,31 @@ def test_a_client_that_quit_after_ehlo_on_a_starttls_sink_gets_no_guess(
     assert "did it want" not in str(caught.value)
 
 
+def test_the_quit_after_ehlo_guess_reads_the_extensions_of_a_granted_ehlo(
+    smtpsink_factory: Callable[..., Mailbox],
+) -> None:
+    # A sink named auth.example offers no AUTH: the guess read "AUTH" in the
+    # whole reply, its name included, and asked only about STARTTLS.
+    named = smtpsink_factory(hostname="auth.example")
+    with smtplib.SMTP(named.host, named.port) as client:
+        client.ehlo()
+    named.wait_until(lambda: named.sessions[-1].end is not None)
+    with pytest.raises(AssertionError) as caught:
+        named.assert_sent()
+    assert "did it want STARTTLS or AUTH, which" in str(caught.value)
+    # An EHLO refused is why the client quit: no guess about extensions.
+    refused = smtpsink_factory()
+    refused.fail("EHLO", 550, "Not you")
+    with smtplib.SMTP(refused.host, refused.port) as client:
+        assert client.ehlo()[0] == 550
+    refused.wait_until(lambda: refused.sessions[-1].end is not None)
+    with pytest.raises(AssertionError) as caught:
+        refused.assert_sent()
+    assert str(caught.value).endswith(
+        "last refusal: C: ehlo [127.0.0.1] S: 550 Not you  [injected]"
+    ), caught.value
+
+
 def test_a_mailbox_assertion_points_at_mail_for_it_at_another_sink(
     smtpsink: Mailbox, smtpsink_factory: Callable[..., Mailbox]
 ) -> None:
