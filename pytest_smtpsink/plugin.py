@@ -683,8 +683,11 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     # A run inside a test's (pytester's in-process runs) ends: that test's
-    # own fixtures may still ask which test runs.
-    _RUNNING.item = config.stash.get(_OUTER_ITEM_KEY, None)
+    # own fixtures may still ask which test runs. Only if this run's
+    # configure got that far: one that failed before it (another plugin's
+    # UsageError) changed nothing to restore.
+    if _OUTER_ITEM_KEY in config.stash:
+        _RUNNING.item = config.stash[_OUTER_ITEM_KEY]
     previous_spamd = config.stash.get(_SPAMD_KEY, None)
     if previous_spamd is not None:
         from . import _spam

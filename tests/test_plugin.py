@@ -1743,7 +1743,23 @@ def test_outer(pytester, request):
     inner.assert_outcomes(passed=1)
     box = request.getfixturevalue("smtpsink")
     assert box.settings.hostname == "outer.test"
+
+@pytest.mark.smtpsink(hostname="outer.test")
+def test_outer_of_a_broken_run(pytester, request):
+    # Its configure fails before the plugin's: nothing of ours to undo (it
+    # set the running test to None, so the fixture raised RuntimeError).
+    pytester.makeconftest(
+        "import pytest\\n"
+        "@pytest.hookimpl(tryfirst=True)\\n"
+        "def pytest_configure(config):\\n"
+        "    raise pytest.UsageError('inner config is broken')\\n"
+    )
+    pytester.makepyfile(test_inner="def test_inner(): pass\\n")
+    inner = pytester.runpytest_inprocess("-p", "no:xdist", "-p", "no:asyncio")
+    assert inner.ret == pytest.ExitCode.USAGE_ERROR
+    box = request.getfixturevalue("smtpsink")
+    assert box.settings.hostname == "outer.test"
 """
     )
     result = pytester.runpytest_inprocess("-p", "no:xdist", "-p", "pytester")
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(passed=2)
