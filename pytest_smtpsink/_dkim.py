@@ -169,11 +169,13 @@ def publish_key(
         # ValueError (not PEM, a bad key), TypeError (encrypted),
         # UnsupportedAlgorithm: all say what is wrong with the key.
         except Exception as error:
-            if b"-----BEGIN PUBLIC KEY-----" in data:
+            public = _public_key_label(data)
+            if public is not None and b"PRIVATE KEY-----" not in data:
                 # The other half of the pair: OpenSSL's "invalid padding"
-                # or "malformed framing" would not say so.
+                # or "malformed framing" would not say so. (A private key
+                # with its public half after it fails for its own reason.)
                 raise ValueError(
-                    "private_key holds a public key (BEGIN PUBLIC KEY): give "
+                    f"private_key holds a public key ({public}): give "
                     "the private key that the application signs with; "
                     "dkim_key publishes its public half"
                 ) from None
@@ -210,6 +212,16 @@ def publish_key(
         serialization.NoEncryption(),
     )
     return pem.decode("ascii")
+
+
+_PUBLIC_PEM = re.compile(rb"-----BEGIN ((?:RSA )?PUBLIC KEY)-----")
+
+
+def _public_key_label(data: bytes) -> str | None:
+    """``"BEGIN PUBLIC KEY"`` (SPKI) or ``"BEGIN RSA PUBLIC KEY"`` (PKCS #1,
+    what ``openssl rsa -RSAPublicKey_out`` writes) when ``data`` holds one."""
+    found = _PUBLIC_PEM.search(data)
+    return None if found is None else f"BEGIN {found.group(1).decode()}"
 
 
 def _lookup(name: bytes | str, timeout: float = 5) -> bytes | None:

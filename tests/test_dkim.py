@@ -383,19 +383,33 @@ def test_bad_arguments_are_named(smtpsink: Mailbox) -> None:
         smtpsink.dkim_key("shop.example", private_key=5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="private_key could not be read as an"):
         smtpsink.dkim_key("shop.example", private_key="not a key")
-    # The public half by mistake: OpenSSL said "invalid padding".
-    public = (
-        serialization.load_pem_private_key(
-            smtpsink.dkim_key("pair.example").encode(), password=None
-        )
-        .public_key()
-        .public_bytes(
-            serialization.Encoding.PEM,
-            serialization.PublicFormat.SubjectPublicKeyInfo,
-        )
+    # The public half by mistake: OpenSSL said "invalid padding". In PKCS #1
+    # too ("BEGIN RSA PUBLIC KEY", as openssl -RSAPublicKey_out writes it).
+    private = serialization.load_pem_private_key(
+        smtpsink.dkim_key("pair.example").encode(), password=None
     )
-    with pytest.raises(ValueError, match=r"private_key holds a public key \(BEGIN"):
-        smtpsink.dkim_key("shop.example", private_key=public)
+    for layout, label in [
+        (serialization.PublicFormat.SubjectPublicKeyInfo, "BEGIN PUBLIC KEY"),
+        (serialization.PublicFormat.PKCS1, "BEGIN RSA PUBLIC KEY"),
+    ]:
+        public = private.public_key().public_bytes(serialization.Encoding.PEM, layout)
+        with pytest.raises(
+            ValueError, match=rf"^private_key holds a public key \({label}\): give"
+        ):
+            smtpsink.dkim_key("shop.example", private_key=public)
+    # An encrypted private key with its public half after it is called
+    # encrypted, not a public key.
+    encrypted = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pw"),
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"^private_key could not be read as an unencrypted PEM private "
+        r"key: Password was not given but private key is encrypted",
+    ):
+        smtpsink.dkim_key("shop.example", private_key=encrypted + public)
 
 
 @pytest.mark.parametrize("bits", [1024, 4096, 512])
