@@ -778,11 +778,47 @@ def _ca_file_problem(path: str, mtime_ns: int, size: int) -> str | None:
     try:
         ssl.create_default_context(cafile=path)
     except ssl.SSLError as error:
-        reason = f" ({error.reason})" if error.reason else ""
-        return f"{path!r} holds no PEM certificate{reason}"
+        if error.reason:
+            return f"{path!r} holds no PEM certificate ({error.reason})"
+        return f"{path!r} {_pem_damage(path)}"
     except OSError as error:
         return f"{path!r} cannot be read: {error.strerror or error}"
     return None
+
+
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.DOTALL
+)
+
+
+def _pem_damage(path: str) -> str:
+    """What is wrong with a CA file OpenSSL refused without a reason (it
+    says "PEM lib"): no certificate, one cut off, or which one is damaged."""
+    import ssl
+
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as error:
+        return f"cannot be read: {error.strerror or error}"
+    begun = data.count(b"-----BEGIN CERTIFICATE-----")
+    found = _PEM_CERTIFICATE.findall(data)
+    if not begun:
+        return "holds no PEM certificate"
+    if len(found) < begun:
+        return "holds a PEM certificate with no END CERTIFICATE line (cut off?)"
+    for number, block in enumerate(found, 1):
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(
+                cadata=block.decode("ascii", "replace")
+            )
+        except ssl.SSLError:
+            return (
+                f"holds a PEM certificate that cannot be read: certificate "
+                f"{number} of {len(found)} is damaged between its BEGIN and END "
+                "lines"
+            )
+    return "holds PEM certificates that OpenSSL cannot read"
 
 
 def _tls_context(

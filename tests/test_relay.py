@@ -925,6 +925,30 @@ def test_bad_relay_settings_name_the_setting(
     assert raised.value.setting == setting
 
 
+def test_a_damaged_ca_file_is_named_with_what_is_wrong(tmp_path: Path) -> None:
+    # OpenSSL refuses these with "PEM lib" and no reason: the error said
+    # "holds no PEM certificate" of a file that holds one, damaged.
+    import trustme
+
+    good = trustme.CA().cert_pem.bytes()
+    damaged = b"-----BEGIN CERTIFICATE-----\nMIIBroken\n-----END CERTIFICATE-----\n"
+    damaged_at = "holds a PEM certificate that cannot be read: certificate {}"
+    files = {
+        "damaged.pem": (damaged, damaged_at.format("1 of 1")),
+        "second.pem": (good + damaged, damaged_at.format("2 of 2")),
+        "cut.pem": (
+            good[: len(good) // 2],
+            "holds a PEM certificate with no END CERTIFICATE line (cut off?)",
+        ),
+    }
+    for name, (content, reason) in files.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(SettingsError) as raised:
+            SinkSettings(relay=f"smtps://127.0.0.1:465?cafile={path}", relay_to=".*")
+        assert f"{str(path)!r} {reason}" in str(raised.value)
+
+
 @pytest.mark.parametrize(
     "url",
     [
