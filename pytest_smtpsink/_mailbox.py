@@ -71,9 +71,10 @@ class Mailbox(FaultControls):
     #: (a fixture set up before ``smtpsink``): not this mailbox's, but the
     #: reason for a "nothing arrived" that would otherwise blame the app.
     _set_up_mail: tuple[Message, ...] = ()
-    #: Made in the test's body, not its set-up: mail before it was the
-    #: test's own, and the hint says so.
-    _made_in_body = False
+    #: Mail that arrived after the test's set-up, before this mailbox was
+    #: made in the test's body (getfixturevalue, smtpsink_factory()): the
+    #: test's own, sent too early.
+    _body_mail: tuple[Message, ...] = ()
 
     def __init__(self, sink: SMTPSink, store: Store, cursor: tuple[int, int]) -> None:
         self._sink = sink
@@ -953,7 +954,7 @@ class Mailbox(FaultControls):
                 if s.protocol == "SMTP"
             ),
         ]
-        if not smtp and self._set_up_mail:
+        if not smtp and (self._set_up_mail or self._body_mail):
             return self._set_up_mail_hint()
         if not smtp:
             if sent_elsewhere or put_in:
@@ -1020,32 +1021,35 @@ class Mailbox(FaultControls):
         return lines
 
     def _set_up_mail_hint(self) -> list[str]:
-        """Nothing arrived in this mailbox, but mail did arrive in the test's
-        set-up before it was made: a fixture that sends, set up before
-        ``smtpsink`` (the order of the test's arguments decides). "No client
+        """Nothing arrived in this mailbox, but mail did arrive in the test
+        before it was made: in the set-up, from a fixture that sends, set up
+        before ``smtpsink`` (the order of the test's arguments decides); or
+        in the body, before the test made this mailbox there. "No client
         connected: is the code given this host and port?" sent the reader
         to check settings that were right."""
-        mail = self._set_up_mail
-        if self._made_in_body:
-            # getfixturevalue("smtpsink") or smtpsink_factory() in the test,
-            # after the code that sent: not a fixture's doing.
-            lines = [
-                f"Hint: {plural(len(mail), 'message')} arrived earlier in this "
-                "test, before this mailbox was made in its body (it shows only "
-                "what arrives after): make the mailbox before the code that "
-                "sends (request smtpsink as an argument, or call "
-                "smtpsink_factory() first):"
+        lines = []
+        if self._set_up_mail:
+            mail = self._set_up_mail
+            lines += [
+                f"Hint: {plural(len(mail), 'message')} arrived during this "
+                "test's set-up, before this mailbox was made (it shows only "
+                "what arrives after): a fixture set up before smtpsink sent "
+                "it, or a sender still running from an earlier test. For a "
+                "fixture, request smtpsink first (def test(smtpsink, "
+                "sending_fixture)), or request it in that fixture:",
+                *_listed_summaries(mail),
             ]
-            return [*lines, *_listed_summaries(mail)]
-        lines = [
-            f"Hint: {plural(len(mail), 'message')} arrived during this test's "
-            "set-up, before this mailbox was made (it shows only what arrives "
-            "after): a fixture set up before smtpsink sent it, or a sender "
-            "still running from an earlier test. For a fixture, request "
-            "smtpsink first (def test(smtpsink, sending_fixture)), or request "
-            "it in that fixture:"
-        ]
-        return [*lines, *_listed_summaries(mail)]
+        if self._body_mail:
+            mail = self._body_mail
+            lines += [
+                f"Hint: {plural(len(mail), 'message')} arrived in this test's "
+                "body before this mailbox was made there (it shows only what "
+                "arrives after): make the mailbox before the code that sends "
+                "(request smtpsink as an argument, or call smtpsink_factory() "
+                "first):",
+                *_listed_summaries(mail),
+            ]
+        return lines
 
     def _elsewhere(self, criteria: Criteria) -> list[Elsewhere]:
         """What the test's other sinks got: the usual cause of "nothing
@@ -1072,12 +1076,21 @@ class Mailbox(FaultControls):
         return f"<Mailbox {where} messages={len(self._store.messages_since(self._cursor))}>"
 
 
-def note_set_up_mail(view: Mailbox, since: float, in_set_up: bool = True) -> None:
+def note_set_up_mail(
+    view: Mailbox, since: float, set_up_done: float | None = None
+) -> None:
     """Keep, for ``view``'s failure reports, the mail stored since ``since``
-    (when the test's set-up began) and before ``view`` was made: in the
-    test's set-up, or (``in_set_up`` false) later, in its body."""
-    view._set_up_mail = view._store.arrived_before(view._cursor, since)
-    view._made_in_body = not in_set_up
+    (when the test's set-up began) and before ``view`` was made: apart
+    what arrived in the set-up and, for a mailbox made in the test's body
+    (``set_up_done``: when the set-up ended), what arrived after it."""
+    mail = view._store.arrived_before(view._cursor, since)
+    if set_up_done is None:
+        view._set_up_mail = mail
+        return
+    view._set_up_mail = tuple(
+        m for m in mail if m.received_at.timestamp() < set_up_done
+    )
+    view._body_mail = mail[len(view._set_up_mail) :]
 
 
 def share_test(view: Mailbox, views: Sequence[Mailbox]) -> None:

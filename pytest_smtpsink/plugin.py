@@ -52,10 +52,10 @@ _UNUSED_MARKERS_KEY = pytest.StashKey["list[tuple[frozenset[str], str]]"]()
 #: When the test's set-up began (``time.time()``): mail that arrived
 #: between then and its first mailbox came from a fixture set up before it.
 _SET_UP_AT_KEY = pytest.StashKey[float]()
-#: Set once the test's set-up is over: a mailbox made later (in the test's
-#: body, by getfixturevalue or smtpsink_factory()) missed mail the test
-#: itself sent, not a fixture's.
-_SET_UP_DONE_KEY = pytest.StashKey[bool]()
+#: When the test's set-up ended: a mailbox made later (in the test's body,
+#: by getfixturevalue or smtpsink_factory()) missed mail that arrived after
+#: it, which the test itself sent, not a fixture.
+_SET_UP_DONE_KEY = pytest.StashKey[float]()
 #: The test being run, for the ``smtpsink`` fixture (see `_running_item`);
 #: what it was when this config began (an outer run, under pytester).
 _OUTER_ITEM_KEY = pytest.StashKey["pytest.Item | None"]()
@@ -881,8 +881,8 @@ def _open_view(config: pytest.Config, sink: SMTPSink, item: pytest.Item) -> Mail
         if set_up_at is not None:
             from . import _mailbox  # loaded with the sink
 
-            in_set_up = not stash.get(_SET_UP_DONE_KEY, False)
-            _mailbox.note_set_up_mail(view, set_up_at, in_set_up)
+            set_up_done = stash.get(_SET_UP_DONE_KEY, None)
+            _mailbox.note_set_up_mail(view, set_up_at, set_up_done)
         sink.forget_before(view)
     view.default_timeout = config.stash[_TIMEOUT_KEY]
     views.append(view)
@@ -1050,7 +1050,7 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if report.when == "setup":
-        item.stash[_SET_UP_DONE_KEY] = True
+        item.stash[_SET_UP_DONE_KEY] = time.time()
     elif report.when == "call" and _UNUSED_MARKERS_KEY in item.stash:
         item.stash[_CALL_PASSED_KEY] = report.passed
     opened = item.stash.get(_VIEWS_KEY, None)

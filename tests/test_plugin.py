@@ -814,36 +814,56 @@ def test_mail_the_test_sent_before_making_its_mailbox_is_named_as_its_own(
     pytester: pytest.Pytester,
 ) -> None:
     # A mailbox made in the test's body, after the send: the hint blamed
-    # "a fixture set up before smtpsink", which there was none of.
+    # "a fixture set up before smtpsink", which there was none of. Mail a
+    # fixture did send in the set-up keeps that hint.
     pytester.makepyfile(
         """
 import smtplib
+import pytest
 
-def send(sink):
+def send(sink, subject):
     with smtplib.SMTP(sink.host, sink.port) as client:
         client.sendmail("app@example.com", ["ann@example.com"],
-                        "Subject: early\\r\\n\\r\\nhi\\r\\n")
+                        f"Subject: {subject}\\r\\n\\r\\nhi\\r\\n")
+
+@pytest.fixture
+def welcome(smtpsink_server):
+    send(smtpsink_server, "welcome")
 
 def test_lazy_fixture(smtpsink_server, request):
-    send(smtpsink_server)
-    request.getfixturevalue("smtpsink").assert_sent(subject="early")
+    send(smtpsink_server, "early")
+    request.getfixturevalue("smtpsink").assert_sent(subject="late")
 
 def test_factory(smtpsink_server, smtpsink_factory):
-    send(smtpsink_server)
-    smtpsink_factory().assert_sent(subject="early")
+    send(smtpsink_server, "early")
+    smtpsink_factory().assert_sent(subject="late")
+
+def test_both(welcome, smtpsink_server, request):
+    send(smtpsink_server, "early")
+    request.getfixturevalue("smtpsink").assert_sent(subject="late")
 """
     )
     result = pytester.runpytest("-p", "no:xdist", "--smtpsink-report=off")
-    result.assert_outcomes(failed=2)
-    hint = (
-        "E       Hint: 1 message arrived earlier in this test, before this mailbox "
-        "was made in its body (it shows only what arrives after): make the "
-        "mailbox before the code that sends (request smtpsink as an argument, "
-        "or call smtpsink_factory() first):"
+    result.assert_outcomes(failed=3)
+    in_body = (
+        "E       Hint: 1 message arrived in this test's body before this mailbox "
+        "was made there (it shows only what arrives after): make the mailbox "
+        "before the code that sends (request smtpsink as an argument, or call "
+        "smtpsink_factory() first):"
     )
-    result.stdout.fnmatch_lines([hint, "E         #1 *Subject: 'early'*"])
-    result.stdout.fnmatch_lines([hint, "E         #2 *Subject: 'early'*"])
-    assert "a fixture set up before smtpsink" not in result.stdout.str()
+    in_set_up = "E       Hint: 1 message arrived during this test's set-up, *"
+    result.stdout.fnmatch_lines([in_body, "E         #1 *Subject: 'early'*"])
+    result.stdout.fnmatch_lines([in_body, "E         #2 *Subject: 'early'*"])
+    result.stdout.fnmatch_lines(
+        [
+            in_set_up,
+            "E         #3 *Subject: 'welcome'*",
+            in_body,
+            "E         #4 *Subject: 'early'*",
+        ]
+    )
+    first_two = result.stdout.str().partition("_ test_both _")[0]
+    assert "set-up" not in first_two
 
 
 def test_report_shows_the_connection_kept_open_that_delivered_the_mail(
