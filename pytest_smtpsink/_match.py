@@ -125,14 +125,15 @@ def _check_value(name: str, value: object, where: str = "") -> None:
         problem = (
             f"a {type(value).__name__}: a message has one sender; give it "
             f"({name}='a@example.com'), or for any of several pass a callable "
-            f"({name}=lambda found: found in {list(value)!r})"
+            f"({name}=lambda found: found in {_as_found(name, value)!r})"
+            f"{_EXACT.get(name, '')}"
         )
     elif isinstance(value, (list, tuple, set, frozenset)) and name in _ADDRESS_FIELDS:
         problem = (
             f"a {type(value).__name__}: an address matches when it is among the "
             f"message's; for several, assert each ({name}='a@example.com'), or "
             f"pass a callable ({name}=lambda found: all(a in found for a in "
-            f"{list(value)!r}))"
+            f"{_as_found(name, value)!r})){_EXACT.get(name, '')}"
         )
     elif isinstance(value, bytes):
         problem = "bytes; give text (decode it)"
@@ -152,6 +153,26 @@ def _check_value(name: str, value: object, where: str = "") -> None:
 #: The criteria of a message's one sender (a From of several authors is
 #: matched by any of them, as the list criteria are).
 _SENDERS = ("from_", "mail_from")
+#: What the advice of a callable adds for the envelope's addresses, which
+#: a predicate gets as the client sent them.
+_EXACT = dict.fromkeys(
+    ("mail_from", "rcpt_to"),
+    " (its predicate gets the addresses as the client sent them, compared "
+    "exactly: give them as sent)",
+)
+
+
+def _as_found(name: str, values: Iterable[object]) -> list[object]:
+    """``values`` as a predicate of ``name`` finds them: the envelope holds
+    bare addresses, so a display name (``"Ann <ann@example.com>"``) would
+    never be among them."""
+    if name not in _EXACT:
+        return list(values)
+    bare: list[object] = []
+    for value in values:
+        parsed = getaddresses([value]) if isinstance(value, str) else []
+        bare.append(parsed[0][1] if len(parsed) == 1 and parsed[0][1] else value)
+    return bare
 
 
 def _check_one_address(name: str, value: str) -> None:
@@ -169,12 +190,13 @@ def _check_one_address(name: str, value: str) -> None:
         advice = (
             f"a message has one sender; give it ({name}={found[0]!r}), or for "
             f"any of several pass a callable ({name}=lambda found: found in "
-            f"{found!r})"
+            f"{found!r}){_EXACT.get(name, '')}"
         )
     elif all("@" in address for address in found):
         advice = (
             f"for several, assert each ({name}={found[0]!r}), or pass a callable "
             f"({name}=lambda found: all(a in found for a in {found!r}))"
+            f"{_EXACT.get(name, '')}"
         )
     else:
         advice = (

@@ -289,6 +289,41 @@ def test_the_callable_suggested_for_several_addresses_works(
     smtpsink.assert_not_sent(from_=lambda found: found in ["example.com", "app"])
 
 
+@pytest.mark.parametrize(
+    ("criteria", "advised"),
+    [
+        (
+            {"rcpt_to": ["Ann <ann@example.com>", "bob@example.com"]},
+            "rcpt_to=lambda found: all(a in found for a in "
+            "['ann@example.com', 'bob@example.com'])",
+        ),
+        (
+            {"rcpt_to": "Ann <ann@example.com>, bob@example.com"},
+            "rcpt_to=lambda found: all(a in found for a in "
+            "['ann@example.com', 'bob@example.com'])",
+        ),
+        (
+            {"mail_from": ["App <app@example.com>", "other@example.com"]},
+            "mail_from=lambda found: found in ['app@example.com', 'other@example.com']",
+        ),
+    ],
+)
+def test_the_callable_advised_for_the_envelope_matches_what_it_gets(
+    smtpsink: Mailbox, send: Send, criteria: dict[str, object], advised: str
+) -> None:
+    # The envelope's predicates get its bare strings: advice that kept the
+    # display name ("Ann <ann@example.com>" in found) never matched.
+    send(sender="app@example.com", to=["Ann <ann@example.com>", "bob@example.com"])
+    with pytest.raises(TypeError) as caught:
+        smtpsink.assert_sent(**criteria)  # type: ignore[call-overload]
+    assert (
+        f"({advised}) (its predicate gets the addresses as the client sent them, "
+        "compared exactly: give them as sent)"
+    ) in str(caught.value)
+    name, _, predicate = advised.partition("=")
+    smtpsink.assert_sent(**{name: eval(predicate)})  # the advice, run as given
+
+
 def test_a_predicate_that_raises_names_the_criterion_and_the_message(
     smtpsink: Mailbox, send: Send
 ) -> None:
