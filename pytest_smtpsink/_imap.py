@@ -185,7 +185,7 @@ def _name_out(name: str) -> bytes:
 _TAG = re.compile(rb"[^\x00-\x20\x7f-\xff(){%*\"\\+]+")
 _SECRET_VERBS = ("LOGIN", "AUTHENTICATE")
 _SECRET_LATER = re.compile(
-    r"([^\s\x00]+[\s\x00]+)(?:LOGIN|AUTHENTICATE)(?=[\s\x00]|\Z)", re.IGNORECASE
+    r"([^\s\x00]+[\s\x00]+)(?:LOGIN|AUTHENTICATE)", re.IGNORECASE
 )
 
 
@@ -230,7 +230,11 @@ def mask_command(rest: str, command: Command | None = None) -> str:
         if later is None or later.group(1).strip(" \t\x00").upper() in COMMANDS:
             return rest
         head = later.group()
-        return f"{head} ****" if len(stripped) > len(head) else head
+        tail = stripped[len(head) :]
+        if not tail:
+            return head
+        # Run on ("UID LOGINpw"): masked whole, glued on, as below.
+        return f"{head} ****" if tail[0].isspace() else f"{head}****"
     # A lone argument may be the password of a client that left out the
     # user name: only the first of two is shown.
     if command is not None and command.name == "LOGIN" and len(command.args) > 1:
@@ -778,7 +782,12 @@ class _Connection(ReadSideConnection):
             if not recorded:
                 shown = self._shown_command(shown_parts, None, tag)
                 self._append("command", shown, None if lone else error.tag)
-            await self._bad(error.tag, _sentence(error.text))
+            if lone and str(error.tag).upper().startswith(_SECRET_VERBS):
+                # "LOGINpw", tag and space left out: the "tag" may hold a
+                # password, so the BAD is untagged rather than echo it.
+                await self._bad(None, _sentence(error.text))
+            else:
+                await self._bad(error.tag, _sentence(error.text))
             if error.disconnect:
                 await self._reply_and_end(
                     "server-closed", "* BYE Cannot read the rest of that command"

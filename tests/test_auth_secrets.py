@@ -397,13 +397,25 @@ def test_a_password_sent_as_a_command_is_not_echoed_to_the_client(
     assert text == b"5.5.2 Error: command not recognized"
 
 
+@pytest.mark.parametrize("logged_in", [False, True], ids=["before-login", "after"])
 def test_a_password_run_on_to_imap_login_is_neither_recorded_nor_echoed(
-    smtpsink: Mailbox,
+    smtpsink: Mailbox, logged_in: bool
 ) -> None:
     # "LOGINpw" (the space left out) was recorded as "LOGINpw", and the BAD
-    # reply echoed "LOGINPW" to the client and into the transcript.
+    # reply echoed "LOGINPW" to the client and into the transcript; with no
+    # tag either, the whole line came back as the BAD's tag; after UID or a
+    # tab, the line was recorded whole.
     secret = "Horsebatterystaple"
-    lines = [f"a LOGIN{secret}", f"b AUTHENTICATE{secret} x", "z LOGOUT"]
+    lines = [
+        f"a LOGIN{secret}",
+        f"b AUTHENTICATE{secret} x",
+        f"LOGIN{secret}",
+        f"d UID LOGIN{secret}",
+        f"e\tlogin{secret}",
+        "z LOGOUT",
+    ]
+    if logged_in:
+        lines.insert(0, "p LOGIN ann@example.com any-password")
     with socket.create_connection(
         (smtpsink.imap.host, smtpsink.imap.port), timeout=10
     ) as sock:
@@ -415,9 +427,14 @@ def test_a_password_run_on_to_imap_login_is_neither_recorded_nor_echoed(
     )
     (session,) = smtpsink.sessions
     assert "a BAD Unknown or unsupported command: LOGIN****\r\n" in said
-    assert [e.line for e in session.transcript if e.kind == "command"][:2] == [
+    assert "\r\n* BAD Missing command name\r\n" in said
+    recorded = [e.line for e in session.transcript if e.kind == "command"]
+    assert recorded[int(logged_in) : int(logged_in) + 5] == [
         "LOGIN****",
         "AUTHENTICATE****",
+        "LOGIN****",
+        "UID LOGIN****",
+        "e\\tlogin****",
     ]
     shown = said + session.format_transcript() + repr(session)
     assert secret.lower() not in shown.lower()
