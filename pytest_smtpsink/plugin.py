@@ -628,6 +628,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     __tracebackhide__ = True  # under -W error: the warning, not this hook
     _RUNNING.item = item
     item.stash[_SET_UP_AT_KEY] = time.time()
+    if _SET_UP_DONE_KEY in item.stash:
+        # Set up again (a plugin that reruns failed tests): in set-up now.
+        del item.stash[_SET_UP_DONE_KEY]
     own = item.own_markers
     if not own:
         return
