@@ -628,9 +628,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     __tracebackhide__ = True  # under -W error: the warning, not this hook
     _RUNNING.item = item
     item.stash[_SET_UP_AT_KEY] = time.time()
+    if _VIEWS_KEY in item.stash:
+        # Set up again (a plugin that reruns failed tests): this run has
+        # mailboxes of its own.
+        del item.stash[_VIEWS_KEY]
     if _SET_UP_DONE_KEY in item.stash:
-        # Set up again (a plugin that reruns failed tests): in set-up now.
-        del item.stash[_SET_UP_DONE_KEY]
+        del item.stash[_SET_UP_DONE_KEY]  # and is in its set-up again
     own = item.own_markers
     if not own:
         return

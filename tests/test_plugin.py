@@ -866,6 +866,46 @@ def test_both(welcome, smtpsink_server, request):
     assert "set-up" not in first_two
 
 
+def test_a_test_run_again_tells_its_set_up_mail_afresh(
+    pytester: pytest.Pytester,
+) -> None:
+    # A plugin that reruns a failed test (pytest-rerunfailures) sets it up
+    # again: the first run's mailboxes were still the test's, so the second
+    # run's fixture mail went unnoticed ("No messages arrived", no hint).
+    pytester.makeconftest(
+        """
+import pytest
+from _pytest.runner import runtestprotocol
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    runtestprotocol(item, nextitem=nextitem, log=False)  # the first try
+    return None  # and pytest's own run, logged
+"""
+    )
+    pytester.makepyfile(
+        """
+import smtplib
+import pytest
+
+@pytest.fixture
+def welcome(smtpsink_server):
+    with smtplib.SMTP(smtpsink_server.host, smtpsink_server.port) as client:
+        client.sendmail("app@example.com", ["ann@example.com"],
+                        "Subject: welcome\\r\\n\\r\\nhi\\r\\n")
+
+def test_it(welcome, request):
+    request.getfixturevalue("smtpsink").assert_sent(subject="late")
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist", "--smtpsink-report=off")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["E       Hint: 1 message arrived during this test's set-up, *"]
+    )
+    assert "arrived in this test's body" not in result.stdout.str()
+
+
 def test_report_shows_the_connection_kept_open_that_delivered_the_mail(
     pytester: pytest.Pytester,
 ) -> None:
