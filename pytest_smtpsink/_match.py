@@ -121,20 +121,22 @@ def _check_value(name: str, value: object, where: str = "") -> None:
         return
     elif (name == "attachment" and isinstance(value, bytes)) or callable(value):
         return
-    elif isinstance(value, (list, tuple, set, frozenset)) and name in _SENDERS:
-        problem = (
-            f"a {type(value).__name__}: a message has one sender; give it "
-            f"({name}='a@example.com'), or for any of several pass a callable "
-            f"({name}=lambda found: found in {_as_found(name, value)!r})"
-            f"{_EXACT.get(name, '')}"
-        )
     elif isinstance(value, (list, tuple, set, frozenset)) and name in _ADDRESS_FIELDS:
-        problem = (
-            f"a {type(value).__name__}: an address matches when it is among the "
-            f"message's; for several, assert each ({name}='a@example.com'), or "
-            f"pass a callable ({name}=lambda found: all(a in found for a in "
-            f"{_as_found(name, value)!r})){_EXACT.get(name, '')}"
-        )
+        several = _as_found(name, value)
+        if name in _SENDERS:
+            advice = (
+                f"a message has one sender; give it ({name}='a@example.com'), "
+                f"or for any of several pass a callable ({name}=lambda found: "
+                f"found in {several!r})"
+            )
+        else:
+            advice = (
+                f"an address matches when it is among the message's; for "
+                f"several, assert each ({name}='a@example.com'), or pass a "
+                f"callable ({name}=lambda found: all(a in found for a in "
+                f"{several!r}))"
+            )
+        problem = f"a {type(value).__name__}: {advice}{_EXACT.get(name, '')}"
     elif isinstance(value, bytes):
         problem = "bytes; give text (decode it)"
     elif value is None:

@@ -764,6 +764,20 @@ def teardown_module():
     assert "Hint: no client connected to" in quiet
 
 
+#: A test module's start: a fixture ``name`` that sends one message with
+#: ``subject`` to the default sink, in the test's set-up.
+_SENDING_FIXTURE = """
+import smtplib
+import pytest
+
+@pytest.fixture
+def {name}(smtpsink_server):
+    with smtplib.SMTP(smtpsink_server.host, smtpsink_server.port) as client:
+        client.sendmail("app@example.com", ["ann@example.com"],
+                        "Subject: {subject}\\r\\n\\r\\nhi\\r\\n")
+"""
+
+
 def test_mail_a_fixture_sent_before_smtpsink_was_set_up_is_named(
     pytester: pytest.Pytester,
 ) -> None:
@@ -771,16 +785,8 @@ def test_mail_a_fixture_sent_before_smtpsink_was_set_up_is_named(
     # so its mail came before the mailbox: the hint said no client had
     # connected and asked whether the app had the host and port.
     pytester.makepyfile(
-        """
-import smtplib
-import pytest
-
-@pytest.fixture
-def seeded(smtpsink_server):
-    with smtplib.SMTP(smtpsink_server.host, smtpsink_server.port) as client:
-        client.sendmail("app@example.com", ["ann@example.com"],
-                        "Subject: seed\\r\\n\\r\\nhi\\r\\n")
-
+        _SENDING_FIXTURE.format(name="seeded", subject="seed")
+        + """
 def test_wrong_order(seeded, smtpsink):
     smtpsink.assert_sent(subject="seed")
 
@@ -884,16 +890,8 @@ def pytest_runtest_protocol(item, nextitem):
 """
     )
     pytester.makepyfile(
-        """
-import smtplib
-import pytest
-
-@pytest.fixture
-def welcome(smtpsink_server):
-    with smtplib.SMTP(smtpsink_server.host, smtpsink_server.port) as client:
-        client.sendmail("app@example.com", ["ann@example.com"],
-                        "Subject: welcome\\r\\n\\r\\nhi\\r\\n")
-
+        _SENDING_FIXTURE.format(name="welcome", subject="welcome")
+        + """
 def test_it(welcome, request):
     request.getfixturevalue("smtpsink").assert_sent(subject="late")
 """
