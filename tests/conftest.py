@@ -101,6 +101,17 @@ def slow_step_report(line: str) -> bool:
     return _SLOW_STEP.fullmatch(line) is not None
 
 
+def plugin_frames(output: str, *modules: str) -> list[str]:
+    """The traceback frames in ``output`` (a pytest run's) that are in the
+    plugin's ``modules`` (file names such as ``"_dns.py"``): what
+    ``__tracebackhide__`` keeps out. Frames only: under load, asyncio's
+    report of a slow loop step (see `slow_step_report`), captured in the
+    report's log, names the plugin's files too."""
+    names = "|".join(re.escape(module) for module in modules)
+    frame = re.compile(rf"^\S*pytest_smtpsink/(?:{names}):\d+: ", re.MULTILINE)
+    return [match.group() for match in frame.finditer(output)]
+
+
 Send = Callable[..., EmailMessage]
 #: The type of the ``smtpsink_factory`` fixture.
 Factory = Callable[..., Mailbox]
