@@ -71,6 +71,18 @@ _CALL_PASSED_KEY = pytest.StashKey[bool]()
 _REASON_KEY = pytest.StashKey["str | None"]()
 #: "skipped", "xfailed" or "xpassed" for index.html, as pytest says it.
 _OUTCOME_KEY = pytest.StashKey[str]()
+#: What one run of a test keeps: a test set up again (a plugin that reruns
+#: failed tests) starts without the first run's mailboxes and outcome.
+_PER_RUN_KEYS: tuple[pytest.StashKey[Any], ...] = (
+    _VIEWS_KEY,
+    _SET_UP_DONE_KEY,
+    _FAILED_KEY,
+    _REASON_KEY,
+    _OUTCOME_KEY,
+    _CALL_PASSED_KEY,
+    _USED_KEY,
+    _UNUSED_MARKERS_KEY,
+)
 _SUMMARY_KEY = pytest.StashKey[bool]()
 _REPORT_KEY = pytest.StashKey[_report.ReportMode]()
 _SAVE_KEY = pytest.StashKey[tuple[Path, _report.SaveMode] | None]()
@@ -628,12 +640,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     __tracebackhide__ = True  # under -W error: the warning, not this hook
     _RUNNING.item = item
     item.stash[_SET_UP_AT_KEY] = time.time()
-    if _VIEWS_KEY in item.stash:
-        # Set up again (a plugin that reruns failed tests): this run has
-        # mailboxes of its own.
-        del item.stash[_VIEWS_KEY]
-    if _SET_UP_DONE_KEY in item.stash:
-        del item.stash[_SET_UP_DONE_KEY]  # and is in its set-up again
+    if _SET_UP_DONE_KEY in item.stash:  # set up before: a rerun
+        for key in _PER_RUN_KEYS:
+            if key in item.stash:
+                del item.stash[key]
     own = item.own_markers
     if not own:
         return

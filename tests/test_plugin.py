@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import re
 import socket
@@ -872,14 +873,9 @@ def test_both(welcome, smtpsink_server, request):
     assert "set-up" not in first_two
 
 
-def test_a_test_run_again_tells_its_set_up_mail_afresh(
-    pytester: pytest.Pytester,
-) -> None:
-    # A plugin that reruns a failed test (pytest-rerunfailures) sets it up
-    # again: the first run's mailboxes were still the test's, so the second
-    # run's fixture mail went unnoticed ("No messages arrived", no hint).
-    pytester.makeconftest(
-        """
+#: A conftest that runs each test twice, as pytest-rerunfailures would:
+#: a first, unlogged run, then pytest's own.
+_RUN_TWICE = """
 import pytest
 from _pytest.runner import runtestprotocol
 
@@ -888,7 +884,15 @@ def pytest_runtest_protocol(item, nextitem):
     runtestprotocol(item, nextitem=nextitem, log=False)  # the first try
     return None  # and pytest's own run, logged
 """
-    )
+
+
+def test_a_test_run_again_tells_its_set_up_mail_afresh(
+    pytester: pytest.Pytester,
+) -> None:
+    # A plugin that reruns a failed test (pytest-rerunfailures) sets it up
+    # again: the first run's mailboxes were still the test's, so the second
+    # run's fixture mail went unnoticed ("No messages arrived", no hint).
+    pytester.makeconftest(_RUN_TWICE)
     pytester.makepyfile(
         _SENDING_FIXTURE.format(name="welcome", subject="welcome")
         + """
@@ -902,6 +906,40 @@ def test_it(welcome, request):
         ["E       Hint: 1 message arrived during this test's set-up, *"]
     )
     assert "arrived in this test's body" not in result.stdout.str()
+
+
+def test_a_test_that_passes_when_run_again_is_saved_as_passed(
+    pytester: pytest.Pytester,
+) -> None:
+    # The rerun got mailboxes of its own but kept the first run's failure:
+    # --smtpsink-save=all saved it as failed, with the passing run's mail.
+    pytester.makeconftest(_RUN_TWICE)
+    pytester.makepyfile(
+        """
+import smtplib
+
+RUNS = []
+
+def test_flaky(smtpsink):
+    RUNS.append(1)
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("app@example.com", ["ann@example.com"],
+                        f"Subject: run {len(RUNS)}\\r\\n\\r\\nhi\\r\\n")
+    assert len(RUNS) > 1, "the first run fails"
+"""
+    )
+    saved = pytester.path / "saved"
+    result = pytester.runpytest(
+        "-p",
+        "no:xdist",
+        "--smtpsink-report=off",
+        f"--smtpsink-save-dir={saved}",
+        "--smtpsink-save=all",
+    )
+    result.assert_outcomes(passed=1)
+    (record,) = saved.rglob("smtpsink.json")
+    data = json.loads(record.read_text())
+    assert (data["outcome"], data.get("reason")) == ("passed", None)
 
 
 def test_report_shows_the_connection_kept_open_that_delivered_the_mail(
