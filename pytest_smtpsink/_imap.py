@@ -185,14 +185,36 @@ def _name_out(name: str) -> bytes:
 _TAG = re.compile(rb"[^\x00-\x20\x7f-\xff(){%*\"\\+]+")
 _SECRET_VERBS = ("LOGIN", "AUTHENTICATE")
 _SECRET_LATER = re.compile(
-    r"([^\s\x00]+[\s\x00]+)(?:LOGIN|AUTHENTICATE)", re.IGNORECASE
+    r"([^\s\x00]+[\s\x00]+)(?:UID[\s\x00]+)?(?:LOGIN|AUTHENTICATE)", re.IGNORECASE
 )
 
 
 def _secret_tag(tag: str | None) -> bool:
-    """Whether a line's tag is LOGIN or AUTHENTICATE: a command sent
-    without its tag, whose secrets follow."""
-    return tag is not None and tag.upper() in _SECRET_VERBS
+    """Whether a line's tag starts with LOGIN or AUTHENTICATE: a command
+    sent without its tag ("LOGIN ann pw"), or without the space after its
+    verb as well ("LOGINann pw"), whose secrets follow or are in the tag."""
+    return tag is not None and tag.upper().startswith(_SECRET_VERBS)
+
+
+def _tag_out(tag: str | None, command: Command | None) -> str | None:
+    """The tag that answers and records a line: None (``*``) for a tag that
+    runs on past LOGIN or AUTHENTICATE before no known command, as it may
+    hold the user name or the password ("LOGINann pw", "LOGINpw x")."""
+    if (
+        _secret_tag(tag)
+        and str(tag).upper() not in _SECRET_VERBS
+        and (command is None or command.name not in COMMANDS)
+    ):
+        return None
+    return tag
+
+
+def _tag_recorded(tag: str | None, command: Command | None) -> str | None:
+    """The tag as the transcript shows it: one that `_tag_out` keeps from
+    the client is cut after its verb (``LOGIN****``)."""
+    if tag is None or _tag_out(tag, command) is not None:
+        return tag
+    return "AUTHENTICATE****" if tag.upper().startswith("AUTH") else "LOGIN****"
 
 
 #: The first word of every command the server knows ("UID" for UID FETCH).
@@ -650,8 +672,10 @@ class _Connection(ReadSideConnection):
         self.idling = False
         if line is not None and not self._line_recorded:
             shown = [rest.rstrip(b"\r\n").decode("utf-8", "replace")]
-            self._append("command", self._shown_command(shown, None, tag), tag)
+            shown_line = self._shown_command(shown, None, tag)
+            self._append("command", shown_line, _tag_recorded(tag, None))
         self._finish_shown()
+        tag = tag if name in COMMANDS else _tag_out(tag, None)
         await self._reply(f"{tag or '*'} NO [SERVERBUG] {text}")
         if self._bugs_in_a_row >= BUGS_IN_A_ROW:
             await self._reply_and_end(
@@ -695,9 +719,14 @@ class _Connection(ReadSideConnection):
                 [rest[:64].decode("utf-8", "replace")], None, tag
             )
             self._append(
-                "command", printable(f"{shown}... [{total} bytes in all]"), tag
+                "command",
+                printable(f"{shown}... [{total} bytes in all]"),
+                _tag_recorded(tag, None),
             )
-            await self._bad(tag, f"Line too long ({total} bytes, at most {MAX_LINE})")
+            await self._bad(
+                _tag_out(tag, None),
+                f"Line too long ({total} bytes, at most {MAX_LINE})",
+            )
             if _ENDS_IN_LITERAL_PLUS.search(line):
                 # Its non-synchronizing literal is on its way: no way back.
                 await self._reply_and_end("server-closed", "* BYE Too long a command")
@@ -718,7 +747,7 @@ class _Connection(ReadSideConnection):
 
         def record_early() -> None:
             shown = self._shown_command(shown_parts, None, tag)
-            recorded.append(self._append("command", shown, tag))
+            recorded.append(self._append("command", shown, _tag_recorded(tag, None)))
 
         try:
             step = reader.feed_line(line)
@@ -781,13 +810,11 @@ class _Connection(ReadSideConnection):
             lone = tag is None and error.tag is not None
             if not recorded:
                 shown = self._shown_command(shown_parts, None, tag)
-                self._append("command", shown, None if lone else error.tag)
-            if lone and str(error.tag).upper().startswith(_SECRET_VERBS):
-                # "LOGINpw", tag and space left out: the "tag" may hold a
-                # password, so the BAD is untagged rather than echo it.
-                await self._bad(None, _sentence(error.text))
-            else:
-                await self._bad(error.tag, _sentence(error.text))
+                recorded_tag = None if lone else _tag_recorded(error.tag, None)
+                self._append("command", shown, recorded_tag)
+            # "LOGINpw", "LOGINpw ": the tag may hold a password, so the BAD
+            # is untagged rather than echo it.
+            await self._bad(_tag_out(error.tag, None), _sentence(error.text))
             if error.disconnect:
                 await self._reply_and_end(
                     "server-closed", "* BYE Cannot read the rest of that command"
@@ -807,7 +834,8 @@ class _Connection(ReadSideConnection):
         if recorded:
             recorded[0].line = self._shown_command(shown_parts, command, tag)
         else:
-            self._append("command", self._shown_command(shown_parts, command, tag), tag)
+            shown = self._shown_command(shown_parts, command, tag)
+            self._append("command", shown, _tag_recorded(tag, command))
         if self.generation != self.mail.generation:  # a new test started
             self.end_stale()
             raise Closed
@@ -862,8 +890,16 @@ class _Connection(ReadSideConnection):
         unknown, or not valid in the session's state; None if it can."""
         if name not in COMMANDS:
             if _secret_tag(tag):
-                # Its "command" is what follows LOGIN: never echoed.
-                return f"Unknown command after the tag {tag} (is the tag missing?)"
+                # Its "command" is what follows LOGIN: never echoed, nor is
+                # a tag that runs on past the verb ("LOGINann pw").
+                shown = _tag_recorded(tag, None)
+                if shown == tag:
+                    return f"Unknown command after the tag {tag} (is the tag missing?)"
+                verb = str(shown).removesuffix("****")
+                return (
+                    f"Unknown command after the tag {shown}"
+                    f" (are the tag and the space after {verb} missing?)"
+                )
             verb = name.rpartition(" ")[2]
             if verb.startswith(_SECRET_VERBS):
                 # "LOGINpw": the tail may be a password without its space.
@@ -883,7 +919,7 @@ class _Connection(ReadSideConnection):
         self._command_name = name
         refusal = self._state_refusal(name, tag)
         if refusal is not None:
-            await self._bad(tag, refusal)
+            await self._bad(_tag_out(tag, command), refusal)
             return
         verb = name.removeprefix("UID ")
         subjects = self._subjects()

@@ -404,7 +404,9 @@ def test_a_password_run_on_to_imap_login_is_neither_recorded_nor_echoed(
     # "LOGINpw" (the space left out) was recorded as "LOGINpw", and the BAD
     # reply echoed "LOGINPW" to the client and into the transcript; with no
     # tag either, the whole line came back as the BAD's tag; after UID or a
-    # tab, the line was recorded whole.
+    # tab, the line was recorded whole. With no tag and a second word
+    # ("LOGINann pw"), the first was echoed as the tag and the password as
+    # the unknown command.
     secret = "Horsebatterystaple"
     lines = [
         f"a LOGIN{secret}",
@@ -412,6 +414,10 @@ def test_a_password_run_on_to_imap_login_is_neither_recorded_nor_echoed(
         f"LOGIN{secret}",
         f"d UID LOGIN{secret}",
         f"e\tlogin{secret}",
+        f"LOGINann {secret}",
+        f"AUTHENTICATEPLAIN {secret}",
+        f"LOGIN{secret} ",
+        f"f\tUID LOGIN ann {secret}",
         "z LOGOUT",
     ]
     if logged_in:
@@ -428,13 +434,21 @@ def test_a_password_run_on_to_imap_login_is_neither_recorded_nor_echoed(
     (session,) = smtpsink.sessions
     assert "a BAD Unknown or unsupported command: LOGIN****\r\n" in said
     assert "\r\n* BAD Missing command name\r\n" in said
-    recorded = [e.line for e in session.transcript if e.kind == "command"]
-    assert recorded[int(logged_in) : int(logged_in) + 5] == [
-        "LOGIN****",
-        "AUTHENTICATE****",
-        "LOGIN****",
-        "UID LOGIN****",
-        "e\\tlogin****",
+    assert (
+        "\r\n* BAD Unknown command after the tag LOGIN****"
+        " (are the tag and the space after LOGIN missing?)\r\n"
+    ) in said
+    commands = [e for e in session.transcript if e.kind == "command"]
+    assert [(e.tag, e.line) for e in commands[int(logged_in) : int(logged_in) + 9]] == [
+        ("a", "LOGIN****"),
+        ("b", "AUTHENTICATE****"),
+        (None, "LOGIN****"),
+        ("d", "UID LOGIN****"),
+        (None, "e\\tlogin****"),
+        ("LOGIN****", "****"),
+        ("AUTHENTICATE****", "****"),
+        ("LOGIN****", ""),
+        (None, "f\\tUID LOGIN ****"),
     ]
     shown = said + session.format_transcript() + repr(session)
     assert secret.lower() not in shown.lower()
