@@ -167,11 +167,16 @@ _EXACT = dict.fromkeys(
 def _as_found(name: str, values: Iterable[object]) -> list[object]:
     """``values`` as a predicate of ``name`` finds them: the envelope holds
     bare addresses, so a display name (``"Ann <ann@example.com>"``) would
-    never be among them."""
+    never be among them; nor would ``"<>"``, the null sender, found as
+    ``""``."""
     if name not in _EXACT:
         return list(values)
     bare: list[object] = []
     for value in values:
+        if name == "mail_from" and value == "<>":
+            # The null sender, which a predicate gets as "".
+            bare.append("")
+            continue
         parsed = getaddresses([value]) if isinstance(value, str) else []
         bare.append(parsed[0][1] if len(parsed) == 1 and parsed[0][1] else value)
     return bare

@@ -306,6 +306,10 @@ def test_the_callable_suggested_for_several_addresses_works(
             {"mail_from": ["App <app@example.com>", "other@example.com"]},
             "mail_from=lambda found: found in ['app@example.com', 'other@example.com']",
         ),
+        (  # the null sender, which its predicate gets as ""
+            {"mail_from": ["<>", "app@example.com"]},
+            "mail_from=lambda found: found in ['', 'app@example.com']",
+        ),
     ],
 )
 def test_the_callable_advised_for_the_envelope_matches_what_it_gets(
