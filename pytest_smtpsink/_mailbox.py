@@ -1041,12 +1041,22 @@ class Mailbox(FaultControls):
             ]
         if self._body_mail:
             mail = self._body_mail
+            earlier = any(
+                view._sink is self._sink and view._cursor < self._cursor
+                for view in self._neighbours
+            )
+            advice = (
+                # A second mailbox of the same sink: the first one has it.
+                "the test's earlier mailbox of this sink has it: assert on "
+                "that one, or make this one before the code that sends:"
+                if earlier
+                else "make the mailbox before the code that sends (request "
+                "smtpsink as an argument, or call smtpsink_factory() first):"
+            )
             lines += [
                 f"Hint: {plural(len(mail), 'message')} arrived in this test's "
                 "body before this mailbox was made there (it shows only what "
-                "arrives after): make the mailbox before the code that sends "
-                "(request smtpsink as an argument, or call smtpsink_factory() "
-                "first):",
+                f"arrives after): {advice}",
                 *_listed_summaries(mail),
             ]
         return lines
@@ -1084,6 +1094,10 @@ def note_set_up_mail(
     what arrived in the set-up and, for a mailbox made in the test's body
     (``set_up_done``: when the set-up ended), what arrived after it."""
     mail = view._store.arrived_before(view._cursor, since)
+    if mail:
+        # "No messages arrived in this test", over a hint that lists the
+        # test's mail, would contradict it.
+        view._scope = "since this mailbox was made"
     if set_up_done is None:
         view._set_up_mail = mail
         return

@@ -859,7 +859,13 @@ def test_both(welcome, smtpsink_server, request):
         "smtpsink_factory() first):"
     )
     in_set_up = "E       Hint: 1 message arrived during this test's set-up, *"
-    result.stdout.fnmatch_lines([in_body, "E         #1 *Subject: 'early'*"])
+    result.stdout.fnmatch_lines(
+        [
+            "E       No messages arrived since this mailbox was made.",
+            in_body,
+            "E         #1 *Subject: 'early'*",
+        ]
+    )
     result.stdout.fnmatch_lines([in_body, "E         #2 *Subject: 'early'*"])
     result.stdout.fnmatch_lines(
         [
@@ -871,6 +877,40 @@ def test_both(welcome, smtpsink_server, request):
     )
     first_two = result.stdout.str().partition("_ test_both _")[0]
     assert "set-up" not in first_two
+
+
+def test_a_second_mailbox_of_the_sink_points_at_the_first_for_earlier_mail(
+    pytester: pytest.Pytester,
+) -> None:
+    # A second mailbox of the same sink, made after the send: the report
+    # said "No messages arrived in this test" and "no client connected",
+    # when the client had, and the test's first mailbox had its message.
+    pytester.makepyfile(
+        """
+import smtplib
+
+def test_second_mailbox(smtpsink, smtpsink_factory):
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("app@example.com", ["ann@example.com"],
+                        "Subject: early\\r\\n\\r\\nhi\\r\\n")
+    again = smtpsink_factory()
+    assert again.sink is smtpsink.sink
+    again.assert_sent(subject="early")
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist", "--smtpsink-report=off")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E       No messages arrived since this mailbox was made.",
+            "E       Hint: 1 message arrived in this test's body before this "
+            "mailbox was made there (it shows only what arrives after): the "
+            "test's earlier mailbox of this sink has it: assert on that one, "
+            "or make this one before the code that sends:",
+            "E         #1 *Subject: 'early'*",
+        ]
+    )
+    assert "no client connected" not in result.stdout.str()
 
 
 #: A conftest that runs each test twice, as pytest-rerunfailures would:
