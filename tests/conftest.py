@@ -16,6 +16,12 @@ from email.message import EmailMessage
 
 import external
 import pytest
+
+# Loaded before any pytester run: an in-process run unloads the modules it
+# imported first, and cryptography's Python half imported again no longer
+# matches its Rust half ("curve must be an EllipticCurve instance" in a
+# later test's trustme.CA(), depending on which tests a worker got).
+import trustme  # noqa: F401
 from dovecot import INSTALL_HINT, Dovecot, find_program
 
 from pytest_smtpsink import Mailbox, SinkError, SMTPSink
