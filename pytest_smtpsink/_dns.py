@@ -920,7 +920,12 @@ class DNSZone:
     def _add(self, name: str, kind: str, *texts: str) -> None:
         __tracebackhide__ = True
         owner = _owner_name(name)
-        self._server.add([self._rule(owner, kind, text) for text in texts])
+        self._publish([self._rule(owner, kind, text) for text in texts])
+
+    def _publish(self, rules: list[_Rule]) -> None:
+        __tracebackhide__ = True
+        self._view._check_open("a DNS record")
+        self._server.add(rules)
 
     def _rule(self, owner: dns.name.Name, kind: str, text: str) -> _Rule:
         __tracebackhide__ = True
@@ -1025,7 +1030,7 @@ class DNSZone:
             )
             rules.append(_Rule(self._owner, owner, "record", mx))
             names.append(_host_key(host))
-        self._server.add(rules)
+        self._publish(rules)
         self._smtp_ports.update(ports)
         return names
 
@@ -1062,7 +1067,7 @@ class DNSZone:
                 "domain's only MX record (RFC 7505 3), so a client would find "
                 "both; publish one or the other"
             )
-        self._server.add([self._rule(owner, "MX", "0 .")])
+        self._publish([self._rule(owner, "MX", "0 .")])
 
     def _has_null_mx(self, owner: dns.name.Name) -> bool:
         return any(
@@ -1159,14 +1164,14 @@ class DNSZone:
                     f"with this one: more than a DNS message holds ({room})"
                 )
         rdata = dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, pieces)
-        self._server.add([_Rule(self._owner, owner, "record", rdata)])
+        self._publish([_Rule(self._owner, owner, "record", rdata)])
 
     # -- failures ------------------------------------------------------------------
 
     def nxdomain(self, name: str) -> None:
         """Answer NXDOMAIN for ``name``, whatever else is published for it."""
         __tracebackhide__ = True
-        self._server.add([_Rule(self._owner, _owner_name(name), "nxdomain")])
+        self._publish([_Rule(self._owner, _owner_name(name), "nxdomain")])
 
     def servfail(self, name: str, *, times: int | None = None) -> Fault:
         """Answer SERVFAIL for ``name`` (every time, or the first ``times``).

@@ -33,8 +33,22 @@ if TYPE_CHECKING:
 class FaultControls:
     """The fault API of `Mailbox` (see :doc:`faults`)."""
 
+    _closed = False
+
     def _fault_registry(self) -> Faults:
         raise NotImplementedError  # the Mailbox gives its server's rules
+
+    def _check_open(self, what: str) -> None:
+        """Refuse to add ``what`` through a view whose test has ended (one
+        kept in a global or a class attribute): nothing would remove it, so
+        it would act in every later test."""
+        __tracebackhide__ = True
+        if self._closed:
+            raise RuntimeError(
+                f"this mailbox was closed at the end of its test: {what} "
+                "added through it now would outlive it, in every later test; "
+                "use the smtpsink (or smtpsink_factory()) of the running test"
+            )
 
     def _add_fault(
         self,
@@ -45,6 +59,7 @@ class FaultControls:
         **options: Any,
     ) -> Fault:
         __tracebackhide__ = True  # a FaultError names the bad argument
+        self._check_open("a fault rule")
         if trigger:
             check_trigger(method, dict(trigger))
             options.update(trigger)
@@ -220,6 +235,7 @@ class FaultControls:
         """End this view: remove what it added to its sink (fault rules, DNS
         records). The fixtures call it at the end of each test, also when
         the test failed."""
+        self._closed = True
         self.clear_faults()
 
 

@@ -289,6 +289,7 @@ class Mailbox(FaultControls):
         __tracebackhide__ = True  # a bad argument points at the test's line
         # Nothing could read it: no POP3 or IMAP server runs on a stopped sink.
         self._sink._check_running("deliver mail")
+        self._check_open("a message")
         if not isinstance(folder, str):
             raise TypeError(f"folder must be a folder name, got {folder!r}")
         if not folder.strip():

@@ -694,6 +694,54 @@ def test_a_bad_argument_points_at_the_test_line_only(
     assert plugin_frames(output, "_faults.py", "_fault_api.py") == []
 
 
+def test_a_mailbox_kept_past_its_test_adds_nothing_that_would_outlive_it(
+    pytester: pytest.Pytester,
+) -> None:
+    # A view kept in a global took fault rules and DNS records after its
+    # test had ended; nothing removed them, so an unrelated later test had
+    # its recipients refused.
+    pytester.makepyfile(
+        """
+        import smtplib
+
+        import dns.resolver
+        import pytest
+
+        KEPT = []
+
+        def test_keeps(smtpsink):
+            KEPT.append(smtpsink)
+
+        @pytest.mark.parametrize("add", [
+            lambda s: s.fail("RCPT", 550, "5.1.1 stale rule"),
+            lambda s: s.dns.mx("late.example", [(10, "mx.late.example")]),
+            lambda s: s.deliver(b"Subject: late\\r\\n\\r\\nx\\r\\n", to="ann@example.com"),
+        ])
+        def test_adds_through_it(smtpsink, add):
+            add(KEPT[0])
+
+        def test_later(smtpsink):
+            with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+                client.sendmail("a@example.com", ["b@example.com"], b"x")
+            smtpsink.assert_sent(1)
+            assert not smtpsink.mailbox("ann@example.com").messages()
+            with pytest.raises(dns.resolver.NXDOMAIN):
+                smtpsink.dns.resolver().resolve("late.example", "MX")
+        """
+    )
+    result = pytester.runpytest("-p", "no:xdist", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, failed=3)
+    result.stdout.fnmatch_lines(
+        [
+            "E   RuntimeError: this mailbox was closed at the end of its test: "
+            f"{what} added through it now would outlive it, in every later "
+            "test; use the smtpsink (or smtpsink_factory()) of the running test"
+            for what in ("a fault rule", "a DNS record", "a message")
+        ],
+        consecutive=False,
+    )
+
+
 LEAK_TESTS = """
 import smtplib
 import pytest
