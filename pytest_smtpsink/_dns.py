@@ -1234,7 +1234,10 @@ class DNSZone:
         resolver.port = self.port  # before nameservers: strings take this port
         resolver.nameservers = [self.host]
         resolver.lifetime = lifetime
-        resolver.timeout = lifetime
+        # Each try waits half the lifetime: a question left unanswered once
+        # (timeout(name, times=1), a lost UDP answer) is asked again within
+        # it, while a slow machine's answer is never taken for a lost one.
+        resolver.timeout = lifetime / 2
 
     @contextlib.contextmanager
     def as_default(self, lifetime: float = 5.0) -> Iterator[dns.resolver.Resolver]:

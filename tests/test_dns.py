@@ -718,6 +718,19 @@ def test_servfail_and_timeout_are_fault_rules_of_the_test(smtpsink: Mailbox) -> 
     assert (slow.stage, slow.action) == ("DNS:QUERY", "hang")
 
 
+def test_a_question_left_unanswered_once_is_asked_again_and_answered(
+    smtpsink: Mailbox,
+) -> None:
+    # Each try waited the whole lifetime, so timeout(name, times=1) failed
+    # the lookup as timeout(name) did: the resolver never asked again.
+    zone = smtpsink.dns
+    zone.a("once.example", "127.0.0.1")
+    zone.timeout("once.example", times=1)
+    answer = zone.resolver(lifetime=3).resolve("once.example", "A")
+    assert [record.to_text() for record in answer] == ["127.0.0.1"]
+    assert [q.outcome for q in zone.queries] == ["no answer", "NOERROR"]
+
+
 def test_as_default_points_dnspython_at_the_stub_and_restores(
     smtpsink: Mailbox,
 ) -> None:
