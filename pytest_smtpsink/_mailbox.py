@@ -1293,6 +1293,30 @@ def _check_envelope_address(address: object, argument: str) -> None:
         )
 
 
+def _host_problem(host: str) -> str | None:
+    """What keeps ``host`` from being a host name or an address, as a
+    misplaced URL or port would otherwise get a DNS lookup (or pass as a
+    remote host) and fail far from here; None if nothing does."""
+    if "://" in host:
+        return "a URL goes to relay= (release() takes the host, port and tls= apart)"
+    if host != host.strip() or any(c.isspace() or not c.isprintable() for c in host):
+        return "it has blanks or control characters"
+    if ":" in host:
+        import ipaddress  # only here: loaded by few runs
+
+        bracketed = host.startswith("[") and host.endswith("]")
+        try:  # brackets allowed, as a URL writes the address ("[::1]")
+            ipaddress.IPv6Address(host[1:-1] if bracketed else host)
+        except ValueError:
+            name, _, port = host.rpartition(":")
+            if port.isdigit() and ":" not in name:
+                return f"give the port as port= ({name!r} and {port})"
+            return "it is no IPv6 address, and a host name has no ':'"
+    if "/" in host or "@" in host:
+        return "a host name has no '/' or '@'"
+    return None
+
+
 def _check_upstream_arguments(
     host: object,
     port: object,
@@ -1308,6 +1332,11 @@ def _check_upstream_arguments(
         raise TypeError(f"host must be a host name or address (a str), got {host!r}")
     if not host.strip():
         raise ValueError(f"host must be a host name or address, got {host!r}")
+    problem = _host_problem(host)
+    if problem is not None:
+        raise ValueError(
+            f"host must be a host name or address, got {host!r}: {problem}"
+        )
     if isinstance(port, bool) or not isinstance(port, int):
         raise TypeError(f"port must be an int, got {port!r}")
     if not 0 < port < 65536:

@@ -194,7 +194,15 @@ def parse_upstream(url: str) -> Upstream:
             "the URL has an '@' after its host: a '/', '?' or '#' in the user "
             "name or password must be percent-encoded (%2F, %3F, %23)"
         )
-    given = parts.netloc.rpartition("@")[2].rpartition(":")[2]
+    host_port = parts.netloc.rpartition("@")[2]
+    if not host_port.startswith("[") and host_port.count(":") > 1:
+        # "host:2525:25": urllib reads the last part as the port, and the
+        # error would call a good port out of range.
+        raise ValueError(
+            f"the URL's host:port {host_port!r} has more than one ':' (an IPv6 "
+            f"address goes in brackets: {scheme}://[::1]:2525)"
+        )
+    given = host_port.rpartition(":")[2]
     try:
         port = parts.port
     except ValueError:
@@ -459,6 +467,15 @@ def _client_class(implicit: bool) -> Any:
             (`Mailbox.release` and the relay settings refuse AUTH without TLS
             off loopback), so CRAM-MD5 would protect nothing."""
             self.ehlo_or_helo_if_needed()
+            if not self.has_extn("auth") and self.has_extn("starttls"):
+                # Most submission servers (and a sink by default) offer
+                # AUTH only once TLS is on: logging in without it is wrong.
+                raise _Reason(
+                    "a login was asked for, but the upstream offers AUTH only "
+                    "after STARTTLS, it seems (its EHLO reply lists STARTTLS "
+                    "and no AUTH): give tls='starttls' to release(), or "
+                    "smtp+starttls:// in the relay URL"
+                )
             if not self.has_extn("auth"):
                 raise _Reason(
                     "a login was asked for, but the upstream offers no AUTH "
@@ -1623,6 +1640,10 @@ def _closing(client: Any, code: int, text: bytes) -> None:
 #: DEPTH_ZERO_SELF_SIGNED_CERT, SELF_SIGNED_CERT_IN_CHAIN,
 #: UNABLE_TO_GET_ISSUER_CERT_LOCALLY.
 _UNTRUSTED = frozenset({18, 19, 20})
+#: What OpenSSL says when the first bytes back are no TLS record.
+_PLAIN_ANSWER = frozenset(
+    {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "UNKNOWN_PROTOCOL", "HTTP_REQUEST"}
+)
 
 
 def _relay_error(
@@ -1657,10 +1678,11 @@ def _relay_error(
         within = f" within {timeout:g} s" if timeout is not None else ""
         if isinstance(error, TimeoutError) and stage == "connect":
             if "handshake" in str(error):  # ssl's: connected, no TLS reply
+                # A port that greets in plain text answers the hello at
+                # once (an SSLError, below): this one sent nothing back.
                 reason = (
-                    f"timed out: the TLS handshake did not finish{within} (a "
-                    "port that greets in plain text takes smtp+starttls://, "
-                    "tls='starttls')"
+                    f"timed out: the TLS handshake did not finish{within} (no "
+                    "answer to the TLS hello)"
                 )
             else:
                 reason = f"timed out: could not connect{within}"
@@ -1673,6 +1695,21 @@ def _relay_error(
                 )
         else:
             reason = f"timed out: no reply{after}{within}{maybe}"
+        return RelayError(url, stage, None, reason, exchanges)
+    if (
+        isinstance(error, ssl.SSLError)
+        and stage == "connect"
+        and url.startswith("smtps://")
+        and error.reason in _PLAIN_ANSWER
+    ):
+        # The upstream answered the TLS hello at once, in plain text (its
+        # 220 greeting, or a 500 to the hello): OpenSSL's words for that
+        # name no cause.
+        reason = (
+            f"{type(error).__name__}: {error} (the upstream answered in plain "
+            "text: a port that greets in plain text takes smtp+starttls://, "
+            "tls='starttls')"
+        )
         return RelayError(url, stage, None, reason, exchanges)
     if isinstance(error, ssl.SSLCertVerificationError):
         reason = f"{type(error).__name__}: {error}"

@@ -857,6 +857,10 @@ class _SinkPool:
             sink.stop()
 
 
+#: The relay settings that mean nothing without ``relay``.
+_RELAY_DETAILS = ("relay_to", "relay_allow_remote", "relay_timeout")
+
+
 def _settings_for(
     pool: _SinkPool, source: str, overrides: dict[str, Any], *, pytrace: bool = False
 ) -> SinkSettings:
@@ -864,6 +868,14 @@ def _settings_for(
     ``pytrace``, pointing at the test's line (a factory call: a test may
     make several)."""
     __tracebackhide__ = True
+    if "relay" in overrides and overrides["relay"] is None:
+        # relay=None keeps this sink (a test's own upstream, say) out of a
+        # run's --smtpsink-relay: the rest of that relay goes with it.
+        fields = SinkSettings.__dataclass_fields__
+        overrides = {
+            **{name: fields[name].default for name in _RELAY_DETAILS},
+            **overrides,
+        }
     try:
         return pool.defaults.replace(**overrides)
     except (SettingsError, TypeError) as error:

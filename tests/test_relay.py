@@ -536,6 +536,33 @@ def test_login_to_an_upstream_without_auth_says_so(
     assert raised.value.transcript[-1].line.startswith("EHLO ")
 
 
+def test_login_without_tls_to_an_upstream_that_wants_starttls_says_so(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    # It said to give no auth=, which then failed at MAIL (530).
+    upstream = smtpsink_factory(
+        tls="starttls", auth={"ann": PASSWORD}, hostname="upstream.test"
+    )
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(captured, upstream.host, upstream.port, auth=("ann", PASSWORD))
+    assert (raised.value.stage, raised.value.reply) == (
+        "AUTH",
+        "a login was asked for, but the upstream offers AUTH only after "
+        "STARTTLS, it seems (its EHLO reply lists STARTTLS and no AUTH): give "
+        "tls='starttls' to release(), or smtp+starttls:// in the relay URL",
+    )
+    delivery = smtpsink.release(
+        captured,
+        upstream.host,
+        upstream.port,
+        tls="starttls",
+        ca_file=upstream.ca_path,
+        auth=("ann", PASSWORD),
+    )
+    assert delivery.code == 250
+
+
 def test_login_with_no_mechanism_the_relay_uses_names_what_is_offered(
     smtpsink: Mailbox, scripted: Callable[[Answer], ScriptedUpstream]
 ) -> None:
@@ -718,6 +745,27 @@ def test_release_with_auth_in_the_clear_on_loopback_logs_in(
         ({"port": 99999}, ValueError, "port must be from 1 to 65535, got 99999"),
         ({"host": ""}, ValueError, "host must be a host name or address, got ''"),
         ({"host": None}, TypeError, "host must be a host name or address (a str)"),
+        # Before: "is not a loopback address" (ask for allow_remote=True),
+        # then a DNS lookup of the whole string.
+        (
+            {"host": "localhost:2525"},
+            ValueError,
+            "host must be a host name or address, got 'localhost:2525': give "
+            "the port as port= ('localhost' and 2525)",
+        ),
+        (
+            {"host": "smtp://127.0.0.1"},
+            ValueError,
+            "got 'smtp://127.0.0.1': a URL goes to relay= (release() takes the "
+            "host, port and tls= apart)",
+        ),
+        (
+            {"host": "127.0.0.1 "},
+            ValueError,
+            "got '127.0.0.1 ': it has blanks or control characters",
+        ),
+        ({"host": "[::1"}, ValueError, "it is no IPv6 address, and a host name"),
+        ({"host": "mail/example"}, ValueError, "a host name has no '/' or '@'"),
         (
             {"ca_file": "/nonexistent/ca.pem"},
             ValueError,
@@ -856,6 +904,13 @@ def test_a_password_cut_by_a_url_delimiter_is_named_not_shown(cut: str) -> None:
             "relay",
             "the URL's port must be a number from 1 to 65535, got '99999'",
         ),
+        # Before: "port must be a number from 1 to 65535, got '25'".
+        (
+            {"relay": "smtp://localhost:2525:25", "relay_to": ".*"},
+            "relay",
+            r"the URL's host:port 'localhost:2525:25' has more than one ':' "
+            r"\(an IPv6 address goes in brackets: smtp://\[::1\]:2525\)",
+        ),
         (
             {"relay": "smtp://127.0.0.1:0", "relay_to": ".*"},
             "relay",
@@ -993,7 +1048,8 @@ def test_a_relay_user_without_a_password_needs_the_environment_variable(
         "URL (smtp://user:password@host) or, to keep it off command lines, set "
         "SMTPSINK_RELAY_PASSWORD"
     )
-    # An empty password in the URL is a password: the variable is not read.
+    # An empty password in the URL is a password, as curl reads it: the
+    # variable is not read.
     monkeypatch.setenv("SMTPSINK_RELAY_PASSWORD", PASSWORD)
     assert parse_upstream("smtp://ann:@127.0.0.1:2525").password == ""
 
@@ -1559,6 +1615,38 @@ def test_relay_options_of_the_pytest_plugin(pytester: pytest.Pytester) -> None:
             ]
         )
         assert upstream.wait_for().envelope.rcpt_to == ("b@partner.example",)
+
+
+def test_relay_none_keeps_a_sink_out_of_the_runs_relay(
+    pytester: pytest.Pytester,
+) -> None:
+    # relay=None failed with "relay_to: is only used with relay=URL", a
+    # relay_to the test never gave (it came from --smtpsink-relay-to).
+    pytester.makepyfile(
+        """
+        import pytest
+
+        def test_factory(smtpsink_factory):
+            settings = smtpsink_factory(relay=None, hostname="upstream.test").settings
+            assert (settings.relay, settings.relay_to) == (None, None)
+            assert (settings.relay_allow_remote, settings.relay_timeout) == (False, 10)
+
+        @pytest.mark.smtpsink(relay=None)
+        def test_marker(smtpsink):
+            assert smtpsink.settings.relay_to is None
+
+        def test_relay_to_alone_is_still_an_error(smtpsink_factory):
+            smtpsink_factory(relay=None, relay_to=".*")
+        """
+    )
+    result = pytester.runpytest(
+        "-p",
+        "no:xdist",
+        "--smtpsink-relay=smtp://127.0.0.1:2525",
+        "--smtpsink-relay-to=.*",
+    )
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*relay_to: is only used with relay=URL*"])
 
 
 @pytest.mark.parametrize(
@@ -2174,10 +2262,25 @@ def test_a_tls_mode_mix_up_is_named_when_it_times_out(
             timeout=1,
         )
     assert raised.value.reply == (
-        "timed out: the TLS handshake did not finish within 1 s (a port that "
-        "greets in plain text takes smtp+starttls://, tls='starttls')"
+        "timed out: the TLS handshake did not finish within 1 s (no answer to "
+        "the TLS hello)"
     )
     silent.clear_faults()
+    # A port that greets in plain text answers the TLS hello at once: a bare
+    # "SSLError: [SSL: WRONG_VERSION_NUMBER] wrong version number".
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(
+            captured,
+            smtpsink.host,
+            smtpsink.port,
+            tls="implicit",
+            ca_file=implicit.ca_path,
+            timeout=1,
+        )
+    assert raised.value.reply.endswith(
+        " (the upstream answered in plain text: a port that greets in plain "
+        "text takes smtp+starttls://, tls='starttls')"
+    ), raised.value.reply
 
 
 def unanswered_upstream(factory: Factory, fault: str) -> Mailbox:
