@@ -379,7 +379,11 @@ class Mailbox(FaultControls):
         """
         # Hidden, and the RelayError raised afresh from here: the traceback
         # (with --showlocals, its frames' variables) must not show ``auth``.
+        # --full-trace shows hidden frames too: the password leaves the
+        # frame's variables at once, held where its repr does not show it.
         __tracebackhide__ = True
+        credentials = _Undisplayed(auth)
+        del auth
         from ._relay import (
             DSN,
             RelayError,
@@ -415,26 +419,29 @@ class Mailbox(FaultControls):
             problem = ca_file_problem(os.fspath(ca_file))
             if problem is not None:  # a key file, DER, empty: not a CA to trust
                 raise ValueError(f"ca_file {problem}")
-        if auth is not None and (
-            not isinstance(auth, tuple)
-            or len(auth) != 2
-            or not all(isinstance(part, str) for part in auth)
+        login = credentials.value
+        if login is not None and (
+            not isinstance(login, tuple)
+            or len(login) != 2
+            or not all(isinstance(part, str) for part in login)
         ):
+            del login
             raise ValueError("auth must be a (user, password) tuple of strings")
         upstream = Upstream(
             host,
             port,
             tls,
-            auth[0] if auth else None,
-            auth[1] if auth else None,
+            login[0] if login else None,
+            login[1] if login else None,
             os.fspath(ca_file) if ca_file is not None else None,
         )
+        del login
         if not upstream.is_loopback() and not allow_remote:
             raise ValueError(
                 f"{host} is not a loopback address; releasing captured mail to "
                 "another host must be asked for with allow_remote=True"
             )
-        if auth is not None and tls is None and not upstream.is_loopback():
+        if upstream.username is not None and tls is None and not upstream.is_loopback():
             # Without TLS the password would cross the network as it is
             # (AUTH PLAIN and LOGIN are base64, not encryption).
             raise ValueError(
@@ -1291,6 +1298,19 @@ def _check_envelope_address(address: object, argument: str) -> None:
             f"{argument}: {address!r} is not an address as SMTP sends it (no "
             f"angle brackets, display name or comment): it would go as {sent}"
         )
+
+
+class _Undisplayed:
+    """A value kept out of tracebacks' variables (a password): its repr
+    shows nothing of it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<not shown>"
 
 
 def _host_problem(host: str) -> str | None:

@@ -298,11 +298,13 @@ def test_release_over_implicit_tls(
     assert all(PASSWORD not in e.line for e in delivery.transcript)
 
 
+@pytest.mark.parametrize("full_trace", [False, True], ids=["", "full-trace"])
 def test_a_refused_release_keeps_the_password_out_of_showlocals(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, full_trace: bool
 ) -> None:
     # pytest -l prints every shown frame's variables: release()'s own
-    # frame, which holds auth, is not shown.
+    # frame, which holds auth, is not shown; --full-trace shows it, and its
+    # auth argument showed the password.
     pytester.makepyfile(
         f"""
 import smtplib
@@ -318,12 +320,15 @@ def test_release(smtpsink, smtpsink_factory):
     )
 """
     )
-    result = pytester.runpytest("-p", "no:xdist", "--showlocals")
+    options = ["--showlocals", *(["--full-trace"] if full_trace else [])]
+    result = pytester.runpytest("-p", "no:xdist", *options)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["E       pytest_smtpsink.RelayError: *refused the message at AUTH: 535 *"]
+        ["E*pytest_smtpsink.RelayError: *refused the message at AUTH: 535 *"]
     )
     assert PASSWORD not in result.stdout.str()
+    if full_trace:
+        result.stdout.fnmatch_lines(["credentials = <not shown>"])
 
 
 def refused_starttls_release(
