@@ -465,7 +465,7 @@ class Mailbox(FaultControls):
                 _check_envelope_address(recipient, "rcpt_to")
         raw = message.raw
         if received:
-            raw = received_header(message, self.settings.hostname) + raw
+            raw = received_header(message, self.settings.hostname, recipients) + raw
         try:
             return deliver(
                 raw,

@@ -347,25 +347,31 @@ class RelayOutcome:
 _UNSAFE = re.compile(r"[^\x21-\x27\x2a-\x3a\x3c-\x7e]")
 
 
-def received_header(message: Message, by: str) -> bytes:
+def received_header(
+    message: Message, by: str, recipients: Sequence[str] | None = None
+) -> bytes:
     """The ``Received:`` trace header (RFC 5321 section 4.4) a relay adds.
 
     ``from`` is the client's EHLO name and address (``[IPv6:::1]`` for
     IPv6, RFC 5321 4.1.3), ``with`` the protocol in RFC 3848's words (SMTP,
     ESMTP, ESMTPS, ESMTPA, ESMTPSA), ``id`` the message's number in the
     sink. A message put in without SMTP (`Mailbox.deliver`, IMAP APPEND)
-    has neither. The EHLO name is the client's text: anything but printable
-    ASCII (and ``( ) ;``) becomes ``?``, so it cannot break the header.
+    has no ``from`` or ``with``, and no ``id`` (it has no number). The EHLO
+    name is the client's text: anything but printable ASCII (and ``( ) ;``)
+    becomes ``?``, so it cannot break the header. ``for`` names the one
+    recipient of ``recipients`` (the envelope the copy goes with; by
+    default the captured one): a copy sent to others must not name a
+    captured Bcc recipient.
     """
     session = message.session
     by = _UNSAFE.sub("?", by)
-    rcpt = message.envelope.rcpt_to
+    rcpt = message.envelope.rcpt_to if recipients is None else recipients
     recipient = f"\r\n\tfor <{_UNSAFE.sub('?', rcpt[0])}>" if len(rcpt) == 1 else ""
     date = _header_date(message.received_at.replace(microsecond=0))
     if session.protocol != "SMTP":  # deliver(), or an IMAP APPEND
+        number = f" id {message.number}" if message.number else ""
         return (
-            f"Received: by {by} (pytest-smtpsink) id {message.number}"
-            f"{recipient}; {date}\r\n"
+            f"Received: by {by} (pytest-smtpsink){number}{recipient}; {date}\r\n"
         ).encode("ascii", "replace")
     helo = _UNSAFE.sub("?", session.ehlo or "unknown")[:255] or "unknown"
     peer = session.peer[0]

@@ -181,8 +181,9 @@ def test_the_received_header_of_mail_put_in_claims_no_smtp_hop(
     smtpsink_factory: Factory,
 ) -> None:
     # It read "from unknown ([deliver()])" and "with SMTP": a client address
-    # and a protocol that never were. (A hostname with ";", which ended the
-    # header's tokens early, is now refused by the settings.)
+    # and a protocol that never were; and "id 0" for every such message,
+    # which has no number. (A hostname with ";", which ended the header's
+    # tokens early, is now refused by the settings.)
     upstream = smtpsink_factory()
     sink = smtpsink_factory(hostname="mx_1.test")
     put_in = sink.deliver(b"From: a@example.com\r\n\r\nhi\r\n", to="b@example.com")
@@ -190,7 +191,7 @@ def test_the_received_header_of_mail_put_in_claims_no_smtp_hop(
     received = upstream.wait_for().header("Received")
     assert received is not None
     assert " ".join(received.split()).startswith(
-        f"by mx_1.test (pytest-smtpsink) id {put_in.number} for <b@example.com>; "
+        "by mx_1.test (pytest-smtpsink) for <b@example.com>; "
     )
     assert email.utils.parsedate_to_datetime(received.rsplit(";", 1)[1].strip())
 
@@ -210,9 +211,31 @@ def test_the_received_header_of_an_imap_append_claims_no_smtp_hop(
     smtpsink.release(appended, upstream.host, upstream.port, rcpt_to=["b@example.com"])
     received = upstream.wait_for().header("Received")
     assert received is not None
+    # "for" names the recipient the copy went to, not the captured one.
     assert " ".join(received.split()).startswith(
-        f"by {smtpsink.settings.hostname} (pytest-smtpsink) id {appended.number}"
+        f"by {smtpsink.settings.hostname} (pytest-smtpsink) for <b@example.com>; "
     )
+
+
+def test_a_copy_sent_to_another_recipient_does_not_name_the_captured_one(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    # The Received header said "for <secret-bcc@example.com>" to the
+    # archive the copy went to: a Bcc recipient that only the envelope had.
+    upstream = smtpsink_factory(hostname="upstream.test")
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            "app@example.com", ["secret-bcc@example.com"], b"Subject: s\r\n\r\nx\r\n"
+        )
+    captured = smtpsink.wait_for()
+    smtpsink.release(
+        captured, upstream.host, upstream.port, rcpt_to=["archive@example.com"]
+    )
+    released = upstream.wait_for()
+    assert "secret-bcc" not in released.raw.decode()
+    received = released.header("Received")
+    assert received is not None
+    assert " for <archive@example.com>;" in " ".join(received.split())
 
 
 def test_release_with_another_envelope(
