@@ -774,6 +774,13 @@ def _owner_name(text: str, what: str = "name") -> dns.name.Name:
     server expands to the names under it (RFC 4592); the stub publishes
     names as they are, and "*.example" answered no name it should cover."""
     __tracebackhide__ = True
+    if isinstance(text, str) and "@" in text:
+        # A recipient's address for its domain: published under a name no
+        # lookup of the domain finds, which then answers "no records".
+        raise ValueError(
+            f"{what} {text!r} is an address: give its domain "
+            f"({text.rpartition('@')[2]!r})"
+        )
     owner = _name(text, what)
     if owner.is_wild():
         raise ValueError(
@@ -861,7 +868,7 @@ class _HostPorts(dict[str, int]):
     international name that the resolver answers in IDNA. Still a dict, as
     it always was: ``json.dumps`` and ``|`` work on it."""
 
-    def __missing__(self, host: str) -> int:
+    def __missing__(self, host: str | dns.name.Name) -> int:
         key = _spelt_key(host)
         if key is None or key == host or not super().__contains__(key):
             raise KeyError(host)
@@ -879,7 +886,10 @@ class _HostPorts(dict[str, int]):
 
 
 def _spelt_key(host: object) -> str | None:
-    """``host`` as `_HostPorts` keys it, or None if it is no domain name."""
+    """``host`` as `_HostPorts` keys it, or None if it is no domain name.
+    A `dns.name.Name` too: what an MX answer's ``exchange`` is."""
+    if isinstance(host, dns.name.Name):
+        return _host_key(host)
     if not isinstance(host, str):
         return None
     try:
@@ -904,6 +914,8 @@ class DNSZone:
         self._owner = _Owner()  # marks this zone's rules on the server
         self._start = self._server.last_number()
         self._smtp_ports: dict[str, int] = {}
+        # The sinks of each domain's MX records, by address: the MX host.
+        self._mx_sinks: dict[dns.name.Name, dict[tuple[str, int], str]] = {}
 
     @property
     def host(self) -> str:
@@ -971,6 +983,10 @@ class DNSZone:
         rules: list[_Rule] = []
         names: list[str] = []
         ports: dict[str, int] = {}
+        # The domain's sinks so far, by address: smtpsink_factory() with
+        # the same settings returns the same sink, and a "backup" MX that is
+        # the first one would fail (or pass) a fallback test for nothing.
+        sinks = dict(self._mx_sinks.get(owner, {}))
         for entry in hosts:
             position += 1
             if not (isinstance(entry, tuple) and len(entry) == 2):
@@ -1013,6 +1029,16 @@ class DNSZone:
                         "another name"
                     )
                 address = ipaddress.ip_address(target.host)
+                same = sinks.get((str(address), target.port))
+                if same is not None:
+                    raise ValueError(
+                        f"MX entry {position - self._mx_count(owner)} is the "
+                        f"same server as {same} ({target.host} port "
+                        f"{target.port}): smtpsink_factory() with the same "
+                        "settings returns the same sink; give the other one a "
+                        "setting of its own (hostname='backup.test')"
+                    )
+                sinks[(str(address), target.port)] = _host_key(host)
                 kind = "A" if address.version == 4 else "AAAA"
                 rules.append(self._rule(host, kind, str(address)))
                 ports[_host_key(host)] = target.port
@@ -1032,6 +1058,7 @@ class DNSZone:
             names.append(_host_key(host))
         self._publish(rules)
         self._smtp_ports.update(ports)
+        self._mx_sinks[owner] = sinks
         return names
 
     def _mx_count(self, owner: dns.name.Name) -> int:
@@ -1201,6 +1228,7 @@ class DNSZone:
         fault rules, removed with the others)."""
         self._server.remove(self._owner)
         self._smtp_ports.clear()
+        self._mx_sinks.clear()
 
     # -- what happened, and how to ask -------------------------------------------------
 

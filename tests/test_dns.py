@@ -74,6 +74,9 @@ def test_smtp_ports_are_keyed_as_a_resolver_answers(smtpsink: Mailbox) -> None:
     for question in ("partner.example", "PARTNER.EXAMPLE", "exämple.com"):
         (mx,) = resolver.resolve(question, "MX")
         assert zone.smtp_ports[mx.exchange.to_text()] == smtpsink.port
+        # The answer's Name itself, as an application has it: a KeyError.
+        assert zone.smtp_ports[mx.exchange] == smtpsink.port
+        assert mx.exchange in zone.smtp_ports
     for spelling in ("MX1.Partner.Example", "mx1.partner.example.", "mx1.exämple.com"):
         assert zone.smtp_ports[spelling] == smtpsink.port
         assert spelling in zone.smtp_ports
@@ -265,7 +268,7 @@ def test_an_answer_too_big_even_for_tcp_says_so(smtpsink: Mailbox) -> None:
     zone = smtpsink.dns
     for n in range(240):
         zone.txt("huge.example", f"{n:03} " + "x" * 251)
-    zone.mx("huge.example", [(n, smtpsink) for n in range(60)])
+    zone.mx("huge.example", [(n, f"mx{n}.huge.example") for n in range(60)])
 
     response = ask(zone, "huge.example", "ANY", "tcp")
 
@@ -970,6 +973,44 @@ def test_bad_records_are_refused_clearly(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         call(smtpsink.dns)
+
+
+def test_mx_refuses_the_same_sink_twice_for_a_domain(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    # The same settings give the same sink: a "backup" MX that was the
+    # first one was published without a word, and fallback tests lied.
+    zone = smtpsink.dns
+    same = smtpsink_factory()
+    assert same.port == smtpsink.port
+    message = (
+        f"MX entry 2 is the same server as mx1.partner.example (127.0.0.1 port "
+        f"{smtpsink.port}): smtpsink_factory() with the same settings returns "
+        "the same sink; give the other one a setting of its own "
+        "(hostname='backup.test')"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        zone.mx("partner.example", [(10, smtpsink), (20, same)])
+    assert zone.mx("partner.example", [(10, smtpsink)]) == ["mx1.partner.example"]
+    with pytest.raises(ValueError, match=r"^MX entry 1 is the same server as mx1\."):
+        zone.mx("partner.example", [(20, same)])  # in a later call too
+    backup = smtpsink_factory(hostname="backup.test")
+    assert zone.mx("partner.example", [(20, backup)]) == ["mx2.partner.example"]
+    assert zone.mx("other.example", [(10, same)]) == ["mx1.other.example"]
+
+
+@pytest.mark.parametrize("target", ["mx.partner.example", "sink"])
+def test_mx_refuses_an_address_for_a_domain(smtpsink: Mailbox, target: str) -> None:
+    # With a host name as target, it published MX records under
+    # "bob@partner.example", and a lookup of partner.example found none.
+    message = (
+        "domain 'bob@partner.example' is an address: give its domain "
+        "('partner.example')"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        smtpsink.dns.mx(
+            "bob@partner.example", [(10, smtpsink if target == "sink" else target)]
+        )
 
 
 @pytest.mark.parametrize("domain", [None, 5, ""])
