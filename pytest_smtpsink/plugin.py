@@ -1226,14 +1226,19 @@ def _settle_relays(views: Sequence[Mailbox]) -> None:
 
 def _not_relayed(views: Sequence[Mailbox]) -> list[str]:
     """The summary lines of the messages of ``views`` (relaying sinks only)
-    whose relay did not succeed, as the test ends."""
+    whose relay did not succeed, as the test ends: also those the upstream
+    took for some recipients and refused for others, who never got them."""
     lines = []
     for view in views:
         if view.settings.relay is None:
             continue
         for message in view.captured()[0]:
             relay = message.relay
-            if relay is not None and relay.status in ("failed", "refused", "pending"):
+            if relay is None:
+                continue
+            if relay.status in ("failed", "refused", "pending") or (
+                relay.delivery is not None and relay.delivery.refused
+            ):
                 lines.append(message.summary())
     return lines
 

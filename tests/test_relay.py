@@ -3016,6 +3016,42 @@ def test_sends_nothing(smtpsink):
     assert "not relayed" not in result.stdout.str()
 
 
+def test_mail_relayed_to_some_recipients_only_is_listed_too(
+    pytester: pytest.Pytester,
+) -> None:
+    # An upstream that took the message for one recipient and refused the
+    # other: the refused one never got it, and a passing run said nothing.
+    with SMTPSink(hostname="upstream.test") as upstream:
+        refusing = upstream.view()
+        refusing.fail("RCPT", 550, match="cat@partner.example")
+        pytester.makepyfile(
+            """
+import smtplib
+
+def test_sends(smtpsink):
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("app@example.com", ["bob@partner.example", "cat@partner.example"], b"Subject: hi\\r\\n\\r\\nx\\r\\n")
+    smtpsink.wait_until(lambda: smtpsink.messages[0].relay.done)
+"""
+        )
+        result = pytester.runpytest(
+            "-p",
+            "no:xdist",
+            f"--smtpsink-relay=smtp://127.0.0.1:{upstream.port}",
+            "--smtpsink-relay-to=.*",
+        )
+        refusing.close()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*= smtpsink: 1 message not relayed =*",
+            "*::test_sends: 1 not relayed",
+            "  #1 * | relayed by smtp://127.0.0.1:*: 250 *; 1 of 2 recipients "
+            "refused: cat@partner.example (550 *",
+        ]
+    )
+
+
 def test_mail_still_being_relayed_as_a_test_ends_is_waited_for(
     pytester: pytest.Pytester,
 ) -> None:
