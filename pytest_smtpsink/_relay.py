@@ -319,7 +319,8 @@ class RelayOutcome:
 
     def __str__(self) -> str:
         if self.status == "not-matched":
-            return "not relayed (no recipient matches relay_to)"
+            why = f": {self.reply}" if self.reply else ""
+            return printable(f"not relayed (no recipient matches relay_to){why}")
         if self.status == "pending":
             return f"relay to {self.upstream} pending"
         # The upstream's text (its reply, a refused recipient's), escaped
@@ -1851,7 +1852,9 @@ class Relayer:
         url = self.upstream.url
         matched = tuple(r for r in message.envelope.rcpt_to if self._matches(r))
         if not matched:
-            message.relay = RelayOutcome("not-matched", url)
+            message.relay = RelayOutcome(
+                "not-matched", url, reply=self._near_miss(message)
+            )
             return
         hops = _received_headers(message.raw)
         if hops >= MAX_HOPS:
@@ -1867,6 +1870,21 @@ class Relayer:
             return
         message.relay = RelayOutcome("pending", url, matched)
         self._queue.put((message, matched))
+
+    def _near_miss(self, message: Message) -> str:
+        """Why a recipient the pattern is found in was not relayed: it must
+        match the whole address (a domain's pattern alone never does)."""
+        given = self.pattern.pattern
+        for recipient in message.envelope.rcpt_to:
+            if not self.pattern.search(recipient):
+                continue
+            for wider in (f".*{given}", f"{given}.*", f".*{given}.*"):
+                if re.fullmatch(wider, recipient, re.IGNORECASE):
+                    return (
+                        f"relay_to {given!r} is found in {recipient} but must "
+                        f"match the whole address: {wider!r} would"
+                    )
+        return ""
 
     def _matches(self, recipient: str) -> bool:
         """Whether ``recipient`` matches ``relay_to`` in either spelling of

@@ -581,7 +581,13 @@ def _validate_relay(s: SinkSettings) -> None:
     _require(
         s.relay_to is None or isinstance(s.relay_to, str),
         "relay_to",
-        f"must be a regular expression string, got {s.relay_to!r}",
+        f"must be a regular expression string, got {s.relay_to!r}"
+        + (
+            " (give its pattern: relay_to=pattern.pattern; it is matched "
+            "without regard to case)"
+            if isinstance(s.relay_to, re.Pattern)
+            else ""
+        ),
     )
     _require(
         bool(s.relay_to),

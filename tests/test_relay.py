@@ -1166,6 +1166,41 @@ def test_matching_recipients_are_relayed_the_others_are_not(
     assert len(upstream.messages) == 1
 
 
+@pytest.mark.parametrize(
+    ("relay_to", "advice"),
+    [
+        (r"partner\.example", r"'.*partner\\.example' would"),
+        ("bob@", "'bob@.*' would"),
+        ("@partner", "'.*@partner.*' would"),
+    ],
+)
+def test_a_relay_to_found_in_an_address_but_not_matching_it_says_so(
+    smtpsink_factory: Factory, relay_to: str, advice: str
+) -> None:
+    # "not relayed (no recipient matches relay_to)", and nothing said that
+    # it is matched in full: a domain's pattern alone never matches.
+    upstream = smtpsink_factory(hostname="upstream.test")
+    sink = smtpsink_factory(
+        relay=f"smtp://127.0.0.1:{upstream.port}", relay_to=relay_to
+    )
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail(
+            "app@example.com", ["bob@partner.example"], b"Subject: 1\r\n\r\n"
+        )
+    message = sink.wait_for()
+    assert str(message.relay) == (
+        f"not relayed (no recipient matches relay_to): relay_to {relay_to!r} is "
+        f"found in bob@partner.example but must match the whole address: {advice}"
+    )
+
+
+def test_a_compiled_relay_to_is_told_to_give_its_pattern() -> None:
+    with pytest.raises(
+        SettingsError, match=r"give its pattern: relay_to=pattern\.pattern"
+    ):
+        SinkSettings(relay="smtp://127.0.0.1:2525", relay_to=re.compile(".*"))  # type: ignore[arg-type]
+
+
 def test_relay_to_matches_either_spelling_of_a_domain(
     smtpsink_factory: Factory,
 ) -> None:
