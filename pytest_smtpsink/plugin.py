@@ -687,6 +687,13 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
     which a warning raised under ``-W error`` must not cut short (the test
     then errors at teardown with it)."""
     __tracebackhide__ = True
+    views = item.stash.get(_VIEWS_KEY, None)
+    if views:
+        # Before the fixtures close the views: a test's upstream sink would
+        # drop a connection its fault rule (a delay) still holds, and the
+        # relay's outcome would depend on how far it had got.
+        with contextlib.suppress(Exception):  # never an INTERNALERROR
+            _settle_relays(views)
     result = yield
     held = item.stash.get(_UNUSED_MARKERS_KEY, None)
     if held and item.stash.get(_CALL_PASSED_KEY, False):
@@ -1122,8 +1129,6 @@ def pytest_runtest_makereport(
             if extras:
                 report.extras = [*getattr(report, "extras", []), *extras]  # type: ignore[attr-defined]
     if report.when == "teardown":
-        with contextlib.suppress(Exception):  # before saving: see there
-            _settle_relays(views)
         failed = item.stash.get(_FAILED_KEY, False)
         save = config.stash[_SAVE_KEY]
         worker = config.stash.get(_SAVE_WORKER_KEY, None)
