@@ -115,7 +115,10 @@ def mask_secrets(text: str) -> str:
     words = stripped.split(" ")
     verb = words[0]
     if verb.upper() != head:  # glued to what follows, or another separator
-        return f"{stripped[:4]} ****"
+        # Glued ("PASSsecret"): shown glued on, as IMAP shows "LOGIN****",
+        # so that it does not read as the PASS command the server ran.
+        glued = not (stripped[4].isspace() or stripped[4] == "\x00")
+        return f"{stripped[:4]}{'' if glued else ' '}****"
     if head == "APOP" and len(words) == 3 and words[1]:
         # The user name may be shown; the digest never is.
         return f"{verb} {words[1]} ****"
