@@ -27,6 +27,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_smtpsink import (
+    Delivery,
     Mailbox,
     Message,
     RecipientDSN,
@@ -272,14 +273,7 @@ def test_release_over_starttls_with_auth_masks_the_password(
     )
     captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
 
-    delivery = smtpsink.release(
-        captured,
-        upstream.host,
-        upstream.port,
-        tls="starttls",
-        ca_file=upstream.ca_path,
-        auth=("ann", PASSWORD),
-    )
+    delivery = release_over_starttls(smtpsink, captured, upstream)
 
     relayed = upstream.wait_for()
     assert relayed.session.authenticated_as == "ann"
@@ -362,15 +356,23 @@ def refused_starttls_release(
     ``login``)."""
     captured = capture(sink, b"Subject: hi\r\n\r\nx\r\n")
     with pytest.raises(RelayError) as raised:
-        sink.release(
-            captured,
-            upstream.host,
-            upstream.port,
-            tls="starttls",
-            ca_file=upstream.ca_path,
-            auth=("ann", PASSWORD) if login else None,
-        )
+        release_over_starttls(sink, captured, upstream, login=login)
     return raised.value
+
+
+def release_over_starttls(
+    sink: Mailbox, captured: Message, upstream: Mailbox, *, login: bool = True
+) -> Delivery:
+    """Release ``captured`` to ``upstream`` over STARTTLS, trusting its CA
+    (logging in as ann with PASSWORD if ``login``)."""
+    return sink.release(
+        captured,
+        upstream.host,
+        upstream.port,
+        tls="starttls",
+        ca_file=upstream.ca_path,
+        auth=("ann", PASSWORD) if login else None,
+    )
 
 
 def refused_starttls_relay(
@@ -580,15 +582,7 @@ def test_login_without_tls_to_an_upstream_that_wants_starttls_says_so(
         "STARTTLS, it seems (its EHLO reply lists STARTTLS and no AUTH): give "
         "tls='starttls' to release(), or smtp+starttls:// in the relay URL",
     )
-    delivery = smtpsink.release(
-        captured,
-        upstream.host,
-        upstream.port,
-        tls="starttls",
-        ca_file=upstream.ca_path,
-        auth=("ann", PASSWORD),
-    )
-    assert delivery.code == 250
+    assert release_over_starttls(smtpsink, captured, upstream).code == 250
 
 
 def test_login_with_no_mechanism_the_relay_uses_names_what_is_offered(
@@ -2313,37 +2307,32 @@ def test_a_tls_mode_mix_up_is_named_when_it_times_out(
         "timed out: no greeting within 1 s (not a byte came: an implicit-TLS "
         "port greets only after a TLS handshake, smtps://, tls='implicit')"
     )
+
+    def refused_over_implicit_tls(upstream: Mailbox) -> str:
+        with pytest.raises(RelayError) as raised:
+            smtpsink.release(
+                captured,
+                upstream.host,
+                upstream.port,
+                tls="implicit",
+                ca_file=implicit.ca_path,  # any: no handshake gets that far
+                timeout=1,
+            )
+        return raised.value.reply
+
     silent = smtpsink_factory(hostname="silent.test")
     silent.hang("CONNECT")
-    with pytest.raises(RelayError) as raised:
-        smtpsink.release(
-            captured,
-            silent.host,
-            silent.port,
-            tls="implicit",
-            ca_file=implicit.ca_path,  # any: no handshake gets that far
-            timeout=1,
-        )
-    assert raised.value.reply == (
+    assert refused_over_implicit_tls(silent) == (
         "timed out: the TLS handshake did not finish within 1 s (no answer to "
         "the TLS hello)"
     )
     silent.clear_faults()
     # A port that greets in plain text answers the TLS hello at once: a bare
     # "SSLError: [SSL: WRONG_VERSION_NUMBER] wrong version number".
-    with pytest.raises(RelayError) as raised:
-        smtpsink.release(
-            captured,
-            smtpsink.host,
-            smtpsink.port,
-            tls="implicit",
-            ca_file=implicit.ca_path,
-            timeout=1,
-        )
-    assert raised.value.reply.endswith(
+    assert refused_over_implicit_tls(smtpsink).endswith(
         " (the upstream answered in plain text: a port that greets in plain "
         "text takes smtp+starttls://, tls='starttls')"
-    ), raised.value.reply
+    )
 
 
 def unanswered_upstream(factory: Factory, fault: str) -> Mailbox:
