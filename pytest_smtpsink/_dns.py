@@ -35,6 +35,7 @@ import socket
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Union
 
@@ -149,6 +150,23 @@ class _Plan:
 _NOTHING = _Plan(None)
 
 
+#: Every stub of the process, so that a name asked of one and published on
+#: another can be named as such (each sink has a stub of its own).
+_STUBS: weakref.WeakSet[DNSServer] = weakref.WeakSet()
+_STUBS_LOCK = threading.Lock()
+
+
+def _published_elsewhere(asked: DNSServer, name: dns.name.Name) -> str | None:
+    """Where another stub than ``asked`` publishes ``name`` (its address),
+    or None."""
+    with _STUBS_LOCK:
+        stubs = list(_STUBS)
+    for stub in stubs:
+        if stub is not asked and stub.port and any(r.name == name for r in stub.rules):
+            return f"{stub.host}:{stub.port}"
+    return None
+
+
 class DNSServer:
     """The stub of one sink: UDP and TCP on one loopback port."""
 
@@ -169,6 +187,8 @@ class DNSServer:
         self._tcp_writers: set[asyncio.StreamWriter] = set()
         self._udp_protocol: _UDPProtocol | None = None
         self._closed = False
+        with _STUBS_LOCK:
+            _STUBS.add(self)
 
     # -- lifecycle (start: from a test thread; close: on the loop) -------------
 
@@ -437,6 +457,14 @@ class DNSServer:
             # a name below it has some (an "empty non-terminal", RFC 8020
             # 2): NXDOMAIN would deny both, so it gets NOERROR, no data.
             response.set_rcode(dns.rcode.NXDOMAIN)
+            elsewhere = _published_elsewhere(self, name)
+            if elsewhere is not None:
+                # Records published through another sink's `dns`: the
+                # test resolves through the wrong stub.
+                notes.append(
+                    f"published on another sink's stub ({elsewhere}): publish "
+                    "and resolve through the same sink's dns"
+                )
         matching = [
             r.rdata
             for r in records

@@ -975,6 +975,25 @@ def test_bad_records_are_refused_clearly(
         call(smtpsink.dns)
 
 
+def test_a_name_published_on_another_sinks_stub_is_named_as_such(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    # Each sink has a stub of its own: records published through another
+    # sink's dns got a bare NXDOMAIN from this one, with nothing said.
+    partner = smtpsink_factory(hostname="partner.test")
+    partner.dns.mx("partner.example", [(10, partner)])
+    with pytest.raises(dns.resolver.NXDOMAIN):
+        smtpsink.dns.resolver().resolve("partner.example", "MX")
+    with pytest.raises(dns.resolver.NXDOMAIN):
+        smtpsink.dns.resolver().resolve("nowhere.example", "MX")
+    assert [str(q) for q in smtpsink.dns.queries] == [
+        "udp partner.example. MX: NXDOMAIN (published on another sink's stub "
+        f"({partner.dns.host}:{partner.dns.port}): publish and resolve through "
+        "the same sink's dns)",
+        "udp nowhere.example. MX: NXDOMAIN",
+    ]
+
+
 def test_mx_refuses_the_same_sink_twice_for_a_domain(
     smtpsink: Mailbox, smtpsink_factory: Factory
 ) -> None:
