@@ -156,15 +156,18 @@ _STUBS: weakref.WeakSet[DNSServer] = weakref.WeakSet()
 _STUBS_LOCK = threading.Lock()
 
 
-def _published_elsewhere(asked: DNSServer, name: dns.name.Name) -> str | None:
-    """Where another stub than ``asked`` publishes ``name`` (its address),
-    or None."""
+def _published_elsewhere(asked: DNSServer, name: dns.name.Name) -> list[str]:
+    """The addresses of the stubs other than ``asked`` that publish
+    ``name``."""
     with _STUBS_LOCK:
         stubs = list(_STUBS)
-    for stub in stubs:
-        if stub is not asked and stub.port and any(r.name == name for r in stub.rules):
-            return f"{stub.host}:{stub.port}"
-    return None
+    return sorted(
+        f"{stub.host}:{stub.port}"
+        for stub in stubs
+        # A stopped sink's stub may not be collected yet.
+        if stub is not asked and not stub._closed and stub.port
+        if any(r.name == name for r in stub.rules)
+    )
 
 
 class DNSServer:
@@ -458,12 +461,12 @@ class DNSServer:
             # 2): NXDOMAIN would deny both, so it gets NOERROR, no data.
             response.set_rcode(dns.rcode.NXDOMAIN)
             elsewhere = _published_elsewhere(self, name)
-            if elsewhere is not None:
+            if elsewhere:
                 # Records published through another sink's `dns`: the
                 # test resolves through the wrong stub.
                 notes.append(
-                    f"published on another sink's stub ({elsewhere}): publish "
-                    "and resolve through the same sink's dns"
+                    f"published on another sink's stub ({', '.join(elsewhere)}): "
+                    "publish and resolve through the same sink's dns"
                 )
         matching = [
             r.rdata

@@ -986,12 +986,13 @@ def test_a_name_published_on_another_sinks_stub_is_named_as_such(
         smtpsink.dns.resolver().resolve("partner.example", "MX")
     with pytest.raises(dns.resolver.NXDOMAIN):
         smtpsink.dns.resolver().resolve("nowhere.example", "MX")
-    assert [str(q) for q in smtpsink.dns.queries] == [
-        "udp partner.example. MX: NXDOMAIN (published on another sink's stub "
-        f"({partner.dns.host}:{partner.dns.port}): publish and resolve through "
-        "the same sink's dns)",
-        "udp nowhere.example. MX: NXDOMAIN",
-    ]
+    asked, nowhere = smtpsink.dns.queries
+    assert (asked.outcome, nowhere.outcome, nowhere.note) == ("NXDOMAIN",) * 2 + ("",)
+    assert asked.note.startswith("published on another sink's stub (")
+    assert asked.note.endswith("): publish and resolve through the same sink's dns")
+    # The test's other sink is among them (any live sink of the process
+    # that publishes the name is listed).
+    assert f"{partner.dns.host}:{partner.dns.port}" in asked.note
 
 
 def test_mx_refuses_the_same_sink_twice_for_a_domain(
