@@ -234,7 +234,8 @@ class FaultControls:
     def close(self) -> None:
         """End this view: remove what it added to its sink (fault rules, DNS
         records). The fixtures call it at the end of each test, also when
-        the test failed."""
+        the test failed. It takes no new rules, records or mail after that
+        (a RuntimeError): nothing would remove them."""
         self._closed = True
         self.clear_faults()
 
