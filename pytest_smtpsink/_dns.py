@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import difflib
 import ipaddress
 import itertools
 import math
@@ -79,6 +80,7 @@ _TCP_IDLE = 10.0  # seconds a TCP client may sit between queries
 _TCP_SEND_BUFFER = 128 * 1024
 _START_TIMEOUT = 10.0
 _KEEP_QUERIES = 10_000
+_HINT_LISTED = 5  # lookups a failure report lists; it is a hint, not a log
 # The most a UDP datagram carries over IPv4 (65535 less the IP and UDP
 # headers): an EDNS client may offer up to 65535, and a bigger answer would
 # be dropped by the kernel, unseen, rather than truncated.
@@ -1317,6 +1319,51 @@ class DNSZone:
             yield resolver
         finally:
             dns.resolver.default_resolver, dns.asyncresolver.default_resolver = saved
+
+    def _lookups_hint(self, since: float) -> list[str]:
+        """For a failure report where no client connected: the lookups the
+        stub answered since ``since`` (a time.time()), one line per distinct
+        question and outcome. An application that delivers by MX and looked
+        up a mistyped name got NXDOMAIN and connected nowhere; "no client
+        connected" alone sends the reader to the host and port. Empty when
+        the stub was not asked (ignored datagrams are no lookup)."""
+        counts: dict[tuple[str, str, str, tuple[str, ...], str], int] = {}
+        for query in self.queries:
+            if query.time < since or query.outcome == "ignored":
+                continue
+            key = (
+                query.name or "<malformed>",
+                query.type or "",
+                query.outcome,
+                query.answers,
+                query.note,
+            )
+            counts[key] = counts.get(key, 0) + 1
+        # This test's names (not other zones' on the same stub): what a
+        # mistyped lookup most likely meant.
+        published: dict[str, str] = {}
+        for rule in self._server.rules:
+            if rule.owner is self._owner and rule.kind == "record":
+                text = rule.name.to_text()
+                published.setdefault(text.lower(), text)
+        lines = []
+        for (name, rdtype, outcome, answers, note), count in counts.items():
+            asked = f"{name} {rdtype}" if rdtype else name
+            shown = f": {', '.join(answers)}" if answers else ""
+            extra = [note] if note else []
+            if count > 1:
+                extra.append(f"asked {count} times")
+            if outcome == "NXDOMAIN":
+                others = [p for p in published if p != name.lower()]
+                close = difflib.get_close_matches(name.lower(), others, n=1)
+                if close:
+                    extra.append(f"published: {published[close[0]]}")
+            more = f" ({'; '.join(extra)})" if extra else ""
+            lines.append(f"  {asked} -> {outcome}{shown}{more}")
+        if len(lines) > _HINT_LISTED:
+            left = len(lines) - _HINT_LISTED
+            lines = [*lines[:_HINT_LISTED], f"  ... and {left} more"]
+        return lines
 
     def __repr__(self) -> str:
         mine = [r for r in self._server.rules if r.owner is self._owner]

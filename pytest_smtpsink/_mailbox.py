@@ -971,6 +971,22 @@ class Mailbox(FaultControls):
                 # test given this host and port?" would send the reader off
                 # looking for a mistake they did not make.
                 return []
+            # The zone exists only once the test used smtpsink.dns: a test
+            # that never did gets the report it always got.
+            lookups = (
+                [] if self._dns is None else self._dns._lookups_hint(self._opened_at)
+            )
+            if lookups:
+                # An application that delivers by MX finds the host and port
+                # through the stub: what it asked there, and what it got,
+                # says why it connected nowhere (a mistyped name: NXDOMAIN);
+                # the host-and-port and in-memory-backend advice does not.
+                return [
+                    f"Hint: no client connected to {self._sink.url} {self._scope} "
+                    f"either; the DNS stub was asked {self._scope}:",
+                    *lookups,
+                    *self._closing_lines(closing),
+                ]
             return [
                 f"Hint: no client connected to {self._sink.url} {self._scope} "
                 "either: is the code under test given this host and port? A "

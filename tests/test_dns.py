@@ -1268,3 +1268,86 @@ def _receive_exactly(sock: socket.socket, size: int) -> bytes:
         assert chunk, f"the stub closed after {len(data)} of {size} bytes"
         data += chunk
     return data
+
+
+# -- failure reports: what the stub was asked ----------------------------------------
+
+
+def test_a_report_with_no_client_lists_the_lookups_and_the_name_meant(
+    smtpsink: Mailbox,
+) -> None:
+    # Two users' report: the application looked up a mistyped domain, got
+    # NXDOMAIN and sent nothing, and the failure spoke only of the host and
+    # port and of Django's in-memory backend.
+    zone = smtpsink.dns
+    zone.mx("partner.example", [(10, smtpsink)])
+    with pytest.raises(dns.resolver.NXDOMAIN):
+        zone.resolver().resolve("partnr.example", "MX")
+
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(rcpt_to="bob@partner.example")
+
+    assert str(caught.value) == (
+        "expected at least 1 message matching rcpt_to='bob@partner.example'; "
+        "found 0.\n"
+        "No messages arrived in this test.\n"
+        f"Hint: no client connected to {smtpsink.url} in this test either; "
+        "the DNS stub was asked in this test:\n"
+        "  partnr.example. MX -> NXDOMAIN (published: partner.example.)"
+    )
+
+
+def test_the_lookups_in_a_report_are_grouped_and_capped(smtpsink: Mailbox) -> None:
+    zone = smtpsink.dns
+    zone.mx("partner.example", [(10, smtpsink)])
+    zone.servfail("flaky.example")
+    resolver = zone.resolver()
+    for _ in range(2):
+        resolver.resolve("partner.example", "MX")
+    with pytest.raises(dns.resolver.NoAnswer):
+        resolver.resolve("mx1.partner.example", "AAAA")
+    with pytest.raises(dns.resolver.NoNameservers):
+        resolver.resolve("flaky.example", "MX")
+    for name in ("unrelated.test", "other.test", "third.test"):
+        with pytest.raises(dns.resolver.NXDOMAIN):
+            resolver.resolve(name, "A")
+
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.wait_for(timeout=0.01)
+
+    hint = str(caught.value).split("\n")[2:]
+    assert hint == [
+        f"Hint: no client connected to {smtpsink.url} in this test either; "
+        "the DNS stub was asked in this test:",
+        "  partner.example. MX -> NOERROR: 10 mx1.partner.example. (asked 2 times)",
+        "  mx1.partner.example. AAAA -> NOERROR",
+        "  flaky.example. MX -> SERVFAIL (fault: 451)",
+        "  unrelated.test. A -> NXDOMAIN",  # nothing published is close
+        "  other.test. A -> NXDOMAIN",
+        "  ... and 1 more",
+    ]
+
+
+def test_a_report_says_nothing_of_a_stub_not_asked_in_its_scope(
+    smtpsink: Mailbox,
+) -> None:
+    # Records published, but nothing looked up: the usual hint, unchanged.
+    zone = smtpsink.dns
+    zone.mx("partner.example", [(10, smtpsink)])
+    usual = (
+        f"Hint: no client connected to {smtpsink.url} {{}} either: is the "
+        "code under test given this host and port? A test setting may also "
+        "keep mail in memory (Django's test runner and pytest-django, "
+        "Flask-Mailman and Flask-Mail with TESTING=True): see the Recipes "
+        "page of the docs."
+    )
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent()
+    assert str(caught.value).split("\n")[2:] == [usual.format("in this test")]
+
+    # Lookups before clear() are not in a report about what came since.
+    zone.resolver().resolve("partner.example", "MX")
+    smtpsink.clear()
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent()
+    assert str(caught.value).split("\n")[2:] == [usual.format("since clear()")]
