@@ -1647,6 +1647,8 @@ def _closing(client: Any, code: int, text: bytes) -> None:
 #: DEPTH_ZERO_SELF_SIGNED_CERT, SELF_SIGNED_CERT_IN_CHAIN,
 #: UNABLE_TO_GET_ISSUER_CERT_LOCALLY.
 _UNTRUSTED = frozenset({18, 19, 20})
+#: Global inline flags at the front of a pattern ("(?i)", "(?aiLmsux)").
+_INLINE_FLAGS = re.compile(r"(?:\(\?[aiLmsux]+\))+")
 #: What OpenSSL says when the first bytes back are no TLS record.
 _PLAIN_ANSWER = frozenset(
     {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "UNKNOWN_PROTOCOL", "HTTP_REQUEST"}
@@ -1875,14 +1877,29 @@ class Relayer:
         """Why a recipient the pattern is found in was not relayed: it must
         match the whole address (a domain's pattern alone never does)."""
         given = self.pattern.pattern
+        # Inline flags stay in front ("(?i)partner\.example"): ".*(?i)..."
+        # is no regular expression. On the SMTP path: never an error.
+        flags = _INLINE_FLAGS.match(given)
+        head = flags.group() if flags else ""
+        body = given[len(head) :]
         for recipient in message.envelope.rcpt_to:
             if not self.pattern.search(recipient):
                 continue
-            for wider in (f".*{given}", f"{given}.*", f".*{given}.*"):
-                if re.fullmatch(wider, recipient, re.IGNORECASE):
+            for wider in (f".*(?:{body})", f"(?:{body}).*", f".*(?:{body}).*"):
+                try:
+                    matches = re.fullmatch(head + wider, recipient, re.IGNORECASE)
+                except re.error:
+                    return ""
+                if matches:
+                    # Shown as written (a --smtpsink-relay-to, an ini file),
+                    # not as a Python repr with its backslashes doubled.
+                    # The group only where it changes the meaning ("a|b").
+                    shown = head + (
+                        wider if "|" in body else wider.replace(f"(?:{body})", body)
+                    )
                     return (
-                        f"relay_to {given!r} is found in {recipient} but must "
-                        f"match the whole address: {wider!r} would"
+                        f'relay_to "{given}" is found in {recipient} but must '
+                        f'match the whole address: "{shown}" would'
                     )
         return ""
 

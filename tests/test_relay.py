@@ -1163,9 +1163,13 @@ def test_matching_recipients_are_relayed_the_others_are_not(
 @pytest.mark.parametrize(
     ("relay_to", "advice"),
     [
-        (r"partner\.example", r"'.*partner\\.example' would"),
-        ("bob@", "'bob@.*' would"),
-        ("@partner", "'.*@partner.*' would"),
+        (r"partner\.example", r'".*partner\.example" would'),
+        ("bob@", '"bob@.*" would'),
+        ("@partner", '".*@partner.*" would'),
+        # An inline flag stays in front: ".*(?i)..." raised on the SMTP
+        # path, and the client's DATA was refused with Python's error.
+        (r"(?i)partner\.example", r'"(?i).*partner\.example" would'),
+        ("partner|other", '".*(?:partner|other).*" would'),
     ],
 )
 def test_a_relay_to_found_in_an_address_but_not_matching_it_says_so(
@@ -1183,7 +1187,7 @@ def test_a_relay_to_found_in_an_address_but_not_matching_it_says_so(
         )
     message = sink.wait_for()
     assert str(message.relay) == (
-        f"not relayed (no recipient matches relay_to): relay_to {relay_to!r} is "
+        f'not relayed (no recipient matches relay_to): relay_to "{relay_to}" is '
         f"found in bob@partner.example but must match the whole address: {advice}"
     )
 
