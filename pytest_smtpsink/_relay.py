@@ -195,12 +195,17 @@ def parse_upstream(url: str) -> Upstream:
             "name or password must be percent-encoded (%2F, %3F, %23)"
         )
     host_port = parts.netloc.rpartition("@")[2]
-    if not host_port.startswith("[") and host_port.count(":") > 1:
+    after_host = (
+        host_port.rpartition("]")[2] if host_port.startswith("[") else host_port
+    )
+    if after_host.count(":") > 1:
         # "host:2525:25": urllib reads the last part as the port, and the
-        # error would call a good port out of range.
+        # error would call a good port out of range. Not quoted: with ":"
+        # typed for "@" ("user:pw:host:25") it holds the password.
         raise ValueError(
-            f"the URL's host:port {host_port!r} has more than one ':' (an IPv6 "
-            f"address goes in brackets: {scheme}://[::1]:2525)"
+            "the URL's host:port has more than one ':' (an IPv6 address goes "
+            f"in brackets: {scheme}://[::1]:2525; a user:password goes before "
+            "an '@')"
         )
     given = host_port.rpartition(":")[2]
     try:

@@ -930,8 +930,20 @@ def test_a_password_cut_by_a_url_delimiter_is_named_not_shown(cut: str) -> None:
         (
             {"relay": "smtp://localhost:2525:25", "relay_to": ".*"},
             "relay",
-            r"the URL's host:port 'localhost:2525:25' has more than one ':' "
-            r"\(an IPv6 address goes in brackets: smtp://\[::1\]:2525\)",
+            r"^relay: the URL's host:port has more than one ':' \(an IPv6 "
+            r"address goes in brackets: smtp://\[::1\]:2525; a user:password "
+            r"goes before an '@'\)$",
+        ),
+        (
+            {"relay": "smtp://[::1]:2525:25", "relay_to": ".*"},
+            "relay",
+            "host:port has more than one ':'",
+        ),
+        # ":" typed for "@": the message quoted the password.
+        (
+            {"relay": "smtp://ann:s3cretPW:mail.example:587", "relay_to": ".*"},
+            "relay",
+            r"^(?!.*s3cretPW).*has more than one ':'",
         ),
         (
             {"relay": "smtp://127.0.0.1:0", "relay_to": ".*"},
