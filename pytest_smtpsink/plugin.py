@@ -10,7 +10,7 @@ import dataclasses
 import functools
 import ipaddress
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Collection, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -688,13 +688,19 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
     then errors at teardown with it)."""
     __tracebackhide__ = True
     views = item.stash.get(_VIEWS_KEY, None)
+    waited: set[int] = set()
     if views:
         # Before the fixtures close the views: a test's upstream sink would
         # drop a connection its fault rule (a delay) still holds, and the
         # relay's outcome would depend on how far it had got.
         with contextlib.suppress(Exception):  # never an INTERNALERROR
-            _settle_relays(views)
+            waited = _settle_relays(views)
     result = yield
+    if views:
+        # And after: a fixture's teardown may send (an outbox flushed on
+        # shutdown). Mail already waited for is not waited for twice.
+        with contextlib.suppress(Exception):
+            _settle_relays(views, waited)
     held = item.stash.get(_UNUSED_MARKERS_KEY, None)
     if held and item.stash.get(_CALL_PASSED_KEY, False):
         used = item.stash.get(_USED_KEY, set())
@@ -1210,23 +1216,31 @@ _NOT_SAVED_ATTRIBUTE = "smtpsink_not_saved"
 RELAY_GRACE = 2.0
 
 
-def _settle_relays(views: Sequence[Mailbox]) -> None:
+def _settle_relays(views: Sequence[Mailbox], waited: Collection[int] = ()) -> set[int]:
     """Wait up to `RELAY_GRACE` for the mail of ``views`` still being
     relayed: a test that waited for the upstream to store its mail ends
     before the relay has read the upstream's 250, which is no news for the
     saved files or the end of the run. The wait ends as soon as they
-    settle (on the store's condition)."""
+    settle (on the store's condition). Not for mail still pending after
+    an earlier wait (the ``id()`` of each message in ``waited``). Returns
+    the ids of the messages still pending."""
+    pending: set[int] = set()
     for view in views:
         if view.settings.relay is None:
             continue
         messages = view.captured()[0]
-        if any(m.relay is not None and not m.relay.done for m in messages):
+        unsettled = [m for m in messages if m.relay is not None and not m.relay.done]
+        if any(id(m) not in waited for m in unsettled):
             # Not AssertionError alone: a stopped or overflowed sink raises
             # SinkError, which must not end the run (an INTERNALERROR).
             with contextlib.suppress(Exception):
                 view.wait_until(
                     functools.partial(_relays_settled, messages), timeout=RELAY_GRACE
                 )
+        pending.update(
+            id(m) for m in messages if m.relay is not None and not m.relay.done
+        )
+    return pending
 
 
 def _not_relayed(views: Sequence[Mailbox]) -> list[str]:

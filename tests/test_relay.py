@@ -3155,6 +3155,37 @@ def test_sends(smtpsink_factory):
     assert "not relayed" not in result.stdout.str()
 
 
+def test_mail_a_fixture_sends_in_its_teardown_is_waited_for_too(
+    pytester: pytest.Pytester,
+) -> None:
+    # The wait moved before the fixtures' teardown (so that a test's own
+    # upstream keeps its fault rules meanwhile); an outbox flushed in a
+    # fixture's teardown was then listed as "pending", not relayed.
+    with SMTPSink(hostname="upstream.test") as upstream:
+        slow = upstream.view()
+        slow.delay("EOD", 0.2)
+        pytester.makepyfile(
+            f"""
+import smtplib
+import pytest
+
+@pytest.fixture
+def app(smtpsink_factory):
+    sink = smtpsink_factory(relay="smtp://127.0.0.1:{upstream.port}", relay_to=".*")
+    yield sink
+    with smtplib.SMTP(sink.host, sink.port) as client:  # the outbox, flushed
+        client.sendmail("app@example.com", ["ann@example.com"], b"Subject: bye\\r\\n\\r\\nx\\r\\n")
+
+def test_sends(app):
+    pass
+"""
+        )
+        result = pytester.runpytest("-p", "no:xdist")
+        slow.close()
+    result.assert_outcomes(passed=1)
+    assert "not relayed" not in result.stdout.str()
+
+
 def test_the_wait_for_mail_in_flight_survives_a_sink_that_overflowed(
     pytester: pytest.Pytester,
 ) -> None:
