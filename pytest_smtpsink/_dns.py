@@ -886,6 +886,23 @@ def _lifetime(seconds: float) -> float:
     return float(seconds)
 
 
+def _per_try(seconds: float | None, lifetime: float) -> float:
+    """How long each try of a lookup waits: ``seconds`` (a number > 0, at
+    most ``lifetime``), or the whole lifetime."""
+    if seconds is None:
+        return lifetime
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, (int, float))
+        or not 0 < seconds <= lifetime
+    ):
+        raise ValueError(
+            "timeout (each try) must be a number of seconds > 0 and at most "
+            f"the lifetime ({lifetime:g}), got {shown_number(seconds)}"
+        )
+    return float(seconds)
+
+
 def _host_key(name: dns.name.Name) -> str:
     """How `DNSZone.smtp_ports` keys and `DNSZone.mx` returns a host name:
     lowercase, ASCII (IDNA), no final dot; as an application gets it from
@@ -1283,35 +1300,40 @@ class DNSZone:
         form, so a name taken from a resolver's answer works as it is."""
         return _HostPorts(self._smtp_ports)
 
-    def resolver(self, lifetime: float = 5.0) -> dns.resolver.Resolver:
+    def resolver(
+        self, lifetime: float = 5.0, timeout: float | None = None
+    ) -> dns.resolver.Resolver:
         """A new dnspython ``Resolver`` that asks only this stub, giving up
-        on a lookup after ``lifetime`` seconds (a number > 0)."""
-        lifetime = _lifetime(lifetime)
+        on a lookup after ``lifetime`` seconds (a number > 0). ``timeout``
+        is how long each try waits (default: the whole lifetime, so a slow
+        answer is never taken for a lost one); give less to have a question
+        left unanswered (``timeout(name, times=1)``) asked again."""
+        lifetime, timeout = _lifetime(lifetime), _per_try(timeout, lifetime)
         resolver = dns.resolver.Resolver(configure=False)
-        self._point(resolver, lifetime)
+        self._point(resolver, lifetime, timeout)
         return resolver
 
-    def _point(self, resolver: Any, lifetime: float) -> None:
+    def _point(self, resolver: Any, lifetime: float, timeout: float) -> None:
         resolver.port = self.port  # before nameservers: strings take this port
         resolver.nameservers = [self.host]
         resolver.lifetime = lifetime
-        # Each try waits half the lifetime: a question left unanswered once
-        # (timeout(name, times=1), a lost UDP answer) is asked again within
-        # it, while a slow machine's answer is never taken for a lost one.
-        resolver.timeout = lifetime / 2
+        resolver.timeout = timeout
 
     @contextlib.contextmanager
-    def as_default(self, lifetime: float = 5.0) -> Iterator[dns.resolver.Resolver]:
+    def as_default(
+        self, lifetime: float = 5.0, timeout: float | None = None
+    ) -> Iterator[dns.resolver.Resolver]:
         """Make dnspython's default resolvers (``dns.resolver.resolve`` and
         ``dns.asyncresolver.resolve``) ask this stub inside the block, and
-        put the previous ones back after it."""
+        put the previous ones back after it. ``lifetime`` and ``timeout``
+        as for `resolver`."""
         import dns.asyncresolver
 
-        lifetime = _lifetime(lifetime)
+        lifetime, timeout = _lifetime(lifetime), _per_try(timeout, lifetime)
         saved = (dns.resolver.default_resolver, dns.asyncresolver.default_resolver)
-        resolver = self.resolver(lifetime)
+        resolver = self.resolver(lifetime, timeout)
         async_resolver = dns.asyncresolver.Resolver(configure=False)
-        self._point(async_resolver, lifetime)
+        self._point(async_resolver, lifetime, timeout)
         dns.resolver.default_resolver = resolver
         # dnspython leaves this one unannotated, so its type is None.
         dns.asyncresolver.default_resolver = async_resolver  # type: ignore[assignment]

@@ -724,14 +724,29 @@ def test_servfail_and_timeout_are_fault_rules_of_the_test(smtpsink: Mailbox) -> 
 def test_a_question_left_unanswered_once_is_asked_again_and_answered(
     smtpsink: Mailbox,
 ) -> None:
-    # Each try waited the whole lifetime, so timeout(name, times=1) failed
-    # the lookup as timeout(name) did: the resolver never asked again.
+    # Each try waits the whole lifetime by default (a slow answer is never
+    # taken for a lost one), so timeout(name, times=1) failed the lookup as
+    # timeout(name) did; a per-try timeout below the lifetime asks again.
     zone = smtpsink.dns
     zone.a("once.example", "127.0.0.1")
     zone.timeout("once.example", times=1)
-    answer = zone.resolver(lifetime=3).resolve("once.example", "A")
+    answer = zone.resolver(lifetime=3, timeout=1).resolve("once.example", "A")
     assert [record.to_text() for record in answer] == ["127.0.0.1"]
     assert [q.outcome for q in zone.queries] == ["no answer", "NOERROR"]
+
+
+def test_an_answer_slower_than_half_the_lifetime_is_still_taken(
+    smtpsink: Mailbox,
+) -> None:
+    # With each try waiting half the lifetime (a change this session made
+    # and took back), an answer delayed past it was dropped, asked again,
+    # delayed again, and the lookup failed though the stub answered twice.
+    zone = smtpsink.dns
+    zone.a("slow.example", "127.0.0.1")
+    smtpsink.delay("DNS:QUERY", 2.1)
+    answer = zone.resolver(lifetime=4).resolve("slow.example", "A")
+    assert [record.to_text() for record in answer] == ["127.0.0.1"]
+    assert len(zone.queries) == 1
 
 
 def test_as_default_points_dnspython_at_the_stub_and_restores(
@@ -965,6 +980,12 @@ def test_a_tcp_message_cut_short_is_recorded(smtpsink: Mailbox) -> None:
         (lambda z: z.resolver(lifetime="5"), r"^lifetime must be .*, got the str '5'$"),
         (lambda z: z.resolver(lifetime=float("nan")), r"^lifetime must be"),
         (lambda z: z.resolver(lifetime=True), r"^lifetime must be"),
+        (
+            lambda z: z.resolver(lifetime=1, timeout=2),
+            r"^timeout \(each try\) must be a number of seconds > 0 and at most "
+            r"the lifetime \(1\), got 2$",
+        ),
+        (lambda z: z.as_default(timeout=0).__enter__(), r"^timeout \(each try\)"),
         (lambda z: z.as_default(lifetime=0).__enter__(), "^lifetime must be"),
     ],
 )
