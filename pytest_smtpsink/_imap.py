@@ -189,11 +189,17 @@ _SECRET_LATER = re.compile(
 )
 
 
+#: LOGIN or AUTHENTICATE at the start of a word, whatever comes before it
+#: ("a]LOGIN", "a\x7fLOGIN": a tag ended by a character no tag ends with).
+_SECRET_WORD = re.compile(r"(?<![A-Za-z])(?:LOGIN|AUTHENTICATE)", re.IGNORECASE)
+
+
 def _secret_tag(tag: str | None) -> bool:
-    """Whether a line's tag starts with LOGIN or AUTHENTICATE: a command
-    sent without its tag ("LOGIN ann pw"), or without the space after its
-    verb as well ("LOGINann pw"), whose secrets follow or are in the tag."""
-    return tag is not None and tag.upper().startswith(_SECRET_VERBS)
+    """Whether a line's tag holds LOGIN or AUTHENTICATE at a word's start: a
+    command sent without its tag ("LOGIN ann pw"), or without the space
+    after its verb as well ("LOGINann pw"), or after a tag ended by another
+    character ("a]LOGIN ann pw"), whose secrets follow or are in the tag."""
+    return tag is not None and _SECRET_WORD.search(tag) is not None
 
 
 def _tag_out(tag: str | None, command: Command | None) -> str | None:
@@ -214,7 +220,7 @@ def _tag_recorded(tag: str | None, command: Command | None) -> str | None:
     the client is cut after its verb (``LOGIN****``)."""
     if tag is None or _tag_out(tag, command) is not None:
         return tag
-    return "AUTHENTICATE****" if tag.upper().startswith("AUTH") else "LOGIN****"
+    return "AUTHENTICATE****" if "AUTHENTICATE" in tag.upper() else "LOGIN****"
 
 
 #: The first word of every command the server knows ("UID" for UID FETCH).
@@ -278,6 +284,7 @@ def mask_command(rest: str, command: Command | None = None) -> str:
 
 
 _LITERAL_IN_RESPONSE = re.compile(rb"\{(\d+)\}\r\n")
+_ANY_LITERAL_AT_END = re.compile(rb"\{\d+\+?\}\r?\n?\Z")
 
 
 def shown_response(data: bytes) -> list[str]:
@@ -712,6 +719,24 @@ class _Connection(ReadSideConnection):
             await self._refuse_masked(line, "LOGIN", "a password")
             return True
         tag, rest = split_tag(line)
+        if _secret_tag(tag) and str(tag).upper() not in _SECRET_VERBS:
+            # "LOGINann pw", "LOGINpw NOOP": a tag that runs on past LOGIN or
+            # AUTHENTICATE may hold the user name or the password, and every
+            # reply to a command would carry it: no command runs under it.
+            # (No client's tags are so made; imaplib's are four letters A-P
+            # and a number.)
+            self._append("command", "****", _tag_recorded(tag, None))
+            shown = _tag_recorded(tag, None)
+            verb = str(shown).removesuffix("****")
+            await self._bad(
+                None,
+                f"Unknown command after the tag {shown} (are the tag and the "
+                f"space after {verb} missing?)",
+            )
+            if _ANY_LITERAL_AT_END.search(line):
+                # Its literal (the password, as like as not) comes next.
+                self._after_login = True
+            return True
         if _AUTHENTICATE.match(rest):
             self._after_auth = True
         if total > MAX_LINE:
@@ -846,16 +871,17 @@ class _Connection(ReadSideConnection):
         return True
 
     async def _refuse_masked(self, line: bytes, after: str, what: str) -> None:
-        """Answer a line taken for a secret: with its tag, in case it was a
-        command after all (the client waits for that tag), recorded without
-        it, as it may be the secret's first word."""
+        """Answer a line taken for a secret, untagged: what reads as its tag
+        may be the secret's first word, which a tagged reply would echo to
+        the client (and its logs). A line taken for one names no command
+        in second place, so it was no command the client waits on."""
         tag, _ = split_tag(line)
         if tag is None:
             await self._bad(None, _sentence(NO_TAG))
             return
-        text = f"BAD Unknown command after {after} (not shown: it may be {what})"
-        self._record_reply(f"**** {text}")
-        await self._send(f"{tag} {text}\r\n".encode("utf-8", "replace"))
+        await self._bad(
+            None, f"Unknown command after {after} (not shown: it may be {what})"
+        )
 
     def _shown_command(
         self, parts: list[str], command: Command | None, tag: str | None
@@ -867,6 +893,13 @@ class _Connection(ReadSideConnection):
             # is shown).
             return "****" if text.strip() else text
         shown = mask_command(text, command)
+        if shown == text and tag is None:
+            # No valid tag: a line that no command is, so cutting it short
+            # hides nothing a reader needs. LOGIN after anything at all
+            # ("a(LOGIN ann pw", "a\x7fLOGIN ...") hides what follows it.
+            found = _SECRET_WORD.search(text)
+            if found is not None and text[found.end() :].strip():
+                return printable(text[: found.end()]) + "****"
         if (
             shown == text
             and command is not None
@@ -919,6 +952,10 @@ class _Connection(ReadSideConnection):
         self._command_name = name
         refusal = self._state_refusal(name, tag)
         if refusal is not None:
+            if name.removeprefix("UID ") == "LOGIN" and len(command.args) < 2:
+                # Refused before its password (after login): a client that
+                # sends it on a line of its own sends it next.
+                self._after_login = True
             await self._bad(_tag_out(tag, command), refusal)
             return
         verb = name.removeprefix("UID ")

@@ -418,6 +418,18 @@ def test_a_password_run_on_to_imap_login_is_neither_recorded_nor_echoed(
         f"AUTHENTICATEPLAIN {secret}",
         f"LOGIN{secret} ",
         f"f\tUID LOGIN ann {secret}",
+        # A known command after such a tag ran under it, the tag echoed;
+        # a tag ended by a character no tag ends with was recorded whole.
+        f"LOGIN{secret} NOOP",
+        f"g(LOGIN ann {secret}",
+        f"h]LOGIN ann {secret}",
+        f"i\x7fLOGIN ann {secret}",
+        # After login, a LOGIN refused before its password, and an
+        # AUTHENTICATE refused before its response: what comes next.
+        "j LOGIN ann@example.com",
+        secret,
+        "k AUTHENTICATE PLAIN",
+        f"{secret} x",
         "z LOGOUT",
     ]
     if logged_in:
@@ -447,7 +459,7 @@ def test_a_password_run_on_to_imap_login_is_neither_recorded_nor_echoed(
         (None, "e\\tlogin****"),
         ("LOGIN****", "****"),
         ("AUTHENTICATE****", "****"),
-        ("LOGIN****", ""),
+        ("LOGIN****", "****"),
         (None, "f\\tUID LOGIN ****"),
     ]
     shown = said + session.format_transcript() + repr(session)
