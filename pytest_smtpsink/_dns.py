@@ -1342,6 +1342,15 @@ class DNSZone:
         finally:
             dns.resolver.default_resolver, dns.asyncresolver.default_resolver = saved
 
+    def _all_answered(self, since: float) -> bool:
+        """Whether every lookup since ``since`` got records (NOERROR with an
+        answer): then DNS is not why no client connected."""
+        return all(
+            query.outcome == "NOERROR" and bool(query.answers)
+            for query in self.queries
+            if query.time >= since and query.outcome != "ignored"
+        )
+
     def _lookups_hint(self, since: float) -> list[str]:
         """For a failure report where no client connected: the lookups the
         stub answered since ``since`` (a time.time()), one line per distinct

@@ -973,10 +973,9 @@ class Mailbox(FaultControls):
                 return []
             # The zone exists only once the test used smtpsink.dns: a test
             # that never did gets the report it always got.
-            lookups = (
-                [] if self._dns is None else self._dns._lookups_hint(self._opened_at)
-            )
-            if lookups:
+            zone = self._dns
+            lookups = [] if zone is None else zone._lookups_hint(self._opened_at)
+            if zone is not None and lookups and not zone._all_answered(self._opened_at):
                 # An application that delivers by MX finds the host and port
                 # through the stub: what it asked there, and what it got,
                 # says why it connected nowhere (a mistyped name: NXDOMAIN);
@@ -987,12 +986,20 @@ class Mailbox(FaultControls):
                     *lookups,
                     *self._closing_lines(closing),
                 ]
+            # Every lookup answered: the port it then used is the likelier
+            # cause, and the answers it got are worth seeing beside it.
+            answered = (
+                [f"Hint: the DNS stub answered every lookup {self._scope}:", *lookups]
+                if lookups
+                else []
+            )
             return [
                 f"Hint: no client connected to {self._sink.url} {self._scope} "
                 "either: is the code under test given this host and port? A "
                 "test setting may also keep mail in memory (Django's test "
                 "runner and pytest-django, Flask-Mailman and Flask-Mail with "
                 "TESTING=True): see the Recipes page of the docs.",
+                *answered,
                 *self._closing_lines(closing),
             ]
         if carried:  # a pooled client's connection, opened in an earlier test

@@ -1349,6 +1349,28 @@ def test_the_lookups_in_a_report_are_grouped_and_capped(smtpsink: Mailbox) -> No
     ]
 
 
+def test_a_report_whose_lookups_all_succeeded_keeps_the_usual_advice(
+    smtpsink: Mailbox,
+) -> None:
+    # Every lookup answered: the lookups hint took the place of the advice
+    # about the host and port, which is then the likelier cause (the
+    # application got the MX host and used port 25, say).
+    zone = smtpsink.dns
+    zone.mx("partner.example", [(10, smtpsink)])
+    zone.resolver().resolve("partner.example", "MX")
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent()
+    assert str(caught.value).split("\n")[2:] == [
+        f"Hint: no client connected to {smtpsink.url} in this test either: is "
+        "the code under test given this host and port? A test setting may "
+        "also keep mail in memory (Django's test runner and pytest-django, "
+        "Flask-Mailman and Flask-Mail with TESTING=True): see the Recipes "
+        "page of the docs.",
+        "Hint: the DNS stub answered every lookup in this test:",
+        "  partner.example. MX -> NOERROR: 10 mx1.partner.example.",
+    ]
+
+
 def test_a_report_says_nothing_of_a_stub_not_asked_in_its_scope(
     smtpsink: Mailbox,
 ) -> None:
