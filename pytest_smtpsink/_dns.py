@@ -168,7 +168,9 @@ def _published_elsewhere(asked: DNSServer, name: dns.name.Name) -> list[str]:
         for stub in stubs
         # A stopped sink's stub may not be collected yet.
         if stub is not asked and not stub._closed and stub.port
-        if any(r.name == name for r in stub.rules)
+        # Published records only: a stub that denies the name (nxdomain())
+        # answers as this one does.
+        if any(r.name == name and r.kind == "record" for r in stub.rules)
     )
 
 
@@ -810,9 +812,11 @@ def _owner_name(text: str, what: str = "name") -> dns.name.Name:
     if isinstance(text, str) and "@" in text:
         # A recipient's address for its domain: published under a name no
         # lookup of the domain finds, which then answers "no records".
+        domain = text.rpartition("@")[2]
         raise ValueError(
-            f"{what} {text!r} is an address: give its domain "
-            f"({text.rpartition('@')[2]!r})"
+            f"{what} {text!r} is an address: give its domain ({domain!r})"
+            if domain.strip(". ")
+            else f"{what} {text!r} is not a domain name: a domain has no '@'"
         )
     owner = _name(text, what)
     if owner.is_wild():

@@ -1722,7 +1722,7 @@ def _relay_error(
         reason = (
             f"{type(error).__name__}: {error} (the upstream answered in plain "
             "text: a port that greets in plain text takes smtp+starttls://, "
-            "tls='starttls')"
+            "tls='starttls', or smtp:// if it offers no STARTTLS)"
         )
         return RelayError(url, stage, None, reason, exchanges)
     if isinstance(error, ssl.SSLCertVerificationError):
@@ -2082,7 +2082,7 @@ class Relayer:
         message's."""
         try:
             transaction = connection.write_commands(
-                received_header(message, self.hostname) + message.raw,
+                received_header(message, self.hostname, matched) + message.raw,
                 message.envelope.mail_from,
                 matched,
                 message.envelope.smtputf8,
@@ -2119,7 +2119,9 @@ class Relayer:
     ) -> tuple[_Connection | None, _Flight | None]:
         """Send ``message`` (connecting first if need be). With PIPELINING,
         returns it in flight: its final reply is read later (`_settle`)."""
-        raw = received_header(message, self.hostname) + message.raw
+        # "for" names the one recipient the copy goes to, if one: never a
+        # captured recipient relay_to left out (a Bcc, say).
+        raw = received_header(message, self.hostname, matched) + message.raw
         envelope = message.envelope
         body = body_option(envelope.mail_options)
         dsn = DSN.of(envelope)

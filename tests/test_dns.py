@@ -1007,7 +1007,12 @@ def test_a_name_published_on_another_sinks_stub_is_named_as_such(
         smtpsink.dns.resolver().resolve("partner.example", "MX")
     with pytest.raises(dns.resolver.NXDOMAIN):
         smtpsink.dns.resolver().resolve("nowhere.example", "MX")
-    asked, nowhere = smtpsink.dns.queries
+    # A stub that only denies a name (nxdomain()) publishes nothing.
+    partner.dns.nxdomain("gone.example")
+    with pytest.raises(dns.resolver.NXDOMAIN):
+        smtpsink.dns.resolver().resolve("gone.example", "MX")
+    asked, nowhere, gone = smtpsink.dns.queries
+    assert gone.note == ""
     assert (asked.outcome, nowhere.outcome, nowhere.note) == ("NXDOMAIN",) * 2 + ("",)
     assert asked.note.startswith("published on another sink's stub (")
     assert asked.note.endswith("): publish and resolve through the same sink's dns")
@@ -1038,6 +1043,13 @@ def test_mx_refuses_the_same_sink_twice_for_a_domain(
     backup = smtpsink_factory(hostname="backup.test")
     assert zone.mx("partner.example", [(20, backup)]) == ["mx2.partner.example"]
     assert zone.mx("other.example", [(10, same)]) == ["mx1.other.example"]
+
+
+def test_a_domain_ending_in_an_at_sign_is_no_address(smtpsink: Mailbox) -> None:
+    # It said "is an address: give its domain ('')".
+    message = "domain 'p.example@' is not a domain name: a domain has no '@'"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        smtpsink.dns.mx("p.example@", [(10, smtpsink)])
 
 
 @pytest.mark.parametrize("target", ["mx.partner.example", "sink"])

@@ -1211,6 +1211,25 @@ def test_a_compiled_relay_to_is_told_to_give_its_pattern() -> None:
         SinkSettings(relay="smtp://127.0.0.1:2525", relay_to=re.compile(".*"))  # type: ignore[arg-type]
 
 
+def test_the_relays_received_header_names_only_a_recipient_it_relays_to(
+    smtpsink_factory: Factory,
+) -> None:
+    # Relayed to ann alone, the copy's Received header named no recipient
+    # (the captured envelope had two); it names the one the copy goes to,
+    # never the Bcc recipient relay_to left out.
+    upstream = smtpsink_factory(hostname="upstream.test")
+    sink = relaying(smtpsink_factory, upstream)
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail(
+            "app@example.com",
+            ["bcc@corp.example", "ann@partner.example"],
+            b"Subject: 1\r\n\r\nx\r\n",
+        )
+    received = upstream.wait_for().header("Received")
+    assert received is not None
+    assert " for <ann@partner.example>;" in " ".join(received.split())
+
+
 def test_relay_to_matches_either_spelling_of_a_domain(
     smtpsink_factory: Factory,
 ) -> None:
@@ -2347,7 +2366,8 @@ def test_a_tls_mode_mix_up_is_named_when_it_times_out(
     # "SSLError: [SSL: WRONG_VERSION_NUMBER] wrong version number".
     assert refused_over_implicit_tls(smtpsink).endswith(
         " (the upstream answered in plain text: a port that greets in plain "
-        "text takes smtp+starttls://, tls='starttls')"
+        "text takes smtp+starttls://, tls='starttls', or smtp:// if it offers "
+        "no STARTTLS)"
     )
 
 
