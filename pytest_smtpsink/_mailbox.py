@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import functools
 import os
+import re
 import ssl
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -400,6 +401,10 @@ class Mailbox(FaultControls):
             # An IPv6 address as a URL writes it: not "not loopback", nor
             # smtp://[[::1]] and a DNS error.
             host = host[1:-1]
+        if host.lower() == "localhost.":
+            # The same host (RFC 6761), which the hosts file names without
+            # its final dot: getaddrinfo knows only that spelling.
+            host = host[:-1]
         for name, flag in (("allow_remote", allow_remote), ("received", received)):
             # As the settings' relay_allow_remote: "no" would be true.
             if not isinstance(flag, bool):
@@ -1344,6 +1349,12 @@ def _host_problem(host: str) -> str | None:
         return "a URL goes to relay= (release() takes the host, port and tls= apart)"
     if host != host.strip() or any(c.isspace() or not c.isprintable() for c in host):
         return "it has blanks or control characters"
+    bracketed_port = re.fullmatch(r"\[(.+)\]:(\d+)", host)
+    if bracketed_port:
+        address, port = bracketed_port.groups()
+        return f"give the port as port= ({address!r} and {port})"
+    if ".." in host or host.startswith("."):
+        return "it has an empty label ('..')"
     if ":" in host:
         import ipaddress  # only here: loaded by few runs
 

@@ -239,6 +239,16 @@ def test_a_copy_sent_to_another_recipient_does_not_name_the_captured_one(
     assert " for <archive@example.com>;" in " ".join(received.split())
 
 
+def test_release_to_localhost_with_its_final_dot(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    # It passed the loopback check, then failed to connect: the hosts file
+    # names localhost without the dot, and getaddrinfo knows only that.
+    upstream = smtpsink_factory(hostname="upstream.test")
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+    assert smtpsink.release(captured, "localhost.", upstream.port).code == 250
+
+
 def test_release_with_another_envelope(
     smtpsink: Mailbox, smtpsink_factory: Factory
 ) -> None:
@@ -787,6 +797,12 @@ def test_release_with_auth_in_the_clear_on_loopback_logs_in(
             "got '127.0.0.1 ': it has blanks or control characters",
         ),
         ({"host": "[::1"}, ValueError, "it is no IPv6 address, and a host name"),
+        (
+            {"host": "[::1]:2525"},
+            ValueError,
+            "give the port as port= ('::1' and 2525)",
+        ),
+        ({"host": "localhost.."}, ValueError, "it has an empty label ('..')"),
         ({"host": "mail/example"}, ValueError, "a host name has no '/' or '@'"),
         (
             {"ca_file": "/nonexistent/ca.pem"},
