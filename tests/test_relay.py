@@ -955,6 +955,13 @@ def test_a_password_cut_by_a_url_delimiter_is_named_not_shown(cut: str) -> None:
             "relay",
             "host:port has more than one ':'",
         ),
+        # No "@host": the password read as the port, and was quoted.
+        (
+            {"relay": "smtp://ann:s3cretPW", "relay_to": ".*"},
+            "relay",
+            r"^(?!.*s3cretPW).*got something else \(not shown: a user:password "
+            r"goes before an '@'",
+        ),
         # ":" typed for "@": the message quoted the password.
         (
             {"relay": "smtp://ann:s3cretPW:mail.example:587", "relay_to": ".*"},
