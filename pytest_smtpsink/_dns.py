@@ -194,6 +194,12 @@ class DNSServer:
         self._tcp_writers: set[asyncio.StreamWriter] = set()
         self._udp_protocol: _UDPProtocol | None = None
         self._closed = False
+        # The sinks that each domain's MX records name, by address: the MX
+        # host and the zone that published it. On the stub, not the zone:
+        # two mailboxes of one sink are two zones on one stub.
+        self.mx_sinks: dict[
+            dns.name.Name, dict[tuple[str, int], tuple[_Owner, str]]
+        ] = {}
         with _STUBS_LOCK:
             _STUBS.add(self)
 
@@ -242,6 +248,9 @@ class DNSServer:
     def remove(self, owner: _Owner) -> None:
         with self._lock:
             self.rules = tuple(r for r in self.rules if r.owner is not owner)
+            for sinks in self.mx_sinks.values():
+                for key in [k for k, (by, _) in sinks.items() if by is owner]:
+                    del sinks[key]
 
     def queries_since(self, number: int) -> tuple[DNSQuery, ...]:
         with self._lock:
@@ -968,8 +977,6 @@ class DNSZone:
         self._owner = _Owner()  # marks this zone's rules on the server
         self._start = self._server.last_number()
         self._smtp_ports: dict[str, int] = {}
-        # The sinks of each domain's MX records, by address: the MX host.
-        self._mx_sinks: dict[dns.name.Name, dict[tuple[str, int], str]] = {}
 
     @property
     def host(self) -> str:
@@ -1040,7 +1047,11 @@ class DNSZone:
         # The domain's sinks so far, by address: smtpsink_factory() with
         # the same settings returns the same sink, and a "backup" MX that is
         # the first one would fail (or pass) a fallback test for nothing.
-        sinks = dict(self._mx_sinks.get(owner, {}))
+        sinks = {
+            address: host
+            for address, (_, host) in self._server.mx_sinks.get(owner, {}).items()
+        }
+        added: dict[tuple[str, int], str] = {}
         for entry in hosts:
             position += 1
             if not (isinstance(entry, tuple) and len(entry) == 2):
@@ -1093,6 +1104,7 @@ class DNSZone:
                         "setting of its own (hostname='backup.test')"
                     )
                 sinks[(str(address), target.port)] = _host_key(host)
+                added[(str(address), target.port)] = _host_key(host)
                 kind = "A" if address.version == 4 else "AAAA"
                 rules.append(self._rule(host, kind, str(address)))
                 ports[_host_key(host)] = target.port
@@ -1112,7 +1124,8 @@ class DNSZone:
             names.append(_host_key(host))
         self._publish(rules)
         self._smtp_ports.update(ports)
-        self._mx_sinks[owner] = sinks
+        published = self._server.mx_sinks.setdefault(owner, {})
+        published.update((key, (self._owner, host)) for key, host in added.items())
         return names
 
     def _mx_count(self, owner: dns.name.Name) -> int:
@@ -1121,8 +1134,7 @@ class DNSZone:
         return sum(
             1
             for rule in self._server.rules
-            if rule.owner is self._owner
-            and rule.name == owner
+            if rule.name == owner
             and isinstance(rule.rdata, dns.rdtypes.ANY.MX.MX)
             and rule.rdata.exchange != dns.name.root
         )
@@ -1131,10 +1143,9 @@ class DNSZone:
         """The names this zone has records for or points MX records at."""
         names = set()
         for rule in self._server.rules:
-            if rule.owner is self._owner:
-                names.add(rule.name)
-                if isinstance(rule.rdata, dns.rdtypes.ANY.MX.MX):
-                    names.add(rule.rdata.exchange)
+            names.add(rule.name)
+            if isinstance(rule.rdata, dns.rdtypes.ANY.MX.MX):
+                names.add(rule.rdata.exchange)
         return names
 
     def null_mx(self, domain: str) -> None:
@@ -1152,8 +1163,7 @@ class DNSZone:
 
     def _has_null_mx(self, owner: dns.name.Name) -> bool:
         return any(
-            rule.owner is self._owner
-            and rule.name == owner
+            rule.name == owner
             and isinstance(rule.rdata, dns.rdtypes.ANY.MX.MX)
             and rule.rdata.exchange == dns.name.root
             for rule in self._server.rules
@@ -1282,7 +1292,6 @@ class DNSZone:
         fault rules, removed with the others)."""
         self._server.remove(self._owner)
         self._smtp_ports.clear()
-        self._mx_sinks.clear()
 
     # -- what happened, and how to ask -------------------------------------------------
 

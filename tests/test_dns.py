@@ -1040,9 +1040,16 @@ def test_mx_refuses_the_same_sink_twice_for_a_domain(
     assert zone.mx("partner.example", [(10, smtpsink)]) == ["mx1.partner.example"]
     with pytest.raises(ValueError, match=r"^MX entry 1 is the same server as mx1\."):
         zone.mx("partner.example", [(20, same)])  # in a later call too
+    # Through the other mailbox's zone too: one stub, one sink (it took it,
+    # and named it mx1 a second time).
+    with pytest.raises(ValueError, match=r"^MX entry 1 is the same server as mx1\."):
+        same.dns.mx("partner.example", [(20, same)])
     backup = smtpsink_factory(hostname="backup.test")
     assert zone.mx("partner.example", [(20, backup)]) == ["mx2.partner.example"]
     assert zone.mx("other.example", [(10, same)]) == ["mx1.other.example"]
+    # Another mailbox's zone counts on from this one's records.
+    third = smtpsink_factory(hostname="third.test")
+    assert same.dns.mx("partner.example", [(30, third)]) == ["mx3.partner.example"]
 
 
 def test_a_domain_ending_in_an_at_sign_is_no_address(smtpsink: Mailbox) -> None:
