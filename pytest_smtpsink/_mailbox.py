@@ -1077,8 +1077,16 @@ class Mailbox(FaultControls):
             ]
         if self._body_mail:
             mail = self._body_mail
+            # Said only of a mailbox that does have it: one made after the
+            # send as well has nothing to offer.
             earlier = any(
-                view._sink is self._sink and view._cursor < self._cursor
+                view._sink is self._sink
+                and view._cursor < self._cursor
+                and any(
+                    kept is m
+                    for kept in view._store.messages_since(view._cursor)
+                    for m in mail
+                )
                 for view in self._neighbours
             )
             advice = (
@@ -1123,13 +1131,20 @@ class Mailbox(FaultControls):
 
 
 def note_set_up_mail(
-    view: Mailbox, since: float, set_up_done: float | None = None
+    view: Mailbox,
+    since: float,
+    set_up_done: float | None = None,
+    first: Mailbox | None = None,
 ) -> None:
     """Keep, for ``view``'s failure reports, the mail stored since ``since``
     (when the test's set-up began) and before ``view`` was made: apart
     what arrived in the set-up and, for a mailbox made in the test's body
-    (``set_up_done``: when the set-up ended), what arrived after it."""
+    (``set_up_done``: when the set-up ended), what arrived after it.
+    ``first``: the test's first mailbox of the same sink, whose making
+    dropped the mail before it from the store (it noted that mail)."""
     mail = view._store.arrived_before(view._cursor, since)
+    if first is not None:
+        mail = (*first._set_up_mail, *first._body_mail, *mail)
     if mail:
         # "No messages arrived in this test", over a hint that lists the
         # test's mail, would contradict it.

@@ -913,17 +913,18 @@ def _open_view(config: pytest.Config, sink: SMTPSink, item: pytest.Item) -> Mail
     views = stash.get(_VIEWS_KEY, None)
     if views is None:
         views = stash[_VIEWS_KEY] = []
+    first = next((opened for opened in views if opened.sink is sink), None)
     set_up_at = stash.get(_SET_UP_AT_KEY, None)
     if set_up_at is not None:
         from . import _mailbox  # loaded with the sink
 
         set_up_done = stash.get(_SET_UP_DONE_KEY, None)
-        _mailbox.note_set_up_mail(view, set_up_at, set_up_done)
+        _mailbox.note_set_up_mail(view, set_up_at, set_up_done, first)
     # The previous test's mail is of no more use: drop it so that memory
     # stays flat over a long session. Only on the test's first view of this
     # sink: a second view (smtpsink_factory called twice with the same
     # settings, or with the marker's) must not empty the first one.
-    if not any(opened.sink is sink for opened in views):
+    if first is None:
         sink.forget_before(view)
     view.default_timeout = config.stash[_TIMEOUT_KEY]
     views.append(view)

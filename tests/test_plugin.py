@@ -896,10 +896,23 @@ def test_second_mailbox(smtpsink, smtpsink_factory):
     again = smtpsink_factory()
     assert again.sink is smtpsink.sink
     again.assert_sent(subject="early")
+
+def test_both_made_after(smtpsink_server, smtpsink_factory):
+    with smtplib.SMTP(smtpsink_server.host, smtpsink_server.port) as client:
+        client.sendmail("app@example.com", ["ann@example.com"],
+                        "Subject: early\\r\\n\\r\\nhi\\r\\n")
+    first = smtpsink_factory()
+    second = smtpsink_factory()
+    second.assert_sent(subject="early")
 """
     )
     result = pytester.runpytest("-p", "no:xdist", "--smtpsink-report=off")
-    result.assert_outcomes(failed=1)
+    result.assert_outcomes(failed=2)
+    # Both made after the send: the first one's making dropped that mail,
+    # and the second said "no client connected".
+    last = result.stdout.str().partition("_ test_both_made_after _")[2]
+    assert "make the mailbox before the code that sends" in last, last
+    assert "earlier mailbox" not in last
     result.stdout.fnmatch_lines(
         [
             "E       No messages arrived since this mailbox was made.",
