@@ -184,17 +184,44 @@ class UserMailbox:
             if given_folder_name(folder) not in self.folders:  # a typo, or never made
                 got += f" (there is no folder {printable(given_folder_name(folder))!r})"
         hints = []
+        marked = found
         if not found:
-            # The closest in the folder asked about, and the usual slips.
-            copies = self.stored(folder)
-            messages = [copy.message for copy in copies]
-            closest = closest_to(messages, criteria)
-            name = next((f"uid {c.uid}" for c in copies if c.message is closest), "")
-            hints += closest_and_hints(closest, messages, criteria, name)
+            # A reader's usual slip is the folder: the application moved
+            # the message (or never did). Matches in other folders come
+            # first, marked, before a guess at the closest one here.
+            asked = given_folder_name(folder)
+            other = [
+                (name, copy)
+                for name in self.folders
+                if name != asked
+                for copy in self.stored(name)
+                if _match.matches(copy.message, criteria)
+            ]
+            if other:
+                marked = [copy for _, copy in other]
+                places = ", ".join(
+                    f"{printable(name)} (uid {copy.uid})" for name, copy in other[:5]
+                )
+                more = f" and {len(other) - 5} more" if len(other) > 5 else ""
+                where = (
+                    "1 matching message is in another folder"
+                    if len(other) == 1
+                    else f"{len(other)} matching messages are in other folders"
+                )
+                hints.append(f"Hint: {where}: {places}{more}")
+            else:
+                # The closest in the folder asked about, and the usual slips.
+                copies = self.stored(folder)
+                messages = [copy.message for copy in copies]
+                closest = closest_to(messages, criteria)
+                name = next(
+                    (f"uid {c.uid}" for c in copies if c.message is closest), ""
+                )
+                hints += closest_and_hints(closest, messages, criteria, name)
             if self._elsewhere:
                 hints += self._elsewhere(criteria)
         raise AssertionError(
-            f"expected {want}; {got}.\n{self._describe(found)}"
+            f"expected {want}; {got}.\n{self._describe(marked)}"
             + "".join(f"\n{line}" for line in hints)
         )
 

@@ -497,7 +497,13 @@ def test_assert_in_lists_every_folder_with_flags(smtpsink: Mailbox) -> None:
         "expected exactly 1 message in ann@example.com's Processed matching "
         "subject='Hello'; found 0.\n"
     )
-    assert "  INBOX (1 message):\n    uid " in text
+    # The match in another folder is marked, and named: the application
+    # moved it, or never did (a "Closest" guess in Processed said less).
+    assert "  INBOX (1 message):\n  * uid " in text, text
+    assert re.search(
+        r"\nHint: 1 matching message is in another folder: INBOX \(uid \d+\)$", text
+    ), text
+    assert "Closest" not in text
     # Mail that never crossed SMTP has no number in the sink: it says so.
     assert "[\\Seen] deliver() " in text, text
     assert "#0" not in text
