@@ -339,15 +339,33 @@ class Mailbox(FaultControls):
 
     def _mail_for_elsewhere(self, user: str, criteria: Criteria) -> list[str]:
         """Hint lines for a failed mailbox assertion: mail for ``user`` that
-        matches ``criteria`` and went to another sink of the test."""
-        if "@" not in user:
-            return []
+        matches ``criteria`` and went to another sink of the test, over
+        SMTP or into ``user``'s mailbox there (`deliver`, APPEND: how a
+        reading test seeds its mail)."""
+        from ._user_mailbox import UserMailbox
+
+        found = {
+            elsewhere.url: list(elsewhere.messages)
+            for elsewhere in (
+                self._elsewhere({**criteria, "rcpt_to": user}) if "@" in user else []
+            )
+            if elsewhere.matching
+        }
+        seen = {id(self._sink)}
+        for view in self._neighbours:
+            if id(view._sink) in seen:
+                continue
+            seen.add(id(view._sink))
+            box = UserMailbox(view._store, user)
+            listed = found.setdefault(view._sink.url, [])
+            for name in box.folders:
+                for copy in box.stored(name):
+                    if _match.matches(copy.message, criteria) and not any(
+                        copy.message is m for m in listed
+                    ):
+                        listed.append(copy.message)
         return arrived_elsewhere(
-            [
-                found
-                for found in self._elsewhere({**criteria, "rcpt_to": user})
-                if found.matching
-            ],
+            [Elsewhere(url, mail, True) for url, mail in found.items() if mail],
             criteria or {"rcpt_to": user},
         )
 

@@ -10,6 +10,7 @@ import pathlib
 import poplib
 import re
 import smtplib
+from collections.abc import Callable
 
 import pytest
 
@@ -484,6 +485,32 @@ def test_malformed_mail_is_kept_and_readable(smtpsink: Mailbox) -> None:
 
 
 # -- assertions ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("user", ["ann@example.com", "CORP\\ann"])
+def test_mail_put_in_at_the_tests_other_sink_is_pointed_at(
+    smtpsink: Mailbox, smtpsink_factory: Callable[..., Mailbox], user: str
+) -> None:
+    # The hint looked only at mail sent over SMTP: mail put in with
+    # deliver() (how a reading test seeds its mail) at the other sink, or
+    # APPENDed there, went unmentioned.
+    other = smtpsink_factory(hostname="other.test")
+    other.mailbox(user)  # a login name's mailbox: made by a login or APPEND
+    if "@" in user:
+        other.deliver(RAW, to=user)
+    else:
+        imap = imaplib.IMAP4(other.imap.host, other.imap.port)
+        imap.login(user, "pw")
+        imap.append("INBOX", None, None, RAW)
+        imap.logout()
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.mailbox(user).assert_in(subject="Hello")
+    text = str(caught.value)
+    assert (
+        f"\nHint: 1 matching message arrived at another sink of this test, "
+        f"{other.sink.url}:\n  "
+    ) in text, text
+    assert text.endswith("Subject: 'Hello' | 73 bytes"), text
 
 
 def test_assert_in_lists_every_folder_with_flags(smtpsink: Mailbox) -> None:
