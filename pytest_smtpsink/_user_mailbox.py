@@ -434,6 +434,14 @@ def recipients_of(raw: bytes, to: str | Sequence[str] | None) -> tuple[str, ...]
     # A loop: a comprehension's own frame could not hide itself.
     checked = []
     for recipient in recipients:
+        if "@" not in recipient and not recipient.strip().startswith("<"):
+            # A login name, as mailbox() takes it ("CORP\\ann"): POP3 and
+            # IMAP clients log in with any, and its mailbox needs seeding.
+            try:
+                checked.append(_recipient(recipient))
+            except ValueError:
+                checked.append(recipient)
+            continue
         checked.append(_recipient(recipient))
     return tuple(checked)
 

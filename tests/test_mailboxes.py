@@ -495,10 +495,9 @@ def test_mail_put_in_at_the_tests_other_sink_is_pointed_at(
     # deliver() (how a reading test seeds its mail) at the other sink, or
     # APPENDed there, went unmentioned.
     other = smtpsink_factory(hostname="other.test")
-    other.mailbox(user)  # a login name's mailbox: made by a login or APPEND
     if "@" in user:
         other.deliver(RAW, to=user)
-    else:
+    else:  # APPENDed, as a client that logs in with that name would
         imap = imaplib.IMAP4(other.imap.host, other.imap.port)
         imap.login(user, "pw")
         imap.append("INBOX", None, None, RAW)
@@ -511,6 +510,19 @@ def test_mail_put_in_at_the_tests_other_sink_is_pointed_at(
         f"{other.sink.url}:\n  "
     ) in text, text
     assert text.endswith("Subject: 'Hello' | 73 bytes"), text
+
+
+def test_deliver_seeds_a_login_names_mailbox(smtpsink: Mailbox) -> None:
+    # mailbox() and IMAP LOGIN took "CORP\\ann"; deliver(to=) refused it,
+    # so its mailbox could be seeded only by APPEND.
+    smtpsink.deliver(RAW, to="CORP\\ann")
+    assert smtpsink.mailbox("CORP\\ann").assert_in(subject="Hello")
+    imap = imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port)
+    imap.login("CORP\\ann", "pw")
+    assert imap.select("INBOX") == ("OK", [b"1"])
+    imap.logout()
+    with pytest.raises(ValueError, match="to: "):
+        smtpsink.deliver(RAW, to="ann lee@example.com")  # addresses still checked
 
 
 def test_assert_in_lists_every_folder_with_flags(smtpsink: Mailbox) -> None:
