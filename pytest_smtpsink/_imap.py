@@ -786,6 +786,11 @@ class _Connection(ReadSideConnection):
                     )
                     if early is not None and step.synchronizing:
                         # Refused before "+": the client sends no literal.
+                        shown_parts[-1] = f" [{step.size} octets, not sent]"
+                        if recorded:
+                            recorded[0].line = self._shown_command(
+                                shown_parts, None, tag
+                            )
                         await self._reply(f"{tag} {early[0]} {early[1]}", injected=True)
                         return True
                 if append and step.synchronizing and early is None:
@@ -795,7 +800,13 @@ class _Connection(ReadSideConnection):
                     # {n+} literal is on its way: read, then refused.
                     refusal = self._append_refusal(reader.command_so_far())
                     if refusal is not None:
-                        if not recorded:
+                        # Not "[n octets]": they never crossed.
+                        shown_parts[-1] = f" [{step.size} octets, not sent]"
+                        if recorded:
+                            recorded[0].line = self._shown_command(
+                                shown_parts, None, tag
+                            )
+                        else:
                             record_early()
                         await self._reply(f"{tag} {refusal[0]} {refusal[1]}")
                         return True

@@ -926,6 +926,16 @@ def test_imaplib_uploads_no_message_that_append_refuses(smtpsink: Mailbox) -> No
         assert any(message in sent for sent in client.sent)
         client.logout()
     assert [m.subject for m in smtpsink.mailbox(USER).messages()] == ["Never sent"]
+    # The transcript said "[n octets]" of the refused ones, as if sent.
+    appends = [
+        e.line for e in smtpsink.sessions[-1].transcript if e.line.startswith("APPEND")
+    ]
+    size = len(message)
+    assert appends == [
+        f'APPEND INBOX "yesterday" {{{size}}} [{size} octets, not sent]',
+        f"APPEND Nowhere {{{size}}} [{size} octets, not sent]",
+        f"APPEND INBOX {{{size}}} [{size} octets]",
+    ]
 
 
 def test_search_answers_sequence_numbers_and_uid_search_uids(
