@@ -393,6 +393,23 @@ def message_bytes(message: Deliverable) -> bytes:
     )
 
 
+def header_sender(raw: bytes) -> str:
+    """The first From: address of ``raw`` (""without one): the sender a
+    message put in without SMTP (`Mailbox.deliver`, IMAP APPEND) is shown
+    with, as it has no envelope."""
+    try:
+        parsed = email.message_from_bytes(raw, policy=email.policy.compat32)
+        # raw_items: raw UTF-8 as surrogate escapes, which unescape_8bit
+        # turns back into text (get_all gave "j\ufffd\ufffd@...").
+        froms = [
+            unescape_8bit(str(v)) for n, v in parsed.raw_items() if n.lower() == "from"
+        ]
+        senders = [a for _, a in getaddresses(froms) if a]
+    except Exception:  # malformed headers: the bytes are kept all the same
+        senders = []
+    return senders[0] if senders else ""
+
+
 def recipients_of(raw: bytes, to: str | Sequence[str] | None) -> tuple[str, ...]:
     """``to`` as a tuple; without it, the To, Cc and Bcc header addresses."""
     __tracebackhide__ = True  # a test's bad recipient points at its line
@@ -434,9 +451,14 @@ def recipients_of(raw: bytes, to: str | Sequence[str] | None) -> tuple[str, ...]
     # A loop: a comprehension's own frame could not hide itself.
     checked = []
     for recipient in recipients:
-        if "@" not in recipient and not recipient.strip().startswith("<"):
+        if (
+            "@" not in recipient
+            and not recipient.startswith("<")
+            and not _NOT_IN_AN_ADDRESS.search(recipient)
+        ):
             # A login name, as mailbox() takes it ("CORP\\ann"): POP3 and
             # IMAP clients log in with any, and its mailbox needs seeding.
+            # Not text with blanks ("not an address"): a slip, more likely.
             try:
                 checked.append(_recipient(recipient))
             except ValueError:
@@ -530,21 +552,11 @@ def make_delivered(raw: bytes, recipients: tuple[str, ...]) -> Message:
     stand-in with protocol ``"deliver"``, its number 0 (it never crossed
     SMTP)."""
     when = datetime.datetime.now(datetime.timezone.utc)
-    try:
-        parsed = email.message_from_bytes(raw, policy=email.policy.compat32)
-        # raw_items: raw UTF-8 as surrogate escapes, which unescape_8bit
-        # turns back into text (get_all gave "j\ufffd\ufffd@...").
-        froms = [
-            unescape_8bit(str(v)) for n, v in parsed.raw_items() if n.lower() == "from"
-        ]
-        senders = [a for _, a in getaddresses(froms) if a]
-    except Exception:  # malformed headers: the bytes are kept all the same
-        senders = []
     session = Session(("deliver()", 0), when, protocol="deliver")
     session.ended_at, session.end = when, "quit"
     message = Message(
         raw=raw,
-        envelope=Envelope(mail_from=senders[0] if senders else "", rcpt_to=recipients),
+        envelope=Envelope(mail_from=header_sender(raw), rcpt_to=recipients),
         session=session,
         received_at=when,
         number=0,
