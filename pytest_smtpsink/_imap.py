@@ -1556,9 +1556,13 @@ class _Connection(ReadSideConnection):
             raise _Answered("NO", "An empty message cannot be appended")
         now = _now()
         assert self.record is not None
+        from ._user_mailbox import header_sender  # as deliver() shows its mail
+
         message = Message(
             raw=raw,
-            envelope=Envelope(mail_from="", rcpt_to=(self._user or "",)),
+            envelope=Envelope(
+                mail_from=header_sender(raw), rcpt_to=(self._user or "",)
+            ),
             session=self.record,
             received_at=now,
             number=0,

@@ -926,6 +926,9 @@ def test_imaplib_uploads_no_message_that_append_refuses(smtpsink: Mailbox) -> No
         assert any(message in sent for sent in client.sent)
         client.logout()
     assert [m.subject for m in smtpsink.mailbox(USER).messages()] == ["Never sent"]
+    # Shown with its From: address, as deliver()'s mail is, not as "<>".
+    (appended,) = smtpsink.mailbox(USER).messages()
+    assert appended.envelope.mail_from == "zed@example.org"
     # The transcript said "[n octets]" of the refused ones, as if sent.
     appends = [
         e.line for e in smtpsink.sessions[-1].transcript if e.line.startswith("APPEND")
