@@ -215,12 +215,20 @@ def _tag_out(tag: str | None, command: Command | None) -> str | None:
     return tag
 
 
-def _tag_recorded(tag: str | None, command: Command | None) -> str | None:
-    """The tag as the transcript shows it: one that `_tag_out` keeps from
-    the client is cut after its verb (``LOGIN****``)."""
-    if tag is None or _tag_out(tag, command) is not None:
+def _runs_on(tag: str | None) -> bool:
+    """Whether ``tag`` holds LOGIN or AUTHENTICATE and more: it may hold the
+    user name or the password ("LOGINpw", "a]LOGIN")."""
+    return _secret_tag(tag) and str(tag).upper() not in _SECRET_VERBS
+
+
+def _tag_recorded(tag: str | None, command: Command | None = None) -> str | None:
+    """The tag as the transcript shows it: one that runs on past LOGIN or
+    AUTHENTICATE is cut after its verb (``LOGIN****``), whatever command
+    follows it (``command`` is kept for the callers' symmetry with
+    `_tag_out`)."""
+    if not _runs_on(tag):
         return tag
-    return "AUTHENTICATE****" if "AUTHENTICATE" in tag.upper() else "LOGIN****"
+    return "AUTHENTICATE****" if "AUTHENTICATE" in str(tag).upper() else "LOGIN****"
 
 
 #: The first word of every command the server knows ("UID" for UID FETCH).
@@ -570,6 +578,22 @@ class _Connection(ReadSideConnection):
         self._shown = 0  # a new command: count its untagged responses anew
         return exchange
 
+    #: The tag of the command being run, if it runs on past LOGIN (see
+    #: `_next_command`): its replies are recorded with it masked.
+    _hidden_tag: str | None = None
+
+    def _record_replies(self, lines: Sequence[str], injected: bool = False) -> None:
+        hidden = self._hidden_tag
+        if hidden is not None:
+            masked = f"{_tag_recorded(hidden)} "
+            lines = [
+                masked + line[len(hidden) + 1 :]
+                if line.startswith(f"{hidden} ")
+                else line
+                for line in lines
+            ]
+        super()._record_replies(lines, injected)
+
     def _record_untagged(self, data: bytes) -> None:
         """Record an untagged response, or only count it past the first
         `_SHOWN_RESPONSES` of a command."""
@@ -694,6 +718,7 @@ class _Connection(ReadSideConnection):
     async def _next_command(self) -> bool:
         """Read, record and run one command; False at the end of input."""
         self._line, self._line_recorded, self._command_name = None, False, None
+        self._hidden_tag = None
         read = await self._read_command(MAX_LINE)
         if read is None:
             return False
@@ -719,24 +744,11 @@ class _Connection(ReadSideConnection):
             await self._refuse_masked(line, "LOGIN", "a password")
             return True
         tag, rest = split_tag(line)
-        if _secret_tag(tag) and str(tag).upper() not in _SECRET_VERBS:
-            # "LOGINann pw", "LOGINpw NOOP": a tag that runs on past LOGIN or
-            # AUTHENTICATE may hold the user name or the password, and every
-            # reply to a command would carry it: no command runs under it.
-            # (No client's tags are so made; imaplib's are four letters A-P
-            # and a number.)
-            self._append("command", "****", _tag_recorded(tag, None))
-            shown = _tag_recorded(tag, None)
-            verb = str(shown).removesuffix("****")
-            await self._bad(
-                None,
-                f"Unknown command after the tag {shown} (are the tag and the "
-                f"space after {verb} missing?)",
-            )
-            if _ANY_LITERAL_AT_END.search(line):
-                # Its literal (the password, as like as not) comes next.
-                self._after_login = True
-            return True
+        # "LOGINpw NOOP": a tag that runs on past LOGIN or AUTHENTICATE may
+        # hold the password. A known command still runs under it (a client
+        # may use tags so made: "login1"), the client gets its tag back, and
+        # the transcript shows it masked, in the command and its replies.
+        self._hidden_tag = tag if _runs_on(tag) else None
         if _AUTHENTICATE.match(rest):
             self._after_auth = True
         if total > MAX_LINE:
@@ -1005,6 +1017,11 @@ class _Connection(ReadSideConnection):
             status, text = "BAD", _sentence(error.text)
         except BadCharset as error:
             status, text = "NO", f"[{error.response_code}] {error.text}"
+        if verb == "AUTHENTICATE" and status == "OK":
+            # Logged in: what comes next is commands, not SASL responses
+            # sent ahead (a command the sink does not know must get its
+            # tagged BAD, or the client waits for it).
+            self._after_auth = False
         if text is None:  # the handler answered (LOGOUT, IDLE)
             return
         if self.state == "selected":

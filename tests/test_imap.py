@@ -554,6 +554,50 @@ def test_a_login_without_its_tag_is_masked(smtpsink: Mailbox) -> None:
     assert "C: LOGIN NOOP" in shown
 
 
+def test_tags_that_hold_login_still_run_their_commands(smtpsink: Mailbox) -> None:
+    # A tag that runs on past LOGIN may hold a password, so it is masked in
+    # the transcript; but its command runs and the client gets its tag
+    # back. Refusing them (untagged) hung clients with tags like "login1",
+    # and left a {n+} literal's lines to be run as commands.
+    message = b"Subject: x\r\n\r\nb1 DELETE INBOX\r\nb2 CREATE pwned\r\n"
+    lines = [
+        f"p LOGIN {USER} pw".encode(),
+        b"login1 NOOP",
+        b"x-login NOOP",
+        b"LOGINx APPEND INBOX {%d+}" % len(message),
+        message[:-2],  # the join's CRLF ends it
+        b"",  # the end of the APPEND command's line
+        b"z LOGOUT",
+    ]
+    with socket.create_connection(imap_address(smtpsink), timeout=10) as sock:
+        sock.sendall(b"".join(line + b"\r\n" for line in lines))
+        with sock.makefile("rb") as replies:
+            said = [line.decode().rstrip() for line in replies]
+    assert "login1 OK NOOP completed" in said, said
+    assert "x-login OK NOOP completed" in said, said
+    assert any(line.startswith("LOGINx OK [APPENDUID ") for line in said), said
+    assert smtpsink.mailbox(USER).folders == ("INBOX",)  # no CREATE ran
+    smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
+    shown = smtpsink.sessions[-1].format_transcript()
+    assert "C: LOGIN**** NOOP" in shown
+    assert "S: LOGIN**** OK NOOP completed" in shown
+    assert "login1" not in shown
+    assert "LOGINx" not in shown
+
+
+def test_a_command_the_sink_lacks_after_authenticate_gets_its_tag(
+    smtpsink: Mailbox,
+) -> None:
+    # After a successful AUTHENTICATE, the next line whose verb the sink
+    # does not know was taken for a SASL response sent ahead, and answered
+    # untagged: imaplib waited for its tag for ever.
+    client = imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port, timeout=10)
+    client.authenticate("PLAIN", lambda _: f"\0{USER}\0pw".encode())
+    with pytest.raises(imaplib.IMAP4.error, match="Unknown or unsupported command"):
+        client.getquotaroot("INBOX")
+    client.logout()
+
+
 def test_authenticate_responses_sent_without_waiting_are_masked(
     smtpsink: Mailbox,
 ) -> None:
