@@ -689,6 +689,7 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
     __tracebackhide__ = True
     views = item.stash.get(_VIEWS_KEY, None)
     waited: set[int] = set()
+    began = time.monotonic()
     if views:
         # Before the fixtures close the views: a test's upstream sink would
         # drop a connection its fault rule (a delay) still holds, and the
@@ -698,9 +699,11 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
     result = yield
     if views:
         # And after: a fixture's teardown may send (an outbox flushed on
-        # shutdown). Mail already waited for is not waited for twice.
+        # shutdown). Mail already waited for is not waited for twice, and
+        # both waits together take no more than the grace.
+        left = RELAY_GRACE - (time.monotonic() - began)
         with contextlib.suppress(Exception):
-            _settle_relays(views, waited)
+            _settle_relays(views, waited, max(0.0, left))
     held = item.stash.get(_UNUSED_MARKERS_KEY, None)
     if held and item.stash.get(_CALL_PASSED_KEY, False):
         used = item.stash.get(_USED_KEY, set())
@@ -1217,8 +1220,12 @@ _NOT_SAVED_ATTRIBUTE = "smtpsink_not_saved"
 RELAY_GRACE = 2.0
 
 
-def _settle_relays(views: Sequence[Mailbox], waited: Collection[int] = ()) -> set[int]:
-    """Wait up to `RELAY_GRACE` for the mail of ``views`` still being
+def _settle_relays(
+    views: Sequence[Mailbox],
+    waited: Collection[int] = (),
+    grace: float = RELAY_GRACE,
+) -> set[int]:
+    """Wait up to ``grace`` (`RELAY_GRACE`) for the mail of ``views`` still being
     relayed: a test that waited for the upstream to store its mail ends
     before the relay has read the upstream's 250, which is no news for the
     saved files or the end of the run. The wait ends as soon as they
@@ -1231,12 +1238,12 @@ def _settle_relays(views: Sequence[Mailbox], waited: Collection[int] = ()) -> se
             continue
         messages = view.captured()[0]
         unsettled = [m for m in messages if m.relay is not None and not m.relay.done]
-        if any(id(m) not in waited for m in unsettled):
+        if grace > 0 and any(id(m) not in waited for m in unsettled):
             # Not AssertionError alone: a stopped or overflowed sink raises
             # SinkError, which must not end the run (an INTERNALERROR).
             with contextlib.suppress(Exception):
                 view.wait_until(
-                    functools.partial(_relays_settled, messages), timeout=RELAY_GRACE
+                    functools.partial(_relays_settled, messages), timeout=grace
                 )
         pending.update(
             id(m) for m in messages if m.relay is not None and not m.relay.done
