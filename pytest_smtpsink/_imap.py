@@ -916,12 +916,18 @@ class _Connection(ReadSideConnection):
             # is shown).
             return "****" if text.strip() else text
         shown = mask_command(text, command)
-        if shown == text and tag is None:
-            # No valid tag: a line that no command is, so cutting it short
-            # hides nothing a reader needs. LOGIN after anything at all
-            # ("a(LOGIN ann pw", "a\x7fLOGIN ...") hides what follows it.
+        if shown == text and (tag is None or command is None):
+            # No valid tag, or a line that did not parse: no command, so
+            # cutting it short hides nothing a reader needs. LOGIN after
+            # anything ("a(LOGIN ann pw", "a\x7fLOGIN", "a (LOGIN ann pw",
+            # "a UID(LOGIN") hides what follows it: anywhere in a line with
+            # no tag, in the first word after one.
             found = _SECRET_WORD.search(text)
-            if found is not None and text[found.end() :].strip():
+            if (
+                found is not None
+                and text[found.end() :].strip()
+                and (tag is None or " " not in text[: found.start()].strip())
+            ):
                 return printable(text[: found.end()]) + "****"
         if (
             shown == text

@@ -424,6 +424,10 @@ def test_a_password_run_on_to_imap_login_is_neither_recorded_nor_echoed(
         f"g(LOGIN ann {secret}",
         f"h]LOGIN ann {secret}",
         f"i\x7fLOGIN ann {secret}",
+        # A valid tag, then LOGIN glued to a character that ends no verb.
+        f"l (LOGIN ann {secret}",
+        f'm "LOGIN" ann {secret}',
+        f"n UID(LOGIN ann {secret}",
         # After login, a LOGIN refused before its password, and an
         # AUTHENTICATE refused before its response: what comes next.
         "j LOGIN ann@example.com",
