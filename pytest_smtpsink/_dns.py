@@ -1024,7 +1024,8 @@ class DNSZone:
         for an international name), without the final dot.
 
         Nothing is published when an entry is refused, and a sink's host
-        name is never one already in use in the zone: it would merge the
+        name is never one already in use on the stub (by this zone or another
+        mailbox's of the same sink): it would merge the
         sink with another host.
         """
         __tracebackhide__ = True  # a test's mistake points at its line
@@ -1090,7 +1091,8 @@ class DNSZone:
                     raise ValueError(
                         f"{_host_key(host)}, the name mx() gives the sink at "
                         f"position {position} of {_host_key(owner)}'s MX records, "
-                        "is already in use in this zone; give the other host "
+                        "is already in use on this DNS stub (this or another mailbox of the "
+                        "sink); give the other host "
                         "another name"
                     )
                 address = ipaddress.ip_address(target.host)
@@ -1129,7 +1131,7 @@ class DNSZone:
         return names
 
     def _mx_count(self, owner: dns.name.Name) -> int:
-        """How many MX records (not a null MX) this zone has for ``owner``:
+        """How many MX records (not a null MX) the stub has for ``owner``:
         a sink's host is named by its position among them (mx1, mx2...)."""
         return sum(
             1
@@ -1140,7 +1142,8 @@ class DNSZone:
         )
 
     def _names_in_use(self) -> set[dns.name.Name]:
-        """The names this zone has records for or points MX records at."""
+        """The names the stub has records for or points MX records at (every
+        zone on it: two mailboxes of one sink share it)."""
         names = set()
         for rule in self._server.rules:
             names.add(rule.name)

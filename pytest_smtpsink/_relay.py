@@ -204,8 +204,13 @@ def parse_upstream(url: str) -> Upstream:
         # typed for "@" ("user:pw:host:25") it holds the password.
         raise ValueError(
             "the URL's host:port has more than one ':' (an IPv6 address goes "
-            f"in brackets: {scheme}://[::1]:2525; a user:password goes before "
-            "an '@')"
+            f"in brackets: {scheme}://[::1]:2525"
+            + (
+                ""
+                if "@" in parts.netloc
+                else "; a user:password, if that is one, goes before an '@'"
+            )
+            + ")"
         )
     given = host_port.rpartition(":")[2]
     try:

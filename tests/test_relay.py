@@ -947,8 +947,8 @@ def test_a_password_cut_by_a_url_delimiter_is_named_not_shown(cut: str) -> None:
             {"relay": "smtp://localhost:2525:25", "relay_to": ".*"},
             "relay",
             r"^relay: the URL's host:port has more than one ':' \(an IPv6 "
-            r"address goes in brackets: smtp://\[::1\]:2525; a user:password "
-            r"goes before an '@'\)$",
+            r"address goes in brackets: smtp://\[::1\]:2525; a user:password, "
+            r"if that is one, goes before an '@'\)$",
         ),
         (
             {"relay": "smtp://[::1]:2525:25", "relay_to": ".*"},
