@@ -202,30 +202,26 @@ def _secret_tag(tag: str | None) -> bool:
     return tag is not None and _SECRET_WORD.search(tag) is not None
 
 
-def _tag_out(tag: str | None, command: Command | None) -> str | None:
-    """The tag that answers and records a line: None (``*``) for a tag that
-    runs on past LOGIN or AUTHENTICATE before no known command, as it may
-    hold the user name or the password ("LOGINann pw", "LOGINpw x")."""
-    if (
-        _secret_tag(tag)
-        and str(tag).upper() not in _SECRET_VERBS
-        and (command is None or command.name not in COMMANDS)
-    ):
-        return None
-    return tag
-
-
 def _runs_on(tag: str | None) -> bool:
     """Whether ``tag`` holds LOGIN or AUTHENTICATE and more: it may hold the
     user name or the password ("LOGINpw", "a]LOGIN")."""
     return _secret_tag(tag) and str(tag).upper() not in _SECRET_VERBS
 
 
-def _tag_recorded(tag: str | None, command: Command | None = None) -> str | None:
+def _tag_out(tag: str | None, command: Command | None) -> str | None:
+    """The tag that answers a line: None (``*``) for a tag that runs on past
+    LOGIN or AUTHENTICATE before no known command, as it may hold the user
+    name or the password ("LOGINann pw", "LOGINpw x"). Before a known
+    command the client gets its tag back (it waits for it)."""
+    if _runs_on(tag) and (command is None or command.name not in COMMANDS):
+        return None
+    return tag
+
+
+def _tag_recorded(tag: str | None) -> str | None:
     """The tag as the transcript shows it: one that runs on past LOGIN or
     AUTHENTICATE is cut after its verb (``LOGIN****``), whatever command
-    follows it (``command`` is kept for the callers' symmetry with
-    `_tag_out`)."""
+    follows it."""
     if not _runs_on(tag):
         return tag
     return "AUTHENTICATE****" if "AUTHENTICATE" in str(tag).upper() else "LOGIN****"
@@ -704,7 +700,7 @@ class _Connection(ReadSideConnection):
         if line is not None and not self._line_recorded:
             shown = [rest.rstrip(b"\r\n").decode("utf-8", "replace")]
             shown_line = self._shown_command(shown, None, tag)
-            self._append("command", shown_line, _tag_recorded(tag, None))
+            self._append("command", shown_line, _tag_recorded(tag))
         self._finish_shown()
         tag = tag if name in COMMANDS else _tag_out(tag, None)
         await self._reply(f"{tag or '*'} NO [SERVERBUG] {text}")
@@ -758,7 +754,7 @@ class _Connection(ReadSideConnection):
             self._append(
                 "command",
                 printable(f"{shown}... [{total} bytes in all]"),
-                _tag_recorded(tag, None),
+                _tag_recorded(tag),
             )
             await self._bad(
                 _tag_out(tag, None),
@@ -784,7 +780,7 @@ class _Connection(ReadSideConnection):
 
         def record_early() -> None:
             shown = self._shown_command(shown_parts, None, tag)
-            recorded.append(self._append("command", shown, _tag_recorded(tag, None)))
+            recorded.append(self._append("command", shown, _tag_recorded(tag)))
 
         try:
             step = reader.feed_line(line)
@@ -858,7 +854,7 @@ class _Connection(ReadSideConnection):
             lone = tag is None and error.tag is not None
             if not recorded:
                 shown = self._shown_command(shown_parts, None, tag)
-                recorded_tag = None if lone else _tag_recorded(error.tag, None)
+                recorded_tag = None if lone else _tag_recorded(error.tag)
                 self._append("command", shown, recorded_tag)
             # "LOGINpw", "LOGINpw ": the tag may hold a password, so the BAD
             # is untagged rather than echo it.
@@ -883,7 +879,7 @@ class _Connection(ReadSideConnection):
             recorded[0].line = self._shown_command(shown_parts, command, tag)
         else:
             shown = self._shown_command(shown_parts, command, tag)
-            self._append("command", shown, _tag_recorded(tag, command))
+            self._append("command", shown, _tag_recorded(tag))
         if self.generation != self.mail.generation:  # a new test started
             self.end_stale()
             raise Closed
@@ -954,7 +950,7 @@ class _Connection(ReadSideConnection):
             if _secret_tag(tag):
                 # Its "command" is what follows LOGIN: never echoed, nor is
                 # a tag that runs on past the verb ("LOGINann pw").
-                shown = _tag_recorded(tag, None)
+                shown = _tag_recorded(tag)
                 if shown == tag:
                     return f"Unknown command after the tag {tag} (is the tag missing?)"
                 verb = str(shown).removesuffix("****")
