@@ -288,7 +288,6 @@ def mask_command(rest: str, command: Command | None = None) -> str:
 
 
 _LITERAL_IN_RESPONSE = re.compile(rb"\{(\d+)\}\r\n")
-_ANY_LITERAL_AT_END = re.compile(rb"\{\d+\+?\}\r?\n?\Z")
 
 
 def shown_response(data: bytes) -> list[str]:
@@ -782,6 +781,12 @@ class _Connection(ReadSideConnection):
             shown = self._shown_command(shown_parts, None, tag)
             recorded.append(self._append("command", shown, _tag_recorded(tag)))
 
+        def mark_not_sent(size: int) -> None:
+            # Refused before "+": not "[n octets]", as they never crossed.
+            shown_parts[-1] = f" [{size} octets, not sent]"
+            if recorded:
+                recorded[0].line = self._shown_command(shown_parts, None, tag)
+
         try:
             step = reader.feed_line(line)
             while isinstance(step, NeedLiteral):
@@ -794,11 +799,7 @@ class _Connection(ReadSideConnection):
                     )
                     if early is not None and step.synchronizing:
                         # Refused before "+": the client sends no literal.
-                        shown_parts[-1] = f" [{step.size} octets, not sent]"
-                        if recorded:
-                            recorded[0].line = self._shown_command(
-                                shown_parts, None, tag
-                            )
+                        mark_not_sent(step.size)
                         await self._reply(f"{tag} {early[0]} {early[1]}", injected=True)
                         return True
                 if append and step.synchronizing and early is None:
@@ -808,13 +809,8 @@ class _Connection(ReadSideConnection):
                     # {n+} literal is on its way: read, then refused.
                     refusal = self._append_refusal(reader.command_so_far())
                     if refusal is not None:
-                        # Not "[n octets]": they never crossed.
-                        shown_parts[-1] = f" [{step.size} octets, not sent]"
-                        if recorded:
-                            recorded[0].line = self._shown_command(
-                                shown_parts, None, tag
-                            )
-                        else:
+                        mark_not_sent(step.size)
+                        if not recorded:
                             record_early()
                         await self._reply(f"{tag} {refusal[0]} {refusal[1]}")
                         return True

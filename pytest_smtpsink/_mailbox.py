@@ -1374,7 +1374,7 @@ class _Undisplayed:
         return "<not shown>"
 
 
-def _host_problem(host: str) -> str | None:
+def _release_host_problem(host: str) -> str | None:
     """What keeps ``host`` from being a host name or an address, as a
     misplaced URL or port would otherwise get a DNS lookup (or pass as a
     remote host) and fail far from here; None if nothing does."""
@@ -1419,7 +1419,7 @@ def _check_upstream_arguments(
         raise TypeError(f"host must be a host name or address (a str), got {host!r}")
     if not host.strip():
         raise ValueError(f"host must be a host name or address, got {host!r}")
-    problem = _host_problem(host)
+    problem = _release_host_problem(host)
     if problem is not None:
         raise ValueError(
             f"host must be a host name or address, got {host!r}: {problem}"

@@ -689,7 +689,7 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
     __tracebackhide__ = True
     views = item.stash.get(_VIEWS_KEY, None)
     waited: set[int] = set()
-    began = time.monotonic()
+    began = time.monotonic() if views else 0.0
     if views:
         # Before the fixtures close the views: a test's upstream sink would
         # drop a connection its fault rule (a delay) still holds, and the
