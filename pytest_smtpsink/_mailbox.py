@@ -302,6 +302,7 @@ class Mailbox(FaultControls):
         wanted_flags = normalize_flags(flags, in_a_test=True)
         when = check_date(date)
         captured = make_delivered(raw, recipients)
+        captured.session._served_by = self.settings.hostname
         mail = self._store.mail
         with mail.lock:
             users = dict.fromkeys(mail.key(r) for r in recipients)

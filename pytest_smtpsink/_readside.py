@@ -305,6 +305,7 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         self.record = Session(
             (str(peer[0]), int(peer[1])), now(), protocol=self.PROTOCOL
         )
+        self.record._served_by = self.settings.hostname
         self.server.opened(self)
         with self.mail.lock:
             self.generation = self.mail.generation

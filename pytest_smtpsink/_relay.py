@@ -381,7 +381,8 @@ def received_header(
     captured Bcc recipient.
     """
     session = message.session
-    by = _UNSAFE.sub("?", by)
+    # The sink that received it, not the one a test released it through.
+    by = _UNSAFE.sub("?", session._served_by or by)
     rcpt = message.envelope.rcpt_to if recipients is None else recipients
     recipient = f"\r\n\tfor <{_UNSAFE.sub('?', rcpt[0])}>" if len(rcpt) == 1 else ""
     date = _header_date(message.received_at.replace(microsecond=0))

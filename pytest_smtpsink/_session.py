@@ -257,6 +257,11 @@ class Session:
     """One connection (SMTP, or POP3 and IMAP on the read side), whether or
     not it delivered or read a message."""
 
+    # The hostname of the sink that served it, for the Received header of a
+    # release: a message may be released through another sink's mailbox.
+    # A class default: set per connection, with no __init__ argument.
+    _served_by: str | None = None
+
     def __init__(
         self,
         peer: tuple[str, int],

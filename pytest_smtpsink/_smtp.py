@@ -958,6 +958,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         if first:
             peer = transport.get_extra_info("peername") or ("?", 0)
             self.record = Session((str(peer[0]), int(peer[1])), _now())
+            self.record._served_by = self.state.settings.hostname
             if self.state.settings.tls == "implicit":
                 # The sink listens in plain TCP and runs the handshake here,
                 # so that a failed one is a session saying why.

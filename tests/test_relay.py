@@ -218,6 +218,34 @@ def test_the_received_header_of_an_imap_append_claims_no_smtp_hop(
     )
 
 
+def test_the_received_header_names_the_sink_that_received_the_message(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    # Released through another sink's mailbox, the header said "by" that
+    # other sink, which never received it: SMTP, deliver() and APPEND alike.
+    upstream = smtpsink_factory()
+    receiver = smtpsink_factory(hostname="receiver.test")
+    with smtplib.SMTP(receiver.host, receiver.port, local_hostname="app.test") as c:
+        c.sendmail("app@example.com", ["ann@example.com"], b"Subject: s\r\n\r\n")
+    sent = receiver.wait_for()
+    put_in = receiver.deliver(b"From: a@example.com\r\n\r\nhi\r\n", to="b@x.test")
+    client = imaplib.IMAP4(receiver.imap.host, receiver.imap.port)
+    client.login("ann@example.com", "pw")
+    client.append("INBOX", None, None, b"From: a@example.com\r\n\r\nup\r\n")
+    client.logout()
+    appended = receiver.mailbox("ann@example.com").messages()[-1]
+    for message in (sent, put_in, appended):
+        smtpsink.release(message, upstream.host, upstream.port)
+    received = [m.header("Received") or "" for m in upstream.wait_for(3)]
+    assert [
+        " ".join(r.split()).partition(" (pytest-smtpsink)")[0] for r in received
+    ] == [
+        "from app.test ([127.0.0.1]) by receiver.test",
+        "by receiver.test",
+        "by receiver.test",
+    ]
+
+
 def test_a_copy_sent_to_another_recipient_does_not_name_the_captured_one(
     smtpsink: Mailbox, smtpsink_factory: Factory
 ) -> None:
