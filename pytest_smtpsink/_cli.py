@@ -733,6 +733,21 @@ def _warn(text: str) -> None:
         print(f"smtpsink: {text}", file=sys.stderr, flush=True)
 
 
+#: The API's spellings of the TLS modes in a session's `tls_error` (the hint
+#: for a TLS client on a plain-text port), as the option says them.
+_TLS_MODE_SPELLING = {
+    "tls='implicit'": "--tls implicit",
+    "tls='starttls'": "--tls starttls",
+}
+
+
+def _cli_spelling(text: str) -> str:
+    """``text`` with the TLS modes as ``--tls`` takes them."""
+    for api, option in _TLS_MODE_SPELLING.items():
+        text = text.replace(api, option)
+    return text
+
+
 def _session_header(number: int, session: Session) -> str:
     tls = "-"
     if session.tls is not None:
@@ -745,8 +760,8 @@ def _session_header(number: int, session: Session) -> str:
     count = len(session.messages)
     end: str = session.end or "server-closed"
     if session.tls_error is not None:
-        end += ": " + session.tls_error.replace(
-            TRUST_HINT, "the banner names its CA file"
+        end += ": " + _cli_spelling(
+            session.tls_error.replace(TRUST_HINT, "the banner names its CA file")
         )
     if session.protocol != "SMTP":
         # A mail reader: who logged in (never with what), no EHLO or mail.

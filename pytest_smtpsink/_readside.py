@@ -44,7 +44,13 @@ from ._faults import (
 from ._reading import ReadsIntoBuffer
 from ._session import EndReason, Exchange, ExchangeKind, Session, TLSInfo
 from ._text import printable
-from ._tls import HANDSHAKE_TIMEOUT, describe_handshake_failure
+from ._tls import (
+    HANDSHAKE_TIMEOUT,
+    describe_handshake_failure,
+    describe_tls_on_plain_port,
+    starts_tls_handshake,
+    tls_handshake_note,
+)
 
 if TYPE_CHECKING:
     from ._faults import Faults
@@ -262,6 +268,11 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         self._handshaking: bool | None = None
         # Internal errors since the last command that ran without one.
         self._bugs_in_a_row = 0
+        # Until the client's first bytes come: whether to look at them for
+        # a TLS handshake (on an implicit-TLS port they come decrypted).
+        self._first_bytes = server.settings.tls != "implicit"
+        # Those bytes, if they were a TLS handshake (see _tls_on_plain_port).
+        self._tls_handshake: bytes | None = None
 
     async def _serve(self) -> None:
         raise NotImplementedError
@@ -313,6 +324,15 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         self._task = asyncio.get_running_loop().create_task(self._serve())
 
     def data_received(self, data: bytes) -> None:
+        if self._first_bytes:
+            self._first_bytes = False
+            if starts_tls_handshake(data):
+                # Not read as commands: the end of input for the serving
+                # task, which ends the session once it has greeted.
+                self._tls_handshake = data
+                self._eof = True
+                self.wake()
+                return
         self._buffer += data
         if len(self._buffer) > self.BUFFER_LIMIT and self.transport is not None:
             with contextlib.suppress(RuntimeError, AttributeError):
@@ -489,7 +509,9 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         self._waiting_for_command = True
         try:
             read = await self._read_line(limit)
-            if read is None and self._cut_off:
+            if read is None and self._tls_handshake is not None:
+                self._tls_on_plain_port(self._tls_handshake)
+            elif read is None and self._cut_off:
                 self._record_cut_off(self._cut_off)
             return read
         except asyncio.TimeoutError:
@@ -689,6 +711,22 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         )
         self.store.touch()
         return True
+
+    def _tls_on_plain_port(self, data: bytes) -> None:
+        """The client's first bytes, ``data``, were a TLS handshake on this
+        plain-text port: record them as one line and end the session saying
+        what to do (the serving task then closes the connection). Only once
+        the greeting is out, which the client then reads as TLS and fails on
+        (WRONG_VERSION_NUMBER), not on a connection closed unanswered.
+        Nothing more is said: a reply in plain text would be read so too.
+        Read as command lines, its bytes made garbage lines and refusals."""
+        record = self.record
+        if record is None:
+            return
+        self._append("command", tls_handshake_note(data))
+        record.tls_error = describe_tls_on_plain_port(self.PROTOCOL, self.settings.tls)
+        self._mark_end("tls-on-plain-port")
+        self._closing = True
 
     def _tls_failed(self, error: BaseException | None, implicit: bool = False) -> None:
         record = self.record

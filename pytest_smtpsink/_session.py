@@ -21,7 +21,14 @@ if TYPE_CHECKING:
 TLS_SETTLE_SECONDS = 10.0
 
 SessionProtocol = Literal["SMTP", "POP3", "IMAP", "deliver"]
-EndReason = Literal["quit", "client-closed", "timeout", "server-closed", "tls-failed"]
+EndReason = Literal[
+    "quit",
+    "client-closed",
+    "timeout",
+    "server-closed",
+    "tls-failed",
+    "tls-on-plain-port",
+]
 ExchangeKind = Literal["greeting", "command", "auth-response", "data", "notice"]
 
 
@@ -288,7 +295,9 @@ class Session:
         self.tls_error: str | None = None
         """Why the TLS handshake failed (`end` is then ``"tls-failed"``),
         e.g. ``"TLSV1_ALERT_UNKNOWN_CA: the client rejected the sink's
-        certificate (...)"``; None otherwise."""
+        certificate (...)"``, or why a client that began TLS on a plain-text
+        port got none, and what to do (`end` is then
+        ``"tls-on-plain-port"``); None otherwise."""
         self.auth: AuthInfo | None = None
         """The last AUTH attempt (see `auth_attempts` for all)."""
         self._auth_attempts: list[AuthInfo] = []

@@ -65,7 +65,13 @@ from ._reading import ReadsIntoBuffer
 from ._session import AuthInfo, EndReason, Exchange, Session, TLSInfo
 from ._store import SHARED_VALUES_MAX
 from ._text import printable
-from ._tls import HANDSHAKE_TIMEOUT, describe_handshake_failure
+from ._tls import (
+    HANDSHAKE_TIMEOUT,
+    describe_handshake_failure,
+    describe_tls_on_plain_port,
+    starts_tls_handshake,
+    tls_handshake_note,
+)
 
 if TYPE_CHECKING:
     from asyncio.streams import _ReaduntilBuffer
@@ -1445,9 +1451,72 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         finally:
             self._more_lines = False
         # The rest is aiosmtpd's: its loop reads it from the stream reader.
+        # A TLS handshake never gets answered at once (no verb), so its
+        # check costs the commands answered so nothing, and the rest a byte.
+        if data[:1] == b"\x16" and self._tls_on_plain_port(data, start):
+            return
         if self._handler_coroutine is _NO_HANDLER:
             self._start_handler()
         super().data_received(data[start:] if start else data)
+
+    def _tls_on_plain_port(self, data: bytes, start: int) -> bool:
+        """Whether ``data`` (from ``start``) is a TLS handshake, the first
+        bytes the client sent, on this plain-text port: then it is not read
+        as commands (its bytes made garbage lines and "500 Error: bad
+        syntax" replies in the transcript), and the session ends once the
+        greeting is out (`_end_at_tls_handshake`)."""
+        record = self.record
+        if (
+            start
+            or record is None
+            or self.transport is None
+            # On an implicit-TLS port every byte comes here decrypted.
+            or self.state.settings.tls == "implicit"
+            or not starts_tls_handshake(data)
+            # The first bytes: nothing read yet (no line recorded, none
+            # begun in the reader's buffer or over-long in pieces).
+            or self._reader._buffer  # type: ignore[attr-defined]
+            or self._pending_total
+            or any(exchange.kind != "greeting" for exchange in record._transcript)
+        ):
+            return False
+        greeting = self._current
+        if greeting is not None and greeting.replies:
+            self._end_at_tls_handshake(data)
+            return True
+        # aiosmtpd's handler has not greeted yet (uvloop reads at once, a
+        # CONNECT rule delays it): ended when the handler asks for its first
+        # command, the greeting sent.
+        reader = self._reader
+        recording_readuntil = reader.readuntil
+
+        async def readuntil_after_greeting(
+            separator: _ReaduntilBuffer = b"\n",
+        ) -> bytes:
+            reader.readuntil = recording_readuntil  # type: ignore[method-assign]
+            self._end_at_tls_handshake(data)
+            # Cancelled (with aiosmtpd's handler) when the connection closes.
+            return await recording_readuntil(separator)
+
+        reader.readuntil = readuntil_after_greeting  # type: ignore[method-assign]
+        return True
+
+    def _end_at_tls_handshake(self, data: bytes) -> None:
+        """Record the TLS handshake ``data`` as one line, end the session
+        saying what to do, and close (after the greeting, which the client
+        reads as TLS and fails on: WRONG_VERSION_NUMBER, not a connection
+        closed unanswered). Nothing more is said: a reply in plain text
+        would be read as TLS too."""
+        record, transport = self.record, self.transport
+        assert record is not None
+        # What the client sent after it (its next packets) is not read.
+        self._reader._buffer.clear()  # type: ignore[attr-defined]
+        self._append("command", tls_handshake_note(data))
+        record.tls_error = describe_tls_on_plain_port("SMTP", self.state.settings.tls)
+        self._mark_end("tls-on-plain-port")
+        self.state.store.touch()
+        if transport is not None:
+            transport.close()  # the greeting goes out first
 
     def _answer_now(self, data: bytes) -> bool:
         """Answer the command line ``data`` as aiosmtpd's loop would; False

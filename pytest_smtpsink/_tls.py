@@ -74,6 +74,65 @@ _IMPLICIT_HINT = (
 )
 
 
+#: The clients of each protocol that speak TLS from the first byte, that
+#: connect in plain text, and that do so and then start TLS, as the hint for
+#: a TLS handshake on a plain-text port names them.
+_TLS_CLIENT = {
+    "SMTP": "smtplib.SMTP_SSL",
+    "POP3": "poplib.POP3_SSL",
+    "IMAP": "imaplib.IMAP4_SSL",
+}
+_PLAIN_CLIENT = {
+    "SMTP": "smtplib.SMTP",
+    "POP3": "poplib.POP3",
+    "IMAP": "imaplib.IMAP4 or imap_tools.MailBoxUnencrypted",
+}
+_STARTTLS_CLIENT = {
+    "SMTP": "smtplib.SMTP and starttls()",
+    "POP3": "poplib.POP3 and stls()",
+    "IMAP": "imaplib.IMAP4 and starttls(), or imap_tools.MailBoxStartTls",
+}
+
+
+def starts_tls_handshake(data: bytes) -> bool:
+    """Whether ``data``, the first bytes of a connection, begin a TLS
+    handshake record (content type 22, record version 3.0 to 3.4): what a
+    client that speaks TLS from the start sends first, its ClientHello. No
+    command of a text protocol starts with that control character."""
+    return len(data) >= 3 and data[0] == 0x16 and data[1] == 0x03 and data[2] <= 0x04
+
+
+def tls_handshake_note(data: bytes) -> str:
+    """The transcript's line for a TLS handshake on a plain-text port: in
+    brackets, as a note where a command would be (`Exchange.command` is
+    None), and its size instead of its bytes, which say nothing to a reader
+    (``"[a TLS handshake (ClientHello), 517 bytes, on a plain-text port]"``)."""
+    # Byte 5 is the handshake message's type: 1 for a ClientHello.
+    what = " (ClientHello)" if data[5:6] == b"\x01" else ""
+    return f"[a TLS handshake{what}, {len(data)} bytes, on a plain-text port]"
+
+
+def describe_tls_on_plain_port(protocol: str, tls: str | None) -> str:
+    """Why a session ended that began with a TLS handshake on a plain-text
+    port, with what to do (for `Session.tls_error`): the client's own error,
+    WRONG_VERSION_NUMBER (it read the plain greeting as TLS), does not say.
+    ``tls`` is the sink's setting: STARTTLS is named where the sink offers
+    it."""
+    if tls in ("starttls", "starttls-required"):
+        plain = f"connect without TLS and start it, e.g. {_STARTTLS_CLIENT[protocol]}"
+    else:
+        plain = (
+            f"connect without TLS, e.g. {_PLAIN_CLIENT[protocol]} (tls='starttls' "
+            f"to offer {_STARTTLS_COMMAND[protocol]})"
+        )
+    return (
+        "the client started TLS on a plain-text port (a client that speaks TLS "
+        f"from the start, e.g. {_TLS_CLIENT[protocol]}, reads the plain greeting "
+        f"as TLS and fails with WRONG_VERSION_NUMBER: {plain}, or give the sink "
+        "tls='implicit')"
+    )
+
+
 def describe_handshake_failure(
     error: BaseException | None, implicit: bool = False, protocol: str = "SMTP"
 ) -> str:

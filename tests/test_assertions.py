@@ -1743,11 +1743,13 @@ def test_a_tls_client_on_a_plain_sink_is_named_so(smtpsink: Mailbox) -> None:
         smtpsink.assert_sent(subject="Welcome")
     session_line = str(caught.value).rsplit("\n", 1)[1]
     assert session_line.startswith("  127.0.0.1:"), caught.value
+    # The session's own end says it, as in every report (Session.tls_error).
     assert session_line.endswith(
-        " commands=(a TLS handshake); the client began TLS at once (implicit TLS, SMTPS, "
-        "smtplib.SMTP_SSL), and this sink speaks plain SMTP first: ask for one "
-        "with tls='implicit', or connect without TLS (and STARTTLS on a sink "
-        "with tls='starttls')"
+        " end=tls-on-plain-port (the client started TLS on a plain-text port (a "
+        "client that speaks TLS from the start, e.g. smtplib.SMTP_SSL, reads the "
+        "plain greeting as TLS and fails with WRONG_VERSION_NUMBER: connect "
+        "without TLS, e.g. smtplib.SMTP (tls='starttls' to offer STARTTLS), or "
+        "give the sink tls='implicit'))"
     ), caught.value
     assert "\\x16" not in str(caught.value)
 

@@ -725,6 +725,25 @@ def test_a_rejected_certificate_is_a_tls_failed_session(
 
 
 @stops_with_signals
+def test_a_tls_client_on_the_plain_port_is_told_the_option(
+    start: Callable[..., Sink],
+) -> None:
+    sink = start()
+    with pytest.raises(ssl.SSLError, match="WRONG_VERSION_NUMBER"):
+        smtplib.SMTP_SSL("127.0.0.1", sink.port, timeout=10)
+    closed = sink.expect(r"session 1 closed").string
+    # The settings' spelling (tls='implicit') is no option of the command.
+    assert (
+        "(tls-on-plain-port: the client started TLS on a plain-text port (a "
+        "client that speaks TLS from the start, e.g. smtplib.SMTP_SSL, reads the "
+        "plain greeting as TLS and fails with WRONG_VERSION_NUMBER: connect "
+        "without TLS, e.g. smtplib.SMTP (--tls starttls to offer STARTTLS), or "
+        "give the sink --tls implicit))"
+    ) in closed
+    sink.stop()
+
+
+@stops_with_signals
 def test_all_interfaces_give_a_connectable_verified_address(
     start: Callable[..., Sink],
 ) -> None:

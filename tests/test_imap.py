@@ -15,6 +15,7 @@ import poplib
 import re
 import smtplib
 import socket
+import ssl
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -393,6 +394,77 @@ def test_plain_text_after_the_starttls_go_ahead_says_so(
     assert session.tls_error.endswith(
         f"the client sent plain text after {command} instead of starting TLS"
     ), session.tls_error
+
+
+#: What a test connects with, and the hint names, per protocol: the client
+#: that speaks TLS from the start, and how to connect instead.
+_INSTEAD_OF_TLS = {
+    ("SMTP", None): "connect without TLS, e.g. smtplib.SMTP (tls='starttls' to "
+    "offer STARTTLS)",
+    ("POP3", None): "connect without TLS, e.g. poplib.POP3 (tls='starttls' to "
+    "offer STLS)",
+    ("IMAP", None): "connect without TLS, e.g. imaplib.IMAP4 or "
+    "imap_tools.MailBoxUnencrypted (tls='starttls' to offer STARTTLS)",
+    ("SMTP", "starttls"): "connect without TLS and start it, e.g. smtplib.SMTP "
+    "and starttls()",
+    ("POP3", "starttls"): "connect without TLS and start it, e.g. poplib.POP3 "
+    "and stls()",
+    ("IMAP", "starttls"): "connect without TLS and start it, e.g. imaplib.IMAP4 "
+    "and starttls(), or imap_tools.MailBoxStartTls",
+}
+
+
+def _connect_with_tls_at_once(sink: Mailbox, protocol: str) -> None:
+    """Connect as a client that speaks TLS from the first byte would."""
+    if protocol == "SMTP":
+        smtplib.SMTP_SSL(sink.host, sink.port, timeout=10)
+    elif protocol == "POP3":
+        poplib.POP3_SSL(sink.pop3.host, sink.pop3.port, timeout=10)
+    else:
+        imaplib.IMAP4_SSL(sink.imap.host, sink.imap.port, timeout=10)
+
+
+@pytest.mark.parametrize("tls", [None, "starttls"])
+@pytest.mark.parametrize("protocol", ["SMTP", "POP3", "IMAP"])
+def test_a_tls_client_on_a_plain_text_port_is_told_what_to_do(
+    smtpsink_factory: Callable[..., Mailbox], protocol: str, tls: str | None
+) -> None:
+    # smtplib.SMTP_SSL, poplib.POP3_SSL, imaplib.IMAP4_SSL on a plain port:
+    # its ClientHello was read as commands ("500 Error: bad syntax", "* BAD
+    # No valid tag", "-ERR The command line is not UTF-8"), recorded as
+    # lines of garbage, and the session just "client-closed".
+    sink = smtpsink_factory(tls=tls)
+    with pytest.raises(ssl.SSLError, match="WRONG_VERSION_NUMBER"):
+        _connect_with_tls_at_once(sink, protocol)
+    sink.wait_until(
+        lambda: any(s.protocol == protocol and s.end for s in sink.sessions)
+    )
+    (session,) = sink.sessions
+    assert session.end == "tls-on-plain-port"
+    greeting, handshake = session.transcript
+    assert greeting.kind == "greeting"
+    assert greeting.replies  # the client read it as TLS: WRONG_VERSION_NUMBER
+    assert re.fullmatch(
+        r"\[a TLS handshake \(ClientHello\), \d+ bytes, on a plain-text port\]",
+        handshake.line,
+    ), handshake.line
+    assert handshake.replies == []  # nothing said: it would be read as TLS
+    assert session.commands == []
+    client = {"SMTP": "smtplib.SMTP_SSL", "POP3": "poplib.POP3_SSL"}.get(
+        protocol, "imaplib.IMAP4_SSL"
+    )
+    hint = (
+        "the client started TLS on a plain-text port (a client that speaks TLS "
+        f"from the start, e.g. {client}, reads the plain greeting as TLS and "
+        f"fails with WRONG_VERSION_NUMBER: {_INSTEAD_OF_TLS[protocol, tls]}, or "
+        "give the sink tls='implicit')"
+    )
+    assert session.tls_error == hint
+    assert f"end=tls-on-plain-port ({hint})" in session.summary()
+    section = _report.section_text([sink], "full") or ""
+    assert f"end=tls-on-plain-port ({hint})" in section
+    assert f"    C: {handshake.line}\n" in f"{section}\n"
+    assert "\\x16" not in section  # no byte of the handshake
 
 
 @pytest.mark.parametrize(

@@ -265,6 +265,53 @@ def test_plain_client_on_an_implicit_tls_sink_is_a_tls_failed_session(
     assert _logged_warnings(caplog) == []
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [
+        # Served by aiosmtpd's handler task from the first byte (no commands
+        # answered at once): on uvloop the ClientHello could come in before
+        # the handler greeted, and was then ended before the greeting.
+        {"tls": "starttls-required"},
+        {"tls": "starttls-required", "event_loop": "asyncio"},
+        {"fault": True},
+    ],
+    ids=["handler", "handler-asyncio", "fault-rule"],
+)
+def test_a_tls_client_on_a_plain_smtp_port_gets_the_greeting_first(
+    smtpsink_factory: Factory, settings: dict[str, Any]
+) -> None:
+    fault = settings.pop("fault", False)
+    sink = smtpsink_factory(**settings)
+    if fault:
+        sink.fail("RCPT", 550)
+    for _ in range(5):
+        with pytest.raises(ssl.SSLError, match="WRONG_VERSION_NUMBER"):
+            smtplib.SMTP_SSL(sink.host, sink.port, timeout=10)
+    sink.wait_until(lambda: len([s for s in sink.sessions if s.end]) == 5)
+    for session in sink.sessions:
+        assert session.end == "tls-on-plain-port"
+        greeting, handshake = session.transcript
+        assert greeting.code == 220
+        assert handshake.line.startswith("[a TLS handshake (ClientHello), ")
+        assert handshake.replies == []
+        assert session.tls_error is not None
+        assert "or give the sink tls='implicit')" in session.tls_error
+    # Only the first bytes of a connection: the same bytes after a command
+    # are a line of garbage, answered as before.
+    with socket.create_connection((sink.host, sink.port), timeout=10) as raw:
+        reader = raw.makefile("rb")
+        assert reader.readline().startswith(b"220 ")
+        raw.sendall(b"NOOP\r\n")
+        assert reader.readline().startswith(b"250 ")
+        raw.sendall(b"\x16\x03\x01\x02\x00\x01\r\n")
+        assert reader.readline()[:1] == b"5"  # 500, or 530 before STARTTLS
+        raw.sendall(b"QUIT\r\n")
+        assert reader.readline().startswith(b"221 ")
+        reader.close()
+    sink.wait_until(lambda: len([s for s in sink.sessions if s.end]) == 6)
+    assert sink.sessions[-1].end == "quit"
+
+
 def test_implicit_tls_client_leaving_during_the_handshake(
     smtpsink_factory: Factory,
 ) -> None:
