@@ -90,7 +90,7 @@ from ._mailstore import (
 from ._message import Envelope, Message
 from ._readside import BUGS_IN_A_ROW, Closed, ReadSideConnection, ReadSideServer
 from ._session import AuthInfo, Exchange, ExchangeKind, IMAPExchange
-from ._text import plural, printable, shorten
+from ._text import plural, printable, printable_sent, shorten
 
 if TYPE_CHECKING:
     from ._faults import Faults
@@ -697,7 +697,7 @@ class _Connection(ReadSideConnection):
         text = self._server_bug(error, what, secret)
         self.idling = False
         if line is not None and not self._line_recorded:
-            shown = [rest.rstrip(b"\r\n").decode("utf-8", "replace")]
+            shown = [rest.rstrip(b"\r\n").decode("utf-8", "surrogateescape")]
             shown_line = self._shown_command(shown, None, tag)
             self._append("command", shown_line, _tag_recorded(tag))
         self._finish_shown()
@@ -748,7 +748,7 @@ class _Connection(ReadSideConnection):
             self._after_auth = True
         if total > MAX_LINE:
             shown = self._shown_command(
-                [rest[:64].decode("utf-8", "replace")], None, tag
+                [rest[:64].decode("utf-8", "surrogateescape")], None, tag
             )
             self._append(
                 "command",
@@ -770,7 +770,8 @@ class _Connection(ReadSideConnection):
             # max_size=0 is no limit (as for SMTP), not a limit of 0 octets.
             reader.max_literal = self.settings.max_size or sys.maxsize
             reader.max_command = reader.max_literal + MAX_COMMAND
-        shown_parts = [rest.rstrip(b"\r\n").decode("utf-8", "replace")]
+        # Decoded as sent: printable_sent shows bytes that are not UTF-8.
+        shown_parts = [rest.rstrip(b"\r\n").decode("utf-8", "surrogateescape")]
         # An APPEND's fault acts at its first literal, before "+ Ready" and
         # before a byte of it is read (a disconnect in the middle of a
         # literal); the command is recorded then, with what came so far.
@@ -841,7 +842,9 @@ class _Connection(ReadSideConnection):
                         tag,
                         disconnect=_ENDS_IN_LITERAL_PLUS.search(line) is not None,
                     )
-                shown_parts.append(line.rstrip(b"\r\n").decode("utf-8", "replace"))
+                shown_parts.append(
+                    line.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
+                )
                 step = reader.feed_line(line)
         except ImapSyntaxError as error:
             # A line of one word, taken as a tag with no command: recorded
@@ -920,7 +923,7 @@ class _Connection(ReadSideConnection):
                 and text[found.end() :].strip()
                 and (tag is None or " " not in text[: found.start()].strip())
             ):
-                return printable(text[: found.end()]) + "****"
+                return printable_sent(text[: found.end()]) + "****"
         if (
             shown == text
             and command is not None
@@ -933,8 +936,8 @@ class _Connection(ReadSideConnection):
             # opens a mailbox without an auth table). Shown as the verb.
             verb, _, arguments = text.strip().partition(" ")
             if arguments.strip():
-                return f"{printable(verb)} ****"
-        return printable(shown)
+                return f"{printable_sent(verb)} ****"
+        return printable_sent(shown)
 
     async def _bad(self, tag: str | None, text: str) -> None:
         await self._reply(f"{tag or '*'} BAD {text}")
@@ -1630,7 +1633,7 @@ class _Connection(ReadSideConnection):
         if read is None:
             raise Closed
         line = read[0].rstrip(b"\r\n")
-        self._append("command", printable(line.decode("utf-8", "replace")))
+        self._append("command", printable_sent(line.decode("utf-8", "surrogateescape")))
         if line.upper() != b"DONE":
             await self._reply(f"{command.tag} BAD Expected DONE to end IDLE")
         else:

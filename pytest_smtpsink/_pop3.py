@@ -40,7 +40,7 @@ from ._endpoint import ReadSideEndpoint
 from ._mailstore import INBOX, check_login, is_utf8, wire_bytes
 from ._readside import BUGS_IN_A_ROW, Closed, ReadSideConnection, ReadSideServer
 from ._session import AuthInfo, POP3Exchange
-from ._text import plural, printable
+from ._text import plural, printable, printable_sent
 
 if TYPE_CHECKING:
     from ._mailstore import Account, Folder, StoredMessage
@@ -131,7 +131,7 @@ def _shown(raw: bytes) -> str:
     """A client line as it goes into the transcript: secrets masked first,
     then escaped so it prints on one line."""
     text = raw.decode("utf-8", "surrogateescape")
-    return printable(mask_secrets(text))
+    return printable_sent(mask_secrets(text))
 
 
 # -- the message as POP3 sends it -------------------------------------------------

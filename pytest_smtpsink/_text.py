@@ -37,6 +37,24 @@ def _escape(match: re.Match[str]) -> str:
     return repr(match.group())[1:-1]
 
 
+# The surrogate escapes of undecodable bytes (``surrogateescape``).
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
+def printable_sent(text: str) -> str:
+    """`printable` for a line as a client sent it, decoded with
+    ``surrogateescape``: its bytes that are not UTF-8 written as bytes,
+    ``\\xfc``, as the SMTP transcript writes them, not as the surrogates
+    that stand for them (``\\udcfc``)."""
+    if not text.isascii():
+        text = _UNDECODABLE.sub(_byte_escape, text)
+    return printable(text)
+
+
+def _byte_escape(match: re.Match[str]) -> str:
+    return f"\\x{ord(match.group()) - 0xDC00:02x}"
+
+
 def shorten(text: str, limit: int) -> str:
     """``text`` cut to about ``limit`` characters, saying how much was cut."""
     if len(text) <= limit:

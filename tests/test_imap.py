@@ -467,6 +467,30 @@ def test_a_tls_client_on_a_plain_text_port_is_told_what_to_do(
     assert "\\x16" not in section  # no byte of the handshake
 
 
+def test_bytes_that_are_not_utf8_read_alike_in_every_transcript(
+    smtpsink: Mailbox,
+) -> None:
+    # SMTP wrote them "\xfc", IMAP as U+FFFD (every byte alike), POP3 as
+    # the lone surrogates that stood for them ("\udcfc").
+    for port in (smtpsink.port, smtpsink.pop3.port, smtpsink.imap.port):
+        with socket.create_connection((smtpsink.host, port), timeout=10) as sock:
+            reader = sock.makefile("rb")
+            reader.readline()  # the greeting
+            sock.sendall(b"a NOOP \xfc\xfd \xc3\xa9\r\n")
+            assert reader.readline()
+            reader.close()
+    smtpsink.wait_until(
+        lambda: len(smtpsink.sessions) == 3 and all(s.end for s in smtpsink.sessions)
+    )
+    shown = [
+        f"{e.tag} {e.line}" if e.tag else e.line
+        for session in smtpsink.sessions
+        for e in session.transcript
+        if e.kind == "command"
+    ]
+    assert shown == ["a NOOP \\xfc\\xfd \u00e9"] * 3
+
+
 @pytest.mark.parametrize(
     "settings",
     [

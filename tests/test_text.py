@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_smtpsink._text import join_shortened, plural, printable, shorten
+from pytest_smtpsink._text import (
+    join_shortened,
+    plural,
+    printable,
+    printable_sent,
+    shorten,
+)
 
 
 @pytest.mark.parametrize(
@@ -25,6 +31,12 @@ def test_printable(text: str, shown: str) -> None:
     assert printable(text) == shown
     assert len(printable(text).splitlines()) == 1
     printable(text).encode("utf-8")
+
+
+def test_printable_sent_writes_undecodable_bytes_as_bytes() -> None:
+    sent = b"caf\xc3\xa9 \xfc\x1b\xe2\x80\xa8".decode("utf-8", "surrogateescape")
+    assert printable_sent(sent) == "caf\u00e9 \\xfc\\x1b\\u2028"
+    assert printable_sent("plain") == "plain"
 
 
 def test_join_shortened() -> None:
