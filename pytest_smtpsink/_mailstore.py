@@ -34,6 +34,7 @@ from ._text import unicode_domain
 
 if TYPE_CHECKING:
     from ._message import Message
+    from ._session import Session
 
 INBOX = "INBOX"
 #: The hierarchy delimiter of folder names ("Archive/2024"), as IMAP shows it.
@@ -302,7 +303,14 @@ class Account:
     """One user's folders. ``holder`` is the POP3 session that has the
     maildrop locked (RFC 1939: one session at a time), or None."""
 
-    __slots__ = ("deleted_folders", "folders", "holder", "subscribed", "user")
+    __slots__ = (
+        "deleted_folders",
+        "folders",
+        "holder",
+        "marked_without_quit",
+        "subscribed",
+        "user",
+    )
 
     def __init__(self, user: str) -> None:
         self.user = user
@@ -314,6 +322,10 @@ class Account:
         #: Folders taken away by IMAP DELETE, by name, with what left them
         #: (the copies they held then, as deleted): for ``deleted()``.
         self.deleted_folders: list[tuple[str, list[Removal]]] = []
+        #: POP3 sessions that marked copies with DELE and ended before a
+        #: QUIT applied them (RFC 1939 deletes only at QUIT), with those
+        #: copies: a failed ``assert_deleted`` names them.
+        self.marked_without_quit: list[tuple[Session, list[StoredMessage]]] = []
 
 
 class MailStore:

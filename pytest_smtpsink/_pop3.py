@@ -261,7 +261,17 @@ class _Connection(ReadSideConnection):
             with self.mail.lock:
                 if account.holder is self:
                     account.holder = None
+                self._remember_unapplied_marks(account)
             self._account = None
+
+    def _remember_unapplied_marks(self, account: Account) -> None:
+        """Keep what DELE marked in a session that ends without a QUIT that
+        applied it (hold the lock): correctly not deleted, and the cause a
+        test's ``assert_deleted`` would otherwise leave to the transcript.
+        (`_update` lets go of the account, so after a QUIT nothing is kept.)"""
+        if self._deleted and self.record is not None and self.mail.remember_removed:
+            marked = [self._drop[index] for index in sorted(self._deleted)]
+            account.marked_without_quit.append((self.record, marked))
 
     # -- the conversation -----------------------------------------------------------
 

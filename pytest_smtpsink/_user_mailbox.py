@@ -34,7 +34,7 @@ from ._message import Envelope, Message, summary_or_raw
 from ._messages import Messages, closest_and_hints, closest_to, listed
 from ._mime import COMMENT, QUOTED, getaddresses, parseaddr, replace_closed
 from ._session import Session
-from ._text import plural, printable, unescape_8bit
+from ._text import format_address, plural, printable, unescape_8bit
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -261,12 +261,54 @@ class UserMailbox:
         found = self.deleted().filter(**criteria)
         if not found:
             described = _match.describe(criteria)
+            marked, hints = self._deletions_not_done(criteria)
             raise AssertionError(
                 f"expected a message deleted from {self.user}'s mailbox"
                 + (f" matching {described}" if described else "")
-                + f"; found none.\n{self.describe()}"
+                + f"; found none.\n{self._describe(marked)}"
+                + "".join(f"\n{line}" for line in hints)
             )
         return found[-1]
+
+    def _deletions_not_done(
+        self, criteria: Criteria
+    ) -> tuple[list[StoredMessage], list[str]]:
+        """The copies matching ``criteria`` that a client asked to delete
+        without the step that deletes (a POP3 DELE whose session ended
+        before QUIT, an IMAP \\Deleted never expunged), and a hint line
+        for each: the mail is rightly still there, and the cause is the
+        application's, which the transcript alone would show."""
+        with self._mail.lock:
+            account = self._account()
+            if account is None:
+                return [], []
+            unquit = [
+                (session, stored)
+                for session, marked in account.marked_without_quit
+                for stored in marked
+                if not stored._removed
+            ]
+            flagged = [
+                (name, stored)
+                for name, folder in account.folders.items()
+                for stored in folder.messages
+                if "\\Deleted" in stored.flags
+            ]
+        marked: list[StoredMessage] = []
+        hints = []
+        for session, stored in unquit:  # loops: see _match.select
+            if _match.matches(stored.message, criteria):
+                marked.append(stored)
+                hints.append(_dele_without_quit(session, stored))
+        for name, stored in flagged:
+            if _match.matches(stored.message, criteria) and stored not in marked:
+                marked.append(stored)
+                hints.append(
+                    f"Hint: uid {stored.uid} in {printable(name)} has \\Deleted but "
+                    "was never expunged: IMAP deletes it only at EXPUNGE, UID "
+                    "EXPUNGE or CLOSE (MOVE takes it away)"
+                )
+        return marked, hints
 
     # -- display ------------------------------------------------------------------------
 
@@ -354,6 +396,22 @@ def _folded(flags: Iterable[str]) -> frozenset[str]:
 
 def _show_flags(flags: Iterable[str]) -> str:
     return "{" + ", ".join(sorted(flags)) + "}" if flags else "{} (none)"
+
+
+def _dele_without_quit(session: Session, stored: StoredMessage) -> str:
+    """The hint for ``stored``, marked by DELE in the POP3 ``session``,
+    which ended without its QUIT running (none sent, or a fault refused
+    it). Named as the report's session line names it (peer and end)."""
+    peer = format_address(*session.peer[:2])
+    ending = (
+        "whose QUIT did not run"
+        if session.used("QUIT")
+        else f"which ended without QUIT (end={session.end or 'open'})"
+    )
+    return printable(
+        f"Hint: uid {stored.uid} was marked by DELE in the POP3 session from "
+        f"{peer}, {ending}: POP3 deletes only at QUIT (RFC 1939)"
+    )
 
 
 def _line(stored: StoredMessage) -> str:

@@ -87,6 +87,31 @@ def test_a_typical_reader_fetches_marks_moves_and_deletes(smtpsink: Mailbox) -> 
     assert "(moved to Processed)" in box.describe()
 
 
+def test_assert_deleted_names_a_deleted_flag_never_expunged(
+    smtpsink: Mailbox,
+) -> None:
+    # \\Deleted alone deletes nothing (RFC 3501): the failure said "found
+    # none", and only the [\\Deleted] in the listing told why.
+    smtpsink.deliver(raw_message("Spam offer"), to=USER)
+    with login(smtpsink) as client:
+        client.create("Junk")
+        client.select("INBOX")
+        client.copy("1", "Junk")
+        client.store("1", "+FLAGS", "\\Deleted")
+        client.logout()
+    box = smtpsink.mailbox(USER)
+    uid = box.stored()[0].uid
+    with pytest.raises(AssertionError) as failure:
+        box.assert_deleted(subject="Spam offer")
+    text = str(failure.value)
+    assert text.endswith(
+        f"\nHint: uid {uid} in INBOX has \\Deleted but was never expunged: "
+        "IMAP deletes it only at EXPUNGE, UID EXPUNGE or CLOSE (MOVE takes it away)"
+    ), text
+    assert f"  * uid {uid} [\\Deleted] " in text
+    assert text.count("Hint:") == 1  # not the copy in Junk, which lacks it
+
+
 def test_uid_commands_are_named_by_both_words(smtpsink: Mailbox) -> None:
     # Recorded as "UID", a UID STORE was neither used("UID STORE") nor
     # used("STORE"): `assert not session.used("STORE")` passed while the

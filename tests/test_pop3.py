@@ -271,6 +271,66 @@ def test_a_dropped_connection_deletes_nothing(smtpsink: Mailbox, raw: Raw) -> No
     client.quit()
 
 
+def test_assert_deleted_names_a_dele_whose_session_ended_without_quit(
+    smtpsink: Mailbox,
+) -> None:
+    # The app sent DELE and closed: rightly nothing deleted (RFC 1939), but
+    # the failure said only "found none", the cause left to the transcript.
+    smtpsink.deliver(make_message(subject="kept"), to=ANN)
+    smtpsink.deliver(make_message(subject="marked"), to=ANN)
+    client = login(smtpsink)
+    client.dele(2)
+    port = client.sock.getsockname()[1]
+    client.close()
+    ended(smtpsink)
+    box = smtpsink.mailbox(ANN)
+    uid = box.stored()[1].uid
+    with pytest.raises(AssertionError) as failure:
+        box.assert_deleted(subject="marked")
+    text = str(failure.value)
+    assert text.endswith(
+        f"\nHint: uid {uid} was marked by DELE in the POP3 session from "
+        f"127.0.0.1:{port}, which ended without QUIT (end=client-closed): POP3 "
+        "deletes only at QUIT (RFC 1939)"
+    ), text
+    assert f"  * uid {uid} [-] " in text  # marked in the listing
+    # Only the mail the assertion asks about is named.
+    with pytest.raises(AssertionError) as other:
+        box.assert_deleted(subject="kept")
+    assert "Hint" not in str(other.value)
+
+
+def test_assert_deleted_names_a_dele_whose_quit_a_fault_refused(
+    smtpsink: Mailbox,
+) -> None:
+    smtpsink.deliver(make_message(subject="marked"), to=ANN)
+    smtpsink.fail("POP3:QUIT", 451)
+    client = login(smtpsink)
+    client.dele(1)
+    with pytest.raises(poplib.error_proto, match=r"\[SYS/TEMP\]"):
+        client.quit()
+    client.close()
+    ended(smtpsink)
+    with pytest.raises(AssertionError, match=r"session from \S+, whose QUIT did "):
+        smtpsink.mailbox(ANN).assert_deleted(subject="marked")
+
+
+def test_a_dele_applied_by_a_later_session_leaves_no_hint(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(make_message(subject="gone"), to=ANN)
+    first = login(smtpsink)
+    first.dele(1)
+    first.close()
+    ended(smtpsink)
+    second = login(smtpsink)
+    second.dele(1)
+    second.quit()
+    box = smtpsink.mailbox(ANN)
+    box.assert_deleted(subject="gone")
+    with pytest.raises(AssertionError) as failure:
+        box.assert_deleted(subject="other")
+    assert "Hint" not in str(failure.value)
+
+
 @pytest.mark.parametrize("last", [b"QUIT", b"PASS " + SECRET.encode()])
 def test_a_line_cut_off_by_the_close_is_not_run(
     smtpsink: Mailbox, raw: Raw, last: bytes
