@@ -1352,15 +1352,7 @@ class _Connection(ReadSideConnection):
                     for name in account.folders
                     if name == old or name.startswith(prefix)
                 }
-                folders = account.folders
-                account.folders = {
-                    renamed.get(name, name): folder for name, folder in folders.items()
-                }
-                for folder in account.folders.values():
-                    folder.name = renamed.get(folder.name, folder.name)
-                account.subscribed = {
-                    renamed.get(name, name) for name in account.subscribed
-                }
+                self.mail.rename_folders(account, renamed)
         self.store.mail_changed()
         return "RENAME completed"
 

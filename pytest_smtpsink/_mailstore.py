@@ -239,7 +239,7 @@ class StoredMessage:
 class Removal:
     """A copy that left a folder: expunged (deleted) or moved elsewhere."""
 
-    __slots__ = ("how", "stored", "to")
+    __slots__ = ("how", "now_named", "stored", "to")
 
     def __init__(self, stored: StoredMessage, how: str, to: str | None) -> None:
         self.stored = stored
@@ -247,6 +247,8 @@ class Removal:
         self.how = how
         #: The folder a moved message went to.
         self.to = to
+        #: That folder's name since an IMAP RENAME (None: not renamed).
+        self.now_named: str | None = None
 
 
 class Folder:
@@ -308,6 +310,7 @@ class Account:
         "folders",
         "holder",
         "marked_without_quit",
+        "renamed",
         "subscribed",
         "user",
     )
@@ -326,6 +329,9 @@ class Account:
         #: QUIT applied them (RFC 1939 deletes only at QUIT), with those
         #: copies: a failed ``assert_deleted`` names them.
         self.marked_without_quit: list[tuple[Session, list[StoredMessage]]] = []
+        #: Folder names IMAP RENAME gave up, each with the name it gave,
+        #: oldest first: a test asking for the old name hears the new one.
+        self.renamed: list[tuple[str, str]] = []
 
 
 class MailStore:
@@ -469,6 +475,32 @@ class MailStore:
         removed = len(folder.messages) - len(kept)
         folder.messages[:] = kept
         return removed
+
+    def rename_folders(self, account: Account, renamed: Mapping[str, str]) -> None:
+        """Give the folders of ``account`` named in ``renamed`` (old name to
+        new: a folder and its children) their new names (IMAP RENAME). What
+        was moved to them follows, so a listing names the folder it is in."""
+        account.folders = {
+            renamed.get(name, name): folder for name, folder in account.folders.items()
+        }
+        for folder in account.folders.values():
+            folder.name = renamed.get(folder.name, folder.name)
+        account.subscribed = {renamed.get(name, name) for name in account.subscribed}
+        if not self.remember_removed:
+            return
+        account.renamed.extend(renamed.items())
+        removals = [
+            *(
+                removal
+                for folder in account.folders.values()
+                for removal in folder.removed
+            ),
+            *(removal for _, removed in account.deleted_folders for removal in removed),
+        ]
+        for removal in removals:
+            current = removal.now_named or removal.to
+            if current is not None and current in renamed:
+                removal.now_named = renamed[current]
 
     def delete_folder(self, account: Account, folder: Folder) -> None:
         """Take ``folder`` out of ``account`` (IMAP DELETE). The copies in it

@@ -182,7 +182,7 @@ class UserMailbox:
         else:
             got = f"found {len(found)}"
             if given_folder_name(folder) not in self.folders:  # a typo, or never made
-                got += f" (there is no folder {printable(given_folder_name(folder))!r})"
+                got += f" ({self._no_folder(given_folder_name(folder))})"
         hints = []
         marked = found
         if not found:
@@ -224,6 +224,20 @@ class UserMailbox:
             f"expected {want}; {got}.\n{self._describe(marked)}"
             + "".join(f"\n{line}" for line in hints)
         )
+
+    def _no_folder(self, name: str) -> str:
+        """That there is no folder ``name``, and what became of it if IMAP
+        RENAME gave it another name."""
+        said = f"there is no folder {printable(name)!r}"
+        with self._mail.lock:
+            account = self._account()
+            renames = list(account.renamed) if account is not None else []
+            names = set(account.folders) if account is not None else set()
+        now = _renamed_to(renames, name)
+        if now is None:
+            return said
+        gone = "" if now in names else ", since deleted"
+        return f"{said}: it was renamed {printable(now)!r}{gone}"
 
     def assert_not_in(self, folder: str = INBOX, **criteria: Unpack[Criteria]) -> None:
         """Assert that no message matching ``criteria`` is in ``folder``."""
@@ -344,12 +358,16 @@ class UserMailbox:
                 (
                     f"{printable(f.name)} ({plural(len(f.messages), 'message')})",
                     list(f.messages),
-                    list(f.removed),
+                    [(r, r.now_named) for r in f.removed],
                 )
                 for f in folders
             ]
             snapshot.extend(
-                (f"{printable(name)} (folder deleted)", [], list(removed))
+                (
+                    f"{printable(name)} (folder deleted)",
+                    [],
+                    [(r, r.now_named) for r in removed],
+                )
                 for name, removed in account.deleted_folders
             )
         chosen = {id(stored) for stored in marked}
@@ -366,12 +384,16 @@ class UserMailbox:
                 previous = index
             if previous < len(messages) - 1:
                 lines.append(f"    ... {len(messages) - 1 - previous} more")
-            for removal in removed[:_LISTED]:
+            for removal, now_named in removed[:_LISTED]:
                 how = (
                     "deleted"
                     if removal.how == "deleted"
                     else f"moved to {printable(removal.to or '?')}"
                 )
+                if removal.how != "deleted" and now_named is not None:
+                    # The name the application moved it to (its transcript
+                    # says MOVE ... Done), and where it is now.
+                    how += f", since renamed {printable(now_named)}"
                 lines.append(f"    ({how}) {_line(removal.stored)}")
             if len(removed) > _LISTED:
                 lines.append(
@@ -386,6 +408,21 @@ class UserMailbox:
 
     def __repr__(self) -> str:
         return f"<UserMailbox {self.user} folders={list(self.folders)}>"
+
+
+def _renamed_to(renames: Sequence[tuple[str, str]], name: str) -> str | None:
+    """The name that the last folder called ``name`` has now, after the
+    IMAP RENAMEs ``renames`` (oldest first); None if none renamed it."""
+    last = next(
+        (i for i in range(len(renames) - 1, -1, -1) if renames[i][0] == name), None
+    )
+    if last is None:
+        return None
+    now = renames[last][1]
+    for old, new in renames[last + 1 :]:
+        if old == now:
+            now = new
+    return now
 
 
 def _folded(flags: Iterable[str]) -> frozenset[str]:

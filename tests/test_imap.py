@@ -112,6 +112,47 @@ def test_assert_deleted_names_a_deleted_flag_never_expunged(
     assert text.count("Hint:") == 1  # not the copy in Junk, which lacks it
 
 
+def test_a_listing_follows_the_folder_mail_was_moved_to_through_renames(
+    smtpsink: Mailbox,
+) -> None:
+    # The listing said "(moved to Done)" after Done became Finished, and
+    # assert_in("Done") said only that there is no such folder.
+    smtpsink.deliver(raw_message("T1"), to=USER)
+    smtpsink.deliver(raw_message("T2"), to=USER)
+    with login(smtpsink) as client:
+        client.create("Done")
+        client.select("INBOX")
+        assert (
+            client.uid("MOVE", str(smtpsink.mailbox(USER).stored()[0].uid), "Done")[0]
+            == "OK"
+        )
+        client.rename("Done", "Finished")
+        client.create("Done")  # a new Done: what moved before stays Finished
+        client.rename("Finished", "Old/Finished")
+        client.logout()
+    box = smtpsink.mailbox(USER)
+    assert box.folders == ("INBOX", "Done", "Old/Finished")
+    with pytest.raises(AssertionError) as failure:
+        box.assert_in("Done", subject="T1")
+    text = str(failure.value)
+    # The name the application moved it to (its MOVE), and where it is now.
+    assert "    (moved to Done, since renamed Old/Finished) uid " in text, text
+    with pytest.raises(AssertionError) as missing:
+        box.assert_in("Finished", subject="T1")
+    assert (
+        "; found 0 (there is no folder 'Finished': it was renamed 'Old/Finished')."
+        in str(missing.value)
+    )
+    box.assert_in("Old/Finished", subject="T1")
+    with login(smtpsink) as client:
+        client.delete("Old/Finished")
+        client.logout()
+    with pytest.raises(
+        AssertionError, match=r"renamed 'Old/Finished', since deleted\)"
+    ):
+        box.assert_in("Finished", subject="T1")
+
+
 def test_uid_commands_are_named_by_both_words(smtpsink: Mailbox) -> None:
     # Recorded as "UID", a UID STORE was neither used("UID STORE") nor
     # used("STORE"): `assert not session.used("STORE")` passed while the
