@@ -282,6 +282,7 @@ class Mailbox(FaultControls):
         from ._mailstore import check_folder_name, given_folder_name, normalize_flags
         from ._user_mailbox import (
             check_date,
+            check_unpadded,
             make_delivered,
             message_bytes,
             recipients_of,
@@ -297,6 +298,7 @@ class Mailbox(FaultControls):
             raise ValueError(f"folder must be a folder name, got {folder!r}")
         folder = given_folder_name(folder)  # "Archive/" as CREATE takes it
         check_folder_name(folder)
+        check_unpadded(folder)
         raw = message_bytes(message)
         recipients = recipients_of(raw, to)
         wanted_flags = normalize_flags(flags, in_a_test=True)

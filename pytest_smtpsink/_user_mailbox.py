@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Union
 
 from . import _match
 from ._mailstore import (
+    DELIMITER,
     INBOX,
     Account,
     MailStore,
@@ -48,6 +49,21 @@ Deliverable = Union[bytes, str, email.message.Message, "os.PathLike[str]"]
 _LISTED = 20
 
 
+def check_unpadded(folder: str) -> None:
+    """ValueError naming ``deliver(folder=)`` if a level of ``folder``
+    starts or ends with whitespace: IMAP allows such a name (as Dovecot
+    does, so the IMAP server makes one on CREATE), but a test seeding mail
+    means the name without it, and no IMAP client would find it so."""
+    __tracebackhide__ = True  # a test's bad folder points at its line
+    if padded(folder):
+        trimmed = DELIMITER.join(level.strip() for level in folder.split(DELIMITER))
+        raise ValueError(
+            f"folder={folder!r} has whitespace at the start or end of a name "
+            f"(did you mean {trimmed!r}?): a client would have to name it so "
+            "exactly"
+        )
+
+
 def _checked_folder(folder: object) -> str:
     """``folder`` as a folder name (`given_folder_name`); a clear error for
     what can be none, as `Mailbox.deliver` gives (an empty name read as a
@@ -57,6 +73,20 @@ def _checked_folder(folder: object) -> str:
     if not folder.strip():
         raise ValueError(f"folder must be a folder name, got {folder!r}")
     return given_folder_name(folder)
+
+
+def padded(name: str) -> bool:
+    """Whether a level of folder ``name`` starts or ends with whitespace
+    (``" Archive"``, ``"Archive/2024 "``): a name IMAP allows and Dovecot
+    makes, which a test or a client almost never means."""
+    return any(level != level.strip() for level in name.split(DELIMITER))
+
+
+def _folder_shown(name: str) -> str:
+    """A folder name as a listing shows it: as it is, or quoted when
+    whitespace at a level's edge would be lost in the indentation."""
+    shown = printable(name)
+    return repr(shown) if padded(name) else shown
 
 
 class UserMailbox:
@@ -200,7 +230,8 @@ class UserMailbox:
             if other:
                 marked = [copy for _, copy in other]
                 places = ", ".join(
-                    f"{printable(name)} (uid {copy.uid})" for name, copy in other[:5]
+                    f"{_folder_shown(name)} (uid {copy.uid})"
+                    for name, copy in other[:5]
                 )
                 more = f" and {len(other) - 5} more" if len(other) > 5 else ""
                 where = (
@@ -234,10 +265,19 @@ class UserMailbox:
             renames = list(account.renamed) if account is not None else []
             names = set(account.folders) if account is not None else set()
         now = _renamed_to(renames, name)
-        if now is None:
+        if now is not None:
+            gone = "" if now in names else ", since deleted"
+            return f"{said}: it was renamed {printable(now)!r}{gone}"
+        meant = _close_folder(name, names)
+        if meant is None:
             return said
-        gone = "" if now in names else ", since deleted"
-        return f"{said}: it was renamed {printable(now)!r}{gone}"
+        if meant == name.replace(".", DELIMITER):
+            # The habit of servers whose delimiter is "." (Courier, Cyrus).
+            return (
+                f"{said}: the hierarchy delimiter is {DELIMITER!r}; did you "
+                f"mean {printable(meant)!r}?"
+            )
+        return f"{said}: did you mean {printable(meant)!r}?"
 
     def assert_not_in(self, folder: str = INBOX, **criteria: Unpack[Criteria]) -> None:
         """Assert that no message matching ``criteria`` is in ``folder``."""
@@ -249,15 +289,15 @@ class UserMailbox:
         found_stored = [copy for copy in stored if id(copy.message) in matching]
         name = _checked_folder(folder)
         folders = self.folders
-        meant = name not in folders and difflib.get_close_matches(name, folders, 1)
-        if meant:
+        meant = None if name in folders else _close_folder(name, folders)
+        if meant is not None:
             # A misspelt folder holds nothing: this would pass whatever
             # arrived. A folder that was never made (no mail was ever moved
             # to "Junk") passes: nothing is in it, as the test expects.
             raise AssertionError(
                 f"expected no message in {self._where(folder)}, but there is no "
                 f"folder {printable(name)!r} (did you mean "
-                f"{printable(meant[0])!r}?).\n{self.describe()}"
+                f"{printable(meant)!r}?).\n{self.describe()}"
             )
         if found:
             described = _match.describe(criteria)
@@ -318,7 +358,7 @@ class UserMailbox:
             if _match.matches(stored.message, criteria) and stored not in marked:
                 marked.append(stored)
                 hints.append(
-                    f"Hint: uid {stored.uid} in {printable(name)} has \\Deleted but "
+                    f"Hint: uid {stored.uid} in {_folder_shown(name)} has \\Deleted but "
                     "was never expunged: IMAP deletes it only at EXPUNGE, UID "
                     "EXPUNGE or CLOSE (MOVE takes it away)"
                 )
@@ -356,7 +396,7 @@ class UserMailbox:
             )
             snapshot = [
                 (
-                    f"{printable(f.name)} ({plural(len(f.messages), 'message')})",
+                    f"{_folder_shown(f.name)} ({plural(len(f.messages), 'message')})",
                     list(f.messages),
                     [(r, r.now_named) for r in f.removed],
                 )
@@ -364,7 +404,7 @@ class UserMailbox:
             ]
             snapshot.extend(
                 (
-                    f"{printable(name)} (folder deleted)",
+                    f"{_folder_shown(name)} (folder deleted)",
                     [],
                     [(r, r.now_named) for r in removed],
                 )
@@ -388,12 +428,12 @@ class UserMailbox:
                 how = (
                     "deleted"
                     if removal.how == "deleted"
-                    else f"moved to {printable(removal.to or '?')}"
+                    else f"moved to {_folder_shown(removal.to or '?')}"
                 )
                 if removal.how != "deleted" and now_named is not None:
                     # The name the application moved it to (its transcript
                     # says MOVE ... Done), and where it is now.
-                    how += f", since renamed {printable(now_named)}"
+                    how += f", since renamed {_folder_shown(now_named)}"
                 lines.append(f"    ({how}) {_line(removal.stored)}")
             if len(removed) > _LISTED:
                 lines.append(
@@ -404,10 +444,21 @@ class UserMailbox:
         return "\n".join(lines)
 
     def _where(self, folder: str) -> str:
-        return f"{self.user}'s {printable(given_folder_name(folder))}"
+        return f"{self.user}'s {_folder_shown(given_folder_name(folder))}"
 
     def __repr__(self) -> str:
         return f"<UserMailbox {self.user} folders={list(self.folders)}>"
+
+
+def _close_folder(name: str, folders: Iterable[str]) -> str | None:
+    """The folder ``name`` (which does not exist) likely meant: the same
+    levels with the ``/`` delimiter (``INBOX.Archive``), or a close
+    spelling (``Archiv``, `` Archive``)."""
+    names = list(folders)
+    if name.replace(".", DELIMITER) in names:
+        return name.replace(".", DELIMITER)
+    close = difflib.get_close_matches(name, names, 1)
+    return close[0] if close else None
 
 
 def _renamed_to(renames: Sequence[tuple[str, str]], name: str) -> str | None:

@@ -754,6 +754,34 @@ def test_a_trailing_delimiter_is_cannot_except_in_create_as_on_dovecot(
     assert "S: * STATUS Box (MESSAGES 0)" in ours
 
 
+def test_a_folder_name_with_whitespace_at_an_edge_is_taken_as_on_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    # RFC 3501 allows it and Dovecot makes it, so the IMAP server does too
+    # (only deliver(folder=) refuses one: a test means the name without).
+    user = "padded-name"
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES[:1])
+    script = [
+        f"a LOGIN {user} x",
+        'b CREATE " Archive"',
+        'c CREATE "Trail "',
+        'd CREATE "x / y"',
+        'e RENAME "Trail " "  Two"',
+        "f SELECT INBOX",
+        'g COPY 1 " Archive"',
+        'h STATUS " Archive" (MESSAGES)',
+        'i STATUS "  Two" (MESSAGES)',
+        'j STATUS "x / y" (MESSAGES)',
+        "k LOGOUT",
+    ]
+    # The sink's UIDs are its own (docs/reading.rst).
+    copyuid = [(r"\[COPYUID [^\]]*\]", "[COPYUID <uids>]")]
+    ours, theirs = masked_on_both(script, dovecot, user, MESSAGES[:1], copyuid)
+    assert ours == theirs
+    assert 'S: * STATUS " Archive" (MESSAGES 1)' in ours
+
+
 def test_8bit_text_in_an_atom_is_bad_as_on_dovecot(dovecot: Dovecot) -> None:
     # Atoms are 7-bit: a search string or user name with UTF-8 in it goes
     # quoted or as a literal, and a client that sends it bare hears BAD.

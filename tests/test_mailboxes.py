@@ -549,10 +549,17 @@ def test_assert_in_lists_every_folder_with_flags(smtpsink: Mailbox) -> None:
     assert "[\\Seen]" in text
     assert "  Processed (1 message):" in text
     assert "Subject: 'Invoice'" in text
-    # A folder that does not exist (a typo?) is named as such.
+    # A folder that does not exist (a typo?) is named as such, with the
+    # folder it likely meant, as assert_not_in names it.
     with pytest.raises(AssertionError) as failure:
         box.assert_in("Procesed", subject="Invoice")
-    assert "; found 0 (there is no folder 'Procesed').\n" in str(failure.value)
+    assert (
+        "; found 0 (there is no folder 'Procesed': did you mean 'Processed'?).\n"
+        in str(failure.value)
+    )
+    with pytest.raises(AssertionError) as failure:
+        box.assert_in("Junk", subject="Invoice")
+    assert "; found 0 (there is no folder 'Junk').\n" in str(failure.value)
     with pytest.raises(TypeError, match="flags\\(\\) takes a Message, got UserMailbox"):
         box.flags(box)  # type: ignore[arg-type]
 
@@ -696,6 +703,75 @@ def test_assert_not_in_a_misspelt_folder_fails(smtpsink: Mailbox) -> None:
     # A folder that was never made, and is not a slip for one, holds nothing.
     box.assert_not_in("Junk", subject="Hello")
     box.assert_not_in("Archive", subject="Other")
+
+
+@pytest.mark.parametrize(
+    ("folder", "trimmed"),
+    [
+        (" Archive", "Archive"),
+        ("Archive ", "Archive"),
+        ("Archive/ 2024", "Archive/2024"),
+    ],
+)
+def test_deliver_refuses_a_folder_name_with_whitespace_at_an_edge(
+    smtpsink: Mailbox, folder: str, trimmed: str
+) -> None:
+    # deliver(folder=" Archive") made a folder no test meant, and the
+    # assertion on "Archive" then failed with the space hard to see.
+    with pytest.raises(ValueError, match=r"^folder=") as raised:
+        smtpsink.deliver(RAW, folder=folder)
+    assert str(raised.value) == (
+        f"folder={folder!r} has whitespace at the start or end of a name (did "
+        f"you mean {trimmed!r}?): a client would have to name it so exactly"
+    )
+    assert smtpsink.mailbox("ann@example.com").folders == ("INBOX",)
+
+
+def test_a_folder_an_imap_client_named_with_a_space_is_quoted_and_suggested(
+    smtpsink: Mailbox,
+) -> None:
+    # IMAP allows " Archive" (Dovecot makes it on CREATE, as the IMAP
+    # server does); a listing showed it as "   Archive (1 message):".
+    smtpsink.deliver(RAW)
+    with imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port, timeout=10) as client:
+        client.login("ann@example.com", "x")
+        assert client.create('" Archive"')[0] == "OK"
+        client.select("INBOX")
+        assert client.uid("MOVE", "1:*", '" Archive"')[0] == "OK"
+        client.logout()
+    box = smtpsink.mailbox("ann@example.com")
+    assert box.folders == ("INBOX", " Archive")
+    with pytest.raises(AssertionError) as raised:
+        box.assert_in("Archive", subject="Hello")
+    text = str(raised.value)
+    uid = box.stored(" Archive")[0].uid
+    assert text.startswith(
+        "expected exactly 1 message in ann@example.com's Archive matching "
+        "subject='Hello'; found 0 (there is no folder 'Archive': did you mean "
+        "' Archive'?).\n"
+    ), text
+    assert "\n  ' Archive' (1 message):\n" in text
+    assert "    (moved to ' Archive') uid " in text
+    assert (
+        f"Hint: 1 matching message is in another folder: ' Archive' (uid {uid})" in text
+    )
+    with pytest.raises(AssertionError, match=r"in ann@example\.com's ' Archive'"):
+        box.assert_not_in(" Archive", subject="Hello")
+
+
+def test_assert_in_says_the_hierarchy_delimiter_is_a_slash(smtpsink: Mailbox) -> None:
+    smtpsink.deliver(RAW, folder="INBOX/Archive")
+    box = smtpsink.mailbox("ann@example.com")
+    with pytest.raises(AssertionError) as raised:
+        box.assert_in("INBOX.Archive", subject="Hello")
+    assert (
+        "found 0 (there is no folder 'INBOX.Archive': the hierarchy delimiter "
+        "is '/'; did you mean 'INBOX/Archive'?).\n"
+    ) in str(raised.value)
+    # The same slip passed assert_not_in unless difflib found it close.
+    with pytest.raises(AssertionError, match=r"\(did you mean 'INBOX/Archive'\?\)"):
+        box.assert_not_in("INBOX.Archive", subject="Hello")
+    box.assert_not_in("Junk", subject="Hello")
 
 
 def test_a_mailbox_may_be_named_as_a_header_names_it(smtpsink: Mailbox) -> None:
