@@ -269,7 +269,8 @@ class Mailbox(FaultControls):
         testing an application that reads mail (see :doc:`reading`).
 
         ``message`` is bytes (kept exactly), text or an
-        `email.message.Message` (given CRLF line ends), or a path
+        `email.message.Message` (given CRLF line ends; every header is kept,
+        a ``Bcc:`` too, as in a Sent copy), or a path
         (`pathlib.Path`) to an ``.eml`` file. ``to`` is an address or a list
         (default: the To, Cc and Bcc addresses of the message). ``folder``
         is made if it does not exist; ``flags`` (e.g. ``{"\\Seen"}``) and

@@ -514,8 +514,9 @@ def message_bytes(message: Deliverable) -> bytes:
     """The bytes of what a test hands `Mailbox.deliver`.
 
     Bytes are kept exactly. Text and `email.message.Message` objects get CRLF
-    line ends, as SMTP would have delivered them. A path (`os.PathLike`) is
-    read as it is.
+    line ends, as SMTP would have delivered them, and keep every header: a
+    ``Bcc:`` too, which a Sent copy has (docs/reading.rst). A path
+    (`os.PathLike`) is read as it is.
     """
     __tracebackhide__ = True  # a test's bad message points at its line
     if isinstance(message, (bytes, bytearray, memoryview)):

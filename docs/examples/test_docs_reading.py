@@ -3,8 +3,10 @@ tests."""
 
 from __future__ import annotations
 
+import imaplib
 import poplib
 import smtplib
+from email.message import EmailMessage
 
 from ticket_app import fetch_tickets
 
@@ -45,3 +47,26 @@ def test_seed_then_the_app_reads(smtpsink):
     box = smtpsink.mailbox("help@example.com")
     box.assert_deleted(subject="Printer on fire")
     box.assert_in("INBOX", from_="noreply@example.net")  # left for a person
+
+
+def test_a_bcc_header_is_kept_unless_left_out(smtpsink):
+    sent = EmailMessage()
+    sent["From"] = "ann@example.com"
+    sent["To"] = "bob@example.com"
+    sent["Bcc"] = "audit@example.com"
+    sent["Subject"] = "Quarterly report"
+    sent.set_content("Attached.")
+    # Ann's Sent copy, as her mail client stored it: with its Bcc.
+    smtpsink.deliver(sent, to="ann@example.com", folder="Sent")
+    # What Bob and the auditor got: smtplib's send_message leaves Bcc out.
+    del sent["Bcc"]
+    smtpsink.deliver(sent, to=["bob@example.com", "audit@example.com"])
+
+    imap = imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port)
+    imap.login("audit@example.com", "any password")
+    imap.select("INBOX")
+    header = imap.fetch("1", "(BODY.PEEK[HEADER])")[1][0][1]
+    assert b"Bcc:" not in header
+    imap.logout()
+    sent_copy = smtpsink.mailbox("ann@example.com").messages("Sent")[0]
+    assert sent_copy.bcc == ["audit@example.com"]
