@@ -147,7 +147,16 @@ def test_an_open_message_shows_its_relay_outcome_when_it_comes(
     upstream = ScriptedUpstream(answer)
     serving = threading.Thread(target=upstream.serve_forever, args=(0.05,))
     serving.start()
-    view = Live("--relay", f"smtp://127.0.0.1:{upstream.port}", "--relay-to", ".*")
+    # The relay's own timeout (10 s by default) must not end the held reply
+    # first: on a busy machine the page may take that long to show it.
+    view = Live(
+        "--relay",
+        f"smtp://127.0.0.1:{upstream.port}",
+        "--relay-to",
+        ".*",
+        "--relay-timeout",
+        str(3 * TIMEOUT),
+    )
     try:
         wait = WebDriverWait(driver, TIMEOUT)
         driver.get(view.url + "/")
