@@ -270,6 +270,13 @@ class UserMailbox:
             return f"{said}: it was renamed {printable(now)!r}{gone}"
         meant = _close_folder(name, names)
         if meant is None:
+            if self._a_subject(name):
+                # assert_in("Printer on fire"): the folder is the first
+                # argument, and a subject given there reads as a folder.
+                return (
+                    f"{said}: the first argument is the folder; did you mean "
+                    f"subject={printable(name)!r}?"
+                )
             return said
         if meant == name.replace(".", DELIMITER):
             # The habit of servers whose delimiter is "." (Courier, Cyrus).
@@ -278,6 +285,16 @@ class UserMailbox:
                 f"mean {printable(meant)!r}?"
             )
         return f"{said}: did you mean {printable(meant)!r}?"
+
+    def _a_subject(self, text: str) -> bool:
+        """Whether ``text`` is in the subject of a message in any folder
+        (case aside)."""
+        wanted = text.casefold()
+        return bool(wanted.strip()) and any(
+            wanted in (copy.message.subject or "").casefold()
+            for name in self.folders
+            for copy in self.stored(name)
+        )
 
     def assert_not_in(self, folder: str = INBOX, **criteria: Unpack[Criteria]) -> None:
         """Assert that no message matching ``criteria`` is in ``folder``."""

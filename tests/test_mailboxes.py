@@ -774,6 +774,23 @@ def test_assert_in_says_the_hierarchy_delimiter_is_a_slash(smtpsink: Mailbox) ->
     box.assert_not_in("Junk", subject="Hello")
 
 
+def test_assert_in_says_a_subject_given_as_the_folder_is_the_folder(
+    smtpsink: Mailbox,
+) -> None:
+    # assert_in("Hello") said only "there is no folder 'Hello'".
+    smtpsink.deliver(RAW)
+    box = smtpsink.mailbox("ann@example.com")
+    with pytest.raises(AssertionError) as raised:
+        box.assert_in("hello")
+    assert (
+        "found 0 (there is no folder 'hello': the first argument is the folder; "
+        "did you mean subject='hello'?).\n"
+    ) in str(raised.value)
+    with pytest.raises(AssertionError) as raised:
+        box.assert_in("Printer on fire")
+    assert "found 0 (there is no folder 'Printer on fire').\n" in str(raised.value)
+
+
 def test_a_mailbox_may_be_named_as_a_header_names_it(smtpsink: Mailbox) -> None:
     smtpsink.deliver(RAW)
     for address in ("Ann <ann@example.com>", '"Ann, A." <Ann@Example.com>'):
