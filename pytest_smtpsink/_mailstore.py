@@ -28,7 +28,7 @@ import hmac
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ._text import unicode_domain
 
@@ -301,6 +301,15 @@ def fold_keywords(folder: Folder, flags: frozenset[str]) -> frozenset[str]:
     )
 
 
+class Maildrop(Protocol):
+    """The POP3 session that holds an account's maildrop (`Account.holder`)."""
+
+    record: Session | None
+
+    def marked(self) -> list[StoredMessage]:
+        """The copies DELE marked, to go at QUIT (hold the lock)."""
+
+
 class Account:
     """One user's folders. ``holder`` is the POP3 session that has the
     maildrop locked (RFC 1939: one session at a time), or None."""
@@ -318,7 +327,7 @@ class Account:
     def __init__(self, user: str) -> None:
         self.user = user
         self.folders: dict[str, Folder] = {}
-        self.holder: object | None = None
+        self.holder: Maildrop | None = None
         #: IMAP's subscriptions, by folder name: a name stays until it is
         #: unsubscribed, though its folder be deleted (RFC 3501 6.3.6).
         self.subscribed: set[str] = {INBOX}

@@ -270,8 +270,7 @@ class _Connection(ReadSideConnection):
         test's ``assert_deleted`` would otherwise leave to the transcript.
         (`_update` lets go of the account, so after a QUIT nothing is kept.)"""
         if self._deleted and self.record is not None and self.mail.remember_removed:
-            marked = [self._drop[index] for index in sorted(self._deleted)]
-            account.marked_without_quit.append((self.record, marked))
+            account.marked_without_quit.append((self.record, self.marked()))
 
     # -- the conversation -----------------------------------------------------------
 
@@ -821,6 +820,11 @@ class _Connection(ReadSideConnection):
         )
         self._record_reply(".")
         await self._send(b"+OK Top of message follows\r\n" + dot_stuffed(part))
+
+    def marked(self) -> list[StoredMessage]:
+        """The copies DELE marked in this session, which its QUIT deletes
+        (hold the lock): `Account.holder`, for ``assert_deleted``'s hint."""
+        return [self._drop[index] for index in sorted(self._deleted)]
 
     async def _cmd_dele(self, arg: str) -> None:
         index = await self._message("DELE", arg)

@@ -359,6 +359,9 @@ class UserMailbox:
                 for stored in marked
                 if not stored._removed
             ]
+            holder = account.holder  # a POP3 session still open
+            if holder is not None and holder.record is not None:
+                unquit += [(holder.record, stored) for stored in holder.marked()]
             flagged = [
                 (name, stored)
                 for name, folder in account.folders.items()
@@ -506,13 +509,17 @@ def _show_flags(flags: Iterable[str]) -> str:
 def _dele_without_quit(session: Session, stored: StoredMessage) -> str:
     """The hint for ``stored``, marked by DELE in the POP3 ``session``,
     which ended without its QUIT running (none sent, or a fault refused
-    it). Named as the report's session line names it (peer and end)."""
+    it), or is still open. Named as the report's session line names it
+    (peer and end)."""
     peer = format_address(*session.peer[:2])
-    ending = (
-        "whose QUIT did not run"
-        if session.used("QUIT")
-        else f"which ended without QUIT (end={session.end or 'open'})"
-    )
+    if session.used("QUIT"):
+        ending = "whose QUIT did not run"
+        if session.end is None:
+            ending += " (still open)"
+    elif session.end is None:
+        ending = "which is still open (no QUIT yet)"
+    else:
+        ending = f"which ended without QUIT (end={session.end})"
     return printable(
         f"Hint: uid {stored.uid} was marked by DELE in the POP3 session from "
         f"{peer}, {ending}: POP3 deletes only at QUIT (RFC 1939)"

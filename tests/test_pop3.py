@@ -300,6 +300,29 @@ def test_assert_deleted_names_a_dele_whose_session_ended_without_quit(
     assert "Hint" not in str(other.value)
 
 
+def test_assert_deleted_names_a_dele_whose_session_is_still_open(
+    smtpsink: Mailbox,
+) -> None:
+    # The test asserted before the app's QUIT: no hint until the session
+    # ended, though the marks were there.
+    smtpsink.deliver(make_message(subject="marked"), to=ANN)
+    client = login(smtpsink)
+    try:
+        client.dele(1)  # its +OK: the mark is made
+        port = client.sock.getsockname()[1]
+        box = smtpsink.mailbox(ANN)
+        with pytest.raises(AssertionError) as failure:
+            box.assert_deleted(subject="marked")
+        assert str(failure.value).endswith(
+            f"\nHint: uid {box.stored()[0].uid} was marked by DELE in the POP3 "
+            f"session from 127.0.0.1:{port}, which is still open (no QUIT yet): "
+            "POP3 deletes only at QUIT (RFC 1939)"
+        ), str(failure.value)
+    finally:
+        client.quit()
+    box.assert_deleted(subject="marked")
+
+
 def test_assert_deleted_names_a_dele_whose_quit_a_fault_refused(
     smtpsink: Mailbox,
 ) -> None:
