@@ -28,6 +28,14 @@ RELAY_PASSWORD_VARIABLE = "SMTPSINK_RELAY_PASSWORD"
 # password "ann" must not be masked out of "ann@example.com". Anything else
 # may ("pw=secret", "|secret|", a quote, a bracket, white space).
 _IN_WORD = r"\w@.\-"
+#: A recorded line is masked once it is printable: a byte that is not UTF-8
+#: or a control character before a secret is then an escape ("\xff",
+#: "\x01", "\t"), whose last character joins a word. Such an escape ends a
+#: word as the character it stands for does.
+_AFTER_ESCAPE = (
+    r"|(?<=\\x[0-9a-fA-F]{2})|(?<=\\u[0-9a-fA-F]{4})"
+    r"|(?<=\\U[0-9a-fA-F]{8})|(?<=\\[tnrabfv0])"
+)
 
 
 def credential_forms(auth: object, relay: str | None) -> list[str]:
@@ -116,7 +124,7 @@ def _pattern(secrets: tuple[str, ...], words: bool) -> re.Pattern[str]:
         # ("pw.example"): at a sentence's end ("wrong password pw.") it does
         # not, and the password was shown.
         alternatives = (
-            f"(?<![{_IN_WORD}])(?:{alternatives})"
+            f"(?:(?<![{_IN_WORD}]){_AFTER_ESCAPE})(?:{alternatives})"
             rf"(?![\w@\-]|\.[{_IN_WORD}])"
         )
     return re.compile(alternatives, re.IGNORECASE)

@@ -379,6 +379,34 @@ def test_a_password_after_a_separator_of_no_protocol_is_masked(
     assert kept == f"XPW {PASSWORD}@example.com x{PASSWORD}"
 
 
+@pytest.mark.parametrize("before", [b"\xff", b"\xc3", b"\x01", b"\t"])
+def test_a_password_after_a_byte_the_transcript_escapes_is_masked(
+    smtpsink_factory: Factory, before: bytes
+) -> None:
+    # The transcript writes such a byte as an escape ("\xff", "\t") whose
+    # last character joins a word: a password right after it was shown, on
+    # SMTP, POP3 and IMAP alike (on IMAP from when its lines kept such bytes).
+    sink = smtpsink_factory(auth={USER: PASSWORD}, auth_plaintext=True)
+    lines = {
+        sink.port: b"NOOP ",
+        sink.pop3.port: b"NOOP ",
+        sink.imap.port: b"a NOOP ",
+    }
+    for port, command in lines.items():
+        with socket.create_connection((sink.host, port), timeout=10) as client:
+            replies = client.makefile("rb")
+            replies.readline()  # the greeting
+            client.sendall(command + before + PASSWORD.encode() + b"\r\n")
+            replies.readline()
+            replies.close()
+    sink.wait_until(lambda: all(s.end is not None for s in sink.sessions))
+    assert len(sink.sessions) == 3
+    for session in sink.sessions:
+        shown = session.format_transcript()
+        assert hostile_auth.leaks(shown) == [], shown
+        assert "****" in shown, shown
+
+
 def test_a_password_sent_as_a_command_is_not_echoed_to_the_client(
     smtpsink_factory: Factory,
 ) -> None:
