@@ -1220,6 +1220,11 @@ def _delivered(exchange: Exchange) -> bool:
     return exchange.command == "BDAT" and argument.upper().rstrip().endswith("LAST")
 
 
+#: A TLS record of type handshake (0x16, version 3.x) as a transcript keeps
+#: the bytes: what a client that speaks TLS from the first byte sends first.
+_TLS_HANDSHAKE = "\\x16\\x03"
+
+
 def _undelivered_line(session: Session) -> str:
     """`_session_line` and the last reply that refused something: after a
     refused RCPT or DATA a client sends RSET and QUIT, whose replies say
@@ -1230,6 +1235,16 @@ def _undelivered_line(session: Session) -> str:
         # A client that began TLS at once: the summary says so and what to
         # do (`Session.tls_error`); it sent no command.
         return session.summary()
+    commands = [e for e in session.transcript if e.kind == "command"]
+    if commands and commands[0].line.startswith(_TLS_HANDSHAKE):
+        # The same, when its first bytes came apart (the sink looks at the
+        # first packet only): its bytes, read as lines, say nothing.
+        return (
+            f"{session.summary()} commands=(a TLS handshake); the client began "
+            "TLS at once (implicit TLS, SMTPS, smtplib.SMTP_SSL), and this sink "
+            "speaks plain SMTP first: ask for one with tls='implicit', or "
+            "connect without TLS (and STARTTLS on a sink with tls='starttls')"
+        )
     line = _session_line(session)
     refused = [e for e in session.transcript if e.code is not None and e.code >= 400]
     # The 421 of an idle timeout or a stop (a notice) refused nothing the

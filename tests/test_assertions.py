@@ -1754,6 +1754,28 @@ def test_a_tls_client_on_a_plain_sink_is_named_so(smtpsink: Mailbox) -> None:
     assert "\\x16" not in str(caught.value)
 
 
+def test_a_tls_record_the_sink_read_as_lines_is_still_named(smtpsink: Mailbox) -> None:
+    # The sink looks at a connection's first packet for a TLS handshake; one
+    # that came apart (or, as here, one it does not take for TLS) is read as
+    # lines, and the hint then lost what it said before the end reason came.
+    with socket.create_connection((smtpsink.host, smtpsink.port), timeout=10) as c:
+        replies = c.makefile("rb")
+        replies.readline()  # the greeting
+        c.sendall(b"\x16\x03\x05\x00\x2f\x01\r\n")
+        replies.readline()
+        replies.close()
+    smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
+    assert smtpsink.sessions[-1].end == "client-closed"
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(subject="Welcome")
+    assert str(caught.value).endswith(
+        " commands=(a TLS handshake); the client began TLS at once (implicit TLS, "
+        "SMTPS, smtplib.SMTP_SSL), and this sink speaks plain SMTP first: ask for "
+        "one with tls='implicit', or connect without TLS (and STARTTLS on a sink "
+        "with tls='starttls')"
+    ), caught.value
+
+
 @pytest.mark.parametrize("wanted", ["starttls", "login"])
 def test_a_client_that_quit_after_ehlo_is_asked_what_it_wanted(
     smtpsink_factory: Callable[..., Mailbox], wanted: str
