@@ -239,7 +239,7 @@ class StoredMessage:
 class Removal:
     """A copy that left a folder: expunged (deleted) or moved elsewhere."""
 
-    __slots__ = ("how", "now_named", "stored", "to")
+    __slots__ = ("how", "now_named", "stored", "target_gone", "to")
 
     def __init__(self, stored: StoredMessage, how: str, to: str | None) -> None:
         self.stored = stored
@@ -249,6 +249,9 @@ class Removal:
         self.to = to
         #: That folder's name since an IMAP RENAME (None: not renamed).
         self.now_named: str | None = None
+        #: Whether IMAP DELETE took that folder since (a later folder of its
+        #: name is another, which a rename of it must not be taken for).
+        self.target_gone = False
 
 
 class Folder:
@@ -498,17 +501,9 @@ class MailStore:
         if not self.remember_removed:
             return
         account.renamed.extend(renamed.items())
-        removals = [
-            *(
-                removal
-                for folder in account.folders.values()
-                for removal in folder.removed
-            ),
-            *(removal for _, removed in account.deleted_folders for removal in removed),
-        ]
-        for removal in removals:
+        for removal in _removals(account):
             current = removal.now_named or removal.to
-            if current is not None and current in renamed:
+            if current is not None and current in renamed and not removal.target_gone:
                 removal.now_named = renamed[current]
 
     def delete_folder(self, account: Account, folder: Folder) -> None:
@@ -519,6 +514,9 @@ class MailStore:
         for stored in folder.messages:
             stored._removed = True
         if self.remember_removed:
+            for removal in _removals(account):
+                if (removal.now_named or removal.to) == folder.name:
+                    removal.target_gone = True
             gone = [Removal(stored, "deleted", None) for stored in folder.messages]
             if folder.removed or gone:
                 account.deleted_folders.append((folder.name, [*folder.removed, *gone]))
@@ -531,6 +529,8 @@ class MailStore:
         answers RETR of one of them as expunged)."""
         for account in self.accounts.values():
             account.deleted_folders.clear()
+            account.marked_without_quit.clear()
+            account.renamed.clear()
             for folder in account.folders.values():
                 for stored in folder.messages:
                     stored._removed = True
@@ -569,3 +569,12 @@ def check_login(auth: object, user: str, password: str) -> bool:
     if not isinstance(expected, str):
         return False
     return hmac.compare_digest(expected.encode(), password.encode("utf-8", "replace"))
+
+
+def _removals(account: Account) -> list[Removal]:
+    """Every copy remembered as gone from a folder of ``account``, in the
+    folders there are and in those IMAP DELETE took."""
+    return [
+        *(removal for folder in account.folders.values() for removal in folder.removed),
+        *(removal for _, removed in account.deleted_folders for removal in removed),
+    ]

@@ -370,7 +370,10 @@ class UserMailbox:
             ]
         marked: list[StoredMessage] = []
         hints = []
-        for session, stored in unquit:  # loops: see _match.select
+        # One hint per copy, the last session's (a client that never sends
+        # QUIT marks it again at every poll).
+        latest = {id(stored): (session, stored) for session, stored in unquit}
+        for session, stored in latest.values():  # loops: see _match.select
             if _match.matches(stored.message, criteria):
                 marked.append(stored)
                 hints.append(_dele_without_quit(session, stored))
@@ -418,7 +421,7 @@ class UserMailbox:
                 (
                     f"{_folder_shown(f.name)} ({plural(len(f.messages), 'message')})",
                     list(f.messages),
-                    [(r, r.now_named) for r in f.removed],
+                    [(r, r.now_named, r.target_gone) for r in f.removed],
                 )
                 for f in folders
             ]
@@ -426,7 +429,7 @@ class UserMailbox:
                 (
                     f"{_folder_shown(name)} (folder deleted)",
                     [],
-                    [(r, r.now_named) for r in removed],
+                    [(r, r.now_named, r.target_gone) for r in removed],
                 )
                 for name, removed in account.deleted_folders
             )
@@ -444,16 +447,22 @@ class UserMailbox:
                 previous = index
             if previous < len(messages) - 1:
                 lines.append(f"    ... {len(messages) - 1 - previous} more")
-            for removal, now_named in removed[:_LISTED]:
+            for removal, now_named, gone in removed[:_LISTED]:
                 how = (
                     "deleted"
                     if removal.how == "deleted"
                     else f"moved to {_folder_shown(removal.to or '?')}"
                 )
-                if removal.how != "deleted" and now_named is not None:
+                if removal.how != "deleted":
                     # The name the application moved it to (its transcript
-                    # says MOVE ... Done), and where it is now.
-                    how += f", since renamed {_folder_shown(now_named)}"
+                    # says MOVE ... Done), and what became of that folder.
+                    since = []
+                    if now_named is not None:
+                        since.append(f"renamed {_folder_shown(now_named)}")
+                    if gone:
+                        since.append("deleted")
+                    if since:
+                        how += ", since " + " and ".join(since)
                 lines.append(f"    ({how}) {_line(removal.stored)}")
             if len(removed) > _LISTED:
                 lines.append(

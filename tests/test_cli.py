@@ -1617,6 +1617,32 @@ def test_empty_mailboxes_holds_before_they_are_served() -> None:
             pop3.quit()
 
 
+def test_empty_mailboxes_lets_go_of_what_the_hints_kept() -> None:
+    # A program that serves mailboxes and empties them to bound its memory
+    # (the command's "Delete all") kept every POP3 session that sent DELE
+    # without QUIT, with its transcript, and every IMAP RENAME, for ever.
+    with SMTPSink() as sink:
+        sink.deliver(RAW, to="ann@example.com")
+        pop3_at = sink.serve_mailboxes("pop3", 0)
+        imap_at = sink.serve_mailboxes("imap", 0)
+        pop3 = poplib.POP3(pop3_at.host, pop3_at.port, timeout=TIMEOUT)
+        pop3.user("ann@example.com")
+        pop3.pass_("any")
+        pop3.dele(1)
+        pop3.close()  # no QUIT
+        imap = imaplib.IMAP4(imap_at.host, imap_at.port, timeout=TIMEOUT)
+        imap.login("ann@example.com", "any")
+        imap.create("Old")
+        imap.rename("Old", "New")
+        imap.logout()
+        sink.wait_until(lambda: all(s.end is not None for s in sink.sessions))
+        mail = sink._store.mail
+        (account,) = mail.accounts.values()
+        assert (len(account.marked_without_quit), len(account.renamed)) == (1, 1)
+        sink.empty_mailboxes()
+        assert (account.marked_without_quit, account.renamed) == ([], [])
+
+
 def test_a_sink_serves_each_read_protocol_on_one_port() -> None:
     # Asking for a protocol on another port than the one it is already
     # served on is an error, not a silently ignored port.

@@ -149,8 +149,33 @@ def test_a_listing_follows_the_folder_mail_was_moved_to_through_renames(
         client.logout()
     with pytest.raises(
         AssertionError, match=r"renamed 'Old/Finished', since deleted\)"
-    ):
+    ) as gone:
         box.assert_in("Finished", subject="T1")
+    assert "(moved to Done, since renamed Old/Finished and deleted) uid " in str(
+        gone.value
+    )
+
+
+def test_a_listing_does_not_follow_a_later_folder_of_a_deleted_ones_name(
+    smtpsink: Mailbox,
+) -> None:
+    # Moved to Done, Done deleted (the copy with it), a new Done renamed
+    # Finished: the listing said "since renamed Finished", a folder that
+    # never held the mail.
+    smtpsink.deliver(raw_message("T1"), to=USER)
+    with login(smtpsink) as client:
+        client.create("Done")
+        client.select("INBOX")
+        assert client.uid("MOVE", "1:*", "Done")[0] == "OK"
+        client.delete("Done")
+        client.create("Done")
+        client.rename("Done", "Finished")
+        client.logout()
+    box = smtpsink.mailbox(USER)
+    text = box.describe()
+    assert "    (moved to Done, since deleted) uid " in text, text
+    assert "Finished" in box.folders
+    assert "since renamed" not in text
 
 
 def test_uid_commands_are_named_by_both_words(smtpsink: Mailbox) -> None:

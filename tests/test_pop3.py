@@ -300,6 +300,26 @@ def test_assert_deleted_names_a_dele_whose_session_ended_without_quit(
     assert "Hint" not in str(other.value)
 
 
+def test_assert_deleted_names_a_copy_marked_in_many_sessions_once(
+    smtpsink: Mailbox,
+) -> None:
+    # A poller that never sends QUIT marks the same message at every poll:
+    # one hint per poll, the copy marked again each time.
+    smtpsink.deliver(make_message(subject="marked"), to=ANN)
+    ports = []
+    for polls in range(1, 4):
+        client = login(smtpsink)
+        client.dele(1)
+        ports.append(client.sock.getsockname()[1])
+        client.close()
+        ended(smtpsink, polls)  # the maildrop is free for the next poll
+    with pytest.raises(AssertionError) as failure:
+        smtpsink.mailbox(ANN).assert_deleted(subject="marked")
+    hints = [line for line in str(failure.value).splitlines() if "Hint" in line]
+    assert len(hints) == 1, hints
+    assert f"session from 127.0.0.1:{ports[-1]}," in hints[0]
+
+
 def test_assert_deleted_names_a_dele_whose_session_is_still_open(
     smtpsink: Mailbox,
 ) -> None:
