@@ -1625,7 +1625,18 @@ class _Connection(ReadSideConnection):
         if read is None:
             raise Closed
         line = read[0].rstrip(b"\r\n")
-        self._append("command", printable_sent(line.decode("utf-8", "surrogateescape")))
+        if line.upper() == b"DONE":
+            self._append("command", printable_sent(line.decode("ascii")))
+        else:
+            # A command where DONE belongs (a LOGIN, say): recorded as any
+            # line that did not parse is, its secrets hidden.
+            tag, rest = None, line
+            with contextlib.suppress(Exception):
+                tag, rest = split_tag(line)
+            shown = self._shown_command(
+                [rest.decode("utf-8", "surrogateescape")], None, tag
+            )
+            self._append("command", shown, _tag_recorded(tag))
         if line.upper() != b"DONE":
             await self._reply(f"{command.tag} BAD Expected DONE to end IDLE")
         else:
