@@ -48,7 +48,7 @@ from ._settings import (
     parse_whole,
 )
 from ._text import clock, format_address, plural, printable
-from ._tls import TRUST_HINT
+from ._tls import standalone_spelling
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -733,21 +733,6 @@ def _warn(text: str) -> None:
         print(f"smtpsink: {text}", file=sys.stderr, flush=True)
 
 
-#: The API's spellings of the TLS modes in a session's `tls_error` (the hint
-#: for a TLS client on a plain-text port), as the option says them.
-_TLS_MODE_SPELLING = {
-    "tls='implicit'": "--tls implicit",
-    "tls='starttls'": "--tls starttls",
-}
-
-
-def _cli_spelling(text: str) -> str:
-    """``text`` with the TLS modes as ``--tls`` takes them."""
-    for api, option in _TLS_MODE_SPELLING.items():
-        text = text.replace(api, option)
-    return text
-
-
 def _session_header(number: int, session: Session) -> str:
     tls = "-"
     if session.tls is not None:
@@ -760,9 +745,7 @@ def _session_header(number: int, session: Session) -> str:
     count = len(session.messages)
     end: str = session.end or "server-closed"
     if session.tls_error is not None:
-        end += ": " + _cli_spelling(
-            session.tls_error.replace(TRUST_HINT, "the banner names its CA file")
-        )
+        end += ": " + standalone_spelling(session.tls_error)
     if session.protocol != "SMTP":
         # A mail reader: who logged in (never with what), no EHLO or mail.
         return printable(

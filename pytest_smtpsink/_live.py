@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _html
 from ._text import clock, printable
+from ._tls import standalone_spelling
 
 if TYPE_CHECKING:
     from ._message import Message
@@ -343,10 +344,17 @@ def list_fragment(
     extra = ""
     if unfinished:
         extra = "<h2>Connections without a message</h2>" + "".join(
-            _html.render_session(_html.session_record(s), number_of(s))
-            for s in unfinished
+            _html.render_session(_session_record(s), number_of(s)) for s in unfinished
         )
     return f"<ul>{''.join(items)}</ul>{extra}"
+
+
+def _session_record(session: Session) -> _html.SessionRecord:
+    """`_html.session_record` in the smtpsink command's words: its user has
+    the ``--tls`` option, not the settings' ``tls=``."""
+    record = _html.session_record(session)
+    record["title"] = standalone_spelling(record["title"])
+    return record
 
 
 def linked_record(message: Message) -> _html.MessageRecord:
@@ -373,7 +381,7 @@ def message_fragment(message: Message, session_number: int | None = None) -> str
     return (
         ("<span data-relay-pending hidden></span>" if pending else "")
         + _html.render_message(linked_record(message), open_=True)
-        + _html.render_session(_html.session_record(message.session), session_number)
+        + _html.render_session(_session_record(message.session), session_number)
     )
 
 

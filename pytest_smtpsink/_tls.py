@@ -74,6 +74,24 @@ _IMPLICIT_HINT = (
 )
 
 
+#: The words of the API in a session's `Session.tls_error`, as the smtpsink
+#: command says them to its user, who has no ssl_context() or tls= to give:
+#: its terminal and its live view alike.
+_STANDALONE_WORDS = {
+    TRUST_HINT: "the banner names its CA file",
+    "tls='implicit'": "--tls implicit",
+    "tls='starttls'": "--tls starttls",
+}
+
+
+def standalone_spelling(text: str) -> str:
+    """``text`` (a session's summary or `Session.tls_error`) in the
+    smtpsink command's words (``--tls implicit``, not ``tls='implicit'``)."""
+    for api, command in _STANDALONE_WORDS.items():
+        text = text.replace(api, command)
+    return text
+
+
 #: The clients of each protocol that speak TLS from the first byte, that
 #: connect in plain text, and that do so and then start TLS, as the hint for
 #: a TLS handshake on a plain-text port names them.

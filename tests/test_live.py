@@ -8,6 +8,7 @@ in test_live_browser.py.
 from __future__ import annotations
 
 import contextlib
+import html
 import http.client
 import imaplib
 import json
@@ -517,6 +518,24 @@ def test_sessions_have_the_numbers_the_terminal_gives_them(
     shown = re.findall(r"SMTP session (\d+): [^<]*?127\.0\.0\.1:(\d+)", listed.decode())
     assert sorted(number for number, _ in shown) == ["1", "2"]
     assert all(numbers[port] == number for number, port in shown)
+
+
+def test_the_live_view_says_the_tls_hint_in_the_commands_words(
+    live: Callable[..., Live],
+) -> None:
+    # The terminal said "--tls implicit"; the live view "tls='implicit'",
+    # a setting its user has no way to give.
+    import ssl
+
+    view = live()
+    with pytest.raises(ssl.SSLError, match="WRONG_VERSION_NUMBER"):
+        smtplib.SMTP_SSL("127.0.0.1", view.sink.port, timeout=TIMEOUT)
+    view.sink.expect(r"session 1 closed")
+    status, listed = view.request("/fragments/list")
+    assert status == 200
+    text = html.unescape(listed.decode())
+    assert "or give the sink --tls implicit)" in text, text
+    assert "tls='" not in text
 
 
 def test_event_stream_says_when_a_connection_without_mail_ends(
