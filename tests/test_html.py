@@ -182,6 +182,39 @@ def test_resource_hints_in_the_html_part_are_made_inert(hint: str) -> None:
     assert "1 remote resource(s) blocked" in "".join(frame.text)
 
 
+class _StartTags(html.parser.HTMLParser):
+    """Each start tag with its attributes in order, duplicates kept."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.starts: list[tuple[str, list[tuple[str, str | None]]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.starts.append((tag, attrs))
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '<iframe src="https://tracker.example/opened"></iframe>',
+        "<IFRAME loading=lazy src=//tracker.example/opened></IFRAME>",
+        "<iframe title='a>b' src=https://tracker.example/opened></iframe>",
+        "<iframe\nsrc=https://tracker.example/opened/>",
+    ],
+)
+def test_a_frames_source_in_the_html_part_is_made_inert(frame: str) -> None:
+    # Chromium resolved and connected to a frame's src before CSP refused
+    # the navigation (test_live_browser.py shows it in the net log). The
+    # first attribute of a name is the one a browser keeps.
+    page = parse(_html.mail_frame(f"<p>Hi</p>{frame}"))
+    (srcdoc,) = page.srcdocs
+    document = _StartTags()
+    document.feed(srcdoc)
+    (attributes,) = [attrs for tag, attrs in document.starts if tag == "iframe"]
+    assert attributes[0] == ("src", "about:blank")
+    assert "1 remote resource(s) blocked" in "".join(page.text)
+
+
 def test_index_lists_the_message_parts_and_files(
     smtpsink: Mailbox, tmp_path: Path
 ) -> None:

@@ -227,6 +227,8 @@ HINTED = (
     "dns-prefetch.tracker.example",
     "preconnect.tracker.example",
     "srcdoc.tracker.example",
+    "iframe.tracker.example",
+    "lazy-iframe.tracker.example",
 )
 CONTROL = "dns-prefetch.control.example"
 
@@ -250,6 +252,9 @@ def test_resource_hints_in_mail_resolve_no_name(
             # A frame's own document, where the <link> is entity-encoded.
             f'<iframe srcdoc="&lt;link rel=preconnect href=http://{HINTED[2]}/&gt;">'
             "</iframe>"
+            # A frame's src: connected to before CSP refused the navigation.
+            f'<iframe src="https://{HINTED[3]}/opened"></iframe>'
+            f"<IFRAME loading=lazy src=//{HINTED[4]}/opened></IFRAME>"
             '<p id="greeting">Hello</p>'
         ).encode(),
         Content_Type="text/html",
