@@ -23,6 +23,7 @@ import dataclasses
 import datetime
 import errno
 import functools
+import gc
 import ipaddress
 import logging
 import os
@@ -32,7 +33,7 @@ import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TextIO
 
 from . import __version__
 from ._files import write_message, write_session
@@ -503,6 +504,14 @@ class _Reporter:
     # Messages whose relay outcome is still to be printed.
     _relaying: list[Message] = dataclasses.field(default_factory=list)
     _output_closed: bool = False
+    #: Bytes and messages reported since the last `_reclaim`.
+    _unreclaimed: tuple[int, int] = (0, 0)
+    #: A message and its session refer to each other, so the mail the store
+    #: forgot is freed by the cyclic garbage collector alone, whose full runs
+    #: follow the number of objects made: a 20 MB message makes few, and a
+    #: sink fed large mail grew by all of it. Past either bound, `_reclaim`.
+    RECLAIM_BYTES: ClassVar[int] = 32 * 1024 * 1024
+    RECLAIM_MESSAGES: ClassVar[int] = 1000
 
     def __post_init__(self) -> None:
         # Reported items need not stay in memory: a sink left running all
@@ -611,6 +620,18 @@ class _Reporter:
             # A connection without a message shows how it ended: redraw.
             self.live.inbox.touch()
         self._report_relays()
+        self._reclaim(new_messages)
+
+    def _reclaim(self, new_messages: Sequence[Message]) -> None:
+        """Count ``new_messages``; run a full garbage collection once enough
+        mail came since the last (see `RECLAIM_BYTES`)."""
+        size, count = self._unreclaimed
+        size += sum(len(message.raw) for message in new_messages)
+        count += len(new_messages)
+        if size >= self.RECLAIM_BYTES or count >= self.RECLAIM_MESSAGES:
+            gc.collect()
+            size = count = 0
+        self._unreclaimed = (size, count)
 
     def relay_pending(self) -> bool:
         """Whether a message's relay outcome is still to come (and shown)."""

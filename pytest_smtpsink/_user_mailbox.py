@@ -56,7 +56,9 @@ def check_unpadded(folder: str) -> None:
     means the name without it, and no IMAP client would find it so."""
     __tracebackhide__ = True  # a test's bad folder points at its line
     if padded(folder):
-        trimmed = DELIMITER.join(level.strip() for level in folder.split(DELIMITER))
+        # Without the levels of blanks alone: "Archive//x" is refused too.
+        levels = [level.strip() for level in folder.split(DELIMITER)]
+        trimmed = DELIMITER.join(level for level in levels if level)
         raise ValueError(
             f"folder={folder!r} has whitespace at the start or end of a name "
             f"(did you mean {trimmed!r}?): a client would have to name it so "

@@ -1705,6 +1705,38 @@ def test_only_the_standalone_mailboxes_forget_deleted_mail(standalone: bool) -> 
             assert [message.raw for message in deleted] == [RAW]
 
 
+def test_the_standalone_sink_frees_the_mail_it_forgot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A message and its session refer to each other: forgotten, they waited
+    # for the cyclic collector, whose full runs follow the objects made, not
+    # the bytes. With large mail a sink grew by every message it received.
+    import gc
+    import weakref
+
+    monkeypatch.setattr(_Reporter, "RECLAIM_MESSAGES", 2, raising=False)
+    enabled = gc.isenabled()
+    gc.disable()  # as when the collector's thresholds are not reached
+    try:
+        with SMTPSink() as sink:
+            reporter = _Reporter(sink, io.StringIO(), True, False, None)
+            for count in (1, 2):
+                with smtplib.SMTP(sink.host, sink.port) as smtp:
+                    smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+                # One session each time: the reporter has the store forget.
+                sink.wait_until(
+                    lambda: len(sink.sessions) == 1 and sink.sessions[0].end is not None
+                )
+                if count == 1:
+                    first = weakref.ref(sink.messages[0])
+                reporter.process()
+            reporter.finish()
+        assert first() is None
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def test_ipv6_peers_are_written_in_brackets() -> None:
     sink = start_on_ipv6_loopback()
     out = io.StringIO()

@@ -711,6 +711,8 @@ def test_assert_not_in_a_misspelt_folder_fails(smtpsink: Mailbox) -> None:
         (" Archive", "Archive"),
         ("Archive ", "Archive"),
         ("Archive/ 2024", "Archive/2024"),
+        # Not "Archive//x", which deliver() refuses too.
+        ("Archive/ /x", "Archive/x"),
     ],
 )
 def test_deliver_refuses_a_folder_name_with_whitespace_at_an_edge(
