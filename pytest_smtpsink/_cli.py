@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TextIO
 
 from . import __version__
-from ._files import write_message, write_session
+from ._files import DirectoryInUse, lock_directory, write_message, write_session
 from ._message import raw_summary, summary_or_raw
 from ._server import SinkError, SMTPSink, bind_errno, plain_reason
 from ._settings import (
@@ -891,6 +891,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(
                 f"argument --save-dir: cannot create {save_dir!r}: {plain_reason(error)}"
             )
+    lock = None
+    if save_dir is not None:
+        try:
+            lock = lock_directory(Path(save_dir))
+        except DirectoryInUse:
+            parser.error(
+                f"argument --save-dir: another run is saving to {save_dir!r} now "
+                "(an smtpsink command or a pytest run), and each would replace "
+                "the other's files: give each a directory of its own"
+            )
+    try:
+        return _serve(args, settings, save_dir)
+    finally:
+        if lock is not None:
+            os.close(lock)  # the directory is free for another run
+
+
+def _serve(
+    args: argparse.Namespace, settings: SinkSettings, save_dir: str | None
+) -> int:
+    """`main` once the options are read."""
     live = None
     if args.http is not None:
         from ._live import LiveServer

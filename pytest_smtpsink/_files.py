@@ -12,6 +12,7 @@ every platform. Test thread (the plugin) or the CLI's main thread.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import unicodedata
 from pathlib import Path
@@ -45,6 +46,37 @@ _SPELT = str.maketrans(
         "\u0131": "i",  # dotless i
     }
 )
+
+
+class DirectoryInUse(Exception):
+    """Another process (a pytest run, an ``smtpsink`` command) saves there."""
+
+
+def lock_directory(directory: Path) -> int | None:
+    """Hold the save ``directory`` for this process, as long as the returned
+    descriptor is open: two runs saving to one directory (``tox -p`` with
+    the directory in the ini file) replaced each other's files, and each
+    removed the other's failed tests as its own that passed. The lock is
+    on the directory itself (flock), so no file of ours is left in it.
+    Raises `DirectoryInUse`; None where the lock cannot be had at all (no
+    ``fcntl``, a file system without locks): the run goes on unguarded."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return None
+    try:
+        descriptor = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise DirectoryInUse from None
+    except OSError:
+        os.close(descriptor)
+        return None
+    return descriptor
 
 
 def message_file_name(number: int, subject: str | None, prefix: str = "") -> str:

@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import functools
 import ipaddress
+import os
 import time
 from collections.abc import Callable, Collection, Generator, Iterator, Sequence
 from pathlib import Path
@@ -67,6 +68,8 @@ class _Running:
 
 _RUNNING = _Running()
 _CALL_PASSED_KEY = pytest.StashKey[bool]()
+#: The descriptor holding the save directory's lock (`_files.lock_directory`).
+_SAVE_LOCK_KEY = pytest.StashKey[int]()
 #: Why the test first failed, for index.html (`_report.failure_reason`).
 _REASON_KEY = pytest.StashKey["str | None"]()
 #: "skipped", "xfailed" or "xpassed" for index.html, as pytest says it.
@@ -414,6 +417,21 @@ def _read_reporting(config: pytest.Config) -> None:
                 "pytest-smtpsink did not write, which the run's index would "
                 "replace: give it a directory of its own"
             )
+    if directory and not hasattr(config, "workerinput"):
+        # The run's, its xdist workers' too: the controller holds it.
+        from ._files import DirectoryInUse, lock_directory
+
+        try:
+            lock = lock_directory(Path(str(directory)))
+        except DirectoryInUse:
+            raise pytest.UsageError(
+                f"{directory_source}: another run is saving to "
+                f"{str(directory)!r} now (a pytest run or an smtpsink command); "
+                "each would replace and remove the other's files: give each "
+                "run a directory of its own (under tox: mail/{envname})"
+            ) from None
+        if lock is not None:
+            config.stash[_SAVE_LOCK_KEY] = lock
     save_option = next(o for o in _OPTIONS if o.name == "save")
     chosen, source = _raw_value(config, save_option)
     if chosen and not directory:
@@ -728,6 +746,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     pool = config.stash.get(_POOL_KEY, None)
     if pool is not None:
         pool.stop_all()
+    lock = config.stash.get(_SAVE_LOCK_KEY, None)
+    if lock is not None:
+        del config.stash[_SAVE_LOCK_KEY]
+        os.close(lock)  # the save directory is free for another run
 
 
 def pytest_report_header(config: pytest.Config) -> str:

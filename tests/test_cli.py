@@ -1594,6 +1594,27 @@ def test_busy_read_side_port_is_an_error_and_leaves_nothing_running(
     assert _open_sockets() - sockets_before == set()  # every listener closed
 
 
+def test_two_sinks_cannot_save_to_one_directory(tmp_path: Path) -> None:
+    # Each wrote 0001-*.eml and session-0001.txt over the other's.
+    holder = Sink("--save-dir", str(tmp_path))
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "pytest_smtpsink", "--save-dir", str(tmp_path)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+    finally:
+        holder.stop()
+    assert second.returncode == 2
+    assert second.stderr.endswith(
+        f"error: argument --save-dir: another run is saving to {str(tmp_path)!r} "
+        "now (an smtpsink command or a pytest run), and each would replace the "
+        "other's files: give each a directory of its own\n"
+    ), second.stderr
+
+
 def test_empty_mailboxes_holds_before_they_are_served() -> None:
     # Emptied before POP3 or IMAP made the mailboxes: the mail up to the
     # number it returns stays out of them when they are made.

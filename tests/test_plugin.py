@@ -1345,6 +1345,35 @@ def test_bool_ini_values(pytester: pytest.Pytester, text: str, shown: bool) -> N
     assert ("smtpsink: mail captured per test" in result.stdout.str()) is shown
 
 
+def test_two_runs_cannot_save_to_one_directory(pytester: pytest.Pytester) -> None:
+    # tox -p with the directory in the ini file: each run replaced the
+    # other's files and removed its failed tests as passed ones, silently.
+    from test_cli import Sink
+
+    pytester.makepyfile(FAILING)
+    out = pytester.path / "mail"
+    out.mkdir()
+    holder = Sink("--save-dir", str(out))  # another run, saving there now
+    try:
+        result = pytester.runpytest(f"--smtpsink-save-dir={out}")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines(
+            [
+                f"*--smtpsink-save-dir: another run is saving to '{out}' now (a "
+                "pytest run or an smtpsink command); each would replace and "
+                "remove the other's files: give each run a directory of its "
+                "own (under tox: mail/{envname})"
+            ]
+        )
+        assert list(out.iterdir()) == []
+    finally:
+        holder.stop()
+    # Free once that run ended; the lock leaves no file of its own.
+    result = pytester.runpytest("-n", "2", f"--smtpsink-save-dir={out}")
+    result.assert_outcomes(failed=1, passed=1)
+    assert ".smtpsink.lock" not in [p.name for p in out.iterdir()]
+
+
 @pytest.mark.parametrize("xdist", [["-p", "no:xdist"], ["-n", "2"]])
 def test_save_dir_keeps_failed_tests_only(
     pytester: pytest.Pytester, xdist: list[str]
