@@ -728,14 +728,22 @@ class _Reporter:
                 self.say(f"    {line}")
 
 
+#: How a transcript's content line says the message never ended.
+_INCOMPLETE = ", incomplete: "
 #: Refused steps shown under a closed session, without --transcripts.
 _REFUSALS_SHOWN = 3
 
 
 def _refusals(session: Session) -> list[str]:
-    """The steps of an SMTP session that got a 4xx or 5xx reply, as
-    transcript lines, the first few of them."""
-    refused = [e for e in session.transcript if (e.code or 0) >= 400]
+    """The steps of an SMTP session that got a 4xx or 5xx reply, and a
+    message cut off before its final dot (the client left, or the sink
+    stopped, mid-DATA: no message, and no refusal says so), as transcript
+    lines, the first few of them."""
+    refused = [
+        e
+        for e in session.transcript
+        if (e.code or 0) >= 400 or (e.kind == "data" and _INCOMPLETE in e.line)
+    ]
     lines = [line for e in refused[:_REFUSALS_SHOWN] for line in e.lines()]
     if len(refused) > _REFUSALS_SHOWN:
         more = len(refused) - _REFUSALS_SHOWN

@@ -644,6 +644,32 @@ def test_a_message_that_cannot_be_saved_whole_leaves_no_file(tmp_path: Path) -> 
 
 
 @stops_with_signals
+def test_a_closed_session_says_a_message_was_cut_off(
+    start: Callable[..., Sink],
+) -> None:
+    # A client that left (or a sink stopped) mid-DATA: "0 messages", and
+    # nothing under it said a message was lost.
+    sink = start()
+    with socket.create_connection(("127.0.0.1", sink.port), timeout=TIMEOUT) as c:
+        replies = c.makefile("rb")
+        replies.readline()  # the greeting
+        c.sendall(
+            b"HELO app.test\r\nMAIL FROM:<app@example.com>\r\n"
+            b"RCPT TO:<ann@example.com>\r\nDATA\r\n"
+        )
+        for _ in range(4):
+            replies.readline()
+        c.sendall(b"Subject: cut\r\n\r\nhalf a messa")
+        replies.close()
+    sink.expect(r"session 1 closed \(client-closed\).*, 0 messages$")
+    assert sink.expect(r"^    C: ").string == (
+        "    C: <message content: 28 bytes, incomplete: the connection closed "
+        "before the final dot>"
+    )
+    sink.stop()
+
+
+@stops_with_signals
 def test_a_closed_session_says_what_was_refused(start: Callable[..., Sink]) -> None:
     sink = start("--max-size", "1K")
     with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
