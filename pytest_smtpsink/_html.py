@@ -839,6 +839,30 @@ class IndexWriter:
             saved = getattr(report, REPORT_ATTRIBUTE, None)
             if isinstance(saved, str):
                 self.directories.append(saved)
+        elif str(report.when) == "???" and report.failed:  # not in pytest's types
+            # pytest-xdist's report of a test whose worker crashed (os._exit,
+            # a segfault): no teardown comes, and the worker's mail went with
+            # it, but the index lists every failed test.
+            self.ran = True
+            self._record_crashed(report)
+
+    def _record_crashed(self, report: pytest.TestReport) -> None:
+        from . import _report
+
+        directory = _report.test_directory(self.root, report.nodeid, None, False)
+        with contextlib.suppress(OSError):  # never an INTERNALERROR
+            reason = _report.failure_reason(report, [])
+            record_test(
+                [],
+                nodeid=report.nodeid,
+                outcome="failed",
+                directory=directory,
+                written=[],
+                root=self.root,
+                reason=(reason or "its xdist worker crashed")
+                + " (the mail it captured was lost with the worker)",
+            )
+            self.directories.append(directory.relative_to(self.root).as_posix())
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         # Also rewritten when nothing was saved, if an older index is there:

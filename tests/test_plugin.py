@@ -1345,6 +1345,38 @@ def test_bool_ini_values(pytester: pytest.Pytester, text: str, shown: bool) -> N
     assert ("smtpsink: mail captured per test" in result.stdout.str()) is shown
 
 
+def test_a_test_whose_xdist_worker_crashed_is_in_the_index(
+    pytester: pytest.Pytester,
+) -> None:
+    # Its worker gone, no teardown came, and the index, which lists every
+    # failed test, left it out.
+    pytester.makepyfile(
+        SEND
+        + """
+import os
+
+def test_crashes(smtpsink):
+    send(smtpsink, "Lost")
+    os._exit(3)  # as a segfault in a C extension would
+"""
+    )
+    out = pytester.path / "mail"
+    result = pytester.runpytest("-n", "1", f"--smtpsink-save-dir={out}")
+    result.assert_outcomes(failed=1)
+    (record,) = out.rglob("smtpsink.json")
+    saved = json.loads(record.read_text("ascii"))
+    assert (saved["nodeid"], saved["outcome"], saved["messages"]) == (
+        "test_a_test_whose_xdist_worker_crashed_is_in_the_index.py::test_crashes",
+        "failed",
+        [],
+    )
+    assert saved["reason"].endswith(
+        " (the mail it captured was lost with the worker)"
+    ), saved["reason"]
+    assert "crashed" in saved["reason"]
+    assert "test_crashes" in (out / "index.html").read_text("utf-8")
+
+
 def test_two_runs_cannot_save_to_one_directory(pytester: pytest.Pytester) -> None:
     # tox -p with the directory in the ini file: each run replaced the
     # other's files and removed its failed tests as passed ones, silently.
