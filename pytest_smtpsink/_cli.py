@@ -1054,8 +1054,9 @@ class _Runner:
             self.reporter.say(line)
         self._loop(wake_up)
         # A second Ctrl-C while stopping ends the process at once.
+        quit_at_once = functools.partial(_quit_at_once, self.reporter)
         for signum in handled:
-            signal.signal(signum, _quit_at_once)
+            signal.signal(signum, quit_at_once)
         self.reporter.process()
         if self.reporter.relay_pending():
             # Stopping waits for the message the relay is sending: say so, as
@@ -1101,14 +1102,21 @@ class _Runner:
                 wake_up.wait()
 
 
-def _quit_at_once(signum: int, frame: FrameType | None) -> None:
+def _quit_at_once(reporter: _Reporter, signum: int, frame: FrameType | None) -> None:
     """A second signal while stopping: end now, by that signal as before,
-    but without leaving the CA file behind."""
+    but without leaving the CA file behind, naming the messages whose relay
+    it cuts off (their .eml files, with --save-dir, are there to resend)."""
     from ._tls import discard_ca_file
 
     discard_ca_file()
+    unrelayed = [
+        f"smtpsink: message #{m.number} was not relayed (stopped at once)\n"
+        for m in reporter._relaying
+        if m.relay is not None and not m.relay.done
+    ]
     print(
-        "smtpsink: stopped at once; mail not yet saved or relayed is lost",
+        "".join(unrelayed)
+        + "smtpsink: stopped at once; mail not yet saved or relayed is lost",
         file=sys.stderr,
         flush=True,
     )
