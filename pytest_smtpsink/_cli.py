@@ -154,13 +154,22 @@ def _http_host(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+#: The password of an ``--auth USER`` given without one, as --relay's is
+#: taken from SMTPSINK_RELAY_PASSWORD: out of the process list.
+AUTH_PASSWORD_VARIABLE = "SMTPSINK_AUTH_PASSWORD"
+
+
 def _auth_entry(text: str) -> str:
     # Checked here so the error names --auth; combined in `_auth_setting`.
-    # The value is not shown: without its ":" it is most likely a password.
+    # No value is shown: a USER alone may well be a password typed alone.
     if text != "any" and ":" not in text:
-        raise argparse.ArgumentTypeError(
-            "must be 'any' or USER:PASSWORD, got a value without ':'"
-        )
+        if not os.environ.get(AUTH_PASSWORD_VARIABLE):
+            raise argparse.ArgumentTypeError(
+                "must be 'any', USER:PASSWORD, or USER with the password in "
+                f"{AUTH_PASSWORD_VARIABLE}, which is not set (got a value "
+                "without ':')"
+            )
+        return text
     if text != "any" and not text.split(":", 1)[0]:
         raise argparse.ArgumentTypeError(
             "must be 'any' or USER:PASSWORD, got no USER before ':'"
@@ -259,8 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="any|USER:PASSWORD",
         help="offer AUTH (PLAIN, LOGIN, CRAM-MD5): 'any' accepts every user name and "
-        "password; USER:PASSWORD (repeatable) accepts only those. Offered only "
-        "over TLS unless --auth-plaintext is given.",
+        "password; USER:PASSWORD (repeatable) accepts only those (USER alone: "
+        f"the password from {AUTH_PASSWORD_VARIABLE}, out of the process list). "
+        "Offered only over TLS unless --auth-plaintext is given.",
     )
     smtp.add_argument(
         "--auth-required",
@@ -381,7 +391,9 @@ def _auth_setting(
         return "any"
     table: dict[str, str] = {}
     for entry in entries:
-        user, password = entry.split(":", 1)
+        user, colon, password = entry.partition(":")
+        if not colon:  # checked by _auth_entry: the variable is set
+            password = os.environ.get(AUTH_PASSWORD_VARIABLE, "")
         if user in table:
             parser.error(f"argument --auth: user {user!r} is given twice")
         table[user] = password

@@ -1151,11 +1151,12 @@ def test_stopping_says_it_waits_for_the_relay(start: Callable[..., Sink]) -> Non
             ["--quiet", "--transcripts"],
             "argument --transcripts: cannot be combined with --quiet\n",
         ),
-        # A value without ":" is most likely the password: never shown.
+        # A value without ":" may well be the password: never shown.
         (
             ["--auth", "hunter2"],
-            "argument --auth: must be 'any' or USER:PASSWORD, got a value "
-            "without ':'\n",
+            "argument --auth: must be 'any', USER:PASSWORD, or USER with the "
+            "password in SMTPSINK_AUTH_PASSWORD, which is not set (got a value "
+            "without ':')\n",
         ),
         (
             ["--auth", ":pw"],
@@ -1245,13 +1246,42 @@ def test_stopping_says_it_waits_for_the_relay(start: Callable[..., Sink]) -> Non
     ],
 )
 def test_bad_arguments_name_the_option(
-    args: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+    args: list[str],
+    expected: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.delenv("SMTPSINK_AUTH_PASSWORD", raising=False)
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert expected in err, err
+
+
+def test_an_auth_password_may_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # --auth USER:PASSWORD was the only way: the password in the process
+    # list for every local user (--relay has SMTPSINK_RELAY_PASSWORD).
+    monkeypatch.setenv("SMTPSINK_AUTH_PASSWORD", "Env-Pass-42")
+    sink = Sink("--auth", "ann@example.com", "--auth-plaintext", "--transcripts")
+    try:
+        assert "Env-Pass-42" not in " ".join(sink.proc.args)  # type: ignore[arg-type]
+        with (
+            smtplib.SMTP("127.0.0.1", sink.port) as smtp,
+            pytest.raises(smtplib.SMTPAuthenticationError),
+        ):
+            smtp.login("ann@example.com", "wrong")
+        with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+            assert smtp.login("ann@example.com", "Env-Pass-42")[0] == 235
+        sink.expect(r"session 2 closed")
+        rest = sink.stop()
+    finally:
+        if sink.proc.poll() is None:  # pragma: no cover - a hang is a bug
+            sink.proc.kill()
+        sink.finish()
+    assert "Env-Pass-42" not in "\n".join([*sink.seen, *rest, sink.stderr])
 
 
 def test_remote_host_hint_names_allow_remote(
