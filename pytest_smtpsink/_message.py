@@ -834,7 +834,10 @@ class Message:
     @_guarded("links could not be read", lambda message: [])
     def _link_pairs(self) -> list[tuple[str, str]]:
         pairs: list[tuple[str, str]] = []
-        if self.html:
+        # Without an <a start tag there is no link to find: html.parser,
+        # about a second for a few MB of HTML, is spared (the report reads
+        # every field of every message it shows).
+        if self.html and _ANCHOR_START.search(self.html):
             collector = _LinkCollector()
             collector.feed(without_unclosed_tags(self.html))
             collector.close()
@@ -1468,6 +1471,11 @@ def _own_attachment(
         content_id=str(part.get("content-id") or "").strip() or None,
         disposition=disposition,
     )
+
+
+#: An <a> start tag as html.parser reads one: "<a", in any case, then what
+#: ends a tag name there (white space, "/", ">" or NUL; \s holds more).
+_ANCHOR_START = re.compile(r"<a[\s/>\x00]", re.I)
 
 
 class _LinkCollector(html.parser.HTMLParser):

@@ -836,6 +836,25 @@ def test_links_of_hostile_markup_in_one_pass(smtpsink: Mailbox, send: Send) -> N
     ]
 
 
+@pytest.mark.parametrize(
+    "anchor",
+    ['<A\nHREF="https://a.example/1">', "<a\thref=https://a.example/1>",
+     '<a/href="https://a.example/1">'],
+)  # fmt: skip
+def test_links_are_found_after_any_tag_name_end(
+    smtpsink: Mailbox, send: Send, anchor: str
+) -> None:
+    # The HTML is parsed for links only if it has an <a start tag: every
+    # way html.parser ends the tag name counts as one.
+    send(html=f"<p>{anchor}one</a> <abbr>no link</abbr></p>")
+    assert smtpsink.messages.one().links() == ["https://a.example/1"]
+
+
+def test_html_without_an_anchor_has_no_links(smtpsink: Mailbox, send: Send) -> None:
+    send(html="<p><abbr>https://a.example/1</abbr><area href=x><a></p>")
+    assert smtpsink.messages.one().links() == []
+
+
 def test_a_code_in_hostile_html_is_found_in_one_pass(
     smtpsink: Mailbox, send: Send
 ) -> None:
