@@ -218,18 +218,10 @@ def test_an_idle_counts_as_accepted_by_the_completion_its_done_gets(
 ) -> None:
     # The tagged OK of an IDLE is recorded on the DONE: before("IDLE", ...)
     # read the IDLE as never accepted.
-    with (
-        socket.create_connection(imap_address(smtpsink), timeout=10) as sock,
-        sock.makefile("rb") as replies,
-    ):
-        replies.readline()  # the greeting
-        sock.sendall(b"a LOGIN ann@example.com pw\r\nb SELECT INBOX\r\n")
-        while not replies.readline().startswith(b"b OK"):
-            pass
-        sock.sendall(b"c IDLE\r\n")
-        assert replies.readline().startswith(b"+ ")
-        sock.sendall(b"DONE\r\nd LOGOUT\r\n")
-        while not replies.readline().startswith(b"d OK"):
+    with idling(smtpsink.imap) as stream:
+        stream.write(b"DONE\r\nd LOGOUT\r\n")
+        stream.flush()
+        while not stream.readline().startswith(b"d OK"):
             pass
     smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
     session = smtpsink.sessions[-1]
@@ -240,19 +232,11 @@ def test_an_idle_counts_as_accepted_by_the_completion_its_done_gets(
 def test_a_login_sent_where_done_belongs_is_recorded_masked(smtpsink: Mailbox) -> None:
     # The line after IDLE was recorded as it came: a LOGIN there showed its
     # password (one the sink does not know, with no auth table).
-    with (
-        socket.create_connection(imap_address(smtpsink), timeout=10) as sock,
-        sock.makefile("rb") as replies,
-    ):
-        replies.readline()  # the greeting
-        sock.sendall(b"a LOGIN ann@example.com pw\r\nb SELECT INBOX\r\n")
-        while not replies.readline().startswith(b"b OK"):
-            pass
-        sock.sendall(b"c IDLE\r\n")
-        assert replies.readline().startswith(b"+ ")
-        sock.sendall(b"d LOGIN bob@example.com Horsebatterystaple\r\ne LOGOUT\r\n")
-        assert replies.readline() == b"c BAD Expected DONE to end IDLE\r\n"
-        while not replies.readline().startswith(b"e OK"):
+    with idling(smtpsink.imap) as stream:
+        stream.write(b"d LOGIN bob@example.com Horsebatterystaple\r\ne LOGOUT\r\n")
+        stream.flush()
+        assert stream.readline() == b"c BAD Expected DONE to end IDLE\r\n"
+        while not stream.readline().startswith(b"e OK"):
             pass
     smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
     shown = smtpsink.sessions[-1].format_transcript()
