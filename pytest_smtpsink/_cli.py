@@ -645,6 +645,12 @@ class _Reporter:
             size = count = 0
         self._unreclaimed = (size, count)
 
+    def relaying(self) -> list[int]:
+        """The numbers of the messages whose relay outcome is still to come."""
+        return [
+            m.number for m in self._relaying if m.relay is not None and not m.relay.done
+        ]
+
     def relay_pending(self) -> bool:
         """Whether a message's relay outcome is still to come (and shown)."""
         return not self.quiet and any(
@@ -1122,9 +1128,8 @@ def _quit_at_once(reporter: _Reporter, signum: int, frame: FrameType | None) -> 
 
     discard_ca_file()
     unrelayed = [
-        f"smtpsink: message #{m.number} was not relayed (stopped at once)\n"
-        for m in reporter._relaying
-        if m.relay is not None and not m.relay.done
+        f"smtpsink: message #{number} was not relayed (stopped at once)\n"
+        for number in reporter.relaying()
     ]
     print(
         "".join(unrelayed)
