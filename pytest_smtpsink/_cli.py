@@ -36,7 +36,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TextIO
 
 from . import __version__
-from ._files import DirectoryInUse, lock_directory, write_message, write_session
+from ._files import (
+    DirectoryInUse,
+    lock_directory,
+    unlock_directory,
+    write_message,
+    write_session,
+)
 from ._message import raw_summary, summary_or_raw
 from ._server import SinkError, SMTPSink, bind_errno, plain_reason
 from ._settings import (
@@ -931,7 +937,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args, settings, save_dir)
     finally:
         if lock is not None:
-            os.close(lock)  # the directory is free for another run
+            unlock_directory(lock)  # the directory is free for another run
 
 
 def _serve(

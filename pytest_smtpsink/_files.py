@@ -52,6 +52,30 @@ class DirectoryInUse(Exception):
     """Another process (a pytest run, an ``smtpsink`` command) saves there."""
 
 
+#: Descriptors holding a save directory's lock in this process. A child made
+#: by fork() shares their lock (flock belongs to the open file, which fork
+#: shares): a helper a test forked and left running kept the directory "in
+#: use" after the run. The child closes its copies at once.
+_HELD: set[int] = set()
+
+
+def _close_held_in_child() -> None:
+    for descriptor in _HELD:
+        with contextlib.suppress(OSError):
+            os.close(descriptor)
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_held_in_child)
+
+
+def unlock_directory(descriptor: int) -> None:
+    """Let go of a lock `lock_directory` took."""
+    _HELD.discard(descriptor)
+    os.close(descriptor)
+
+
 def lock_directory(directory: Path) -> int | None:
     """Hold the save ``directory`` for this process, as long as the returned
     descriptor is open: two runs saving to one directory (``tox -p`` with
@@ -76,6 +100,7 @@ def lock_directory(directory: Path) -> int | None:
     except OSError:
         os.close(descriptor)
         return None
+    _HELD.add(descriptor)
     return descriptor
 
 

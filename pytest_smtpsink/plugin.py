@@ -9,7 +9,6 @@ import contextlib
 import dataclasses
 import functools
 import ipaddress
-import os
 import time
 from collections.abc import Callable, Collection, Generator, Iterator, Sequence
 from pathlib import Path
@@ -417,8 +416,10 @@ def _read_reporting(config: pytest.Config) -> None:
                 "pytest-smtpsink did not write, which the run's index would "
                 "replace: give it a directory of its own"
             )
-    if directory and not hasattr(config, "workerinput"):
-        # The run's, its xdist workers' too: the controller holds it.
+    if directory and not hasattr(config, "workerinput") and _runs_tests(config):
+        # The run's, its xdist workers' too: the controller holds it. Not
+        # for a run that saves nothing (--help, --co, an IDE's collection
+        # while a run goes on).
         from ._files import DirectoryInUse, lock_directory
 
         try:
@@ -441,6 +442,26 @@ def _read_reporting(config: pytest.Config) -> None:
         )
     config.stash[_SAVE_KEY] = (
         (Path(str(directory)).resolve(), save_mode) if directory else None
+    )
+
+
+def _runs_tests(config: pytest.Config) -> bool:
+    """Whether this run may run tests, and so save their mail: not with
+    --help, --version, --collect-only, --setup-only, --setup-plan,
+    --fixtures, --fixtures-per-test or --markers."""
+    option = config.option
+    return not any(
+        getattr(option, name, False)
+        for name in (
+            "help",
+            "version",
+            "collectonly",
+            "setuponly",
+            "setupplan",
+            "showfixtures",
+            "show_fixtures_per_test",
+            "markers",
+        )
     )
 
 
@@ -748,8 +769,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         pool.stop_all()
     lock = config.stash.get(_SAVE_LOCK_KEY, None)
     if lock is not None:
+        from ._files import unlock_directory
+
         del config.stash[_SAVE_LOCK_KEY]
-        os.close(lock)  # the save directory is free for another run
+        unlock_directory(lock)  # the save directory is free for another run
 
 
 def pytest_report_header(config: pytest.Config) -> str:

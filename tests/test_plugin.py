@@ -1377,6 +1377,35 @@ def test_crashes(smtpsink):
     assert "test_crashes" in (out / "index.html").read_text("utf-8")
 
 
+def test_a_child_a_test_forked_does_not_hold_the_save_directory(
+    pytester: pytest.Pytester,
+) -> None:
+    # flock belongs to the open file, which fork() shares: a helper a test
+    # forked and left running kept the directory "in use" after the run.
+    done = pytester.path / "done"
+    pytester.makepyfile(
+        f"""
+import os, time
+
+def test_forks(smtpsink):
+    if os.fork() == 0:  # a helper left running, until the outer test ends
+        for _ in range(600):
+            if os.path.exists({str(done)!r}):
+                break
+            time.sleep(0.1)
+        os._exit(0)
+"""
+    )
+    out = pytester.path / "mail"
+    try:
+        first = pytester.runpytest_subprocess(f"--smtpsink-save-dir={out}")
+        first.assert_outcomes(passed=1)
+        second = pytester.runpytest_subprocess(f"--smtpsink-save-dir={out}")
+        second.assert_outcomes(passed=1)
+    finally:
+        done.touch()  # the child ends
+
+
 def test_two_runs_cannot_save_to_one_directory(pytester: pytest.Pytester) -> None:
     # tox -p with the directory in the ini file: each run replaced the
     # other's files and removed its failed tests as passed ones, silently.
@@ -1398,6 +1427,10 @@ def test_two_runs_cannot_save_to_one_directory(pytester: pytest.Pytester) -> Non
             ]
         )
         assert list(out.iterdir()) == []
+        # A run that saves nothing is not refused (an IDE's collection).
+        for nothing in ("--co", "--setup-plan", "--markers"):
+            quiet = pytester.runpytest(nothing, f"--smtpsink-save-dir={out}")
+            assert quiet.ret == pytest.ExitCode.OK, (nothing, quiet.stderr.str())
     finally:
         holder.stop()
     # Free once that run ended; the lock leaves no file of its own.
