@@ -168,6 +168,8 @@ AUTH_PASSWORD_VARIABLE = "SMTPSINK_AUTH_PASSWORD"
 def _auth_entry(text: str) -> str:
     # Checked here so the error names --auth; combined in `_auth_setting`.
     # No value is shown: a USER alone may well be a password typed alone.
+    if not text:
+        raise argparse.ArgumentTypeError("must be 'any' or USER:PASSWORD, got ''")
     if text != "any" and ":" not in text:
         if not os.environ.get(AUTH_PASSWORD_VARIABLE):
             raise argparse.ArgumentTypeError(
@@ -272,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_auth_entry,
         action="append",
         default=None,
-        metavar="any|USER:PASSWORD",
+        metavar="any|USER[:PASSWORD]",
         help="offer AUTH (PLAIN, LOGIN, CRAM-MD5): 'any' accepts every user name and "
         "password; USER:PASSWORD (repeatable) accepts only those (USER alone: "
         f"the password from {AUTH_PASSWORD_VARIABLE}, out of the process list). "

@@ -511,11 +511,13 @@ def inert_links(markup: str) -> str:
     A frame's ``src`` is no load CSP can stop early enough: Chromium
     resolves the name and connects (TLS, the name in its hello) before
     ``frame-src`` refuses the navigation. Every frame gets
-    ``src="about:blank"`` as its first attribute, and a tag's first
+    ``src=about:blank`` as its first attribute, and a tag's first
     attribute of a name is the one that counts: the mail's own is dropped
     by the tokenizer, whatever its quoting."""
     markup = _SRCDOC_ATTRIBUTE.sub("data-was-srcdoc", markup)
-    markup = _FRAME_TAG.sub(r'<\1 src="about:blank"', markup)
+    # Unquoted, then a space: inside an attribute's quoted value, where the
+    # text "<iframe" is no tag, it changes nothing else.
+    markup = _FRAME_TAG.sub(r"<\1 src=about:blank ", markup)
     return _LINK_TAG.sub("<wbr data-was-link", markup)
 
 

@@ -108,6 +108,8 @@ _SECOND_WORD = re.compile(rb"\s*\S+\s+([A-Za-z]+)")
 # A line that announces a non-synchronizing literal (LITERAL+): its bytes
 # follow at once.
 _ENDS_IN_LITERAL_PLUS = re.compile(rb"\{\d+\+\}\r?\n\Z")
+#: A line (its CRLF taken off) that announces a literal, synchronizing or not.
+_LITERAL_ANNOUNCED = re.compile(rb"\{\d+\+?\}\Z")
 # Untagged responses of one command kept in the transcript (a FETCH of a
 # whole mailbox is counted, not copied).
 _SHOWN_RESPONSES = 20
@@ -1637,6 +1639,15 @@ class _Connection(ReadSideConnection):
                 [rest.decode("utf-8", "surrogateescape")], None, tag
             )
             self._append("command", shown, _tag_recorded(tag))
+        if _LITERAL_ANNOUNCED.search(line):
+            # Its literal (a LOGIN's password, say) would be read as the next
+            # command line, and recorded as one: the session ends here.
+            await self._reply_and_end(
+                "server-closed",
+                f"{command.tag} BAD Expected DONE to end IDLE",
+                "* BYE A command with a literal where DONE belongs",
+            )
+            raise Closed
         if line.upper() != b"DONE":
             await self._reply(f"{command.tag} BAD Expected DONE to end IDLE")
         else:

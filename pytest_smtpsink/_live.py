@@ -353,7 +353,9 @@ def _session_record(session: Session) -> _html.SessionRecord:
     """`_html.session_record` in the smtpsink command's words: its user has
     the ``--tls`` option, not the settings' ``tls=``."""
     record = _html.session_record(session)
-    record["title"] = standalone_spelling(record["title"])
+    error = session.tls_error
+    if error:  # the sink's words only, not what a client sent (its EHLO)
+        record["title"] = record["title"].replace(error, standalone_spelling(error))
     return record
 
 

@@ -214,7 +214,7 @@ class UserMailbox:
         else:
             got = f"found {len(found)}"
             if given_folder_name(folder) not in self.folders:  # a typo, or never made
-                got += f" ({self._no_folder(given_folder_name(folder))})"
+                got += f" ({self._no_folder(given_folder_name(folder), criteria)})"
         hints = []
         marked = found
         if not found:
@@ -258,7 +258,7 @@ class UserMailbox:
             + "".join(f"\n{line}" for line in hints)
         )
 
-    def _no_folder(self, name: str) -> str:
+    def _no_folder(self, name: str, criteria: Criteria) -> str:
         """That there is no folder ``name``, and what became of it if IMAP
         RENAME gave it another name."""
         said = f"there is no folder {printable(name)!r}"
@@ -272,7 +272,7 @@ class UserMailbox:
             return f"{said}: it was renamed {printable(now)!r}{gone}"
         meant = _close_folder(name, names)
         if meant is None:
-            if self._a_subject(name):
+            if "subject" not in criteria and self._a_subject(name):
                 # assert_in("Printer on fire"): the folder is the first
                 # argument, and a subject given there reads as a folder.
                 return (
@@ -289,11 +289,12 @@ class UserMailbox:
         return f"{said}: did you mean {printable(meant)!r}?"
 
     def _a_subject(self, text: str) -> bool:
-        """Whether ``text`` is in the subject of a message in any folder
-        (case aside)."""
-        wanted = text.casefold()
-        return bool(wanted.strip()) and any(
-            wanted in (copy.message.subject or "").casefold()
+        """Whether ``text`` is the whole subject of a message in any folder
+        (case and surrounding blanks aside): a folder named by a word of a
+        subject ("Sent") is likelier a folder not made yet."""
+        wanted = text.strip().casefold()
+        return bool(wanted) and any(
+            (copy.message.subject or "").strip().casefold() == wanted
             for name in self.folders
             for copy in self.stored(name)
         )
@@ -363,7 +364,11 @@ class UserMailbox:
             ]
             holder = account.holder  # a POP3 session still open
             if holder is not None and holder.record is not None:
-                unquit += [(holder.record, stored) for stored in holder.marked()]
+                unquit += [
+                    (holder.record, stored)
+                    for stored in holder.marked()
+                    if not stored._removed
+                ]
             flagged = [
                 (name, stored)
                 for name, folder in account.folders.items()

@@ -1158,6 +1158,7 @@ def test_stopping_says_it_waits_for_the_relay(start: Callable[..., Sink]) -> Non
             "password in SMTPSINK_AUTH_PASSWORD, which is not set (got a value "
             "without ':')\n",
         ),
+        (["--auth", ""], "argument --auth: must be 'any' or USER:PASSWORD, got ''"),
         (
             ["--auth", ":pw"],
             "argument --auth: must be 'any' or USER:PASSWORD, got no USER before ':'\n",

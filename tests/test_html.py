@@ -215,6 +215,17 @@ def test_a_frames_source_in_the_html_part_is_made_inert(frame: str) -> None:
     assert "1 remote resource(s) blocked" in "".join(page.text)
 
 
+def test_frame_text_inside_an_attribute_value_changes_nothing_there() -> None:
+    # The src inserted with quotes closed a quoted value early: the image
+    # lost its source and the rest of the tag showed as text.
+    page = parse(_html.mail_frame('<img alt="see <iframe >here" src=cid:x>'))
+    (srcdoc,) = page.srcdocs
+    document = _StartTags()
+    document.feed(srcdoc)
+    (img,) = [attrs for tag, attrs in document.starts if tag == "img"]
+    assert img == [("alt", "see <iframe src=about:blank  >here"), ("src", "cid:x")]
+
+
 def test_index_lists_the_message_parts_and_files(
     smtpsink: Mailbox, tmp_path: Path
 ) -> None:

@@ -244,6 +244,26 @@ def test_a_login_sent_where_done_belongs_is_recorded_masked(smtpsink: Mailbox) -
     assert "C: d LOGIN ****\n" in shown, shown
 
 
+@pytest.mark.parametrize("plus", ["+", ""])
+def test_a_literal_sent_where_done_belongs_is_not_read_as_a_command(
+    smtpsink: Mailbox, plus: str
+) -> None:
+    # Its bytes (the password of "d LOGIN bob {18+}") were read as the next
+    # command line, and recorded as they came.
+    with idling(smtpsink.imap) as stream:
+        stream.write(
+            f"d LOGIN bob@example.com {{18{plus}}}\r\nHorsebatterystaple\r\n".encode()
+        )
+        stream.flush()
+        assert stream.readline() == b"c BAD Expected DONE to end IDLE\r\n"
+        assert stream.readline().startswith(b"* BYE ")
+        assert stream.readline() == b""  # closed
+    smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
+    session = smtpsink.sessions[-1]
+    assert session.end == "server-closed"
+    assert "orsebattery" not in session.format_transcript().lower()
+
+
 @pytest.mark.parametrize(
     ("last", "shown"), [(b"d EXPUNGE", "EXPUNGE"), (b"d uid expunge 1", "UID EXPUNGE")]
 )

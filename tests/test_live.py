@@ -538,6 +538,20 @@ def test_the_live_view_says_the_tls_hint_in_the_commands_words(
     assert "tls='" not in text
 
 
+def test_the_live_view_shows_a_clients_words_as_sent(
+    live: Callable[..., Live],
+) -> None:
+    # The command's spelling was applied to the whole title: an EHLO of
+    # "tls='starttls'" showed as "--tls starttls".
+    view = live()
+    with smtplib.SMTP("127.0.0.1", view.sink.port, local_hostname="x") as smtp:
+        smtp.docmd("EHLO", "tls='starttls'")
+    view.sink.expect(r"session 1 closed")
+    status, listed = view.request("/fragments/list")
+    assert status == 200
+    assert "ehlo=\"tls='starttls'\"" in html.unescape(listed.decode())
+
+
 def test_event_stream_says_when_a_connection_without_mail_ends(
     live: Callable[..., Live],
 ) -> None:

@@ -791,6 +791,14 @@ def test_assert_in_says_a_subject_given_as_the_folder_is_the_folder(
     with pytest.raises(AssertionError) as raised:
         box.assert_in("Printer on fire")
     assert "found 0 (there is no folder 'Printer on fire').\n" in str(raised.value)
+    # Not with a subject= of its own, nor for a word of a subject: a folder
+    # ("Sent") the application has not made yet.
+    with pytest.raises(AssertionError) as raised:
+        box.assert_in("Hello", subject="Hello")
+    assert "(there is no folder 'Hello').\n" in str(raised.value)
+    with pytest.raises(AssertionError) as raised:
+        box.assert_in("Hell")
+    assert "(there is no folder 'Hell').\n" in str(raised.value)
 
 
 def test_a_mailbox_may_be_named_as_a_header_names_it(smtpsink: Mailbox) -> None:
