@@ -829,8 +829,10 @@ class IndexWriter:
     """On the controller (or a run without xdist): collect the directories
     tests saved and write the index at the end of the session."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, each: bool = False) -> None:
         self.root = root
+        #: --dist each: every worker runs every test, in a directory of its own.
+        self.each = each
         self.directories: list[str] = []
         self.outcome = ""
         self.ran = False
@@ -851,9 +853,15 @@ class IndexWriter:
     def _record_crashed(self, report: pytest.TestReport) -> None:
         from . import _report
 
-        directory = _report.test_directory(self.root, report.nodeid, None, False)
+        # Named as the worker would have named it (under --dist each, with
+        # its id), so that a later run's passing test forgets it.
+        gateway = getattr(getattr(report, "node", None), "gateway", None)
+        worker = str(getattr(gateway, "id", "worker")) if self.each else None
+        directory = _report.test_directory(self.root, report.nodeid, worker, False)
         with contextlib.suppress(OSError):  # never an INTERNALERROR
             reason = _report.failure_reason(report, [])
+            if reason is not None:
+                reason = reason.removeprefix("at ???: ")  # no phase of pytest's
             record_test(
                 [],
                 nodeid=report.nodeid,

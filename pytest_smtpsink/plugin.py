@@ -595,7 +595,10 @@ def pytest_configure(config: pytest.Config) -> None:
         # One index.html per run, written where reports of every worker meet.
         from ._html import IndexWriter
 
-        config.pluginmanager.register(IndexWriter(save[0]), "smtpsink-index")
+        config.pluginmanager.register(
+            IndexWriter(save[0], each=config.getoption("dist", "no") == "each"),
+            "smtpsink-index",
+        )
     config.stash[_DEFAULTS_KEY] = settings
     config.stash[_TIMEOUT_KEY] = timeout
     pool = _SinkPool(settings, config.stash[_TLS_FILES_KEY])

@@ -1370,11 +1370,20 @@ def test_crashes(smtpsink):
         "failed",
         [],
     )
+    assert saved["reason"].startswith("worker 'gw0' crashed"), saved["reason"]
     assert saved["reason"].endswith(
         " (the mail it captured was lost with the worker)"
     ), saved["reason"]
-    assert "crashed" in saved["reason"]
     assert "test_crashes" in (out / "index.html").read_text("utf-8")
+    # Under --dist each, one record per worker that crashed, each where
+    # that worker would have saved it.
+    result = pytester.runpytest(
+        "-n", "2", "--dist", "each", f"--smtpsink-save-dir={out}"
+    )
+    result.assert_outcomes(failed=2)
+    names = sorted(p.parent.name for p in out.rglob("smtpsink.json"))
+    workers = [name.rpartition("@")[2] for name in names if "@" in name]
+    assert workers == ["gw0", "gw1"], names
 
 
 def test_a_child_a_test_forked_does_not_hold_the_save_directory(
