@@ -830,11 +830,13 @@ class _Connection(ReadSideConnection):
         index = await self._message("DELE", arg)
         if index is None:
             return
-        self._deleted.add(index)
+        with self.mail.lock:  # marked() is read from a test's thread
+            self._deleted.add(index)
         await self._reply(f"+OK Message {index + 1} marked to be deleted")
 
     async def _cmd_rset(self, arg: str) -> None:
-        self._deleted.clear()
+        with self.mail.lock:
+            self._deleted.clear()
         self._seen.clear()
         count, octets = self._totals()
         await self._reply(
