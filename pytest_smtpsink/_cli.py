@@ -524,7 +524,7 @@ class _Reporter:
     # Messages whose relay outcome is still to be printed.
     _relaying: list[Message] = dataclasses.field(default_factory=list)
     _output_closed: bool = False
-    #: Bytes and messages reported since the last `_reclaim`.
+    #: Bytes and messages of the sessions closed since the last collection.
     _unreclaimed: tuple[int, int] = (0, 0)
     #: A message and its session refer to each other, so the mail the store
     #: forgot is freed by the cyclic garbage collector alone, whose full runs
@@ -588,6 +588,12 @@ class _Reporter:
 
     def process(self) -> None:
         """Report what happened since the last call, oldest first."""
+        self._report_new()
+        # After the report's own references to the sessions it closed are
+        # gone: their mail is garbage now, if nothing else keeps it.
+        self._reclaim()
+
+    def _report_new(self) -> None:
         assert self._follower is not None
         new_messages, new_sessions = self._follower.take()
         events: list[tuple[datetime.datetime, int, int, Callable[[], None]]] = []
@@ -640,18 +646,14 @@ class _Reporter:
             # A connection without a message shows how it ended: redraw.
             self.live.inbox.touch()
         self._report_relays()
-        self._reclaim(new_messages)
 
-    def _reclaim(self, new_messages: Sequence[Message]) -> None:
-        """Count ``new_messages``; run a full garbage collection once enough
-        mail came since the last (see `RECLAIM_BYTES`)."""
+    def _reclaim(self) -> None:
+        """Run a full garbage collection once the sessions reported closed
+        since the last held enough mail (see `RECLAIM_BYTES`)."""
         size, count = self._unreclaimed
-        size += sum(len(message.raw) for message in new_messages)
-        count += len(new_messages)
         if size >= self.RECLAIM_BYTES or count >= self.RECLAIM_MESSAGES:
             gc.collect()
-            size = count = 0
-        self._unreclaimed = (size, count)
+            self._unreclaimed = (0, 0)
 
     def relaying(self) -> list[int]:
         """The numbers of the messages whose relay outcome is still to come."""
@@ -736,6 +738,13 @@ class _Reporter:
             self._relaying.append(message)
 
     def _closed(self, number: int, session: Session) -> None:
+        # Its mail becomes garbage once reported (a message and its session
+        # refer to each other: see RECLAIM_BYTES).
+        size, count = self._unreclaimed
+        self._unreclaimed = (
+            size + sum(len(message.raw) for message in session.messages),
+            count + len(session.messages),
+        )
         if self.save_dir is not None:
             self._save(
                 functools.partial(write_session, number=number, session=session),
