@@ -229,6 +229,7 @@ HINTED = (
     "srcdoc.tracker.example",
     "iframe.tracker.example",
     "lazy-iframe.tracker.example",
+    "anchor.tracker.example",
 )
 CONTROL = "dns-prefetch.control.example"
 
@@ -255,6 +256,7 @@ def test_resource_hints_in_mail_resolve_no_name(
             # A frame's src: connected to before CSP refused the navigation.
             f'<iframe src="https://{HINTED[3]}/opened"></iframe>'
             f"<IFRAME loading=lazy src=//{HINTED[4]}/opened></IFRAME>"
+            f'<a href="https://{HINTED[5]}/click">a link</a>'
             '<p id="greeting">Hello</p>'
         ).encode(),
         Content_Type="text/html",
