@@ -45,6 +45,7 @@ from ._files import (
 )
 from ._message import raw_summary, summary_or_raw
 from ._server import SinkError, SMTPSink, bind_errno, plain_reason
+from ._session import CONTENT_CUT_OFF
 from ._settings import (
     DEFAULT_HOST,
     DEFAULT_HOSTNAME,
@@ -663,9 +664,7 @@ class _Reporter:
 
     def relay_pending(self) -> bool:
         """Whether a message's relay outcome is still to come (and shown)."""
-        return not self.quiet and any(
-            m.relay is not None and not m.relay.done for m in self._relaying
-        )
+        return not self.quiet and bool(self.relaying())
 
     def _report_relays(self) -> None:
         # The relay thread records outcomes after the message line went out.
@@ -763,8 +762,6 @@ class _Reporter:
                 self.say(f"    {line}")
 
 
-#: How a transcript's content line says the message never ended.
-_INCOMPLETE = ", incomplete: "
 #: Refused steps shown under a closed session, without --transcripts.
 _REFUSALS_SHOWN = 3
 
@@ -777,7 +774,8 @@ def _refusals(session: Session) -> list[str]:
     refused = [
         e
         for e in session.transcript
-        if (e.code or 0) >= 400 or (e.kind == "data" and _INCOMPLETE in e.line)
+        if (e.code or 0) >= 400
+        or (e.kind == "data" and e.line.endswith(CONTENT_CUT_OFF + ">"))
     ]
     lines = [line for e in refused[:_REFUSALS_SHOWN] for line in e.lines()]
     if len(refused) > _REFUSALS_SHOWN:

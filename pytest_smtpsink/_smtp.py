@@ -62,7 +62,14 @@ from ._faults import (
 from ._message import Envelope as MessageEnvelope
 from ._message import Message, RecipientDSN, Recipients
 from ._reading import ReadsIntoBuffer
-from ._session import AuthInfo, EndReason, Exchange, Session, TLSInfo
+from ._session import (
+    CONTENT_CUT_OFF,
+    AuthInfo,
+    EndReason,
+    Exchange,
+    Session,
+    TLSInfo,
+)
 from ._store import SHARED_VALUES_MAX
 from ._text import printable
 from ._tls import (
@@ -1142,10 +1149,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                 # Count what arrived but was not read yet (a last line
                 # without its CRLF) as content too.
                 unread = content.unread + len(getattr(self._reader, "_buffer", b""))
-                self._end_data(
-                    content.data_bytes + unread,
-                    ", incomplete: the connection closed before the final dot",
-                )
+                self._end_data(content.data_bytes + unread, CONTENT_CUT_OFF)
             self._mark_end("client-closed")
             record._tls_started(None)  # a handshake cut short: wake readers
         self.state.connections.discard(self)
