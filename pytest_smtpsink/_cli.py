@@ -43,7 +43,7 @@ from ._files import (
     write_message,
     write_session,
 )
-from ._message import raw_summary, summary_or_raw
+from ._message import raw_summary, summary_with_relay
 from ._server import SinkError, SMTPSink, bind_errno, plain_reason
 from ._session import CONTENT_CUT_OFF
 from ._settings import (
@@ -722,6 +722,10 @@ class _Reporter:
             self.say(f"message {raw_summary(message, error)}")
 
     def _report_message(self, message: Message) -> None:
+        # Read once: the relay thread may settle it while the line is
+        # written, and an outcome after the "pending" line, not in it, is
+        # printed when it comes (`_report_relays`) or never.
+        relay = message.relay
         saved = ""
         if self.save_dir is not None:
             path = self._save(
@@ -732,8 +736,8 @@ class _Reporter:
             )
             saved = f"\n    saved as {path}" if path is not None else ""
         if not self.quiet:
-            self.say(f"message {summary_or_raw(message)}{saved}")
-        if message.relay is not None and not message.relay.done:
+            self.say(f"message {summary_with_relay(message, relay)}{saved}")
+        if relay is not None and not relay.done:
             self._relaying.append(message)
 
     def _closed(self, number: int, session: Session) -> None:

@@ -925,21 +925,7 @@ class Message:
         Control characters are escaped, so that the line stays one line, and
         long recipient lists and subjects are shortened.
         """
-        try:
-            to = join_shortened([a.formatted for a in self.to]) or "-"
-            subject = self.subject
-            line = (
-                f"{message_label(self)} {clock(self.received_at)}"
-                f" {self.envelope.mail_from or '<>'} -> "
-                f"{join_shortened(self.envelope.rcpt_to)} | To: {to} | Subject: "
-                f"{subject if subject is None else shorten(subject, 200)!r} | "
-                f"{self.size} bytes"
-                + (f" | {self.relay}" if self.relay is not None else "")
-            )
-            return printable(line)
-        except Exception as error:  # last resort: fields are guarded already
-            self._gave_up("could not summarize", error)
-            return raw_summary(self, error)
+        return summary_with_relay(self, self.relay)
 
     def __repr__(self) -> str:
         return (
@@ -964,6 +950,25 @@ _FIELDS_CHECKED_BY_DEFECTS = (
     "attachments",
     "_link_pairs",
 )
+
+
+def summary_with_relay(message: Message, relay: RelayOutcome | None) -> str:
+    """`Message.summary`, showing ``relay`` as the relay outcome: one its
+    caller read once, as the relay thread may settle it at any moment."""
+    try:
+        to = join_shortened([a.formatted for a in message.to]) or "-"
+        subject = message.subject
+        line = (
+            f"{message_label(message)} {clock(message.received_at)}"
+            f" {message.envelope.mail_from or '<>'} -> "
+            f"{join_shortened(message.envelope.rcpt_to)} | To: {to} | Subject: "
+            f"{subject if subject is None else shorten(subject, 200)!r} | "
+            f"{message.size} bytes" + (f" | {relay}" if relay is not None else "")
+        )
+        return printable(line)
+    except Exception as error:  # last resort: fields are guarded already
+        message._gave_up("could not summarize", error)
+        return raw_summary(message, error)
 
 
 def summary_or_raw(message: Message) -> str:

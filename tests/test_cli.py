@@ -35,7 +35,7 @@ import pytest
 import trustme
 from conftest import slow_step_report, start_on_ipv6_loopback
 
-from pytest_smtpsink import RelayError, SinkError, SMTPSink
+from pytest_smtpsink import Message, RelayError, SinkError, SMTPSink
 from pytest_smtpsink._cli import _Reporter, _Runner, build_parser, main
 from pytest_smtpsink._files import message_file_name
 
@@ -1023,9 +1023,12 @@ HOSTILE_REFUSAL = b"550 5.1.1 <\x1b]0;pwned\x07\x1b[2J\xc2\x9b31m>: rejected\r\n
 
 
 @contextlib.contextmanager
-def refusing_upstream(greeting: bytes = b"220 upstream.test\r\n") -> Iterator[int]:
+def refusing_upstream(
+    greeting: bytes = b"220 upstream.test\r\n", hold: threading.Event | None = None
+) -> Iterator[int]:
     """A raw SMTP upstream on loopback that refuses every RCPT with
-    `HOSTILE_REFUSAL`, one connection at a time; yields its port."""
+    `HOSTILE_REFUSAL` (once ``hold`` is set, if given), one connection at
+    a time; yields its port."""
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
     replies = {b"RCPT": HOSTILE_REFUSAL, b"QUIT": b"221 bye\r\n"}
@@ -1041,6 +1044,8 @@ def refusing_upstream(greeting: bytes = b"220 upstream.test\r\n") -> Iterator[in
                 connection.sendall(greeting)
                 for line in lines:
                     verb = line[:4].upper()
+                    if verb == b"RCPT" and hold is not None:
+                        hold.wait(TIMEOUT)
                     connection.sendall(replies.get(verb, b"250 ok\r\n"))
                     if verb == b"QUIT":
                         break
@@ -1051,6 +1056,8 @@ def refusing_upstream(greeting: bytes = b"220 upstream.test\r\n") -> Iterator[in
         yield port
     finally:
         done.set()
+        if hold is not None:
+            hold.set()
         socket.create_connection(("127.0.0.1", port)).close()
         thread.join(TIMEOUT)
         server.close()
@@ -1859,6 +1866,43 @@ class _Output(io.StringIO):
         written = super().write(text)
         self.started.set()
         return written
+
+
+def test_a_relay_outcome_that_comes_while_its_message_is_printed_is_printed() -> None:
+    # A CI run under load: the outcome came after the message's line was
+    # made ("pending") and before the reporter looked again, and was shown
+    # in neither line.
+    upstream_replies = threading.Event()
+
+    def relay_done(message: Message) -> bool:
+        return message.relay is not None and message.relay.done
+
+    with (
+        refusing_upstream(hold=upstream_replies) as port,
+        SMTPSink(relay=f"smtp://127.0.0.1:{port}", relay_to=".*") as sink,
+    ):
+
+        class SettlingOutput(io.StringIO):
+            """Lets the relay finish while the "pending" line is written."""
+
+            def write(self, text: str) -> int:
+                if "pending" in text:
+                    upstream_replies.set()
+                    sink.wait_until(lambda: relay_done(sent[0]))
+                return super().write(text)
+
+        out = SettlingOutput()
+        reporter = _Reporter(sink, out, False, False, None)
+        with smtplib.SMTP(sink.host, sink.port) as smtp:
+            smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+        sent = [sink.wait_for(to="ann@example.com")]
+        reporter.process()
+        reporter.process()
+    reporter.finish()
+    lines = out.getvalue().splitlines()
+    assert lines[1].endswith(f"relay to smtp://127.0.0.1:{port} pending"), lines
+    outcomes = [line for line in lines if line.startswith("message #1 refused by ")]
+    assert len(outcomes) == 1, lines
 
 
 def test_the_standalone_sink_does_not_listen_to_every_line() -> None:
