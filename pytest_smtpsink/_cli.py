@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from ._endpoint import ReadSideEndpoint
     from ._live import LiveServer
     from ._message import Message
+    from ._relay import RelayOutcome
     from ._session import Session
     from ._store import Follower
 
@@ -596,10 +597,67 @@ class _Reporter:
 
     def _report_new(self) -> None:
         assert self._follower is not None
-        new_messages, new_sessions = self._follower.take()
         events: list[tuple[datetime.datetime, int, int, Callable[[], None]]] = []
         numbers: dict[int, int] = {}
-        for session in new_sessions:
+        new_messages, new_sessions = self._follower.take()
+        self._opening(new_sessions, numbers, events)
+        # The sessions seen ended now, then what was stored meanwhile: a
+        # session's mail is stored before its end, so this holds all of
+        # theirs (a client's last message and its QUIT may have come
+        # between the first look and this one). The new sessions of the
+        # second look are looked at next time: a change after `clear`
+        # wakes the loop again.
+        ended = [key for key, (_, s) in self._open.items() if s.end is not None]
+        more_messages, more_sessions = self._follower.take()
+        self._opening(more_sessions, numbers, events)
+        new_messages += more_messages
+        new_sessions += more_sessions
+        # Read before the live view shows them, and once (see
+        # `_report_message`): what a page showed "pending" is redrawn when
+        # the outcome comes.
+        relays = [message.relay for message in new_messages]
+        if self.live is not None:
+            # The live view shows what was sent: its "connections without a
+            # message" are SMTP clients; POP3 and IMAP ones are printed here.
+            # Each session under the number printed here.
+            self.live.inbox.add(
+                new_messages,
+                [s for s in new_sessions if s.protocol == "SMTP"],
+                numbers,
+            )
+        for message, relay in zip(new_messages, relays, strict=True):
+            self.messages += 1
+            events.append(
+                (
+                    message.received_at,
+                    1,
+                    message.number,
+                    functools.partial(self._message, message, relay),
+                )
+            )
+        smtp_ended = False
+        for key in ended:
+            number, session = self._open.pop(key)
+            smtp_ended = smtp_ended or session.protocol == "SMTP"
+            at = session.ended_at or session.started_at
+            events.append(
+                (at, 2, number, functools.partial(self._closed, number, session))
+            )
+        for *_, report in sorted(events, key=lambda e: e[:3]):
+            report()
+        if smtp_ended and self.live is not None:
+            # A connection without a message shows how it ended: redraw.
+            self.live.inbox.touch()
+        self._report_relays()
+
+    def _opening(
+        self,
+        sessions: tuple[Session, ...],
+        numbers: dict[int, int],
+        events: list[tuple[datetime.datetime, int, int, Callable[[], None]]],
+    ) -> None:
+        """Number the new ``sessions`` and add their opening lines."""
+        for session in sessions:
             self.sessions += 1
             if session.protocol != "SMTP":
                 self.read_sessions += 1
@@ -613,40 +671,6 @@ class _Reporter:
                     functools.partial(self._opened, number, session),
                 )
             )
-        if self.live is not None:
-            # The live view shows what was sent: its "connections without a
-            # message" are SMTP clients; POP3 and IMAP ones are printed here.
-            # Each session under the number printed here.
-            self.live.inbox.add(
-                new_messages,
-                [s for s in new_sessions if s.protocol == "SMTP"],
-                numbers,
-            )
-        for message in new_messages:
-            self.messages += 1
-            events.append(
-                (
-                    message.received_at,
-                    1,
-                    message.number,
-                    functools.partial(self._message, message),
-                )
-            )
-        smtp_ended = False
-        for key, (number, session) in list(self._open.items()):
-            if session.end is not None:
-                del self._open[key]
-                smtp_ended = smtp_ended or session.protocol == "SMTP"
-                ended = session.ended_at or session.started_at
-                events.append(
-                    (ended, 2, number, functools.partial(self._closed, number, session))
-                )
-        for *_, report in sorted(events, key=lambda e: e[:3]):
-            report()
-        if smtp_ended and self.live is not None:
-            # A connection without a message shows how it ended: redraw.
-            self.live.inbox.touch()
-        self._report_relays()
 
     def _reclaim(self) -> None:
         """Run a full garbage collection once the sessions reported closed
@@ -713,19 +737,19 @@ class _Reporter:
                 f"{peer}{protocol}"
             )
 
-    def _message(self, message: Message) -> None:
+    def _message(self, message: Message, relay: RelayOutcome | None) -> None:
         try:
-            self._report_message(message)
+            self._report_message(message, relay)
         except Exception as error:
             # Last resort (every field is guarded): one message that cannot
             # be shown or saved must not stop the sink accepting mail.
             self.say(f"message {raw_summary(message, error)}")
 
-    def _report_message(self, message: Message) -> None:
-        # Read once: the relay thread may settle it while the line is
-        # written, and an outcome after the "pending" line, not in it, is
-        # printed when it comes (`_report_relays`) or never.
-        relay = message.relay
+    def _report_message(self, message: Message, relay: RelayOutcome | None) -> None:
+        """Print and save ``message``, showing ``relay``: its relay outcome,
+        read once by the caller (the relay thread may settle it any time; an
+        outcome that comes after the "pending" line is printed on its own,
+        by `_report_relays`)."""
         saved = ""
         if self.save_dir is not None:
             path = self._save(

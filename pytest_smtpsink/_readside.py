@@ -392,8 +392,9 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
     def _mark_end(self, reason: EndReason) -> None:
         record = self.record
         if record is not None and record.end is None:
-            record.end = reason
+            # The time first: a reader that sees the end sorts by it.
             record.ended_at = now()
+            record.end = reason
             record._tls_started(None)  # a handshake cut short: wake readers
             self.store.touch()
 

@@ -1284,8 +1284,9 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
     def _mark_end(self, reason: EndReason) -> bool:
         """Record why the session ended, unless it already has; True if so."""
         if self.record is not None and self.record.end is None:
-            self.record.end = reason
+            # The time first: a reader that sees the end sorts by it.
             self.record.ended_at = _now()
+            self.record.end = reason
             return True
         return False
 

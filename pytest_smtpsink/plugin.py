@@ -1303,18 +1303,20 @@ def _not_relayed(views: Sequence[Mailbox]) -> list[str]:
     """The summary lines of the messages of ``views`` (relaying sinks only)
     whose relay did not succeed, as the test ends: also those the upstream
     took for some recipients and refused for others, who never got them."""
+    from ._message import summary_with_relay
+
     lines = []
     for view in views:
         if view.settings.relay is None:
             continue
         for message in view.captured()[0]:
-            relay = message.relay
+            relay = message.relay  # once: the relay thread may settle it
             if relay is None:
                 continue
             if relay.status in ("failed", "refused", "pending") or (
                 relay.delivery is not None and relay.delivery.refused
             ):
-                lines.append(message.summary())
+                lines.append(summary_with_relay(message, relay))
     return lines
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import errno
+import functools
 import hashlib
 import imaplib
 import io
@@ -26,6 +27,7 @@ import stat
 import subprocess
 import sys
 import threading
+import types
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,9 +40,13 @@ from conftest import slow_step_report, start_on_ipv6_loopback
 from pytest_smtpsink import Message, RelayError, SinkError, SMTPSink
 from pytest_smtpsink._cli import _Reporter, _Runner, build_parser, main
 from pytest_smtpsink._files import message_file_name
+from pytest_smtpsink._live import Inbox, message_fragment
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    import datetime
+    from collections.abc import Callable, Iterator, Mapping, Sequence
+
+    from pytest_smtpsink._session import Session
 
 TIMEOUT = 20.0
 
@@ -1903,6 +1909,134 @@ def test_a_relay_outcome_that_comes_while_its_message_is_printed_is_printed() ->
     assert lines[1].endswith(f"relay to smtp://127.0.0.1:{port} pending"), lines
     outcomes = [line for line in lines if line.startswith("message #1 refused by ")]
     assert len(outcomes) == 1, lines
+
+
+def test_a_message_and_its_end_that_come_while_the_reporter_looks_keep_their_order() -> (
+    None
+):
+    # The reporter took the new mail (none yet), then the client sent its
+    # message and QUIT, then it looked at which sessions had ended: the
+    # close ("1 message") was printed before the message's line.
+    with SMTPSink() as sink:
+        out = io.StringIO()
+        reporter = _Reporter(sink, out, False, False, None)
+        client = smtplib.SMTP(sink.host, sink.port)
+        try:
+            client.ehlo()
+            sink.wait_until(lambda: len(sink.captured()[1]) == 1)
+            reporter.process()  # the session opened
+            session = sink.captured()[1][0]
+            follower = reporter._follower
+            assert follower is not None
+            take = follower.take
+
+            def take_then_send() -> tuple[tuple[Message, ...], tuple[Session, ...]]:
+                taken = take()
+                follower.take = take  # type: ignore[method-assign]
+                client.sendmail("app@example.com", ["ann@example.com"], RAW)
+                client.quit()
+                sink.wait_until(lambda: session.end is not None)
+                return taken
+
+            follower.take = take_then_send  # type: ignore[method-assign]
+            reporter.process()
+        finally:
+            client.close()
+        reporter.finish()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3, lines
+    assert lines[1].startswith("message #1 "), lines
+    assert " session 1 closed (quit)" in lines[2], lines
+    assert lines[2].endswith("1 message"), lines
+
+
+def test_a_session_seen_ended_has_its_end_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The server marked the end, then took the time: a reporter between the
+    # two sorted the close by the session's start, before its message.
+    import pytest_smtpsink._smtp as server_module
+
+    taking_the_time = threading.Event()
+    go_on = threading.Event()
+    now = server_module._now
+
+    def slow_clock() -> datetime.datetime:
+        if sys._getframe(1).f_code.co_name == "_mark_end":
+            taking_the_time.set()
+            go_on.wait(TIMEOUT)
+        return now()
+
+    monkeypatch.setattr(server_module, "_now", slow_clock)
+    with SMTPSink() as sink:
+        out = io.StringIO()
+        reporter = _Reporter(sink, out, False, False, None)
+
+        def send() -> None:
+            with smtplib.SMTP(sink.host, sink.port) as client:
+                client.sendmail("app@example.com", ["ann@example.com"], RAW)
+
+        thread = threading.Thread(target=send)
+        thread.start()
+        try:
+            assert taking_the_time.wait(TIMEOUT)
+            reporter.process()  # while the server is ending the session
+        finally:
+            go_on.set()
+            thread.join(TIMEOUT)
+        reporter.finish()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3, lines
+    assert lines[1].startswith("message #1 "), lines
+    assert " session 1 closed (quit)" in lines[2], lines
+
+
+def test_a_page_that_showed_a_relay_pending_hears_of_its_outcome() -> None:
+    # The live view lists a message before the reporter reads its relay
+    # outcome: a page that showed it "pending" and an outcome that came
+    # before the read was never redrawn (the client's connection open).
+    upstream_replies = threading.Event()
+
+    def relay_done(message: Message) -> bool:
+        return message.relay is not None and message.relay.done
+
+    with (
+        refusing_upstream(hold=upstream_replies) as port,
+        SMTPSink(relay=f"smtp://127.0.0.1:{port}", relay_to=".*") as sink,
+    ):
+        shown: list[tuple[int, str]] = []
+
+        class PageOnInbox(Inbox):
+            """A page that shows each message as it is listed; the relay
+            settles right after."""
+
+            def add(
+                self,
+                messages: Sequence[Message],
+                sessions: Sequence[Session],
+                numbers: Mapping[int, int] | None = None,
+            ) -> None:
+                super().add(messages, sessions, numbers)
+                for message in messages:
+                    shown.append((self.version, message_fragment(message)))
+                    upstream_replies.set()
+                    sink.wait_until(functools.partial(relay_done, message))
+
+        live = types.SimpleNamespace(inbox=PageOnInbox())
+        out = io.StringIO()
+        reporter = _Reporter(sink, out, False, False, None, live=live)  # type: ignore[arg-type]
+        client = smtplib.SMTP(sink.host, sink.port)
+        try:
+            client.sendmail("app@example.com", ["ann@example.com"], RAW)
+            sink.wait_for(to="ann@example.com")
+            reporter.process()
+            reporter.process()
+        finally:
+            client.close()
+    [(version, fragment)] = shown
+    assert "data-relay-pending" in fragment
+    assert live.inbox.version > version, "the page was not told of the outcome"
+    assert any(
+        line.startswith("message #1 refused by") for line in out.getvalue().splitlines()
+    )
 
 
 def test_the_standalone_sink_does_not_listen_to_every_line() -> None:

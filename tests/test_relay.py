@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import email
 import imaplib
 import re
@@ -3125,6 +3126,36 @@ def test_sends_nothing(smtpsink):
     result = pytester.runpytest("-p", "no:xdist")
     result.assert_outcomes(passed=2)
     assert "not relayed" not in result.stdout.str()
+
+
+def test_the_list_of_mail_not_relayed_shows_the_outcome_it_judged(
+    smtpsink_factory: Factory,
+) -> None:
+    # The list read a message's outcome ("pending": listed), then printed
+    # its summary, which read it again: settled meanwhile, the line said
+    # "relayed by" in a list of mail not relayed.
+    from pytest_smtpsink.plugin import _not_relayed
+
+    upstream = smtpsink_factory(hostname="upstream.test")
+    sink = relaying(smtpsink_factory, upstream, relay_to=".*")
+    message = capture(sink, b"Subject: hi\r\n\r\nx\r\n")
+    wait_relayed(sink, message)
+    settled = relay_of(message)
+    assert settled.status == "relayed"
+
+    class SettlesWhenRead(str):
+        """A "pending" that the relay thread settles as it is judged."""
+
+        def __eq__(self, other: object) -> bool:
+            message.relay = settled
+            return str.__eq__(self, other)
+
+        __hash__ = str.__hash__
+
+    message.relay = dataclasses.replace(settled, status=SettlesWhenRead("pending"))  # type: ignore[arg-type]
+    [line] = _not_relayed([sink])
+    assert line.endswith("pending"), line
+    assert "relayed by" not in line, line
 
 
 def test_mail_relayed_to_some_recipients_only_is_listed_too(
