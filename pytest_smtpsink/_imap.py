@@ -514,6 +514,8 @@ class _Connection(ReadSideConnection):
     def __init__(self, server: IMAPServer) -> None:
         super().__init__(server)
         self.idling = False
+        #: A change came during IDLE that its updates have not been sent for.
+        self.change_unsent = False
         self._shown = 0  # untagged responses recorded for the current command
         self.state: State = "not-authenticated"
         self._user: str | None = None
@@ -541,6 +543,9 @@ class _Connection(ReadSideConnection):
 
     def store_changed(self) -> None:
         if self.idling:
+            # Also while IDLE is still writing the last change's updates
+            # (waiting for the client to read them): then no one waits.
+            self.change_unsent = True
             self.wake()
 
     def _may_say_goodbye(self) -> bool:
@@ -1608,6 +1613,7 @@ class _Connection(ReadSideConnection):
         deadline = time.monotonic() + max(self.settings.idle_timeout, _IDLE_AUTOLOGOUT)
         try:
             while True:
+                self.change_unsent = False
                 if self.state == "selected":
                     await self._send_updates(expunge=True)
                 if self.generation != self.mail.generation:
@@ -1616,6 +1622,8 @@ class _Connection(ReadSideConnection):
                 end = self._buffer.find(b"\n")
                 if end >= 0 or self._eof:
                     break
+                if self.change_unsent:
+                    continue
                 try:
                     await self._wait_for_input(deadline)
                 except asyncio.TimeoutError:

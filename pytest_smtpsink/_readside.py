@@ -164,6 +164,13 @@ class ReadSideServer(Generic[ConnectionT]):
         if not self.connections:
             with self.mail.lock:
                 self.mail.listeners.add(self._mail_changed)
+                generation = self.mail.generation
+            if generation != self._checked_generation:
+                # A new test began while no one listened: what belonged to
+                # the earlier one goes now, not at the next change, which
+                # would take the new test's with it.
+                self._checked_generation = generation
+                self._new_generation()
         self.connections.add(connection)
 
     def closed(self, connection: ConnectionT) -> None:
@@ -358,8 +365,10 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
             # The handshake timed out (asyncio aborts the connection and
             # cancels the task before start_tls() could say so).
             self._tls_failed(exc, self._handshaking)
-        self._mark_end("client-closed")
+        # Its books first (POP3 keeps the marks of a DELE without QUIT): a
+        # test that waited for the end finds them.
         self._finish()
+        self._mark_end("client-closed")
         self.wake()
         drained = self._drained
         if drained is not None and not drained.done():

@@ -4,7 +4,9 @@ sequence numbers across sessions, IDLE, per-test BYE, faults, bad input."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import datetime
 import imaplib
@@ -16,6 +18,7 @@ import re
 import smtplib
 import socket
 import ssl
+import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -1319,6 +1322,117 @@ def test_idle_is_woken_by_smtp_mail(smtpsink: Mailbox) -> None:
     transcript = session.format_transcript()
     assert "C: c IDLE\nS: + idling\nS: * 2 EXISTS" in transcript
     assert "C: DONE\nS: c OK IDLE terminated" in transcript
+
+
+def test_idle_hears_of_a_change_made_while_it_was_still_writing() -> None:
+    # IDLE wrote a burst of updates to a client that did not read them yet;
+    # a change that came while it waited for the client was never told:
+    # nothing was waiting to be woken, and IDLE then waited for input.
+    count = 300
+    with SMTPSink() as sink:
+        for number in range(count):
+            sink.deliver(raw_message(f"m{number}"), to=USER)
+        endpoint = sink.imap
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.settimeout(30)
+        client.connect((endpoint.host, endpoint.port))
+        with client, client.makefile("rb") as stream:
+
+            def until(prefix: bytes) -> None:
+                while not stream.readline().startswith(prefix):
+                    pass
+
+            stream.readline()
+            for line in (f"a LOGIN {USER} pw", "b SELECT INBOX", "c IDLE"):
+                client.sendall(line.encode() + b"\r\n")
+                until(line[0].encode() if line[0] != "c" else b"+")
+            assert sink._loop is not None
+            assert sink._runtime is not None
+            loop = sink._loop
+            server = sink._runtime.services["imap"]
+            assert isinstance(server, _imap.IMAPServer)
+            (connection,) = server.connections
+            paused = threading.Event()
+
+            def small_buffers() -> None:
+                # So that the burst below fills them: IDLE waits to write.
+                assert connection.transport is not None
+                connection.transport.get_extra_info("socket").setsockopt(
+                    socket.SOL_SOCKET, socket.SO_SNDBUF, 4096
+                )
+                connection.transport.set_write_buffer_limits(high=4096)
+                pause = connection.pause_writing
+
+                def pause_writing() -> None:
+                    pause()
+                    paused.set()
+
+                connection.pause_writing = pause_writing  # type: ignore[method-assign]
+
+            run_on_loop(loop, small_buffers)
+            other = imaplib.IMAP4(endpoint.host, endpoint.port, timeout=30)
+            try:
+                other.login(USER, "pw")
+                other.select("INBOX")
+                keywords = " ".join(f"keyword{k:02d}" for k in range(40))
+                other.store("1:*", "+FLAGS", f"({keywords})")
+            finally:
+                other.logout()
+            assert paused.wait(30), "IDLE's updates did not fill the buffers"
+            sink.deliver(raw_message("Late"), to=USER)
+            run_on_loop(loop, lambda: None)  # after the change reached IDLE
+            said = b""
+            while said != f"* {count + 1} EXISTS\r\n".encode():
+                said = stream.readline()  # a timeout if it never comes
+                assert said, "the IDLE session was closed"
+            client.sendall(b"DONE\r\n")
+            until(b"c ")
+
+
+def test_recent_is_claimed_once_in_a_test_that_began_with_no_session_open() -> None:
+    # The server heard of a new test only while a session was open: begun
+    # with none, it forgot the earlier test's \\Recent claims at the next
+    # change instead, and with them the claim of a session of the new test.
+    def recent_on_select(client: imaplib.IMAP4) -> list[Any]:
+        client.select("INBOX")
+        return client.response("RECENT")[1]
+
+    with SMTPSink() as sink:
+        sink.deliver(raw_message("Earlier test"), to=USER)
+        old = imaplib.IMAP4(sink.imap.host, sink.imap.port, timeout=30)
+        old.login(USER, "pw")
+        old.select("INBOX")
+        old.logout()
+        sink.clear()  # a new test, no session open
+        sink.deliver(raw_message("First"), to=USER)
+        first = imaplib.IMAP4(sink.imap.host, sink.imap.port, timeout=30)
+        second = imaplib.IMAP4(sink.imap.host, sink.imap.port, timeout=30)
+        try:
+            first.login(USER, "pw")
+            assert recent_on_select(first) == [b"1"]  # it claims "First"
+            sink.deliver(raw_message("Second"), to=USER)
+            second.login(USER, "pw")
+            assert recent_on_select(second) == [b"1"]  # "Second" only
+        finally:
+            first.logout()
+            second.logout()
+
+
+def run_on_loop(loop: asyncio.AbstractEventLoop, call: Callable[[], None]) -> None:
+    """Run ``call`` on the sink's loop thread, after what is queued there."""
+    done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as error:
+            done.set_exception(error)
+        else:
+            done.set_result(None)
+
+    loop.call_soon_threadsafe(run)
+    done.result(30)
 
 
 def test_open_read_side_sessions_leave_smtp_lines_alone() -> None:

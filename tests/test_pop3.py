@@ -14,6 +14,7 @@ import re
 import smtplib
 import socket
 import ssl
+import struct
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -271,8 +272,9 @@ def test_a_dropped_connection_deletes_nothing(smtpsink: Mailbox, raw: Raw) -> No
     client.quit()
 
 
+@pytest.mark.parametrize("reset", [False, True], ids=["closed", "reset"])
 def test_assert_deleted_names_a_dele_whose_session_ended_without_quit(
-    smtpsink: Mailbox,
+    smtpsink: Mailbox, reset: bool
 ) -> None:
     # The app sent DELE and closed: rightly nothing deleted (RFC 1939), but
     # the failure said only "found none", the cause left to the transcript.
@@ -281,6 +283,10 @@ def test_assert_deleted_names_a_dele_whose_session_ended_without_quit(
     client = login(smtpsink)
     client.dele(2)
     port = client.sock.getsockname()[1]
+    if reset:  # the end is seen at once, before the serving task's own
+        client.sock.setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+        )
     client.close()
     ended(smtpsink)
     box = smtpsink.mailbox(ANN)
