@@ -226,10 +226,16 @@ const list = document.getElementById("list");
 const view = document.getElementById("view");
 const count = document.getElementById("count");
 let current = null;
+let refreshes = 0;
 
 async function refresh() {
+  const mine = ++refreshes;
   const response = await fetch("/fragments/list");
-  list.innerHTML = await response.text();
+  const text = await response.text();
+  // Two at once (an event, the stream opening): the later asked later,
+  // so it shows the newer list; the earlier must not replace it.
+  if (mine !== refreshes) return;
+  list.innerHTML = text;
   count.textContent = list.dataset.count = list.querySelectorAll("li.item").length;
   for (const link of list.querySelectorAll("a[data-id]")) {
     link.classList.toggle("current", link.dataset.id === current);
@@ -261,6 +267,10 @@ document.getElementById("delete").addEventListener("click", async () => {
 const paused = document.getElementById("paused");
 function listen() {
   const events = new EventSource("/events");
+  // The stream tells of changes after it began: a change between the
+  // list shown and that (on loading, resuming, or the browser's own
+  // reconnecting) is shown once it is open.
+  events.onopen = () => refresh();
   // The open message too while its relay outcome is still to come.
   events.onmessage = () => {
     if (current !== null && view.querySelector("[data-relay-pending]")) {
@@ -1019,6 +1029,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _events(self) -> None:
         """Server-sent events: ``data: <version>`` after every change."""
+        # Before the page learns the stream is open (and so fetches the
+        # list, see SCRIPT): every change after that list is told.
+        version = self.server.inbox.version
         self.send_response(http.HTTPStatus.OK)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-store")
@@ -1026,7 +1039,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.command == "HEAD":
             return
         inbox = self.server.inbox
-        version = inbox.version
         released = self.server.add_stream()
         try:
             self.wfile.write(b"retry: 1000\n\n")

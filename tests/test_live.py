@@ -306,6 +306,7 @@ def test_head_answers_as_get_without_a_body(live: Callable[..., Live]) -> None:
     # curl -I got 501, although every page can say what GET would send.
     view = live()
     view.send("Hello")
+    view.json("/api/wait?subject=Hello")  # in the live view now
     for path in ("/", "/api/messages", "/api/messages/1/raw", "/events"):
         with urllib.request.urlopen(
             urllib.request.Request(view.url + path, method="HEAD"), timeout=TIMEOUT
@@ -361,6 +362,7 @@ def test_a_client_that_hangs_up_early_is_no_error(live: Callable[..., Live]) -> 
     # (here with a reset) before the answer is written.
     view = live()
     view.send("Hello")
+    view.json("/api/wait?subject=Hello")  # in the live view now
     for _ in range(10):
         client = socket.create_connection(("127.0.0.1", view.http_port))
         client.sendall(b"GET /api/messages HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")

@@ -9,6 +9,7 @@ in the saved index.html (test_html_browser.py, with the control page).
 from __future__ import annotations
 
 import contextlib
+import smtplib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -219,6 +220,52 @@ def test_a_page_released_for_a_newer_one_pauses_until_resumed(
         wait.until(
             ready.text_to_be_present_in_element((By.ID, "list"), "After resuming")
         )
+
+
+def test_mail_that_came_before_the_event_stream_opened_is_shown(
+    driver: WebDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The page fetched its list, and only then was its event stream served:
+    # a message in between was in neither, and the page said "No mail yet"
+    # until the next one came (also after a reconnect, and a Resume).
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    from pytest_smtpsink import SMTPSink, _live
+
+    stream_asked, stream_served = threading.Event(), threading.Event()
+    serve_stream = _live._Handler._events
+
+    def held_stream(handler: _live._Handler) -> None:
+        stream_asked.set()
+        stream_served.wait(TIMEOUT)
+        serve_stream(handler)
+
+    monkeypatch.setattr(_live._Handler, "_events", held_stream)
+    server = _live.LiveServer("127.0.0.1", 0)
+    server.start()
+    try:
+        with SMTPSink() as sink:
+            follower = sink.follow()  # what the smtpsink command reads
+            wait = WebDriverWait(driver, TIMEOUT)
+            driver.get(server.url)
+            wait.until(
+                ready.text_to_be_present_in_element((By.ID, "list"), "No mail yet")
+            )
+            assert stream_asked.wait(TIMEOUT)
+            with smtplib.SMTP(sink.host, sink.port) as client:
+                client.sendmail(
+                    "app@example.com", ["ann@example.com"], b"Subject: Between\r\n\r\n"
+                )
+            sink.wait_for(subject="Between")
+            messages, sessions = follower.take()
+            server.inbox.add(messages, sessions)
+            stream_served.set()
+            wait.until(ready.text_to_be_present_in_element((By.ID, "list"), "Between"))
+    finally:
+        stream_served.set()
+        server.stop()
 
 
 #: Names a mail's resource hints point at, and one a page outside any mail
