@@ -883,8 +883,17 @@ def test_first_and_last_on_no_mail(smtpsink: Mailbox) -> None:
 # -- waiting ------------------------------------------------------------------------------
 
 
-def _send_later(sink: Mailbox, subject: str, delay: float) -> threading.Timer:
+def _send_later(
+    sink: Mailbox,
+    subject: str,
+    delay: float,
+    when: Callable[[], object] = lambda: None,
+) -> threading.Timer:
+    """Send a message from another thread after ``delay`` seconds, once
+    ``when()`` returns (it may wait for something)."""
+
     def send() -> None:
+        when()
         with smtplib.SMTP(sink.host, sink.port) as client:
             client.sendmail(
                 "bg@example.com",
@@ -1066,7 +1075,16 @@ def test_a_long_recipient_list_is_shown_shortened_with_the_near_miss(
 
 
 def test_assert_nothing_sent_catches_late_mail(smtpsink: Mailbox) -> None:
-    timer = _send_later(smtpsink, "late", 0.1)
+    store = smtpsink._store
+
+    def watched() -> None:
+        # Mail that comes before the assertion watches fails it at once,
+        # with other words: the mail must come while it watches.
+        deadline = time.monotonic() + 30
+        while not store.watchers and time.monotonic() < deadline:
+            time.sleep(0.001)  # a poll of the assertion's state, not a delay
+
+    timer = _send_later(smtpsink, "late", 0, when=watched)
     started = time.monotonic()
     with pytest.raises(
         AssertionError, match=r"expected no message within 30 s; found 1"
@@ -1737,12 +1755,15 @@ def test_the_last_refusal_is_not_the_idle_timeouts_421(
     # timeout's 421, which refused nothing, not the 550.
     sink = smtpsink_factory(idle_timeout=0.5)
     sink.fail("RCPT", 550)
-    client = smtplib.SMTP(sink.host, sink.port)
-    client.ehlo()
-    client.mail("app@example.com")
-    assert client.rcpt("ann@example.com")[0] == 550
-    sink.wait_until(lambda: sink.sessions[0].end == "timeout")
-    client.close()
+    with socket.create_connection((sink.host, sink.port), 30) as client:
+        # In one write: no pause of this thread between the commands can let
+        # the half-second idle timeout in before the RCPT.
+        client.sendall(
+            b"EHLO client.example\r\nMAIL FROM:<app@example.com>\r\n"
+            b"RCPT TO:<ann@example.com>\r\n"
+        )
+        sink.wait_until(lambda: sink.sessions[0].end == "timeout")
+    assert [r.code for r in sink.sessions[0].replies_to("RCPT")] == [550]
     with pytest.raises(AssertionError) as caught:
         sink.assert_sent()
     refusal = str(caught.value).rsplit("; last refusal: ", 1)[1]

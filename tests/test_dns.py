@@ -372,7 +372,8 @@ def test_timeout_never_answers(smtpsink: Mailbox) -> None:
 
     with pytest.raises(dns.exception.Timeout):
         zone.resolver(lifetime=0.3).resolve("slow.example", "MX")
-    assert zone.queries
+    # The stub records a question as it handles it: maybe after the timeout.
+    smtpsink.wait_until(lambda: zone.queries)
     assert {q.outcome for q in zone.queries} == {"no answer"}
 
 
@@ -460,7 +461,8 @@ def test_hang_never_answers(smtpsink: Mailbox, transport: str) -> None:
         zone.resolver(lifetime=0.3).resolve(
             "slow.example", "MX", tcp=transport == "tcp"
         )
-    assert fault.fired >= 1
+    # The stub records a question as it handles it: maybe after the timeout.
+    smtpsink.wait_until(lambda: fault.fired >= 1 and bool(zone.queries))
     assert {(q.outcome, q.note) for q in zone.queries} == {("no answer", "fault: hang")}
     # Once the rule is gone, the same question is answered.
     fault.remove()
@@ -732,7 +734,11 @@ def test_a_question_left_unanswered_once_is_asked_again_and_answered(
     zone.timeout("once.example", times=1)
     answer = zone.resolver(lifetime=3, timeout=1).resolve("once.example", "A")
     assert [record.to_text() for record in answer] == ["127.0.0.1"]
-    assert [q.outcome for q in zone.queries] == ["no answer", "NOERROR"]
+    first, *then = [q.outcome for q in zone.queries]
+    assert first == "no answer"
+    # Asked once more; a third time if this busy machine kept the answer
+    # from the resolver past its per-try second.
+    assert set(then) == {"NOERROR"}, then
 
 
 def test_an_answer_slower_than_half_the_lifetime_is_still_taken(

@@ -477,7 +477,7 @@ def test_short_delay_then_normal_reply(smtpsink: Mailbox) -> None:
 
 
 def test_a_delay_does_not_block_other_connections(smtpsink: Mailbox) -> None:
-    smtpsink.delay("MAIL", 60, match="slow@example.com")
+    fault = smtpsink.delay("MAIL", 60, match="slow@example.com")
     slow = smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=30)
     slow.ehlo()
     outcome: list[object] = []
@@ -491,6 +491,8 @@ def test_a_delay_does_not_block_other_connections(smtpsink: Mailbox) -> None:
     thread = threading.Thread(target=held)
     thread.start()
     try:
+        # Held before the other mail goes (the thread may start late).
+        smtpsink.wait_until(lambda: fault.fired == 1)
         sendmail(smtpsink, ["ann@example.com"], timeout=5)
         smtpsink.assert_sent(1)
     finally:
