@@ -600,7 +600,7 @@ class _Reporter:
         events: list[tuple[datetime.datetime, int, int, Callable[[], None]]] = []
         numbers: dict[int, int] = {}
         new_messages, new_sessions = self._follower.take()
-        self._opening(new_sessions, numbers, events)
+        self._number_opened(new_sessions, numbers, events)
         # The sessions seen ended now, then what was stored meanwhile: a
         # session's mail is stored before its end, so this holds all of
         # theirs (a client's last message and its QUIT may have come
@@ -609,7 +609,7 @@ class _Reporter:
         # wakes the loop again.
         ended = [key for key, (_, s) in self._open.items() if s.end is not None]
         more_messages, more_sessions = self._follower.take()
-        self._opening(more_sessions, numbers, events)
+        self._number_opened(more_sessions, numbers, events)
         new_messages += more_messages
         new_sessions += more_sessions
         # Read before the live view shows them, and once (see
@@ -640,6 +640,9 @@ class _Reporter:
             number, session = self._open.pop(key)
             smtp_ended = smtp_ended or session.protocol == "SMTP"
             at = session.ended_at or session.started_at
+            mail = session.messages
+            if mail:  # after its last message, even if the clock stepped back
+                at = max(at, mail[-1].received_at)
             events.append(
                 (at, 2, number, functools.partial(self._closed, number, session))
             )
@@ -650,7 +653,7 @@ class _Reporter:
             self.live.inbox.touch()
         self._report_relays()
 
-    def _opening(
+    def _number_opened(
         self,
         sessions: tuple[Session, ...],
         numbers: dict[int, int],

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
     from ._mailbox import Mailbox
     from ._message import Attachment, Message
+    from ._report import Captured
     from ._session import Session
 
 #: The file beside each test's saved mail that the index is built from.
@@ -323,6 +324,7 @@ def record_test(
     written: Sequence[Path],
     root: Path,
     reason: str | None = None,
+    captured: Captured | None = None,
 ) -> Path | None:
     """Beside the files `_report.save` wrote: each message's attachments in
     ``NNNN-attachments/`` and ``smtpsink.json`` for the index.
@@ -335,24 +337,31 @@ def record_test(
         if outcome != "failed":
             return None
         directory.mkdir(parents=True, exist_ok=True)
-    snapshots = [view.captured() for view in views]
-    messages = [m for view_messages, _ in snapshots for m in view_messages]
+    from ._report import capture
+
+    if captured is None:
+        captured = capture(views)
+    messages = [m for view_messages, _, _ in captured for m in view_messages]
     # With two sinks in a test, each numbers its own messages from #1: say
     # whose each one is.
     sink_of = (
         [
             view.url
-            for view, (view_messages, _) in zip(views, snapshots, strict=True)
+            for view, (view_messages, _, _) in zip(views, captured, strict=True)
             for _ in view_messages
         ]
         if len(views) > 1
         else []
     )
-    sessions = [s for _, view_sessions in snapshots for s in view_sessions]
+    sessions = [s for _, view_sessions, _ in captured for s in view_sessions]
     # Mail put in without SMTP follows (save() writes it after the rest).
-    put_in = [m for view in views for m in view._put_in()]
+    put_in = [m for _, _, view_put_in in captured for m in view_put_in]
     if len(views) > 1:
-        sink_of.extend(view.url for view in views for _ in view._put_in())
+        sink_of.extend(
+            view.url
+            for view, (_, _, view_put_in) in zip(views, captured, strict=True)
+            for _ in view_put_in
+        )
     messages.extend(put_in)
     # save() names the files; take its names rather than guess them again.
     emls = [p for p in written if p.suffix == ".eml"]

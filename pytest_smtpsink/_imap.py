@@ -515,7 +515,7 @@ class _Connection(ReadSideConnection):
         super().__init__(server)
         self.idling = False
         #: A change came during IDLE that its updates have not been sent for.
-        self.change_unsent = False
+        self._change_unsent = False
         self._shown = 0  # untagged responses recorded for the current command
         self.state: State = "not-authenticated"
         self._user: str | None = None
@@ -545,7 +545,7 @@ class _Connection(ReadSideConnection):
         if self.idling:
             # Also while IDLE is still writing the last change's updates
             # (waiting for the client to read them): then no one waits.
-            self.change_unsent = True
+            self._change_unsent = True
             self.wake()
 
     def _may_say_goodbye(self) -> bool:
@@ -1613,7 +1613,7 @@ class _Connection(ReadSideConnection):
         deadline = time.monotonic() + max(self.settings.idle_timeout, _IDLE_AUTOLOGOUT)
         try:
             while True:
-                self.change_unsent = False
+                self._change_unsent = False
                 if self.state == "selected":
                     await self._send_updates(expunge=True)
                 if self.generation != self.mail.generation:
@@ -1622,7 +1622,7 @@ class _Connection(ReadSideConnection):
                 end = self._buffer.find(b"\n")
                 if end >= 0 or self._eof:
                     break
-                if self.change_unsent:
+                if self._change_unsent:
                     continue
                 try:
                     await self._wait_for_input(deadline)

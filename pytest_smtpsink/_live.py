@@ -227,14 +227,16 @@ const view = document.getElementById("view");
 const count = document.getElementById("count");
 let current = null;
 let refreshes = 0;
+let shownRefresh = 0;
 
 async function refresh() {
   const mine = ++refreshes;
   const response = await fetch("/fragments/list");
   const text = await response.text();
   // Two at once (an event, the stream opening): the later asked later,
-  // so it shows the newer list; the earlier must not replace it.
-  if (mine !== refreshes) return;
+  // so its list is the newer; the earlier must not replace it.
+  if (mine < shownRefresh) return;
+  shownRefresh = mine;
   list.innerHTML = text;
   count.textContent = list.dataset.count = list.querySelectorAll("li.item").length;
   for (const link of list.querySelectorAll("a[data-id]")) {
@@ -1031,14 +1033,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """Server-sent events: ``data: <version>`` after every change."""
         # Before the page learns the stream is open (and so fetches the
         # list, see SCRIPT): every change after that list is told.
-        version = self.server.inbox.version
+        inbox = self.server.inbox
+        version = inbox.version
         self.send_response(http.HTTPStatus.OK)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
         if self.command == "HEAD":
             return
-        inbox = self.server.inbox
         released = self.server.add_stream()
         try:
             self.wfile.write(b"retry: 1000\n\n")

@@ -18,9 +18,19 @@ from ._files import put_in_prefix, write_message, write_session
 from ._text import plural, printable, shorten
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     import pytest
 
     from ._mailbox import Mailbox
+    from ._message import Message
+    from ._session import Session
+
+    #: What each view held at one moment: its messages, its sessions, and
+    #: the mail put in without SMTP (`Mailbox.captured`, `Mailbox._put_in`).
+    Captured: TypeAlias = list[
+        tuple[Sequence[Message], Sequence[Session], Sequence[Message]]
+    ]
 
 ReportMode = Literal["off", "summary", "full"]
 SaveMode = Literal["failed", "all"]
@@ -238,7 +248,16 @@ def forget_saved(directory: Path) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def save(views: Sequence[Mailbox], directory: Path) -> list[Path]:
+def capture(views: Sequence[Mailbox]) -> Captured:
+    """One look at what ``views`` hold, for `save` and `_html.record_test`
+    to share: mail that comes between two looks would put the files the
+    first wrote out of step with the records of the second."""
+    return [(*view.captured(), view._put_in()) for view in views]
+
+
+def save(
+    views: Sequence[Mailbox], directory: Path, captured: Captured | None = None
+) -> list[Path]:
     """Write every message as ``NNNN-<subject>.eml`` (its raw bytes) and every
     session's transcript as ``session-NNNN.txt``. Names sort in arrival order.
     Mail put in without SMTP (`Mailbox.deliver`, IMAP APPEND) follows the
@@ -247,12 +266,14 @@ def save(views: Sequence[Mailbox], directory: Path) -> list[Path]:
     The directory is emptied first, so that files of an earlier run of the
     same test are never mixed with this run's: a run that captured nothing
     leaves no directory (an earlier run's mail would read as this run's).
+    Writes what ``captured`` holds (by default, what the views hold now).
     """
     written: list[Path] = []
-    snapshots = [view.captured() for view in views]
-    messages = [m for view_messages, _ in snapshots for m in view_messages]
-    sessions = [s for _, view_sessions in snapshots for s in view_sessions]
-    put_in = [m for view in views for m in view._put_in()]
+    if captured is None:
+        captured = capture(views)
+    messages = [m for view_messages, _, _ in captured for m in view_messages]
+    sessions = [s for _, view_sessions, _ in captured for s in view_sessions]
+    put_in = [m for _, _, view_put_in in captured for m in view_put_in]
     if directory.is_dir() and not _ours(directory):
         raise NotOurs(
             f"{directory} holds files pytest-smtpsink did not write; left as it "

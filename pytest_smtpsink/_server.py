@@ -378,6 +378,9 @@ class SMTPSink(Mailbox):
             if runtime is None:
                 return
             runtime.stop()
+            # A thread waiting for mail learns of the stop now, not at its
+            # timeout (which may be never).
+            self._store.touch()
             if self._finalizer is not None:
                 # It holds the runtime, and with it the store, until this
                 # sink is collected.

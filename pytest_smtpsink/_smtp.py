@@ -313,7 +313,9 @@ class _MaskAuthInLog(logging.Filter):
             stray = _STRAY.line
             masked = [_masked_log_arg(a, stray) for a in args]
             # Whichever sink logged it: the passwords of every live one.
-            for mask in list(_LOG_MASKS):
+            with _LOG_MASKS_LOCK:  # another thread may be starting a sink
+                masks = list(_LOG_MASKS)
+            for mask in masks:
                 masked = [_masked_log_text(a, mask) for a in masked]
             record.args = tuple(masked)
         try:
@@ -327,6 +329,7 @@ class _MaskAuthInLog(logging.Filter):
 
 #: The password maskers of the sinks alive in this process (see filter).
 _LOG_MASKS: weakref.WeakSet[Masker] = weakref.WeakSet()
+_LOG_MASKS_LOCK = threading.Lock()
 
 
 def _masked_log_text(value: object, mask: Masker) -> object:
@@ -624,7 +627,8 @@ class ServerState:
         # The sink's passwords, masked in every line recorded (None: none).
         self.mask_secrets = word_masker(settings.auth, settings.relay)
         if self.mask_secrets is not None:
-            _LOG_MASKS.add(self.mask_secrets)
+            with _LOG_MASKS_LOCK:
+                _LOG_MASKS.add(self.mask_secrets)
         self.connections: set[RecordingSMTP] = set()
         # Connections held by a delay or hang, and the rule holding them.
         self.held: dict[RecordingSMTP, Fault] = {}
@@ -991,6 +995,11 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         assert self.record is not None
         # aiosmtpd's own test: after STARTTLS it keeps the plain transport.
         starttls = self._original_transport is not None
+        if starttls:
+            # After STARTTLS aiosmtpd forgets an earlier (plain-text) login,
+            # as RFC 3207 says; so must the record (before the TLS below
+            # wakes who waits for it). auth_attempts keeps it.
+            self.record.auth = None
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             cipher = ssl_object.cipher()
@@ -1001,10 +1010,8 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                     implicit=not starttls,
                 )
             )
-        if starttls:
-            # After STARTTLS aiosmtpd forgets an earlier (plain-text) login,
-            # as RFC 3207 says; so must the record. auth_attempts keeps it.
-            self.record.auth = None
+            if starttls:  # wait_until(lambda: session.tls ...) checks again
+                self.state.store.touch()
         if first:
             self.state.connections.add(self)
             self.state.store.add_session(self.record)
@@ -2270,11 +2277,11 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             received_at=_now(),
             number=store.next_message_number(),
         )
-        self.record._messages.append(message)
         if self.state.relay is not None:
             # Matching and queueing only: the relay thread does the sending.
+            # Before the message is seen: it is seen with its outcome pending.
             self.state.relay.take(message)
-        store.add_message(message)
+        store.add_message(message)  # on its session too
         return f"250 2.0.0 OK: queued as #{message.number}"
 
     # -- fault injection (the rules live in _faults.py) ------------------------------

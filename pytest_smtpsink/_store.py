@@ -102,7 +102,10 @@ class Store:
             return self._message_base + len(self._messages) + 1
 
     def add_message(self, message: Message) -> None:
+        """Store ``message`` and put it on its session's list, at once: a
+        test that waited for either finds it in both."""
         with self._lock:
+            message.session._messages.append(message)
             self._messages.append(message)
             mail = self._mail
             if mail is not None:

@@ -1205,7 +1205,9 @@ def pytest_runtest_makereport(
         elif save is not None:
             directory = _report.test_directory(save[0], item.nodeid, worker, hashed)
             try:
-                written = _report.save(views, directory)
+                # One look for the files and the record (mail may still come).
+                captured = _report.capture(views)
+                written = _report.save(views, directory, captured)
                 from ._html import REPORT_ATTRIBUTE, record_test
 
                 outcome = "failed" if failed else item.stash.get(_OUTCOME_KEY, "passed")
@@ -1217,6 +1219,7 @@ def pytest_runtest_makereport(
                     written=written,
                     root=save[0],
                     reason=item.stash.get(_REASON_KEY, None),
+                    captured=captured,
                 ):
                     # Read by _html.IndexWriter on the controller.
                     setattr(

@@ -254,6 +254,56 @@ def test_index_lists_the_message_parts_and_files(
     assert session["href"] == "test_x.py__test_x/session-0001.txt"
 
 
+def test_mail_that_comes_while_a_test_is_saved_leaves_its_links_whole(
+    pytester: pytest.Pytester,
+) -> None:
+    # The files and the index's record each took their own look at the
+    # test's mail: one more message between the two (a client still sending
+    # at teardown) made the record drop every link to the files.
+    pytester.makeconftest(
+        """
+        import smtplib
+
+        from pytest_smtpsink import _report
+
+        save = _report.save
+
+        def save_then_mail_comes(views, *args, **kwargs):
+            written = save(views, *args, **kwargs)
+            (view,) = views
+            with smtplib.SMTP(view.host, view.port) as client:
+                client.sendmail("a@example.com", ["b@example.com"], b"Subject: late\\r\\n\\r\\n")
+            view.wait_for(subject="late")
+            return written
+
+        def pytest_configure(config):
+            _report.save = save_then_mail_comes
+
+        def pytest_unconfigure(config):  # this process runs other tests
+            _report.save = save
+        """
+    )
+    pytester.makepyfile(
+        test_saved="""
+        import smtplib
+
+        def test_sends(smtpsink):
+            with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+                client.sendmail("a@example.com", ["b@example.com"], b"Subject: first\\r\\n\\r\\n")
+            smtpsink.wait_for(subject="first")
+            assert False
+        """
+    )
+    result = pytester.runpytest("-p", "no:xdist", "--smtpsink-save-dir=mail")
+    result.assert_outcomes(failed=1)
+    directory = pytester.path / "mail" / "test_saved.py__test_sends"
+    record = json.loads((directory / _html.RECORD_NAME).read_text("utf-8"))
+    (message,) = record["messages"]
+    assert message["eml_href"] == "test_saved.py__test_sends/0001-first.eml"
+    (session,) = record["sessions"]
+    assert session["href"] == "test_saved.py__test_sends/session-0001.txt"
+
+
 def test_with_two_sinks_the_index_says_whose_message_each_is(
     smtpsink_factory: Callable[..., Mailbox], tmp_path: Path
 ) -> None:

@@ -192,6 +192,34 @@ def test_death_during_a_wait_wakes_the_waiter() -> None:
         assert time.monotonic() - started < 60  # woken, not timed out
 
 
+def test_stopping_the_sink_wakes_a_waiter() -> None:
+    # A wait in another thread slept to its timeout (for ever, with
+    # timeout=1e300) when the sink stopped with no connection open.
+    import threading
+
+    sink = SMTPSink().start()
+    view = sink.view()
+    raised: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            view.wait_for(timeout=600)
+        except BaseException as error:
+            raised.append(error)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    deadline = time.monotonic() + 30
+    while not sink._store.watchers and time.monotonic() < deadline:
+        time.sleep(0.001)  # a poll of the waiter's state, not a delay
+    sink.stop()
+    waiter.join(30)
+    assert not waiter.is_alive(), "the waiter slept on"
+    (error,) = raised
+    assert isinstance(error, SinkError)
+    assert "the SMTP sink was stopped" in str(error)
+
+
 def test_next_test_using_the_fixture_fails_saying_the_thread_died(
     pytester: pytest.Pytester,
 ) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import smtplib
 import threading
 
 import pytest
 
+from pytest_smtpsink import Message, SMTPSink
 from pytest_smtpsink._store import Store
 
 
@@ -110,3 +112,24 @@ def test_only_listeners_of_lines_count_as_watchers() -> None:
     calls.clear()
     store.touch()
     assert calls == []
+
+
+def test_a_message_is_on_its_session_only_once_stored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The server put it on its session first: a test that waited for the
+    # session's messages could find it there and not in the sink's.
+    seen_on_session_before: list[int] = []
+    add_message = Store.add_message
+
+    def add_watched(self: Store, message: Message) -> None:
+        seen_on_session_before.append(len(message.session.messages))
+        add_message(self, message)
+
+    monkeypatch.setattr(Store, "add_message", add_watched)
+    with SMTPSink() as sink:
+        with smtplib.SMTP(sink.host, sink.port) as client:
+            client.sendmail("a@example.com", ["b@example.com"], b"Subject: s\r\n\r\n")
+        message = sink.wait_for(subject="s")
+    assert seen_on_session_before == [0]
+    assert message.session.messages == (message,)

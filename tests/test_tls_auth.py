@@ -904,6 +904,30 @@ def test_starttls_forgets_a_plain_text_login(smtpsink_factory: Factory) -> None:
     assert " auth=None messages=" in session.summary()
 
 
+def test_a_session_shows_tls_only_with_its_plain_text_login_forgotten(
+    smtpsink_factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # TLS was published (waking who waited for it) before the login was
+    # forgotten: a reader saw TLS and the plain-text login together.
+    from pytest_smtpsink._session import Session
+
+    seen: list[str | None] = []
+    tls_started = Session._tls_started
+
+    def watched(self: Session, info: object) -> None:
+        seen.append(self.authenticated_as)
+        tls_started(self, info)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Session, "_tls_started", watched)
+    sink = smtpsink_factory(tls="starttls", auth=USERS, auth_plaintext=True)
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.ehlo()
+        client.login("ann", USERS["ann"])
+        client.starttls(context=sink.ssl_context())
+    # At the handshake (and at the end, which wakes readers again).
+    assert seen[0] is None, seen
+
+
 def test_no_auth_setting_means_no_auth(smtpsink_factory: Factory) -> None:
     sink = smtpsink_factory(tls="implicit")
     with smtplib.SMTP_SSL(sink.host, sink.port, context=sink.ssl_context()) as client:
