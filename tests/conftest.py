@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import gc
 import importlib.util
@@ -10,9 +11,11 @@ import os
 import re
 import smtplib
 import socket
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from email.message import EmailMessage
+from typing import TypeVar
 
 import external
 import pytest
@@ -37,6 +40,65 @@ def start_on_ipv6_loopback() -> SMTPSink:
     except SinkError as error:
         pytest.skip(f"no IPv6 loopback here: {error}")
     return sink
+
+
+_T = TypeVar("_T")
+
+
+def _loop_of(sink: SMTPSink | Mailbox) -> asyncio.AbstractEventLoop:
+    server = sink._sink if isinstance(sink, Mailbox) else sink
+    assert server._loop is not None, "the sink is not running"
+    return server._loop
+
+
+def on_the_loop(sink: SMTPSink | Mailbox, call: Callable[[], _T]) -> _T:
+    """``call()`` run on ``sink``'s loop thread, after what is queued there
+    (so also: once that has run)."""
+    done: concurrent.futures.Future[_T] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            done.set_result(call())
+        except BaseException as error:
+            done.set_exception(error)
+
+    _loop_of(sink).call_soon_threadsafe(run)
+    return done.result(30)
+
+
+@contextlib.contextmanager
+def loop_held(sink: SMTPSink | Mailbox) -> Iterator[None]:
+    """Hold ``sink``'s loop thread for the block: what a client connects and
+    writes meanwhile is all in the server's buffers when it first reads. A
+    test of a short idle timeout does its setup so: no pause of the test's
+    own thread (a busy machine) can let the timeout in between commands."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        release.wait(60)
+
+    _loop_of(sink).call_soon_threadsafe(hold)
+    assert holding.wait(30), "the sink's loop did not come round"
+    try:
+        yield
+    finally:
+        release.set()
+
+
+def time_out_now(sink: SMTPSink | Mailbox) -> None:
+    """Fire the idle timeout of ``sink``'s SMTP connections now, as if they
+    sat idle for it: a test of what follows a timeout need not wait out a
+    short one, whose speed a busy machine decides."""
+    server = sink._sink if isinstance(sink, Mailbox) else sink
+
+    def fire() -> None:
+        assert server._runtime is not None
+        for connection in list(server._runtime.state.connections):
+            connection._idle_deadline = connection._armed_for  # no traffic since
+            connection._timeout_cb()
+
+    on_the_loop(server, fire)
 
 
 def make_message(

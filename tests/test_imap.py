@@ -4,9 +4,7 @@ sequence numbers across sessions, IDLE, per-test BYE, faults, bad input."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import concurrent.futures
 import contextlib
 import datetime
 import imaplib
@@ -23,7 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import replies_at_the_end
+from conftest import loop_held, on_the_loop, replies_at_the_end
 from dialogue import Endpoint, run
 
 from pytest_smtpsink import IMAPEndpoint, Mailbox, SMTPSink, _imap, _report
@@ -1278,14 +1276,20 @@ def test_fetch_items_peek_and_flags(smtpsink: Mailbox) -> None:
 
 
 @contextlib.contextmanager
-def idling(endpoint: IMAPEndpoint) -> Iterator[io.BufferedRWPair]:
-    """A raw IMAP session of USER, in IDLE on INBOX: its socket stream."""
+def idling(
+    endpoint: IMAPEndpoint, sink: SMTPSink | Mailbox | None = None
+) -> Iterator[io.BufferedRWPair]:
+    """A raw IMAP session of USER, in IDLE on INBOX: its socket stream.
+    With ``sink``, its loop is held while the client connects and asks
+    (`loop_held`): for a sink with a short idle timeout."""
     address = (endpoint.host, endpoint.port)
-    with socket.create_connection(address, 30) as s, s.makefile("rwb") as stream:
-
-        def say(line: str) -> None:
-            stream.write(line.encode() + b"\r\n")
-            stream.flush()
+    with contextlib.ExitStack() as setup:
+        if sink is not None:
+            setup.enter_context(loop_held(sink))
+        s = socket.create_connection(address, 30)
+        # All at once: answered in turn, with no wait of the client's between.
+        s.sendall(f"a LOGIN {USER} pw\r\nb SELECT INBOX\r\nc IDLE\r\n".encode())
+    with s, s.makefile("rwb") as stream:
 
         def until(prefix: bytes) -> list[bytes]:
             lines: list[bytes] = []
@@ -1295,11 +1299,8 @@ def idling(endpoint: IMAPEndpoint) -> Iterator[io.BufferedRWPair]:
             return lines
 
         stream.readline()
-        say(f"a LOGIN {USER} pw")
         until(b"a ")
-        say("b SELECT INBOX")
         until(b"b ")
-        say("c IDLE")
         assert until(b"+") == [b"+ idling\r\n"]
         yield stream
 
@@ -1347,9 +1348,7 @@ def test_idle_hears_of_a_change_made_while_it_was_still_writing() -> None:
             for line in (f"a LOGIN {USER} pw", "b SELECT INBOX", "c IDLE"):
                 client.sendall(line.encode() + b"\r\n")
                 until(line[0].encode() if line[0] != "c" else b"+")
-            assert sink._loop is not None
             assert sink._runtime is not None
-            loop = sink._loop
             server = sink._runtime.services["imap"]
             assert isinstance(server, _imap.IMAPServer)
             (connection,) = server.connections
@@ -1370,7 +1369,7 @@ def test_idle_hears_of_a_change_made_while_it_was_still_writing() -> None:
 
                 connection.pause_writing = pause_writing  # type: ignore[method-assign]
 
-            run_on_loop(loop, small_buffers)
+            on_the_loop(sink, small_buffers)
             other = imaplib.IMAP4(endpoint.host, endpoint.port, timeout=30)
             try:
                 other.login(USER, "pw")
@@ -1381,7 +1380,7 @@ def test_idle_hears_of_a_change_made_while_it_was_still_writing() -> None:
                 other.logout()
             assert paused.wait(30), "IDLE's updates did not fill the buffers"
             sink.deliver(raw_message("Late"), to=USER)
-            run_on_loop(loop, lambda: None)  # after the change reached IDLE
+            on_the_loop(sink, lambda: None)  # after the change reached IDLE
             said = b""
             while said != f"* {count + 1} EXISTS\r\n".encode():
                 said = stream.readline()  # a timeout if it never comes
@@ -1417,22 +1416,6 @@ def test_recent_is_claimed_once_in_a_test_that_began_with_no_session_open() -> N
         finally:
             first.logout()
             second.logout()
-
-
-def run_on_loop(loop: asyncio.AbstractEventLoop, call: Callable[[], None]) -> None:
-    """Run ``call`` on the sink's loop thread, after what is queued there."""
-    done: concurrent.futures.Future[None] = concurrent.futures.Future()
-
-    def run() -> None:
-        try:
-            call()
-        except BaseException as error:
-            done.set_exception(error)
-        else:
-            done.set_result(None)
-
-    loop.call_soon_threadsafe(run)
-    done.result(30)
 
 
 def test_open_read_side_sessions_leave_smtp_lines_alone() -> None:
@@ -2438,7 +2421,7 @@ def test_idle_outlasts_the_idle_timeout(
     5 minutes by default, while RFC 3501 asks for 30 and RFC 2177 has
     clients re-issue IDLE every 29)."""
     sink = smtpsink_factory(idle_timeout=0.5)
-    with idling(sink.imap) as stream:
+    with idling(sink.imap, sink) as stream:
         (session,) = sink.sessions
         # Three idle timeouts: the session would have ended in the first.
         with pytest.raises(AssertionError, match=r"still false after 1\.5 s"):
@@ -2461,15 +2444,17 @@ def test_an_idle_client_is_told_why_it_is_closed(
 ) -> None:
     sink = smtpsink_factory(idle_timeout=0.5)
     address = (sink.imap.host, sink.imap.port)
-    with (
-        socket.create_connection(address, timeout=10) as sock,
-        sock.makefile("rb") as replies,
-    ):
+    with loop_held(sink):  # asked at once: no pause of ours lets the timeout in
+        sock = socket.create_connection(address, timeout=10)
+        sock.sendall(
+            f"a LOGIN {USER} pw\r\n".encode()
+            # Then the literal never comes.
+            + (b"b APPEND INBOX {5}\r\n" if inside_a_literal else b"")
+        )
+    with sock, sock.makefile("rb") as replies:
         replies.readline()  # the greeting
-        sock.sendall(f"a LOGIN {USER} pw\r\n".encode())
         assert replies.readline().startswith(b"a OK ")
-        if inside_a_literal:  # then the literal never comes
-            sock.sendall(b"b APPEND INBOX {5}\r\n")
+        if inside_a_literal:
             assert replies.readline() == b"+ Ready for literal data\r\n"
         assert replies.readline() == b"* BYE Disconnected for inactivity\r\n"
         assert replies.readline() == b""

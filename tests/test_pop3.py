@@ -6,6 +6,7 @@ sees (``smtpsink.mailbox``) and the recorded sessions (``smtpsink.sessions``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import imaplib
 import logging
@@ -22,7 +23,7 @@ from typing import Any
 
 import external
 import pytest
-from conftest import Factory, make_message, replies_at_the_end
+from conftest import Factory, loop_held, make_message, replies_at_the_end
 
 from pytest_smtpsink import Mailbox, Session, SMTPSink, _pop3
 from pytest_smtpsink._pop3 import dot_stuffed, mask_secrets, top_of
@@ -35,10 +36,15 @@ USERS = {ANN: SECRET, "bob@example.com": "bob-pw"}
 class Raw:
     """A POP3 client on a bare socket: sends any bytes, reads replies."""
 
-    def __init__(self, host: str, port: int, first: bytes = b"") -> None:
-        self.sock = socket.create_connection((host, port), timeout=10)
-        if first:  # sent at once, before the greeting is read
-            self.sock.sendall(first + b"\r\n")
+    def __init__(
+        self, host: str, port: int, first: bytes = b"", held: Mailbox | None = None
+    ) -> None:
+        """With ``held``, that sink's loop is held while the client connects
+        and sends ``first`` (`loop_held`)."""
+        with contextlib.nullcontext() if held is None else loop_held(held):
+            self.sock = socket.create_connection((host, port), timeout=10)
+            if first:  # sent at once, before the greeting is read
+                self.sock.sendall(first + b"\r\n")
         self.file = self.sock.makefile("rb")
         self.greeting = self.line()
 
@@ -912,9 +918,9 @@ def test_idle_sessions_time_out_saying_so(
     smtpsink_factory: Factory, command: bytes, reply: str, before_the_goodbye: str
 ) -> None:
     mailbox = smtpsink_factory(idle_timeout=0.5)
-    # The command goes with the connection, so it is there when the server
-    # first reads: only a loop stalled for the whole timeout could race it.
-    raw = Raw(mailbox.pop3.host, mailbox.pop3.port, first=command)
+    # The command is there when the server first reads: no pause of this
+    # thread can let the timeout in before it.
+    raw = Raw(mailbox.pop3.host, mailbox.pop3.port, first=command, held=mailbox)
     assert raw.line() == reply
     if command == b"CAPA":
         raw.body()

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-from conftest import start_on_ipv6_loopback
+from conftest import start_on_ipv6_loopback, time_out_now
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -1358,8 +1358,10 @@ def send_burst(sink: Mailbox, recipients: list[str]) -> list[Message]:
 
 @pytest.mark.parametrize("pipelining", [True, False])
 def test_a_burst_is_relayed_in_order_on_one_connection(
-    smtpsink_factory: Factory, pipelining: bool
+    smtpsink_factory: Factory, pipelining: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Kept however long this thread pauses between two messages.
+    monkeypatch.setattr(_relay, "_LINGER", 60.0)
     upstream = smtpsink_factory(hostname="upstream.test")
     if not pipelining:
         upstream.hide("PIPELINING")  # the relay then waits for every reply
@@ -1436,8 +1438,10 @@ def test_refusals_in_a_burst_touch_only_their_message(
 
 
 def test_an_upstream_closing_after_a_reply_gets_the_rest_on_a_new_connection(
-    smtpsink_factory: Factory,
+    smtpsink_factory: Factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Kept however long this thread pauses between two messages.
+    monkeypatch.setattr(_relay, "_LINGER", 60.0)
     upstream = smtpsink_factory(hostname="upstream.test")
     upstream.delay("DATA", 0.5, times=1)
     upstream.fail("EOD", 421, "4.3.2 shutting down", times=1)
@@ -2139,9 +2143,7 @@ def test_a_connection_the_upstream_closed_while_idle_is_not_the_next_answer(
 
     monkeypatch.setattr(_relay, "_LINGER", 60.0)  # kept until the sink stops
     if tls:
-        upstream = smtpsink_factory(
-            hostname="upstream.test", tls="starttls", idle_timeout=0.2
-        )
+        upstream = smtpsink_factory(hostname="upstream.test", tls="starttls")
         url = f"smtp+starttls://127.0.0.1:{upstream.port}?cafile={upstream.ca_path}"
     else:
 
@@ -2156,7 +2158,9 @@ def test_a_connection_the_upstream_closed_while_idle_is_not_the_next_answer(
         first = capture(sink, b"Subject: 1\r\n\r\nx\r\n")
         wait_relayed(sink, first)
         if tls:  # its idle timeout: the session ends once the 421 went
+            time_out_now(upstream)
             upstream.wait_until(lambda: upstream.sessions[0].ended_at is not None)
+            assert upstream.sessions[0].end == "timeout"
         capture(sink, b"Subject: 2\r\n\r\nx\r\n")
         second = sink.wait_for(2)[1]
         wait_relayed(sink, second)
@@ -2349,13 +2353,17 @@ def test_stopping_a_sink_sends_nothing_more_after_the_message_in_flight() -> Non
         upstream.clear_faults()
 
 
+#: The release and relay timeout of the tests of UNANSWERED: every reply
+#: before the hung one must come within it too, on a busy machine.
+UNANSWERED_WITHIN = 2
+
 UNANSWERED = {
     # fault: (stage of the error, its reply)
-    "hang CONNECT": ("connect", "timed out: no greeting within 1 s"),
-    "hang MAIL": ("MAIL", "timed out: no reply within 1 s"),
+    "hang CONNECT": ("connect", f"timed out: no greeting within {UNANSWERED_WITHIN} s"),
+    "hang MAIL": ("MAIL", f"timed out: no reply within {UNANSWERED_WITHIN} s"),
     "hang EOD": (
         "DATA",
-        "timed out: no reply to the message content within 1 s"
+        f"timed out: no reply to the message content within {UNANSWERED_WITHIN} s"
         " (it may have kept the message)",
     ),
     "disconnect EOD": (
@@ -2385,13 +2393,14 @@ def test_a_tls_mode_mix_up_is_named_when_it_times_out(
     smtpsink: Mailbox, smtpsink_factory: Factory
 ) -> None:
     # Plain SMTP to an implicit-TLS port said "no greeting", and an
-    # implicit-TLS handshake that never finished "could not connect".
+    # implicit-TLS handshake that never finished "could not connect". (2 s:
+    # the connection and handshake before must come within it too.)
     captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
     implicit = smtpsink_factory(tls="implicit")
     with pytest.raises(RelayError) as raised:
-        smtpsink.release(captured, implicit.host, implicit.port, timeout=1)
+        smtpsink.release(captured, implicit.host, implicit.port, timeout=2)
     assert raised.value.reply == (
-        "timed out: no greeting within 1 s (not a byte came: an implicit-TLS "
+        "timed out: no greeting within 2 s (not a byte came: an implicit-TLS "
         "port greets only after a TLS handshake, smtps://, tls='implicit')"
     )
 
@@ -2403,14 +2412,14 @@ def test_a_tls_mode_mix_up_is_named_when_it_times_out(
                 upstream.port,
                 tls="implicit",
                 ca_file=implicit.ca_path,  # any: no handshake gets that far
-                timeout=1,
+                timeout=2,
             )
         return raised.value.reply
 
     silent = smtpsink_factory(hostname="silent.test")
     silent.hang("CONNECT")
     assert refused_over_implicit_tls(silent) == (
-        "timed out: the TLS handshake did not finish within 1 s (no answer to "
+        "timed out: the TLS handshake did not finish within 2 s (no answer to "
         "the TLS hello)"
     )
     silent.clear_faults()
@@ -2438,7 +2447,9 @@ def test_release_says_what_went_unanswered(
     captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
 
     with pytest.raises(RelayError) as raised:
-        smtpsink.release(captured, upstream.host, upstream.port, timeout=1)
+        smtpsink.release(
+            captured, upstream.host, upstream.port, timeout=UNANSWERED_WITHIN
+        )
 
     # Not smtplib's "Connection unexpectedly closed: timed out", which
     # reads as the upstream closing; and whether the content went.
@@ -2456,7 +2467,9 @@ def test_the_relay_says_what_went_unanswered(
     smtpsink_factory: Factory, fault: str
 ) -> None:
     upstream = unanswered_upstream(smtpsink_factory, fault)
-    sink = relaying(smtpsink_factory, upstream, relay_to=".*", relay_timeout=1)
+    sink = relaying(
+        smtpsink_factory, upstream, relay_to=".*", relay_timeout=UNANSWERED_WITHIN
+    )
     message = capture(sink, b"Subject: hi\r\n\r\nx\r\n")
     wait_relayed(sink, message)
 
@@ -3200,7 +3213,9 @@ def test_mail_still_being_relayed_as_a_test_ends_is_waited_for(
     # A test that waited for the upstream to store its mail ended before
     # the relay read the upstream's 250, and the run listed the message as
     # "pending", not relayed (found in the docs' own relay chain example,
-    # 2 runs in 5). The upstream here answers the final dot 0.3 s late.
+    # 2 runs in 5). The upstream here answers the final dot 1 s late: long
+    # enough for the test to see it pending on a busy machine, and within
+    # the 2 s the run waits for a relay.
     pytester.makepyfile(
         """
 import smtplib
@@ -3210,7 +3225,7 @@ from pytest_smtpsink import SMTPSink
 @pytest.fixture(scope="module")
 def upstream():
     with SMTPSink(hostname="upstream.test") as sink:
-        sink.delay("EOD", 0.3)
+        sink.delay("EOD", 1)
         yield sink
 
 def test_sends(smtpsink_factory, upstream):
