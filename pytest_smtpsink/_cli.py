@@ -629,7 +629,8 @@ class _Reporter:
             self.messages += 1
             events.append(
                 (
-                    message.received_at,
+                    # After its session's opening, if the clock stepped back.
+                    max(message.received_at, message.session.started_at),
                     1,
                     message.number,
                     functools.partial(self._message, message, relay),

@@ -377,14 +377,17 @@ class SMTPSink(Mailbox):
             self._thread = None
             if runtime is None:
                 return
+            stopping_now = not runtime.stopped
             runtime.stop()
-            # A thread waiting for mail learns of the stop now, not at its
-            # timeout (which may be never).
-            self._store.touch()
             if self._finalizer is not None:
                 # It holds the runtime, and with it the store, until this
                 # sink is collected.
                 self._finalizer.detach()
+        if stopping_now:
+            # A thread waiting for mail learns of the stop now, not at its
+            # timeout (which may be never). Once, and outside the lock: the
+            # store's listeners may call stop() themselves.
+            self._store.touch()
 
     def attach(
         self, name: str, start: Callable[[asyncio.AbstractEventLoop, Store], _S]
@@ -613,8 +616,11 @@ class SMTPSink(Mailbox):
     def on_change(
         self, listener: Callable[[], None], *, lines: bool = True
     ) -> Callable[[], None]:
-        """Call ``listener`` (on the server thread, so it must be quick)
-        after every change: a message, a session, a transcript line.
+        """Call ``listener`` after every change: a message, a session, a
+        transcript line. It runs on the thread that made the change, mostly
+        the server thread (so it must be quick and must not wait for the
+        sink); a relay outcome calls it on the relay thread, and the sink's
+        stop on the thread that stops it.
         With ``lines=False``, transcript lines do not make the server call
         it: it hears of messages, sessions that begin or end, and relay and
         DNS outcomes (and of lines only while another listener or a wait

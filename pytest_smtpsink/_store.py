@@ -305,10 +305,11 @@ class Store:
         try:
             while True:
                 # Each time round: ``check`` may have something to say now
-                # (a dead thread, an overflow), as both wake us.
-                check()
+                # (a dead thread, an overflow, a stop), as each wakes us. The
+                # version first: a change after it is not slept through.
                 with self.changed:
                     seen = self.version
+                check()
                 if predicate():
                     return True
                 remaining = deadline - time.monotonic()
@@ -408,10 +409,8 @@ def _forget_in_sessions(dropped: list[Message]) -> None:
     sessions' message lists.
 
     A session's list is in arrival order too, so its dropped messages are a
-    prefix of it: those numbered up to the last dropped one (a message the
-    server thread is adding meanwhile has a higher number). ``del`` of a
-    prefix and the server thread's ``append`` are each atomic on a list, so
-    nothing it adds is lost.
+    prefix of it: those numbered up to the last dropped one. The caller
+    holds the store's lock, under which `Store.add_message` appends too.
     """
     if not dropped:
         return

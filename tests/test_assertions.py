@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Send, make_message, plugin_frames
+from conftest import Send, loop_held, make_message, plugin_frames
 
 from pytest_smtpsink import Criteria, CriterionError, Mailbox, Message
 
@@ -1079,7 +1079,7 @@ def test_assert_nothing_sent_catches_late_mail(smtpsink: Mailbox) -> None:
 
     def watched() -> None:
         # Mail that comes before the assertion watches fails it at once,
-        # with other words: the mail must come while it watches.
+        # in other words: the mail must come while it watches.
         deadline = time.monotonic() + 30
         while not store.watchers and time.monotonic() < deadline:
             time.sleep(0.001)  # a poll of the assertion's state, not a delay
@@ -1755,13 +1755,13 @@ def test_the_last_refusal_is_not_the_idle_timeouts_421(
     # timeout's 421, which refused nothing, not the 550.
     sink = smtpsink_factory(idle_timeout=0.5)
     sink.fail("RCPT", 550)
-    with socket.create_connection((sink.host, sink.port), 30) as client:
-        # In one write: no pause of this thread between the commands can let
-        # the half-second idle timeout in before the RCPT.
+    with loop_held(sink):  # no pause of ours lets the half-second timeout in
+        client = socket.create_connection((sink.host, sink.port), 30)
         client.sendall(
             b"EHLO client.example\r\nMAIL FROM:<app@example.com>\r\n"
             b"RCPT TO:<ann@example.com>\r\n"
         )
+    with client:
         sink.wait_until(lambda: sink.sessions[0].end == "timeout")
     assert [r.code for r in sink.sessions[0].replies_to("RCPT")] == [550]
     with pytest.raises(AssertionError) as caught:

@@ -269,6 +269,7 @@ def test_mail_that_comes_while_a_test_is_saved_leaves_its_links_whole(
         save = _report.save
 
         def save_then_mail_comes(views, *args, **kwargs):
+            open("mail-came", "w").close()  # the test knows this ran
             written = save(views, *args, **kwargs)
             (view,) = views
             with smtplib.SMTP(view.host, view.port) as client:
@@ -296,6 +297,7 @@ def test_mail_that_comes_while_a_test_is_saved_leaves_its_links_whole(
     )
     result = pytester.runpytest("-p", "no:xdist", "--smtpsink-save-dir=mail")
     result.assert_outcomes(failed=1)
+    assert (pytester.path / "mail-came").exists()
     directory = pytester.path / "mail" / "test_saved.py__test_sends"
     record = json.loads((directory / _html.RECORD_NAME).read_text("utf-8"))
     (message,) = record["messages"]

@@ -207,7 +207,7 @@ def test_stopping_the_sink_wakes_a_waiter() -> None:
         except BaseException as error:
             raised.append(error)
 
-    waiter = threading.Thread(target=wait)
+    waiter = threading.Thread(target=wait, daemon=True)  # never keeps the run
     waiter.start()
     deadline = time.monotonic() + 30
     while not sink._store.watchers and time.monotonic() < deadline:
@@ -218,6 +218,38 @@ def test_stopping_the_sink_wakes_a_waiter() -> None:
     (error,) = raised
     assert isinstance(error, SinkError)
     assert "the SMTP sink was stopped" in str(error)
+
+
+def test_a_listener_may_stop_the_sink() -> None:
+    # stop() woke the listeners while it held the sink's lock: one that
+    # stops the sink (once the first message is in) called stop() again
+    # from inside, and waited for that lock for ever.
+    import threading
+
+    sink = SMTPSink().start()
+    view = sink.view()
+
+    def stop_at_the_first_message() -> None:
+        if view.messages:
+            sink.stop()
+
+    sink.on_change(stop_at_the_first_message, lines=False)
+
+    def send() -> None:
+        with (
+            contextlib.suppress(smtplib.SMTPException, OSError),  # stopped first
+            smtplib.SMTP(sink.host, sink.port, timeout=30) as smtp,
+        ):
+            smtp.sendmail("a@example.com", ["b@example.com"], b"Subject: s\r\n\r\n")
+
+    client = threading.Thread(target=send, daemon=True)
+    client.start()
+    client.join(30)
+    stopper = threading.Thread(target=sink.stop, daemon=True)
+    stopper.start()
+    stopper.join(30)
+    assert not stopper.is_alive(), "stop() hangs"
+    assert not sink.running
 
 
 def test_next_test_using_the_fixture_fails_saying_the_thread_died(
