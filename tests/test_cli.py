@@ -1874,19 +1874,27 @@ class _Output(io.StringIO):
         return written
 
 
-def test_a_relay_outcome_that_comes_while_its_message_is_printed_is_printed() -> None:
-    # A CI run under load: the outcome came after the message's line was
-    # made ("pending") and before the reporter looked again, and was shown
-    # in neither line.
+def relay_done(message: Message) -> bool:
+    return message.relay is not None and message.relay.done
+
+
+@contextlib.contextmanager
+def relaying_to_a_held_upstream() -> Iterator[tuple[SMTPSink, int, threading.Event]]:
+    """A sink relaying everything to `refusing_upstream`, which answers RCPT
+    once the event yielded is set: (the sink, the upstream's port, it)."""
     upstream_replies = threading.Event()
-
-    def relay_done(message: Message) -> bool:
-        return message.relay is not None and message.relay.done
-
     with (
         refusing_upstream(hold=upstream_replies) as port,
         SMTPSink(relay=f"smtp://127.0.0.1:{port}", relay_to=".*") as sink,
     ):
+        yield sink, port, upstream_replies
+
+
+def test_a_relay_outcome_that_comes_while_its_message_is_printed_is_printed() -> None:
+    # A CI run under load: the outcome came after the message's line was
+    # made ("pending") and before the reporter looked again, and was shown
+    # in neither line.
+    with relaying_to_a_held_upstream() as (sink, port, upstream_replies):
 
         class SettlingOutput(io.StringIO):
             """Lets the relay finish while the "pending" line is written."""
@@ -1993,15 +2001,7 @@ def test_a_page_that_showed_a_relay_pending_hears_of_its_outcome() -> None:
     # The live view lists a message before the reporter reads its relay
     # outcome: a page that showed it "pending" and an outcome that came
     # before the read was never redrawn (the client's connection open).
-    upstream_replies = threading.Event()
-
-    def relay_done(message: Message) -> bool:
-        return message.relay is not None and message.relay.done
-
-    with (
-        refusing_upstream(hold=upstream_replies) as port,
-        SMTPSink(relay=f"smtp://127.0.0.1:{port}", relay_to=".*") as sink,
-    ):
+    with relaying_to_a_held_upstream() as (sink, _, upstream_replies):
         shown: list[tuple[int, str]] = []
 
         class PageOnInbox(Inbox):
