@@ -641,8 +641,11 @@ class _Reporter:
             number, session = self._open.pop(key)
             smtp_ended = smtp_ended or session.protocol == "SMTP"
             at = session.ended_at or session.started_at
+            # After its opening and its last message, even if the clock
+            # stepped back.
+            at = max(at, session.started_at)
             mail = session.messages
-            if mail:  # after its last message, even if the clock stepped back
+            if mail:
                 at = max(at, mail[-1].received_at)
             events.append(
                 (at, 2, number, functools.partial(self._closed, number, session))

@@ -620,7 +620,10 @@ class SMTPSink(Mailbox):
         transcript line. It runs on the thread that made the change, mostly
         the server thread (so it must be quick and must not wait for the
         sink); a relay outcome calls it on the relay thread, and the sink's
-        stop on the thread that stops it.
+        stop on the thread that stops it. A listener on the server thread
+        may stop the sink, but not while another thread stops it, and not
+        from the relay thread: to stop the sink when something happened,
+        set an event there and stop it from your own thread.
         With ``lines=False``, transcript lines do not make the server call
         it: it hears of messages, sessions that begin or end, and relay and
         DNS outcomes (and of lines only while another listener or a wait

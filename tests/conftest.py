@@ -79,8 +79,8 @@ def loop_held(sink: SMTPSink | Mailbox) -> Iterator[None]:
         release.wait(60)
 
     _loop_of(sink).call_soon_threadsafe(hold)
-    assert holding.wait(30), "the sink's loop did not come round"
     try:
+        assert holding.wait(30), "the sink's loop did not come round"
         yield
     finally:
         release.set()
@@ -89,7 +89,8 @@ def loop_held(sink: SMTPSink | Mailbox) -> Iterator[None]:
 def time_out_now(sink: SMTPSink | Mailbox) -> None:
     """Fire the idle timeout of ``sink``'s SMTP connections now, as if they
     sat idle for it: a test of what follows a timeout need not wait out a
-    short one, whose speed a busy machine decides."""
+    short one, whose speed a busy machine decides. For established, idle
+    connections only (not one in its TLS handshake, or closing)."""
     server = sink._sink if isinstance(sink, Mailbox) else sink
 
     def fire() -> None:

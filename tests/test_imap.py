@@ -1283,12 +1283,14 @@ def idling(
     With ``sink``, its loop is held while the client connects and asks
     (`loop_held`): for a sink with a short idle timeout."""
     address = (endpoint.host, endpoint.port)
+    commands = [f"a LOGIN {USER} pw", "b SELECT INBOX", "c IDLE"]
     with contextlib.ExitStack() as setup:
         if sink is not None:
             setup.enter_context(loop_held(sink))
         s = socket.create_connection(address, 30)
-        # All at once: answered in turn, with no wait of the client's between.
-        s.sendall(f"a LOGIN {USER} pw\r\nb SELECT INBOX\r\nc IDLE\r\n".encode())
+        if sink is not None:
+            # All at once, answered in turn: no wait of the client's between.
+            s.sendall("".join(f"{c}\r\n" for c in commands).encode())
     with s, s.makefile("rwb") as stream:
 
         def until(prefix: bytes) -> list[bytes]:
@@ -1299,9 +1301,12 @@ def idling(
             return lines
 
         stream.readline()
-        until(b"a ")
-        until(b"b ")
-        assert until(b"+") == [b"+ idling\r\n"]
+        for command in commands:
+            if sink is None:  # one at a time, as most clients ask
+                stream.write(f"{command}\r\n".encode())
+                stream.flush()
+            replies = until(b"+" if command == "c IDLE" else command[:2].encode())
+        assert replies == [b"+ idling\r\n"]
         yield stream
 
 
