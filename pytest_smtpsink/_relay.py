@@ -2232,4 +2232,5 @@ class Relayer:
         # whole transaction has a handful of steps. At least 10 s: with a
         # short timeout, a busy machine may take longer to run the steps
         # than they may wait.
-        self._thread.join(max(self.timeout * 8, 10.0))
+        if threading.current_thread() is not self._thread:  # e.g. a listener
+            self._thread.join(max(self.timeout * 8, 10.0))

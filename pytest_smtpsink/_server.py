@@ -92,6 +92,11 @@ class _Runtime:
         self.death: str | None = None
         #: Started by SMTPSink.attach, by name; closed in shutdown().
         self.services: dict[str, Service] = {}
+        #: Set once the stop claimed by `stop` is done (or scheduled).
+        self._done = threading.Event()
+        #: The thread that claimed the stop: a listener it calls may stop
+        #: the sink again, which must not wait for itself.
+        self._stopper: threading.Thread | None = None
 
     def loop_exception(
         self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]
@@ -184,49 +189,68 @@ class _Runtime:
             with contextlib.suppress(Exception):
                 self.server.close()
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
+        """Stop the server; True if this call did. The stop runs outside
+        the lock: closing the connections calls the store's listeners, and
+        one may stop the sink again. Such a call, or one on the loop's own
+        thread, returns at once; one from another thread waits for the
+        stop under way."""
         with self.lock:
-            if self.stopped:
-                return
-            self.stopped = True
-            self.stopping = True
-            loop, thread, server = self.loop, self.thread, self.server
-            assert thread is not None
+            claimed = not self.stopped
+            if claimed:
+                self.stopped = True
+                self.stopping = True
+                self._stopper = threading.current_thread()
+            current = threading.current_thread()
+            wait = current is not self.thread and current is not self._stopper
+        if not claimed:
+            if wait:
+                self._done.wait(_STOP_TIMEOUT * 2)
+            return False
+        try:
+            self._stop()
+        finally:
+            self._done.set()
+        return True
 
-            def stop_accepting() -> None:
-                # An accepted client's transport attaches to the server one
-                # loop iteration after the accept. Closing the server inside
-                # that window breaks asyncio (CPython gh-109564: an assertion
-                # in Server._attach on 3.12+, a TypeError later in __del__),
-                # so stop accepting first and close after the pending accepts
-                # (scheduled before shutdown, so run before it) are attached.
-                loop.call_soon(shutdown)  # first: nothing below may prevent it
-                with contextlib.suppress(Exception):  # e.g. a loop without readers
-                    for sock in server.sockets:
-                        loop.remove_reader(sock.fileno())
+    def _stop(self) -> None:
+        """The stop `stop` claimed: on this thread, or scheduled on the loop
+        when this is the loop's own thread."""
+        loop, thread, server = self.loop, self.thread, self.server
+        assert thread is not None
 
-            def shutdown() -> None:
-                self.shutdown()
-                # If the server thread died, this runs on the caller's thread,
-                # inside run_until_complete(): stopping would make that raise
-                # "Event loop stopped before Future completed".
-                if threading.current_thread() is thread:
-                    loop.stop()
+        def stop_accepting() -> None:
+            # An accepted client's transport attaches to the server one
+            # loop iteration after the accept. Closing the server inside
+            # that window breaks asyncio (CPython gh-109564: an assertion
+            # in Server._attach on 3.12+, a TypeError later in __del__),
+            # so stop accepting first and close after the pending accepts
+            # (scheduled before shutdown, so run before it) are attached.
+            loop.call_soon(shutdown)  # first: nothing below may prevent it
+            with contextlib.suppress(Exception):  # e.g. a loop without readers
+                for sock in server.sockets:
+                    loop.remove_reader(sock.fileno())
 
+        def shutdown() -> None:
+            self.shutdown()
+            # If the server thread died, this runs on the caller's thread,
+            # inside run_until_complete(): stopping would make that raise
+            # "Event loop stopped before Future completed".
             if threading.current_thread() is thread:
-                # A finalizer that the garbage collector ran on the server
-                # thread itself: it cannot wait for its own thread.
-                self.finish_here = True
-                loop.call_soon(stop_accepting)
-                return
-            loop.call_soon_threadsafe(stop_accepting)
-            thread.join(_STOP_TIMEOUT)
-            if thread.is_alive():  # pragma: no cover - would be a bug in shutdown()
-                raise SinkError(
-                    f"the sink thread did not stop within {_STOP_TIMEOUT} s"
-                )
-            # The loop has stopped; finish its remaining work on this thread.
-            self.finish()
+                loop.stop()
+
+        if threading.current_thread() is thread:
+            # A finalizer that the garbage collector ran on the server
+            # thread itself: it cannot wait for its own thread.
+            self.finish_here = True
+            loop.call_soon(stop_accepting)
+            return
+        loop.call_soon_threadsafe(stop_accepting)
+        thread.join(_STOP_TIMEOUT)
+        if thread.is_alive():  # pragma: no cover - would be a bug in shutdown()
+            raise SinkError(f"the sink thread did not stop within {_STOP_TIMEOUT} s")
+        # The loop has stopped; finish its remaining work on this thread.
+        self.finish()
 
     def finish(self) -> None:
         loop = self.loop
@@ -377,17 +401,19 @@ class SMTPSink(Mailbox):
             self._thread = None
             if runtime is None:
                 return
-            stopping_now = not runtime.stopped
-            runtime.stop()
             if self._finalizer is not None:
                 # It holds the runtime, and with it the store, until this
                 # sink is collected.
                 self._finalizer.detach()
-        if stopping_now:
-            # A thread waiting for mail learns of the stop now, not at its
-            # timeout (which may be never). Once, and outside the lock: the
-            # store's listeners may call stop() themselves.
-            self._store.touch()
+        # Outside the lock: what the stop runs (connections closing) calls
+        # the store's listeners, which may call stop() themselves.
+        stopped_here = True  # unless it says not: a stop that raised was ours
+        try:
+            stopped_here = runtime.stop()
+        finally:
+            if stopped_here:
+                # A thread waiting for mail learns of the stop now, once.
+                self._store.touch()
 
     def attach(
         self, name: str, start: Callable[[asyncio.AbstractEventLoop, Store], _S]
@@ -620,10 +646,7 @@ class SMTPSink(Mailbox):
         transcript line. It runs on the thread that made the change, mostly
         the server thread (so it must be quick and must not wait for the
         sink); a relay outcome calls it on the relay thread, and the sink's
-        stop on the thread that stops it. A listener on the server thread
-        may stop the sink, but not while another thread stops it, and not
-        from the relay thread: to stop the sink when something happened,
-        set an event there and stop it from your own thread.
+        stop on the thread that stops it. A listener may stop the sink.
         With ``lines=False``, transcript lines do not make the server call
         it: it hears of messages, sessions that begin or end, and relay and
         DNS outcomes (and of lines only while another listener or a wait

@@ -525,3 +525,34 @@ def test_a_sink_collected_on_its_own_server_thread_still_stops() -> None:
     assert loop.is_closed()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+def test_a_listener_may_stop_the_sink_while_another_thread_stops_it(
+    event_loop: str,
+) -> None:
+    # The stop closes the connections; their ends call the listeners, one
+    # of which stops the sink: on the stopping thread (asyncio: the loop's
+    # last steps run there) or on the loop thread (uvloop), while the first
+    # stop() held the sink's lock.
+    import socket
+    import threading
+
+    if event_loop == "uvloop":
+        pytest.importorskip("uvloop")
+    sink = SMTPSink(event_loop=event_loop).start()
+    view = sink.view()
+
+    def stop_once_the_client_left() -> None:
+        if view.sessions and view.sessions[0].end is not None:
+            sink.stop()
+
+    sink.on_change(stop_once_the_client_left, lines=False)
+    with socket.create_connection((sink.host, sink.port), 30) as client:
+        client.recv(100)  # the greeting: the session is open
+        stopper = threading.Thread(target=sink.stop, daemon=True)
+        stopper.start()
+        stopper.join(30)
+    assert not stopper.is_alive(), "stop() hangs"
+    assert sink._loop is not None
+    assert sink._loop.is_closed()
