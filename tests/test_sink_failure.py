@@ -527,9 +527,10 @@ def test_a_sink_collected_on_its_own_server_thread_still_stops() -> None:
         socket.create_connection(("127.0.0.1", port), timeout=5)
 
 
-@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+# Not named event_loop: pytest-asyncio has a fixture of that name.
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
 def test_a_listener_may_stop_the_sink_while_another_thread_stops_it(
-    event_loop: str,
+    loop_kind: str,
 ) -> None:
     # The stop closes the connections; their ends call the listeners, one
     # of which stops the sink: on the stopping thread (asyncio: the loop's
@@ -538,9 +539,9 @@ def test_a_listener_may_stop_the_sink_while_another_thread_stops_it(
     import socket
     import threading
 
-    if event_loop == "uvloop":
+    if loop_kind == "uvloop":
         pytest.importorskip("uvloop")
-    sink = SMTPSink(event_loop=event_loop).start()
+    sink = SMTPSink(event_loop=loop_kind).start()
     view = sink.view()
 
     def stop_once_the_client_left() -> None:
