@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Send, loop_held, make_message, plugin_frames
+from conftest import Send, loop_held, make_message, plugin_frames, time_out_now
 
 from pytest_smtpsink import Criteria, CriterionError, Mailbox, Message
 
@@ -1735,12 +1735,16 @@ def test_a_kept_connection_that_only_timed_out_did_not_speak(
     smtpsink_factory: Callable[..., Mailbox],
 ) -> None:
     # The sink's own 421 came at the view's time: the connection read as one
-    # that "sent commands" in it.
-    sink = smtpsink_factory(idle_timeout=0.5)
+    # that "sent commands" in it. The timeout is fired after clear(), not
+    # waited for: a short one could come before clear() on a busy machine,
+    # and the test would pass without testing its case.
+    sink = smtpsink_factory(idle_timeout=60)
     client = smtplib.SMTP(sink.host, sink.port)
     client.ehlo("pooled.example")
     (session,) = sink.sessions
     sink.clear()
+    assert session.end is None
+    time_out_now(sink)
     sink.wait_until(lambda: session.end == "timeout")
     client.close()
     with pytest.raises(AssertionError) as caught:

@@ -41,11 +41,17 @@ def view() -> Iterator[Live]:
 
 
 def test_live_view(driver: WebDriver, view: Live, tmp_path: Path) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
     from selenium.webdriver.support.wait import WebDriverWait
 
-    wait = WebDriverWait(driver, TIMEOUT)
+    # Every change (a session's end too) re-renders the list: an element
+    # found a moment before may be stale when it is clicked or read, so each
+    # such step is a wait that finds it afresh.
+    wait = WebDriverWait(
+        driver, TIMEOUT, ignored_exceptions=(StaleElementReferenceException,)
+    )
     driver.get(view.url + "/")
     wait.until(ready.text_to_be_present_in_element((By.ID, "list"), "No mail yet"))
     # Gone if the page reloads: the list must change in place.
@@ -71,16 +77,23 @@ def test_live_view(driver: WebDriver, view: Live, tmp_path: Path) -> None:
         reset, hostile = (m["id"] for m in view.json("/api/messages"))
 
         def item(number: int) -> WebElement:
-            # Found afresh each time: every change re-renders the list.
             return driver.find_element(By.CSS_SELECTOR, f'#list a[data-id="{number}"]')
 
-        assert item(hostile).find_element(By.CLASS_NAME, "subject").text == (
-            browser.HOSTILE_SUBJECT
+        def click(number: int) -> None:
+            def clicked(driver: WebDriver) -> bool:
+                item(number).click()
+                return True
+
+            wait.until(clicked)
+
+        subject = wait.until(
+            lambda d: item(hostile).find_element(By.CLASS_NAME, "subject").text
         )
+        assert subject == browser.HOSTILE_SUBJECT
         assert driver.find_element(By.ID, "count").text == "2"
 
         # The hostile one: shown, contained, nothing fetched.
-        item(hostile).click()
+        click(hostile)
         frame = wait.until(
             ready.presence_of_element_located((By.CSS_SELECTOR, "#view iframe.mail"))
         )
@@ -106,7 +119,7 @@ def test_live_view(driver: WebDriver, view: Live, tmp_path: Path) -> None:
         assert remote.paths == []
 
     # The typical one, for the docs' screenshot; then delete all.
-    item(reset).click()
+    click(reset)
     wait.until(
         ready.text_to_be_present_in_element((By.ID, "view"), "Reset your password")
     )
@@ -334,6 +347,9 @@ def test_resource_hints_in_mail_resolve_no_name(
             wait.until(
                 lambda d: d.execute_script("return document.readyState") == "complete"
             )
+            # Chromium writes the log as it goes: quitting before the hint was
+            # resolved would fail the control below.
+            wait.until(lambda d: CONTROL in net_log.read_text())
     # Complete once the browser has quit.
     logged = net_log.read_text()
     assert CONTROL in logged
