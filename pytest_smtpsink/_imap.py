@@ -494,7 +494,13 @@ class IMAPServer(ReadSideServer["_Connection"]):
         )
 
     def _new_generation(self) -> None:
-        self.recent_claims.clear()
+        # Only the earlier tests' claims go: a claim keyed by this test's
+        # generation (or a later one) was made by a session of that test,
+        # however late the server heard of it.
+        current = self._checked_generation
+        self.recent_claims = {
+            key: uid for key, uid in self.recent_claims.items() if key[0] >= current
+        }
 
 
 # -- one connection ------------------------------------------------------------------

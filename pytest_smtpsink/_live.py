@@ -228,6 +228,7 @@ const count = document.getElementById("count");
 let current = null;
 let refreshes = 0;
 let shownRefresh = 0;
+let shows = 0;
 
 async function refresh() {
   const mine = ++refreshes;
@@ -246,8 +247,13 @@ async function refresh() {
 
 async function show(id) {
   current = id;
+  const mine = ++shows;
   const response = await fetch("/fragments/messages/" + encodeURIComponent(id));
-  view.innerHTML = await response.text();
+  const text = await response.text();
+  // A message clicked (or a delete) after this one asked: its answer may
+  // come first, and this older one must not replace it.
+  if (mine !== shows) return;
+  view.innerHTML = text;
   refresh();
 }
 
@@ -260,6 +266,7 @@ list.addEventListener("click", (event) => {
 });
 
 document.getElementById("delete").addEventListener("click", async () => {
+  ++shows;
   await fetch("/api/messages", { method: "DELETE" });
   current = null;
   view.innerHTML = "<p class=note>Select a message.</p>";

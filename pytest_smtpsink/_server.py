@@ -195,13 +195,13 @@ class _Runtime:
         one may stop the sink again. Such a call, or one on the loop's own
         thread, returns at once; one from another thread waits for the
         stop under way."""
+        current = threading.current_thread()
         with self.lock:
             claimed = not self.stopped
             if claimed:
                 self.stopped = True
                 self.stopping = True
-                self._stopper = threading.current_thread()
-            current = threading.current_thread()
+                self._stopper = current
             wait = current is not self.thread and current is not self._stopper
         if not claimed:
             if wait:

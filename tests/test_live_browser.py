@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import smtplib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import browser
 import pytest
@@ -278,6 +278,91 @@ def test_mail_that_came_before_the_event_stream_opened_is_shown(
             wait.until(ready.text_to_be_present_in_element((By.ID, "list"), "Between"))
     finally:
         stream_served.set()
+        server.stop()
+
+
+def test_a_message_clicked_later_is_not_replaced_by_an_earlier_ones_answer(
+    driver: WebDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The page showed whichever message's view came last: a slow answer for
+    # the message clicked first replaced the one clicked after it.
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    from pytest_smtpsink import SMTPSink, _live
+
+    first_asked, first_answered = threading.Event(), threading.Event()
+    fragment = _live.message_fragment
+
+    def held_for_first(message: Any, number: int | None) -> str:
+        if message.subject == "First":
+            first_asked.set()
+            first_answered.wait(TIMEOUT)
+        return fragment(message, number)
+
+    monkeypatch.setattr(_live, "message_fragment", held_for_first)
+    server = _live.LiveServer("127.0.0.1", 0)
+    server.start()
+    try:
+        with SMTPSink() as sink:
+            follower = sink.follow()
+            with smtplib.SMTP(sink.host, sink.port) as client:
+                for subject in ("First", "Second"):
+                    client.sendmail(
+                        "app@example.com",
+                        ["ann@example.com"],
+                        f"Subject: {subject}\r\n\r\n{subject} body.\r\n".encode(),
+                    )
+            sink.wait_for(2)
+            messages, sessions = follower.take()
+            server.inbox.add(messages, sessions)
+            first, second = (str(m.number) for m in messages)
+            wait = WebDriverWait(driver, TIMEOUT)
+            driver.get(server.url)
+            wait.until(ready.text_to_be_present_in_element((By.ID, "list"), "Second"))
+            # Tells when the page has read the first message's answer (and
+            # run what follows that read: a timer runs after it).
+            driver.execute_script(
+                """
+                const wanted = "/fragments/messages/" + arguments[0];
+                const text = Response.prototype.text;
+                Response.prototype.text = async function () {
+                  const read = await text.call(this);
+                  if (this.url.endsWith(wanted)) {
+                    setTimeout(() => { window.firstRead = true; }, 0);
+                  }
+                  return read;
+                };
+                """,
+                first,
+            )
+
+            def click(number: str) -> Callable[[WebDriver], bool]:
+                def clicked(driver: WebDriver) -> bool:
+                    driver.find_element(
+                        By.CSS_SELECTOR, f'#list a[data-id="{number}"]'
+                    ).click()
+                    return True
+
+                return clicked
+
+            stale = WebDriverWait(
+                driver, TIMEOUT, ignored_exceptions=(StaleElementReferenceException,)
+            )
+            stale.until(click(first))
+            assert first_asked.wait(TIMEOUT)
+            stale.until(click(second))
+            wait.until(
+                ready.text_to_be_present_in_element((By.ID, "view"), "Second body.")
+            )
+            first_answered.set()
+            wait.until(lambda d: d.execute_script("return window.firstRead === true"))
+            assert "Second body." in driver.find_element(By.ID, "view").text
+            assert "First body." not in driver.find_element(By.ID, "view").text
+    finally:
+        first_answered.set()
         server.stop()
 
 
