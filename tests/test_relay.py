@@ -3216,22 +3216,31 @@ def test_mail_still_being_relayed_as_a_test_ends_is_waited_for(
     # A test that waited for the upstream to store its mail ended before
     # the relay read the upstream's 250, and the run listed the message as
     # "pending", not relayed (found in the docs' own relay chain example,
-    # 2 runs in 5). The upstream here answers the final dot 1 s late: long
-    # enough for the test to see it pending on a busy machine, and within
-    # the 2 s the run waits for a relay.
+    # 2 runs in 5). The upstream's loop is held until the end of the test
+    # waits for the relay: only that wait can see it relayed, however busy
+    # the machine.
     pytester.makepyfile(
         """
 import smtplib
+import threading
 import pytest
-from pytest_smtpsink import SMTPSink
+from pytest_smtpsink import SMTPSink, plugin
 
 @pytest.fixture(scope="module")
 def upstream():
     with SMTPSink(hostname="upstream.test") as sink:
-        sink.delay("EOD", 1)
         yield sink
 
-def test_sends(smtpsink_factory, upstream):
+def test_sends(smtpsink_factory, upstream, monkeypatch):
+    release = threading.Event()
+    upstream._runtime.loop.call_soon_threadsafe(release.wait, 60)
+    settled = plugin._relays_settled
+
+    def released_when_waited_for(messages):
+        release.set()
+        return settled(messages)
+
+    monkeypatch.setattr(plugin, "_relays_settled", released_when_waited_for)
     sink = smtpsink_factory(relay=f"smtp://127.0.0.1:{upstream.port}", relay_to=".*")
     with smtplib.SMTP(sink.host, sink.port) as client:
         client.sendmail("app@example.com", ["ann@example.com"], b"Subject: hi\\r\\n\\r\\nx\\r\\n")
