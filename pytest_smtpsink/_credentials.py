@@ -12,11 +12,14 @@ and reply is masked for the words the sink knows are secret.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import os
 import re
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
+
+from ._text import C0_ESCAPES, printable_sent
 
 Masker = Callable[[str], str]
 
@@ -61,7 +64,29 @@ def credential_forms(auth: object, relay: str | None) -> list[str]:
             found += [written, urllib.parse.unquote(written)]
         elif user:  # the relay's password comes from the environment
             found.append(os.environ.get(RELAY_PASSWORD_VARIABLE, ""))
-    return [secret for secret in found if secret]
+    found = [secret for secret in found if secret]
+    return found + [shown for secret in found for shown in _as_recorded(secret)]
+
+
+def _as_recorded(secret: str) -> set[str]:
+    """How a transcript writes ``secret`` where it differs from it: with its
+    control characters escaped (``\\x01``, or ``\\t`` on POP3 and IMAP),
+    and, for a client that sends it in Latin-1 or cp1252, not UTF-8, with
+    those bytes escaped (``p\\xe4ss``). Masking the secret alone missed
+    these."""
+    if secret.isascii() and secret.isprintable():  # nearly every password
+        return set()
+    sent = [secret.encode()]
+    for encoding in ("latin-1", "cp1252"):
+        with contextlib.suppress(UnicodeEncodeError):
+            sent.append(secret.encode(encoding))
+    shown = set()
+    for raw in sent:
+        # SMTP's transcript (`_smtp._printable`), and POP3's and IMAP's.
+        shown.add(raw.decode("utf-8", "backslashreplace").translate(C0_ESCAPES))
+        shown.add(printable_sent(raw.decode("utf-8", "surrogateescape")))
+    shown.discard(secret)
+    return shown
 
 
 def mask_anywhere(text: str, secrets: Sequence[str]) -> str:
@@ -120,12 +145,13 @@ def _pattern(secrets: tuple[str, ...], words: bool) -> re.Pattern[str]:
     ordered = sorted(secrets, key=len, reverse=True)
     alternatives = "|".join(re.escape(secret) for secret in ordered)
     if words:
-        # A "." after it joins a word only if a word goes on after it
-        # ("pw.example"): at a sentence's end ("wrong password pw.") it does
-        # not, and the password was shown.
+        # A "." or "@" after it joins a word only if a word goes on after
+        # it ("pw.example", "ann@example.com"): at a sentence's end ("wrong
+        # password pw.") or alone ("pw@") it does not, and the password was
+        # shown.
         alternatives = (
             f"(?:(?<![{_IN_WORD}]){_AFTER_ESCAPE})(?:{alternatives})"
-            rf"(?![\w@\-]|\.[{_IN_WORD}])"
+            rf"(?![\w\-]|[.@][{_IN_WORD}])"
         )
     return re.compile(alternatives, re.IGNORECASE)
 

@@ -71,7 +71,7 @@ from ._session import (
     TLSInfo,
 )
 from ._store import SHARED_VALUES_MAX
-from ._text import printable
+from ._text import C0_ESCAPES, printable
 from ._tls import (
     HANDSHAKE_TIMEOUT,
     describe_handshake_failure,
@@ -167,9 +167,6 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
-
-
 def _multiline(replies: list[str]) -> list[str]:
     """Re-join reply lines after some were dropped: the last line of a
     multi-line reply reads ``250 ...``, the others ``250-...``."""
@@ -204,7 +201,7 @@ def _printable(raw: bytes) -> str:
         text = raw.decode("ascii")
         if text.isprintable():  # no control characters
             return text
-    return raw.decode("utf-8", "backslashreplace").translate(_CONTROL)
+    return raw.decode("utf-8", "backslashreplace").translate(C0_ESCAPES)
 
 
 # -- AUTH secrets ------------------------------------------------------------

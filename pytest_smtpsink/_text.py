@@ -25,6 +25,12 @@ _UNSAFE = re.compile(
 )
 
 
+#: The SMTP transcript's escapes of C0 controls and DEL, ``\\x01`` (for
+#: ``str.translate``): every such character written the same way, tab and
+#: newline included, as the bytes a client sent.
+C0_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
+
+
 def printable(text: str) -> str:
     """``text`` with every control, line-separator, bidi and surrogate
     character written as a Python escape (``\\x1b``, ``\\u2028``), so that

@@ -359,6 +359,8 @@ def test_a_password_that_is_a_protocol_word_leaves_the_session_facts_alone(
         # showed it (helper-98's F12).
         f"XPW wrong password {PASSWORD}.",
         f"XPW {PASSWORD}. Try again",
+        # "@" joins a word only if one follows, as "." does.
+        f"XPW {PASSWORD}@",
     ],
 )
 def test_a_password_after_a_separator_of_no_protocol_is_masked(
@@ -405,6 +407,43 @@ def test_a_password_after_a_byte_the_transcript_escapes_is_masked(
         shown = session.format_transcript()
         assert hostile_auth.leaks(shown) == [], shown
         assert "****" in shown, shown
+
+
+@pytest.mark.parametrize(
+    ("password", "encoding"),
+    [
+        ("s3cr\x01t-pw", "utf-8"),
+        ("tab\tpassword", "utf-8"),
+        ("p\xe4ssw\xf6rd", "latin-1"),
+        ("\u20ac-price-pw", "cp1252"),
+    ],
+    ids=["control", "tab", "latin-1", "cp1252"],
+)
+def test_a_password_the_transcript_escapes_is_masked(
+    smtpsink_factory: Factory, password: str, encoding: str
+) -> None:
+    # A password with a control character, or sent by a client in Latin-1
+    # or cp1252 rather than UTF-8, is written escaped in the transcript
+    # ("s3cr\x01t", "p\xe4ssw\xf6rd"): masking the password as written
+    # in the auth table missed it, on SMTP, POP3 and IMAP alike.
+    sink = smtpsink_factory(auth={USER: password}, auth_plaintext=True)
+    lines = {
+        sink.port: b"XPW ",
+        sink.pop3.port: b"XPW ",
+        sink.imap.port: b"a XPW ",
+    }
+    for port, command in lines.items():
+        with socket.create_connection((sink.host, port), timeout=10) as client:
+            replies = client.makefile("rb")
+            replies.readline()  # the greeting
+            client.sendall(command + password.encode(encoding) + b"\r\n")
+            replies.readline()
+            replies.close()
+    sink.wait_until(lambda: all(s.end is not None for s in sink.sessions))
+    assert len(sink.sessions) == 3
+    for session in sink.sessions:
+        (line,) = [e.line for e in session.transcript if "XPW" in (e.line or "")]
+        assert line.endswith("XPW ****"), session.format_transcript()
 
 
 def test_a_password_sent_as_a_command_is_not_echoed_to_the_client(
