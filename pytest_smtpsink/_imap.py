@@ -939,12 +939,16 @@ class _Connection(ReadSideConnection):
                 return printable_sent(text[: found.end()]) + "****"
         if (
             shown == text
-            and command is not None
-            and command.name not in COMMANDS
+            and (
+                command.name not in COMMANDS
+                if command is not None
+                else tag is not None  # a tag, then no command that parsed
+            )
             and self.state == "not-authenticated"
         ):
             # Before login an unknown command may be a login misspelt or of
-            # another protocol ("AUTH PLAIN <base64>", "LOGN ann pw"): its
+            # another protocol ("AUTH PLAIN <base64>", "LOGN ann pw"), and
+            # so may a line that did not parse ("a LOG\xffIN ann pw"): its
             # arguments may hold a password the sink does not know (any
             # opens a mailbox without an auth table). Shown as the verb.
             verb, _, arguments = text.strip().partition(" ")

@@ -236,6 +236,13 @@ def test_a_password_where_no_login_expects_it_is_masked(
         ),
         (
             "IMAP",
+            # A line that does not parse, before login: its verb alone
+            # ("a LOG\xffIN ann pw" was recorded whole).
+            [f"a LOG\x7fIN ann {PASSWORD}", f'b LOGIN "ann {PASSWORD}'],
+            ["LOG\\x7fIN ****", "LOGIN ****"],
+        ),
+        (
+            "IMAP",
             # Its literal refused as too large, the password sent anyway.
             ["a LOGIN ann@example.com {99999999}", PASSWORD],
             ["LOGIN ****", "****"],
