@@ -309,7 +309,8 @@ class UserMailbox:
         found_stored = [copy for copy in stored if id(copy.message) in matching]
         name = _checked_folder(folder)
         folders = self.folders
-        meant = None if name in folders else _close_folder(name, folders)
+        renamed = name not in folders and self._not_in_renamed(folder, name, criteria)
+        meant = None if name in folders or renamed else _close_folder(name, folders)
         if meant is not None:
             # A misspelt folder holds nothing: this would pass whatever
             # arrived. A folder that was never made (no mail was ever moved
@@ -326,6 +327,33 @@ class UserMailbox:
                 + (f" matching {described}" if described else "")
                 + f"; found {len(found)}.\n{self._describe(found_stored)}"
             )
+
+    def _not_in_renamed(self, folder: str, name: str, criteria: Criteria) -> bool:
+        """For `assert_not_in` of a folder ``name`` that is not there: if IMAP
+        RENAME renamed it, its mail went with it, and a matching message
+        under its new name fails the assertion (a test of an application
+        that renames, say archives, a folder passed whatever stayed in it).
+        Returns whether RENAME renamed it (then it is no misspelt name)."""
+        __tracebackhide__ = True
+        with self._mail.lock:
+            account = self._account()
+            renames = list(account.renamed) if account is not None else []
+        now = _renamed_to(renames, name)
+        if now is None:
+            return False
+        moved = self.stored(now) if now in self.folders else []
+        there = Messages([copy.message for copy in moved]).filter(**criteria)
+        if not there:
+            return True
+        matching = {id(message) for message in there}
+        described = _match.describe(criteria)
+        raise AssertionError(
+            f"expected no message in {self._where(folder)}"
+            + (f" matching {described}" if described else "")
+            + f"; there is no folder {printable(name)!r}: it was renamed "
+            f"{printable(now)!r}, which holds {len(there)}.\n"
+            + self._describe([copy for copy in moved if id(copy.message) in matching])
+        )
 
     def assert_deleted(self, **criteria: Unpack[Criteria]) -> Message:
         """Assert that a message matching ``criteria`` was deleted (from any

@@ -145,6 +145,17 @@ def test_a_listing_follows_the_folder_mail_was_moved_to_through_renames(
         in str(missing.value)
     )
     box.assert_in("Old/Finished", subject="T1")
+    # Nothing is in Finished, but what was is still in its mailbox: as the
+    # application renamed (archived) the folder, the test must hear of it.
+    with pytest.raises(AssertionError) as renamed:
+        box.assert_not_in("Finished", subject="T1")
+    lines = str(renamed.value).splitlines()
+    assert lines[0] == (
+        f"expected no message in {USER}'s Finished matching subject='T1'; there "
+        "is no folder 'Finished': it was renamed 'Old/Finished', which holds 1."
+    )
+    assert any(line.startswith("  * uid ") for line in lines), lines
+    box.assert_not_in("Finished", subject="T2")  # not in the renamed one either
     with login(smtpsink) as client:
         client.delete("Old/Finished")
         client.logout()
