@@ -147,11 +147,12 @@ def write_whole(path: Path, data: bytes) -> None:
 
 def write_session(directory: Path, number: int, session: Session) -> Path:
     path = directory / f"session-{number:04d}.txt"
+    summary, transcript = session._summary_and_transcript()
     header = (
-        f"session {number}: {session.summary()}  "
+        f"session {number}: {summary}  "
         # Local time, as every line people read, with its offset from UTC.
         f"started {session.started_at.astimezone():%Y-%m-%d %H:%M:%S.%f %z}\n"
     )
-    text = header + session.format_transcript() + "\n"
+    text = header + transcript + "\n"
     write_whole(path, text.encode("utf-8"))
     return path

@@ -247,9 +247,10 @@ def session_record(session: Session, href: str | None = None) -> SessionRecord:
     # shows, it suits each protocol (a POP3 or IMAP session has no EHLO
     # name), and it never waits for a TLS handshake under way, as
     # `Session.tls` would.
+    title, transcript = session._summary_and_transcript()
     return SessionRecord(
-        title=session.summary(),
-        transcript=session.format_transcript(),
+        title=title,
+        transcript=transcript,
         href=href,
         protocol=session.protocol,
     )

@@ -98,9 +98,13 @@ def section_text(views: Sequence[Mailbox], mode: ReportMode) -> str | None:
                 left_out["session"] += 1
                 continue
             start = len(lines)
-            lines.append(f"  session {number}: {session.summary()}")
             if mode == "full":
-                transcript = session.format_transcript().splitlines()
+                summary, whole = session._summary_and_transcript()
+            else:
+                summary, whole = session.summary(), ""
+            lines.append(f"  session {number}: {summary}")
+            if mode == "full":
+                transcript = whole.splitlines()
                 if len(transcript) > _MAX_TRANSCRIPT_LINES:
                     first = _MAX_TRANSCRIPT_LINES - _LAST_TRANSCRIPT_LINES
                     cut = len(transcript) - _MAX_TRANSCRIPT_LINES

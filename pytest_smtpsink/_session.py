@@ -423,6 +423,20 @@ class Session:
         `Exchange.lines`)."""
         return "\n".join(_lines(self._transcript))
 
+    def _summary_and_transcript(self) -> tuple[str, str]:
+        """`summary` and `format_transcript` as of one moment: read one
+        after the other, a session that ended in between showed
+        ``end=open`` above a transcript ending in ``221 Bye``. The end
+        comes after its last line, so a summary that did not change while
+        the transcript was read goes with it."""
+        summary = self.summary()
+        while True:
+            transcript = self.format_transcript()
+            again = self.summary()
+            if again == summary:
+                return summary, transcript
+            summary = again
+
     def summary(self) -> str:
         """One line, the same in every report: peer, EHLO name, TLS, the
         authenticated user, the number of messages and how it ended.

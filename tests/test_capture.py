@@ -653,3 +653,41 @@ def test_times_people_read_are_local_like_the_applications_logs(
     assert f"started {session.started_at.astimezone():%Y-%m-%d %H:%M:%S.%f %z}" in (
         path.read_text()
     )
+
+
+@pytest.mark.parametrize("shown_in", ["saved file", "report", "index record"])
+def test_a_session_ending_while_it_is_written_is_shown_as_of_one_moment(
+    smtpsink: Mailbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, shown_in: str
+) -> None:
+    # Its summary and its transcript were read one after the other: when
+    # the client's QUIT came in between, the header said end=open above a
+    # transcript that ended in "221 Bye".
+    from pytest_smtpsink import _report
+    from pytest_smtpsink._files import write_session
+    from pytest_smtpsink._html import session_record
+    from pytest_smtpsink._session import Session
+
+    client = smtplib.SMTP(smtpsink.host, smtpsink.port)
+    client.ehlo("late.example")
+    (session,) = smtpsink.sessions
+    format_transcript = Session.format_transcript
+
+    def quit_meanwhile(self: Session) -> str:
+        if self is session and session.end is None:
+            client.quit()  # between the summary and the transcript
+            smtpsink.wait_until(lambda: session.end is not None)
+        return format_transcript(self)
+
+    monkeypatch.setattr(Session, "format_transcript", quit_meanwhile)
+    if shown_in == "saved file":
+        header, _, transcript = (
+            write_session(tmp_path, 1, session).read_text().partition("\n")
+        )
+    elif shown_in == "report":
+        text = _report.section_text([smtpsink], "full") or ""
+        header, transcript = text, text
+    else:
+        record = session_record(session)
+        header, transcript = record["title"], record["transcript"]
+    assert "end=quit" in header, header
+    assert "221" in transcript.splitlines()[-1], transcript
