@@ -98,10 +98,11 @@ def section_text(views: Sequence[Mailbox], mode: ReportMode) -> str | None:
                 left_out["session"] += 1
                 continue
             start = len(lines)
-            if mode == "full":
-                summary, whole = session._summary_and_transcript()
-            else:
-                summary, whole = session.summary(), ""
+            summary, whole = (
+                session._summary_and_transcript()
+                if mode == "full"
+                else (session.summary(), "")
+            )
             lines.append(f"  session {number}: {summary}")
             if mode == "full":
                 transcript = whole.splitlines()
