@@ -93,8 +93,23 @@ def use_spamd(address: str | None) -> str | None:
 def parse_address(text: str) -> tuple[str, int]:
     """``"127.0.0.1:783"`` or ``"[::1]:783"`` -> (host, port)."""
     host, colon, port = text.strip().rpartition(":")
-    host = host.strip("[]")
-    if not colon or not host or not (port.isascii() and port.isdigit()):
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed:
+        host = host[1:-1]
+    if "@" in host or "/" in host or (":" in host and not bracketed):
+        # "user:pw@host:783", a URL: what is around the host may be a
+        # password, so none of it is shown.
+        raise ValueError(
+            "the value is not HOST:PORT (e.g. 127.0.0.1:783): spamd's protocol "
+            "has no user name or password (the value is not shown, as it may "
+            "hold one); an IPv6 address goes in brackets ([::1]:783)"
+        )
+    if (
+        not colon
+        or not host
+        or any(char.isspace() for char in host)
+        or not (port.isascii() and port.isdigit())
+    ):
         raise ValueError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:783)")
     if not 0 < int(port) < 65536:
         raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")

@@ -14,7 +14,7 @@ import pytest
 from spamd import running_spamd
 
 from pytest_smtpsink import Mailbox, SpamdError, SpamRule
-from pytest_smtpsink._spam import _parse, use_spamd
+from pytest_smtpsink._spam import _parse, parse_address, use_spamd
 
 pytest_plugins = ["pytester"]
 
@@ -133,6 +133,33 @@ def test_a_bad_spamd_option_names_itself(pytester: pytest.Pytester) -> None:
 
 
 @pytest.mark.parametrize(
+    "value",
+    [
+        "ann:s3cretpw@127.0.0.1:783",
+        "s3cretpw@127.0.0.1:783",
+        "spamd://127.0.0.1:s3cretpw:783",
+        "127.0.0.1:s3cretpw:783",
+    ],
+)
+def test_a_spamd_option_with_credentials_is_refused_without_showing_them(
+    pytester: pytest.Pytester, value: str
+) -> None:
+    # "user:pw@host:783" passed as a host, and the test then failed with
+    # "could not ask spamd at user:pw@host:783": the password in the log.
+    pytester.makepyfile("def test_x(): pass\n")
+    result = pytester.runpytest(f"--smtpsink-spamd={value}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*--smtpsink-spamd: the value is not HOST:PORT (e.g. 127.0.0.1:783): "
+            "spamd's protocol has no user name or password (the value is not "
+            "shown, as it may hold one)*"
+        ]
+    )
+    assert "s3cretpw" not in result.stdout.str() + result.stderr.str()
+
+
+@pytest.mark.parametrize(
     ("answer", "error"),
     [
         (
@@ -242,6 +269,12 @@ def test_bad_arguments_are_named(smtpsink: Mailbox) -> None:
     for port in ("\uff17\uff18\uff13", "\u00b2"):  # full-width 783; a superscript
         with pytest.raises(ValueError, match=r"is not HOST:PORT"):
             message.spam_report(spamd=f"127.0.0.1:{port}")
+    with pytest.raises(ValueError, match=r"spamd: the value is not HOST:PORT") as no:
+        message.spam_report(spamd="ann:pw@127.0.0.1:783")
+    assert "pw" not in str(no.value).replace("password", "")
+    with pytest.raises(ValueError, match=r"spamd: '127.0.0.1 :783' is not HOST:PORT"):
+        message.spam_report(spamd="127.0.0.1 :783")
+    assert parse_address("[::1]:783") == ("::1", 783)
     # Not the configured spamd instead, nor "no spamd is configured".
     previous = use_spamd("127.0.0.1:9")
     try:
