@@ -142,10 +142,24 @@ def publish_key(
         raise ValueError(
             f"domain must be a domain name such as 'example.com', got {domain!r}"
         )
+    if "@" in domain:
+        # The From address, most likely: its domain is what d= names.
+        raise ValueError(
+            f"domain must be a domain name such as 'example.com', got the "
+            f"address {domain!r}: give its domain, "
+            f"{domain.rpartition('@')[2]!r}"
+        )
     if not isinstance(selector, str):
         raise TypeError(f"selector must be a str such as 's1', got {selector!r}")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", selector):
         raise ValueError(f"selector must be a DNS label such as 's1', got {selector!r}")
+    if "_domainkey" in selector.lower().split("."):
+        # s= names the selector alone; dkim_key adds "._domainkey.domain".
+        raise ValueError(
+            f"selector must be the selector alone, as in the signature's s= "
+            f"(such as 's1'), got {selector!r}: dkim_key publishes it at "
+            f"'<selector>._domainkey.<domain>' itself"
+        )
     if bits is not None and (isinstance(bits, bool) or not isinstance(bits, int)):
         raise TypeError(f"bits must be an int such as 2048, got {bits!r}")
     if private_key is None:

@@ -367,6 +367,18 @@ def test_bad_arguments_are_named(smtpsink: Mailbox) -> None:
         smtpsink.dkim_key("localhost")
     with pytest.raises(ValueError, match="selector must be a DNS label"):
         smtpsink.dkim_key("shop.example", selector="a b")
+    # The From address for the domain, and the record's name for the
+    # selector: both were taken, and published where no signature looks.
+    with pytest.raises(
+        ValueError,
+        match=r"got the address 'news@shop\.example': give its domain, 'shop\.example'",
+    ):
+        smtpsink.dkim_key("news@shop.example")
+    with pytest.raises(
+        ValueError,
+        match=r"selector must be the selector alone, .* got 'mail\._domainkey'",
+    ):
+        smtpsink.dkim_key("shop.example", selector="mail._domainkey")
     with pytest.raises(TypeError, match="domain must be a str"):
         smtpsink.dkim_key(b"shop.example")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="selector must be a str"):
