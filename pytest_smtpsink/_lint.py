@@ -101,6 +101,10 @@ _NO_COMMA = re.compile(
 )
 
 
+#: A part number longer than this is shown cut, with its depth.
+_LONGEST_PART = 40
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Problem:
     """One thing wrong with how a message is built.
@@ -130,7 +134,12 @@ class Problem:
         if self.header is not None:
             places.append(f"header {self.header}")
         if self.part is not None:
-            places.append(f"part {self.part}")
+            part = self.part
+            if len(part) > _LONGEST_PART:
+                # Hundreds of nested levels: "1.1.1.1...1.1 (300 levels)".
+                levels = part.count(".") + 1
+                part = f"{part[:16]}...{part[-8:]} ({levels} levels)"
+            places.append(f"part {part}")
         if self.line is not None:
             places.append(f"line {self.line}")
         return ", ".join(places)
@@ -165,6 +174,8 @@ LINT_CODES = frozenset(
         "html-only",
         "invalid-address",
         "invalid-base64",
+        "invalid-boundary",
+        "invalid-content-type",
         "invalid-date",
         "invalid-message-id",
         "invalid-mime-version",
@@ -183,6 +194,7 @@ LINT_CODES = frozenset(
         "missing-mime-version",
         "missing-sender",
         "missing-subject",
+        "nul-byte",
         "quoted-printable-line-too-long",
         "raw-8bit-header",
         "text-without-charset",
@@ -273,7 +285,40 @@ def lint(
                 )
             )
     problems.sort(key=lambda p: _RANK[p.severity])
-    return problems
+    return _fewer_alike(problems)
+
+
+#: Problems of one code listed one by one; past them, one line counts the
+#: rest (300 nested multiparts, each unclosed, made 300 lines).
+_MOST_ALIKE = 5
+
+
+def _fewer_alike(problems: list[Problem]) -> list[Problem]:
+    """``problems`` with those past the first `_MOST_ALIKE` of a code and
+    severity counted in one problem, in the place of the first left out."""
+    seen: dict[tuple[str, str], int] = {}
+    for problem in problems:
+        key = (problem.code, problem.severity)
+        seen[key] = seen.get(key, 0) + 1
+    if all(count <= _MOST_ALIKE for count in seen.values()):
+        return problems
+    kept: list[Problem] = []
+    shown: dict[tuple[str, str], int] = {}
+    for problem in problems:
+        key = (problem.code, problem.severity)
+        done = shown[key] = shown.get(key, 0) + 1
+        if done <= _MOST_ALIKE:
+            kept.append(problem)
+        elif done == _MOST_ALIKE + 1:
+            rest = seen[key] - _MOST_ALIKE
+            kept.append(
+                Problem(
+                    problem.code,
+                    problem.severity,
+                    f"and {rest} more like the above, not listed one by one",
+                )
+            )
+    return kept
 
 
 class _Context:
@@ -366,6 +411,19 @@ def _check_lines(ctx: _Context) -> Iterator[Problem]:
                 "smuggling defences)",
                 line=_line_number(raw, found.start()),
             )
+    nul = raw.find(b"\0")
+    if nul != -1:
+        count = raw.count(b"\0")
+        yield Problem(
+            "nul-byte",
+            "error",
+            f"{count} NUL byte{'s' if count != 1 else ''}: RFC 5322 allows "
+            "none in a header and RFC 2045 none in 7bit or 8bit content (only "
+            "in binary content, which SMTP carries only with BINARYMIME); "
+            "readers cut the text at it, and servers strip it or refuse the "
+            "message",
+            line=_line_number(raw, nul),
+        )
 
 
 def _check_header_bytes(ctx: _Context) -> Iterator[Problem]:
@@ -1090,6 +1148,64 @@ def _check_header_text(
                 )
 
 
+#: RFC 2045 6.1's transfer encodings (an "x-" token is a private one).
+_KNOWN_ENCODINGS = frozenset({*_IDENTITY, "base64", "quoted-printable"})
+#: A Content-Type's type/subtype: two RFC 2045 tokens.
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_TYPE_SUBTYPE = re.compile(rf"{_TOKEN}/{_TOKEN}")
+#: RFC 2046 5.1.1: a boundary of 1 to 70 characters.
+_MAX_BOUNDARY = 70
+#: The MIME headers a part may have once each (RFC 2045 3: readers disagree
+#: on which of two wins, a known way past filters).
+_SINGLE_MIME = ("Content-Type", "Content-Transfer-Encoding", "Content-Disposition")
+
+
+def _check_mime_headers(part: Compat32Message, where: str | None) -> Iterator[Problem]:
+    """One part's MIME headers (``where``: its number, None for the
+    message's own): each at most once, a Content-Type that is type/subtype,
+    a multipart's boundary of 1 to 70 characters."""
+    for name in _SINGLE_MIME:
+        count = len(part.get_all(name) or ())
+        if count > 1:
+            yield Problem(
+                "duplicate-header",
+                "error",
+                f"{count} {name} headers; RFC 2045 allows one per part, and "
+                "readers disagree on which one counts",
+                header=name,
+                part=where,
+            )
+    written = part.get("Content-Type")
+    if written is not None:
+        value = str(written).partition(";")[0]
+        value = "".join((uncommented(value) or value).split())
+        if not _TYPE_SUBTYPE.fullmatch(value):
+            yield Problem(
+                "invalid-content-type",
+                "error",
+                f"Content-Type {shorten(str(written).strip(), 60)!r} is not "
+                "type/subtype (RFC 2045 5.1): readers take the part for "
+                "text/plain; charset=us-ascii (RFC 2045 5.2)",
+                header="Content-Type",
+                part=where,
+            )
+    if part.get_content_maintype() == "multipart":
+        boundary = part.get_param("boundary")
+        if isinstance(boundary, str) and not 0 < len(boundary) <= _MAX_BOUNDARY:
+            yield Problem(
+                "invalid-boundary",
+                "error",
+                (
+                    "the multipart's boundary is empty"
+                    if not boundary
+                    else f"the multipart's boundary has {len(boundary)} characters"
+                )
+                + f"; RFC 2046 5.1.1 requires 1 to {_MAX_BOUNDARY}, and strict "
+                "readers do not find the parts",
+                part=where,
+            )
+
+
 def _not_in_charset(data: bytes, charset: str) -> str | None:
     """Where ``data`` stops being text in ``charset`` (a known one), or None
     when it decodes (or the codec is no plain text codec to judge by)."""
@@ -1126,6 +1242,7 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
             known = _DEFECTS.get(type(defect))
             if known is not None:
                 yield Problem(known[0], "error", known[1], part=path)
+        yield from _check_mime_headers(part, None if part is ctx.tree else path or "1")
         container = _container(part)
         if container is not None:
             written = str(part.get("Content-Transfer-Encoding", "7bit")).strip()
@@ -1161,6 +1278,21 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
         if not isinstance(payload, str):
             continue
         encoding = str(part.get("Content-Transfer-Encoding", "7bit")).strip().lower()
+        written_encoding = _encoding(encoding)
+        if (
+            container is None
+            and written_encoding not in _KNOWN_ENCODINGS
+            and not written_encoding.startswith("x-")
+        ):
+            yield Problem(
+                "invalid-transfer-encoding",
+                "error",
+                f"{content_type} has Content-Transfer-Encoding "
+                f"{shorten(encoding, 40)!r}, none of 7bit, 8bit, binary, "
+                "quoted-printable and base64 (RFC 2045 6.1): readers show its "
+                "body undecoded, or not at all",
+                part=path,
+            )
         if (
             maintype == "text"
             and disposition != "attachment"

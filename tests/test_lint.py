@@ -240,6 +240,63 @@ HEAD = (
             "error",
             "part 1",
         ),
+        # Each of these passed lint (helper-144's trial).
+        (HEAD + b"\r\nbo\x00dy\r\n", "nul-byte", "error", "line 7"),
+        (
+            HEAD.replace(b"Subject: Hi", b"Subject: H\x00i") + b"\r\nx\r\n",
+            "nul-byte",
+            "error",
+            "line 3",
+        ),
+        (
+            HEAD + b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=""'
+            b"\r\n\r\n--\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n----\r\n",
+            "invalid-boundary",
+            "error",
+            "",
+        ),
+        (
+            HEAD
+            + b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="
+            + b"b" * 71
+            + b"\r\n\r\n--"
+            + b"b" * 71
+            + b"\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n--"
+            + b"b" * 71
+            + b"--\r\n",
+            "invalid-boundary",
+            "error",
+            "",
+        ),
+        (
+            HEAD + b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: bogus\r\n\r\nhi\r\n",
+            "invalid-transfer-encoding",
+            "error",
+            "part 1",
+        ),
+        (
+            HEAD + b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Type: text/html; charset=utf-8\r\n\r\nhi\r\n",
+            "duplicate-header",
+            "error",
+            "header Content-Type",
+        ),
+        (
+            HEAD + b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n"
+            b"\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: 7bit\r\nContent-Transfer-Encoding: base64"
+            b"\r\n\r\nhi\r\n--b--\r\n",
+            "duplicate-header",
+            "error",
+            "header Content-Transfer-Encoding, part 1",
+        ),
+        (
+            HEAD + b"MIME-Version: 1.0\r\nContent-Type: text\r\n\r\nhi\r\n",
+            "invalid-content-type",
+            "error",
+            "header Content-Type",
+        ),
     ],
 )
 def test_each_problem_has_a_code_a_severity_and_a_place(
@@ -1451,3 +1508,33 @@ def test_an_unclosed_quoted_string_of_escaped_quotes_is_linted_in_one_pass(
     comment = "(" + "\\(" * 100_000
     put_in = smtpsink.deliver(f"To: ann@example.com {comment}\r\n\r\nx".encode())
     assert put_in.envelope.rcpt_to == ("ann@example.com",)
+
+
+def test_many_problems_of_one_code_are_counted_not_listed() -> None:
+    # 300 nested multiparts, none closed: 300 lines of missing-closing-
+    # boundary, each with a part number of up to 600 characters.
+    nested = b"".join(
+        b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i)
+        for i in range(300)
+    )
+    raw = (
+        HEAD
+        + b"MIME-Version: 1.0\r\n"
+        + nested
+        + b"Content-Type: text/plain\r\n\r\nhi\r\n"
+    )
+    problems = lint(raw)
+    unclosed = [p for p in problems if p.code == "missing-closing-boundary"]
+    assert [p.where for p in unclosed[:5]] == [
+        "",
+        "part 1",
+        "part 1.1",
+        "part 1.1.1",
+        "part 1.1.1.1",
+    ]
+    assert len(unclosed) == 6
+    assert unclosed[5].message == "and 295 more like the above, not listed one by one"
+    (text,) = [p for p in problems if p.code == "text-without-charset"]
+    assert text.where == "part 1.1.1.1.1.1.1.1.....1.1.1.1 (300 levels)"
+    # Five of a code are listed as they are.
+    assert len(lint(HEAD + b"\r\n" + b"x" * 79 + b"\r\n")) == 1
