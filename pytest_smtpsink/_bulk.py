@@ -231,7 +231,8 @@ def _dkim_problems(
                     "dkim-key-too-small",
                     "error",
                     f"the DKIM key of d={small[0].domain} s={small[0].selector} "
-                    "is shorter than 1024 bits",
+                    "is shorter than 1024 bits"
+                    + (f" ({small[0].key_bits})" if small[0].key_bits else ""),
                     header=where,
                 )
             )

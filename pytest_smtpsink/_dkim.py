@@ -329,6 +329,14 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
                     f"publish one with smtpsink.dkim_key({domain!r}, "
                     f"selector={selector!r})"
                 )
+            elif reason.startswith("public key too small"):
+                # dkimpy's "public key too small: 512", as a sentence.
+                bits = getattr(verifier, "keysize", None)
+                reason = (
+                    f"public key too small: the key at "
+                    f"{record_name(domain, selector)} has {bits or 'too few'} "
+                    "bits, and verifiers require at least 1024 (RFC 8301)"
+                )
         headers = _signed_headers(fields)
         warnings: tuple[str, ...] = ()
         if verified and b"l" in fields:
