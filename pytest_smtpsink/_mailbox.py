@@ -278,7 +278,10 @@ class Mailbox(FaultControls):
         with seconds is kept as the same instant in UTC) are
         those of the new copies. Returns the `Message`, which is not in
         `messages` (the application did not send it) but is in each
-        recipient's `mailbox`.
+        recipient's `mailbox`. Its `Message.lint` judges it as mail that
+        came without SMTP: raw UTF-8 in its headers is allowed (RFC 6532),
+        where mail sent without SMTPUTF8 gets ``raw-8bit-header``; test
+        how your application *sends* a message by sending it.
         """
         from ._mailstore import check_folder_name, given_folder_name, normalize_flags
         from ._user_mailbox import (
