@@ -13,7 +13,7 @@ import contextlib
 import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -43,6 +43,12 @@ class Store:
         # Condition.__enter__ and __exit__ in Python, for every message.
         self._lock = threading.RLock()
         self.changed = threading.Condition(self._lock)
+        # The condition's own queue of waiting threads (CPython's Condition
+        # keeps one deque for its life), read under the lock: notify_all()
+        # with nobody waiting, as for nearly every connection and message,
+        # is two calls in Python for nothing. Without that attribute, a
+        # one-item tuple: always notify, as before.
+        self._waiters: Sized = getattr(self.changed, "_waiters", (None,))
         # The recipient mailboxes, made on first use (see `mail`).
         self._mail: MailStore | None = None
         self._recipient_delimiter = recipient_delimiter
@@ -115,7 +121,8 @@ class Store:
                 listeners = tuple(self._listeners)
             self.stored_bytes += len(message.raw)
             self.version += 1
-            self.changed.notify_all()
+            if self._waiters:
+                self.changed.notify_all()
         for listener in listeners:
             listener()
 
@@ -123,7 +130,8 @@ class Store:
         with self._lock:
             self._sessions.append(session)
             self.version += 1
-            self.changed.notify_all()
+            if self._waiters:
+                self.changed.notify_all()
             listeners = tuple(self._listeners)
         for listener in listeners:
             listener()
@@ -137,7 +145,8 @@ class Store:
         """Wake waiters whose condition may depend on session state."""
         with self._lock:
             self.version += 1
-            self.changed.notify_all()
+            if self._waiters:
+                self.changed.notify_all()
             listeners = tuple(self._listeners)
         for listener in listeners:
             listener()
