@@ -1322,9 +1322,11 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
 
     def _write_or_hold(self, data: bytes | bytearray | memoryview) -> None:
         held = self._held_replies
+        buffer = self._reader._buffer  # type: ignore[attr-defined]
         if (
-            # find(), not `in`: see _on_line.
-            (self._more_lines or self._reader._buffer.find(b"\n") >= 0)  # type: ignore[attr-defined]
+            # find(), not `in`: see _on_line. Not on an empty buffer, as
+            # nearly always: bytes.find parses its arguments the slow way.
+            (self._more_lines or (buffer and buffer.find(b"\n") >= 0))
             and self._may_hold_reply()
             # Beyond this, write: the transport's back pressure (aiosmtpd
             # drains after each reply) then holds a client that never reads.
@@ -1449,7 +1451,10 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                     and not self._reader._buffer  # type: ignore[attr-defined]
                 ):
                     break
-                self._more_lines = data.find(b"\n", end + 1) >= 0
+                # A packet of one line (nearly always) needs no second look.
+                self._more_lines = (
+                    end + 1 < len(data) and data.find(b"\n", end + 1) >= 0
+                )
                 if not self._answer_now(data[start : end + 1]):
                     break
                 if self.transport is None or self.transport.is_closing():
@@ -1771,7 +1776,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         self._content_at_once = False
         # A pipelining client's next commands may follow: the reply may
         # wait for theirs (RFC 2920 lets the final dot start a group).
-        self._more_lines = data.find(b"\n", used) >= 0
+        self._more_lines = used < len(data) and data.find(b"\n", used) >= 0
         body, refusal = content.result()
         if self.state.faults.rules:  # an EOD rule may delay or answer
             self._run_at_once(self._after_content(body, refusal))
