@@ -13,7 +13,7 @@ import contextlib
 import functools
 import threading
 import time
-from collections.abc import Callable, Sized
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -43,12 +43,6 @@ class Store:
         # Condition.__enter__ and __exit__ in Python, for every message.
         self._lock = threading.RLock()
         self.changed = threading.Condition(self._lock)
-        # The condition's own queue of waiting threads (CPython's Condition
-        # keeps one deque for its life), read under the lock: notify_all()
-        # with nobody waiting, as for nearly every connection and message,
-        # is two calls in Python for nothing. Without that attribute, a
-        # one-item tuple: always notify, as before.
-        self._waiters: Sized = getattr(self.changed, "_waiters", (None,))
         # The recipient mailboxes, made on first use (see `mail`).
         self._mail: MailStore | None = None
         self._recipient_delimiter = recipient_delimiter
@@ -76,6 +70,9 @@ class Store:
         # `Mailbox.wait_until` conditions on the conversation wake at once,
         # but only while this is non-zero: reading it without the lock is
         # safe, as a waiter registers before it first tests its condition.
+        # Changes notify the condition only while it is non-zero (under the
+        # lock `wait` registers in): notify_all() with nobody waiting, as for
+        # nearly every connection and message, is Python work for nothing.
         self.watchers = 0
         # Bumped on every change, so a waiter can sleep until *something*
         # happens and then test its condition outside the lock.
@@ -121,7 +118,7 @@ class Store:
                 listeners = tuple(self._listeners)
             self.stored_bytes += len(message.raw)
             self.version += 1
-            if self._waiters:
+            if self.watchers:  # else no `wait` sleeps on it
                 self.changed.notify_all()
         for listener in listeners:
             listener()
@@ -130,7 +127,7 @@ class Store:
         with self._lock:
             self._sessions.append(session)
             self.version += 1
-            if self._waiters:
+            if self.watchers:  # else no `wait` sleeps on it
                 self.changed.notify_all()
             listeners = tuple(self._listeners)
         for listener in listeners:
@@ -145,7 +142,7 @@ class Store:
         """Wake waiters whose condition may depend on session state."""
         with self._lock:
             self.version += 1
-            if self._waiters:
+            if self.watchers:  # else no `wait` sleeps on it
                 self.changed.notify_all()
             listeners = tuple(self._listeners)
         for listener in listeners:
