@@ -939,21 +939,19 @@ class _Connection(ReadSideConnection):
                 return printable_sent(text[: found.end()]) + "****"
         if (
             shown == text
-            and (
-                command.name not in COMMANDS
-                if command is not None
-                else tag is not None  # a tag, then no command that parsed
-            )
+            and (command is None or command.name not in COMMANDS)
             and self.state == "not-authenticated"
         ):
             # Before login an unknown command may be a login misspelt or of
             # another protocol ("AUTH PLAIN <base64>", "LOGN ann pw"), and
-            # so may a line that did not parse ("a LOG\xffIN ann pw"): its
-            # arguments may hold a password the sink does not know (any
-            # opens a mailbox without an auth table). Shown as the verb.
-            verb, _, arguments = text.strip().partition(" ")
-            if arguments.strip():
-                return f"{printable_sent(verb)} ****"
+            # so may a line that did not parse, with a tag or none ("a
+            # LOG\xffIN ann pw", "* LOGN ann pw"): its arguments may hold a
+            # password the sink does not know (any opens a mailbox without
+            # an auth table). Shown as its first word, whatever blanks
+            # follow it.
+            words = text.split(None, 1)
+            if len(words) == 2:
+                return f"{printable_sent(words[0])} ****"
         return printable_sent(shown)
 
     async def _bad(self, tag: str | None, text: str) -> None:

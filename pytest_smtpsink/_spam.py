@@ -96,7 +96,7 @@ def parse_address(text: str) -> tuple[str, int]:
     bracketed = host.startswith("[") and host.endswith("]")
     if bracketed:
         host = host[1:-1]
-    if "@" in host or "/" in host or (":" in host and not bracketed):
+    if "@" in text or "/" in text or (":" in host and not bracketed):
         # "user:pw@host:783", a URL: what is around the host may be a
         # password, so none of it is shown.
         raise ValueError(

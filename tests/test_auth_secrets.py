@@ -238,8 +238,25 @@ def test_a_password_where_no_login_expects_it_is_masked(
             "IMAP",
             # A line that does not parse, before login: its verb alone
             # ("a LOG\xffIN ann pw" was recorded whole).
-            [f"a LOG\x7fIN ann {PASSWORD}", f'b LOGIN "ann {PASSWORD}'],
-            ["LOG\\x7fIN ****", "LOGIN ****"],
+            [
+                f"a LOG\x7fIN ann {PASSWORD}",
+                # No tag, a tag that is none, tabs (helper-146's F1).
+                f"LOG\x7fIN ann {PASSWORD}",
+                f"* LOGN ann {PASSWORD}",
+                f"c+d LOGN ann {PASSWORD}",
+                f"e LOGN\tann\t{PASSWORD}",
+                f"f LOG\x7fIN\tann\t{PASSWORD}",
+                f'b LOGIN "ann {PASSWORD}',
+            ],
+            [
+                "LOG\\x7fIN ****",
+                "LOG\\x7fIN ****",
+                "* ****",
+                "c+d ****",
+                "LOGN ****",
+                "LOG\\x7fIN ****",
+                "LOGIN ****",
+            ],
         ),
         (
             "IMAP",

@@ -139,6 +139,9 @@ def test_a_bad_spamd_option_names_itself(pytester: pytest.Pytester) -> None:
         "s3cretpw@127.0.0.1:783",
         "spamd://127.0.0.1:s3cretpw:783",
         "127.0.0.1:s3cretpw:783",
+        # No port, or a path after it (helper-146's F2).
+        "ann:s3cretpw@spamd.example",
+        "127.0.0.1:783/?pw=s3cretpw",
     ],
 )
 def test_a_spamd_option_with_credentials_is_refused_without_showing_them(
