@@ -74,7 +74,9 @@ def _as_recorded(secret: str) -> set[str]:
     and, for a client that sends it in Latin-1 or cp1252, not UTF-8, with
     those bytes escaped (``p\\xe4ss``). Masking the secret alone missed
     these."""
-    if secret.isascii() and secret.isprintable():  # nearly every password
+    if (secret.isascii() and secret.isprintable()) or len(secret) < 2:
+        # Nearly every password; and a one-character one, whose escape
+        # ("\\xe9") would mask every such escape of a transcript.
         return set()
     sent = [secret.encode()]
     for encoding in ("latin-1", "cp1252"):

@@ -138,16 +138,16 @@ def publish_key(
 
     if not isinstance(domain, str):
         raise TypeError(f"domain must be a str such as 'example.com', got {domain!r}")
-    if "." not in domain.strip("."):
-        raise ValueError(
-            f"domain must be a domain name such as 'example.com', got {domain!r}"
-        )
     if "@" in domain:
         # The From address, most likely: its domain is what d= names.
         raise ValueError(
             f"domain must be a domain name such as 'example.com', got the "
             f"address {domain!r}: give its domain, "
             f"{domain.rpartition('@')[2]!r}"
+        )
+    if "." not in domain.strip("."):
+        raise ValueError(
+            f"domain must be a domain name such as 'example.com', got {domain!r}"
         )
     if not isinstance(selector, str):
         raise TypeError(f"selector must be a str such as 's1', got {selector!r}")

@@ -300,14 +300,15 @@ def _fewer_alike(problems: list[Problem]) -> list[Problem]:
     for problem in problems:
         key = (problem.code, problem.severity)
         seen[key] = seen.get(key, 0) + 1
-    if all(count <= _MOST_ALIKE for count in seen.values()):
+    # One left out is listed: a line counting it would say less.
+    if all(count <= _MOST_ALIKE + 1 for count in seen.values()):
         return problems
     kept: list[Problem] = []
     shown: dict[tuple[str, str], int] = {}
     for problem in problems:
         key = (problem.code, problem.severity)
         done = shown[key] = shown.get(key, 0) + 1
-        if done <= _MOST_ALIKE:
+        if done <= _MOST_ALIKE or seen[key] == _MOST_ALIKE + 1:
             kept.append(problem)
         elif done == _MOST_ALIKE + 1:
             rest = seen[key] - _MOST_ALIKE
@@ -411,19 +412,34 @@ def _check_lines(ctx: _Context) -> Iterator[Problem]:
                 "smuggling defences)",
                 line=_line_number(raw, found.start()),
             )
-    nul = raw.find(b"\0")
-    if nul != -1:
-        count = raw.count(b"\0")
-        yield Problem(
-            "nul-byte",
-            "error",
-            f"{count} NUL byte{'s' if count != 1 else ''}: RFC 5322 allows "
-            "none in a header and RFC 2045 none in 7bit or 8bit content (only "
-            "in binary content, which SMTP carries only with BINARYMIME); "
-            "readers cut the text at it, and servers strip it or refuse the "
-            "message",
-            line=_line_number(raw, nul),
-        )
+
+
+def _check_nul(ctx: _Context) -> Iterator[Problem]:
+    raw = ctx.raw
+    if b"\0" not in raw:
+        return
+    scope = raw
+    if any(
+        _encoding(str(part.get("Content-Transfer-Encoding", "7bit"))) == "binary"
+        for part in ctx.tree.walk()
+    ):
+        # Binary content may hold NULs (RFC 2045 2.9, sent with BINARYMIME):
+        # only the message's header is judged then.
+        scope = ctx.head
+    nul = scope.find(b"\0")
+    if nul == -1:
+        return
+    count = scope.count(b"\0")
+    yield Problem(
+        "nul-byte",
+        "error",
+        f"{count} NUL byte{'s' if count != 1 else ''}: RFC 5322 allows "
+        "none in a header and RFC 2045 none in 7bit or 8bit content (only "
+        "in binary content, which SMTP carries only with BINARYMIME); "
+        "readers cut the text at it, and servers strip it or refuse the "
+        "message",
+        line=_line_number(raw, nul),
+    )
 
 
 def _check_header_bytes(ctx: _Context) -> Iterator[Problem]:
@@ -1435,6 +1451,7 @@ _CHECKS: Sequence[Callable[[_Context], Iterable[Problem]]] = (
     _check_message_id,
     _check_date,
     _check_mime,
+    _check_nul,
 )
 
 

@@ -428,14 +428,16 @@ class Session:
         after the other, a session that ended in between showed
         ``end=open`` above a transcript ending in ``221 Bye``. The end
         comes after its last line, so a summary that did not change while
-        the transcript was read goes with it."""
+        the transcript was read goes with it. A session that keeps changing
+        (messages still arriving) gets three tries, then the last read."""
         summary = self.summary()
-        while True:
+        for _ in range(3):
             transcript = self.format_transcript()
             again = self.summary()
             if again == summary:
-                return summary, transcript
+                break
             summary = again
+        return summary, transcript
 
     def summary(self) -> str:
         """One line, the same in every report: peer, EHLO name, TLS, the

@@ -470,6 +470,15 @@ def test_a_password_the_transcript_escapes_is_masked(
         assert line.endswith("XPW ****"), session.format_transcript()
 
 
+def test_a_one_character_password_masks_no_escape_of_other_bytes() -> None:
+    # Its escaped form ("\\xe9") masked every such escape in a transcript
+    # ("500 bad byte \\xe9"), whichever byte the client had sent.
+    from pytest_smtpsink._credentials import credential_forms
+
+    assert "\\xe9" not in credential_forms({"ann": "\xe9"}, None)
+    assert "p\\xe4ss" in credential_forms({"ann": "p\xe4ss"}, None)
+
+
 def test_a_password_sent_as_a_command_is_not_echoed_to_the_client(
     smtpsink_factory: Factory,
 ) -> None:

@@ -657,7 +657,11 @@ def test_times_people_read_are_local_like_the_applications_logs(
 
 @pytest.mark.parametrize("shown_in", ["saved file", "report", "index record"])
 def test_a_session_ending_while_it_is_written_is_shown_as_of_one_moment(
-    smtpsink: Mailbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, shown_in: str
+    smtpsink: Mailbox,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    shown_in: str,
 ) -> None:
     # Its summary and its transcript were read one after the other: when
     # the client's QUIT came in between, the header said end=open above a
@@ -671,6 +675,7 @@ def test_a_session_ending_while_it_is_written_is_shown_as_of_one_moment(
     client.ehlo("late.example")
     (session,) = smtpsink.sessions
     format_transcript = Session.format_transcript
+    request.addfinalizer(client.close)  # if the test fails before its QUIT
 
     def quit_meanwhile(self: Session) -> str:
         if self is session and session.end is None:

@@ -3233,7 +3233,7 @@ def upstream():
 
 def test_sends(smtpsink_factory, upstream, monkeypatch):
     release = threading.Event()
-    upstream._runtime.loop.call_soon_threadsafe(release.wait, 60)
+    upstream._runtime.loop.call_soon_threadsafe(release.wait, 20)
     settled = plugin._relays_settled
 
     def released_when_waited_for(messages):
