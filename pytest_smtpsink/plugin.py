@@ -1416,12 +1416,20 @@ class _PerTestSummary:
         # section read as one more part of the last passed test's report.
         terminalreporter.write_sep("=", "smtpsink: mail captured per test")
         # Sorted: under xdist, reports arrive in whatever order workers finish.
+        shown = 0
         for nodeid, (messages, sessions) in sorted(self.counts.items()):
             if messages or sessions or self.verbose:
+                shown += 1
                 terminalreporter.write_line(
                     f"{nodeid}: {messages} message{'' if messages == 1 else 's'}, "
                     f"{sessions} session{'' if sessions == 1 else 's'}"
                 )
+        if not shown:  # a bare title read as a section cut off
+            count = len(self.counts)
+            terminalreporter.write_line(
+                f"no mail and no SMTP session in {count} "
+                f"test{'' if count == 1 else 's'} using the sink (-v lists each)"
+            )
 
 
 def pytest_assertrepr_compare(

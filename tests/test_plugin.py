@@ -1679,6 +1679,20 @@ def test_silent(smtpsink):
     assert "<property" not in junit.read_text()
 
 
+def test_terminal_summary_of_tests_that_captured_nothing_says_so(
+    pytester: pytest.Pytester,
+) -> None:
+    # Without -v it was the section's title alone, as if cut off.
+    pytester.makepyfile("def test_silent(smtpsink): pass\n")
+    result = pytester.runpytest("-p", "no:xdist", "--smtpsink-summary")
+    result.stdout.fnmatch_lines(
+        [
+            "=* smtpsink: mail captured per test =*",
+            "no mail and no SMTP session in 1 test using the sink (-v lists each)",
+        ]
+    )
+
+
 def test_terminal_summary_under_dist_each_counts_every_worker(
     pytester: pytest.Pytester,
 ) -> None:
