@@ -405,6 +405,26 @@ def test_a_password_after_a_separator_of_no_protocol_is_masked(
     assert kept == f"XPW {PASSWORD}@example.com x{PASSWORD}"
 
 
+def _one_line_on_each_protocol(sink: Mailbox, command: bytes, argument: bytes) -> None:
+    """``command`` and ``argument`` as one line to the sink's SMTP, POP3
+    and IMAP servers (tagged there), each on a connection of its own that
+    reads the reply and closes; returns once the three sessions ended."""
+    lines = {
+        sink.port: command,
+        sink.pop3.port: command,
+        sink.imap.port: b"a " + command,
+    }
+    for port, start in lines.items():
+        with socket.create_connection((sink.host, port), timeout=10) as client:
+            replies = client.makefile("rb")
+            replies.readline()  # the greeting
+            client.sendall(start + argument + b"\r\n")
+            replies.readline()
+            replies.close()
+    sink.wait_until(lambda: all(s.end is not None for s in sink.sessions))
+    assert len(sink.sessions) == 3
+
+
 @pytest.mark.parametrize("before", [b"\xff", b"\xc3", b"\x01", b"\t"])
 def test_a_password_after_a_byte_the_transcript_escapes_is_masked(
     smtpsink_factory: Factory, before: bytes
@@ -413,20 +433,7 @@ def test_a_password_after_a_byte_the_transcript_escapes_is_masked(
     # last character joins a word: a password right after it was shown, on
     # SMTP, POP3 and IMAP alike (on IMAP from when its lines kept such bytes).
     sink = smtpsink_factory(auth={USER: PASSWORD}, auth_plaintext=True)
-    lines = {
-        sink.port: b"NOOP ",
-        sink.pop3.port: b"NOOP ",
-        sink.imap.port: b"a NOOP ",
-    }
-    for port, command in lines.items():
-        with socket.create_connection((sink.host, port), timeout=10) as client:
-            replies = client.makefile("rb")
-            replies.readline()  # the greeting
-            client.sendall(command + before + PASSWORD.encode() + b"\r\n")
-            replies.readline()
-            replies.close()
-    sink.wait_until(lambda: all(s.end is not None for s in sink.sessions))
-    assert len(sink.sessions) == 3
+    _one_line_on_each_protocol(sink, b"NOOP ", before + PASSWORD.encode())
     for session in sink.sessions:
         shown = session.format_transcript()
         assert hostile_auth.leaks(shown) == [], shown
@@ -451,20 +458,7 @@ def test_a_password_the_transcript_escapes_is_masked(
     # ("s3cr\x01t", "p\xe4ssw\xf6rd"): masking the password as written
     # in the auth table missed it, on SMTP, POP3 and IMAP alike.
     sink = smtpsink_factory(auth={USER: password}, auth_plaintext=True)
-    lines = {
-        sink.port: b"XPW ",
-        sink.pop3.port: b"XPW ",
-        sink.imap.port: b"a XPW ",
-    }
-    for port, command in lines.items():
-        with socket.create_connection((sink.host, port), timeout=10) as client:
-            replies = client.makefile("rb")
-            replies.readline()  # the greeting
-            client.sendall(command + password.encode(encoding) + b"\r\n")
-            replies.readline()
-            replies.close()
-    sink.wait_until(lambda: all(s.end is not None for s in sink.sessions))
-    assert len(sink.sessions) == 3
+    _one_line_on_each_protocol(sink, b"XPW ", password.encode(encoding))
     for session in sink.sessions:
         (line,) = [e.line for e in session.transcript if "XPW" in (e.line or "")]
         assert line.endswith("XPW ****"), session.format_transcript()

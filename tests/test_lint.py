@@ -1510,20 +1510,24 @@ def test_an_unclosed_quoted_string_of_escaped_quotes_is_linted_in_one_pass(
     assert put_in.envelope.rcpt_to == ("ann@example.com",)
 
 
-def test_many_problems_of_one_code_are_counted_not_listed() -> None:
-    # 300 nested multiparts, none closed: 300 lines of missing-closing-
-    # boundary, each with a part number of up to 600 characters.
+def nested_unclosed(levels: int) -> bytes:
+    """A message of ``levels`` nested multiparts, none closed."""
     nested = b"".join(
         b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i)
-        for i in range(300)
+        for i in range(levels)
     )
-    raw = (
+    return (
         HEAD
         + b"MIME-Version: 1.0\r\n"
         + nested
         + b"Content-Type: text/plain\r\n\r\nhi\r\n"
     )
-    problems = lint(raw)
+
+
+def test_many_problems_of_one_code_are_counted_not_listed() -> None:
+    # 300 nested multiparts, none closed: 300 lines of missing-closing-
+    # boundary, each with a part number of up to 600 characters.
+    problems = lint(nested_unclosed(300))
     unclosed = [p for p in problems if p.code == "missing-closing-boundary"]
     assert [p.where for p in unclosed[:5]] == [
         "",
@@ -1537,17 +1541,8 @@ def test_many_problems_of_one_code_are_counted_not_listed() -> None:
     (text,) = [p for p in problems if p.code == "text-without-charset"]
     assert text.where == "part 1.1.1.1.1.1.1.1.....1.1.1.1 (300 levels)"
     # Six are listed as they are: a line counting one would say less.
-    six = b"".join(
-        b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i)
-        for i in range(6)
-    )
-    raw = (
-        HEAD
-        + b"MIME-Version: 1.0\r\n"
-        + six
-        + b"Content-Type: text/plain\r\n\r\nhi\r\n"
-    )
-    unclosed = [p for p in lint(raw) if p.code == "missing-closing-boundary"]
+    six = lint(nested_unclosed(6))
+    unclosed = [p for p in six if p.code == "missing-closing-boundary"]
     assert [p.where for p in unclosed][-1] == "part 1.1.1.1.1"
     assert len(unclosed) == 6
 
