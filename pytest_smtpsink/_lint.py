@@ -421,7 +421,7 @@ def _check_nul(ctx: _Context) -> Iterator[Problem]:
     scope = raw
     if any(
         _encoding(str(part.get("Content-Transfer-Encoding", "7bit"))) == "binary"
-        for part in ctx.tree.walk()
+        for _, part in _parts(ctx.tree)  # iterative, unlike walk(): any depth
     ):
         # Binary content may hold NULs (RFC 2045 2.9, sent with BINARYMIME):
         # only the message's header is judged then.

@@ -342,17 +342,15 @@ class UserMailbox:
         if now is None:
             return False
         moved = self.stored(now) if now in self.folders else []
-        there = Messages([copy.message for copy in moved]).filter(**criteria)
+        there = [copy for copy in moved if _match.matches(copy.message, criteria)]
         if not there:
             return True
-        matching = {id(message) for message in there}
         described = _match.describe(criteria)
         raise AssertionError(
             f"expected no message in {self._where(folder)}"
             + (f" matching {described}" if described else "")
             + f"; there is no folder {printable(name)!r}: it was renamed "
-            f"{printable(now)!r}, which holds {len(there)}.\n"
-            + self._describe([copy for copy in moved if id(copy.message) in matching])
+            f"{printable(now)!r}, which holds {len(there)}.\n{self._describe(there)}"
         )
 
     def assert_deleted(self, **criteria: Unpack[Criteria]) -> Message:

@@ -1416,14 +1416,16 @@ class _PerTestSummary:
         # section read as one more part of the last passed test's report.
         terminalreporter.write_sep("=", "smtpsink: mail captured per test")
         # Sorted: under xdist, reports arrive in whatever order workers finish.
-        shown = 0
-        for nodeid, (messages, sessions) in sorted(self.counts.items()):
-            if messages or sessions or self.verbose:
-                shown += 1
-                terminalreporter.write_line(
-                    f"{nodeid}: {messages} message{'' if messages == 1 else 's'}, "
-                    f"{sessions} session{'' if sessions == 1 else 's'}"
-                )
+        shown = [
+            (nodeid, messages, sessions)
+            for nodeid, (messages, sessions) in sorted(self.counts.items())
+            if messages or sessions or self.verbose
+        ]
+        for nodeid, messages, sessions in shown:
+            terminalreporter.write_line(
+                f"{nodeid}: {messages} message{'' if messages == 1 else 's'}, "
+                f"{sessions} session{'' if sessions == 1 else 's'}"
+            )
         if not shown:  # a bare title read as a section cut off
             count = len(self.counts)
             terminalreporter.write_line(
