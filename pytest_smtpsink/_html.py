@@ -29,7 +29,7 @@ import html.parser
 import json
 import re
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
@@ -145,6 +145,9 @@ class TestRecord(TypedDict):
     directory: str
     messages: list[MessageRecord]
     sessions: list[SessionRecord]
+    #: Which run of the test, from 1, when a plugin reran it (absent from an
+    #: older smtpsink.json: read it with get()).
+    attempt: int
 
 
 _T = TypeVar("_T")
@@ -326,6 +329,7 @@ def record_test(
     root: Path,
     reason: str | None = None,
     captured: Captured | None = None,
+    attempt: int = 1,
 ) -> Path | None:
     """Beside the files `_report.save` wrote: each message's attachments in
     ``NNNN-attachments/`` and ``smtpsink.json`` for the index.
@@ -417,6 +421,7 @@ def record_test(
             session_record(session, _href(texts[index], root) if texts else None)
             for index, session in enumerate(sessions)
         ],
+        attempt=attempt,
     )
     path = directory / RECORD_NAME
     # ASCII JSON: a stray surrogate in a parsed field cannot fail the write.
@@ -699,6 +704,7 @@ section.test{border:1px solid #ccc;border-radius:6px;margin:1rem 0;padding:.6rem
 section.failed{border-left:6px solid #c62828}section.passed{border-left:6px solid #2e7d32}
 .outcome{font-weight:600;text-transform:uppercase;font-size:.8rem;margin-right:.5rem}
 .failed .outcome{color:#c62828}.passed .outcome{color:#2e7d32}
+.rerun .outcome{color:#e65100}.attempt{font-weight:400}
 p.reason{color:#c62828;font-family:ui-monospace,monospace;font-size:.9rem;margin:.3rem 0}
 details{margin:.4rem 0}summary{cursor:pointer}
 details.message>summary{font-family:ui-monospace,monospace;font-size:.9rem}
@@ -745,9 +751,24 @@ def _put_in_count(test: TestRecord) -> str:
     return f"{count} put in without SMTP, " if count else ""
 
 
+def _attempt(test: TestRecord) -> str:
+    """Which run of the test a record is, when a plugin reran it."""
+    attempt = test.get("attempt", 1)
+    if attempt == 1 and test["outcome"] != "rerun":
+        return ""
+    return f' <span class="attempt">(attempt {attempt})</span>'
+
+
 def render_index(tests: Sequence[TestRecord], when: datetime.datetime) -> str:
     """The whole ``index.html``: every saved test, failed ones first."""
-    ordered = sorted(tests, key=lambda t: (t["outcome"] != "failed", t["nodeid"]))
+    # A test's runs together (a test rerun lists each), in order.
+    failed = {t["nodeid"] for t in tests if t["outcome"] == "failed"}
+    ordered = sorted(
+        tests,
+        key=lambda t: (t["nodeid"] not in failed, t["nodeid"], t.get("attempt", 1)),
+    )
+    runs = len(tests)
+    names = len({t["nodeid"] for t in tests})
     messages = sum(len(_sent(t)) for t in tests)
     put_in = sum(len(t["messages"]) - len(_sent(t)) for t in tests)
     protocols = collections.Counter(
@@ -761,7 +782,9 @@ def render_index(tests: Sequence[TestRecord], when: datetime.datetime) -> str:
     )
     body = [
         "<h1>Captured email</h1>",
-        f'<p class="note">{len(tests)} test(s), {messages} message(s), '
+        f'<p class="note">{names} test(s)'
+        + (f" in {runs} attempts" if runs != names else "")
+        + f", {messages} message(s), "
         + (f"{put_in} put in without SMTP, " if put_in else "")
         + f"{sessions}; saved {escape(f'{when:%Y-%m-%d %H:%M:%S %Z}')}"
         " by pytest-smtpsink.</p>",
@@ -772,7 +795,7 @@ def render_index(tests: Sequence[TestRecord], when: datetime.datetime) -> str:
         body.append(
             f'<section class="test {escape(test["outcome"])}"><h2>'
             f'<span class="outcome">{escape(test["outcome"])}</span>'
-            f" {escape(test['nodeid'])}</h2>"
+            f" {escape(test['nodeid'])}{_attempt(test)}</h2>"
             + _reason(test)
             + (
                 f'<p class="note">{len(_sent(test))} message(s), '
@@ -796,8 +819,13 @@ def render_index(tests: Sequence[TestRecord], when: datetime.datetime) -> str:
     return page("Captured email", "".join(body))
 
 
-def write_index(root: Path, directories: Sequence[str]) -> Path:
+def write_index(
+    root: Path, directories: Sequence[str], reruns: Collection[str] = ()
+) -> Path:
     """Read each directory's record and write ``root/index.html``.
+
+    ``reruns``: the directories of failed runs of a test that a plugin ran
+    again (pytest-rerunfailures), listed as "rerun".
 
     A directory whose record is missing or unreadable (a full disk, a
     newer format) is listed with the reason instead of failing the run.
@@ -817,8 +845,13 @@ def write_index(root: Path, directories: Sequence[str]) -> Path:
                     directory=directory,
                     messages=[],
                     sessions=[],
+                    attempt=1,
                 )
             )
+        else:
+            if directory in reruns:
+                # Failed, and run again: its outcome is the last run's.
+                data["outcome"] = "rerun"
     index = root / INDEX_NAME
     # Whole or not at all (a half-written page would read as someone else's,
     # see foreign_index), and never through a link at that name.
@@ -844,16 +877,25 @@ class IndexWriter:
         #: --dist each: every worker runs every test, in a directory of its own.
         self.each = each
         self.directories: list[str] = []
+        #: Directories of failed runs that pytest-rerunfailures ran again.
+        self.reruns: set[str] = set()
         self.outcome = ""
         self.ran = False
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # On the teardown's report, and on all of a run's reports when a
+        # plugin logs them after the run (pytest-rerunfailures): it logs
+        # only the failed one of a run it reruns (before 16.0).
+        saved = getattr(report, REPORT_ATTRIBUTE, None)
+        if isinstance(saved, str):
+            self.ran = True
+            if saved not in self.directories:
+                self.directories.append(saved)
+            if str(report.outcome) == "rerun":  # pytest-rerunfailures's own
+                self.reruns.add(saved)
         if report.when == "teardown":
             self.ran = True
-            saved = getattr(report, REPORT_ATTRIBUTE, None)
-            if isinstance(saved, str):
-                self.directories.append(saved)
-        elif str(report.when) == "???" and report.failed:  # not in pytest's types
+        if str(report.when) == "???" and report.failed:  # not in pytest's types
             # pytest-xdist's report of a test whose worker crashed (os._exit,
             # a segfault): no teardown comes, and the worker's mail went with
             # it, but the index lists every failed test.
@@ -867,7 +909,9 @@ class IndexWriter:
         # its id), so that a later run's passing test forgets it.
         gateway = getattr(getattr(report, "node", None), "gateway", None)
         worker = str(getattr(gateway, "id", "worker")) if self.each else None
-        directory = _report.test_directory(self.root, report.nodeid, worker, False)
+        directory = _report.test_directory(
+            self.root, report.nodeid, worker, False, attempt=1
+        )
         with contextlib.suppress(OSError):  # never an INTERNALERROR
             reason = _report.failure_reason(report, [])
             if reason is not None:
@@ -894,7 +938,7 @@ class IndexWriter:
         ):
             return
         try:
-            index = write_index(self.root, sorted(self.directories))
+            index = write_index(self.root, sorted(self.directories), self.reruns)
         except OSError as error:
             self.outcome = f"could not write {self.root / INDEX_NAME}: {error}"
         else:

@@ -178,7 +178,9 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-\[\]]+")
 _MAX_NAME = 150
 
 
-def test_directory(root: Path, nodeid: str, worker: str | None, hashed: bool) -> Path:
+def test_directory(
+    root: Path, nodeid: str, worker: str | None, hashed: bool, attempt: int
+) -> Path:
     """A directory name that says which test it is, is safe on any OS, and
     is the same in every run.
 
@@ -195,6 +197,11 @@ def test_directory(root: Path, nodeid: str, worker: str | None, hashed: bool) ->
     (``--dist each``); the name ends in ``@`` and the id (``@gw0``), so
     that the workers' runs of one test keep their own files. No other name
     has an ``@``: it is one of the characters replaced.
+
+    ``attempt``: the test's run, counted from 1, when a plugin reruns a
+    failed test (pytest-rerunfailures): a later run's name ends in
+    ``+attempt`` and its number (``+attempt2``), after the worker's id, so
+    that the failed runs keep their mail. No other name has a ``+``.
     """
     path, sep, rest = nodeid.partition("::")
     plain = path.replace("/", "_") + ("__" + rest.replace("::", "__") if sep else "")
@@ -206,7 +213,33 @@ def test_directory(root: Path, nodeid: str, worker: str | None, hashed: bool) ->
         name = f"{name[: _MAX_NAME - 10]}-{digest}"
     if worker is not None:
         name = f"{name}@{_UNSAFE.sub('_', worker)}"
+    if attempt > 1:
+        name = f"{name}+attempt{attempt}"
     return root / name
+
+
+_LATER_ATTEMPT = re.compile(r"(.+)\+attempt[0-9]+\Z", re.DOTALL)
+
+
+def later_attempts(root: Path) -> dict[str, list[Path]]:
+    """The directories in ``root`` of reruns of a test (``+attempt2``...),
+    by the name of the test's first attempt's directory: read once per run,
+    as each test's end would otherwise read the whole directory again.
+
+    Any there when a run starts are an earlier run's: a test's first
+    attempt forgets them (`forget_saved`), or they would read as this
+    run's reruns.
+    """
+    found: dict[str, list[Path]] = {}
+    try:
+        entries = list(root.iterdir())
+    except OSError:  # made when the run starts; not readable: nothing to do
+        return found
+    for entry in entries:
+        match = _LATER_ATTEMPT.match(entry.name)
+        if match:
+            found.setdefault(match[1], []).append(entry)
+    return found
 
 
 def sharing_names(nodeids: Iterable[str]) -> set[str]:
@@ -217,7 +250,7 @@ def sharing_names(nodeids: Iterable[str]) -> set[str]:
     last one saved would replace the others' files."""
     seen: dict[str, list[str]] = {}
     for nodeid in nodeids:
-        name = test_directory(Path(), nodeid, None, False).name.casefold()
+        name = test_directory(Path(), nodeid, None, False, 1).name.casefold()
         seen.setdefault(name, []).append(nodeid)
     return {nodeid for group in seen.values() if len(group) > 1 for nodeid in group}
 

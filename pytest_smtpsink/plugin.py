@@ -56,6 +56,16 @@ _SET_UP_AT_KEY = pytest.StashKey[float]()
 #: by getfixturevalue or smtpsink_factory()) missed mail that arrived after
 #: it, which the test itself sent, not a fixture.
 _SET_UP_DONE_KEY = pytest.StashKey[float]()
+#: Which run of the test this is, from 1: a plugin that reruns failed tests
+#: (pytest-rerunfailures) sets a test up again. Each run saves its own mail.
+_ATTEMPT_KEY = pytest.StashKey[int]()
+#: The save directory's rerun directories of an earlier run (see
+#: `_report.later_attempts`), read at the first test's end.
+_LATER_ATTEMPTS_KEY = pytest.StashKey[dict[str, list[Path]]]()
+#: The reports of the test's run so far (set-up, call): what the end of the
+#: run says for the index is said on them too, as a plugin that reruns
+#: tests (pytest-rerunfailures before 16.0) logs only a rerun's failed one.
+_RUN_REPORTS_KEY = pytest.StashKey["list[pytest.TestReport]"]()
 #: The test being run, for the ``smtpsink`` fixture (see `_running_item`);
 #: what it was when this config began (an outer run, under pytester).
 _OUTER_ITEM_KEY = pytest.StashKey["pytest.Item | None"]()
@@ -682,6 +692,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     __tracebackhide__ = True  # under -W error: the warning, not this hook
     _RUNNING.item = item
     item.stash[_SET_UP_AT_KEY] = time.time()
+    item.stash[_ATTEMPT_KEY] = item.stash.get(_ATTEMPT_KEY, 0) + 1
+    item.stash[_RUN_REPORTS_KEY] = []
     if _SET_UP_DONE_KEY in item.stash:  # set up before: a rerun
         for key in _PER_RUN_KEYS:
             if key in item.stash:
@@ -1142,6 +1154,12 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
+    if report.when == "teardown":
+        # Kept no longer than the run: the reports are pytest's to keep.
+        run_reports = [*item.stash.get(_RUN_REPORTS_KEY, []), report]
+        item.stash[_RUN_REPORTS_KEY] = []
+    else:
+        item.stash.setdefault(_RUN_REPORTS_KEY, []).append(report)
     if report.when == "setup":
         item.stash[_SET_UP_DONE_KEY] = time.time()
     elif report.when == "call" and _UNUSED_MARKERS_KEY in item.stash:
@@ -1191,19 +1209,29 @@ def pytest_runtest_makereport(
         save = config.stash[_SAVE_KEY]
         worker = config.stash.get(_SAVE_WORKER_KEY, None)
         hashed = item.nodeid in config.stash.get(_SHARED_NAMES_KEY, set())
+        attempt = item.stash.get(_ATTEMPT_KEY, 1)
+        if save is not None and attempt == 1:
+            # An earlier run's reruns of this test would read as this run's.
+            with contextlib.suppress(OSError):  # never an INTERNALERROR
+                _forget_later_attempts(config, save[0], item.nodeid, worker)
         if save is not None and not failed and save[1] == "failed":
             # An earlier run's files for this test, now passing, would read
-            # as this run's in a CI artifact.
+            # as this run's in a CI artifact. (A passing rerun keeps the
+            # failed runs' files: they are this run's.)
             with contextlib.suppress(OSError):  # never an INTERNALERROR
                 # Under either name: which one a test gets depends on the
                 # tests the run selected (`_report.sharing_names`), and an
                 # earlier run may have used the other.
                 for either in (False, True):
                     _report.forget_saved(
-                        _report.test_directory(save[0], item.nodeid, worker, either)
+                        _report.test_directory(
+                            save[0], item.nodeid, worker, either, attempt
+                        )
                     )
         elif save is not None:
-            directory = _report.test_directory(save[0], item.nodeid, worker, hashed)
+            directory = _report.test_directory(
+                save[0], item.nodeid, worker, hashed, attempt
+            )
             try:
                 # One look for the files and the record (mail may still come).
                 captured = _report.capture(views)
@@ -1220,10 +1248,11 @@ def pytest_runtest_makereport(
                     root=save[0],
                     reason=item.stash.get(_REASON_KEY, None),
                     captured=captured,
+                    attempt=attempt,
                 ):
                     # Read by _html.IndexWriter on the controller.
-                    setattr(
-                        report,
+                    _say_on_run_reports(
+                        run_reports,
                         REPORT_ATTRIBUTE,
                         directory.relative_to(save[0]).as_posix(),
                     )
@@ -1234,7 +1263,7 @@ def pytest_runtest_makereport(
                 report.sections.append(("smtpsink", not_saved))
                 # Said at the end of the run: pytest shows no section of a
                 # teardown that passed.
-                setattr(report, _NOT_SAVED_ATTRIBUTE, not_saved)
+                _say_on_run_reports(run_reports, _NOT_SAVED_ATTRIBUTE, not_saved)
             else:
                 if written:
                     report.sections.append(
@@ -1256,6 +1285,29 @@ def pytest_runtest_makereport(
             # --junitxml writes into every test's record.
             setattr(report, _COUNTS_ATTRIBUTE, [messages, sessions])
     return report
+
+
+def _say_on_run_reports(
+    reports: Sequence[pytest.TestReport], attribute: str, value: str
+) -> None:
+    """Set ``attribute`` on each of a run's ``reports`` (see
+    `_RUN_REPORTS_KEY`): a plugin may log the earlier ones only now."""
+    for report in reports:
+        setattr(report, attribute, value)
+
+
+def _forget_later_attempts(
+    config: pytest.Config, root: Path, nodeid: str, worker: str | None
+) -> None:
+    """Remove an earlier run's directories of reruns of the test ``nodeid``
+    (see `_report.later_attempts`), under either of its names."""
+    if _LATER_ATTEMPTS_KEY not in config.stash:
+        config.stash[_LATER_ATTEMPTS_KEY] = _report.later_attempts(root)
+    later = config.stash[_LATER_ATTEMPTS_KEY]
+    for either in (False, True):
+        first = _report.test_directory(root, nodeid, worker, either, 1)
+        for directory in later.pop(first.name, []):
+            _report.forget_saved(directory)
 
 
 #: The report attribute with a test's [messages, sessions] for the summary.
@@ -1369,8 +1421,9 @@ class _NotSavedSummary:
         self.found: dict[str, str] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # On any of a run's reports (see _say_on_run_reports).
         reason = getattr(report, _NOT_SAVED_ATTRIBUTE, None)
-        if report.when == "teardown" and reason:
+        if reason:
             self.found[report.nodeid] = str(reason)
 
     def pytest_terminal_summary(

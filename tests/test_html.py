@@ -75,7 +75,7 @@ def save_index(
     reason: str = "assert False",
 ) -> Path:
     """What the plugin does for one failed test, then the index."""
-    directory = _report.test_directory(root, nodeid, None, False)
+    directory = _report.test_directory(root, nodeid, None, False, 1)
     written = _report.save([sink, *more], directory)
     _html.record_test(
         [sink, *more],

@@ -990,9 +990,71 @@ def test_flaky(smtpsink):
         "--smtpsink-save=all",
     )
     result.assert_outcomes(passed=1)
-    (record,) = saved.rglob("smtpsink.json")
-    data = json.loads(record.read_text())
-    assert (data["outcome"], data.get("reason")) == ("passed", None)
+    # Each run keeps its own mail: the first's failure, the second's pass.
+    records = [
+        json.loads((saved / name / "smtpsink.json").read_text())
+        for name in (
+            "test_a_test_that_passes_when_run_again_is_saved_as_passed.py__test_flaky",
+            "test_a_test_that_passes_when_run_again_is_saved_as_passed.py__test_flaky"
+            "+attempt2",
+        )
+    ]
+    assert [
+        (r["outcome"], r["attempt"], r["messages"][0]["subject"]) for r in records
+    ] == [("failed", 1, "run 1"), ("passed", 2, "run 2")]
+    assert records[1].get("reason") is None
+
+
+#: A test that fails in its first two runs, and passes in the third.
+_FLAKY = (
+    SEND
+    + """
+import os
+
+RUNS = []
+
+def test_flaky(smtpsink):
+    RUNS.append(1)
+    send(smtpsink, f"run {len(RUNS)}")
+    assert len(RUNS) > int(os.environ.get("FAILING_RUNS", "2")), "flaky"
+"""
+)
+
+
+@pytest.mark.parametrize("xdist", [["-p", "no:xdist"], ["-n", "2"]])
+def test_failed_runs_of_a_test_rerun_keep_their_mail(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, xdist: list[str]
+) -> None:
+    # With pytest-rerunfailures, a test that passed when run again removed
+    # the directory its failed run had saved: the mail of a flaky test's
+    # failures, which is what a CI artifact is for, was lost.
+    pytester.makepyfile(test_x=_FLAKY)
+    out = pytester.path / "mail"
+    first = out / "test_x.py__test_flaky"
+    # An earlier run's third run: this run's first forgets it.
+    (out / "test_x.py__test_flaky+attempt3").mkdir(parents=True)
+    (out / "test_x.py__test_flaky+attempt3/0001-old.eml").write_bytes(b"old")
+    run = [*xdist, "--reruns", "2", f"--smtpsink-save-dir={out}"]
+    result = pytester.runpytest(*run)
+    assert result.parseoutcomes() == {"passed": 1, "rerun": 2}
+    saved = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.eml"))
+    assert saved == [
+        "test_x.py__test_flaky+attempt2/0001-run-2.eml",
+        "test_x.py__test_flaky/0001-run-1.eml",
+    ]
+    index = (out / "index.html").read_text(encoding="utf-8")
+    assert "1 test(s) in 2 attempts, 2 message(s)" in index
+    for attempt in (1, 2):
+        assert (
+            '<section class="test rerun"><h2><span class="outcome">rerun</span> '
+            f'test_x.py::test_flaky <span class="attempt">(attempt {attempt})</span>'
+        ) in index
+    assert "passed</span>" not in index  # the passing run saved nothing
+    # A later run that passes at once leaves none of them.
+    monkeypatch.setenv("FAILING_RUNS", "0")
+    pytester.runpytest(*run).assert_outcomes(passed=1)
+    assert sorted(p.name for p in out.iterdir()) == ["index.html"]
+    assert not first.exists()
 
 
 def test_report_shows_the_connection_kept_open_that_delivered_the_mail(
@@ -1630,7 +1692,7 @@ def test_save_dir_names_are_those_the_docs_show(tmp_path: pathlib.Path) -> None:
     from pytest_smtpsink._report import test_directory
 
     def name(nodeid: str) -> str:
-        return test_directory(tmp_path, nodeid, None, False).name
+        return test_directory(tmp_path, nodeid, None, False, 1).name
 
     assert name("tests/test_checkout.py::test_receipt") == (
         "tests_test_checkout.py__test_receipt"
