@@ -931,6 +931,15 @@ def _not_semantically_valid(text: str, when: datetime.datetime) -> str | None:
         return "no time zone"
     if zone.group(1) is not None and int(zone.group(1)) > 59:
         return f"zone minutes {zone.group(1)}"
+    name = zone.group(2)
+    if name is not None and name.upper() not in _OBSOLETE_ZONES:
+        # UTC, CET, ...: outside the grammar. Readers that follow RFC 5322
+        # take the time as in an unknown zone; the stdlib guesses.
+        return (
+            f"zone {name!r} is not one RFC 5322 names (UT, GMT, the US zones, "
+            "a military letter): readers may take the time as in an unknown "
+            "zone (-0000)"
+        )
     day = _DAY_NAME.match(text)
     # Three-digit (obsolete) years the stdlib does not read as 19xx.
     if day is not None and when.year >= 1900:
@@ -946,7 +955,13 @@ _YEAR_AFTER_MONTH = re.compile(
 )
 #: The zone after the time: +hhmm / -hhmm, or an obsolete name ("GMT",
 #: "EST", a military letter; unknown names mean -0000).
-_ZONE = re.compile(r"[0-9]\s*(?:[+-][0-9]{2}([0-9]{2})|[A-Za-z]+)\s*\Z")
+_ZONE = re.compile(r"[0-9]\s*(?:[+-][0-9]{2}([0-9]{2})|([A-Za-z]+))\s*\Z")
+#: RFC 5322 4.3's obs-zone: UT, GMT, the US zones and the military letters
+#: (all but J).
+_OBSOLETE_ZONES = frozenset(
+    {"UT", "GMT", "EST", "EDT", "CST", "CDT", "MST", "MDT", "PST", "PDT"}
+    | {chr(letter) for letter in range(ord("A"), ord("Z") + 1)} - {"J"}
+)
 _DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DAY_NAME = re.compile(r"\s*([A-Za-z]{3})\s*,", re.IGNORECASE)
 

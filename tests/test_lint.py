@@ -617,6 +617,22 @@ def test_a_date_that_does_not_exist_is_invalid(date: str) -> None:
     assert codes(lint(raw + b"\r\nx\r\n")) == ["invalid-date"]
 
 
+@pytest.mark.parametrize("zone", ["UTC", "utc", "CEST", "J"])
+def test_a_zone_name_rfc_5322_does_not_name_is_invalid(zone: str) -> None:
+    # The stdlib reads "UTC" as +0000; RFC 5322 4.3 reads any name outside
+    # its list as -0000 (a zone unknown), and its grammar has none of them.
+    date = f"Mon, 30 Nov 2026 19:00:00 {zone}"
+    raw = HEAD.replace(b"Mon, 30 Nov 2026 19:00:00 +0000", date.encode())
+    received = datetime.datetime(2026, 11, 30, 19, 0, tzinfo=datetime.timezone.utc)
+    [problem] = lint(raw + b"\r\nx\r\n", received_at=received)
+    assert problem.code == "invalid-date"
+    assert problem.message.startswith(
+        f"Date {date!r} is not an RFC 5322 date: zone {zone!r} is not one RFC "
+        "5322 names (UT, GMT, the US zones, a military letter): readers may "
+        "take the time as in an unknown zone (-0000)"
+    )
+
+
 @pytest.mark.parametrize(
     "date",
     [
@@ -630,6 +646,8 @@ def test_a_date_that_does_not_exist_is_invalid(date: str) -> None:
         "Mon, 30 Nov 2026 19:00:00 GMT",  # obsolete zone names
         "Mon, 30 Nov 2026 14:00:00 EST",
         "Mon, 30 Nov 2026 19:00:00 z",
+        "Mon, 30 Nov 2026 19:00:00 UT",
+        "Mon, 30 Nov 2026 11:00:00 PST",
         "Tue, 1 Dec 2026 04:00:00 +0900",  # the weekday of the date as written
         "Mon, 30 Nov 2026 19:00:00 +0000 (UTC)",
     ],
