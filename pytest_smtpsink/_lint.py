@@ -1220,6 +1220,7 @@ def _check_mime_headers(part: Compat32Message, where: str | None) -> Iterator[Pr
                 header="Content-Type",
                 part=where,
             )
+    yield from _check_parameters(part, where)
     if part.get_content_maintype() == "multipart":
         boundary = part.get_param("boundary")
         if isinstance(boundary, str) and not 0 < len(boundary) <= _MAX_BOUNDARY:
@@ -1237,6 +1238,60 @@ def _check_mime_headers(part: Compat32Message, where: str | None) -> Iterator[Pr
             )
 
 
+def _check_parameters(part: Compat32Message, where: str | None) -> Iterator[Problem]:
+    """A Content-Type parameter given twice, and an RFC 2231 value (a
+    ``filename*=utf-8''...``) that is not in its charset."""
+    for header in ("Content-Type", "Content-Disposition"):
+        if header not in part:
+            continue
+        try:
+            # An RFC 2231 value is a (charset, language, text) tuple, which
+            # typeshed does not say.
+            params: list[tuple[str, object]] = [
+                *(part.get_params(header=header) or [])[1:]
+            ]
+        except Exception:  # RFC 2231 pieces the stdlib cannot put together
+            continue
+        if header == "Content-Type":
+            seen: dict[str, list[str]] = {}
+            for name, value in params:
+                seen.setdefault(name.lower(), []).append(
+                    value if isinstance(value, str) else repr(value)
+                )
+            for name, values in seen.items():
+                if len(values) > 1:
+                    shown = ", ".join(repr(shorten(v, 40)) for v in values)
+                    yield Problem(
+                        "invalid-content-type",
+                        "error",
+                        f"Content-Type gives {name} {len(values)} times ({shown}); "
+                        "RFC 6838 4.3 allows each parameter once, and readers "
+                        "disagree on which one counts",
+                        header="Content-Type",
+                        part=where,
+                    )
+        for name, value in params:
+            if not isinstance(value, tuple):
+                continue
+            charset, _, text = value
+            charset = (charset or "").strip()
+            if not charset or not _known(charset):  # none declared: readers guess
+                continue
+            # Its %XX bytes, as the stdlib keeps them (one Latin-1 character
+            # each).
+            mismatch = _not_in_charset(text.encode("latin-1", "replace"), charset)
+            if mismatch is not None:
+                yield Problem(
+                    "charset-mismatch",
+                    "error",
+                    f"the {name}* parameter of {header} declares charset "
+                    f"{charset!r} but its value is not {charset}: {mismatch}; "
+                    "readers show '\ufffd' or garbled text (RFC 2231)",
+                    header=header,
+                    part=where,
+                )
+
+
 def _not_in_charset(data: bytes, charset: str) -> str | None:
     """Where ``data`` stops being text in ``charset`` (a known one), or None
     when it decodes (or the codec is no plain text codec to judge by)."""
@@ -1250,6 +1305,22 @@ def _not_in_charset(data: bytes, charset: str) -> str | None:
         return f"{bad.hex(' ')} at byte {error.start + 1} of {len(data)}"
     except Exception:  # a codec's own failure: not the sender's to hear of
         return None
+    return None
+
+
+#: What Python's email parser takes for a header line (its feedparser's
+#: headerRE): a name and a colon, a folded line, or an mbox "From ".
+_HEADER_LINE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[\t ]")
+
+
+def _first_line_not_a_header(raw: bytes) -> int | None:
+    """The number of the first line of ``raw``'s header that the parser
+    does not take for a header line (or a folded first line), or None."""
+    for number, line in enumerate(raw.split(b"\n"), 1):
+        if line in (b"", b"\r"):
+            return None
+        if not _HEADER_LINE.match(line) or (number == 1 and line[:1] in b"\t "):
+            return number
     return None
 
 
@@ -1271,7 +1342,13 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
                     defects.extend(block.defects)
         for defect in defects:
             known = _DEFECTS.get(type(defect))
-            if known is not None:
+            if known is None:
+                continue
+            if part is ctx.tree and known[0] == "malformed-header":
+                # The message's own header: where in it, rather than "part 1".
+                line = _first_line_not_a_header(ctx.raw)
+                yield Problem(known[0], "error", known[1], line=line)
+            else:
                 yield Problem(known[0], "error", known[1], part=path)
         yield from _check_mime_headers(part, None if part is ctx.tree else path or "1")
         container = _container(part)

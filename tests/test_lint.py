@@ -783,6 +783,76 @@ def test_a_first_line_read_as_an_mbox_separator_is_a_malformed_header(
     )
 
 
+@pytest.mark.parametrize(
+    ("raw", "line", "message"),
+    [
+        (
+            HEAD + b"X-Mailer: app\r\nnot a header\r\n\r\nx\r\n",
+            7,
+            "a header line that is not 'Name: value'; everything from it on is "
+            "read as the body",
+        ),
+        (
+            b" folded\r\n" + HEAD + b"\r\nx\r\n",
+            1,
+            "the message starts with a folded (indented) line",
+        ),
+    ],
+    ids=["not-name-value", "folded-first"],
+)
+def test_a_malformed_line_in_the_header_is_located_by_its_line(
+    raw: bytes, line: int, message: str
+) -> None:
+    # It was "(part 1)": the message's own header, not where in it.
+    [problem] = [p for p in lint(raw) if p.code == "malformed-header"]
+    assert (problem.line, problem.part, problem.message) == (line, None, message)
+
+
+_MIME_HEAD = HEAD + b"MIME-Version: 1.0\r\n"
+
+
+def test_a_content_type_parameter_given_twice_is_invalid() -> None:
+    raw = _MIME_HEAD + b"Content-Type: text/plain; charset=utf-8; CHARSET=iso-8859-1"
+    [problem] = lint(raw + b"\r\n\r\nx\r\n")
+    assert (problem.code, problem.header) == ("invalid-content-type", "Content-Type")
+    assert problem.message == (
+        "Content-Type gives charset 2 times ('utf-8', 'iso-8859-1'); RFC 6838 "
+        "4.3 allows each parameter once, and readers disagree on which one counts"
+    )
+
+
+@pytest.mark.parametrize(
+    ("header", "problem"),
+    [
+        (
+            b"Content-Disposition: attachment; filename*=utf-8''%FF%FEx.txt",
+            "error charset-mismatch (header Content-Disposition): the filename* "
+            "parameter of Content-Disposition declares charset 'utf-8' but its "
+            "value is not utf-8: ff at byte 1 of 7; readers show '\ufffd' or "
+            "garbled text (RFC 2231)",
+        ),
+        (
+            b"Content-Disposition: attachment; filename*0*=us-ascii''%e2%82;\r\n"
+            b" filename*1*=%acx.txt",  # continued (RFC 2231 3), folded
+            "error charset-mismatch (header Content-Disposition): the filename* "
+            "parameter of Content-Disposition declares charset 'us-ascii' but its "
+            "value is not us-ascii: e2 at byte 1 of 8; readers show '\ufffd' or "
+            "garbled text (RFC 2231)",
+        ),
+        # In their charsets, or with none declared (readers guess): fine.
+        (b"Content-Disposition: attachment; filename*=utf-8''%e2%82%acx.txt", None),
+        (b"Content-Disposition: attachment; filename*=''%e2%82%acx.txt", None),
+        (b"Content-Disposition: attachment; filename*=iso-8859-1''%e9t%e9", None),
+    ],
+)
+def test_an_rfc_2231_parameter_not_in_its_charset_is_a_mismatch(
+    header: bytes, problem: str | None
+) -> None:
+    raw = _MIME_HEAD + b"Content-Type: text/plain; charset=utf-8\r\n" + header
+    found = [str(p) for p in lint(raw + b"\r\n\r\nx\r\n")]
+    assert found == ([problem] if problem else [])
+
+
 def test_raw_8bit_bytes_are_not_quoted_printable() -> None:
     """RFC 2045 6.7: quoted-printable is 7-bit; an 8-bit byte is written
     =XX. A part declared quoted-printable but holding raw UTF-8 (a mailer
