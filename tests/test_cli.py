@@ -513,6 +513,10 @@ def test_output_read_by_nobody_stops_no_mail(tmp_path: Path) -> None:
     ]
 
 
+#: Tries with a new free port when another process took the last one.
+PORT_ATTEMPTS = 3
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -535,32 +539,40 @@ def test_output_that_cannot_be_written_stops_no_mail(
     # traceback, refusing the client it was serving with a 421.
     if output == "/dev/full" and not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full on this system")
-    port = _free_port()  # no output to read it from
-    command = [sys.executable, "-m", "pytest_smtpsink", "--port", str(port)]
-    command += ["--save-dir", str(tmp_path)]
-    with contextlib.ExitStack() as stack:
-        if output == "closed":
-            command = ["sh", "-c", 'exec "$@" >&-', "sh", *command]
-            stdout = None
-        else:
-            stdout = stack.enter_context(open(output, "w"))
-        proc = subprocess.Popen(
-            command, stdout=stdout, stderr=subprocess.PIPE, text=True
-        )
-        try:
+    proc: subprocess.Popen[str] | None = None
+    try:
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            port = _free_port()  # no output to read it from
+            command = [sys.executable, "-m", "pytest_smtpsink", "--port", str(port)]
+            command += ["--save-dir", str(tmp_path)]
+            if output == "closed":
+                command = ["sh", "-c", 'exec "$@" >&-', "sh", *command]
+            with contextlib.ExitStack() as stack:
+                stdout = (
+                    None
+                    if output == "closed"
+                    else stack.enter_context(open(output, "w"))
+                )
+                proc = subprocess.Popen(
+                    command, stdout=stdout, stderr=subprocess.PIPE, text=True
+                )
             assert proc.stderr is not None
             # Said at the banner, once the sink listens.
             first = proc.stderr.readline()
             while slow_step_report(first.rstrip("\n")):
                 first = proc.stderr.readline()
-            assert (
-                first == f"smtpsink: {said}; the sink runs on until stopped (Ctrl-C)\n"
-            )
-            err = _send_two_and_stop(proc, port)
-        finally:
-            if proc.poll() is None:  # pragma: no cover - a hang is a bug
-                proc.kill()
-                proc.communicate()
+            if "Address already in use" not in first or attempt == PORT_ATTEMPTS:
+                break
+            # Another process took the port between the probe and the sink's
+            # bind (xdist workers, a busy machine): try another.
+            proc.communicate()
+        assert proc is not None
+        assert first == f"smtpsink: {said}; the sink runs on until stopped (Ctrl-C)\n"
+        err = _send_two_and_stop(proc, port)
+    finally:
+        if proc is not None and proc.poll() is None:  # pragma: no cover - a bug
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 0
     assert [line for line in err.splitlines() if not slow_step_report(line)] == []
     assert sorted(p.name for p in tmp_path.iterdir()) == [
