@@ -580,8 +580,10 @@ class SMTPSink(Mailbox):
         start the same server on a free port of `host`.
 
         With ``forget_deleted``, the mailboxes keep no record of what
-        clients delete from then on, so that a sink running for days does
-        not grow with it; a test's ``deleted()`` then finds nothing.
+        clients delete, nor of the folders they rename, from then on, so
+        that a sink running for days does not grow with it; a test's
+        ``deleted()`` then finds nothing, and an assertion on a folder's
+        old name does not know that it was renamed.
 
         Raises `OSError` if the port cannot be bound, and `SinkError` if the
         protocol is already served elsewhere (a sink serves each protocol
