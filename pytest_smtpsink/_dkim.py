@@ -149,6 +149,19 @@ def publish_key(
         raise ValueError(
             f"domain must be a domain name such as 'example.com', got {domain!r}"
         )
+    labels = domain.lower().split(".")
+    if "_domainkey" in labels:
+        # The record's whole name (s1._domainkey.shop.example): the key
+        # would be published at s1._domainkey.s1._domainkey.shop.example.
+        given = domain.strip(".")
+        before, _, after = given.partition("._domainkey.")
+        hint = f"dkim_key({after!r}, selector={before!r})" if before and after else ""
+        raise ValueError(
+            f"domain must be the signing domain alone, as in the signature's "
+            f"d= (such as 'example.com'), got {domain!r}: dkim_key publishes "
+            "the key at '<selector>._domainkey.<domain>' itself"
+            + (f"; {hint}" if hint else "")
+        )
     if not isinstance(selector, str):
         raise TypeError(f"selector must be a str such as 's1', got {selector!r}")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", selector):

@@ -379,6 +379,13 @@ def test_bad_arguments_are_named(smtpsink: Mailbox) -> None:
         match=r"selector must be the selector alone, .* got 'mail\._domainkey'",
     ):
         smtpsink.dkim_key("shop.example", selector="mail._domainkey")
+    with pytest.raises(
+        ValueError,
+        match=r"domain must be the signing domain alone, .* got "
+        r"'mail\._domainkey\.shop\.example': .*; "
+        r"dkim_key\('shop\.example', selector='mail'\)\Z",
+    ):
+        smtpsink.dkim_key("mail._domainkey.shop.example")
     with pytest.raises(TypeError, match="domain must be a str"):
         smtpsink.dkim_key(b"shop.example")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="selector must be a str"):
