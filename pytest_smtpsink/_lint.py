@@ -1385,18 +1385,19 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
             )
         if not isinstance(payload, str):
             continue
-        encoding = str(part.get("Content-Transfer-Encoding", "7bit")).strip().lower()
-        written_encoding = _encoding(encoding)
+        written = str(part.get("Content-Transfer-Encoding", "7bit")).strip()
+        # As compared: without the comments RFC 2045 allows around it.
+        encoding = _encoding(written)
         if (
             container is None
-            and written_encoding not in _KNOWN_ENCODINGS
-            and not written_encoding.startswith("x-")
+            and encoding not in _KNOWN_ENCODINGS
+            and not encoding.startswith("x-")
         ):
             yield Problem(
                 "invalid-transfer-encoding",
                 "error",
                 f"{content_type} has Content-Transfer-Encoding "
-                f"{shorten(encoding, 40)!r}, none of 7bit, 8bit, binary, "
+                f"{shorten(written, 40)!r}, none of 7bit, 8bit, binary, "
                 "quoted-printable and base64 (RFC 2045 6.1): readers show its "
                 "body undecoded, or not at all",
                 part=path,

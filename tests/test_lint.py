@@ -811,6 +811,24 @@ def test_a_malformed_line_in_the_header_is_located_by_its_line(
 _MIME_HEAD = HEAD + b"MIME-Version: 1.0\r\n"
 
 
+@pytest.mark.parametrize(
+    ("encoding", "body", "code"),
+    [
+        (b"base64 (as sent)", b"*not base64*", "invalid-base64"),
+        (b"quoted-printable (qp)", b"x =ZZ", "invalid-quoted-printable"),
+        (b"7bit (plain)", "caf\u00e9".encode(), "8bit-in-7bit"),
+    ],
+)
+def test_a_transfer_encoding_with_a_comment_is_judged_as_its_token(
+    encoding: bytes, body: bytes, code: str
+) -> None:
+    # RFC 2045 allows comments around it: the unknown-encoding check took
+    # them off, the content checks did not, and judged nothing.
+    raw = _MIME_HEAD + b"Content-Type: text/plain; charset=utf-8\r\n"
+    raw += b"Content-Transfer-Encoding: " + encoding + b"\r\n\r\n" + body + b"\r\n"
+    assert codes(lint(raw)) == [code]
+
+
 def test_a_content_type_parameter_given_twice_is_invalid() -> None:
     raw = _MIME_HEAD + b"Content-Type: text/plain; charset=utf-8; CHARSET=iso-8859-1"
     [problem] = lint(raw + b"\r\n\r\nx\r\n")
