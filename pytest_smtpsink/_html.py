@@ -751,6 +751,14 @@ def _put_in_count(test: TestRecord) -> str:
     return f"{count} put in without SMTP, " if count else ""
 
 
+def _first_run(test: TestRecord) -> str:
+    """The directory of the first run of ``test``'s test: its own, without
+    the ``+attemptN`` of a rerun."""
+    directory = test["directory"]
+    head, plus, attempt = directory.rpartition("+attempt")
+    return head if plus and attempt.isdigit() else directory
+
+
 def _attempt(test: TestRecord) -> str:
     """Which run of the test a record is, when a plugin reran it."""
     attempt = test.get("attempt", 1)
@@ -761,14 +769,20 @@ def _attempt(test: TestRecord) -> str:
 
 def render_index(tests: Sequence[TestRecord], when: datetime.datetime) -> str:
     """The whole ``index.html``: every saved test, failed ones first."""
-    # A test's runs together (a test rerun lists each), in order.
+    # A test's runs together (a test rerun lists each), in order; under
+    # --dist each, each worker's (its directory's name says whose).
     failed = {t["nodeid"] for t in tests if t["outcome"] == "failed"}
     ordered = sorted(
         tests,
-        key=lambda t: (t["nodeid"] not in failed, t["nodeid"], t.get("attempt", 1)),
+        key=lambda t: (
+            t["nodeid"] not in failed,
+            t["nodeid"],
+            _first_run(t),
+            t.get("attempt", 1),
+        ),
     )
     runs = len(tests)
-    names = len({t["nodeid"] for t in tests})
+    names = len({(t["nodeid"], _first_run(t)) for t in tests})
     messages = sum(len(_sent(t)) for t in tests)
     put_in = sum(len(t["messages"]) - len(_sent(t)) for t in tests)
     protocols = collections.Counter(
@@ -909,8 +923,17 @@ class IndexWriter:
         # its id), so that a later run's passing test forgets it.
         gateway = getattr(getattr(report, "node", None), "gateway", None)
         worker = str(getattr(gateway, "id", "worker")) if self.each else None
+        first = _report.test_directory(self.root, report.nodeid, worker, False, 1)
+        # After this run's earlier runs of the test, if a plugin reran it
+        # (their records are theirs to keep).
+        name = first.name
+        earlier = sum(
+            1
+            for saved in self.directories
+            if saved == name or saved.startswith(f"{name}+attempt")
+        )
         directory = _report.test_directory(
-            self.root, report.nodeid, worker, False, attempt=1
+            self.root, report.nodeid, worker, False, earlier + 1
         )
         with contextlib.suppress(OSError):  # never an INTERNALERROR
             reason = _report.failure_reason(report, [])
@@ -925,6 +948,7 @@ class IndexWriter:
                 root=self.root,
                 reason=(reason or "its xdist worker crashed")
                 + " (the mail it captured was lost with the worker)",
+                attempt=earlier + 1,
             )
             self.directories.append(directory.relative_to(self.root).as_posix())
 

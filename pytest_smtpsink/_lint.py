@@ -934,7 +934,7 @@ def _not_semantically_valid(text: str, when: datetime.datetime) -> str | None:
     name = zone.group(2)
     if name is not None and name.upper() not in _OBSOLETE_ZONES:
         # UTC, CET, ...: outside the grammar. Readers that follow RFC 5322
-        # take the time as in an unknown zone; the stdlib guesses.
+        # take the time as in an unknown zone; the stdlib has a table.
         return (
             f"zone {name!r} is not one RFC 5322 names (UT, GMT, the US zones, "
             "a military letter): readers may take the time as in an unknown "

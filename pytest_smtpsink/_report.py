@@ -280,6 +280,18 @@ def _ours(directory: Path) -> bool:
         return False
 
 
+def saved_before(directory: Path, started: float) -> bool:
+    """Whether ``directory`` was last written before ``started`` (a
+    ``time.time()``): an earlier run's (False if there is none). A file
+    system that keeps times to the second may round this run's down to
+    before it; only a test run again on another xdist worker then loses
+    its first run's files."""
+    try:
+        return directory.stat().st_mtime < started
+    except OSError:
+        return False
+
+
 def forget_saved(directory: Path) -> None:
     """Remove what an earlier run saved for a test this run does not save."""
     if directory.exists() and _ours(directory):

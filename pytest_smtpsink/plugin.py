@@ -116,6 +116,13 @@ _SHARED_NAMES_KEY = pytest.StashKey["set[str]"]()
 #: The workerinput key by which the controller says the run is --dist each:
 #: a worker's own config says "no" (xdist resets it there).
 _EACH_INPUT = "smtpsink_dist_each"
+#: The workerinput key with the run's start (`_STARTED_KEY`).
+_STARTED_INPUT = "smtpsink_started"
+#: When the run began (``time.time()``; the controller's under xdist).
+_STARTED_KEY = pytest.StashKey[float]()
+#: Whether the test's earlier runs' saved directories were looked at (once
+#: per test, by whichever of its runs reaches the save first).
+_CLEANED_KEY = pytest.StashKey[bool]()
 #: --smtpsink-lint: the severity that fails a test at teardown, or "off".
 _LINT_KEY = pytest.StashKey[str]()
 _LINT_LEVELS = ("off", "error", "warning", "info")
@@ -581,6 +588,10 @@ def pytest_configure(config: pytest.Config) -> None:
     save = config.stash[_SAVE_KEY]
     config.stash[_SAVE_ROOT_KEY] = save[0] if save is not None else None
     workerinput = getattr(config, "workerinput", None)
+    started = workerinput.get(_STARTED_INPUT) if isinstance(workerinput, dict) else None
+    # The run's start, the controller's under xdist: what a save directory
+    # holds from before it is an earlier run's.
+    config.stash[_STARTED_KEY] = started if isinstance(started, float) else time.time()
     config.stash[_SAVE_WORKER_KEY] = (
         str(workerinput.get("workerid", "worker"))
         if isinstance(workerinput, dict) and workerinput.get(_EACH_INPUT)
@@ -642,6 +653,7 @@ def pytest_configure_node(node: Any) -> None:
     ``--dist each`` every worker runs every test, and each must save its
     files apart from the others' (they replaced one another's)."""
     node.workerinput[_EACH_INPUT] = node.config.getoption("dist", "no") == "each"
+    node.workerinput[_STARTED_INPUT] = node.config.stash[_STARTED_KEY]
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -699,7 +711,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     __tracebackhide__ = True  # under -W error: the warning, not this hook
     _RUNNING.item = item
     item.stash[_SET_UP_AT_KEY] = time.time()
-    item.stash[_ATTEMPT_KEY] = item.stash.get(_ATTEMPT_KEY, 0) + 1
+    # pytest-rerunfailures counts a test's runs across xdist workers (one
+    # that crashed has the test run again on another): its count first.
+    counted = getattr(item, "execution_count", None)
+    if isinstance(counted, int) and not isinstance(counted, bool) and counted > 0:
+        item.stash[_ATTEMPT_KEY] = counted
+    else:
+        item.stash[_ATTEMPT_KEY] = item.stash.get(_ATTEMPT_KEY, 0) + 1
     item.stash[_RUN_REPORTS_KEY] = []
     if _SET_UP_DONE_KEY in item.stash:  # set up before: a rerun
         for key in _PER_RUN_KEYS:
@@ -1230,25 +1248,15 @@ def pytest_runtest_makereport(
         worker = config.stash.get(_SAVE_WORKER_KEY, None)
         hashed = item.nodeid in config.stash.get(_SHARED_NAMES_KEY, set())
         attempt = item.stash.get(_ATTEMPT_KEY, 1)
-        if save is not None and attempt == 1:
-            # An earlier run's reruns of this test would read as this run's.
+        if save is not None and not item.stash.get(_CLEANED_KEY, False):
+            # An earlier run's files for this test (its first run's, its
+            # reruns') would read as this run's in a CI artifact.
+            item.stash[_CLEANED_KEY] = True
             with contextlib.suppress(OSError):  # never an INTERNALERROR
-                _forget_later_attempts(config, save[0], item.nodeid, worker)
-        if save is not None and not failed and save[1] == "failed":
-            # An earlier run's files for this test, now passing, would read
-            # as this run's in a CI artifact. (A passing rerun keeps the
-            # failed runs' files: they are this run's.)
-            with contextlib.suppress(OSError):  # never an INTERNALERROR
-                # Under either name: which one a test gets depends on the
-                # tests the run selected (`_report.sharing_names`), and an
-                # earlier run may have used the other.
-                for either in (False, True):
-                    _report.forget_saved(
-                        _report.test_directory(
-                            save[0], item.nodeid, worker, either, attempt
-                        )
-                    )
-        elif save is not None:
+                _forget_earlier_runs(config, save[0], item.nodeid, worker)
+        # A test that passed saves nothing unless all are saved (a passing
+        # rerun leaves the failed runs' files: they are this run's).
+        if save is not None and (failed or save[1] == "all"):
             directory = _report.test_directory(
                 save[0], item.nodeid, worker, hashed, attempt
             )
@@ -1316,18 +1324,23 @@ def _say_on_run_reports(
         setattr(report, attribute, value)
 
 
-def _forget_later_attempts(
+def _forget_earlier_runs(
     config: pytest.Config, root: Path, nodeid: str, worker: str | None
 ) -> None:
-    """Remove an earlier run's directories of reruns of the test ``nodeid``
-    (see `_report.later_attempts`), under either of its names."""
+    """Remove what an earlier run saved for the test ``nodeid``: its
+    directory and its reruns' (see `_report.later_attempts`), under either
+    of its names (which one a test gets depends on the tests the run
+    selected, `_report.sharing_names`). Not this run's: under xdist, a test
+    whose worker crashed is run again on another."""
     if _LATER_ATTEMPTS_KEY not in config.stash:
         config.stash[_LATER_ATTEMPTS_KEY] = _report.later_attempts(root)
     later = config.stash[_LATER_ATTEMPTS_KEY]
+    started = config.stash[_STARTED_KEY]
     for either in (False, True):
         first = _report.test_directory(root, nodeid, worker, either, 1)
-        for directory in later.pop(first.name, []):
-            _report.forget_saved(directory)
+        for directory in [first, *later.pop(first.name, [])]:
+            if _report.saved_before(directory, started):
+                _report.forget_saved(directory)
 
 
 #: The report attribute with the mail that arrived before the test began,

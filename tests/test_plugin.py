@@ -1057,6 +1057,77 @@ def test_failed_runs_of_a_test_rerun_keep_their_mail(
     assert not first.exists()
 
 
+def test_a_rerun_on_another_worker_keeps_the_failed_runs_mail(
+    pytester: pytest.Pytester,
+) -> None:
+    # Run 2 crashes its xdist worker: pytest-rerunfailures runs the test a
+    # third time on another worker, which counted it as a first run, so its
+    # passing run removed run 1's directory, still listed in index.html.
+    pytester.makepyfile(
+        test_x=SEND
+        + """
+import os, pathlib
+
+COUNT = pathlib.Path(__file__).with_name("count")
+
+def test_crashy(smtpsink):
+    run = int(COUNT.read_text()) + 1 if COUNT.exists() else 1
+    COUNT.write_text(str(run))
+    send(smtpsink, f"run {run}")
+    if run == 2:
+        os._exit(3)
+    assert run == 3, "fails"
+"""
+    )
+    out = pytester.path / "mail"
+    result = pytester.runpytest(
+        "-n", "2", "--reruns", "2", f"--smtpsink-save-dir={out}"
+    )
+    assert result.parseoutcomes() == {"passed": 1, "rerun": 2}
+    saved = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.eml"))
+    assert saved == ["test_x.py__test_crashy/0001-run-1.eml"]
+    index = (out / "index.html").read_text(encoding="utf-8")
+    assert "unreadable record" not in index
+    assert (
+        '<span class="outcome">rerun</span> test_x.py::test_crashy '
+        '<span class="attempt">(attempt 1)</span>'
+    ) in index
+
+
+def test_a_first_run_that_fails_before_the_sink_forgets_earlier_runs_files(
+    pytester: pytest.Pytester,
+) -> None:
+    # A flaky fixture set up before smtpsink failed the first run: only a
+    # first run that reached the sink forgot an earlier run's files, and the
+    # passing rerun left them in the artifact, as this run's.
+    pytester.makepyfile(
+        test_x=SEND
+        + """
+import pytest
+
+RUNS = []
+
+@pytest.fixture
+def database():
+    RUNS.append(1)
+    if len(RUNS) == 1:
+        raise RuntimeError("not ready")
+
+def test_flaky(database, smtpsink):
+    send(smtpsink, "hello")
+"""
+    )
+    out = pytester.path / "mail"
+    for earlier in ("test_x.py__test_flaky", "test_x.py__test_flaky+attempt3"):
+        (out / earlier).mkdir(parents=True)
+        (out / earlier / "0001-old.eml").write_bytes(b"old")
+    result = pytester.runpytest(
+        "-p", "no:xdist", "--reruns", "2", f"--smtpsink-save-dir={out}"
+    )
+    assert result.parseoutcomes() == {"passed": 1, "rerun": 1}
+    assert list(out.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     "xdist", [["-p", "no:xdist"], ["-n", "2", "--dist", "loadfile"]]
 )
@@ -1625,6 +1696,7 @@ def test_fails(smtpsink):
     assert saved == [f"{test}@gw0/0001-from-gw0.eml", f"{test}@gw1/0001-from-gw1.eml"]
     index = (out / "index.html").read_text(encoding="utf-8")
     assert index.count("test_fails</h2>") == 2
+    assert "2 test(s), 2 message(s)" in index  # each worker's, no rerun
     assert f"{test}@gw0/</a>" in index
     assert f"{test}@gw1/</a>" in index
     # Without --dist each a test runs once: its directory has no worker id.
