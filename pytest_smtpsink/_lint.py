@@ -1238,6 +1238,50 @@ def _check_mime_headers(part: Compat32Message, where: str | None) -> Iterator[Pr
             )
 
 
+def _parameters_given_twice(value: str, where: str | None) -> Iterator[Problem]:
+    """A Content-Type parameter written twice (``charset=utf-8;
+    charset=iso-8859-1``), as written: ``name`` and its RFC 2231 form
+    ``name*`` are two (a sender's fallback for old readers), and the
+    pieces of a continued value (``name*0``, ``name*1``) one each."""
+    seen: dict[str, list[str]] = {}
+    for piece in _split_parameters(value)[1:]:
+        name, equals, given = piece.partition("=")
+        name = name.strip().lower()
+        if name and equals:
+            seen.setdefault(name, []).append(given.strip())
+    for name, values in seen.items():
+        if len(values) > 1:
+            shown = ", ".join(repr(shorten(v, 40)) for v in values)
+            yield Problem(
+                "invalid-content-type",
+                "error",
+                f"Content-Type gives {name} {len(values)} times ({shown}); "
+                "RFC 6838 4.3 allows each parameter once, and readers "
+                "disagree on which one counts",
+                header="Content-Type",
+                part=where,
+            )
+
+
+def _split_parameters(value: str) -> list[str]:
+    """``value`` cut at each ``;`` outside a quoted string."""
+    pieces = []
+    start = 0
+    quoted = escaped = False
+    for index, char in enumerate(value):
+        if escaped:
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == ";" and not quoted:
+            pieces.append(value[start:index])
+            start = index + 1
+    pieces.append(value[start:])
+    return pieces
+
+
 def _check_parameters(part: Compat32Message, where: str | None) -> Iterator[Problem]:
     """A Content-Type parameter given twice, and an RFC 2231 value (a
     ``filename*=utf-8''...``) that is not in its charset."""
@@ -1253,23 +1297,7 @@ def _check_parameters(part: Compat32Message, where: str | None) -> Iterator[Prob
         except Exception:  # RFC 2231 pieces the stdlib cannot put together
             continue
         if header == "Content-Type":
-            seen: dict[str, list[str]] = {}
-            for name, value in params:
-                seen.setdefault(name.lower(), []).append(
-                    value if isinstance(value, str) else repr(value)
-                )
-            for name, values in seen.items():
-                if len(values) > 1:
-                    shown = ", ".join(repr(shorten(v, 40)) for v in values)
-                    yield Problem(
-                        "invalid-content-type",
-                        "error",
-                        f"Content-Type gives {name} {len(values)} times ({shown}); "
-                        "RFC 6838 4.3 allows each parameter once, and readers "
-                        "disagree on which one counts",
-                        header="Content-Type",
-                        part=where,
-                    )
+            yield from _parameters_given_twice(str(part[header]), where)
         for name, value in params:
             if not isinstance(value, tuple):
                 continue
@@ -1311,16 +1339,25 @@ def _not_in_charset(data: bytes, charset: str) -> str | None:
 #: What Python's email parser takes for a header line (its feedparser's
 #: headerRE): a name and a colon, a folded line, or an mbox "From ".
 _HEADER_LINE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[\t ]")
+#: A line as the parser reads one (its NLCRE): up to CRLF, CR or LF.
+_PARSER_LINE = re.compile(rb"([^\r\n]*)(?:\r\n|\r|\n|\Z)")
 
 
-def _first_line_not_a_header(raw: bytes) -> int | None:
-    """The number of the first line of ``raw``'s header that the parser
-    does not take for a header line (or a folded first line), or None."""
-    for number, line in enumerate(raw.split(b"\n"), 1):
-        if line in (b"", b"\r"):
-            return None
-        if not _HEADER_LINE.match(line) or (number == 1 and line[:1] in b"\t "):
-            return number
+def _first_line_not_a_header(
+    raw: bytes, defect: type[email.errors.MessageDefect]
+) -> int | None:
+    """Where in ``raw``'s header the parser found ``defect``: the first line
+    (a folded first line), or the first that it does not take for a header
+    line; None if it is not found. Lines end as the parser ends them (a
+    bare CR too); the number counts LFs, as every problem's does."""
+    if defect is email.errors.FirstHeaderLineIsContinuationDefect:
+        return 1
+    for match in _PARSER_LINE.finditer(raw):
+        line = match.group(1)
+        if not line:
+            return None  # the end of the header
+        if not _HEADER_LINE.match(line):
+            return _line_number(raw, match.start())
     return None
 
 
@@ -1346,7 +1383,7 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
                 continue
             if part is ctx.tree and known[0] == "malformed-header":
                 # The message's own header: where in it, rather than "part 1".
-                line = _first_line_not_a_header(ctx.raw)
+                line = _first_line_not_a_header(ctx.raw, type(defect))
                 yield Problem(known[0], "error", known[1], line=line)
             else:
                 yield Problem(known[0], "error", known[1], part=path)
