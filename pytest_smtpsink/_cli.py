@@ -871,7 +871,9 @@ def _banner(
     }
     bound = ""
     if sink.bind_host != sink.host:
-        bound = f" (bound to {sink.bind_host}: every interface)"
+        # [::], as URLs write it: "bound to ::: every" read as a typo.
+        host = f"[{sink.bind_host}]" if ":" in sink.bind_host else sink.bind_host
+        bound = f" (bound to {host}: every interface)"
     lines = [
         f"smtpsink {__version__} listening on {sink.url}{modes[settings.tls]}{bound}"
     ]

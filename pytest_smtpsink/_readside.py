@@ -42,7 +42,7 @@ from ._faults import (
     steps,
 )
 from ._reading import ReadsIntoBuffer
-from ._session import EndReason, Exchange, ExchangeKind, Session, TLSInfo
+from ._session import EndReason, Exchange, ExchangeKind, Session, TLSInfo, peer_of
 from ._text import printable
 from ._tls import (
     HANDSHAKE_TIMEOUT,
@@ -127,8 +127,10 @@ class ReadSideServer(Generic[ConnectionT]):
 
     async def _start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self._server = await self.loop.create_server(
-            self.new_connection, self.host, self._requested_port, reuse_address=None
+        from ._server import listen  # imports this module
+
+        self._server = await listen(
+            self.loop, self.new_connection, self.host, self._requested_port
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -319,10 +321,7 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         if self.record is not None:  # not called again by start_tls()
             return
         self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername") or ("?", 0)
-        self.record = Session(
-            (str(peer[0]), int(peer[1])), now(), protocol=self.PROTOCOL
-        )
+        self.record = Session(peer_of(transport), now(), protocol=self.PROTOCOL)
         self.record._served_by = self.settings.hostname
         self.server.opened(self)
         with self.mail.lock:

@@ -10,7 +10,7 @@ import dataclasses
 import datetime
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._text import format_address, printable
 
@@ -58,6 +58,17 @@ class AuthInfo:
     """True when the user name and password were right but the mailbox was
     locked by another session (POP3's ``-ERR [IN-USE]``, RFC 2449): the
     login failed for that alone (``success`` is False)."""
+
+
+def peer_of(transport: Any) -> tuple[str, int]:
+    """A connection's client address: an IPv4 client of a dual-stack
+    socket (a sink bound to ``::``) as IPv4 (``127.0.0.1``, not
+    ``::ffff:127.0.0.1``), as it connected."""
+    peer = transport.get_extra_info("peername") or ("?", 0)
+    host = str(peer[0])
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host, int(peer[1])
 
 
 def _verb(command: str) -> str:

@@ -69,6 +69,7 @@ from ._session import (
     Exchange,
     Session,
     TLSInfo,
+    peer_of,
 )
 from ._store import SHARED_VALUES_MAX
 from ._text import C0_ESCAPES, printable
@@ -970,8 +971,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.record is None
         if first:
-            peer = transport.get_extra_info("peername") or ("?", 0)
-            self.record = Session((str(peer[0]), int(peer[1])), _now())
+            self.record = Session(peer_of(transport), _now())
             self.record._served_by = self.state.settings.hostname
             if self.state.settings.tls == "implicit":
                 # The sink listens in plain TCP and runs the handshake here,

@@ -103,7 +103,9 @@ class Sink:
         for reader in self._readers:
             reader.start()
         try:
-            first = self.expect(r"listening on (smtps?)://127\.0\.0\.1:(\d+)")
+            first = self.expect(
+                r"listening on (smtps?)://(?:127\.0\.0\.1|\[::1\]):(\d+)"
+            )
             self.scheme = first.group(1)
             self.port = int(first.group(2))
             self.banner = [first.string]
@@ -787,6 +789,20 @@ def test_a_tls_client_on_the_plain_port_is_told_the_option(
         "give the sink --tls implicit))"
     ) in closed
     sink.stop()
+
+
+@stops_with_signals
+def test_every_ipv6_interface_takes_ipv4_clients_and_reads_as_bound(
+    start: Callable[..., Sink],
+) -> None:
+    # "(bound to ::: every interface)", and 127.0.0.1 was refused.
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 in this Python")
+    sink = start("--host", "::", "--allow-remote")
+    assert sink.banner[0].endswith(" (bound to [::]: every interface)")
+    with smtplib.SMTP("127.0.0.1", sink.port, timeout=TIMEOUT) as smtp:
+        smtp.sendmail("a@example.com", ["ann@example.com"], b"Subject: v4\r\n\r\n")
+    assert sink.expect(r"session 1 closed \(quit\): peer 127\.0\.0\.1:\d+, ")
 
 
 @stops_with_signals

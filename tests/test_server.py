@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import imaplib
+import poplib
 import smtplib
 import socket
 import sys
@@ -15,6 +17,8 @@ from pytest_smtpsink import SettingsError, SinkError, SinkSettings, SMTPSink
 pytest_plugins = ["pytester"]
 
 _BEFORE: set[threading.Thread] = set()
+#: Seconds a client waits for the sink (a busy machine is slow, not broken).
+TIMEOUT = 20.0
 
 
 @pytest.fixture(autouse=True)
@@ -277,6 +281,41 @@ def test_unknown_setting_lists_the_valid_ones() -> None:
 def test_remote_bind_must_be_asked_for() -> None:
     settings = SinkSettings(host="0.0.0.0", allow_remote=True)
     assert settings.host == "0.0.0.0"
+
+
+def test_a_sink_bound_to_every_ipv6_interface_takes_ipv4_clients_too() -> None:
+    # asyncio makes IPv6 sockets IPv6-only: `smtpsink --host ::` refused
+    # 127.0.0.1 on SMTP, POP3 and IMAP (its live view took it).
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 in this Python")
+    sink = SMTPSink(host="::", allow_remote=True)
+    try:
+        sink.start()
+    except SinkError as error:
+        pytest.skip(f"no IPv6 here: {error}")
+    try:
+        pop3 = sink.serve_mailboxes("pop3", 0)
+        imap = sink.serve_mailboxes("imap", 0)
+        for host in ("127.0.0.1", "::1"):
+            with smtplib.SMTP(host, sink.port, timeout=TIMEOUT) as client:
+                client.sendmail(
+                    "a@example.com", ["ann@example.com"], b"Subject: x\r\n\r\nx"
+                )
+            pop = poplib.POP3(host, pop3.port, timeout=TIMEOUT)
+            try:
+                pop.user("ann@example.com")
+                pop.pass_("any")
+                assert pop.stat()[0] >= 1
+            finally:
+                pop.quit()
+            with imaplib.IMAP4(host, imap.port, timeout=TIMEOUT) as client:
+                client.login("ann@example.com", "any")
+        assert [s.peer[0] for s in sink.sessions if s.protocol == "SMTP"] == [
+            "127.0.0.1",
+            "::1",
+        ]
+    finally:
+        sink.stop()
 
 
 def test_settings_are_hashable_and_keep_a_private_copy_of_credentials() -> None:
