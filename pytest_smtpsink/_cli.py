@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TextIO
 from . import __version__
 from ._files import (
     DirectoryInUse,
+    SaveGuard,
     lock_directory,
-    unlock_directory,
     write_message,
     write_session,
 )
@@ -517,6 +517,8 @@ class _Reporter:
     transcripts: bool
     save_dir: str | None
     live: LiveServer | None = None
+    #: The save directory's lock (None: unguarded, or no saving).
+    guard: SaveGuard | None = None
     messages: int = 0
     sessions: int = 0
     #: Of `sessions`, those of POP3 and IMAP clients.
@@ -526,6 +528,8 @@ class _Reporter:
     # Messages whose relay outcome is still to be printed.
     _relaying: list[Message] = dataclasses.field(default_factory=list)
     _output_closed: bool = False
+    #: Another run took the save directory: nothing more is saved there.
+    _save_lost: bool = False
     #: Bytes and messages of the sessions closed since the last collection.
     _unreclaimed: tuple[int, int] = (0, 0)
     #: A message and its session refer to each other, so the mail the store
@@ -724,7 +728,18 @@ class _Reporter:
         to empty it); None after saying on stderr why it could not."""
         assert self.save_dir is not None
         directory = Path(self.save_dir)
+        if self._save_lost:
+            return None
         try:
+            if self.guard is not None and not self.guard.holds():
+                # Removed, and made again by another run: its files.
+                self._save_lost = True
+                _warn(
+                    f"another run now saves to {self.save_dir!r} (it was removed "
+                    "and made again): this sink saves nothing more there, so as "
+                    "not to replace that run's files; its output goes on"
+                )
+                return None
             try:
                 return write(directory)
             except FileNotFoundError:
@@ -969,10 +984,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(
                 f"argument --save-dir: cannot create {save_dir!r}: {plain_reason(error)}"
             )
-    lock = None
+    guard = None
     if save_dir is not None:
         try:
-            lock = lock_directory(Path(save_dir))
+            guard = SaveGuard(Path(save_dir), lock_directory(Path(save_dir)))
         except DirectoryInUse:
             parser.error(
                 f"argument --save-dir: another run is saving to {save_dir!r} now "
@@ -980,14 +995,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "the other's files: give each a directory of its own"
             )
     try:
-        return _serve(args, settings, save_dir)
+        return _serve(args, settings, save_dir, guard)
     finally:
-        if lock is not None:
-            unlock_directory(lock)  # the directory is free for another run
+        if guard is not None:
+            guard.release()  # the directory is free for another run
 
 
 def _serve(
-    args: argparse.Namespace, settings: SinkSettings, save_dir: str | None
+    args: argparse.Namespace,
+    settings: SinkSettings,
+    save_dir: str | None,
+    guard: SaveGuard | None = None,
 ) -> int:
     """`main` once the options are read."""
     live = None
@@ -1018,6 +1036,7 @@ def _serve(
         transcripts=args.transcripts,
         save_dir=save_dir,
         live=live,
+        guard=guard,
     )
     # aiosmtpd logs on "mail.log" (a warning per unknown command, and more);
     # with no logging set up, Python's last-resort handler prints that to

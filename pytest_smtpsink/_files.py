@@ -104,6 +104,48 @@ def lock_directory(directory: Path) -> int | None:
     return descriptor
 
 
+class SaveGuard:
+    """The lock `lock_directory` took on a save directory, kept to what is
+    at that path: one removed ("to empty it") and made again by another
+    run is that run's, and writing into it replaced its files. Each write
+    first checks (`holds`) that the directory is still the one locked, and
+    locks one made again; for one process's own use (not thread-safe)."""
+
+    def __init__(self, directory: Path, descriptor: int | None) -> None:
+        self.directory = directory
+        #: None: no lock to be had here (see `lock_directory`), unguarded.
+        self.descriptor = descriptor
+
+    def holds(self) -> bool:
+        """Whether this process may write in the directory now: the one it
+        locked, or one made again (by it, if missing) that it could lock.
+        False when another run holds the directory at that path."""
+        if self.descriptor is None:
+            return True
+        try:
+            here = os.stat(self.directory)
+        except FileNotFoundError:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            here = os.stat(self.directory)
+        held = os.fstat(self.descriptor)
+        if (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino):
+            return True
+        try:
+            descriptor = lock_directory(self.directory)
+        except DirectoryInUse:
+            return False
+        if descriptor is None:  # no lock on the new one: as unguarded
+            return True
+        unlock_directory(self.descriptor)
+        self.descriptor = descriptor
+        return True
+
+    def release(self) -> None:
+        if self.descriptor is not None:
+            unlock_directory(self.descriptor)
+            self.descriptor = None
+
+
 def message_file_name(number: int, subject: str | None, prefix: str = "") -> str:
     """``4`` and ``"Café: 50% off"`` -> ``"0004-Cafe-50-off.eml"``."""
     text = unicodedata.normalize("NFKD", (subject or "").translate(_SPELT))

@@ -468,6 +468,71 @@ def test_save_dir_that_goes_away_is_made_again_or_reported(
     ]
 
 
+@stops_with_signals
+def test_a_save_dir_another_run_made_again_is_left_to_it(
+    start: Callable[..., Sink], tmp_path: Path
+) -> None:
+    # Removed "to empty it", the directory was made again by a second sink,
+    # which the lock let in; the first went on writing there, and its
+    # 0001-same.eml replaced the second's.
+    save = tmp_path / "mail"
+    first = start("--save-dir", str(save))
+    shutil.rmtree(save)
+    second = start("--save-dir", str(save))
+    for sink, sender in ((second, "second"), (first, "first")):
+        with smtplib.SMTP("127.0.0.1", sink.port, timeout=TIMEOUT) as smtp:
+            smtp.sendmail(
+                f"{sender}@example.com", ["ann@example.com"], b"Subject: same\r\n\r\n"
+            )
+    second.expect(r"saved as .*0001-same\.eml$")
+    assert first.expect(r"^message #1 ").string.startswith("message #1 ")
+    assert re.search(r"session 1 closed .* 1 message$", first.expect(r".").string)
+    first.stop()
+    assert first.stderr_lines() == [
+        f"smtpsink: another run now saves to {str(save)!r} (it was removed and "
+        "made again): this sink saves nothing more there, so as not to replace "
+        "that run's files; its output goes on"
+    ]
+    second.stop()
+    assert sorted(p.name for p in save.iterdir()) == [
+        "0001-same.eml",
+        "session-0001.txt",
+    ]
+    assert b"second@example.com" in (save / "session-0001.txt").read_bytes()
+
+
+@stops_with_signals
+def test_a_save_dir_made_again_by_the_sink_is_held_again(
+    start: Callable[..., Sink], tmp_path: Path
+) -> None:
+    # Made again by the sink itself, the directory is its own: another run
+    # is refused it, as it was the first.
+    save = tmp_path / "mail"
+    sink = start("--save-dir", str(save))
+    shutil.rmtree(save)
+    with smtplib.SMTP("127.0.0.1", sink.port, timeout=TIMEOUT) as smtp:
+        smtp.sendmail("app@example.com", ["ann@example.com"], b"Subject: One\r\n\r\n")
+    sink.expect(r"saved as .*0001-One\.eml$")
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest_smtpsink",
+            "--port",
+            "0",
+            "--save-dir",
+            str(save),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert refused.returncode == 2
+    assert "another run is saving to" in refused.stderr
+    sink.stop()
+
+
 def _send_two_and_stop(proc: subprocess.Popen[str], port: int) -> str:
     """Send "One" and "Two" to the sink on ``port``, stop it with SIGINT;
     its stderr."""
