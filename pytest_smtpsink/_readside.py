@@ -41,6 +41,7 @@ from ._faults import (
     Step,
     steps,
 )
+from ._listening import listen
 from ._reading import ReadsIntoBuffer
 from ._session import EndReason, Exchange, ExchangeKind, Session, TLSInfo, peer_of
 from ._text import printable
@@ -127,8 +128,6 @@ class ReadSideServer(Generic[ConnectionT]):
 
     async def _start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        from ._server import listen  # imports this module
-
         self._server = await listen(
             self.loop, self.new_connection, self.host, self._requested_port
         )

@@ -20,7 +20,6 @@ import functools
 import importlib
 import ipaddress
 import os
-import socket
 import ssl
 import threading
 import weakref
@@ -29,6 +28,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 
 from ._faults import Fault, Faults
+from ._listening import listen
 from ._mailbox import Mailbox
 from ._settings import SinkSettings
 from ._smtp import ServerState
@@ -666,39 +666,6 @@ def connectable(host: str) -> str:
     if address.is_unspecified:
         return "::1" if address.version == 6 else "127.0.0.1"
     return host
-
-
-async def listen(
-    loop: asyncio.AbstractEventLoop,
-    make_protocol: Callable[[], asyncio.BaseProtocol],
-    host: str,
-    port: int,
-) -> asyncio.Server:
-    """``loop.create_server`` on ``host`` and ``port``, dual-stack for
-    ``::``: asyncio makes every IPv6 socket IPv6-only, so a sink bound to
-    "every interface" refused IPv4 clients (127.0.0.1, Docker's IPv4
-    port publishing), while its live view, a plain socket, took them."""
-    if host and ipaddress.ip_address(host) == ipaddress.IPv6Address("::"):
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-        try:
-            # Where the system allows it (Windows before 10, some BSDs are
-            # IPv6-only whatever is asked, as are hosts without IPv4).
-            with contextlib.suppress(OSError, AttributeError):
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            if os.name == "posix":  # as asyncio does (reuse_address=None)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-            return await loop.create_server(make_protocol, sock=sock)
-        except BaseException:
-            sock.close()
-            raise
-    # asyncio's default for reuse_address: SO_REUSEADDR on POSIX only (a
-    # fixed port is free again at once after a stop). On Windows it would
-    # let us bind a port another server is listening on, and share its
-    # connections.
-    return await loop.create_server(
-        make_protocol, host=host, port=port, reuse_address=None
-    )
 
 
 def _server_context(settings: SinkSettings, connect_host: str) -> ssl.SSLContext:
