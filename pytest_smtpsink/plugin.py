@@ -66,11 +66,11 @@ _LATER_ATTEMPTS_KEY = pytest.StashKey[dict[str, list[Path]]]()
 #: run says for the index is said on them too, as a plugin that reruns
 #: tests (pytest-rerunfailures before 16.0) logs only a rerun's failed one.
 _RUN_REPORTS_KEY = pytest.StashKey["list[pytest.TestReport]"]()
-#: When the last test (of this process) ended, and its id.
-_LAST_ENDED_KEY = pytest.StashKey[tuple[float, str]]()
-#: Mail that arrived while no test ran, after the last test ended and
-#: before this one began: (the ended test's id, how many, summary lines).
-_BETWEEN_KEY = pytest.StashKey[tuple[str, int, list[str]]]()
+#: Per sink (by id): when the last test that used it ended, and its id.
+_ENDED_KEY = pytest.StashKey["dict[int, tuple[float, str, SMTPSink]]"]()
+#: Mail that arrived on the test's sinks after the last test that used them
+#: ended and before this test began: [the ended test's id, summary lines].
+_BETWEEN_KEY = pytest.StashKey[list[tuple[str, list[str]]]]()
 #: The test being run, for the ``smtpsink`` fixture (see `_running_item`);
 #: what it was when this config began (an outer run, under pytester).
 _OUTER_ITEM_KEY = pytest.StashKey["pytest.Item | None"]()
@@ -723,7 +723,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         for key in _PER_RUN_KEYS:
             if key in item.stash:
                 del item.stash[key]
-    _note_mail_between_tests(item)
     own = item.own_markers
     if not own:
         return
@@ -952,10 +951,6 @@ class _SinkPool:
             return
         pytest.fail(problem + cause, pytrace=False)
 
-    def started(self) -> list[SMTPSink]:
-        """The sinks started so far."""
-        return list(self._sinks.values())
-
     def stop_all(self) -> None:
         self._default = None
         sinks, self._sinks = list(self._sinks.values()), {}
@@ -1018,6 +1013,17 @@ def _open_view(config: pytest.Config, sink: SMTPSink, item: pytest.Item) -> Mail
     # sink: a second view (smtpsink_factory called twice with the same
     # settings, or with the marker's) must not empty the first one.
     if first is None:
+        ended = config.stash.get(_ENDED_KEY, {}).get(id(sink))
+        if ended is not None and set_up_at is not None:
+            from . import _mailbox  # loaded with the sink
+
+            # Mail no test saw (a thread of the test before, still sending):
+            # said at the end of the run, not dropped without a word.
+            late = _mailbox.arrived_between(sink, ended[0], set_up_at)
+            if late:
+                stash.setdefault(_BETWEEN_KEY, []).append(
+                    (ended[1], [message.summary() for message in late])
+                )
         sink.forget_before(view)
     view.default_timeout = config.stash[_TIMEOUT_KEY]
     views.append(view)
@@ -1185,21 +1191,13 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if report.when == "teardown":
-        # Mail from now until the next test begins is no test's (see
-        # `_note_mail_between_tests`).
-        item.config.stash[_LAST_ENDED_KEY] = (time.time(), item.nodeid)
         # Kept no longer than the run: the reports are pytest's to keep.
         run_reports = [*item.stash.get(_RUN_REPORTS_KEY, []), report]
         item.stash[_RUN_REPORTS_KEY] = []
-    elif item.config.stash.get(_SAVE_KEY, None) is not None:
+    else:
         item.stash.setdefault(_RUN_REPORTS_KEY, []).append(report)
     if report.when == "setup":
         item.stash[_SET_UP_DONE_KEY] = time.time()
-        between = item.stash.get(_BETWEEN_KEY, None)
-        if between is not None:
-            # On the set-up's report: a plugin that reruns tests logs it
-            # whatever comes after (see _RUN_REPORTS_KEY).
-            setattr(report, _BETWEEN_ATTRIBUTE, between)
     elif report.when == "call" and _UNUSED_MARKERS_KEY in item.stash:
         item.stash[_CALL_PASSED_KEY] = report.passed
     opened = item.stash.get(_VIEWS_KEY, None)
@@ -1243,6 +1241,15 @@ def pytest_runtest_makereport(
             if extras:
                 report.extras = [*getattr(report, "extras", []), *extras]  # type: ignore[attr-defined]
     if report.when == "teardown":
+        # Mail after now is no test's (see _open_view), until the next test
+        # that uses the sink begins.
+        ended = config.stash.setdefault(_ENDED_KEY, {})
+        now = time.time()
+        for view in views:
+            ended[id(view.sink)] = (now, item.nodeid, view.sink)
+        between = item.stash.get(_BETWEEN_KEY, None)
+        if between:
+            setattr(report, _BETWEEN_ATTRIBUTE, between)
         failed = item.stash.get(_FAILED_KEY, False)
         save = config.stash[_SAVE_KEY]
         worker = config.stash.get(_SAVE_WORKER_KEY, None)
@@ -1344,10 +1351,10 @@ def _forget_earlier_runs(
 
 
 #: The report attribute with the mail that arrived before the test began,
-#: after the last test ended (see _BETWEEN_KEY).
+#: after the last test that used its sinks ended (see _BETWEEN_KEY).
 _BETWEEN_ATTRIBUTE = "smtpsink_between"
 #: The xdist worker output with the mail that arrived after the last test
-#: ended: [that test's id, how many, summary lines].
+#: that used each sink ended: [that test's id, summary lines].
 _AFTER_LAST_OUTPUT = "smtpsink_after_last"
 #: The report attribute with a test's [messages, sessions] for the summary.
 _COUNTS_ATTRIBUTE = "smtpsink_counts"
@@ -1456,117 +1463,80 @@ class _NotRelayedSummary:
 _BETWEEN_SUMMARY = "smtpsink-between-tests"
 
 
-def _mail_since(
-    config: pytest.Config, ended: tuple[float, str], before: float | None
-) -> tuple[str, int, list[str]] | None:
-    """The mail the session's sinks got from the end of the test ``ended``
-    until ``before`` (None: now), as (that test's id, how many, the first
-    `_BetweenTestsSummary.SHOWN` summary lines); None if none came."""
-    pool = config.stash.get(_POOL_KEY, None)
-    sinks = pool.started() if pool is not None else []
-    if not sinks:  # before any sink started, nothing could come
-        return None
-    from . import _mailbox  # loaded with the sinks
-
-    late = [
-        message
-        for sink in sinks
-        for message in _mailbox.arrived_between(sink, ended[0], before)
-    ]
-    if not late:
-        return None
-    shown = [message.summary() for message in late[: _BetweenTestsSummary.SHOWN]]
-    return (ended[1], len(late), shown)
-
-
-def _note_mail_between_tests(item: pytest.Item) -> None:
-    """Note, for the end of the run, the mail that arrived after the last
-    test ended and before ``item`` began: no test's mailbox shows it (the
-    next mailbox drops what came before it). Mail a test that uses no
-    mailbox made (its code sends to the sink, which it does not check) is
-    no surprise, and is not noted."""
-    ended = item.config.stash.get(_LAST_ENDED_KEY, None)
-    if ended is None:
-        return
-    with contextlib.suppress(Exception):  # never an error of the test's
-        between = _mail_since(item.config, ended, time.time())
-        if between is not None:
-            item.stash[_BETWEEN_KEY] = between
-
-
-#: The name of the `_BetweenTestsSummary` plugin.
-_BETWEEN_SUMMARY = "smtpsink-between-tests"
-
-
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Mail that arrived after the last test ended, for
+    """Mail that arrived after the last test that used a sink ended, for
     `_BetweenTestsSummary` (an xdist worker sends it in its output). Before
     the terminal's summary, and while the sinks still run."""
     config = session.config
-    ended = config.stash.get(_LAST_ENDED_KEY, None)
-    if ended is None:
+    ended = config.stash.get(_ENDED_KEY, None)
+    if not ended:
         return
-    after_last = None
-    with contextlib.suppress(Exception):  # never an INTERNALERROR
-        after_last = _mail_since(config, ended, None)
-    if after_last is None:
+    from . import _mailbox  # loaded with the sinks
+
+    after_last: list[tuple[str, list[str]]] = []
+    for end, nodeid, sink in ended.values():
+        with contextlib.suppress(Exception):  # never an INTERNALERROR
+            late = _mailbox.arrived_between(sink, end)
+            if late:
+                after_last.append((nodeid, [message.summary() for message in late]))
+    if not after_last:
         return
     output = getattr(config, "workeroutput", None)
     if isinstance(output, dict):
-        output[_AFTER_LAST_OUTPUT] = list(after_last)
+        output[_AFTER_LAST_OUTPUT] = after_last
     summary = config.pluginmanager.get_plugin(_BETWEEN_SUMMARY)
     if isinstance(summary, _BetweenTestsSummary):
-        summary.add(after_last, None)
+        summary.add_after_last(after_last)
 
 
 class _BetweenTestsSummary:
-    """Mail that arrived while no test ran (after a test ended, before the
-    next began, or after the last), listed at the end of the run: no
-    test's mailbox shows it, and the next test's first mailbox drops it."""
+    """Mail that arrived while no test used its sink (after a test ended,
+    before the next began, or after the last), listed at the end of the
+    run: no test's mailbox shows it, and the next test's first mailbox
+    drops it."""
 
     #: Lines listed per gap; the count says how many there were.
     SHOWN = 3
 
     def __init__(self) -> None:
-        #: (the test that had ended, the test that began next or None, how
-        #: many, the lines shown)
-        self.found: list[tuple[str, str | None, int, list[str]]] = []
-
-    def add(self, between: Sequence[Any], began: str | None) -> None:
-        ended, count, lines = between
-        self.found.append((str(ended), began, int(count), [str(x) for x in lines]))
+        #: [the test that had ended, the test that began next or None, lines]
+        self.found: list[tuple[str, str | None, list[str]]] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         between = getattr(report, _BETWEEN_ATTRIBUTE, None)
-        if report.when == "setup" and between:
-            self.add(between, report.nodeid)
+        if report.when == "teardown" and between:
+            for ended, lines in cast("Sequence[tuple[str, list[str]]]", between):
+                self.found.append((ended, report.nodeid, list(lines)))
+
+    def add_after_last(self, after_last: Sequence[tuple[str, list[str]]]) -> None:
+        self.found.extend((ended, None, list(lines)) for ended, lines in after_last)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: object) -> None:
         """An xdist worker's mail after its last test (see
         `pytest_sessionfinish`)."""
         output = getattr(node, "workeroutput", None)
-        if isinstance(output, dict) and output.get(_AFTER_LAST_OUTPUT):
-            self.add(output[_AFTER_LAST_OUTPUT], None)
+        if isinstance(output, dict):
+            self.add_after_last(output.get(_AFTER_LAST_OUTPUT, []))
 
     def pytest_terminal_summary(
         self, terminalreporter: pytest.TerminalReporter
     ) -> None:
         if not self.found:
             return
-        total = sum(count for _, _, count, _ in self.found)
+        total = sum(len(lines) for _, _, lines in self.found)
         terminalreporter.write_sep(
             "=",
-            f"smtpsink: {plural(total, 'message')} arrived while no test ran",
+            f"smtpsink: {plural(total, 'message')} arrived between tests",
             yellow=True,
         )
-        for ended, began, count, lines in self.found:
-            after = f", before {began} began" if began else " (the last test)"
-            terminalreporter.write_line(f"after {ended} ended{after}:")
-            for line in lines:
+        for ended, began, lines in self.found:
+            after = f"before {began} began" if began else "no later test used the sink"
+            terminalreporter.write_line(f"after {ended} ended, {after}:")
+            for line in lines[: self.SHOWN]:
                 terminalreporter.write_line(f"  {line}")
-            if count > len(lines):
-                terminalreporter.write_line(f"  ... and {count - len(lines)} more")
+            if len(lines) > self.SHOWN:
+                terminalreporter.write_line(f"  ... and {len(lines) - self.SHOWN} more")
         terminalreporter.write_line(
             "No test's mailbox shows them. A thread or process that outlived "
             "its test? Wait for its mail in the test (wait_for), or stop it "
