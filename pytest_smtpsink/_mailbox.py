@@ -1183,19 +1183,6 @@ def note_set_up_mail(
     view._body_mail = mail[len(view._set_up_mail) :]
 
 
-def arrived_between(
-    sink: SMTPSink, after: float, before: float | None = None
-) -> tuple[Message, ...]:
-    """The messages ``sink`` still keeps that arrived at or after ``after``
-    and before ``before`` (``time.time()`` values; None: up to now): mail
-    that came when no test was running, which no test's mailbox shows."""
-    store = sink._store
-    arrived = store.arrived_before(store.cursor(), after)
-    if before is None:
-        return arrived
-    return tuple(m for m in arrived if m.received_at.timestamp() < before)
-
-
 def share_test(view: Mailbox, views: Sequence[Mailbox]) -> None:
     """Tell ``view`` the test's mailboxes (``views``, a list the plugin
     keeps adding to), so that its failures can point at another sink."""

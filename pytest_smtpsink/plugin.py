@@ -66,11 +66,6 @@ _LATER_ATTEMPTS_KEY = pytest.StashKey[dict[str, list[Path]]]()
 #: run says for the index is said on them too, as a plugin that reruns
 #: tests (pytest-rerunfailures before 16.0) logs only a rerun's failed one.
 _RUN_REPORTS_KEY = pytest.StashKey["list[pytest.TestReport]"]()
-#: Per sink (by id): when the last test that used it ended, and its id.
-_ENDED_KEY = pytest.StashKey["dict[int, tuple[float, str, SMTPSink]]"]()
-#: Mail that arrived on the test's sinks after the last test that used them
-#: ended and before this test began: [the ended test's id, summary lines].
-_BETWEEN_KEY = pytest.StashKey[list[tuple[str, list[str]]]]()
 #: The test being run, for the ``smtpsink`` fixture (see `_running_item`);
 #: what it was when this config began (an outer run, under pytester).
 _OUTER_ITEM_KEY = pytest.StashKey["pytest.Item | None"]()
@@ -99,7 +94,6 @@ _PER_RUN_KEYS: tuple[pytest.StashKey[Any], ...] = (
     _CALL_PASSED_KEY,
     _USED_KEY,
     _UNUSED_MARKERS_KEY,
-    _BETWEEN_KEY,
 )
 _SUMMARY_KEY = pytest.StashKey[bool]()
 _REPORT_KEY = pytest.StashKey[_report.ReportMode]()
@@ -616,7 +610,6 @@ def pytest_configure(config: pytest.Config) -> None:
         # Where reports of every worker meet: mail a relay did not deliver
         # is said at the end of the run, the tests having passed or not.
         config.pluginmanager.register(_NotRelayedSummary(), "smtpsink-not-relayed")
-        config.pluginmanager.register(_BetweenTestsSummary(), _BETWEEN_SUMMARY)
     save = config.stash[_SAVE_KEY]
     if save is not None and not hasattr(config, "workerinput"):
         config.pluginmanager.register(_NotSavedSummary(), "smtpsink-not-saved")
@@ -1013,17 +1006,6 @@ def _open_view(config: pytest.Config, sink: SMTPSink, item: pytest.Item) -> Mail
     # sink: a second view (smtpsink_factory called twice with the same
     # settings, or with the marker's) must not empty the first one.
     if first is None:
-        ended = config.stash.get(_ENDED_KEY, {}).get(id(sink))
-        if ended is not None and set_up_at is not None:
-            from . import _mailbox  # loaded with the sink
-
-            # Mail no test saw (a thread of the test before, still sending):
-            # said at the end of the run, not dropped without a word.
-            late = _mailbox.arrived_between(sink, ended[0], set_up_at)
-            if late:
-                stash.setdefault(_BETWEEN_KEY, []).append(
-                    (ended[1], [message.summary() for message in late])
-                )
         sink.forget_before(view)
     view.default_timeout = config.stash[_TIMEOUT_KEY]
     views.append(view)
@@ -1194,7 +1176,7 @@ def pytest_runtest_makereport(
         # Kept no longer than the run: the reports are pytest's to keep.
         run_reports = [*item.stash.get(_RUN_REPORTS_KEY, []), report]
         item.stash[_RUN_REPORTS_KEY] = []
-    else:
+    elif item.config.stash.get(_SAVE_KEY, None) is not None:
         item.stash.setdefault(_RUN_REPORTS_KEY, []).append(report)
     if report.when == "setup":
         item.stash[_SET_UP_DONE_KEY] = time.time()
@@ -1241,15 +1223,6 @@ def pytest_runtest_makereport(
             if extras:
                 report.extras = [*getattr(report, "extras", []), *extras]  # type: ignore[attr-defined]
     if report.when == "teardown":
-        # Mail after now is no test's (see _open_view), until the next test
-        # that uses the sink begins.
-        ended = config.stash.setdefault(_ENDED_KEY, {})
-        now = time.time()
-        for view in views:
-            ended[id(view.sink)] = (now, item.nodeid, view.sink)
-        between = item.stash.get(_BETWEEN_KEY, None)
-        if between:
-            setattr(report, _BETWEEN_ATTRIBUTE, between)
         failed = item.stash.get(_FAILED_KEY, False)
         save = config.stash[_SAVE_KEY]
         worker = config.stash.get(_SAVE_WORKER_KEY, None)
@@ -1350,12 +1323,6 @@ def _forget_earlier_runs(
                 _report.forget_saved(directory)
 
 
-#: The report attribute with the mail that arrived before the test began,
-#: after the last test that used its sinks ended (see _BETWEEN_KEY).
-_BETWEEN_ATTRIBUTE = "smtpsink_between"
-#: The xdist worker output with the mail that arrived after the last test
-#: that used each sink ended: [that test's id, summary lines].
-_AFTER_LAST_OUTPUT = "smtpsink_after_last"
 #: The report attribute with a test's [messages, sessions] for the summary.
 _COUNTS_ATTRIBUTE = "smtpsink_counts"
 #: The report attribute with the summary lines of a test's mail that a relay
@@ -1457,91 +1424,6 @@ class _NotRelayedSummary:
                 terminalreporter.write_line(f"  {line}")
             if len(lines) > self.SHOWN:
                 terminalreporter.write_line(f"  ... and {len(lines) - self.SHOWN} more")
-
-
-#: The name of the `_BetweenTestsSummary` plugin.
-_BETWEEN_SUMMARY = "smtpsink-between-tests"
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Mail that arrived after the last test that used a sink ended, for
-    `_BetweenTestsSummary` (an xdist worker sends it in its output). Before
-    the terminal's summary, and while the sinks still run."""
-    config = session.config
-    ended = config.stash.get(_ENDED_KEY, None)
-    if not ended:
-        return
-    from . import _mailbox  # loaded with the sinks
-
-    after_last: list[tuple[str, list[str]]] = []
-    for end, nodeid, sink in ended.values():
-        with contextlib.suppress(Exception):  # never an INTERNALERROR
-            late = _mailbox.arrived_between(sink, end)
-            if late:
-                after_last.append((nodeid, [message.summary() for message in late]))
-    if not after_last:
-        return
-    output = getattr(config, "workeroutput", None)
-    if isinstance(output, dict):
-        output[_AFTER_LAST_OUTPUT] = after_last
-    summary = config.pluginmanager.get_plugin(_BETWEEN_SUMMARY)
-    if isinstance(summary, _BetweenTestsSummary):
-        summary.add_after_last(after_last)
-
-
-class _BetweenTestsSummary:
-    """Mail that arrived while no test used its sink (after a test ended,
-    before the next began, or after the last), listed at the end of the
-    run: no test's mailbox shows it, and the next test's first mailbox
-    drops it."""
-
-    #: Lines listed per gap; the count says how many there were.
-    SHOWN = 3
-
-    def __init__(self) -> None:
-        #: [the test that had ended, the test that began next or None, lines]
-        self.found: list[tuple[str, str | None, list[str]]] = []
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        between = getattr(report, _BETWEEN_ATTRIBUTE, None)
-        if report.when == "teardown" and between:
-            for ended, lines in cast("Sequence[tuple[str, list[str]]]", between):
-                self.found.append((ended, report.nodeid, list(lines)))
-
-    def add_after_last(self, after_last: Sequence[tuple[str, list[str]]]) -> None:
-        self.found.extend((ended, None, list(lines)) for ended, lines in after_last)
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_testnodedown(self, node: Any, error: object) -> None:
-        """An xdist worker's mail after its last test (see
-        `pytest_sessionfinish`)."""
-        output = getattr(node, "workeroutput", None)
-        if isinstance(output, dict):
-            self.add_after_last(output.get(_AFTER_LAST_OUTPUT, []))
-
-    def pytest_terminal_summary(
-        self, terminalreporter: pytest.TerminalReporter
-    ) -> None:
-        if not self.found:
-            return
-        total = sum(len(lines) for _, _, lines in self.found)
-        terminalreporter.write_sep(
-            "=",
-            f"smtpsink: {plural(total, 'message')} arrived between tests",
-            yellow=True,
-        )
-        for ended, began, lines in self.found:
-            after = f"before {began} began" if began else "no later test used the sink"
-            terminalreporter.write_line(f"after {ended} ended, {after}:")
-            for line in lines[: self.SHOWN]:
-                terminalreporter.write_line(f"  {line}")
-            if len(lines) > self.SHOWN:
-                terminalreporter.write_line(f"  ... and {len(lines) - self.SHOWN} more")
-        terminalreporter.write_line(
-            "No test's mailbox shows them. A thread or process that outlived "
-            "its test? Wait for its mail in the test (wait_for), or stop it "
-            "in the test's teardown."
-        )
 
 
 class _NotSavedSummary:

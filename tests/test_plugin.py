@@ -1128,61 +1128,6 @@ def test_flaky(database, smtpsink):
     assert list(out.iterdir()) == []
 
 
-@pytest.mark.parametrize(
-    "xdist", [["-p", "no:xdist"], ["-n", "2", "--dist", "loadfile"]]
-)
-def test_mail_that_arrives_between_tests_is_said_at_the_end(
-    pytester: pytest.Pytester, xdist: list[str]
-) -> None:
-    # A thread a test started sent after the test ended: the next test's
-    # first mailbox dropped the mail, and nothing said so.
-    pytester.makepyfile(
-        test_x=SEND
-        + """
-import threading
-
-GO = [threading.Event(), threading.Event()]
-SENT = [threading.Event(), threading.Event()]
-
-def send_later(sink, subject, index):
-    def later():
-        GO[index].wait()
-        send(sink, subject)
-        SENT[index].set()
-    threading.Thread(target=later).start()
-
-def test_a(smtpsink):
-    send_later(smtpsink, "late", 0)
-
-def test_b():  # uses no sink: the mail arrives while no test does
-    GO[0].set()
-    assert SENT[0].wait(30)
-
-def test_c(smtpsink):
-    smtpsink.assert_sent(count=0)  # not this test's mail
-    send_later(smtpsink, "after the last", 1)
-
-def test_d():
-    GO[1].set()
-    assert SENT[1].wait(30)
-"""
-    )
-    result = pytester.runpytest(*xdist)
-    result.assert_outcomes(passed=4)
-    result.stdout.fnmatch_lines(
-        [
-            "*= smtpsink: 2 messages arrived between tests =*",
-            "after test_x.py::test_a ended, before test_x.py::test_c began:",
-            "  #1 * app@example.com -> ann@example.com | To: - | Subject: 'late' | *",
-            "after test_x.py::test_c ended, no later test used the sink:",
-            "  #2 * Subject: 'after the last' | *",
-            "No test's mailbox shows them. A thread or process that outlived its "
-            "test? Wait for its mail in the test (wait_for), or stop it in the "
-            "test's teardown.",
-        ]
-    )
-
-
 def test_report_shows_the_connection_kept_open_that_delivered_the_mail(
     pytester: pytest.Pytester,
 ) -> None:
