@@ -886,8 +886,10 @@ class IndexWriter:
     """On the controller (or a run without xdist): collect the directories
     tests saved and write the index at the end of the session."""
 
-    def __init__(self, root: Path, each: bool = False) -> None:
+    def __init__(self, root: Path, each: bool = False, started: float = 0.0) -> None:
         self.root = root
+        #: When the run began: a directory written since is this run's.
+        self.started = started
         #: --dist each: every worker runs every test, in a directory of its own.
         self.each = each
         self.directories: list[str] = []
@@ -909,7 +911,9 @@ class IndexWriter:
                 self.reruns.add(saved)
         if report.when == "teardown":
             self.ran = True
-        if str(report.when) == "???" and report.failed:  # not in pytest's types
+        if str(report.when) == "???" and (
+            report.failed or str(report.outcome) == "rerun"
+        ):  # "???": not in pytest's types
             # pytest-xdist's report of a test whose worker crashed (os._exit,
             # a segfault): no teardown comes, and the worker's mail went with
             # it, but the index lists every failed test.
@@ -924,18 +928,26 @@ class IndexWriter:
         gateway = getattr(getattr(report, "node", None), "gateway", None)
         worker = str(getattr(gateway, "id", "worker")) if self.each else None
         first = _report.test_directory(self.root, report.nodeid, worker, False, 1)
-        # After this run's earlier runs of the test, if a plugin reran it
-        # (their records are theirs to keep).
+        # After this run's runs of the test that saved, never over one (a
+        # plugin that reruns tests may have run it before the crash).
         name = first.name
-        earlier = sum(
-            1
+        attempts = [
+            int(rest) if rest else 1
             for saved in self.directories
             if saved == name or saved.startswith(f"{name}+attempt")
-        )
-        directory = _report.test_directory(
-            self.root, report.nodeid, worker, False, earlier + 1
+            for rest in [saved[len(name) + len("+attempt") :]]
+            if not rest or rest.isdigit()
+        ]
+        directory, attempt = _report.free_run_directory(
+            self.root,
+            report.nodeid,
+            worker,
+            False,
+            attempt=max(attempts, default=0) + 1,
+            started=self.started,
         )
         with contextlib.suppress(OSError):  # never an INTERNALERROR
+            _report.forget_saved(directory)  # an earlier run's, if any
             reason = _report.failure_reason(report, [])
             if reason is not None:
                 reason = reason.removeprefix("at ???: ")  # no phase of pytest's
@@ -948,9 +960,12 @@ class IndexWriter:
                 root=self.root,
                 reason=(reason or "its xdist worker crashed")
                 + " (the mail it captured was lost with the worker)",
-                attempt=earlier + 1,
+                attempt=attempt,
             )
-            self.directories.append(directory.relative_to(self.root).as_posix())
+            saved = directory.relative_to(self.root).as_posix()
+            self.directories.append(saved)
+            if str(report.outcome) == "rerun":  # pytest-rerunfailures runs it again
+                self.reruns.add(saved)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         # Also rewritten when nothing was saved, if an older index is there:

@@ -7,6 +7,7 @@ functions of the captured data, tested without running pytest hooks.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 from collections.abc import Iterable, Sequence
@@ -218,28 +219,47 @@ def test_directory(
     return root / name
 
 
-_LATER_ATTEMPT = re.compile(r"(.+)\+attempt[0-9]+\Z", re.DOTALL)
+#: A test directory's name: the test's, then ``@`` and a worker's id
+#: (``--dist each``), then ``+attempt`` and a rerun's number.
+_RUN_NAME = re.compile(r"([^@+]+)(?:@[^@+]*)?(?:\+attempt[0-9]+)?\Z", re.DOTALL)
 
 
-def later_attempts(root: Path) -> dict[str, list[Path]]:
-    """The directories in ``root`` of reruns of a test (``+attempt2``...),
-    by the name of the test's first attempt's directory: read once per run,
-    as each test's end would otherwise read the whole directory again.
-
-    Any there when a run starts are an earlier run's: a test's first
-    attempt forgets them (`forget_saved`), or they would read as this
-    run's reruns.
-    """
+def saved_runs(root: Path) -> dict[str, list[Path]]:
+    """The test directories in ``root`` by the test's own name: its first
+    run's, its reruns' (``+attempt2``...) and the xdist workers' of
+    ``--dist each`` (``@gw0``...). Read once per run, as each test's end
+    would otherwise read the whole directory again."""
     found: dict[str, list[Path]] = {}
     try:
-        entries = list(root.iterdir())
+        with os.scandir(root) as entries:  # their types without a stat each
+            names = [entry.name for entry in entries if entry.is_dir()]
     except OSError:  # made when the run starts; not readable: nothing to do
         return found
-    for entry in entries:
-        match = _LATER_ATTEMPT.match(entry.name)
+    for name in names:
+        match = _RUN_NAME.match(name)
         if match:
-            found.setdefault(match[1], []).append(entry)
+            found.setdefault(match[1], []).append(root / name)
     return found
+
+
+def free_run_directory(
+    root: Path,
+    nodeid: str,
+    worker: str | None,
+    hashed: bool,
+    *,
+    attempt: int,
+    started: float,
+) -> tuple[Path, int]:
+    """The directory of run ``attempt`` of a test, or of the next run whose
+    directory this pytest run (begun at ``started``) has not written: a
+    test run again on another xdist worker (its worker crashed) may count
+    its runs from a number another run of it already saved under."""
+    while True:
+        directory = test_directory(root, nodeid, worker, hashed, attempt)
+        if not directory.exists() or saved_before(directory, started):
+            return directory, attempt
+        attempt += 1
 
 
 def sharing_names(nodeids: Iterable[str]) -> set[str]:

@@ -59,9 +59,9 @@ _SET_UP_DONE_KEY = pytest.StashKey[float]()
 #: Which run of the test this is, from 1: a plugin that reruns failed tests
 #: (pytest-rerunfailures) sets a test up again. Each run saves its own mail.
 _ATTEMPT_KEY = pytest.StashKey[int]()
-#: The save directory's rerun directories of an earlier run (see
-#: `_report.later_attempts`), read at the first test's end.
-_LATER_ATTEMPTS_KEY = pytest.StashKey[dict[str, list[Path]]]()
+#: The save directory's test directories by test (see `_report.saved_runs`),
+#: read at the first test's end: an earlier run's are forgotten.
+_SAVED_RUNS_KEY = pytest.StashKey[dict[str, list[Path]]]()
 #: The reports of the test's run so far (set-up, call): what the end of the
 #: run says for the index is said on them too, as a plugin that reruns
 #: tests (pytest-rerunfailures before 16.0) logs only a rerun's failed one.
@@ -617,7 +617,11 @@ def pytest_configure(config: pytest.Config) -> None:
         from ._html import IndexWriter
 
         config.pluginmanager.register(
-            IndexWriter(save[0], each=config.getoption("dist", "no") == "each"),
+            IndexWriter(
+                save[0],
+                each=config.getoption("dist", "no") == "each",
+                started=config.stash[_STARTED_KEY],
+            ),
             "smtpsink-index",
         )
     config.stash[_DEFAULTS_KEY] = settings
@@ -1233,12 +1237,18 @@ def pytest_runtest_makereport(
             # reruns') would read as this run's in a CI artifact.
             item.stash[_CLEANED_KEY] = True
             with contextlib.suppress(OSError):  # never an INTERNALERROR
-                _forget_earlier_runs(config, save[0], item.nodeid, worker)
+                _forget_earlier_runs(config, save[0], item.nodeid)
         # A test that passed saves nothing unless all are saved (a passing
         # rerun leaves the failed runs' files: they are this run's).
         if save is not None and (failed or save[1] == "all"):
-            directory = _report.test_directory(
-                save[0], item.nodeid, worker, hashed, attempt
+            # Never over another run of this test saved in this run.
+            directory, attempt = _report.free_run_directory(
+                save[0],
+                item.nodeid,
+                worker,
+                hashed,
+                attempt=attempt,
+                started=config.stash[_STARTED_KEY],
             )
             try:
                 # One look for the files and the record (mail may still come).
@@ -1304,21 +1314,20 @@ def _say_on_run_reports(
         setattr(report, attribute, value)
 
 
-def _forget_earlier_runs(
-    config: pytest.Config, root: Path, nodeid: str, worker: str | None
-) -> None:
+def _forget_earlier_runs(config: pytest.Config, root: Path, nodeid: str) -> None:
     """Remove what an earlier run saved for the test ``nodeid``: its
-    directory and its reruns' (see `_report.later_attempts`), under either
-    of its names (which one a test gets depends on the tests the run
-    selected, `_report.sharing_names`). Not this run's: under xdist, a test
-    whose worker crashed is run again on another."""
-    if _LATER_ATTEMPTS_KEY not in config.stash:
-        config.stash[_LATER_ATTEMPTS_KEY] = _report.later_attempts(root)
-    later = config.stash[_LATER_ATTEMPTS_KEY]
+    directory, its reruns' and its ``--dist each`` workers' (see
+    `_report.saved_runs`), under either of its names (which one a test
+    gets depends on the tests the run selected, `_report.sharing_names`).
+    Not this run's: under xdist, a test whose worker crashed is run again
+    on another."""
+    if _SAVED_RUNS_KEY not in config.stash:
+        config.stash[_SAVED_RUNS_KEY] = _report.saved_runs(root)
+    saved = config.stash[_SAVED_RUNS_KEY]
     started = config.stash[_STARTED_KEY]
     for either in (False, True):
-        first = _report.test_directory(root, nodeid, worker, either, 1)
-        for directory in [first, *later.pop(first.name, [])]:
+        name = _report.test_directory(root, nodeid, None, either, 1).name
+        for directory in saved.pop(name, []):
             if _report.saved_before(directory, started):
                 _report.forget_saved(directory)
 

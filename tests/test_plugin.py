@@ -1094,6 +1094,77 @@ def test_crashy(smtpsink):
     ) in index
 
 
+def test_a_crash_after_a_saved_run_is_recorded_apart(pytester: pytest.Pytester) -> None:
+    # Run 1 crashes, run 2 fails with mail, runs 3 and 4 crash: the record
+    # of the last crash was written over run 2's ("No mail was captured"
+    # beside its .eml, its reason lost), and the crashes before were not
+    # listed at all.
+    pytester.makepyfile(
+        test_x=SEND
+        + """
+import os, pathlib
+
+COUNT = pathlib.Path(__file__).with_name("count")
+
+def test_crashy(smtpsink):
+    run = int(COUNT.read_text()) + 1 if COUNT.exists() else 1
+    COUNT.write_text(str(run))
+    send(smtpsink, f"run {run}")
+    if run != 2:
+        os._exit(3)
+    assert False, "run 2 fails"
+"""
+    )
+    out = pytester.path / "mail"
+    result = pytester.runpytest(
+        "-n", "2", "--reruns", "2", f"--smtpsink-save-dir={out}"
+    )
+    assert result.parseoutcomes()["failed"] == 1
+    records = {
+        record.parent.name: json.loads(record.read_text())
+        for record in out.glob("*/smtpsink.json")
+    }
+    failed_run = [r for r in records.values() if r["messages"]]
+    assert len(failed_run) == 1
+    assert "run 2 fails" in failed_run[0]["reason"]
+    assert [m["subject"] for m in failed_run[0]["messages"]] == ["run 2"]
+    crashes = sorted(
+        r["attempt"] for r in records.values() if "crashed" in (r["reason"] or "")
+    )
+    assert len(crashes) == len(records) - 1 >= 2  # each crash listed, apart
+    assert len(set(crashes)) == len(crashes)
+
+
+def test_a_dist_each_run_forgets_a_plain_runs_files_and_back(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under --dist each a test's directories carry the worker's id: only
+    # names of the run's own kind were forgotten, and the other kind's
+    # directories of the same test stayed in the artifact.
+    pytester.makepyfile(
+        test_x=SEND
+        + """
+import os
+
+def test_it(smtpsink):
+    send(smtpsink, "hello")
+    assert os.environ["OUTCOME"] == "pass"
+"""
+    )
+    out = pytester.path / "mail"
+    save = f"--smtpsink-save-dir={out}"
+    monkeypatch.setenv("OUTCOME", "fail")
+    pytester.runpytest("-p", "no:xdist", save).assert_outcomes(failed=1)
+    monkeypatch.setenv("OUTCOME", "pass")
+    pytester.runpytest("-n", "2", "--dist", "each", save).assert_outcomes(passed=2)
+    assert sorted(p.name for p in out.iterdir()) == ["index.html"]
+    monkeypatch.setenv("OUTCOME", "fail")
+    pytester.runpytest("-n", "2", "--dist", "each", save).assert_outcomes(failed=2)
+    monkeypatch.setenv("OUTCOME", "pass")
+    pytester.runpytest("-p", "no:xdist", save).assert_outcomes(passed=1)
+    assert sorted(p.name for p in out.iterdir()) == ["index.html"]
+
+
 def test_a_first_run_that_fails_before_the_sink_forgets_earlier_runs_files(
     pytester: pytest.Pytester,
 ) -> None:
