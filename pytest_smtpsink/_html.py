@@ -29,7 +29,7 @@ import html.parser
 import json
 import re
 import urllib.parse
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
@@ -148,6 +148,9 @@ class TestRecord(TypedDict):
     #: Which run of the test, from 1, when a plugin reran it (absent from an
     #: older smtpsink.json: read it with get()).
     attempt: int
+    #: False for the line index.html adds for a rerun test's last run that
+    #: saved nothing (absent from every smtpsink.json: read it with get()).
+    saved: bool
 
 
 _T = TypeVar("_T")
@@ -422,6 +425,7 @@ def record_test(
             for index, session in enumerate(sessions)
         ],
         attempt=attempt,
+        saved=True,
     )
     path = directory / RECORD_NAME
     # ASCII JSON: a stray surrogate in a parsed field cannot fail the write.
@@ -819,6 +823,9 @@ def render_index(tests: Sequence[TestRecord], when: datetime.datetime) -> str:
                 f"{escape(test['directory'])}/</a></p>"
                 if test["messages"] or test["sessions"]
                 else '<p class="note">No mail was captured.</p>'
+                if test.get("saved", True)
+                else '<p class="note">Its mail was not saved: '
+                "--smtpsink-save=all saves passing runs too.</p>"
             )
         )
         body.extend(
@@ -834,12 +841,18 @@ def render_index(tests: Sequence[TestRecord], when: datetime.datetime) -> str:
 
 
 def write_index(
-    root: Path, directories: Sequence[str], reruns: Collection[str] = ()
+    root: Path,
+    directories: Sequence[str],
+    reruns: Collection[str] = (),
+    last_runs: Mapping[str, tuple[str, int]] | None = None,
 ) -> Path:
     """Read each directory's record and write ``root/index.html``.
 
     ``reruns``: the directories of failed runs of a test that a plugin ran
-    again (pytest-rerunfailures), listed as "rerun".
+    again (pytest-rerunfailures), listed as "rerun". ``last_runs``: the
+    outcome and number of such a test's last run, by test id: listed too
+    when it saved nothing (it passed), or the page could not say how the
+    test ended.
 
     A directory whose record is missing or unreadable (a full disk, a
     newer format) is listed with the reason instead of failing the run.
@@ -860,12 +873,29 @@ def write_index(
                     messages=[],
                     sessions=[],
                     attempt=1,
+                    saved=True,
                 )
             )
         else:
             if directory in reruns:
                 # Failed, and run again: its outcome is the last run's.
                 data["outcome"] = "rerun"
+    for nodeid, (outcome, attempt) in (last_runs or {}).items():
+        runs = [t for t in tests if t["nodeid"] == nodeid]
+        if runs and all(t["outcome"] == "rerun" for t in runs):
+            tests.append(
+                TestRecord(
+                    nodeid=nodeid,
+                    outcome=outcome,
+                    reason=None,
+                    # Its first run's: listed with the test's other runs.
+                    directory=runs[0]["directory"],
+                    messages=[],
+                    sessions=[],
+                    attempt=attempt,
+                    saved=False,
+                )
+            )
     index = root / INDEX_NAME
     # Whole or not at all (a half-written page would read as someone else's,
     # see foreign_index), and never through a link at that name.
@@ -895,6 +925,10 @@ class IndexWriter:
         self.directories: list[str] = []
         #: Directories of failed runs that pytest-rerunfailures ran again.
         self.reruns: set[str] = set()
+        #: The outcome of each test's run so far, and of the last run of a
+        #: test that was run again (its number too), by test id.
+        self._outcomes: dict[str, str] = {}
+        self.last_runs: dict[str, tuple[str, int]] = {}
         self.outcome = ""
         self.ran = False
 
@@ -911,6 +945,8 @@ class IndexWriter:
                 self.reruns.add(saved)
         if report.when == "teardown":
             self.ran = True
+        if not self.each:
+            self._note_last_run(report)
         if str(report.when) == "???" and (
             report.failed or str(report.outcome) == "rerun"
         ):  # "???": not in pytest's types
@@ -919,6 +955,24 @@ class IndexWriter:
             # it, but the index lists every failed test.
             self.ran = True
             self._record_crashed(report)
+
+    def _note_last_run(self, report: pytest.TestReport) -> None:
+        """Keep how a test that pytest-rerunfailures ran again ended (its
+        last run: passed, failed, skipped), which that run may not save."""
+        outcome = str(report.outcome)
+        if report.when == "setup":  # a run begins (before 16.0,
+            # pytest-rerunfailures logs no teardown of a run it reruns)
+            self._outcomes.pop(report.nodeid, None)
+        if outcome == "rerun":  # the run's outcome is no test's last
+            self._outcomes[report.nodeid] = outcome
+        elif report.when == "call" or outcome != "passed":
+            self._outcomes.setdefault(report.nodeid, outcome)
+        if report.when == "teardown":
+            ran = self._outcomes.pop(report.nodeid, "passed")
+            # pytest-rerunfailures's count of earlier runs, on every report.
+            earlier = getattr(report, "rerun", 0)
+            if ran != "rerun" and isinstance(earlier, int) and earlier > 0:
+                self.last_runs[report.nodeid] = (ran, earlier + 1)
 
     def _record_crashed(self, report: pytest.TestReport) -> None:
         from . import _report
@@ -977,7 +1031,9 @@ class IndexWriter:
         ):
             return
         try:
-            index = write_index(self.root, sorted(self.directories), self.reruns)
+            index = write_index(
+                self.root, sorted(self.directories), self.reruns, self.last_runs
+            )
         except OSError as error:
             self.outcome = f"could not write {self.root / INDEX_NAME}: {error}"
         else:

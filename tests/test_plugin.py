@@ -1043,13 +1043,21 @@ def test_failed_runs_of_a_test_rerun_keep_their_mail(
         "test_x.py__test_flaky/0001-run-1.eml",
     ]
     index = (out / "index.html").read_text(encoding="utf-8")
-    assert "1 test(s) in 2 attempts, 2 message(s)" in index
+    assert "1 test(s) in 3 attempts, 2 message(s)" in index
     for attempt in (1, 2):
         assert (
             '<section class="test rerun"><h2><span class="outcome">rerun</span> '
             f'test_x.py::test_flaky <span class="attempt">(attempt {attempt})</span>'
         ) in index
-    assert "passed</span>" not in index  # the passing run saved nothing
+    # The passing run saved nothing, and is listed so: the page says how the
+    # test ended.
+    assert (
+        '<section class="test passed"><h2><span class="outcome">passed</span> '
+        'test_x.py::test_flaky <span class="attempt">(attempt 3)</span></h2>'
+        '<p class="note">Its mail was not saved: --smtpsink-save=all saves '
+        "passing runs too.</p>"
+    ) in index
+    assert index.count("<section") == 3
     # A later run that passes at once leaves none of them.
     monkeypatch.setenv("FAILING_RUNS", "0")
     pytester.runpytest(*run).assert_outcomes(passed=1)
