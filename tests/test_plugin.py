@@ -1065,14 +1065,12 @@ def test_failed_runs_of_a_test_rerun_keep_their_mail(
     assert not first.exists()
 
 
-def test_a_rerun_on_another_worker_keeps_the_failed_runs_mail(
-    pytester: pytest.Pytester,
-) -> None:
-    # Run 2 crashes its xdist worker: pytest-rerunfailures runs the test a
-    # third time on another worker, which counted it as a first run, so its
-    # passing run removed run 1's directory, still listed in index.html.
-    pytester.makepyfile(
-        test_x=SEND
+def _crashy(ending: str) -> str:
+    """A test module whose test sends "run N" in its Nth run (counted in a
+    file: xdist workers that crash lose their memory), then runs ``ending``
+    (which may crash the worker with os._exit)."""
+    return (
+        SEND
         + """
 import os, pathlib
 
@@ -1082,11 +1080,19 @@ def test_crashy(smtpsink):
     run = int(COUNT.read_text()) + 1 if COUNT.exists() else 1
     COUNT.write_text(str(run))
     send(smtpsink, f"run {run}")
-    if run == 2:
-        os._exit(3)
-    assert run == 3, "fails"
-"""
+    """
+        + ending
+        + "\n"
     )
+
+
+def test_a_rerun_on_another_worker_keeps_the_failed_runs_mail(
+    pytester: pytest.Pytester,
+) -> None:
+    # Run 2 crashes its xdist worker: pytest-rerunfailures runs the test a
+    # third time on another worker, which counted it as a first run, so its
+    # passing run removed run 1's directory, still listed in index.html.
+    pytester.makepyfile(test_x=_crashy("if run == 2: os._exit(3)\n    assert run == 3"))
     out = pytester.path / "mail"
     result = pytester.runpytest(
         "-n", "2", "--reruns", "2", f"--smtpsink-save-dir={out}"
@@ -1108,20 +1114,7 @@ def test_a_crash_after_a_saved_run_is_recorded_apart(pytester: pytest.Pytester) 
     # beside its .eml, its reason lost), and the crashes before were not
     # listed at all.
     pytester.makepyfile(
-        test_x=SEND
-        + """
-import os, pathlib
-
-COUNT = pathlib.Path(__file__).with_name("count")
-
-def test_crashy(smtpsink):
-    run = int(COUNT.read_text()) + 1 if COUNT.exists() else 1
-    COUNT.write_text(str(run))
-    send(smtpsink, f"run {run}")
-    if run != 2:
-        os._exit(3)
-    assert False, "run 2 fails"
-"""
+        test_x=_crashy("if run != 2: os._exit(3)\n    assert False, 'run 2 fails'")
     )
     out = pytester.path / "mail"
     result = pytester.runpytest(
