@@ -1,5 +1,6 @@
 """`listen`: the listening socket of each of the sink's servers (SMTP,
-POP3, IMAP), on the loop's thread."""
+POP3, IMAP), on the loop's thread; `readable_now`: whether a socket has
+something to read, without waiting."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import contextlib
 import ipaddress
 import os
+import select
 import socket
 from collections.abc import Callable
 
@@ -42,3 +44,15 @@ async def listen(
     return await loop.create_server(
         make_protocol, host=host, port=port, reuse_address=None
     )
+
+
+def readable_now(sock: socket.socket) -> bool:
+    """Whether ``sock`` has data (or its end) to read now. With poll(), not
+    select(), which refuses a descriptor over 1023 ("filedescriptor out of
+    range"): a test process with many files open has such sockets."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([sock], [], [], 0)  # Windows: no such limit
+    return bool(readable)

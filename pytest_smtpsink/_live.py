@@ -47,7 +47,6 @@ import http
 import http.server
 import ipaddress
 import json
-import select
 import socket
 import sys
 import threading
@@ -57,6 +56,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _html
+from ._listening import readable_now
 from ._text import clock, printable
 from ._tls import standalone_spelling
 
@@ -1031,8 +1031,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """Whether the client closed its connection (an end of stream is
         waiting to be read; a next request, pipelined, is no end)."""
         try:
-            readable, _, _ = select.select([self.connection], [], [], 0)
-            return bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
+            return readable_now(self.connection) and not self.connection.recv(
+                1, socket.MSG_PEEK
+            )
         except (OSError, ValueError):  # reset, or closed already
             return True
 

@@ -731,12 +731,13 @@ class _ReplyReader(io.RawIOBase):
 
     def _poll_into(self, buffer: Any) -> int | None:
         """What has arrived, without waiting: None if nothing has."""
-        import select
         import ssl
+
+        from ._listening import readable_now
 
         sock = self.sock
         pending = sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
-        if not pending and not select.select([sock], [], [], 0)[0]:
+        if not pending and not readable_now(sock):
             return None
         timeout = sock.gettimeout()
         sock.settimeout(0)
@@ -1429,16 +1430,16 @@ def _peer_closed(sock: Any) -> bool:
     before a message's content goes, so that an upstream that hung up
     after its 354 is not reported as one that may have kept the message.
     A TLS socket's end cannot be peeked at through its records: False."""
-    import select
     import socket
     import ssl
+
+    from ._listening import readable_now
 
     if sock is None or isinstance(sock, ssl.SSLSocket):
         return False
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
-    except ValueError:  # a descriptor select() cannot take
+        return readable_now(sock) and sock.recv(1, socket.MSG_PEEK) == b""
+    except ValueError:  # closed already
         return False
     except OSError:  # reset
         return True

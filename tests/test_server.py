@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import imaplib
+import os
 import poplib
 import smtplib
 import socket
@@ -316,6 +317,35 @@ def test_a_sink_bound_to_every_ipv6_interface_takes_ipv4_clients_too() -> None:
         ]
     finally:
         sink.stop()
+
+
+def test_a_socket_numbered_past_1023_is_polled() -> None:
+    # select() refuses a descriptor over 1023: under uvloop, whose loops
+    # hold more descriptors, a long test run's relay failed with "the relay
+    # failed: ValueError('filedescriptor out of range in select()')".
+    resource = pytest.importorskip("resource")
+    from pytest_smtpsink._listening import readable_now
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1200
+    if soft < wanted:
+        if hard != resource.RLIM_INFINITY and hard < wanted:
+            pytest.skip(f"this process may open {hard} files at most")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    fillers: list[int] = []
+    try:
+        while not fillers or fillers[-1] < 1030:
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+        a, b = socket.socketpair()
+        with a, b:
+            assert a.fileno() > 1023
+            assert readable_now(a) is False
+            b.sendall(b"x")
+            assert readable_now(a) is True
+    finally:
+        for descriptor in fillers:
+            os.close(descriptor)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_settings_are_hashable_and_keep_a_private_copy_of_credentials() -> None:
