@@ -172,11 +172,12 @@ def slow_step_report(line: str) -> bool:
 
 def plugin_frames(output: str, *modules: str) -> list[str]:
     """The traceback frames in ``output`` (a pytest run's) that are in the
-    plugin's ``modules`` (file names such as ``"_dns.py"``): what
-    ``__tracebackhide__`` keeps out. Frames only: under load, asyncio's
-    report of a slow loop step (see `slow_step_report`), captured in the
-    report's log, names the plugin's files too."""
-    names = "|".join(re.escape(module) for module in modules)
+    plugin's ``modules`` (file names such as ``"_dns.py"``; any of its
+    modules when none is named): what ``__tracebackhide__`` keeps out.
+    Frames only: under load, asyncio's report of a slow loop step (see
+    `slow_step_report`), captured in the report's log, names the plugin's
+    files too."""
+    names = "|".join(re.escape(module) for module in modules) or r"[\w/]+\.py"
     frame = re.compile(rf"^\S*pytest_smtpsink/(?:{names}):\d+: ", re.MULTILINE)
     return [match.group() for match in frame.finditer(output)]
 
@@ -215,11 +216,45 @@ class _AsyncioLoopLeftover:
             asyncio.set_event_loop(None)
 
 
+def _end_rerunfailures_spin() -> None:
+    """Ends the busy loop of pytest-rerunfailures before 16.7 (the oldest
+    env's 14.0) in inner runs with xdist.
+
+    Its controller serves each xdist worker on a thread that reads the
+    socket a byte at a time until a delimiter, with no end-of-file check:
+    once the worker exits, ``recv`` returns ``b""`` at once, for ever. Every
+    in-process pytester run with ``-n`` left two threads spinning in this
+    process, and in the oldest env the suite took over 16 minutes instead
+    of 3 and failed. 16.7 raises ConnectionError there, which the thread
+    ends on; 16.7 needs pytest 8.2, so the oldest env cannot have it.
+    """
+    try:
+        from pytest_rerunfailures import SocketDB  # type: ignore[import-untyped]
+    except ImportError:
+        return
+    if hasattr(SocketDB, "_sock_recv_bytes"):  # 16.7 and later: fixed
+        return
+
+    def sock_recv(self: object, conn: socket.socket) -> str:
+        received = bytearray()
+        while (byte := conn.recv(1)) != b"\n":
+            if not byte:
+                # Closed here: the thread ends on the error without closing
+                # it (a ResourceWarning, an error under -W error).
+                conn.close()
+                raise ConnectionError("the xdist worker hung up")
+            received += byte
+        return received.decode()
+
+    SocketDB._sock_recv = sock_recv
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Registered, not a conftest hook: conftest hooks apply to the tests
     # under their own directory, and docs/examples has a pytest-asyncio
     # test too.
     config.pluginmanager.register(_AsyncioLoopLeftover(), "smtpsink-asyncio-loop")
+    _end_rerunfailures_spin()
 
 
 @pytest.fixture
