@@ -13,6 +13,7 @@ import smtplib
 from collections.abc import Callable
 
 import pytest
+from conftest import plugin_frames
 
 from pytest_smtpsink import Mailbox, Message, SinkError, SMTPSink
 
@@ -297,7 +298,7 @@ def test_mailbox_of_a_number(smtpsink):
             "E       TypeError: mailbox() takes an address, got 5",
         ]
     )
-    assert "pytest_smtpsink/" not in result.stdout.str()
+    assert plugin_frames(result.stdout.str()) == []
 
 
 def test_deliver_an_email_message_and_a_path(
