@@ -758,9 +758,9 @@ def _put_in_count(test: TestRecord) -> str:
 def _first_run(test: TestRecord) -> str:
     """The directory of the first run of ``test``'s test: its own, without
     the ``+attemptN`` of a rerun."""
-    directory = test["directory"]
-    head, plus, attempt = directory.rpartition("+attempt")
-    return head if plus and attempt.isdigit() else directory
+    from ._report import split_attempt
+
+    return split_attempt(test["directory"])[0]
 
 
 def _attempt(test: TestRecord) -> str:
@@ -984,13 +984,10 @@ class IndexWriter:
         first = _report.test_directory(self.root, report.nodeid, worker, False, 1)
         # After this run's runs of the test that saved, never over one (a
         # plugin that reruns tests may have run it before the crash).
-        name = first.name
         attempts = [
-            int(rest) if rest else 1
-            for saved in self.directories
-            if saved == name or saved.startswith(f"{name}+attempt")
-            for rest in [saved[len(name) + len("+attempt") :]]
-            if not rest or rest.isdigit()
+            attempt
+            for name, attempt in map(_report.split_attempt, self.directories)
+            if name == first.name
         ]
         directory, attempt = _report.free_run_directory(
             self.root,

@@ -219,9 +219,13 @@ def test_directory(
     return root / name
 
 
-#: A test directory's name: the test's, then ``@`` and a worker's id
-#: (``--dist each``), then ``+attempt`` and a rerun's number.
-_RUN_NAME = re.compile(r"([^@+]+)(?:@[^@+]*)?(?:\+attempt[0-9]+)?\Z", re.DOTALL)
+def split_attempt(name: str) -> tuple[str, int]:
+    """A `test_directory` name without a rerun's ``+attemptN``, and N (1
+    for a test's first run)."""
+    head, plus, number = name.rpartition("+attempt")
+    if plus and number.isdigit():
+        return head, int(number)
+    return name, 1
 
 
 def saved_runs(root: Path) -> dict[str, list[Path]]:
@@ -236,9 +240,10 @@ def saved_runs(root: Path) -> dict[str, list[Path]]:
     except OSError:  # made when the run starts; not readable: nothing to do
         return found
     for name in names:
-        match = _RUN_NAME.match(name)
-        if match:
-            found.setdefault(match[1], []).append(root / name)
+        # The test's name, then ``@`` and a worker's id (``--dist each``),
+        # then a rerun's ``+attemptN``.
+        test = split_attempt(name)[0].partition("@")[0]
+        found.setdefault(test, []).append(root / name)
     return found
 
 
