@@ -1435,6 +1435,28 @@ class _NotRelayedSummary:
                 terminalreporter.write_line(f"  ... and {len(lines) - self.SHOWN} more")
 
 
+def _which_run(report: pytest.TestReport, name: str | None = None) -> str:
+    """``name`` (the report's test id by default), and which run of the test
+    the report is when a plugin ran it again (pytest-rerunfailures counts
+    the earlier runs on each report): each run's line of a summary is its
+    own, where the last run's replaced the others' without saying so."""
+    earlier = getattr(report, "rerun", 0)
+    name = report.nodeid if name is None else name
+    if isinstance(earlier, int) and earlier > 0:
+        return f"{name}{_ATTEMPT}{earlier + 1})"
+    return name
+
+
+_ATTEMPT = " (attempt "
+
+
+def _first_runs_named(names: Collection[str]) -> dict[str, str]:
+    """`_which_run` names as a summary shows them: a first run is "(attempt
+    1)" where a later run of its test is listed too (it is not the total)."""
+    rerun = {name.rpartition(_ATTEMPT)[0] for name in names if _ATTEMPT in name}
+    return {name: f"{name}{_ATTEMPT}1)" if name in rerun else name for name in names}
+
+
 class _NotSavedSummary:
     """Tests whose mail --smtpsink-save-dir could not save (a full disk),
     listed at the end of the run: the CI artifact would be missing them."""
@@ -1446,20 +1468,20 @@ class _NotSavedSummary:
         # On any of a run's reports (see _say_on_run_reports).
         reason = getattr(report, _NOT_SAVED_ATTRIBUTE, None)
         if reason:
-            self.found[report.nodeid] = str(reason)
+            self.found[_which_run(report)] = str(reason)
 
     def pytest_terminal_summary(
         self, terminalreporter: pytest.TerminalReporter
     ) -> None:
         if not self.found:
             return
+        tests = {run.partition(_ATTEMPT)[0] for run in self.found}
         terminalreporter.write_sep(
-            "=",
-            f"smtpsink: mail of {plural(len(self.found), 'test')} not saved",
-            red=True,
+            "=", f"smtpsink: mail of {plural(len(tests), 'test')} not saved", red=True
         )
-        for nodeid, reason in sorted(self.found.items()):
-            terminalreporter.write_line(f"{nodeid}: {reason}")
+        shown = _first_runs_named(self.found)
+        for run, reason in sorted(self.found.items()):
+            terminalreporter.write_line(f"{shown[run]}: {reason}")
 
 
 class _PerTestSummary:
@@ -1480,7 +1502,7 @@ class _PerTestSummary:
             worker = getattr(getattr(report, "node", None), "gateway", None)
             if self.each and worker is not None:
                 name += f" [{getattr(worker, 'id', '?')}]"
-            self.counts[name] = (messages, sessions)
+            self.counts[_which_run(report, name)] = (messages, sessions)
 
     def pytest_terminal_summary(
         self, terminalreporter: pytest.TerminalReporter
@@ -1491,9 +1513,10 @@ class _PerTestSummary:
         # section read as one more part of the last passed test's report.
         terminalreporter.write_sep("=", "smtpsink: mail captured per test")
         # Sorted: under xdist, reports arrive in whatever order workers finish.
+        names = _first_runs_named(self.counts)
         shown = [
-            (nodeid, messages, sessions)
-            for nodeid, (messages, sessions) in sorted(self.counts.items())
+            (names[run], messages, sessions)
+            for run, (messages, sessions) in sorted(self.counts.items())
             if messages or sessions or self.verbose
         ]
         for nodeid, messages, sessions in shown:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import pathlib
 import re
@@ -1006,6 +1007,12 @@ def test_flaky(smtpsink):
     assert records[1].get("reason") is None
 
 
+#: pytest-rerunfailures before 16.0 (the oldest env's 14.0) logs only the
+#: failed report of a run it reruns, not its teardown's.
+_RERUNFAILURES_BEFORE_16 = (
+    int(importlib.metadata.version("pytest-rerunfailures")[:2]) < 16
+)
+
 #: A test that fails in its first two runs, and passes in the third.
 _FLAKY = (
     SEND
@@ -1519,6 +1526,35 @@ def test_sends(smtpsink):
     )
 
 
+@pytest.mark.parametrize("xdist", [["-p", "no:xdist"], ["-n", "2"]])
+def test_mail_of_runs_that_could_not_be_saved_says_which_run(
+    pytester: pytest.Pytester, xdist: list[str]
+) -> None:
+    # With pytest-rerunfailures, one line said the test's mail was not
+    # saved: the last run's reason, under the test's name alone.
+    pytester.makepyfile(
+        test_x=SEND
+        + """
+import pathlib, shutil
+
+def test_sends(smtpsink):
+    send(smtpsink, "hi")
+    shutil.rmtree("mail", ignore_errors=True)
+    pathlib.Path("mail").write_text("now a file")  # the disk is full, say
+    assert False
+"""
+    )
+    result = pytester.runpytest(*xdist, "--reruns", "1", "--smtpsink-save-dir=mail")
+    assert result.parseoutcomes() == {"failed": 1, "rerun": 1}
+    result.stdout.fnmatch_lines(
+        [
+            "*= smtpsink: mail of 1 test not saved =*",
+            "test_x.py::test_sends (attempt 1): could not save the mail in *",
+            "test_x.py::test_sends (attempt 2): could not save the mail in *",
+        ]
+    )
+
+
 @pytest.mark.parametrize(
     "flag",
     ["--smtpsink-report= ", "--smtpsink-timeout= ", "--smtpsink-event-loop= "],
@@ -1884,6 +1920,38 @@ def test_silent(smtpsink):
     pytester.runpytest(*xdist, "--smtpsink-summary", f"--junitxml={junit}")
     assert "<testcase" in junit.read_text()
     assert "<property" not in junit.read_text()
+
+
+@pytest.mark.parametrize("xdist", [["-p", "no:xdist"], ["-n", "2"]])
+def test_terminal_summary_counts_each_run_of_a_rerun_test(
+    pytester: pytest.Pytester, xdist: list[str]
+) -> None:
+    # The last run's counts replaced the earlier runs', under the test's
+    # name alone: as if the test had captured that much in all.
+    pytester.makepyfile(
+        test_x=SEND
+        + """
+RUNS = []
+
+def test_flaky(smtpsink):
+    RUNS.append(1)
+    for _ in RUNS:  # run N sends N messages
+        send(smtpsink, f"run {len(RUNS)}")
+    assert len(RUNS) > 2, "flaky"
+"""
+    )
+    result = pytester.runpytest(*xdist, "--reruns", "2", "--smtpsink-summary")
+    assert result.parseoutcomes() == {"passed": 1, "rerun": 2}
+    listed = [line for line in result.outlines if line.startswith("test_x.py::")]
+    last = "test_x.py::test_flaky (attempt 3): 3 messages, 3 sessions"
+    if _RERUNFAILURES_BEFORE_16:  # it logs no teardown of a run it reruns
+        assert listed == [last]
+    else:
+        assert listed == [
+            "test_x.py::test_flaky (attempt 1): 1 message, 1 session",
+            "test_x.py::test_flaky (attempt 2): 2 messages, 2 sessions",
+            last,
+        ]
 
 
 def test_terminal_summary_of_tests_that_captured_nothing_says_so(
