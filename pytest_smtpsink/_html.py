@@ -763,6 +763,16 @@ def _first_run(test: TestRecord) -> str:
     return split_attempt(test["directory"])[0]
 
 
+def _worker(test: TestRecord) -> str:
+    """Whose run of the test a record is under ``--dist each`` (every xdist
+    worker runs every test): the ``@gw0`` of its directory's name, shown as
+    ``--smtpsink-summary`` shows it, `` [gw0]``."""
+    from ._report import split_attempt
+
+    worker = split_attempt(test["directory"])[0].partition("@")[2]
+    return f" [{escape(worker)}]" if worker else ""
+
+
 def _attempt(test: TestRecord) -> str:
     """Which run of the test a record is, when a plugin reran it."""
     attempt = test.get("attempt", 1)
@@ -813,7 +823,7 @@ def render_index(tests: Sequence[TestRecord], when: datetime.datetime) -> str:
         body.append(
             f'<section class="test {escape(test["outcome"])}"><h2>'
             f'<span class="outcome">{escape(test["outcome"])}</span>'
-            f" {escape(test['nodeid'])}{_attempt(test)}</h2>"
+            f" {escape(test['nodeid'])}{_worker(test)}{_attempt(test)}</h2>"
             + _reason(test)
             + (
                 f'<p class="note">{len(_sent(test))} message(s), '
