@@ -166,6 +166,25 @@ def is_loopback_host(host: str) -> bool:
     return address.is_loopback
 
 
+#: Not quoted: without an "@", what is read as the host may be a password.
+_NOT_IN_BRACKETS = (
+    "the URL's host has a '[' or ']' out of place: only an IPv6 address "
+    "goes in brackets, as in smtp://[::1]:2525"
+)
+
+
+def _bracketed_ipv6(host_port: str) -> bool:
+    """Whether ``host_port`` is ``[IPv6]`` or ``[IPv6]:port``."""
+    inside, bracket, rest = host_port.removeprefix("[").partition("]")
+    if not host_port.startswith("[") or not bracket or rest[:1] not in ("", ":"):
+        return False
+    try:
+        ipaddress.IPv6Address(inside)
+    except ValueError:
+        return False
+    return "[" not in rest and "]" not in rest
+
+
 def parse_upstream(url: str) -> Upstream:
     """``smtp://host:port``, ``smtp+starttls://user:password@host:port`` or
     ``smtps://host:port``, with an optional ``?cafile=PATH`` to trust.
@@ -174,7 +193,12 @@ def parse_upstream(url: str) -> Upstream:
     """
     if not isinstance(url, str):
         raise ValueError(f"must be a URL string, got a {type(url).__name__}")
-    parts = urllib.parse.urlsplit(url.strip())
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+    except ValueError:
+        # urllib's "Invalid IPv6 URL" for a "[" without its "]" (or a "]"
+        # alone), and from 3.11 on its own words for "[name]".
+        raise ValueError(_NOT_IN_BRACKETS) from None
     scheme = parts.scheme.lower()
     if scheme not in _SCHEMES:
         raise ValueError(
@@ -195,6 +219,10 @@ def parse_upstream(url: str) -> Upstream:
             "name or password must be percent-encoded (%2F, %3F, %23)"
         )
     host_port = parts.netloc.rpartition("@")[2]
+    if ("[" in host_port or "]" in host_port) and not _bracketed_ipv6(host_port):
+        # urllib read "[::1]x:25" as ::1 port 25, and "[name]" as a host
+        # name before 3.11.
+        raise ValueError(_NOT_IN_BRACKETS)
     after_host = (
         host_port.rpartition("]")[2] if host_port.startswith("[") else host_port
     )
@@ -234,8 +262,14 @@ def parse_upstream(url: str) -> Upstream:
         raise ValueError(f"the URL names no host (e.g. {scheme}://127.0.0.1:2525)")
     if any(c.isspace() or not c.isprintable() for c in host):
         raise ValueError(f"the URL's host {host!r} is no host name")
+    if parts.fragment or url.rstrip().endswith("#"):
+        # Not quoted: a "#" in a password typed as it is starts it.
+        raise ValueError(
+            "the URL has a '#' part, which an SMTP URL has no use for (a '#' "
+            "in the user name or password must be percent-encoded: %23)"
+        )
     unknown = sorted(set(query) - {"cafile"})
-    if unknown or parts.path not in ("", "/") or parts.fragment:
+    if unknown or parts.path not in ("", "/"):
         raise ValueError(
             "the URL may only carry ?cafile=PATH after host:port"
             + (f" (unknown: {', '.join(unknown)})" if unknown else "")

@@ -985,6 +985,35 @@ def test_a_password_cut_by_a_url_delimiter_is_named_not_shown(cut: str) -> None:
             "relay",
             "host:port has more than one ':'",
         ),
+        # urllib's bare "Invalid IPv6 URL", or a host it read past or into.
+        *(
+            (
+                {"relay": url, "relay_to": ".*"},
+                "relay",
+                r"^(?!.*s3cretPW)relay: the URL's host has a '\[' or '\]' out of "
+                r"place: only an IPv6 address goes in brackets, as in "
+                r"smtp://\[::1\]:2525$",
+            )
+            for url in (
+                "smtp://ann:s3cretPW@[::1",
+                "smtp://ann:s3cretPW[::1]:25",
+                "smtp://[::1]x:25",
+                "smtp://[::1]]:25",
+                "smtp://[mail.example]:25",
+                "smtp://mail.example]:25",
+            )
+        ),
+        # Answered as if it were a query ("may only carry ?cafile=PATH").
+        *(
+            (
+                {"relay": url, "relay_to": ".*"},
+                "relay",
+                r"^relay: the URL has a '#' part, which an SMTP URL has no use "
+                r"for \(a '#' in the user name or password must be "
+                r"percent-encoded: %23\)$",
+            )
+            for url in ("smtp://127.0.0.1:25#s3cretPW", "smtp://127.0.0.1:25/#")
+        ),
         # No "@host": the password read as the port, and was quoted.
         (
             {"relay": "smtp://ann:s3cretPW", "relay_to": ".*"},
