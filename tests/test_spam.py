@@ -100,8 +100,15 @@ def test_without_a_spamd_the_call_says_how_to_configure_one(smtpsink: Mailbox) -
 
 def test_an_unreachable_spamd_is_an_error_not_a_pass(smtpsink: Mailbox) -> None:
     send(smtpsink, HAM)
-    with pytest.raises(SpamdError, match=r"could not ask spamd at 127\.0\.0\.1:9: "):
-        smtpsink.assert_sent().spam_report(spamd="127.0.0.1:9")
+    # A port bound and not listening refuses connections for as long as it
+    # is held (port 9, "discard", was served by another program once).
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        with pytest.raises(
+            SpamdError, match=rf"could not ask spamd at 127\.0\.0\.1:{port}: "
+        ):
+            smtpsink.assert_sent().spam_report(spamd=f"127.0.0.1:{port}")
 
 
 def test_the_option_and_its_ini_twin(pytester: pytest.Pytester, spamd: str) -> None:
