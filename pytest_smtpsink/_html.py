@@ -486,6 +486,71 @@ class _RemoteFinder(html.parser.HTMLParser):
             self.found.extend(self._CSS_URL.findall(data))
 
 
+class _LinkFinder(html.parser.HTMLParser):
+    """The addresses of the mail's links (``<a href>``, ``<area href>``)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("a", "area"):
+            href = dict(attrs).get("href")
+            if href and href.strip():
+                self.found.append(href.strip())
+
+
+def mail_links(markup: str) -> list[str]:
+    """The links of the HTML part, in order, each once."""
+    finder = _LinkFinder()
+    with contextlib.suppress(Exception):  # as in remote_resources
+        finder.feed(without_unclosed_tags(markup))
+        finder.close()
+    return list(dict.fromkeys(finder.found))
+
+
+def _openable(url: str) -> bool:
+    """Whether the list under a mail's frame may make ``url`` a link: a web
+    address with nothing a reader could not see (no blank, control or bidi
+    character), never ``javascript:``, ``data:`` or ``file:``."""
+    return (
+        url.lower().startswith(("http://", "https://"))
+        and printable(url) == url
+        and not any(c.isspace() for c in url)
+    )
+
+
+def _links_list(markup: str) -> str:
+    """Under a mail's frame: its links, web addresses as links that open
+    in a new tab outside the frame (the frame itself opens none)."""
+    links = mail_links(markup)
+    if not links:
+        return ""
+    items = "".join(
+        "<li>"
+        + (
+            f'<a href="{escape(url)}" target="_blank" rel="noopener noreferrer">'
+            f"{escape(url)}</a>"
+            if _openable(url)
+            else f"<code>{escape(printable(url))}</code>"
+        )
+        + "</li>"
+        for url in links[:_LISTED_LINKS]
+    )
+    more = len(links) - _LISTED_LINKS
+    return (
+        f'<details class="links"><summary>{len(links)} link(s) in the HTML part '
+        "(the frame above opens none: open them from here)</summary>"
+        f"<ul>{items}</ul>"
+        + (f'<p class="note">and {more} more</p>' if more > 0 else "")
+        + "</details>"
+    )
+
+
+#: Links listed under a mail's frame (a newsletter may have hundreds).
+_LISTED_LINKS = 100
+
+
 def remote_resources(markup: str) -> list[str]:
     """Remote images, styles and media the HTML part refers to, in order."""
     finder = _RemoteFinder()
@@ -558,7 +623,12 @@ def mail_frame(markup: str, title: str = "HTML part") -> str:
     markup = markup[:PART_LIMIT]
     document = (
         f'<meta http-equiv="Content-Security-Policy" content="{MAIL_CSP}">'
-        + inert_links(markup)
+        # A link clicked in the frame navigated the frame itself, which the
+        # page's policy (frame-src) refuses: the mail gave way to the
+        # browser's error page. Aimed at a new window instead, it is a popup
+        # the sandbox refuses, and the mail stays. The first <base> with a
+        # target counts: the mail's own come after.
+        '<base target="_blank">' + inert_links(markup)
     )
     blocked = remote_resources(markup)
     note = ""
@@ -577,6 +647,7 @@ def mail_frame(markup: str, title: str = "HTML part") -> str:
         f'{note}<iframe class="mail" sandbox="" referrerpolicy="no-referrer" '
         'style="width:100%;height:24rem;border:1px solid #bbb;background:#fff" '
         f'title="{escape(title)}" srcdoc="{escape(document)}"></iframe>{cut}'
+        + _links_list(markup)
     )
 
 

@@ -178,6 +178,64 @@ def test_screenshot_of_a_typical_mail(
     screenshot(driver, "index-html.png", tmp_path)
 
 
+def test_a_link_clicked_in_the_frame_leaves_the_mail_and_opens_from_the_list(
+    driver: WebDriver, remote: browser.RequestLog, smtpsink: Mailbox, tmp_path: Path
+) -> None:
+    """A link clicked in the frame navigated the frame, which the page's
+    policy refuses: the mail gave way to the browser's error page, and no
+    link could be followed. The frame opens none now; the list under it
+    does, in a new tab, for web addresses only."""
+    import smtplib
+
+    from conftest import make_message
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    confirm = f"{remote.url}/confirm?token=4f9c2"
+    markup = (
+        f'<p id="mail"><a id="confirm" href="{confirm}">Confirm</a> '
+        "<a href=\"javascript:document.title='pwned'\">run</a></p>"
+    )
+    message = make_message(subject="Confirm", html=markup)
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.send_message(message)
+    smtpsink.wait_for(subject="Confirm")
+    index = save_index(smtpsink, tmp_path / "mail", "tests/test_x.py::test_confirm")
+    driver.get(index.as_uri())
+    page = driver.current_window_handle
+    driver.switch_to.frame(driver.find_element(By.CSS_SELECTOR, "iframe.mail"))
+    try:
+        driver.find_element(By.ID, "confirm").click()
+        # Still the mail (the error page has no such element), nothing loaded.
+        assert driver.find_element(By.ID, "mail").text == "Confirm run"
+    finally:
+        driver.switch_to.default_content()
+    assert driver.window_handles == [page]
+    assert remote.paths == []
+    # The list under the frame: the web address a link, the script text.
+    links = driver.find_element(By.CSS_SELECTOR, "details.links")
+    links.find_element(By.TAG_NAME, "summary").click()
+    assert links.text.splitlines() == [
+        "2 link(s) in the HTML part (the frame above opens none: open them from here)",
+        confirm,
+        "javascript:document.title='pwned'",
+    ]
+    (opened,) = links.find_elements(By.CSS_SELECTOR, "a")
+    assert opened.get_attribute("rel") == "noopener noreferrer"
+    opened.click()
+    try:
+        WebDriverWait(driver, 30).until(lambda d: len(d.window_handles) == 2)
+        WebDriverWait(driver, 30).until(lambda d: remote.paths)
+        assert remote.paths[0] == "/confirm?token=4f9c2"  # then a favicon
+    finally:
+        for handle in driver.window_handles:
+            if handle != page:
+                driver.switch_to.window(handle)
+                driver.close()
+        driver.switch_to.window(page)
+    assert driver.title == "Captured email"
+
+
 def test_long_names_wrap_inside_the_page(
     driver: WebDriver, smtpsink: Mailbox, tmp_path: Path
 ) -> None:
