@@ -318,6 +318,8 @@ text-decoration:none}
 #list .subject{font-weight:600;display:block;word-break:break-all}
 #list .meta{font-size:.8rem;color:#555;word-break:break-all}
 #view{overflow:auto;padding:.5rem 1rem}
+@media (max-width:50rem){main{grid-template-columns:1fr;grid-template-rows:minmax(6rem,35vh) 1fr}
+#list{border-right:0;border-bottom:1px solid #ccc}}
 """
 
 #: The page's policy in its <meta>: without frame-ancestors, which browsers

@@ -40,6 +40,33 @@ def view() -> Iterator[Live]:
     started.sink.stop()
 
 
+def test_a_narrow_window_stacks_the_list_above_the_message(
+    driver: WebDriver, view: Live
+) -> None:
+    # The list kept its 28rem at any width: in a 500-pixel window (a phone,
+    # half a laptop's screen) the message got 52 pixels, a letter a line.
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    view.send("Narrow", b"A line of text that needs some room to be read.")
+    driver.set_window_size(500, 900)  # headless Chromium's narrowest
+    try:
+        driver.get(view.url + "/")
+        item = (By.CSS_SELECTOR, "#list li.item a")
+        WebDriverWait(driver, TIMEOUT).until(lambda d: d.find_elements(*item))
+        driver.find_element(*item).click()
+        WebDriverWait(driver, TIMEOUT).until(
+            lambda d: "Narrow" in d.find_element(By.ID, "view").text
+        )
+        width = driver.execute_script("return window.innerWidth")
+        shown = driver.find_element(By.ID, "view")
+        listed = driver.find_element(By.ID, "list")
+        assert shown.size["width"] == listed.size["width"] == width
+        assert listed.location["y"] < shown.location["y"]
+    finally:
+        driver.set_window_size(1200, 900)  # browser.py's, for the next tests
+
+
 def test_live_view(driver: WebDriver, view: Live, tmp_path: Path) -> None:
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
