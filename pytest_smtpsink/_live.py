@@ -230,9 +230,31 @@ let refreshes = 0;
 let shownRefresh = 0;
 let shows = 0;
 
+const lost = document.getElementById("lost");
+
+// The sink stopped (or the network failed): said on the page, where it
+// looked like "no new mail" and clicks did nothing.
+async function ask(path, options) {
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (error) {
+    lost.hidden = false;
+    throw error;
+  }
+  return response;
+}
+
+function clearView(note) {
+  ++shows;
+  current = null;
+  view.innerHTML = "<p class=note></p>";
+  view.firstChild.textContent = note;
+}
+
 async function refresh() {
   const mine = ++refreshes;
-  const response = await fetch("/fragments/list");
+  const response = await ask("/fragments/list");
   const text = await response.text();
   // Two at once (an event, the stream opening): the later asked later,
   // so its list is the newer; the earlier must not replace it.
@@ -243,12 +265,17 @@ async function refresh() {
   for (const link of list.querySelectorAll("a[data-id]")) {
     link.classList.toggle("current", link.dataset.id === current);
   }
+  // Deleted (here or in another page), or past the list's last ones: it
+  // stayed shown, its links answering 404.
+  if (current !== null && !list.querySelector(`a[data-id="${CSS.escape(current)}"]`)) {
+    clearView("The message shown is no longer listed: it was deleted.");
+  }
 }
 
 async function show(id) {
   current = id;
   const mine = ++shows;
-  const response = await fetch("/fragments/messages/" + encodeURIComponent(id));
+  const response = await ask("/fragments/messages/" + encodeURIComponent(id));
   const text = await response.text();
   // A message clicked (or a delete) after this one asked: its answer may
   // come first, and this older one must not replace it.
@@ -267,19 +294,30 @@ list.addEventListener("click", (event) => {
 
 document.getElementById("delete").addEventListener("click", async () => {
   ++shows;
-  await fetch("/api/messages", { method: "DELETE" });
-  current = null;
-  view.innerHTML = "<p class=note>Select a message.</p>";
+  await ask("/api/messages", { method: "DELETE" });
+  clearView("Select a message.");
 });
 
 // The server says when something changed: no polling.
 const paused = document.getElementById("paused");
 function listen() {
   const events = new EventSource("/events");
+  // The browser tries again by itself while the sink is away.
+  events.onerror = () => {
+    lost.hidden = false;
+  };
   // The stream tells of changes after it began: a change between the
   // list shown and that (on loading, resuming, or the browser's own
   // reconnecting) is shown once it is open.
-  events.onopen = () => refresh();
+  events.onopen = () => {
+    if (!lost.hidden && current !== null) {
+      // Back after a loss: maybe a new sink, numbering from 1 again, whose
+      // message of the shown one's number is another (its links too).
+      clearView("Connected again; the sink may have restarted: select a message.");
+    }
+    lost.hidden = true;
+    refresh();
+  };
   // The open message too while its relay outcome is still to come.
   events.onmessage = () => {
     if (current !== null && view.querySelector("[data-relay-pending]")) {
@@ -414,6 +452,8 @@ def live_page() -> str:
         '<span><span id="count">0</span> message(s)</span>'
         '<span id="paused" hidden>Live updates paused: too many pages open '
         '<button id="resume" type="button">Resume</button></span>'
+        '<span id="lost" role="status" hidden>Not connected: the sink may have '
+        "stopped. Trying again...</span>"
         '<button id="delete" type="button">Delete all</button></header>'
         '<main><nav id="list"></nav>'
         '<section id="view"><p class="note">Select a message.</p></section></main>'

@@ -67,6 +67,54 @@ def test_a_narrow_window_stacks_the_list_above_the_message(
         driver.set_window_size(1200, 900)  # browser.py's, for the next tests
 
 
+def test_the_page_says_when_the_sink_is_gone_and_forgets_what_it_showed(
+    driver: WebDriver, view: Live
+) -> None:
+    # A stopped sink looked like "no new mail" (clicks failed in the console
+    # only); a restarted one kept the old run's message shown beside the
+    # new list, its links fetching the new run's message of that number;
+    # and a deleted message stayed shown.
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+    from test_cli import Sink
+
+    wait = WebDriverWait(driver, TIMEOUT)
+    shown = (By.ID, "view")
+
+    def open_first(subject: str) -> None:
+        driver.get(view.url + "/")
+        item = (By.CSS_SELECTOR, "#list li.item a")
+        wait.until(lambda d: subject in d.find_element(By.ID, "list").text)
+        driver.find_element(*item).click()
+        wait.until(lambda d: subject in d.find_element(*shown).text)
+
+    view.send("Before the stop")
+    open_first("Before the stop")
+    lost = driver.find_element(By.ID, "lost")
+    assert not lost.is_displayed()
+    view.sink.stop()
+    wait.until(lambda d: lost.is_displayed())
+    assert lost.text == "Not connected: the sink may have stopped. Trying again..."
+
+    # A new sink on the same port: its message 1 is another mail.
+    view.sink = Sink("--http", str(view.http_port))  # the fixture stops it
+    view.send("After the restart")
+    wait.until(lambda d: not lost.is_displayed())
+    wait.until(lambda d: "After the restart" in d.find_element(By.ID, "list").text)
+    assert driver.find_element(*shown).text == (
+        "Connected again; the sink may have restarted: select a message."
+    )
+    # Deleted while shown (another page, a script): said so.
+    open_first("After the restart")
+    assert view.request("/api/messages", "DELETE")[0] == 200
+    wait.until(
+        lambda d: (
+            d.find_element(*shown).text
+            == "The message shown is no longer listed: it was deleted."
+        )
+    )
+
+
 def test_live_view(driver: WebDriver, view: Live, tmp_path: Path) -> None:
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
