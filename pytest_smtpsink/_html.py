@@ -27,6 +27,7 @@ import datetime
 import html
 import html.parser
 import json
+import mimetypes
 import re
 import urllib.parse
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -232,7 +233,7 @@ def message_record(
         text=text,
         attachments=[
             AttachmentRecord(
-                filename=item.filename or f"attachment-{index}",
+                filename=item.filename or unnamed_attachment(index, item.content_type),
                 content_type=item.content_type,
                 size=item.size,
                 href=hrefs[index - 1],
@@ -309,6 +310,22 @@ def safe_name(filename: str | None, index: int) -> str:
         stem = stem[: _MAX_NAME - len(suffix)].encode()[:room].decode(errors="ignore")
         name = stem.rstrip("._") + suffix
     return name or f"attachment-{index}"
+
+
+#: The standard library's own table, not the system's (/etc/mime.types):
+#: the same names on every machine.
+_TYPES = mimetypes.MimeTypes(filenames=())
+
+
+def unnamed_attachment(number: int, content_type: str) -> str:
+    """The name of attachment ``number`` that has none (an inline image):
+    ``attachment-1.png``, with its type's extension where a browser opens
+    that as nothing worse than the type says (`_INERT_EXTENSIONS`); it was
+    ``attachment-1.txt`` for a PNG, which showed as binary text."""
+    extension = _TYPES.guess_extension(content_type.partition(";")[0].strip().lower())
+    if extension and extension[1:] in _INERT_EXTENSIONS:
+        return f"attachment-{number}{extension}"
+    return f"attachment-{number}"
 
 
 def _inert_name(name: str) -> str:
@@ -390,7 +407,11 @@ def record_test(
                 # The fallback: a name this file system refuses after all.
                 # One attachment must not cost the test its place in the
                 # index (the .eml file holds every byte of it anyway).
-                wanted = _inert_name(safe_name(item.filename, number))
+                wanted = _inert_name(
+                    safe_name(item.filename, number)
+                    if item.filename
+                    else unnamed_attachment(number, item.content_type)
+                )
                 href = None
                 for candidate in (wanted, f"attachment-{number}.txt"):
                     name = (

@@ -14,6 +14,7 @@ import re
 import smtplib
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from email.message import EmailMessage
 from pathlib import Path
 
 import browser
@@ -376,6 +377,48 @@ def test_saved_attachment_names(filename: str | None, saved: str) -> None:
 )
 def test_saved_attachments_open_inert(name: str, saved: str) -> None:
     assert _html._inert_name(name) == saved
+
+
+@pytest.mark.parametrize(
+    ("content_type", "name"),
+    [
+        ("image/png", "attachment-2.png"),
+        ("image/JPEG; name=x", "attachment-2.jpg"),
+        ("application/pdf", "attachment-2.pdf"),
+        # A type a browser would open as a page or a program: no extension
+        # (saved with .txt, see _inert_name).
+        ("text/html", "attachment-2"),
+        ("image/svg+xml", "attachment-2"),
+        ("message/rfc822", "attachment-2"),
+        ("application/x-unknown", "attachment-2"),
+    ],
+)
+def test_an_attachment_without_a_name_is_named_by_its_type(
+    content_type: str, name: str
+) -> None:
+    assert _html.unnamed_attachment(2, content_type) == name
+
+
+#: Not a whole image: the first bytes of one, which is all the type needs.
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(32))
+
+
+def test_an_inline_image_without_a_name_is_saved_as_an_image(
+    smtpsink: Mailbox, tmp_path: Path
+) -> None:
+    # Saved as attachment-1.txt, a PNG opened as binary text.
+    message = make_message(subject="Logo", html='<img src="cid:logo@x">')
+    html_part = message.get_body(preferencelist=("html",))
+    assert isinstance(html_part, EmailMessage)
+    html_part.add_related(PNG, maintype="image", subtype="png", cid="<logo@x>")
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.send_message(message)
+    smtpsink.wait_for()
+    markup = save_index(smtpsink, tmp_path).read_text(encoding="utf-8")
+    folder = tmp_path / "test_x.py__test_x" / "0001-attachments"
+    assert [p.name for p in folder.iterdir()] == ["attachment-1.png"]
+    assert (folder / "attachment-1.png").read_bytes() == PNG
+    assert f">attachment-1.png (image/png, {len(PNG)} bytes)</a>" in markup
 
 
 def test_a_name_too_long_for_the_file_system_keeps_the_test_in_the_index(
