@@ -458,8 +458,11 @@ def record_test(
 
 
 def escape(value: object) -> str:
-    """HTML-escaped text, quotes included (safe in attribute values)."""
-    return html.escape(str(value), quote=True)
+    """HTML-escaped text, quotes included (safe in attribute values), a NUL
+    written as U+FFFD (as a browser shows it): one in a page, from a mail's
+    raw source, made grep and CI artifact previews take index.html for a
+    binary file."""
+    return html.escape(str(value), quote=True).replace("\x00", "\ufffd")
 
 
 class _RemoteFinder(html.parser.HTMLParser):

@@ -421,6 +421,22 @@ def test_an_inline_image_without_a_name_is_saved_as_an_image(
     assert f">attachment-1.png (image/png, {len(PNG)} bytes)</a>" in markup
 
 
+def test_a_nul_in_a_mail_is_no_nul_in_the_page(
+    smtpsink: Mailbox, tmp_path: Path
+) -> None:
+    # The raw source's NUL went into index.html as it was: grep and artifact
+    # previews took the page for a binary file.
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            "app@example.com", ["ann@example.com"], b"Subject: x\r\n\r\nab\x00cd\r\n"
+        )
+    smtpsink.wait_for()
+    page = save_index(smtpsink, tmp_path).read_bytes()
+    assert b"\x00" not in page
+    assert "ab\ufffdcd".encode() in page
+    assert smtpsink.messages[0].raw.endswith(b"ab\x00cd\r\n")  # kept as sent
+
+
 def test_a_name_too_long_for_the_file_system_keeps_the_test_in_the_index(
     smtpsink: Mailbox, tmp_path: Path
 ) -> None:
