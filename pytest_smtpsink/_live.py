@@ -101,6 +101,9 @@ class Inbox:
         #: Messages up to this number were deleted ("delete all") before
         #: they reached the view: they must not appear in it afterwards.
         self._deleted_up_to = 0
+        #: Messages pushed out by newer ones (past ``keep``), since the
+        #: last "delete all": the list says so, where they vanished.
+        self._dropped = 0
 
     def add(
         self,
@@ -120,6 +123,7 @@ class Inbox:
                     self._messages[message.number] = message
             while len(self._messages) > self._keep:
                 del self._messages[next(iter(self._messages))]
+                self._dropped += 1
             self._sessions.extend(sessions)
             del self._sessions[: max(0, len(self._sessions) - self._keep)]
             if len(self._numbers) > 4 * self._keep:
@@ -152,6 +156,8 @@ class Inbox:
             for number in gone:
                 del self._messages[number]
             count = len(gone)
+            if not self._messages:
+                self._dropped = 0
             self._sessions.clear()
             self.version += 1
             self.changed.notify_all()
@@ -165,6 +171,12 @@ class Inbox:
     def snapshot(self) -> tuple[int, list[Message], list[Session]]:
         with self.changed:
             return self.version, list(self._messages.values()), list(self._sessions)
+
+    @property
+    def dropped(self) -> int:
+        """How many messages newer ones pushed out of the view."""
+        with self.changed:
+            return self._dropped
 
     def session_number(self, session: Session) -> int | None:
         """The number the terminal gave ``session``, if known."""
@@ -382,9 +394,19 @@ def list_fragment(
     messages: Sequence[Message],
     sessions: Sequence[Session],
     number_of: Callable[[Session], int | None] = lambda session: None,
+    dropped: int = 0,
 ) -> str:
     if not messages and not sessions:
         return '<p class="note">No mail yet. Send some to the sink.</p>'
+    if dropped:
+        # Where the oldest vanished without a word.
+        extra_note = (
+            f'<p class="note">Only the last {len(messages)} messages are kept '
+            f"here: {dropped} older one(s) were let go (--save-dir DIR keeps "
+            "every message).</p>"
+        )
+    else:
+        extra_note = ""
     items = []
     for message in reversed(messages):
         subject = _subject(message)
@@ -405,7 +427,7 @@ def list_fragment(
         extra = "<h2>Connections without a message</h2>" + "".join(
             _html.render_session(_session_record(s), number_of(s)) for s in unfinished
         )
-    return f"<ul>{''.join(items)}</ul>{extra}"
+    return f"{extra_note}<ul>{''.join(items)}</ul>{extra}"
 
 
 def _session_record(session: Session) -> _html.SessionRecord:
@@ -897,7 +919,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._events()
         elif parts == ["fragments", "list"]:
             _, messages, sessions = inbox.snapshot()
-            self._send_html(list_fragment(messages, sessions, inbox.session_number))
+            self._send_html(
+                list_fragment(messages, sessions, inbox.session_number, inbox.dropped)
+            )
         elif len(parts) == 3 and parts[:2] == ["fragments", "messages"]:
             message = self._message(parts[2])
             if message is not None:

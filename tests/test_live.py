@@ -812,7 +812,7 @@ def test_http_allow_host_without_http_is_a_usage_error(
 
 
 def test_the_view_keeps_the_newest_messages(smtpsink: Mailbox) -> None:
-    from pytest_smtpsink._live import Inbox
+    from pytest_smtpsink._live import Inbox, list_fragment
 
     for subject in ("one", "two", "three"):
         with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
@@ -827,6 +827,15 @@ def test_the_view_keeps_the_newest_messages(smtpsink: Mailbox) -> None:
     assert [m.subject for m in kept] == ["two", "three"]
     assert sessions == [m.session for m in messages[1:]]
     assert inbox.get(messages[0].number) is None
+    # The list says so: the oldest vanished without a word.
+    listed = list_fragment(kept, sessions, dropped=inbox.dropped)
+    assert listed.startswith(
+        '<p class="note">Only the last 2 messages are kept here: 1 older one(s) '
+        "were let go (--save-dir DIR keeps every message).</p><ul>"
+    )
+    # Until "delete all".
+    inbox.clear()
+    assert inbox.dropped == 0
 
 
 def test_a_kept_message_keeps_its_session_number(smtpsink: Mailbox) -> None:
