@@ -272,7 +272,13 @@ async function refresh() {
   // so its list is the newer; the earlier must not replace it.
   if (mine < shownRefresh) return;
   shownRefresh = mine;
+  // The list is drawn anew: a keyboard user's place in it (after Enter,
+  // and whenever mail arrived) went back to the page's start.
+  const focused = document.activeElement?.closest?.("#list a[data-id]")?.dataset.id;
   list.innerHTML = text;
+  if (focused !== undefined) {
+    list.querySelector(`a[data-id="${CSS.escape(focused)}"]`)?.focus();
+  }
   count.textContent = list.dataset.count = list.querySelectorAll("li.item").length;
   for (const link of list.querySelectorAll("a[data-id]")) {
     link.classList.toggle("current", link.dataset.id === current);

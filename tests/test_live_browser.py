@@ -67,6 +67,37 @@ def test_a_narrow_window_stacks_the_list_above_the_message(
         driver.set_window_size(1200, 900)  # browser.py's, for the next tests
 
 
+def test_a_keyboard_user_keeps_their_place_in_the_list(
+    driver: WebDriver, view: Live
+) -> None:
+    # The list is drawn anew on every change: the focus went back to the
+    # page's start after Enter opened a message, and whenever mail arrived.
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    wait = WebDriverWait(driver, TIMEOUT)
+    view.send("First")
+    view.send("Second")
+    driver.get(view.url + "/")
+    item = (By.CSS_SELECTOR, '#list a[data-id="1"]')
+    wait.until(lambda d: d.find_elements(*item))
+
+    def focused() -> str | None:
+        found: str | None = driver.execute_script(
+            "return document.activeElement.dataset.id ?? null"
+        )
+        return found
+
+    driver.execute_script("arguments[0].focus()", driver.find_element(*item))
+    driver.switch_to.active_element.send_keys(Keys.ENTER)
+    wait.until(lambda d: "First" in d.find_element(By.ID, "view").text)
+    assert focused() == "1"
+    view.send("Third")
+    wait.until(lambda d: "Third" in d.find_element(By.ID, "list").text)
+    assert focused() == "1"
+
+
 def test_the_page_says_when_the_sink_is_gone_and_forgets_what_it_showed(
     driver: WebDriver, view: Live
 ) -> None:
