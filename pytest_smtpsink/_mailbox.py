@@ -4,6 +4,7 @@ assertions. Failure messages say what was expected and list what arrived.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import functools
 import os
@@ -656,17 +657,43 @@ class Mailbox(FaultControls):
         late mail (failing the moment any arrives)."""
         __tracebackhide__ = True
         within = _wait_seconds(within, "within")
-
-        def arrived() -> bool:
-            return bool(self._store.messages_since(self._cursor))
-
+        if within and _in_a_coroutine():
+            # A false pass: mail sent by a task of the blocked loop could not
+            # go out during the watch.
+            raise RuntimeError(
+                f"assert_nothing_sent(within={within:g}) in a coroutine would "
+                f"block this thread's event loop for {within:g} s: mail sent by "
+                "a task of that loop could not go out meanwhile, and the check "
+                "would pass whatever the code does. Use "
+                f"await smtpsink.assert_nothing_sent_async(within={within:g})"
+            )
         # Mail already there fails at once: nothing was watched.
-        watching = bool(within) and not arrived()
+        watching = bool(within) and not self._arrived()
         if watching:
-            self._wait(arrived, within)
+            self._wait(self._arrived, within)
+        self._fail_if_sent(within if watching else 0.0)
+
+    async def assert_nothing_sent_async(self, within: float = 0.0) -> None:
+        """The awaitable twin of `assert_nothing_sent`: the event loop keeps
+        running while it watches, so mail that a task of it sends is seen."""
+        __tracebackhide__ = True
+        within = _wait_seconds(within, "within")
+        watching = bool(within) and not self._arrived()
+        if watching:
+            self._sink.check_running(for_waiting=True)
+            await self._store.wait_async(self._arrived, within, self._check_waiting)
+        self._fail_if_sent(within if watching else 0.0)
+
+    def _arrived(self) -> bool:
+        return bool(self._store.messages_since(self._cursor))
+
+    def _fail_if_sent(self, watched: float) -> None:
+        """`assert_nothing_sent`'s failure, if any mail came: ``watched``
+        seconds (0 when mail was there before any watch)."""
+        __tracebackhide__ = True
         everything = self.messages
         if everything:
-            extra = f" within {within:g} s" if watching else ""
+            extra = f" within {watched:g} s" if watched else ""
             raise AssertionError(
                 failure_report(
                     f"no message{extra}", {}, everything, everything, scope=self._scope
@@ -803,7 +830,11 @@ class Mailbox(FaultControls):
         started = time.monotonic()
         if not self._wait(enough, limit):
             raise self._timeout_error(
-                count, criteria, limit, time.monotonic() - started
+                count,
+                criteria,
+                limit,
+                time.monotonic() - started,
+                blocked_loop=_in_a_coroutine(),
             )
         return self._waited(count, criteria)
 
@@ -852,26 +883,47 @@ class Mailbox(FaultControls):
         limit = self._timeout(timeout)
         check = _NotYet(condition)
         if not self._wait(check, limit):
-            name = getattr(condition, "__name__", repr(condition))
-            messages, sessions = self.captured()
-            lines = [f"wait_until({name}) still false after {limit:g} s."]
-            if check.error is not None:
-                # A condition that raises every time is more likely a bug in
-                # it than a slow sink: show what it raised.
-                lines.append(
-                    "Its last call raised "
-                    f"{type(check.error).__name__}: {check.error} "
-                    "(an IndexError or KeyError counts as 'not yet')."
-                )
-            lines.append(f"Sessions {self._scope} ({len(sessions)}):")
-            lines.extend(f"  {_session_line(s)}" for s in sessions[:_LISTED])
-            if not sessions:
-                lines.append("  (none)")
-            lines.append(f"Messages {self._scope} ({len(messages)}):")
-            lines.extend(f"  {summary_or_raw(m)}" for m in messages[:_LISTED])
-            if not messages:
-                lines.append("  (none)")
-            raise AssertionError("\n".join(lines))
+            raise self._still_false(check, limit, "wait_until", _in_a_coroutine())
+
+    async def wait_until_async(
+        self, condition: Callable[[], object], timeout: float | None = None
+    ) -> None:
+        """The awaitable twin of `wait_until`: the event loop keeps running
+        while it waits."""
+        __tracebackhide__ = True
+        limit = self._timeout(timeout)
+        check = _NotYet(condition)
+        self._sink.check_running(for_waiting=True)
+        if not await self._store.wait_async(check, limit, self._check_waiting):
+            raise self._still_false(check, limit, "wait_until_async", False)
+
+    def _still_false(
+        self, check: _NotYet, limit: float, waited_with: str, blocked_loop: bool
+    ) -> AssertionError:
+        """`wait_until`'s failure: the condition, what it last raised, and
+        the sessions and messages there are."""
+        name = getattr(check.condition, "__name__", repr(check.condition))
+        messages, sessions = self.captured()
+        lines = [f"{waited_with}({name}) still false after {limit:g} s."]
+        if blocked_loop:
+            lines.append(_BLOCKED_LOOP_HINT.format(call="wait_until"))
+        if check.error is not None:
+            # A condition that raises every time is more likely a bug in
+            # it than a slow sink: show what it raised.
+            lines.append(
+                "Its last call raised "
+                f"{type(check.error).__name__}: {check.error} "
+                "(an IndexError or KeyError counts as 'not yet')."
+            )
+        lines.append(f"Sessions {self._scope} ({len(sessions)}):")
+        lines.extend(f"  {_session_line(s)}" for s in sessions[:_LISTED])
+        if not sessions:
+            lines.append("  (none)")
+        lines.append(f"Messages {self._scope} ({len(messages)}):")
+        lines.extend(f"  {summary_or_raw(m)}" for m in messages[:_LISTED])
+        if not messages:
+            lines.append("  (none)")
+        return AssertionError("\n".join(lines))
 
     def _store_filter(self, criteria: Criteria) -> list[Message]:
         __tracebackhide__ = True
@@ -896,7 +948,12 @@ class Mailbox(FaultControls):
         self._sink.check_running(for_waiting=True)
 
     def _timeout_error(
-        self, count: int, criteria: Criteria, limit: float, waited: float
+        self,
+        count: int,
+        criteria: Criteria,
+        limit: float,
+        waited: float,
+        blocked_loop: bool = False,
     ) -> AssertionError:
         __tracebackhide__ = True
         everything = self.messages
@@ -912,7 +969,14 @@ class Mailbox(FaultControls):
                 verb="wait_for timed out: expected",
                 scope=self._scope,
                 elsewhere=elsewhere,
-                if_none=self._connections_hint(bool(elsewhere), bool(put_in)),
+                # Blocked, no client could connect: the hint that none did
+                # would send the user to check the host, the port and the
+                # framework's mail settings.
+                if_none=(
+                    [_BLOCKED_LOOP_HINT.format(call="wait_for")]
+                    if blocked_loop
+                    else self._connections_hint(bool(elsewhere), bool(put_in))
+                ),
                 notes=[*self._fault_hints(), *put_in],
             )
         )
@@ -1288,6 +1352,24 @@ def _quit_after_ehlo(session: Session) -> str:
     )
 
 
+def _in_a_coroutine() -> bool:
+    """Whether this thread runs an asyncio loop, so that a coroutine made
+    this call: a blocking wait here stops that loop, and a task of it (the
+    code under test sending mail) cannot run meanwhile."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+_BLOCKED_LOOP_HINT = (
+    "Hint: {call} was called in a coroutine and blocked this thread's event "
+    "loop for the whole wait: mail sent by a task of that loop could not go "
+    "out meanwhile. In a coroutine, await smtpsink.{call}_async(...)."
+)
+
+
 class _NotYet:
     """``condition()`` as a predicate for `Mailbox._wait`.
 
@@ -1339,7 +1421,8 @@ def _check_wait_count(count: object, waiting: str) -> None:
     if count == 0:
         raise ValueError(
             f"{waiting}(count=0) would return at once: to check that no mail "
-            "arrives for a while, use assert_nothing_sent(within=SECONDS)"
+            "arrives for a while, use assert_nothing_sent(within=SECONDS) (in a "
+            "coroutine, await assert_nothing_sent_async(within=SECONDS))"
         )
 
 

@@ -679,7 +679,8 @@ def test_waiting_for_no_mail_is_refused_saying_what_checks_that(
     # wait_for(count=0) returned at once, proving nothing, undocumented.
     expected = (
         "(count=0) would return at once: to check that no mail arrives for a "
-        "while, use assert_nothing_sent(within=SECONDS)"
+        "while, use assert_nothing_sent(within=SECONDS) (in a coroutine, await "
+        "assert_nothing_sent_async(within=SECONDS))"
     )
     with pytest.raises(ValueError, match="would return at once") as caught:
         smtpsink.wait_for(count=0)
@@ -981,6 +982,94 @@ async def test_wait_for_async_with_an_asyncio_client(smtpsink: Mailbox) -> None:
     message = await smtpsink.wait_for_async(subject="async", timeout=10)
     await task
     assert message.subject == "async"
+
+
+def _send_from_a_task(smtpsink: Mailbox, subject: str) -> asyncio.Task[object]:
+    """The code under test, as an async application runs it: a task on the
+    test's own loop that sends one message."""
+    import aiosmtplib
+
+    return asyncio.ensure_future(
+        aiosmtplib.send(
+            make_message(subject=subject), hostname=smtpsink.host, port=smtpsink.port
+        )
+    )
+
+
+@pytest.mark.anyio
+async def test_nothing_sent_with_a_watch_in_a_coroutine_is_refused(
+    smtpsink: Mailbox,
+) -> None:
+    # It blocked the test's loop for the watch: the task's mail could not go
+    # out meanwhile, and the check passed while the code did send.
+    task = _send_from_a_task(smtpsink, "Sent all the same")
+    with pytest.raises(RuntimeError) as refused:
+        smtpsink.assert_nothing_sent(within=1)
+    assert str(refused.value) == (
+        "assert_nothing_sent(within=1) in a coroutine would block this thread's "
+        "event loop for 1 s: mail sent by a task of that loop could not go out "
+        "meanwhile, and the check would pass whatever the code does. Use "
+        "await smtpsink.assert_nothing_sent_async(within=1)"
+    )
+    smtpsink.assert_nothing_sent()  # no watch, no wait: as it always was
+    # The twin watches with the loop running: the task's mail fails it.
+    with pytest.raises(AssertionError) as failed:
+        await smtpsink.assert_nothing_sent_async(within=30)
+    assert str(failed.value).splitlines()[:3] == [
+        "expected no message within 30 s; found 1.",
+        "Messages that arrived in this test (1):",
+        f"  {smtpsink.messages[0].summary()}",
+    ]
+    await task
+
+
+@pytest.mark.anyio
+async def test_nothing_sent_async_passes_when_nothing_comes(smtpsink: Mailbox) -> None:
+    await smtpsink.assert_nothing_sent_async(within=0.2)
+    await smtpsink.assert_nothing_sent_async()
+    with pytest.raises(ValueError, match="within must be a finite number"):
+        await smtpsink.assert_nothing_sent_async(within=-1)
+
+
+@pytest.mark.anyio
+async def test_wait_until_async_keeps_the_loop_running(smtpsink: Mailbox) -> None:
+    task = _send_from_a_task(smtpsink, "Hi")
+
+    def ended() -> bool:
+        return smtpsink.sessions[-1].end is not None
+
+    await smtpsink.wait_until_async(ended, timeout=30)
+    await task
+    with pytest.raises(AssertionError) as failed:
+        await smtpsink.wait_until_async(lambda: False, timeout=0.1)
+    assert str(failed.value).splitlines()[0] == (
+        "wait_until_async(<lambda>) still false after 0.1 s."
+    )
+
+
+@pytest.mark.anyio
+async def test_a_blocking_wait_in_a_coroutine_says_so_when_it_times_out(
+    smtpsink: Mailbox,
+) -> None:
+    # The hint said that no client connected, and sent the user to check the
+    # host, the port and the framework's mail settings.
+    task = _send_from_a_task(smtpsink, "Blocked")
+    with pytest.raises(AssertionError) as failed:
+        smtpsink.wait_for(timeout=0.1)
+    assert str(failed.value).splitlines()[1:] == [
+        "No messages arrived in this test.",
+        "Hint: wait_for was called in a coroutine and blocked this thread's "
+        "event loop for the whole wait: mail sent by a task of that loop could "
+        "not go out meanwhile. In a coroutine, await smtpsink.wait_for_async(...).",
+    ]
+    with pytest.raises(AssertionError) as failed:
+        smtpsink.wait_until(lambda: smtpsink.messages, timeout=0.1)
+    assert str(failed.value).splitlines()[1] == (
+        "Hint: wait_until was called in a coroutine and blocked this thread's "
+        "event loop for the whole wait: mail sent by a task of that loop could "
+        "not go out meanwhile. In a coroutine, await smtpsink.wait_until_async(...)."
+    )
+    await task
 
 
 @pytest.fixture

@@ -28,3 +28,17 @@ async def test_welcome_under_pytest_asyncio(smtpsink):
 
     await job
     assert message.subject == "Welcome"
+
+
+@pytest.mark.asyncio
+async def test_no_mail_for_a_declined_signup(smtpsink):
+    async def signup(accepted):  # the code under test: mails only if accepted
+        if accepted:
+            await send_welcome(smtpsink.host, smtpsink.port, "ann@example.com")
+
+    job = asyncio.ensure_future(signup(accepted=False))
+
+    # The loop runs on while it watches: a task's late mail would fail it.
+    await smtpsink.assert_nothing_sent_async(within=0.5)
+
+    await job
