@@ -834,6 +834,7 @@ class Mailbox(FaultControls):
                 criteria,
                 limit,
                 time.monotonic() - started,
+                waited_with="wait_for",
                 blocked_loop=_in_a_coroutine(),
             )
         return self._waited(count, criteria)
@@ -866,7 +867,13 @@ class Mailbox(FaultControls):
         started = time.monotonic()
         if await self._store.wait_async(enough, limit, self._check_waiting):
             return self._waited(count, criteria)
-        raise self._timeout_error(count, criteria, limit, time.monotonic() - started)
+        raise self._timeout_error(
+            count,
+            criteria,
+            limit,
+            time.monotonic() - started,
+            waited_with="wait_for_async",
+        )
 
     def wait_until(
         self, condition: Callable[[], object], timeout: float | None = None
@@ -953,6 +960,8 @@ class Mailbox(FaultControls):
         criteria: Criteria,
         limit: float,
         waited: float,
+        *,
+        waited_with: str,
         blocked_loop: bool = False,
     ) -> AssertionError:
         __tracebackhide__ = True
@@ -966,7 +975,7 @@ class Mailbox(FaultControls):
                 criteria,
                 found,
                 everything,
-                verb="wait_for timed out: expected",
+                verb=f"{waited_with} timed out: expected",
                 scope=self._scope,
                 elsewhere=elsewhere,
                 # Blocked, no client could connect: the hint that none did

@@ -98,8 +98,29 @@ async def test_wait_for_async_times_out_listing_what_arrived(smtpsink):
     with pytest.raises(AssertionError) as caught:
         await smtpsink.wait_for_async(subject="never", timeout=0.1)
     text = str(caught.value)
-    assert text.startswith("wait_for timed out: expected 1 message within 0.1 s")
+    assert text.startswith("wait_for_async timed out: expected 1 message within 0.1 s")
     assert "Subject: 'other'" in text
+
+
+HELD = []
+
+
+@pytest.mark.asyncio
+async def test_x1_leaves_a_client_held_by_a_hang(smtpsink):
+    smtpsink.hang("EOD")
+    asyncio.ensure_future(send(smtpsink, "held", timeout=20))
+    await smtpsink.wait_until_async(
+        lambda: smtpsink.sessions[0].transcript[-1].injected, timeout=30
+    )
+    HELD.append(smtpsink.sessions[0])
+
+
+@pytest.mark.asyncio
+async def test_x2_the_held_client_was_let_go_by_the_server(smtpsink):
+    # pytest-asyncio cancels test 1's task before the sink's fixture ends
+    # test 1: aiosmtplib then sends QUIT, which a hang still in force held
+    # for the client's whole timeout, 20 s, until the client gave up.
+    assert HELD[0].end == "server-closed"
 """
 
 
@@ -124,6 +145,6 @@ def test_fixtures_and_wait_for_async_under_pytest_asyncio(
     result = pytester.runpytest_subprocess(
         "-o", f"asyncio_mode={mode}", "-p", "no:xdist", "-W", "error"
     )
-    result.assert_outcomes(passed=7)
+    result.assert_outcomes(passed=9)
     # Its header line: the plugin is active, in the mode asked for.
     result.stdout.re_match_lines([rf"(?i)asyncio: mode=(Mode\.)?{mode}\b"])
