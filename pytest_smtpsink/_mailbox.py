@@ -681,7 +681,9 @@ class Mailbox(FaultControls):
         watching = bool(within) and not self._arrived()
         if watching:
             self._sink.check_running(for_waiting=True)
-            await self._store.wait_async(self._arrived, within, self._check_waiting)
+            await self._store.wait_async(
+                self._arrived, within, self._check_waiting, "assert_nothing_sent"
+            )
         self._fail_if_sent(within if watching else 0.0)
 
     def _arrived(self) -> bool:
@@ -901,7 +903,9 @@ class Mailbox(FaultControls):
         limit = self._timeout(timeout)
         check = _NotYet(condition)
         self._sink.check_running(for_waiting=True)
-        if not await self._store.wait_async(check, limit, self._check_waiting):
+        if not await self._store.wait_async(
+            check, limit, self._check_waiting, "wait_until"
+        ):
             raise self._still_false(check, limit, "wait_until_async", False)
 
     def _still_false(

@@ -341,18 +341,22 @@ class Store:
         predicate: Callable[[], object],
         timeout: float,
         check: Check = _nothing_to_check,
+        blocking: str = "wait_for",
     ) -> bool:
         """The awaitable twin of `wait`: the caller's event loop keeps running;
-        a listener on the server thread wakes it after every change."""
+        a listener on the server thread wakes it after every change.
+        ``blocking``: the caller's blocking twin, which a trio user is told
+        to run in a thread."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             # Awaited, but not on asyncio: trio (anyio's trio backend), say.
+            # A lambda: run_sync passes no keyword arguments, the criteria.
             raise RuntimeError(
                 "the *_async waits run on asyncio (pytest-asyncio, or anyio's "
                 "asyncio backend), and no asyncio loop is running here; under "
-                "trio, run the blocking wait in a thread: "
-                "await trio.to_thread.run_sync(smtpsink.wait_for)"
+                "trio, run the blocking wait in a thread: await anyio.to_thread."
+                f"run_sync(lambda: smtpsink.{blocking}(...)) (or trio.to_thread)"
             ) from None
         changed = asyncio.Event()
 

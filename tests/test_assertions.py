@@ -1081,10 +1081,22 @@ def test_an_async_wait_outside_asyncio_says_what_to_do(smtpsink: Mailbox) -> Non
     # Awaited under trio (anyio's trio backend), it failed with asyncio's
     # bare "no running event loop". Driven here as any non-asyncio loop
     # drives a coroutine.
-    waiting = smtpsink.wait_for_async(timeout=1)
-    with pytest.raises(RuntimeError, match=r"the \*_async waits run on asyncio "):
-        waiting.send(None)
-    waiting.close()
+    for waiting, blocking in [
+        (smtpsink.wait_for_async(timeout=1), "wait_for"),
+        (smtpsink.wait_until_async(lambda: False, timeout=1), "wait_until"),
+        (smtpsink.assert_nothing_sent_async(within=1), "assert_nothing_sent"),
+    ]:
+        with pytest.raises(RuntimeError) as refused:
+            waiting.send(None)
+        waiting.close()
+        # A lambda: trio.to_thread.run_sync(smtpsink.wait_for), as it said,
+        # passes no criteria.
+        assert str(refused.value) == (
+            "the *_async waits run on asyncio (pytest-asyncio, or anyio's asyncio "
+            "backend), and no asyncio loop is running here; under trio, run the "
+            "blocking wait in a thread: await anyio.to_thread.run_sync(lambda: "
+            f"smtpsink.{blocking}(...)) (or trio.to_thread)"
+        )
 
 
 def test_a_timeout_past_what_the_clock_holds_waits_for_ever(
