@@ -10,9 +10,10 @@ import functools
 import os
 import re
 import ssl
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from . import _match
 from ._fault_api import FaultControls
@@ -657,15 +658,21 @@ class Mailbox(FaultControls):
         late mail (failing the moment any arrives)."""
         __tracebackhide__ = True
         within = _wait_seconds(within, "within")
-        if within and _in_a_coroutine():
+        library = _in_a_coroutine() if within else None
+        if library is not None:
             # A false pass: mail sent by a task of the blocked loop could not
             # go out during the watch.
+            call = f"assert_nothing_sent(within={within:g})"
             raise RuntimeError(
-                f"assert_nothing_sent(within={within:g}) in a coroutine would "
-                f"block this thread's event loop for {within:g} s: mail sent by "
-                "a task of that loop could not go out meanwhile, and the check "
-                "would pass whatever the code does. Use "
-                f"await smtpsink.assert_nothing_sent_async(within={within:g})"
+                f"{call} in a{'' if library == 'asyncio' else ' trio'} coroutine "
+                f"would block this thread's event loop for {within:g} s: mail "
+                "sent by a task of that loop could not go out meanwhile, and the "
+                "check would pass whatever the code does. Use "
+                + (
+                    f"await smtpsink.assert_nothing_sent_async(within={within:g})"
+                    if library == "asyncio"
+                    else f"await anyio.to_thread.run_sync(lambda: smtpsink.{call})"
+                )
             )
         # Mail already there fails at once: nothing was watched.
         watching = bool(within) and not self._arrived()
@@ -906,18 +913,22 @@ class Mailbox(FaultControls):
         if not await self._store.wait_async(
             check, limit, self._check_waiting, "wait_until"
         ):
-            raise self._still_false(check, limit, "wait_until_async", False)
+            raise self._still_false(check, limit, "wait_until_async", None)
 
     def _still_false(
-        self, check: _NotYet, limit: float, waited_with: str, blocked_loop: bool
+        self,
+        check: _NotYet,
+        limit: float,
+        waited_with: str,
+        blocked_loop: str | None,
     ) -> AssertionError:
         """`wait_until`'s failure: the condition, what it last raised, and
         the sessions and messages there are."""
         name = getattr(check.condition, "__name__", repr(check.condition))
         messages, sessions = self.captured()
         lines = [f"{waited_with}({name}) still false after {limit:g} s."]
-        if blocked_loop:
-            lines.append(_BLOCKED_LOOP_HINT.format(call="wait_until"))
+        if blocked_loop is not None:
+            lines.append(_blocked_loop_hint("wait_until", blocked_loop))
         if check.error is not None:
             # A condition that raises every time is more likely a bug in
             # it than a slow sink: show what it raised.
@@ -966,7 +977,7 @@ class Mailbox(FaultControls):
         waited: float,
         *,
         waited_with: str,
-        blocked_loop: bool = False,
+        blocked_loop: str | None = None,
     ) -> AssertionError:
         __tracebackhide__ = True
         everything = self.messages
@@ -986,8 +997,8 @@ class Mailbox(FaultControls):
                 # would send the user to check the host, the port and the
                 # framework's mail settings.
                 if_none=(
-                    [_BLOCKED_LOOP_HINT.format(call="wait_for")]
-                    if blocked_loop
+                    [_blocked_loop_hint("wait_for", blocked_loop)]
+                    if blocked_loop is not None
                     else self._connections_hint(bool(elsewhere), bool(put_in))
                 ),
                 notes=[*self._fault_hints(), *put_in],
@@ -1365,22 +1376,40 @@ def _quit_after_ehlo(session: Session) -> str:
     )
 
 
-def _in_a_coroutine() -> bool:
-    """Whether this thread runs an asyncio loop, so that a coroutine made
+def _in_a_coroutine() -> Literal["asyncio", "trio"] | None:
+    """Which event loop this thread runs, if any, so that a coroutine made
     this call: a blocking wait here stops that loop, and a task of it (the
-    code under test sending mail) cannot run meanwhile."""
+    code under test sending mail) cannot run meanwhile. trio (anyio's trio
+    backend) is looked for only where it was imported."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return False
-    return True
+        pass
+    else:
+        return "asyncio"
+    trio: Any = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            trio.lowlevel.current_task()
+        except RuntimeError:  # not in trio's run (a worker thread of it, say)
+            return None
+        return "trio"
+    return None
 
 
-_BLOCKED_LOOP_HINT = (
-    "Hint: {call} was called in a coroutine and blocked this thread's event "
-    "loop for the whole wait: mail sent by a task of that loop could not go "
-    "out meanwhile. In a coroutine, await smtpsink.{call}_async(...)."
-)
+def _blocked_loop_hint(call: str, library: str) -> str:
+    """The hint of a blocking wait that timed out in a coroutine."""
+    return (
+        f"Hint: {call} was called in a coroutine and blocked this thread's event "
+        "loop for the whole wait: mail sent by a task of that loop could not go "
+        "out meanwhile. "
+        + (
+            f"In a coroutine, await smtpsink.{call}_async(...)."
+            if library == "asyncio"
+            else "Under trio, run it in a thread: await anyio.to_thread.run_sync"
+            f"(lambda: smtpsink.{call}(...))."
+        )
+    )
 
 
 class _NotYet:

@@ -1072,6 +1072,34 @@ async def test_a_blocking_wait_in_a_coroutine_says_so_when_it_times_out(
     await task
 
 
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+@pytest.mark.anyio
+async def test_a_blocking_watch_under_trio_is_refused_too(smtpsink: Mailbox) -> None:
+    # anyio's trio backend: no asyncio loop runs, and the watch blocked
+    # trio's as it did asyncio's.
+    import anyio
+
+    with pytest.raises(RuntimeError) as refused:
+        smtpsink.assert_nothing_sent(within=1)
+    assert str(refused.value) == (
+        "assert_nothing_sent(within=1) in a trio coroutine would block this "
+        "thread's event loop for 1 s: mail sent by a task of that loop could not "
+        "go out meanwhile, and the check would pass whatever the code does. Use "
+        "await anyio.to_thread.run_sync(lambda: smtpsink.assert_nothing_sent("
+        "within=1))"
+    )
+    # As it says: in a worker thread, trio's loop runs on.
+    await anyio.to_thread.run_sync(lambda: smtpsink.assert_nothing_sent(within=0.1))
+    with pytest.raises(AssertionError) as failed:
+        smtpsink.wait_for(timeout=0.1)
+    assert str(failed.value).splitlines()[2] == (
+        "Hint: wait_for was called in a coroutine and blocked this thread's event "
+        "loop for the whole wait: mail sent by a task of that loop could not go "
+        "out meanwhile. Under trio, run it in a thread: await "
+        "anyio.to_thread.run_sync(lambda: smtpsink.wait_for(...))."
+    )
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
