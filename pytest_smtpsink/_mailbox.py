@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import functools
+import inspect
 import os
 import re
 import ssl
@@ -1429,12 +1430,24 @@ class _NotYet:
 
     def __call__(self) -> bool:
         try:
-            result = bool(self.condition())
+            value = self.condition()
         except (IndexError, KeyError) as error:
             self.error = error
             return False
+        if inspect.isawaitable(value):
+            # An async def condition: its coroutine, never awaited, was true,
+            # and the wait returned at once.
+            close = getattr(value, "close", None)
+            if close is not None:
+                close()  # no "never awaited" RuntimeWarning besides
+            raise TypeError(
+                f"the condition {getattr(self.condition, '__name__', self.condition)} "
+                "returned "
+                "an awaitable (an async def function?), which is never awaited "
+                "here: give a plain function or lambda that returns a truth value"
+            )
         self.error = None
-        return result
+        return bool(value)
 
 
 def _check_count(count: object, allow_none: bool = True) -> None:

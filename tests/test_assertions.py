@@ -1072,6 +1072,25 @@ async def test_a_blocking_wait_in_a_coroutine_says_so_when_it_times_out(
     await task
 
 
+@pytest.mark.anyio
+async def test_an_async_condition_is_refused(smtpsink: Mailbox) -> None:
+    # Its coroutine, never awaited, was true: the wait returned at once.
+    async def ended() -> bool:
+        return False
+
+    expected = (
+        "the condition ended returned an awaitable (an async def function?), "
+        "which is never awaited here: give a plain function or lambda that "
+        "returns a truth value"
+    )
+    with pytest.raises(TypeError) as refused:
+        await smtpsink.wait_until_async(ended, timeout=5)
+    assert str(refused.value) == expected
+    with pytest.raises(TypeError) as refused:
+        await asyncio.to_thread(smtpsink.wait_until, ended, 5)
+    assert str(refused.value) == expected
+
+
 @pytest.mark.parametrize("anyio_backend", ["trio"])
 @pytest.mark.anyio
 async def test_a_blocking_watch_under_trio_is_refused_too(smtpsink: Mailbox) -> None:
