@@ -21,6 +21,7 @@ functions, on its request threads. Nothing here runs on the sink's thread.
 
 from __future__ import annotations
 
+import base64
 import collections
 import contextlib
 import datetime
@@ -126,6 +127,10 @@ class MessageRecord(TypedDict):
     #: How mail put in without SMTP came ("deliver()", "IMAP APPEND"); None
     #: for mail sent over SMTP (absent from an older smtpsink.json: get()).
     put_in: str | None
+    #: The message's own images for the HTML part's ``cid:`` references, as
+    #: ``data:`` URLs by Content-ID (`inline_images`; absent from an older
+    #: smtpsink.json: get()).
+    inline_images: dict[str, str]
 
 
 class SessionRecord(TypedDict):
@@ -246,7 +251,55 @@ def message_record(
         defects=list(dict.fromkeys(problems + defects)),
         lint=lint,
         put_in=put_in_how(message),
+        inline_images=inline_images(attachments) if markup else {},
     )
+
+
+#: Raster images only: an SVG cannot run a script as an <img>, but nothing
+#: is lost by leaving it out.
+_INLINE_TYPES = frozenset(
+    {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/avif"}
+)
+#: Bounds on what a page carries inline (base64 adds a third).
+_INLINE_IMAGE_MAX = 1 << 20
+_INLINE_TOTAL_MAX = 4 << 20
+
+
+def inline_images(attachments: Sequence[Attachment]) -> dict[str, str]:
+    """The parts an HTML part shows with ``cid:`` (RFC 2392: a logo in a
+    multipart/related), by Content-ID without its ``<>``, as ``data:``
+    URLs, which the frame's policy lets it show and which load nothing
+    from the network. Each at most 1 MiB, 4 MiB in all."""
+    found: dict[str, str] = {}
+    total = 0
+    for item in attachments:
+        content_id = (item.content_id or "").strip().removeprefix("<").removesuffix(">")
+        kind = item.content_type.partition(";")[0].strip().lower()
+        if not content_id or kind not in _INLINE_TYPES or content_id in found:
+            continue
+        if item.size > _INLINE_IMAGE_MAX or total + item.size > _INLINE_TOTAL_MAX:
+            continue
+        total += item.size
+        found[content_id] = (
+            f"data:{kind};base64,{base64.b64encode(item.content).decode('ascii')}"
+        )
+    return found
+
+
+#: A ``cid:`` URL as the HTML part writes it, up to what ends an attribute
+#: value or a CSS url().
+_CID_URL = re.compile(r"""cid:([^\s"'()<>]+)""", re.IGNORECASE)
+
+
+def _with_inline_images(markup: str, images: Mapping[str, str]) -> str:
+    if not images or "cid:" not in markup.lower():
+        return markup
+
+    def image(match: re.Match[str]) -> str:
+        found = images.get(urllib.parse.unquote(match[1]))
+        return found if found is not None else match[0]
+
+    return _CID_URL.sub(image, markup)
 
 
 def session_record(session: Session, href: str | None = None) -> SessionRecord:
@@ -639,12 +692,16 @@ def _left_out(text: str, what: str) -> str:
     )
 
 
-def mail_frame(markup: str, title: str = "HTML part") -> str:
+def mail_frame(
+    markup: str, title: str = "HTML part", images: Mapping[str, str] | None = None
+) -> str:
     """The HTML part (its first `PART_LIMIT` characters) in a sandboxed
     frame, plus a note when remote loads were blocked. Cut anywhere, the
-    markup is still all inside the frame's escaped ``srcdoc``."""
+    markup is still all inside the frame's escaped ``srcdoc``. ``images``:
+    `inline_images`, put in after the cut (they do not count towards it)."""
     cut = _left_out(markup, "HTML part")
     markup = markup[:PART_LIMIT]
+    shown = _with_inline_images(markup, images or {})
     document = (
         f'<meta http-equiv="Content-Security-Policy" content="{MAIL_CSP}">'
         # A link clicked in the frame navigated the frame itself, which the
@@ -652,7 +709,7 @@ def mail_frame(markup: str, title: str = "HTML part") -> str:
         # browser's error page. Aimed at a new window instead, it is a popup
         # the sandbox refuses, and the mail stays. The first <base> with a
         # target counts: the mail's own come after.
-        '<base target="_blank">' + inert_links(markup)
+        '<base target="_blank">' + inert_links(shown)
     )
     blocked = remote_resources(markup)
     note = ""
@@ -720,7 +777,11 @@ def render_message(record: MessageRecord, *, open_: bool = False) -> str:
     if record["html"] is not None:
         parts.append(
             '<details class="part html" open><summary>HTML part</summary>'
-            + mail_frame(record["html"], f"HTML part of message {record['number']}")
+            + mail_frame(
+                record["html"],
+                f"HTML part of message {record['number']}",
+                record.get("inline_images"),
+            )
             + "</details>"
         )
     if record["text"] is not None:
@@ -1169,7 +1230,7 @@ def pytest_html_extras(views: Sequence[Mailbox]) -> list[dict[str, str | None]]:
                     '<div class="smtpsink-mail">'
                     f"<p><b>{escape(title)}</b> {escape(record['summary'])}</p>"
                     + (
-                        mail_frame(record["html"])
+                        mail_frame(record["html"], images=record["inline_images"])
                         if record["html"] is not None
                         else text_block(record["text"] or "")
                     )

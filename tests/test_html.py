@@ -421,6 +421,33 @@ def test_an_inline_image_without_a_name_is_saved_as_an_image(
     assert f">attachment-1.png (image/png, {len(PNG)} bytes)</a>" in markup
 
 
+def test_inline_images_are_raster_images_named_by_content_id_within_bounds() -> None:
+    from pytest_smtpsink._message import Attachment
+
+    def part(content_id: str | None, kind: str, size: int) -> Attachment:
+        return Attachment(None, kind, b"\x00" * size, content_id=content_id)
+
+    images = _html.inline_images(
+        [
+            part("<logo@x>", "image/png; name=logo", 3),
+            part("<logo@x>", "image/png", 5),  # the first of an id counts
+            part("vector@x", "image/svg+xml", 3),  # never shown inline
+            part(None, "image/gif", 3),
+            part("huge@x", "image/jpeg", (1 << 20) + 1),
+            *(part(f"big{n}@x", "image/jpeg", 1 << 20) for n in range(5)),
+        ]
+    )
+    assert images["logo@x"] == "data:image/png;base64,AAAA"
+    # 4 MiB in all: the logo and three of the 1-MiB images.
+    assert sorted(images) == ["big0@x", "big1@x", "big2@x", "logo@x"]
+    # Put in only where the mail refers to them, %-encoded too.
+    frame = _html.mail_frame(
+        '<img src="CID:logo%40x"><img src="cid:gone@x">', images={"logo@x": "data:,"}
+    )
+    assert "src=&quot;data:,&quot;" in frame
+    assert "cid:gone@x" in frame
+
+
 def test_a_nul_in_a_mail_is_no_nul_in_the_page(
     smtpsink: Mailbox, tmp_path: Path
 ) -> None:

@@ -236,6 +236,63 @@ def test_a_link_clicked_in_the_frame_leaves_the_mail_and_opens_from_the_list(
     assert driver.title == "Captured email"
 
 
+def _png(width: int, height: int) -> bytes:
+    """A valid PNG of ``width`` x ``height`` grey pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_an_image_the_mail_carries_is_shown(
+    driver: WebDriver, remote: browser.RequestLog, smtpsink: Mailbox, tmp_path: Path
+) -> None:
+    """A logo in a multipart/related part, shown with cid:, was a broken
+    image: the frame loads nothing. It is put in as a data: URL, which
+    loads nothing either; a cid: the mail does not carry stays broken."""
+    import smtplib
+
+    from conftest import make_message
+    from selenium.webdriver.common.by import By
+
+    message = make_message(
+        subject="Logo",
+        html='<img id="logo" src="cid:logo@shop.example">'
+        '<img id="missing" src="cid:other@shop.example">'
+        f'<img id="remote" src="{remote.url}/logo.png">',
+    )
+    html_part = message.get_body(preferencelist=("html",))
+    assert html_part is not None
+    html_part.add_related(
+        _png(3, 2), maintype="image", subtype="png", cid="<logo@shop.example>"
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.send_message(message)
+    smtpsink.wait_for(subject="Logo")
+    index = save_index(smtpsink, tmp_path / "mail", "tests/test_x.py::test_logo")
+    driver.get(index.as_uri())
+    driver.switch_to.frame(driver.find_element(By.CSS_SELECTOR, "iframe.mail"))
+    try:
+        width = "return arguments[0].naturalWidth"
+        assert driver.execute_script(width, driver.find_element(By.ID, "logo")) == 3
+        assert driver.execute_script(width, driver.find_element(By.ID, "missing")) == 0
+        assert driver.execute_script(width, driver.find_element(By.ID, "remote")) == 0
+    finally:
+        driver.switch_to.default_content()
+    assert remote.paths == []
+
+
 def test_long_names_wrap_inside_the_page(
     driver: WebDriver, smtpsink: Mailbox, tmp_path: Path
 ) -> None:
