@@ -13,6 +13,7 @@ import re
 import ssl
 import sys
 import time
+import types
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
@@ -670,9 +671,10 @@ class Mailbox(FaultControls):
                 "sent by a task of that loop could not go out meanwhile, and the "
                 "check would pass whatever the code does. Use "
                 + (
-                    f"await smtpsink.assert_nothing_sent_async(within={within:g})"
+                    f"await smtpsink.assert_nothing_sent_async(within={within:g})."
                     if library == "asyncio"
-                    else f"await anyio.to_thread.run_sync(lambda: smtpsink.{call})"
+                    else f"await anyio.to_thread.run_sync(lambda: smtpsink.{call}) "
+                    "(or trio.to_thread)."
                 )
             )
         # Mail already there fails at once: nothing was watched.
@@ -994,14 +996,15 @@ class Mailbox(FaultControls):
                 verb=f"{waited_with} timed out: expected",
                 scope=self._scope,
                 elsewhere=elsewhere,
-                # Blocked, no client could connect: the hint that none did
-                # would send the user to check the host, the port and the
-                # framework's mail settings.
+                # First: the connections hint sends the user to check the
+                # host, the port and the framework's mail settings, right
+                # only if the sender is no task of the blocked loop.
                 if_none=(
                     [_blocked_loop_hint("wait_for", blocked_loop)]
                     if blocked_loop is not None
-                    else self._connections_hint(bool(elsewhere), bool(put_in))
-                ),
+                    else []
+                )
+                + self._connections_hint(bool(elsewhere), bool(put_in)),
                 notes=[*self._fault_hints(), *put_in],
             )
         )
@@ -1378,10 +1381,20 @@ def _quit_after_ehlo(session: Session) -> str:
 
 
 def _in_a_coroutine() -> Literal["asyncio", "trio"] | None:
-    """Which event loop this thread runs, if any, so that a coroutine made
-    this call: a blocking wait here stops that loop, and a task of it (the
-    code under test sending mail) cannot run meanwhile. trio (anyio's trio
-    backend) is looked for only where it was imported."""
+    """Which event loop runs the coroutine that made this call, if one did:
+    a blocking wait here stops that loop, and a task of it (the code under
+    test sending mail) cannot run meanwhile.
+
+    A coroutine on the caller's stack, and a loop running on this thread:
+    the loop alone is no proof, as pytest-playwright's sync API (and
+    nest_asyncio) leave one marked running under plain ``def`` tests, whose
+    mail comes from another thread or process. trio (anyio's trio backend)
+    is looked for only where it was imported."""
+    frame: types.FrameType | None = sys._getframe(1)
+    while frame is not None and not frame.f_code.co_flags & _COROUTINE_FLAGS:
+        frame = frame.f_back
+    if frame is None:
+        return None
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -1398,17 +1411,22 @@ def _in_a_coroutine() -> Literal["asyncio", "trio"] | None:
     return None
 
 
+_COROUTINE_FLAGS = (
+    inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR
+)
+
+
 def _blocked_loop_hint(call: str, library: str) -> str:
     """The hint of a blocking wait that timed out in a coroutine."""
     return (
         f"Hint: {call} was called in a coroutine and blocked this thread's event "
-        "loop for the whole wait: mail sent by a task of that loop could not go "
-        "out meanwhile. "
+        "loop for the whole wait: mail that a task of that loop sends could not "
+        "go out meanwhile. "
         + (
             f"In a coroutine, await smtpsink.{call}_async(...)."
             if library == "asyncio"
             else "Under trio, run it in a thread: await anyio.to_thread.run_sync"
-            f"(lambda: smtpsink.{call}(...))."
+            f"(lambda: smtpsink.{call}(...)) (or trio.to_thread)."
         )
     )
 

@@ -170,7 +170,8 @@ _OPTIONS = (
     _Option(
         "timeout",
         metavar="SECONDS",
-        help="default seconds for wait_for, wait_for_async and wait_until "
+        help="default seconds for wait_for and wait_until (and their _async "
+        "twins) "
         f"(default {DEFAULT_TIMEOUT:g}).",
     ),
     _Option(

@@ -1009,7 +1009,7 @@ async def test_nothing_sent_with_a_watch_in_a_coroutine_is_refused(
         "assert_nothing_sent(within=1) in a coroutine would block this thread's "
         "event loop for 1 s: mail sent by a task of that loop could not go out "
         "meanwhile, and the check would pass whatever the code does. Use "
-        "await smtpsink.assert_nothing_sent_async(within=1)"
+        "await smtpsink.assert_nothing_sent_async(within=1)."
     )
     smtpsink.assert_nothing_sent()  # no watch, no wait: as it always was
     # The twin watches with the loop running: the task's mail fails it.
@@ -1021,6 +1021,24 @@ async def test_nothing_sent_with_a_watch_in_a_coroutine_is_refused(
         f"  {smtpsink.messages[0].summary()}",
     ]
     await task
+
+
+def test_a_loop_marked_running_under_a_plain_test_is_no_coroutine(
+    smtpsink: Mailbox,
+) -> None:
+    # pytest-playwright's sync API (and nest_asyncio) leave a loop marked
+    # running on the main thread under plain def tests: the watch is right
+    # there (the mail comes from another thread or process), and was refused.
+    loop = asyncio.new_event_loop()
+    asyncio.events._set_running_loop(loop)
+    try:
+        smtpsink.assert_nothing_sent(within=0.1)
+        with pytest.raises(AssertionError) as failed:
+            smtpsink.wait_for(timeout=0.1)
+    finally:
+        asyncio.events._set_running_loop(None)
+        loop.close()
+    assert "coroutine" not in str(failed.value)
 
 
 @pytest.mark.anyio
@@ -1056,17 +1074,20 @@ async def test_a_blocking_wait_in_a_coroutine_says_so_when_it_times_out(
     task = _send_from_a_task(smtpsink, "Blocked")
     with pytest.raises(AssertionError) as failed:
         smtpsink.wait_for(timeout=0.1)
-    assert str(failed.value).splitlines()[1:] == [
+    lines = str(failed.value).splitlines()
+    assert lines[1:3] == [
         "No messages arrived in this test.",
         "Hint: wait_for was called in a coroutine and blocked this thread's "
-        "event loop for the whole wait: mail sent by a task of that loop could "
+        "event loop for the whole wait: mail that a task of that loop sends could "
         "not go out meanwhile. In a coroutine, await smtpsink.wait_for_async(...).",
     ]
+    # Then the usual hint, right if the sender is a thread or a process.
+    assert lines[3].startswith(f"Hint: no client connected to {smtpsink.url}")
     with pytest.raises(AssertionError) as failed:
         smtpsink.wait_until(lambda: smtpsink.messages, timeout=0.1)
     assert str(failed.value).splitlines()[1] == (
         "Hint: wait_until was called in a coroutine and blocked this thread's "
-        "event loop for the whole wait: mail sent by a task of that loop could "
+        "event loop for the whole wait: mail that a task of that loop sends could "
         "not go out meanwhile. In a coroutine, await smtpsink.wait_until_async(...)."
     )
     await task
@@ -1105,7 +1126,7 @@ async def test_a_blocking_watch_under_trio_is_refused_too(smtpsink: Mailbox) -> 
         "thread's event loop for 1 s: mail sent by a task of that loop could not "
         "go out meanwhile, and the check would pass whatever the code does. Use "
         "await anyio.to_thread.run_sync(lambda: smtpsink.assert_nothing_sent("
-        "within=1))"
+        "within=1)) (or trio.to_thread)."
     )
     # As it says: in a worker thread, trio's loop runs on.
     await anyio.to_thread.run_sync(lambda: smtpsink.assert_nothing_sent(within=0.1))
@@ -1113,9 +1134,10 @@ async def test_a_blocking_watch_under_trio_is_refused_too(smtpsink: Mailbox) -> 
         smtpsink.wait_for(timeout=0.1)
     assert str(failed.value).splitlines()[2] == (
         "Hint: wait_for was called in a coroutine and blocked this thread's event "
-        "loop for the whole wait: mail sent by a task of that loop could not go "
-        "out meanwhile. Under trio, run it in a thread: await "
-        "anyio.to_thread.run_sync(lambda: smtpsink.wait_for(...))."
+        "loop for the whole wait: mail that a task of that loop sends could not "
+        "go out meanwhile. Under trio, run it in a thread: await "
+        "anyio.to_thread.run_sync(lambda: smtpsink.wait_for(...)) (or "
+        "trio.to_thread)."
     )
 
 
