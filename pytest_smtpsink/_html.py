@@ -260,16 +260,18 @@ def message_record(
 _INLINE_TYPES = frozenset(
     {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/avif"}
 )
-#: Bounds on what a page carries inline (base64 adds a third).
-_INLINE_IMAGE_MAX = 1 << 20
-_INLINE_TOTAL_MAX = 4 << 20
+#: Bounds on what a page carries inline, in bytes of the image (base64
+#: adds a third): a logo is tens of KiB. The whole is also what the frame
+#: may take in ``data:`` URLs, however often the part uses them.
+_INLINE_IMAGE_MAX = 256 << 10
+_INLINE_TOTAL_MAX = 1 << 20
 
 
 def inline_images(attachments: Sequence[Attachment]) -> dict[str, str]:
     """The parts an HTML part shows with ``cid:`` (RFC 2392: a logo in a
     multipart/related), by Content-ID without its ``<>``, as ``data:``
     URLs, which the frame's policy lets it show and which load nothing
-    from the network. Each at most 1 MiB, 4 MiB in all."""
+    from the network. Each at most 256 KiB, 1 MiB in all."""
     found: dict[str, str] = {}
     total = 0
     for item in attachments:
@@ -286,18 +288,27 @@ def inline_images(attachments: Sequence[Attachment]) -> dict[str, str]:
     return found
 
 
-#: A ``cid:`` URL as the HTML part writes it, up to what ends an attribute
-#: value or a CSS url().
-_CID_URL = re.compile(r"""cid:([^\s"'()<>]+)""", re.IGNORECASE)
+#: A ``cid:`` URL where a URL goes: an attribute's value (``src=cid:``,
+#: quoted or not) or a CSS ``url(``; up to what ends the value. Not in the
+#: mail's text ("see cid:logo@x").
+_CID_URL = re.compile(r"""((?:=|url\()\s*["']?\s*)cid:([^\s"'()<>]+)""", re.IGNORECASE)
 
 
 def _with_inline_images(markup: str, images: Mapping[str, str]) -> str:
+    """``markup`` with its ``cid:`` URLs of ``images`` made ``data:`` URLs,
+    as long as what is put in stays within `_INLINE_TOTAL_MAX` (base64): a
+    part may use one image thousands of times."""
     if not images or "cid:" not in markup.lower():
         return markup
+    budget = _INLINE_TOTAL_MAX * 4 // 3 + 4
 
     def image(match: re.Match[str]) -> str:
-        found = images.get(urllib.parse.unquote(match[1]))
-        return found if found is not None else match[0]
+        nonlocal budget
+        found = images.get(urllib.parse.unquote(match[2]))
+        if found is None or len(found) > budget:
+            return match[0]
+        budget -= len(found)
+        return match[1] + found
 
     return _CID_URL.sub(image, markup)
 

@@ -433,19 +433,32 @@ def test_inline_images_are_raster_images_named_by_content_id_within_bounds() -> 
             part("<logo@x>", "image/png", 5),  # the first of an id counts
             part("vector@x", "image/svg+xml", 3),  # never shown inline
             part(None, "image/gif", 3),
-            part("huge@x", "image/jpeg", (1 << 20) + 1),
-            *(part(f"big{n}@x", "image/jpeg", 1 << 20) for n in range(5)),
+            part("huge@x", "image/jpeg", (256 << 10) + 1),
+            *(part(f"big{n}@x", "image/jpeg", 256 << 10) for n in range(5)),
         ]
     )
     assert images["logo@x"] == "data:image/png;base64,AAAA"
-    # 4 MiB in all: the logo and three of the 1-MiB images.
+    # 1 MiB in all: the logo and three of the 256-KiB images.
     assert sorted(images) == ["big0@x", "big1@x", "big2@x", "logo@x"]
-    # Put in only where the mail refers to them, %-encoded too.
+    # Put in only where the mail refers to them as a URL, %-encoded too;
+    # not in its text.
     frame = _html.mail_frame(
-        '<img src="CID:logo%40x"><img src="cid:gone@x">', images={"logo@x": "data:,"}
+        '<img src="CID:logo%40x"><img src=cid:logo@x><img src="cid:gone@x">'
+        "<p>see cid:logo@x</p><div style=\"background:url('cid:logo@x')\">",
+        images={"logo@x": "data:,"},
     )
-    assert "src=&quot;data:,&quot;" in frame
+    assert frame.count("data:,") == 3
     assert "cid:gone@x" in frame
+    assert "see cid:logo@x" in frame
+
+
+def test_one_image_used_many_times_is_put_in_within_the_bound() -> None:
+    # The bound was per image, not per use: one 1 MiB image used 400 times
+    # made 559 MB of frame.
+    image = "data:image/png;base64," + "A" * (300 << 10)
+    frame = _html.mail_frame('<img src="cid:a">' * 10_000, images={"a": image})
+    assert frame.count(image) == 4  # 1.2 MiB of base64: 1 MiB of image
+    assert len(frame) < 5 * (1 << 20)
 
 
 def test_a_nul_in_a_mail_is_no_nul_in_the_page(
