@@ -1011,7 +1011,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._refuse(http.HTTPStatus.NOT_FOUND, f"no attachment {index!r}")
             return
         item = attachments[position - 1]
-        name = _html.safe_name(item.filename, position)
+        name = (
+            _html.safe_name(item.filename, position)
+            if item.filename
+            else _html.unnamed_attachment(position, item.content_type)
+        )
         # Always a download, never rendered: a hostile .html stays a file.
         self._send(
             item.content,

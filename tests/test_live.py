@@ -212,6 +212,29 @@ def test_an_attachment_named_beyond_latin_1_downloads(
     assert view.sink.stderr_lines() == []
 
 
+def test_an_attachment_without_a_name_downloads_named_by_its_type(
+    live: Callable[..., Live],
+) -> None:
+    # Listed as attachment-1.png, it downloaded as "attachment-1".
+    view = live()
+    view.send(
+        "Logo",
+        b"--b\r\nContent-Type: text/html\r\n\r\n<img src=cid:logo>\r\n"
+        b"--b\r\nContent-Type: image/png\r\nContent-ID: <logo>\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n--b--\r\n",
+        MIME_Version="1.0",
+        Content_Type='multipart/related; boundary="b"',
+    )
+    summary = view.json("/api/wait?subject=Logo")
+    (attachment,) = view.json(f"/api/messages/{summary['id']}")["attachments"]
+    assert attachment["filename"] == "attachment-1.png"
+    with urllib.request.urlopen(view.url + attachment["href"], timeout=TIMEOUT) as got:
+        assert got.read() == b"\x89PNG\r\n\x1a\n"
+        assert got.headers["Content-Disposition"] == (
+            'attachment; filename="attachment-1.png"'
+        )
+
+
 def test_delete_all_empties_the_pop3_and_imap_mailboxes(
     live: Callable[..., Live],
 ) -> None:
