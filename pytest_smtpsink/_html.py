@@ -583,7 +583,8 @@ class _LinkFinder(html.parser.HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in ("a", "area"):
-            href = dict(attrs).get("href")
+            # The first of a name, as browsers take it (dict() keeps the last).
+            href = next((value for name, value in attrs if name == "href"), None)
             if href and href.strip():
                 self.found.append(href.strip())
 
@@ -599,12 +600,17 @@ def mail_links(markup: str) -> list[str]:
 
 def _openable(url: str) -> bool:
     """Whether the list under a mail's frame may make ``url`` a link: a web
-    address with nothing a reader could not see (no blank, control or bidi
-    character), never ``javascript:``, ``data:`` or ``file:``."""
+    address that goes where it reads, never ``javascript:``, ``data:`` or
+    ``file:``. ASCII only, with no blank or control character (nor a
+    zero-width one, a soft hyphen, a bidi control: none is ASCII), and no
+    backslash, which a browser reads as ``/`` in a web address
+    (``http://evil.example\\@good.example/`` goes to evil.example)."""
     return (
         url.lower().startswith(("http://", "https://"))
-        and printable(url) == url
-        and not any(c.isspace() for c in url)
+        and url.isascii()
+        and url.isprintable()
+        and " " not in url
+        and "\\" not in url
     )
 
 
@@ -666,6 +672,9 @@ _SRCDOC_ATTRIBUTE = re.compile(r"""(?<=[\s/"'])srcdoc(?=[\s/>=]|\Z)""", re.I)
 #: The start of an <iframe> or <frame> tag, as `_LINK_TAG` reads one.
 _FRAME_TAG = re.compile(r"<(i?frame)(?=[\s/>])", re.I)
 
+#: The start of an <a> or <area> tag, as `_LINK_TAG` reads one.
+_ANCHOR_TAG = re.compile(r"<(a|area)(?=[\s/>])", re.I)
+
 
 def inert_links(markup: str) -> str:
     """``markup`` with every ``<link`` tag made a ``<wbr>``, which loads,
@@ -690,6 +699,10 @@ def inert_links(markup: str) -> str:
     # Unquoted, then a space: inside an attribute's quoted value, where the
     # text "<iframe" is no tag, it changes nothing else.
     markup = _FRAME_TAG.sub(r"<\1 src=about:blank ", markup)
+    # So too a link's target: <base target=_blank> is only the default, and
+    # a link of the mail's own target=_self navigated the frame, which the
+    # page's frame-src refuses (the mail gave way to an error page).
+    markup = _ANCHOR_TAG.sub(r"<\1 target=_blank ", markup)
     return _LINK_TAG.sub("<wbr data-was-link", markup)
 
 

@@ -461,6 +461,33 @@ def test_one_image_used_many_times_is_put_in_within_the_bound() -> None:
     assert len(frame) < 5 * (1 << 20)
 
 
+@pytest.mark.parametrize(
+    ("href", "openable"),
+    [
+        ("https://shop.example/confirm?t=1", True),
+        ("HTTP://shop.example/", True),
+        ("javascript:alert(1)", False),
+        ("data:text/html,x", False),
+        ("file:///etc/passwd", False),
+        # Goes elsewhere than it reads: a browser takes the backslash for "/".
+        ("http://evil.example\\@good.example/", False),
+        # What a reader cannot see.
+        ("https://bank.example\u200b.evil.example/", False),
+        ("https://bank.example/\u00ad", False),
+        ("https://bank.example/\u202e", False),
+        ("https://a.example/ b", False),
+        ("https://caf\u00e9.example/", False),  # shown as text
+    ],
+)
+def test_links_under_the_frame_open_only_where_they_read(
+    href: str, openable: bool
+) -> None:
+    listed = _html.mail_frame(f'<a href="{href}" href="https://other.example/">x</a>')
+    assert ("<li><a href=" in listed) is openable
+    # The first href, as browsers take it: not the second.
+    assert "other.example" not in listed.split("</iframe>")[1]
+
+
 def test_a_nul_in_a_mail_is_no_nul_in_the_page(
     smtpsink: Mailbox, tmp_path: Path
 ) -> None:
