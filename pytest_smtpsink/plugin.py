@@ -773,14 +773,18 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
         # relay's outcome would depend on how far it had got.
         with contextlib.suppress(Exception):  # never an INTERNALERROR
             waited = _settle_relays(views)
-        # The test's fault rules end with the test, before any fixture's
-        # teardown: pytest-asyncio's loop goes before the sink's fixture,
-        # cancelling a client task still held by a hang, and aiosmtplib
-        # then waits for the reply to its QUIT on that connection, the
-        # whole of its timeout (60 s by default), if the rule still holds it.
+        # The connections the test's fault rules hold (a hang, a delay) are
+        # closed before any fixture's teardown: pytest-asyncio's loop goes
+        # before the sink's fixture, cancelling a client task still held,
+        # and aiosmtplib then waited for the reply to its QUIT on that
+        # connection, its whole timeout (60 s by default). The rules stay
+        # until the sink's fixture ends: a fixture's teardown that sends (an
+        # outbox flushed) still meets them.
         with contextlib.suppress(Exception):
             for view in views:
-                view.clear_faults()
+                rules = view.faults
+                if rules:
+                    view._sink._release_held(rules)
     result = yield
     if views:
         # And after: a fixture's teardown may send (an outbox flushed on

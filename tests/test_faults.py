@@ -842,6 +842,34 @@ def test_hang_is_cleaned_up_at_teardown(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=2)
 
 
+def test_a_fixture_teardown_that_sends_still_meets_the_tests_faults(
+    pytester: pytest.Pytester,
+) -> None:
+    # The connections the rules hold are closed as the teardown begins (a
+    # client task that pytest-asyncio cancels is let go); the rules stay
+    # until the sink's fixture ends.
+    pytester.makepyfile(
+        """
+import pathlib, smtplib
+import pytest
+
+@pytest.fixture
+def outbox(smtpsink):
+    yield
+    # Flushed on shutdown, as an application's outbox is.
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        refused = client.sendmail("app@example.com", ["ann@example.com", "bob@example.com"], "x")
+    pathlib.Path("refused").write_text(repr(refused))
+
+def test_bounce(outbox, smtpsink):
+    smtpsink.fail("RCPT", 550, match="bob@example.com")
+"""
+    )
+    pytester.runpytest("-p", "no:xdist", "-W", "error").assert_outcomes(passed=1)
+    refused = (pytester.path / "refused").read_text()
+    assert refused.startswith("{'bob@example.com': (550, ")
+
+
 def test_marker_errors_are_reported(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
