@@ -47,6 +47,7 @@ import http
 import http.server
 import ipaddress
 import json
+import secrets
 import socket
 import sys
 import threading
@@ -243,6 +244,8 @@ let shownRefresh = 0;
 let shows = 0;
 
 const lost = document.getElementById("lost");
+let stream = null;
+let sinkRun = null;
 
 // The sink stopped (or the network failed): said on the page, where it
 // looked like "no new mail" and clicks did nothing.
@@ -253,6 +256,9 @@ async function ask(path, options) {
   } catch (error) {
     lost.hidden = false;
     throw error;
+  }
+  if (stream !== null && stream.readyState === EventSource.OPEN) {
+    lost.hidden = true;  // one request failed, and the sink is there
   }
   return response;
 }
@@ -286,7 +292,9 @@ async function refresh() {
   // Deleted (here or in another page), or past the list's last ones: it
   // stayed shown, its links answering 404.
   if (current !== null && !list.querySelector(`a[data-id="${CSS.escape(current)}"]`)) {
-    clearView("The message shown is no longer listed: it was deleted.");
+    clearView(
+      "The message shown is no longer listed: it was deleted, or let go as newer mail came."
+    );
   }
 }
 
@@ -319,7 +327,7 @@ document.getElementById("delete").addEventListener("click", async () => {
 // The server says when something changed: no polling.
 const paused = document.getElementById("paused");
 function listen() {
-  const events = new EventSource("/events");
+  const events = stream = new EventSource("/events");
   // The browser tries again by itself while the sink is away.
   events.onerror = () => {
     lost.hidden = false;
@@ -328,14 +336,18 @@ function listen() {
   // list shown and that (on loading, resuming, or the browser's own
   // reconnecting) is shown once it is open.
   events.onopen = () => {
-    if (!lost.hidden && current !== null) {
-      // Back after a loss: maybe a new sink, numbering from 1 again, whose
-      // message of the shown one's number is another (its links too).
-      clearView("Connected again; the sink may have restarted: select a message.");
-    }
     lost.hidden = true;
     refresh();
   };
+  // Which run of the sink this is: another after reconnecting is a sink
+  // started again, numbering from 1, whose message of the shown one's
+  // number is another mail (its links too).
+  events.addEventListener("hello", (event) => {
+    if (sinkRun !== null && event.data !== sinkRun && current !== null) {
+      clearView("The sink was started again: select a message.");
+    }
+    sinkRun = event.data;
+  });
   // The open message too while its relay outcome is still to come.
   events.onmessage = () => {
     if (current !== null && view.querySelector("[data-relay-pending]")) {
@@ -679,6 +691,10 @@ class LiveServer(http.server.ThreadingHTTPServer):
         max_waits: int = MAX_WAITS,
     ) -> None:
         self.inbox = Inbox()
+        #: Told to each page as its event stream opens: a page that hears
+        #: another one after reconnecting met a sink started again, which
+        #: numbers its mail from 1 (and closes the message it showed).
+        self.run_id = secrets.token_hex(8)
         self.hosts = HostCheck(allow_remote, allow_hosts)
         self.max_streams = max_streams
         self.max_waits = max_waits
@@ -1127,7 +1143,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         released = self.server.add_stream()
         try:
-            self.wfile.write(b"retry: 1000\n\n")
+            self.wfile.write(
+                f"retry: 1000\n\nevent: hello\ndata: {self.server.run_id}\n\n".encode()
+            )
             self.wfile.flush()
             while True:
                 newer = inbox.wait_change(version, KEEPALIVE, released)

@@ -500,6 +500,9 @@ def _event_stream(view: Live) -> Iterator[http.client.HTTPResponse]:
         assert response.getheader("Content-Type") == "text/event-stream"
         assert response.readline() == b"retry: 1000\n"
         assert response.readline() == b"\n"
+        assert response.readline() == b"event: hello\n"
+        assert re.fullmatch(rb"data: [0-9a-f]{16}\n", response.readline())
+        assert response.readline() == b"\n"
         yield response
     finally:
         connection.close()
