@@ -157,8 +157,7 @@ class Inbox:
             for number in gone:
                 del self._messages[number]
             count = len(gone)
-            if not self._messages:
-                self._dropped = 0
+            self._dropped = 0  # "delete all": none was let go since
             self._sessions.clear()
             self.version += 1
             self.changed.notify_all()
@@ -178,6 +177,11 @@ class Inbox:
         """How many messages newer ones pushed out of the view."""
         with self.changed:
             return self._dropped
+
+    @property
+    def keep(self) -> int:
+        """How many messages the view keeps."""
+        return self._keep
 
     def session_number(self, session: Session) -> int | None:
         """The number the terminal gave ``session``, if known."""
@@ -413,15 +417,16 @@ def list_fragment(
     sessions: Sequence[Session],
     number_of: Callable[[Session], int | None] = lambda session: None,
     dropped: int = 0,
+    keep: int = KEEP,
 ) -> str:
     if not messages and not sessions:
         return '<p class="note">No mail yet. Send some to the sink.</p>'
     if dropped:
         # Where the oldest vanished without a word.
         extra_note = (
-            f'<p class="note">Only the last {len(messages)} messages are kept '
-            f"here: {dropped} older one(s) were let go (--save-dir DIR keeps "
-            "every message).</p>"
+            f'<p class="note">Only the last {keep} messages are kept here: '
+            f"{dropped} older one(s) were let go (--save-dir DIR keeps every "
+            "message).</p>"
         )
     else:
         extra_note = ""
@@ -942,7 +947,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif parts == ["fragments", "list"]:
             _, messages, sessions = inbox.snapshot()
             self._send_html(
-                list_fragment(messages, sessions, inbox.session_number, inbox.dropped)
+                list_fragment(
+                    messages, sessions, inbox.session_number, inbox.dropped, inbox.keep
+                )
             )
         elif len(parts) == 3 and parts[:2] == ["fragments", "messages"]:
             message = self._message(parts[2])

@@ -223,7 +223,7 @@ def split_attempt(name: str) -> tuple[str, int]:
     """A `test_directory` name without a rerun's ``+attemptN``, and N (1
     for a test's first run)."""
     head, plus, number = name.rpartition("+attempt")
-    if plus and number.isdigit():
+    if plus and number.isascii() and number.isdigit():  # not "²"
         return head, int(number)
     return name, 1
 

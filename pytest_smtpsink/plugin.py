@@ -1463,6 +1463,15 @@ def _which_run(report: pytest.TestReport, name: str | None = None) -> str:
 _ATTEMPT = " (attempt "
 
 
+def _in_run_order(run: str) -> tuple[str, int]:
+    """A sort key for `_which_run` names: a test's runs by number, so that
+    "(attempt 10)" comes after "(attempt 2)"."""
+    test, attempt, number = run.rpartition(_ATTEMPT)
+    if attempt and number.endswith(")") and number[:-1].isdecimal():
+        return test, int(number[:-1])
+    return run, 1
+
+
 def _first_runs_named(names: Collection[str]) -> dict[str, str]:
     """`_which_run` names as a summary shows them: a first run is "(attempt
     1)" where a later run of its test is listed too (it is not the total)."""
@@ -1493,7 +1502,9 @@ class _NotSavedSummary:
             "=", f"smtpsink: mail of {plural(len(tests), 'test')} not saved", red=True
         )
         shown = _first_runs_named(self.found)
-        for run, reason in sorted(self.found.items()):
+        for run, reason in sorted(
+            self.found.items(), key=lambda i: _in_run_order(i[0])
+        ):
             terminalreporter.write_line(f"{shown[run]}: {reason}")
 
 
@@ -1529,7 +1540,9 @@ class _PerTestSummary:
         names = _first_runs_named(self.counts)
         shown = [
             (names[run], messages, sessions)
-            for run, (messages, sessions) in sorted(self.counts.items())
+            for run, (messages, sessions) in sorted(
+                self.counts.items(), key=lambda item: _in_run_order(item[0])
+            )
             if messages or sessions or self.verbose
         ]
         for nodeid, messages, sessions in shown:

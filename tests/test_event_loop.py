@@ -70,7 +70,11 @@ def test_a_slow_step_of_the_sinks_loop_is_not_logged(
         on_the_loop(sink, lambda: loop.set_debug(True))
         with caplog.at_level(logging.WARNING, logger="asyncio"):
             on_the_loop(sink, lambda: time.sleep(0.3))  # a slow step
-    assert [record.getMessage() for record in caplog.records] == []
+    # That step's report (any other step may also be slow on a busy machine).
+    reports = [
+        r.getMessage() for r in caplog.records if "on_the_loop" in r.getMessage()
+    ]
+    assert reports == []
     # One over a second still is: the sink's own fault, worth hearing of.
     assert loop.slow_callback_duration == 1.0
 

@@ -854,13 +854,14 @@ def test_the_view_keeps_the_newest_messages(smtpsink: Mailbox) -> None:
     assert sessions == [m.session for m in messages[1:]]
     assert inbox.get(messages[0].number) is None
     # The list says so: the oldest vanished without a word.
-    listed = list_fragment(kept, sessions, dropped=inbox.dropped)
+    listed = list_fragment(kept, sessions, dropped=inbox.dropped, keep=inbox.keep)
     assert listed.startswith(
         '<p class="note">Only the last 2 messages are kept here: 1 older one(s) '
         "were let go (--save-dir DIR keeps every message).</p><ul>"
     )
-    # Until "delete all".
-    inbox.clear()
+    # Until "delete all", also of part of them (the count was kept, and the
+    # note said "the last 1 messages").
+    inbox.clear(up_to=messages[1].number)
     assert inbox.dropped == 0
 
 

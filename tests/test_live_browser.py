@@ -90,8 +90,11 @@ def test_a_keyboard_user_keeps_their_place_in_the_list(
         return found
 
     driver.execute_script("arguments[0].focus()", driver.find_element(*item))
+    # Marked, to see the list drawn anew after Enter (the mark goes with it).
+    driver.execute_script("document.querySelector('#list ul').dataset.old = 'yes'")
     driver.switch_to.active_element.send_keys(Keys.ENTER)
     wait.until(lambda d: "First" in d.find_element(By.ID, "view").text)
+    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, "#list ul[data-old]"))
     assert focused() == "1"
     view.send("Third")
     wait.until(lambda d: "Third" in d.find_element(By.ID, "list").text)

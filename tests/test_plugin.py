@@ -1010,7 +1010,7 @@ def test_flaky(smtpsink):
 #: pytest-rerunfailures before 16.0 (the oldest env's 14.0) logs only the
 #: failed report of a run it reruns, not its teardown's.
 _RERUNFAILURES_BEFORE_16 = (
-    int(importlib.metadata.version("pytest-rerunfailures")[:2]) < 16
+    int(importlib.metadata.version("pytest-rerunfailures").split(".")[0]) < 16
 )
 
 #: A test that fails in its first two runs, and passes in the third.
@@ -1092,6 +1092,32 @@ def test_crashy(smtpsink):
         + ending
         + "\n"
     )
+
+
+def test_runs_are_listed_by_number() -> None:
+    from pytest_smtpsink.plugin import _in_run_order
+
+    runs = ["t (attempt 10)", "t (attempt 2)", "t", "s (attempt 3)", "t [gw0]"]
+    assert sorted(runs, key=_in_run_order) == [
+        "s (attempt 3)",
+        "t",
+        "t (attempt 2)",
+        "t (attempt 10)",
+        "t [gw0]",
+    ]
+
+
+def test_a_stray_directory_in_the_save_directory_is_no_run(
+    tmp_path: pathlib.Path,
+) -> None:
+    # "+attempt²" passed isdigit(), and int() then raised in saved_runs.
+    from pytest_smtpsink import _report
+
+    for name in ("t+attempt\u00b2", "t+attempt3", "t@gw0", "t"):
+        (tmp_path / name).mkdir()
+    runs = _report.saved_runs(tmp_path)
+    assert sorted(p.name for p in runs["t"]) == ["t", "t+attempt3", "t@gw0"]
+    assert _report.split_attempt("t+attempt\u00b2") == ("t+attempt\u00b2", 1)
 
 
 def test_a_rerun_on_another_worker_keeps_the_failed_runs_mail(
