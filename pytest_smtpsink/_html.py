@@ -28,7 +28,6 @@ import datetime
 import html
 import html.parser
 import json
-import mimetypes
 import re
 import urllib.parse
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -376,9 +375,47 @@ def safe_name(filename: str | None, index: int) -> str:
     return name or f"attachment-{index}"
 
 
-#: The standard library's own table, not the system's (/etc/mime.types):
-#: the same names on every machine.
-_TYPES = mimetypes.MimeTypes(filenames=())
+#: The extension of each kind `_INERT_EXTENSIONS` lets be saved as it is,
+#: by content type: a table of its own, as the standard library's differs
+#: between Python versions (no WebP before 3.13) and reads the system's.
+_EXTENSIONS = {
+    "application/pdf": "pdf",
+    "application/json": "json",
+    "application/rtf": "rtf",
+    "text/plain": "txt",
+    "text/csv": "csv",
+    "text/calendar": "ics",
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+    "image/bmp": "bmp",
+    "image/avif": "avif",
+    "image/tiff": "tif",
+    "image/x-icon": "ico",
+    "image/vnd.microsoft.icon": "ico",
+    "audio/mpeg": "mp3",
+    "audio/mp4": "m4a",
+    "audio/wav": "wav",
+    "audio/x-wav": "wav",
+    "audio/ogg": "ogg",
+    "audio/flac": "flac",
+    "video/mp4": "mp4",
+    "video/webm": "webm",
+    "application/zip": "zip",
+    "application/gzip": "gz",
+    "application/msword": "doc",
+    "application/vnd.ms-excel": "xls",
+    "application/vnd.ms-powerpoint": "ppt",
+    **{
+        f"application/vnd.openxmlformats-officedocument.{kind}": extension
+        for kind, extension in (
+            ("wordprocessingml.document", "docx"),
+            ("spreadsheetml.sheet", "xlsx"),
+            ("presentationml.presentation", "pptx"),
+        )
+    },
+}
 
 
 def unnamed_attachment(number: int, content_type: str) -> str:
@@ -386,10 +423,8 @@ def unnamed_attachment(number: int, content_type: str) -> str:
     ``attachment-1.png``, with its type's extension where a browser opens
     that as nothing worse than the type says (`_INERT_EXTENSIONS`); it was
     ``attachment-1.txt`` for a PNG, which showed as binary text."""
-    extension = _TYPES.guess_extension(content_type.partition(";")[0].strip().lower())
-    if extension and extension[1:] in _INERT_EXTENSIONS:
-        return f"attachment-{number}{extension}"
-    return f"attachment-{number}"
+    extension = _EXTENSIONS.get(content_type.partition(";")[0].strip().lower())
+    return f"attachment-{number}.{extension}" if extension else f"attachment-{number}"
 
 
 def _inert_name(name: str) -> str:

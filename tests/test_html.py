@@ -385,6 +385,10 @@ def test_saved_attachments_open_inert(name: str, saved: str) -> None:
         ("image/png", "attachment-2.png"),
         ("image/JPEG; name=x", "attachment-2.jpg"),
         ("application/pdf", "attachment-2.pdf"),
+        # Not in the standard library's table on every Python version.
+        ("image/webp", "attachment-2.webp"),
+        ("image/avif", "attachment-2.avif"),
+        ("text/calendar; method=REQUEST", "attachment-2.ics"),
         # A type a browser would open as a page or a program: no extension
         # (saved with .txt, see _inert_name).
         ("text/html", "attachment-2"),
@@ -401,6 +405,10 @@ def test_an_attachment_without_a_name_is_named_by_its_type(
 
 #: Not a whole image: the first bytes of one, which is all the type needs.
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(32))
+
+
+def test_every_extension_given_by_type_is_one_saved_as_it_is() -> None:
+    assert set(_html._EXTENSIONS.values()) <= _html._INERT_EXTENSIONS
 
 
 def test_an_inline_image_without_a_name_is_saved_as_an_image(
