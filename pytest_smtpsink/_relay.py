@@ -173,6 +173,21 @@ _NOT_IN_BRACKETS = (
 )
 
 
+def _brackets_out_of_place(url: str) -> str:
+    """What a ``[`` or ``]`` urllib cannot place is: one typed as it is in
+    the user name or password (before the host's ``@``), or a host's."""
+    authority = url.strip().partition("://")[2]
+    for end in "/?#":
+        authority = authority.partition(end)[0]
+    userinfo = authority.rpartition("@")[0]
+    if "[" in userinfo or "]" in userinfo:
+        return (
+            "the URL has a '[' or ']' in its user name or password: there they "
+            "must be percent-encoded (%5B, %5D)"
+        )
+    return _NOT_IN_BRACKETS
+
+
 def _bracketed_ipv6(host_port: str) -> bool:
     """Whether ``host_port`` is ``[IPv6]`` or ``[IPv6]:port``."""
     inside, bracket, rest = host_port.removeprefix("[").partition("]")
@@ -198,7 +213,7 @@ def parse_upstream(url: str) -> Upstream:
     except ValueError:
         # urllib's "Invalid IPv6 URL" for a "[" without its "]" (or a "]"
         # alone), and from 3.11 on its own words for "[name]".
-        raise ValueError(_NOT_IN_BRACKETS) from None
+        raise ValueError(_brackets_out_of_place(url)) from None
     scheme = parts.scheme.lower()
     if scheme not in _SCHEMES:
         raise ValueError(
@@ -219,6 +234,9 @@ def parse_upstream(url: str) -> Upstream:
             "name or password must be percent-encoded (%2F, %3F, %23)"
         )
     host_port = parts.netloc.rpartition("@")[2]
+    userinfo = parts.netloc.rpartition("@")[0]
+    if "[" in userinfo or "]" in userinfo:
+        raise ValueError(_brackets_out_of_place(url))
     if ("[" in host_port or "]" in host_port) and not _bracketed_ipv6(host_port):
         # urllib read "[::1]x:25" as ::1 port 25, and "[name]" as a host
         # name before 3.11.

@@ -1003,6 +1003,20 @@ def test_a_password_cut_by_a_url_delimiter_is_named_not_shown(cut: str) -> None:
                 "smtp://mail.example]:25",
             )
         ),
+        # A password with a bracket: the error blamed the host.
+        *(
+            (
+                {"relay": url, "relay_to": ".*"},
+                "relay",
+                r"^(?!.*s3cret)relay: the URL has a '\[' or '\]' in its user name "
+                r"or password: there they must be percent-encoded \(%5B, %5D\)$",
+            )
+            for url in (
+                "smtp://ann:s3cret[@127.0.0.1:25",
+                "smtp://ann:s3cret[x]@127.0.0.1:25",
+                "smtp://ann:s3cret]@[::1]:25",
+            )
+        ),
         # Answered as if it were a query ("may only carry ?cafile=PATH").
         *(
             (
