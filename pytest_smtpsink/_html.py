@@ -649,9 +649,10 @@ def _openable(url: str) -> bool:
     )
 
 
-def _links_list(markup: str) -> str:
+def _links_list(markup: str, whole: bool = True) -> str:
     """Under a mail's frame: its links, web addresses as links that open
-    in a new tab outside the frame (the frame itself opens none)."""
+    in a new tab outside the frame (the frame itself opens none).
+    ``whole``: False when ``markup`` is the first part of a longer one."""
     links = mail_links(markup)
     if not links:
         return ""
@@ -668,8 +669,9 @@ def _links_list(markup: str) -> str:
     )
     more = len(links) - _LISTED_LINKS
     return (
-        f'<details class="links"><summary>{len(links)} link(s) in the HTML part '
-        "(the frame above opens none: open them from here)</summary>"
+        f'<details class="links"><summary>{len(links)} link(s) in the HTML part'
+        f"{'' if whole else ' shown'} (the frame above opens none: open them "
+        "from here)</summary>"
         f"<ul>{items}</ul>"
         + (f'<p class="note">and {more} more</p>' if more > 0 else "")
         + "</details>"
@@ -787,7 +789,7 @@ def mail_frame(
         f'{note}<iframe class="mail" sandbox="" referrerpolicy="no-referrer" '
         'style="width:100%;height:24rem;border:1px solid #bbb;background:#fff" '
         f'title="{escape(title)}" srcdoc="{escape(document)}"></iframe>{cut}'
-        + _links_list(markup)
+        + _links_list(markup, whole=not cut)
     )
 
 

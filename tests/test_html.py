@@ -496,6 +496,14 @@ def test_links_under_the_frame_open_only_where_they_read(
     assert "other.example" not in listed.split("</iframe>")[1]
 
 
+def test_the_links_of_a_part_cut_short_are_those_shown() -> None:
+    link = '<a href="https://shop.example/">x</a>'
+    whole = _html.mail_frame(link)
+    assert "1 link(s) in the HTML part (the frame" in whole
+    cut = _html.mail_frame(link + " " * _html.PART_LIMIT + link.replace("shop", "b"))
+    assert "1 link(s) in the HTML part shown (the frame" in cut
+
+
 def test_a_nul_in_a_mail_is_no_nul_in_the_page(
     smtpsink: Mailbox, tmp_path: Path
 ) -> None:
