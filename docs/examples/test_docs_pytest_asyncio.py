@@ -42,3 +42,14 @@ async def test_no_mail_for_a_declined_signup(smtpsink):
     await smtpsink.assert_nothing_sent_async(within=0.5)
 
     await job
+
+
+@pytest.mark.asyncio
+async def test_the_watch_sees_mail_a_task_sends(smtpsink):
+    # The example above, with the signup accepted: the watch must fail.
+    job = asyncio.ensure_future(
+        send_welcome(smtpsink.host, smtpsink.port, "ann@example.com")
+    )
+    with pytest.raises(AssertionError, match="expected no message within 30 s"):
+        await smtpsink.assert_nothing_sent_async(within=30)
+    await job
