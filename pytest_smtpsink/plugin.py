@@ -560,10 +560,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "smtpsink(**settings): give this test's smtpsink fixture a sink with these "
-        "settings (tls=, tls_cert=, tls_key=, tls_context=, auth=, auth_required=, "
-        "auth_plaintext=, hostname=, max_size=, max_recipients=, smtputf8=); one "
-        "server per distinct set, "
-        "shared by the tests that ask for it.",
+        # Every field: a hand-written list left out idle_timeout, relay= ...
+        "settings ("
+        + ", ".join(f"{field.name}=" for field in dataclasses.fields(SinkSettings))
+        + "); one server per distinct set, shared by the tests that ask for it.",
     )
     config.addinivalue_line(
         "markers",
@@ -1117,7 +1117,12 @@ def _lint_choice(item: pytest.Item) -> tuple[str, tuple[str, ...]]:
         return item.config.stash[_LINT_KEY], ()
     severity = marker.kwargs.get("severity", marker.args[0] if marker.args else "error")
     unknown = sorted(set(marker.kwargs) - {"severity", "ignore"})
-    if len(marker.args) > 1 or (marker.args and "severity" in marker.kwargs):
+    if marker.args and "severity" in marker.kwargs:
+        problem = (
+            f"severity given twice: {marker.args[0]!r} by position and "
+            f"severity={marker.kwargs['severity']!r}"
+        )
+    elif len(marker.args) > 1:
         problem = (
             "takes one severity and ignore=(codes...), got "
             f"{', '.join(map(repr, marker.args))}"

@@ -1311,10 +1311,14 @@ def test_two_severities(smtpsink):
 @pytest.mark.smtpsink_lint(ignored=["missing-date"])
 def test_unknown_argument(smtpsink):
     raise AssertionError("the body ran")
+
+@pytest.mark.smtpsink_lint("warning", severity="error")
+def test_severity_twice(smtpsink):
+    raise AssertionError("the body ran")
 """
     )
     result = pytester.runpytest("-p", "no:xdist")
-    result.assert_outcomes(errors=4)
+    result.assert_outcomes(errors=5)
     result.stdout.fnmatch_lines(
         [
             "*@pytest.mark.smtpsink_lint: severity must be one of off, error, "
@@ -1325,6 +1329,10 @@ def test_unknown_argument(smtpsink):
             "got 'error', 'missing-date'",
             "*@pytest.mark.smtpsink_lint: unknown argument ignored=; it takes "
             "severity and ignore",
+            # It said "takes one severity ..., got 'warning'", as if that
+            # were the wrong value.
+            "*@pytest.mark.smtpsink_lint: severity given twice: 'warning' by "
+            "position and severity='error'",
         ]
     )
     assert "the body ran" not in result.stdout.str()

@@ -1094,6 +1094,18 @@ def test_crashy(smtpsink):
     )
 
 
+def test_the_marker_help_names_every_setting(pytester: pytest.Pytester) -> None:
+    # It named eleven of them: idle_timeout, relay= and others were missing.
+    import dataclasses
+
+    from pytest_smtpsink import SinkSettings
+
+    result = pytester.runpytest("--markers")
+    (line,) = [x for x in result.outlines if x.startswith("@pytest.mark.smtpsink(")]
+    for field in dataclasses.fields(SinkSettings):
+        assert f" {field.name}=" in line or f"({field.name}=" in line, field.name
+
+
 def test_runs_are_listed_by_number() -> None:
     from pytest_smtpsink.plugin import _in_run_order
 
