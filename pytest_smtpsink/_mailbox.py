@@ -1139,6 +1139,16 @@ class Mailbox(FaultControls):
         lines.extend(f"  {_undelivered_line(s)}" for s in smtp[:_LISTED])
         if len(smtp) > _LISTED:
             lines.append(f"  ... and {len(smtp) - _LISTED} more")
+        still_open = [s for s in smtp if s.end is None and s not in carried]
+        if still_open:
+            # The likeliest cause then: the check came before the mail.
+            lines.append(
+                f"  ({plural(len(still_open), 'session')} opened {self._scope} "
+                f"{'is' if len(still_open) == 1 else 'are'} still open: if the "
+                "mail leaves in the background (a thread, a task, a worker), wait "
+                "for it with wait_for(...), or await wait_for_async(...) in a "
+                "coroutine)"
+            )
         return lines
 
     def _only_closed_since(self, session: Session) -> bool:

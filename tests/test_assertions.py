@@ -690,6 +690,23 @@ def test_waiting_for_no_mail_is_refused_saying_what_checks_that(
     assert str(caught.value) == "wait_for_async" + expected
 
 
+def test_a_session_still_open_when_the_check_fails_suggests_waiting(
+    smtpsink: Mailbox,
+) -> None:
+    # A sender still talking (a thread, a task) when assert_sent ran: the
+    # hint listed the session, and left the likeliest cause unsaid.
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.ehlo("app.example")
+        smtpsink.wait_until(lambda: smtpsink.sessions[0].ehlo)
+        with pytest.raises(AssertionError) as failed:
+            smtpsink.assert_sent()
+    assert str(failed.value).splitlines()[-1] == (
+        "  (1 session opened in this test is still open: if the mail leaves in "
+        "the background (a thread, a task, a worker), wait for it with "
+        "wait_for(...), or await wait_for_async(...) in a coroutine)"
+    )
+
+
 def test_queries(mixed: Mailbox) -> None:
     messages = mixed.messages
     assert len(messages) == 3
