@@ -628,12 +628,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_DEFAULTS_KEY] = settings
     config.stash[_TIMEOUT_KEY] = timeout
     pool = _SinkPool(settings, config.stash[_TLS_FILES_KEY])
-    if settings.port:  # for the error, should that port be taken
+    # For the error, should a fixed port be taken. An xdist worker's config
+    # has workerinput (not the environment: a pytester run inside a worker
+    # inherits that).
+    pool.xdist_worker = hasattr(config, "workerinput")
+    if settings.port:
         port_option = next(o for o in _OPTIONS if o.name == "port")
         pool.port_source = _raw_value(config, port_option)[1]
-        # An xdist worker's config has workerinput (not the environment:
-        # a pytester run inside a worker inherits that).
-        pool.xdist_worker = hasattr(config, "workerinput")
         workers = config.getoption("numprocesses", None)  # an int by now
         if not pool.xdist_worker and isinstance(workers, int) and workers > 1:
             # Said once, now: each worker would fail its tests one by one.
@@ -927,6 +928,13 @@ class _SinkPool:
                 if self.xdist_worker:
                     problem += "; each xdist worker needs a port of its own: use 0"
                 problem += ")"
+            elif settings.port != 0 and self.xdist_worker:
+                # port= of the factory or the marker: every worker starts
+                # the same sink, and only the first gets the port.
+                problem += (
+                    " (each xdist worker starts its own sinks, and another may "
+                    "hold this port: leave port= out for a free one)"
+                )
             # Outside the except block: the report shows one sentence, not
             # the SinkError "during handling of" another.
             pytest.fail(

@@ -490,6 +490,32 @@ def test_bad_size(smtpsink):
     result.stdout.no_fnmatch_line("*During handling*")
 
 
+def test_a_taken_factory_port_under_xdist_names_the_workers(
+    pytester: pytest.Pytester,
+) -> None:
+    # smtpsink_factory(port=N) under -n 2: "Address already in use" alone,
+    # where --smtpsink-port says that each worker starts its own sink.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        pytester.makepyfile(
+            f"""
+def test_port(smtpsink_factory):
+    smtpsink_factory(port={port})
+"""
+        )
+        result = pytester.runpytest("-n", "1")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            f"*could not start a sink: cannot listen on 127.0.0.1:{port}: * (each "
+            "xdist worker starts its own sinks, and another may hold this port: "
+            "leave port= out for a free one)"
+        ]
+    )
+
+
 def test_a_taken_port_fails_the_test_with_one_sentence(
     pytester: pytest.Pytester,
 ) -> None:
