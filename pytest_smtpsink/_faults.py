@@ -424,17 +424,19 @@ class Faults:
             if not gone:
                 return
             self._set(tuple(rule for rule in self.rules if not which(rule)))
-        hook = self._on_removed() if self._on_removed is not None else None
-        if hook is not None:
-            hook(gone)
+        self._release(gone)
 
     def release_held(self, which: Callable[[Fault], bool]) -> None:
         """Let the server close the connections that the rules for which
         ``which(rule)`` is true hold (a hang, a delay), keeping the rules."""
         held = tuple(rule for rule in self.rules if which(rule))
+        if held:
+            self._release(held)
+
+    def _release(self, rules: tuple[Fault, ...]) -> None:
         hook = self._on_removed() if self._on_removed is not None else None
-        if held and hook is not None:
-            hook(held)
+        if hook is not None:
+            hook(rules)
 
     def _set(self, rules: tuple[Fault, ...]) -> None:
         self.hidden = frozenset(name for rule in rules for name in rule.hidden)

@@ -564,8 +564,10 @@ def escape(value: object) -> str:
     return html.escape(str(value), quote=True).replace("\x00", "\ufffd")
 
 
-class _RemoteFinder(html.parser.HTMLParser):
-    """Remote addresses the mail's HTML would load (which the CSP blocks)."""
+class _AddressFinder(html.parser.HTMLParser):
+    """In one pass over the mail's HTML: the remote addresses it would load
+    (which the CSP blocks), ``found``, and its links (``<a href>``, ``<area
+    href>``), ``links``."""
 
     _URL_ATTRIBUTES = frozenset({"src", "background", "poster", "srcset", "data"})
     # The blanks after a quote only after one: "\s*['"]?\s*" tried every
@@ -575,6 +577,7 @@ class _RemoteFinder(html.parser.HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.found: list[str] = []
+        self.links: list[str] = []
         self._in_style = False
 
     @staticmethod
@@ -599,6 +602,11 @@ class _RemoteFinder(html.parser.HTMLParser):
             href = dict(attrs).get("href") or ""
             if self._remote(href):
                 self.found.append(href.strip())
+        elif tag in ("a", "area"):
+            # The first of a name, as browsers take it (dict() keeps the last).
+            link = next((value for name, value in attrs if name == "href"), None)
+            if link and link.strip():
+                self.links.append(link.strip())
         self._in_style = tag == "style"
 
     def handle_endtag(self, tag: str) -> None:
@@ -607,30 +615,6 @@ class _RemoteFinder(html.parser.HTMLParser):
     def handle_data(self, data: str) -> None:
         if self._in_style:
             self.found.extend(self._CSS_URL.findall(data))
-
-
-class _LinkFinder(html.parser.HTMLParser):
-    """The addresses of the mail's links (``<a href>``, ``<area href>``)."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.found: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("a", "area"):
-            # The first of a name, as browsers take it (dict() keeps the last).
-            href = next((value for name, value in attrs if name == "href"), None)
-            if href and href.strip():
-                self.found.append(href.strip())
-
-
-def mail_links(markup: str) -> list[str]:
-    """The links of the HTML part, in order, each once."""
-    finder = _LinkFinder()
-    with contextlib.suppress(Exception):  # as in remote_resources
-        finder.feed(without_unclosed_tags(markup))
-        finder.close()
-    return list(dict.fromkeys(finder.found))
 
 
 def _openable(url: str) -> bool:
@@ -649,11 +633,10 @@ def _openable(url: str) -> bool:
     )
 
 
-def _links_list(markup: str, whole: bool = True) -> str:
-    """Under a mail's frame: its links, web addresses as links that open
-    in a new tab outside the frame (the frame itself opens none).
-    ``whole``: False when ``markup`` is the first part of a longer one."""
-    links = mail_links(markup)
+def _links_list(links: Sequence[str], whole: bool = True) -> str:
+    """Under a mail's frame: its ``links``, web addresses as links that
+    open in a new tab outside the frame (the frame itself opens none).
+    ``whole``: False when they are those of the first part of a longer one."""
     if not links:
         return ""
     items = "".join(
@@ -682,15 +665,21 @@ def _links_list(markup: str, whole: bool = True) -> str:
 _LISTED_LINKS = 100
 
 
-def remote_resources(markup: str) -> list[str]:
-    """Remote images, styles and media the HTML part refers to, in order."""
-    finder = _RemoteFinder()
+def _addresses(markup: str) -> tuple[list[str], list[str]]:
+    """The remote resources and the links of an HTML part, in order, each
+    once: one parse for both (a part may be 512 Ki characters)."""
+    finder = _AddressFinder()
     # html.parser is lenient, but this is hostile input: a note is not worth
     # losing the page over.
     with contextlib.suppress(Exception):
         finder.feed(without_unclosed_tags(markup))
         finder.close()
-    return list(dict.fromkeys(finder.found))
+    return list(dict.fromkeys(finder.found)), list(dict.fromkeys(finder.links))
+
+
+def remote_resources(markup: str) -> list[str]:
+    """Remote images, styles and media the HTML part refers to, in order."""
+    return _addresses(markup)[0]
 
 
 #: The start of a <link> tag as a browser's tokenizer reads it: "<", the
@@ -772,7 +761,7 @@ def mail_frame(
         # target counts: the mail's own come after.
         '<base target="_blank">' + inert_links(shown)
     )
-    blocked = remote_resources(markup)
+    blocked, links = _addresses(markup)
     note = ""
     if blocked:
         shown = ", ".join(escape(url) for url in blocked[:_LISTED_REMOTE])
@@ -789,7 +778,7 @@ def mail_frame(
         f'{note}<iframe class="mail" sandbox="" referrerpolicy="no-referrer" '
         'style="width:100%;height:24rem;border:1px solid #bbb;background:#fff" '
         f'title="{escape(title)}" srcdoc="{escape(document)}"></iframe>{cut}'
-        + _links_list(markup, whole=not cut)
+        + _links_list(links, whole=not cut)
     )
 
 
