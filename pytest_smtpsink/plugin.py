@@ -1461,35 +1461,29 @@ class _NotRelayedSummary:
                 terminalreporter.write_line(f"  ... and {len(lines) - self.SHOWN} more")
 
 
-def _which_run(report: pytest.TestReport, name: str | None = None) -> str:
+#: A run of a test in a summary: its name and which run it is (1 unless a
+#: plugin ran it again), kept apart until shown, so that it sorts by number.
+_Run = tuple[str, int]
+
+
+def _run_of(report: pytest.TestReport, name: str | None = None) -> _Run:
     """``name`` (the report's test id by default), and which run of the test
     the report is when a plugin ran it again (pytest-rerunfailures counts
     the earlier runs on each report): each run's line of a summary is its
     own, where the last run's replaced the others' without saying so."""
     earlier = getattr(report, "rerun", 0)
-    name = report.nodeid if name is None else name
-    if isinstance(earlier, int) and earlier > 0:
-        return f"{name}{_ATTEMPT}{earlier + 1})"
-    return name
+    attempt = earlier + 1 if isinstance(earlier, int) and earlier > 0 else 1
+    return (report.nodeid if name is None else name, attempt)
 
 
-_ATTEMPT = " (attempt "
-
-
-def _in_run_order(run: str) -> tuple[str, int]:
-    """A sort key for `_which_run` names: a test's runs by number, so that
-    "(attempt 10)" comes after "(attempt 2)"."""
-    test, attempt, number = run.rpartition(_ATTEMPT)
-    if attempt and number.endswith(")") and number[:-1].isdecimal():
-        return test, int(number[:-1])
-    return run, 1
-
-
-def _first_runs_named(names: Collection[str]) -> dict[str, str]:
-    """`_which_run` names as a summary shows them: a first run is "(attempt
-    1)" where a later run of its test is listed too (it is not the total)."""
-    rerun = {name.rpartition(_ATTEMPT)[0] for name in names if _ATTEMPT in name}
-    return {name: f"{name}{_ATTEMPT}1)" if name in rerun else name for name in names}
+def _run_labels(runs: Collection[_Run]) -> dict[_Run, str]:
+    """How a summary names each run: "(attempt N)" after the test's name
+    when it ran more than once, the first run too (it is not the total)."""
+    rerun = {name for name, attempt in runs if attempt > 1}
+    return {
+        (name, attempt): f"{name} (attempt {attempt})" if name in rerun else name
+        for name, attempt in runs
+    }
 
 
 class _NotSavedSummary:
@@ -1497,28 +1491,26 @@ class _NotSavedSummary:
     listed at the end of the run: the CI artifact would be missing them."""
 
     def __init__(self) -> None:
-        self.found: dict[str, str] = {}
+        self.found: dict[_Run, str] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # On any of a run's reports (see _say_on_run_reports).
         reason = getattr(report, _NOT_SAVED_ATTRIBUTE, None)
         if reason:
-            self.found[_which_run(report)] = str(reason)
+            self.found[_run_of(report)] = str(reason)
 
     def pytest_terminal_summary(
         self, terminalreporter: pytest.TerminalReporter
     ) -> None:
         if not self.found:
             return
-        tests = {run.partition(_ATTEMPT)[0] for run in self.found}
+        tests = {name for name, _ in self.found}
         terminalreporter.write_sep(
             "=", f"smtpsink: mail of {plural(len(tests), 'test')} not saved", red=True
         )
-        shown = _first_runs_named(self.found)
-        for run, reason in sorted(
-            self.found.items(), key=lambda i: _in_run_order(i[0])
-        ):
-            terminalreporter.write_line(f"{shown[run]}: {reason}")
+        labels = _run_labels(self.found)
+        for run, reason in sorted(self.found.items()):
+            terminalreporter.write_line(f"{labels[run]}: {reason}")
 
 
 class _PerTestSummary:
@@ -1529,7 +1521,7 @@ class _PerTestSummary:
         self.verbose = verbose
         #: Under ``--dist each`` every worker runs every test: counted apart.
         self.each = each
-        self.counts: dict[str, tuple[int, int]] = {}
+        self.counts: dict[_Run, tuple[int, int]] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         counts = getattr(report, _COUNTS_ATTRIBUTE, None)
@@ -1539,7 +1531,7 @@ class _PerTestSummary:
             worker = getattr(getattr(report, "node", None), "gateway", None)
             if self.each and worker is not None:
                 name += f" [{getattr(worker, 'id', '?')}]"
-            self.counts[_which_run(report, name)] = (messages, sessions)
+            self.counts[_run_of(report, name)] = (messages, sessions)
 
     def pytest_terminal_summary(
         self, terminalreporter: pytest.TerminalReporter
@@ -1550,12 +1542,10 @@ class _PerTestSummary:
         # section read as one more part of the last passed test's report.
         terminalreporter.write_sep("=", "smtpsink: mail captured per test")
         # Sorted: under xdist, reports arrive in whatever order workers finish.
-        names = _first_runs_named(self.counts)
+        labels = _run_labels(self.counts)
         shown = [
-            (names[run], messages, sessions)
-            for run, (messages, sessions) in sorted(
-                self.counts.items(), key=lambda item: _in_run_order(item[0])
-            )
+            (labels[run], messages, sessions)
+            for run, (messages, sessions) in sorted(self.counts.items())
             if messages or sessions or self.verbose
         ]
         for nodeid, messages, sessions in shown:

@@ -1133,12 +1133,13 @@ def test_the_marker_help_names_every_setting(pytester: pytest.Pytester) -> None:
 
 
 def test_runs_are_listed_by_number() -> None:
-    from pytest_smtpsink.plugin import _in_run_order
+    from pytest_smtpsink.plugin import _run_labels
 
-    runs = ["t (attempt 10)", "t (attempt 2)", "t", "s (attempt 3)", "t [gw0]"]
-    assert sorted(runs, key=_in_run_order) == [
+    runs = [("t", 10), ("t", 2), ("t", 1), ("s", 3), ("t [gw0]", 1)]
+    labels = _run_labels(runs)
+    assert [labels[run] for run in sorted(runs)] == [
         "s (attempt 3)",
-        "t",
+        "t (attempt 1)",
         "t (attempt 2)",
         "t (attempt 10)",
         "t [gw0]",
