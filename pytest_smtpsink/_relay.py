@@ -180,12 +180,15 @@ def _brackets_out_of_place(url: str) -> str:
     for end in "/?#":
         authority = authority.partition(end)[0]
     userinfo = authority.rpartition("@")[0]
-    if "[" in userinfo or "]" in userinfo:
-        return (
-            "the URL has a '[' or ']' in its user name or password: there they "
-            "must be percent-encoded (%5B, %5D)"
-        )
-    return _NOT_IN_BRACKETS
+    return (
+        _BRACKET_IN_USERINFO if "[" in userinfo or "]" in userinfo else _NOT_IN_BRACKETS
+    )
+
+
+_BRACKET_IN_USERINFO = (
+    "the URL has a '[' or ']' in its user name or password: there they must "
+    "be percent-encoded (%5B, %5D)"
+)
 
 
 def _bracketed_ipv6(host_port: str) -> bool:
@@ -236,7 +239,7 @@ def parse_upstream(url: str) -> Upstream:
     host_port = parts.netloc.rpartition("@")[2]
     userinfo = parts.netloc.rpartition("@")[0]
     if "[" in userinfo or "]" in userinfo:
-        raise ValueError(_brackets_out_of_place(url))
+        raise ValueError(_BRACKET_IN_USERINFO)
     if ("[" in host_port or "]" in host_port) and not _bracketed_ipv6(host_port):
         # urllib read "[::1]x:25" as ::1 port 25, and "[name]" as a host
         # name before 3.11.
