@@ -1070,6 +1070,7 @@ class Mailbox(FaultControls):
         came (an in-memory test backend, the wrong port) from one that came
         and failed before its message was stored (STARTTLS it wanted, AUTH,
         a refused recipient), and the two are fixed in different places."""
+        self._let_new_sessions_settle()
         carried = self._carried_sessions()
         # A connection kept from before that only said goodbye (QUIT) in
         # this test did not try to send in it: listed as "sent commands but
@@ -1150,6 +1151,31 @@ class Mailbox(FaultControls):
                 "coroutine)"
             )
         return lines
+
+    def _let_new_sessions_settle(self) -> None:
+        """Wait a moment (at most `_SETTLE` seconds) for SMTP sessions of
+        this scope that have not said a word yet, when no message arrived.
+
+        A client that speaks TLS on the plain port sends its ClientHello as
+        it connects and gives up on reading the greeting; the check that
+        fails next in the test may run before the sink's thread has read
+        that ClientHello, and the hint then shows an open session that said
+        nothing, not what the sink makes of it a moment later (what to do
+        about it). Failure paths only; never in a coroutine, whose loop may
+        be the client's."""
+        if self.messages or _in_a_coroutine() is not None:
+            return
+
+        def silent() -> bool:
+            return any(
+                s.protocol == "SMTP"
+                and s.end is None
+                and not any(e.kind != "greeting" for e in s._transcript)
+                for s in self._store.sessions_since(self._cursor)
+            )
+
+        if silent():
+            self._store.wait(lambda: not silent(), _SETTLE)
 
     def _only_closed_since(self, session: Session) -> bool:
         """Whether ``session`` sent nothing but clean-up commands (QUIT,
@@ -1510,6 +1536,10 @@ def _check_wait_count(count: object, waiting: str) -> None:
 
 
 _LISTED = 20
+
+#: Seconds a failure report waits for a session that has said nothing yet
+#: (`Mailbox._let_new_sessions_settle`).
+_SETTLE = 0.5
 
 
 def _check_envelope_address(address: object, argument: str) -> None:

@@ -73,6 +73,16 @@ _IMPLICIT_HINT = (
     "poplib.POP3_SSL, imaplib.IMAP4_SSL)"
 )
 
+#: Added when a client closed the connection during a handshake: Python's
+#: ssl module sends an alert that names a certificate it rejects (see
+#: _REJECTED_CERTIFICATE), but asyncio's TLS layer (aiosmtplib, aioimaplib)
+#: closes without one, so the sink sees only the connection go.
+_SILENT_REJECTION = (
+    " (a client that rejects the sink's certificate may close without saying "
+    f"why, as asyncio clients such as aiosmtplib do: does it trust the sink's CA? "
+    f"{TRUST_HINT})"
+)
+
 
 #: The words of the API in a session's `Session.tls_error`, as the smtpsink
 #: command says them to its user, who has no ssl_context() or tls= to give:
@@ -178,7 +188,9 @@ def describe_handshake_failure(
         )
     if error is None or isinstance(error, (ConnectionError, EOFError)):
         return "the client closed the connection during the handshake" + (
-            _IMPLICIT_HINT if implicit else ""
+            _IMPLICIT_HINT + " or" + _SILENT_REJECTION
+            if implicit
+            else _SILENT_REJECTION
         )
     return f"{type(error).__name__}: {error}"
 

@@ -1985,6 +1985,45 @@ def test_a_tls_client_on_a_plain_sink_is_named_so(smtpsink: Mailbox) -> None:
     assert "\\x16" not in str(caught.value)
 
 
+def test_a_failed_check_lets_a_session_that_said_nothing_yet_settle(
+    smtpsink: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # smtplib.SMTP_SSL fails on the greeting at once, and the test's check
+    # could run before the sink's thread read its ClientHello: the hint then
+    # showed an open session that had said nothing, not what to do. The
+    # ClientHello here goes out only once the check waits for the session.
+    from pytest_smtpsink._store import Store
+
+    waiting = threading.Event()
+    wait = Store.wait
+
+    def noted_wait(store: Store, *args: Any, **kwargs: Any) -> bool:
+        waiting.set()
+        return wait(store, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "wait", noted_wait)
+    client = socket.create_connection((smtpsink.host, smtpsink.port), timeout=10)
+    replies = client.makefile("rb")
+    assert replies.readline().startswith(b"220 ")
+    smtpsink.wait_until(lambda: smtpsink.sessions)
+    waiting.clear()
+
+    def hello_then_leave() -> None:
+        waiting.wait(10)
+        client.sendall(b"\x16\x03\x01\x00\x2f\x01" + bytes(47))
+        replies.close()
+        client.close()
+
+    thread = threading.Thread(target=hello_then_leave)
+    thread.start()
+    try:
+        with pytest.raises(AssertionError) as caught:
+            smtpsink.assert_sent()
+    finally:
+        thread.join()
+    assert " end=tls-on-plain-port (the client started TLS" in str(caught.value)
+
+
 def test_a_tls_record_the_sink_read_as_lines_is_still_named(smtpsink: Mailbox) -> None:
     # The sink looks at a connection's first packet for a TLS handshake; one
     # that came apart (or, as here, one it does not take for TLS) is read as

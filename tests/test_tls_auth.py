@@ -323,6 +323,10 @@ def test_implicit_tls_client_leaving_during_the_handshake(
     assert session.tls_error.startswith(
         "the client closed the connection during the handshake"
     )
+    # Either a plain client that gave up waiting, or a TLS one that rejected
+    # the certificate without an alert: both named.
+    assert "a plain client on an implicit-TLS port" in session.tls_error
+    assert "or (a client that rejects the sink's certificate" in session.tls_error
 
 
 def test_a_plain_smtp_client_on_an_implicit_tls_port_gets_a_hint(
@@ -543,6 +547,36 @@ def test_auth_any_still_needs_a_password(smtpsink_factory: Factory) -> None:
     ]
     assert session.auth_attempts[2].mechanism == "CRAM-MD5"
     assert session.authenticated_as is None
+
+
+def test_aiosmtplib_without_the_ca_gets_the_trust_hint(
+    smtpsink_factory: Factory,
+) -> None:
+    # asyncio's TLS layer rejects the certificate and closes without an alert
+    # (smtplib's says UNKNOWN_CA): the sink sees the connection go, and the
+    # hint names the likeliest cause all the same.
+    sink = smtpsink_factory(tls="starttls")
+
+    async def main() -> None:
+        client = aiosmtplib.SMTP(hostname=sink.host, port=sink.port, start_tls=True)
+        with pytest.raises(ssl.SSLCertVerificationError):
+            async with client:
+                pass
+
+    run_client(main())
+    session = _failed_handshake(sink)
+    assert session.end == "tls-failed"
+    assert session.tls_error == (
+        "the client closed the connection during the handshake (a client that "
+        "rejects the sink's certificate may close without saying why, as asyncio "
+        "clients such as aiosmtplib do: does it trust the sink's CA? see "
+        "ssl_context() and ca_path)"
+    )
+    with pytest.raises(AssertionError) as failure:
+        sink.assert_sent()
+    assert "does it trust the sink's CA? see ssl_context() and ca_path" in str(
+        failure.value
+    )
 
 
 def test_aiosmtplib_use_tls(smtpsink_factory: Factory) -> None:
