@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 from . import _match
 from ._fault_api import FaultControls
 from ._match import Criteria
-from ._message import Message, summary_or_raw
+from ._message import Message, message_label, summary_or_raw
 from ._messages import Elsewhere, Messages, arrived_elsewhere, failure_report
 from ._session import Exchange, Session
 from ._settings import DEFAULT_TIMEOUT, check_seconds
@@ -708,9 +708,32 @@ class Mailbox(FaultControls):
             extra = f" within {watched:g} s" if watched else ""
             raise AssertionError(
                 failure_report(
-                    f"no message{extra}", {}, everything, everything, scope=self._scope
+                    f"no message{extra}",
+                    {},
+                    everything,
+                    everything,
+                    scope=self._scope,
+                    notes=self._earlier_connections_hint(everything),
                 )
             )
+
+    def _earlier_connections_hint(self, messages: Sequence[Message]) -> list[str]:
+        """For mail that arrived in this test over a connection opened before
+        it: a sender that outlived its test (a thread, a task) or a pooled
+        connection. Listed as this test's mail alone, it looked like the code
+        under test had sent it."""
+        earlier = {id(s) for s in self._store.sessions_before(self._cursor)}
+        carried = [m for m in messages if id(m.session) in earlier]
+        if not carried:
+            return []
+        labels = ", ".join(message_label(m) for m in carried[:_LISTED])
+        more = f" and {len(carried) - _LISTED} more" if len(carried) > _LISTED else ""
+        since = "this mailbox was made" if self._scope == "in this test" else "clear()"
+        return [
+            f"Hint: {labels}{more} came over a connection opened before {since}: "
+            "a sender still running from an earlier test (a thread, a task), a "
+            "pooled connection, or a fixture's."
+        ]
 
     def assert_clean(
         self, severity: Severity = "error", ignore: Iterable[str] = ()

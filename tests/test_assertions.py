@@ -707,6 +707,65 @@ def test_a_session_still_open_when_the_check_fails_suggests_waiting(
     )
 
 
+def test_mail_over_a_connection_opened_before_clear_is_said_to(
+    smtpsink: Mailbox,
+) -> None:
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.ehlo("app.example")
+        smtpsink.clear()
+        client.sendmail(
+            "app@example.com", ["ann@example.com"], b"Subject: late\r\n\r\n"
+        )
+    with pytest.raises(AssertionError) as failed:
+        smtpsink.assert_nothing_sent()
+    assert str(failed.value).splitlines()[-1] == (
+        f"Hint: #{smtpsink.messages[0].number} came over a connection opened before "
+        "clear(): a sender still running from an earlier test (a thread, a task), "
+        "a pooled connection, or a fixture's."
+    )
+
+
+def test_mail_from_a_sender_that_outlived_its_test_is_said_to(
+    pytester: pytest.Pytester,
+) -> None:
+    # Test one's connection delivers in test two: listed alone, the message
+    # looked like test two's code had sent it.
+    pytester.makepyfile(
+        """
+import smtplib
+
+KEPT = []
+
+def test_one(smtpsink):
+    client = smtplib.SMTP(smtpsink.host, smtpsink.port)
+    client.ehlo("app.example")
+    KEPT.append(client)
+
+def test_two(smtpsink):
+    with KEPT.pop() as client:
+        client.sendmail("app@example.com", ["ann@example.com"], b"Subject: late\\r\\n\\r\\n")
+    smtpsink.assert_nothing_sent()
+
+def test_three(smtpsink):
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("app@example.com", ["ann@example.com"], b"Subject: own\\r\\n\\r\\n")
+    smtpsink.assert_nothing_sent()
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "E       AssertionError: expected no message; found 1.",
+            "E       Messages that arrived in this test (1):",
+            "E         #* app@example.com -> ann@example.com | To: - | Subject: 'late' | * bytes",
+            "E       Hint: #* came over a connection opened before this mailbox was made: a sender still running from an earlier test (a thread, a task), a pooled connection, or a fixture's.",
+        ]
+    )
+    # A connection of the test's own: no such hint.
+    assert result.stdout.str().count("came over a connection opened before") == 1
+
+
 def test_queries(mixed: Mailbox) -> None:
     messages = mixed.messages
     assert len(messages) == 3
