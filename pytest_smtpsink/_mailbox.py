@@ -1145,6 +1145,7 @@ class Mailbox(FaultControls):
                 "test setting may also keep mail in memory (Django's test "
                 "runner and pytest-django, Flask-Mailman and Flask-Mail with "
                 "TESTING=True): see the Recipes page of the docs.",
+                *_django_outbox_hint(),
                 *answered,
                 *self._closing_lines(closing),
             ]
@@ -1352,6 +1353,27 @@ def _session_line(session: Session) -> str:
 #: Commands a client sends after giving up on a message: their refusal is
 #: not why it gave up.
 _CLEAN_UP = frozenset({"RSET", "QUIT", "NOOP"})
+
+
+def _django_outbox_hint() -> list[str]:
+    """When Django's in-memory test backend holds mail: the likeliest reason
+    none reached the sink, said for sure. Django's test runner and
+    pytest-django switch EMAIL_BACKEND to it and empty ``mail.outbox`` for
+    each test; the module is looked up, never imported."""
+    mail = sys.modules.get("django.core.mail")
+    outbox = getattr(mail, "outbox", None)
+    if not isinstance(outbox, list) or not outbox:
+        return []
+    subjects = ", ".join(
+        repr(shorten(printable(str(getattr(m, "subject", ""))), 60)) for m in outbox[:3]
+    ) + (", ..." if len(outbox) > 3 else "")
+    return [
+        f"Hint: Django's mail.outbox holds {plural(len(outbox), 'message')} "
+        f"({subjects}): its in-memory (locmem) backend took the mail, as "
+        "Django's test runner and pytest-django set it. Override the backend "
+        "with the SMTP one and this host and port for the test (EMAIL_BACKEND, "
+        "or MAILERS from Django 6.1): see the Recipes page."
+    ]
 
 
 def _listed_summaries(messages: Sequence[Message]) -> list[str]:

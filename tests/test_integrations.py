@@ -115,6 +115,32 @@ def test_django_implicit_tls(smtpsink: Mailbox, django_mail: Any) -> None:
     assert tls.implicit
 
 
+def test_djangos_in_memory_outbox_is_named_in_the_hint(
+    smtpsink: Mailbox, django_mail: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What Django's test runner and pytest-django do to every test: the
+    # locmem backend, whose mail.outbox fills up while the sink hears
+    # nothing. The generic hint only listed it among possible causes.
+    locmem = pytest.importorskip("django.core.mail.backends.locmem")
+    monkeypatch.setattr(django_mail, "outbox", [], raising=False)
+    django_mail.EmailMessage(
+        "Reset your password",
+        "body",
+        "app@example.com",
+        ["ann@example.com"],
+        connection=locmem.EmailBackend(),
+    ).send()
+    with pytest.raises(AssertionError) as failed:
+        smtpsink.assert_sent(to="ann@example.com")
+    assert str(failed.value).splitlines()[3] == (
+        "Hint: Django's mail.outbox holds 1 message ('Reset your password'): its "
+        "in-memory (locmem) backend took the mail, as Django's test runner and "
+        "pytest-django set it. Override the backend with the SMTP one and this "
+        "host and port for the test (EMAIL_BACKEND, or MAILERS from Django 6.1): "
+        "see the Recipes page."
+    )
+
+
 def test_django_reuses_one_connection(smtpsink: Mailbox, django_mail: Any) -> None:
     sent = django_mail.send_mass_mail(
         [
