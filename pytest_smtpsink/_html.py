@@ -794,11 +794,40 @@ def _size(size: int) -> str:
     return f"{size} bytes"
 
 
+#: A summary line's header fields (`Message.summary`): the To header and the
+#: subject, a Python literal whose quotes and backslashes are escaped inside
+#: it, followed by the size. Greedy before " | Subject": a display name that
+#: reads like one is then part of To.
+_SUMMARY_FIELDS = re.compile(
+    r"""(?P<head>.* \| To: )(?P<to>.*)(?P<mid> \| Subject: )"""
+    r"""(?P<subject>None|'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
+    r"""(?P<tail> \| [0-9]+ bytes.*)""",
+    re.DOTALL,
+)
+
+
+def summary_html(summary: str) -> str:
+    """A summary line in HTML, the To header and the subject each isolated
+    (``<bdi>``): a right-to-left subject otherwise pulled the closing quote,
+    the "|" and the size into its run, scrambling the line. A line of
+    another shape is escaped as it is."""
+    # Bounded: a summary is a few hundred characters; the regular
+    # expression backtracks over a long line of another shape.
+    fields = _SUMMARY_FIELDS.fullmatch(summary) if len(summary) <= 4000 else None
+    if fields is None:
+        return escape(summary)
+    return (
+        f"{escape(fields['head'])}<bdi>{escape(fields['to'])}</bdi>"
+        f"{escape(fields['mid'])}<bdi>{escape(fields['subject'])}</bdi>"
+        f"{escape(fields['tail'])}"
+    )
+
+
 def render_message(record: MessageRecord, *, open_: bool = False) -> str:
     """One message: summary, headers, HTML, text, attachments, raw, defects."""
     parts = [
         f'<details class="message"{" open" if open_ else ""}>'
-        f"<summary>{escape(record['summary'])}</summary>",
+        f"<summary>{summary_html(record['summary'])}</summary>",
         '<dl class="envelope">'
         f"<dt>Envelope from</dt><dd>{escape(record['mail_from'] or '<>')}</dd>"
         f"<dt>Envelope to</dt><dd>{escape(', '.join(record['rcpt_to']))}</dd>"

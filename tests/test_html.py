@@ -162,6 +162,33 @@ def test_bidi_and_control_characters_are_shown_escaped(smtpsink: Mailbox) -> Non
 
 
 @pytest.mark.parametrize(
+    ("summary", "shown"),
+    [
+        (
+            "#4 09:00:00.000 a@b.example -> c@d.example | To: c@d.example "
+            "| Subject: 'Gr\u00fc\u00dfe \u05e2\u05d1\u05e8\u05d9\u05ea' | 795 bytes",
+            "#4 09:00:00.000 a@b.example -&gt; c@d.example | To: <bdi>c@d.example"
+            "</bdi> | Subject: <bdi>&#x27;Gr\u00fc\u00dfe \u05e2\u05d1\u05e8\u05d9"
+            "\u05ea&#x27;</bdi> | 795 bytes",
+        ),
+        (
+            # A subject that reads like the end of a summary stays inside.
+            "#5 09:00:00.000 <> -> c@d.example | To: - | Subject: \"it's' | 3 "
+            'bytes" | 12 bytes | relayed',
+            "#5 09:00:00.000 &lt;&gt; -&gt; c@d.example | To: <bdi>-</bdi> | "
+            "Subject: <bdi>&quot;it&#x27;s&#x27; | 3 bytes&quot;</bdi> | 12 bytes | "
+            "relayed",
+        ),
+        ("#6 (the raw bytes) <b>", "#6 (the raw bytes) &lt;b&gt;"),
+    ],
+)
+def test_summary_fields_are_isolated_in_the_page(summary: str, shown: str) -> None:
+    # A right-to-left subject pulled the quote, the "|" and the size into
+    # its run: "... 795 | '<Hebrew> bytes".
+    assert _html.summary_html(summary) == shown
+
+
+@pytest.mark.parametrize(
     "hint",
     [
         '<link rel="dns-prefetch" href="//tracker.example">',

@@ -349,6 +349,38 @@ def test_long_names_wrap_inside_the_page(
     assert (page, wider) == (width, [])
 
 
+def test_a_right_to_left_subject_keeps_the_summary_in_order(
+    driver: WebDriver, smtpsink: Mailbox, tmp_path: Path
+) -> None:
+    # Without isolation the size went left of the Hebrew: "795 | '<Hebrew> bytes".
+    import smtplib
+
+    from conftest import make_message
+    from selenium.webdriver.common.by import By
+
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.send_message(
+            make_message(subject="Gr\u00fc\u00dfe \u05e2\u05d1\u05e8\u05d9\u05ea")
+        )
+    size = smtpsink.wait_for().size
+    driver.get(save_index(smtpsink, tmp_path / "mail").as_uri())
+    summary = driver.find_element(By.CSS_SELECTOR, "details.message > summary")
+    hebrew, size_shown = driver.execute_script(
+        "const where = (needle) => {"
+        " const walker = document.createTreeWalker(arguments[0], NodeFilter.SHOW_TEXT);"
+        " for (let node; (node = walker.nextNode());) {"
+        "  const at = node.data.indexOf(needle);"
+        "  if (at >= 0) { const range = document.createRange();"
+        "   range.setStart(node, at); range.setEnd(node, at + needle.length);"
+        "   const box = range.getBoundingClientRect(); return [box.left, box.right]; } }"
+        " return null; };"
+        "return [where('\u05e2\u05d1\u05e8\u05d9\u05ea'), where(arguments[1])]",
+        summary,
+        f"| {size} bytes",
+    )
+    assert size_shown[0] > hebrew[1], (hebrew, size_shown)
+
+
 #: Attachments a browser would open as a page, each trying to run a script.
 ACTIVE_ATTACHMENTS = {
     "invoice.html": b"<script>document.title = 'ran'</script>",
