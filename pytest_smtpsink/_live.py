@@ -41,6 +41,7 @@ whereas releasing an older wait would fail a test that did nothing wrong.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import http
@@ -303,10 +304,28 @@ async function refresh() {
 }
 
 async function show(id) {
+  const opening = id !== current;
   current = id;
   const mine = ++shows;
-  const response = await ask("/fragments/messages/" + encodeURIComponent(id));
-  const text = await response.text();
+  for (const link of list.querySelectorAll("a[data-id]")) {
+    link.classList.toggle("current", link.dataset.id === current);
+  }
+  // A big message takes seconds to render: the click is answered at once,
+  // where the previous message stayed with no sign of anything happening.
+  // Not at once: a small one comes in a few milliseconds and would flicker.
+  const loading = opening ? setTimeout(() => {
+    if (mine === shows) {
+      view.innerHTML = "<p class=note></p>";
+      view.firstChild.textContent = `Opening message #${id}...`;
+    }
+  }, 150) : null;
+  let text;
+  try {
+    const response = await ask("/fragments/messages/" + encodeURIComponent(id));
+    text = await response.text();
+  } finally {
+    clearTimeout(loading);
+  }
   // A message clicked (or a delete) after this one asked: its answer may
   // come first, and this older one must not replace it.
   if (mine !== shows) return;
@@ -489,6 +508,51 @@ def message_fragment(message: Message, session_number: int | None = None) -> str
         + _html.render_message(linked_record(message), open_=True)
         + _html.render_session(_session_record(message.session), session_number)
     )
+
+
+class RenderedMessages:
+    """The last few message fragments rendered, for a message opened again.
+
+    Rendering a big message (its parts, lint, inline images) takes seconds:
+    4.7 s for a 36 MB one, measured; a page asks again on every click.
+    Only a fragment that can no longer change is kept: its relay outcome
+    settled and its session ended. Request threads share it."""
+
+    def __init__(self, size: int = 4) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._kept: collections.OrderedDict[int, tuple[Message, int | None, str]] = (
+            collections.OrderedDict()
+        )
+
+    def fragment(self, message: Message, session_number: int | None) -> str:
+        """`message_fragment`, from what was kept when it cannot differ."""
+        relay = message.relay
+        settled = (relay is None or relay.done) and message.session.end is not None
+        if settled:
+            with self._lock:
+                kept = self._kept.get(message.number)
+                # The same object: a sink started again numbers from 1.
+                if (
+                    kept is not None
+                    and kept[0] is message
+                    and kept[1] == session_number
+                ):
+                    self._kept.move_to_end(message.number)
+                    return kept[2]
+        text = message_fragment(message, session_number)
+        if settled:
+            with self._lock:
+                self._kept[message.number] = (message, session_number, text)
+                self._kept.move_to_end(message.number)
+                while len(self._kept) > self._size:
+                    self._kept.popitem(last=False)
+        return text
+
+    def clear(self) -> None:
+        """Forget them all ("Delete all": no message kept alive here)."""
+        with self._lock:
+            self._kept.clear()
 
 
 def live_page() -> str:
@@ -696,6 +760,7 @@ class LiveServer(http.server.ThreadingHTTPServer):
         max_waits: int = MAX_WAITS,
     ) -> None:
         self.inbox = Inbox()
+        self.rendered = RenderedMessages()
         #: Told to each page as its event stream opens: a page that hears
         #: another one after reconnecting met a sink started again, which
         #: numbers its mail from 1 (and closes the message it showed).
@@ -955,13 +1020,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             message = self._message(parts[2])
             if message is not None:
                 number = inbox.session_number(message.session)
-                self._send_html(message_fragment(message, number))
+                self._send_html(self.server.rendered.fragment(message, number))
         elif len(parts) == 2 and parts[0] == "messages":
             message = self._message(parts[1])
             if message is not None:
                 number = inbox.session_number(message.session)
                 self._send_html(
-                    _html.page("smtpsink", message_fragment(message, number))
+                    _html.page(
+                        "smtpsink", self.server.rendered.fragment(message, number)
+                    )
                 )
         elif parts == ["api", "messages"]:
             _, messages, _ = inbox.snapshot()
@@ -1004,6 +1071,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif urllib.parse.urlsplit(self.path).path.rstrip("/") == "/api/messages":
             on_delete = self.server.on_delete
             up_to = on_delete() if on_delete is not None else None
+            self.server.rendered.clear()
             self._send_json({"deleted": self.server.inbox.clear(up_to)})
         else:
             self._refuse(http.HTTPStatus.NOT_FOUND, "DELETE only /api/messages")

@@ -1068,3 +1068,29 @@ def test_a_wait_whose_client_left_frees_its_slot() -> None:
             assert refused.value.code == 408  # waited (no message), not 503
     finally:
         server.stop()
+
+
+def test_a_rendered_message_is_kept_only_once_it_cannot_change(
+    smtpsink: Mailbox,
+) -> None:
+    from pytest_smtpsink._live import RenderedMessages
+
+    rendered = RenderedMessages(size=1)
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("app@example.com", ["ann@example.com"], b"Subject: a\r\n\r\n")
+        open_session = smtpsink.wait_for()
+        # Its session still open: the transcript shown with it may grow.
+        assert rendered.fragment(open_session, 1) is not rendered.fragment(
+            open_session, 1
+        )
+        client.sendmail("app@example.com", ["ann@example.com"], b"Subject: b\r\n\r\n")
+    smtpsink.wait_until(lambda: smtpsink.sessions[0].end)
+    first, second = smtpsink.messages
+    kept = rendered.fragment(first, 1)
+    assert rendered.fragment(first, 1) is kept
+    assert rendered.fragment(first, 2) is not kept  # another session number
+    kept = rendered.fragment(second, 1)  # pushes the first out (size=1)
+    assert rendered.fragment(first, 1) is not kept
+    kept = rendered.fragment(first, 1)
+    rendered.clear()  # "Delete all"
+    assert rendered.fragment(first, 1) is not kept

@@ -476,6 +476,86 @@ def test_a_message_clicked_later_is_not_replaced_by_an_earlier_ones_answer(
         server.stop()
 
 
+def test_a_message_slow_to_render_is_said_to_be_opening_and_rendered_once(
+    driver: WebDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A 36 MB message took 7 s to show, the previous one staying there with
+    # no sign of the click, and as long again on every click.
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    from pytest_smtpsink import SMTPSink, _live
+
+    asked, answer = threading.Event(), threading.Event()
+    rendered: list[str] = []
+    fragment = _live.message_fragment
+
+    def slow(message: Any, number: int | None) -> str:
+        rendered.append(message.subject)
+        if message.subject == "Big":
+            asked.set()
+            answer.wait(TIMEOUT)
+        return fragment(message, number)
+
+    monkeypatch.setattr(_live, "message_fragment", slow)
+    server = _live.LiveServer("127.0.0.1", 0)
+    server.start()
+    try:
+        with SMTPSink() as sink:
+            follower = sink.follow()
+            with smtplib.SMTP(sink.host, sink.port) as client:
+                for subject in ("Small", "Big"):
+                    client.sendmail(
+                        "app@example.com",
+                        ["ann@example.com"],
+                        f"Subject: {subject}\r\n\r\n{subject} body.\r\n".encode(),
+                    )
+            sink.wait_until(lambda: all(s.end for s in sink.sessions))
+            messages, sessions = follower.take()
+            server.inbox.add(messages, sessions)
+            small, big = (str(m.number) for m in messages)
+            wait = WebDriverWait(driver, TIMEOUT)
+            driver.get(server.url)
+            wait.until(ready.text_to_be_present_in_element((By.ID, "list"), "Big"))
+
+            def open_message(number: str) -> None:
+                driver.find_element(
+                    By.CSS_SELECTOR, f'#list a[data-id="{number}"]'
+                ).click()
+
+            open_message(small)
+            wait.until(
+                ready.text_to_be_present_in_element((By.ID, "view"), "Small body.")
+            )
+            open_message(big)
+            assert asked.wait(TIMEOUT)
+            wait.until(
+                ready.text_to_be_present_in_element(
+                    (By.ID, "view"), f"Opening message #{big}..."
+                )
+            )
+            marked = driver.find_element(By.CSS_SELECTOR, "#list a.current")
+            assert marked.get_attribute("data-id") == big
+            answer.set()
+            wait.until(
+                ready.text_to_be_present_in_element((By.ID, "view"), "Big body.")
+            )
+            # Opened again: the page asks again, and the server has it.
+            open_message(small)
+            wait.until(
+                ready.text_to_be_present_in_element((By.ID, "view"), "Small body.")
+            )
+            open_message(big)
+            wait.until(
+                ready.text_to_be_present_in_element((By.ID, "view"), "Big body.")
+            )
+            assert rendered == ["Small", "Big"]
+    finally:
+        answer.set()
+        server.stop()
+
+
 #: Names a mail's resource hints point at, and one a page outside any mail
 #: does: the browser's net log must show the last and neither of the others.
 HINTED = (
