@@ -1074,6 +1074,48 @@ def test_bad_argument_in_a_subprocess_is_a_usage_error() -> None:
     assert "argument --port: must be a number from 0 to 65535" in result.stderr
 
 
+#: A Ctrl-C while the command imports its modules: the finder raises it
+#: where the import of the command's module would begin, as SIGINT does
+#: wherever the main thread is (at a time no test could pick).
+CTRL_C_WHILE_IMPORTING = """
+import sys
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "pytest_smtpsink._cli":
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+from pytest_smtpsink.__main__ import main
+sys.exit(main())
+"""
+
+
+def test_ctrl_c_while_starting_ends_the_command_without_a_traceback() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", CTRL_C_WHILE_IMPORTING, "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (
+        130,
+        "",
+        "smtpsink: interrupted\n",
+    )
+
+
+def test_the_command_is_the_entry_point_that_catches_it() -> None:
+    import importlib.metadata
+
+    (command,) = importlib.metadata.entry_points(
+        group="console_scripts", name="smtpsink"
+    )
+    assert command.value == "pytest_smtpsink.__main__:main"
+
+
 def test_relay_outcomes_are_printed(
     start: Callable[..., Sink], monkeypatch: pytest.MonkeyPatch
 ) -> None:
