@@ -80,6 +80,9 @@ class Mailbox(FaultControls):
     #: made in the test's body (getfixturevalue, smtpsink_factory()): the
     #: test's own, sent too early.
     _body_mail: tuple[Message, ...] = ()
+    #: The test this mailbox was made for, once it has ended (`end_of_test`):
+    #: reading it then is refused, as it would show later tests' mail.
+    _ended: str | None = None
 
     def __init__(self, sink: SMTPSink, store: Store, cursor: tuple[int, int]) -> None:
         self._sink = sink
@@ -91,6 +94,20 @@ class Mailbox(FaultControls):
 
     def _fault_registry(self) -> Faults:
         return self._sink._faults
+
+    def _check(self, for_waiting: bool = False) -> None:
+        """Before a read or a wait: refuse a mailbox whose test has ended,
+        then `SMTPSink.check_running`."""
+        __tracebackhide__ = True
+        if self._ended is not None:
+            raise RuntimeError(
+                f"this mailbox belongs to {self._ended}, which has ended: it would "
+                "show the mail of the tests that ran after it, as if it were that "
+                "test's. Use the smtpsink (or smtpsink_factory()) of the running "
+                "test; a mailbox kept in a global, a class attribute or a thread "
+                "that outlived its test is read after its end."
+            )
+        self._sink.check_running(for_waiting)
 
     # -- where to send ------------------------------------------------------------
 
@@ -343,7 +360,7 @@ class Mailbox(FaultControls):
         # "@" is a login name, as POP3 and IMAP take any ("CORP\\ann").
         written_as_address = "@" in address or address.strip().startswith("<")
         user = _recipient(address, "mailbox()") if written_as_address else address
-        self._sink.check_running()
+        self._check()
         return UserMailbox(
             self._store, user, functools.partial(self._mail_for_elsewhere, user)
         )
@@ -521,13 +538,13 @@ class Mailbox(FaultControls):
     @property
     def messages(self) -> Messages:
         """The messages that arrived in this view, oldest first (a snapshot)."""
-        self._sink.check_running()
+        self._check()
         return Messages(self._store.messages_since(self._cursor), scope=self._scope)
 
     @property
     def sessions(self) -> tuple[Session, ...]:
         """The SMTP connections opened in this view, oldest first."""
-        self._sink.check_running()
+        self._check()
         return self._store.sessions_since(self._cursor)
 
     def captured(self) -> tuple[Messages, tuple[Session, ...]]:
@@ -690,7 +707,7 @@ class Mailbox(FaultControls):
         within = _wait_seconds(within, "within")
         watching = bool(within) and not self._arrived()
         if watching:
-            self._sink.check_running(for_waiting=True)
+            self._check(for_waiting=True)
             await self._store.wait_async(
                 self._arrived, within, self._check_waiting, "assert_nothing_sent"
             )
@@ -893,7 +910,7 @@ class Mailbox(FaultControls):
         __tracebackhide__ = True
         _match.check_names(criteria)
         _check_wait_count(count, "wait_for_async")
-        self._sink.check_running(for_waiting=True)
+        self._check(for_waiting=True)
         limit = self._timeout(timeout)
 
         def enough() -> bool:
@@ -935,7 +952,7 @@ class Mailbox(FaultControls):
         __tracebackhide__ = True
         limit = self._timeout(timeout)
         check = _NotYet(condition)
-        self._sink.check_running(for_waiting=True)
+        self._check(for_waiting=True)
         if not await self._store.wait_async(
             check, limit, self._check_waiting, "wait_until"
         ):
@@ -993,7 +1010,7 @@ class Mailbox(FaultControls):
         return self._store.wait(predicate, timeout, self._check_waiting)
 
     def _check_waiting(self) -> None:
-        self._sink.check_running(for_waiting=True)
+        self._check(for_waiting=True)
 
     def _timeout_error(
         self,
@@ -1339,6 +1356,15 @@ def share_test(view: Mailbox, views: Sequence[Mailbox]) -> None:
     """Tell ``view`` the test's mailboxes (``views``, a list the plugin
     keeps adding to), so that its failures can point at another sink."""
     view._neighbours = views
+
+
+def end_of_test(view: Mailbox, nodeid: str) -> None:
+    """Refuse reads of ``view`` from now on: its test ``nodeid`` has ended,
+    and the plugin has read, reported and saved its mail. Kept (in a
+    global, a class attribute, a thread), it followed the sink on and listed
+    later tests' mail as its own: a check on it could pass on the wrong
+    test's mail."""
+    view._ended = nodeid
 
 
 def _session_line(session: Session) -> str:

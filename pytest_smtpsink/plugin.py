@@ -1328,6 +1328,12 @@ def pytest_runtest_makereport(
             # (as index.html's directory does); not user_properties, which
             # --junitxml writes into every test's record.
             setattr(report, _COUNTS_ATTRIBUTE, [messages, sessions])
+        # Read for the last time above: a mailbox kept past its test would
+        # list the next tests' mail as its own.
+        from . import _mailbox  # loaded with the sink
+
+        for view in opened:
+            _mailbox.end_of_test(view, item.nodeid)
     return report
 
 

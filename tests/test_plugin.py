@@ -2371,3 +2371,51 @@ def test_outer_of_a_broken_run(pytester, request):
     )
     result = pytester.runpytest_inprocess("-p", "no:xdist", "-p", "pytester")
     result.assert_outcomes(passed=2)
+
+
+def test_a_mailbox_read_after_its_test_ended_is_refused(
+    pytester: pytest.Pytester,
+) -> None:
+    # Kept in a global, test one's mailbox followed the sink on: in test two
+    # it listed test two's mail "in this test", and a check on it passed.
+    pytester.makepyfile(
+        """
+        import smtplib
+        import threading
+
+        import pytest
+
+        KEPT = []
+
+        def test_keeps(smtpsink, smtpsink_factory):
+            KEPT.extend([smtpsink, smtpsink_factory(hostname="other.test")])
+
+        @pytest.mark.parametrize("read", [
+            lambda s: s.assert_sent(subject="from the next test"),
+            lambda s: s.messages,
+            lambda s: s.sessions,
+            lambda s: s.wait_for(timeout=1),
+            lambda s: s.mailbox("ann@example.com"),
+        ])
+        def test_reads_it(smtpsink, read):
+            with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+                client.sendmail(
+                    "a@example.com", ["ann@example.com"],
+                    b"Subject: from the next test\\r\\n\\r\\n",
+                )
+            for kept in KEPT:
+                with pytest.raises(RuntimeError) as refused:
+                    read(kept)
+                assert str(refused.value) == (
+                    "this mailbox belongs to test_a_mailbox_read_after_its_test_ended"
+                    "_is_refused.py::test_keeps, which has ended: it would show the "
+                    "mail of the tests that ran after it, as if it were that test's. "
+                    "Use the smtpsink (or smtpsink_factory()) of the running test; a "
+                    "mailbox kept in a global, a class attribute or a thread that "
+                    "outlived its test is read after its end."
+                )
+            smtpsink.assert_sent(subject="from the next test")
+        """
+    )
+    result = pytester.runpytest("-p", "no:xdist", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=6)
