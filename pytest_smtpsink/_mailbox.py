@@ -347,7 +347,7 @@ class Mailbox(FaultControls):
         address and what `deliver` put in, as the application under test
         left it over POP3 or IMAP.
         """
-        from ._user_mailbox import UserMailbox, _recipient
+        from ._user_mailbox import _NOT_IN_AN_ADDRESS, UserMailbox, _recipient
 
         __tracebackhide__ = True
         if not isinstance(address, str):
@@ -357,8 +357,14 @@ class Mailbox(FaultControls):
         # An address is checked as deliver(to=) checks it: two addresses, or
         # text no server would take as one, named a mailbox no mail reaches,
         # and assert_not_in() on it passed whatever happened. A name without
-        # "@" is a login name, as POP3 and IMAP take any ("CORP\\ann").
-        written_as_address = "@" in address or address.strip().startswith("<")
+        # "@" is a login name, as POP3 and IMAP take any ("CORP\\ann"), but
+        # not text with blanks or control characters ("ann example.com"): a
+        # slip, more likely, and deliver(to=) refuses it too.
+        written_as_address = (
+            "@" in address
+            or address.strip().startswith("<")
+            or _NOT_IN_AN_ADDRESS.search(address.strip()) is not None
+        )
         user = _recipient(address, "mailbox()") if written_as_address else address
         self._check()
         return UserMailbox(

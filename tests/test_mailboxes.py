@@ -103,6 +103,9 @@ def test_recipient_delimiter_leaves_what_it_cannot_cut(smtpsink: Mailbox) -> Non
         ),
         ("ann@@example.com", "mailbox(): 'ann@@example.com' is not an address"),
         ("<>", "mailbox(): '<>' is not an address"),
+        # No "@", but blanks: a slip, not a login name (as deliver(to=) says).
+        ("ann example.com", "mailbox(): 'ann example.com' is not an address"),
+        ("not an address", "mailbox(): 'not an address' is not an address"),
     ],
 )
 def test_mailbox_takes_one_address(smtpsink: Mailbox, address: str, error: str) -> None:
