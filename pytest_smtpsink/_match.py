@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict, Union
 
@@ -404,7 +405,14 @@ def _check_attachments(message: Message, wanted: Any) -> bool:
         elif isinstance(wanted, bytes):
             ok = item.content == wanted
         elif isinstance(wanted, str):
-            ok = wanted in (item.filename, item.content_type)
+            ok = wanted in (item.filename, item.content_type) or (
+                # The name as the application wrote it: mail-parser gives
+                # it composed (NFC), and macOS file systems give names
+                # decomposed (NFD), "a" and a combining diaeresis for "ä".
+                item.filename is not None
+                and unicodedata.normalize("NFC", wanted)
+                == unicodedata.normalize("NFC", item.filename)
+            )
         else:
             ok = _ask(wanted, item, message, f"attachment={_show(wanted)}")
         if ok:
@@ -630,8 +638,42 @@ def hints(messages: tuple[Message, ...], criteria: Mapping[str, Any]) -> list[st
                     f"{_named(message)}'s subject {subject!r} differs from it "
                     "only in spaces, tabs or line breaks"
                 )
+            elif unicodedata.normalize("NFC", subject) == unicodedata.normalize(
+                "NFC", wanted
+            ):
+                # The two look the same when printed: ascii() shows how.
+                found.append(
+                    f"{_named(message)}'s subject differs from it only in how "
+                    "accented letters are written (Unicode normalization): "
+                    f"{subject!a} against {wanted!a}; compare "
+                    "unicodedata.normalize('NFC', ...) of each"
+                )
     found.extend(_body_hints(messages, criteria))
+    found.extend(_line_end_hints(messages, criteria))
     return found
+
+
+def _line_end_hints(
+    messages: tuple[Message, ...], criteria: Mapping[str, Any]
+) -> Iterable[str]:
+    """``attachment=`` bytes that a text attachment has with CRLF line ends:
+    text parts travel over SMTP with CRLF, so a file attached with LF ends
+    arrives with CRLF ones, and the bytes differ."""
+    wanted = criteria.get("attachment")
+    if not isinstance(wanted, bytes) or b"\n" not in wanted:
+        return
+    lf = wanted.replace(b"\r\n", b"\n")
+    for message in messages:
+        for item in message.attachments:
+            if item.content != wanted and item.content.replace(b"\r\n", b"\n") == lf:
+                yield (
+                    f"{_named(message)}'s attachment {item.filename!r} "
+                    f"({printable(item.content_type)}) has it with CRLF line "
+                    "ends, as text parts travel over SMTP: compare with "
+                    "wanted.replace(b'\\n', b'\\r\\n'), or the "
+                    "content with .replace(b'\\r\\n', b'\\n')"
+                )
+                break
 
 
 def _named(message: Message) -> str:

@@ -1768,6 +1768,48 @@ def test_text_written_otherwise_gets_a_hint(smtpsink: Mailbox, send: Send) -> No
     assert "Hint" not in report(body="Tom and Jerry")
 
 
+def test_text_written_otherwise_on_the_wire_gets_a_hint(smtpsink: Mailbox) -> None:
+    # A subject in NFD printed as the NFC one asked for ("wanted 'Café',
+    # got 'Café'"), and a CSV attached with LF ends arrived with CRLF ones
+    # ("wanted b'...', got [<Attachment ... 20 bytes>]"): no hint said why.
+    import unicodedata
+    from email.message import EmailMessage
+
+    message = EmailMessage()
+    message["From"] = "shop@example.com"
+    message["To"] = "ann@example.com"
+    message["Subject"] = unicodedata.normalize("NFD", "Café menu")
+    message.set_content("Today's menu.")
+    message.add_attachment("name,total\nann,10\n", subtype="csv", filename="export.csv")
+    message.add_attachment(
+        b"%PDF-1.4", maintype="application", subtype="pdf", filename="Ma\u0308rz.pdf"
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.send_message(message)
+    number = smtpsink.wait_for().number
+
+    def report(**criteria: Any) -> str:
+        with pytest.raises(AssertionError) as caught:
+            smtpsink.assert_sent(**criteria)
+        return str(caught.value)
+
+    assert report(subject="Café menu").splitlines()[-1] == (
+        f"Hint: #{number}'s subject differs from it only in how accented letters "
+        "are written (Unicode normalization): 'Cafe\\u0301 menu' against "
+        "'Caf\\xe9 menu'; compare unicodedata.normalize('NFC', ...) of each"
+    )
+    assert report(attachment=b"name,total\nann,10\n").splitlines()[-1] == (
+        f"Hint: #{number}'s attachment 'export.csv' (text/csv) has it with CRLF line "
+        "ends, as text parts travel over SMTP: compare with wanted.replace(b'\\n', "
+        "b'\\r\\n'), or the content with .replace(b'\\r\\n', b'\\n')"
+    )
+    smtpsink.assert_sent(attachment=b"name,total\r\nann,10\r\n")  # the advice works
+    # The file name as the application wrote it (decomposed, as macOS file
+    # systems give names) matches the composed one mail-parser reads.
+    smtpsink.assert_sent(attachment="Ma\u0308rz.pdf")
+    smtpsink.assert_sent(attachment="M\u00e4rz.pdf")
+
+
 def test_the_closest_of_equal_misses_is_the_nearest(
     smtpsink: Mailbox, send: Send
 ) -> None:
