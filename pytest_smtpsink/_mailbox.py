@@ -1117,6 +1117,10 @@ class Mailbox(FaultControls):
         and failed before its message was stored (STARTTLS it wanted, AUTH,
         a refused recipient), and the two are fixed in different places."""
         self._let_new_sessions_settle()
+        let_go = self._let_go_hint()
+        if let_go:
+            # Not "no client connected": clients did, and their mail is gone.
+            return let_go
         carried = self._carried_sessions()
         # A connection kept from before that only said goodbye (QUIT) in
         # this test did not try to send in it: listed as "sent commands but
@@ -1199,6 +1203,23 @@ class Mailbox(FaultControls):
             )
         return lines
 
+    def _let_go_hint(self) -> list[str]:
+        """For a mailbox made outside a test (``smtpsink_server.view()`` in
+        a fixture of wider scope) whose mail the sink let go as a later test
+        began: the sink keeps the running test's mail only. Its report said
+        no client had connected."""
+        messages, sessions = self._store.let_go_since(self._cursor)
+        if not (messages or sessions):
+            return []
+        return [
+            f"Hint: {plural(messages, 'message')} and {plural(sessions, 'session')} "
+            "that arrived in this mailbox were let go when a later test's "
+            "smtpsink was made: the sink keeps only the running test's mail. "
+            "Read a mailbox made outside a test before that, in the fixture that "
+            "made it (wait_for(...) there; the Messages it returns stay "
+            "readable)."
+        ]
+
     def _let_new_sessions_settle(self) -> None:
         """Wait a moment (at most `_SETTLE` seconds) for SMTP sessions of
         this scope that have not said a word yet, when no message arrived.
@@ -1272,7 +1293,10 @@ class Mailbox(FaultControls):
                 "what arrives after): a fixture set up before smtpsink sent "
                 "it, or a sender still running from an earlier test. For a "
                 "fixture, request smtpsink first (def test(smtpsink, "
-                "sending_fixture)), or request it in that fixture:",
+                "sending_fixture)), or request it in that fixture; one of "
+                "wider scope (session, module, class) is set up first whatever "
+                "the order and cannot request it: check its mail in that "
+                "fixture, with smtpsink_server.view() taken before it sends:",
                 *_listed_summaries(mail),
             ]
         if self._body_mail:

@@ -219,6 +219,15 @@ class Store:
                 self._session_base + len(self._sessions),
             )
 
+    def let_go_since(self, cursor: tuple[int, int]) -> tuple[int, int]:
+        """How many messages and sessions stored after ``cursor`` were
+        dropped since (`discard_before` with a later cursor)."""
+        with self.changed:
+            return (
+                max(0, self._message_base - cursor[0]),
+                max(0, self._session_base - cursor[1]),
+            )
+
     def messages_since(self, cursor: tuple[int, int]) -> tuple[Message, ...]:
         with self.changed:
             return tuple(self._messages[max(0, cursor[0] - self._message_base) :])

@@ -834,7 +834,10 @@ def test_none_in_this_one(smtpsink):
             "mailbox was made (it shows only what arrives after): a fixture set "
             "up before smtpsink sent it, or a sender still running from an "
             "earlier test. For a fixture, request smtpsink first (def "
-            "test(smtpsink, sending_fixture)), or request it in that fixture:",
+            "test(smtpsink, sending_fixture)), or request it in that fixture; "
+            "one of wider scope (session, module, class) is set up first "
+            "whatever the order and cannot request it: check its mail in that "
+            "fixture, with smtpsink_server.view() taken before it sends:",
             "E         #1 *app@example.com -> ann@example.com | To: - | "
             "Subject: 'seed' | * bytes",
         ]
@@ -2419,3 +2422,44 @@ def test_a_mailbox_read_after_its_test_ended_is_refused(
     )
     result = pytester.runpytest("-p", "no:xdist", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=6)
+
+
+def test_a_wider_fixtures_mailbox_says_its_mail_was_let_go(
+    pytester: pytest.Pytester,
+) -> None:
+    # A module fixture's view of the session's sink, read in a test after
+    # that test's smtpsink was made: its mail was gone, and the report said
+    # no client had connected, sending the reader to check the app's port.
+    pytester.makepyfile(
+        """
+        import smtplib
+
+        import pytest
+
+        @pytest.fixture(scope="module")
+        def seeded(smtpsink_server):
+            box = smtpsink_server.view()
+            with smtplib.SMTP(smtpsink_server.host, smtpsink_server.port) as client:
+                client.sendmail("app@example.com", ["admin@example.com"],
+                                b"Subject: Welcome\\r\\n\\r\\n")
+            return box
+
+        def test_reads_it_late(seeded, smtpsink):
+            seeded.assert_sent(subject="Welcome")
+        """
+    )
+    result = pytester.runpytest("-p", "no:xdist", "--smtpsink-report=off")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E       AssertionError: expected at least 1 message matching "
+            "subject='Welcome'; found 0.",
+            "E       No messages arrived in this test.",
+            "E       Hint: 1 message and 1 session that arrived in this mailbox were "
+            "let go when a later test's smtpsink was made: the sink keeps only the "
+            "running test's mail. Read a mailbox made outside a test before that, "
+            "in the fixture that made it (wait_for(...) there; the Messages it "
+            "returns stay readable).",
+        ]
+    )
+    assert "no client connected" not in result.stdout.str()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import smtplib
 
+import pytest
 from signup_app import SignupApp
 
 
@@ -21,6 +22,23 @@ def test_signup_sends_welcome(smtpsink):
 def test_each_test_starts_empty(smtpsink):
     # The test above sent mail to the same server; this test sees none of it.
     assert len(smtpsink.messages) == 0
+    smtpsink.assert_nothing_sent()
+
+
+@pytest.fixture(scope="module")
+def welcomed_admin(smtpsink_server):
+    # Seed data once for the module. A fixture of wider scope cannot request
+    # smtpsink, and the sink keeps only the running test's mail: take a view
+    # before sending and check the mail here, as it arrives.
+    seeded = smtpsink_server.view()
+    app = SignupApp(smtp_host=smtpsink_server.host, smtp_port=smtpsink_server.port)
+    app.signup("admin@example.com")
+    return seeded.wait_for(to="admin@example.com")
+
+
+def test_seeded_admin_was_welcomed(welcomed_admin, smtpsink):
+    # The Message stays readable; the seed's mail is not this test's.
+    assert welcomed_admin.subject == "Welcome to Example App"
     smtpsink.assert_nothing_sent()
 
 
