@@ -1050,7 +1050,7 @@ class Mailbox(FaultControls):
                     if blocked_loop is not None
                     else []
                 )
-                + self._connections_hint(bool(elsewhere), bool(put_in)),
+                + self._connections_hint(bool(elsewhere), bool(put_in), waited=True),
                 notes=[*self._fault_hints(), *put_in],
             )
         )
@@ -1109,7 +1109,7 @@ class Mailbox(FaultControls):
         ]
 
     def _connections_hint(
-        self, sent_elsewhere: bool, put_in: bool = False
+        self, sent_elsewhere: bool, put_in: bool = False, waited: bool = False
     ) -> list[str]:
         """For a report where no message arrived: whether any client even
         connected. "Nothing arrived" alone does not tell a client that never
@@ -1171,7 +1171,16 @@ class Mailbox(FaultControls):
                 "either: is the code under test given this host and port? A "
                 "test setting may also keep mail in memory (Django's test "
                 "runner and pytest-django, Flask-Mailman and Flask-Mail with "
-                "TESTING=True): see the Recipes page of the docs.",
+                "TESTING=True): see the Recipes page of the docs."
+                + (
+                    ""
+                    if waited
+                    # The first mistake with a background sender: it had
+                    # not connected yet when the check ran.
+                    else " Or it sends in the background (a thread, a task "
+                    "queue) and has not connected yet: wait for the mail with "
+                    "wait_for(...)."
+                ),
                 *_django_outbox_hint(),
                 *answered,
                 *self._closing_lines(closing),

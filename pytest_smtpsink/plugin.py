@@ -966,7 +966,19 @@ class _SinkPool:
             )
             problem = f"pytest-smtpsink: the sink {sink.url} is unusable: {error}"
         else:
-            return
+            if sink.running:
+                return
+            # Stopped by a test (smtpsink_server.stop(), as the docs show
+            # for a sink of one's own): the app then met a refused
+            # connection, and assert_sent blamed its host and port.
+            problem = (
+                f"pytest-smtpsink: the sink {sink.url} was stopped during the "
+                "run (smtpsink_server.stop()?), and the tests after it cannot "
+                "use it. The plugin stops its sinks at the end of the session; "
+                "for a sink of your own to start and stop, make an SMTPSink() "
+                "(see the Reference)"
+            )
+            cause = ""
         pytest.fail(problem + cause, pytrace=False)
 
     def stop_all(self) -> None:

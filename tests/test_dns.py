@@ -1390,7 +1390,8 @@ def test_a_report_whose_lookups_all_succeeded_keeps_the_usual_advice(
         "the code under test given this host and port? A test setting may "
         "also keep mail in memory (Django's test runner and pytest-django, "
         "Flask-Mailman and Flask-Mail with TESTING=True): see the Recipes "
-        "page of the docs.",
+        "page of the docs. Or it sends in the background (a thread, a task "
+        "queue) and has not connected yet: wait for the mail with wait_for(...).",
         "Hint: the DNS stub answered every lookup in this test:",
         "  partner.example. MX -> NOERROR: 10 mx1.partner.example.",
     ]
@@ -1407,7 +1408,8 @@ def test_a_report_says_nothing_of_a_stub_not_asked_in_its_scope(
         "code under test given this host and port? A test setting may also "
         "keep mail in memory (Django's test runner and pytest-django, "
         "Flask-Mailman and Flask-Mail with TESTING=True): see the Recipes "
-        "page of the docs."
+        "page of the docs. Or it sends in the background (a thread, a task "
+        "queue) and has not connected yet: wait for the mail with wait_for(...)."
     )
     with pytest.raises(AssertionError) as caught:
         smtpsink.assert_sent()

@@ -2463,3 +2463,30 @@ def test_a_wider_fixtures_mailbox_says_its_mail_was_let_go(
         ]
     )
     assert "no client connected" not in result.stdout.str()
+
+
+def test_a_sink_stopped_by_a_test_is_not_handed_to_later_ones(
+    pytester: pytest.Pytester,
+) -> None:
+    # The next test got the stopped sink: its app met a refused connection,
+    # and assert_sent said no client had connected.
+    pytester.makepyfile(
+        """
+        def test_stops_it(smtpsink_server):
+            smtpsink_server.stop()
+
+        def test_after(smtpsink):
+            smtpsink.assert_nothing_sent()
+        """
+    )
+    result = pytester.runpytest("-p", "no:xdist", "--smtpsink-report=off")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "pytest-smtpsink: the sink smtp://127.0.0.1:* was stopped "
+            "during the run (smtpsink_server.stop()?), and the tests after it "
+            "cannot use it. The plugin stops its sinks at the end of the session; "
+            "for a sink of your own to start and stop, make an SMTPSink() (see "
+            "the Reference)",
+        ]
+    )
