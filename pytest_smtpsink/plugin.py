@@ -344,7 +344,10 @@ def _parse_seconds(text: str) -> float:
     try:
         value = parse_number(text)
     except ValueError:
-        raise ValueError(f"{text!r} is not a number of seconds") from None
+        raise ValueError(
+            f"{text!r} is not a number of seconds (a decimal number above 0, "
+            "such as 10 or 0.5)"
+        ) from None
     if not value > 0 or value == float("inf"):
         raise ValueError(f"must be a number of seconds > 0, got {text!r}")
     return value
@@ -1116,8 +1119,16 @@ def smtpsink_factory(request: pytest.FixtureRequest) -> Callable[..., Mailbox]:
     request.node.stash.setdefault(_USED_KEY, set()).add("smtpsink_factory")
     lint = _lint_choice(request.node)
 
-    def factory(**settings: Any) -> Mailbox:
+    def factory(*args: Any, **settings: Any) -> Mailbox:
         __tracebackhide__ = True
+        if args:
+            # As the marker says it: a bare "takes 0 positional arguments"
+            # named a function of the plugin's, not what to write.
+            given = ", ".join(map(repr, args))
+            raise TypeError(
+                f"smtpsink_factory() takes keyword settings only, got {given} "
+                '(e.g. smtpsink_factory(tls="starttls"))'
+            )
         chosen = _settings_for(pool, "smtpsink_factory()", settings, pytrace=True)
         sink = pool.get(chosen)
         view = _open_view(config, sink, request.node)

@@ -9,7 +9,7 @@ import re
 import socket
 
 import pytest
-from conftest import plugin_frames
+from conftest import Factory, plugin_frames
 
 pytest_plugins = ["pytester"]
 
@@ -250,6 +250,11 @@ def test_port(smtpsink, smtpsink_factory, pytestconfig):
             "--smtpsink-timeout: must be a number of seconds > 0",
         ),
         (["--smtpsink-timeout=soon"], "--smtpsink-timeout: 'soon' is not a number"),
+        (
+            ["--smtpsink-timeout=inf"],
+            "--smtpsink-timeout: 'inf' is not a number of seconds (a decimal "
+            "number above 0, such as 10 or 0.5)",
+        ),
         (
             ["--smtpsink-host=example.com"],
             "--smtpsink-host: 'example.com' is not an IP",
@@ -2489,4 +2494,13 @@ def test_a_sink_stopped_by_a_test_is_not_handed_to_later_ones(
             "for a sink of your own to start and stop, make an SMTPSink() (see "
             "the Reference)",
         ]
+    )
+
+
+def test_the_factory_takes_keyword_settings_only(smtpsink_factory: Factory) -> None:
+    with pytest.raises(TypeError) as refused:
+        smtpsink_factory("starttls")
+    assert str(refused.value) == (
+        "smtpsink_factory() takes keyword settings only, got 'starttls' "
+        '(e.g. smtpsink_factory(tls="starttls"))'
     )
