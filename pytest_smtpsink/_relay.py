@@ -1910,7 +1910,7 @@ class Relayer:
         self.timeout = settings.relay_timeout
         self.hostname = settings.hostname
         self._store = store
-        self._queue: queue.SimpleQueue[tuple[Message, tuple[str, ...]] | None] = (
+        self._queue: queue.SimpleQueue[tuple[Message, tuple[str, ...], int] | None] = (
             queue.SimpleQueue()
         )
         self._stopping = False
@@ -1944,7 +1944,7 @@ class Relayer:
             )
             return
         message.relay = RelayOutcome("pending", url, matched)
-        self._queue.put((message, matched))
+        self._queue.put((message, matched, self._test))
 
     def _near_miss(self, message: Message) -> str:
         """Why a recipient the pattern is found in was not relayed: it must
@@ -1992,11 +1992,12 @@ class Relayer:
         return other != domain and bool(self.pattern.fullmatch(f"{local}@{other}"))
 
     def next_test(self) -> None:
-        """A new test begins: its mail goes on a connection of its own, so
-        that the upstream's session is in that test's view of the upstream
-        (and a rule the test sets on the upstream, hide("PIPELINING") say,
-        meets the relay's EHLO), not on a connection still open from the
-        test before."""
+        """A test ends, or a new one begins: the new test's mail goes on a
+        connection of its own, so that the upstream's session is in that
+        test's view of the upstream (and a rule the test sets on the
+        upstream, hide("PIPELINING") say, meets the relay's EHLO), not on a
+        connection still open from the test before; and mail of the test
+        before that is not yet on its way is not relayed (`_test_ended`)."""
         self._test += 1
 
     # -- the relay thread -------------------------------------------------------------
@@ -2026,7 +2027,7 @@ class Relayer:
 
     def _turn(
         self,
-        item: tuple[Message, tuple[str, ...]] | None,
+        item: tuple[Message, tuple[str, ...], int] | None,
         connection: _Connection | None,
         flight: _Flight | None,
     ) -> tuple[_Connection | None, _Flight | None]:
@@ -2035,13 +2036,20 @@ class Relayer:
         try:
             if item is None:
                 return self._idle(connection, flight)
-            return self._step(*item, connection, flight)
+            message, matched, test = item
+            if test != self._test:
+                # Queued in a test that has ended (a slow upstream): relayed
+                # now, it reached the upstream in the next test, whose view
+                # of the upstream listed it as that test's mail.
+                self._test_ended(message, matched)
+                return connection, flight
+            return self._step(message, matched, connection, flight, test)
         except Exception as error:
             # A bug, not the upstream's doing (that is a RelayError): the
             # messages in hand fail saying so, and the thread lives on for
             # the rest, instead of leaving every later message pending for
             # ever.
-            in_hand = [] if item is None else [item]
+            in_hand = [] if item is None else [item[:2]]
             if flight is not None:
                 in_hand.append(flight[:2])
             self._bug(error, in_hand)
@@ -2098,6 +2106,7 @@ class Relayer:
         matched: tuple[str, ...],
         connection: _Connection | None,
         flight: _Flight | None,
+        test: int,
     ) -> tuple[_Connection | None, _Flight | None]:
         """Relay ``message`` (pipelined behind ``flight`` if it can be)."""
         if connection is not None and connection.test != self._test:
@@ -2115,10 +2124,10 @@ class Relayer:
             and flight is not None
             and connection.pipelining
         ):
-            return self._pipelined(message, matched, connection, flight)
+            return self._pipelined(message, matched, connection, flight, test)
         if flight is not None:
             self._settle(flight)
-        return self._relay(message, matched, connection)
+        return self._relay(message, matched, connection, test)
 
     def _settle(self, flight: _Flight) -> None:
         """Read a pipelined message's final reply; record its outcome."""
@@ -2144,6 +2153,7 @@ class Relayer:
         matched: tuple[str, ...],
         connection: _Connection,
         previous: _Flight,
+        test: int,
     ) -> tuple[_Connection | None, _Flight | None]:
         """Send ``message`` while ``previous`` awaits its final reply: write
         that content and these commands, read that reply, then this
@@ -2170,7 +2180,7 @@ class Relayer:
                 self._stopped(message, matched)
                 return (connection if connection.open else None), None
             return self._relay(
-                message, matched, connection if connection.open else None
+                message, matched, connection if connection.open else None, test
             )
         try:
             connection.read_command_replies(transaction)
@@ -2183,10 +2193,20 @@ class Relayer:
         return connection, (message, matched, connection, transaction)
 
     def _relay(
-        self, message: Message, matched: tuple[str, ...], connection: _Connection | None
+        self,
+        message: Message,
+        matched: tuple[str, ...],
+        connection: _Connection | None,
+        test: int,
     ) -> tuple[_Connection | None, _Flight | None]:
-        """Send ``message`` (connecting first if need be). With PIPELINING,
-        returns it in flight: its final reply is read later (`_settle`)."""
+        """Send ``message``, queued in ``test`` (connecting first if need
+        be). With PIPELINING, returns it in flight: its final reply is read
+        later (`_settle`)."""
+        if test != self._test:
+            # Its test ended while it waited (behind a slow message): sent
+            # now, it would reach the upstream in the next test.
+            self._test_ended(message, matched)
+            return connection, None
         # "for" names the one recipient the copy goes to, if one: never a
         # captured recipient relay_to left out (a Bcc, say).
         raw = received_header(message, self.hostname, matched) + message.raw
@@ -2260,6 +2280,17 @@ class Relayer:
                 error.code,
                 error.reply,
                 error=error,
+            ),
+        )
+
+    def _test_ended(self, message: Message, matched: tuple[str, ...]) -> None:
+        self._finish(
+            message,
+            RelayOutcome(
+                "failed",
+                self.upstream.url,
+                matched,
+                reply="not relayed: its test ended before the relay reached it",
             ),
         )
 

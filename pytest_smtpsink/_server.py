@@ -660,6 +660,17 @@ class SMTPSink(Mailbox):
         return f"<SMTPSink {where}{' ' + extra if extra else ''}>"
 
 
+def end_relaying_of_test(sink: SMTPSink) -> None:
+    """The test whose mail ``sink`` relays is ending (the plugin calls this
+    as its teardown begins, after a grace for relays under way): mail of it
+    not yet on its way upstream is not relayed, and fails saying so. Sent
+    later, it reached the upstream in the next test, whose view of the
+    upstream listed it as that test's mail."""
+    runtime = sink._runtime
+    if runtime is not None and runtime.state.relay is not None:
+        runtime.state.relay.next_test()
+
+
 def connectable(host: str) -> str:
     """Where a client on this machine reaches a server bound to ``host``."""
     address = ipaddress.ip_address(host)

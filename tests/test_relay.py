@@ -3434,3 +3434,51 @@ def test_a_stopping_sink_sends_no_more_deferred_recipients() -> None:
         assert 2 <= taken < 20  # not 40; margin for a busy machine
         assert [code for _, code, _ in outcome.delivery.refused] == [452] * (40 - taken)
         assert len(upstream.messages) == taken
+
+
+def test_mail_a_test_left_in_the_relay_does_not_reach_the_next_test(
+    pytester: pytest.Pytester,
+) -> None:
+    # An upstream that hangs holds the test's first message; the others
+    # waited behind it. They were relayed during the next test (the same
+    # sinks, with the same settings) and listed in its view of the upstream.
+    pytester.makepyfile(
+        """
+import smtplib
+
+LEFT = []
+
+def sinks(factory):
+    upstream = factory(hostname="upstream.test")
+    return upstream, factory(relay=f"smtp://127.0.0.1:{upstream.port}", relay_to=".*")
+
+def test_leaves_mail_in_the_relay(smtpsink_factory):
+    upstream, sink = sinks(smtpsink_factory)
+    upstream.hang("EOD")
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        for n in range(3):
+            client.sendmail("app@example.com", ["ann@example.com"],
+                            f"Subject: left {n}\\r\\n\\r\\nx\\r\\n".encode())
+    LEFT.extend(sink.wait_for(3))
+
+def test_after_it(smtpsink_factory):
+    upstream, sink = sinks(smtpsink_factory)
+    sink.wait_until(lambda: all(m.relay.done for m in LEFT))
+    assert [m.relay.reply for m in LEFT[1:]] == [
+        "not relayed: its test ended before the relay reached it"
+    ] * 2
+    upstream.assert_nothing_sent()
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(passed=2)
+    # The end of the first test says so, not "pending".
+    result.stdout.fnmatch_lines(
+        [
+            "*= smtpsink: 3 messages not relayed =*",
+            "*test_leaves_mail_in_the_relay: 3 not relayed",
+            "  #* | Subject: 'left 1' | * failed: not relayed: its test ended before "
+            "the relay reached it",
+        ],
+        consecutive=False,
+    )
