@@ -424,7 +424,9 @@ class Message:
 
     relay: RelayOutcome | None = None
     """What the sink's relay did with this message (`RelayOutcome`), or None
-    when the sink does not relay (see :doc:`relay`)."""
+    when the sink does not relay or the message did not come over SMTP
+    (`Mailbox.deliver`, an IMAP ``APPEND``: mail put in is not relayed; see
+    :doc:`relay`)."""
 
     # -- parsing (lazy) -----------------------------------------------------
 

@@ -1956,9 +1956,30 @@ class Relayer:
         head = flags.group() if flags else ""
         body = given[len(head) :]
         for recipient in message.envelope.rcpt_to:
-            if not self.pattern.search(recipient):
+            found = self.pattern.search(recipient)
+            if not found:
                 continue
-            for wider in (f".*(?:{body})", f"(?:{body}).*", f".*(?:{body}).*"):
+            at = recipient.rfind("@")
+            widened: tuple[str, ...] = (
+                f".*(?:{body})",
+                f"(?:{body}).*",
+                f".*(?:{body}).*",
+            )
+            matched_domain = recipient[max(at + 1, found.start()) : found.end()]
+            if at < found.end() < len(recipient) and "." in matched_domain:
+                # The domain goes on past a match that names a whole domain
+                # (partner.example.evil for partner\.example): another
+                # domain, which the allowlist rightly leaves out; "add .*"
+                # would let the look-alike in. A label alone ("@partner")
+                # is the start of a domain the user has yet to write out.
+                if not re.fullmatch(head + widened[0], recipient, re.IGNORECASE):
+                    return (
+                        f'relay_to "{given}" is found in {recipient}, but its '
+                        f"domain goes on past the match ({recipient[at + 1 :]}): "
+                        "another domain, not relayed"
+                    )
+                widened = widened[:1]
+            for wider in widened:
                 try:
                     matches = re.fullmatch(head + wider, recipient, re.IGNORECASE)
                 except re.error:

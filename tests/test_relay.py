@@ -1300,6 +1300,38 @@ def test_a_relay_to_found_in_an_address_but_not_matching_it_says_so(
     )
 
 
+@pytest.mark.parametrize(
+    ("recipient", "why"),
+    [
+        # The allowlist names a whole domain, and this one goes on past it:
+        # "add .*" let the look-alike in.
+        (
+            "bob@partner.example.evil",
+            "but its domain goes on past the match (partner.example.evil): "
+            "another domain, not relayed",
+        ),
+        (
+            "bob@partner.example.com",
+            "but its domain goes on past the match (partner.example.com): "
+            "another domain, not relayed",
+        ),
+    ],
+)
+def test_a_look_alike_domain_is_not_advised_into_the_allowlist(
+    smtpsink_factory: Factory, recipient: str, why: str
+) -> None:
+    upstream = smtpsink_factory(hostname="upstream.test")
+    sink = smtpsink_factory(
+        relay=f"smtp://127.0.0.1:{upstream.port}", relay_to=r".*@partner\.example"
+    )
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail("app@example.com", [recipient], b"Subject: 1\r\n\r\n")
+    assert str(sink.wait_for().relay) == (
+        'not relayed (no recipient matches relay_to): relay_to ".*@partner\\.example" '
+        f"is found in {recipient}, {why}"
+    )
+
+
 def test_a_compiled_relay_to_is_told_to_give_its_pattern() -> None:
     with pytest.raises(
         SettingsError, match=r"give its pattern: relay_to=pattern\.pattern"
