@@ -1200,7 +1200,13 @@ class Mailbox(FaultControls):
         lines.extend(f"  {_undelivered_line(s)}" for s in smtp[:_LISTED])
         if len(smtp) > _LISTED:
             lines.append(f"  ... and {len(smtp) - _LISTED} more")
-        still_open = [s for s in smtp if s.end is None and s not in carried]
+        # Not one that a refusal explains: "the mail may still come" would
+        # send the reader off waiting for mail the sink refused.
+        still_open = [
+            s
+            for s in smtp
+            if s.end is None and s not in carried and not _refused_something(s)
+        ]
         if still_open:
             # The likeliest cause then: the check came before the mail.
             lines.append(
@@ -1493,9 +1499,25 @@ def _undelivered_line(session: Session) -> str:
     refused = [
         e for e in refused if e.command not in _CLEAN_UP and e.kind != "notice"
     ] or refused
+    # A 503 ("need RCPT command") is the consequence of an earlier refusal
+    # when the client pipelined (MAIL, RCPT and DATA sent at once, as the
+    # relay does): the RCPT's 550 is the cause.
+    refused = [e for e in refused if e.code != 503] or refused
     if refused:
         line += f"; last refusal: {shorten(' '.join(refused[-1].lines()), 200)}"
     return line + _quit_after_ehlo(session)
+
+
+def _refused_something(session: Session) -> bool:
+    """Whether the sink refused a command of ``session``'s (not a clean-up
+    one, not its own notice)."""
+    return any(
+        e.code is not None
+        and e.code >= 400
+        and e.command not in _CLEAN_UP
+        and e.kind != "notice"
+        for e in session.transcript
+    )
 
 
 def _quit_after_ehlo(session: Session) -> str:

@@ -3514,3 +3514,25 @@ def test_after_it(smtpsink_factory):
         ],
         consecutive=False,
     )
+
+
+def test_an_upstreams_report_names_the_refusal_that_caused_it(
+    smtpsink_factory: Factory,
+) -> None:
+    # The relay pipelines MAIL, RCPT and DATA: the upstream's report named
+    # DATA's 503 ("need RCPT command"), the consequence, as the last
+    # refusal, and advised waiting for mail over the relay's idle connection.
+    upstream = smtpsink_factory(hostname="upstream.test")
+    upstream.fail("RCPT", 550, "5.1.1 unknown")
+    sink = relaying(smtpsink_factory, upstream, relay_to=".*")
+    message = capture(sink, b"Subject: hi\r\n\r\nx\r\n")
+    sink.wait_until(lambda: message.relay is not None and message.relay.done)
+    assert [e.code for e in upstream.sessions[0].transcript if e.command == "DATA"] == [
+        503
+    ]
+    with pytest.raises(AssertionError) as caught:
+        upstream.assert_sent()
+    report = str(caught.value)
+    assert "; last refusal: C: RCPT TO:<" in report
+    assert "S: 550 5.1.1 unknown" in report
+    assert "still open" not in report
