@@ -1412,6 +1412,33 @@ class DNSZone:
             lines = [*lines[:_HINT_LISTED], f"  ... and {left} more"]
         return lines
 
+    def _unasked_hint(self, since: float) -> list[str]:
+        """For a failure report where no client connected: records this zone
+        published that nothing looked up since ``since``. The commonest
+        mistake with the stub is an application that resolves through the
+        system's resolver, which never asks it."""
+        if any(
+            query.time >= since and query.outcome != "ignored" for query in self.queries
+        ):
+            return []
+        names = sorted(
+            {
+                rule.name.to_text()
+                for rule in self._server.rules
+                if rule.owner is self._owner and rule.kind == "record"
+            }
+        )
+        if not names:
+            return []
+        shown = ", ".join(names[:_HINT_LISTED]) + (
+            ", ..." if len(names) > _HINT_LISTED else ""
+        )
+        return [
+            f"  (the DNS stub holds records for {shown}, but nothing asked it: "
+            "does the application resolve through it, with smtpsink.dns.resolver() "
+            "or smtpsink.dns.as_default()?)"
+        ]
+
     def __repr__(self) -> str:
         mine = [r for r in self._server.rules if r.owner is self._owner]
         return f"<DNSZone {self.host}:{self.port} rules={len(mine)}>"

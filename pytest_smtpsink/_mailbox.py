@@ -1183,6 +1183,7 @@ class Mailbox(FaultControls):
                 ),
                 *_django_outbox_hint(),
                 *answered,
+                *([] if zone is None else zone._unasked_hint(self._opened_at)),
                 *self._closing_lines(closing),
             ]
         if carried:  # a pooled client's connection, opened in an earlier test

@@ -1397,10 +1397,11 @@ def test_a_report_whose_lookups_all_succeeded_keeps_the_usual_advice(
     ]
 
 
-def test_a_report_says_nothing_of_a_stub_not_asked_in_its_scope(
+def test_a_report_says_that_a_stub_was_not_asked_in_its_scope(
     smtpsink: Mailbox,
 ) -> None:
-    # Records published, but nothing looked up: the usual hint, unchanged.
+    # Records published, but nothing looked up: the usual hint, and that
+    # the stub was not asked.
     zone = smtpsink.dns
     zone.mx("partner.example", [(10, smtpsink)])
     usual = (
@@ -1411,13 +1412,39 @@ def test_a_report_says_nothing_of_a_stub_not_asked_in_its_scope(
         "page of the docs. Or it sends in the background (a thread, a task "
         "queue) and has not connected yet: wait for the mail with wait_for(...)."
     )
+    unasked = (
+        "  (the DNS stub holds records for mx1.partner.example., partner.example., "
+        "but nothing asked it: does the application resolve through it, with "
+        "smtpsink.dns.resolver() or smtpsink.dns.as_default()?)"
+    )
     with pytest.raises(AssertionError) as caught:
         smtpsink.assert_sent()
-    assert str(caught.value).split("\n")[2:] == [usual.format("in this test")]
+    assert str(caught.value).split("\n")[2:] == [usual.format("in this test"), unasked]
 
     # Lookups before clear() are not in a report about what came since.
     zone.resolver().resolve("partner.example", "MX")
     smtpsink.clear()
     with pytest.raises(AssertionError) as caught:
         smtpsink.assert_sent()
-    assert str(caught.value).split("\n")[2:] == [usual.format("since clear()")]
+    assert str(caught.value).split("\n")[2:] == [usual.format("since clear()"), unasked]
+
+
+def test_a_report_says_when_records_were_published_but_never_asked_for(
+    smtpsink: Mailbox,
+) -> None:
+    # The commonest mistake with the stub: the application resolved through
+    # the system's resolver, and the report gave only the host-and-port hint.
+    zone = smtpsink.dns
+    zone.mx("partner.example", [(10, smtpsink)])
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent()
+    assert str(caught.value).splitlines()[-1] == (
+        "  (the DNS stub holds records for mx1.partner.example., partner.example., "
+        "but nothing asked it: does the application resolve through it, with "
+        "smtpsink.dns.resolver() or smtpsink.dns.as_default()?)"
+    )
+    # Asked: the lookups are listed instead.
+    zone.resolver().resolve("partner.example", "MX")
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent()
+    assert "nothing asked it" not in str(caught.value)
