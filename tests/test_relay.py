@@ -3536,3 +3536,45 @@ def test_an_upstreams_report_names_the_refusal_that_caused_it(
     assert "; last refusal: C: RCPT TO:<" in report
     assert "S: 550 5.1.1 unknown" in report
     assert "still open" not in report
+
+
+def test_content_goes_as_long_as_a_slow_upstream_keeps_taking_it() -> None:
+    # Each 256 KiB piece had to be taken whole within the timeout: an
+    # upstream reading steadily at less than 256 KiB per timeout was cut off,
+    # "the upstream took none of the message content". The reader here takes
+    # 8 KiB every 50 ms: a piece takes 1.6 s, and the timeout is 1 s.
+    from pytest_smtpsink._relay import _client_class
+
+    content = bytes(400 * 1024)
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        taken = bytearray()
+
+        def slow_upstream() -> None:
+            upstream, _ = listener.accept()
+            with upstream:
+                upstream.sendall(b"220 slow.test\r\n")
+                while len(taken) < len(content):
+                    piece = upstream.recv(8192)
+                    if not piece:
+                        return
+                    taken.extend(piece)
+                    done.wait(0.05)  # a slow reader's pace; set only on failure
+
+        done = threading.Event()
+        reader = threading.Thread(target=slow_upstream)
+        reader.start()
+        client = _client_class(False)(timeout=1.0)
+        try:
+            client.connect("127.0.0.1", listener.getsockname()[1])
+            # A small send buffer, as the kernel's would be full of a bigger
+            # message: the upstream's pace decides.
+            client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+            client.send(content)
+        finally:
+            done.set()
+            client.close()
+            reader.join()
+    assert bytes(taken) == content
