@@ -1826,6 +1826,14 @@ def _relay_error(
         cause = error.__context__
         if isinstance(cause, OSError):  # a reset, rather than an orderly close
             reason += f" ({type(cause).__name__}: {cause})"
+        if stage == "connect" and silent and not url.startswith("smtps://"):
+            # A sink with tls='implicit' waits 2 s for a TLS hello and
+            # closes: before the greeting's timeout, so the hint that
+            # goes with a silent port's timeout never came.
+            reason += (
+                " and without a byte (an implicit-TLS port closes on a client "
+                "that starts no TLS handshake: smtps://, tls='implicit')"
+            )
         return RelayError(url, stage, None, reason, exchanges)
     if isinstance(error, UnicodeError) and stage == "AUTH":
         # Its text quotes the character and where it is in the string,

@@ -2480,6 +2480,15 @@ def test_a_tls_mode_mix_up_is_named_when_it_times_out(
         "timed out: no greeting within 1 s (not a byte came: an implicit-TLS "
         "port greets only after a TLS handshake, smtps://, tls='implicit')"
     )
+    # With the default timeout, over the port's 2 s: the port closes first,
+    # and the hint went with it.
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(captured, implicit.host, implicit.port)
+    assert raised.value.reply == (
+        "the upstream closed the connection without a reply and without a byte "
+        "(an implicit-TLS port closes on a client that starts no TLS handshake: "
+        "smtps://, tls='implicit')"
+    )
 
     def refused_over_implicit_tls(upstream: Mailbox) -> str:
         with pytest.raises(RelayError) as raised:
