@@ -880,8 +880,13 @@ def _format_size(size: int) -> str:
     return f"{size} bytes"
 
 
+#: Sinks a session keeps running at most (`_SinkPool._let_one_go`).
+_KEPT_SINKS = 32
+
+
 class _SinkPool:
-    """One running sink per distinct settings, started on first use."""
+    """One running sink per distinct settings, started on first use; at
+    most `_KEPT_SINKS`, the least recently used let go first."""
 
     def __init__(
         self, defaults: SinkSettings, tls_files: dict[str, str] | None = None
@@ -938,6 +943,8 @@ class _SinkPool:
                 problem = str(error)
             else:
                 self._sinks[settings] = sink
+                if len(self._sinks) > _KEPT_SINKS:
+                    self._let_one_go()
                 return sink
             if settings.port != 0 and settings.port == self.defaults.port:
                 problem += f" (the port of {self.port_source}"
@@ -958,7 +965,28 @@ class _SinkPool:
             )
         else:
             self._check_alive(sink)
+            if len(self._sinks) > 1:
+                # The most recently used last: `_let_one_go` takes the first.
+                self._sinks[settings] = self._sinks.pop(settings)
         return sink
+
+    def _let_one_go(self) -> None:
+        """Stop the sink least recently asked for, but not the default sink
+        nor one the running test uses. Each sink keeps two threads and four
+        file descriptors: a suite whose tests each ask for other settings
+        (a relay to a port of their own, say) ran out of file descriptors
+        after some 250 of them. A sink let go is started anew if asked for
+        again."""
+        item = _RUNNING.item
+        in_use = {
+            id(view.sink)
+            for view in (item.stash.get(_VIEWS_KEY, []) if item is not None else [])
+        }
+        for settings, sink in self._sinks.items():
+            if sink is not self._default and id(sink) not in in_use:
+                del self._sinks[settings]
+                sink.stop()
+                return
 
     @staticmethod
     def _check_alive(sink: SMTPSink) -> None:
@@ -1119,8 +1147,8 @@ def smtpsink() -> Iterator[Mailbox]:
 @pytest.fixture
 def smtpsink_factory(request: pytest.FixtureRequest) -> Callable[..., Mailbox]:
     """Make mailboxes on sinks with other settings (TLS, AUTH, ...): equal
-    settings share one server for the whole session; every call returns a
-    new, empty mailbox.
+    settings share one server (at most 32 run at once); every call returns
+    a new, empty mailbox.
 
     For example::
 

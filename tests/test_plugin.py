@@ -2504,3 +2504,36 @@ def test_the_factory_takes_keyword_settings_only(smtpsink_factory: Factory) -> N
         "smtpsink_factory() takes keyword settings only, got 'starttls' "
         '(e.g. smtpsink_factory(tls="starttls"))'
     )
+
+
+def test_a_session_keeps_at_most_32_sinks_running(pytester: pytest.Pytester) -> None:
+    # Each test asked for a sink of its own settings, and every sink ran
+    # until the session ended: two threads and four file descriptors each,
+    # "Too many open files" after some 250 tests.
+    pytester.makepyfile(
+        """
+        import smtplib
+        import threading
+
+        import pytest
+
+        def running():
+            return sum(t.name.startswith("smtpsink-") for t in threading.enumerate())
+
+        @pytest.mark.parametrize("n", range(40))
+        def test_own_sink(smtpsink, smtpsink_factory, n):
+            sink = smtpsink_factory(hostname=f"h{n}.test")
+            with smtplib.SMTP(sink.host, sink.port) as client:
+                client.sendmail("a@example.com", ["b@example.com"], b"Subject: x\\r\\n\\r\\n")
+            assert sink.wait_for().session.summary()
+            # Its own, the default one, and at most 31 others.
+            assert running() <= 33
+
+        def test_the_first_again(smtpsink_factory):
+            sink = smtpsink_factory(hostname="h0.test")  # let go: started anew
+            with smtplib.SMTP(sink.host, sink.port) as client:
+                assert client.ehlo()[1].startswith(b"h0.test")
+        """
+    )
+    result = pytester.runpytest("-p", "no:xdist", "--smtpsink-report=off")
+    result.assert_outcomes(passed=41)
