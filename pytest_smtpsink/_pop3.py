@@ -240,9 +240,10 @@ class _Connection(ReadSideConnection):
         # Since an AUTH command: a one-word line that is no command is
         # taken as its (misplaced) response and masked.
         self._after_auth = False
-        # After a USER command: a line that is no command is taken as the
-        # password with its PASS missing, and masked (`_recorded`).
-        self._after_user = False
+        # After a USER command (or a PASS without its argument): a line that
+        # is no command is taken as the password alone, and masked
+        # (`_recorded`).
+        self._password_may_follow = False
         # AUTHORIZATION, then TRANSACTION with the maildrop snapshot.
         self.state: State = "authorization"
         self._user: str | None = None  # given with USER, awaiting PASS
@@ -387,7 +388,10 @@ class _Connection(ReadSideConnection):
 
     async def _handle(self, read: tuple[bytes, int]) -> None:
         raw, total = read
-        after_user, self._after_user = self._after_user, False
+        password_may_follow, self._password_may_follow = (
+            self._password_may_follow,
+            False,
+        )
         if total > LINE_LIMIT:
             shown = _shown(raw[:64])
             # Checked first: a long SASL response (a token, a generated
@@ -398,8 +402,17 @@ class _Connection(ReadSideConnection):
                 start = None
             if self._after_auth and self._stray_auth_response(start):
                 self._append("auth-response", f"**** [{total} bytes in all]")
-            elif after_user and self.state == "authorization":
-                self._append("command", f"**** [{total} bytes in all]")
+            elif self.state == "authorization":
+                # Before login, only a command word is shown: the rest may
+                # be a password or token (PASS, or a misspelt PAS or LOGIN
+                # whose line a long token made too long).
+                first = "" if start is None else start.strip().partition(" ")[0]
+                shown_word = (
+                    f"{first} "
+                    if not password_may_follow and _VERB.match(first)
+                    else ""
+                )
+                self._append("command", f"{shown_word}**** [{total} bytes in all]")
             else:
                 self._append("command", f"{shown}... [{total} bytes in all]")
             await self._reply(
@@ -415,7 +428,7 @@ class _Connection(ReadSideConnection):
             await self._reply("-ERR Unknown command")
             return
         self._after_auth = False
-        self._append("command", self._recorded(raw, text, after_user))
+        self._append("command", self._recorded(raw, text, password_may_follow))
         if self.generation != self.mail.generation:  # a new test started
             self.end_stale()
             raise Closed
@@ -441,7 +454,11 @@ class _Connection(ReadSideConnection):
             return
         if verb == "AUTH":
             self._after_auth = True
-        self._after_user = verb == "USER"
+        # The next line may be the password alone: after USER, and after a
+        # PASS that came without it.
+        self._password_may_follow = verb == "USER" or (
+            verb == "PASS" and not arg.strip()
+        )
         if self.state == "authorization" and verb in _TRANSACTION_VERBS:
             await self._reply(_LOG_IN_FIRST)
             return
@@ -467,19 +484,19 @@ class _Connection(ReadSideConnection):
             return
         await getattr(self, f"_cmd_{verb.lower()}")(arg)
 
-    def _recorded(self, raw: bytes, text: str | None, after_user: bool) -> str:
+    def _recorded(self, raw: bytes, text: str | None, password_may_follow: bool) -> str:
         """A command line as the transcript keeps it. Before login, a line
         that is no command may hold a password the sink does not know (any
         password opens a mailbox without an ``auth`` table): a client
         whose ``PASS`` went missing after ``USER`` (the password alone), or
         misspelt (``PAS pw``, ``LOGIN ann pw``). Its words after the first
-        are masked, and a word alone after ``USER``."""
+        are masked, and a word alone after ``USER`` or a bare ``PASS``."""
         if self.state == "authorization":
             if text is None:  # not UTF-8: no command, perhaps a password
-                return "****" if after_user else _shown(raw)
+                return "****" if password_may_follow else _shown(raw)
             first, _, rest = text.strip().partition(" ")
             if first.upper() not in VERBS:
-                if after_user and first:
+                if password_may_follow and first:
                     return "****"  # the password, whatever its words
                 if rest.strip():
                     return f"{printable(first)} ****"

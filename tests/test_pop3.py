@@ -665,6 +665,37 @@ def test_a_password_on_the_user_line_is_refused_and_masked(
     assert "C: USER ann@example.com ****" in shown
 
 
+def test_a_password_a_client_sends_astray_is_masked(
+    smtpsink: Mailbox, raw: Raw
+) -> None:
+    # Before login, a misspelt verb whose token made its line too long kept
+    # the token's first 64 characters, and the one-word line after a bare
+    # PASS was recorded as it came: both in reports, saved transcripts,
+    # smtpsink.json and index.html.
+    token = "eyJhbGciOiJSUzI1NiJ9" + "A1b2C3d4E5" * 30
+    assert raw.send(b"LOGIN help@example.com " + token.encode()).startswith(
+        "-ERR Line too long"
+    )
+    assert raw.send(b"PAS " + token.encode()).startswith("-ERR Line too long")
+    assert raw.send(token.encode()).startswith("-ERR Line too long")
+    assert raw.send(b"USER ann@example.com") == "+OK Send PASS"
+    assert raw.send(b"PASS") == "-ERR PASS needs a password"
+    assert raw.send(SECRET.encode()) == "-ERR Unknown command"
+    assert raw.send(b"QUIT").startswith("+OK")
+    ended(smtpsink)
+    (session,) = pop3_sessions(smtpsink)
+    shown = session.format_transcript() + repr(session) + session.summary()
+    assert "A1b2C3d4E5" not in shown
+    assert SECRET not in shown
+    length = len(token) + len("LOGIN help@example.com ") + 2
+    assert [e.line for e in session.transcript[1:4]] == [
+        f"LOGIN **** [{length} bytes in all]",
+        f"PAS **** [{len(token) + 6} bytes in all]",
+        f"**** [{len(token) + 2} bytes in all]",
+    ]
+    assert session.transcript[-2].line == "****"
+
+
 @pytest.mark.parametrize("auth", [None, USERS], ids=["any-password", "auth-table"])
 def test_pass_without_a_password_is_refused_not_tried(
     smtpsink_factory: Factory, auth: dict[str, str] | None
@@ -1323,5 +1354,11 @@ def test_an_overlong_line_cut_short_by_the_close_is_recorded(
     smtpsink.wait_until(lambda: bool(smtpsink.sessions) and smtpsink.sessions[0].end)
     (session,) = smtpsink.sessions
     (exchange,) = session.transcript[1:]
-    assert exchange.line == "X" * 64 + "... [150000 bytes in all]"
+    # Before a POP3 login a long line keeps no more than a command word: it
+    # may be a token.
+    assert exchange.line == (
+        "**** [150000 bytes in all]"
+        if protocol == "pop3"
+        else "X" * 64 + "... [150000 bytes in all]"
+    )
     assert exchange.replies == [refusal.decode().rstrip("\r\n")]
