@@ -941,8 +941,12 @@ class Mailbox(FaultControls):
 
         For conditions on the conversation, e.g.
         ``smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)``.
-        Fails after ``timeout`` seconds (default `default_timeout`), listing
-        the sessions and messages of this mailbox.
+        An IndexError, KeyError or AssertionError the condition raises counts
+        as "not yet": an assertion that returns what it found can be waited
+        for, ``wait_until(lambda: box.assert_in("Handled", subject="Hi"))``.
+        Fails after ``timeout`` seconds (default `default_timeout`), with the
+        last assertion's report, and listing the sessions and messages of
+        this mailbox.
         """
         __tracebackhide__ = True
         limit = self._timeout(timeout)
@@ -978,7 +982,12 @@ class Mailbox(FaultControls):
         lines = [f"{waited_with}({name}) still false after {limit:g} s."]
         if blocked_loop is not None:
             lines.append(_blocked_loop_hint("wait_until", blocked_loop))
-        if check.error is not None:
+        if isinstance(check.error, AssertionError):
+            # An assertion waited for (a mailbox's assert_in): its own
+            # report says what was there instead.
+            lines.append("Its last call failed:")
+            lines.extend(f"  {line}" for line in str(check.error).splitlines())
+        elif check.error is not None:
             # A condition that raises every time is more likely a bug in
             # it than a slow sink: show what it raised.
             lines.append(
@@ -1606,19 +1615,21 @@ class _NotYet:
     A condition may look at state that is not there yet (``sessions[-1]``
     on an empty tuple, ``transcript[0]`` of a session whose greeting is not
     recorded yet): an IndexError or KeyError means "not yet", not an error.
-    The last such error is kept, so that a condition that can never succeed
-    (a wrong index) still shows why when the wait times out. Any other
+    So does an AssertionError: a condition may be an assertion, a mailbox's
+    ``assert_in`` waiting for a background reader to move a message. The
+    last such error is kept, so that a condition that can never succeed (a
+    wrong index) still shows why when the wait times out. Any other
     exception propagates at once.
     """
 
     def __init__(self, condition: Callable[[], object]) -> None:
         self.condition = condition
-        self.error: LookupError | None = None
+        self.error: Exception | None = None
 
     def __call__(self) -> bool:
         try:
             value = self.condition()
-        except (IndexError, KeyError) as error:
+        except (IndexError, KeyError, AssertionError) as error:
             self.error = error
             return False
         if inspect.isawaitable(value):

@@ -1490,6 +1490,53 @@ def test_wait_until_lets_other_errors_of_the_condition_through(
         smtpsink.wait_until(broken, timeout=30)  # at once, not after 30 s
 
 
+def test_wait_until_waits_for_an_assertion_to_pass(smtpsink: Mailbox) -> None:
+    # A background reader (an IDLE listener, a poller) moves the mail: the
+    # mailbox's assert_in raised at its first check, and wait_until let that
+    # AssertionError through at once, however right the expectation.
+    import imaplib
+
+    smtpsink.deliver(b"Subject: Hi\r\n\r\nx\r\n", to="ann@example.com")
+    box = smtpsink.mailbox("ann@example.com")
+    checked = threading.Event()
+
+    def reader() -> None:
+        checked.wait(30)  # moves only once the check has failed
+        client = imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port)
+        try:
+            client.login("ann@example.com", "pw")
+            client.select("INBOX")
+            client.create("Handled")
+            client.uid("MOVE", "1", "Handled")
+        finally:
+            client.logout()
+
+    def handled() -> object:
+        try:
+            return box.assert_in("Handled", subject="Hi")
+        finally:
+            checked.set()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        smtpsink.wait_until(handled, timeout=30)
+    finally:
+        checked.set()
+        thread.join()
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.wait_until(lambda: box.assert_in("Archive", subject="Hi"), timeout=0.1)
+    report = str(caught.value).splitlines()
+    assert report[:2] == [
+        "wait_until(<lambda>) still false after 0.1 s.",
+        "Its last call failed:",
+    ]
+    assert report[2] == (
+        "  expected exactly 1 message in ann@example.com's Archive matching "
+        "subject='Hi'; found 0 (there is no folder 'Archive')."
+    )
+
+
 def test_wait_until_waits_through_lookup_errors(smtpsink: Mailbox) -> None:
     timer = _send_later(smtpsink, "later", 0.05)
     seen: list[str] = []

@@ -70,3 +70,33 @@ def test_a_bcc_header_is_kept_unless_left_out(smtpsink):
     imap.logout()
     sent_copy = smtpsink.mailbox("ann@example.com").messages("Sent")[0]
     assert sent_copy.bcc == ["audit@example.com"]
+
+
+def test_a_reader_in_the_background(smtpsink):
+    import threading
+
+    def triage(host, port):
+        """The application's poller, one round: move mail about invoices."""
+        client = imaplib.IMAP4(host, port)
+        try:
+            client.login("help@example.com", "secret")
+            client.create("Invoices")
+            client.select("INBOX")
+            _, found = client.uid("SEARCH", "SUBJECT", "invoice")
+            for uid in found[0].split():
+                client.uid("MOVE", uid, "Invoices")
+        finally:
+            client.logout()
+
+    smtpsink.deliver(
+        b"Subject: Your invoice\r\n\r\nAttached.\r\n", to="help@example.com"
+    )
+    worker = threading.Thread(
+        target=triage, args=(smtpsink.imap.host, smtpsink.imap.port)
+    )
+    worker.start()
+
+    box = smtpsink.mailbox("help@example.com")
+    smtpsink.wait_until(lambda: box.assert_in("Invoices", subject="Your invoice"))
+
+    worker.join()
