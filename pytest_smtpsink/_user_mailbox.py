@@ -401,6 +401,12 @@ class UserMailbox:
                 for stored in folder.messages
                 if "\\Deleted" in stored.flags
             ]
+            moved = [
+                (name, removal.stored, removal.now_named or removal.to or "?")
+                for name, folder in account.folders.items()
+                for removal in folder.removed
+                if removal.how != "deleted"
+            ]
         marked: list[StoredMessage] = []
         hints = []
         # One hint per copy, the last session's (a client that never sends
@@ -417,6 +423,16 @@ class UserMailbox:
                     f"Hint: uid {stored.uid} in {_folder_shown(name)} has \\Deleted but "
                     "was never expunged: IMAP deletes it only at EXPUNGE, UID "
                     "EXPUNGE or CLOSE (MOVE takes it away)"
+                )
+        for name, stored, to in moved:
+            # What most mail clients do to "delete": into Trash. The
+            # listing showed it moved, unmarked and unexplained.
+            if _match.matches(stored.message, criteria) and stored not in marked:
+                marked.append(stored)
+                hints.append(
+                    f"Hint: uid {stored.uid} in {_folder_shown(name)} was moved to "
+                    f"{_folder_shown(to)}, which deletes nothing: "
+                    f"assert_in({to!r}, ...) if that is what the application does"
                 )
         return marked, hints
 
@@ -496,7 +512,8 @@ class UserMailbox:
                         since.append("deleted")
                     if since:
                         how += ", since " + " and ".join(since)
-                lines.append(f"    ({how}) {_line(removal.stored)}")
+                mark = "*" if id(removal.stored) in chosen else " "
+                lines.append(f"  {mark} ({how}) {_line(removal.stored)}")
             if len(removed) > _LISTED:
                 lines.append(
                     f"    ... and {len(removed) - _LISTED} more deleted or moved"

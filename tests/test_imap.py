@@ -113,6 +113,28 @@ def test_assert_deleted_names_a_deleted_flag_never_expunged(
     assert text.count("Hint:") == 1  # not the copy in Junk, which lacks it
 
 
+def test_assert_deleted_names_mail_moved_to_the_trash(smtpsink: Mailbox) -> None:
+    # What most mail clients do to "delete": the listing showed the copy
+    # moved, with no mark and no word of why it is no deletion.
+    smtpsink.deliver(raw_message("You won"), to=USER)
+    box = smtpsink.mailbox(USER)
+    uid = box.stored()[0].uid
+    with login(smtpsink) as client:
+        client.create("Trash")
+        client.select("INBOX")
+        client.uid("MOVE", str(uid), "Trash")
+        client.logout()
+    with pytest.raises(AssertionError) as failure:
+        box.assert_deleted(subject="You won")
+    text = str(failure.value)
+    assert f"  * (moved to Trash) uid {uid} " in text
+    assert text.endswith(
+        f"\nHint: uid {uid} in INBOX was moved to Trash, which deletes nothing: "
+        "assert_in('Trash', ...) if that is what the application does"
+    ), text
+    box.assert_in("Trash", subject="You won")  # the advice works
+
+
 def test_a_listing_follows_the_folder_mail_was_moved_to_through_renames(
     smtpsink: Mailbox,
 ) -> None:
