@@ -368,7 +368,10 @@ class Mailbox(FaultControls):
         user = _recipient(address, "mailbox()") if written_as_address else address
         self._check()
         return UserMailbox(
-            self._store, user, functools.partial(self._mail_for_elsewhere, user)
+            self._store,
+            user,
+            functools.partial(self._mail_for_elsewhere, user),
+            functools.partial(self._refused_readers_hint, user),
         )
 
     def _mail_for_elsewhere(self, user: str, criteria: Criteria) -> list[str]:
@@ -402,6 +405,38 @@ class Mailbox(FaultControls):
             [Elsewhere(url, mail, True) for url, mail in found.items() if mail],
             criteria or {"rcpt_to": user},
         )
+
+    def _refused_readers_hint(self, user: str) -> list[str]:
+        """For a failed mailbox assertion: the reader never got in. No POP3
+        or IMAP session of this scope logged in as ``user``, and some login
+        was refused (a user name in another case than the ``auth`` table's,
+        a wrong password): the listing alone said "found it with flags {}"."""
+        readers = [
+            s for s in self._store.sessions_since(self._cursor) if s.protocol != "SMTP"
+        ]
+        key = self._store.mail.key
+        user = key(user)
+        if any(
+            s.authenticated_as is not None and key(s.authenticated_as) == user
+            for s in readers
+        ):
+            return []
+        refused = [
+            f"{s.protocol} {a.mechanism} {printable(repr(a.username))}"
+            for s in readers
+            for a in s.auth_attempts
+            if not a.success
+        ]
+        if not refused:
+            return []
+        shown = ", ".join(refused[:_LISTED]) + (
+            f" and {len(refused) - _LISTED} more" if len(refused) > _LISTED else ""
+        )
+        return [
+            f"Hint: no POP3 or IMAP session logged in as {user} {self._scope}; "
+            f"refused: {shown} (user names compare exactly with the auth table's; "
+            "see the sessions' auth_attempts)"
+        ]
 
     # -- sending on ----------------------------------------------------------------
 

@@ -101,6 +101,7 @@ class UserMailbox:
         store: Store,
         address: str,
         elsewhere: Callable[[Criteria], list[str]] | None = None,
+        readers: Callable[[], list[str]] | None = None,
     ) -> None:
         self._store = store
         self._mail: MailStore = store.mail
@@ -111,6 +112,9 @@ class UserMailbox:
         # got (`Mailbox.mailbox`): the SMTP side pointed at one sink, the
         # POP3/IMAP side at another.
         self._elsewhere = elsewhere
+        # A hint line when no reader of the test logged in to it, and some
+        # login was refused (`Mailbox.mailbox`).
+        self._readers = readers
 
     def _account(self) -> Account | None:
         return self._mail.accounts.get(self.user)
@@ -255,8 +259,11 @@ class UserMailbox:
                 hints += self._elsewhere(criteria)
         raise AssertionError(
             f"expected {want}; {got}.\n{self._describe(marked)}"
-            + "".join(f"\n{line}" for line in hints)
+            + "".join(f"\n{line}" for line in hints + self._readers_hint())
         )
+
+    def _readers_hint(self) -> list[str]:
+        return self._readers() if self._readers is not None else []
 
     def _no_folder(self, name: str, criteria: Criteria) -> str:
         """That there is no folder ``name``, and what became of it if IMAP
@@ -326,6 +333,7 @@ class UserMailbox:
                 f"expected no message in {self._where(folder)}"
                 + (f" matching {described}" if described else "")
                 + f"; found {len(found)}.\n{self._describe(found_stored)}"
+                + "".join(f"\n{line}" for line in self._readers_hint())
             )
 
     def _not_in_renamed(self, folder: str, name: str, criteria: Criteria) -> bool:
@@ -366,7 +374,7 @@ class UserMailbox:
                 f"expected a message deleted from {self.user}'s mailbox"
                 + (f" matching {described}" if described else "")
                 + f"; found none.\n{self._describe(marked)}"
-                + "".join(f"\n{line}" for line in hints)
+                + "".join(f"\n{line}" for line in hints + self._readers_hint())
             )
         return found[-1]
 

@@ -135,6 +135,48 @@ def test_assert_deleted_names_mail_moved_to_the_trash(smtpsink: Mailbox) -> None
     box.assert_in("Trash", subject="You won")  # the advice works
 
 
+@pytest.mark.smtpsink(auth={USER: "s3cret"}, auth_plaintext=True)
+def test_a_mailbox_assertion_says_when_the_reader_never_got_in(
+    smtpsink: Mailbox,
+) -> None:
+    # The application logged in as Ann@Example.com, which the auth table
+    # does not know (user names compare exactly): the assertion said only
+    # "found it with flags {}", and the refusals were in the sessions.
+    import poplib
+
+    smtpsink.deliver(raw_message("Ticket"), to=USER)
+    client = imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port)
+    with pytest.raises(imaplib.IMAP4.error):
+        client.login("Ann@Example.com", "s3cret")
+    client.logout()
+    pop = poplib.POP3(smtpsink.pop3.host, smtpsink.pop3.port)
+    pop.user("Ann@Example.com")
+    with pytest.raises(poplib.error_proto):
+        pop.pass_("s3cret")
+    pop.quit()
+    box = smtpsink.mailbox(USER)
+    hint = (
+        f"Hint: no POP3 or IMAP session logged in as {USER} in this test; refused: "
+        "IMAP LOGIN 'Ann@Example.com', POP3 USER 'Ann@Example.com' (user names "
+        "compare exactly with the auth table's; see the sessions' auth_attempts)"
+    )
+    for check in (
+        lambda: box.assert_in("INBOX", subject="Ticket", flags={"\\Seen"}),
+        lambda: box.assert_not_in("INBOX", subject="Ticket"),
+        lambda: box.assert_deleted(subject="Ticket"),
+    ):
+        with pytest.raises(AssertionError) as failure:
+            check()
+        assert str(failure.value).endswith("\n" + hint), failure.value
+    # Once a reader got in, the refusals say nothing more.
+    client = imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port)
+    client.login(USER, "s3cret")
+    client.logout()
+    with pytest.raises(AssertionError) as failure:
+        box.assert_deleted(subject="Ticket")
+    assert "Hint: no POP3 or IMAP session logged in" not in str(failure.value)
+
+
 def test_a_listing_follows_the_folder_mail_was_moved_to_through_renames(
     smtpsink: Mailbox,
 ) -> None:
