@@ -321,8 +321,8 @@ class Mailbox(FaultControls):
             raise TypeError(f"folder must be a folder name, got {folder!r}")
         if not folder.strip():
             raise ValueError(f"folder must be a folder name, got {folder!r}")
-        folder = given_folder_name(folder)  # "Archive/" as CREATE takes it
-        check_folder_name(folder)
+        given, folder = folder, given_folder_name(folder)  # "Archive/" as CREATE
+        check_folder_name(folder, given)
         check_unpadded(folder)
         raw = message_bytes(message)
         recipients = recipients_of(raw, to)

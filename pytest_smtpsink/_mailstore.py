@@ -50,10 +50,13 @@ def folder_name(name: str) -> str:
 
 
 def given_folder_name(name: str) -> str:
-    """A folder name as a test or a client gives it: `folder_name`, and a
+    """A folder name as a test or a client gives it: `folder_name`, and one
     trailing delimiter dropped (``CREATE Archive/`` names ``Archive``, RFC
-    3501 6.3.3)."""
-    return folder_name(name.rstrip(DELIMITER) or name)
+    3501 6.3.3). Only one: ``Archive//`` keeps an empty level, which
+    `check_folder_name` refuses (a client that added the delimiter twice)."""
+    if len(name) > 1 and name.endswith(DELIMITER):
+        name = name[:-1]
+    return folder_name(name)
 
 
 #: The longest folder name and level, in characters (Dovecot's limits are
@@ -63,11 +66,19 @@ MAX_FOLDER_NAME = 4096
 MAX_FOLDER_LEVEL = 255
 
 
-def check_folder_name(name: str) -> None:
+def check_folder_name(name: str, given: str | None = None) -> None:
     """ValueError unless ``name`` can be a folder: not empty, no empty level
     (no leading, trailing or doubled delimiter), no control character, at
-    most `MAX_FOLDER_NAME` characters and `MAX_FOLDER_LEVEL` per level."""
+    most `MAX_FOLDER_NAME` characters and `MAX_FOLDER_LEVEL` per level.
+    ``given``: the name as the test wrote it, if `given_folder_name` changed
+    it (the error quotes what the test wrote)."""
     __tracebackhide__ = True  # a test's bad folder points at its line
+    if given is not None and given != name:
+        try:
+            check_folder_name(name)
+        except ValueError as error:
+            raise ValueError(str(error).replace(repr(name), repr(given), 1)) from None
+        return
     if len(name) > MAX_FOLDER_NAME:
         raise ValueError(
             f"{name[:40]!r}... is not a folder name: it has {len(name)} characters, "

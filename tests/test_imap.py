@@ -1064,7 +1064,9 @@ def test_a_folder_name_over_dovecots_limits_is_refused(
     assert longest in smtpsink.mailbox(USER).folders
 
 
-@pytest.mark.parametrize("name", ["/lead", "a//b", "//"])
+# Two trailing delimiters leave an empty level: only one is CREATE's to
+# drop (all of them were, and Archive// made Archive).
+@pytest.mark.parametrize("name", ["/lead", "a//b", "//", "Archive//", "A/B///"])
 def test_a_folder_name_with_an_empty_level_is_refused(
     smtpsink: Mailbox, name: str
 ) -> None:
@@ -1073,8 +1075,11 @@ def test_a_folder_name_with_an_empty_level_is_refused(
     ]
     assert reply.startswith("a NO [CANNOT] "), reply
     assert "it needs a name at each level" in reply
-    with pytest.raises(ValueError, match="it needs a name at each level"):
+    with pytest.raises(ValueError) as refused:
         smtpsink.deliver(raw_message("x"), to=USER, folder=name)
+    assert str(refused.value).startswith(
+        f"{name!r} is not a folder name: it needs a name at each level"
+    )
     with pytest.raises(ValueError, match="lone surrogate"):
         smtpsink.deliver(raw_message("x"), to=USER, folder="a\udcffb")
     assert smtpsink.mailbox(USER).folders == ("INBOX",)
