@@ -32,6 +32,7 @@ import logging
 import os
 import queue
 import re
+import socket
 import sys
 import threading
 import time
@@ -952,7 +953,10 @@ class _Connection:
         timeout: float,
         hostname: str,
         ssl_context: ssl.SSLContext | None = None,
+        on_client: Callable[[Any], None] | None = None,
     ) -> None:
+        """``on_client``: told the smtplib client before it connects (the
+        relay thread's `Relayer.abort` closes its socket)."""
         self.upstream = upstream
         # Past it a socket's timeout overflows the platform's clock: 1e10 s
         # means for ever, as it does to a wait.
@@ -990,6 +994,8 @@ class _Connection:
         # implicit TLS release tests).
         client._host = upstream.host
         self.client = client
+        if on_client is not None:
+            on_client(client)
         self.exchanges: list[Exchange] = client.exchanges
         # The first transaction's transcript starts with the greeting.
         self._fresh = True
@@ -1934,6 +1940,10 @@ class Relayer:
             queue.SimpleQueue()
         )
         self._stopping = False
+        # Whether `abort` cut the message in flight, and the client of the
+        # connection it would cut (the relay thread's latest).
+        self._aborted = False
+        self._client: Any = None
         # Bumped when a test begins (`next_test`): a connection opened for
         # an earlier test is not used for its mail (see _step).
         self._test = 0
@@ -2264,7 +2274,9 @@ class Relayer:
                 # connection, rather than take the close as its answer.
                 connection.close(quit=False)
             if connection is None or not connection.open:
-                connection = _Connection(self.upstream, self.timeout, self.hostname)
+                connection = _Connection(
+                    self.upstream, self.timeout, self.hostname, on_client=self._using
+                )
                 connection.test = self._test
                 connection.stopping = lambda: self._stopping
             if connection.pipelining:
@@ -2308,9 +2320,28 @@ class Relayer:
             ),
         )
 
+    def _using(self, client: Any) -> None:
+        self._client = client
+
+    def abort(self) -> None:
+        """Stop, cutting the message in flight (the plugin, as a session
+        ends: its outcome, "pending", is already reported). `stop` alone
+        lets it finish within the relay timeout per step, and the run sat
+        silent after its summary for as long as a hung upstream took."""
+        self._stopping = self._aborted = True
+        sock = getattr(self._client, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
     def _failed(
         self, message: Message, matched: tuple[str, ...], error: RelayError
     ) -> None:
+        if self._aborted:
+            # Cut by `abort`: the upstream's "closed without a reply" is
+            # the sink's own doing.
+            self._stopped(message, matched, "the sink stopped while relaying it")
+            return
         status: RelayStatus = "failed" if error.code is None else "refused"
         self._finish(
             message,
@@ -2335,15 +2366,14 @@ class Relayer:
             ),
         )
 
-    def _stopped(self, message: Message, matched: tuple[str, ...]) -> None:
+    def _stopped(
+        self,
+        message: Message,
+        matched: tuple[str, ...],
+        why: str = "the sink stopped before relaying it",
+    ) -> None:
         self._finish(
-            message,
-            RelayOutcome(
-                "failed",
-                self.upstream.url,
-                matched,
-                reply="the sink stopped before relaying it",
-            ),
+            message, RelayOutcome("failed", self.upstream.url, matched, reply=why)
         )
 
     def _finish(self, message: Message, outcome: RelayOutcome) -> None:

@@ -671,6 +671,16 @@ def end_relaying_of_test(sink: SMTPSink) -> None:
         runtime.state.relay.next_test()
 
 
+def abort_relaying(sink: SMTPSink) -> None:
+    """Cut ``sink``'s relay short, the message being sent too (its outcome:
+    "the sink stopped while relaying it"): the plugin, as the session ends,
+    before stopping its sinks. A hung upstream otherwise held the run's end
+    for up to the relay timeout per step, silent after pytest's summary."""
+    runtime = sink._runtime
+    if runtime is not None and runtime.state.relay is not None:
+        runtime.state.relay.abort()
+
+
 def connectable(host: str) -> str:
     """Where a client on this machine reaches a server bound to ``host``."""
     address = ipaddress.ip_address(host)

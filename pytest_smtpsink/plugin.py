@@ -985,6 +985,9 @@ class _SinkPool:
         for settings, sink in self._sinks.items():
             if sink is not self._default and id(sink) not in in_use:
                 del self._sinks[settings]
+                from ._server import abort_relaying
+
+                abort_relaying(sink)  # an earlier test's mail, reported
                 sink.stop()
                 return
 
@@ -1028,6 +1031,11 @@ class _SinkPool:
     def stop_all(self) -> None:
         self._default = None
         sinks, self._sinks = list(self._sinks.values()), {}
+        if sinks:
+            from ._server import abort_relaying
+
+            for sink in sinks:  # all at once: none waits on the others
+                abort_relaying(sink)
         for sink in sinks:
             sink.stop()
 

@@ -1075,7 +1075,7 @@ def test_a_folder_name_with_an_empty_level_is_refused(
     ]
     assert reply.startswith("a NO [CANNOT] "), reply
     assert "it needs a name at each level" in reply
-    with pytest.raises(ValueError) as refused:
+    with pytest.raises(ValueError, match="needs a name at each level") as refused:
         smtpsink.deliver(raw_message("x"), to=USER, folder=name)
     assert str(refused.value).startswith(
         f"{name!r} is not a folder name: it needs a name at each level"

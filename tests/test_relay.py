@@ -3587,3 +3587,47 @@ def test_content_goes_as_long_as_a_slow_upstream_keeps_taking_it() -> None:
             client.close()
             reader.join()
     assert bytes(taken) == content
+
+
+def test_the_end_of_a_session_does_not_wait_for_a_hung_upstream(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    # After pytest's summary the run sat silent until the relay to an
+    # upstream that never greets timed out (30 s here): the message's
+    # outcome, "pending", was already reported.
+    outcome = tmp_path / "outcome.txt"
+    pytester.makeconftest(
+        f"""
+import socket
+
+import pytest
+
+KEPT = []
+SILENT = socket.socket()  # listens, never greets
+SILENT.bind(("127.0.0.1", 0))
+SILENT.listen()
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    SILENT.close()
+    with open({str(outcome)!r}, "w") as file:
+        file.write(KEPT[0].relay.reply)
+"""
+    )
+    pytester.makepyfile(
+        """
+import smtplib
+
+from conftest import KEPT, SILENT
+
+def test_sends(smtpsink_factory):
+    port = SILENT.getsockname()[1]
+    sink = smtpsink_factory(relay=f"smtp://127.0.0.1:{port}", relay_to=".*", relay_timeout=30)
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail("app@example.com", ["ann@example.com"], b"Subject: x\\r\\n\\r\\nx\\r\\n")
+    KEPT.append(sink.wait_for())
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(passed=1)
+    assert outcome.read_text() == "the sink stopped while relaying it"
