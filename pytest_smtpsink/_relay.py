@@ -225,7 +225,10 @@ def parse_upstream(url: str) -> Upstream:
             f"got {scheme + '://' if scheme else 'no scheme'}"
         )
     tls, default_port = _SCHEMES[scheme]
-    query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+    # URL decoding, not a form's: a "+" in a path ("c++/ca.pem") stays "+".
+    query = urllib.parse.parse_qs(
+        parts.query.replace("+", "%2B"), keep_blank_values=True
+    )
     if "@" in parts.path + parts.fragment or any(
         "@" in key or (key != "cafile" and any("@" in v for v in values))
         for key, values in query.items()
@@ -288,7 +291,8 @@ def parse_upstream(url: str) -> Upstream:
         # Not quoted: a "#" in a password typed as it is starts it.
         raise ValueError(
             "the URL has a '#' part, which an SMTP URL has no use for (a '#' "
-            "in the user name or password must be percent-encoded: %23)"
+            "in the user name, the password or the cafile= path must be "
+            "percent-encoded: %23)"
         )
     unknown = sorted(set(query) - {"cafile"})
     if unknown or parts.path not in ("", "/"):

@@ -1023,8 +1023,8 @@ def test_a_password_cut_by_a_url_delimiter_is_named_not_shown(cut: str) -> None:
                 {"relay": url, "relay_to": ".*"},
                 "relay",
                 r"^relay: the URL has a '#' part, which an SMTP URL has no use "
-                r"for \(a '#' in the user name or password must be "
-                r"percent-encoded: %23\)$",
+                r"for \(a '#' in the user name, the password or the cafile= "
+                r"path must be percent-encoded: %23\)$",
             )
             for url in ("smtp://127.0.0.1:25#s3cretPW", "smtp://127.0.0.1:25/#")
         ),
@@ -1108,6 +1108,23 @@ def test_bad_relay_settings_name_the_setting(
     with pytest.raises(SettingsError, match=text) as raised:
         SinkSettings(**changes)  # type: ignore[arg-type]
     assert raised.value.setting == setting
+
+
+def test_a_plus_in_the_cafile_path_is_a_plus(
+    smtpsink_factory: Factory, tmp_path: Path
+) -> None:
+    # Read as a form's query, "c++/ca.pem" was "c  /ca.pem": "not a file".
+    upstream = smtpsink_factory(hostname="upstream.test", tls="starttls")
+    directory = tmp_path / "c++"
+    directory.mkdir()
+    ca = directory / "ca.pem"
+    ca.write_bytes(Path(upstream.ca_path).read_bytes())
+    relayer = smtpsink_factory(
+        relay=f"smtp+starttls://127.0.0.1:{upstream.port}?cafile={ca}", relay_to=".*"
+    )
+    message = capture(relayer, b"Subject: plus\r\n\r\nx\r\n")
+    wait_relayed(relayer, message)
+    assert relay_of(message).status == "relayed"
 
 
 def test_a_damaged_ca_file_is_named_with_what_is_wrong(tmp_path: Path) -> None:
