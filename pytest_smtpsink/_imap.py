@@ -1884,7 +1884,7 @@ class _Connection(ReadSideConnection):
                     "NO",
                     f"[LIMIT] {command.name}: the response for message {number} "
                     f"would be over {limit} bytes, {_FETCH_COPIES} times the "
-                    "message; ask for each section once",
+                    "message and a megabyte; ask for each section once",
                 ) from None
             if changed and "FLAGS" not in kinds:
                 values.insert(

@@ -1965,7 +1965,7 @@ def test_a_fetch_asking_for_a_message_many_times_over_is_refused(
         assert typ == "NO"
         assert data == [
             b"[LIMIT] FETCH: the response for message 2 would be over 5048640 "
-            b"bytes, 4 times the message; ask for each section once"
+            b"bytes, 4 times the message and a megabyte; ask for each section once"
         ]
         client.logout()
     with login(smtpsink) as client:
