@@ -391,6 +391,54 @@ def test_mail_that_came_before_the_event_stream_opened_is_shown(
         server.stop()
 
 
+class HeldRender:
+    """A live view of two messages, ``subjects`` (sent over one connection,
+    closed), whose rendering of ``held`` waits for ``answer`` once it has
+    set ``asked``; ``rendered`` lists the subjects rendered, in order."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, held: str) -> None:
+        from pytest_smtpsink import _live
+
+        self.held = held
+        self.asked, self.answer = threading.Event(), threading.Event()
+        self.rendered: list[str] = []
+        fragment = _live.message_fragment
+
+        def held_render(message: Any, number: int | None) -> str:
+            self.rendered.append(message.subject)
+            if message.subject == held:
+                self.asked.set()
+                self.answer.wait(TIMEOUT)
+            return fragment(message, number)
+
+        monkeypatch.setattr(_live, "message_fragment", held_render)
+
+    @contextlib.contextmanager
+    def serving(self, *subjects: str) -> Iterator[tuple[Any, list[str]]]:
+        """The started server and the messages' numbers."""
+        from pytest_smtpsink import SMTPSink, _live
+
+        server = _live.LiveServer("127.0.0.1", 0)
+        server.start()
+        try:
+            with SMTPSink() as sink:
+                follower = sink.follow()
+                with smtplib.SMTP(sink.host, sink.port) as client:
+                    for subject in subjects:
+                        client.sendmail(
+                            "app@example.com",
+                            ["ann@example.com"],
+                            f"Subject: {subject}\r\n\r\n{subject} body.\r\n".encode(),
+                        )
+                sink.wait_until(lambda: all(s.end for s in sink.sessions))
+                messages, sessions = follower.take()
+                server.inbox.add(messages, sessions)
+                yield server, [str(m.number) for m in messages]
+        finally:
+            self.answer.set()
+            server.stop()
+
+
 def test_a_message_clicked_later_is_not_replaced_by_an_earlier_ones_answer(
     driver: WebDriver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -401,79 +449,48 @@ def test_a_message_clicked_later_is_not_replaced_by_an_earlier_ones_answer(
     from selenium.webdriver.support import expected_conditions as ready
     from selenium.webdriver.support.wait import WebDriverWait
 
-    from pytest_smtpsink import SMTPSink, _live
+    held = HeldRender(monkeypatch, "First")
+    with held.serving("First", "Second") as (server, (first, second)):
+        wait = WebDriverWait(driver, TIMEOUT)
+        driver.get(server.url)
+        wait.until(ready.text_to_be_present_in_element((By.ID, "list"), "Second"))
+        # Tells when the page has read the first message's answer (and
+        # run what follows that read: a timer runs after it).
+        driver.execute_script(
+            """
+            const wanted = "/fragments/messages/" + arguments[0];
+            const text = Response.prototype.text;
+            Response.prototype.text = async function () {
+              const read = await text.call(this);
+              if (this.url.endsWith(wanted)) {
+                setTimeout(() => { window.firstRead = true; }, 0);
+              }
+              return read;
+            };
+            """,
+            first,
+        )
 
-    first_asked, first_answered = threading.Event(), threading.Event()
-    fragment = _live.message_fragment
+        def click(number: str) -> Callable[[WebDriver], bool]:
+            def clicked(driver: WebDriver) -> bool:
+                driver.find_element(
+                    By.CSS_SELECTOR, f'#list a[data-id="{number}"]'
+                ).click()
+                return True
 
-    def held_for_first(message: Any, number: int | None) -> str:
-        if message.subject == "First":
-            first_asked.set()
-            first_answered.wait(TIMEOUT)
-        return fragment(message, number)
+            return clicked
 
-    monkeypatch.setattr(_live, "message_fragment", held_for_first)
-    server = _live.LiveServer("127.0.0.1", 0)
-    server.start()
-    try:
-        with SMTPSink() as sink:
-            follower = sink.follow()
-            with smtplib.SMTP(sink.host, sink.port) as client:
-                for subject in ("First", "Second"):
-                    client.sendmail(
-                        "app@example.com",
-                        ["ann@example.com"],
-                        f"Subject: {subject}\r\n\r\n{subject} body.\r\n".encode(),
-                    )
-            sink.wait_for(2)
-            messages, sessions = follower.take()
-            server.inbox.add(messages, sessions)
-            first, second = (str(m.number) for m in messages)
-            wait = WebDriverWait(driver, TIMEOUT)
-            driver.get(server.url)
-            wait.until(ready.text_to_be_present_in_element((By.ID, "list"), "Second"))
-            # Tells when the page has read the first message's answer (and
-            # run what follows that read: a timer runs after it).
-            driver.execute_script(
-                """
-                const wanted = "/fragments/messages/" + arguments[0];
-                const text = Response.prototype.text;
-                Response.prototype.text = async function () {
-                  const read = await text.call(this);
-                  if (this.url.endsWith(wanted)) {
-                    setTimeout(() => { window.firstRead = true; }, 0);
-                  }
-                  return read;
-                };
-                """,
-                first,
-            )
-
-            def click(number: str) -> Callable[[WebDriver], bool]:
-                def clicked(driver: WebDriver) -> bool:
-                    driver.find_element(
-                        By.CSS_SELECTOR, f'#list a[data-id="{number}"]'
-                    ).click()
-                    return True
-
-                return clicked
-
-            stale = WebDriverWait(
-                driver, TIMEOUT, ignored_exceptions=(StaleElementReferenceException,)
-            )
-            stale.until(click(first))
-            assert first_asked.wait(TIMEOUT)
-            stale.until(click(second))
-            wait.until(
-                ready.text_to_be_present_in_element((By.ID, "view"), "Second body.")
-            )
-            first_answered.set()
-            wait.until(lambda d: d.execute_script("return window.firstRead === true"))
-            assert "Second body." in driver.find_element(By.ID, "view").text
-            assert "First body." not in driver.find_element(By.ID, "view").text
-    finally:
-        first_answered.set()
-        server.stop()
+        stale = WebDriverWait(
+            driver, TIMEOUT, ignored_exceptions=(StaleElementReferenceException,)
+        )
+        stale.until(click(first))
+        assert held.asked.wait(TIMEOUT)
+        stale.until(click(second))
+        wait.until(ready.text_to_be_present_in_element((By.ID, "view"), "Second body."))
+        held.answer.set()
+        wait.until(lambda d: d.execute_script("return window.firstRead === true"))
+        assert "Second body." in driver.find_element(By.ID, "view").text
+        assert "First body." not in driver.find_element(By.ID, "view").text
 
 
 def test_a_message_slow_to_render_is_said_to_be_opening_and_rendered_once(
@@ -485,75 +502,33 @@ def test_a_message_slow_to_render_is_said_to_be_opening_and_rendered_once(
     from selenium.webdriver.support import expected_conditions as ready
     from selenium.webdriver.support.wait import WebDriverWait
 
-    from pytest_smtpsink import SMTPSink, _live
+    held = HeldRender(monkeypatch, "Big")
+    with held.serving("Small", "Big") as (server, (small, big)):
+        wait = WebDriverWait(driver, TIMEOUT)
+        driver.get(server.url)
+        wait.until(ready.text_to_be_present_in_element((By.ID, "list"), "Big"))
 
-    asked, answer = threading.Event(), threading.Event()
-    rendered: list[str] = []
-    fragment = _live.message_fragment
+        def open_message(number: str) -> None:
+            driver.find_element(By.CSS_SELECTOR, f'#list a[data-id="{number}"]').click()
 
-    def slow(message: Any, number: int | None) -> str:
-        rendered.append(message.subject)
-        if message.subject == "Big":
-            asked.set()
-            answer.wait(TIMEOUT)
-        return fragment(message, number)
+        def shown(text: str) -> None:
+            wait.until(ready.text_to_be_present_in_element((By.ID, "view"), text))
 
-    monkeypatch.setattr(_live, "message_fragment", slow)
-    server = _live.LiveServer("127.0.0.1", 0)
-    server.start()
-    try:
-        with SMTPSink() as sink:
-            follower = sink.follow()
-            with smtplib.SMTP(sink.host, sink.port) as client:
-                for subject in ("Small", "Big"):
-                    client.sendmail(
-                        "app@example.com",
-                        ["ann@example.com"],
-                        f"Subject: {subject}\r\n\r\n{subject} body.\r\n".encode(),
-                    )
-            sink.wait_until(lambda: all(s.end for s in sink.sessions))
-            messages, sessions = follower.take()
-            server.inbox.add(messages, sessions)
-            small, big = (str(m.number) for m in messages)
-            wait = WebDriverWait(driver, TIMEOUT)
-            driver.get(server.url)
-            wait.until(ready.text_to_be_present_in_element((By.ID, "list"), "Big"))
-
-            def open_message(number: str) -> None:
-                driver.find_element(
-                    By.CSS_SELECTOR, f'#list a[data-id="{number}"]'
-                ).click()
-
-            open_message(small)
-            wait.until(
-                ready.text_to_be_present_in_element((By.ID, "view"), "Small body.")
-            )
-            open_message(big)
-            assert asked.wait(TIMEOUT)
-            wait.until(
-                ready.text_to_be_present_in_element(
-                    (By.ID, "view"), f"Opening message #{big}..."
-                )
-            )
-            marked = driver.find_element(By.CSS_SELECTOR, "#list a.current")
-            assert marked.get_attribute("data-id") == big
-            answer.set()
-            wait.until(
-                ready.text_to_be_present_in_element((By.ID, "view"), "Big body.")
-            )
-            # Opened again: the page asks again, and the server has it.
-            open_message(small)
-            wait.until(
-                ready.text_to_be_present_in_element((By.ID, "view"), "Small body.")
-            )
-            open_message(big)
-            wait.until(
-                ready.text_to_be_present_in_element((By.ID, "view"), "Big body.")
-            )
-            assert rendered == ["Small", "Big"]
-    finally:
-        answer.set()
-        server.stop()
+        open_message(small)
+        shown("Small body.")
+        open_message(big)
+        assert held.asked.wait(TIMEOUT)
+        shown(f"Opening message #{big}...")
+        marked = driver.find_element(By.CSS_SELECTOR, "#list a.current")
+        assert marked.get_attribute("data-id") == big
+        held.answer.set()
+        shown("Big body.")
+        # Opened again: the page asks again, and the server has it.
+        open_message(small)
+        shown("Small body.")
+        open_message(big)
+        shown("Big body.")
+        assert held.rendered == ["Small", "Big"]
 
 
 #: Names a mail's resource hints point at, and one a page outside any mail
