@@ -2389,7 +2389,6 @@ def test_a_mailbox_read_after_its_test_ended_is_refused(
     pytester.makepyfile(
         """
         import smtplib
-        import threading
 
         import pytest
 
