@@ -976,8 +976,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Referrer-Policy", "no-referrer")
         super().end_headers()
 
-    def _send_html(self, markup: str) -> None:
-        self._send(markup.encode("utf-8", "replace"), "text/html; charset=utf-8")
+    def _send_html(
+        self, markup: str, status: http.HTTPStatus = http.HTTPStatus.OK
+    ) -> None:
+        self._send(
+            markup.encode("utf-8", "replace"), "text/html; charset=utf-8", status
+        )
 
     def _send_json(
         self,
@@ -988,11 +992,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = json.dumps(data).encode("ascii")
         self._send(body, "application/json; charset=utf-8", status, extra)
 
-    def _message(self, text: str) -> Message | None:
+    def _message(self, text: str, page: str | None = None) -> Message | None:
+        """The kept message numbered ``text``, or None after a 404: JSON for
+        the API, HTML for a page or a fragment of one (``page``: "page" or
+        "fragment"), which a browser shows (the raw JSON did)."""
         number = _whole_number(text)
         message = self.server.inbox.get(number) if number is not None else None
         if message is None:
-            self._refuse(http.HTTPStatus.NOT_FOUND, f"no message {text!r}")
+            if page is None:
+                self._refuse(http.HTTPStatus.NOT_FOUND, f"no message {text!r}")
+            else:
+                note = (
+                    f'<p class="note">No message {_e(printable(text))} here: it was '
+                    "deleted, let go as newer mail came, or came before the sink "
+                    'was started again. <a href="/">All messages</a></p>'
+                )
+                self._send_html(
+                    _html.page("smtpsink", note) if page == "page" else note,
+                    http.HTTPStatus.NOT_FOUND,
+                )
         return message
 
     # -- routes --------------------------------------------------------------
@@ -1017,12 +1035,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 )
             )
         elif len(parts) == 3 and parts[:2] == ["fragments", "messages"]:
-            message = self._message(parts[2])
+            message = self._message(parts[2], "fragment")
             if message is not None:
                 number = inbox.session_number(message.session)
                 self._send_html(self.server.rendered.fragment(message, number))
         elif len(parts) == 2 and parts[0] == "messages":
-            message = self._message(parts[1])
+            message = self._message(parts[1], "page")
             if message is not None:
                 number = inbox.session_number(message.session)
                 self._send_html(

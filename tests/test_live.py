@@ -155,6 +155,19 @@ def test_list_get_raw_and_delete(live: Callable[..., Live]) -> None:
         404,
         {"error": f"no message '{second['id']}'"},
     )
+    # A page (or the page's fragment) of a message gone: said in HTML, where
+    # a browser showed the raw JSON.
+    note = (
+        f'<p class="note">No message {second["id"]} here: it was deleted, let go '
+        "as newer mail came, or came before the sink was started again. "
+        '<a href="/">All messages</a></p>'
+    )
+    status, body = view.request(f"/fragments/messages/{second['id']}")
+    assert (status, body.decode()) == (404, note)
+    status, body = view.request(f"/messages/{second['id']}")
+    assert status == 404
+    assert note in body.decode()
+    assert body.decode().startswith("<!DOCTYPE html>")
 
 
 def test_from_names_every_author(live: Callable[..., Live]) -> None:
