@@ -123,13 +123,14 @@ def test_djangos_in_memory_outbox_is_named_in_the_hint(
     # nothing. The generic hint only listed it among possible causes.
     locmem = pytest.importorskip("django.core.mail.backends.locmem")
     monkeypatch.setattr(django_mail, "outbox", [], raising=False)
-    django_mail.EmailMessage(
-        "Reset your password",
-        "body",
-        "app@example.com",
-        ["ann@example.com"],
-        connection=locmem.EmailBackend(),
-    ).send()
+    # The backend itself (Django 6.1 deprecates EmailMessage(connection=)).
+    locmem.EmailBackend().send_messages(
+        [
+            django_mail.EmailMessage(
+                "Reset your password", "body", "app@example.com", ["ann@example.com"]
+            )
+        ]
+    )
     with pytest.raises(AssertionError) as failed:
         smtpsink.assert_sent(to="ann@example.com")
     assert str(failed.value).splitlines()[3] == (
