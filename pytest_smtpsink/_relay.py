@@ -1951,6 +1951,11 @@ class Relayer:
         # Bumped when a test begins (`next_test`): a connection opened for
         # an earlier test is not used for its mail (see _step).
         self._test = 0
+        # Bumped when a test ends (`end_of_test`): mail queued before that
+        # and not yet on its way is not relayed (`_test_ended`). Apart from
+        # `_test`: mail a fixture sends before the test's first mailbox is
+        # made (a session fixture that seeds data) is the test's to relay.
+        self._era = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -1978,7 +1983,7 @@ class Relayer:
             )
             return
         message.relay = RelayOutcome("pending", url, matched)
-        self._queue.put((message, matched, self._test))
+        self._queue.put((message, matched, self._era))
 
     def _near_miss(self, message: Message) -> str:
         """Why a recipient the pattern is found in was not relayed: it must
@@ -2047,13 +2052,18 @@ class Relayer:
         return other != domain and bool(self.pattern.fullmatch(f"{local}@{other}"))
 
     def next_test(self) -> None:
-        """A test ends, or a new one begins: the new test's mail goes on a
-        connection of its own, so that the upstream's session is in that
-        test's view of the upstream (and a rule the test sets on the
-        upstream, hide("PIPELINING") say, meets the relay's EHLO), not on a
-        connection still open from the test before; and mail of the test
-        before that is not yet on its way is not relayed (`_test_ended`)."""
+        """A new test begins: its mail goes on a connection of its own, so
+        that the upstream's session is in that test's view of the upstream
+        (and a rule the test sets on the upstream, hide("PIPELINING") say,
+        meets the relay's EHLO), not on a connection still open from the
+        test before."""
         self._test += 1
+
+    def end_of_test(self) -> None:
+        """A test ends: its mail not yet on its way is not relayed
+        (`_test_ended`); sent later, it reached the upstream in the next
+        test, whose view of the upstream listed it as that test's."""
+        self._era += 1
 
     # -- the relay thread -------------------------------------------------------------
 
@@ -2091,14 +2101,14 @@ class Relayer:
         try:
             if item is None:
                 return self._idle(connection, flight)
-            message, matched, test = item
-            if test != self._test:
+            message, matched, era = item
+            if era != self._era:
                 # Queued in a test that has ended (a slow upstream): relayed
                 # now, it reached the upstream in the next test, whose view
                 # of the upstream listed it as that test's mail.
                 self._test_ended(message, matched)
                 return connection, flight
-            return self._step(message, matched, connection, flight, test)
+            return self._step(message, matched, connection, flight, era)
         except Exception as error:
             # A bug, not the upstream's doing (that is a RelayError): the
             # messages in hand fail saying so, and the thread lives on for
@@ -2161,7 +2171,7 @@ class Relayer:
         matched: tuple[str, ...],
         connection: _Connection | None,
         flight: _Flight | None,
-        test: int,
+        era: int,
     ) -> tuple[_Connection | None, _Flight | None]:
         """Relay ``message`` (pipelined behind ``flight`` if it can be)."""
         if connection is not None and connection.test != self._test:
@@ -2179,10 +2189,10 @@ class Relayer:
             and flight is not None
             and connection.pipelining
         ):
-            return self._pipelined(message, matched, connection, flight, test)
+            return self._pipelined(message, matched, connection, flight, era)
         if flight is not None:
             self._settle(flight)
-        return self._relay(message, matched, connection, test)
+        return self._relay(message, matched, connection, era)
 
     def _settle(self, flight: _Flight) -> None:
         """Read a pipelined message's final reply; record its outcome."""
@@ -2208,7 +2218,7 @@ class Relayer:
         matched: tuple[str, ...],
         connection: _Connection,
         previous: _Flight,
-        test: int,
+        era: int,
     ) -> tuple[_Connection | None, _Flight | None]:
         """Send ``message`` while ``previous`` awaits its final reply: write
         that content and these commands, read that reply, then this
@@ -2235,7 +2245,7 @@ class Relayer:
                 self._stopped(message, matched)
                 return (connection if connection.open else None), None
             return self._relay(
-                message, matched, connection if connection.open else None, test
+                message, matched, connection if connection.open else None, era
             )
         try:
             connection.read_command_replies(transaction)
@@ -2252,12 +2262,12 @@ class Relayer:
         message: Message,
         matched: tuple[str, ...],
         connection: _Connection | None,
-        test: int,
+        era: int,
     ) -> tuple[_Connection | None, _Flight | None]:
-        """Send ``message``, queued in ``test`` (connecting first if need
-        be). With PIPELINING, returns it in flight: its final reply is read
-        later (`_settle`)."""
-        if test != self._test:
+        """Send ``message``, queued in ``era`` (`end_of_test`; connecting
+        first if need be). With PIPELINING, returns it in flight: its final
+        reply is read later (`_settle`)."""
+        if era != self._era:
             # Its test ended while it waited (behind a slow message): sent
             # now, it would reach the upstream in the next test.
             self._test_ended(message, matched)

@@ -668,7 +668,7 @@ def end_relaying_of_test(sink: SMTPSink) -> None:
     upstream listed it as that test's mail."""
     runtime = sink._runtime
     if runtime is not None and runtime.state.relay is not None:
-        runtime.state.relay.next_test()
+        runtime.state.relay.end_of_test()
 
 
 def abort_relaying(sink: SMTPSink) -> None:

@@ -3648,3 +3648,41 @@ def test_sends(smtpsink_factory):
     result = pytester.runpytest("-p", "no:xdist")
     result.assert_outcomes(passed=1)
     assert outcome.read_text() == "the sink stopped while relaying it"
+
+
+def test_mail_a_wider_fixture_sends_is_relayed_in_the_test_it_seeds(
+    pytester: pytest.Pytester, smtpsink_factory: Factory
+) -> None:
+    # A session fixture seeds mail through a relaying sink, then the test's
+    # smtpsink is made: mail still queued then was cut as "not relayed: its
+    # test ended", though no test had ended (only the end of a test cuts).
+    upstream = smtpsink_factory(hostname="upstream.test")
+    upstream.delay("EOD", 0.2)  # each message takes a while upstream
+    pytester.makepyfile(
+        """
+import smtplib
+
+import pytest
+
+@pytest.fixture(scope="session")
+def seeded(smtpsink_server):
+    view = smtpsink_server.view()
+    with smtplib.SMTP(smtpsink_server.host, smtpsink_server.port) as client:
+        for n in range(5):
+            client.sendmail("app@example.com", ["ann@example.com"],
+                            f"Subject: seed {n}\\r\\n\\r\\nx\\r\\n".encode())
+    return view.wait_for(5)
+
+def test_uses_the_seed(seeded, smtpsink):
+    smtpsink.wait_until(lambda: all(m.relay.done for m in seeded), timeout=30)
+    assert [m.relay.status for m in seeded] == ["relayed"] * 5
+"""
+    )
+    result = pytester.runpytest(
+        "-p",
+        "no:xdist",
+        f"--smtpsink-relay=smtp://127.0.0.1:{upstream.port}",
+        "--smtpsink-relay-to=.*",
+    )
+    result.assert_outcomes(passed=1)
+    assert [m.subject for m in upstream.messages] == [f"seed {n}" for n in range(5)]
