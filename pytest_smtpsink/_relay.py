@@ -653,16 +653,20 @@ def _client_class(implicit: bool) -> Any:
             fails. Errors as smtplib's own (`SMTPServerDisconnected`, the
             socket's error as its context)."""
             sock = self.sock
-            if not isinstance(s, bytes) or len(s) <= _SEND_PIECE or not sock:
-                super().send(s)
+            if not isinstance(s, bytes) or not sock:
+                super().send(s)  # a command line, or smtplib's own error
                 return
             import smtplib
+            import ssl
 
+            # A TLS socket writes a whole piece or nothing (its records):
+            # one record at a time, so that it too waits only for some room.
+            piece = _TLS_PIECE if isinstance(sock, ssl.SSLSocket) else _SEND_PIECE
             sys.audit("smtplib.send", self, s)
             view = memoryview(s)
             try:
                 while view:
-                    view = view[sock.send(view[:_SEND_PIECE]) :]
+                    view = view[sock.send(view[:piece]) :]
             except OSError:
                 self.close()
                 raise smtplib.SMTPServerDisconnected("Server not connected") from None
@@ -865,8 +869,10 @@ _READ_AHEAD = 8192
 #: worth a system call to shorten the socket's timeout.
 _DEADLINE_SLACK = 0.01
 #: Most bytes given to one ``send`` (`Recording.send`), which waits at most
-#: the timeout for the upstream to take some of them.
+#: the timeout for the upstream to take some of them; over TLS, one record,
+#: which is written whole or not at all.
 _SEND_PIECE = 256 * 1024
+_TLS_PIECE = 16 * 1024
 
 
 def ca_file_problem(path: str) -> str | None:

@@ -3564,14 +3564,25 @@ def test_an_upstreams_report_names_the_refusal_that_caused_it(
     assert "still open" not in report
 
 
-def test_content_goes_as_long_as_a_slow_upstream_keeps_taking_it() -> None:
-    # Each 256 KiB piece had to be taken whole within the timeout: an
-    # upstream reading steadily at less than 256 KiB per timeout was cut off,
-    # "the upstream took none of the message content". The reader here takes
-    # 8 KiB every 50 ms: a piece takes 1.6 s, and the timeout is 1 s.
+@pytest.mark.parametrize(
+    ("tls", "size"),
+    [(False, 400), (False, 200), (True, 400)],
+    ids=["plain", "plain-small", "tls"],
+)
+def test_content_goes_as_long_as_a_slow_upstream_keeps_taking_it(
+    tls: bool, size: int
+) -> None:
+    # Each 256 KiB piece had to be taken whole within the timeout (and a
+    # message under 256 KiB went in one sendall): an upstream reading
+    # steadily at less than 256 KiB per timeout was cut off, "the upstream
+    # took none of the message content". Over TLS a write is a record at a
+    # time. The reader here takes 8 KiB every 50 ms: 256 KiB take 1.6 s,
+    # and the timeout is 1 s.
     from pytest_smtpsink._relay import _client_class
+    from pytest_smtpsink._tls import _Authority
 
-    content = bytes(400 * 1024)
+    authority = _Authority() if tls else None
+    content = bytes(size * 1024)
     with socket.socket() as listener:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
         listener.bind(("127.0.0.1", 0))
@@ -3580,6 +3591,10 @@ def test_content_goes_as_long_as_a_slow_upstream_keeps_taking_it() -> None:
 
         def slow_upstream() -> None:
             upstream, _ = listener.accept()
+            if authority is not None:
+                upstream = authority.server_context().wrap_socket(
+                    upstream, server_side=True
+                )
             with upstream:
                 upstream.sendall(b"220 slow.test\r\n")
                 while len(taken) < len(content):
@@ -3592,7 +3607,13 @@ def test_content_goes_as_long_as_a_slow_upstream_keeps_taking_it() -> None:
         done = threading.Event()
         reader = threading.Thread(target=slow_upstream)
         reader.start()
-        client = _client_class(False)(timeout=1.0)
+        if authority is None:
+            client = _client_class(False)(timeout=1.0)
+        else:
+            client = _client_class(True)(
+                timeout=1.0, context=authority.client_context()
+            )
+            client._host = "127.0.0.1"
         try:
             client.connect("127.0.0.1", listener.getsockname()[1])
             # A small send buffer, as the kernel's would be full of a bigger
