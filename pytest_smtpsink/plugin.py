@@ -944,7 +944,7 @@ class _SinkPool:
             else:
                 self._sinks[settings] = sink
                 if len(self._sinks) > _KEPT_SINKS:
-                    self._let_one_go()
+                    self._let_one_go(sink)
                 return sink
             if settings.port != 0 and settings.port == self.defaults.port:
                 problem += f" (the port of {self.port_source}"
@@ -970,18 +970,20 @@ class _SinkPool:
                 self._sinks[settings] = self._sinks.pop(settings)
         return sink
 
-    def _let_one_go(self) -> None:
-        """Stop the sink least recently asked for, but not the default sink
-        nor one the running test uses. Each sink keeps two threads and four
-        file descriptors: a suite whose tests each ask for other settings
-        (a relay to a port of their own, say) ran out of file descriptors
-        after some 250 of them. A sink let go is started anew if asked for
-        again."""
+    def _let_one_go(self, started: SMTPSink) -> None:
+        """Stop the sink least recently asked for, but not the default sink,
+        one the running test uses, nor the one just ``started`` (its view is
+        not made yet): with none to let go, more run. Each sink keeps two
+        threads and four file descriptors: a suite whose tests each ask for
+        other settings (a relay to a port of their own, say) ran out of file
+        descriptors after some 250 of them. A sink let go is started anew if
+        asked for again."""
         item = _RUNNING.item
         in_use = {
             id(view.sink)
             for view in (item.stash.get(_VIEWS_KEY, []) if item is not None else [])
         }
+        in_use.add(id(started))
         for settings, sink in self._sinks.items():
             if sink is not self._default and id(sink) not in in_use:
                 del self._sinks[settings]

@@ -2530,6 +2530,13 @@ def test_a_session_keeps_at_most_32_sinks_running(pytester: pytest.Pytester) -> 
             # Its own, the default one, and at most 31 others.
             assert running() - BEFORE <= 33
 
+        def test_more_than_32_in_one_test(smtpsink_factory):
+            # All in use: none is let go, the one just started least of all.
+            sinks = [smtpsink_factory(hostname=f"many{n}.test") for n in range(34)]
+            for sink in sinks:
+                with smtplib.SMTP(sink.host, sink.port) as client:
+                    client.noop()
+
         def test_the_first_again(smtpsink_factory):
             sink = smtpsink_factory(hostname="h0.test")  # let go: started anew
             with smtplib.SMTP(sink.host, sink.port) as client:
@@ -2537,4 +2544,4 @@ def test_a_session_keeps_at_most_32_sinks_running(pytester: pytest.Pytester) -> 
         """
     )
     result = pytester.runpytest("-p", "no:xdist", "--smtpsink-report=off")
-    result.assert_outcomes(passed=41)
+    result.assert_outcomes(passed=42)
