@@ -2348,18 +2348,20 @@ class Relayer:
         ends: its outcome, "pending", is already reported). `stop` alone
         lets it finish within the relay timeout per step, and the run sat
         silent after its summary for as long as a hung upstream took."""
-        self._stopping = self._aborted = True
+        self._stopping = True
         sock = getattr(self._client, "sock", None)
         if sock is not None:
+            # Before the cut: the relay thread may fail at once.
+            self._aborted = True
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
     def _failed(
         self, message: Message, matched: tuple[str, ...], error: RelayError
     ) -> None:
-        if self._aborted:
+        if self._aborted and not error.reply.startswith("timed out"):
             # Cut by `abort`: the upstream's "closed without a reply" is
-            # the sink's own doing.
+            # the sink's own doing (a timeout is the upstream's).
             self._stopped(message, matched, "the sink stopped while relaying it")
             return
         status: RelayStatus = "failed" if error.code is None else "refused"
