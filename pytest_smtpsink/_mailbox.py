@@ -12,6 +12,7 @@ import os
 import re
 import ssl
 import sys
+import threading
 import time
 import types
 from collections.abc import Callable, Iterable, Sequence
@@ -1291,7 +1292,9 @@ class Mailbox(FaultControls):
         nothing, not what the sink makes of it a moment later (what to do
         about it). Failure paths only; never in a coroutine, whose loop may
         be the client's."""
-        if self.messages or _in_a_coroutine() is not None:
+        if self.messages or _CHECKING.active or _in_a_coroutine() is not None:
+            # In a wait's condition (an assertion waited for), the wait
+            # itself gives the session its time.
             return
 
         def silent() -> bool:
@@ -1644,6 +1647,15 @@ def _blocked_loop_hint(call: str, library: str) -> str:
     )
 
 
+class _Checking(threading.local):
+    """Whether this thread is running a wait's condition (`_NotYet`)."""
+
+    active = False
+
+
+_CHECKING = _Checking()
+
+
 class _NotYet:
     """``condition()`` as a predicate for `Mailbox._wait`.
 
@@ -1662,11 +1674,14 @@ class _NotYet:
         self.error: Exception | None = None
 
     def __call__(self) -> bool:
+        _CHECKING.active = True
         try:
             value = self.condition()
         except (IndexError, KeyError, AssertionError) as error:
             self.error = error
             return False
+        finally:
+            _CHECKING.active = False
         if inspect.isawaitable(value):
             # An async def condition: its coroutine, never awaited, was true,
             # and the wait returned at once.

@@ -2153,6 +2153,11 @@ def test_a_failed_check_lets_a_session_that_said_nothing_yet_settle(
         return wait(store, *args, **kwargs)
 
     monkeypatch.setattr(Store, "wait", noted_wait)
+    # The wait ends when the session speaks: a long bound costs nothing here,
+    # and a busy machine may take more than the half second.
+    from pytest_smtpsink import _mailbox
+
+    monkeypatch.setattr(_mailbox, "_SETTLE", 30.0)
     client = socket.create_connection((smtpsink.host, smtpsink.port), timeout=10)
     replies = client.makefile("rb")
     assert replies.readline().startswith(b"220 ")
@@ -2173,6 +2178,33 @@ def test_a_failed_check_lets_a_session_that_said_nothing_yet_settle(
     finally:
         thread.join()
     assert " end=tls-on-plain-port (the client started TLS" in str(caught.value)
+
+
+def test_an_assertion_waited_for_does_not_wait_for_silent_sessions(
+    smtpsink: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # assert_sent as a wait_until condition, with a client connected that
+    # says nothing: each failed check waited half a second for it, and the
+    # wait overran its timeout by as much.
+    from pytest_smtpsink import _mailbox
+    from pytest_smtpsink._store import Store
+
+    monkeypatch.setattr(_mailbox, "_SETTLE", 30.0)
+    waits: list[float] = []
+    wait = Store.wait
+
+    def noted_wait(store: Store, predicate: Any, timeout: float, *args: Any) -> bool:
+        waits.append(timeout)
+        return wait(store, predicate, timeout, *args)
+
+    monkeypatch.setattr(Store, "wait", noted_wait)
+    with socket.create_connection((smtpsink.host, smtpsink.port), timeout=10) as c:
+        c.recv(100)  # the greeting; then nothing
+        smtpsink.wait_until(lambda: smtpsink.sessions)
+        waits.clear()
+        with pytest.raises(AssertionError, match=r"still false after 0\.2 s"):
+            smtpsink.wait_until(lambda: smtpsink.assert_sent(), timeout=0.2)
+    assert 30.0 not in waits
 
 
 def test_a_tls_record_the_sink_read_as_lines_is_still_named(smtpsink: Mailbox) -> None:
