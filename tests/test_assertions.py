@@ -2203,7 +2203,7 @@ def test_an_assertion_waited_for_does_not_wait_for_silent_sessions(
         smtpsink.wait_until(lambda: smtpsink.sessions)
         waits.clear()
         with pytest.raises(AssertionError, match=r"still false after 0\.2 s"):
-            smtpsink.wait_until(lambda: smtpsink.assert_sent(), timeout=0.2)
+            smtpsink.wait_until(smtpsink.assert_sent, timeout=0.2)
     assert 30.0 not in waits
 
 
