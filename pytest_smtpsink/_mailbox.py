@@ -1163,9 +1163,15 @@ class Mailbox(FaultControls):
         a refused recipient), and the two are fixed in different places."""
         self._let_new_sessions_settle()
         let_go = self._let_go_hint()
-        if let_go:
+        if let_go and not self._store.sessions_since(self._cursor):
             # Not "no client connected": clients did, and their mail is gone.
             return let_go
+        return self._sessions_hint(sent_elsewhere, put_in, waited) + let_go
+
+    def _sessions_hint(
+        self, sent_elsewhere: bool, put_in: bool, waited: bool
+    ) -> list[str]:
+        """`_connections_hint`, but for mail the sink let go."""
         carried = self._carried_sessions()
         # A connection kept from before that only said goodbye (QUIT) in
         # this test did not try to send in it: listed as "sent commands but
@@ -1274,11 +1280,11 @@ class Mailbox(FaultControls):
             return []
         return [
             f"Hint: {plural(messages, 'message')} and {plural(sessions, 'session')} "
-            "that arrived in this mailbox were let go when a later test's "
-            "smtpsink was made: the sink keeps only the running test's mail. "
-            "Read a mailbox made outside a test before that, in the fixture that "
-            "made it (wait_for(...) there; the Messages it returns stay "
-            "readable)."
+            "that arrived in this mailbox were let go since: a later test's "
+            "smtpsink was made (the sink keeps only the running test's mail), or "
+            "the sink's clear() was called. Read a mailbox made outside a test "
+            "before that, in the fixture that made it (wait_for(...) there; the "
+            "messages it returns stay readable)."
         ]
 
     def _let_new_sessions_settle(self) -> None:

@@ -2180,6 +2180,34 @@ def test_a_failed_check_lets_a_session_that_said_nothing_yet_settle(
     assert " end=tls-on-plain-port (the client started TLS" in str(caught.value)
 
 
+def test_mail_let_go_by_the_sinks_clear_is_said_alongside_what_came_after(
+    smtpsink: Mailbox,
+) -> None:
+    # The let-go note replaced the whole analysis, and blamed a later test.
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("app@example.com", ["ann@example.com"], b"Subject: a\r\n\r\n")
+    smtpsink.sink.clear()  # every mailbox of the sink
+    smtpsink.fail("RCPT", 550, "5.1.1 no such user")
+    with (
+        smtplib.SMTP(smtpsink.host, smtpsink.port) as client,
+        pytest.raises(smtplib.SMTPRecipientsRefused),
+    ):
+        client.sendmail("app@example.com", ["bob@example.com"], b"Subject: b\r\n\r\n")
+    smtpsink.wait_until(lambda: smtpsink.sessions[-1].end)
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent()
+    report = str(caught.value)
+    assert (
+        "Hint: 1 SMTP session connected in this test but delivered no message" in report
+    )
+    assert "S: 550 5.1.1 no such user" in report
+    assert report.splitlines()[-1].startswith(
+        "Hint: 1 message and 1 session that arrived in this mailbox were let go "
+        "since: a later test's smtpsink was made (the sink keeps only the running "
+        "test's mail), or the sink's clear() was called."
+    )
+
+
 def test_an_assertion_waited_for_does_not_wait_for_silent_sessions(
     smtpsink: Mailbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2460,10 +2460,10 @@ def test_a_wider_fixtures_mailbox_says_its_mail_was_let_go(
             "subject='Welcome'; found 0.",
             "E       No messages arrived in this test.",
             "E       Hint: 1 message and 1 session that arrived in this mailbox were "
-            "let go when a later test's smtpsink was made: the sink keeps only the "
-            "running test's mail. Read a mailbox made outside a test before that, "
-            "in the fixture that made it (wait_for(...) there; the Messages it "
-            "returns stay readable).",
+            "let go since: a later test's smtpsink was made (the sink keeps only "
+            "the running test's mail), or the sink's clear() was called. Read a "
+            "mailbox made outside a test before that, in the fixture that made it "
+            "(wait_for(...) there; the messages it returns stay readable).",
         ]
     )
     assert "no client connected" not in result.stdout.str()
