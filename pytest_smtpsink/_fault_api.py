@@ -22,7 +22,7 @@ from ._faults import (
     check_trigger,
     normalize_stage,
 )
-from ._text import shown_number
+from ._text import shown_argument, shown_number
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -96,7 +96,7 @@ class FaultControls:
                 f"code must be a 4xx or 5xx reply code, got {shown_number(code)}"
             )
         if text is not None and not isinstance(text, str):
-            raise FaultError(f"text must be a string, got {text!r}")
+            raise FaultError(f"text must be a string, got {shown_argument(text)}")
         if text is not None and not text.strip():
             # It sent "451 " (a reply line with a space and nothing after).
             raise FaultError(
@@ -204,7 +204,8 @@ class FaultControls:
         )
         if not names or len(names) != len(extensions):
             raise FaultError(
-                f"hide() takes extension names, e.g. hide('STARTTLS'); got {extensions!r}"
+                f"hide() takes extension names, e.g. hide('STARTTLS'); got "
+                f"{shown_argument(extensions)}"
             )
         for name in names:
             if name not in HIDEABLE:  # a typo would hide nothing, silently
@@ -264,13 +265,13 @@ def apply_marker(
             "name the fault once: as the first argument "
             "(@pytest.mark.smtpsink_fault('fail', 'RCPT', 550)) or as kind= "
             f"(smtpsink_fault(kind='fail', stage='RCPT', code=550)), not both; "
-            f"got {args[0]!r} and kind={kwargs['kind']!r}"
+            f"got {shown_argument(args[0])} and kind={shown_argument(kwargs['kind'])}"
         )
     if "kind" in kwargs:
         kwargs = dict(kwargs)
         args = (kwargs.pop("kind"),)
     if not args or args[0] not in _METHODS:
-        got = f"; got {args[0]!r}" if args else "; got none"
+        got = f"; got {shown_argument(args[0])}" if args else "; got none"
         raise FaultError(
             "the first argument names the fault: one of "
             f"{', '.join(map(repr, _METHODS))}, e.g. "

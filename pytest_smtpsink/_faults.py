@@ -28,6 +28,8 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, TypedDict
 
+from ._text import shown_argument
+
 Action = Literal["reply", "disconnect", "delay", "hang", "drop", "limit", "hide"]
 
 SMTP_STAGES = ("CONNECT", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "EOD")
@@ -126,7 +128,7 @@ def normalize_stage(stage: str) -> str:
     __tracebackhide__ = True
     if not isinstance(stage, str):
         raise FaultError(
-            f"stage must be a string, one of {', '.join(SMTP_STAGES)}; got {stage!r}"
+            f"stage must be a string, one of {', '.join(SMTP_STAGES)}; got {shown_argument(stage)}"
         )
     name = stage.strip().upper()
     name = _ALIASES.get(name, name)
@@ -154,7 +156,9 @@ def check_count(name: str, value: Any) -> None:
     if value is not None and (
         not isinstance(value, int) or isinstance(value, bool) or value < 1
     ):
-        raise FaultError(f"{name} must be None or a whole number >= 1, got {value!r}")
+        raise FaultError(
+            f"{name} must be None or a whole number >= 1, got {shown_argument(value)}"
+        )
 
 
 # RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with its CRLF, so
@@ -222,7 +226,7 @@ def _check_match(stage: str, match: Any) -> None:
     ):
         raise FaultError(
             "match must be None, a string or a compiled regex of a string "
-            f"(re.compile(...)), got {match!r}"
+            f"(re.compile(...)), got {shown_argument(match)}"
         )
     if stage in ("STARTTLS", "POP3:STLS", "IMAP:STARTTLS"):
         raise FaultError(f"{stage} has nothing to match; leave match=None")
@@ -302,13 +306,13 @@ class Fault:
                 or not 0 <= probability <= 1
             ):
                 raise FaultError(
-                    f"probability must be between 0 and 1, got {probability!r}"
+                    f"probability must be between 0 and 1, got {shown_argument(probability)}"
                 )
             if seed is None:
                 seed = random.SystemRandom().randrange(2**32)
             elif not isinstance(seed, (int, str)) or isinstance(seed, bool):
                 raise FaultError(
-                    f"seed must be a whole number or a string, got {seed!r}"
+                    f"seed must be a whole number or a string, got {shown_argument(seed)}"
                 )
         elif seed is not None:
             raise FaultError("seed is for rules with a probability")

@@ -33,7 +33,7 @@ from ._mailbox import Mailbox
 from ._settings import SinkSettings
 from ._smtp import ServerState
 from ._store import Follower, Store
-from ._text import format_address
+from ._text import format_address, shown_argument
 
 if TYPE_CHECKING:
     from ._imap import IMAPEndpoint
@@ -300,6 +300,13 @@ class SMTPSink(Mailbox):
 
     def __init__(self, settings: SinkSettings | None = None, **overrides: Any) -> None:
         __tracebackhide__ = True  # overrides may hold a password
+        # SMTPSink({"tls": ...}) or SMTPSink(USERS): an AttributeError deep
+        # in the set-up said nothing of the call.
+        if settings is not None and not isinstance(settings, SinkSettings):
+            raise TypeError(
+                "SMTPSink() takes a SinkSettings or keyword settings "
+                f"(SMTPSink(tls='starttls')), got {shown_argument(settings)}"
+            )
         base = settings if settings is not None else SinkSettings()
         self._settings = base.replace(**overrides) if overrides else base
         store = Store(self._settings.recipient_delimiter)

@@ -105,7 +105,27 @@ def shown_number(value: object) -> str:
         isinstance(value, (int, float)) and not isinstance(value, bool)
     ):
         return repr(value)
-    return f"the {type(value).__name__} {value!r}"
+    shown = shown_argument(value)
+    return shown if shown.startswith("a ") else f"the {type(value).__name__} {shown}"
+
+
+def shown_argument(value: object) -> str:
+    """A value a test passed by mistake, for an error message: its repr,
+    shortened, but never a mapping's contents, which may be an ``auth``
+    table given without ``auth=`` (its passwords would reach the terminal,
+    junitxml and the saved report). Reprs that raise are named by type."""
+    from collections.abc import Mapping
+
+    if isinstance(value, Mapping):
+        return f"a {type(value).__name__} of {plural(len(value), 'item')} (not shown)"
+    if isinstance(value, (tuple, list)) and any(isinstance(v, Mapping) for v in value):
+        # hide(*names) given the table: the tuple of arguments holds it.
+        inner = ", ".join(shown_argument(v) for v in value)
+        return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+    try:
+        return shorten(repr(value), 80)
+    except Exception:  # a repr that raises: the type says enough
+        return f"a {type(value).__name__}"
 
 
 def unescape_8bit(text: str) -> str:

@@ -25,7 +25,7 @@ from ._settings import (
     parse_size,
     parse_whole,
 )
-from ._text import plural
+from ._text import plural, shown_argument
 
 if TYPE_CHECKING:
     # Imported where used: a pytest run that never touches the sink should
@@ -1133,7 +1133,7 @@ def smtpsink() -> Iterator[Mailbox]:
     marker = item.get_closest_marker("smtpsink")
     if marker is not None:
         if marker.args:
-            given = ", ".join(map(repr, marker.args))
+            given = ", ".join(map(shown_argument, marker.args))
             pytest.fail(
                 f"@pytest.mark.smtpsink takes keyword settings only, got {given} "
                 '(e.g. @pytest.mark.smtpsink(tls="starttls"))',
@@ -1175,7 +1175,7 @@ def smtpsink_factory(request: pytest.FixtureRequest) -> Callable[..., Mailbox]:
         if args:
             # As the marker says it: a bare "takes 0 positional arguments"
             # named a function of the plugin's, not what to write.
-            given = ", ".join(map(repr, args))
+            given = ", ".join(map(shown_argument, args))
             raise TypeError(
                 f"smtpsink_factory() takes keyword settings only, got {given} "
                 '(e.g. smtpsink_factory(tls="starttls"))'

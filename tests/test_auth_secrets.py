@@ -613,3 +613,55 @@ def test_imap_status_words_stay_when_a_password_is_one(
     assert replies[0].startswith("* OK [CAPABILITY ")
     assert [r.split(" ")[1] for r in replies if r[:1] != "*"] == ["OK"] * 3
     assert "LOGIN ann@example.com ****" in session.format_transcript()
+
+
+def test_a_credentials_table_given_without_auth_is_never_echoed(
+    pytester: pytest.Pytester,
+) -> None:
+    # Passed positionally (auth= forgotten), the table was echoed in full by
+    # the "keyword settings only" and fault errors: the password reached the
+    # terminal, junitxml, index.html and smtpsink.json.
+    pytester.makepyfile(
+        """
+import pytest
+
+USERS = {"app": "Zq9SecretPw7781"}
+
+@pytest.mark.smtpsink(USERS)
+def test_marker(smtpsink):
+    pass
+
+@pytest.mark.smtpsink("starttls", USERS)
+def test_marker_two(smtpsink):
+    pass
+
+def test_factory(smtpsink_factory):
+    smtpsink_factory("starttls", USERS)
+
+@pytest.mark.smtpsink_fault("fail", "AUTH", 535, USERS)
+def test_fault_marker(smtpsink):
+    pass
+
+@pytest.mark.parametrize("add", [
+    lambda s: s.fail(USERS, 550),
+    lambda s: s.fail("MAIL", 550, match=USERS),
+    lambda s: s.fail("MAIL", 550, times=USERS),
+    lambda s: s.hide(USERS),
+])
+def test_fault_methods(smtpsink, add):
+    add(smtpsink)
+
+def test_own_sink():
+    from pytest_smtpsink import SMTPSink
+    SMTPSink(USERS)
+"""
+    )
+    saved = pytester.path / "saved"
+    result = pytester.runpytest(
+        "-p", "no:xdist", f"--smtpsink-save-dir={saved}", "--junitxml=report.xml"
+    )
+    result.assert_outcomes(failed=6, errors=3)
+    shown = result.stdout.str() + (pytester.path / "report.xml").read_text()
+    shown += "".join(p.read_text() for p in saved.rglob("*") if p.is_file())
+    assert "Zq9SecretPw7781" not in shown
+    assert "a dict of 1 item (not shown)" in result.stdout.str()
