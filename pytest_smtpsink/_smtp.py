@@ -2354,6 +2354,12 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         ):
             return
         record = self.record
+        if self._tls_protocol is not None and not arg:
+            # RFC 3207 4: no STARTTLS once TLS is up. aiosmtpd answered 220 and
+            # nested a handshake in the first, which failed with a TypeError
+            # in asyncio's TLS layer (and an ERROR logged).
+            await self.push("554 5.5.1 TLS already active")
+            return
         if record is None or arg or not self.tls_context:
             await super().smtp_STARTTLS(arg)
             return

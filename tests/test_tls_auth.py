@@ -549,6 +549,22 @@ def test_auth_any_still_needs_a_password(smtpsink_factory: Factory) -> None:
     assert session.authenticated_as is None
 
 
+def test_starttls_once_tls_is_up_is_refused(
+    smtpsink_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # aiosmtpd answered 220 and nested a second handshake in the first: it
+    # failed with a TypeError in asyncio's TLS layer, logged as an ERROR.
+    sink = smtpsink_factory(tls="starttls")
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.starttls(context=sink.ssl_context())
+        assert client.docmd("STARTTLS") == (554, b"5.5.1 TLS already active")
+        client.sendmail("app@example.com", ["ann@example.com"], b"Subject: x\r\n\r\n")
+    session = sink.assert_sent().session
+    assert session.tls is not None
+    assert [e.code for e in session.replies_to("STARTTLS")] == [220, 554]
+    assert _logged_warnings(caplog) == []
+
+
 def test_aiosmtplib_without_the_ca_gets_the_trust_hint(
     smtpsink_factory: Factory,
 ) -> None:
