@@ -557,6 +557,22 @@ def _check_headers(ctx: _Context) -> Iterator[Problem]:
             f"and drop it{hint}",
             line=1,
         )
+    for match in _PARSER_LINE.finditer(ctx.raw):
+        line = match.group(1)
+        if not line:
+            break  # the end of the header
+        if line.startswith(b":"):
+            # Python's parser takes it and drops it (its header pattern
+            # allows an empty name); RFC 5322's field-name is 1*ftext, and a
+            # reader that keeps to it ends the header there.
+            yield Problem(
+                "malformed-header",
+                "error",
+                f"the header line {shorten(line.decode('ascii', 'replace'), 60)!r} "
+                "has no field name (RFC 5322: 'Name: value'): some readers end "
+                "the header there, and the headers after it become body text",
+                line=_line_number(ctx.raw, match.start()),
+            )
     counts: dict[str, int] = {}
     for key in tree:
         counts[key.lower()] = counts.get(key.lower(), 0) + 1

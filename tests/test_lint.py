@@ -809,8 +809,15 @@ def test_a_first_line_read_as_an_mbox_separator_is_a_malformed_header(
             "a header line that is not 'Name: value'; everything from it on is "
             "read as the body",
         ),
+        (  # the parser takes it (and drops it): it lint-passed
+            HEAD + b": novalue\r\nX-After: 1\r\n\r\nx\r\n",
+            6,
+            "the header line ': novalue' has no field name (RFC 5322: 'Name: "
+            "value'): some readers end the header there, and the headers after "
+            "it become body text",
+        ),
     ],
-    ids=["not-name-value", "folded-first", "after-folded-first", "bare-cr"],
+    ids=["not-name-value", "folded-first", "after-folded-first", "bare-cr", "no-name"],
 )
 def test_a_malformed_line_in_the_header_is_located_by_its_line(
     raw: bytes, line: int, message: str
