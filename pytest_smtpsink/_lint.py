@@ -177,6 +177,7 @@ LINT_CODES = frozenset(
         "invalid-boundary",
         "invalid-content-type",
         "invalid-date",
+        "invalid-encoded-word",
         "invalid-message-id",
         "invalid-mime-version",
         "invalid-quoted-printable",
@@ -1163,7 +1164,21 @@ def _check_header_text(
         text = str(value)
         if "=?" not in text:
             continue
-        for start, end, written, _ in encoded_words(text):
+        for start, end, written, encoding in encoded_words(text):
+            bad = _bad_encoded_text(encoding, text[start:end].split("?")[3])
+            if bad is not None:
+                yield Problem(
+                    "invalid-encoded-word",
+                    "error",
+                    f"an encoded word in {name}, "
+                    f"{shorten(printable(text[start:end]), 60)!r}, {bad}; Python "
+                    "guesses, and other readers show the word as it is or drop "
+                    "it (encode headers with the email package's Header or "
+                    "policy)",
+                    header=name,
+                    part=path,
+                )
+                continue
             charset = written.partition("*")[0]  # RFC 2231: charset*language
             if not _known(charset):
                 yield Problem(
@@ -1193,6 +1208,29 @@ def _check_header_text(
                     header=name,
                     part=path,
                 )
+
+
+_BASE64_WORD = re.compile(
+    r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
+)
+#: RFC 2047 4.2 (and 5's rule 3): printable ASCII but "?" and space, "="
+#: only as "=XX" in hex.
+_Q_WORD = re.compile(r"(?:[!-<>@-~]|=[0-9A-Fa-f]{2})*")
+
+
+def _bad_encoded_text(encoding: str, encoded: str) -> str | None:
+    """Why the text of an RFC 2047 encoded word is not valid in its
+    ``encoding`` ("B" or "Q", either case), or None."""
+    if encoding in "bB":
+        if _BASE64_WORD.fullmatch(encoded):
+            return None
+        return "is not base64 (RFC 2047 4.1: base64 with its padding)"
+    if _Q_WORD.fullmatch(encoded):
+        return None
+    return (
+        "is not Q-encoded (RFC 2047 4.2: '=' only before two hex digits, no "
+        "space, '?' or control character)"
+    )
 
 
 #: RFC 2045 6.1's transfer encodings (an "x-" token is a private one).

@@ -1705,3 +1705,29 @@ def test_nul_bytes_in_binary_content_are_no_problem() -> None:
     # Its header is still judged.
     raw = corpus.read_bytes().replace(b"Subject: ", b"Subject: \0", 1)
     assert "nul-byte" in codes(lint(raw))
+
+
+@pytest.mark.parametrize(
+    ("header", "why"),
+    [
+        (b"From: =?utf-8?B?!!!?= <a@example.com>", "is not base64"),
+        (b"Subject: =?utf-8?B?w6k?=", "is not base64"),  # its padding left out
+        (b"Subject: =?utf-8?Q?caf=ZZ?=", "is not Q-encoded"),
+        (b"Subject: =?utf-8?q?a b?=", "is not Q-encoded"),  # a space: no word
+        (b"Subject: =?utf-8?B?w6k=?=", None),
+        (b"Subject: =?utf-8?Q?caf=C3=A9_au_lait?=", None),
+    ],
+)
+def test_an_encoded_word_not_valid_in_its_encoding_is_an_error(
+    header: bytes, why: str | None
+) -> None:
+    # Hand-made encoders' mistakes lint-passed: Python guesses, other
+    # readers show the word raw or drop it (the sink's From lost its name).
+    raw = header + b"\r\n" + HEAD.replace(b"Subject:", b"X-Subject:") + b"\r\nx\r\n"
+    found = [p for p in lint(raw) if p.code == "invalid-encoded-word"]
+    if why is None:
+        assert found == []
+    else:
+        (problem,) = found
+        assert problem.severity == "error"
+        assert why in problem.message
