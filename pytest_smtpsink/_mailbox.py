@@ -100,6 +100,13 @@ class Mailbox(FaultControls):
         """Before a read or a wait: refuse a mailbox whose test has ended,
         then `SMTPSink.check_running`."""
         __tracebackhide__ = True
+        self._check_ended()
+        self._sink.check_running(for_waiting)
+
+    def _check_ended(self) -> None:
+        """Refuse a mailbox whose test has ended (`end_of_test`), and the
+        recipients' mailboxes it gave (`mailbox`). No lock: a flag."""
+        __tracebackhide__ = True
         if self._ended is not None:
             raise RuntimeError(
                 f"this mailbox belongs to {self._ended}, which has ended: it would "
@@ -108,7 +115,6 @@ class Mailbox(FaultControls):
                 "test; a mailbox kept in a global, a class attribute or a thread "
                 "that outlived its test is read after its end."
             )
-        self._sink.check_running(for_waiting)
 
     # -- where to send ------------------------------------------------------------
 
@@ -373,6 +379,7 @@ class Mailbox(FaultControls):
             user,
             functools.partial(self._mail_for_elsewhere, user),
             functools.partial(self._refused_readers_hint, user),
+            self._check_ended,
         )
 
     def _mail_for_elsewhere(self, user: str, criteria: Criteria) -> list[str]:

@@ -102,6 +102,7 @@ class UserMailbox:
         address: str,
         elsewhere: Callable[[Criteria], list[str]] | None = None,
         readers: Callable[[], list[str]] | None = None,
+        check: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._mail: MailStore = store.mail
@@ -115,8 +116,13 @@ class UserMailbox:
         # A hint line when no reader of the test logged in to it, and some
         # login was refused (`Mailbox.mailbox`).
         self._readers = readers
+        # Raises once the test of the mailbox (`Mailbox`) that gave this one
+        # has ended: kept past it, this one read the next tests' mail.
+        self._check = check
 
     def _account(self) -> Account | None:
+        if self._check is not None:
+            self._check()
         return self._mail.accounts.get(self.user)
 
     # -- reading ------------------------------------------------------------------

@@ -2394,8 +2394,17 @@ def test_a_mailbox_read_after_its_test_ended_is_refused(
 
         KEPT = []
 
+        BOXES = []
+
         def test_keeps(smtpsink, smtpsink_factory):
             KEPT.extend([smtpsink, smtpsink_factory(hostname="other.test")])
+            BOXES.append(smtpsink.mailbox("ann@example.com"))
+
+        def test_reads_a_kept_recipients_mailbox(smtpsink):
+            smtpsink.deliver(b"Subject: later\\r\\n\\r\\n", to="ann@example.com")
+            for read in (lambda b: b.messages(), lambda b: b.assert_in(subject="later")):
+                with pytest.raises(RuntimeError, match="which has ended"):
+                    read(BOXES[0])
 
         @pytest.mark.parametrize("read", [
             lambda s: s.assert_sent(subject="from the next test"),
@@ -2425,7 +2434,7 @@ def test_a_mailbox_read_after_its_test_ended_is_refused(
         """
     )
     result = pytester.runpytest("-p", "no:xdist", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=7)
 
 
 def test_a_wider_fixtures_mailbox_says_its_mail_was_let_go(
