@@ -1501,8 +1501,9 @@ def _django_outbox_hint() -> list[str]:
     ) + (", ..." if len(outbox) > 3 else "")
     return [
         f"Hint: Django's mail.outbox holds {plural(len(outbox), 'message')} "
-        f"({subjects}): its in-memory (locmem) backend took the mail, as "
-        "Django's test runner and pytest-django set it. Override the backend "
+        f"({subjects}, in this test or one before it): its in-memory (locmem) "
+        "backend took mail, as Django's test runner and pytest-django set it "
+        "(and empty mail.outbox for each test). Override the backend "
         "with the SMTP one and this host and port for the test (EMAIL_BACKEND, "
         "or MAILERS from Django 6.1): see the Recipes page."
     ]

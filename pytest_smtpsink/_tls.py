@@ -187,10 +187,16 @@ def describe_handshake_failure(
             + (_IMPLICIT_HINT if implicit else "")
         )
     if error is None or isinstance(error, (ConnectionError, EOFError)):
+        if implicit:
+            # Either cause, in one bracket: "...IMAP4_SSL; or a client..."
+            return (
+                "the client closed the connection during the handshake"
+                + _IMPLICIT_HINT[:-1]
+                + "; or"
+                + _SILENT_REJECTION.replace(" (a client", " a client", 1)
+            )
         return "the client closed the connection during the handshake" + (
-            _IMPLICIT_HINT + " or" + _SILENT_REJECTION
-            if implicit
-            else _SILENT_REJECTION
+            _SILENT_REJECTION
         )
     return f"{type(error).__name__}: {error}"
 

@@ -134,9 +134,10 @@ def test_djangos_in_memory_outbox_is_named_in_the_hint(
     with pytest.raises(AssertionError) as failed:
         smtpsink.assert_sent(to="ann@example.com")
     assert str(failed.value).splitlines()[3] == (
-        "Hint: Django's mail.outbox holds 1 message ('Reset your password'): its "
-        "in-memory (locmem) backend took the mail, as Django's test runner and "
-        "pytest-django set it. Override the backend with the SMTP one and this "
+        "Hint: Django's mail.outbox holds 1 message ('Reset your password', in "
+        "this test or one before it): its in-memory (locmem) backend took mail, "
+        "as Django's test runner and pytest-django set it (and empty mail.outbox "
+        "for each test). Override the backend with the SMTP one and this "
         "host and port for the test (EMAIL_BACKEND, or MAILERS from Django 6.1): "
         "see the Recipes page."
     )
