@@ -28,8 +28,6 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, TypedDict
 
-from ._text import shown_argument
-
 Action = Literal["reply", "disconnect", "delay", "hang", "drop", "limit", "hide"]
 
 SMTP_STAGES = ("CONNECT", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "EOD")
@@ -124,11 +122,22 @@ def check_trigger(method: str, trigger: dict[str, Any]) -> None:
             )
 
 
+def _shown(value: object) -> str:
+    """A bad argument for an error, never a mapping's contents (a
+    credentials table given by mistake): `_text.shown_argument`'s rule,
+    here because this module imports nothing of the package."""
+    from collections.abc import Mapping
+
+    if isinstance(value, Mapping):
+        return f"a {type(value).__name__} of {len(value)} item(s) (not shown)"
+    return repr(value)
+
+
 def normalize_stage(stage: str) -> str:
     __tracebackhide__ = True
     if not isinstance(stage, str):
         raise FaultError(
-            f"stage must be a string, one of {', '.join(SMTP_STAGES)}; got {shown_argument(stage)}"
+            f"stage must be a string, one of {', '.join(SMTP_STAGES)}; got {_shown(stage)}"
         )
     name = stage.strip().upper()
     name = _ALIASES.get(name, name)
@@ -157,7 +166,7 @@ def check_count(name: str, value: Any) -> None:
         not isinstance(value, int) or isinstance(value, bool) or value < 1
     ):
         raise FaultError(
-            f"{name} must be None or a whole number >= 1, got {shown_argument(value)}"
+            f"{name} must be None or a whole number >= 1, got {_shown(value)}"
         )
 
 
@@ -226,7 +235,7 @@ def _check_match(stage: str, match: Any) -> None:
     ):
         raise FaultError(
             "match must be None, a string or a compiled regex of a string "
-            f"(re.compile(...)), got {shown_argument(match)}"
+            f"(re.compile(...)), got {_shown(match)}"
         )
     if stage in ("STARTTLS", "POP3:STLS", "IMAP:STARTTLS"):
         raise FaultError(f"{stage} has nothing to match; leave match=None")
@@ -306,13 +315,13 @@ class Fault:
                 or not 0 <= probability <= 1
             ):
                 raise FaultError(
-                    f"probability must be between 0 and 1, got {shown_argument(probability)}"
+                    f"probability must be between 0 and 1, got {_shown(probability)}"
                 )
             if seed is None:
                 seed = random.SystemRandom().randrange(2**32)
             elif not isinstance(seed, (int, str)) or isinstance(seed, bool):
                 raise FaultError(
-                    f"seed must be a whole number or a string, got {shown_argument(seed)}"
+                    f"seed must be a whole number or a string, got {_shown(seed)}"
                 )
         elif seed is not None:
             raise FaultError("seed is for rules with a probability")
