@@ -38,11 +38,18 @@ _REJECTED_CERTIFICATE = (
     "the client rejected the sink's certificate (does it trust the sink's CA? "
     f"{TRUST_HINT})"
 )
+#: A "bad certificate" alert: an untrusted CA to some clients, and what
+#: Python's ssl sends for a host name the certificate does not hold.
+_BAD_CERTIFICATE = (
+    "the client rejected the sink's certificate (does it connect by a name the "
+    "certificate holds, 127.0.0.1, ::1 or localhost for the test CA's? does it "
+    f"trust the sink's CA? {TRUST_HINT})"
+)
 _NOT_TLS = "the client did not start TLS"
 _STARTTLS_COMMAND = {"SMTP": "STARTTLS", "POP3": "STLS", "IMAP": "STARTTLS"}
 _HANDSHAKE_HINTS = {
-    "SSLV3_ALERT_BAD_CERTIFICATE": _REJECTED_CERTIFICATE,
-    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": _REJECTED_CERTIFICATE,
+    "SSLV3_ALERT_BAD_CERTIFICATE": _BAD_CERTIFICATE,
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": _BAD_CERTIFICATE,
     "TLSV1_ALERT_UNKNOWN_CA": _REJECTED_CERTIFICATE,
     "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": _REJECTED_CERTIFICATE,
     "WRONG_VERSION_NUMBER": _NOT_TLS,

@@ -553,6 +553,26 @@ def test_auth_any_still_needs_a_password(smtpsink_factory: Factory) -> None:
     assert session.authenticated_as is None
 
 
+def test_a_host_name_the_certificate_lacks_is_named_as_a_cause(
+    smtpsink_factory: Factory,
+) -> None:
+    # Python's ssl answers a name mismatch with a "bad certificate" alert,
+    # which the sink reported as a CA the client does not trust only.
+    sink = smtpsink_factory(tls="starttls")
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.ehlo()
+        client._host = "mail.example.com"  # type: ignore[attr-defined] # checked name
+        with pytest.raises(ssl.SSLCertVerificationError):
+            client.starttls(context=sink.ssl_context())
+    session = _failed_handshake(sink)
+    assert session.tls_error == (
+        "SSLV3_ALERT_BAD_CERTIFICATE: the client rejected the sink's certificate "
+        "(does it connect by a name the certificate holds, 127.0.0.1, ::1 or "
+        "localhost for the test CA's? does it trust the sink's CA? see "
+        "ssl_context() and ca_path)"
+    )
+
+
 def test_starttls_once_tls_is_up_is_refused(
     smtpsink_factory: Factory, caplog: pytest.LogCaptureFixture
 ) -> None:
