@@ -1586,27 +1586,47 @@ def _quit_after_ehlo(session: Session) -> str:
     """Why a client says EHLO and then only QUIT: it wanted STARTTLS or
     AUTH, and the EHLO reply did not offer it (production settings in a
     test: ``EMAIL_USE_TLS``, a user name). The client's own error is often
-    swallowed (logged by the app), so this line is all the test sees."""
+    swallowed (logged by the app), so this line is all the test sees. The
+    last EHLO counts: one after STARTTLS (or on an implicit-TLS sink)
+    that offers no AUTH is the usual mistake with a TLS sink."""
     verbs = [e.command for e in session.transcript if e.command is not None]
-    if "EHLO" not in verbs or not set(verbs) <= {"EHLO", *_CLEAN_UP}:
+    if "EHLO" not in verbs or not set(verbs) <= {"EHLO", "STARTTLS", *_CLEAN_UP}:
         return ""
-    replies = [e.replies for e in session.transcript if e.command == "EHLO"][-1]
+    ehlo = [e for e in session.transcript if e.command == "EHLO"][-1]
+    replies = ehlo.replies
     if not replies or not replies[-1].startswith("250"):
         # EHLO itself was refused (a fault, a 421): that is why it quit.
         return ""
     # The extension keywords: each line's first word after the first line,
     # which is the server's name (a sink named auth.example offers no AUTH).
     offered = {line[4:].partition(" ")[0].upper() for line in replies[1:]}
-    if "STARTTLS" in offered:
+    tls_up = session.tls is not None
+    if "STARTTLS" in offered and not tls_up:
         # AUTH may come only after it; a client that wanted AUTH would
         # have started TLS first, so nothing is sure enough to say.
         return ""
-    lacking = "STARTTLS" if "AUTH" in offered else "STARTTLS or AUTH"
+    if tls_up:
+        if "AUTH" in offered:
+            return ""
+        lacking, advice = (
+            "AUTH",
+            "ask for a sink that offers it (auth='any', keeping its tls=)",
+        )
+    else:
+        lacking = "STARTTLS" if "AUTH" in offered else "STARTTLS or AUTH"
+        advice = (
+            "ask for a sink that offers them "
+            "(@pytest.mark.smtpsink(tls='starttls', auth='any'))"
+        )
+    if ehlo.injected:
+        # The test's own hide() rule took it out of the reply.
+        return (
+            "; the client quit after EHLO, whose reply the test's hide() fault "
+            f"rule changed: did it want {lacking}?"
+        )
     return (
         f"; the client quit after EHLO: did it want {lacking}, which "
-        "this sink does not offer? Turn TLS and login off for tests, or ask "
-        "for a sink that offers them (@pytest.mark.smtpsink(tls='starttls', "
-        "auth='any'))"
+        f"this sink does not offer? Turn TLS and login off for tests, or {advice}"
     )
 
 

@@ -2294,6 +2294,53 @@ def test_a_client_that_quit_after_ehlo_is_asked_what_it_wanted(
     )
 
 
+def test_quit_after_ehlo_on_a_tls_sink_asks_for_auth_alone(
+    smtpsink_factory: Callable[..., Mailbox],
+) -> None:
+    # The advice was tls='starttls' for a session already encrypted (an
+    # SMTP_SSL client would then fail), and a STARTTLS sink without auth=
+    # (EHLO, STARTTLS, EHLO, QUIT: the usual mistake) got no hint at all.
+    implicit = smtpsink_factory(tls="implicit")
+    with (
+        smtplib.SMTP_SSL(
+            implicit.host, implicit.port, context=implicit.ssl_context()
+        ) as client,
+        pytest.raises(smtplib.SMTPNotSupportedError),
+    ):
+        client.login("ann", "pw")
+    starttls = smtpsink_factory(tls="starttls")
+    with smtplib.SMTP(starttls.host, starttls.port) as client:
+        client.starttls(context=starttls.ssl_context())
+        with pytest.raises(smtplib.SMTPNotSupportedError):
+            client.login("ann", "pw")
+    for sink in (implicit, starttls):
+        first = sink.sessions[0]
+        sink.wait_until(lambda: first.end is not None)  # noqa: B023 (waited at once)
+        with pytest.raises(AssertionError) as caught:
+            sink.assert_sent()
+        assert str(caught.value).endswith(
+            "last: S: 221 Bye; the client quit after EHLO: did it want AUTH, which "
+            "this sink does not offer? Turn TLS and login off for tests, or ask for "
+            "a sink that offers it (auth='any', keeping its tls=)"
+        ), caught.value
+
+
+def test_quit_after_ehlo_names_the_tests_own_hide_rule(smtpsink: Mailbox) -> None:
+    smtpsink.hide("STARTTLS", "AUTH")
+    with (
+        smtplib.SMTP(smtpsink.host, smtpsink.port) as client,
+        pytest.raises(smtplib.SMTPNotSupportedError),
+    ):
+        client.starttls()
+    smtpsink.wait_until(lambda: smtpsink.sessions[0].end is not None)
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent()
+    assert str(caught.value).endswith(
+        "; the client quit after EHLO, whose reply the test's hide() fault rule "
+        "changed: did it want STARTTLS or AUTH?"
+    ), caught.value
+
+
 def _report_after_ehlo_and_quit(sink: Mailbox, code: int = 250) -> str:
     """What ``assert_sent`` says after a client that said EHLO (answered
     with ``code``) and quit."""
