@@ -67,6 +67,7 @@ def test_the_newsletter_meets_the_bulk_sender_rules(smtpsink):
 
     assert smtpsink.assert_sent().bulk_sender_problems() == []
     smtpsink.assert_bulk_sender_rules()  # the same, for every message
+    smtpsink.assert_clean()  # and RFC 5322 format, which Gmail asks for too
 
 
 @pytest.mark.usefixtures("spamd")
