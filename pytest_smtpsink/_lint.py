@@ -216,8 +216,9 @@ def check_ignore(
     not leave a problem unignored without saying why."""
     __tracebackhide__ = True
     codes = (ignore,) if isinstance(ignore, str) else ignore
-    if not isinstance(codes, Iterable):
-        raise ValueError(f"{name} must be {kind}s, got {ignore!r}")
+    if not isinstance(codes, Iterable) or isinstance(codes, (bytes, bytearray)):
+        # Bytes iterate as numbers: "109 is not a lint code" said nothing.
+        raise ValueError(f"{name} must be {kind}s (text), got {ignore!r}")
     codes = tuple(codes)
     for code in codes:
         if code not in known:

@@ -1348,6 +1348,12 @@ def test_severity_twice(smtpsink):
 def test_assert_clean_checks_its_ignore_list(smtpsink: Mailbox) -> None:
     with pytest.raises(ValueError, match=r"'html_only' is not a lint code \(did you"):
         smtpsink.assert_clean(ignore=["html_only"])
+    # Bytes iterated as numbers: "109 is not a lint code".
+    with pytest.raises(ValueError) as refused:
+        smtpsink.assert_clean(ignore=b"missing-date")
+    assert str(refused.value) == (
+        "ignore must be lint codes (text), got b'missing-date'"
+    )
     deliver(
         smtpsink, HEAD + b"MIME-Version: 1.0\r\nContent-Type: text/html\r\n\r\nx\r\n"
     )
