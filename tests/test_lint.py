@@ -1349,7 +1349,7 @@ def test_assert_clean_checks_its_ignore_list(smtpsink: Mailbox) -> None:
     with pytest.raises(ValueError, match=r"'html_only' is not a lint code \(did you"):
         smtpsink.assert_clean(ignore=["html_only"])
     # Bytes iterated as numbers: "109 is not a lint code".
-    with pytest.raises(ValueError) as refused:
+    with pytest.raises(ValueError, match="must be lint codes") as refused:
         smtpsink.assert_clean(ignore=b"missing-date")
     assert str(refused.value) == (
         "ignore must be lint codes (text), got b'missing-date'"
