@@ -1350,7 +1350,7 @@ def test_assert_clean_checks_its_ignore_list(smtpsink: Mailbox) -> None:
         smtpsink.assert_clean(ignore=["html_only"])
     # Bytes iterated as numbers: "109 is not a lint code".
     with pytest.raises(ValueError, match="must be lint codes") as refused:
-        smtpsink.assert_clean(ignore=b"missing-date")
+        smtpsink.assert_clean(ignore=b"missing-date")  # type: ignore[arg-type]
     assert str(refused.value) == (
         "ignore must be lint codes (text), got b'missing-date'"
     )
