@@ -41,7 +41,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Union
 
 from ._faults import Delay, Disconnect, Event, Fault, Faults, Hang, Reply, steps
-from ._text import shown_number
+from ._text import join_shortened, shown_number
 
 try:
     import dns.exception
@@ -1430,9 +1430,7 @@ class DNSZone:
         )
         if not names:
             return []
-        shown = ", ".join(names[:_HINT_LISTED]) + (
-            ", ..." if len(names) > _HINT_LISTED else ""
-        )
+        shown = join_shortened(names, _HINT_LISTED)
         return [
             f"  (the DNS stub holds records for {shown}, but nothing asked it: "
             "does the application resolve through it, with smtpsink.dns.resolver() "

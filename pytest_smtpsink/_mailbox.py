@@ -25,7 +25,7 @@ from ._message import Message, message_label, summary_or_raw
 from ._messages import Elsewhere, Messages, arrived_elsewhere, failure_report
 from ._session import Exchange, Session
 from ._settings import DEFAULT_TIMEOUT, check_seconds
-from ._text import plural, printable, shorten, shown_number
+from ._text import join_shortened, plural, printable, shorten, shown_number
 
 if TYPE_CHECKING:
     import asyncio
@@ -437,9 +437,7 @@ class Mailbox(FaultControls):
         ]
         if not refused:
             return []
-        shown = ", ".join(refused[:_LISTED]) + (
-            f" and {len(refused) - _LISTED} more" if len(refused) > _LISTED else ""
-        )
+        shown = join_shortened(refused, _LISTED)
         return [
             f"Hint: no POP3 or IMAP session logged in as {user} {self._scope}; "
             f"refused: {shown} (user names compare exactly with the auth table's; "
@@ -792,11 +790,10 @@ class Mailbox(FaultControls):
         carried = [m for m in messages if id(m.session) in earlier]
         if not carried:
             return []
-        labels = ", ".join(message_label(m) for m in carried[:_LISTED])
-        more = f" and {len(carried) - _LISTED} more" if len(carried) > _LISTED else ""
+        labels = join_shortened([message_label(m) for m in carried], _LISTED)
         since = "this mailbox was made" if self._scope == "in this test" else "clear()"
         return [
-            f"Hint: {labels}{more} came over a connection opened before {since}: "
+            f"Hint: {labels} came over a connection opened before {since}: "
             "a sender still running from an earlier test (a thread, a task), a "
             "pooled connection, or a fixture's."
         ]
@@ -1178,7 +1175,7 @@ class Mailbox(FaultControls):
     def _sessions_hint(
         self, sent_elsewhere: bool, put_in: bool, waited: bool
     ) -> list[str]:
-        """`_connections_hint`, but for mail the sink let go."""
+        """`_connections_hint` without its note on mail the sink let go."""
         carried = self._carried_sessions()
         # A connection kept from before that only said goodbye (QUIT) in
         # this test did not try to send in it: listed as "sent commands but
@@ -1496,9 +1493,9 @@ def _django_outbox_hint() -> list[str]:
     outbox = getattr(mail, "outbox", None)
     if not isinstance(outbox, list) or not outbox:
         return []
-    subjects = ", ".join(
-        repr(shorten(printable(str(getattr(m, "subject", ""))), 60)) for m in outbox[:3]
-    ) + (", ..." if len(outbox) > 3 else "")
+    subjects = join_shortened(
+        [repr(shorten(printable(str(getattr(m, "subject", ""))), 60)) for m in outbox]
+    )
     return [
         f"Hint: Django's mail.outbox holds {plural(len(outbox), 'message')} "
         f"({subjects}, in this test or one before it): its in-memory (locmem) "
