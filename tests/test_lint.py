@@ -1262,10 +1262,15 @@ import pytest
 def test_known_bug(smtpsink):
     send(smtpsink, date=False)
     assert False
+
+@pytest.mark.xfail(reason="the mailer forgets the Date")
+def test_known_bug_passing_after_all(smtpsink):
+    # An xpass: pytest counted it once more, "XFAIL at teardown".
+    send(smtpsink, date=False)
 """
     )
     result = pytester.runpytest("-p", "no:xdist", "--smtpsink-lint=error", "-rA")
-    result.assert_outcomes(xfailed=1)
+    result.assert_outcomes(xfailed=1, xpassed=1)
     assert "at teardown" not in result.stdout.str()
 
 
