@@ -465,9 +465,11 @@ def _eight_bit_header_lines(
     header block (the message's, or a MIME ``part``'s) with 8-bit bytes."""
     name = None
     for number, line in enumerate(head.split(b"\n"), start=1):
-        field = _FIELD_NAME.match(line)
-        if field is not None and line[:1] not in (b" ", b"\t"):
-            name = field.group(1).decode("ascii")
+        if line[:1] not in (b" ", b"\t"):
+            # A line that starts no field (8-bit bytes in the name) belongs
+            # to none: naming the field before it sent readers there.
+            field = _FIELD_NAME.match(line)
+            name = None if field is None else field.group(1).decode("ascii")
         if line.isascii():
             continue
         if not smtputf8:

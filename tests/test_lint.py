@@ -155,6 +155,13 @@ HEAD = (
             "header Subject, line 3",
         ),
         (
+            # In the name: not a header of Message-ID, the line before.
+            HEAD + b"S\xc3\xbcbject: x\r\n\r\nx\r\n",
+            "raw-8bit-header",
+            "error",
+            "line 6",
+        ),
+        (
             HEAD
             + b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8!!\r\n",
             "invalid-base64",
