@@ -1426,7 +1426,7 @@ def _first_line_not_a_header(
 
 
 def _check_mime(ctx: _Context) -> Iterator[Problem]:
-    has_text = has_html = False
+    has_text = has_html = empty_text = False
     inside, protocol = _special_parts(ctx.tree)
     for path, part in _parts(ctx.tree):
         yield from _check_header_text(
@@ -1509,7 +1509,12 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
             and id(part) not in inside
         ):
             if part.get_content_subtype() == "plain":
-                has_text = True
+                text = part.get_payload(decode=True)
+                if isinstance(text, bytes) and not text.strip():
+                    # Readers and spam filters see an HTML-only message.
+                    empty_text = True
+                else:
+                    has_text = True
             elif part.get_content_subtype() == "html":
                 has_html = True
         eight_bit = not payload.isascii()
@@ -1625,11 +1630,16 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
                 part=path,
             )
     if has_html and not has_text:
+        what = (
+            "an empty text/plain alternative"
+            if empty_text
+            else "no text/plain alternative"
+        )
         yield Problem(
             "html-only",
             "warning",
-            "an HTML body with no text/plain alternative; spam filters score "
-            "HTML-only mail higher and some readers show nothing",
+            f"an HTML body with {what}; spam filters score HTML-only mail "
+            "higher and some readers show nothing",
         )
 
 

@@ -197,6 +197,13 @@ HEAD = (
             "",
         ),
         (
+            HEAD
+            + b"MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n \r\n--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>hi</p>\r\n--b--\r\n",
+            "html-only",
+            "warning",
+            "",
+        ),
+        (
             HEAD + b"MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nhi\r\n",
             "text-without-charset",
             "info",
@@ -1645,6 +1652,23 @@ def test_a_forwarded_messages_text_is_no_alternative_to_an_html_body(
     )
     deliver(smtpsink, raw)
     assert codes(smtpsink.assert_sent().lint()) == ["html-only"]
+
+
+def test_an_empty_text_alternative_is_none(smtpsink: Mailbox) -> None:
+    # Readers and spam filters see only the HTML: it linted clean.
+    raw = MIME_HEAD + (
+        b'Content-Type: multipart/alternative; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain; charset=us-ascii\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\nICAK\r\n"  # "  \n"
+        b"--b\r\nContent-Type: text/html; charset=us-ascii\r\n\r\n<p>Hi</p>\r\n--b--\r\n"
+    )
+    deliver(smtpsink, raw)
+    [problem] = smtpsink.assert_sent().lint()
+    assert (problem.code, problem.message) == (
+        "html-only",
+        "an HTML body with an empty text/plain alternative; spam filters "
+        "score HTML-only mail higher and some readers show nothing",
+    )
 
 
 def test_several_authors_need_a_sender(smtpsink: Mailbox) -> None:
