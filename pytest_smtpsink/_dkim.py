@@ -36,6 +36,10 @@ _REPLACED: dict[str, list[bytes]] = {}
 #: Replaced records kept per name. A key is usually replaced in the test that
 #: signs with it; each one kept costs a verification when a signature fails.
 _REPLACED_KEPT = 8
+#: Names a test put a TXT record at in a sink's DNS stub (the stub notes
+#: each ``_domainkey`` name): a key there is for the application, and a
+#: reason saying only "no key published" sent users to look at that record.
+_IN_STUB: set[str] = set()
 _LOCK = threading.Lock()
 
 #: RFC 8301: verifiers must not accept RSA keys below 1024 bits.
@@ -244,6 +248,13 @@ def publish_key(
 _PUBLIC_PEM = re.compile(rb"-----BEGIN ((?:RSA )?PUBLIC KEY)-----")
 
 
+def note_stub_record(name: str) -> None:
+    """The DNS stub's note that a test published a TXT record at ``name``,
+    a ``selector._domainkey.domain`` name (see `_IN_STUB`)."""
+    with _LOCK:
+        _IN_STUB.add(a_labels(name))
+
+
 def _public_key_label(data: bytes) -> str | None:
     """``"BEGIN PUBLIC KEY"`` (SPKI) or ``"BEGIN RSA PUBLIC KEY"`` (PKCS #1,
     what ``openssl rsa -RSAPublicKey_out`` writes) when ``data`` holds one."""
@@ -337,8 +348,17 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
                 )
             reason = said or _mismatch(raw, index, domain, selector, b"l" in fields)
             if reason.startswith("missing public key"):
+                name = record_name(domain, selector)
+                with _LOCK:
+                    in_stub = name in _IN_STUB
                 reason = (
-                    f"no key published for {record_name(domain, selector)}: "
+                    f"no key published for {name} by dkim_key(): "
+                    "a TXT record put there with smtpsink.dns.txt() is for "
+                    "the application under test, not Message.dkim; give its "
+                    f"private key with smtpsink.dkim_key({domain!r}, "
+                    f"selector={selector!r}, private_key=pem)"
+                    if in_stub
+                    else f"no key published for {name}: "
                     f"publish one with smtpsink.dkim_key({domain!r}, "
                     f"selector={selector!r})"
                 )

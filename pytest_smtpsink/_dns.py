@@ -1259,6 +1259,10 @@ class DNSZone:
                 )
         rdata = dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, pieces)
         self._publish([_Rule(self._owner, owner, "record", rdata)])
+        if b"_domainkey" in (label.lower() for label in owner.labels):
+            from ._dkim import note_stub_record
+
+            note_stub_record(owner.to_text(omit_final_dot=True))
 
     # -- failures ------------------------------------------------------------------
 

@@ -142,6 +142,24 @@ def test_a_key_that_is_not_published_fails_saying_how_to_publish_it(
     )
 
 
+def test_a_key_only_in_the_dns_stub_is_named_as_such(smtpsink: Mailbox) -> None:
+    # The reason said "no key published" of a record the test had just
+    # put in the stub, for the application's own lookups.
+    key = smtpsink.dkim_key("elsewhere.example", selector="maker")
+    smtpsink.dns.txt("stubonly._domainkey.shop.example", "v=DKIM1; k=rsa; p=...")
+    send_signed(smtpsink, key, selector="stubonly")
+    [result] = smtpsink.assert_sent().dkim
+    assert result.reason == (
+        "no key published for stubonly._domainkey.shop.example by dkim_key(): "
+        "a TXT record put there with smtpsink.dns.txt() is for the application "
+        "under test, not Message.dkim; give its private key with "
+        "smtpsink.dkim_key('shop.example', selector='stubonly', private_key=pem)"
+    )
+    smtpsink.dkim_key("shop.example", selector="stubonly", private_key=key)
+    [result] = smtpsink.assert_sent().dkim
+    assert result.verified
+
+
 def test_a_different_key_fails_and_the_app_own_key_can_be_published(
     smtpsink: Mailbox,
 ) -> None:
