@@ -456,7 +456,9 @@ class DNSServer:
             return _Plan(response.to_wire(), delay, number=number)
         published = self.rules  # one snapshot: a test may publish meanwhile
         rules = [r for r in published if r.name == name]
-        if any(r.kind == "nxdomain" for r in rules):
+        # RFC 8020: nothing exists at or below a name that does not exist
+        # (a "vanished" domain took its hosts along).
+        if any(r.kind == "nxdomain" and name.is_subdomain(r.name) for r in published):
             response.set_rcode(dns.rcode.NXDOMAIN)
             number = self._note(
                 transport,

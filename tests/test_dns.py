@@ -325,13 +325,18 @@ def test_undeclared_names_and_nxdomain(smtpsink: Mailbox) -> None:
     zone = smtpsink.dns
     zone.mx("gone.example", [(10, smtpsink)])
     zone.nxdomain("gone.example")
+    zone.a("notgone.example", "127.0.0.1")  # a name that only ends the same
     resolver = zone.resolver()
 
     with pytest.raises(dns.resolver.NXDOMAIN):
         resolver.resolve("never-declared.example", "MX")
     with pytest.raises(dns.resolver.NXDOMAIN):
         resolver.resolve("gone.example", "MX")
-    assert [q.outcome for q in zone.queries] == ["NXDOMAIN", "NXDOMAIN"]
+    # RFC 8020: the names below it are gone too; mx() published this one.
+    with pytest.raises(dns.resolver.NXDOMAIN):
+        resolver.resolve("mx1.gone.example", "A")
+    assert texts(resolver.resolve("notgone.example", "A")) == ["127.0.0.1"]
+    assert [q.outcome for q in zone.queries] == ["NXDOMAIN"] * 3 + ["NOERROR"]
 
 
 def test_a_name_with_records_only_below_it_exists(smtpsink: Mailbox) -> None:
