@@ -1471,8 +1471,8 @@ def end_of_test(view: Mailbox, nodeid: str) -> None:
 
 
 def _session_line(session: Session) -> str:
-    # A session held at CONNECT (a delay or hang) has a greeting with no
-    # reply yet: no lines.
+    # A session that has not been greeted yet has no lines (one held at
+    # CONNECT by a fault says so).
     lines = session.transcript[-1].lines() if session.transcript else []
     last = lines[-1] if lines else "nothing yet"
     commands = shorten(" ".join(session.commands), 200) or "-"

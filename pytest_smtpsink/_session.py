@@ -177,6 +177,10 @@ class Exchange:
         """
         line = self.line if self.tag is None else f"{self.tag} {self.line}"
         mark = "  [injected]" if self.injected else ""
+        if self.kind == "greeting" and self.injected and not self.replies:
+            # A hang or disconnect at CONNECT: without a line, the report
+            # showed a server that closed (or stayed silent) for no reason.
+            return ["S: (none)  [injected: no greeting]"]
         if self.kind in ("greeting", "notice"):  # no client line
             out = []
         elif self.injected and not self.replies:

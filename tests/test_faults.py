@@ -456,6 +456,20 @@ def test_delay_longer_than_client_timeout(smtpsink: Mailbox) -> None:
     smtpsink.assert_not_sent()
 
 
+def test_a_disconnect_at_connect_says_so_in_the_report(smtpsink: Mailbox) -> None:
+    # The report read "last: nothing yet" and the transcript was empty: a
+    # forgotten CONNECT rule looked like a server closing for no reason.
+    smtpsink.disconnect("CONNECT")
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=30)
+    smtpsink.wait_until(lambda: smtpsink.sessions and smtpsink.sessions[0].end)
+    [greeting] = smtpsink.sessions[0].transcript
+    assert greeting.lines() == ["S: (none)  [injected: no greeting]"]
+    with pytest.raises(AssertionError) as failure:
+        smtpsink.assert_sent()
+    assert "last: S: (none)  [injected: no greeting]" in str(failure.value)
+
+
 def test_delay_with_aiosmtplib(smtpsink: Mailbox) -> None:
     smtpsink.delay("CONNECT", 60)  # released when the test ends
 
