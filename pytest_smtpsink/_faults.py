@@ -226,6 +226,10 @@ def check_reply_text(stage: str, text: str) -> None:
                 )
 
 
+#: The SMTP AUTH mechanisms a sink offers: what ``match`` names at "AUTH".
+AUTH_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
+
+
 def _check_match(stage: str, match: Any) -> None:
     __tracebackhide__ = True
     if match is None:
@@ -239,6 +243,18 @@ def _check_match(stage: str, match: Any) -> None:
         )
     if stage in ("STARTTLS", "POP3:STLS", "IMAP:STARTTLS"):
         raise FaultError(f"{stage} has nothing to match; leave match=None")
+    if (
+        stage == "AUTH"
+        and isinstance(match, str)
+        and match.strip().upper() not in AUTH_MECHANISMS
+    ):
+        # A rule for a mechanism the sink never offers (XOAUTH2) never
+        # fires, and the test passes for the wrong reason.
+        raise FaultError(
+            f"AUTH: match={match!r} is no mechanism a sink offers ("
+            + ", ".join(AUTH_MECHANISMS)
+            + "): the rule would never fire"
+        )
 
 
 def _address_matches(pattern: str, value: str) -> bool:

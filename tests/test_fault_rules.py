@@ -265,6 +265,23 @@ def test_hiding_an_extension_no_sink_offers_is_an_error(
     assert rules.faults == ()
 
 
+def test_an_auth_rule_for_a_mechanism_no_sink_offers_is_an_error(
+    rules: Rules,
+) -> None:
+    # It would never fire, and the test would pass for the wrong reason.
+    with pytest.raises(
+        FaultError,
+        match=re.escape(
+            "AUTH: match='XOAUTH2' is no mechanism a sink offers (PLAIN, LOGIN, "
+            "CRAM-MD5): the rule would never fire"
+        ),
+    ):
+        rules.fail("AUTH", 535, match="XOAUTH2")
+    assert rules.faults == ()
+    rules.fail("AUTH", 535, match="cram-md5")  # mechanisms have no case
+    rules.fail("AUTH", 535, match=re.compile("XOAUTH2|PLAIN"))  # a regex: as it is
+
+
 def test_removing_rules_tells_the_server_which(rules: Rules) -> None:
     removed: list[tuple[Fault, ...]] = []
 
