@@ -25,7 +25,7 @@ from ._lint import (
     valid_message_id,
 )
 from ._mime import getaddresses
-from ._text import unescape_8bit
+from ._text import join_shortened, plural, shorten, unescape_8bit
 
 if TYPE_CHECKING:
     from ._dkim import DkimResult
@@ -145,23 +145,35 @@ def bulk_sender_problems(
             )
         )
     elif len(from_values) != 1 or len(addresses) != 1:
+        if not from_values:
+            found_text = "no From header"
+        else:
+            count = len(addresses)
+            found_text = (
+                f"{plural(len(from_values), 'From header')} with {count} "
+                f"address{'' if count == 1 else 'es'}"
+                + (f": {join_shortened([repr(a) for a in addresses])}" if count else "")
+            )
         problems.append(
             Problem(
                 "from-not-single",
                 "error",
-                f"{len(from_values)} From header(s) with {len(addresses)} "
-                f"address(es){unreadable}; DMARC needs exactly one From address",
+                f"{found_text}{unreadable}; DMARC needs exactly one From address",
                 header="From",
             )
         )
     message_id = head.get("Message-ID")
     if message_id is None or not valid_message_id(str(message_id)):
+        what = (
+            "no Message-ID"
+            if message_id is None
+            else f"Message-ID {shorten(str(message_id).strip(), 60)!r} is not valid"
+        )
         problems.append(
             Problem(
                 "message-id-invalid",
                 "error",
-                "no valid Message-ID (<left@right>); Gmail rejects bulk mail "
-                "without one",
+                f"{what} (<left@right>); Gmail rejects bulk mail without a valid one",
                 header="Message-ID",
             )
         )
@@ -388,7 +400,9 @@ def _unsubscribe_problems(
                     "unsubscribe-not-signed",
                     "error",
                     f"the DKIM signature of d={signature.domain} does not cover "
-                    f"{' and '.join(missing)} (add them to h=); RFC 8058 requires it",
+                    f"{' and '.join(missing)} (add "
+                    f"{'them' if len(missing) > 1 else 'it'} to h=); RFC 8058 "
+                    "requires it",
                     header=missing[0],
                 )
             )

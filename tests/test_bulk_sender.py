@@ -112,6 +112,44 @@ def test_each_rule_is_reported(tls_sink: Mailbox, change: dict, code: str) -> No
 
 
 @pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # It said "0 From header(s) with 0 address(es)".
+        ({"drop": ["From"]}, "no From header; DMARC needs exactly one From address"),
+        (
+            {"From": "a@shop.example, b@shop.example"},
+            "1 From header with 2 addresses: 'a@shop.example', 'b@shop.example'; "
+            "DMARC needs exactly one From address",
+        ),
+        # "no valid Message-ID" of a missing one and a bad one alike.
+        (
+            {"drop": ["Message-ID"]},
+            "no Message-ID (<left@right>); Gmail rejects bulk mail without a valid one",
+        ),
+        (
+            {"Message_ID": "not-an-id"},
+            "Message-ID 'not-an-id' is not valid (<left@right>); Gmail rejects "
+            "bulk mail without a valid one",
+        ),
+        # "(add them to h=)" of one header.
+        (
+            {"sign": (*SIGNED, b"list-unsubscribe")},
+            "the DKIM signature of d=shop.example does not cover "
+            "List-Unsubscribe-Post (add it to h=); RFC 8058 requires it",
+        ),
+    ],
+)
+def test_what_a_rule_found_is_said(
+    tls_sink: Mailbox,
+    change: dict,  # type: ignore[type-arg]
+    message: str,
+) -> None:
+    newsletter(tls_sink, **change)
+    [problem] = tls_sink.assert_sent().bulk_sender_problems()
+    assert problem.message == message
+
+
+@pytest.mark.parametrize(
     "value",
     [
         # RFC 2369: white space inside the brackets (a folded URI, once
