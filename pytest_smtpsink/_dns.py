@@ -895,8 +895,10 @@ def _lifetime(seconds: float) -> float:
         or not isinstance(seconds, (int, float))
         or not 0 < seconds < math.inf
     ):
+        finite = "finite " if seconds == math.inf else ""
         raise ValueError(
-            f"lifetime must be a number of seconds > 0, got {shown_number(seconds)}"
+            f"lifetime must be a {finite}number of seconds > 0, got "
+            f"{shown_number(seconds)}"
         )
     return float(seconds)
 

@@ -351,8 +351,16 @@ def check_seconds(value: object, name: str) -> float:
             f"{name} must be a number of seconds, got {shown_number(value)}"
         )
     if not 0 < value < float("inf"):  # NaN fails too
-        raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
+        raise ValueError(
+            f"{name} must be a {_finite(value)}number of seconds > 0, got {value!r}"
+        )
     return float(value)
+
+
+def _finite(value: object) -> str:
+    """``"finite "`` when ``value`` is infinity: "> 0" alone does not say
+    why inf is refused."""
+    return "finite " if value == float("inf") else ""
 
 
 def _is_int(value: object) -> bool:
@@ -507,7 +515,8 @@ def _validate(s: SinkSettings) -> None:
         and not isinstance(s.relay_timeout, bool)
         and 0 < s.relay_timeout < float("inf"),
         "relay_timeout",
-        f"must be a number of seconds > 0, got {shown_number(s.relay_timeout)}",
+        f"must be a {_finite(s.relay_timeout)}number of seconds > 0, got "
+        f"{shown_number(s.relay_timeout)}",
     )
     if s.relay is not None or s.relay_to is not None:
         _validate_relay(s)
