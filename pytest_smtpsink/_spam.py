@@ -68,7 +68,8 @@ class SpamReport:
     """spamd's ``required_score``: at or above it, mail is spam."""
     is_spam: bool
     rules: tuple[SpamRule, ...]
-    """The rules that hit, in spamd's order."""
+    """The rules that hit, in spamd's order (``str()`` of the report lists
+    the largest scores first)."""
     report: str
     """spamd's own report text."""
 
@@ -78,7 +79,10 @@ class SpamReport:
         return tuple(rule.name for rule in self.rules)
 
     def __str__(self) -> str:
-        rules = ", ".join(f"{r.name} ({r.score:+g})" for r in self.rules) or "none"
+        # Largest score first: what made the verdict, before spamd's +0
+        # notes. Stable, so equal scores keep spamd's order.
+        ranked = sorted(self.rules, key=lambda rule: -abs(rule.score))
+        rules = ", ".join(f"{r.name} ({r.score:+g})" for r in ranked) or "none"
         verdict = "spam" if self.is_spam else "not spam"
         return f"score {self.score:g} / {self.threshold:g} ({verdict}); rules: {rules}"
 

@@ -237,9 +237,11 @@ def test_every_rule_of_the_table_is_read_whatever_its_name() -> None:
         ),
         SpamRule("no_description", 1.0, ""),
     )
+    # The text puts the rules that made the score first (spamd's order
+    # buried them among +0 notes).
     assert str(report) == (
-        "score 2.5 / 5 (not spam); rules: NO_RECEIVED (+0), my_lower_rule (+1.5), "
-        "URIBL_BLOCKED (+0), no_description (+1)"
+        "score 2.5 / 5 (not spam); rules: my_lower_rule (+1.5), no_description "
+        "(+1), NO_RECEIVED (+0), URIBL_BLOCKED (+0)"
     )
 
 
@@ -308,6 +310,11 @@ def test_bad_arguments_are_named(smtpsink: Mailbox) -> None:
         message.spam_report(timeout="5")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"timeout must be a number of seconds > 0"):
         message.spam_report(timeout=0)
+    # "> 0, got inf" said nothing of why.
+    with pytest.raises(
+        ValueError, match=r"^timeout must be a finite number of seconds > 0, got inf$"
+    ):
+        message.spam_report(timeout=float("inf"))
 
 
 def test_a_spamd_that_never_answers_is_an_error_after_the_timeout(
