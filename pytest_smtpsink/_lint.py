@@ -210,10 +210,12 @@ def check_ignore(
     name: str = "ignore",
     known: frozenset[str] = LINT_CODES,
     kind: str = "lint code",
+    elsewhere: tuple[frozenset[str], str] | None = None,
 ) -> tuple[str, ...]:
     """``ignore`` as a tuple of codes (a single code may be given as a
     string); a code not in ``known`` is a ValueError, so that a typo does
-    not leave a problem unignored without saying why."""
+    not leave a problem unignored without saying why. ``elsewhere``: the
+    codes of the other check, and what to say of one given here."""
     __tracebackhide__ = True
     codes = (ignore,) if isinstance(ignore, str) else ignore
     if not isinstance(codes, Iterable) or isinstance(codes, (bytes, bytearray)):
@@ -224,6 +226,8 @@ def check_ignore(
         if code not in known:
             close = difflib.get_close_matches(str(code), sorted(known), 1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
+            if elsewhere is not None and code in elsewhere[0]:
+                hint = f" ({elsewhere[1]})"
             raise ValueError(
                 f"{name}: {code!r} is not a {kind}{hint}; the codes are "
                 f"listed in the docs' page 'Checking how mail is built'"

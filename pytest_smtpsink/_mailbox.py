@@ -806,10 +806,17 @@ class Mailbox(FaultControls):
         ``ignore``. Fails listing the problems of each message, and when no
         message arrived (there was nothing to check)."""
         __tracebackhide__ = True
+        from ._bulk import BULK_CODES
         from ._lint import check_ignore, check_severity, unclean_report
 
         check_severity(severity)
-        skipped = check_ignore(ignore)
+        skipped = check_ignore(
+            ignore,
+            elsewhere=(
+                BULK_CODES,
+                "it is a bulk-sender rule code: assert_bulk_sender_rules(ignore=...)",
+            ),
+        )
         everything = self._to_check()
         failure = unclean_report(everything, severity, skipped)
         if failure is not None:
@@ -826,10 +833,15 @@ class Mailbox(FaultControls):
         and when no message arrived (there was nothing to check)."""
         __tracebackhide__ = True
         from ._bulk import BULK_CODES, check_alignment
-        from ._lint import check_ignore, problems_report
+        from ._lint import LINT_CODES, check_ignore, problems_report
 
         check_alignment(alignment)
-        skipped = check_ignore(ignore, known=BULK_CODES, kind="bulk-sender rule code")
+        skipped = check_ignore(
+            ignore,
+            known=BULK_CODES,
+            kind="bulk-sender rule code",
+            elsewhere=(LINT_CODES, "it is a lint code: assert_clean(ignore=...)"),
+        )
         failure = problems_report(
             self._to_check(),
             lambda message: message.bulk_sender_problems(alignment),

@@ -328,6 +328,19 @@ def test_the_ignore_list_is_checked(smtpsink: Mailbox) -> None:
         match=r"'no_tls' is not a bulk-sender rule code \(did you mean 'no-tls'\?\)",
     ):
         smtpsink.assert_bulk_sender_rules(ignore=["no_tls"])
+    # Each check's codes are its own: a code of the other one says so.
+    with pytest.raises(
+        ValueError,
+        match=r"^ignore: 'missing-date' is not a bulk-sender rule code \(it is a "
+        r"lint code: assert_clean\(ignore=\.\.\.\)\); the codes are listed",
+    ):
+        smtpsink.assert_bulk_sender_rules(ignore=["missing-date"])
+    with pytest.raises(
+        ValueError,
+        match=r"^ignore: 'dkim-missing' is not a lint code \(it is a bulk-sender "
+        r"rule code: assert_bulk_sender_rules\(ignore=\.\.\.\)\); the codes",
+    ):
+        smtpsink.assert_clean(ignore=["dkim-missing"])
     newsletter(smtpsink, tls=False)
     smtpsink.assert_bulk_sender_rules(ignore="no-tls")  # one code, as a string
 
