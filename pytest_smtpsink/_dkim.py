@@ -97,7 +97,7 @@ def a_labels(name: str) -> str:
     block may arrive as surrogate escapes.
 
     Mapped as the DNS stub maps names, with dnspython's default codec where
-    dnspython is installed: IDNA 2008 or 2003 depending on its version
+    dnspython is installed: IDNA 2008 or 2003 as it can use the ``idna`` package
     (``straße`` is ``xn--strae-oqa`` or ``strasse``), the names the
     application's own dnspython asks for. Without dnspython there is no
     stub to agree with: Python's own codec (IDNA 2003) serves."""
