@@ -167,6 +167,7 @@ LINT_CODES = frozenset(
         "attachment-without-filename",
         "bare-cr",
         "bare-lf",
+        "base64-line-too-long",
         "boundary-not-found",
         "charset-mismatch",
         "duplicate-header",
@@ -1586,6 +1587,25 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
                 "6.7)",
                 part=path,
             )
+        if encoding == "base64" and decodes:
+            # RFC 2045 6.8's "must" too, but every decoder takes longer lines:
+            # a warning, where quoted-printable's soft breaks make it an error.
+            long = [
+                len(line.rstrip("\r"))
+                for line in payload.split("\n")
+                if len(line.rstrip("\r")) > _QP_LINE
+            ]
+            if long:
+                yield Problem(
+                    "base64-line-too-long",
+                    "warning",
+                    f"{content_type} is base64 in {len(long)} "
+                    f"line{'' if len(long) == 1 else 's'} longer than {_QP_LINE} "
+                    f"characters (the longest has {max(long)}); RFC 2045 6.8 "
+                    f"requires lines of at most {_QP_LINE} (email.encoders and "
+                    "base64.encodebytes write them)",
+                    part=path,
+                )
         if encoding == "quoted-printable":
             # The CR of a CRLF is not counted.
             long = [
