@@ -166,6 +166,20 @@ def publish_key(
             "the key at '<selector>._domainkey.<domain>' itself"
             + (f"; {hint}" if hint else "")
         )
+    bad = [
+        label
+        for label in a_labels(domain).split(".")
+        if not re.fullmatch(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?", label)
+    ]
+    if bad:
+        # "-bad.example" was taken: no signer's d= can name it (RFC 6376
+        # 3.5 has d= a domain name, whose labels neither start nor end
+        # with a hyphen).
+        raise ValueError(
+            f"domain must be a domain name such as 'example.com', got "
+            f"{domain!r}: {bad[0]!r} is no DNS label (letters, digits and "
+            "hyphens, not first or last)"
+        )
     if not isinstance(selector, str):
         raise TypeError(f"selector must be a str such as 's1', got {selector!r}")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", selector):

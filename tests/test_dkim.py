@@ -383,6 +383,12 @@ def test_a_header_dkimpy_cannot_read_is_not_blamed_on_the_signature(
 def test_bad_arguments_are_named(smtpsink: Mailbox) -> None:
     with pytest.raises(ValueError, match="domain must be a domain name"):
         smtpsink.dkim_key("localhost")
+    with pytest.raises(
+        ValueError, match=r"got '-bad\.example': '-bad' is no DNS label \(letters"
+    ):
+        smtpsink.dkim_key("-bad.example")
+    with pytest.raises(ValueError, match=r"'shop example' is no DNS label"):
+        smtpsink.dkim_key("shop example.test")
     with pytest.raises(ValueError, match="selector must be a DNS label"):
         smtpsink.dkim_key("shop.example", selector="a b")
     # The From address for the domain, and the record's name for the
