@@ -20,6 +20,7 @@ import base64
 import dataclasses
 import datetime
 import logging
+import os
 import re
 import threading
 from collections.abc import Callable
@@ -40,6 +41,10 @@ _REPLACED_KEPT = 8
 #: each ``_domainkey`` name): a key there is for the application, and a
 #: reason saying only "no key published" sent users to look at that record.
 _IN_STUB: set[str] = set()
+#: The same name -> the test that published its key ("" outside a test):
+#: keys outlive their test, and a signature that fails against an earlier
+#: test's key sent readers looking for a changed header.
+_PUBLISHED_BY: dict[str, str] = {}
 _LOCK = threading.Lock()
 
 #: RFC 8301: verifiers must not accept RSA keys below 1024 bits.
@@ -247,6 +252,7 @@ def publish_key(
     with _LOCK:
         previous = _RECORDS.get(name)
         _RECORDS[name] = record
+        _PUBLISHED_BY[name] = _current_test()
         replaced = [r for r in _REPLACED.get(name, []) if r != record]
         if previous is not None and previous != record:
             replaced.append(previous)
@@ -472,11 +478,28 @@ def _mismatch(
         if length_tag
         else "the body is unchanged"
     )
+    with _LOCK:
+        publisher = _PUBLISHED_BY.get(name, "")
+    if publisher and publisher != _current_test():
+        # The usual case of "another key": a common selector (s1) whose
+        # key an earlier test published, kept for the run.
+        return (
+            f"the signature does not verify with the key {publisher} published "
+            f"for {name}, an earlier test ({body}): keys last for the run, so "
+            "publish the key it was signed with in this test (dkim_key(..., "
+            "private_key=pem)), or a signed header changed after signing"
+        )
     return (
         f"the signature does not verify with the key published for {name} "
         f"({body}): a signed header changed after signing, or another key "
         "signed it"
     )
+
+
+def _current_test() -> str:
+    """The running test's node id, from the variable pytest sets (its
+    ``" (call)"`` stage cut off), or "" outside a test."""
+    return os.environ.get("PYTEST_CURRENT_TEST", "").rpartition(" (")[0]
 
 
 def _answering(record: bytes) -> Callable[..., bytes]:

@@ -3,6 +3,7 @@ an application signs with dkimpy, sends with smtplib, the test verifies."""
 
 from __future__ import annotations
 
+import os
 import re
 import smtplib
 import subprocess
@@ -139,6 +140,35 @@ def test_a_key_that_is_not_published_fails_saying_how_to_publish_it(
     assert result.reason == (
         "no key published for unpublished._domainkey.shop.example: publish one "
         "with smtpsink.dkim_key('shop.example', selector='unpublished')"
+    )
+
+
+def test_a_key_an_earlier_test_published_is_named_as_such(
+    smtpsink: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Keys last for the run: an earlier test's key for a common selector
+    # made this test's failure read "a signed header changed after signing".
+    this_test = os.environ["PYTEST_CURRENT_TEST"]
+    monkeypatch.setenv("PYTEST_CURRENT_TEST", "tests/test_a.py::test_earlier (call)")
+    smtpsink.dkim_key("shop.example", selector="shared")
+    monkeypatch.setenv("PYTEST_CURRENT_TEST", this_test)
+    apps_key = smtpsink.dkim_key("elsewhere.example", selector="maker")
+    send_signed(smtpsink, apps_key, selector="shared")
+    [result] = smtpsink.assert_sent().dkim
+    assert result.reason == (
+        "the signature does not verify with the key tests/test_a.py::test_earlier "
+        "published for shared._domainkey.shop.example, an earlier test (the body "
+        "is unchanged): keys last for the run, so publish the key it was signed "
+        "with in this test (dkim_key(..., private_key=pem)), or a signed header "
+        "changed after signing"
+    )
+    # Published in this test, a key that does not verify is said as before.
+    smtpsink.dkim_key("shop.example", selector="shared")
+    [result] = smtpsink.assert_sent().dkim
+    assert result.reason is not None
+    assert result.reason.startswith(
+        "the signature does not verify with the key published for "
+        "shared._domainkey.shop.example (the body is unchanged)"
     )
 
 
