@@ -484,8 +484,9 @@ def _mismatch(
         # The usual case of "another key": a common selector (s1) whose
         # key an earlier test published, kept for the run.
         return (
-            f"the signature does not verify with the key {publisher} published "
-            f"for {name}, an earlier test ({body}): keys last for the run, so "
+            f"the signature does not verify with the key published for {name} "
+            f"during {publisher}, an earlier test ({body}): keys last for the "
+            "run (a session fixture's too), so "
             "publish the key it was signed with in this test (dkim_key(..., "
             "private_key=pem)), or a signed header changed after signing"
         )

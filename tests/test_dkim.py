@@ -156,11 +156,12 @@ def test_a_key_an_earlier_test_published_is_named_as_such(
     send_signed(smtpsink, apps_key, selector="shared")
     [result] = smtpsink.assert_sent().dkim
     assert result.reason == (
-        "the signature does not verify with the key tests/test_a.py::test_earlier "
-        "published for shared._domainkey.shop.example, an earlier test (the body "
-        "is unchanged): keys last for the run, so publish the key it was signed "
-        "with in this test (dkim_key(..., private_key=pem)), or a signed header "
-        "changed after signing"
+        "the signature does not verify with the key published for "
+        "shared._domainkey.shop.example during tests/test_a.py::test_earlier, an "
+        "earlier test (the body is unchanged): keys last for the run (a session "
+        "fixture's too), so publish the key it was signed with in this test "
+        "(dkim_key(..., private_key=pem)), or a signed header changed after "
+        "signing"
     )
     # Published in this test, a key that does not verify is said as before.
     smtpsink.dkim_key("shop.example", selector="shared")
