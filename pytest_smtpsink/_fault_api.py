@@ -112,16 +112,29 @@ class FaultControls:
             check_reply_text(stage, text)
         return self._add_fault("fail", stage, "reply", trigger, code=code, text=text)
 
-    def disconnect(self, stage: str, **trigger: Unpack[Trigger]) -> Fault:
+    def disconnect(
+        self, stage: str, *, store: bool = False, **trigger: Unpack[Trigger]
+    ) -> Fault:
         """Drop the connection at ``stage``, without a reply.
 
         ``"DATA"`` drops it when the client sends DATA; ``"EOD"`` after the
-        whole message was sent, before the server answers (nothing is stored).
+        whole message was sent, before the server answers (nothing is
+        stored). ``store=True`` (``"EOD"`` only) stores the message first:
+        the reply is lost, not the message, and a client that sends it again
+        delivers it twice (RFC 1047).
         """
         __tracebackhide__ = True
-        return self._add_fault(
-            "disconnect", normalize_stage(stage), "disconnect", trigger
-        )
+        stage = normalize_stage(stage)
+        if not isinstance(store, bool):
+            raise FaultError(
+                f"store must be True or False, got {shown_argument(store)}"
+            )
+        if store and stage != "EOD":
+            raise FaultError(
+                f"store=True is for the 'EOD' stage, where a message has been "
+                f"received; got {stage!r}"
+            )
+        return self._add_fault("disconnect", stage, "disconnect", trigger, store=store)
 
     def delay(self, stage: str, seconds: float, **trigger: Unpack[Trigger]) -> Fault:
         """Wait ``seconds`` before handling ``stage``, then go on as usual.

@@ -319,6 +319,7 @@ class Fault:
         seconds: float | None = None,
         limit: tuple[str, int] | None = None,
         hidden: tuple[str, ...] = (),
+        store: bool = False,
     ) -> None:
         __tracebackhide__ = True  # a FaultError names the bad argument
         _check_match(stage, match)
@@ -356,6 +357,8 @@ class Fault:
         self.seconds = seconds
         self.limit = limit
         self.hidden = hidden
+        self.store = store
+        """A disconnect at ``EOD`` that stores the message first."""
         self.seen = 0
         """Events that matched the stage and ``match``."""
         self.fired = 0
@@ -410,6 +413,8 @@ class Fault:
             parts.append(f"{self.limit[0]}={self.limit[1]}")
         if self.hidden:  # the action already says "hide"
             parts.append(",".join(self.hidden))
+        if self.store:
+            parts.append("store=True")
         for name in TRIGGER_KEYWORDS:
             value = getattr(self, name)
             if value is not None:
@@ -521,7 +526,8 @@ class Hang:
 
 @dataclasses.dataclass(frozen=True)
 class Disconnect:
-    """Drop the connection without a reply."""
+    """Drop the connection without a reply (at ``EOD`` with ``rule.store``,
+    once the message is stored)."""
 
     rule: Fault
 

@@ -131,6 +131,9 @@ _DEFAULT_TEXT = {
     554: "5.7.1 Transaction failed",
 }
 _DISCARDED = ["250 2.0.0 OK: queued"]
+#: What `_apply_faults` gives `store_message` for ``disconnect("EOD",
+#: store=True)``: no reply line, a signal (the reply would be lost anyway).
+_STORE_THEN_DISCONNECT = "(store, then disconnect)"
 _GO_AHEAD = "354 End data with <CR><LF>.<CR><LF>"
 
 
@@ -2251,6 +2254,14 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                 [envelope.mail_from or "", *envelope.rcpt_tos],
                 size=len(envelope.original_content or b""),
             )
+            if injected == _STORE_THEN_DISCONNECT:
+                self._injected_push = None
+                reply = self._keep(envelope)
+                if reply.startswith("250"):
+                    # The reply is lost, not the message (RFC 1047).
+                    self.close_by_server()
+                    await self.loop.create_future()  # connection_lost() cancels
+                return reply  # refused all the same (max_stored_bytes)
             if injected is not None:
                 return injected
         return self._keep(envelope)
@@ -2562,6 +2573,8 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             elif isinstance(step, Hang):
                 await self._stall(step.rule, self.loop.create_future())
             elif isinstance(step, Disconnect):
+                if step.rule.store:  # at EOD: store_message cuts, once stored
+                    return [_STORE_THEN_DISCONNECT]
                 self.close_by_server()
                 # connection_lost() cancels this task.
                 await self.loop.create_future()

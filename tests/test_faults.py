@@ -427,6 +427,53 @@ def test_disconnect_during_data(smtpsink: Mailbox, stage: str) -> None:
     )
 
 
+def test_a_lost_reply_after_storing_delivers_a_retry_twice(smtpsink: Mailbox) -> None:
+    # RFC 1047: the server stored the message, the 250 never reached the
+    # client, which sends it again. Before store=True, no fault could model
+    # it: a disconnect at EOD stored nothing.
+    fault = smtpsink.disconnect("EOD", store=True, times=1)
+    assert repr(fault) == "<Fault EOD disconnect store=True times=1 fired=0/0>"
+    delivered = False
+    for _attempt in range(2):  # what a retrying application does
+        try:
+            with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=30) as client:
+                client.sendmail("app@example.com", ["ann@example.com"], BODY)
+            delivered = True
+            break
+        except smtplib.SMTPServerDisconnected:
+            continue
+    assert delivered
+    first, second = smtpsink.assert_sent(count=2)
+    assert first.raw == second.raw
+    lost, normal = smtpsink.sessions
+    assert lost.end == "server-closed"
+    [data] = [e for e in lost.transcript if e.kind == "data"]
+    assert (data.injected, data.replies) == (True, [])
+    assert data.lines()[-1].endswith("  [injected: no reply]")
+    assert lost.messages == (first,)
+    assert normal.messages == (second,)
+
+
+@pytest.mark.parametrize(
+    ("stage", "store", "error"),
+    [
+        (
+            "DATA",
+            True,
+            "store=True is for the 'EOD' stage, where a message has "
+            "been received; got 'DATA'",
+        ),
+        ("EOD", "yes", "store must be True or False, got 'yes'"),
+    ],
+)
+def test_store_is_for_a_disconnect_at_eod(
+    smtpsink: Mailbox, stage: str, store: object, error: str
+) -> None:
+    with pytest.raises(FaultError, match=f"^{re.escape(error)}$"):
+        smtpsink.disconnect(stage, store=store)  # type: ignore[arg-type]
+    assert smtpsink.faults == ()
+
+
 def test_disconnect_with_aiosmtplib(smtpsink: Mailbox) -> None:
     smtpsink.disconnect("DATA")
 

@@ -116,6 +116,30 @@ def test_connection_dropped(smtpsink):
     assert smtpsink.sessions[0].end == "server-closed"
 
 
+def send_with_one_retry(host, port):
+    """What many applications do: try again when the connection drops."""
+    for attempt in (1, 2):
+        try:
+            with smtplib.SMTP(host, port) as smtp:
+                smtp.sendmail("shop@example.com", ["ann@example.com"], BODY)
+            return attempt
+        except smtplib.SMTPServerDisconnected:
+            if attempt == 2:
+                raise
+    return None
+
+
+def test_reply_lost_after_storing(smtpsink):
+    # Stored, then the connection drops before the 250 (RFC 1047).
+    smtpsink.disconnect("EOD", store=True, times=1)
+
+    assert send_with_one_retry(smtpsink.host, smtpsink.port) == 2
+
+    # The retry delivered the order confirmation twice.
+    first, second = smtpsink.assert_sent(count=2)
+    assert first.subject == second.subject == "Your order"
+
+
 def test_black_hole(smtpsink):
     smtpsink.drop(match="archive@example.com")
 
