@@ -149,7 +149,9 @@ class UserMailbox:
         )
 
     def flags(self, message: Message, folder: str = INBOX) -> frozenset[str]:
-        """The flags of ``message`` in ``folder``; KeyError if it is not there."""
+        """The flags of ``message`` in ``folder``; KeyError if it is not there.
+        Of its first copy there (by UID) when IMAP COPY put two in it:
+        `stored` has each copy's."""
         if not isinstance(message, Message):
             raise TypeError(f"flags() takes a Message, got {type(message).__name__}")
         for stored in self.stored(folder):
