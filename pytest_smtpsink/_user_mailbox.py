@@ -243,8 +243,17 @@ class UserMailbox:
             ]
             if other:
                 marked = [copy for _, copy in other]
+                # With flags= asked for, each copy's flags: matching the
+                # criteria, a copy may still fail the flags once the folder
+                # is right.
                 places = ", ".join(
-                    f"{_folder_shown(name)} (uid {copy.uid})"
+                    f"{_folder_shown(name)} (uid {copy.uid}"
+                    + (
+                        ""
+                        if wanted_flags is None
+                        else f", flags {_show_flags(copy.flags)}"
+                    )
+                    + ")"
                     for name, copy in other[:5]
                 )
                 more = f" and {len(other) - 5} more" if len(other) > 5 else ""

@@ -547,6 +547,15 @@ def test_assert_in_lists_every_folder_with_flags(smtpsink: Mailbox) -> None:
         r"\nHint: 1 matching message is in another folder: INBOX \(uid \d+\)$", text
     ), text
     assert "Closest" not in text
+    # With flags= asked for, the hint gives each match's: the folder may not
+    # be the only slip (it called a copy "matching" whatever its flags).
+    with pytest.raises(AssertionError) as failure:
+        box.assert_in("Processed", subject="Hello", flags=())
+    assert re.search(
+        r"\nHint: 1 matching message is in another folder: INBOX \(uid \d+, "
+        r"flags \{\\Seen\}\)$",
+        str(failure.value),
+    ), str(failure.value)
     # Mail that never crossed SMTP has no number in the sink: it says so.
     assert "[\\Seen] deliver() " in text, text
     assert "#0" not in text
