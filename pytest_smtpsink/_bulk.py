@@ -18,6 +18,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
+from ._dkim import body_length_warnings
 from ._lint import (
     Problem,
     addresses_without_comma,
@@ -183,7 +184,8 @@ def bulk_sender_problems(
         for name in _UNSUBSCRIBE_HEADERS
     }
     signature = _dkim_problems(message.dkim, author, alignment, problems, instances)
-    if signature is not None and signature.warnings:
+    length_warnings = () if signature is None else body_length_warnings(signature)
+    if signature is not None and length_warnings:
         # The rules are met to the letter, but an l= signature leaves room
         # for text added after it (RFC 6376 8.2), and the providers' sender
         # guidelines count it against the sender: not a pass.
@@ -192,7 +194,7 @@ def bulk_sender_problems(
                 "dkim-body-length",
                 "warning",
                 f"the DKIM signature of d={signature.domain} s={signature.selector} "
-                f"verifies, but {'; '.join(signature.warnings)}",
+                f"verifies, but {'; '.join(length_warnings)}",
                 header="DKIM-Signature",
             )
         )
@@ -301,7 +303,7 @@ def _covering_first(
         covers = all(
             _covers_top(signature, name, instances) for name in _UNSUBSCRIBE_HEADERS
         )
-        return (not covers, bool(signature.warnings))
+        return (not covers, bool(body_length_warnings(signature)))
 
     return min(signatures, key=worse)  # the first of the best
 

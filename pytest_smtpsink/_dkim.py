@@ -394,6 +394,17 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
         warnings: tuple[str, ...] = ()
         if verified and b"l" in fields:
             warnings = (_body_length_warning(verifier, fields),)
+        if verified:
+            unsigned = _unsigned_shown_headers(raw, headers)
+            if unsigned:
+                warnings += (
+                    f"it does not sign {' and '.join(unsigned)}, which the "
+                    "message has: anyone on the way could change "
+                    f"{'it' if len(unsigned) == 1 else 'them'} and it would "
+                    "still verify (RFC 6376 5.4.1 recommends signing "
+                    f"{'it' if len(unsigned) == 1 else 'them'}); add "
+                    f"{'it' if len(unsigned) == 1 else 'them'} to h=",
+                )
         results.append(
             DkimResult(
                 domain=domain,
@@ -564,6 +575,34 @@ def _shown(value: object) -> str:
         value = value.decode("ascii", "backslashreplace")
     text = " ".join(str(value).split())
     return repr(text if len(text) <= 60 else text[:57] + "...")
+
+
+#: The headers readers show that RFC 6376 5.4.1 recommends signing, as
+#: they are written (lower case is how h= is compared).
+_SHOWN_HEADERS = ("Subject", "Date", "To", "Cc", "Reply-To")
+#: A header field's name at the start of a line of the header block.
+_FIELD_START = re.compile(rb"^([!-9;-~]+)[ \t]*:", re.MULTILINE)
+
+
+def _unsigned_shown_headers(raw: bytes, signed: tuple[str, ...]) -> list[str]:
+    """The `_SHOWN_HEADERS` that ``raw`` has and ``h=`` (``signed``, lower
+    case) leaves out: a signature over From alone verifies after anyone
+    rewrote the Subject."""
+    present = {
+        match.group(1).decode("ascii").lower()
+        for match in _FIELD_START.finditer(_head(raw))
+    }
+    return [
+        name
+        for name in _SHOWN_HEADERS
+        if name.lower() in present and name.lower() not in signed
+    ]
+
+
+def body_length_warnings(result: DkimResult) -> tuple[str, ...]:
+    """The warnings of ``result`` about its ``l=`` tag (each begins "l="),
+    of the others: what the bulk-sender rule ``dkim-body-length`` judges."""
+    return tuple(w for w in result.warnings if w.startswith("l="))
 
 
 def _head(raw: bytes) -> bytes:

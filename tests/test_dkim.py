@@ -143,6 +143,33 @@ def test_a_key_that_is_not_published_fails_saying_how_to_publish_it(
     )
 
 
+def test_a_signature_leaving_out_what_readers_see_has_a_warning(
+    smtpsink: Mailbox,
+) -> None:
+    # h=from alone verified with no warning after the subject was
+    # rewritten on the way: weaker than it looked (RFC 6376 5.4.1).
+    key = smtpsink.dkim_key("shop.example", selector="s1")
+    message = make_message(sender="news@shop.example", subject="News")
+    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    signature = dkim.sign(
+        raw, b"s1", b"shop.example", key.encode(), include_headers=[b"from"]
+    )
+    rewritten = raw.replace(b"Subject: News", b"Subject: Your account is locked")
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("news@shop.example", ["ann@example.com"], signature + rewritten)
+    [result] = smtpsink.assert_sent().dkim
+    assert (result.verified, result.signed_headers) == (True, ("from",))
+    assert result.warnings == (
+        "it does not sign Subject and To, which the message has: anyone on the "
+        "way could change them and it would still verify (RFC 6376 5.4.1 "
+        "recommends signing them); add them to h=",
+    )
+    # Not the bulk-sender rule about l=, which judges the body's length.
+    assert "dkim-body-length" not in [
+        p.code for p in smtpsink.assert_sent().bulk_sender_problems()
+    ]
+
+
 def test_a_key_an_earlier_test_published_is_named_as_such(
     smtpsink: Mailbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
