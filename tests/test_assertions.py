@@ -1449,13 +1449,18 @@ def test_wait_until_times_out_listing_sessions_and_messages(
 def test_wait_until_times_out_listing_a_session_held_at_connect(
     smtpsink: Mailbox,
 ) -> None:
-    # Its greeting has no reply yet: "nothing yet", not an IndexError.
+    # Its greeting has no reply yet: not an IndexError, and the fault that
+    # holds it is named (it read "nothing yet").
     smtpsink.hang("CONNECT")
     with socket.create_connection((smtpsink.host, smtpsink.port), timeout=5):
         smtpsink.wait_until(lambda: len(smtpsink.sessions) == 1)
         with pytest.raises(AssertionError) as caught:
             smtpsink.wait_until(lambda: False, timeout=0.05)
-    assert str(caught.value).splitlines()[2].endswith("last: nothing yet")
+    assert (
+        str(caught.value)
+        .splitlines()[2]
+        .endswith("last: S: (none)  [injected: no greeting]")
+    )
     smtpsink.clear_faults()
 
 
