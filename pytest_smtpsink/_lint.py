@@ -1590,11 +1590,7 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
         if encoding == "base64" and decodes:
             # RFC 2045 6.8's "must" too, but every decoder takes longer lines:
             # a warning, where quoted-printable's soft breaks make it an error.
-            long = [
-                len(line.rstrip("\r"))
-                for line in payload.split("\n")
-                if len(line.rstrip("\r")) > _QP_LINE
-            ]
+            long = _lengths_over(payload, _QP_LINE)
             if long:
                 yield Problem(
                     "base64-line-too-long",
@@ -1607,12 +1603,7 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
                     part=path,
                 )
         if encoding == "quoted-printable":
-            # The CR of a CRLF is not counted.
-            long = [
-                len(line.removesuffix("\r"))
-                for line in payload.split("\n")
-                if len(line.removesuffix("\r")) > _QP_LINE
-            ]
+            long = _lengths_over(payload, _QP_LINE)
             if long:
                 yield Problem(
                     "quoted-printable-line-too-long",
@@ -1665,6 +1656,13 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
             f"an HTML body with {what}; spam filters score HTML-only mail "
             "higher and some readers show nothing",
         )
+
+
+def _lengths_over(payload: str, limit: int) -> list[int]:
+    """The lengths of ``payload``'s lines longer than ``limit`` characters
+    (the CR of a CRLF not counted), in order."""
+    lengths = (len(line.removesuffix("\r")) for line in payload.split("\n"))
+    return [length for length in lengths if length > limit]
 
 
 _BYTE_CHECKS: Sequence[Callable[[_Context], Iterable[Problem]]] = (
