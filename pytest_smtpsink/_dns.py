@@ -174,6 +174,19 @@ def _published_elsewhere(asked: DNSServer, name: dns.name.Name) -> list[str]:
     )
 
 
+#: dnspython's default resolvers as `DNSZone.as_default` found them first,
+#: then those of each block still open, innermost last (sync, async).
+_DEFAULTS: list[tuple[Any, Any]] = []
+_DEFAULTS_LOCK = threading.Lock()
+
+
+def _set_defaults(pair: tuple[Any, Any]) -> None:
+    import dns.asyncresolver
+    import dns.resolver
+
+    dns.resolver.default_resolver, dns.asyncresolver.default_resolver = pair
+
+
 class DNSServer:
     """The stub of one sink: UDP and TCP on one loopback port."""
 
@@ -1354,17 +1367,28 @@ class DNSZone:
         import dns.asyncresolver
 
         lifetime, timeout = _lifetime(lifetime), _per_try(timeout, lifetime)
-        saved = (dns.resolver.default_resolver, dns.asyncresolver.default_resolver)
         resolver = self.resolver(lifetime, timeout)
         async_resolver = dns.asyncresolver.Resolver(configure=False)
         self._point(async_resolver, lifetime, timeout)
-        dns.resolver.default_resolver = resolver
-        # dnspython leaves this one unannotated, so its type is None.
-        dns.asyncresolver.default_resolver = async_resolver  # type: ignore[assignment]
+        entry = (resolver, async_resolver)
+        with _DEFAULTS_LOCK:
+            if not _DEFAULTS:
+                _DEFAULTS.append(
+                    (dns.resolver.default_resolver, dns.asyncresolver.default_resolver)
+                )
+            _DEFAULTS.append(entry)
+            _set_defaults(entry)
         try:
             yield resolver
         finally:
-            dns.resolver.default_resolver, dns.asyncresolver.default_resolver = saved
+            # Blocks of two sinks may end in any order: each leaves the
+            # innermost one still open in force, the last the first saved
+            # (restoring what each found left a stub in force for good).
+            with _DEFAULTS_LOCK:
+                _DEFAULTS.remove(entry)
+                _set_defaults(_DEFAULTS[-1])
+                if len(_DEFAULTS) == 1:
+                    _DEFAULTS.clear()
 
     def _all_answered(self, since: float) -> bool:
         """Whether every lookup since ``since`` got records (NOERROR with an

@@ -778,6 +778,24 @@ def test_as_default_points_dnspython_at_the_stub_and_restores(
     assert (dns.resolver.default_resolver, dns.asyncresolver.default_resolver) == before
 
 
+def test_as_default_blocks_ended_out_of_order_restore_the_first(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    # Each block put back what it found: ended a then b, b put back a's
+    # stub, and later tests' lookups got NXDOMAIN from it.
+    import dns.asyncresolver
+
+    before = (dns.resolver.default_resolver, dns.asyncresolver.default_resolver)
+    other = smtpsink_factory(max_size=1_000_000)
+    first, second = smtpsink.dns.as_default(), other.dns.as_default()
+    first.__enter__()
+    inner = second.__enter__()
+    first.__exit__(None, None, None)
+    assert dns.resolver.get_default_resolver() is inner  # still in its block
+    second.__exit__(None, None, None)
+    assert (dns.resolver.default_resolver, dns.asyncresolver.default_resolver) == before
+
+
 def _udp_exchange(zone_host: str, port: int, payload: bytes) -> bytes | None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(5)
