@@ -1261,6 +1261,10 @@ def test_failed_anyway(smtpsink):
             "*ERROR at teardown of test_bad*",
             "*smtpsink lint (error): expected mail without errors; 1 of 1 message has problems:",
             "*    error missing-date (header Date): no Date header*",
+            # Where the check comes from: an old ini key, most likely.
+            "*(checked at the end of the test, set by --smtpsink-lint (ini "
+            "smtpsink_lint); @pytest.mark.smtpsink_lint('off') or ignore=[[]codes] "
+            "exempts a test or a module)",
         ]
     )
     assert "ERROR at teardown of test_failed_anyway" not in result.stdout.str()
@@ -1271,6 +1275,27 @@ def test_failed_anyway(smtpsink):
     # An empty value is the default, over the ini key too (docs/reference).
     result = pytester.runpytest("-p", "no:xdist", "--smtpsink-lint=")
     result.assert_outcomes(passed=4, failed=1)
+
+
+def test_a_lint_failure_names_the_marker_that_asked_for_it(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        SUITE
+        + """
+import pytest
+
+pytestmark = pytest.mark.smtpsink_lint("warning")
+
+def test_bad(smtpsink):
+    send(smtpsink, date=False)
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*(checked at the end of the test, set by @pytest.mark.smtpsink_lint; *"]
+    )
 
 
 def test_an_xfailed_test_is_left_alone_too(pytester: pytest.Pytester) -> None:
