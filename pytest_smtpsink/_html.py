@@ -823,8 +823,18 @@ def summary_html(summary: str) -> str:
     )
 
 
-def render_message(record: MessageRecord, *, open_: bool = False) -> str:
-    """One message: summary, headers, HTML, text, attachments, raw, defects."""
+#: The HTML parts index.html shows in frames; each later message gets a
+#: page of its own, linked. Every sandboxed frame is a document (and in
+#: Chromium a process) of its own: a run with 500 failed tests that sent
+#: HTML mail made a page that took 52 s to open, frozen meanwhile.
+FRAMES_IN_INDEX = 40
+
+
+def render_message(
+    record: MessageRecord, *, open_: bool = False, page_href: str | None = None
+) -> str:
+    """One message: summary, headers, HTML, text, attachments, raw, defects.
+    ``page_href``: its HTML part is not framed here but on that page."""
     parts = [
         f'<details class="message"{" open" if open_ else ""}>'
         f"<summary>{summary_html(record['summary'])}</summary>",
@@ -853,7 +863,14 @@ def render_message(record: MessageRecord, *, open_: bool = False) -> str:
             + "".join(f"<li>{escape(line)}</li>" for line in lint)
             + "</ul></details>"
         )
-    if record["html"] is not None:
+    if record["html"] is not None and page_href is not None:
+        parts.append(
+            '<details class="part html" open><summary>HTML part</summary>'
+            f'<p class="note">Rendered on <a href="{escape(page_href)}">a page of '
+            f"its own</a>: index.html renders the first {FRAMES_IN_INDEX} HTML "
+            "parts of a run (each is a document the browser loads).</p></details>"
+        )
+    elif record["html"] is not None:
         parts.append(
             '<details class="part html" open><summary>HTML part</summary>'
             + mail_frame(
@@ -1016,8 +1033,40 @@ def _attempt(test: TestRecord) -> str:
     return f' <span class="attempt">(attempt {attempt})</span>'
 
 
-def render_index(tests: Sequence[TestRecord], when: datetime.datetime) -> str:
-    """The whole ``index.html``: every saved test, failed ones first."""
+def _message_page_href(test: TestRecord, message: MessageRecord) -> str:
+    """Where a message's own page goes: beside its .eml, in its test's
+    directory."""
+    eml = message["eml_href"]
+    if eml and eml.endswith(".eml"):
+        return eml[: -len(".eml")] + ".html"
+    return urllib.parse.quote(f"{test['directory']}/message-{message['number']}.html")
+
+
+def _seen_from(message: MessageRecord, up: str) -> MessageRecord:
+    """``message`` with its links (relative to the save directory) made
+    relative to a page ``up`` ("../") below it."""
+    seen = message.copy()
+    if seen["eml_href"]:
+        seen["eml_href"] = up + seen["eml_href"]
+    attachments = []
+    for item in message["attachments"]:
+        moved = item.copy()
+        if moved["href"]:
+            moved["href"] = up + moved["href"]
+        attachments.append(moved)
+    seen["attachments"] = attachments
+    return seen
+
+
+def render_index(
+    tests: Sequence[TestRecord],
+    when: datetime.datetime,
+    pages: dict[str, str] | None = None,
+) -> str:
+    """The whole ``index.html``: every saved test, failed ones first.
+    ``pages``: given, the messages after the first `FRAMES_IN_INDEX` with
+    an HTML part are rendered in it instead (href -> page), for the caller
+    to write."""
     # A test's runs together (a test rerun lists each), in order; under
     # --dist each, each worker's (its directory's name says whose).
     failed = {t["nodeid"] for t in tests if t["outcome"] == "failed"}
@@ -1054,6 +1103,7 @@ def render_index(tests: Sequence[TestRecord], when: datetime.datetime) -> str:
     ]
     if not tests:
         body.append("<p>No test saved any mail, and none failed, in this run.</p>")
+    frames = 0
     for test in ordered:
         body.append(
             f'<section class="test {escape(test["outcome"])}"><h2>'
@@ -1073,10 +1123,26 @@ def render_index(tests: Sequence[TestRecord], when: datetime.datetime) -> str:
                 "--smtpsink-save=all saves passing runs too.</p>"
             )
         )
-        body.extend(
-            render_message(message, open_=len(test["messages"]) == 1)
-            for message in test["messages"]
-        )
+        for message in test["messages"]:
+            page_href = None
+            if pages is not None and message["html"] is not None:
+                if frames < FRAMES_IN_INDEX:
+                    frames += 1
+                else:
+                    page_href = _message_page_href(test, message)
+                    pages[page_href] = page(
+                        f"{test['nodeid']}: message {message['number']}",
+                        f"<h1>{escape(test['nodeid'])}</h1>"
+                        + render_message(
+                            _seen_from(message, "../" * page_href.count("/")),
+                            open_=True,
+                        ),
+                    )
+            body.append(
+                render_message(
+                    message, open_=len(test["messages"]) == 1, page_href=page_href
+                )
+            )
         body.extend(
             render_session(session, number)
             for number, session in enumerate(test["sessions"], 1)
@@ -1145,11 +1211,15 @@ def write_index(
     # Whole or not at all (a half-written page would read as someone else's,
     # see foreign_index), and never through a link at that name.
     partial = root / f".{INDEX_NAME}.partial"
-    partial.write_text(
-        render_index(tests, datetime.datetime.now().astimezone()),
-        encoding="utf-8",
-        errors="replace",
-    )
+    pages: dict[str, str] = {}
+    markup = render_index(tests, datetime.datetime.now().astimezone(), pages)
+    for href, content in pages.items():
+        path = root / urllib.parse.unquote(href)
+        # Only into a test's own directory of this root (a record names it).
+        if path.parent.is_dir() and path.resolve().is_relative_to(root.resolve()):
+            with contextlib.suppress(OSError):  # the index still says what it can
+                path.write_text(content, encoding="utf-8", errors="replace")
+    partial.write_text(markup, encoding="utf-8", errors="replace")
     partial.replace(index)
     return index
 

@@ -12,6 +12,7 @@ import html.parser
 import json
 import re
 import smtplib
+import urllib.parse
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from email.message import EmailMessage
@@ -280,6 +281,50 @@ def test_index_lists_the_message_parts_and_files(
     (session,) = record["sessions"]
     assert "C: QUIT" in session["transcript"]
     assert session["href"] == "test_x.py__test_x/session-0001.txt"
+
+
+def test_html_parts_past_the_first_few_get_pages_of_their_own(
+    smtpsink: Mailbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 500 failed tests' frames made a page Chromium took 52 s to open: each
+    # sandboxed frame is a document of its own. (40 in a run; 3 here.)
+    monkeypatch.setattr(_html, "FRAMES_IN_INDEX", 3)
+    directories = []
+    for number in range(_html.FRAMES_IN_INDEX + 2):
+        smtpsink.clear()
+        message = make_message(subject=f"Welcome {number}", html="<h1>Hi</h1>")
+        message.add_attachment(
+            b"%PDF", maintype="application", subtype="pdf", filename="a.pdf"
+        )
+        with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+            client.send_message(message)
+        smtpsink.wait_for(count=1)
+        nodeid = f"test_x.py::test_x[{number:02}]"
+        directory = _report.test_directory(tmp_path, nodeid, None, False, 1)
+        written = _report.save([smtpsink], directory)
+        _html.record_test(
+            [smtpsink],
+            nodeid=nodeid,
+            outcome="failed",
+            directory=directory,
+            written=written,
+            root=tmp_path,
+            reason="assert False",
+        )
+        directories.append(directory.relative_to(tmp_path).as_posix())
+    markup = _html.write_index(tmp_path, directories).read_text(encoding="utf-8")
+    assert markup.count('<iframe class="mail"') == _html.FRAMES_IN_INDEX
+    linked = re.findall(r'Rendered on <a href="([^"]+)">a page of its own</a>', markup)
+    assert len(linked) == 2
+    for href in linked:
+        path = tmp_path / urllib.parse.unquote(href)
+        own = path.read_text(encoding="utf-8")
+        assert own.count('<iframe class="mail"') == 1
+        # Its links lead where the index's do, from one directory down.
+        downloads = re.findall(r'href="(\.\./[^"]+)" download', own)
+        assert len(downloads) == 2  # the attachment and the .eml
+        for link in downloads:
+            assert path.parent.joinpath(urllib.parse.unquote(link)).is_file(), link
 
 
 def test_mail_that_comes_while_a_test_is_saved_leaves_its_links_whole(
