@@ -458,7 +458,7 @@ def record_test(
     is the failure the index most needs to show.
     """
     if not written:
-        if outcome != "failed":
+        if outcome not in ("failed", "error"):
             return None
         directory.mkdir(parents=True, exist_ok=True)
     from ._report import capture
@@ -957,11 +957,13 @@ body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:72rem;padding:1
 color:#1b1b1b;background:#fff;overflow-wrap:anywhere}
 h1{font-size:1.4rem}h2{font-size:1.1rem;margin:0;word-break:break-all}
 section.test{border:1px solid #ccc;border-radius:6px;margin:1rem 0;padding:.6rem .8rem}
-section.failed{border-left:6px solid #c62828}section.passed{border-left:6px solid #2e7d32}
+section.failed,section.error{border-left:6px solid #c62828}
+section.passed{border-left:6px solid #2e7d32}
 .outcome{font-weight:600;text-transform:uppercase;font-size:.8rem;margin-right:.5rem}
-.failed .outcome{color:#c62828}.passed .outcome{color:#2e7d32}
+.failed .outcome,.error .outcome{color:#c62828}.passed .outcome{color:#2e7d32}
 .rerun .outcome{color:#e65100}.attempt{font-weight:400}
 p.reason{color:#c62828;font-family:ui-monospace,monospace;font-size:.9rem;margin:.3rem 0}
+.skipped p.reason,.xfailed p.reason,.xpassed p.reason{color:#555}
 details{margin:.4rem 0}summary{cursor:pointer}
 details.message>summary{font-family:ui-monospace,monospace;font-size:.9rem}
 details.part,details.session{margin-left:1rem}
@@ -1069,7 +1071,7 @@ def render_index(
     to write."""
     # A test's runs together (a test rerun lists each), in order; under
     # --dist each, each worker's (its directory's name says whose).
-    failed = {t["nodeid"] for t in tests if t["outcome"] == "failed"}
+    failed = {t["nodeid"] for t in tests if t["outcome"] in ("failed", "error")}
     ordered = sorted(
         tests,
         key=lambda t: (

@@ -154,13 +154,33 @@ def failure_reason(report: pytest.TestReport, views: Sequence[Mailbox]) -> str |
         message: object = longrepr
     else:
         message = getattr(getattr(longrepr, "reprcrash", None), "message", None)
+        if not isinstance(message, str) or not message.strip():
+            # A fixture that is not found has no crash, only its error text.
+            message = getattr(longrepr, "errorstring", None)
     if not isinstance(message, str) or not message.strip():
         return None
-    masked = mask_anywhere(message, known_secrets(views))
-    line = printable(masked.strip().split("\n", 1)[0])
+    line = _one_line(message, views)
     if report.when != "call":
         line = f"at {report.when}: {line}"
     return shorten(line, _MAX_REASON)
+
+
+def skip_reason(report: pytest.TestReport, views: Sequence[Mailbox]) -> str | None:
+    """Why a test was skipped (``Skipped: no network``) or is expected to
+    fail (``xfail: the mailer forgets the Date``), as pytest says it."""
+    reason = getattr(report, "wasxfail", None)
+    if isinstance(reason, str):
+        return _one_line(f"xfail: {reason}" if reason else "xfail", views)
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return _one_line(str(longrepr[2]), views)
+    return None
+
+
+def _one_line(message: str, views: Sequence[Mailbox]) -> str:
+    """The first line of ``message``, its secrets masked, printable."""
+    masked = mask_anywhere(message, known_secrets(views))
+    return shorten(printable(masked.strip().split("\n", 1)[0]), _MAX_REASON)
 
 
 def known_secrets(views: Sequence[Mailbox]) -> list[str]:

@@ -77,6 +77,9 @@ class _Running:
 
 _RUNNING = _Running()
 _CALL_PASSED_KEY = pytest.StashKey[bool]()
+#: The test itself failed (its call), not only its set-up or teardown:
+#: index.html says "failed" then and "error" otherwise, as pytest does.
+_FAILED_IN_CALL_KEY = pytest.StashKey[bool]()
 #: The descriptor holding the save directory's lock (`_files.lock_directory`).
 _SAVE_LOCK_KEY = pytest.StashKey[int]()
 #: Why the test first failed, for index.html (`_report.failure_reason`).
@@ -89,6 +92,7 @@ _PER_RUN_KEYS: tuple[pytest.StashKey[Any], ...] = (
     _VIEWS_KEY,
     _SET_UP_DONE_KEY,
     _FAILED_KEY,
+    _FAILED_IN_CALL_KEY,
     _REASON_KEY,
     _OUTCOME_KEY,
     _CALL_PASSED_KEY,
@@ -1308,11 +1312,22 @@ def pytest_runtest_makereport(
             item.stash[_OUTCOME_KEY] = "xfailed" if report.skipped else "xpassed"
         elif opened and report.skipped:
             item.stash[_OUTCOME_KEY] = "skipped"
+        if (
+            opened
+            and (report.skipped or hasattr(report, "wasxfail"))
+            and item.config.stash.get(_SAVE_KEY, None) is not None
+        ):
+            with contextlib.suppress(Exception):  # a reason is a nicety
+                item.stash[_REASON_KEY] = _report.skip_reason(
+                    report, _report.distinct(opened)
+                )
         return report
     views = _report.distinct(opened)
     config = item.config
     if report.failed:
         item.stash[_FAILED_KEY] = True
+        if report.when == "call":
+            item.stash[_FAILED_IN_CALL_KEY] = True
         if config.stash[_SAVE_KEY] is not None and _REASON_KEY not in item.stash:
             try:
                 reason = _report.failure_reason(report, views)
@@ -1370,7 +1385,12 @@ def pytest_runtest_makereport(
                 written = _report.save(views, directory, captured)
                 from ._html import REPORT_ATTRIBUTE, record_test
 
-                outcome = "failed" if failed else item.stash.get(_OUTCOME_KEY, "passed")
+                if failed:
+                    # As pytest's summary says it: ERROR at setup or teardown.
+                    in_call = item.stash.get(_FAILED_IN_CALL_KEY, False)
+                    outcome = "failed" if in_call else "error"
+                else:
+                    outcome = item.stash.get(_OUTCOME_KEY, "passed")
                 if record_test(
                     views,
                     nodeid=item.nodeid,

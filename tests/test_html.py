@@ -867,29 +867,46 @@ def test_xfails(smtpsink):
 @pytest.mark.xfail(reason="fixed by now")
 def test_xpasses(smtpsink):
     send(smtpsink, "xpassed")
+
+def test_errors_at_setup(smtpsink, no_such_fixture):
+    pass
 """
     )
     result = pytester.runpytest(
         "--smtpsink-save-dir=mail", "--smtpsink-save=all", *workers
     )
-    result.assert_outcomes(passed=1, failed=2, skipped=1, xfailed=1, xpassed=1)
-    outcomes = {
-        record["nodeid"].split("::")[1]: record["outcome"]
+    result.assert_outcomes(
+        passed=1, failed=2, skipped=1, xfailed=1, xpassed=1, errors=1
+    )
+    records = {
+        record["nodeid"].split("::")[1]: record
         for record in (
             json.loads(path.read_text(encoding="utf-8"))
             for path in (pytester.path / "mail").glob("*/smtpsink.json")
         )
     }
-    assert outcomes == {
+    assert {name: record["outcome"] for name, record in records.items()} == {
         "test_one": "failed",
         "test_two": "failed",
         "test_passes": "passed",
         "test_skips": "skipped",
         "test_xfails": "xfailed",
         "test_xpasses": "xpassed",
+        # "failed" with no reason: pytest calls it an error.
+        "test_errors_at_setup": "error",
     }
+    # Why, as pytest's summary says it (none were given).
+    assert records["test_errors_at_setup"]["reason"] == (
+        "at setup: fixture 'no_such_fixture' not found"
+    )
+    assert records["test_skips"]["reason"] == "Skipped: not today"
+    assert records["test_xfails"]["reason"] == "xfail: known bug"
+    assert records["test_xpasses"]["reason"] == "xfail: fixed by now"
     markup = (pytester.path / "mail" / "index.html").read_text(encoding="utf-8")
     assert '<span class="outcome">xfailed</span> test_mail.py::test_xfails' in markup
+    assert (
+        '<span class="outcome">error</span> test_mail.py::test_errors_at_setup'
+    ) in markup
 
 
 ATTACHED_CODE = """
