@@ -1060,6 +1060,31 @@ def _seen_from(message: MessageRecord, up: str) -> MessageRecord:
     return seen
 
 
+def _natural(text: str) -> list[tuple[int, str]]:
+    """A sort key that takes numbers as numbers: ``test[7]`` before
+    ``test[14]``, as parametrized tests run."""
+    return [
+        (int(part), "") if part.isdigit() else (-1, part)
+        for part in re.split(r"(\d+)", text)
+    ]
+
+
+def _anchors(tests: Sequence[TestRecord]) -> list[str]:
+    """The ids of the tests' sections: each directory's name (each run of a
+    test has its own), an id a link can name from one run to the next; a
+    last run listed without a directory of its own gets a number after."""
+    seen: set[str] = set()
+    anchors = []
+    for test in tests:
+        anchor, number = test["directory"], 1
+        while anchor in seen:
+            number += 1
+            anchor = f"{test['directory']}-{number}"
+        seen.add(anchor)
+        anchors.append(anchor)
+    return anchors
+
+
 def render_index(
     tests: Sequence[TestRecord],
     when: datetime.datetime,
@@ -1076,6 +1101,7 @@ def render_index(
         tests,
         key=lambda t: (
             t["nodeid"] not in failed,
+            _natural(t["nodeid"]),
             t["nodeid"],
             _first_run(t),
             t.get("attempt", 1),
@@ -1103,12 +1129,30 @@ def render_index(
         + f"{sessions}; saved {escape(f'{when:%Y-%m-%d %H:%M:%S %Z}')}"
         " by pytest-smtpsink.</p>",
     ]
+    anchors = _anchors(ordered)
     if not tests:
         body.append("<p>No test saved any mail, and none failed, in this run.</p>")
-    frames = 0
-    for test in ordered:
+    else:
+        # Where each is, and an id per test to link to (a CI log, a
+        # colleague): its directory's name, unique in the run.
         body.append(
-            f'<section class="test {escape(test["outcome"])}"><h2>'
+            f'<details class="contents" open><summary>{len(ordered)} test(s)'
+            "</summary><ul>"
+            + "".join(
+                f'<li class="{escape(test["outcome"])}"><a href="#'
+                f'{escape(urllib.parse.quote(anchor, safe=""))}">'
+                f'<span class="outcome">{escape(test["outcome"])}</span> '
+                f"{escape(test['nodeid'])}{_worker(test)}{_attempt(test)}</a>"
+                f" ({len(test['messages'])} message(s))</li>"
+                for test, anchor in zip(ordered, anchors, strict=True)
+            )
+            + "</ul></details>"
+        )
+    frames = 0
+    for test, anchor in zip(ordered, anchors, strict=True):
+        body.append(
+            f'<section class="test {escape(test["outcome"])}" '
+            f'id="{escape(anchor)}"><h2>'
             f'<span class="outcome">{escape(test["outcome"])}</span>'
             f" {escape(test['nodeid'])}{_worker(test)}{_attempt(test)}</h2>"
             + _reason(test)

@@ -812,6 +812,40 @@ def test_index_says_why_each_test_failed_and_masks_secrets(
     assert 'class="reason"' not in _html.render_index([record], datetime.now())
 
 
+def test_the_index_lists_its_tests_in_natural_order_with_links() -> None:
+    # No contents, no ids to link to, and "[14]" before "[7]".
+    def record(nodeid: str, outcome: str, directory: str) -> _html.TestRecord:
+        return _html.TestRecord(
+            nodeid=nodeid,
+            outcome=outcome,
+            reason=None,
+            directory=directory,
+            messages=[],
+            sessions=[],
+            attempt=1,
+            saved=True,
+        )
+
+    tests = [
+        record("t.py::test_x[14]", "failed", "t.py__test_x[14]"),
+        record("t.py::test_x[7]", "failed", "t.py__test_x[7]"),
+        record("t.py::test_a", "passed", "t.py__test_a"),
+        record("t.py::test_x[2]", "error", "t.py__test_x[2]"),
+    ]
+    markup = _html.render_index(tests, datetime.now())
+    headings = re.findall(r'<section class="test (\w+)" id="([^"]+)">', markup)
+    assert headings == [
+        ("error", "t.py__test_x[2]"),
+        ("failed", "t.py__test_x[7]"),
+        ("failed", "t.py__test_x[14]"),
+        ("passed", "t.py__test_a"),
+    ]
+    links = re.findall(r'<li class="\w+"><a href="#([^"]+)">', markup)
+    assert [urllib.parse.unquote(link) for link in links] == [
+        anchor for _, anchor in headings
+    ]
+
+
 PASSED_OUTPUT = FAILING_TESTS.replace(
     'send(smtpsink, "third")',
     'send(smtpsink, "third")\n    print("output of a passed test")',

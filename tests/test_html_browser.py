@@ -443,3 +443,41 @@ def test_saved_attachments_never_open_as_a_page(
         control.write_bytes(content)
         driver.get(control.as_uri())
         assert (name, driver.title) == (name, "ran")
+
+
+def test_the_contents_link_to_each_test_and_its_own_page_shows_the_mail(
+    driver: WebDriver,
+    smtpsink: Mailbox,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A contents entry of a parametrized test (a ``[`` in its id, sent
+    percent-encoded) leads to its section; past the index's frames, a
+    message's own page shows its HTML part in the same frame."""
+    import smtplib
+
+    from conftest import make_message
+    from selenium.webdriver.common.by import By
+
+    from pytest_smtpsink import _html
+
+    monkeypatch.setattr(_html, "FRAMES_IN_INDEX", 0)
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.send_message(make_message(subject="Welcome", html="<h1>Hi Ann</h1>"))
+    smtpsink.wait_for()
+    index = save_index(smtpsink, tmp_path / "mail", "tests/test_p.py::test_x[7]")
+    driver.get(index.as_uri())
+    driver.find_element(By.CSS_SELECTOR, "details.contents a").click()
+    target = driver.execute_script(
+        "return document.querySelector(':target')?.id ?? null"
+    )
+    [directory] = [path.name for path in index.parent.iterdir() if path.is_dir()]
+    assert "[7]" in directory
+    assert target == directory
+    driver.find_element(By.LINK_TEXT, "a page of its own").click()
+    frame = driver.find_element(By.CSS_SELECTOR, "iframe.mail")
+    driver.switch_to.frame(frame)
+    try:
+        assert driver.find_element(By.TAG_NAME, "h1").text == "Hi Ann"
+    finally:
+        driver.switch_to.default_content()
