@@ -90,6 +90,7 @@ class Mailbox(FaultControls):
         self._store = store
         self._cursor = cursor
         self._opened_at = time.time()  # see `_carried_sessions`
+        self._django_outbox = _django_outbox_mark()
         self.default_timeout: float = DEFAULT_TIMEOUT
         """Seconds `wait_for` waits when given no timeout."""
 
@@ -1248,7 +1249,7 @@ class Mailbox(FaultControls):
                     "queue) and has not connected yet: wait for the mail with "
                     "wait_for(...)."
                 ),
-                *_django_outbox_hint(),
+                *_django_outbox_hint(self._django_outbox),
                 *answered,
                 *([] if zone is None else zone._unasked_hint(self._opened_at)),
                 *self._closing_lines(closing),
@@ -1496,23 +1497,38 @@ def _session_line(session: Session) -> str:
 _CLEAN_UP = frozenset({"RSET", "QUIT", "NOOP"})
 
 
-def _django_outbox_hint() -> list[str]:
-    """When Django's in-memory test backend holds mail: the likeliest reason
-    none reached the sink, said for sure. Django's test runner and
-    pytest-django switch EMAIL_BACKEND to it and empty ``mail.outbox`` for
-    each test; the module is looked up, never imported."""
-    mail = sys.modules.get("django.core.mail")
-    outbox = getattr(mail, "outbox", None)
-    if not isinstance(outbox, list) or not outbox:
+def _django_outbox() -> list[Any] | None:
+    """Django's ``mail.outbox``, if Django is loaded and has one; the module
+    is looked up, never imported."""
+    outbox = getattr(sys.modules.get("django.core.mail"), "outbox", None)
+    return outbox if isinstance(outbox, list) else None
+
+
+def _django_outbox_mark() -> tuple[int, int] | None:
+    """Which outbox list was there as a mailbox was made, and how long."""
+    outbox = _django_outbox()
+    return None if outbox is None else (id(outbox), len(outbox))
+
+
+def _django_outbox_hint(mark: tuple[int, int] | None) -> list[str]:
+    """When Django's in-memory test backend took mail since ``mark``: the
+    likeliest reason none reached the sink, said for sure. Django's test
+    runner and pytest-django switch EMAIL_BACKEND to it and empty
+    ``mail.outbox`` for each test (a new list); without them nothing empties
+    it, and an earlier test's mail there is none of this test's business."""
+    outbox = _django_outbox()
+    if not outbox:
+        return []
+    new = outbox[mark[1] :] if mark is not None and mark[0] == id(outbox) else outbox
+    if not new:
         return []
     subjects = join_shortened(
-        [repr(shorten(printable(str(getattr(m, "subject", ""))), 60)) for m in outbox]
+        [repr(shorten(printable(str(getattr(m, "subject", ""))), 60)) for m in new]
     )
     return [
-        f"Hint: Django's mail.outbox holds {plural(len(outbox), 'message')} "
-        f"({subjects}, in this test or one before it): its in-memory (locmem) "
-        "backend took mail, as Django's test runner and pytest-django set it "
-        "(and empty mail.outbox for each test). Override the backend "
+        f"Hint: Django's mail.outbox got {plural(len(new), 'message')} in this "
+        f"test ({subjects}): its in-memory (locmem) backend took mail, as "
+        "Django's test runner and pytest-django set it. Override the backend "
         "with the SMTP one and this host and port for the test (EMAIL_BACKEND, "
         "or MAILERS from Django 6.1): see the Recipes page."
     ]

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from pytest_smtpsink import Mailbox
 
@@ -134,13 +134,36 @@ def test_djangos_in_memory_outbox_is_named_in_the_hint(
     with pytest.raises(AssertionError) as failed:
         smtpsink.assert_sent(to="ann@example.com")
     assert str(failed.value).splitlines()[3] == (
-        "Hint: Django's mail.outbox holds 1 message ('Reset your password', in "
-        "this test or one before it): its in-memory (locmem) backend took mail, "
-        "as Django's test runner and pytest-django set it (and empty mail.outbox "
-        "for each test). Override the backend with the SMTP one and this "
-        "host and port for the test (EMAIL_BACKEND, or MAILERS from Django 6.1): "
-        "see the Recipes page."
+        "Hint: Django's mail.outbox got 1 message in this test ('Reset your "
+        "password'): its in-memory (locmem) backend took mail, as Django's test "
+        "runner and pytest-django set it. Override the backend with the SMTP one "
+        "and this host and port for the test (EMAIL_BACKEND, or MAILERS from "
+        "Django 6.1): see the Recipes page."
     )
+
+
+def test_an_earlier_tests_mail_in_djangos_outbox_is_not_named(
+    smtpsink_factory: Callable[..., Mailbox],
+    django_mail: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without Django's test runner or pytest-django nothing empties the
+    # outbox: every later test that sent nothing pointed at Django.
+    locmem = pytest.importorskip("django.core.mail.backends.locmem")
+    monkeypatch.setattr(django_mail, "outbox", [], raising=False)
+    locmem.EmailBackend().send_messages(
+        [django_mail.EmailMessage("Old", "body", "app@example.com", ["a@example.com"])]
+    )
+    sink = smtpsink_factory(max_size=1_000_000)  # a mailbox made after it
+    with pytest.raises(AssertionError) as failed:
+        sink.assert_sent(to="ann@example.com")
+    assert "mail.outbox" not in str(failed.value)
+    locmem.EmailBackend().send_messages(
+        [django_mail.EmailMessage("New", "body", "app@example.com", ["a@example.com"])]
+    )
+    with pytest.raises(AssertionError) as failed:
+        sink.assert_sent(to="ann@example.com")
+    assert "mail.outbox got 1 message in this test ('New')" in str(failed.value)
 
 
 def test_django_reuses_one_connection(smtpsink: Mailbox, django_mail: Any) -> None:
