@@ -2299,6 +2299,26 @@ def test_a_client_that_quit_after_ehlo_is_asked_what_it_wanted(
     )
 
 
+def test_a_client_that_stopped_after_ehlo_and_left_it_open_is_not_waited_for(
+    smtpsink: Mailbox,
+) -> None:
+    # Django's open() leaves the connection open when its starttls() raises:
+    # "the client quit" beside end=open, and advice to wait for a background
+    # sender that had given up.
+    client = smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=30)
+    try:
+        with pytest.raises(smtplib.SMTPNotSupportedError):
+            client.starttls()
+        smtpsink.wait_until(lambda: smtpsink.sessions[0].commands == ["EHLO"])
+        with pytest.raises(AssertionError) as caught:
+            smtpsink.assert_sent()
+    finally:
+        client.close()
+    text = str(caught.value)
+    assert "end=open commands=EHLO last: S: 250 HELP; the client stopped after " in text
+    assert "still open" not in text
+
+
 def test_quit_after_ehlo_on_a_tls_sink_asks_for_auth_alone(
     smtpsink_factory: Callable[..., Mailbox],
 ) -> None:
