@@ -294,6 +294,26 @@ def _raw_value(config: pytest.Config, option: _Option) -> tuple[Any, str]:
     return config.getini(option.ini), f"{option.ini} ({'-o' if given else 'ini'})"
 
 
+def _quoted_ini_hint(config: pytest.Config, error: str) -> str:
+    """For an error about an ini value in quotes: an INI file keeps them
+    (``smtpsink_hostname = "mail.test"``), where the TOML the docs show
+    takes them away; the value copied from one to the other fails."""
+    for option in _OPTIONS:
+        if error.startswith(f"{option.ini} (ini)"):
+            value = config.getini(option.ini)
+            if (
+                isinstance(value, str)
+                and len(value) >= 2
+                and value[0] == value[-1]
+                and value[0] in "'\""
+            ):
+                return (
+                    f" (an ini file takes a value without quotes: "
+                    f"{option.ini} = {value[1:-1]})"
+                )
+    return ""
+
+
 def _from_ini_file(config: pytest.Config, path: str, source: str) -> str:
     """``path`` as given, or, if it is relative and came from the ini file,
     taken from that file's directory: as pytest takes its own path options
@@ -585,8 +605,13 @@ def pytest_configure(config: pytest.Config) -> None:
         "mail at teardown as --smtpsink-lint does, at this severity ('off' to "
         "skip), leaving out the problem codes in ignore.",
     )
-    settings, timeout = _read_options(config)
-    _read_reporting(config)
+    try:
+        settings, timeout = _read_options(config)
+        _read_reporting(config)
+    except pytest.UsageError as error:
+        raise pytest.UsageError(
+            f"{error}{_quoted_ini_hint(config, str(error))}"
+        ) from None
     save = config.stash[_SAVE_KEY]
     config.stash[_SAVE_ROOT_KEY] = save[0] if save is not None else None
     workerinput = getattr(config, "workerinput", None)

@@ -288,6 +288,22 @@ def test_bad_ini_value_names_the_ini_key(pytester: pytest.Pytester) -> None:
     )
 
 
+def test_a_quoted_ini_value_says_ini_files_take_none(
+    pytester: pytest.Pytester,
+) -> None:
+    # Copied from the docs' TOML into an ini file, the quotes stay in.
+    pytester.makeini('[pytest]\nsmtpsink_hostname = "mail.test"\n')
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: smtpsink_hostname (ini): *'\"mail.test\"' (an ini file takes "
+            "a value without quotes: smtpsink_hostname = mail.test)"
+        ]
+    )
+
+
 def test_bad_value_given_with_o_is_named_so(pytester: pytest.Pytester) -> None:
     # It said "smtpsink_port (ini)", sending the reader to an ini file that
     # did not have the key.
