@@ -1710,16 +1710,20 @@ def _checked_reply(
         raise _NoReply(
             f"the upstream sent a reply line longer than {_MAXLINE} bytes"
         ) from None
+    # Quoted in the outcome, a report and saved files: masked as replies
+    # are (`_masked`), whole and then cut, so that no piece of a password
+    # that an upstream echoed in a broken line is kept.
+    mask: Callable[[str], str] = getattr(client, "_mask", None) or str
     if isinstance(lines, _ReplyLines) and lines.malformed is not None:
         client.close()
-        shown = _text(lines.malformed.rstrip(b"\r\n"))[:200]
+        shown = mask(_text(lines.malformed.rstrip(b"\r\n")))[:200]
         raise _NoReply(
             "the upstream's answer is no SMTP reply: its code is followed by "
             f"neither a space nor '-' ({shown!r})"
         )
     if not 200 <= code <= 599:
         client.close()
-        shown = _text(text)[:200]
+        shown = mask(_text(text))[:200]
         if code < 0:  # smtplib keeps only what follows the first 4 characters
             raise _NoReply(
                 "the upstream's answer is no SMTP reply: it does not start "

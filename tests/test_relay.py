@@ -643,6 +643,42 @@ def test_login_with_no_mechanism_the_relay_uses_names_what_is_offered(
     assert not [line for line in upstream.received if line[:4] == b"AUTH"]
 
 
+@pytest.mark.parametrize(
+    "broken",
+    [
+        b"xyz ann %(password)s",  # no code
+        b"999 ann %(password)s",  # no reply code
+        b"5350ann %(password)s",  # a code run into the text
+        b"xyz %(plain)s",  # the PLAIN response echoed
+    ],
+)
+def test_a_broken_reply_quoting_the_password_is_masked(
+    smtpsink: Mailbox, scripted: Callable[[Answer], ScriptedUpstream], broken: bytes
+) -> None:
+    # A well-formed 535 was masked; a line that is no SMTP reply was quoted
+    # as it came, into the outcome, reports and saved files.
+    plain = base64.b64encode(f"\0ann\0{PASSWORD}".encode())
+    line = broken % {b"password": PASSWORD.encode(), b"plain": plain} + b"\r\n"
+
+    def answer(sent: bytes) -> bytes | tuple[bytes, ...] | None:
+        if sent.upper().startswith(b"AUTH PLAIN"):
+            return line
+        if sent[:4].upper() == b"EHLO":
+            return b"250-raw.test\r\n250 AUTH PLAIN\r\n"
+        return usual_answer(sent)
+
+    upstream = scripted(answer)
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(captured, "127.0.0.1", upstream.port, auth=("ann", PASSWORD))
+    reply = raised.value.reply
+    assert reply.startswith("the upstream's answer is no SMTP reply"), reply
+    assert "****" in reply
+    assert PASSWORD not in reply, reply
+    assert plain.decode() not in reply, reply
+    assert PASSWORD not in str(raised.value)
+
+
 def test_release_refuses_an_untrusted_certificate(
     smtpsink: Mailbox, smtpsink_factory: Factory
 ) -> None:
