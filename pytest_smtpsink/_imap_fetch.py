@@ -956,7 +956,8 @@ def _fetch_item(arg: Arg, tag: str | None) -> FetchItem:
 
 
 def _parse_section(text: str, tag: str | None) -> Section:
-    match = _SECTION.fullmatch(text.strip())
+    # No white space around it ([ ] was read as []): Dovecot's BAD too.
+    match = _SECTION.fullmatch(text) if text == text.strip() else None
     if match is None or (text.endswith(".") and text):
         raise ImapSyntaxError(f"invalid body section: [{text}]", tag)
     numbers, what, fields = match.groups()
@@ -976,6 +977,14 @@ def _parse_section(text: str, tag: str | None) -> Section:
         found = _FIELD_NAME.findall(fields)
         if not found:
             raise ImapSyntaxError(f"{what} needs at least one field name", tag)
+        if any(not bare.isascii() for _, _, bare in found):
+            # Atoms are 7-bit (RFC 3501 9), as everywhere else here; it was
+            # taken and echoed back.
+            raise ImapSyntaxError(
+                f"a field name of {what} has 8-bit text in an atom: send it "
+                "quoted or as a literal",
+                tag,
+            )
         names = tuple(
             ascii_upper(_UNESCAPE.sub(r"\1", quoted) if string else bare)
             for string, quoted, bare in found

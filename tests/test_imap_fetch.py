@@ -324,6 +324,10 @@ def test_which_items_set_seen(items: str, seen: bool) -> None:
         ("BODY.PEEK[HEADER.FIELDS (" + "a" * 60 + "()]", r"invalid field names"),
         ("()", "at least one data item"),
         ('("FLAGS")', "a FETCH data item is an atom"),
+        # Found by a fuzz run, both BAD on Dovecot: "[ ]" was read as "[]",
+        # and an 8-bit field name was taken and echoed back.
+        ("BODY.PEEK[ ]", r"invalid body section: \[ \]"),
+        ("BODY[HEADER.FIELDS (S\u00fcbject)]", "8-bit text in an atom"),
     ],
 )
 def test_bad_fetch_items(items: str, message: str) -> None:
