@@ -795,6 +795,14 @@ class _Connection(ReadSideConnection):
             shown = self._shown_command(shown_parts, None, tag)
             recorded.append(self._append("command", shown, _tag_recorded(tag)))
 
+        def cut_off() -> None:
+            """The client closed inside the command: record it as it came."""
+            if recorded:
+                recorded[0].line = self._shown_command(shown_parts, None, tag)
+            else:
+                record_early()
+            self._mark_end("client-closed")
+
         def mark_not_sent(size: int) -> None:
             # Refused before "+": not "[n octets]", as they never crossed.
             shown_parts[-1] = f" [{size} octets, not sent]"
@@ -832,18 +840,23 @@ class _Connection(ReadSideConnection):
                     await self._send(b"+ Ready for literal data\r\n")
                 data = await self._read_exactly(step.size)
                 if data is None:
-                    if not recorded:
-                        record_early()
-                    self._mark_end("client-closed")
+                    # What came, and that the command never ran: "[100
+                    # octets]" and no reply read as a command that hung.
+                    shown_parts[-1] = (
+                        f" [{len(self._buffer)} of {step.size} octets; not run: "
+                        "cut off by the client's close]"
+                    )
+                    cut_off()
                     return False
                 reader.feed_literal(data)
                 more = await self._read_line(MAX_LINE)
                 if more is None:
                     # The client hung up after the literal: what came is
                     # recorded, as where it hangs up inside one.
-                    if not recorded:
-                        record_early()
-                    self._mark_end("client-closed")
+                    shown_parts.append(
+                        " [not run: no line end, cut off by the client's close]"
+                    )
+                    cut_off()
                     return False
                 line, total = more
                 if total > MAX_LINE:

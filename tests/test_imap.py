@@ -2041,7 +2041,41 @@ def test_a_command_cut_off_after_its_literal_is_recorded(smtpsink: Mailbox) -> N
     smtpsink.wait_until(lambda: all(s.end for s in smtpsink.sessions))
     session = smtpsink.sessions[-1]
     lines = [(e.tag, e.line) for e in session.transcript if e.kind == "command"]
-    assert lines[-1] == ("b", "APPEND INBOX {5+} [5 octets]"), lines
+    assert lines[-1] == (
+        "b",
+        "APPEND INBOX {5+} [5 octets] [not run: no line end, cut off by the "
+        "client's close]",
+    ), lines
+    assert session.end == "client-closed"
+    assert smtpsink.mailbox(USER).stored() == ()
+
+
+@pytest.mark.parametrize("literal", ["{100}", "{100+}"])
+def test_a_command_cut_off_inside_its_literal_says_how_much_came(
+    smtpsink: Mailbox, literal: str
+) -> None:
+    # It read "APPEND INBOX {100} [100 octets]" with no reply: as if the
+    # whole message had come and the command hung on the server.
+    with socket.create_connection(imap_address(smtpsink), timeout=10) as sock:
+        stream = sock.makefile("rb")
+        stream.readline()  # the greeting
+        sock.sendall(f"a LOGIN {USER} x\r\n".encode())
+        stream.readline()
+        sock.sendall(f"b APPEND INBOX {literal}\r\n".encode())
+        if literal == "{100}":
+            assert stream.readline().startswith(b"+ ")
+        sock.sendall(b"Subject: x\r\n")  # 12 of 100 octets
+        sock.shutdown(socket.SHUT_WR)
+        assert stream.read() == b""
+        stream.close()
+    smtpsink.wait_until(lambda: all(s.end for s in smtpsink.sessions))
+    session = smtpsink.sessions[-1]
+    lines = [(e.tag, e.line) for e in session.transcript if e.kind == "command"]
+    assert lines[-1] == (
+        "b",
+        f"APPEND INBOX {literal} [12 of 100 octets; not run: cut off by the "
+        "client's close]",
+    ), lines
     assert session.end == "client-closed"
     assert smtpsink.mailbox(USER).stored() == ()
 
