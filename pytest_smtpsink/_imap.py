@@ -514,6 +514,7 @@ class _Connection(ReadSideConnection):
     EXCHANGE = IMAPExchange
     BUFFER_LIMIT = _BUFFER_LIMIT
     END_OF_TEST = _END_OF_TEST
+    STOPPING = "* BYE Server shutting down"
     INACTIVE = _INACTIVE
     server: IMAPServer
 

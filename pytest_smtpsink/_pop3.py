@@ -232,6 +232,7 @@ class _Connection(ReadSideConnection):
     EXCHANGE = POP3Exchange
     BUFFER_LIMIT = _BUFFER_LIMIT
     END_OF_TEST = _END_OF_TEST
+    STOPPING = "-ERR [SYS/TEMP] Server shutting down"
     INACTIVE = _IDLE
     server: POP3Server
 

@@ -141,7 +141,10 @@ class ReadSideServer(Generic[ConnectionT]):
         if self._server is not None:
             self._server.close()
         for connection in list(self.connections):
-            connection.close_by_server()
+            if connection in self.held:  # as silent as its fault made it
+                connection.close_by_server()
+            else:
+                connection.close_at_stop()
         # Not left to connection_lost(), which a closing loop may never run.
         self._stop_listening()
 
@@ -247,6 +250,8 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
     BUFFER_LIMIT: ClassVar[int]
     #: Said (if the client waits for a reply) when a new test ends the session.
     END_OF_TEST: ClassVar[str]
+    #: The line a client waiting for a reply gets when the sink stops.
+    STOPPING: ClassVar[str]
     #: Said when the client sent nothing for ``idle_timeout`` seconds.
     INACTIVE: ClassVar[str]
 
@@ -425,6 +430,16 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
     def end_stale(self) -> None:
         """A new test started: say so if the client waits for a reply to
         come, then close (loop thread)."""
+        self._say_and_close(self.END_OF_TEST)
+
+    def close_at_stop(self) -> None:
+        """The sink is stopping: say so if the client waits for a reply, as
+        the SMTP server's 421 does (RFC 3501 7.1.5's BYE; POP3's -ERR), so
+        that a client can tell a stop from a crash; a connection a fault
+        holds stays as silent as the test made it (loop thread)."""
+        self._say_and_close(self.STOPPING)
+
+    def _say_and_close(self, line: str) -> None:
         self._closing = True
         transport = self.transport
         if transport is None or transport.is_closing():
@@ -433,9 +448,9 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         if self._may_say_goodbye() and not self._writing_paused:
             # Recorded before the end, as every last reply is.
             self._append("notice", "")
-            self._record_reply(self.END_OF_TEST)
+            self._record_reply(line)
             self._mark_end("server-closed")
-            transport.write(self.END_OF_TEST.encode() + b"\r\n")
+            transport.write(line.encode() + b"\r\n")
             transport.close()  # after the line is flushed
         else:
             self._mark_end("server-closed")

@@ -2591,3 +2591,25 @@ def test_an_idle_client_is_told_why_it_is_closed(
         assert (last.kind, last.command) == ("notice", None)
         assert last.replies == ["* BYE Disconnected for inactivity"]
         assert session.transcript[-2].command == "LOGIN"
+
+
+def test_stopping_the_sink_says_so_to_waiting_readers() -> None:
+    # They were cut off without a word, where an SMTP client is told 421:
+    # RFC 3501 7.1.5 has IMAP say BYE, and POP3 says -ERR as for its ends.
+    with SMTPSink() as sink:
+        imap = socket.create_connection((sink.imap.host, sink.imap.port), timeout=30)
+        pop3 = socket.create_connection((sink.pop3.host, sink.pop3.port), timeout=30)
+        with imap, pop3, imap.makefile("rb") as imap_in, pop3.makefile("rb") as pop3_in:
+            assert imap_in.readline().startswith(b"* OK")
+            assert pop3_in.readline().startswith(b"+OK")
+            imap.sendall(f"a LOGIN {USER} pw\r\n".encode())
+            assert imap_in.readline().startswith(b"a OK")
+            sink.stop()
+            assert imap_in.readline() == b"* BYE Server shutting down\r\n"
+            assert pop3_in.readline() == b"-ERR [SYS/TEMP] Server shutting down\r\n"
+            assert imap_in.readline() == pop3_in.readline() == b""
+        imap_session, pop3_session = sorted(
+            sink.sessions, key=lambda s: s.protocol != "IMAP"
+        )
+        assert imap_session.transcript[-1].replies == ["* BYE Server shutting down"]
+        assert pop3_session.end == imap_session.end == "server-closed"
