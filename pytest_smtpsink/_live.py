@@ -342,6 +342,10 @@ list.addEventListener("click", (event) => {
 });
 
 document.getElementById("delete").addEventListener("click", async () => {
+  // Every message, and with them every recipient's mailbox (POP3, IMAP).
+  if (!confirm("Delete every message the sink holds, and empty the recipients' mailboxes?")) {
+    return;
+  }
   ++shows;
   await ask("/api/messages", { method: "DELETE" });
   clearView("Select a message.");
@@ -1092,7 +1096,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.server.rendered.clear()
             self._send_json({"deleted": self.server.inbox.clear(up_to)})
         else:
-            self._refuse(http.HTTPStatus.NOT_FOUND, "DELETE only /api/messages")
+            # Only the whole list can be deleted: 405 with what the path
+            # takes, as for every other method (it was a 404).
+            self._method_not_allowed()
 
     def _method_not_allowed(self) -> None:
         """405 with the methods the path takes, as JSON like every other
