@@ -1395,8 +1395,13 @@ class IndexWriter:
         except OSError as error:
             self.outcome = f"could not write {self.root / INDEX_NAME}: {error}"
         else:
-            if self.directories:
-                self.outcome = f"captured mail of this run: {index}"
+            # Said when the page was rewritten without mail too: an open tab
+            # of the last run's page changes on reload, and says why.
+            self.outcome = (
+                f"captured mail of this run: {index}"
+                if self.directories
+                else f"no mail saved in this run: {index} says so"
+            )
 
     def pytest_terminal_summary(
         self, terminalreporter: pytest.TerminalReporter

@@ -997,10 +997,15 @@ def test_saved_attachments_are_not_collected(
 def test_a_stale_index_is_replaced(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_mail=FAILING_TESTS)
     pytester.runpytest("--smtpsink-save-dir=mail")
-    pytester.runpytest("--smtpsink-save-dir=mail", "-k", "passes")
-    markup = (pytester.path / "mail" / "index.html").read_text(encoding="utf-8")
+    result = pytester.runpytest("--smtpsink-save-dir=mail", "-k", "passes")
+    index = pytester.path / "mail" / "index.html"
+    markup = index.read_text(encoding="utf-8")
     assert "No test saved any mail, and none failed, in this run." in markup
     assert "test_one" not in markup
+    # Said, as the page changed: an open tab of it changes on reload.
+    result.stdout.fnmatch_lines(
+        [f"=* smtpsink: no mail saved in this run: {index} says so =*"]
+    )
 
 
 STALE = """
