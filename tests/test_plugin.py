@@ -1101,6 +1101,15 @@ def test_failed_runs_of_a_test_rerun_keep_their_mail(
         "test_x.py__test_flaky/0001-run-1.eml",
     ]
     index = (out / "index.html").read_text(encoding="utf-8")
+    # Each run's section has an id of its own, the last one's (it saved no
+    # directory) its first run's with a number after.
+    ids = re.findall(r'<section class="test \w+" id="([^"]+)">', index)
+    assert ids == [
+        "test_x.py__test_flaky",
+        "test_x.py__test_flaky+attempt2",
+        "test_x.py__test_flaky-2",
+    ]
+    index = re.sub(r' id="[^"]+"', "", index)
     assert "1 test(s) in 3 attempts, 2 message(s)" in index
     for attempt in (1, 2):
         assert (
