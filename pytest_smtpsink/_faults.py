@@ -124,13 +124,26 @@ def check_trigger(method: str, trigger: dict[str, Any]) -> None:
 
 def _shown(value: object) -> str:
     """A bad argument for an error, never a mapping's contents (a
-    credentials table given by mistake): `_text.shown_argument`'s rule,
-    here because this module imports nothing of the package."""
+    credentials table given by mistake), nor a container's that holds one
+    (``seed=[USERS]``): `_text.shown_argument`'s rule, in short, here
+    because this module imports nothing of the package."""
     from collections.abc import Mapping
 
     if isinstance(value, Mapping):
         return f"a {type(value).__name__} of {len(value)} item(s) (not shown)"
+    if _holds_mapping(value, 0):
+        return f"a {type(value).__name__} holding a mapping (not shown)"
     return repr(value)
+
+
+def _holds_mapping(value: object, depth: int) -> bool:
+    from collections.abc import Mapping
+
+    if isinstance(value, Mapping):
+        return True
+    if not isinstance(value, (tuple, list, set, frozenset)):
+        return False
+    return depth >= 8 or any(_holds_mapping(v, depth + 1) for v in value)
 
 
 def normalize_stage(stage: str) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from ._text import shown_number
+from ._text import shown_argument, shown_number
 
 if TYPE_CHECKING:
     # Imported where used: pytest loads this module for the plugin in every
@@ -378,14 +378,15 @@ def _validate(s: SinkSettings) -> None:
         ),
         "recipient_delimiter",
         "must be None or one punctuation character such as '+' or '-', got "
-        f"{s.recipient_delimiter!r}",
+        f"{shown_argument(s.recipient_delimiter)}",
     )
     _require(isinstance(s.host, str) and bool(s.host), "host", "must be an IP address")
     try:
         address = ipaddress.ip_address(s.host)
     except ValueError:
         raise SettingsError(
-            "host", f"{s.host!r} is not an IP address (use e.g. 127.0.0.1 or ::1)"
+            "host",
+            f"{shown_argument(s.host)} is not an IP address (use e.g. 127.0.0.1 or ::1)",
         ) from None
     _require(
         address.is_loopback or s.allow_remote,
@@ -405,26 +406,26 @@ def _validate(s: SinkSettings) -> None:
         "hostname",
         "must be a domain name (ASCII letters, digits, '-', '_' and dots, such as "
         "mx.example.test) or an address literal such as [192.0.2.1], got "
-        f"{s.hostname!r}",
+        f"{shown_argument(s.hostname)}",
     )
     _require(
         # RFC 1870's SIZE is at most 20 digits: EHLO advertises it.
         _is_int(s.max_size) and 0 <= s.max_size <= _MAX_SIZE_LIMIT,
         "max_size",
         "must be a number of bytes >= 0 (0 means no limit) of at most 20 "
-        f"digits, got {s.max_size!r}",
+        f"digits, got {shown_argument(s.max_size)}",
     )
     _require(
         s.max_recipients is None
         or (_is_int(s.max_recipients) and s.max_recipients >= 1),
         "max_recipients",
-        f"must be None or an integer >= 1, got {s.max_recipients!r}",
+        f"must be None or an integer >= 1, got {shown_argument(s.max_recipients)}",
     )
     _require(
         s.max_stored_bytes is None
         or (_is_int(s.max_stored_bytes) and s.max_stored_bytes >= 1),
         "max_stored_bytes",
-        f"must be None or a number of bytes >= 1, got {s.max_stored_bytes!r}",
+        f"must be None or a number of bytes >= 1, got {shown_argument(s.max_stored_bytes)}",
     )
     for flag in (
         "smtputf8",
@@ -434,11 +435,15 @@ def _validate(s: SinkSettings) -> None:
         "relay_allow_remote",
     ):
         value = getattr(s, flag)
-        _require(isinstance(value, bool), flag, f"must be True or False, got {value!r}")
+        _require(
+            isinstance(value, bool),
+            flag,
+            f"must be True or False, got {shown_argument(value)}",
+        )
     _require(
         s.event_loop in get_args(EventLoop),
         "event_loop",
-        f"must be one of {', '.join(get_args(EventLoop))}, got {s.event_loop!r}",
+        f"must be one of {', '.join(get_args(EventLoop))}, got {shown_argument(s.event_loop)}",
     )
     _require(
         s.event_loop != "uvloop" or uvloop_installed(),
@@ -455,7 +460,7 @@ def _validate(s: SinkSettings) -> None:
         s.tls is None or s.tls in get_args(TLSMode),
         "tls",
         f"must be None or one of {', '.join(map(repr, get_args(TLSMode)))}, "
-        f"got {s.tls!r}",
+        f"got {shown_argument(s.tls)}",
     )
     if isinstance(s.auth, Mapping):
         _require(bool(s.auth), "auth", "the credentials table is empty")
@@ -590,7 +595,7 @@ def _validate_relay(s: SinkSettings) -> None:
     _require(
         s.relay_to is None or isinstance(s.relay_to, str),
         "relay_to",
-        f"must be a regular expression string, got {s.relay_to!r}"
+        f"must be a regular expression string, got {shown_argument(s.relay_to)}"
         + (
             " (give its pattern: relay_to=pattern.pattern; it is matched "
             "without regard to case)"
@@ -619,7 +624,7 @@ def _validate_own_tls(s: SinkSettings) -> None:
         _require(
             value is None or (isinstance(value, str) and bool(value)),
             name,
-            f"must be None or the path of a PEM file, got {value!r}",
+            f"must be None or the path of a PEM file, got {shown_argument(value)}",
         )
     if s.tls_context is not None:
         import ssl

@@ -109,23 +109,48 @@ def shown_number(value: object) -> str:
     return shown if shown.startswith("a ") else f"the {type(value).__name__} {shown}"
 
 
-def shown_argument(value: object) -> str:
+def shown_argument(value: object, depth: int = 0) -> str:
     """A value a test passed by mistake, for an error message: its repr,
     shortened, but never a mapping's contents, which may be an ``auth``
     table given without ``auth=`` (its passwords would reach the terminal,
-    junitxml and the saved report). Reprs that raise are named by type."""
+    junitxml and the saved report), at any depth of lists and tuples
+    (``match=[USERS]``). Reprs that raise are named by type."""
     from collections.abc import Mapping
 
+    kind = type(value).__name__
     if isinstance(value, Mapping):
-        return f"a {type(value).__name__} of {plural(len(value), 'item')} (not shown)"
-    if isinstance(value, (tuple, list)) and any(isinstance(v, Mapping) for v in value):
+        return f"{an(kind)} of {plural(len(value), 'item')} (not shown)"
+    if isinstance(value, _CONTAINERS) and _holds_mapping(value, depth):
+        if depth >= _DEPTH_SHOWN:
+            return f"{an(kind)} of {plural(len(value), 'item')} (not shown)"
         # hide(*names) given the table: the tuple of arguments holds it.
-        inner = ", ".join(shown_argument(v) for v in value)
+        inner = ", ".join(shown_argument(v, depth + 1) for v in value)
         return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
     try:
         return shorten(repr(value), 80)
     except Exception:  # a repr that raises: the type says enough
-        return f"a {type(value).__name__}"
+        return an(kind)
+
+
+#: What `shown_argument` looks into, and how deep it shows them.
+_CONTAINERS = (tuple, list, set, frozenset)
+_DEPTH_SHOWN = 3
+
+
+def _holds_mapping(value: object, depth: int) -> bool:
+    from collections.abc import Mapping
+
+    if isinstance(value, Mapping):
+        return True
+    if not isinstance(value, _CONTAINERS):
+        return False
+    # Past a few levels a container is taken to hold one: never shown.
+    return depth >= 8 or any(_holds_mapping(v, depth + 1) for v in value)
+
+
+def an(noun: str) -> str:
+    """``noun`` with its article: "an int", "a dict", "an OrderedDict"."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
 def unescape_8bit(text: str) -> str:

@@ -642,11 +642,24 @@ def test_factory(smtpsink_factory):
 def test_fault_marker(smtpsink):
     pass
 
+# The table given to the wrong setting: each was echoed whole.
+@pytest.mark.smtpsink(tls="starttls", auth_required=USERS)
+def test_wrong_setting(smtpsink):
+    pass
+
+@pytest.mark.smtpsink(tls="starttls", auth_plaintext=USERS)
+def test_wrong_setting_two(smtpsink):
+    pass
+
 @pytest.mark.parametrize("add", [
     lambda s: s.fail(USERS, 550),
     lambda s: s.fail("MAIL", 550, match=USERS),
     lambda s: s.fail("MAIL", 550, times=USERS),
     lambda s: s.hide(USERS),
+    # One level down, in a list or the arguments' tuple.
+    lambda s: s.fail("MAIL", 550, match=[USERS]),
+    lambda s: s.fail("MAIL", 550, probability=0.5, seed=[USERS]),
+    lambda s: s.hide("STARTTLS", [USERS]),
 ])
 def test_fault_methods(smtpsink, add):
     add(smtpsink)
@@ -660,7 +673,7 @@ def test_own_sink():
     result = pytester.runpytest(
         "-p", "no:xdist", f"--smtpsink-save-dir={saved}", "--junitxml=report.xml"
     )
-    result.assert_outcomes(failed=6, errors=3)
+    result.assert_outcomes(failed=9, errors=5)
     shown = result.stdout.str() + (pytester.path / "report.xml").read_text()
     shown += "".join(p.read_text() for p in saved.rglob("*") if p.is_file())
     assert "Zq9SecretPw7781" not in shown
