@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from . import _match
@@ -1266,7 +1266,8 @@ class Mailbox(FaultControls):
                 f"Hint: {plural(len(smtp), 'SMTP session')} connected "
                 f"{self._scope} but delivered no message; how far each got:"
             ]
-        lines.extend(f"  {_undelivered_line(s)}" for s in smtp[:_LISTED])
+        hidden = self._fault_registry().hidden
+        lines.extend(f"  {_undelivered_line(s, hidden)}" for s in smtp[:_LISTED])
         if len(smtp) > _LISTED:
             lines.append(f"  ... and {len(smtp) - _LISTED} more")
         # Not one that a refusal explains: "the mail may still come" would
@@ -1279,7 +1280,7 @@ class Mailbox(FaultControls):
             and not _refused_something(s)
             # A client that stopped after EHLO gave up (its error is its
             # own): no mail is on its way.
-            and not _quit_after_ehlo(s)
+            and not _quit_after_ehlo(s, hidden)
         ]
         if still_open:
             # The likeliest cause then: the check came before the mail.
@@ -1564,7 +1565,7 @@ def _delivered(exchange: Exchange) -> bool:
 _TLS_HANDSHAKE = "\\x16\\x03"
 
 
-def _undelivered_line(session: Session) -> str:
+def _undelivered_line(session: Session, hidden: Collection[str] = ()) -> str:
     """`_session_line` and the last reply that refused something: after a
     refused RCPT or DATA a client sends RSET and QUIT, whose replies say
     nothing about why no message was stored. A sink that requires STARTTLS
@@ -1597,7 +1598,7 @@ def _undelivered_line(session: Session) -> str:
     refused = [e for e in refused if e.code != 503] or refused
     if refused:
         line += f"; last refusal: {shorten(' '.join(refused[-1].lines()), 200)}"
-    return line + _quit_after_ehlo(session)
+    return line + _quit_after_ehlo(session, hidden)
 
 
 def _refused_something(session: Session) -> bool:
@@ -1612,7 +1613,7 @@ def _refused_something(session: Session) -> bool:
     )
 
 
-def _quit_after_ehlo(session: Session) -> str:
+def _quit_after_ehlo(session: Session, hidden: Collection[str] = ()) -> str:
     """Why a client says EHLO and then only QUIT: it wanted STARTTLS or
     AUTH, and the EHLO reply did not offer it (production settings in a
     test: ``EMAIL_USE_TLS``, a user name). The client's own error is often
@@ -1651,8 +1652,9 @@ def _quit_after_ehlo(session: Session) -> str:
     # "Quit" of a session the client left open (Django leaves it so when
     # its starttls() raises) read as a contradiction of end=open.
     quit = "quit" if session.end is not None else "stopped"
-    if ehlo.injected:
-        # The test's own hide() rule took it out of the reply.
+    if ehlo.injected and any(name in hidden for name in lacking.split(" or ")):
+        # The test's own hide() rule took it out of the reply (not any
+        # fault at EHLO: a delay, or a hide() of another extension).
         return (
             f"; the client {quit} after EHLO, whose reply the test's hide() fault "
             f"rule changed: did it want {lacking}?"

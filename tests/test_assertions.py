@@ -2366,6 +2366,29 @@ def test_quit_after_ehlo_names_the_tests_own_hide_rule(smtpsink: Mailbox) -> Non
     ), caught.value
 
 
+@pytest.mark.parametrize(
+    "fault", [lambda s: s.hide("PIPELINING"), lambda s: s.delay("EHLO", 0.01)]
+)
+def test_a_fault_at_ehlo_that_hid_nothing_asked_for_keeps_the_advice(
+    smtpsink: Mailbox, fault: Callable[[Mailbox], object]
+) -> None:
+    # Any fault at EHLO was called "the test's hide() fault rule", and the
+    # advice (this sink offers neither) was gone.
+    fault(smtpsink)
+    with (
+        smtplib.SMTP(smtpsink.host, smtpsink.port) as client,
+        pytest.raises(smtplib.SMTPNotSupportedError),
+    ):
+        client.starttls()
+    smtpsink.wait_until(lambda: smtpsink.sessions[0].end is not None)
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent()
+    assert "hide()" not in str(caught.value)
+    assert "; the client quit after EHLO: did it want STARTTLS or AUTH, which " in (
+        str(caught.value)
+    )
+
+
 def _report_after_ehlo_and_quit(sink: Mailbox, code: int = 250) -> str:
     """What ``assert_sent`` says after a client that said EHLO (answered
     with ``code``) and quit."""
