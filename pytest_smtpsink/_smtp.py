@@ -2365,7 +2365,13 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         ):
             return
         record = self.record
-        if self._tls_protocol is not None and not arg:
+        encrypted = self._tls_protocol is not None or (
+            # Implicit TLS: encrypted from the start (it got 454 "TLS not
+            # available", a temporary refusal that reads as TLS missing).
+            self.transport is not None
+            and self.transport.get_extra_info("ssl_object") is not None
+        )
+        if encrypted and not arg:
             # RFC 3207 4: no STARTTLS once TLS is up. aiosmtpd answered 220 and
             # nested a handshake in the first, which failed with a TypeError
             # in asyncio's TLS layer (and an ERROR logged).

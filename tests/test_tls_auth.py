@@ -588,6 +588,13 @@ def test_starttls_once_tls_is_up_is_refused(
     assert session.tls is not None
     assert [e.code for e in session.replies_to("STARTTLS")] == [220, 554]
     assert _logged_warnings(caplog) == []
+    # Over implicit TLS too: it got 454 "TLS not available".
+    implicit = smtpsink_factory(tls="implicit")
+    with smtplib.SMTP_SSL(
+        implicit.host, implicit.port, context=implicit.ssl_context()
+    ) as client:
+        client.ehlo()
+        assert client.docmd("STARTTLS") == (554, b"5.5.1 TLS already active")
 
 
 def test_aiosmtplib_without_the_ca_gets_the_trust_hint(
