@@ -972,8 +972,10 @@ class _SinkPool:
                 problem = str(error)
             else:
                 self._sinks[settings] = sink
-                if len(self._sinks) > _KEPT_SINKS:
-                    self._let_one_go(sink)
+                # As many as it takes: after a test that used more than
+                # the cap, one each time left the pool above it for good.
+                while len(self._sinks) > _KEPT_SINKS and self._let_one_go(sink):
+                    pass
                 return sink
             if settings.port != 0 and settings.port == self.defaults.port:
                 problem += f" (the port of {self.port_source}"
@@ -999,10 +1001,10 @@ class _SinkPool:
                 self._sinks[settings] = self._sinks.pop(settings)
         return sink
 
-    def _let_one_go(self, started: SMTPSink) -> None:
+    def _let_one_go(self, started: SMTPSink) -> bool:
         """Stop the sink least recently asked for, but not the default sink,
         one the running test uses, nor the one just ``started`` (its view is
-        not made yet): with none to let go, more run. Each sink keeps two
+        not made yet): with none to let go, more run (False). Each sink keeps two
         threads and four file descriptors: a suite whose tests each ask for
         other settings (a relay to a port of their own, say) ran out of file
         descriptors after some 250 of them. A sink let go is started anew if
@@ -1020,7 +1022,8 @@ class _SinkPool:
 
                 abort_relaying(sink)  # an earlier test's mail, reported
                 sink.stop()
-                return
+                return True
+        return False
 
     @staticmethod
     def _check_alive(sink: SMTPSink) -> None:
