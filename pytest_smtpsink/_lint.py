@@ -577,6 +577,10 @@ def _check_headers(ctx: _Context) -> Iterator[Problem]:
         line = match.group(1)
         if not line:
             break  # the end of the header
+        if not _PARSED_AS_HEADER.match(line):
+            # Python's parser ends the header here (another check says so):
+            # a line below it that starts with ":" is body text.
+            break
         if line.startswith(b":"):
             # Python's parser takes it and drops it (its header pattern
             # allows an empty name); RFC 5322's field-name is 1*ftext, and a
@@ -1180,7 +1184,9 @@ def _check_header_text(
         if "=?" not in text:
             continue
         for start, end, written, encoding in encoded_words(text):
-            bad = _bad_encoded_text(encoding, text[start:end].split("?")[3])
+            # All between the third "?" and the closing "?=": "a?b" of
+            # "=?utf-8?Q?a?b?=", whose "?" the first split left out.
+            bad = _bad_encoded_text(encoding, text[start:end].split("?", 3)[3][:-2])
             if bad is not None:
                 yield Problem(
                     "invalid-encoded-word",
@@ -1410,6 +1416,9 @@ def _not_in_charset(data: bytes, charset: str) -> str | None:
 _HEADER_LINE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[\t ]")
 #: A line as the parser reads one (its NLCRE): up to CRLF, CR or LF.
 _PARSER_LINE = re.compile(rb"([^\r\n]*)(?:\r\n|\r|\n|\Z)")
+#: A line Python's parser takes as part of a header block: a field (its
+#: pattern allows an empty name), a continuation, or an mbox "From " line.
+_PARSED_AS_HEADER = re.compile(rb"From |[\041-\071\073-\176]*:|[\t ]")
 
 
 def _first_line_not_a_header(

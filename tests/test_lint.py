@@ -1810,6 +1810,14 @@ def test_nul_bytes_in_binary_content_are_no_problem() -> None:
         assert "nul-byte" in codes(lint(binary, mail_options=options))
 
 
+def test_a_body_line_after_the_header_ended_is_no_header_line() -> None:
+    # ":smile: ..." below the line where the parser ended the header got a
+    # second malformed-header, "has no field name", contradicting the first.
+    raw = HEAD + b"not a header line\r\n:smile: body text\r\n\r\nhi\r\n"
+    found = [p for p in lint(raw) if p.code == "malformed-header"]
+    assert [p.line for p in found] == [6], found
+
+
 @pytest.mark.parametrize(
     ("header", "why"),
     [
@@ -1817,6 +1825,7 @@ def test_nul_bytes_in_binary_content_are_no_problem() -> None:
         (b"Subject: =?utf-8?B?w6k?=", "is not base64"),  # its padding left out
         (b"Subject: =?utf-8?Q?caf=ZZ?=", "is not Q-encoded"),
         (b"Subject: =?utf-8?q?a b?=", "is not Q-encoded"),  # a space: no word
+        (b"Subject: =?utf-8?Q?a?b?=", "is not Q-encoded"),  # only "a" was read
         (b"Subject: =?utf-8?B?w6k=?=", None),
         (b"Subject: =?utf-8?Q?caf=C3=A9_au_lait?=", None),
     ],
