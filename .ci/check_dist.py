@@ -118,7 +118,9 @@ def check_wheel(path: Path, version: str) -> list[str]:
         )
     if not re.search(rf"^smtpsink = {PACKAGE}\.plugin$", entry_points, re.MULTILINE):
         problems.append("wheel: no pytest11 entry point 'smtpsink'")
-    if not re.search(rf"^smtpsink = {PACKAGE}\.__main__:main$", entry_points, re.MULTILINE):
+    if not re.search(
+        rf"^smtpsink = {PACKAGE}\.__main__:main$", entry_points, re.MULTILINE
+    ):
         problems.append("wheel: no console script 'smtpsink'")
     problems += check_metadata("wheel METADATA", metadata, version)
     return problems
