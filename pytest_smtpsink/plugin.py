@@ -839,6 +839,17 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
             left, waited = max(left, _CUT_GRACE), set()
         with contextlib.suppress(Exception):
             _settle_relays(views, waited, max(0.0, left))
+        # What the fixtures' teardowns queued and the grace did not see
+        # sent is cut too: relayed later, it reached the upstream during the
+        # next test (the cut as the teardown began saw none of it).
+        with contextlib.suppress(Exception):
+            from ._server import end_relaying_of_test
+
+            relaying = [view for view in views if view.settings.relay is not None]
+            for view in relaying:
+                end_relaying_of_test(view.sink)
+            if relaying:
+                _settle_relays(relaying, set(), _CUT_GRACE)
     held = item.stash.get(_UNUSED_MARKERS_KEY, None)
     if held and item.stash.get(_CALL_PASSED_KEY, False):
         used = item.stash.get(_USED_KEY, set())

@@ -3583,6 +3583,66 @@ def test_after_it(smtpsink_factory):
     )
 
 
+def test_mail_a_teardown_left_in_the_relay_does_not_reach_the_next_test(
+    pytester: pytest.Pytester,
+    smtpsink_factory: Factory,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    # A fixture's teardown flushes an outbox through the relay, after the
+    # cut as the teardown began: what the grace did not see sent was relayed
+    # while the next test ran.
+    upstream = smtpsink_factory(hostname="upstream.test")
+    upstream.delay("EOD", 0.8)  # 5 messages take 4 s, past the 2 s grace
+    began = tmp_path / "began"
+    pytester.makepyfile(
+        f"""
+import pathlib
+import smtplib
+import time
+
+import pytest
+
+KEPT = []
+
+@pytest.fixture
+def flush_on_teardown(smtpsink_server):
+    view = smtpsink_server.view()
+    yield
+    with smtplib.SMTP(smtpsink_server.host, smtpsink_server.port) as client:
+        for n in range(5):
+            client.sendmail("app@example.com", ["ann@example.com"],
+                            f"Subject: teardown {{n}}\\r\\n\\r\\nx\\r\\n".encode())
+    KEPT.extend(view.wait_for(5))
+
+def test_one(flush_on_teardown, smtpsink):
+    pass
+
+def test_two(smtpsink):
+    pathlib.Path({str(began)!r}).write_text(repr(time.time()))
+    smtpsink.wait_until(lambda: all(m.relay.done for m in KEPT), timeout=60)
+    cut = [m.relay.reply for m in KEPT if m.relay.status == "failed"]
+    assert cut, [m.relay.status for m in KEPT]
+    assert set(cut) == {{"not relayed: its test ended before the relay reached it"}}
+"""
+    )
+    from pytest_smtpsink import plugin
+
+    monkeypatch.setattr(plugin, "_CUT_GRACE", 30.0)  # ends on the outcomes
+    result = pytester.runpytest(
+        "-p",
+        "no:xdist",
+        f"--smtpsink-relay=smtp://127.0.0.1:{upstream.port}",
+        "--smtpsink-relay-to=.*",
+    )
+    result.assert_outcomes(passed=2)
+    second_began = float(began.read_text())
+    late = [m for m in upstream.messages if m.received_at.timestamp() > second_began]
+    # At most what was on its way as the teardown ended (sent, or pipelined
+    # behind it), never the queue behind that.
+    assert len(late) <= 2, [m.subject for m in late]
+
+
 def test_an_upstreams_report_names_the_refusal_that_caused_it(
     smtpsink_factory: Factory,
 ) -> None:
