@@ -1275,12 +1275,7 @@ class Mailbox(FaultControls):
         still_open = [
             s
             for s in smtp
-            if s.end is None
-            and s not in carried
-            and not _refused_something(s)
-            # A client that stopped after EHLO gave up (its error is its
-            # own): no mail is on its way.
-            and not _quit_after_ehlo(s, hidden)
+            if s.end is None and s not in carried and not _refused_something(s)
         ]
         if still_open:
             # The likeliest cause then: the check came before the mail.
@@ -1649,18 +1644,19 @@ def _quit_after_ehlo(session: Session, hidden: Collection[str] = ()) -> str:
             "ask for a sink that offers them "
             "(@pytest.mark.smtpsink(tls='starttls', auth='any'))"
         )
-    # "Quit" of a session the client left open (Django leaves it so when
-    # its starttls() raises) read as a contradiction of end=open.
-    quit = "quit" if session.end is not None else "stopped"
+    # Of a session still open, "quit" read against end=open: it may have
+    # given up and left it open (Django does when its starttls() raises),
+    # or be about to send MAIL (the still-open line says to wait then).
+    quit = "quit after EHLO" if session.end is not None else "has sent only EHLO so far"
     if ehlo.injected and any(name in hidden for name in lacking.split(" or ")):
         # The test's own hide() rule took it out of the reply (not any
         # fault at EHLO: a delay, or a hide() of another extension).
         return (
-            f"; the client {quit} after EHLO, whose reply the test's hide() fault "
+            f"; the client {quit}, whose reply the test's hide() fault "
             f"rule changed: did it want {lacking}?"
         )
     return (
-        f"; the client {quit} after EHLO: did it want {lacking}, which "
+        f"; the client {quit}: did it want {lacking}, which "
         f"this sink does not offer? Turn TLS and login off for tests, or {advice}"
     )
 
