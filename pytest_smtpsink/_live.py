@@ -273,6 +273,15 @@ function clearView(note) {
   current = null;
   view.innerHTML = "<p class=note></p>";
   view.firstChild.textContent = note;
+  // No message is open: the address no longer names one.
+  if (location.hash) history.replaceState(null, "", location.pathname);
+}
+
+// The open message is in the address (#ID): a reload, Back and a link
+// shared keep it (it was lost on reload).
+function named() {
+  const id = location.hash.slice(1);
+  return /^[0-9]+$/.test(id) ? id : null;
 }
 
 async function refresh() {
@@ -337,8 +346,14 @@ list.addEventListener("click", (event) => {
   const link = event.target.closest("a[data-id]");
   if (link) {
     event.preventDefault();
+    if (named() !== link.dataset.id) history.pushState(null, "", "#" + link.dataset.id);
     show(link.dataset.id);
   }
+});
+window.addEventListener("popstate", () => {
+  const id = named();
+  if (id === null) clearView("Select a message.");
+  else if (id !== current) show(id);
 });
 
 document.getElementById("delete").addEventListener("click", async () => {
@@ -398,6 +413,7 @@ document.getElementById("resume").addEventListener("click", () => {
 });
 listen();
 refresh();
+if (named() !== null) show(named());
 """
 
 LIVE_STYLE = """

@@ -644,3 +644,37 @@ def test_with_allow_remote_a_page_on_another_domain_reads_no_mail(
             )
     finally:
         view.sink.stop()
+
+
+def test_the_open_message_is_in_the_address(driver: WebDriver, view: Live) -> None:
+    # Opening a message left the address as it was: a reload, Back or a
+    # link shared lost it.
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    wait = WebDriverWait(driver, TIMEOUT)
+    view.send("First")
+    view.send("Second")
+    driver.get(view.url + "/")
+    links = (By.CSS_SELECTOR, "#list li.item a")
+    wait.until(lambda d: len(d.find_elements(*links)) == 2)
+
+    def open_message(subject: str) -> None:
+        for link in driver.find_elements(*links):
+            if subject in link.text:
+                link.click()
+                break
+        wait.until(lambda d: subject in d.find_element(By.ID, "view").text)
+
+    open_message("First")
+    first = driver.current_url
+    assert first.endswith("#1")
+    open_message("Second")
+    assert driver.current_url.endswith("#2")
+    driver.back()
+    assert driver.current_url == first
+    wait.until(lambda d: "First" in d.find_element(By.ID, "view").text)
+    driver.refresh()
+    wait.until(lambda d: "First" in d.find_element(By.ID, "view").text)
+    driver.back()  # before any message was open
+    wait.until(lambda d: d.find_element(By.ID, "view").text == "Select a message.")
