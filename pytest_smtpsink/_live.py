@@ -1069,6 +1069,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     )
                 )
         elif parts == ["api", "messages"]:
+            if url.query:
+                # "?limit=1" or "?subject=x" was ignored, and everything
+                # came back as if it had been applied.
+                self._refuse(
+                    http.HTTPStatus.BAD_REQUEST,
+                    "/api/messages takes no parameters (it lists every message); "
+                    "/api/wait takes criteria",
+                )
+                return
             _, messages, _ = inbox.snapshot()
             self._send_json([message_summary(m) for m in messages])
         elif len(parts) == 3 and parts[:2] == ["api", "messages"]:
@@ -1168,6 +1177,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 value = values[0]
                 if name == "since":
                     since = _number(name, value, int)
+                    if since < 0:  # taken, and the same as 0, silently
+                        raise ValueError(
+                            f"since must be a message number, 0 or more, got {since}"
+                        )
                 elif name == "timeout":
                     timeout = _number(name, value, float)
                     if not 0 <= timeout <= MAX_WAIT:

@@ -319,6 +319,20 @@ def test_wait_errors(live: Callable[..., Live]) -> None:
         400,
         {"error": "since must be a number, got '1.5'"},
     )
+    status, body = view.request("/api/wait?since=-5")  # was taken as 0
+    assert (status, json.loads(body)) == (
+        400,
+        {"error": "since must be a message number, 0 or more, got -5"},
+    )
+    # The list takes no parameters: "?limit=1" was ignored, silently.
+    status, body = view.request("/api/messages?limit=1")
+    assert (status, json.loads(body)) == (
+        400,
+        {
+            "error": "/api/messages takes no parameters (it lists every message); "
+            "/api/wait takes criteria"
+        },
+    )
     status, body = view.request("/api/wait?colour=blue")
     assert status == 400
     error = json.loads(body)["error"]
