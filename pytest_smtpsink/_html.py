@@ -423,7 +423,13 @@ def unnamed_attachment(number: int, content_type: str) -> str:
     ``attachment-1.png``, with its type's extension where a browser opens
     that as nothing worse than the type says (`_INERT_EXTENSIONS`); it was
     ``attachment-1.txt`` for a PNG, which showed as binary text."""
-    extension = _EXTENSIONS.get(content_type.partition(";")[0].strip().lower())
+    kind = content_type.partition(";")[0].strip().lower()
+    if kind == "message/rfc822":
+        # A forwarded message: "attachment-2" said nothing of what it is.
+        # Saved as .eml.txt (`_inert_name`), downloaded from the live view
+        # as .eml.
+        return f"attachment-{number}.eml"
+    extension = _EXTENSIONS.get(kind)
     return f"attachment-{number}.{extension}" if extension else f"attachment-{number}"
 
 

@@ -465,7 +465,7 @@ def test_saved_attachments_open_inert(name: str, saved: str) -> None:
         # (saved with .txt, see _inert_name).
         ("text/html", "attachment-2"),
         ("image/svg+xml", "attachment-2"),
-        ("message/rfc822", "attachment-2"),
+        ("message/rfc822", "attachment-2.eml"),  # saved as .eml.txt
         ("application/x-unknown", "attachment-2"),
     ],
 )
