@@ -40,7 +40,7 @@ _REPLACED_KEPT = 8
 #: Names a test put a TXT record at in a sink's DNS stub (the stub notes
 #: each ``_domainkey`` name): a key there is for the application, and a
 #: reason saying only "no key published" sent users to look at that record.
-_IN_STUB: set[str] = set()
+_IN_STUB: dict[str, str] = {}  # name -> the test (stub records last a test)
 #: The same name -> the test that published its key ("" outside a test):
 #: keys outlive their test, and a signature that fails against an earlier
 #: test's key sent readers looking for a changed header.
@@ -272,7 +272,7 @@ def note_stub_record(name: str) -> None:
     """The DNS stub's note that a test published a TXT record at ``name``,
     a ``selector._domainkey.domain`` name (see `_IN_STUB`)."""
     with _LOCK:
-        _IN_STUB.add(a_labels(name))
+        _IN_STUB[a_labels(name)] = _current_test()
 
 
 def _public_key_label(data: bytes) -> str | None:
@@ -370,7 +370,8 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
             if reason.startswith("missing public key"):
                 name = record_name(domain, selector)
                 with _LOCK:
-                    in_stub = name in _IN_STUB
+                    # This test's: a stub's records go with their test.
+                    in_stub = _IN_STUB.get(name) == _current_test()
                 reason = (
                     f"no key published for {name} by dkim_key(): "
                     "a TXT record put there with smtpsink.dns.txt() is for "

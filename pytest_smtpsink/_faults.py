@@ -127,9 +127,9 @@ def _shown(value: object) -> str:
     credentials table given by mistake), nor a container's that holds one
     (``seed=[USERS]``): `_text.shown_argument`'s rule, in short, here
     because this module imports nothing of the package."""
-    from collections.abc import Mapping
+    from collections.abc import Mapping, MappingView
 
-    if isinstance(value, Mapping):
+    if isinstance(value, (Mapping, MappingView)):
         return f"a {type(value).__name__} of {len(value)} item(s) (not shown)"
     if _holds_mapping(value, 0):
         return f"a {type(value).__name__} holding a mapping (not shown)"
@@ -137,9 +137,9 @@ def _shown(value: object) -> str:
 
 
 def _holds_mapping(value: object, depth: int) -> bool:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, MappingView
 
-    if isinstance(value, Mapping):
+    if isinstance(value, (Mapping, MappingView)):
         return True
     if not isinstance(value, (tuple, list, set, frozenset)):
         return False

@@ -1070,7 +1070,7 @@ def _natural(text: str) -> list[tuple[int, str]]:
     """A sort key that takes numbers as numbers: ``test[7]`` before
     ``test[14]``, as parametrized tests run."""
     return [
-        (int(part), "") if part.isdigit() else (-1, part)
+        (int(part), "") if part.isdecimal() else (-1, part)
         for part in re.split(r"(\d+)", text)
     ]
 

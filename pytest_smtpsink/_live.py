@@ -281,7 +281,7 @@ function clearView(note) {
 // shared keep it (it was lost on reload).
 function named() {
   const id = location.hash.slice(1);
-  return /^[0-9]+$/.test(id) ? id : null;
+  return /^[1-9][0-9]*$/.test(id) ? id : null;
 }
 
 async function refresh() {
@@ -1115,6 +1115,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         if not self._same_origin():
             self._refuse(http.HTTPStatus.FORBIDDEN, "a request from another origin")
+        elif urllib.parse.urlsplit(self.path).query:
+            # "?id=2" deleted every message.
+            self._refuse(
+                http.HTTPStatus.BAD_REQUEST,
+                "DELETE /api/messages takes no parameters: it deletes every message",
+            )
         elif urllib.parse.urlsplit(self.path).path.rstrip("/") == "/api/messages":
             on_delete = self.server.on_delete
             up_to = on_delete() if on_delete is not None else None

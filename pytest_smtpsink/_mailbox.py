@@ -1505,13 +1505,14 @@ def _django_outbox() -> list[Any] | None:
     return outbox if isinstance(outbox, list) else None
 
 
-def _django_outbox_mark() -> tuple[int, int] | None:
-    """Which outbox list was there as a mailbox was made, and how long."""
+def _django_outbox_mark() -> tuple[list[Any], list[Any]] | None:
+    """The outbox list there as a mailbox was made, and what it held then
+    (a copy: the list may be emptied in place, then filled again)."""
     outbox = _django_outbox()
-    return None if outbox is None else (id(outbox), len(outbox))
+    return None if outbox is None else (outbox, list(outbox))
 
 
-def _django_outbox_hint(mark: tuple[int, int] | None) -> list[str]:
+def _django_outbox_hint(mark: tuple[list[Any], list[Any]] | None) -> list[str]:
     """When Django's in-memory test backend took mail since ``mark``: the
     likeliest reason none reached the sink, said for sure. Django's test
     runner and pytest-django switch EMAIL_BACKEND to it and empty
@@ -1520,7 +1521,12 @@ def _django_outbox_hint(mark: tuple[int, int] | None) -> list[str]:
     outbox = _django_outbox()
     if not outbox:
         return []
-    new = outbox[mark[1] :] if mark is not None and mark[0] == id(outbox) else outbox
+    if mark is not None and mark[0] is outbox:
+        # By identity: what was there then (cleared in place, or not) is
+        # none of this test's; a list replaced since is all new.
+        new = [m for m in outbox if not any(m is old for old in mark[1])]
+    else:
+        new = outbox
     if not new:
         return []
     subjects = join_shortened(

@@ -300,11 +300,14 @@ def sharing_names(nodeids: Iterable[str]) -> set[str]:
     return {nodeid for group in seen.values() if len(group) > 1 for nodeid in group}
 
 
-#: What `save` and `_html.record_test` write in a test's directory (four
-#: digits or more), and what file managers and editors leave in any folder
-#: a person looked at (.DS_Store, Thumbs.db, desktop.ini, a .swp file).
+#: What `save`, `_html.record_test` and `_html.write_index` (a message's
+#: page of its own, ``.html`` beside its ``.eml``) write in a test's
+#: directory (four digits or more), and what file managers and editors
+#: leave in any folder a person looked at (.DS_Store, Thumbs.db,
+#: desktop.ini, a .swp file).
 _SAVED_NAME = re.compile(
-    r"(?:(?:deliver-|append-)?\d{4,}-.*\.eml|session-\d{4,}\.txt"
+    r"(?:(?:deliver-|append-)?\d{4,}-.*\.(?:eml|html)|message-\d+\.html"
+    r"|session-\d{4,}\.txt"
     r"|\d{4,}-attachments|smtpsink\.json|\..*|Thumbs\.db|desktop\.ini)\Z",
     re.DOTALL | re.IGNORECASE,
 )

@@ -115,16 +115,19 @@ def shown_argument(value: object, depth: int = 0) -> str:
     table given without ``auth=`` (its passwords would reach the terminal,
     junitxml and the saved report), at any depth of lists and tuples
     (``match=[USERS]``). Reprs that raise are named by type."""
-    from collections.abc import Mapping
+    from collections.abc import Mapping, MappingView
 
     kind = type(value).__name__
-    if isinstance(value, Mapping):
+    if isinstance(value, (Mapping, MappingView)):  # dict.items() too
         return f"{an(kind)} of {plural(len(value), 'item')} (not shown)"
     if isinstance(value, _CONTAINERS) and _holds_mapping(value, depth):
         if depth >= _DEPTH_SHOWN:
             return f"{an(kind)} of {plural(len(value), 'item')} (not shown)"
         # hide(*names) given the table: the tuple of arguments holds it.
-        inner = ", ".join(shown_argument(v, depth + 1) for v in value)
+        items = list(value)
+        inner = ", ".join(shown_argument(v, depth + 1) for v in items[:_ITEMS_SHOWN])
+        if len(items) > _ITEMS_SHOWN:
+            inner += f", ... (+{len(items) - _ITEMS_SHOWN} more)"
         return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
     try:
         return shorten(repr(value), 80)
@@ -135,12 +138,13 @@ def shown_argument(value: object, depth: int = 0) -> str:
 #: What `shown_argument` looks into, and how deep it shows them.
 _CONTAINERS = (tuple, list, set, frozenset)
 _DEPTH_SHOWN = 3
+_ITEMS_SHOWN = 5
 
 
 def _holds_mapping(value: object, depth: int) -> bool:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, MappingView
 
-    if isinstance(value, Mapping):
+    if isinstance(value, (Mapping, MappingView)):
         return True
     if not isinstance(value, _CONTAINERS):
         return False

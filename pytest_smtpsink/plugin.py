@@ -80,6 +80,9 @@ _CALL_PASSED_KEY = pytest.StashKey[bool]()
 #: The test itself failed (its call), not only its set-up or teardown:
 #: index.html says "failed" then and "error" otherwise, as pytest does.
 _FAILED_IN_CALL_KEY = pytest.StashKey[bool]()
+#: Why a test skipped or is marked xfail, for index.html: apart from
+#: `_REASON_KEY`, so that a teardown's failure after a skip gives its own.
+_SKIP_REASON_KEY = pytest.StashKey["str | None"]()
 #: The descriptor holding the save directory's lock (`_files.lock_directory`).
 _SAVE_LOCK_KEY = pytest.StashKey[int]()
 #: Why the test first failed, for index.html (`_report.failure_reason`).
@@ -94,6 +97,7 @@ _PER_RUN_KEYS: tuple[pytest.StashKey[Any], ...] = (
     _FAILED_KEY,
     _FAILED_IN_CALL_KEY,
     _REASON_KEY,
+    _SKIP_REASON_KEY,
     _OUTCOME_KEY,
     _CALL_PASSED_KEY,
     _USED_KEY,
@@ -307,10 +311,8 @@ def _quoted_ini_hint(config: pytest.Config, error: str) -> str:
                 and value[0] == value[-1]
                 and value[0] in "'\""
             ):
-                return (
-                    f" (an ini file takes a value without quotes: "
-                    f"{option.ini} = {value[1:-1]})"
-                )
+                # Not the value again: a relay URL in it holds a password.
+                return " (an ini file takes a value without quotes: remove them)"
     return ""
 
 
@@ -1299,8 +1301,8 @@ def _enforce_lint(
         )
         pytest.fail(
             f"smtpsink lint ({severity}): {failure}\n(checked at the end of the "
-            f"test, set by {source}; @pytest.mark.smtpsink_lint('off') or "
-            "ignore=[codes] exempts a test or a module)",
+            f"test, set by {source}; @pytest.mark.smtpsink_lint('off') exempts "
+            "a test or a module, ignore=[codes] some codes)",
             pytrace=False,
         )
 
@@ -1357,7 +1359,7 @@ def pytest_runtest_makereport(
             and item.config.stash.get(_SAVE_KEY, None) is not None
         ):
             with contextlib.suppress(Exception):  # a reason is a nicety
-                item.stash[_REASON_KEY] = _report.skip_reason(
+                item.stash[_SKIP_REASON_KEY] = _report.skip_reason(
                     report, _report.distinct(opened)
                 )
         return report
@@ -1437,7 +1439,9 @@ def pytest_runtest_makereport(
                     directory=directory,
                     written=written,
                     root=save[0],
-                    reason=item.stash.get(_REASON_KEY, None),
+                    reason=item.stash.get(
+                        _REASON_KEY if failed else _SKIP_REASON_KEY, None
+                    ),
                     captured=captured,
                     attempt=attempt,
                 ):

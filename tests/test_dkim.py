@@ -218,6 +218,24 @@ def test_a_key_only_in_the_dns_stub_is_named_as_such(smtpsink: Mailbox) -> None:
     assert result.verified
 
 
+def test_a_stub_record_of_an_earlier_test_is_not_named(
+    smtpsink: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stub's records go with their test: the reason named a record
+    # another test had put there, long gone.
+    this_test = os.environ["PYTEST_CURRENT_TEST"]
+    monkeypatch.setenv("PYTEST_CURRENT_TEST", "tests/test_a.py::test_earlier (call)")
+    smtpsink.dns.txt("gone._domainkey.shop.example", "v=DKIM1; k=rsa; p=...")
+    monkeypatch.setenv("PYTEST_CURRENT_TEST", this_test)
+    key = smtpsink.dkim_key("elsewhere.example", selector="maker")
+    send_signed(smtpsink, key, selector="gone")
+    [result] = smtpsink.assert_sent().dkim
+    assert result.reason == (
+        "no key published for gone._domainkey.shop.example: publish one with "
+        "smtpsink.dkim_key('shop.example', selector='gone')"
+    )
+
+
 def test_a_different_key_fails_and_the_app_own_key_can_be_published(
     smtpsink: Mailbox,
 ) -> None:

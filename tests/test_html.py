@@ -327,6 +327,42 @@ def test_html_parts_past_the_first_few_get_pages_of_their_own(
             assert path.parent.joinpath(urllib.parse.unquote(link)).is_file(), link
 
 
+def test_a_run_after_one_with_message_pages_saves_its_mail_too(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The pages of their own were no file the plugin knew it wrote: the
+    # next run took the test's directory for someone else's, and saved
+    # none of its mail ("no mail saved in this run").
+    monkeypatch.setattr(_html, "FRAMES_IN_INDEX", 0)
+    pytester.makepyfile(test_mail=HTML_FAILING)
+    for _ in range(2):
+        result = pytester.runpytest("-p", "no:xdist", "--smtpsink-save-dir=mail")
+        result.assert_outcomes(failed=1)
+        assert "not saved" not in result.stdout.str()
+        pages = list((pytester.path / "mail").glob("*/0001-*.html"))
+        assert len(pages) == 1, pages
+    # A later run that passes leaves none of it.
+    pytester.makepyfile(test_mail="def test_html(smtpsink):\n    pass\n")
+    pytester.runpytest("-p", "no:xdist", "--smtpsink-save-dir=mail")
+    assert sorted(p.name for p in (pytester.path / "mail").iterdir()) == ["index.html"]
+
+
+HTML_FAILING = """
+import smtplib
+from email.message import EmailMessage
+
+def test_html(smtpsink):
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "a@x.example", "b@x.example", "Hi"
+    message.set_content("hi")
+    message.add_alternative("<h1>Hi</h1>", subtype="html")
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.send_message(message)
+    smtpsink.wait_for()
+    assert False
+"""
+
+
 def test_mail_that_comes_while_a_test_is_saved_leaves_its_links_whole(
     pytester: pytest.Pytester,
 ) -> None:
@@ -904,13 +940,22 @@ def test_xpasses(smtpsink):
 
 def test_errors_at_setup(smtpsink, no_such_fixture):
     pass
+
+@pytest.fixture
+def breaks_at_teardown():
+    yield
+    raise RuntimeError("teardown broke")
+
+def test_skips_then_errors(smtpsink, breaks_at_teardown):
+    send(smtpsink, "skipped, then broke")
+    pytest.skip("no network")
 """
     )
     result = pytester.runpytest(
         "--smtpsink-save-dir=mail", "--smtpsink-save=all", *workers
     )
     result.assert_outcomes(
-        passed=1, failed=2, skipped=1, xfailed=1, xpassed=1, errors=1
+        passed=1, failed=2, skipped=2, xfailed=1, xpassed=1, errors=2
     )
     records = {
         record["nodeid"].split("::")[1]: record
@@ -928,7 +973,12 @@ def test_errors_at_setup(smtpsink, no_such_fixture):
         "test_xpasses": "xpassed",
         # "failed" with no reason: pytest calls it an error.
         "test_errors_at_setup": "error",
+        "test_skips_then_errors": "error",
     }
+    # The teardown's failure, not the skip's reason.
+    assert records["test_skips_then_errors"]["reason"] == (
+        "at teardown: RuntimeError: teardown broke"
+    )
     # Why, as pytest's summary says it (none were given).
     assert records["test_errors_at_setup"]["reason"] == (
         "at setup: fixture 'no_such_fixture' not found"

@@ -164,6 +164,18 @@ def test_an_earlier_tests_mail_in_djangos_outbox_is_not_named(
     with pytest.raises(AssertionError) as failed:
         sink.assert_sent(to="ann@example.com")
     assert "mail.outbox got 1 message in this test ('New')" in str(failed.value)
+    # Emptied in place (pytest-django does), then filled: new all the same.
+    django_mail.outbox.clear()
+    locmem.EmailBackend().send_messages(
+        [
+            django_mail.EmailMessage(
+                "Again", "body", "app@example.com", ["a@example.com"]
+            )
+        ]
+    )
+    with pytest.raises(AssertionError) as failed:
+        sink.assert_sent(to="ann@example.com")
+    assert "mail.outbox got 1 message in this test ('Again')" in str(failed.value)
 
 
 def test_django_reuses_one_connection(smtpsink: Mailbox, django_mail: Any) -> None:

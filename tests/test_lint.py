@@ -1263,8 +1263,8 @@ def test_failed_anyway(smtpsink):
             "*    error missing-date (header Date): no Date header*",
             # Where the check comes from: an old ini key, most likely.
             "*(checked at the end of the test, set by --smtpsink-lint (ini "
-            "smtpsink_lint); @pytest.mark.smtpsink_lint('off') or ignore=[[]codes] "
-            "exempts a test or a module)",
+            "smtpsink_lint); @pytest.mark.smtpsink_lint('off') exempts a test or a "
+            "module, ignore=[[]codes] some codes)",
         ]
     )
     assert "ERROR at teardown of test_failed_anyway" not in result.stdout.str()

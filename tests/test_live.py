@@ -490,6 +490,15 @@ def test_other_hosts_and_origins_are_refused(live: Callable[..., Live]) -> None:
     assert len(view.json("/api/messages", Host=mapped)) == 1
     status, _ = view.request("/api/messages", headers={"Host": "[::ffff:10.0.0.1]"})
     assert status == 403
+    # "?id=1" deleted every message: no parameter is taken.
+    status, body = view.request(
+        "/api/messages?id=1", "DELETE", {"Origin": view.url.rstrip("/")}
+    )
+    assert (status, json.loads(body)) == (
+        400,
+        {"error": "DELETE /api/messages takes no parameters: it deletes every message"},
+    )
+    assert len(view.json("/api/messages")) == 1
     deleted = view.json("/api/messages", "DELETE", Origin=view.url)
     assert deleted == {"deleted": 1}
 

@@ -299,9 +299,17 @@ def test_a_quoted_ini_value_says_ini_files_take_none(
     result.stderr.fnmatch_lines(
         [
             "ERROR: smtpsink_hostname (ini): *'\"mail.test\"' (an ini file takes "
-            "a value without quotes: smtpsink_hostname = mail.test)"
+            "a value without quotes: remove them)"
         ]
     )
+    # Not the value again: a relay URL holds a password.
+    pytester.makeini(
+        '[pytest]\nsmtpsink_relay = "smtp://ann:Sup3rSecret@127.0.0.1:2525"\n'
+    )
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "remove them" in result.stderr.str()
+    assert "Sup3rSecret" not in result.stdout.str() + result.stderr.str()
 
 
 def test_bad_value_given_with_o_is_named_so(pytester: pytest.Pytester) -> None:

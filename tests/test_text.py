@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_smtpsink import _text
 from pytest_smtpsink._text import (
     join_shortened,
     plural,
@@ -52,3 +53,30 @@ def test_shorten_and_plural() -> None:
     assert shorten("abcdef", 3) == "abc... [3 more characters]"
     assert plural(1, "message") == "1 message"
     assert plural(0, "session") == "0 sessions"
+
+
+def test_shown_argument_hides_a_table_in_a_dict_view_and_stays_short() -> None:
+    # dict.items() at depth held the passwords; a long list was shown whole.
+    users = {"ann": "Zq9SecretPw7781"}
+    shown = _text.shown_argument([users.items(), users.values()])
+    assert "Zq9SecretPw7781" not in shown
+    assert (
+        shown
+        == "[a dict_items of 1 item (not shown), a dict_values of 1 item (not shown)]"
+    )
+    many = _text.shown_argument([users] * 40)
+    assert many.endswith(", ... (+35 more)]")
+    assert _text.shown_argument(5.0) == "5.0"
+    assert _text.an("int") == "an int"
+
+
+def test_the_index_sorts_numbers_of_any_script_without_failing() -> None:
+    from pytest_smtpsink._html import _natural
+
+    # "²" is a digit to str.isdigit() but no number to int(): the end of
+    # the run failed writing the index (with id escaping turned off).
+    assert sorted(["t[2\u00b23]", "t[10]", "t[7]"], key=_natural) == [
+        "t[2\u00b23]",
+        "t[7]",
+        "t[10]",
+    ]
