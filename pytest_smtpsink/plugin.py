@@ -830,7 +830,8 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
     if views:
         # And after: a fixture's teardown may send (an outbox flushed on
         # shutdown). Mail already waited for is not waited for twice, and
-        # both waits together take no more than the grace.
+        # both waits together take no more than the grace (the cut at the
+        # end adds at most _CUT_GRACE, for its outcomes).
         left = RELAY_GRACE - (time.monotonic() - began)
         if waited:
             # Mail still pending after the first wait was cut from the relay

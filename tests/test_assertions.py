@@ -1453,7 +1453,10 @@ def test_wait_until_times_out_listing_a_session_held_at_connect(
     # holds it is named (it read "nothing yet").
     smtpsink.hang("CONNECT")
     with socket.create_connection((smtpsink.host, smtpsink.port), timeout=5):
-        smtpsink.wait_until(lambda: len(smtpsink.sessions) == 1)
+        # The fault's mark comes a loop step after the session: wait for it.
+        smtpsink.wait_until(
+            lambda: smtpsink.sessions[0].transcript[0].injected, timeout=30
+        )
         with pytest.raises(AssertionError) as caught:
             smtpsink.wait_until(lambda: False, timeout=0.05)
     assert (
