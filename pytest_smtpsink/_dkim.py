@@ -398,13 +398,12 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
         if verified:
             unsigned = _unsigned_shown_headers(raw, headers)
             if unsigned:
+                them = "it" if len(unsigned) == 1 else "them"
                 warnings += (
                     f"it does not sign {' and '.join(unsigned)}, which the "
-                    "message has: anyone on the way could change "
-                    f"{'it' if len(unsigned) == 1 else 'them'} and it would "
-                    "still verify (RFC 6376 5.4.1 recommends signing "
-                    f"{'it' if len(unsigned) == 1 else 'them'}); add "
-                    f"{'it' if len(unsigned) == 1 else 'them'} to h=",
+                    f"message has: anyone on the way could change {them} and "
+                    "it would still verify (RFC 6376 5.4.1 recommends signing "
+                    f"{them}); add {them} to h=",
                 )
         results.append(
             DkimResult(

@@ -464,7 +464,7 @@ def record_test(
     is the failure the index most needs to show.
     """
     if not written:
-        if outcome not in ("failed", "error"):
+        if outcome not in FAILED_OUTCOMES:
             return None
         directory.mkdir(parents=True, exist_ok=True)
     from ._report import capture
@@ -834,6 +834,9 @@ def summary_html(summary: str) -> str:
 #: Chromium a process) of its own: a run with 500 failed tests that sent
 #: HTML mail made a page that took 52 s to open, frozen meanwhile.
 FRAMES_IN_INDEX = 40
+#: The outcomes of a test that failed, as pytest names them: in its call,
+#: or only at set-up or teardown.
+FAILED_OUTCOMES = ("failed", "error")
 
 
 def render_message(
@@ -1102,7 +1105,7 @@ def render_index(
     to write."""
     # A test's runs together (a test rerun lists each), in order; under
     # --dist each, each worker's (its directory's name says whose).
-    failed = {t["nodeid"] for t in tests if t["outcome"] in ("failed", "error")}
+    failed = {t["nodeid"] for t in tests if t["outcome"] in FAILED_OUTCOMES}
     ordered = sorted(
         tests,
         key=lambda t: (
