@@ -31,7 +31,12 @@ from __future__ import annotations
 # Content is joined into pieces of this size while it is read.
 _CHUNK = 65536
 LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
-TOO_MUCH_DATA = "552 Error: Too much mail data"
+
+
+def too_much_data(limit: int) -> str:
+    """The refusal of content over ``max_size``: it says the limit, which
+    aiosmtpd's "Too much mail data" left the client to guess."""
+    return f"552 5.3.4 Message exceeds the size limit of {limit} bytes"
 
 
 class Content:
@@ -121,7 +126,7 @@ class Content:
             line = line[1:]
         self._kept += len(line)
         if self._size_limit and self._kept > self._size_limit:
-            self._refusal = TOO_MUCH_DATA
+            self._refusal = too_much_data(self._size_limit)
         elif length > self._line_limit:
             self._refusal = LINE_TOO_LONG
         if self._refusal is not None:

@@ -182,7 +182,7 @@ class FaultControls:
         """Impose limits for this test, as a busy or strict server would.
 
         ``max_recipients``: RCPT beyond that many per message gets
-        ``452 4.5.3 Too many recipients``. ``max_connections``: a connection
+        ``452 4.5.3 Too many recipients (at most 2)``. ``max_connections``: a connection
         beyond that many open at once is greeted with ``421`` and closed.
         ``max_size`` (bytes): advertised in EHLO's SIZE; a larger ``SIZE=``
         at MAIL or a larger message at the end of data gets ``552``.

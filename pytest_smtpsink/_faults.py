@@ -609,21 +609,30 @@ def _step(rule: Fault) -> Step:
     return Reply(rule.code, rule.text, rule)
 
 
+def size_refusal(size: int, limit: int, declared: bool) -> str:
+    """A 552's text for a message over a size limit: both sizes, as a
+    client's log needs them ("exceeds fixed maximum" left the limit out)."""
+    what = f"Declared SIZE={size}" if declared else f"Message of {size} bytes"
+    return f"5.3.4 {what} exceeds the size limit of {limit} bytes"
+
+
 def _over_limit(rule: Fault, event: Event) -> Reply | None:
     assert rule.limit is not None
     name, value = rule.limit
     stage = event.stage
     if name == "max_recipients" and stage == "RCPT" and event.rcpt_count >= value:
-        return Reply(452, "4.5.3 Too many recipients", rule)
+        return Reply(452, f"4.5.3 Too many recipients (at most {value})", rule)
     if name == "max_connections" and stage == "CONNECT" and event.connections > value:
-        return Reply(421, "4.7.0 Too many connections, try again later", rule)
+        return Reply(
+            421, f"4.7.0 Too many connections (at most {value}), try again later", rule
+        )
     if (
         name == "max_size"
         and stage in ("MAIL", "EOD")
         and event.size is not None
         and event.size > value
     ):
-        return Reply(552, "5.3.4 Message size exceeds fixed maximum message size", rule)
+        return Reply(552, size_refusal(event.size, value, stage == "MAIL"), rule)
     return None
 
 

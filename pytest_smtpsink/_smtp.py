@@ -57,6 +57,7 @@ from ._faults import (
     Hang,
     Reply,
     advertised,
+    size_refusal,
     steps,
 )
 from ._message import Envelope as MessageEnvelope
@@ -405,6 +406,10 @@ _MAILBOX = (
 _MAILBOX_AS_SENT = re.compile(rf"<({_MAILBOX})>|({_MAILBOX})(?=[ \t]|\Z)")
 # The MAIL parameters of nearly every message (smtplib sends SIZE, and BODY
 # for 8-bit content), which the sink takes at once (RecordingSMTP._plain_mail).
+# aiosmtpd's refusal of MAIL with a SIZE= over the limit, which does not
+# say the limit: replaced by `size_refusal`'s.
+_AIOSMTPD_SIZE_REFUSAL = "552 Error: message size exceeds fixed maximum message size"
+_DECLARED_SIZE = re.compile(r"(?i)(?:^|\s)SIZE=([0-9]+)(?:\s|$)")
 _PLAIN_MAIL_PARAM = re.compile(r"SIZE=[0-9]+\Z|BODY=(?:7BIT|8BITMIME)\Z")
 # The address type of a DSN ORCPT= (an atom: "rfc822", "utf-8"...).
 _ADDR_TYPE_RE = re.compile(rf"{_ATEXT}\Z")
@@ -704,7 +709,7 @@ class _Handler:
                 return injected
         limit = server.state.settings.max_recipients
         if limit is not None and len(envelope.rcpt_tos) >= limit:
-            return "452 4.5.3 Too many recipients"
+            return f"452 4.5.3 Too many recipients (at most {limit})"
         dsn = _dsn_fields(server._dsn_params)
         if isinstance(dsn, str):
             return dsn
@@ -1963,6 +1968,14 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             # 500 and a logged traceback, after a 502 recorded but never
             # sent). Sent and recorded escaped, as a transcript shows it.
             status = text = _sendable(status, self._reply_encoding)
+        if text == _AIOSMTPD_SIZE_REFUSAL and (
+            declared := _DECLARED_SIZE.search(self._params_arg)
+        ):
+            text = "552 " + size_refusal(
+                int(declared[1]), self.data_size_limit or 0, declared=True
+            )
+            self._record_reply(text)
+            return super().push(text)
         if text.startswith("500 Error: command "):
             current = self._current
             mask = self.state.mask_secrets

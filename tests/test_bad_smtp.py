@@ -294,7 +294,7 @@ def test_content_over_max_size_is_refused_after_the_dot(
     client.send(b"Subject: big\r\n\r\n" + b"z" * 78 + b"\r\n" + b"." * 79 + b"\r\n")
     client.send(b"\r\n".join([b"x" * 78] * 20) + b"\r\n.\r\n")
     (reply,) = client.reply()
-    assert reply == b"552 Error: Too much mail data\r\n"
+    assert reply == b"552 5.3.4 Message exceeds the size limit of 1000 bytes\r\n"
     # The transaction is over: a new one on the same connection works.
     assert client.cmd(b"MAIL FROM:<a@example.com>\r\n")[0] == 250
     assert not smtpsink.messages
@@ -321,7 +321,10 @@ def test_max_size_counts_the_content_without_dot_stuffing(
         assert client.mail("a@example.com")[0] == 250
         assert client.rcpt("b@example.com")[0] == 250
         code, reply = client.data(content + b"x")
-        assert (code, reply) == (552, b"Error: Too much mail data")
+        assert (code, reply) == (
+            552,
+            b"5.3.4 Message exceeds the size limit of 1000 bytes",
+        )
     (message,) = smtpsink.messages
     assert message.raw == content
     mail = message.session.replies_to("MAIL")[0]

@@ -162,7 +162,7 @@ def test_one_refused_recipient(smtpsink_factory: Factory) -> None:
         refused = client.sendmail(
             "a@example.com", ["b@x.test", "c@x.test", "d@x.test"], b"\r\nhi\r\n"
         )
-    assert refused == {"d@x.test": (452, b"4.5.3 Too many recipients")}
+    assert refused == {"d@x.test": (452, b"4.5.3 Too many recipients (at most 2)")}
     session = sink.sessions[0]
     assert [(e.line.lower(), e.code) for e in session.replies_to("RCPT")] == [
         ("rcpt to:<b@x.test>", 250),

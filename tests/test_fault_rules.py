@@ -194,7 +194,7 @@ def test_a_limit_answers_before_later_rules(rules: Rules) -> None:
     (limit,) = rules.limit(max_recipients=1)
     later = rules.fail("RCPT", 550)
     decided = rules.decide("RCPT", "b@example.com", rcpt_count=1)
-    assert decided == [Reply(452, "4.5.3 Too many recipients", limit)]
+    assert decided == [Reply(452, "4.5.3 Too many recipients (at most 1)", limit)]
     assert (limit.seen, limit.fired, later.seen) == (1, 1, 0)
 
 

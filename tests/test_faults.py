@@ -378,7 +378,9 @@ def test_hide_size_and_smtputf8(smtpsink: Mailbox) -> None:
 def test_limit_recipients(smtpsink: Mailbox) -> None:
     smtpsink.limit(max_recipients=2)
     refused = sendmail(smtpsink, THREE)
-    assert refused == {"cy@example.com": (452, b"4.5.3 Too many recipients")}
+    assert refused == {
+        "cy@example.com": (452, b"4.5.3 Too many recipients (at most 2)")
+    }
     assert smtpsink.assert_sent().envelope.rcpt_to == tuple(THREE[:2])
 
 
@@ -390,11 +392,22 @@ def test_limit_size(smtpsink: Mailbox) -> None:
         with pytest.raises(smtplib.SMTPSenderRefused) as caught:
             client.sendmail("app@example.com", ["ann@example.com"], BODY + "x" * 2000)
         assert caught.value.smtp_code == 552
+        declared = len(BODY) + 2000
+        assert (
+            caught.value.smtp_error
+            == (
+                f"5.3.4 Declared SIZE={declared} exceeds the size limit of 1000 bytes"
+            ).encode()
+        )
         # A client that does not announce the size is stopped at the end of data.
         client.rset()
         assert client.mail("app@example.com")[0] == 250
         assert client.rcpt("ann@example.com")[0] == 250
-        assert client.data(BODY + ("x" * 70 + "\r\n") * 30)[0] == 552
+        assert client.data(BODY + ("x" * 70 + "\r\n") * 30) == (
+            552,
+            f"5.3.4 Message of {len(BODY) + 2160} bytes exceeds the size limit"
+            " of 1000 bytes".encode(),
+        )
     smtpsink.assert_not_sent()
 
 

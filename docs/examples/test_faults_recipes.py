@@ -167,7 +167,7 @@ def test_recipient_limit(smtpsink):
             BODY,
         )
 
-    assert refused == {"c@example.com": (452, b"4.5.3 Too many recipients")}
+    assert refused == {"c@example.com": (452, b"4.5.3 Too many recipients (at most 2)")}
 
 
 def test_hidden_extension(smtpsink):
