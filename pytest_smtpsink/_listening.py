@@ -1,6 +1,7 @@
 """`listen`: the listening socket of each of the sink's servers (SMTP,
 POP3, IMAP), on the loop's thread; `readable_now`: whether a socket has
-something to read, without waiting."""
+something to read, without waiting; `COMMANDS_BEFORE_YIELD`: how long one
+connection may keep the loop."""
 
 from __future__ import annotations
 
@@ -11,6 +12,12 @@ import os
 import select
 import socket
 from collections.abc import Callable
+
+# Commands a connection reads one after another before it lets the loop
+# serve the others. A line already buffered is read without a wait: a
+# client pipelining 200,000 commands whose replies it never read held the
+# loop, every SMTP, POP3 and IMAP client of the sink, for a second or more.
+COMMANDS_BEFORE_YIELD = 64
 
 
 async def listen(

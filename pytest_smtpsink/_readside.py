@@ -41,7 +41,7 @@ from ._faults import (
     Step,
     steps,
 )
-from ._listening import listen
+from ._listening import COMMANDS_BEFORE_YIELD, listen
 from ._reading import ReadsIntoBuffer
 from ._session import EndReason, Exchange, ExchangeKind, Session, TLSInfo, peer_of
 from ._text import printable
@@ -281,6 +281,8 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         self._handshaking: bool | None = None
         # Internal errors since the last command that ran without one.
         self._bugs_in_a_row = 0
+        # Lines read so far (literals aside): see COMMANDS_BEFORE_YIELD.
+        self._lines_read = 0
         # Until the client's first bytes come: whether to look at them for
         # a TLS handshake (on an implicit-TLS port they come decrypted).
         self._first_bytes = server.settings.tls != "implicit"
@@ -481,6 +483,9 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         being kept: its first ``limit`` octets and last 32 come back
         (joined) with its whole length. Waits at most ``idle_timeout``
         seconds (then raises `asyncio.TimeoutError`)."""
+        self._lines_read += 1
+        if self._lines_read % COMMANDS_BEFORE_YIELD == 0:
+            await asyncio.sleep(0)  # see COMMANDS_BEFORE_YIELD
         deadline = time.monotonic() + self.settings.idle_timeout
         overlong = False
         dropped = 0  # octets of an overlong line read past so far

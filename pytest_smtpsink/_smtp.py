@@ -60,6 +60,7 @@ from ._faults import (
     size_refusal,
     steps,
 )
+from ._listening import COMMANDS_BEFORE_YIELD
 from ._message import Envelope as MessageEnvelope
 from ._message import Message, RecipientDSN, Recipients
 from ._reading import ReadsIntoBuffer
@@ -1068,6 +1069,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         self._handler_coroutine = self.loop.create_task(self._handle_client())
 
     _greeted = False
+    _commands_read = 0
 
     def _discard_plain_text(self) -> None:
         """Discard what a client sent after STARTTLS without waiting for the
@@ -1386,6 +1388,9 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         readuntil, read = reader.readuntil, reader.read
 
         async def recording_readuntil(separator: _ReaduntilBuffer = b"\n") -> bytes:
+            self._commands_read += 1
+            if self._commands_read % COMMANDS_BEFORE_YIELD == 0:
+                await asyncio.sleep(0)
             # While this waits, aiosmtpd's loop waits for a command: one that
             # arrives alone may be answered at once (see data_received).
             self._awaiting_command = True
@@ -1437,6 +1442,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         # A loop, not recursion: one packet may hold many messages. Offsets,
         # not slices of the rest, so that a packet of many lines is read once.
         start = 0
+        answered = 0
         try:
             while start < len(data):
                 if self._held is not None:
@@ -1452,6 +1458,9 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                 end = data.find(b"\n", start)
                 if not (
                     end >= 0
+                    # The rest of a long pipelined run to aiosmtpd's loop,
+                    # which lets other connections in between its reads.
+                    and answered < COMMANDS_BEFORE_YIELD
                     and self._awaiting_command
                     and self.state.fast_commands
                     and not self.state.faults.rules
@@ -1465,6 +1474,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                 )
                 if not self._answer_now(data[start : end + 1]):
                     break
+                answered += 1
                 if self.transport is None or self.transport.is_closing():
                     return  # after QUIT: aiosmtpd reads no further either
                 start = end + 1

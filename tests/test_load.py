@@ -7,15 +7,18 @@ The figures of a run are printed (``-s`` shows them):
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
 import random
 import smtplib
+import socket
 import threading
 import time
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
 
 import pytest
 from conftest import on_the_loop
@@ -113,6 +116,80 @@ def test_concurrent_clients_lose_nothing() -> None:
 
 def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+# A pipelining client's commands, and their replies, that it never reads:
+# about 1.2 MB and 1.6 MB, more than one read of the sink's (256 KiB).
+FLOOD_COMMANDS = 200_000
+FLOOD = {
+    "smtp": (b"EHLO flood.test\r\n", b"NOOP\r\n"),
+    "pop3": (b"", b"NOOP\r\n"),
+    "imap": (b"", b"a NOOP\r\n"),
+}
+
+
+@pytest.mark.parametrize("event_loop", ["asyncio", "auto"])
+@pytest.mark.parametrize("protocol", sorted(FLOOD))
+def test_a_pipelining_flood_does_not_hold_other_clients(
+    protocol: str, event_loop: Literal["asyncio", "auto"]
+) -> None:
+    # All of a sink's connections share one loop. A line already buffered is
+    # read without a wait, so a client that pipelines 200,000 commands held
+    # the loop until the sink had answered a whole read of them (tens of
+    # thousands; every client of the sink waited a second or more). A new
+    # client is greeted after at most a few turns of the flood
+    # (COMMANDS_BEFORE_YIELD commands each). Counted in the flood's replies,
+    # not in seconds: a busy machine slows both alike.
+    with SMTPSink(event_loop=event_loop) as sink:
+        address = {
+            "smtp": (sink.host, sink.port),
+            "pop3": (sink.pop3.host, sink.pop3.port),
+            "imap": (sink.imap.host, sink.imap.port),
+        }[protocol]
+        first, command = FLOOD[protocol]
+        flood = socket.create_connection(address, timeout=60)
+        others: list[socket.socket] = []
+        sender = threading.Thread(
+            target=_send_ignoring_the_close,
+            args=(flood, first + command * FLOOD_COMMANDS),
+        )
+        try:
+            flood.recv(1000)
+            sender.start()
+            (flooding,) = sink.sessions
+            sink.wait_until(lambda: len(flooding._transcript) > 1000, timeout=60)
+            for _ in range(3):  # at three points of the flood
+                other = socket.create_connection(address, timeout=60)
+                # Connected: the kernel has it queued for the sink to take.
+                # (Taken before the connect, the time counted this thread's
+                # wait for the GIL too.)
+                connected = time.time()
+                others.append(other)
+                assert other.recv(1000)
+                greeted = next(
+                    s for s in sink.sessions if s.peer == other.getsockname()[:2]
+                ).transcript[0]
+                meanwhile = [
+                    e
+                    for e in flooding.transcript
+                    if connected <= e.time <= greeted.time
+                ]
+                assert len(meanwhile) <= 1000, (
+                    f"{len(meanwhile):,} of the flood's commands were answered"
+                    " between a new client's connect and its greeting"
+                )
+            # Measured during the flood: it was not over.
+            assert len(flooding.transcript) < FLOOD_COMMANDS
+        finally:
+            flood.close()  # the sender's sendall ends
+            for other in others:
+                other.close()
+            sender.join(timeout=60)
+
+
+def _send_ignoring_the_close(client: socket.socket, data: bytes) -> None:
+    with contextlib.suppress(OSError):  # the test closes it when it is done
+        client.sendall(data)
 
 
 @pytest.mark.soak
