@@ -22,7 +22,7 @@ from ._faults import (
     check_trigger,
     normalize_stage,
 )
-from ._text import shown_argument, shown_number
+from ._text import meant, shown_argument, shown_number
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -284,7 +284,11 @@ def apply_marker(
         kwargs = dict(kwargs)
         args = (kwargs.pop("kind"),)
     if not args or args[0] not in _METHODS:
-        got = f"; got {shown_argument(args[0])}" if args else "; got none"
+        got = (
+            f"; got {shown_argument(args[0])}{meant(args[0], _METHODS)}"
+            if args
+            else "; got none"
+        )
         raise FaultError(
             "the first argument names the fault: one of "
             f"{', '.join(map(repr, _METHODS))}, e.g. "

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import random
 import re
 import threading
@@ -146,6 +147,12 @@ def _holds_mapping(value: object, depth: int) -> bool:
     return depth >= 8 or any(_holds_mapping(v, depth + 1) for v in value)
 
 
+def _meant(name: str, choices: Sequence[str]) -> str:
+    """`_text.meant`'s hint (this module imports none of the package)."""
+    close = difflib.get_close_matches(name, choices, 1, 0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def normalize_stage(stage: str) -> str:
     __tracebackhide__ = True
     if not isinstance(stage, str):
@@ -162,11 +169,12 @@ def normalize_stage(stage: str) -> str:
         ):
             if name.startswith(prefix):
                 raise FaultError(
-                    f"unknown {prefix[:-1]} stage {stage!r}; use one of "
-                    f"{', '.join(known)}"
+                    f"unknown {prefix[:-1]} stage {stage!r}{_meant(name, STAGES)}; "
+                    f"use one of {', '.join(known)}"
                 )
         raise FaultError(
-            f"unknown stage {stage!r}; use one of {', '.join(SMTP_STAGES)} (or "
+            f"unknown stage {stage!r}{_meant(name, STAGES)}; use one of "
+            f"{', '.join(SMTP_STAGES)} (or "
             "HELO), or a stage of another protocol such as 'POP3:RETR', "
             "'IMAP:FETCH' or 'DNS:MX'"
         )

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from ._text import shown_argument, shown_number
+from ._text import meant, shown_argument, shown_number
 
 if TYPE_CHECKING:
     # Imported where used: pytest loads this module for the plugin in every
@@ -443,7 +443,8 @@ def _validate(s: SinkSettings) -> None:
     _require(
         s.event_loop in get_args(EventLoop),
         "event_loop",
-        f"must be one of {', '.join(get_args(EventLoop))}, got {shown_argument(s.event_loop)}",
+        f"must be one of {', '.join(get_args(EventLoop))}, got "
+        f"{shown_argument(s.event_loop)}{meant(s.event_loop, get_args(EventLoop))}",
     )
     _require(
         s.event_loop != "uvloop" or uvloop_installed(),
@@ -460,7 +461,7 @@ def _validate(s: SinkSettings) -> None:
         s.tls is None or s.tls in get_args(TLSMode),
         "tls",
         f"must be None or one of {', '.join(map(repr, get_args(TLSMode)))}, "
-        f"got {shown_argument(s.tls)}",
+        f"got {shown_argument(s.tls)}{meant(s.tls, get_args(TLSMode))}",
     )
     if isinstance(s.auth, Mapping):
         _require(bool(s.auth), "auth", "the credentials table is empty")

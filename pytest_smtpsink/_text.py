@@ -10,6 +10,7 @@ transcript lines as values) always stays as received.
 from __future__ import annotations
 
 import datetime
+import difflib
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -150,6 +151,17 @@ def _holds_mapping(value: object, depth: int) -> bool:
         return False
     # Past a few levels a container is taken to hold one: never shown.
     return depth >= 8 or any(_holds_mapping(v, depth + 1) for v in value)
+
+
+def meant(value: object, choices: Sequence[str]) -> str:
+    """`` (did you mean 'starttls'?)`` for a string close to one of
+    ``choices`` (a typo), else nothing."""
+    if not isinstance(value, str):
+        return ""
+    close = difflib.get_close_matches(value, choices, 1, 0.75) or (
+        difflib.get_close_matches(value.lower(), choices, 1, 0.75)
+    )
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def an(noun: str) -> str:

@@ -705,7 +705,12 @@ def test_marker(smtpsink: Mailbox) -> None:
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda s: s.fail("BOGUS", 550), "unknown stage"),
+        (lambda s: s.fail("BOGUS", 550), "unknown stage 'BOGUS'; use one of"),
+        (lambda s: s.fail("RPCT", 550), "unknown stage 'RPCT' (did you mean 'RCPT'?)"),
+        (
+            lambda s: s.fail("POP3:RTR", "-ERR"),
+            "unknown POP3 stage 'POP3:RTR' (did you mean 'POP3:RETR'?); use",
+        ),
         (lambda s: s.fail("RCPT", 250), "4xx or 5xx"),
         (lambda s: s.fail("RCPT", 550, times=0), "times"),
         (lambda s: s.fail("RCPT", 550, match=42), "match"),
@@ -952,14 +957,20 @@ def test_marker_errors_are_reported(pytester: pytest.Pytester) -> None:
         @pytest.mark.smtpsink_fault("explode", "MAIL")
         def test_it(smtpsink):
             pass
+
+        @pytest.mark.smtpsink_fault("fial", "MAIL", 550)
+        def test_typo(smtpsink):
+            pass
         """
     )
     result = pytester.runpytest("-p", "no:cacheprovider", "--strict-markers")
-    result.assert_outcomes(errors=1)
+    result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines(
         [
             "*@pytest.mark.smtpsink_fault: the first argument names the fault*"
-            "; got 'explode'"
+            "; got 'explode'",
+            "*@pytest.mark.smtpsink_fault: the first argument names the fault*"
+            "; got 'fial' (did you mean 'fail'?)",
         ]
     )
 

@@ -204,7 +204,11 @@ def test_max_size_takes_a_unit_as_the_option_does(size: str, expected: int) -> N
         ("max_size", 10**20, "max_size: .* of at most 20 digits, got 1000"),
         ("max_size", "lots", "max_size: 'lots' is not a size"),
         ("max_recipients", 0, "max_recipients: must be None or an integer >= 1"),
-        ("tls", "ssl", "tls: must be None or one of 'starttls'"),
+        ("tls", "ssl", "tls: must be None or one of 'starttls'.*'ssl'$"),
+        # A typo gets the choice it was meant to be.
+        ("tls", "startls", r"got 'startls' \(did you mean 'starttls'\?\)$"),
+        ("tls", "IMPLICIT", r"got 'IMPLICIT' \(did you mean 'implicit'\?\)$"),
+        ("event_loop", "uvlop", r"got 'uvlop' \(did you mean 'uvloop'\?\)$"),
         ("auth", "yes", "auth: must be None, 'any' or a mapping"),
         ("auth", {}, "auth: the credentials table is empty"),
         # os.environ.get("PW", "") with PW unset: no login could use it.
