@@ -68,8 +68,10 @@ class Mailbox(FaultControls):
     The ``smtpsink`` fixture is a `Mailbox` on the session's default sink.
     """
 
-    #: Since when failure reports say the messages they list arrived.
-    _scope = "in this test"
+    #: Since when failure reports say the messages they list arrived: "in
+    #: this test" for the plugin's mailboxes (`share_test`); a view made in
+    #: a session fixture may outlive many tests.
+    _scope = _SINCE_VIEW = "since this view was made"
     #: The test's other mailboxes (the plugin sets the shared list), so that
     #: a failure here can say when the mail went to another sink instead.
     _neighbours: Sequence[Mailbox] = ()
@@ -792,7 +794,9 @@ class Mailbox(FaultControls):
         if not carried:
             return []
         labels = join_shortened([message_label(m) for m in carried], _LISTED)
-        since = "this mailbox was made" if self._scope == "in this test" else "clear()"
+        since = self._scope.removeprefix("since ")
+        if self._scope == "in this test":
+            since = "this mailbox was made"
         return [
             f"Hint: {labels} came over a connection opened before {since}: "
             "a sender still running from an earlier test (a thread, a task), a "
@@ -1471,8 +1475,11 @@ def note_set_up_mail(
 
 def share_test(view: Mailbox, views: Sequence[Mailbox]) -> None:
     """Tell ``view`` the test's mailboxes (``views``, a list the plugin
-    keeps adding to), so that its failures can point at another sink."""
+    keeps adding to), so that its failures can point at another sink; its
+    failures list the mail "in this test"."""
     view._neighbours = views
+    if view._scope == Mailbox._SINCE_VIEW:  # not narrowed (note_set_up_mail)
+        view._scope = "in this test"
 
 
 def end_of_test(view: Mailbox, nodeid: str) -> None:
