@@ -2281,7 +2281,12 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                 self._injected_push = None
                 reply = self._keep(envelope)
                 if reply.startswith("250"):
-                    # The reply is lost, not the message (RFC 1047).
+                    # The reply is lost, not the message (RFC 1047). The
+                    # transcript says so: "no reply" alone read as the plain
+                    # disconnect's, after which nothing is stored.
+                    content = self._current
+                    if content is not None and content.kind == "data":
+                        content.line = content.line.removesuffix(">") + "; stored>"
                     self.close_by_server()
                     await self.loop.create_future()  # connection_lost() cancels
                 return reply  # refused all the same (max_stored_bytes)
