@@ -964,7 +964,8 @@ def summary_with_relay(message: Message, relay: RelayOutcome | None) -> str:
             f"{message_label(message)} {clock(message.received_at)}"
             f" {message.envelope.mail_from or '<>'} -> "
             f"{join_shortened(message.envelope.rcpt_to)} | To: {to} | Subject: "
-            f"{subject if subject is None else shorten(subject, 200)!r} | "
+            # "-" for none, as for To: (a subject "-" is quoted).
+            f"{'-' if subject is None else repr(shorten(subject, 200))} | "
             f"{message.size} bytes" + (f" | {relay}" if relay is not None else "")
         )
         return printable(line)

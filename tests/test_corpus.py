@@ -420,3 +420,14 @@ def test_smtputf8_display_name_in_the_summary(smtpsink: Mailbox) -> None:
     assert message.to[0].formatted == "Zoë <zoë@exämple.com>"
     assert "-> zoë@exämple.com | To: Zoë <zoë@exämple.com> |" in message.summary()
     smtpsink.assert_sent(to="zoë@exämple.com")
+
+
+def test_a_missing_to_and_subject_are_dashes_in_the_summary(smtpsink: Mailbox) -> None:
+    # Not "Subject: None", a repr beside the quoted subjects; a subject that
+    # is "-" itself stays quoted.
+    missing = smtpsink.deliver(
+        b"From: a@example.com\r\n\r\nbody\r\n", to="b@example.com"
+    )
+    dash = smtpsink.deliver(b"Subject: -\r\n\r\nbody\r\n", to="b@example.com")
+    assert "| To: - | Subject: - | " in missing.summary()
+    assert "| To: - | Subject: '-' | " in dash.summary()
