@@ -299,7 +299,8 @@ async function refresh() {
   if (focused !== undefined) {
     list.querySelector(`a[data-id="${CSS.escape(focused)}"]`)?.focus();
   }
-  count.textContent = list.dataset.count = list.querySelectorAll("li.item").length;
+  list.dataset.count = list.querySelectorAll("li.item").length;
+  applyFilter();
   for (const link of list.querySelectorAll("a[data-id]")) {
     link.classList.toggle("current", link.dataset.id === current);
   }
@@ -311,6 +312,23 @@ async function refresh() {
     );
   }
 }
+
+// The filter: the messages whose line (subject, number, sender,
+// recipients, time) holds every word typed, in any case; kept as the list
+// is drawn anew when mail arrives.
+const filter = document.getElementById("filter");
+function applyFilter() {
+  const words = filter.value.toLowerCase().split(/\\s+/).filter(Boolean);
+  const items = list.querySelectorAll("li.item");
+  let shown = 0;
+  for (const item of items) {
+    const text = item.textContent.toLowerCase();
+    item.hidden = !words.every((word) => text.includes(word));
+    if (!item.hidden) ++shown;
+  }
+  count.textContent = words.length ? `${shown} of ${items.length}` : items.length;
+}
+filter.addEventListener("input", applyFilter);
 
 async function show(id) {
   const opening = id !== current;
@@ -420,6 +438,7 @@ LIVE_STYLE = """
 body{max-width:none;margin:0;padding:0;display:grid;grid-template-rows:auto 1fr;height:100vh}
 header{display:flex;gap:1rem;align-items:center;padding:.5rem 1rem;background:#1a237e;color:#fff}
 header h1{margin:0;font-size:1.1rem;flex:1}
+#filter{width:14rem;max-width:30vw}
 main{display:grid;grid-template-columns:minmax(18rem,28rem) 1fr;min-height:0}
 #list{overflow:auto;border-right:1px solid #ccc;padding:.5rem}
 #list ul{list-style:none;margin:0;padding:0}
@@ -578,6 +597,8 @@ class RenderedMessages:
 def live_page() -> str:
     body = (
         "<header><h1>smtpsink: captured mail</h1>"
+        '<input id="filter" type="search" placeholder="Filter" '
+        'aria-label="Filter: words of the subject, sender or recipients">'
         '<span><span id="count">0</span> message(s)</span>'
         '<span id="paused" hidden>Live updates paused: too many pages open '
         '<button id="resume" type="button">Resume</button></span>'

@@ -678,3 +678,45 @@ def test_the_open_message_is_in_the_address(driver: WebDriver, view: Live) -> No
     wait.until(lambda d: "First" in d.find_element(By.ID, "view").text)
     driver.back()  # before any message was open
     wait.until(lambda d: d.find_element(By.ID, "view").text == "Select a message.")
+
+
+def test_the_filter_shows_the_messages_with_every_word_typed(
+    driver: WebDriver, view: Live
+) -> None:
+    # Mailpit and smtp4dev have a search box; the list had none, however
+    # long it grew. The filter stays as the list is drawn anew for new mail.
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    wait = WebDriverWait(driver, TIMEOUT)
+    for subject in ("Welcome Ann", "Invoice 42", "Welcome Bob"):
+        view.send(subject)
+    driver.get(view.url + "/")
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#list li.item")) == 3)
+
+    def shown() -> list[str]:
+        return [
+            item.find_element(By.CSS_SELECTOR, ".subject").text
+            for item in driver.find_elements(By.CSS_SELECTOR, "#list li.item")
+            if item.is_displayed()
+        ]
+
+    def count() -> str:
+        return str(driver.find_element(By.ID, "count").text)
+
+    box = driver.find_element(By.ID, "filter")
+    box.send_keys("WELCOME")
+    wait.until(lambda d: count() == "2 of 3")
+    assert shown() == ["Welcome Bob", "Welcome Ann"]
+    box.send_keys(" bob")
+    wait.until(lambda d: count() == "1 of 3")
+    assert shown() == ["Welcome Bob"]
+    view.send("Welcome Cy")
+    wait.until(lambda d: count() == "1 of 4")
+    assert shown() == ["Welcome Bob"]
+    box.send_keys(Keys.CONTROL, "a", Keys.BACK_SPACE)
+    wait.until(lambda d: count() == "4")
+    assert shown() == ["Welcome Cy", "Welcome Bob", "Invoice 42", "Welcome Ann"]
+    box.send_keys("#2 ")  # a message's number, as the list shows it
+    wait.until(lambda d: shown() == ["Invoice 42"])
