@@ -2015,19 +2015,32 @@ class Relayer:
                 f".*(?:{body}).*",
             )
             matched_domain = recipient[max(at + 1, found.start()) : found.end()]
-            if at < found.end() < len(recipient) and "." in matched_domain:
-                # The domain goes on past a match that names a whole domain
-                # (partner.example.evil for partner\.example): another
-                # domain, which the allowlist rightly leaves out; "add .*"
-                # would let the look-alike in. A label alone ("@partner")
-                # is the start of a domain the user has yet to write out.
-                if not re.fullmatch(head + widened[0], recipient, re.IGNORECASE):
-                    return (
-                        f'relay_to "{given}" is found in {recipient}, but its '
-                        f"domain goes on past the match ({recipient[at + 1 :]}): "
-                        "another domain, not relayed"
-                    )
-                widened = widened[:1]
+            # The domain goes on past a match that names a whole domain
+            # (partner.example.evil for partner\.example): another domain,
+            # which the allowlist rightly leaves out; "add .*" would let the
+            # look-alike in. A label alone ("@partner") is the start of a
+            # domain the user has yet to write out.
+            if (
+                at < found.end() < len(recipient)
+                and "." in matched_domain
+                and not re.fullmatch(head + widened[0], recipient, re.IGNORECASE)
+            ):
+                return (
+                    f'relay_to "{given}" is found in {recipient}, but its '
+                    f"domain goes on past the match ({recipient[at + 1 :]}): "
+                    "another domain, not relayed"
+                )
+            if at >= 0 and found.end() > at + 1:
+                # The match reaches into the domain: the advice keeps the
+                # domain whole, after its "@" (".*partner\.example" let in
+                # evilpartner.example and sub.notpartner.example), the rest
+                # of it written out ("@partner": ".*@partner\.example").
+                rest = _domain_pattern(recipient[found.end() :])
+                if found.start() > at + 1:  # inside a label: this domain
+                    widened = (".*@" + _domain_pattern(recipient[at + 1 :]),)
+                else:
+                    lead = ".*@" if found.start() == at + 1 else ".*"
+                    widened = ((lead if found.start() else "") + f"(?:{body}){rest}",)
             for wider in widened:
                 try:
                     matches = re.fullmatch(head + wider, recipient, re.IGNORECASE)
@@ -2418,3 +2431,9 @@ class Relayer:
         # than they may wait.
         if threading.current_thread() is not self._thread:  # e.g. a listener
             self._thread.join(max(self.timeout * 8, 10.0))
+
+
+def _domain_pattern(text: str) -> str:
+    """``text`` (a domain, or its end) as a pattern matching it alone:
+    dots escaped, hyphens left as they are (they mean nothing there)."""
+    return re.escape(text).replace("\\-", "-")

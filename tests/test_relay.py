@@ -1324,13 +1324,16 @@ def test_matching_recipients_are_relayed_the_others_are_not(
 @pytest.mark.parametrize(
     ("relay_to", "advice"),
     [
-        (r"partner\.example", r'".*partner\.example" would'),
+        # Not ".*partner\.example", which lets in evilpartner.example.
+        (r"partner\.example", r'".*@partner\.example" would'),
         ("bob@", '"bob@.*" would'),
-        ("@partner", '".*@partner.*" would'),
+        ("@partner", r'".*@partner\.example" would'),
+        (r"artner\.example", r'".*@partner\.example" would'),
+        ("bob@partner", r'"bob@partner\.example" would'),
         # An inline flag stays in front: ".*(?i)..." raised on the SMTP
         # path, and the client's DATA was refused with Python's error.
-        (r"(?i)partner\.example", r'"(?i).*partner\.example" would'),
-        ("partner|other", '".*(?:partner|other).*" would'),
+        (r"(?i)partner\.example", r'"(?i).*@partner\.example" would'),
+        ("partner|other", r'".*@(?:partner|other)\.example" would'),
     ],
 )
 def test_a_relay_to_found_in_an_address_but_not_matching_it_says_so(
@@ -1351,6 +1354,11 @@ def test_a_relay_to_found_in_an_address_but_not_matching_it_says_so(
         f'not relayed (no recipient matches relay_to): relay_to "{relay_to}" is '
         f"found in bob@partner.example but must match the whole address: {advice}"
     )
+    # The advice relays this recipient, and no other domain's.
+    advised = re.compile(advice.removesuffix(" would").strip('"'), re.IGNORECASE)
+    assert advised.fullmatch("bob@partner.example")
+    for other in ("mallory@evilpartner.example", "mallory@sub.notpartner.example"):
+        assert not advised.fullmatch(other), other
 
 
 @pytest.mark.parametrize(
