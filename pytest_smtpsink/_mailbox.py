@@ -91,6 +91,8 @@ class Mailbox(FaultControls):
         self._sink = sink
         self._store = store
         self._cursor = cursor
+        # The sink's test era it was made in: see `_check_ended`.
+        self._era = sink._test_era
         self._opened_at = time.time()  # see `_carried_sessions`
         self._django_outbox = _django_outbox_mark()
         self.default_timeout: float = DEFAULT_TIMEOUT
@@ -107,8 +109,10 @@ class Mailbox(FaultControls):
         self._sink.check_running(for_waiting)
 
     def _check_ended(self) -> None:
-        """Refuse a mailbox whose test has ended (`end_of_test`), and the
-        recipients' mailboxes it gave (`mailbox`). No lock: a flag."""
+        """Refuse a mailbox whose test has ended (`end_of_test`), or made
+        before the running test's first mailbox of the sink (a new era,
+        `SMTPSink.forget_before`), and the recipients' mailboxes it gave
+        (`mailbox`). No lock: flags."""
         __tracebackhide__ = True
         if self._ended is not None:
             raise RuntimeError(
@@ -117,6 +121,19 @@ class Mailbox(FaultControls):
                 "test's. Use the smtpsink (or smtpsink_factory()) of the running "
                 "test; a mailbox kept in a global, a class attribute or a thread "
                 "that outlived its test is read after its end."
+            )
+        if self._era != self._sink._test_era and self is not self._sink:
+            # Made before a later test's smtpsink, which let its mail go:
+            # read then, it listed that test's mail as its own, and a check
+            # on it passed on another test's mail.
+            raise RuntimeError(
+                "this view was made before the running test's smtpsink (in a "
+                "fixture of wider scope, or kept from an earlier test): the sink "
+                "let its mail go then (it keeps the running test's mail only), "
+                "and it would show the running test's mail as its own. Read it "
+                "in the fixture that made it, before the tests run (wait_for(...) "
+                "there; the messages it returns stay readable), or use the "
+                "running test's smtpsink."
             )
 
     # -- where to send ------------------------------------------------------------

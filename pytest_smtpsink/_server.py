@@ -297,6 +297,9 @@ class SMTPSink(Mailbox):
     # The sink is the mailbox of everything it received: used without pytest
     # there may be no test to speak of.
     _scope = "since the sink started"
+    # How many times a test's first mailbox let the earlier mail go
+    # (`forget_before`): a view of an earlier era is refused.
+    _test_era = 0
 
     def __init__(self, settings: SinkSettings | None = None, **overrides: Any) -> None:
         __tracebackhide__ = True  # overrides may hold a password
@@ -631,6 +634,9 @@ class SMTPSink(Mailbox):
         stay readable. A relaying sink's next message goes on a new upstream
         connection: the upstream's view of this test then has its session."""
         self._store.discard_before(view._cursor, from_sessions=True)
+        # A new era: views made before it are refused (`Mailbox._check_ended`).
+        self._test_era += 1
+        view._era = self._test_era
         runtime = self._runtime
         if runtime is not None and runtime.state.relay is not None:
             runtime.state.relay.next_test()

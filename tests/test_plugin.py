@@ -6,10 +6,13 @@ import importlib.metadata
 import json
 import pathlib
 import re
+import smtplib
 import socket
 
 import pytest
 from conftest import Factory, plugin_frames
+
+from pytest_smtpsink import SMTPSink
 
 pytest_plugins = ["pytester"]
 
@@ -2470,46 +2473,79 @@ def test_a_mailbox_read_after_its_test_ended_is_refused(
     result.assert_outcomes(passed=7)
 
 
-def test_a_wider_fixtures_mailbox_says_its_mail_was_let_go(
+def test_a_wider_fixtures_view_read_in_a_later_test_is_refused(
     pytester: pytest.Pytester,
 ) -> None:
     # A module fixture's view of the session's sink, read in a test after
-    # that test's smtpsink was made: its mail was gone, and the report said
-    # no client had connected, sending the reader to check the app's port.
+    # that test's smtpsink was made: its own mail was let go (the report
+    # said no client had connected), and it listed the running test's mail
+    # as its own, so that a check on it passed on another test's mail.
     pytester.makepyfile(
         """
         import smtplib
 
         import pytest
 
+        def send(sink, to):
+            with smtplib.SMTP(sink.host, sink.port) as client:
+                client.sendmail("app@example.com", [to], b"Subject: Welcome\\r\\n\\r\\n")
+
         @pytest.fixture(scope="module")
         def seeded(smtpsink_server):
             box = smtpsink_server.view()
-            with smtplib.SMTP(smtpsink_server.host, smtpsink_server.port) as client:
-                client.sendmail("app@example.com", ["admin@example.com"],
-                                b"Subject: Welcome\\r\\n\\r\\n")
+            send(smtpsink_server, "admin@example.com")
+            box.wait_for(rcpt_to="admin@example.com")  # read where it was made
             return box
 
         def test_reads_it_late(seeded, smtpsink):
             seeded.assert_sent(subject="Welcome")
+
+        def test_would_pass_on_this_tests_mail(seeded, smtpsink):
+            send(smtpsink, "bob@example.com")
+            smtpsink.wait_for(rcpt_to="bob@example.com")
+            seeded.assert_sent(subject="Welcome")
+
+        def test_a_view_made_in_the_test_reads(smtpsink_server, smtpsink):
+            box = smtpsink_server.view()
+            send(smtpsink, "cy@example.com")
+            assert box.wait_for().envelope.rcpt_to == ("cy@example.com",)
         """
     )
     result = pytester.runpytest("-p", "no:xdist", "--smtpsink-report=off")
-    result.assert_outcomes(failed=1)
+    result.assert_outcomes(failed=2, passed=1)
     result.stdout.fnmatch_lines(
         [
-            "E       AssertionError: expected at least 1 message matching "
-            "subject='Welcome'; found 0.",
-            # Not "in this test": the view was made in a wider fixture.
-            "E       No messages arrived since this view was made.",
-            "E       Hint: 1 message and 1 session that arrived in this mailbox were "
-            "let go since: a later test's smtpsink was made (the sink keeps only "
-            "the running test's mail), or the sink's clear() was called. Read a "
-            "mailbox made outside a test before that, in the fixture that made it "
-            "(wait_for(...) there; the messages it returns stay readable).",
+            "E       RuntimeError: this view was made before the running test's "
+            "smtpsink (in a fixture of wider scope, or kept from an earlier test): "
+            "the sink let its mail go then (it keeps the running test's mail "
+            "only), and it would show the running test's mail as its own. Read it "
+            "in the fixture that made it, before the tests run (wait_for(...) "
+            "there; the messages it returns stay readable), or use the running "
+            "test's smtpsink.",
         ]
     )
-    assert "no client connected" not in result.stdout.str()
+    assert result.stdout.str().count("RuntimeError: this view was made before") == 2
+
+
+def test_a_view_whose_mail_the_sink_let_go_says_so() -> None:
+    # The sink's clear() lets every view's mail go: the report said no
+    # client had connected, sending the reader to check the app's port.
+    with SMTPSink() as sink:
+        box = sink.view()
+        with smtplib.SMTP(sink.host, sink.port) as client:
+            client.sendmail("app@example.com", ["a@example.com"], b"Subject: W\r\n\r\n")
+        box.wait_for()
+        sink.clear()
+        with pytest.raises(AssertionError) as caught:
+            box.assert_sent(subject="W")
+    assert str(caught.value).splitlines()[1:3] == [
+        "No messages arrived since this view was made.",
+        "Hint: 1 message and 1 session that arrived in this mailbox were let go "
+        "since: a later test's smtpsink was made (the sink keeps only the running "
+        "test's mail), or the sink's clear() was called. Read a mailbox made "
+        "outside a test before that, in the fixture that made it (wait_for(...) "
+        "there; the messages it returns stay readable).",
+    ]
 
 
 def test_a_sink_stopped_by_a_test_is_not_handed_to_later_ones(
