@@ -447,13 +447,20 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         if transport is None or transport.is_closing():
             self._mark_end("server-closed")
             return
-        if self._may_say_goodbye() and not self._writing_paused:
+        # Only to a client that has read every earlier reply: a close waits
+        # for the unsent bytes, which one that does not read never takes,
+        # and at a stop the loop then closed under a transport still open
+        # (the client never saw the end; uvloop's stop hung under -W error).
+        if self._may_say_goodbye() and not transport.get_write_buffer_size():
             # Recorded before the end, as every last reply is.
             self._append("notice", "")
             self._record_reply(line)
             self._mark_end("server-closed")
             transport.write(line.encode() + b"\r\n")
-            transport.close()  # after the line is flushed
+            if transport.get_write_buffer_size():
+                transport.abort()  # not taken at once: the same
+            else:
+                transport.close()
         else:
             self._mark_end("server-closed")
             transport.abort()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
+import functools
 import imaplib
 import io
 import logging
@@ -18,13 +19,13 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 from conftest import loop_held, on_the_loop, replies_at_the_end
 from dialogue import Endpoint, run
 
-from pytest_smtpsink import IMAPEndpoint, Mailbox, SMTPSink, _imap, _report
+from pytest_smtpsink import IMAPEndpoint, Mailbox, Session, SMTPSink, _imap, _report
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -2591,6 +2592,51 @@ def test_an_idle_client_is_told_why_it_is_closed(
         assert (last.kind, last.command) == ("notice", None)
         assert last.replies == ["* BYE Disconnected for inactivity"]
         assert session.transcript[-2].command == "LOGIN"
+
+
+@pytest.mark.parametrize("event_loop", ["asyncio", "auto"])
+def test_stopping_the_sink_cuts_a_reader_that_left_replies_unread(
+    event_loop: Literal["asyncio", "auto"],
+) -> None:
+    # The goodbye went out with a close that waits for the unsent bytes,
+    # which a client that does not read never takes: the loop closed under
+    # the transport, the client never saw the end (asyncio), and under -W
+    # error uvloop's stop hung for ever. Such a client is cut off.
+    with SMTPSink(event_loop=event_loop) as sink:
+        sink.deliver(b"Subject: big\r\n\r\n" + b"y" * 70 * 150 + b"\r\n", to=USER)
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.settimeout(30)
+        with client, client.makefile("rb") as replies:
+            client.connect((sink.pop3.host, sink.pop3.port))
+            replies.readline()
+            client.sendall(f"USER {USER}\r\nPASS pw\r\n".encode())
+            assert replies.readline().startswith(b"+OK")
+            assert replies.readline().startswith(b"+OK")
+            (session,) = sink.sessions
+            (connection,) = sink._runtime.services["pop3"].connections  # type: ignore[union-attr]
+            unsent = 0
+            for sent in range(1, 2000):  # until replies wait unsent
+                client.sendall(b"RETR 1\r\n")
+                sink.wait_until(functools.partial(_retrs_answered, session, sent))
+                unsent = on_the_loop(sink, connection.transport.get_write_buffer_size)
+                if unsent:
+                    break
+            assert unsent
+            stopping = threading.Thread(target=sink.stop)
+            stopping.start()
+            stopping.join(timeout=60)
+            assert not stopping.is_alive(), "sink.stop() hung"
+            while client.recv(65536):  # the end comes (socket.timeout if not)
+                pass
+        assert session.end == "server-closed"
+        assert session.transcript[-1].command == "RETR"  # no goodbye: unread
+
+
+def _retrs_answered(session: Session, count: int) -> bool:
+    """Whether ``session`` has answered ``count`` RETR commands."""
+    answered = sum(e.command == "RETR" and bool(e.replies) for e in session.transcript)
+    return answered == count
 
 
 def test_stopping_the_sink_says_so_to_waiting_readers() -> None:
