@@ -1977,7 +1977,7 @@ class Relayer:
         matched = tuple(r for r in message.envelope.rcpt_to if self._matches(r))
         if not matched:
             message.relay = RelayOutcome(
-                "not-matched", url, reply=self._near_miss(message)
+                "not-matched", url, reply=self._near_miss_hint(message)
             )
             return
         hops = _received_headers(message.raw)
@@ -1994,6 +1994,16 @@ class Relayer:
             return
         message.relay = RelayOutcome("pending", url, matched)
         self._queue.put((message, matched, self._era))
+
+    def _near_miss_hint(self, message: Message) -> str:
+        """`_near_miss`, or nothing if the pattern cannot be widened: a
+        hint, on the SMTP path, must never refuse the mail it is about (a
+        verbose pattern's "# comment" swallowed the wrapping's ")", and
+        the message was refused with a 500 and lost)."""
+        try:
+            return self._near_miss(message)
+        except re.error:
+            return ""
 
     def _near_miss(self, message: Message) -> str:
         """Why a recipient the pattern is found in was not relayed: it must

@@ -3816,3 +3816,22 @@ def test_uses_the_seed(seeded, smtpsink):
     )
     result.assert_outcomes(passed=1)
     assert [m.subject for m in upstream.messages] == [f"seed {n}" for n in range(5)]
+
+
+def test_a_verbose_relay_to_with_a_comment_never_refuses_the_mail(
+    smtpsink_factory: Factory,
+) -> None:
+    # The near-miss hint wrapped the pattern in ".*(?:...)": a verbose
+    # pattern's "# comment" swallowed the ")", and re.error, on the SMTP
+    # path, refused the message with a 500: lost, not captured.
+    upstream = smtpsink_factory(hostname="upstream.test")
+    sink = smtpsink_factory(
+        relay=f"smtp://127.0.0.1:{upstream.port}",
+        relay_to=r"(?x) [^@]+ @ partner\.example   # partners only",
+    )
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail(
+            "app@example.com", ["eve@partner.example.evil"], b"Subject: 1\r\n\r\n"
+        )
+    message = sink.wait_for()
+    assert str(message.relay) == "not relayed (no recipient matches relay_to)"
