@@ -905,7 +905,7 @@ class Message:
         the first match where that group took part."""
         __tracebackhide__ = True
         regex = _compiled(pattern, "code")
-        haystack = self.text if self.text is not None else _strip_tags(self.html or "")
+        haystack = self.text if self.text is not None else visible_text(self.html or "")
         for match in regex.finditer(haystack):
             found = match.group(1) if regex.groups else match.group(0)
             if found is not None:  # None: an optional group 1 matched nothing
@@ -1486,30 +1486,11 @@ def _own_attachment(
 _ANCHOR_START = re.compile(r"<a[\s/>\x00]", re.I)
 
 
-class _LinkCollector(html.parser.HTMLParser):
+class _MarkupReader(html.parser.HTMLParser):
+    """html.parser, entities decoded, past what it cannot parse."""
+
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self.links: list[tuple[str, str]] = []
-        self._open: list[str] | None = None
-        self._href = ""
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "a":
-            # <a> inside an unclosed <a> ends it, as in browsers.
-            if self._open is not None:
-                self.handle_endtag("a")
-            href = dict(attrs).get("href") or ""
-            if href.lower().startswith(("http://", "https://")):
-                self._href, self._open = href.strip(), []
-
-    def handle_data(self, data: str) -> None:
-        if self._open is not None:
-            self._open.append(data)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "a" and self._open is not None:
-            self.links.append((self._href, " ".join("".join(self._open).split())))
-            self._open = None
 
     def parse_marked_section(self, i: int, report: bool = True) -> int:
         # _markupbase raises AssertionError on a marked section it does not
@@ -1522,14 +1503,79 @@ class _LinkCollector(html.parser.HTMLParser):
             return -1 if end < 0 else end + 1
 
 
-def _strip_tags(markup: str) -> str:
-    # Each "<" left has a ">" after it (without_unclosed_tags): every match
-    # from one reaches it, and the search goes on from there, in linear
-    # time. A "<" with no ">" after it made each look go to the text's end.
-    return _TAG.sub(" ", without_unclosed_tags(markup))
+class _LinkCollector(_MarkupReader):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[tuple[str, str]] = []
+        self._open: list[str] | None = None
+        self._href = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            # <a> inside an unclosed <a> ends it, as in browsers.
+            if self._open is not None:
+                self.handle_endtag("a")
+            # Browsers strip the white space around a URL (" https://...").
+            href = (dict(attrs).get("href") or "").strip()
+            if href.lower().startswith(("http://", "https://")):
+                self._href, self._open = href, []
+
+    def handle_data(self, data: str) -> None:
+        if self._open is not None:
+            self._open.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._open is not None:
+            self.links.append((self._href, " ".join("".join(self._open).split())))
+            self._open = None
+
+    def close(self) -> None:
+        super().close()
+        self.handle_endtag("a")  # one left open at the end is a link too
 
 
-_TAG = re.compile(r"<[^>]+>")
+#: Elements whose content no reader sees in the message.
+_UNSEEN = frozenset({"head", "style", "script", "template", "title"})
+#: What a <head> holds; any other element begins the body.
+_HEAD_CONTENT = frozenset(
+    {"base", "link", "meta", "noscript", "script", "style", "template", "title"}
+)
+
+
+class _VisibleText(_MarkupReader):
+    """The text an HTML part shows: entities decoded, the content of
+    <style>, <script> and <head> left out, a space for each tag (so that
+    words in two cells stay two words)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pieces: list[str] = []
+        self._unseen: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if "head" in self._unseen and tag not in _HEAD_CONTENT:
+            # A <head> left open ends where the body's content begins.
+            del self._unseen[self._unseen.index("head") :]
+        if tag in _UNSEEN:
+            self._unseen.append(tag)
+        self.pieces.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._unseen:  # closes it, and any left open inside it
+            del self._unseen[self._unseen.index(tag) :]
+        self.pieces.append(" ")
+
+    def handle_data(self, data: str) -> None:
+        if not self._unseen:
+            self.pieces.append(data)
+
+
+def visible_text(markup: str) -> str:
+    """`_VisibleText` of ``markup``."""
+    reader = _VisibleText()
+    reader.feed(without_unclosed_tags(markup))
+    reader.close()
+    return "".join(reader.pieces)
 
 
 def _check_link_arguments(contains: object, pattern: object, text: object) -> None:

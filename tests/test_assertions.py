@@ -947,6 +947,46 @@ def test_a_code_in_hostile_html_is_found_in_one_pass(
     assert smtpsink.messages.one().code() == "987654"
 
 
+def test_a_code_in_html_only_mail_is_read_from_the_text_it_shows(
+    smtpsink: Mailbox,
+) -> None:
+    # The tags were stripped, the rest searched: a CSS colour in <style> and
+    # the preheader's padding entities came first ("333333", "8203").
+    html_only(
+        smtpsink,
+        "<html><head><title>Code 111111</title><style>p{color:#333333}</style>"
+        "<body><div style=display:none>Hi&#8203;&#847;&zwnj;</div>"
+        "<p>Your verification code is 482910</p><script>var n = 555555;</script>",
+    )
+    assert smtpsink.messages.one().code() == "482910"
+
+
+def test_a_head_left_open_ends_where_the_body_begins(
+    smtpsink: Mailbox,
+) -> None:
+    html_only(smtpsink, "<head><meta charset=utf-8><p>Code: 246810</p>")
+    assert smtpsink.messages.one().code() == "246810"
+
+
+def html_only(sink: Mailbox, html: str) -> None:
+    raw = f"Subject: code\r\nContent-Type: text/html\r\n\r\n{html}\r\n".encode()
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail("app@example.com", ["ann@example.com"], raw)
+
+
+def test_links_with_space_around_the_url_or_left_open_are_found(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    # Browsers follow both: the white space is stripped, and an <a> the
+    # markup never closes ends with it.
+    send(
+        html='<a href=" https://a.example/1 ">one</a> <a href="https://a.example/2">two'
+    )
+    message = smtpsink.messages.one()
+    assert message.links() == ["https://a.example/1", "https://a.example/2"]
+    assert message.link(text="two") == "https://a.example/2"
+
+
 def test_first_and_last_on_no_mail(smtpsink: Mailbox) -> None:
     with pytest.raises(
         AssertionError,
