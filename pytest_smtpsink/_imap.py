@@ -1271,8 +1271,12 @@ class _Connection(ReadSideConnection):
         return await self._select(command, read_only=True)
 
     async def _select(self, command: Command, read_only: bool) -> str:
-        name = self._only_mailbox_arg(command)
+        # Whatever becomes of it (RFC 3501 6.3.1: after a SELECT that fails,
+        # no folder is selected), as on Dovecot: a refused name ("Trash/")
+        # left the old folder selected, read-write, and an EXPUNGE a client
+        # pipelined after the SELECT emptied the wrong folder.
         self._deselect()
+        name = self._only_mailbox_arg(command)
         with self.mail.lock:
             folder = self._folder_named(name)
             if folder is None:

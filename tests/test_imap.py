@@ -2314,6 +2314,24 @@ def raw_selected(endpoint: IMAPEndpoint) -> Iterator[Callable[[str], list[str]]]
 
 
 @pytest.mark.parametrize(
+    "select",
+    ['SELECT "Trash/"', 'EXAMINE "Entw\u00fcrfe"', "SELECT &AGE-", "SELECT Nope"],
+)
+def test_a_failed_select_leaves_no_folder_selected(
+    smtpsink: Mailbox, select: str
+) -> None:
+    # RFC 3501 6.3.1, as on Dovecot: a name refused by its checks kept the
+    # old folder selected, read-write, and the EXPUNGE after it (a client
+    # that ignores the NO, or pipelines) emptied INBOX.
+    smtpsink.deliver(raw_message("Keep me"), to=USER)
+    with raw_selected(smtpsink.imap) as send:
+        assert send("c STORE 1 +FLAGS (\\Deleted)")[-1] == "c OK STORE completed"
+        assert send(f"d {select}")[-1].startswith("d NO ")
+        assert send("e EXPUNGE") == ["e BAD EXPUNGE: select a folder first"]
+    assert smtpsink.mailbox(USER).messages().one().subject == "Keep me"
+
+
+@pytest.mark.parametrize(
     "command",
     ["FETCH 1:* FLAGS", "UID FETCH 1:* FLAGS", "STORE 1:* +FLAGS (\\Flagged)"],
 )
