@@ -1856,8 +1856,14 @@ class _Connection(ReadSideConnection):
     async def _fetch(self, command: Command, by_uid: bool) -> str:
         if len(command.args) < 2:
             raise command.error("FETCH needs a sequence set and data items")
-        items_arg = command.args[1] if len(command.args) == 2 else command.args[1:]
-        items = parse_fetch_items(items_arg, command.tag)
+        if len(command.args) > 2:
+            # RFC 3501's grammar, and Dovecot's BAD: taken here, imaplib's
+            # fetch("1", "UID FLAGS") passed its tests and failed on a server.
+            raise command.error(
+                "several FETCH data items go in parentheses, as in "
+                f"{command.name} 1 (FLAGS UID)"
+            )
+        items = parse_fetch_items(command.args[1], command.tag)
         selected = self._selected(command.args[0], command, by_uid)
         kinds = {item.kind for item in items}
         items, flags_at = response_order(items, by_uid)

@@ -903,7 +903,7 @@ def parse_fetch_items(
     arg: Arg | Iterable[Arg], tag: str | None = None
 ) -> list[FetchItem]:
     """The data items of a FETCH: one item or macro, or a parenthesized list
-    (several bare items are accepted too, as Dovecot does)."""
+    (or a list of its items, as a test gives them)."""
     if isinstance(arg, Atom) and arg.upper in _MACROS:
         return [FetchItem(name) for name in _MACROS[arg.upper]]
     if isinstance(arg, ParenList):

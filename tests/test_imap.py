@@ -2313,6 +2313,26 @@ def raw_selected(endpoint: IMAPEndpoint) -> Iterator[Callable[[str], list[str]]]
         yield command
 
 
+def test_several_fetch_items_without_parentheses_are_bad(smtpsink: Mailbox) -> None:
+    # RFC 3501's grammar, and Dovecot's BAD: imaplib's fetch("1", "UID
+    # FLAGS"), a classic mistake, passed against the sink and failed on a
+    # real server.
+    smtpsink.deliver(raw_message("x"), to=USER)
+    with raw_selected(smtpsink.imap) as send:
+        assert send("c FETCH 1 FLAGS UID") == [
+            "c BAD Several FETCH data items go in parentheses, as in "
+            "FETCH 1 (FLAGS UID)"
+        ]
+        assert send("d UID FETCH 1 RFC822.SIZE FLAGS")[-1].startswith("d BAD ")
+        assert send("e FETCH 1 (FLAGS UID)")[-1] == "e OK FETCH completed"
+    client = login(smtpsink)
+    client.select("INBOX")
+    with pytest.raises(imaplib.IMAP4.error, match="go in parentheses"):
+        client.fetch("1", "UID FLAGS")
+    assert client.fetch("1", "(UID FLAGS)")[0] == "OK"
+    client.logout()
+
+
 @pytest.mark.parametrize(
     "select",
     ['SELECT "Trash/"', 'EXAMINE "Entw\u00fcrfe"', "SELECT &AGE-", "SELECT Nope"],
