@@ -1821,12 +1821,17 @@ class _Connection(ReadSideConnection):
     def _expunge(self, only: SequenceSet | None) -> None:
         folder = self._folder
         assert folder is not None
+        # Only what this session was told of (its view), as Dovecot does: a
+        # \Deleted message another session appended or flagged, not yet
+        # announced here, was removed by a client that never saw it.
+        known = {id(s) for s in self._view}
         with self.mail.lock:
             largest = folder.messages[-1].uid if folder.messages else 0
             gone = [
                 s
                 for s in folder.messages
                 if _DELETED in s.flags
+                and id(s) in known
                 and (only is None or only.contains(s.uid, largest))
             ]
             self.mail.remove(folder, gone)

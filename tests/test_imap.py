@@ -2313,6 +2313,23 @@ def raw_selected(endpoint: IMAPEndpoint) -> Iterator[Callable[[str], list[str]]]
         yield command
 
 
+@pytest.mark.parametrize("command", ["d EXPUNGE", "d UID EXPUNGE 1:*", "d CLOSE"])
+def test_expunge_removes_only_the_mail_the_session_was_told_of(
+    smtpsink: Mailbox, command: str
+) -> None:
+    # As on Dovecot: a \Deleted message another client put in (or flagged)
+    # after this session last heard of the folder was removed by a client
+    # that never saw it.
+    smtpsink.deliver(raw_message("Seen"), to=USER)
+    with raw_selected(smtpsink.imap) as send:
+        smtpsink.deliver(raw_message("Unseen"), to=USER, flags=["\\Deleted"])
+        replies = send(command)
+        assert replies[-1].startswith("d OK ")
+        assert not any(line.endswith(" EXPUNGE") for line in replies)
+    subjects = [m.subject for m in smtpsink.mailbox(USER).messages()]
+    assert subjects == ["Seen", "Unseen"]
+
+
 def test_several_fetch_items_without_parentheses_are_bad(smtpsink: Mailbox) -> None:
     # RFC 3501's grammar, and Dovecot's BAD: imaplib's fetch("1", "UID
     # FLAGS"), a classic mistake, passed against the sink and failed on a
