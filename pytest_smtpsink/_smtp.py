@@ -1243,6 +1243,13 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                 timer.cancel()
             self._arm_idle_timer(deadline)
 
+    def _heard_from_client(self) -> None:
+        """Message content came: the client is not idle. aiosmtpd moves the
+        deadline per command only, and a client slowly sending a message
+        for longer than idle_timeout got the 421 mid-DATA, its mail lost.
+        Moving the deadline is enough: the timer re-arms for it."""
+        self._idle_deadline = self.loop.time() + self._timeout_duration
+
     def _arm_idle_timer(self, deadline: float) -> None:
         self._armed_for = deadline
         self._timeout_handle = self.loop.call_at(deadline, self._timeout_cb)
@@ -1788,6 +1795,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         final dot, before its reply came)."""
         content = self._content
         assert content is not None
+        self._heard_from_client()
         used = content.feed(data)
         if used < 0:
             return len(data)  # the final dot is still to come
@@ -2540,11 +2548,13 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                 line = await read_line(b"\n")
             except asyncio.LimitOverrunError as exc:
                 # Longer than the stream reader's limit: read past it.
+                self._heard_from_client()
                 content.piece(await read_bytes(exc.consumed))
                 continue
             except asyncio.CancelledError:  # the connection closed
                 self._writer.close()
                 raise
+            self._heard_from_client()
             if content.line(line):
                 return content.result()
 

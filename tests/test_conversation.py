@@ -18,7 +18,7 @@ from typing import Any, ClassVar, TypeVar
 
 import pytest
 from aiosmtpd.smtp import SMTP
-from conftest import Factory, unread_future_errors
+from conftest import Factory, on_the_loop, unread_future_errors
 
 from pytest_smtpsink import Mailbox, SMTPSink
 from pytest_smtpsink._smtp import RecordingSMTP
@@ -335,6 +335,33 @@ def _fire_the_idle_timer_early(sink: SMTPSink) -> None:
     assert client.send(b"NOOP\r\n")[0][0].startswith("250")  # still served
     assert sink.sessions[0].end is None
     client.close()
+
+
+@pytest.mark.parametrize("path", ["at once", "aiosmtpd's"])
+def test_message_content_moves_the_idle_deadline(path: str) -> None:
+    # aiosmtpd moves it per command only: a client sending a message for
+    # longer than idle_timeout got the 421 in the middle, its mail lost.
+    with SMTPSink(event_loop="asyncio") as sink:  # a clock finer than 1 ms
+        if path == "aiosmtpd's":  # a rule: content read by aiosmtpd's loop
+            sink.fail("RCPT", 550, match="nobody@example.com")
+        client = RawClient(sink)
+        client.send(b"EHLO c.example\r\nMAIL FROM:<a@example.com>\r\n", 2)
+        client.send(b"RCPT TO:<b@example.com>\r\nDATA\r\n", 2)
+        runtime = sink._runtime
+        assert runtime is not None
+        (connection,) = runtime.state.connections
+        before = on_the_loop(sink, lambda: connection._idle_deadline)
+        client.sock.sendall(b"Subject: slow\r\n")
+
+        def taken() -> bool:
+            content = connection._content
+            return content is not None and content.data_bytes > 0
+
+        while not on_the_loop(sink, taken):
+            pass
+        assert on_the_loop(sink, lambda: connection._idle_deadline) > before
+        assert client.send(b"\r\nbody\r\n.\r\n")[0][0].startswith("250")
+        client.close()
 
 
 async def _call(function: Callable[[], _T]) -> _T:
