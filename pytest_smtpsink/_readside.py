@@ -627,7 +627,10 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
 
     async def _send(self, data: bytes) -> None:
         """Write ``data``; when the transport's buffer is full, wait until
-        it drains (a slow reader must not grow our memory)."""
+        it drains (a slow reader must not grow our memory), at most
+        ``idle_timeout`` seconds: a client that stopped reading held its
+        connection (and the standalone sink's) for ever. Nothing more can
+        be said to it: the connection is cut."""
         transport = self.transport
         if transport is None or transport.is_closing():
             raise Closed
@@ -635,7 +638,12 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         if self._writing_paused:
             self._drained = asyncio.get_running_loop().create_future()
             try:
-                await self._drained
+                await asyncio.wait_for(self._drained, self.settings.idle_timeout)
+            except asyncio.TimeoutError:
+                self._mark_end("timeout")
+                self._closing = True
+                transport.abort()
+                raise Closed from None
             finally:
                 self._drained = None
             if self.transport is None or self.transport.is_closing():

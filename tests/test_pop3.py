@@ -1362,3 +1362,24 @@ def test_an_overlong_line_cut_short_by_the_close_is_recorded(
         else "X" * 64 + "... [150000 bytes in all]"
     )
     assert exchange.replies == [refusal.decode().rstrip("\r\n")]
+
+
+def test_a_client_that_stops_reading_is_cut_after_the_idle_timeout(
+    smtpsink_factory: Factory,
+) -> None:
+    # The server waited for its replies to drain with no limit: a client
+    # that sent RETR and never read again held the connection for ever (in
+    # the standalone sink, until it stopped).
+    sink = smtpsink_factory(idle_timeout=0.5)
+    sink.deliver(
+        b"Subject: big\r\n\r\n" + (b"z" * 998 + b"\r\n") * 5000, to="ann@x.test"
+    )
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.settimeout(30)
+    with client, client.makefile("rb") as replies:
+        client.connect((sink.pop3.host, sink.pop3.port))
+        replies.readline()
+        client.sendall(b"USER ann@x.test\r\nPASS pw\r\nRETR 1\r\n")  # then no reading
+        sink.wait_until(lambda: sink.sessions[0].end is not None, timeout=30)
+    assert sink.sessions[0].end == "timeout"
