@@ -20,7 +20,7 @@ import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 from conftest import start_on_ipv6_loopback, time_out_now
@@ -3835,3 +3835,37 @@ def test_a_verbose_relay_to_with_a_comment_never_refuses_the_mail(
         )
     message = sink.wait_for()
     assert str(message.relay) == "not relayed (no recipient matches relay_to)"
+
+
+def test_the_teardowns_relay_grace_is_one_for_all_mailboxes(
+    smtpsink_factory: Factory,
+) -> None:
+    # It was waited once per mailbox: two views of one sink whose upstream
+    # hangs took twice the grace, three took three.
+    from pytest_smtpsink import plugin
+
+    upstream = smtpsink_factory(hostname="upstream.test")
+    upstream.hang("CONNECT")  # accepts, never greets, until the rule goes
+    sinks = [
+        relaying(
+            smtpsink_factory, upstream, relay_to=".*", relay_timeout=60, hostname=name
+        )
+        for name in ("a.test", "b.test")
+    ]
+    views = [sinks[0], sinks[0].sink.view(), sinks[1]]
+    for sink in sinks:
+        capture(sink, b"Subject: held\r\n\r\n")
+    waits: list[float] = []
+    for view in views:
+        wait_until = view.wait_until
+
+        def counted(*args: Any, wait_until: Any = wait_until, **kwargs: Any) -> Any:
+            waits.append(kwargs["timeout"])
+            return wait_until(*args, **kwargs)
+
+        view.wait_until = counted  # type: ignore[method-assign]
+    pending = plugin._settle_relays(views, grace=0.5)
+    # The first wait took the whole grace: nothing was left for the others.
+    assert len(waits) == 1
+    assert len(pending) == 2
+    upstream.clear_faults()
