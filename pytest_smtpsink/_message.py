@@ -585,6 +585,11 @@ class Message:
                 # 2026, as some old mailers wrote it); the standard library
                 # handles two-digit years only.
                 date = date.replace(year=date.year + 1900)
+            if date.tzinfo is None:
+                # "-0000" (RFC 5322 3.3: UTC, the sender's zone unknown), or
+                # no zone at all (a defect): read as UTC, never naive, which
+                # a comparison with received_at raised TypeError on.
+                date = date.replace(tzinfo=datetime.timezone.utc)
             return date
         except Exception as error:  # ValueError, OverflowError (year 10**11), ...
             self._gave_up(f"Date header {shorten(value, 60)!r} is not a date", error)

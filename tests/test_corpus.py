@@ -5,6 +5,7 @@ every field readable without an exception, problems listed in `defects`."""
 from __future__ import annotations
 
 import base64
+import datetime
 import email
 import functools
 import inspect
@@ -431,3 +432,17 @@ def test_a_missing_to_and_subject_are_dashes_in_the_summary(smtpsink: Mailbox) -
     dash = smtpsink.deliver(b"Subject: -\r\n\r\nbody\r\n", to="b@example.com")
     assert "| To: - | Subject: - | " in missing.summary()
     assert "| To: - | Subject: '-' | " in dash.summary()
+
+
+@pytest.mark.parametrize(
+    "date", ["Mon, 01 Jan 2024 10:00:00 -0000", "Mon, 01 Jan 2024 10:00:00"]
+)
+def test_a_date_without_a_known_zone_reads_as_utc(smtpsink: Mailbox, date: str) -> None:
+    # "-0000" is UTC with the sender's zone unknown (RFC 5322 3.3); no zone
+    # at all is a defect. Both were naive: comparing them with received_at
+    # raised TypeError.
+    message = smtpsink.deliver(f"Date: {date}\r\n\r\nbody\r\n", to="b@example.com")
+    assert message.date == datetime.datetime(
+        2024, 1, 1, 10, tzinfo=datetime.timezone.utc
+    )
+    assert message.date < message.received_at
