@@ -653,7 +653,9 @@ class SMTPSink(Mailbox):
         transcript line. It runs on the thread that made the change, mostly
         the server thread (so it must be quick and must not wait for the
         sink); a relay outcome calls it on the relay thread, and the sink's
-        stop on the thread that stops it. A listener may stop the sink.
+        stop on the thread that stops it. A listener may stop the sink. One
+        that raises is logged on the ``pytest_smtpsink`` logger, and the
+        sink goes on as if it had not.
         With ``lines=False``, transcript lines do not make the server call
         it: it hears of messages, sessions that begin or end, and relay and
         DNS outcomes (and of lines only while another listener or a wait

@@ -1619,8 +1619,8 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             else:
                 self._run_at_once(self._smtp_methods[name](arg))
         except Exception as error:
-            # Say, a store listener that raised: aiosmtpd's loop answers 500
-            # and goes on with the session; so does _finish.
+            # Say, a bug of the sink's: aiosmtpd's loop answers 500 and goes
+            # on with the session; so does _finish.
             self._finish_later(_raise(error))
         return True
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,21 @@ if TYPE_CHECKING:
     from ._session import Session
 
 Listener = Callable[[], None]
+LOG = logging.getLogger("pytest_smtpsink")
+
+
+def _tell(listeners: tuple[Listener, ...]) -> None:
+    """Call each listener (on the thread that made the change). One that
+    raises is logged, and the others still hear: raised on the server's
+    thread, it broke the conversation under way (a connection opened then
+    was never greeted, a POP3 or IMAP one never served or closed)."""
+    for listener in listeners:
+        try:
+            listener()
+        except Exception:
+            LOG.exception("a listener of the sink's changes (on_change) raised")
+
+
 #: Run before each test of a wait's predicate; raises to end the wait (the
 #: sink's thread died, or it refused mail for lack of room).
 Check = Callable[[], None]
@@ -120,8 +136,8 @@ class Store:
             self.version += 1
             if self.watchers:  # else no `wait` sleeps on it
                 self.changed.notify_all()
-        for listener in listeners:
-            listener()
+        if listeners:
+            _tell(listeners)
 
     def add_session(self, session: Session) -> None:
         with self._lock:
@@ -130,8 +146,8 @@ class Store:
             if self.watchers:  # else no `wait` sleeps on it
                 self.changed.notify_all()
             listeners = tuple(self._listeners)
-        for listener in listeners:
-            listener()
+        if listeners:
+            _tell(listeners)
 
     def note_overflow(self, reason: str) -> None:
         if self.overflow is None:
@@ -145,8 +161,8 @@ class Store:
             if self.watchers:  # else no `wait` sleeps on it
                 self.changed.notify_all()
             listeners = tuple(self._listeners)
-        for listener in listeners:
-            listener()
+        if listeners:
+            _tell(listeners)
 
     def mail_changed(self) -> None:
         """`touch`, after a change of the recipient mailboxes (a flag, a
@@ -158,8 +174,8 @@ class Store:
             listeners = tuple(self._listeners)
             if self._mail is not None:
                 listeners += tuple(self._mail.listeners)
-        for listener in listeners:
-            listener()
+        if listeners:
+            _tell(listeners)
 
     def empty_mailboxes(self) -> int:
         """`MailStore.empty`, if the mailboxes exist, and wake who listens.
@@ -297,8 +313,8 @@ class Store:
                 listeners = (*self._listeners, *self._mail.listeners)
             else:
                 listeners = ()
-        for listener in listeners:
-            listener()
+        if listeners:
+            _tell(listeners)
 
     # -- waiting (test threads) ------------------------------------------------------
 
