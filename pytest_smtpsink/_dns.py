@@ -41,6 +41,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Union
 
 from ._faults import Delay, Disconnect, Event, Fault, Faults, Hang, Reply, steps
+from ._listening import start_on_loop
 from ._text import join_shortened, shown_number
 
 try:
@@ -78,7 +79,6 @@ MXTarget = Union["Mailbox", "SMTPSink", str]
 _TTL = 0  # nothing a resolver or an application may cache between tests
 _TCP_IDLE = 10.0  # seconds a TCP client may sit between queries
 _TCP_SEND_BUFFER = 128 * 1024
-_START_TIMEOUT = 10.0
 _KEEP_QUERIES = 10_000
 _HINT_LISTED = 5  # lookups a failure report lists; it is a hint, not a log
 # The most a UDP datagram carries over IPv4 (65535 less the IP and UDP
@@ -238,7 +238,7 @@ class DNSServer:
         raise OSError("no port free for both UDP and TCP")  # pragma: no cover
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.run_coroutine_threadsafe(self._start(), loop).result(_START_TIMEOUT)
+        start_on_loop(loop, self._start())
 
     def close(self) -> None:
         """Stop serving (loop thread, from the sink's shutdown)."""

@@ -1,23 +1,48 @@
 """`listen`: the listening socket of each of the sink's servers (SMTP,
 POP3, IMAP), on the loop's thread; `readable_now`: whether a socket has
 something to read, without waiting; `COMMANDS_BEFORE_YIELD`: how long one
-connection may keep the loop."""
+connection may keep the loop; `start_on_loop`: a server's start, from a
+test's thread."""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import ipaddress
 import os
 import select
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 # Commands a connection reads one after another before it lets the loop
 # serve the others. A line already buffered is read without a wait: a
 # client pipelining 200,000 commands whose replies it never read held the
 # loop, every SMTP, POP3 and IMAP client of the sink, for a second or more.
 COMMANDS_BEFORE_YIELD = 64
+
+#: Seconds a server's start may wait for the sink's loop.
+START_TIMEOUT = 10.0
+
+
+def start_on_loop(
+    loop: asyncio.AbstractEventLoop, starting: Coroutine[Any, Any, None]
+) -> None:
+    """Run ``starting`` (a read-side or DNS server's start) on the sink's
+    loop and wait for it, at most `START_TIMEOUT` seconds. On a timeout it
+    is cancelled, not left to bind later: that server served on a port
+    nothing knew of, and the next use started a second one."""
+    future = asyncio.run_coroutine_threadsafe(starting, loop)
+    try:
+        future.result(START_TIMEOUT)
+    except concurrent.futures.TimeoutError:
+        if future.cancel():
+            raise TimeoutError(
+                f"the sink's event loop did not answer within {START_TIMEOUT:g} s "
+                "(busy: a client flooding it, a slow on_change listener)"
+            ) from None
+        future.result()  # it ended meanwhile: its outcome
 
 
 async def listen(

@@ -41,7 +41,7 @@ from ._faults import (
     Step,
     steps,
 )
-from ._listening import COMMANDS_BEFORE_YIELD, listen
+from ._listening import COMMANDS_BEFORE_YIELD, listen, start_on_loop
 from ._reading import ReadsIntoBuffer
 from ._session import EndReason, Exchange, ExchangeKind, Session, TLSInfo, peer_of
 from ._text import printable
@@ -60,7 +60,6 @@ if TYPE_CHECKING:
     from ._settings import SinkSettings
     from ._store import Store
 
-_START_TIMEOUT = 10.0
 #: Where the read-side servers log a failure of their own: a bug.
 LOG = logging.getLogger("pytest_smtpsink")
 #: Internal errors in a row after which a session ends: a bug that recurs
@@ -134,7 +133,7 @@ class ReadSideServer(Generic[ConnectionT]):
         self.port = self._server.sockets[0].getsockname()[1]
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.run_coroutine_threadsafe(self._start(), loop).result(_START_TIMEOUT)
+        start_on_loop(loop, self._start())
 
     def close(self) -> None:
         """Stop serving (loop thread, from the sink's shutdown)."""

@@ -430,7 +430,13 @@ class SMTPSink(Mailbox):
             assert runtime is not None
             service = runtime.services.get(name)
             if service is None:
-                service = runtime.services[name] = start(runtime.loop, self._store)
+                try:
+                    service = start(runtime.loop, self._store)
+                except TimeoutError as error:
+                    raise SinkError(
+                        f"could not start its {name.upper()} server: {error}"
+                    ) from None
+                runtime.services[name] = service
             return service  # type: ignore[return-value]
 
     def _release_held(self, rules: tuple[Fault, ...]) -> None:

@@ -522,3 +522,33 @@ def test_a_sinks_own_failures_say_since_when_not_in_this_test() -> None:
         # A view is a test's mailbox, as the fixture's is.
         with pytest.raises(AssertionError, match="arrived in this test"):
             sink.view().assert_sent(subject="Bye")
+
+
+@pytest.mark.parametrize("service", ["pop3", "imap", "dns"])
+def test_a_server_the_loop_was_too_busy_to_start_is_not_started_later(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The start gave up on a busy loop with a bare TimeoutError, and the
+    # server bound later all the same: serving on a port nothing knew of,
+    # never closed by stop(), and the next use started a second one.
+    from pytest_smtpsink import _listening
+
+    monkeypatch.setattr(_listening, "START_TIMEOUT", 0.2)
+    with SMTPSink() as sink:
+        runtime = sink._runtime
+        assert runtime is not None
+        busy = threading.Event()
+        runtime.loop.call_soon_threadsafe(busy.wait, 60)  # holds the loop
+        try:
+            with pytest.raises(
+                SinkError,
+                match=rf"could not start its {service.upper()} server: the sink's "
+                r"event loop did not answer within 0.2 s \(busy",
+            ):
+                getattr(sink, service)
+        finally:
+            busy.set()
+        assert service not in runtime.services
+        monkeypatch.setattr(_listening, "START_TIMEOUT", 30)
+        getattr(sink, service)  # the loop is free: it starts, once
+        assert list(runtime.services) == [service]
