@@ -20,13 +20,12 @@ import base64
 import dataclasses
 import datetime
 import logging
-import os
 import re
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from ._text import printable
+from ._text import printable, running_test
 
 #: ``selector._domainkey.domain`` (lower case, no trailing dot) -> TXT record.
 _RECORDS: dict[str, bytes] = {}
@@ -252,7 +251,7 @@ def publish_key(
     with _LOCK:
         previous = _RECORDS.get(name)
         _RECORDS[name] = record
-        _PUBLISHED_BY[name] = _current_test()
+        _PUBLISHED_BY[name] = running_test()
         replaced = [r for r in _REPLACED.get(name, []) if r != record]
         if previous is not None and previous != record:
             replaced.append(previous)
@@ -272,7 +271,7 @@ def note_stub_record(name: str) -> None:
     """The DNS stub's note that a test published a TXT record at ``name``,
     a ``selector._domainkey.domain`` name (see `_IN_STUB`)."""
     with _LOCK:
-        _IN_STUB[a_labels(name)] = _current_test()
+        _IN_STUB[a_labels(name)] = running_test()
 
 
 def _public_key_label(data: bytes) -> str | None:
@@ -371,7 +370,7 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
                 name = record_name(domain, selector)
                 with _LOCK:
                     # This test's: a stub's records go with their test.
-                    in_stub = _IN_STUB.get(name) == _current_test()
+                    in_stub = _IN_STUB.get(name) == running_test()
                 reason = (
                     f"no key published for {name} by dkim_key(): "
                     "a TXT record put there with smtpsink.dns.txt() is for "
@@ -491,7 +490,7 @@ def _mismatch(
     )
     with _LOCK:
         publisher = _PUBLISHED_BY.get(name, "")
-    if publisher and publisher != _current_test():
+    if publisher and publisher != running_test():
         # The usual case of "another key": a common selector (s1) whose
         # key an earlier test published, kept for the run.
         return (
@@ -506,12 +505,6 @@ def _mismatch(
         f"({body}): a signed header changed after signing, or another key "
         "signed it"
     )
-
-
-def _current_test() -> str:
-    """The running test's node id, from the variable pytest sets (its
-    ``" (call)"`` stage cut off), or "" outside a test."""
-    return os.environ.get("PYTEST_CURRENT_TEST", "").rpartition(" (")[0]
 
 
 def _answering(record: bytes) -> Callable[..., bytes]:

@@ -25,7 +25,14 @@ from ._message import Message, message_label, summary_or_raw
 from ._messages import Elsewhere, Messages, arrived_elsewhere, failure_report
 from ._session import Exchange, Session
 from ._settings import DEFAULT_TIMEOUT, check_seconds
-from ._text import join_shortened, plural, printable, shorten, shown_number
+from ._text import (
+    join_shortened,
+    plural,
+    printable,
+    running_test,
+    shorten,
+    shown_number,
+)
 
 if TYPE_CHECKING:
     import asyncio
@@ -91,8 +98,9 @@ class Mailbox(FaultControls):
         self._sink = sink
         self._store = store
         self._cursor = cursor
-        # The sink's test era it was made in: see `_check_ended`.
+        # The sink's test era and the test it was made in: see `_check_ended`.
         self._era = sink._test_era
+        self._made_in = running_test()
         self._opened_at = time.time()  # see `_carried_sessions`
         self._django_outbox = _django_outbox_mark()
         self.default_timeout: float = DEFAULT_TIMEOUT
@@ -122,18 +130,23 @@ class Mailbox(FaultControls):
                 "test; a mailbox kept in a global, a class attribute or a thread "
                 "that outlived its test is read after its end."
             )
-        if self._era != self._sink._test_era and self is not self._sink:
-            # Made before a later test's smtpsink, which let its mail go:
-            # read then, it listed that test's mail as its own, and a check
-            # on it passed on another test's mail.
+        if (
+            self._era != self._sink._test_era
+            and self._made_in != running_test()
+            and self is not self._sink
+        ):
+            # Made in an earlier test, before a later test's smtpsink let its
+            # mail go: read then, it listed that test's mail as its own, and
+            # a check on it passed on another test's mail. (Made in this
+            # test's set-up, before its smtpsink, it reads this test's mail.)
+            made_in = f"during {self._made_in}" if self._made_in else "before the tests"
             raise RuntimeError(
-                "this view was made before the running test's smtpsink (in a "
-                "fixture of wider scope, or kept from an earlier test): the sink "
-                "let its mail go then (it keeps the running test's mail only), "
-                "and it would show the running test's mail as its own. Read it "
-                "in the fixture that made it, before the tests run (wait_for(...) "
-                "there; the messages it returns stay readable), or use the "
-                "running test's smtpsink."
+                f"this view was made {made_in} (in a fixture of wider scope, or "
+                "kept since): the sink let its mail go when this test's smtpsink "
+                "was made (it keeps the running test's mail only), and it would "
+                "show this test's mail as its own. Read it in the fixture that "
+                "made it (wait_for(...) there; the messages it returns stay "
+                "readable), or use the running test's smtpsink."
             )
 
     # -- where to send ------------------------------------------------------------

@@ -35,6 +35,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
+from ._content import dot_stuffed
 from ._credentials import masked
 from ._endpoint import ReadSideEndpoint
 from ._mailstore import INBOX, check_login, is_utf8, wire_bytes
@@ -135,17 +136,6 @@ def _shown(raw: bytes) -> str:
 
 
 # -- the message as POP3 sends it -------------------------------------------------
-
-
-def dot_stuffed(wire: bytes) -> bytes:
-    """``wire`` (CRLF line ends) as a multi-line POP3 body: a leading dot
-    doubled on every line, ending with CRLF, then the final ``.`` line."""
-    if wire.startswith(b"."):
-        wire = b"." + wire
-    wire = wire.replace(b"\r\n.", b"\r\n..")
-    if wire and not wire.endswith(b"\r\n"):
-        wire += b"\r\n"
-    return wire + b".\r\n"
 
 
 def top_of(wire: bytes, lines: int) -> bytes:

@@ -41,6 +41,7 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._content import dot_stuffed
 from ._credentials import (
     RELAY_PASSWORD_VARIABLE,
     credential_forms,
@@ -1181,7 +1182,7 @@ class _Connection:
                 "data", f"<message content: {len(raw)} bytes>", time.time()
             )
             client.exchanges.append(content)
-            self._write_content(_dot_stuffed(raw), client.exchanges, content)
+            self._write_content(dot_stuffed(raw), client.exchanges, content)
             code, text = client.getreply()
             if code != 250:
                 return refusal("DATA", code, text, accepted, refused)
@@ -1318,7 +1319,7 @@ class _Connection:
             "data", f"<message content: {len(flight.raw)} bytes>", time.time()
         )
         exchanges.append(flight.content)
-        flight.unsent = _dot_stuffed(flight.raw)
+        flight.unsent = dot_stuffed(flight.raw)
 
     def read_final_reply(self, flight: _InFlight) -> Delivery:
         """The upstream's reply to the content (sent first if it is still
@@ -1534,25 +1535,8 @@ def _deferred(flight: _InFlight) -> bool:
     return bool(flight.accepted) and any(code == 452 for _, code, _ in flight.refused)
 
 
-def _dot_stuffed(raw: bytes) -> bytes:
-    """The content as it goes after DATA, ending with the final dot.
-
-    Not smtplib's ``data()``: it also doubles a dot after a bare LF, which a
-    server (lines end with CRLF only, RFC 5321 2.3.8) keeps as two dots, so
-    the upstream would not get the captured bytes. A sink's capture always
-    ends with CRLF (or is empty); anything else gets one, as SMTP requires.
-    """
-    # A dot that starts the content or follows a CRLF (not a regular
-    # expression: its look-behind at every byte was the relay thread's
-    # largest single cost after the interpreter itself).
-    stuffed = (b"." + raw if raw.startswith(b".") else raw).replace(b"\r\n.", b"\r\n..")
-    if stuffed and not stuffed.endswith(b"\r\n"):
-        stuffed += b"\r\n"
-    return stuffed + b".\r\n"
-
-
 def _content_size(raw: bytes) -> int:
-    """The size SIZE= declares (RFC 1870): the content as `_dot_stuffed`
+    """The size SIZE= declares (RFC 1870): the content as `dot_stuffed`
     sends it, but without the stuffed dots and the final dot."""
     return len(raw) + (2 if raw and not raw.endswith(b"\r\n") else 0)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import difflib
 import ipaddress
+import os
 import re
 from collections.abc import Sequence
 
@@ -151,6 +152,12 @@ def _holds_mapping(value: object, depth: int) -> bool:
         return False
     # Past a few levels a container is taken to hold one: never shown.
     return depth >= 8 or any(_holds_mapping(v, depth + 1) for v in value)
+
+
+def running_test() -> str:
+    """The running test's node id, from the variable pytest sets (its
+    ``" (call)"`` stage cut off), or "" outside a test."""
+    return os.environ.get("PYTEST_CURRENT_TEST", "").rpartition(" (")[0]
 
 
 def meant(value: object, choices: Sequence[str]) -> str:

@@ -26,7 +26,8 @@ import pytest
 from conftest import Factory, loop_held, make_message, replies_at_the_end
 
 from pytest_smtpsink import Mailbox, Session, SMTPSink, _pop3
-from pytest_smtpsink._pop3 import dot_stuffed, mask_secrets, top_of
+from pytest_smtpsink._content import dot_stuffed
+from pytest_smtpsink._pop3 import mask_secrets, top_of
 
 ANN = "ann@example.com"
 SECRET = "s3cr3t-Pa55"  # never in any output

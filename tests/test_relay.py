@@ -40,10 +40,10 @@ from pytest_smtpsink import (
     SMTPSink,
     _relay,
 )
+from pytest_smtpsink._content import dot_stuffed
 from pytest_smtpsink._relay import (
     MAX_HOPS,
     _client_class,
-    _dot_stuffed,
     parse_upstream,
 )
 
@@ -118,7 +118,7 @@ def test_dot_stuffing_round_trips_every_line(lines: list[bytes]) -> None:
     # CRLF; a line's first dot is removed; a line of one dot ends it)
     # gives the captured bytes back, whatever dots, CRs and LFs they hold.
     raw = b"".join(line + b"\r\n" for line in lines)
-    sent = _dot_stuffed(raw).split(b"\r\n")
+    sent = dot_stuffed(raw).split(b"\r\n")
     assert sent[-2:] == [b".", b""]  # the final dot, and only there
     body = sent[:-2]
     assert b"." not in body
