@@ -546,8 +546,43 @@ def _explain_headers(message: Message, wanted: object) -> str:
     return f"{text} (headers: {names})" if missing else text
 
 
+#: A message's label in a hint (``#12``), not the start of a longer number.
+_LABEL = re.compile(r"#\d+(?!\d)")
+#: Distinct hints a report gives at most.
+_MOST_HINTS = 8
+
+
 def hints(messages: tuple[Message, ...], criteria: Mapping[str, Any]) -> list[str]:
-    """Likely mistakes, phrased as advice."""
+    """Likely mistakes, phrased as advice: one per mistake, naming every
+    message it is about (25 messages with one subject gave 25 hints that
+    differed only in the number, past the 20 the report lists), and at
+    most `_MOST_HINTS` of them."""
+    groups: dict[str, list[str]] = {}
+    for text in _hints_each(messages, criteria):
+        label = _LABEL.search(text)
+        if label is None:
+            groups.setdefault(text, [])
+            continue
+        key = f"{text[: label.start()]}\x00{text[label.end() :]}"
+        groups.setdefault(key, []).append(label.group())
+    found = []
+    for key, labels in groups.items():
+        if not labels:
+            found.append(key)
+            continue
+        text = key.replace("\x00", labels[0], 1)
+        others = list(dict.fromkeys(labels[1:]))
+        found.append(text + (f" (so do {join_shortened(others)})" if others else ""))
+    if len(found) > _MOST_HINTS:
+        left = len(found) - (_MOST_HINTS - 1)
+        found[_MOST_HINTS - 1 :] = [f"... and {left} more hints"]
+    return found
+
+
+def _hints_each(
+    messages: tuple[Message, ...], criteria: Mapping[str, Any]
+) -> list[str]:
+    """`hints`, one per message it is about."""
     found = []
     for name in ("to", "cc"):
         wanted = criteria.get(name)

@@ -2528,3 +2528,26 @@ def test_mail_sent_to_the_tests_other_sink_is_pointed_at(
     assert f"arrived at another sink of this test, {smtpsink.sink.url}:" in str(
         caught.value
     )
+
+
+def test_a_hint_about_many_messages_is_given_once(smtpsink: Mailbox) -> None:
+    # One per message: 25 lines that differed only in the number, past the
+    # 20 messages the report lists.
+    for subject in ["Welcome to App"] * 25 + [f"Welcome {n}" for n in range(10)]:
+        with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+            client.sendmail(
+                "a@example.com", ["b@example.com"], f"Subject: {subject}\r\n\r\nhi\r\n"
+            )
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(subject="Welcome")
+    hints = [
+        line for line in str(caught.value).splitlines() if line.startswith("Hint:")
+    ]
+    assert hints[0] == (
+        "Hint: subject= means equal: #1's subject 'Welcome to App' only contains "
+        "it; use re.compile('Welcome') (so do #2, #3, ... (+22 more))"
+    )
+    # Eight at most: the other subjects' hints, then how many more.
+    assert len(hints) == 8
+    assert hints[1].startswith("Hint: subject= means equal: #26's subject 'Welcome 0'")
+    assert hints[-1] == "Hint: ... and 4 more hints"
