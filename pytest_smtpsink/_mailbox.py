@@ -901,7 +901,7 @@ class Mailbox(FaultControls):
         # Before the loop, so that a missing spamd or a bad argument is an
         # error even when there is no message to score.
         max_score = check_max_score(max_score)
-        resolve_spamd(spamd)
+        resolve_spamd(spamd, "assert_not_spam")
         everything = self._to_check()
         over = []
         for message in everything:

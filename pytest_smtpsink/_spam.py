@@ -30,8 +30,9 @@ _HOW = (
     "start SpamAssassin's spamd (Debian: apt-get install spamd; e.g. "
     "spamd --listen=127.0.0.1:7830 --local --nouser-config) and pass "
     "--smtpsink-spamd=127.0.0.1:7830 (ini: smtpsink_spamd), or call "
-    "spam_report(spamd='127.0.0.1:7830')"
+    "{call}(spamd='127.0.0.1:7830')"
 )
+_HOW_REPORT = _HOW.format(call="spam_report")
 _STATUS = re.compile(rb"SPAMD/(\d+\.\d+) (\d+) (.*)")
 _SPAM = re.compile(
     r"(?i)(true|false|yes|no)\s*;\s*(-?\d+(?:\.\d+)?)\s*/\s*(-?\d+(?:\.\d+)?)"
@@ -120,17 +121,21 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def resolve_spamd(spamd: str | None) -> tuple[str, int]:
+def resolve_spamd(spamd: str | None, call: str = "spam_report") -> tuple[str, int]:
     """(host, port) of the spamd to ask: ``spamd`` if given, else the one
     --smtpsink-spamd set. Raises SpamdError if neither names one, before any
-    message is looked at: a missing spamd is never a silent pass."""
+    message is looked at: a missing spamd is never a silent pass. ``call``:
+    the method the test called, which the error names."""
+    __tracebackhide__ = True
     if spamd is not None and not isinstance(spamd, str):
         raise TypeError(f"spamd must be 'HOST:PORT' (a str) or None, got {spamd!r}")
     # An empty string is a spamd given, and not HOST:PORT: never a silent
     # fallback to the configured one (or "no spamd is configured").
     address = _configured if spamd is None else spamd
     if address is None:
-        raise SpamdError(f"no spamd is configured for spam_report(): {_HOW}")
+        raise SpamdError(
+            f"no spamd is configured for {call}(): {_HOW.format(call=call)}"
+        )
     try:
         return parse_address(address)
     except ValueError as error:
@@ -176,7 +181,7 @@ def report(
         ) from None
     except OSError as error:
         raise SpamdError(
-            f"could not ask spamd at {host}:{port}: {error}. Is it running? {_HOW}"
+            f"could not ask spamd at {host}:{port}: {error}. Is it running? {_HOW_REPORT}"
         ) from None
     return _parse(bytes(answer), f"{host}:{port}")
 
@@ -185,7 +190,7 @@ def _parse(answer: bytes, where: str) -> SpamReport:
     if not answer:
         raise SpamdError(
             f"spamd at {where} closed the connection without an answer: is "
-            f"that port a spamd's? {_HOW}"
+            f"that port a spamd's? {_HOW_REPORT}"
         )
     head, _, body = answer.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")

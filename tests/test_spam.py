@@ -94,8 +94,15 @@ def test_without_a_spamd_the_call_says_how_to_configure_one(smtpsink: Mailbox) -
     message = smtpsink.assert_sent()
     with pytest.raises(SpamdError, match=r"no spamd is configured .*--smtpsink-spamd"):
         message.spam_report()
-    with pytest.raises(SpamdError, match="no spamd is configured"):
+    # It names the call the test made, and how to give that call a spamd.
+    with pytest.raises(
+        SpamdError,
+        match=r"no spamd is configured for assert_not_spam\(\): .* or call "
+        r"assert_not_spam\(spamd='127.0.0.1:7830'\)$",
+    ) as caught:
         smtpsink.assert_not_spam()
+    shown = caught.traceback.filter(caught)  # as pytest reports it
+    assert shown[-1].name == "test_without_a_spamd_the_call_says_how_to_configure_one"
 
 
 def test_an_unreachable_spamd_is_an_error_not_a_pass(smtpsink: Mailbox) -> None:
