@@ -1322,6 +1322,10 @@ class DNSZone:
     @property
     def queries(self) -> tuple[DNSQuery, ...]:
         """The queries the stub received since this zone was made."""
+        __tracebackhide__ = True
+        # Kept past its test, it listed the next tests' lookups as its own
+        # (and its resolver asked their records): refused, as its mailbox.
+        self._view._check_ended()
         return self._server.queries_since(self._start)
 
     @property
@@ -1335,6 +1339,8 @@ class DNSZone:
         ASCII, no final dot); a lookup (``[]``, ``in``, ``get``) finds a
         host in any case, with or without the final dot, in Unicode or IDNA
         form, so a name taken from a resolver's answer works as it is."""
+        __tracebackhide__ = True
+        self._view._check_ended()
         return _HostPorts(self._smtp_ports)
 
     def resolver(
@@ -1345,6 +1351,8 @@ class DNSZone:
         is how long each try waits (default: the whole lifetime, so a slow
         answer is never taken for a lost one); give less to have a question
         left unanswered (``timeout(name, times=1)``) asked again."""
+        __tracebackhide__ = True
+        self._view._check_ended()
         lifetime, timeout = _lifetime(lifetime), _per_try(timeout, lifetime)
         resolver = dns.resolver.Resolver(configure=False)
         self._point(resolver, lifetime, timeout)

@@ -1176,6 +1176,32 @@ def test_zones_belong_to_one_test(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=2)
 
 
+def test_a_zone_kept_past_its_test_is_refused(pytester: pytest.Pytester) -> None:
+    # It listed the next test's lookups as its own, and its resolver asked
+    # the next test's records, where a kept mailbox raises.
+    pytester.makepyfile(
+        """
+        import pytest
+
+        KEPT = {}
+
+        def test_keeps(smtpsink):
+            KEPT["zone"] = smtpsink.dns
+            KEPT["zone"].a("old.example", "127.0.0.1")
+
+        def test_reads_it(smtpsink):
+            smtpsink.dns.a("new.example", "127.0.0.1")
+            smtpsink.dns.resolver().resolve("new.example", "A")
+            for read in (lambda: KEPT["zone"].queries, KEPT["zone"].resolver,
+                         lambda: KEPT["zone"].smtp_ports):
+                with pytest.raises(RuntimeError, match="test_keeps, which has ended"):
+                    read()
+        """
+    )
+    result = pytester.runpytest("-p", "no:xdist", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+
+
 def test_dnspython_loads_only_when_the_stub_is_used() -> None:
     import subprocess
     import sys
