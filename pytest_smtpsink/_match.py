@@ -671,7 +671,8 @@ def _hints_each(
             elif _spaced(subject) == _spaced(wanted):
                 found.append(
                     f"{_named(message)}'s subject {subject!r} differs from it "
-                    "only in spaces, tabs or line breaks"
+                    "only in spaces, tabs or line breaks (a folded header keeps "
+                    f"its tab); use re.compile({_spaced_pattern(wanted)!r})"
                 )
             elif unicodedata.normalize("NFC", subject) == unicodedata.normalize(
                 "NFC", wanted
@@ -682,6 +683,22 @@ def _hints_each(
                     "accented letters are written (Unicode normalization): "
                     f"{subject!a} against {wanted!a}; compare "
                     "unicodedata.normalize('NFC', ...) of each"
+                )
+    headers = criteria.get("header")
+    for name, wanted in headers.items() if isinstance(headers, Mapping) else ():
+        if not isinstance(wanted, str) or not wanted.strip():
+            continue
+        for message in messages:
+            values = message.headers.get_all(name)
+            if any(v.strip() == wanted.strip() for v in values):
+                continue
+            spaced = next((v for v in values if _spaced(v) == _spaced(wanted)), None)
+            if spaced is not None:
+                found.append(
+                    f"{_named(message)}'s {name} header is {spaced!r}, which "
+                    "differs from it only in spaces, tabs or line breaks (a "
+                    "folded header keeps its tab); use re.compile("
+                    f"{_spaced_pattern(wanted)!r})"
                 )
     found.extend(_body_hints(messages, criteria))
     found.extend(_line_end_hints(messages, criteria))

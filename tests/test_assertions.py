@@ -2543,11 +2543,36 @@ def test_a_hint_about_many_messages_is_given_once(smtpsink: Mailbox) -> None:
     hints = [
         line for line in str(caught.value).splitlines() if line.startswith("Hint:")
     ]
+    n = smtpsink.messages[0].number  # the sink numbers from its start
     assert hints[0] == (
-        "Hint: subject= means equal: #1's subject 'Welcome to App' only contains "
-        "it; use re.compile('Welcome') (so do #2, #3, ... (+22 more))"
+        f"Hint: subject= means equal: #{n}'s subject 'Welcome to App' only contains "
+        f"it; use re.compile('Welcome') (so do #{n + 1}, #{n + 2}, ... (+22 more))"
     )
     # Eight at most: the other subjects' hints, then how many more.
     assert len(hints) == 8
-    assert hints[1].startswith("Hint: subject= means equal: #26's subject 'Welcome 0'")
+    assert hints[1].startswith(
+        f"Hint: subject= means equal: #{n + 25}'s subject 'Welcome 0'"
+    )
     assert hints[-1] == "Hint: ... and 4 more hints"
+
+
+def test_a_header_folded_with_a_tab_gets_a_hint_with_a_pattern(
+    smtpsink: Mailbox,
+) -> None:
+    # Unfolded, a header keeps the folding's tab: header= found no match and
+    # said nothing of why; subject= said so, with no remedy.
+    raw = b"Subject: a long subject\r\n\tfolded\r\nX-Long: part one\r\n\tpart two\r\n\r\nx\r\n"
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("a@example.com", ["b@example.com"], raw)
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(header={"X-Long": "part one part two"})
+    n = smtpsink.messages[0].number  # the sink numbers from its start
+    assert (
+        f"Hint: #{n}'s X-Long header is 'part one\\tpart two', which differs from it "
+        "only in spaces, tabs or line breaks (a folded header keeps its tab); use "
+        "re.compile('part\\\\s+one\\\\s+part\\\\s+two')"
+    ) in str(caught.value)
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(subject="a long subject folded")
+    assert "use re.compile('a\\\\s+long\\\\s+subject\\\\s+folded')" in str(caught.value)
+    smtpsink.assert_sent(header={"X-Long": re.compile(r"part\s+one\s+part\s+two")})
