@@ -1211,7 +1211,13 @@ class _Connection(ReadSideConnection):
             raise _Answered("BAD", "Invalid base64 data") from None
         parts = decoded.split(b"\0")
         if len(parts) != 3:
-            raise _Answered("NO", "Bad PLAIN response (authzid NUL user NUL password)")
+            # RFC 5530's code, as Dovecot gives it: a client that stops
+            # retrying on it only took the bare NO for server trouble.
+            raise _Answered(
+                "NO",
+                "[AUTHENTICATIONFAILED] Bad PLAIN response "
+                "(authzid NUL user NUL password)",
+            )
         authzid, user_bytes, password_bytes = parts
         if not password_bytes:
             raise _Answered(

@@ -163,6 +163,23 @@ class Part:
         return self.children or [self]
 
 
+def _transfer_encoding(part: Part) -> str:
+    """The part's Content-Transfer-Encoding without its comments (RFC 2045
+    allows them), as Dovecot gives it: "base64 (comment)" left a client no
+    decoder it knew. "7bit" when it has none."""
+    value = part.field_text("content-transfer-encoding") or ""
+    depth = 0
+    kept = []
+    for character in value:
+        if character == "(":
+            depth += 1
+        elif character == ")" and depth:
+            depth -= 1
+        elif not depth:
+            kept.append(character)
+    return "".join(kept).strip() or "7bit"
+
+
 def parse_structure(data: bytes) -> Part:
     """The MIME tree of served bytes (see :func:`served_bytes`)."""
     budget = [MAX_PARTS]
@@ -258,7 +275,7 @@ def _parse_part(
                 )
             )
     elif kind == "message" and subtype in _MESSAGE:
-        encoding = (part.field_text("content-transfer-encoding") or "7bit").strip()
+        encoding = _transfer_encoding(part)
         # A message/rfc822 part is a message whatever its transfer encoding
         # (RFC 2046 allows none but 7bit, 8bit and binary; mail has base64),
         # read from its bytes as they are, as Dovecot reads it: BODYSTRUCTURE
@@ -779,14 +796,13 @@ def body_structure(part: Part, extensible: bool = True) -> bytes:
             ]
         return b"(" + b" ".join(items) + b")"
     body = part.body
-    encoding = part.field_text("content-transfer-encoding")
     items = [
         quote(part.media_type),
         quote(part.media_subtype),
         _params(part.params, part.default_charset),
         nstring(part.field("content-id")),
         nstring(part.field("content-description")),
-        quote(encoding.strip() if encoding and encoding.strip() else "7bit"),
+        quote(_transfer_encoding(part)),
         b"%d" % len(body),
     ]
     if part.message is not None:

@@ -2714,3 +2714,17 @@ def test_stopping_the_sink_says_so_to_waiting_readers() -> None:
         )
         assert imap_session.transcript[-1].replies == ["* BYE Server shutting down"]
         assert pop3_session.end == imap_session.end == "server-closed"
+
+
+@pytest.mark.parametrize("response", ["=", "dQB4", "YQBiAGMAZA=="])
+def test_a_malformed_plain_response_is_an_authentication_failure(
+    smtpsink: Mailbox, response: str
+) -> None:
+    # Empty, two fields ("u\0x"), four ("a\0b\0c\0d"): a bare NO, where
+    # Dovecot gives RFC 5530's code, which a client stops retrying on.
+    endpoint = Endpoint("imap", smtpsink.imap.host, smtpsink.imap.port)
+    transcript = run([f"a AUTHENTICATE PLAIN {response}", "b LOGOUT"], endpoint)
+    assert (
+        "S: a NO [AUTHENTICATIONFAILED] Bad PLAIN response (authzid NUL user NUL "
+        "password)"
+    ) in transcript

@@ -163,6 +163,31 @@ def test_bodystructure_parameters_as_dovecot_gives_them(
     )
 
 
+@pytest.mark.parametrize(
+    ("written", "given"),
+    [
+        (b"base64 (comment)", b"base64"),
+        (b"(before) 8BIT", b"8BIT"),
+        (b"quoted-printable (a (nested) one)", b"quoted-printable"),
+        (b"(only a comment)", b"7bit"),
+    ],
+)
+def test_bodystructure_gives_the_transfer_encoding_without_comments(
+    written: bytes, given: bytes
+) -> None:
+    # RFC 2045 allows comments there; "base64 (comment)" left a client no
+    # decoder it knew. Dovecot gives the encoding alone.
+    structure = body_structure(
+        parse_structure(b"Content-Transfer-Encoding: " + written + b"\r\n\r\nYWJj\r\n")
+    )
+    assert (
+        structure
+        == b'("text" "plain" ("charset" "us-ascii") NIL NIL "'
+        + given
+        + b'" 6 1 NIL NIL NIL NIL)'
+    )
+
+
 def test_bodystructure_of_nested_multiparts() -> None:
     structure = body_structure(parse_structure(ALTERNATIVE))
     assert structure == (
