@@ -132,21 +132,29 @@ class Mailbox(FaultControls):
             )
         if (
             self._era != self._sink._test_era
-            and self._made_in != running_test()
             and self is not self._sink
+            and (
+                self._made_in != running_test()
+                or any(self._store.let_go_since(self._cursor))
+            )
         ):
-            # Made in an earlier test, before a later test's smtpsink let its
-            # mail go: read then, it listed that test's mail as its own, and
-            # a check on it passed on another test's mail. (Made in this
-            # test's set-up, before its smtpsink, it reads this test's mail.)
-            made_in = f"during {self._made_in}" if self._made_in else "before the tests"
+            # A later smtpsink (a new test's first mailbox) let go of mail
+            # that came after this view was made: read then, it listed the
+            # running test's mail as its own, and a check on it passed on
+            # the wrong mail. Refused when it was made in another test, or
+            # when its own mail went (a module fixture's seed mail, in the
+            # test whose set-up made it); a view made in this test's set-up
+            # that lost nothing (a fixture that reads at teardown what it
+            # sends then) reads on, as does one cleared in this test.
+            made_in = f"during {self._made_in}" if self._made_in else "outside a test"
             raise RuntimeError(
                 f"this view was made {made_in} (in a fixture of wider scope, or "
-                "kept since): the sink let its mail go when this test's smtpsink "
-                "was made (it keeps the running test's mail only), and it would "
-                "show this test's mail as its own. Read it in the fixture that "
-                "made it (wait_for(...) there; the messages it returns stay "
-                "readable), or use the running test's smtpsink."
+                "kept since), and the sink let go of its mail when a later "
+                "smtpsink was made (it keeps the running test's mail only): it "
+                "would show the running test's mail as its own. Read it in the "
+                "fixture that made it (wait_for(...) there; the messages it "
+                "returns stay readable), call its clear() in the test first, or "
+                "use the running test's smtpsink."
             )
 
     # -- where to send ------------------------------------------------------------
@@ -692,6 +700,8 @@ class Mailbox(FaultControls):
         self._cursor = self._store.cursor()
         self._opened_at = time.time()
         self._scope = "since clear()"  # what failure reports say arrived
+        # Afresh in the running test: nothing from before is shown.
+        self._era, self._made_in = self._sink._test_era, running_test()
 
     # -- assertions --------------------------------------------------------------------
 
