@@ -1571,6 +1571,9 @@ class _VisibleText(_MarkupReader):
         self.pieces.append(" ")
 
     def handle_data(self, data: str) -> None:
+        if self._unseen == ["head"] and data.strip():
+            # Text in a <head> left open begins the body, as for a tag.
+            self._unseen.clear()
         if not self._unseen:
             self.pieces.append(data)
 
