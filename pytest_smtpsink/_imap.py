@@ -1827,8 +1827,8 @@ class _Connection(ReadSideConnection):
     def _expunge(self, only: SequenceSet | None) -> None:
         folder = self._folder
         assert folder is not None
-        # Only what this session was told of (its view), as Dovecot does: a
-        # \Deleted message another session appended or flagged, not yet
+        # Only the messages this session was told of (its view), as Dovecot
+        # does: one another session put in (and flagged \Deleted), not yet
         # announced here, was removed by a client that never saw it.
         known = {id(s) for s in self._view}
         with self.mail.lock:
