@@ -26,16 +26,26 @@ Listener = Callable[[], None]
 LOG = logging.getLogger("pytest_smtpsink")
 
 
-def _tell(listeners: tuple[Listener, ...]) -> None:
+def _tell(listeners: tuple[Listener, ...], failed: set[int]) -> None:
     """Call each listener (on the thread that made the change). One that
     raises is logged, and the others still hear: raised on the server's
     thread, it broke the conversation under way (a connection opened then
-    was never greeted, a POP3 or IMAP one never served or closed)."""
+    was never greeted, a POP3 or IMAP one never served or closed). Its
+    traceback is logged the first time (``failed``: the ids of those that
+    raised), then a line at DEBUG: every change (each line of a transcript)
+    logged a traceback."""
     for listener in listeners:
         try:
             listener()
         except Exception:
-            LOG.exception("a listener of the sink's changes (on_change) raised")
+            if id(listener) in failed:
+                LOG.debug("the on_change listener %r raised again", listener)
+            else:
+                failed.add(id(listener))
+                LOG.exception(
+                    "a listener of the sink's changes (on_change) raised; its "
+                    "next failures are logged at DEBUG only"
+                )
 
 
 #: Run before each test of a wait's predicate; raises to end the wait (the
@@ -76,6 +86,7 @@ class Store:
         #: needs the ones that spoke in it.
         self.carried: tuple[Session, ...] = ()
         self._listeners: set[Listener] = set()
+        self._failed_listeners: set[int] = set()  # see _tell
         self._line_listeners: set[Listener] = set()  # counted in `watchers`
         self.stored_bytes = 0
         # Why the server refused mail for lack of room (max_stored_bytes),
@@ -137,7 +148,7 @@ class Store:
             if self.watchers:  # else no `wait` sleeps on it
                 self.changed.notify_all()
         if listeners:
-            _tell(listeners)
+            _tell(listeners, self._failed_listeners)
 
     def add_session(self, session: Session) -> None:
         with self._lock:
@@ -147,7 +158,7 @@ class Store:
                 self.changed.notify_all()
             listeners = tuple(self._listeners)
         if listeners:
-            _tell(listeners)
+            _tell(listeners, self._failed_listeners)
 
     def note_overflow(self, reason: str) -> None:
         if self.overflow is None:
@@ -162,7 +173,7 @@ class Store:
                 self.changed.notify_all()
             listeners = tuple(self._listeners)
         if listeners:
-            _tell(listeners)
+            _tell(listeners, self._failed_listeners)
 
     def mail_changed(self) -> None:
         """`touch`, after a change of the recipient mailboxes (a flag, a
@@ -175,7 +186,7 @@ class Store:
             if self._mail is not None:
                 listeners += tuple(self._mail.listeners)
         if listeners:
-            _tell(listeners)
+            _tell(listeners, self._failed_listeners)
 
     def empty_mailboxes(self) -> int:
         """`MailStore.empty`, if the mailboxes exist, and wake who listens.
@@ -314,7 +325,7 @@ class Store:
             else:
                 listeners = ()
         if listeners:
-            _tell(listeners)
+            _tell(listeners, self._failed_listeners)
 
     # -- waiting (test threads) ------------------------------------------------------
 
