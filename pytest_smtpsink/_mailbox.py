@@ -906,7 +906,7 @@ class Mailbox(FaultControls):
         Raises `SpamdError` if no spamd is configured, even when the test
         captured no mail. See `Message.spam_report`."""
         __tracebackhide__ = True
-        from ._spam import check_max_score, resolve_spamd
+        from ._spam import SpamdError, check_max_score, resolve_spamd
 
         # Before the loop, so that a missing spamd or a bad argument is an
         # error even when there is no message to score.
@@ -915,7 +915,14 @@ class Mailbox(FaultControls):
         everything = self._to_check()
         over = []
         for message in everything:
-            found = message.spam_report(spamd)
+            try:
+                found = message.spam_report(spamd)
+            except SpamdError as error:
+                # Raised here, at the test's line, naming the call it made
+                # (a spamd down said "call spam_report(spamd=...)").
+                raise SpamdError(
+                    str(error).replace("spam_report(spamd=", "assert_not_spam(spamd=")
+                ) from None
             limit = found.threshold if max_score is None else max_score
             if found.score >= limit:
                 over.append(f"{message.summary()}\n    {found}")

@@ -116,6 +116,13 @@ def test_an_unreachable_spamd_is_an_error_not_a_pass(smtpsink: Mailbox) -> None:
             SpamdError, match=rf"could not ask spamd at 127\.0\.0\.1:{port}: "
         ):
             smtpsink.assert_sent().spam_report(spamd=f"127.0.0.1:{port}")
+        # assert_not_spam says so naming itself, at the test's line.
+        with pytest.raises(
+            SpamdError, match=r"or call assert_not_spam\(spamd='127.0.0.1:7830'\)"
+        ) as caught:
+            smtpsink.assert_not_spam(spamd=f"127.0.0.1:{port}")
+        shown = caught.traceback.filter(caught)
+        assert shown[-1].name == "test_an_unreachable_spamd_is_an_error_not_a_pass"
 
 
 def test_the_option_and_its_ini_twin(pytester: pytest.Pytester, spamd: str) -> None:
