@@ -1870,6 +1870,12 @@ class _Connection(ReadSideConnection):
         if len(command.args) > 2:
             # RFC 3501's grammar, and Dovecot's BAD: taken here, imaplib's
             # fetch("1", "UID FLAGS") passed its tests and failed on a server.
+            if isinstance(command.args[1], ParenList):  # a list, then more
+                raise command.error(
+                    f"{command.name} takes a sequence set and its data items; "
+                    "modifiers after them (CONDSTORE's CHANGEDSINCE) are not "
+                    "supported"
+                )
             raise command.error(
                 "several FETCH data items go in parentheses, as in "
                 f"{command.name} 1 (FLAGS UID)"
