@@ -26,21 +26,37 @@ COMMANDS_BEFORE_YIELD = 64
 START_TIMEOUT = 10.0
 
 
+class LoopUnavailable(Exception):
+    """The sink's loop could not start a server (`start_on_loop`)."""
+
+
 def start_on_loop(
     loop: asyncio.AbstractEventLoop, starting: Coroutine[Any, Any, None]
 ) -> None:
     """Run ``starting`` (a read-side or DNS server's start) on the sink's
     loop and wait for it, at most `START_TIMEOUT` seconds. On a timeout it
     is cancelled, not left to bind later: that server served on a port
-    nothing knew of, and the next use started a second one."""
+    nothing knew of, and the next use started a second one. Raises
+    `LoopUnavailable`, saying why."""
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        # It would wait for itself, holding every connection for the wait.
+        starting.close()
+        raise LoopUnavailable(
+            "it was asked for on the sink's own thread (an on_change listener), "
+            "which cannot wait for the sink; use it once before, in the test"
+        )
     future = asyncio.run_coroutine_threadsafe(starting, loop)
     try:
         future.result(START_TIMEOUT)
     except concurrent.futures.TimeoutError:
         if future.cancel():
-            raise TimeoutError(
+            raise LoopUnavailable(
                 f"the sink's event loop did not answer within {START_TIMEOUT:g} s "
-                "(busy: a client flooding it, a slow on_change listener)"
+                "(busy: a client flooding it, or a slow on_change listener)"
             ) from None
         future.result()  # it ended meanwhile: its outcome
 

@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 
 from ._faults import Fault, Faults
-from ._listening import listen
+from ._listening import LoopUnavailable, listen
 from ._mailbox import Mailbox
 from ._settings import SinkSettings
 from ._smtp import ServerState
@@ -432,7 +432,7 @@ class SMTPSink(Mailbox):
             if service is None:
                 try:
                     service = start(runtime.loop, self._store)
-                except TimeoutError as error:
+                except LoopUnavailable as error:
                     raise SinkError(
                         f"could not start its {name.upper()} server: {error}"
                     ) from None

@@ -552,3 +552,30 @@ def test_a_server_the_loop_was_too_busy_to_start_is_not_started_later(
         monkeypatch.setattr(_listening, "START_TIMEOUT", 30)
         getattr(sink, service)  # the loop is free: it starts, once
         assert list(runtime.services) == [service]
+
+
+@pytest.mark.parametrize("service", ["pop3", "imap", "dns"])
+def test_a_server_asked_for_on_the_sinks_own_thread_is_refused_at_once(
+    service: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # From an on_change listener, the start waited for the loop it ran on:
+    # every connection of the sink held for 10 s, then "a busy loop" blamed.
+    with SMTPSink() as sink:
+        errors: list[BaseException] = []
+
+        def listener() -> None:
+            if not errors:
+                try:
+                    getattr(sink, service)
+                except SinkError as error:
+                    errors.append(error)
+
+        sink.on_change(listener, lines=False)
+        with smtplib.SMTP(sink.host, sink.port, timeout=30) as client:
+            client.noop()
+        sink.wait_until(lambda: bool(errors))
+    assert str(errors[0]) == (
+        f"could not start its {service.upper()} server: it was asked for on the "
+        "sink's own thread (an on_change listener), which cannot wait for the "
+        "sink; use it once before, in the test"
+    )
