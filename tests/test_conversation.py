@@ -14,7 +14,7 @@ import socket
 import struct
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import pytest
 from aiosmtpd.smtp import SMTP
@@ -689,3 +689,37 @@ def test_help_leaves_out_what_a_fault_rule_hides(smtpsink_factory: Factory) -> N
     with smtplib.SMTP(sink.host, sink.port) as client:
         client.ehlo()
         assert not {"STARTTLS", "AUTH"} & _help(client)
+
+
+@pytest.mark.parametrize("event_loop", ["asyncio", "auto"])
+def test_a_long_pipelined_run_is_answered_in_order(
+    event_loop: Literal["asyncio", "auto"],
+) -> None:
+    # 752 commands in one write: past COMMANDS_BEFORE_YIELD, the sink hands
+    # the rest to aiosmtpd's loop (which lets other clients in between):
+    # every reply still comes in order, and every message is kept as sent.
+    transactions = 150
+    data = b"EHLO x\r\n" + b"".join(
+        b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b%d@x.test>\r\nRCPT TO:<c@x.test>\r\n"
+        b"DATA\r\nSubject: %d\r\n\r\nbody\r\n.\r\n" % (n, n)
+        for n in range(transactions)
+    )
+    with SMTPSink(event_loop=event_loop) as sink:
+        with socket.create_connection((sink.host, sink.port), timeout=30) as client:
+            client.sendall(data + b"QUIT\r\n")
+            with client.makefile("rb") as replies:
+                lines = list(replies)
+        codes = [line[:3] for line in lines if line[3:4] == b" "]
+        assert codes == [
+            b"220",
+            b"250",
+            *[b"250", b"250", b"250", b"354", b"250"] * transactions,
+            b"221",
+        ]
+        sink.wait_for(transactions)
+        assert [m.subject for m in sink.messages] == [
+            str(n) for n in range(transactions)
+        ]
+        assert [m.envelope.rcpt_to for m in sink.messages] == [
+            (f"b{n}@x.test", "c@x.test") for n in range(transactions)
+        ]
