@@ -1870,7 +1870,7 @@ class _Connection(ReadSideConnection):
         if len(command.args) > 2:
             # RFC 3501's grammar, and Dovecot's BAD: taken here, imaplib's
             # fetch("1", "UID FLAGS") passed its tests and failed on a server.
-            if isinstance(command.args[1], ParenList):  # a list, then more
+            if isinstance(command.args[-1], ParenList):  # items, then a list
                 raise command.error(
                     f"{command.name} takes a sequence set and its data items; "
                     "modifiers after them (CONDSTORE's CHANGEDSINCE) are not "

@@ -170,8 +170,13 @@ def _transfer_encoding(part: Part) -> str:
     value = part.field_text("content-transfer-encoding") or ""
     depth = 0
     kept = []
+    escaped = False
     for character in value:
-        if character == "(":
+        if escaped:  # a quoted-pair in a comment: "\)" does not end it
+            escaped = False
+        elif character == "\\" and depth:
+            escaped = True
+        elif character == "(":
             depth += 1
         elif character == ")" and depth:
             depth -= 1

@@ -146,6 +146,18 @@ class Mailbox(FaultControls):
             # test whose set-up made it); a view made in this test's set-up
             # that lost nothing (a fixture that reads at teardown what it
             # sends then) reads on, as does one cleared in this test.
+            if self._made_in and self._made_in == running_test():
+                lost = plural(self._store.let_go_since(self._cursor)[0], "message")
+                raise RuntimeError(
+                    "this view was made in this test's set-up (or in an earlier "
+                    f"run of it, before a rerun), and the test's smtpsink let go "
+                    f"of the {lost} it had received since (the sink keeps the "
+                    "running test's mail only): it would show the test's mail as "
+                    "its own. Have the fixture that made it request smtpsink "
+                    "before it sends, read its mail there (wait_for(...); the "
+                    "messages it returns stay readable), or call the view's "
+                    "clear() in the test first."
+                )
             made_in = f"during {self._made_in}" if self._made_in else "outside a test"
             raise RuntimeError(
                 f"this view was made {made_in} (in a fixture of wider scope, or "

@@ -669,10 +669,11 @@ def _hints_each(
                     f"re.compile({pattern}, re.IGNORECASE)"
                 )
             elif _spaced(subject) == _spaced(wanted):
+                folded = " (a folded header keeps its tab)" if "\t" in subject else ""
                 found.append(
                     f"{_named(message)}'s subject {subject!r} differs from it "
-                    "only in spaces, tabs or line breaks (a folded header keeps "
-                    f"its tab); use re.compile({_spaced_pattern(wanted)!r})"
+                    f"only in spaces, tabs or line breaks{folded}; use "
+                    f"re.compile({_spaced_pattern(wanted)!r})"
                 )
             elif unicodedata.normalize("NFC", subject) == unicodedata.normalize(
                 "NFC", wanted
@@ -694,11 +695,11 @@ def _hints_each(
                 continue
             spaced = next((v for v in values if _spaced(v) == _spaced(wanted)), None)
             if spaced is not None:
+                folded = " (a folded header keeps its tab)" if "\t" in spaced else ""
                 found.append(
                     f"{_named(message)}'s {name} header is {spaced!r}, which "
-                    "differs from it only in spaces, tabs or line breaks (a "
-                    "folded header keeps its tab); use re.compile("
-                    f"{_spaced_pattern(wanted)!r})"
+                    f"differs from it only in spaces, tabs or line breaks{folded}; "
+                    f"use re.compile({_spaced_pattern(wanted)!r})"
                 )
     found.extend(_body_hints(messages, criteria))
     found.extend(_line_end_hints(messages, criteria))

@@ -445,6 +445,8 @@ class Store:
         with self.changed:
             if listener in self._listeners:
                 self._listeners.discard(listener)
+                # Its id may be another listener's next (see _tell).
+                self._failed_listeners.discard(id(listener))
                 if listener in self._line_listeners:
                     self._line_listeners.discard(listener)
                     self.watchers -= 1

@@ -2342,6 +2342,9 @@ def test_several_fetch_items_without_parentheses_are_bad(smtpsink: Mailbox) -> N
         ]
         assert send("d UID FETCH 1 RFC822.SIZE FLAGS")[-1].startswith("d BAD ")
         # Parenthesized already: the rest is a modifier list, not supported.
+        assert send("g FETCH 1 FLAGS (CHANGEDSINCE 5)")[-1].startswith(
+            "g BAD FETCH takes a sequence set and its data items; modifiers"
+        )
         assert send("f FETCH 1 (FLAGS) (CHANGEDSINCE 5)") == [
             "f BAD FETCH takes a sequence set and its data items; modifiers after "
             "them (CONDSTORE's CHANGEDSINCE) are not supported"

@@ -170,6 +170,7 @@ def test_bodystructure_parameters_as_dovecot_gives_them(
         (b"(before) 8BIT", b"8BIT"),
         (b"quoted-printable (a (nested) one)", b"quoted-printable"),
         (b"(only a comment)", b"7bit"),
+        (b"base64 (a \\) b)", b"base64"),  # a quoted-pair in the comment
     ],
 )
 def test_bodystructure_gives_the_transfer_encoding_without_comments(

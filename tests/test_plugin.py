@@ -2512,25 +2512,46 @@ def test_a_wider_fixtures_view_read_in_a_later_test_is_refused(
             send(smtpsink, "cy@example.com")
             assert seeded.wait_for().envelope.rcpt_to == ("cy@example.com",)
 
+        KEPT = []
+
         def test_a_view_made_in_the_test_reads(smtpsink_server, smtpsink):
             box = smtpsink_server.view()
             send(smtpsink, "dee@example.com")
             assert box.wait_for().envelope.rcpt_to == ("dee@example.com",)
+            KEPT.append(smtpsink_server.view())  # nothing comes after it here
+
+        def test_a_kept_view_that_lost_nothing(smtpsink):
+            send(smtpsink, "eve@example.com")
+            KEPT[0].assert_sent(rcpt_to="eve@example.com")
         """
     )
     result = pytester.runpytest("-p", "no:xdist", "--smtpsink-report=off")
-    result.assert_outcomes(failed=2, passed=2)
-    refusal = (
-        "E       RuntimeError: this view was made during "
-        "test_a_wider_fixtures_view_read_in_a_later_test_is_refused.py"
-        "::test_first_would_pass_on_its_own_mail (in a fixture of wider scope, or "
-        "kept since), and the sink let go of its mail when a later smtpsink was "
-        "made (it keeps the running test's mail only): it would show the running "
-        "test's mail as its own. Read it in the fixture that made it "
+    result.assert_outcomes(failed=3, passed=2)
+    module = "test_a_wider_fixtures_view_read_in_a_later_test_is_refused.py"
+    in_its_set_up = (
+        "E       RuntimeError: this view was made in this test's set-up (or in "
+        "an earlier run of it, before a rerun), and the test's smtpsink let go "
+        "of the 1 message it had received since (the sink keeps the running "
+        "test's mail only): it would show the test's mail as its own. Have the "
+        "fixture that made it request smtpsink before it sends, read its mail "
+        "there (wait_for(...); the messages it returns stay readable), or call "
+        "the view's clear() in the test first."
+    )
+    later = (
+        "E       RuntimeError: this view was made during {} (in a fixture of wider "
+        "scope, or kept since), and the sink let go of its mail when a later "
+        "smtpsink was made (it keeps the running test's mail only): it would show "
+        "the running test's mail as its own. Read it in the fixture that made it "
         "(wait_for(...) there; the messages it returns stay readable), call its "
         "clear() in the test first, or use the running test's smtpsink."
     )
-    assert result.stdout.lines.count(refusal) == 2, result.stdout.str()
+    lines = result.stdout.lines
+    assert lines.count(in_its_set_up) == 1, result.stdout.str()
+    first = later.format(f"{module}::test_first_would_pass_on_its_own_mail")
+    assert lines.count(first) == 1, result.stdout.str()
+    # Made in another test, even with nothing let go since: refused too.
+    made_in_a_test = later.format(f"{module}::test_a_view_made_in_the_test_reads")
+    assert lines.count(made_in_a_test) == 1, result.stdout.str()
 
 
 def test_a_view_whose_mail_the_sink_let_go_says_so() -> None:
