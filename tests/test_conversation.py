@@ -691,9 +691,10 @@ def test_help_leaves_out_what_a_fault_rule_hides(smtpsink_factory: Factory) -> N
         assert not {"STARTTLS", "AUTH"} & _help(client)
 
 
-@pytest.mark.parametrize("event_loop", ["asyncio", "auto"])
+# Not "event_loop": pytest-asyncio 0.23 has a fixture of that name.
+@pytest.mark.parametrize("loop_kind", ["asyncio", "auto"])
 def test_a_long_pipelined_run_is_answered_in_order(
-    event_loop: Literal["asyncio", "auto"],
+    loop_kind: Literal["asyncio", "auto"],
 ) -> None:
     # 752 commands in one write: past COMMANDS_BEFORE_YIELD, the sink hands
     # the rest to aiosmtpd's loop (which lets other clients in between):
@@ -704,7 +705,7 @@ def test_a_long_pipelined_run_is_answered_in_order(
         b"DATA\r\nSubject: %d\r\n\r\nbody\r\n.\r\n" % (n, n)
         for n in range(transactions)
     )
-    with SMTPSink(event_loop=event_loop) as sink:
+    with SMTPSink(event_loop=loop_kind) as sink:
         with socket.create_connection((sink.host, sink.port), timeout=30) as client:
             client.sendall(data + b"QUIT\r\n")
             with client.makefile("rb") as replies:

@@ -2657,15 +2657,16 @@ def test_an_idle_client_is_told_why_it_is_closed(
         assert session.transcript[-2].command == "LOGIN"
 
 
-@pytest.mark.parametrize("event_loop", ["asyncio", "auto"])
+# Not "event_loop": pytest-asyncio 0.23 has a fixture of that name.
+@pytest.mark.parametrize("loop_kind", ["asyncio", "auto"])
 def test_stopping_the_sink_cuts_a_reader_that_left_replies_unread(
-    event_loop: Literal["asyncio", "auto"],
+    loop_kind: Literal["asyncio", "auto"],
 ) -> None:
     # The goodbye went out with a close that waits for the unsent bytes,
     # which a client that does not read never takes: the loop closed under
     # the transport, the client never saw the end (asyncio), and under -W
     # error uvloop's stop hung for ever. Such a client is cut off.
-    with SMTPSink(event_loop=event_loop) as sink:
+    with SMTPSink(event_loop=loop_kind) as sink:
         sink.deliver(b"Subject: big\r\n\r\n" + b"y" * 70 * 150 + b"\r\n", to=USER)
         client = socket.socket()
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
