@@ -617,6 +617,12 @@ def _step(rule: Fault) -> Step:
     return Reply(rule.code, rule.text, rule)
 
 
+def too_many_recipients(limit: int) -> str:
+    """A 452's text for a recipient over a limit (``max_recipients``, the
+    ``limit()`` fault): it says the limit."""
+    return f"4.5.3 Too many recipients (at most {limit})"
+
+
 def size_refusal(size: int, limit: int, declared: bool) -> str:
     """A 552's text for a message over a size limit: both sizes, as a
     client's log needs them ("exceeds fixed maximum" left the limit out)."""
@@ -629,7 +635,7 @@ def _over_limit(rule: Fault, event: Event) -> Reply | None:
     name, value = rule.limit
     stage = event.stage
     if name == "max_recipients" and stage == "RCPT" and event.rcpt_count >= value:
-        return Reply(452, f"4.5.3 Too many recipients (at most {value})", rule)
+        return Reply(452, too_many_recipients(value), rule)
     if name == "max_connections" and stage == "CONNECT" and event.connections > value:
         return Reply(
             421, f"4.7.0 Too many connections (at most {value}), try again later", rule

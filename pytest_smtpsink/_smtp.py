@@ -59,6 +59,7 @@ from ._faults import (
     advertised,
     size_refusal,
     steps,
+    too_many_recipients,
 )
 from ._listening import COMMANDS_BEFORE_YIELD
 from ._message import Envelope as MessageEnvelope
@@ -710,7 +711,7 @@ class _Handler:
                 return injected
         limit = server.state.settings.max_recipients
         if limit is not None and len(envelope.rcpt_tos) >= limit:
-            return f"452 4.5.3 Too many recipients (at most {limit})"
+            return "452 " + too_many_recipients(limit)
         dsn = _dsn_fields(server._dsn_params)
         if isinstance(dsn, str):
             return dsn

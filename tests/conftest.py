@@ -102,6 +102,15 @@ def time_out_now(sink: SMTPSink | Mailbox) -> None:
     on_the_loop(server, fire)
 
 
+def slow_reader() -> socket.socket:
+    """A client socket with a small receive window (and a 30 s timeout): a
+    server's writes to one that stops reading soon wait unsent."""
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.settimeout(30)
+    return client
+
+
 def make_message(
     subject: str = "Hello",
     sender: str = "app@example.com",

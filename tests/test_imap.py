@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
-from conftest import loop_held, on_the_loop, replies_at_the_end
+from conftest import loop_held, on_the_loop, replies_at_the_end, slow_reader
 from dialogue import Endpoint, run
 
 from pytest_smtpsink import IMAPEndpoint, Mailbox, Session, SMTPSink, _imap, _report
@@ -2668,9 +2668,7 @@ def test_stopping_the_sink_cuts_a_reader_that_left_replies_unread(
     # error uvloop's stop hung for ever. Such a client is cut off.
     with SMTPSink(event_loop=loop_kind) as sink:
         sink.deliver(b"Subject: big\r\n\r\n" + b"y" * 70 * 150 + b"\r\n", to=USER)
-        client = socket.socket()
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        client.settimeout(30)
+        client = slow_reader()
         with client, client.makefile("rb") as replies:
             client.connect((sink.pop3.host, sink.pop3.port))
             replies.readline()

@@ -23,7 +23,7 @@ from typing import Any
 
 import external
 import pytest
-from conftest import Factory, loop_held, make_message, replies_at_the_end
+from conftest import Factory, loop_held, make_message, replies_at_the_end, slow_reader
 
 from pytest_smtpsink import Mailbox, Session, SMTPSink, _pop3
 from pytest_smtpsink._content import dot_stuffed
@@ -1375,9 +1375,7 @@ def test_a_client_that_stops_reading_is_cut_after_the_idle_timeout(
     sink.deliver(
         b"Subject: big\r\n\r\n" + (b"z" * 998 + b"\r\n") * 5000, to="ann@x.test"
     )
-    client = socket.socket()
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    client.settimeout(30)
+    client = slow_reader()
     with client, client.makefile("rb") as replies:
         client.connect((sink.pop3.host, sink.pop3.port))
         replies.readline()
