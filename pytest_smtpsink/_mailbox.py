@@ -909,32 +909,30 @@ class Mailbox(FaultControls):
             raise AssertionError(failure)
 
     def assert_not_spam(
-        self, max_score: float | None = None, spamd: str | None = None
+        self,
+        max_score: float | None = None,
+        spamd: str | None = None,
+        timeout: float = 30.0,
     ) -> None:
         """Assert that SpamAssassin scores every message of this mailbox
         below ``max_score`` (default: spamd's own threshold), listing each
         message over it with its score and the rules that hit; fails too
         when no message arrived (there was nothing to score).
         Raises `SpamdError` if no spamd is configured, even when the test
-        captured no mail. See `Message.spam_report`."""
+        captured no mail, or if spamd is silent for ``timeout`` seconds
+        (per message, as for `Message.spam_report`)."""
         __tracebackhide__ = True
-        from ._spam import SpamdError, check_max_score, resolve_spamd
+        from ._spam import check_max_score, report, resolve_spamd
 
         # Before the loop, so that a missing spamd or a bad argument is an
         # error even when there is no message to score.
         max_score = check_max_score(max_score)
+        timeout = check_seconds(timeout, "timeout")
         resolve_spamd(spamd, "assert_not_spam")
         everything = self._to_check()
         over = []
         for message in everything:
-            try:
-                found = message.spam_report(spamd)
-            except SpamdError as error:
-                # Raised here, at the test's line, naming the call it made
-                # (a spamd down said "call spam_report(spamd=...)").
-                raise SpamdError(
-                    str(error).replace("spam_report(spamd=", "assert_not_spam(spamd=")
-                ) from None
+            found = report(message.raw, spamd, timeout, "assert_not_spam")
             limit = found.threshold if max_score is None else max_score
             if found.score >= limit:
                 over.append(f"{message.summary()}\n    {found}")

@@ -32,7 +32,12 @@ _HOW = (
     "--smtpsink-spamd=127.0.0.1:7830 (ini: smtpsink_spamd), or call "
     "{call}(spamd='127.0.0.1:7830')"
 )
-_HOW_REPORT = _HOW.format(call="spam_report")
+#: When spamd was named (by the call or the option) and did not serve: how
+#: to start one at that address; naming another would be no help.
+_START = (
+    "Start SpamAssassin's spamd there (Debian: apt-get install spamd; e.g. "
+    "spamd --listen={address} --local --nouser-config)."
+)
 _STATUS = re.compile(rb"SPAMD/(\d+\.\d+) (\d+) (.*)")
 _SPAM = re.compile(
     r"(?i)(true|false|yes|no)\s*;\s*(-?\d+(?:\.\d+)?)\s*/\s*(-?\d+(?:\.\d+)?)"
@@ -157,15 +162,20 @@ def check_max_score(max_score: float | None) -> float | None:
 
 
 def report(
-    raw: bytes, spamd: str | None = None, timeout: float = DEFAULT_TIMEOUT
+    raw: bytes,
+    spamd: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    call: str = "spam_report",
 ) -> SpamReport:
     """Ask spamd to score ``raw`` (the REPORT command). ``timeout``: seconds
-    to wait for the connection and for each read of the answer."""
+    to wait for the connection and for each read of the answer. ``call``:
+    the method the test called, which the errors name."""
     __tracebackhide__ = True  # spamd's failure, not a frame of ours
     from ._settings import check_seconds
 
     timeout = check_seconds(timeout, "timeout")
-    host, port = resolve_spamd(spamd)
+    host, port = resolve_spamd(spamd, call)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     request = b"REPORT SPAMC/1.5\r\nContent-length: %d\r\n\r\n" % len(raw) + raw
     try:
         with socket.create_connection((host, port), timeout=timeout) as connection:
@@ -176,21 +186,22 @@ def report(
                 answer += chunk
     except TimeoutError:
         raise SpamdError(
-            f"spamd at {host}:{port} did not answer within {timeout:g} s "
-            "(spam_report(timeout=...) sets the limit)"
+            f"spamd at {address} did not answer within {timeout:g} s "
+            f"({call}(timeout=...) sets the limit)"
         ) from None
     except OSError as error:
         raise SpamdError(
-            f"could not ask spamd at {host}:{port}: {error}. Is it running? {_HOW_REPORT}"
+            f"could not ask spamd at {address}: {error}. Is it running? "
+            + _START.format(address=address)
         ) from None
-    return _parse(bytes(answer), f"{host}:{port}")
+    return _parse(bytes(answer), address)
 
 
 def _parse(answer: bytes, where: str) -> SpamReport:
     if not answer:
         raise SpamdError(
             f"spamd at {where} closed the connection without an answer: is "
-            f"that port a spamd's? {_HOW_REPORT}"
+            f"that port a spamd's? " + _START.format(address=where)
         )
     head, _, body = answer.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")

@@ -116,11 +116,18 @@ def test_an_unreachable_spamd_is_an_error_not_a_pass(smtpsink: Mailbox) -> None:
             SpamdError, match=rf"could not ask spamd at 127\.0\.0\.1:{port}: "
         ):
             smtpsink.assert_sent().spam_report(spamd=f"127.0.0.1:{port}")
-        # assert_not_spam says so naming itself, at the test's line.
-        with pytest.raises(
-            SpamdError, match=r"or call assert_not_spam\(spamd='127.0.0.1:7830'\)"
-        ) as caught:
+        # assert_not_spam says so at the test's line; the advice is to start
+        # a spamd at the address the test named, not to name another.
+        with pytest.raises(SpamdError) as caught:
             smtpsink.assert_not_spam(spamd=f"127.0.0.1:{port}")
+        assert str(caught.value).startswith(
+            f"could not ask spamd at 127.0.0.1:{port}: "
+        )
+        assert str(caught.value).endswith(
+            f"Is it running? Start SpamAssassin's spamd there (Debian: apt-get "
+            f"install spamd; e.g. spamd --listen=127.0.0.1:{port} --local "
+            "--nouser-config)."
+        )
         shown = caught.traceback.filter(caught)
         assert shown[-1].name == "test_an_unreachable_spamd_is_an_error_not_a_pass"
 
@@ -318,6 +325,8 @@ def test_bad_arguments_are_named(smtpsink: Mailbox) -> None:
         smtpsink.assert_not_spam(max_score="3")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_score must be a finite number, got nan"):
         smtpsink.assert_not_spam(max_score=float("nan"))
+    with pytest.raises(ValueError, match=r"timeout must be a number of seconds > 0"):
+        smtpsink.assert_not_spam(timeout=-1)
     with pytest.raises(
         TypeError, match="timeout must be a number of seconds, got the str '5'"
     ):
@@ -344,3 +353,15 @@ def test_a_spamd_that_never_answers_is_an_error_after_the_timeout(
             match=rf"spamd at 127\.0\.0\.1:{port} did not answer within 0\.05 s",
         ):
             smtpsink.assert_sent().spam_report(f"127.0.0.1:{port}", timeout=0.05)
+        # assert_not_spam has its own timeout, and names it (not
+        # spam_report's), at the test's line.
+        with pytest.raises(SpamdError) as caught:
+            smtpsink.assert_not_spam(spamd=f"127.0.0.1:{port}", timeout=0.05)
+        assert str(caught.value) == (
+            f"spamd at 127.0.0.1:{port} did not answer within 0.05 s "
+            "(assert_not_spam(timeout=...) sets the limit)"
+        )
+        shown = caught.traceback.filter(caught)
+        assert shown[-1].name == (
+            "test_a_spamd_that_never_answers_is_an_error_after_the_timeout"
+        )
