@@ -1876,10 +1876,7 @@ class _Connection(ReadSideConnection):
                     "modifiers after them (CONDSTORE's CHANGEDSINCE) are not "
                     "supported"
                 )
-            raise command.error(
-                "several FETCH data items go in parentheses, as in "
-                f"{command.name} 1 (FLAGS UID)"
-            )
+            raise command.error(_unparenthesized_items(command))
         items = parse_fetch_items(command.args[1], command.tag)
         selected = self._selected(command.args[0], command, by_uid)
         kinds = {item.kind for item in items}
@@ -2164,3 +2161,33 @@ class IMAPEndpoint(ReadSideEndpoint):
     """
 
     _schemes = ("imap", "imaps")
+
+
+#: FETCH's macros: each stands for several items and cannot be in a list.
+_FETCH_MACROS = frozenset({"ALL", "FAST", "FULL"})
+
+
+def _unparenthesized_items(command: Command) -> str:
+    """The BAD text of a FETCH whose data items are not in parentheses: the
+    client's own items, parenthesized, when they are plain words (the fix
+    is then to copy it); a macro among them cannot be, and is said so."""
+    example = f"{command.name} 1 (FLAGS UID)"
+    texts = [arg.value for arg in command.args if isinstance(arg, Atom)]
+    # Echoed only when it is short, printable ASCII that the client sent
+    # as words (not strings or lists).
+    if len(texts) != len(command.args) or len(texts) > 9:
+        return f"several FETCH data items go in parentheses, as in {example}"
+    if not all(text.isascii() and text.isprintable() for text in texts):
+        return f"several FETCH data items go in parentheses, as in {example}"
+    sequence, items = texts[0], texts[1:]
+    for item in items:
+        if item.upper() in _FETCH_MACROS:
+            return (
+                f"{item.upper()} stands for several FETCH data items and goes "
+                f"alone ({command.name} {sequence} {item.upper()}); several "
+                f"items go in parentheses, as in {example}"
+            )
+    return (
+        "several FETCH data items go in parentheses, as in "
+        f"{command.name} {sequence} ({' '.join(items)})"
+    )

@@ -2340,7 +2340,21 @@ def test_several_fetch_items_without_parentheses_are_bad(smtpsink: Mailbox) -> N
             "c BAD Several FETCH data items go in parentheses, as in "
             "FETCH 1 (FLAGS UID)"
         ]
-        assert send("d UID FETCH 1 RFC822.SIZE FLAGS")[-1].startswith("d BAD ")
+        # The client's own items, parenthesized: the fix is to copy it.
+        assert send("d UID FETCH 1:* RFC822.SIZE flags")[-1] == (
+            "d BAD Several FETCH data items go in parentheses, as in "
+            "UID FETCH 1:* (RFC822.SIZE flags)"
+        )
+        # A macro cannot go in a list.
+        assert send("h FETCH 1 all FLAGS") == [
+            "h BAD ALL stands for several FETCH data items and goes alone "
+            "(FETCH 1 ALL); several items go in parentheses, as in "
+            "FETCH 1 (FLAGS UID)"
+        ]
+        assert send('i FETCH 1 FLAGS "UID"')[-1] == (
+            "i BAD Several FETCH data items go in parentheses, as in "
+            "FETCH 1 (FLAGS UID)"
+        )
         # Parenthesized already: the rest is a modifier list, not supported.
         assert send("g FETCH 1 FLAGS (CHANGEDSINCE 5)")[-1].startswith(
             "g BAD FETCH takes a sequence set and its data items; modifiers"
