@@ -115,6 +115,13 @@ class MessageRecord(TypedDict):
     headers: list[tuple[str, str]]
     html: str | None
     text: str | None
+    #: Characters of the HTML and the text part left out of ``html`` and
+    #: ``text``: smtpsink.json keeps what the page shows (`PART_LIMIT`),
+    #: the .eml every byte; the live view's API keeps the parts whole, 0
+    #: (both absent from an older smtpsink.json, whose parts are whole:
+    #: read them with get()).
+    html_truncated: int
+    text_truncated: int
     attachments: list[AttachmentRecord]
     raw: str
     raw_truncated: int
@@ -197,8 +204,12 @@ def message_record(
     *,
     eml_href: str | None = None,
     attachment_hrefs: Sequence[str | None] = (),
+    whole_parts: bool = False,
 ) -> MessageRecord:
-    """What the page shows of one message, as JSON-ready data."""
+    """What the page shows of one message, as JSON-ready data: the parts
+    cut at `PART_LIMIT` as the page shows them (a saved smtpsink.json was
+    as big again as the .eml beside it for large mail), unless
+    ``whole_parts``."""
     problems: list[str] = []
     attachments = attachments_of(message, problems)
     hrefs = list(attachment_hrefs) + [None] * len(attachments)
@@ -217,6 +228,7 @@ def message_record(
     defects = read_field(
         lambda: list(message.defects), list(problems), "defects", problems
     )
+    limit = None if whole_parts else PART_LIMIT
     no_lint: list[str] = []
     lint = read_field(
         # str(): the line the terminal shows, control characters escaped.
@@ -233,8 +245,10 @@ def message_record(
         mail_from=message.envelope.mail_from,
         rcpt_to=list(message.envelope.rcpt_to),
         headers=headers,
-        html=markup,
-        text=text,
+        html=None if markup is None else markup[:limit],
+        text=None if text is None else text[:limit],
+        html_truncated=_beyond(markup, limit),
+        text_truncated=_beyond(text, limit),
         attachments=[
             AttachmentRecord(
                 filename=item.filename or unnamed_attachment(index, item.content_type),
@@ -252,6 +266,11 @@ def message_record(
         put_in=put_in_how(message),
         inline_images=inline_images(attachments) if markup else {},
     )
+
+
+def _beyond(part: str | None, limit: int | None) -> int:
+    """Characters of ``part`` after the first ``limit``."""
+    return 0 if part is None or limit is None else max(0, len(part) - limit)
 
 
 #: Raster images only: an SVG cannot run a script as an <img>, but nothing
@@ -738,9 +757,10 @@ def inert_links(markup: str) -> str:
     return _LINK_TAG.sub("<wbr data-was-link", markup)
 
 
-def _left_out(text: str, what: str) -> str:
-    """The note under a part shown cut at `PART_LIMIT`, or ""."""
-    more = len(text) - PART_LIMIT
+def _left_out(text: str, what: str, cut_before: int) -> str:
+    """The note under a part shown cut at `PART_LIMIT`, or "".
+    ``cut_before``: characters the record had left out already."""
+    more = max(0, len(text) - PART_LIMIT) + cut_before
     if more <= 0:
         return ""
     return (
@@ -749,13 +769,17 @@ def _left_out(text: str, what: str) -> str:
 
 
 def mail_frame(
-    markup: str, title: str = "HTML part", images: Mapping[str, str] | None = None
+    markup: str,
+    title: str = "HTML part",
+    images: Mapping[str, str] | None = None,
+    cut_before: int = 0,
 ) -> str:
     """The HTML part (its first `PART_LIMIT` characters) in a sandboxed
     frame, plus a note when remote loads were blocked. Cut anywhere, the
     markup is still all inside the frame's escaped ``srcdoc``. ``images``:
-    `inline_images`, put in after the cut (they do not count towards it)."""
-    cut = _left_out(markup, "HTML part")
+    `inline_images`, put in after the cut (they do not count towards it).
+    ``cut_before``: characters the record left out (``html_truncated``)."""
+    cut = _left_out(markup, "HTML part", cut_before)
     markup = markup[:PART_LIMIT]
     shown = _with_inline_images(markup, images or {})
     document = (
@@ -788,9 +812,12 @@ def mail_frame(
     )
 
 
-def text_block(text: str) -> str:
-    """The text part (its first `PART_LIMIT` characters), preformatted."""
-    return f"<pre>{escape(text[:PART_LIMIT])}</pre>" + _left_out(text, "text part")
+def text_block(text: str, cut_before: int = 0) -> str:
+    """The text part (its first `PART_LIMIT` characters), preformatted.
+    ``cut_before``: characters the record left out (``text_truncated``)."""
+    return f"<pre>{escape(text[:PART_LIMIT])}</pre>" + _left_out(
+        text, "text part", cut_before
+    )
 
 
 def _size(size: int) -> str:
@@ -886,13 +913,14 @@ def render_message(
                 record["html"],
                 f"HTML part of message {record['number']}",
                 record.get("inline_images"),
+                record.get("html_truncated", 0),
             )
             + "</details>"
         )
     if record["text"] is not None:
         parts.append(
             '<details class="part text" open><summary>Text part</summary>'
-            + text_block(record["text"])
+            + text_block(record["text"], record.get("text_truncated", 0))
             + "</details>"
         )
     if record["attachments"]:
@@ -1439,9 +1467,13 @@ def pytest_html_extras(views: Sequence[Mailbox]) -> list[dict[str, str | None]]:
                     '<div class="smtpsink-mail">'
                     f"<p><b>{escape(title)}</b> {escape(record['summary'])}</p>"
                     + (
-                        mail_frame(record["html"], images=record["inline_images"])
+                        mail_frame(
+                            record["html"],
+                            images=record["inline_images"],
+                            cut_before=record["html_truncated"],
+                        )
                         if record["html"] is not None
-                        else text_block(record["text"] or "")
+                        else text_block(record["text"] or "", record["text_truncated"])
                     )
                     + "</div>"
                 )

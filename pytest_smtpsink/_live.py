@@ -535,6 +535,7 @@ def linked_record(message: Message) -> _html.MessageRecord:
             f"/api/messages/{number}/attachments/{index}"
             for index in range(1, attachments + 1)
         ],
+        whole_parts=True,  # the API promises them whole
     )
 
 

@@ -117,7 +117,9 @@ def test_a_huge_part_is_shown_cut_with_a_note(
 ) -> None:
     # A 20 MB HTML part took minutes to render (the remote-load scan parses
     # every tag) into a page no browser opens gladly; the raw source was cut
-    # already. The parts are too, and the record (and the API) keep them whole.
+    # already. The parts are too, and so is the record saved beside the page
+    # (smtpsink.json was as big again as the .eml); the live view's API keeps
+    # them whole.
     markup = "<p>paragraph</p>\n" * 60_000  # about 1 MB
     text = "line of text\n" * 80_000
     with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
@@ -137,7 +139,16 @@ def test_a_huge_part_is_shown_cut_with_a_note(
         assert part[:shown] in (srcdoc if what == "HTML part" else shown_text)
         assert part[: shown + 1] not in (srcdoc if what == "HTML part" else shown_text)
     record = _html.message_record(message)
-    assert (record["html"], record["text"]) == (message.html, message.text)
+    assert record["html"] == message.html[: _html.PART_LIMIT]
+    assert record["text"] == message.text[: _html.PART_LIMIT]
+    assert record["html_truncated"] == len(message.html) - _html.PART_LIMIT > 0
+    assert record["text_truncated"] == len(message.text) - _html.PART_LIMIT > 0
+    saved = json.loads(next(tmp_path.rglob("smtpsink.json")).read_text("utf-8"))
+    (saved_record,) = saved["messages"]
+    assert saved_record["html"] == record["html"]
+    whole = _html.message_record(message, whole_parts=True)
+    assert (whole["html"], whole["text"]) == (message.html, message.text)
+    assert whole["html_truncated"] == whole["text_truncated"] == 0
 
 
 def test_bidi_and_control_characters_are_shown_escaped(smtpsink: Mailbox) -> None:
