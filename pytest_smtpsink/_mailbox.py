@@ -147,7 +147,12 @@ class Mailbox(FaultControls):
             # that lost nothing (a fixture that reads at teardown what it
             # sends then) reads on, as does one cleared in this test.
             if self._made_in and self._made_in == running_test():
-                lost = plural(self._store.let_go_since(self._cursor)[0], "message")
+                messages, sessions = self._store.let_go_since(self._cursor)
+                # A fixture that connected and sent nothing lost a session
+                # only: "the 0 messages" did not say what went.
+                lost = (
+                    f"{plural(messages, 'message')} and {plural(sessions, 'session')}"
+                )
                 raise RuntimeError(
                     "this view was made in this test's set-up (or in an earlier "
                     f"run of it, before a rerun), and the test's smtpsink let go "

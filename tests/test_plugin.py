@@ -2523,15 +2523,26 @@ def test_a_wider_fixtures_view_read_in_a_later_test_is_refused(
         def test_a_kept_view_that_lost_nothing(smtpsink):
             send(smtpsink, "eve@example.com")
             KEPT[0].assert_sent(rcpt_to="eve@example.com")
+
+        @pytest.fixture(scope="module")
+        def probed(smtpsink_server):
+            box = smtpsink_server.view()
+            with smtplib.SMTP(smtpsink_server.host, smtpsink_server.port) as client:
+                client.noop()  # connects, sends nothing
+            return box
+
+        def test_set_up_that_only_connected(probed, smtpsink):
+            probed.assert_nothing_sent()
         """
     )
     result = pytester.runpytest("-p", "no:xdist", "--smtpsink-report=off")
-    result.assert_outcomes(failed=3, passed=2)
+    result.assert_outcomes(failed=4, passed=2)
     module = "test_a_wider_fixtures_view_read_in_a_later_test_is_refused.py"
     in_its_set_up = (
         "E       RuntimeError: this view was made in this test's set-up (or in "
         "an earlier run of it, before a rerun), and the test's smtpsink let go "
-        "of the 1 message it had received since (the sink keeps the running "
+        "of the 1 message and 1 session it had received since (the sink keeps "
+        "the running "
         "test's mail only): it would show the test's mail as its own. Have the "
         "fixture that made it request smtpsink before it sends, read its mail "
         "there (wait_for(...); the messages it returns stay readable), or call "
@@ -2547,6 +2558,9 @@ def test_a_wider_fixtures_view_read_in_a_later_test_is_refused(
     )
     lines = result.stdout.lines
     assert lines.count(in_its_set_up) == 1, result.stdout.str()
+    # What went is said, a session without mail too (not "the 0 messages").
+    only_connected = in_its_set_up.replace("1 message and", "0 messages and")
+    assert lines.count(only_connected) == 1, result.stdout.str()
     first = later.format(f"{module}::test_first_would_pass_on_its_own_mail")
     assert lines.count(first) == 1, result.stdout.str()
     # Made in another test, even with nothing let go since: refused too.
