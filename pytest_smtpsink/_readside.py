@@ -639,6 +639,12 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
             try:
                 await asyncio.wait_for(self._drained, self.settings.idle_timeout)
             except asyncio.TimeoutError:
+                # Nothing can be said to it: the session's summary says why.
+                if self.record is not None:
+                    self.record._end_detail = (
+                        "the client read none of its replies for "
+                        f"{self.settings.idle_timeout:g} s"
+                    )
                 self._mark_end("timeout")
                 self._closing = True
                 transport.abort()

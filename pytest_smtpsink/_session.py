@@ -286,6 +286,9 @@ class Session:
     # release: a message may be released through another sink's mailbox.
     # A class default: set per connection, with no __init__ argument.
     _served_by: str | None = None
+    # Why the server ended it, when the end's word alone does not say
+    # (shown after it in `summary`). A class default, as _served_by.
+    _end_detail: str | None = None
 
     def __init__(
         self,
@@ -464,6 +467,8 @@ class Session:
         state: str = self.end or "open"
         if self.tls_error is not None:
             state += f" ({self.tls_error})"
+        elif self._end_detail is not None:
+            state += f" ({self._end_detail})"
         who = f"{self.authenticated_as!r}{self._failed_logins()}"
         if self.protocol != "SMTP":
             # The read side: who logged in matters, not an EHLO name.

@@ -1382,3 +1382,9 @@ def test_a_client_that_stops_reading_is_cut_after_the_idle_timeout(
         client.sendall(b"USER ann@x.test\r\nPASS pw\r\nRETR 1\r\n")  # then no reading
         sink.wait_until(lambda: sink.sessions[0].end is not None, timeout=30)
     assert sink.sessions[0].end == "timeout"
+    # Nothing could be said to it; the summary says why it was cut.
+    assert (
+        sink.sessions[0]
+        .summary()
+        .endswith(" end=timeout (the client read none of its replies for 0.5 s)")
+    )
