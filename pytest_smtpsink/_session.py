@@ -121,6 +121,9 @@ class Exchange:
     tag: str | None = None
     """The IMAP command's tag (``"a1"``), shown before `line` in `lines`;
     None for other protocols and untagged lines."""
+    # While a delay rule holds the reply: read then, the transcript said no
+    # reply (or no greeting) would come, when it was only late.
+    _delayed: bool = dataclasses.field(default=False, repr=False, compare=False)
 
     @property
     def at(self) -> datetime.datetime:
@@ -180,13 +183,16 @@ class Exchange:
         if self.kind == "greeting" and self.injected and not self.replies:
             # A hang or disconnect at CONNECT: without a line, the report
             # showed a server that closed (or stayed silent) for no reason.
+            if self._delayed:
+                return ["S: (none yet)  [injected: greeting delayed]"]
             return ["S: (none)  [injected: no greeting]"]
         if self.kind in ("greeting", "notice"):  # no client line
             out = []
         elif self.injected and not self.replies:
-            # A fault took the reply away (a hang, a disconnect): say so
-            # where the reply would be.
-            out = [f"C: {printable(line)}  [injected: no reply]"]
+            # A fault took the reply away (a hang, a disconnect), or holds
+            # it (a delay): say so where the reply would be.
+            missing = "reply delayed" if self._delayed else "no reply"
+            out = [f"C: {printable(line)}  [injected: {missing}]"]
         else:
             out = [f"C: {printable(line)}"]
         out.extend(f"S: {printable(reply)}{mark}" for reply in self.replies)

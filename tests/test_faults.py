@@ -533,6 +533,37 @@ def test_a_disconnect_at_connect_says_so_in_the_report(smtpsink: Mailbox) -> Non
     assert "last: S: (none)  [injected: no greeting]" in str(failure.value)
 
 
+def test_a_delay_under_way_says_the_reply_is_late_not_missing(
+    smtpsink: Mailbox,
+) -> None:
+    # Read while a delay held it, the greeting was "(none)  [injected: no
+    # greeting]", as for a hang: a wait's report said none would come.
+    smtpsink.delay("CONNECT", 60)  # released (connection closed) below
+    with socket.create_connection((smtpsink.host, smtpsink.port), timeout=30):
+        smtpsink.wait_until(
+            lambda: smtpsink.sessions and smtpsink.sessions[0].transcript
+        )
+        [greeting] = smtpsink.sessions[0].transcript
+        assert greeting.lines() == ["S: (none yet)  [injected: greeting delayed]"]
+    smtpsink.wait_until(lambda: smtpsink.sessions[0].end)
+    assert greeting.lines() == ["S: (none)  [injected: no greeting]"]
+    smtpsink.clear_faults()
+    smtpsink.delay("MAIL", 60)
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=30) as client:
+        client.ehlo()
+        client.send(b"MAIL FROM:<app@example.com>\r\n")
+        session = smtpsink.sessions[-1]
+        smtpsink.wait_until(lambda: session.transcript[-1].injected)
+        assert session.transcript[-1].lines() == [
+            "C: MAIL FROM:<app@example.com>  [injected: reply delayed]"
+        ]
+        smtpsink.clear_faults()  # closes the connection it held
+        smtpsink.wait_until(lambda: session.end)
+    assert session.transcript[-1].lines() == [
+        "C: MAIL FROM:<app@example.com>  [injected: no reply]"
+    ]
+
+
 def test_delay_with_aiosmtplib(smtpsink: Mailbox) -> None:
     smtpsink.delay("CONNECT", 60)  # released when the test ends
 
