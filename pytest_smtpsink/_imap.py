@@ -1533,9 +1533,10 @@ class _Connection(ReadSideConnection):
                 "UNSEEN": sum(1 for s in messages if _SEEN not in s.flags),
             }
         items = " ".join(f"{item} {values[item]}" for item in wanted)
-        await self._untagged(
-            b"* STATUS " + _name_out(folder.name) + f" ({items})\r\n".encode()
-        )
+        # The name as the client wrote it ("inbox"), as Dovecot answers: a
+        # client that finds its answer by the name it sent found none.
+        asked = astring_out(astring(command.args[0], command.tag))
+        await self._untagged(b"* STATUS " + asked + f" ({items})\r\n".encode())
         return "STATUS completed"
 
     def _append_head(

@@ -782,8 +782,8 @@ def _language(part: Part) -> bytes:
     tags = [tag for tag in re.split(r"[\s,]+", _strip_comments(value)) if tag]
     if not tags:
         return b"NIL"
-    if len(tags) == 1:
-        return quote(tags[0])
+    # A list for one language too, as Dovecot writes it (RFC 3501 allows a
+    # bare string): a client that indexed the list got "f" of "fr".
     return b"(" + b" ".join(quote(tag) for tag in tags) + b")"
 
 

@@ -213,6 +213,9 @@ def test_append_is_refused_before_its_literal_as_dovecot_refuses_it(
         'e4 APPEND Nowhere "Subject: hi"',
         "f NOOP",
         "f2 STATUS INBOX (MESSAGES)",
+        # Answered with the name as asked, as Dovecot does.
+        "f3 STATUS inbox (MESSAGES)",
+        'f4 STATUS "Inbox" (UNSEEN)',
         "g LOGOUT",
     ]
     with SMTPSink() as sink:
@@ -229,6 +232,7 @@ def test_append_is_refused_before_its_literal_as_dovecot_refuses_it(
     assert "S: d NO [TRYCREATE] <text>" in masked(ours, text=True)
     assert "S: e2 BAD <text>" in masked(ours, text=True)
     assert "S: * STATUS INBOX (MESSAGES 1)" in ours
+    assert "S: * STATUS inbox (MESSAGES 1)" in ours
     # A bad date with a {n+} literal: the sink reads the literal, whose
     # bytes are on their way, before it refuses; Dovecot refuses at once
     # and reads the message's lines as commands (a BAD for each).
@@ -1428,6 +1432,24 @@ def test_an_encoded_message_rfc822_part_is_described_as_dovecot_does(
         '("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0 NIL NIL NIL NIL) '
         "2 NIL NIL NIL NIL)"
     ) in "\n".join(ours)
+
+
+def test_one_content_language_is_a_list_as_on_dovecot(dovecot: Dovecot) -> None:
+    # The sink gave a single language as a bare string ("fr"), which RFC
+    # 3501 allows; Dovecot gives a list: a client indexing it got "f".
+    user = "one-language"
+    dovecot.reset(user)
+    messages = [
+        b"Subject: lang\r\nContent-Language: fr\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\nbonjour\r\n",
+        b"Subject: langs\r\nContent-Language: fr, de\r\n"
+        b"Content-Type: text/plain\r\n\r\nhallo\r\n",
+    ]
+    dovecot.seed(user, messages)
+    script = [f"a LOGIN {user} x", "b EXAMINE INBOX", "c FETCH 1:* (BODYSTRUCTURE)"]
+    ours, theirs = masked_on_both(script, dovecot, user, messages)
+    assert ours == theirs
+    assert ' NIL ("fr") NIL))' in "\n".join(ours)
 
 
 def test_header_keys_search_values_with_blanks_squeezed_as_dovecot(
