@@ -1438,12 +1438,8 @@ class _Connection(ReadSideConnection):
     async def _list(self, command: Command, subscribed_only: bool) -> str:
         if len(command.args) != 2:
             raise command.error(f"{command.name} needs a reference and a pattern")
-        try:
-            reference = decode_folder_name(astring(command.args[0], command.tag))
-            pattern = decode_folder_name(astring(command.args[1], command.tag))
-        except ValueError:
-            # Not a name any folder has (Dovecot too lists nothing).
-            return f"{command.name} completed"
+        reference = _pattern_text(astring(command.args[0], command.tag))
+        pattern = _pattern_text(astring(command.args[1], command.tag))
         if not pattern:
             if not subscribed_only:
                 await self._reply(f'* LIST (\\Noselect) "{DELIMITER}" ""')
@@ -2192,3 +2188,14 @@ def _unparenthesized_items(command: Command) -> str:
         "several FETCH data items go in parentheses, as in "
         f"{command.name} {sequence} ({' '.join(items)})"
     )
+
+
+def _pattern_text(sent: str) -> str:
+    """A LIST reference or pattern: modified UTF-7 decoded, or, when it is
+    not that (``R&D``, from a client that does not encode names), the text
+    as sent, as Dovecot matches it: it listed nothing, and ``R&D*`` found
+    the folder ``R&D`` on Dovecot only."""
+    try:
+        return decode_folder_name(sent)
+    except ValueError:
+        return sent

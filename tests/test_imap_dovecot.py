@@ -66,6 +66,12 @@ SCRIPT = [
     "s3 CREATE &AOQ-&AOQ-",  # two runs in a row
     "s4 CREATE &2AA-",  # a lone surrogate
     'l2 LIST "" &*',  # a pattern is not checked as a name
+    # A pattern that is not modified UTF-7 is matched as text: a client
+    # that does not encode names (imaplib) lists "R&D" as it wrote it.
+    "l3 CREATE R&-D",
+    'l4 LIST "" R&D',
+    'l5 LIST "" R&*',
+    'l6 LIST "" &*',
     "t CREATE INBOXfoo",
     't2 LIST "" inbox%',  # INBOX, not INBOXfoo
     't3 LIST "" INBOXf*',  # INBOXfoo, spelt so
