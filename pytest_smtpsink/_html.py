@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from ._files import write_whole
-from ._text import printable, without_unclosed_tags
+from ._text import html_base, printable, resolved, without_unclosed_tags
 
 if TYPE_CHECKING:
     import pytest
@@ -604,34 +604,39 @@ class _AddressFinder(html.parser.HTMLParser):
         self.found: list[str] = []
         self.links: list[str] = []
         self._in_style = False
+        # The first <base href>: relative addresses go there in a mail
+        # client (the frame's policy refuses the mail's <base>).
+        self._base: str | None = None
 
-    @staticmethod
-    def _remote(url: str) -> bool:
-        return url.strip().lower().startswith(("http://", "https://", "//"))
+    def _remote(self, url: str) -> bool:
+        url = resolved(url.strip(), self._base)
+        return url.lower().startswith(("http://", "https://", "//"))
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "base" and self._base is None:
+            self._base = html_base(attrs)
         for name, value in attrs:
             if not value:
                 continue
             if name == "srcset":
                 self.found.extend(
-                    u
+                    resolved(u, self._base)
                     for u in (c.split()[0] for c in value.split(",") if c.split())
                     if self._remote(u)
                 )
             elif name in self._URL_ATTRIBUTES and self._remote(value):
-                self.found.append(value.strip())
+                self.found.append(resolved(value.strip(), self._base))
             elif name == "style":
                 self.found.extend(self._CSS_URL.findall(value))
         if tag == "link":
             href = dict(attrs).get("href") or ""
             if self._remote(href):
-                self.found.append(href.strip())
+                self.found.append(resolved(href.strip(), self._base))
         elif tag in ("a", "area"):
             # The first of a name, as browsers take it (dict() keeps the last).
             link = next((value for name, value in attrs if name == "href"), None)
             if link and link.strip():
-                self.links.append(link.strip())
+                self.links.append(resolved(link.strip(), self._base))
         self._in_style = tag == "style"
 
     def handle_endtag(self, tag: str) -> None:

@@ -38,8 +38,10 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 from ._mime import encoded_words, getaddresses, parse_compat32, parseaddr
 from ._text import (
     clock,
+    html_base,
     join_shortened,
     printable,
+    resolved,
     shorten,
     unescape_8bit,
     unicode_domain,
@@ -834,7 +836,8 @@ class Message:
 
     def links(self) -> list[str]:
         """Every http(s) link, de-duplicated: the HTML's (``<a href>``) in
-        order, then the text's that the HTML did not have."""
+        order, relative ones joined to its ``<base href>``, then the text's
+        that the HTML did not have."""
         return list(dict.fromkeys(url for url, _ in self._link_pairs))
 
     @functools.cached_property
@@ -1514,14 +1517,19 @@ class _LinkCollector(_MarkupReader):
         self.links: list[tuple[str, str]] = []
         self._open: list[str] | None = None
         self._href = ""
+        # The first <base href>: a relative link ("/confirm") goes there in
+        # the recipient's client, and was not found.
+        self._base: str | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "a":
+        if tag == "base" and self._base is None:
+            self._base = html_base(attrs)
+        elif tag == "a":
             # <a> inside an unclosed <a> ends it, as in browsers.
             if self._open is not None:
                 self.handle_endtag("a")
             # Browsers strip the white space around a URL (" https://...").
-            href = (dict(attrs).get("href") or "").strip()
+            href = resolved((dict(attrs).get("href") or "").strip(), self._base)
             if href.lower().startswith(("http://", "https://")):
                 self._href, self._open = href, []
 

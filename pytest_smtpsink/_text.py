@@ -14,6 +14,7 @@ import difflib
 import ipaddress
 import os
 import re
+import urllib.parse
 from collections.abc import Sequence
 
 # What could break a printed line or fool a reader: C0 and C1 controls (ESC
@@ -235,3 +236,25 @@ def without_unclosed_tags(markup: str) -> str:
     if head.find("<![", section_end) >= 0:
         head = head[:section_end] + head[section_end:].replace("<![", "&lt;![")
     return head + tail
+
+
+#: A URL's scheme ("https:", "mailto:", "cid:"): a URL without one is
+#: relative, to the document's <base href> when it has one.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def html_base(attrs: Sequence[tuple[str, str | None]]) -> str | None:
+    """The address a ``<base>`` tag's attributes set for relative URLs: its
+    first ``href``, when that is an absolute http(s) URL; else None (a
+    <base> with only a target sets none)."""
+    href = next((value for name, value in attrs if name == "href"), None)
+    href = (href or "").strip()
+    return href if href.lower().startswith(("http://", "https://")) else None
+
+
+def resolved(url: str, base: str | None) -> str:
+    """``url`` as a mail client follows it: a relative one ("/confirm")
+    joined to the HTML's ``<base href>`` (`html_base`), others as they are."""
+    if base is None or not url or _SCHEME.match(url):
+        return url
+    return urllib.parse.urljoin(base, url)

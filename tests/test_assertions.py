@@ -989,6 +989,29 @@ def test_links_with_space_around_the_url_or_left_open_are_found(
     assert message.link(text="two") == "https://a.example/2"
 
 
+def test_relative_links_follow_the_mails_base(smtpsink: Mailbox, send: Send) -> None:
+    # A relative link under a <base href> goes there in the recipient's
+    # client; links() left it out, and link(contains=) failed. The first
+    # <base> with an href counts; mailto: and fragments without a base stay
+    # out; a base that is not http(s) sets none.
+    send(
+        html='<head><base target="_blank"><base href="https://shop.example/app/">'
+        '<base href="https://other.example/"></head>'
+        '<a href="/confirm?t=1">Confirm</a> <a href="orders/7">Order</a> '
+        '<a href="mailto:help@shop.example">Help</a> '
+        '<a href="https://cdn.example/x">CDN</a>'
+    )
+    message = smtpsink.messages.one()
+    assert message.links() == [
+        "https://shop.example/confirm?t=1",
+        "https://shop.example/app/orders/7",
+        "https://cdn.example/x",
+    ]
+    assert message.link(text="Order") == "https://shop.example/app/orders/7"
+    send(html='<base href="javascript:alert(1)"><a href="/x">x</a>')
+    assert smtpsink.messages[-1].links() == []
+
+
 def test_first_and_last_on_no_mail(smtpsink: Mailbox) -> None:
     with pytest.raises(
         AssertionError,

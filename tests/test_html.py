@@ -615,6 +615,20 @@ def test_links_under_the_frame_open_only_where_they_read(
     assert "other.example" not in listed.split("</iframe>")[1]
 
 
+def test_relative_addresses_follow_the_mails_base() -> None:
+    # The frame's policy refuses the mail's <base>; a mail client follows
+    # it: the list names where a relative link goes, and the blocked note
+    # the remote image a relative src loads there.
+    listed = _html.mail_frame(
+        '<base href="https://shop.example/">'
+        '<img src="/pixel.gif"><a href="/confirm">Confirm</a>'
+    )
+    links = listed.split("</iframe>")[1]
+    assert '<li><a href="https://shop.example/confirm"' in links
+    assert "1 remote resource(s) blocked" in listed
+    assert "https://shop.example/pixel.gif" in listed.split("<iframe")[0]
+
+
 def test_the_links_of_a_part_cut_short_are_those_shown() -> None:
     link = '<a href="https://shop.example/">x</a>'
     whole = _html.mail_frame(link)
