@@ -761,9 +761,13 @@ class _Connection(ReadSideConnection):
         if _AUTHENTICATE.match(rest):
             self._after_auth = True
         if total > MAX_LINE:
-            shown = self._shown_command(
-                [rest[:64].decode("utf-8", "surrogateescape")], None, tag
-            )
+            text = rest.decode("utf-8", "surrogateescape")
+            mask = self.server.mask_secrets
+            if mask is not None:
+                # Masked whole, then cut: cut first, a password across the
+                # cut was shown in part.
+                text = mask(text)
+            shown = self._shown_command([text[:64]], None, tag)
             self._append(
                 "command",
                 printable(f"{shown}... [{total} bytes in all]"),

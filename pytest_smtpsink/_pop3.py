@@ -384,7 +384,6 @@ class _Connection(ReadSideConnection):
             False,
         )
         if total > LINE_LIMIT:
-            shown = _shown(raw[:64])
             # Checked first: a long SASL response (a token, a generated
             # password) shown in part would put its first bytes on record.
             try:
@@ -405,6 +404,13 @@ class _Connection(ReadSideConnection):
                 )
                 self._append("command", f"{shown_word}**** [{total} bytes in all]")
             else:
+                whole = raw.decode("utf-8", "surrogateescape")
+                mask = self.server.mask_secrets
+                if mask is not None:
+                    # Masked whole, then cut: cut first, a password across
+                    # the cut was shown in part.
+                    whole = mask(whole)
+                shown = _shown(whole[:64].encode("utf-8", "surrogateescape"))
                 self._append("command", f"{shown}... [{total} bytes in all]")
             await self._reply(
                 f"-ERR Line too long: {total} octets (RFC 2449 allows 255 with CRLF)"

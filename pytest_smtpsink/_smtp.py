@@ -1938,12 +1938,18 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             if _is_auth_line(decoded):
                 raw = mask_auth(decoded).encode("utf-8", "surrogateescape")
                 self._after_auth = True
-        text = _printable(raw[:_MAX_SHOWN_LINE])
-        if total > _MAX_SHOWN_LINE:
-            text += f"... [{total} bytes in all]"
         mask = self.state.mask_secrets
-        if mask is not None:  # a password where no AUTH expects one
-            text = mask(text)
+        if total > _MAX_SHOWN_LINE and mask is not None:
+            # Masked whole, then cut: cut first, a password across the cut
+            # was shown in part (whole, when it ended at the cut).
+            text = mask(_printable(raw))[:_MAX_SHOWN_LINE]
+            text += f"... [{total} bytes in all]"
+        else:
+            text = _printable(raw[:_MAX_SHOWN_LINE])
+            if total > _MAX_SHOWN_LINE:
+                text += f"... [{total} bytes in all]"
+            if mask is not None:  # a password where no AUTH expects one
+                text = mask(text)
         self._append("command", text)
 
     def _stray_auth_response(self, raw: bytes) -> bool:

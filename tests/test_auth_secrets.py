@@ -425,6 +425,48 @@ def _one_line_on_each_protocol(sink: Mailbox, command: bytes, argument: bytes) -
     assert len(sink.sessions) == 3
 
 
+@pytest.mark.parametrize(
+    ("protocol", "cut", "tail"),
+    [("SMTP", 512, 8), ("POP3", 64, 300), ("IMAP", 64, 64 * 1024)],
+)
+def test_a_known_password_across_the_cut_of_a_long_line_is_masked(
+    smtpsink_factory: Factory, protocol: str, cut: int, tail: int
+) -> None:
+    # A line too long to record whole is cut (SMTP at 512 characters, a
+    # POP3 or IMAP line over its limit after login at 64). The cut came
+    # before the mask: a password across it kept its first characters
+    # ("... Kx7-Qv2m... [530 bytes in all]"), all of them when it ended
+    # right at the cut (the "..." after it read as the same word).
+    sink = smtpsink_factory(auth={USER: PASSWORD}, auth_plaintext=True)
+    port = {"SMTP": sink.port, "POP3": sink.pop3.port, "IMAP": sink.imap.port}
+    tag = b"a " if protocol == "IMAP" else b""
+    with socket.create_connection((sink.host, port[protocol]), 10) as client:
+        replies = client.makefile("rb")
+        replies.readline()  # the greeting
+        login = {
+            "SMTP": [b"EHLO c"],
+            "POP3": [f"USER {USER}".encode(), f"PASS {PASSWORD}".encode()],
+            "IMAP": [f"a LOGIN {USER} {PASSWORD}".encode()],
+        }[protocol]
+        for sent in login:
+            client.sendall(sent + b"\r\n")
+            while replies.readline()[3:4] == b"-":  # EHLO's lines
+                pass
+        # The password ends at the cut, then one character later each time.
+        for shift in range(len(PASSWORD) + 1):
+            head = b"XPW " + b"A" * (cut - len(PASSWORD) - 5 + shift) + b" "
+            client.sendall(
+                tag + head + PASSWORD.encode() + b" " + b"B" * tail + b"\r\n"
+            )
+            replies.readline()
+        replies.close()
+    recorded = [e.line for e in sink.sessions[0].transcript if "XPW" in e.line]
+    assert len(recorded) == len(PASSWORD) + 1
+    for shown in recorded:
+        assert "bytes in all]" in shown, shown
+        assert PASSWORD[:3] not in shown, shown
+
+
 @pytest.mark.parametrize("before", [b"\xff", b"\xc3", b"\x01", b"\t"])
 def test_a_password_after_a_byte_the_transcript_escapes_is_masked(
     smtpsink_factory: Factory, before: bytes
