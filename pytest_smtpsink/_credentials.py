@@ -53,6 +53,9 @@ def credential_forms(auth: object, relay: str | None) -> list[str]:
                     password,
                     base64.b64encode(password.encode()).decode(),
                     base64.b64encode(f"\0{user}\0{password}".encode()).decode(),
+                    # With the user as the authorization identity too, as
+                    # some clients send PLAIN.
+                    base64.b64encode(f"{user}\0{user}\0{password}".encode()).decode(),
                 ]
     if relay is not None:
         try:

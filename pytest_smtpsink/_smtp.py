@@ -249,11 +249,26 @@ def _sendable(text: str, encoding: str) -> str:
     return shown.encode(encoding, "backslashreplace").decode(encoding)
 
 
+#: What may come before a line's first word and not be seen: white space
+#: and invisible format characters (a byte order mark, a zero-width space,
+#: as an editor or a copied script puts them).
+_INVISIBLE_START = re.compile(r"[\s\u200b-\u200f\u2060-\u2064\ufeff]+")
+
+
 def _is_auth_line(text: str) -> bool:
     """Whether a client line is an AUTH command in any case, after any white
-    space, with any separator (aiosmtpd splits AUTH's arguments with
-    ``str.split()``: a tab, ``\x1f`` or a no-break space separates them)."""
-    return text.lstrip()[:4].upper() == "AUTH"
+    space or invisible character, with any separator (aiosmtpd splits AUTH's
+    arguments with ``str.split()``: a tab, ``\x1f`` or a no-break space
+    separates them). A line with a byte order mark before AUTH was recorded
+    whole, its PLAIN response with it."""
+    start = _first_visible(text)
+    return text[start : start + 4].upper() == "AUTH"
+
+
+def _first_visible(text: str) -> int:
+    """Where ``text`` begins after `_INVISIBLE_START`."""
+    found = _INVISIBLE_START.match(text)
+    return 0 if found is None else found.end()
 
 
 def mask_auth(text: str) -> str:
@@ -262,15 +277,19 @@ def mask_auth(text: str) -> str:
     ****"``; a word that is not a known mechanism is masked as well."""
     if not _is_auth_line(text):
         return text
-    words = text.split(None, 2)
+    start = _first_visible(text)
+    # An invisible character before AUTH stays in sight (it is why the
+    # command was refused); white space goes, as split() drops it.
+    lead = text[:start].strip()
+    words = text[start:].split(None, 2)
     verb = words[0]
     if verb.upper() != "AUTH":  # "AUTH" glued to what follows: all masked
-        return f"{verb.lstrip()[:4]} ****"
+        return f"{lead}{verb[:4]} ****"
     if len(words) == 1:
-        return verb
+        return lead + verb
     if words[1].upper() not in _MECHANISMS:
-        return f"{verb} ****"
-    return " ".join(words[:2]) + (" ****" if len(words) > 2 else "")
+        return f"{lead}{verb} ****"
+    return lead + " ".join(words[:2]) + (" ****" if len(words) > 2 else "")
 
 
 # A line that may be an AUTH response: one word (base64, "=", "*", or a

@@ -71,6 +71,13 @@ def forms() -> list[list[bytes | object]]:
         # argument, and a line of its own (which aiosmtpd echoes and logs).
         [b"XLOGIN " + USER.encode() + b" " + PASSWORD.encode() + CRLF],
         [PASSWORD.encode() + CRLF],
+        # An invisible character before AUTH (a byte order mark, a zero-width
+        # space): the line was not taken for AUTH, and recorded whole.
+        ["\ufeffAUTH PLAIN ".encode() + p + CRLF],
+        [" \u200bAUTH PLAIN ".encode() + p + CRLF],
+        # The user as the authorization identity too, as some clients send.
+        [b"AUTH PLAIN " + plain(USER) + CRLF],
+        ["\ufeffAUTH PLAIN ".encode() + plain(USER) + CRLF],
     ]
 
 
@@ -78,7 +85,7 @@ def secrets() -> list[str]:
     """What must never show, in any case: the password, its base64, and
     the PLAIN responses (any 12 characters of them, so a tail shows too)."""
     found = [PASSWORD, b64(PASSWORD).decode()]
-    for response in (plain(), plain(LONG_AUTHZ)):
+    for response in (plain(), plain(LONG_AUTHZ), plain(USER)):
         text = response.decode()
         found.extend(text[i : i + 12] for i in range(len(text) - 11))
     # The long response's "zzz..." part repeats: one copy of each is enough.
