@@ -298,11 +298,14 @@ _SASL_RESPONSE = re.compile(rb"\s*\S+\s*\Z")
 
 
 class _StrayResponse(threading.local):
-    """The stray AUTH response (see `RecordingSMTP._stray_auth_response`)
-    this server thread is handling, upper-cased, for the log filter: aiosmtpd
-    logs a line right after reading it, on the same thread."""
+    """The stray AUTH response (see `RecordingSMTP._stray_auth_response`),
+    or a line that may hold a password no table names
+    (`RecordingSMTP._without_unknowable_password`), this server thread is
+    handling, upper-cased, for the log filter, and how the log shows it:
+    aiosmtpd logs a line right after reading it, on the same thread."""
 
     line: bytes | None = None
+    shown: bytes = b"****"
 
 
 _STRAY = _StrayResponse()
@@ -311,13 +314,13 @@ _STRAY = _StrayResponse()
 def _masked_log_arg(value: object, stray: bytes | None) -> object:
     if isinstance(value, (bytes, bytearray)):
         if stray is not None and value.strip().upper() == stray:
-            return b"****"
+            return _STRAY.shown
         if b"AUTH" in value.upper():
             text = bytes(value).decode("utf-8", "surrogateescape")
             return mask_auth(text).encode("utf-8", "surrogateescape")
     elif isinstance(value, str):
         if stray is not None and value.strip().upper().encode() == stray:
-            return "****"
+            return _STRAY.shown.decode("utf-8", "surrogateescape")
         if "AUTH" in value.upper():
             return mask_auth(value)
     return value
@@ -1957,6 +1960,8 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             if _is_auth_line(decoded):
                 raw = mask_auth(decoded).encode("utf-8", "surrogateescape")
                 self._after_auth = True
+        elif self.state.settings.auth == "any":
+            raw = self._without_unknowable_password(raw)
         mask = self.state.mask_secrets
         if total > _MAX_SHOWN_LINE and mask is not None:
             # Masked whole, then cut: cut first, a password across the cut
@@ -1983,9 +1988,26 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         ):
             self._after_auth = False
             return False
-        _STRAY.line = word  # for the log filter
+        _STRAY.line, _STRAY.shown = word, b"****"  # for the log filter
         self._append("auth-response", "****")
         return True
+
+    def _without_unknowable_password(self, raw: bytes) -> bytes:
+        """A line as recorded on a sink that takes any password (no table to
+        mask by), before a login succeeded: a line that is no command may
+        hold one. A misspelt login (``LOGIN ann pw``) keeps its first word,
+        a word alone (a password sent without its AUTH) none, as on POP3
+        and IMAP; aiosmtpd's log records of it are masked alike (`_STRAY`),
+        and its reply does not echo it (`push`)."""
+        session = self.session
+        if session is None or session.authenticated:
+            return raw
+        words = raw.split(None, 1)
+        if not words or words[0].upper().decode("latin-1") in self._smtp_methods:
+            return raw
+        shown = words[0] + b" ****" if len(words) == 2 else b"****"
+        _STRAY.line, _STRAY.shown = raw.strip().upper(), shown
+        return shown
 
     def push(self, status: AnyStr) -> Coroutine[Any, Any, None]:
         # Not itself a coroutine function: it returns what the caller awaits
@@ -2027,7 +2049,10 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                 text,
                 # Nor a password of the sink's own sent as a line of its
                 # own: the client's log would get it.
-                echo=(current is None or current.kind != "auth-response")
+                echo=(
+                    current is None
+                    or (current.kind != "auth-response" and current.line != "****")
+                )
                 and (mask is None or mask(text) == text),
             )
             self._record_reply(text)

@@ -467,6 +467,48 @@ def test_a_known_password_across_the_cut_of_a_long_line_is_masked(
         assert PASSWORD[:3] not in shown, shown
 
 
+def test_a_password_no_table_names_is_masked_on_smtp_as_on_pop3(
+    smtpsink_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A sink that takes any password cannot know one; before a login, a
+    # line that is no command may hold one. SMTP recorded a misspelt login
+    # and a password sent alone as they came, and echoed the lone password
+    # upper-cased in its 500 (and in aiosmtpd's log); POP3 and IMAP masked
+    # them. After a login, and for known commands, nothing is masked.
+    caplog.set_level(logging.DEBUG, logger="mail.log")
+    sink = smtpsink_factory(auth="any", auth_plaintext=True)
+    secret = "N0tab-pw-QRS"
+    with socket.create_connection((sink.host, sink.port), timeout=10) as client:
+        replies = client.makefile("rb")
+        replies.readline()
+        sent = [
+            "EHLO c",
+            f"LOGIN ann {secret}",
+            secret,
+            "NOOP",
+            "AUTH PLAIN " + base64.b64encode(b"\0ann\0pw").decode(),
+            "XAFTER login",
+        ]
+        answers = []
+        for line in sent:
+            client.sendall(line.encode() + b"\r\n")
+            while (answer := replies.readline().decode())[3:4] == "-":
+                pass
+            answers.append(answer.rstrip())
+        replies.close()
+    assert answers[4].startswith("235 ")
+    recorded = [e.lines() for e in sink.sessions[0].transcript[2:]]
+    assert recorded[:3] == [
+        ["C: LOGIN ****", 'S: 500 Error: command "LOGIN" not recognized'],
+        ["C: ****", "S: 500 5.5.2 Error: command not recognized"],
+        ["C: NOOP", "S: 250 OK"],
+    ]
+    assert answers[2] == "500 5.5.2 Error: command not recognized"
+    assert recorded[4][0] == "C: XAFTER login"  # logged in: as sent
+    assert secret.lower() not in caplog.text.lower()
+    assert "LOGIN ****" in caplog.text
+
+
 @pytest.mark.parametrize("before", [b"\xff", b"\xc3", b"\x01", b"\t"])
 def test_a_password_after_a_byte_the_transcript_escapes_is_masked(
     smtpsink_factory: Factory, before: bytes
