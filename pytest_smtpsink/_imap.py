@@ -36,7 +36,7 @@ import re
 import ssl
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal, NoReturn
 
 from ._credentials import masked
@@ -781,6 +781,20 @@ class _Connection(ReadSideConnection):
                 # Its non-synchronizing literal is on its way: no way back.
                 await self._reply_and_end("server-closed", "* BYE Too long a command")
                 raise Closed
+            return True
+        words = line.split(None, 1)
+        if (
+            len(words) == 1
+            and self.state == "not-authenticated"
+            and not isinstance(self.settings.auth, Mapping)
+            # "LOGINpw": masked as such below.
+            and _SECRET_WORD.search(words[0].decode("latin-1")) is None
+        ):
+            # A word alone before login, on a sink with no table to mask by:
+            # perhaps a password sent without its LOGIN. Neither recorded
+            # nor echoed as the tag of the BAD (as POP3 and SMTP keep it).
+            self._append("command", "****")
+            await self._bad(None, "Missing command name")
             return True
         reader = CommandReader()
         append = re.match(rb"\s*APPEND\s", rest, re.IGNORECASE) is not None

@@ -487,7 +487,8 @@ class _Connection(ReadSideConnection):
         password opens a mailbox without an ``auth`` table): a client
         whose ``PASS`` went missing after ``USER`` (the password alone), or
         misspelt (``PAS pw``, ``LOGIN ann pw``). Its words after the first
-        are masked, and a word alone after ``USER`` or a bare ``PASS``."""
+        are masked, and a word alone after ``USER`` or a bare ``PASS``, or
+        on a sink with no table (after a cancelled AUTH, or first thing)."""
         if self.state == "authorization":
             if text is None:  # not UTF-8: no command, perhaps a password
                 return "****" if password_may_follow else _shown(raw)
@@ -497,6 +498,8 @@ class _Connection(ReadSideConnection):
                     return "****"  # the password, whatever its words
                 if rest.strip():
                     return f"{printable(first)} ****"
+                if first and not isinstance(self.settings.auth, Mapping):
+                    return "****"  # no table names the passwords to mask
         return _shown(raw)
 
     def _stray_auth_response(self, text: str | None) -> bool:

@@ -509,6 +509,28 @@ def test_a_password_no_table_names_is_masked_on_smtp_as_on_pop3(
     assert "LOGIN ****" in caplog.text
 
 
+@pytest.mark.parametrize("protocol", ["POP3", "IMAP"])
+def test_a_word_alone_before_login_is_masked_without_a_table(
+    smtpsink_factory: Factory, protocol: str
+) -> None:
+    # POP3 recorded a word alone before login (a password sent without its
+    # PASS, or after a cancelled AUTH) as it came; IMAP recorded it and
+    # echoed it as the tag of its BAD. A sink with a table masks the
+    # password it knows; one without cannot know it.
+    sink = smtpsink_factory(auth="any", auth_plaintext=True)
+    endpoint = sink.pop3 if protocol == "POP3" else sink.imap
+    with socket.create_connection((endpoint.host, endpoint.port), 10) as client:
+        replies = client.makefile("rb")
+        replies.readline()
+        client.sendall(b"N0tab-pw-QRS\r\n")
+        answer = replies.readline().decode().rstrip()
+        replies.close()
+    assert "N0tab" not in answer
+    assert answer in ("-ERR Unknown command", "* BAD Missing command name")
+    (exchange,) = sink.sessions[0].transcript[1:]
+    assert exchange.lines() == ["C: ****", f"S: {answer}"]
+
+
 @pytest.mark.parametrize("before", [b"\xff", b"\xc3", b"\x01", b"\t"])
 def test_a_password_after_a_byte_the_transcript_escapes_is_masked(
     smtpsink_factory: Factory, before: bytes

@@ -920,14 +920,20 @@ def test_authenticate_responses_sent_without_waiting_are_masked(
     shown = session.format_transcript()
     for secret in (user, password, plain):
         assert secret.decode() not in shown
-    assert shown.count("C: ****") == 6
+    assert shown.count("C: ****") == 7
     # Untagged: what reads as its tag is the secret's first word, which a
     # tagged reply echoed to the client.
     assert plain.decode() not in "\n".join(said)
     assert "* BAD Unknown command after AUTHENTICATE" in "\n".join(said)
     assert "S: * BAD Unknown command after AUTHENTICATE" in shown
-    # A line after a real command is shown: it is no response.
-    assert "C: top-secret" in shown
+    # A line after a real command is no response: a command, and, a word
+    # alone before login on a sink with no table, masked as such.
+    assert "C: top-secret" not in shown
+    assert [e.kind for e in session.transcript][-3:-1] == ["command", "command"]
+    assert session.transcript[-2].lines() == [
+        "C: ****",
+        "S: * BAD Missing command name",
+    ]
 
 
 def test_select_examine_list_status_and_folders(smtpsink: Mailbox) -> None:
