@@ -1238,12 +1238,36 @@ def smtpsink_factory(request: pytest.FixtureRequest) -> Callable[..., Mailbox]:
 
 def _lint_choice(item: pytest.Item) -> tuple[str, tuple[str, ...]]:
     """The lint level and the codes to ignore for this test: its
-    ``@pytest.mark.smtpsink_lint`` or ``--smtpsink-lint``. Checked as the
-    test starts, so that a bad marker fails it before it runs."""
-    marker = item.get_closest_marker("smtpsink_lint")
-    if marker is None:
-        return item.config.stash[_LINT_KEY], ()
-    severity = marker.kwargs.get("severity", marker.args[0] if marker.args else "error")
+    ``@pytest.mark.smtpsink_lint`` markers or ``--smtpsink-lint``. Checked
+    as the test starts, so that a bad marker fails it before it runs.
+
+    The closest marker that names a severity sets it; without one, the
+    run's level holds (``error`` if the run's lint is off: the marker turns
+    it on). The codes every marker (the test's, its class's, its module's)
+    ignores are ignored: a marker that only left out one code set the level
+    to ``error``, and its other warnings passed under
+    ``--smtpsink-lint=warning``; a test's marker dropped its module's
+    ``ignore=``."""
+    markers = list(item.iter_markers("smtpsink_lint"))
+    run_level: str = item.config.stash[_LINT_KEY]
+    if not markers:
+        return run_level, ()
+    severity: str | None = None
+    ignore: list[str] = []
+    for marker in markers:  # the closest first
+        given, codes = _lint_marker(marker)
+        if severity is None:
+            severity = given
+        ignore += [code for code in codes if code not in ignore]
+    if severity is None:
+        severity = "error" if run_level == "off" else run_level
+    return severity, tuple(ignore)
+
+
+def _lint_marker(marker: pytest.Mark) -> tuple[str | None, tuple[str, ...]]:
+    """One ``smtpsink_lint`` marker's severity (None if it gives none) and
+    the codes it ignores; a bad one fails the test."""
+    severity = marker.kwargs.get("severity", marker.args[0] if marker.args else None)
     unknown = sorted(set(marker.kwargs) - {"severity", "ignore"})
     if marker.args and "severity" in marker.kwargs:
         problem = (
@@ -1257,7 +1281,7 @@ def _lint_choice(item: pytest.Item) -> tuple[str, tuple[str, ...]]:
         )
     elif unknown:
         problem = f"unknown argument {unknown[0]}=; it takes severity and ignore"
-    elif severity not in _LINT_LEVELS:
+    elif severity is not None and severity not in _LINT_LEVELS:
         problem = f"severity must be one of {', '.join(_LINT_LEVELS)}, got {severity!r}"
     else:
         from ._lint import check_ignore
@@ -1295,9 +1319,13 @@ def _enforce_lint(
     if failure is not None:
         # Where the check comes from: an ini key set long ago fails a test
         # whose author never asked for it.
+        markers = list(item.iter_markers("smtpsink_lint"))
+        by_marker = any(m.args or "severity" in m.kwargs for m in markers) or (
+            bool(markers) and item.config.stash[_LINT_KEY] == "off"
+        )  # a marker without a level keeps the run's (_lint_choice)
         source = (
             "@pytest.mark.smtpsink_lint"
-            if item.get_closest_marker("smtpsink_lint") is not None
+            if by_marker
             else "--smtpsink-lint (ini smtpsink_lint)"
         )
         pytest.fail(

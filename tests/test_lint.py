@@ -1298,6 +1298,50 @@ def test_bad(smtpsink):
     )
 
 
+def test_a_marker_that_only_ignores_keeps_the_level_and_adds_its_codes(
+    pytester: pytest.Pytester,
+) -> None:
+    # A marker written to leave one code out also set the level to "error":
+    # under --smtpsink-lint=warning, the test's other warnings passed. A
+    # test's marker dropped its module's ignore=.
+    pytester.makepyfile(
+        SUITE
+        + """
+import pytest
+
+pytestmark = pytest.mark.smtpsink_lint(ignore=["missing-date"])
+
+def send_without_subject(sink):
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail("a@example.com", ["b@example.com"],
+            "From: a@example.com\\r\\nTo: b@example.com\\r\\n"
+            "Message-ID: <1@example.com>\\r\\n\\r\\nhi\\r\\n")
+
+@pytest.mark.smtpsink_lint(ignore=["missing-message-id"])
+def test_only_ignores(smtpsink):
+    send_without_subject(smtpsink)
+
+@pytest.mark.smtpsink_lint("warning")
+def test_level_here_codes_above(smtpsink):
+    send(smtpsink, date=False)
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist", "--smtpsink-lint=warning")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_only_ignores*",
+            "*smtpsink lint (warning): *(ignoring missing-date, missing-message-id)*",
+            "*warning missing-subject*",
+            "*set by --smtpsink-lint (ini smtpsink_lint)*",
+        ]
+    )
+    assert "error missing-date" not in result.stdout.str()
+    # With the run's lint off, such a marker turns it on at "error".
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(passed=2, errors=0)
+
+
 def test_an_xfailed_test_is_left_alone_too(pytester: pytest.Pytester) -> None:
     # Its expected failure is the news, as a failed test's is: the lint at
     # teardown made pytest count it twice, "XFAIL at teardown" the second.
