@@ -164,6 +164,7 @@ LINT_CODES = frozenset(
         "8bit-in-7bit",
         "8bit-without-8bitmime",
         "8bit-without-charset",
+        "alternative-order",
         "attachment-without-filename",
         "bare-cr",
         "bare-lf",
@@ -1480,6 +1481,8 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
                     part=path,
                 )
         if part.is_multipart():
+            if part.get_content_type() == "multipart/alternative":
+                yield from _check_alternative_order(part, path)
             continue
         content_type = part.get_content_type()
         maintype = part.get_content_maintype()
@@ -1665,6 +1668,36 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
             f"an HTML body with {what}; spam filters score HTML-only mail "
             "higher and some readers show nothing",
         )
+
+
+def _check_alternative_order(
+    part: Compat32Message, path: str | None
+) -> Iterator[Problem]:
+    """A multipart/alternative whose HTML (or a multipart/related holding
+    it) comes before its text/plain: readers show the last alternative they
+    can (RFC 2046 5.1.4), so the HTML is never seen, while the sink's own
+    views (`Message.html`, the report) show it."""
+    payload = part.get_payload()
+    kinds = [
+        child.get_content_type()
+        for child in (payload if isinstance(payload, list) else ())
+        if isinstance(child, Compat32Message)
+    ]
+    rich = [i for i, kind in enumerate(kinds) if kind in _RICH_ALTERNATIVES]
+    plain = [i for i, kind in enumerate(kinds) if kind == "text/plain"]
+    if rich and plain and plain[-1] > rich[0]:
+        yield Problem(
+            "alternative-order",
+            "warning",
+            f"multipart/alternative has {kinds[rich[0]]} before text/plain: "
+            "readers show the last alternative they can (RFC 2046 5.1.4), so "
+            "they show the text and the HTML is never seen; put text/plain first",
+            part=path,
+        )
+
+
+#: The alternatives a reader prefers to text/plain.
+_RICH_ALTERNATIVES = frozenset({"text/html", "multipart/related"})
 
 
 def _lengths_over(payload: str, limit: int) -> list[int]:

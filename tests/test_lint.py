@@ -213,6 +213,14 @@ HEAD = (
             "",
         ),
         (
+            # Readers show the last alternative they can: the text.
+            HEAD
+            + b"MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>hi</p>\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n--b--\r\n",
+            "alternative-order",
+            "warning",
+            "",
+        ),
+        (
             HEAD + b"MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nhi\r\n",
             "text-without-charset",
             "info",
