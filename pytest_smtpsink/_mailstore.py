@@ -357,14 +357,36 @@ class Account:
         self.renamed: list[tuple[str, str]] = []
 
 
+class _UidValidity:
+    """The last UIDVALIDITY a store of this process took (`next`)."""
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        """The start second (which fits the 32 bits IMAP allows until 2106),
+        or one more than the last store's: UIDs start at 1 in every store,
+        and two sinks started in one second (a restart, back to back) gave
+        the same (UIDVALIDITY, UID), and POP3 UIDL, to different messages,
+        which RFC 3501 2.3.1.1 forbids: a client that keeps the last UID it
+        read took new mail for mail it had read."""
+        with self._lock:
+            value = max(1, int(time.time()) & 0xFFFFFFFF, self._last + 1)
+            self._last = value & 0xFFFFFFFF or 1
+            return self._last
+
+
+_UIDVALIDITY = _UidValidity()
+
+
 class MailStore:
     """Every user's mailboxes on one sink. Lock: the store's ``changed``."""
 
     def __init__(self, lock: threading.Condition, delimiter: str | None) -> None:
         self.lock = lock
         self.delimiter = delimiter
-        # Seconds since the epoch fit the 32 bits IMAP allows until 2106.
-        self.uidvalidity = max(1, int(time.time()) & 0xFFFFFFFF)
+        self.uidvalidity = _UIDVALIDITY.next()
         self.accounts: dict[str, Account] = {}
         self.generation = 0
         self._next_uid = 1

@@ -2755,3 +2755,22 @@ def test_a_malformed_plain_response_is_an_authentication_failure(
         "S: a NO [AUTHENTICATIONFAILED] Bad PLAIN response (authzid NUL user NUL "
         "password)"
     ) in transcript
+
+
+def test_sinks_started_in_one_second_have_distinct_uidvalidity() -> None:
+    # UIDVALIDITY was the start second and UIDs start at 1: a sink started
+    # again in the same second gave (UIDVALIDITY, UID 1) to other mail, and
+    # a client that keeps the last UID it read skipped the new message.
+    seen = []
+    for subject in ("first", "second", "third"):
+        with SMTPSink() as sink:
+            sink.deliver(raw_message(subject), to=USER)
+            client = imaplib.IMAP4(sink.imap.host, sink.imap.port, timeout=30)
+            client.login(USER, "pw")
+            client.select("INBOX")
+            [validity] = client.response("UIDVALIDITY")[1]
+            assert client.uid("FETCH", "1", "(UID)")[1][0] is not None
+            client.logout()
+        assert validity is not None
+        seen.append(int(validity))
+    assert seen == sorted(set(seen))
