@@ -108,6 +108,22 @@ _SECOND_WORD = re.compile(rb"\s*\S+\s+([A-Za-z]+)")
 # A line that announces a non-synchronizing literal (LITERAL+): its bytes
 # follow at once.
 _ENDS_IN_LITERAL_PLUS = re.compile(rb"\{\d+\+\}\r?\n\Z")
+#: A literal at a line's end: its size, and "+" if it is non-synchronizing.
+_LITERAL_SIZE = re.compile(rb"\{(\d{1,20})(\+?)\}\r?\n\Z")
+#: The largest refused {n+} literal read and dropped so that the session
+#: goes on; past it, the connection is cut (reading it would take long).
+_MOST_DROPPED = 1 << 30
+
+
+class _TooBig(Exception):
+    """An APPEND's message literal over ``max_size``."""
+
+    def __init__(self, size: int, synchronizing: bool) -> None:
+        super().__init__(size)
+        self.size = size
+        self.synchronizing = synchronizing
+
+
 #: A line (its CRLF taken off) that announces a literal, synchronizing or not.
 _LITERAL_ANNOUNCED = re.compile(rb"\{\d+\+?\}\Z")
 # Untagged responses of one command kept in the transcript (a FETCH of a
@@ -561,6 +577,40 @@ class _Connection(ReadSideConnection):
 
     # -- reading --------------------------------------------------------------------
 
+    def _check_append_size(self, line: bytes) -> None:
+        """Raise `_TooBig` for a line of an APPEND that ends in a literal
+        over ``max_size`` (0: no limit)."""
+        limit = self.settings.max_size
+        found = _LITERAL_SIZE.search(line)
+        if (
+            limit
+            and found is not None
+            and int(found[1]) > limit
+            and self.state != "not-authenticated"  # refused for that first
+        ):
+            raise _TooBig(int(found[1]), not found[2])
+
+    async def _drop(self, size: int) -> bool:
+        """Read ``size`` octets and keep none (a literal refused, already on
+        its way); False if the client closed first."""
+        deadline = time.monotonic() + self.settings.idle_timeout
+        while size:
+            taken = min(size, len(self._buffer))
+            del self._buffer[:taken]
+            size -= taken
+            if not size:
+                break
+            if self._eof:
+                return False
+            if self._reading_paused:
+                self._reading_paused = False
+                if self.transport is not None:
+                    with contextlib.suppress(RuntimeError, AttributeError):
+                        self.transport.resume_reading()
+            await self._wait_for_input(deadline)
+        self._resume_reading()
+        return True
+
     async def _read_exactly(self, size: int) -> bytes | None:
         deadline = time.monotonic() + self.settings.idle_timeout
         while len(self._buffer) < size:
@@ -829,6 +879,8 @@ class _Connection(ReadSideConnection):
                 recorded[0].line = self._shown_command(shown_parts, None, tag)
 
         try:
+            if append:
+                self._check_append_size(line)
             step = reader.feed_line(line)
             while isinstance(step, NeedLiteral):
                 shown_parts.append(f" [{step.size} octets]")
@@ -890,7 +942,42 @@ class _Connection(ReadSideConnection):
                 shown_parts.append(
                     line.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
                 )
+                if append:
+                    self._check_append_size(line)
                 step = reader.feed_line(line)
+        except _TooBig as big:
+            # A message over max_size: NO [LIMIT] (RFC 5530), as Dovecot
+            # answers, not a syntax error; the session goes on.
+            reader.reset()
+            shown_parts.append(
+                f" [{big.size} octets" + (", not sent]" if big.synchronizing else "]")
+            )
+            too_big = (
+                f"{tag} NO [LIMIT] Message too large ({big.size} bytes, at most "
+                f"{self.settings.max_size}: the sink's max_size)"
+            )
+            # A {n+} message is on its way: read and dropped, then the rest
+            # of its line.
+            if (
+                not big.synchronizing
+                and big.size <= _MOST_DROPPED
+                and (
+                    not await self._drop(big.size)
+                    or await self._read_line(MAX_LINE) is None
+                )
+            ):
+                cut_off()
+                return False
+            if not recorded:
+                record_early()
+            if not big.synchronizing and big.size > _MOST_DROPPED:
+                await self._reply(too_big)
+                await self._reply_and_end(
+                    "server-closed", "* BYE Cannot read the rest of that command"
+                )
+                raise Closed from None
+            await self._reply(too_big)
+            return True
         except ImapSyntaxError as error:
             # A line of one word, taken as a tag with no command: recorded
             # once, not as that tag and that word. (Right after a LOGIN it
