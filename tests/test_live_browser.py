@@ -40,6 +40,38 @@ def view() -> Iterator[Live]:
     started.sink.stop()
 
 
+def on_link(
+    driver: WebDriver,
+    act: Callable[[WebElement], object],
+    selector: str = "#list li.item a",
+    containing: str = "",
+) -> None:
+    """``act`` on the first link of ``selector`` whose text holds
+    ``containing``, found afresh until that holds. The page draws the list
+    anew on load, when its event stream opens and after each message
+    opened: a link found before such a drawing is stale (a busy machine
+    drew it between a test's find and its click). A stale element raises
+    before it is acted on, so nothing is done twice."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    def acted(driver: WebDriver) -> bool:
+        for link in driver.find_elements(By.CSS_SELECTOR, selector):
+            if containing in link.text:
+                act(link)
+                return True
+        return False
+
+    WebDriverWait(
+        driver, TIMEOUT, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(acted)
+
+
+def click(link: WebElement) -> None:
+    link.click()
+
+
 def test_a_narrow_window_stacks_the_list_above_the_message(
     driver: WebDriver, view: Live
 ) -> None:
@@ -52,9 +84,7 @@ def test_a_narrow_window_stacks_the_list_above_the_message(
     driver.set_window_size(500, 900)  # headless Chromium's narrowest
     try:
         driver.get(view.url + "/")
-        item = (By.CSS_SELECTOR, "#list li.item a")
-        WebDriverWait(driver, TIMEOUT).until(lambda d: d.find_elements(*item))
-        driver.find_element(*item).click()
+        on_link(driver, click)
         WebDriverWait(driver, TIMEOUT).until(
             lambda d: "Narrow" in d.find_element(By.ID, "view").text
         )
@@ -89,7 +119,11 @@ def test_a_keyboard_user_keeps_their_place_in_the_list(
         )
         return found
 
-    driver.execute_script("arguments[0].focus()", driver.find_element(*item))
+    on_link(
+        driver,
+        lambda link: driver.execute_script("arguments[0].focus()", link),
+        '#list a[data-id="1"]',
+    )
     # Marked, to see the list drawn anew after Enter (the mark goes with it).
     driver.execute_script("document.querySelector('#list ul').dataset.old = 'yes'")
     driver.switch_to.active_element.send_keys(Keys.ENTER)
@@ -117,9 +151,7 @@ def test_the_page_says_when_the_sink_is_gone_and_forgets_what_it_showed(
 
     def open_first(subject: str) -> None:
         driver.get(view.url + "/")
-        item = (By.CSS_SELECTOR, "#list li.item a")
-        wait.until(lambda d: subject in d.find_element(By.ID, "list").text)
-        driver.find_element(*item).click()
+        on_link(driver, click, containing=subject)
         wait.until(lambda d: subject in d.find_element(*shown).text)
 
     view.send("Before the stop")
@@ -516,7 +548,7 @@ def test_a_message_slow_to_render_is_said_to_be_opening_and_rendered_once(
         wait.until(ready.text_to_be_present_in_element((By.ID, "list"), "Big"))
 
         def open_message(number: str) -> None:
-            driver.find_element(By.CSS_SELECTOR, f'#list a[data-id="{number}"]').click()
+            on_link(driver, click, f'#list a[data-id="{number}"]')
 
         def shown(text: str) -> None:
             wait.until(ready.text_to_be_present_in_element((By.ID, "view"), text))
@@ -660,10 +692,7 @@ def test_the_open_message_is_in_the_address(driver: WebDriver, view: Live) -> No
     wait.until(lambda d: len(d.find_elements(*links)) == 2)
 
     def open_message(subject: str) -> None:
-        for link in driver.find_elements(*links):
-            if subject in link.text:
-                link.click()
-                break
+        on_link(driver, click, containing=subject)
         wait.until(lambda d: subject in d.find_element(By.ID, "view").text)
 
     open_message("First")
