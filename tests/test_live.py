@@ -889,7 +889,7 @@ def test_the_view_keeps_the_newest_messages(smtpsink: Mailbox) -> None:
     inbox.add(messages[1:], [m.session for m in messages])
     _, kept, sessions = inbox.snapshot()
     assert [m.subject for m in kept] == ["two", "three"]
-    assert sessions == [m.session for m in messages[1:]]
+    assert sessions == []  # each shows with its mail
     assert inbox.get(messages[0].number) is None
     # The list says so: the oldest vanished without a word.
     listed = list_fragment(kept, sessions, dropped=inbox.dropped, keep=inbox.keep)
@@ -901,6 +901,31 @@ def test_the_view_keeps_the_newest_messages(smtpsink: Mailbox) -> None:
     # note said "the last 1 messages").
     inbox.clear(up_to=messages[1].number)
     assert inbox.dropped == 0
+
+
+def test_the_view_keeps_no_connection_that_would_hold_mail_let_go(
+    smtpsink: Mailbox,
+) -> None:
+    # The view kept the last `keep` sessions, each holding all its messages:
+    # a sender of 100 messages per connection kept 100 times the mail it
+    # showed. Only connections without a message are shown as such.
+    from pytest_smtpsink._live import Inbox
+
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        for number in range(5):
+            client.sendmail(
+                "a@example.com", ["b@example.com"], f"Subject: {number}\r\n\r\n"
+            )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.noop()
+    smtpsink.wait_until(lambda: all(s.end for s in smtpsink.sessions))
+    batch, idle = smtpsink.sessions
+    inbox = Inbox(keep=2)
+    inbox.add([], [batch, idle])  # as the CLI hands them over: new, then mail
+    inbox.add(list(batch.messages), [])
+    _, kept, sessions = inbox.snapshot()
+    assert [m.subject for m in kept] == ["3", "4"]
+    assert sessions == [idle]
 
 
 def test_a_kept_message_keeps_its_session_number(smtpsink: Mailbox) -> None:
