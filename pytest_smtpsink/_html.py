@@ -538,11 +538,13 @@ def record_test(
                 )
                 href = None
                 for candidate in (wanted, f"attachment-{number}.txt"):
-                    name = (
-                        f"{number}-{candidate}"
-                        if candidate.lower() in used
-                        else candidate
-                    )
+                    name = candidate
+                    # A name taken already gets the attachment's number,
+                    # then more: "3-a.txt" may be an attachment's own name,
+                    # and the third "a.txt" was written over it.
+                    prefix = f"{number}-"
+                    while name.lower() in used:
+                        name, prefix = prefix + candidate, prefix + f"{number}-"
                     used.add(name.lower())
                     try:
                         write_whole(folder / name, item.content)

@@ -266,6 +266,31 @@ def test_frame_text_inside_an_attribute_value_changes_nothing_there() -> None:
     assert img == [("alt", "see <iframe src=about:blank  >here"), ("src", "cid:x")]
 
 
+def test_attachments_of_one_name_are_each_saved(
+    smtpsink: Mailbox, tmp_path: Path
+) -> None:
+    # A repeated name became "3-a.txt", never checked against the names
+    # taken: with attachments named 3-a.txt, a.txt, a.txt, the third was
+    # written over the first, and both links gave the third's bytes.
+    message = make_message()
+    for name, body in (("3-a.txt", "first"), ("a.txt", "second"), ("a.txt", "third")):
+        message.add_attachment(body.encode(), "text", "plain", filename=name)
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.send_message(message)
+    smtpsink.wait_for(count=1)
+    save_index(smtpsink, tmp_path)
+    record = json.loads(
+        (tmp_path / "test_x.py__test_x" / _html.RECORD_NAME).read_text("utf-8")
+    )
+    hrefs = [item["href"] for item in record["messages"][0]["attachments"]]
+    assert len(set(hrefs)) == 3, hrefs
+    assert [(tmp_path / href).read_text() for href in hrefs] == [
+        "first",
+        "second",
+        "third",
+    ]
+
+
 def test_index_lists_the_message_parts_and_files(
     smtpsink: Mailbox, tmp_path: Path
 ) -> None:
