@@ -1934,7 +1934,10 @@ class _Connection(ReadSideConnection):
         # announced here, was removed by a client that never saw it.
         known = {id(s) for s in self._view}
         with self.mail.lock:
-            largest = folder.messages[-1].uid if folder.messages else 0
+            # "*" is the newest UID the session knows, as for UID FETCH:
+            # the folder's newest, not yet announced, made "99:*" miss the
+            # last message the session knew.
+            largest = self._view[-1].uid if self._view else 0
             gone = [
                 s
                 for s in folder.messages

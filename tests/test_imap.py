@@ -2353,6 +2353,22 @@ def test_expunge_removes_only_the_mail_the_session_was_told_of(
     assert subjects == ["Seen", "Unseen"]
 
 
+def test_uid_expunge_star_is_the_newest_uid_the_session_knows(
+    smtpsink: Mailbox,
+) -> None:
+    # "*" was the folder's newest UID, of mail not yet announced: "N:*",
+    # N past every UID, then expunged nothing, where Dovecot (and the
+    # sink's own UID FETCH) took the last message the session knew.
+    smtpsink.deliver(raw_message("Known"), to=USER, flags=["\\Deleted"])
+    with raw_selected(smtpsink.imap) as send:
+        smtpsink.deliver(raw_message("New"), to=USER)
+        replies = send("d UID EXPUNGE 999999:*")
+        assert replies[0] == "* 1 EXPUNGE"
+        assert replies[-1].startswith("d OK ")
+    subjects = [m.subject for m in smtpsink.mailbox(USER).messages()]
+    assert subjects == ["New"]
+
+
 def test_several_fetch_items_without_parentheses_are_bad(smtpsink: Mailbox) -> None:
     # RFC 3501's grammar, and Dovecot's BAD: imaplib's fetch("1", "UID
     # FLAGS"), a classic mistake, passed against the sink and failed on a
