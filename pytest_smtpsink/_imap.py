@@ -1751,6 +1751,7 @@ class _Connection(ReadSideConnection):
                 if self.state == "selected":
                     await self._send_updates(expunge=True)
                 if self.generation != self.mail.generation:
+                    self._finish_shown()
                     self.end_stale()
                     raise Closed
                 end = self._buffer.find(b"\n")
@@ -1761,10 +1762,15 @@ class _Connection(ReadSideConnection):
                 try:
                     await self._wait_for_input(deadline)
                 except asyncio.TimeoutError:
+                    self._finish_shown()
                     await self._reply_and_end("timeout", _INACTIVE)
                     raise Closed from None
         finally:
             self.idling = False
+        # Its untagged responses past the first 20, counted: the DONE line
+        # (a command's own record) starts the count anew, and the report
+        # read as if the later mail had never been announced.
+        self._finish_shown()
         read = await self._read_line(MAX_LINE)
         if read is None:
             raise Closed

@@ -1417,6 +1417,24 @@ def test_idle_is_woken_by_smtp_mail(smtpsink: Mailbox) -> None:
     assert "C: DONE\nS: c OK IDLE terminated" in transcript
 
 
+def test_an_idle_transcript_counts_the_responses_it_leaves_out(
+    smtpsink: Mailbox,
+) -> None:
+    # Past its first 20 untagged responses an IDLE's transcript said
+    # nothing more: the report read as if mail 11 was never announced.
+    with idling(smtpsink.imap) as stream:
+        for number in range(1, 12):
+            smtpsink.deliver(raw_message(f"m{number}"), to=USER)
+            assert stream.readline() == f"* {number} EXISTS\r\n".encode()
+            assert stream.readline() == f"* {number} RECENT\r\n".encode()
+        stream.write(b"DONE\r\n")
+        stream.flush()
+        assert stream.readline() == b"c OK IDLE terminated\r\n"
+    (session,) = [s for s in smtpsink.sessions if s.protocol == "IMAP"]
+    transcript = session.format_transcript()
+    assert "S: * 10 RECENT\nS: [... 2 more untagged responses]\nC: DONE" in transcript
+
+
 def test_idle_hears_of_a_change_made_while_it_was_still_writing() -> None:
     # IDLE wrote a burst of updates to a client that did not read them yet;
     # a change that came while it waited for the client was never told:
