@@ -223,7 +223,19 @@ def parse_search(args: Sequence[Arg], tag: str | None = None) -> SearchQuery:
 
 
 def _text(arg: Arg, charset: str, tag: str | None) -> str:
-    return text_bytes(arg, tag, "a search string").decode("utf-8", "replace")
+    data = text_bytes(arg, tag, "a search string")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        # Decoded with U+FFFD, which no mail holds, it found nothing, and a
+        # client's Latin-1 terms passed as "no matching mail": BAD, as on
+        # Dovecot.
+        shown = printable(data.decode("utf-8", "backslashreplace"))
+        raise ImapSyntaxError(
+            f"the search string '{shown}' is not UTF-8 (SEARCH takes "
+            f"{' or '.join(CHARSETS)} text)",
+            tag,
+        ) from None
 
 
 _MAX_DEPTH = 50
@@ -322,6 +334,10 @@ class _KeyReader:
         arg = self.next(f"the keyword after {key}")
         if not isinstance(arg, Atom):
             raise ImapSyntaxError(f"{key} takes a flag keyword (an atom)", self.tag)
+        if not arg.value.isascii():  # as Dovecot: "8bit data in atom"
+            raise ImapSyntaxError(
+                f"{key} takes a keyword of ASCII characters", self.tag
+            )
         return arg.value
 
     def header(self) -> Key:

@@ -1417,6 +1417,37 @@ def test_idle_is_woken_by_smtp_mail(smtpsink: Mailbox) -> None:
     assert "C: DONE\nS: c OK IDLE terminated" in transcript
 
 
+def test_a_search_string_that_is_not_utf8_is_bad(smtpsink: Mailbox) -> None:
+    # Decoded with U+FFFD, it found nothing: a client's Latin-1 terms passed
+    # as "no matching mail"; Dovecot answers BAD. So for an 8-bit keyword.
+    smtpsink.deliver("Subject: caf\u00e9 menu\r\n\r\nx\r\n".encode(), to=USER)
+    address = (smtpsink.imap.host, smtpsink.imap.port)
+    with socket.create_connection(address, 30) as sock, sock.makefile("rwb") as io:
+
+        def send(line: bytes) -> list[bytes]:
+            io.write(line + b"\r\n")
+            io.flush()
+            replies = [io.readline()]
+            while not replies[-1].startswith(line[:2]):
+                replies.append(io.readline())
+            return [reply.rstrip(b"\r\n") for reply in replies]
+
+        io.readline()
+        send(f"a LOGIN {USER} pw".encode())
+        send(b"b SELECT INBOX")
+        assert send(b"d SEARCH CHARSET UTF-8 SUBJECT {4+}\r\ncaf\xe9") == [
+            b"d BAD The search string 'caf\\xe9' is not UTF-8 (SEARCH takes "
+            b"US-ASCII or UTF-8 text)"
+        ]
+        assert send("e SEARCH SUBJECT {5+}\r\ncaf\u00e9".encode()) == [
+            b"* SEARCH 1",
+            b"e OK SEARCH completed",
+        ]
+        assert send("f SEARCH KEYWORD caf\u00e9".encode()) == [
+            b"f BAD KEYWORD takes a keyword of ASCII characters"
+        ]
+
+
 def test_an_idle_transcript_counts_the_responses_it_leaves_out(
     smtpsink: Mailbox,
 ) -> None:
