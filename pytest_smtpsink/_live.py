@@ -549,10 +549,34 @@ def message_fragment(message: Message, session_number: int | None = None) -> str
     # A relay outcome still to come: the page shows the message again when
     # the server says something changed (the outcome, among others).
     pending = message.relay is not None and not message.relay.done
+    session = _session_record(message.session)
+    session["transcript"] = _cut_transcript(session["transcript"])
     return (
         ("<span data-relay-pending hidden></span>" if pending else "")
         + _html.render_message(linked_record(message), open_=True)
-        + _html.render_session(_session_record(message.session), session_number)
+        + _html.render_session(session, session_number)
+    )
+
+
+#: Lines of a message's session shown on its page, the first and the last:
+#: a connection that sent 20,000 messages put every other message's lines
+#: on each one's page (4.7 MB).
+_FIRST_LINES = 60
+_LAST_LINES = 140
+
+
+def _cut_transcript(transcript: str) -> str:
+    lines = transcript.split("\n")
+    if len(lines) <= _FIRST_LINES + _LAST_LINES:
+        return transcript
+    left_out = len(lines) - _FIRST_LINES - _LAST_LINES
+    return "\n".join(
+        [
+            *lines[:_FIRST_LINES],
+            f"[... {left_out} lines not shown: --transcripts and --save-dir have "
+            "the whole conversation]",
+            *lines[-_LAST_LINES:],
+        ]
     )
 
 
