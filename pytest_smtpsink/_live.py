@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _html
 from ._listening import readable_now
-from ._text import clock, printable
+from ._text import clock, printable, shorten
 from ._tls import standalone_spelling
 
 if TYPE_CHECKING:
@@ -476,6 +476,10 @@ def _subject(message: Message) -> str | None:
     return _html.read_field(lambda: message.subject, no_subject, "subject", [])
 
 
+#: Characters of a subject the list shows (the message's page has it all).
+_LISTED_SUBJECT = 300
+
+
 def list_fragment(
     messages: Sequence[Message],
     sessions: Sequence[Session],
@@ -503,7 +507,9 @@ def list_fragment(
             f'data-id="{message.number}"><span class="subject">'
             # printable(): a control character shows as its escape, as in
             # the summary line, not as a glyph (or a terminal's ESC).
-            f"{_e(printable(subject or '(no subject)'))}</span>"
+            # Cut: one 2 MB subject made every drawing of the list 2 MB.
+            f"{_e(printable(shorten(subject or '(no subject)', _LISTED_SUBJECT)))}"
+            "</span>"
             f'<span class="meta">#{message.number} {_e(printable(sender))} &rarr; '
             f"{_e(printable(', '.join(message.envelope.rcpt_to)))} · "
             f"{clock(message.received_at)[:-4]}</span></a></li>"

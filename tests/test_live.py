@@ -172,6 +172,17 @@ def test_list_get_raw_and_delete(live: Callable[..., Live]) -> None:
     assert body.decode().startswith("<!DOCTYPE html>")
 
 
+def test_the_list_shows_a_long_subject_cut(live: Callable[..., Live]) -> None:
+    # One 2 MB subject made every drawing of the list 2 MB.
+    view = live()
+    view.send("Long" + "".join("\r\n " + "x" * 70 for _ in range(1500)))
+    view.json("/api/wait?rcpt_to=ann@example.com")
+    status, body = view.request("/fragments/list")
+    assert status == 200
+    assert len(body) < 2_000
+    assert re.search(r"x\.\.\. \[\d{6} more characters\]</span>", body.decode())
+
+
 def test_a_message_page_shows_a_long_session_cut(live: Callable[..., Live]) -> None:
     # A connection that sent many messages put every other message's lines
     # on each one's page: 4.7 MB for a 19-byte message after 20,000.
