@@ -674,6 +674,30 @@ def _check_addresses(ctx: _Context) -> Iterator[Problem]:
                 header=canonical,
             )
             continue
+        broken = _list_structure(text)
+        if broken is not None:
+            # Readers part such a list each their own way (Python's email
+            # package makes an unclosed comment a display name).
+            yield Problem(
+                "invalid-address",
+                "error",
+                f"{name} is not a valid address list: {broken} (RFC 5322 3.4)",
+                header=canonical,
+            )
+            continue
+        if canonical == "Sender":
+            count = len(email.utils.getaddresses([text]))
+            grouped = ":" in _blank_quoted(uncommented(text) or text)
+            if count > 1 or grouped:
+                what = "is a group" if grouped else f"names {count} mailboxes"
+                yield Problem(
+                    "invalid-address",
+                    "error",
+                    f"Sender {what}; RFC 5322 3.6.2 allows one mailbox, the one "
+                    "responsible for sending the message",
+                    header=canonical,
+                )
+                continue
         run_on = addresses_without_comma(text)
         if run_on is not None:
             # Readers make one garbled address of them (Python's email
@@ -812,6 +836,37 @@ def unquoted_at_in_name(value: str) -> str | None:
 # A display name: what stands before a '<' since the start, a ',' or a
 # group's ':' or ';'.
 _NAME_BEFORE_ANGLE = re.compile(r"(?:^|[,:;])([^,:;<>]*)<")
+
+
+#: An angle address or a domain literal: a ':' or ';' in it is no group's.
+_ANGLE_OR_LITERAL = re.compile(r"<[^<>]*>|\[[^\[\]]*\]")
+
+
+def _list_structure(value: str) -> str | None:
+    """What is wrong with how an address list is put together, or None: a
+    comment never closed, a ';' outside a group, a group never closed."""
+    value = re.sub(r"\r?\n", "", value)
+    bare = uncommented(value)
+    if bare is None:
+        return "a comment is not closed with ')'"
+    masked = _ANGLE_OR_LITERAL.sub(
+        lambda found: " " * len(found[0]), _blank_quoted(bare)
+    )
+    group: str | None = None
+    for index, char in enumerate(masked):
+        if char == ":":
+            start = max(masked.rfind(",", 0, index), masked.rfind(";", 0, index))
+            name = " ".join(bare[start + 1 : index].split())
+            if group is not None:
+                return f"group {name!r} inside group {group!r}"
+            group = name
+        elif char == ";":
+            if group is None:
+                return "a ';' outside a group (only 'name: addresses;' ends with one)"
+            group = None
+    if group is not None:
+        return f"group {group!r} is not closed with ';'"
+    return None
 
 
 def addresses_without_comma(value: str) -> str | None:

@@ -119,6 +119,26 @@ HEAD = (
             "error",
             "header To",
         ),
+        # A list put together wrongly: readers part it each their own way.
+        *(
+            (
+                HEAD.replace(b"ann@example.com", broken) + b"\r\nx\r\n",
+                "invalid-address",
+                "error",
+                "header To",
+            )
+            for broken in (
+                b"ann@example.com;",
+                b"ann@example.com (unclosed",
+                b"Team: ann@example.com, bob@example.com",
+            )
+        ),
+        (
+            HEAD + b"Sender: a@shop.example, b@shop.example\r\n\r\nx\r\n",
+            "invalid-address",
+            "error",
+            "header Sender",
+        ),
         (
             HEAD.replace(b"<1@shop.example>", b"1-shop") + b"\r\nx\r\n",
             "invalid-message-id",
