@@ -966,6 +966,35 @@ def _check_message_id(ctx: _Context) -> Iterator[Problem]:
             "(RFC 5322 3.6.4)",
             header="Message-ID",
         )
+    for name in ("In-Reply-To", "References"):
+        for written in ctx.tree.get_all(name) or ():
+            if not _message_id_list(str(written)):
+                # A warning: RFC 5322 4.5.4's obsolete syntax (words between
+                # the IDs) is still read; a reply that lost its brackets
+                # gives readers that thread by ID nothing to match.
+                yield Problem(
+                    "invalid-message-id",
+                    "warning",
+                    f"{name} {shorten(' '.join(str(written).split()), 80)!r} is "
+                    "not a list of message IDs <left@right> (RFC 5322 3.6.4): "
+                    "readers that thread replies by ID find nothing to match",
+                    header=name,
+                )
+
+
+def _message_id_list(value: str) -> bool:
+    """Whether ``value`` is one or more ``<left@right>`` with comments and
+    white space around them (In-Reply-To, References)."""
+    bare = uncommented(re.sub(r"\r?\n", "", value))
+    if bare is None or not bare.strip():
+        return False
+    ids = _ANGLED.findall(bare)
+    left = _ANGLED.sub(" ", bare)
+    return bool(ids) and not left.strip() and all(map(_MESSAGE_ID.fullmatch, ids))
+
+
+#: One ``<...>`` of a list of message IDs.
+_ANGLED = re.compile(r"<[^<>]*>")
 
 
 def _check_date(ctx: _Context) -> Iterator[Problem]:

@@ -140,6 +140,19 @@ HEAD = (
             "header Sender",
         ),
         (
+            # A reply that lost its brackets: nothing to thread by.
+            HEAD + b"In-Reply-To: 1@shop.example\r\n\r\nx\r\n",
+            "invalid-message-id",
+            "warning",
+            "header In-Reply-To",
+        ),
+        (
+            HEAD + b"References: <1@shop.example> Your message\r\n\r\nx\r\n",
+            "invalid-message-id",
+            "warning",
+            "header References",
+        ),
+        (
             HEAD.replace(b"<1@shop.example>", b"1-shop") + b"\r\nx\r\n",
             "invalid-message-id",
             "error",
