@@ -1249,6 +1249,31 @@ def _special_parts(tree: Compat32Message) -> tuple[dict[int, str], set[int]]:
     return inside, protocol
 
 
+#: What may not touch an encoded word: a character of an atom (RFC 2047 5
+#: wants white space, or a comment's parenthesis, around it).
+_ATOM_CHARACTER = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\x80-\U0010ffff]")
+
+
+def _misplaced_encoded_word(
+    text: str, start: int, end: int, structured: bool
+) -> str | None:
+    """Why the encoded word at ``text[start:end]`` breaks RFC 2047's rules
+    of where one may stand, or None: glued to the text around it (Python's
+    parser shows "Hello=?..?=" as "HelloJörg", strict readers as written),
+    inside a quoted string of an address header (``structured``; in a
+    Subject a quote is text), or over 75 characters."""
+    if end - start > 75:
+        return f"is {end - start} characters long, over 75"
+    quotes = len(re.findall(r'(?<!\\)"', text[:start]))
+    if structured and quotes % 2:
+        return "is inside a quoted string, where RFC 2047 forbids one"
+    before = text[start - 1 : start]
+    after = text[end : end + 1]
+    if _ATOM_CHARACTER.fullmatch(before) or _ATOM_CHARACTER.fullmatch(after):
+        return "touches the text next to it, with no space between"
+    return None
+
+
 def _check_header_text(
     part: Compat32Message, path: str | None, smtputf8: bool
 ) -> Iterator[Problem]:
@@ -1269,6 +1294,20 @@ def _check_header_text(
         if "=?" not in text:
             continue
         for start, end, written, encoding in encoded_words(text):
+            placed = _misplaced_encoded_word(
+                text, start, end, name.lower() in _ADDRESS_NAMES
+            )
+            if placed is not None:
+                yield Problem(
+                    "invalid-encoded-word",
+                    "warning",
+                    f"an encoded word in {name}, "
+                    f"{shorten(printable(text[start:end]), 60)!r}, {placed} "
+                    "(RFC 2047 2 and 5): readers differ, some show it as it is "
+                    "(encode headers with the email package's Header or policy)",
+                    header=name,
+                    part=path,
+                )
             # All between the third "?" and the closing "?=": "a?b" of
             # "=?utf-8?Q?a?b?=", whose "?" the first split left out.
             bad = _bad_encoded_text(encoding, text[start:end].split("?", 3)[3][:-2])

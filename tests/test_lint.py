@@ -139,6 +139,24 @@ HEAD = (
             "error",
             "header Sender",
         ),
+        *(
+            (
+                HEAD.replace(b"Subject: Hi", subject) + b"\r\nx\r\n",
+                "invalid-encoded-word",
+                "warning",
+                "header Subject",
+            )
+            for subject in (
+                b"Subject: Hello=?utf-8?q?J=C3=B6rg?=",  # glued: "HelloJ\xc3\xb6rg"
+                b"Subject: =?utf-8?q?" + b"a" * 70 + b"?=",  # over 75 characters
+            )
+        ),
+        (
+            HEAD.replace(b"Shop <", b'"=?utf-8?q?J=C3=B6rg?=" <') + b"\r\nx\r\n",
+            "invalid-encoded-word",
+            "warning",
+            "header From",
+        ),
         (
             # A reply that lost its brackets: nothing to thread by.
             HEAD + b"In-Reply-To: 1@shop.example\r\n\r\nx\r\n",
