@@ -77,7 +77,24 @@ def parse_size(text: str) -> int:
 #: The sink's name in its greeting, EHLO reply and Received: headers: a
 #: domain (RFC 5321 4.1.2; "_" too, as test names use it) or an address
 #: literal. Not "a/b" or "a,b": the Received: header would not parse.
-_HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?|\[[!-Z^-~]+\]")
+_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def _valid_hostname(name: str) -> bool:
+    """A domain name (each label 1 to 63 characters, 253 in all, a final
+    dot allowed) or an address literal ``[192.0.2.1]``, ``[IPv6:::1]``:
+    the EHLO and greeting name (``a..b`` and ``[999.1.1.1]`` went through)."""
+    if name.startswith("[") and name.endswith("]"):
+        inner = name[1:-1]
+        version = 6 if inner[:5].upper() == "IPV6:" else 4
+        try:
+            address = ipaddress.ip_address(inner[5:] if version == 6 else inner)
+        except ValueError:
+            return False
+        return address.version == version
+    bare = name.removesuffix(".")
+    return 0 < len(bare) <= 253 and all(map(_LABEL.fullmatch, bare.split(".")))
+
 
 # A minus sign is read, so that the caller's range check says what is wanted.
 _WHOLE = re.compile(r"-?[0-9]+")
@@ -402,9 +419,10 @@ def _validate(s: SinkSettings) -> None:
         f"{shown_number(s.port)}",
     )
     _require(
-        isinstance(s.hostname, str) and _HOSTNAME.fullmatch(s.hostname) is not None,
+        isinstance(s.hostname, str) and _valid_hostname(s.hostname),
         "hostname",
-        "must be a domain name (ASCII letters, digits, '-', '_' and dots, such as "
+        "must be a domain name (labels of 1 to 63 ASCII letters, digits, '-' "
+        "and '_' joined by dots, at most 253 characters, such as "
         "mx.example.test) or an address literal such as [192.0.2.1], got "
         f"{shown_argument(s.hostname)}",
     )

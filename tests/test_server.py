@@ -223,6 +223,12 @@ def test_max_size_takes_a_unit_as_the_option_does(size: str, expected: int) -> N
         # Before: taken, and written into relayed mail's Received: header.
         ("hostname", "a/b", "hostname: must be a domain name"),
         ("hostname", "-mx", "hostname: must be a domain name"),
+        # Before: taken, and said in every greeting.
+        ("hostname", "a..b", "hostname: must be a domain name"),
+        ("hostname", "x" * 64 + ".example", "hostname: must be a domain name"),
+        ("hostname", "a." * 130 + "b", "hostname: must be a domain name"),
+        ("hostname", "[999.1.1.1]", "hostname: must be a domain name"),
+        ("hostname", "[IPv6:zz]", "hostname: must be a domain name"),
         ("smtputf8", "yes", "smtputf8: must be True or False"),
         ("idle_timeout", 0, "idle_timeout: must be a number of seconds > 0"),
     ],
