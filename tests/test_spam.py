@@ -87,6 +87,12 @@ def test_assert_not_spam_lists_the_spam_and_its_rules(
     smtpsink.clear()
     send(smtpsink, HAM)
     smtpsink.assert_not_spam(max_score=2.0, spamd=configured)
+    with pytest.raises(AssertionError) as failure:
+        smtpsink.assert_not_spam(max_score=-100, spamd=configured)
+    assert str(failure.value).splitlines()[0] == (
+        "expected every message to score below -100 (spamd gives scores to one "
+        "decimal); 1 of 1 did not:"
+    )
 
 
 def test_without_a_spamd_the_call_says_how_to_configure_one(smtpsink: Mailbox) -> None:
