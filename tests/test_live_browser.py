@@ -72,6 +72,10 @@ def click(link: WebElement) -> None:
     link.click()
 
 
+def assert_equal(found: object, expected: object) -> None:
+    assert found == expected
+
+
 def test_a_narrow_window_stacks_the_list_above_the_message(
     driver: WebDriver, view: Live
 ) -> None:
@@ -222,11 +226,7 @@ def test_live_view(driver: WebDriver, view: Live, tmp_path: Path) -> None:
             return driver.find_element(By.CSS_SELECTOR, f'#list a[data-id="{number}"]')
 
         def click(number: int) -> None:
-            def clicked(driver: WebDriver) -> bool:
-                item(number).click()
-                return True
-
-            wait.until(clicked)
+            on_link(driver, lambda link: link.click(), f'#list a[data-id="{number}"]')
 
         subject = wait.until(
             lambda d: item(hostile).find_element(By.CLASS_NAME, "subject").text
@@ -558,8 +558,11 @@ def test_a_message_slow_to_render_is_said_to_be_opening_and_rendered_once(
         open_message(big)
         assert held.asked.wait(TIMEOUT)
         shown(f"Opening message #{big}...")
-        marked = driver.find_element(By.CSS_SELECTOR, "#list a.current")
-        assert marked.get_attribute("data-id") == big
+        on_link(
+            driver,
+            lambda marked: assert_equal(marked.get_attribute("data-id"), big),
+            "#list a.current",
+        )
         held.answer.set()
         shown("Big body.")
         # Opened again: the page asks again, and the server has it.
