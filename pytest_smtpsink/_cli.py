@@ -858,8 +858,6 @@ def _session_header(number: int, session: Session) -> str:
     end: str = session.end or "server-closed"
     if session.tls_error is not None:
         end += ": " + standalone_spelling(session.tls_error)
-    elif session._end_detail is not None:
-        end += ": " + session._end_detail
     if session.protocol != "SMTP":
         # A mail reader: who logged in (never with what), no EHLO or mail.
         return printable(

@@ -686,7 +686,7 @@ def _check_addresses(ctx: _Context) -> Iterator[Problem]:
             )
             continue
         if canonical == "Sender":
-            count = len(email.utils.getaddresses([text]))
+            count = len(getaddresses([text]))
             grouped = ":" in _blank_quoted(uncommented(text) or text)
             if count > 1 or grouped:
                 what = "is a group" if grouped else f"names {count} mailboxes"
