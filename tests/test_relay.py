@@ -2527,22 +2527,26 @@ def test_a_timeout_past_what_the_clock_holds_is_for_ever(
 
 
 def test_a_tls_mode_mix_up_is_named_when_it_times_out(
-    smtpsink: Mailbox, smtpsink_factory: Factory
+    smtpsink: Mailbox, smtpsink_factory: Factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Plain SMTP to an implicit-TLS port said "no greeting", and an
     # implicit-TLS handshake that never finished "could not connect".
     captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
-    implicit = smtpsink_factory(tls="implicit")
+    with monkeypatch.context() as patched:
+        # A port that waits long for a handshake: the client's 1 s runs out
+        # first however busy the machine (1 s against the port's own 2 s
+        # was two timers racing).
+        patched.setattr("pytest_smtpsink._smtp.HANDSHAKE_TIMEOUT", 300.0)
+        waiting = smtpsink_factory(tls="implicit", hostname="waiting.test")
     with pytest.raises(RelayError) as raised:
-        # 1 s: under the implicit-TLS port's own 2 s wait for a handshake,
-        # after which it closes the connection.
-        smtpsink.release(captured, implicit.host, implicit.port, timeout=1)
+        smtpsink.release(captured, waiting.host, waiting.port, timeout=1)
     assert raised.value.reply == (
         "timed out: no greeting within 1 s (not a byte came: an implicit-TLS "
         "port greets only after a TLS handshake, smtps://, tls='implicit')"
     )
-    # With the default timeout, over the port's 2 s: the port closes first,
-    # and the hint went with it.
+    # With the default timeout (10 s), over the port's 2 s: the port closes
+    # first, and the hint went with it.
+    implicit = smtpsink_factory(tls="implicit")
     with pytest.raises(RelayError) as raised:
         smtpsink.release(captured, implicit.host, implicit.port)
     assert raised.value.reply == (
