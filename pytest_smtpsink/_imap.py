@@ -498,7 +498,7 @@ class IMAPServer(ReadSideServer["_Connection"]):
         super().__init__(host, store, settings, faults, tls_context, port=port)
         # \Recent (RFC 3501 2.3.2.): the highest UID some session has seen
         # in each folder of this generation.
-        self.recent_claims: dict[tuple[int, str, str], int] = {}
+        self.recent_claims: dict[tuple[int, int], int] = {}
 
     def new_connection(self) -> _Connection:
         return _Connection(self)
@@ -1395,7 +1395,7 @@ class _Connection(ReadSideConnection):
             view = list(folder.messages)
             uidvalidity = folder.uidvalidity
             uidnext = folder.uidnext
-            key = (self.generation, self._user or "", folder.name)
+            key = (self.generation, folder.serial)
             claimed = self.server.recent_claims.get(key, 0)
             recent = {s.uid for s in view if s.uid > claimed}
             if view and not read_only:
@@ -1621,7 +1621,7 @@ class _Connection(ReadSideConnection):
             if folder is None:
                 raise _no_such_folder(name)
             messages = list(folder.messages)
-            key = (self.generation, self._user or "", folder.name)
+            key = (self.generation, folder.serial)
             claimed = self.server.recent_claims.get(key, 0)
             # Mail this session took as \Recent when it selected the folder
             # is recent to it still (as SELECT and FETCH FLAGS said).
@@ -1840,7 +1840,7 @@ class _Connection(ReadSideConnection):
             same_account, alive = self._selected_folder_state(folder)
             current = list(folder.messages) if alive else []
             keywords = list(folder.keywords)
-            key = (self.generation, self._user or "", folder.name)
+            key = (self.generation, folder.serial)
             claimed = self.server.recent_claims.get(key, 0)
             present: set[int] | None = None
             new: list[StoredMessage] = []

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime
 import hmac
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -265,13 +266,29 @@ class Removal:
         self.target_gone = False
 
 
+_FOLDER_SERIALS = itertools.count(1)
+
+
 class Folder:
     """A named folder of one user: its copies in UID order."""
 
-    __slots__ = ("keywords", "messages", "name", "removed", "uidnext", "uidvalidity")
+    __slots__ = (
+        "keywords",
+        "messages",
+        "name",
+        "removed",
+        "serial",
+        "uidnext",
+        "uidvalidity",
+    )
 
     def __init__(self, name: str, uidvalidity: int, uidnext: int) -> None:
         self.name = name
+        #: This folder whatever its name: IMAP's \Recent state follows it
+        #: through a RENAME (keyed by name, a renamed folder's mail was all
+        #: \Recent again, and a folder renamed onto a deleted one's name
+        #: took that one's state).
+        self.serial = next(_FOLDER_SERIALS)
         self.uidvalidity = uidvalidity
         #: IMAP's UIDNEXT: the last UID given a copy here, plus one (or the
         #: sink's next UID when the folder was made). UIDs come from one

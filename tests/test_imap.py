@@ -2856,3 +2856,21 @@ def test_sinks_started_in_one_second_have_distinct_uidvalidity() -> None:
         assert validity is not None
         seen.append(int(validity))
     assert seen == sorted(set(seen))
+
+
+def test_recent_follows_a_folder_through_a_rename(smtpsink: Mailbox) -> None:
+    # \Recent was kept by folder name: after a RENAME all its mail was
+    # \Recent again, and a folder renamed onto a deleted one's name took
+    # that one's state; Dovecot keeps it with the folder.
+    smtpsink.deliver(raw_message("one"), to=USER, folder="Box")
+    smtpsink.deliver(raw_message("two"), to=USER, folder="Box")
+    with raw_selected(smtpsink.imap) as send:
+        assert "* 2 RECENT" in send("c SELECT Box")  # claimed by this session
+        send("d CLOSE")
+        assert send("e RENAME Box Kept")[-1].startswith("e OK ")
+        assert send("f STATUS Kept (RECENT MESSAGES)")[0] == (
+            "* STATUS Kept (RECENT 0 MESSAGES 2)"
+        )
+        # A folder made anew under the old name has none of that state.
+        smtpsink.deliver(raw_message("three"), to=USER, folder="Box")
+        assert send("g STATUS Box (RECENT)")[0] == "* STATUS Box (RECENT 1)"
