@@ -115,6 +115,25 @@ _LITERAL_SIZE = re.compile(rb"\{(\d{1,20})(\+?)\}\r?\n\Z")
 _MOST_DROPPED = 1 << 30
 
 
+#: A synchronizing literal where the command's name goes ("a {5}", "a UID
+#: {5}").
+_LITERAL_AS_NAME = re.compile(rb"\s*(?:UID\s+)?~?\{\d+\}\r?\n?\Z", re.IGNORECASE)
+#: A synchronizing literal8 (RFC 3516's "~{5}") at a line's end.
+_LITERAL8_AT_END = re.compile(rb"~\{\d+\}\r?\n?\Z")
+
+
+def _misplaced_literal(rest: bytes) -> str | None:
+    """Why the synchronizing literal that ends this first line (after its
+    tag) cannot be taken, or None: no command's name is a literal, and the
+    sink has no BINARY (RFC 3516) for a literal8. (A {n+} one is on its way:
+    read, then refused, so that its bytes never run as commands.)"""
+    if _LITERAL_AS_NAME.match(rest):
+        return "A command's name cannot be a literal"
+    if _LITERAL8_AT_END.search(rest):
+        return "A literal8 (~{n}) is not accepted: the server has no BINARY"
+    return None
+
+
 class _TooBig(Exception):
     """An APPEND's message literal over ``max_size``."""
 
@@ -845,6 +864,15 @@ class _Connection(ReadSideConnection):
             # nor echoed as the tag of the BAD (as POP3 and SMTP keep it).
             self._append("command", "****")
             await self._bad(None, "Missing command name")
+            return True
+        misplaced = _misplaced_literal(rest)
+        if misplaced is not None:
+            # Refused before "+", as Dovecot refuses it: the sink asked for
+            # data it would refuse, and took the next command for it.
+            text = rest.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
+            shown = self._shown_command([text], None, tag)
+            self._append("command", shown, _tag_recorded(tag))
+            await self._bad(_tag_out(tag, None), misplaced)
             return True
         reader = CommandReader()
         append = re.match(rb"\s*APPEND\s", rest, re.IGNORECASE) is not None

@@ -1763,6 +1763,11 @@ BAD_INPUT = [
     ("a STATUS INBOX (FOO)", "a BAD Unknown STATUS item"),
     ("a \x00\x01 NOOP", "a BAD Unexpected"),
     ("a APPEND INBOX {999999999}", "a NO [LIMIT] Message too large"),
+    # Refused before "+", as on Dovecot: the next command was taken for the
+    # literal the sink asked for.
+    ("a UID {5}", "a BAD A command's name cannot be a literal"),
+    ("a {4}", "a BAD A command's name cannot be a literal"),
+    ("a SEARCH SUBJECT ~{3}", "a BAD A literal8 (~{n}) is not accepted"),
     # Commands that take no arguments refuse them, and are not run (a
     # LOGOUT that was would end the session before z NOOP).
     ("a NOOP extra", "a BAD NOOP takes no arguments"),
