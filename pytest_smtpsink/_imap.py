@@ -641,7 +641,9 @@ class _Connection(ReadSideConnection):
                     with contextlib.suppress(RuntimeError, AttributeError):
                         self.transport.resume_reading()
             await self._wait_for_input(deadline)
-        data = bytes(self._buffer[:size])
+        # One copy: slicing the bytearray first made a second, as big.
+        with memoryview(self._buffer) as view:
+            data = bytes(view[:size])
         del self._buffer[:size]
         self._resume_reading()
         return data
