@@ -405,6 +405,8 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
     def _mark_end(self, reason: EndReason) -> None:
         record = self.record
         if record is not None and record.end is None:
+            if self._current is not None:
+                self._current._delayed = False  # as SMTP's (a delay cut short)
             # The time first: a reader that sees the end sorts by it.
             record.ended_at = now()
             record.end = reason
@@ -801,7 +803,13 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         for step in planned:
             self._mark_injected()
             if isinstance(step, Delay):
-                await self._stall(step.rule, asyncio.sleep(step.seconds))
+                current = self._current
+                assert current is not None  # _mark_injected made one
+                current._delayed = True  # "reply delayed" while it lasts
+                try:
+                    await self._stall(step.rule, asyncio.sleep(step.seconds))
+                finally:
+                    current._delayed = False
             elif isinstance(step, Hang):
                 await self._stall(step.rule, asyncio.get_running_loop().create_future())
             elif isinstance(step, Disconnect):

@@ -1328,6 +1328,11 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
     def _mark_end(self, reason: EndReason) -> bool:
         """Record why the session ended, unless it already has; True if so."""
         if self.record is not None and self.record.end is None:
+            if self._current is not None:
+                # A delay the end cut short: no reply is coming now. Before
+                # the end, which a reader may wait for (the delay's own
+                # task clears it only once it is cancelled, later).
+                self._current._delayed = False
             # The time first: a reader that sees the end sorts by it.
             self.record.ended_at = _now()
             self.record.end = reason

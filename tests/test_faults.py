@@ -564,6 +564,25 @@ def test_a_delay_under_way_says_the_reply_is_late_not_missing(
     ]
 
 
+@pytest.mark.parametrize("protocol", ["POP3", "IMAP"])
+def test_a_read_side_delay_under_way_says_the_reply_is_late(
+    smtpsink: Mailbox, protocol: str
+) -> None:
+    # SMTP's transcript said so; POP3's and IMAP's still said "no greeting"
+    # and "no reply" while a delay held them.
+    endpoint = smtpsink.pop3 if protocol == "POP3" else smtpsink.imap
+    smtpsink.delay(f"{protocol}:CONNECT", 60)  # released (connection closed)
+    with socket.create_connection((endpoint.host, endpoint.port), timeout=30):
+        smtpsink.wait_until(
+            lambda: smtpsink.sessions and smtpsink.sessions[0].transcript
+        )
+        [greeting] = smtpsink.sessions[0].transcript
+        assert greeting.lines() == ["S: (none yet)  [injected: greeting delayed]"]
+        smtpsink.clear_faults()  # closes the connection it held
+        smtpsink.wait_until(lambda: smtpsink.sessions[0].end)
+    assert greeting.lines() == ["S: (none)  [injected: no greeting]"]
+
+
 def test_delay_with_aiosmtplib(smtpsink: Mailbox) -> None:
     smtpsink.delay("CONNECT", 60)  # released when the test ends
 
