@@ -95,6 +95,10 @@ if TYPE_CHECKING:
     from ._store import Store
 
 _MAX_SHOWN_LINE = 512
+#: What is kept of a line longer than aiosmtpd reads at once: what is shown
+#: and room for a password across the cut, which is masked whole before the
+#: line is cut (kept to 512 bytes, a password across them showed in part).
+_KEPT_OF_A_LONG_LINE = _MAX_SHOWN_LINE + 4096
 # The commands answered as they arrive (RecordingSMTP.data_received): those
 # of every message, whose aiosmtpd methods never wait while the connection
 # can take their reply, and DATA, whose content then comes to data_received
@@ -250,9 +254,13 @@ def _sendable(text: str, encoding: str) -> str:
 
 
 #: What may come before a line's first word and not be seen: white space
-#: and invisible format characters (a byte order mark, a zero-width space,
-#: as an editor or a copied script puts them).
-_INVISIBLE_START = re.compile(r"[\s\u200b-\u200f\u2060-\u2064\ufeff]+")
+#: and Unicode's default-ignorable characters (a byte order mark, a soft
+#: hyphen, a zero-width space, bidi marks, variation selectors), as an
+#: editor or a copied script puts them.
+_INVISIBLE_START = re.compile(
+    r"[\s\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f"
+    r"\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]+"
+)
 
 
 def _is_auth_line(text: str) -> bool:
@@ -1931,8 +1939,8 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
 
     def _on_fragment(self, chunk: bytes) -> None:
         self._pending_total += len(chunk)
-        if len(self._pending_fragment) < _MAX_SHOWN_LINE:
-            self._pending_fragment += chunk[:_MAX_SHOWN_LINE]
+        if len(self._pending_fragment) < _KEPT_OF_A_LONG_LINE:
+            self._pending_fragment += chunk[:_KEPT_OF_A_LONG_LINE]
 
     # After the server ended the session, _on_line and _record_reply record
     # nothing: aiosmtpd goes on with the lines it has already read after its
@@ -1957,6 +1965,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         # Most lines are not AUTH: skip the decoding. find(), not `in`: a
         # bytes `in` first tries its operand as an integer, and that failed
         # try makes and drops a TypeError, on every line and reply.
+        auth_line = False
         if raw.upper().find(b"AUTH") >= 0:
             # Keep the mechanism; PLAIN's initial response is the password.
             # Masked before anything is made printable, so that no separator
@@ -1964,8 +1973,9 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             decoded = raw.decode("utf-8", "surrogateescape")
             if _is_auth_line(decoded):
                 raw = mask_auth(decoded).encode("utf-8", "surrogateescape")
-                self._after_auth = True
-        elif self.state.settings.auth == "any":
+                self._after_auth = auth_line = True
+        if not auth_line and self.state.settings.auth == "any":
+            # Whatever letters it holds ("oAuthpw", an OAuth token).
             raw = self._without_unknowable_password(raw)
         mask = self.state.mask_secrets
         if total > _MAX_SHOWN_LINE and mask is not None:

@@ -75,6 +75,7 @@ def forms() -> list[list[bytes | object]]:
         # space): the line was not taken for AUTH, and recorded whole.
         ["\ufeffAUTH PLAIN ".encode() + p + CRLF],
         [" \u200bAUTH PLAIN ".encode() + p + CRLF],
+        ["\u00adAUTH PLAIN ".encode() + p + CRLF],  # a soft hyphen
         # The user as the authorization identity too, as some clients send.
         [b"AUTH PLAIN " + plain(USER) + CRLF],
         ["\ufeffAUTH PLAIN ".encode() + plain(USER) + CRLF],
