@@ -609,10 +609,12 @@ class _Connection(ReadSideConnection):
         ):
             raise _TooBig(int(found[1]), not found[2])
 
-    async def _drop(self, size: int) -> bool:
+    async def _drop(self, size: int) -> int:
         """Read ``size`` octets and keep none (a literal refused, already on
-        its way); False if the client closed first."""
+        its way); how many came (fewer if the client closed first). Each
+        wait for more is at most ``idle_timeout`` (asyncio.TimeoutError)."""
         deadline = time.monotonic() + self.settings.idle_timeout
+        wanted = size
         while size:
             taken = min(size, len(self._buffer))
             del self._buffer[:taken]
@@ -620,7 +622,7 @@ class _Connection(ReadSideConnection):
             if not size:
                 break
             if self._eof:
-                return False
+                return wanted - size
             if self._reading_paused:
                 self._reading_paused = False
                 if self.transport is not None:
@@ -628,7 +630,34 @@ class _Connection(ReadSideConnection):
                         self.transport.resume_reading()
             await self._wait_for_input(deadline)
         self._resume_reading()
-        return True
+        return wanted
+
+    async def _drop_rest(self, size: int, shown_parts: list[str]) -> bool:
+        """Drop a refused {n+} literal of ``size`` octets and what follows it
+        to the command's end (the rest of its line, and the bytes of any
+        further {n+} literal); False if the client closed first (what came
+        is then said in ``shown_parts``)."""
+        while True:
+            came = await self._drop(size)
+            if came < size:
+                shown_parts[-1] = (
+                    f" [{came} of {size} octets; not run: cut off by the "
+                    "client's close]"
+                )
+                return False
+            read = await self._read_line(MAX_LINE)
+            if read is None:
+                shown_parts.append(
+                    " [not run: no line end, cut off by the client's close]"
+                )
+                return False
+            line = read[0]
+            shown_parts.append(line.rstrip(b"\r\n").decode("utf-8", "surrogateescape"))
+            found = _LITERAL_SIZE.search(line)
+            if found is None or not found[2]:  # the end, or a {m} not asked for
+                return True
+            size = int(found[1])
+            shown_parts.append(f" [{size} octets]")
 
     async def _read_exactly(self, size: int) -> bytes | None:
         deadline = time.monotonic() + self.settings.idle_timeout
@@ -986,18 +1015,19 @@ class _Connection(ReadSideConnection):
                 f"{tag} NO [LIMIT] Message too large ({big.size} bytes, at most "
                 f"{self.settings.max_size}: the sink's max_size)"
             )
-            # A {n+} message is on its way: read and dropped, then the rest
-            # of its line.
-            if (
-                not big.synchronizing
-                and big.size <= _MOST_DROPPED
-                and (
-                    not await self._drop(big.size)
-                    or await self._read_line(MAX_LINE) is None
-                )
-            ):
-                cut_off()
-                return False
+            if not big.synchronizing and big.size <= _MOST_DROPPED:
+                # On its way: read and dropped, then the rest of the command
+                # (another {n+} literal's bytes too: never run as commands).
+                try:
+                    complete = await self._drop_rest(big.size, shown_parts)
+                except asyncio.TimeoutError:
+                    if not recorded:
+                        record_early()
+                    await self._reply_and_end("timeout", _INACTIVE)
+                    raise Closed from None
+                if not complete:
+                    cut_off()
+                    return False
             if not recorded:
                 record_early()
             if not big.synchronizing and big.size > _MOST_DROPPED:

@@ -2070,13 +2070,38 @@ def test_a_message_over_the_limit_is_refused_and_the_session_goes_on(
     assert f"S: b {refusal}" in lines
     assert "S: c OK NOOP completed" in lines
     assert sink.mailbox(USER).stored() == ()
+    # Another {n+} literal after it: dropped too, its bytes never run as a
+    # command (a LOGOUT here).
+    lines = run(
+        [
+            f"a LOGIN {USER} x",
+            "b APPEND INBOX {5000+}\r\n" + message + " {10+}\r\nf LOGOUT\r\n",
+            "c NOOP",
+        ],
+        endpoint,
+    )
+    assert f"S: b {refusal}" in lines
+    assert "S: c OK NOOP completed" in lines
+    assert not any("LOGOUT" in line for line in lines if line.startswith("S: "))
     client = imaplib.IMAP4(sink.imap.host, sink.imap.port, timeout=30)
     client.login(USER, "x")
     typ, data = client.append("INBOX", None, None, message.encode())
     assert (typ, data[0]) == ("NO", refusal[3:].encode())
     client.logout()
+    # Cut off by the client in the middle: said so, as for any literal.
+    with socket.create_connection((sink.imap.host, sink.imap.port), 30) as sock:
+        sock.makefile("rb").readline()
+        sock.sendall(f"a LOGIN {USER} x\r\nb APPEND INBOX {{5000+}}\r\nxyz".encode())
+        sock.shutdown(socket.SHUT_WR)
+        sock.makefile("rb").read()
     sink.wait_until(lambda: all(s.end for s in sink.sessions))
-    assert [s.end for s in sink.sessions] == ["client-closed"] * 2 + ["quit"]
+    assert sink.sessions[-1].transcript[-1].line == (
+        "APPEND INBOX {5000+} [3 of 5000 octets; not run: cut off by the client's close]"
+    )
+    sink.wait_until(lambda: all(s.end for s in sink.sessions))
+    assert [s.end for s in sink.sessions] == ["client-closed"] * 3 + ["quit"] + [
+        "client-closed"
+    ]
     # A line too long, ending in such a literal: the same.
     too_long = "b SEARCH " + "A" * 70_000 + " {5+}"
     lines = run([f"a LOGIN {USER} x", too_long, "c NOOP"], endpoint)
