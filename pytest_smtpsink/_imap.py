@@ -108,6 +108,8 @@ _SECOND_WORD = re.compile(rb"\s*\S+\s+([A-Za-z]+)")
 # A line that announces a non-synchronizing literal (LITERAL+): its bytes
 # follow at once.
 _ENDS_IN_LITERAL_PLUS = re.compile(rb"\{\d+\+\}\r?\n\Z")
+#: A word that begins with LOGIN or AUTHENTICATE (any case).
+_SECRET_VERB_FIRST = re.compile(rb"(?i)LOGIN|AUTHENTICATE")
 #: A literal at a line's end: its size, and "+" if it is non-synchronizing.
 _LITERAL_SIZE = re.compile(rb"\{(\d{1,20})(\+?)\}\r?\n\Z")
 #: The largest refused {n+} literal read and dropped so that the session
@@ -887,8 +889,8 @@ class _Connection(ReadSideConnection):
             len(words) == 1
             and self.state == "not-authenticated"
             and not isinstance(self.settings.auth, Mapping)
-            # "LOGINpw": masked as such below.
-            and _SECRET_WORD.search(words[0].decode("latin-1")) is None
+            # "LOGINpw": a tag run on past the verb, masked as such below.
+            and _SECRET_VERB_FIRST.match(words[0]) is None
         ):
             # A word alone before login, on a sink with no table to mask by:
             # perhaps a password sent without its LOGIN. Neither recorded

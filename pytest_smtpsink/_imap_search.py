@@ -44,7 +44,7 @@ from ._imap_syntax import (
     parse_sequence_set,
     text_bytes,
 )
-from ._text import printable
+from ._text import printable, shorten
 
 #: What a sequence set is made of: a search key of these is one, if maybe
 #: a broken one ("0", "1,,2").
@@ -230,7 +230,8 @@ def _text(arg: Arg, charset: str, tag: str | None) -> str:
         # Decoded with U+FFFD, which no mail holds, it found nothing, and a
         # client's Latin-1 terms passed as "no matching mail": BAD, as on
         # Dovecot.
-        shown = printable(data.decode("utf-8", "backslashreplace"))
+        # Cut: a 20,000-byte literal made an 80,000-character reply.
+        shown = shorten(printable(data.decode("utf-8", "backslashreplace")), 60)
         raise ImapSyntaxError(
             f"the search string '{shown}' is not UTF-8 (SEARCH takes "
             f"{' or '.join(CHARSETS)} text)",

@@ -79,6 +79,9 @@ _TRANSACTION_VERBS = frozenset(
 )
 _ANY_STATE_VERBS = frozenset({"CAPA", "QUIT"})
 VERBS = _AUTHORIZATION_VERBS | _TRANSACTION_VERBS | _ANY_STATE_VERBS
+#: POP3 commands of extensions the sink does not offer (RFC 6856's UTF8 and
+#: LANG, RFC 2449's XTND, SDPS, LAST): no password, shown as sent.
+_OTHER_SERVERS_VERBS = frozenset({"UTF8", "LANG", "LAST", "XTND", "SDPS", "XSENDER"})
 # Commands that take no argument (RFC 1939, RFC 2449): one given is refused,
 # not ignored as Dovecot ignores it, so that a client's malformed command
 # shows in its test. STLS says so itself, after whether it is offered.
@@ -498,7 +501,11 @@ class _Connection(ReadSideConnection):
                     return "****"  # the password, whatever its words
                 if rest.strip():
                     return f"{printable(first)} ****"
-                if first and not isinstance(self.settings.auth, Mapping):
+                if (
+                    first
+                    and first.upper() not in _OTHER_SERVERS_VERBS
+                    and not isinstance(self.settings.auth, Mapping)
+                ):
                     return "****"  # no table names the passwords to mask
         return _shown(raw)
 

@@ -536,6 +536,25 @@ def test_a_word_alone_before_login_is_masked_without_a_table(
     assert answer in ("-ERR Unknown command", "* BAD Missing command name")
     (exchange,) = sink.sessions[0].transcript[1:]
     assert exchange.lines() == ["C: ****", f"S: {answer}"]
+    # LOGIN inside the word, not at its start (no tag run on past the verb):
+    # masked whole, not shown up to LOGIN.
+    with socket.create_connection((endpoint.host, endpoint.port), 10) as client:
+        replies = client.makefile("rb")
+        replies.readline()
+        client.sendall(b"pw-Login-QRS\r\n")
+        replies.readline()
+        replies.close()
+    sink.wait_until(lambda: sink.sessions[-1].end is not None)
+    assert sink.sessions[-1].transcript[1].line == "****"
+    if protocol == "POP3":  # a command of an extension the sink lacks
+        with socket.create_connection((endpoint.host, endpoint.port), 10) as client:
+            replies = client.makefile("rb")
+            replies.readline()
+            client.sendall(b"UTF8\r\n")
+            replies.readline()
+            replies.close()
+        sink.wait_until(lambda: sink.sessions[-1].end is not None)
+        assert sink.sessions[-1].transcript[1].line == "UTF8"
 
 
 @pytest.mark.parametrize("before", [b"\xff", b"\xc3", b"\x01", b"\t"])
