@@ -891,6 +891,8 @@ class _Connection(ReadSideConnection):
             and not isinstance(self.settings.auth, Mapping)
             # "LOGINpw": a tag run on past the verb, masked as such below.
             and _SECRET_VERB_FIRST.match(words[0]) is None
+            # "{5+}": its literal is on its way, read as any other's.
+            and _LITERAL_SIZE.search(line) is None
         ):
             # A word alone before login, on a sink with no table to mask by:
             # perhaps a password sent without its LOGIN. Neither recorded
