@@ -78,6 +78,7 @@ def parse_size(text: str) -> int:
 #: domain (RFC 5321 4.1.2; "_" too, as test names use it) or an address
 #: literal. Not "a/b" or "a,b": the Received: header would not parse.
 _LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+_ADDRESS_CHARACTERS = re.compile(r"(?:IPv6:)?[0-9A-Fa-f:.]+", re.IGNORECASE)
 
 
 def _valid_hostname(name: str) -> bool:
@@ -86,6 +87,10 @@ def _valid_hostname(name: str) -> bool:
     the EHLO and greeting name (``a..b`` and ``[999.1.1.1]`` went through)."""
     if name.startswith("[") and name.endswith("]"):
         inner = name[1:-1]
+        if not _ADDRESS_CHARACTERS.fullmatch(inner):
+            # No zone ("fe80::1%eth0"), which ipaddress takes with any
+            # characters, a CR LF among them, said in every greeting.
+            return False
         version = 6 if inner[:5].upper() == "IPV6:" else 4
         try:
             address = ipaddress.ip_address(inner[5:] if version == 6 else inner)

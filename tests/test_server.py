@@ -229,6 +229,8 @@ def test_max_size_takes_a_unit_as_the_option_does(size: str, expected: int) -> N
         ("hostname", "a." * 130 + "b", "hostname: must be a domain name"),
         ("hostname", "[999.1.1.1]", "hostname: must be a domain name"),
         ("hostname", "[IPv6:zz]", "hostname: must be a domain name"),
+        # A zone: ipaddress takes any characters in it, a CR LF too.
+        ("hostname", "[IPv6:fe80::1%a\r\n554 x]", "hostname: must be a domain name"),
         ("smtputf8", "yes", "smtputf8: must be True or False"),
         ("idle_timeout", 0, "idle_timeout: must be a number of seconds > 0"),
     ],
