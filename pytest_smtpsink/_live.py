@@ -556,7 +556,7 @@ def message_fragment(message: Message, session_number: int | None = None) -> str
     # the server says something changed (the outcome, among others).
     pending = message.relay is not None and not message.relay.done
     session = _session_record(message.session)
-    session["transcript"] = _cut_transcript(session["transcript"])
+    session["transcript"] = _message_transcript(message, session["transcript"])
     return (
         ("<span data-relay-pending hidden></span>" if pending else "")
         + _html.render_message(linked_record(message), open_=True)
@@ -564,24 +564,64 @@ def message_fragment(message: Message, session_number: int | None = None) -> str
     )
 
 
-#: Lines of a message's session shown on its page, the first and the last:
-#: a connection that sent 20,000 messages put every other message's lines
-#: on each one's page (4.7 MB).
-_FIRST_LINES = 60
-_LAST_LINES = 140
+#: Lines of a message's session shown on its page when there are more: a
+#: connection that sent 20,000 messages put every other message's lines on
+#: each one's page (4.7 MB). The first lines (greeting, EHLO, AUTH), the
+#: message's own (its MAIL to its "queued as"), the last.
+_SHOWN_LINES = 200
+_EDGE_LINES = 20
 
 
-def _cut_transcript(transcript: str) -> str:
+def _message_transcript(message: Message, transcript: str) -> str:
+    """``transcript`` (the message's session's), or, when long, its first
+    and last lines around the message's own exchanges."""
     lines = transcript.split("\n")
-    if len(lines) <= _FIRST_LINES + _LAST_LINES:
+    if len(lines) <= _SHOWN_LINES:
         return transcript
-    left_out = len(lines) - _FIRST_LINES - _LAST_LINES
+    exchanges = message.session.transcript
+    sizes = [len(exchange.lines()) for exchange in exchanges]
+    if sum(sizes) != len(lines):  # changed since: cut by lines alone
+        return _around(lines, len(lines) - _EDGE_LINES, len(lines) - _EDGE_LINES)
+    queued = f"queued as #{message.number}"
+    end = next(
+        (
+            index
+            for index, exchange in enumerate(exchanges)
+            if exchange.kind == "data" and any(queued in r for r in exchange.replies)
+        ),
+        None,
+    )
+    if end is None:  # mail put in, a fault's own reply: no "queued as" line
+        return _around(lines, len(lines) - _EDGE_LINES, len(lines) - _EDGE_LINES)
+    start = end
+    while start > 0 and exchanges[start].command != "MAIL":
+        start -= 1
+    return _around(lines, sum(sizes[:start]), sum(sizes[: end + 1]))
+
+
+def _around(lines: list[str], first: int, last: int) -> str:
+    """The first `_EDGE_LINES` of ``lines``, ``lines[first:last]`` and the
+    last `_EDGE_LINES`, each gap said."""
+
+    def gap(count: int) -> list[str]:
+        return (
+            [
+                f"[... {count} lines not shown: --transcripts and --save-dir "
+                "have the whole conversation]"
+            ]
+            if count > 0
+            else []
+        )
+
+    head_end = min(_EDGE_LINES, first)
+    tail_start = max(last, len(lines) - _EDGE_LINES)
     return "\n".join(
         [
-            *lines[:_FIRST_LINES],
-            f"[... {left_out} lines not shown: --transcripts and --save-dir have "
-            "the whole conversation]",
-            *lines[-_LAST_LINES:],
+            *lines[:head_end],
+            *gap(first - head_end),
+            *lines[first:last],
+            *gap(tail_start - last),
+            *lines[tail_start:],
         ]
     )
 
