@@ -35,7 +35,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from ._files import write_whole
-from ._text import html_base, printable, resolved, without_unclosed_tags
+from ._text import (
+    has_href,
+    html_base,
+    printable,
+    resolved,
+    without_unclosed_tags,
+)
 
 if TYPE_CHECKING:
     import pytest
@@ -609,13 +615,15 @@ class _AddressFinder(html.parser.HTMLParser):
         # The first <base href>: relative addresses go there in a mail
         # client (the frame's policy refuses the mail's <base>).
         self._base: str | None = None
+        self._base_seen = False
 
     def _remote(self, url: str) -> bool:
         url = resolved(url.strip(), self._base)
         return url.lower().startswith(("http://", "https://", "//"))
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "base" and self._base is None:
+        if tag == "base" and not self._base_seen and has_href(attrs):
+            self._base_seen = True  # the first with an href, as in browsers
             self._base = html_base(attrs)
         for name, value in attrs:
             if not value:

@@ -688,7 +688,11 @@ def _check_addresses(ctx: _Context) -> Iterator[Problem]:
             continue
         if canonical == "Sender":
             count = len(getaddresses([text]))
-            grouped = ":" in _blank_quoted(uncommented(text) or text)
+            # A ':' outside quotes, angle brackets and domain literals
+            # (an IPv6 literal's, a route's are no group's).
+            grouped = ":" in _ANGLE_OR_LITERAL.sub(
+                "", _blank_quoted(uncommented(text) or text)
+            )
             if count > 1 or grouped:
                 what = "is a group" if grouped else f"names {count} mailboxes"
                 yield Problem(
@@ -978,7 +982,8 @@ def _check_message_id(ctx: _Context) -> Iterator[Problem]:
                     "warning",
                     f"{name} {shorten(' '.join(str(written).split()), 80)!r} is "
                     "not a list of message IDs <left@right> (RFC 5322 3.6.4): "
-                    "readers that thread replies by ID find nothing to match",
+                    "readers that thread replies by ID may not find the message "
+                    "it answers",
                     header=name,
                 )
 
@@ -1819,7 +1824,8 @@ def _check_alternative_order(
     ]
     rich = [i for i, kind in enumerate(kinds) if kind in _RICH_ALTERNATIVES]
     plain = [i for i, kind in enumerate(kinds) if kind == "text/plain"]
-    if rich and plain and plain[-1] > rich[0]:
+    # The text last of them all (html, plain, html shows the last HTML).
+    if rich and plain and plain[-1] > rich[-1]:
         yield Problem(
             "alternative-order",
             "warning",

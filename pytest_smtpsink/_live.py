@@ -511,7 +511,10 @@ def list_fragment(
             f"{_e(printable(shorten(subject or '(no subject)', _LISTED_SUBJECT)))}"
             "</span>"
             f'<span class="meta">#{message.number} {_e(printable(sender))} &rarr; '
-            f"{_e(printable(', '.join(message.envelope.rcpt_to)))} · "
+            # Cut as the subject is: 3,000 recipients made each drawing of
+            # the list 187 KB.
+            f"{_e(printable(shorten(', '.join(message.envelope.rcpt_to), _LISTED_SUBJECT)))}"
+            " · "
             f"{clock(message.received_at)[:-4]}</span></a></li>"
         )
     unfinished = [s for s in sessions if not s.messages]

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 from ._mime import encoded_words, getaddresses, parse_compat32, parseaddr
 from ._text import (
     clock,
+    has_href,
     html_base,
     join_shortened,
     printable,
@@ -1520,9 +1521,13 @@ class _LinkCollector(_MarkupReader):
         # The first <base href>: a relative link ("/confirm") goes there in
         # the recipient's client, and was not found.
         self._base: str | None = None
+        self._base_seen = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "base" and self._base is None:
+        if tag == "base" and not self._base_seen and has_href(attrs):
+            # The first <base> with an href, even one that is no http(s)
+            # address (then no base): a later one is not the document's.
+            self._base_seen = True
             self._base = html_base(attrs)
         elif tag == "a":
             # <a> inside an unclosed <a> ends it, as in browsers.

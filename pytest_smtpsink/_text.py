@@ -252,6 +252,12 @@ def html_base(attrs: Sequence[tuple[str, str | None]]) -> str | None:
     return href if href.lower().startswith(("http://", "https://")) else None
 
 
+def has_href(attrs: Sequence[tuple[str, str | None]]) -> bool:
+    """Whether a ``<base>`` tag sets the document's base (it has an href:
+    the first such tag does, whatever its value, as browsers take it)."""
+    return any(name == "href" and value is not None for name, value in attrs)
+
+
 def resolved(url: str, base: str | None) -> str:
     """``url`` as a mail client follows it: a relative one ("/confirm")
     joined to the HTML's ``<base href>`` (`html_base`), others as they are."""

@@ -1010,6 +1010,11 @@ def test_relative_links_follow_the_mails_base(smtpsink: Mailbox, send: Send) -> 
     assert message.link(text="Order") == "https://shop.example/app/orders/7"
     send(html='<base href="javascript:alert(1)"><a href="/x">x</a>')
     assert smtpsink.messages[-1].links() == []
+    # The first <base> with an href is the document's, whatever it holds.
+    send(
+        html='<base href="/rel/"><base href="https://evil.example/"><a href="/x">x</a>'
+    )
+    assert smtpsink.messages[-1].links() == []
 
 
 def test_first_and_last_on_no_mail(smtpsink: Mailbox) -> None:

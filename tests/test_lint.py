@@ -1966,3 +1966,20 @@ def test_what_pythons_email_package_writes_has_no_misplaced_encoded_word() -> No
     message.set_content("Hi.\n")
     problems = [p for p in lint(message.as_bytes()) if p.code == "invalid-encoded-word"]
     assert problems == []
+
+
+def test_the_new_checks_leave_valid_forms_alone() -> None:
+    # A Sender at an IPv6 literal read as a group; html, plain, html (the
+    # last HTML shows) as the text shown.
+    head = HEAD.replace(
+        b"Shop <noreply@shop.example>", b"a@shop.example, b@shop.example"
+    )
+    sender = head + b"Sender: bot@[IPv6:2001:db8::1]\r\n\r\nx\r\n"
+    assert [p.code for p in lint(sender) if p.code == "invalid-address"] == []
+    alternatives = HEAD + (
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>old</p>\r\n"
+        b"--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n"
+        b"--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>hi</p>\r\n--b--\r\n"
+    )
+    assert [p.code for p in lint(alternatives) if p.code == "alternative-order"] == []
