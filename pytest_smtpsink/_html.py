@@ -30,7 +30,7 @@ import html.parser
 import json
 import re
 import urllib.parse
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
@@ -597,6 +597,10 @@ def escape(value: object) -> str:
     return html.escape(str(value), quote=True).replace("\x00", "\ufffd")
 
 
+#: How an address that loads from the network begins.
+_REMOTE = ("http://", "https://", "//")
+
+
 class _AddressFinder(html.parser.HTMLParser):
     """In one pass over the mail's HTML: the remote addresses it would load
     (which the CSP blocks), ``found``, and its links (``<a href>``, ``<area
@@ -617,9 +621,11 @@ class _AddressFinder(html.parser.HTMLParser):
         self._base: str | None = None
         self._base_seen = False
 
-    def _remote(self, url: str) -> bool:
-        url = resolved(url.strip(), self._base)
-        return url.lower().startswith(("http://", "https://", "//"))
+    def _remote(self, urls: Iterable[str]) -> list[str]:
+        """Those of ``urls`` that load from the network, as a mail client
+        resolves them (against the mail's <base href>)."""
+        found = (resolved(url.strip(), self._base) for url in urls)
+        return [url for url in found if url.lower().startswith(_REMOTE)]
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "base" and not self._base_seen and has_href(attrs):
@@ -629,19 +635,15 @@ class _AddressFinder(html.parser.HTMLParser):
             if not value:
                 continue
             if name == "srcset":
-                self.found.extend(
-                    resolved(u, self._base)
-                    for u in (c.split()[0] for c in value.split(",") if c.split())
-                    if self._remote(u)
+                self.found += self._remote(
+                    c.split()[0] for c in value.split(",") if c.split()
                 )
-            elif name in self._URL_ATTRIBUTES and self._remote(value):
-                self.found.append(resolved(value.strip(), self._base))
+            elif name in self._URL_ATTRIBUTES:
+                self.found += self._remote([value])
             elif name == "style":
                 self.found.extend(self._CSS_URL.findall(value))
         if tag == "link":
-            href = dict(attrs).get("href") or ""
-            if self._remote(href):
-                self.found.append(resolved(href.strip(), self._base))
+            self.found += self._remote([dict(attrs).get("href") or ""])
         elif tag in ("a", "area"):
             # The first of a name, as browsers take it (dict() keeps the last).
             link = next((value for name, value in attrs if name == "href"), None)

@@ -51,6 +51,7 @@ from ._imap_fetch import (
 )
 from ._imap_search import BadCharset, parse_search, search_folder
 from ._imap_syntax import (
+    LITERAL_AT_END,
     MAX_COMMAND,
     MAX_LINE,
     NO_TAG,
@@ -110,8 +111,6 @@ _SECOND_WORD = re.compile(rb"\s*\S+\s+([A-Za-z]+)")
 _ENDS_IN_LITERAL_PLUS = re.compile(rb"\{\d+\+\}\r?\n\Z")
 #: A word that begins with LOGIN or AUTHENTICATE (any case).
 _SECRET_VERB_FIRST = re.compile(rb"(?i)LOGIN|AUTHENTICATE")
-#: A literal at a line's end: its size, and "+" if it is non-synchronizing.
-_LITERAL_SIZE = re.compile(rb"\{(\d{1,20})(\+?)\}\r?\n\Z")
 #: The largest refused {n+} literal read and dropped so that the session
 #: goes on; past it, the connection is cut (reading it would take long).
 _MOST_DROPPED = 1 << 30
@@ -602,7 +601,7 @@ class _Connection(ReadSideConnection):
         """Raise `_TooBig` for a line of an APPEND that ends in a literal
         over ``max_size`` (0: no limit)."""
         limit = self.settings.max_size
-        found = _LITERAL_SIZE.search(line)
+        found = LITERAL_AT_END.search(line)
         if (
             limit
             and found is not None
@@ -610,6 +609,16 @@ class _Connection(ReadSideConnection):
             and self.state != "not-authenticated"  # refused for that first
         ):
             raise _TooBig(int(found[1]), not found[2])
+
+    async def _wait_for_more(self, deadline: float) -> None:
+        """Wait for more of a literal (`_read_exactly`, `_drop`), reading
+        again if the buffer's limit paused it: a literal may be larger."""
+        if self._reading_paused:
+            self._reading_paused = False
+            if self.transport is not None:
+                with contextlib.suppress(RuntimeError, AttributeError):
+                    self.transport.resume_reading()
+        await self._wait_for_input(deadline)
 
     async def _drop(self, size: int) -> int:
         """Read ``size`` octets and keep none (a literal refused, already on
@@ -625,12 +634,7 @@ class _Connection(ReadSideConnection):
                 break
             if self._eof:
                 return wanted - size
-            if self._reading_paused:
-                self._reading_paused = False
-                if self.transport is not None:
-                    with contextlib.suppress(RuntimeError, AttributeError):
-                        self.transport.resume_reading()
-            await self._wait_for_input(deadline)
+            await self._wait_for_more(deadline)
         self._resume_reading()
         return wanted
 
@@ -655,7 +659,7 @@ class _Connection(ReadSideConnection):
                 return False
             line = read[0]
             shown_parts.append(line.rstrip(b"\r\n").decode("utf-8", "surrogateescape"))
-            found = _LITERAL_SIZE.search(line)
+            found = LITERAL_AT_END.search(line)
             if found is None or not found[2]:  # the end, or a {m} not asked for
                 return True
             size = int(found[1])
@@ -666,12 +670,7 @@ class _Connection(ReadSideConnection):
         while len(self._buffer) < size:
             if self._eof:
                 return None
-            if self._reading_paused:  # a literal larger than the buffer
-                self._reading_paused = False
-                if self.transport is not None:
-                    with contextlib.suppress(RuntimeError, AttributeError):
-                        self.transport.resume_reading()
-            await self._wait_for_input(deadline)
+            await self._wait_for_more(deadline)
         # One copy: slicing the bytearray first made a second, as big.
         with memoryview(self._buffer) as view:
             data = bytes(view[:size])
@@ -892,7 +891,7 @@ class _Connection(ReadSideConnection):
             # "LOGINpw": a tag run on past the verb, masked as such below.
             and _SECRET_VERB_FIRST.match(words[0]) is None
             # "{5+}": its literal is on its way, read as any other's.
-            and _LITERAL_SIZE.search(line) is None
+            and LITERAL_AT_END.search(line) is None
         ):
             # A word alone before login, on a sink with no table to mask by:
             # perhaps a password sent without its LOGIN. Neither recorded

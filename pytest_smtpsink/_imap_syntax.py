@@ -187,7 +187,8 @@ class NeedLiteral:
     synchronizing: bool
 
 
-_LITERAL_AT_END = re.compile(rb"\{(\d{1,20})(\+?)\}\r?\n\Z")
+#: A literal at a line's end: its size, and "+" if it is non-synchronizing.
+LITERAL_AT_END = re.compile(rb"\{(\d{1,20})(\+?)\}\r?\n\Z")
 _LITERAL = re.compile(rb"\{(\d{1,20})\+?\}\r?\n")
 _TAG_CHARS = re.compile(rb"[^\x00-\x20\x7f-\xff(){%*\"\\+]+")
 
@@ -242,7 +243,7 @@ class CommandReader:
             line += b"\r\n"
         self._parts.append(line)
         self._total += len(line)
-        literal = _LITERAL_AT_END.search(line)
+        literal = LITERAL_AT_END.search(line)
         if literal is not None:
             size = int(literal.group(1))
             synchronizing = not literal.group(2)
@@ -288,7 +289,7 @@ class CommandReader:
         if self._expecting is None:
             raise RuntimeError("command_so_far() needs a command awaiting a literal")
         last = self._parts[-1]
-        marker = _LITERAL_AT_END.search(last)
+        marker = LITERAL_AT_END.search(last)
         assert marker is not None  # what made feed_line expect the literal
         data = b"".join(self._parts[:-1]) + last[: marker.start()] + b"\r\n"
         return parse_command(data, max_depth=self.max_depth, max_args=self.max_args)

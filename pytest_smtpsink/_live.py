@@ -130,9 +130,7 @@ class Inbox:
             # others show with their mail), and a session holds all its
             # messages: kept, the last 1000 connections of a batch sender
             # held 100,000 messages, not 1000 (222 MB and growing).
-            self._sessions = [
-                s for s in (*self._sessions, *sessions) if not s._messages
-            ]
+            self._sessions = [s for s in (*self._sessions, *sessions) if not s.messages]
             del self._sessions[: max(0, len(self._sessions) - self._keep)]
             if len(self._numbers) > 4 * self._keep:
                 # Bounded by what the page can show: the sessions kept here

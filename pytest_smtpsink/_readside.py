@@ -803,13 +803,9 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         for step in planned:
             self._mark_injected()
             if isinstance(step, Delay):
-                current = self._current
-                assert current is not None  # _mark_injected made one
-                current._delayed = True  # "reply delayed" while it lasts
-                try:
+                assert self._current is not None  # _mark_injected made one
+                with self._current._delaying():  # "reply delayed" meanwhile
                     await self._stall(step.rule, asyncio.sleep(step.seconds))
-                finally:
-                    current._delayed = False
             elif isinstance(step, Hang):
                 await self._stall(step.rule, asyncio.get_running_loop().create_future())
             elif isinstance(step, Disconnect):

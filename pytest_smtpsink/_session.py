@@ -6,10 +6,11 @@ public accessor returns an immutable snapshot (a tuple), never the live list.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._text import format_address, printable
@@ -170,6 +171,16 @@ class Exchange:
         of a listing; IMAP's tag, ``*`` or ``+`` (IMAP's ``OK``, ``NO`` and
         ``BAD`` stay: they are its only status)."""
         return "\n".join(line[4:] for line in self.replies)
+
+    @contextlib.contextmanager
+    def _delaying(self) -> Iterator[None]:
+        """Its reply is late (a delay rule holds it) for as long as this
+        lasts: `lines` says so (see ``_delayed``)."""
+        self._delayed = True
+        try:
+            yield
+        finally:
+            self._delayed = False
 
     def lines(self) -> list[str]:
         """The exchange as ``C:`` / ``S:`` lines, as in an RFC transcript.

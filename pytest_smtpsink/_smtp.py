@@ -2679,13 +2679,9 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         for step in steps(self.state.faults, event):
             self._mark_injected()
             if isinstance(step, Delay):
-                current = self._current
-                assert current is not None  # _mark_injected made one
-                current._delayed = True
-                try:
+                assert self._current is not None  # _mark_injected made one
+                with self._current._delaying():
                     await self._stall(step.rule, asyncio.sleep(step.seconds))
-                finally:
-                    current._delayed = False
             elif isinstance(step, Hang):
                 await self._stall(step.rule, self.loop.create_future())
             elif isinstance(step, Disconnect):

@@ -19,7 +19,7 @@ from conftest import Factory
 from hostile_auth import PASSWORD, USER
 from test_cli import Sink
 
-from pytest_smtpsink import Mailbox
+from pytest_smtpsink import Mailbox, Session
 
 AUTH = {USER: PASSWORD}
 
@@ -526,35 +526,28 @@ def test_a_word_alone_before_login_is_masked_without_a_table(
     # password it knows; one without cannot know it.
     sink = smtpsink_factory(auth="any", auth_plaintext=True)
     endpoint = sink.pop3 if protocol == "POP3" else sink.imap
-    with socket.create_connection((endpoint.host, endpoint.port), 10) as client:
-        replies = client.makefile("rb")
-        replies.readline()
-        client.sendall(b"N0tab-pw-QRS\r\n")
-        answer = replies.readline().decode().rstrip()
-        replies.close()
-    assert "N0tab" not in answer
-    assert answer in ("-ERR Unknown command", "* BAD Missing command name")
-    (exchange,) = sink.sessions[0].transcript[1:]
-    assert exchange.lines() == ["C: ****", f"S: {answer}"]
-    # LOGIN inside the word, not at its start (no tag run on past the verb):
-    # masked whole, not shown up to LOGIN.
-    with socket.create_connection((endpoint.host, endpoint.port), 10) as client:
-        replies = client.makefile("rb")
-        replies.readline()
-        client.sendall(b"pw-Login-QRS\r\n")
-        replies.readline()
-        replies.close()
-    sink.wait_until(lambda: sink.sessions[-1].end is not None)
-    assert sink.sessions[-1].transcript[1].line == "****"
-    if protocol == "POP3":  # a command of an extension the sink lacks
+
+    def one_line(line: bytes) -> tuple[str, Session]:
+        """``line`` on a connection of its own: the reply, the session."""
         with socket.create_connection((endpoint.host, endpoint.port), 10) as client:
             replies = client.makefile("rb")
             replies.readline()
-            client.sendall(b"UTF8\r\n")
-            replies.readline()
+            client.sendall(line + b"\r\n")
+            answer = replies.readline().decode().rstrip()
             replies.close()
         sink.wait_until(lambda: sink.sessions[-1].end is not None)
-        assert sink.sessions[-1].transcript[1].line == "UTF8"
+        return answer, sink.sessions[-1]
+
+    answer, session = one_line(b"N0tab-pw-QRS")
+    assert "N0tab" not in answer
+    assert answer in ("-ERR Unknown command", "* BAD Missing command name")
+    (exchange,) = session.transcript[1:]
+    assert exchange.lines() == ["C: ****", f"S: {answer}"]
+    # LOGIN inside the word, not at its start (no tag run on past the verb):
+    # masked whole, not shown up to LOGIN.
+    assert one_line(b"pw-Login-QRS")[1].transcript[1].line == "****"
+    if protocol == "POP3":  # a command of an extension the sink lacks
+        assert one_line(b"UTF8")[1].transcript[1].line == "UTF8"
 
 
 @pytest.mark.parametrize("before", [b"\xff", b"\xc3", b"\x01", b"\t"])
