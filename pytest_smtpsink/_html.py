@@ -30,7 +30,7 @@ import html.parser
 import json
 import re
 import urllib.parse
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
@@ -603,29 +603,26 @@ _REMOTE = ("http://", "https://", "//")
 
 class _AddressFinder(html.parser.HTMLParser):
     """In one pass over the mail's HTML: the remote addresses it would load
-    (which the CSP blocks), ``found``, and its links (``<a href>``, ``<area
-    href>``), ``links``."""
+    (which the CSP blocks) and its links (``<a href>``, ``<area href>``):
+    `addresses`."""
 
     _URL_ATTRIBUTES = frozenset({"src", "background", "poster", "srcset", "data"})
     # The blanks after a quote only after one: "\s*['"]?\s*" tried every
     # split of a run of blanks between its two "\s*" (20,000 blanks took 8 s).
-    _CSS_URL = re.compile(r"""url\(\s*(?:['"]\s*)?((?:https?:)?//[^'")\s]+)""", re.I)
+    _CSS_URL = re.compile(r"""url\(\s*(?:['"]\s*)?([^'")\s]+)""", re.I)
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self.found: list[str] = []
-        self.links: list[str] = []
+        # Addresses as written: resolved at the end, against the document's
+        # <base href> wherever it stands (as in browsers, for a link before
+        # it too).
+        self._sources: list[str] = []
+        self._anchors: list[str] = []
         self._in_style = False
         # The first <base href>: relative addresses go there in a mail
         # client (the frame's policy refuses the mail's <base>).
         self._base: str | None = None
         self._base_seen = False
-
-    def _remote(self, urls: Iterable[str]) -> list[str]:
-        """Those of ``urls`` that load from the network, as a mail client
-        resolves them (against the mail's <base href>)."""
-        found = (resolved(url.strip(), self._base) for url in urls)
-        return [url for url in found if url.lower().startswith(_REMOTE)]
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "base" and not self._base_seen and has_href(attrs):
@@ -635,20 +632,18 @@ class _AddressFinder(html.parser.HTMLParser):
             if not value:
                 continue
             if name == "srcset":
-                self.found += self._remote(
-                    c.split()[0] for c in value.split(",") if c.split()
-                )
+                self._sources += (c.split()[0] for c in value.split(",") if c.split())
             elif name in self._URL_ATTRIBUTES:
-                self.found += self._remote([value])
+                self._sources.append(value)
             elif name == "style":
-                self.found.extend(self._CSS_URL.findall(value))
+                self._sources += self._CSS_URL.findall(value)
         if tag == "link":
-            self.found += self._remote([dict(attrs).get("href") or ""])
+            self._sources.append(dict(attrs).get("href") or "")
         elif tag in ("a", "area"):
             # The first of a name, as browsers take it (dict() keeps the last).
             link = next((value for name, value in attrs if name == "href"), None)
             if link and link.strip():
-                self.links.append(resolved(link.strip(), self._base))
+                self._anchors.append(link.strip())
         self._in_style = tag == "style"
 
     def handle_endtag(self, tag: str) -> None:
@@ -656,7 +651,16 @@ class _AddressFinder(html.parser.HTMLParser):
 
     def handle_data(self, data: str) -> None:
         if self._in_style:
-            self.found.extend(self._CSS_URL.findall(data))
+            self._sources += self._CSS_URL.findall(data)
+
+    def addresses(self) -> tuple[list[str], list[str]]:
+        """The remote addresses and the links of what was read, as a mail
+        client resolves them."""
+        found = (resolved(url.strip(), self._base) for url in self._sources)
+        return (
+            [url for url in found if url.lower().startswith(_REMOTE)],
+            [resolved(link, self._base) for link in self._anchors],
+        )
 
 
 def _openable(url: str) -> bool:
@@ -716,7 +720,8 @@ def _addresses(markup: str) -> tuple[list[str], list[str]]:
     with contextlib.suppress(Exception):
         finder.feed(without_unclosed_tags(markup))
         finder.close()
-    return list(dict.fromkeys(finder.found)), list(dict.fromkeys(finder.links))
+    found, links = finder.addresses()
+    return list(dict.fromkeys(found)), list(dict.fromkeys(links))
 
 
 def remote_resources(markup: str) -> list[str]:

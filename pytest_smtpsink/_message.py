@@ -1515,7 +1515,11 @@ class _MarkupReader(html.parser.HTMLParser):
 class _LinkCollector(_MarkupReader):
     def __init__(self) -> None:
         super().__init__()
-        self.links: list[tuple[str, str]] = []
+        self.links: list[tuple[str, str]] = []  # when closed
+        # Each anchor's href as written, with its text: resolved at the end,
+        # against the document's <base href> wherever it stands (a link
+        # before the <base> goes there too, as in browsers).
+        self._anchors: list[tuple[str, str]] = []
         self._open: list[str] | None = None
         self._href = ""
         # The first <base href>: a relative link ("/confirm") goes there in
@@ -1534,8 +1538,8 @@ class _LinkCollector(_MarkupReader):
             if self._open is not None:
                 self.handle_endtag("a")
             # Browsers strip the white space around a URL (" https://...").
-            href = resolved((dict(attrs).get("href") or "").strip(), self._base)
-            if href.lower().startswith(("http://", "https://")):
+            href = (dict(attrs).get("href") or "").strip()
+            if href:
                 self._href, self._open = href, []
 
     def handle_data(self, data: str) -> None:
@@ -1544,12 +1548,16 @@ class _LinkCollector(_MarkupReader):
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "a" and self._open is not None:
-            self.links.append((self._href, " ".join("".join(self._open).split())))
+            self._anchors.append((self._href, " ".join("".join(self._open).split())))
             self._open = None
 
     def close(self) -> None:
         super().close()
         self.handle_endtag("a")  # one left open at the end is a link too
+        for href, text in self._anchors:
+            url = resolved(href, self._base)
+            if url.lower().startswith(("http://", "https://")):
+                self.links.append((url, text))
 
 
 #: Elements whose content no reader sees in the message.

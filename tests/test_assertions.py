@@ -1015,6 +1015,9 @@ def test_relative_links_follow_the_mails_base(smtpsink: Mailbox, send: Send) -> 
         html='<base href="/rel/"><base href="https://evil.example/"><a href="/x">x</a>'
     )
     assert smtpsink.messages[-1].links() == []
+    # A link before the <base> goes there too, as in browsers.
+    send(html='<a href="/early">e</a><base href="https://shop.example/">')
+    assert smtpsink.messages[-1].links() == ["https://shop.example/early"]
 
 
 def test_first_and_last_on_no_mail(smtpsink: Mailbox) -> None:

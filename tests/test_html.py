@@ -654,6 +654,31 @@ def test_relative_addresses_follow_the_mails_base() -> None:
     assert "https://shop.example/pixel.gif" in listed.split("<iframe")[0]
 
 
+def test_a_base_applies_to_what_comes_before_it_and_to_css() -> None:
+    # The document's base is its first <base href> wherever it stands: a
+    # link before it goes there too; and a relative url() in CSS loads from
+    # it (blocked by the frame's policy, so it belongs in the note).
+    listed = _html.mail_frame(
+        '<a href="/early">Early</a><p style="background:url(\'bg.png\')">x</p>'
+        "<style>p{background:url(/s.png)}</style>"
+        '<base href="https://shop.example/app/"><a href="late">Late</a>'
+    )
+    links = listed.split("</iframe>")[1]
+    assert '<li><a href="https://shop.example/early"' in links
+    assert '<li><a href="https://shop.example/app/late"' in links
+    blocked = listed.split("<iframe")[0]
+    assert "2 remote resource(s) blocked" in blocked
+    assert "https://shop.example/app/bg.png" in blocked
+    assert "https://shop.example/s.png" in blocked
+    # Without a base, a relative url() loads nothing remote.
+    assert (
+        "blocked"
+        not in _html.mail_frame("<p style=\"background:url('bg.png')\">x</p>").split(
+            "<iframe"
+        )[0]
+    )
+
+
 def test_the_links_of_a_part_cut_short_are_those_shown() -> None:
     link = '<a href="https://shop.example/">x</a>'
     whole = _html.mail_frame(link)
