@@ -442,7 +442,7 @@ _MAILBOX_AS_SENT = re.compile(rf"<({_MAILBOX})>|({_MAILBOX})(?=[ \t]|\Z)")
 # say the limit: replaced by `size_refusal`'s.
 _AIOSMTPD_SIZE_REFUSAL = "552 Error: message size exceeds fixed maximum message size"
 _DECLARED_SIZE = re.compile(r"(?i)(?:^|\s)SIZE=([0-9]+)(?:\s|$)")
-_PLAIN_MAIL_PARAM = re.compile(r"SIZE=[0-9]+\Z|BODY=(?:7BIT|8BITMIME)\Z")
+_PLAIN_MAIL_PARAM = re.compile(r"SIZE=[0-9]{1,20}\Z|BODY=(?:7BIT|8BITMIME)\Z")
 # The address type of a DSN ORCPT= (an atom: "rfc822", "utf-8"...).
 _ADDR_TYPE_RE = re.compile(rf"{_ATEXT}\Z")
 

@@ -640,6 +640,9 @@ COMMAND_LINES = [
     b"MAIL FROM:<a@example.com> SMTPUTF8",
     b"MAIL FROM: <a@example.com>\x1c",
     b"MAIL FROM:<a@example.com> SIZE=99999999999",
+    # RFC 1870: at most 20 digits, leading zeros counted.
+    b"MAIL FROM:<a@example.com> SIZE=00000000000000000001",
+    b"MAIL FROM:<a@example.com> SIZE=000000000000000000001",
     b"MAIL FROM:<a@example.com> BODY=8BITMIME RET=HDRS ENVID=x",
     b"MAIL FROM:<a@example.com> BOGUS=1",
     b"MAIL FROM:<bad",
@@ -769,6 +772,12 @@ _QUEUED = re.compile(rb"#\d+")
 @example(commands=[b"EHLO x\r\n", b"MAIL FROM:<a@example.com>\r\n", LONG_RCPT])
 @example(commands=[b"EHLO x\r\n"] * 12 + [LONGER_MAIL])
 @example(commands=[b"EHLO x\r\n", b"MAIL FROM:<\xc3\xa9@example.com>\r\n"])
+@example(
+    commands=[
+        b"EHLO x\r\n",
+        b"MAIL FROM:<a@example.com> SIZE=%s\r\n" % (b"0" * 20 + b"1"),
+    ]
+)
 @example(
     commands=[
         b"EHLO x\r\n",
