@@ -40,7 +40,7 @@ from ._credentials import masked
 from ._endpoint import ReadSideEndpoint
 from ._mailstore import INBOX, check_login, is_utf8, wire_bytes
 from ._readside import BUGS_IN_A_ROW, Closed, ReadSideConnection, ReadSideServer
-from ._session import AuthInfo, POP3Exchange
+from ._session import AuthInfo, EndReason, POP3Exchange
 from ._text import plural, printable, printable_sent
 
 if TYPE_CHECKING:
@@ -249,15 +249,33 @@ class _Connection(ReadSideConnection):
         self._seen: set[int] = set()
 
     def _finish(self) -> None:
-        """Leave the server's books and unlock the maildrop (no changes)."""
+        """Leave the server's books and the maildrop."""
         super()._finish()
+        self._leave_maildrop()
+
+    def _mark_end(self, reason: EndReason) -> None:
+        # The maildrop's books first, however the session ends (an idle
+        # timeout says its last line before the connection closes): a test
+        # that waited for the end finds them.
+        self._leave_maildrop()
+        super()._mark_end(reason)
+
+    def _leave_maildrop(self) -> None:
+        """Unlock the maildrop, keep DELE's marks for the test's hints, set
+        RETR's ``\\Seen``; none of it twice (`_update` ran at QUIT)."""
         account = self._account
         if account is not None:
             with self.mail.lock:
                 if account.holder is self:
                     account.holder = None
                 self._remember_unapplied_marks(account)
+                # RETR's \Seen stays however the session ends, as on
+                # Dovecot (a poller that closes without QUIT, an idle
+                # timeout): only the deletions wait for QUIT.
+                seen = self._take_seen(self._seen)
             self._account = None
+            if seen:
+                self.store.mail_changed()
 
     def _remember_unapplied_marks(self, account: Account) -> None:
         """Keep what DELE marked in a session that ends without a QUIT that
@@ -891,11 +909,7 @@ class _Connection(ReadSideConnection):
         with self.mail.lock:
             if self.generation != self.mail.generation:
                 return False
-            present = {id(stored) for stored in folder.messages}
-            for index in self._seen - self._deleted:
-                stored = self._drop[index]
-                if id(stored) in present:
-                    stored.flags = stored.flags | {_SEEN}
+            self._take_seen(self._seen - self._deleted)
             removed = self.mail.remove(folder, gone)
             if self._account is not None and self._account.holder is self:
                 self._account.holder = None
@@ -904,6 +918,20 @@ class _Connection(ReadSideConnection):
         # Not bool(gone): what was marked may have gone meanwhile (an IMAP
         # EXPUNGE, the standalone sink's "Delete all").
         return removed > 0
+
+    def _take_seen(self, indexes: set[int]) -> bool:
+        """Set ``\\Seen`` on the messages at ``indexes`` still in the folder,
+        once (hold the lock); whether there were any to set."""
+        folder = self._folder
+        self._seen = set()
+        if not indexes or folder is None or self.generation != self.mail.generation:
+            return False
+        present = {id(stored) for stored in folder.messages}
+        for index in indexes:
+            stored = self._drop[index]
+            if id(stored) in present:
+                stored.flags = stored.flags | {_SEEN}
+        return True
 
 
 # -- the test's side ---------------------------------------------------------------------

@@ -522,6 +522,22 @@ service lmtp {{
         files.sort(key=lambda path: int(path.name.split(".", 1)[0]))
         return [path.read_bytes() for path in files]
 
+    def flags(self, user: str, folder: str = "INBOX") -> list[set[str]]:
+        """The IMAP flags of each message in *user*'s *folder*, in UID order,
+        as Dovecot's index has them now."""
+        command = [self.doveadm, "-c", str(self.directory / "dovecot.conf")]
+        command += ["-f", "tab", "fetch", "-u", user, "flags", "mailbox", folder]
+        result = subprocess.run(
+            [*command, "all"], capture_output=True, text=True, timeout=60, check=False
+        )
+        if result.returncode != 0:
+            raise DovecotError(
+                f"doveadm could not fetch {user}'s flags in {folder!r} "
+                f"(status {result.returncode}): {result.stderr.strip()}"
+            )
+        # A header line ("flags"), then a line per message.
+        return [set(line.split()) for line in result.stdout.splitlines()[1:]]
+
     def reset(self, user: str) -> None:
         """Remove *user*'s home (mail, indexes, UIDVALIDITY): the next login
         starts empty. The home is renamed away first, so a Dovecot process

@@ -231,6 +231,46 @@ def test_top_does_not_mark_read_and_rset_forgets(smtpsink: Mailbox) -> None:
     smtpsink.mailbox(ANN).assert_in(subject="kept", flags=())
 
 
+@pytest.mark.parametrize("end", ["closed", "timeout"])
+def test_retr_marks_read_however_the_session_ends(
+    smtpsink_factory: Factory, end: str
+) -> None:
+    # Only deletions wait for QUIT: RETR's \Seen is written when the session
+    # ends any way, as on Dovecot (a poller that closes without QUIT; one
+    # cut off by the idle timeout). The sink kept it for QUIT only.
+    mailbox = smtpsink_factory(idle_timeout=0.5 if end == "timeout" else 300)
+    mailbox.deliver(make_message(subject="read"), to=ANN)
+    mailbox.deliver(make_message(subject="unread"), to=ANN)
+    # All sent before the server first reads: no pause of this thread can
+    # let the timeout in between.
+    raw = Raw(
+        mailbox.pop3.host,
+        mailbox.pop3.port,
+        first=b"USER ann@example.com\r\nPASS x\r\nRETR 1\r\nTOP 2 0",
+        held=mailbox,
+    )
+    assert raw.line().startswith("+OK")  # PASS
+    assert raw.line().startswith("+OK")  # RETR
+    raw.body()
+    assert raw.line().startswith("+OK")  # TOP
+    raw.body()
+    box = mailbox.mailbox(ANN)
+    if end == "timeout":
+        assert raw.line() == "-ERR [SYS/TEMP] Disconnected for inactivity"
+        # Written before the goodbye is sent.
+        read, unread = box.messages()
+        assert (box.flags(read), box.flags(unread)) == (
+            frozenset({"\\Seen"}),
+            frozenset(),
+        )
+    raw.close()
+    ended(mailbox)
+    assert pop3_sessions(mailbox)[0].end == end.replace("closed", "client-closed")
+    box.assert_in(subject="read", flags={"\\Seen"})
+    box.assert_in(subject="unread", flags=())
+    assert box.deleted() == []
+
+
 def test_bare_lf_and_leading_dots_on_the_wire(smtpsink: Mailbox, raw: Raw) -> None:
     smtpsink.deliver(b"Subject: dots\n\n.starts with a dot\n.\nend", to=ANN)
     raw.send(b"USER ann@example.com")

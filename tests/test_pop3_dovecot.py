@@ -13,6 +13,7 @@ from __future__ import annotations
 import imaplib
 import re
 import socket
+import time
 from collections.abc import Iterator
 from functools import partial
 
@@ -116,6 +117,29 @@ def test_a_dropped_session_deletes_nothing_on_either(
     same([f"USER {user}", "PASS x", "DELE 1", "DELE 2"], ours, theirs)  # no QUIT
     same([f"USER {user}", "PASS x", "STAT", "QUIT"], ours, theirs)
     assert len(dovecot.messages(user)) == 2
+
+
+def test_retr_marks_read_however_the_session_ends_as_on_dovecot(
+    smtpsink: Mailbox, dovecot: Dovecot, user: str
+) -> None:
+    # Dovecot writes RETR's \Seen when the session ends, QUIT or not (the
+    # client dropped, or timed out): only deletions wait for QUIT. The sink
+    # kept \Seen for QUIT only.
+    ours, theirs = both(smtpsink, dovecot, user, [ONE, TWO, THREE])
+    # RETR, TOP (no \Seen), RETR of a message then marked, and no QUIT.
+    script = [f"USER {user}", "PASS x", "RETR 1", "TOP 2 0", "RETR 3", "DELE 3"]
+    same(script, ours, theirs)
+    wanted = [{"\\Seen"}, set(), {"\\Seen"}]
+    # Dovecot's POP3 process writes them as it ends the session.
+    deadline = time.monotonic() + READ_TIMEOUT
+    while (theirs_now := dovecot.flags(user)) != wanted and time.monotonic() < deadline:
+        pass
+    assert theirs_now == wanted
+    smtpsink.wait_until(
+        lambda: bool(smtpsink.sessions) and smtpsink.sessions[-1].end is not None
+    )
+    box = smtpsink.mailbox(user)
+    assert [set(box.flags(m)) - {"\\Recent"} for m in box.messages()] == wanted
 
 
 def test_auth_plain_matches_dovecot(
