@@ -1275,10 +1275,10 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             self._arm_idle_timer(deadline)
 
     def _heard_from_client(self) -> None:
-        """Message content came: the client is not idle. aiosmtpd moves the
-        deadline per command only, and a client slowly sending a message
-        for longer than idle_timeout got the 421 mid-DATA, its mail lost.
-        Moving the deadline is enough: the timer re-arms for it."""
+        """Message content came (any part of a line): the client is not idle.
+        aiosmtpd moves the deadline per command only, and a client slowly
+        sending a message for longer than idle_timeout got the 421 mid-DATA,
+        its mail lost. Moving the deadline is enough: the timer re-arms."""
         self._idle_deadline = self.loop.time() + self._timeout_duration
 
     def _arm_idle_timer(self, deadline: float) -> None:
@@ -1431,6 +1431,12 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         readuntil, read = reader.readuntil, reader.read
 
         async def recording_readuntil(separator: _ReaduntilBuffer = b"\n") -> bytes:
+            record = self.record
+            if record is not None and record.end == "quit":
+                # smtp_QUIT closed the connection and cancelled this task,
+                # which ends at its next wait: a line already read after the
+                # QUIT would run first, its reply recorded, never sent.
+                raise asyncio.CancelledError
             self._commands_read += 1
             if self._commands_read % COMMANDS_BEFORE_YIELD == 0:
                 await asyncio.sleep(0)
@@ -1532,6 +1538,10 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             return
         if self._handler_coroutine is _NO_HANDLER:
             self._start_handler()
+        if self._content is not None:
+            # Content read aiosmtpd's way: any of it is traffic, as on the
+            # way above (_take_content), not only a whole line.
+            self._heard_from_client()
         super().data_received(data[start:] if start else data)
 
     def _tls_on_plain_port(self, data: bytes, start: int) -> bool:
@@ -2614,13 +2624,11 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                 line = await read_line(b"\n")
             except asyncio.LimitOverrunError as exc:
                 # Longer than the stream reader's limit: read past it.
-                self._heard_from_client()
                 content.piece(await read_bytes(exc.consumed))
                 continue
             except asyncio.CancelledError:  # the connection closed
                 self._writer.close()
                 raise
-            self._heard_from_client()
             if content.line(line):
                 return content.result()
 
