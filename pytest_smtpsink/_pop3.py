@@ -833,7 +833,7 @@ class _Connection(ReadSideConnection):
         body = dot_stuffed(wire)
         first = f"+OK {len(wire)} octets"
         self._record_replies((first, f"[message {index + 1}: {len(wire)} octets]", "."))
-        # The \Seen flag is set at QUIT, as Dovecot does (RSET forgets it).
+        # \Seen is set when the session ends, as Dovecot does (RSET forgets it).
         if _SEEN not in stored.flags:
             self._seen.add(index)
         await self._send(first.encode() + b"\r\n" + body)

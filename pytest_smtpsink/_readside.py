@@ -234,6 +234,30 @@ def _mask_reply(mask: Masker, line: str, tag: str | None) -> str:
     return mask(line)
 
 
+try:  # Linux: the bytes of a socket's send queue the peer has not taken
+    import fcntl
+    import struct
+    import termios
+
+    _SEND_QUEUE: int | None = termios.TIOCOUTQ
+except (ImportError, AttributeError):  # pragma: no cover (Windows)
+    _SEND_QUEUE = None
+
+
+def _not_taken(transport: asyncio.WriteTransport) -> int:
+    """How much of what was written the client has not taken yet: the
+    transport's buffer, and the socket's send queue where the system says
+    (a loopback queue may hold megabytes, which the transport's buffer
+    does not shrink by until a third of it is free again)."""
+    size = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if _SEND_QUEUE is not None and sock is not None:
+        with contextlib.suppress(OSError, ValueError):
+            queued = fcntl.ioctl(sock.fileno(), _SEND_QUEUE, b"\0\0\0\0")
+            size += struct.unpack("i", queued)[0]
+    return size
+
+
 class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
     """One client of a read-side server: its input buffer and line reader,
     its output with back pressure, its TLS, fault stalls and transcript.
@@ -498,6 +522,7 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         overlong = False
         dropped = 0  # octets of an overlong line read past so far
         head = tail = b""
+        taking = -1  # what the client had still to take at the last deadline
         while True:
             buffer = self._buffer
             if not overlong:
@@ -536,7 +561,18 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
                     self._cut_off = bytes(buffer)
                     buffer.clear()
                 return None
-            await self._wait_for_input(deadline)
+            try:
+                await self._wait_for_input(deadline)
+            except asyncio.TimeoutError:
+                # A client still taking the last reply (megabytes of a
+                # message in the socket's queue) is not idle: its idle time
+                # counts from when it stopped taking it.
+                transport = self.transport
+                left = 0 if transport is None else _not_taken(transport)
+                if left == 0 or 0 <= taking <= left:
+                    raise
+                taking = left
+                deadline = time.monotonic() + self.settings.idle_timeout
 
     async def _read_command(self, limit: int) -> tuple[bytes, int] | None:
         """`_read_line` for the next command: the session may be ended
@@ -628,19 +664,25 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
 
     async def _send(self, data: bytes) -> None:
         """Write ``data``; when the transport's buffer is full, wait until
-        it drains (a slow reader must not grow our memory), at most
-        ``idle_timeout`` seconds: a client that stopped reading held its
-        connection (and the standalone sink's) for ever. Nothing more can
-        be said to it: the connection is cut."""
+        it drains (a slow reader must not grow our memory), as long as the
+        client takes some of it every ``idle_timeout`` seconds: a client
+        that stopped reading held its connection (and the standalone
+        sink's) for ever, while one reading a large message slowly is not
+        idle (Dovecot counts every flush as activity). Nothing more can be
+        said to a client that took nothing: the connection is cut."""
         transport = self.transport
         if transport is None or transport.is_closing():
             raise Closed
         transport.write(data)
-        if self._writing_paused:
+        left = _not_taken(transport)
+        while self._writing_paused:
             self._drained = asyncio.get_running_loop().create_future()
             try:
                 await asyncio.wait_for(self._drained, self.settings.idle_timeout)
             except asyncio.TimeoutError:
+                before, left = left, _not_taken(transport)
+                if left < before and not transport.is_closing():
+                    continue  # taken slowly, but taken
                 # Nothing can be said to it: the session's summary says why.
                 if self.record is not None:
                     self.record._end_detail = (

@@ -17,6 +17,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -1403,6 +1404,32 @@ def test_an_overlong_line_cut_short_by_the_close_is_recorded(
         else "X" * 64 + "... [150000 bytes in all]"
     )
     assert exchange.replies == [refusal.decode().rstrip("\r\n")]
+
+
+def test_a_client_reading_a_large_message_slowly_is_not_cut_off(
+    smtpsink_factory: Factory,
+) -> None:
+    # A client that takes a large reply slowly, but keeps taking it, is not
+    # idle (Dovecot counts every flush as activity): the server cut it after
+    # idle_timeout, mid-message, saying it had read none of its replies.
+    sink = smtpsink_factory(idle_timeout=1)
+    body = (b"z" * 998 + b"\r\n") * 3000
+    sink.deliver(b"Subject: big\r\n\r\n" + body, to="ann@x.test")
+    client = slow_reader()
+    with client:
+        client.connect((sink.pop3.host, sink.pop3.port))
+        client.sendall(b"USER ann@x.test\r\nPASS pw\r\nRETR 1\r\n")
+        received = bytearray()
+        while not received.endswith(b"\r\n.\r\n"):
+            chunk = client.recv(8192)
+            assert chunk, f"cut off after {len(received)} bytes"
+            received += chunk
+            time.sleep(0.005)  # reading slowly: 3 MB take over a second
+        client.sendall(b"QUIT\r\n")
+        assert client.recv(4096).startswith(b"+OK")
+    assert received.endswith(body + b".\r\n")
+    ended(sink)
+    assert sink.sessions[0].end == "quit"
 
 
 def test_a_client_that_stops_reading_is_cut_after_the_idle_timeout(
