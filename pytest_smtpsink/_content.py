@@ -242,9 +242,17 @@ def dot_stuffed(wire: bytes) -> bytes:
     expression: its look-behind at every byte was the relay thread's
     largest single cost after the interpreter itself.
     """
+    stuffed, end = dot_stuffed_parts(wire)
+    return stuffed + end
+
+
+def dot_stuffed_parts(wire: bytes) -> tuple[bytes, bytes]:
+    """`dot_stuffed` as its two parts, ``(body, end)``, for a large message:
+    the body is ``wire`` itself (not a copy) when no line of it starts with
+    a dot, and the end is the final dot line (after a CRLF if it lacks one)."""
     stuffed = (b"." + wire if wire.startswith(b".") else wire).replace(
         b"\r\n.", b"\r\n.."
     )
     if stuffed and not stuffed.endswith(b"\r\n"):
-        stuffed += b"\r\n"
-    return stuffed + b".\r\n"
+        return stuffed, b"\r\n.\r\n"
+    return stuffed, b".\r\n"

@@ -35,11 +35,17 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
-from ._content import dot_stuffed
+from ._content import dot_stuffed, dot_stuffed_parts
 from ._credentials import masked
 from ._endpoint import ReadSideEndpoint
 from ._mailstore import INBOX, check_login, is_utf8, wire_bytes
-from ._readside import BUGS_IN_A_ROW, Closed, ReadSideConnection, ReadSideServer
+from ._readside import (
+    BUGS_IN_A_ROW,
+    SEND_SLICE,
+    Closed,
+    ReadSideConnection,
+    ReadSideServer,
+)
 from ._session import AuthInfo, EndReason, POP3Exchange
 from ._text import plural, printable, printable_sent
 
@@ -830,13 +836,19 @@ class _Connection(ReadSideConnection):
         # StoredMessage.size is counted once: equal to the stored length, the
         # message is sent as stored (CRLF only), without scanning it again.
         wire = raw if stored.size == len(raw) else wire_bytes(raw)
-        body = dot_stuffed(wire)
+        body, end = dot_stuffed_parts(wire)
         first = f"+OK {len(wire)} octets"
         self._record_replies((first, f"[message {index + 1}: {len(wire)} octets]", "."))
         # \Seen is set when the session ends, as Dovecot does (RSET forgets it).
         if _SEEN not in stored.flags:
             self._seen.add(index)
-        await self._send(first.encode() + b"\r\n" + body)
+        head = first.encode() + b"\r\n"
+        if len(body) <= SEND_SLICE:
+            await self._send(head + body + end)
+        else:  # not joined: a copy of a large message less
+            await self._send(head)
+            await self._send(body)
+            await self._send(end)
 
     async def _cmd_top(self, arg: str) -> None:
         words = arg.split(" ") if arg else []

@@ -244,6 +244,10 @@ except (ImportError, AttributeError):  # pragma: no cover (Windows)
     _SEND_QUEUE = None
 
 
+#: The largest piece of a reply written at once (see `ReadSideConnection._send`).
+SEND_SLICE = 256 * 1024
+
+
 def _not_taken(transport: asyncio.WriteTransport) -> int:
     """How much of what was written the client has not taken yet: the
     transport's buffer, and the socket's send queue where the system says
@@ -663,13 +667,23 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
             self.store.touch()
 
     async def _send(self, data: bytes) -> None:
-        """Write ``data``; when the transport's buffer is full, wait until
-        it drains (a slow reader must not grow our memory), as long as the
-        client takes some of it every ``idle_timeout`` seconds: a client
-        that stopped reading held its connection (and the standalone
-        sink's) for ever, while one reading a large message slowly is not
-        idle (Dovecot counts every flush as activity). Nothing more can be
-        said to a client that took nothing: the connection is cut."""
+        """Write ``data``, a large one a slice at a time (the transport
+        copies what it cannot send at once: a slice, not the whole); when
+        the transport's buffer is full, wait until it drains (a slow reader
+        must not grow our memory), as long as the client takes some of it
+        every ``idle_timeout`` seconds: a client that stopped reading held
+        its connection (and the standalone sink's) for ever, while one
+        reading a large message slowly is not idle (Dovecot counts every
+        flush as activity). Nothing more can be said to a client that took
+        nothing: the connection is cut."""
+        if len(data) > SEND_SLICE:
+            view = memoryview(data)
+            for start in range(0, len(data), SEND_SLICE):
+                await self._send_slice(view[start : start + SEND_SLICE])
+        else:
+            await self._send_slice(data)
+
+    async def _send_slice(self, data: bytes | memoryview) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             raise Closed
