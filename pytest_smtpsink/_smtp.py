@@ -1143,7 +1143,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             super().eof_received()
             self._writer.close()
             return False
-        return super().eof_received()
+        return self._eof_to_handler()
 
     def _late_eof(self) -> None:
         if (
@@ -1151,7 +1151,27 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             and not self.transport.is_closing()
             and self._handler_coroutine is not None
         ):
-            super().eof_received()
+            self._eof_to_handler()
+
+    def _eof_to_handler(self) -> bool | None:
+        """aiosmtpd cancels its handler at the client's EOF, and what the
+        client sent before it, still unread, was lost: a client that sends
+        its messages and QUIT in one go, then closes its side (``nc -N``),
+        lost those after the handler's last pause, unanswered. With data
+        unread, the reader gets the EOF instead, and the handler ends when
+        it reaches it (`_wrap_reader`). Not over TLS, which has no half
+        close."""
+        reader = self._reader
+        if (
+            reader._buffer  # type: ignore[attr-defined]
+            and not self._over_ssl  # type: ignore[attr-defined]
+            and self.session is not None
+            and self.session.ssl is None
+        ):
+            _AIOSMTPD_LOG.info("%r EOF received", self.session.peer)
+            reader.feed_eof()
+            return True  # the write side stays open for the replies
+        return super().eof_received()
 
     async def _start_implicit_tls(self, transport: asyncio.BaseTransport) -> None:
         try:
@@ -1445,6 +1465,10 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             self._awaiting_command = True
             try:
                 line = await readuntil(separator)
+            except asyncio.IncompleteReadError:
+                # The client's EOF after its last line (see _eof_to_handler):
+                # the handler ends as aiosmtpd's cancel ends it.
+                raise asyncio.CancelledError from None
             finally:
                 self._awaiting_command = False
             self._on_line(line)
@@ -2629,6 +2653,11 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             except asyncio.CancelledError:  # the connection closed
                 self._writer.close()
                 raise
+            except asyncio.IncompleteReadError as exc:  # the client's EOF
+                if exc.partial:  # counted with the content cut off
+                    content.piece(exc.partial)
+                self._writer.close()
+                raise asyncio.CancelledError from None
             if content.line(line):
                 return content.result()
 

@@ -903,6 +903,26 @@ def test_nothing_after_quit_runs_either_way(
         assert last == ("command", "QUIT", [b"221 Bye"])
 
 
+@pytest.mark.parametrize("count", [30, 44])
+def test_messages_sent_in_one_go_before_the_clients_eof_are_all_kept(
+    both_ways: tuple[SMTPSink, SMTPSink], count: int
+) -> None:
+    # A client that sends its messages and QUIT in one go, then closes its
+    # side (nc -N): aiosmtpd cancelled its handler at the EOF, and the lines
+    # still unread were lost, unanswered (42 of 44 kept, the session ending
+    # "client-closed"), after the handler's pause every 64 commands.
+    one = (
+        b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n"
+        b"Subject: t\r\n\r\nbody\r\n.\r\n"
+    )
+    stream = b"EHLO c.example\r\n" + one * count + b"QUIT\r\n"
+    for sink in both_ways:
+        said, transcript, envelopes = _converse_pipelined(sink, stream, [])
+        assert len(envelopes) == count
+        assert said[-1] == b"221 Bye"
+        assert transcript[-1] == ("command", "QUIT", [b"221 Bye"])
+
+
 # Pieces of message content: dots where a line starts (stuffed, the final
 # dot's look-alikes after a bare LF), bare LFs and CRs, lines at and over
 # the 1,001-byte line limit and over twice the stream reader's limit.
