@@ -518,6 +518,10 @@ class Event:
     params: tuple[str, ...] = ()
     #: Connections open on the server, this one included (at CONNECT).
     connections: int = 0
+    #: Only the rules with a ``match``: the subjects became known later in
+    #: the command (the user of an AUTH PLAIN response), and the rules
+    #: without one were asked at its start.
+    matching_only: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -594,6 +598,8 @@ def steps(faults: Faults, event: Event) -> list[Step]:
             rule.stage == event.stage
             or (rule.stage == "DNS:QUERY" and event.stage.startswith("DNS:"))
         ):
+            continue
+        if event.matching_only and rule.match is None:
             continue
         if not rule.applies(event.subjects) or not rule.fire():
             continue

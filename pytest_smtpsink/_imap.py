@@ -735,11 +735,12 @@ class _Connection(ReadSideConnection):
         stage: str,
         subjects: Sequence[str],
         on_fire: Callable[[], object] | None = None,
+        matching_only: bool = False,
     ) -> tuple[str, str] | None:
         """Carry out what the rules decide at ``stage``; the completion to
         send instead of running the command, if a rule replies. *on_fire*
         runs first when any rule fires (to record the command it acts on)."""
-        planned = self._planned(stage, subjects)
+        planned = self._planned(stage, subjects, matching_only)
         if planned and on_fire is not None:
             on_fire()
         reply = await self._carry_out(planned)
@@ -1392,6 +1393,11 @@ class _Connection(ReadSideConnection):
                 "NO", "[AUTHENTICATIONFAILED] The PLAIN response has no password"
             )
         user = user_bytes.decode("utf-8", "replace")
+        # The rules that name a user, now that it is known (those without a
+        # match were asked at the command).
+        injected = await self._faults("IMAP:AUTHENTICATE", [user], matching_only=True)
+        if injected is not None:
+            raise _Answered(*injected)
         success = (
             is_utf8(user_bytes)
             and check_login(

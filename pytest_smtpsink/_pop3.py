@@ -377,12 +377,17 @@ class _Connection(ReadSideConnection):
     # -- faults (the rules decide, this carries out) ------------------------------------
 
     async def _faults(
-        self, stage: str, subjects: Sequence[str], last: bool = False
+        self,
+        stage: str,
+        subjects: Sequence[str],
+        last: bool = False,
+        matching_only: bool = False,
     ) -> bool:
         """Carry out what the rules decide at ``stage``: True if a fault
         answered instead. Its reply is the ``last`` of the session at the
         greeting and at QUIT."""
-        reply = await self._carry_out(self._planned(stage, subjects))
+        planned = self._planned(stage, subjects, matching_only)
+        reply = await self._carry_out(planned)
         if reply is None:
             return False
         line = error_reply(reply.code, reply.text)
@@ -493,7 +498,7 @@ class _Connection(ReadSideConnection):
         subjects = self._subjects()
         if verb in ("USER", "APOP"):
             subjects = [arg.split(" ")[0]] if arg else []
-        elif verb == "STLS":
+        elif verb in ("STLS", "AUTH"):  # AUTH's user: see _cmd_auth
             subjects = []
         if await self._faults(stage, subjects, last=verb == "QUIT"):
             if verb == "QUIT":
@@ -689,6 +694,10 @@ class _Connection(ReadSideConnection):
             await self._reply("-ERR [AUTH] The PLAIN response has no password")
             return
         user = user_bytes.decode("utf-8", "replace")
+        # The rules that name a user, now that it is known (those without a
+        # match were asked at the command).
+        if await self._faults("POP3:AUTH", [user], matching_only=True):
+            return
         password = password_bytes.decode("utf-8", "replace")
         success = (
             is_utf8(user_bytes)

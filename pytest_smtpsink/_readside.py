@@ -845,12 +845,15 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
 
     # -- faults (the rules decide, this carries out) ------------------------------------
 
-    def _planned(self, stage: str, subjects: Sequence[str]) -> list[Step]:
+    def _planned(
+        self, stage: str, subjects: Sequence[str], matching_only: bool = False
+    ) -> list[Step]:
         """What the rules decide at ``stage`` (nothing, cheaply, without
-        rules)."""
+        rules); ``matching_only``: see `Event.matching_only`."""
         if not self.server.faults.rules:
             return []
-        return steps(self.server.faults, Event(stage, tuple(subjects)))
+        event = Event(stage, tuple(subjects), matching_only=matching_only)
+        return steps(self.server.faults, event)
 
     async def _carry_out(self, planned: Sequence[Step]) -> Reply | None:
         """Sleep, hold or close as ``planned`` says; the `Reply` to give

@@ -1740,6 +1740,28 @@ def test_faults_answer_no_bad_or_disconnect(smtpsink: Mailbox) -> None:
     assert smtpsink.sessions[-1].end == "server-closed"
 
 
+def test_fail_at_authenticate_matches_the_user_of_the_plain_response(
+    smtpsink: Mailbox,
+) -> None:
+    # The rules were asked at AUTHENTICATE, before its response named the
+    # user: a rule for ann never fired for imaplib's AUTHENTICATE PLAIN.
+    for_ann = smtpsink.fail(
+        "IMAP:AUTHENTICATE", 454, "try later", match="ann@example.com", times=1
+    )
+    for_bob = smtpsink.fail("IMAP:AUTHENTICATE", 550, match="bob@example.com")
+    client = imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port, timeout=10)
+    try:
+        with pytest.raises(imaplib.IMAP4.error, match="try later"):
+            client.authenticate("PLAIN", lambda _: b"\0ann@example.com\0x")
+        assert (
+            client.authenticate("PLAIN", lambda _: b"\0ann@example.com\0x")[0] == "OK"
+        )
+    finally:
+        client.logout()
+    assert (for_ann.seen, for_ann.fired) == (2, 1)
+    assert (for_bob.seen, for_bob.fired) == (0, 0)
+
+
 def test_unknown_imap_stage_is_refused(smtpsink: Mailbox) -> None:
     with pytest.raises(ValueError, match="unknown IMAP stage 'IMAP:RETR'"):
         smtpsink.fail("IMAP:RETR", 450)

@@ -6,6 +6,7 @@ sees (``smtpsink.mailbox``) and the recorded sessions (``smtpsink.sessions``).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import imaplib
@@ -1051,6 +1052,32 @@ def test_fail_at_each_stage(
     assert rule.fired == 1
     injected = [e for e in pop3_sessions(smtpsink)[0].transcript if e.injected]
     assert [e.replies for e in injected] == [[reply]]
+
+
+@pytest.mark.parametrize("initial", [True, False], ids=["initial", "after-+"])
+def test_fail_at_auth_matches_the_user_of_the_plain_response(
+    smtpsink: Mailbox, initial: bool
+) -> None:
+    # The rules were asked at AUTH, before its response named the user: a
+    # rule for ann never fired for her AUTH PLAIN login, and a retry test
+    # passed without its failure.
+    for_ann = smtpsink.fail("POP3:AUTH", 454, "try later", match=ANN, times=1)
+    for_bob = smtpsink.fail("POP3:AUTH", 550, "never", match="bob@example.com")
+    response = base64.b64encode(f"\0{ANN}\0x".encode())
+    raw = Raw(smtpsink.pop3.host, smtpsink.pop3.port)
+    for attempt in ("refused", "logged in"):
+        if initial:
+            reply = raw.send(b"AUTH PLAIN " + response)
+        else:
+            assert raw.send(b"AUTH PLAIN") == "+ "
+            reply = raw.send(response)
+        if attempt == "refused":
+            assert reply == "-ERR [SYS/TEMP] try later"
+        else:
+            assert reply.startswith("+OK Logged in")
+    raw.close()
+    assert (for_ann.seen, for_ann.fired) == (2, 1)
+    assert (for_bob.seen, for_bob.fired) == (0, 0)
 
 
 def test_fail_matches_the_user_and_quit_fails_without_deleting(
