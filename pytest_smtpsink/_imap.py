@@ -758,7 +758,13 @@ class _Connection(ReadSideConnection):
         return completion
 
     def _subjects(self) -> list[str]:
-        return [self._user] if self._user else []
+        """What ``match`` compares with after login: the name the client
+        gave and its mailbox's (see the POP3 server's)."""
+        if not self._user:
+            return []
+        return [s for s in dict.fromkeys((self._login_name, self._user)) if s]
+
+    _login_name = ""
 
     # -- the conversation -----------------------------------------------------------
 
@@ -1263,6 +1269,7 @@ class _Connection(ReadSideConnection):
                 stale = False
                 self._account = self.mail.account(user)
                 self._user = self._account.user
+                self._login_name = user
         if stale:
             self.end_stale()
             raise Closed

@@ -402,10 +402,17 @@ class _Connection(ReadSideConnection):
         return True
 
     def _subjects(self) -> list[str]:
-        """What ``match`` compares with: the user (once known)."""
+        """What ``match`` compares with: the user (once known). After login,
+        the name the client gave and its mailbox's (``Ann@...`` is
+        ``ann@...``'s mailbox, ``ann+news@...`` too with a recipient
+        delimiter): a rule that fired at PASS fires at RETR too."""
         if self._account is not None:
-            return [self._account.user]
+            return [
+                s for s in dict.fromkeys((self._login_name, self._account.user)) if s
+            ]
         return [self._user] if self._user else []
+
+    _login_name = ""
 
     # -- commands ----------------------------------------------------------------------
 
@@ -721,6 +728,7 @@ class _Connection(ReadSideConnection):
                     if not in_use:
                         account.holder = self
                         self._account = account
+                        self._login_name = user
                         self._folder = account.folders[INBOX]
                         self._drop = list(self._folder.messages)
             if stale:

@@ -1762,6 +1762,20 @@ def test_fail_at_authenticate_matches_the_user_of_the_plain_response(
     assert (for_bob.seen, for_bob.fired) == (0, 0)
 
 
+def test_a_rule_for_the_name_given_at_login_fires_after_login(
+    smtpsink: Mailbox,
+) -> None:
+    # After login the rules compared with the mailbox's name only.
+    rule = smtpsink.fail("IMAP:SELECT", 550, "broken", match="Ann@example.com")
+    client = imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port, timeout=10)
+    try:
+        client.login("Ann@example.com", "x")
+        assert client.select("INBOX")[0] == "NO"
+    finally:
+        client.logout()
+    assert rule.fired == 1
+
+
 def test_unknown_imap_stage_is_refused(smtpsink: Mailbox) -> None:
     with pytest.raises(ValueError, match="unknown IMAP stage 'IMAP:RETR'"):
         smtpsink.fail("IMAP:RETR", 450)

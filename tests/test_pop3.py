@@ -1080,6 +1080,24 @@ def test_fail_at_auth_matches_the_user_of_the_plain_response(
     assert (for_bob.seen, for_bob.fired) == (0, 0)
 
 
+def test_a_rule_for_the_name_given_at_login_fires_after_login(
+    smtpsink_factory: Factory,
+) -> None:
+    # After login the rules compared with the mailbox's name only: a rule
+    # for "Ann@..." (or "ann+news@..." with a recipient delimiter) fired at
+    # PASS and never at RETR in the same session.
+    sink = smtpsink_factory(recipient_delimiter="+")
+    sink.deliver(make_message(), to=ANN)
+    for name in ("Ann@example.com", "ann+news@example.com"):
+        rule = sink.fail("POP3:RETR", 550, "broken", match=name)
+        client = login(sink, name)
+        with pytest.raises(poplib.error_proto, match="broken"):
+            client.retr(1)
+        client.quit()
+        assert rule.fired == 1
+        sink.clear_faults()
+
+
 def test_fail_matches_the_user_and_quit_fails_without_deleting(
     smtpsink: Mailbox,
 ) -> None:
