@@ -573,11 +573,11 @@ class _Connection(ReadSideConnection):
         await self._reply_lines("+OK Capability list follows", lines)
 
     async def _cmd_stls(self, arg: str) -> None:
+        if self._tls:  # after STLS, or on a POP3S port
+            await self._reply("-ERR TLS is already active")
+            return
         if self.settings.tls not in ("starttls", "starttls-required"):
             await self._reply("-ERR STLS is not offered (the sink has no STARTTLS)")
-            return
-        if self._tls:
-            await self._reply("-ERR TLS is already active")
             return
         if arg:
             await self._reply("-ERR STLS takes no argument")

@@ -582,6 +582,9 @@ def test_pop3s(smtpsink: Mailbox) -> None:
     assert pop3.url == f"pop3s://127.0.0.1:{pop3.port}"
     client = poplib.POP3_SSL(pop3.host, pop3.port, context=pop3.ssl_context())
     assert "STLS" not in client.capa()
+    # Not "not offered": TLS is up (Dovecot's words).
+    with pytest.raises(poplib.error_proto, match=r"^b'-ERR TLS is already active'$"):
+        client._shortcmd("STLS")  # type: ignore[attr-defined]
     client.user(ANN)
     client.pass_("x")
     client.quit()
