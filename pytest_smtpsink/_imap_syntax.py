@@ -924,8 +924,15 @@ def format_date_time(value: datetime.datetime) -> bytes:
 def format_fetch(sequence_number: int, items: Iterable[tuple[bytes, bytes]]) -> bytes:
     """``* n FETCH (NAME value ...)`` with its CRLF; values are formatted
     already (literals included)."""
-    body = b" ".join(name + b" " + value for name, value in items)
-    return b"* %d FETCH (%s)\r\n" % (sequence_number, body)
+    # One join of the parts: a message's literal is copied once here, not
+    # once per concatenation (three times a large message).
+    parts = [b"* %d FETCH (" % sequence_number]
+    for name, value in items:
+        parts += (name, b" ", value, b" ")
+    if len(parts) > 1:
+        parts.pop()  # the separator after the last value
+    parts.append(b")\r\n")
+    return b"".join(parts)
 
 
 def iter_list(arg: Arg, tag: str | None = None) -> Iterator[Arg]:
