@@ -246,6 +246,9 @@ except (ImportError, AttributeError):  # pragma: no cover (Windows)
 
 #: The largest piece of a reply written at once (see `ReadSideConnection._send`).
 SEND_SLICE = 256 * 1024
+#: A reply the client may take a while to read: the wait for its next
+#: command counts from when it has (`ReadSideConnection._read_line`).
+_LARGE_REPLY = 64 * 1024
 
 
 def _not_taken(transport: asyncio.WriteTransport) -> int:
@@ -299,6 +302,7 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         self._reading_paused = False
         self._writing_paused = False
         self._drained: asyncio.Future[None] | None = None
+        self._wrote_large = False  # a reply the client may take a while over
         # True while waiting for the next command (a stale session is then
         # told why it ends).
         self._waiting_for_command = False
@@ -526,7 +530,13 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         overlong = False
         dropped = 0  # octets of an overlong line read past so far
         head = tail = b""
-        taking = -1  # what the client had still to take at the last deadline
+        # What the client had still to take of a large reply (see below),
+        # at the start and then at each deadline; -1: nothing large.
+        taking = -1
+        if self._wrote_large:
+            self._wrote_large = False
+            if self.transport is not None:
+                taking = _not_taken(self.transport)
         while True:
             buffer = self._buffer
             if not overlong:
@@ -568,12 +578,13 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
             try:
                 await self._wait_for_input(deadline)
             except asyncio.TimeoutError:
-                # A client still taking the last reply (megabytes of a
-                # message in the socket's queue) is not idle: its idle time
-                # counts from when it stopped taking it.
+                # A client that took some of a large reply (megabytes of a
+                # message in the socket's queue) since the last deadline is
+                # not idle: its idle time counts from when it has taken it
+                # all, and the next deadline is a whole idle_timeout later.
                 transport = self.transport
                 left = 0 if transport is None else _not_taken(transport)
-                if left == 0 or 0 <= taking <= left:
+                if not 0 <= left < taking:
                     raise
                 taking = left
                 deadline = time.monotonic() + self.settings.idle_timeout
@@ -676,6 +687,8 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         reading a large message slowly is not idle (Dovecot counts every
         flush as activity). Nothing more can be said to a client that took
         nothing: the connection is cut."""
+        if len(data) > _LARGE_REPLY:
+            self._wrote_large = True  # see _read_line
         if len(data) > SEND_SLICE:
             view = memoryview(data)
             for start in range(0, len(data), SEND_SLICE):

@@ -1155,15 +1155,19 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
 
     def _eof_to_handler(self) -> bool | None:
         """aiosmtpd cancels its handler at the client's EOF, and what the
-        client sent before it, still unread, was lost: a client that sends
-        its messages and QUIT in one go, then closes its side (``nc -N``),
-        lost those after the handler's last pause, unanswered. With data
+        client sent before it, still unread or being handled, was lost: a
+        client that sends its messages and QUIT in one go, then closes its
+        side (``nc -N``), lost those after the handler's last pause,
+        unanswered. Unless the handler waits for a command with nothing
         unread, the reader gets the EOF instead, and the handler ends when
         it reaches it (`_wrap_reader`). Not over TLS, which has no half
-        close."""
+        close; nor while a fault holds the connection (a ``delay`` or
+        ``hang``) with nothing unread: a client that gives up on it ends
+        its session then, as the fault API says."""
         reader = self._reader
+        busy = not self._awaiting_command and self not in self.state.held
         if (
-            reader._buffer  # type: ignore[attr-defined]
+            (reader._buffer or busy)  # type: ignore[attr-defined]
             and not self._over_ssl  # type: ignore[attr-defined]
             and self.session is not None
             and self.session.ssl is None
@@ -2336,8 +2340,11 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                 if total <= _MAX_AUTH_RESPONSE:
                     pieces.append(piece)
                 continue
-            except asyncio.IncompleteReadError as exc:  # the client left
-                piece = exc.partial
+            except asyncio.IncompleteReadError:
+                # The client's EOF (see _eof_to_handler) before the line's
+                # end: no response, and the handler ends as at a cancel.
+                self._writer.close()
+                raise asyncio.CancelledError from None
             total += len(piece)
             pieces.append(piece)
             break

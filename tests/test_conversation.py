@@ -375,6 +375,28 @@ async def _call(function: Callable[[], _T]) -> _T:
     return function()
 
 
+@pytest.mark.parametrize("sent", [b"", b"dXNl"], ids=["nothing", "part-of-a-line"])
+def test_a_client_closing_its_side_inside_an_auth_exchange_logs_in_as_no_one(
+    smtpsink_factory: Factory, sent: bytes
+) -> None:
+    # Its EOF before the response's line end made what it had sent a whole
+    # response, and then the empty rest a password: a login attempt it never
+    # made (user "use"), answered 535.
+    sink = smtpsink_factory(auth={"user": "pw"}, auth_plaintext=True)
+    client = RawClient(sink)
+    client.send(b"EHLO x\r\n")
+    assert client.send(b"AUTH LOGIN\r\n")[0][0].startswith("334")
+    client.sock.sendall(sent)
+    client.sock.shutdown(socket.SHUT_WR)
+    assert client.file.read() == b""  # closed, with nothing more said
+    client.close()
+    sink.wait_until(lambda: sink.sessions[0].end is not None)
+    (session,) = sink.sessions
+    assert session.end == "client-closed"
+    assert session.auth_attempts == ()
+    assert session.transcript[-1].line == "AUTH LOGIN"
+
+
 def test_auth_secrets_never_show(smtpsink_factory: Factory) -> None:
     sink = smtpsink_factory(auth={"ann": "hunter2"}, auth_plaintext=True)
     with smtplib.SMTP(sink.host, sink.port) as client:
