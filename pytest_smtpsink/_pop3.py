@@ -35,7 +35,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
-from ._content import dot_stuffed, dot_stuffed_parts
+from ._content import dot_stuffed_parts
 from ._credentials import masked
 from ._endpoint import ReadSideEndpoint
 from ._mailstore import INBOX, check_login, is_utf8, wire_bytes
@@ -149,23 +149,23 @@ def _shown(raw: bytes) -> str:
 
 def top_of(wire: bytes, lines: int) -> bytes:
     """The header, the blank line and the first ``lines`` lines of the
-    body (RFC 1939 TOP)."""
+    body (RFC 1939 TOP): ``wire`` itself when that is all of it, else one
+    slice of it (a large message is not copied more)."""
     if wire.startswith(b"\r\n"):  # no header: the blank line comes first
-        head, body = wire[:2], wire[2:]
+        cut = 2
     else:
         end = wire.find(b"\r\n\r\n")
         if end < 0:  # no body at all
             return wire
-        head, body = wire[: end + 4], wire[end + 4 :]
-    if lines == 0 or not body:
-        return head
-    cut = 0
+        cut = end + 4
+    if lines == 0:
+        return wire[:cut]
     for _ in range(lines):
-        found = body.find(b"\r\n", cut)
+        found = wire.find(b"\r\n", cut)
         if found < 0:
-            return head + body
+            return wire
         cut = found + 2
-    return head + body[:cut]
+    return wire if cut == len(wire) else wire[:cut]
 
 
 def uidl_of(uidvalidity: int, stored: StoredMessage) -> str:
@@ -510,6 +510,8 @@ class _Connection(ReadSideConnection):
         if await self._faults(stage, subjects, last=verb == "QUIT"):
             if verb == "QUIT":
                 raise Closed
+            if verb == "PASS":  # refused as a wrong one is: USER again
+                self._user = None
             return
         spacing = _spacing_error(verb, text)
         if spacing is not None:
@@ -853,16 +855,22 @@ class _Connection(ReadSideConnection):
         # StoredMessage.size is counted once: equal to the stored length, the
         # message is sent as stored (CRLF only), without scanning it again.
         wire = raw if stored.size == len(raw) else wire_bytes(raw)
-        body, end = dot_stuffed_parts(wire)
         first = f"+OK {len(wire)} octets"
         self._record_replies((first, f"[message {index + 1}: {len(wire)} octets]", "."))
         # \Seen is set when the session ends, as Dovecot does (RSET forgets it).
         if _SEEN not in stored.flags:
             self._seen.add(index)
+        await self._send_lines(first, wire)
+
+    async def _send_lines(self, first: str, wire: bytes) -> None:
+        """The status line ``first``, then ``wire`` as a multi-line reply
+        (dot-stuffed, with its final dot); a large one not joined, so as
+        not to copy the message once more."""
+        body, end = dot_stuffed_parts(wire)
         head = first.encode() + b"\r\n"
         if len(body) <= SEND_SLICE:
             await self._send(head + body + end)
-        else:  # not joined: a copy of a large message less
+        else:
             await self._send(head)
             await self._send(body)
             await self._send(end)
@@ -890,7 +898,7 @@ class _Connection(ReadSideConnection):
             f"[message {index + 1}: {len(part)} octets of {stored.size}]"
         )
         self._record_reply(".")
-        await self._send(b"+OK Top of message follows\r\n" + dot_stuffed(part))
+        await self._send_lines("+OK Top of message follows", part)
 
     def marked(self) -> list[StoredMessage]:
         """The copies DELE marked in this session, which its QUIT deletes

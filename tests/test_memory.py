@@ -273,11 +273,14 @@ def test_a_closed_connection_is_freed_without_the_cycle_collector(
         gc.enable()
 
 
+@pytest.mark.parametrize("command", [b"RETR 1", b"TOP 1 999999"])
 @pytest.mark.parametrize("line_end", [b"\r\n", b"\n"], ids=["crlf", "bare-lf"])
-def test_a_large_retr_is_sent_without_copies_of_the_message(line_end: bytes) -> None:
+def test_a_large_retr_is_sent_without_copies_of_the_message(
+    line_end: bytes, command: bytes
+) -> None:
     # A RETR joined its status line to the message, and the transport then
     # copied what it could not send at once: 3.8 times the message at its
-    # peak (for each client reading it). Written from the stored bytes now,
+    # peak (for each client reading it); a TOP of all its lines, 3. Written from the stored bytes now,
     # in slices (a message with bare LF line ends needs one copy, converted).
     line = b"z" * 76 + line_end
     raw = b"Subject: big" + line_end + line_end + line * (8 * 2**20 // len(line))
@@ -290,7 +293,9 @@ def test_a_large_retr_is_sent_without_copies_of_the_message(line_end: bytes) -> 
         try:
             idle = tracemalloc.get_traced_memory()[0]
             with socket.create_connection((host, port), timeout=30) as client:
-                client.sendall(b"USER ann@example.com\r\nPASS x\r\nRETR 1\r\n")
+                client.sendall(
+                    b"USER ann@example.com\r\nPASS x\r\n" + command + b"\r\n"
+                )
                 tail = b""
                 while not tail.endswith(b"\r\n.\r\n"):
                     chunk = client.recv(65536)

@@ -1101,6 +1101,19 @@ def test_a_rule_for_the_name_given_at_login_fires_after_login(
         sink.clear_faults()
 
 
+def test_a_pass_a_fault_refused_needs_user_again(smtpsink: Mailbox) -> None:
+    # As after a wrong password, and on Dovecot: the user was kept, and a
+    # bare PASS retry logged in.
+    smtpsink.fail("POP3:PASS", 454, "try later", times=1)
+    raw = Raw(smtpsink.pop3.host, smtpsink.pop3.port)
+    raw.send(b"USER ann@example.com")
+    assert raw.send(b"PASS x") == "-ERR [SYS/TEMP] try later"
+    assert raw.send(b"PASS x").startswith("-ERR")
+    raw.send(b"USER ann@example.com")
+    assert raw.send(b"PASS x").startswith("+OK Logged in")
+    raw.close()
+
+
 def test_fail_matches_the_user_and_quit_fails_without_deleting(
     smtpsink: Mailbox,
 ) -> None:
