@@ -105,7 +105,9 @@ class _Runtime:
         # stop() cancels the accept of a client still in its TLS handshake;
         # asyncio would log that cancellation as an error. Everything else
         # is reported as usual.
-        if self.stopping and isinstance(
+        # So does release() after the loop died: it cancels what was left
+        # (an accept still waiting, whose cancellation debug mode reports).
+        if (self.stopping or self.death is not None) and isinstance(
             context.get("exception"), asyncio.CancelledError
         ):
             return

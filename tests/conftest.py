@@ -163,11 +163,13 @@ def unread_future_errors() -> list[asyncio.Future[object]]:
     "Future exception was never retrieved" for each when it is freed. A
     connection's reset leaves its error in one (asyncio's closed-future);
     on Python 3.12 in debug mode the connection often outlives its socket
-    in a reference cycle, and the collector may free that future first."""
+    in a reference cycle, and the collector may free that future first.
+    By type, not isinstance(): that asks a lazy object for its __class__,
+    and one of Django's sets itself up then (and raised)."""
     return [
         obj
         for obj in gc.get_objects()
-        if isinstance(obj, asyncio.Future)
+        if issubclass(type(obj), asyncio.Future)
         and obj.done()
         and not obj.cancelled()
         and obj._log_traceback

@@ -243,10 +243,16 @@ def run(
     """
     before = before or {}
     transcript: list[str] = []
-    connection = _Connection(endpoint, transcript, read_timeout, deadline)
+    # The greeting gets the usual wait: *read_timeout* is for the replies to
+    # the script (a short one is a test's limit on a command's reply, and
+    # the server's thread may not run at all within it on a busy machine).
+    connection = _Connection(
+        endpoint, transcript, max(read_timeout, READ_TIMEOUT), deadline
+    )
     try:
         if endpoint.protocol == "pop3":
             alive = _read_pop3(connection, None)
+            connection.read_timeout = read_timeout
             for line in script:
                 if not alive:
                     break
@@ -262,6 +268,7 @@ def run(
                     connection.start_tls()
         else:
             state = _read_imap(connection, None)
+            connection.read_timeout = read_timeout
             pending: str | None = None
             for line in script:
                 if state == "closed":

@@ -1479,16 +1479,20 @@ def test_a_client_reading_a_large_message_slowly_is_not_cut_off(
     sink = smtpsink_factory(idle_timeout=1, tls=tls)
     body = (b"z" * 998 + b"\r\n") * 3000
     sink.deliver(b"Subject: big\r\n\r\n" + body, to="ann@x.test")
-    plain = slow_reader()
-    plain.connect((sink.pop3.host, sink.pop3.port))
-    client = (
-        plain
-        if tls is None
-        else sink.pop3.ssl_context().wrap_socket(plain, server_hostname=sink.pop3.host)
-    )
-    with client:
+    client = slow_reader()
+    commands = b"USER ann@x.test\r\nPASS pw\r\nRETR 1\r\n"
+    address = (sink.pop3.host, sink.pop3.port)  # started before any hold
+    if tls is None:
+        with loop_held(sink):  # all there when the server first reads
+            client.connect(address)
+            client.sendall(commands)
+    else:
+        client.connect(address)
+        context = sink.pop3.ssl_context()
+        client = context.wrap_socket(client, server_hostname=sink.pop3.host)
         client.recv(4096)  # the greeting
-        client.sendall(b"USER ann@x.test\r\nPASS pw\r\nRETR 1\r\n")
+        client.sendall(commands)
+    with client:
         received = bytearray()
         while not received.endswith(b"\r\n.\r\n"):
             chunk = client.recv(8192)
@@ -1514,9 +1518,13 @@ def test_a_client_that_stops_reading_is_cut_after_the_idle_timeout(
     )
     client = slow_reader()
     with client, client.makefile("rb") as replies:
-        client.connect((sink.pop3.host, sink.pop3.port))
-        replies.readline()
-        client.sendall(b"USER ann@x.test\r\nPASS pw\r\nRETR 1\r\n")  # then no reading
+        # All there when the server first reads: no pause of this thread
+        # lets the plain idle timeout (the same 0.5 s) end it first.
+        address = (sink.pop3.host, sink.pop3.port)  # started before the hold
+        with loop_held(sink):
+            client.connect(address)
+            client.sendall(b"USER ann@x.test\r\nPASS pw\r\nRETR 1\r\n")
+        replies.readline()  # the greeting; then no reading
         sink.wait_until(lambda: sink.sessions[0].end is not None, timeout=30)
     assert sink.sessions[0].end == "timeout"
     # Nothing could be said to it; the summary says why it was cut.
