@@ -656,7 +656,12 @@ class _AddressFinder(html.parser.HTMLParser):
     def addresses(self) -> tuple[list[str], list[str]]:
         """The remote addresses and the links of what was read, as a mail
         client resolves them."""
-        found = (resolved(url.strip(), self._base) for url in self._sources)
+        found = (
+            resolved(url.strip(), self._base)
+            for url in self._sources
+            # A fragment alone is the document's own (an SVG filter's url(#f)).
+            if not url.strip().startswith("#")
+        )
         return (
             [url for url in found if url.lower().startswith(_REMOTE)],
             [resolved(link, self._base) for link in self._anchors],

@@ -605,6 +605,11 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
             # No command asked for it: its own exchange (`Exchange.kind`).
             self._append("notice", "")
             await self._reply_and_end("timeout", self.INACTIVE)
+            transport = self.transport
+            if transport is not None and _not_taken(transport):
+                # It has not read what came before: a close would wait to
+                # send it all (over TLS, past the sink's own stop).
+                transport.abort()
             raise Closed from None
         finally:
             self._waiting_for_command = False

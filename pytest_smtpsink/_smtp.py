@@ -1162,12 +1162,12 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         unread, the reader gets the EOF instead, and the handler ends when
         it reaches it (`_wrap_reader`). Not over TLS, which has no half
         close; nor while a fault holds the connection (a ``delay`` or
-        ``hang``) with nothing unread: a client that gives up on it ends
-        its session then, as the fault API says."""
+        ``hang``): a client that gives up on it ends its session then, as
+        the fault API says."""
         reader = self._reader
-        busy = not self._awaiting_command and self not in self.state.held
         if (
-            (reader._buffer or busy)  # type: ignore[attr-defined]
+            (reader._buffer or not self._awaiting_command)  # type: ignore[attr-defined]
+            and self not in self.state.held
             and not self._over_ssl  # type: ignore[attr-defined]
             and self.session is not None
             and self.session.ssl is None

@@ -648,6 +648,31 @@ def test_a_client_leaving_a_held_connect_ends_its_session(
     assert smtpsink.sessions[0].transcript[0].injected
 
 
+@pytest.mark.parametrize("fault", ["hang", "delay"])
+def test_a_pipelining_client_leaving_a_held_command_ends_its_session(
+    smtpsink: Mailbox, fault: str
+) -> None:
+    # Its later commands unread, the client's EOF went to the reader (so
+    # that a batch sent in one go is all answered), and the held handler
+    # never read it: the session stayed open until the rule went.
+    if fault == "hang":
+        smtpsink.hang("RCPT")
+    else:
+        smtpsink.delay("RCPT", 600)
+    with socket.create_connection((smtpsink.host, smtpsink.port), timeout=5) as client:
+        client.recv(4096)  # the greeting
+        client.sendall(
+            b"EHLO x\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n"
+            b"DATA\r\nSubject: held\r\n\r\n.\r\nQUIT\r\n"
+        )
+        said = b""
+        while not said.endswith(b"250 OK\r\n"):  # to MAIL: all read, so a FIN
+            said += client.recv(4096)
+        smtpsink.wait_until(lambda: smtpsink.sessions[0].transcript[-1].injected)
+    smtpsink.wait_until(lambda: smtpsink.sessions[0].end is not None)
+    assert smtpsink.sessions[0].end == "client-closed"
+
+
 def test_hang_is_released_when_the_rule_goes() -> None:
     with SMTPSink() as sink:
         view = sink.view()
