@@ -581,13 +581,17 @@ def test_pop3s(smtpsink: Mailbox) -> None:
     pop3 = smtpsink.pop3
     assert pop3.url == f"pop3s://127.0.0.1:{pop3.port}"
     client = poplib.POP3_SSL(pop3.host, pop3.port, context=pop3.ssl_context())
-    assert "STLS" not in client.capa()
-    # Not "not offered": TLS is up (Dovecot's words).
-    with pytest.raises(poplib.error_proto, match=r"^b'-ERR TLS is already active'$"):
-        client._shortcmd("STLS")  # type: ignore[attr-defined]
-    client.user(ANN)
-    client.pass_("x")
-    client.quit()
+    try:
+        assert "STLS" not in client.capa()
+        # Not "not offered": TLS is up (Dovecot's words).
+        with pytest.raises(
+            poplib.error_proto, match=r"^b'-ERR TLS is already active'$"
+        ):
+            client._shortcmd("STLS")  # type: ignore[attr-defined]
+        client.user(ANN)
+        client.pass_("x")
+    finally:
+        client.quit()
     session = pop3_sessions(smtpsink)[0]
     assert session.tls is not None
     assert session.tls.implicit is True
