@@ -1219,6 +1219,12 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                 # without its CRLF) as content too.
                 unread = content.unread + len(getattr(self._reader, "_buffer", b""))
                 self._end_data(content.data_bytes + unread, CONTENT_CUT_OFF)
+            # The handler cancelled at an EOF (a fault held it): a line it
+            # never read. No reader before an implicit-TLS handshake ends.
+            reader = getattr(self, "_reader", None)
+            left = bytes(getattr(reader, "_buffer", b""))
+            if content is None and left and b"\n" not in left and record.end is None:
+                self._record_cut_off(left)
             self._mark_end("client-closed")
             record._tls_started(None)  # a handshake cut short: wake readers
         self.state.connections.discard(self)
@@ -1469,9 +1475,11 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             self._awaiting_command = True
             try:
                 line = await readuntil(separator)
-            except asyncio.IncompleteReadError:
+            except asyncio.IncompleteReadError as exc:
                 # The client's EOF after its last line (see _eof_to_handler):
                 # the handler ends as aiosmtpd's cancel ends it.
+                if exc.partial:
+                    self._record_cut_off(exc.partial)
                 raise asyncio.CancelledError from None
             finally:
                 self._awaiting_command = False
@@ -2028,6 +2036,25 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             if mask is not None:  # a password where no AUTH expects one
                 text = mask(text)
         self._append("command", text)
+
+    def _record_cut_off(self, part: bytes) -> None:
+        """Record a command line the client's close cut off (never run): its
+        verb if it is one, the rest counted, never shown (it may hold a
+        password), as the POP3 and IMAP servers record one."""
+        if self._pending_total:  # the end of an over-long line
+            part, total = self._pending_fragment + part, self._pending_total + len(part)
+            self._pending_fragment, self._pending_total = b"", 0
+        else:
+            total = len(part)
+        words = part.split(None, 1)
+        verb = words[0].decode("ascii", "replace").upper() if words else ""
+        shown = f"{verb}, " if f"smtp_{verb}" in _command_methods(type(self)) else ""
+        # In brackets: a note, not a command (`Exchange.command` is None).
+        self._append(
+            "command",
+            f"[not run: {shown}{total} octets with no line end, cut off by the "
+            "client's close]",
+        )
 
     def _stray_auth_response(self, raw: bytes) -> bool:
         """Record a line that follows an AUTH command as a masked AUTH

@@ -375,6 +375,42 @@ async def _call(function: Callable[[], _T]) -> _T:
     return function()
 
 
+@pytest.mark.parametrize(
+    ("sent", "shown"),
+    [
+        (b"NOOP", "NOOP, 4 octets"),
+        (b"MAIL FROM:<a@example.com>", "MAIL, 25 octets"),
+        (b"s3cret", "6 octets"),  # no verb: perhaps a password
+    ],
+)
+@pytest.mark.parametrize("path", ["at once", "aiosmtpd's", "held"])
+def test_a_command_line_the_clients_close_cut_off_is_recorded_not_run(
+    smtpsink: Mailbox, sent: bytes, shown: str, path: str
+) -> None:
+    # It left no trace in the transcript (the POP3 and IMAP servers record
+    # one); its verb only: the rest of a line may be a password.
+    if path != "at once":  # a rule: lines read by aiosmtpd's loop
+        smtpsink.fail("RCPT", 550, match="nobody@example.com")
+    client = RawClient(smtpsink)
+    if path == "held":  # the EOF cancels a handler that a rule holds
+        smtpsink.hang("EHLO")
+        client.sock.sendall(b"EHLO x\r\n")
+        smtpsink.wait_until(lambda: smtpsink.sessions[0].transcript[-1].injected)
+    client.sock.sendall(sent)
+    client.sock.shutdown(socket.SHUT_WR)
+    client.file.read()
+    client.close()
+    smtpsink.wait_until(lambda: smtpsink.sessions[0].end is not None)
+    (session,) = smtpsink.sessions
+    assert session.end == "client-closed"
+    last = session.transcript[-1]
+    assert last.line == (
+        f"[not run: {shown} with no line end, cut off by the client's close]"
+    )
+    assert last.command is None
+    assert "s3cret" not in session.format_transcript()
+
+
 @pytest.mark.parametrize("sent", [b"", b"dXNl"], ids=["nothing", "part-of-a-line"])
 def test_a_client_closing_its_side_inside_an_auth_exchange_logs_in_as_no_one(
     smtpsink_factory: Factory, sent: bytes
