@@ -287,23 +287,12 @@ def test_a_large_retr_is_sent_without_copies_of_the_message(
     # asyncio's loop: tracemalloc sees its transport's buffer (uvloop's is C).
     with SMTPSink(event_loop="asyncio") as sink:
         sink.deliver(raw, to="ann@example.com")
-        host, port = sink.pop3.host, sink.pop3.port
-        copies = 0 if line_end == b"\r\n" else 1
-        tracemalloc.start()
-        try:
-            idle = tracemalloc.get_traced_memory()[0]
-            with socket.create_connection((host, port), timeout=30) as client:
-                client.sendall(
-                    b"USER ann@example.com\r\nPASS x\r\n" + command + b"\r\n"
-                )
-                tail = b""
-                while not tail.endswith(b"\r\n.\r\n"):
-                    chunk = client.recv(65536)
-                    assert chunk, "closed before the end of the message"
-                    tail = (tail + chunk)[-8:]
-            peak = tracemalloc.get_traced_memory()[1] - idle
-        finally:
-            tracemalloc.stop()
+        peak = _peak_while_reading(
+            (sink.pop3.host, sink.pop3.port),
+            b"USER ann@example.com\r\nPASS x\r\n" + command + b"\r\n",
+            until=b"\r\n.\r\n",
+        )
+    copies = 0 if line_end == b"\r\n" else 1
     assert peak < (copies + 0.25) * len(raw), f"{peak / len(raw):.2f}x the message"
 
 
@@ -315,21 +304,27 @@ def test_a_large_fetch_copies_the_message_at_most_twice() -> None:
     raw = b"Subject: big\r\n\r\n" + (b"z" * 76 + b"\r\n") * (8 * 2**20 // 78)
     with SMTPSink(event_loop="asyncio") as sink:  # see the RETR test above
         sink.deliver(raw, to="ann@example.com")
-        host, port = sink.imap.host, sink.imap.port
-        tracemalloc.start()
-        try:
-            idle = tracemalloc.get_traced_memory()[0]
-            with socket.create_connection((host, port), timeout=30) as client:
-                client.sendall(
-                    b"a LOGIN ann@example.com x\r\nb SELECT INBOX\r\n"
-                    b"c FETCH 1 BODY.PEEK[]\r\n"
-                )
-                tail = b""
-                while b"c OK" not in tail:
-                    chunk = client.recv(65536)
-                    assert chunk, "closed before the end of the response"
-                    tail = (tail + chunk)[-64:]
-            peak = tracemalloc.get_traced_memory()[1] - idle
-        finally:
-            tracemalloc.stop()
+        peak = _peak_while_reading(
+            (sink.imap.host, sink.imap.port),
+            b"a LOGIN ann@example.com x\r\nb SELECT INBOX\r\nc FETCH 1 BODY.PEEK[]\r\n",
+            until=b"c OK",
+        )
     assert peak < 2.5 * len(raw), f"{peak / len(raw):.2f}x the message"
+
+
+def _peak_while_reading(address: tuple[str, int], commands: bytes, until: bytes) -> int:
+    """How much more memory was traced at the peak than before, while a
+    client sent ``commands`` and read the replies up to ``until``."""
+    tracemalloc.start()
+    try:
+        idle = tracemalloc.get_traced_memory()[0]
+        with socket.create_connection(address, timeout=30) as client:
+            client.sendall(commands)
+            tail = b""
+            while until not in tail:
+                chunk = client.recv(65536)
+                assert chunk, "closed before the end of the reply"
+                tail = (tail + chunk)[-64:]
+        return tracemalloc.get_traced_memory()[1] - idle
+    finally:
+        tracemalloc.stop()
