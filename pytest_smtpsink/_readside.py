@@ -249,6 +249,7 @@ SEND_SLICE = 256 * 1024
 #: A reply the client may take a while to read: the wait for its next
 #: command counts from when it has (`ReadSideConnection._read_line`).
 _LARGE_REPLY = 64 * 1024
+_TAKING_UNKNOWN = 1 << 62
 
 
 def _not_taken(transport: asyncio.WriteTransport) -> int:
@@ -302,7 +303,9 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         self._reading_paused = False
         self._writing_paused = False
         self._drained: asyncio.Future[None] | None = None
-        self._wrote_large = False  # a reply the client may take a while over
+        # What the client had still to take of a large reply at the last
+        # deadline, `_TAKING_UNKNOWN` before one, -1 with none (_read_line).
+        self._taking = -1
         # True while waiting for the next command (a stale session is then
         # told why it ends).
         self._waiting_for_command = False
@@ -530,13 +533,6 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         overlong = False
         dropped = 0  # octets of an overlong line read past so far
         head = tail = b""
-        # What the client had still to take of a large reply (see below),
-        # at the start and then at each deadline; -1: nothing large.
-        taking = -1
-        if self._wrote_large:
-            self._wrote_large = False
-            if self.transport is not None:
-                taking = _not_taken(self.transport)
         while True:
             buffer = self._buffer
             if not overlong:
@@ -579,14 +575,16 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
                 await self._wait_for_input(deadline)
             except asyncio.TimeoutError:
                 # A client that took some of a large reply (megabytes of a
-                # message in the socket's queue) since the last deadline is
-                # not idle: its idle time counts from when it has taken it
-                # all, and the next deadline is a whole idle_timeout later.
+                # message in the socket's queue) since the last deadline, or
+                # since the reply if none came between, is not idle: its idle
+                # time counts from when it has taken it all, and the next
+                # deadline is a whole idle_timeout later. (Whatever commands
+                # came meanwhile: a client may send them while it reads.)
                 transport = self.transport
                 left = 0 if transport is None else _not_taken(transport)
-                if not 0 <= left < taking:
+                if not 0 <= left < self._taking:
                     raise
-                taking = left
+                self._taking = left
                 deadline = time.monotonic() + self.settings.idle_timeout
 
     async def _read_command(self, limit: int) -> tuple[bytes, int] | None:
@@ -693,7 +691,7 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         flush as activity). Nothing more can be said to a client that took
         nothing: the connection is cut."""
         if len(data) > _LARGE_REPLY:
-            self._wrote_large = True  # see _read_line
+            self._taking = _TAKING_UNKNOWN  # see _read_line
         if len(data) > SEND_SLICE:
             view = memoryview(data)
             for start in range(0, len(data), SEND_SLICE):

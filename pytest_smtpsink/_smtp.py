@@ -1223,7 +1223,8 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             # never read. No reader before an implicit-TLS handshake ends.
             reader = getattr(self, "_reader", None)
             left = bytes(getattr(reader, "_buffer", b""))
-            if content is None and left and b"\n" not in left and record.end is None:
+            cut_off = (left and b"\n" not in left) or self._pending_total
+            if content is None and cut_off and record.end is None:
                 self._record_cut_off(left)
             self._mark_end("client-closed")
             record._tls_started(None)  # a handshake cut short: wake readers
@@ -1478,7 +1479,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             except asyncio.IncompleteReadError as exc:
                 # The client's EOF after its last line (see _eof_to_handler):
                 # the handler ends as aiosmtpd's cancel ends it.
-                if exc.partial:
+                if exc.partial or self._pending_total:  # (an over-long one)
                     self._record_cut_off(exc.partial)
                 raise asyncio.CancelledError from None
             finally:

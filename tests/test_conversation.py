@@ -375,15 +375,25 @@ async def _call(function: Callable[[], _T]) -> _T:
     return function()
 
 
+CUT_OFF = [
+    (b"NOOP", "NOOP, 4 octets"),
+    (b"MAIL FROM:<a@example.com>", "MAIL, 25 octets"),
+    (b"s3cret", "6 octets"),  # no verb: perhaps a password
+]
+
+
 @pytest.mark.parametrize(
-    ("sent", "shown"),
+    ("path", "sent", "shown"),
     [
-        (b"NOOP", "NOOP, 4 octets"),
-        (b"MAIL FROM:<a@example.com>", "MAIL, 25 octets"),
-        (b"s3cret", "6 octets"),  # no verb: perhaps a password
+        *(
+            (path, *case)
+            for path in ("at once", "aiosmtpd's", "held")
+            for case in CUT_OFF
+        ),
+        # Read in pieces (not while held: the hang reads nothing of it).
+        ("at once", b"NOOP " + b"a" * 70_000, "NOOP, 70005 octets"),
     ],
 )
-@pytest.mark.parametrize("path", ["at once", "aiosmtpd's", "held"])
 def test_a_command_line_the_clients_close_cut_off_is_recorded_not_run(
     smtpsink: Mailbox, sent: bytes, shown: str, path: str
 ) -> None:
