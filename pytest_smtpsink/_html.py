@@ -636,7 +636,7 @@ class _AddressFinder(html.parser.HTMLParser):
             elif name in self._URL_ATTRIBUTES:
                 self._sources.append(value)
             elif name == "style":
-                self._sources += self._CSS_URL.findall(value)
+                self._sources += self._css_urls(value)
         if tag == "link":
             self._sources.append(dict(attrs).get("href") or "")
         elif tag in ("a", "area"):
@@ -651,17 +651,18 @@ class _AddressFinder(html.parser.HTMLParser):
 
     def handle_data(self, data: str) -> None:
         if self._in_style:
-            self._sources += self._CSS_URL.findall(data)
+            self._sources += self._css_urls(data)
+
+    def _css_urls(self, css: str) -> list[str]:
+        """The addresses of the ``url()``\\ s in ``css``, but a fragment
+        alone: in CSS that is the document's own element (an SVG filter's
+        ``url(#f)``), where an ``<img src="#x">`` goes to the base."""
+        return [url for url in self._CSS_URL.findall(css) if not url.startswith("#")]
 
     def addresses(self) -> tuple[list[str], list[str]]:
         """The remote addresses and the links of what was read, as a mail
         client resolves them."""
-        found = (
-            resolved(url.strip(), self._base)
-            for url in self._sources
-            # A fragment alone is the document's own (an SVG filter's url(#f)).
-            if not url.strip().startswith("#")
-        )
+        found = (resolved(url.strip(), self._base) for url in self._sources)
         return (
             [url for url in found if url.lower().startswith(_REMOTE)],
             [resolved(link, self._base) for link in self._anchors],

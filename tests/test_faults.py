@@ -667,7 +667,9 @@ def test_a_pipelining_client_leaving_a_held_command_ends_its_session(
         )
         said = b""
         while not said.endswith(b"250 OK\r\n"):  # to MAIL: all read, so a FIN
-            said += client.recv(4096)
+            chunk = client.recv(4096)
+            assert chunk, f"closed after {said!r}"
+            said += chunk
         smtpsink.wait_until(lambda: smtpsink.sessions[0].transcript[-1].injected)
     smtpsink.wait_until(lambda: smtpsink.sessions[0].end is not None)
     assert smtpsink.sessions[0].end == "client-closed"
