@@ -704,6 +704,8 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         if transport is None or transport.is_closing():
             raise Closed
         transport.write(data)
+        if not self._writing_paused:
+            return  # the usual case: no system call to count what is left
         left = _not_taken(transport)
         while self._writing_paused:
             self._drained = asyncio.get_running_loop().create_future()

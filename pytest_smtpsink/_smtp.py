@@ -1219,13 +1219,13 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                 # without its CRLF) as content too.
                 unread = content.unread + len(getattr(self._reader, "_buffer", b""))
                 self._end_data(content.data_bytes + unread, CONTENT_CUT_OFF)
-            # The handler cancelled at an EOF (a fault held it): a line it
-            # never read. No reader before an implicit-TLS handshake ends.
-            reader = getattr(self, "_reader", None)
-            left = bytes(getattr(reader, "_buffer", b""))
-            cut_off = (left and b"\n" not in left) or self._pending_total
-            if content is None and cut_off and record.end is None:
-                self._record_cut_off(left)
+            if content is None and record.end is None:
+                # The handler cancelled at an EOF (a fault held it): a line
+                # it never read. No reader before an implicit-TLS handshake.
+                reader = getattr(self, "_reader", None)
+                left = bytes(getattr(reader, "_buffer", b""))
+                if (left and b"\n" not in left) or self._pending_total:
+                    self._record_cut_off(left)
             self._mark_end("client-closed")
             record._tls_started(None)  # a handshake cut short: wake readers
         self.state.connections.discard(self)
