@@ -1,6 +1,7 @@
 """`listen`: the listening socket of each of the sink's servers (SMTP,
 POP3, IMAP), on the loop's thread; `readable_now`: whether a socket has
-something to read, without waiting; `COMMANDS_BEFORE_YIELD`: how long one
+something to read, without waiting; `not_yet_taken`: what a socket's peer
+has not yet taken of what was sent; `COMMANDS_BEFORE_YIELD`: how long one
 connection may keep the loop; `start_on_loop`: a server's start, from a
 test's thread."""
 
@@ -13,8 +14,17 @@ import ipaddress
 import os
 import select
 import socket
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
+
+try:  # Linux: the bytes of a socket's send queue its peer has not taken
+    import fcntl
+    import termios
+
+    _SEND_QUEUE: int | None = termios.TIOCOUTQ
+except (ImportError, AttributeError):  # pragma: no cover (Windows)
+    _SEND_QUEUE = None
 
 # Commands a connection reads one after another before it lets the loop
 # serve the others. A line already buffered is read without a wait: a
@@ -104,3 +114,18 @@ def readable_now(sock: socket.socket) -> bool:
         return bool(poller.poll(0))
     readable, _, _ = select.select([sock], [], [], 0)  # Windows: no such limit
     return bool(readable)
+
+
+def not_yet_taken(descriptor: int) -> int | None:
+    """The bytes of a socket's send queue its peer has not taken yet
+    (Linux's TIOCOUTQ), or None where the system does not say. On loopback
+    the queue holds megabytes, which a writer's own buffer says nothing of:
+    a peer reading a large reply slowly but steadily is told from one that
+    stopped reading by this count shrinking."""
+    if _SEND_QUEUE is None:  # pragma: no cover (Windows)
+        return None
+    try:
+        packed = fcntl.ioctl(descriptor, _SEND_QUEUE, b"\0\0\0\0")
+    except (OSError, ValueError):  # a closed socket
+        return None
+    return int.from_bytes(packed, sys.byteorder, signed=True)

@@ -41,9 +41,17 @@ from ._faults import (
     Step,
     steps,
 )
-from ._listening import COMMANDS_BEFORE_YIELD, listen, start_on_loop
+from ._listening import COMMANDS_BEFORE_YIELD, listen, not_yet_taken, start_on_loop
 from ._reading import ReadsIntoBuffer
-from ._session import EndReason, Exchange, ExchangeKind, Session, TLSInfo, peer_of
+from ._session import (
+    EndReason,
+    Exchange,
+    ExchangeKind,
+    Session,
+    TLSInfo,
+    cut_off_note,
+    peer_of,
+)
 from ._text import printable
 from ._tls import (
     HANDSHAKE_TIMEOUT,
@@ -234,16 +242,6 @@ def _mask_reply(mask: Masker, line: str, tag: str | None) -> str:
     return mask(line)
 
 
-try:  # Linux: the bytes of a socket's send queue the peer has not taken
-    import fcntl
-    import struct
-    import termios
-
-    _SEND_QUEUE: int | None = termios.TIOCOUTQ
-except (ImportError, AttributeError):  # pragma: no cover (Windows)
-    _SEND_QUEUE = None
-
-
 #: The largest piece of a reply written at once (see `ReadSideConnection._send`).
 SEND_SLICE = 256 * 1024
 #: A reply the client may take a while to read: the wait for its next
@@ -259,11 +257,8 @@ def _not_taken(transport: asyncio.WriteTransport) -> int:
     does not shrink by until a third of it is free again)."""
     size = transport.get_write_buffer_size()
     sock = transport.get_extra_info("socket")
-    if _SEND_QUEUE is not None and sock is not None:
-        with contextlib.suppress(OSError, ValueError):
-            queued = fcntl.ioctl(sock.fileno(), _SEND_QUEUE, b"\0\0\0\0")
-            size += struct.unpack("i", queued)[0]
-    return size
+    queued = None if sock is None else not_yet_taken(sock.fileno())
+    return size if queued is None else size + queued
 
 
 class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
@@ -624,20 +619,13 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         words = [w.decode("ascii", "replace").upper() for w in line.split(None, 3)[:3]]
         # The verb: the first word, or the second after an IMAP tag.
         at = next((i for i, word in enumerate(words[:2]) if word in self.VERBS), None)
-        shown = ""
+        verb = None
         if at is not None:
             verb = words[at]
             following = words[at + 1] if at + 1 < len(words) else ""
             if verb == "UID" and following in self.VERBS:
                 verb = f"UID {following}"  # as IMAP names it ("UID EXPUNGE")
-            shown = f"{verb}, "
-        # In brackets: a note, not a command (`Exchange.command` is None),
-        # so used("QUIT") stays false of a QUIT that never ran.
-        self._append(
-            "command",
-            f"[not run: {shown}{len(line)} octets with no line end, cut off by "
-            "the client's close]",
-        )
+        self._append("command", cut_off_note(verb, len(line)))
 
     # -- recording and writing ----------------------------------------------------------
 

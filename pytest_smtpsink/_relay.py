@@ -48,6 +48,7 @@ from ._credentials import (
     mask_anywhere,
     word_masker,
 )
+from ._listening import not_yet_taken
 from ._session import Exchange, _lines
 from ._text import printable, unicode_domain
 
@@ -840,21 +841,11 @@ class _SendQueue:
     def __init__(self, sock: Any, patience: float) -> None:
         self.fd = sock.fileno()
         self.patience = patience
-        self.last = self._queued()
-
-    def _queued(self) -> int | None:
-        try:
-            import fcntl
-            import termios
-
-            packed = fcntl.ioctl(self.fd, termios.TIOCOUTQ, b"\0\0\0\0")
-        except (ImportError, AttributeError, OSError):
-            return None
-        return int.from_bytes(packed, sys.byteorder, signed=True)
+        self.last = not_yet_taken(self.fd)
 
     def shrank(self) -> bool:
         """Whether the upstream took more since the last call."""
-        now, before = self._queued(), self.last
+        now, before = not_yet_taken(self.fd), self.last
         self.last = now
         return now is not None and before is not None and now < before
 

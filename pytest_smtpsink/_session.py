@@ -72,6 +72,16 @@ def peer_of(transport: Any) -> tuple[str, int]:
     return host, int(peer[1])
 
 
+def cut_off_note(verb: str | None, octets: int) -> str:
+    """The transcript's note for a command line the client's close cut off:
+    never run, its verb if it named one, the rest counted and never shown
+    (it may hold a password). In brackets: a note, not a command
+    (`Exchange.command` is None), so ``used("QUIT")`` stays false of a QUIT
+    that never ran."""
+    shown = f"{verb}, " if verb else ""
+    return f"[not run: {shown}{octets} octets with no line end, cut off by the client's close]"
+
+
 def _verb(command: str) -> str:
     """A command as `Session.used` and its kin take it: upper-cased, and
     SMTP's "MAIL FROM" and "RCPT TO" (how RFC 5321 writes them) as their

@@ -72,6 +72,7 @@ from ._session import (
     Exchange,
     Session,
     TLSInfo,
+    cut_off_note,
     peer_of,
 )
 from ._store import SHARED_VALUES_MAX
@@ -2049,13 +2050,8 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             total = len(part)
         words = part.split(None, 1)
         verb = words[0].decode("ascii", "replace").upper() if words else ""
-        shown = f"{verb}, " if f"smtp_{verb}" in _command_methods(type(self)) else ""
-        # In brackets: a note, not a command (`Exchange.command` is None).
-        self._append(
-            "command",
-            f"[not run: {shown}{total} octets with no line end, cut off by the "
-            "client's close]",
-        )
+        known = f"smtp_{verb}" in _command_methods(type(self))
+        self._append("command", cut_off_note(verb if known else None, total))
 
     def _stray_auth_response(self, raw: bytes) -> bool:
         """Record a line that follows an AUTH command as a masked AUTH
