@@ -927,6 +927,9 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         # Since the last AUTH command line, until a line that is not an AUTH
         # response: see _stray_auth_response.
         self._after_auth = False
+        # While an AUTH exchange waits for the client's response (a line cut
+        # off then is a response, not a command: see _record_cut_off).
+        self._reading_auth_response = False
         # The DSN parameters of the MAIL or RCPT being handled (see _getparams),
         # and that command's argument as sent, for their values' case.
         self._dsn_params: dict[str, str] = {}
@@ -2042,7 +2045,9 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
     def _record_cut_off(self, part: bytes) -> None:
         """Record a command line the client's close cut off (never run): its
         verb if it is one, the rest counted, never shown (it may hold a
-        password), as the POP3 and IMAP servers record one."""
+        password), as the POP3 and IMAP servers record one. Inside an AUTH
+        exchange, an unfinished response: counted only (a response may be
+        the base64 word "RSET")."""
         if self._pending_total:  # the end of an over-long line
             part, total = self._pending_fragment + part, self._pending_total + len(part)
             self._pending_fragment, self._pending_total = b"", 0
@@ -2051,6 +2056,8 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         words = part.split(None, 1)
         verb = words[0].decode("ascii", "replace").upper() if words else ""
         known = f"smtp_{verb}" in _command_methods(type(self))
+        if self._reading_auth_response:
+            known = False
         self._append("command", cut_off_note(verb if known else None, total))
 
     def _stray_auth_response(self, raw: bytes) -> bool:
@@ -2355,6 +2362,9 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         assert read_bytes is not None
         pieces: list[bytes] = []
         total = 0
+        # Left set if the handler is cancelled: its connection_lost, after
+        # the cancel, counts an unfinished response.
+        self._reading_auth_response = True
         while True:
             try:
                 piece = await read_line(b"\n")
@@ -2363,15 +2373,22 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                 total += len(piece)
                 if total <= _MAX_AUTH_RESPONSE:
                     pieces.append(piece)
+                self._pending_total = total  # counted if the close cuts it off
                 continue
-            except asyncio.IncompleteReadError:
-                # The client's EOF (see _eof_to_handler) before the line's
-                # end: no response, and the handler ends as at a cancel.
+            except asyncio.IncompleteReadError as exc:
+                # The client's EOF (see _eof_to_handler) before the
+                # line's end: no response, and the handler ends as at a
+                # cancel. What came is counted, as over TLS (where the
+                # EOF cancels the handler: connection_lost counts it).
+                if total or exc.partial:
+                    self._record_cut_off(exc.partial)
                 self._writer.close()
                 raise asyncio.CancelledError from None
             total += len(piece)
             pieces.append(piece)
             break
+        self._reading_auth_response = False
+        self._pending_total = 0
         line = b"".join(pieces)
         cancelled = line.strip() == b"*"
         shown = "*" if cancelled else "****"

@@ -421,26 +421,60 @@ def test_a_command_line_the_clients_close_cut_off_is_recorded_not_run(
     assert "s3cret" not in session.format_transcript()
 
 
-@pytest.mark.parametrize("sent", [b"", b"dXNl"], ids=["nothing", "part-of-a-line"])
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "starttls"])
+@pytest.mark.parametrize(
+    "sent",
+    [b"", b"dXNl", b"RSET"],
+    ids=["nothing", "part-of-a-line", "a-response-like-a-verb"],
+)
 def test_a_client_closing_its_side_inside_an_auth_exchange_logs_in_as_no_one(
-    smtpsink_factory: Factory, sent: bytes
+    smtpsink_factory: Factory, sent: bytes, tls: bool
 ) -> None:
     # Its EOF before the response's line end made what it had sent a whole
     # response, and then the empty rest a password: a login attempt it never
-    # made (user "use"), answered 535.
-    sink = smtpsink_factory(auth={"user": "pw"}, auth_plaintext=True)
-    client = RawClient(sink)
-    client.send(b"EHLO x\r\n")
-    assert client.send(b"AUTH LOGIN\r\n")[0][0].startswith("334")
-    client.sock.sendall(sent)
-    client.sock.shutdown(socket.SHUT_WR)
-    assert client.file.read() == b""  # closed, with nothing more said
-    client.close()
+    # made (user "use"), answered 535. What it sent is counted, on both
+    # paths (over TLS the EOF cancels the handler; without it the handler
+    # reads the EOF), and never named: "RSET" is a base64 response too.
+    sink = smtpsink_factory(auth={"user": "pw"}, auth_plaintext=True, tls="starttls")
+    plain = socket.create_connection((sink.host, sink.port), timeout=5)
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(plain.close)
+        file = cleanup.enter_context(plain.makefile("rb"))
+        file.readline()
+        sock: socket.socket = plain
+        if tls:
+            plain.sendall(b"STARTTLS\r\n")
+            assert file.readline().startswith(b"220")
+            file.close()
+            secure = sink.ssl_context().wrap_socket(plain, server_hostname=sink.host)
+            cleanup.callback(secure.close)
+            file = cleanup.enter_context(secure.makefile("rb"))
+            sock = secure
+        sock.sendall(b"EHLO x\r\nAUTH LOGIN\r\n")
+        while not file.readline().startswith(b"250 "):
+            pass
+        assert file.readline().startswith(b"334")
+        sock.sendall(sent)
+        if tls:
+            sock = secure.unwrap()  # its close_notify, then the EOF
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(100) == b""  # closed, with nothing more said
     sink.wait_until(lambda: sink.sessions[0].end is not None)
     (session,) = sink.sessions
     assert session.end == "client-closed"
     assert session.auth_attempts == ()
-    assert session.transcript[-1].line == "AUTH LOGIN"
+    cut_off = (
+        [
+            f"[not run: {len(sent)} octets with no line end, cut off by the client's close]"
+        ]
+        if sent
+        else []
+    )
+    assert [e.line for e in session.transcript[-1 - len(cut_off) :]] == [
+        "AUTH LOGIN",
+        *cut_off,
+    ]
+    assert "RSET" not in session.format_transcript()
 
 
 def test_auth_secrets_never_show(smtpsink_factory: Factory) -> None:
