@@ -721,13 +721,18 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
     async def _read_continuation(self, limit: int) -> tuple[bytes, int]:
         """The client's answer to a ``+`` continuation (SASL), as
         `_read_line` gives it; the session ends on a timeout (saying so, as
-        for a command) or end of input."""
+        for a command) or end of input. A response the client's close cut
+        off is counted, never shown nor named (a base64 response may be a
+        command's verb: ``QUIT``)."""
         try:
             read = await self._read_line(limit)
         except asyncio.TimeoutError:
             await self._reply_and_end("timeout", self.INACTIVE)
             raise Closed from None
         if read is None:
+            if self._cut_off:
+                self._append("command", cut_off_note(None, len(self._cut_off)))
+                self._cut_off = b""
             raise Closed
         return read
 

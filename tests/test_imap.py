@@ -341,6 +341,31 @@ def test_a_literal_sent_where_done_belongs_is_not_read_as_a_command(
     assert "orsebattery" not in session.format_transcript().lower()
 
 
+def test_an_authenticate_response_cut_off_by_the_close_is_counted_never_named(
+    smtpsink: Mailbox,
+) -> None:
+    # It left no trace; and a base64 response may be a verb ("NOOP"), which
+    # a command line's note would name.
+    with (
+        socket.create_connection(imap_address(smtpsink), timeout=10) as sock,
+        sock.makefile("rb") as replies,
+    ):
+        replies.readline()
+        sock.sendall(b"a AUTHENTICATE PLAIN\r\n")
+        assert replies.readline() == b"+ \r\n"
+        sock.sendall(b"NOOP")
+        sock.shutdown(socket.SHUT_WR)
+        assert replies.read() == b""
+    smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
+    session = smtpsink.sessions[-1]
+    assert session.end == "client-closed"
+    assert [e.line for e in session.transcript[-2:]] == [
+        "AUTHENTICATE PLAIN",
+        "[not run: 4 octets with no line end, cut off by the client's close]",
+    ]
+    assert session.auth_attempts == ()
+
+
 @pytest.mark.parametrize(
     ("last", "shown"), [(b"d EXPUNGE", "EXPUNGE"), (b"d uid expunge 1", "UID EXPUNGE")]
 )

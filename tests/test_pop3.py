@@ -429,6 +429,25 @@ def test_a_dele_applied_by_a_later_session_leaves_no_hint(smtpsink: Mailbox) -> 
     assert "Hint" not in str(failure.value)
 
 
+def test_an_auth_response_cut_off_by_the_close_is_counted_never_named(
+    smtpsink: Mailbox, raw: Raw
+) -> None:
+    # It left no trace; and a base64 response may be a verb ("QUIT"), which
+    # a command line's note would name.
+    assert raw.send(b"AUTH PLAIN") == "+ "
+    raw.sock.sendall(b"QUIT")
+    raw.sock.shutdown(socket.SHUT_WR)
+    assert raw.file.read() == b""  # no reply: closed
+    ended(smtpsink)
+    (session,) = pop3_sessions(smtpsink)
+    assert session.end == "client-closed"
+    assert [e.line for e in session.transcript[-2:]] == [
+        "AUTH PLAIN",
+        "[not run: 4 octets with no line end, cut off by the client's close]",
+    ]
+    assert session.auth_attempts == ()
+
+
 @pytest.mark.parametrize("last", [b"QUIT", b"PASS " + SECRET.encode()])
 def test_a_line_cut_off_by_the_close_is_not_run(
     smtpsink: Mailbox, raw: Raw, last: bytes
