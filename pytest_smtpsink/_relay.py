@@ -780,21 +780,41 @@ class _ReplyReader(io.RawIOBase):
             try:
                 return self._read_into(buffer)
             except TimeoutError:
+                now = time.monotonic()
                 queue = self.content_queue
-                if queue is None or not queue.shrank():
+                if queue is not None and queue.shrank():
+                    # Still taking the content, or it took the last of it
+                    # in the look just ended: its reply is due a whole
+                    # timeout after that.
+                    self.deadline = now + queue.patience
+                elif self.deadline is None or now >= self.deadline:
                     raise
-                # Still taking the content: its reply is not late yet.
-                self.deadline = time.monotonic() + queue.patience
+                if queue is not None and not queue.last:
+                    self.content_queue = None  # all taken: the deadline alone
 
     def _read_into(self, buffer: Any) -> int:
         if self.deadline is not None:
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("timed out")
+            queue = self.content_queue
+            if queue is not None and queue.last:
+                # Look again at what the upstream has taken soon: the reply
+                # is due a timeout after it took the last byte, not after
+                # the first look that saw it (which gave up to twice that).
+                self.sock.settimeout(min(remaining, queue.next_look()))
+                self.shortened = True
+                return self._recv_into(buffer)
             timeout = self.sock.gettimeout()
-            if timeout is None or timeout > remaining + _DEADLINE_SLACK:
+            # Set again if it would end the wait well after the deadline, or
+            # before it (a look at the queue shortened it, and the deadline
+            # moved on).
+            if timeout is None or abs(timeout - remaining) > _DEADLINE_SLACK:
                 self.sock.settimeout(remaining)
                 self.shortened = True
+        return self._recv_into(buffer)
+
+    def _recv_into(self, buffer: Any) -> int:
         got = int(self.sock.recv_into(buffer))
         self.received += got
         if self.budget is not None:
@@ -842,12 +862,28 @@ class _SendQueue:
         self.fd = sock.fileno()
         self.patience = patience
         self.last = not_yet_taken(self.fd)
+        # How long the next wait for the reply may be before looking at the
+        # queue again: short at first (a small message's last segment is
+        # taken in a millisecond), longer while a large one is read.
+        self._look = _FIRST_LOOK
+
+    def next_look(self) -> float:
+        """Seconds to wait for the reply before looking at the queue again:
+        at most a tenth of the timeout, so the reply is given up at most
+        that much later than a timeout after the upstream took the last of
+        the content."""
+        look, self._look = self._look, min(self._look * 2, self.patience / 10)
+        return min(look, self.patience / 10)
 
     def shrank(self) -> bool:
         """Whether the upstream took more since the last call."""
         now, before = not_yet_taken(self.fd), self.last
         self.last = now
         return now is not None and before is not None and now < before
+
+
+#: The first look at the send queue while the content's reply is awaited.
+_FIRST_LOOK = 0.005
 
 
 #: The most a reply may take from the socket, its lines together: an
@@ -1346,7 +1382,6 @@ class _Connection:
             if client is None:
                 raise smtplib.SMTPServerDisconnected("the connection was closed")
             client.send(data)
-            client.content_written = True
         except Exception as error:
             raise self._broken(stage, error, exchanges) from None
 
