@@ -96,6 +96,8 @@ def _verb(command: str) -> str:
     words = verb.split(" ")
     if not verb or (len(words) > 1 and (words[0] != "UID" or len(words) > 2)):
         example = " ".join(words[:2]) if words[0] == "UID" else words[0] or "RCPT"
+        if "".join(words) in _SPLIT_VERBS:  # "START TLS", "AUTHENTI CATE"
+            example = "".join(words)
         raise ValueError(
             f"{command!r} is not a command verb: give the verb alone, such as "
             f"{example!r} (an IMAP UID command by both words, 'UID FETCH')"
@@ -104,6 +106,8 @@ def _verb(command: str) -> str:
 
 
 _TWO_WORD_FORMS = {"MAIL FROM": "MAIL", "RCPT TO": "RCPT"}
+#: Verbs a user may write as two words: the error suggests them whole.
+_SPLIT_VERBS = frozenset({"STARTTLS", "AUTHENTICATE", "NAMESPACE", "UNSELECT"})
 
 
 def _is_a(sent: str, command: str) -> bool:

@@ -129,6 +129,9 @@ def test_plain_send_transcript(smtpsink: Mailbox) -> None:
     assert session.replies_to("RCPT TO") == session.replies_to("RCPT")
     with pytest.raises(ValueError, match=r"^'AUTH PLAIN' is not a command verb"):
         session.used("AUTH PLAIN")
+    # A verb written as two words is suggested whole, not by its first word.
+    with pytest.raises(ValueError, match=r"such as 'STARTTLS' \("):
+        session.before("Start TLS", "MAIL")
     for nothing in ("", "  "):
         with pytest.raises(ValueError, match=r"is not a command verb"):
             session.used(nothing)
