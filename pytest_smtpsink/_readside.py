@@ -877,7 +877,17 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
                 with self._current._delaying():  # "reply delayed" meanwhile
                     await self._stall(step.rule, asyncio.sleep(step.seconds))
             elif isinstance(step, Hang):
-                await self._stall(step.rule, asyncio.get_running_loop().create_future())
+                # Closed after the idle timeout too, as the SMTP server's
+                # held connections are (docs/faults.rst): a rule kept for
+                # the whole run held its clients for the whole run.
+                never = asyncio.get_running_loop().create_future()
+                try:
+                    await self._stall(
+                        step.rule, asyncio.wait_for(never, self.settings.idle_timeout)
+                    )
+                except asyncio.TimeoutError:
+                    await self._reply_and_end("timeout", self.INACTIVE)
+                    raise Closed from None
             elif isinstance(step, Disconnect):
                 self.close_by_server()
                 raise Closed

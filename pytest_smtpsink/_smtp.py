@@ -2765,6 +2765,12 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             self._mark_injected()
             if isinstance(step, Delay):
                 assert self._current is not None  # _mark_injected made one
+                # The client waits for the late reply, not idle: its idle
+                # time counts from the reply, as on POP3 and IMAP (a delay
+                # longer than idle_timeout was cut off by a 421).
+                self._idle_deadline = (
+                    self.loop.time() + step.seconds + self._timeout_duration
+                )
                 with self._current._delaying():
                     await self._stall(step.rule, asyncio.sleep(step.seconds))
             elif isinstance(step, Hang):

@@ -603,6 +603,57 @@ def test_short_delay_then_normal_reply(smtpsink: Mailbox) -> None:
     assert rcpt.code == 250
 
 
+def test_a_delay_longer_than_the_idle_timeout_is_waited_out(
+    smtpsink_factory: Factory,
+) -> None:
+    # The client waits for the late reply, it is not idle: it got "421 ...
+    # timeout exceeded" at the idle timeout, its message lost, where the
+    # POP3 and IMAP servers answer after the delay.
+    sink = smtpsink_factory(idle_timeout=0.5)
+    rule = sink.delay("EOD", 1.0)
+    assert sendmail(sink, ["ann@example.com"], timeout=30) == {}
+    assert rule.fired == 1
+    sink.assert_sent(rcpt_to="ann@example.com")
+    sink.wait_until(lambda: sink.sessions[0].end is not None)
+    assert sink.sessions[0].end == "quit"
+
+
+@pytest.mark.parametrize(
+    ("protocol", "login", "held", "goodbye"),
+    [
+        (
+            "pop3",
+            b"USER ann@example.com\r\nPASS x\r\n",
+            b"STAT\r\n",
+            b"-ERR [SYS/TEMP] Disconnected for inactivity\r\n",
+        ),
+        (
+            "imap",
+            b"a LOGIN ann@example.com x\r\n",
+            b"b NOOP\r\n",
+            b"* BYE Disconnected for inactivity\r\n",
+        ),
+    ],
+    ids=["pop3", "imap"],
+)
+def test_a_read_side_connection_held_by_a_hang_is_closed_after_the_idle_timeout(
+    smtpsink_factory: Factory, protocol: str, login: bytes, held: bytes, goodbye: bytes
+) -> None:
+    # As an SMTP one is (docs/faults.rst): it stayed open until the rule
+    # went, for the whole run with a rule kept by a session-wide sink.
+    sink = smtpsink_factory(idle_timeout=0.5)
+    endpoint = sink.pop3 if protocol == "pop3" else sink.imap
+    rule = sink.hang(f"{protocol.upper()}:{held.split()[-1].decode()}")
+    with socket.create_connection((endpoint.host, endpoint.port), timeout=30) as sock:
+        sock.sendall(login + held)
+        with sock.makefile("rb") as replies:
+            said = replies.read()
+    assert said.endswith(goodbye)
+    assert rule.fired == 1
+    sink.wait_until(lambda: sink.sessions[-1].end is not None)
+    assert sink.sessions[-1].end == "timeout"
+
+
 def test_a_delay_does_not_block_other_connections(smtpsink: Mailbox) -> None:
     fault = smtpsink.delay("MAIL", 60, match="slow@example.com")
     slow = smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=30)
