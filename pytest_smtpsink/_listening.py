@@ -1,7 +1,8 @@
 """`listen`: the listening socket of each of the sink's servers (SMTP,
 POP3, IMAP), on the loop's thread; `readable_now`: whether a socket has
 something to read, without waiting; `not_yet_taken`: what a socket's peer
-has not yet taken of what was sent; `COMMANDS_BEFORE_YIELD`: how long one
+has not yet taken of what was sent, and `looks`, when to look again;
+`COMMANDS_BEFORE_YIELD`: how long one
 connection may keep the loop; `start_on_loop`: a server's start, from a
 test's thread."""
 
@@ -15,7 +16,7 @@ import os
 import select
 import socket
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 try:  # Linux: the bytes of a socket's send queue its peer has not taken
@@ -129,3 +130,21 @@ def not_yet_taken(descriptor: int) -> int | None:
     except (OSError, ValueError):  # a closed socket
         return None
     return int.from_bytes(packed, sys.byteorder, signed=True)
+
+
+#: The first wait before a look at a send queue (`looks`).
+FIRST_LOOK = 0.005
+
+
+def looks(patience: float) -> Iterator[float]:
+    """The waits between looks at what a peer has taken of a large write
+    (`not_yet_taken`), for a deadline of ``patience`` seconds that counts
+    from its last progress: short at first (its system takes what fits in
+    its buffers at once, in a millisecond), then twice as long each time,
+    at most a tenth of ``patience``, so that the deadline falls a tenth
+    late at most. Looking only at the deadline gave up to twice it."""
+    cap = patience / 10
+    look = min(FIRST_LOOK, cap)
+    while True:
+        yield look
+        look = min(look * 2, cap)

@@ -26,7 +26,7 @@ import logging
 import ssl
 import time
 import traceback
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from ._credentials import Masker, word_masker
@@ -41,7 +41,13 @@ from ._faults import (
     Step,
     steps,
 )
-from ._listening import COMMANDS_BEFORE_YIELD, listen, not_yet_taken, start_on_loop
+from ._listening import (
+    COMMANDS_BEFORE_YIELD,
+    listen,
+    looks,
+    not_yet_taken,
+    start_on_loop,
+)
 from ._reading import ReadsIntoBuffer
 from ._session import (
     EndReason,
@@ -299,8 +305,10 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         self._writing_paused = False
         self._drained: asyncio.Future[None] | None = None
         # What the client had still to take of a large reply at the last
-        # deadline, `_TAKING_UNKNOWN` before one, -1 with none (_read_line).
+        # look, `_TAKING_UNKNOWN` before one, -1 with none or once it took
+        # all; and the waits between looks (`_read_line`).
         self._taking = -1
+        self._looks: Iterator[float] = iter(())
         # True while waiting for the next command (a stale session is then
         # told why it ends).
         self._waiting_for_command = False
@@ -566,21 +574,38 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
                     self._cut_off = bytes(buffer)
                     buffer.clear()
                 return None
+            taking = self._taking >= 0
             try:
-                await self._wait_for_input(deadline)
+                await self._wait_for_input(
+                    min(deadline, time.monotonic() + next(self._looks))
+                    if taking
+                    else deadline
+                )
             except asyncio.TimeoutError:
-                # A client that took some of a large reply (megabytes of a
-                # message in the socket's queue) since the last deadline, or
-                # since the reply if none came between, is not idle: its idle
-                # time counts from when it has taken it all, and the next
-                # deadline is a whole idle_timeout later. (Whatever commands
-                # came meanwhile: a client may send them while it reads.)
+                if not taking:
+                    raise
+                # A client taking a large reply (megabytes of a message in
+                # the socket's queue) is not idle. Its idle time counts from
+                # when it took the last of it, seen at the next look (a
+                # tenth of idle_timeout late at most; at the deadline alone,
+                # a client that took it all at once waited twice
+                # idle_timeout). Until then, progress counts per deadline: a
+                # client's system lets the sink send a window at a time,
+                # which may take longer than a short idle_timeout. Whatever
+                # commands came meanwhile: a client may send them while it
+                # reads.
                 transport = self.transport
                 left = 0 if transport is None else _not_taken(transport)
+                now = time.monotonic()
+                if now < deadline:  # a look
+                    if not left:
+                        self._taking = -1
+                        deadline = now + self.settings.idle_timeout
+                    continue
                 if not 0 <= left < self._taking:
                     raise
-                self._taking = left
-                deadline = time.monotonic() + self.settings.idle_timeout
+                self._taking = left or -1
+                deadline = now + self.settings.idle_timeout
 
     async def _read_command(self, limit: int) -> tuple[bytes, int] | None:
         """`_read_line` for the next command: the session may be ended
@@ -679,7 +704,9 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         flush as activity). Nothing more can be said to a client that took
         nothing: the connection is cut."""
         if len(data) > _LARGE_REPLY:
-            self._taking = _TAKING_UNKNOWN  # see _read_line
+            # See _read_line.
+            self._taking = _TAKING_UNKNOWN
+            self._looks = looks(self.settings.idle_timeout)
         if len(data) > SEND_SLICE:
             view = memoryview(data)
             for start in range(0, len(data), SEND_SLICE):
@@ -700,6 +727,10 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
             try:
                 await asyncio.wait_for(self._drained, self.settings.idle_timeout)
             except asyncio.TimeoutError:
+                # Progress counts per idle_timeout, not from each step: a
+                # client's system lets the sink send more a window at a
+                # time, which may take longer than a short idle_timeout
+                # for a client that reads steadily but slowly.
                 before, left = left, _not_taken(transport)
                 if left < before and not transport.is_closing():
                     continue  # taken slowly, but taken

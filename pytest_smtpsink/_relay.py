@@ -48,7 +48,7 @@ from ._credentials import (
     mask_anywhere,
     word_masker,
 )
-from ._listening import not_yet_taken
+from ._listening import looks, not_yet_taken
 from ._session import Exchange, _lines
 from ._text import printable, unicode_domain
 
@@ -666,9 +666,21 @@ def _client_class(implicit: bool) -> Any:
             piece = _TLS_PIECE if isinstance(sock, ssl.SSLSocket) else _SEND_PIECE
             sys.audit("smtplib.send", self, s)
             view = memoryview(s)
+            descriptor = sock.fileno()
             try:
                 while view:
-                    view = view[sock.send(view[:piece]) :]
+                    queued = not_yet_taken(descriptor)
+                    try:
+                        view = view[sock.send(view[:piece]) :]
+                    except TimeoutError:
+                        # No room for a whole timeout, and yet the upstream
+                        # may have taken some: its system lets more go a
+                        # window at a time, and the socket says there is
+                        # room only once much of its buffer is free. Taken
+                        # is taken: only a timeout without any fails.
+                        now = not_yet_taken(descriptor)
+                        if queued is None or now is None or now >= queued:
+                            raise
             except OSError:
                 self.close()
                 raise smtplib.SMTPServerDisconnected("Server not connected") from None
@@ -782,15 +794,20 @@ class _ReplyReader(io.RawIOBase):
             except TimeoutError:
                 now = time.monotonic()
                 queue = self.content_queue
-                if queue is not None and queue.shrank():
-                    # Still taking the content, or it took the last of it
-                    # in the look just ended: its reply is due a whole
-                    # timeout after that.
-                    self.deadline = now + queue.patience
-                elif self.deadline is None or now >= self.deadline:
+                if self.deadline is not None and now < self.deadline:
+                    # A look at the queue, the deadline still ahead.
+                    if queue is not None and queue.all_taken():
+                        # It took the last of the content in the look just
+                        # ended: its reply is due a timeout after that.
+                        self.deadline = now + queue.patience
+                        self.content_queue = None
+                    continue
+                if queue is None or not queue.shrank():
                     raise
-                if queue is not None and not queue.last:
-                    self.content_queue = None  # all taken: the deadline alone
+                # Still taking the content: not late yet. (Its progress, a
+                # window at a time, may pause for a while: it counts per
+                # timeout, not from each step.)
+                self.deadline = now + queue.patience
 
     def _read_into(self, buffer: Any) -> int:
         if self.deadline is not None:
@@ -799,10 +816,10 @@ class _ReplyReader(io.RawIOBase):
                 raise TimeoutError("timed out")
             queue = self.content_queue
             if queue is not None and queue.last:
-                # Look again at what the upstream has taken soon: the reply
-                # is due a timeout after it took the last byte, not after
-                # the first look that saw it (which gave up to twice that).
-                self.sock.settimeout(min(remaining, queue.next_look()))
+                # Look soon whether the upstream has taken all: the reply is
+                # due a timeout after it took the last byte, not after the
+                # deadline's look that saw it (which gave up to twice that).
+                self.sock.settimeout(min(remaining, next(queue.looks)))
                 self.shortened = True
                 return self._recv_into(buffer)
             timeout = self.sock.gettimeout()
@@ -862,28 +879,19 @@ class _SendQueue:
         self.fd = sock.fileno()
         self.patience = patience
         self.last = not_yet_taken(self.fd)
-        # How long the next wait for the reply may be before looking at the
-        # queue again: short at first (a small message's last segment is
-        # taken in a millisecond), longer while a large one is read.
-        self._look = _FIRST_LOOK
+        # Seconds to wait for the reply before looking at the queue again:
+        # the reply is given up a tenth of the timeout late at most.
+        self.looks = looks(patience)
 
-    def next_look(self) -> float:
-        """Seconds to wait for the reply before looking at the queue again:
-        at most a tenth of the timeout, so the reply is given up at most
-        that much later than a timeout after the upstream took the last of
-        the content."""
-        look, self._look = self._look, min(self._look * 2, self.patience / 10)
-        return min(look, self.patience / 10)
+    def all_taken(self) -> bool:
+        """Whether the upstream has taken all that was written."""
+        return not_yet_taken(self.fd) == 0
 
     def shrank(self) -> bool:
         """Whether the upstream took more since the last call."""
         now, before = not_yet_taken(self.fd), self.last
         self.last = now
         return now is not None and before is not None and now < before
-
-
-#: The first look at the send queue while the content's reply is awaited.
-_FIRST_LOOK = 0.005
 
 
 #: The most a reply may take from the socket, its lines together: an
