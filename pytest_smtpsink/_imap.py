@@ -624,8 +624,8 @@ class _Connection(ReadSideConnection):
         """Read ``size`` octets and keep none (a literal refused, already on
         its way); how many came (fewer if the client closed first). Each
         wait for more is at most ``idle_timeout`` (asyncio.TimeoutError)."""
-        deadline = time.monotonic() + self.settings.idle_timeout
         wanted = size
+        deadline = 0.0
         while size:
             taken = min(size, len(self._buffer))
             del self._buffer[:taken]
@@ -634,6 +634,8 @@ class _Connection(ReadSideConnection):
                 break
             if self._eof:
                 return wanted - size
+            if taken or not deadline:
+                deadline = time.monotonic() + self.settings.idle_timeout
             await self._wait_for_more(deadline)
         self._resume_reading()
         return wanted
@@ -666,11 +668,18 @@ class _Connection(ReadSideConnection):
             shown_parts.append(f" [{size} octets]")
 
     async def _read_exactly(self, size: int) -> bytes | None:
+        """``size`` octets (a literal), or None if the client closed first.
+        Each wait for more is at most ``idle_timeout``: a client sending a
+        large message steadily is not idle, however long it takes (one
+        deadline for the whole literal cut off an APPEND at 160 KB/s)."""
         deadline = time.monotonic() + self.settings.idle_timeout
         while len(self._buffer) < size:
             if self._eof:
                 return None
+            had = len(self._buffer)
             await self._wait_for_more(deadline)
+            if len(self._buffer) > had:
+                deadline = time.monotonic() + self.settings.idle_timeout
         # One copy: slicing the bytearray first made a second, as big.
         with memoryview(self._buffer) as view:
             data = bytes(view[:size])

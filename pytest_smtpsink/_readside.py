@@ -574,7 +574,7 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
                     self._cut_off = bytes(buffer)
                     buffer.clear()
                 return None
-            taking = self._taking >= 0
+            taking, had = self._taking >= 0, len(buffer)
             try:
                 await self._wait_for_input(
                     min(deadline, time.monotonic() + next(self._looks))
@@ -606,6 +606,9 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
                     raise
                 self._taking = left or -1
                 deadline = now + self.settings.idle_timeout
+            else:
+                if len(buffer) > had:  # part of a line came: not idle
+                    deadline = time.monotonic() + self.settings.idle_timeout
 
     async def _read_command(self, limit: int) -> tuple[bytes, int] | None:
         """`_read_line` for the next command: the session may be ended

@@ -1579,9 +1579,10 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             return
         if self._handler_coroutine is _NO_HANDLER:
             self._start_handler()
-        if self._content is not None:
+        if self._content is not None or data[-1:] != b"\n":
             # Content read aiosmtpd's way: any of it is traffic, as on the
-            # way above (_take_content), not only a whole line.
+            # way above (_take_content), not only a whole line; so is part
+            # of a command line (aiosmtpd moves the deadline per command).
             self._heard_from_client()
         super().data_received(data[start:] if start else data)
 
