@@ -2815,6 +2815,27 @@ def test_idle_outlasts_the_idle_timeout(
     assert session.end == "timeout"
 
 
+def test_a_literal_that_keeps_coming_outlasts_the_idle_timeout(
+    smtpsink_factory: Callable[..., SMTPSink],
+) -> None:
+    # The idle timeout is the client's silence: one deadline for the whole
+    # literal cut off an APPEND sent steadily, its message lost.
+    sink = smtpsink_factory(idle_timeout=2)
+    pieces = [b"Subject: slow\r\n\r\n", *(b"x" * 998 + b"\r\n" for _ in range(7))]
+    size = sum(map(len, pieces))
+    with socket.create_connection((sink.imap.host, sink.imap.port), timeout=30) as sock:
+        sock.sendall(f"a LOGIN {USER} pw\r\nb APPEND INBOX {{{size}+}}\r\n".encode())
+        paced = threading.Event()
+        for piece in pieces:  # 3.5 s in all, 0.5 s between pieces
+            paced.wait(0.5)
+            sock.sendall(piece)
+        sock.sendall(b"\r\nc LOGOUT\r\n")
+        with sock.makefile("rb") as replies:
+            said = replies.read()
+    assert b"b OK [APPENDUID " in said
+    sink.mailbox(USER).assert_in(subject="slow")
+
+
 @pytest.mark.parametrize("inside_a_literal", [False, True])
 def test_an_idle_client_is_told_why_it_is_closed(
     smtpsink_factory: Callable[..., SMTPSink], inside_a_literal: bool
