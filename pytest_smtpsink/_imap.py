@@ -36,7 +36,7 @@ import re
 import ssl
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Literal, NoReturn
 
 from ._credentials import masked
@@ -578,6 +578,8 @@ class _Connection(ReadSideConnection):
         # Since a LOGIN that lacked its password: a line of one or two words
         # that is no command is taken as that password (see _next_command).
         self._after_login = False
+        # Right after a login by AUTHENTICATE (see _run).
+        self._after_sasl = False
         # The command being read or run, for a reply to an internal error:
         # its line (tag included), whether it is recorded, its name.
         self._line: bytes | None = None
@@ -852,6 +854,7 @@ class _Connection(ReadSideConnection):
         self._line = line
         after_auth, self._after_auth = self._after_auth, False
         after_login, self._after_login = self._after_login, False
+        after_sasl, self._after_sasl = self._after_sasl, False
         if after_auth and _sasl_response(line):
             # After AUTHENTICATE, a line of one word (no command is one), or
             # one whose second word is no command, is a SASL response the
@@ -902,16 +905,18 @@ class _Connection(ReadSideConnection):
         words = line.split(None, 1)
         if (
             len(words) == 1
-            and self.state == "not-authenticated"
-            and not isinstance(self.settings.auth, Mapping)
+            and (self.state == "not-authenticated" or after_sasl)
             # "LOGINpw": a tag run on past the verb, masked as such below.
             and _SECRET_VERB_FIRST.match(words[0]) is None
             # "{5+}": its literal is on its way, read as any other's.
             and LITERAL_AT_END.search(line) is None
         ):
-            # A word alone before login, on a sink with no table to mask by:
-            # perhaps a password sent without its LOGIN. Neither recorded
-            # nor echoed as the tag of the BAD (as POP3 and SMTP keep it).
+            # A word alone before login: perhaps a password sent without
+            # its LOGIN, or a wrong one that no table names; or, right
+            # after a login by AUTHENTICATE, its response sent again or the
+            # rest of one wrapped onto more lines. Neither recorded nor
+            # echoed as the tag of the BAD (as POP3 and SMTP keep it).
+            self._after_sasl = after_sasl
             self._append("command", "****")
             await self._bad(None, "Missing command name")
             return True
@@ -1234,8 +1239,10 @@ class _Connection(ReadSideConnection):
         if verb == "AUTHENTICATE" and status == "OK":
             # Logged in: what comes next is commands, not SASL responses
             # sent ahead (a command the sink does not know must get its
-            # tagged BAD, or the client waits for it).
+            # tagged BAD, or the client waits for it); but a word alone,
+            # which no command is, may be its response again (_next_command).
             self._after_auth = False
+            self._after_sasl = True
         if text is None:  # the handler answered (LOGOUT, IDLE)
             return
         if self.state == "selected":

@@ -464,7 +464,8 @@ class _Connection(ReadSideConnection):
             await self._reply("-ERR Unknown command")
             return
         self._after_auth = False
-        self._append("command", self._recorded(raw, text, password_may_follow))
+        recorded = self._recorded(raw, text, password_may_follow)
+        self._append("command", recorded)
         if self.generation != self.mail.generation:  # a new test started
             self.end_stale()
             raise Closed
@@ -482,7 +483,11 @@ class _Connection(ReadSideConnection):
         if verb not in VERBS:
             # Named, as Dovecot does, once logged in: before, the word may be
             # a password sent alone (masked in the transcript, see _recorded).
-            named = f": {verb}" if self.state == "transaction" else ""
+            named = (
+                f": {verb}"
+                if self.state == "transaction" and recorded != "****"
+                else ""
+            )
             await self._reply(f"-ERR Unknown command{named}")
             return
         if _CONTROL.search(arg):
@@ -523,28 +528,29 @@ class _Connection(ReadSideConnection):
         await getattr(self, f"_cmd_{verb.lower()}")(arg)
 
     def _recorded(self, raw: bytes, text: str | None, password_may_follow: bool) -> str:
-        """A command line as the transcript keeps it. Before login, a line
-        that is no command may hold a password the sink does not know (any
-        password opens a mailbox without an ``auth`` table): a client
-        whose ``PASS`` went missing after ``USER`` (the password alone), or
-        misspelt (``PAS pw``, ``LOGIN ann pw``). Its words after the first
-        are masked, and a word alone after ``USER`` or a bare ``PASS``, or
-        on a sink with no table (after a cancelled AUTH, or first thing)."""
+        """A command line as the transcript keeps it. A line that is no
+        command may hold a password the sink does not know (any password
+        opens a mailbox without an ``auth`` table; a wrong one is in no
+        table): before login, a client whose ``PASS`` went missing after
+        ``USER`` (the password alone), or misspelt (``PAS pw``, ``LOGIN ann
+        pw``): its words after the first are masked. A word alone that is
+        no command is masked before login and after (a password sent on a
+        line of its own, a SASL response sent again or wrapped onto a
+        second line)."""
+        if text is None:  # not UTF-8: no command, perhaps a password
+            if self.state == "authorization" and password_may_follow:
+                return "****"
+            return _shown(raw)
+        first, _, rest = text.strip().partition(" ")
+        if first.upper() in VERBS:
+            return _shown(raw)
         if self.state == "authorization":
-            if text is None:  # not UTF-8: no command, perhaps a password
-                return "****" if password_may_follow else _shown(raw)
-            first, _, rest = text.strip().partition(" ")
-            if first.upper() not in VERBS:
-                if password_may_follow and first:
-                    return "****"  # the password, whatever its words
-                if rest.strip():
-                    return f"{printable(first)} ****"
-                if (
-                    first
-                    and first.upper() not in _OTHER_SERVERS_VERBS
-                    and not isinstance(self.settings.auth, Mapping)
-                ):
-                    return "****"  # no table names the passwords to mask
+            if password_may_follow and first:
+                return "****"  # the password, whatever its words
+            if rest.strip():
+                return f"{printable(first)} ****"
+        if first and not rest.strip() and first.upper() not in _OTHER_SERVERS_VERBS:
+            return "****"
         return _shown(raw)
 
     def _stray_auth_response(self, text: str | None) -> bool:

@@ -2026,7 +2026,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             if _is_auth_line(decoded):
                 raw = mask_auth(decoded).encode("utf-8", "surrogateescape")
                 self._after_auth = auth_line = True
-        if not auth_line and self.state.settings.auth == "any":
+        if not auth_line and self.state.settings.auth is not None:
             # Whatever letters it holds ("oAuthpw", an OAuth token).
             raw = self._without_unknowable_password(raw)
         mask = self.state.mask_secrets
@@ -2078,9 +2078,10 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         return True
 
     def _without_unknowable_password(self, raw: bytes) -> bytes:
-        """A line as recorded on a sink that takes any password (no table to
-        mask by), before a login succeeded: a line that is no command may
-        hold one. A misspelt login (``LOGIN ann pw``) keeps its first word,
+        """A line as recorded on a sink that takes logins, before one
+        succeeded: a line that is no command may hold a password that no
+        table names (any password is taken; with a table, a wrong one sent
+        on a line of its own). A misspelt login (``LOGIN ann pw``) keeps its first word,
         a word alone (a password sent without its AUTH) none, as on POP3
         and IMAP; aiosmtpd's log records of it are masked alike (`_STRAY`),
         and its reply does not echo it (`push`)."""
@@ -2089,6 +2090,10 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             return raw
         words = raw.split(None, 1)
         if not words or words[0].upper().decode("latin-1") in self._smtp_methods:
+            return raw
+        if len(words) == 2 and self.state.settings.auth != "any":
+            # With a table, its passwords are masked as words wherever they
+            # are (`word_masker`); a word alone may be a wrong one.
             return raw
         shown = words[0] + b" ****" if len(words) == 2 else b"****"
         _STRAY.line, _STRAY.shown = raw.strip().upper(), shown

@@ -603,17 +603,26 @@ def test_a_password_sent_as_a_command_is_not_echoed_to_the_client(
 ) -> None:
     # aiosmtpd echoes an unknown one-word command, upper-cased: the reply
     # to a password sent alone carried it to the client (and its log),
-    # while the transcript masked it.
+    # while the transcript masked it. Before a login, any word alone may be
+    # a password (a wrong one is in no table): none is echoed nor recorded;
+    # after one, an unknown command is echoed.
     import smtplib
 
     sink = smtpsink_factory(auth={USER: PASSWORD}, auth_plaintext=True)
     with smtplib.SMTP(sink.host, sink.port) as client:
         code, text = client.docmd(PASSWORD)
+        wrong = client.docmd("Wr0ngPassword")
+        client.login(USER, PASSWORD)
+        client.noop()  # (a word right after AUTH may be its response)
         assert (
             client.docmd("XUNKNOWN")[1] == b'Error: command "XUNKNOWN" not recognized'
         )
     assert (code, hostile_auth.leaks(text.decode())) == (500, [])
     assert text == b"5.5.2 Error: command not recognized"
+    assert wrong == (500, b"5.5.2 Error: command not recognized")
+    transcript = sink.sessions[0].format_transcript()
+    assert "Wr0ngPassword" not in transcript
+    assert "WR0NGPASSWORD" not in transcript
 
 
 @pytest.mark.parametrize("logged_in", [False, True], ids=["before-login", "after"])
@@ -803,3 +812,72 @@ def test_own_sink():
     shown += "".join(p.read_text() for p in saved.rglob("*") if p.is_file())
     assert "Zq9SecretPw7781" not in shown
     assert "a dict of 1 item (not shown)" in result.stdout.str()
+
+
+#: A long password (an API key): its PLAIN response is over 57 bytes, so a
+#: client that wraps base64 at 76 columns sends it on two lines.
+API_KEY = "SG.Kx7Qv2mZ9tLwRb4Nc8Hd1Jf6Pg3Ts5Vy0Xa2Ue7Wi9Oq4Ml1Kn8Bj3Ch6Dr5Ez0Fs2"
+
+
+@pytest.mark.parametrize("protocol", ["pop3", "imap"])
+@pytest.mark.parametrize("auth", ["any", "table"])
+@pytest.mark.parametrize("case", ["sent-again", "wrapped"])
+def test_a_sasl_response_sent_again_or_wrapped_is_never_shown(
+    smtpsink_factory: Factory, protocol: str, auth: str, case: str
+) -> None:
+    # After the exchange, its lines were recorded as they came, and IMAP
+    # echoed them as the tag of a BAD: a PLAIN response sent again after
+    # its initial response, or the rest of one a client wrapped at 76
+    # columns (base64.encodebytes, Perl's encode_base64), which the first
+    # line's truncated password had already logged in with "any". SMTP
+    # masked both.
+    sink = smtpsink_factory(
+        auth="any" if auth == "any" else {USER: API_KEY}, auth_plaintext=True
+    )
+    response = base64.b64encode(f"\0{USER}\0{API_KEY}".encode())
+    wrapped = base64.encodebytes(f"\0{USER}\0{API_KEY}".encode()).split()
+    assert len(wrapped) == 2
+    command = b"AUTH PLAIN" if protocol == "pop3" else b"a AUTHENTICATE PLAIN"
+    if case == "sent-again":
+        lines = [command + b" " + response, response]
+    else:
+        lines = [command, *wrapped]
+    ending = b"QUIT\r\n" if protocol == "pop3" else b"z LOGOUT\r\n"
+    endpoint = sink.pop3 if protocol == "pop3" else sink.imap
+    with socket.create_connection((endpoint.host, endpoint.port), timeout=30) as sock:
+        sock.sendall(b"".join(line + b"\r\n" for line in lines) + ending)
+        with sock.makefile("rb") as replies:
+            said = replies.read()
+    sink.wait_until(lambda: sink.sessions[-1].end is not None)
+    shown = said.decode("utf-8", "replace") + "".join(
+        session.format_transcript() + repr(session) for session in sink.sessions
+    )
+    for secret in [API_KEY, response.decode(), *(line.decode() for line in wrapped)]:
+        assert secret not in shown
+    assert shown.count("****") >= 2
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "pop3", "imap"])
+def test_a_wrong_password_alone_on_a_line_is_never_shown(
+    smtpsink_factory: Factory, protocol: str
+) -> None:
+    # A sink with a table masked its own passwords only: a wrong one sent
+    # where no login expects it (on a line of its own) was recorded, and
+    # echoed in SMTP's 500 and as the tag of IMAP's BAD. A wrong password
+    # is often a real one (production credentials in a misconfigured app).
+    sink = smtpsink_factory(auth={USER: PASSWORD}, auth_plaintext=True)
+    wrong = "Pr0dSecretF2x"
+    endpoint = sink.pop3 if protocol == "pop3" else sink.imap
+    address = (
+        (sink.host, sink.port) if protocol == "smtp" else (endpoint.host, endpoint.port)
+    )
+    ending = b"z LOGOUT" if protocol == "imap" else b"QUIT"
+    with socket.create_connection(address, timeout=30) as sock:
+        sock.sendall(wrong.encode() + b"\r\n" + ending + b"\r\n")
+        with sock.makefile("rb") as replies:
+            said = replies.read()
+    sink.wait_until(lambda: sink.sessions[-1].end is not None)
+    (session,) = sink.sessions
+    shown = said.decode() + session.format_transcript()
+    assert wrong.lower() not in shown.lower()
+    assert session.transcript[1].line == "****"
