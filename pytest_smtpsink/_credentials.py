@@ -96,10 +96,29 @@ def _as_recorded(secret: str) -> set[str]:
 
 def mask_anywhere(text: str, secrets: Sequence[str]) -> str:
     """``text`` with every one of ``secrets`` written ``****``, wherever it
-    is and in any case: for free-form text such as a failure's message."""
+    is and in any case: for free-form text such as a failure's message.
+    A PLAIN response in base64 that ends in one of them is masked whole,
+    whatever authorization identity it names (RFC 4616 lets the client
+    choose it: ``credential_forms`` lists only the empty one and the
+    user's)."""
     if not secrets:
         return text
+    ends = tuple(b"\0" + secret.encode("utf-8", "surrogatepass") for secret in secrets)
+
+    def plain_response(found: re.Match[str]) -> str:
+        token = found[0]
+        with contextlib.suppress(ValueError):  # binascii.Error: no base64
+            decoded = base64.b64decode(token + "=" * (-len(token) % 4), validate=True)
+            if decoded.endswith(ends):
+                return "****"
+        return token
+
+    text = _BASE64_WORD.sub(plain_response, text)
     return _pattern(tuple(sorted(set(secrets))), words=False).sub("****", text)
+
+
+#: A word that may be base64 (a PLAIN response: at least "\0u\0p").
+_BASE64_WORD = re.compile(r"[A-Za-z0-9+/]{8,}={0,2}")
 
 
 #: The protocol's own word a recorded line starts with: a command verb of

@@ -881,3 +881,17 @@ def test_a_wrong_password_alone_on_a_line_is_never_shown(
     shown = said.decode() + session.format_transcript()
     assert wrong.lower() not in shown.lower()
     assert session.transcript[1].line == "****"
+
+
+def test_free_text_masks_a_plain_response_whatever_its_authorization_identity() -> None:
+    # Only the empty identity and the user's were masked: a failure's text
+    # quoting "AUTH PLAIN <base64 of admin\0user\0password>" showed it.
+    from pytest_smtpsink._credentials import credential_forms, mask_anywhere
+
+    secrets = credential_forms({USER: PASSWORD}, None)
+    response = base64.b64encode(f"admin\0{USER}\0{PASSWORD}".encode()).decode()
+    other = base64.b64encode(f"admin\0{USER}\0not-the-password".encode()).decode()
+    assert mask_anywhere(f"server log said: AUTH PLAIN {response} / x", secrets) == (
+        "server log said: AUTH PLAIN **** / x"
+    )
+    assert mask_anywhere(f"AUTH PLAIN {other}", secrets) == f"AUTH PLAIN {other}"
