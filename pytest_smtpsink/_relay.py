@@ -1808,16 +1808,17 @@ def _relay_error(
     # timed out", which reads as the upstream closing: say what happened.
     if isinstance(error, TimeoutError) or isinstance(error.__context__, TimeoutError):
         within = f" within {timeout:g} s" if timeout is not None else ""
-        if isinstance(error, TimeoutError) and stage == "connect":
-            if "handshake" in str(error):  # ssl's: connected, no TLS reply
-                # A port that greets in plain text answers the hello at
-                # once (an SSLError, below): this one sent nothing back.
-                reason = (
-                    f"timed out: the TLS handshake did not finish{within} (no "
-                    "answer to the TLS hello)"
-                )
-            else:
-                reason = f"timed out: could not connect{within}"
+        handshake = isinstance(error, TimeoutError) and "handshake" in str(error)
+        if handshake and stage in ("connect", "STARTTLS"):
+            # ssl's: connected (or STARTTLS answered), no TLS reply. A port
+            # that greets in plain text answers the hello at once (an
+            # SSLError, below): this one sent nothing back.
+            reason = (
+                f"timed out: the TLS handshake did not finish{within} (no "
+                "answer to the TLS hello)"
+            )
+        elif isinstance(error, TimeoutError) and stage == "connect":
+            reason = f"timed out: could not connect{within}"
         elif stage == "connect":
             reason = f"timed out: no greeting{within}"
             if silent and not url.startswith("smtps://"):

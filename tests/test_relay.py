@@ -1714,6 +1714,49 @@ def test_an_upstream_that_never_answers_times_out(
     assert "timed out" in str(message.relay.error)
 
 
+def test_an_upstream_that_answers_starttls_and_starts_no_handshake_says_so(
+    smtpsink: Mailbox,
+) -> None:
+    # The 220 came; the TLS handshake never finished: it read "no reply".
+    server = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def serve() -> None:
+        connection, _ = server.accept()
+        with connection, connection.makefile("rb") as lines:
+            connection.sendall(b"220 raw.test ESMTP\r\n")
+            lines.readline()  # EHLO
+            connection.sendall(b"250-raw.test\r\n250 STARTTLS\r\n")
+            lines.readline()  # STARTTLS
+            connection.sendall(b"220 go ahead\r\n")
+            done.wait(30)  # and no handshake
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("a@example.com", ["b@example.com"], b"\r\n")
+    captured = smtpsink.wait_for()
+    try:
+        with pytest.raises(RelayError) as raised:
+            smtpsink.release(
+                captured,
+                "127.0.0.1",
+                server.getsockname()[1],
+                tls="starttls",
+                ssl_context=ssl.create_default_context(),
+                timeout=1,
+            )
+    finally:
+        done.set()
+        thread.join()
+        server.close()
+    assert (raised.value.stage, raised.value.reply) == (
+        "STARTTLS",
+        "timed out: the TLS handshake did not finish within 1 s (no answer to the "
+        "TLS hello)",
+    )
+
+
 def test_stopping_a_sink_fails_what_is_still_queued() -> None:
     with SMTPSink() as upstream:
         upstream.hang("CONNECT")
