@@ -17,6 +17,7 @@ import dataclasses
 import math
 import re
 import socket
+import time
 
 from ._text import printable, shown_number
 
@@ -168,8 +169,9 @@ def report(
     call: str = "spam_report",
 ) -> SpamReport:
     """Ask spamd to score ``raw`` (the REPORT command). ``timeout``: seconds
-    to wait for the connection and for each read of the answer. ``call``:
-    the method the test called, which the errors name."""
+    to wait for the connection, and for the whole answer once the message
+    is sent (a spamd sending a byte now and then held the test for ever).
+    ``call``: the method the test called, which the errors name."""
     __tracebackhide__ = True  # spamd's failure, not a frame of ours
     from ._settings import check_seconds
 
@@ -182,7 +184,15 @@ def report(
             connection.sendall(request)
             connection.shutdown(socket.SHUT_WR)
             answer = bytearray()
-            while chunk := connection.recv(65536):
+            deadline = time.monotonic() + timeout
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                connection.settimeout(left)
+                chunk = connection.recv(65536)
+                if not chunk:
+                    break
                 answer += chunk
     except TimeoutError:
         raise SpamdError(

@@ -8,6 +8,7 @@ import email.utils
 import re
 import smtplib
 import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -344,6 +345,37 @@ def test_bad_arguments_are_named(smtpsink: Mailbox) -> None:
         ValueError, match=r"^timeout must be a finite number of seconds > 0, got inf$"
     ):
         message.spam_report(timeout=float("inf"))
+
+
+def test_a_spamd_that_answers_a_byte_now_and_then_is_an_error_after_the_timeout(
+    smtpsink: Mailbox,
+) -> None:
+    # The timeout bounded each read: a spamd sending a byte every 0.1 s
+    # held the test for ever. Here it stops after 5 s.
+    send(smtpsink, HAM)
+    stop = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as dripping:
+
+        def drip() -> None:
+            connection, _ = dripping.accept()
+            with connection:
+                for byte in (b"SPAMD/1.1 0 EX_OK\r\n" * 3)[:50]:
+                    if stop.wait(0.1):
+                        return
+                    connection.sendall(bytes([byte]))
+
+        thread = threading.Thread(target=drip)
+        thread.start()
+        port = dripping.getsockname()[1]
+        try:
+            with pytest.raises(
+                SpamdError,
+                match=rf"^spamd at 127\.0\.0\.1:{port} did not answer within 0\.5 s",
+            ):
+                smtpsink.assert_sent().spam_report(f"127.0.0.1:{port}", timeout=0.5)
+        finally:
+            stop.set()
+            thread.join()
 
 
 def test_a_spamd_that_never_answers_is_an_error_after_the_timeout(
