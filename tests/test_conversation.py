@@ -458,10 +458,15 @@ def test_a_client_closing_its_side_inside_an_auth_exchange_logs_in_as_no_one(
             pass
         assert file.readline().startswith(b"334")
         sock.sendall(sent)
-        if tls:
-            sock = secure.unwrap()  # its close_notify, then the EOF
+        # The EOF alone (over TLS without a close_notify, whose answer some
+        # OpenSSL versions take for a violation): the TLS layer goes first.
         sock.shutdown(socket.SHUT_WR)
-        assert sock.recv(100) == b""  # closed, with nothing more said
+        if tls:  # the server's close_notify, if any, then its close
+            with contextlib.suppress(ConnectionResetError):
+                while sock.recv(4096):
+                    pass
+        else:
+            assert sock.recv(100) == b""  # closed, with nothing more said
     sink.wait_until(lambda: sink.sessions[0].end is not None)
     (session,) = sink.sessions
     assert session.end == "client-closed"
