@@ -803,6 +803,15 @@ class _ReplyReader(io.RawIOBase):
                         self.content_queue = None
                     continue
                 if queue is None or not queue.shrank():
+                    if queue is not None and queue.last:
+                        # Its end is still in the relay's own send queue:
+                        # certainly not kept ("it may have kept" said so).
+                        raise _Reason(
+                            "timed out: the upstream took none of the rest of "
+                            f"the message content for {queue.patience:g} s "
+                            f"({queue.last} bytes not taken), so its end never "
+                            "reached it: the upstream does not have the message"
+                        ) from None
                     raise
                 # Still taking the content: not late yet. (Its progress, a
                 # window at a time, may pause for a while: it counts per
