@@ -920,6 +920,9 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
                         step.rule, asyncio.wait_for(never, self.settings.idle_timeout)
                     )
                 except asyncio.TimeoutError:
+                    # No command asked for it: its own exchange, as SMTP
+                    # records its 421 (the held command was never answered).
+                    self._append("notice", "")
                     await self._reply_and_end("timeout", self.INACTIVE)
                     raise Closed from None
             elif isinstance(step, Disconnect):

@@ -651,7 +651,13 @@ def test_a_read_side_connection_held_by_a_hang_is_closed_after_the_idle_timeout(
     assert said.endswith(goodbye)
     assert rule.fired == 1
     sink.wait_until(lambda: sink.sessions[-1].end is not None)
-    assert sink.sessions[-1].end == "timeout"
+    session = sink.sessions[-1]
+    assert session.end == "timeout"
+    # The held command was never answered; the goodbye is a notice of its
+    # own, as SMTP's 421.
+    held_exchange, notice = session.transcript[-2:]
+    assert held_exchange.replies == []
+    assert (notice.kind, notice.replies) == ("notice", [goodbye.decode().rstrip()])
 
 
 def test_a_delay_does_not_block_other_connections(smtpsink: Mailbox) -> None:
