@@ -517,6 +517,9 @@ def _client_class(implicit: bool) -> Any:
             # on the upstream still taking it (`_SendQueue`).
             self.content_written = False
             self.reader: object = None  # the last reply's reader (read_reply)
+            # Whether the sink is stopping (`_Connection.stopping`): an
+            # upstream still taking the content is then given up on.
+            self.stopping: Callable[[], bool] = _never
             # Masks every form of the password once a login gives it: an
             # upstream may quote it in a reply ("535 wrong password ..."),
             # which goes into outcomes, errors, transcripts, the CLI's output.
@@ -681,6 +684,10 @@ def _client_class(implicit: bool) -> Any:
                         now = not_yet_taken(descriptor)
                         if queued is None or now is None or now >= queued:
                             raise
+                    if view and self.stopping():
+                        # A stopping sink waits a timeout at most: an
+                        # upstream taking a large message slowly held it.
+                        raise _Reason(_STOPPED_WHILE_TAKEN)
             except OSError:
                 self.close()
                 raise smtplib.SMTPServerDisconnected("Server not connected") from None
@@ -689,7 +696,7 @@ def _client_class(implicit: bool) -> Any:
             """smtplib's own reader, refusing what is no SMTP reply, with
             the timeout for the whole reply (`_ReplyReader`)."""
             if self.file is None and self.sock is not None:
-                self.file = _ReplyLines(_ReplyReader(self.sock))
+                self.file = _ReplyLines(_ReplyReader(self.sock, self.stopping))
             raw = getattr(self.file, "raw", None)
             # Kept past smtplib's close() on an error, which drops the file:
             # `_Connection._broken` asks it whether the upstream said a thing.
@@ -760,9 +767,10 @@ class _ReplyReader(io.RawIOBase):
     for ever. Each wait gets what is left of the reply's time.
     """
 
-    def __init__(self, sock: Any) -> None:
+    def __init__(self, sock: Any, stopping: Callable[[], bool] | None = None) -> None:
         super().__init__()
         self.sock = sock
+        self.stopping = stopping or _never
         self.deadline: float | None = None
         # `_Connection.said_something`: read only what has come, and note
         # the end of the stream.
@@ -813,6 +821,8 @@ class _ReplyReader(io.RawIOBase):
                             "reached it: the upstream does not have the message"
                         ) from None
                     raise
+                if self.stopping():  # a stopping sink waits a timeout at most
+                    raise _Reason(_STOPPED_WHILE_TAKEN) from None
                 # Still taking the content: not late yet. (Its progress, a
                 # window at a time, may pause for a while: it counts per
                 # timeout, not from each step.)
@@ -1049,6 +1059,8 @@ class _Connection:
         # implicit TLS release tests).
         client._host = upstream.host
         self.client = client
+        # Asked when needed: the Relayer sets `stopping` after this.
+        client.stopping = self._is_stopping
         if on_client is not None:
             on_client(client)
         self.exchanges: list[Exchange] = client.exchanges
@@ -1077,6 +1089,9 @@ class _Connection:
             raise
         except Exception as error:
             raise self._broken(stage, error, client.exchanges) from None
+
+    def _is_stopping(self) -> bool:
+        return self.stopping()
 
     def send(
         self,
@@ -1422,6 +1437,8 @@ class _Connection:
                 raise smtplib.SMTPServerDisconnected("the connection was closed")
             client.send(data)
             client.content_written = True
+        except _Reason as error:  # the sink stopped meanwhile
+            raise self._broken("DATA", error, exchanges) from None
         except smtplib.SMTPServerDisconnected as error:
             cause = error.__context__
             if isinstance(cause, TimeoutError):
@@ -1601,6 +1618,12 @@ _LOGIN_ORDER = ("PLAIN", "LOGIN", "CRAM-MD5")
 
 class _Reason(Exception):
     """A failure whose text is the whole reason (no exception name)."""
+
+
+_STOPPED_WHILE_TAKEN = (
+    "the sink stopped while the upstream was still taking the message "
+    "content: the upstream does not have the message"
+)
 
 
 class _NoReply(_Reason):

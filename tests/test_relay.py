@@ -3177,6 +3177,31 @@ def test_an_upstream_taking_a_large_message_slowly_gets_it_all(
     assert upstream.received.count(b"<content>") == 1
 
 
+def test_stopping_a_sink_gives_up_on_an_upstream_still_taking_the_content(
+    scripted: Callable[..., ScriptedUpstream],
+) -> None:
+    # The wait while an upstream takes the content had no end but the
+    # upstream's: stop() waited its whole 10 s, and returned with the relay
+    # thread still sending and the message "pending" (helper-183).
+    upstream = scripted(usual_answer, content="steady")  # 1 MB/s: 32 s for 32 MB
+    line = b"x" * 998 + b"\r\n"
+    with SMTPSink(
+        relay=f"smtp://127.0.0.1:{upstream.port}", relay_to=".*", relay_timeout=1
+    ) as sink:
+        with smtplib.SMTP(sink.host, sink.port) as client:
+            client.sendmail(
+                "a@example.com",
+                ["b@example.com"],
+                b"Subject: big\r\n\r\n" + line * 32_000,
+            )
+        message = sink.wait_for()
+        relay_thread = f"smtpsink-relay-{sink.port}"
+    assert message.relay is not None
+    assert message.relay.status == "failed"
+    assert "the sink stopped" in message.relay.reply
+    assert relay_thread not in [thread.name for thread in threading.enumerate()]
+
+
 def test_release_timed_out_writing_the_content_says_so(
     smtpsink: Mailbox, scripted: Callable[..., ScriptedUpstream]
 ) -> None:
