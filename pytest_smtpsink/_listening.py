@@ -143,7 +143,7 @@ def looks(patience: float) -> Iterator[float]:
     its buffers at once, in a millisecond), then twice as long each time,
     at most a tenth of ``patience``, so that the deadline falls a tenth
     late at most. Looking only at the deadline gave up to twice it."""
-    cap = patience / 10
+    cap = max(patience / 10, 0.001)  # no wait shorter than a loop's timer
     look = min(FIRST_LOOK, cap)
     while True:
         yield look

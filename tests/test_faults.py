@@ -609,8 +609,8 @@ def test_a_delay_longer_than_the_idle_timeout_is_waited_out(
     # The client waits for the late reply, it is not idle: it got "421 ...
     # timeout exceeded" at the idle timeout, its message lost, where the
     # POP3 and IMAP servers answer after the delay.
-    sink = smtpsink_factory(idle_timeout=0.5)
-    rule = sink.delay("EOD", 1.0)
+    sink = smtpsink_factory(idle_timeout=1)
+    rule = sink.delay("EOD", 2.0)  # a second after it for the client's QUIT
     assert sendmail(sink, ["ann@example.com"], timeout=30) == {}
     assert rule.fired == 1
     sink.assert_sent(rcpt_to="ann@example.com")
