@@ -244,6 +244,9 @@ class _Connection(ReadSideConnection):
         # is no command is taken as the password alone, and masked
         # (`_recorded`).
         self._password_may_follow = False
+        # Right after a login: a word alone may be the password or SASL
+        # response sent again, or the rest of one wrapped (`_recorded`).
+        self._just_logged_in = False
         # AUTHORIZATION, then TRANSACTION with the maildrop snapshot.
         self.state: State = "authorization"
         self._user: str | None = None  # given with USER, awaiting PASS
@@ -534,11 +537,15 @@ class _Connection(ReadSideConnection):
         table): before login, a client whose ``PASS`` went missing after
         ``USER`` (the password alone), or misspelt (``PAS pw``, ``LOGIN ann
         pw``): its words after the first are masked. A word alone that is
-        no command is masked before login and after (a password sent on a
-        line of its own, a SASL response sent again or wrapped onto a
-        second line)."""
+        no command is masked before login, and right after it (a password
+        sent again, a SASL response sent again or wrapped onto a second
+        line); later, a typo (``STATS``) is shown."""
+        just_logged_in, self._just_logged_in = self._just_logged_in, False
+        secret_alone = self.state == "authorization" or just_logged_in
         if text is None:  # not UTF-8: no command, perhaps a password
-            if self.state == "authorization" and password_may_follow:
+            if (self.state == "authorization" and password_may_follow) or (
+                secret_alone and len(raw.split()) == 1
+            ):
                 return "****"
             return _shown(raw)
         first, _, rest = text.strip().partition(" ")
@@ -549,7 +556,14 @@ class _Connection(ReadSideConnection):
                 return "****"  # the password, whatever its words
             if rest.strip():
                 return f"{printable(first)} ****"
-        if first and not rest.strip() and first.upper() not in _OTHER_SERVERS_VERBS:
+        if (
+            secret_alone
+            and first
+            and not rest.strip()
+            and first.upper() not in _OTHER_SERVERS_VERBS
+        ):
+            # A line of base64 wrapped at 76 columns: more may follow.
+            self._just_logged_in = just_logged_in and len(first) == 76
             return "****"
         return _shown(raw)
 
@@ -766,6 +780,7 @@ class _Connection(ReadSideConnection):
             await self._reply(_LOGIN_FAILED)
             return
         self.state = "transaction"
+        self._just_logged_in = True  # see _recorded
         count, octets = self._totals()
         await self._reply(
             f"+OK Logged in: {plural(count, 'message')} ({octets} octets)"

@@ -1564,3 +1564,25 @@ def test_a_client_that_stops_reading_is_cut_after_the_idle_timeout(
         .summary()
         .endswith(" end=timeout (the client read none of its replies for 0.5 s)")
     )
+
+
+def test_a_word_alone_is_masked_before_login_and_right_after_it_only(
+    smtpsink: Mailbox, raw: Raw
+) -> None:
+    # Before login, a password in Latin-1 alone on a line was recorded
+    # ("Pr0d\xe4Secret"); right after a login, the password sent again; a
+    # later typo is named, as Dovecot names it.
+    latin1 = "Pr0däSecret".encode("latin-1")
+    raw.sock.sendall(latin1 + b"\r\n")
+    assert raw.line() == "-ERR The command line is not UTF-8"
+    raw.send(b"USER ann@example.com")
+    assert raw.send(b"PASS Pr0dSecret").startswith("+OK Logged in")
+    assert raw.send(b"Pr0dSecret") == "-ERR Unknown command"
+    assert raw.send(b"STATS") == "-ERR Unknown command: STATS"
+    raw.send(b"QUIT")
+    ended(smtpsink)
+    (session,) = pop3_sessions(smtpsink)
+    lines = [exchange.line for exchange in session.transcript]
+    assert lines[1] == "****"
+    assert lines[4:6] == ["****", "STATS"]
+    assert "Pr0d" not in session.format_transcript()
