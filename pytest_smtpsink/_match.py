@@ -703,7 +703,28 @@ def _hints_each(
                 )
     found.extend(_body_hints(messages, criteria))
     found.extend(_line_end_hints(messages, criteria))
+    found.extend(_attachment_case_hints(messages, criteria))
     return found
+
+
+def _attachment_case_hints(
+    messages: tuple[Message, ...], criteria: Mapping[str, Any]
+) -> Iterable[str]:
+    """``attachment=`` a file name that an attachment has in another case
+    (``terms.PDF`` for ``terms.pdf``), as ``subject=`` says it."""
+    wanted = criteria.get("attachment")
+    if not isinstance(wanted, str) or not wanted:
+        return
+    for message in messages:
+        for item in message.attachments:
+            name = item.filename
+            if name is not None and name != wanted and name.lower() == wanted.lower():
+                pattern = repr(f"^{re.escape(wanted)}$")
+                yield (
+                    f"attachment= is case-sensitive: {_named(message)} has "
+                    f"{name!r}; use re.compile({pattern}, re.IGNORECASE)"
+                )
+                break
 
 
 def _line_end_hints(

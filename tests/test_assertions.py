@@ -1933,6 +1933,12 @@ def test_text_written_otherwise_on_the_wire_gets_a_hint(smtpsink: Mailbox) -> No
         "b'\\r\\n'), or the content with .replace(b'\\r\\n', b'\\n')"
     )
     smtpsink.assert_sent(attachment=b"name,total\r\nann,10\r\n")  # the advice works
+    # A file name in another case, as subject= says it (helper-181).
+    assert report(attachment="EXPORT.csv").splitlines()[-1] == (
+        f"Hint: attachment= is case-sensitive: #{number} has 'export.csv'; use "
+        "re.compile('^EXPORT\\\\.csv$', re.IGNORECASE)"
+    )
+    smtpsink.assert_sent(attachment=re.compile("^EXPORT\\.csv$", re.IGNORECASE))
     # The file name as the application wrote it (decomposed, as macOS file
     # systems give names) matches the composed one mail-parser reads.
     smtpsink.assert_sent(attachment="Ma\u0308rz.pdf")
