@@ -103,7 +103,19 @@ def mask_anywhere(text: str, secrets: Sequence[str]) -> str:
     user's)."""
     if not secrets:
         return text
-    ends = tuple(b"\0" + secret.encode("utf-8", "surrogatepass") for secret in secrets)
+    text = _without_plain_responses(text, _plain_ends(secrets))
+    return _pattern(tuple(sorted(set(secrets))), words=False).sub("****", text)
+
+
+def _plain_ends(secrets: Sequence[str]) -> tuple[bytes, ...]:
+    """How a PLAIN response ends with each of ``secrets`` as its password."""
+    return tuple(b"\0" + secret.encode("utf-8", "surrogatepass") for secret in secrets)
+
+
+def _without_plain_responses(text: str, ends: tuple[bytes, ...]) -> str:
+    """``text`` with each base64 word that is a PLAIN response with one of
+    ``ends`` (`_plain_ends`) written ``****``, whatever its authorization
+    identity."""
 
     def plain_response(found: re.Match[str]) -> str:
         token = found[0]
@@ -113,8 +125,7 @@ def mask_anywhere(text: str, secrets: Sequence[str]) -> str:
                 return "****"
         return token
 
-    text = _BASE64_WORD.sub(plain_response, text)
-    return _pattern(tuple(sorted(set(secrets))), words=False).sub("****", text)
+    return _BASE64_WORD.sub(plain_response, text)
 
 
 #: A word that may be base64 (a PLAIN response: at least "\0u\0p").
@@ -150,8 +161,12 @@ def word_masker(auth: object, relay: str | None) -> Masker | None:
     if not secrets:
         return None
     pattern = _pattern(tuple(sorted(set(secrets))), words=True)
+    ends = _plain_ends(secrets)
 
     def mask(text: str) -> str:
+        # A PLAIN response naming another authorization identity (RFC 4616
+        # lets the client choose it) is in no list of forms: decoded.
+        text = _without_plain_responses(text, ends)
         head = _PROTOCOL_WORD.match(text)
         if head is not None:
             secret = pattern.match(text, head.start("word"))

@@ -895,3 +895,27 @@ def test_free_text_masks_a_plain_response_whatever_its_authorization_identity() 
         "server log said: AUTH PLAIN **** / x"
     )
     assert mask_anywhere(f"AUTH PLAIN {other}", secrets) == f"AUTH PLAIN {other}"
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "pop3", "imap"])
+def test_a_plain_response_with_another_identity_in_a_line_is_masked(
+    smtpsink_factory: Factory, protocol: str
+) -> None:
+    # The word masker knew the PLAIN response with an empty identity or the
+    # user's only: "NOOP <base64 of admin\0user\0password>" was recorded.
+    sink = smtpsink_factory(auth={USER: PASSWORD}, auth_plaintext=True)
+    response = base64.b64encode(f"admin\0{USER}\0{PASSWORD}".encode())
+    command = b"a NOOP " if protocol == "imap" else b"NOOP "
+    ending = b"z LOGOUT" if protocol == "imap" else b"QUIT"
+    endpoint = sink.pop3 if protocol == "pop3" else sink.imap
+    address = (
+        (sink.host, sink.port) if protocol == "smtp" else (endpoint.host, endpoint.port)
+    )
+    with socket.create_connection(address, timeout=30) as sock:
+        sock.sendall(command + response + b"\r\n" + ending + b"\r\n")
+        with sock.makefile("rb") as replies:
+            replies.read()
+    sink.wait_until(lambda: sink.sessions[-1].end is not None)
+    (session,) = sink.sessions
+    assert response.decode() not in session.format_transcript()
+    assert "****" in session.format_transcript()
