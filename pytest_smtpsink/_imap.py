@@ -1155,6 +1155,10 @@ class _Connection(ReadSideConnection):
             words = text.split(None, 1)
             if len(words) == 2:
                 return f"{printable_sent(words[0])} ****"
+            if len(words) == 1 and tag is not None:
+                # A word alone after the tag ("a1 <password>"): perhaps a
+                # password, which no table names if it is a wrong one.
+                return "****"
         return printable_sent(shown)
 
     async def _bad(self, tag: str | None, text: str) -> None:
@@ -1179,6 +1183,10 @@ class _Connection(ReadSideConnection):
             if verb.startswith(_SECRET_VERBS):
                 # "LOGINpw": the tail may be a password without its space.
                 verb = mask_command(verb)
+            elif self.state == "not-authenticated":
+                # Not named before login (as POP3 does not): the word may
+                # be a password sent after the tag ("a1 <password>").
+                return "Unknown or unsupported command"
             return f"Unknown or unsupported command: {verb}"
         if name in _NOT_AUTHENTICATED and self.state != "not-authenticated":
             return f"{name} is not valid after login"

@@ -919,3 +919,26 @@ def test_a_plain_response_with_another_identity_in_a_line_is_masked(
     (session,) = sink.sessions
     assert response.decode() not in session.format_transcript()
     assert "****" in session.format_transcript()
+
+
+def test_an_imap_password_after_a_tag_before_login_is_neither_recorded_nor_named(
+    smtpsink_factory: Factory,
+) -> None:
+    # "a1 <password>" was recorded, and its BAD named it upper-cased
+    # ("Unknown or unsupported command: PR0DSECRETF2X"), on a sink with a
+    # table when the password was a wrong one (helper-184). After login an
+    # unknown command is named, as Dovecot names it.
+    sink = smtpsink_factory(auth={USER: PASSWORD}, auth_plaintext=True)
+    wrong = "Pr0dSecretF2x"
+    with socket.create_connection((sink.imap.host, sink.imap.port), timeout=30) as sock:
+        sock.sendall(
+            f"a1 {wrong}\r\nb LOGIN {USER} {PASSWORD}\r\nc FROBNICATE\r\nz LOGOUT\r\n".encode()
+        )
+        with sock.makefile("rb") as replies:
+            said = replies.read().decode()
+    sink.wait_until(lambda: sink.sessions[-1].end is not None)
+    (session,) = sink.sessions
+    assert "a1 BAD Unknown or unsupported command\r\n" in said
+    assert "c BAD Unknown or unsupported command: FROBNICATE\r\n" in said
+    assert wrong.lower() not in (said + session.format_transcript()).lower()
+    assert (session.transcript[1].tag, session.transcript[1].line) == ("a1", "****")
