@@ -627,7 +627,7 @@ class _Connection(ReadSideConnection):
         its way); how many came (fewer if the client closed first). Each
         wait for more is at most ``idle_timeout`` (asyncio.TimeoutError)."""
         wanted = size
-        deadline = 0.0
+        deadline = time.monotonic() + self.settings.idle_timeout
         while size:
             taken = min(size, len(self._buffer))
             del self._buffer[:taken]
@@ -636,7 +636,7 @@ class _Connection(ReadSideConnection):
                 break
             if self._eof:
                 return wanted - size
-            if taken or not deadline:
+            if taken:  # each wait for more is at most idle_timeout
                 deadline = time.monotonic() + self.settings.idle_timeout
             await self._wait_for_more(deadline)
         self._resume_reading()

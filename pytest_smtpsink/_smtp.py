@@ -2056,9 +2056,9 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             total = len(part)
         words = part.split(None, 1)
         verb = words[0].decode("ascii", "replace").upper() if words else ""
-        known = f"smtp_{verb}" in _command_methods(type(self))
-        if self._reading_auth_response:
-            known = False
+        known = not self._reading_auth_response and (
+            f"smtp_{verb}" in _command_methods(type(self))
+        )
         self._append("command", cut_off_note(verb if known else None, total))
 
     def _stray_auth_response(self, raw: bytes) -> bool:
