@@ -41,6 +41,16 @@ _AFTER_ESCAPE = (
 )
 
 
+def has_utf8_form(secret: str) -> bool:
+    """Whether ``secret`` can be sent (and its masks made): not so with a
+    lone surrogate, os.environ's stand-in for a byte that is not UTF-8."""
+    try:
+        secret.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def credential_forms(auth: object, relay: str | None) -> list[str]:
     """Each password of an ``auth`` table (as given, in base64, and as a
     PLAIN response) and the password of a ``relay`` URL (as written in it,

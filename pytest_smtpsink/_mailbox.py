@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from . import _match
+from ._credentials import has_utf8_form
 from ._fault_api import FaultControls
 from ._match import Criteria
 from ._message import Message, message_label, summary_or_raw
@@ -583,6 +584,11 @@ class Mailbox(FaultControls):
         ):
             del login
             raise ValueError("auth must be a (user, password) tuple of strings")
+        if login is not None and not all(map(has_utf8_form, login)):
+            del login
+            # No lone surrogate (os.environ's stand-in for a byte that is
+            # not UTF-8): AUTH could not send it, nor could it be masked.
+            raise ValueError("auth's user or password is not valid Unicode text")
         upstream = Upstream(
             host,
             port,

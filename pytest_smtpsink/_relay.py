@@ -45,6 +45,7 @@ from ._content import dot_stuffed
 from ._credentials import (
     RELAY_PASSWORD_VARIABLE,
     credential_forms,
+    has_utf8_form,
     mask_anywhere,
     word_masker,
 )
@@ -324,6 +325,14 @@ def parse_upstream(url: str) -> Upstream:
             )
     else:
         password = urllib.parse.unquote(password) if password is not None else None
+    if password is not None and not has_utf8_form(password):
+        # AUTH could not send it, nor could its masks be made.
+        raise ValueError(
+            f"the relay's password ({'in' if parts.password is not None else 'from'} "
+            f"{'the URL' if parts.password is not None else RELAY_PASSWORD_VARIABLE}) "
+            "is not valid Unicode text (a lone surrogate, such as os.environ "
+            "gives for a byte that is not UTF-8)"
+        )
     return Upstream(
         host=host,
         port=port if port is not None else default_port,

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from ._credentials import has_utf8_form
 from ._text import meant, shown_argument, shown_number
 
 if TYPE_CHECKING:
@@ -507,6 +508,21 @@ def _validate(s: SinkSettings) -> None:
                 "auth",
                 f"the credentials table gives {user!r} an empty password: "
                 "give it one (no login with an empty password succeeds)",
+            )
+            # No client can send a lone surrogate, nor could its masks be made.
+            _require(
+                has_utf8_form(user),
+                "auth",
+                "the credentials table has a user name that is not valid "
+                "Unicode text (a lone surrogate, such as os.environ gives for a "
+                "byte that is not UTF-8), with which no login succeeds",
+            )
+            _require(
+                has_utf8_form(password),
+                "auth",
+                f"the credentials table gives {user!r} a password that is not "
+                "valid Unicode text (a lone surrogate, such as os.environ gives "
+                "for a byte that is not UTF-8), with which no login succeeds",
             )
     else:
         _require(

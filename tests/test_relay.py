@@ -587,6 +587,22 @@ def test_login_does_not_start_with_cram_md5(
     assert logins == [[b"AUTH", b"PLAIN"]]
 
 
+def test_release_refuses_a_password_that_is_no_text_before_connecting(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    # A lone surrogate (os.environ's stand-in for a byte that is not UTF-8):
+    # before, the upstream was greeted and the login failed at AUTH.
+    upstream = smtpsink_factory(auth={"ann": PASSWORD}, auth_plaintext=True)
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+    with pytest.raises(
+        ValueError, match=r"^auth's user or password is not valid Unicode text$"
+    ):
+        smtpsink.release(
+            captured, upstream.host, upstream.port, auth=("ann", "p\udcffw")
+        )
+    assert not upstream.sessions
+
+
 def test_login_to_an_upstream_without_auth_says_so(
     smtpsink: Mailbox, smtpsink_factory: Factory
 ) -> None:
@@ -1235,6 +1251,23 @@ def test_a_relay_user_without_a_password_needs_the_environment_variable(
     # variable is not read.
     monkeypatch.setenv("SMTPSINK_RELAY_PASSWORD", PASSWORD)
     assert parse_upstream("smtp://ann:@127.0.0.1:2525").password == ""
+
+
+def test_a_relay_password_that_is_no_text_is_refused_naming_its_source(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A byte that is not UTF-8 in the variable comes as a lone surrogate:
+    # before, making the sink's masks raised UnicodeEncodeError.
+    monkeypatch.setenv("SMTPSINK_RELAY_PASSWORD", "p\udcffw")
+    with pytest.raises(SettingsError) as raised:
+        SinkSettings(relay="smtp://ann@127.0.0.1:2525", relay_to=".*")
+    assert str(raised.value) == (
+        "relay: the relay's password (from SMTPSINK_RELAY_PASSWORD) is not valid "
+        "Unicode text (a lone surrogate, such as os.environ gives for a byte "
+        "that is not UTF-8)"
+    )
+    with pytest.raises(SettingsError, match="password \\(in the URL\\) is not valid"):
+        SinkSettings(relay="smtp://ann:p\udcffw@127.0.0.1:2525", relay_to=".*")
 
 
 def test_a_relay_password_from_the_environment_logs_in_and_never_shows(

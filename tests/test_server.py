@@ -214,6 +214,10 @@ def test_max_size_takes_a_unit_as_the_option_does(size: str, expected: int) -> N
         # os.environ.get("PW", "") with PW unset: no login could use it.
         ("auth", {"ann": ""}, "auth: the credentials table gives 'ann' an empty pa"),
         ("auth", {"": "pw"}, "auth: the credentials table has an empty user name"),
+        # os.environ's stand-in for a byte that is not UTF-8: no client can
+        # send it, and before, building the masks raised UnicodeEncodeError.
+        ("auth", {"ann": "p\udcffw"}, "auth: .* gives 'ann' a password that is not"),
+        ("auth", {"\udcff": "pw"}, "auth: .* has a user name that is not valid"),
         ("auth", "any", "auth: AUTH is only offered over TLS"),
         ("auth_required", True, "auth_required: needs auth="),
         ("hostname", "has space", "hostname: must be a domain name"),
