@@ -404,6 +404,14 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
                     "it would still verify (RFC 6376 5.4.1 recommends signing "
                     f"{them}); add {them} to h=",
                 )
+            for name, have, signs in _partly_signed_shown_headers(raw, headers):
+                warnings += (
+                    f"it signs {signs} of the {have} {name} headers the message "
+                    "has, from the bottom up (RFC 6376 5.4.2): the top one, which "
+                    "readers show, is not signed, and anyone on the way could have "
+                    f"added it; name {name} in h= once more than the message has "
+                    "it (RFC 6376 8.15)",
+                )
         results.append(
             DkimResult(
                 domain=domain,
@@ -575,6 +583,23 @@ def _shown(value: object) -> str:
 _SHOWN_HEADERS = ("Subject", "Date", "To", "Cc", "Reply-To")
 #: A header field's name at the start of a line of the header block.
 _FIELD_START = re.compile(rb"^([!-9;-~]+)[ \t]*:", re.MULTILINE)
+
+
+def _partly_signed_shown_headers(
+    raw: bytes, signed: tuple[str, ...]
+) -> list[tuple[str, int, int]]:
+    """``(name, instances, signed)`` for each of the `_SHOWN_HEADERS` that
+    ``raw`` has more often than ``h=`` (``signed``) names it, at least once:
+    a Subject added above the signed one verifies, and is the one shown."""
+    counts: dict[str, int] = {}
+    for match in _FIELD_START.finditer(_head(raw)):
+        name = match.group(1).decode("ascii").lower()
+        counts[name] = counts.get(name, 0) + 1
+    return [
+        (name, counts[name.lower()], signs)
+        for name in _SHOWN_HEADERS
+        if 0 < (signs := signed.count(name.lower())) < counts.get(name.lower(), 0)
+    ]
 
 
 def _unsigned_shown_headers(raw: bytes, signed: tuple[str, ...]) -> list[str]:

@@ -170,6 +170,51 @@ def test_a_signature_leaving_out_what_readers_see_has_a_warning(
     ]
 
 
+def test_a_shown_header_added_above_the_signed_one_has_a_warning(
+    smtpsink: Mailbox,
+) -> None:
+    # A signature covers instances from the bottom up (RFC 6376 5.4.2): a
+    # Subject added above the signed one verified with no warning, and it
+    # is the one readers show.
+    key = smtpsink.dkim_key("shop.example", selector="s1")
+    message = make_message(sender="news@shop.example", subject="News")
+    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    signature = dkim.sign(
+        raw,
+        b"s1",
+        b"shop.example",
+        key.encode(),
+        include_headers=[b"from", b"subject", b"to", b"date"],
+    )
+    added = b"Subject: Your account is locked\r\n" + signature + raw
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("news@shop.example", ["ann@example.com"], added)
+    [result] = smtpsink.assert_sent().dkim
+    assert result.verified
+    assert result.warnings == (
+        "it signs 1 of the 2 Subject headers the message has, from the bottom "
+        "up (RFC 6376 5.4.2): the top one, which readers show, is not signed, "
+        "and anyone on the way could have added it; name Subject in h= once "
+        "more than the message has it (RFC 6376 8.15)",
+    )
+    # Signed once more than the message has it (over-signing), the added
+    # Subject does not verify.
+    oversigned = dkim.sign(
+        raw,
+        b"s1",
+        b"shop.example",
+        key.encode(),
+        include_headers=[b"from", b"subject", b"subject", b"to", b"date"],
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            "news@shop.example",
+            ["ann@example.com"],
+            b"Subject: Your account is locked\r\n" + oversigned + raw,
+        )
+    assert not smtpsink.messages[-1].dkim[0].verified
+
+
 def test_a_key_an_earlier_test_published_is_named_as_such(
     smtpsink: Mailbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
