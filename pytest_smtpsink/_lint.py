@@ -183,6 +183,7 @@ LINT_CODES = frozenset(
         "invalid-encoded-word",
         "invalid-message-id",
         "invalid-mime-version",
+        "invalid-parameter",
         "invalid-quoted-printable",
         "invalid-transfer-encoding",
         "invalid-utf8-header",
@@ -1513,6 +1514,7 @@ def _check_parameters(part: Compat32Message, where: str | None) -> Iterator[Prob
             continue
         if header == "Content-Type":
             yield from _parameters_given_twice(str(part[header]), where)
+        yield from _extended_parameters(str(part[header]), header, where)
         for name, value in params:
             if not isinstance(value, tuple):
                 continue
@@ -1533,6 +1535,86 @@ def _check_parameters(part: Compat32Message, where: str | None) -> Iterator[Prob
                     header=header,
                     part=where,
                 )
+
+
+#: An RFC 2231 parameter name: ``name*`` (one extended value), ``name*0``
+#: and ``name*1*`` (the sections of a continued one).
+_EXTENDED_NAME = re.compile(r"([^*\s]+)\*(?:(\d{1,9})(\*?))?")
+#: A ``%`` not before two hex digits, in an extended value.
+_BAD_OCTET = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _extended_parameters(
+    value: str, header: str, where: str | None
+) -> Iterator[Problem]:
+    """An RFC 2231 parameter written against its syntax, which the email
+    package reads anyway, a way other readers do not: its sections with a
+    number missing (the stdlib drops the rest silently), an extended value
+    without its ``charset'language'`` prefix (the stdlib shows its bytes as
+    U+FFFD), a ``%`` not before two hex digits, and a charset no reader
+    knows."""
+    sections: dict[str, dict[int, tuple[bool, str]]] = {}
+    for piece in _split_parameters(value)[1:]:
+        written, equals, given = piece.partition("=")
+        match = _EXTENDED_NAME.fullmatch(written.strip())
+        if not equals or match is None:
+            continue
+        name, number, star = match.groups()
+        extended = number is None or bool(star)
+        index = 0 if number is None else int(number)
+        sections.setdefault(name.lower(), {})[index] = (extended, given.strip())
+    for name, parts in sections.items():
+        shown = f"the {name}* parameter of {header}"
+        # The first number missing (not a set of them: a "name*99999999").
+        gap = next(i for i in range(len(parts) + 1) if i not in parts)
+        if gap < max(parts):
+            yield Problem(
+                "invalid-parameter",
+                "error",
+                f"{shown} has no section {name}*{gap} though it has "
+                f"{name}*{max(parts)}: RFC 2231 3 numbers the sections from 0 "
+                "without a gap, and readers drop what follows the gap or the "
+                "whole value",
+                header=header,
+                part=where,
+            )
+        first = parts.get(0)
+        if first is not None and first[0]:
+            prefix = first[1].strip('"')
+            if prefix.count("'") < 2:
+                yield Problem(
+                    "invalid-parameter",
+                    "error",
+                    f"{shown} ({shorten(first[1], 40)!r}) is an extended value "
+                    "without its charset'language' prefix: RFC 2231 7 requires "
+                    "both quotes (filename*=utf-8''%C3%9C...), and readers show "
+                    "its %XX bytes as '\ufffd' or as written",
+                    header=header,
+                    part=where,
+                )
+            else:
+                charset = prefix.partition("'")[0].strip()
+                if charset and not _known(charset):
+                    yield Problem(
+                        "unknown-charset",
+                        "warning",
+                        f"{shown} declares charset {charset!r}, which Python "
+                        "does not know; readers will guess",
+                        header=header,
+                        part=where,
+                    )
+        for extended, given in parts.values():
+            if extended and _BAD_OCTET.search(given):
+                yield Problem(
+                    "invalid-parameter",
+                    "error",
+                    f"{shown} ({shorten(given, 40)!r}) has a '%' not before two "
+                    "hex digits: RFC 2231 7 writes each octet of an extended "
+                    "value as %XX, and readers show it as written",
+                    header=header,
+                    part=where,
+                )
+                break
 
 
 def _not_in_charset(data: bytes, charset: str) -> str | None:

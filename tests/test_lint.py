@@ -988,6 +988,56 @@ def test_an_rfc_2231_parameter_not_in_its_charset_is_a_mismatch(
     assert found == ([problem] if problem else [])
 
 
+@pytest.mark.parametrize(
+    ("header", "problem"),
+    [
+        (  # before: read as 'ab.pdf', silently
+            b"Content-Disposition: attachment; filename*0*=utf-8''a; filename*3*=b.pdf",
+            "error invalid-parameter (header Content-Disposition): the filename* "
+            "parameter of Content-Disposition has no section filename*1 though it "
+            "has filename*3: RFC 2231 3 numbers the sections from 0 without a gap, "
+            "and readers drop what follows the gap or the whole value",
+        ),
+        (  # before: read as U+FFFD U+FFFD 'bersicht.pdf'
+            b"Content-Disposition: attachment; filename*=%C3%9Cbersicht.pdf",
+            "error invalid-parameter (header Content-Disposition): the filename* "
+            "parameter of Content-Disposition ('%C3%9Cbersicht.pdf') is an "
+            "extended value without its charset'language' prefix: RFC 2231 7 "
+            "requires both quotes (filename*=utf-8''%C3%9C...), and readers show "
+            "its %XX bytes as '\ufffd' or as written",
+        ),
+        (
+            b"Content-Disposition: attachment; filename*=utf-8''%ZZbersicht.pdf",
+            "error invalid-parameter (header Content-Disposition): the filename* "
+            "parameter of Content-Disposition (\"utf-8''%ZZbersicht.pdf\") has a "
+            "'%' not before two hex digits: RFC 2231 7 writes each octet of an "
+            "extended value as %XX, and readers show it as written",
+        ),
+        (
+            b"Content-Disposition: attachment; filename*=x-nonexistent''%C3%9Cx.pdf",
+            "warning unknown-charset (header Content-Disposition): the filename* "
+            "parameter of Content-Disposition declares charset 'x-nonexistent', "
+            "which Python does not know; readers will guess",
+        ),
+        # As RFC 2231 writes them: fine, continued or not, with a language,
+        # without a charset, and a plain section among extended ones.
+        (
+            b"Content-Disposition: attachment; filename*0*=utf-8'en'%C3%9C;\r\n"
+            b" filename*1=bersicht; filename*2*=.pdf",
+            None,
+        ),
+        (b"Content-Disposition: attachment; filename*=''plain.pdf", None),
+        (b"Content-Disposition: attachment; filename*0=a; filename*1=b.pdf", None),
+    ],
+)
+def test_an_rfc_2231_parameter_against_its_syntax_is_a_problem(
+    header: bytes, problem: str | None
+) -> None:
+    raw = _MIME_HEAD + b"Content-Type: text/plain; charset=utf-8\r\n" + header
+    found = [str(p) for p in lint(raw + b"\r\n\r\nx\r\n")]
+    assert found == ([problem] if problem else [])
+
+
 def test_raw_8bit_bytes_are_not_quoted_printable() -> None:
     """RFC 2045 6.7: quoted-printable is 7-bit; an 8-bit byte is written
     =XX. A part declared quoted-printable but holding raw UTF-8 (a mailer
