@@ -203,12 +203,24 @@ def bulk_sender_problems(
     # could have used TLS: the rule does not apply (as lint judges 8-bit
     # bodies only for mail that came over SMTP).
     if message.session.protocol == "SMTP" and message.session.tls is None:
+        # Where the sink offered STARTTLS, the client is what to change.
+        offered = any(
+            line[4:].strip().upper() == "STARTTLS"
+            for exchange in message.session.replies_to("EHLO")
+            for line in exchange.replies
+        )
         problems.append(
             Problem(
                 "no-tls",
                 "error",
                 "the message was sent without TLS; Gmail and Yahoo require TLS "
-                "from bulk senders (test with a sink that has tls='starttls')",
+                "from bulk senders "
+                + (
+                    "(the sink offered STARTTLS and the client did not use it: "
+                    "have it call starttls() before sending)"
+                    if offered
+                    else "(test with a sink that has tls='starttls')"
+                ),
             )
         )
     return problems

@@ -229,7 +229,24 @@ def test_a_signature_without_l_beside_one_with_it_is_a_pass(
 
 def test_mail_sent_without_tls_fails_the_tls_rule(smtpsink: Mailbox) -> None:
     newsletter(smtpsink, tls=False)
-    assert codes(smtpsink) == ["no-tls"]
+    [problem] = smtpsink.assert_sent().bulk_sender_problems()
+    assert str(problem) == (
+        "error no-tls: the message was sent without TLS; Gmail and Yahoo require "
+        "TLS from bulk senders (test with a sink that has tls='starttls')"
+    )
+
+
+def test_mail_sent_without_the_starttls_offered_says_the_client_did_not_use_it(
+    tls_sink: Mailbox,
+) -> None:
+    # It said to test with a sink that has tls='starttls', which this has.
+    newsletter(tls_sink, tls=False)
+    [problem] = tls_sink.assert_sent().bulk_sender_problems()
+    assert str(problem) == (
+        "error no-tls: the message was sent without TLS; Gmail and Yahoo require "
+        "TLS from bulk senders (the sink offered STARTTLS and the client did not "
+        "use it: have it call starttls() before sending)"
+    )
 
 
 def test_a_signature_that_fails_says_why(tls_sink: Mailbox) -> None:
