@@ -1760,8 +1760,13 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
             yield Problem(
                 "8bit-in-7bit",
                 "error",
-                f"{content_type} has 8-bit bytes but its transfer encoding is 7bit; "
-                "declare 8bit, or use quoted-printable or base64",
+                f"{content_type} has 8-bit bytes but "
+                + (
+                    "its transfer encoding is 7bit"
+                    if "Content-Transfer-Encoding" in part
+                    else "no Content-Transfer-Encoding, so 7bit (RFC 2045 6.1)"
+                )
+                + "; declare 8bit, or use quoted-printable or base64",
                 part=path,
             )
         charset = part.get_param("charset")
@@ -1782,7 +1787,13 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
                     "readers will guess (add charset=utf-8)",
                     part=path,
                 )
-            elif disposition != "attachment" and "Content-Type" in part:
+            elif (
+                disposition != "attachment"
+                and "Content-Type" in part
+                # A bounce's copy of a header, whose type has no parameters
+                # (RFC 6522 4).
+                and content_type != "text/rfc822-headers"
+            ):
                 # Without any Content-Type, us-ascii is the rule (RFC 2045 5.2).
                 yield Problem(
                     "text-without-charset",

@@ -1038,6 +1038,35 @@ def test_an_rfc_2231_parameter_against_its_syntax_is_a_problem(
     assert found == ([problem] if problem else [])
 
 
+def test_8bit_bytes_with_no_transfer_encoding_say_none_was_declared() -> None:
+    # It said "its transfer encoding is 7bit" of a part that declared none.
+    declared = _MIME_HEAD + b"Content-Type: text/plain; charset=utf-8\r\n"
+    [problem] = lint(declared + b"\r\ncaf\xc3\xa9\r\n")
+    assert problem.message == (
+        "text/plain has 8-bit bytes but no Content-Transfer-Encoding, so 7bit "
+        "(RFC 2045 6.1); declare 8bit, or use quoted-printable or base64"
+    )
+    [problem] = lint(
+        declared + b"Content-Transfer-Encoding: 7bit\r\n\r\ncaf\xc3\xa9\r\n"
+    )
+    assert problem.message.startswith(
+        "text/plain has 8-bit bytes but its transfer encoding is 7bit; declare"
+    )
+
+
+def test_a_bounce_copy_of_a_header_needs_no_charset() -> None:
+    # text/rfc822-headers has no parameters (RFC 6522 4): every Postfix
+    # bounce had an info-level text-without-charset.
+    raw = (
+        _MIME_HEAD
+        + b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"'
+        b"\r\n\r\n--b\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+        b"Undeliverable.\r\n--b\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        b"Subject: original\r\n--b--\r\n"
+    )
+    assert [str(p) for p in lint(raw)] == []
+
+
 def test_raw_8bit_bytes_are_not_quoted_printable() -> None:
     """RFC 2045 6.7: quoted-printable is 7-bit; an 8-bit byte is written
     =XX. A part declared quoted-printable but holding raw UTF-8 (a mailer
