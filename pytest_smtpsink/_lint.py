@@ -741,6 +741,7 @@ def _check_addresses(ctx: _Context) -> Iterator[Problem]:
                 f"reads it as {joined!r} (mail would go there), stricter "
                 "readers refuse the address"
             )
+        context += _misplaced_dots(bad)
         yield Problem(
             "invalid-address",
             "error",
@@ -748,6 +749,33 @@ def _check_addresses(ctx: _Context) -> Iterator[Problem]:
             header=canonical,
         )
     yield from _check_sender(ctx.tree)
+
+
+def _misplaced_dots(address: str) -> str:
+    """Why ``address`` is not valid, if for its dots: RFC 5322 3.4.1's
+    dot-atom has no dot first, last or next to another, in the local part
+    (unquoted) or the domain (not a literal). Else nothing: the message
+    then shows the address alone."""
+    local, at, domain = address.rpartition("@")
+    said = []
+    if at and not local.startswith('"'):
+        said.append(("local part", local))
+    if at and not domain.startswith("["):
+        said.append(("domain", domain))
+    for part, text in said:
+        if text.startswith(".") or text.endswith(".") or ".." in text:
+            where = (
+                "begins with a dot"
+                if text.startswith(".")
+                else "ends with a dot"
+                if text.endswith(".")
+                else "has two dots in a row"
+            )
+            return (
+                f": its {part} {where}; RFC 5322 3.4.1 (dot-atom) puts a dot "
+                "only between two other characters"
+            )
+    return ""
 
 
 def _check_sender(tree: Compat32Message) -> Iterator[Problem]:

@@ -1067,6 +1067,25 @@ def test_a_bounce_copy_of_a_header_needs_no_charset() -> None:
     assert [str(p) for p in lint(raw)] == []
 
 
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("news@shop.example.", "its domain ends with a dot"),
+        (".ann@example.com", "its local part begins with a dot"),
+        ("ann..x@example.com", "its local part has two dots in a row"),
+        ("ann@.example.com", "its domain begins with a dot"),
+    ],
+)
+def test_an_address_with_a_misplaced_dot_says_so(address: str, why: str) -> None:
+    # It said "not valid" without saying why.
+    raw = HEAD.replace(b"ann@example.com", address.encode()) + b"\r\nx\r\n"
+    [problem] = lint(raw)
+    assert problem.message == (
+        f"To has an address that is not valid: {address!r}: {why}; RFC 5322 "
+        "3.4.1 (dot-atom) puts a dot only between two other characters"
+    )
+
+
 def test_raw_8bit_bytes_are_not_quoted_printable() -> None:
     """RFC 2045 6.7: quoted-printable is 7-bit; an 8-bit byte is written
     =XX. A part declared quoted-printable but holding raw UTF-8 (a mailer
