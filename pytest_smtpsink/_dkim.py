@@ -128,22 +128,10 @@ def a_labels(name: str) -> str:
         return name
 
 
-def publish_key(
-    domain: str,
-    selector: str = "s1",
-    *,
-    bits: int | None = None,
-    private_key: str | bytes | None = None,
-) -> str:
-    """Make an RSA key pair of ``bits`` (default `DEFAULT_KEY_BITS`), or
-    take ``private_key`` (PEM) as it is, publish its public half for
-    ``selector._domainkey.domain`` and return the private key PEM (PKCS#1,
-    ``BEGIN RSA PRIVATE KEY``, as dkimpy's ``dkim.sign`` wants). Giving
-    both ``bits`` and ``private_key`` is a ValueError: a key given has its
-    own size."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
+def _check_names(domain: object, selector: object) -> None:
+    """Raise TypeError or ValueError, saying why, unless ``domain`` and
+    ``selector`` are names a key can be published for (and a signature's
+    d= and s= could name)."""
     if not isinstance(domain, str):
         raise TypeError(f"domain must be a str such as 'example.com', got {domain!r}")
     if "@" in domain:
@@ -195,6 +183,25 @@ def publish_key(
             f"(such as 's1'), got {selector!r}: dkim_key publishes it at "
             f"'<selector>._domainkey.<domain>' itself"
         )
+
+
+def publish_key(
+    domain: str,
+    selector: str = "s1",
+    *,
+    bits: int | None = None,
+    private_key: str | bytes | None = None,
+) -> str:
+    """Make an RSA key pair of ``bits`` (default `DEFAULT_KEY_BITS`), or
+    take ``private_key`` (PEM) as it is, publish its public half for
+    ``selector._domainkey.domain`` and return the private key PEM (PKCS#1,
+    ``BEGIN RSA PRIVATE KEY``, as dkimpy's ``dkim.sign`` wants). Giving
+    both ``bits`` and ``private_key`` is a ValueError: a key given has its
+    own size."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    _check_names(domain, selector)
     if bits is not None and (isinstance(bits, bool) or not isinstance(bits, int)):
         raise TypeError(f"bits must be an int such as 2048, got {bits!r}")
     if private_key is None:
@@ -233,7 +240,25 @@ def publish_key(
                 f"key: {error}"
             ) from None
         if not isinstance(key, rsa.RSAPrivateKey):
-            raise ValueError("private_key must be an RSA private key (PEM)")
+            # Not DSA's class: importing it warns (deprecated).
+            from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+            kind = (
+                "an EC key"
+                if isinstance(key, ec.EllipticCurvePrivateKey)
+                else "another kind of key"
+            )
+            raise ValueError(
+                "private_key must be an RSA private key (PEM), "
+                + (
+                    "got an Ed25519 key: ed25519-sha256 signatures (RFC 8463) "
+                    "are not verified here; sign with an RSA key too, as RFC "
+                    "8463 has senders do, and publish that one"
+                    if isinstance(key, ed25519.Ed25519PrivateKey)
+                    else f"got {kind}: DKIM signs with RSA or Ed25519 keys "
+                    "(RFC 6376, RFC 8463)"
+                )
+            )
         if bits is not None:
             # Said, not ignored: a test asking for bits=4096 with a 2048-bit
             # key would check a key it does not have.
@@ -381,6 +406,10 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
                     else f"no key published for {name}: "
                     f"publish one with smtpsink.dkim_key({domain!r}, "
                     f"selector={selector!r})"
+                    if _publishable(domain, selector)
+                    # Undecodable bytes, a space: dkim_key would refuse it.
+                    else f"no key published for {name}, and none can be: "
+                    "its d= or s= is no domain name or selector"
                 )
             elif reason.startswith("public key too small"):
                 # dkimpy's "public key too small: 512", as a sentence.
@@ -441,6 +470,14 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
                 )
             )
     return tuple(results)
+
+
+def _publishable(domain: str, selector: str) -> bool:
+    try:
+        _check_names(domain, selector)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _body_length_warning(verifier: Any, fields: dict[bytes, bytes]) -> str:

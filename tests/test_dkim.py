@@ -576,6 +576,51 @@ def test_bad_arguments_are_named(smtpsink: Mailbox) -> None:
         smtpsink.dkim_key("shop.example", private_key=encrypted + public)
 
 
+def test_a_private_key_of_another_kind_is_named(smtpsink: Mailbox) -> None:
+    # It said "must be an RSA private key" alone, to a sender signing with
+    # ed25519 as RFC 8463 allows.
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    keys: list[tuple[ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey, str]]
+    keys = [
+        (
+            ed25519.Ed25519PrivateKey.generate(),
+            "got an Ed25519 key: ed25519-sha256 signatures (RFC 8463) are not "
+            "verified here; sign with an RSA key too",
+        ),
+        (
+            ec.generate_private_key(ec.SECP256R1()),
+            "got an EC key: DKIM signs with RSA or Ed25519 keys",
+        ),
+    ]
+    for key, said in keys:
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        expected = f"private_key must be an RSA private key (PEM), {said}"
+        with pytest.raises(ValueError, match=f"^{re.escape(expected)}"):
+            smtpsink.dkim_key("shop.example", private_key=pem)
+
+
+def test_a_signature_naming_no_publishable_domain_suggests_no_call(
+    smtpsink: Mailbox,
+) -> None:
+    # Its reason suggested dkim_key('\ufffd\ufffd\ufffd.example', ...), a call
+    # that raises.
+    raw = (
+        b"DKIM-Signature: v=1; a=rsa-sha256; d=\xed\xa0\x80.example; s=s1; "
+        b"h=from; bh=AAAA; b=AAAA\r\nFrom: news@shop.example\r\n\r\nx\r\n"
+    )
+    [result] = smtpsink.deliver(raw, to="ann@example.com").dkim
+    assert result.reason is not None
+    assert result.reason.endswith(
+        ", and none can be: its d= or s= is no domain name or selector"
+    )
+    assert "dkim_key(" not in result.reason
+
+
 @pytest.mark.parametrize("bits", [1024, 4096, 512])
 def test_bits_with_a_key_of_ones_own_is_an_error_not_ignored(
     smtpsink: Mailbox, bits: int
