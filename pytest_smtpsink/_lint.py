@@ -600,7 +600,15 @@ def _check_headers(ctx: _Context) -> Iterator[Problem]:
     for key in tree:
         counts[key.lower()] = counts.get(key.lower(), 0) + 1
     missing: tuple[tuple[str, str, Severity, str], ...] = (
-        ("Date", "missing-date", "error", "RFC 5322 requires it"),
+        (
+            "Date",
+            "missing-date",
+            "error",
+            # An error still: whether a server adds one is its setting
+            # (Postfix adds none for remote clients by default).
+            "RFC 5322 requires it (a submission server may add one, RFC 6409 "
+            "8.3: if the application relies on that, ignore='missing-date')",
+        ),
         ("From", "missing-from", "error", "RFC 5322 requires it"),
         (
             "Message-ID",
