@@ -1058,6 +1058,31 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._refuse(http.HTTPStatus.FORBIDDEN, why)
         return why is not None
 
+    def _other_site_refused(self, page: bool) -> bool:
+        """Refuses (403) a request that a page of another origin made the
+        browser send (``Sec-Fetch-Site``, which browsers add; ``Origin``):
+        it cannot read the answer, but it can time it, and /api/wait answers
+        at once only when a message matches (a reset token was read a
+        character at a time), and it can take the event streams and wait
+        slots of the user's own pages. A link to a ``page`` of the view,
+        followed in a tab, is fine; curl and scripts send neither header."""
+        site = self.headers.get("Sec-Fetch-Site")
+        if site not in ("cross-site", "same-site") and self._same_origin():
+            return False
+        if (
+            page
+            and self.headers.get("Sec-Fetch-Mode") == "navigate"
+            and self.headers.get("Sec-Fetch-Dest") == "document"
+        ):
+            return False
+        self._refuse(
+            http.HTTPStatus.FORBIDDEN,
+            "a request from a page of another origin: the live view answers "
+            "its own pages, links to them opened in a tab, and clients that "
+            "are no browser (curl, scripts)",
+        )
+        return True
+
     def _same_origin(self) -> bool:
         origin = self.headers.get("Origin")
         if origin is None:
@@ -1139,6 +1164,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         url = urllib.parse.urlsplit(self.path)
         parts = [p for p in url.path.split("/") if p]
+        page = not parts or (len(parts) == 2 and parts[0] == "messages")
+        if self._other_site_refused(page):
+            return
         inbox = self.server.inbox
         if not parts:
             self._send_html(live_page())
@@ -1212,9 +1240,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         if self._host_refused():
             return
-        if not self._same_origin():
-            self._refuse(http.HTTPStatus.FORBIDDEN, "a request from another origin")
-        elif urllib.parse.urlsplit(self.path).query:
+        if self._other_site_refused(page=False):
+            return
+        if urllib.parse.urlsplit(self.path).query:
             # "?id=2" deleted every message.
             self._refuse(
                 http.HTTPStatus.BAD_REQUEST,

@@ -520,11 +520,51 @@ def test_other_hosts_and_origins_are_refused(live: Callable[..., Live]) -> None:
     status, body = view.request(
         "/api/messages", "DELETE", {"Origin": "http://evil.example"}
     )
-    assert (status, json.loads(body)) == (
-        403,
-        {"error": "a request from another origin"},
-    )
+    refusal = {
+        "error": "a request from a page of another origin: the live view answers "
+        "its own pages, links to them opened in a tab, and clients that are no "
+        "browser (curl, scripts)"
+    }
+    assert (status, json.loads(body)) == (403, refusal)
     assert len(view.json("/api/messages")) == 1
+    # A page of another origin timed the answers it could not read (a wait
+    # answered at once only when a message matched), and took the streams
+    # of the user's pages: what the browser marks as sent for another site
+    # is refused, at once.
+    for site in ("cross-site", "same-site"):
+        for path in ("/api/wait?timeout=300&subject=x", "/events", "/app.js", "/"):
+            status, body = view.request(
+                path, headers={"Sec-Fetch-Site": site, "Sec-Fetch-Mode": "no-cors"}
+            )
+            assert (status, json.loads(body)) == (403, refusal), path
+    status, _ = view.request("/api/messages", headers={"Origin": "http://evil.example"})
+    assert status == 403
+    # A link to one of the view's pages, opened in a tab, is followed.
+    for path in ("/", "/messages/1"):
+        status, _ = view.request(
+            path,
+            headers={
+                "Sec-Fetch-Site": "cross-site",
+                "Sec-Fetch-Mode": "navigate",
+                "Sec-Fetch-Dest": "document",
+            },
+        )
+        assert status == 200, path
+    # Not in a frame of another site's page, nor for the API.
+    for path, dest in (("/messages/1", "iframe"), ("/api/messages", "document")):
+        status, _ = view.request(
+            path,
+            headers={
+                "Sec-Fetch-Site": "cross-site",
+                "Sec-Fetch-Mode": "navigate",
+                "Sec-Fetch-Dest": dest,
+            },
+        )
+        assert status == 403, path
+    # The view's own requests, and typed addresses, are answered.
+    for site in ("same-origin", "none"):
+        status, _ = view.request("/api/messages", headers={"Sec-Fetch-Site": site})
+        assert status == 200, site
     # localhost and the page's own origin are fine.
     assert len(view.json("/api/messages", Host=f"localhost:{view.http_port}")) == 1
     # So is loopback written as an IPv4-mapped IPv6 address (refused before

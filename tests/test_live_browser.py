@@ -681,6 +681,70 @@ def test_with_allow_remote_a_page_on_another_domain_reads_no_mail(
         view.sink.stop()
 
 
+@contextlib.contextmanager
+def _page_of_another_origin(markup: str) -> Iterator[str]:
+    """Serve ``markup`` at the address returned: another origin than the
+    view's (another port, and "localhost" where the view is 127.0.0.1)."""
+    import http.server
+
+    body = markup.encode()
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        yield f"http://localhost:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+def test_a_page_of_another_origin_cannot_time_the_views_answers(
+    driver: WebDriver, view: Live
+) -> None:
+    # The page cannot read an answer, but it could time one: /api/wait
+    # answered at once only when a message matched, and a page read a reset
+    # token a character at a time. Refused at once now, whatever matches. A
+    # link to the view's page, followed, still opens it.
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    view.send("Reset", b"Your link: https://app.example/reset?token=c0ffee")
+    view.json("/api/wait?subject=Reset")
+    from pytest_smtpsink._live import MAX_WAIT
+
+    assert MAX_WAIT > TIMEOUT * 10
+    never = f"{view.url}/api/wait?timeout={MAX_WAIT:g}&text=token%3Dnot-this"
+    markup = (
+        f'<a id="open" href="{view.url}/messages/1">the message</a><script>'
+        f'fetch("{never}", {{mode: "no-cors"}}).then('
+        '() => { document.title = "answered"; },'
+        '() => { document.title = "failed"; });</script>'
+    )
+    with _page_of_another_origin(markup) as address:
+        driver.get(address)
+        # Waited on for TIMEOUT: served, the wait would have held it for
+        # MAX_WAIT.
+        WebDriverWait(driver, TIMEOUT).until(ready.title_is("answered"))
+        driver.find_element(By.ID, "open").click()
+        WebDriverWait(driver, TIMEOUT).until(
+            ready.text_to_be_present_in_element((By.TAG_NAME, "body"), "token=c0ffee")
+        )
+
+
 def test_the_open_message_is_in_the_address(driver: WebDriver, view: Live) -> None:
     # Opening a message left the address as it was: a reload, Back or a
     # link shared lost it.
