@@ -768,6 +768,11 @@ def inert_links(markup: str) -> str:
     in the attribute (``&lt;link ...``), where no rewrite of the text can
     see it: a mail's frames keep no ``srcdoc``, and stay empty.
 
+    A link's ``href`` is another: Chromium connects to the host as the
+    mouse is pressed on it. Each ``<a>`` and ``<area>`` gets
+    ``href=#mail-link`` first, so the mail's own does not count (the
+    links are listed under the frame).
+
     A frame's ``src`` is no load CSP can stop early enough: Chromium
     resolves the name and connects (TLS, the name in its hello) before
     ``frame-src`` refuses the navigation. Every frame gets
@@ -781,7 +786,11 @@ def inert_links(markup: str) -> str:
     # So too a link's target: <base target=_blank> is only the default, and
     # a link of the mail's own target=_self navigated the frame, which the
     # page's frame-src refuses (the mail gave way to an error page).
-    markup = _ANCHOR_TAG.sub(r"<\1 target=_blank ", markup)
+    # And its href: Chromium connects to a link's host (TLS, the name in
+    # its hello) as the mouse is pressed on it, before any click and
+    # whatever the CSP and sandbox say; a sender's link host made for each
+    # reader learnt who read the mail. The links are listed under the frame.
+    markup = _ANCHOR_TAG.sub(r"<\1 target=_blank href=#mail-link ", markup)
     return _LINK_TAG.sub("<wbr data-was-link", markup)
 
 

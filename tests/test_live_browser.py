@@ -582,6 +582,8 @@ HINTED = (
     "iframe.tracker.example",
     "lazy-iframe.tracker.example",
     "anchor.tracker.example",
+    "held-link.tracker.example",
+    "held-map.tracker.example",
 )
 CONTROL = "dns-prefetch.control.example"
 
@@ -609,6 +611,13 @@ def test_resource_hints_in_mail_resolve_no_name(
             f'<iframe src="https://{HINTED[3]}/opened"></iframe>'
             f"<IFRAME loading=lazy src=//{HINTED[4]}/opened></IFRAME>"
             f'<a href="https://{HINTED[5]}/click">a link</a>'
+            # Pressed: Chromium connects to a link's host on the mouse's
+            # press, before any click (a sender's per-reader link host
+            # learnt who read it).
+            f'<p><a id="pressed" href="https://{HINTED[6]}/click">pressed</a></p>'
+            '<map name="m"><area id="area" shape="rect" coords="0,0,40,40" '
+            f'href="https://{HINTED[7]}/click"></map>'
+            '<img usemap="#m" width="40" height="40" alt="map">'
             '<p id="greeting">Hello</p>'
         ).encode(),
         Content_Type="text/html",
@@ -630,6 +639,13 @@ def test_resource_hints_in_mail_resolve_no_name(
             lambda d: d.execute_script("return document.readyState") == "complete"
         )
         assert driver.find_element(By.ID, "greeting").text == "Hello"
+        from selenium.webdriver.common.action_chains import ActionChains
+
+        for pressed in ("pressed", "area"):
+            target = driver.find_element(By.ID, pressed)
+            if pressed == "area":  # pressed where the map's image is
+                target = driver.find_element(By.CSS_SELECTOR, "img[usemap]")
+            ActionChains(driver).click_and_hold(target).release().perform()
         driver.switch_to.default_content()
         # The control: the same hint outside a mail, after it, is logged,
         # so a hint from the mail would have been too.
