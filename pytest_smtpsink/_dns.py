@@ -250,7 +250,7 @@ class DNSServer:
         if self._tcp is not None:
             self._tcp.close()
         for writer in list(self._tcp_writers):
-            writer.close()
+            _close(writer)
 
     # -- rules (test threads) ------------------------------------------------------
 
@@ -681,7 +681,7 @@ class DNSServer:
             for task in late:
                 task.cancel()
             self._tcp_writers.discard(writer)
-            writer.close()
+            _close(writer)
             self._store.touch()  # wakes a wait for the connection's end
 
     async def _late(
@@ -1480,3 +1480,13 @@ class DNSZone:
     def __repr__(self) -> str:
         mine = [r for r in self._server.rules if r.owner is self._owner]
         return f"<DNSZone {self.host}:{self.port} rules={len(mine)}>"
+
+
+def _close(writer: asyncio.StreamWriter) -> None:
+    """Close a TCP client's connection; cut it off if answers are still
+    unsent: a client that does not read never takes them, and a graceful
+    close would wait for ever (on uvloop, in the loop's close at the end)."""
+    if writer.transport.get_write_buffer_size():
+        writer.transport.abort()
+    else:
+        writer.close()

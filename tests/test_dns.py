@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import random
 import re
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import dns.exception
 import dns.flags
@@ -24,6 +26,7 @@ import dns.tsig
 import dns.tsigkeyring
 import pytest
 from conftest import unread_future_errors
+from test_event_loop import LOOPS
 
 from pytest_smtpsink import DNSZone, FaultError, Mailbox, SMTPSink
 
@@ -624,6 +627,38 @@ def test_a_sink_stops_at_once_with_a_delayed_answer_pending(transport: str) -> N
         "no answer",
         "NOERROR due after 3600s, never sent: the sink stopped first",
     )
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_sink_stops_at_once_with_answers_a_tcp_client_does_not_read(
+    loop: Literal["asyncio", "uvloop"],
+) -> None:
+    # More unread answers than the sockets' buffers hold: the stub closed
+    # the connection gracefully, which waits until they are sent. On uvloop
+    # stop() (at the latest the session's end) then hung for ever, in the
+    # loop's close; on asyncio the socket was left open (ResourceWarning).
+    # Cut off now.
+    sink = SMTPSink(event_loop=loop).start()
+    zone = sink.dns
+    zone.txt("big.example", "x" * 60_000)
+    query = dns.message.make_query("big.example", "TXT").to_wire()
+    with socket.socket() as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.settimeout(30)
+        client.connect((zone.host, zone.port))
+        client.sendall((len(query).to_bytes(2, "big") + query) * 100)
+        # Its answer (60 KB) is written in the step that records the query.
+        sink.wait_until(lambda: len(zone.queries) >= 1, timeout=30)
+        # In a thread: before, it never returned.
+        stopping = threading.Thread(target=sink.stop, daemon=True)
+        stopping.start()
+        stopping.join(30)
+        assert not stopping.is_alive()
+        gc.collect()  # an unclosed transport warns as it is freed
+        with contextlib.suppress(ConnectionResetError):
+            while client.recv(65536):  # what was sent, then the end
+                pass
+    assert {q.outcome for q in zone.queries} == {"NOERROR"}
 
 
 def test_a_late_answer_never_sent_says_so_and_keeps_the_other_notes(
