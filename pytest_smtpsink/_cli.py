@@ -543,12 +543,25 @@ class _Reporter:
         # Reported items need not stay in memory: a sink left running all
         # day should not grow (open sessions are kept in `_open`).
         self._follower = self.sink.follow()
+        self._console: _Console | None = None
+        if self.out is not None:
+            try:
+                descriptor = self.out.fileno()
+            except (OSError, ValueError):  # not a file (a test's StringIO)
+                pass
+            else:
+                self.out.flush()  # what was printed before comes first
+                encoding = getattr(self.out, "encoding", None) or "utf-8"
+                self._console = _Console(descriptor, encoding, self._output_failed)
 
     def say(self, line: str) -> None:
         if self._output_closed:
             return
         if self.out is None:  # started with stdout closed (`smtpsink >&-`)
             self._stop_output("standard output is closed")
+            return
+        if self._console is not None:
+            self._console.put(line)
             return
         try:
             try:
@@ -563,17 +576,30 @@ class _Reporter:
         except (OSError, ValueError) as error:
             if isinstance(error, ValueError) and not self.out.closed:
                 raise  # not about the output: the caller's last resort says it
-            # Windows says EINVAL for a pipe whose reader has gone.
-            if isinstance(error, BrokenPipeError) or (
-                sys.platform == "win32"
-                and getattr(error, "errno", None) == errno.EINVAL
-            ):
-                # `smtpsink | head`: whoever read the output has gone.
-                self._stop_output("output closed")
-            else:
-                # `> /dev/full`, a full disk, a closed file: what was not
-                # written cannot be written later in order either.
-                self._stop_output(f"cannot write the output ({plain_reason(error)})")
+            self._output_failed(error)
+
+    def close_output(self) -> None:
+        """Let the console's writer write what is left, for a while: an
+        output nobody reads does not hold the process (its mail is saved)."""
+        if self._console is not None:
+            self._console.close(self.OUTPUT_DRAIN)
+
+    #: Seconds the end waits for an output nobody reads to take what is left.
+    OUTPUT_DRAIN: ClassVar[float] = 2.0
+
+    def _output_failed(self, error: OSError | ValueError) -> None:
+        """Stop the output for ``error`` (any thread: the console's writer's
+        too), saying why."""
+        # Windows says EINVAL for a pipe whose reader has gone.
+        if isinstance(error, BrokenPipeError) or (
+            sys.platform == "win32" and getattr(error, "errno", None) == errno.EINVAL
+        ):
+            # `smtpsink | head`: whoever read the output has gone.
+            self._stop_output("output closed")
+        else:
+            # `> /dev/full`, a full disk, a closed file: what was not
+            # written cannot be written later in order either.
+            self._stop_output(f"cannot write the output ({plain_reason(error)})")
 
     def _stop_output(self, why: str) -> None:
         """Write no more, say so once, and serve on (saving, with --save-dir,
@@ -840,6 +866,94 @@ def _restore_wakeup_fd(fd: int) -> None:
         signal.set_wakeup_fd(fd)
 
 
+class _Console:
+    """Writes the output's lines on a thread of its own. An output nobody
+    reads (Ctrl-S in a terminal, a pipe into a pager left waiting, a log
+    collector that stalls) blocks whoever writes to it: the main thread,
+    which saves each message after printing the one before, saved no more
+    while its clients were still told 250, and no signal could stop it.
+    Lines beyond `LIMIT` not yet written are left out, and the output says
+    how many, once it is read again."""
+
+    #: Lines held for an output that is not read (a few megabytes).
+    LIMIT: ClassVar[int] = 20_000
+
+    def __init__(
+        self,
+        descriptor: int,
+        encoding: str,
+        on_error: Callable[[OSError], None],
+    ) -> None:
+        self._descriptor = descriptor
+        self._encoding = encoding
+        self._on_error = on_error
+        self._lines: list[str] = []
+        self._left_out = 0
+        self._writing = False
+        self._closing = False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(
+            target=self._run, name="smtpsink-output", daemon=True
+        )
+        self._thread.start()
+
+    def put(self, line: str) -> None:
+        with self._changed:
+            if self._closing:
+                return
+            if len(self._lines) >= self.LIMIT:
+                self._left_out += 1
+                return
+            self._lines.append(line)
+            self._changed.notify_all()
+
+    def close(self, timeout: float) -> None:
+        """Write what is held, waiting up to ``timeout`` seconds for an
+        output nobody reads; the writer, a daemon, then goes with the
+        process."""
+        with self._changed:
+            self._changed.wait_for(
+                lambda: not (self._lines or self._left_out or self._writing),
+                timeout,
+            )
+            self._closing = True
+            self._changed.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                self._writing = False
+                self._changed.notify_all()
+                self._changed.wait_for(
+                    lambda: self._lines or self._left_out or self._closing
+                )
+                if self._closing:
+                    return
+                lines, self._lines = self._lines, []
+                left_out, self._left_out = self._left_out, 0
+                self._writing = True
+            if left_out:  # they came after the lines held: the queue was full
+                lines.append(
+                    f"smtpsink: {plural(left_out, 'line')} of output left out: "
+                    "the output was not read (the mail was served and saved)"
+                )
+            data = "".join(line + "\n" for line in lines).encode(
+                self._encoding, "backslashreplace"
+            )
+            try:
+                written = 0
+                while written < len(data):
+                    written += os.write(self._descriptor, data[written:])
+            except OSError as error:
+                with self._changed:
+                    self._closing = True
+                    self._writing = False
+                    self._lines.clear()
+                    self._changed.notify_all()
+                self._on_error(error)
+                return
+
+
 def _warn(text: str) -> None:
     with contextlib.suppress(OSError):  # stderr closed too: nothing to tell
         print(f"smtpsink: {text}", file=sys.stderr, flush=True)
@@ -1058,6 +1172,7 @@ def _serve(
     try:
         return _Runner(sink, reporter, reading).run()
     finally:
+        reporter.close_output()
         if live is not None:
             live.stop()
         if args.quiet:

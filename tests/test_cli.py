@@ -27,6 +27,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 import types
 import urllib.request
 from pathlib import Path
@@ -581,6 +582,92 @@ def test_output_read_by_nobody_stops_no_mail(tmp_path: Path) -> None:
     ]
 
 
+@stops_with_signals
+def test_output_nobody_reads_holds_back_no_saving_and_no_stop(tmp_path: Path) -> None:
+    # Ctrl-S in a terminal, `smtpsink | less` left waiting, a stalled log
+    # collector: once the pipe was full the main thread waited on it, so
+    # the sink saved nothing more while telling its clients 250, and
+    # SIGTERM could not stop it (`docker stop` then killed it, the mail
+    # lost).
+    command = [sys.executable, "-m", "pytest_smtpsink", "--port", "0"]
+    proc = subprocess.Popen(
+        [*command, "--transcripts", "--save-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    messages = 300  # their transcripts are several times a pipe's 64 KB
+    try:
+        assert proc.stdout is not None
+        banner = "".join(proc.stdout.readline() for _ in range(3))
+        port = int(re.search(r"smtp://127\.0\.0\.1:(\d+)", banner)[1])  # type: ignore[index]
+        for number in range(messages):  # and from here on, nobody reads
+            with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as smtp:
+                smtp.sendmail(
+                    "app@example.com",
+                    ["ann@example.com"],
+                    f"Subject: {number}\r\n\r\n".encode(),
+                )
+        deadline = time.monotonic() + TIMEOUT
+        while (
+            len(saved := list(tmp_path.glob("*.eml"))) < messages
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.01)  # a poll of the other process's files, not a delay
+        assert len(saved) == messages
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(TIMEOUT)
+    finally:
+        if proc.poll() is None:  # pragma: no cover - a hang is the bug
+            proc.kill()
+        proc.communicate()
+    assert proc.returncode == 0
+
+
+def test_output_lines_past_the_limit_are_counted_once_it_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pytest_smtpsink._cli import _Console
+
+    monkeypatch.setattr(_Console, "LIMIT", 3)
+    reading, writing = os.pipe()
+    errors: list[OSError] = []
+    try:
+        filler = b"x" * 4096
+        os.set_blocking(writing, False)
+        for piece in (filler, b"x"):  # a pipe nobody reads: full to the byte
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    os.write(writing, piece)
+        os.set_blocking(writing, True)
+        console = _Console(writing, "utf-8", errors.append)
+        console.put("first")  # taken by the writer, which then waits
+        lines = [f"line {n}" for n in range(10)]
+        for line in lines:
+            console.put(line)
+        with os.fdopen(reading, "rb", closefd=False) as pipe:
+            read = b""
+            while b"left out" not in read:
+                read += pipe.read1(65536)
+            while not read.endswith(b"\n"):
+                read += pipe.read1(65536)
+        console.close(TIMEOUT)
+    finally:
+        os.close(reading)
+        os.close(writing)
+    shown = read.lstrip(b"x").decode().splitlines()
+    # Three lines held, the rest left out, counted: "first" among the three
+    # (the writer had not taken it yet), or taken, its write waiting.
+    held = 3 if shown[3] == "line 2" else 2
+    assert shown == [
+        "first",
+        *lines[:held],
+        f"smtpsink: {10 - held} lines of output left out: the output was not "
+        "read (the mail was served and saved)",
+    ]
+    assert errors == []
+
+
 #: Tries with a new free port when another process took the last one.
 PORT_ATTEMPTS = 3
 
@@ -1079,6 +1166,7 @@ def test_bad_argument_in_a_subprocess_is_a_usage_error() -> None:
 #: wherever the main thread is (at a time no test could pick).
 CTRL_C_WHILE_IMPORTING = """
 import sys
+import time
 
 class CtrlC:
     def find_spec(self, name, path=None, target=None):
