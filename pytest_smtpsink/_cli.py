@@ -1060,6 +1060,17 @@ def _banner(
         lines.append(f"saving messages and transcripts to {save_dir}")
     if live is not None:
         lines.append(f"live view on {live.url}{bound}")
+        if settings.allow_remote:
+            # Reachable from the network, and --auth may look like a lock.
+            lines.append(
+                "note: the live view asks for no login: whoever reaches it "
+                "reads all mail and can delete it"
+                + (
+                    " (--auth guards SMTP AUTH, POP3 and IMAP, not the view)"
+                    if isinstance(settings.auth, Mapping)
+                    else ""
+                )
+            )
     lines.append("press Ctrl-C to stop")
     return lines
 

@@ -964,9 +964,15 @@ def test_all_interfaces_give_a_connectable_verified_address(
 ) -> None:
     sink = start(
         "--host", "0.0.0.0", "--allow-remote", "--tls", "starttls", "--pop3", "0",
-        "--http", "0",
+        "--http", "0", "--auth", "ann@example.com:pw",
     )  # fmt: skip
     assert "(bound to 0.0.0.0: every interface)" in sink.banner[0]
+    # --auth is no lock on the view, which the network now reaches.
+    assert sink.in_banner(r"^note: the live view").string == (
+        "note: the live view asks for no login: whoever reaches it reads all "
+        "mail and can delete it (--auth guards SMTP AUTH, POP3 and IMAP, not "
+        "the view)"
+    )
     # A browser refuses http://0.0.0.0/: the view's address is loopback too.
     live_line = sink.in_banner(r"^live view on http://127\.0\.0\.1:(\d+)/ ")
     assert live_line.string.endswith("/ (bound to 0.0.0.0: every interface)")
