@@ -21,6 +21,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
+import difflib
 import errno
 import functools
 import gc
@@ -196,6 +197,9 @@ def _auth_entry(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smtpsink",
+        # "--save" was taken for --save-dir: a script relying on a prefix
+        # breaks once another option starts with it.
+        allow_abbrev=False,
         description=(
             "Run pytest-smtpsink's SMTP server in the foreground: it accepts every "
             "message, prints each session and message as it arrives and can save "
@@ -1095,7 +1099,25 @@ def _listen_advice(option: str, error: BaseException | None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the sink until SIGINT or SIGTERM; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # argparse names them, without the option that was meant.
+        options = [o for a in parser._actions for o in a.option_strings]
+        close = {
+            name: found[0]
+            for given in unknown
+            if given.startswith("--")
+            and (name := given.partition("=")[0])
+            and (found := difflib.get_close_matches(name, options, 1, 0.75))
+        }
+        hint = ", ".join(
+            repr(option) if len(close) == 1 else f"{option!r} for {name}"
+            for name, option in close.items()
+        )
+        parser.error(
+            f"unrecognized arguments: {' '.join(unknown)}"
+            + (f" (did you mean {hint}?)" if hint else "")
+        )
     settings = settings_from_args(parser, args)
     save_dir: str | None = args.save_dir
     if save_dir is not None:

@@ -1487,6 +1487,19 @@ def test_stopping_says_it_waits_for_the_relay(start: Callable[..., Sink]) -> Non
             "argument --imap: port 8025 is taken by --http",
         ),
         (["--port", "8025", "--http", "8025"], "argument --http: port 8025 is taken"),
+        # A slip of a letter gets the option meant; a prefix is no option
+        # ("--save" was taken for --save-dir).
+        (
+            ["--prot", "0"],
+            "unrecognized arguments: --prot 0 (did you mean '--port'?)\n",
+        ),
+        (
+            ["--tsl", "starttls", "--prot=0"],
+            "unrecognized arguments: --tsl starttls --prot=0 (did you mean "
+            "'--tls' for --tsl, '--port' for --prot?)\n",
+        ),
+        (["--save", "x"], "unrecognized arguments: --save x (did you mean '--save-"),
+        (["--port", "0", "extra"], "unrecognized arguments: extra\n"),
     ],
 )
 def test_bad_arguments_name_the_option(
