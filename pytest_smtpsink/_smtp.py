@@ -2029,6 +2029,11 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         if not auth_line and self.state.settings.auth is not None:
             # Whatever letters it holds ("oAuthpw", an OAuth token).
             raw = self._without_unknowable_password(raw)
+        if raw[:5].upper() == b"PASS ":
+            # A POP3 client at the SMTP port: its password, which no AUTH
+            # or table here knows to mask (aiosmtpd's log line too).
+            _STRAY.line, _STRAY.shown = raw.strip().upper(), raw[:5] + b"****"
+            raw = _STRAY.shown
         mask = self.state.mask_secrets
         if total > _MAX_SHOWN_LINE and mask is not None:
             # Masked whole, then cut: cut first, a password across the cut

@@ -625,6 +625,25 @@ def test_a_password_sent_as_a_command_is_not_echoed_to_the_client(
     assert "WR0NGPASSWORD" not in transcript
 
 
+def test_a_pop3_password_sent_to_the_smtp_port_is_masked(
+    smtpsink: Mailbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A POP3 client pointed at the SMTP port: on a sink that takes no
+    # logins nothing masked its PASS (transcripts, saved files, the
+    # standalone sink's output; aiosmtpd's log line).
+    import smtplib
+
+    caplog.set_level(logging.INFO, logger="mail.log")
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        code, text = client.docmd(f"PASS {PASSWORD}")
+    assert (code, text) == (500, b'Error: command "PASS" not recognized')
+    commands = [e.line for e in smtpsink.sessions[0].transcript if e.kind == "command"]
+    assert commands[0] == "PASS ****"
+    assert "PASS ****" in caplog.text
+    assert hostile_auth.leaks(caplog.text) == []
+    assert hostile_auth.leaks(smtpsink.sessions[0].format_transcript()) == []
+
+
 @pytest.mark.parametrize("logged_in", [False, True], ids=["before-login", "after"])
 def test_a_password_run_on_to_imap_login_is_neither_recorded_nor_echoed(
     smtpsink: Mailbox, logged_in: bool
