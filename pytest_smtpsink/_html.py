@@ -386,6 +386,17 @@ def safe_name(filename: str | None, index: int) -> str:
     one keeps its extension, which says what opens it. A Windows device
     name gets a ``_`` in front."""
     name = re.sub(r"[^\w.\-]+", "_", filename or "").strip("._")
+    stem, dot, extension = (filename or "").partition(".")
+    if (
+        dot
+        and name
+        and not re.sub(r"[^\w.\-]+", "_", stem).strip("._")
+        # A path ("../../etc/passwd") is no extension.
+        and not re.search(r"[/\\]", extension)
+    ):
+        # A stem of symbols alone ("\U0001f600.pdf"): its extension, which
+        # says what opens it, kept after a stand-in ("pdf" was saved as text).
+        name = f"attachment-{index}.{name}"
     if name.partition(".")[0].upper() in _WINDOWS_DEVICES:
         name = f"_{name}"
     if len(name) > _MAX_NAME or len(name.encode()) > _MAX_NAME_BYTES:

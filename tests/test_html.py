@@ -481,6 +481,12 @@ def test_with_two_sinks_the_index_says_whose_message_each_is(
         ("c" * 300 + "." + "d" * 40, ("c" * 300 + "." + "d" * 40)[:100]),
         (None, "attachment-3"),
         ("...", "attachment-3"),
+        # A stem of symbols alone keeps its extension ("pdf" was saved as
+        # text); a path is no extension.
+        ("\U0001f600.pdf", "attachment-3.pdf"),
+        ("\U0001f600\U0001f600.tar.gz", "attachment-3.tar.gz"),
+        ("...pdf", "attachment-3.pdf"),
+        ("\u65e5\u672c.pdf", "\u65e5\u672c.pdf"),
         # Windows device names: writing one would reach the device.
         ("CON", "_CON"),
         ("nul.txt", "_nul.txt"),
