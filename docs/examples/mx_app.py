@@ -25,6 +25,12 @@ class TemporaryFailure(Exception):
     """Try again later (a 4xx, SERVFAIL, a timeout, no MX host reachable)."""
 
 
+class MaybeDelivered(TemporaryFailure):
+    """The connection was lost after the message was sent, before the
+    reply: the server may have it. Retry later at the same host, not at
+    the next MX (the message could arrive twice)."""
+
+
 class PermanentFailure(Exception):
     """Do not retry: bounce the message (a 5xx, NXDOMAIN, a null MX)."""
 
@@ -48,6 +54,19 @@ class PartialDelivery(Exception):
         self.failed = failed
         reasons = "; ".join(f"{rcpt}: {error}" for rcpt, error in failed.items())
         super().__init__(f"not delivered to {len(failed)} recipients: {reasons}")
+
+
+class _Client(smtplib.SMTP):
+    """smtplib's client, knowing whether the message's content went out:
+    a connection lost after that may have delivered it."""
+
+    content_sent = False
+
+    def send(self, s: bytes | str) -> None:
+        super().send(s)
+        # What data() sends: the content and its final dot, in one call.
+        if isinstance(s, bytes) and s.endswith(b"\r\n.\r\n"):
+            self.content_sent = True
 
 
 class MXDelivery:
@@ -164,6 +183,8 @@ class MXDelivery:
         for host, port in mx_hosts:
             try:
                 return host, self._deliver_to_host(host, port, sender, recipients, raw)
+            except MaybeDelivered:
+                raise
             except TemporaryFailure as error:
                 errors.append(str(error))  # next MX
         raise TemporaryFailure(f"{domain}: no MX host took it: {'; '.join(errors)}")
@@ -171,13 +192,16 @@ class MXDelivery:
     def _deliver_to_host(
         self, host: str, port: int, sender: str, recipients: list[str], raw: bytes
     ) -> dict[str, tuple[int, bytes]]:
-        """The recipients refused; TemporaryFailure: try the next MX host."""
+        """The recipients refused; TemporaryFailure: try the next MX host
+        (MaybeDelivered: do not)."""
         unreachable = []
         for address in self.addresses_of(host):
+            client: _Client | None = None
             try:
-                with smtplib.SMTP(
+                client = _Client(
                     address, port, local_hostname=self.helo, timeout=self.timeout
-                ) as client:
+                )
+                with client:
                     return client.sendmail(sender, recipients, raw)
             except smtplib.SMTPConnectError as error:
                 # A greeting that turns the client away (421, or 554 "no
@@ -199,5 +223,14 @@ class MXDelivery:
                     raise PermanentFailure(f"{host}: {codes}") from None
                 raise TemporaryFailure(f"{host}: {codes}") from None
             except (OSError, smtplib.SMTPException) as error:
+                if client is not None and client.content_sent:
+                    # No reply to the content: the server may have the
+                    # message (RFC 5321 6.1). Sent elsewhere, it could
+                    # arrive twice: retry later, here, as Postfix defers.
+                    raise MaybeDelivered(
+                        f"{host}: the connection was lost after the message "
+                        f"was sent ({error or type(error).__name__}): it may "
+                        "have been delivered"
+                    ) from None
                 unreachable.append(f"{address}: {error}")  # its next address
         raise TemporaryFailure(f"{host}: {'; '.join(unreachable)}")

@@ -8,6 +8,7 @@ import socket
 import dns.resolver
 import pytest
 from mx_app import (
+    MaybeDelivered,
     MXDelivery,
     NoPortForHost,
     PartialDelivery,
@@ -161,6 +162,24 @@ def test_falls_back_to_the_second_mx_when_the_first_is_down(smtpsink, smtpsink_f
 
     assert used == {"partner.example": "mx2.partner.example"}
     smtpsink.assert_sent(1, rcpt_to="bob@partner.example")
+
+
+def test_a_reply_lost_after_the_message_is_not_sent_elsewhere(
+    smtpsink, smtpsink_factory
+):
+    backup = smtpsink_factory(hostname="backup.test")
+    smtpsink.dns.mx("partner.example", [(10, smtpsink), (20, backup)])
+    # The first MX keeps the message and drops the connection before its
+    # reply: sent to the second, the recipient would have it twice.
+    smtpsink.disconnect("EOD", store=True)
+
+    with pytest.raises(MaybeDelivered, match="it may have been delivered"):
+        mx_delivery(smtpsink.dns).deliver(
+            "list@forwarder.example", ["bob@partner.example"], RAW
+        )
+
+    smtpsink.assert_sent(1, rcpt_to="bob@partner.example")
+    backup.assert_nothing_sent()
 
 
 def test_null_mx_is_a_permanent_failure(smtpsink):
