@@ -370,7 +370,8 @@ class DNSServer:
         except Exception as error:
             # Not only DNSException: whatever the parser raises on a query
             # it cannot read, the client gets an answer and the stub goes on.
-            reason = str(error) or type(error).__name__
+            # One line: dnspython's text may hold a line break.
+            reason = " ".join(str(error).split()) or type(error).__name__
             self._note(transport, peer, "FORMERR", f"malformed: {reason}")
             return _Plan(_bare_reply(data, dns.rcode.FORMERR))
         if query.had_tsig:
@@ -1223,8 +1224,9 @@ class DNSZone:
 
         Each string (str, as UTF-8, or bytes) is one of the record's
         character-strings: ``txt(name, "a", "b")`` is one record of two. A
-        string longer than 255 bytes (a DKIM key) is split into 255-byte
-        pieces, as DNS requires, and a reader joins them back.
+        string longer than 255 bytes (a DKIM key) is split into pieces of
+        at most 255 bytes, as DNS requires (a str between two characters,
+        so that each piece decodes alone), and a reader joins them back.
         """
         __tracebackhide__ = True
         owner = _owner_name(name)
@@ -1248,7 +1250,7 @@ class DNSZone:
                         else ""
                     )
                 )
-            pieces.extend(data[i : i + 255] for i in range(0, len(data), 255) or [0])
+            pieces.extend(_pieces(data, whole_characters=isinstance(text, str)))
         # The answer must fit in one DNS message (65,535 bytes over TCP):
         # the header, the question and the record's own fields besides. A
         # larger one was taken, and every query for it went unanswered.
@@ -1490,3 +1492,19 @@ def _close(writer: asyncio.StreamWriter) -> None:
         writer.transport.abort()
     else:
         writer.close()
+
+
+def _pieces(data: bytes, whole_characters: bool) -> list[bytes]:
+    """``data`` in character-strings of at most 255 bytes (one empty one
+    for no data); with ``whole_characters``, none ends inside a UTF-8
+    character."""
+    pieces: list[bytes] = []
+    start = 0
+    while start < len(data) or not pieces:
+        end = min(start + 255, len(data))
+        if whole_characters and end < len(data):
+            while end > start + 1 and data[end] & 0xC0 == 0x80:  # a continuation
+                end -= 1
+        pieces.append(data[start:end])
+        start = end
+    return pieces

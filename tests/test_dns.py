@@ -171,6 +171,21 @@ def test_txt_records_longer_than_255_bytes_are_split(smtpsink: Mailbox) -> None:
     assert texts(resolver.resolve("partner.example", "TXT")) == ['"v=spf1 -all"']
 
 
+def test_a_long_text_is_split_between_two_characters(smtpsink: Mailbox) -> None:
+    # Cut at 255 bytes, a "\u2713" fell across two strings: joined, the text
+    # was right, but a reader decoding each string failed.
+    text = "x" + "h\u00e9llo w\u00f6rld \u2713" * 30  # a cut at 255: in a "\u2713"
+    zone = smtpsink.dns
+    zone.txt("note.partner.example", text)
+    (record,) = zone.resolver().resolve("note.partner.example", "TXT")
+    assert "".join(s.decode() for s in record.strings) == text
+    assert all(len(s) <= 255 for s in record.strings)
+    # Bytes are bytes: split where 255 falls.
+    zone.txt("raw.partner.example", text.encode())
+    (record,) = zone.resolver().resolve("raw.partner.example", "TXT")
+    assert [len(s) for s in record.strings] == [255, 255, 1]
+
+
 def test_a_txt_record_too_big_for_a_dns_message_is_refused(smtpsink: Mailbox) -> None:
     # Taken, it left every query for it unanswered, recorded as a malformed
     # query with an internal error.
