@@ -78,6 +78,9 @@ MXTarget = Union["Mailbox", "SMTPSink", str]
 
 _TTL = 0  # nothing a resolver or an application may cache between tests
 _TCP_IDLE = 10.0  # seconds a TCP client may sit between queries
+#: Bytes of delayed answers a TCP connection may hold unread (16 of the
+#: largest): past them, its client reads none, and it is cut off.
+_LATE_WAITING_MAX = 16 * 65_537
 _TCP_SEND_BUFFER = 128 * 1024
 _KEEP_QUERIES = 10_000
 _HINT_LISTED = 5  # lookups a failure report lists; it is a hint, not a log
@@ -696,8 +699,19 @@ class DNSServer:
             raise
         if writer.is_closing():
             self.unsent(plan, self._why_unsent("its TCP connection closed first"))
-        else:
-            writer.write(framed)
+            return
+        writer.write(framed)
+        waiting = writer.transport.get_write_buffer_size()
+        if waiting > _LATE_WAITING_MAX:
+            # Written when due, without waiting for the client to read: one
+            # that pipelines queries and reads none had every answer held
+            # here (2000 of 60 KB: 90 MB), its connection never cut.
+            self.cut_short(
+                writer.get_extra_info("peername"),
+                f"closed: the client read no answer while {waiting} bytes of "
+                "delayed answers waited",
+            )
+            writer.transport.abort()
 
     def _why_unsent(self, otherwise: str) -> str:
         return "the sink stopped first" if self._closed else otherwise

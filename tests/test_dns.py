@@ -676,6 +676,38 @@ def test_a_sink_stops_at_once_with_answers_a_tcp_client_does_not_read(
     assert {q.outcome for q in zone.queries} == {"NOERROR"}
 
 
+def test_delayed_answers_a_tcp_client_does_not_read_cut_it_off(
+    smtpsink: Mailbox,
+) -> None:
+    # Written when due without waiting for the client to read: 2000 such
+    # answers of 60 KB held 90 MB, and the connection was never cut.
+    zone = smtpsink.dns
+    zone.txt("big.example", "x" * 60_000)
+    smtpsink.delay("DNS:TXT", 0.01)
+    query = dns.message.make_query("big.example", "TXT").to_wire()
+    with socket.socket() as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.settimeout(30)
+        client.connect((zone.host, zone.port))
+        client.sendall((len(query).to_bytes(2, "big") + query) * 100)
+
+        def cut() -> bool:
+            return any(
+                q.note.startswith("closed: the client read no") for q in zone.queries
+            )
+
+        smtpsink.wait_until(cut, timeout=30)
+        with contextlib.suppress(ConnectionResetError):
+            while client.recv(65536):  # what was sent, then the end
+                pass
+    (note,) = [q.note for q in zone.queries if q.outcome == "ignored"]
+    assert re.fullmatch(
+        r"closed: the client read no answer while \d+ bytes of delayed answers "
+        r"waited",
+        note,
+    )
+
+
 def test_a_late_answer_never_sent_says_so_and_keeps_the_other_notes(
     smtpsink: Mailbox,
 ) -> None:
