@@ -20,6 +20,8 @@ import functools
 import importlib
 import ipaddress
 import os
+import re
+import socket
 import ssl
 import threading
 import weakref
@@ -719,7 +721,41 @@ def _server_context(settings: SinkSettings, connect_host: str) -> ssl.SSLContext
         return settings.load_server_context()
     from ._tls import authority
 
-    return authority().server_context(connect_host)
+    names: tuple[str, ...] = ()
+    if settings.allow_remote:
+        # Reached from the network (a container, another machine): clients
+        # name the sink by its hostname setting, the machine's name or one
+        # of its addresses, and the throwaway certificate covered loopback
+        # only, so none could verify it.
+        names = _names_of_this_machine(settings.hostname, settings.host)
+    return authority().server_context(connect_host, names)
+
+
+#: A name a certificate can hold as a DNS name.
+_DNS_NAME = re.compile(
+    r"(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+)
+
+
+def _names_of_this_machine(hostname: str, host: str) -> tuple[str, ...]:
+    """The sink's ``hostname`` setting, the machine's names and addresses
+    (best effort: a lookup that fails adds nothing), and ``host`` unless it
+    is a wildcard."""
+    found = [hostname, socket.gethostname(), socket.getfqdn()]
+    with contextlib.suppress(OSError, UnicodeError):
+        found += socket.gethostbyname_ex(socket.gethostname())[2]
+    if not ipaddress.ip_address(host).is_unspecified:
+        found.append(host)
+    names = []
+    for name in found:
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            if not _DNS_NAME.fullmatch(name):
+                continue  # "[192.0.2.1]" as a hostname, an odd machine name
+        names.append(name)
+    return tuple(dict.fromkeys(names))
 
 
 def new_event_loop(uvloop: bool) -> asyncio.AbstractEventLoop:

@@ -292,16 +292,23 @@ class _Authority:
                 self.ca.cert_pem.write_to_path(self._ca_file)
         return self._ca_file
 
-    def server_context(self, host: str = "127.0.0.1") -> ssl.SSLContext:
+    def server_context(
+        self, host: str = "127.0.0.1", names: tuple[str, ...] = ()
+    ) -> ssl.SSLContext:
         """A server context with a certificate that covers ``host``, the
-        address clients are told to connect to, as well as loopback."""
+        address clients are told to connect to, and ``names`` (those of a
+        sink the network reaches), as well as loopback."""
         leaf = self.leaf
-        if host not in _LOOPBACK_NAMES:
+        covered = tuple(
+            dict.fromkeys(n for n in (host, *names) if n not in _LOOPBACK_NAMES)
+        )
+        if covered:
+            key = " ".join(covered)
             with _lock:
-                leaf = self._leaves.get(host) or self.ca.issue_cert(
-                    host, *_LOOPBACK_NAMES
+                leaf = self._leaves.get(key) or self.ca.issue_cert(
+                    *covered, *_LOOPBACK_NAMES
                 )
-                self._leaves[host] = leaf
+                self._leaves[key] = leaf
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         leaf.configure_cert(context)
         return context

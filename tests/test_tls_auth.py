@@ -1654,3 +1654,37 @@ def test_commands_sent_before_the_starttls_handshake_are_discarded_and_logged(
         record.getMessage()
     )
     assert "evil" not in record.getMessage()
+
+
+def _starttls_naming(sink: SMTPSink, name: str) -> None:
+    """STARTTLS over loopback, verifying the certificate for ``name``, as
+    a client of another machine that names the sink so would."""
+    with socket.create_connection(("127.0.0.1", sink.port), timeout=30) as raw:
+        with raw.makefile("rb") as replies:
+            assert replies.readline().startswith(b"220")
+            raw.sendall(b"EHLO client.example\r\n")
+            while not replies.readline().startswith(b"250 "):
+                pass
+            raw.sendall(b"STARTTLS\r\n")
+            assert replies.readline().startswith(b"220")
+        context = ssl.create_default_context(cafile=sink.ca_path)
+        with context.wrap_socket(raw, server_hostname=name):
+            pass  # the handshake verified the name
+
+
+def test_a_sink_the_network_reaches_has_a_certificate_for_its_names() -> None:
+    # With allow_remote (a container, a machine of the network) the
+    # throwaway certificate covered loopback only: a client that named the
+    # sink by its hostname setting (a compose service) or the machine's
+    # name failed to verify it.
+    with SMTPSink(
+        host="0.0.0.0", allow_remote=True, tls="starttls", hostname="mail.compose.test"
+    ) as sink:
+        for name in ("mail.compose.test", socket.gethostname(), "127.0.0.1"):
+            _starttls_naming(sink, name)
+    # On loopback alone, no other name.
+    with (
+        SMTPSink(tls="starttls", hostname="mail.compose.test") as sink,
+        pytest.raises(ssl.SSLCertVerificationError, match="mismatch"),
+    ):
+        _starttls_naming(sink, "mail.compose.test")
