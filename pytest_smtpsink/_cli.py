@@ -824,7 +824,12 @@ class _Reporter:
             size + sum(len(message.raw) for message in session.messages),
             count + len(session.messages),
         )
-        if self.save_dir is not None:
+        # Not a connection that said nothing (a health check's probe every
+        # few seconds left a file each): its line on the console says it.
+        said = session.tls_error is not None or any(
+            exchange.kind != "greeting" for exchange in session.transcript
+        )
+        if self.save_dir is not None and said:
             self._save(
                 functools.partial(write_session, number=number, session=session),
                 f"the transcript of session {number}",

@@ -438,6 +438,22 @@ def test_save_dir_writes_the_bytes_as_sent(
 
 
 @stops_with_signals
+def test_a_connection_that_says_nothing_leaves_no_transcript_file(
+    start: Callable[..., Sink], tmp_path: Path
+) -> None:
+    # A health check's probe every few seconds left a file each (17,280 a
+    # day); the console line still says it came.
+    sink = start("--save-dir", str(tmp_path))
+    socket.create_connection(("127.0.0.1", sink.port), timeout=TIMEOUT).close()
+    sink.expect(r"session 1 closed")
+    with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+        smtp.noop()  # a probe that speaks is kept
+    sink.expect(r"session 2 closed")
+    sink.stop()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["session-0002.txt"]
+
+
+@stops_with_signals
 def test_save_dir_that_goes_away_is_made_again_or_reported(
     start: Callable[..., Sink], tmp_path: Path
 ) -> None:
