@@ -216,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     where = parser.add_argument_group("where to listen")
     where.add_argument(
         "--host",
+        metavar="ADDRESS",
         default=DEFAULT_HOST,
         help="IP address to bind (default: %(default)s). Addresses other than "
         "loopback need --allow-remote.",
@@ -237,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     smtp = parser.add_argument_group("SMTP behaviour")
     smtp.add_argument(
         "--hostname",
+        metavar="NAME",
         default=DEFAULT_HOSTNAME,
         help="name in the 220 greeting and the EHLO reply (default: %(default)s)",
     )
