@@ -639,6 +639,10 @@ class DNSServer:
             if size is None and not begun and late:
                 with contextlib.suppress(Exception):
                     await asyncio.gather(*late)
+            if size is None and not begun:
+                # Done sending, maybe still reading (a half-close): what is
+                # buffered goes out before the close, which would cut it.
+                await _flushed(writer)
             if size is not None:
                 self.cut_short(peer, f"connection closed after {got} of {size} bytes")
             elif begun:
@@ -1522,3 +1526,12 @@ def _pieces(data: bytes, whole_characters: bool) -> list[bytes]:
         pieces.append(data[start:end])
         start = end
     return pieces
+
+
+async def _flushed(writer: asyncio.StreamWriter) -> None:
+    """Wait, up to the idle limit, until ``writer`` has sent everything it
+    holds (drain() alone waits only until it holds less than 64 KiB)."""
+    if writer.transport.get_write_buffer_size():
+        writer.transport.set_write_buffer_limits(high=0)
+        with contextlib.suppress(Exception):  # gone, or too slow: cut then
+            await asyncio.wait_for(writer.drain(), _TCP_IDLE)
