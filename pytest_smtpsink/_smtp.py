@@ -2026,14 +2026,14 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             if _is_auth_line(decoded):
                 raw = mask_auth(decoded).encode("utf-8", "surrogateescape")
                 self._after_auth = auth_line = True
-        if not auth_line and self.state.settings.auth is not None:
-            # Whatever letters it holds ("oAuthpw", an OAuth token).
-            raw = self._without_unknowable_password(raw)
-        if raw[:5].upper() == b"PASS ":
+        if raw[:4].upper() == b"PASS" and raw[4:5] in (b" ", b"\t"):
             # A POP3 client at the SMTP port: its password, which no AUTH
-            # or table here knows to mask (aiosmtpd's log line too).
+            # or table here may know to mask (aiosmtpd's log lines too).
             _STRAY.line, _STRAY.shown = raw.strip().upper(), raw[:5] + b"****"
             raw = _STRAY.shown
+        elif not auth_line and self.state.settings.auth is not None:
+            # Whatever letters it holds ("oAuthpw", an OAuth token).
+            raw = self._without_unknowable_password(raw)
         mask = self.state.mask_secrets
         if total > _MAX_SHOWN_LINE and mask is not None:
             # Masked whole, then cut: cut first, a password across the cut

@@ -625,23 +625,37 @@ def test_a_password_sent_as_a_command_is_not_echoed_to_the_client(
     assert "WR0NGPASSWORD" not in transcript
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"auth": AUTH, "auth_plaintext": True},
+        {"auth": "any", "auth_plaintext": True},
+    ],
+    ids=["no-logins", "table", "any"],
+)
 def test_a_pop3_password_sent_to_the_smtp_port_is_masked(
-    smtpsink: Mailbox, caplog: pytest.LogCaptureFixture
+    smtpsink_factory: Factory,
+    caplog: pytest.LogCaptureFixture,
+    settings: dict[str, object],
 ) -> None:
     # A POP3 client pointed at the SMTP port: on a sink that takes no
     # logins nothing masked its PASS (transcripts, saved files, the
-    # standalone sink's output; aiosmtpd's log line).
+    # standalone sink's output; aiosmtpd's log lines), nor one after a tab.
     import smtplib
 
-    caplog.set_level(logging.INFO, logger="mail.log")
-    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+    sink = smtpsink_factory(**settings)
+    caplog.set_level(logging.DEBUG, logger="mail.log")
+    with smtplib.SMTP(sink.host, sink.port) as client:
         code, text = client.docmd(f"PASS {PASSWORD}")
-    assert (code, text) == (500, b'Error: command "PASS" not recognized')
-    commands = [e.line for e in smtpsink.sessions[0].transcript if e.kind == "command"]
-    assert commands[0] == "PASS ****"
+        client.docmd(f"PASS\t{PASSWORD}")
+    assert code == 500
+    assert hostile_auth.leaks(text.decode()) == []
+    commands = [e.line for e in sink.sessions[0].transcript if e.kind == "command"]
+    assert commands[:2] == ["PASS ****", "PASS\\x09****"]
     assert "PASS ****" in caplog.text
     assert hostile_auth.leaks(caplog.text) == []
-    assert hostile_auth.leaks(smtpsink.sessions[0].format_transcript()) == []
+    assert hostile_auth.leaks(sink.sessions[0].format_transcript()) == []
 
 
 @pytest.mark.parametrize("logged_in", [False, True], ids=["before-login", "after"])
