@@ -17,6 +17,7 @@ was reporting, so a message is never half written to the save directory.
 from __future__ import annotations
 
 import argparse
+import codecs
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -896,12 +897,17 @@ class _Console:
         on_error: Callable[[OSError], None],
     ) -> None:
         self._descriptor = descriptor
-        self._encoding = encoding
+        # Incremental: an encoding with a BOM (utf-8-sig) writes it once.
+        self._encoder = codecs.getincrementalencoder(encoding)("backslashreplace")
+        # What a text stdout writes for "\n" there.
+        self._newline = "\r\n" if sys.platform == "win32" else "\n"
         self._on_error = on_error
         self._lines: list[str] = []
         self._left_out = 0
         self._writing = False
         self._closing = False
+        #: Bytes written so far: progress, for `close`.
+        self._written = 0
         self._changed = threading.Condition()
         self._thread = threading.Thread(
             target=self._run, name="smtpsink-output", daemon=True
@@ -919,14 +925,22 @@ class _Console:
             self._changed.notify_all()
 
     def close(self, timeout: float) -> None:
-        """Write what is held, waiting up to ``timeout`` seconds for an
-        output nobody reads; the writer, a daemon, then goes with the
-        process."""
+        """Write what is held, as long as the output takes some of it in
+        every ``timeout`` seconds; for one nobody reads, the writer (a
+        daemon) then goes with the process."""
         with self._changed:
-            self._changed.wait_for(
-                lambda: not (self._lines or self._left_out or self._writing),
-                timeout,
-            )
+            while True:
+                written = self._written
+                if self._changed.wait_for(
+                    lambda: (
+                        self._closing
+                        or not (self._lines or self._left_out or self._writing)
+                    ),
+                    timeout,
+                ):
+                    break
+                if self._written == written:  # nothing taken for `timeout`
+                    break
             self._closing = True
             self._changed.notify_all()
 
@@ -946,15 +960,16 @@ class _Console:
             if left_out:  # they came after the lines held: the queue was full
                 lines.append(
                     f"smtpsink: {plural(left_out, 'line')} of output left out: "
-                    "the output was not read (the mail was served and saved)"
+                    "the output was not read (the sink served on meanwhile)"
                 )
-            data = "".join(line + "\n" for line in lines).encode(
-                self._encoding, "backslashreplace"
-            )
+            data = self._encoder.encode("".join(line + self._newline for line in lines))
             try:
                 written = 0
                 while written < len(data):
-                    written += os.write(self._descriptor, data[written:])
+                    step = os.write(self._descriptor, data[written:])
+                    written += step
+                    with self._changed:
+                        self._written += step
             except OSError as error:
                 with self._changed:
                     self._closing = True
@@ -1320,6 +1335,9 @@ class _Runner:
             f"{plural(self.reporter.sessions, 'session')}"
             + (f" ({reading} POP3/IMAP)" if reading else "")
         )
+        # While a second Ctrl-C still quits at once (not a KeyboardInterrupt
+        # out of main(), once the handlers are set back).
+        self.reporter.close_output()
         return 0
 
     def _start_reading(self) -> list[ReadSideEndpoint] | None:

@@ -672,15 +672,16 @@ def test_output_lines_past_the_limit_are_counted_once_it_is_read(
         os.close(reading)
         os.close(writing)
     shown = read.lstrip(b"x").decode().splitlines()
-    # Three lines held, the rest left out, counted: "first" among the three
-    # (the writer had not taken it yet), or taken, its write waiting.
-    held = 3 if shown[3] == "line 2" else 2
-    assert shown == [
-        "first",
-        *lines[:held],
-        f"smtpsink: {10 - held} lines of output left out: the output was not "
-        "read (the mail was served and saved)",
-    ]
+    # What the writer took before its write waited ("first", and maybe a
+    # line or two more), then the three held, then the count of the rest,
+    # whatever moment the writer woke at.
+    *written, note = shown
+    assert written == ["first", *lines[: len(written) - 1]]
+    assert note == (
+        f"smtpsink: {11 - len(written)} lines of output left out: the output "
+        "was not read (the sink served on meanwhile)"
+    )
+    assert len(written) >= 3  # at least the three held
     assert errors == []
 
 
