@@ -1118,6 +1118,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Content-Security-Policy", CSP)
         self.send_header("Referrer-Policy", "no-referrer")
+        # A page of another site that opened one in a window could read its
+        # number of frames (whether a message has an HTML part): it gets
+        # no handle on the window.
+        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
         super().end_headers()
 
     def _send_html(
@@ -1164,7 +1168,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         url = urllib.parse.urlsplit(self.path)
         parts = [p for p in url.path.split("/") if p]
-        page = not parts or (len(parts) == 2 and parts[0] == "messages")
+        # Pages and downloads (a raw message, an attachment) a link in a
+        # chat may open: followed as a top-level navigation.
+        page = (
+            not parts
+            or (len(parts) == 2 and parts[0] == "messages")
+            or (
+                len(parts) == 4
+                and parts[:2] == ["api", "messages"]
+                and parts[3] == "raw"
+            )
+            or (
+                len(parts) == 5
+                and parts[:2] == ["api", "messages"]
+                and parts[3] == "attachments"
+            )
+        )
         if self._other_site_refused(page):
             return
         inbox = self.server.inbox

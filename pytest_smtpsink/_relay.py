@@ -325,6 +325,10 @@ def parse_upstream(url: str) -> Upstream:
             )
     else:
         password = urllib.parse.unquote(password) if password is not None else None
+    if username and not has_utf8_form(urllib.parse.unquote(username)):
+        raise ValueError(
+            "the URL's user name is not valid Unicode text (a lone surrogate)"
+        )
     if password is not None and not has_utf8_form(password):
         # AUTH could not send it, nor could its masks be made.
         raise ValueError(

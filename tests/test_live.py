@@ -539,8 +539,9 @@ def test_other_hosts_and_origins_are_refused(live: Callable[..., Live]) -> None:
             assert (status, json.loads(body)) == (403, refusal), path
     status, _ = view.request("/api/messages", headers={"Origin": "http://evil.example"})
     assert status == 403
-    # A link to one of the view's pages, opened in a tab, is followed.
-    for path in ("/", "/messages/1"):
+    # A link to one of the view's pages or downloads, opened in a tab, is
+    # followed.
+    for path in ("/", "/messages/1", "/api/messages/1/raw"):
         status, _ = view.request(
             path,
             headers={

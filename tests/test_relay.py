@@ -1268,6 +1268,8 @@ def test_a_relay_password_that_is_no_text_is_refused_naming_its_source(
     )
     with pytest.raises(SettingsError, match="password \\(in the URL\\) is not valid"):
         SinkSettings(relay="smtp://ann:p\udcffw@127.0.0.1:2525", relay_to=".*")
+    with pytest.raises(SettingsError, match="user name is not valid Unicode"):
+        SinkSettings(relay="smtp://\udcffann:pw@127.0.0.1:2525", relay_to=".*")
 
 
 def test_a_relay_password_from_the_environment_logs_in_and_never_shows(
