@@ -209,6 +209,9 @@ def bulk_sender_problems(
             for exchange in message.session.replies_to("EHLO")
             for line in exchange.replies
         )
+        helo_only = not message.session.replies_to("EHLO") and bool(
+            message.session.replies_to("HELO")
+        )
         problems.append(
             Problem(
                 "no-tls",
@@ -219,6 +222,10 @@ def bulk_sender_problems(
                     "(the sink offered STARTTLS and the client did not use it: "
                     "have it call starttls() before sending)"
                     if offered
+                    else "(the client greeted with HELO, which is offered no "
+                    "STARTTLS: have it send EHLO and call starttls(), on a sink "
+                    "that has tls='starttls')"
+                    if helo_only
                     else "(test with a sink that has tls='starttls')"
                 ),
             )

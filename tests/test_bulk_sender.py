@@ -236,6 +236,21 @@ def test_mail_sent_without_tls_fails_the_tls_rule(smtpsink: Mailbox) -> None:
     )
 
 
+def test_mail_sent_after_helo_says_helo_is_offered_no_starttls(
+    tls_sink: Mailbox,
+) -> None:
+    newsletter(tls_sink, tls=False)
+    raw = tls_sink.assert_sent().raw
+    with smtplib.SMTP(tls_sink.host, tls_sink.port) as client:
+        client.helo()  # no extension list, so no STARTTLS (RFC 5321 4.1.1.1)
+        client.sendmail("news@shop.example", ["ann@example.com"], raw)
+    [problem] = tls_sink.messages[-1].bulk_sender_problems()
+    assert problem.message.endswith(
+        "(the client greeted with HELO, which is offered no STARTTLS: have it "
+        "send EHLO and call starttls(), on a sink that has tls='starttls')"
+    )
+
+
 def test_mail_sent_without_the_starttls_offered_says_the_client_did_not_use_it(
     tls_sink: Mailbox,
 ) -> None:
