@@ -11,7 +11,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import dns.exception
@@ -644,6 +644,29 @@ def test_a_sink_stops_at_once_with_a_delayed_answer_pending(transport: str) -> N
     )
 
 
+@contextlib.contextmanager
+def _asking_for_big_answers(zone: DNSZone, count: int) -> Iterator[socket.socket]:
+    """A TCP client with a small receive buffer that sent ``count`` queries
+    for a 60 KB TXT record (published here) and has read nothing yet."""
+    zone.txt("big.example", "x" * 60_000)
+    query = dns.message.make_query("big.example", "TXT").to_wire()
+    with socket.socket() as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.settimeout(30)
+        client.connect((zone.host, zone.port))
+        client.sendall((len(query).to_bytes(2, "big") + query) * count)
+        yield client
+
+
+def _read_to_the_end(client: socket.socket) -> bytes:
+    """What the client is sent until the connection ends (or is reset)."""
+    received = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := client.recv(65536):
+            received += chunk
+    return received
+
+
 @pytest.mark.parametrize("loop", LOOPS)
 def test_a_sink_stops_at_once_with_answers_a_tcp_client_does_not_read(
     loop: Literal["asyncio", "uvloop"],
@@ -655,13 +678,7 @@ def test_a_sink_stops_at_once_with_answers_a_tcp_client_does_not_read(
     # Cut off now.
     sink = SMTPSink(event_loop=loop).start()
     zone = sink.dns
-    zone.txt("big.example", "x" * 60_000)
-    query = dns.message.make_query("big.example", "TXT").to_wire()
-    with socket.socket() as client:
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        client.settimeout(30)
-        client.connect((zone.host, zone.port))
-        client.sendall((len(query).to_bytes(2, "big") + query) * 100)
+    with _asking_for_big_answers(zone, 100) as client:
         # Its answer (60 KB) is written in the step that records the query.
         sink.wait_until(lambda: len(zone.queries) >= 1, timeout=30)
         # In a thread: before, it never returned.
@@ -670,9 +687,7 @@ def test_a_sink_stops_at_once_with_answers_a_tcp_client_does_not_read(
         stopping.join(30)
         assert not stopping.is_alive()
         gc.collect()  # an unclosed transport warns as it is freed
-        with contextlib.suppress(ConnectionResetError):
-            while client.recv(65536):  # what was sent, then the end
-                pass
+        _read_to_the_end(client)  # what was sent, then the end
     assert {q.outcome for q in zone.queries} == {"NOERROR"}
 
 
@@ -685,20 +700,12 @@ def test_a_tcp_client_done_asking_gets_every_answer_it_reads(
     # connection (a client that never reads must be cut; this one reads).
     with SMTPSink(event_loop=loop) as sink:
         zone = sink.dns
-        zone.txt("big.example", "x" * 60_000)
-        query = dns.message.make_query("big.example", "TXT").to_wire()
-        with socket.socket() as client:
-            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            client.settimeout(30)
-            client.connect((zone.host, zone.port))
-            client.sendall((len(query).to_bytes(2, "big") + query) * 4)
+        with _asking_for_big_answers(zone, 4) as client:
             client.shutdown(socket.SHUT_WR)
             # Every answer written (more than the buffers hold) before the
             # client reads a byte.
             sink.wait_until(lambda: len(zone.queries) == 4, timeout=30)
-            received = b""
-            while chunk := client.recv(65536):
-                received += chunk
+            received = _read_to_the_end(client)
     size = int.from_bytes(received[:2], "big")
     assert len(received) == 4 * (2 + size)
 
@@ -710,14 +717,8 @@ def test_delayed_answers_a_tcp_client_does_not_read_cut_it_off() -> None:
     # answers are noted as never sent after it, not in the next test.)
     with SMTPSink() as sink:
         zone = sink.dns
-        zone.txt("big.example", "x" * 60_000)
         sink.delay("DNS:TXT", 0.01)
-        query = dns.message.make_query("big.example", "TXT").to_wire()
-        with socket.socket() as client:
-            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            client.settimeout(30)
-            client.connect((zone.host, zone.port))
-            client.sendall((len(query).to_bytes(2, "big") + query) * 100)
+        with _asking_for_big_answers(zone, 100) as client:
 
             def cut() -> bool:
                 return any(
@@ -726,9 +727,7 @@ def test_delayed_answers_a_tcp_client_does_not_read_cut_it_off() -> None:
                 )
 
             sink.wait_until(cut, timeout=30)
-            with contextlib.suppress(ConnectionResetError):
-                while client.recv(65536):  # what was sent, then the end
-                    pass
+            _read_to_the_end(client)
     (note,) = [q.note for q in zone.queries if q.outcome == "ignored"]
     assert re.fullmatch(
         r"closed: the client read no answer while \d+ bytes of delayed answers "
