@@ -1128,9 +1128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         close = {
             name: found[0]
             for given in unknown
-            if given.startswith("--")
+            if given.startswith("-")
             and (name := given.partition("=")[0])
-            and (found := difflib.get_close_matches(name, options, 1, 0.75))
+            # "-port" for "--port" too.
+            and (probe := name if name.startswith("--") else "-" + name)
+            and (found := difflib.get_close_matches(probe, options, 1, 0.75))
         }
         hint = ", ".join(
             repr(option) if len(close) == 1 else f"{option!r} for {name}"

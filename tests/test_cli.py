@@ -1517,6 +1517,7 @@ def test_stopping_says_it_waits_for_the_relay(start: Callable[..., Sink]) -> Non
         ),
         (["--save", "x"], "unrecognized arguments: --save x (did you mean '--save-"),
         (["--port", "0", "extra"], "unrecognized arguments: extra\n"),
+        (["-port", "0"], "unrecognized arguments: -port 0 (did you mean '--port'?)"),
     ],
 )
 def test_bad_arguments_name_the_option(
