@@ -195,8 +195,14 @@ def _auth_entry(text: str) -> str:
     return text
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    def option_names(self) -> list[str]:
+        """Every option it takes, each spelling (``-q``, ``--quiet``)."""
+        return [name for action in self._actions for name in action.option_strings]
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(
         prog="smtpsink",
         # "--save" was taken for --save-dir: a script relying on a prefix
         # breaks once another option starts with it.
@@ -1124,7 +1130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         # argparse names them, without the option that was meant.
-        options = [o for a in parser._actions for o in a.option_strings]
+        options = parser.option_names()
         close = {
             name: found[0]
             for given in unknown
