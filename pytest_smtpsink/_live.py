@@ -781,6 +781,14 @@ def host_of(header: str) -> str | None:
     return name
 
 
+def as_sent(text: str) -> str:
+    """A request's path or header for a message: http.server reads the
+    bytes as Latin-1 ("²" came out "Â²"), so as UTF-8 again, and cut at
+    200 characters (a path of 5,000 digits was echoed whole)."""
+    text = text.encode("latin-1", "replace").decode("utf-8", "replace")
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
 class HostCheck:
     """Which ``Host`` headers the live view answers.
 
@@ -819,7 +827,7 @@ class HostCheck:
                 "no Host header: the view answers only requests that say "
                 f"which host they are for (see {ALLOW_HOST_OPTION})"
             )
-        shown = header if len(header) <= 200 else header[:200] + "..."
+        shown = as_sent(header)
         host = host_of(header)
         if host is None:
             return (
@@ -1148,10 +1156,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         message = self.server.inbox.get(number) if number is not None else None
         if message is None:
             if page is None:
-                self._refuse(http.HTTPStatus.NOT_FOUND, f"no message {text!r}")
+                self._refuse(http.HTTPStatus.NOT_FOUND, f"no message {as_sent(text)!r}")
             else:
                 note = (
-                    f'<p class="note">No message {_e(printable(text))} here: it was '
+                    f'<p class="note">No message {_e(printable(as_sent(text)))} here: it was '
                     "deleted, let go as newer mail came, or came before the sink "
                     'was started again. <a href="/">All messages</a></p>'
                 )
@@ -1249,7 +1257,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif parts == ["api", "wait"]:
             self._wait(urllib.parse.parse_qs(url.query, keep_blank_values=True))
         else:
-            self._refuse(http.HTTPStatus.NOT_FOUND, f"no such page: {url.path}")
+            self._refuse(
+                http.HTTPStatus.NOT_FOUND, f"no such page: {as_sent(url.path)}"
+            )
 
     def do_HEAD(self) -> None:
         """GET's headers without its body (``curl -I``); `_send` and

@@ -472,12 +472,34 @@ def _raw_get(view: Live, target: bytes, host: bytes = b"127.0.0.1") -> int:
     """The status of ``GET target`` sent as these bytes (urllib and
     http.client would refuse to send a malformed request); a connection
     closed without an answer fails the test."""
+    return _raw_answer(view, target, host)[0]
+
+
+def _raw_answer(
+    view: Live, target: bytes, host: bytes = b"127.0.0.1"
+) -> tuple[int, bytes]:
+    """`_raw_get`'s status, and the body."""
     with socket.create_connection(("127.0.0.1", view.http_port), TIMEOUT) as client:
         client.sendall(b"GET " + target + b" HTTP/1.0\r\nHost: " + host + b"\r\n\r\n")
         response = http.client.HTTPResponse(client)
         response.begin()
-        response.read()
-        return response.status
+        return response.status, response.read()
+
+
+def test_a_refusal_shows_what_was_sent_as_utf8_and_cut(
+    live: Callable[..., Live],
+) -> None:
+    # http.server reads a request's bytes as Latin-1: "²" was said "Â²", and
+    # a path of 5,000 digits was echoed whole.
+    view = live()
+    status, body = _raw_answer(view, "/api/messages/\u00b2".encode())
+    assert (status, json.loads(body)) == (404, {"error": "no message '\u00b2'"})
+    status, body = _raw_answer(view, b"/" + b"9" * 5000)
+    assert status == 404
+    assert json.loads(body) == {"error": "no such page: /" + "9" * 199 + "..."}
+    status, body = _raw_answer(view, b"/api/messages", "l\u0131calhost".encode())
+    assert status == 403
+    assert json.loads(body)["error"].startswith("Host 'l\u0131calhost' is ")
 
 
 def test_what_is_no_message_number_is_not_found(live: Callable[..., Live]) -> None:
