@@ -22,7 +22,6 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
-import difflib
 import errno
 import functools
 import gc
@@ -57,7 +56,7 @@ from ._settings import (
     parse_size,
     parse_whole,
 )
-from ._text import clock, format_address, plural, printable
+from ._text import clock, close_names, format_address, plural, printable
 from ._tls import standalone_spelling
 
 if TYPE_CHECKING:
@@ -1130,15 +1129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         # argparse names them, without the option that was meant.
-        options = parser.option_names()
+        names = [given.partition("=")[0] for given in unknown if given[:1] == "-"]
+        # "-port" for "--port" too.
+        probes = {name if name[:2] == "--" else "-" + name: name for name in names}
         close = {
-            name: found[0]
-            for given in unknown
-            if given.startswith("-")
-            and (name := given.partition("=")[0])
-            # "-port" for "--port" too.
-            and (probe := name if name.startswith("--") else "-" + name)
-            and (found := difflib.get_close_matches(probe, options, 1, 0.75))
+            probes[probe]: option
+            for probe, option in close_names(probes, parser.option_names()).items()
         }
         hint = ", ".join(
             repr(option) if len(close) == 1 else f"{option!r} for {name}"

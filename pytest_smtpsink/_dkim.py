@@ -424,7 +424,8 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
         if verified and b"l" in fields:
             warnings = (_body_length_warning(verifier, fields),)
         if verified:
-            unsigned = _unsigned_shown_headers(raw, headers)
+            instances = _header_counts(raw)
+            unsigned = _unsigned_shown_headers(instances, headers)
             if unsigned:
                 them = "it" if len(unsigned) == 1 else "them"
                 warnings += (
@@ -433,7 +434,7 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
                     "it would still verify (RFC 6376 5.4.1 recommends signing "
                     f"{them}); add {them} to h=",
                 )
-            for name, have, signs in _partly_signed_shown_headers(raw, headers):
+            for name, have, signs in _partly_signed_shown_headers(instances, headers):
                 warnings += (
                     f"it signs {signs} of the {have} {name} headers the message "
                     "has, from the bottom up (RFC 6376 5.4.2): the top one, which "
@@ -622,16 +623,22 @@ _SHOWN_HEADERS = ("Subject", "Date", "To", "Cc", "Reply-To")
 _FIELD_START = re.compile(rb"^([!-9;-~]+)[ \t]*:", re.MULTILINE)
 
 
-def _partly_signed_shown_headers(
-    raw: bytes, signed: tuple[str, ...]
-) -> list[tuple[str, int, int]]:
-    """``(name, instances, signed)`` for each of the `_SHOWN_HEADERS` that
-    ``raw`` has more often than ``h=`` (``signed``) names it, at least once:
-    a Subject added above the signed one verifies, and is the one shown."""
+def _header_counts(raw: bytes) -> dict[str, int]:
+    """How often each header field (by its lower-case name) is in ``raw``."""
     counts: dict[str, int] = {}
     for match in _FIELD_START.finditer(_head(raw)):
         name = match.group(1).decode("ascii").lower()
         counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _partly_signed_shown_headers(
+    counts: dict[str, int], signed: tuple[str, ...]
+) -> list[tuple[str, int, int]]:
+    """``(name, instances, signed)`` for each of the `_SHOWN_HEADERS` that
+    the message (its `_header_counts`) has more often than ``h=``
+    (``signed``) names it, at least once: a Subject added above the signed
+    one verifies, and is the one shown."""
     return [
         (name, counts[name.lower()], signs)
         for name in _SHOWN_HEADERS
@@ -639,18 +646,16 @@ def _partly_signed_shown_headers(
     ]
 
 
-def _unsigned_shown_headers(raw: bytes, signed: tuple[str, ...]) -> list[str]:
-    """The `_SHOWN_HEADERS` that ``raw`` has and ``h=`` (``signed``, lower
-    case) leaves out: a signature over From alone verifies after anyone
-    rewrote the Subject."""
-    present = {
-        match.group(1).decode("ascii").lower()
-        for match in _FIELD_START.finditer(_head(raw))
-    }
+def _unsigned_shown_headers(
+    counts: dict[str, int], signed: tuple[str, ...]
+) -> list[str]:
+    """The `_SHOWN_HEADERS` that the message (its `_header_counts`) has and
+    ``h=`` (``signed``, lower case) leaves out: a signature over From alone
+    verifies after anyone rewrote the Subject."""
     return [
         name
         for name in _SHOWN_HEADERS
-        if name.lower() in present and name.lower() not in signed
+        if name.lower() in counts and name.lower() not in signed
     ]
 
 

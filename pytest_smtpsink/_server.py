@@ -20,7 +20,6 @@ import functools
 import importlib
 import ipaddress
 import os
-import re
 import socket
 import ssl
 import threading
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 from ._faults import Fault, Faults
 from ._listening import LoopUnavailable, listen
 from ._mailbox import Mailbox
-from ._settings import SinkSettings
+from ._settings import SinkSettings, is_domain_name
 from ._smtp import ServerState
 from ._store import Follower, Store
 from ._text import format_address, shown_argument
@@ -731,13 +730,6 @@ def _server_context(settings: SinkSettings, connect_host: str) -> ssl.SSLContext
     return authority().server_context(connect_host, names)
 
 
-#: A name a certificate can hold as a DNS name.
-_DNS_NAME = re.compile(
-    r"(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
-    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-)
-
-
 def _names_of_this_machine(hostname: str, host: str) -> tuple[str, ...]:
     """The sink's ``hostname`` setting, the machine's names and addresses
     (best effort: a lookup that fails adds nothing), and ``host`` unless it
@@ -752,7 +744,7 @@ def _names_of_this_machine(hostname: str, host: str) -> tuple[str, ...]:
         try:
             ipaddress.ip_address(name)
         except ValueError:
-            if not _DNS_NAME.fullmatch(name):
+            if not is_domain_name(name):
                 continue  # "[192.0.2.1]" as a hostname, an odd machine name
         names.append(name)
     return tuple(dict.fromkeys(names))

@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from ._credentials import has_utf8_form
-from ._text import meant, shown_argument, shown_number
+from ._text import close_names, meant, shown_argument, shown_number
 
 if TYPE_CHECKING:
     # Imported where used: pytest loads this module for the plugin in every
@@ -98,6 +98,12 @@ def _valid_hostname(name: str) -> bool:
         except ValueError:
             return False
         return address.version == version
+    return is_domain_name(name)
+
+
+def is_domain_name(name: str) -> bool:
+    """Labels of 1 to 63 letters, digits and hyphens, 253 characters in all,
+    a final dot allowed."""
     bare = name.removesuffix(".")
     return 0 < len(bare) <= 253 and all(map(_LABEL.fullmatch, bare.split(".")))
 
@@ -282,15 +288,9 @@ class SinkSettings:
         """A copy with ``changes`` applied (and validated)."""
         unknown = sorted(set(changes) - _FIELD_NAMES)
         if unknown:
-            import difflib
-
             # A slip of a letter or two (max_sise, hostnme) gets the name
             # meant; the whole list follows anyway.
-            meant = {
-                name: close[0]
-                for name in unknown
-                if (close := difflib.get_close_matches(name, _FIELD_NAMES, 1, 0.75))
-            }
+            meant = close_names(unknown, sorted(_FIELD_NAMES))
             hint = ", ".join(
                 field if len(unknown) == 1 else f"{field} for {name!r}"
                 for name, field in meant.items()

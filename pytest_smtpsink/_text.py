@@ -15,7 +15,7 @@ import ipaddress
 import os
 import re
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 # What could break a printed line or fool a reader: C0 and C1 controls (ESC
 # starts terminal escape sequences, VT/FF/FS/GS/RS/NEL split lines for
@@ -170,6 +170,16 @@ def meant(value: object, choices: Sequence[str]) -> str:
         difflib.get_close_matches(value.lower(), choices, 1, 0.75)
     )
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def close_names(given: Iterable[str], choices: Sequence[str]) -> dict[str, str]:
+    """For each of ``given`` close to one of ``choices`` (a slip of a letter
+    or two), the one meant: for unknown settings and options."""
+    return {
+        name: close[0]
+        for name in given
+        if (close := difflib.get_close_matches(name, choices, 1, 0.75))
+    }
 
 
 def an(noun: str) -> str:
