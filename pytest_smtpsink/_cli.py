@@ -537,17 +537,20 @@ class _Reporter:
     read_sessions: int = 0
     _follower: Follower | None = None
     _open: dict[int, tuple[int, Session]] = dataclasses.field(default_factory=dict)
+    #: When an open session's last message came: the store no longer keeps
+    #: a session's messages on it once they are reported.
+    _last_mail: dict[int, datetime.datetime] = dataclasses.field(default_factory=dict)
     # Messages whose relay outcome is still to be printed.
     _relaying: list[Message] = dataclasses.field(default_factory=list)
     _output_closed: bool = False
     #: Another run took the save directory: nothing more is saved there.
     _save_lost: bool = False
-    #: Bytes and messages of the sessions closed since the last collection.
+    #: Bytes and messages reported since the last collection.
     _unreclaimed: tuple[int, int] = (0, 0)
-    #: A message and its session refer to each other, so the mail the store
-    #: forgot is freed by the cyclic garbage collector alone, whose full runs
-    #: follow the number of objects made: a 20 MB message makes few, and a
-    #: sink fed large mail grew by all of it. Past either bound, `_reclaim`.
+    #: Mail the store forgot that is held in reference cycles is freed by
+    #: the cyclic garbage collector alone, whose full runs follow the
+    #: number of objects made: a 20 MB message makes few, and a sink fed
+    #: large mail grew by all of it. Past either bound, `_reclaim`.
     RECLAIM_BYTES: ClassVar[int] = 32 * 1024 * 1024
     RECLAIM_MESSAGES: ClassVar[int] = 1000
 
@@ -667,8 +670,12 @@ class _Reporter:
                 [s for s in new_sessions if s.protocol == "SMTP"],
                 numbers,
             )
+        size, count = self._unreclaimed
         for message, relay in zip(new_messages, relays, strict=True):
             self.messages += 1
+            size, count = size + len(message.raw), count + 1
+            if id(message.session) in self._open:
+                self._last_mail[id(message.session)] = message.received_at
             events.append(
                 (
                     # After its session's opening, if the clock stepped back.
@@ -678,17 +685,18 @@ class _Reporter:
                     functools.partial(self._message, message, relay),
                 )
             )
+        self._unreclaimed = (size, count)
         smtp_ended = False
         for key in ended:
             number, session = self._open.pop(key)
+            last_mail = self._last_mail.pop(key, None)
             smtp_ended = smtp_ended or session.protocol == "SMTP"
             at = session.ended_at or session.started_at
             # After its opening and its last message, even if the clock
             # stepped back.
             at = max(at, session.started_at)
-            mail = session.messages
-            if mail:
-                at = max(at, mail[-1].received_at)
+            if last_mail is not None:
+                at = max(at, last_mail)
             events.append(
                 (at, 2, number, functools.partial(self._closed, number, session))
             )
@@ -760,6 +768,7 @@ class _Reporter:
         for number, session in self._open.values():
             self._closed(number, session)
         self._open.clear()
+        self._last_mail.clear()
 
     def _save(self, write: Callable[[Path], Path], what: str) -> Path | None:
         """Write into the save directory (made again if it was removed, e.g.
@@ -825,13 +834,6 @@ class _Reporter:
             self._relaying.append(message)
 
     def _closed(self, number: int, session: Session) -> None:
-        # Its mail becomes garbage once reported (a message and its session
-        # refer to each other: see RECLAIM_BYTES).
-        size, count = self._unreclaimed
-        self._unreclaimed = (
-            size + sum(len(message.raw) for message in session.messages),
-            count + len(session.messages),
-        )
         # Not a connection that said nothing (a health check's probe every
         # few seconds left a file each): its line on the console says it.
         said = session.tls_error is not None or any(
@@ -999,7 +1001,7 @@ def _session_header(number: int, session: Session) -> str:
     if session.auth is not None:
         outcome = "ok" if session.auth.success else "failed"
         auth = f"{session.auth.mechanism} {session.auth.username or '?'} {outcome}"
-    count = len(session.messages)
+    count = session.message_count
     end: str = session.end or "server-closed"
     if session.tls_error is not None:
         end += ": " + standalone_spelling(session.tls_error)

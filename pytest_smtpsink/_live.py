@@ -130,7 +130,9 @@ class Inbox:
             # others show with their mail), and a session holds all its
             # messages: kept, the last 1000 connections of a batch sender
             # held 100,000 messages, not 1000 (222 MB and growing).
-            self._sessions = [s for s in (*self._sessions, *sessions) if not s.messages]
+            self._sessions = [
+                s for s in (*self._sessions, *sessions) if not s.message_count
+            ]
             del self._sessions[: max(0, len(self._sessions) - self._keep)]
             if len(self._numbers) > 4 * self._keep:
                 # Bounded by what the page can show: the sessions kept here
@@ -515,7 +517,7 @@ def list_fragment(
             " · "
             f"{clock(message.received_at)[:-4]}</span></a></li>"
         )
-    unfinished = [s for s in sessions if not s.messages]
+    unfinished = [s for s in sessions if not s.message_count]
     extra = ""
     if unfinished:
         extra = "<h2>Connections without a message</h2>" + "".join(

@@ -564,7 +564,7 @@ class SMTPSink(Mailbox):
         Unlike `Mailbox.clear`, this empties every mailbox of this sink.
         """
         super().clear()
-        self._store.discard_before(self._cursor, from_sessions=True)
+        self._store.discard_before(self._cursor, from_sessions=True, new_test=True)
 
     @overload
     def serve_mailboxes(
@@ -642,7 +642,7 @@ class SMTPSink(Mailbox):
         it when a test opens its first mailbox). Objects a test still holds
         stay readable. A relaying sink's next message goes on a new upstream
         connection: the upstream's view of this test then has its session."""
-        self._store.discard_before(view._cursor, from_sessions=True)
+        self._store.discard_before(view._cursor, from_sessions=True, new_test=True)
         # A new era: views made before it are refused (`Mailbox._check_ended`).
         self._test_era += 1
         view._era = self._test_era

@@ -355,6 +355,11 @@ class Session:
         self._auth_attempts: list[AuthInfo] = []
         self._transcript: list[Exchange] = []
         self._messages: list[Message] = []
+        # Every message, those since dropped from `_messages` too; of them,
+        # those of earlier tests (or before `clear()`), which `summary`
+        # leaves out as the test's reports do.
+        self._message_count = 0
+        self._earlier_messages = 0
 
     # -- read side -------------------------------------------------------
 
@@ -390,6 +395,13 @@ class Session:
         current test (or since ``SMTPSink.clear()``): earlier ones are dropped
         with the rest of the earlier tests' mail."""
         return tuple(self._messages)
+
+    @property
+    def message_count(self) -> int:
+        """How many messages this connection delivered since it opened,
+        those `messages` no longer holds included (an earlier test's, on a
+        connection kept open from test to test)."""
+        return self._message_count
 
     @property
     def auth_attempts(self) -> tuple[AuthInfo, ...]:
@@ -490,7 +502,8 @@ class Session:
 
     def summary(self) -> str:
         """One line, the same in every report: peer, EHLO name, TLS, the
-        authenticated user, the number of messages and how it ended.
+        authenticated user, the number of messages (on a connection kept
+        open from test to test, the current test's) and how it ended.
 
         Client input is escaped, and it never waits on a TLS handshake
         under way (unlike `tls`): reports must not stall.
@@ -511,7 +524,7 @@ class Session:
         return printable(
             f"{format_address(*self.peer[:2])} ehlo={self.ehlo!r} "
             f"tls={'yes' if self._tls else 'no'} "
-            f"auth={who} messages={len(self._messages)} "
+            f"auth={who} messages={self._message_count - self._earlier_messages} "
             f"end={state}"
         )
 

@@ -136,6 +136,7 @@ class Store:
         test that waited for either finds it in both."""
         with self._lock:
             message.session._messages.append(message)
+            message.session._message_count += 1
             self._messages.append(message)
             mail = self._mail
             if mail is not None:
@@ -285,7 +286,10 @@ class Store:
             return (*self.carried, *kept)
 
     def discard_before(
-        self, cursor: tuple[int, int], from_sessions: bool = False
+        self,
+        cursor: tuple[int, int],
+        from_sessions: bool = False,
+        new_test: bool = False,
     ) -> None:
         """Forget what came before ``cursor`` so memory stays bounded over a
         long test session. Objects a test still holds stay alive.
@@ -293,9 +297,10 @@ class Store:
         A connection kept open across tests outlives this (its protocol
         holds its `Session`). With ``from_sessions``, the messages are also
         dropped from their sessions' lists, or a client that keeps one
-        connection for a whole run keeps every message it ever sent. (The
-        standalone CLI leaves them: it counts a session's messages when the
-        session closes.)
+        connection for a whole run keeps every message it ever sent
+        (`Session.message_count` still counts them). With ``new_test``, the
+        read side starts afresh too, and the sessions' summaries count only
+        the messages since.
         """
         with self.changed:
             drop_messages = max(0, cursor[0] - self._message_base)
@@ -308,14 +313,14 @@ class Store:
             )
             self.stored_bytes -= sum(len(m.raw) for m in dropped)
             if from_sessions:
-                _forget_in_sessions(dropped)
+                _forget_in_sessions(dropped, new_test)
             del self._messages[:drop_messages]
             del self._sessions[:drop_sessions]
             self.shared.clear()
             self._message_base += drop_messages
             self._session_base += drop_sessions
             self.overflow = None
-            if from_sessions and self._mail is not None:
+            if new_test and self._mail is not None:
                 # A new test: its readers see only its own mail, and the
                 # read-side servers end the sessions of earlier tests.
                 self._mail.reset()
@@ -452,9 +457,10 @@ class Store:
                     self.watchers -= 1
 
 
-def _forget_in_sessions(dropped: list[Message]) -> None:
+def _forget_in_sessions(dropped: list[Message], new_test: bool) -> None:
     """Take ``dropped`` (a prefix of the store, in arrival order) out of their
-    sessions' message lists.
+    sessions' message lists; with ``new_test``, they are an earlier test's,
+    which the session's summary no longer counts.
 
     A session's list is in arrival order too, so its dropped messages are a
     prefix of it: those numbered up to the last dropped one. The caller
@@ -470,12 +476,17 @@ def _forget_in_sessions(dropped: list[Message]) -> None:
         while cut < len(kept) and kept[cut].number <= last:
             cut += 1
         del kept[:cut]
+        if new_test:
+            session._earlier_messages += cut
 
 
 class Follower:
     """Hands out what arrived since it last did, then has the store forget
     it, so that a long-running reader (the standalone sink) stays flat in
-    memory. Objects the reader keeps stay alive. One thread reads it."""
+    memory. Objects the reader keeps stay alive; the messages of a session
+    still open are dropped from its list too (a client that keeps one
+    connection open all day must not keep all its mail in it). One thread
+    reads it."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -490,5 +501,5 @@ class Follower:
             self._cursor[0] + len(messages),
             self._cursor[1] + len(sessions),
         )
-        store.discard_before(self._cursor)
+        store.discard_before(self._cursor, from_sessions=True)
         return messages, sessions

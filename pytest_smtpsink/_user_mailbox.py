@@ -825,6 +825,7 @@ def make_delivered(raw: bytes, recipients: tuple[str, ...]) -> Message:
         number=0,
     )
     session._messages.append(message)
+    session._message_count = 1
     return message
 
 

@@ -2104,6 +2104,42 @@ def test_the_standalone_sink_frees_the_mail_it_forgot(
             gc.enable()
 
 
+def test_a_connection_kept_open_does_not_keep_its_reported_mail(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A client that keeps one connection open all day (a queue worker, a
+    # pooling client) had every message it sent kept on its session until
+    # it closed: the sink grew without bound.
+    import gc
+    import weakref
+
+    monkeypatch.setattr(_Reporter, "RECLAIM_MESSAGES", 2, raising=False)
+    enabled = gc.isenabled()
+    gc.disable()  # as when the collector's thresholds are not reached
+    out = io.StringIO()
+    try:
+        with SMTPSink() as sink:
+            reporter = _Reporter(sink, out, False, False, str(tmp_path))
+            with smtplib.SMTP(sink.host, sink.port) as smtp:
+                smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+                sink.wait_until(lambda: len(sink.messages) == 1)
+                first = weakref.ref(sink.messages[0])
+                reporter.process()  # the store forgets what it reported
+                smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+                sink.wait_until(lambda: len(sink.messages) == 1)
+                reporter.process()
+                assert first() is None  # while the connection is open
+            sink.wait_until(lambda: all(s.end is not None for s in sink.sessions))
+            reporter.process()
+    finally:
+        if enabled:
+            gc.enable()
+    [closed] = [line for line in out.getvalue().splitlines() if " closed (" in line]
+    assert closed.endswith(", 2 messages"), closed
+    saved = (tmp_path / "session-0001.txt").read_text(encoding="utf-8")
+    assert " messages=2 end=quit " in saved.splitlines()[0], saved
+
+
 def test_ipv6_peers_are_written_in_brackets() -> None:
     sink = start_on_ipv6_loopback()
     out = io.StringIO()

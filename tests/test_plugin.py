@@ -122,6 +122,8 @@ def test_last(smtpsink, smtpsink_server):
     assert session.end is None  # the same connection, still open
     assert session.commands.count("MAIL") == 31
     assert [m.subject for m in session.messages] == ["last"]
+    assert session.message_count == 31  # the earlier tests' too
+    assert " messages=1 " in session.summary()  # as the test's reports count
     assert [m.subject for m in smtpsink_server.messages] == ["last"]
     assert smtpsink_server._store.stored_bytes == len(message.raw)
     gc.collect()
