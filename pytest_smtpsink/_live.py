@@ -69,6 +69,9 @@ if TYPE_CHECKING:
 #: Messages (and sessions) kept; the oldest go first. The sink's own store
 #: forgets mail once the CLI has printed it; this is the live view's memory.
 KEEP = 1000
+#: And at most this many bytes of mail (the newest message is always
+#: kept): 1000 messages of 25 MB each held 25 GB.
+KEEP_BYTES = 100 * 1024 * 1024
 #: Seconds between keep-alive comments on an idle event stream: a closed
 #: page is noticed by the failed write.
 KEEPALIVE = 15.0
@@ -90,12 +93,14 @@ class Inbox:
     """The messages and sessions the live view shows, and a version number
     bumped on every change that event streams and waiters sleep on."""
 
-    def __init__(self, keep: int = KEEP) -> None:
+    def __init__(self, keep: int = KEEP, keep_bytes: int = KEEP_BYTES) -> None:
         self.changed = threading.Condition()
         self.version = 0
         self.closing = False
         self._keep = keep
+        self._keep_bytes = keep_bytes
         self._messages: dict[int, Message] = {}
+        self._bytes = 0  # of `_messages`' raw mail
         self._sessions: list[Session] = []
         #: The number the terminal and the saved files give each session
         #: (the CLI's count), by id(): the page shows the same one.
@@ -123,13 +128,15 @@ class Inbox:
             for message in messages:
                 if message.number > self._deleted_up_to:
                     self._messages[message.number] = message
-            while len(self._messages) > self._keep:
-                del self._messages[next(iter(self._messages))]
+                    self._bytes += len(message.raw)
+            while len(self._messages) > self._keep or (
+                self._bytes > self._keep_bytes and len(self._messages) > 1
+            ):
+                oldest = self._messages.pop(next(iter(self._messages)))
+                self._bytes -= len(oldest.raw)
                 self._dropped += 1
             # Only connections without a message are shown as such (the
-            # others show with their mail), and a session holds all its
-            # messages: kept, the last 1000 connections of a batch sender
-            # held 100,000 messages, not 1000 (222 MB and growing).
+            # others show with their mail).
             self._sessions = [
                 s for s in (*self._sessions, *sessions) if not s.message_count
             ]
@@ -162,7 +169,7 @@ class Inbox:
             self._deleted_up_to = max(self._deleted_up_to, up_to)
             gone = [number for number in self._messages if number <= up_to]
             for number in gone:
-                del self._messages[number]
+                self._bytes -= len(self._messages.pop(number).raw)
             count = len(gone)
             self._dropped = 0  # "delete all": none was let go since
             self._sessions.clear()
@@ -187,8 +194,13 @@ class Inbox:
 
     @property
     def keep(self) -> int:
-        """How many messages the view keeps."""
+        """How many messages the view keeps (at most `keep_bytes` of them)."""
         return self._keep
+
+    @property
+    def keep_bytes(self) -> int:
+        """How many bytes of mail the view keeps (the newest message whole)."""
+        return self._keep_bytes
 
     def session_number(self, session: Session) -> int | None:
         """The number the terminal gave ``session``, if known."""
@@ -480,19 +492,28 @@ def _subject(message: Message) -> str | None:
 _LISTED_SUBJECT = 300
 
 
+def _mebibytes(size: int) -> str:
+    if size % 2**20:
+        return f"{size:,} bytes"
+    return f"{size // 2**20} MiB"
+
+
 def list_fragment(
     messages: Sequence[Message],
     sessions: Sequence[Session],
     number_of: Callable[[Session], int | None] = lambda session: None,
+    *,
     dropped: int = 0,
     keep: int = KEEP,
+    keep_bytes: int = KEEP_BYTES,
 ) -> str:
     if not messages and not sessions:
         return '<p class="note">No mail yet. Send some to the sink.</p>'
     if dropped:
         # Where the oldest vanished without a word.
         extra_note = (
-            f'<p class="note">Only the last {keep} messages are kept here: '
+            f'<p class="note">Only the last {keep} messages, '
+            f"{_mebibytes(keep_bytes)} at most, are kept here: "
             f"{dropped} older one(s) were let go (--save-dir DIR keeps every "
             "message).</p>"
         )
@@ -1207,7 +1228,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             _, messages, sessions = inbox.snapshot()
             self._send_html(
                 list_fragment(
-                    messages, sessions, inbox.session_number, inbox.dropped, inbox.keep
+                    messages,
+                    sessions,
+                    inbox.session_number,
+                    dropped=inbox.dropped,
+                    keep=inbox.keep,
+                    keep_bytes=inbox.keep_bytes,
                 )
             )
         elif len(parts) == 3 and parts[:2] == ["fragments", "messages"]:

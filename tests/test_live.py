@@ -1000,13 +1000,44 @@ def test_the_view_keeps_the_newest_messages(smtpsink: Mailbox) -> None:
     # The list says so: the oldest vanished without a word.
     listed = list_fragment(kept, sessions, dropped=inbox.dropped, keep=inbox.keep)
     assert listed.startswith(
-        '<p class="note">Only the last 2 messages are kept here: 1 older one(s) '
-        "were let go (--save-dir DIR keeps every message).</p><ul>"
+        '<p class="note">Only the last 2 messages, 100 MiB at most, are kept here: '
+        "1 older one(s) were let go (--save-dir DIR keeps every message).</p><ul>"
     )
     # Until "delete all", also of part of them (the count was kept, and the
     # note said "the last 1 messages").
     inbox.clear(up_to=messages[1].number)
     assert inbox.dropped == 0
+
+
+def test_the_view_keeps_at_most_keep_bytes_of_mail(smtpsink: Mailbox) -> None:
+    # A count alone let 1000 large messages (25 MB each) fill the memory.
+    from pytest_smtpsink._live import Inbox, list_fragment
+
+    body = "x" * 70 + "\r\n"
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        for subject, lines in (("one", 10), ("two", 10), ("big", 100), ("six", 10)):
+            client.sendmail(
+                "a@example.com",
+                ["b@example.com"],
+                f"Subject: {subject}\r\n\r\n{body * lines}",
+            )
+    one, two, big, six = smtpsink.wait_for(count=4)
+    inbox = Inbox(keep=10, keep_bytes=len(one.raw) + len(two.raw))
+    inbox.add([one, two], [])
+    assert [m.subject for m in inbox.snapshot()[1]] == ["one", "two"]
+    inbox.add([big], [])  # over the bound alone: the newest is kept whole
+    assert [m.subject for m in inbox.snapshot()[1]] == ["big"]
+    assert inbox.dropped == 2
+    listed = list_fragment(
+        [big], [], dropped=inbox.dropped, keep=inbox.keep, keep_bytes=inbox.keep_bytes
+    )
+    assert f"Only the last 10 messages, {inbox.keep_bytes:,} bytes at most" in listed
+    # What "delete all" took no longer counts.
+    inbox = Inbox(keep=10, keep_bytes=len(one.raw) + len(two.raw))
+    inbox.add([one, two], [])
+    inbox.clear(up_to=one.number)
+    inbox.add([six], [])
+    assert [m.subject for m in inbox.snapshot()[1]] == ["two", "six"]
 
 
 def test_the_view_keeps_no_connection_that_would_hold_mail_let_go(
