@@ -41,6 +41,7 @@ from ._files import (
     DirectoryInUse,
     SaveGuard,
     lock_directory,
+    saved_files_in,
     write_message,
     write_session,
 )
@@ -1091,6 +1092,15 @@ def _banner(
         )
     if save_dir is not None:
         lines.append(f"saving messages and transcripts to {save_dir}")
+        earlier = saved_files_in(Path(save_dir))
+        if earlier:
+            # A restart on the same volume (docker compose restart) would
+            # replace them unannounced.
+            lines.append(
+                f"note: {save_dir} holds {plural(earlier, 'saved file')} of an "
+                "earlier run: numbering starts at 1 again, so files of the same "
+                "names are replaced (use a new directory per run to keep them)"
+            )
     if live is not None:
         lines.append(f"live view on {live.url}{bound}")
         if settings.allow_remote:

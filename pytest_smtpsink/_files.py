@@ -154,6 +154,24 @@ def message_file_name(number: int, subject: str | None, prefix: str = "") -> str
     return f"{prefix}{number:04d}-{text or 'no-subject'}.eml"
 
 
+#: The names `message_file_name` and `write_session` give (put-in mail's
+#: prefixes too).
+_SAVED_NAME = re.compile(
+    r"(?:(?:deliver-|append-)?[0-9]{4,}-[A-Za-z0-9_-]+\.eml|session-[0-9]{4,}\.txt)"
+)
+
+
+def saved_files_in(directory: Path) -> int:
+    """How many files named as saved messages and transcripts ``directory``
+    holds (0 if it cannot be read): an earlier run's, whose names this
+    run's numbering, starting at 1 again, takes over."""
+    try:
+        with os.scandir(directory) as entries:
+            return sum(1 for entry in entries if _SAVED_NAME.fullmatch(entry.name))
+    except OSError:
+        return 0
+
+
 def put_in_prefix(message: Message) -> str:
     """What the file name of mail put in without SMTP starts with:
     ``deliver-`` (`Mailbox.deliver`) or ``append-`` (IMAP APPEND)."""

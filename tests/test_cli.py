@@ -438,6 +438,26 @@ def test_save_dir_writes_the_bytes_as_sent(
 
 
 @stops_with_signals
+def test_a_save_dir_with_an_earlier_runs_files_is_named_in_the_banner(
+    start: Callable[..., Sink], tmp_path: Path
+) -> None:
+    # A restart on the same volume replaced them without a word.
+    for name in ("0001-Welcome.eml", "session-0001.txt", "deliver-0000-x.eml"):
+        (tmp_path / name).write_bytes(b"an earlier run's\r\n")
+    (tmp_path / "notes.txt").write_bytes(b"not the sink's\r\n")
+    sink = start("--save-dir", str(tmp_path))
+    assert sink.in_banner(r"^note: ").string == (
+        f"note: {tmp_path} holds 3 saved files of an earlier run: numbering "
+        "starts at 1 again, so files of the same names are replaced (use a new "
+        "directory per run to keep them)"
+    )
+    sink.stop()
+    clean = start("--save-dir", str(tmp_path / "new"))
+    assert not [line for line in clean.banner if line.startswith("note: ")]
+    clean.stop()
+
+
+@stops_with_signals
 def test_a_connection_that_says_nothing_leaves_no_transcript_file(
     start: Callable[..., Sink], tmp_path: Path
 ) -> None:
