@@ -78,4 +78,6 @@ nitpick_ignore = [
     ("py:class", "Deliverable"),
     ("py:class", "SessionProtocol"),
     ("py:class", "EventLoop"),
+    # wait_until's type variable: it returns what its condition returns.
+    ("py:class", "pytest_smtpsink._mailbox.T"),
 ]

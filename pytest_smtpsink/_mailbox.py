@@ -55,6 +55,10 @@ if TYPE_CHECKING:
     _ReadServer = TypeVar("_ReadServer", POP3Server, IMAPServer)
 
 
+#: What a `Mailbox.wait_until` condition returns, and the wait with it.
+T = TypeVar("T")
+
+
 def _wait_seconds(value: object, name: str = "timeout") -> float:
     """``value`` as seconds a wait may take: a number from 0, finite (NaN
     passes every comparison but waits for ever; inf overflows the clock)."""
@@ -649,12 +653,14 @@ class Mailbox(FaultControls):
     @property
     def messages(self) -> Messages:
         """The messages that arrived in this view, oldest first (a snapshot)."""
+        __tracebackhide__ = True
         self._check()
         return Messages(self._store.messages_since(self._cursor), scope=self._scope)
 
     @property
     def sessions(self) -> tuple[Session, ...]:
         """The SMTP connections opened in this view, oldest first."""
+        __tracebackhide__ = True
         self._check()
         return self._store.sessions_since(self._cursor)
 
@@ -1063,40 +1069,41 @@ class Mailbox(FaultControls):
             waited_with="wait_for_async",
         )
 
-    def wait_until(
-        self, condition: Callable[[], object], timeout: float | None = None
-    ) -> None:
+    def wait_until(self, condition: Callable[[], T], timeout: float | None = None) -> T:
         """Block until ``condition()`` is true, re-checking whenever the sink
-        records something (every line of every conversation, every message).
+        records something (every line of every conversation, every message),
+        and return what it returned then.
 
         For conditions on the conversation, e.g.
         ``smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)``.
         An IndexError, KeyError or AssertionError the condition raises counts
         as "not yet": an assertion that returns what it found can be waited
-        for, ``wait_until(lambda: box.assert_in("Handled", subject="Hi"))``.
-        Fails after ``timeout`` seconds (default `default_timeout`), with the
-        last assertion's report, and listing the sessions and messages of
-        this mailbox.
+        for, ``message = wait_until(lambda: box.assert_in("Handled",
+        subject="Hi"))``. Fails after ``timeout`` seconds (default
+        `default_timeout`), with the last assertion's report, and listing the
+        sessions and messages of this mailbox.
         """
         __tracebackhide__ = True
         limit = self._timeout(timeout)
-        check = _NotYet(condition)
+        check = _NotYet(_callable_condition(condition, "wait_until"))
         if not self._wait(check, limit):
             raise self._still_false(check, limit, "wait_until", _in_a_coroutine())
+        return check.value  # type: ignore[return-value]
 
     async def wait_until_async(
-        self, condition: Callable[[], object], timeout: float | None = None
-    ) -> None:
+        self, condition: Callable[[], T], timeout: float | None = None
+    ) -> T:
         """The awaitable twin of `wait_until`: the event loop keeps running
         while it waits."""
         __tracebackhide__ = True
         limit = self._timeout(timeout)
-        check = _NotYet(condition)
+        check = _NotYet(_callable_condition(condition, "wait_until_async"))
         self._check(for_waiting=True)
         if not await self._store.wait_async(
             check, limit, self._check_waiting, "wait_until"
         ):
             raise self._still_false(check, limit, "wait_until_async", None)
+        return check.value  # type: ignore[return-value]
 
     def _still_false(
         self,
@@ -1152,9 +1159,11 @@ class Mailbox(FaultControls):
         return _wait_seconds(self.default_timeout if timeout is None else timeout)
 
     def _wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        __tracebackhide__ = True
         return self._store.wait(predicate, timeout, self._check_waiting)
 
     def _check_waiting(self) -> None:
+        __tracebackhide__ = True
         self._check(for_waiting=True)
 
     def _timeout_error(
@@ -1823,6 +1832,8 @@ class _NotYet:
     def __init__(self, condition: Callable[[], object]) -> None:
         self.condition = condition
         self.error: Exception | None = None
+        #: What the condition returned when it was last called.
+        self.value: object = None
 
     def __call__(self) -> bool:
         _CHECKING.active = True
@@ -1846,7 +1857,21 @@ class _NotYet:
                 "here: give a plain function or lambda that returns a truth value"
             )
         self.error = None
+        self.value = value
         return bool(value)
+
+
+def _callable_condition(condition: Callable[[], T], method: str) -> Callable[[], T]:
+    """``condition``, if it can be called: ``wait_until(len(messages) == 1)``
+    (the lambda forgotten) would fail on the first call inside the wait."""
+    __tracebackhide__ = True
+    if not callable(condition):
+        raise TypeError(
+            f"{method}() takes a condition to call, e.g. "
+            f"{method}(lambda: len(smtpsink.messages) == 1); got "
+            f"{type(condition).__name__} {shorten(repr(condition), 80)}"
+        )
+    return condition
 
 
 def _check_count(count: object, allow_none: bool = True) -> None:

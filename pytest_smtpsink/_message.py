@@ -716,6 +716,17 @@ class Message:
     def attachment(self, filename: str) -> Attachment:
         """The attachment called ``filename``; fails listing the ones present."""
         __tracebackhide__ = True
+        given = cast(object, filename)  # as called, whatever the annotation says
+        if not isinstance(given, str):
+            index = (
+                f" (by position: attachments[{given}])"
+                if isinstance(given, int) and not isinstance(given, bool)
+                else ""
+            )
+            raise TypeError(
+                "attachment() takes a file name (a str), got "
+                f"{type(given).__name__} {given!r}{index}"
+            )
         for item in self.attachments:
             if item.filename == filename:
                 return item

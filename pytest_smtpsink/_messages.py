@@ -59,7 +59,14 @@ class Messages(Sequence[Message]):
                 scope=self._scope,
                 narrowed=f"{self._narrowed}[{start}:{stop}{step}]",
             )
-        return self._items[index]
+        __tracebackhide__ = True
+        try:
+            return self._items[index]
+        except IndexError:
+            # `messages[0]` is how most tests read their mail: say what
+            # there is, not "tuple index out of range". (Still an
+            # IndexError: `wait_until` takes it as "not yet".)
+            raise IndexError(self._out_of_range(index)) from None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -115,6 +122,18 @@ class Messages(Sequence[Message]):
         if not self._items:
             raise AssertionError(self._none_left("last"))
         return self._items[-1]
+
+    def _out_of_range(self, index: object) -> str:
+        if not self._source:
+            return (
+                f"no message [{index!r}]: no messages arrived {self._scope} "
+                "(wait_for() waits for mail that is on its way)"
+            )
+        held = plural(len(self._items), "message")
+        head = f"no message [{index!r}]: messages{self._narrowed} holds {held}."
+        # The listing of what arrived, under a head of its own.
+        listing = failure_report("", {}, (), self._source, scope=self._scope)
+        return head + listing[listing.index("\n") :]
 
     def _none_left(self, which: str) -> str:
         if not self._source:

@@ -492,12 +492,14 @@ class SMTPSink(Mailbox):
         What a stopped sink captured stays readable; only waiting for more
         (``for_waiting``) needs a running server.
         """
+        __tracebackhide__ = True
         self._check_running("wait for mail" if for_waiting else None)
 
     def _check_running(self, needed_for: str | None) -> None:
         """`check_running`; on a stopped sink, raise if something needs the
         server (``needed_for``, e.g. ``"wait for mail"``, which the error
         names)."""
+        __tracebackhide__ = True
         self.check_alive()
         overflow = self._store.overflow
         if overflow is not None:

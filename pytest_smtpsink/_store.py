@@ -346,6 +346,7 @@ class Store:
         The predicate runs outside the lock: matching may parse messages, and
         the server thread must never wait for a test's parsing to store mail.
         """
+        __tracebackhide__ = True
         deadline = time.monotonic() + timeout
         with self.changed:
             self.watchers += 1

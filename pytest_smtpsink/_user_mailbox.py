@@ -830,6 +830,7 @@ def make_delivered(raw: bytes, recipients: tuple[str, ...]) -> Message:
 
 
 def check_date(date: datetime.datetime | None) -> datetime.datetime:
+    __tracebackhide__ = True
     now = datetime.datetime.now(datetime.timezone.utc)
     if date is None:
         return now

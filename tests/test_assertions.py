@@ -834,6 +834,13 @@ def test_message_helpers(mixed: Mailbox) -> None:
         r"attachments: 'inv-7\.pdf'",
         str(caught.value),
     ), caught.value
+    # Not "no attachment named 0": a name is asked for.
+    with pytest.raises(TypeError) as refused:
+        invoice.attachment(0)  # type: ignore[arg-type]
+    assert str(refused.value) == (
+        "attachment() takes a file name (a str), got int 0 (by position: "
+        "attachments[0])"
+    )
 
 
 def test_code_skips_a_match_whose_group_took_no_part(
@@ -1254,10 +1261,10 @@ async def test_an_async_condition_is_refused(smtpsink: Mailbox) -> None:
         "returns a truth value"
     )
     with pytest.raises(TypeError) as refused:
-        await smtpsink.wait_until_async(ended, timeout=5)
+        _ = await smtpsink.wait_until_async(ended, timeout=5)
     assert str(refused.value) == expected
     with pytest.raises(TypeError) as refused:
-        await asyncio.to_thread(smtpsink.wait_until, ended, 5)
+        _ = await asyncio.to_thread(smtpsink.wait_until, ended, 5)
     assert str(refused.value) == expected
 
 
@@ -1708,6 +1715,87 @@ def test_dns_zone(smtpsink):
     assert "E       ValueError: p.example has MX records (mx()): a null MX is" in output
     modules = ("_match.py", "_messages.py", "_mailbox.py", "_lint.py", "plugin.py")
     assert plugin_frames(output, *modules, "_dns.py") == []
+
+
+def test_a_tests_own_slips_show_no_plugin_frames(pytester: pytest.Pytester) -> None:
+    # The most common slips: reading messages[0] before the mail came (a
+    # bare "tuple index out of range"), the lambda forgotten in wait_until
+    # ("'bool' object is not callable" from inside the wait), a mailbox
+    # kept from an earlier test, waiting on a stopped sink, a naive date.
+    pytester.makepyfile(
+        """
+import datetime
+import smtplib
+
+from pytest_smtpsink import SMTPSink
+
+KEPT = []
+
+def test_index(smtpsink):
+    smtpsink.messages[0]
+
+def test_index_past_the_end(smtpsink):
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("app@example.com", ["ann@example.com"], b"Subject: a\\r\\n\\r\\n")
+    smtpsink.wait_for()
+    smtpsink.messages.filter(subject="b")[0]
+
+def test_no_lambda(smtpsink):
+    smtpsink.wait_until(len(smtpsink.messages) == 1)
+
+def test_keep(smtpsink):
+    KEPT.append(smtpsink)
+
+def test_stale():
+    KEPT[0].wait_for(timeout=1)
+
+def test_stopped():
+    with SMTPSink() as sink:
+        pass
+    sink.wait_for(timeout=1)
+
+def test_naive_date(smtpsink):
+    smtpsink.deliver(b"Subject: x\\r\\n\\r\\n", to="ann@example.com",
+                     date=datetime.datetime(2026, 1, 2))
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist", "-W", "error")
+    result.assert_outcomes(failed=6, passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            # ?0?: [0] would be a set of characters to fnmatch.
+            "E * IndexError: no message ?0?: no messages arrived in this test "
+            "(wait_for() waits for mail that is on its way)",
+            "E * IndexError: no message ?0?: messages.filter(subject='b') holds "
+            "0 messages.",
+            "E * Messages that arrived in this test (1):",
+            "E * TypeError: wait_until() takes a condition to call, e.g. "
+            "wait_until(lambda: len(smtpsink.messages) == 1); got bool False",
+            "E * RuntimeError: this mailbox belongs to *, which has ended:*",
+            "E * cannot wait for mail: the SMTP sink was stopped",
+            "E * ValueError: date must be timezone-aware*",
+        ],
+        consecutive=False,
+    )
+    modules = ("_messages.py", "_mailbox.py", "_store.py", "_server.py")
+    assert plugin_frames(result.stdout.str(), *modules, "_user_mailbox.py") == []
+
+
+def test_wait_until_returns_what_the_condition_returned(smtpsink: Mailbox) -> None:
+    _send_later(smtpsink, "later", 0.05).join()
+    message = smtpsink.wait_until(lambda: smtpsink.messages[0], timeout=30)
+    assert message.subject == "later"
+
+
+@pytest.mark.anyio
+async def test_wait_until_async_returns_it_and_refuses_a_value(
+    smtpsink: Mailbox,
+) -> None:
+    _send_later(smtpsink, "later", 0.05).join()
+    message = await smtpsink.wait_until_async(lambda: smtpsink.messages[0], 30)
+    assert message.subject == "later"
+    with pytest.raises(TypeError, match=r"^wait_until_async\(\) takes a condition"):
+        await smtpsink.wait_until_async(True)  # type: ignore[arg-type]
 
 
 def test_failure_hint_for_html_only_text(pytester: pytest.Pytester) -> None:
