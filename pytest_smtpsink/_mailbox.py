@@ -183,18 +183,22 @@ class Mailbox(FaultControls):
 
     @property
     def host(self) -> str:
+        """The address clients connect to (the sink's `SMTPSink.host`)."""
         return self._sink.host
 
     @property
     def port(self) -> int:
+        """The sink's SMTP port (`SMTPSink.port`)."""
         return self._sink.port
 
     @property
     def url(self) -> str:
+        """``smtp://host:port`` (``smtps://`` for implicit TLS)."""
         return self._sink.url
 
     @property
     def settings(self) -> SinkSettings:
+        """The sink's settings (`SMTPSink.settings`)."""
         return self._sink.settings
 
     @property
@@ -342,6 +346,10 @@ class Mailbox(FaultControls):
         return sink.attach(name, start)
 
     def close(self) -> None:
+        """End this view: remove the fault rules and DNS records it added.
+        The fixtures call it at the end of each test; a test need not. It
+        takes no new rules, records or `deliver` calls after that (a
+        RuntimeError); its sink serves on, and the view reads on."""
         super().close()
         if self._dns is not None:
             self._dns.clear()
