@@ -761,7 +761,7 @@ class Mailbox(FaultControls):
         returned as `Messages`.
         """
         __tracebackhide__ = True
-        _match.check_names(criteria)
+        _match.check_names(criteria, ("count",))
         _check_count(count)
         everything = self.messages
         found = everything.filter(**criteria)
@@ -1022,7 +1022,7 @@ class Mailbox(FaultControls):
         ``--smtpsink-timeout``) listing what arrived.
         """
         __tracebackhide__ = True
-        _match.check_names(criteria)
+        _match.check_names(criteria, ("count", "timeout"))
         _check_wait_count(count, "wait_for")
         limit = self._timeout(timeout)
 
@@ -1058,7 +1058,7 @@ class Mailbox(FaultControls):
         """The awaitable twin of `wait_for`: the event loop keeps running while
         it waits (asyncio, including pytest-asyncio and anyio's asyncio backend)."""
         __tracebackhide__ = True
-        _match.check_names(criteria)
+        _match.check_names(criteria, ("count", "timeout"))
         _check_wait_count(count, "wait_for_async")
         self._check(for_waiting=True)
         limit = self._timeout(timeout)

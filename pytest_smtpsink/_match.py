@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypedDict, Union
 
 from ._message import (
@@ -72,9 +72,11 @@ _MEANT = {
 }
 
 
-def check_names(criteria: Mapping[str, object]) -> None:
+def check_names(criteria: Mapping[str, object], own: Sequence[str] = ()) -> None:
     """Raise TypeError for an unknown criterion, or a value of a type no
-    criterion takes, saying what it takes."""
+    criterion takes, saying what it takes. ``own``: the calling method's
+    own keyword arguments (``count``, ``timeout``), which a misspelt one
+    (``tiemout=``) is compared with too."""
     __tracebackhide__ = True
     unknown = [name for name in criteria if name not in CRITERIA_NAMES]
     if unknown:
@@ -85,7 +87,7 @@ def check_names(criteria: Mapping[str, object]) -> None:
         elif first in _MEANT:
             hint = f" (did you mean {_MEANT[first]}?)"
         else:
-            close = difflib.get_close_matches(first, CRITERIA_NAMES, 1, 0.75)
+            close = difflib.get_close_matches(first, [*CRITERIA_NAMES, *own], 1, 0.75)
             if close:
                 hint = f" (did you mean {close[0]}=?)"
         raise TypeError(

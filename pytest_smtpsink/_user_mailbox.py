@@ -205,7 +205,7 @@ class UserMailbox:
         ``folder`` (with exactly the ``flags`` given, if any: ``flags=()``
         for unread and unflagged); returns it."""
         __tracebackhide__ = True
-        _match.check_names(criteria)
+        _match.check_names(criteria, ("folder", "flags"))
         wanted_flags = None if flags is None else normalize_flags(flags, in_a_test=True)
         found = []
         for stored in self.stored(folder):  # a loop: see _match.select
@@ -326,7 +326,7 @@ class UserMailbox:
     def assert_not_in(self, folder: str = INBOX, **criteria: Unpack[Criteria]) -> None:
         """Assert that no message matching ``criteria`` is in ``folder``."""
         __tracebackhide__ = True
-        _match.check_names(criteria)
+        _match.check_names(criteria, ("folder",))
         stored = self.stored(folder)
         found = Messages([copy.message for copy in stored]).filter(**criteria)
         matching = {id(message) for message in found}

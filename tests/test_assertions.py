@@ -107,6 +107,17 @@ def test_unknown_criterion_is_a_type_error_listing_valid_ones(
         smtpsink.assert_sent(Subject="x")  # type: ignore[call-overload]
     with pytest.raises(TypeError, match=r"'from' is a keyword in Python"):
         smtpsink.assert_sent(From="x")  # type: ignore[call-overload]
+    # A misspelt argument of the method itself, not a criterion.
+    with pytest.raises(
+        TypeError, match=r"^unknown criteria 'tiemout' \(did you mean timeout=\?\)"
+    ):
+        smtpsink.wait_for(tiemout=1)  # type: ignore[call-overload]
+    with pytest.raises(
+        TypeError, match=r"^unknown criteria 'cout' \(did you mean count=\?\)"
+    ):
+        smtpsink.assert_sent(cout=2)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match=r"^unknown criteria 'tiemout'; valid"):
+        smtpsink.assert_not_sent(tiemout=1)  # type: ignore[call-arg]
 
 
 @pytest.mark.parametrize(
