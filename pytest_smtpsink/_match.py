@@ -552,6 +552,15 @@ def _explain_headers(message: Message, wanted: object) -> str:
 _LABEL = re.compile(r"#\d+(?!\d)")
 #: Distinct hints a report gives at most.
 _MOST_HINTS = 8
+#: What a hint says of its message alone (`_detail`), which hints giving the
+#: same advice for several messages leave out of the comparison.
+_DETAIL = re.compile("\x01(.*?)\x02", re.DOTALL)
+
+
+def _detail(text: str) -> str:
+    """``text`` marked as what a hint says of its message alone: personal
+    subjects ("Welcome, user 7") made the same advice one hint each."""
+    return f"\x01{text}\x02"
 
 
 def hints(messages: tuple[Message, ...], criteria: Mapping[str, Any]) -> list[str]:
@@ -559,22 +568,23 @@ def hints(messages: tuple[Message, ...], criteria: Mapping[str, Any]) -> list[st
     message it is about (25 messages with one subject gave 25 hints that
     differed only in the number, past the 20 the report lists), and at
     most `_MOST_HINTS` of them."""
-    groups: dict[str, list[str]] = {}
+    # By the advice: the hint without its message's label and details.
+    groups: dict[str, tuple[str, list[str]]] = {}
     for text in _hints_each(messages, criteria):
         label = _LABEL.search(text)
         if label is None:
-            groups.setdefault(text, [])
+            groups.setdefault(_DETAIL.sub("", text), (text, []))
             continue
         key = f"{text[: label.start()]}\x00{text[label.end() :]}"
-        groups.setdefault(key, []).append(label.group())
+        first, labels = groups.setdefault(_DETAIL.sub("\x01\x02", key), (text, []))
+        labels.append(label.group())
     found = []
-    for key, labels in groups.items():
-        if not labels:
-            found.append(key)
-            continue
-        text = key.replace("\x00", labels[0], 1)
+    for first, labels in groups.values():
         others = list(dict.fromkeys(labels[1:]))
-        found.append(text + (f" (so do {join_shortened(others)})" if others else ""))
+        found.append(
+            _DETAIL.sub(r"\1", first)
+            + (f" (so do {join_shortened(others)})" if others else "")
+        )
     if len(found) > _MOST_HINTS:
         left = len(found) - (_MOST_HINTS - 1)
         found[_MOST_HINTS - 1 :] = [f"... and {left} more hints"]
@@ -661,20 +671,21 @@ def _hints_each(
             if wanted in subject:
                 found.append(
                     f"subject= means equal: {_named(message)}'s subject "
-                    f"{subject!r} only contains it; use re.compile({pattern})"
+                    f"{_detail(repr(subject))} only contains it; use "
+                    f"re.compile({pattern})"
                 )
             elif wanted.lower() in subject.lower():
                 which = "is it" if wanted.lower() == subject.lower() else "contains it"
                 found.append(
                     f"subject= is case-sensitive: {_named(message)}'s subject "
-                    f"{subject!r} {which} in another case; use "
+                    f"{_detail(repr(subject))} {which} in another case; use "
                     f"re.compile({pattern}, re.IGNORECASE)"
                 )
             elif _spaced(subject) == _spaced(wanted):
                 folded = " (a folded header keeps its tab)" if "\t" in subject else ""
                 found.append(
-                    f"{_named(message)}'s subject {subject!r} differs from it "
-                    f"only in spaces, tabs or line breaks{folded}; use "
+                    f"{_named(message)}'s subject {_detail(repr(subject))} differs "
+                    f"from it only in spaces, tabs or line breaks{folded}; use "
                     f"re.compile({_spaced_pattern(wanted)!r})"
                 )
             elif unicodedata.normalize("NFC", subject) == unicodedata.normalize(

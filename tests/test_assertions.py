@@ -2674,28 +2674,47 @@ def test_mail_sent_to_the_tests_other_sink_is_pointed_at(
 
 def test_a_hint_about_many_messages_is_given_once(smtpsink: Mailbox) -> None:
     # One per message: 25 lines that differed only in the number, past the
-    # 20 messages the report lists.
-    for subject in ["Welcome to App"] * 25 + [f"Welcome {n}" for n in range(10)]:
-        with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+    # 20 messages the report lists; and personal subjects ("Welcome 7") gave
+    # the same advice once per subject, eight lines that pushed out the rest.
+    subjects = ["Welcome to App"] * 25 + [f"Welcome {n}" for n in range(10)]
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        for subject in subjects:
             client.sendmail(
                 "a@example.com", ["b@example.com"], f"Subject: {subject}\r\n\r\nhi\r\n"
             )
+        client.sendmail(
+            "a@example.com", ["b@example.com"], "Subject: WELCOME\r\n\r\nhi\r\n"
+        )
+    smtpsink.wait_for(count=36)
     with pytest.raises(AssertionError) as caught:
         smtpsink.assert_sent(subject="Welcome")
     hints = [
         line for line in str(caught.value).splitlines() if line.startswith("Hint:")
     ]
     n = smtpsink.messages[0].number  # the sink numbers from its start
-    assert hints[0] == (
+    assert hints == [
         f"Hint: subject= means equal: #{n}'s subject 'Welcome to App' only contains "
-        f"it; use re.compile('Welcome') (so do #{n + 1}, #{n + 2}, ... (+22 more))"
-    )
-    # Eight at most: the other subjects' hints, then how many more.
+        f"it; use re.compile('Welcome') (so do #{n + 1}, #{n + 2}, ... (+32 more))",
+        f"Hint: subject= is case-sensitive: #{n + 35}'s subject 'WELCOME' is it in "
+        "another case; use re.compile('Welcome', re.IGNORECASE)",
+    ]
+
+
+def test_a_report_gives_eight_hints_at_most(smtpsink: Mailbox) -> None:
+    names = [f"X-Tag-{n}" for n in range(10)]
+    headers = "".join(f"{name}: a  b\r\n" for name in names)
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("a@example.com", ["b@example.com"], f"{headers}\r\nhi\r\n")
+    smtpsink.wait_for()
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(header=dict.fromkeys(names, "a b"))
+    hints = [
+        line for line in str(caught.value).splitlines() if line.startswith("Hint:")
+    ]
     assert len(hints) == 8
-    assert hints[1].startswith(
-        f"Hint: subject= means equal: #{n + 25}'s subject 'Welcome 0'"
-    )
-    assert hints[-1] == "Hint: ... and 4 more hints"
+    assert hints[0].startswith("Hint: #")
+    assert "'s X-Tag-0 header is 'a  b', which differs from it only in" in hints[0]
+    assert hints[-1] == "Hint: ... and 3 more hints"
 
 
 def test_a_header_folded_with_a_tab_gets_a_hint_with_a_pattern(
