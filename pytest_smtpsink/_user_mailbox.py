@@ -229,6 +229,7 @@ class UserMailbox:
                 got += f" ({self._no_folder(given_folder_name(folder), criteria)})"
         hints = []
         marked = found
+        closest_copy: list[StoredMessage] = []
         if not found:
             # A reader's usual slip is the folder: the application moved
             # the message (or never did). Matches in other folders come
@@ -268,14 +269,13 @@ class UserMailbox:
                 copies = self.stored(folder)
                 messages = [copy.message for copy in copies]
                 closest = closest_to(messages, criteria)
-                name = next(
-                    (f"uid {c.uid}" for c in copies if c.message is closest), ""
-                )
+                closest_copy = [c for c in copies if c.message is closest][:1]
+                name = f"uid {closest_copy[0].uid}" if closest_copy else ""
                 hints += closest_and_hints(closest, messages, criteria, name)
             if self._elsewhere:
                 hints += self._elsewhere(criteria)
         raise AssertionError(
-            f"expected {want}; {got}.\n{self._describe(marked)}"
+            f"expected {want}; {got}.\n{self._describe(marked, closest_copy)}"
             + "".join(f"\n{line}" for line in hints + self._readers_hint())
         )
 
@@ -468,9 +468,12 @@ class UserMailbox:
         moved out: the body of this class's failure messages."""
         return self._describe(())
 
-    def _describe(self, marked: Iterable[StoredMessage]) -> str:
+    def _describe(
+        self, marked: Iterable[StoredMessage], also: Iterable[StoredMessage] = ()
+    ) -> str:
         """`describe`, with the ``marked`` messages (an assertion's matches)
-        marked ``*`` and, in a folder of more than _LISTED, listed first."""
+        marked ``*`` and, in a folder of more than _LISTED, listed first,
+        as ``also`` is (the closest one, which a hint names)."""
         with self._mail.lock:
             account = self._account()
             if account is None:
@@ -508,10 +511,11 @@ class UserMailbox:
                 for name, removed in account.deleted_folders
             )
         chosen = {id(stored) for stored in marked}
+        shown_first = chosen | {id(stored) for stored in also}
         lines = [f"{self.user}'s mailbox:"]
         for heading, messages, removed in snapshot:
             lines.append(f"  {heading}:")
-            wanted = [stored for stored in messages if id(stored) in chosen]
+            wanted = [stored for stored in messages if id(stored) in shown_first]
             previous = -1
             for index, stored in listed(messages, wanted):
                 if index > previous + 1:

@@ -604,6 +604,17 @@ def test_mailbox_reports_mark_matches_and_name_the_closest(smtpsink: Mailbox) ->
         "subject 'Note 7' is it in another case; use re.compile('note\\\\ 7', "
         "re.IGNORECASE)"
     ) in text, text
+    # One older than the 20 newest is listed too, as assert_sent lists it:
+    # the report named a closest message it left out.
+    with pytest.raises(AssertionError) as caught:
+        box.assert_in(subject="note 1")
+    text = str(caught.value)
+    uid = box.stored()[1].uid
+    assert f"\nClosest: uid {uid}, which differs in:" in text, text
+    assert re.search(
+        rf"\n    \.\.\. 1 more\n    uid {uid} \[-\] .*'Note 1'.*\n    \.\.\. 4 more\n",
+        text,
+    ), text
 
 
 def test_an_empty_mailbox_names_the_mailboxes_that_have_mail(
