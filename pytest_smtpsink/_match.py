@@ -651,6 +651,16 @@ def _hints_each(
                     f"5321): {_named(message)} has {other_case[0]!r}; use "
                     f"re.compile({pattern}, re.IGNORECASE)"
                 )
+                continue
+            subaddressed = [v for v in values if _base_address(v) == target]
+            if subaddressed and target not in values:
+                local, _, domain = target.rpartition("@")
+                pattern = repr(f"^{re.escape(local)}(\\+[^@]*)?@{re.escape(domain)}$")
+                found.append(
+                    f"{_named(message)} has {_detail(repr(subaddressed[0]))}, a "
+                    f"subaddress of {target} (the part after + names a "
+                    f"folder or a list); for either, use {name}=re.compile({pattern})"
+                )
     for name, other in (("text", "html"), ("html", "text")):
         wanted = criteria.get(name)
         if not isinstance(wanted, (str, re.Pattern)):
@@ -761,6 +771,15 @@ def _line_end_hints(
                     "content with .replace(b'\\r\\n', b'\\n')"
                 )
                 break
+
+
+def _base_address(address: str) -> str:
+    """``ann+news@example.com`` without its subaddress: ``ann@example.com``
+    (``+`` as Gmail, Postfix's recipient_delimiter and Sieve's subaddress
+    extension take it; the address itself when it has none)."""
+    local, at, domain = address.rpartition("@")
+    base, plus, _ = local.partition("+")
+    return f"{base}{at}{domain}" if plus and base else address
 
 
 def _named(message: Message) -> str:

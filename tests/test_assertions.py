@@ -532,6 +532,23 @@ def test_an_address_in_another_case_gets_a_hint_that_matches(
     smtpsink.assert_sent(to=re.compile(pattern, re.IGNORECASE))
 
 
+def test_a_subaddress_gets_a_hint_that_matches(smtpsink: Mailbox, send: Send) -> None:
+    send(subject="Hi", to=["ann+news@example.com"])
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(to="ann@example.com")
+    pattern = r"^ann(\+[^@]*)?@example\.com$"
+    number = smtpsink.messages.one().number
+    assert (
+        f"Hint: #{number} has 'ann+news@example.com', a subaddress of "
+        "ann@example.com (the part after + names a folder or a list); for "
+        f"either, use to=re.compile({pattern!r})"
+    ) in str(caught.value), caught.value
+    # The advice works, and takes the address alone too.
+    smtpsink.assert_sent(to=re.compile(pattern))
+    send(subject="Hi", to=["ann@example.com"])
+    smtpsink.assert_sent(2, to=re.compile(pattern))
+
+
 def test_after_clear_a_failure_says_since_clear(smtpsink: Mailbox, send: Send) -> None:
     send(subject="Before")
     smtpsink.clear()
