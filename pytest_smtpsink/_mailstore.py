@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime
 import hmac
 import itertools
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -174,7 +175,26 @@ def normalize_user(address: str, delimiter: str | None = None) -> str:
     local, at, domain = user.rpartition("@")
     if not at:
         return _without_detail(user, delimiter)
+    local = _needed_quotes(local)
     return f"{_without_detail(local, delimiter)}@{unicode_domain(domain)}"
+
+
+#: What a local part cannot hold unquoted but for dots (Python's email
+#: parser, which reads the sink's SMTP addresses, quotes it for these).
+_NEEDS_QUOTES = frozenset('()<>@,:;\\"[] \t')
+_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
+
+
+def _needed_quotes(local: str) -> str:
+    """``local`` without quotes that it does not need: ``"ann"`` is
+    ``ann``, as over SMTP (RFC 5322 3.4.1: the same local part), where
+    ``"ann smith"`` keeps them."""
+    if len(local) < 2 or not (local.startswith('"') and local.endswith('"')):
+        return local
+    inner = _QUOTED_PAIR.sub(r"\1", local[1:-1])
+    if not inner or _NEEDS_QUOTES.intersection(inner):
+        return local
+    return inner
 
 
 def _without_detail(local: str, delimiter: str | None) -> str:

@@ -7,9 +7,10 @@ thread, through ``SMTPSink.attach``) and closed with the sink; it holds the
 
 What it serves: the INBOX of the user who logs in (a mailbox key, see
 ``MailStore.key``), as it is at login (a snapshot, RFC 1939's maildrop).
-Deletions and the ``\\Seen`` flags set by RETR happen at QUIT only (the
-UPDATE state, as Dovecot does with its default settings); a connection that
-drops first changes nothing. The maildrop is locked for one session at a
+Deletions happen at QUIT only (the UPDATE state, as Dovecot does with its
+default settings): a connection that drops first deletes nothing. The
+``\\Seen`` flags set by RETR land when the session ends, at QUIT or not (as
+on Dovecot). The maildrop is locked for one session at a
 time (``Account.holder``): a second one gets ``-ERR [IN-USE]``.
 
 Every connection is a `Session` (protocol ``"POP3"``) with the transcript
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING, Literal
 from ._content import dot_stuffed_parts
 from ._credentials import masked
 from ._endpoint import ReadSideEndpoint
-from ._mailstore import INBOX, check_login, is_utf8, wire_bytes
+from ._mailstore import INBOX, check_login, is_utf8, normalize_user, wire_bytes
 from ._readside import (
     BUGS_IN_A_ROW,
     SEND_SLICE,
@@ -670,8 +671,9 @@ class _Connection(ReadSideConnection):
             # An empty password, refused on every path: the digest shows it.
             await self._reply("-ERR [AUTH] APOP needs a password")
             return
-        success = True
-        if isinstance(auth, Mapping):
+        # A name that names no mailbox (<>) opens none, as on USER/PASS.
+        success = bool(normalize_user(user))
+        if success and isinstance(auth, Mapping):
             password = auth.get(user)
             success = isinstance(password, str) and made_with(password)
         await self._login("APOP", user, success)

@@ -810,6 +810,13 @@ def _recipient(address: str, what: str = "to") -> str:
             "taken only inside quotes, or a domain's [address literal], as "
             "SMTP takes them"
         )
+    if at and not domain.startswith("[") and "" in domain.split("."):
+        # "ann@example.com." made a mailbox that no mail could reach: the
+        # sink's SMTP refuses the address (553 5.1.3).
+        raise ValueError(
+            f"{what}: {address!r} is not an address: a domain has no dot at "
+            "its start or end, nor two together, as SMTP takes it"
+        )
     return address
 
 

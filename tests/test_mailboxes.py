@@ -93,6 +93,28 @@ def test_recipient_delimiter_leaves_what_it_cannot_cut(smtpsink: Mailbox) -> Non
     assert len(quoted.messages()) == 1
 
 
+def test_quotes_a_local_part_does_not_need_name_the_same_mailbox(
+    smtpsink: Mailbox,
+) -> None:
+    # SMTP read RCPT TO:<"ann"@example.com> as ann@example.com (RFC 5322
+    # 3.4.1: the same local part), while mailbox(), deliver(to=) and a
+    # login kept the quotes: a second, empty mailbox.
+    send(smtpsink, ['"ann"@example.com'])
+    smtpsink.deliver(b"Subject: seeded\r\n\r\nx\r\n", to='"ann"@example.com')
+    box = smtpsink.mailbox('"ann"@example.com')
+    assert box.user == "ann@example.com"
+    assert len(box.messages()) == 2
+    client = poplib.POP3(smtpsink.pop3.host, smtpsink.pop3.port, timeout=10)
+    try:
+        client.user('"ann"@example.com')
+        assert client.pass_("pw").startswith(b"+OK Logged in: 2 messages")
+    finally:
+        client.quit()
+    # Quotes it needs stay: another mailbox.
+    assert smtpsink.mailbox('"ann smith"@example.com').messages() == []
+    assert smtpsink.mailbox('"ann smith"@example.com').user == '"ann smith"@example.com'
+
+
 @pytest.mark.parametrize(
     ("address", "error"),
     [
@@ -106,6 +128,13 @@ def test_recipient_delimiter_leaves_what_it_cannot_cut(smtpsink: Mailbox) -> Non
         # No "@", but blanks: a slip, not a login name (as deliver(to=) says).
         ("ann example.com", "mailbox(): 'ann example.com' is not an address"),
         ("not an address", "mailbox(): 'not an address' is not an address"),
+        # The sink's SMTP refuses them (553 5.1.3): no mail reaches them.
+        (
+            "ann@example.com.",
+            "mailbox(): 'ann@example.com.' is not an address: a "
+            "domain has no dot at its start or end, nor two together",
+        ),
+        ("ann@example..com", "mailbox(): 'ann@example..com' is not an address: a "),
     ],
 )
 def test_mailbox_takes_one_address(smtpsink: Mailbox, address: str, error: str) -> None:

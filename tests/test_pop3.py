@@ -490,6 +490,16 @@ def test_apop_with_an_empty_password_is_refused(smtpsink: Mailbox) -> None:
     client.quit()
 
 
+def test_apop_refuses_a_user_name_that_names_no_mailbox(smtpsink: Mailbox) -> None:
+    # USER/PASS and AUTH PLAIN refused "<>"; APOP logged in as it.
+    client = poplib.POP3(smtpsink.pop3.host, smtpsink.pop3.port, timeout=10)
+    try:
+        with pytest.raises(poplib.error_proto, match=r"-ERR \[AUTH\]"):
+            client.apop("<>", "x")
+    finally:
+        client.quit()
+
+
 def test_a_second_session_finds_the_maildrop_in_use(smtpsink: Mailbox) -> None:
     smtpsink.deliver(make_message(), to=ANN)
     first = login(smtpsink)
