@@ -360,6 +360,9 @@ class Maildrop(Protocol):
     def marked(self) -> list[StoredMessage]:
         """The copies DELE marked, to go at QUIT (hold the lock)."""
 
+    def retrieved(self) -> list[StoredMessage]:
+        """The copies RETR sent, to be ``\\Seen`` when the session ends."""
+
 
 class Account:
     """One user's folders. ``holder`` is the POP3 session that has the

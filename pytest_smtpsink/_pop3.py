@@ -928,6 +928,12 @@ class _Connection(ReadSideConnection):
         (hold the lock): `Account.holder`, for ``assert_deleted``'s hint."""
         return [self._drop[index] for index in sorted(self._deleted)]
 
+    def retrieved(self) -> list[StoredMessage]:
+        """The copies RETR sent in this session, which are ``\\Seen`` once it
+        ends: `Account.holder`, for ``assert_in``'s hint. (A copy of the set:
+        the server thread adds to it meanwhile.)"""
+        return [self._drop[index] for index in sorted(frozenset(self._seen))]
+
     async def _cmd_dele(self, arg: str) -> None:
         index = await self._message("DELE", arg)
         if index is None:

@@ -221,13 +221,14 @@ class UserMailbox:
             want += f" matching {described}"
         if wanted_flags is not None:
             want += f" with flags {_show_flags(wanted_flags)}"
+        hints = []
         if len(found) == 1:
             got = f"found it with flags {_show_flags(found[0].flags)}"
+            hints += self._seen_at_the_end(found[0], wanted_flags)
         else:
             got = f"found {len(found)}"
             if given_folder_name(folder) not in self.folders:  # a typo, or never made
                 got += f" ({self._no_folder(given_folder_name(folder), criteria)})"
-        hints = []
         marked = found
         closest_copy: list[StoredMessage] = []
         if not found:
@@ -278,6 +279,31 @@ class UserMailbox:
             f"expected {want}; {got}.\n{self._describe(marked, closest_copy)}"
             + "".join(f"\n{line}" for line in hints + self._readers_hint())
         )
+
+    def _seen_at_the_end(
+        self, stored: StoredMessage, wanted_flags: Iterable[str] | None
+    ) -> list[str]:
+        """The hint for a copy asked for as ``\\Seen`` that a POP3 session
+        still holding the maildrop sent with RETR: the flag lands when the
+        session ends, which the sink sees a moment after a client's close."""
+        if wanted_flags is None or "\\seen" not in _folded(wanted_flags):
+            return []
+        with self._mail.lock:
+            account = self._account()
+            holder = account.holder if account is not None else None
+            if holder is None or holder.record is None:
+                return []
+            if not any(copy is stored for copy in holder.retrieved()):
+                return []
+            session = holder.record
+        return [
+            printable(
+                f"Hint: uid {stored.uid} was sent by RETR in the POP3 session from "
+                f"{format_address(*session.peer[:2])}, which is still open (or "
+                "closed a moment ago): RETR's \\Seen lands when the session ends; "
+                "wait for it with smtpsink.wait_until(lambda: box.assert_in(...))"
+            )
+        ]
 
     def _readers_hint(self) -> list[str]:
         return self._readers() if self._readers is not None else []
