@@ -273,12 +273,40 @@ class UserMailbox:
                 closest_copy = [c for c in copies if c.message is closest][:1]
                 name = f"uid {closest_copy[0].uid}" if closest_copy else ""
                 hints += closest_and_hints(closest, messages, criteria, name)
+                hints += self._in_other_mailboxes(criteria)
             if self._elsewhere:
                 hints += self._elsewhere(criteria)
         raise AssertionError(
             f"expected {want}; {got}.\n{self._describe(marked, closest_copy)}"
             + "".join(f"\n{line}" for line in hints + self._readers_hint())
         )
+
+    def _in_other_mailboxes(self, criteria: Criteria) -> list[str]:
+        """The hint naming other recipients' mailboxes of this sink that hold
+        a match: the application sent to another (or a mistyped) address,
+        or the test names the To header's address, not the envelope's."""
+        with self._mail.lock:
+            copies = [
+                (user, name, list(folder.messages))
+                for user, account in self._mail.accounts.items()
+                if user != self.user
+                for name, folder in account.folders.items()
+            ]
+        found = [
+            f"{printable(user)}'s {_folder_shown(name)} (uid {stored.uid})"
+            for user, name, stored_messages in copies
+            for stored in stored_messages
+            if _match.matches(stored.message, criteria)
+        ]
+        if not found:
+            return []
+        where = (
+            "1 matching message is in another mailbox"
+            if len(found) == 1
+            else f"{len(found)} matching messages are in other mailboxes"
+        )
+        more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+        return [f"Hint: {where} of this sink: {', '.join(found[:5])}{more}"]
 
     def _seen_at_the_end(
         self, stored: StoredMessage, wanted_flags: Iterable[str] | None

@@ -646,6 +646,22 @@ def test_mailbox_reports_mark_matches_and_name_the_closest(smtpsink: Mailbox) ->
     ), text
 
 
+def test_assert_in_names_another_mailbox_that_has_the_match(
+    smtpsink: Mailbox,
+) -> None:
+    # The usual slip, mail to another (or a mistyped) recipient, was the
+    # one case without a hint.
+    send(smtpsink, ["ann@example.com"])
+    smtpsink.deliver(b"Subject: Invoice 2\r\n\r\nx\r\n", to="bob@example.com")
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.mailbox("ann@example.com").assert_in(subject="Invoice 2")
+    uid = smtpsink.mailbox("bob@example.com").stored()[0].uid
+    assert str(caught.value).endswith(
+        "\nHint: 1 matching message is in another mailbox of this sink: "
+        f"bob@example.com's INBOX (uid {uid})"
+    ), caught.value
+
+
 def test_an_empty_mailbox_names_the_mailboxes_that_have_mail(
     smtpsink: Mailbox,
 ) -> None:
@@ -653,9 +669,17 @@ def test_an_empty_mailbox_names_the_mailboxes_that_have_mail(
     smtpsink.deliver(RAW, to="sales@acme.test")
     with pytest.raises(AssertionError) as caught:
         smtpsink.mailbox("support@acme.test").assert_in(subject="Hello")
-    assert str(caught.value).endswith(
+    assert (
         "support@acme.test's mailbox is empty (no mail arrived for it). "
-        "Mailboxes with mail: help@acme.test, sales@acme.test."
+        "Mailboxes with mail: help@acme.test, sales@acme.test.\n"
+    ) in str(caught.value), caught.value
+    # And which of them hold a match (UIDs are the sink's: see its mailboxes).
+    help_uid = smtpsink.mailbox("help@acme.test").stored()[0].uid
+    sales_uid = smtpsink.mailbox("sales@acme.test").stored()[0].uid
+    assert str(caught.value).endswith(
+        "Hint: 2 matching messages are in other mailboxes of this sink: "
+        f"help@acme.test's INBOX (uid {help_uid}), sales@acme.test's INBOX "
+        f"(uid {sales_uid})"
     ), caught.value
 
 
