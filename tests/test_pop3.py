@@ -296,6 +296,21 @@ def test_bare_lf_and_leading_dots_on_the_wire(smtpsink: Mailbox, raw: Raw) -> No
     assert "starts with a dot" not in session.format_transcript()
 
 
+def test_a_first_line_with_a_dot_is_stuffed_too(smtpsink: Mailbox, raw: Raw) -> None:
+    # RFC 1939 3: every line that starts with the termination octet. Dovecot
+    # 2.3 leaves a message's first line unstuffed (docs/reading.rst): a
+    # message of one "." line ended its reply at once there.
+    smtpsink.deliver(b".", to=ANN)
+    smtpsink.deliver(b".first\r\n", to=ANN)
+    raw.send(b"USER ann@example.com")
+    assert raw.send(b"PASS x").startswith("+OK")
+    assert raw.send(b"RETR 1") == "+OK 1 octets"
+    assert raw.body() == [b"..\r\n"]
+    assert raw.send(b"RETR 2") == "+OK 8 octets"
+    assert raw.body() == [b"..first\r\n"]
+    assert raw.send(b"NOOP") == "+OK"  # in step
+
+
 def test_an_unknown_user_has_an_empty_maildrop(smtpsink: Mailbox) -> None:
     client = login(smtpsink, "nobody@example.com")
     assert client.stat() == (0, 0)
