@@ -806,7 +806,8 @@ def _body_hints(
         wanted = criteria.get(name)
         if not isinstance(wanted, str) or not wanted.strip():
             continue
-        parts = ("text", "html") if name == "body" else (name,)
+        # text= too looks in the HTML: words there only escaped got no hint.
+        parts = ("html",) if name == "html" else ("text", "html")
         for message in messages:
             if _check(message, name, wanted):
                 continue
@@ -814,7 +815,11 @@ def _body_hints(
                 value = getattr(message, part)
                 if not value:
                     continue
-                if part == "html" and wanted in html.unescape(value):
+                if (
+                    part == "html"
+                    and wanted not in value
+                    and wanted in html.unescape(value)
+                ):
                     written = next(
                         (
                             escaped
@@ -831,11 +836,20 @@ def _body_hints(
                         if written
                         else "with HTML character references (such as &#39; for ')"
                     )
-                    yield (
-                        f"{_named(message)}'s html part has it {how}: match the "
-                        "HTML as written, or use text="
+                    as_written = f" (html={written!r})" if written else ""
+                    # text= only where the text part has it: the advice
+                    # failed again where it has not.
+                    or_text = (
+                        ", or use text="
+                        if name != "text" and _check(message, "text", wanted)
+                        else ""
                     )
-                elif _spaced(wanted) in _spaced(value):
+                    where = ", not its text part" if name == "text" else ""
+                    yield (
+                        f"{_named(message)}'s html part has it {how}{where}: "
+                        f"match the HTML as written{as_written}{or_text}"
+                    )
+                elif name in (part, "body") and _spaced(wanted) in _spaced(value):
                     yield (
                         f"{_named(message)}'s {part} part has it with other "
                         "spaces or line breaks; use re.compile("
