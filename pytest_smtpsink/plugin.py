@@ -408,7 +408,9 @@ def _choice(
     for choice in choices:
         if choice == value:
             return choice
-    raise pytest.UsageError(f"{source}: {value!r} is not one of {', '.join(choices)}")
+    raise pytest.UsageError(
+        f"{source}: must be one of {', '.join(choices)}, got {value!r}"
+    )
 
 
 def _read_reporting(config: pytest.Config) -> None:

@@ -1546,7 +1546,7 @@ def test_a_bad_lint_option_names_itself(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--smtpsink-lint=strict")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["*--smtpsink-lint: 'strict' is not one of off, error, warning, info*"]
+        ["*--smtpsink-lint: must be one of off, error, warning, info, got 'strict'*"]
     )
 
 

@@ -1453,7 +1453,7 @@ def test_bad_report_value(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--smtpsink-report=loud")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["ERROR: --smtpsink-report: 'loud' is not one of off, summary, full"]
+        ["ERROR: --smtpsink-report: must be one of off, summary, full, got 'loud'"]
     )
 
 
