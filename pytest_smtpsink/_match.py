@@ -572,11 +572,11 @@ def hints(messages: tuple[Message, ...], criteria: Mapping[str, Any]) -> list[st
     groups: dict[str, tuple[str, list[str]]] = {}
     for text in _hints_each(messages, criteria):
         label = _LABEL.search(text)
-        if label is None:
-            groups.setdefault(_DETAIL.sub("", text), (text, []))
+        if label is None:  # a deliver() message: named by no number
+            groups.setdefault(text, (text, []))
             continue
         key = f"{text[: label.start()]}\x00{text[label.end() :]}"
-        first, labels = groups.setdefault(_DETAIL.sub("\x01\x02", key), (text, []))
+        _, labels = groups.setdefault(_DETAIL.sub("\x01\x02", key), (text, []))
         labels.append(label.group())
     found = []
     for first, labels in groups.values():
