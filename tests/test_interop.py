@@ -76,6 +76,39 @@ def test_bare_lf_file_from_curl(smtpsink: Mailbox, tmp_path: Path) -> None:
     assert BARE_LF_DEFECT in received.defects
 
 
+def test_dot_lines_after_a_bare_lf_as_each_client_stuffs_them(
+    smtpsink: Mailbox, tmp_path: Path
+) -> None:
+    # A leading dot is taken away after a CRLF only, as aiosmtpd does
+    # (docs/conversation.rst): curl stuffs only there and keeps its dot
+    # lines; smtplib doubles a dot after a bare LF too, which stays.
+    data = b"Subject: dots\n\n.sig\n..two\nend\n"
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=TIMEOUT) as client:
+        client.sendmail("app@example.com", ["ann@example.com"], data)
+    assert smtpsink.wait_for().raw == b"Subject: dots\n\n..sig\n...two\nend\n\r\n"
+    curl = external.require("curl", "apt-get install curl")
+    upload = tmp_path / "message.txt"
+    upload.write_bytes(data.replace(b"dots", b"curl dots"))
+    subprocess.run(
+        [
+            *(curl, "--silent", "--show-error"),
+            *("--url", f"smtp://{smtpsink.host}:{smtpsink.port}"),
+            *("--mail-from", "app@example.com", "--mail-rcpt", "ann@example.com"),
+            *("--upload-file", str(upload)),
+        ],
+        check=True,
+        timeout=TIMEOUT,
+    )
+    received = smtpsink.wait_for(subject="curl dots")
+    assert received.raw.startswith(upload.read_bytes())
+    # CRLF line ends come through alike from either.
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=TIMEOUT) as client:
+        client.sendmail(
+            "app@example.com", ["ann@example.com"], data.replace(b"\n", b"\r\n")
+        )
+    assert smtpsink.messages[-1].raw == data.replace(b"\n", b"\r\n")
+
+
 def test_crlf_message_has_no_bare_lf_defect(smtpsink: Mailbox) -> None:
     with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=TIMEOUT) as client:
         client.send_message(lf_message("CRLF"))  # send_message fixes line ends
