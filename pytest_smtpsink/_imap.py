@@ -1353,10 +1353,11 @@ class _Connection(ReadSideConnection):
             raise _Answered("BAD", "STARTTLS is not offered (the sink has no STARTTLS)")
         if self._tls:
             raise _Answered("BAD", "TLS is already active")
-        self._discard_plain_text("STARTTLS")
+        discarded = self._discard_plain_text("STARTTLS")
         assert self.record is not None
         self.record._tls_starting()
         await self._reply(f"{command.tag} OK Begin TLS negotiation now")
+        self._note_discarded("STARTTLS", discarded)
         if not await self._start_tls(False):
             raise Closed
         return None

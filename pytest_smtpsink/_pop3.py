@@ -605,10 +605,11 @@ class _Connection(ReadSideConnection):
         if arg:
             await self._reply("-ERR STLS takes no argument")
             return
-        self._discard_plain_text("STLS")
+        discarded = self._discard_plain_text("STLS")
         assert self.record is not None
         self.record._tls_starting()
         await self._reply("+OK Begin TLS negotiation")
+        self._note_discarded("STLS", discarded)
         if not await self._start_tls(False):
             raise Closed
 

@@ -56,6 +56,7 @@ from ._session import (
     Session,
     TLSInfo,
     cut_off_note,
+    discarded_before_tls_note,
     peer_of,
 )
 from ._text import printable
@@ -806,12 +807,13 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
             and not settings.auth_plaintext
         )
 
-    def _discard_plain_text(self, command: str) -> None:
+    def _discard_plain_text(self, command: str) -> int:
         """Drop what the client pipelined behind ``command`` (STLS or
         STARTTLS): sent in plain text, it must never be read as if it came
         over TLS (RFC 2595 4, RFC 3501 6.2.1). Logged, as the SMTP side
         does, so that a command that vanished has a cause: the count only,
-        as the bytes may hold a password."""
+        as the bytes may hold a password. Returns the count, which the
+        caller notes in the transcript after its reply (`_note_discarded`)."""
         pending = len(self._buffer)
         self._buffer.clear()
         if pending and self.record is not None:
@@ -825,6 +827,12 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
                 pending,
                 command,
             )
+        return pending
+
+    def _note_discarded(self, command: str, octets: int) -> None:
+        """The transcript's note of what `_discard_plain_text` dropped."""
+        if octets:
+            self._append("command", discarded_before_tls_note(command, octets))
 
     async def _start_tls(self, implicit: bool) -> bool:
         """Run the server side of a TLS handshake; False (recorded as the

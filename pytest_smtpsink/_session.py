@@ -82,6 +82,17 @@ def cut_off_note(verb: str | None, octets: int) -> str:
     return f"[not run: {shown}{octets} octets with no line end, cut off by the client's close]"
 
 
+def discarded_before_tls_note(command: str, octets: int) -> str:
+    """The transcript's note for what a client sent after ``command``
+    (STARTTLS, STLS) without waiting for the TLS handshake: thrown away
+    unread (RFC 3207 4.2), counted (it may hold a password). A test of a
+    client's STARTTLS can see that it did not wait."""
+    return (
+        f"[not run: {octets} octets sent after {command} before the TLS "
+        "handshake, discarded unread]"
+    )
+
+
 def _verb(command: str) -> str:
     """A command as `Session.used` and its kin take it: upper-cased, and
     SMTP's "MAIL FROM" and "RCPT TO" (how RFC 5321 writes them) as their

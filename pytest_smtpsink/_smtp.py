@@ -73,6 +73,7 @@ from ._session import (
     Session,
     TLSInfo,
     cut_off_note,
+    discarded_before_tls_note,
     peer_of,
 )
 from ._store import SHARED_VALUES_MAX
@@ -1119,6 +1120,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         pending = len(buffer)
         buffer.clear()
         if self.record is not None:
+            self._append("command", discarded_before_tls_note("STARTTLS", pending))
             peer = self.record.peer
             LOG.warning(
                 "%s:%s sent %d byte(s) after STARTTLS before the TLS handshake; "

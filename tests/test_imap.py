@@ -2784,6 +2784,14 @@ def test_commands_pipelined_behind_starttls_are_discarded_and_logged(
     sink.wait_until(lambda: all(s.end for s in sink.sessions))
     (session,) = sink.sessions
     assert session.authenticated_as is None
+    lines = [exchange.line for exchange in session.transcript]
+    note = (
+        f"[not run: {len(smuggled)} octets sent after STARTTLS before the TLS "
+        "handshake, discarded unread]"
+    )
+    # After STARTTLS and its reply, before what came over TLS.
+    assert lines[1:4] == ["STARTTLS", note, "NOOP"], lines
+    assert session.transcript[1].replies == ["a OK Begin TLS negotiation now"]
     (record,) = [r for r in caplog.records if "STARTTLS" in r.getMessage()]
     message = record.getMessage()
     assert f"sent {len(smuggled)} byte(s) after STARTTLS" in message, message

@@ -642,6 +642,40 @@ def test_auth_plaintext_allows_login_before_stls(smtpsink: Mailbox) -> None:
     client.quit()
 
 
+@pytest.mark.smtpsink(tls="starttls")
+def test_commands_pipelined_behind_stls_are_discarded_and_noted(
+    smtpsink: Mailbox,
+) -> None:
+    # RFC 2595 4: what came in plain text behind STLS never runs as if it
+    # came over TLS; the transcript says how much (never what: a PASS).
+    smuggled = f"USER {ANN}\r\nPASS {SECRET}\r\n".encode()
+    pop3 = smtpsink.pop3
+    with socket.create_connection((pop3.host, pop3.port), timeout=10) as sock:
+        with sock.makefile("rb") as plain:
+            plain.readline()  # the greeting
+            sock.sendall(b"STLS\r\n" + smuggled)
+            assert plain.readline() == b"+OK Begin TLS negotiation\r\n"
+        context = pop3.ssl_context()
+        with (
+            context.wrap_socket(sock, server_hostname=pop3.host) as tls,
+            tls.makefile("rb") as secure,
+        ):
+            tls.sendall(b"STAT\r\n")
+            # Not logged in: the smuggled USER and PASS did not run.
+            assert secure.readline().startswith(b"-ERR ")
+            tls.sendall(b"QUIT\r\n")
+            secure.read()
+    (session,) = pop3_sessions(smtpsink)
+    smtpsink.wait_until(lambda: session.end is not None)
+    assert [e.line for e in session.transcript][1:4] == [
+        "STLS",
+        f"[not run: {len(smuggled)} octets sent after STLS before the TLS "
+        "handshake, discarded unread]",
+        "STAT",
+    ]
+    assert SECRET not in session.format_transcript()
+
+
 @pytest.mark.smtpsink(tls="implicit")
 def test_pop3s(smtpsink: Mailbox) -> None:
     pop3 = smtpsink.pop3

@@ -1647,7 +1647,23 @@ def test_commands_sent_before_the_starttls_handshake_are_discarded_and_logged(
             tls.sendall(b"QUIT\r\n")
             assert secure.readline().startswith(b"221 ")
     sink.wait_until(lambda: sink.sessions[-1].end is not None)
-    assert "evil" not in sink.sessions[-1].format_transcript()
+    session = sink.sessions[-1]
+    assert "evil" not in session.format_transcript()
+    # In the transcript too: a test of the client sees that it did not wait.
+    notes = [e for e in session.transcript if "before the TLS handshake" in e.line]
+    assert [(e.line, e.command) for e in notes] == [
+        (
+            f"[not run: {len(smuggled)} octets sent after STARTTLS before the TLS "
+            "handshake, discarded unread]",
+            None,
+        )
+    ]
+    commands = [e.command for e in session.transcript]
+    # Right after the STARTTLS exchange (its 220 on it), before the EHLO over TLS.
+    at = commands.index("STARTTLS")
+    assert session.transcript[at + 1] is notes[0]
+    assert session.transcript[at].replies[0].startswith("220 ")
+    assert commands[at + 2] == "EHLO"
     (record,) = [r for r in caplog.records if "STARTTLS" in r.getMessage()]
     assert record.levelno == logging.WARNING
     assert f"sent {len(smuggled)} byte(s) after STARTTLS before the TLS handshake" in (
