@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
@@ -70,6 +71,22 @@ def peer_of(transport: Any) -> tuple[str, int]:
     if host.startswith("::ffff:") and "." in host:
         host = host[7:]
     return host, int(peer[1])
+
+
+#: How a transcript writes a byte that is not UTF-8 (``\\xff``).
+_BYTE_ESCAPE = re.compile(r"\\X[0-9A-F]{2}")
+
+
+def _verb_of(word: str) -> str | None:
+    """A line's first word as its command: upper case, but for the escapes
+    of bytes that are not UTF-8, which stay as the line writes them
+    (``\\xff``, not ``\\XFF``); None for a blank line, no command at all."""
+    if not word:
+        return None
+    verb = word.upper()
+    if "\\" in verb:
+        verb = _BYTE_ESCAPE.sub(lambda escape: escape.group().lower(), verb)
+    return verb
 
 
 def cut_off_note(verb: str | None, octets: int) -> str:
@@ -164,7 +181,7 @@ class Exchange:
         ran)."""
         if self.kind != "command" or self.line.startswith("["):
             return None
-        return self.line.split(" ", 1)[0].upper()
+        return _verb_of(self.line.split(" ", 1)[0])
 
     @property
     def argument(self) -> str | None:
@@ -280,9 +297,9 @@ class IMAPExchange(Exchange):
         if self.kind != "command" or self.line.startswith("["):
             return None
         words = self.line.split(" ", 2)
-        verb = words[0].upper()
+        verb = _verb_of(words[0])
         if verb == "UID" and len(words) > 1 and words[1]:
-            return f"UID {words[1].upper()}"
+            return f"UID {_verb_of(words[1])}"
         return verb
 
     @property

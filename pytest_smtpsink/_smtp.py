@@ -2268,9 +2268,13 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         """Answer HELO/EHLO ourselves when the name is malformed or a fault
         says so; True when the command is handled."""
         if hostname and _malformed(hostname):
-            await self.push(
-                "501 5.5.2 Syntax error: control characters in the host name"
+            # aiosmtpd keeps a byte that is not UTF-8 as a surrogate.
+            what = (
+                "bytes that are not UTF-8"
+                if any("\udc80" <= char <= "\udcff" for char in hostname)
+                else "control characters"
             )
+            await self.push(f"501 5.5.2 Syntax error: {what} in the host name")
             return True
         return bool(
             self.state.faults.rules and await self._fault_intercept("EHLO", [hostname])

@@ -144,6 +144,23 @@ def test_unknown_and_invalid_commands(raw: Connect, smtpsink: Mailbox) -> None:
     assert exchange(session, "MA\\x00IL")[1] == 500
     assert exchange(session, "\\xff\\xfe")[1] == 500
     assert session.end == "quit"
+    # A blank line is no command; an escaped byte keeps its spelling (it
+    # read "\\XFF\\XFE", a form the transcript never writes).
+    assert session.commands == ["FOO", "\\xff\\xfe", "MA\\x00IL", "QUIT"]
+
+
+def test_a_host_name_that_is_not_utf8_is_refused_saying_so(
+    raw: Connect, smtpsink: Mailbox
+) -> None:
+    client = raw()
+    assert client.cmd(b"EHLO \xff\xfe\r\n") == (
+        501,
+        b"5.5.2 Syntax error: bytes that are not UTF-8 in the host name",
+    )
+    assert client.cmd(b"HELO a\x01b\r\n") == (
+        501,
+        b"5.5.2 Syntax error: control characters in the host name",
+    )
 
 
 def test_too_many_bogus_commands_closes_the_connection(
