@@ -624,6 +624,10 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
                 self._record_cut_off(self._cut_off)
             return read
         except asyncio.TimeoutError:
+            left = bytes(self._buffer)
+            if left and b"\n" not in left:
+                # A command begun and never ended: why the client "hung".
+                self._record_cut_off(left, by="the idle timeout")
             # No command asked for it: its own exchange (`Exchange.kind`).
             self._append("notice", "")
             await self._reply_and_end("timeout", self.INACTIVE)
@@ -642,9 +646,9 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
     #: line that is shown (the rest may be a credential).
     VERBS: frozenset[str] = frozenset()
 
-    def _record_cut_off(self, line: bytes) -> None:
-        """Record a command line that never ended: its verb if it is one
-        (after an IMAP tag), the rest counted, never shown."""
+    def _record_cut_off(self, line: bytes, by: str = "the client's close") -> None:
+        """Record a command line that never ended (cut off ``by``): its verb
+        if it is one (after an IMAP tag), the rest counted, never shown."""
         words = [w.decode("ascii", "replace").upper() for w in line.split(None, 3)[:3]]
         # The verb: the first word, or the second after an IMAP tag.
         at = next((i for i, word in enumerate(words[:2]) if word in self.VERBS), None)
@@ -654,7 +658,7 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
             following = words[at + 1] if at + 1 < len(words) else ""
             if verb == "UID" and following in self.VERBS:
                 verb = f"UID {following}"  # as IMAP names it ("UID EXPUNGE")
-        self._append("command", cut_off_note(verb, len(line)))
+        self._append("command", cut_off_note(verb, len(line), by))
 
     # -- recording and writing ----------------------------------------------------------
 

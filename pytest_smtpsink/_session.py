@@ -89,14 +89,14 @@ def _verb_of(word: str) -> str | None:
     return verb
 
 
-def cut_off_note(verb: str | None, octets: int) -> str:
-    """The transcript's note for a command line the client's close cut off:
-    never run, its verb if it named one, the rest counted and never shown
-    (it may hold a password). In brackets: a note, not a command
-    (`Exchange.command` is None), so ``used("QUIT")`` stays false of a QUIT
-    that never ran."""
+def cut_off_note(verb: str | None, octets: int, by: str = "the client's close") -> str:
+    """The transcript's note for a command line the client's close (or the
+    idle timeout, ``by``) cut off: never run, its verb if it named one, the
+    rest counted and never shown (it may hold a password). In brackets: a
+    note, not a command (`Exchange.command` is None), so ``used("QUIT")``
+    stays false of a QUIT that never ran."""
     shown = f"{verb}, " if verb else ""
-    return f"[not run: {shown}{octets} octets with no line end, cut off by the client's close]"
+    return f"[not run: {shown}{octets} octets with no line end, cut off by {by}]"
 
 
 def discarded_before_tls_note(command: str, octets: int) -> str:

@@ -1327,6 +1327,12 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             self._arm_idle_timer(self._idle_deadline)
             return
         self._send_held_replies()  # before the 421 and the close
+        if self._content is None and self.record is not None:
+            # A command the client began and never ended (a client that
+            # ends its lines with LF alone, or none): why it "hung".
+            left = bytes(getattr(getattr(self, "_reader", None), "_buffer", b""))
+            if (left and b"\n" not in left) or self._pending_total:
+                self._record_cut_off(left, by="the idle timeout")
         transport, send = self.transport, getattr(self, "_send", None)
         if transport is not None and not transport.is_closing() and send is not None:
             # aiosmtpd closes without a word; a server says why it closes
@@ -2050,12 +2056,12 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                 text = mask(text)
         self._append("command", text)
 
-    def _record_cut_off(self, part: bytes) -> None:
-        """Record a command line the client's close cut off (never run): its
-        verb if it is one, the rest counted, never shown (it may hold a
-        password), as the POP3 and IMAP servers record one. Inside an AUTH
-        exchange, an unfinished response: counted only (a response may be
-        the base64 word "RSET")."""
+    def _record_cut_off(self, part: bytes, by: str = "the client's close") -> None:
+        """Record a command line the client's close (or ``by``) cut off
+        (never run): its verb if it is one, the rest counted, never shown
+        (it may hold a password), as the POP3 and IMAP servers record one.
+        Inside an AUTH exchange, an unfinished response: counted only (a
+        response may be the base64 word "RSET")."""
         if self._pending_total:  # the end of an over-long line
             part, total = self._pending_fragment + part, self._pending_total + len(part)
             self._pending_fragment, self._pending_total = b"", 0
@@ -2066,7 +2072,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         known = not self._reading_auth_response and (
             f"smtp_{verb}" in _command_methods(type(self))
         )
-        self._append("command", cut_off_note(verb if known else None, total))
+        self._append("command", cut_off_note(verb if known else None, total, by))
 
     def _stray_auth_response(self, raw: bytes) -> bool:
         """Record a line that follows an AUTH command as a masked AUTH

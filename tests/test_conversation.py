@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import pytest
 from aiosmtpd.smtp import SMTP
-from conftest import Factory, on_the_loop, unread_future_errors
+from conftest import Factory, loop_held, on_the_loop, unread_future_errors
 
 from pytest_smtpsink import Mailbox, SMTPSink
 from pytest_smtpsink._smtp import RecordingSMTP
@@ -298,6 +298,29 @@ def test_idle_timeout_ends_the_session(smtpsink_factory: Factory) -> None:
         [goodbye.rstrip()],
     )
     assert session.codes == [220, 421]
+
+
+def test_a_command_the_idle_timeout_cut_off_is_noted(smtpsink_factory: Factory) -> None:
+    # A client that never ends its line (LF-vs-CRLF, a missing flush) left
+    # no trace of it: the transcript read as if the client had hung.
+    sink = smtpsink_factory(idle_timeout=0.5)
+    # All there when the server first reads: no pause of this thread can
+    # let the timeout in before it.
+    with loop_held(sink):
+        sock = socket.create_connection((sink.host, sink.port), timeout=30)
+        sock.sendall(b"EHLO client.test\r\nMAIL FROM:<a@")
+    with sock, sock.makefile("rb") as replies:
+        said = replies.read()  # until the sink closes
+    assert said.endswith(b" Error: timeout exceeded\r\n")
+    sink.wait_until(lambda: sink.sessions[0].end is not None)
+    (session,) = sink.sessions
+    assert session.end == "timeout"
+    assert [e.line for e in session.transcript][1:] == [
+        "EHLO client.test",
+        "[not run: MAIL, 13 octets with no line end, cut off by the idle timeout]",
+        "",  # the 421's notice
+    ]
+    assert session.commands == ["EHLO"]
 
 
 def test_traffic_moves_the_idle_deadline_and_the_timer_follows_it() -> None:

@@ -1126,6 +1126,27 @@ def test_idle_sessions_time_out_saying_so(
         ]
 
 
+def test_a_command_the_idle_timeout_cut_off_is_noted(smtpsink_factory: Factory) -> None:
+    # A line never ended (LF-vs-CRLF, a missing flush) left no trace.
+    mailbox = smtpsink_factory(idle_timeout=0.5)
+    pop3 = mailbox.pop3
+    with loop_held(mailbox):  # all there when the server first reads
+        sock = socket.create_connection((pop3.host, pop3.port), timeout=10)
+        sock.sendall(f"USER {ANN}\r\nPASS {SECRET}".encode())
+    with sock, sock.makefile("rb") as replies:
+        said = replies.read()  # until the sink closes
+    assert said.endswith(b"-ERR [SYS/TEMP] Disconnected for inactivity\r\n")
+    ended(mailbox)
+    (session,) = pop3_sessions(mailbox)
+    assert [e.line for e in session.transcript][1:] == [
+        f"USER {ANN}",
+        f"[not run: PASS, {5 + len(SECRET)} octets with no line end, cut off by "
+        "the idle timeout]",
+        "",  # the goodbye's notice
+    ]
+    assert SECRET not in session.format_transcript()
+
+
 # -- faults ------------------------------------------------------------------------------
 
 
