@@ -2310,11 +2310,10 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         auth_data: Any,
     ) -> AuthResult:
         assert isinstance(auth_data, LoginPassword)
-        username = auth_data.login.decode("utf-8", "replace")
         # Compare bytes: compare_digest() refuses non-ASCII str.
         return self._auth_result(
             mechanism,
-            username,
+            auth_data.login,
             lambda expected: hmac.compare_digest(
                 expected.encode("utf-8"), auth_data.password
             ),
@@ -2326,11 +2325,19 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
     def _auth_result(
         self,
         mechanism: str,
-        username: str,
+        login: bytes,
         check: Callable[[str], bool],
         no_password: bool = False,
     ) -> AuthResult:
         table = self.state.settings.auth
+        try:
+            username = login.decode("utf-8")
+            decodes = True
+        except UnicodeDecodeError:
+            # Recorded as the transcript writes such bytes (\xeb, not a
+            # lossy U+FFFD); no table's user (all UTF-8) is this one.
+            username = login.decode("utf-8", "backslashreplace")
+            decodes = False
         if not username or no_password:
             # No user at all (an empty PLAIN authcid, a CRAM-MD5 response
             # without its space), or no password: no login, even with
@@ -2339,7 +2346,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             success = False
         elif table == "any":
             success = True
-        elif table is None or username not in table:
+        elif table is None or not decodes or username not in table:
             success = False
         else:
             success = check(table[username])
@@ -2426,7 +2433,8 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         response = await self.challenge_auth(challenge.encode())
         if not isinstance(response, bytes):  # the client aborted with "*"
             return AuthResult(success=False, handled=True)
-        username, _, digest = response.decode("utf-8", "replace").rpartition(" ")
+        login, _, digest_bytes = response.rpartition(b" ")
+        digest = digest_bytes.decode("utf-8", "replace")
 
         def check(password: str) -> bool:
             expected = hmac.new(
@@ -2438,7 +2446,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
 
         # The digest shows an empty password, which no path takes (also
         # with auth="any", where no password is known to check it against).
-        return self._auth_result("CRAM-MD5", username, check, no_password=check(""))
+        return self._auth_result("CRAM-MD5", login, check, no_password=check(""))
 
     # -- storing messages ----------------------------------------------------------
 

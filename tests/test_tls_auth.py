@@ -529,6 +529,23 @@ def test_auth_any_still_needs_a_user_name(smtpsink_factory: Factory) -> None:
     ]
 
 
+def test_a_user_name_that_is_not_utf8_is_recorded_as_its_bytes(
+    smtpsink_factory: Factory,
+) -> None:
+    # AuthInfo.username had U+FFFD for the byte: a test could not tell which
+    # was sent, where the transcript writes \xeb. No table user matches it.
+    latin1 = base64.b64encode(b"\0zo\xeb\0s3cret").decode()
+    for auth in ("any", {"zo\\xeb": "s3cret", "zo\ufffd": "s3cret"}):
+        sink = smtpsink_factory(auth=auth, auth_plaintext=True)
+        with smtplib.SMTP(sink.host, sink.port) as client:
+            client.ehlo()
+            code = client.docmd("AUTH", f"PLAIN {latin1}")[0]
+        (attempt,) = sink.sessions[-1].auth_attempts
+        assert (attempt.username, attempt.success) == ("zo\\xeb", auth == "any")
+        assert code == (235 if auth == "any" else 535)
+        assert "s3cret" not in sink.sessions[-1].format_transcript()
+
+
 def test_auth_any_still_needs_a_password(smtpsink_factory: Factory) -> None:
     # RFC 4616: PLAIN's password is not empty. POP3 and IMAP refused one
     # where SMTP said 235, also with auth="any".
