@@ -152,10 +152,14 @@ class SizeKey(Key):
 
 @dataclass(frozen=True)
 class HeaderContains(Key):
-    """``name`` lower case; an empty ``text`` matches any such header."""
+    """``name`` lower case; an empty ``text`` matches any such header. The
+    HEADER key (``as_written``) searches each value unfolded with its runs
+    of spaces as written; SUBJECT, FROM and the others, squeezed to one
+    space, as Dovecot searches each."""
 
     name: str
     text: str
+    as_written: bool = False
 
 
 @dataclass(frozen=True)
@@ -317,7 +321,7 @@ class _KeyReader:
             "LARGER": lambda: SizeKey(True, self.number(name)),
             "SMALLER": lambda: SizeKey(False, self.number(name)),
             "NOT": lambda: Not(self.key(depth + 1)),
-            "OR": lambda: AnyOf((self.key(depth + 1), self.key(depth + 1))),
+            "OR": lambda: self.any_of(depth),
             "UID": lambda: InUids(
                 parse_sequence_set(self.next("the UID set after UID"), self.tag)
             ),
@@ -331,6 +335,24 @@ class _KeyReader:
             return InSequence(parse_sequence_set(arg, self.tag))
         raise ImapSyntaxError(f"unknown search key: {_as_sent(arg.value)}", self.tag)
 
+    def any_of(self, depth: int) -> Key:
+        """The keys of an OR (just read) as one flat `AnyOf`: an OR among
+        its operands (``OR OR a b c``, as imap-tools writes "any of these
+        51 Message-IDs", or ``OR a OR b c``) adds an operand, not a level
+        of nesting. Read so, a chain of any length neither counts against
+        the nesting limit nor recurses (OR is associative)."""
+        keys: list[Key] = []
+        needed = 2
+        while needed:
+            arg = self.args[self.pos] if self.more() else None
+            if isinstance(arg, Atom) and arg.upper == "OR":
+                self.pos += 1
+                needed += 1  # one operand becomes two
+                continue
+            keys.append(self.key(depth + 1))
+            needed -= 1
+        return AnyOf(tuple(keys))
+
     def flag(self, key: str) -> str:
         arg = self.next(f"the keyword after {key}")
         if not isinstance(arg, Atom):
@@ -343,7 +365,7 @@ class _KeyReader:
 
     def header(self) -> Key:
         name = self.string("HEADER").strip().lower()
-        return HeaderContains(name, self.string("HEADER " + name))
+        return HeaderContains(name, self.string("HEADER " + name), as_written=True)
 
 
 # -- evaluating ---------------------------------------------------------------
@@ -477,13 +499,15 @@ class _Evaluation:
         # sink's loop).
         self._values: dict[str, list[str]] = {}
         self._headers_text: str | None = None
+        self._part_headers: list[bytes] = []
+        self._part_headers_text: str | None = None
 
     def matches(self, key: Key) -> bool:
         # The most common key first: this runs for every message.
         if isinstance(key, HeaderContains):
             if key.text and self.lacks(key.text):
                 return False
-            return self.header_contains(key.name, key.text)
+            return self.header_contains(key.name, key.text, key.as_written)
         if isinstance(key, AllOf):
             return all(self.matches(k) for k in key.keys)
         if isinstance(key, AnyOf):
@@ -517,7 +541,11 @@ class _Evaluation:
             needle = key.text.casefold()
             if key.with_headers and needle in self.headers_text():
                 return True
-            return needle in self.bodies()
+            if needle in self.bodies():
+                return True
+            # TEXT: the whole RFC 5322 body, its parts' headers too (an
+            # attachment's file name, a forwarded message's sender).
+            return key.with_headers and needle in self.part_headers_text()
         raise AssertionError(f"unknown search key {key!r}")
 
     def data(self) -> bytes:
@@ -531,15 +559,21 @@ class _Evaluation:
             self._header_block = served_bytes(_raw_header(self.entry.message.raw))
         return self._header_block
 
-    def header_values(self, name: str) -> list[str]:
-        """The decoded values of the fields ``name``."""
-        values = self._values.get(name)
+    def header_values(self, name: str, as_written: bool = False) -> list[str]:
+        """The decoded values of the fields ``name``, unfolded (a line break
+        and the tab after it one space), each run of blanks one space unless
+        ``as_written``."""
+        key = f"\x00{name}" if as_written else name
+        values = self._values.get(key)
         if values is None:
             pattern = _header_pattern(name)
-            values = self._values[name] = [
-                squeezed(decode_words(match.group(1).replace(b"\r\n", b"").strip()))
+            unfolded = [
+                decode_words(_unfolded(match.group(1)).strip())
                 for match in pattern.finditer(self.header_block())
             ]
+            values = self._values[key] = (
+                unfolded if as_written else [squeezed(value) for value in unfolded]
+            )
         return values
 
     def lacks(self, text: str) -> bool:
@@ -548,8 +582,8 @@ class _Evaluation:
         needle = _ascii_needle(text)
         return needle is not None and _surely_absent(self.header_block(), (needle,))
 
-    def header_contains(self, name: str, text: str) -> bool:
-        values = self.header_values(name)
+    def header_contains(self, name: str, text: str, as_written: bool = False) -> bool:
+        values = self.header_values(name, as_written)
         if not text:
             return bool(values)
         needle = text.casefold()
@@ -559,7 +593,7 @@ class _Evaluation:
         """The header block, unfolded and decoded, case-folded."""
         if self._headers_text is None:
             self._headers_text = decode_words(
-                self.header_block().replace(b"\r\n\t", b" ").replace(b"\r\n ", b" ")
+                _block_unfolded(self.header_block())
             ).casefold()
         return self._headers_text
 
@@ -579,9 +613,20 @@ class _Evaluation:
         """The decoded text of every text part, case-folded."""
         if self._bodies is None:
             texts: list[str] = []
-            _collect_text(parse_structure(self.data()), texts)
+            _collect_text(parse_structure(self.data()), texts, self._part_headers)
             self._bodies = "\n".join(texts).casefold()
         return self._bodies
+
+    def part_headers_text(self) -> str:
+        """The headers of every part below the message's own (MIME part
+        headers, an encapsulated message's), unfolded and decoded,
+        case-folded."""
+        if self._part_headers_text is None:
+            self.bodies()  # which collects them
+            self._part_headers_text = "\n".join(
+                decode_words(_block_unfolded(header)) for header in self._part_headers
+            ).casefold()
+        return self._part_headers_text
 
 
 #: The sent day of a message without a readable Date header.
@@ -593,15 +638,22 @@ _SEARCHABLE_ENCODINGS = frozenset(
 )
 
 
-def _collect_text(part: Part, texts: list[str]) -> None:
+def _collect_text(part: Part, texts: list[str], headers: list[bytes]) -> None:
+    """The decoded text of ``part``'s text parts into ``texts``, and the
+    header of every part below it into ``headers``. A ``message/*`` part
+    that encapsulates no message (a bounce's ``message/delivery-status``,
+    an MDN's, a feedback report) is text too (RFC 3464, 8098, 5965), as
+    Dovecot searches it."""
     stack = [part]
     while stack:
         current = stack.pop()
+        if current is not part:
+            headers.append(current.header)
         if current.children:
             stack.extend(reversed(current.children))
         elif current.message is not None:
             stack.append(current.message)
-        elif current.media_type.lower() in ("text", "") and (
+        elif current.media_type.lower() in ("text", "", "message") and (
             _transfer_encoding(current) in _SEARCHABLE_ENCODINGS
         ):
             texts.append(_decode_body(current))
@@ -650,6 +702,18 @@ _HEADER_END = re.compile(rb"\n\r?\n")
 
 
 _BLANKS = re.compile(r"[ \t]+")
+
+
+def _unfolded(value: bytes) -> bytes:
+    """A field's ``value`` unfolded as Dovecot reads it: a line break and
+    the tab after it one space; a line break before spaces taken away."""
+    return value.replace(b"\r\n\t", b" ").replace(b"\r\n", b"")
+
+
+def _block_unfolded(header: bytes) -> bytes:
+    """A header block with its folded lines unfolded (each field still on
+    a line of its own: TEXT must not match across two fields)."""
+    return header.replace(b"\r\n\t", b" ").replace(b"\r\n ", b" ")
 
 
 def squeezed(text: str) -> str:

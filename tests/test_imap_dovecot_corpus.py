@@ -182,6 +182,13 @@ SEARCHES = [
     "NOT (FROM ann SMALLER 2000)",
     "(OR SUBJECT nested SUBJECT boundary) LARGER 300",
     "CHARSET UTF-8 SUBJECT {6+}\r\nbinary",
+    # TEXT looks at the parts' headers too; BODY does not.
+    "TEXT filename",
+    "BODY filename",
+    "TEXT Content-Transfer-Encoding",
+    "TEXT octet-stream",
+    # An OR chain as imap-tools writes "any of these": 60 keys.
+    "OR " * 59 + " ".join(["SUBJECT levels"] * 59 + ["FROM ann"]),
 ]
 
 

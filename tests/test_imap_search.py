@@ -258,6 +258,88 @@ def test_utf8_words_in_8bit_text_labelled_us_ascii_are_found(
     assert search(parse_search(step.args, step.tag), folder).sequence_numbers == [1]
 
 
+def test_or_chains_of_any_length_are_one_level() -> None:
+    # imap-tools writes "any of these Message-IDs" as OR OR ... a b c: each
+    # OR counted as a level of nesting, 51 of them were "nested too deep"
+    # (Dovecot serves them).
+    tickets = [b"HEADER X-Ticket %d" % n for n in range(1, 301)]
+    left = b"OR " * 300 + b" ".join(tickets) + b" DRAFT"
+    right = b"".join(b"OR " + ticket + b" " for ticket in tickets) + b"DRAFT"
+    mixed = b"OR OR FLAGGED DELETED OR SEEN " + b"NOT OR DRAFT ANSWERED"
+    assert run(left) == [1, 2]
+    assert run(right) == [1, 2]
+    assert run(mixed) == [1, 3]
+    with pytest.raises(ImapSyntaxError, match="missing a search key"):
+        run(b"OR OR FLAGGED DELETED")
+
+
+def _one(raw: bytes, keys: bytes) -> bool:
+    folder = [Candidate(1, Entry(Raw(raw), uid=1), recent=False)]
+    step = parse_command(b"t SEARCH " + keys + b"\r\n")
+    return search(parse_search(step.args, step.tag), folder).sequence_numbers == [1]
+
+
+BOUNCE = (
+    b"Subject: Undelivered Mail Returned to Sender\r\n"
+    b"Content-Type: multipart/report; report-type=delivery-status; boundary=r\r\n"
+    b"\r\n"
+    b"--r\r\nContent-Type: text/plain\r\n\r\nYour mail could not be delivered.\r\n"
+    b"--r\r\nContent-Type: message/delivery-status\r\n\r\n"
+    b"Reporting-MTA: dns; mx.example.org\r\n\r\n"
+    b"Final-Recipient: rfc822; gone@example.org\r\nAction: failed\r\n"
+    b"Status: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 user unknown\r\n"
+    b"--r\r\nContent-Type: message/rfc822\r\n\r\n"
+    b"From: =?utf-8?q?J=C3=B6rg?= <joerg@example.com>\r\nSubject: order\r\n\r\n"
+    b"the order\r\n"
+    b'--r\r\nContent-Type: application/pdf; name="invoice-42.pdf"\r\n'
+    b'Content-Disposition: attachment; filename="invoice-42.pdf"\r\n'
+    b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n"
+    b"--r--\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("keys", "found"),
+    [
+        # A bounce's report part is text (RFC 3464), as Dovecot searches it.
+        (b"BODY gone@example.org", True),
+        (b'BODY "user unknown"', True),
+        (b"TEXT 5.1.1", True),
+        # TEXT is the header and the whole body: its parts' headers too.
+        (b"TEXT invoice-42.pdf", True),
+        (b"TEXT application/pdf", True),
+        (b'TEXT "J\xc3\xb6rg"', True),
+        (b"TEXT joerg@example.com", True),
+        # BODY is the body's text: no header of a part, no PDF.
+        (b"BODY invoice-42.pdf", False),
+        (b"BODY joerg", False),
+        (b"BODY %PDF", False),
+        (b'BODY "the order"', True),
+    ],
+)
+def test_text_and_body_search_every_part_as_dovecot(keys: bytes, found: bool) -> None:
+    assert _one(BOUNCE, keys) is found
+
+
+@pytest.mark.parametrize(
+    ("header", "keys", "found"),
+    [
+        # SUBJECT squeezes each run of blanks to one space, as Dovecot...
+        (b"Subject: order   number", b'SUBJECT "order number"', True),
+        (b"Subject: order   number", b'SUBJECT "order   number"', False),
+        # ... HEADER takes the value as written (a copy of it is found).
+        (b"Subject: order   number", b'HEADER Subject "order   number"', True),
+        (b"Subject: order   number", b'HEADER Subject "order number"', False),
+        (b"X-H: order   number", b'HEADER X-H "order   number"', True),
+        # Both unfold: a line break and its tab are one space.
+        (b"X-H: order\r\n\tnumber", b'HEADER X-H "order number"', True),
+        (b"Subject: order\r\n\tnumber", b'SUBJECT "order number"', True),
+    ],
+)
+def test_header_keys_blanks_as_dovecot(header: bytes, keys: bytes, found: bool) -> None:
+    assert _one(b"From: x@example.com\r\n" + header + b"\r\n\r\nb\r\n", keys) is found
+
+
 def test_a_body_in_an_unknown_transfer_encoding_is_not_searched() -> None:
     # As Dovecot (tests/corpus/content_type_garbage.eml): the body cannot be
     # decoded, so BODY and TEXT do not look into it; its header still counts.
