@@ -35,6 +35,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+from ._text import shorten
+
 #: Longest command line (without literals), as Dovecot's default
 #: ``imap_max_line_length``.
 MAX_LINE = 64 * 1024
@@ -63,10 +65,18 @@ class ImapSyntaxError(Exception):
     def __init__(
         self, text: str, tag: str | None = None, *, disconnect: bool = False
     ) -> None:
+        # Cut: a value it quotes may be a literal (a 60 KB message in a
+        # date's place), which a reply line and the transcript must not
+        # repeat whole.
+        text = shorten(text, _QUOTED_MAX)
         super().__init__(text)
         self.text = text
         self.tag = tag
         self.disconnect = disconnect
+
+
+#: How much of a BAD reply's text is sent and recorded.
+_QUOTED_MAX = 300
 
 
 # -- the parsed command -------------------------------------------------------

@@ -398,6 +398,29 @@ def test_a_line_cut_off_by_the_close_is_not_run(
     smtpsink.mailbox(USER).assert_in(subject="Invoice 1", flags={"\\Deleted"})
 
 
+def test_a_bad_reply_never_quotes_a_literal_whole(smtpsink: Mailbox) -> None:
+    # A 60 KB message where APPEND's date-time goes (two messages, as
+    # MULTIAPPEND would send them) came back whole in one BAD line, and was
+    # kept so in the transcript, where literals are counted, not copied.
+    message = b"Subject: one\r\n\r\n" + b"y" * 60_000 + b"\r\n"
+    with socket.create_connection(imap_address(smtpsink), timeout=10) as sock:
+        sock.sendall(
+            b"a LOGIN ann@example.com pw\r\n"
+            b"c APPEND INBOX {%d+}\r\n" % len(message)
+            + message
+            + b" {5+}\r\nhello\r\nd LOGOUT\r\n"
+        )
+        sock.shutdown(socket.SHUT_WR)
+        with sock.makefile("rb") as replies:
+            said = replies.read().split(b"\r\n")
+    (bad,) = [line for line in said if line.startswith(b"c ")]
+    assert bad.startswith(b"c BAD Invalid date-time 'Subject: one\\r\\n\\r\\nyyy")
+    assert len(bad) < 400, len(bad)
+    assert bad.endswith(b" more characters]")
+    smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
+    assert max(len(r) for e in smtpsink.sessions[-1].transcript for r in e.replies) < 400
+
+
 def test_uidnext_moves_only_when_the_folder_gets_mail(smtpsink: Mailbox) -> None:
     # It was the sink-wide counter: bob's mail, or ann's in another folder,
     # moved ann's INBOX UIDNEXT (RFC 3501 2.3.1.1: MUST NOT), and a poller's
