@@ -406,7 +406,8 @@ def test_a_bad_reply_never_quotes_a_literal_whole(smtpsink: Mailbox) -> None:
     with socket.create_connection(imap_address(smtpsink), timeout=10) as sock:
         sock.sendall(
             b"a LOGIN ann@example.com pw\r\n"
-            b"c APPEND INBOX {%d+}\r\n" % len(message)
+            b"c APPEND INBOX {%d+}\r\n"
+            % len(message)
             + message
             + b" {5+}\r\nhello\r\nd LOGOUT\r\n"
         )
@@ -418,7 +419,9 @@ def test_a_bad_reply_never_quotes_a_literal_whole(smtpsink: Mailbox) -> None:
     assert len(bad) < 400, len(bad)
     assert bad.endswith(b" more characters]")
     smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
-    assert max(len(r) for e in smtpsink.sessions[-1].transcript for r in e.replies) < 400
+    assert (
+        max(len(r) for e in smtpsink.sessions[-1].transcript for r in e.replies) < 400
+    )
 
 
 def test_uidnext_moves_only_when_the_folder_gets_mail(smtpsink: Mailbox) -> None:
