@@ -627,6 +627,9 @@ def is_utf8(name: bytes) -> bool:
     return True
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def check_login(auth: object, user: str, password: str) -> bool:
     """Whether ``password`` opens ``user``'s mailbox under the sink's
     ``auth`` setting: any password without a credentials mapping (the
@@ -634,7 +637,9 @@ def check_login(auth: object, user: str, password: str) -> bool:
     A user name that names no mailbox (empty, blanks, ``<>``) opens none,
     as on Dovecot: a client that lost its user name hears of it instead of
     reading an empty mailbox no mail can reach."""
-    if not normalize_user(user):
+    if not normalize_user(user) or _CONTROL.search(user):
+        # A control character (CR, LF, ESC: an IMAP literal can carry
+        # them) names no mailbox SMTP mail can reach; Dovecot refuses it.
         return False
     if not isinstance(auth, Mapping):
         return True

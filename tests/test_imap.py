@@ -832,6 +832,26 @@ def test_a_user_name_that_is_not_utf8_opens_no_mailbox(smtpsink: Mailbox) -> Non
     assert attempts[-1].username == "j\u00f6rg@example.com"
 
 
+def test_a_user_name_with_control_characters_opens_no_mailbox(
+    smtpsink: Mailbox,
+) -> None:
+    # A literal can carry CR, LF and ESC: LOGIN took "ann\r\n* OK fake\x1b"
+    # as a user no SMTP mail can reach (Dovecot refuses it).
+    name = b"ann\r\n* OK fake\x1b[31m"
+    plain = base64.b64encode(b"\0ann\x1b@example.com\0pw")
+    with socket.create_connection(imap_address(smtpsink), timeout=10) as sock:
+        sock.sendall(
+            b"b LOGIN {%d+}\r\n%s pw\r\nc AUTHENTICATE PLAIN %s\r\nd LOGOUT\r\n"
+            % (len(name), name, plain)
+        )
+        with sock.makefile("rb") as replies:
+            said = [line.decode("utf-8", "replace").rstrip() for line in replies]
+    for tag in "bc":
+        assert f"{tag} NO [AUTHENTICATIONFAILED] Authentication failed" in said, said
+    smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
+    assert smtpsink.sessions[-1].authenticated_as is None
+
+
 def test_authenticate_with_a_split_initial_response_says_so(
     smtpsink: Mailbox,
 ) -> None:
