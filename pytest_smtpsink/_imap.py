@@ -955,6 +955,10 @@ class _Connection(ReadSideConnection):
                 record_early()
             self._mark_end("client-closed")
 
+        # What the idle timeout may cut off: a literal's octets (how many
+        # were due), or the line after a literal.
+        literal_due, line_due = 0, False
+
         def mark_not_sent(size: int) -> None:
             # Refused before "+": not "[n octets]", as they never crossed.
             shown_parts[-1] = f" [{size} octets, not sent]"
@@ -992,7 +996,9 @@ class _Connection(ReadSideConnection):
                         return True
                 if step.synchronizing:
                     await self._send(b"+ Ready for literal data\r\n")
+                literal_due = step.size  # for the idle timeout's record
                 data = await self._read_exactly(step.size)
+                literal_due = 0
                 if data is None:
                     # What came, and that the command never ran: "[100
                     # octets]" and no reply read as a command that hung.
@@ -1003,7 +1009,9 @@ class _Connection(ReadSideConnection):
                     cut_off()
                     return False
                 reader.feed_literal(data)
+                line_due = True
                 more = await self._read_line(MAX_LINE)
+                line_due = False
                 if more is None:
                     # The client hung up after the literal: what came is
                     # recorded, as where it hangs up inside one.
@@ -1085,7 +1093,19 @@ class _Connection(ReadSideConnection):
                 self._after_login = True
             return True
         except asyncio.TimeoutError:
-            if not recorded:  # the BYE answers this command, not the last
+            # What came, and that it never ran, as for the client's close.
+            if literal_due:
+                shown_parts[-1] = (
+                    f" [{len(self._buffer)} of {literal_due} octets; not run: "
+                    "cut off by the idle timeout]"
+                )
+            elif line_due:
+                shown_parts.append(
+                    " [not run: no line end, cut off by the idle timeout]"
+                )
+            if recorded:
+                recorded[0].line = self._shown_command(shown_parts, None, tag)
+            else:  # the BYE answers this command, not the last
                 record_early()
             await self._reply_and_end("timeout", _INACTIVE)
             raise Closed from None

@@ -424,6 +424,32 @@ def test_a_bad_reply_never_quotes_a_literal_whole(smtpsink: Mailbox) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("sent", "shown"),
+    [
+        (b"{50+}\r\n" + b"x" * 18, "{50+} [18 of 50 octets; not run: cut off by"),
+        (b"{5+}\r\nhello", "{5+} [5 octets] [not run: no line end, cut off by"),
+    ],
+)
+def test_a_literal_the_idle_timeout_cut_off_is_recorded_as_it_came(
+    smtpsink_factory: Callable[..., SMTPSink], sent: bytes, shown: str
+) -> None:
+    # It read "APPEND INBOX {50+} [50 octets]" when none had come: a
+    # complete APPEND that got a BYE.
+    sink = smtpsink_factory(idle_timeout=0.5)
+    address = imap_address(sink)  # started before the loop is held
+    with loop_held(sink):  # all there when the server first reads
+        sock = socket.create_connection(address, timeout=10)
+        sock.sendall(b"a LOGIN ann@example.com pw\r\nb APPEND INBOX " + sent)
+    with sock, sock.makefile("rb") as replies:
+        assert replies.read().endswith(b"* BYE Disconnected for inactivity\r\n")
+    sink.wait_until(lambda: sink.sessions[-1].end is not None)
+    append = sink.sessions[-1].transcript[-1]
+    assert append.line == f"APPEND INBOX {shown} the idle timeout]"
+    assert append.replies == ["* BYE Disconnected for inactivity"]
+    assert sink.mailbox(USER).messages() == []
+
+
 def test_uidnext_moves_only_when_the_folder_gets_mail(smtpsink: Mailbox) -> None:
     # It was the sink-wide counter: bob's mail, or ann's in another folder,
     # moved ann's INBOX UIDNEXT (RFC 3501 2.3.1.1: MUST NOT), and a poller's
