@@ -551,7 +551,11 @@ def _addr_spec(tokens: list[tuple[str, str, int]]) -> tuple[str | None, str, str
     at = max((i for i, token in enumerate(tokens) if token[1] == "@"), default=None)
     if at is None:
         return route, "".join(text for _, text, _ in tokens), ""
-    local = "".join(text for _, text, _ in tokens[:at])
+    # A quoted local part's value, as Dovecot gives it: "john doe" is
+    # john doe, "x.y" is x.y (the quotes are the header's syntax).
+    local = "".join(
+        _unquote(text) if kind == "quoted" else text for kind, text, _ in tokens[:at]
+    )
     domain = "".join(text for _, text, _ in tokens[at + 1 :])
     return route, local, domain
 

@@ -117,6 +117,19 @@ def test_envelope_and_bodystructure_of_a_simple_message() -> None:
     )
 
 
+def test_envelope_gives_a_quoted_local_parts_value() -> None:
+    # Dovecot 2.3.19's mailbox is the local part's value: the quotes are the
+    # header's syntax ("x.y" read as x.y). The sink kept them.
+    raw = (
+        b'From: "john doe"@example.com, "a\\"b"@example.com\r\n'
+        b'To: "x.y"@example.com\r\nSubject: q\r\n\r\nhi\r\n'
+    )
+    answer = fetch(raw, "(ENVELOPE)")
+    assert b'(NIL NIL "john doe" "example.com")' in answer
+    assert b'(NIL NIL {3}\r\na"b "example.com")' in answer  # a"b, as a literal
+    assert b'((NIL NIL "x.y" "example.com"))' in answer
+
+
 @pytest.mark.parametrize(
     ("content_type", "params"),
     [
