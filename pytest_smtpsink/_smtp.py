@@ -406,6 +406,12 @@ _MALFORMED = re.compile("[\x00-\x1f\x7f\udc80-\udcff]")
 _FIRST_WORD = re.compile(r"\s*\S+")
 
 
+_BAD_SIZE = (
+    "501 5.5.4 Syntax error in the SIZE= parameter: a number of octets, 1 to "
+    "20 digits (RFC 1870)"
+)
+
+
 def _ascii_number(text: str) -> bool:
     """Whether ``text`` is a number as SMTP writes one: ASCII digits (not
     any Unicode digit, which str.isdigit() takes), at most 20 (RFC 1870)."""
@@ -969,6 +975,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
     @_same_syntax(SMTP.smtp_MAIL)
     async def smtp_MAIL(self, arg: str | None) -> None:
         self._params_command, self._params_arg = "MAIL", arg or ""
+        self._bad_size = False
         await super().smtp_MAIL(arg)
 
     @_same_syntax(SMTP.smtp_RCPT)
@@ -985,10 +992,12 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         if result is None:
             return None
         size = result.get("SIZE")
-        if isinstance(size, str) and not _ascii_number(size):
+        if size is True or (isinstance(size, str) and not _ascii_number(size)):
             # aiosmtpd takes isdigit() for a number, then int() fails on
             # "²" (a 500 and a logged traceback) or reads "١٢" as 12: RFC
-            # 1870's size is 1 to 20 ASCII digits. Its syntax error (501).
+            # 1870's size is 1 to 20 ASCII digits. Its syntax error (501),
+            # naming the parameter (`push`).
+            self._bad_size = True
             return None
         for key in _DSN_PARAMS.get(self._params_command, ()):
             if key not in result:
@@ -1106,6 +1115,8 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
 
     _greeted = False
     _commands_read = 0
+    #: MAIL's SIZE= was no number (`_getparams`): its 501 says so.
+    _bad_size = False
 
     def _discard_plain_text(self) -> None:
         """Discard what a client sent after STARTTLS without waiting for the
@@ -2143,6 +2154,11 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             text = "552 " + size_refusal(
                 int(declared[1]), self.data_size_limit or 0, declared=True
             )
+            self._record_reply(text)
+            return super().push(text)
+        if self._bad_size and text.startswith("501 Syntax: MAIL"):
+            # aiosmtpd's usage line did not say what was wrong.
+            text = _BAD_SIZE
             self._record_reply(text)
             return super().push(text)
         if text.startswith("500 Error: command "):

@@ -512,7 +512,7 @@ def test_an_address_the_parser_breaks_on_is_refused_as_malformed(
 
 
 @pytest.mark.parametrize(
-    "size", ["\u00b2", "1\u00b2", "\u0661\u0662", "\uff11\uff12", "1" * 21]
+    "size", ["\u00b2", "1\u00b2", "\u0661\u0662", "\uff11\uff12", "1" * 21, "abc", "-1"]
 )
 @pytest.mark.parametrize("with_fault", [False, True])
 def test_a_size_that_is_no_ascii_number_is_a_syntax_error(
@@ -527,7 +527,12 @@ def test_a_size_that_is_no_ascii_number_is_a_syntax_error(
     with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=10) as smtp:
         assert smtp.ehlo("client.test")[0] == 250
         smtp.send(f"MAIL FROM:<a@example.com> SIZE={size}\r\n".encode())
-        assert smtp.getreply()[0] == 501
+        # Naming the parameter: aiosmtpd's usage line did not say what.
+        assert smtp.getreply() == (
+            501,
+            b"5.5.4 Syntax error in the SIZE= parameter: a number of octets, 1 to "
+            b"20 digits (RFC 1870)",
+        )
         assert smtp.docmd("MAIL", "FROM:<a@example.com> SIZE=12")[0] == 250
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
