@@ -1454,6 +1454,12 @@ def test_stopping_says_it_waits_for_the_relay(start: Callable[..., Sink]) -> Non
             ["--auth", "a:b", "--auth", "a:c"],
             "argument --auth: user 'a' is given twice",
         ),
+        # One mailbox, two passwords: each opened it.
+        (
+            ["--auth", "ANN@example.com:a", "--auth", "ann@example.com:b"],
+            "argument --auth: users 'ANN@example.com' and 'ann@example.com' name "
+            "one mailbox (addresses compare without regard to case): give it once",
+        ),
         (["--auth-required"], "argument --auth-required: needs --auth"),
         (
             ["--auth-plaintext"],
