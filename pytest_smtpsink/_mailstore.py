@@ -188,12 +188,16 @@ _QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 def _needed_quotes(local: str) -> str:
     """``local`` without quotes that it does not need: ``"ann"`` is
     ``ann``, as over SMTP (RFC 5322 3.4.1: the same local part), where
-    ``"ann smith"`` keeps them."""
+    ``"ann smith"`` keeps them. Quotes it needs are written as SMTP's
+    envelope writes them, escaping only a quote and a backslash:
+    ``"a\\ b"`` is ``"a b"``."""
     if len(local) < 2 or not (local.startswith('"') and local.endswith('"')):
         return local
     inner = _QUOTED_PAIR.sub(r"\1", local[1:-1])
-    if not inner or _NEEDS_QUOTES.intersection(inner):
+    if not inner:
         return local
+    if _NEEDS_QUOTES.intersection(inner):
+        return '"' + inner.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return inner
 
 
@@ -630,6 +634,14 @@ def is_utf8(name: bytes) -> bool:
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
+def names_a_mailbox(user: str) -> bool:
+    """Whether a login's ``user`` can name a mailbox: not empty (nor ``<>``),
+    and without a control character (CR, LF, ESC, TAB: an IMAP literal and
+    APOP can carry them), which no SMTP mail's address has; Dovecot refuses
+    such names too."""
+    return bool(normalize_user(user)) and _CONTROL.search(user) is None
+
+
 def check_login(auth: object, user: str, password: str) -> bool:
     """Whether ``password`` opens ``user``'s mailbox under the sink's
     ``auth`` setting: any password without a credentials mapping (the
@@ -637,9 +649,7 @@ def check_login(auth: object, user: str, password: str) -> bool:
     A user name that names no mailbox (empty, blanks, ``<>``) opens none,
     as on Dovecot: a client that lost its user name hears of it instead of
     reading an empty mailbox no mail can reach."""
-    if not normalize_user(user) or _CONTROL.search(user):
-        # A control character (CR, LF, ESC: an IMAP literal can carry
-        # them) names no mailbox SMTP mail can reach; Dovecot refuses it.
+    if not names_a_mailbox(user):
         return False
     if not isinstance(auth, Mapping):
         return True

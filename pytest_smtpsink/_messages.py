@@ -7,6 +7,7 @@ Test side; pure (it reads messages, never the store).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 
@@ -21,6 +22,18 @@ if TYPE_CHECKING:
 
 _LISTED = 20
 _T = TypeVar("_T")
+
+
+class _Checking(threading.local):
+    """Whether this thread is running a wait's condition (`_mailbox._NotYet`),
+    which may fail thousands of times before it holds: an error raised
+    there only says "not yet", and its full text would be built for
+    nothing."""
+
+    active = False
+
+
+CHECKING = _Checking()
 
 
 class Messages(Sequence[Message]):
@@ -124,6 +137,8 @@ class Messages(Sequence[Message]):
         return self._items[-1]
 
     def _out_of_range(self, index: object) -> str:
+        if CHECKING.active:  # not yet, inside a wait: no report to build
+            return f"no message [{index!r}] yet ({plural(len(self._items), 'message')})"
         if not self._source:
             return (
                 f"no message [{index!r}]: no messages arrived {self._scope} "

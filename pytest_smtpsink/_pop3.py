@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Literal
 from ._content import dot_stuffed_parts
 from ._credentials import masked
 from ._endpoint import ReadSideEndpoint
-from ._mailstore import INBOX, check_login, is_utf8, normalize_user, wire_bytes
+from ._mailstore import INBOX, check_login, is_utf8, names_a_mailbox, wire_bytes
 from ._readside import (
     BUGS_IN_A_ROW,
     SEND_SLICE,
@@ -672,8 +672,8 @@ class _Connection(ReadSideConnection):
             # An empty password, refused on every path: the digest shows it.
             await self._reply("-ERR [AUTH] APOP needs a password")
             return
-        # A name that names no mailbox (<>) opens none, as on USER/PASS.
-        success = bool(normalize_user(user))
+        # A name that names no mailbox (<>, a TAB) opens none, as on USER/PASS.
+        success = names_a_mailbox(user)
         if success and isinstance(auth, Mapping):
             password = auth.get(user)
             success = isinstance(password, str) and made_with(password)

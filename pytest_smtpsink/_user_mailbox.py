@@ -296,7 +296,7 @@ class UserMailbox:
             f"{printable(user)}'s {_folder_shown(name)} (uid {stored.uid})"
             for user, name, stored_messages in copies
             for stored in stored_messages
-            if _match.matches(stored.message, criteria)
+            if _matches_quietly(stored.message, criteria)
         ]
         if not found:
             return []
@@ -638,6 +638,18 @@ def _renamed_to(renames: Sequence[tuple[str, str]], name: str) -> str | None:
     return now
 
 
+def _matches_quietly(message: Message, criteria: Criteria) -> bool:
+    """`_match.matches` for a hint about mail the assertion was not about: a
+    criterion that raises on it (``subject=lambda s: s.startswith(...)`` on
+    another recipient's message without a Subject) is no match, not an
+    error in place of the assertion's own report (nor, inside `wait_until`,
+    an end to the wait)."""
+    try:
+        return _match.matches(message, criteria)
+    except _match.CriterionError:
+        return False
+
+
 def _folded(flags: Iterable[str]) -> frozenset[str]:
     """``flags`` compared as the server compares them: a keyword is one
     whatever its case (a STORE of ``$label`` sets the folder's ``$Label``)."""
@@ -790,6 +802,7 @@ def recipients_of(raw: bytes, to: str | Sequence[str] | None) -> tuple[str, ...]
 
 
 _NOT_IN_AN_ADDRESS = re.compile(r"[\s\x00-\x1f\x7f]")
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 #: Outside quotes, what only a header's address list has around addresses.
 _ADDRESS_SPECIALS = re.compile(r"[<>,;]")
 #: Outside quotes, what no local part has (RFC 5322 specials): the sink's
@@ -863,6 +876,13 @@ def _recipient(address: str, what: str = "to") -> str:
             f'{what}: {address!r} is not an address: ( ) [ ] : \\ and " are '
             "taken only inside quotes, or a domain's [address literal], as "
             "SMTP takes them"
+        )
+    if _CONTROL_CHARACTER.search(address):
+        # Inside quotes too: the sink's SMTP refuses it (501), and a POP3 or
+        # IMAP login of it opens nothing.
+        raise ValueError(
+            f"{what}: {address!r} is not an address: no control character "
+            "(a tab, ESC, ...) is in one, quoted or not, as SMTP takes it"
         )
     if at and not domain.startswith("[") and "" in domain.split("."):
         # "ann@example.com." made a mailbox that no mail could reach: the

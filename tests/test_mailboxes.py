@@ -113,6 +113,11 @@ def test_quotes_a_local_part_does_not_need_name_the_same_mailbox(
     # Quotes it needs stay: another mailbox.
     assert smtpsink.mailbox('"ann smith"@example.com').messages() == []
     assert smtpsink.mailbox('"ann smith"@example.com').user == '"ann smith"@example.com'
+    # Written as SMTP's envelope writes them: a needless escape is not kept.
+    send(smtpsink, ['"a\\ b"@example.com'])
+    assert smtpsink.messages[-1].envelope.rcpt_to == ('"a b"@example.com',)
+    for spelling in ('"a b"@example.com', '"a\\ b"@example.com'):
+        assert len(smtpsink.mailbox(spelling).messages()) == 1, spelling
 
 
 @pytest.mark.parametrize(
@@ -135,6 +140,10 @@ def test_quotes_a_local_part_does_not_need_name_the_same_mailbox(
             "domain has no dot at its start or end, nor two together",
         ),
         ("ann@example..com", "mailbox(): 'ann@example..com' is not an address: a "),
+        (
+            '"a\tb"@example.com',
+            "mailbox(): '\"a\\tb\"@example.com' is not an address: no control",
+        ),
     ],
 )
 def test_mailbox_takes_one_address(smtpsink: Mailbox, address: str, error: str) -> None:
@@ -660,6 +669,28 @@ def test_assert_in_names_another_mailbox_that_has_the_match(
         "\nHint: 1 matching message is in another mailbox of this sink: "
         f"bob@example.com's INBOX (uid {uid})"
     ), caught.value
+
+
+def test_a_criterion_that_raises_on_another_mailboxs_mail_is_no_hint(
+    smtpsink: Mailbox,
+) -> None:
+    # The hint above ran the test's predicate on bob's mail: its error
+    # (bob's message has no Subject) came in place of the report about
+    # ann, and ended the documented wait_until(lambda: box.assert_in(...)).
+    smtpsink.deliver(b"Subject: Welcome\r\n\r\nx\r\n", to="ann@example.com")
+    smtpsink.deliver(b"X-Note: no subject\r\n\r\nx\r\n", to="bob@example.com")
+    box = smtpsink.mailbox("ann@example.com")
+
+    def starts_with_invoice(subject: str) -> bool:
+        return subject.startswith("Invoice")
+
+    with pytest.raises(AssertionError) as caught:
+        box.assert_in(subject=starts_with_invoice)
+    assert "expected exactly 1 message in ann@example.com's INBOX" in str(caught.value)
+    with pytest.raises(AssertionError, match=r"still false after 0\.2 s"):
+        smtpsink.wait_until(
+            lambda: box.assert_in(subject=starts_with_invoice), timeout=0.2
+        )
 
 
 def test_an_empty_mailbox_names_the_mailboxes_that_have_mail(
