@@ -534,8 +534,11 @@ def _encode(text: str | None) -> bytes | None:
     return None if text is None else text.encode("utf-8", "surrogateescape")
 
 
-def _addr_spec(tokens: list[tuple[str, str, int]]) -> tuple[str | None, str, str]:
-    """(route, local part, domain) of the tokens inside or without <>."""
+def _addr_spec(
+    tokens: list[tuple[str, str, int]],
+) -> tuple[str | None, str | None, str]:
+    """(route, local part, domain) of the tokens inside or without <>; the
+    local part None when none is written (``""`` is one: empty)."""
     route = None
     colon = next(
         (
@@ -550,11 +553,16 @@ def _addr_spec(tokens: list[tuple[str, str, int]]) -> tuple[str | None, str, str
         tokens = tokens[colon + 1 :]
     at = max((i for i, token in enumerate(tokens) if token[1] == "@"), default=None)
     if at is None:
-        return route, "".join(text for _, text, _ in tokens), ""
+        return route, "".join(text for _, text, _ in tokens) or None, ""
     # A quoted local part's value, as Dovecot gives it: "john doe" is
     # john doe, "x.y" is x.y (the quotes are the header's syntax).
-    local = "".join(
-        _unquote(text) if kind == "quoted" else text for kind, text, _ in tokens[:at]
+    local = (
+        "".join(
+            _unquote(text) if kind == "quoted" else text
+            for kind, text, _ in tokens[:at]
+        )
+        if at
+        else None
     )
     domain = "".join(text for _, text, _ in tokens[at + 1 :])
     return route, local, domain
@@ -588,7 +596,7 @@ def parse_addresses(value: str) -> list[Address]:
             (
                 _encode(name or None),
                 _encode(route),
-                _encode(local or "MISSING_MAILBOX"),
+                _encode("MISSING_MAILBOX" if local is None else local),
                 _encode(domain or "MISSING_DOMAIN"),
             )
         )

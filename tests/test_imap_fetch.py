@@ -128,6 +128,9 @@ def test_envelope_gives_a_quoted_local_parts_value() -> None:
     assert b'(NIL NIL "john doe" "example.com")' in answer
     assert b'(NIL NIL {3}\r\na"b "example.com")' in answer  # a"b, as a literal
     assert b'((NIL NIL "x.y" "example.com"))' in answer
+    # An empty one is written, and empty: not a missing one (Dovecot's "").
+    empty = fetch(b'From: ""@example.com\r\n\r\nhi\r\n', "(ENVELOPE)")
+    assert b'((NIL NIL "" "example.com"))' in empty
 
 
 @pytest.mark.parametrize(
