@@ -548,8 +548,9 @@ def _explain_headers(message: Message, wanted: object) -> str:
     return f"{text} (headers: {names})" if missing else text
 
 
-#: A message's label in a hint (``#12``), not the start of a longer number.
-_LABEL = re.compile(r"#\d+(?!\d)")
+#: A message's label in a hint, as `_named` marks it (``\x03#12\x03``): not a
+#: "#12" of a subject or a criterion's value.
+_LABEL = re.compile("\x03(#\\d+)\x03")
 #: Distinct hints a report gives at most.
 _MOST_HINTS = 8
 #: What a hint says of its message alone (`_detail`), which hints giving the
@@ -577,12 +578,12 @@ def hints(messages: tuple[Message, ...], criteria: Mapping[str, Any]) -> list[st
             continue
         key = f"{text[: label.start()]}\x00{text[label.end() :]}"
         _, labels = groups.setdefault(_DETAIL.sub("\x01\x02", key), (text, []))
-        labels.append(label.group())
+        labels.append(label.group(1))
     found = []
     for first, labels in groups.values():
         others = list(dict.fromkeys(labels[1:]))
         found.append(
-            _DETAIL.sub(r"\1", first)
+            _LABEL.sub(r"\1", _DETAIL.sub(r"\1", first))
             + (f" (so do {join_shortened(others)})" if others else "")
         )
     if len(found) > _MOST_HINTS:
@@ -786,7 +787,8 @@ def _named(message: Message) -> str:
     """A message as hints name it: ``#3``, or ``the deliver() message`` for
     one that never crossed SMTP (numbered 0)."""
     label = message_label(message)
-    return label if message.number else f"the {label} message"
+    # Marked for `hints`, which groups by the rest and takes the marks off.
+    return f"\x03{label}\x03" if message.number else f"the {label} message"
 
 
 def _spaced(text: str) -> str:

@@ -2744,6 +2744,26 @@ def test_a_hint_about_many_messages_is_given_once(smtpsink: Mailbox) -> None:
     ]
 
 
+def test_a_number_in_a_subject_is_no_message_of_a_hint(smtpsink: Mailbox) -> None:
+    # A deliver() message is named by no number: the "#12" of its subject
+    # was taken for its label, and two such hints became one, "(so do #13)"
+    # naming no message.
+    box = smtpsink.mailbox("ann@example.com")
+    for number in (12, 13):
+        smtpsink.deliver(
+            f"Subject: Order #{number} shipped\r\n\r\nx\r\n".encode(),
+            to="ann@example.com",
+        )
+    with pytest.raises(AssertionError) as caught:
+        box.assert_in(subject="Order")
+    hints = [h for h in str(caught.value).splitlines() if h.startswith("Hint:")]
+    assert hints == [
+        "Hint: subject= means equal: the deliver() message's subject "
+        f"'Order #{number} shipped' only contains it; use re.compile('Order')"
+        for number in (12, 13)
+    ]
+
+
 def test_a_report_gives_eight_hints_at_most(smtpsink: Mailbox) -> None:
     names = [f"X-Tag-{n}" for n in range(10)]
     headers = "".join(f"{name}: a  b\r\n" for name in names)
