@@ -743,8 +743,8 @@ class _Reporter:
             )
 
     def _reclaim(self) -> None:
-        """Run a full garbage collection once the sessions reported closed
-        since the last held enough mail (see `RECLAIM_BYTES`)."""
+        """Run a full garbage collection once the messages reported since
+        the last held enough mail (see `RECLAIM_BYTES`)."""
         size, count = self._unreclaimed
         if size >= self.RECLAIM_BYTES or count >= self.RECLAIM_MESSAGES:
             gc.collect()

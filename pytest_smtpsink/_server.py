@@ -654,7 +654,10 @@ class SMTPSink(Mailbox):
 
     def follow(self) -> Follower:
         """What arrives from now on, handed out once and then forgotten:
-        for a long-running reader (the standalone sink)."""
+        for a long-running reader (the standalone sink). The messages it
+        hands out are taken off their sessions' `Session.messages` too,
+        those of connections still open included (`Session.message_count`
+        still counts them)."""
         return self._store.follow()
 
     def on_change(
