@@ -47,7 +47,7 @@ from ._files import (
 )
 from ._message import raw_summary, summary_with_relay
 from ._server import SinkError, SMTPSink, bind_errno, plain_reason
-from ._session import CONTENT_CUT_OFF
+from ._session import CONTENT_CUT_OFF, CONTENT_TIMED_OUT
 from ._settings import (
     DEFAULT_HOST,
     DEFAULT_HOSTNAME,
@@ -883,7 +883,10 @@ def _refusals(session: Session) -> list[str]:
         e
         for e in session.transcript
         if (e.code or 0) >= 400
-        or (e.kind == "data" and e.line.endswith(CONTENT_CUT_OFF + ">"))
+        or (
+            e.kind == "data"
+            and e.line.endswith((CONTENT_CUT_OFF + ">", CONTENT_TIMED_OUT + ">"))
+        )
     ]
     lines = [line for e in refused[:_REFUSALS_SHOWN] for line in e.lines()]
     if len(refused) > _REFUSALS_SHOWN:

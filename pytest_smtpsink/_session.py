@@ -35,6 +35,8 @@ ExchangeKind = Literal["greeting", "command", "auth-response", "data", "notice"]
 #: How a "data" exchange's line ends when the connection closed before the
 #: content's final dot: the server writes it, the smtpsink command reads it.
 CONTENT_CUT_OFF = ", incomplete: the connection closed before the final dot"
+#: The same when the idle timeout cut it off.
+CONTENT_TIMED_OUT = ", incomplete: the idle timeout cut it off before the final dot"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -67,6 +67,7 @@ from ._message import Message, RecipientDSN, Recipients
 from ._reading import ReadsIntoBuffer
 from ._session import (
     CONTENT_CUT_OFF,
+    CONTENT_TIMED_OUT,
     AuthInfo,
     EndReason,
     Exchange,
@@ -1338,7 +1339,12 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             self._arm_idle_timer(self._idle_deadline)
             return
         self._send_held_replies()  # before the 421 and the close
-        if self._content is None and self.record is not None:
+        content = self._content
+        if content is not None and self.record is not None:
+            # What came of the message, before the 421 (it came first).
+            unread = content.unread + len(getattr(self._reader, "_buffer", b""))
+            self._end_data(content.data_bytes + unread, CONTENT_TIMED_OUT)
+        elif self.record is not None:
             # A command the client began and never ended (a client that
             # ends its lines with LF alone, or none): why it "hung".
             left = bytes(getattr(getattr(self, "_reader", None), "_buffer", b""))

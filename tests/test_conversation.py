@@ -323,6 +323,30 @@ def test_a_command_the_idle_timeout_cut_off_is_noted(smtpsink_factory: Factory) 
     assert session.commands == ["EHLO"]
 
 
+def test_content_the_idle_timeout_cut_off_is_noted_before_the_421(
+    smtpsink_factory: Factory,
+) -> None:
+    # It read "the connection closed before the final dot", after the 421.
+    sink = smtpsink_factory(idle_timeout=0.5)
+    with loop_held(sink):
+        sock = socket.create_connection((sink.host, sink.port), timeout=30)
+        sock.sendall(
+            b"EHLO client.test\r\nMAIL FROM:<a@example.com>\r\n"
+            b"RCPT TO:<b@example.com>\r\nDATA\r\nSubject: late\r\n\r\nbody"
+        )
+    with sock, sock.makefile("rb") as replies:
+        assert replies.read().endswith(b" Error: timeout exceeded\r\n")
+    sink.wait_until(lambda: sink.sessions[0].end is not None)
+    (session,) = sink.sessions
+    *_, content, notice = session.transcript
+    assert content.line == (
+        "<message content: 21 bytes, incomplete: the idle timeout cut it off "
+        "before the final dot>"
+    )
+    assert notice.kind == "notice"
+    assert sink.messages == []
+
+
 def test_traffic_moves_the_idle_deadline_and_the_timer_follows_it() -> None:
     # The sink keeps one idle timer per connection and moves its deadline
     # on traffic. Move it later than the timer was armed for, then fire the
