@@ -766,6 +766,14 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         try:
             read = await self._read_line(limit)
         except asyncio.TimeoutError:
+            left = bytes(self._buffer)
+            if left and b"\n" not in left:
+                # A response begun and never ended: counted, never shown;
+                # the goodbye then answers no command (its own exchange).
+                self._append(
+                    "command", cut_off_note(None, len(left), "the idle timeout")
+                )
+                self._append("notice", "")
             await self._reply_and_end("timeout", self.INACTIVE)
             raise Closed from None
         if read is None:

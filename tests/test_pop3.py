@@ -1149,6 +1149,32 @@ def test_a_command_the_idle_timeout_cut_off_is_noted(smtpsink_factory: Factory) 
     assert SECRET not in session.format_transcript()
 
 
+def test_a_sasl_response_the_idle_timeout_cut_off_is_counted(
+    smtpsink_factory: Factory,
+) -> None:
+    # Nothing was recorded of it, and the goodbye hung on the AUTH.
+    mailbox = smtpsink_factory(idle_timeout=0.5)
+    pop3 = mailbox.pop3
+    with loop_held(mailbox):  # all there when the server first reads
+        sock = socket.create_connection((pop3.host, pop3.port), timeout=10)
+        sock.sendall(b"AUTH PLAIN\r\nAGFubgBwdw")
+    with sock, sock.makefile("rb") as replies:
+        assert replies.read().endswith(
+            b"-ERR [SYS/TEMP] Disconnected for inactivity\r\n"
+        )
+    ended(mailbox)
+    (session,) = pop3_sessions(mailbox)
+    assert [(e.kind, e.line, e.replies) for e in session.transcript][1:] == [
+        ("command", "AUTH PLAIN", ["+ "]),
+        (
+            "command",
+            "[not run: 10 octets with no line end, cut off by the idle timeout]",
+            [],
+        ),
+        ("notice", "", ["-ERR [SYS/TEMP] Disconnected for inactivity"]),
+    ]
+
+
 # -- faults ------------------------------------------------------------------------------
 
 
