@@ -22,7 +22,15 @@ import dns.resolver
 
 
 class TemporaryFailure(Exception):
-    """Try again later (a 4xx, SERVFAIL, a timeout, no MX host reachable)."""
+    """Try again later (a 4xx, SERVFAIL, a timeout, no MX host reachable).
+    ``bounced``: recipients an MX host refused for good on the way (a 550
+    for one while another got a 451): bounce those, retry the rest."""
+
+    def __init__(
+        self, text: str, bounced: dict[str, PermanentFailure] | None = None
+    ) -> None:
+        super().__init__(text)
+        self.bounced = bounced or {}
 
 
 class MaybeDelivered(TemporaryFailure):
@@ -32,7 +40,9 @@ class MaybeDelivered(TemporaryFailure):
 
 
 class PermanentFailure(Exception):
-    """Do not retry: bounce the message (a 5xx, NXDOMAIN, a null MX)."""
+    """Do not retry: bounce the message (a 5xx, NXDOMAIN, a null MX, an
+    address with non-ASCII letters before its @ to a host without
+    SMTPUTF8)."""
 
 
 class NoPortForHost(LookupError):
@@ -158,6 +168,8 @@ class MXDelivery:
                 )
             except (TemporaryFailure, PermanentFailure) as error:
                 failed.update(dict.fromkeys(rcpts, error))
+                if isinstance(error, TemporaryFailure):
+                    failed.update(error.bounced)
                 continue
             for rcpt, (code, reply) in refused.items():  # the MX took the others
                 kind = PermanentFailure if code >= 500 else TemporaryFailure
@@ -177,23 +189,43 @@ class MXDelivery:
         recipients: list[str],
         raw: bytes,
     ) -> tuple[str, dict[str, tuple[int, bytes]]]:
-        """The MX host that took the message, and the recipients it refused
-        while taking it for the others."""
+        """The MX host that took the message, and the recipients it (or an
+        MX host before it) refused while taking it for the others."""
         errors = []
+        bounced: dict[str, tuple[int, bytes]] = {}
         for host, port in mx_hosts:
             try:
-                return host, self._deliver_to_host(host, port, sender, recipients, raw)
+                refused = self._deliver_to_host(host, port, sender, recipients, raw)
+                return host, {**bounced, **refused}
             except MaybeDelivered:
                 raise
+            except _SomeRefusedForGood as error:
+                # A 550 is this recipient's answer from the domain: the
+                # next MX must not take it. Only the others go on.
+                bounced.update(error.refused)
+                recipients = [r for r in recipients if r not in error.refused]
+                errors.append(str(error))
             except TemporaryFailure as error:
                 errors.append(str(error))  # next MX
-        raise TemporaryFailure(f"{domain}: no MX host took it: {'; '.join(errors)}")
+        raise TemporaryFailure(
+            f"{domain}: no MX host took it: {'; '.join(errors)}",
+            bounced={
+                rcpt: PermanentFailure(f"{code} {reply.decode('utf-8', 'replace')}")
+                for rcpt, (code, reply) in bounced.items()
+            },
+        )
 
     def _deliver_to_host(
         self, host: str, port: int, sender: str, recipients: list[str], raw: bytes
     ) -> dict[str, tuple[int, bytes]]:
         """The recipients refused; TemporaryFailure: try the next MX host
         (MaybeDelivered: do not)."""
+        # Each address as it goes on the wire: an internationalized domain
+        # in A-labels (smtplib encodes commands as ASCII), and the original
+        # spelling of each for what comes back.
+        wire = {_ascii_domain(r): r for r in recipients}
+        sender_on_wire = _ascii_domain(sender)
+        needs_smtputf8 = not all(a.isascii() for a in (sender_on_wire, *wire))
         unreachable = []
         for address in self.addresses_of(host):
             client: _Client | None = None
@@ -202,7 +234,21 @@ class MXDelivery:
                     address, port, local_hostname=self.helo, timeout=self.timeout
                 )
                 with client:
-                    return client.sendmail(sender, recipients, raw)
+                    options = []
+                    if needs_smtputf8:
+                        client.ehlo_or_helo_if_needed()
+                        if not client.has_extn("smtputf8"):
+                            # As Postfix bounces it (5.6.7): no server of the
+                            # domain is likely to differ, and no retry helps.
+                            raise PermanentFailure(
+                                f"{host}: offers no SMTPUTF8, which an address "
+                                "with non-ASCII letters before its @ needs"
+                            )
+                        options = ["SMTPUTF8"]
+                    refused = client.sendmail(
+                        sender_on_wire, list(wire), raw, mail_options=options
+                    )
+                    return {wire[r]: reply for r, reply in refused.items()}
             except smtplib.SMTPConnectError as error:
                 # A greeting that turns the client away (421, or 554 "no
                 # service here", RFC 5321 3.1) speaks for this server, not
@@ -221,6 +267,13 @@ class MXDelivery:
                 codes = [code for code, _ in error.recipients.values()]
                 if all(code >= 500 for code in codes):
                     raise PermanentFailure(f"{host}: {codes}") from None
+                for_good = {
+                    wire[rcpt]: reply
+                    for rcpt, reply in error.recipients.items()
+                    if reply[0] >= 500
+                }
+                if for_good:
+                    raise _SomeRefusedForGood(f"{host}: {codes}", for_good) from None
                 raise TemporaryFailure(f"{host}: {codes}") from None
             except (OSError, smtplib.SMTPException) as error:
                 if client is not None and client.content_sent:
@@ -234,3 +287,23 @@ class MXDelivery:
                     ) from None
                 unreachable.append(f"{address}: {error}")  # its next address
         raise TemporaryFailure(f"{host}: {'; '.join(unreachable)}")
+
+
+class _SomeRefusedForGood(TemporaryFailure):
+    """Every recipient refused, some for good (5xx), the others for now."""
+
+    def __init__(self, text: str, refused: dict[str, tuple[int, bytes]]) -> None:
+        super().__init__(text)
+        self.refused = refused
+
+
+def _ascii_domain(address: str) -> str:
+    """``address`` with its domain in A-labels (``jörg@bücher.example`` is
+    ``jörg@xn--bcher-kva.example``): its local part stays as written."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return address
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:
+        return address  # not a domain name IDNA takes: sent as it is

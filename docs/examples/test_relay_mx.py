@@ -266,6 +266,55 @@ def test_recipients_refused_while_others_got_it_are_reported(
     partner.assert_sent(1, rcpt_to="bob@partner.example")
 
 
+def test_a_recipient_refused_for_good_is_not_tried_at_the_next_mx(
+    smtpsink_factory, smtpsink
+):
+    # Bob does not exist (550); Ann's mailbox is busy (451): only Ann goes
+    # to the backup MX, which would have taken Bob too.
+    backup = smtpsink_factory(hostname="backup.test")
+    smtpsink.dns.mx("partner.example", [(10, smtpsink), (20, backup)])
+    smtpsink.fail("RCPT", 550, "5.1.1 no such user", match="bob@partner.example")
+    smtpsink.fail("RCPT", 451, "4.2.1 try later", match="ann@partner.example")
+
+    with pytest.raises(PartialDelivery) as partial:
+        mx_delivery(smtpsink.dns).deliver(
+            "list@forwarder.example",
+            ["bob@partner.example", "ann@partner.example"],
+            RAW,
+        )
+
+    assert partial.value.delivered == {"partner.example": "mx2.partner.example"}
+    assert list(partial.value.failed) == ["bob@partner.example"]
+    assert isinstance(partial.value.failed["bob@partner.example"], PermanentFailure)
+    backup.assert_sent(1, rcpt_to="ann@partner.example")
+    backup.assert_not_sent(rcpt_to="bob@partner.example")
+
+
+def test_an_internationalized_address_goes_with_smtputf8(smtpsink_factory, smtpsink):
+    # smtplib encodes commands as ASCII: the domain goes in A-labels, and a
+    # local part with non-ASCII letters needs a host offering SMTPUTF8.
+    partner = smtpsink_factory(hostname="partner.test")
+    smtpsink.dns.mx("b\u00fccher.example", [(10, partner)])
+
+    mx_delivery(smtpsink.dns).deliver(
+        "list@forwarder.example", ["j\u00f6rg@b\u00fccher.example"], RAW
+    )
+
+    message = partner.assert_sent(1)
+    assert message.envelope.rcpt_to == ("j\u00f6rg@xn--bcher-kva.example",)
+    assert message.envelope.smtputf8
+    partner.hide("SMTPUTF8")
+    with pytest.raises(PermanentFailure, match="offers no SMTPUTF8"):
+        mx_delivery(smtpsink.dns).deliver(
+            "list@forwarder.example", ["j\u00f6rg@b\u00fccher.example"], RAW
+        )
+    # An ASCII local part needs none: its domain in A-labels is enough.
+    mx_delivery(smtpsink.dns).deliver(
+        "list@forwarder.example", ["bob@b\u00fccher.example"], RAW
+    )
+    partner.assert_sent(1, rcpt_to="bob@xn--bcher-kva.example")
+
+
 def test_mx_host_names_are_found_whatever_their_case(smtpsink):
     # The resolver answers mx1.partner.example (or in the question's case);
     # smtp_ports finds it however the test or the application spells it.
