@@ -2104,6 +2104,22 @@ class Relayer:
                     f"domain goes on past the match ({recipient[at + 1 :]}): "
                     "another domain, not relayed"
                 )
+            if (
+                at + 1 < found.start()
+                and recipient[found.start() - 1] != "."
+                and "." in matched_domain
+            ):
+                # The mirror case: a domain's pattern found inside a label
+                # (partner\.example in evilpartner.example), the look-alike
+                # the docs warn of. Said first, then the pattern for that
+                # domain, for a pattern cut short (artner\.example).
+                domain = recipient[at + 1 :]
+                return (
+                    f'relay_to "{given}" is found in {recipient}, but its '
+                    f"domain starts before the match ({domain}): another "
+                    f'domain, not relayed; if {domain} is meant, "{head}.*@'
+                    f'{_domain_pattern(domain)}" would'
+                )
             if at >= 0 and found.end() > at + 1:
                 # The match reaches into the domain: the advice keeps the
                 # domain whole, after its "@" (".*partner\.example" let in

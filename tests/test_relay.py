@@ -1363,7 +1363,6 @@ def test_matching_recipients_are_relayed_the_others_are_not(
         (r"partner\.example", r'".*@partner\.example" would'),
         ("bob@", '"bob@.*" would'),
         ("@partner", r'".*@partner\.example" would'),
-        (r"artner\.example", r'".*@partner\.example" would'),
         ("bob@partner", r'"bob@partner\.example" would'),
         # An inline flag stays in front: ".*(?i)..." raised on the SMTP
         # path, and the client's DATA was refused with Python's error.
@@ -1425,6 +1424,38 @@ def test_a_look_alike_domain_is_not_advised_into_the_allowlist(
     assert str(sink.wait_for().relay) == (
         'not relayed (no recipient matches relay_to): relay_to ".*@partner\\.example" '
         f"is found in {recipient}, {why}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("relay_to", "domain", "pattern"),
+    [
+        (r"partner\.example", "evilpartner.example", r'".*@evilpartner\.example"'),
+        (
+            r"(?i)partner\.example",
+            "evilpartner.example",
+            r'"(?i).*@evilpartner\.example"',
+        ),
+        # A pattern cut short reads the same way: that domain's pattern last.
+        (r"artner\.example", "partner.example", r'".*@partner\.example"'),
+    ],
+)
+def test_a_domain_found_inside_a_label_is_another_domain(
+    smtpsink_factory: Factory, relay_to: str, domain: str, pattern: str
+) -> None:
+    # The hint advised ".*@evilpartner\.example", the look-alike the docs
+    # warn of, as the pattern that "would" match, without a word of it.
+    upstream = smtpsink_factory(hostname="upstream.test")
+    sink = smtpsink_factory(
+        relay=f"smtp://127.0.0.1:{upstream.port}", relay_to=relay_to
+    )
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        client.sendmail("app@example.com", [f"bob@{domain}"], b"Subject: 1\r\n\r\n")
+    assert str(sink.wait_for().relay) == (
+        f'not relayed (no recipient matches relay_to): relay_to "{relay_to}" is '
+        f"found in bob@{domain}, but its domain starts before the match "
+        f"({domain}): another domain, not relayed; if {domain} is meant, "
+        f"{pattern} would"
     )
 
 
