@@ -1088,6 +1088,17 @@ class _Connection:
             client.ehlo_or_helo_if_needed()
             if upstream.tls == "starttls":
                 stage = "STARTTLS"
+                if not client.has_extn("starttls"):
+                    # smtplib's SMTPNotSupportedError, explained.
+                    raise RelayError(
+                        url,
+                        "STARTTLS",
+                        None,
+                        "the upstream offers no STARTTLS (its EHLO reply does "
+                        "not list it): nothing was sent; smtp:// is for an "
+                        "upstream without TLS",
+                        client.exchanges,
+                    )
                 client.starttls(context=context)
                 # A new greeting over TLS (RFC 3207 4.2), checked as the
                 # first was: ehlo() alone returns a refusal, and the relay

@@ -451,6 +451,28 @@ def test_a_refused_starttls_sends_nothing_in_the_clear(
     upstream.assert_nothing_sent()
 
 
+def test_an_upstream_without_starttls_is_named_so(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    # It was smtplib's own words, "STARTTLS extension not supported by
+    # server.", where every other reason says what to do.
+    upstream = smtpsink_factory(tls="starttls", auth={"ann": PASSWORD})
+    upstream.hide("STARTTLS")
+    with pytest.raises(RelayError) as raised:
+        release_over_starttls(
+            smtpsink, capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n"), upstream
+        )
+    assert (raised.value.stage, raised.value.code) == ("STARTTLS", None)
+    assert raised.value.reply == (
+        "the upstream offers no STARTTLS (its EHLO reply does not list it): "
+        "nothing was sent; smtp:// is for an upstream without TLS"
+    )
+    commands = [e.line for e in upstream.sessions[-1].transcript]
+    assert not any(
+        line.upper().startswith(("AUTH", "MAIL", "STARTTLS")) for line in commands
+    )
+
+
 @pytest.mark.parametrize("how", ["release", "relay"])
 def test_a_greeting_refused_after_starttls_is_the_answer(
     smtpsink: Mailbox, smtpsink_factory: Factory, how: str
