@@ -91,8 +91,10 @@ class RelayError(Exception):
     upstream's answer was no SMTP reply, or a success where another reply
     was due, which ``reply`` then names), ``reply`` its text,
     ``stage`` the step that failed (``connect``, ``EHLO``, ``STARTTLS``,
-    ``AUTH``, ``MAIL``, ``RCPT`` or ``DATA``) and ``transcript`` the conversation up
-    to the failure (AUTH secrets masked).
+    ``AUTH``, ``MAIL``, ``RCPT`` or ``DATA``: the ``DATA`` command, or the
+    message content after it, which ``transcript`` tells apart) and
+    ``transcript`` the conversation up to the failure (AUTH secrets
+    masked).
     """
 
     # Tracebacks name it as users import it, not by this private module.
