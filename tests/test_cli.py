@@ -2085,81 +2085,82 @@ def test_only_the_standalone_mailboxes_forget_deleted_mail(standalone: bool) -> 
             assert [message.raw for message in deleted] == [RAW]
 
 
+@pytest.fixture
+def collector_off(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The cyclic garbage collector off, as when its thresholds are not
+    reached, and the reporter collecting every 2 messages: what is freed
+    then is freed by the reporter's own collections or by no cycle at all."""
+    import gc
+
+    monkeypatch.setattr(_Reporter, "RECLAIM_MESSAGES", 2, raising=False)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@pytest.mark.usefixtures("collector_off")
 @pytest.mark.parametrize("per_connection", [1, 2])
-def test_the_standalone_sink_frees_the_mail_it_forgot(
-    monkeypatch: pytest.MonkeyPatch, per_connection: int
-) -> None:
+def test_the_standalone_sink_frees_the_mail_it_forgot(per_connection: int) -> None:
     # A message and its session refer to each other: forgotten, they waited
     # for the cyclic collector, whose full runs follow the objects made, not
     # the bytes. With large mail a sink grew by every message it received,
     # also (per_connection=2) when a collection came as the mail arrived,
     # before its session was done with.
-    import gc
     import weakref
 
-    monkeypatch.setattr(_Reporter, "RECLAIM_MESSAGES", 2, raising=False)
-    enabled = gc.isenabled()
-    gc.disable()  # as when the collector's thresholds are not reached
-    try:
-        with SMTPSink() as sink:
-            reporter = _Reporter(sink, io.StringIO(), True, False, None)
-            first = None
-            for _ in range(2 // per_connection):
-                with smtplib.SMTP(sink.host, sink.port) as smtp:
-                    for _ in range(per_connection):
-                        smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
-                    if first is None:
-                        sink.wait_until(lambda: len(sink.messages) >= 1)
-                        first = weakref.ref(sink.messages[0])
-                # The connection's own objects are let go on the server's
-                # thread as it ends; one more connection, begun and ended
-                # after, finds them gone: the reporter sees both end.
-                with smtplib.SMTP(sink.host, sink.port) as smtp:
-                    smtp.noop()
-                sink.wait_until(
-                    lambda: (
-                        len(sink.sessions) == 2
-                        and all(s.end is not None for s in sink.sessions)
-                    )
+    with SMTPSink() as sink:
+        reporter = _Reporter(sink, io.StringIO(), True, False, None)
+        first = None
+        for _ in range(2 // per_connection):
+            with smtplib.SMTP(sink.host, sink.port) as smtp:
+                for _ in range(per_connection):
+                    smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+                if first is None:
+                    sink.wait_until(lambda: len(sink.messages) >= 1)
+                    first = weakref.ref(sink.messages[0])
+            # The connection's own objects are let go on the server's
+            # thread as it ends; one more connection, begun and ended
+            # after, finds them gone: the reporter sees both end.
+            with smtplib.SMTP(sink.host, sink.port) as smtp:
+                smtp.noop()
+            sink.wait_until(
+                lambda: (
+                    len(sink.sessions) == 2
+                    and all(s.end is not None for s in sink.sessions)
                 )
-                reporter.process()  # the store forgets what it reported
-            assert first is not None
-            assert first() is None  # before the sink stops
-    finally:
-        if enabled:
-            gc.enable()
+            )
+            reporter.process()  # the store forgets what it reported
+        assert first is not None
+        assert first() is None  # before the sink stops
 
 
+@pytest.mark.usefixtures("collector_off")
 def test_a_connection_kept_open_does_not_keep_its_reported_mail(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    tmp_path: Path,
 ) -> None:
     # A client that keeps one connection open all day (a queue worker, a
     # pooling client) had every message it sent kept on its session until
     # it closed: the sink grew without bound.
-    import gc
     import weakref
 
-    monkeypatch.setattr(_Reporter, "RECLAIM_MESSAGES", 2, raising=False)
-    enabled = gc.isenabled()
-    gc.disable()  # as when the collector's thresholds are not reached
     out = io.StringIO()
-    try:
-        with SMTPSink() as sink:
-            reporter = _Reporter(sink, out, False, False, str(tmp_path))
-            with smtplib.SMTP(sink.host, sink.port) as smtp:
-                smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
-                sink.wait_until(lambda: len(sink.messages) == 1)
-                first = weakref.ref(sink.messages[0])
-                reporter.process()  # the store forgets what it reported
-                smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
-                sink.wait_until(lambda: len(sink.messages) == 1)
-                reporter.process()
-                assert first() is None  # while the connection is open
-            sink.wait_until(lambda: all(s.end is not None for s in sink.sessions))
+    with SMTPSink() as sink:
+        reporter = _Reporter(sink, out, False, False, str(tmp_path))
+        with smtplib.SMTP(sink.host, sink.port) as smtp:
+            smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+            sink.wait_until(lambda: len(sink.messages) == 1)
+            first = weakref.ref(sink.messages[0])
+            reporter.process()  # the store forgets what it reported
+            smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+            sink.wait_until(lambda: len(sink.messages) == 1)
             reporter.process()
-    finally:
-        if enabled:
-            gc.enable()
+            assert first() is None  # while the connection is open
+        sink.wait_until(lambda: all(s.end is not None for s in sink.sessions))
+        reporter.process()
     [closed] = [line for line in out.getvalue().splitlines() if " closed (" in line]
     assert closed.endswith(", 2 messages"), closed
     saved = (tmp_path / "session-0001.txt").read_text(encoding="utf-8")
