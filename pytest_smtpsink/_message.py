@@ -731,8 +731,21 @@ class Message:
             if item.filename == filename:
                 return item
         names = ", ".join(repr(a.filename) for a in self.attachments) or "none"
+        other_case = next(
+            (
+                a.filename
+                for a in self.attachments
+                if a.filename is not None and a.filename.lower() == filename.lower()
+            ),
+            None,
+        )
+        hint = (
+            f" ({other_case!r} differs only in case: names compare exactly)"
+            if other_case is not None
+            else ""
+        )
         raise AssertionError(
-            f"no attachment named {filename!r} in {self!r}; attachments: {names}"
+            f"no attachment named {filename!r} in {self!r}; attachments: {names}{hint}"
         )
 
     @property

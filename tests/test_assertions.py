@@ -862,6 +862,12 @@ def test_message_helpers(mixed: Mailbox) -> None:
         r"attachments: 'inv-7\.pdf'",
         str(caught.value),
     ), caught.value
+    with pytest.raises(AssertionError) as caught:
+        invoice.attachment("INV-7.pdf")
+    assert str(caught.value).endswith(
+        "attachments: 'inv-7.pdf' ('inv-7.pdf' differs only in case: names "
+        "compare exactly)"
+    )
     # Not "no attachment named 0": a name is asked for.
     with pytest.raises(TypeError) as refused:
         invoice.attachment(0)  # type: ignore[arg-type]
