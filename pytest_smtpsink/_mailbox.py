@@ -1847,14 +1847,15 @@ class _NotYet:
         self.value: object = None
 
     def __call__(self) -> bool:
-        _CHECKING.active = True
+        # Restored, not cleared: a condition may itself wait (nested).
+        was, _CHECKING.active = _CHECKING.active, True
         try:
             value = self.condition()
         except (IndexError, KeyError, AssertionError) as error:
             self.error = error
             return False
         finally:
-            _CHECKING.active = False
+            _CHECKING.active = was
         if inspect.isawaitable(value):
             # An async def condition: its coroutine, never awaited, was true,
             # and the wait returned at once.

@@ -241,7 +241,7 @@ class UserMailbox:
                 for name in self.folders
                 if name != asked
                 for copy in self.stored(name)
-                if _match.matches(copy.message, criteria)
+                if _matches_quietly(copy.message, criteria)
             ]
             if other:
                 marked = [copy for _, copy in other]
@@ -492,11 +492,11 @@ class UserMailbox:
         # QUIT marks it again at every poll).
         latest = {id(stored): (session, stored) for session, stored in unquit}
         for session, stored in latest.values():  # loops: see _match.select
-            if _match.matches(stored.message, criteria):
+            if _matches_quietly(stored.message, criteria):
                 marked.append(stored)
                 hints.append(_dele_without_quit(session, stored))
         for name, stored in flagged:
-            if _match.matches(stored.message, criteria) and stored not in marked:
+            if _matches_quietly(stored.message, criteria) and stored not in marked:
                 marked.append(stored)
                 hints.append(
                     f"Hint: uid {stored.uid} in {_folder_shown(name)} has \\Deleted but "
@@ -506,7 +506,7 @@ class UserMailbox:
         for name, stored, to in moved:
             # What most mail clients do to "delete": into Trash. The
             # listing showed it moved, unmarked and unexplained.
-            if _match.matches(stored.message, criteria) and stored not in marked:
+            if _matches_quietly(stored.message, criteria) and stored not in marked:
                 marked.append(stored)
                 hints.append(
                     f"Hint: uid {stored.uid} in {_folder_shown(name)} was moved to "

@@ -679,6 +679,10 @@ def test_a_criterion_that_raises_on_another_mailboxs_mail_is_no_hint(
     # ann, and ended the documented wait_until(lambda: box.assert_in(...)).
     smtpsink.deliver(b"Subject: Welcome\r\n\r\nx\r\n", to="ann@example.com")
     smtpsink.deliver(b"X-Note: no subject\r\n\r\nx\r\n", to="bob@example.com")
+    # Nor mail in another folder of this mailbox (a draft without one).
+    smtpsink.deliver(
+        b"X-Note: a draft\r\n\r\nx\r\n", to="ann@example.com", folder="Drafts"
+    )
     box = smtpsink.mailbox("ann@example.com")
 
     def starts_with_invoice(subject: str) -> bool:
