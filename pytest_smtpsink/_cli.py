@@ -429,7 +429,8 @@ def _auth_setting(
             # third case would open it with neither.
             parser.error(
                 f"argument --auth: users {other!r} and {user!r} name one mailbox "
-                "(addresses compare without regard to case): give it once"
+                "(mailbox names compare without regard to case, needless quotes "
+                "or the domain's spelling): give it once"
             )
         table[user] = password
     return table

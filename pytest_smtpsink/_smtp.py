@@ -991,6 +991,8 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         result = super()._getparams(params)
         self._dsn_params = dsn = {}
         if result is None:
+            # aiosmtpd refuses "SIZE=" with no value itself: said as below.
+            self._bad_size = any(p.upper() == "SIZE=" for p in params)
             return None
         size = result.get("SIZE")
         if size is True or (isinstance(size, str) and not _ascii_number(size)):

@@ -512,7 +512,8 @@ def test_an_address_the_parser_breaks_on_is_refused_as_malformed(
 
 
 @pytest.mark.parametrize(
-    "size", ["\u00b2", "1\u00b2", "\u0661\u0662", "\uff11\uff12", "1" * 21, "abc", "-1"]
+    "size",
+    ["\u00b2", "1\u00b2", "\u0661\u0662", "\uff11\uff12", "1" * 21, "abc", "-1", ""],
 )
 @pytest.mark.parametrize("with_fault", [False, True])
 def test_a_size_that_is_no_ascii_number_is_a_syntax_error(

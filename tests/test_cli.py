@@ -1458,7 +1458,8 @@ def test_stopping_says_it_waits_for_the_relay(start: Callable[..., Sink]) -> Non
         (
             ["--auth", "ANN@example.com:a", "--auth", "ann@example.com:b"],
             "argument --auth: users 'ANN@example.com' and 'ann@example.com' name "
-            "one mailbox (addresses compare without regard to case): give it once",
+            "one mailbox (mailbox names compare without regard to case, needless "
+            "quotes or the domain's spelling): give it once",
         ),
         (["--auth-required"], "argument --auth-required: needs --auth"),
         (
