@@ -141,9 +141,10 @@ class MXDelivery:
     ) -> dict[str, str]:
         """Deliver to every recipient; returns ``{domain: MX host used}``.
 
-        Raises the failure when no recipient has the message, and
-        `PartialDelivery` when some have it: retrying them all would send
-        them a second copy. Every domain's MX hosts and their ports are
+        Raises the failure when no recipient has the message and all failed
+        alike, and `PartialDelivery` when some have it (retrying them all
+        would send them a second copy) or their failures differ (bounce
+        some, retry others). Every domain's MX hosts and their ports are
         looked up before anything is sent, so `NoPortForHost` comes first."""
         by_domain: dict[str, list[str]] = {}
         for recipient in recipients:
@@ -163,19 +164,21 @@ class MXDelivery:
         for domain, mx_hosts in hosts.items():
             rcpts = by_domain[domain]
             try:
-                delivered[domain], refused = self._deliver_to_domain(
+                delivered[domain], refused, bounced = self._deliver_to_domain(
                     domain, mx_hosts, sender, rcpts, raw
                 )
             except (TemporaryFailure, PermanentFailure) as error:
                 failed.update(dict.fromkeys(rcpts, error))
                 if isinstance(error, TemporaryFailure):
-                    failed.update(error.bounced)
+                    failed.update(error.bounced)  # refused for good on the way
                 continue
+            failed.update(bounced)
             for rcpt, (code, reply) in refused.items():  # the MX took the others
                 kind = PermanentFailure if code >= 500 else TemporaryFailure
                 text = reply.decode("utf-8", "replace")
                 failed[rcpt] = kind(f"{delivered[domain]}: {code} {text}")
-        if failed and not delivered:
+        errors = {id(error) for error in failed.values()}
+        if failed and not delivered and len(errors) == 1:
             raise next(iter(failed.values()))
         if failed:
             raise PartialDelivery(delivered, failed)
@@ -188,31 +191,31 @@ class MXDelivery:
         sender: str,
         recipients: list[str],
         raw: bytes,
-    ) -> tuple[str, dict[str, tuple[int, bytes]]]:
-        """The MX host that took the message, and the recipients it (or an
-        MX host before it) refused while taking it for the others."""
+    ) -> tuple[str, dict[str, tuple[int, bytes]], dict[str, PermanentFailure]]:
+        """The MX host that took the message, the recipients it refused
+        while taking it for the others, and those an MX host before it
+        refused for good (each naming that host)."""
         errors = []
-        bounced: dict[str, tuple[int, bytes]] = {}
+        bounced: dict[str, PermanentFailure] = {}
         for host, port in mx_hosts:
             try:
                 refused = self._deliver_to_host(host, port, sender, recipients, raw)
-                return host, {**bounced, **refused}
-            except MaybeDelivered:
+                return host, refused, bounced
+            except MaybeDelivered as error:
+                error.bounced = bounced  # those are not "maybe"
                 raise
             except _SomeRefusedForGood as error:
                 # A 550 is this recipient's answer from the domain: the
                 # next MX must not take it. Only the others go on.
-                bounced.update(error.refused)
+                for rcpt, (code, reply) in error.refused.items():
+                    text = reply.decode("utf-8", "replace")
+                    bounced[rcpt] = PermanentFailure(f"{host}: {code} {text}")
                 recipients = [r for r in recipients if r not in error.refused]
                 errors.append(str(error))
             except TemporaryFailure as error:
                 errors.append(str(error))  # next MX
         raise TemporaryFailure(
-            f"{domain}: no MX host took it: {'; '.join(errors)}",
-            bounced={
-                rcpt: PermanentFailure(f"{code} {reply.decode('utf-8', 'replace')}")
-                for rcpt, (code, reply) in bounced.items()
-            },
+            f"{domain}: no MX host took it: {'; '.join(errors)}", bounced=bounced
         )
 
     def _deliver_to_host(

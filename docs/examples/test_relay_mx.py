@@ -285,9 +285,36 @@ def test_a_recipient_refused_for_good_is_not_tried_at_the_next_mx(
 
     assert partial.value.delivered == {"partner.example": "mx2.partner.example"}
     assert list(partial.value.failed) == ["bob@partner.example"]
-    assert isinstance(partial.value.failed["bob@partner.example"], PermanentFailure)
+    bounce = partial.value.failed["bob@partner.example"]
+    assert isinstance(bounce, PermanentFailure)
+    assert str(bounce).startswith("mx1.partner.example: 550")  # who said so
     backup.assert_sent(1, rcpt_to="ann@partner.example")
     backup.assert_not_sent(rcpt_to="bob@partner.example")
+
+
+def test_a_recipient_refused_for_good_stays_bounced_when_no_mx_takes_the_rest(
+    smtpsink_factory, smtpsink
+):
+    # Nothing delivered, but the failures differ: bounce Bob, retry Ann
+    # (one error for the whole message would bounce Ann, or retry Bob).
+    backup = smtpsink_factory(hostname="backup.test")
+    smtpsink.dns.mx("partner.example", [(10, smtpsink), (20, backup)])
+    smtpsink.fail("RCPT", 550, "5.1.1 no such user", match="bob@partner.example")
+    smtpsink.fail("RCPT", 451, "4.2.1 try later", match="ann@partner.example")
+    backup.fail("RCPT", 451, "4.2.1 try later", match="ann@partner.example")
+
+    with pytest.raises(PartialDelivery) as partial:
+        mx_delivery(smtpsink.dns).deliver(
+            "list@forwarder.example",
+            ["bob@partner.example", "ann@partner.example"],
+            RAW,
+        )
+
+    assert partial.value.delivered == {}
+    assert {rcpt: type(error) for rcpt, error in partial.value.failed.items()} == {
+        "bob@partner.example": PermanentFailure,
+        "ann@partner.example": TemporaryFailure,
+    }
 
 
 def test_an_internationalized_address_goes_with_smtputf8(smtpsink_factory, smtpsink):
