@@ -237,21 +237,29 @@ class MXDelivery:
                     address, port, local_hostname=self.helo, timeout=self.timeout
                 )
                 with client:
-                    options = []
+                    options, sent, wide = [], list(wire), {}
                     if needs_smtputf8:
                         client.ehlo_or_helo_if_needed()
-                        if not client.has_extn("smtputf8"):
+                        if client.has_extn("smtputf8"):
+                            options = ["SMTPUTF8"]
+                        else:
                             # As Postfix bounces it (5.6.7): no server of the
                             # domain is likely to differ, and no retry helps.
-                            raise PermanentFailure(
-                                f"{host}: offers no SMTPUTF8, which an address "
-                                "with non-ASCII letters before its @ needs"
-                            )
-                        options = ["SMTPUTF8"]
+                            # The ASCII addresses still go.
+                            sent = [w for w in wire if w.isascii()]
+                            wide = {
+                                wire[w]: (553, _NO_SMTPUTF8)
+                                for w in wire
+                                if w not in sent
+                            }
+                            if not sent or not sender_on_wire.isascii():
+                                raise PermanentFailure(
+                                    f"{host}: {_NO_SMTPUTF8.decode()}"
+                                )
                     refused = client.sendmail(
-                        sender_on_wire, list(wire), raw, mail_options=options
+                        sender_on_wire, sent, raw, mail_options=options
                     )
-                    return {wire[r]: reply for r, reply in refused.items()}
+                    return {**wide, **{wire[r]: reply for r, reply in refused.items()}}
             except smtplib.SMTPConnectError as error:
                 # A greeting that turns the client away (421, or 554 "no
                 # service here", RFC 5321 3.1) speaks for this server, not
@@ -298,6 +306,12 @@ class _SomeRefusedForGood(TemporaryFailure):
     def __init__(self, text: str, refused: dict[str, tuple[int, bytes]]) -> None:
         super().__init__(text)
         self.refused = refused
+
+
+_NO_SMTPUTF8 = (
+    b"5.6.7 the host offers no SMTPUTF8, which an address with non-ASCII "
+    b"letters before its @ needs"
+)
 
 
 def _ascii_domain(address: str) -> str:

@@ -335,10 +335,16 @@ def test_an_internationalized_address_goes_with_smtputf8(smtpsink_factory, smtps
         mx_delivery(smtpsink.dns).deliver(
             "list@forwarder.example", ["j\u00f6rg@b\u00fccher.example"], RAW
         )
-    # An ASCII local part needs none: its domain in A-labels is enough.
-    mx_delivery(smtpsink.dns).deliver(
-        "list@forwarder.example", ["bob@b\u00fccher.example"], RAW
-    )
+    # An ASCII local part needs none: its domain in A-labels is enough, and
+    # it goes while the other is bounced.
+    with pytest.raises(PartialDelivery) as partial:
+        mx_delivery(smtpsink.dns).deliver(
+            "list@forwarder.example",
+            ["bob@b\u00fccher.example", "j\u00f6rg@b\u00fccher.example"],
+            RAW,
+        )
+    assert list(partial.value.failed) == ["j\u00f6rg@b\u00fccher.example"]
+    assert "offers no SMTPUTF8" in str(partial.value)
     partner.assert_sent(1, rcpt_to="bob@xn--bcher-kva.example")
 
 
