@@ -634,12 +634,17 @@ def is_utf8(name: bytes) -> bool:
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
+def has_control_character(text: str) -> bool:
+    """Whether ``text`` holds a control character (CR, LF, ESC, TAB, ...),
+    which no address SMTP takes has, quoted or not."""
+    return _CONTROL.search(text) is not None
+
+
 def names_a_mailbox(user: str) -> bool:
     """Whether a login's ``user`` can name a mailbox: not empty (nor ``<>``),
-    and without a control character (CR, LF, ESC, TAB: an IMAP literal and
-    APOP can carry them), which no SMTP mail's address has; Dovecot refuses
-    such names too."""
-    return bool(normalize_user(user)) and _CONTROL.search(user) is None
+    and without a control character (an IMAP literal and APOP can carry
+    them); Dovecot refuses such names too."""
+    return bool(normalize_user(user)) and not has_control_character(user)
 
 
 def check_login(auth: object, user: str, password: str) -> bool:

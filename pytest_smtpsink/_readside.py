@@ -624,9 +624,8 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
                 self._record_cut_off(self._cut_off)
             return read
         except asyncio.TimeoutError:
-            left = bytes(self._buffer)
-            if left and b"\n" not in left:
-                # A command begun and never ended: why the client "hung".
+            left = self._unended_line()
+            if left:  # a command begun and never ended: why the client "hung"
                 self._record_cut_off(left, by="the idle timeout")
             # No command asked for it: its own exchange (`Exchange.kind`).
             self._append("notice", "")
@@ -645,6 +644,12 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
     #: The protocol's command verbs, upper-cased: the one word of a cut-off
     #: line that is shown (the rest may be a credential).
     VERBS: frozenset[str] = frozenset()
+
+    def _unended_line(self) -> bytes:
+        """What the buffer holds of a line whose end never came (at the
+        idle timeout), or ``b""``."""
+        left = bytes(self._buffer)
+        return left if b"\n" not in left else b""
 
     def _record_cut_off(self, line: bytes, by: str = "the client's close") -> None:
         """Record a command line that never ended (cut off ``by``): its verb
@@ -766,8 +771,8 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         try:
             read = await self._read_line(limit)
         except asyncio.TimeoutError:
-            left = bytes(self._buffer)
-            if left and b"\n" not in left:
+            left = self._unended_line()
+            if left:
                 # A response begun and never ended: counted, never shown;
                 # the goodbye then answers no command (its own exchange).
                 self._append(

@@ -1241,11 +1241,8 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                 self._end_data(content.data_bytes + unread, CONTENT_CUT_OFF)
             if content is None and record.end is None:
                 # The handler cancelled at an EOF (a fault held it): a line
-                # it never read. No reader before an implicit-TLS handshake.
-                reader = getattr(self, "_reader", None)
-                left = bytes(getattr(reader, "_buffer", b""))
-                if (left and b"\n" not in left) or self._pending_total:
-                    self._record_cut_off(left)
+                # it never read.
+                self._record_unended_line("the client's close")
             self._mark_end("client-closed")
             record._tls_started(None)  # a handshake cut short: wake readers
         self.state.connections.discard(self)
@@ -1349,9 +1346,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         elif self.record is not None:
             # A command the client began and never ended (a client that
             # ends its lines with LF alone, or none): why it "hung".
-            left = bytes(getattr(getattr(self, "_reader", None), "_buffer", b""))
-            if (left and b"\n" not in left) or self._pending_total:
-                self._record_cut_off(left, by="the idle timeout")
+            self._record_unended_line("the idle timeout")
         transport, send = self.transport, getattr(self, "_send", None)
         if transport is not None and not transport.is_closing() and send is not None:
             # aiosmtpd closes without a word; a server says why it closes
@@ -2074,6 +2069,14 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             if mask is not None:  # a password where no AUTH expects one
                 text = mask(text)
         self._append("command", text)
+
+    def _record_unended_line(self, by: str) -> None:
+        """`_record_cut_off` for what the reader holds of a line whose end
+        never came, if anything (no reader before an implicit-TLS
+        handshake)."""
+        left = bytes(getattr(getattr(self, "_reader", None), "_buffer", b""))
+        if (left and b"\n" not in left) or self._pending_total:
+            self._record_cut_off(left, by)
 
     def _record_cut_off(self, part: bytes, by: str = "the client's close") -> None:
         """Record a command line the client's close (or ``by``) cut off

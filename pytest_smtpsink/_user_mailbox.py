@@ -29,6 +29,7 @@ from ._mailstore import (
     MailStore,
     StoredMessage,
     given_folder_name,
+    has_control_character,
     normalize_flags,
 )
 from ._message import Envelope, Message, summary_or_raw
@@ -802,7 +803,6 @@ def recipients_of(raw: bytes, to: str | Sequence[str] | None) -> tuple[str, ...]
 
 
 _NOT_IN_AN_ADDRESS = re.compile(r"[\s\x00-\x1f\x7f]")
-_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 #: Outside quotes, what only a header's address list has around addresses.
 _ADDRESS_SPECIALS = re.compile(r"[<>,;]")
 #: Outside quotes, what no local part has (RFC 5322 specials): the sink's
@@ -877,7 +877,7 @@ def _recipient(address: str, what: str = "to") -> str:
             "taken only inside quotes, or a domain's [address literal], as "
             "SMTP takes them"
         )
-    if _CONTROL_CHARACTER.search(address):
+    if has_control_character(address):
         # Inside quotes too: the sink's SMTP refuses it (501), and a POP3 or
         # IMAP login of it opens nothing.
         raise ValueError(
