@@ -243,7 +243,10 @@ def _text(arg: Arg, charset: str, tag: str | None) -> str:
         ) from None
 
 
-_MAX_DEPTH = 50
+#: Deepest nesting of search keys: a parenthesized group or a NOT is a
+#: level (an OR chain is not: see `_KeyReader.any_of`). Twice the lists'
+#: limit, so that a NOT before each of 100 nested groups is served.
+_MAX_DEPTH = 200
 
 
 class _KeyReader:

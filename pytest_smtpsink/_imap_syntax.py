@@ -42,8 +42,11 @@ from ._text import shorten
 MAX_LINE = 64 * 1024
 #: Largest literal outside APPEND (the server passes its own limit for APPEND).
 MAX_LITERAL = 64 * 1024
-#: Deepest nesting of parenthesized lists.
-MAX_DEPTH = 20
+#: Deepest nesting of parenthesized lists. imap-tools writes each AND(...)
+#: as a list, so a query built up in a loop nests as deep as it has terms;
+#: the parser and the search evaluator recurse once or twice per level, far
+#: below Python's limit at this depth.
+MAX_DEPTH = 100
 #: Most arguments (atoms, strings, lists, counted at every depth) per command.
 MAX_ARGS = 10_000
 #: Most bytes of one command, its lines and literals together (an APPEND's

@@ -59,6 +59,24 @@ def test_imap_tools_fetches_moves_deletes_and_appends(smtpsink: Mailbox) -> None
     )
 
 
+def test_imap_tools_query_built_up_in_a_loop_is_served(smtpsink: Mailbox) -> None:
+    # imap-tools writes each AND(...) as a parenthesized list, so a query
+    # extended term by term nests as deep as it has terms: 21 levels were
+    # "BAD Lists nested deeper than 20", where Dovecot answers.
+    for subject in ("Order 1", "Order 2", "Order 3 (skip me)"):
+        smtpsink.deliver(raw_message(subject), to=USER)
+    query = imap_tools.AND(subject="Order")
+    for n in range(60):
+        query = imap_tools.AND(query, imap_tools.NOT(subject=f"skip {n}"))
+    query = imap_tools.AND(query, imap_tools.NOT(subject="skip me"))
+    assert str(query).startswith("(" * 62)
+    with imap_tools.MailBoxUnencrypted(smtpsink.imap.host, smtpsink.imap.port).login(
+        USER, "pw"
+    ) as client:
+        found = [m.subject for m in client.fetch(query, mark_seen=False)]
+    assert found == ["Order 1", "Order 2"]
+
+
 def test_imap_tools_idle_is_woken_by_smtp_mail(smtpsink: Mailbox) -> None:
     with imap_tools.MailBoxUnencrypted(smtpsink.imap.host, smtpsink.imap.port).login(
         USER, "pw"

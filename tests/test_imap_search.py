@@ -215,7 +215,7 @@ def test_other_charsets_are_refused_with_badcharset() -> None:
         (b"2,,3", "invalid sequence set: '2,,3'"),
         (b"UID 0", "invalid sequence set: '0'"),
         (b'"SEEN"', "a string is not a search key"),
-        (b"NOT " * 60 + b"ALL", "nested too deep"),
+        (b"NOT " * 201 + b"ALL", "nested too deep"),
     ],
 )
 def test_bad_searches(keys: bytes, message: str) -> None:
@@ -256,6 +256,18 @@ def test_utf8_words_in_8bit_text_labelled_us_ascii_are_found(
     folder = [Candidate(1, Entry(Raw(raw), uid=1), recent=False)]
     step = parse_command('t SEARCH CHARSET UTF-8 BODY "gr\u00fc\u00dfe"\r\n'.encode())
     assert search(parse_search(step.args, step.tag), folder).sequence_numbers == [1]
+
+
+def test_lists_nest_a_hundred_deep_and_no_deeper() -> None:
+    # A query extended term by term (imap-tools' AND(AND(...), ...)) nests
+    # one list per term; 20 levels were the limit.
+    def nested(levels: int) -> bytes:
+        return b"(" * levels + b"SEEN" + b" NOT DRAFT)" * levels
+
+    assert run(nested(100)) == [1, 3]
+    assert run(b"NOT (" * 99 + b"DRAFT" + b")" * 99) == [1, 3]
+    with pytest.raises(ImapSyntaxError, match="lists nested deeper than 100"):
+        run(nested(101))
 
 
 def test_or_chains_of_any_length_are_one_level() -> None:
