@@ -20,6 +20,7 @@ from ._message import (
     Message,
     message_label,
     normalize_address,
+    raw_header_values,
     summary_or_raw,
 )
 from ._mime import getaddresses
@@ -726,9 +727,62 @@ def _hints_each(
                     f"use re.compile({_spaced_pattern(wanted)!r})"
                 )
     found.extend(_body_hints(messages, criteria))
+    found.extend(_undecodable_header_hints(messages, criteria))
     found.extend(_line_end_hints(messages, criteria))
     found.extend(_attachment_case_hints(messages, criteria))
     return found
+
+
+#: The header field each header criterion reads.
+_HEADER_OF = {
+    "subject": "Subject",
+    "from_": "From",
+    "to": "To",
+    "cc": "Cc",
+    "reply_to": "Reply-To",
+}
+
+
+def _undecodable_header_hints(
+    messages: tuple[Message, ...], criteria: Mapping[str, Any]
+) -> Iterable[str]:
+    """A header the test asks about whose bytes are not UTF-8 (a raw
+    Latin-1 ``Grüße``): it reads as U+FFFD, and the report alone hid that
+    the application, not the test, is wrong, and which bytes it sent."""
+    # Each field with the check that reads it; a predicate is left out
+    # (a hint never runs the test's own code).
+    checks = [
+        (field, name, criteria[name])
+        for name, field in _HEADER_OF.items()
+        if isinstance(criteria.get(name), (str, re.Pattern))
+    ]
+    headers = criteria.get("header")
+    if isinstance(headers, Mapping):
+        checks.extend(
+            (field, "header", {field: wanted})
+            for field, wanted in headers.items()
+            if isinstance(field, str) and isinstance(wanted, (str, re.Pattern))
+        )
+    for message in messages:
+        for name, criterion, wanted in checks:
+            values = message.headers.get_all(name)
+            if not any("\ufffd" in v for v in values) or _check(
+                message, criterion, wanted
+            ):
+                continue
+            for value in raw_header_values(message.raw, name):
+                try:
+                    value.decode("utf-8")
+                except UnicodeDecodeError:
+                    sent = value.decode("utf-8", "backslashreplace")
+                    yield (
+                        f"{_named(message)}'s {name} header has bytes that are "
+                        f"not UTF-8, read as '\ufffd': '{_detail(shorten(printable(sent), 80))}' "
+                        "as sent. Non-ASCII header text must be RFC 2047 "
+                        "encoded (or UTF-8, with SMTPUTF8): the application "
+                        "wrote it raw in another charset"
+                    )
+                    break
 
 
 def _attachment_case_hints(

@@ -452,13 +452,7 @@ class Message:
         return parser.parsebytes(self._header_block() + b"\r\n\r\n")
 
     def _header_block(self) -> bytes:
-        """The bytes before the first empty line (all of them if none)."""
-        raw = self.raw
-        crlf = raw.find(b"\r\n\r\n")
-        end = len(raw) if crlf < 0 else crlf
-        # Only before that: no scan of a large body for a bare-LF empty line.
-        lf = raw.find(b"\n\n", 0, end)
-        return raw[: end if lf < 0 else lf]
+        return header_block(self.raw)
 
     @functools.cached_property
     def _header_items(self) -> list[tuple[str, str]]:
@@ -1040,6 +1034,29 @@ def raw_summary(message: Message, error: BaseException) -> str:
         f"{label} could not be read ({type(error).__name__}: "
         f"{shorten(str(error), 200)}); {len(raw)} bytes: {start}"
     )
+
+
+def header_block(raw: bytes) -> bytes:
+    """The bytes before the first empty line (all of them if none)."""
+    crlf = raw.find(b"\r\n\r\n")
+    end = len(raw) if crlf < 0 else crlf
+    # Only before that: no scan of a large body for a bare-LF empty line.
+    lf = raw.find(b"\n\n", 0, end)
+    return raw[: end if lf < 0 else lf]
+
+
+def raw_header_values(raw: bytes, name: str) -> list[bytes]:
+    """The values of the ``name`` fields as the bytes were sent, unfolded:
+    what a hint shows of a header whose bytes `headers` could not decode."""
+    field = re.compile(
+        rb"^" + re.escape(name.encode("ascii", "replace")) + rb"[ \t]*:[ \t]*"
+        rb"((?:[^\r\n]|\r?\n[ \t])*)",
+        re.IGNORECASE | re.MULTILINE,
+    )
+    return [
+        re.sub(rb"\r?\n", b"", match.group(1))
+        for match in field.finditer(header_block(raw))
+    ]
 
 
 #: A header field's first line as the stdlib's parser knows it (its

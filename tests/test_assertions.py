@@ -549,6 +549,44 @@ def test_a_subaddress_gets_a_hint_that_matches(smtpsink: Mailbox, send: Send) ->
     smtpsink.assert_sent(2, to=re.compile(pattern))
 
 
+def test_a_header_sent_in_raw_latin_1_gets_a_hint_with_its_bytes(
+    smtpsink: Mailbox,
+) -> None:
+    # Raw 8-bit bytes in a header read as U+FFFD: the report showed
+    # 'Gr\ufffd\ufffde' and hid both the bytes and whose mistake it was.
+    raw = (
+        b"From: J\xf6rg <j@example.com>\r\nTo: bob@example.com\r\n"
+        b"Subject: Gr\xfc\xdfe aus\r\n K\xf6ln\r\nX-City: K\xf6ln\r\n\r\nHi\r\n"
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("j@example.com", ["bob@example.com"], raw)
+    number = smtpsink.wait_for().number
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(
+            subject="Gr\u00fc\u00dfe aus K\u00f6ln",
+            from_="J\u00f6rg <j@example.com>",
+            header={"X-City": "K\u00f6ln"},
+        )
+    report = str(caught.value)
+    said = (
+        "header has bytes that are not UTF-8, read as '\ufffd': {} as sent. "
+        "Non-ASCII header text must be RFC 2047 encoded (or UTF-8, with "
+        "SMTPUTF8): the application wrote it raw in another charset"
+    )
+    assert (
+        f"Hint: #{number}'s Subject " + said.format("'Gr\\xfc\\xdfe aus K\\xf6ln'")
+        in report
+    ), report
+    assert f"Hint: #{number}'s X-City " + said.format("'K\\xf6ln'") in report
+    # From matched (its address), so nothing is said of its bytes.
+    assert "From header" not in report
+    # A predicate is never run by a hint; the bytes are kept as sent.
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(subject=lambda subject: subject == "Gr\u00fc\u00dfe")
+    assert "not UTF-8" not in str(caught.value)
+    assert smtpsink.messages.one().raw == raw
+
+
 def test_after_clear_a_failure_says_since_clear(smtpsink: Mailbox, send: Send) -> None:
     send(subject="Before")
     smtpsink.clear()
