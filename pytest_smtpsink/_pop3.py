@@ -48,7 +48,7 @@ from ._readside import (
     ReadSideServer,
 )
 from ._session import AuthInfo, EndReason, POP3Exchange
-from ._text import plural, printable, printable_sent
+from ._text import plural, printable, printable_sent, visible_start
 
 if TYPE_CHECKING:
     from ._mailstore import Account, Folder, StoredMessage
@@ -469,7 +469,7 @@ class _Connection(ReadSideConnection):
             return
         self._after_auth = False
         recorded = self._recorded(raw, text, password_may_follow)
-        self._append("command", recorded)
+        self._append("command", visible_start(recorded))
         if self.generation != self.mail.generation:  # a new test started
             self.end_stale()
             raise Closed

@@ -75,14 +75,16 @@ def peer_of(transport: Any) -> tuple[str, int]:
     return host, int(peer[1])
 
 
-#: How a transcript writes a byte that is not UTF-8 (``\\xff``).
-_BYTE_ESCAPE = re.compile(r"\\X[0-9A-F]{2}")
+#: How a transcript writes a byte that is not UTF-8 (``\\xff``) and an
+#: invisible character before a line's first word (``\\ufeff``).
+_BYTE_ESCAPE = re.compile(r"\\X[0-9A-F]{2}|\\U[0-9A-F]{4}")
 
 
 def _verb_of(word: str) -> str | None:
     """A line's first word as its command: upper case, but for the escapes
-    of bytes that are not UTF-8, which stay as the line writes them
-    (``\\xff``, not ``\\XFF``); None for a blank line, no command at all."""
+    of bytes that are not UTF-8 and of invisible characters, which stay as
+    the line writes them (``\\xff``, not ``\\XFF``; ``\\ufeff``); None for
+    a blank line, no command at all."""
     if not word:
         return None
     verb = word.upper()

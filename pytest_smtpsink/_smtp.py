@@ -78,7 +78,7 @@ from ._session import (
     peer_of,
 )
 from ._store import SHARED_VALUES_MAX
-from ._text import C0_ESCAPES, printable
+from ._text import C0_ESCAPES, INVISIBLE_START, printable, visible_start
 from ._tls import (
     HANDSHAKE_TIMEOUT,
     describe_handshake_failure,
@@ -256,16 +256,6 @@ def _sendable(text: str, encoding: str) -> str:
     return shown.encode(encoding, "backslashreplace").decode(encoding)
 
 
-#: What may come before a line's first word and not be seen: white space
-#: and Unicode's default-ignorable characters (a byte order mark, a soft
-#: hyphen, a zero-width space, bidi marks, variation selectors), as an
-#: editor or a copied script puts them.
-_INVISIBLE_START = re.compile(
-    r"[\s\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f"
-    r"\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]+"
-)
-
-
 def _is_auth_line(text: str) -> bool:
     """Whether a client line is an AUTH command in any case, after any white
     space or invisible character, with any separator (aiosmtpd splits AUTH's
@@ -277,8 +267,8 @@ def _is_auth_line(text: str) -> bool:
 
 
 def _first_visible(text: str) -> int:
-    """Where ``text`` begins after `_INVISIBLE_START`."""
-    found = _INVISIBLE_START.match(text)
+    """Where ``text`` begins after `INVISIBLE_START`."""
+    found = INVISIBLE_START.match(text)
     return 0 if found is None else found.end()
 
 
@@ -2068,7 +2058,9 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                 text += f"... [{total} bytes in all]"
             if mask is not None:  # a password where no AUTH expects one
                 text = mask(text)
-        self._append("command", text)
+        # Escaped after masking: a known password that starts with such a
+        # character still matches.
+        self._append("command", visible_start(text))
 
     def _record_unended_line(self, by: str) -> None:
         """`_record_cut_off` for what the reader holds of a line whose end

@@ -41,6 +41,30 @@ def printable(text: str) -> str:
     return _UNSAFE.sub(_escape, text)
 
 
+#: What may come before a line's first word and not be seen: white space
+#: and Unicode's default-ignorable characters (a byte order mark, a soft
+#: hyphen, a zero-width space, bidi marks, variation selectors), as an
+#: editor or a copied script puts them.
+INVISIBLE_START = re.compile(
+    r"[\s\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f"
+    r"\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]+"
+)
+
+
+def visible_start(line: str) -> str:
+    """A client's line as the transcript shows it (masked and printable
+    already) with the invisible characters before its first word written
+    as escapes: ``\ufeffNOOP``, a byte order mark an editor put there,
+    was shown as ``NOOP`` refused with a 500."""
+    if line.isascii():
+        return line
+    lead = INVISIBLE_START.match(line)
+    if lead is None or lead.group().isascii():
+        return line
+    escaped = "".join(c if c.isascii() else f"\\u{ord(c):04x}" for c in lead.group())
+    return escaped + line[lead.end() :]
+
+
 def _escape(match: re.Match[str]) -> str:
     # repr() picks the shortest escape (\n, \x1b, \u2028) for a character.
     return repr(match.group())[1:-1]

@@ -137,16 +137,27 @@ def test_unknown_and_invalid_commands(raw: Connect, smtpsink: Mailbox) -> None:
     assert client.cmd(b"\r\n") == (500, b"Error: bad syntax")
     assert client.cmd(b"\xff\xfe\r\n") == (500, b"Error: bad syntax")  # 8-bit verb
     assert client.cmd(b"MA\x00IL FROM:<a@example.com>\r\n")[0] == 500
+    # A byte order mark before the verb, as an editor writes a script.
+    assert client.cmd("\ufeffNOOP\r\n".encode())[0] == 500
     assert client.cmd(b"QUIT\r\n")[0] == 221
     session = session_of(smtpsink, client, ended=True)
-    assert session.codes == [220, 500, 500, 500, 500, 221]
-    # Control characters and 8-bit bytes are shown escaped, on one line.
+    assert session.codes == [220, 500, 500, 500, 500, 500, 221]
+    # Control characters and 8-bit bytes are shown escaped, on one line;
+    # the invisible mark too (the transcript read "C: NOOP" refused).
     assert exchange(session, "MA\\x00IL")[1] == 500
     assert exchange(session, "\\xff\\xfe")[1] == 500
+    assert exchange(session, "\\ufeffNOOP")[1] == 500
+    assert "C: \\ufeffNOOP\n" in session.format_transcript()
     assert session.end == "quit"
-    # A blank line is no command; an escaped byte keeps its spelling (it
-    # read "\\XFF\\XFE", a form the transcript never writes).
-    assert session.commands == ["FOO", "\\xff\\xfe", "MA\\x00IL", "QUIT"]
+    # A blank line is no command; an escape keeps its spelling (it read
+    # "\\XFF\\XFE", a form the transcript never writes).
+    assert session.commands == [
+        "FOO",
+        "\\xff\\xfe",
+        "MA\\x00IL",
+        "\\ufeffNOOP",
+        "QUIT",
+    ]
 
 
 def test_a_host_name_that_is_not_utf8_is_refused_saying_so(

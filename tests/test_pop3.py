@@ -817,6 +817,20 @@ def test_a_password_on_the_user_line_is_refused_and_masked(
     assert "C: USER ann@example.com ****" in shown
 
 
+def test_an_invisible_mark_before_a_command_is_shown(
+    smtpsink: Mailbox, raw: Raw
+) -> None:
+    # A byte order mark before USER (a script saved by an editor): the
+    # transcript read "C: USER ann@example.com" answered "-ERR Unknown
+    # command".
+    assert raw.send("\ufeffUSER ann@example.com".encode()) == "-ERR Unknown command"
+    assert raw.send(b"QUIT").startswith("+OK")
+    ended(smtpsink)
+    (session,) = pop3_sessions(smtpsink)
+    assert session.commands[0].startswith("\\ufeffUSER")
+    assert "C: \\ufeffUSER " in session.format_transcript()
+
+
 def test_a_password_a_client_sends_astray_is_masked(
     smtpsink: Mailbox, raw: Raw
 ) -> None:
