@@ -209,6 +209,11 @@ def _bracketed_ipv6(host_port: str) -> bool:
     return "[" not in rest and "]" not in rest
 
 
+#: A "%" that is no percent escape (RFC 3986 2.1).
+_NO_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def parse_upstream(url: str) -> Upstream:
     """``smtp://host:port``, ``smtp+starttls://user:password@host:port`` or
     ``smtps://host:port``, with an optional ``?cafile=PATH`` to trust.
@@ -249,6 +254,17 @@ def parse_upstream(url: str) -> Upstream:
     userinfo = parts.netloc.rpartition("@")[0]
     if "[" in userinfo or "]" in userinfo:
         raise ValueError(_BRACKET_IN_USERINFO)
+    if _NO_ESCAPE.search(userinfo):
+        # unquote() keeps such a "%" as it is, while "50%41" would become
+        # "50A": a password typed with a bare "%" works or fails to log in
+        # by what follows it. Not quoted: it is the password.
+        raise ValueError(
+            "the URL's user name or password has a '%' that starts no %XX "
+            "escape: a '%' itself is written %25"
+        )
+    if _CONTROL.search(urllib.parse.unquote(userinfo.partition(":")[0])):
+        # An encoded CR LF in a user name is a mistake, never a login.
+        raise ValueError("the URL's user name has a control character")
     if ("[" in host_port or "]" in host_port) and not _bracketed_ipv6(host_port):
         # urllib read "[::1]x:25" as ::1 port 25, and "[name]" as a host
         # name before 3.11.

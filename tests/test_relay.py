@@ -1014,6 +1014,29 @@ def test_a_password_cut_by_a_url_delimiter_is_named_not_shown(cut: str) -> None:
     assert upstream.password == f"2525{cut}{PASSWORD}"
 
 
+@pytest.mark.parametrize("userinfo", ["ann:50%off", "ann:p%zz", "ann%:pw", "ann:pw%"])
+def test_a_percent_that_starts_no_escape_is_refused_unshown(userinfo: str) -> None:
+    # Taken as it was, while "50%41" would have been read "50A": whether a
+    # password with a bare "%" logged in depended on what followed it.
+    with pytest.raises(SettingsError) as raised:
+        SinkSettings(relay=f"smtp://{userinfo}@127.0.0.1:2525", relay_to=".*")
+    assert str(raised.value) == (
+        "relay: the URL's user name or password has a '%' that starts no %XX "
+        "escape: a '%' itself is written %25"
+    )
+    written = userinfo.replace("%", "%25")
+    upstream = parse_upstream(f"smtp://{written}@127.0.0.1:2525")
+    assert f"{upstream.username}:{upstream.password}" == userinfo
+
+
+def test_a_control_character_in_the_relay_user_name_is_refused() -> None:
+    with pytest.raises(SettingsError, match="user name has a control character"):
+        SinkSettings(relay="smtp://ann%0D%0AMAIL:pw@127.0.0.1:2525", relay_to=".*")
+    # In a password it is the password's (AUTH sends it in base64).
+    upstream = parse_upstream("smtp://ann:p%0Aw@127.0.0.1:2525")
+    assert upstream.password == "p\nw"
+
+
 @pytest.mark.parametrize(
     ("changes", "setting", "text"),
     [
