@@ -305,6 +305,24 @@ def test_release_with_another_envelope(
     assert "c: mail from:<>" in delivery.format_transcript().lower()
 
 
+def test_a_recipient_named_twice_is_relayed_twice_as_given(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    # As documented: no deduplication, of the captured envelope or of
+    # rcpt_to= (a test of an upstream's duplicate handling needs both).
+    upstream = smtpsink_factory(hostname="upstream.test")
+    twice = ["ann@example.com", "bob@example.com", "ann@example.com"]
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n", twice)
+    assert captured.envelope.rcpt_to == tuple(twice)
+    smtpsink.release(captured, upstream.host, upstream.port)
+    smtpsink.release(
+        captured, upstream.host, upstream.port, rcpt_to=["c@example.com"] * 2
+    )
+    first, second = upstream.wait_for(count=2)
+    assert first.envelope.rcpt_to == tuple(twice)
+    assert second.envelope.rcpt_to == ("c@example.com", "c@example.com")
+
+
 def test_release_over_starttls_with_auth_masks_the_password(
     smtpsink: Mailbox, smtpsink_factory: Factory
 ) -> None:
