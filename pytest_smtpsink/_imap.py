@@ -119,19 +119,15 @@ _MOST_DROPPED = 1 << 30
 #: A synchronizing literal where the command's name goes ("a {5}", "a UID
 #: {5}").
 _LITERAL_AS_NAME = re.compile(rb"\s*(?:UID\s+)?~?\{\d+\}\r?\n?\Z", re.IGNORECASE)
-#: A synchronizing literal8 (RFC 3516's "~{5}") at a line's end.
-_LITERAL8_AT_END = re.compile(rb"~\{\d+\}\r?\n?\Z")
 
 
 def _misplaced_literal(rest: bytes) -> str | None:
     """Why the synchronizing literal that ends this first line (after its
-    tag) cannot be taken, or None: no command's name is a literal, and the
-    sink has no BINARY (RFC 3516) for a literal8. (A {n+} one is on its way:
-    read, then refused, so that its bytes never run as commands.)"""
+    tag) cannot be taken, or None: no command's name is a literal. (A
+    {n+} one is on its way: read, then refused, so that its bytes never
+    run as commands. A literal8 the command reader refuses, on any line.)"""
     if _LITERAL_AS_NAME.match(rest):
         return "A command's name cannot be a literal"
-    if _LITERAL8_AT_END.search(rest):
-        return "A literal8 (~{n}) is not accepted: the server has no BINARY"
     return None
 
 

@@ -200,6 +200,9 @@ class NeedLiteral:
     synchronizing: bool
 
 
+#: Why a literal8 (RFC 3516's ``~{n}``) is refused, wherever it stands.
+LITERAL8_REFUSED = "a literal8 (~{n}) is not accepted: the server has no BINARY"
+
 #: A literal at a line's end: its size, and "+" if it is non-synchronizing.
 LITERAL_AT_END = re.compile(rb"\{(\d{1,20})(\+?)\}\r?\n\Z")
 _LITERAL = re.compile(rb"\{(\d{1,20})\+?\}\r?\n")
@@ -260,6 +263,12 @@ class CommandReader:
         if literal is not None:
             size = int(literal.group(1))
             synchronizing = not literal.group(2)
+            if synchronizing and line[literal.start() - 1 : literal.start()] == b"~":
+                # Refused before "+ Ready" (a "~{n+}" one is on its way:
+                # read, then refused by the parser with these words).
+                tag = _tag_of(self._parts[0])
+                self.reset()
+                raise ImapSyntaxError(LITERAL8_REFUSED, tag)
             if size <= self.max_literal and self._total + size > self.max_command:
                 tag = _tag_of(self._parts[0])
                 total = self._total + size
@@ -473,6 +482,9 @@ class _Parser:
             return self.literal()
         if byte is None or byte in (0x0D, 0x0A):
             raise self.fail("missing argument")
+        if byte == 0x7E and _LITERAL.match(self.data, self.pos + 1):
+            # Read as the atom "~" and then a stray "{": "Expected a space".
+            raise self.fail(LITERAL8_REFUSED)
         return Atom(self.atom())
 
     def quoted(self) -> String:

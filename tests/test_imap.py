@@ -1901,6 +1901,13 @@ BAD_INPUT = [
     ("a UID {5}", "a BAD A command's name cannot be a literal"),
     ("a {4}", "a BAD A command's name cannot be a literal"),
     ("a SEARCH SUBJECT ~{3}", "a BAD A literal8 (~{n}) is not accepted"),
+    # Wherever it stands (it was "Expected a space at byte 34, found '{'",
+    # after "+ Ready" for the second): read and dropped if on its way.
+    ("a SEARCH SUBJECT ~{3+}\r\nabc", "a BAD A literal8 (~{n}) is not accepted"),
+    (
+        "a SEARCH SUBJECT {1+}\r\nx SUBJECT ~{3}",
+        "a BAD A literal8 (~{n}) is not accepted",
+    ),
     # Commands that take no arguments refuse them, and are not run (a
     # LOGOUT that was would end the session before z NOOP).
     ("a NOOP extra", "a BAD NOOP takes no arguments"),
@@ -1934,6 +1941,9 @@ def test_bad_input_is_answered_recorded_and_serving_goes_on(
             lines.append(read.decode().rstrip("\r\n"))
     assert lines[-1] == "z OK NOOP completed"
     assert any(reply.startswith(expected) for reply in lines), lines
+    # Refused before asking for a literal: "+ Ready" would take the next
+    # command for the literal's bytes.
+    assert not any(reply.startswith("+") for reply in lines), lines
     session = smtpsink.sessions[-1]
     assert len([e for e in session.transcript if e.kind == "command"]) == 3
 
