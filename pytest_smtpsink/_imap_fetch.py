@@ -425,10 +425,17 @@ def _parse_params(rest: str) -> list[tuple[str, str]]:
             pos = next_semicolon
             continue
         name, value = match.group(1), match.group(2) or ""
-        if value.startswith('"'):
-            value = re.sub(r"\\(.)", r"\1", value[1:].removesuffix('"'))
-        params.append((name, value))
         pos = match.end()
+        if value.startswith('"'):
+            if _CLOSED_QUOTE.fullmatch(value) is None:
+                # A quote never closed (it took the folded header after
+                # it): the parameter is left out, as Dovecot leaves it.
+                continue
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        params.append((name, value))
+
+
+_CLOSED_QUOTE = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
 def _strip_comments(value: str) -> str:

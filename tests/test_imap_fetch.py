@@ -160,6 +160,12 @@ def test_envelope_gives_a_quoted_local_parts_value() -> None:
             b"text/plain; name*0=a; name*0=b",
             b'("name*0" "a" "name*0" "b" "charset" "us-ascii")',
         ),
+        # A quote never closed: the parameter is left out.
+        (
+            b'text/plain; format=flowed; charset="utf-8',
+            b'("format" "flowed" "charset" "us-ascii")',
+        ),
+        (b'text/plain; name="a\\"', b'("charset" "us-ascii")'),  # \" is no end
         # Extended from the second section: "%" escaped, empty charset.
         (
             b"text/plain; name*0=a%; name*1*=%41",

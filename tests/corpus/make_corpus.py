@@ -306,6 +306,18 @@ def corpus() -> dict[str, bytes]:
         "Content-Type: text/plain",
         "--fw--",
     )
+    # A quote never closed, the header folded after it: Dovecot drops the
+    # parameter (the sink once gave "unterminated\tfolded: yes").
+    files["unterminated_quoted_parameter"] = lines(
+        HEAD,
+        "Subject: unterminated quoted parameter",
+        "MIME-Version: 1.0",
+        'Content-Type: text/plain; format=flowed; charset="unterminated',
+        "\tfolded: yes",
+        'Content-Disposition: attachment; size=4; filename="report.txt',
+        "",
+        "body",
+    )
     files["content_type_garbage"] = lines(
         HEAD,
         "Subject: garbage content type",
