@@ -1340,7 +1340,9 @@ class Mailbox(FaultControls):
                 "either: is the code under test given this host and port? A "
                 "test setting may also keep mail in memory (Django's test "
                 "runner and pytest-django, Flask-Mailman and Flask-Mail with "
-                "TESTING=True): see the Recipes page of the docs."
+                "TESTING=True, unless MAIL_BACKEND='smtp' or "
+                "MAIL_SUPPRESS_SEND=False is set before the extension "
+                "starts): see the Recipes page of the docs."
                 + (
                     ""
                     if waited

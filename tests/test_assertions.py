@@ -2227,7 +2227,9 @@ def test_nothing_arrived_says_that_no_client_connected(smtpsink: Mailbox) -> Non
         f"Hint: no client connected to {smtpsink.url} in this test either: "
         "is the code under test given this host and port? A test setting may "
         "also keep mail in memory (Django's test runner and pytest-django, "
-        "Flask-Mailman and Flask-Mail with TESTING=True): see the Recipes page "
+        "Flask-Mailman and Flask-Mail with TESTING=True, unless "
+        "MAIL_BACKEND='smtp' or MAIL_SUPPRESS_SEND=False is set "
+        "before the extension starts): see the Recipes page "
         "of the docs. Or it sends in the background (a thread, a task "
         "queue) and has not connected yet: wait for the mail with wait_for(...)."
     )

@@ -1548,7 +1548,9 @@ def test_a_report_whose_lookups_all_succeeded_keeps_the_usual_advice(
         f"Hint: no client connected to {smtpsink.url} in this test either: is "
         "the code under test given this host and port? A test setting may "
         "also keep mail in memory (Django's test runner and pytest-django, "
-        "Flask-Mailman and Flask-Mail with TESTING=True): see the Recipes "
+        "Flask-Mailman and Flask-Mail with TESTING=True, unless "
+        "MAIL_BACKEND='smtp' or MAIL_SUPPRESS_SEND=False is set "
+        "before the extension starts): see the Recipes "
         "page of the docs. Or it sends in the background (a thread, a task "
         "queue) and has not connected yet: wait for the mail with wait_for(...).",
         "Hint: the DNS stub answered every lookup in this test:",
@@ -1567,7 +1569,9 @@ def test_a_report_says_that_a_stub_was_not_asked_in_its_scope(
         f"Hint: no client connected to {smtpsink.url} {{}} either: is the "
         "code under test given this host and port? A test setting may also "
         "keep mail in memory (Django's test runner and pytest-django, "
-        "Flask-Mailman and Flask-Mail with TESTING=True): see the Recipes "
+        "Flask-Mailman and Flask-Mail with TESTING=True, unless "
+        "MAIL_BACKEND='smtp' or MAIL_SUPPRESS_SEND=False is set "
+        "before the extension starts): see the Recipes "
         "page of the docs. Or it sends in the background (a thread, a task "
         "queue) and has not connected yet: wait for the mail with wait_for(...)."
     )
