@@ -659,8 +659,12 @@ def human_string(value: bytes | str | None) -> bytes:
 def _nstring_nolf(value: bytes | None) -> bytes:
     if value is None or (b"\r" not in value and b"\n" not in value):
         return nstring(value)
-    clean = value.replace(b"\r", b"").replace(b"\n", b"")
+    # A literal, as Dovecot writes a value it changed (no NUL: see quote()).
+    clean = value.replace(b"\r", b"").replace(b"\n", b"").replace(b"\0", _REPLACEMENT)
     return b"{%d}\r\n" % len(clean) + clean
+
+
+_REPLACEMENT = "\ufffd".encode()
 
 
 def _format_addresses(values: list[str]) -> bytes:

@@ -882,11 +882,18 @@ _QUOTABLE = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x21\x23-\x5b\x5d-\x7f]*")
 
 def quote(value: bytes | str) -> bytes:
     """An IMAP string: quoted when every byte may be (7-bit, no CR, LF, NUL,
-    quote or backslash), a literal otherwise (Dovecot's choice too)."""
+    quote or backslash), a literal otherwise (Dovecot's choice too). A NUL,
+    which no literal may hold (RFC 3501's CHAR8), is written U+FFFD, as
+    Dovecot writes a header's NUL in ENVELOPE and BODYSTRUCTURE."""
     data = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
     if _QUOTABLE.fullmatch(data):
         return b'"' + data + b'"'
+    if b"\0" in data:
+        data = data.replace(b"\0", _REPLACEMENT)
     return b"{%d}\r\n" % len(data) + data
+
+
+_REPLACEMENT = "\ufffd".encode()
 
 
 def nstring(value: bytes | str | None) -> bytes:

@@ -117,6 +117,27 @@ def test_envelope_and_bodystructure_of_a_simple_message() -> None:
     )
 
 
+def test_no_nul_from_any_header_reaches_a_response() -> None:
+    # RFC 3501's literals hold CHAR8 (no NUL): a NUL in the Date, an
+    # address, the Message-ID or a part's Content-ID went out in literals,
+    # which a strict client's parser refuses. Dovecot writes U+FFFD.
+    nul = b"\x00"
+    raw = (  # each "~" a NUL
+        b"Date: Mon, 1 Jan 2024 00:00:00 +0000~\r\n"
+        b"From: a@exam~ple.com\r\nCc: c~@example.com\r\n"
+        b"Message-ID: <id~@x>\r\nIn-Reply-To: <r~@x>\r\n"
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="B"\r\n\r\n'
+        b"--B\r\nContent-ID: <c~@x>\r\nContent-Description: d~\r\n"
+        b"Content-Language: e~n\r\nContent-Location: l~\r\n"
+        b"Content-Transfer-Encoding: 7b~it\r\n\r\nbody\r\n--B--\r\n"
+    ).replace(b"~", nul)
+    answer = fetch(raw, "(ENVELOPE BODYSTRUCTURE BODY)")
+    assert nul not in answer
+    assert b"{9}\r\n<id\xef\xbf\xbd@x>" in answer
+    assert b"{14}\r\nexam\xef\xbf\xbdple.com" in answer
+    assert b"{8}\r\n<c\xef\xbf\xbd@x>" in answer  # BODYSTRUCTURE
+
+
 def test_envelope_gives_a_quoted_local_parts_value() -> None:
     # Dovecot 2.3.19's mailbox is the local part's value: the quotes are the
     # header's syntax ("x.y" read as x.y). The sink kept them.
