@@ -378,6 +378,17 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
                 "verifiers treat SHA-1 signatures as invalid, so receivers "
                 "take the message as unsigned; sign with rsa-sha256"
             )
+        if verified and "from" not in _signed_headers(fields):
+            # RFC 6376 6.1.1: a verifier MUST ignore a signature whose h=
+            # leaves out From (dkimpy checks it only when signing). Counted
+            # as verified, the message passed the bulk-sender rules.
+            verified = False
+            error = (
+                "h= does not include From: the signature matches the key, but "
+                "RFC 6376 (5.4, 6.1.1) has verifiers ignore a signature that "
+                "does not sign From, so receivers take the message as "
+                "unsigned; add from to h="
+            )
         if not verified:
             said = error or "; ".join(reasons.messages)
             if algorithm.lower().startswith("ed25519") and (

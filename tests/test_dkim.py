@@ -3,6 +3,7 @@ an application signs with dkimpy, sends with smtplib, the test verifies."""
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import smtplib
@@ -704,6 +705,53 @@ def test_an_rsa_sha1_signature_is_not_verified(smtpsink: Mailbox) -> None:
         "treat SHA-1 signatures as invalid, so receivers take the message as "
         "unsigned; sign with rsa-sha256"
     )
+
+
+def test_a_signature_that_does_not_sign_from_is_not_verified(
+    smtpsink: Mailbox,
+) -> None:
+    # RFC 6376 6.1.1: verifiers MUST ignore such a signature (PERMFAIL).
+    # dkimpy refuses to make one but verifies it: it was "verified", and
+    # the message passed the bulk-sender rules with any From put in.
+    import hashlib
+
+    from dkim.canonicalization import CanonicalizationPolicy
+    from dkim.crypto import parse_pem_private_key
+
+    key = smtpsink.dkim_key("shop.example")
+    message = make_message(sender="noreply@shop.example")
+    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    # A signer that leaves From out, made with dkimpy's own parts.
+    signer = dkim.DKIM(raw)
+    signer.hasher = hashlib.sha256
+    policy = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+    body_hash = base64.b64encode(
+        hashlib.sha256(policy.canonicalize_body(signer.body)).digest()
+    )
+    fields = [
+        *((b"v", b"1"), (b"a", b"rsa-sha256"), (b"c", b"relaxed/relaxed")),
+        *((b"d", b"shop.example"), (b"s", b"s1"), (b"h", b"to : subject")),
+        *((b"bh", body_hash), (b"b", b"")),
+    ]
+    header = signer.gen_header(
+        fields,
+        (b"to", b"subject"),
+        policy,
+        b"DKIM-Signature",
+        parse_pem_private_key(key.encode()),
+    )
+    signed = b"DKIM-Signature: " + header + raw
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("noreply@shop.example", ["ann@example.com"], signed)
+    received = smtpsink.assert_sent()
+    [result] = received.dkim
+    assert (result.signed_headers, result.verified) == (("to", "subject"), False)
+    assert result.reason == (
+        "h= does not include From: the signature matches the key, but RFC 6376 "
+        "(5.4, 6.1.1) has verifiers ignore a signature that does not sign "
+        "From, so receivers take the message as unsigned; add from to h="
+    )
+    assert "dkim-failed" in [p.code for p in received.bulk_sender_problems()]
 
 
 @pytest.mark.parametrize("as_dns_has_it", [True, False])
