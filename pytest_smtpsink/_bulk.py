@@ -22,6 +22,7 @@ from ._dkim import body_length_warnings
 from ._lint import (
     Problem,
     addresses_without_comma,
+    quoted_without_domain,
     unquoted_at_in_name,
     valid_message_id,
 )
@@ -116,7 +117,22 @@ def bulk_sender_problems(
         addresses, unreadable = [], " (comments nested too deeply to parse)"
     run_on = [v for v in from_values if addresses_without_comma(v) is not None]
     as_name = [n for n in map(unquoted_at_in_name, from_values) if n is not None]
-    if as_name and len(from_values) == 1:
+    quoted_alone = [q for q in map(quoted_without_domain, from_values) if q]
+    if quoted_alone and len(from_values) == 1:
+        # getaddresses takes the quotes off: news@shop.example, aligned.
+        addresses = []
+        problems.append(
+            Problem(
+                "from-not-single",
+                "error",
+                f"From has a quoted string with no @domain after it: "
+                f"{quoted_alone[0]!r}, a local part alone, so readers and DMARC "
+                "verifiers find no From domain (write the address unquoted, or "
+                '"name" <address>); DMARC needs exactly one From address',
+                header="From",
+            )
+        )
+    elif as_name and len(from_values) == 1:
         # getaddresses reads the name as a second address: "2 addresses"
         # would not say what is wrong.
         addresses = []

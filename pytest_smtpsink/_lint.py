@@ -726,11 +726,24 @@ def _check_addresses(ctx: _Context) -> Iterator[Problem]:
                 header=canonical,
             )
             continue
+        written = " ".join(text.split())
+        lone = quoted_without_domain(text)
+        if lone is not None:
+            # getaddresses takes the quotes off: it reads as the address.
+            context = "" if lone == written else f" (in {shorten(written, 60)!r})"
+            yield Problem(
+                "invalid-address",
+                "error",
+                f"{name} has a quoted string with no @domain after it: "
+                f"{lone!r}{context}, a local part alone (RFC 5322 3.4.1); write "
+                'the address unquoted, or "name" <address>',
+                header=canonical,
+            )
+            continue
         bad = _bad_addresses(text, ctx.smtputf8)
         if bad is None:
             continue
         # What the parser made of the value may not be what it says.
-        written = " ".join(text.split())
         context = (
             "" if bad == written or not written else f" (in {shorten(written, 60)!r})"
         )
@@ -858,6 +871,27 @@ def _blank_quoted(text: str) -> str:
 
 def _blanked(quoted: str) -> str:
     return '"' + "x" * (len(quoted) - 2) + '"'
+
+
+def quoted_without_domain(value: str) -> str | None:
+    """The first address of a header value that is a quoted string alone
+    (``"news@shop.example"``, as code that quotes the sender and forgets
+    the angle address writes it), as written; else None. It is a local
+    part with no domain (RFC 5322 3.4.1), but getaddresses takes its quotes
+    off and reads ``news@shop.example``. Also the bulk-sender check's."""
+    bare = uncommented(re.sub(r"\r?\n", "", value))
+    if bare is None:
+        return None
+    start = 0
+    for comma in [*(m.start() for m in re.finditer(",", _blank_quoted(bare))), None]:
+        element = bare[start:comma]
+        if _QUOTED_ALONE.fullmatch(element):
+            return shorten(element.strip(), 60)
+        start = (comma or 0) + 1
+    return None
+
+
+_QUOTED_ALONE = re.compile(r'\s*"(?:[^"\\]|\\.)*"\s*')
 
 
 def unquoted_at_in_name(value: str) -> str | None:

@@ -184,6 +184,25 @@ def test_an_unquoted_address_as_display_name_is_said_as_such(tls_sink: Mailbox) 
     assert [p.code for p in message.lint()] == ["invalid-address"]
 
 
+def test_a_quoted_string_alone_as_from_has_no_domain(tls_sink: Mailbox) -> None:
+    # getaddresses takes the quotes off: news@shop.example, one address,
+    # aligned with d=shop.example, and every rule passed.
+    newsletter(tls_sink, From='"news@shop.example"')
+    message = tls_sink.assert_sent()
+    [problem] = message.bulk_sender_problems()
+    assert (problem.code, problem.header) == ("from-not-single", "From")
+    assert problem.message == (
+        "From has a quoted string with no @domain after it: "
+        "'\"news@shop.example\"', a local part alone, so readers and DMARC "
+        "verifiers find no From domain (write the address unquoted, or "
+        '"name" <address>); DMARC needs exactly one From address'
+    )
+    assert [p.code for p in message.lint()] == ["invalid-address"]
+    # With its domain after the quotes, it is an address.
+    newsletter(tls_sink, From='"news"@shop.example')
+    assert tls_sink.messages[-1].bulk_sender_problems() == []
+
+
 def test_from_addresses_run_together_are_not_one_from(tls_sink: Mailbox) -> None:
     # getaddresses reads "a b" as one address, "@shop.example": it counted
     # as the single From, and the rule passed.

@@ -557,6 +557,28 @@ def test_an_invalid_address_is_shown_as_written(written: bytes, said: str) -> No
 
 
 @pytest.mark.parametrize(
+    ("written", "context"),
+    [
+        (b'"ann@example.com"', ""),
+        (
+            b'bob@example.com, "ann@example.com"',
+            " (in 'bob@example.com, \"ann@example.com\"')",
+        ),
+    ],
+)
+def test_a_quoted_string_alone_is_no_address(written: bytes, context: str) -> None:
+    # A local part with no domain, though getaddresses takes its quotes
+    # off and reads ann@example.com: lint said nothing.
+    raw = HEAD.replace(b"ann@example.com", written) + b"\r\nx\r\n"
+    (problem,) = [p for p in lint(raw) if p.code == "invalid-address"]
+    assert problem.message == (
+        "To has a quoted string with no @domain after it: "
+        f"'\"ann@example.com\"'{context}, a local part alone (RFC 5322 3.4.1); "
+        'write the address unquoted, or "name" <address>'
+    )
+
+
+@pytest.mark.parametrize(
     ("written", "shown"),
     [
         (b"j@ex ample.com", "'j@ex ample.com'"),
