@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Literal
 
 from ._dkim import body_length_warnings
 from ._lint import (
+    ENCODED_BY_PYTHON,
     Problem,
     addresses_without_comma,
     quoted_without_domain,
     unquoted_at_in_name,
     valid_message_id,
 )
-from ._mime import getaddresses
+from ._mime import encoded_words, getaddresses
 from ._text import join_shortened, plural, shorten, unescape_8bit
 
 if TYPE_CHECKING:
@@ -386,12 +387,19 @@ def _unsubscribe_problems(
         return found
     uris = re.findall(r"<([^<>]*)>", _without_comments(str(value)))
     if not any(_is_https_uri(uri) for uri in uris):
+        written = str(value).strip()
         found.append(
             Problem(
                 "list-unsubscribe-no-https",
                 "error",
-                f"List-Unsubscribe {str(value).strip()!r} has no <https://...> URI; "
-                "one-click unsubscribe (RFC 8058) needs one",
+                f"List-Unsubscribe {shorten(' '.join(written.split()), 100)!r} "
+                "has no <https://...> URI; one-click unsubscribe (RFC 8058) "
+                "needs one"
+                + (
+                    f" (the header is RFC 2047-encoded: {ENCODED_BY_PYTHON})"
+                    if encoded_words(written)
+                    else ""
+                ),
                 header="List-Unsubscribe",
             )
         )

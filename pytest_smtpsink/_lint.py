@@ -1331,6 +1331,25 @@ def _special_parts(tree: Compat32Message) -> tuple[dict[int, str], set[int]]:
 _ATOM_CHARACTER = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\x80-\U0010ffff]")
 
 
+#: Headers whose values are identifiers or <URI>s, where no encoded word
+#: may stand outside a comment (RFC 2047 5, RFC 2369, RFC 8058, RFC 5322
+#: 3.6.4). Python's email package encodes such a value when it is long.
+_NO_ENCODED_WORDS = frozenset(
+    (
+        *("message-id", "in-reply-to", "references", "content-id"),
+        *("list-unsubscribe", "list-unsubscribe-post", "list-subscribe"),
+        *("list-post", "list-help", "list-archive", "list-owner"),
+    )
+)
+#: Why a long header comes out encoded, and how not to: also the
+#: bulk-sender check's.
+ENCODED_BY_PYTHON = (
+    "Python's email package encodes a value longer than 78 characters with "
+    "no space in it so; write the message with "
+    "policy=email.policy.SMTP.clone(max_line_length=998)"
+)
+
+
 def _misplaced_encoded_word(
     text: str, start: int, end: int, quoted: Sequence[tuple[int, int]]
 ) -> str | None:
@@ -1368,6 +1387,21 @@ def _check_header_text(
     for name, value in part.raw_items():
         text = str(value)
         if "=?" not in text:
+            continue
+        if name.lower() in _NO_ENCODED_WORDS and encoded_words(
+            COMMENT.sub(lambda comment: " " * len(comment[0]), text)
+        ):
+            yield Problem(
+                "invalid-encoded-word",
+                "error",
+                f"{name} is RFC 2047-encoded, "
+                f"{shorten(printable(' '.join(text.split())), 60)!r}: encoded "
+                "words belong in text, comments and display names (RFC 2047 "
+                f"5), and readers take {name}'s <...> values as written. "
+                f"{ENCODED_BY_PYTHON}",
+                header=name,
+                part=path,
+            )
             continue
         # Quoted strings found once per header (per word, the check took
         # 33 s on a subject of 16,000 encoded words).

@@ -184,6 +184,27 @@ def test_an_unquoted_address_as_display_name_is_said_as_such(tls_sink: Mailbox) 
     assert [p.code for p in message.lint()] == ["invalid-address"]
 
 
+def test_a_list_unsubscribe_python_encoded_says_why(tls_sink: Mailbox) -> None:
+    # Python's email package RFC 2047-encodes a value longer than 78
+    # characters with no space: receivers find no URI in it, and the
+    # problem did not say why an https URI the code wrote was not there.
+    url = "https://shop.example/unsubscribe?token=" + "a1B2" * 30
+    newsletter(tls_sink, List_Unsubscribe=f"<{url}>")
+    message = tls_sink.assert_sent()
+    assert b"\r\nList-Unsubscribe: =?utf-8?q?=3Chttps" in message.raw
+    [problem] = message.bulk_sender_problems()
+    assert problem.code == "list-unsubscribe-no-https"
+    assert problem.message.endswith(
+        "has no <https://...> URI; one-click unsubscribe (RFC 8058) needs one "
+        "(the header is RFC 2047-encoded: Python's email package encodes a "
+        "value longer than 78 characters with no space in it so; write the "
+        "message with policy=email.policy.SMTP.clone(max_line_length=998))"
+    )
+    [lint] = [p for p in message.lint() if p.header == "List-Unsubscribe"]
+    assert (lint.code, lint.severity) == ("invalid-encoded-word", "error")
+    assert lint.message.startswith("List-Unsubscribe is RFC 2047-encoded, '=?utf-8?q?")
+
+
 def test_a_quoted_string_alone_as_from_has_no_domain(tls_sink: Mailbox) -> None:
     # getaddresses takes the quotes off: news@shop.example, one address,
     # aligned with d=shop.example, and every rule passed.
