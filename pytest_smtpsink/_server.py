@@ -272,13 +272,18 @@ def _stop_dropped(runtime: _Runtime, where: str) -> None:
         return
     import warnings
 
-    warnings.warn(
-        f"unclosed SMTPSink on {where}: call stop() or use `with SMTPSink() as "
-        "sink:`; it is stopped now",
-        ResourceWarning,
-        stacklevel=2,
-    )
-    runtime.stop()
+    # Stopped whatever the warning does: under -W error it raises, and a
+    # stop after it never ran (the thread and the port stayed), as a
+    # socket's finalizer closes it whatever its warning does.
+    try:
+        warnings.warn(
+            f"unclosed SMTPSink on {where}: call stop() or use `with SMTPSink() "
+            "as sink:`; it is stopped now",
+            ResourceWarning,
+            stacklevel=2,
+        )
+    finally:
+        runtime.stop()
 
 
 class SMTPSink(Mailbox):

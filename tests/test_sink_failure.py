@@ -6,6 +6,7 @@ import base64
 import contextlib
 import smtplib
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -489,6 +490,30 @@ def test_a_dropped_sink_warns_and_closes_its_port() -> None:
         ResourceWarning, match=rf"unclosed SMTPSink on 127\.0\.0\.1:{port}"
     ):
         gc.collect()
+    assert not thread.is_alive()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, port), timeout=5)
+
+
+def test_a_dropped_sink_stops_when_its_warning_is_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Under -W error the warning raised in the finalizer, and the stop after
+    # it never ran: the thread and the port stayed for the rest of the run.
+    import gc
+    import warnings
+
+    sink = SMTPSink().start()
+    host, port = sink.host, sink.port
+    thread = sink._thread
+    assert thread is not None
+    raised: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: raised.append(u.exc_value))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        del sink
+        gc.collect()
+    assert [type(e) for e in raised] == [ResourceWarning]
     assert not thread.is_alive()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((host, port), timeout=5)
