@@ -1038,6 +1038,10 @@ class _SinkPool:
 
                 abort_relaying(sink)  # an earlier test's mail, reported
                 sink.stop()
+                # Its last test's mail, reported: the views of the tests
+                # that used it (kept in their items' stash) keep the sink
+                # alive, and it held the mail for the rest of the session.
+                sink.clear()
                 return True
         return False
 

@@ -2642,15 +2642,22 @@ def test_a_session_keeps_at_most_32_sinks_running(pytester: pytest.Pytester) -> 
             return sum(t.name.startswith("smtpsink-") for t in threading.enumerate())
 
         BEFORE = running()  # the outer run's sinks, in this process too
+        SINKS = []
 
         @pytest.mark.parametrize("n", range(40))
         def test_own_sink(smtpsink, smtpsink_factory, n):
             sink = smtpsink_factory(hostname=f"h{n}.test")
+            SINKS.append(sink.sink)
             with smtplib.SMTP(sink.host, sink.port) as client:
                 client.sendmail("a@example.com", ["b@example.com"], b"Subject: x\\r\\n\\r\\n")
             assert sink.wait_for().session.summary()
             # Its own, the default one, and at most 31 others.
             assert running() - BEFORE <= 33
+            # A sink let go keeps no mail: the tests that used it keep it
+            # alive, and it held its last test's mail to the session's end.
+            let_go = [s for s in SINKS if not s.running]
+            assert len(let_go) == max(0, n - 30)  # the default sink is one of 32
+            assert [len(s.messages) for s in let_go] == [0] * len(let_go)
 
         def test_more_than_32_in_one_test(smtpsink_factory):
             # All in use: none is let go, the one just started least of all.
