@@ -1849,6 +1849,7 @@ class _NotYet:
         self.value: object = None
 
     def __call__(self) -> bool:
+        __tracebackhide__ = True  # the condition's error, not a frame of ours
         # Restored, not cleared: a condition may itself wait (nested).
         was, _CHECKING.active = _CHECKING.active, True
         try:

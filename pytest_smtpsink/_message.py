@@ -847,6 +847,7 @@ class Message:
         names. Raises `~pytest_smtpsink.SpamdError` if none is configured, it
         cannot be reached, or it is silent for ``timeout`` seconds (connecting
         or reading its answer): never a silent pass."""
+        __tracebackhide__ = True  # a SpamdError is spamd's, not this frame's
         from ._spam import report
 
         return report(self.raw, spamd, timeout)

@@ -389,6 +389,7 @@ class Store:
         a listener on the server thread wakes it after every change.
         ``blocking``: the caller's blocking twin, which a trio user is told
         to run in a thread."""
+        __tracebackhide__ = True  # the caller's misuse, not a frame of ours
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

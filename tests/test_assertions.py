@@ -1771,10 +1771,24 @@ def test_marker_alone():
 def test_dns_zone(smtpsink):
     smtpsink.dns.mx("p.example", [(10, smtpsink)])
     smtpsink.dns.null_mx("p.example")
+
+def test_async_condition(smtpsink):
+    async def ready():
+        return True
+
+    smtpsink.wait_until(ready, timeout=1)
+
+def test_condition_raises(smtpsink):
+    smtpsink.wait_until(lambda: 1 / 0, timeout=1)
+
+def test_spamd_unreachable(smtpsink):
+    smtpsink.deliver("Subject: x\\r\\n\\r\\nx\\r\\n", to="ann@example.com")
+    message = smtpsink.mailbox("ann@example.com").messages()[0]
+    message.spam_report(spamd="127.0.0.1:1", timeout=5)
 """
     )
     result = pytester.runpytest("-p", "no:xdist", "-W", "error")
-    result.assert_outcomes(failed=3, passed=1, errors=1)  # the marker: at teardown
+    result.assert_outcomes(failed=6, passed=1, errors=1)  # the marker: at teardown
     result.stdout.fnmatch_lines(
         [
             "E * @pytest.mark.smtpsink does nothing here:*",
@@ -1785,8 +1799,11 @@ def test_dns_zone(smtpsink):
     )
     output = result.stdout.str()
     assert "E       ValueError: p.example has MX records (mx()): a null MX is" in output
+    assert "ZeroDivisionError: division by zero" in output
+    assert "returned an awaitable (an async def function?)" in output
+    assert "SpamdError" in output
     modules = ("_match.py", "_messages.py", "_mailbox.py", "_lint.py", "plugin.py")
-    assert plugin_frames(output, *modules, "_dns.py") == []
+    assert plugin_frames(output, *modules, "_dns.py", "_message.py", "_store.py") == []
 
 
 def test_a_tests_own_slips_show_no_plugin_frames(pytester: pytest.Pytester) -> None:
