@@ -776,17 +776,26 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                 "mailbox the test uses.",
             )
         )
-    if "smtpsink" not in used:
-        for name in sorted({mark.name for mark in own} & _FIXTURE_MARKERS.keys()):
-            held.append(
-                (
-                    frozenset({"smtpsink"}),
-                    f"@pytest.mark.{name} does nothing here: it configures the "
-                    f"smtpsink fixture, which {item.name} does not use. Request "
-                    f"smtpsink, or use {_FIXTURE_MARKERS[name]} on the sink the "
-                    "test uses.",
-                )
+    for name in sorted({mark.name for mark in own} & _FIXTURE_MARKERS.keys()):
+        # Held even when the test asks for smtpsink: a conftest's smtpsink
+        # fixture that does not ask for the plugin's replaces it, and the
+        # marker then did nothing, silently (the teardown sees which ran).
+        held.append(
+            (
+                frozenset({"smtpsink"}),
+                f"@pytest.mark.{name} does nothing here: it configures the "
+                f"smtpsink fixture, which {item.name} does not use. Request "
+                f"smtpsink, or use {_FIXTURE_MARKERS[name]} on the sink the "
+                "test uses."
+                if "smtpsink" not in used
+                else f"@pytest.mark.{name} does nothing here: it configures "
+                "the plugin's smtpsink fixture, and the smtpsink that "
+                f"{item.name} uses is another (a conftest's fixture of that "
+                "name that does not ask for the plugin's). Ask for it in that "
+                f"fixture (def smtpsink(smtpsink): ...), or use "
+                f"{_FIXTURE_MARKERS[name]} there.",
             )
+        )
     if held:
         # Said at the test's end: a fixture of the user's may still ask
         # for smtpsink with request.getfixturevalue().

@@ -427,6 +427,58 @@ def test_unmarked(smtpsink_factory):
     result.stdout.fnmatch_lines(["*ERROR at teardown of test_factory_only*"])
 
 
+def test_a_marker_on_a_test_whose_smtpsink_is_a_conftests_own_warns(
+    pytester: pytest.Pytester,
+) -> None:
+    # A conftest's smtpsink that does not ask for the plugin's replaces it:
+    # the test asks for "smtpsink", and the marker did nothing, silently.
+    replaced = pytester.mkpydir("replaced")
+    (replaced / "conftest.py").write_text(
+        """
+import pytest
+
+@pytest.fixture
+def smtpsink(smtpsink_factory):
+    return smtpsink_factory(hostname="override.test")
+"""
+    )
+    (replaced / "test_replaced.py").write_text(
+        """
+import pytest
+
+@pytest.mark.smtpsink_fault("fail", "MAIL", 451)
+def test_replaced(smtpsink):
+    assert smtpsink.settings.hostname == "override.test"
+"""
+    )
+    pytester.makepyfile(
+        test_wrapped="""
+import pytest
+
+@pytest.fixture
+def smtpsink(smtpsink):  # wraps the plugin's: the marker applies
+    return smtpsink
+
+@pytest.mark.smtpsink(hostname="marked.test")
+def test_wrapped(smtpsink):
+    assert smtpsink.settings.hostname == "marked.test"
+"""
+    )
+    quiet = ("-p", "no:xdist", "-p", "no:cacheprovider")
+    result = pytester.runpytest(*quiet, "-W", "always::pytest.PytestWarning")
+    result.assert_outcomes(passed=2, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*PytestWarning: @pytest.mark.smtpsink_fault does nothing here: it "
+            "configures the plugin's smtpsink fixture, and the smtpsink that "
+            "test_replaced uses is another (a conftest's fixture of that name that "
+            "does not ask for the plugin's). Ask for it in that fixture (def "
+            "smtpsink(smtpsink): ...), or use box.fail(...), box.hang(...) and the "
+            "like there."
+        ]
+    )
+
+
 def test_a_lint_marker_on_a_test_without_a_sink_warns(
     pytester: pytest.Pytester,
 ) -> None:
