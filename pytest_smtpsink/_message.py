@@ -654,7 +654,7 @@ class Message:
         parsed = self.parsed
         parts = (
             parsed.text_plain
-            if parsed is not None and not self._forwards_a_message
+            if parsed is not None and not self._reads_its_own_parts
             else _own_text_parts(self._compat, "plain")
         )
         return _join_text(parts)
@@ -666,10 +666,23 @@ class Message:
         parsed = self.parsed
         parts = (
             parsed.text_html
-            if parsed is not None and not self._forwards_a_message
+            if parsed is not None and not self._reads_its_own_parts
             else _own_text_parts(self._compat, "html")
         )
         return _join_text(parts)
+
+    @functools.cached_property
+    def _reads_its_own_parts(self) -> bool:
+        """Whether `text` and `html` read the parts themselves rather than
+        take mail-parser's: for an attached message (see
+        `_forwards_a_message`), and for a text part in UTF-7, which
+        mail-parser leaves encoded (``Hi +ZeVnLIqe-``) with no defect,
+        while IMAP SEARCH and the stdlib read it."""
+        return self._forwards_a_message or any(
+            part.get_content_maintype() == "text"
+            and (part.get_content_charset() or "") in _LEFT_ENCODED
+            for part in self._compat.walk()
+        )
 
     @functools.cached_property
     def _forwards_a_message(self) -> bool:
@@ -1350,6 +1363,10 @@ def _linear_parsing() -> None:
 
 #: The links a failure of `Message.link` lists, as reports list messages.
 _LINKS_LISTED = 20
+
+
+#: Charsets mail-parser does not decode (Python's codecs do).
+_LEFT_ENCODED = frozenset(("utf-7", "unicode-1-1-utf-7"))
 
 
 def _join_text(parts: list[str]) -> str | None:

@@ -399,6 +399,23 @@ def test_nul_in_charset_name_reads_as_utf8(smtpsink: Mailbox) -> None:
     smtpsink.assert_sent(text="café")
 
 
+def test_utf7_text_is_decoded_as_imap_search_reads_it(smtpsink: Mailbox) -> None:
+    # mail-parser left it encoded, with no defect: assert_sent(text=...)
+    # missed what the sink's own IMAP SEARCH BODY found.
+    raw = (
+        b"From: a@example.com\r\nTo: b@example.com\r\nSubject: utf-7\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=b\r\n"
+        b"\r\n--b\r\nContent-Type: text/plain; charset=utf-7\r\n\r\nHi +ZeVnLIqe-\r\n"
+        b"--b\r\nContent-Type: text/html; charset=UTF-7\r\n\r\n<p>+ZeVnLIqe-</p>\r\n"
+        b"--b--\r\n"
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("a@example.com", ["b@example.com"], raw)
+    message = smtpsink.assert_sent(text="Hi \u65e5\u672c\u8a9e")
+    assert message.html == "<p>\u65e5\u672c\u8a9e</p>"
+    assert message.raw == raw
+
+
 def test_unknown_marked_section_is_skipped_like_a_browser_does(
     smtpsink: Mailbox,
 ) -> None:
