@@ -995,7 +995,9 @@ def render_message(
         '<details class="part headers"><summary>Headers</summary><table>'
         + "".join(
             f"<tr><th>{escape(printable(name))}</th>"
-            f"<td>{escape(printable(value))}</td></tr>"
+            # A folded header's tab (every Received an MTA writes) is
+            # white space, not a control character to show as "\t".
+            f"<td>{escape(printable(value.replace(chr(9), ' ')))}</td></tr>"
             for name, value in record["headers"]
         )
         + "</table></details>"

@@ -173,6 +173,23 @@ def test_bidi_and_control_characters_are_shown_escaped(smtpsink: Mailbox) -> Non
     assert "<td>\\x1b[31mred</td>" in page
 
 
+def test_a_folded_headers_tab_is_white_space_in_the_headers_table(
+    smtpsink: Mailbox,
+) -> None:
+    # Unfolding keeps the tab an MTA folds a Received header with: it read
+    # "from mx.example.net\tby mail.example.com" in every such header.
+    raw = (
+        b"Received: from mx.example.net\r\n\tby mail.example.com with ESMTPS\r\n"
+        b"Subject: folded\r\n\twith a tab\r\n\r\nx\r\n"
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("a@example.com", ["b@example.com"], raw)
+    page = _html.render_message(_html.message_record(smtpsink.wait_for(count=1)))
+    assert "<td>from mx.example.net by mail.example.com with ESMTPS</td>" in page
+    assert "<td>folded with a tab</td>" in page
+    assert "\\t" not in page.partition("Headers</summary>")[2].partition("</table>")[0]
+
+
 @pytest.mark.parametrize(
     ("summary", "shown"),
     [
