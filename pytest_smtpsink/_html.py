@@ -841,10 +841,35 @@ def mail_frame(
     )
     blocked, links = _addresses(markup)
     note = ""
+    left = [found[2] for found in _CID_URL.finditer(shown)]
+    missing = list(
+        dict.fromkeys(
+            f"cid:{cid}"
+            for cid in left
+            if urllib.parse.unquote(cid) not in (images or {})
+        )
+    )
+    if any(urllib.parse.unquote(cid) in (images or {}) for cid in left):
+        note = (
+            '<p class="blocked">Some uses of the inline images are not shown: '
+            "a page shows at most 1 MiB of them</p>"
+        )
+    if missing:
+        # A broken image alone did not say why: a template whose cid: and
+        # Content-ID differ (one with <>, one without) is a classic bug.
+        listed = ", ".join(escape(url) for url in missing[:_LISTED_REMOTE])
+        more = len(missing) - _LISTED_REMOTE
+        note += (
+            f'<p class="blocked">{len(missing)} cid: image(s) not shown: '
+            f"{listed}" + (f" and {more} more" if more > 0 else "") + ": no part "
+            "of the message has that Content-ID, or its part is not a PNG, "
+            "JPEG, GIF, WebP, BMP or AVIF image of at most 256 KiB (1 MiB "
+            "for all; see the attachments)</p>"
+        )
     if blocked:
         shown = ", ".join(escape(url) for url in blocked[:_LISTED_REMOTE])
         more = len(blocked) - _LISTED_REMOTE
-        note = (
+        note += (
             f'<p class="blocked">{len(blocked)} remote resource(s) blocked '
             f"(images and styles from the network are never loaded here): {shown}"
             + (f" and {more} more" if more > 0 else "")

@@ -625,6 +625,15 @@ def test_inline_images_are_raster_images_named_by_content_id_within_bounds() -> 
     assert frame.count("data:,") == 3
     assert "cid:gone@x" in frame
     assert "see cid:logo@x" in frame
+    # A broken image alone did not say why (a cid: and a Content-ID that
+    # differ is a classic template bug): a note names each.
+    assert (
+        '<p class="blocked">1 cid: image(s) not shown: cid:gone@x: no part of '
+        "the message has that Content-ID, or its part is not a PNG, JPEG, GIF, "
+        "WebP, BMP or AVIF image of at most 256 KiB (1 MiB for all; see the "
+        "attachments)</p>"
+    ) in frame
+    assert "at most 1 MiB of them" not in frame
 
 
 def test_one_image_used_many_times_is_put_in_within_the_bound() -> None:
@@ -634,6 +643,11 @@ def test_one_image_used_many_times_is_put_in_within_the_bound() -> None:
     frame = _html.mail_frame('<img src="cid:a">' * 10_000, images={"a": image})
     assert frame.count(image) == 4  # 1.2 MiB of base64: 1 MiB of image
     assert len(frame) < 5 * (1 << 20)
+    assert (
+        '<p class="blocked">Some uses of the inline images are not shown: a '
+        "page shows at most 1 MiB of them</p>"
+    ) in frame
+    assert "cid: image(s) not shown" not in frame
 
 
 @pytest.mark.parametrize(
