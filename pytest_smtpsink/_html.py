@@ -1524,10 +1524,15 @@ class IndexWriter:
             terminalreporter.write_sep("=", f"smtpsink: {self.outcome}")
 
 
-def pytest_html_extras(views: Sequence[Mailbox]) -> list[dict[str, str | None]]:
+def pytest_html_extras(
+    views: Sequence[Mailbox], frames_left: list[int]
+) -> list[dict[str, str | None]]:
     """pytest-html extras for a failed test: each message's summary and its
-    rendered HTML (or text). Imports pytest-html, so call it only when
-    pytest-html is active."""
+    rendered HTML (or text). ``frames_left``: the run's budget of frames,
+    `FRAMES_IN_INDEX` at first, spent here (a report with 1,000 of them
+    took Chromium 72 s to open, as index.html did); past it, an HTML
+    part is shown as its text part, with a note. Imports pytest-html, so
+    call it only when pytest-html is active."""
     from pytest_html import extras
 
     found: list[dict[str, str | None]] = []
@@ -1537,19 +1542,32 @@ def pytest_html_extras(views: Sequence[Mailbox]) -> list[dict[str, str | None]]:
             record = message_record(message)
             how = record["put_in"]
             title = f"Put in with {how}" if how else "Captured email"
+            if record["html"] is not None and frames_left[0] > 0:
+                frames_left[0] -= 1
+                shown = mail_frame(
+                    record["html"],
+                    images=record["inline_images"],
+                    cut_before=record["html_truncated"],
+                )
+            elif record["html"] is not None:
+                shown = (
+                    '<p class="note">HTML part not rendered: a report renders '
+                    f"the first {FRAMES_IN_INDEX} of a run (the index.html of "
+                    "--smtpsink-save-dir shows every one)"
+                    + (
+                        ". Its text part:</p>"
+                        + text_block(record["text"], record["text_truncated"])
+                        if record["text"] is not None
+                        else "; it has no text part.</p>"
+                    )
+                )
+            else:
+                shown = text_block(record["text"] or "", record["text_truncated"])
             found.append(
                 extras.html(
                     '<div class="smtpsink-mail">'
                     f"<p><b>{escape(title)}</b> {escape(record['summary'])}</p>"
-                    + (
-                        mail_frame(
-                            record["html"],
-                            images=record["inline_images"],
-                            cut_before=record["html_truncated"],
-                        )
-                        if record["html"] is not None
-                        else text_block(record["text"] or "", record["text_truncated"])
-                    )
+                    + shown
                     + "</div>"
                 )
             )

@@ -40,6 +40,8 @@ _TIMEOUT_KEY = pytest.StashKey[float]()
 #: Every mailbox a test opened, for its report section and saved files, and
 #: to tell a test's first view of a sink (see _open_view).
 _VIEWS_KEY = pytest.StashKey["list[Mailbox]"]()
+#: The HTML parts a pytest-html report may still render in frames.
+_HTML_FRAMES_KEY = pytest.StashKey["list[int]"]()
 _FAILED_KEY = pytest.StashKey[bool]()
 #: The smtpsink fixtures a test used, however it asked for them (a fixture
 #: of the user's may call request.getfixturevalue("smtpsink")).
@@ -1431,10 +1433,12 @@ def pytest_runtest_makereport(
             report.sections.append((f"Captured email {report.when}", text))
         if config.pluginmanager.hasplugin("html") and config.getoption("htmlpath"):
             # pytest-html is active: only then is it imported.
-            from ._html import pytest_html_extras
+            from ._html import FRAMES_IN_INDEX, pytest_html_extras
 
             try:
-                extras = pytest_html_extras(views)
+                extras = pytest_html_extras(
+                    views, config.stash.setdefault(_HTML_FRAMES_KEY, [FRAMES_IN_INDEX])
+                )
             except Exception as error:  # last resort, as for the section
                 extras = []
                 report.sections.append(

@@ -1249,6 +1249,41 @@ def test_pytest_html_extras(pytester: pytest.Pytester, workers: list[str]) -> No
     assert "Subject: '<i>first</i>'" in "".join(page.text)
 
 
+def test_pytest_html_extras_render_at_most_40_frames_a_run(
+    pytester: pytest.Pytester,
+) -> None:
+    # Every HTML message was a frame: 1,000 of them took Chromium 72 s to
+    # open, as index.html did before its own bound.
+    pytest.importorskip("pytest_html")
+    pytester.makepyfile(
+        test_many="""
+import smtplib
+
+def test_many(smtpsink):
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        for n in range(42):
+            body = "Content-Type: text/html\\r\\n\\r\\n<p>mail %d</p>\\r\\n" % n
+            client.sendmail("a@example.com", ["b@example.com"], body)
+    smtpsink.wait_for(count=42)
+    assert False
+"""
+    )
+    result = pytester.runpytest("--html=report.html", "-p", "no:xdist")
+    result.assert_outcomes(failed=1)
+    report = (pytester.path / "report.html").read_text(encoding="utf-8")
+    data = json.loads(
+        html.unescape(report.split('data-jsonblob="', 1)[1].split('"', 1)[0])
+    )
+    (runs,) = data["tests"].values()
+    extras = [e["content"] for e in runs[0]["extras"] if e["format_type"] == "html"]
+    assert len(extras) == 42
+    assert ["<iframe" in extra for extra in extras] == [True] * 40 + [False] * 2
+    assert (
+        "HTML part not rendered: a report renders the first 40 of a run (the "
+        "index.html of --smtpsink-save-dir shows every one); it has no text part."
+    ) in extras[40]
+
+
 CHECK_IMPORTS = """
 import sys
 
