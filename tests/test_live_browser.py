@@ -832,3 +832,82 @@ def test_the_filter_shows_the_messages_with_every_word_typed(
     assert shown() == ["Welcome Cy", "Welcome Bob", "Invoice 42", "Welcome Ann"]
     box.send_keys("#2 ")  # a message's number, as the list shows it
     wait.until(lambda d: shown() == ["Invoice 42"])
+    # "#1" is message 1, not #10 and #11 too.
+    box.send_keys(Keys.CONTROL, "a", Keys.BACK_SPACE)
+    for n in range(5, 12):
+        view.send(f"Later {n}")
+    wait.until(lambda d: count() == "11")
+    box.send_keys("#1")
+    wait.until(lambda d: count() == "1 of 11")
+    assert shown() == ["Welcome Ann"]
+
+
+def test_a_burst_of_mail_asks_for_the_list_one_request_at_a_time(
+    driver: WebDriver, view: Live
+) -> None:
+    # Each event asked for the whole list: 1,000 mails made 379 requests at
+    # once (56 MB), the list seconds behind. One at a time, and one more
+    # after it if anything changed meanwhile.
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    driver.get(view.url + "/")
+    wait = WebDriverWait(driver, TIMEOUT)
+    wait.until(lambda d: d.find_element(By.ID, "count").text == "0")
+    with smtplib.SMTP("127.0.0.1", view.sink.port) as client:
+        for n in range(300):
+            client.sendmail(
+                "app@example.com", ["ann@example.com"], f"Subject: m{n}\r\n\r\nx\r\n"
+            )
+    wait.until(lambda d: d.find_element(By.ID, "count").text == "300")
+    spans = driver.execute_script(
+        "return performance.getEntriesByType('resource')"
+        ".filter(e => e.name.endsWith('/fragments/list'))"
+        ".map(e => [e.startTime, e.responseEnd]);"
+    )
+    assert spans, "no list request was timed"
+    overlapping = [
+        (earlier, later)
+        for earlier, later in zip(spans, spans[1:])
+        if later[0] < earlier[1]
+    ]
+    assert overlapping == []
+    assert len(spans) < 300
+
+
+def test_new_mail_keeps_the_line_in_sight_of_a_list_scrolled_down(
+    driver: WebDriver, view: Live
+) -> None:
+    # The list is drawn anew with new mail on top: scrolled down, the lines
+    # moved under the reader (a click aimed at #150 opened #250).
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    for n in range(1, 61):
+        view.send(f"Message {n}")
+    driver.set_window_size(1200, 700)
+    driver.get(view.url + "/")
+    wait = WebDriverWait(driver, TIMEOUT)
+    wait.until(lambda d: d.find_element(By.ID, "count").text == "60")
+    # Where a message's line is, in pixels below the list's top edge.
+    place = (
+        "const list = document.getElementById('list');"
+        "const line = list.querySelector(`a[data-id=\"${arguments[0]}\"]`);"
+        "return Math.round(line.getBoundingClientRect().top"
+        " - list.getBoundingClientRect().top);"
+    )
+    driver.execute_script(
+        "document.querySelector('#list a[data-id=\"30\"]').scrollIntoView();"
+    )
+    before = driver.execute_script(place, "30")
+    assert abs(before) <= 1
+    for n in range(61, 66):
+        view.send(f"Message {n}")
+    wait.until(lambda d: d.find_element(By.ID, "count").text == "65")
+    assert abs(driver.execute_script(place, "30") - before) <= 1
+    # At the top, the newest comes into sight, as before.
+    driver.execute_script("document.getElementById('list').scrollTop = 0;")
+    view.send("Message 66")
+    wait.until(lambda d: d.find_element(By.ID, "count").text == "66")
+    assert driver.execute_script(place, "66") < driver.execute_script(place, "65")
+    assert abs(driver.execute_script(place, "66")) < 100
