@@ -9,6 +9,7 @@ in the saved index.html (test_html_browser.py, with the control page).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import smtplib
 import threading
 from collections.abc import Callable, Iterator
@@ -868,7 +869,7 @@ def test_a_burst_of_mail_asks_for_the_list_one_request_at_a_time(
     assert spans, "no list request was timed"
     overlapping = [
         (earlier, later)
-        for earlier, later in zip(spans, spans[1:])
+        for earlier, later in itertools.pairwise(spans)
         if later[0] < earlier[1]
     ]
     assert overlapping == []
