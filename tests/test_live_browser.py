@@ -893,7 +893,7 @@ def test_new_mail_keeps_the_line_in_sight_of_a_list_scrolled_down(
     # Where a message's line is, in pixels below the list's top edge.
     place = (
         "const list = document.getElementById('list');"
-        "const line = list.querySelector(`a[data-id=\"${arguments[0]}\"]`);"
+        'const line = list.querySelector(`a[data-id="${arguments[0]}"]`);'
         "return Math.round(line.getBoundingClientRect().top"
         " - list.getBoundingClientRect().top);"
     )
