@@ -79,6 +79,7 @@ from ._imap_syntax import (
 from ._mailstore import (
     DELIMITER,
     INBOX,
+    StoredMessage,
     check_folder_name,
     check_login,
     define_keywords,
@@ -95,7 +96,7 @@ from ._text import plural, printable, printable_sent, shorten
 
 if TYPE_CHECKING:
     from ._faults import Faults
-    from ._mailstore import Account, Folder, StoredMessage
+    from ._mailstore import Account, Folder
     from ._settings import SinkSettings
     from ._store import Store
 
@@ -566,6 +567,8 @@ class _Connection(ReadSideConnection):
         # that are \Recent for this session.
         self._view: list[StoredMessage] = []
         self._known_flags: dict[int, frozenset[str]] = {}
+        #: `StoredMessage.flag_changes` when `_send_updates` last compared.
+        self._flag_changes_seen = -1
         #: The keywords the last FLAGS response named.
         self._keywords: frozenset[str] = frozenset()
         self._recent: set[int] = set()
@@ -1954,6 +1957,7 @@ class _Connection(ReadSideConnection):
         if folder is None:
             return
         with self.mail.lock:
+            flag_changes = StoredMessage.flag_changes
             same_account, alive = self._selected_folder_state(folder)
             current = list(folder.messages) if alive else []
             keywords = list(folder.keywords)
@@ -1963,10 +1967,18 @@ class _Connection(ReadSideConnection):
             new: list[StoredMessage] = []
             # Usually nothing came or went: one comparison of the lists (by
             # identity, in C) instead of two sets over the folder.
-            if current != self._view:
-                present = {id(s) for s in current}
-                known = {id(s) for s in self._view}
-                new = [s for s in current if id(s) not in known]
+            view = self._view
+            if current != view:
+                seen = len(view)
+                if current[:seen] == view:
+                    # Only new mail, after what the client knows (compared
+                    # in C): sets over the whole folder for each message
+                    # that came made IDLE sessions quadratic.
+                    new = current[seen:]
+                else:
+                    present = {id(s) for s in current}
+                    known = {id(s) for s in view}
+                    new = [s for s in current if id(s) not in known]
             if new and not self._read_only:
                 self.server.recent_claims[key] = max(claimed, new[-1].uid)
         if same_account and not alive:
@@ -1987,19 +1999,23 @@ class _Connection(ReadSideConnection):
                     self._recent.discard(stored.uid)
         # Changed flags before new mail, as Dovecot orders them (a new
         # message's flags come with it: it is fetched, not announced).
+        # Compared only if any flag changed since they last were: mail
+        # coming in made each IDLE session compare its whole folder.
         known_flags = self._known_flags
-        for number, stored in enumerate(self._view, 1):
-            flags = stored.flags
-            if known_flags.get(stored.uid) != flags and (
-                present is None or id(stored) in present
-            ):
-                known_flags[stored.uid] = flags
-                out.append(
-                    format_fetch(
-                        number,
-                        [(b"FLAGS", self._format_flags(stored, flags))],
+        if flag_changes != self._flag_changes_seen:
+            self._flag_changes_seen = flag_changes
+            for number, stored in enumerate(self._view, 1):
+                flags = stored.flags
+                if known_flags.get(stored.uid) != flags and (
+                    present is None or id(stored) in present
+                ):
+                    known_flags[stored.uid] = flags
+                    out.append(
+                        format_fetch(
+                            number,
+                            [(b"FLAGS", self._format_flags(stored, flags))],
+                        )
                     )
-                )
         if new:
             self._view.extend(new)
             self._recent.update(s.uid for s in new if s.uid > claimed)

@@ -1779,6 +1779,38 @@ def test_idle_hears_of_every_change_to_its_mailbox(
         assert line == b"c OK IDLE terminated\r\n"
 
 
+def test_idle_hears_of_new_mail_flags_and_expunges_in_turn(smtpsink: Mailbox) -> None:
+    # New mail alone is read without comparing the whole folder, and flags
+    # only when some changed: each step must still be told as before.
+    smtpsink.deliver(raw_message("First"), to=USER)
+    with idling(smtpsink.imap) as stream:
+
+        def told(prefix: bytes) -> list[bytes]:
+            lines = [stream.readline()]
+            while not lines[-1].startswith(prefix):
+                lines.append(stream.readline())
+                assert lines[-1], lines
+            return lines
+
+        smtpsink.deliver(raw_message("Second"), to=USER)
+        smtpsink.deliver(raw_message("Third"), to=USER)
+        told(b"* 3 EXISTS")
+        with _imap_session(smtpsink) as client:
+            client.select("INBOX")
+            client.store("3", "+FLAGS.SILENT", "(\\Flagged)")
+        assert told(b"* 3 FETCH")[-1] == b"* 3 FETCH (FLAGS (\\Flagged \\Recent))\r\n"
+        with _imap_session(smtpsink) as client:
+            client.select("INBOX")
+            client.store("2", "+FLAGS.SILENT", "(\\Deleted)")
+            client.expunge()
+        smtpsink.deliver(raw_message("Fourth"), to=USER)
+        lines = told(b"* 3 EXISTS")
+        assert b"* 2 EXPUNGE\r\n" in lines, lines
+        stream.write(b"DONE\r\n")
+        stream.flush()
+        assert told(b"c ")[-1] == b"c OK IDLE terminated\r\n"
+
+
 def test_sessions_of_an_earlier_test_get_bye(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
