@@ -47,7 +47,7 @@ from ._files import (
 )
 from ._message import raw_summary, summary_with_relay
 from ._server import SinkError, SMTPSink, bind_errno, plain_reason
-from ._session import CONTENT_CUT_OFF, CONTENT_TIMED_OUT
+from ._session import CONTENT_CUT_OFF, CONTENT_TIMED_OUT, said_nothing
 from ._settings import (
     DEFAULT_HOST,
     DEFAULT_HOSTNAME,
@@ -850,10 +850,7 @@ class _Reporter:
     def _closed(self, number: int, session: Session) -> None:
         # Not a connection that said nothing (a health check's probe every
         # few seconds left a file each): its line on the console says it.
-        said = session.tls_error is not None or any(
-            exchange.kind != "greeting" for exchange in session.transcript
-        )
-        if self.save_dir is not None and said:
+        if self.save_dir is not None and not said_nothing(session):
             self._save(
                 functools.partial(write_session, number=number, session=session),
                 f"the transcript of session {number}",

@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _html
 from ._listening import readable_now
+from ._session import said_nothing
 from ._text import clock, printable, shorten
 from ._tls import standalone_spelling
 
@@ -136,9 +137,13 @@ class Inbox:
                 self._bytes -= len(oldest.raw)
                 self._dropped += 1
             # Only connections without a message are shown as such (the
-            # others show with their mail).
+            # others show with their mail), and not those that said nothing
+            # (a health check's probe every few seconds pushed real failed
+            # connections out, as --save-dir leaves them out).
             self._sessions = [
-                s for s in (*self._sessions, *sessions) if not s.message_count
+                s
+                for s in (*self._sessions, *sessions)
+                if not s.message_count and not said_nothing(s)
             ]
             del self._sessions[: max(0, len(self._sessions) - self._keep)]
             if len(self._numbers) > 4 * self._keep:
@@ -574,7 +579,7 @@ def list_fragment(
             " · "
             f"{clock(message.received_at)[:-4]}</span></a></li>"
         )
-    unfinished = [s for s in sessions if not s.message_count]
+    unfinished = [s for s in sessions if not s.message_count and not said_nothing(s)]
     extra = ""
     if unfinished:
         extra = "<h2>Connections without a message</h2>" + "".join(

@@ -93,6 +93,17 @@ def _verb_of(word: str) -> str | None:
     return verb
 
 
+def said_nothing(session: Session) -> bool:
+    """Whether ``session`` ended having said nothing: a health check's
+    probe (connect, read the greeting, close), every few seconds. The
+    standalone sink neither saves nor lists such connections."""
+    return (
+        session.ended_at is not None
+        and session.tls_error is None
+        and all(exchange.kind == "greeting" for exchange in session.transcript)
+    )
+
+
 def cut_off_note(verb: str | None, octets: int, by: str = "the client's close") -> str:
     """The transcript's note for a command line the client's close (or the
     idle timeout, ``by``) cut off: never run, its verb if it named one, the

@@ -744,6 +744,27 @@ def test_event_stream_says_when_a_connection_without_mail_ends(
     assert b"quit" in body
 
 
+def test_a_connection_that_said_nothing_is_not_listed(
+    live: Callable[..., Live],
+) -> None:
+    # A health check's probe (connect, read the greeting, close) every few
+    # seconds filled "Connections without a message" (1,000 kept), pushing
+    # out the failed connections the list is for; --save-dir skips them.
+    view = live()
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", view.sink.port), TIMEOUT) as probe:
+            assert probe.recv(100).startswith(b"220 ")
+    with smtplib.SMTP("127.0.0.1", view.sink.port) as client:
+        client.ehlo("refused.example")
+        client.docmd("RCPT", "TO:<b@example.com>")  # 503: no MAIL first
+    view.sink.expect(r"session 4 closed")
+    status, listed = view.request("/fragments/list")
+    assert status == 200
+    text = html.unescape(listed.decode())
+    assert re.findall(r"SMTP session (\d+)", text) == ["4"], text
+    assert "refused.example" in text
+
+
 def test_pages_escape_hostile_mail(live: Callable[..., Live]) -> None:
     view = live()
     view.send(
