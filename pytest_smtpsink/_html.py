@@ -1255,7 +1255,13 @@ def render_index(
                 f'{escape(urllib.parse.quote(anchor, safe=""))}">'
                 f'<span class="outcome">{escape(test["outcome"])}</span> '
                 f"{escape(test['nodeid'])}{_worker(test)}{_attempt(test)}</a>"
-                f" ({len(test['messages'])} message(s))</li>"
+                + (
+                    f" ({len(test['messages'])} message(s))</li>"
+                    # Not "0 message(s)": a passing rerun not saved sent
+                    # mail all the same.
+                    if test.get("saved", True)
+                    else " (mail not saved)</li>"
+                )
                 for test, anchor in zip(ordered, anchors, strict=True)
             )
             + "</ul></details>"

@@ -1189,6 +1189,8 @@ def test_failed_runs_of_a_test_rerun_keep_their_mail(
         '<p class="note">Its mail was not saved: --smtpsink-save=all saves '
         "passing runs too.</p>"
     ) in index
+    # Its line in the contents too: "(0 message(s))" read as "sent none".
+    assert re.search(r"\(attempt 3\)</span></a> \(mail not saved\)</li>", index)
     assert index.count("<section") == 3
     # A later run that passes at once leaves none of them.
     monkeypatch.setenv("FAILING_RUNS", "0")
