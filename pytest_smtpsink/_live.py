@@ -1286,9 +1286,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             message = self._message(parts[1], "page")
             if message is not None:
                 number = inbox.session_number(message.session)
+                # A shared link opens as its own tab: named by its message,
+                # with a way back to the list (all were "smtpsink", with
+                # none).
+                subject = shorten(_subject(message) or "(no subject)", 80)
                 self._send_html(
                     _html.page(
-                        "smtpsink", self.server.rendered.fragment(message, number)
+                        f"#{message.number} {printable(subject)} - smtpsink",
+                        f'<p><a href="/#{message.number}">All messages</a></p>'
+                        + self.server.rendered.fragment(message, number),
                     )
                 )
         elif parts == ["api", "messages"]:

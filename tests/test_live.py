@@ -172,6 +172,23 @@ def test_list_get_raw_and_delete(live: Callable[..., Live]) -> None:
     assert body.decode().startswith("<!DOCTYPE html>")
 
 
+def test_a_messages_own_page_is_named_by_it_and_links_the_list(
+    live: Callable[..., Live],
+) -> None:
+    # Every shared link opened as a tab "smtpsink", with no way to the list.
+    view = live()
+    view.send("Reset <your> password")
+    message = view.json("/api/wait?subject=Reset%20%3Cyour%3E%20password")
+    status, body = view.request(f"/messages/{message['id']}")
+    assert status == 200
+    page = body.decode()
+    assert (
+        f"<title>#{message['id']} Reset &lt;your&gt; password - smtpsink</title>"
+        in page
+    )
+    assert f'<p><a href="/#{message["id"]}">All messages</a></p>' in page
+
+
 def test_the_list_shows_a_long_subject_cut(live: Callable[..., Live]) -> None:
     # One 2 MB subject made every drawing of the list 2 MB.
     view = live()
