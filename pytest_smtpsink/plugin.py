@@ -448,10 +448,11 @@ def _read_reporting(config: pytest.Config) -> None:
         raise pytest.UsageError(
             f"{directory_source}: {str(directory)!r} exists and is not a directory"
         )
-    if directory:
+    if directory and _runs_tests(config):
         # Made now, so that a directory that cannot be (a path under a file,
         # under /proc, without permission) is said at the start rather than
-        # found missing after the run.
+        # found missing after the run. Not by a run that runs no test
+        # (--collect-only, --fixtures): it changes nothing there.
         try:
             Path(str(directory)).mkdir(parents=True, exist_ok=True)
         except OSError as error:

@@ -2275,6 +2275,9 @@ def test_a_run_of_no_test_leaves_the_saved_mail_alone(
         if p.is_file()
     }
     assert after == before
+    # Nor does it make a directory that is not there.
+    pytester.runpytest("-p", "no:xdist", f"--smtpsink-save-dir={out}-new", mode)
+    assert not (pytester.path / "mail-new").exists()
 
 
 def test_plugin_import_stays_light() -> None:
