@@ -1193,7 +1193,11 @@ def decode_header_text(text: str) -> str:
         if isinstance(data, str):
             appended.append((data, "us-ascii"))
             continue
-        charset = email.charset.Charset("us-ascii" if name is None else name)
+        # RFC 2231 5: "=?utf-8*en?q?...?=" names a language after the
+        # charset, as the stdlib's policy.default and IMAP SEARCH read it.
+        charset = email.charset.Charset(
+            "us-ascii" if name is None else name.partition("*")[0]
+        )
         codec = charset.input_codec or "us-ascii"
         if codec == email.charset.UNKNOWN8BIT:
             # As written out by the email package for bytes it could not

@@ -221,6 +221,21 @@ def test_raw_8bit_text_beside_an_encoded_word_decodes(
     smtpsink.assert_sent(subject=decoded)
 
 
+def test_an_encoded_word_with_a_language_decodes(smtpsink: Mailbox) -> None:
+    # RFC 2231 5 lets an encoded word name its language: "utf-8*en" was an
+    # unknown charset, where the stdlib and the sink's IMAP SEARCH read it.
+    raw = (
+        b"Subject: =?utf-8*en?q?caf=C3=A9?=\r\n"
+        b"From: =?UTF-8*de?q?J=C3=BCrgen?= <j@example.com>\r\n\r\nbody\r\n"
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("j@example.com", ["b@example.com"], raw)
+    message = smtpsink.assert_sent(subject="caf\u00e9")
+    assert message.from_ is not None
+    assert message.from_.name == "J\u00fcrgen"
+    assert message.defects == ()
+
+
 def test_a_content_type_of_many_semicolons_is_read_in_one_pass(
     smtpsink: Mailbox,
 ) -> None:
