@@ -42,11 +42,11 @@ from typing import TYPE_CHECKING, Literal, NoReturn
 from ._credentials import masked
 from ._endpoint import ReadSideEndpoint
 from ._imap_fetch import (
+    LastStructure,
     ResponseTooLarge,
     fetch_values,
     parse_fetch_items,
     response_order,
-    served_bytes,
     sets_seen,
 )
 from ._imap_search import BadCharset, parse_search, search_folder
@@ -569,6 +569,8 @@ class _Connection(ReadSideConnection):
         self._known_flags: dict[int, frozenset[str]] = {}
         #: `StoredMessage.flag_changes` when `_send_updates` last compared.
         self._flag_changes_seen = -1
+        #: The MIME tree of the message this session fetched last.
+        self._structures = LastStructure()
         #: The keywords the last FLAGS response named.
         self._keywords: frozenset[str] = frozenset()
         self._recent: set[int] = set()
@@ -2145,7 +2147,7 @@ class _Connection(ReadSideConnection):
             # The size is counted once per copy: equal to the stored length,
             # the message is served as stored (CRLF only), without a scan.
             raw = stored.message.raw
-            served = raw if stored.size == len(raw) else served_bytes(raw)
+            served = raw if stored.size == len(raw) else self._structures.served(raw)
             limit = _FETCH_COPIES * len(served) + _FETCH_SLACK
             try:
                 values = fetch_values(
@@ -2155,6 +2157,7 @@ class _Connection(ReadSideConnection):
                     served=served,
                     keywords=keywords,
                     limit=limit,
+                    structures=self._structures,
                 )
             except ResponseTooLarge:
                 if changed:  # not fetched after all: not seen either

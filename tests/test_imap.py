@@ -1980,6 +1980,48 @@ def test_bad_input_is_answered_recorded_and_serving_goes_on(
     assert len([e for e in session.transcript if e.kind == "command"]) == 3
 
 
+def test_parts_fetched_one_command_at_a_time_are_each_messages_own(
+    smtpsink: Mailbox,
+) -> None:
+    # A session keeps the MIME tree of the message it fetched last (a
+    # reader fetching part after part had it parsed again each time):
+    # another message, or the same bytes with bare LFs, gets its own.
+    def mail(word: str, end: bytes = b"\r\n") -> bytes:
+        return (
+            b'Content-Type: multipart/mixed; boundary="b"'
+            + end
+            + end
+            + b"--b"
+            + end
+            + end
+            + word.encode()
+            + b" one"
+            + end
+            + b"--b"
+            + end
+            + end
+            + word.encode()
+            + b" two"
+            + end
+            + b"--b--"
+            + end
+        )
+
+    smtpsink.deliver(mail("first"), to=USER)
+    smtpsink.deliver(mail("second", b"\n"), to=USER)
+    lines = dialogue(
+        smtpsink,
+        "s SELECT INBOX",
+        "a FETCH 1 (BODY.PEEK[1])",
+        "b FETCH 1 (BODY.PEEK[2])",
+        "c FETCH 2 (BODY.PEEK[2])",
+        "d FETCH 2 (BODY.PEEK[1])",
+        "e FETCH 1 (BODY.PEEK[2])",
+    )
+    bodies = [line[:-1] for line in lines if line.endswith((" one)", " two)"))]
+    assert bodies == ["first one", "first two", "second two", "second one", "first two"]
+
+
 def test_a_search_number_in_other_digits_is_bad_and_serving_goes_on(
     smtpsink: Mailbox,
 ) -> None:
