@@ -29,6 +29,7 @@ import functools
 import html.parser
 import logging
 import re
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from email.message import EmailMessage
@@ -976,6 +977,17 @@ class Message:
             f"to={list(self.envelope.rcpt_to)!r} subject={self.subject!r} "
             f"size={self.size}>"
         )
+
+
+if sys.version_info < (3, 12):
+    # Up to 3.11 a cached_property holds one lock for all instances
+    # (CPython gh-87634): one message's slow first read (5 s for a text of
+    # 100,000 parts) held up the same field of every other message, in
+    # the live view's other requests and a test's other threads. 3.12
+    # dropped the lock, and computes a field twice at worst, as here.
+    for _field in vars(Message).values():
+        if isinstance(_field, functools.cached_property):
+            cast("Any", _field).lock = contextlib.nullcontext()
 
 
 #: What `Message.defects` reads first, so that it lists every field's trouble.

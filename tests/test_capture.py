@@ -236,6 +236,43 @@ def test_an_encoded_word_with_a_language_decodes(smtpsink: Mailbox) -> None:
     assert message.defects == ()
 
 
+def test_one_messages_slow_field_holds_up_no_other_messages(
+    smtpsink: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Up to Python 3.11 a cached_property locked the field for every
+    # instance: one message's 5 s first read of text held up every other
+    # message's text (the live view's other pages, a test's threads).
+    from pytest_smtpsink import Message
+
+    first = smtpsink.deliver(b"Subject: 1\r\n\r\none\r\n", to="ann@example.com")
+    second = smtpsink.deliver(b"Subject: 2\r\n\r\ntwo\r\n", to="ann@example.com")
+    field = vars(Message)["text"]
+    read = field.func
+    reading, release = threading.Event(), threading.Event()
+
+    def slow(message: Message) -> str | None:
+        if message is first:
+            reading.set()
+            release.wait(60)
+        text: str | None = read(message)
+        return text
+
+    monkeypatch.setattr(field, "func", slow)
+    slow_reader = threading.Thread(target=lambda: first.text)
+    slow_reader.start()
+    try:
+        assert reading.wait(30)
+        texts: list[str | None] = []
+        other = threading.Thread(target=lambda: texts.append(second.text))
+        other.start()
+        other.join(30)  # at once, unless the first read holds it
+        assert texts == ["two\n"]
+    finally:
+        release.set()
+        slow_reader.join(30)
+    assert first.text == "one\n"
+
+
 def test_a_content_type_of_many_semicolons_is_read_in_one_pass(
     smtpsink: Mailbox,
 ) -> None:
