@@ -737,11 +737,17 @@ class RenderedMessages:
 
 
 def live_page() -> str:
+    # The list's times are the sink's clock, which a container's may not
+    # share with the browser's: said once, as index.html says its zone.
+    zone = time.strftime("%z")
     body = (
         "<header><h1>smtpsink: captured mail</h1>"
         '<input id="filter" type="search" placeholder="Filter" '
         'aria-label="Filter: words of the subject, sender or recipients">'
-        '<span><span id="count">0</span> message(s)</span>'
+        # Announced (politely) to a screen reader: new mail is the news.
+        '<span role="status" aria-live="polite"><span id="count">0</span> '
+        "message(s)</span>"
+        f'<span class="zone">times UTC{zone[:3]}:{zone[3:]}</span>'
         '<span id="paused" hidden>Live updates paused: too many pages open '
         '<button id="resume" type="button">Resume</button></span>'
         '<span id="lost" role="status" hidden>Not connected: the sink may have '

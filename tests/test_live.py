@@ -172,6 +172,20 @@ def test_list_get_raw_and_delete(live: Callable[..., Live]) -> None:
     assert body.decode().startswith("<!DOCTYPE html>")
 
 
+def test_the_page_says_the_zone_of_its_times_and_announces_the_count(
+    live: Callable[..., Live], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The times are the sink's clock (a container's is often UTC): the
+    # page said no zone. New mail was not announced to a screen reader.
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # +05:30 all year
+    view = live()
+    status, body = view.request("/")
+    assert status == 200
+    page = body.decode()
+    assert '<span class="zone">times UTC+05:30</span>' in page
+    assert '<span role="status" aria-live="polite"><span id="count">' in page
+
+
 def test_a_messages_own_page_is_named_by_it_and_links_the_list(
     live: Callable[..., Live],
 ) -> None:
