@@ -29,7 +29,8 @@ _configured: str | None = None
 DEFAULT_TIMEOUT = 30.0
 _HOW = (
     "start SpamAssassin's spamd (Debian: apt-get install spamd; e.g. "
-    "spamd --listen=127.0.0.1:7830 --local --nouser-config) and pass "
+    "spamd --listen=127.0.0.1:7830 --local --nouser-config "
+    "--cf='use_bayes 0') and pass "
     "--smtpsink-spamd=127.0.0.1:7830 (ini: smtpsink_spamd), or call "
     "{call}(spamd='127.0.0.1:7830')"
 )
@@ -37,7 +38,7 @@ _HOW = (
 #: to start one at that address; naming another would be no help.
 _START = (
     "Start SpamAssassin's spamd there (Debian: apt-get install spamd; e.g. "
-    "spamd --listen={address} --local --nouser-config)."
+    "spamd --listen={address} --local --nouser-config --cf='use_bayes 0')."
 )
 _STATUS = re.compile(rb"SPAMD/(\d+\.\d+) (\d+) (.*)")
 _SPAM = re.compile(

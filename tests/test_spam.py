@@ -133,7 +133,7 @@ def test_an_unreachable_spamd_is_an_error_not_a_pass(smtpsink: Mailbox) -> None:
         assert str(caught.value).endswith(
             f"Is it running? Start SpamAssassin's spamd there (Debian: apt-get "
             f"install spamd; e.g. spamd --listen=127.0.0.1:{port} --local "
-            "--nouser-config)."
+            "--nouser-config --cf='use_bayes 0')."
         )
         shown = caught.traceback.filter(caught)
         assert shown[-1].name == "test_an_unreachable_spamd_is_an_error_not_a_pass"
