@@ -378,6 +378,27 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
                 "verifiers treat SHA-1 signatures as invalid, so receivers "
                 "take the message as unsigned; sign with rsa-sha256"
             )
+        empty_label = next(
+            (
+                (tag, value)
+                for tag, value in (("d", domain), ("s", selector))
+                if value and "" in value.split(".")
+            ),
+            None,
+        )
+        if empty_label is not None:
+            # The stub's lookup forgave it (its names lose trailing dots),
+            # and "no key published: publish one with selector='s1.'" led
+            # on; DNS does not: dkimpy asks for
+            # "mail._domainkey.shop.example..", which no resolver looks up.
+            tag, value = empty_label
+            verified = False
+            error = (
+                f"{tag}={value} is no DNS name (an empty label: a trailing dot, "
+                "as a zone file writes names, or two dots in a row); receivers "
+                f"look up {selector}._domainkey.{domain}. and find no key; "
+                f"write {tag}= without it"
+            )
         if verified and "from" not in _signed_headers(fields):
             # RFC 6376 6.1.1: a verifier MUST ignore a signature whose h=
             # leaves out From (dkimpy checks it only when signing). Counted

@@ -687,6 +687,34 @@ def test_an_ed25519_signature_says_it_is_not_verified_here(smtpsink: Mailbox) ->
         smtpsink.dkim_key("shop.example", selector="ed")  # what the advice said
 
 
+@pytest.mark.parametrize(
+    ("domain", "selector", "said"),
+    [
+        (b"shop.example.", b"s1", "d=shop.example."),
+        (b"shop.example", b"s1.", "s=s1."),
+        (b"shop..example", b"s1", "d=shop..example"),
+    ],
+)
+def test_a_name_with_an_empty_label_is_not_verified(
+    smtpsink: Mailbox, domain: bytes, selector: bytes, said: str
+) -> None:
+    # The stub's lookup forgave a trailing dot (a zone file's spelling), so
+    # it verified and aligned here; receivers look up a name no resolver
+    # takes ("s1._domainkey.shop.example..") and find no key.
+    key = smtpsink.dkim_key("shop.example")
+    if domain == b"shop..example":
+        key = smtpsink.dkim_key("shop.example", selector="s1")
+    message = make_message(sender="noreply@shop.example")
+    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    signature = dkim.sign(raw, selector, domain, key.encode())
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("noreply@shop.example", ["ann@example.com"], signature + raw)
+    [result] = smtpsink.assert_sent().dkim
+    assert result.verified is False
+    assert result.reason is not None
+    assert result.reason.startswith(f"{said} is no DNS name (an empty label"), result
+
+
 def test_an_rsa_sha1_signature_is_not_verified(smtpsink: Mailbox) -> None:
     # RFC 8301 3.1: verifiers MUST NOT consider rsa-sha1 signatures valid.
     # It was "verified", and passed the bulk-sender rules.
