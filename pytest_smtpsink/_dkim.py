@@ -466,6 +466,17 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
                     "it would still verify (RFC 6376 5.4.1 recommends signing "
                     f"{them}); add {them} to h=",
                 )
+            if "content-type" not in headers and _MULTIPART.search(_head(raw)):
+                # Not in RFC 6376 5.4.1's list, but how readers show the
+                # parts: multipart/alternative made multipart/mixed shows
+                # the text and the HTML one after the other, a boundary
+                # changed can show a part they hid (dkimpy signs it).
+                warnings += (
+                    "it does not sign Content-Type, which the message has "
+                    "(multipart): anyone on the way could change how its parts "
+                    "are shown (alternative made mixed, another boundary) and "
+                    "it would still verify; add content-type to h=",
+                )
             for name, have, signs in _partly_signed_shown_headers(instances, headers):
                 warnings += (
                     f"it signs {signs} of the {have} {name} headers the message "
@@ -651,6 +662,10 @@ def _shown(value: object) -> str:
 #: The headers readers show that RFC 6376 5.4.1 recommends signing, as
 #: they are written (lower case is how h= is compared).
 _SHOWN_HEADERS = ("Subject", "Date", "To", "Cc", "Reply-To")
+#: A multipart top-level Content-Type in a header block.
+_MULTIPART = re.compile(
+    rb"^content-type[ \t]*:\s*multipart/", re.IGNORECASE | re.MULTILINE
+)
 #: A header field's name at the start of a line of the header block.
 _FIELD_START = re.compile(rb"^([!-9;-~]+)[ \t]*:", re.MULTILINE)
 

@@ -181,6 +181,33 @@ def test_a_signature_leaving_out_what_readers_see_has_a_warning(
     ]
 
 
+def test_a_multipart_signature_without_content_type_has_a_warning(
+    smtpsink: Mailbox,
+) -> None:
+    # multipart/alternative rewritten as multipart/mixed verified with no
+    # warning: readers then showed the text and the HTML one after another.
+    key = smtpsink.dkim_key("shop.example", selector="s1")
+    message = make_message(sender="news@shop.example", subject="News")
+    message.add_alternative("<p>News</p>", subtype="html")
+    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    shown = [b"from", b"to", b"subject", b"date"]
+    for signed, warned in ((shown, True), ([*shown, b"content-type"], False)):
+        signature = dkim.sign(
+            raw, b"s1", b"shop.example", key.encode(), include_headers=signed
+        )
+        rewritten = raw.replace(b"multipart/alternative", b"multipart/mixed", 1)
+        send_news(smtpsink, signature + (rewritten if warned else raw))
+        result = smtpsink.messages[-1].dkim[0]
+        assert result.verified
+        warning = (
+            "it does not sign Content-Type, which the message has (multipart): "
+            "anyone on the way could change how its parts are shown (alternative "
+            "made mixed, another boundary) and it would still verify; add "
+            "content-type to h="
+        )
+        assert (warning in result.warnings) is warned, result.warnings
+
+
 def test_a_shown_header_added_above_the_signed_one_has_a_warning(
     smtpsink: Mailbox,
 ) -> None:
