@@ -215,6 +215,20 @@ def bulk_sender_problems(
                 header="DKIM-Signature",
             )
         )
+    if signature is not None:
+        # RFC 8058 4 asks that a valid signature cover the two headers,
+        # not the aligned one: a mailing service's own signature may.
+        signature = next(
+            (
+                other
+                for other in (signature, *message.dkim)
+                if other.verified
+                and all(
+                    _covers_top(other, name, instances) for name in _UNSUBSCRIBE_HEADERS
+                )
+            ),
+            signature,
+        )
     problems.extend(_unsubscribe_problems(message, signature, instances))
     # Mail put in with deliver() or IMAP APPEND crossed no SMTP hop that
     # could have used TLS: the rule does not apply (as lint judges 8-bit
@@ -435,7 +449,8 @@ def _unsubscribe_problems(
                     f"{signature.signed_headers.count(name.lower())} of the "
                     f"{instances[name.lower()]} {name} headers, and a signature "
                     "covers them from the bottom up (RFC 6376 5.4.2): the top "
-                    "one, which is read, is not signed; RFC 8058 requires it to be",
+                    "one, which is read, is not signed; RFC 8058 asks that a valid "
+                    "signature cover it",
                     header=name,
                 )
             )
@@ -447,7 +462,7 @@ def _unsubscribe_problems(
                     f"the DKIM signature of d={signature.domain} does not cover "
                     f"{' and '.join(missing)} (add "
                     f"{'them' if len(missing) > 1 else 'it'} to h=); RFC 8058 "
-                    "requires it",
+                    "asks that a valid signature cover them",
                     header=missing[0],
                 )
             )
