@@ -972,9 +972,14 @@ class Message:
         return summary_with_relay(self, self.relay)
 
     def __repr__(self) -> str:
+        # Cut as summaries cut them: a 200 KB subject made a 200 KB repr,
+        # and every failure message that names the message with it.
+        recipients = join_shortened([repr(r) for r in self.envelope.rcpt_to])
+        subject = self.subject
         return (
             f"<Message {message_label(self)} from={self.envelope.mail_from!r} "
-            f"to={list(self.envelope.rcpt_to)!r} subject={self.subject!r} "
+            f"to=[{recipients}] "
+            f"subject={shorten(repr(subject), 200) if subject else repr(subject)} "
             f"size={self.size}>"
         )
 

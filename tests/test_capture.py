@@ -273,6 +273,20 @@ def test_one_messages_slow_field_holds_up_no_other_messages(
     assert first.text == "one\n"
 
 
+def test_a_messages_repr_is_cut_as_its_summary_is(smtpsink: Mailbox) -> None:
+    # A 200 KB subject made a 200 KB repr, and so a 200 KB failure message
+    # of every assertion that names the message with it.
+    recipients = [f"r{n}@example.com" for n in range(50)]
+    raw = b"Subject: " + b"A" * 900 + b"\r\n A" * 200 + b"\r\n\r\nbody\r\n"
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("a@example.com", recipients, raw)
+    shown = repr(smtpsink.wait_for())
+    assert len(shown) < 500, shown
+    assert "to=['r0@example.com', 'r1@example.com', ... (+48 more)] " in shown
+    assert "subject='AAAA" in shown
+    assert "... [" in shown
+
+
 def test_a_content_type_of_many_semicolons_is_read_in_one_pass(
     smtpsink: Mailbox,
 ) -> None:
