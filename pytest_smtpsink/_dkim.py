@@ -422,6 +422,19 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
                     "publishes RSA keys only (a sender signing with both, as "
                     "RFC 8463 has it, is verified by its rsa-sha256 signature)"
                 )
+            froms = _header_counts(raw).get("from", 0)
+            signed_froms = _signed_headers(fields).count("from")
+            if not said and 1 <= signed_froms < froms:
+                # dkimpy signs one From more than h= names (its guard
+                # against a From added above the signed one): "a signed
+                # header changed" sent the reader looking for a change.
+                said = (
+                    f"the message has {froms} From headers and h= names from "
+                    f"{signed_froms} time(s): dkimpy, as verifiers that guard "
+                    "against a From added above the signed one (RFC 6376 8.15), "
+                    "fails a signature that leaves a From unsigned; a message "
+                    "has one From (RFC 5322 3.6)"
+                )
             reason = said or _mismatch(raw, index, domain, selector, b"l" in fields)
             if reason.startswith("missing public key"):
                 name = record_name(domain, selector)

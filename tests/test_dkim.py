@@ -742,6 +742,22 @@ def test_a_name_with_an_empty_label_is_not_verified(
     assert result.reason.startswith(f"{said} is no DNS name (an empty label"), result
 
 
+def test_a_from_more_than_h_names_is_said_so(smtpsink: Mailbox) -> None:
+    # A From added above a signed message (or a message signed with two):
+    # "a signed header changed after signing" sent the reader looking for
+    # a change, where dkimpy fails a From that h= leaves unsigned.
+    raw, signature = signed_news(smtpsink, [b"from", b"to", b"subject"])
+    send_news(smtpsink, b"From: PayPal <service@paypal.example>\r\n" + signature + raw)
+    [result] = smtpsink.assert_sent().dkim
+    assert result.verified is False
+    assert result.reason == (
+        "the message has 2 From headers and h= names from 1 time(s): dkimpy, as "
+        "verifiers that guard against a From added above the signed one (RFC "
+        "6376 8.15), fails a signature that leaves a From unsigned; a message "
+        "has one From (RFC 5322 3.6)"
+    )
+
+
 def test_an_rsa_sha1_signature_is_not_verified(smtpsink: Mailbox) -> None:
     # RFC 8301 3.1: verifiers MUST NOT consider rsa-sha1 signatures valid.
     # It was "verified", and passed the bulk-sender rules.
