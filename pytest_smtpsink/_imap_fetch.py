@@ -1134,25 +1134,29 @@ class LastStructure:
     next FETCH: a reader that fetches a message's parts one command at a
     time (BODYSTRUCTURE, then each part) had it parsed again each time,
     quadratic in its parts (1,000 parts: 11 s, against Dovecot's 0.0 s),
-    on the loop every other client waits for. One message a session: what
-    it holds is the session's to keep."""
+    on the loop every other client waits for. It keeps the bytes of at
+    most two messages (the last fetched, and the last with bare LFs) as
+    long as its session lasts."""
 
     def __init__(self) -> None:
+        # Two slots, each by its own key: the bytes served for a message
+        # with bare LFs (a new object each time they are made), and the
+        # tree of the bytes last parsed.
         self._raw: bytes | None = None
+        self._served = b""
         self._data: bytes | None = None
         self._root: Part | None = None
 
     def served(self, raw: bytes) -> bytes:
         """`served_bytes` of ``raw``, made once while it is the last one
         (a new object each time, it would never find its tree again)."""
-        if self._raw is not raw or self._data is None:
-            self._raw, self._data, self._root = raw, served_bytes(raw), None
-        return self._data
+        if self._raw is not raw:
+            self._raw, self._served = raw, served_bytes(raw)
+        return self._served
 
     def of(self, data: bytes) -> Part:
         if self._data is not data or self._root is None:
-            self._root = parse_structure(data)
-            self._data = data
+            self._data, self._root = data, parse_structure(data)
         return self._root
 
 
