@@ -279,9 +279,9 @@ def mask_auth(text: str) -> str:
     if not _is_auth_line(text):
         return text
     start = _first_visible(text)
-    # An invisible character before AUTH stays in sight (it is why the
-    # command was refused); white space goes, as split() drops it.
-    lead = text[:start].strip()
+    # What comes before AUTH stays, white space too (the transcript writes
+    # it escaped: `visible_start`): it is why the command was refused.
+    lead = text[:start]
     words = text[start:].split(None, 2)
     verb = words[0]
     if verb.upper() != "AUTH":  # "AUTH" glued to what follows: all masked

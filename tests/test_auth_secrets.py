@@ -519,6 +519,32 @@ def test_a_password_no_table_names_is_masked_on_smtp_as_on_pop3(
     assert "LOGIN ****" in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("lead", "shown"),
+    [(" ", " "), ("\t", "\\x09"), ("\u00a0", "\\u00a0"), ("\u3000", "\\u3000")],
+)
+def test_what_comes_before_auth_is_shown_and_the_rest_masked(
+    smtpsink_factory: Factory, lead: str, shown: str
+) -> None:
+    # White space before AUTH made aiosmtpd refuse the line, and the
+    # transcript left it out: "C: AUTH PLAIN ****" refused with a 500.
+    sink = smtpsink_factory(auth={"ann": "Pw-0f-ann"}, auth_plaintext=True)
+    response = base64.b64encode(b"\0ann\0Pw-0f-ann").decode()
+    with socket.create_connection((sink.host, sink.port), timeout=10) as client:
+        replies = client.makefile("rb")
+        replies.readline()
+        for line in ("EHLO c", f"{lead}AUTH PLAIN {response}", "QUIT"):
+            client.sendall(line.encode() + b"\r\n")
+            while replies.readline()[3:4] == b"-":
+                pass
+        replies.close()
+    sink.wait_until(lambda: sink.sessions[0].end is not None)
+    text = sink.sessions[0].format_transcript()
+    assert f"\nC: {shown}AUTH PLAIN ****\nS: 500 " in text, text
+    assert response not in text
+    assert "Pw-0f-ann" not in text
+
+
 @pytest.mark.parametrize("protocol", ["POP3", "IMAP"])
 def test_a_word_alone_before_login_is_masked_without_a_table(
     smtpsink_factory: Factory, protocol: str
