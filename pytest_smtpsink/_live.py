@@ -320,7 +320,8 @@ async function refresh() {
   try {
     do {
       refreshAgain = false;
-      const response = await ask("/fragments/list");
+      // Bounded: one request that never ended froze the list for good.
+      const response = await ask("/fragments/list", { signal: AbortSignal.timeout(30000) });
       draw(await response.text());
     } while (refreshAgain);
   } finally {
@@ -348,6 +349,8 @@ function draw(text) {
   const focused = document.activeElement?.closest?.("#list a[data-id]")?.dataset.id;
   const kept = inSight();
   list.innerHTML = text;
+  list.dataset.count = list.querySelectorAll("li.item").length;
+  applyFilter();  // before measuring: hidden lines take no room
   if (kept !== null) {
     const link = list.querySelector(`a[data-id="${CSS.escape(kept[0])}"]`);
     if (link) list.scrollTop += link.getBoundingClientRect().top - kept[1];
@@ -355,8 +358,6 @@ function draw(text) {
   if (focused !== undefined) {
     list.querySelector(`a[data-id="${CSS.escape(focused)}"]`)?.focus({ preventScroll: kept !== null });
   }
-  list.dataset.count = list.querySelectorAll("li.item").length;
-  applyFilter();
   for (const link of list.querySelectorAll("a[data-id]")) {
     link.classList.toggle("current", link.dataset.id === current);
   }
@@ -529,6 +530,12 @@ def _subject(message: Message) -> str | None:
     return _html.read_field(lambda: message.subject, no_subject, "subject", [])
 
 
+def _spaced(subject: str | None) -> str | None:
+    """A subject as a line shows it: a folded header's tab is white space,
+    not the control character ``\t`` (the message's headers keep it)."""
+    return subject.replace("\t", " ") if subject else subject
+
+
 #: Characters of a subject the list shows (the message's page has it all).
 _LISTED_SUBJECT = 300
 
@@ -570,7 +577,7 @@ def list_fragment(
             # printable(): a control character shows as its escape, as in
             # the summary line, not as a glyph (or a terminal's ESC).
             # Cut: one 2 MB subject made every drawing of the list 2 MB.
-            f"{_e(printable(shorten(subject or '(no subject)', _LISTED_SUBJECT)))}"
+            f"{_e(printable(shorten(_spaced(subject) or '(no subject)', _LISTED_SUBJECT)))}"
             "</span>"
             f'<span class="meta">#{message.number} {_e(printable(sender))} &rarr; '
             # Cut as the subject is: 3,000 recipients made each drawing of
@@ -1295,7 +1302,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 # A shared link opens as its own tab: named by its message,
                 # with a way back to the list (all were "smtpsink", with
                 # none).
-                subject = shorten(_subject(message) or "(no subject)", 80)
+                subject = shorten(_spaced(_subject(message)) or "(no subject)", 80)
                 self._send_html(
                     _html.page(
                         f"#{message.number} {printable(subject)} - smtpsink",

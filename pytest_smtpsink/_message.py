@@ -681,7 +681,7 @@ class Message:
         while IMAP SEARCH and the stdlib read it."""
         return self._forwards_a_message or any(
             part.get_content_maintype() == "text"
-            and (part.get_content_charset() or "") in _LEFT_ENCODED
+            and _is_utf7(part.get_content_charset())
             for part in self._compat.walk()
         )
 
@@ -1386,8 +1386,15 @@ def _linear_parsing() -> None:
 _LINKS_LISTED = 20
 
 
-#: Charsets mail-parser does not decode (Python's codecs do).
-_LEFT_ENCODED = frozenset(("utf-7", "unicode-1-1-utf-7"))
+def _is_utf7(charset: str | None) -> bool:
+    """Whether ``charset`` is UTF-7 by any of its names (``utf7``,
+    ``unicode-1-1-utf-7``): mail-parser leaves it encoded."""
+    if not charset or "7" not in charset:
+        return False
+    try:
+        return codecs.lookup(charset).name == "utf-7"
+    except (LookupError, ValueError):  # unknown; a NUL in the name
+        return False
 
 
 def _join_text(parts: list[str]) -> str | None:

@@ -405,8 +405,8 @@ def test_utf7_text_is_decoded_as_imap_search_reads_it(smtpsink: Mailbox) -> None
     raw = (
         b"From: a@example.com\r\nTo: b@example.com\r\nSubject: utf-7\r\n"
         b"MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=b\r\n"
-        b"\r\n--b\r\nContent-Type: text/plain; charset=utf-7\r\n\r\nHi +ZeVnLIqe-\r\n"
-        b"--b\r\nContent-Type: text/html; charset=UTF-7\r\n\r\n<p>+ZeVnLIqe-</p>\r\n"
+        b"\r\n--b\r\nContent-Type: text/plain; charset=utf7\r\n\r\nHi +ZeVnLIqe-\r\n"
+        b"--b\r\nContent-Type: text/html; charset=UTF7\r\n\r\n<p>+ZeVnLIqe-</p>\r\n"
         b"--b--\r\n"
     )
     with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:

@@ -172,6 +172,22 @@ def test_list_get_raw_and_delete(live: Callable[..., Live]) -> None:
     assert body.decode().startswith("<!DOCTYPE html>")
 
 
+def test_a_folded_subjects_tab_is_white_space_in_the_list_and_title(
+    live: Callable[..., Live],
+) -> None:
+    # The list line and the page's title showed "folded\\twith a tab".
+    view = live()
+    view.send("folded\r\n\twith a tab")
+    message = view.json("/api/wait?rcpt_to=ann@example.com")
+    status, listed = view.request("/fragments/list")
+    assert status == 200
+    assert '<span class="subject">folded with a tab</span>' in listed.decode()
+    status, page = view.request(f"/messages/{message['id']}")
+    assert f"<title>#{message['id']} folded with a tab - smtpsink</title>" in (
+        page.decode()
+    )
+
+
 def test_the_page_says_the_zone_of_its_times_and_announces_the_count(
     live: Callable[..., Live], monkeypatch: pytest.MonkeyPatch
 ) -> None:
