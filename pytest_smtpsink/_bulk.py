@@ -23,11 +23,12 @@ from ._lint import (
     ENCODED_BY_PYTHON,
     Problem,
     addresses_without_comma,
+    hides_its_value,
     quoted_without_domain,
     unquoted_at_in_name,
     valid_message_id,
 )
-from ._mime import encoded_words, getaddresses
+from ._mime import getaddresses
 from ._text import join_shortened, plural, shorten, unescape_8bit
 
 if TYPE_CHECKING:
@@ -411,7 +412,7 @@ def _unsubscribe_problems(
                 "needs one"
                 + (
                     f" (the header is RFC 2047-encoded: {ENCODED_BY_PYTHON})"
-                    if encoded_words(written)
+                    if hides_its_value(written)
                     else ""
                 ),
                 header="List-Unsubscribe",

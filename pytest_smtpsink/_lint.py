@@ -1331,16 +1331,33 @@ def _special_parts(tree: Compat32Message) -> tuple[dict[int, str], set[int]]:
 _ATOM_CHARACTER = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\x80-\U0010ffff]")
 
 
-#: Headers whose values are identifiers or <URI>s, where no encoded word
-#: may stand outside a comment (RFC 2047 5, RFC 2369, RFC 8058, RFC 5322
-#: 3.6.4). Python's email package encodes such a value when it is long.
+#: Headers whose values are identifiers or <URI>s (RFC 2369, RFC 8058,
+#: RFC 5322 3.6.4), which Python's email package encodes whole when they
+#: are long: `hides_its_value` then finds no <...> left outside them.
 _NO_ENCODED_WORDS = frozenset(
     (
         *("message-id", "in-reply-to", "references", "content-id"),
         *("list-unsubscribe", "list-unsubscribe-post", "list-subscribe"),
-        *("list-post", "list-help", "list-archive", "list-owner"),
+        *("list-post", "list-help", "list-archive", "list-owner", "list-id"),
     )
 )
+
+
+def hides_its_value(value: str) -> bool:
+    """Whether RFC 2047 encoded words stand where a header's <...> values
+    (or List-Unsubscribe-Post's keyword) belong: there are some outside its
+    comments, and nothing in angle brackets is left without them. A
+    phrase may be encoded (a List-Id's name, RFC 5322's obsolete phrase in
+    In-Reply-To), beside its <...>. Also the bulk-sender check's."""
+    bare = COMMENT.sub(lambda comment: " " * len(comment[0]), value)
+    words = encoded_words(bare)
+    if not words:
+        return False
+    for start, end, _, _ in reversed(words):
+        bare = bare[:start] + bare[end:]
+    return "<" not in bare
+
+
 #: Why a long header comes out encoded, and how not to: also the
 #: bulk-sender check's.
 ENCODED_BY_PYTHON = (
@@ -1388,9 +1405,7 @@ def _check_header_text(
         text = str(value)
         if "=?" not in text:
             continue
-        if name.lower() in _NO_ENCODED_WORDS and encoded_words(
-            COMMENT.sub(lambda comment: " " * len(comment[0]), text)
-        ):
+        if name.lower() in _NO_ENCODED_WORDS and hides_its_value(text):
             yield Problem(
                 "invalid-encoded-word",
                 "error",

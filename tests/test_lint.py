@@ -690,6 +690,36 @@ def test_addresses_with_commas_or_in_names_and_comments_are_fine(
     assert lint(raw, received_at=received) == []
 
 
+@pytest.mark.parametrize(
+    ("header", "flagged"),
+    [
+        # Encoded whole, as Python writes a long value: no <...> is left.
+        (b"List-Id: =?utf-8?q?News_list_=3Cnews=2Eshop=2Eexample=3E?=", True),
+        (b"In-Reply-To: =?utf-8?q?=3Ca=40shop=2Eexample=3E?=", True),
+        (b"List-Unsubscribe-Post: =?utf-8?q?List-Unsubscribe=3DOne-Click?=", True),
+        # An encoded name (List-Id's, In-Reply-To's obsolete phrase) or
+        # comment beside its <...> is allowed.
+        (b"List-Id: =?utf-8?q?Caf=C3=A9_news?= <news.shop.example>", False),
+        (b"In-Reply-To: =?utf-8?q?Re=3A_hi?= <a@shop.example>", False),
+        (
+            b"List-Unsubscribe: <https://shop.example/u> (=?utf-8?q?d=C3=A9sabonner?=)",
+            False,
+        ),
+    ],
+)
+def test_an_encoded_word_hiding_a_headers_value_is_an_error(
+    header: bytes, flagged: bool
+) -> None:
+    raw = HEAD + header + b"\r\n\r\nx\r\n"
+    name = header.partition(b":")[0].decode()
+    found = [
+        p for p in lint(raw) if p.code == "invalid-encoded-word" and p.header == name
+    ]
+    assert bool(found) is flagged, found
+    if flagged:
+        assert found[0].message.startswith(f"{name} is RFC 2047-encoded, ")
+
+
 def test_an_absurd_date_is_invalid_not_an_overflow() -> None:
     # email.utils.parsedate_to_datetime raises OverflowError on this one.
     raw = HEAD.replace(b"30 Nov 2026", b"1 Jan 99999999999") + b"\r\nx\r\n"
