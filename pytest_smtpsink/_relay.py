@@ -211,7 +211,7 @@ def _bracketed_ipv6(host_port: str) -> bool:
 
 #: A "%" that is no percent escape (RFC 3986 2.1).
 _NO_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def parse_upstream(url: str) -> Upstream:
@@ -222,6 +222,14 @@ def parse_upstream(url: str) -> Upstream:
     """
     if not isinstance(url, str):
         raise ValueError(f"must be a URL string, got a {type(url).__name__}")
+    if _CONTROL.search(url.strip()):
+        # urllib drops a tab, CR or LF anywhere in a URL (as WHATWG says
+        # browsers do): "an\r\nn" logged in as "ann". Not quoted: it may
+        # be in the password.
+        raise ValueError(
+            "the URL has a control character (a tab or a line break, which "
+            "urllib would drop): percent-encode it where it belongs"
+        )
     try:
         parts = urllib.parse.urlsplit(url.strip())
     except ValueError:
