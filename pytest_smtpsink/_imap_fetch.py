@@ -28,6 +28,7 @@ from typing import Protocol
 
 from ._imap_syntax import (
     MAX_NUMBER,
+    NUL_WRITTEN,
     Arg,
     Atom,
     ImapSyntaxError,
@@ -650,7 +651,7 @@ def human_string(value: bytes | str | None) -> bytes:
         b" ",
         data.replace(b"\n", b"").replace(b"\r", b" ").replace(b"\t", b" "),
     ).strip(b" ")
-    clean = clean.replace(b"\0", "\ufffd".encode())
+    clean = clean.replace(b"\0", NUL_WRITTEN)
     if clean == data or not clean:
         return quote(clean)
     return b"{%d}\r\n" % len(clean) + clean
@@ -660,11 +661,8 @@ def _nstring_nolf(value: bytes | None) -> bytes:
     if value is None or (b"\r" not in value and b"\n" not in value):
         return nstring(value)
     # A literal, as Dovecot writes a value it changed (no NUL: see quote()).
-    clean = value.replace(b"\r", b"").replace(b"\n", b"").replace(b"\0", _REPLACEMENT)
+    clean = value.replace(b"\r", b"").replace(b"\n", b"").replace(b"\0", NUL_WRITTEN)
     return b"{%d}\r\n" % len(clean) + clean
-
-
-_REPLACEMENT = "\ufffd".encode()
 
 
 def _format_addresses(values: list[str]) -> bytes:

@@ -889,11 +889,12 @@ def quote(value: bytes | str) -> bytes:
     if _QUOTABLE.fullmatch(data):
         return b'"' + data + b'"'
     if b"\0" in data:
-        data = data.replace(b"\0", _REPLACEMENT)
+        data = data.replace(b"\0", NUL_WRITTEN)
     return b"{%d}\r\n" % len(data) + data
 
 
-_REPLACEMENT = "\ufffd".encode()
+#: How a NUL that no IMAP string may hold is written: U+FFFD, as Dovecot.
+NUL_WRITTEN = "\ufffd".encode()
 
 
 def nstring(value: bytes | str | None) -> bytes:
