@@ -750,18 +750,19 @@ def _undecodable_header_hints(
     Latin-1 ``Grüße``): it reads as U+FFFD, and the report alone hid that
     the application, not the test, is wrong, and which bytes it sent."""
     # Each field with the check that reads it; a predicate is left out
-    # (a hint never runs the test's own code).
+    # (a hint never runs the test's own code), and so is an ASCII value:
+    # undecodable bytes cannot be why "Hello" was not found.
     checks = [
         (field, name, criteria[name])
         for name, field in _HEADER_OF.items()
-        if isinstance(criteria.get(name), (str, re.Pattern))
+        if _not_ascii(criteria.get(name))
     ]
     headers = criteria.get("header")
     if isinstance(headers, Mapping):
         checks.extend(
             (field, "header", {field: wanted})
             for field, wanted in headers.items()
-            if isinstance(field, str) and isinstance(wanted, (str, re.Pattern))
+            if isinstance(field, str) and _not_ascii(wanted)
         )
     for message in messages:
         for name, criterion, wanted in checks:
@@ -783,6 +784,14 @@ def _undecodable_header_hints(
                         "wrote it raw in another charset"
                     )
                     break
+
+
+def _not_ascii(wanted: object) -> bool:
+    """Whether ``wanted`` is text (or a pattern) with a character past
+    ASCII: what raw 8-bit header bytes could have kept from matching."""
+    if isinstance(wanted, re.Pattern):
+        wanted = wanted.pattern
+    return isinstance(wanted, (str, bytes)) and not wanted.isascii()
 
 
 def _attachment_case_hints(

@@ -578,8 +578,12 @@ def test_a_header_sent_in_raw_latin_1_gets_a_hint_with_its_bytes(
         in report
     ), report
     assert f"Hint: #{number}'s X-City " + said.format("'K\\xf6ln'") in report
-    # From matched (its address), so nothing is said of its bytes.
+    # From matched (its address), so nothing is said of its bytes; nor of
+    # an ASCII value, which the bytes cannot have kept from matching.
     assert "From header" not in report
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(subject="Hello")
+    assert "not UTF-8" not in str(caught.value)
     # A predicate is never run by a hint; the bytes are kept as sent.
     with pytest.raises(AssertionError) as caught:
         smtpsink.assert_sent(subject=lambda subject: subject == "Gr\u00fc\u00dfe")
