@@ -841,39 +841,32 @@ def mail_frame(
     )
     blocked, links = _addresses(markup)
     note = ""
+    images = images or {}
     left = [found[2] for found in _CID_URL.finditer(shown)]
-    missing = list(
-        dict.fromkeys(
-            f"cid:{cid}"
-            for cid in left
-            if urllib.parse.unquote(cid) not in (images or {})
-        )
-    )
-    if any(urllib.parse.unquote(cid) in (images or {}) for cid in left):
+    if any(urllib.parse.unquote(cid) in images for cid in left):
         note = (
             '<p class="blocked">Some uses of the inline images are not shown: '
             "a page shows at most 1 MiB of them</p>"
         )
+    missing = list(
+        dict.fromkeys(
+            f"cid:{cid}" for cid in left if urllib.parse.unquote(cid) not in images
+        )
+    )
     if missing:
         # A broken image alone did not say why: a template whose cid: and
         # Content-ID differ (one with <>, one without) is a classic bug.
-        listed = ", ".join(escape(url) for url in missing[:_LISTED_REMOTE])
-        more = len(missing) - _LISTED_REMOTE
         note += (
             f'<p class="blocked">{len(missing)} cid: image(s) not shown: '
-            f"{listed}" + (f" and {more} more" if more > 0 else "") + ": no part "
-            "of the message has that Content-ID, or its part is not a PNG, "
-            "JPEG, GIF, WebP, BMP or AVIF image of at most 256 KiB (1 MiB "
-            "for all; see the attachments)</p>"
+            f"{_listed(missing)}: no part of the message has that Content-ID, "
+            "or its part is not a PNG, JPEG, GIF, WebP, BMP or AVIF image of at "
+            "most 256 KiB (1 MiB for all; see the attachments)</p>"
         )
     if blocked:
-        shown = ", ".join(escape(url) for url in blocked[:_LISTED_REMOTE])
-        more = len(blocked) - _LISTED_REMOTE
         note += (
             f'<p class="blocked">{len(blocked)} remote resource(s) blocked '
-            f"(images and styles from the network are never loaded here): {shown}"
-            + (f" and {more} more" if more > 0 else "")
-            + "</p>"
+            "(images and styles from the network are never loaded here): "
+            f"{_listed(blocked)}</p>"
         )
     # No allow-scripts: the mail's scripts never run. No allow-same-origin:
     # the frame has an opaque origin and cannot touch this page.
@@ -882,6 +875,15 @@ def mail_frame(
         'style="width:100%;height:24rem;border:1px solid #bbb;background:#fff" '
         f'title="{escape(title)}" srcdoc="{escape(document)}"></iframe>{cut}'
         + _links_list(links, whole=not cut)
+    )
+
+
+def _listed(addresses: Sequence[str]) -> str:
+    """The first `_LISTED_REMOTE` of ``addresses``, escaped, and how many
+    more there are."""
+    more = len(addresses) - _LISTED_REMOTE
+    return ", ".join(escape(a) for a in addresses[:_LISTED_REMOTE]) + (
+        f" and {more} more" if more > 0 else ""
     )
 
 
