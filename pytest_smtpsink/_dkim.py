@@ -326,8 +326,10 @@ class _Reasons(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def verify(raw: bytes) -> tuple[DkimResult, ...]:
-    """One result per ``DKIM-Signature`` header, top first. Never raises."""
+def verify(raw: bytes, received: float | None = None) -> tuple[DkimResult, ...]:
+    """One result per ``DKIM-Signature`` header, top first. Never raises.
+    ``received``: when the message arrived (a POSIX time), which an ``x=``
+    is judged against (RFC 6376 3.5)."""
     import dkim
 
     count = _count_signatures(raw)
@@ -468,6 +470,15 @@ def verify(raw: bytes) -> tuple[DkimResult, ...]:
         warnings: tuple[str, ...] = ()
         if verified and b"l" in fields:
             warnings = (_body_length_warning(verifier, fields),)
+        expired = _expired_by(fields, received)
+        if verified and expired:
+            # dkimpy forgives 10 hours of clock difference: an ESP's short
+            # x= that had already passed verified with no word here.
+            warnings += (
+                f"x= passed {expired} s before the message arrived; dkimpy "
+                "allows 10 hours for clocks that differ, receivers may allow "
+                "much less and treat the signature as invalid (RFC 6376 3.5)",
+            )
         if verified:
             instances = _header_counts(raw)
             unsigned = _unsigned_shown_headers(instances, headers)
@@ -535,6 +546,15 @@ def _publishable(domain: str, selector: str) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+def _expired_by(fields: dict[bytes, bytes], received: float | None) -> int:
+    """Seconds the signature's ``x=`` had passed when the message arrived
+    (0 if it had not, or either is unknown)."""
+    expires = fields.get(b"x", b"").strip()
+    if received is None or not expires.isdigit():
+        return 0
+    return max(0, int(received) - int(expires))
 
 
 def _body_length_warning(verifier: Any, fields: dict[bytes, bytes]) -> str:

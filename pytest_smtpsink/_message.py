@@ -839,7 +839,7 @@ class Message:
         `Mailbox.dkim_key` (never real DNS). Verified anew on each access."""
         from ._dkim import verify
 
-        return verify(self.raw)
+        return verify(self.raw, self.received_at.timestamp())
 
     def bulk_sender_problems(
         self, alignment: Literal["relaxed", "strict"] = "relaxed"

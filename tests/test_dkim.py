@@ -9,6 +9,8 @@ import re
 import smtplib
 import subprocess
 import sys
+import time
+from collections.abc import Sequence
 
 import dkim
 import pytest
@@ -778,21 +780,17 @@ def test_an_rsa_sha1_signature_is_not_verified(smtpsink: Mailbox) -> None:
     )
 
 
-def test_a_signature_that_does_not_sign_from_is_not_verified(
-    smtpsink: Mailbox,
-) -> None:
-    # RFC 6376 6.1.1: verifiers MUST ignore such a signature (PERMFAIL).
-    # dkimpy refuses to make one but verifies it: it was "verified", and
-    # the message passed the bulk-sender rules with any From put in.
+def signed_by_hand(
+    raw: bytes, key: str, headers: Sequence[bytes], *tags: tuple[bytes, bytes]
+) -> bytes:
+    """``raw`` with a DKIM-Signature (d=shop.example, s=s1) over
+    ``headers`` with the extra ``tags``, made with dkimpy's own parts: what
+    its sign() refuses to make (no From in h=) or cannot (an x= tag)."""
     import hashlib
 
     from dkim.canonicalization import CanonicalizationPolicy
     from dkim.crypto import parse_pem_private_key
 
-    key = smtpsink.dkim_key("shop.example")
-    message = make_message(sender="noreply@shop.example")
-    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
-    # A signer that leaves From out, made with dkimpy's own parts.
     signer = dkim.DKIM(raw)
     signer.hasher = hashlib.sha256
     policy = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
@@ -801,17 +799,29 @@ def test_a_signature_that_does_not_sign_from_is_not_verified(
     )
     fields = [
         *((b"v", b"1"), (b"a", b"rsa-sha256"), (b"c", b"relaxed/relaxed")),
-        *((b"d", b"shop.example"), (b"s", b"s1"), (b"h", b"to : subject")),
-        *((b"bh", body_hash), (b"b", b"")),
+        *((b"d", b"shop.example"), (b"s", b"s1"), *tags),
+        *((b"h", b" : ".join(headers)), (b"bh", body_hash), (b"b", b"")),
     ]
-    header = signer.gen_header(
+    header: bytes = signer.gen_header(
         fields,
-        (b"to", b"subject"),
+        tuple(headers),
         policy,
         b"DKIM-Signature",
         parse_pem_private_key(key.encode()),
     )
-    signed = b"DKIM-Signature: " + header + raw
+    return b"DKIM-Signature: " + header + raw
+
+
+def test_a_signature_that_does_not_sign_from_is_not_verified(
+    smtpsink: Mailbox,
+) -> None:
+    # RFC 6376 6.1.1: verifiers MUST ignore such a signature (PERMFAIL).
+    # dkimpy refuses to make one but verifies it: it was "verified", and
+    # the message passed the bulk-sender rules with any From put in.
+    key = smtpsink.dkim_key("shop.example")
+    message = make_message(sender="noreply@shop.example")
+    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    signed = signed_by_hand(raw, key, [b"to", b"subject"])
     with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
         client.sendmail("noreply@shop.example", ["ann@example.com"], signed)
     received = smtpsink.assert_sent()
@@ -823,6 +833,41 @@ def test_a_signature_that_does_not_sign_from_is_not_verified(
         "From, so receivers take the message as unsigned; add from to h="
     )
     assert "dkim-failed" in [p.code for p in received.bulk_sender_problems()]
+
+
+def test_a_signature_past_its_x_when_it_came_has_a_warning(
+    smtpsink: Mailbox,
+) -> None:
+    # dkimpy forgives 10 hours of clock difference: an x= an hour past
+    # verified with no word, though receivers may treat it as invalid.
+    key = smtpsink.dkim_key("shop.example")
+    message = make_message(sender="noreply@shop.example")
+    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    now = int(time.time())
+    for sent, (expires, warned) in enumerate(
+        ((now - 3600, True), (now + 3600, False)), 1
+    ):
+        signed = signed_by_hand(
+            raw,
+            key,
+            [b"from", b"to", b"subject"],
+            (b"t", b"%d" % (now - 7200)),
+            (b"x", b"%d" % expires),
+        )
+        with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+            client.sendmail("noreply@shop.example", ["ann@example.com"], signed)
+        smtpsink.wait_until(lambda: len(smtpsink.messages) == sent)  # noqa: B023
+        [result] = smtpsink.messages[-1].dkim
+        assert result.verified, result
+        said = [w for w in result.warnings if w.startswith("x= passed ")]
+        assert bool(said) is warned, result.warnings
+        if warned:
+            assert re.fullmatch(
+                r"x= passed 36\d\d s before the message arrived; dkimpy allows "
+                r"10 hours for clocks that differ, receivers may allow much less "
+                r"and treat the signature as invalid \(RFC 6376 3\.5\)",
+                said[0],
+            ), said
 
 
 @pytest.mark.parametrize("as_dns_has_it", [True, False])
