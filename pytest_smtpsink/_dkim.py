@@ -575,6 +575,15 @@ def _body_length_warning(verifier: Any, fields: dict[bytes, bytes]) -> str:
             f"{length - signed} bytes after them are not signed, and anyone on "
             "the way could have added them (RFC 6376 8.2); sign without l="
         )
+    if length is not None and length < signed:
+        # Appended text is hashed up to l: it breaks the signature at first,
+        # which "would still verify" denied.
+        return (
+            f"l={signed} is more than the body's {length} bytes (RFC 6376 3.5 "
+            "has l= count the bytes that were signed): text appended later "
+            f"breaks the signature until the body is {signed} bytes long, and "
+            "what comes after that verifies (RFC 6376 8.2); sign without l="
+        )
     return (
         f"l={signed} signs the body's length, not the whole body: text "
         "appended later would still verify (RFC 6376 8.2); sign without l="

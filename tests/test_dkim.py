@@ -835,6 +835,26 @@ def test_a_signature_that_does_not_sign_from_is_not_verified(
     assert "dkim-failed" in [p.code for p in received.bulk_sender_problems()]
 
 
+def test_an_l_past_the_body_says_what_appended_text_does(smtpsink: Mailbox) -> None:
+    # "text appended later would still verify" was false: appended text is
+    # hashed up to l=, and breaks the signature first.
+    key = smtpsink.dkim_key("shop.example")
+    message = make_message(sender="noreply@shop.example")
+    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    signed = signed_by_hand(raw, key, [b"from", b"to", b"subject"], (b"l", b"4096"))
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("noreply@shop.example", ["ann@example.com"], signed)
+    [result] = smtpsink.assert_sent().dkim
+    assert result.verified
+    body = len(raw.partition(b"\r\n\r\n")[2])
+    assert result.warnings == (
+        f"l=4096 is more than the body's {body} bytes (RFC 6376 3.5 has l= count "
+        "the bytes that were signed): text appended later breaks the signature "
+        "until the body is 4096 bytes long, and what comes after that verifies "
+        "(RFC 6376 8.2); sign without l=",
+    )
+
+
 def test_a_signature_past_its_x_when_it_came_has_a_warning(
     smtpsink: Mailbox,
 ) -> None:
