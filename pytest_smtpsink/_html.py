@@ -1314,7 +1314,8 @@ def render_index(
             for number, session in enumerate(test["sessions"], 1)
         )
         body.append("</section>")
-    return page("Captured email", "".join(body))
+    # One main landmark: a screen reader's "skip to content" lands there.
+    return page("Captured email", "<main>" + "".join(body) + "</main>")
 
 
 def write_index(

@@ -316,6 +316,10 @@ def test_index_lists_the_message_parts_and_files(
     index = save_index(smtpsink, tmp_path)
     markup = index.read_text(encoding="utf-8")
     assert "test_x.py::test_x" in markup
+    # One main landmark around it all (axe's landmark-one-main).
+    assert markup.count("<main>") == 1
+    assert "<body><main><h1>Captured email</h1>" in markup
+    assert markup.endswith("</main></body></html>\n")
     assert "2 remote resource(s) blocked" in markup
     assert "http://127.0.0.1:9/tracker.gif" in markup
     record = json.loads(
