@@ -78,7 +78,7 @@ from ._session import (
     peer_of,
 )
 from ._store import SHARED_VALUES_MAX
-from ._text import C0_ESCAPES, INVISIBLE_START, printable, visible_start
+from ._text import C0_ESCAPES, printable, visible_start
 from ._tls import (
     HANDSHAKE_TIMEOUT,
     describe_handshake_failure,
@@ -257,18 +257,24 @@ def _sendable(text: str, encoding: str) -> str:
 
 
 def _is_auth_line(text: str) -> bool:
-    """Whether a client line is an AUTH command in any case, after any white
-    space or invisible character, with any separator (aiosmtpd splits AUTH's
+    """Whether a client line is an AUTH command in any case, after anything
+    but a letter or a digit (white space, an invisible character, a control
+    character, a symbol), with any separator (aiosmtpd splits AUTH's
     arguments with ``str.split()``: a tab, ``\x1f`` or a no-break space
     separates them). A line with a byte order mark before AUTH was recorded
-    whole, its PLAIN response with it."""
-    start = _first_visible(text)
+    whole, its PLAIN response with it; one with ``\x01`` before it, its
+    XOAUTH2 token, which no word masker knows."""
+    start = _before_auth(text)
     return text[start : start + 4].upper() == "AUTH"
 
 
-def _first_visible(text: str) -> int:
-    """Where ``text`` begins after `INVISIBLE_START`."""
-    found = INVISIBLE_START.match(text)
+#: What may come before a line's AUTH and leave it an AUTH line to mask.
+_AUTH_LEAD = re.compile(r"[^A-Za-z0-9]*")
+
+
+def _before_auth(text: str) -> int:
+    """Where ``text`` begins after `_AUTH_LEAD`."""
+    found = _AUTH_LEAD.match(text)
     return 0 if found is None else found.end()
 
 
@@ -278,7 +284,7 @@ def mask_auth(text: str) -> str:
     ****"``; a word that is not a known mechanism is masked as well."""
     if not _is_auth_line(text):
         return text
-    start = _first_visible(text)
+    start = _before_auth(text)
     # What comes before AUTH stays, white space too (the transcript writes
     # it escaped: `visible_start`): it is why the command was refused.
     lead = text[:start]

@@ -519,6 +519,34 @@ def test_a_password_no_table_names_is_masked_on_smtp_as_on_pop3(
     assert "LOGIN ****" in caplog.text
 
 
+@pytest.mark.parametrize("lead", ["\x01", "\x1b", "\x7f", "\u2800", "(", "\xff"])
+def test_a_token_after_any_lead_before_auth_is_masked(
+    smtpsink_factory: Factory, caplog: pytest.LogCaptureFixture, lead: str
+) -> None:
+    # A control character (or a blank-looking symbol) before AUTH made the
+    # line no AUTH line; with a password table only the known passwords
+    # and PLAIN's base64 were masked, and an XOAUTH2 token holding the
+    # password reached the transcript, repr(session) and aiosmtpd's log.
+    caplog.set_level(logging.DEBUG, logger="mail.log")
+    sink = smtpsink_factory(auth={"ann": "Zq9-Secret-Pw"}, auth_plaintext=True)
+    token = base64.b64encode(b"user=ann\x01auth=Bearer Zq9-Secret-Pw\x01\x01")
+    line = lead.encode("latin-1" if lead == "\xff" else "utf-8") + b"AUTH XOAUTH2 "
+    with socket.create_connection((sink.host, sink.port), timeout=10) as client:
+        replies = client.makefile("rb")
+        replies.readline()
+        for sent in (b"EHLO c", line + token, b"QUIT"):
+            client.sendall(sent + b"\r\n")
+            while replies.readline()[3:4] == b"-":
+                pass
+        replies.close()
+    sink.wait_until(lambda: sink.sessions[0].end is not None)
+    session = sink.sessions[0]
+    shown = session.format_transcript() + repr(session) + str(session) + caplog.text
+    assert token.decode() not in shown
+    assert "Zq9-Secret-Pw" not in shown
+    assert "AUTH XOAUTH2 ****" in session.format_transcript()
+
+
 @pytest.mark.parametrize(
     ("lead", "shown"),
     [(" ", " "), ("\t", "\\x09"), ("\u00a0", "\\u00a0"), ("\u3000", "\\u3000")],
