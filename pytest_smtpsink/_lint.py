@@ -1353,9 +1353,27 @@ def hides_its_value(value: str) -> bool:
     words = encoded_words(bare)
     if not words:
         return False
+    # Python encodes only the long word: "<mailto:...>, =?utf-8?q?=3Chttps..."
+    # keeps a plain <...> beside the hidden one.
+    if any(_holds_angle(bare[start:end]) for start, end, _, _ in words):
+        return True
     for start, end, _, _ in reversed(words):
         bare = bare[:start] + bare[end:]
     return "<" not in bare
+
+
+def _holds_angle(word: str) -> bool:
+    """Whether an encoded word's text holds a ``<`` or ``>``: part of a
+    ``<...>`` value, where no name has them."""
+    try:
+        pieces = email.header.decode_header(word)
+    except Exception:  # a word it cannot read: lint says so elsewhere
+        return False
+    return any(
+        b"<" in piece or b">" in piece
+        for piece, _ in pieces
+        if isinstance(piece, bytes)
+    )
 
 
 #: Why a long header comes out encoded, and how not to: also the

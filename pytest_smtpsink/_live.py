@@ -282,7 +282,8 @@ async function ask(path, options) {
   try {
     response = await fetch(path, options);
   } catch (error) {
-    lost.hidden = false;
+    // A request given up (its 30 s bound) is no sign of the sink away.
+    if (error.name !== "TimeoutError") lost.hidden = false;
     throw error;
   }
   if (stream !== null && stream.readyState === EventSource.OPEN) {
@@ -320,13 +321,24 @@ async function refresh() {
   try {
     do {
       refreshAgain = false;
-      // Bounded: one request that never ended froze the list for good.
-      const response = await ask("/fragments/list", { signal: AbortSignal.timeout(30000) });
-      draw(await response.text());
+      try {
+        const response = await ask("/fragments/list", bounded());
+        draw(await response.text());
+      } catch (error) {
+        // Given up or failed (the banner says when the sink is away): the
+        // next change asks again, and one that came meanwhile at once.
+      }
     } while (refreshAgain);
   } finally {
     refreshing = false;
   }
+}
+
+// Bounded where the browser can: one request that never ended froze the
+// list for good.
+function bounded() {
+  return typeof AbortSignal.timeout === "function"
+    ? { signal: AbortSignal.timeout(30000) } : {};
 }
 
 // The first message line in sight of a list scrolled down, and how far

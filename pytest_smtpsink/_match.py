@@ -787,11 +787,12 @@ def _undecodable_header_hints(
 
 
 def _not_ascii(wanted: object) -> bool:
-    """Whether ``wanted`` is text (or a pattern) with a character past
-    ASCII: what raw 8-bit header bytes could have kept from matching."""
+    """Whether raw 8-bit header bytes could have kept ``wanted`` from
+    matching: text with a character past ASCII, or any pattern (whose
+    ``\\xf6`` or ``\\w`` may be meant for one)."""
     if isinstance(wanted, re.Pattern):
-        wanted = wanted.pattern
-    return isinstance(wanted, (str, bytes)) and not wanted.isascii()
+        return True
+    return isinstance(wanted, str) and not wanted.isascii()
 
 
 def _attachment_case_hints(

@@ -227,8 +227,8 @@ def parse_upstream(url: str) -> Upstream:
         # browsers do): "an\r\nn" logged in as "ann". Not quoted: it may
         # be in the password.
         raise ValueError(
-            "the URL has a control character (a tab or a line break, which "
-            "urllib would drop): percent-encode it where it belongs"
+            "the URL has a control character (urllib would drop a tab or a "
+            "line break): percent-encode it where it belongs"
         )
     try:
         parts = urllib.parse.urlsplit(url.strip())

@@ -584,6 +584,10 @@ def test_a_header_sent_in_raw_latin_1_gets_a_hint_with_its_bytes(
     with pytest.raises(AssertionError) as caught:
         smtpsink.assert_sent(subject="Hello")
     assert "not UTF-8" not in str(caught.value)
+    # A pattern written in ASCII may be meant for such text: it gets it.
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(subject=re.compile(r"^Gr\xfc\xdfe"))
+    assert "Subject header has bytes that are not UTF-8" in str(caught.value)
     # A predicate is never run by a hint; the bytes are kept as sent.
     with pytest.raises(AssertionError) as caught:
         smtpsink.assert_sent(subject=lambda subject: subject == "Gr\u00fc\u00dfe")

@@ -697,6 +697,16 @@ def test_addresses_with_commas_or_in_names_and_comments_are_fine(
         (b"List-Id: =?utf-8?q?News_list_=3Cnews=2Eshop=2Eexample=3E?=", True),
         (b"In-Reply-To: =?utf-8?q?=3Ca=40shop=2Eexample=3E?=", True),
         (b"List-Unsubscribe-Post: =?utf-8?q?List-Unsubscribe=3DOne-Click?=", True),
+        # Python encodes only the long word: a plain <...> beside it.
+        (
+            b"List-Unsubscribe: <mailto:u@shop.example>,\r\n"
+            b" =?utf-8?q?=3Chttps=3A//shop=2Eexample/u/abc=3E?=",
+            True,
+        ),
+        (
+            b"References: <a@shop.example>\r\n =?utf-8?q?=3Cb=40shop=2Eexample=3E?=",
+            True,
+        ),
         # An encoded name (List-Id's, In-Reply-To's obsolete phrase) or
         # comment beside its <...> is allowed.
         (b"List-Id: =?utf-8?q?Caf=C3=A9_news?= <news.shop.example>", False),

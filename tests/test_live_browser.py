@@ -914,3 +914,36 @@ def test_new_mail_keeps_the_line_in_sight_of_a_list_scrolled_down(
     wait.until(lambda d: d.find_element(By.ID, "count").text == "66")
     assert driver.execute_script(place, "66") < driver.execute_script(place, "65")
     assert abs(driver.execute_script(place, "66")) < 100
+
+
+def test_a_filtered_list_scrolled_down_keeps_its_line_in_place(
+    driver: WebDriver, view: Live
+) -> None:
+    # Lines the filter hides took room while the place was kept, and the
+    # line in sight moved when they came (helper-205's test).
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    for n in range(1, 121):
+        view.send(f"{'odd' if n % 2 else 'even'} Message {n}")
+    driver.set_window_size(1200, 700)
+    driver.get(view.url + "/")
+    wait = WebDriverWait(driver, TIMEOUT)
+    wait.until(lambda d: d.find_element(By.ID, "count").text == "120")
+    driver.find_element(By.ID, "filter").send_keys("odd")
+    wait.until(lambda d: d.find_element(By.ID, "count").text == "60 of 120")
+    place = (
+        "const list = document.getElementById('list');"
+        'const line = list.querySelector(`a[data-id="${arguments[0]}"]`);'
+        "return Math.round(line.getBoundingClientRect().top"
+        " - list.getBoundingClientRect().top);"
+    )
+    driver.execute_script(
+        "document.querySelector('#list a[data-id=\"41\"]').scrollIntoView();"
+    )
+    before = driver.execute_script(place, "41")
+    assert abs(before) <= 1
+    for n in range(121, 141):
+        view.send(f"even Message {n}")  # hidden by the filter
+    wait.until(lambda d: d.find_element(By.ID, "count").text == "60 of 140")
+    assert abs(driver.execute_script(place, "41") - before) <= 1
