@@ -463,7 +463,7 @@ def _unsubscribe_problems(
                     f"the DKIM signature of d={signature.domain} does not cover "
                     f"{' and '.join(missing)} (add "
                     f"{'them' if len(missing) > 1 else 'it'} to h=); RFC 8058 "
-                    "asks that a valid signature cover them",
+                    f"asks that a valid signature cover {'them' if len(missing) > 1 else 'it'}",
                     header=missing[0],
                 )
             )

@@ -431,8 +431,8 @@ def verify(raw: bytes, received: float | None = None) -> tuple[DkimResult, ...]:
                 # against a From added above the signed one): "a signed
                 # header changed" sent the reader looking for a change.
                 said = (
-                    f"the message has {froms} From headers and h= names from "
-                    f"{signed_froms} time(s): dkimpy, as verifiers that guard "
+                    f"the message has {froms} From headers and h= signs "
+                    f"{signed_froms} of them: dkimpy, as verifiers that guard "
                     "against a From added above the signed one (RFC 6376 8.15), "
                     "fails a signature that leaves a From unsigned; a message "
                     "has one From (RFC 5322 3.6)"

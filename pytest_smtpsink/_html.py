@@ -1561,7 +1561,7 @@ def pytest_html_extras(
             elif record["html"] is not None:
                 shown = (
                     '<p class="note">HTML part not rendered: a report renders '
-                    f"the first {FRAMES_IN_INDEX} of a run (the index.html of "
+                    f"the first {FRAMES_IN_INDEX} of a run, of each xdist worker (the index.html of "
                     "--smtpsink-save-dir shows every one)"
                     + (
                         ". Its text part:</p>"

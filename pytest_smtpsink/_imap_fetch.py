@@ -776,15 +776,7 @@ def _params(params: list[tuple[str, str]], default_charset: bool = False) -> byt
         items.append(("charset", "us-ascii"))
     if not items:
         return b"NIL"
-    return (
-        b"("
-        + b" ".join(quote(_no_nul(n)) + b" " + quote(_no_nul(v)) for n, v in items)
-        + b")"
-    )
-
-
-def _no_nul(text: str) -> str:
-    return text.replace("\0", "\ufffd")
+    return b"(" + b" ".join(quote(n) + b" " + quote(v) for n, v in items) + b")"
 
 
 def _disposition(part: Part) -> bytes:

@@ -893,7 +893,8 @@ def quote(value: bytes | str) -> bytes:
     return b"{%d}\r\n" % len(data) + data
 
 
-#: How a NUL that no IMAP string may hold is written: U+FFFD, as Dovecot.
+#: How a NUL in a header value (ENVELOPE, BODYSTRUCTURE) is written:
+#: U+FFFD, as Dovecot (a body literal's is 0x80: `_imap_fetch._literal`).
 NUL_WRITTEN = "\ufffd".encode()
 
 

@@ -398,7 +398,9 @@ function applyFilter() {
       /^#[0-9]+$/.test(word) ? word === "#" + id : text.includes(word));
     if (!item.hidden) ++shown;
   }
-  count.textContent = words.length ? `${shown} of ${items.length}` : items.length;
+  // Written only when it changed: a screen reader announces each write.
+  const said = words.length ? `${shown} of ${items.length}` : `${items.length}`;
+  if (count.textContent !== said) count.textContent = said;
 }
 filter.addEventListener("input", applyFilter);
 
@@ -764,7 +766,7 @@ def live_page() -> str:
         '<input id="filter" type="search" placeholder="Filter" '
         'aria-label="Filter: words of the subject, sender or recipients">'
         # Announced (politely) to a screen reader: new mail is the news.
-        '<span role="status" aria-live="polite"><span id="count">0</span> '
+        '<span role="status"><span id="count">0</span> '
         "message(s)</span>"
         f'<span class="zone">times UTC{zone[:3]}:{zone[3:]}</span>'
         '<span id="paused" hidden>Live updates paused: too many pages open '

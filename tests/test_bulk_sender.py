@@ -136,7 +136,7 @@ def test_each_rule_is_reported(tls_sink: Mailbox, change: dict, code: str) -> No
             {"sign": (*SIGNED, b"list-unsubscribe")},
             "the DKIM signature of d=shop.example does not cover "
             "List-Unsubscribe-Post (add it to h=); RFC 8058 asks that a valid "
-            "signature cover them",
+            "signature cover it",
         ),
     ],
 )

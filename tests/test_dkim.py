@@ -731,8 +731,6 @@ def test_a_name_with_an_empty_label_is_not_verified(
     # it verified and aligned here; receivers look up a name no resolver
     # takes ("s1._domainkey.shop.example..") and find no key.
     key = smtpsink.dkim_key("shop.example")
-    if domain == b"shop..example":
-        key = smtpsink.dkim_key("shop.example", selector="s1")
     message = make_message(sender="noreply@shop.example")
     raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
     signature = dkim.sign(raw, selector, domain, key.encode())
@@ -753,7 +751,7 @@ def test_a_from_more_than_h_names_is_said_so(smtpsink: Mailbox) -> None:
     [result] = smtpsink.assert_sent().dkim
     assert result.verified is False
     assert result.reason == (
-        "the message has 2 From headers and h= names from 1 time(s): dkimpy, as "
+        "the message has 2 From headers and h= signs 1 of them: dkimpy, as "
         "verifiers that guard against a From added above the signed one (RFC "
         "6376 8.15), fails a signature that leaves a From unsigned; a message "
         "has one From (RFC 5322 3.6)"

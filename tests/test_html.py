@@ -1283,8 +1283,9 @@ def test_many(smtpsink):
     assert len(extras) == 42
     assert ["<iframe" in extra for extra in extras] == [True] * 40 + [False] * 2
     assert (
-        "HTML part not rendered: a report renders the first 40 of a run (the "
-        "index.html of --smtpsink-save-dir shows every one); it has no text part."
+        "HTML part not rendered: a report renders the first 40 of a run, of each "
+        "xdist worker (the index.html of --smtpsink-save-dir shows every one); it "
+        "has no text part."
     ) in extras[40]
 
 

@@ -199,7 +199,7 @@ def test_the_page_says_the_zone_of_its_times_and_announces_the_count(
     assert status == 200
     page = body.decode()
     assert '<span class="zone">times UTC+05:30</span>' in page
-    assert '<span role="status" aria-live="polite"><span id="count">' in page
+    assert '<span role="status"><span id="count">' in page
 
 
 def test_a_messages_own_page_is_named_by_it_and_links_the_list(
