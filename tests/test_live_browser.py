@@ -878,6 +878,16 @@ def test_a_burst_of_mail_asks_for_the_list_one_request_at_a_time(
     assert len(spans) < 300
 
 
+#: Where a message's line is (its number the argument), in pixels below
+#: the list's top edge.
+LINE_PLACE = (
+    "const list = document.getElementById('list');"
+    'const line = list.querySelector(`a[data-id="${arguments[0]}"]`);'
+    "return Math.round(line.getBoundingClientRect().top"
+    " - list.getBoundingClientRect().top);"
+)
+
+
 def test_new_mail_keeps_the_line_in_sight_of_a_list_scrolled_down(
     driver: WebDriver, view: Live
 ) -> None:
@@ -892,28 +902,23 @@ def test_new_mail_keeps_the_line_in_sight_of_a_list_scrolled_down(
     driver.get(view.url + "/")
     wait = WebDriverWait(driver, TIMEOUT)
     wait.until(lambda d: d.find_element(By.ID, "count").text == "60")
-    # Where a message's line is, in pixels below the list's top edge.
-    place = (
-        "const list = document.getElementById('list');"
-        'const line = list.querySelector(`a[data-id="${arguments[0]}"]`);'
-        "return Math.round(line.getBoundingClientRect().top"
-        " - list.getBoundingClientRect().top);"
-    )
     driver.execute_script(
         "document.querySelector('#list a[data-id=\"30\"]').scrollIntoView();"
     )
-    before = driver.execute_script(place, "30")
+    before = driver.execute_script(LINE_PLACE, "30")
     assert abs(before) <= 1
     for n in range(61, 66):
         view.send(f"Message {n}")
     wait.until(lambda d: d.find_element(By.ID, "count").text == "65")
-    assert abs(driver.execute_script(place, "30") - before) <= 1
+    assert abs(driver.execute_script(LINE_PLACE, "30") - before) <= 1
     # At the top, the newest comes into sight, as before.
     driver.execute_script("document.getElementById('list').scrollTop = 0;")
     view.send("Message 66")
     wait.until(lambda d: d.find_element(By.ID, "count").text == "66")
-    assert driver.execute_script(place, "66") < driver.execute_script(place, "65")
-    assert abs(driver.execute_script(place, "66")) < 100
+    assert driver.execute_script(LINE_PLACE, "66") < driver.execute_script(
+        LINE_PLACE, "65"
+    )
+    assert abs(driver.execute_script(LINE_PLACE, "66")) < 100
 
 
 def test_a_filtered_list_scrolled_down_keeps_its_line_in_place(
@@ -932,18 +937,12 @@ def test_a_filtered_list_scrolled_down_keeps_its_line_in_place(
     wait.until(lambda d: d.find_element(By.ID, "count").text == "120")
     driver.find_element(By.ID, "filter").send_keys("odd")
     wait.until(lambda d: d.find_element(By.ID, "count").text == "60 of 120")
-    place = (
-        "const list = document.getElementById('list');"
-        'const line = list.querySelector(`a[data-id="${arguments[0]}"]`);'
-        "return Math.round(line.getBoundingClientRect().top"
-        " - list.getBoundingClientRect().top);"
-    )
     driver.execute_script(
         "document.querySelector('#list a[data-id=\"41\"]').scrollIntoView();"
     )
-    before = driver.execute_script(place, "41")
+    before = driver.execute_script(LINE_PLACE, "41")
     assert abs(before) <= 1
     for n in range(121, 141):
         view.send(f"even Message {n}")  # hidden by the filter
     wait.until(lambda d: d.find_element(By.ID, "count").text == "60 of 140")
-    assert abs(driver.execute_script(place, "41") - before) <= 1
+    assert abs(driver.execute_script(LINE_PLACE, "41") - before) <= 1
