@@ -546,7 +546,7 @@ def _subject(message: Message) -> str | None:
 
 def _spaced(subject: str | None) -> str | None:
     """A subject as a line shows it: a folded header's tab is white space,
-    not the control character ``\t`` (the message's headers keep it)."""
+    not the control character ``\\t`` (the message's headers keep it)."""
     return subject.replace("\t", " ") if subject else subject
 
 

@@ -54,7 +54,7 @@ INVISIBLE_START = re.compile(
 def visible_start(line: str) -> str:
     """A client's line as the transcript shows it (masked and printable
     already) with the invisible characters before its first word written
-    as escapes: ``\ufeffNOOP``, a byte order mark an editor put there,
+    as escapes: ``\\ufeffNOOP``, a byte order mark an editor put there,
     was shown as ``NOOP`` refused with a 500."""
     if line.isascii():
         return line
