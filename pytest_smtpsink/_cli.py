@@ -1354,7 +1354,7 @@ class _Runner:
                 f"stopping: waiting for the relay's upstream (up to {timeout:g} s "
                 "per step; Ctrl-C again quits at once)"
             )
-        self.sink.stop()
+        self._stop_awake(wake_up)
         if self.reporter.live is not None:
             self.reporter.live.stop()
         self.reporter.finish()
@@ -1368,6 +1368,37 @@ class _Runner:
         # out of main(), once the handlers are set back).
         self.reporter.close_output()
         return 0
+
+    def _stop_awake(self, wake_up: _WakeUp) -> None:
+        """Stop the sink on a thread of its own while this one waits on
+        `wake_up`: the stop may wait for the relay's upstream (minutes), and
+        a second signal the kernel gave another thread ran its handler only
+        once this thread ran Python again, after that wait. Any signal's
+        byte (`signal.set_wakeup_fd`) wakes this thread, and it runs the
+        handler, which quits at once."""
+        failures: list[BaseException] = []
+        # Set before the byte that says so: a wait that read that byte with
+        # others finds it set (the thread itself may still be alive then).
+        stopped = threading.Event()
+
+        def stop() -> None:
+            try:
+                self.sink.stop()
+            except BaseException as error:  # raised here, on the main thread
+                failures.append(error)
+            finally:
+                stopped.set()
+                wake_up.now()
+
+        stopper = threading.Thread(target=stop, name="smtpsink-stop", daemon=True)
+        stopper.start()
+        while not stopped.is_set():
+            wake_up.clear()
+            if not stopped.is_set():
+                wake_up.wait()
+        stopper.join()
+        if failures:
+            raise failures[0]
 
     def _start_reading(self) -> list[ReadSideEndpoint] | None:
         """Start the POP3 and IMAP servers asked for, on the sink's bound

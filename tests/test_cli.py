@@ -281,6 +281,59 @@ def test_sighup_stops_cleanly_and_removes_the_ca() -> None:
     assert not ca_file.parent.exists()
 
 
+class OtherThreadSignalSink(Sink):
+    """A sink with a thread of its own that, once the file named by
+    ``SMTPSINK_TEST_SIGNAL_FILE`` exists, sends SIGINT to itself: a signal
+    the kernel hands to a thread other than the main one, as it may."""
+
+    command = (
+        "-c",
+        "import os, runpy, signal, threading, time\n"
+        "def later():\n"
+        "    path = os.environ['SMTPSINK_TEST_SIGNAL_FILE']\n"
+        "    while not os.path.exists(path):\n"
+        "        time.sleep(0.01)\n"
+        "    signal.pthread_kill(threading.get_ident(), signal.SIGINT)\n"
+        "threading.Thread(target=later, daemon=True).start()\n"
+        "runpy.run_module('pytest_smtpsink', run_name='__main__')\n",
+    )
+
+
+@stops_with_signals
+def test_a_second_signal_to_another_thread_quits_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The main thread waited in the stop for the relay's upstream (up to
+    # --relay-timeout) and ran the second signal's handler only after it,
+    # when the kernel had handed the signal to another thread: under load,
+    # "Ctrl-C again quits at once" took minutes.
+    trigger = tmp_path / "second-signal"
+    monkeypatch.setenv("SMTPSINK_TEST_SIGNAL_FILE", str(trigger))
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # never greets
+        port = silent.getsockname()[1]
+        sink = OtherThreadSignalSink(
+            "--relay", f"smtp://127.0.0.1:{port}", "--relay-to", ".*",
+            "--relay-timeout", "300",
+        )  # fmt: skip
+        try:
+            with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+                smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+            sink.expect(r"^message #1 ")
+            silent.settimeout(TIMEOUT)
+            accepted, _ = silent.accept()
+            with accepted:
+                sink.proc.send_signal(signal.SIGINT)
+                sink.expect(r"^stopping: ")
+                trigger.touch()
+                sink.finish()
+        finally:
+            if sink.proc.poll() is None:  # a hang: the failure is finish()'s
+                sink.proc.kill()
+                sink.finish()
+    assert sink.proc.returncode == -signal.SIGINT
+    assert "smtpsink: stopped at once" in sink.stderr
+
+
 class NohupSink(Sink):
     """A sink started with SIGHUP ignored, as nohup starts it."""
 
