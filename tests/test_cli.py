@@ -281,6 +281,29 @@ def test_sighup_stops_cleanly_and_removes_the_ca() -> None:
     assert not ca_file.parent.exists()
 
 
+@contextlib.contextmanager
+def stopping_with_a_relay_in_flight(
+    sink: Sink, upstream: socket.socket
+) -> Iterator[None]:
+    """Send ``sink`` a message its relay takes to ``upstream`` (a server
+    that never greets), stop it with a first SIGINT while that relay waits,
+    and let the caller send the second signal; then wait for the end."""
+    with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+        smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
+    sink.expect(r"^message #1 ")
+    # The relay's connection, taken: it is in flight, waiting for a
+    # greeting, when the first signal comes. Before, under load, the
+    # message could still be queued then: stopping failed it at once and
+    # the sink ended before the second signal.
+    upstream.settimeout(TIMEOUT)
+    accepted, _ = upstream.accept()
+    with accepted:
+        sink.proc.send_signal(signal.SIGINT)
+        sink.expect(r"^stopping: ")
+        yield
+        sink.finish()
+
+
 class OtherThreadSignalSink(Sink):
     """A sink with a thread of its own that, once the file named by
     ``SMTPSINK_TEST_SIGNAL_FILE`` exists, sends SIGINT to itself: a signal
@@ -316,16 +339,8 @@ def test_a_second_signal_to_another_thread_quits_at_once(
             "--relay-timeout", "300",
         )  # fmt: skip
         try:
-            with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
-                smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
-            sink.expect(r"^message #1 ")
-            silent.settimeout(TIMEOUT)
-            accepted, _ = silent.accept()
-            with accepted:
-                sink.proc.send_signal(signal.SIGINT)
-                sink.expect(r"^stopping: ")
+            with stopping_with_a_relay_in_flight(sink, silent):
                 trigger.touch()
-                sink.finish()
         finally:
             if sink.proc.poll() is None:  # a hang: the failure is finish()'s
                 sink.proc.kill()
@@ -373,20 +388,8 @@ def test_a_second_signal_quits_at_once_and_removes_the_ca(
             "--relay-to", ".*", "--relay-timeout", "300",
         )  # fmt: skip
         ca_file = Path(sink.in_banner(r"CA certificate for clients to trust: (.+)")[1])
-        with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
-            smtp.sendmail("app@example.com", ["ann@example.com"], RAW)
-        sink.expect(r"^message #1 ")
-        # The relay's connection, taken: it is in flight, waiting for a
-        # greeting, when the first signal comes. Before, under load, the
-        # message could still be queued then: stopping failed it at once
-        # and the sink ended before the second signal.
-        silent.settimeout(TIMEOUT)
-        accepted, _ = silent.accept()
-        with accepted:
+        with stopping_with_a_relay_in_flight(sink, silent):
             sink.proc.send_signal(signal.SIGINT)
-            sink.expect(r"^stopping: ")
-            sink.proc.send_signal(signal.SIGINT)
-            sink.finish()
     assert sink.proc.returncode == -signal.SIGINT  # a shell says 130
     # The message whose relay it cut off is named: its .eml is to resend.
     assert (
