@@ -92,7 +92,7 @@ from ._mailstore import (
 from ._message import Envelope, Message
 from ._readside import BUGS_IN_A_ROW, Closed, ReadSideConnection, ReadSideServer
 from ._session import AuthInfo, Exchange, ExchangeKind, IMAPExchange
-from ._text import plural, printable, printable_sent, shorten
+from ._text import plural, printable, printable_sent, shorten, visible_start
 
 if TYPE_CHECKING:
     from ._faults import Faults
@@ -1141,7 +1141,14 @@ class _Connection(ReadSideConnection):
     def _shown_command(
         self, parts: list[str], command: Command | None, tag: str | None
     ) -> str:
-        text = "".join(parts)
+        # An invisible character before the first word (a byte order mark,
+        # a no-break space) written as an escape, as SMTP and POP3 do: it is
+        # why the line has no tag, or no command a reader would see.
+        return visible_start(self._masked_command("".join(parts), command, tag))
+
+    def _masked_command(
+        self, text: str, command: Command | None, tag: str | None
+    ) -> str:
         if _secret_tag(tag) and (command is None or command.name not in COMMANDS):
             # "LOGIN ann pw" without a tag: LOGIN reads as the tag, and what
             # follows it is the login's (a known command after such a tag
@@ -1175,7 +1182,8 @@ class _Connection(ReadSideConnection):
             # follow it.
             words = text.split(None, 1)
             if len(words) == 2:
-                return f"{printable_sent(words[0])} ****"
+                lead = text[: len(text) - len(text.lstrip())]
+                return f"{printable_sent(lead + words[0])} ****"
             if len(words) == 1 and tag is not None:
                 # A word alone after the tag ("a1 <password>"): perhaps a
                 # password, which no table names if it is a wrong one.

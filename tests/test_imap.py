@@ -818,6 +818,36 @@ def test_auth_table_is_enforced_and_failures_recorded(
     assert f"LOGIN {USER} ****" in text
 
 
+def test_an_invisible_mark_before_a_line_or_its_command_is_shown(
+    smtpsink: Mailbox,
+) -> None:
+    # A no-break space before the tag (a line copied from a web page) was
+    # dropped: "C: a1 ****" answered "No valid tag". A zero-width space
+    # before a verb read as nothing. Written as escapes, as SMTP and POP3
+    # write them.
+    address = (smtpsink.imap.host, smtpsink.imap.port)
+    with socket.create_connection(address, 30) as s, s.makefile("rwb") as stream:
+        lines = [
+            "\xa0a1 NOOP",
+            "\ufeffa2 NOOP",
+            f"a3 \u200bLOGIN {USER} s3cret",
+            "z LOGOUT",
+        ]
+        stream.write("".join(f"{line}\r\n" for line in lines).encode())
+        stream.flush()
+        replies = [line.decode().rstrip("\r\n") for line in stream]
+    assert replies[1:4] == [
+        "* BAD No valid tag: a command is 'tag SP command'",
+        "* BAD No valid tag: a command is 'tag SP command'",
+        "a3 BAD Invalid command name at byte 3",
+    ]
+    shown = smtpsink.sessions[-1].format_transcript()
+    assert "C: \\u00a0a1 ****\n" in shown
+    assert "C: \\ufeffa2 ****\n" in shown
+    assert "C: a3 \\u200bLOGIN****\n" in shown
+    assert "s3cret" not in shown + repr(smtpsink.sessions[-1])
+
+
 def test_authenticate_plain_with_sasl_ir_and_continuation(smtpsink: Mailbox) -> None:
     token = base64.b64encode(f"\0{USER}\0top-secret".encode()).decode()
     endpoint = Endpoint("imap", smtpsink.imap.host, smtpsink.imap.port)
