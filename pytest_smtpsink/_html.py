@@ -942,12 +942,18 @@ FAILED_OUTCOMES = ("failed", "error")
 
 
 def render_message(
-    record: MessageRecord, *, open_: bool = False, page_href: str | None = None
+    record: MessageRecord,
+    *,
+    open_: bool = False,
+    page_href: str | None = None,
+    anchor: str | None = None,
 ) -> str:
     """One message: summary, headers, HTML, text, attachments, raw, defects.
-    ``page_href``: its HTML part is not framed here but on that page."""
+    ``page_href``: its HTML part is not framed here but on that page.
+    ``anchor``: its id, for a link to name it."""
+    id_ = f' id="{escape(anchor)}"' if anchor is not None else ""
     parts = [
-        f'<details class="message"{" open" if open_ else ""}>'
+        f'<details class="message"{id_}{" open" if open_ else ""}>'
         f"<summary>{summary_html(record['summary'])}</summary>",
         '<dl class="envelope">'
         f"<dt>Envelope from</dt><dd>{escape(record['mail_from'] or '<>')}</dd>"
@@ -1183,20 +1189,42 @@ def _natural(text: str) -> list[tuple[int, str]]:
     ]
 
 
+#: The id of index.html's contents, which each test's section links back to.
+CONTENTS_ID = "contents"
+
+
 def _anchors(tests: Sequence[TestRecord]) -> list[str]:
     """The ids of the tests' sections: each directory's name (each run of a
     test has its own), an id a link can name from one run to the next; a
     last run listed without a directory of its own gets a number after."""
-    seen: set[str] = set()
-    anchors = []
-    for test in tests:
-        anchor, number = test["directory"], 1
-        while anchor in seen:
+    return _unique([test["directory"] for test in tests], taken={CONTENTS_ID})
+
+
+def _message_anchors(section: str, messages: Sequence[MessageRecord]) -> list[str]:
+    """The ids of a test's messages: its section's, a slash (which no
+    directory's name holds) and the message's number, ``test_x/14``; a
+    number after when two sinks of the test numbered theirs alike."""
+    return _unique([f"{section}/{message['number']}" for message in messages])
+
+
+def _unique(names: Sequence[str], taken: Collection[str] = ()) -> list[str]:
+    """``names``, each made unique with a number after it: ``x``, ``x-2``."""
+    seen = set(taken)
+    unique = []
+    for name in names:
+        candidate, number = name, 1
+        while candidate in seen:
             number += 1
-            anchor = f"{test['directory']}-{number}"
-        seen.add(anchor)
-        anchors.append(anchor)
-    return anchors
+            candidate = f"{name}-{number}"
+        seen.add(candidate)
+        unique.append(candidate)
+    return unique
+
+
+def _fragment(anchor: str) -> str:
+    """``#anchor`` for an href: percent-encoded (a test id's ``[``), its
+    slashes kept."""
+    return "#" + urllib.parse.quote(anchor, safe="/")
 
 
 def render_index(
@@ -1250,11 +1278,11 @@ def render_index(
         # Where each is, and an id per test to link to (a CI log, a
         # colleague): its directory's name, unique in the run.
         body.append(
-            f'<details class="contents" open><summary>{len(ordered)} test(s)'
-            "</summary><ul>"
+            f'<details class="contents" id="{CONTENTS_ID}" open><summary>'
+            f"{len(ordered)} test(s)</summary><ul>"
             + "".join(
-                f'<li class="{escape(test["outcome"])}"><a href="#'
-                f'{escape(urllib.parse.quote(anchor, safe=""))}">'
+                f'<li class="{escape(test["outcome"])}">'
+                f'<a href="{escape(_fragment(anchor))}">'
                 f'<span class="outcome">{escape(test["outcome"])}</span> '
                 f"{escape(test['nodeid'])}{_worker(test)}{_attempt(test)}</a>"
                 + (
@@ -1289,30 +1317,42 @@ def render_index(
                 "--smtpsink-save=all saves passing runs too.</p>"
             )
         )
-        for message in test["messages"]:
+        mail = test["messages"]
+        for message, message_anchor in zip(
+            mail, _message_anchors(anchor, mail), strict=True
+        ):
             page_href = None
             if pages is not None and message["html"] is not None:
                 if frames < FRAMES_IN_INDEX:
                     frames += 1
                 else:
                     page_href = _message_page_href(test, message)
+                    up = "../" * page_href.count("/")
+                    back = f"{up}index.html{_fragment(message_anchor)}"
                     pages[page_href] = page(
                         f"{test['nodeid']}: message {message['number']}",
                         f"<h1>{escape(test['nodeid'])}</h1>"
-                        + render_message(
-                            _seen_from(message, "../" * page_href.count("/")),
-                            open_=True,
-                        ),
+                        f'<p class="note"><a href="{escape(back)}">Back to '
+                        "index.html</a></p>"
+                        + render_message(_seen_from(message, up), open_=True),
                     )
             body.append(
                 render_message(
-                    message, open_=len(test["messages"]) == 1, page_href=page_href
+                    message,
+                    open_=len(mail) == 1,
+                    page_href=page_href,
+                    anchor=message_anchor,
                 )
             )
         body.extend(
             render_session(session, number)
             for number, session in enumerate(test["sessions"], 1)
         )
+        if mail or test["sessions"]:
+            # Past its mail, which may be long: the way back up.
+            body.append(
+                f'<p class="note"><a href="#{CONTENTS_ID}">Back to the contents</a></p>'
+            )
         body.append("</section>")
     # One main landmark: a screen reader's "skip to content" lands there.
     return page("Captured email", "<main>" + "".join(body) + "</main>")

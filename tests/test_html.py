@@ -20,7 +20,7 @@ from pathlib import Path
 
 import browser
 import pytest
-from conftest import make_message
+from conftest import Factory, make_message
 
 from pytest_smtpsink import Mailbox, _html, _report
 
@@ -1004,6 +1004,37 @@ def test_the_index_lists_its_tests_in_natural_order_with_links() -> None:
     assert [urllib.parse.unquote(link) for link in links] == [
         anchor for _, anchor in headings
     ]
+
+
+def test_each_message_has_an_id_and_each_page_a_way_back(
+    smtpsink_factory: Factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only a test's section could be linked to ("look at message #14 of
+    # test_x" in a CI comment could not), the sections had no way back to
+    # the contents, and a message's own page linked nowhere but its .eml.
+    sinks = [smtpsink_factory(hostname=f"{name}.ids.test") for name in ("a", "b")]
+    for sink in sinks:
+        with smtplib.SMTP(sink.host, sink.port) as client:
+            client.send_message(make_message(subject="Hi", html="<p>Hi</p>"))
+        sink.wait_for()
+    assert [sink.messages[0].number for sink in sinks] == [1, 1]
+    monkeypatch.setattr(_html, "FRAMES_IN_INDEX", 1)
+    index = save_index(sinks[0], tmp_path / "mail", "t.py::test_x[7]", more=sinks[1:])
+    markup = index.read_text("utf-8")
+    [section] = re.findall(r'<section class="test failed" id="([^"]+)">', markup)
+    # Two sinks of the test numbered theirs alike: the second is told apart.
+    assert re.findall(r'<details class="message" id="([^"]+)"', markup) == [
+        f"{section}/1",
+        f"{section}/1-2",
+    ]
+    assert '<details class="contents" id="contents" open>' in markup
+    assert markup.count('<a href="#contents">Back to the contents</a>') == 1
+    # The second's HTML part is on a page of its own, which links back to it.
+    [href] = re.findall(r'Rendered on <a href="([^"]+)">a page of its own', markup)
+    own_page = (index.parent / urllib.parse.unquote(href)).read_text("utf-8")
+    [back] = re.findall(r'<a href="([^"]+)">Back to index.html</a>', own_page)
+    assert back == "../index.html#" + urllib.parse.quote(f"{section}/1-2", safe="/")
+    assert "%5B7%5D" in back
 
 
 PASSED_OUTPUT = FAILING_TESTS.replace(

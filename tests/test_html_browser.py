@@ -453,7 +453,9 @@ def test_the_contents_link_to_each_test_and_its_own_page_shows_the_mail(
 ) -> None:
     """A contents entry of a parametrized test (a ``[`` in its id, sent
     percent-encoded) leads to its section; past the index's frames, a
-    message's own page shows its HTML part in the same frame."""
+    message's own page shows its HTML part in the same frame, and links
+    back to that message in the index, whose sections link up to the
+    contents."""
     import smtplib
 
     from conftest import make_message
@@ -481,3 +483,14 @@ def test_the_contents_link_to_each_test_and_its_own_page_shows_the_mail(
         assert driver.find_element(By.TAG_NAME, "h1").text == "Hi Ann"
     finally:
         driver.switch_to.default_content()
+    # Back to the message in index.html, then up to the contents.
+    driver.find_element(By.LINK_TEXT, "Back to index.html").click()
+    target = driver.execute_script(
+        "return document.querySelector(':target')?.id ?? null"
+    )
+    assert target == f"{directory}/{smtpsink.messages[0].number}"
+    driver.find_element(By.LINK_TEXT, "Back to the contents").click()
+    target = driver.execute_script(
+        "return document.querySelector(':target')?.id ?? null"
+    )
+    assert target == "contents"
