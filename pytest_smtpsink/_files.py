@@ -178,14 +178,20 @@ def put_in_prefix(message: Message) -> str:
     return "append-" if message.session.protocol == "IMAP" else "deliver-"
 
 
-def write_message(
-    directory: Path, number: int, message: Message, prefix: str = ""
-) -> Path:
+def saved_name(message: Message, number: int, prefix: str = "") -> str:
+    """The name ``message`` is saved under as ``number``: the live view's
+    download is named as the ``--save-dir`` file."""
     try:
         subject = message.subject
     except Exception:  # last resort (fields are guarded): the bytes matter
         subject = None
-    path = directory / message_file_name(number, subject, prefix)
+    return message_file_name(number, subject, prefix)
+
+
+def write_message(
+    directory: Path, number: int, message: Message, prefix: str = ""
+) -> Path:
+    path = directory / saved_name(message, number, prefix)
     write_whole(path, message.raw)
     return path
 

@@ -58,6 +58,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _html
+from ._files import saved_name
 from ._listening import readable_now
 from ._session import said_nothing
 from ._text import clock, printable, shorten
@@ -1346,8 +1347,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._send(
                     message.raw,
                     "message/rfc822",
+                    # The name --save-dir gives it: "0001.eml" and "0001 (1).eml"
+                    # from two runs told nothing of what they held.
                     extra={
-                        "Content-Disposition": f'attachment; filename="{message.number:04d}.eml"'
+                        "Content-Disposition": _download_as(
+                            saved_name(message, message.number)
+                        )
                     },
                 )
         elif (

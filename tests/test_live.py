@@ -146,8 +146,12 @@ def test_list_get_raw_and_delete(live: Callable[..., Live]) -> None:
     assert ["To", "Ann <ann@example.com>"] in detail["headers"]
     # The links are those the page shows, and they work.
     assert detail["eml_href"] == f"/api/messages/{second['id']}/raw"
-    status, raw = view.request(detail["eml_href"])
-    assert status == 200
+    with urllib.request.urlopen(view.url + detail["eml_href"], timeout=TIMEOUT) as got:
+        raw = got.read()
+        # Named as --save-dir names it ("0002.eml" said nothing of it).
+        assert got.headers["Content-Disposition"] == (
+            f'attachment; filename="{second["id"]:04d}-Second.eml"'
+        )
     assert raw == b"Subject: Second\r\nTo: Ann <ann@example.com>\r\n\r\nBye.\r\n"
 
     assert view.json("/api/messages", "DELETE") == {"deleted": 2}
