@@ -882,9 +882,17 @@ def quoted_without_domain(value: str) -> str | None:
     bare = uncommented(re.sub(r"\r?\n", "", value))
     if bare is None:
         return None
+    masked = _blank_quoted(bare)
     start = 0
-    for comma in [*(m.start() for m in re.finditer(",", _blank_quoted(bare))), None]:
-        element = bare[start:comma]
+    for comma in [*(m.start() for m in re.finditer(",", masked)), None]:
+        element, blanked = bare[start:comma], masked[start:comma]
+        # A group's member ("Team: "news@shop.example";"): its name and
+        # its closing ';' off, as getaddresses reads it.
+        colon = blanked.find(":")
+        if colon >= 0 and "<" not in blanked[:colon]:
+            element, blanked = element[colon + 1 :], blanked[colon + 1 :]
+        if blanked.rstrip().endswith(";"):
+            element = element[: len(blanked.rstrip()) - 1]
         if _QUOTED_ALONE.fullmatch(element):
             return shorten(element.strip(), 60)
         start = (comma or 0) + 1

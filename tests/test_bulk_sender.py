@@ -238,10 +238,15 @@ def test_a_list_unsubscribe_python_encoded_says_why(tls_sink: Mailbox) -> None:
     assert lint.message.startswith("List-Unsubscribe is RFC 2047-encoded, '=?utf-8?q?")
 
 
-def test_a_quoted_string_alone_as_from_has_no_domain(tls_sink: Mailbox) -> None:
+@pytest.mark.parametrize(
+    "written", ['"news@shop.example"', 'Team: "news@shop.example";']
+)
+def test_a_quoted_string_alone_as_from_has_no_domain(
+    tls_sink: Mailbox, written: str
+) -> None:
     # getaddresses takes the quotes off: news@shop.example, one address,
-    # aligned with d=shop.example, and every rule passed.
-    newsletter(tls_sink, From='"news@shop.example"')
+    # aligned with d=shop.example, and every rule passed (in a group too).
+    newsletter(tls_sink, From=written)
     message = tls_sink.assert_sent()
     [problem] = message.bulk_sender_problems()
     assert (problem.code, problem.header) == ("from-not-single", "From")

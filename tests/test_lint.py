@@ -564,6 +564,12 @@ def test_an_invalid_address_is_shown_as_written(written: bytes, said: str) -> No
             b'bob@example.com, "ann@example.com"',
             " (in 'bob@example.com, \"ann@example.com\"')",
         ),
+        # A group's member, its name and ';' around it: read the same way.
+        (b'Team: "ann@example.com";', " (in 'Team: \"ann@example.com\";')"),
+        (
+            b'Team: bob@example.com, "ann@example.com" ;',
+            " (in 'Team: bob@example.com, \"ann@example.com\" ;')",
+        ),
     ],
 )
 def test_a_quoted_string_alone_is_no_address(written: bytes, context: str) -> None:
