@@ -203,7 +203,6 @@ class DNSServer:
         self._lock = threading.Lock()
         self.rules: tuple[_Rule, ...] = ()
         self._queries: list[DNSQuery] = []
-        self._query_base = 0
         self._numbers = itertools.count(1)
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.base_events.Server | None = None

@@ -473,7 +473,7 @@ class Faults:
 
     def remove(self, which: Callable[[Fault], bool]) -> None:
         """Remove the rules for which ``which(rule)`` is true, then let the
-        server release the connections they hold (`on_removed`)."""
+        server release the connections they hold (`release_with`)."""
         with self.lock:
             gone = tuple(rule for rule in self.rules if which(rule))
             if not gone:

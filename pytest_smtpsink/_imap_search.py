@@ -96,7 +96,7 @@ class _Folder:
 
 @dataclass(frozen=True)
 class Key:
-    """A search key; :func:`evaluate` is what it means."""
+    """A search key; `_Evaluation.matches` is what it means."""
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import calendar
 import dataclasses
 import datetime
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -634,11 +634,6 @@ _SEQ_SET = re.compile(
 )
 
 
-def is_sequence_set(text: str) -> bool:
-    """Whether ``text`` has the syntax of a sequence set."""
-    return _SEQ_SET.fullmatch(text) is not None
-
-
 def parse_sequence_set(arg: Arg | str, tag: str | None = None) -> SequenceSet:
     """Parse ``1:*,3,5:7`` (an atom argument or its text)."""
     text = arg.value if isinstance(arg, Atom) else arg
@@ -967,10 +962,3 @@ def format_fetch(sequence_number: int, items: Iterable[tuple[bytes, bytes]]) -> 
         parts.pop()  # the separator after the last value
     parts.append(b")\r\n")
     return b"".join(parts)
-
-
-def iter_list(arg: Arg, tag: str | None = None) -> Iterator[Arg]:
-    """The items of a parenthesized list; anything else is an error."""
-    if not isinstance(arg, ParenList):
-        raise ImapSyntaxError("expected a parenthesized list", tag)
-    return iter(arg.items)

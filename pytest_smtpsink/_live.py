@@ -222,7 +222,7 @@ class Inbox:
     ) -> int:
         """The version once it differs from ``version`` (or after
         ``timeout``, or when closing, or once ``released`` is set: see
-        `LiveServer.release`): the caller compares."""
+        `LiveServer.add_stream`): the caller compares."""
         with self.changed:
             self.changed.wait_for(
                 lambda: (
@@ -1045,12 +1045,6 @@ class LiveServer(http.server.ThreadingHTTPServer):
                 with contextlib.suppress(OSError):
                     connection.shutdown(socket.SHUT_RDWR)
         self.server_close()  # joins the request threads
-
-    @property
-    def streams(self) -> int:
-        """Event streams open now."""
-        with self.inbox.changed:
-            return len(self._streams)
 
     def add_stream(self) -> threading.Event:
         """A new event stream's release flag; past `max_streams`, the

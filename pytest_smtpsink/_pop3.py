@@ -1,8 +1,8 @@
 """POP3: a complete RFC 1939 server over the recipient mailboxes.
 
 Loop side: `POP3Server` and its connections run on the sink's server thread.
-It is started on first use of ``Mailbox.pop3`` (`endpoint_for`, on the test's
-thread, through ``SMTPSink.attach``) and closed with the sink; it holds the
+It is started on first use of ``Mailbox.pop3`` (`Mailbox._read_side`, on the
+test's thread, through ``SMTPSink.attach``) and closed with the sink; it holds the
 `Store`, never the sink. `POP3Endpoint`, what a test gets, is test side.
 
 What it serves: the INBOX of the user who logs in (a mailbox key, see

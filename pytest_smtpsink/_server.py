@@ -577,7 +577,9 @@ class SMTPSink(Mailbox):
     def clear(self) -> None:
         """Forget everything captured so far, freeing its memory.
 
-        Unlike `Mailbox.clear`, this empties every mailbox of this sink.
+        Unlike `Mailbox.clear`, this empties every recipient's mailbox
+        of this sink (what any `Mailbox` view of it listed is gone too), and
+        ends the POP3 and IMAP sessions open on them, as a new test does.
         """
         super().clear()
         self._store.discard_before(self._cursor, from_sessions=True, new_test=True)

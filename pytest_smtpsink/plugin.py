@@ -608,9 +608,10 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
-        "smtpsink_lint(severity='error', ignore=()): check this test's captured "
+        "smtpsink_lint(severity=None, ignore=()): check this test's captured "
         "mail at teardown as --smtpsink-lint does, at this severity ('off' to "
-        "skip), leaving out the problem codes in ignore.",
+        "skip; by default the run's --smtpsink-lint level, else 'error'), "
+        "leaving out the problem codes in ignore.",
     )
     try:
         settings, timeout = _read_options(config)

@@ -1230,6 +1230,13 @@ def test_the_marker_help_names_every_setting(pytester: pytest.Pytester) -> None:
     (line,) = [x for x in result.outlines if x.startswith("@pytest.mark.smtpsink(")]
     for field in dataclasses.fields(SinkSettings):
         assert f" {field.name}=" in line or f"({field.name}=" in line, field.name
+    # The lint marker's severity defaults to the run's level, not 'error'
+    # (a marker that only ignored a code once set 'error'; its help still did).
+    (line,) = [
+        x for x in result.outlines if x.startswith("@pytest.mark.smtpsink_lint(")
+    ]
+    assert line.startswith("@pytest.mark.smtpsink_lint(severity=None, ignore=()):")
+    assert "by default the run's --smtpsink-lint level, else 'error'" in line
 
 
 def test_runs_are_listed_by_number() -> None:
