@@ -384,24 +384,47 @@ class SMTPSink(Mailbox):
             host, port = server.sockets[0].getsockname()[:2]
             self._bind_address = (host, port)
             self._address = (connect_host, port)
-            if settings.relay is not None:
-                # Only once the port is bound: a failed start leaves no thread.
-                from ._relay import Relayer
-
-                state.relay = Relayer(settings, self._store, f"smtpsink-relay-{port}")
-            # The thread runs the runtime, never this object (see _Runtime).
-            thread = threading.Thread(
-                target=runtime.serve, name=f"smtpsink-{port}", daemon=True
-            )
-            runtime.thread = thread
-            self._loop, self._thread, self._runtime = loop, thread, runtime
-            self._finalizer = weakref.finalize(
-                self, _stop_dropped, runtime, format_address(host, port)
-            )
-            # A sink still running at exit ends with the process, unwarned.
-            self._finalizer.atexit = False
-            thread.start()
+            try:
+                self._start_threads(runtime, port)
+            except BaseException as error:
+                # No thread to be had (a container's limit on processes, many
+                # xdist workers): the port, the loop and a relay thread
+                # started go too, and a stop() later has nothing to do.
+                if self._finalizer is not None:
+                    self._finalizer.detach()
+                self._loop, self._thread, self._runtime = None, None, None
+                runtime.finish()
+                if not isinstance(error, Exception):
+                    raise
+                raise SinkError(
+                    f"cannot start the SMTP sink on {format_address(host, port)}: "
+                    f"{plain_reason(error) if isinstance(error, OSError) else error}"
+                ) from error
         return self
+
+    def _start_threads(self, runtime: _Runtime, port: int) -> None:
+        """Start the server's thread (and the relay's): the rest of `start`,
+        under its lock, once the port is bound."""
+        if self._settings.relay is not None:
+            # Only once the port is bound: a failed start leaves no thread.
+            from ._relay import Relayer
+
+            runtime.state.relay = Relayer(
+                self._settings, self._store, f"smtpsink-relay-{port}"
+            )
+        # The thread runs the runtime, never this object (see _Runtime).
+        thread = threading.Thread(
+            target=runtime.serve, name=f"smtpsink-{port}", daemon=True
+        )
+        runtime.thread = thread
+        self._loop, self._thread, self._runtime = runtime.loop, thread, runtime
+        assert self._bind_address is not None
+        self._finalizer = weakref.finalize(
+            self, _stop_dropped, runtime, format_address(*self._bind_address)
+        )
+        # A sink still running at exit ends with the process, unwarned.
+        self._finalizer.atexit = False
+        thread.start()
 
     def stop(self) -> None:
         """Close every connection, stop the thread and release the port.

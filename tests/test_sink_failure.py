@@ -190,6 +190,43 @@ def test_a_dead_server_thread_says_so_and_why() -> None:
         idle.close()
 
 
+@pytest.mark.parametrize("relay", [False, True])
+def test_a_thread_that_cannot_start_leaves_no_port_or_loop_behind(
+    monkeypatch: pytest.MonkeyPatch, relay: bool
+) -> None:
+    # A container's limit on processes: the start raised RuntimeError, not
+    # SinkError, kept the port and the loop (ResourceWarnings later), and a
+    # stop() then raised "cannot join thread before it is started".
+    import threading
+
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        if thread.name.startswith("smtpsink-") and "relay" not in thread.name:
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    before = {t.name for t in threading.enumerate()}
+    sink = SMTPSink(relay="smtp://127.0.0.1:9", relay_to=".*") if relay else SMTPSink()
+    with pytest.raises(
+        SinkError,
+        match=r"^cannot start the SMTP sink on 127\.0\.0\.1:\d+: "
+        "can't start new thread$",
+    ) as raised:
+        sink.start()
+    monkeypatch.undo()
+    port = int(str(raised.value).split(":")[1])
+    assert not sink.running
+    sink.stop()  # nothing to stop, and says nothing
+    # Its port is free again; no thread of it is left (the relay's neither).
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", port))
+    assert {t.name for t in threading.enumerate()} <= before
+    with pytest.raises(SinkError, match="a stopped sink cannot be restarted"):
+        sink.start()
+
+
 def test_death_during_a_wait_wakes_the_waiter() -> None:
     import threading
 
