@@ -616,6 +616,8 @@ def test_a_listener_may_stop_the_sink_while_another_thread_stops_it(
         pytest.importorskip("uvloop")
     sink = SMTPSink(event_loop=loop_kind).start()
     view = sink.view()
+    loop = sink._loop
+    assert loop is not None
 
     def stop_once_the_client_left() -> None:
         if view.sessions and view.sessions[0].end is not None:
@@ -628,5 +630,4 @@ def test_a_listener_may_stop_the_sink_while_another_thread_stops_it(
         stopper.start()
         stopper.join(30)
     assert not stopper.is_alive(), "stop() hangs"
-    assert sink._loop is not None
-    assert sink._loop.is_closed()
+    assert loop.is_closed()
