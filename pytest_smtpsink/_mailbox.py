@@ -1350,9 +1350,15 @@ class Mailbox(FaultControls):
                     # not connected yet when the check ran.
                     else " Or it sends in the background (a thread, a task "
                     "queue) and has not connected yet: wait for the mail with "
-                    "wait_for(...)."
+                    + (
+                        # wait_for here blocks the loop the sender needs.
+                        "await wait_for_async(...) in a coroutine."
+                        if _in_a_coroutine() == "asyncio"
+                        else "wait_for(...)."
+                    )
                 ),
                 *_django_outbox_hint(self._django_outbox),
+                *_django_on_commit_hint(),
                 *answered,
                 *([] if zone is None else zone._unasked_hint(self._opened_at)),
                 *self._closing_lines(closing),
@@ -1649,6 +1655,41 @@ def _django_outbox_hint(mark: tuple[list[Any], list[Any]] | None) -> list[str]:
         "Django's test runner and pytest-django set it. Override the backend "
         "with the SMTP one and this host and port for the test (EMAIL_BACKEND, "
         "or MAILERS from Django 6.1): see the Recipes page."
+    ]
+
+
+def _django_on_commit_hint() -> list[str]:
+    """When Django holds ``transaction.on_commit`` callbacks that have not
+    run: mail sent from one (the usual "after the row is saved") never goes
+    in a test whose transaction is rolled back, as pytest-django's
+    ``django_db`` and Django's ``TestCase`` do. Looked up, never imported."""
+    db: Any = sys.modules.get("django.db")
+    if db is None:
+        return []
+    try:
+        pending = [
+            func
+            for connection in db.connections.all(initialized_only=True)
+            for _, func, *_ in connection.run_on_commit
+        ]
+    except Exception:  # another Django's insides: no hint rather than an error
+        return []
+    if not pending:
+        return []
+    names = join_shortened(
+        [
+            repr(shorten(getattr(f, "__qualname__", type(f).__name__), 60))
+            for f in pending
+        ]
+    )
+    return [
+        f"Hint: Django holds {plural(len(pending), 'on_commit callback')} that "
+        f"{'has' if len(pending) == 1 else 'have'} not run ({names}): the test's "
+        "transaction is rolled back, never committed (pytest-django's django_db, "
+        "a TestCase), so mail sent from one never goes. Run them with "
+        "django_capture_on_commit_callbacks(execute=True) (pytest-django), "
+        "self.captureOnCommitCallbacks(execute=True) (a TestCase), or use "
+        "django_db(transaction=True): see the Recipes page."
     ]
 
 

@@ -1302,6 +1302,20 @@ async def test_wait_until_async_keeps_the_loop_running(smtpsink: Mailbox) -> Non
 
 
 @pytest.mark.anyio
+async def test_nothing_arrived_in_a_coroutine_advises_the_async_wait(
+    smtpsink: Mailbox,
+) -> None:
+    # It advised wait_for(...), which blocks the loop that the sender's task
+    # needs (and then failed saying so).
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(subject="Welcome")
+    hint = str(caught.value).splitlines()[2]
+    assert hint.endswith(
+        "wait for the mail with await wait_for_async(...) in a coroutine."
+    )
+
+
+@pytest.mark.anyio
 async def test_a_blocking_wait_in_a_coroutine_says_so_when_it_times_out(
     smtpsink: Mailbox,
 ) -> None:

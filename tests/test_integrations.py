@@ -178,6 +178,52 @@ def test_an_earlier_tests_mail_in_djangos_outbox_is_not_named(
     assert "mail.outbox got 1 message in this test ('Again')" in str(failed.value)
 
 
+def test_djangos_on_commit_callbacks_not_run_are_named_in_the_hint(
+    pytester: pytest.Pytester,
+) -> None:
+    # The usual place to send from ("after the row is saved"): under
+    # pytest-django's django_db, or a TestCase, the test's transaction is
+    # rolled back and the callback never runs. The hint pointed at the host
+    # and port, the locmem backend and wait_for, which then timed out.
+    pytest.importorskip("django")
+    pytester.makepyfile(
+        """
+        import django
+        from django.conf import settings
+
+        settings.configure(
+            DATABASES={
+                "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+            }
+        )
+        django.setup()
+
+        from django.db import transaction
+
+        def send_welcome():
+            raise AssertionError("never runs: the transaction is not committed")
+
+        def test_signup(smtpsink):
+            with transaction.atomic():  # as django_db wraps a test
+                transaction.on_commit(send_welcome)
+                smtpsink.assert_sent(subject="Welcome")
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E   *Hint: Django holds 1 on_commit callback that has not run "
+            "('send_welcome'): the test's transaction is rolled back, never "
+            "committed (pytest-django's django_db, a TestCase), so mail sent from "
+            "one never goes. Run them with django_capture_on_commit_callbacks"
+            "(execute=True) (pytest-django), self.captureOnCommitCallbacks"
+            "(execute=True) (a TestCase), or use django_db(transaction=True): see "
+            "the Recipes page."
+        ]
+    )
+
+
 def test_django_reuses_one_connection(smtpsink: Mailbox, django_mail: Any) -> None:
     sent = django_mail.send_mass_mail(
         [
