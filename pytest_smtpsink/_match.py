@@ -607,6 +607,12 @@ def _hints_each(
             in_envelope = any(
                 normalize_address(a) == target for a in message.envelope.rcpt_to
             )
+            if not in_envelope and _check_addresses(message, "reply_to", wanted):
+                # Where a reply goes, written where a recipient would be.
+                found.append(
+                    f"{wanted} is {_named(message)}'s Reply-To, not a recipient: "
+                    f"use reply_to={wanted!r}"
+                )
             if not in_envelope or _check_addresses(message, name, wanted):
                 continue
             # The header it is in, if one is: a Cc given as to=.
@@ -687,7 +693,11 @@ def _hints_each(
                     f"re.compile({pattern})"
                 )
             elif wanted.lower() in subject.lower():
-                which = "is it" if wanted.lower() == subject.lower() else "contains it"
+                which = (
+                    "is the same text"
+                    if wanted.lower() == subject.lower()
+                    else "contains it"
+                )
                 found.append(
                     f"subject= is case-sensitive: {_named(message)}'s subject "
                     f"{_detail(repr(subject))} {which} in another case; use "

@@ -452,7 +452,7 @@ def test_a_subject_in_another_case_gets_a_hint_that_matches(
 ) -> None:
     send(subject="Reset your password")
     for wanted, which in (
-        ("Reset Your Password", "is it"),
+        ("Reset Your Password", "is the same text"),
         ("Your Password", "contains it"),
     ):
         with pytest.raises(AssertionError) as caught:
@@ -495,6 +495,12 @@ def test_a_regex_on_addresses_is_shown_what_it_searched(smtpsink: Mailbox) -> No
             "boss@example.com is in #N's 'cc' header, not its 'to' one: use "
             "cc='boss@example.com'",
         ),
+        # Where replies go, given as a recipient.
+        (
+            {"to": "help@shop.example"},
+            "help@shop.example is #N's Reply-To, not a recipient: use "
+            "reply_to='help@shop.example'",
+        ),
     ],
 )
 def test_a_sender_or_recipient_in_another_field_gets_a_hint(
@@ -503,7 +509,8 @@ def test_a_sender_or_recipient_in_another_field_gets_a_hint(
     # No hint said the bounce address is the envelope's, or the Cc a Cc.
     raw = (
         b"From: News <news@shop.example>\r\nTo: ann@example.com\r\n"
-        b"Cc: boss@example.com\r\nSubject: hi\r\n\r\nx\r\n"
+        b"Cc: boss@example.com\r\nReply-To: help@shop.example\r\n"
+        b"Subject: hi\r\n\r\nx\r\n"
     )
     with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
         client.sendmail(

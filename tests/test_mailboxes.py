@@ -639,7 +639,7 @@ def test_mailbox_reports_mark_matches_and_name_the_closest(smtpsink: Mailbox) ->
     assert (
         f"\nClosest: uid {uid}, which differs in:\n  subject: wanted 'note 7', got "
         "'Note 7'\nHint: subject= is case-sensitive: the deliver() message's "
-        "subject 'Note 7' is it in another case; use re.compile('note\\\\ 7', "
+        "subject 'Note 7' is the same text in another case; use re.compile('note\\\\ 7', "
         "re.IGNORECASE)"
     ) in text, text
     # One older than the 20 newest is listed too, as assert_sent lists it:
