@@ -496,7 +496,9 @@ class Mailbox(FaultControls):
         """For a failed mailbox assertion: the reader never got in. No POP3
         or IMAP session of this scope logged in as ``user``, and some login
         was refused (a user name in another case than the ``auth`` table's,
-        a wrong password): the listing alone said "found it with flags {}"."""
+        a wrong password): the listing alone said "found it with flags {}";
+        or readers logged in as other users (a reader configured with the
+        wrong one gets an empty mailbox, and found nothing)."""
         readers = [
             s for s in self._store.sessions_since(self._cursor) if s.protocol != "SMTP"
         ]
@@ -513,13 +515,29 @@ class Mailbox(FaultControls):
             for a in s.auth_attempts
             if not a.success
         ]
-        if not refused:
+        others = list(
+            dict.fromkeys(
+                f"{s.protocol} {printable(repr(s.authenticated_as))}"
+                for s in readers
+                if s.authenticated_as is not None
+            )
+        )
+        said = []
+        if refused:
+            said.append(
+                f"refused: {join_shortened(refused, _LISTED)} (user names compare "
+                "exactly with the auth table's; see the sessions' auth_attempts)"
+            )
+        if others:
+            said.append(
+                f"logged in as others: {join_shortened(others, _LISTED)} (each "
+                "user reads a mailbox of its own; one no mail went to is empty)"
+            )
+        if not said:
             return []
-        shown = join_shortened(refused, _LISTED)
         return [
             f"Hint: no POP3 or IMAP session logged in as {user} {self._scope}; "
-            f"refused: {shown} (user names compare exactly with the auth table's; "
-            "see the sessions' auth_attempts)"
+            + "; ".join(said)
         ]
 
     # -- sending on ----------------------------------------------------------------

@@ -178,6 +178,27 @@ def test_a_mailbox_assertion_says_when_the_reader_never_got_in(
     assert "Hint: no POP3 or IMAP session logged in" not in str(failure.value)
 
 
+def test_a_mailbox_assertion_names_the_users_readers_logged_in_as(
+    smtpsink: Mailbox,
+) -> None:
+    # A reader configured with another user got in (any password opens any
+    # mailbox), found that user's empty mailbox, and the assertion said
+    # nothing of it: the login was in the transcript only.
+    smtpsink.deliver(raw_message("Ticket"), to=USER)
+    for _ in range(2):
+        with imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port) as client:
+            client.login("help@example.com", "x")
+            client.select("INBOX")
+            client.logout()
+    with pytest.raises(AssertionError) as failure:
+        smtpsink.mailbox(USER).assert_in("INBOX", subject="Ticket", flags={"\\Seen"})
+    assert str(failure.value).endswith(
+        f"\nHint: no POP3 or IMAP session logged in as {USER} in this test; "
+        "logged in as others: IMAP 'help@example.com' (each user reads a mailbox "
+        "of its own; one no mail went to is empty)"
+    ), failure.value
+
+
 def test_a_listing_follows_the_folder_mail_was_moved_to_through_renames(
     smtpsink: Mailbox,
 ) -> None:
