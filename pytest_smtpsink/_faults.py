@@ -276,6 +276,24 @@ def _check_match(stage: str, match: Any) -> None:
             + ", ".join(AUTH_MECHANISMS)
             + "): the rule would never fire"
         )
+    if (
+        isinstance(match, str)
+        and stage not in _NAME_STAGES
+        and not stage.startswith("DNS:")
+    ):
+        local, at, domain = match.strip().strip("<>").rpartition("@")
+        if at and not (local and domain):
+            # "bob@" or "@shop.example": a string matches a whole address,
+            # which neither is, so the rule never fired.
+            raise FaultError(
+                f"{stage}: match={match!r} is no whole address, and a string "
+                "matches an address exactly: give the whole address, or a "
+                f"regex to search with (re.compile({re.escape(match.strip())!r}))"
+            )
+
+
+#: The stages whose ``match`` is compared as a name, not an address.
+_NAME_STAGES = ("CONNECT", "EHLO", "AUTH", "POP3:CONNECT", "IMAP:CONNECT")
 
 
 def _address_matches(pattern: str, value: str) -> bool:
@@ -395,7 +413,7 @@ class Fault:
             return True
         if isinstance(match, re.Pattern):
             return any(match.search(s) for s in subjects)
-        if self.stage in ("CONNECT", "EHLO", "AUTH", "POP3:CONNECT", "IMAP:CONNECT"):
+        if self.stage in _NAME_STAGES:
             return any(match.strip().casefold() == s.casefold() for s in subjects)
         if self.stage.startswith("DNS:"):
             name = dns_name(match)

@@ -282,6 +282,29 @@ def test_an_auth_rule_for_a_mechanism_no_sink_offers_is_an_error(
     rules.fail("AUTH", 535, match=re.compile("XOAUTH2|PLAIN"))  # a regex: as it is
 
 
+@pytest.mark.parametrize(
+    ("match", "regex"), [("bob@", "'bob@'"), ("@shop.example", "'@shop\\\\.example'")]
+)
+def test_part_of_an_address_as_a_string_match_is_an_error(
+    rules: Rules, match: str, regex: str
+) -> None:
+    # A string matches a whole address: "bob@" never did, the rule never
+    # fired, and the test failed with "DID NOT RAISE" and no word of it.
+    with pytest.raises(
+        FaultError,
+        match=re.escape(
+            f"RCPT: match={match!r} is no whole address, and a string matches an "
+            "address exactly: give the whole address, or a regex to search with "
+            f"(re.compile({regex}))"
+        ),
+    ):
+        rules.fail("RCPT", 550, match=match)
+    assert rules.faults == ()
+    rules.fail("RCPT", 550, match="postmaster")  # a local name: RFC 5321 takes it
+    rules.fail("MAIL", 550, match="<>")  # the null sender
+    rules.fail("RCPT", 550, match=re.compile(re.escape(match)))  # as advised
+
+
 def test_removing_rules_tells_the_server_which(rules: Rules) -> None:
     removed: list[tuple[Fault, ...]] = []
 
