@@ -1773,19 +1773,15 @@ def _rcpt_options(client: Any, dsn: DSN | None, recipient: str) -> list[str]:
 
 def _xtext(text: str) -> str:
     """``text`` as RFC 3461 xtext: "+" and two hex digits for "+", "=",
-    and anything but printable ASCII (the sink keeps the values decoded)."""
+    and each octet of anything but printable ASCII in UTF-8 (the sink keeps
+    the values decoded as UTF-8, octets that were not with surrogateescape:
+    they go back as they came)."""
     return "".join(
         char
         if "!" <= char <= "~" and char not in "+="
-        else "".join(f"+{byte:02X}" for byte in _xtext_bytes(char))
+        else "".join(f"+{byte:02X}" for byte in char.encode("utf-8", "surrogateescape"))
         for char in text
     )
-
-
-def _xtext_bytes(char: str) -> bytes:
-    # The sink decodes each "+XX" to one character below 256: back to that
-    # byte. Anything wider (never decoded from xtext) goes as UTF-8.
-    return bytes([ord(char)]) if ord(char) < 256 else char.encode("utf-8")
 
 
 def _checked_reply(

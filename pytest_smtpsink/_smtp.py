@@ -577,7 +577,7 @@ _DSN_PARAMS = {"MAIL": ("RET", "ENVID"), "RCPT": ("NOTIFY", "ORCPT")}
 # xtext (RFC 3461 4): "!" to "~" except "+" and "=", or "+" and two upper-case
 # hex digits for any other byte.
 _XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})+\Z")
-_XTEXT_HEX = re.compile(r"\+([0-9A-F]{2})")
+_XTEXT_HEX = re.compile(rb"\+([0-9A-F]{2})")
 _NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 # What a RCPT without DSN parameters asks for (nearly every one), and the
 # envelope field of a message to one such recipient: one frozen instance for
@@ -590,7 +590,15 @@ _EHLO_REPLIES_MAX = 16
 
 
 def _xtext(value: str) -> str:
-    return _XTEXT_HEX.sub(lambda m: chr(int(m.group(1), 16)), value)
+    """``value`` (ASCII, `_XTEXT`) xtext-decoded, its octets read as UTF-8:
+    Postfix writes an SMTPUTF8 recipient's ORCPT "ü" as ``+C3+BC``, which
+    read an octet a character was "Ã¼". Octets that are not UTF-8 are kept
+    as ``surrogateescape`` keeps them, so that the relay sends them on as
+    they came."""
+    if "+" not in value:
+        return value
+    octets = _XTEXT_HEX.sub(lambda m: bytes((int(m.group(1), 16),)), value.encode())
+    return octets.decode("utf-8", "surrogateescape")
 
 
 def _dsn_fields(params: dict[str, str]) -> dict[str, Any] | str:

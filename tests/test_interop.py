@@ -291,6 +291,24 @@ def test_dsn_parameters_are_kept_on_the_envelope(smtpsink: Mailbox) -> None:
     assert envelope.rcpt_options[1] == ("NOTIFY=NEVER",)
 
 
+def test_xtext_octets_are_read_as_utf8(smtpsink: Mailbox) -> None:
+    # Postfix writes an SMTPUTF8 recipient's ORCPT as the xtext of its UTF-8
+    # octets: it was read an octet a character, "rfc822;Ã¼nÃ¯@x.example".
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=TIMEOUT) as client:
+        client.ehlo()
+        client.mail("app@example.com", ["ENVID=Caf+C3+A9-1"])
+        client.rcpt("ann@example.com", ["ORCPT=rfc822;+C3+BCn+C3+AF@x.example"])
+        # Octets that are not UTF-8: kept, as undecodable bytes are.
+        client.rcpt("bob@example.com", ["ORCPT=rfc822;b+FCb@x.example"])
+        assert client.data(b"Subject: utf-8 dsn\r\n\r\nhi\r\n")[0] == 250
+    envelope = smtpsink.assert_sent(subject="utf-8 dsn").envelope
+    assert envelope.dsn_envid == "Café-1"
+    assert [dsn.orcpt for dsn in envelope.rcpt_dsn] == [
+        "rfc822;ünï@x.example",
+        "rfc822;b\udcfcb@x.example",
+    ]
+
+
 def test_rcpt_with_a_long_orcpt_fits(smtpsink: Mailbox) -> None:
     """RFC 3461 lengthens RCPT by ORCPT's 500 characters: past the 512 of a
     plain command line."""

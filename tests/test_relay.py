@@ -3155,6 +3155,31 @@ def test_release_passes_the_dsn_requests_on(
     assert_same_dsn(upstream.wait_for(), captured)
 
 
+def test_release_sends_xtext_octets_as_they_came(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    # The sink reads xtext octets as UTF-8 (undecodable ones kept): the
+    # release writes the same octets back, whatever the sink made of them.
+    upstream = smtpsink_factory(hostname="dsn-xtext.test")
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.ehlo()
+        client.mail("app@example.com", ["ENVID=Caf+C3+A9+2B1"])
+        client.rcpt("ann@partner.example", ["ORCPT=rfc822;+C3+BCn@x.example"])
+        client.rcpt("bob@partner.example", ["ORCPT=rfc822;b+FCb@x.example"])
+        client.data(b"Subject: xtext\r\n\r\nx\r\n")
+    captured = smtpsink.wait_for(subject="xtext")
+
+    smtpsink.release(captured, upstream.host, upstream.port)
+
+    relayed = upstream.wait_for(subject="xtext")
+    assert relayed.envelope.dsn_envid == captured.envelope.dsn_envid == "Café+1"
+    assert relayed.envelope.rcpt_dsn == captured.envelope.rcpt_dsn
+    sent = [e.line for e in relayed.session.transcript if e.command in ("MAIL", "RCPT")]
+    assert "ENVID=Caf+C3+A9+2B1" in sent[0]
+    assert sent[1].endswith("ORCPT=rfc822;+C3+BCn@x.example")
+    assert sent[2].endswith("ORCPT=rfc822;b+FCb@x.example")
+
+
 def test_release_keeps_each_recipients_dsn_in_a_later_transaction(
     smtpsink: Mailbox, smtpsink_factory: Factory
 ) -> None:
