@@ -598,14 +598,14 @@ def _client_class(implicit: bool) -> Any:
             if not self.has_extn("auth") and self.has_extn("starttls"):
                 # Most submission servers (and a sink by default) offer
                 # AUTH only once TLS is on: logging in without it is wrong.
-                raise _Reason(
+                raise _NotOffered(
                     "a login was asked for, but the upstream offers AUTH only "
                     "after STARTTLS, it seems (its EHLO reply lists STARTTLS "
                     "and no AUTH): give tls='starttls' to release(), or "
                     "smtp+starttls:// in the relay URL"
                 )
             if not self.has_extn("auth"):
-                raise _Reason(
+                raise _NotOffered(
                     "a login was asked for, but the upstream offers no AUTH "
                     "(its EHLO reply lists none): give no auth= to release(), "
                     "or no user in the relay URL"
@@ -613,7 +613,7 @@ def _client_class(implicit: bool) -> Any:
             offered = self.esmtp_features["auth"].upper().split()
             mechanisms = [m for m in _LOGIN_ORDER if m in offered]
             if not mechanisms:
-                raise _Reason(
+                raise _NotOffered(
                     f"the upstream offers AUTH {' '.join(offered) or '(nothing)'}, "
                     f"none of which the relay logs in with ({', '.join(_LOGIN_ORDER)})"
                 )
@@ -1135,10 +1135,20 @@ class _Connection:
                 stage = "AUTH"
                 client.login(upstream.username, upstream.password or "")
         except RelayError:
-            self.close(quit=False)
+            # Refused with a reply (a greeting that is no 220, no STARTTLS or
+            # AUTH offered): still in step, so QUIT before the close, as RFC
+            # 5321 4.1.1.10 asks (an upstream logs a client that hangs up
+            # without one as a suspect).
+            self.close()
             raise
         except Exception as error:
-            raise self._broken(stage, error, client.exchanges) from None
+            import smtplib
+
+            # The same after a refusal (a 535 to the login, a 5xx to EHLO or
+            # STARTTLS) or no AUTH offered; a 421 or a broken reply closed the
+            # socket already.
+            in_step = isinstance(error, (smtplib.SMTPResponseException, _NotOffered))
+            raise self._broken(stage, error, client.exchanges, quit=in_step) from None
 
     def _is_stopping(self) -> bool:
         return self.stopping()
@@ -1537,13 +1547,23 @@ class _Connection:
         return code, text
 
     def _broken(
-        self, stage: str, error: BaseException, exchanges: Sequence[Exchange]
+        self,
+        stage: str,
+        error: BaseException,
+        exchanges: Sequence[Exchange],
+        quit: bool = False,
     ) -> RelayError:
         """Close the connection after ``error`` at ``stage`` (it cannot be
-        trusted to go on); the RelayError that says what happened."""
+        trusted to go on); the RelayError that says what happened. An error
+        no upstream or network causes is raised as it is: a bug of the
+        sink's, which read as the upstream's failure ("AttributeError: ...")
+        with its traceback gone (the relay thread fails the message saying
+        it is a bug, and logs the traceback)."""
         reader = getattr(self.client, "reader", None)
         silent = isinstance(reader, _ReplyReader) and reader.received == 0
-        self.close(quit=False)
+        self.close(quit=quit)
+        if not isinstance(error, _UPSTREAMS_DOING):
+            raise error
         return _relay_error(
             self.upstream.url, stage, error, exchanges, self.timeout, silent=silent
         )
@@ -1668,6 +1688,18 @@ _LOGIN_ORDER = ("PLAIN", "LOGIN", "CRAM-MD5")
 
 class _Reason(Exception):
     """A failure whose text is the whole reason (no exception name)."""
+
+
+class _NotOffered(_Reason):
+    """What the relay needs is not offered (the login's mechanisms): found
+    before anything was sent for it, so the connection is still in step."""
+
+
+#: What an upstream, or the network, makes the relay's client raise (smtplib's
+#: errors are OSErrors, as are ssl's and timeouts; UnicodeError: text the
+#: upstream's reply or the envelope holds that cannot be encoded), which
+#: `_relay_error` explains; anything else is a bug (`Connection._broken`).
+_UPSTREAMS_DOING = (OSError, UnicodeError, _Reason)
 
 
 _STOPPED_WHILE_TAKEN = (

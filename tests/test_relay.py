@@ -489,6 +489,14 @@ def test_an_upstream_without_starttls_is_named_so(
     assert not any(
         line.upper().startswith(("AUTH", "MAIL", "STARTTLS")) for line in commands
     )
+    # Still in step: it said QUIT before it hung up (RFC 5321 4.1.1.10).
+    assert_ended_with_quit(upstream)
+
+
+def assert_ended_with_quit(upstream: Mailbox) -> None:
+    upstream.wait_until(lambda: upstream.sessions[-1].end is not None)
+    session = upstream.sessions[-1]
+    assert (session.commands[-1], session.end) == ("QUIT", "quit")
 
 
 @pytest.mark.parametrize("how", ["release", "relay"])
@@ -532,6 +540,25 @@ def test_a_wrong_password_is_tried_once(
     assert [line.split()[:2] for line in commands if line.startswith("AUTH")] == [
         ["AUTH", "PLAIN"]
     ]
+    # Refused, not broken: it said QUIT before it hung up (it just closed).
+    assert_ended_with_quit(upstream)
+
+
+def test_a_bug_in_the_relays_client_is_raised_as_a_bug(
+    smtpsink: Mailbox, smtpsink_factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It read as the upstream's failure, "could not deliver to ... (connect):
+    # AttributeError: ...", its traceback gone: nothing to report.
+    upstream = smtpsink_factory(hostname="bug.test")
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+
+    def broken(*args: object) -> None:
+        raise AttributeError("a bug in the sink")
+
+    monkeypatch.setattr(_relay, "_checked_reply", broken)
+    with pytest.raises(AttributeError, match="a bug in the sink") as raised:
+        smtpsink.release(captured, upstream.host, upstream.port)
+    assert any(entry.name == "broken" for entry in raised.traceback)
 
 
 def answering_auth(offered: bytes, digest_reply: bytes) -> Answer:
@@ -659,7 +686,9 @@ def test_login_to_an_upstream_without_auth_says_so(
         "lists none): give no auth= to release(), or no user in the relay URL"
     )
     assert PASSWORD not in str(raised.value)
-    assert raised.value.transcript[-1].line.startswith("EHLO ")
+    # Nothing was sent for it: still in step, it said QUIT before it hung up.
+    assert [e.command for e in raised.value.transcript][-2:] == ["EHLO", "QUIT"]
+    assert_ended_with_quit(upstream)
 
 
 def test_login_without_tls_to_an_upstream_that_wants_starttls_says_so(
