@@ -2095,6 +2095,9 @@ class Relayer:
         # `_test`: mail a fixture sends before the test's first mailbox is
         # made (a session fixture that seeds data) is the test's to relay.
         self._era = 0
+        # The login the upstream refused for good (5xx) in test `_test`: not
+        # tried again in that test (`_refused_login`).
+        self._login_refused: tuple[int, RelayError] | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -2456,6 +2459,14 @@ class Relayer:
         envelope = message.envelope
         body = body_option(envelope.mail_options)
         dsn = DSN.of(envelope)
+        refused = self._login_refused
+        if (
+            refused is not None
+            and refused[0] == self._test
+            and (connection is None or not connection.open)
+        ):
+            self._refused_login(message, matched, refused[1])
+            return None, None
         try:
             if (
                 connection is not None
@@ -2486,6 +2497,8 @@ class Relayer:
                 raw, envelope.mail_from, matched, envelope.smtputf8, body, dsn=dsn
             )
         except RelayError as error:
+            if error.stage == "AUTH" and error.code is not None and error.code >= 500:
+                self._login_refused = (self._test, error)
             self._failed(message, matched, error)
             if connection is not None and not connection.open:
                 connection = None
@@ -2545,6 +2558,27 @@ class Relayer:
                 matched,
                 error.code,
                 error.reply,
+                error=error,
+            ),
+        )
+
+    def _refused_login(
+        self, message: Message, matched: tuple[str, ...], error: RelayError
+    ) -> None:
+        """``message`` not sent: the upstream refused the relay's login for
+        an earlier message of the test. Each message logged in again, and a
+        run with a stale password made one failed login a message, which a
+        real upstream counts against the account (and may lock it)."""
+        self._finish(
+            message,
+            RelayOutcome(
+                "refused",
+                self.upstream.url,
+                matched,
+                error.code,
+                f"not sent: the upstream refused the relay's login for an earlier "
+                f"message of this test ({error.code} {error.reply}); it is not "
+                "tried again in this test",
                 error=error,
             ),
         )

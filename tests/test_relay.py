@@ -544,6 +544,37 @@ def test_a_wrong_password_is_tried_once(
     assert_ended_with_quit(upstream)
 
 
+def test_a_refused_relay_login_is_not_tried_again_in_the_test(
+    smtpsink_factory: Factory,
+) -> None:
+    # Each message logged in again: a run with a stale password made one
+    # failed login a message, which a real upstream counts against the
+    # account (and may lock it, or ban the CI machine).
+    upstream = smtpsink_factory(tls="starttls", auth={"ann": "right"})
+    url = f"smtp+starttls://ann:{PASSWORD}@127.0.0.1:{upstream.port}"
+    sink = smtpsink_factory(relay=f"{url}?cafile={upstream.ca_path}", relay_to=".*")
+    with smtplib.SMTP(sink.host, sink.port) as client:
+        for n in range(3):
+            client.sendmail(
+                "app@example.com", ["ann@example.com"], f"Subject: {n}\r\n\r\n".encode()
+            )
+    messages = sink.wait_for(count=3)
+    for message in messages:
+        wait_relayed(sink, message)
+    first, *later = [relay_of(m) for m in messages]
+    assert (first.status, first.code) == ("refused", 535)
+    for outcome in later:
+        assert (outcome.status, outcome.code) == ("refused", 535)
+        assert outcome.reply == (
+            f"not sent: the upstream refused the relay's login for an earlier "
+            f"message of this test (535 {first.reply}); it is not tried again "
+            "in this test"
+        )
+    logins = [e for s in upstream.sessions for e in s.transcript if e.command == "AUTH"]
+    assert len(logins) == 1
+    assert PASSWORD not in "".join(str(o) for o in [first, *later])
+
+
 def test_a_bug_in_the_relays_client_is_raised_as_a_bug(
     smtpsink: Mailbox, smtpsink_factory: Factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
