@@ -274,9 +274,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 option.flag, action="store_true", default=None, help=option.help
             )
             # Not type="bool": pytest's own error for a bad value does not
-            # name the key. _parse_bool takes the same words and does.
+            # name the key, and it refuses the string an ini file holds in
+            # pytest 9's native TOML table. _parse_bool takes the same words
+            # and names the key; from pytest 9.2, which takes a union, a
+            # native TOML true or false is taken too.
             parser.addini(
-                option.ini, f"{option.help} (ini: true or false)", default=None
+                option.ini,
+                f"{option.help} (ini: true or false)",
+                default=None,
+                **_BOOL_OR_WORD,
             )
         else:
             group.addoption(
@@ -343,6 +349,13 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not a boolean (true/false, yes/no, on/off, 1/0)")
 
 
+#: addini's type for a bool key: a bool or a word (``"yes"``), where pytest
+#: takes a union (9.2 on); a string before it, where native TOML has no bool.
+_BOOL_OR_WORD: dict[str, Any] = (
+    {"type": bool | str} if pytest.version_tuple[:2] >= (9, 2) else {}
+)
+
+
 def _bool_option(config: pytest.Config, name: str) -> bool:
     """A bool option: the flag when given, else the ini key (default False).
 
@@ -350,7 +363,7 @@ def _bool_option(config: pytest.Config, name: str) -> bool:
     """
     option = next(o for o in _OPTIONS if o.name == name)
     value, source = _raw_value(config, option)
-    if value is None or isinstance(value, bool):  # the flag, or native TOML
+    if value is None or isinstance(value, bool):  # the flag, or TOML (9.2 on)
         return bool(value)
     text = str(value).strip()
     if not text:

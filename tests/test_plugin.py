@@ -1759,6 +1759,24 @@ def test_bool_ini_values(pytester: pytest.Pytester, text: str, shown: bool) -> N
     assert ("smtpsink: mail captured per test" in result.stdout.str()) is shown
 
 
+@pytest.mark.skipif(
+    pytest.version_tuple[:2] < (9, 2), reason="a union ini type needs pytest 9.2"
+)
+@pytest.mark.parametrize(
+    ("value", "shown"), [("true", True), ("false", False), ('"yes"', True)]
+)
+def test_bool_keys_take_native_toml_bools(
+    pytester: pytest.Pytester, value: str, shown: bool
+) -> None:
+    # pytest 9's native [tool.pytest] table: pytest refused a bare true
+    # ("expects a string, got bool") before the plugin saw it.
+    pytester.makepyfile("def test_silent(smtpsink): pass")
+    pytester.makepyprojecttoml(f"[tool.pytest]\nsmtpsink_summary = {value}\n")
+    result = pytester.runpytest("-p", "no:xdist", "-v")
+    result.assert_outcomes(passed=1)
+    assert ("smtpsink: mail captured per test" in result.stdout.str()) is shown
+
+
 def test_a_test_whose_xdist_worker_crashed_is_in_the_index(
     pytester: pytest.Pytester,
 ) -> None:
