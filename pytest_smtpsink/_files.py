@@ -172,6 +172,21 @@ def saved_files_in(directory: Path) -> int:
         return 0
 
 
+def holds_saved_mail(directory: Path) -> bool:
+    """Whether ``directory`` holds a message and a transcript named as the
+    sink saves them (``0001-Welcome.eml``, ``session-0001.txt``): a test's
+    save directory whose record was never written. Any ``.eml`` file took
+    a project's own test data (``0001-attachments/`` beside ``sample.eml``)
+    for the sink's."""
+    try:
+        with os.scandir(directory) as entries:
+            names = [entry.name for entry in entries]
+    except OSError:
+        return False
+    saved = {name.endswith(".eml") for name in names if _SAVED_NAME.fullmatch(name)}
+    return saved == {True, False}
+
+
 def put_in_prefix(message: Message) -> str:
     """What the file name of mail put in without SMTP starts with:
     ``deliver-`` (`Mailbox.deliver`) or ``append-`` (IMAP APPEND)."""

@@ -715,17 +715,19 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     project's. Also in a run without the option (often given in CI only):
     the test's ``smtpsink.json`` beside the folder says what it is, or,
     should writing the attachments have failed before that record was
-    written, the ``.eml`` files of the messages beside it."""
+    written, the messages and transcripts saved beside it, named as the
+    sink names them."""
     name = collection_path.name
     if not (name.endswith("-attachments") and name[:4].isdigit()):
         return None  # nearly every path: no stash lookup, no resolve()
     root = config.stash.get(_SAVE_ROOT_KEY, None)
     if root is not None and collection_path.parent.parent.resolve() == root:
         return True
+    from ._files import holds_saved_mail
     from ._html import RECORD_NAME
 
     parent = collection_path.parent
-    if (parent / RECORD_NAME).is_file() or any(parent.glob("*.eml")):
+    if (parent / RECORD_NAME).is_file() or holds_saved_mail(parent):
         return True
     return None
 

@@ -784,14 +784,22 @@ def test_attachments_beside_saved_mail_are_not_collected_without_a_record(
     folder = directory / "0001-attachments"
     folder.mkdir(parents=True)
     (directory / "0001-code.eml").write_bytes(b"Subject: code\r\n\r\nx\r\n")
+    (directory / "session-0001.txt").write_text("session 1: ...\n")
     (folder / "conftest.py").write_text(
         "def pytest_report_header():\n    return 'conftest from mail'\n"
     )
     (folder / "test_from_mail.py").write_text("def test_from_mail():\n    pass\n")
+    # A project's own test data laid out alike, beside a sample message not
+    # named as the sink names them: its tests were never collected.
+    data = pytester.path / "data" / "0001-attachments"
+    data.mkdir(parents=True)
+    (data.parent / "sample.eml").write_bytes(b"Subject: sample\r\n\r\nx\r\n")
+    (data / "test_parser.py").write_text("def test_parser():\n    pass\n")
     pytester.makepyfile(test_own="def test_own():\n    pass\n")
-    result = pytester.runpytest()
-    result.assert_outcomes(passed=1)
+    result = pytester.runpytest("-v")
+    result.assert_outcomes(passed=2)
     assert "conftest from mail" not in result.stdout.lines
+    result.stdout.fnmatch_lines(["*test_parser.py::test_parser PASSED*"])
 
 
 def test_remote_resources() -> None:
