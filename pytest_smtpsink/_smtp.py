@@ -2520,13 +2520,16 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         store = self.state.store
         limit = self.state.settings.max_stored_bytes
         size = len(envelope.original_content or b"")
-        if limit is not None and store.stored_bytes + size > limit:
-            store.note_overflow(
+        if limit is not None and store.refuse_over(
+            limit,
+            size,
+            lambda held: (
                 f"the sink refused mail: max_stored_bytes={limit} would be exceeded "
-                f"(it holds {store.stored_bytes} bytes; a {size}-byte message from "
+                f"(it holds {held} bytes; a {size}-byte message from "
                 f"{envelope.mail_from or '<>'} got 452). Send less mail per test, "
                 "or raise max_stored_bytes."
-            )
+            ),
+        ):
             return "452 4.3.4 Message refused: the sink's max_stored_bytes limit is reached"
         # Most messages repeat an earlier one's sender and recipients.
         share = store.share

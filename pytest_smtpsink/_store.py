@@ -161,10 +161,20 @@ class Store:
         if listeners:
             _tell(listeners, self._failed_listeners)
 
-    def note_overflow(self, reason: str) -> None:
-        if self.overflow is None:
-            self.overflow = reason
+    def refuse_over(self, limit: int, size: int, reason: Callable[[int], str]) -> bool:
+        """Whether ``size`` bytes more would take what the store holds past
+        ``limit``; if so, ``reason(held)`` is the overflow `check_running`
+        raises. Decided and noted under the lock: a test that began between
+        the two (`discard_before` clears the overflow) was told of the
+        refusal of a message of the test before."""
+        with self._lock:
+            held = self.stored_bytes
+            if held + size <= limit:
+                return False
+            if self.overflow is None:
+                self.overflow = reason(held)
         self.touch()
+        return True
 
     def touch(self) -> None:
         """Wake waiters whose condition may depend on session state."""
