@@ -201,6 +201,9 @@ class DNSServer:
         self.host = host
         self.port = 0
         self._lock = threading.Lock()
+        #: Held by `DNSZone.mx` while it names and publishes a domain's MX
+        #: hosts, and by `remove`: both read and change `mx_sinks`.
+        self.mx_lock = threading.Lock()
         self.rules: tuple[_Rule, ...] = ()
         self._queries: list[DNSQuery] = []
         self._numbers = itertools.count(1)
@@ -261,7 +264,8 @@ class DNSServer:
             self.rules = (*self.rules, *rules)
 
     def remove(self, owner: _Owner) -> None:
-        with self._lock:
+        # mx_lock first, as `DNSZone.mx` takes it (then this lock, to add).
+        with self.mx_lock, self._lock:
             self.rules = tuple(r for r in self.rules if r.owner is not owner)
             for sinks in self.mx_sinks.values():
                 for key in [k for k, (by, _) in sinks.items() if by is owner]:
@@ -1069,6 +1073,20 @@ class DNSZone:
                 "hosts must be a non-empty list of (preference, sink or host name)"
             )
         owner = _owner_name(domain, "domain")
+        # The names given (mxN) and the sinks already published are read and
+        # then added to: one call at a time on the stub, which every mailbox
+        # of the sink shares, and not while a closing one's records go.
+        with self._server.mx_lock:
+            return self._mx(domain, owner, hosts)
+
+    def _mx(
+        self,
+        domain: str,
+        owner: dns.name.Name,
+        hosts: Sequence[tuple[int, MXTarget]],
+    ) -> list[str]:
+        """`mx`, under the stub's ``mx_lock``."""
+        __tracebackhide__ = True
         if self._has_null_mx(owner):
             raise ValueError(
                 f"{_host_key(owner)} has a null MX (null_mx()): it is a domain's "
