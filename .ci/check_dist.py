@@ -28,6 +28,8 @@ SDIST_TOP = {
     PACKAGE,
     "tests",
     "docs",
+    "benchmarks",
+    ".ci",
     "README.md",
     "tox.ini",
     "CHANGELOG.md",
