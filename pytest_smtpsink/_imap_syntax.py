@@ -137,7 +137,9 @@ class Command:
     tag: str
     name: str
     args: tuple[Arg, ...]
-    #: Sizes of the literals it carried (transcripts can show ``{n}``).
+    #: Sizes of the literals it carried, as `CommandReader` read them (its
+    #: tests check the reader with them; transcripts count a literal from
+    #: the line's own ``{n}``).
     literal_sizes: tuple[int, ...] = ()
 
     def error(self, text: str) -> ImapSyntaxError:
