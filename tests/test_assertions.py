@@ -2831,8 +2831,8 @@ def test_a_hint_about_many_messages_is_given_once(smtpsink: Mailbox) -> None:
     assert hints == [
         f"Hint: subject= means equal: #{n}'s subject 'Welcome to App' only contains "
         f"it; use re.compile('Welcome') (so do #{n + 1}, #{n + 2}, ... (+32 more))",
-        f"Hint: subject= is case-sensitive: #{n + 35}'s subject 'WELCOME' is it in "
-        "another case; use re.compile('Welcome', re.IGNORECASE)",
+        f"Hint: subject= is case-sensitive: #{n + 35}'s subject 'WELCOME' is the same text "
+        "in another case; use re.compile('Welcome', re.IGNORECASE)",
     ]
 
 
