@@ -60,12 +60,29 @@ def _as_sent(text: str) -> str:
     return printable(raw.decode("utf-8", "backslashreplace"))
 
 
-#: The charsets SEARCH accepts, as the BADCHARSET response code lists them.
+#: The charsets the BADCHARSET response code names. SEARCH takes any text
+#: charset Python has a codec for (``UTF8``, ``ISO-8859-1``, ``WINDOWS-1252``),
+#: as Dovecot takes any that iconv knows.
 CHARSETS = ("US-ASCII", "UTF-8")
 
 
+def search_codec(charset: str) -> str | None:
+    """The Python codec that decodes SEARCH strings sent in ``charset``, or
+    None if none does. US-ASCII text is read as UTF-8: a client that names
+    no charset (imap-tools by default) sends its 8-bit terms so."""
+    if charset.upper() == "US-ASCII":
+        return "utf-8"
+    try:
+        info = codecs.lookup(charset)
+    except (LookupError, ValueError):
+        return None
+    # Not a bytes-to-bytes or str-to-str codec (base64, rot13), which no
+    # mail names as a charset.
+    return info.name if getattr(info, "_is_text_encoding", True) else None
+
+
 class BadCharset(Exception):
-    """A CHARSET other than US-ASCII or UTF-8: answer
+    """A CHARSET no codec reads: answer
     ``tag NO [BADCHARSET (US-ASCII UTF-8)] text``."""
 
     response_code = "BADCHARSET (" + " ".join(CHARSETS) + ")"
@@ -214,7 +231,7 @@ def parse_search(args: Sequence[Arg], tag: str | None = None) -> SearchQuery:
     charset = "US-ASCII"
     if len(args) >= 2 and isinstance(args[0], Atom) and args[0].upper == "CHARSET":
         charset = _text(args[1], "US-ASCII", tag).upper()
-        if charset not in CHARSETS:
+        if search_codec(charset) is None:
             raise BadCharset(charset, tag)
         position = 2
     reader = _KeyReader(list(args[position:]), charset, tag)
@@ -228,17 +245,19 @@ def parse_search(args: Sequence[Arg], tag: str | None = None) -> SearchQuery:
 
 def _text(arg: Arg, charset: str, tag: str | None) -> str:
     data = text_bytes(arg, tag, "a search string")
+    codec = search_codec(charset) or "utf-8"
     try:
-        return data.decode("utf-8")
+        return data.decode(codec)
     except UnicodeDecodeError:
         # Decoded with U+FFFD, which no mail holds, it found nothing, and a
         # client's Latin-1 terms passed as "no matching mail": BAD, as on
         # Dovecot.
         # Cut: a 20,000-byte literal made an 80,000-character reply.
         shown = shorten(printable(data.decode("utf-8", "backslashreplace")), 60)
+        named = "UTF-8" if codec == "utf-8" else charset
         raise ImapSyntaxError(
-            f"the search string '{shown}' is not UTF-8 (SEARCH takes "
-            f"{' or '.join(CHARSETS)} text)",
+            f"the search string '{shown}' is not {named} (name its charset "
+            "with SEARCH CHARSET)",
             tag,
         ) from None
 

@@ -188,9 +188,26 @@ def test_non_ascii_term_as_a_literal() -> None:
     assert run(b"CHARSET UTF-8 BODY {%d}" % len(term), term) == [2]
 
 
-def test_other_charsets_are_refused_with_badcharset() -> None:
+@pytest.mark.parametrize(
+    ("charset", "term"),
+    [
+        # imap-tools' README example: charset="utf8", sent upper-cased.
+        (b"UTF8", "caf\u00e9".encode()),
+        (b"ISO-8859-1", "caf\u00e9".encode("latin-1")),
+        (b"WINDOWS-1252", "caf\u00e9".encode("cp1252")),
+    ],
+)
+def test_any_charset_a_codec_reads_is_taken(charset: bytes, term: bytes) -> None:
+    # Refused with BADCHARSET, where Dovecot takes any charset iconv knows:
+    # an application written from imap-tools' example failed its test.
+    assert run(b"CHARSET %s BODY {%d}" % (charset, len(term)), term) == [2]
+
+
+@pytest.mark.parametrize("charset", [b"KLINGON-8", b"BASE64", b"ROT13"])
+def test_other_charsets_are_refused_with_badcharset(charset: bytes) -> None:
+    # No codec, or one that is no text encoding (which no mail names).
     with pytest.raises(BadCharset) as caught:
-        run(b"CHARSET ISO-8859-1 ALL")
+        run(b"CHARSET %s ALL" % charset)
     assert caught.value.response_code == "BADCHARSET (US-ASCII UTF-8)"
 
 
