@@ -267,12 +267,23 @@ def lacks_certificate(context: ssl.SSLContext) -> bool:
 _LOOPBACK_NAMES = ("127.0.0.1", "::1", "localhost")
 
 
+def _issue(ca: trustme.CA, names: tuple[str, ...]) -> trustme.LeafCert:
+    """A leaf for ``names``, its subject's common name the first (the host
+    clients are told to connect to). Python reads only the alternative
+    names, but fetchmail, mbsync and offlineimap's implicit TLS refuse a
+    certificate without a common name ("cannot get certificate common
+    name"), as no real server's lacks one. A name over X.509's 64
+    characters is left to the alternative names."""
+    first = names[0]
+    return ca.issue_cert(*names, common_name=first if len(first) <= 64 else None)
+
+
 class _Authority:
     def __init__(self) -> None:
         import trustme  # imported lazily: plain sinks never pay for it
 
         self.ca: trustme.CA = trustme.CA(organization_name="pytest-smtpsink")
-        self.leaf = self.ca.issue_cert(*_LOOPBACK_NAMES)
+        self.leaf = _issue(self.ca, _LOOPBACK_NAMES)
         self._leaves: dict[str, trustme.LeafCert] = {}
         # Applications configured by path (SSL_CERT_FILE, Django settings,
         # curl --cacert) need the CA as a file.
@@ -305,8 +316,8 @@ class _Authority:
         if covered:
             key = " ".join(covered)
             with _lock:
-                leaf = self._leaves.get(key) or self.ca.issue_cert(
-                    *covered, *_LOOPBACK_NAMES
+                leaf = self._leaves.get(key) or _issue(
+                    self.ca, (*covered, *_LOOPBACK_NAMES)
                 )
                 self._leaves[key] = leaf
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

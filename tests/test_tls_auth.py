@@ -188,6 +188,21 @@ def test_certificate_names_localhost_too(smtpsink_factory: Factory) -> None:
     sink.assert_sent(subject="via localhost")
 
 
+def test_certificate_has_a_common_name(smtpsink_factory: Factory) -> None:
+    # fetchmail, mbsync and offlineimap's implicit TLS refuse a certificate
+    # without one ("cannot get certificate common name"); Python reads only
+    # the alternative names, so every test here passed.
+    sink = smtpsink_factory(tls="implicit")
+    with (
+        socket.create_connection((sink.host, sink.port), timeout=10) as raw,
+        sink.ssl_context().wrap_socket(raw, server_hostname=sink.host) as tls,
+    ):
+        certificate = tls.getpeercert()
+    assert certificate is not None
+    assert (("commonName", sink.host),) in certificate["subject"]
+    assert ("IP Address", sink.host) in certificate["subjectAltName"]
+
+
 def test_plain_sink_has_no_tls(smtpsink: Mailbox) -> None:
     with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
         assert "starttls" not in ehlo_features(client)
