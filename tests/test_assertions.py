@@ -1979,6 +1979,16 @@ def test_a_header_mismatch_shows_the_values_the_message_has(
     ), caught.value
 
 
+def test_a_header_string_means_equal(smtpsink: Mailbox, send: Send) -> None:
+    # As documented for every str criterion: a part of the value is no
+    # match (nothing held it: "contains" would have passed unnoticed).
+    send(X_Campaign="spring-sale-2026")
+    with pytest.raises(AssertionError, match="found 0"):
+        smtpsink.assert_sent(header={"X-Campaign": "spring"})
+    smtpsink.assert_not_sent(header={"X-Campaign": "sale"})
+    smtpsink.assert_sent(header={"x-campaign": "spring-sale-2026"})
+
+
 def test_a_repeated_header_mismatch_shows_every_value(smtpsink: Mailbox) -> None:
     with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
         client.sendmail(

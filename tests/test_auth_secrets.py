@@ -1032,3 +1032,48 @@ def test_an_imap_password_after_a_tag_before_login_is_neither_recorded_nor_named
     assert "c BAD Unknown or unsupported command: FROBNICATE\r\n" in said
     assert wrong.lower() not in (said + session.format_transcript()).lower()
     assert (session.transcript[1].tag, session.transcript[1].line) == ("a1", "****")
+
+
+def test_a_password_in_another_case_is_masked_in_a_recorded_line(
+    smtpsink_factory: Factory,
+) -> None:
+    # aiosmtpd upper-cases what it echoes, and a client may send a password
+    # astray in any case: no test held that such a line is masked, in the
+    # transcript or in free text.
+    from pytest_smtpsink._credentials import credential_forms, mask_anywhere
+
+    sink = smtpsink_factory(auth={"ann": "Sup3rSecret"}, auth_plaintext=True)
+    with socket.create_connection((sink.host, sink.port), timeout=10) as client:
+        reader = client.makefile("rb")
+        reader.readline()
+        for line in (b"HELP SUP3RSECRET", b"NOOP sup3rsecret", b"QUIT"):
+            client.sendall(line + b"\r\n")
+            reader.readline()
+        reader.close()
+    sink.wait_until(lambda: sink.sessions and sink.sessions[0].end is not None)
+    (session,) = sink.sessions
+    shown = session.format_transcript() + repr(session) + session.summary()
+    assert "sup3rsecret" not in shown.lower()
+    assert "C: HELP ****" in shown
+    assert "C: NOOP ****" in shown
+    secrets = credential_forms({"ann": "Sup3rSecret"}, None)
+    assert mask_anywhere("login SUP3RSECRET failed", secrets) == "login **** failed"
+
+
+def test_a_password_that_holds_another_is_masked_whole() -> None:
+    # The longest first: with "Sup3rSecret" and "Sup3rSecret-2", the
+    # second was shown as "****-2", its tail in clear.
+    from pytest_smtpsink._credentials import (
+        credential_forms,
+        mask_anywhere,
+        word_masker,
+    )
+
+    auth = {"ann": "Sup3rSecret", "bob": "Sup3rSecret-2"}
+    secrets = credential_forms(auth, None)
+    assert mask_anywhere("login bob/Sup3rSecret-2 failed", secrets) == (
+        "login bob/**** failed"
+    )
+    masker = word_masker(auth, None)
+    assert masker is not None
+    assert masker("NOOP Sup3rSecret-2") == "NOOP ****"

@@ -136,6 +136,34 @@ def test_assert_deleted_names_mail_moved_to_the_trash(smtpsink: Mailbox) -> None
     box.assert_in("Trash", subject="You won")  # the advice works
 
 
+def test_uid_expunge_removes_only_its_uids_and_minus_flags_undeletes(
+    smtpsink: Mailbox,
+) -> None:
+    # RFC 4315 2.1: UID EXPUNGE removes the \Deleted messages of its set
+    # only; -FLAGS (\Deleted) takes the mark off. Neither was held by a
+    # test: UID EXPUNGE 1 could expunge every \Deleted message, and an
+    # undelete could leave the mark for the next EXPUNGE.
+    for n in range(3):
+        smtpsink.deliver(raw_message(f"m{n}"), to=USER)
+    with imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port) as client:
+        client.login(USER, "pw")
+        client.select("INBOX")
+        first, second, third = client.uid("SEARCH", "ALL")[1][0].decode().split()
+        client.uid("STORE", f"{first}:{third}", "+FLAGS", "(\\Deleted)")
+        client.uid("STORE", second, "-FLAGS", "(\\Deleted)")
+        flags = client.uid("FETCH", second, "(FLAGS)")[1][0]
+        assert b"\\Deleted" not in flags
+        assert client.uid("EXPUNGE", first)[0] == "OK"
+        assert client.uid("SEARCH", "ALL")[1][0].decode().split() == [second, third]
+        client.expunge()
+        assert client.uid("SEARCH", "ALL")[1][0].decode().split() == [second]
+        client.logout()
+    box = smtpsink.mailbox(USER)
+    box.assert_deleted(subject="m0")
+    box.assert_deleted(subject="m2")
+    box.assert_in("INBOX", subject="m1")
+
+
 @pytest.mark.smtpsink(auth={USER: "s3cret"}, auth_plaintext=True)
 def test_a_mailbox_assertion_says_when_the_reader_never_got_in(
     smtpsink: Mailbox,

@@ -204,6 +204,32 @@ def test_getmail_flow_deletes_at_quit_and_marks_read(smtpsink: Mailbox) -> None:
     client.quit()
 
 
+def test_messages_marked_deleted_are_not_counted(smtpsink: Mailbox) -> None:
+    # RFC 1939 5: STAT's totals leave out messages marked as deleted, and
+    # LIST does not list them; RSET unmarks them. Nothing held this: STAT
+    # could count them, and a client that compares counts after DELE
+    # (fetchmail, getmail) would misbehave with no test noticing.
+    sizes = [
+        len(smtpsink.deliver(make_message(subject=f"m{n}", body="x" * n), to=ANN).raw)
+        for n in (1, 20, 300)
+    ]
+    client = login(smtpsink)
+    try:
+        assert client.stat() == (3, sum(sizes))
+        client.dele(2)
+        assert client.stat() == (2, sizes[0] + sizes[2])
+        _, listed, _ = client.list()
+        assert listed == [f"1 {sizes[0]}".encode(), f"3 {sizes[2]}".encode()]
+        with pytest.raises(poplib.error_proto, match="deleted"):
+            client.list(2)
+        assert client.rset().startswith(
+            f"+OK Maildrop has 3 messages ({sum(sizes)} octets)".encode()
+        )
+        assert client.stat() == (3, sum(sizes))
+    finally:
+        client.quit()
+
+
 def test_quit_says_deleted_only_for_mail_it_removed(smtpsink: Mailbox) -> None:
     # A message marked for deletion over POP3 but expunged over IMAP before
     # QUIT: QUIT removes nothing, and says so.
