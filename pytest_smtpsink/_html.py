@@ -152,6 +152,10 @@ class SessionRecord(TypedDict):
     #: "SMTP", "POP3" or "IMAP" (absent from an older smtpsink.json, whose
     #: sessions were all SMTP: read it with get()).
     protocol: str
+    #: The URL of the sink it was on, when the test had more than one (each
+    #: numbers its own messages from #1, and "queued as #1" said whose
+    #: only by guess); None otherwise, or absent from an older record.
+    sink: str | None
 
 
 class TestRecord(TypedDict):
@@ -337,7 +341,9 @@ def _with_inline_images(markup: str, images: Mapping[str, str]) -> str:
     return _CID_URL.sub(image, markup)
 
 
-def session_record(session: Session, href: str | None = None) -> SessionRecord:
+def session_record(
+    session: Session, href: str | None = None, sink: str | None = None
+) -> SessionRecord:
     # summary(), not a title of our own: it is the line every other report
     # shows, it suits each protocol (a POP3 or IMAP session has no EHLO
     # name), and it never waits for a TLS handshake under way, as
@@ -348,6 +354,7 @@ def session_record(session: Session, href: str | None = None) -> SessionRecord:
         transcript=transcript,
         href=href,
         protocol=session.protocol,
+        sink=sink,
     )
 
 
@@ -520,6 +527,11 @@ def record_test(
         else []
     )
     sessions = [s for _, view_sessions, _ in captured for s in view_sessions]
+    session_sinks = [
+        view.url if len(views) > 1 else None
+        for view, (_, view_sessions, _) in zip(views, captured, strict=True)
+        for _ in view_sessions
+    ]
     # Mail put in without SMTP follows (save() writes it after the rest).
     put_in = [m for _, _, view_put_in in captured for m in view_put_in]
     if len(views) > 1:
@@ -585,7 +597,11 @@ def record_test(
         directory=directory.relative_to(root).as_posix(),
         messages=message_records,
         sessions=[
-            session_record(session, _href(texts[index], root) if texts else None)
+            session_record(
+                session,
+                _href(texts[index], root) if texts else None,
+                session_sinks[index],
+            )
             for index, session in enumerate(sessions)
         ],
         attempt=attempt,
@@ -1062,8 +1078,9 @@ def render_session(record: SessionRecord, number: int | None) -> str:
     protocol = record.get("protocol", "SMTP")
     # A read-side summary starts with its protocol, which the heading says.
     title = record["title"].removeprefix(f"{protocol} ")
+    sink = record.get("sink")
     return (
-        f'<details class="session"><summary>'
+        f'<details class="session"><summary>{escape(sink) + " " if sink else ""}'
         f"{escape(protocol)} session{'' if number is None else f' {number}'}: "
         f"{escape(title)}{link}</summary>"
         f"<pre>{escape(record['transcript'])}</pre></details>"

@@ -8,6 +8,7 @@ without xdist and pytest-html.
 
 from __future__ import annotations
 
+import functools
 import html.parser
 import json
 import re
@@ -978,6 +979,36 @@ def test_index_says_why_each_test_failed_and_masks_secrets(
     )
     del record["reason"]
     assert 'class="reason"' not in _html.render_index([record], datetime.now())
+
+
+def test_with_two_sinks_each_session_names_its_sink(
+    smtpsink_factory: Factory, tmp_path: Path
+) -> None:
+    # Each sink numbers its own messages from #1: two sessions both saying
+    # "queued as #1" said whose they were only by guess (the messages
+    # named their sink already).
+    sinks = [smtpsink_factory(hostname=f"{name}.sessions.test") for name in "ab"]
+
+    def ended(sink: Mailbox) -> bool:
+        return sink.sessions[0].end is not None
+
+    for sink in sinks:
+        with smtplib.SMTP(sink.host, sink.port) as client:
+            client.send_message(make_message(subject="Hi"))
+        sink.wait_for()
+        sink.wait_until(functools.partial(ended, sink))
+    index = save_index(sinks[0], tmp_path / "mail", more=sinks[1:])
+    markup = index.read_text("utf-8")
+    headings = re.findall(r'<details class="session"><summary>([^<]*)', markup)
+    assert [h.split(": ", 1)[0] for h in headings] == [
+        f"{sinks[0].url} SMTP session 1",
+        f"{sinks[1].url} SMTP session 2",
+    ]
+    # One sink: no URL before each session.
+    one = save_index(sinks[0], tmp_path / "one")
+    assert '<details class="session"><summary>SMTP session 1: ' in one.read_text(
+        "utf-8"
+    )
 
 
 def test_a_reason_masks_a_password_that_holds_a_line_end() -> None:
