@@ -407,7 +407,7 @@ class Fault:
 
     # -- server thread (through `steps`) ------------------------------------------
 
-    def applies(self, subjects: Sequence[str]) -> bool:
+    def _applies(self, subjects: Sequence[str]) -> bool:
         match = self.match
         if match is None:
             return True
@@ -619,7 +619,7 @@ def steps(faults: Faults, event: Event) -> list[Step]:
             continue
         if event.matching_only and rule.match is None:
             continue
-        if not rule.applies(event.subjects) or not rule.fire():
+        if not rule._applies(event.subjects) or not rule.fire():
             continue
         step = _step(rule)
         planned.append(step)

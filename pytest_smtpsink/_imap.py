@@ -567,7 +567,7 @@ class _Connection(ReadSideConnection):
         # that are \Recent for this session.
         self._view: list[StoredMessage] = []
         self._known_flags: dict[int, frozenset[str]] = {}
-        #: `StoredMessage.flag_changes` when `_send_updates` last compared.
+        #: `StoredMessage._flag_changes` when `_send_updates` last compared.
         self._flag_changes_seen = -1
         #: The MIME tree of the message this session fetched last.
         self._structures = LastStructure()
@@ -1967,7 +1967,7 @@ class _Connection(ReadSideConnection):
         if folder is None:
             return
         with self.mail.lock:
-            flag_changes = StoredMessage.flag_changes
+            flag_changes = StoredMessage._flag_changes
             same_account, alive = self._selected_folder_state(folder)
             current = list(folder.messages) if alive else []
             keywords = list(folder.keywords)

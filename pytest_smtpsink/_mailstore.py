@@ -236,12 +236,12 @@ class StoredMessage:
 
     __slots__ = ("_flags", "_removed", "_size", "internal_date", "message", "uid")
 
-    #: Counts every change of any copy's flags (see `flag_changes`).
+    #: Counts every change of any copy's flags (see `_flag_changes`).
     _changes = itertools.count(1)
     #: The count's last value: an IMAP session in IDLE that saw it already
     #: skips comparing the flags of its whole folder for each new message
     #: (12,000 messages took 7 s instead of 1.4 s with one IDLE client).
-    flag_changes = 0
+    _flag_changes = 0
 
     def __init__(
         self,
@@ -269,7 +269,7 @@ class StoredMessage:
         # A new number after the flags are set (next() of a count is
         # atomic): a session that read a number, then the flags, sees
         # another number after any later change, whichever thread made it.
-        StoredMessage.flag_changes = next(StoredMessage._changes)
+        StoredMessage._flag_changes = next(StoredMessage._changes)
 
     @property
     def size(self) -> int:

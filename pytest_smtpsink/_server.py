@@ -358,7 +358,7 @@ class SMTPSink(Mailbox):
             connect_host = connectable(settings.host)
             if settings.tls is not None:
                 self._server_tls = _server_context(settings, connect_host)
-            loop = new_event_loop(settings.uses_uvloop())
+            loop = new_event_loop(settings._uses_uvloop())
             state = ServerState(
                 settings, self._store, self._faults, loop, self._server_tls
             )
@@ -761,7 +761,7 @@ def _server_context(settings: SinkSettings, connect_host: str) -> ssl.SSLContext
     if settings.tls_context is not None:
         return settings.tls_context
     if settings.tls_cert is not None:
-        return settings.load_server_context()
+        return settings._load_server_context()
     from ._tls import authority
 
     names: tuple[str, ...] = ()
@@ -795,7 +795,7 @@ def _names_of_this_machine(hostname: str, host: str) -> tuple[str, ...]:
 
 
 def new_event_loop(uvloop: bool) -> asyncio.AbstractEventLoop:
-    """A new loop for the sink's thread (`SinkSettings.uses_uvloop`), never
+    """A new loop for the sink's thread (`SinkSettings._uses_uvloop`), never
     the tests' own loop (pytest-asyncio, anyio), which is left as it is."""
     loop: asyncio.AbstractEventLoop
     if uvloop:

@@ -190,10 +190,10 @@ class SinkSettings:
     event_loop: EventLoop = "auto"
     """The event loop of the sink's own thread: ``"uvloop"`` (installed by
     the ``speed`` extra), ``"asyncio"``, or ``"auto"``: uvloop when it is
-    installed, except for ``tls="implicit"`` (see `uses_uvloop`). Never the
+    installed, except for ``tls="implicit"`` (see `_uses_uvloop`). Never the
     loop of the tests themselves."""
 
-    def uses_uvloop(self) -> bool:
+    def _uses_uvloop(self) -> bool:
         """Whether this sink's thread runs uvloop.
 
         Not for implicit TLS: uvloop starts reading a new connection as soon
@@ -233,7 +233,7 @@ class SinkSettings:
         # into failure reports, logs and test ids.
         return f"SinkSettings({self.describe()})"
 
-    def load_server_context(self) -> ssl.SSLContext:
+    def _load_server_context(self) -> ssl.SSLContext:
         """A server context with `tls_cert` and `tls_key` loaded.
 
         Raises `SettingsError` naming the setting: a missing or unreadable
@@ -713,4 +713,4 @@ def _validate_own_tls(s: SinkSettings) -> None:
             "give tls_cert= (and tls_key=) instead",
         )
     if s.tls_cert is not None:
-        s.load_server_context()  # checked now, not at the first handshake
+        s._load_server_context()  # checked now, not at the first handshake

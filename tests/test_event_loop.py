@@ -8,7 +8,7 @@ went missing. The tests below also run each thing the sink asks of its loop
 (a server on its own socket, STARTTLS on a server transport, wake-ups from
 other threads, stopping with clients connected, mid-handshake or idle) on
 every loop installed here. Implicit-TLS sinks run on asyncio's loop: see
-`SinkSettings.uses_uvloop`.
+`SinkSettings._uses_uvloop`.
 """
 
 from __future__ import annotations
