@@ -93,10 +93,12 @@ class Address(str):
 
     @property
     def domain(self) -> str:
+        """What follows the last ``@`` (``"example.com"``), as written."""
         return self.rpartition("@")[2]
 
     @property
     def local(self) -> str:
+        """What comes before the last ``@`` (``"ann"``)."""
         return self.rpartition("@")[0]
 
     @property
@@ -247,6 +249,7 @@ class Attachment:
 
     @property
     def size(self) -> int:
+        """The decoded content's length in bytes."""
         return len(self.content)
 
     def __repr__(self) -> str:
@@ -530,6 +533,8 @@ class Message:
     @functools.cached_property
     @_guarded("headers could not be read", lambda message: Headers([]))
     def headers(self) -> Headers:
+        """Every header, in order, its value unfolded and decoded: look one
+        up by name in any case (``headers["subject"]``, ``get_all``)."""
         # raw_items(): the values as parsed, before compat32 wraps 8-bit ones
         # in Header objects whose str() has already lost the bytes.
         return Headers(
@@ -563,10 +568,12 @@ class Message:
 
     @property
     def subject(self) -> str | None:
+        """The Subject header, decoded and unfolded, or None without one."""
         return self.header("Subject")
 
     @property
     def message_id(self) -> str | None:
+        """The Message-ID header as written (``"<id@host>"``), or None."""
         return self.header("Message-ID")
 
     @functools.cached_property
@@ -618,15 +625,19 @@ class Message:
 
     @property
     def from_(self) -> Address | None:
+        """The From header's first address (``from`` is a Python keyword),
+        or None; the envelope's sender is ``envelope.mail_from``."""
         found = self._addresses("From")
         return found[0] if found else None
 
     @property
     def to(self) -> Addresses:
+        """The addresses of the To headers."""
         return self._addresses("To")
 
     @property
     def cc(self) -> Addresses:
+        """The addresses of the Cc headers."""
         return self._addresses("Cc")
 
     @property
@@ -639,6 +650,7 @@ class Message:
 
     @property
     def reply_to(self) -> Addresses:
+        """The addresses of the Reply-To headers."""
         return self._addresses("Reply-To")
 
     @property
@@ -703,6 +715,8 @@ class Message:
     @functools.cached_property
     @_guarded("attachments could not be read", lambda message: ())
     def attachments(self) -> tuple[Attachment, ...]:
+        """Every attachment: a part with a file name, an attached message,
+        an inline image with a Content-ID; ``()`` if there is none."""
         parsed = self.parsed
         if parsed is None:
             # mail-parser gave up on the whole message (its reason is in
@@ -961,6 +975,7 @@ class Message:
 
     @property
     def size(self) -> int:
+        """The message's length in bytes, as received."""
         return len(self.raw)
 
     def summary(self) -> str:
