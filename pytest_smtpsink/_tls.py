@@ -288,9 +288,10 @@ class _Authority:
         # Applications configured by path (SSL_CERT_FILE, Django settings,
         # curl --cacert) need the CA as a file.
         self._dir = tempfile.mkdtemp(prefix="smtpsink-ca-")
+        # Before the write: a write that fails leaves no directory behind.
+        atexit.register(shutil.rmtree, self._dir, True)
         self._ca_file = os.path.join(self._dir, "smtpsink-ca.pem")
         self.ca.cert_pem.write_to_path(self._ca_file)
-        atexit.register(shutil.rmtree, self._dir, True)
 
     @property
     def ca_path(self) -> str:
