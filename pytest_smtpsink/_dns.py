@@ -398,6 +398,11 @@ class DNSServer:
         name_text, type_text = name.to_text(), dns.rdatatype.to_text(rdtype)
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
+        if query.ednsflags & dns.flags.DO:
+            # RFC 3225 3: the DO bit of a query is copied into its response
+            # (make_response leaves it off); the stub signs nothing all the
+            # same, which a DNSSEC-aware client then sees for itself.
+            response.ednsflags |= dns.flags.DO
         if query.edns > 0:
             # RFC 6891 6.1.3: a version the stub does not speak; the reply
             # says so in the one it speaks (make_response gave it EDNS 0).

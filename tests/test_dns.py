@@ -1013,6 +1013,20 @@ def test_an_edns_version_beyond_0_gets_badvers(
     assert response.answer
 
 
+def test_the_do_bit_of_a_query_is_copied_into_its_response(smtpsink: Mailbox) -> None:
+    # RFC 3225 3 (a MUST): it was left off, which a DNSSEC-aware client may
+    # read as a server that does not speak DNSSEC at all.
+    zone = smtpsink.dns
+    zone.a("host.example", "127.0.0.1")
+    asked = dns.message.make_query("host.example", "A", want_dnssec=True)
+    response = dns.query.udp(asked, zone.host, timeout=10, port=zone.port)
+    assert response.ednsflags & dns.flags.DO
+    assert response.answer
+    plain = dns.message.make_query("host.example", "A", use_edns=0)
+    response = dns.query.udp(plain, zone.host, timeout=10, port=zone.port)
+    assert not response.ednsflags & dns.flags.DO
+
+
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_a_tsig_signed_query_gets_notauth_badkey(
     smtpsink: Mailbox, transport: str
