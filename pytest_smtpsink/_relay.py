@@ -22,6 +22,7 @@ smtplib and ssl are imported on first delivery.
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import dataclasses
 import functools
@@ -952,6 +953,8 @@ class _SendQueue:
         return now is not None and before is not None and now < before
 
 
+#: The most seconds a QUIT's reply is waited for before the close.
+_QUIT_WAIT = 2.0
 #: The most a reply may take from the socket, its lines together: an
 #: upstream sending "250-..." lines for ever made the relay keep them all,
 #: hundreds of megabytes.
@@ -1555,15 +1558,23 @@ class _Connection:
     ) -> RelayError:
         """Close the connection after ``error`` at ``stage`` (it cannot be
         trusted to go on); the RelayError that says what happened. An error
-        no upstream or network causes is raised as it is: a bug of the
-        sink's, which read as the upstream's failure ("AttributeError: ...")
-        with its traceback gone (the relay thread fails the message saying
-        it is a bug, and logs the traceback)."""
+        no upstream or network causes is a bug of the sink's own: it read
+        as the upstream's failure ("AttributeError: ..."), its traceback
+        gone. It says so now, and its traceback is logged, the password
+        masked; it is not raised as it is, as pytest's --showlocals would
+        print the password of a frame that holds it (the login's)."""
         reader = getattr(self.client, "reader", None)
         silent = isinstance(reader, _ReplyReader) and reader.received == 0
         self.close(quit=quit)
         if not isinstance(error, _UPSTREAMS_DOING):
-            raise error
+            secrets = _log_bug(self.upstream, error)
+            reason = mask_anywhere(
+                "a bug in pytest-smtpsink's relay, not the upstream's doing: "
+                f"{type(error).__name__}: {error} (its traceback is logged on "
+                "the pytest_smtpsink logger: please report it)",
+                secrets,
+            )
+            return RelayError(self.upstream.url, stage, None, reason, exchanges)
         return _relay_error(
             self.upstream.url, stage, error, exchanges, self.timeout, silent=silent
         )
@@ -1607,6 +1618,10 @@ class _Connection:
         if quit and client.sock is not None:
             # The upstream may have gone first: nothing left to close politely.
             with contextlib.suppress(Exception):
+                # Its reply waited for briefly: one that refused the login
+                # and then said nothing held the relay (every message queued
+                # behind) for the whole timeout.
+                client.timeout = min(client.timeout, _QUIT_WAIT)
                 client.quit()
         client.close()
 
@@ -1692,6 +1707,24 @@ class _Reason(Exception):
     """A failure whose text is the whole reason (no exception name)."""
 
 
+def _log_bug(upstream: Upstream, error: BaseException) -> list[str]:
+    """Log ``error``'s traceback for a bug report, the upstream's password
+    masked should a bug put it in a message (a log shows no frame's
+    locals); returns every form of that password, to mask other text."""
+    # As given, in base64, and as a PLAIN response.
+    secrets = (
+        credential_forms({upstream.username or "": upstream.password}, None)
+        if upstream.password
+        else []
+    )
+    LOG.error(
+        "the relay to %s failed; please report this bug in pytest-smtpsink:\n%s",
+        upstream.url,
+        mask_anywhere("".join(traceback.format_exception(error)), secrets),
+    )
+    return secrets
+
+
 class _NotOffered(_Reason):
     """What the relay needs is not offered (the login's mechanisms): found
     before anything was sent for it, so the connection is still in step."""
@@ -1699,9 +1732,10 @@ class _NotOffered(_Reason):
 
 #: What an upstream, or the network, makes the relay's client raise (smtplib's
 #: errors are OSErrors, as are ssl's and timeouts; UnicodeError: text the
-#: upstream's reply or the envelope holds that cannot be encoded), which
+#: upstream's reply or the envelope holds that cannot be encoded;
+#: binascii.Error: an AUTH challenge that is no base64), which
 #: `_relay_error` explains; anything else is a bug (`Connection._broken`).
-_UPSTREAMS_DOING = (OSError, UnicodeError, _Reason)
+_UPSTREAMS_DOING = (OSError, UnicodeError, binascii.Error, _Reason)
 
 
 _STOPPED_WHILE_TAKEN = (
@@ -1985,6 +2019,11 @@ def _relay_error(
                 " and without a byte (an implicit-TLS port closes on a client "
                 "that starts no TLS handshake: smtps://, tls='implicit')"
             )
+        return RelayError(url, stage, None, reason, exchanges)
+    if isinstance(error, binascii.Error):
+        # smtplib decodes the upstream's AUTH challenge: "Error: Incorrect
+        # padding" named neither.
+        reason = f"the upstream's AUTH challenge is not base64 ({error})"
         return RelayError(url, stage, None, reason, exchanges)
     if isinstance(error, UnicodeError) and stage == "AUTH":
         # Its text quotes the character and where it is in the string,
@@ -2311,29 +2350,14 @@ class Relayer:
         """Fail the messages in hand with ``error``, and log its traceback
         for a bug report (the upstream's password masked, should a bug put
         it in a message)."""
-        upstream = self.upstream
-        # Every form of it: as given, in base64, and as a PLAIN response.
-        secrets = (
-            credential_forms({upstream.username or "": upstream.password}, None)
-            if upstream.password
-            else []
-        )
-
-        def masked(text: str) -> str:
-            return mask_anywhere(text, secrets)
-
+        secrets = _log_bug(self.upstream, error)
         for message, matched in in_hand:
             if message.relay is None or not message.relay.done:
-                reply = masked(f"the relay failed: {error!r}")
+                reply = mask_anywhere(f"the relay failed: {error!r}", secrets)
                 self._finish(
                     message,
                     RelayOutcome("failed", self.upstream.url, matched, reply=reply),
                 )
-        LOG.error(
-            "the relay to %s failed; please report this bug in pytest-smtpsink:\n%s",
-            self.upstream.url,
-            masked("".join(traceback.format_exception(error))),
-        )
 
     def _idle(
         self, connection: _Connection | None, flight: _Flight | None

@@ -222,6 +222,12 @@ def test_messages_marked_deleted_are_not_counted(smtpsink: Mailbox) -> None:
         assert listed == [f"1 {sizes[0]}".encode(), f"3 {sizes[2]}".encode()]
         with pytest.raises(poplib.error_proto, match="deleted"):
             client.list(2)
+        # UIDL too ("messages marked as deleted are not listed"): a client
+        # that syncs by UIDL (getmail, fetchmail's keep) would see it still.
+        _, uidls, _ = client.uidl()
+        assert [line.split()[0] for line in uidls] == [b"1", b"3"]
+        with pytest.raises(poplib.error_proto, match="deleted"):
+            client.uidl(2)
         assert client.rset().startswith(
             f"+OK Maildrop has 3 messages ({sum(sizes)} octets)".encode()
         )

@@ -575,11 +575,16 @@ def test_a_refused_relay_login_is_not_tried_again_in_the_test(
     assert PASSWORD not in "".join(str(o) for o in [first, *later])
 
 
-def test_a_bug_in_the_relays_client_is_raised_as_a_bug(
-    smtpsink: Mailbox, smtpsink_factory: Factory, monkeypatch: pytest.MonkeyPatch
+def test_a_bug_in_the_relays_client_says_so_and_is_logged(
+    smtpsink: Mailbox,
+    smtpsink_factory: Factory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # It read as the upstream's failure, "could not deliver to ... (connect):
-    # AttributeError: ...", its traceback gone: nothing to report.
+    # AttributeError: ...", its traceback gone: nothing to report. Raised as
+    # it was, pytest's --showlocals would print the password of the frame
+    # that holds it: it says it is a bug, and its traceback is logged.
     upstream = smtpsink_factory(hostname="bug.test")
     captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
 
@@ -587,9 +592,41 @@ def test_a_bug_in_the_relays_client_is_raised_as_a_bug(
         raise AttributeError("a bug in the sink")
 
     monkeypatch.setattr(_relay, "_checked_reply", broken)
-    with pytest.raises(AttributeError, match="a bug in the sink") as raised:
+    with pytest.raises(RelayError) as raised:
         smtpsink.release(captured, upstream.host, upstream.port)
-    assert any(entry.name == "broken" for entry in raised.traceback)
+    assert raised.value.reply == (
+        "a bug in pytest-smtpsink's relay, not the upstream's doing: "
+        "AttributeError: a bug in the sink (its traceback is logged on the "
+        "pytest_smtpsink logger: please report it)"
+    )
+    assert raised.value.__cause__ is None
+    (logged,) = [r for r in caplog.records if "please report this bug" in r.message]
+    assert "def broken" not in logged.message  # a traceback, not locals
+    assert 'raise AttributeError("a bug in the sink")' in logged.message
+
+
+def test_an_auth_challenge_that_is_no_base64_is_the_upstreams_doing(
+    smtpsink: Mailbox, scripted: Callable[[Answer], ScriptedUpstream]
+) -> None:
+    # "334 abc" made the relay's client raise binascii.Error, which read as
+    # a bug of the sink's (and, raised as it was, --showlocals printed the
+    # password of the login's frame).
+    def answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
+        if line[:4].upper() == b"EHLO":
+            return b"250-raw.test\r\n250 AUTH LOGIN\r\n"
+        if line[:4].upper() == b"AUTH":
+            return b"334 abc\r\n"
+        return usual_answer(line)
+
+    upstream = scripted(answer)
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(captured, "127.0.0.1", upstream.port, auth=("ann", PASSWORD))
+    assert raised.value.stage == "AUTH"
+    assert raised.value.reply == (
+        "the upstream's AUTH challenge is not base64 (Incorrect padding)"
+    )
+    assert PASSWORD not in str(raised.value)
 
 
 def answering_auth(offered: bytes, digest_reply: bytes) -> Answer:
