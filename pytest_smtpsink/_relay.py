@@ -955,6 +955,9 @@ class _SendQueue:
 
 #: The most seconds a QUIT's reply is waited for before the close.
 _QUIT_WAIT = 2.0
+#: Outside tests (the standalone sink, a sink of the user's own), how long a
+#: login the upstream refused for good is not tried again.
+_LOGIN_RETRY_AFTER = 60.0
 #: The most a reply may take from the socket, its lines together: an
 #: upstream sending "250-..." lines for ever made the relay keep them all,
 #: hundreds of megabytes.
@@ -2136,9 +2139,11 @@ class Relayer:
         # `_test`: mail a fixture sends before the test's first mailbox is
         # made (a session fixture that seeds data) is the test's to relay.
         self._era = 0
-        # The login the upstream refused for good (5xx) in test `_test`: not
-        # tried again in that test (`_refused_login`).
-        self._login_refused: tuple[int, RelayError] | None = None
+        # The login the upstream refused for good (5xx): in which test (0:
+        # no test began, the standalone sink or a sink of the user's own),
+        # when, and why; not tried again in that test, or for
+        # `_LOGIN_RETRY_AFTER` seconds outside tests (`_refused_login`).
+        self._login_refused: tuple[int, float, RelayError] | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -2486,13 +2491,13 @@ class Relayer:
         body = body_option(envelope.mail_options)
         dsn = DSN.of(envelope)
         refused = self._login_refused
-        if (
-            refused is not None
-            and refused[0] == self._test
-            and (connection is None or not connection.open)
-        ):
-            self._refused_login(message, matched, refused[1])
-            return None, None
+        if refused is not None and (connection is None or not connection.open):
+            test, at, error = refused
+            if test != self._test:
+                self._login_refused = None
+            elif test or time.monotonic() - at < _LOGIN_RETRY_AFTER:
+                self._refused_login(message, matched, error, test)
+                return None, None
         try:
             if (
                 connection is not None
@@ -2524,7 +2529,7 @@ class Relayer:
             )
         except RelayError as error:
             if error.stage == "AUTH" and error.code is not None and error.code >= 500:
-                self._login_refused = (self._test, error)
+                self._login_refused = (self._test, time.monotonic(), error)
             self._failed(message, matched, error)
             if connection is not None and not connection.open:
                 connection = None
@@ -2589,12 +2594,18 @@ class Relayer:
         )
 
     def _refused_login(
-        self, message: Message, matched: tuple[str, ...], error: RelayError
+        self, message: Message, matched: tuple[str, ...], error: RelayError, test: int
     ) -> None:
         """``message`` not sent: the upstream refused the relay's login for
-        an earlier message of the test. Each message logged in again, and a
-        run with a stale password made one failed login a message, which a
-        real upstream counts against the account (and may lock it)."""
+        an earlier message of the test (or, outside tests, a moment ago).
+        Each message logged in again, and a run with a stale password made
+        one failed login a message, which a real upstream counts against
+        the account (and may lock it)."""
+        when = (
+            "of this test ({code}); it is not tried again in this test"
+            if test
+            else "({code}); it is tried again {wait:g} s after that refusal"
+        ).format(code=f"{error.code} {error.reply}", wait=_LOGIN_RETRY_AFTER)
         self._finish(
             message,
             RelayOutcome(
@@ -2602,9 +2613,8 @@ class Relayer:
                 self.upstream.url,
                 matched,
                 error.code,
-                f"not sent: the upstream refused the relay's login for an earlier "
-                f"message of this test ({error.code} {error.reply}); it is not "
-                "tried again in this test",
+                "not sent: the upstream refused the relay's login for an "
+                f"earlier message {when}",
                 error=error,
             ),
         )

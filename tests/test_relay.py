@@ -575,6 +575,31 @@ def test_a_refused_relay_login_is_not_tried_again_in_the_test(
     assert PASSWORD not in "".join(str(o) for o in [first, *later])
 
 
+def test_outside_tests_a_refused_relay_login_waits_before_it_is_tried_again(
+    smtpsink_factory: Factory,
+) -> None:
+    # A sink no test drives (the standalone sink, a sink of the user's
+    # own) begins no test: one refused login turned relaying off for the
+    # rest of the process, "for an earlier message of this test".
+    upstream = smtpsink_factory(tls="starttls", auth={"ann": "right"})
+    url = f"smtp+starttls://ann:{PASSWORD}@127.0.0.1:{upstream.port}"
+    with SMTPSink(relay=f"{url}?cafile={upstream.ca_path}", relay_to=".*") as sink:
+        with smtplib.SMTP(sink.host, sink.port) as client:
+            for n in range(2):
+                client.sendmail(
+                    "app@example.com", ["ann@example.com"], f"Subject: {n}\r\n\r\n"
+                )
+        messages = sink.wait_for(count=2)
+        for message in messages:
+            wait_relayed(sink, message)
+        first, second = [relay_of(m) for m in messages]
+    assert (first.status, first.code) == ("refused", 535)
+    assert second.reply == (
+        "not sent: the upstream refused the relay's login for an earlier "
+        f"message (535 {first.reply}); it is tried again 60 s after that refusal"
+    )
+
+
 def test_a_bug_in_the_relays_client_says_so_and_is_logged(
     smtpsink: Mailbox,
     smtpsink_factory: Factory,
