@@ -76,9 +76,18 @@ def search_codec(charset: str) -> str | None:
         info = codecs.lookup(charset)
     except (LookupError, ValueError):
         return None
-    # Not a bytes-to-bytes or str-to-str codec (base64, rot13), which no
-    # mail names as a charset.
-    return info.name if getattr(info, "_is_text_encoding", True) else None
+    # Not a bytes-to-bytes or str-to-str codec (base64, rot13), nor one of
+    # Python's own that is no charset (iconv knows none of them).
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
+        return None
+    # Any other name of ASCII reads as US-ASCII does.
+    return "utf-8" if info.name == "ascii" else info.name
+
+
+#: Python's text codecs that no mail or IMAP client names as a charset.
+_NOT_CHARSETS = frozenset(
+    {"idna", "punycode", "undefined", "unicode-escape", "raw-unicode-escape"}
+)
 
 
 class BadCharset(Exception):
@@ -248,7 +257,7 @@ def _text(arg: Arg, charset: str, tag: str | None) -> str:
     codec = search_codec(charset) or "utf-8"
     try:
         return data.decode(codec)
-    except UnicodeDecodeError:
+    except (UnicodeError, ValueError):
         # Decoded with U+FFFD, which no mail holds, it found nothing, and a
         # client's Latin-1 terms passed as "no matching mail": BAD, as on
         # Dovecot.

@@ -1694,12 +1694,7 @@ def _django_on_commit_hint() -> list[str]:
         return []
     if not pending:
         return []
-    names = join_shortened(
-        [
-            repr(shorten(getattr(f, "__qualname__", type(f).__name__), 60))
-            for f in pending
-        ]
-    )
+    names = join_shortened([repr(shorten(_callable_name(f), 60)) for f in pending])
     return [
         f"Hint: Django holds {plural(len(pending), 'on_commit callback')} that "
         f"{'has' if len(pending) == 1 else 'have'} not run ({names}): the test's "
@@ -1709,6 +1704,13 @@ def _django_on_commit_hint() -> list[str]:
         "self.captureOnCommitCallbacks(execute=True) (a TestCase), or use "
         "django_db(transaction=True): see the Recipes page."
     ]
+
+
+def _callable_name(function: object) -> str:
+    """``send_welcome``, also for ``functools.partial(send_welcome, user)``
+    (whose own name is "partial")."""
+    inner = getattr(function, "func", function)
+    return str(getattr(inner, "__qualname__", type(inner).__name__))
 
 
 def _listed_summaries(messages: Sequence[Message]) -> list[str]:

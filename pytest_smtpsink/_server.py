@@ -517,10 +517,12 @@ class SMTPSink(Mailbox):
     def check_alive(self) -> None:
         """Raise `SinkError` saying why (chained to the cause, if any) when
         the server thread ended without `stop`."""
-        death = self._death()
+        # The runtime read once: a stop on another thread drops it.
+        runtime = self._runtime
+        death = self._death(runtime)
         if death is not None:
-            assert self._runtime is not None
-            raise SinkError(death) from self._runtime.failure
+            assert runtime is not None
+            raise SinkError(death) from runtime.failure
 
     def check_running(self, for_waiting: bool = False) -> None:
         """Raise `SinkError` saying why, if the server thread died or the
@@ -545,9 +547,10 @@ class SMTPSink(Mailbox):
             state = "was stopped" if self._started else "was never started"
             raise SinkError(f"cannot {needed_for}: the SMTP sink {state}")
 
-    def _death(self) -> str | None:
-        """Why the server thread ended without stop(), or None."""
-        runtime, thread = self._runtime, self._thread
+    def _death(self, runtime: _Runtime | None) -> str | None:
+        """Why the server thread of ``runtime`` (the sink's) ended without
+        stop(), or None."""
+        thread = self._thread
         if runtime is None or thread is None:
             return None
         if runtime.death is None and thread.is_alive():

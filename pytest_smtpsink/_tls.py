@@ -273,9 +273,9 @@ def _issue(ca: trustme.CA, names: tuple[str, ...]) -> trustme.LeafCert:
     names, but fetchmail, mbsync and offlineimap's implicit TLS refuse a
     certificate without a common name ("cannot get certificate common
     name"), as no real server's lacks one. A name over X.509's 64
-    characters is left to the alternative names."""
-    first = names[0]
-    return ca.issue_cert(*names, common_name=first if len(first) <= 64 else None)
+    characters is left to the alternative names: the next that fits."""
+    common = next((name for name in names if len(name) <= 64), None)
+    return ca.issue_cert(*names, common_name=common)
 
 
 class _Authority:

@@ -195,6 +195,8 @@ def test_non_ascii_term_as_a_literal() -> None:
         (b"UTF8", "caf\u00e9".encode()),
         (b"ISO-8859-1", "caf\u00e9".encode("latin-1")),
         (b"WINDOWS-1252", "caf\u00e9".encode("cp1252")),
+        # Another name of ASCII reads 8-bit terms as US-ASCII does: as UTF-8.
+        (b"ASCII", "caf\u00e9".encode()),
     ],
 )
 def test_any_charset_a_codec_reads_is_taken(charset: bytes, term: bytes) -> None:
@@ -203,9 +205,12 @@ def test_any_charset_a_codec_reads_is_taken(charset: bytes, term: bytes) -> None
     assert run(b"CHARSET %s BODY {%d}" % (charset, len(term)), term) == [2]
 
 
-@pytest.mark.parametrize("charset", [b"KLINGON-8", b"BASE64", b"ROT13"])
+@pytest.mark.parametrize(
+    "charset", [b"KLINGON-8", b"BASE64", b"ROT13", b"IDNA", b"PUNYCODE", b"UNDEFINED"]
+)
 def test_other_charsets_are_refused_with_badcharset(charset: bytes) -> None:
-    # No codec, or one that is no text encoding (which no mail names).
+    # No codec, one that is no text encoding, or one of Python's own that
+    # no mail names (a term they could not decode was a SERVERBUG).
     with pytest.raises(BadCharset) as caught:
         run(b"CHARSET %s ALL" % charset)
     assert caught.value.response_code == "BADCHARSET (US-ASCII UTF-8)"

@@ -198,14 +198,17 @@ def test_djangos_on_commit_callbacks_not_run_are_named_in_the_hint(
         )
         django.setup()
 
+        import functools
+
         from django.db import transaction
 
-        def send_welcome():
+        def send_welcome(to):
             raise AssertionError("never runs: the transaction is not committed")
 
         def test_signup(smtpsink):
             with transaction.atomic():  # as django_db wraps a test
-                transaction.on_commit(send_welcome)
+                # Named by its function, not "partial".
+                transaction.on_commit(functools.partial(send_welcome, "ann@example.com"))
                 smtpsink.assert_sent(subject="Welcome")
         """
     )
