@@ -633,6 +633,10 @@ def test_a_command_that_waits_or_fails_is_answered_in_order(
                 if server._held or server._reader._buffer:  # type: ignore[attr-defined]
                     break
                 await asyncio.sleep(0.005)
+            else:
+                # Gone on without it, the test would no longer show what it
+                # is about (a command that comes while NOOP waits).
+                raise AssertionError("the next command never came while NOOP waited")
         await asyncio.sleep(0)
         if arg == "later":
             raise ValueError("failed after waiting")

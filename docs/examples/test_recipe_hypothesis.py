@@ -25,8 +25,14 @@ def send_receipt(host, port, customer, amount):
 
 # The fixture is made once for all the examples of a test: Hypothesis asks
 # to be told that this is meant (the health check), and each example starts
-# with clear(), or it would see the mail of every example before it.
-@settings(max_examples=20, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# with clear(), or it would see the mail of every example before it. No
+# deadline: an example that sends mail may take more than Hypothesis's
+# 200 ms on a busy CI machine, which it would report as a flaky test.
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(amount=st.integers(min_value=1, max_value=10_000))
 def test_one_receipt_per_order(smtpsink, amount):
     smtpsink.clear()
