@@ -393,6 +393,8 @@ class SMTPSink(Mailbox):
                 if self._finalizer is not None:
                     self._finalizer.detach()
                 self._loop, self._thread, self._runtime = None, None, None
+                # Its port is another's to take now: not this sink's.
+                self._address = self._bind_address = None
                 runtime.finish()
                 if not isinstance(error, Exception):
                     raise
@@ -544,7 +546,13 @@ class SMTPSink(Mailbox):
         if overflow is not None:
             raise SinkError(overflow)
         if needed_for is not None and self._thread is None:
-            state = "was stopped" if self._started else "was never started"
+            state = (
+                "was stopped"
+                if self._address is not None
+                else "could not start"
+                if self._started
+                else "was never started"
+            )
             raise SinkError(f"cannot {needed_for}: the SMTP sink {state}")
 
     def _death(self, runtime: _Runtime | None) -> str | None:
