@@ -329,6 +329,16 @@ def test_ehlo_refused(smtpsink: Mailbox) -> None:
         assert client.ehlo()[0] == 250
 
 
+def test_a_host_name_match_ignores_case(smtpsink: Mailbox) -> None:
+    # A host name has no case (the rule compared it exactly, no test said
+    # otherwise): a rule for Mail.Example fires for "EHLO mail.example".
+    smtpsink.fail("EHLO", 554, match="Mail.Example")
+    with smtplib.SMTP(
+        smtpsink.host, smtpsink.port, local_hostname="mail.example"
+    ) as client:
+        assert client.ehlo()[0] == 554
+
+
 def test_auth_refused(smtpsink_factory: Factory) -> None:
     sink = smtpsink_factory(auth={"ann": "secret"}, auth_plaintext=True)
     fault = sink.fail("AUTH", 454)

@@ -1307,6 +1307,17 @@ def test_a_control_character_in_the_relay_user_name_is_refused() -> None:
             "relay",
             "relay_allow_remote=True",
         ),
+        # Names that only look like loopback ones are remote too.
+        (
+            {"relay": "smtp://mail.example-notlocalhost:2525", "relay_to": ".*"},
+            "relay",
+            "relay_allow_remote=True",
+        ),
+        (
+            {"relay": "smtp://localhost.example.com:2525", "relay_to": ".*"},
+            "relay",
+            "relay_allow_remote=True",
+        ),
         ({"relay": "smtp://127.0.0.1:25", "relay_to": "("}, "relay_to", "regular"),
         (
             {"relay": "smtp://127.0.0.1:25", "relay_to": ".*", "relay_timeout": 0},
