@@ -13,7 +13,7 @@ import smtplib
 import socket
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from email.message import EmailMessage
 from typing import TypeVar
 
@@ -198,6 +198,33 @@ Send = Callable[..., EmailMessage]
 Factory = Callable[..., Mailbox]
 
 
+#: Packages a test may import or skip even under CI: uvloop is the speed
+#: extra, installed in one env only; resource is Unix's.
+_MAY_BE_MISSING = frozenset({"uvloop", "resource"})
+
+
+class _ImportSkipsFailUnderCI:
+    """Under CI (`external.required`), a test skipped because a package of
+    the test extra could not be imported (``pytest.importorskip``) fails:
+    CI installs the extra, and a skip there would hide a lost dependency
+    or a broken import, and prove nothing."""
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        if report.skipped and call.excinfo is not None:
+            found = re.match(r"could not import '([\w.]+)'", str(call.excinfo.value))
+            if found and found.group(1).partition(".")[0] not in _MAY_BE_MISSING:
+                report.outcome = "failed"
+                report.longrepr = (
+                    f"{call.excinfo.value}: the test extra installs it, and "
+                    f"{external.REQUIRE_ENV} is set, so this is a failure"
+                )
+        return report
+
+
 class _AsyncioLoopLeftover:
     """Closes the event loop pytest-asyncio leaves behind.
 
@@ -265,6 +292,10 @@ def pytest_configure(config: pytest.Config) -> None:
     # under their own directory, and docs/examples has a pytest-asyncio
     # test too.
     config.pluginmanager.register(_AsyncioLoopLeftover(), "smtpsink-asyncio-loop")
+    if external.required():
+        config.pluginmanager.register(
+            _ImportSkipsFailUnderCI(), "smtpsink-import-skips-fail"
+        )
     _end_rerunfailures_spin()
 
 
