@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
+from ._text import format_address
+
 if TYPE_CHECKING:
     import ssl
 
@@ -53,8 +55,7 @@ class ReadSideEndpoint:
         """``pop3://host:port`` or ``imap://host:port`` (``pop3s://`` or
         ``imaps://`` for implicit TLS)."""
         scheme = self._schemes[1] if self.tls == "implicit" else self._schemes[0]
-        host = self.host
-        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.port}"
+        return f"{scheme}://{format_address(self.host, self.port)}"
 
     def ssl_context(self) -> ssl.SSLContext:
         """A client context that trusts the sink's certificate (and nothing

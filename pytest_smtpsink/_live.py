@@ -61,7 +61,7 @@ from . import _html
 from ._files import saved_name
 from ._listening import readable_now
 from ._session import said_nothing
-from ._text import clock, printable, shorten
+from ._text import clock, format_address, printable, shorten
 from ._tls import standalone_spelling
 
 if TYPE_CHECKING:
@@ -1012,8 +1012,7 @@ class LiveServer(http.server.ThreadingHTTPServer):
         from ._server import connectable
 
         host, port = self.server_address[:2]
-        host = connectable(str(host))
-        return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+        return f"http://{format_address(connectable(str(host)), int(port))}/"
 
     def start(self) -> None:
         self._thread = threading.Thread(

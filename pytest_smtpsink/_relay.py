@@ -52,7 +52,7 @@ from ._credentials import (
 )
 from ._listening import looks, not_yet_taken
 from ._session import Exchange, _lines
-from ._text import printable, unicode_domain
+from ._text import format_address, printable, unicode_domain
 
 if TYPE_CHECKING:
     import datetime
@@ -151,9 +151,8 @@ class Upstream:
     def url(self) -> str:
         """The upstream as a URL, without any password."""
         scheme = {None: "smtp", "starttls": "smtp+starttls", "implicit": "smtps"}
-        host = f"[{self.host}]" if ":" in self.host else self.host
         user = f"{urllib.parse.quote(self.username)}@" if self.username else ""
-        return f"{scheme[self.tls]}://{user}{host}:{self.port}"
+        return f"{scheme[self.tls]}://{user}{format_address(self.host, self.port)}"
 
     def is_loopback(self) -> bool:
         return is_loopback_host(self.host)

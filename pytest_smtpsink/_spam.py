@@ -19,7 +19,7 @@ import re
 import socket
 import time
 
-from ._text import printable, shown_number
+from ._text import format_address, printable, shown_number
 
 #: "host:port" of the spamd to ask, from --smtpsink-spamd; None: not set.
 _configured: str | None = None
@@ -178,7 +178,7 @@ def report(
 
     timeout = check_seconds(timeout, "timeout")
     host, port = resolve_spamd(spamd, call)
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    address = format_address(host, port)
     request = b"REPORT SPAMC/1.5\r\nContent-length: %d\r\n\r\n" % len(raw) + raw
     try:
         with socket.create_connection((host, port), timeout=timeout) as connection:
