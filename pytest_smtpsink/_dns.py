@@ -398,11 +398,7 @@ class DNSServer:
         name_text, type_text = name.to_text(), dns.rdatatype.to_text(rdtype)
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
-        if query.ednsflags & dns.flags.DO:
-            # RFC 3225 3: the DO bit of a query is copied into its response
-            # (make_response leaves it off); the stub signs nothing all the
-            # same, which a DNSSEC-aware client then sees for itself.
-            response.ednsflags |= dns.flags.DO
+        _copy_do(query, response)
         if query.edns > 0:
             # RFC 6891 6.1.3: a version the stub does not speak; the reply
             # says so in the one it speaks (make_response gave it EDNS 0).
@@ -568,7 +564,7 @@ class DNSServer:
         response.set_opcode(query.opcode())
         response.question = list(query.question)
         if query.edns >= 0:  # RFC 6891 6.1.1: an OPT answers an OPT
-            response.use_edns(0, 0, query.payload)
+            response.use_edns(0, query.ednsflags & dns.flags.DO, query.payload)
         response.set_rcode(dns.rcode.NOTAUTH)
         # The request's record with an empty MAC and the error, as dnspython
         # has no way to add a TSIG record it does not sign.
@@ -763,6 +759,14 @@ def _peer(peer: Any) -> tuple[str, int]:
     return (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("?", 0)
 
 
+def _copy_do(query: dns.message.Message, response: dns.message.Message) -> None:
+    """RFC 3225 3: the DO bit of a query is copied into every response to
+    it (make_response leaves it off); the stub signs nothing all the same,
+    which a DNSSEC-aware client then sees for itself."""
+    if query.edns >= 0 and query.ednsflags & dns.flags.DO:
+        response.ednsflags |= dns.flags.DO
+
+
 def _refusal(query: dns.message.Message, data: bytes, rcode: dns.rcode.Rcode) -> bytes:
     """A reply with only a header, to a query that could be parsed: with
     an OPT record when the query had one (RFC 6891 6.1.1). A NOTIMP or
@@ -773,6 +777,7 @@ def _refusal(query: dns.message.Message, data: bytes, rcode: dns.rcode.Rcode) ->
             query, copy_mode=dns.message.CopyMode.NOTHING
         )
         response.set_rcode(rcode)
+        _copy_do(query, response)
         return response.to_wire()
     except Exception:  # an opcode dnspython cannot reply to: the bare header
         return _bare_reply(data, rcode)

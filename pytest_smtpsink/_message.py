@@ -573,7 +573,7 @@ class Message:
 
     @property
     def message_id(self) -> str | None:
-        """The Message-ID header as written (``"<id@host>"``), or None."""
+        """The Message-ID header's value (``"<id@host>"``), or None."""
         return self.header("Message-ID")
 
     @functools.cached_property
@@ -715,8 +715,9 @@ class Message:
     @functools.cached_property
     @_guarded("attachments could not be read", lambda message: ())
     def attachments(self) -> tuple[Attachment, ...]:
-        """Every attachment: a part with a file name, an attached message,
-        an inline image with a Content-ID; ``()`` if there is none."""
+        """Every attachment: a part with a file name or whose disposition
+        is attachment, an attached message, an inline image with a
+        Content-ID; ``()`` if there is none."""
         parsed = self.parsed
         if parsed is None:
             # mail-parser gave up on the whole message (its reason is in

@@ -1713,10 +1713,17 @@ def _log_bug(upstream: Upstream, error: BaseException) -> list[str]:
     """Log ``error``'s traceback for a bug report, the upstream's password
     masked should a bug put it in a message (a log shows no frame's
     locals); returns every form of that password, to mask other text."""
-    # As given, in base64, and as a PLAIN response.
+    # As given, in base64, and as a PLAIN response; and as a bug's message
+    # may quote it: its repr (backslashes, quotes escaped) and its bytes'.
+    password = upstream.password
     secrets = (
-        credential_forms({upstream.username or "": upstream.password}, None)
-        if upstream.password
+        [
+            *credential_forms({upstream.username or "": password}, None),
+            repr(password)[1:-1],
+            ascii(password)[1:-1],
+            repr(password.encode("utf-8", "surrogateescape"))[2:-1],
+        ]
+        if password
         else []
     )
     LOG.error(
@@ -2489,10 +2496,15 @@ class Relayer:
         envelope = message.envelope
         body = body_option(envelope.mail_options)
         dsn = DSN.of(envelope)
+        # The test this message is sent for, taken before the connection is
+        # made: a login refused late (Dovecot waits 2 s before it answers a
+        # failed AUTH) may come after the next test began, which it must not
+        # be held against.
+        sending_for = self._test
         refused = self._login_refused
         if refused is not None and (connection is None or not connection.open):
             test, at, error = refused
-            if test != self._test:
+            if test != sending_for:
                 self._login_refused = None
             elif test or time.monotonic() - at < _LOGIN_RETRY_AFTER:
                 self._refused_login(message, matched, error, test)
@@ -2528,7 +2540,7 @@ class Relayer:
             )
         except RelayError as error:
             if error.stage == "AUTH" and error.code is not None and error.code >= 500:
-                self._login_refused = (self._test, time.monotonic(), error)
+                self._login_refused = (sending_for, time.monotonic(), error)
             self._failed(message, matched, error)
             if connection is not None and not connection.open:
                 connection = None

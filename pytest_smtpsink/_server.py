@@ -565,6 +565,9 @@ class SMTPSink(Mailbox):
             return None
         # The thread may have ended a moment before it recorded why.
         thread.join(_STOP_TIMEOUT)
+        if runtime.death is None:
+            # It ended through a stop() on another thread meanwhile.
+            return None
         return (
             f"the SMTP sink's server thread died: {runtime.death}; "
             f"its port {self.port} is closed"

@@ -1025,6 +1025,12 @@ def test_the_do_bit_of_a_query_is_copied_into_its_response(smtpsink: Mailbox) ->
     plain = dns.message.make_query("host.example", "A", use_edns=0)
     response = dns.query.udp(plain, zone.host, timeout=10, port=zone.port)
     assert not response.ednsflags & dns.flags.DO
+    # In a refusal too: a query of an opcode the stub does not serve.
+    notify = dns.message.make_query("host.example", "A", want_dnssec=True)
+    notify.set_opcode(dns.opcode.NOTIFY)
+    response = dns.query.udp(notify, zone.host, timeout=10, port=zone.port)
+    assert rcode(response) == "NOTIMP"
+    assert response.ednsflags & dns.flags.DO
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
