@@ -729,11 +729,23 @@ class Message:
             # mail-parser lists an attached message only with "Content-
             # Disposition: attachment"; a bounce (RFC 3464) or an inline
             # forward has none, and was then in no field at all.
-            found.extend(
-                _own_attachment(part, _message_bytes(part), None)
-                for part in _whole_messages(self._compat)
-                if part.get_content_disposition() != "attachment"
-            )
+            for part in _whole_messages(self._compat):
+                if part.get_content_disposition() == "attachment":
+                    continue
+                try:
+                    content = _message_bytes(part)
+                except RecursionError as error:
+                    # Nested deeper than the standard library's generator
+                    # recurses (hundreds of levels): this one is left out,
+                    # saying so, and the other attachments are kept (a
+                    # forwarded chain 300 levels deep emptied the field).
+                    self._gave_up(
+                        "an attached message nested too deeply to be written "
+                        "whole is left out of attachments",
+                        error,
+                    )
+                    continue
+                found.append(_own_attachment(part, content, None))
         return tuple(found)
 
     def attachment(self, filename: str) -> Attachment:

@@ -276,6 +276,41 @@ def test_thousand_nested_parts_read_as_headers_only(smtpsink: Mailbox) -> None:
     smtpsink.assert_not_sent(body="the bottom")
 
 
+def test_a_forwarded_chain_too_deep_to_write_leaves_the_other_attachments(
+    smtpsink: Mailbox,
+) -> None:
+    # A message/rfc822 part holding 300 levels of nesting: flattening it
+    # for its attachment's bytes recurses past Python's limit, and the
+    # whole field was given up: the PDF beside it was gone too.
+    chain = b"Content-Type: text/plain\r\n\r\nthe bottom\r\n"
+    for level in range(150):
+        chain = (
+            b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n"
+            b"Content-Type: message/rfc822\r\n\r\n%s\r\n--b%d--\r\n"
+            % (level, level, chain, level)
+        )
+    pdf = base64.encodebytes(b"%PDF-1.4 fake").replace(b"\n", b"\r\n")
+    raw = (
+        b"From: a@example.com\r\nTo: b@example.com\r\nSubject: invoice\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=TOP\r\n\r\n"
+        b"--TOP\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n"
+        b"--TOP\r\nContent-Type: application/pdf\r\n"
+        b"Content-Disposition: attachment; filename=invoice.pdf\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + pdf + b"--TOP\r\n"
+        b"Content-Type: message/rfc822\r\n\r\nSubject: fwd\r\n"
+        + chain
+        + b"\r\n--TOP--\r\n"
+    )
+    message = smtpsink.deliver(raw, to="b@example.com")
+    assert message.attachment("invoice.pdf").content == b"%PDF-1.4 fake"
+    assert [a.filename for a in message.attachments] == ["invoice.pdf"]
+    assert any(
+        d.startswith("an attached message nested too deeply to be written whole")
+        for d in message.defects
+    ), message.defects
+    assert message.text == "See attached."
+
+
 def test_nested_comments_in_the_content_type_give_the_header_block_as_email(
     smtpsink: Mailbox,
 ) -> None:
