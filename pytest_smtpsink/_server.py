@@ -352,7 +352,12 @@ class SMTPSink(Mailbox):
             if self._thread is not None:
                 raise SinkError("this sink is already running")
             if self._started:
-                raise SinkError("a stopped sink cannot be restarted; make a new one")
+                raise SinkError(
+                    "a stopped sink cannot be restarted; make a new one"
+                    if self._address is not None
+                    else "a sink whose start failed cannot be started again; "
+                    "make a new one"
+                )
             self._started = True
             settings = self._settings
             connect_host = connectable(settings.host)
@@ -607,7 +612,9 @@ class SMTPSink(Mailbox):
     def _bound(self) -> tuple[str, int]:
         if self._address is None:
             raise SinkError(
-                "the SMTP sink was never started: call start() or use `with`"
+                "the SMTP sink could not start (start() raised why): make a new one"
+                if self._started
+                else "the SMTP sink was never started: call start() or use `with`"
             )
         return self._address
 
