@@ -545,15 +545,27 @@ def test_a_wrong_password_is_tried_once(
     assert_ended_with_quit(upstream)
 
 
+def relay_with_a_wrong_password(factory: Factory) -> tuple[Mailbox, str]:
+    """An upstream over STARTTLS with a login table, and a relay URL that
+    logs in to it with a wrong password (answered 535)."""
+    upstream = factory(tls="starttls", auth={"ann": "right"})
+    url = f"smtp+starttls://ann:{PASSWORD}@127.0.0.1:{upstream.port}"
+    return upstream, f"{url}?cafile={upstream.ca_path}"
+
+
+def logins(upstream: Mailbox) -> list[Exchange]:
+    """The AUTH commands ``upstream`` was sent."""
+    return [e for s in upstream.sessions for e in s.transcript if e.command == "AUTH"]
+
+
 def test_a_refused_relay_login_is_not_tried_again_in_the_test(
     smtpsink_factory: Factory,
 ) -> None:
     # Each message logged in again: a run with a stale password made one
     # failed login a message, which a real upstream counts against the
     # account (and may lock it, or ban the CI machine).
-    upstream = smtpsink_factory(tls="starttls", auth={"ann": "right"})
-    url = f"smtp+starttls://ann:{PASSWORD}@127.0.0.1:{upstream.port}"
-    sink = smtpsink_factory(relay=f"{url}?cafile={upstream.ca_path}", relay_to=".*")
+    upstream, url = relay_with_a_wrong_password(smtpsink_factory)
+    sink = smtpsink_factory(relay=url, relay_to=".*")
     with smtplib.SMTP(sink.host, sink.port) as client:
         for n in range(3):
             client.sendmail(
@@ -571,8 +583,7 @@ def test_a_refused_relay_login_is_not_tried_again_in_the_test(
             f"message of this test (535 {first.reply}); it is not tried again "
             "in this test"
         )
-    logins = [e for s in upstream.sessions for e in s.transcript if e.command == "AUTH"]
-    assert len(logins) == 1
+    assert len(logins(upstream)) == 1
     assert PASSWORD not in "".join(str(o) for o in [first, *later])
 
 
@@ -582,22 +593,12 @@ def test_a_login_refused_after_the_next_test_began_is_the_earlier_tests(
     # Dovecot answers a failed AUTH 2 s late: refused after the next test
     # began, the login was held against that test, whose mail was then
     # refused "for an earlier message of this test" without a login.
-    upstream = smtpsink_factory(tls="starttls", auth={"ann": "right"})
-    url = f"smtp+starttls://ann:{PASSWORD}@127.0.0.1:{upstream.port}"
-    with SMTPSink(relay=f"{url}?cafile={upstream.ca_path}", relay_to=".*") as sink:
+    upstream, url = relay_with_a_wrong_password(smtpsink_factory)
+    with SMTPSink(relay=url, relay_to=".*") as sink:
         sink.forget_before(sink.view())  # a test begins, as the fixtures do
-
-        def auths() -> list[Exchange]:
-            return [
-                e
-                for s in upstream.sessions
-                for e in s.transcript
-                if e.command == "AUTH"
-            ]
-
         rule = upstream.delay("AUTH", 3)
         first = capture(sink, b"Subject: first\r\n\r\nx\r\n")
-        upstream.wait_until(lambda: len(auths()) == 1)  # its answer is held
+        upstream.wait_until(lambda: len(logins(upstream)) == 1)  # answer held
         sink.forget_before(sink.view())  # the next test begins meanwhile
         wait_relayed(sink, first)
         assert relay_of(first).code == 535
@@ -605,7 +606,7 @@ def test_a_login_refused_after_the_next_test_began_is_the_earlier_tests(
         second = capture(sink, b"Subject: second\r\n\r\nx\r\n")
         wait_relayed(sink, second)
     # The new test's message logged in again (and was refused by the table).
-    assert len(auths()) == 2
+    assert len(logins(upstream)) == 2
     assert "earlier message" not in relay_of(second).reply
 
 
@@ -615,9 +616,8 @@ def test_outside_tests_a_refused_relay_login_waits_before_it_is_tried_again(
     # A sink no test drives (the standalone sink, a sink of the user's
     # own) begins no test: one refused login turned relaying off for the
     # rest of the process, "for an earlier message of this test".
-    upstream = smtpsink_factory(tls="starttls", auth={"ann": "right"})
-    url = f"smtp+starttls://ann:{PASSWORD}@127.0.0.1:{upstream.port}"
-    with SMTPSink(relay=f"{url}?cafile={upstream.ca_path}", relay_to=".*") as sink:
+    upstream, url = relay_with_a_wrong_password(smtpsink_factory)
+    with SMTPSink(relay=url, relay_to=".*") as sink:
         with smtplib.SMTP(sink.host, sink.port) as client:
             for n in range(2):
                 client.sendmail(
@@ -632,6 +632,7 @@ def test_outside_tests_a_refused_relay_login_waits_before_it_is_tried_again(
         "not sent: the upstream refused the relay's login for an earlier "
         f"message (535 {first.reply}); it is tried again 60 s after that refusal"
     )
+    assert len(logins(upstream)) == 1
 
 
 def test_a_bug_in_the_relays_client_says_so_and_is_logged(
