@@ -598,9 +598,8 @@ def test_a_login_refused_after_the_next_test_began_is_the_earlier_tests(
         sink.forget_before(sink.view())  # a test begins, as the fixtures do
         rule = upstream.delay("AUTH", 3)
         first = capture(sink, b"Subject: first\r\n\r\nx\r\n")
-        upstream.wait_until(
-            lambda: len(logins(upstream)) == 1, timeout=60
-        )  # its answer held
+        # Its AUTH came; the answer is held.
+        upstream.wait_until(lambda: len(logins(upstream)) == 1, timeout=60)
         sink.forget_before(sink.view())  # the next test begins meanwhile
         wait_relayed(sink, first)
         assert relay_of(first).code == 535
