@@ -722,7 +722,11 @@ class Message:
         if parsed is None:
             # mail-parser gave up on the whole message (its reason is in
             # `defects`); the parts are still there to read.
-            return tuple(_own_attachments(self._compat))
+            left_out: list[RecursionError] = []
+            own = tuple(_own_attachments(self._compat, left_out=left_out))
+            if left_out:
+                self._gave_up(_TOO_DEEP_TO_WRITE, left_out[0])
+            return own
         named = _file_names(self._compat)
         found = [_attachment(item, named) for item in parsed.attachments]
         if self._forwards_a_message:
@@ -739,11 +743,7 @@ class Message:
                     # recurses (hundreds of levels): this one is left out,
                     # saying so, and the other attachments are kept (a
                     # forwarded chain 300 levels deep emptied the field).
-                    self._gave_up(
-                        "an attached message nested too deeply to be written "
-                        "whole is left out of attachments",
-                        error,
-                    )
+                    self._gave_up(_TOO_DEEP_TO_WRITE, error)
                     continue
                 found.append(_own_attachment(part, content, None))
         return tuple(found)
@@ -1552,28 +1552,47 @@ def _message_bytes(part: Compat32Message) -> bytes:
     return decoded if isinstance(decoded, bytes) else b""
 
 
-def _own_attachments(part: Compat32Message, top: bool = True) -> Iterator[Attachment]:
+#: The defect of an attached message `_message_bytes` could not write.
+_TOO_DEEP_TO_WRITE = (
+    "an attached message nested too deeply to be written whole is left out "
+    "of attachments"
+)
+
+
+def _own_attachments(
+    part: Compat32Message,
+    top: bool = True,
+    left_out: list[RecursionError] | None = None,
+) -> Iterator[Attachment]:
     """The attachments of a message mail-parser could not read, by its
     rules: a part with a file name, a Content-ID (but not text/plain or
     text/html), an RTF part, or one whose disposition is attachment; a
     multipart part only when it is attached itself, as one attachment.
     Parts without a name get none (mail-parser makes one up). A message
-    attached whole is one attachment, whatever its disposition."""
+    attached whole is one attachment, whatever its disposition. One nested
+    too deeply to be written whole is left out, its error in ``left_out``
+    (the others are kept)."""
     disposition = part.get_content_disposition()
-    if not top and part.get_content_type() in _WHOLE_MESSAGE_TYPES:
-        yield _own_attachment(part, _message_bytes(part), disposition)
-        return
-    if part.is_multipart():
-        if disposition == "attachment":
+    try:
+        if not top and part.get_content_type() in _WHOLE_MESSAGE_TYPES:
+            yield _own_attachment(part, _message_bytes(part), disposition)
+            return
+        if part.is_multipart() and disposition == "attachment":
             content = b"".join(
                 sub.as_bytes() if isinstance(sub, Compat32Message) else b""
                 for sub in part.get_payload()
             )
             yield _own_attachment(part, content, disposition)
             return
+    except RecursionError as error:
+        if left_out is None:
+            raise
+        left_out.append(error)
+        return
+    if part.is_multipart():
         for sub in part.get_payload():
             if isinstance(sub, Compat32Message):
-                yield from _own_attachments(sub, top=False)
+                yield from _own_attachments(sub, top=False, left_out=left_out)
         return
     filename = part.get_filename()
     content_id = part.get("content-id")

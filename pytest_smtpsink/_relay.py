@@ -1709,19 +1709,40 @@ class _Reason(Exception):
     """A failure whose text is the whole reason (no exception name)."""
 
 
+def _quoted_forms(text: str) -> set[str]:
+    """``text`` as reprs write it, inside a longer text, one repr or two deep:
+    backslashes doubled, either quote escaped or not (a repr picks its quote
+    by the whole text), other characters escaped as `repr`, `ascii` and a
+    bytes repr do."""
+    forms = {text}
+    for _ in range(2):
+        for form in list(forms):
+            slashed = form.replace("\\", "\\\\")
+            forms.update(
+                {
+                    slashed,
+                    slashed.replace("'", "\\'"),
+                    slashed.replace('"', '\\"'),
+                    repr(form)[1:-1],
+                    ascii(form)[1:-1],
+                    repr(form.encode("utf-8", "surrogateescape"))[2:-1],
+                }
+            )
+    return forms
+
+
 def _log_bug(upstream: Upstream, error: BaseException) -> list[str]:
     """Log ``error``'s traceback for a bug report, the upstream's password
     masked should a bug put it in a message (a log shows no frame's
     locals); returns every form of that password, to mask other text."""
     # As given, in base64, and as a PLAIN response; and as a bug's message
-    # may quote it: its repr (backslashes, quotes escaped) and its bytes'.
+    # may quote it, in a repr of a repr (a KeyError's of a text that holds
+    # it, then the outcome's of the error).
     password = upstream.password
     secrets = (
         [
             *credential_forms({upstream.username or "": password}, None),
-            repr(password)[1:-1],
-            ascii(password)[1:-1],
-            repr(password.encode("utf-8", "surrogateescape"))[2:-1],
+            *_quoted_forms(password),
         ]
         if password
         else []
@@ -2522,7 +2543,7 @@ class Relayer:
                 connection = _Connection(
                     self.upstream, self.timeout, self.hostname, on_client=self._using
                 )
-                connection.test = self._test
+                connection.test = sending_for
                 connection.stopping = lambda: self._stopping
             if connection.pipelining:
                 transaction = connection.write_commands(

@@ -215,14 +215,35 @@ class _ImportSkipsFailUnderCI:
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         if report.skipped and call.excinfo is not None:
-            found = re.match(r"could not import '([\w.]+)'", str(call.excinfo.value))
-            if found and found.group(1).partition(".")[0] not in _MAY_BE_MISSING:
-                report.outcome = "failed"
-                report.longrepr = (
-                    f"{call.excinfo.value}: the test extra installs it, and "
-                    f"{external.REQUIRE_ENV} is set, so this is a failure"
-                )
+            _fail_an_import_skip(report, str(call.excinfo.value))
         return report
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_make_collect_report(
+        self, collector: pytest.Collector
+    ) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+        # A module's own importorskip, at its top: the whole module skipped.
+        report = yield
+        if report.skipped:
+            # (path, line, "Skipped: could not import 'x': ...")
+            longrepr = report.longrepr
+            reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+            _fail_an_import_skip(report, reason)
+        return report
+
+
+def _fail_an_import_skip(
+    report: pytest.TestReport | pytest.CollectReport, reason: str
+) -> None:
+    """Make ``report`` a failure if ``reason`` is importorskip's for a
+    package the test extra installs."""
+    found = re.search(r"could not import '([\w.]+)'", reason)
+    if found and found.group(1).partition(".")[0] not in _MAY_BE_MISSING:
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{reason}: the test extra installs it, and "
+            f"{external.REQUIRE_ENV} is set, so this is a failure"
+        )
 
 
 class _AsyncioLoopLeftover:

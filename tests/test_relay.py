@@ -611,6 +611,31 @@ def test_a_login_refused_after_the_next_test_began_is_the_earlier_tests(
     assert "earlier message" not in relay_of(second).reply
 
 
+def test_a_connection_whose_login_ended_in_the_next_test_is_the_earlier_tests(
+    smtpsink_factory: Factory,
+) -> None:
+    # The connection was stamped with the test running when its login
+    # ended: one made for the earlier test's mail, whose login ended after
+    # the next test began, carried the next test's mail too, its session
+    # in the earlier test's view of the upstream.
+    upstream = smtpsink_factory(tls="starttls", auth={"ann": PASSWORD})
+    url = f"smtp+starttls://ann:{PASSWORD}@127.0.0.1:{upstream.port}"
+    with SMTPSink(relay=f"{url}?cafile={upstream.ca_path}", relay_to=".*") as sink:
+        sink.forget_before(sink.view())  # a test begins, as the fixtures do
+        rule = upstream.delay("AUTH", 3)
+        first = capture(sink, b"Subject: first\r\n\r\nx\r\n")
+        # Its AUTH came; the answer is held.
+        upstream.wait_until(lambda: len(logins(upstream)) == 1, timeout=60)
+        sink.forget_before(sink.view())  # the next test begins meanwhile
+        wait_relayed(sink, first)
+        rule.remove()
+        second = capture(sink, b"Subject: second\r\n\r\nx\r\n")
+        wait_relayed(sink, second)
+    assert [relay_of(m).status for m in (first, second)] == ["relayed", "relayed"]
+    sessions = {m.session for m in upstream.wait_for(count=2)}
+    assert len(sessions) == 2
+
+
 def test_outside_tests_a_refused_relay_login_waits_before_it_is_tried_again(
     smtpsink_factory: Factory,
 ) -> None:
@@ -666,23 +691,42 @@ def test_a_bug_in_the_relays_client_says_so_and_is_logged(
     assert 'raise AttributeError("a bug in the sink")' in logged.message
 
 
+@pytest.mark.parametrize(
+    ("password", "bug"),
+    [
+        # Quoted with !r (a backslash doubled, a quote escaped), as bytes,
+        # with !a.
+        (
+            'pa"ss\\w\u00f6rd-s3cret',
+            lambda pw: ValueError(f"bad {pw!r} {pw.encode()!r} {pw!a}"),
+        ),
+        # Inside a text a KeyError quotes, whose repr the outcome quotes
+        # again: two reprs deep.
+        ("it's-s3cret", lambda pw: KeyError(f'no "session" for {pw}')),
+        ("pa\\ss-s3cret", lambda pw: KeyError(f"no {pw!r}")),
+    ],
+)
 def test_a_bug_that_quotes_the_password_in_any_form_is_masked(
     caplog: pytest.LogCaptureFixture,
+    password: str,
+    bug: Callable[[str], Exception],
 ) -> None:
     # Masked as given, in base64 and as a PLAIN response only: a bug's
-    # message quoting it with !r (its backslash or quote escaped) or as
-    # bytes kept it in clear, in the log and the RelayError.
+    # message quoting it kept it in clear, in the log, the outcome's reply
+    # ("the relay failed: <repr of the error>") and the RelayError.
     from pytest_smtpsink._credentials import mask_anywhere
 
-    password = 'pa"ss\\w\u00f6rd'
     quoted = urllib.parse.quote(password, safe="")
     upstream = _relay.parse_upstream(f"smtp://ann:{quoted}@127.0.0.1:2525")
-    bug = ValueError(f"bad {password!r} {password.encode()!r} {password!a}")
-    secrets = _relay._log_bug(upstream, bug)
+    error = bug(password)
+    secrets = _relay._log_bug(upstream, error)
     (logged,) = caplog.records
-    forms = (password, repr(password), ascii(password), repr(password.encode()))
-    for shown in (logged.getMessage(), mask_anywhere(str(bug), secrets)):
-        assert [form for form in forms if form[1:-1] in shown] == [], shown
+    for shown in (
+        logged.getMessage(),
+        mask_anywhere(str(error), secrets),
+        mask_anywhere(f"the relay failed: {error!r}", secrets),
+    ):
+        assert "s3cret" not in shown, shown
 
 
 def test_an_auth_challenge_that_is_no_base64_is_the_upstreams_doing(
