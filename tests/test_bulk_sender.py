@@ -23,6 +23,18 @@ SIGNED = (b"from", b"to", b"subject", b"date", b"message-id")
 ONE_CLICK = (b"list-unsubscribe", b"list-unsubscribe-post")
 
 
+def unsigned_newsletter(unsubscribe: str) -> bytes:
+    """A one-click newsletter from news@shop.example with the unsubscribe
+    URL ``unsubscribe``, as bytes to sign: for tests that sign it their own
+    way."""
+    message = make_message(subject="November news", sender="news@shop.example")
+    message["Date"] = email.utils.formatdate()
+    message["Message-ID"] = email.utils.make_msgid(domain="shop.example")
+    message["List-Unsubscribe"] = f"<{unsubscribe}>"
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+
+
 def newsletter(
     sink: Mailbox,
     *,
@@ -192,12 +204,7 @@ def test_unsubscribe_headers_signed_by_another_valid_signature_pass(
     # service's own did, and the rule asked the sender's aligned one to.
     sender = tls_sink.dkim_key("shop.example", selector="news")
     service = tls_sink.dkim_key("esp.example", selector="esp")
-    message = make_message(subject="November news", sender="news@shop.example")
-    message["Date"] = email.utils.formatdate()
-    message["Message-ID"] = email.utils.make_msgid(domain="shop.example")
-    message["List-Unsubscribe"] = "<https://esp.example/u/abc>"
-    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    raw = unsigned_newsletter("https://esp.example/u/abc")
     signed = (
         dkim.sign(
             raw, b"news", b"shop.example", sender.encode(), include_headers=SIGNED
@@ -543,12 +550,7 @@ def test_any_aligned_signature_may_cover_the_unsubscribe_headers(
     # the first was looked at, which need not be the one covering them.
     covering = tls_sink.dkim_key("shop.example", selector="news")
     other = tls_sink.dkim_key("shop.example", selector="ops")
-    message = make_message(subject="November news", sender="news@shop.example")
-    message["Date"] = email.utils.formatdate()
-    message["Message-ID"] = email.utils.make_msgid(domain="shop.example")
-    message["List-Unsubscribe"] = "<https://shop.example/u/abc>"
-    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    raw = unsigned_newsletter("https://shop.example/u/abc")
     signed = dkim.sign(
         raw,
         b"news",
@@ -579,12 +581,7 @@ def test_not_aligned_says_why_the_senders_own_signature_failed(
     # the problem must say so (not read as if the shop never signed).
     own = tls_sink.dkim_key("shop.example", selector="news")
     service = tls_sink.dkim_key("esp.example", selector="e1")
-    message = make_message(subject="November news", sender="news@shop.example")
-    message["Date"] = email.utils.formatdate()
-    message["Message-ID"] = email.utils.make_msgid(domain="shop.example")
-    message["List-Unsubscribe"] = "<https://shop.example/u/abc>"
-    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    raw = unsigned_newsletter("https://shop.example/u/abc")
     headers = [*SIGNED, *ONE_CLICK]
     signed = dkim.sign(
         raw, b"news", b"shop.example", own.encode(), include_headers=headers
@@ -612,12 +609,7 @@ def test_delivered_mail_is_not_judged_for_tls(smtpsink: Mailbox) -> None:
     # deliver() (an .eml of the newsletter, checked without sending it) has
     # no SMTP hop: "sent without TLS" was a problem no change could fix.
     key = smtpsink.dkim_key("shop.example", selector="news")
-    message = make_message(subject="November news", sender="news@shop.example")
-    message["Date"] = email.utils.formatdate()
-    message["Message-ID"] = email.utils.make_msgid(domain="shop.example")
-    message["List-Unsubscribe"] = "<https://shop.example/u/abc>"
-    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    raw = unsigned_newsletter("https://shop.example/u/abc")
     signed = (
         dkim.sign(
             raw,
