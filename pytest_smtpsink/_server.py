@@ -325,7 +325,6 @@ class SMTPSink(Mailbox):
         self._faults = Faults()
         self._faults.release_with(self._release_held)
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
         #: Whether start() was called, even if it failed: a sink starts once.
         self._started = False
         self._thread: threading.Thread | None = None
@@ -340,6 +339,12 @@ class SMTPSink(Mailbox):
     @property
     def settings(self) -> SinkSettings:
         return self._settings
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop of the running sink (its runtime's), else None."""
+        runtime = self._runtime
+        return None if runtime is None else runtime.loop
 
     @property
     def running(self) -> bool:
@@ -397,7 +402,7 @@ class SMTPSink(Mailbox):
                 # started go too, and a stop() later has nothing to do.
                 if self._finalizer is not None:
                     self._finalizer.detach()
-                self._loop, self._thread, self._runtime = None, None, None
+                self._thread, self._runtime = None, None
                 # Its port is another's to take now: not this sink's.
                 self._address = self._bind_address = None
                 runtime.finish()
@@ -424,7 +429,7 @@ class SMTPSink(Mailbox):
             target=runtime.serve, name=f"smtpsink-{port}", daemon=True
         )
         runtime.thread = thread
-        self._loop, self._thread, self._runtime = runtime.loop, thread, runtime
+        self._thread, self._runtime = thread, runtime
         assert self._bind_address is not None
         self._finalizer = weakref.finalize(
             self, _stop_dropped, runtime, format_address(*self._bind_address)
@@ -459,7 +464,7 @@ class SMTPSink(Mailbox):
                 # readable. A pool's let-go sink, which its tests' reports
                 # still refer to, then costs little more than its mail.
                 if self._runtime is runtime:
-                    self._runtime, self._loop = None, None
+                    self._runtime = None
             if stopped_here:
                 # A thread waiting for mail learns of the stop now, once.
                 self._store.touch()
