@@ -77,6 +77,8 @@ Transport = Literal["udp", "tcp"]
 MXTarget = Union["Mailbox", "SMTPSink", str]
 
 _TTL = 0  # nothing a resolver or an application may cache between tests
+# For the same reason, a negative answer (NXDOMAIN, no data) carries no SOA
+# record: RFC 2308 5 says one without it is not to be cached.
 _TCP_IDLE = 10.0  # seconds a TCP client may sit between queries
 #: Bytes of delayed answers a TCP connection may hold unread (16 of the
 #: largest): past them, its client reads none, and it is cut off.

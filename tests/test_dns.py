@@ -376,6 +376,25 @@ def test_a_name_with_records_only_below_it_exists(smtpsink: Mailbox) -> None:
     assert [q.outcome for q in zone.queries] == ["NOERROR"] * 3 + ["NXDOMAIN"] * 2
 
 
+def test_negative_answers_carry_no_soa_so_no_resolver_caches_them(
+    smtpsink: Mailbox,
+) -> None:
+    # RFC 2308 5: a denial without an SOA is not cached; zones change from
+    # one test to the next, and a caching resolver in between kept the old
+    # "no such name" for the SOA's minimum TTL.
+    zone = smtpsink.dns
+    zone.a("mail.partner.example", "127.0.0.1")
+    for name, rcode in (
+        ("nowhere.example.", dns.rcode.NXDOMAIN),
+        ("partner.example.", dns.rcode.NOERROR),  # no data
+    ):
+        query = dns.message.make_query(name, "MX")
+        answer = dns.query.udp(query, zone.host, port=zone.port, timeout=10)
+        assert answer.rcode() == rcode
+        assert answer.answer == []
+        assert answer.authority == []
+
+
 def test_servfail_a_number_of_times(smtpsink: Mailbox) -> None:
     zone = smtpsink.dns
     zone.mx("flaky.example", [(10, smtpsink)])
