@@ -14,6 +14,7 @@ plugin from ``--smtpsink-spamd`` (`use_spamd`); a call can also name one.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import re
 import socket
@@ -125,7 +126,22 @@ def parse_address(text: str) -> tuple[str, int]:
         raise ValueError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:783)")
     if not 0 < int(port) < 65536:
         raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
+    if bracketed and not _is_ipv6(host):
+        # Errors write an IPv6 host in brackets and any other without
+        # them: "[1::2::3]" would come back as 1::2::3:783, which reads as
+        # another address.
+        raise ValueError(
+            f"{text!r} is not HOST:PORT: only an IPv6 address goes in brackets "
+            "([::1]:783)"
+        )
     return host, int(port)
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).version == 6
+    except ValueError:
+        return False
 
 
 def resolve_spamd(spamd: str | None, call: str = "spam_report") -> tuple[str, int]:

@@ -315,6 +315,15 @@ def test_bad_arguments_are_named(smtpsink: Mailbox) -> None:
     with pytest.raises(ValueError, match=r"spamd: '127.0.0.1 :783' is not HOST:PORT"):
         message.spam_report(spamd="127.0.0.1 :783")
     assert parse_address("[::1]:783") == ("::1", 783)
+    assert parse_address("[fe80::1%eth0]:783") == ("fe80::1%eth0", 783)
+    # Shown as typed: errors would write it unbracketed (1::2::3:783).
+    for host in ("1::2::3", "fe80::1%", "127.0.0.1", "localhost"):
+        with pytest.raises(
+            ValueError,
+            match=rf"^spamd: '\[{re.escape(host)}\]:783' is not HOST:PORT: only an "
+            r"IPv6 address goes in brackets \(\[::1\]:783\)$",
+        ):
+            message.spam_report(spamd=f"[{host}]:783")
     # Not the configured spamd instead, nor "no spamd is configured".
     previous = use_spamd("127.0.0.1:9")
     try:
