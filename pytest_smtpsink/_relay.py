@@ -563,6 +563,9 @@ def _client_class(implicit: bool) -> Any:
             # upstream may quote it in a reply ("535 wrong password ..."),
             # which goes into outcomes, errors, transcripts, the CLI's output.
             self._mask: Callable[[str], str] | None = None
+            # Whether `Mailbox.release` sent it (else the automatic relay):
+            # the advice for a refusal names what the user gave.
+            self.released = False
             super().__init__(**kwargs)
 
         def putcmd(self, cmd: str, args: str = "") -> None:
@@ -601,14 +604,22 @@ def _client_class(implicit: bool) -> Any:
                 raise _NotOffered(
                     "a login was asked for, but the upstream offers AUTH only "
                     "after STARTTLS, it seems (its EHLO reply lists STARTTLS "
-                    "and no AUTH): give tls='starttls' to release(), or "
-                    "smtp+starttls:// in the relay URL"
+                    "and no AUTH): "
+                    + (
+                        "give tls='starttls' to release()"
+                        if self.released
+                        else "use smtp+starttls:// in the relay URL"
+                    )
                 )
             if not self.has_extn("auth"):
                 raise _NotOffered(
                     "a login was asked for, but the upstream offers no AUTH "
-                    "(its EHLO reply lists none): give no auth= to release(), "
-                    "or no user in the relay URL"
+                    "(its EHLO reply lists none): "
+                    + (
+                        "give no auth= to release()"
+                        if self.released
+                        else "put no user in the relay URL"
+                    )
                 )
             offered = self.esmtp_features["auth"].upper().split()
             mechanisms = [m for m in _LOGIN_ORDER if m in offered]
@@ -1063,9 +1074,12 @@ class _Connection:
         hostname: str,
         ssl_context: ssl.SSLContext | None = None,
         on_client: Callable[[Any], None] | None = None,
+        *,
+        released: bool = False,
     ) -> None:
         """``on_client``: told the smtplib client before it connects (the
-        relay thread's `Relayer.abort` closes its socket)."""
+        relay thread's `Relayer.abort` closes its socket). ``released``:
+        opened by `Mailbox.release`, not the automatic relay."""
         self.upstream = upstream
         # Past it a socket's timeout overflows the platform's clock: 1e10 s
         # means for ever, as it does to a wait.
@@ -1102,6 +1116,7 @@ class _Connection:
         # before anything can be recorded (tested by the STARTTLS and
         # implicit TLS release tests).
         client._host = upstream.host
+        client.released = released
         self.client = client
         # Asked when needed: the Relayer sets `stopping` after this.
         client.stopping = self._is_stopping
@@ -2078,7 +2093,7 @@ def deliver(
     dsn: DSN | None = None,
 ) -> Delivery:
     """One connection, one transaction, QUIT. Raises `RelayError`."""
-    connection = _Connection(upstream, timeout, hostname, ssl_context)
+    connection = _Connection(upstream, timeout, hostname, ssl_context, released=True)
     try:
         delivery = connection.send(raw, mail_from, rcpt_to, smtputf8, body, dsn=dsn)
         said = len(connection.exchanges)

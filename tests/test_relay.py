@@ -875,7 +875,7 @@ def test_login_to_an_upstream_without_auth_says_so(
     assert raised.value.code is None
     assert raised.value.reply == (
         "a login was asked for, but the upstream offers no AUTH (its EHLO reply "
-        "lists none): give no auth= to release(), or no user in the relay URL"
+        "lists none): give no auth= to release()"
     )
     assert PASSWORD not in str(raised.value)
     # Nothing was sent for it: still in step, it said QUIT before it hung up.
@@ -897,9 +897,41 @@ def test_login_without_tls_to_an_upstream_that_wants_starttls_says_so(
         "AUTH",
         "a login was asked for, but the upstream offers AUTH only after "
         "STARTTLS, it seems (its EHLO reply lists STARTTLS and no AUTH): give "
-        "tls='starttls' to release(), or smtp+starttls:// in the relay URL",
+        "tls='starttls' to release()",
     )
     assert release_over_starttls(smtpsink, captured, upstream).code == 250
+
+
+def test_the_automatic_relay_s_login_advice_names_the_relay_url(
+    smtpsink_factory: Factory,
+) -> None:
+    # It named release()'s auth= and tls= to a user of the relay URL (the
+    # standalone sink's --relay too).
+    plain = smtpsink_factory(hostname="upstream.test")  # offers no AUTH
+    tls = smtpsink_factory(
+        tls="starttls", auth={"ann": PASSWORD}, hostname="tls.upstream.test"
+    )
+    for upstream, advice in (
+        (
+            plain,
+            "offers no AUTH (its EHLO reply lists none): put no user in the relay URL",
+        ),
+        (
+            tls,
+            "offers AUTH only after STARTTLS, it seems (its EHLO reply lists "
+            "STARTTLS and no AUTH): use smtp+starttls:// in the relay URL",
+        ),
+    ):
+        sink = smtpsink_factory(
+            relay=f"smtp://ann:{PASSWORD}@127.0.0.1:{upstream.port}", relay_to=".*"
+        )
+        message = capture(sink, b"Subject: hi\r\n\r\nx\r\n")
+        wait_relayed(sink, message)
+        assert relay_of(message).status == "failed"
+        assert relay_of(message).reply == (
+            f"a login was asked for, but the upstream {advice}"
+        )
+        assert not upstream.messages
 
 
 def test_login_with_no_mechanism_the_relay_uses_names_what_is_offered(
