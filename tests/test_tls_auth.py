@@ -204,6 +204,36 @@ def test_certificate_has_a_common_name(smtpsink_factory: Factory) -> None:
     assert ("IP Address", sink.host) in certificate["subjectAltName"]
 
 
+def test_a_name_too_long_for_a_common_name_leaves_it_to_the_next() -> None:
+    # X.509 caps a common name at 64 characters (cryptography refuses a
+    # longer one): the first name that fits is the common name, and every
+    # name stays an alternative name.
+    from pytest_smtpsink._tls import authority
+
+    long_name = "a" * 60 + ".mail.example"  # 73 characters
+    server = authority().server_context(long_name, ("mail.example",))
+    client = authority().client_context()
+    # A handshake in memory: no socket, no thread.
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    ours = client.wrap_bio(to_client, to_server, server_hostname=long_name)
+    theirs = server.wrap_bio(to_server, to_client, server_side=True)
+    done = {ours: False, theirs: False}
+    for _ in range(10):  # a TLS 1.3 handshake takes two turns
+        for end in done:
+            try:
+                end.do_handshake()
+                done[end] = True
+            except ssl.SSLWantReadError:
+                pass
+    assert all(done.values())
+    certificate = ours.getpeercert()
+    assert certificate is not None
+    assert (("commonName", "mail.example"),) in certificate["subject"]
+    assert (("commonName", long_name),) not in certificate["subject"]
+    assert ("DNS", long_name) in certificate["subjectAltName"]
+    assert ("DNS", "mail.example") in certificate["subjectAltName"]
+
+
 def test_plain_sink_has_no_tls(smtpsink: Mailbox) -> None:
     with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
         assert "starttls" not in ehlo_features(client)
