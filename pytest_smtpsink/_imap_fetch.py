@@ -196,6 +196,18 @@ _MESSAGE = ("rfc822", "global")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
+def _body_start(data: bytes, start: int, end: int) -> tuple[int, int, bool]:
+    """Where the header of the part at ``start`` ends (after its last
+    line's line break), where its body starts, and whether a blank line
+    ends the header (else it runs to ``end``)."""
+    if data.startswith(b"\r\n", start, end) or data.startswith(b"\n", start, end):
+        return start, start + (2 if data[start] == 0x0D else 1), True
+    match = _HEADER_END.search(data, start, end)
+    if match is None:
+        return end, end, False
+    return match.start() + (2 if data[match.start()] == 0x0D else 1), match.end(), True
+
+
 def _parse_part(
     data: bytes,
     start: int,
@@ -206,18 +218,7 @@ def _parse_part(
     budget: list[int],
 ) -> Part:
     budget[0] -= 1
-    header_ends = True
-    if data.startswith(b"\r\n", start, end) or data.startswith(b"\n", start, end):
-        header_end = start
-        body_start = start + (2 if data[start] == 0x0D else 1)
-    else:
-        match = _HEADER_END.search(data, start, end)
-        if match is None:
-            header_end = body_start = end
-            header_ends = False
-        else:
-            header_end = match.start() + (2 if data[match.start()] == 0x0D else 1)
-            body_start = match.end()
+    header_end, body_start, header_ends = _body_start(data, start, end)
     fields = _header_fields(data, start, header_end)
     part = Part(data, start, body_start, end, fields, "", "", [], [], None)
     part.header_ends = header_ends
@@ -253,8 +254,12 @@ def _parse_part(
             child_default = (
                 ("message", "rfc822") if subtype == "digest" else ("text", "plain")
             )
-            ranges, part.closes_unterminated = _split_multipart(
-                data, body_start, end, boundary.encode("utf-8", "surrogateescape")
+            ranges, part.closes_unterminated, _ = _split_multipart(
+                data,
+                body_start,
+                end,
+                boundary.encode("utf-8", "surrogateescape"),
+                depth=depth,
             )
             for child_start, child_end, crlf_end in ranges:
                 if budget[0] <= 0:
@@ -342,13 +347,21 @@ def _header_fields(data: bytes, start: int, end: int) -> list[tuple[str, int, in
 
 
 def _split_multipart(
-    data: bytes, start: int, end: int, boundary: bytes
-) -> tuple[list[tuple[int, int, int]], bool | None]:
+    data: bytes, start: int, end: int, boundary: bytes, *, depth: int
+) -> tuple[list[tuple[int, int, int]], bool | None, int]:
     """Byte ranges of a multipart's parts: start, end, and end with the CRLF
     before the delimiter (which belongs to the delimiter). Without a closing
     delimiter the last part ends where the multipart does. And, with a
     close-delimiter, whether its line runs to the multipart's end with no
-    line break (None without one)."""
+    line break (None without one); and where the close-delimiter's line
+    ends (``end`` without one).
+
+    A part that is itself a multipart on the same boundary (Outlook
+    Express for Mac wrote them; so does some malware) takes the delimiter
+    lines until its own close-delimiter: as Dovecot reads them, a line
+    belongs to the innermost multipart still open. Split on the outer
+    boundary alone, the inner close ended the outer multipart, and the
+    attachment after it was in no part."""
     delimiter = b"--" + boundary
     ranges: list[tuple[int, int, int]] = []
     current: int | None = None
@@ -373,12 +386,37 @@ def _split_multipart(
                     part_end -= 1
             ranges.append((current, part_end, found))
         if closing:
-            return ranges, line_end < 0
+            return ranges, line_end < 0, next_start
         current = next_start
         pos = next_start
+        if depth + 1 < MAX_NESTING - 1 and _opens_on(data, pos, end, boundary):
+            # Past its parts: the delimiter after its close is this one's.
+            pos = _split_multipart(
+                data, _body_start(data, pos, end)[1], end, boundary, depth=depth + 1
+            )[2]
     if current is not None:
         ranges.append((current, end, end))
-    return ranges, None
+    return ranges, None, end
+
+
+def _opens_on(data: bytes, start: int, end: int, boundary: bytes) -> bool:
+    """Whether the part at ``start`` is a multipart on ``boundary`` (read
+    as `_parse_part` reads it)."""
+    # Its header ends before the next delimiter line, if not before: the
+    # search stops there, so a multipart of many parts is read once.
+    limit = data.find(b"\n--" + boundary, start, end)
+    limit = end if limit < 0 else limit + 1
+    header_end = _body_start(data, start, limit)[0]
+    if data.find(boundary, start, header_end) < 0:
+        return False  # the usual case, answered without parsing
+    fields = _header_fields(data, start, header_end)
+    head = Part(data, start, header_end, header_end, fields, "", "", [], [], None)
+    content_type = head.field_text("content-type")
+    parsed = _parse_content_type(content_type) if content_type is not None else None
+    if parsed is None or parsed[0].lower() != "multipart":
+        return False
+    own = next((value for name, value in parsed[2] if name.lower() == "boundary"), "")
+    return own.encode("utf-8", "surrogateescape") == boundary
 
 
 # -- structured header fields -------------------------------------------------

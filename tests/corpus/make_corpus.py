@@ -417,6 +417,48 @@ def corpus() -> dict[str, bytes]:
         "",
         '<p><![foo[ x ]]> <a href="https://example.com/after">after</a></p>',
     )
+    # A multipart inside one with the same boundary, as Outlook Express for
+    # Mac and some malware write it: a delimiter line belongs to the
+    # innermost multipart still open (Dovecot), so the inner one closes
+    # first and the attachment after it is the outer one's second part.
+    gif = base64.b64encode(bytes(range(48)))
+    files["same_boundary_nested"] = lines(
+        HEAD,
+        "Subject: a multipart inside one with the same boundary",
+        "MIME-Version: 1.0",
+        'Content-Type: multipart/mixed; boundary="X"',
+        "",
+        "--X",
+        'Content-Type: multipart/alternative; boundary="X"',
+        "",
+        "--X",
+        "Content-Type: text/plain",
+        "",
+        "plain",
+        "--X",
+        "Content-Type: text/html",
+        "",
+        "<p>html</p>",
+        "--X--",
+        "",
+        "--X",
+        'Content-Type: image/gif; name="xx.gif"',
+        "Content-Transfer-Encoding: base64",
+        'Content-Disposition: attachment; filename="xx.gif"',
+        "",
+        gif,
+        "--X--",
+    )
+    three = [HEAD.decode(), "Subject: three levels, one boundary", "MIME-Version: 1.0"]
+    three += ["Content-Type: multipart/mixed; boundary=Y", "", "preamble"]
+    three += ["--Y", "Content-Type: multipart/mixed; boundary=Y", ""]
+    three += ["--Y", "Content-Type: multipart/alternative; boundary=Y", ""]
+    for number in (1, 2):
+        three += ["--Y", f"Content-Type: text/x-patch{number}", "", f"patch {number}"]
+    three += ["--Y--", "--Y", "Content-Type: text/x-patch3", "", "patch 3", "--Y--"]
+    three += ["inner epilogue", "--Y", "Content-Type: text/x-patch4", "", "patch 4"]
+    three += ["--Y--", "epilogue"]
+    files["same_boundary_three_levels"] = lines(*three)
     return files
 
 
