@@ -728,7 +728,11 @@ class Message:
                 self._gave_up(_TOO_DEEP_TO_WRITE, left_out[0])
             return own
         named = _file_names(self._compat)
-        found = [_attachment(item, named) for item in parsed.attachments]
+        found = [
+            _attachment(item, named)
+            for item in parsed.attachments
+            if not _a_container(item)
+        ]
         if self._forwards_a_message:
             # mail-parser lists an attached message only with "Content-
             # Disposition: attachment"; a bounce (RFC 3464) or an inline
@@ -1487,6 +1491,19 @@ def _file_names(message: Compat32Message) -> set[str]:
         with contextlib.suppress(Exception):
             names.add(decode_header_text(raw).strip())
     return names
+
+
+def _a_container(item: dict[str, Any]) -> bool:
+    """Whether mail-parser's attachment ``item`` is a multipart that is not
+    attached itself: one the standard library could not split (a multipart
+    inside one with the same boundary) and mail-parser then took for an
+    inline part by its Content-ID, 0 bytes long. A container is no
+    attachment, as `_own_attachments` has it."""
+    content_type = str(item.get("mail_content_type") or "").lower()
+    disposition = str(item.get("content-disposition") or "").split(";", 1)[0]
+    return content_type.startswith("multipart/") and (
+        disposition.strip().lower() != "attachment"
+    )
 
 
 def _attachment(item: dict[str, Any], named: set[str]) -> Attachment:

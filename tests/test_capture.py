@@ -160,6 +160,45 @@ def test_an_attachment_without_a_name_has_none(smtpsink: Mailbox) -> None:
     assert [a.code for a in msg.lint()].count("attachment-without-filename") == 3
 
 
+def test_a_multipart_the_parser_could_not_split_is_no_attachment(
+    smtpsink: Mailbox,
+) -> None:
+    # Inside a multipart with the same boundary, the standard library finds
+    # no parts in it; by its Content-ID mail-parser then listed it as an
+    # inline attachment: "multipart/alternative", 0 bytes.
+    raw = (
+        b"Subject: patches\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n'
+        b'--B\r\nContent-Type: multipart/alternative; boundary="B"\r\n'
+        b"Content-ID: <alt@example.com>\r\n\r\n"
+        b"--B\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-ID: <p1@example.com>\r\n\r\npatch 1\r\n"
+        b"--B--\r\n"
+        b"--B\r\nContent-Type: application/pdf\r\n"
+        b'Content-Disposition: attachment; filename="a.pdf"\r\n\r\n%PDF\r\n'
+        b"--B--\r\n"
+    )
+    message = smtpsink.deliver(raw, to="ann@example.com")
+    assert [a.content_type for a in message.attachments] == [
+        "application/octet-stream",
+        "application/pdf",
+    ]
+    # A multipart attached itself still is one.
+    attached = (
+        b"Subject: attached\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="o"\r\n\r\n'
+        b"--o\r\nContent-Type: text/plain\r\n\r\nsee the file\r\n"
+        b'--o\r\nContent-Type: multipart/related; boundary="i"\r\n'
+        b'Content-Disposition: attachment; filename="page.mht"\r\n\r\n'
+        b"--i\r\nContent-Type: text/html\r\n\r\n<p>page</p>\r\n--i--\r\n"
+        b"--o--\r\n"
+    )
+    kept = smtpsink.deliver(attached, to="ann@example.com")
+    assert [(a.filename, a.content_type) for a in kept.attachments] == [
+        ("page.mht", "multipart/related")
+    ]
+
+
 def test_an_attachment_repr_escapes_the_content_type(smtpsink: Mailbox) -> None:
     """pytest prints reprs in assertion failures: a Content-Type with an
     ESC must not reach the terminal as one (the filename is !r already)."""
