@@ -48,7 +48,6 @@ from ._credentials import (
     credential_forms,
     has_utf8_form,
     mask_anywhere,
-    word_masker,
 )
 from ._listening import looks, not_yet_taken
 from ._session import Exchange, _lines
@@ -540,6 +539,18 @@ def _received_headers(raw: bytes) -> int:
 _MAX_CHALLENGES = 5
 
 
+def _echoed_forms(password: str) -> list[str]:
+    """``password`` as a reply read with ``surrogateescape`` holds it when
+    the upstream wrote it in Latin-1 or cp1252 rather than UTF-8."""
+    forms = []
+    for encoding in ("latin-1", "cp1252"):
+        with contextlib.suppress(UnicodeEncodeError):
+            echoed = password.encode(encoding).decode("utf-8", "surrogateescape")
+            if echoed != password:
+                forms.append(echoed)
+    return forms
+
+
 def _client_class(implicit: bool) -> Any:
     """smtplib's SMTP (or SMTP_SSL) recording every exchange."""
     import smtplib
@@ -629,9 +640,13 @@ def _client_class(implicit: bool) -> Any:
                     f"none of which the relay logs in with ({', '.join(_LOGIN_ORDER)})"
                 )
             self.user, self.password = user, password
-            # As words (after a space, a quote, a bracket...), as the sink
-            # masks its own: a short password is not cut out of every word.
-            self._mask = word_masker({user: password}, None)
+            # Anywhere, inside a word too: a reply is free text, quoted in
+            # the relay's error ("535 bad login user=ann;pass<password>"
+            # showed it). Also as an upstream that echoes it in Latin-1 or
+            # cp1252 writes it, read here as undecodable bytes.
+            secrets = credential_forms({user: password}, None)
+            secrets += _echoed_forms(password)
+            self._mask = functools.partial(mask_anywhere, secrets=secrets)
             for mechanism in mechanisms:
                 method = getattr(self, "auth_" + mechanism.lower().replace("-", "_"))
                 try:

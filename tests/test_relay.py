@@ -988,6 +988,58 @@ def test_a_broken_reply_quoting_the_password_is_masked(
     assert PASSWORD not in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("password", "echo"),
+    [
+        (PASSWORD, b"535 5.7.8 bad credentials user=ann;pass%sx"),  # in a word
+        (PASSWORD, b"535 5.7.8 " + b"x" * 60 + b"%s"),  # a long run into it
+        ("P\u00e4sswort9Kq", b"535 5.7.8 bad %s"),  # echoed in Latin-1
+    ],
+)
+def test_a_reply_echoing_the_password_inside_a_word_is_masked(
+    smtpsink: Mailbox,
+    smtpsink_factory: Factory,
+    scripted: Callable[[Answer], ScriptedUpstream],
+    password: str,
+    echo: bytes,
+) -> None:
+    # The docs promise a relay's error is masked anywhere, inside a word
+    # too; only a word standing alone was, into the RelayError, the
+    # outcome, summaries, reports and the login memory's next refusals.
+    encoding = "utf-8" if password.isascii() else "latin-1"
+    line = echo % password.encode(encoding) + b"\r\n"
+
+    def answer(sent: bytes) -> bytes | tuple[bytes, ...] | None:
+        if sent.upper().startswith(b"AUTH PLAIN"):
+            return line
+        if sent[:4].upper() == b"EHLO":
+            return b"250-raw.test\r\n250 AUTH PLAIN\r\n"
+        return usual_answer(sent)
+
+    upstream = scripted(answer)
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(captured, "127.0.0.1", upstream.port, auth=("ann", password))
+    assert "****" in raised.value.reply
+    shown = str(raised.value) + raised.value.reply
+    assert password not in shown
+    assert "sswort9Kq" not in shown  # nor all but the character Latin-1 wrote
+
+    quoted = urllib.parse.quote(password, safe="")
+    sink = smtpsink_factory(
+        relay=f"smtp://ann:{quoted}@127.0.0.1:{upstream.port}", relay_to=".*"
+    )
+    first = capture(sink, b"Subject: 1\r\n\r\nx\r\n")
+    wait_relayed(sink, first)
+    capture(sink, b"Subject: 2\r\n\r\nx\r\n")
+    second = sink.wait_for(2)[1]
+    wait_relayed(sink, second)  # refused by the memory of the first's login
+    shown = "".join(repr(relay_of(m)) + m.summary() for m in (first, second))
+    assert "****" in relay_of(second).reply
+    assert password not in shown
+    assert "sswort9Kq" not in shown
+
+
 def test_release_refuses_an_untrusted_certificate(
     smtpsink: Mailbox, smtpsink_factory: Factory
 ) -> None:
