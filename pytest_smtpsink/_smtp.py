@@ -299,6 +299,14 @@ def mask_auth(text: str) -> str:
     return lead + " ".join(words[:2]) + (" ****" if len(words) > 2 else "")
 
 
+def _like_auth(raw: bytes) -> bool:
+    """Whether a line that is no command is AUTH misspelt: with characters
+    in or around the verb (an invisible one a copied command line holds,
+    ``A UTH``, ``XAUTH``) or two of its letters swapped (``AUHT``)."""
+    letters = bytes(b for b in raw[:32].upper() if 0x41 <= b <= 0x5A)
+    return b"AUTH" in letters[:6] or sorted(letters[:4]) == sorted(b"AUTH")
+
+
 # A line that may be an AUTH response: one word (base64, "=", "*", or a
 # password in clear where base64 belongs).
 _SASL_RESPONSE = re.compile(rb"\s*\S+\s*\Z")
@@ -2057,7 +2065,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             # or table here may know to mask (aiosmtpd's log lines too).
             _STRAY.line, _STRAY.shown = raw.strip().upper(), raw[:5] + b"****"
             raw = _STRAY.shown
-        elif not auth_line and self.state.settings.auth is not None:
+        elif not auth_line:
             # Whatever letters it holds ("oAuthpw", an OAuth token).
             raw = self._without_unknowable_password(raw)
         mask = self.state.mask_secrets
@@ -2119,22 +2127,25 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         return True
 
     def _without_unknowable_password(self, raw: bytes) -> bytes:
-        """A line as recorded on a sink that takes logins, before one
-        succeeded: a line that is no command may hold a password that no
-        table names (any password is taken; with a table, a wrong one sent
-        on a line of its own). A misspelt login (``LOGIN ann pw``) keeps its first word,
-        a word alone (a password sent without its AUTH) none, as on POP3
-        and IMAP; aiosmtpd's log records of it are masked alike (`_STRAY`),
-        and its reply does not echo it (`push`)."""
+        """A line as recorded before a login succeeded: a line that is no
+        command may hold a password that no table names. On a sink that
+        takes any password, every such line; with a table, a word alone (a
+        wrong password sent without its AUTH); on every sink, a misspelt
+        AUTH (`_like_auth`: ``AUHT PLAIN <base64>`` carries the credentials
+        all the same, the production ones of a client left with them). A
+        misspelt command keeps its first word (``LOGIN ****``), a word
+        alone none, as on POP3 and IMAP; aiosmtpd's log records of it are
+        masked alike (`_STRAY`), and its reply does not echo it (`push`)."""
         session = self.session
         if session is None or session.authenticated:
             return raw
         words = raw.split(None, 1)
         if not words or words[0].upper().decode("latin-1") in self._smtp_methods:
             return raw
-        if len(words) == 2 and self.state.settings.auth != "any":
+        auth = self.state.settings.auth
+        if auth != "any" and (auth is None or len(words) == 2) and not _like_auth(raw):
             # With a table, its passwords are masked as words wherever they
-            # are (`word_masker`); a word alone may be a wrong one.
+            # are (`word_masker`); without one, no password is expected.
             return raw
         shown = words[0] + b" ****" if len(words) == 2 else b"****"
         _STRAY.line, _STRAY.shown = raw.strip().upper(), shown

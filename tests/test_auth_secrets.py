@@ -519,6 +519,55 @@ def test_a_password_no_table_names_is_masked_on_smtp_as_on_pop3(
     assert "LOGIN ****" in caplog.text
 
 
+@pytest.mark.parametrize("auth", [None, "table"])
+def test_a_misspelt_auth_s_credentials_are_masked_on_every_sink(
+    smtpsink_factory: Factory, caplog: pytest.LogCaptureFixture, auth: str | None
+) -> None:
+    # A client sends its credentials after AUTH typed wrong all the same:
+    # on a sink with a table (a wrong password, which no table names) or
+    # with no logins (the production ones a client was left with), they
+    # were recorded and logged in clear; only an auth="any" sink masked.
+    caplog.set_level(logging.DEBUG, logger="mail.log")
+    table = {USER: PASSWORD} if auth else None
+    sink = smtpsink_factory(auth=table, auth_plaintext=bool(auth))
+    wrong = "Pr0dSecretF7x"
+    plain = base64.b64encode(f"\0{USER}\0{wrong}".encode()).decode()
+    login = base64.b64encode(wrong.encode()).decode()
+    batches = [  # a sink closes on the fifth unknown command: two sessions
+        [
+            f"AU\u200bTH PLAIN {plain}",  # an invisible character copied along
+            f"AUHT PLAIN {plain}",
+            f"XAUTH PLAIN {plain}",
+        ],
+        [f"A UTH PLAIN {plain}", f"AUHT LOGIN {login}", "XFOO shown as sent"],
+    ]
+    said = []
+    for sent in batches:
+        with socket.create_connection((sink.host, sink.port), timeout=10) as client:
+            replies = client.makefile("rb")
+            replies.readline()
+            for line in ["EHLO c", *sent, "QUIT"]:
+                client.sendall(line.encode() + b"\r\n")
+                while (answer := replies.readline().decode())[3:4] == "-":
+                    said.append(answer)
+                said.append(answer)
+            replies.close()
+        sink.wait_until(lambda: sink.sessions[-1].end is not None)
+    recorded = [e.line for session in sink.sessions for e in session.transcript[2:-1]]
+    assert recorded == [
+        "AU\u200bTH ****",
+        "AUHT ****",
+        "XAUTH ****",
+        "A ****",
+        "AUHT ****",
+        "XFOO shown as sent",  # no AUTH: as it came
+    ]
+    transcripts = "".join(session.format_transcript() for session in sink.sessions)
+    shown = "".join(said) + transcripts + caplog.text
+    for secret in (wrong, plain, login):
+        assert secret not in shown
+
+
 @pytest.mark.parametrize("lead", ["\x01", "\x1b", "\x7f", "\u2800", "(", "\xff"])
 def test_a_token_after_any_lead_before_auth_is_masked(
     smtpsink_factory: Factory, caplog: pytest.LogCaptureFixture, lead: str
