@@ -832,12 +832,21 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
     views = item.stash.get(_VIEWS_KEY, None)
     waited: set[int] = set()
     began = time.monotonic() if views else 0.0
+    # A timeout plugin's failure (pytest-timeout raises it from a signal
+    # handler, wherever the test's time ran out) or Ctrl-C during the wait
+    # below: raised once pytest's own teardown has run. Raised here, it
+    # skipped it: the test's fixtures were never finalized, and the next
+    # test failed at setup ("previous item was not torn down properly").
+    interrupted: BaseException | None = None
     if views:
         # Before the fixtures close the views: a test's upstream sink would
         # drop a connection its fault rule (a delay) still holds, and the
         # relay's outcome would depend on how far it had got.
-        with contextlib.suppress(Exception):  # never an INTERNALERROR
-            waited = _settle_relays(views)
+        try:
+            with contextlib.suppress(Exception):  # never an INTERNALERROR
+                waited = _settle_relays(views)
+        except BaseException as error:
+            interrupted = error
         # The connections the test's fault rules hold (a hang, a delay) are
         # closed before any fixture's teardown: pytest-asyncio's loop goes
         # before the sink's fixture, cancelling a client task still held,
@@ -857,6 +866,8 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
             for view in views:
                 release_held(view)
     result = yield
+    if interrupted is not None:
+        raise interrupted
     if views:
         # And after: a fixture's teardown may send (an outbox flushed on
         # shutdown). Mail already waited for is not waited for twice, and

@@ -2260,6 +2260,46 @@ def test_relay_outcome_is_in_the_failure_report(pytester: pytest.Pytester) -> No
     )
 
 
+def test_a_timeout_while_the_teardown_waits_for_relays_lets_the_teardown_run(
+    pytester: pytest.Pytester,
+) -> None:
+    # pytest-timeout fails a test from a signal handler wherever its time
+    # runs out: in the plugin's wait for pending relays, before pytest's own
+    # teardown, it skipped that teardown, and the next test failed at setup
+    # ("previous item was not torn down properly"). The failure comes here
+    # from the wait itself, as the signal would, at a moment of its own.
+    pytester.makepyfile(
+        """
+        import smtplib
+        import pytest
+
+        def test_first(smtpsink_factory):
+            upstream = smtpsink_factory(hostname="upstream.test")
+            upstream.hang("DATA")
+            sink = smtpsink_factory(
+                relay=f"smtp://127.0.0.1:{upstream.port}", relay_to=".*"
+            )
+            with smtplib.SMTP(sink.host, sink.port) as client:
+                client.sendmail("a@example.com", ["b@example.com"], "Subject: s\\r\\n\\r\\n")
+            sink.wait_for()
+
+            def out_of_time(*args, **kwargs):
+                pytest.fail("Timeout (>1.0s) from pytest-timeout.")
+
+            sink.wait_until = out_of_time  # what the teardown waits with
+
+        def test_next(smtpsink):
+            smtpsink.assert_nothing_sent()
+        """
+    )
+    result = pytester.runpytest("-p", "no:xdist", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*ERROR at teardown of test_first*", "E * Failed: Timeout (>1.0s)*"]
+    )
+    result.stdout.no_fnmatch_line("*torn down*")
+
+
 def test_each_test_relays_on_a_connection_of_its_own(
     pytester: pytest.Pytester,
 ) -> None:
