@@ -1480,6 +1480,18 @@ def test_a_control_character_in_the_relay_user_name_is_refused() -> None:
             "relay",
             "port must be a number from 1 to 65535, got '0'",
         ),
+        # "@host" forgotten: a password of digits where the port goes.
+        (
+            {"relay": "smtp://ann:123456", "relay_to": ".*"},
+            "relay",
+            r"^(?!.*123456)relay: the URL's port must be a number from 1 to 65535, "
+            "got something else",
+        ),
+        (
+            {"relay": "smtp://ann@127.0.0.1:123456", "relay_to": ".*"},
+            "relay",
+            "port must be a number from 1 to 65535, got '123456'",
+        ),
         (
             {"relay": "smtp://127.0.0.1:\uff12\uff15", "relay_to": ".*"},
             "relay",
