@@ -34,6 +34,7 @@ from ._messages import (
 from ._session import Exchange, Session
 from ._settings import DEFAULT_TIMEOUT, check_seconds
 from ._text import (
+    Undisplayed,
     join_shortened,
     plural,
     printable,
@@ -572,7 +573,7 @@ class Mailbox(FaultControls):
         # --full-trace shows hidden frames too: the password leaves the
         # frame's variables at once, held where its repr does not show it.
         __tracebackhide__ = True
-        credentials = _Undisplayed(auth)
+        credentials = Undisplayed(auth)
         del auth
         from ._relay import (
             DSN,
@@ -2013,19 +2014,6 @@ def _check_envelope_address(address: object, argument: str) -> None:
             f"{argument}: {address!r} is not an address as SMTP sends it (no "
             f"angle brackets, display name or comment): it would go as {sent}"
         )
-
-
-class _Undisplayed:
-    """A value kept out of tracebacks' variables (a password): its repr
-    shows nothing of it."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: object) -> None:
-        self.value = value
-
-    def __repr__(self) -> str:
-        return "<not shown>"
 
 
 def _release_host_problem(host: str) -> str | None:

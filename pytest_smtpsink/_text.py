@@ -16,6 +16,7 @@ import os
 import re
 import urllib.parse
 from collections.abc import Iterable, Sequence
+from typing import Generic, TypeVar
 
 # What could break a printed line or fool a reader: C0 and C1 controls (ESC
 # starts terminal escape sequences, VT/FF/FS/GS/RS/NEL split lines for
@@ -298,3 +299,20 @@ def resolved(url: str, base: str | None) -> str:
     if base is None or not url or _SCHEME.match(url):
         return url
     return urllib.parse.urljoin(base, url)
+
+
+_T = TypeVar("_T")
+
+
+class Undisplayed(Generic[_T]):
+    """A value kept out of tracebacks' variables (a password, an auth
+    table): its repr shows nothing of it, so pytest's ``--showlocals
+    --full-trace`` does not either."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: _T) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<not shown>"

@@ -25,7 +25,7 @@ from ._settings import (
     parse_size,
     parse_whole,
 )
-from ._text import plural, shown_argument
+from ._text import Undisplayed, plural, shown_argument
 
 if TYPE_CHECKING:
     # Imported where used: a pytest run that never touches the sink should
@@ -1144,16 +1144,22 @@ def _settings_for(
     ``pytrace``, pointing at the test's line (a factory call: a test may
     make several)."""
     __tracebackhide__ = True
-    if "relay" in overrides and overrides["relay"] is None:
+    # --full-trace shows this frame's variables: the credentials leave them
+    # at once (an auth table, a relay URL's password).
+    held = Undisplayed(overrides)
+    del overrides
+    if "relay" in held.value and held.value["relay"] is None:
         # relay=None keeps this sink (a test's own upstream, say) out of a
         # run's --smtpsink-relay: the rest of that relay goes with it.
         fields = SinkSettings.__dataclass_fields__
-        overrides = {
-            **{name: fields[name].default for name in _RELAY_DETAILS},
-            **overrides,
-        }
+        held = Undisplayed(
+            {
+                **{name: fields[name].default for name in _RELAY_DETAILS},
+                **held.value,
+            }
+        )
     try:
-        return pool.defaults.replace(**overrides)
+        return pool.defaults.replace(**held.value)
     except (SettingsError, TypeError) as error:
         problem = str(error)
     # Outside the except block: the report shows one sentence, not the
@@ -1263,6 +1269,9 @@ def smtpsink_factory(request: pytest.FixtureRequest) -> Callable[..., Mailbox]:
 
     def factory(*args: Any, **settings: Any) -> Mailbox:
         __tracebackhide__ = True
+        # --full-trace shows this frame's variables: see `_settings_for`.
+        held = Undisplayed(settings)
+        del settings
         if args:
             # As the marker says it: a bare "takes 0 positional arguments"
             # named a function of the plugin's, not what to write.
@@ -1271,7 +1280,7 @@ def smtpsink_factory(request: pytest.FixtureRequest) -> Callable[..., Mailbox]:
                 f"smtpsink_factory() takes keyword settings only, got {given} "
                 '(e.g. smtpsink_factory(tls="starttls"))'
             )
-        chosen = _settings_for(pool, "smtpsink_factory()", settings, pytrace=True)
+        chosen = _settings_for(pool, "smtpsink_factory()", held.value, pytrace=True)
         sink = pool.get(chosen)
         view = _open_view(config, sink, request.node)
         request.addfinalizer(view.close)  # its faults go at the end of the test

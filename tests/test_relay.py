@@ -407,6 +407,34 @@ def test_release(smtpsink, smtpsink_factory):
         result.stdout.fnmatch_lines(["credentials = <not shown>"])
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        # A SettingsError, and a relay to a remote host without the opt-in.
+        'auth={"ann": SECRET[::-1]}, auth_plaintext="yes"',
+        'relay="smtp://u:" + SECRET[::-1] + "@mail.example.com:25", relay_to=".*"',
+    ],
+)
+def test_a_failed_factory_call_keeps_the_credentials_out_of_full_trace(
+    pytester: pytest.Pytester, call: str
+) -> None:
+    # --full-trace shows the plugin's frames and their variables: the
+    # factory's settings and _settings_for's overrides held the auth table
+    # and the relay URL, password and all.
+    pytester.makepyfile(
+        f"""
+SECRET = "{PASSWORD[::-1]}"  # reversed: not in the source shown
+
+def test_factory(smtpsink_factory):
+    smtpsink_factory({call})
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist", "--showlocals", "--full-trace")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["held * = <not shown>"])
+    assert PASSWORD not in result.stdout.str()
+
+
 def refused_starttls_release(
     sink: Mailbox, upstream: Mailbox, *, login: bool = True
 ) -> RelayError:
