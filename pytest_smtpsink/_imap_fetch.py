@@ -623,15 +623,20 @@ def parse_addresses(value: str) -> list[Address]:
     result: list[Address] = []
     phrase: list[tuple[str, str, int]] = []
     angle: list[tuple[str, str, int]] = []
-    in_angle = had_angle = in_group = False
+    in_angle = had_angle = in_group = gave_up = False
     start = 0
 
     def flush(end: int) -> None:
-        nonlocal phrase, angle, had_angle
-        if had_angle:
+        nonlocal phrase, angle, had_angle, gave_up
+        if had_angle and not any(text == "@" for _, text, _ in phrase):
             name = _phrase(phrase, value)
             route, local, domain = _addr_spec(angle)
         elif phrase:
+            # No display name holds an "@" (a phrase is words and dots):
+            # "alice@example.com <bob@example.com>" is alice's address and
+            # text after it, where Dovecot stops reading the header (the
+            # angle part and the addresses after it are left out).
+            gave_up = had_angle
             _, comments = _tokens(value[start:end])
             name = comments[-1] if comments else ""
             route, local, domain = _addr_spec(phrase)
@@ -649,6 +654,8 @@ def parse_addresses(value: str) -> list[Address]:
         phrase, angle, had_angle = [], [], False
 
     for kind, text, pos in tokens:
+        if gave_up:
+            break
         if in_angle:
             if text == ">":
                 in_angle = False
@@ -671,7 +678,8 @@ def parse_addresses(value: str) -> list[Address]:
             start = pos + 1
         elif text != ">":
             phrase.append((kind, text, pos))
-    flush(len(value))
+    if not gave_up:
+        flush(len(value))
     if in_group:
         result.append((None, None, None, None))
     return result

@@ -459,6 +459,18 @@ def corpus() -> dict[str, bytes]:
     three += ["inner epilogue", "--Y", "Content-Type: text/x-patch4", "", "patch 4"]
     three += ["--Y--", "epilogue"]
     files["same_boundary_three_levels"] = lines(*three)
+    # An address where the display name goes (a phishing shape; also an
+    # application that forgot to quote it): no phrase holds an "@".
+    files["address_as_display_name"] = lines(
+        "From: alice@example.com <bob@example.com>",
+        "To: carol@example.com",
+        "Cc: eve@example.com <frank@example.com>, Sales @ Example <s@example.com>",
+        'Reply-To: "henry@example.com" <ivan@example.com>',
+        "Date: Mon, 1 Jan 2024 10:00:00 +0000",
+        "Subject: an address as the display name",
+        "",
+        "hi",
+    )
     return files
 
 
