@@ -429,10 +429,11 @@ def _parse_content_type(value: str) -> tuple[str, str, list[tuple[str, str]]] | 
     match = re.match(
         r"\s*(" + _TOKEN.pattern + r")\s*(?:/\s*(" + _TOKEN.pattern + "))?", value
     )
-    if match is None:
+    if match is None or not match.group(2):
+        # No subtype ("text; charset=us-ascii"): unreadable, as Dovecot
+        # takes it (empty type and subtype, no parameters).
         return None
-    subtype = match.group(2) or ""
-    return match.group(1), subtype, _parse_params(value[match.end() :])
+    return match.group(1), match.group(2), _parse_params(value[match.end() :])
 
 
 def _parse_disposition(value: str) -> tuple[str, list[tuple[str, str]]] | None:

@@ -459,6 +459,15 @@ def corpus() -> dict[str, bytes]:
     three += ["inner epilogue", "--Y", "Content-Type: text/x-patch4", "", "patch 4"]
     three += ["--Y--", "epilogue"]
     files["same_boundary_three_levels"] = lines(*three)
+    # A media type without its subtype: unreadable, no text part.
+    files["content_type_without_subtype"] = lines(
+        HEAD,
+        "Subject: a type without its subtype",
+        "MIME-Version: 1.0",
+        "Content-Type: text; charset=us-ascii",
+        "",
+        "findable only as a header-less part would be",
+    )
     # An address where the display name goes (a phishing shape; also an
     # application that forgot to quote it): no phrase holds an "@".
     files["address_as_display_name"] = lines(
