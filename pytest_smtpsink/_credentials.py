@@ -19,6 +19,7 @@ import re
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 
+from ._imap_syntax import encode_folder_name
 from ._text import C0_ESCAPES, printable_sent
 
 Masker = Callable[[str], str]
@@ -85,17 +86,29 @@ def _as_recorded(secret: str) -> set[str]:
     """How a transcript writes ``secret`` where it differs from it: with its
     control characters escaped (``\\x01``, or ``\\t`` on POP3 and IMAP),
     and, for a client that sends it in Latin-1 or cp1252, not UTF-8, with
-    those bytes escaped (``p\\xe4ss``). Masking the secret alone missed
-    these."""
-    if (secret.isascii() and secret.isprintable()) or len(secret) < 2:
-        # Nearly every password; and a one-character one, whose escape
-        # ("\\xe9") would mask every such escape of a transcript.
+    those bytes escaped (``p\\xe4ss``); and as IMAP quotes it, in a quoted
+    string and as a folder name, and as an error reply quotes it (a repr).
+    Masking the secret alone missed these."""
+    if len(secret) < 2:
+        # A one-character password, whose escape ("\\xe9") would mask every
+        # such escape of a transcript.
         return set()
+    # As IMAP quotes it (a quoted string escapes '"' and '\\') and as an
+    # error reply quotes an argument (Python's repr: "'Zq\\u200bX9'").
+    shown = {
+        secret.replace("\\", "\\\\").replace('"', '\\"'),
+        repr(secret)[1:-1],
+    }
+    if secret.isascii() and secret.isprintable():
+        shown.discard(secret)
+        return shown  # nearly every password: none of the forms below
+    # As IMAP writes a folder name (modified UTF-7: "Nb&AOk-t"), where a
+    # reply names the folder a client asked for.
+    shown.add(encode_folder_name(secret))
     sent = [secret.encode()]
     for encoding in ("latin-1", "cp1252"):
         with contextlib.suppress(UnicodeEncodeError):
             sent.append(secret.encode(encoding))
-    shown = set()
     for raw in sent:
         # SMTP's transcript (`_smtp._printable`), and POP3's and IMAP's.
         shown.add(raw.decode("utf-8", "backslashreplace").translate(C0_ESCAPES))

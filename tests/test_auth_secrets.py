@@ -1126,3 +1126,38 @@ def test_a_password_that_holds_another_is_masked_whole() -> None:
     masker = word_masker(auth, None)
     assert masker is not None
     assert masker("NOOP Sup3rSecret-2") == "NOOP ****"
+
+
+@pytest.mark.parametrize("password", ['Tq"9\\zR7', "Nb\u00e9t\u00e8Q7", "Zq\u200bX9wv"])
+def test_a_table_password_in_imap_s_own_forms_is_masked(
+    smtpsink_factory: Factory, password: str
+) -> None:
+    # Sent where a folder name or a string goes, a table password came back
+    # in forms the masker did not know: IMAP's quoted string ('Tq\"9\\zR7'),
+    # a folder name in modified UTF-7 ('Nb&AOk-t&AOg-Q7') and an error's
+    # repr ('Zq\u200bX9wv'), in the client's lines and the replies kept.
+    from pytest_smtpsink._imap_syntax import encode_folder_name
+
+    sink = smtpsink_factory(auth={USER: password}, auth_plaintext=True)
+    quoted = '"' + password.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    sent = password.encode()
+    lines = [
+        b"a1 LOGIN " + USER.encode() + b" {%d+}\r\n" % len(sent) + sent,
+        b"a2 SELECT " + quoted.encode(),
+        b"a3 STATUS " + quoted.encode() + b" (MESSAGES)",
+        b'a4 ID ("password" ' + quoted.encode() + b")",
+        b"a5 LOGOUT",
+    ]
+    with socket.create_connection((sink.imap.host, sink.imap.port), timeout=30) as sock:
+        sock.sendall(b"\r\n".join(lines) + b"\r\n")
+        with sock.makefile("rb") as replies:
+            said = replies.read().decode("utf-8", "replace")
+    sink.wait_until(lambda: sink.sessions[-1].end is not None)
+    (session,) = sink.sessions
+    assert "a1 OK" in said
+    # The client is told what it sent; what is kept shows none of it.
+    shown = session.format_transcript()
+    assert 'C: a2 SELECT "****"' in shown
+    for form in (password, quoted[1:-1], repr(password)[1:-1], ascii(password)[1:-1]):
+        assert form not in shown
+    assert encode_folder_name(password) not in shown.replace("&AKA-", "")
