@@ -1273,11 +1273,12 @@ class _Connection(ReadSideConnection):
             status, text = "BAD", _sentence(error.text)
         except BadCharset as error:
             status, text = "NO", f"[{error.response_code}] {error.text}"
-        if verb == "AUTHENTICATE" and status == "OK":
+        if verb in ("AUTHENTICATE", "LOGIN") and status == "OK":
             # Logged in: what comes next is commands, not SASL responses
             # sent ahead (a command the sink does not know must get its
             # tagged BAD, or the client waits for it); but a word alone,
-            # which no command is, may be its response again (_next_command).
+            # which no command is, may be its response or LOGIN's password
+            # sent again (_next_command), unknown to a sink without a table.
             self._after_auth = False
             self._after_sasl = True
         if text is None:  # the handler answered (LOGOUT, IDLE)

@@ -1161,3 +1161,34 @@ def test_a_table_password_in_imap_s_own_forms_is_masked(
     for form in (password, quoted[1:-1], repr(password)[1:-1], ascii(password)[1:-1]):
         assert form not in shown
     assert encode_folder_name(password) not in shown.replace("&AKA-", "")
+
+
+@pytest.mark.parametrize("auth", [None, "any"])
+@pytest.mark.parametrize("pipelined", [False, True], ids=["", "pipelined"])
+def test_an_imap_password_sent_again_after_login_is_never_shown(
+    smtpsink_factory: Factory, auth: str | None, pipelined: bool
+) -> None:
+    # After an AUTHENTICATE a word alone was masked, after a LOGIN not: a
+    # sink without a table (or taking any password) recorded the password
+    # sent again and echoed it as the tag of its BAD.
+    sink = smtpsink_factory(auth=auth, auth_plaintext=auth is not None)
+    secret = "AftLgnPw1x"
+    with socket.create_connection((sink.imap.host, sink.imap.port), timeout=30) as sock:
+        replies = sock.makefile("rb")
+        replies.readline()
+        login = f"a1 LOGIN {USER} {secret}\r\n".encode()
+        if pipelined:
+            sock.sendall(login + secret.encode() + b"\r\n")
+        else:
+            sock.sendall(login)
+            assert replies.readline().startswith(b"a1 OK")
+            sock.sendall(secret.encode() + b"\r\n")
+        sock.sendall(b"z LOGOUT\r\n")
+        said = replies.read().decode()
+        replies.close()
+    sink.wait_until(lambda: sink.sessions[-1].end is not None)
+    (session,) = sink.sessions
+    assert "* BAD Missing command name" in said
+    assert secret not in said
+    assert [e.line for e in session.transcript][2] == "****"
+    assert secret not in session.format_transcript()
