@@ -581,6 +581,9 @@ class _Connection(ReadSideConnection):
         self._after_login = False
         # Right after a login by AUTHENTICATE (see _run).
         self._after_sasl = False
+        # Right after a LOGIN, its password: sent again on a line of its
+        # own, it is masked (see _cmd_login).
+        self._login_password: bytes | None = None
         # The command being read or run, for a reply to an internal error:
         # its line (tag included), whether it is recorded, its name.
         self._line: bytes | None = None
@@ -856,6 +859,7 @@ class _Connection(ReadSideConnection):
         after_auth, self._after_auth = self._after_auth, False
         after_login, self._after_login = self._after_login, False
         after_sasl, self._after_sasl = self._after_sasl, False
+        login_password, self._login_password = self._login_password, None
         if after_auth and _sasl_response(line):
             # After AUTHENTICATE, a line of one word (no command is one), or
             # one whose second word is no command, is a SASL response the
@@ -906,7 +910,11 @@ class _Connection(ReadSideConnection):
         words = line.split(None, 1)
         if (
             len(words) == 1
-            and (self.state == "not-authenticated" or after_sasl)
+            and (
+                self.state == "not-authenticated"
+                or after_sasl
+                or words[0] == login_password
+            )
             # "LOGINpw": a tag run on past the verb, masked as such below.
             and _SECRET_VERB_FIRST.match(words[0]) is None
             # "{5+}": its literal is on its way, read as any other's.
@@ -1273,12 +1281,11 @@ class _Connection(ReadSideConnection):
             status, text = "BAD", _sentence(error.text)
         except BadCharset as error:
             status, text = "NO", f"[{error.response_code}] {error.text}"
-        if verb in ("AUTHENTICATE", "LOGIN") and status == "OK":
+        if verb == "AUTHENTICATE" and status == "OK":
             # Logged in: what comes next is commands, not SASL responses
             # sent ahead (a command the sink does not know must get its
             # tagged BAD, or the client waits for it); but a word alone,
-            # which no command is, may be its response or LOGIN's password
-            # sent again (_next_command), unknown to a sink without a table.
+            # which no command is, may be its response again (_next_command).
             self._after_auth = False
             self._after_sasl = True
         if text is None:  # the handler answered (LOGOUT, IDLE)
@@ -1407,7 +1414,12 @@ class _Connection(ReadSideConnection):
         success = is_utf8(name) and check_login(
             self.settings.auth, user, password.decode("utf-8", "replace")
         )
-        return await self._login("LOGIN", user, success)
+        answer = await self._login("LOGIN", user, success)
+        # Logged in: the next line may be the password sent again, unknown
+        # to a sink without a table (_next_command). Only that: a word
+        # alone is otherwise a tag with no command, answered with its tag.
+        self._login_password = password
+        return answer
 
     async def _cmd_authenticate(self, command: Command) -> str:
         if not command.args:
