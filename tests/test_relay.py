@@ -997,14 +997,7 @@ def test_a_broken_reply_quoting_the_password_is_masked(
     plain = base64.b64encode(f"\0ann\0{PASSWORD}".encode())
     line = broken % {b"password": PASSWORD.encode(), b"plain": plain} + b"\r\n"
 
-    def answer(sent: bytes) -> bytes | tuple[bytes, ...] | None:
-        if sent.upper().startswith(b"AUTH PLAIN"):
-            return line
-        if sent[:4].upper() == b"EHLO":
-            return b"250-raw.test\r\n250 AUTH PLAIN\r\n"
-        return usual_answer(sent)
-
-    upstream = scripted(answer)
+    upstream = scripted(refusing_login_with(line))
     captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
     with pytest.raises(RelayError) as raised:
         smtpsink.release(captured, "127.0.0.1", upstream.port, auth=("ann", PASSWORD))
@@ -1037,14 +1030,7 @@ def test_a_reply_echoing_the_password_inside_a_word_is_masked(
     encoding = "utf-8" if password.isascii() else "latin-1"
     line = echo % password.encode(encoding) + b"\r\n"
 
-    def answer(sent: bytes) -> bytes | tuple[bytes, ...] | None:
-        if sent.upper().startswith(b"AUTH PLAIN"):
-            return line
-        if sent[:4].upper() == b"EHLO":
-            return b"250-raw.test\r\n250 AUTH PLAIN\r\n"
-        return usual_answer(sent)
-
-    upstream = scripted(answer)
+    upstream = scripted(refusing_login_with(line))
     captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
     with pytest.raises(RelayError) as raised:
         smtpsink.release(captured, "127.0.0.1", upstream.port, auth=("ann", password))
@@ -2599,6 +2585,20 @@ def usual_answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
     return b"250 ok\r\n"
 
 
+def refusing_login_with(reply: bytes) -> Answer:
+    """Answers offering AUTH PLAIN that answer it with ``reply`` (a line
+    quoting the password, say), the rest as `usual_answer`."""
+
+    def answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
+        if line.upper().startswith(b"AUTH"):
+            return reply
+        if line[:4].upper() == b"EHLO":
+            return b"250-raw.test\r\n250 AUTH PLAIN\r\n"
+        return usual_answer(line)
+
+    return answer
+
+
 class ScriptedUpstream(socketserver.ThreadingTCPServer):
     """A real SMTP server written for these tests, for upstream behaviour a
     sink cannot produce: each line is answered by ``answer``."""
@@ -3855,14 +3855,8 @@ def test_a_password_the_upstream_quotes_is_masked(
     password = "Pa55w0rd/z"
     encoded = base64.b64encode(password.encode()).decode()
 
-    def answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
-        if line.upper().startswith(b"EHLO"):
-            return b"250-raw.test\r\n250 AUTH PLAIN\r\n"
-        if line.upper().startswith(b"AUTH"):
-            return f"535 5.7.8 wrong password {password} ({encoded})\r\n".encode()
-        return usual_answer(line)
-
-    upstream = scripted(answer)
+    reply = f"535 5.7.8 wrong password {password} ({encoded})\r\n".encode()
+    upstream = scripted(refusing_login_with(reply))
     monkeypatch.setenv("SMTPSINK_RELAY_PASSWORD", password)
     sink = smtpsink_factory(
         relay=f"smtp://ann@127.0.0.1:{upstream.server_address[1]}", relay_to=".*"
