@@ -189,7 +189,9 @@ def _transfer_encoding(part: Part) -> str:
 def parse_structure(data: bytes) -> Part:
     """The MIME tree of served bytes (see :func:`served_bytes`)."""
     budget = [MAX_PARTS]
-    return _parse_part(data, 0, len(data), ("text", "plain"), depth=0, budget=budget)
+    return _parse_part(
+        data, 0, len(data), ("text", "plain"), depth=0, budget=budget, splits={}
+    )
 
 
 _MESSAGE = ("rfc822", "global")
@@ -216,6 +218,7 @@ def _parse_part(
     *,
     depth: int,
     budget: list[int],
+    splits: _Splits,
 ) -> Part:
     budget[0] -= 1
     header_end, body_start, header_ends = _body_start(data, start, end)
@@ -260,6 +263,7 @@ def _parse_part(
                 end,
                 boundary.encode("utf-8", "surrogateescape"),
                 depth=depth,
+                splits=splits,
             )
             for child_start, child_end, crlf_end in ranges:
                 if budget[0] <= 0:
@@ -271,6 +275,7 @@ def _parse_part(
                     child_default,
                     depth=depth + 1,
                     budget=budget,
+                    splits=splits,
                 )
                 for ending in _ending_at_delimiter(child):
                     ending.end = crlf_end
@@ -282,7 +287,13 @@ def _parse_part(
             part.closes_unterminated = False
             part.children.append(
                 _parse_part(
-                    data, end, end, ("text", "plain"), depth=depth + 1, budget=budget
+                    data,
+                    end,
+                    end,
+                    ("text", "plain"),
+                    depth=depth + 1,
+                    budget=budget,
+                    splits=splits,
                 )
             )
     elif kind == "message" and subtype in _MESSAGE:
@@ -293,7 +304,13 @@ def _parse_part(
         # has no form for message/rfc822 without an envelope and a body.
         if subtype == "rfc822" or encoding.lower() in ("7bit", "8bit", "binary"):
             part.message = _parse_part(
-                data, body_start, end, ("text", "plain"), depth=depth + 1, budget=budget
+                data,
+                body_start,
+                end,
+                ("text", "plain"),
+                depth=depth + 1,
+                budget=budget,
+                splits=splits,
             )
     return part
 
@@ -346,8 +363,20 @@ def _header_fields(data: bytes, start: int, end: int) -> list[tuple[str, int, in
     return fields
 
 
+#: `_split_multipart`'s answers in one parse, by (start, boundary): where
+#: a multipart on the same boundary as its parent was split to find the
+#: parent's next delimiter, and split again when it is parsed itself.
+_Splits = dict[tuple[int, bytes], tuple[list[tuple[int, int, int]], "int | None", int]]
+
+
 def _split_multipart(
-    data: bytes, start: int, end: int, boundary: bytes, *, depth: int
+    data: bytes,
+    start: int,
+    end: int,
+    boundary: bytes,
+    *,
+    depth: int,
+    splits: _Splits,
 ) -> tuple[list[tuple[int, int, int]], bool | None, int]:
     """Byte ranges of a multipart's parts: start, end, and end with the CRLF
     before the delimiter (which belongs to the delimiter). Without a closing
@@ -361,9 +390,19 @@ def _split_multipart(
     lines until its own close-delimiter: as Dovecot reads them, a line
     belongs to the innermost multipart still open. Split on the outer
     boundary alone, the inner close ended the outer multipart, and the
-    attachment after it was in no part."""
+    attachment after it was in no part. Each such split is done once
+    (``splits``): done again at every level, a message nested a hundred
+    levels deep over many parts took seconds."""
+    known = splits.get((start, boundary))
+    if known is not None:
+        ranges, close_at, until = known
+        if close_at is not None and close_at <= end:
+            line_end = data.find(b"\n", close_at, end)
+            return ranges, line_end < 0, end if line_end < 0 else line_end + 1
+        if close_at is None and until == end:
+            return ranges, None, end
     delimiter = b"--" + boundary
-    ranges: list[tuple[int, int, int]] = []
+    ranges = []
     current: int | None = None
     pos = start
     while True:
@@ -386,37 +425,49 @@ def _split_multipart(
                     part_end -= 1
             ranges.append((current, part_end, found))
         if closing:
+            splits[start, boundary] = (ranges, pos, end)
             return ranges, line_end < 0, next_start
         current = next_start
         pos = next_start
-        if depth + 1 < MAX_NESTING - 1 and _opens_on(data, pos, end, boundary):
+        body = (
+            _nested_body(data, pos, end, boundary)
+            if depth + 1 < MAX_NESTING - 1
+            else None
+        )
+        if body is not None:
             # Past its parts: the delimiter after its close is this one's.
             pos = _split_multipart(
-                data, _body_start(data, pos, end)[1], end, boundary, depth=depth + 1
+                data, body, end, boundary, depth=depth + 1, splits=splits
             )[2]
     if current is not None:
         ranges.append((current, end, end))
+    splits[start, boundary] = (ranges, None, end)
     return ranges, None, end
 
 
-def _opens_on(data: bytes, start: int, end: int, boundary: bytes) -> bool:
-    """Whether the part at ``start`` is a multipart on ``boundary`` (read
-    as `_parse_part` reads it)."""
+def _nested_body(data: bytes, start: int, end: int, boundary: bytes) -> int | None:
+    """Where the body of the part at ``start`` begins, if the part is a
+    multipart on ``boundary`` (read as `_parse_part` reads it) with a body
+    before the next delimiter line; None otherwise."""
+    if data.startswith(b"--" + boundary, start, end):
+        return None  # an empty part: the delimiter line is the next one's
     # Its header ends before the next delimiter line, if not before: the
     # search stops there, so a multipart of many parts is read once.
     limit = data.find(b"\n--" + boundary, start, end)
     limit = end if limit < 0 else limit + 1
-    header_end = _body_start(data, start, limit)[0]
+    header_end, body_start, header_ends = _body_start(data, start, limit)
+    if not header_ends and limit < end:
+        return None  # no body before the delimiter: it has no parts
     if data.find(boundary, start, header_end) < 0:
-        return False  # the usual case, answered without parsing
+        return None  # the usual case, answered without parsing
     fields = _header_fields(data, start, header_end)
     head = Part(data, start, header_end, header_end, fields, "", "", [], [], None)
     content_type = head.field_text("content-type")
     parsed = _parse_content_type(content_type) if content_type is not None else None
     if parsed is None or parsed[0].lower() != "multipart":
-        return False
+        return None
     own = next((value for name, value in parsed[2] if name.lower() == "boundary"), "")
-    return own.encode("utf-8", "surrogateescape") == boundary
+    return body_start if own.encode("utf-8", "surrogateescape") == boundary else None
 
 
 # -- structured header fields -------------------------------------------------

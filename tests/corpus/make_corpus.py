@@ -449,6 +449,17 @@ def corpus() -> dict[str, bytes]:
         gif,
         "--X--",
     )
+    # The same, but the inner multipart's header has no blank line (it has
+    # no body, so no parts: the lines after it are the outer one's), and
+    # with an empty part before it (its delimiter line is no header).
+    outer = files["same_boundary_nested"].split(CRLF)
+    inner = outer.index(b'Content-Type: multipart/alternative; boundary="X"')
+    files["same_boundary_no_blank_line"] = CRLF.join(
+        outer[: inner + 1] + outer[inner + 2 :]
+    )
+    files["same_boundary_after_an_empty_part"] = CRLF.join(
+        [*outer[:inner], b"--X", *outer[inner:]]
+    )
     three = [HEAD.decode(), "Subject: three levels, one boundary", "MIME-Version: 1.0"]
     three += ["Content-Type: multipart/mixed; boundary=Y", "", "preamble"]
     three += ["--Y", "Content-Type: multipart/mixed; boundary=Y", ""]
