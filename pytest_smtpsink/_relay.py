@@ -48,6 +48,7 @@ from ._credentials import (
     credential_forms,
     has_utf8_form,
     mask_anywhere,
+    word_masker,
 )
 from ._listening import looks, not_yet_taken
 from ._session import Exchange, _lines
@@ -540,6 +541,10 @@ def _received_headers(raw: bytes) -> int:
 _MAX_CHALLENGES = 5
 
 
+#: The length from which the relay's password is masked inside words too.
+_MASKED_INSIDE_WORDS_FROM = 4
+
+
 def _echoed_forms(password: str) -> list[str]:
     """``password`` as a reply read with ``surrogateescape`` holds it when
     the upstream wrote it in Latin-1 or cp1252 rather than UTF-8."""
@@ -647,7 +652,14 @@ def _client_class(implicit: bool) -> Any:
             # cp1252 writes it, read here as undecodable bytes.
             secrets = credential_forms({user: password}, None)
             secrets += _echoed_forms(password)
-            self._mask = functools.partial(mask_anywhere, secrets=secrets)
+            self._mask = (
+                functools.partial(mask_anywhere, secrets=secrets)
+                if len(password) >= _MASKED_INSIDE_WORDS_FROM
+                # One of a few characters, cut out of every word, garbled
+                # every reply ("250 2.0.0 OK: qu****u****d as #1"): as a
+                # word, as the sink masks its own lines.
+                else word_masker({user: password}, None)
+            )
             for mechanism in mechanisms:
                 method = getattr(self, "auth_" + mechanism.lower().replace("-", "_"))
                 try:
@@ -785,10 +797,18 @@ def _client_class(implicit: bool) -> Any:
                     self.sock.settimeout(self.timeout)
 
         def _masked(self, code: int, text: bytes) -> tuple[int, bytes]:
-            if self._mask is None:
+            if self._mask is None or code == 334:
+                # A challenge is decoded by the login (masked, its base64
+                # lost letters and the login failed); its recorded copy is
+                # masked (getreply).
                 return code, text
+            return code, self._shown(text)
+
+        def _shown(self, text: bytes) -> bytes:
+            if self._mask is None:
+                return text
             shown = self._mask(text.decode("utf-8", "surrogateescape"))
-            return code, shown.encode("utf-8", "surrogateescape")
+            return shown.encode("utf-8", "surrogateescape")
 
         def getreply(self) -> tuple[int, bytes]:
             code, text = self.read_reply()
@@ -797,7 +817,8 @@ def _client_class(implicit: bool) -> Any:
             if last is None:
                 last = Exchange("greeting", "", time.time())
                 exchanges.append(last)
-            lines = text.decode("utf-8", "replace").split("\n") or [""]
+            shown = self._shown(text) if code == 334 else text
+            lines = shown.decode("utf-8", "replace").split("\n") or [""]
             last.replies.extend(
                 f"{code}{'-' if i < len(lines) - 1 else ' '}{line}".rstrip()
                 for i, line in enumerate(lines)

@@ -1054,6 +1054,53 @@ def test_a_reply_echoing_the_password_inside_a_word_is_masked(
     assert "sswort9Kq" not in shown
 
 
+@pytest.mark.parametrize("password", ["c", "3", "dv", "Ssw0rdQ6-long"])
+def test_a_login_challenge_is_decoded_as_sent_whatever_the_password(
+    smtpsink: Mailbox, scripted: Callable[[Answer], ScriptedUpstream], password: str
+) -> None:
+    # Replies were masked before the login decoded them: a password found
+    # in the challenge's base64 ("c" in UGFzc3dvcmQ6, "Password:") was cut
+    # out of it, and the login failed ("the upstream's AUTH challenge is not
+    # base64"). The challenge is recorded masked all the same.
+    in_login: list[bytes] = []  # the lines of the login so far
+
+    def answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
+        if line[:4].upper() == b"EHLO":
+            return b"250-raw.test\r\n250 AUTH LOGIN\r\n"
+        if line.upper().startswith(b"AUTH") or len(in_login) == 1:
+            in_login.append(line)
+            # The user name came with AUTH (smtplib's initial response).
+            return b"334 UGFzc3dvcmQ6\r\n" if len(in_login) == 1 else b"235 ok\r\n"
+        return usual_answer(line)
+
+    upstream = scripted(answer)
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+    delivery = smtpsink.release(
+        captured, "127.0.0.1", upstream.port, auth=("ann", password)
+    )
+    assert delivery.code == 250
+    assert base64.b64decode(in_login[1]) == password.encode()
+    replies = [r for e in delivery.transcript for r in e.replies]
+    assert "334 UGFzc3dvcmQ6" in replies
+
+
+def test_a_short_relay_password_garbles_no_reply(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    # Masked inside words, a password of one letter cut it out of every
+    # reply: "2.0.0 OK: qu****u****d as #1", "235 2.7.0 Auth****ntication".
+    upstream = smtpsink_factory(
+        auth={"ann": "e"}, auth_plaintext=True, hostname="upstream.test"
+    )
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+    delivery = smtpsink.release(
+        captured, upstream.host, upstream.port, auth=("ann", "e")
+    )
+    assert "queued as" in delivery.reply
+    replies = [r for e in delivery.transcript for r in e.replies]
+    assert "235 2.7.0 Authentication successful" in replies
+
+
 def test_release_refuses_an_untrusted_certificate(
     smtpsink: Mailbox, smtpsink_factory: Factory
 ) -> None:
