@@ -299,12 +299,31 @@ def mask_auth(text: str) -> str:
     return lead + " ".join(words[:2]) + (" ****" if len(words) > 2 else "")
 
 
-def _like_auth(raw: bytes) -> bool:
-    """Whether a line that is no command is AUTH misspelt: with characters
-    in or around the verb (an invisible one a copied command line holds,
-    ``A UTH``, ``XAUTH``) or two of its letters swapped (``AUHT``)."""
-    letters = bytes(b for b in raw[:32].upper() if 0x41 <= b <= 0x5A)
-    return b"AUTH" in letters[:6] or sorted(letters[:4]) == sorted(b"AUTH")
+def _like_auth(words: list[bytes]) -> bool:
+    """Whether the words of a line that is no command are AUTH misspelt,
+    known by what carries the credentials rather than by the verb's
+    spelling: a SASL mechanism as its second or third word (``AUHT PLAIN``,
+    ``AUTJ LOGIN``, ``A UTH PLAIN``, a look-alike letter copied along), or
+    a short verb holding AUTH (``XAUTH``, an invisible character inside)
+    or AUTH run into a mechanism (``AUTHPLAIN``)."""
+    if any(_is_mechanism(word) for word in words[1:3]):
+        return True
+    letters = bytes(b for b in words[0].upper() if 0x41 <= b <= 0x5A)
+    return b"AUTH" in letters and (
+        len(letters) <= 6 or _is_mechanism(letters[letters.index(b"AUTH") + 4 :])
+    )
+
+
+def _is_mechanism(word: bytes) -> bool:
+    """Whether ``word`` names a SASL mechanism (`_MECHANISMS`)."""
+    return word.upper().decode("latin-1") in _MECHANISMS
+
+
+#: The verbs of every message, in the case clients send them: no line that
+#: starts with one is a misspelt command.
+_EVERY_MESSAGE_VERBS = frozenset(
+    (b"MAIL", b"RCPT", b"DATA", b"EHLO", b"HELO", b"QUIT", b"RSET", b"NOOP")
+)
 
 
 # A line that may be an AUTH response: one word (base64, "=", "*", or a
@@ -2139,15 +2158,22 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         session = self.session
         if session is None or session.authenticated:
             return raw
-        words = raw.split(None, 1)
+        if raw[:4].upper() in _EVERY_MESSAGE_VERBS:
+            return raw  # nearly every line: answered before any split
+        words = raw.split(None, 3)
         if not words or words[0].upper().decode("latin-1") in self._smtp_methods:
             return raw
         auth = self.state.settings.auth
-        if auth != "any" and (auth is None or len(words) == 2) and not _like_auth(raw):
+        like_auth = _like_auth(words)
+        if like_auth:
+            # Its responses may follow on lines of their own (pipelined, or
+            # sent though no 334 came): masked as AUTH's are.
+            self._after_auth = True
+        elif auth != "any" and (auth is None or len(words) > 1):
             # With a table, its passwords are masked as words wherever they
             # are (`word_masker`); without one, no password is expected.
             return raw
-        shown = words[0] + b" ****" if len(words) == 2 else b"****"
+        shown = words[0] + b" ****" if len(words) > 1 else b"****"
         _STRAY.line, _STRAY.shown = raw.strip().upper(), shown
         return shown
 

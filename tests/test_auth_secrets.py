@@ -533,13 +533,21 @@ def test_a_misspelt_auth_s_credentials_are_masked_on_every_sink(
     wrong = "Pr0dSecretF7x"
     plain = base64.b64encode(f"\0{USER}\0{wrong}".encode()).decode()
     login = base64.b64encode(wrong.encode()).decode()
-    batches = [  # a sink closes on the fifth unknown command: two sessions
+    batches = [  # a sink closes on the fifth unknown command: sessions of four
         [
             f"AU\u200bTH PLAIN {plain}",  # an invisible character copied along
             f"AUHT PLAIN {plain}",
             f"XAUTH PLAIN {plain}",
         ],
         [f"A UTH PLAIN {plain}", f"AUHT LOGIN {login}", "XFOO shown as sent"],
+        # Known by the mechanism, however the verb is spelt: a wrong letter,
+        # one too many or too few, a look-alike (Cyrillic, full-width).
+        [f"AUTJ PLAIN {plain}", f"AUUTH PLAIN {plain}", f"AUT PLAIN {plain}"],
+        [f"\u0410UTH PLAIN {plain}", f"\uff21\uff35\uff34\uff28 PLAIN {plain}"],
+        # Its responses on lines of their own (no 334 came), pipelined.
+        ["AUHT LOGIN", base64.b64encode(USER.encode()).decode(), login],
+        # No mechanism and no AUTH in a short verb: shown as sent.
+        ["UTAH trip is planned", "XAUTHOR lorem ipsum"],
     ]
     said = []
     for sent in batches:
@@ -561,6 +569,16 @@ def test_a_misspelt_auth_s_credentials_are_masked_on_every_sink(
         "A ****",
         "AUHT ****",
         "XFOO shown as sent",  # no AUTH: as it came
+        "AUTJ ****",
+        "AUUTH ****",
+        "AUT ****",
+        "\u0410UTH ****",
+        "\uff21\uff35\uff34\uff28 ****",
+        "AUHT ****",
+        "****",
+        "****",
+        "UTAH trip is planned",
+        "XAUTHOR lorem ipsum",
     ]
     transcripts = "".join(session.format_transcript() for session in sink.sessions)
     shown = "".join(said) + transcripts + caplog.text
