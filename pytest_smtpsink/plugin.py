@@ -821,6 +821,21 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         item.stash[_UNUSED_MARKERS_KEY] = held
 
 
+def _interrupted_teardown(views: list[Mailbox], interrupted: BaseException) -> None:
+    """Raise ``interrupted`` (a timeout's failure, Ctrl-C) once pytest's
+    teardown has run, the mail still to relay cut first (without the wait
+    for it), as a teardown that ran to its end cuts it: relayed later, it
+    reached the upstream during the next test."""
+    __tracebackhide__ = True
+    with contextlib.suppress(Exception):
+        from ._server import end_relaying_of_test
+
+        for view in views:
+            if view.settings.relay is not None:
+                end_relaying_of_test(view.sink)
+    raise interrupted
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
     """The warnings `pytest_runtest_setup` held, for markers whose fixture
@@ -854,20 +869,27 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
         # connection, its whole timeout (60 s by default). The rules stay
         # until the sink's fixture ends: a fixture's teardown that sends (an
         # outbox flushed) still meets them.
-        with contextlib.suppress(Exception):
-            from ._fault_api import release_held
-            from ._server import end_relaying_of_test
+        try:
+            with contextlib.suppress(Exception):
+                from ._fault_api import release_held
+                from ._server import end_relaying_of_test
 
-            # First: a message whose held connection closes would go again
-            # on a new one, reaching the upstream in the next test.
-            for view in views:
-                if view.settings.relay is not None:
-                    end_relaying_of_test(view.sink)
-            for view in views:
-                release_held(view)
-    result = yield
-    if interrupted is not None:
-        raise interrupted
+                # First: a message whose held connection closes would go
+                # again on a new one, reaching the upstream in the next test.
+                for view in views:
+                    if view.settings.relay is not None:
+                        end_relaying_of_test(view.sink)
+                for view in views:
+                    release_held(view)
+        except BaseException as error:
+            interrupted = interrupted or error
+    try:
+        result = yield
+    finally:
+        # Raised even when a fixture's teardown failed too: it took the
+        # interrupt's place, and a Ctrl-C let the run go on.
+        if interrupted is not None:
+            _interrupted_teardown(views or [], interrupted)
     if views:
         # And after: a fixture's teardown may send (an outbox flushed on
         # shutdown). Mail already waited for is not waited for twice, and

@@ -2373,6 +2373,49 @@ def test_a_timeout_while_the_teardown_waits_for_relays_lets_the_teardown_run(
     result.stdout.no_fnmatch_line("*torn down*")
 
 
+def test_ctrl_c_while_the_teardown_waits_for_relays_stops_the_run(
+    pytester: pytest.Pytester,
+) -> None:
+    # Raised after pytest's teardown, the interrupt was lost when a
+    # fixture's teardown failed too (its error took the place): the run
+    # went on to the next test.
+    pytester.makepyfile(
+        """
+        import smtplib
+        import pytest
+
+        @pytest.fixture
+        def broken():
+            yield
+            raise RuntimeError("a fixture's teardown failed too")
+
+        def test_first(broken, smtpsink_factory):
+            upstream = smtpsink_factory(hostname="upstream.test")
+            upstream.hang("DATA")
+            sink = smtpsink_factory(
+                relay=f"smtp://127.0.0.1:{upstream.port}", relay_to=".*"
+            )
+            with smtplib.SMTP(sink.host, sink.port) as client:
+                client.sendmail("a@example.com", ["b@example.com"], "Subject: s\\r\\n\\r\\n")
+            sink.wait_for()
+
+            def interrupted(*args, **kwargs):
+                raise KeyboardInterrupt
+
+            sink.wait_until = interrupted  # what the teardown waits with
+
+        def test_next():
+            pass
+        """
+    )
+    # In a process of its own: in this one, the interrupt would stop this run.
+    result = pytester.runpytest_subprocess("-p", "no:xdist", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*KeyboardInterrupt*"])
+    result.stdout.no_fnmatch_line("*test_next*PASSED*")
+    result.assert_outcomes(passed=1)  # the first's call; the next never ran
+
+
 def test_each_test_relays_on_a_connection_of_its_own(
     pytester: pytest.Pytester,
 ) -> None:
