@@ -157,11 +157,17 @@ def shown_argument(value: object, depth: int = 0) -> str:
         if len(items) > _ITEMS_SHOWN:
             inner += f", ... (+{len(items) - _ITEMS_SHOWN} more)"
         return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+    if isinstance(value, str):
+        # A URL with a password (a relay URL given without relay=): masked.
+        value = _URL_PASSWORD.sub(r"\1****\2", value)
     try:
         return shorten(repr(value), 80)
     except Exception:  # a repr that raises: the type says enough
         return an(kind)
 
+
+#: The password of a ``scheme://user:password@host`` URL.
+_URL_PASSWORD = re.compile(r"(://[^/?#@\s]*?:)[^/?#\s]*(@)")
 
 #: What `shown_argument` looks into, and how deep it shows them.
 _CONTAINERS = (tuple, list, set, frozenset)

@@ -1298,6 +1298,7 @@ def smtpsink_factory(request: pytest.FixtureRequest) -> Callable[..., Mailbox]:
             # As the marker says it: a bare "takes 0 positional arguments"
             # named a function of the plugin's, not what to write.
             given = ", ".join(map(shown_argument, args))
+            del args  # a relay URL with its password, for --full-trace
             raise TypeError(
                 f"smtpsink_factory() takes keyword settings only, got {given} "
                 '(e.g. smtpsink_factory(tls="starttls"))'

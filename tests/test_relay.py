@@ -435,6 +435,34 @@ def test_factory(smtpsink_factory):
     assert PASSWORD not in result.stdout.str()
 
 
+def test_a_relay_url_given_without_relay_keeps_its_password_out_of_the_error(
+    pytester: pytest.Pytester,
+) -> None:
+    # The one setting a user may take for positional: its URL was quoted
+    # whole, password and all, with no flag needed.
+    pytester.makepyfile(
+        f"""
+import pytest
+
+SECRET = "{PASSWORD[::-1]}"[::-1]  # reversed: not in the source shown
+
+def test_factory(smtpsink_factory):
+    smtpsink_factory("smtp://ann:" + SECRET + "@127.0.0.1:25")
+
+@pytest.mark.smtpsink("smtp://ann:" + SECRET + "@127.0.0.1:25")
+def test_marker(smtpsink):
+    pass
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(failed=1, errors=1)
+    for given_by in ("smtpsink_factory()", "@pytest.mark.smtpsink"):
+        result.stdout.fnmatch_lines(
+            [f"*{given_by} takes keyword settings only, got 'smtp://ann:****@*"]
+        )
+    assert PASSWORD not in result.stdout.str()
+
+
 def refused_starttls_release(
     sink: Mailbox, upstream: Mailbox, *, login: bool = True
 ) -> RelayError:
