@@ -1501,8 +1501,11 @@ def _a_container(item: dict[str, Any]) -> bool:
     attachment, as `_own_attachments` has it."""
     content_type = str(item.get("mail_content_type") or "").lower()
     disposition = str(item.get("content-disposition") or "").split(";", 1)[0]
-    return content_type.startswith("multipart/") and (
-        disposition.strip().lower() != "attachment"
+    return (
+        content_type.startswith("multipart/")
+        and disposition.strip().lower() != "attachment"
+        # One with content is kept (a named file sent as "multipart/mixed").
+        and not item.get("payload")
     )
 
 

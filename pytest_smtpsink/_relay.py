@@ -303,11 +303,11 @@ def parse_upstream(url: str) -> Upstream:
         port = -1  # full-width digits: some Pythons' urllib reads them
     if port is not None and not 0 < port < 65536:
         # "smtp://user:password" (no "@host") puts the password where the
-        # port goes: quoted only when it is digits that a port may be, five
-        # at most or after an "@" (a PIN of six digits was shown).
+        # port goes: quoted only when it is digits that a port may be (0)
+        # or after an "@" (a PIN of six digits was shown).
         raise ValueError(
             f"the URL's port must be a number from 1 to 65535, got {given!r}"
-            if given.isdigit() and (len(given) <= 5 or "@" in parts.netloc)
+            if given.isdigit() and (int(given) <= 65535 or "@" in parts.netloc)
             else "the URL's port must be a number from 1 to 65535, got something "
             "else (not shown: a user:password goes before an '@', as in "
             f"{scheme}://user:password@host:port)"

@@ -197,6 +197,19 @@ def test_a_multipart_the_parser_could_not_split_is_no_attachment(
     assert [(a.filename, a.content_type) for a in kept.attachments] == [
         ("page.mht", "multipart/related")
     ]
+    # So is one with content, whatever its type claims (no boundary to split).
+    named = (
+        b"Subject: named\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="o"\r\n\r\n'
+        b"--o\r\nContent-Type: text/plain\r\n\r\nsee the file\r\n"
+        b'--o\r\nContent-Type: multipart/mixed; name="data.bin"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\nZGF0YSE=\r\n"
+        b"--o--\r\n"
+    )
+    data = smtpsink.deliver(named, to="ann@example.com")
+    assert [(a.filename, a.content) for a in data.attachments] == [
+        ("data.bin", b"data!")
+    ]
 
 
 def test_an_attachment_repr_escapes_the_content_type(smtpsink: Mailbox) -> None:

@@ -1491,9 +1491,14 @@ def test_a_control_character_in_the_relay_user_name_is_refused() -> None:
             "the URL's host 'exa mple.com' is no host name",
         ),
         (
-            {"relay": "smtp://h:99999", "relay_to": ".*"},
+            {"relay": "smtp://ann@h:99999", "relay_to": ".*"},
             "relay",
             "the URL's port must be a number from 1 to 65535, got '99999'",
+        ),
+        (
+            {"relay": "smtp://h:99999", "relay_to": ".*"},  # or ann:<password>
+            "relay",
+            r"^(?!.*99999).*got something else",
         ),
         # Before: "port must be a number from 1 to 65535, got '25'".
         (
