@@ -1249,16 +1249,20 @@ def smtpsink() -> Iterator[Mailbox]:
     pool = config.stash[_POOL_KEY]
     item.stash.setdefault(_USED_KEY, set()).add("smtpsink")
     lint = _lint_choice(item)
-    marker = item.get_closest_marker("smtpsink")
-    if marker is not None:
-        if marker.args:
-            given = ", ".join(map(shown_argument, marker.args))
+    # Held where --full-trace shows no variable of it (an auth table, a
+    # relay URL's password): see `_settings_for`.
+    marked = Undisplayed(item.get_closest_marker("smtpsink"))
+    if marked.value is not None:
+        if marked.value.args:
+            given = ", ".join(map(shown_argument, marked.value.args))
             pytest.fail(
                 f"@pytest.mark.smtpsink takes keyword settings only, got {given} "
                 '(e.g. @pytest.mark.smtpsink(tls="starttls"))',
                 pytrace=False,
             )
-        settings = _settings_for(pool, "@pytest.mark.smtpsink", dict(marker.kwargs))
+        settings = _settings_for(
+            pool, "@pytest.mark.smtpsink", dict(marked.value.kwargs)
+        )
         sink = pool.get(settings)
     else:
         # The pool, not getfixturevalue("smtpsink_server"): same sink, and a
