@@ -435,6 +435,27 @@ def test_factory(smtpsink_factory):
     assert PASSWORD not in result.stdout.str()
 
 
+def test_a_failed_marker_keeps_the_credentials_out_of_full_trace(
+    pytester: pytest.Pytester,
+) -> None:
+    # The fixture's `marker` variable held the marker's settings.
+    pytester.makepyfile(
+        f"""
+import pytest
+
+SECRET = "{PASSWORD[::-1]}"  # reversed: not in the source shown
+
+@pytest.mark.smtpsink(auth={{"ann": SECRET[::-1]}}, auth_plaintext="yes")
+def test_marker(smtpsink):
+    pass
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist", "--showlocals", "--full-trace")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["marked * = <not shown>"])
+    assert PASSWORD not in result.stdout.str()
+
+
 def test_a_relay_url_given_without_relay_keeps_its_password_out_of_the_error(
     pytester: pytest.Pytester,
 ) -> None:
