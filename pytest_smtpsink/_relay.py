@@ -580,6 +580,8 @@ def _client_class(implicit: bool) -> Any:
             # upstream may quote it in a reply ("535 wrong password ..."),
             # which goes into outcomes, errors, transcripts, the CLI's output.
             self._mask: Callable[[str], str] | None = None
+            # For a reply that accepts, with a short password (login).
+            self._word_mask: Callable[[str], str] | None = None
             # Whether `Mailbox.release` sent it (else the automatic relay):
             # the advice for a refusal names what the user gave.
             self.released = False
@@ -652,14 +654,13 @@ def _client_class(implicit: bool) -> Any:
             # cp1252 writes it, read here as undecodable bytes.
             secrets = credential_forms({user: password}, None)
             secrets += _echoed_forms(password)
-            self._mask = (
-                functools.partial(mask_anywhere, secrets=secrets)
-                if len(password) >= _MASKED_INSIDE_WORDS_FROM
+            self._mask = functools.partial(mask_anywhere, secrets=secrets)
+            if len(password) < _MASKED_INSIDE_WORDS_FROM:
                 # One of a few characters, cut out of every word, garbled
-                # every reply ("250 2.0.0 OK: qu****u****d as #1"): as a
-                # word, as the sink masks its own lines.
-                else word_masker({user: password}, None)
-            )
+                # every reply ("250 2.0.0 OK: qu****u****d as #1"): in one
+                # that accepts, as a word, as the sink masks its own lines;
+                # a refusal, where an upstream echoes it, anywhere still.
+                self._word_mask = word_masker({user: password}, None)
             for mechanism in mechanisms:
                 method = getattr(self, "auth_" + mechanism.lower().replace("-", "_"))
                 try:
@@ -797,17 +798,18 @@ def _client_class(implicit: bool) -> Any:
                     self.sock.settimeout(self.timeout)
 
         def _masked(self, code: int, text: bytes) -> tuple[int, bytes]:
-            if self._mask is None or code == 334:
+            if self._mask is None or (code == 334 and self._in_auth):
                 # A challenge is decoded by the login (masked, its base64
                 # lost letters and the login failed); its recorded copy is
                 # masked (getreply).
                 return code, text
-            return code, self._shown(text)
+            return code, self._shown(code, text)
 
-        def _shown(self, text: bytes) -> bytes:
-            if self._mask is None:
+        def _shown(self, code: int, text: bytes) -> bytes:
+            mask = self._word_mask if code < 400 and self._word_mask else self._mask
+            if mask is None:
                 return text
-            shown = self._mask(text.decode("utf-8", "surrogateescape"))
+            shown = mask(text.decode("utf-8", "surrogateescape"))
             return shown.encode("utf-8", "surrogateescape")
 
         def getreply(self) -> tuple[int, bytes]:
@@ -817,7 +819,7 @@ def _client_class(implicit: bool) -> Any:
             if last is None:
                 last = Exchange("greeting", "", time.time())
                 exchanges.append(last)
-            shown = self._shown(text) if code == 334 else text
+            shown = self._shown(code, text) if code == 334 and self._in_auth else text
             lines = shown.decode("utf-8", "replace").split("\n") or [""]
             last.replies.extend(
                 f"{code}{'-' if i < len(lines) - 1 else ' '}{line}".rstrip()

@@ -232,7 +232,7 @@ _MECHANISMS = frozenset(
     (
         *("PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5", "XOAUTH2", "OAUTHBEARER"),
         *("GSSAPI", "NTLM", "ANONYMOUS", "EXTERNAL", "SCRAM-SHA-1"),
-        *("SCRAM-SHA-1-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"),
+        *("SCRAM-SHA-1-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS", "XOAUTH"),
     )
 )
 # RFC 4954's reply for a response longer than the server can take, and the
@@ -302,11 +302,11 @@ def mask_auth(text: str) -> str:
 def _like_auth(words: list[bytes]) -> bool:
     """Whether the words of a line that is no command are AUTH misspelt,
     known by what carries the credentials rather than by the verb's
-    spelling: a SASL mechanism as its second or third word (``AUHT PLAIN``,
-    ``AUTJ LOGIN``, ``A UTH PLAIN``, a look-alike letter copied along), or
+    spelling: a SASL mechanism as its second to fifth word (``AUHT PLAIN``,
+    ``AUTJ LOGIN``, ``A U T H PLAIN``, a look-alike letter copied along), or
     a short verb holding AUTH (``XAUTH``, an invisible character inside)
     or AUTH run into a mechanism (``AUTHPLAIN``)."""
-    if any(_is_mechanism(word) for word in words[1:3]):
+    if any(_is_mechanism(word) for word in words[1:5]):
         return True
     letters = bytes(b for b in words[0].upper() if 0x41 <= b <= 0x5A)
     return b"AUTH" in letters and (
@@ -315,8 +315,17 @@ def _like_auth(words: list[bytes]) -> bool:
 
 
 def _is_mechanism(word: bytes) -> bool:
-    """Whether ``word`` names a SASL mechanism (`_MECHANISMS`)."""
-    return word.upper().decode("latin-1") in _MECHANISMS
+    """Whether ``word`` starts with the name of a SASL mechanism
+    (`_MECHANISMS`, any SCRAM), whatever follows it ("PLAIN\\xa0<base64>":
+    a no-break space splits no word)."""
+    name = _MECHANISM_NAME.match(word)
+    if name is None:
+        return False
+    upper = name[0].upper()
+    return upper.decode("ascii") in _MECHANISMS or upper.startswith(b"SCRAM-")
+
+
+_MECHANISM_NAME = re.compile(rb"[A-Za-z0-9_-]+")
 
 
 #: The verbs of every message, in the case clients send them: no line that
@@ -2158,9 +2167,9 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         session = self.session
         if session is None or session.authenticated:
             return raw
-        if raw[:4].upper() in _EVERY_MESSAGE_VERBS:
+        if raw[:4].upper() in _EVERY_MESSAGE_VERBS and raw[4:5] in b" \t":
             return raw  # nearly every line: answered before any split
-        words = raw.split(None, 3)
+        words = raw.split(None, 5)
         if not words or words[0].upper().decode("latin-1") in self._smtp_methods:
             return raw
         auth = self.state.settings.auth

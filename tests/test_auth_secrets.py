@@ -548,6 +548,12 @@ def test_a_misspelt_auth_s_credentials_are_masked_on_every_sink(
         ["AUHT LOGIN", base64.b64encode(USER.encode()).decode(), login],
         # No mechanism and no AUTH in a short verb: shown as sent.
         ["UTAH trip is planned", "XAUTHOR lorem ipsum"],
+        # Spaced out, a no-break space after the mechanism, one not listed.
+        [
+            f"A U T H PLAIN {plain}",
+            f"AUHT PLAIN\u00a0{plain}",
+            f"AUHT SCRAM-SHA-512 {plain}",
+        ],
     ]
     said = []
     for sent in batches:
@@ -579,11 +585,38 @@ def test_a_misspelt_auth_s_credentials_are_masked_on_every_sink(
         "****",
         "UTAH trip is planned",
         "XAUTHOR lorem ipsum",
+        "A ****",
+        "AUHT ****",
+        "AUHT ****",
     ]
     transcripts = "".join(session.format_transcript() for session in sink.sessions)
     shown = "".join(said) + transcripts + caplog.text
     for secret in (wrong, plain, login):
         assert secret not in shown
+
+
+@pytest.mark.parametrize("auth", ["table", "any"])
+def test_a_password_alone_that_starts_like_a_verb_is_masked(
+    smtpsink_factory: Factory, auth: str
+) -> None:
+    # The check that lets MAIL, RCPT, DATA... through at once read their
+    # first four letters: "mailpass2024" was taken for MAIL, recorded,
+    # echoed in the 500 and logged.
+    sink = smtpsink_factory(
+        auth={USER: PASSWORD} if auth == "table" else "any", auth_plaintext=True
+    )
+    with socket.create_connection((sink.host, sink.port), timeout=10) as sock:
+        sock.sendall(b"EHLO c\r\nmailpass2024\r\nDataCenter!9 x\r\nQUIT\r\n")
+        with sock.makefile("rb") as replies:
+            said = replies.read().decode()
+    sink.wait_until(lambda: sink.sessions[-1].end is not None)
+    (session,) = sink.sessions
+    recorded = [e.line for e in session.transcript[2:-1]]
+    assert recorded == [
+        "****",
+        "DataCenter!9 ****" if auth == "any" else "DataCenter!9 x",
+    ]
+    assert "mailpass2024".upper() not in said.upper()
 
 
 @pytest.mark.parametrize("lead", ["\x01", "\x1b", "\x7f", "\u2800", "(", "\xff"])

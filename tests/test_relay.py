@@ -1064,6 +1064,10 @@ def test_a_broken_reply_quoting_the_password_is_masked(
         (PASSWORD, b"535 5.7.8 bad credentials user=ann;pass%sx"),  # in a word
         (PASSWORD, b"535 5.7.8 " + b"x" * 60 + b"%s"),  # a long run into it
         ("P\u00e4sswort9Kq", b"535 5.7.8 bad %s"),  # echoed in Latin-1
+        # A short one in a refusal too (only replies that accept mask it as
+        # a word: inside words it garbled them).
+        ("q7x", b"535 5.7.8 bad credentials user=ann;pass%sx"),
+        ("\u00e47x", b"535 5.7.8 bad %s"),
     ],
 )
 def test_a_reply_echoing_the_password_inside_a_word_is_masked(
@@ -1131,6 +1135,29 @@ def test_a_login_challenge_is_decoded_as_sent_whatever_the_password(
     assert base64.b64decode(in_login[1]) == password.encode()
     replies = [r for e in delivery.transcript for r in e.replies]
     assert "334 UGFzc3dvcmQ6" in replies
+
+
+def test_a_334_outside_the_login_is_masked(
+    smtpsink: Mailbox, scripted: Callable[[Answer], ScriptedUpstream]
+) -> None:
+    # Only the login's challenges reach it unmasked: a 334 answering MAIL
+    # that quoted the password was kept in the RelayError as it came.
+    def answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
+        if line.upper().startswith(b"AUTH"):
+            return b"235 ok\r\n"
+        if line[:4].upper() == b"EHLO":
+            return b"250-raw.test\r\n250 AUTH PLAIN\r\n"
+        if line[:4].upper() == b"MAIL":
+            return f"334 your password was {PASSWORD}\r\n".encode()
+        return usual_answer(line)
+
+    upstream = scripted(answer)
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(captured, "127.0.0.1", upstream.port, auth=("ann", PASSWORD))
+    assert raised.value.stage == "MAIL"
+    assert PASSWORD not in str(raised.value)
+    assert "****" in str(raised.value)
 
 
 def test_a_short_relay_password_garbles_no_reply(
