@@ -25,7 +25,7 @@ from ._settings import (
     parse_size,
     parse_whole,
 )
-from ._text import Undisplayed, plural, shown_argument
+from ._text import Undisplayed, an, plural, shown_argument
 
 if TYPE_CHECKING:
     # Imported where used: a pytest run that never touches the sink should
@@ -821,6 +821,22 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         item.stash[_UNUSED_MARKERS_KEY] = held
 
 
+def _shown_positional(value: object) -> str:
+    """A setting given without its keyword, for the error that says so: a
+    word that is a setting's value (``'starttls'``) as it is; any other
+    text or collection by its type, as it may be a relay URL or an auth
+    pair, password and all."""
+    if isinstance(value, str) and value.lower() in _SETTING_WORDS:
+        return repr(value)
+    if isinstance(value, (str, bytes, tuple, list, set, frozenset, dict)):
+        return f"{an(type(value).__name__)} (not shown: it may hold a password)"
+    return shown_argument(value)
+
+
+#: The values of settings that are words (tls=, auth=, event_loop=).
+_SETTING_WORDS = frozenset({"starttls", "implicit", "any", "asyncio", "uvloop", "auto"})
+
+
 def _interrupted_teardown(views: list[Mailbox], interrupted: BaseException) -> None:
     """Raise ``interrupted`` (a timeout's failure, Ctrl-C) once pytest's
     teardown has run, the mail still to relay cut first (without the wait
@@ -1254,7 +1270,7 @@ def smtpsink() -> Iterator[Mailbox]:
     marked = Undisplayed(item.get_closest_marker("smtpsink"))
     if marked.value is not None:
         if marked.value.args:
-            given = ", ".join(map(shown_argument, marked.value.args))
+            given = ", ".join(map(_shown_positional, marked.value.args))
             pytest.fail(
                 f"@pytest.mark.smtpsink takes keyword settings only, got {given} "
                 '(e.g. @pytest.mark.smtpsink(tls="starttls"))',
@@ -1301,7 +1317,7 @@ def smtpsink_factory(request: pytest.FixtureRequest) -> Callable[..., Mailbox]:
         if args:
             # As the marker says it: a bare "takes 0 positional arguments"
             # named a function of the plugin's, not what to write.
-            given = ", ".join(map(shown_argument, args))
+            given = ", ".join(map(_shown_positional, args))
             del args  # a relay URL with its password, for --full-trace
             raise TypeError(
                 f"smtpsink_factory() takes keyword settings only, got {given} "

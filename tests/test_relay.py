@@ -470,16 +470,26 @@ SECRET = "{PASSWORD[::-1]}"[::-1]  # reversed: not in the source shown
 def test_factory(smtpsink_factory):
     smtpsink_factory("smtp://ann:" + SECRET + "@127.0.0.1:25")
 
+def test_pair(smtpsink_factory):
+    smtpsink_factory(("ann", SECRET))  # auth= forgotten
+
+def test_other_scheme(smtpsink_factory):
+    smtpsink_factory("ann:" + SECRET + "/x@127.0.0.1:25")
+
 @pytest.mark.smtpsink("smtp://ann:" + SECRET + "@127.0.0.1:25")
 def test_marker(smtpsink):
     pass
 """
     )
     result = pytester.runpytest("-p", "no:xdist")
-    result.assert_outcomes(failed=1, errors=1)
+    result.assert_outcomes(failed=3, errors=1)
+    result.stdout.fnmatch_lines(["*got a tuple (not shown: it may hold a password)*"])
     for given_by in ("smtpsink_factory()", "@pytest.mark.smtpsink"):
         result.stdout.fnmatch_lines(
-            [f"*{given_by} takes keyword settings only, got 'smtp://ann:****@*"]
+            [
+                f"*{given_by} takes keyword settings only, got a str (not shown: "
+                "it may hold a password)*"
+            ]
         )
     assert PASSWORD not in result.stdout.str()
 
