@@ -731,7 +731,7 @@ class Message:
         found = [
             _attachment(item, named)
             for item in parsed.attachments
-            if not _a_container(item)
+            if not _a_container(item, named)
         ]
         if self._forwards_a_message:
             # mail-parser lists an attached message only with "Content-
@@ -1493,19 +1493,21 @@ def _file_names(message: Compat32Message) -> set[str]:
     return names
 
 
-def _a_container(item: dict[str, Any]) -> bool:
+def _a_container(item: dict[str, Any], named: set[str]) -> bool:
     """Whether mail-parser's attachment ``item`` is a multipart that is not
     attached itself: one the standard library could not split (a multipart
     inside one with the same boundary) and mail-parser then took for an
-    inline part by its Content-ID, 0 bytes long. A container is no
-    attachment, as `_own_attachments` has it."""
+    inline part by its Content-ID (its content empty, or its preamble). A
+    container is no attachment, as `_own_attachments` has it."""
     content_type = str(item.get("mail_content_type") or "").lower()
     disposition = str(item.get("content-disposition") or "").split(";", 1)[0]
     return (
         content_type.startswith("multipart/")
         and disposition.strip().lower() != "attachment"
-        # One with content is kept (a named file sent as "multipart/mixed").
-        and not item.get("payload")
+        # One with a name of its own is kept (a file sent as "multipart/
+        # mixed"); its content tells nothing: an unsplit one holds its
+        # preamble ("This is a multi-part message in MIME format.").
+        and (item.get("filename") or None) not in named
     )
 
 

@@ -171,6 +171,7 @@ def test_a_multipart_the_parser_could_not_split_is_no_attachment(
         b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n'
         b'--B\r\nContent-Type: multipart/alternative; boundary="B"\r\n'
         b"Content-ID: <alt@example.com>\r\n\r\n"
+        b"This is a multi-part message in MIME format.\r\n\r\n"  # Outlook's
         b"--B\r\nContent-Type: application/octet-stream\r\n"
         b"Content-ID: <p1@example.com>\r\n\r\npatch 1\r\n"
         b"--B--\r\n"
