@@ -583,7 +583,7 @@ class _Connection(ReadSideConnection):
         self._after_sasl = False
         # Right after a LOGIN, its password: sent again on a line of its
         # own, it is masked (see _cmd_login).
-        self._login_password: bytes | None = None
+        self._login_password: tuple[bytes, bytes] | None = None
         # The command being read or run, for a reply to an internal error:
         # its line (tag included), whether it is recorded, its name.
         self._line: bytes | None = None
@@ -913,7 +913,7 @@ class _Connection(ReadSideConnection):
             and (
                 self.state == "not-authenticated"
                 or after_sasl
-                or words[0] == login_password
+                or (login_password is not None and words[0] in login_password)
             )
             # "LOGINpw": a tag run on past the verb, masked as such below.
             and _SECRET_VERB_FIRST.match(words[0]) is None
@@ -1418,7 +1418,9 @@ class _Connection(ReadSideConnection):
         # Logged in: the next line may be the password sent again, unknown
         # to a sink without a table (_next_command). Only that: a word
         # alone is otherwise a tag with no command, answered with its tag.
-        self._login_password = password
+        # As an atom or as the quoted string LOGIN may have taken it in.
+        quoted = password.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+        self._login_password = (password, b'"' + quoted + b'"')
         return answer
 
     async def _cmd_authenticate(self, command: Command) -> str:

@@ -1216,8 +1216,9 @@ def test_a_table_password_in_imap_s_own_forms_is_masked(
 
 @pytest.mark.parametrize("auth", [None, "any"])
 @pytest.mark.parametrize("pipelined", [False, True], ids=["", "pipelined"])
+@pytest.mark.parametrize("quoted", [False, True], ids=["", "quoted"])
 def test_an_imap_password_sent_again_after_login_is_never_shown(
-    smtpsink_factory: Factory, auth: str | None, pipelined: bool
+    smtpsink_factory: Factory, auth: str | None, pipelined: bool, quoted: bool
 ) -> None:
     # After an AUTHENTICATE a word alone was masked, after a LOGIN not: a
     # sink without a table (or taking any password) recorded the password
@@ -1227,13 +1228,14 @@ def test_an_imap_password_sent_again_after_login_is_never_shown(
     with socket.create_connection((sink.imap.host, sink.imap.port), timeout=30) as sock:
         replies = sock.makefile("rb")
         replies.readline()
-        login = f"a1 LOGIN {USER} {secret}\r\n".encode()
+        sent = f'"{secret}"' if quoted else secret  # as LOGIN took it
+        login = f"a1 LOGIN {USER} {sent}\r\n".encode()
         if pipelined:
-            sock.sendall(login + secret.encode() + b"\r\n")
+            sock.sendall(login + sent.encode() + b"\r\n")
         else:
             sock.sendall(login)
             assert replies.readline().startswith(b"a1 OK")
-            sock.sendall(secret.encode() + b"\r\n")
+            sock.sendall(sent.encode() + b"\r\n")
         sock.sendall(b"z LOGOUT\r\n")
         said = replies.read().decode()
         replies.close()
