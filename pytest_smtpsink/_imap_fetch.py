@@ -284,7 +284,10 @@ def _parse_part(
             # No usable boundary: one empty text/plain part at the end, as
             # Dovecot shows it; the bytes stay in BODY[TEXT], and the part
             # holding it ends before the next delimiter's line break.
-            part.closes_unterminated = False
+            if not boundary or part.closes_unterminated is None:
+                # A close with no part before it keeps what the split found:
+                # its line, run to the end, takes the next delimiter's CRLF.
+                part.closes_unterminated = False
             part.children.append(
                 _parse_part(
                     data,
@@ -480,11 +483,17 @@ def _parse_content_type(value: str) -> tuple[str, str, list[tuple[str, str]]] | 
     match = re.match(
         r"\s*(" + _TOKEN.pattern + r")\s*(?:/\s*(" + _TOKEN.pattern + "))?", value
     )
-    if match is None or not match.group(2):
-        # No subtype ("text; charset=us-ascii"): unreadable, as Dovecot
-        # takes it (empty type and subtype, no parameters).
+    if match is None:
         return None
-    return match.group(1), match.group(2), _parse_params(value[match.end() :])
+    rest = value[match.end() :]
+    if not match.group(2):
+        if "/" in value or rest.strip():
+            # No subtype and more after it ("text; charset=us-ascii",
+            # "text/"): unreadable, as Dovecot takes it (empty type and
+            # subtype, no parameters).
+            return None
+        return match.group(1), "", []  # a type alone, kept as Dovecot keeps it
+    return match.group(1), match.group(2), _parse_params(rest)
 
 
 def _parse_disposition(value: str) -> tuple[str, list[tuple[str, str]]] | None:

@@ -479,6 +479,33 @@ def corpus() -> dict[str, bytes]:
         "",
         "findable only as a header-less part would be",
     )
+    # A type alone, no subtype and nothing after it: Dovecot keeps the type.
+    files["content_type_alone"] = lines(
+        HEAD,
+        "Subject: a type alone",
+        "MIME-Version: 1.0",
+        "Content-Type: text",
+        "",
+        "a type with nothing after it",
+    )
+    # A multipart with no part: its close line alone (and, after it, the
+    # outer one's next delimiter, whose CRLF the close line's part holds).
+    files["multipart_with_no_part"] = lines(
+        HEAD,
+        "Subject: a multipart with no part",
+        "MIME-Version: 1.0",
+        "Content-Type: multipart/mixed; boundary=Y",
+        "",
+        "--Y",
+        "Content-Type: multipart/mixed; boundary=Z",
+        "",
+        "--Z--",
+        "--Y",
+        "Content-Type: text/plain",
+        "",
+        "after it",
+        "--Y--",
+    )
     # An address where the display name goes (a phishing shape; also an
     # application that forgot to quote it): no phrase holds an "@".
     files["address_as_display_name"] = lines(
