@@ -837,6 +837,35 @@ def _shown_positional(value: object) -> str:
 _SETTING_WORDS = frozenset({"starttls", "implicit", "any", "asyncio", "uvloop", "auto"})
 
 
+def _after_teardown(views: list[Mailbox], waited: set[int], began: float) -> None:
+    """The relay's end of a test, after the fixtures' teardown: a fixture's
+    teardown may send (an outbox flushed on shutdown). Mail already waited
+    for is not waited for twice, and both waits together take no more than
+    the grace (the cut at the end adds at most _CUT_GRACE, for its
+    outcomes)."""
+    left = RELAY_GRACE - (time.monotonic() - began)
+    if waited:
+        # Mail still pending after the first wait was cut from the relay as
+        # the teardown began (end_relaying_of_test): its outcome ("not
+        # relayed") comes at once, unless an upstream hangs with no rule of
+        # the test's on it. Waited for briefly, so that the report says so
+        # rather than "pending".
+        left, waited = max(left, _CUT_GRACE), set()
+    with contextlib.suppress(Exception):
+        _settle_relays(views, waited, max(0.0, left))
+    # What the fixtures' teardowns queued and the grace did not see sent is
+    # cut too: relayed later, it reached the upstream during the next test
+    # (the cut as the teardown began saw none of it).
+    with contextlib.suppress(Exception):
+        from ._server import end_relaying_of_test
+
+        relaying = [view for view in views if view.settings.relay is not None]
+        for view in relaying:
+            end_relaying_of_test(view.sink)
+        if relaying:
+            _settle_relays(relaying, set(), _CUT_GRACE)
+
+
 def _interrupted_teardown(views: list[Mailbox], interrupted: BaseException) -> None:
     """Raise ``interrupted`` (a timeout's failure, Ctrl-C) once pytest's
     teardown has run, the mail still to relay cut first (without the wait
@@ -906,32 +935,10 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
         # interrupt's place, and a Ctrl-C let the run go on.
         if interrupted is not None:
             _interrupted_teardown(views or [], interrupted)
-    if views:
-        # And after: a fixture's teardown may send (an outbox flushed on
-        # shutdown). Mail already waited for is not waited for twice, and
-        # both waits together take no more than the grace (the cut at the
-        # end adds at most _CUT_GRACE, for its outcomes).
-        left = RELAY_GRACE - (time.monotonic() - began)
-        if waited:
-            # Mail still pending after the first wait was cut from the relay
-            # as the teardown began (end_relaying_of_test): its outcome
-            # ("not relayed") comes at once, unless an upstream hangs with
-            # no rule of the test's on it. Waited for briefly, so that the
-            # report says so rather than "pending".
-            left, waited = max(left, _CUT_GRACE), set()
-        with contextlib.suppress(Exception):
-            _settle_relays(views, waited, max(0.0, left))
-        # What the fixtures' teardowns queued and the grace did not see
-        # sent is cut too: relayed later, it reached the upstream during the
-        # next test (the cut as the teardown began saw none of it).
-        with contextlib.suppress(Exception):
-            from ._server import end_relaying_of_test
-
-            relaying = [view for view in views if view.settings.relay is not None]
-            for view in relaying:
-                end_relaying_of_test(view.sink)
-            if relaying:
-                _settle_relays(relaying, set(), _CUT_GRACE)
+        elif views:
+            # Also when a fixture's teardown failed: what it queued went on
+            # being relayed, into the next test's upstream.
+            _after_teardown(views, waited, began)
     held = item.stash.get(_UNUSED_MARKERS_KEY, None)
     if held and item.stash.get(_CALL_PASSED_KEY, False):
         used = item.stash.get(_USED_KEY, set())
