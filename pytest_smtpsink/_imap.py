@@ -908,13 +908,15 @@ class _Connection(ReadSideConnection):
                 raise Closed
             return True
         words = line.split(None, 1)
+        if login_password is not None and line.strip() in login_password:
+            # The password LOGIN just took, sent again (quoted with a blank
+            # in it too): masked as below.
+            self._append("command", "****")
+            await self._bad(None, "Missing command name")
+            return True
         if (
             len(words) == 1
-            and (
-                self.state == "not-authenticated"
-                or after_sasl
-                or (login_password is not None and words[0] in login_password)
-            )
+            and (self.state == "not-authenticated" or after_sasl)
             # "LOGINpw": a tag run on past the verb, masked as such below.
             and _SECRET_VERB_FIRST.match(words[0]) is None
             # "{5+}": its literal is on its way, read as any other's.

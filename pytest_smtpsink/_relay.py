@@ -806,7 +806,8 @@ def _client_class(implicit: bool) -> Any:
             return code, self._shown(code, text)
 
         def _shown(self, code: int, text: bytes) -> bytes:
-            mask = self._word_mask if code < 400 and self._word_mask else self._mask
+            accepts = 200 <= code < 300 or (code == 334 and self._in_auth)
+            mask = self._word_mask if accepts and self._word_mask else self._mask
             if mask is None:
                 return text
             shown = mask(text.decode("utf-8", "surrogateescape"))

@@ -325,7 +325,9 @@ def _is_mechanism(word: bytes) -> bool:
     return upper.decode("ascii") in _MECHANISMS or upper.startswith(b"SCRAM-")
 
 
-_MECHANISM_NAME = re.compile(rb"[A-Za-z0-9_-]+")
+# The name, alone or before a byte that is not ASCII ("LOGIN=ann" is no
+# mechanism: XCLIENT's attribute).
+_MECHANISM_NAME = re.compile(rb"[A-Za-z0-9_-]+(?![\x00-\x7f])")
 
 
 #: The verbs of every message, in the case clients send them: no line that

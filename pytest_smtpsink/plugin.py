@@ -828,9 +828,9 @@ def _shown_positional(value: object) -> str:
     pair, password and all."""
     if isinstance(value, str) and value.lower() in _SETTING_WORDS:
         return repr(value)
-    if isinstance(value, (str, bytes, tuple, list, set, frozenset, dict)):
-        return f"{an(type(value).__name__)} (not shown: it may hold a password)"
-    return shown_argument(value)
+    if value is None or isinstance(value, (int, float)):  # bool too
+        return shown_argument(value)
+    return f"{an(type(value).__name__)} (not shown: it may hold a password)"
 
 
 #: The values of settings that are words (tls=, auth=, event_loop=).
@@ -872,13 +872,18 @@ def _interrupted_teardown(views: list[Mailbox], interrupted: BaseException) -> N
     for it), as a teardown that ran to its end cuts it: relayed later, it
     reached the upstream during the next test."""
     __tracebackhide__ = True
+    _cut_relays(views)
+    raise interrupted
+
+
+def _cut_relays(views: list[Mailbox]) -> None:
+    """End the relaying of this test's mail now, without waiting for it."""
     with contextlib.suppress(Exception):
         from ._server import end_relaying_of_test
 
         for view in views:
             if view.settings.relay is not None:
                 end_relaying_of_test(view.sink)
-    raise interrupted
 
 
 @pytest.hookimpl(wrapper=True)
@@ -930,15 +935,23 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
             interrupted = interrupted or error
     try:
         result = yield
-    finally:
+    except BaseException as error:
         # Raised even when a fixture's teardown failed too: it took the
         # interrupt's place, and a Ctrl-C let the run go on.
         if interrupted is not None:
             _interrupted_teardown(views or [], interrupted)
-        elif views:
-            # Also when a fixture's teardown failed: what it queued went on
-            # being relayed, into the next test's upstream.
-            _after_teardown(views, waited, began)
+        if views:
+            if isinstance(error, Exception):
+                # What the teardown queued went on being relayed, into the
+                # next test's upstream.
+                _after_teardown(views, waited, began)
+            else:  # Ctrl-C in a teardown: cut, no wait before stopping
+                _cut_relays(views)
+        raise
+    if interrupted is not None:
+        _interrupted_teardown(views or [], interrupted)
+    if views:
+        _after_teardown(views, waited, began)
     held = item.stash.get(_UNUSED_MARKERS_KEY, None)
     if held and item.stash.get(_CALL_PASSED_KEY, False):
         used = item.stash.get(_USED_KEY, set())
