@@ -856,13 +856,10 @@ def _after_teardown(views: list[Mailbox], waited: set[int], began: float) -> Non
     # What the fixtures' teardowns queued and the grace did not see sent is
     # cut too: relayed later, it reached the upstream during the next test
     # (the cut as the teardown began saw none of it).
-    with contextlib.suppress(Exception):
-        from ._server import end_relaying_of_test
-
-        relaying = [view for view in views if view.settings.relay is not None]
-        for view in relaying:
-            end_relaying_of_test(view.sink)
-        if relaying:
+    _cut_relays(views)
+    relaying = [view for view in views if view.settings.relay is not None]
+    if relaying:
+        with contextlib.suppress(Exception):
             _settle_relays(relaying, set(), _CUT_GRACE)
 
 
@@ -920,15 +917,12 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
         # until the sink's fixture ends: a fixture's teardown that sends (an
         # outbox flushed) still meets them.
         try:
+            # First: a message whose held connection closes would go again
+            # on a new one, reaching the upstream in the next test.
+            _cut_relays(views)
             with contextlib.suppress(Exception):
                 from ._fault_api import release_held
-                from ._server import end_relaying_of_test
 
-                # First: a message whose held connection closes would go
-                # again on a new one, reaching the upstream in the next test.
-                for view in views:
-                    if view.settings.relay is not None:
-                        end_relaying_of_test(view.sink)
                 for view in views:
                     release_held(view)
         except BaseException as error:

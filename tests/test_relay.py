@@ -408,51 +408,51 @@ def test_release(smtpsink, smtpsink_factory):
 
 
 @pytest.mark.parametrize(
-    "call",
+    ("made", "outcome", "variable"),
     [
         # A SettingsError, and a relay to a remote host without the opt-in.
-        'auth={"ann": SECRET[::-1]}, auth_plaintext="yes"',
-        'relay="smtp://u:" + SECRET[::-1] + "@mail.example.com:25", relay_to=".*"',
+        (
+            "def test_it(smtpsink_factory):\n"
+            '    smtpsink_factory(auth={"ann": SECRET[::-1]}, auth_plaintext="yes")',
+            "failed",
+            "held",
+        ),
+        (
+            "def test_it(smtpsink_factory):\n"
+            '    smtpsink_factory(relay="smtp://u:" + SECRET[::-1] '
+            '+ "@mail.example.com:25", relay_to=".*")',
+            "failed",
+            "held",
+        ),
+        # The fixture's `marker` variable held the marker's settings.
+        (
+            '@pytest.mark.smtpsink(auth={"ann": SECRET[::-1]}, auth_plaintext="yes")\n'
+            "def test_it(smtpsink):\n"
+            "    pass",
+            "errors",
+            "marked",
+        ),
     ],
+    ids=["factory-auth", "factory-relay", "marker"],
 )
-def test_a_failed_factory_call_keeps_the_credentials_out_of_full_trace(
-    pytester: pytest.Pytester, call: str
+def test_a_failed_sink_keeps_the_credentials_out_of_full_trace(
+    pytester: pytest.Pytester, made: str, outcome: str, variable: str
 ) -> None:
     # --full-trace shows the plugin's frames and their variables: the
     # factory's settings and _settings_for's overrides held the auth table
     # and the relay URL, password and all.
     pytester.makepyfile(
         f"""
-SECRET = "{PASSWORD[::-1]}"  # reversed: not in the source shown
-
-def test_factory(smtpsink_factory):
-    smtpsink_factory({call})
-"""
-    )
-    result = pytester.runpytest("-p", "no:xdist", "--showlocals", "--full-trace")
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["held * = <not shown>"])
-    assert PASSWORD not in result.stdout.str()
-
-
-def test_a_failed_marker_keeps_the_credentials_out_of_full_trace(
-    pytester: pytest.Pytester,
-) -> None:
-    # The fixture's `marker` variable held the marker's settings.
-    pytester.makepyfile(
-        f"""
 import pytest
 
 SECRET = "{PASSWORD[::-1]}"  # reversed: not in the source shown
 
-@pytest.mark.smtpsink(auth={{"ann": SECRET[::-1]}}, auth_plaintext="yes")
-def test_marker(smtpsink):
-    pass
+{made}
 """
     )
     result = pytester.runpytest("-p", "no:xdist", "--showlocals", "--full-trace")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["marked * = <not shown>"])
+    result.assert_outcomes(**{outcome: 1})
+    result.stdout.fnmatch_lines([f"{variable} * = <not shown>"])
     assert PASSWORD not in result.stdout.str()
 
 
