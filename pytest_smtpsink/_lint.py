@@ -35,7 +35,7 @@ from ._mime import (
     parse_compat32,
     replace_closed,
 )
-from ._text import printable, shorten, unescape_8bit
+from ._text import join_shortened, printable, shorten, unescape_8bit
 
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
@@ -2137,21 +2137,55 @@ def problems_report(
     """A failure text: what was expected, then each message with problems
     (codes in ``ignore`` left out) and its problems; None if none has any."""
     skipped = frozenset(ignore)
-    blocks = []
+    failing = []
     for message in messages:
         problems = [p for p in check(message) if p.code not in skipped]
         if problems:
-            blocks.append(f"{message.summary()}\n{format_problems(problems, '    ')}")
-    if not blocks:
+            failing.append((message.summary(), format_problems(problems, "    ")))
+    if not failing:
         return None
     head = (
         f"expected {expected}"
         + (f" (ignoring {', '.join(sorted(skipped))})" if skipped else "")
-        + f"; {len(blocks)} of {len(messages)} message"
+        + f"; {len(failing)} of {len(messages)} message"
         + ("s have" if len(messages) != 1 else " has")
         + " problems:"
     )
-    return "\n".join([head, *blocks])
+    return "\n".join([head, *grouped_report(failing)])
+
+
+#: Past this many different findings, a report counts the rest (as the
+#: mail listings of the other failure messages stop at 20 messages).
+_GROUPS_LISTED = 20
+
+
+def grouped_report(failing: Sequence[tuple[str, str]]) -> list[str]:
+    """The lines of a report on ``failing`` messages, each a summary line
+    (starting with its label, ``#3``) and its findings (indented lines).
+    Messages with the same findings are one group, shown once with the
+    first one's summary and the others' labels: a test that sends 200
+    messages from one template got 200 copies of the same findings. Past
+    `_GROUPS_LISTED` groups, the rest are counted."""
+    groups: dict[str, list[str]] = {}
+    for summary, findings in failing:
+        groups.setdefault(findings, []).append(summary)
+    lines = []
+    for findings, summaries in list(groups.items())[:_GROUPS_LISTED]:
+        lines.extend([summaries[0], findings])
+        if len(summaries) > 1:
+            others = [summary.split(" ", 1)[0] for summary in summaries[1:]]
+            lines.append(
+                f"  and the same for {_count(others, 'more message')}: "
+                f"{join_shortened(others, 10)}"
+            )
+    rest = list(groups.values())[_GROUPS_LISTED:]
+    if rest:
+        labels = [summary.split(" ", 1)[0] for group in rest for summary in group]
+        lines.append(
+            f"... and {_count(labels, 'more message')} with other findings: "
+            f"{join_shortened(labels, 10)}"
+        )
+    return lines
 
 
 class _Lintable(_Reportable, Protocol):

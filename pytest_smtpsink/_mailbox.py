@@ -973,6 +973,7 @@ class Mailbox(FaultControls):
         captured no mail, or if spamd is silent for ``timeout`` seconds
         (per message, as for `Message.spam_report`)."""
         __tracebackhide__ = True
+        from ._lint import grouped_report
         from ._spam import check_max_score, report, resolve_spamd
 
         # Before the loop, so that a missing spamd or a bad argument is an
@@ -986,7 +987,7 @@ class Mailbox(FaultControls):
             found = report(message.raw, spamd, timeout, "assert_not_spam")
             limit = found.threshold if max_score is None else max_score
             if found.score >= limit:
-                over.append(f"{message.summary()}\n    {found}")
+                over.append((message.summary(), f"    {found}"))
         if over:
             # spamd rounds its scores to 0.1: 2.96 reads 3.0, at a bar of 3.
             bar = (
@@ -996,7 +997,8 @@ class Mailbox(FaultControls):
             )
             raise AssertionError(
                 f"expected every message to score below {bar}; "
-                f"{len(over)} of {len(everything)} did not:\n" + "\n".join(over)
+                f"{len(over)} of {len(everything)} did not:\n"
+                + "\n".join(grouped_report(over))
             )
 
     def _to_check(self) -> Messages:

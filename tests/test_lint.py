@@ -1241,6 +1241,45 @@ def test_an_8bit_body_needs_body_8bitmime_in_the_envelope(smtpsink: Mailbox) -> 
     assert utf8.lint() == []  # RFC 6531: an SMTPUTF8 server takes 8-bit bodies
 
 
+def test_assert_clean_groups_the_messages_with_the_same_problems(
+    smtpsink: Mailbox,
+) -> None:
+    # 200 messages from one template listed 200 copies of the same problems
+    # (601 lines); past 20 different sets of problems, the rest are counted.
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        for number in range(1, 31):
+            client.send_message(make_message(subject=f"Template {number}"))
+        for number in range(1, 24):
+            # A problem of its own each: the problem quotes the Date.
+            client.sendmail(
+                "app@example.com",
+                ["ann@example.com"],
+                f"From: app@example.com\r\nTo: ann@example.com\r\n"
+                f"Subject: Odd {number}\r\nDate: not a date {number}\r\n\r\nHi.\r\n",
+            )
+    with pytest.raises(AssertionError) as failure:
+        smtpsink.assert_clean()
+    lines = str(failure.value).splitlines()
+    assert lines[0] == "expected mail without errors; 53 of 53 messages have problems:"
+    first = int(lines[1].split()[0].removeprefix("#"))  # the sink numbers on
+    labels = [f"#{number}" for number in range(first, first + 53)]
+    assert "Subject: 'Template 1'" in lines[1]
+    assert lines[2].startswith("    error missing-date (header Date): no Date")
+    assert lines[3] == (
+        f"  and the same for 29 more messages: {', '.join(labels[1:10])}, ... "
+        "(+20 more)"
+    )
+    assert lines[4].startswith(f"{labels[30]} ")
+    assert "Subject: 'Odd 1'" in lines[4]
+    assert "'not a date 1'" in lines[5]
+    # 1 group of 30, then 19 of one message each, then the other 4 counted.
+    assert "Subject: 'Odd 19'" in lines[-3]
+    assert lines[-1] == (
+        f"... and 4 more messages with other findings: {', '.join(labels[49:])}"
+    )
+    assert len(lines) == 1 + 3 + 19 * 2 + 1
+
+
 def test_8bit_body_checks_need_an_smtp_envelope(smtpsink: Mailbox) -> None:
     # deliver() puts mail in without a MAIL command; there is nothing to judge.
     assert smtpsink.deliver(EIGHT_BIT, to="ann@example.com").lint() == []

@@ -94,6 +94,27 @@ def test_assert_not_spam_lists_the_spam_and_its_rules(
         "expected every message to score below -100 (spamd gives scores to one "
         "decimal); 1 of 1 did not:"
     )
+    # The same message again: its verdict is not repeated (a test sending
+    # 200 messages from one template listed 200 copies).
+    smtpsink.clear()
+    raw = (
+        "From: Ann <ann@example.com>\r\nTo: bob@example.com\r\n"
+        "Subject: Lunch\r\nDate: Mon, 30 Nov 2026 19:10:00 +0000\r\n"
+        "Message-ID: <lunch@example.com>\r\n\r\n" + HAM + "\r\n"
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        for _ in range(3):
+            client.sendmail("ann@example.com", ["bob@example.com"], raw)
+    with pytest.raises(AssertionError) as failure:
+        smtpsink.assert_not_spam(max_score=-100, spamd=configured)
+    lines = str(failure.value).splitlines()
+    assert lines[0].endswith("3 of 3 did not:")
+    first = int(lines[1].split()[0].removeprefix("#"))  # numbers go on after clear()
+    assert "Subject: 'Lunch'" in lines[1]
+    assert lines[2].startswith("    score ")
+    assert lines[3:] == [
+        f"  and the same for 2 more messages: #{first + 1}, #{first + 2}"
+    ]
 
 
 def test_without_a_spamd_the_call_says_how_to_configure_one(smtpsink: Mailbox) -> None:
