@@ -805,7 +805,11 @@ class Mailbox(FaultControls):
                     scope=self._scope,
                     elsewhere=elsewhere,
                     if_none=self._connections_hint(bool(elsewhere), bool(put_in)),
-                    notes=[*self._fault_hints(), *put_in],
+                    notes=[
+                        *(self._refusals_hint() if everything else []),
+                        *self._fault_hints(),
+                        *put_in,
+                    ],
                 )
             )
         if count is None:
@@ -1235,7 +1239,11 @@ class Mailbox(FaultControls):
                     else []
                 )
                 + self._connections_hint(bool(elsewhere), bool(put_in), waited=True),
-                notes=[*self._fault_hints(), *put_in],
+                notes=[
+                    *(self._refusals_hint() if everything else []),
+                    *self._fault_hints(),
+                    *put_in,
+                ],
             )
         )
 
@@ -1416,6 +1424,37 @@ class Mailbox(FaultControls):
                 "for it with wait_for(...), or await wait_for_async(...) in a "
                 "coroutine)"
             )
+        return lines
+
+    def _refusals_hint(self) -> list[str]:
+        """For a report where mail arrived: what the sink refused in this
+        test. The list of what arrived cannot show a message or recipient
+        that was refused (an injected 554, a size limit, a 550 for one
+        recipient), which is the likeliest reason the one wanted is not
+        there; without this, only the transcripts said so, and logs that
+        keep a failure's message alone lost it. A report where nothing
+        arrived says it in its list of sessions (`_sessions_hint`)."""
+        refusing = [
+            (session, refused)
+            for session in self._store.sessions_since(self._cursor)
+            if session.protocol == "SMTP" and (refused := _refusals(session))
+        ]
+        if not refusing:
+            return []
+        count = sum(len(refused) for _, refused in refusing)
+        lines = [
+            f"Hint: the sink refused {plural(count, 'command')} {self._scope} "
+            "(refused mail and recipients are not among the messages above):"
+        ]
+        for session, refused in refusing[:_LISTED]:
+            shown = [
+                shorten(" ".join(e.lines()), 200) for e in refused[:_REFUSALS_SHOWN]
+            ]
+            if len(refused) > _REFUSALS_SHOWN:
+                shown.append(f"and {len(refused) - _REFUSALS_SHOWN} more")
+            lines.append(f"  {session.summary()}: {'; '.join(shown)}")
+        if len(refusing) > _LISTED:
+            lines.append(f"  ... and {len(refusing) - _LISTED} more sessions")
         return lines
 
     def _let_go_hint(self) -> list[str]:
@@ -1763,30 +1802,34 @@ def _undelivered_line(session: Session, hidden: Collection[str] = ()) -> str:
         )
     line = _session_line(session)
     refused = [e for e in session.transcript if e.code is not None and e.code >= 400]
-    # The 421 of an idle timeout or a stop (a notice) refused nothing the
-    # client asked, any more than the replies to its clean-up did.
-    refused = [
-        e for e in refused if e.command not in _CLEAN_UP and e.kind != "notice"
-    ] or refused
-    # A 503 ("need RCPT command") is the consequence of an earlier refusal
-    # when the client pipelined (MAIL, RCPT and DATA sent at once, as the
-    # relay does): the RCPT's 550 is the cause.
-    refused = [e for e in refused if e.code != 503] or refused
+    refused = _refusals(session) or refused
     if refused:
         line += f"; last refusal: {shorten(' '.join(refused[-1].lines()), 200)}"
     return line + _quit_after_ehlo(session, hidden)
 
 
-def _refused_something(session: Session) -> bool:
-    """Whether the sink refused a command of ``session``'s (not a clean-up
-    one, not its own notice)."""
-    return any(
-        e.code is not None
+def _refusals(session: Session) -> list[Exchange]:
+    """The replies of the sink that refused what ``session``'s client asked.
+    Not the 421 of an idle timeout or a stop (a notice), nor the replies to
+    its clean-up (RSET, QUIT), which refused nothing it wanted; nor a 503
+    ("need RCPT command") after another refusal, its consequence when the
+    client pipelined (MAIL, RCPT and DATA sent at once, as the relay does):
+    the RCPT's 550 is the cause."""
+    refused = [
+        e
+        for e in session.transcript
+        if e.code is not None
         and e.code >= 400
         and e.command not in _CLEAN_UP
         and e.kind != "notice"
-        for e in session.transcript
-    )
+    ]
+    return [e for e in refused if e.code != 503] or refused
+
+
+def _refused_something(session: Session) -> bool:
+    """Whether the sink refused a command of ``session``'s (not a clean-up
+    one, not its own notice)."""
+    return bool(_refusals(session))
 
 
 def _quit_after_ehlo(session: Session, hidden: Collection[str] = ()) -> str:
@@ -1985,6 +2028,8 @@ def _check_wait_count(count: object, waiting: str) -> None:
 
 
 _LISTED = 20
+#: The refusals of one session a hint shows (`Mailbox._refusals_hint`).
+_REFUSALS_SHOWN = 3
 
 #: Seconds a failure report waits for a session that has said nothing yet
 #: (`Mailbox._let_new_sessions_settle`).

@@ -2331,6 +2331,53 @@ def test_nothing_arrived_shows_how_far_each_connection_got(
     assert "no client connected" not in text, text
 
 
+def test_with_mail_arrived_the_report_names_what_the_sink_refused(
+    smtpsink: Mailbox,
+) -> None:
+    # Once any message had arrived, the report listed it as the closest and
+    # said nothing of the message or recipient the sink refused: the one
+    # the test waits for, and only the transcripts told why.
+    def send(subject: str, to: list[str]) -> None:
+        with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+            client.send_message(make_message(subject=subject, to=to))
+
+    send("A", ["ann@example.com"])
+    smtpsink.fail("EOD", 554, "Rejected as spam", match="bob@example.com")
+    smtpsink.fail("RCPT", 550, "No such user", match="cy@example.com")
+    with pytest.raises(smtplib.SMTPDataError):
+        send("B", ["bob@example.com"])
+    send("C", ["ann@example.com", "cy@example.com"])  # cy refused, ann kept
+    checks: list[Callable[[], object]] = [
+        lambda: smtpsink.assert_sent(subject="B"),
+        lambda: smtpsink.wait_for(rcpt_to="cy@example.com", timeout=0.01),
+    ]
+    for check in checks:
+        with pytest.raises(AssertionError) as caught:
+            check()
+        text = str(caught.value)
+        hint, first, second = text.split("\n")[-3:]
+        assert hint == (
+            "Hint: the sink refused 2 commands in this test (refused mail and "
+            "recipients are not among the messages above):"
+        ), text
+        assert first.startswith("  127.0.0.1:"), text
+        assert re.search(
+            r" messages=0 end=quit: C: <message content: \d+ bytes> "
+            r"S: 554 Rejected as spam  \[injected\]$",
+            first,
+        ), text
+        assert second.lower().endswith(
+            " messages=1 end=quit: c: rcpt to:<cy@example.com> s: 550 no such user"
+            "  [injected]"
+        ), text
+    # Nothing refused: no such hint.
+    smtpsink.clear()
+    send("D", ["ann@example.com"])
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(subject="E")
+    assert "refused" not in str(caught.value)
+
+
 def test_the_refusal_named_is_not_that_of_the_clients_rset(
     smtpsink_factory: Callable[..., Mailbox],
 ) -> None:
