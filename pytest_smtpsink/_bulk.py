@@ -96,6 +96,7 @@ BULK_CODES = frozenset(
 
 
 def check_alignment(alignment: object) -> Alignment:
+    __tracebackhide__ = True
     if alignment not in ALIGNMENTS:
         raise ValueError(f"alignment must be 'relaxed' or 'strict', got {alignment!r}")
     return alignment

@@ -132,6 +132,7 @@ def _check_names(domain: object, selector: object) -> None:
     """Raise TypeError or ValueError, saying why, unless ``domain`` and
     ``selector`` are names a key can be published for (and a signature's
     d= and s= could name)."""
+    __tracebackhide__ = True
     if not isinstance(domain, str):
         raise TypeError(f"domain must be a str such as 'example.com', got {domain!r}")
     if "@" in domain:
@@ -198,6 +199,7 @@ def publish_key(
     ``BEGIN RSA PRIVATE KEY``, as dkimpy's ``dkim.sign`` wants). Giving
     both ``bits`` and ``private_key`` is a ValueError: a key given has its
     own size."""
+    __tracebackhide__ = True  # its argument errors point at the caller's line
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 

@@ -224,7 +224,7 @@ def check_ignore(
     codes = (ignore,) if isinstance(ignore, str) else ignore
     if not isinstance(codes, Iterable) or isinstance(codes, (bytes, bytearray)):
         # Bytes iterate as numbers: "109 is not a lint code" said nothing.
-        raise ValueError(f"{name} must be {kind}s (text), got {ignore!r}")
+        raise TypeError(f"{name} must be {kind}s (text), got {ignore!r}")
     codes = tuple(codes)
     for code in codes:
         if code not in known:
@@ -240,6 +240,7 @@ def check_ignore(
 
 
 def check_severity(severity: object, name: str = "severity") -> Severity:
+    __tracebackhide__ = True
     if severity not in _RANK:
         raise ValueError(
             f"{name} must be one of {', '.join(map(repr, SEVERITIES))}, got {severity!r}"

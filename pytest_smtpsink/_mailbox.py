@@ -255,6 +255,7 @@ class Mailbox(FaultControls):
         (not with your own ``tls_cert`` or ``tls_context``).
         Use with ``monkeypatch.setenv`` or ``subprocess.run(env=...)``.
         """
+        __tracebackhide__ = True
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str such as 'SMTP_', got {prefix!r}")
         values = {
@@ -288,6 +289,7 @@ class Mailbox(FaultControls):
         Published for the rest of the run (per xdist worker); publishing
         again for the same domain and selector replaces the key.
         """
+        __tracebackhide__ = True
         from ._dkim import publish_key
 
         return publish_key(domain, selector, bits=bits, private_key=private_key)

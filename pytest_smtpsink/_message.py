@@ -880,6 +880,7 @@ class Message:
         signature with a key of 1024 bits or more, one-click unsubscribe
         covered by it, TLS in transit); ``[]`` if nothing does. A signature
         with an ``l=`` body length is a warning, ``dkim-body-length``."""
+        __tracebackhide__ = True
         from ._bulk import bulk_sender_problems, check_alignment
 
         return bulk_sender_problems(self, check_alignment(alignment))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 
 from . import _match
 from ._message import Message, summary_or_raw
-from ._text import plural
+from ._text import plural, shown_argument
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -80,6 +80,14 @@ class Messages(Sequence[Message]):
             # there is, not "tuple index out of range". (Still an
             # IndexError: `wait_until` takes it as "not yet".)
             raise IndexError(self._out_of_range(index)) from None
+        except TypeError:
+            # "tuple indices must be integers or slices" named the list's
+            # type, not the call: messages["ann@example.com"] looks up mail.
+            raise TypeError(
+                f"messages[...] takes a position or a slice, got "
+                f"{shown_argument(index)}; to find mail by its fields, use "
+                "filter(...) or one(...) (messages.filter(to=...))"
+            ) from None
 
     def __len__(self) -> int:
         return len(self._items)

@@ -166,6 +166,7 @@ def resolve_spamd(spamd: str | None, call: str = "spam_report") -> tuple[str, in
 
 
 def check_max_score(max_score: float | None) -> float | None:
+    __tracebackhide__ = True
     if max_score is None:
         return None
     if isinstance(max_score, bool) or not isinstance(max_score, (int, float)):

@@ -71,6 +71,7 @@ def _checked_folder(folder: object) -> str:
     """``folder`` as a folder name (`given_folder_name`); a clear error for
     what can be none, as `Mailbox.deliver` gives (an empty name read as a
     folder that is always empty)."""
+    __tracebackhide__ = True
     if not isinstance(folder, str):
         raise TypeError(f"folder must be a folder name, got {folder!r}")
     if not folder.strip():
@@ -139,11 +140,13 @@ class UserMailbox:
     def stored(self, folder: str = INBOX) -> tuple[StoredMessage, ...]:
         """The copies in ``folder`` in UID order, each with its ``uid``,
         ``flags`` and ``internal_date``."""
+        __tracebackhide__ = True  # a bad folder points at the caller's line
         with self._mail.lock:
             return tuple(self._folder_messages(folder))
 
     def messages(self, folder: str = INBOX) -> Messages:
         """The messages in ``folder``, in UID order."""
+        __tracebackhide__ = True
         return Messages(
             [stored.message for stored in self.stored(folder)],
             scope=f"in {self._where(folder)}",
@@ -153,6 +156,7 @@ class UserMailbox:
         """The flags of ``message`` in ``folder``; KeyError if it is not there.
         Of its first copy there (by UID) when IMAP COPY put two in it:
         `stored` has each copy's."""
+        __tracebackhide__ = True
         if not isinstance(message, Message):
             raise TypeError(f"flags() takes a Message, got {type(message).__name__}")
         for stored in self.stored(folder):
@@ -164,6 +168,7 @@ class UserMailbox:
         """The messages deleted (POP3 ``DELE`` then ``QUIT``, IMAP
         ``EXPUNGE``, or IMAP ``DELETE`` of their folder) from ``folder``, or
         from any folder; not those moved."""
+        __tracebackhide__ = True
         wanted = None if folder is None else _checked_folder(folder)
         with self._mail.lock:
             account = self._account()
@@ -186,6 +191,7 @@ class UserMailbox:
             )
 
     def _folder_messages(self, folder: str) -> list[StoredMessage]:
+        __tracebackhide__ = True
         name = _checked_folder(folder)
         account = self._account()
         if account is None:

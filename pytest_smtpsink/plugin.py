@@ -1399,7 +1399,7 @@ def _lint_marker(marker: pytest.Mark) -> tuple[str | None, tuple[str, ...]]:
 
         try:
             return severity, check_ignore(marker.kwargs.get("ignore", ()))
-        except ValueError as error:
+        except (TypeError, ValueError) as error:
             problem = str(error)
     # Outside the except block: the report shows one sentence.
     pytest.fail(f"@pytest.mark.smtpsink_lint: {problem}", pytrace=False)

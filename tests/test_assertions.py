@@ -711,6 +711,49 @@ def test_negative_within(smtpsink):
     assert plugin_frames(result.stdout.str()) == []
 
 
+def test_check_and_reader_argument_errors_hide_the_plugins_frames(
+    pytester: pytest.Pytester,
+) -> None:
+    # The deliverability checks' and the recipients' mailboxes' argument
+    # errors showed the plugin's checking helpers (and, in the default
+    # view, the whole source of dkim_key's).
+    pytester.makepyfile(
+        """
+import pytest
+
+CALLS = {
+    "severity": lambda sink: sink.assert_clean(severity="x"),
+    "ignore": lambda sink: sink.assert_clean(ignore=5),
+    "alignment": lambda sink: sink.assert_bulk_sender_rules(alignment="x"),
+    "max_score": lambda sink: sink.assert_not_spam(max_score="x", spamd="127.0.0.1:1"),
+    "dkim_key": lambda sink: sink.dkim_key(5, "s"),
+    "dkim_key_bits": lambda sink: sink.dkim_key("example.com", "s", bits=512),
+    "env": lambda sink: sink.env(prefix=5),
+    "assert_in": lambda sink: sink.mailbox("a@example.com").assert_in(5),
+    "assert_not_in": lambda sink: sink.mailbox("a@example.com").assert_not_in(5),
+    "messages": lambda sink: sink.mailbox("a@example.com").messages(5),
+    "stored": lambda sink: sink.mailbox("a@example.com").stored(""),
+}
+
+@pytest.mark.parametrize("name", CALLS)
+def test_misuse(smtpsink, name):
+    CALLS[name](smtpsink)
+
+def test_message_alignment(smtpsink):
+    message = smtpsink.deliver(b"Subject: x\\r\\n\\r\\nx\\r\\n", to="a@example.com")
+    message.bulk_sender_problems(alignment="x")
+
+def test_flags(smtpsink):
+    message = smtpsink.deliver(b"Subject: x\\r\\n\\r\\nx\\r\\n", to="a@example.com")
+    smtpsink.mailbox("a@example.com").flags(message, folder=5)
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist", "--tb=short")
+    result.assert_outcomes(failed=13)
+    assert plugin_frames(result.stdout.str()) == []
+    result.stdout.no_fnmatch_line("*def publish_key*")
+
+
 def test_link_arguments_of_the_wrong_type_say_which(mixed: Mailbox) -> None:
     # A regex given as contains= (a natural slip) used to end in Python's
     # "'in <string>' requires string as left operand", naming no argument.
@@ -1875,10 +1918,13 @@ def test_stopped():
 def test_naive_date(smtpsink):
     smtpsink.deliver(b"Subject: x\\r\\n\\r\\n", to="ann@example.com",
                      date=datetime.datetime(2026, 1, 2))
+
+def test_index_by_address(smtpsink):
+    smtpsink.messages["ann@example.com"]
 """
     )
     result = pytester.runpytest("-p", "no:xdist", "-W", "error")
-    result.assert_outcomes(failed=6, passed=1)
+    result.assert_outcomes(failed=7, passed=1)
     result.stdout.fnmatch_lines(
         [
             # ?0?: [0] would be a set of characters to fnmatch.
@@ -1892,6 +1938,10 @@ def test_naive_date(smtpsink):
             "E * RuntimeError: this mailbox belongs to *, which has ended:*",
             "E * cannot wait for mail: the SMTP sink was stopped",
             "E * ValueError: date must be timezone-aware*",
+            # It said "tuple indices must be integers or slices, not str".
+            "E * TypeError: messages[[]...[]] takes a position or a slice, got "
+            "'ann@example.com'; to find mail by its fields, use filter(...) or "
+            "one(...) (messages.filter(to=...))",
         ],
         consecutive=False,
     )

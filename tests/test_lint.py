@@ -1683,10 +1683,14 @@ def test_unknown_argument(smtpsink):
 @pytest.mark.smtpsink_lint("warning", severity="error")
 def test_severity_twice(smtpsink):
     raise AssertionError("the body ran")
+
+@pytest.mark.smtpsink_lint(ignore=5)
+def test_ignore_not_codes(smtpsink):
+    raise AssertionError("the body ran")
 """
     )
     result = pytester.runpytest("-p", "no:xdist")
-    result.assert_outcomes(errors=5)
+    result.assert_outcomes(errors=6)
     result.stdout.fnmatch_lines(
         [
             "*@pytest.mark.smtpsink_lint: severity must be one of off, error, "
@@ -1701,6 +1705,7 @@ def test_severity_twice(smtpsink):
             # were the wrong value.
             "*@pytest.mark.smtpsink_lint: severity given twice: 'warning' by "
             "position and severity='error'",
+            "*@pytest.mark.smtpsink_lint: ignore must be lint codes (text), got 5",
         ]
     )
     assert "the body ran" not in result.stdout.str()
@@ -1710,7 +1715,7 @@ def test_assert_clean_checks_its_ignore_list(smtpsink: Mailbox) -> None:
     with pytest.raises(ValueError, match=r"'html_only' is not a lint code \(did you"):
         smtpsink.assert_clean(ignore=["html_only"])
     # Bytes iterated as numbers: "109 is not a lint code".
-    with pytest.raises(ValueError, match="must be lint codes") as refused:
+    with pytest.raises(TypeError, match="must be lint codes") as refused:
         smtpsink.assert_clean(ignore=b"missing-date")  # type: ignore[arg-type]
     assert str(refused.value) == (
         "ignore must be lint codes (text), got b'missing-date'"
