@@ -1310,6 +1310,9 @@ class Mailbox(FaultControls):
         came (an in-memory test backend, the wrong port) from one that came
         and failed before its message was stored (STARTTLS it wanted, AUTH,
         a refused recipient), and the two are fixed in different places."""
+        # Inside wait_until's condition (an assert_sent waited for), the
+        # test waits already: advice to wait would be no help.
+        waited = waited or _CHECKING.active
         self._let_new_sessions_settle()
         let_go = self._let_go_hint()
         if let_go and not self._store.sessions_since(self._cursor):
@@ -1418,13 +1421,19 @@ class Mailbox(FaultControls):
             if s.end is None and s not in carried and not _refused_something(s)
         ]
         if still_open:
-            # The likeliest cause then: the check came before the mail.
+            # The likeliest cause then: the check came before the mail (or,
+            # after a wait, the wait ended before a slow client was done).
             lines.append(
                 f"  ({plural(len(still_open), 'session')} opened {self._scope} "
-                f"{'is' if len(still_open) == 1 else 'are'} still open: if the "
-                "mail leaves in the background (a thread, a task, a worker), wait "
-                "for it with wait_for(...), or await wait_for_async(...) in a "
-                "coroutine)"
+                f"{'is' if len(still_open) == 1 else 'are'} still open: "
+                + (
+                    "its client may still be sending; a slow one needs a "
+                    "longer timeout=)"
+                    if waited
+                    else "if the mail leaves in the background (a thread, a "
+                    "task, a worker), wait for it with wait_for(...), or await "
+                    "wait_for_async(...) in a coroutine)"
+                )
             )
         return lines
 

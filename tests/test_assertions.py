@@ -824,11 +824,24 @@ def test_a_session_still_open_when_the_check_fails_suggests_waiting(
         smtpsink.wait_until(lambda: smtpsink.sessions[0].ehlo)
         with pytest.raises(AssertionError) as failed:
             smtpsink.assert_sent()
+        # After a wait, advice to wait was no help: a slow client needs a
+        # longer one. So inside wait_until, whose condition's report is quoted.
+        with pytest.raises(AssertionError) as waited:
+            smtpsink.wait_for(timeout=0.01)
+        with pytest.raises(AssertionError) as waited_until:
+            smtpsink.wait_until(smtpsink.assert_sent, timeout=0.01)
     assert str(failed.value).splitlines()[-1] == (
         "  (1 session opened in this test is still open: if the mail leaves in "
         "the background (a thread, a task, a worker), wait for it with "
         "wait_for(...), or await wait_for_async(...) in a coroutine)"
     )
+    still_open = (
+        "(1 session opened in this test is still open: its client may still be "
+        "sending; a slow one needs a longer timeout=)"
+    )
+    assert str(waited.value).splitlines()[-1] == f"  {still_open}"
+    assert f"    {still_open}\n" in str(waited_until.value)
+    assert "wait_for(...)" not in str(waited.value) + str(waited_until.value)
 
 
 def test_mail_over_a_connection_opened_before_clear_is_said_to(
