@@ -150,6 +150,30 @@ def bulk_sender_problems(
                 header="From",
             )
         )
+    elif len(from_values) == 1 and any("@" not in a for a in addresses):
+        # A word with no @domain: a local part alone ("From: news"), or the
+        # first part of a display name with an unquoted comma ("Shop, Inc.
+        # <news@shop.example>"). Counted as an address, it gave "2
+        # addresses" with no reason, or a From domain "news" that no
+        # signature aligned with.
+        word = next(a for a in addresses if "@" not in a)
+        why = (
+            f"{word!r} before a comma, the start of a display name with an "
+            "unquoted ',', which readers take for an address of its own (quote "
+            'the name: "Shop, Inc." <address>)'
+            if re.search(rf"{re.escape(word)}\s*,[^,<]*<", from_values[0])
+            else f"{word!r}, a local part with no @domain, so readers and DMARC "
+            "verifiers find no From domain"
+        )
+        addresses = []
+        problems.append(
+            Problem(
+                "from-not-single",
+                "error",
+                f"From has {why}; DMARC needs exactly one From address",
+                header="From",
+            )
+        )
     elif run_on:
         # getaddresses makes one garbled address of them ("@y.example"),
         # which would count as the single From and give a wrong domain.
@@ -202,9 +226,27 @@ def bulk_sender_problems(
         name: sum(1 for n, _ in head.raw_items() if n.lower() == name)
         for name in _UNSUBSCRIBE_HEADERS
     }
-    signature = _dkim_problems(message.dkim, author, alignment, problems, instances)
-    length_warnings = () if signature is None else body_length_warnings(signature)
-    if signature is not None and length_warnings:
+    envelope_domain = (message.envelope.mail_from or "").rpartition("@")[2]
+    signature = _dkim_problems(
+        message.dkim,
+        author,
+        alignment,
+        problems,
+        instances,
+        envelope_domain=envelope_domain,
+    )
+    # Any verified signature that aligns, not only the one chosen: a
+    # receiver needs one, so text added after an l= signature's length
+    # still passes by it when the other signature fails.
+    with_length = [
+        r
+        for r in message.dkim
+        if signature is not None
+        and r.verified
+        and (not author or aligned(r.domain, author, alignment))
+        and body_length_warnings(r)
+    ]
+    if with_length:
         # The rules are met to the letter, but an l= signature leaves room
         # for text added after it (RFC 6376 8.2), and the providers' sender
         # guidelines count it against the sender: not a pass.
@@ -212,8 +254,9 @@ def bulk_sender_problems(
             Problem(
                 "dkim-body-length",
                 "warning",
-                f"the DKIM signature of d={signature.domain} s={signature.selector} "
-                f"verifies, but {'; '.join(length_warnings)}",
+                f"the DKIM signature of d={with_length[0].domain} "
+                f"s={with_length[0].selector} verifies, but "
+                f"{'; '.join(body_length_warnings(with_length[0]))}",
                 header="DKIM-Signature",
             )
         )
@@ -272,9 +315,12 @@ def _dkim_problems(
     alignment: Alignment,
     problems: list[Problem],
     instances: dict[str, int],
+    *,
+    envelope_domain: str = "",
 ) -> DkimResult | None:
     """Append the DKIM problems to ``problems``; return the verified,
-    aligned signature the other rules rely on, if there is one."""
+    aligned signature the other rules rely on, if there is one.
+    ``envelope_domain``: the MAIL FROM's, which SPF checks."""
     where = "DKIM-Signature"
     if not results:
         problems.append(
@@ -335,7 +381,19 @@ def _dkim_problems(
                 f"no verified DKIM signature is aligned ({alignment}) with the "
                 f"From domain {author}: signed by "
                 + ", ".join(f"d={r.domain}" for r in verified)
-                + "".join(failed),
+                + "".join(failed)
+                # The providers' rule is DMARC's, which SPF alignment passes
+                # too: a mailing service that signs as itself and sends
+                # from the sender's own bounce domain meets it.
+                + "; DMARC passes on an aligned SPF domain too, which a "
+                "captured message cannot show"
+                + (
+                    f": the envelope sender's domain {envelope_domain} aligns, so "
+                    "if its SPF record lists the sending servers, Gmail and "
+                    "Yahoo accept the message (ignore='dkim-not-aligned' then)"
+                    if envelope_domain and aligned(envelope_domain, author, alignment)
+                    else ""
+                ),
                 header=where,
             )
         )

@@ -680,6 +680,12 @@ def _explain(error: Exception) -> str:
             f"t={future[1]}: the signature claims to be made at {_utc(future[1])}, "
             "in the future (RFC 6376 3.5)"
         )
+    if text.startswith("invalid literal for int()"):
+        # dkimpy takes an empty l= as a number; int() then said this.
+        return (
+            "a tag that takes a number (l=, t= or x=) is empty or not a number "
+            "(RFC 6376 3.5)"
+        )
     if text.startswith("body hash mismatch"):
         return f"the body changed after signing ({text})"
     if type(error).__name__ == "MessageFormatError":

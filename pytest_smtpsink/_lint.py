@@ -763,6 +763,12 @@ def _check_addresses(ctx: _Context) -> Iterator[Problem]:
                 f"reads it as {joined!r} (mail would go there), stricter "
                 "readers refuse the address"
             )
+        if "@" not in bad and re.search(rf"{re.escape(bad)}\s*,[^,<]*<", written):
+            # "Shop, Inc. <news@shop.example>": the comma splits the name.
+            context += (
+                ": a display name with an unquoted ',' reads as an address of "
+                'its own; quote the name ("Shop, Inc." <address>)'
+            )
         context += _misplaced_dots(bad)
         yield Problem(
             "invalid-address",
@@ -813,7 +819,10 @@ def _check_sender(tree: Compat32Message) -> Iterator[Problem]:
     if unquoted_at_in_name(text) or addresses_without_comma(text):
         return  # invalid-address says so
     try:
-        authors = [address for _, address in getaddresses([text]) if address]
+        # Not a word with no @domain: the first part of a display name with
+        # an unquoted comma (invalid-address says so), which a Sender header
+        # would not mend.
+        authors = [address for _, address in getaddresses([text]) if "@" in address]
     except RecursionError:
         return
     if len(authors) > 1:

@@ -1444,7 +1444,9 @@ def _enforce_lint(
         pytest.fail(
             f"smtpsink lint ({severity}): {failure}\n(checked at the end of the "
             f"test, set by {source}; @pytest.mark.smtpsink_lint('off') exempts "
-            "a test or a module, ignore=[codes] some codes)",
+            "a test or a module, @pytest.mark.smtpsink_lint(ignore=[codes]) some "
+            "codes: assert_clean(ignore=...) in the test does not reach this "
+            "check)",
             pytrace=False,
         )
 

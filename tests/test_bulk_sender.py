@@ -282,6 +282,40 @@ def test_from_addresses_run_together_are_not_one_from(tls_sink: Mailbox) -> None
     )
 
 
+@pytest.mark.parametrize(
+    ("written", "said"),
+    [
+        # A display name with an unquoted comma (Django's DEFAULT_FROM_EMAIL
+        # = "Shop, Inc. <...>"): "2 addresses: 'Shop', ..." gave no reason.
+        (
+            "Shop, Inc. <news@shop.example>",
+            "From has 'Shop' before a comma, the start of a display name with "
+            "an unquoted ',', which readers take for an address of its own "
+            '(quote the name: "Shop, Inc." <address>)',
+        ),
+        # A local part alone: it was a From domain 'news' that no signature
+        # aligned with (dkim-not-aligned).
+        (
+            "news",
+            "From has 'news', a local part with no @domain, so readers and DMARC "
+            "verifiers find no From domain",
+        ),
+        (
+            "news@shop.example, ann",
+            "From has 'ann', a local part with no @domain, so readers and DMARC "
+            "verifiers find no From domain",
+        ),
+    ],
+)
+def test_a_from_word_with_no_domain_is_said_why_it_is_no_single_from(
+    tls_sink: Mailbox, written: str, said: str
+) -> None:
+    newsletter(tls_sink, From=written)
+    [problem] = tls_sink.assert_sent().bulk_sender_problems()
+    assert (problem.code, problem.header) == ("from-not-single", "From")
+    assert problem.message == f"{said}; DMARC needs exactly one From address"
+
+
 def test_a_body_length_signature_is_a_warning_not_a_pass(tls_sink: Mailbox) -> None:
     # l= meets the rules to the letter, and bulk_sender_problems() said
     # nothing of the warning DkimResult carries.
@@ -304,12 +338,17 @@ def test_a_body_length_signature_is_a_warning_not_a_pass(tls_sink: Mailbox) -> N
     tls_sink.assert_bulk_sender_rules(ignore=["dkim-body-length"])
 
 
-def test_a_signature_without_l_beside_one_with_it_is_a_pass(
+def test_a_signature_with_l_beside_one_without_it_is_still_a_warning(
     tls_sink: Mailbox,
 ) -> None:
+    # It passed: but a receiver needs one aligned signature that verifies,
+    # so text added after the l= one's length passes by it while the other
+    # fails (RFC 6376 8.2), whichever the sink had picked.
     newsletter(tls_sink, length=(True, False))
     assert [bool(r.warnings) for r in tls_sink.assert_sent().dkim] == [True, False]
-    assert codes(tls_sink) == []
+    assert codes(tls_sink) == ["dkim-body-length"]
+    newsletter(tls_sink, length=(False, True))
+    assert codes(tls_sink) == ["dkim-body-length"]
 
 
 def test_mail_sent_without_tls_fails_the_tls_rule(smtpsink: Mailbox) -> None:
@@ -603,6 +642,22 @@ def test_not_aligned_says_why_the_senders_own_signature_failed(
         "shop.example: signed by d=esp.example; d=shop.example s=news is aligned "
         "but failed: the body changed after signing (body hash mismatch"
     )
+    # Gmail's and Yahoo's rule is DMARC's, which an aligned SPF domain passes
+    # too: the envelope sender's is said when it aligns.
+    spf = (
+        "; DMARC passes on an aligned SPF domain too, which a captured message "
+        "cannot show"
+    )
+    assert problem.message.endswith(
+        f"{spf}: the envelope sender's domain shop.example aligns, so if its SPF "
+        "record lists the sending servers, Gmail and Yahoo accept the message "
+        "(ignore='dkim-not-aligned' then)"
+    )
+    with smtplib.SMTP(tls_sink.host, tls_sink.port) as client:
+        client.starttls(context=tls_sink.ssl_context())
+        client.sendmail("bounces@esp.example", ["ann@example.com"], raw)
+    [problem] = tls_sink.messages[-1].bulk_sender_problems()
+    assert problem.message.endswith(spf)
 
 
 def test_delivered_mail_is_not_judged_for_tls(smtpsink: Mailbox) -> None:

@@ -380,6 +380,13 @@ def test_with_l_a_changed_header_does_not_claim_the_whole_body_unchanged(
             "the DKIM-Signature header is malformed (invalid c= value: foo)",
         ),
         (b"v=1; ", b"v=2; ", "v= value is not 1 (2)"),
+        # Python's own error for int(b""): "invalid literal for int() ...".
+        (
+            b"v=1; ",
+            b"v=1; l=; ",
+            "a tag that takes a number (l=, t= or x=) is empty or not a number "
+            "(RFC 6376 3.5)",
+        ),
     ],
 )
 def test_dkimpy_reasons_show_tag_values_as_text(

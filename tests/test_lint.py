@@ -1528,7 +1528,8 @@ def test_failed_anyway(smtpsink):
             # Where the check comes from: an old ini key, most likely.
             "*(checked at the end of the test, set by --smtpsink-lint (ini "
             "smtpsink_lint); @pytest.mark.smtpsink_lint('off') exempts a test or a "
-            "module, ignore=[[]codes] some codes)",
+            "module, @pytest.mark.smtpsink_lint(ignore=[[]codes]) some codes: "
+            "assert_clean(ignore=...) in the test does not reach this check)",
         ]
     )
     assert "ERROR at teardown of test_failed_anyway" not in result.stdout.str()
@@ -2052,6 +2053,24 @@ def test_several_authors_need_a_sender(smtpsink: Mailbox) -> None:
     smtpsink.clear()
     deliver(smtpsink, raw.replace(b"To:", b"Sender: a@x.example\r\nTo:") + b"\r\nx\r\n")
     assert smtpsink.assert_sent().lint() == []
+
+
+def test_a_display_name_with_an_unquoted_comma_is_no_second_author(
+    smtpsink: Mailbox,
+) -> None:
+    # "Shop, Inc. <...>": 'Shop' counted as a second author, and the lint
+    # asked for a Sender header where the name wanted quotes.
+    raw = HEAD.replace(
+        b"Shop <noreply@shop.example>", b"Shop, Inc. <noreply@shop.example>"
+    )
+    deliver(smtpsink, raw + b"\r\nx\r\n")
+    [problem] = smtpsink.assert_sent().lint()
+    assert (problem.code, problem.header) == ("invalid-address", "From")
+    assert problem.message == (
+        "From has an address that is not valid: 'Shop' (in 'Shop, Inc. "
+        "<noreply@shop.example>'): a display name with an unquoted ',' reads as "
+        'an address of its own; quote the name ("Shop, Inc." <address>)'
+    )
 
 
 def test_an_unclosed_quoted_string_of_escaped_quotes_is_linted_in_one_pass(
