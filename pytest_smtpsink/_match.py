@@ -244,13 +244,26 @@ def describe(criteria: Mapping[str, object]) -> str:
     return ", ".join(f"{name}={_show(value)}" for name, value in criteria.items())
 
 
+#: Characters of a wanted text a failure shows: a test comparing with a
+#: whole fixture file (text=expected_body) printed it twice, whole.
+_WANTED_SHOWN = 200
+
+
 def _show(value: object) -> str:
     if isinstance(value, re.Pattern):
-        return f"re.compile({value.pattern!r})"
+        return f"re.compile({_shortened_repr(value.pattern)})"
     if callable(value) and not isinstance(value, str):
         return getattr(value, "__name__", repr(value))
     if isinstance(value, Mapping):
         return "{" + ", ".join(f"{k!r}: {_show(v)}" for k, v in value.items()) + "}"
+    return _shortened_repr(value)
+
+
+def _shortened_repr(value: object) -> str:
+    """``repr(value)``; a long text's first characters and a count."""
+    if isinstance(value, (str, bytes)) and len(value) > _WANTED_SHOWN:
+        rest = len(value) - _WANTED_SHOWN
+        return f"{value[:_WANTED_SHOWN]!r}... [{rest} more characters]"
     return repr(value)
 
 
@@ -505,10 +518,22 @@ def _listed(items: list[str], wanted: object = None, *, quoted: bool = True) -> 
     return text
 
 
-def _shown_where_it_differs(value: str, wanted: str, limit: int = 200) -> str:
+def wanted_shown(message: Message, name: str, wanted: object) -> str:
+    """A failed criterion's value beside what ``message`` has (`explain`):
+    a long subject cut where the two differ, as that side is."""
+    value = getattr(message, name) if name == "subject" else None
+    if isinstance(value, str) and isinstance(wanted, str):
+        return _shown_where_it_differs(wanted, value, other="received")
+    return _show(wanted)
+
+
+def _shown_where_it_differs(
+    value: str, wanted: str, limit: int = 200, other: str = "wanted"
+) -> str:
     """``value``, cut to about ``limit`` characters around where it first
     differs from ``wanted``: cut from its start, a long subject that
-    differs at its end would never show the difference."""
+    differs at its end would never show the difference. ``other`` names
+    ``wanted`` in the text."""
     at = next(
         (
             i
@@ -522,7 +547,7 @@ def _shown_where_it_differs(value: str, wanted: str, limit: int = 200) -> str:
     start = at - 50
     window = value[start : start + limit]
     rest = len(value) - start - len(window)
-    return f"[{start} characters as wanted, then] {window!r}" + (
+    return f"[{start} characters as {other}, then] {window!r}" + (
         f"... [{rest} more characters]" if rest > 0 else ""
     )
 

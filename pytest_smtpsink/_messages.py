@@ -292,7 +292,7 @@ def closest_and_hints(
         lines.append(f"Closest: {name}, which differs in:")
         for name in _match.mismatches(closest, criteria):
             lines.append(
-                f"  {name}: wanted {_match.describe({name: criteria[name]}).split('=', 1)[1]}, "
+                f"  {name}: wanted {_match.wanted_shown(closest, name, criteria[name])}, "
                 f"got {_match.explain(closest, name, criteria[name])}"
             )
     for hint in dict.fromkeys(_match.hints(tuple(everything), criteria)):

@@ -1532,13 +1532,39 @@ def test_a_long_subject_is_shown_where_it_differs(
     with pytest.raises(AssertionError) as caught:
         smtpsink.assert_sent(subject=base + " (v1)")
     closest = str(caught.value).rsplit("which differs in:\n", 1)[1]
-    assert closest.startswith(f"  subject: wanted {base + ' (v1)'!r}, got [")
-    assert closest.endswith(
-        f"[{len(base) - 47} characters as wanted, then] {base[-47:] + ' (v2)'!r}"
+    # Each side cut where they differ (the wanted one was shown whole: a
+    # 20,000-character text= twice, in the head line and here).
+    assert closest == (
+        f"  subject: wanted [{len(base) - 47} characters as received, then] "
+        f"{base[-47:] + ' (v1)'!r}, got [{len(base) - 47} characters as wanted, "
+        f"then] {base[-47:] + ' (v2)'!r}"
+    )
+    head = str(caught.value).split("\n", 1)[0]
+    wanted = base + " (v1)"
+    assert head.endswith(
+        f"matching subject={wanted[:200]!r}... [{len(wanted) - 200} more characters]; "
+        "found 0."
     )
     # A short one is shown whole, as before.
     with pytest.raises(AssertionError, match=r"got 'Weekly digest: item0, item1, "):
         smtpsink.assert_sent(subject=base[:40])
+
+
+def test_a_long_wanted_text_is_shown_cut(smtpsink: Mailbox, send: Send) -> None:
+    # text=expected_body (a fixture file) printed the whole file twice.
+    send(text="short\n")
+    wanted = "A" * 20_000
+    with pytest.raises(AssertionError) as caught:
+        smtpsink.assert_sent(text=wanted, subject=re.compile("B" * 5_000))
+    text = str(caught.value)
+    assert max(map(len, text.splitlines())) < 800, text
+    cut = f"{wanted[:200]!r}... [19800 more characters]"
+    pattern = f"re.compile({'B' * 200!r}... [4800 more characters])"
+    assert text.startswith(
+        f"expected at least 1 message matching text={cut}, subject={pattern}; "
+    )
+    assert f"\n  text: wanted {cut}, got 'short\\n'\n" in text, text
+    assert f"\n  subject: wanted {pattern}, got 'Hello'" in text, text
 
 
 def test_a_long_recipient_list_is_shown_shortened_with_the_near_miss(
