@@ -14,7 +14,7 @@ import ssl
 import sys
 import time
 import types
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from . import _match
@@ -512,8 +512,10 @@ class Mailbox(FaultControls):
             for s in readers
         ):
             return []
+        table = self.settings.auth
         refused = [
             f"{s.protocol} {a.mechanism} {printable(repr(a.username))}"
+            + _why_refused(a.username, table)
             for s in readers
             for a in s.auth_attempts
             if not a.success
@@ -528,8 +530,8 @@ class Mailbox(FaultControls):
         said = []
         if refused:
             said.append(
-                f"refused: {join_shortened(refused, _LISTED)} (user names compare "
-                "exactly with the auth table's; see the sessions' auth_attempts)"
+                f"refused: {join_shortened(refused, _LISTED)} (see the sessions' "
+                "auth_attempts)"
             )
         if others:
             said.append(
@@ -1817,6 +1819,25 @@ def _undelivered_line(session: Session, hidden: Collection[str] = ()) -> str:
     if refused:
         line += f"; last refusal: {shorten(' '.join(refused[-1].lines()), 200)}"
     return line + _quit_after_ehlo(session, hidden)
+
+
+def _why_refused(user: str | None, table: object) -> str:
+    """Why a reader's login as ``user`` was refused, by the sink's ``auth``
+    table: "user names compare exactly" blamed the name when it was the
+    table's own and the password was wrong."""
+    if not isinstance(table, Mapping) or user is None:
+        return ""
+    if user in table:
+        return " (a wrong password)"
+    same = [
+        name for name in table if isinstance(name, str) and name.lower() == user.lower()
+    ]
+    if same:
+        return (
+            f" (the auth table has {printable(repr(same[0]))}: user names "
+            "compare exactly)"
+        )
+    return " (not in the auth table)"
 
 
 def _refusals(session: Session) -> list[Exchange]:

@@ -184,10 +184,20 @@ def test_a_mailbox_assertion_says_when_the_reader_never_got_in(
         pop.pass_("s3cret")
     pop.quit()
     box = smtpsink.mailbox(USER)
+    # And one with the table's own name and a wrong password: "user names
+    # compare exactly" blamed the name.
+    client = imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port)
+    with pytest.raises(imaplib.IMAP4.error):
+        client.login(USER, "wrong")
+    with pytest.raises(imaplib.IMAP4.error):
+        client.login("bob@example.com", "s3cret")
+    client.logout()
+    table_has = f"(the auth table has {USER!r}: user names compare exactly)"
     hint = (
         f"Hint: no POP3 or IMAP session logged in as {USER} in this test; refused: "
-        "IMAP LOGIN 'Ann@Example.com', POP3 USER 'Ann@Example.com' (user names "
-        "compare exactly with the auth table's; see the sessions' auth_attempts)"
+        f"IMAP LOGIN 'Ann@Example.com' {table_has}, POP3 USER 'Ann@Example.com' "
+        f"{table_has}, IMAP LOGIN {USER!r} (a wrong password), IMAP LOGIN "
+        "'bob@example.com' (not in the auth table) (see the sessions' auth_attempts)"
     )
     for check in (
         lambda: box.assert_in("INBOX", subject="Ticket", flags={"\\Seen"}),
