@@ -518,6 +518,35 @@ def _listed(items: list[str], wanted: object = None, *, quoted: bool = True) -> 
     return text
 
 
+def _as_written_in_html(wanted: str, markup: str) -> str:
+    """How ``markup`` writes ``wanted`` with character references
+    (``Jerry&#39;s`` for ``Jerry's``, ``&amp;``, ``&#x27;``, ``&apos;``):
+    the spelling a test can match; "" if not found (or too long to look)."""
+    if len(wanted) > 500:
+        return ""
+    import html.entities
+
+    names: dict[str, list[str]] = {}
+    for name, char in html.entities.html5.items():
+        if name.endswith(";") and len(char) == 1:
+            names.setdefault(char, []).append(re.escape(f"&{name}"))
+    pattern = "".join(
+        "(?:"
+        + "|".join(
+            [
+                re.escape(char),
+                f"&#0*{ord(char)};",
+                f"(?i:&#x0*{ord(char):x};)",
+                *names.get(char, []),
+            ]
+        )
+        + ")"
+        for char in wanted
+    )
+    found = re.search(pattern, markup)
+    return found.group() if found is not None else ""
+
+
 def wanted_shown(message: Message, name: str, wanted: object) -> str:
     """A failed criterion's value beside what ``message`` has (`explain`):
     a long subject cut where the two differ, as that side is."""
@@ -921,17 +950,7 @@ def _body_hints(
                     and wanted not in value
                     and wanted in html.unescape(value)
                 ):
-                    written = next(
-                        (
-                            escaped
-                            for escaped in (
-                                html.escape(wanted, quote=False),
-                                html.escape(wanted),
-                            )
-                            if escaped in value
-                        ),
-                        "",
-                    )
+                    written = _as_written_in_html(wanted, value)
                     how = (
                         f"escaped, as {written!r}"
                         if written

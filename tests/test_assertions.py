@@ -2205,14 +2205,17 @@ def test_text_written_otherwise_gets_a_hint(smtpsink: Mailbox, send: Send) -> No
         "the HTML as written (html='of Tom &amp; Jerry')"
     )
     assert smtpsink.assert_sent(html="of Tom &amp; Jerry").number == first
-    assert (
-        f"Hint: #{second}'s html part has it with HTML character references "
-        "(such as &#39; for '): match the HTML as written"
-    ) in report(html="Ann's order")
+    # The spelling to match for a character reference too (it said only
+    # "with HTML character references (such as &#39; for ')").
+    assert report(html="Ann's order").endswith(
+        f"Hint: #{second}'s html part has it escaped, as 'Ann&#39;s order': match "
+        "the HTML as written (html='Ann&#39;s order')"
+    )
+    assert smtpsink.assert_sent(html="Ann&#39;s order").number == second
     # text= looks at the HTML too: the words are there, escaped.
     assert report(text="Ann's order").endswith(
-        f"Hint: #{second}'s html part has it with HTML character references "
-        "(such as &#39; for '), not its text part: match the HTML as written"
+        f"Hint: #{second}'s html part has it escaped, as 'Ann&#39;s order', not "
+        "its text part: match the HTML as written (html='Ann&#39;s order')"
     )
     send(subject="Both", text="Ann & Bob\n", html="<p>Ann &amp; Bob</p>")
     third = smtpsink.messages[-1].number
