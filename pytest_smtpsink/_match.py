@@ -700,6 +700,8 @@ def _hints_each(
         wanted = criteria.get(name)
         if not isinstance(wanted, str):
             continue
+        if "@" not in wanted:
+            found.extend(_display_name_hints(messages, name, wanted))
         target = normalize_address(wanted)
         for message in messages:
             values = [normalize_address(str(a)) for a in addresses_of(message)]
@@ -774,6 +776,8 @@ def _hints_each(
                     f"{subject!a} against {wanted!a}; compare "
                     "unicodedata.normalize('NFC', ...) of each"
                 )
+    if isinstance(wanted, str) and "=?" in wanted:
+        found.extend(_encoded_subject_hints(messages, wanted))
     headers = criteria.get("header")
     for name, wanted in headers.items() if isinstance(headers, Mapping) else ():
         if not isinstance(wanted, str) or not wanted.strip():
@@ -909,6 +913,60 @@ def _base_address(address: str) -> str:
     local, at, domain = address.rpartition("@")
     base, plus, _ = local.partition("+")
     return f"{base}{at}{domain}" if plus and base else address
+
+
+def _encoded_subject_hints(messages: tuple[Message, ...], wanted: str) -> list[str]:
+    """For ``subject=`` given as the header's RFC 2047 encoded words
+    (``=?utf-8?q?Gr=C3=BC=C3=9Fe?=``, copied from the raw message): the
+    messages whose Subject is written so, and what it reads."""
+    found = []
+    for message in messages:
+        subject = message.subject
+        if subject is None or subject == wanted:
+            continue
+        written = [
+            value.decode("ascii", "replace").strip()
+            for value in raw_header_values(message.raw, "Subject")
+        ]
+        if " ".join(wanted.split()) in (" ".join(value.split()) for value in written):
+            found.append(
+                f"subject= compares the decoded subject: {_named(message)}'s "
+                "Subject header is written with those RFC 2047 encoded words, "
+                f"which read {_detail(repr(subject))}; use subject={subject!r}"
+            )
+    return found
+
+
+def _display_name_hints(
+    messages: tuple[Message, ...], name: str, wanted: str
+) -> list[str]:
+    """For an address criterion given a display name (``to="Ann Smith"``,
+    ``from_="Example App"``): the messages whose addresses carry it."""
+    asked = " ".join(wanted.split()).casefold()
+    found = []
+    for message in messages:
+        carrying = [
+            address
+            for address in _ADDRESS_FIELDS[name](message)
+            if isinstance(address, Address)
+            and address.name
+            and " ".join(address.name.split()).casefold() == asked
+        ]
+        if not carrying:
+            continue
+        address = carrying[0]
+        test = (
+            f"found.name == {address.name!r}"
+            if name in _SENDERS
+            else f"any(a.name == {address.name!r} for a in found)"
+        )
+        found.append(
+            f"{wanted!r} is a display name ({_named(message)} has "
+            f"{_detail(repr(address.formatted))}): {name}= compares addresses; "
+            f"use {name}={str(address)!r}, or match the name with "
+            f"{name}=lambda found: {test}"
+        )
+    return found
 
 
 def _named(message: Message) -> str:

@@ -2176,6 +2176,48 @@ def test_one_after_a_filter_or_slice_names_the_query(smtpsink: Mailbox) -> None:
     assert "messages[3:] left none to look at." in str(raised.value)
 
 
+def test_a_display_name_or_encoded_words_asked_for_get_a_hint(
+    smtpsink: Mailbox,
+) -> None:
+    # to="Ann Smith" and a subject copied from the raw message as RFC 2047
+    # encoded words failed with no hint of why.
+    raw = (
+        b"From: Example App <noreply@example.com>\r\n"
+        b"To: Ann Smith <ann@example.com>\r\n"
+        b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n\r\nHi.\r\n"
+    )
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail("noreply@example.com", ["ann@example.com"], raw)
+    number = smtpsink.messages[0].number
+
+    def hints(**criteria: str) -> list[str]:
+        with pytest.raises(AssertionError) as caught:
+            smtpsink.assert_sent(**criteria)  # type: ignore[call-overload]
+        return [line for line in str(caught.value).splitlines() if "Hint" in line]
+
+    assert hints(to="ann smith") == [
+        f"Hint: 'ann smith' is a display name (#{number} has 'Ann Smith "
+        "<ann@example.com>'): to= compares addresses; use to='ann@example.com', or "
+        "match the name with to=lambda found: any(a.name == 'Ann Smith' for a in "
+        "found)"
+    ]
+    assert hints(from_="Example App") == [
+        f"Hint: 'Example App' is a display name (#{number} has 'Example App "
+        "<noreply@example.com>'): from_= compares addresses; use "
+        "from_='noreply@example.com', or match the name with from_=lambda found: "
+        "found.name == 'Example App'"
+    ]
+    assert smtpsink.assert_sent(
+        from_=lambda found: found is not None and found.name == "Example App"
+    )
+    assert hints(subject="=?utf-8?q?Gr=C3=BC=C3=9Fe?=") == [
+        f"Hint: subject= compares the decoded subject: #{number}'s Subject header "
+        "is written with those RFC 2047 encoded words, which read 'Grüße'; use "
+        "subject='Grüße'"
+    ]
+    assert hints(to="Bob") == []
+
+
 def test_text_written_otherwise_gets_a_hint(smtpsink: Mailbox, send: Send) -> None:
     # Apps wrap text at 72 columns and templates escape "&": the words are
     # there, the test's string is not, and "differs in" showed a long body.
