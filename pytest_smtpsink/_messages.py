@@ -161,14 +161,15 @@ class Messages(Sequence[Message]):
     def _none_left(self, which: str) -> str:
         if not self._source:
             return f"no messages arrived {self._scope}, so there is no {which} one"
-        return failure_report(
-            f"a {which} message",
-            {},
-            (),
-            self._source,
-            verb="no messages left after filtering; wanted",
-            scope=self._scope,
+        # Like _out_of_range: which query left none ("found 0" said
+        # nothing of it), and what arrived under a head of its own.
+        head = (
+            f"no {which} message: messages{self._narrowed} holds 0 messages."
+            if self._narrowed
+            else f"no {which} message: none left after filtering."
         )
+        listing = failure_report("", {}, (), self._source, scope=self._scope)
+        return head + listing[listing.index("\n") :]
 
     def __repr__(self) -> str:
         if not self._items:

@@ -1180,6 +1180,23 @@ def test_first_and_last_on_no_mail(smtpsink: Mailbox) -> None:
         smtpsink.messages.last()
 
 
+def test_first_and_last_of_an_empty_filter_name_the_query(
+    smtpsink: Mailbox, send: Send
+) -> None:
+    # "no messages left after filtering; wanted a last message; found 0."
+    # named no query.
+    send(subject="Welcome")
+    for which in ("first", "last"):
+        with pytest.raises(AssertionError) as caught:
+            getattr(smtpsink.messages.filter(to="x@example.com"), which)()
+        lines = str(caught.value).splitlines()
+        assert lines[0] == (
+            f"no {which} message: messages.filter(to='x@example.com') holds 0 messages."
+        )
+        assert lines[1] == "Messages that arrived in this test (1):"
+        assert "Subject: 'Welcome'" in lines[2]
+
+
 # -- waiting ------------------------------------------------------------------------------
 
 
