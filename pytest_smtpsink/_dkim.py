@@ -40,6 +40,10 @@ _REPLACED_KEPT = 8
 #: each ``_domainkey`` name): a key there is for the application, and a
 #: reason saying only "no key published" sent users to look at that record.
 _IN_STUB: dict[str, str] = {}  # name -> the test (stub records last a test)
+#: Those of them whose record revokes a key (an empty p=, RFC 6376 3.6.1).
+_REVOKED_IN_STUB: set[str] = set()
+#: An empty p= tag in a key record: the key is revoked.
+_EMPTY_P = re.compile(rb"(?:^|;)[ \t]*p[ \t]*=[ \t]*(?:;|$)")
 #: The same name -> the test that published its key ("" outside a test):
 #: keys outlive their test, and a signature that fails against an earlier
 #: test's key sent readers looking for a changed header.
@@ -294,11 +298,16 @@ def publish_key(
 _PUBLIC_PEM = re.compile(rb"-----BEGIN ((?:RSA )?PUBLIC KEY)-----")
 
 
-def note_stub_record(name: str) -> None:
-    """The DNS stub's note that a test published a TXT record at ``name``,
-    a ``selector._domainkey.domain`` name (see `_IN_STUB`)."""
+def note_stub_record(name: str, record: bytes = b"") -> None:
+    """The DNS stub's note that a test published a TXT ``record`` at
+    ``name``, a ``selector._domainkey.domain`` name (see `_IN_STUB`)."""
+    name = a_labels(name)
     with _LOCK:
-        _IN_STUB[a_labels(name)] = running_test()
+        _IN_STUB[name] = running_test()
+        if _EMPTY_P.search(record):
+            _REVOKED_IN_STUB.add(name)
+        else:
+            _REVOKED_IN_STUB.discard(name)
 
 
 def _public_key_label(data: bytes) -> str | None:
@@ -445,8 +454,15 @@ def verify(raw: bytes, received: float | None = None) -> tuple[DkimResult, ...]:
                 with _LOCK:
                     # This test's: a stub's records go with their test.
                     in_stub = _IN_STUB.get(name) == running_test()
+                    revoked = in_stub and name in _REVOKED_IN_STUB
                 reason = (
-                    f"no key published for {name} by dkim_key(): "
+                    # Advice to publish the key would make it verify where
+                    # a receiver, finding the record, fails it.
+                    f"the key at {name} is revoked: the TXT record put there "
+                    "with smtpsink.dns.txt() has an empty p= (RFC 6376 3.6.1), "
+                    "so receivers fail the signature, as this does"
+                    if revoked
+                    else f"no key published for {name} by dkim_key(): "
                     "a TXT record put there with smtpsink.dns.txt() is for "
                     "the application under test, not Message.dkim; give its "
                     f"private key with smtpsink.dkim_key({domain!r}, "

@@ -1328,7 +1328,7 @@ class DNSZone:
         if b"_domainkey" in (label.lower() for label in owner.labels):
             from ._dkim import note_stub_record
 
-            note_stub_record(owner.to_text(omit_final_dot=True))
+            note_stub_record(owner.to_text(omit_final_dot=True), b"".join(pieces))
 
     # -- failures ------------------------------------------------------------------
 

@@ -1607,6 +1607,18 @@ def _check_mime_headers(part: Compat32Message, where: str | None) -> Iterator[Pr
                 "readers do not find the parts",
                 part=where,
             )
+        elif isinstance(boundary, str) and boundary.endswith((" ", "\t")):
+            # Python's email package drops the space when it splits, strict
+            # readers keep it: they disagree on where the parts are, and a
+            # "missing closing boundary" blamed a truncation.
+            yield Problem(
+                "invalid-boundary",
+                "error",
+                f"the multipart's boundary {shorten(boundary, 40)!r} ends with a "
+                "space, which RFC 2046 5.1.1 forbids: readers disagree on where "
+                "its parts are",
+                part=where,
+            )
 
 
 def _parameters_given_twice(value: str, where: str | None) -> Iterator[Problem]:

@@ -285,6 +285,22 @@ def test_a_key_only_in_the_dns_stub_is_named_as_such(smtpsink: Mailbox) -> None:
     assert result.verified
 
 
+def test_a_revoked_key_in_the_dns_stub_is_named_as_such(smtpsink: Mailbox) -> None:
+    # An empty p= revokes the key (RFC 6376 3.6.1): the reason advised
+    # publishing the key, which made the signature verify where a receiver
+    # fails it.
+    key = smtpsink.dkim_key("elsewhere.example", selector="maker")
+    smtpsink.dns.txt("rev._domainkey.shop.example", "v=DKIM1; k=rsa; p=")
+    send_signed(smtpsink, key, selector="rev")
+    [result] = smtpsink.assert_sent().dkim
+    assert (result.verified, result.reason) == (
+        False,
+        "the key at rev._domainkey.shop.example is revoked: the TXT record put "
+        "there with smtpsink.dns.txt() has an empty p= (RFC 6376 3.6.1), so "
+        "receivers fail the signature, as this does",
+    )
+
+
 def test_a_stub_record_of_an_earlier_test_is_not_named(
     smtpsink: Mailbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:

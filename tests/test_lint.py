@@ -350,6 +350,16 @@ HEAD = (
             "error",
             "",
         ),
+        # A boundary ending in a space (RFC 2046 5.1.1's bcharsnospace):
+        # Python drops the space, strict readers keep it (helper-225 F6).
+        (
+            HEAD + b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="XX "'
+            b"\r\n\r\n--XX\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n"
+            b"--XX--\r\n",
+            "invalid-boundary",
+            "error",
+            "",
+        ),
         (
             HEAD + b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
             b"Content-Transfer-Encoding: bogus\r\n\r\nhi\r\n",
