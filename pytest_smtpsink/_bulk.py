@@ -42,7 +42,12 @@ _ONE_CLICK = "List-Unsubscribe=One-Click"
 # Second-level labels under which a two-letter country code registers names
 # (example.co.uk): the common cases of the Public Suffix List, which this
 # check does not ship.
-_SECOND_LEVEL = frozenset({"co", "com", "org", "net", "ac", "gov", "edu", "ne", "or"})
+_SECOND_LEVEL = frozenset(
+    # The UK's own besides (me.uk, ltd.uk, ...): without them alice.me.uk
+    # and mallory.me.uk aligned, a false pass.
+    {"co", "com", "org", "net", "ac", "gov", "edu", "ne", "or"}
+    | {"me", "ltd", "plc", "sch", "nhs", "police"}
+)
 
 
 def organizational_domain(domain: str) -> str:

@@ -415,6 +415,8 @@ def test_relaxed_and_strict_alignment(tls_sink: Mailbox) -> None:
         ("shop.example", "shop.example"),
         ("a.b.shop.example", "shop.example"),
         ("mail.shop.co.uk", "shop.co.uk"),
+        ("alice.me.uk", "alice.me.uk"),  # not me.uk: mallory.me.uk aligned
+        ("mail.shop.ltd.uk", "shop.ltd.uk"),
         ("Shop.Example.", "shop.example"),
     ],
 )
