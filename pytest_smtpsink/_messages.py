@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 
 from . import _match
 from ._message import Message, summary_or_raw
-from ._text import plural, shown_argument
+from ._text import plural, shorten, shown_argument
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -191,6 +191,18 @@ def compared_lines(messages: Messages, other: Sequence[object]) -> list[str]:
     if isinstance(other, Messages) and other is not messages:
         lines.append("against:")
         lines.extend(f"  {message.summary()}" for message in other)
+    elif other:
+        # "compared with 1 item(s)" never showed the item: a list of
+        # subjects, say, which no Message equals.
+        lines.append("against:")
+        lines.extend(f"  {shorten(repr(item), 200)}" for item in other[:_LISTED])
+        if len(other) > _LISTED:
+            lines.append(f"  ... {len(other) - _LISTED} more")
+        if not any(isinstance(item, Message) for item in other):
+            lines.append(
+                "(a Message equals only itself: compare a field, e.g. "
+                "[m.subject for m in smtpsink.messages] == [...])"
+            )
     return lines
 
 

@@ -2400,10 +2400,14 @@ def test_two_messages(smtpsink):
 def test_a_filter(smtpsink):
     send(smtpsink, "one")
     assert smtpsink.messages.filter(subject="two") == smtpsink.messages
+
+def test_subjects(smtpsink):
+    send(smtpsink, "one")
+    assert smtpsink.messages == ["one"]
 """
     )
     result = pytester.runpytest("-p", "no:xdist")
-    result.assert_outcomes(failed=3)
+    result.assert_outcomes(failed=4)
     result.stdout.fnmatch_lines(
         [
             "E       *assert 1 message(s) arrived, compared with 0 item(s):",
@@ -2418,6 +2422,13 @@ def test_a_filter(smtpsink):
             "E           (none)",
             "E         against:",
             "E           #* Subject: 'one' *",
+            # The item compared was never shown.
+            "E       *assert 1 message(s) arrived, compared with 1 item(s):",
+            "E           #* Subject: 'one' *",
+            "E         against:",
+            "E           'one'",
+            "E         (a Message equals only itself: compare a field, e.g. "
+            "[[]m.subject for m in smtpsink.messages[]] == [[]...[]])",
         ]
     )
 
