@@ -702,13 +702,17 @@ def _openable(url: str) -> bool:
     ``file:``. ASCII only, with no blank or control character (nor a
     zero-width one, a soft hyphen, a bidi control: none is ASCII), and no
     backslash, which a browser reads as ``/`` in a web address
-    (``http://evil.example\\@good.example/`` goes to evil.example)."""
+    (``http://evil.example\\@good.example/`` goes to evil.example); nor
+    a user name before the host (``http://good.example@evil.example/``
+    goes to evil.example)."""
+    authority = re.split(r"[/?#]", url.partition("://")[2], maxsplit=1)[0]
     return (
         url.lower().startswith(("http://", "https://"))
         and url.isascii()
         and url.isprintable()
         and " " not in url
         and "\\" not in url
+        and "@" not in authority
     )
 
 

@@ -48,6 +48,7 @@ import http
 import http.server
 import ipaddress
 import json
+import re
 import secrets
 import socket
 import sys
@@ -605,9 +606,22 @@ def list_fragment(
     extra = ""
     if unfinished:
         extra = "<h2>Connections without a message</h2>" + "".join(
-            _html.render_session(_session_record(s), number_of(s)) for s in unfinished
+            _html.render_session(_listed_session_record(s), number_of(s))
+            for s in unfinished
         )
     return f"{extra_note}<ul>{''.join(items)}</ul>{extra}"
+
+
+def _listed_session_record(session: Session) -> _html.SessionRecord:
+    """`_session_record` with a long transcript cut, as a message page cuts
+    one: every change draws the list again on every open page, and one
+    client that sent 20,000 NOOPs and no message made it 8 MB."""
+    record = _session_record(session)
+    lines = record["transcript"].split("\n")
+    if len(lines) > _SHOWN_LINES:
+        end = len(lines) - _EDGE_LINES
+        record["transcript"] = _around(lines, end, end)
+    return record
 
 
 def _session_record(session: Session) -> _html.SessionRecord:
@@ -1100,11 +1114,17 @@ class LiveServer(http.server.ThreadingHTTPServer):
 _N = TypeVar("_N", int, float)
 
 
+#: A number in a query as a person types it: int() and float() also take
+#: "1_0", full-width digits and blanks around, which a path refuses.
+_WHOLE = re.compile(r"-?[0-9]{1,18}")  # a sign: "since" says why -5 is none
+_DECIMAL = re.compile(r"[0-9]{1,18}(?:\.[0-9]{0,9})?|\.[0-9]{1,9}")
+
+
 def _number(name: str, value: str, kind: Callable[[str], _N]) -> _N:
-    try:
-        return kind(value)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if (_WHOLE if kind is int else _DECIMAL).fullmatch(value) is None:
+        what = "a whole number" if kind is int else "a number"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return kind(value)
 
 
 def _download_as(name: str) -> str:
@@ -1426,7 +1446,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         )
 
     def _wait(self, query: dict[str, list[str]]) -> None:
-        from ._match import CRITERIA_NAMES
+        from ._match import CRITERIA_NAMES, check_names
 
         criteria: dict[str, Any] = {}
         since, timeout = 0, 10.0
@@ -1462,7 +1482,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                             if n != "header"
                         )
                     )
-        except ValueError as error:
+            # As wait_for checks them: "to=ann@" (a template's empty domain)
+            # or two addresses in one matched nothing, and the request
+            # waited out its timeout for a 408.
+            check_names(criteria)
+        except (TypeError, ValueError) as error:
             self._refuse(http.HTTPStatus.BAD_REQUEST, str(error))
             return
         inbox = self.server.inbox

@@ -665,6 +665,11 @@ def test_one_image_used_many_times_is_put_in_within_the_bound() -> None:
         ("file:///etc/passwd", False),
         # Goes elsewhere than it reads: a browser takes the backslash for "/".
         ("http://evil.example\\@good.example/", False),
+        # A user name before the host: goes to evil.example (and to
+        # good.example for the second).
+        ("http://good.example@evil.example/", False),
+        ("http://evil.example%2f@good.example/", False),
+        ("https://shop.example/unsubscribe?email=ann@example.com", True),
         # What a reader cannot see.
         ("https://bank.example\u200b.evil.example/", False),
         ("https://bank.example/\u00ad", False),

@@ -411,8 +411,25 @@ def test_wait_errors(live: Callable[..., Live]) -> None:
     status, body = view.request("/api/wait?since=1.5")
     assert (status, json.loads(body)) == (
         400,
-        {"error": "since must be a number, got '1.5'"},
+        {"error": "since must be a whole number, got '1.5'"},
     )
+    # What int() and float() take besides: "1_0" was 10, a full-width 1 was 1.
+    for query, said in (
+        ("since=1_0", "since must be a whole number, got '1_0'"),
+        ("since=%EF%BC%91", "since must be a whole number, got '\uff11'"),
+        ("since=%20%201", "since must be a whole number, got '  1'"),
+        ("timeout=1_0", "timeout must be a number, got '1_0'"),
+    ):
+        status, body = view.request(f"/api/wait?{query}")
+        assert (status, json.loads(body)) == (400, {"error": said}), query
+    # The criteria are checked as wait_for checks them: these matched nothing
+    # and the request waited out its timeout for a 408.
+    status, body = view.request("/api/wait?to=ann@&timeout=30")
+    assert status == 400
+    assert "has nothing after its @" in json.loads(body)["error"]
+    status, body = view.request("/api/wait?to=a@x.test,b@y.test&timeout=30")
+    assert status == 400
+    assert "names 2" in json.loads(body)["error"]
     status, body = view.request("/api/wait?since=-5")  # was taken as 0
     assert (status, json.loads(body)) == (
         400,
@@ -793,6 +810,30 @@ def test_event_stream_says_when_a_connection_without_mail_ends(
     assert b"Connections without a message" in body
     assert b"no-mail.example" in body
     assert b"quit" in body
+
+
+def test_the_list_cuts_a_long_connection_without_mail(
+    live: Callable[..., Live],
+) -> None:
+    # A connection of 300 NOOPs and no message was listed whole: every
+    # change drew it again on every open page (20,000 made the list 8 MB).
+    view = live()
+    with smtplib.SMTP("127.0.0.1", view.sink.port) as client:
+        client.ehlo("chatty.example")
+        for _ in range(300):
+            client.noop()
+    # The client read each reply: the subprocess recorded it first.
+    status, body = view.request("/fragments/list")
+    assert status == 200
+    shown = body.decode().split("<pre>")[-1].split("</pre>")[0].split("\n")
+    assert len(shown) == 20 + 1 + 20
+    assert shown[0] == "S: 220 smtpsink.test pytest-smtpsink"
+    assert re.fullmatch(
+        r"\[\.\.\. 5\d\d lines not shown: --transcripts and --save-dir have "
+        r"the whole conversation\]",
+        shown[20],
+    ), shown[20]
+    assert shown[-1] == "S: 221 Bye"
 
 
 def test_a_connection_that_said_nothing_is_not_listed(
