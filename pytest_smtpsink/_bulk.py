@@ -23,6 +23,7 @@ from ._lint import (
     ENCODED_BY_PYTHON,
     Problem,
     addresses_without_comma,
+    comma_in_display_name,
     hides_its_value,
     quoted_without_domain,
     unquoted_at_in_name,
@@ -42,12 +43,10 @@ _ONE_CLICK = "List-Unsubscribe=One-Click"
 # Second-level labels under which a two-letter country code registers names
 # (example.co.uk): the common cases of the Public Suffix List, which this
 # check does not ship.
-_SECOND_LEVEL = frozenset(
-    # The UK's own besides (me.uk, ltd.uk, ...): without them alice.me.uk
-    # and mallory.me.uk aligned, a false pass.
-    {"co", "com", "org", "net", "ac", "gov", "edu", "ne", "or"}
-    | {"me", "ltd", "plc", "sch", "nhs", "police"}
-)
+_SECOND_LEVEL = frozenset({"co", "com", "org", "net", "ac", "gov", "edu", "ne", "or"})
+#: The UK's own besides, under .uk only: without them alice.me.uk and
+#: mallory.me.uk aligned, a false pass.
+_UK_SECOND_LEVEL = frozenset({"me", "ltd", "plc", "sch", "nhs", "police"})
 
 
 def organizational_domain(domain: str) -> str:
@@ -56,10 +55,12 @@ def organizational_domain(domain: str) -> str:
     approximation of DMARC's Organizational Domain without the Public
     Suffix List."""
     labels = domain.lower().rstrip(".").split(".")
-    keep = 2
-    if len(labels) >= 3 and len(labels[-1]) == 2 and labels[-2] in _SECOND_LEVEL:
-        keep = 3
-    return ".".join(labels[-keep:])
+    if len(labels) < 3:
+        return ".".join(labels)
+    second_level = len(labels[-1]) == 2 and labels[-2] in _SECOND_LEVEL
+    if second_level or (labels[-1] == "uk" and labels[-2] in _UK_SECOND_LEVEL):
+        return ".".join(labels[-3:])
+    return ".".join(labels[-2:])
 
 
 def aligned(signing: str, author: str, alignment: Alignment) -> bool:
@@ -155,30 +156,37 @@ def bulk_sender_problems(
                 header="From",
             )
         )
-    elif len(from_values) == 1 and any("@" not in a for a in addresses):
-        # A word with no @domain: a local part alone ("From: news"), or the
-        # first part of a display name with an unquoted comma ("Shop, Inc.
-        # <news@shop.example>"). Counted as an address, it gave "2
-        # addresses" with no reason, or a From domain "news" that no
-        # signature aligned with.
-        word = next(a for a in addresses if "@" not in a)
-        why = (
-            f"{word!r} before a comma, the start of a display name with an "
-            "unquoted ',', which readers take for an address of its own (quote "
-            'the name: "Shop, Inc." <address>)'
-            if re.search(rf"{re.escape(word)}\s*,[^,<]*<", from_values[0])
-            else f"{word!r}, a local part with no @domain, so readers and DMARC "
-            "verifiers find no From domain"
-        )
+    elif len(from_values) == 1 and (
+        comma_name := comma_in_display_name(from_values[0])
+    ):
+        # "Shop, Inc. <news@shop.example>": readers take "Shop" for a second
+        # address; "2 addresses: 'Shop', ..." did not say why.
         addresses = []
         problems.append(
             Problem(
                 "from-not-single",
                 "error",
-                f"From has {why}; DMARC needs exactly one From address",
+                f"From has a display name with an unquoted ',', {comma_name!r}, "
+                "which readers split into an address of its own and another "
+                f'(quote the name: "{comma_name}" <address>); DMARC needs '
+                "exactly one From address",
                 header="From",
             )
         )
+    elif len(from_values) == 1 and len(addresses) == 1 and "@" not in addresses[0]:
+        # A local part alone ("From: news"): its "From domain news" was
+        # said to align with no signature.
+        problems.append(
+            Problem(
+                "from-not-single",
+                "error",
+                f"From has {addresses[0]!r}, a local part with no @domain, so "
+                "readers and DMARC verifiers find no From domain; DMARC needs "
+                "exactly one From address",
+                header="From",
+            )
+        )
+        addresses = []
     elif run_on:
         # getaddresses makes one garbled address of them ("@y.example"),
         # which would count as the single From and give a wrong domain.
@@ -244,14 +252,15 @@ def bulk_sender_problems(
     # receiver needs one, so text added after an l= signature's length
     # still passes by it when the other signature fails.
     with_length = [
-        r
+        (r, warnings)
         for r in message.dkim
         if signature is not None
         and r.verified
         and (not author or aligned(r.domain, author, alignment))
-        and body_length_warnings(r)
+        and (warnings := body_length_warnings(r))
     ]
     if with_length:
+        lengthy, warnings = with_length[0]
         # The rules are met to the letter, but an l= signature leaves room
         # for text added after it (RFC 6376 8.2), and the providers' sender
         # guidelines count it against the sender: not a pass.
@@ -259,9 +268,8 @@ def bulk_sender_problems(
             Problem(
                 "dkim-body-length",
                 "warning",
-                f"the DKIM signature of d={with_length[0].domain} "
-                f"s={with_length[0].selector} verifies, but "
-                f"{'; '.join(body_length_warnings(with_length[0]))}",
+                f"the DKIM signature of d={lengthy.domain} s={lengthy.selector} "
+                f"verifies, but {'; '.join(warnings)}",
                 header="DKIM-Signature",
             )
         )

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ._text import printable, running_test
+from ._text import argument_error, printable, running_test
 
 #: ``selector._domainkey.domain`` (lower case, no trailing dot) -> TXT record.
 _RECORDS: dict[str, bytes] = {}
@@ -203,7 +203,7 @@ def publish_key(
     ``BEGIN RSA PRIVATE KEY``, as dkimpy's ``dkim.sign`` wants). Giving
     both ``bits`` and ``private_key`` is a ValueError: a key given has its
     own size."""
-    __tracebackhide__ = True  # its argument errors point at the caller's line
+    __tracebackhide__ = argument_error  # those point at the caller's line
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 

@@ -763,11 +763,12 @@ def _check_addresses(ctx: _Context) -> Iterator[Problem]:
                 f"reads it as {joined!r} (mail would go there), stricter "
                 "readers refuse the address"
             )
-        if "@" not in bad and re.search(rf"{re.escape(bad)}\s*,[^,<]*<", written):
+        comma_name = comma_in_display_name(written) if "@" not in bad else None
+        if comma_name is not None:
             # "Shop, Inc. <news@shop.example>": the comma splits the name.
             context += (
                 ": a display name with an unquoted ',' reads as an address of "
-                'its own; quote the name ("Shop, Inc." <address>)'
+                f'its own; quote the name ("{comma_name}" <address>)'
             )
         context += _misplaced_dots(bad)
         yield Problem(
@@ -910,6 +911,22 @@ def quoted_without_domain(value: str) -> str | None:
 
 
 _QUOTED_ALONE = re.compile(r'\s*"(?:[^"\\]|\\.)*"\s*')
+
+
+#: A display name with an unquoted comma before one angle address, in a
+#: value whose quoted strings are blanked (`_blank_quoted`).
+_COMMA_IN_NAME = re.compile(r"\s*([^,<>@\"]*[^,<>@\"\s])\s*,([^,<>@\"]+)<[^<>]*>\s*")
+
+
+def comma_in_display_name(value: str) -> str | None:
+    """The display name of a header value that is one name with an
+    unquoted comma and an angle address (``Shop, Inc. <news@shop.example>``,
+    as ``DEFAULT_FROM_EMAIL`` is often written): ``"Shop, Inc."``, which
+    readers split into an address ``Shop`` and a second one; else None."""
+    found = _COMMA_IN_NAME.fullmatch(_blank_quoted(value))
+    if found is None:
+        return None
+    return " ".join(value[found.start(1) : found.end(2)].split())
 
 
 def unquoted_at_in_name(value: str) -> str | None:
@@ -1615,7 +1632,7 @@ def _check_mime_headers(part: Compat32Message, where: str | None) -> Iterator[Pr
                 "invalid-boundary",
                 "error",
                 f"the multipart's boundary {shorten(boundary, 40)!r} ends with a "
-                "space, which RFC 2046 5.1.1 forbids: readers disagree on where "
+                "blank, which RFC 2046 5.1.1 forbids: readers disagree on where "
                 "its parts are",
                 part=where,
             )

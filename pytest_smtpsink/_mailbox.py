@@ -31,10 +31,11 @@ from ._messages import (
     arrived_elsewhere,
     failure_report,
 )
-from ._session import Exchange, Session
+from ._session import AuthInfo, Exchange, Session
 from ._settings import DEFAULT_TIMEOUT, check_seconds
 from ._text import (
     Undisplayed,
+    argument_error,
     join_shortened,
     plural,
     printable,
@@ -289,7 +290,7 @@ class Mailbox(FaultControls):
         Published for the rest of the run (per xdist worker); publishing
         again for the same domain and selector replaces the key.
         """
-        __tracebackhide__ = True
+        __tracebackhide__ = argument_error
         from ._dkim import publish_key
 
         return publish_key(domain, selector, bits=bits, private_key=private_key)
@@ -515,7 +516,7 @@ class Mailbox(FaultControls):
         table = self.settings.auth
         refused = [
             f"{s.protocol} {a.mechanism} {printable(repr(a.username))}"
-            + _why_refused(a.username, table)
+            + _why_refused(a, table)
             for s in readers
             for a in s.auth_attempts
             if not a.success
@@ -1447,17 +1448,24 @@ class Mailbox(FaultControls):
         there; without this, only the transcripts said so, and logs that
         keep a failure's message alone lost it. A report where nothing
         arrived says it in its list of sessions (`_sessions_hint`)."""
+        since = self._opened_at
         refusing = [
             (session, refused)
-            for session in self._store.sessions_since(self._cursor)
-            if session.protocol == "SMTP" and (refused := _refusals(session))
+            # A pooled client's connection, opened in an earlier test, too:
+            # its refusals in this one.
+            for session in [
+                *self._carried_sessions(),
+                *self._store.sessions_since(self._cursor),
+            ]
+            if session.protocol == "SMTP"
+            and (refused := [e for e in _refusals(session) if e.time >= since])
         ]
         if not refusing:
             return []
         count = sum(len(refused) for _, refused in refusing)
         lines = [
             f"Hint: the sink refused {plural(count, 'command')} {self._scope} "
-            "(refused mail and recipients are not among the messages above):"
+            "(a refused message or recipient is not listed above):"
         ]
         for session, refused in refusing[:_LISTED]:
             shown = [
@@ -1821,14 +1829,19 @@ def _undelivered_line(session: Session, hidden: Collection[str] = ()) -> str:
     return line + _quit_after_ehlo(session, hidden)
 
 
-def _why_refused(user: str | None, table: object) -> str:
-    """Why a reader's login as ``user`` was refused, by the sink's ``auth``
+def _why_refused(attempt: AuthInfo, table: object) -> str:
+    """Why a reader's login ``attempt`` was refused, by the sink's ``auth``
     table: "user names compare exactly" blamed the name when it was the
     table's own and the password was wrong."""
+    if attempt.in_use:
+        return " (the mailbox was in use by another POP3 session)"
+    user = attempt.username
     if not isinstance(table, Mapping) or user is None:
         return ""
     if user in table:
-        return " (a wrong password)"
+        # Or an authorization identity other than the user (AUTHENTICATE
+        # PLAIN's first field), which the sink refuses too.
+        return " (a wrong password, or an authorization identity of another user)"
     same = [
         name for name in table if isinstance(name, str) and name.lower() == user.lower()
     ]

@@ -521,8 +521,10 @@ def _listed(items: list[str], wanted: object = None, *, quoted: bool = True) -> 
 def _as_written_in_html(wanted: str, markup: str) -> str:
     """How ``markup`` writes ``wanted`` with character references
     (``Jerry&#39;s`` for ``Jerry's``, ``&amp;``, ``&#x27;``, ``&apos;``):
-    the spelling a test can match; "" if not found (or too long to look)."""
-    if len(wanted) > 500:
+    the spelling a test can match; "" if not found (or too long to look:
+    a wanted text of one letter repeated took seconds on 1 MB of HTML, in
+    a report a wait may build at each try)."""
+    if len(wanted) > 500 or len(markup) > 100_000:
         return ""
     import html.entities
 
@@ -956,7 +958,8 @@ def _display_name_hints(
             continue
         address = carrying[0]
         test = (
-            f"found.name == {address.name!r}"
+            # None for a message without a From: found.name raised there.
+            f"found is not None and found.name == {address.name!r}"
             if name in _SENDERS
             else f"any(a.name == {address.name!r} for a in found)"
         )

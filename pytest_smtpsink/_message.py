@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from ._mime import encoded_words, getaddresses, parse_compat32, parseaddr
 from ._text import (
+    argument_error,
     clock,
     has_href,
     html_base,
@@ -880,7 +881,7 @@ class Message:
         signature with a key of 1024 bits or more, one-click unsubscribe
         covered by it, TLS in transit); ``[]`` if nothing does. A signature
         with an ``l=`` body length is a warning, ``dkim-body-length``."""
-        __tracebackhide__ = True
+        __tracebackhide__ = argument_error
         from ._bulk import bulk_sender_problems, check_alignment
 
         return bulk_sender_problems(self, check_alignment(alignment))

@@ -62,17 +62,25 @@ class Messages(Sequence[Message]):
     @overload
     def __getitem__(self, index: slice) -> Messages: ...
     def __getitem__(self, index: int | slice) -> Message | Messages:
+        __tracebackhide__ = True
         if isinstance(index, slice):
             step = f":{index.step}" if index.step is not None else ""
             start = "" if index.start is None else index.start
             stop = "" if index.stop is None else index.stop
+            try:
+                items = self._items[index]
+            except TypeError:
+                raise TypeError(
+                    f"messages[...] takes positions in a slice, got "
+                    f"{shown_argument(index)}; to find mail by its fields, use "
+                    "filter(...) or one(...) (messages.filter(to=...))"
+                ) from None
             return Messages(
-                self._items[index],
+                items,
                 self._source,
                 scope=self._scope,
                 narrowed=f"{self._narrowed}[{start}:{stop}{step}]",
             )
-        __tracebackhide__ = True
         try:
             return self._items[index]
         except IndexError:

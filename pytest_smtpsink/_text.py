@@ -16,7 +16,7 @@ import os
 import re
 import urllib.parse
 from collections.abc import Iterable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 # What could break a printed line or fool a reader: C0 and C1 controls (ESC
 # starts terminal escape sequences, VT/FF/FS/GS/RS/NEL split lines for
@@ -94,6 +94,14 @@ def shorten(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}... [{len(text) - limit} more characters]"
+
+
+def argument_error(excinfo: Any) -> bool:
+    """A ``__tracebackhide__`` for a helper that does real work after
+    checking its arguments: its frame is hidden for a TypeError or
+    ValueError (about the caller's arguments: pytest points at the
+    caller's line) and shown for any other error, a bug to be seen."""
+    return bool(excinfo.errisinstance((TypeError, ValueError)))
 
 
 def join_shortened(items: Sequence[str], most: int = 3) -> str:

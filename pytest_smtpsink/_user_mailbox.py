@@ -36,7 +36,7 @@ from ._message import Envelope, Message, summary_or_raw
 from ._messages import Messages, closest_and_hints, closest_to, listed
 from ._mime import COMMENT, QUOTED, getaddresses, parseaddr, replace_closed
 from ._session import Session
-from ._text import format_address, plural, printable, unescape_8bit
+from ._text import argument_error, format_address, plural, printable, unescape_8bit
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -140,13 +140,13 @@ class UserMailbox:
     def stored(self, folder: str = INBOX) -> tuple[StoredMessage, ...]:
         """The copies in ``folder`` in UID order, each with its ``uid``,
         ``flags`` and ``internal_date``."""
-        __tracebackhide__ = True  # a bad folder points at the caller's line
+        __tracebackhide__ = argument_error  # a bad folder: the caller's line
         with self._mail.lock:
             return tuple(self._folder_messages(folder))
 
     def messages(self, folder: str = INBOX) -> Messages:
         """The messages in ``folder``, in UID order."""
-        __tracebackhide__ = True
+        __tracebackhide__ = argument_error
         return Messages(
             [stored.message for stored in self.stored(folder)],
             scope=f"in {self._where(folder)}",
@@ -168,7 +168,7 @@ class UserMailbox:
         """The messages deleted (POP3 ``DELE`` then ``QUIT``, IMAP
         ``EXPUNGE``, or IMAP ``DELETE`` of their folder) from ``folder``, or
         from any folder; not those moved."""
-        __tracebackhide__ = True
+        __tracebackhide__ = argument_error
         wanted = None if folder is None else _checked_folder(folder)
         with self._mail.lock:
             account = self._account()
@@ -191,7 +191,7 @@ class UserMailbox:
             )
 
     def _folder_messages(self, folder: str) -> list[StoredMessage]:
-        __tracebackhide__ = True
+        __tracebackhide__ = argument_error
         name = _checked_folder(folder)
         account = self._account()
         if account is None:

@@ -1977,10 +1977,13 @@ def test_naive_date(smtpsink):
 
 def test_index_by_address(smtpsink):
     smtpsink.messages["ann@example.com"]
+
+def test_slice_by_address(smtpsink):
+    smtpsink.messages["ann@example.com":]
 """
     )
     result = pytester.runpytest("-p", "no:xdist", "-W", "error")
-    result.assert_outcomes(failed=7, passed=1)
+    result.assert_outcomes(failed=8, passed=1)
     result.stdout.fnmatch_lines(
         [
             # ?0?: [0] would be a set of characters to fnmatch.
@@ -1998,6 +2001,8 @@ def test_index_by_address(smtpsink):
             "E * TypeError: messages[[]...[]] takes a position or a slice, got "
             "'ann@example.com'; to find mail by its fields, use filter(...) or "
             "one(...) (messages.filter(to=...))",
+            "E * TypeError: messages[[]...[]] takes positions in a slice, got "
+            "slice('ann@example.com', None, None); *",
         ],
         consecutive=False,
     )
@@ -2222,7 +2227,7 @@ def test_a_display_name_or_encoded_words_asked_for_get_a_hint(
         f"Hint: 'Example App' is a display name (#{number} has 'Example App "
         "<noreply@example.com>'): from_= compares addresses; use "
         "from_='noreply@example.com', or match the name with from_=lambda found: "
-        "found.name == 'Example App'"
+        "found is not None and found.name == 'Example App'"
     ]
     assert smtpsink.assert_sent(
         from_=lambda found: found is not None and found.name == "Example App"
@@ -2519,8 +2524,8 @@ def test_with_mail_arrived_the_report_names_what_the_sink_refused(
         text = str(caught.value)
         hint, first, second = text.split("\n")[-3:]
         assert hint == (
-            "Hint: the sink refused 2 commands in this test (refused mail and "
-            "recipients are not among the messages above):"
+            "Hint: the sink refused 2 commands in this test (a refused message or "
+            "recipient is not listed above):"
         ), text
         assert first.startswith("  127.0.0.1:"), text
         assert re.search(
@@ -2538,6 +2543,22 @@ def test_with_mail_arrived_the_report_names_what_the_sink_refused(
     with pytest.raises(AssertionError) as caught:
         smtpsink.assert_sent(subject="E")
     assert "refused" not in str(caught.value)
+    # Over a connection kept from before (a pooled client's): its refusals
+    # since, not those before.
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            client.send_message(make_message(subject="F", to=["cy@example.com"]))
+        smtpsink.clear()
+        client.send_message(make_message(subject="G", to=["ann@example.com"]))
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            client.send_message(make_message(subject="H", to=["cy@example.com"]))
+        with pytest.raises(AssertionError) as caught:
+            smtpsink.assert_sent(subject="H")
+    hint, carried = str(caught.value).split("\n")[-2:]
+    assert hint.startswith("Hint: the sink refused 1 command since clear() "), hint
+    assert carried.lower().endswith(
+        ": c: rcpt to:<cy@example.com> s: 550 no such user  [injected]"
+    ), carried
 
 
 def test_the_refusal_named_is_not_that_of_the_clients_rset(

@@ -289,9 +289,15 @@ def test_from_addresses_run_together_are_not_one_from(tls_sink: Mailbox) -> None
         # = "Shop, Inc. <...>"): "2 addresses: 'Shop', ..." gave no reason.
         (
             "Shop, Inc. <news@shop.example>",
-            "From has 'Shop' before a comma, the start of a display name with "
-            "an unquoted ',', which readers take for an address of its own "
-            '(quote the name: "Shop, Inc." <address>)',
+            "From has a display name with an unquoted ',', 'Shop, Inc.', which "
+            "readers split into an address of its own and another (quote the "
+            'name: "Shop, Inc." <address>)',
+        ),
+        (
+            "Shop Ltd, Inc. <news@shop.example>",
+            "From has a display name with an unquoted ',', 'Shop Ltd, Inc.', "
+            "which readers split into an address of its own and another (quote "
+            'the name: "Shop Ltd, Inc." <address>)',
         ),
         # A local part alone: it was a From domain 'news' that no signature
         # aligned with (dkim-not-aligned).
@@ -300,10 +306,10 @@ def test_from_addresses_run_together_are_not_one_from(tls_sink: Mailbox) -> None
             "From has 'news', a local part with no @domain, so readers and DMARC "
             "verifiers find no From domain",
         ),
+        # Two addresses, one of them with no domain: two, as before.
         (
             "news@shop.example, ann",
-            "From has 'ann', a local part with no @domain, so readers and DMARC "
-            "verifiers find no From domain",
+            "1 From header with 2 addresses: 'news@shop.example', 'ann'",
         ),
     ],
 )
@@ -417,6 +423,7 @@ def test_relaxed_and_strict_alignment(tls_sink: Mailbox) -> None:
         ("mail.shop.co.uk", "shop.co.uk"),
         ("alice.me.uk", "alice.me.uk"),  # not me.uk: mallory.me.uk aligned
         ("mail.shop.ltd.uk", "shop.ltd.uk"),
+        ("news.me.de", "me.de"),  # the UK's labels, under .uk only
         ("Shop.Example.", "shop.example"),
     ],
 )

@@ -196,7 +196,7 @@ def test_a_mailbox_assertion_says_when_the_reader_never_got_in(
     hint = (
         f"Hint: no POP3 or IMAP session logged in as {USER} in this test; refused: "
         f"IMAP LOGIN 'Ann@Example.com' {table_has}, POP3 USER 'Ann@Example.com' "
-        f"{table_has}, IMAP LOGIN {USER!r} (a wrong password), IMAP LOGIN "
+        f"{table_has}, IMAP LOGIN {USER!r} (a wrong password, or an authorization identity of another user), IMAP LOGIN "
         "'bob@example.com' (not in the auth table) (see the sessions' auth_attempts)"
     )
     for check in (

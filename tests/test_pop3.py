@@ -591,6 +591,28 @@ def test_a_second_session_finds_the_maildrop_in_use(smtpsink: Mailbox) -> None:
     assert [(a.success, a.in_use) for a in attempts] == [(False, True), (True, False)]
 
 
+def test_a_mailbox_assertion_names_a_login_refused_as_in_use(
+    smtpsink: Mailbox,
+) -> None:
+    # The hint on refused logins called it "a wrong password".
+    first = login(smtpsink)
+    smtpsink.clear()
+    second = poplib.POP3(smtpsink.pop3.host, smtpsink.pop3.port, timeout=10)
+    try:
+        second.user(ANN)
+        with pytest.raises(poplib.error_proto, match=r"-ERR \[IN-USE\]"):
+            second.pass_("x")
+        with pytest.raises(AssertionError) as failure:
+            smtpsink.mailbox(ANN).assert_in("INBOX", subject="Ticket")
+    finally:
+        first.quit()
+        second.quit()
+    assert (
+        f"refused: POP3 USER {ANN!r} (the mailbox was in use by another POP3 "
+        "session) (see the sessions' auth_attempts)"
+    ) in str(failure.value)
+
+
 # -- TLS ------------------------------------------------------------------------------
 
 
