@@ -1895,12 +1895,12 @@ class _Connection(ReadSideConnection):
         try:
             while True:
                 self._change_unsent = False
-                if self.state == "selected":
-                    await self._send_updates(expunge=True)
                 if self.generation != self.mail.generation:
                     self._finish_shown()
                     self.end_stale()
                     raise Closed
+                if self.state == "selected":
+                    await self._send_updates(expunge=True)
                 end = self._buffer.find(b"\n")
                 if end >= 0 or self._eof:
                     break
@@ -2328,9 +2328,13 @@ class _Connection(ReadSideConnection):
         if mode != "-FLAGS" and added:
             await self._send_flags(list(folder.keywords))
         for number, stored in selected:
-            self._known_flags[stored.uid] = stored.flags
             if silent or stored.flags == before[stored.uid]:
+                # Told nothing: known only if the client knew the flags
+                # before (else another session's change is still to tell).
+                if self._known_flags.get(stored.uid) == before[stored.uid]:
+                    self._known_flags[stored.uid] = stored.flags
                 continue
+            self._known_flags[stored.uid] = stored.flags
             values = [(b"FLAGS", self._format_flags(stored, stored.flags))]
             if by_uid:
                 # The UID first, as in a UID FETCH response.

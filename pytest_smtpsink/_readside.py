@@ -486,6 +486,11 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         transport = self.transport
         if transport is None or transport.is_closing():
             self._mark_end("server-closed")
+            if transport is not None:
+                # Closing but not closed: a TLS close waits for the
+                # client's close_notify, which a client that does not
+                # read never sends (at a stop, the loop closed under it).
+                transport.abort()
             return
         # Only to a client that has read every earlier reply: a close waits
         # for the unsent bytes, which one that does not read never takes,

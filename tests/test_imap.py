@@ -1905,6 +1905,26 @@ def test_idle_hears_of_new_mail_flags_and_expunges_in_turn(smtpsink: Mailbox) ->
         assert told(b"c ")[-1] == b"c OK IDLE terminated\r\n"
 
 
+def test_an_idle_session_ended_by_clear_records_only_what_it_was_sent() -> None:
+    # Its transcript had a "* 1 EXPUNGE" after the BYE, never sent: IDLE
+    # told its updates before it checked for a new test (or the sink's
+    # clear()), and read the emptied mailbox as every message expunged.
+    with SMTPSink() as sink, contextlib.ExitStack() as stack:
+        sink.deliver(raw_message("First"), to=USER)
+        stream = stack.enter_context(idling(sink.imap))
+        [session] = [s for s in sink.sessions if s.protocol == "IMAP"]
+        sink.clear()  # as a new test does
+        said = stream.readline()
+        assert said.startswith(b"* BYE "), said
+        assert stream.readline() == b""  # closed
+        stack.close()
+        sink.wait_until(lambda: session.end is not None)
+    last = session.transcript[-1]
+    assert last.kind == "notice", session.transcript[-3:]
+    assert last.replies[0].startswith("* BYE "), last
+    assert not any("EXPUNGE" in r for e in session.transcript for r in e.replies)
+
+
 def test_sessions_of_an_earlier_test_get_bye(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """

@@ -1691,6 +1691,61 @@ def test_a_keyword_new_to_the_folder_is_announced_to_every_session_as_on_dovecot
     )
 
 
+def test_a_silent_store_tells_of_another_sessions_flags_as_dovecot_does(
+    dovecot: Dovecot,
+) -> None:
+    """Another session flags a message; this one then stores on it with
+    .SILENT, or with a change that changes nothing: the other session's
+    flags are told at once (RFC 3501 6.4.6: "SHOULD send an untagged FETCH
+    response if a change to a message's flags from an external source is
+    observed"), as Dovecot tells them. The sink took them as told, and never
+    told them, at that STORE or any later command."""
+    user = "silent-store"
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX",
+        "c STORE 1 +FLAGS.SILENT (\\Seen)",
+        "d STORE 2 -FLAGS (\\Draft)",
+        "e NOOP",
+        "f LOGOUT",
+    ]
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES[:2])
+
+    def elsewhere(endpoint: Endpoint, command: str) -> Callable[[], object]:
+        other = [f"o1 LOGIN {user} x", "o2 SELECT INBOX", command, "o9 LOGOUT"]
+        return lambda: run(other, endpoint)
+
+    def session(endpoint: Endpoint) -> list[str]:
+        return run(
+            script,
+            endpoint,
+            before={
+                script[2]: elsewhere(endpoint, "o3 STORE 1 +FLAGS (\\Flagged)"),
+                script[3]: elsewhere(endpoint, "o3 STORE 2 +FLAGS (\\Answered)"),
+            },
+        )
+
+    with SMTPSink() as sink:
+        for message in MESSAGES[:2]:
+            sink.deliver(message, to=user)
+        ours = session(Endpoint("imap", sink.imap.host, sink.imap.port))
+    theirs = session(Endpoint("imap", dovecot.host, dovecot.imap_port))
+    # Kept (docs/reading.rst): the sink says "* n RECENT" with every EXISTS.
+    ours, theirs = (
+        [
+            line
+            for line in masked(lines, capabilities=True, text=True)
+            if not re.fullmatch(r"S: \* \d+ RECENT", line)
+        ]
+        for lines in (ours, theirs)
+    )
+    difference = difflib.unified_diff(theirs, ours, "Dovecot", "sink", lineterm="")
+    assert ours == theirs, "\n".join(difference)
+    assert "S: * 1 FETCH (FLAGS (\\Flagged \\Seen \\Recent))" in ours
+    assert "S: * 2 FETCH (FLAGS (\\Answered \\Recent))" in ours
+
+
 #: A CR alone in a subject or an address field (not a line break).
 BARE_CR_HEADERS = [
     b"Subject: cr\rin\r\n",

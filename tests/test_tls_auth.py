@@ -1766,3 +1766,51 @@ def test_a_sink_the_network_reaches_has_a_certificate_for_its_names() -> None:
         pytest.raises(ssl.SSLCertVerificationError, match="mismatch"),
     ):
         _starttls_naming(sink, "mail.compose.test")
+
+
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+def test_a_reader_left_open_over_tls_does_not_hold_the_sinks_stop(
+    pytester: pytest.Pytester, protocol: str, tls: str
+) -> None:
+    # A POP3 or IMAP client over TLS that the application never logged out
+    # when the sink stopped: the stop's TLS close waited for the client's
+    # close_notify, which it never sent; the transport stayed open, a
+    # ResourceWarning that -W error made a hang after "2 passed".
+    connect = {
+        ("imap", "starttls"): "client = imaplib.IMAP4(endpoint.host, endpoint.port)\n"
+        "    client.starttls(ssl_context=endpoint.ssl_context())",
+        (
+            "imap",
+            "implicit",
+        ): "client = imaplib.IMAP4_SSL(endpoint.host, endpoint.port, "
+        "ssl_context=endpoint.ssl_context())",
+        ("pop3", "starttls"): "client = poplib.POP3(endpoint.host, endpoint.port)\n"
+        "    client.stls(context=endpoint.ssl_context())",
+        ("pop3", "implicit"): "client = poplib.POP3_SSL(endpoint.host, endpoint.port, "
+        "context=endpoint.ssl_context())",
+    }[(protocol, tls)]
+    pytester.makepyfile(
+        f"""
+import imaplib
+import poplib
+
+import pytest
+
+KEPT = []
+
+@pytest.mark.smtpsink(tls={tls!r})
+def test_reader_left_open(smtpsink):
+    endpoint = smtpsink.{protocol}
+    {connect}
+    KEPT.append(client)  # never logged out
+
+def test_next(smtpsink):
+    pass
+"""
+    )
+    result = pytester.runpytest_subprocess(
+        "-W", "error", "-p", "no:cacheprovider", timeout=120
+    )
+    result.assert_outcomes(passed=2)
+    assert "ResourceWarning" not in result.stdout.str() + result.stderr.str()
