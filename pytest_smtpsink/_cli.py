@@ -1345,7 +1345,6 @@ class _Runner:
         quit_at_once = functools.partial(_quit_at_once, self.reporter)
         for signum in handled:
             signal.signal(signum, quit_at_once)
-        self.reporter.process()
         if self.reporter.relay_pending():
             # Stopping waits for the message the relay is sending: say so, as
             # that may take the upstream's time.
@@ -1354,7 +1353,13 @@ class _Runner:
                 f"stopping: waiting for the relay's upstream (up to {timeout:g} s "
                 "per step; Ctrl-C again quits at once)"
             )
+        # The sink first, then the report of what came since the last one:
+        # under load, reporting (printing, saving) took longer than clients
+        # took to send more, and the sink kept answering 250 for seconds
+        # after Ctrl-C (for good, with a slow stdout). Everything it took
+        # is in its store, reported below.
         self._stop_awake(wake_up)
+        self.reporter.process()
         if self.reporter.live is not None:
             self.reporter.live.stop()
         self.reporter.finish()

@@ -72,6 +72,12 @@ def start_on_loop(
         future.result()  # it ended meanwhile: its outcome
 
 
+#: The listen backlog: asyncio's default of 100 left clients of a burst
+#: (400 connecting at once) without a greeting for seconds, their SYNs
+#: dropped and resent. The system may cap it lower (somaxconn).
+BACKLOG = 1024
+
+
 async def listen(
     loop: asyncio.AbstractEventLoop,
     make_protocol: Callable[[], asyncio.BaseProtocol],
@@ -92,7 +98,7 @@ async def listen(
             if os.name == "posix":  # as asyncio does (reuse_address=None)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
-            return await loop.create_server(make_protocol, sock=sock)
+            return await loop.create_server(make_protocol, sock=sock, backlog=BACKLOG)
         except BaseException:
             sock.close()
             raise
@@ -101,7 +107,7 @@ async def listen(
     # let us bind a port another server is listening on, and share its
     # connections.
     return await loop.create_server(
-        make_protocol, host=host, port=port, reuse_address=None
+        make_protocol, host=host, port=port, reuse_address=None, backlog=BACKLOG
     )
 
 

@@ -981,6 +981,9 @@ class LiveServer(http.server.ThreadingHTTPServer):
 
     daemon_threads = False
     block_on_close = True
+    #: The listen backlog (socketserver's default is 5): a page's requests
+    #: and event streams, and scripts polling the API, come in bursts.
+    request_queue_size = 128
 
     def __init__(
         self,

@@ -19,10 +19,12 @@ import errno
 import functools
 import importlib
 import ipaddress
+import logging
 import os
 import socket
 import ssl
 import threading
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -64,6 +66,13 @@ class Service(Protocol):
 _S = TypeVar("_S", bound=Service)
 
 
+#: The start of asyncio's report of an accept with no file descriptor left.
+_OUT_OF_RESOURCE = "socket.accept() out of system resource"
+#: Seconds between two logged reports of it (see `_Runtime._out_of_resource`).
+_RESOURCE_REPORT_EVERY = 10.0
+_LOG = logging.getLogger("pytest_smtpsink")
+
+
 class _Runtime:
     """The running server: its loop, thread and listening socket.
 
@@ -99,6 +108,9 @@ class _Runtime:
         #: The thread that claimed the stop: a listener it calls may stop
         #: the sink again, which must not wait for itself.
         self._stopper: threading.Thread | None = None
+        #: See `_out_of_resource`.
+        self._resource_reported_at = -_RESOURCE_REPORT_EVERY
+        self._resource_errors = 0
 
     def loop_exception(
         self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]
@@ -112,7 +124,36 @@ class _Runtime:
             context.get("exception"), asyncio.CancelledError
         ):
             return
+        if str(context.get("message", "")).startswith(_OUT_OF_RESOURCE):
+            self._out_of_resource(context)
+            return
         loop.default_exception_handler(context)
+
+    def _out_of_resource(self, context: dict[str, Any]) -> None:
+        """asyncio's report of an accept that found no file descriptor left
+        (EMFILE): Python 3.11's loop reports it once for each connection of
+        the backlog and tries again, which logged 63,000 tracebacks (25 MB)
+        in 4 s into the running test's log. Said once, and then at most
+        once every `_RESOURCE_REPORT_EVERY` seconds with how many more came;
+        the sink serves the connections it has meanwhile."""
+        now = time.monotonic()
+        self._resource_errors += 1
+        if now - self._resource_reported_at < _RESOURCE_REPORT_EVERY:
+            return
+        more = self._resource_errors - 1
+        self._resource_reported_at, self._resource_errors = now, 0
+        error = context.get("exception")
+        _LOG.error(
+            "the sink cannot accept connections: %s (no file descriptor left: "
+            "raise the limit, ulimit -n, or close connections the test "
+            "leaves open); it serves the ones it has and accepts again when "
+            "one closes%s",
+            error if error is not None else context.get("message"),
+            f" ({more} more such errors in the last {_RESOURCE_REPORT_EVERY:g} s "
+            "not logged)"
+            if more
+            else "",
+        )
 
     def serve(self) -> None:
         try:

@@ -591,3 +591,67 @@ def test_a_server_asked_for_on_the_sinks_own_thread_is_refused_at_once(
         "sink's own thread (an on_change listener), which cannot wait for the "
         "sink; use it once before, in the test"
     )
+
+
+_OUT_OF_FILES = r"""
+import logging, resource, sys, threading
+from pytest_smtpsink import SMTPSink
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+reports = []
+first = threading.Event()
+
+class Keep(logging.Handler):
+    def emit(self, record):
+        reports.append(record.getMessage())
+        first.set()
+
+for name in ("pytest_smtpsink", "asyncio"):
+    logging.getLogger(name).addHandler(Keep())
+with SMTPSink(event_loop="asyncio") as sink:
+    print(sink.port, flush=True)
+    assert first.wait(60), "no report of the accept that found no file left"
+    sys.stdin.readline()  # the test has read a greeting since
+print(len(reports))
+print(reports[0])
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_NOFILE as on Linux")
+def test_running_out_of_file_descriptors_is_said_once_not_thousands_of_times(
+    tmp_path: pytest.TempPathFactory,
+) -> None:
+    # Python 3.11's loop reported an accept with no file descriptor left
+    # once per connection of the backlog, and tried again at once: 63,000
+    # tracebacks (25 MB) in 4 s into the test's log. One line now, with
+    # what to do; the sink serves the connections it has.
+    import subprocess
+
+    clients: list[socket.socket] = []
+    with subprocess.Popen(
+        [sys.executable, "-c", _OUT_OF_FILES],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as child:
+        assert child.stdin is not None
+        assert child.stdout is not None
+        try:
+            port = int(child.stdout.readline())
+            for _ in range(100):  # more than the child's 64 files
+                clients.append(socket.create_connection(("127.0.0.1", port), 30))
+            # One the sink accepted: it still serves.
+            assert clients[0].recv(1024).startswith(b"220 ")
+            child.stdin.write("\n")
+            child.stdin.flush()
+            count, first = child.stdout.read().splitlines()
+        finally:
+            for client in clients:
+                client.close()
+            child.wait(60)
+    assert child.returncode == 0
+    assert int(count) == 1
+    assert first.startswith(
+        "the sink cannot accept connections: [Errno 24] Too many open files (no "
+        "file descriptor left: raise the limit, ulimit -n, or close connections"
+    ), first
