@@ -1345,6 +1345,12 @@ class _Runner:
         quit_at_once = functools.partial(_quit_at_once, self.reporter)
         for signum in handled:
             signal.signal(signum, quit_at_once)
+        relaying = self.sink.settings.relay is not None
+        if relaying:
+            # Reported (and saved) before the stop, which waits for the
+            # relay: the wait is said for a message just taken, and a
+            # second Ctrl-C during it loses no message unsaved or unnamed.
+            self.reporter.process()
         if self.reporter.relay_pending():
             # Stopping waits for the message the relay is sending: say so, as
             # that may take the upstream's time.
@@ -1353,11 +1359,11 @@ class _Runner:
                 f"stopping: waiting for the relay's upstream (up to {timeout:g} s "
                 "per step; Ctrl-C again quits at once)"
             )
-        # The sink first, then the report of what came since the last one:
-        # under load, reporting (printing, saving) took longer than clients
-        # took to send more, and the sink kept answering 250 for seconds
-        # after Ctrl-C (for good, with a slow stdout). Everything it took
-        # is in its store, reported below.
+        # Without a relay, the sink first, then the report of what came
+        # since the last one: under load, reporting (printing, saving) took
+        # longer than clients took to send more, and the sink kept answering
+        # 250 for seconds after Ctrl-C (for good, with a slow stdout).
+        # Everything it took is in its store, reported below.
         self._stop_awake(wake_up)
         self.reporter.process()
         if self.reporter.live is not None:

@@ -2328,12 +2328,17 @@ class _Connection(ReadSideConnection):
         if mode != "-FLAGS" and added:
             await self._send_flags(list(folder.keywords))
         for number, stored in selected:
-            if silent or stored.flags == before[stored.uid]:
+            known = self._known_flags.get(stored.uid)
+            unchanged = stored.flags == before[stored.uid] and known == stored.flags
+            if silent or unchanged:
                 # Told nothing: known only if the client knew the flags
-                # before (else another session's change is still to tell).
-                if self._known_flags.get(stored.uid) == before[stored.uid]:
+                # before (else another session's change is still to tell,
+                # by _send_updates, as a .SILENT STORE's is on Dovecot).
+                if known == before[stored.uid]:
                     self._known_flags[stored.uid] = stored.flags
                 continue
+            # Changed here, or elsewhere before (not yet told): told in place,
+            # with its UID for UID STORE (RFC 3501 6.4.8), as Dovecot does.
             self._known_flags[stored.uid] = stored.flags
             values = [(b"FLAGS", self._format_flags(stored, stored.flags))]
             if by_uid:

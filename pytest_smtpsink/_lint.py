@@ -926,6 +926,12 @@ def comma_in_display_name(value: str) -> str | None:
     found = _COMMA_IN_NAME.fullmatch(_blank_quoted(value))
     if found is None:
         return None
+    try:
+        # Not a comma in a comment: "Shop (Europe, UK) <...>" is one address.
+        if len([a for _, a in getaddresses([value]) if a]) < 2:
+            return None
+    except RecursionError:
+        return None
     return " ".join(value[found.start(1) : found.end(2)].split())
 
 

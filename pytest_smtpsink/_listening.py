@@ -72,9 +72,9 @@ def start_on_loop(
         future.result()  # it ended meanwhile: its outcome
 
 
-#: The listen backlog: asyncio's default of 100 left clients of a burst
-#: (400 connecting at once) without a greeting for seconds, their SYNs
-#: dropped and resent. The system may cap it lower (somaxconn).
+#: The kernel's listen backlog: asyncio's default of 100 left clients of a
+#: burst (400 connecting at once) without a greeting for seconds, their
+#: SYNs dropped and resent. The system may cap it lower (somaxconn).
 BACKLOG = 1024
 
 
@@ -98,7 +98,7 @@ async def listen(
             if os.name == "posix":  # as asyncio does (reuse_address=None)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
-            return await loop.create_server(make_protocol, sock=sock, backlog=BACKLOG)
+            return _deeper(await loop.create_server(make_protocol, sock=sock))
         except BaseException:
             sock.close()
             raise
@@ -106,9 +106,24 @@ async def listen(
     # fixed port is free again at once after a stop). On Windows it would
     # let us bind a port another server is listening on, and share its
     # connections.
-    return await loop.create_server(
-        make_protocol, host=host, port=port, reuse_address=None, backlog=BACKLOG
+    return _deeper(
+        await loop.create_server(
+            make_protocol, host=host, port=port, reuse_address=None
+        )
     )
+
+
+def _deeper(server: asyncio.Server) -> asyncio.Server:
+    """``server`` with the kernel's queue of its sockets `BACKLOG` deep.
+    Not create_server's ``backlog=``: asyncio's own loop also accepts up to
+    that many connections per wake-up, and on running out of file
+    descriptors schedules a retry for each (Python 3.11: ten times as many
+    timers and reports with 1,024). listen() again on a duplicate of the
+    descriptor sets the queue of the one socket both name."""
+    for listening in server.sockets:
+        with socket.socket(fileno=os.dup(listening.fileno())) as same:
+            same.listen(BACKLOG)
+    return server
 
 
 def readable_now(sock: socket.socket) -> bool:

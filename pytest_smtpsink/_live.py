@@ -1120,7 +1120,7 @@ _N = TypeVar("_N", int, float)
 #: A number in a query as a person types it: int() and float() also take
 #: "1_0", full-width digits and blanks around, which a path refuses.
 _WHOLE = re.compile(r"-?[0-9]{1,18}")  # a sign: "since" says why -5 is none
-_DECIMAL = re.compile(r"[0-9]{1,18}(?:\.[0-9]{0,9})?|\.[0-9]{1,9}")
+_DECIMAL = re.compile(r"-?(?:[0-9]{1,18}(?:\.[0-9]{0,9})?|\.[0-9]{1,9})")
 
 
 def _number(name: str, value: str, kind: Callable[[str], _N]) -> _N:
@@ -1488,8 +1488,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             # As wait_for checks them: "to=ann@" (a template's empty domain)
             # or two addresses in one matched nothing, and the request
             # waited out its timeout for a 408.
-            check_names(criteria)
-        except (TypeError, ValueError) as error:
+            try:
+                check_names(criteria)
+            except TypeError as error:
+                # In the query's words: "from", not Python's "from_=".
+                raise ValueError(str(error).replace("from_=", "from=")) from None
+        except ValueError as error:
             self._refuse(http.HTTPStatus.BAD_REQUEST, str(error))
             return
         inbox = self.server.inbox

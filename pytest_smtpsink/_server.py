@@ -143,14 +143,16 @@ class _Runtime:
         more = self._resource_errors - 1
         self._resource_reported_at, self._resource_errors = now, 0
         error = context.get("exception")
+        out_of_files = getattr(error, "errno", None) in (errno.EMFILE, errno.ENFILE)
         _LOG.error(
-            "the sink cannot accept connections: %s (no file descriptor left: "
-            "raise the limit, ulimit -n, or close connections the test "
-            "leaves open); it serves the ones it has and accepts again when "
-            "one closes%s",
+            "the sink cannot accept connections: %s%s; it serves the ones it "
+            "has and accepts again when it can%s",
             error if error is not None else context.get("message"),
-            f" ({more} more such errors in the last {_RESOURCE_REPORT_EVERY:g} s "
-            "not logged)"
+            " (no file descriptor left: raise the limit, ulimit -n, or close "
+            "connections the test leaves open)"
+            if out_of_files
+            else "",
+            f" ({more} more such errors since the last report not logged)"
             if more
             else "",
         )

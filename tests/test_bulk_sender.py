@@ -322,6 +322,13 @@ def test_a_from_word_with_no_domain_is_said_why_it_is_no_single_from(
     assert problem.message == f"{said}; DMARC needs exactly one From address"
 
 
+def test_a_comma_in_a_from_comment_is_no_unquoted_name(tls_sink: Mailbox) -> None:
+    # One address whose comment has a comma: it was said to be a display
+    # name with an unquoted comma.
+    newsletter(tls_sink, From="Shop (Europe, UK) <news@shop.example>")
+    assert tls_sink.assert_sent().bulk_sender_problems() == []
+
+
 def test_a_body_length_signature_is_a_warning_not_a_pass(tls_sink: Mailbox) -> None:
     # l= meets the rules to the letter, and bulk_sender_problems() said
     # nothing of the warning DkimResult carries.

@@ -419,6 +419,7 @@ def test_wait_errors(live: Callable[..., Live]) -> None:
         ("since=%EF%BC%91", "since must be a whole number, got '\uff11'"),
         ("since=%20%201", "since must be a whole number, got '  1'"),
         ("timeout=1_0", "timeout must be a number, got '1_0'"),
+        ("timeout=-1", "timeout must be 0 to 300 seconds"),
     ):
         status, body = view.request(f"/api/wait?{query}")
         assert (status, json.loads(body)) == (400, {"error": said}), query
@@ -430,6 +431,11 @@ def test_wait_errors(live: Callable[..., Live]) -> None:
     status, body = view.request("/api/wait?to=a@x.test,b@y.test&timeout=30")
     assert status == 400
     assert "names 2" in json.loads(body)["error"]
+    status, body = view.request("/api/wait?from=ann@&timeout=30")
+    assert status == 400
+    error = json.loads(body)["error"]
+    assert error.startswith("from="), error  # the query's word, not from_=
+    assert "from_" not in error, error
     status, body = view.request("/api/wait?since=-5")  # was taken as 0
     assert (status, json.loads(body)) == (
         400,

@@ -653,5 +653,7 @@ def test_running_out_of_file_descriptors_is_said_once_not_thousands_of_times(
     assert int(count) == 1
     assert first.startswith(
         "the sink cannot accept connections: [Errno 24] Too many open files (no "
-        "file descriptor left: raise the limit, ulimit -n, or close connections"
+        "file descriptor left: raise the limit, ulimit -n, or close connections "
+        "the test leaves open); it serves the ones it has and accepts again when "
+        "it can"
     ), first
