@@ -1746,6 +1746,51 @@ def test_a_silent_store_tells_of_another_sessions_flags_as_dovecot_does(
     assert "S: * 2 FETCH (FLAGS (\\Answered \\Recent))" in ours
 
 
+def test_a_uid_store_tells_of_another_sessions_flags_in_place_as_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    """A UID STORE on a range whose messages another session changed, one
+    of them to what this STORE asks: each is told in place, in order and
+    with its UID (RFC 3501 6.4.8), as Dovecot tells it; the sink told the
+    unchanged one last, and without its UID."""
+    user = "uid-store-elsewhere"
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX",
+        "c UID STORE 1:* +FLAGS (\\Seen)",
+        "d LOGOUT",
+    ]
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES[:3])
+    other = [
+        f"o1 LOGIN {user} x",
+        "o2 SELECT INBOX",
+        "o3 STORE 1 +FLAGS (\\Seen)",
+        "o4 STORE 2 +FLAGS (\\Flagged)",
+        "o9 LOGOUT",
+    ]
+
+    def session(endpoint: Endpoint) -> list[str]:
+        return run(script, endpoint, before={script[2]: lambda: run(other, endpoint)})
+
+    with SMTPSink() as sink:
+        for message in MESSAGES[:3]:
+            sink.deliver(message, to=user)
+        ours = session(Endpoint("imap", sink.imap.host, sink.imap.port))
+    theirs = session(Endpoint("imap", dovecot.host, dovecot.imap_port))
+    ours, theirs = (
+        [
+            line
+            for line in masked(lines, capabilities=True, text=True)
+            if not re.fullmatch(r"S: \* \d+ RECENT", line)
+        ]
+        for lines in (ours, theirs)
+    )
+    difference = difflib.unified_diff(theirs, ours, "Dovecot", "sink", lineterm="")
+    assert ours == theirs, "\n".join(difference)
+    assert "S: * 1 FETCH (UID 1 FLAGS (\\Seen \\Recent))" in ours
+
+
 #: A CR alone in a subject or an address field (not a line break).
 BARE_CR_HEADERS = [
     b"Subject: cr\rin\r\n",
