@@ -2329,7 +2329,10 @@ class _Connection(ReadSideConnection):
             await self._send_flags(list(folder.keywords))
         for number, stored in selected:
             known = self._known_flags.get(stored.uid)
-            unchanged = stored.flags == before[stored.uid] and known == stored.flags
+            unchanged = stored.flags == before[stored.uid] and (
+                # Expunged elsewhere: its EXPUNGE is the news, as on Dovecot.
+                known == stored.flags or id(stored) not in present
+            )
             if silent or unchanged:
                 # Told nothing: known only if the client knew the flags
                 # before (else another session's change is still to tell,

@@ -118,11 +118,16 @@ def _deeper(server: asyncio.Server) -> asyncio.Server:
     Not create_server's ``backlog=``: asyncio's own loop also accepts up to
     that many connections per wake-up, and on running out of file
     descriptors schedules a retry for each (Python 3.11: ten times as many
-    timers and reports with 1,024). listen() again on a duplicate of the
-    descriptor sets the queue of the one socket both name."""
+    timers and reports with 1,024). listen() again on the same descriptor
+    (a socket object over it, detached after: never closed) sets the
+    queue; best effort: where that fails, asyncio's queue stays."""
     for listening in server.sockets:
-        with socket.socket(fileno=os.dup(listening.fileno())) as same:
-            same.listen(BACKLOG)
+        with contextlib.suppress(OSError):
+            same = socket.socket(fileno=listening.fileno())
+            try:
+                same.listen(BACKLOG)
+            finally:
+                same.detach()
     return server
 
 

@@ -143,15 +143,18 @@ class _Runtime:
         more = self._resource_errors - 1
         self._resource_reported_at, self._resource_errors = now, 0
         error = context.get("exception")
-        out_of_files = getattr(error, "errno", None) in (errno.EMFILE, errno.ENFILE)
+        advice = {
+            errno.EMFILE: " (no file descriptor left: raise the limit, ulimit "
+            "-n, or close connections the test leaves open)",
+            # The system's limit: ulimit -n does not change it.
+            errno.ENFILE: " (the system has no file left to open: close "
+            "connections or files, or raise fs.file-max)",
+        }.get(getattr(error, "errno", 0), "")
         _LOG.error(
             "the sink cannot accept connections: %s%s; it serves the ones it "
             "has and accepts again when it can%s",
             error if error is not None else context.get("message"),
-            " (no file descriptor left: raise the limit, ulimit -n, or close "
-            "connections the test leaves open)"
-            if out_of_files
-            else "",
+            advice,
             f" ({more} more such errors since the last report not logged)"
             if more
             else "",
