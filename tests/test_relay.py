@@ -3970,29 +3970,51 @@ def test_release_timed_out_writing_the_content_says_so(
     )
 
 
+@contextlib.contextmanager
+def _two_sinks_relaying_to_each_other() -> Iterator[tuple[SMTPSink, SMTPSink]]:
+    """Sinks A and B, each relaying everything to the other: each must know
+    the other's port before it starts, so the ports are found free and
+    taken a moment later, and another process may take one between (under
+    xdist): then again, with others."""
+    for attempt in range(5):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port_a = sock.getsockname()[1]
+        with SMTPSink(hostname="b.test") as b_probe:
+            port_b = b_probe.port
+        try:
+            with contextlib.ExitStack() as stack:
+                b = stack.enter_context(
+                    SMTPSink(
+                        port=port_b,
+                        hostname="b.test",
+                        relay=f"smtp://127.0.0.1:{port_a}",
+                        relay_to=".*",
+                    )
+                )
+                a = stack.enter_context(
+                    SMTPSink(
+                        port=port_a,
+                        hostname="a.test",
+                        relay=f"smtp://127.0.0.1:{port_b}",
+                        relay_to=".*",
+                    )
+                )
+                taken = stack.pop_all()
+        except SinkError as error:
+            if "in use" not in str(error) or attempt == 4:
+                raise
+            continue
+        with taken:
+            yield a, b
+        return
+
+
 def test_a_mail_loop_between_two_sinks_ends_at_the_hop_limit() -> None:
     # Two standalone sinks relaying everything to each other (found by a
     # new-user trial: a sink relaying to itself stored copies for ever).
     # Each hop adds a Received: header; at 100 the message is not relayed.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port_a = sock.getsockname()[1]
-    with SMTPSink(hostname="b.test") as b_probe:
-        port_b = b_probe.port
-    with (
-        SMTPSink(
-            port=port_b,
-            hostname="b.test",
-            relay=f"smtp://127.0.0.1:{port_a}",
-            relay_to=".*",
-        ) as b,
-        SMTPSink(
-            port=port_a,
-            hostname="a.test",
-            relay=f"smtp://127.0.0.1:{port_b}",
-            relay_to=".*",
-        ) as a,
-    ):
+    with _two_sinks_relaying_to_each_other() as (a, b):
         with smtplib.SMTP(a.host, a.port) as client:
             client.sendmail(
                 "app@example.com", ["ann@example.com"], b"Subject: loop\r\n\r\nhi\r\n"
