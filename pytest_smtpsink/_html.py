@@ -111,7 +111,14 @@ class AttachmentRecord(TypedDict):
     href: str | None
 
 
-class MessageRecord(TypedDict):
+class _SavedOnly(TypedDict, total=False):
+    #: True for the test's mail from before its mailbox was made (saved as
+    #: ``early-NNNN-...``, not among the test's messages); only in a saved
+    #: run's smtpsink.json, and only there for such mail.
+    early: bool
+
+
+class MessageRecord(_SavedOnly):
     number: int
     summary: str
     subject: str | None
@@ -514,33 +521,38 @@ def record_test(
 
     if captured is None:
         captured = capture(views)
-    messages = [m for view_messages, _, _ in captured for m in view_messages]
+    messages = [m for view_messages, _, _, _ in captured for m in view_messages]
     # With two sinks in a test, each numbers its own messages from #1: say
     # whose each one is.
     sink_of = (
         [
             view.url
-            for view, (view_messages, _, _) in zip(views, captured, strict=True)
+            for view, (view_messages, _, _, _) in zip(views, captured, strict=True)
             for _ in view_messages
         ]
         if len(views) > 1
         else []
     )
-    sessions = [s for _, view_sessions, _ in captured for s in view_sessions]
+    sessions = [s for _, view_sessions, _, _ in captured for s in view_sessions]
     session_sinks = [
         view.url if len(views) > 1 else None
-        for view, (_, view_sessions, _) in zip(views, captured, strict=True)
+        for view, (_, view_sessions, _, _) in zip(views, captured, strict=True)
         for _ in view_sessions
     ]
     # Mail put in without SMTP follows (save() writes it after the rest).
-    put_in = [m for _, _, view_put_in in captured for m in view_put_in]
+    put_in = [m for _, _, view_put_in, _ in captured for m in view_put_in]
+    # Then the test's mail from before its mailbox was made (save() too).
+    early = [m for _, _, _, view_early in captured for m in view_early]
     if len(views) > 1:
-        sink_of.extend(
-            view.url
-            for view, (_, _, view_put_in) in zip(views, captured, strict=True)
-            for _ in view_put_in
-        )
+        for group in (2, 3):  # put in, then early: the order of `messages`
+            sink_of.extend(
+                view.url
+                for view, held in zip(views, captured, strict=True)
+                for _ in held[group]
+            )
     messages.extend(put_in)
+    early_from = len(messages) + 1  # the index of the first early message
+    messages.extend(early)
     # save() names the files; take its names rather than guess them again.
     emls = [p for p in written if p.suffix == ".eml"]
     texts = [p for p in written if p.suffix == ".txt"]
@@ -589,6 +601,8 @@ def record_test(
         )
         if sink_of:
             shown["summary"] = f"{sink_of[index - 1]} {shown['summary']}"
+        if index >= early_from:
+            shown["early"] = True
         message_records.append(shown)
     record = TestRecord(
         nodeid=nodeid,
@@ -984,6 +998,13 @@ def render_message(
             if (how := record.get("put_in"))  # absent from an older smtpsink.json
             else ""
         )
+        + (
+            "<dt>Arrived</dt><dd>in the test before its mailbox was made (from "
+            "a fixture set up before smtpsink): not among the test&#x27;s "
+            "messages</dd>"
+            if record.get("early")
+            else ""
+        )
         + "</dl>",
     ]
     if record["defects"]:
@@ -1141,13 +1162,23 @@ def _reason(test: TestRecord) -> str:
 
 
 def _sent(test: TestRecord) -> list[MessageRecord]:
-    """The test's messages that came over SMTP (not `put_in`)."""
-    return [m for m in test["messages"] if not m.get("put_in")]
+    """The test's messages that came over SMTP (not `put_in`), to its
+    mailbox (not ``early``)."""
+    return [m for m in test["messages"] if not m.get("put_in") and not m.get("early")]
+
+
+def _early_count(test: TestRecord) -> int:
+    return sum(1 for m in test["messages"] if m.get("early"))
 
 
 def _put_in_count(test: TestRecord) -> str:
-    count = len(test["messages"]) - len(_sent(test))
-    return f"{count} put in without SMTP, " if count else ""
+    """The counts after the test's messages: put in, and from before its
+    mailbox."""
+    early = _early_count(test)
+    count = len(test["messages"]) - len(_sent(test)) - early
+    return (f"{count} put in without SMTP, " if count else "") + (
+        f"{early} from before its mailbox, " if early else ""
+    )
 
 
 def _first_run(test: TestRecord) -> str:
@@ -1273,7 +1304,8 @@ def render_index(
     runs = len(tests)
     names = len({(t["nodeid"], _first_run(t)) for t in tests})
     messages = sum(len(_sent(t)) for t in tests)
-    put_in = sum(len(t["messages"]) - len(_sent(t)) for t in tests)
+    early = sum(_early_count(t) for t in tests)
+    put_in = sum(len(t["messages"]) - len(_sent(t)) for t in tests) - early
     protocols = collections.Counter(
         s.get("protocol", "SMTP") for t in tests for s in t["sessions"]
     )
@@ -1289,6 +1321,7 @@ def render_index(
         + (f" in {runs} attempts" if runs != names else "")
         + f", {messages} message(s), "
         + (f"{put_in} put in without SMTP, " if put_in else "")
+        + (f"{early} from before a test's mailbox, " if early else "")
         + f"{sessions}; saved {escape(f'{when:%Y-%m-%d %H:%M:%S %Z}')}"
         " by pytest-smtpsink.</p>",
     ]

@@ -757,6 +757,13 @@ class Mailbox(FaultControls):
         it; but a failed reader test's report must show what it read."""
         return self._store.put_in_messages()
 
+    def _early(self) -> tuple[Message, ...]:
+        """For saved runs: the mail that arrived in this test before this
+        mailbox was made (`note_set_up_mail`), which the mailbox does not
+        show and the previous test's files did not hold: saved nowhere,
+        it was lost from a run kept with ``--smtpsink-save=all``."""
+        return (*self._set_up_mail, *self._body_mail)
+
     def clear(self) -> None:
         """Start this mailbox afresh: what arrived so far is no longer shown.
 

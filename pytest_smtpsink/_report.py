@@ -27,16 +27,21 @@ if TYPE_CHECKING:
     from ._message import Message
     from ._session import Session
 
-    #: What each view held at one moment: its messages, its sessions, and
-    #: the mail put in without SMTP (`Mailbox.captured`, `Mailbox._put_in`).
+    #: What each view held at one moment: its messages, its sessions, the
+    #: mail put in without SMTP, and the test's mail that arrived before the
+    #: view was made (`Mailbox.captured`, `Mailbox._put_in`, `Mailbox._early`).
     Captured: TypeAlias = list[
-        tuple[Sequence[Message], Sequence[Session], Sequence[Message]]
+        tuple[
+            Sequence[Message], Sequence[Session], Sequence[Message], Sequence[Message]
+        ]
     ]
 
 ReportMode = Literal["off", "summary", "full"]
 SaveMode = Literal["failed", "all"]
 REPORT_MODES: tuple[ReportMode, ...] = ("off", "summary", "full")
 SAVE_MODES: tuple[SaveMode, ...] = ("failed", "all")
+#: What the file name of a test's mail from before its mailbox starts with.
+EARLY_PREFIX = "early-"
 
 #: Transcript lines shown per session before cutting (the saved files keep
 #: all): its first lines and its last ones, where the refusal or the
@@ -357,7 +362,7 @@ def capture(views: Sequence[Mailbox]) -> Captured:
     """One look at what ``views`` hold, for `save` and `_html.record_test`
     to share: mail that comes between two looks would put the files the
     first wrote out of step with the records of the second."""
-    return [(*view.captured(), view._put_in()) for view in views]
+    return [(*view.captured(), view._put_in(), view._early()) for view in views]
 
 
 def save(
@@ -366,7 +371,9 @@ def save(
     """Write every message as ``NNNN-<subject>.eml`` (its raw bytes) and every
     session's transcript as ``session-NNNN.txt``. Names sort in arrival order.
     Mail put in without SMTP (`Mailbox.deliver`, IMAP APPEND) follows the
-    messages, as ``deliver-NNNN-<subject>.eml`` or ``append-NNNN-...``.
+    messages, as ``deliver-NNNN-<subject>.eml`` or ``append-NNNN-...``,
+    then the test's mail from before its mailbox was made (`Mailbox._early`)
+    as ``early-NNNN-<subject>.eml``.
 
     The directory is emptied first, so that files of an earlier run of the
     same test are never mixed with this run's: a run that captured nothing
@@ -376,16 +383,17 @@ def save(
     written: list[Path] = []
     if captured is None:
         captured = capture(views)
-    messages = [m for view_messages, _, _ in captured for m in view_messages]
-    sessions = [s for _, view_sessions, _ in captured for s in view_sessions]
-    put_in = [m for _, _, view_put_in in captured for m in view_put_in]
+    messages = [m for view_messages, _, _, _ in captured for m in view_messages]
+    sessions = [s for _, view_sessions, _, _ in captured for s in view_sessions]
+    put_in = [m for _, _, view_put_in, _ in captured for m in view_put_in]
+    early = [m for _, _, _, view_early in captured for m in view_early]
     if directory.is_dir() and not _ours(directory):
         raise NotOurs(
             f"{directory} holds files pytest-smtpsink did not write; left as it "
             "is (give --smtpsink-save-dir a directory of its own)"
         )
     shutil.rmtree(directory, ignore_errors=True)
-    if not messages and not sessions and not put_in:
+    if not messages and not sessions and not put_in and not early:
         return written
     directory.mkdir(parents=True, exist_ok=True)
     written.extend(
@@ -396,6 +404,12 @@ def save(
     written.extend(
         write_message(directory, index, message, prefix=put_in_prefix(message))
         for index, message in enumerate(put_in, 1)
+    )
+    # Then the test's mail from before its mailbox (a fixture's, sent in
+    # its set-up): early-0001-....eml.
+    written.extend(
+        write_message(directory, index, message, prefix=EARLY_PREFIX)
+        for index, message in enumerate(early, 1)
     )
     written.extend(
         write_session(directory, index, session)

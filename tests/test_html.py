@@ -1511,3 +1511,53 @@ def test_mail_put_in_by_deliver_is_shown_and_saved(pytester: pytest.Pytester) ->
     ]
     assert "<p><b>Put in with deliver()</b> deliver() " in extra
     assert "It is smoking." in html.unescape(extra)
+
+
+EARLY_MAIL_TEST = """
+import smtplib
+
+import pytest
+
+
+@pytest.fixture
+def welcomed(smtpsink_server):
+    with smtplib.SMTP(smtpsink_server.host, smtpsink_server.port) as client:
+        client.sendmail(
+            "shop@example.com",
+            ["ann@example.com"],
+            b"Subject: Welcome early\\r\\n\\r\\nSent in the set-up.\\r\\n",
+        )
+
+
+def test_late_mailbox(welcomed, smtpsink):
+    assert smtpsink.messages == []
+"""
+
+
+def test_mail_from_before_the_tests_mailbox_is_saved_under_the_test(
+    pytester: pytest.Pytester,
+) -> None:
+    """Mail a fixture sent in the test's set-up, before its smtpsink was
+    made, is not among the test's messages, and the previous test's files
+    cannot hold it: --smtpsink-save=all saved it nowhere (helper-224 F2).
+    It is saved under the test, marked as such."""
+    pytester.makepyfile(test_mail=EARLY_MAIL_TEST)
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--smtpsink-save-dir=mail", "--smtpsink-save=all"
+    )
+    result.assert_outcomes(passed=1)
+    directory = pytester.path / "mail" / "test_mail.py__test_late_mailbox"
+    names = sorted(p.name for p in directory.iterdir())
+    assert names == ["early-0001-Welcome-early.eml", "smtpsink.json"]
+    assert (directory / names[0]).read_bytes() == (
+        b"Subject: Welcome early\r\n\r\nSent in the set-up.\r\n"
+    )
+    (record,) = json.loads((directory / "smtpsink.json").read_text())["messages"]
+    assert record["early"] is True
+    markup = (pytester.path / "mail" / "index.html").read_text(encoding="utf-8")
+    assert "1 test(s), 0 message(s), 1 from before a test's mailbox, " in markup
+    assert "0 message(s), 1 from before its mailbox, 0 session(s), files in" in markup
+    assert "<dt>Arrived</dt><dd>in the test before its mailbox was made" in markup
+    assert 'href="test_mail.py__test_late_mailbox/early-0001-Welcome-early.eml"' in (
+        markup
+    )
