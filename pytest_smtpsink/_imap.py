@@ -1293,7 +1293,9 @@ class _Connection(ReadSideConnection):
         if text is None:  # the handler answered (LOGOUT, IDLE)
             return
         if self.state == "selected":
-            await self._send_updates(expunge=name not in _NO_EXPUNGE)
+            await self._send_updates(
+                expunge=name not in _NO_EXPUNGE, by_uid=name.startswith("UID ")
+            )
         self._finish_shown()
         await self._reply(f"{tag} {status} {text}")
 
@@ -1977,9 +1979,13 @@ class _Connection(ReadSideConnection):
         )
         raise Closed
 
-    async def _send_updates(self, expunge: bool) -> None:
+    async def _send_updates(self, expunge: bool, by_uid: bool = False) -> None:
         """Tell the client what changed in its folder since it last heard:
-        EXPUNGE (only when ``expunge``), EXISTS and RECENT, FETCH FLAGS."""
+        EXPUNGE (only when ``expunge``), EXISTS and RECENT, FETCH FLAGS,
+        with the message's UID after a UID command (``by_uid``): RFC 3501
+        6.4.8 asks it of "any FETCH response caused by a UID command", and
+        Dovecot gives it to the other sessions' changes too (a client that
+        sent UID commands only may know the message by its UID only)."""
         folder = self._folder
         if folder is None:
             return
@@ -2037,12 +2043,10 @@ class _Connection(ReadSideConnection):
                     present is None or id(stored) in present
                 ):
                     known_flags[stored.uid] = flags
-                    out.append(
-                        format_fetch(
-                            number,
-                            [(b"FLAGS", self._format_flags(stored, flags))],
-                        )
-                    )
+                    items = [(b"FLAGS", self._format_flags(stored, flags))]
+                    if by_uid:
+                        items.insert(0, (b"UID", b"%d" % stored.uid))
+                    out.append(format_fetch(number, items))
         if new:
             self._view.extend(new)
             self._recent.update(s.uid for s in new if s.uid > claimed)

@@ -1781,6 +1781,51 @@ def test_a_uid_store_tells_of_another_sessions_flags_in_place_as_dovecot(
     assert "S: * 1 FETCH (UID 1 FLAGS (\\Seen \\Recent))" in ours
 
 
+def test_a_uid_command_tells_of_changes_outside_its_set_with_uids_as_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    """Another session flags messages 1 and 3; this one runs UID STORE on
+    message 2 alone: the changes it is told of outside its set carry their
+    UIDs too (RFC 3501 6.4.8), as Dovecot's do; the sink sent them without.
+    (Dovecot sends the three in sequence order, the sink its own first: the
+    lines are compared as a set.)"""
+    user = "uid-outside-set"
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX",
+        "c UID STORE 2 +FLAGS (\\Seen)",
+        "d LOGOUT",
+    ]
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES[:3])
+    other = [
+        f"o1 LOGIN {user} x",
+        "o2 SELECT INBOX",
+        "o3 STORE 1,3 +FLAGS (\\Flagged)",
+        "o9 LOGOUT",
+    ]
+
+    def told(endpoint: Endpoint) -> list[str]:
+        lines = masked(
+            run(script, endpoint, before={script[2]: lambda: run(other, endpoint)}),
+            capabilities=True,
+            text=True,
+        )
+        start = lines.index("C: c UID STORE 2 +FLAGS (\\Seen)")
+        return sorted(line for line in lines[start:] if " FETCH " in line)
+
+    with SMTPSink() as sink:
+        for message in MESSAGES[:3]:
+            sink.deliver(message, to=user)
+        ours = told(Endpoint("imap", sink.imap.host, sink.imap.port))
+    assert ours == told(Endpoint("imap", dovecot.host, dovecot.imap_port))
+    assert ours == [
+        "S: * 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent))",
+        "S: * 2 FETCH (UID 2 FLAGS (\\Seen \\Recent))",
+        "S: * 3 FETCH (UID 3 FLAGS (\\Flagged \\Recent))",
+    ]
+
+
 #: A CR alone in a subject or an address field (not a line break).
 BARE_CR_HEADERS = [
     b"Subject: cr\rin\r\n",
