@@ -1489,7 +1489,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             # or two addresses in one matched nothing, and the request
             # waited out its timeout for a 408.
             try:
-                check_names(criteria)
+                check_names(criteria, in_query=True)
             except TypeError as error:
                 # In the query's words: "from", not Python's "from_=".
                 raise ValueError(str(error).replace("from_=", "from=")) from None

@@ -74,11 +74,15 @@ _MEANT = {
 }
 
 
-def check_names(criteria: Mapping[str, object], own: Sequence[str] = ()) -> None:
+def check_names(
+    criteria: Mapping[str, object], own: Sequence[str] = (), *, in_query: bool = False
+) -> None:
     """Raise TypeError for an unknown criterion, or a value of a type no
     criterion takes, saying what it takes. ``own``: the calling method's
     own keyword arguments (``count``, ``timeout``), which a misspelt one
-    (``tiemout=``) is compared with too."""
+    (``tiemout=``) is compared with too. ``in_query``: the criteria came in
+    a URL's query (the live view's ``/api/wait``), whose client can pass no
+    callable: the advice leaves it out."""
     __tracebackhide__ = True
     unknown = [name for name in criteria if name not in CRITERIA_NAMES]
     if unknown:
@@ -100,10 +104,12 @@ def check_names(criteria: Mapping[str, object], own: Sequence[str] = ()) -> None
         if name == "header":
             _check_header_criterion(value)
         else:
-            _check_value(name, value)
+            _check_value(name, value, in_query=in_query)
 
 
-def _check_value(name: str, value: object, where: str = "") -> None:
+def _check_value(
+    name: str, value: object, where: str = "", *, in_query: bool = False
+) -> None:
     """A criterion's value is a str, a regex of str or a callable (bytes
     too for ``attachment``): anything else would fail deep in matching, or
     never match and say nothing."""
@@ -115,7 +121,7 @@ def _check_value(name: str, value: object, where: str = "") -> None:
         problem = "a regex of bytes; compile a str pattern"
     elif isinstance(value, str):
         if name in _ADDRESS_FIELDS and ("," in value or ";" in value):
-            _check_one_address(name, value)
+            _check_one_address(name, value, in_query)
         local, at, domain = value.strip().strip("<>").rpartition("@")
         if name in _ADDRESS_FIELDS and at and not (local and domain):
             # "ann@" (a template's empty domain) matched nothing, silently.
@@ -187,7 +193,7 @@ def _as_found(name: str, values: Iterable[object]) -> list[object]:
     return bare
 
 
-def _check_one_address(name: str, value: str) -> None:
+def _check_one_address(name: str, value: str, in_query: bool = False) -> None:
     """An address criterion names one address. A string of several
     (``to="ann@example.com, bob@example.com"``) would be compared by its
     first address only, and pass without the others; a display name with
@@ -198,7 +204,15 @@ def _check_one_address(name: str, value: str) -> None:
     if len(found) < 2:
         return
     listed = ", ".join(repr(address) for address in found)
-    if all("@" in address for address in found) and name in _SENDERS:
+    if all("@" in address for address in found) and in_query:
+        advice = (
+            f"a message has one sender: give it ({name}={found[0]})"
+            if name in _SENDERS
+            # An address matches when it is among the message's.
+            else f"give one ({name}={found[0]}): a message matches when that "
+            "address is among its recipients"
+        )
+    elif all("@" in address for address in found) and name in _SENDERS:
         advice = (
             f"a message has one sender; give it ({name}={found[0]!r}), or for "
             f"any of several pass a callable ({name}=lambda found: found in "

@@ -428,9 +428,25 @@ def test_wait_errors(live: Callable[..., Live]) -> None:
     status, body = view.request("/api/wait?to=ann@&timeout=30")
     assert status == 400
     assert "has nothing after its @" in json.loads(body)["error"]
+    # An HTTP client can pass no callable: the advice is the query's own.
     status, body = view.request("/api/wait?to=a@x.test,b@y.test&timeout=30")
-    assert status == 400
-    assert "names 2" in json.loads(body)["error"]
+    assert (status, json.loads(body)) == (
+        400,
+        {
+            "error": "to= takes one address; 'a@x.test,b@y.test' names 2: "
+            "'a@x.test', 'b@y.test'; give one (to=a@x.test): a message matches "
+            "when that address is among its recipients"
+        },
+    )
+    status, body = view.request("/api/wait?from=a@x.test,b@y.test&timeout=30")
+    assert (status, json.loads(body)) == (
+        400,
+        {
+            "error": "from= takes one address; 'a@x.test,b@y.test' names 2: "
+            "'a@x.test', 'b@y.test'; a message has one sender: give it "
+            "(from=a@x.test)"
+        },
+    )
     status, body = view.request("/api/wait?from=ann@&timeout=30")
     assert status == 400
     error = json.loads(body)["error"]
