@@ -93,6 +93,7 @@ BULK_CODES = frozenset(
         "list-unsubscribe-duplicate",
         "list-unsubscribe-missing",
         "list-unsubscribe-no-https",
+        "list-unsubscribe-several-https",
         "message-id-invalid",
         "no-tls",
         "one-click-missing",
@@ -473,7 +474,22 @@ def _unsubscribe_problems(
         )
         return found
     uris = re.findall(r"<([^<>]*)>", _without_comments(str(value)))
-    if not any(_is_https_uri(uri) for uri in uris):
+    https = [uri for uri in uris if _is_https_uri(uri)]
+    if len(https) > 1:
+        # RFC 8058 3.1: "MUST contain one HTTPS URI"; which one a receiver
+        # POSTs to is its choice, and the second may be another host's.
+        listed = ", ".join(shorten("".join(uri.split()), 80) for uri in https)
+        found.append(
+            Problem(
+                "list-unsubscribe-several-https",
+                "warning",
+                f"List-Unsubscribe has {len(https)} https URIs ({listed}); RFC "
+                "8058 asks for one, and a receiver may POST the unsubscribe to "
+                "any of them",
+                header="List-Unsubscribe",
+            )
+        )
+    if not https:
         written = str(value).strip()
         found.append(
             Problem(

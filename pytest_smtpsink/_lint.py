@@ -1296,6 +1296,21 @@ def _container(part: Compat32Message) -> str | None:
     return None
 
 
+def _first_8bit_part(container: Compat32Message) -> str | None:
+    """Where the first 8-bit bytes inside ``container`` are: its first leaf
+    part with them (``text/plain``), or None."""
+    for inner in container.walk():
+        if inner is container or inner.is_multipart():
+            continue
+        try:
+            payload = inner.get_payload()
+        except (LookupError, ValueError, TypeError, Warning):
+            payload = None  # judged where the part itself is (see above)
+        if isinstance(payload, str) and not payload.isascii():
+            return f"in its {inner.get_content_type()} part"
+    return None
+
+
 _DEFECTS: dict[type[email.errors.MessageDefect], tuple[str, str]] = {
     email.errors.NoBoundaryInMultipartDefect: (
         "missing-boundary",
@@ -1889,6 +1904,23 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
                     f"{shorten(written, 40)}; a {container} may only be 7bit, 8bit "
                     "or binary (RFC 2045 6.4, RFC 2046 5.2.1): encode the parts "
                     "inside it instead",
+                    part=path,
+                )
+            elif (
+                "Content-Transfer-Encoding" in part
+                and _encoding(written) == "7bit"
+                and (inner := _first_8bit_part(part)) is not None
+            ):
+                # Said of a 7bit written out only: most mail leaves it out
+                # on a multipart (the email package does) and 7bit is then
+                # the default in name only; a gateway takes a declared one
+                # at its word (RFC 2045 6.4: the encoding covers the whole).
+                yield Problem(
+                    "8bit-in-7bit",
+                    "error",
+                    f"{part.get_content_type()} declares Content-Transfer-Encoding "
+                    f"7bit but holds 8-bit bytes ({inner}); declare 8bit, or drop "
+                    "the header (RFC 2045 6.4)",
                     part=path,
                 )
         if part.is_multipart():

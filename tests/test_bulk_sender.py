@@ -112,6 +112,11 @@ def test_a_careful_newsletter_meets_the_rules(tls_sink: Mailbox) -> None:
             "list-unsubscribe-no-https",
         ),
         ({"List_Unsubscribe": "<https://>"}, "list-unsubscribe-no-https"),
+        # RFC 8058 3.1: one https URI; a receiver may POST to either (passed).
+        (
+            {"List_Unsubscribe": "<https://shop.example/u1>, <https://evil.example/u>"},
+            "list-unsubscribe-several-https",
+        ),
         ({"drop": ["List-Unsubscribe-Post"]}, "one-click-missing"),
         ({"List_Unsubscribe_Post": "One-Click"}, "one-click-missing"),
         ({"drop": ["Message-ID"]}, "message-id-invalid"),
@@ -222,6 +227,26 @@ def test_unsubscribe_headers_signed_by_another_valid_signature_pass(
         client.starttls(context=tls_sink.ssl_context())
         client.sendmail("bounces@shop.example", ["ann@example.com"], signed)
     assert codes(tls_sink) == []
+
+
+def test_several_https_unsubscribe_uris_are_a_warning_naming_them(
+    tls_sink: Mailbox,
+) -> None:
+    newsletter(
+        tls_sink,
+        List_Unsubscribe="<mailto:u@shop.example>, <https://shop.example/u1>, "
+        "<https://evil.example/u>",
+    )
+    [problem] = tls_sink.assert_sent().bulk_sender_problems()
+    assert (problem.code, problem.severity) == (
+        "list-unsubscribe-several-https",
+        "warning",
+    )
+    assert problem.message == (
+        "List-Unsubscribe has 2 https URIs (https://shop.example/u1, "
+        "https://evil.example/u); RFC 8058 asks for one, and a receiver may POST "
+        "the unsubscribe to any of them"
+    )
 
 
 def test_a_list_unsubscribe_python_encoded_says_why(tls_sink: Mailbox) -> None:

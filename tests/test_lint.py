@@ -1446,6 +1446,37 @@ def test_an_rfc_2231_charset_does_not_stop_the_mime_checks(smtpsink: Mailbox) ->
     assert "8bit-in-7bit" in codes(problems)
 
 
+@pytest.mark.parametrize(
+    ("declared", "expected"),
+    [
+        # It passed: the gateway trusts the whole multipart to be 7-bit.
+        (b"Content-Transfer-Encoding: 7bit\r\n", ["8bit-in-7bit"]),
+        (b"Content-Transfer-Encoding: 8bit\r\n", []),
+        # Left out (as the email package writes a multipart): not judged.
+        (b"", []),
+    ],
+)
+def test_a_multipart_declared_7bit_holding_8bit_bytes_is_flagged(
+    smtpsink: Mailbox, declared: bytes, expected: list[str]
+) -> None:
+    deliver(
+        smtpsink,
+        HEAD + b"MIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=b\r\n" + declared + b"\r\n"
+        b"--b\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: 8bit\r\n\r\ncaf\xc3\xa9\r\n--b--\r\n",
+    )
+    problems = [p for p in smtpsink.assert_sent().lint() if p.severity == "error"]
+    assert codes(problems) == expected
+    if expected:
+        assert problems[0].message == (
+            "multipart/mixed declares Content-Transfer-Encoding 7bit but holds "
+            "8-bit bytes (in its text/plain part); declare 8bit, or drop the "
+            "header (RFC 2045 6.4)"
+        )
+        assert problems[0].part is None
+
+
 def test_a_python_escape_codec_as_charset_does_not_stop_the_mime_checks(
     smtpsink: Mailbox,
 ) -> None:
