@@ -694,7 +694,11 @@ class Mailbox(FaultControls):
         """The messages that arrived in this view, oldest first (a snapshot)."""
         __tracebackhide__ = True
         self._check()
-        return Messages(self._store.messages_since(self._cursor), scope=self._scope)
+        return Messages(
+            self._store.messages_since(self._cursor),
+            scope=self._scope,
+            why_none=self._why_none_arrived,
+        )
 
     @property
     def sessions(self) -> tuple[Session, ...]:
@@ -1310,6 +1314,17 @@ class Mailbox(FaultControls):
             "nothing was stored"
             for fault in self.faults
             if fault.action == "drop" and fault.fired
+        ]
+
+    def _why_none_arrived(self) -> list[str]:
+        """`messages`' hints for its reports on no mail at all (one(),
+        first(), [0]), as assert_sent gives them: whether any client
+        connected, faults, mail put in without SMTP."""
+        put_in = self._put_in_hint({})
+        return [
+            *self._connections_hint(False, bool(put_in)),
+            *self._fault_hints(),
+            *put_in,
         ]
 
     def _connections_hint(

@@ -8,7 +8,7 @@ Test side; pure (it reads messages, never the store).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 
 from . import _match
@@ -46,6 +46,7 @@ class Messages(Sequence[Message]):
         *,
         scope: str = "in this test",
         narrowed: str = "",
+        why_none: Callable[[], list[str]] | None = None,
     ) -> None:
         self._items = tuple(items)
         # Everything the query started from, so that a failure after
@@ -56,6 +57,9 @@ class Messages(Sequence[Message]):
         # How they were narrowed from the source (".filter(to='ann@...')",
         # "[2:]"), which a failure report names: "" when not at all.
         self._narrowed = narrowed
+        # The mailbox's hints for a report where nothing arrived (whether
+        # any client connected): assert_sent gave them, messages.one() not.
+        self._why_none = why_none
 
     @overload
     def __getitem__(self, index: int) -> Message: ...
@@ -80,6 +84,7 @@ class Messages(Sequence[Message]):
                 self._source,
                 scope=self._scope,
                 narrowed=f"{self._narrowed}[{start}:{stop}{step}]",
+                why_none=self._why_none,
             )
         try:
             return self._items[index]
@@ -121,6 +126,7 @@ class Messages(Sequence[Message]):
             self._source,
             scope=self._scope,
             narrowed=f"{self._narrowed}.filter({_match.describe(criteria)})",
+            why_none=self._why_none,
         )
 
     def one(self, **criteria: Unpack[Criteria]) -> Message:
@@ -136,9 +142,20 @@ class Messages(Sequence[Message]):
                     self._source,
                     scope=self._scope,
                     among=(self._narrowed, self._items) if self._narrowed else None,
+                    if_none=self._hints_if_none(),
                 )
             )
         return found[0]
+
+    def _hints_if_none(self) -> list[str]:
+        """The mailbox's hints for a report on no mail at all; none inside a
+        wait's condition (the report only says "not yet" there)."""
+        if self._why_none is None or self._source or CHECKING.active:
+            return []
+        try:
+            return self._why_none()
+        except Exception:  # a hint is a nicety: the report stands without
+            return []
 
     def first(self) -> Message:
         __tracebackhide__ = True
@@ -156,9 +173,12 @@ class Messages(Sequence[Message]):
         if CHECKING.active:  # not yet, inside a wait: no report to build
             return f"no message [{index!r}] yet ({plural(len(self._items), 'message')})"
         if not self._source:
-            return (
-                f"no message [{index!r}]: no messages arrived {self._scope} "
-                "(wait_for() waits for mail that is on its way)"
+            return "\n".join(
+                [
+                    f"no message [{index!r}]: no messages arrived {self._scope} "
+                    "(wait_for() waits for mail that is on its way)",
+                    *self._hints_if_none(),
+                ]
             )
         held = plural(len(self._items), "message")
         head = f"no message [{index!r}]: messages{self._narrowed} holds {held}."
@@ -168,7 +188,12 @@ class Messages(Sequence[Message]):
 
     def _none_left(self, which: str) -> str:
         if not self._source:
-            return f"no messages arrived {self._scope}, so there is no {which} one"
+            return "\n".join(
+                [
+                    f"no messages arrived {self._scope}, so there is no {which} one",
+                    *self._hints_if_none(),
+                ]
+            )
         # Like _out_of_range: which query left none ("found 0" said
         # nothing of it), and what arrived under a head of its own.
         head = (

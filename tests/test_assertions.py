@@ -1180,6 +1180,31 @@ def test_first_and_last_on_no_mail(smtpsink: Mailbox) -> None:
         smtpsink.messages.last()
 
 
+def test_one_first_and_index_on_no_mail_say_whether_a_client_connected(
+    smtpsink: Mailbox,
+) -> None:
+    # assert_sent said it; messages.one(), first() and [0] did not, and sent
+    # the reader to the application rather than to its mail settings.
+    hint = f"Hint: no client connected to {smtpsink.url} in this test"
+    reads: list[Callable[[], object]] = [
+        lambda: smtpsink.messages.one(subject="Welcome"),
+        lambda: smtpsink.messages.filter(to="ann@example.com").one(),
+        smtpsink.messages.first,
+        lambda: smtpsink.messages[0],
+        lambda: smtpsink.messages[1:][0],
+    ]
+    for read in reads:
+        with pytest.raises((AssertionError, IndexError)) as failure:
+            read()
+        assert hint in str(failure.value)
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.noop()
+    with pytest.raises(AssertionError) as failure:
+        smtpsink.messages.one()
+    assert "Hint: 1 SMTP session connected in this test" in str(failure.value)
+    assert "no client connected" not in str(failure.value)
+
+
 def test_first_and_last_of_an_empty_filter_name_the_query(
     smtpsink: Mailbox, send: Send
 ) -> None:
