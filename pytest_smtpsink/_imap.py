@@ -2146,6 +2146,10 @@ class _Connection(ReadSideConnection):
             # RFC 3501's grammar, and Dovecot's BAD: taken here, imaplib's
             # fetch("1", "UID FLAGS") passed its tests and failed on a server.
             if isinstance(command.args[-1], ParenList):  # items, then a list
+                if len(command.args) == 3:
+                    # An unknown item is named first: "FETCH 1
+                    # RFC822.HEADER.LINES (FROM)" sent no modifier.
+                    parse_fetch_items(command.args[1], command.tag)
                 raise command.error(
                     f"{command.name} takes a sequence set and its data items; "
                     "modifiers after them (CONDSTORE's CHANGEDSINCE) are not "

@@ -500,6 +500,10 @@ def _parse_disposition(value: str) -> tuple[str, list[tuple[str, str]]] | None:
     value = _strip_comments(value)
     match = re.match(r"\s*(" + _TOKEN.pattern + ")", value)
     if match is None:
+        if value.lstrip().startswith(";"):
+            # "; filename=x": no type, but a file name that Dovecot keeps
+            # (with "" as the type): NIL lost it.
+            return "", _parse_params(value)
         return None
     return match.group(1), _parse_params(value[match.end() :])
 
@@ -507,7 +511,10 @@ def _parse_disposition(value: str) -> tuple[str, list[tuple[str, str]]] | None:
 _PARAM = re.compile(
     r"\s*;\s*("
     + _TOKEN.pattern
-    + r')\s*=\s*("(?:[^"\\]|\\.)*"?|'
+    # A value that starts with "=" is taken to the next ";" or blank: some
+    # mailers write an encoded word unquoted (name==?UTF-8?B?...?=), which
+    # no token holds, and Dovecot keeps it so (its clients decode it).
+    + r')\s*=\s*("(?:[^"\\]|\\.)*"?|=[^;\s]*|'
     + _TOKEN.pattern
     + ")?"
 )
@@ -532,6 +539,16 @@ def _parse_params(rest: str) -> list[tuple[str, str]]:
                 # it): the parameter is left out, as Dovecot leaves it.
                 continue
             value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        elif name.lower() == "boundary":
+            # Unquoted, to the next ";", as Python's email package (and so
+            # Message) reads it: a mailer's boundary=----=_Part_1, cut at
+            # its "=", made no line a delimiter (more after the boundary),
+            # and the whole content one empty part. Dovecot cuts it too,
+            # but finds the parts by the cut prefix.
+            start = match.start(2) if match.group(2) is not None else pos
+            end = rest.find(";", pos)
+            end = len(rest) if end < 0 else end
+            value, pos = rest[start:end].strip(), end
         params.append((name, value))
 
 
@@ -573,9 +590,11 @@ def _strip_comments(value: str) -> str:
 
 _ADDRESS_TOKEN = re.compile(
     # A domain literal is one token: the colons of [IPv6:::1] start no group.
-    r'(?P<space>[ \t]+)|(?P<quoted>"(?:[^"\\]|\\.)*"?)'
+    # A CR or LF is a blank too (a bare CR, a line end left in the value):
+    # inside a word it glued the next header's name into the address.
+    r'(?P<space>[ \t\r\n]+)|(?P<quoted>"(?:[^"\\]|\\.)*"?)'
     r"|(?P<literal>\[(?:[^\[\]\\]|\\.)*\])|(?P<special>[<>@,;:.\[\]])"
-    r'|(?P<atom>[^ \t"()<>@,;:.\[\]\\]+|\\.?)'
+    r'|(?P<atom>[^ \t\r\n"()<>@,;:.\[\]\\]+|\\.?)'
 )
 
 Address = tuple[bytes | None, bytes | None, bytes | None, bytes | None]
@@ -671,8 +690,25 @@ def _addr_spec(
         if at
         else None
     )
-    domain = "".join(text for _, text, _ in tokens[at + 1 :])
-    return route, local, domain
+    return route, local, _domain(tokens[at + 1 :])
+
+
+def _domain(tokens: list[tuple[str, str, int]]) -> str:
+    """The domain at the start of ``tokens``: words (or a literal) with
+    dots between, as Dovecot reads it. It ends at a word that follows a
+    word, or at a special: "b@example.com extra" gave "example.comextra",
+    "a@example.com;" "example.com;", a domain in no header."""
+    parts: list[str] = []
+    after_word = False
+    for kind, text, _ in tokens:
+        if text == ".":
+            after_word = False
+        elif kind in ("atom", "literal", "quoted") and not after_word:
+            after_word = True
+        else:
+            break
+        parts.append(text)
+    return "".join(parts)
 
 
 def parse_addresses(value: str) -> list[Address]:
@@ -724,7 +760,18 @@ def parse_addresses(value: str) -> list[Address]:
                 angle.append((kind, text, pos))
         elif text == "<":
             in_angle = had_angle = True
-        elif text == ":" and not in_group and not had_angle and phrase:
+        elif had_angle and text != "," and not (text == ";" and in_group):
+            # After the <...>: "Ann <a@example.com> trailing" named Ann
+            # "Ann trailing"; Dovecot leaves the words out, as here.
+            continue
+        elif (
+            text == ":"
+            and not in_group
+            and phrase
+            # "a@example.com\rSubject: x" (a bare CR ended the line) is an
+            # address and text, not a group named "a@example.com Subject".
+            and not any(token[1] == "@" for token in phrase)
+        ):
             result.append((None, None, _encode(_phrase(phrase, value)), None))
             phrase = []
             in_group = True

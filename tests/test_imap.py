@@ -2821,6 +2821,10 @@ def test_several_fetch_items_without_parentheses_are_bad(smtpsink: Mailbox) -> N
             "f BAD FETCH takes a sequence set and its data items; modifiers after "
             "them (CONDSTORE's CHANGEDSINCE) are not supported"
         ]
+        # An unknown item before a list is named: no modifier was sent.
+        assert send("d FETCH 1 RFC822.HEADER.LINES (FROM)") == [
+            "d BAD Unknown FETCH data item: RFC822.HEADER.LINES"
+        ]
         assert send("e FETCH 1 (FLAGS UID)")[-1] == "e OK FETCH completed"
     client = login(smtpsink)
     client.select("INBOX")

@@ -1657,6 +1657,45 @@ def test_an_address_literal_is_one_domain_as_on_dovecot(dovecot: Dovecot) -> Non
     assert '((NIL NIL "user" "[IPv6:::1]")) NIL NIL NIL NIL))' in "\n".join(ours)
 
 
+#: Address headers with text the address grammar leaves out (helper-232 F2).
+TRAILING_TEXT_ADDRESSES = [
+    b"From: a@example.com, b@example.com extra\r\n",
+    b"From: Ann <a@example.com> trailing\r\n",
+    b"From: a@example.com;\r\n",
+    b"From: a@example.com\rSubject: bare cr\r\n",
+]
+
+
+def test_text_after_an_address_stays_out_of_it_as_on_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    """The sink glued trailing words into the domain ("example.comextra"),
+    kept a ";" in it, named Ann "Ann trailing", and made a group of an
+    address a bare CR ran into the next header's name."""
+    messages = [h + b"To: t@x.example\r\n\r\nbody\r\n" for h in TRAILING_TEXT_ADDRESSES]
+    ours = "\n".join(
+        same_as_dovecot(dovecot, "trailing-text", messages, ["c FETCH 1:* (ENVELOPE)"])
+    )
+    assert '((NIL NIL "a" "example.com")(NIL NIL "b" "example.com"))' in ours
+    assert '(("Ann" NIL "a" "example.com"))' in ours
+    assert "example.com;" not in ours
+
+
+def test_odd_parameters_keep_their_file_names_as_on_dovecot(dovecot: Dovecot) -> None:
+    """An encoded word written unquoted (name==?UTF-8?B?...?=) was "", and
+    a disposition with no type before its file name NIL: the attachment
+    lost its name (helper-232 F1, F5)."""
+    message = (
+        b"From: a@example.com\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/plain; name==?UTF-8?B?ZsOpZS50eHQ=?=\r\n"
+        b"Content-Disposition: ; filename=nodisp.txt\r\n\r\nbody\r\n"
+    )
+    commands = ["c FETCH 1 (BODYSTRUCTURE BODY)"]
+    ours = "\n".join(same_as_dovecot(dovecot, "odd-params", [message], commands))
+    assert '("name" "=?UTF-8?B?ZsOpZS50eHQ=?="' in ours
+    assert '("" ("filename" "nodisp.txt"))' in ours
+
+
 def test_a_keyword_new_to_the_folder_is_announced_to_every_session_as_on_dovecot(
     dovecot: Dovecot,
 ) -> None:

@@ -252,6 +252,22 @@ def test_bodystructure_of_nested_multiparts() -> None:
     )
 
 
+@pytest.mark.parametrize("boundary", [b"----=_Part_1_2.3", b"a?b/c:d"])
+def test_an_unquoted_boundary_with_specials_is_read_as_python_reads_it(
+    boundary: bytes,
+) -> None:
+    """Cut at its "=" (a token ends there), the boundary matched no line
+    (each had more after it): the message was one empty part over IMAP,
+    where Message showed its text."""
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=" + boundary + b"\r\n\r\n"
+        b"--" + boundary + b"\r\nContent-Type: text/plain\r\n\r\nfirst part\r\n"
+        b"--" + boundary + b"--\r\n"
+    )
+    assert fetch(raw, "BODY[1]") == b"* 1 FETCH (BODY[1] {10}\r\nfirst part)\r\n"
+    assert b'"mixed" ("boundary" "' + boundary + b'")' in fetch(raw, "BODYSTRUCTURE")
+
+
 def test_each_multipart_on_its_parent_s_boundary_is_split_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
