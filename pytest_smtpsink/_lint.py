@@ -35,7 +35,7 @@ from ._mime import (
     parse_compat32,
     replace_closed,
 )
-from ._text import join_shortened, printable, shorten, unescape_8bit
+from ._text import join_shortened, meant_choice, printable, shorten, unescape_8bit
 
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
@@ -243,7 +243,8 @@ def check_severity(severity: object, name: str = "severity") -> Severity:
     __tracebackhide__ = True
     if severity not in _RANK:
         raise ValueError(
-            f"{name} must be one of {', '.join(map(repr, SEVERITIES))}, got {severity!r}"
+            f"{name} must be one of {', '.join(map(repr, SEVERITIES))}, got "
+            f"{severity!r}{meant_choice(severity, SEVERITIES)}"
         )
     return severity  # type: ignore[return-value]
 

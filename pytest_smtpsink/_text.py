@@ -214,11 +214,29 @@ def meant(value: object, choices: Sequence[str]) -> str:
 def close_names(given: Iterable[str], choices: Sequence[str]) -> dict[str, str]:
     """For each of ``given`` close to one of ``choices`` (a slip of a letter
     or two), the one meant: for unknown settings and options."""
-    return {
-        name: close[0]
-        for name in given
-        if (close := difflib.get_close_matches(name, choices, 1, 0.75))
-    }
+    meant = {}
+    for name in given:
+        close = difflib.get_close_matches(name, choices, 1, 0.75)
+        # Two letters swapped in a short name ("tsl") fall below the cutoff
+        # (difflib's ratio of tsl and tls is 0.67): the same letters, once
+        # each, name it.
+        swapped = [
+            choice
+            for choice in choices
+            if len(choice) == len(name) and sorted(choice) == sorted(name)
+        ]
+        if close or len(swapped) == 1:
+            meant[name] = close[0] if close else swapped[0]
+    return meant
+
+
+def meant_choice(value: object, choices: Sequence[str]) -> str:
+    """`` (did you mean 'warning'?)`` for a slip in one of ``choices``
+    (``"warnings"``, ``"eror"``), else ``""``."""
+    if not isinstance(value, str):
+        return ""
+    meant = close_names([value.strip().lower()], choices)
+    return f" (did you mean {next(iter(meant.values()))!r}?)" if meant else ""
 
 
 def an(noun: str) -> str:

@@ -25,7 +25,7 @@ from ._settings import (
     parse_size,
     parse_whole,
 )
-from ._text import Undisplayed, an, plural, shown_argument
+from ._text import Undisplayed, an, close_names, meant_choice, plural, shown_argument
 
 if TYPE_CHECKING:
     # Imported where used: a pytest run that never touches the sink should
@@ -294,6 +294,36 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             parser.addini(option.ini, option.help, default=None)
 
 
+def _check_ini_names(config: pytest.Config) -> None:
+    """Refuse an ini key that starts with ``smtpsink`` and is none of the
+    plugin's (``smtpsink_timout``): pytest only warns of it, at the end of
+    collection, and the run went on with the default, silently to a reader
+    of the summary. In the ini file or in ``-o``."""
+    # pytest 9 keeps the ini file's keys, with -o's, in _inicfg (inicfg, a
+    # proxy now, warns); earlier ones in inicfg, and -o's apart.
+    written = getattr(config, "_inicfg", None)
+    if written is None:
+        written = getattr(config, "inicfg", {})
+    names = set(written) | {
+        item.partition("=")[0].strip()
+        for item in config.getoption("override_ini", None) or ()
+    }
+    known = sorted(option.ini for option in _OPTIONS)
+    unknown = sorted(
+        name
+        for name in names
+        if name.lower().startswith("smtpsink") and name not in known
+    )
+    if not unknown:
+        return
+    meant = close_names(unknown, known)
+    raise pytest.UsageError(
+        f"unknown ini option {unknown[0]!r}"
+        + (f" (did you mean {meant[unknown[0]]}?)" if unknown[0] in meant else "")
+        + f"; pytest-smtpsink's are {', '.join(known)}"
+    )
+
+
 def _raw_value(config: pytest.Config, option: _Option) -> tuple[Any, str]:
     """The option's value and where it came from (for error messages)."""
     value = config.getoption(option.flag)
@@ -425,6 +455,7 @@ def _choice(
             return choice
     raise pytest.UsageError(
         f"{source}: must be one of {', '.join(choices)}, got {value!r}"
+        f"{meant_choice(value, choices)}"
     )
 
 
@@ -627,6 +658,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "leaving out the problem codes in ignore.",
     )
     try:
+        _check_ini_names(config)
         settings, timeout = _read_options(config)
         _read_reporting(config)
     except pytest.UsageError as error:
@@ -1393,7 +1425,10 @@ def _lint_marker(marker: pytest.Mark) -> tuple[str | None, tuple[str, ...]]:
     elif unknown:
         problem = f"unknown argument {unknown[0]}=; it takes severity and ignore"
     elif severity is not None and severity not in _LINT_LEVELS:
-        problem = f"severity must be one of {', '.join(_LINT_LEVELS)}, got {severity!r}"
+        problem = (
+            f"severity must be one of {', '.join(_LINT_LEVELS)}, got {severity!r}"
+            f"{meant_choice(severity, _LINT_LEVELS)}"
+        )
     else:
         from ._lint import check_ignore
 

@@ -1324,6 +1324,8 @@ def test_assert_clean_lists_the_problems_of_each_message(
     smtpsink.assert_clean(ignore=["missing-date"])
     with pytest.raises(ValueError, match="severity must be one of"):
         smtpsink.assert_clean(severity="fatal")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"'warnings' \(did you mean 'warning'\?\)"):
+        smtpsink.assert_clean(severity="warnings")  # type: ignore[arg-type]
 
 
 def test_assert_clean_fails_when_no_mail_arrived(smtpsink: Mailbox) -> None:

@@ -1518,6 +1518,37 @@ def test_bad_report_value(pytester: pytest.Pytester) -> None:
     )
 
 
+def test_a_misspelt_ini_key_is_a_usage_error_naming_the_one_meant(
+    pytester: pytest.Pytester,
+) -> None:
+    """pytest only warns of an unknown ini key, at the end of collection,
+    and the run went on with the default (a 10 s timeout taken as 5 s)."""
+    pytester.makepyfile("def test_nothing(): pass")
+    pytester.makeini("[pytest]\nsmtpsink_timout = 10\n")
+    result = pytester.runpytest("-p", "no:xdist")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: unknown ini option 'smtpsink_timout' (did you mean "
+            "smtpsink_timeout?); pytest-smtpsink's are smtpsink_allow_remote, *"
+        ]
+    )
+    pytester.makeini("[pytest]\n")
+    result = pytester.runpytest("-p", "no:xdist", "-o", "smtpsink_lnt=error")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: unknown ini option 'smtpsink_lnt' (did you mean smtpsink_lint?)*"]
+    )
+    # A slip in a value's choice names the one meant.
+    result = pytester.runpytest("-p", "no:xdist", "--smtpsink-report=ful")
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: --smtpsink-report: must be one of off, summary, full, got "
+            "'ful' (did you mean 'full'?)"
+        ]
+    )
+
+
 #: A bad value for every option (the bool flags take none: see below).
 BAD_VALUES = {
     "host": "not-an-ip",

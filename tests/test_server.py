@@ -293,6 +293,9 @@ def test_unknown_setting_lists_the_valid_ones() -> None:
         "unknown sink setting(s) 'hostnme', 'max_sise' (did you mean hostname "
         "for 'hostnme', max_size for 'max_sise'?); valid settings are: "
     )
+    # Two letters swapped in a short name: below difflib's cutoff.
+    with pytest.raises(TypeError, match=r"'tsl' \(did you mean tls\?\)"):
+        SMTPSink(tsl="starttls")
 
 
 def test_remote_bind_must_be_asked_for() -> None:
