@@ -1120,7 +1120,10 @@ _N = TypeVar("_N", int, float)
 #: A number in a query as a person types it: int() and float() also take
 #: "1_0", full-width digits and blanks around, which a path refuses.
 _WHOLE = re.compile(r"-?[0-9]{1,18}")  # a sign: "since" says why -5 is none
-_DECIMAL = re.compile(r"-?(?:[0-9]{1,18}(?:\.[0-9]{0,9})?|\.[0-9]{1,9})")
+# An exponent too, as a script's float formatting may write it (1e-05).
+_DECIMAL = re.compile(
+    r"-?(?:[0-9]{1,18}(?:\.[0-9]{0,9})?|\.[0-9]{1,9})(?:[eE][-+]?[0-9]{1,3})?"
+)
 
 
 def _number(name: str, value: str, kind: Callable[[str], _N]) -> _N:

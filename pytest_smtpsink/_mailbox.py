@@ -2069,7 +2069,11 @@ def _check_count(count: object, allow_none: bool = True) -> None:
         return
     if not isinstance(count, int) or isinstance(count, bool) or count < 0:
         hint = ""
-        if isinstance(count, str):  # assert_sent("ann@example.com"), a slip
+        if isinstance(count, str) and count.strip().isdecimal():
+            # count="1" (from a template, an environment variable): not a
+            # subject given by position.
+            hint = f" (give it as a number: count={int(count)})"
+        elif isinstance(count, str):  # assert_sent("ann@example.com"), a slip
             word = "to" if "@" in count else "subject"
             hint = f" (criteria are keywords: did you mean {word}={count!r}?)"
         # A TypeError for a wrong type, as for timeout= and within=.

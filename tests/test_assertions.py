@@ -711,6 +711,16 @@ def test_negative_within(smtpsink):
     assert plugin_frames(result.stdout.str()) == []
 
 
+def test_a_count_given_as_digits_is_told_to_be_a_number(smtpsink: Mailbox) -> None:
+    # It suggested subject='1', as for a subject given by position.
+    with pytest.raises(TypeError) as caught:
+        smtpsink.assert_sent(count="1")  # type: ignore[call-overload]
+    assert str(caught.value) == (
+        "count must be a whole number >= 0, got the str '1' (give it as a "
+        "number: count=1)"
+    )
+
+
 def test_check_and_reader_argument_errors_hide_the_plugins_frames(
     pytester: pytest.Pytester,
 ) -> None:

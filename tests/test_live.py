@@ -479,6 +479,12 @@ def test_wait_errors(live: Callable[..., Live]) -> None:
         400,
         {"error": "timeout must be 0 to 300 seconds"},
     )
+    # A number with an exponent is a number (it was "must be a number").
+    status, body = view.request("/api/wait?timeout=1e3")
+    assert (status, json.loads(body)) == (
+        400,
+        {"error": "timeout must be 0 to 300 seconds"},
+    )
     # Which subject was meant? The last one was taken, silently.
     status, body = view.request("/api/wait?subject=a&subject=b&timeout=0")
     assert (status, json.loads(body)) == (
