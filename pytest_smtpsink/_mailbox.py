@@ -36,6 +36,7 @@ from ._settings import DEFAULT_TIMEOUT, check_seconds
 from ._text import (
     Undisplayed,
     argument_error,
+    format_address,
     join_shortened,
     plural,
     printable,
@@ -496,7 +497,7 @@ class Mailbox(FaultControls):
             criteria or {"rcpt_to": user},
         )
 
-    def _refused_readers_hint(self, user: str) -> list[str]:
+    def _refused_readers_hint(self, user: str, open_named: bool = False) -> list[str]:
         """For a failed mailbox assertion: the reader never got in. No POP3
         or IMAP session of this scope logged in as ``user``, and some login
         was refused (a user name in another case than the ``auth`` table's,
@@ -508,11 +509,40 @@ class Mailbox(FaultControls):
         ]
         key = self._store.mail.key
         user = key(user)
-        if any(
-            s.authenticated_as is not None and key(s.authenticated_as) == user
+        own = [
+            s
             for s in readers
-        ):
-            return []
+            if s.authenticated_as is not None and key(s.authenticated_as) == user
+        ]
+        if own and open_named:
+            return []  # the report named the open POP3 session already
+        if own:
+            # Not one that said LOGOUT or QUIT: its work is done, and the
+            # sink notes its end a moment after the client's return.
+            still_open = [
+                s
+                for s in own
+                if s.end is None and s.commands[-1:] not in (["LOGOUT"], ["QUIT"])
+            ]
+            if not still_open:
+                return []
+            # A reader in the background (a poller's thread) logged in and
+            # has not done its work, or its POP3 QUIT (which deletes and
+            # marks \Seen) has not come: the check ran too soon.
+            listed = join_shortened(
+                [
+                    f"{s.protocol} from {format_address(*s.peer[:2])}"
+                    for s in still_open
+                ],
+                _LISTED,
+            )
+            return [
+                f"Hint: {plural(len(still_open), 'reader session')} of {user} "
+                f"{'is' if len(still_open) == 1 else 'are'} still open ({listed}): "
+                "one in the background may not have done its work yet (a POP3 "
+                "session's deletions and \\Seen land at its QUIT); wait for it "
+                "with smtpsink.wait_until(lambda: box.assert_in(...))"
+            ]
         table = self.settings.auth
         refused = [
             f"{s.protocol} {a.mechanism} {printable(repr(a.username))}"

@@ -103,7 +103,7 @@ class UserMailbox:
         store: Store,
         address: str,
         elsewhere: Callable[[Criteria], list[str]] | None = None,
-        readers: Callable[[], list[str]] | None = None,
+        readers: Callable[[bool], list[str]] | None = None,
         check: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
@@ -285,7 +285,7 @@ class UserMailbox:
                 hints += self._elsewhere(criteria)
         raise AssertionError(
             f"expected {want}; {got}.\n{self._describe(marked, closest_copy)}"
-            + "".join(f"\n{line}" for line in hints + self._readers_hint())
+            + "".join(f"\n{line}" for line in hints + self._readers_hint(hints))
         )
 
     def _in_other_mailboxes(self, criteria: Criteria) -> list[str]:
@@ -334,14 +334,19 @@ class UserMailbox:
         return [
             printable(
                 f"Hint: uid {stored.uid} was sent by RETR in the POP3 session from "
-                f"{format_address(*session.peer[:2])}, which is still open (or "
+                f"{format_address(*session.peer[:2])}, {_NAMED_OPEN} (or "
                 "closed a moment ago): RETR's \\Seen lands when the session ends; "
                 "wait for it with smtpsink.wait_until(lambda: box.assert_in(...))"
             )
         ]
 
-    def _readers_hint(self) -> list[str]:
-        return self._readers() if self._readers is not None else []
+    def _readers_hint(self, said: Sequence[str] = ()) -> list[str]:
+        """`Mailbox._refused_readers_hint`'s lines, but the one on a reader
+        still open where ``said`` (the report's other hints) named that
+        POP3 session already (its DELE, its RETR's \\Seen)."""
+        if self._readers is None:
+            return []
+        return self._readers(any(_NAMED_OPEN in line for line in said))
 
     def _no_folder(self, name: str, criteria: Criteria) -> str:
         """That there is no folder ``name``, and what became of it if IMAP
@@ -452,7 +457,7 @@ class UserMailbox:
                 f"expected a message deleted from {self.user}'s mailbox"
                 + (f" matching {described}" if described else "")
                 + f"; found none.\n{self._describe(marked)}"
-                + "".join(f"\n{line}" for line in hints + self._readers_hint())
+                + "".join(f"\n{line}" for line in hints + self._readers_hint(hints))
             )
         return found[-1]
 
@@ -663,6 +668,11 @@ def _folded(flags: Iterable[str]) -> frozenset[str]:
     return frozenset(flag.lower() for flag in flags)
 
 
+#: How a hint names a POP3 session still open (`_dele_without_quit`,
+#: `UserMailbox._seen_at_the_end`): the readers' hint says no more of it.
+_NAMED_OPEN = "which is still open"
+
+
 def _show_flags(flags: Iterable[str]) -> str:
     return "{" + ", ".join(sorted(flags)) + "}" if flags else "{} (none)"
 
@@ -678,7 +688,7 @@ def _dele_without_quit(session: Session, stored: StoredMessage) -> str:
         if session.end is None:
             ending += " (still open)"
     elif session.end is None:
-        ending = "which is still open (no QUIT yet)"
+        ending = f"{_NAMED_OPEN} (no QUIT yet)"
     else:
         ending = f"which ended without QUIT (end={session.end})"
     return printable(

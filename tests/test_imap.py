@@ -237,6 +237,34 @@ def test_a_mailbox_assertion_names_the_users_readers_logged_in_as(
     ), failure.value
 
 
+def test_a_mailbox_assertion_names_the_users_reader_still_open(
+    smtpsink: Mailbox,
+) -> None:
+    # A reader in the background logged in and had not done its work when
+    # the test checked: the assertion gave no hint to wait for it.
+    smtpsink.deliver(raw_message("Ticket"), to=USER)
+    box = smtpsink.mailbox(USER)
+    client = imaplib.IMAP4(smtpsink.imap.host, smtpsink.imap.port)
+    client.login(USER, "x")
+    client.select("INBOX")
+    port = client.sock.getsockname()[1]
+    try:
+        with pytest.raises(AssertionError) as failure:
+            box.assert_in("Archive", subject="Ticket")
+    finally:
+        client.logout()
+    assert str(failure.value).endswith(
+        f"\nHint: 1 reader session of {USER} is still open (IMAP from "
+        f"127.0.0.1:{port}): one in the background may not have done its work "
+        "yet (a POP3 session's deletions and \\Seen land at its QUIT); wait for "
+        "it with smtpsink.wait_until(lambda: box.assert_in(...))"
+    ), failure.value
+    # Once it said LOGOUT, its work is done: no hint.
+    with pytest.raises(AssertionError) as failure:
+        box.assert_in("Archive", subject="Ticket")
+    assert "still open" not in str(failure.value)
+
+
 def test_a_listing_follows_the_folder_mail_was_moved_to_through_renames(
     smtpsink: Mailbox,
 ) -> None:
