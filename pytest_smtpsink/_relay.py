@@ -1870,6 +1870,22 @@ def _mail_options(
     without it gets the message without them (5.2.2), as the sink sends no
     DSN of its own.
     """
+    smuggled = _DOT_LINE_AFTER_BARE_END.search(raw)
+    if smuggled is not None:
+        # The sink ends DATA at <CRLF>.<CRLF> only, and keeps such a line
+        # as content; the relay stuffs dots after a CRLF only (the bytes
+        # stay the captured ones), so this one would go as it is.
+        bare = "LF" if raw[smuggled.start() : smuggled.start() + 1] == b"\n" else "CR"
+        # Where, by the bytes around it: the relayed bytes start with a
+        # Received header of the relay's, so a position would not be the
+        # captured message's.
+        around = raw[max(0, smuggled.start() - 12) : smuggled.end()]
+        raise _Unsendable(
+            f"the content has a line of only a dot after a bare {bare} "
+            f"({around!r}): an upstream that takes a bare {bare} for a "
+            "line end would read it as the end of the message, and what follows "
+            "as SMTP commands of its own (SMTP smuggling): not sent"
+        )
     options: list[str] = []
     if client.has_extn("size"):
         size = _content_size(raw)
@@ -1909,6 +1925,12 @@ def _mail_options(
         if dsn.envid is not None:
             options.append(f"ENVID={_xtext(dsn.envid)}")
     return options
+
+
+#: A line of only a dot that starts after a bare LF or CR (not stuffed:
+#: `_content.dot_stuffed_parts` stuffs after a CRLF), and ends with a line
+#: break of any kind or the content's end.
+_DOT_LINE_AFTER_BARE_END = re.compile(rb"(?:(?<!\r)\n|\r(?!\n))\.(?:[\r\n]|\Z)")
 
 
 def _rcpt_options(client: Any, dsn: DSN | None, recipient: str) -> list[str]:

@@ -3425,6 +3425,62 @@ WITHOUT_EXTENSION = {
 }
 
 
+#: A line of only a dot after a bare line end, then commands: one message
+#: to the sink (which ends DATA at CRLF.CRLF only), two to an upstream
+#: that takes a bare LF (or CR) for a line end (SMTP smuggling).
+SMUGGLING = {
+    "LF.CRLF": b"hi\n.\r\nMAIL FROM:<evil@x.example>\r\n",
+    "LF.LF": b"hi\n.\nRCPT TO:<victim@elsewhere.example>\r\n",
+    "CR.CR": b"hi\r.\rDATA\r\n",
+    "LF. at the end": b"hi\n.",
+}
+
+
+@pytest.mark.parametrize("case", SMUGGLING)
+def test_content_an_upstream_could_read_as_two_messages_is_not_relayed(
+    smtpsink: Mailbox, smtpsink_factory: Factory, case: str
+) -> None:
+    """It went as it was, and the upstream's second transaction bypassed
+    relay_to (helper-233 F1)."""
+    content = b"Subject: x\r\n\r\n" + SMUGGLING[case]
+    bare = "CR" if case.startswith("CR") else "LF"
+
+    def reason(data: bytes) -> str:
+        # Named by the 12 bytes before the bare line end and the dot's line.
+        start = data.index(b".") - 1
+        around = data[start - 12 : min(start + 3, len(data))]
+        return (
+            f"the content has a line of only a dot after a bare {bare} "
+            f"({around!r}): an upstream that takes a bare {bare} for a "
+            "line end would read it as the end of the message, and what follows "
+            "as SMTP commands of its own (SMTP smuggling): not sent"
+        )
+
+    upstream = smtpsink_factory(hostname="upstream.test")
+    message = smtpsink.deliver(content, to="ann@example.com")
+    with pytest.raises(RelayError) as raised:
+        smtpsink.release(message, upstream.host, upstream.port)
+    assert (raised.value.stage, raised.value.reply) == ("MAIL", reason(content))
+    sink = relaying(smtpsink_factory, upstream, relay_to=".*")
+    with socket.create_connection((sink.host, sink.port)) as raw:
+        raw.sendall(
+            b"HELO app\r\nMAIL FROM:<app@example.com>\r\n"
+            b"RCPT TO:<ann@example.com>\r\nDATA\r\n" + content + b"\r\n.\r\nQUIT\r\n"
+        )
+        while raw.recv(4096):
+            pass
+    captured = sink.wait_for()
+    assert captured.raw == content + b"\r\n"  # kept as it came
+    wait_relayed(sink, captured)
+    outcome = relay_of(captured)
+    assert (outcome.status, outcome.reply) == ("failed", reason(captured.raw))
+    upstream.assert_nothing_sent()
+    # A dot after a bare LF with more on its line ends nothing: relayed.
+    sink.clear()
+    capture(sink, b"Subject: x\r\n\r\nhi\n.more\r\n")
+    upstream.wait_for()
+
+
 @pytest.mark.parametrize("case", WITHOUT_EXTENSION)
 def test_release_to_an_upstream_without_an_extension(
     smtpsink: Mailbox, smtpsink_factory: Factory, case: str
