@@ -1128,6 +1128,9 @@ class _Connection:
         self.test = 0
         #: Whether the sink is stopping (`Relayer`): `send_rest` then stops.
         self.stopping: Callable[[], bool] = _never
+        #: Whether the upstream ended the connection (a 421, or the close
+        #: alone) where a reply was awaited: not a timeout (`_broken`).
+        self.ended_by_upstream = False
         self.client: Any = None
         url = upstream.url
         context = None
@@ -1620,8 +1623,13 @@ class _Connection:
         gone. It says so now, and its traceback is logged, the password
         masked; it is not raised as it is, as pytest's --showlocals would
         print the password of a frame that holds it (the login's)."""
+        import smtplib
+
         reader = getattr(self.client, "reader", None)
         silent = isinstance(reader, _ReplyReader) and reader.received == 0
+        self.ended_by_upstream = isinstance(error, smtplib.SMTPServerDisconnected) or (
+            isinstance(error, smtplib.SMTPResponseException) and error.smtp_code == 421
+        )
         self.close(quit=quit)
         if not isinstance(error, _UPSTREAMS_DOING):
             secrets = _log_bug(self.upstream, error)
@@ -2566,6 +2574,17 @@ class Relayer:
         try:
             connection.read_command_replies(transaction)
         except RelayError as error:
+            if (
+                error.stage == "MAIL"
+                and connection.ended_by_upstream
+                and not self._stopping
+            ):
+                # The upstream ended the connection after the previous
+                # message's 250 (a 421, its limit of messages a connection,
+                # or the close alone), before this one's MAIL: it never
+                # took any of it. Once more, on a new connection, as a
+                # message sent alone goes (`_relay`: said_something).
+                return self._relay(message, matched, None, era)
             self._failed(message, matched, error)
             return (connection if connection.open else None), None
         if _deferred(transaction):

@@ -2781,6 +2781,11 @@ def refusing_login_with(reply: bytes) -> Answer:
     return answer
 
 
+#: At the end of a `ScriptedUpstream` answer: the connection is closed once
+#: the answer went.
+HANG_UP = b"<hang up>"
+
+
 class ScriptedUpstream(socketserver.ThreadingTCPServer):
     """A real SMTP server written for these tests, for upstream behaviour a
     sink cannot produce: each line is answered by ``answer``."""
@@ -2834,8 +2839,8 @@ class _ScriptedConnection(socketserver.StreamRequestHandler):
                 self.wfile.write(reply)
                 return
             else:
-                self.wfile.write(reply)
-            if reply.startswith(b"221"):
+                self.wfile.write(reply.removesuffix(HANG_UP))
+            if reply.startswith(b"221") or reply.endswith(HANG_UP):
                 return
             if reply.startswith(b"354") and self.server.content == "stall":
                 self.server.stopping.wait()
@@ -3067,6 +3072,37 @@ def test_a_connection_the_upstream_closed_while_idle_is_not_the_next_answer(
         wait_relayed(sink, second)
 
     assert [relay_of(m).status for m in (first, second)] == ["relayed", "relayed"]
+
+
+@pytest.mark.parametrize("ending", [b"421 4.3.2 one message a connection\r\n", b""])
+def test_an_upstream_ending_each_connection_after_a_message_gets_every_message(
+    smtpsink_factory: Factory,
+    scripted: Callable[[Answer], ScriptedUpstream],
+    ending: bytes,
+) -> None:
+    """An upstream that takes one message a connection (a 421 after its 250,
+    or the close alone): with PIPELINING, the next message's MAIL went with
+    the content before it, and the 421 (or the close) was taken as its
+    answer: every second message of a burst failed for good, never sent
+    (helper-233 F4). Each goes on a new connection, as without PIPELINING."""
+    connections = 0
+
+    def answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
+        nonlocal connections
+        if not line:
+            connections += 1
+        if line == b".":  # it takes this message and no more
+            return b"250 ok\r\n" + ending + HANG_UP
+        return usual_answer(line)
+
+    upstream = scripted(answer)
+    url = f"smtp://127.0.0.1:{upstream.port}"
+    with SMTPSink(relay=url, relay_to=".*") as relaying_sink:
+        sink = relaying_sink.view()
+        messages = send_burst(sink, [f"u{n}@partner.example" for n in range(4)])
+    assert [relay_of(m).status for m in messages] == ["relayed"] * 4
+    assert upstream.received.count(b"<content>") == 4
+    assert connections == 4
 
 
 def test_release_sends_recipients_deferred_with_452_in_more_transactions(
