@@ -716,6 +716,19 @@ def _client_class(implicit: bool) -> Any:
                 return code, text
             raise smtplib.SMTPAuthenticationError(code, text)
 
+        def auth_login(self, challenge: bytes | None = None) -> str:
+            """smtplib answers LOGIN's prompts by their count: an upstream
+            that ignored the user name sent with AUTH LOGIN and asked
+            "Username:" got the password, into its log of failed user
+            names. A prompt that says which it asks is answered so."""
+            if challenge is not None:
+                asked = challenge.strip().lower()
+                if asked.startswith(b"user"):
+                    return str(self.user)
+                if asked.startswith(b"pass"):
+                    return str(self.password)
+            return str(super().auth_login(challenge))
+
         def auth_cram_md5(self, challenge: bytes | None = None) -> str | None:
             """smtplib's CRAM-MD5 keys its digest with the password in
             ASCII, and failed on "pässwort" with the password in a chained

@@ -840,6 +840,39 @@ def test_an_auth_challenge_that_is_no_base64_is_the_upstreams_doing(
     assert PASSWORD not in str(raised.value)
 
 
+def test_login_answers_each_prompt_by_what_it_asks(
+    smtpsink: Mailbox, scripted: Callable[[Answer], ScriptedUpstream]
+) -> None:
+    """An upstream that ignores LOGIN's initial response and asks for the
+    user name: the relay answered by count, with the password, which went
+    into the upstream's log of failed user names (helper-233 F3)."""
+    asking = ""
+
+    def answer(line: bytes) -> bytes | tuple[bytes, ...] | None:
+        nonlocal asking
+        if line[:4].upper() == b"EHLO":
+            return b"250-raw.test\r\n250 AUTH LOGIN\r\n"
+        if line[:4].upper() == b"AUTH":  # its initial response ignored
+            asking = "user"
+            return b"334 " + base64.b64encode(b"Username:") + b"\r\n"
+        if asking == "user":
+            asking = "password"
+            return b"334 " + base64.b64encode(b"Password:") + b"\r\n"
+        if asking == "password":
+            asking = ""
+            return b"235 2.7.0 Authentication successful\r\n"
+        return usual_answer(line)
+
+    upstream = scripted(answer)
+    captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
+    smtpsink.release(captured, "127.0.0.1", upstream.port, auth=("ann", PASSWORD))
+    login = upstream.received[upstream.received.index(b"AUTH LOGIN YW5u") + 1 :][:2]
+    assert login == [
+        base64.b64encode(b"ann"),  # to "Username:"
+        base64.b64encode(PASSWORD.encode()),  # to "Password:"
+    ]
+
+
 def answering_auth(offered: bytes, digest_reply: bytes) -> Answer:
     """An upstream offering the AUTH mechanisms ``offered``: it challenges
     CRAM-MD5 and answers its digest with ``digest_reply``; PLAIN is taken."""
