@@ -64,6 +64,17 @@ except ImportError as error:  # pragma: no cover - the extra is installed in tes
         "smtpsink.dns needs dnspython: pip install 'pytest-smtpsink[dns]'"
     ) from error
 
+import dns.version
+
+if (dns.version.MAJOR, dns.version.MINOR) < (2, 7):
+    # dkimpy, a dependency, brings an older one (it asks for 2.0): then a
+    # TSIG-signed query got FORMERR with "'bool' object has no attribute
+    # 'name'" as its reason, the stub's reading of it relying on 2.7.
+    raise ImportError(
+        f"smtpsink.dns needs dnspython 2.7 or later, and {dns.version.version} is "
+        "installed: pip install 'pytest-smtpsink[dns]'"
+    )
+
 if TYPE_CHECKING:
     import dns.asyncresolver
 

@@ -1372,6 +1372,34 @@ def test_dnspython_loads_only_when_the_stub_is_used() -> None:
     assert out.stdout.split() == ["False", "True"]
 
 
+def test_a_dnspython_older_than_the_stub_needs_is_named() -> None:
+    """dkimpy brings dnspython 2.0 or later; the stub needs 2.7, and with
+    2.6 a TSIG-signed query got FORMERR with an AttributeError's text as
+    its reason (helper-233 F2)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import dns.version\n"
+        "dns.version.MAJOR, dns.version.MINOR = 2, 6\n"
+        "dns.version.version = '2.6.1'\n"
+        "from pytest_smtpsink import SMTPSink\n"
+        "with SMTPSink() as sink:\n"
+        "    sink.dns\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 1
+    assert out.stderr.rstrip().endswith(
+        "ImportError: smtpsink.dns needs dnspython 2.7 or later, and 2.6.1 is "
+        "installed: pip install 'pytest-smtpsink[dns]'"
+    ), out.stderr
+
+
 def test_dig_reads_the_stubs_answers(smtpsink: Mailbox) -> None:
     # An independent DNS implementation (BIND's dig) as the client: the
     # stub's wire format is not only dnspython talking to itself.
