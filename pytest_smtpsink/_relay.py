@@ -498,6 +498,8 @@ def received_header(
     if ":" in peer:
         peer = f"IPv6:{peer}"
     protocol = "ESMTP" if session.esmtp else "SMTP"
+    if session.esmtp and message.envelope.smtputf8:
+        protocol = "UTF8SMTP"  # RFC 6531 3.7.3, with its S and A as below
     if session.esmtp:
         protocol += ("S" if session.tls else "") + (
             "A" if session.authenticated_as is not None else ""
@@ -854,11 +856,16 @@ class _ReplyLines(io.BufferedReader):
     upstream's garbage taken for its acceptance."""
 
     malformed: bytes | None = None
+    #: The first line without a code: smtplib keeps what follows its first
+    #: four characters only ("HTTP/1.1 400" read as "/1.1 400").
+    codeless: bytes | None = None
 
     def readline(self, size: int | None = -1) -> bytes:
         line = super().readline(-1 if size is None else size)
         if line[:3].isdigit() and line[3:4] not in (b" ", b"-", b"\r", b"\n", b""):
             self.malformed = self.malformed or line
+        elif not line[:3].isdigit():
+            self.codeless = self.codeless or line
         return line
 
 
@@ -1994,7 +2001,7 @@ def _checked_reply(
 
     lines = client.file
     if isinstance(lines, _ReplyLines):
-        lines.malformed = None
+        lines.malformed = lines.codeless = None
     try:
         code, text = read()
     except smtplib.SMTPResponseException:  # raised by the reader, not sent
@@ -2016,6 +2023,12 @@ def _checked_reply(
     if not 200 <= code <= 599:
         client.close()
         shown = mask(_text(text))[:200]
+        if code < 0 and isinstance(lines, _ReplyLines) and lines.codeless:
+            whole = mask(_text(lines.codeless.rstrip(b"\r\n")))[:200]
+            raise _NoReply(
+                "the upstream's answer is no SMTP reply: it does not start "
+                f"with a 3-digit code ({whole!r})"
+            )
         if code < 0:  # smtplib keeps only what follows the first 4 characters
             raise _NoReply(
                 "the upstream's answer is no SMTP reply: it does not start "

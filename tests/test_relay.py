@@ -164,6 +164,25 @@ def test_release_adds_a_received_header_and_keeps_the_envelope(
     assert email.utils.parsedate_to_datetime(received.rsplit(";", 1)[1].strip())
 
 
+def test_the_received_header_of_smtputf8_mail_says_utf8smtp(
+    smtpsink: Mailbox, smtpsink_factory: Factory
+) -> None:
+    # It said ESMTP: RFC 6531 3.7.3 names UTF8SMTP for such a transaction.
+    upstream = smtpsink_factory(hostname="upstream.test")
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            "app@example.com",
+            ["jörg@example.com"],
+            "Subject: grüße\r\n\r\nx\r\n".encode(),
+            mail_options=["SMTPUTF8"],
+        )
+    captured = smtpsink.wait_for()
+    smtpsink.release(captured, upstream.host, upstream.port)
+    received = upstream.wait_for().header("Received")
+    assert received is not None
+    assert f"with UTF8SMTP id {captured.number}" in " ".join(received.split())
+
+
 def test_the_received_header_of_an_ipv6_client_tags_its_address(
     smtpsink_factory: Factory,
 ) -> None:
@@ -2944,6 +2963,11 @@ def answering_mail_with(reply: bytes) -> Answer:
 
 NO_REPLIES = {
     "no code": (b"abc what\r\n", "does not start with a 3-digit code"),
+    # Quoted whole: smtplib keeps what follows the first four characters.
+    "an HTTP answer": (
+        b"HTTP/1.1 400 Bad Request\r\n",
+        "does not start with a 3-digit code ('HTTP/1.1 400 Bad Request')",
+    ),
     "code out of range": (b"999 odd\r\n", "999 is no reply code"),
     # smtplib reads the first three characters as the code whatever follows
     # them: these were taken as the upstream's 250.
