@@ -1090,7 +1090,14 @@ def _banner(
         who = (
             "any user name and password"
             if settings.auth == "any"
-            else "users " + ", ".join(sorted(settings.auth))
+            # Not a user name that holds its own password (a token as both).
+            else "users "
+            + ", ".join(
+                sorted(
+                    "****" if password and password in user else user
+                    for user, password in settings.auth.items()
+                )
+            )
         )
         lines.append(
             f"AUTH accepts {who}"

@@ -152,6 +152,10 @@ class Upstream:
         """The upstream as a URL, without any password."""
         scheme = {None: "smtp", "starttls": "smtp+starttls", "implicit": "smtps"}
         user = f"{urllib.parse.quote(self.username)}@" if self.username else ""
+        if self.username and self.password and self.password in self.username:
+            # A service's token as user name and password both (Postmark's
+            # server token): the name is the secret.
+            user = "****@"
         return f"{scheme[self.tls]}://{user}{format_address(self.host, self.port)}"
 
     def is_loopback(self) -> bool:

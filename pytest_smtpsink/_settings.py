@@ -338,16 +338,29 @@ class SinkSettings:
             value = getattr(self, f.name)
             if value == f.default:
                 continue
-            if f.name == "auth" and isinstance(value, Mapping):
-                value = "{" + ", ".join(f"{u!r}: '***'" for u in value) + "}"
-            elif f.name == "relay":
-                from ._relay import masked_url
-
-                value = repr(masked_url(value))
-            else:
-                value = repr(value)
-            parts.append(f"{f.name}={value}")
+            parts.append(f"{f.name}={shown_setting(f.name, value)}")
         return ", ".join(parts)
+
+
+def shown_setting(name: str, value: object) -> str:
+    """A setting's value as reports show it: no password of ``auth`` (nor
+    a user name that holds its own password, as a service's token used as
+    both does), the ``relay`` URL without its password."""
+    if name == "auth" and isinstance(value, Mapping):
+        return (
+            "{"
+            + ", ".join(
+                f"{'****' if password and str(password) in str(user) else user!r}: "
+                "'***'"
+                for user, password in value.items()
+            )
+            + "}"
+        )
+    if name == "relay" and isinstance(value, str):
+        from ._relay import masked_url
+
+        return repr(masked_url(value))
+    return repr(value)
 
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(SinkSettings))

@@ -1933,4 +1933,19 @@ def pytest_assertrepr_compare(
     for side, other in ((left, right), (right, left)):
         if isinstance(side, Messages) and isinstance(other, (list, tuple, Messages)):
             return compared_lines(side, other)
+    if isinstance(left, SinkSettings) and isinstance(right, SinkSettings):
+        # pytest's own explanation of two dataclasses drills into their
+        # fields' reprs: an auth table's passwords, a relay URL's.
+        from ._settings import shown_setting
+
+        lines = ["two different sink settings (passwords not shown):"]
+        for field in dataclasses.fields(SinkSettings):
+            mine, theirs = getattr(left, field.name), getattr(right, field.name)
+            if mine == theirs:
+                continue
+            shown = shown_setting(field.name, mine), shown_setting(field.name, theirs)
+            if shown[0] == shown[1]:  # only a password differs
+                shown = f"{shown[0]} (a password differs)", shown[1]
+            lines.append(f"  {field.name}: {shown[0]} != {shown[1]}")
+        return lines
     return None
