@@ -1165,6 +1165,15 @@ class _Connection(ReadSideConnection):
             # is shown).
             return "****" if text.strip() else text
         shown = mask_command(text, command)
+        mask = self.server.mask_secrets
+        if mask is not None and shown == text:
+            whole = text if tag is None else f"{tag} {text}"
+            if mask(whole) != whole:
+                # A password the sink knows is in the line (a passphrase
+                # from the tag on, too): shown as sent, it is masked whole
+                # when recorded (`_append`); cut to its first word below,
+                # a passphrase kept its first words ("correct horse ****").
+                return printable_sent(shown)
         if shown == text and (tag is None or command is None):
             # No valid tag, or a line that did not parse: no command, so
             # cutting it short hides nothing a reader needs. LOGIN after

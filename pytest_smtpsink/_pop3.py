@@ -543,6 +543,12 @@ class _Connection(ReadSideConnection):
         line); later, a typo (``STATS``) is shown."""
         just_logged_in, self._just_logged_in = self._just_logged_in, False
         secret_alone = self.state == "authorization" or just_logged_in
+        mask = self.server.mask_secrets
+        if mask is not None and text is not None and mask(text) != text:
+            # A password the sink knows is in the line: shown as sent, it is
+            # masked whole when recorded (`_append`); cut to its first word
+            # below, a passphrase kept it ("correct ****").
+            return _shown(raw)
         if text is None:  # not UTF-8: no command, perhaps a password
             if (self.state == "authorization" and password_may_follow) or (
                 secret_alone and len(raw.split()) == 1

@@ -298,6 +298,9 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         self.generation = 0
         self._task: asyncio.Task[None] | None = None
         self._current: Exchange | None = None
+        #: The tag of the last line recorded when a password the sink knows
+        #: began with it: its tagged reply is recorded with "****" (`_append`).
+        self._password_tag: str | None = None
         # Input not yet read as lines, and the reader waiting for more.
         self._buffer = bytearray()
         self._eof = False
@@ -676,12 +679,15 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         self, kind: ExchangeKind, line: str, tag: str | None = None
     ) -> Exchange:
         mask = self.server.mask_secrets
+        self._password_tag = None
         if mask is not None:  # a password where no login expects one
             masked_tag = None if tag is None else mask(tag)
             whole = "" if tag is None else mask(f"{tag} {line}")
             if whole.startswith("****") and masked_tag != "****":
                 # A password with a space, alone on a line, reads as a tag
-                # and a command: neither part holds it, the line does.
+                # and a command: neither part holds it, the line does. The
+                # tagged reply echoes its first word (`_record_replies`).
+                self._password_tag = tag
                 tag, _, line = whole.partition(" ")
             else:  # a password alone reads as the tag
                 tag, line = masked_tag, mask(line)
@@ -703,6 +709,14 @@ class ReadSideConnection(asyncio.Protocol, ReadsIntoBuffer):
         if current is None:
             current = self._append("greeting", "")
         mask = self.server.mask_secrets
+        hidden = self._password_tag
+        if hidden is not None:
+            # The tag the client sent, the first word of a password: the
+            # client is told it, the transcript is not.
+            lines = [
+                f"****{line[len(hidden) :]}" if line.startswith(f"{hidden} ") else line
+                for line in lines
+            ]
         if mask is not None:  # an echo of such a line
             lines = [_mask_reply(mask, line, current.tag) for line in lines]
         current.replies.extend(lines)

@@ -2183,6 +2183,15 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
         elif auth != "any" and (auth is None or len(words) > 1):
             # With a table, its passwords are masked as words wherever they
             # are (`word_masker`); without one, no password is expected.
+            mask = self.state.mask_secrets
+            if auth is not None and mask is not None:
+                text = raw.decode("utf-8", "surrogateescape")
+                first = words[0].decode("utf-8", "surrogateescape")
+                if mask(text).startswith("****") and mask(first) == first:
+                    # A passphrase the sink knows from the first word on:
+                    # aiosmtpd logs that word, upper-cased, as the command
+                    # it did not recognize ("unrecognised: CORRECT").
+                    _STRAY.line, _STRAY.shown = words[0].upper(), b"****"
             return raw
         shown = words[0] + b" ****" if len(words) > 1 else b"****"
         _STRAY.line, _STRAY.shown = raw.strip().upper(), shown

@@ -1330,3 +1330,47 @@ def test_the_standalone_sink_names_no_token_user() -> None:
     finally:
         lines = sink.stop()
     assert TOKEN not in "\n".join([*sink.seen, *lines, sink.stderr])
+
+
+PASSPHRASE = "Xq9zu Zr7wy Wm4vt"
+
+
+@pytest.mark.parametrize("protocol", ["pop3", "imap"])
+def test_a_passphrase_where_no_login_expects_it_is_masked_whole(
+    smtpsink_factory: Factory, protocol: str
+) -> None:
+    """A known password with blanks, sent alone or after a word: the rule
+    for a line that is no command kept its first words ("Xq9zu ****" on
+    POP3, "Xq9zu Zr7wy ****" on IMAP, the tag echoed), and the known
+    password was no longer whole in the line to be masked (helper-234 F6)."""
+    sink = smtpsink_factory(auth={USER: PASSPHRASE}, auth_plaintext=True)
+    endpoint = sink.pop3 if protocol == "pop3" else sink.imap
+    lines = [PASSPHRASE, f"a {PASSPHRASE}", f"b LOGN ann {PASSPHRASE}"]
+    end = "QUIT" if protocol == "pop3" else "z LOGOUT"
+    with socket.create_connection((endpoint.host, endpoint.port), timeout=30) as sock:
+        sock.sendall("".join(f"{line}\r\n" for line in [*lines, end]).encode())
+        with sock.makefile("rb") as replies:
+            replies.read()
+    sink.wait_until(lambda: sink.sessions[-1].end is not None)
+    shown = sink.sessions[-1].format_transcript()
+    for word in PASSPHRASE.split():
+        assert word not in shown, shown
+    assert "C: ****" in shown
+
+
+def test_a_passphrase_sent_alone_to_smtp_is_not_logged_by_its_first_word(
+    smtpsink_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # aiosmtpd logs the first word, upper-cased, as the command it did not
+    # recognize ("unrecognised: XQ9ZU"): no mask knew that word alone.
+    sink = smtpsink_factory(auth={USER: PASSPHRASE}, auth_plaintext=True)
+    caplog.set_level(logging.DEBUG, logger="mail.log")
+    with socket.create_connection((sink.host, sink.port), timeout=30) as sock:
+        sock.sendall(f"{PASSPHRASE}\r\nQUIT\r\n".encode())
+        with sock.makefile("rb") as replies:
+            replies.read()
+    sink.wait_until(lambda: sink.sessions[-1].end is not None)
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "unrecognised" in logged
+    for word in PASSPHRASE.split():
+        assert word.upper() not in logged.upper(), logged
