@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ._text import argument_error, printable, running_test
+from ._text import Undisplayed, argument_error, printable, running_test
 
 #: ``selector._domainkey.domain`` (lower case, no trailing dot) -> TXT record.
 _RECORDS: dict[str, bytes] = {}
@@ -195,22 +195,29 @@ def publish_key(
     selector: str = "s1",
     *,
     bits: int | None = None,
-    private_key: str | bytes | None = None,
+    private_key: Undisplayed[object] | str | bytes | None = None,
 ) -> str:
     """Make an RSA key pair of ``bits`` (default `DEFAULT_KEY_BITS`), or
     take ``private_key`` (PEM) as it is, publish its public half for
     ``selector._domainkey.domain`` and return the private key PEM (PKCS#1,
     ``BEGIN RSA PRIVATE KEY``, as dkimpy's ``dkim.sign`` wants). Giving
     both ``bits`` and ``private_key`` is a ValueError: a key given has its
-    own size."""
+    own size. The key is held where ``--showlocals --full-trace`` shows no
+    variable of it (`Undisplayed`): a key refused would be printed whole."""
     __tracebackhide__ = argument_error  # those point at the caller's line
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
+    given = (
+        private_key
+        if isinstance(private_key, Undisplayed)
+        else Undisplayed(private_key)
+    )
+    del private_key
     _check_names(domain, selector)
     if bits is not None and (isinstance(bits, bool) or not isinstance(bits, int)):
         raise TypeError(f"bits must be an int such as 2048, got {bits!r}")
-    if private_key is None:
+    if given.value is None:
         size = DEFAULT_KEY_BITS if bits is None else bits
         if not MIN_KEY_BITS <= size <= MAX_KEY_BITS:
             raise ValueError(
@@ -219,20 +226,22 @@ def publish_key(
                 "private_key"
             )
         key: Any = rsa.generate_private_key(public_exponent=65537, key_size=size)
-    elif not isinstance(private_key, (str, bytes)):
+    elif not isinstance(given.value, (str, bytes)):
         raise TypeError(
             f"private_key must be a PEM private key (str or bytes) or None, "
-            f"got {type(private_key).__name__}"
+            f"got {type(given.value).__name__}"
         )
     else:
-        data = private_key.encode() if isinstance(private_key, str) else private_key
+        data = Undisplayed(
+            given.value.encode() if isinstance(given.value, str) else given.value
+        )
         try:
-            key = serialization.load_pem_private_key(data, password=None)
+            key = serialization.load_pem_private_key(data.value, password=None)
         # ValueError (not PEM, a bad key), TypeError (encrypted),
         # UnsupportedAlgorithm: all say what is wrong with the key.
         except Exception as error:
-            public = _public_key_label(data)
-            if public is not None and b"PRIVATE KEY-----" not in data:
+            public = _public_key_label(data.value)
+            if public is not None and b"PRIVATE KEY-----" not in data.value:
                 # The other half of the pair: OpenSSL's "invalid padding"
                 # or "malformed framing" would not say so. (A private key
                 # with its public half after it fails for its own reason.)

@@ -294,7 +294,11 @@ class Mailbox(FaultControls):
         __tracebackhide__ = argument_error
         from ._dkim import publish_key
 
-        return publish_key(domain, selector, bits=bits, private_key=private_key)
+        # Out of this frame's variables, which --full-trace shows: a key
+        # refused (an EC one, a cut PEM) was printed whole.
+        given: Undisplayed[object] = Undisplayed(private_key)
+        del private_key
+        return publish_key(domain, selector, bits=bits, private_key=given)
 
     _dns: DNSZone | None = None
 

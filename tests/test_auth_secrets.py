@@ -1374,3 +1374,39 @@ def test_a_passphrase_sent_alone_to_smtp_is_not_logged_by_its_first_word(
     assert "unrecognised" in logged
     for word in PASSPHRASE.split():
         assert word.upper() not in logged.upper(), logged
+
+
+def test_a_refused_dkim_private_key_is_not_among_the_frames_variables(
+    pytester: pytest.Pytester,
+) -> None:
+    """A key in the wrong format (an EC one) is still a signing key: with
+    -vv -l --full-trace, dkim_key's and the plugin's frames printed it whole
+    (helper-234 F7)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pem = (
+        ec.generate_private_key(ec.SECP256R1())
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+    pytester.path.joinpath("ec.pem").write_text(pem)
+    pytester.makepyfile(
+        """
+import pathlib
+
+def test_key(smtpsink):
+    smtpsink.dkim_key("x.example", private_key=pathlib.Path("ec.pem").read_text())
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist", "-vv", "-l", "--full-trace")
+    result.assert_outcomes(failed=1)
+    output = result.stdout.str()
+    assert "must be an RSA private key" in output
+    body = pem.splitlines()[1:-1]  # the base64 lines
+    for line in body:
+        assert line not in output
