@@ -660,6 +660,9 @@ def _client_class(implicit: bool) -> Any:
             # cp1252 writes it, read here as undecodable bytes.
             secrets = credential_forms({user: password}, None)
             secrets += _echoed_forms(password)
+            # Base64 without its "=" padding, as a server may echo what it
+            # could not decode.
+            secrets += [form.rstrip("=") for form in secrets if form.endswith("=")]
             self._mask = functools.partial(mask_anywhere, secrets=secrets)
             if len(password) < _MASKED_INSIDE_WORDS_FROM:
                 # One of a few characters, cut out of every word, garbled

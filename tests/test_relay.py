@@ -1098,6 +1098,7 @@ def test_login_with_no_mechanism_the_relay_uses_names_what_is_offered(
         b"999 ann %(password)s",  # no reply code
         b"5350ann %(password)s",  # a code run into the text
         b"xyz %(plain)s",  # the PLAIN response echoed
+        b"xyz %(unpadded)s",  # the password in base64, its "=" left out
     ],
 )
 def test_a_broken_reply_quoting_the_password_is_masked(
@@ -1106,7 +1107,13 @@ def test_a_broken_reply_quoting_the_password_is_masked(
     # A well-formed 535 was masked; a line that is no SMTP reply was quoted
     # as it came, into the outcome, reports and saved files.
     plain = base64.b64encode(f"\0ann\0{PASSWORD}".encode())
-    line = broken % {b"password": PASSWORD.encode(), b"plain": plain} + b"\r\n"
+    unpadded = base64.b64encode(PASSWORD.encode()).rstrip(b"=")
+    assert len(unpadded) % 4  # the form has padding to leave out
+    line = (
+        broken
+        % {b"password": PASSWORD.encode(), b"plain": plain, b"unpadded": unpadded}
+        + b"\r\n"
+    )
 
     upstream = scripted(refusing_login_with(line))
     captured = capture(smtpsink, b"Subject: hi\r\n\r\nx\r\n")
@@ -1117,6 +1124,7 @@ def test_a_broken_reply_quoting_the_password_is_masked(
     assert "****" in reply
     assert PASSWORD not in reply, reply
     assert plain.decode() not in reply, reply
+    assert unpadded.decode() not in reply, reply
     assert PASSWORD not in str(raised.value)
 
 
