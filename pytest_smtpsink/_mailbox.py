@@ -518,9 +518,28 @@ class Mailbox(FaultControls):
             for s in readers
             if s.authenticated_as is not None and key(s.authenticated_as) == user
         ]
-        if own and open_named:
-            return []  # the report named the open POP3 session already
         if own:
+            # A reader locked out by another POP3 session of the user (the
+            # one that logged in): a poller that logs the error and goes on
+            # did nothing, and no other line said why.
+            locked_out = sum(
+                1
+                for s in readers
+                for a in s.auth_attempts
+                if a.in_use and a.username is not None and key(a.username) == user
+            )
+            lines = (
+                [
+                    f"Hint: {plural(locked_out, 'POP3 login')} as {user} "
+                    f"{'was' if locked_out == 1 else 'were'} refused {self._scope}: "
+                    "the mailbox was in use by another POP3 session (RFC 1939 "
+                    "lets one session at a time hold it, until its QUIT)"
+                ]
+                if locked_out
+                else []
+            )
+            if open_named:
+                return lines  # the report named the open POP3 session already
             # Not one that said LOGOUT or QUIT: its work is done, and the
             # sink notes its end a moment after the client's return.
             still_open = [
@@ -529,7 +548,7 @@ class Mailbox(FaultControls):
                 if s.end is None and s.commands[-1:] not in (["LOGOUT"], ["QUIT"])
             ]
             if not still_open:
-                return []
+                return lines
             # A reader in the background (a poller's thread) logged in and
             # has not done its work, or its POP3 QUIT (which deletes and
             # marks \Seen) has not come: the check ran too soon.
@@ -541,11 +560,12 @@ class Mailbox(FaultControls):
                 _LISTED,
             )
             return [
+                *lines,
                 f"Hint: {plural(len(still_open), 'reader session')} of {user} "
                 f"{'is' if len(still_open) == 1 else 'are'} still open ({listed}): "
                 "one in the background may not have done its work yet (a POP3 "
                 "session's deletions and \\Seen land at its QUIT); wait for it "
-                "with smtpsink.wait_until(lambda: box.assert_in(...))"
+                "with smtpsink.wait_until(lambda: box.assert_in(...))",
             ]
         table = self.settings.auth
         refused = [

@@ -113,29 +113,37 @@ def mask_secrets(text: str) -> str:
     merely starts like one of those (other separators, junk before the
     verb) is masked after its first four letters."""
     stripped = _LEADING_JUNK.sub("", text, count=1)
+    # Kept in front of what is shown: " PASS pw" read as a PASS the sink
+    # refused ("-ERR Unknown command"), where the blank was why.
+    lead = text[: len(text) - len(stripped)]
     head = stripped[:4].upper()
     if head == "USER":
         # A client that puts the password after the user name ("USER ann
         # pw"): the name may be shown, what follows it never is.
         words = stripped.split()
-        return f"{words[0]} {words[1]} ****" if len(words) > 2 else text
+        return f"{lead}{words[0]} {words[1]} ****" if len(words) > 2 else text
     if head not in ("PASS", "APOP", "AUTH"):
         return text
-    if len(stripped) == 4:
-        return stripped
+    if not stripped[4:].strip():
+        # Nothing after it ("PASS ", poplib's pass_("") of an unset
+        # password): "PASS ****" said a password was sent.
+        return text
     words = stripped.split(" ")
     verb = words[0]
     if verb.upper() != head:  # glued to what follows, or another separator
         # Glued ("PASSsecret"): shown glued on, as IMAP shows "LOGIN****",
         # so that it does not read as the PASS command the server ran.
         glued = not (stripped[4].isspace() or stripped[4] == "\x00")
-        return f"{stripped[:4]}{'' if glued else ' '}****"
+        return f"{lead}{stripped[:4]}{'' if glued else ' '}****"
     if head == "APOP" and len(words) == 3 and words[1]:
         # The user name may be shown; the digest never is.
-        return f"{verb} {words[1]} ****"
+        return f"{lead}{verb} {words[1]} ****"
     if head == "AUTH" and words[1].upper() in ("PLAIN", "LOGIN", "CRAM-MD5"):
-        return " ".join(words[:2]) + (" ****" if len(words) > 2 else "")
-    return f"{verb} ****"
+        secret = " ".join(words[2:]).strip()
+        return (
+            lead + " ".join(words[:2]) + (" ****" if secret else " " * (len(words) > 2))
+        )
+    return f"{lead}{verb} ****"
 
 
 def _shown(raw: bytes) -> str:
