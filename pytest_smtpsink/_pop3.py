@@ -341,7 +341,9 @@ class _Connection(ReadSideConnection):
     async def _read_pop3_command(self) -> tuple[bytes, int] | None:
         """The next command line without its line end, and its length in
         octets with it (an overlong one cut, see `_read_line`)."""
-        read = await self._read_command(LINE_LIMIT)
+        # Read to the AUTH limit: a PASS with a long token (an app password,
+        # a JWT) goes past RFC 2449's 255 octets, and Dovecot takes it.
+        read = await self._read_command(_AUTH_LIMIT)
         if read is None:
             return None
         line, total = read
@@ -434,7 +436,12 @@ class _Connection(ReadSideConnection):
             self._password_may_follow,
             False,
         )
-        if total > LINE_LIMIT:
+        long_password = (
+            self.state == "authorization"
+            and total <= _AUTH_LIMIT
+            and raw[:5].upper() == b"PASS "
+        )
+        if total > LINE_LIMIT and not long_password:
             # Checked first: a long SASL response (a token, a generated
             # password) shown in part would put its first bytes on record.
             try:

@@ -974,6 +974,25 @@ def test_pass_without_a_password_is_refused_not_tried(
     assert SECRET not in session.format_transcript()
 
 
+def test_a_long_password_logs_in_as_on_dovecot(smtpsink_factory: Factory) -> None:
+    """An app password or a token of 300 to 1,500 characters: RFC 2449's
+    255-octet line refused PASS with it ("Line too long"), where Dovecot
+    and the sink's own IMAP LOGIN take it (helper-231 F2)."""
+    token = "t0k3n-" * 250  # 1,500 characters
+    sink = smtpsink_factory(auth={ANN: token}, auth_plaintext=True)
+    sink.deliver(make_message(), to=ANN)
+    client = poplib.POP3(sink.pop3.host, sink.pop3.port, timeout=10)
+    client.user(ANN)
+    assert client.pass_(token).startswith(b"+OK Logged in")
+    assert client.stat()[0] == 1
+    # Other lines keep the limit.
+    with pytest.raises(poplib.error_proto, match="Line too long: 307 octets"):
+        client._shortcmd("NOOP " + "x" * 300)  # type: ignore[attr-defined]
+    client.quit()
+    ended(sink)
+    assert token not in pop3_sessions(sink)[0].format_transcript()
+
+
 def _plain(user: str, password: str) -> bytes:
     import base64
 
