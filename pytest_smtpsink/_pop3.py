@@ -630,6 +630,11 @@ class _Connection(ReadSideConnection):
         assert self.record is not None
         self.record._tls_starting()
         await self._reply("+OK Begin TLS negotiation")
+        # And what came while the reply waited for the client to read (a
+        # full write buffer): read after the handshake, it would pass for
+        # what came over TLS. Nothing is awaited from here to start_tls(),
+        # which stops the reading of plain text.
+        discarded += self._discard_plain_text("STLS")
         self._note_discarded("STLS", discarded)
         if not await self._start_tls(False):
             raise Closed
