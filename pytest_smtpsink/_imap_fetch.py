@@ -540,15 +540,16 @@ def _parse_params(rest: str) -> list[tuple[str, str]]:
                 continue
             value = re.sub(r"\\(.)", r"\1", value[1:-1])
         elif name.lower() == "boundary":
-            # Unquoted, to the next ";", as Python's email package (and so
-            # Message) reads it: a mailer's boundary=----=_Part_1, cut at
-            # its "=", made no line a delimiter (more after the boundary),
-            # and the whole content one empty part. Dovecot cuts it too,
-            # but finds the parts by the cut prefix.
+            # Unquoted, to the next ";" or blank: a mailer's
+            # boundary=----=_Part_1, cut at its "=", made no line a
+            # delimiter (more after the boundary), and the whole content
+            # one empty part. Python's email package (and so Message) reads
+            # it so; Dovecot cuts it too, but finds the parts by the cut
+            # prefix. At a blank ("abc def") it ends, as Dovecot's does.
             start = match.start(2) if match.group(2) is not None else pos
-            end = rest.find(";", pos)
-            end = len(rest) if end < 0 else end
-            value, pos = rest[start:end].strip(), end
+            whole = re.match(r"[^;\s]*", rest[start:])
+            assert whole is not None  # matches the empty string at least
+            value, pos = whole.group(), start + whole.end()
         params.append((name, value))
 
 
@@ -677,7 +678,9 @@ def _addr_spec(
     if colon is not None:
         route = "".join(text for _, text, _ in tokens[:colon])
         tokens = tokens[colon + 1 :]
-    at = max((i for i, token in enumerate(tokens) if token[1] == "@"), default=None)
+    # The first "@": a local part holds none unquoted, and what follows the
+    # domain ("a@x.test\rTo: b@y.test", a bare CR) is no part of it.
+    at = next((i for i, token in enumerate(tokens) if token[1] == "@"), None)
     if at is None:
         return route, "".join(text for _, text, _ in tokens) or None, ""
     # A quoted local part's value, as Dovecot gives it: "john doe" is
@@ -758,12 +761,13 @@ def parse_addresses(value: str) -> list[Address]:
                 in_angle = False
             else:
                 angle.append((kind, text, pos))
-        elif text == "<":
-            in_angle = had_angle = True
         elif had_angle and text != "," and not (text == ";" and in_group):
             # After the <...>: "Ann <a@example.com> trailing" named Ann
-            # "Ann trailing"; Dovecot leaves the words out, as here.
+            # "Ann trailing", and a second <...> took the place of the
+            # first; Dovecot leaves what follows out, as here.
             continue
+        elif text == "<":
+            in_angle = had_angle = True
         elif (
             text == ":"
             and not in_group

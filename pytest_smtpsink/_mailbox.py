@@ -540,13 +540,22 @@ class Mailbox(FaultControls):
             )
             if open_named:
                 return lines  # the report named the open POP3 session already
+
             # Not one that said LOGOUT or QUIT: its work is done, and the
             # sink notes its end a moment after the client's return.
-            still_open = [
-                s
-                for s in own
-                if s.end is None and s.commands[-1:] not in (["LOGOUT"], ["QUIT"])
-            ]
+            def open_readers() -> list[Session]:
+                return [
+                    s
+                    for s in own
+                    if s.end is None and s.commands[-1:] not in (["LOGOUT"], ["QUIT"])
+                ]
+
+            if open_readers() and not _CHECKING.active and _in_a_coroutine() is None:
+                # A client that closed without LOGOUT (imaplib's shutdown(),
+                # poplib's close()) a moment ago: its end is noted when the
+                # sink reads the close. Waited for, as a failure path may.
+                self._store.wait(lambda: not open_readers(), _SETTLE)
+            still_open = open_readers()
             if not still_open:
                 return lines
             # A reader in the background (a poller's thread) logged in and

@@ -312,7 +312,9 @@ def _check_ini_names(config: pytest.Config) -> None:
     unknown = sorted(
         name
         for name in names
-        if name.lower().startswith("smtpsink") and name not in known
+        if name.lower().startswith("smtpsink")
+        and name not in known
+        and not _registered_ini(config, name)
     )
     if not unknown:
         return
@@ -322,6 +324,17 @@ def _check_ini_names(config: pytest.Config) -> None:
         + (f" (did you mean {meant[unknown[0]]}?)" if unknown[0] in meant else "")
         + f"; pytest-smtpsink's are {', '.join(known)}"
     )
+
+
+def _registered_ini(config: pytest.Config, name: str) -> bool:
+    """Whether ``name`` is an ini key that another plugin or a conftest
+    registered (``smtpsink_extra_users``): pytest knows it, and so its value
+    reads (getini raises ValueError for a key no one registered)."""
+    try:
+        config.getini(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _raw_value(config: pytest.Config, option: _Option) -> tuple[Any, str]:

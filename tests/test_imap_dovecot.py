@@ -1663,6 +1663,9 @@ TRAILING_TEXT_ADDRESSES = [
     b"From: Ann <a@example.com> trailing\r\n",
     b"From: a@example.com;\r\n",
     b"From: a@example.com\rSubject: bare cr\r\n",
+    # The next header holds an address, and a second <...> (review F5).
+    b"From: a@x.example\rTo: b@y.example\r\n",
+    b"From: Ann <a@x.example> <b@y.example>\r\n",
 ]
 
 

@@ -268,6 +268,16 @@ def test_an_unquoted_boundary_with_specials_is_read_as_python_reads_it(
     assert b'"mixed" ("boundary" "' + boundary + b'")' in fetch(raw, "BODYSTRUCTURE")
 
 
+def test_an_unquoted_boundary_ends_at_a_blank_as_on_dovecot() -> None:
+    # Read to the next ";", "abc def" made no "--abc" line a delimiter, and
+    # the two parts Dovecot finds one empty part (review helper-236 F1).
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=abc def\r\n\r\n"
+        b"--abc\r\n\r\none\r\n--abc\r\n\r\ntwo\r\n--abc--\r\n"
+    )
+    assert fetch(raw, "BODY[2]") == b"* 1 FETCH (BODY[2] {3}\r\ntwo)\r\n"
+
+
 def test_each_multipart_on_its_parent_s_boundary_is_split_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

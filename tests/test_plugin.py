@@ -1539,6 +1539,13 @@ def test_a_misspelt_ini_key_is_a_usage_error_naming_the_one_meant(
     result.stderr.fnmatch_lines(
         ["ERROR: unknown ini option 'smtpsink_lnt' (did you mean smtpsink_lint?)*"]
     )
+    # A key another plugin or a conftest registered is theirs (review F3).
+    pytester.makeconftest(
+        "def pytest_addoption(parser):\n"
+        "    parser.addini('smtpsink_extra_users', 'a conftest key')\n"
+    )
+    pytester.makeini("[pytest]\nsmtpsink_extra_users = ann\n")
+    pytester.runpytest("-p", "no:xdist", "-W", "error").assert_outcomes(passed=1)
     # A slip in a value's choice names the one meant.
     result = pytester.runpytest("-p", "no:xdist", "--smtpsink-report=ful")
     result.stderr.fnmatch_lines(
