@@ -1905,7 +1905,11 @@ def _mail_options(
     without it gets the message without them (5.2.2), as the sink sends no
     DSN of its own.
     """
-    smuggled = _DOT_LINE_AFTER_BARE_END.search(raw)
+    # Looked for only where a line starts with a dot at all: the pattern's
+    # lookbehind made a search of 20 MB take 0.4 s.
+    smuggled = (
+        _DOT_LINE_AFTER_BARE_END.search(raw) if b"\n." in raw or b"\r." in raw else None
+    )
     if smuggled is not None:
         # The sink ends DATA at <CRLF>.<CRLF> only, and keeps such a line
         # as content; the relay stuffs dots after a CRLF only (the bytes
