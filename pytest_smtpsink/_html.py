@@ -533,11 +533,13 @@ def record_test(
         if len(views) > 1
         else []
     )
-    sessions = [s for _, view_sessions, _, _ in captured for s in view_sessions]
+    from ._report import captured_sessions
+
+    # Each view's sessions, then those of its mail from before it.
+    listed = captured_sessions(captured)
+    sessions = [session for session, _ in listed]
     session_sinks = [
-        view.url if len(views) > 1 else None
-        for view, (_, view_sessions, _, _) in zip(views, captured, strict=True)
-        for _ in view_sessions
+        views[index].url if len(views) > 1 else None for _, index in listed
     ]
     # Mail put in without SMTP follows (save() writes it after the rest).
     put_in = [m for _, _, view_put_in, _ in captured for m in view_put_in]

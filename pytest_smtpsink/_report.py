@@ -365,6 +365,26 @@ def capture(views: Sequence[Mailbox]) -> Captured:
     return [(*view.captured(), view._put_in(), view._early()) for view in views]
 
 
+def captured_sessions(captured: Captured) -> list[tuple[Session, int]]:
+    """The sessions `save` writes and `_html.record_test` lists, each with
+    the index of its view in ``captured``: each view's, then those that
+    brought the test's mail from before its mailbox (`Mailbox._early`) and
+    are no view's (they began before it)."""
+    sessions = [
+        (s, index)
+        for index, (_, view_sessions, _, _) in enumerate(captured)
+        for s in view_sessions
+    ]
+    known = {id(s) for s, _ in sessions}
+    for index, (_, _, _, view_early) in enumerate(captured):
+        for message in view_early:
+            session = message.session
+            if session.protocol == "SMTP" and id(session) not in known:
+                known.add(id(session))
+                sessions.append((session, index))
+    return sessions
+
+
 def save(
     views: Sequence[Mailbox], directory: Path, captured: Captured | None = None
 ) -> list[Path]:
@@ -384,7 +404,7 @@ def save(
     if captured is None:
         captured = capture(views)
     messages = [m for view_messages, _, _, _ in captured for m in view_messages]
-    sessions = [s for _, view_sessions, _, _ in captured for s in view_sessions]
+    sessions = [session for session, _ in captured_sessions(captured)]
     put_in = [m for _, _, view_put_in, _ in captured for m in view_put_in]
     early = [m for _, _, _, view_early in captured for m in view_early]
     if directory.is_dir() and not _ours(directory):

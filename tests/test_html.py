@@ -1548,15 +1548,24 @@ def test_mail_from_before_the_tests_mailbox_is_saved_under_the_test(
     result.assert_outcomes(passed=1)
     directory = pytester.path / "mail" / "test_mail.py__test_late_mailbox"
     names = sorted(p.name for p in directory.iterdir())
-    assert names == ["early-0001-Welcome-early.eml", "smtpsink.json"]
+    # With the session that brought it (review helper-236 F6).
+    assert names == [
+        "early-0001-Welcome-early.eml",
+        "session-0001.txt",
+        "smtpsink.json",
+    ]
     assert (directory / names[0]).read_bytes() == (
         b"Subject: Welcome early\r\n\r\nSent in the set-up.\r\n"
     )
-    (record,) = json.loads((directory / "smtpsink.json").read_text())["messages"]
+    assert "S: 250 2.0.0 OK: queued as #" in (directory / names[1]).read_text()
+    saved = json.loads((directory / "smtpsink.json").read_text())
+    (record,) = saved["messages"]
     assert record["early"] is True
+    (session,) = saved["sessions"]
+    assert session["href"] == "test_mail.py__test_late_mailbox/session-0001.txt"
     markup = (pytester.path / "mail" / "index.html").read_text(encoding="utf-8")
     assert "1 test(s), 0 message(s), 1 from before a test's mailbox, " in markup
-    assert "0 message(s), 1 from before its mailbox, 0 session(s), files in" in markup
+    assert "0 message(s), 1 from before its mailbox, 1 session(s), files in" in markup
     assert "<dt>Arrived</dt><dd>in the test before its mailbox was made" in markup
     assert 'href="test_mail.py__test_late_mailbox/early-0001-Welcome-early.eml"' in (
         markup
