@@ -1787,6 +1787,26 @@ def test_a_silent_store_tells_of_another_sessions_flags_as_dovecot_does(
     assert "S: * 2 FETCH (FLAGS (\\Answered \\Recent))" in ours
 
 
+def _with_another_session(
+    dovecot: Dovecot, user: str, script: list[str], stores: list[str]
+) -> tuple[list[str], list[str]]:
+    """``script`` on the sink and on Dovecot, each holding the first three
+    of MESSAGES for ``user``, with another session running ``stores``
+    right before its third line: the two transcripts (ours, theirs)."""
+    other = [f"o1 LOGIN {user} x", "o2 SELECT INBOX", *stores, "o9 LOGOUT"]
+    dovecot.reset(user)
+    dovecot.seed(user, MESSAGES[:3])
+
+    def session(endpoint: Endpoint) -> list[str]:
+        return run(script, endpoint, before={script[2]: lambda: run(other, endpoint)})
+
+    with SMTPSink() as sink:
+        for message in MESSAGES[:3]:
+            sink.deliver(message, to=user)
+        ours = session(Endpoint("imap", sink.imap.host, sink.imap.port))
+    return ours, session(Endpoint("imap", dovecot.host, dovecot.imap_port))
+
+
 def test_a_uid_store_tells_of_another_sessions_flags_in_place_as_dovecot(
     dovecot: Dovecot,
 ) -> None:
@@ -1801,25 +1821,8 @@ def test_a_uid_store_tells_of_another_sessions_flags_in_place_as_dovecot(
         "c UID STORE 1:* +FLAGS (\\Seen)",
         "d LOGOUT",
     ]
-    dovecot.reset(user)
-    dovecot.seed(user, MESSAGES[:3])
-    other = [
-        f"o1 LOGIN {user} x",
-        "o2 SELECT INBOX",
-        "o3 STORE 1 +FLAGS (\\Seen)",
-        "o4 STORE 2 +FLAGS (\\Flagged)",
-        "o9 LOGOUT",
-    ]
-
-    def session(endpoint: Endpoint) -> list[str]:
-        return run(script, endpoint, before={script[2]: lambda: run(other, endpoint)})
-
-    with SMTPSink() as sink:
-        for message in MESSAGES[:3]:
-            sink.deliver(message, to=user)
-        ours = session(Endpoint("imap", sink.imap.host, sink.imap.port))
-    theirs = session(Endpoint("imap", dovecot.host, dovecot.imap_port))
-    ours = _same_but_for_recent(ours, theirs)
+    stores = ["o3 STORE 1 +FLAGS (\\Seen)", "o4 STORE 2 +FLAGS (\\Flagged)"]
+    ours = _same_but_for_recent(*_with_another_session(dovecot, user, script, stores))
     assert "S: * 1 FETCH (UID 1 FLAGS (\\Seen \\Recent))" in ours
 
 
@@ -1838,29 +1841,15 @@ def test_a_uid_command_tells_of_changes_outside_its_set_with_uids_as_dovecot(
         "c UID STORE 2 +FLAGS (\\Seen)",
         "d LOGOUT",
     ]
-    dovecot.reset(user)
-    dovecot.seed(user, MESSAGES[:3])
-    other = [
-        f"o1 LOGIN {user} x",
-        "o2 SELECT INBOX",
-        "o3 STORE 1,3 +FLAGS (\\Flagged)",
-        "o9 LOGOUT",
-    ]
+    stores = ["o3 STORE 1,3 +FLAGS (\\Flagged)"]
 
-    def told(endpoint: Endpoint) -> list[str]:
-        lines = masked(
-            run(script, endpoint, before={script[2]: lambda: run(other, endpoint)}),
-            capabilities=True,
-            text=True,
-        )
+    def told(transcript: list[str]) -> list[str]:
+        lines = masked(transcript, capabilities=True, text=True)
         start = lines.index("C: c UID STORE 2 +FLAGS (\\Seen)")
         return sorted(line for line in lines[start:] if " FETCH " in line)
 
-    with SMTPSink() as sink:
-        for message in MESSAGES[:3]:
-            sink.deliver(message, to=user)
-        ours = told(Endpoint("imap", sink.imap.host, sink.imap.port))
-    assert ours == told(Endpoint("imap", dovecot.host, dovecot.imap_port))
+    ours, theirs = map(told, _with_another_session(dovecot, user, script, stores))
+    assert ours == theirs
     assert ours == [
         "S: * 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent))",
         "S: * 2 FETCH (UID 2 FLAGS (\\Seen \\Recent))",
