@@ -1164,16 +1164,31 @@ class _Connection(ReadSideConnection):
             # follows it is the login's (a known command after such a tag
             # is shown).
             return "****" if text.strip() else text
-        shown = mask_command(text, command)
         mask = self.server.mask_secrets
-        if mask is not None and shown == text:
-            whole = text if tag is None else f"{tag} {text}"
-            if mask(whole) != whole:
-                # A password the sink knows is in the line (a passphrase
-                # from the tag on, too): shown as sent, it is masked whole
-                # when recorded (`_append`); cut to its first word below,
-                # a passphrase kept its first words ("correct horse ****").
-                return printable_sent(shown)
+        if mask is not None:
+            # The passwords the sink knows masked first, whole: cut to its
+            # first word by the rules below, a passphrase kept its first
+            # words ("correct horse ****"). The rules then mask what else
+            # may be a password (a wrong one beside a known one).
+            masked = mask(text)
+            if masked != text and command is not None and command.args:
+                # A passphrase as LOGIN's two "arguments" (its user name
+                # left out): its first word is no user name to show.
+                with contextlib.suppress(ImapSyntaxError):
+                    if astring(command.args[0]) not in masked:
+                        command = None
+            text = masked
+        shown = mask_command(text, command)
+        if (
+            mask is not None
+            and shown == text
+            and tag is not None
+            and mask(f"{tag} {text}").startswith("****")
+            and mask(tag) != "****"
+        ):
+            # A passphrase from the tag on ("correct" as the tag): shown as
+            # sent, it is masked whole with its tag when recorded (`_append`).
+            return printable_sent(shown)
         if shown == text and (tag is None or command is None):
             # No valid tag, or a line that did not parse: no command, so
             # cutting it short hides nothing a reader needs. LOGIN after

@@ -450,10 +450,12 @@ class _Connection(ReadSideConnection):
                 start = None
             if self._after_auth and self._stray_auth_response(start):
                 self._append("auth-response", f"**** [{total} bytes in all]")
-            elif self.state == "authorization":
+            elif self.state == "authorization" or self._just_logged_in:
                 # Before login, only a command word is shown: the rest may
                 # be a password or token (PASS, or a misspelt PAS or LOGIN
-                # whose line a long token made too long).
+                # whose line a long token made too long); right after it, a
+                # long password sent again (PASS takes one of 12,288 octets).
+                self._just_logged_in = False
                 first = "" if start is None else start.strip().partition(" ")[0]
                 shown_word = (
                     f"{first} "
@@ -560,10 +562,12 @@ class _Connection(ReadSideConnection):
         secret_alone = self.state == "authorization" or just_logged_in
         mask = self.server.mask_secrets
         if mask is not None and text is not None and mask(text) != text:
-            # A password the sink knows is in the line: shown as sent, it is
-            # masked whole when recorded (`_append`); cut to its first word
-            # below, a passphrase kept it ("correct ****").
-            return _shown(raw)
+            # The passwords the sink knows masked first, whole: cut to its
+            # first word by the rules below, a passphrase kept it ("correct
+            # ****"). The rules then mask what else may be a password (a
+            # wrong one beside a known one).
+            text = mask(text)
+            raw = text.encode("utf-8", "surrogateescape")
         if text is None:  # not UTF-8: no command, perhaps a password
             if (self.state == "authorization" and password_may_follow) or (
                 secret_alone and len(raw.split()) == 1

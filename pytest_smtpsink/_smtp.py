@@ -2187,7 +2187,7 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
             if auth is not None and mask is not None:
                 text = raw.decode("utf-8", "surrogateescape")
                 first = words[0].decode("utf-8", "surrogateescape")
-                if mask(text).startswith("****") and mask(first) == first:
+                if mask(text).lstrip("'\"").startswith("****") and mask(first) == first:
                     # A passphrase the sink knows from the first word on:
                     # aiosmtpd logs that word, upper-cased, as the command
                     # it did not recognize ("unrecognised: CORRECT").
@@ -2242,9 +2242,15 @@ class RecordingSMTP(SMTP, ReadsIntoBuffer):
                 text,
                 # Nor a password of the sink's own sent as a line of its
                 # own: the client's log would get it.
+                # A line recorded as starting with one ("**** extra", a
+                # passphrase with more after it) neither: its first word is
+                # the passphrase's.
                 echo=(
                     current is None
-                    or (current.kind != "auth-response" and current.line != "****")
+                    or (
+                        current.kind != "auth-response"
+                        and not current.line.lstrip("'\"").startswith("****")
+                    )
                 )
                 and (mask is None or mask(text) == text),
             )

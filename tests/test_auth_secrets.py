@@ -1358,22 +1358,27 @@ def test_a_passphrase_where_no_login_expects_it_is_masked_whole(
     assert "C: ****" in shown
 
 
-def test_a_passphrase_sent_alone_to_smtp_is_not_logged_by_its_first_word(
+def test_a_passphrase_sent_to_smtp_is_neither_echoed_nor_logged_by_its_first_word(
     smtpsink_factory: Factory, caplog: pytest.LogCaptureFixture
 ) -> None:
     # aiosmtpd logs the first word, upper-cased, as the command it did not
     # recognize ("unrecognised: XQ9ZU"): no mask knew that word alone.
+    # With more after it, or quoted, its reply echoed that word to the
+    # client, the transcript and the log (review helper-237 F3).
     sink = smtpsink_factory(auth={USER: PASSPHRASE}, auth_plaintext=True)
     caplog.set_level(logging.DEBUG, logger="mail.log")
+    lines = [PASSPHRASE, f"{PASSPHRASE} extra", f"{PASSPHRASE}.", f"'{PASSPHRASE}'"]
     with socket.create_connection((sink.host, sink.port), timeout=30) as sock:
-        sock.sendall(f"{PASSPHRASE}\r\nQUIT\r\n".encode())
+        sock.sendall("".join(f"{line}\r\n" for line in [*lines, "QUIT"]).encode())
         with sock.makefile("rb") as replies:
-            replies.read()
+            said = replies.read().decode()
     sink.wait_until(lambda: sink.sessions[-1].end is not None)
     logged = "\n".join(record.getMessage() for record in caplog.records)
+    shown = sink.sessions[-1].format_transcript()
     assert "unrecognised" in logged
     for word in PASSPHRASE.split():
-        assert word.upper() not in logged.upper(), logged
+        for output in (logged, shown, said):
+            assert word.upper() not in output.upper(), output
 
 
 def test_a_refused_dkim_private_key_is_not_among_the_frames_variables(
@@ -1410,3 +1415,52 @@ def test_key(smtpsink):
     body = pem.splitlines()[1:-1]  # the base64 lines
     for line in body:
         assert line not in output
+
+
+@pytest.mark.parametrize("protocol", ["pop3", "imap"])
+def test_a_wrong_password_beside_a_known_one_is_masked_too(
+    smtpsink_factory: Factory, protocol: str
+) -> None:
+    """The known password masked whole first, then the rules for a line
+    that is no command: shown as sent for the known one's sake, the wrong
+    password beside it was recorded (review helper-237 F1)."""
+    wrong = "WrOngCanary55"
+    sink = smtpsink_factory(auth={USER: PASSPHRASE, TOKEN: TOKEN}, auth_plaintext=True)
+    endpoint = sink.pop3 if protocol == "pop3" else sink.imap
+    tag = "" if protocol == "pop3" else "a "
+    lines = [
+        f"{tag}LOGN ann {wrong} {PASSPHRASE}",
+        f"{tag}LOGN {TOKEN} {wrong}",
+        f"{tag}PAS {wrong} {PASSPHRASE}",
+    ]
+    end = "QUIT" if protocol == "pop3" else "z LOGOUT"
+    with socket.create_connection((endpoint.host, endpoint.port), timeout=30) as sock:
+        sock.sendall("".join(f"{line}\r\n" for line in [*lines, end]).encode())
+        with sock.makefile("rb") as replies:
+            replies.read()
+    sink.wait_until(lambda: sink.sessions[-1].end is not None)
+    shown = sink.sessions[-1].format_transcript()
+    for secret in (wrong, TOKEN, *PASSPHRASE.split()):
+        assert secret not in shown, shown
+    assert f"C: {tag}LOGN ****" in shown
+
+
+def test_a_long_password_sent_again_after_its_login_is_masked(
+    smtpsink: Mailbox,
+) -> None:
+    # A PASS of up to 12,288 octets logs in now; the same token sent again
+    # on its own (a password sent again, which a short one is masked as)
+    # went the way of any long line after login: its first 64 characters
+    # shown (review helper-237 F4).
+    token = "JwTcanary" + "x" * 300
+    with socket.create_connection(
+        (smtpsink.pop3.host, smtpsink.pop3.port), timeout=30
+    ) as sock:
+        sock.sendall(f"USER ann\r\nPASS {token}\r\n{token}\r\nQUIT\r\n".encode())
+        with sock.makefile("rb") as replies:
+            said = replies.read().decode()
+    assert "+OK Logged in" in said
+    smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
+    shown = smtpsink.sessions[-1].format_transcript()
+    assert "JwTcanary" not in shown
+    assert f"C: **** [{len(token) + 2} bytes in all]" in shown
