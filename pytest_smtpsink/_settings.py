@@ -162,12 +162,16 @@ class SinkSettings:
     the mailbox then fails naming the limit. None: no limit."""
     smtputf8: bool = True
     tls: TLSMode | None = None
-    auth: AuthSetting = None
+    # Not compared by the dataclass's own means (compare=False), but by
+    # __eq__ below: pytest explains a failed comparison of anything that
+    # holds settings (a user's dataclass, a NamedTuple) field by field,
+    # with each field's repr, and printed the passwords.
+    auth: AuthSetting = dataclasses.field(default=None, compare=False)
     auth_required: bool = False
     auth_plaintext: bool = False
     allow_remote: bool = False
     idle_timeout: float = 300.0
-    relay: str | None = None
+    relay: str | None = dataclasses.field(default=None, compare=False)
     """Relay accepted mail to this upstream, e.g. ``"smtp://127.0.0.1:2525"``
     (see :doc:`relay`); only recipients matching `relay_to` are relayed."""
     relay_to: str | None = None
@@ -227,6 +231,15 @@ class SinkSettings:
 
     def __hash__(self) -> int:
         return hash(self.key())
+
+    def __eq__(self, other: object) -> bool:
+        # Every field, auth and relay too (see there).
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(
+            getattr(self, f.name) == getattr(other, f.name)
+            for f in dataclasses.fields(self)
+        )
 
     def __repr__(self) -> str:
         # Not the dataclass repr: it would print the passwords in ``auth``
