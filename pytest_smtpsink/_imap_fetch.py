@@ -663,9 +663,10 @@ def _encode(text: str | None) -> bytes | None:
 
 def _addr_spec(
     tokens: list[tuple[str, str, int]],
-) -> tuple[str | None, str | None, str]:
-    """(route, local part, domain) of the tokens inside or without <>; the
-    local part None when none is written (``""`` is one: empty)."""
+) -> tuple[str | None, str | None, str, bool]:
+    """(route, local part, domain, junk) of the tokens inside or without
+    <>; the local part None when none is written (``""`` is one: empty);
+    junk: whether tokens follow the domain ("a@x.example extra")."""
     route = None
     colon = next(
         (
@@ -682,7 +683,7 @@ def _addr_spec(
     # domain ("a@x.test\rTo: b@y.test", a bare CR) is no part of it.
     at = next((i for i, token in enumerate(tokens) if token[1] == "@"), None)
     if at is None:
-        return route, "".join(text for _, text, _ in tokens) or None, ""
+        return route, "".join(text for _, text, _ in tokens) or None, "", False
     # A quoted local part's value, as Dovecot gives it: "john doe" is
     # john doe, "x.y" is x.y (the quotes are the header's syntax).
     local = (
@@ -693,14 +694,16 @@ def _addr_spec(
         if at
         else None
     )
-    return route, local, _domain(tokens[at + 1 :])
+    domain, used = _domain(tokens[at + 1 :])
+    return route, local, domain, at + 1 + used < len(tokens)
 
 
-def _domain(tokens: list[tuple[str, str, int]]) -> str:
+def _domain(tokens: list[tuple[str, str, int]]) -> tuple[str, int]:
     """The domain at the start of ``tokens``: words (or a literal) with
-    dots between, as Dovecot reads it. It ends at a word that follows a
-    word, or at a special: "b@example.com extra" gave "example.comextra",
-    "a@example.com;" "example.com;", a domain in no header."""
+    dots between, as Dovecot reads it, and how many tokens it took. It ends
+    at a word that follows a word, or at a special: "b@example.com extra"
+    gave "example.comextra", "a@example.com;" "example.com;", a domain in
+    no header."""
     parts: list[str] = []
     after_word = False
     for kind, text, _ in tokens:
@@ -711,7 +714,7 @@ def _domain(tokens: list[tuple[str, str, int]]) -> str:
         else:
             break
         parts.append(text)
-    return "".join(parts)
+    return "".join(parts), len(parts)
 
 
 def parse_addresses(value: str) -> list[Address]:
@@ -723,23 +726,28 @@ def parse_addresses(value: str) -> list[Address]:
     result: list[Address] = []
     phrase: list[tuple[str, str, int]] = []
     angle: list[tuple[str, str, int]] = []
-    in_angle = had_angle = in_group = gave_up = False
+    in_angle = had_angle = in_group = gave_up = trailing = False
     start = 0
 
     def flush(end: int) -> None:
-        nonlocal phrase, angle, had_angle, gave_up
+        nonlocal phrase, angle, had_angle, gave_up, trailing
+        # Text after an address (after its <...>, or after its domain) is
+        # where Dovecot stops reading the header: the addresses after it
+        # are left out ("a@x.example\rTo: b@y, c@z", a bare CR, brought
+        # in c@z).
         if had_angle and not any(text == "@" for _, text, _ in phrase):
             name = _phrase(phrase, value)
-            route, local, domain = _addr_spec(angle)
+            route, local, domain, junk = _addr_spec(angle)
+            gave_up = trailing
         elif phrase:
             # No display name holds an "@" (a phrase is words and dots):
             # "alice@example.com <bob@example.com>" is alice's address and
             # text after it, where Dovecot stops reading the header (the
             # angle part and the addresses after it are left out).
-            gave_up = had_angle
             _, comments = _tokens(value[start:end])
             name = comments[-1] if comments else ""
-            route, local, domain = _addr_spec(phrase)
+            route, local, domain, junk = _addr_spec(phrase)
+            gave_up = had_angle or junk
         else:
             phrase, angle, had_angle = [], [], False
             return
@@ -765,6 +773,7 @@ def parse_addresses(value: str) -> list[Address]:
             # After the <...>: "Ann <a@example.com> trailing" named Ann
             # "Ann trailing", and a second <...> took the place of the
             # first; Dovecot leaves what follows out, as here.
+            trailing = True
             continue
         elif text == "<":
             in_angle = had_angle = True

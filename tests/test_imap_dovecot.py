@@ -1666,6 +1666,12 @@ TRAILING_TEXT_ADDRESSES = [
     # The next header holds an address, and a second <...> (review F5).
     b"From: a@x.example\rTo: b@y.example\r\n",
     b"From: Ann <a@x.example> <b@y.example>\r\n",
+    # Dovecot stops reading the list at text after an address: the
+    # addresses after it are left out (review helper-237 F5).
+    b"From: a@x.example\rTo: b@y.example, c@z.example\r\n",
+    b"From: a@x.example extra, b@y.example\r\n",
+    b"From: Ann <a@x.example> junk, b@y.example\r\n",
+    b"From: Ann <a@x.example> <b@y.example>, c@z.example\r\n",
 ]
 
 
