@@ -1171,6 +1171,10 @@ class _Connection(ReadSideConnection):
             # words ("correct horse ****"). The rules then mask what else
             # may be a password (a wrong one beside a known one).
             masked = mask(text)
+            if _SECRET_WORD.search(masked) is None and _SECRET_WORD.search(text):
+                # The password is LOGIN or AUTHENTICATE itself: masked first,
+                # the word that has the rules mask what follows it went.
+                masked = text
             if masked != text and command is not None and command.args:
                 # A passphrase as LOGIN's two "arguments" (its user name
                 # left out): its first word is no user name to show.

@@ -1481,3 +1481,22 @@ def test_a_long_password_sent_again_after_its_login_is_masked(
     shown = smtpsink.sessions[-1].format_transcript()
     assert "JwTcanary" not in shown
     assert f"C: **** [{len(token) + 2} bytes in all]" in shown
+
+
+def test_a_wrong_password_after_a_known_one_that_is_login_is_masked(
+    smtpsink_factory: Factory,
+) -> None:
+    # The table's password is the word LOGIN: masked first, it took away
+    # the word after which the rules mask the rest, and a wrong password
+    # after it was shown (review helper-238 F1).
+    sink = smtpsink_factory(auth={"u": "LOGIN"}, auth_plaintext=True)
+    wrong = "WrOngCanary55"
+    lines = ["a LOGIN u LOGIN", f"b LOGN LOGIN {wrong}", f"c UID LOGIN {wrong}"]
+    with socket.create_connection((sink.imap.host, sink.imap.port), timeout=30) as sock:
+        sock.sendall("".join(f"{line}\r\n" for line in [*lines, "z LOGOUT"]).encode())
+        with sock.makefile("rb") as replies:
+            replies.read()
+    sink.wait_until(lambda: sink.sessions[-1].end is not None)
+    shown = sink.sessions[-1].format_transcript()
+    assert wrong not in shown, shown
+    assert "C: a LOGIN u ****" in shown
