@@ -1352,6 +1352,20 @@ def test_the_standalone_sink_names_no_token_user() -> None:
 PASSPHRASE = "Xq9zu Zr7wy Wm4vt"
 
 
+def sent_raw(
+    sink: Mailbox, address: tuple[str, int], lines: list[str]
+) -> tuple[str, str]:
+    """``lines`` sent at once to ``address`` (one of ``sink``'s servers),
+    read to the end: what the client was told, and the session's
+    transcript once the sink noted its end."""
+    with socket.create_connection(address, timeout=30) as sock:
+        sock.sendall("".join(f"{line}\r\n" for line in lines).encode())
+        with sock.makefile("rb") as replies:
+            said = replies.read().decode("utf-8", "replace")
+    sink.wait_until(lambda: sink.sessions[-1].end is not None)
+    return said, sink.sessions[-1].format_transcript()
+
+
 @pytest.mark.parametrize("protocol", ["pop3", "imap"])
 def test_a_passphrase_where_no_login_expects_it_is_masked_whole(
     smtpsink_factory: Factory, protocol: str
@@ -1364,12 +1378,7 @@ def test_a_passphrase_where_no_login_expects_it_is_masked_whole(
     endpoint = sink.pop3 if protocol == "pop3" else sink.imap
     lines = [PASSPHRASE, f"a {PASSPHRASE}", f"b LOGN ann {PASSPHRASE}"]
     end = "QUIT" if protocol == "pop3" else "z LOGOUT"
-    with socket.create_connection((endpoint.host, endpoint.port), timeout=30) as sock:
-        sock.sendall("".join(f"{line}\r\n" for line in [*lines, end]).encode())
-        with sock.makefile("rb") as replies:
-            replies.read()
-    sink.wait_until(lambda: sink.sessions[-1].end is not None)
-    shown = sink.sessions[-1].format_transcript()
+    _, shown = sent_raw(sink, (endpoint.host, endpoint.port), [*lines, end])
     for word in PASSPHRASE.split():
         assert word not in shown, shown
     assert "C: ****" in shown
@@ -1385,13 +1394,8 @@ def test_a_passphrase_sent_to_smtp_is_neither_echoed_nor_logged_by_its_first_wor
     sink = smtpsink_factory(auth={USER: PASSPHRASE}, auth_plaintext=True)
     caplog.set_level(logging.DEBUG, logger="mail.log")
     lines = [PASSPHRASE, f"{PASSPHRASE} extra", f"{PASSPHRASE}.", f"'{PASSPHRASE}'"]
-    with socket.create_connection((sink.host, sink.port), timeout=30) as sock:
-        sock.sendall("".join(f"{line}\r\n" for line in [*lines, "QUIT"]).encode())
-        with sock.makefile("rb") as replies:
-            said = replies.read().decode()
-    sink.wait_until(lambda: sink.sessions[-1].end is not None)
+    said, shown = sent_raw(sink, (sink.host, sink.port), [*lines, "QUIT"])
     logged = "\n".join(record.getMessage() for record in caplog.records)
-    shown = sink.sessions[-1].format_transcript()
     assert "unrecognised" in logged
     for word in PASSPHRASE.split():
         for output in (logged, shown, said):
@@ -1451,12 +1455,7 @@ def test_a_wrong_password_beside_a_known_one_is_masked_too(
         f"{tag}PAS {wrong} {PASSPHRASE}",
     ]
     end = "QUIT" if protocol == "pop3" else "z LOGOUT"
-    with socket.create_connection((endpoint.host, endpoint.port), timeout=30) as sock:
-        sock.sendall("".join(f"{line}\r\n" for line in [*lines, end]).encode())
-        with sock.makefile("rb") as replies:
-            replies.read()
-    sink.wait_until(lambda: sink.sessions[-1].end is not None)
-    shown = sink.sessions[-1].format_transcript()
+    _, shown = sent_raw(sink, (endpoint.host, endpoint.port), [*lines, end])
     for secret in (wrong, TOKEN, *PASSPHRASE.split()):
         assert secret not in shown, shown
     assert f"C: {tag}LOGN ****" in shown
@@ -1470,15 +1469,12 @@ def test_a_long_password_sent_again_after_its_login_is_masked(
     # went the way of any long line after login: its first 64 characters
     # shown (review helper-237 F4).
     token = "JwTcanary" + "x" * 300
-    with socket.create_connection(
-        (smtpsink.pop3.host, smtpsink.pop3.port), timeout=30
-    ) as sock:
-        sock.sendall(f"USER ann\r\nPASS {token}\r\n{token}\r\nQUIT\r\n".encode())
-        with sock.makefile("rb") as replies:
-            said = replies.read().decode()
+    said, shown = sent_raw(
+        smtpsink,
+        (smtpsink.pop3.host, smtpsink.pop3.port),
+        ["USER ann", f"PASS {token}", token, "QUIT"],
+    )
     assert "+OK Logged in" in said
-    smtpsink.wait_until(lambda: smtpsink.sessions[-1].end is not None)
-    shown = smtpsink.sessions[-1].format_transcript()
     assert "JwTcanary" not in shown
     assert f"C: **** [{len(token) + 2} bytes in all]" in shown
 
@@ -1492,11 +1488,6 @@ def test_a_wrong_password_after_a_known_one_that_is_login_is_masked(
     sink = smtpsink_factory(auth={"u": "LOGIN"}, auth_plaintext=True)
     wrong = "WrOngCanary55"
     lines = ["a LOGIN u LOGIN", f"b LOGN LOGIN {wrong}", f"c UID LOGIN {wrong}"]
-    with socket.create_connection((sink.imap.host, sink.imap.port), timeout=30) as sock:
-        sock.sendall("".join(f"{line}\r\n" for line in [*lines, "z LOGOUT"]).encode())
-        with sock.makefile("rb") as replies:
-            replies.read()
-    sink.wait_until(lambda: sink.sessions[-1].end is not None)
-    shown = sink.sessions[-1].format_transcript()
+    _, shown = sent_raw(sink, (sink.imap.host, sink.imap.port), [*lines, "z LOGOUT"])
     assert wrong not in shown, shown
     assert "C: a LOGIN u ****" in shown
