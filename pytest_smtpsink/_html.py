@@ -521,18 +521,24 @@ def record_test(
 
     if captured is None:
         captured = capture(views)
-    messages = [m for view_messages, _, _, _ in captured for m in view_messages]
+    # The messages sent, then those put in without SMTP, then the test's
+    # mail from before its mailbox was made: the order save() writes them.
     # With two sinks in a test, each numbers its own messages from #1: say
     # whose each one is.
-    sink_of = (
-        [
-            view.url
-            for view, (view_messages, _, _, _) in zip(views, captured, strict=True)
-            for _ in view_messages
-        ]
-        if len(views) > 1
-        else []
-    )
+    messages: list[Message] = []
+    sink_of: list[str] = []
+    early_from = 0  # the index of the first early message
+    sent = [held.messages for held in captured]
+    put_in = [held.put_in for held in captured]
+    early = [held.early for held in captured]
+    for group in (sent, put_in, early):
+        if group is early:
+            early_from = len(messages) + 1
+        for view, mail in zip(views, group, strict=True):
+            messages.extend(mail)
+            sink_of.extend(view.url for _ in mail)
+    if len(views) < 2:
+        sink_of = []
     from ._report import captured_sessions
 
     # Each view's sessions, then those of its mail from before it.
@@ -541,20 +547,6 @@ def record_test(
     session_sinks = [
         views[index].url if len(views) > 1 else None for _, index in listed
     ]
-    # Mail put in without SMTP follows (save() writes it after the rest).
-    put_in = [m for _, _, view_put_in, _ in captured for m in view_put_in]
-    # Then the test's mail from before its mailbox was made (save() too).
-    early = [m for _, _, _, view_early in captured for m in view_early]
-    if len(views) > 1:
-        for group in (2, 3):  # put in, then early: the order of `messages`
-            sink_of.extend(
-                view.url
-                for view, held in zip(views, captured, strict=True)
-                for _ in held[group]
-            )
-    messages.extend(put_in)
-    early_from = len(messages) + 1  # the index of the first early message
-    messages.extend(early)
     # save() names the files; take its names rather than guess them again.
     emls = [p for p in written if p.suffix == ".eml"]
     texts = [p for p in written if p.suffix == ".txt"]

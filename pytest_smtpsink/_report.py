@@ -12,7 +12,7 @@ import re
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from ._credentials import credential_forms, mask_anywhere
 from ._files import put_in_prefix, write_message, write_session
@@ -27,14 +27,8 @@ if TYPE_CHECKING:
     from ._message import Message
     from ._session import Session
 
-    #: What each view held at one moment: its messages, its sessions, the
-    #: mail put in without SMTP, and the test's mail that arrived before the
-    #: view was made (`Mailbox.captured`, `Mailbox._put_in`, `Mailbox._early`).
-    Captured: TypeAlias = list[
-        tuple[
-            Sequence[Message], Sequence[Session], Sequence[Message], Sequence[Message]
-        ]
-    ]
+    #: What each view held at one moment (`Held`), in the views' order.
+    Captured: TypeAlias = list["Held"]
 
 ReportMode = Literal["off", "summary", "full"]
 SaveMode = Literal["failed", "all"]
@@ -358,11 +352,22 @@ def forget_saved(directory: Path) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+class Held(NamedTuple):
+    """What one view held at one moment (`capture`)."""
+
+    messages: Sequence[Message]
+    sessions: Sequence[Session]
+    #: The mail put in without SMTP (`Mailbox._put_in`).
+    put_in: Sequence[Message]
+    #: The test's mail that arrived before the view was made (`Mailbox._early`).
+    early: Sequence[Message]
+
+
 def capture(views: Sequence[Mailbox]) -> Captured:
     """One look at what ``views`` hold, for `save` and `_html.record_test`
     to share: mail that comes between two looks would put the files the
     first wrote out of step with the records of the second."""
-    return [(*view.captured(), view._put_in(), view._early()) for view in views]
+    return [Held(*view.captured(), view._put_in(), view._early()) for view in views]
 
 
 def captured_sessions(captured: Captured) -> list[tuple[Session, int]]:
@@ -371,13 +376,11 @@ def captured_sessions(captured: Captured) -> list[tuple[Session, int]]:
     brought the test's mail from before its mailbox (`Mailbox._early`) and
     are no view's (they began before it)."""
     sessions = [
-        (s, index)
-        for index, (_, view_sessions, _, _) in enumerate(captured)
-        for s in view_sessions
+        (s, index) for index, held in enumerate(captured) for s in held.sessions
     ]
     known = {id(s) for s, _ in sessions}
-    for index, (_, _, _, view_early) in enumerate(captured):
-        for message in view_early:
+    for index, held in enumerate(captured):
+        for message in held.early:
             session = message.session
             if session.protocol == "SMTP" and id(session) not in known:
                 known.add(id(session))
@@ -403,10 +406,10 @@ def save(
     written: list[Path] = []
     if captured is None:
         captured = capture(views)
-    messages = [m for view_messages, _, _, _ in captured for m in view_messages]
+    messages = [m for held in captured for m in held.messages]
     sessions = [session for session, _ in captured_sessions(captured)]
-    put_in = [m for _, _, view_put_in, _ in captured for m in view_put_in]
-    early = [m for _, _, _, view_early in captured for m in view_early]
+    put_in = [m for held in captured for m in held.put_in]
+    early = [m for held in captured for m in held.early]
     if directory.is_dir() and not _ours(directory):
         raise NotOurs(
             f"{directory} holds files pytest-smtpsink did not write; left as it "
