@@ -246,6 +246,21 @@ class SinkSettings:
         # into failure reports, logs and test ids.
         return f"SinkSettings({self.describe()})"
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The read-only view of the auth table cannot be pickled or
+        # deep-copied; a plain dict can, and __setstate__ makes it read-only
+        # again.
+        state = dict(self.__dict__)
+        if isinstance(self.auth, MappingProxyType):
+            state["auth"] = dict(self.auth)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        auth = state.get("auth")
+        if isinstance(auth, Mapping):
+            state = {**state, "auth": MappingProxyType(dict(auth))}
+        self.__dict__.update(state)
+
     def _load_server_context(self) -> ssl.SSLContext:
         """A server context with `tls_cert` and `tls_key` loaded.
 

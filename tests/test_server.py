@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import imaplib
 import os
+import pickle
 import poplib
 import smtplib
 import socket
@@ -380,6 +382,20 @@ def test_settings_are_hashable_and_keep_a_private_copy_of_credentials() -> None:
     shown = repr(settings.key()) + repr(relaying.key())
     assert ("secret" in shown, "pw2" in shown) == (False, False)
     assert settings.key() != SinkSettings(auth={"ann": "other"}, tls="starttls").key()
+
+
+def test_settings_with_credentials_can_be_copied_and_pickled() -> None:
+    # A user's config object holding settings gets deep-copied (by fixtures,
+    # by parametrisation helpers) or pickled (by multiprocessing); the
+    # read-only view of the auth table alone could be neither.
+    settings = SinkSettings(auth={"ann": "secret"}, tls="starttls", max_size=1000)
+    for copied in (copy.deepcopy(settings), pickle.loads(pickle.dumps(settings))):
+        assert copied == settings
+        assert hash(copied) == hash(settings)
+        assert copied.auth == {"ann": "secret"}
+        with pytest.raises(TypeError):
+            copied.auth["ann"] = "changed"  # type: ignore[index]
+    assert copy.copy(settings) == settings
 
 
 def test_greeting_uses_the_configured_hostname() -> None:
