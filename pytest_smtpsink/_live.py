@@ -772,7 +772,10 @@ class RenderedMessages:
             self._kept.clear()
 
 
-def live_page() -> str:
+def live_page(listed: str, count: int) -> str:
+    """The live view's page, with the list as it is now (`listed`, of
+    `count` messages): right at once, and whole without JavaScript (each
+    message is a link to its own page); the script keeps it up to date."""
     # The list's times are the sink's clock, which a container's may not
     # share with the browser's: said once, as index.html says its zone.
     zone = time.strftime("%z")
@@ -781,7 +784,7 @@ def live_page() -> str:
         '<input id="filter" type="search" placeholder="Filter" '
         'aria-label="Filter: words of the subject, sender or recipients">'
         # Announced (politely) to a screen reader: new mail is the news.
-        '<span role="status"><span id="count">0</span> '
+        f'<span role="status"><span id="count">{count}</span> '
         "message(s)</span>"
         f'<span class="zone">times UTC{zone[:3]}:{zone[3:]}</span>'
         '<span id="paused" hidden>Live updates paused: too many pages open '
@@ -789,7 +792,7 @@ def live_page() -> str:
         '<span id="lost" role="status" hidden>Not connected: the sink may have '
         "stopped. Trying again...</span>"
         '<button id="delete" type="button">Delete all</button></header>'
-        '<main><nav id="list"></nav>'
+        f'<main><nav id="list">{listed}</nav>'
         '<section id="view"><p class="note">Select a message.</p></section></main>'
         '<script src="/app.js"></script>'
     )
@@ -1177,6 +1180,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._refuse(http.HTTPStatus.FORBIDDEN, why)
         return why is not None
 
+    def _listing(self) -> tuple[str, int]:
+        """The list of messages as HTML, and how many it lists."""
+        inbox = self.server.inbox
+        _, messages, sessions = inbox.snapshot()
+        listed = list_fragment(
+            messages,
+            sessions,
+            inbox.session_number,
+            dropped=inbox.dropped,
+            keep=inbox.keep,
+            keep_bytes=inbox.keep_bytes,
+        )
+        return listed, len(messages)
+
     def _other_site_refused(self, page: bool) -> bool:
         """Refuses (403) a request that a page of another origin made the
         browser send (``Sec-Fetch-Site``, which browsers add; ``Origin``):
@@ -1307,23 +1324,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         inbox = self.server.inbox
         if not parts:
-            self._send_html(live_page())
+            self._send_html(live_page(*self._listing()))
         elif parts == ["app.js"]:
             self._send(SCRIPT.encode(), "text/javascript; charset=utf-8")
         elif parts == ["events"]:
             self._events()
         elif parts == ["fragments", "list"]:
-            _, messages, sessions = inbox.snapshot()
-            self._send_html(
-                list_fragment(
-                    messages,
-                    sessions,
-                    inbox.session_number,
-                    dropped=inbox.dropped,
-                    keep=inbox.keep,
-                    keep_bytes=inbox.keep_bytes,
-                )
-            )
+            self._send_html(self._listing()[0])
         elif len(parts) == 3 and parts[:2] == ["fragments", "messages"]:
             message = self._message(parts[2], "fragment")
             if message is not None:

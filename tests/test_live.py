@@ -206,6 +206,23 @@ def test_the_page_says_the_zone_of_its_times_and_announces_the_count(
     assert '<span role="status"><span id="count">' in page
 
 
+def test_the_page_comes_with_the_list_as_it_is(live: Callable[..., Live]) -> None:
+    # It came with an empty list and "0 message(s)", filled in only by its
+    # script: that was what a page without JavaScript (or a slow one) said.
+    view = live()
+    page = view.request("/")[1].decode()
+    assert '<span id="count">0</span>' in page
+    assert "No mail yet. Send some to the sink." in page
+    view.send("First")
+    view.send("Second <one>")
+    second = view.json("/api/wait?subject=Second%20%3Cone%3E")
+    page = view.request("/")[1].decode()
+    assert '<span id="count">2</span>' in page
+    listed = page.split('<nav id="list">', 1)[1].split("</nav>", 1)[0]
+    assert listed.index("Second &lt;one&gt;") < listed.index("First")
+    assert f'<a href="/messages/{second["id"]}" data-id="{second["id"]}">' in listed
+
+
 def test_a_messages_own_page_is_named_by_it_and_links_the_list(
     live: Callable[..., Live],
 ) -> None:
