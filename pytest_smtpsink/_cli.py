@@ -1234,6 +1234,7 @@ def _serve(
         # "Delete all" in the live view empties the mailboxes too (if POP3
         # or IMAP serves them), and says up to which message it deleted.
         live.on_delete = sink.empty_mailboxes
+        live.serves_mailboxes = args.pop3 is not None or args.imap is not None
     reporter = _Reporter(
         sink,
         sys.stdout,

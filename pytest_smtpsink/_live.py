@@ -450,11 +450,10 @@ window.addEventListener("popstate", () => {
   else if (id !== current) show(id);
 });
 
-document.getElementById("delete").addEventListener("click", async () => {
-  // Every message, and with them every recipient's mailbox (POP3, IMAP).
-  if (!confirm("Delete every message the sink holds, and empty the recipients' mailboxes?")) {
-    return;
-  }
+document.getElementById("delete").addEventListener("click", async (event) => {
+  // Every message, and with them every recipient's mailbox (POP3, IMAP):
+  // the page's question says whether the sink serves any.
+  if (!confirm(event.currentTarget.dataset.question)) return;
   ++shows;
   await ask("/api/messages", { method: "DELETE" });
   clearView("Select a message.");
@@ -772,10 +771,15 @@ class RenderedMessages:
             self._kept.clear()
 
 
-def live_page(listed: str, count: int) -> str:
+def live_page(listed: str, count: int, *, mailboxes: bool) -> str:
     """The live view's page, with the list as it is now (`listed`, of
     `count` messages): right at once, and whole without JavaScript (each
-    message is a link to its own page); the script keeps it up to date."""
+    message is a link to its own page); the script keeps it up to date.
+    `mailboxes`: POP3 or IMAP serves the recipients' mailboxes, which
+    "Delete all" empties too."""
+    question = "Delete every message the sink holds" + (
+        ", and empty the recipients' mailboxes (POP3, IMAP)?" if mailboxes else "?"
+    )
     # The list's times are the sink's clock, which a container's may not
     # share with the browser's: said once, as index.html says its zone.
     zone = time.strftime("%z")
@@ -791,7 +795,8 @@ def live_page(listed: str, count: int) -> str:
         '<button id="resume" type="button">Resume</button></span>'
         '<span id="lost" role="status" hidden>Not connected: the sink may have '
         "stopped. Trying again...</span>"
-        '<button id="delete" type="button">Delete all</button></header>'
+        f'<button id="delete" type="button" data-question="{_e(question)}">'
+        "Delete all</button></header>"
         f'<main><nav id="list">{listed}</nav>'
         '<section id="view"><p class="note">Select a message.</p></section></main>'
         '<script src="/app.js"></script>'
@@ -1017,6 +1022,9 @@ class LiveServer(http.server.ThreadingHTTPServer):
         #: the view drops the same messages (those still on their way to
         #: it too) and keeps what came later.
         self.on_delete: Callable[[], int] | None = None
+        #: Whether POP3 or IMAP serves the mailboxes "delete all" empties
+        #: (the page's question names them only then).
+        self.serves_mailboxes = False
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         super().__init__((host, port), _Handler)
         self._thread: threading.Thread | None = None
@@ -1324,7 +1332,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         inbox = self.server.inbox
         if not parts:
-            self._send_html(live_page(*self._listing()))
+            listed, count = self._listing()
+            mailboxes = self.server.serves_mailboxes
+            self._send_html(live_page(listed, count, mailboxes=mailboxes))
         elif parts == ["app.js"]:
             self._send(SCRIPT.encode(), "text/javascript; charset=utf-8")
         elif parts == ["events"]:

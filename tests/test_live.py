@@ -365,6 +365,11 @@ def test_delete_all_empties_the_pop3_and_imap_mailboxes(
     live: Callable[..., Live],
 ) -> None:
     view = live("--pop3", "0", "--imap", "0")
+    # "Delete all" asks first, naming the mailboxes (only) where they are
+    # served: without --pop3 or --imap there are none to empty.
+    question = 'data-question="Delete every message the sink holds, and empty '
+    assert question in view.request("/")[1].decode()
+    assert question not in live().request("/")[1].decode()
     pop3_port = int(view.sink.in_banner(r"^POP3 listening on pop3://\S+:(\d+)$")[1])
     imap_port = int(view.sink.in_banner(r"^IMAP listening on imap://\S+:(\d+)$")[1])
     view.send("First")

@@ -279,6 +279,8 @@ def test_live_view(driver: WebDriver, view: Live, tmp_path: Path) -> None:
     # It asks first (one click emptied the sink and every mailbox).
     driver.find_element(By.ID, "delete").click()
     wait.until(ready.alert_is_present())
+    # No mailboxes named: this sink serves no POP3 or IMAP.
+    assert driver.switch_to.alert.text == "Delete every message the sink holds?"
     driver.switch_to.alert.dismiss()
     assert len(view.json("/api/messages")) > 0
     driver.find_element(By.ID, "delete").click()
