@@ -1922,8 +1922,10 @@ class _Connection(ReadSideConnection):
         return "ENABLE completed"
 
     async def _cmd_idle(self, command: Command) -> str | None:
-        if self.state == "selected":
-            await self._send_updates(expunge=True)
+        # The continuation first, then what changed (the loop's first turn):
+        # clients read one line after IDLE and take anything but "+" for a
+        # refusal (IMAPClient, imap-tools), as RFC 2177's example and
+        # Dovecot send it.
         await self._reply("+ idling")
         self.idling = True
         deadline = time.monotonic() + max(self.settings.idle_timeout, _IDLE_AUTOLOGOUT)

@@ -91,6 +91,50 @@ def test_imap_tools_idle_is_woken_by_smtp_mail(smtpsink: Mailbox) -> None:
         assert [m.subject for m in client.fetch()] == ["Wake up"]
 
 
+def test_idle_again_after_changes_between_idles_starts_with_its_continuation(
+    smtpsink: Mailbox,
+) -> None:
+    # The poller's loop: idle, idle_done, fetch, idle. A flag another
+    # session set and mail that came between two IDLEs were sent before
+    # "+ idling", and both clients, which read the continuation first (as
+    # RFC 2177's example and Dovecot send it), raised "Unexpected IDLE
+    # response".
+    smtpsink.deliver(raw_message("First"), to=USER)
+    with (
+        imapclient.IMAPClient(
+            smtpsink.imap.host, smtpsink.imap.port, ssl=False
+        ) as poller,
+        imapclient.IMAPClient(
+            smtpsink.imap.host, smtpsink.imap.port, ssl=False
+        ) as other,
+        imap_tools.MailBoxUnencrypted(smtpsink.imap.host, smtpsink.imap.port) as tool,
+    ):
+        for client in (poller, other):
+            client.login(USER, "pw")
+            client.select_folder("INBOX")
+        tool.login(USER, "pw")
+        poller.idle()  # a first round: then no command comes between
+        poller.idle_done()
+        uids = other.search("ALL")  # IMAPClient's commands take UIDs
+        other.add_flags(uids, [imapclient.SEEN], silent=True)
+        smtpsink.deliver(raw_message("Second"), to=USER)
+        poller.idle()
+        # Not idle_check(): it waits on the socket, and what came in the
+        # same packet as "+ idling" (it can, from any server) is in the
+        # client's buffer already; idle_done() reads that too.
+        _, responses = poller.idle_done()
+        assert (2, b"EXISTS") in responses
+        # This session's \Recent beside the other's \Seen.
+        assert (1, b"FETCH", (b"FLAGS", (b"\\Seen", b"\\Recent"))) in responses
+        other.remove_flags(uids, [imapclient.SEEN], silent=True)
+        # imap-tools raised at start(): "Response status None expected".
+        # (Its poll() waits on the socket as idle_check() does.)
+        tool.idle.start()  # type: ignore[no-untyped-call]
+        tool.idle.stop()  # type: ignore[no-untyped-call]
+        (first, _) = tool.fetch(mark_seen=False)
+        assert "\\Seen" not in first.flags
+
+
 def test_imapclient_envelope_structure_search_move_namespace(
     smtpsink_factory: Callable[..., SMTPSink],
 ) -> None:

@@ -1863,6 +1863,22 @@ def test_a_uid_command_tells_of_changes_outside_its_set_with_uids_as_dovecot(
     ]
 
 
+def test_idle_sends_its_continuation_before_what_changed_as_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    """Another session's flags waiting when IDLE comes: ``+ idling`` first,
+    then the news, as Dovecot (and RFC 2177's example) send them; the sink
+    sent the news first, and IMAPClient and imap-tools, which read one line
+    for the continuation, raised."""
+    user = "idle-pending"
+    script = [f"a LOGIN {user} x", "b SELECT INBOX", "c IDLE", "DONE", "d LOGOUT"]
+    stores = ["o3 STORE 1 +FLAGS (\\Seen)", "o4 STORE 3 +FLAGS (\\Flagged)"]
+    ours = _same_but_for_recent(*_with_another_session(dovecot, user, script, stores))
+    start = ours.index("C: c IDLE")
+    assert ours[start : start + 3] == ["C: c IDLE", "S: + idling", "C: DONE"]
+    assert "S: * 3 FETCH (FLAGS (\\Flagged \\Recent))" in ours[start:]
+
+
 #: A CR alone in a subject or an address field (not a line break).
 BARE_CR_HEADERS = [
     b"Subject: cr\rin\r\n",
