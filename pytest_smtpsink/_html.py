@@ -975,17 +975,25 @@ def render_message(
     open_: bool = False,
     page_href: str | None = None,
     anchor: str | None = None,
+    raw_downloads: bool = False,
 ) -> str:
     """One message: summary, headers, HTML, text, attachments, raw, defects.
     ``page_href``: its HTML part is not framed here but on that page.
-    ``anchor``: its id, for a link to name it."""
+    ``anchor``: its id, for a link to name it. ``raw_downloads``: its
+    ``eml_href`` is served as a download (the live view's), so it is
+    linked; a saved page names its .eml file instead, as a browser opens a
+    .eml linked from a page on disk as MHTML, whose HTML part's
+    ``<link rel=preconnect>`` reaches the sender."""
     id_ = f' id="{escape(anchor)}"' if anchor is not None else ""
     parts = [
         f'<details class="message"{id_}{" open" if open_ else ""}>'
         f"<summary>{summary_html(record['summary'])}</summary>",
         '<dl class="envelope">'
-        f"<dt>Envelope from</dt><dd>{escape(record['mail_from'] or '<>')}</dd>"
-        f"<dt>Envelope to</dt><dd>{escape(', '.join(record['rcpt_to']))}</dd>"
+        # printable: a U+202E in an address ("\u202emoc.elpmaxe@nna") showed
+        # it reversed, as ann@example.com.
+        f"<dt>Envelope from</dt><dd>{escape(printable(record['mail_from'] or '<>'))}</dd>"
+        "<dt>Envelope to</dt>"
+        f"<dd>{escape(printable(', '.join(record['rcpt_to'])))}</dd>"
         f"<dt>Received</dt><dd>{escape(record['received_at'])}</dd>"
         + (
             f"<dt>Put in</dt><dd>with {escape(how)}, not over SMTP</dd>"
@@ -1075,11 +1083,18 @@ def render_message(
         if record["raw_truncated"]
         else ""
     )
-    link = (
-        f' <a href="{escape(record["eml_href"])}" download>(.eml)</a>'
-        if record["eml_href"]
-        else ""
-    )
+    eml = record["eml_href"]
+    if not eml:
+        link = ""
+    elif raw_downloads:
+        link = f' <a href="{escape(eml)}" download>(.eml)</a>'
+    else:
+        # Its path from this page, as text to copy.
+        path = urllib.parse.unquote(eml)
+        link = (
+            f" (every byte in <code>{escape(printable(path))}</code>, for a mail "
+            "client)"
+        )
     parts.append(
         f'<details class="part raw"><summary>Raw source{link}</summary>'
         f"<pre>{escape(record['raw'])}</pre>{cut}</details>"

@@ -659,7 +659,7 @@ def message_fragment(message: Message, session_number: int | None = None) -> str
     session["transcript"] = _message_transcript(message, session["transcript"])
     return (
         ("<span data-relay-pending hidden></span>" if pending else "")
-        + _html.render_message(linked_record(message), open_=True)
+        + _html.render_message(linked_record(message), open_=True, raw_downloads=True)
         + _html.render_session(session, session_number)
     )
 

@@ -174,6 +174,23 @@ def test_bidi_and_control_characters_are_shown_escaped(smtpsink: Mailbox) -> Non
     assert "<td>\\x1b[31mred</td>" in page
 
 
+def test_bidi_characters_in_the_envelope_are_shown_escaped(smtpsink: Mailbox) -> None:
+    # "\u202emoc.elpmaxe@nna" read as ann@example.com in the envelope (and
+    # reversed the address after it).
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            "\u202eevil@example.com",
+            ["\u202emoc.elpmaxe@nna", "x\u2028y@example.com"],
+            b"Subject: hi\r\n\r\nhi\r\n",
+            mail_options=["SMTPUTF8"],
+        )
+    page = _html.render_message(_html.message_record(smtpsink.wait_for(count=1)))
+    assert "\u202e" not in page
+    assert "\u2028" not in page
+    assert "<dd>\\u202eevil@example.com</dd>" in page
+    assert "<dd>\\u202emoc.elpmaxe@nna, x\\u2028y@example.com</dd>" in page
+
+
 def test_a_folded_headers_tab_is_white_space_in_the_headers_table(
     smtpsink: Mailbox,
 ) -> None:
@@ -336,6 +353,12 @@ def test_index_lists_the_message_parts_and_files(
     assert saved.read_bytes() == b"<script>alert(1)</script>"
     assert f'href="{attachment["href"]}" download' in markup
     assert (tmp_path / message["eml_href"]).read_bytes() == smtpsink.messages[0].raw
+    # Named, not linked: Chromium opens a .eml linked from a page on disk
+    # (a link's download ignored) as MHTML, and its HTML part's
+    # <link rel=preconnect> connected to the sender's host.
+    assert ".eml" not in "".join(re.findall(r'href="([^"]*)"', markup))
+    eml = urllib.parse.unquote(message["eml_href"])
+    assert f"every byte in <code>{html.escape(eml)}</code>, for a mail client" in markup
     (session,) = record["sessions"]
     assert "C: QUIT" in session["transcript"]
     assert session["href"] == "test_x.py__test_x/session-0001.txt"
@@ -379,10 +402,10 @@ def test_html_parts_past_the_first_few_get_pages_of_their_own(
         own = path.read_text(encoding="utf-8")
         assert own.count('<iframe class="mail"') == 1
         # Its links lead where the index's do, from one directory down.
-        downloads = re.findall(r'href="(\.\./[^"]+)" download', own)
-        assert len(downloads) == 2  # the attachment and the .eml
-        for link in downloads:
-            assert path.parent.joinpath(urllib.parse.unquote(link)).is_file(), link
+        (download,) = re.findall(r'href="(\.\./[^"]+)" download', own)
+        assert path.parent.joinpath(urllib.parse.unquote(download)).is_file()
+        (eml,) = re.findall(r"every byte in <code>(\.\./[^<]+)</code>", own)
+        assert path.parent.joinpath(html.unescape(eml)).is_file(), eml
 
 
 def test_a_run_after_one_with_message_pages_saves_its_mail_too(
@@ -1499,7 +1522,9 @@ def test_mail_put_in_by_deliver_is_shown_and_saved(pytester: pytest.Pytester) ->
     assert "0 message(s), 1 put in without SMTP, 1 session(s), files in" in markup
     assert "<summary>deliver() " in markup
     assert "<dt>Put in</dt><dd>with deliver(), not over SMTP</dd>" in markup
-    assert 'href="test_mail.py__test_reads/deliver-0001-Printer-on-fire.eml"' in markup
+    assert "<code>test_mail.py__test_reads/deliver-0001-Printer-on-fire.eml</code>" in (
+        markup
+    )
     report = (pytester.path / "report.html").read_text(encoding="utf-8")
     data = json.loads(
         html.unescape(report.split('data-jsonblob="', 1)[1].split('"', 1)[0])
@@ -1567,6 +1592,7 @@ def test_mail_from_before_the_tests_mailbox_is_saved_under_the_test(
     assert "1 test(s), 0 message(s), 1 from before a test's mailbox, " in markup
     assert "0 message(s), 1 from before its mailbox, 1 session(s), files in" in markup
     assert "<dt>Arrived</dt><dd>in the test before its mailbox was made" in markup
-    assert 'href="test_mail.py__test_late_mailbox/early-0001-Welcome-early.eml"' in (
-        markup
+    assert (
+        "<code>test_mail.py__test_late_mailbox/early-0001-Welcome-early.eml</code>"
+        in (markup)
     )
