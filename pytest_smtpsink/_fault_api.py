@@ -208,8 +208,9 @@ class FaultControls:
         """Stop advertising EHLO extensions, e.g. ``hide("STARTTLS")``.
 
         A hidden STARTTLS or AUTH command is refused with ``502``; a MAIL
-        parameter of a hidden extension (``SIZE=``, ``SMTPUTF8``,
-        ``BODY=8BITMIME``) with ``555``.
+        or RCPT parameter of a hidden extension (``SIZE=``, ``SMTPUTF8``,
+        ``BODY=8BITMIME``, DSN's ``RET=``, ``ENVID=``, ``NOTIFY=`` and
+        ``ORCPT=``) with ``555``.
         """
         __tracebackhide__ = True
         names = tuple(

@@ -64,8 +64,15 @@ DNS_STAGES = tuple(
 STAGES = SMTP_STAGES + POP3_STAGES + IMAP_STAGES + DNS_STAGES
 _ALIASES = {"HELO": "EHLO", "GREETING": "CONNECT", "END-OF-DATA": "EOD", "EOM": "EOD"}
 
-# EHLO keywords and the MAIL parameter that uses them.
-_EXTENSION_PARAMS = {"SIZE": "SIZE=", "SMTPUTF8": "SMTPUTF8", "8BITMIME": "BODY="}
+# EHLO keywords and the MAIL or RCPT parameters that use them (how each
+# starts): a client that sends one to a server that did not offer it gets
+# 555 there (RFC 5321 4.1.1.11). BODY=7BIT is no 8BITMIME's.
+_EXTENSION_PARAMS = {
+    "SIZE": ("SIZE=",),
+    "SMTPUTF8": ("SMTPUTF8",),
+    "8BITMIME": ("BODY=8BITMIME",),
+    "DSN": ("RET=", "ENVID=", "NOTIFY=", "ORCPT="),
+}
 #: The EHLO extensions a sink may offer (STARTTLS and AUTH when set up):
 #: what `hide` can hide.
 HIDEABLE = (
@@ -585,9 +592,10 @@ class Discard:
 Step = Reply | Delay | Hang | Disconnect | Discard
 
 _HIDDEN_COMMAND = Reply(502, "5.5.1 Command not implemented")
-_HIDDEN_PARAM = Reply(
-    555, "5.5.4 MAIL FROM parameters not recognized or not implemented"
-)
+_HIDDEN_PARAM = {
+    stage: Reply(555, f"5.5.4 {verb} parameters not recognized or not implemented")
+    for stage, verb in (("MAIL", "MAIL FROM"), ("RCPT", "RCPT TO"))
+}
 
 
 def steps(faults: Faults, event: Event) -> list[Step]:
@@ -601,7 +609,7 @@ def steps(faults: Faults, event: Event) -> list[Step]:
     if event.extension is not None and event.extension in hidden:
         return [_HIDDEN_COMMAND]
     if event.params and hidden and hidden_param(hidden, event.params):
-        return [_HIDDEN_PARAM]
+        return [_HIDDEN_PARAM[event.stage]]
     planned: list[Step] = []
     for rule in faults.rules:
         if rule.action == "limit":
@@ -700,16 +708,8 @@ def advertised(faults: Faults, keywords: Sequence[str]) -> list[str | None] | No
 
 
 def hidden_param(hidden: Iterable[str], params: Iterable[str]) -> bool:
-    """Whether a MAIL parameter belongs to a hidden extension."""
-    for name in hidden:
-        prefix = _EXTENSION_PARAMS.get(name)
-        if prefix is None:
-            continue
-        for param in params:
-            upper = param.upper()
-            if upper == prefix or (
-                upper.startswith(prefix)
-                and (name != "8BITMIME" or upper == "BODY=8BITMIME")
-            ):
-                return True
-    return False
+    """Whether a MAIL or RCPT parameter belongs to a hidden extension."""
+    starts = tuple(
+        start for name in hidden for start in _EXTENSION_PARAMS.get(name, ())
+    )
+    return bool(starts) and any(param.upper().startswith(starts) for param in params)

@@ -786,7 +786,10 @@ class _Handler:
             return _UNDECLARED_UTF8
         if server.state.faults.rules:
             injected = await server._fault_status(
-                "RCPT", [address], rcpt_count=len(envelope.rcpt_tos)
+                "RCPT",
+                [address],
+                rcpt_count=len(envelope.rcpt_tos),
+                params=rcpt_options,
             )
             if injected is not None:
                 return injected

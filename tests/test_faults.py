@@ -385,6 +385,26 @@ def test_hide_size_and_smtputf8(smtpsink: Mailbox) -> None:
         assert client.mail("app@example.com")[0] == 250
 
 
+def test_hide_dsn_refuses_its_parameters_on_mail_and_rcpt(smtpsink: Mailbox) -> None:
+    # DSN was left out of EHLO, but RET=, ENVID=, NOTIFY= and ORCPT= were
+    # still taken (250): a test that the application sends none of them to
+    # a server without DSN could never fail.
+    smtpsink.hide("DSN")
+    with smtplib.SMTP(smtpsink.host, smtpsink.port, timeout=5) as client:
+        client.ehlo()
+        assert not client.has_extn("dsn")
+        refused = (555, b"5.5.4 MAIL FROM parameters not recognized or not implemented")
+        assert client.mail("app@example.com", ["RET=HDRS"]) == refused
+        assert client.mail("app@example.com", ["ENVID=x"]) == refused
+        assert client.mail("app@example.com", ["BODY=7BIT"])[0] == 250
+        refused = (555, b"5.5.4 RCPT TO parameters not recognized or not implemented")
+        assert client.rcpt("ann@example.com", ["NOTIFY=SUCCESS"]) == refused
+        assert client.rcpt("ann@example.com", ["ORCPT=rfc822;a@x.test"]) == refused
+        assert client.rcpt("ann@example.com")[0] == 250
+    (session,) = smtpsink.sessions
+    assert [e.injected for e in session.replies_to("RCPT")] == [True, True, False]
+
+
 def test_limit_recipients(smtpsink: Mailbox) -> None:
     smtpsink.limit(max_recipients=2)
     refused = sendmail(smtpsink, THREE)
