@@ -283,6 +283,19 @@ def _check_match(stage: str, match: Any) -> None:
             + ", ".join(AUTH_MECHANISMS)
             + "): the rule would never fire"
         )
+    if isinstance(match, str) and stage in ("CONNECT", "POP3:CONNECT", "IMAP:CONNECT"):
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(match.strip())
+        except ValueError:
+            # "localhost": a client connects from an address, never from a
+            # name, so the rule never fired.
+            raise FaultError(
+                f"{stage}: match={match!r} is no IP address, and a connection is "
+                "matched by its client's (e.g. '127.0.0.1'): give the address, or "
+                "a compiled regex"
+            ) from None
     if (
         isinstance(match, str)
         and stage not in _NAME_STAGES

@@ -305,6 +305,27 @@ def test_part_of_an_address_as_a_string_match_is_an_error(
     rules.fail("RCPT", 550, match=re.compile(re.escape(match)))  # as advised
 
 
+@pytest.mark.parametrize("stage", ["CONNECT", "POP3:CONNECT", "IMAP:CONNECT"])
+def test_a_connect_match_that_is_no_ip_address_is_an_error(
+    rules: Rules, stage: str
+) -> None:
+    # A connection is matched by its client's address: "localhost" never
+    # fired, and the greeting came as usual.
+    with pytest.raises(
+        FaultError,
+        match=re.escape(
+            f"{stage}: match='localhost' is no IP address, and a connection is "
+            "matched by its client's (e.g. '127.0.0.1'): give the address, or a "
+            "compiled regex"
+        ),
+    ):
+        rules.fail(stage, 421, match="localhost")
+    assert rules.faults == ()
+    rules.fail(stage, 421, match="::1")
+    rules.fail(stage, 421, match=" 127.0.0.1 ")
+    rules.fail(stage, 421, match=re.compile("localhost"))  # a regex: as it is
+
+
 def test_removing_rules_tells_the_server_which(rules: Rules) -> None:
     removed: list[tuple[Fault, ...]] = []
 
