@@ -1129,7 +1129,24 @@ class _SinkPool:
                 while len(self._sinks) > _KEPT_SINKS and self._let_one_go(sink):
                     pass
                 return sink
-            if settings.port != 0 and settings.port == self.defaults.port:
+            holder = next(
+                (
+                    other
+                    for other in self._sinks.values()
+                    if settings.port != 0 and other.port == settings.port
+                ),
+                None,
+            )
+            if holder is not None:
+                # The user looked for another process: it is this run's own
+                # sink, kept for the rest of the session.
+                problem += (
+                    f" (this session's sink with other settings holds it, "
+                    f"{holder.settings.describe()}, for the rest of the run: "
+                    "give these settings another port, or leave port= out for "
+                    "a free one)"
+                )
+            elif settings.port != 0 and settings.port == self.defaults.port:
                 problem += f" (the port of {self.port_source}"
                 if self.xdist_worker:
                     problem += "; each xdist worker needs a port of its own: use 0"

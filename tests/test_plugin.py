@@ -602,6 +602,35 @@ def test_port(smtpsink_factory):
     )
 
 
+def test_a_port_the_sessions_own_sink_holds_is_said_to_be_its(
+    pytester: pytest.Pytester,
+) -> None:
+    # Two sinks of other settings asked for one port= : "Address already in
+    # use" alone, and the user looked for another process.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    pytester.makepyfile(
+        f"""
+def test_one(smtpsink_factory):
+    smtpsink_factory(port={port}, hostname="one.test")
+
+def test_two(smtpsink_factory):
+    smtpsink_factory(port={port}, hostname="two.test")
+"""
+    )
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            f"*could not start a sink: cannot listen on 127.0.0.1:{port}: * (this "
+            "session's sink with other settings holds it, *hostname='one.test'*, "
+            "for the rest of the run: give these settings another port, or leave "
+            "port= out for a free one)"
+        ]
+    )
+
+
 def test_a_taken_port_fails_the_test_with_one_sentence(
     pytester: pytest.Pytester,
 ) -> None:
