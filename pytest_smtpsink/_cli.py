@@ -53,6 +53,7 @@ from ._settings import (
     DEFAULT_HOSTNAME,
     SettingsError,
     SinkSettings,
+    one_mailbox_clash,
     parse_number,
     parse_size,
     parse_whole,
@@ -412,27 +413,19 @@ def _auth_setting(
         if len(entries) > 1:
             parser.error("argument --auth: 'any' cannot be combined with USER:PASSWORD")
         return "any"
-    from ._mailstore import normalize_user
-
     table: dict[str, str] = {}
-    mailboxes: dict[str, str] = {}  # each user's mailbox: by its key
     for entry in entries:
         user, colon, password = entry.partition(":")
         if not colon:  # checked by _auth_entry: the variable is set
             password = os.environ.get(AUTH_PASSWORD_VARIABLE, "")
         if user in table:
             parser.error(f"argument --auth: user {user!r} is given twice")
-        other = mailboxes.setdefault(normalize_user(user), user)
-        if other != user:
-            # Each password would open the one mailbox (mailbox names
-            # compare without regard to case), and a login spelt in a
-            # third case would open it with neither.
-            parser.error(
-                f"argument --auth: users {other!r} and {user!r} name one mailbox "
-                "(mailbox names compare without regard to case, needless quotes "
-                "or the domain's spelling): give it once"
-            )
         table[user] = password
+    # Here, not left to SinkSettings: without --tls, settings_from_args
+    # reads any complaint of its about auth as AUTH wanting TLS.
+    clash = one_mailbox_clash(table)
+    if clash is not None:
+        parser.error(f"argument --auth: {clash}")
     return table
 
 

@@ -14,7 +14,7 @@ import ipaddress
 import os
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -565,6 +565,8 @@ def _validate(s: SinkSettings) -> None:
                 "valid Unicode text (a lone surrogate, such as os.environ gives "
                 "for a byte that is not UTF-8), with which no login succeeds",
             )
+        clash = one_mailbox_clash(s.auth)
+        _require(clash is None, "auth", clash or "")
     else:
         _require(
             s.auth is None or s.auth == "any",
@@ -620,6 +622,25 @@ def _validate(s: SinkSettings) -> None:
             "relay_timeout",
             "is only used with relay=URL (the upstream)",
         )
+
+
+def one_mailbox_clash(users: Iterable[str]) -> str | None:
+    """What is wrong with a credentials table in which two users name one
+    mailbox (``ANN@example.com`` and ``ann@example.com``), or None: each
+    password would open it, and a login spelt in a third case would open
+    it with neither."""
+    from ._mailstore import normalize_user
+
+    seen: dict[str, str] = {}
+    for user in users:
+        other = seen.setdefault(normalize_user(user), user)
+        if other != user:
+            return (
+                f"users {other!r} and {user!r} name one mailbox (mailbox names "
+                "compare without regard to case, needless quotes or the domain's "
+                "spelling): give it once"
+            )
+    return None
 
 
 def _validate_relay(s: SinkSettings) -> None:

@@ -14,6 +14,7 @@ import imaplib
 import logging
 import os
 import poplib
+import re
 import shutil
 import smtplib
 import socket
@@ -1015,6 +1016,27 @@ def test_auth_without_tls_or_plaintext_is_refused_up_front() -> None:
     # It could never be used: AUTH is offered only over TLS by default.
     with pytest.raises(SettingsError, match=r"auth: AUTH is only offered over TLS"):
         SinkSettings(auth=USERS)
+
+
+@pytest.mark.parametrize(
+    "users",
+    [
+        ("ANN@example.com", "ann@example.com"),
+        ("ann@xn--strae-oqa.de", "ann@straße.de"),
+        ('"ann"@example.com', "ann@example.com"),
+    ],
+)
+def test_two_users_of_one_mailbox_are_refused_up_front(users: tuple[str, str]) -> None:
+    # Only the standalone sink refused them; the marker and the factory took
+    # the table, and each password opened the one POP3 and IMAP mailbox.
+    table = dict.fromkeys(users, "pw")
+    expected = (
+        f"auth: users {users[0]!r} and {users[1]!r} name one mailbox (mailbox "
+        "names compare without regard to case, needless quotes or the domain's "
+        "spelling): give it once"
+    )
+    with pytest.raises(SettingsError, match=f"^{re.escape(expected)}$"):
+        SinkSettings(auth=table, tls="starttls")
 
 
 def test_auth_plaintext_allows_auth_without_tls(smtpsink_factory: Factory) -> None:
