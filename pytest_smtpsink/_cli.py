@@ -1127,6 +1127,14 @@ def _banner(
                     else ""
                 )
             )
+        if live.hosts.any:
+            # Said in the docs only: at run time the banner was as usual.
+            lines.append(
+                "note: --http-allow-host '*' answers every Host name: a web page "
+                "you open elsewhere can read the mail here through a name of its "
+                "own (DNS rebinding); name the hosts instead where a browser can "
+                "reach the sink"
+            )
     lines.append("press Ctrl-C to stop")
     return lines
 

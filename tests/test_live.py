@@ -1103,6 +1103,9 @@ def test_http_allow_host_on_loopback_adds_names_and_nothing_else(
 
 def test_http_allow_host_star_answers_any_host(live: Callable[..., Live]) -> None:
     view = live("--allow-remote", "--http-allow-host", "*")
+    # Said at run time, not in the docs only.
+    assert view.sink.in_banner(r"^note: --http-allow-host '\*' answers every Host")
+    assert not any("allow-host" in line for line in live().sink.banner)
     assert _status_for_host(view, "evil.example") == (200, [])
     # Even a request without a Host header (HTTP/1.0), as before the check.
     with socket.create_connection(("127.0.0.1", view.http_port), TIMEOUT) as client:
