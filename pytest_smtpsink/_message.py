@@ -1007,12 +1007,14 @@ class Message:
 
     def __repr__(self) -> str:
         # Cut as summaries cut them: a 200 KB subject made a 200 KB repr,
-        # and every failure message that names the message with it.
+        # and every failure message that names the message with it. Named
+        # as the envelope's fields: "from=" and "to=" read as the headers
+        # (`from_`, `to`), and a Bcc recipient showed under "to=".
         recipients = join_shortened([repr(r) for r in self.envelope.rcpt_to])
         subject = self.subject
         return (
-            f"<Message {message_label(self)} from={self.envelope.mail_from!r} "
-            f"to=[{recipients}] "
+            f"<Message {message_label(self)} mail_from={self.envelope.mail_from!r} "
+            f"rcpt_to=[{recipients}] "
             f"subject={shorten(repr(subject), 200) if subject else repr(subject)} "
             f"size={self.size}>"
         )

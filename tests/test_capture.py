@@ -335,9 +335,25 @@ def test_a_messages_repr_is_cut_as_its_summary_is(smtpsink: Mailbox) -> None:
         client.sendmail("a@example.com", recipients, raw)
     shown = repr(smtpsink.wait_for())
     assert len(shown) < 500, shown
-    assert "to=['r0@example.com', 'r1@example.com', ... (+48 more)] " in shown
+    assert "rcpt_to=['r0@example.com', 'r1@example.com', ... (+48 more)] " in shown
     assert "subject='AAAA" in shown
     assert "... [" in shown
+
+
+def test_a_messages_repr_names_the_envelope_as_the_envelope(smtpsink: Mailbox) -> None:
+    # "from=" and "to=" read as the headers (Message.from_, Message.to): a
+    # bounce address showed as the sender, a Bcc recipient among "to".
+    with smtplib.SMTP(smtpsink.host, smtpsink.port) as client:
+        client.sendmail(
+            "bounce@example.com",
+            ["ann@example.com", "boss@example.com"],
+            b"From: app@example.com\r\nTo: ann@example.com\r\nSubject: Hi\r\n\r\nx\r\n",
+        )
+    shown = repr(smtpsink.wait_for())
+    assert (
+        " mail_from='bounce@example.com' "
+        "rcpt_to=['ann@example.com', 'boss@example.com'] subject='Hi' " in shown
+    )
 
 
 def test_a_content_type_of_many_semicolons_is_read_in_one_pass(
