@@ -67,6 +67,8 @@ class DkimResult:
     selector: str
     """The selector (``s=``)."""
     verified: bool
+    """Whether the signature verified: the body hash and the signature over
+    the signed headers match the key published for `selector`."""
     reason: str | None
     """Why it did not verify (None when it did)."""
     algorithm: str = ""

@@ -244,9 +244,16 @@ class Attachment:
     """The file name the part gives (``Content-Disposition: filename`` or
     ``Content-Type: name``), decoded; None when it gives none."""
     content_type: str
+    """The part's type without its parameters, e.g. ``"image/png"``."""
     content: bytes
+    """The decoded bytes (base64 and quoted-printable undone)."""
     content_id: str | None = None
+    """The part's ``Content-ID`` as written, angle brackets included (e.g.
+    ``"<logo@example.com>"``: an HTML part shows it as ``cid:logo@example.com``);
+    None without one."""
     disposition: str | None = None
+    """The ``Content-Disposition`` type in lower case, ``"attachment"`` or
+    ``"inline"``; None without one."""
 
     @property
     def size(self) -> int:

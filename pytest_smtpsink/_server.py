@@ -394,6 +394,7 @@ class SMTPSink(Mailbox):
 
     @property
     def running(self) -> bool:
+        """Whether the sink is serving: True from `start` until `stop`."""
         thread = self._thread
         return thread is not None and thread.is_alive()
 
