@@ -665,7 +665,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
-        "smtpsink_lint(severity=None, ignore=()): check this test's captured "
+        "smtpsink_lint(severity=None, *, ignore=()): check this test's captured "
         "mail at teardown as --smtpsink-lint does, at this severity ('off' to "
         "skip; by default the run's --smtpsink-lint level, else 'error'), "
         "leaving out the problem codes in ignore.",

@@ -1264,7 +1264,7 @@ def test_the_marker_help_names_every_setting(pytester: pytest.Pytester) -> None:
     (line,) = [
         x for x in result.outlines if x.startswith("@pytest.mark.smtpsink_lint(")
     ]
-    assert line.startswith("@pytest.mark.smtpsink_lint(severity=None, ignore=()):")
+    assert line.startswith("@pytest.mark.smtpsink_lint(severity=None, *, ignore=()):")
     assert "by default the run's --smtpsink-lint level, else 'error'" in line
 
 
