@@ -1132,8 +1132,10 @@ _N = TypeVar("_N", int, float)
 #: "1_0", full-width digits and blanks around, which a path refuses.
 _WHOLE = re.compile(r"-?[0-9]{1,18}")  # a sign: "since" says why -5 is none
 # An exponent too, as a script's float formatting may write it (1e-05).
+# As many digits as a float holds, after the point too: 0.0000000001 was
+# "not a number".
 _DECIMAL = re.compile(
-    r"-?(?:[0-9]{1,18}(?:\.[0-9]{0,9})?|\.[0-9]{1,9})(?:[eE][-+]?[0-9]{1,3})?"
+    r"-?(?:[0-9]{1,18}(?:\.[0-9]{0,18})?|\.[0-9]{1,18})(?:[eE][-+]?[0-9]{1,3})?"
 )
 
 
@@ -1487,7 +1489,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                             f"since must be a message number, 0 or more, got {since}"
                         )
                 elif name == "timeout":
-                    timeout = _number(name, value, float)
+                    # + 0.0: "-0" is 0, and was said back as "within -0 s".
+                    timeout = _number(name, value, float) + 0.0
                     if not 0 <= timeout <= MAX_WAIT:
                         raise ValueError(f"timeout must be 0 to {MAX_WAIT:g} seconds")
                 elif name == "from":

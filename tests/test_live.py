@@ -425,6 +425,13 @@ def test_wait_errors(live: Callable[..., Live]) -> None:
     }
     status, body = view.request("/api/wait?timeout=0")
     assert json.loads(body) == {"error": "no message within 0 s"}
+    # "-0" was said back as "within -0 s"; ten decimals were "not a number".
+    for timeout in ("-0", "0.0000000001"):
+        status, body = view.request(f"/api/wait?timeout={timeout}")
+        assert (status, json.loads(body)["error"]) == (
+            408,
+            "no message within 0 s" if timeout == "-0" else "no message within 1e-10 s",
+        )
     status, body = view.request("/api/wait?timeout=abc")
     assert (status, json.loads(body)) == (
         400,
