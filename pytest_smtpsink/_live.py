@@ -797,8 +797,10 @@ def live_page(listed: str, count: int, *, mailboxes: bool) -> str:
         "stopped. Trying again...</span>"
         f'<button id="delete" type="button" data-question="{_e(question)}">'
         "Delete all</button></header>"
-        f'<main><nav id="list">{listed}</nav>'
-        '<section id="view"><p class="note">Select a message.</p></section></main>'
+        # Named landmarks: a screen reader lists them by these names.
+        f'<main><nav id="list" aria-label="Messages">{listed}</nav>'
+        '<section id="view" aria-label="Message shown">'
+        '<p class="note">Select a message.</p></section></main>'
         '<script src="/app.js"></script>'
     )
     return (

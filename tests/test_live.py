@@ -204,6 +204,9 @@ def test_the_page_says_the_zone_of_its_times_and_announces_the_count(
     page = body.decode()
     assert '<span class="zone">times UTC+05:30</span>' in page
     assert '<span role="status"><span id="count">' in page
+    # Landmarks a screen reader lists by name (they had none).
+    assert '<nav id="list" aria-label="Messages">' in page
+    assert '<section id="view" aria-label="Message shown">' in page
 
 
 def test_the_page_comes_with_the_list_as_it_is(live: Callable[..., Live]) -> None:
@@ -218,7 +221,7 @@ def test_the_page_comes_with_the_list_as_it_is(live: Callable[..., Live]) -> Non
     second = view.json("/api/wait?subject=Second%20%3Cone%3E")
     page = view.request("/")[1].decode()
     assert '<span id="count">2</span>' in page
-    listed = page.split('<nav id="list">', 1)[1].split("</nav>", 1)[0]
+    listed = page.split('aria-label="Messages">', 1)[1].split("</nav>", 1)[0]
     assert listed.index("Second &lt;one&gt;") < listed.index("First")
     assert f'<a href="/messages/{second["id"]}" data-id="{second["id"]}">' in listed
 
