@@ -2104,10 +2104,12 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
             and part.get("Content-ID") is None
         )
         if is_attachment and not part.get_filename() and id(part) not in protocol:
+            # "an application/pdf", "an image/png", "an x-..." (said "ex").
+            article = "an" if content_type[:1] in "aeioux" else "a"
             yield Problem(
                 "attachment-without-filename",
                 "warning",
-                f"a {content_type} attachment without a filename; readers show "
+                f"{article} {content_type} attachment without a filename; readers show "
                 "it as 'noname' or 'ATT00001'",
                 part=path,
             )

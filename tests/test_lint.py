@@ -1936,6 +1936,34 @@ def test_pgp_mime_control_parts_need_no_filename(smtpsink: Mailbox) -> None:
     assert (problem.code, problem.part) == ("attachment-without-filename", "1.2")
 
 
+@pytest.mark.parametrize(
+    ("content_type", "said"),
+    [
+        ("application/octet-stream", "an application/octet-stream"),
+        ("image/png", "an image/png"),
+        ("audio/mpeg", "an audio/mpeg"),
+        ("video/mp4", "a video/mp4"),
+        ("font/woff2", "a font/woff2"),
+    ],
+)
+def test_an_attachment_without_a_filename_is_named_with_its_article(
+    content_type: str, said: str
+) -> None:
+    # It said "a application/octet-stream attachment" (helper-240 F6).
+    raw = (
+        HEAD
+        + (
+            f"MIME-Version: 1.0\r\nContent-Type: {content_type}\r\n"
+            "Content-Transfer-Encoding: base64\r\n\r\nQUFB\r\n"
+        ).encode()
+    )
+    [problem] = lint(raw)
+    assert problem.message == (
+        f"{said} attachment without a filename; readers show it as 'noname' "
+        "or 'ATT00001'"
+    )
+
+
 PART_WITH_UTF8_NAME = MIME_HEAD + (
     b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
     b"--b\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nhi\r\n"
