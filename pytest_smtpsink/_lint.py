@@ -1168,6 +1168,15 @@ def _not_semantically_valid(text: str, when: datetime.datetime) -> str | None:
             return "a year before 1900"
     zone = _ZONE.search(text)
     if zone is None:
+        colon = _ZONE_WITH_COLON.search(text)
+        if colon is not None:
+            # ISO 8601's "+00:00" (JavaScript, Go, PHP write it): a zone,
+            # but not as RFC 5322 writes it; readers may miss it.
+            written, sign, hours, minutes = colon.groups()
+            return (
+                f"zone {written!r}: RFC 5322 3.3 writes it "
+                f"{sign}{hours}{minutes}, without a colon"
+            )
         return "no time zone"
     if zone.group(1) is not None and int(zone.group(1)) > 59:
         return f"zone minutes {zone.group(1)}"
@@ -1196,6 +1205,8 @@ _YEAR_AFTER_MONTH = re.compile(
 #: The zone after the time: +hhmm / -hhmm, or an obsolete name ("GMT",
 #: "EST", a military letter; unknown names mean -0000).
 _ZONE = re.compile(r"[0-9]\s*(?:[+-][0-9]{2}([0-9]{2})|([A-Za-z]+))\s*\Z")
+#: An ISO 8601 zone after the time, "+01:00".
+_ZONE_WITH_COLON = re.compile(r"[0-9]\s*(([+-])([0-9]{2}):([0-9]{2}))\s*\Z")
 #: RFC 5322 4.3's obs-zone: UT, GMT, the US zones and the military letters
 #: (all but J).
 _OBSOLETE_ZONES = frozenset(

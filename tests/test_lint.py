@@ -794,6 +794,26 @@ def test_a_zone_name_rfc_5322_does_not_name_is_invalid(zone: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("zone", "written"),
+    [("+00:00", "+0000"), ("-05:30", "-0530"), ("+01:00", "+0100")],
+)
+def test_a_zone_with_a_colon_says_how_rfc_5322_writes_it(
+    zone: str, written: str
+) -> None:
+    # ISO 8601's zone, as JavaScript, Go and PHP formatters write it: the
+    # reason was "no time zone" (helper-240 F2).
+    date = f"Mon, 30 Nov 2026 19:00:00 {zone}"
+    raw = HEAD.replace(b"Mon, 30 Nov 2026 19:00:00 +0000", date.encode())
+    received = datetime.datetime(2026, 11, 30, 19, 0, tzinfo=datetime.timezone.utc)
+    [problem] = lint(raw + b"\r\nx\r\n", received_at=received)
+    assert problem.code == "invalid-date"
+    assert problem.message.startswith(
+        f"Date {date!r} is not an RFC 5322 date: zone {zone!r}: RFC 5322 3.3 "
+        f"writes it {written}, without a colon ("
+    )
+
+
+@pytest.mark.parametrize(
     "date",
     [
         "Mon, 30 Nov 26 19:00:00 +0000",  # obsolete two-digit year: 2026
