@@ -1189,6 +1189,9 @@ def _not_semantically_valid(text: str, when: datetime.datetime) -> str | None:
             "a military letter): readers may take the time as in an unknown "
             "zone (-0000)"
         )
+    wrong = _date_syntax(text)
+    if wrong is not None:
+        return wrong
     day = _DAY_NAME.match(text)
     # Three-digit (obsolete) years the stdlib does not read as 19xx.
     if day is not None and when.year >= 1900:
@@ -1196,6 +1199,69 @@ def _not_semantically_valid(text: str, when: datetime.datetime) -> str | None:
         if written != _DAY_NAMES[when.weekday()]:
             return f"{when:%d %b %Y} is a {when:%A}, not {day.group(1)}"
     return None
+
+
+def _date_syntax(text: str) -> str | None:
+    """What in a Date (its comments blanked, its zone found) is outside RFC
+    5322 3.3's grammar and 4.3's obsolete one, which the stdlib reads
+    anyway: full names, the month first, hyphens, one-digit times. None if
+    it is within them. Readers that follow the grammar, and SpamAssassin
+    (INVALID_DATE), do not take such a date."""
+    if _DATE_GRAMMAR.fullmatch(text):
+        return None
+    clock = _CLOCK.search(text)
+    before = text if clock is None else text[: clock.start()]
+    for word in re.findall(r"[A-Za-z]+", before):
+        name = word[:3].lower()
+        if len(word) > 3 and name in _MONTH_NAMES:
+            return (
+                f"month {word!r}: RFC 5322 3.3 names a month by its first three "
+                "letters (Jan ... Dec)"
+            )
+        if len(word) > 3 and name in _DAY_NAMES:
+            return (
+                f"day {word!r}: RFC 5322 3.3 names a day of the week by its "
+                "first three letters (Mon ... Sun)"
+            )
+    joined = re.search(r"[0-9A-Za-z]\s*([-/.])\s*[0-9A-Za-z]", before)
+    if joined is not None:
+        return (
+            f"the day, month and year are joined by {joined.group(1)!r}; RFC "
+            "5322 3.3 separates them with spaces ('30 Nov 2026')"
+        )
+    if _DAY_WITHOUT_COMMA.match(before):
+        return "a day of the week without the ',' RFC 5322 3.3 puts after it"
+    if _MONTH_FIRST.search(before):
+        return "the month before the day; RFC 5322 3.3 writes day month year"
+    if clock is not None and re.search(r"(?<![0-9])[0-9](?![0-9])", clock.group(0)):
+        return (
+            f"the time {clock.group(0).strip()!r}: RFC 5322 3.3 writes the hour, "
+            "minute and second with two digits each"
+        )
+    return (
+        "not [day,] day month year hh:mm[:ss] zone in the order and form RFC "
+        "5322 3.3 writes them"
+    )
+
+
+_MONTHS = "jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec"
+_MONTH_NAMES = frozenset(_MONTHS.split("|"))
+#: RFC 5322 3.3's date-time with 4.3's obsolete forms (white space around
+#: every part, two- and three-digit years), comments blanked by
+#: `uncommented`; names are case-insensitive (RFC 5234 2.3). The zone's
+#: own checks (present, minutes, a name RFC 5322 lists) come before.
+_DATE_GRAMMAR = re.compile(
+    rf"\s*(?:(?:mon|tue|wed|thu|fri|sat|sun)\s*,)?\s*[0-9]{{1,2}}\s*(?:{_MONTHS})"
+    r"\s*[0-9]{2,}\s*[0-9]{2}\s*:\s*[0-9]{2}(?:\s*:\s*[0-9]{2})?"
+    r"\s*(?:[+-][0-9]{4}|[A-Za-z]+)\s*",
+    re.IGNORECASE,
+)
+#: The time of day as written, two digits or not ("0:0:0").
+_CLOCK = re.compile(r"[0-9]{1,2}\s*:\s*[0-9]{1,2}(?:\s*:\s*[0-9]{1,2})?")
+_DAY_WITHOUT_COMMA = re.compile(
+    r"\s*(?:mon|tue|wed|thu|fri|sat|sun)\s+[0-9]", re.IGNORECASE
+)
+_MONTH_FIRST = re.compile(rf"(?:{_MONTHS})[a-z]*\s+[0-9]{{1,2}}\b", re.IGNORECASE)
 
 
 _YEAR_AFTER_MONTH = re.compile(

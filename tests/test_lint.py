@@ -794,6 +794,65 @@ def test_a_zone_name_rfc_5322_does_not_name_is_invalid(zone: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("date", "why"),
+    [
+        (
+            "Mon, 30 November 2026 19:00:00 +0000",
+            "month 'November': RFC 5322 3.3 names a month by its first three "
+            "letters (Jan ... Dec)",
+        ),
+        # (the year-before-1900 check looked for "Nov " only)
+        (
+            "Mon, 30 November 1800 19:00:00 +0000",
+            "month 'November': RFC 5322 3.3 names a month by its first three "
+            "letters (Jan ... Dec)",
+        ),
+        (
+            "Monday, 30 Nov 2026 19:00:00 +0000",
+            "day 'Monday': RFC 5322 3.3 names a day of the week by its first "
+            "three letters (Mon ... Sun)",
+        ),
+        (
+            "Mon, Nov 30 2026 19:00:00 +0000",
+            "the month before the day; RFC 5322 3.3 writes day month year",
+        ),
+        (
+            "Mon, 30-Nov-2026 19:00:00 +0000",
+            "the day, month and year are joined by '-'; RFC 5322 3.3 separates "
+            "them with spaces ('30 Nov 2026')",
+        ),
+        (
+            "Mon, 30 Nov 2026 9:0:0 +0000",
+            "the time '9:0:0': RFC 5322 3.3 writes the hour, minute and second "
+            "with two digits each",
+        ),
+        (
+            "Mon 30 Nov 2026 19:00:00 +0000",
+            "a day of the week without the ',' RFC 5322 3.3 puts after it",
+        ),
+        (
+            "Mon, 30 Nov 2026 19:00:00 +0000 GMT",
+            "not [day,] day month year hh:mm[:ss] zone in the order and form "
+            "RFC 5322 3.3 writes them",
+        ),
+    ],
+)
+def test_a_date_outside_rfc_5322s_grammar_says_what_is_wrong(
+    date: str, why: str
+) -> None:
+    # The stdlib reads each of them, so lint passed them (helper-240 F1);
+    # SpamAssassin scores them INVALID_DATE, and readers that follow RFC
+    # 5322 3.3 do not read them.
+    raw = HEAD.replace(b"Mon, 30 Nov 2026 19:00:00 +0000", date.encode())
+    received = datetime.datetime(2026, 11, 30, 19, 0, tzinfo=datetime.timezone.utc)
+    [problem] = lint(raw + b"\r\nx\r\n", received_at=received)
+    assert problem.code == "invalid-date"
+    assert problem.message.startswith(
+        f"Date {date!r} is not an RFC 5322 date: {why} (e.g. "
+    ), problem.message
+
+
+@pytest.mark.parametrize(
     ("zone", "written"),
     [("+00:00", "+0000"), ("-05:30", "-0530"), ("+01:00", "+0100")],
 )
@@ -830,6 +889,11 @@ def test_a_zone_with_a_colon_says_how_rfc_5322_writes_it(
         "Mon, 30 Nov 2026 11:00:00 PST",
         "Tue, 1 Dec 2026 04:00:00 +0900",  # the weekday of the date as written
         "Mon, 30 Nov 2026 19:00:00 +0000 (UTC)",
+        "30 Nov 2026 14:00 -0500",  # one-digit day, no seconds, no day name
+        "Tue, 1 Dec 2026 04:00 +0900",
+        "Mon, 30 Nov 2026\r\n 19:00:00 +0000",  # folded
+        "Mon, 30 Nov 2026 19:00:00 +0000 (Coordinated Universal Time)",
+        "Mon, 30 Nov 926 19:00:00 +0000",  # obsolete three-digit year: 1926
     ],
 )
 def test_valid_date_forms_are_not_flagged(date: str) -> None:
