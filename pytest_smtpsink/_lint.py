@@ -771,7 +771,7 @@ def _check_addresses(ctx: _Context) -> Iterator[Problem]:
                 ": a display name with an unquoted ',' reads as an address of "
                 f'its own; quote the name ("{comma_name}" <address>)'
             )
-        context += _misplaced_dots(bad)
+        context += _misplaced_dots(bad) or _bad_labels(bad)
         yield Problem(
             "invalid-address",
             "error",
@@ -1035,7 +1035,58 @@ def _valid_domain(domain: str, smtputf8: bool) -> bool:
         if not smtputf8:
             return False
         domain = re.sub(r"[^\x00-\x7f]", "a", domain)
-    return len(domain) <= 253 and _DOMAIN.fullmatch(domain) is not None
+    return (
+        len(domain) <= 253
+        and _DOMAIN.fullmatch(domain) is not None
+        # An IPv4 address without its brackets (RFC 5321 4.1.3), or another
+        # all-digit top-level label, which no domain has (RFC 3696 2).
+        and not domain.rpartition(".")[2].isdigit()
+    )
+
+
+def _bad_labels(address: str) -> str:
+    """Why ``address``'s domain (not a literal, ASCII) is not a host name,
+    if for its labels or its length, as RFC 5321 4.1.2 and RFC 1123 2.1
+    have them (stricter than RFC 5322's atext: mail servers go by them,
+    and DNS has no such name); else nothing. Empty labels are the dots'
+    problem (`_misplaced_dots`)."""
+    domain = address.rpartition("@")[2]
+    if "@" not in address or not re.fullmatch(rf"(?:{_ATEXT}|\.)+", domain):
+        return ""  # a literal, UTF-8, or not the address alone ("a@b.example>")
+    if _IPV4.fullmatch(domain):
+        return (
+            f": {domain!r} is an IP address, which RFC 5321 4.1.3 writes in "
+            f"brackets ([{domain}])"
+        )
+    for label in filter(None, domain.split(".")):
+        if len(label) > 63:
+            return (
+                f": its domain's label {shorten(label, 20)!r} is {len(label)} "
+                "characters; DNS allows 63 (RFC 1035 2.3.4)"
+            )
+        other = re.search(r"[^A-Za-z0-9-]", label)
+        if other is not None:
+            return (
+                f": {other.group(0)!r} in its domain's label {label!r}; a host "
+                "name's labels are letters, digits and hyphens (RFC 5321 4.1.2, "
+                "RFC 1123 2.1), though RFC 5322 allows it"
+            )
+        if label.startswith("-") or label.endswith("-"):
+            return (
+                f": its domain's label {label!r} begins or ends with a hyphen; "
+                "a host name's labels do not (RFC 5321 4.1.2, RFC 1123 2.1)"
+            )
+    top = domain.rpartition(".")[2]
+    if top.isdigit():
+        return (
+            f": its top-level label {top!r} is all digits, which none is (RFC 3696 2)"
+        )
+    if len(domain) > 253:
+        return f": its domain is {len(domain)} characters; DNS allows 253"
+    return ""
+
+
+_IPV4 = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
 
 
 def valid_message_id(value: str) -> bool:

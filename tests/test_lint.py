@@ -558,12 +558,57 @@ def test_python_quoted_printable_passes_with_the_policy_the_hint_names() -> None
             "no mail on the internet can reach (a default sender such as "
             "Django's webmaster@localhost, not set for this application?)",
         ),
+        # Not a host name (RFC 5321 4.1.2): the address alone was shown,
+        # and an IP address without brackets passed (helper-240 F5).
+        (
+            b"b@-ex.com",
+            "'b@-ex.com': its domain's label '-ex' begins or ends with a "
+            "hyphen; a host name's labels do not (RFC 5321 4.1.2, RFC 1123 2.1)",
+        ),
+        (
+            b"b@ex_ample.com",
+            "'b@ex_ample.com': '_' in its domain's label 'ex_ample'; a host "
+            "name's labels are letters, digits and hyphens (RFC 5321 4.1.2, "
+            "RFC 1123 2.1), though RFC 5322 allows it",
+        ),
+        (
+            b"b@" + b"a" * 64 + b".example",
+            f"'b@{'a' * 64}.example': its domain's label "
+            "'aaaaaaaaaaaaaaaaaaaa... [44 more characters]' is 64 characters; "
+            "DNS allows 63 (RFC 1035 2.3.4)",
+        ),
+        (
+            b"b@192.0.2.1",
+            "'b@192.0.2.1': '192.0.2.1' is an IP address, which RFC 5321 4.1.3 "
+            "writes in brackets ([192.0.2.1])",
+        ),
+        (
+            b"b@shop.123",
+            "'b@shop.123': its top-level label '123' is all digits, which none "
+            "is (RFC 3696 2)",
+        ),
     ],
 )
 def test_an_invalid_address_is_shown_as_written(written: bytes, said: str) -> None:
     raw = HEAD.replace(b"ann@example.com", written) + b"\r\nx\r\n"
     (problem,) = [p for p in lint(raw) if p.code == "invalid-address"]
     assert problem.message == f"To has an address that is not valid: {said}"
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        b"b@123.example",
+        b"b@x-1.example",
+        b"b@" + b"a" * 63 + b".example",
+        b"b@[192.0.2.1]",
+        b"b@[IPv6:2001:db8::1]",
+    ],
+)
+def test_host_names_and_address_literals_are_valid_domains(written: bytes) -> None:
+    raw = HEAD.replace(b"ann@example.com", written) + b"\r\nx\r\n"
+    received = datetime.datetime(2026, 11, 30, 19, 0, tzinfo=datetime.timezone.utc)
+    assert lint(raw, received_at=received) == []
 
 
 @pytest.mark.parametrize(
