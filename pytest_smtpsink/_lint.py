@@ -714,6 +714,26 @@ def _check_addresses(ctx: _Context) -> Iterator[Problem]:
                     header=canonical,
                 )
                 continue
+        if (
+            canonical == "From"
+            and "Sender" not in ctx.tree
+            and _GROUP_ONLY.fullmatch(re.sub(r"\r?\n", "", uncommented(text) or text))
+        ):
+            # "undisclosed:;" is fine in To; in From (RFC 6854) it names no
+            # author, and without a Sender nothing says who sent the message
+            # (an empty From, the same fault, is '(empty)' below).
+            yield Problem(
+                "invalid-address",
+                "error",
+                f"From is a group with no mailbox ({' '.join(text.split())!r}) "
+                "and there is no Sender: nothing names who wrote or sent the "
+                "message (RFC 5322 3.6.2 makes From a list of its authors' "
+                "mailboxes; RFC 6854 allows a group there for limited uses), "
+                "and DMARC needs one From address; write the author's "
+                "address, or add a Sender",
+                header=canonical,
+            )
+            continue
         run_on = addresses_without_comma(text)
         if run_on is not None:
             # Readers make one garbled address of them (Python's email

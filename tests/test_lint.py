@@ -2255,6 +2255,41 @@ def test_several_authors_need_a_sender(smtpsink: Mailbox) -> None:
     assert smtpsink.assert_sent().lint() == []
 
 
+@pytest.mark.parametrize(
+    "written", [b"undisclosed:;", b"Team: ; (nobody)", b"Team:\r\n ;"]
+)
+def test_a_from_of_an_empty_group_without_a_sender_is_invalid(
+    smtpsink: Mailbox, written: bytes
+) -> None:
+    # It passed, while an empty From was invalid-address (helper-240 F4).
+    raw = HEAD.replace(b"Shop <noreply@shop.example>", written) + b"\r\nx\r\n"
+    deliver(smtpsink, raw)
+    [problem] = smtpsink.assert_sent().lint()
+    assert (problem.code, problem.header) == ("invalid-address", "From")
+    shown = " ".join(written.decode().split())
+    assert problem.message == (
+        f"From is a group with no mailbox ({shown!r}) and there is no Sender: "
+        "nothing names who wrote or sent the message (RFC 5322 3.6.2 makes "
+        "From a list of its authors' mailboxes; RFC 6854 allows a group there "
+        "for limited uses), and DMARC needs one From address; write the "
+        "author's address, or add a Sender"
+    )
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        HEAD.replace(b"Shop <noreply@shop.example>", b"Team:;")
+        + b"Sender: noreply@shop.example\r\n",
+        HEAD.replace(b"Shop <noreply@shop.example>", b"Team: noreply@shop.example;"),
+        HEAD.replace(b"To: ann@example.com", b"To: undisclosed-recipients:;"),
+    ],
+)
+def test_a_group_with_a_sender_or_a_mailbox_or_in_to_is_fine(head: bytes) -> None:
+    received = datetime.datetime(2026, 11, 30, 19, 0, tzinfo=datetime.timezone.utc)
+    assert lint(head + b"\r\nx\r\n", received_at=received) == []
+
+
 def test_a_display_name_with_an_unquoted_comma_is_no_second_author(
     smtpsink: Mailbox,
 ) -> None:
