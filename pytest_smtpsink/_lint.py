@@ -1486,6 +1486,66 @@ _DEFECTS: dict[type[email.errors.MessageDefect], tuple[str, str]] = {
 }
 
 
+#: Defects of a multipart's own structure that leave it one part to the
+#: parser (a message's: named by no part number).
+_OWN_STRUCTURE = frozenset({"missing-boundary", "boundary-not-found"})
+
+
+def _parents(tree: Compat32Message) -> dict[int, Compat32Message]:
+    """Each part's parent, by ``id()`` of the part, in one walk."""
+    parents: dict[int, Compat32Message] = {}
+    stack = [tree]
+    while stack:
+        part = stack.pop()
+        payload = part.get_payload() if part.is_multipart() else None
+        for child in payload if isinstance(payload, list) else ():
+            if isinstance(child, Compat32Message):
+                parents[id(child)] = part
+                stack.append(child)
+    return parents
+
+
+def _boundary_not_found(
+    part: Compat32Message, parents: dict[int, Compat32Message], raw: bytes
+) -> str:
+    """Why the parser found no delimiter of ``part``'s boundary: RFC 2046
+    5.1.1 faults that make it look absent when it is written (Python reports
+    all of them as StartBoundaryNotFoundDefect)."""
+    boundary = part.get_boundary()
+    if boundary is None:
+        return _DEFECTS[email.errors.StartBoundaryNotFoundDefect][1]
+    around = parents.get(id(part))
+    while around is not None:
+        if around.get_content_maintype() == "multipart" and (
+            around.get_boundary() == boundary
+        ):
+            # The outer multipart's parser took the inner delimiters as its
+            # own: the inner one was left with none.
+            return (
+                f"the multipart has the boundary {boundary!r} of a multipart "
+                "around it, whose parser takes its delimiters as its own; RFC "
+                "2046 5.1.1 requires a boundary that does not occur in the "
+                "parts it encloses (give the inner multipart another one)"
+            )
+        around = parents.get(id(around))
+    try:
+        escaped = re.escape(boundary.encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError:
+        escaped = None
+    if escaped is not None:
+        # In the raw message: the parser stops at the closing delimiter and
+        # keeps no text of it.
+        closing = re.search(rb"^--" + escaped + rb"--[ \t]*\r?$", raw, re.MULTILINE)
+        opening = re.search(rb"^--" + escaped + rb"[ \t]*\r?$", raw, re.MULTILINE)
+        if closing is not None and opening is None:
+            return (
+                f"the multipart has its closing delimiter (--{boundary}--) "
+                "but no body part before it; RFC 2046 5.1.1 requires at least "
+                "one"
+            )
+    return _DEFECTS[email.errors.StartBoundaryNotFoundDefect][1]
+
+
 def _special_parts(tree: Compat32Message) -> tuple[dict[int, str], set[int]]:
     """Two sets of parts, by ``id()``, found in one walk of the tree:
 
@@ -2017,6 +2077,7 @@ def _first_line_not_a_header(
 
 def _check_mime(ctx: _Context) -> Iterator[Problem]:
     has_text = has_html = empty_text = False
+    parents: dict[int, Compat32Message] | None = None  # made when needed
     inside, protocol = _special_parts(ctx.tree)
     for path, part in _parts(ctx.tree):
         yield from _check_header_text(
@@ -2035,12 +2096,22 @@ def _check_mime(ctx: _Context) -> Iterator[Problem]:
             known = _DEFECTS.get(type(defect))
             if known is None:
                 continue
-            if part is ctx.tree and known[0] == "malformed-header":
+            code, said = known
+            if isinstance(defect, email.errors.StartBoundaryNotFoundDefect):
+                if parents is None:
+                    parents = _parents(ctx.tree)
+                said = _boundary_not_found(part, parents, ctx.raw)
+            if part is ctx.tree and code == "malformed-header":
                 # The message's own header: where in it, rather than "part 1".
                 line = _first_line_not_a_header(ctx.raw, type(defect))
-                yield Problem(known[0], "error", known[1], line=line)
+                yield Problem(code, "error", said, line=line)
+            elif part is ctx.tree and code in _OWN_STRUCTURE:
+                # The message's own multipart, which the parser made one part
+                # of (its parts not found): no number, as when its closing
+                # boundary is missing; its "1" would be its first part.
+                yield Problem(code, "error", said)
             else:
-                yield Problem(known[0], "error", known[1], part=path)
+                yield Problem(code, "error", said, part=path)
         yield from _check_mime_headers(part, None if part is ctx.tree else path or "1")
         container = _container(part)
         if container is not None:

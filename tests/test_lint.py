@@ -239,7 +239,8 @@ HEAD = (
             HEAD + b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed\r\n\r\nx\r\n",
             "missing-boundary",
             "error",
-            "part 1",
+            # The message's own multipart (helper-240 F3: it said "part 1").
+            "",
         ),
         (
             HEAD
@@ -960,6 +961,53 @@ def test_a_multipart_reports_the_part_path() -> None:
     assert str(problem) == (
         "error invalid-base64 (part 1.2): text/html is declared base64 but is not "
         "valid base64"
+    )
+
+
+_TEXT_PART = b"Content-Type: text/plain; charset=us-ascii\r\n\r\nhi\r\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "part", "said"),
+    [
+        (
+            b"Content-Type: multipart/mixed; boundary=XX\r\n\r\n--XX--\r\n",
+            None,
+            "the multipart has its closing delimiter (--XX--) but no body part "
+            "before it; RFC 2046 5.1.1 requires at least one",
+        ),
+        (
+            b"Content-Type: multipart/mixed; boundary=BB\r\n\r\n--BB\r\n"
+            + _TEXT_PART
+            + b"--BB\r\nContent-Type: multipart/alternative; boundary=BB\r\n\r\n"
+            b"--BB\r\n" + _TEXT_PART + b"--BB--\r\n--BB--\r\n",
+            "2",
+            "the multipart has the boundary 'BB' of a multipart around it, whose "
+            "parser takes its delimiters as its own; RFC 2046 5.1.1 requires a "
+            "boundary that does not occur in the parts it encloses (give the "
+            "inner multipart another one)",
+        ),
+        (
+            b"Content-Type: multipart/mixed; boundary=XX\r\n\r\n--YY\r\n"
+            + _TEXT_PART
+            + b"--YY--\r\n",
+            None,
+            "the multipart's boundary never appears in its body",
+        ),
+    ],
+    ids=["only-closing", "reused", "never"],
+)
+def test_a_boundary_not_found_says_why_and_where(
+    body: bytes, part: str | None, said: str
+) -> None:
+    # Each said "never appears", the first two with the boundary in plain
+    # sight, and the message's own multipart was "part 1" (helper-240 F3).
+    raw = HEAD + b"MIME-Version: 1.0\r\n" + body
+    [problem] = lint(raw)
+    assert (problem.code, problem.part, problem.message) == (
+        "boundary-not-found",
+        part,
+        said,
     )
 
 
