@@ -1187,7 +1187,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """Refuses (403) a request whose ``Host`` is not trusted
         (`HostCheck`): a page on another site that points its name at this
         address (DNS rebinding) reads nothing."""
-        why = self.server.hosts.refusal(self.headers.get("Host"))
+        given = self.headers.get_all("Host") or []
+        if len(given) > 1:
+            # The first was checked, and another may be what a proxy on the
+            # way read (RFC 9112 3.2: a 400).
+            self._refuse(http.HTTPStatus.BAD_REQUEST, "more than one Host header")
+            return True
+        # An absolute URL as the target names the host, whatever Host says
+        # (RFC 9112 3.2.2): "GET http://evil.example/ ..., Host: localhost".
+        target = urllib.parse.urlsplit(self.path)
+        host = target.netloc if target.scheme else (given[0] if given else None)
+        why = self.server.hosts.refusal(host)
         if why is not None:
             self._refuse(http.HTTPStatus.FORBIDDEN, why)
         return why is not None

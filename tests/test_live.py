@@ -755,6 +755,14 @@ def test_a_malformed_host_is_refused(live: Callable[..., Live]) -> None:
         assert _raw_get(view, b"/api/messages", host) == 403, host
     for host in (b"[::1]", b"[::1]:80", b"127.0.0.1:", b"LocalHost.:8025"):
         assert _raw_get(view, b"/api/messages", host) == 200, host
+    # Two Host headers: the first was checked (RFC 9112 3.2: a 400). An
+    # absolute URL names the host itself (3.2.2): its host was not checked.
+    assert _raw_answer(view, b"/api/messages", b"localhost\r\nHost: evil.example") == (
+        400,
+        b'{"error": "more than one Host header"}',
+    )
+    assert _raw_get(view, b"http://evil.example/api/messages", b"localhost") == 403
+    assert _raw_get(view, b"http://localhost/api/messages", b"evil.example") == 200
     view.sink.stop()
     assert view.sink.stderr_lines() == []
 
