@@ -45,6 +45,7 @@ from ._files import (
     write_message,
     write_session,
 )
+from ._mailbox import quit_after_ehlo
 from ._message import raw_summary, summary_with_relay
 from ._server import SinkError, SMTPSink, bind_errno, plain_reason
 from ._session import CONTENT_CUT_OFF, CONTENT_TIMED_OUT, said_nothing
@@ -859,6 +860,11 @@ class _Reporter:
             # Mail that was refused is often the bug: say why, briefly.
             for line in _refusals(session):
                 self.say(f"    {line}")
+            # A client that wanted STARTTLS or AUTH quits after EHLO, its
+            # own error in the application's log, not here.
+            hint = quit_after_ehlo(session, standalone=True)
+            if hint:
+                self.say(f"    hint: {hint.removeprefix('; ')}")
 
 
 #: Refused steps shown under a closed session, without --transcripts.

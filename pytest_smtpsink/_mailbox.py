@@ -1911,7 +1911,7 @@ def _undelivered_line(session: Session, hidden: Collection[str] = ()) -> str:
     refused = _refusals(session) or refused
     if refused:
         line += f"; last refusal: {shorten(' '.join(refused[-1].lines()), 200)}"
-    return line + _quit_after_ehlo(session, hidden)
+    return line + quit_after_ehlo(session, hidden)
 
 
 def _why_refused(attempt: AuthInfo, table: object) -> str:
@@ -1962,13 +1962,16 @@ def _refused_something(session: Session) -> bool:
     return bool(_refusals(session))
 
 
-def _quit_after_ehlo(session: Session, hidden: Collection[str] = ()) -> str:
+def quit_after_ehlo(
+    session: Session, hidden: Collection[str] = (), *, standalone: bool = False
+) -> str:
     """Why a client says EHLO and then only QUIT: it wanted STARTTLS or
     AUTH, and the EHLO reply did not offer it (production settings in a
     test: ``EMAIL_USE_TLS``, a user name). The client's own error is often
     swallowed (logged by the app), so this line is all the test sees. The
     last EHLO counts: one after STARTTLS (or on an implicit-TLS sink)
-    that offers no AUTH is the usual mistake with a TLS sink."""
+    that offers no AUTH is the usual mistake with a TLS sink.
+    ``standalone``: advice in the smtpsink command's words."""
     verbs = [e.command for e in session.transcript if e.command is not None]
     if "EHLO" not in verbs or not set(verbs) <= {"EHLO", "STARTTLS", *_CLEAN_UP}:
         return ""
@@ -1988,14 +1991,18 @@ def _quit_after_ehlo(session: Session, hidden: Collection[str] = ()) -> str:
     if tls_up:
         if "AUTH" in offered:
             return ""
-        lacking, advice = (
-            "AUTH",
-            "ask for a sink that offers it (auth='any', keeping its tls=)",
+        lacking = "AUTH"
+        advice = (
+            "add --auth any to the sink's options"
+            if standalone
+            else "ask for a sink that offers it (auth='any', keeping its tls=)"
         )
     else:
         lacking = "STARTTLS" if "AUTH" in offered else "STARTTLS or AUTH"
         advice = (
-            "ask for a sink that offers them "
+            "start the sink with --tls starttls --auth any"
+            if standalone
+            else "ask for a sink that offers them "
             "(@pytest.mark.smtpsink(tls='starttls', auth='any'))"
         )
     # Of a session still open, "quit" read against end=open: it may have

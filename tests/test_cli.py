@@ -957,6 +957,25 @@ def test_a_closed_session_says_what_was_refused(start: Callable[..., Sink]) -> N
     sink.stop()
 
 
+def test_a_client_that_quit_after_ehlo_is_asked_what_it_wanted(
+    start: Callable[..., Sink],
+) -> None:
+    # Django with EMAIL_USE_TLS=True against a plain sink: EHLO, QUIT, and
+    # the terminal said no more than that (the plugin's failures ask).
+    sink = start()
+    with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+        smtp.ehlo("app.example")
+        with pytest.raises(smtplib.SMTPNotSupportedError):
+            smtp.starttls()
+    sink.expect(r"session 1 closed \(quit\).*, 0 messages$")
+    assert sink.expect(r"^    hint").string == (
+        "    hint: the client quit after EHLO: did it want STARTTLS or AUTH, which "
+        "this sink does not offer? Turn TLS and login off for tests, or start the "
+        "sink with --tls starttls --auth any"
+    )
+    sink.stop()
+
+
 @stops_with_signals
 def test_quiet_prints_only_the_address_and_the_count(
     start: Callable[..., Sink],
