@@ -43,6 +43,7 @@ from ._credentials import masked
 from ._endpoint import ReadSideEndpoint
 from ._imap_fetch import (
     LastStructure,
+    MailboxEntry,
     ResponseTooLarge,
     fetch_values,
     parse_fetch_items,
@@ -444,6 +445,30 @@ class _Answered(Exception):
         super().__init__(text)
         self.status = status
         self.text = text
+
+
+class _Told:
+    """A message with the flags its session last told the client of (a
+    change another session made is told after the command): what SEARCH
+    matches, as Dovecot's searches the session's view."""
+
+    __slots__ = ("_stored", "flags")
+
+    def __init__(self, stored: StoredMessage, flags: frozenset[str]) -> None:
+        self._stored = stored
+        self.flags = flags
+
+    @property
+    def uid(self) -> int:
+        return self._stored.uid
+
+    @property
+    def internal_date(self) -> datetime.datetime:
+        return self._stored.internal_date
+
+    @property
+    def message(self) -> Message:
+        return self._stored.message
 
 
 def _keyword_order(arg: Arg | Sequence[Arg]) -> list[str]:
@@ -2274,9 +2299,30 @@ class _Connection(ReadSideConnection):
         query = parse_search(command.args, command.tag)
         # Over the messages the client knows; new mail is announced after
         # the result (by _run), as after FETCH and STORE and as on Dovecot.
-        result = search_folder(query, self._view, self._recent)
+        result = search_folder(query, self._told_view(), self._recent)
         await self._untagged(result.response(command.name))
         return f"{command.name} completed"
+
+    def _told_view(self) -> Sequence[MailboxEntry]:
+        """The session's view with the flags the client was told: another
+        session's change, told after the result, matched before it ("*
+        SEARCH 3", then "* 3 FETCH (FLAGS (\\Deleted))"), where Dovecot
+        matches what it told."""
+        view = self._view
+        if StoredMessage._flag_changes == self._flag_changes_seen:
+            # No flag changed anywhere since _send_updates told them all:
+            # no list built (nor a dict looked up) per message.
+            return view
+        known = self._known_flags
+        told: list[MailboxEntry] = []
+        for stored in view:
+            flags = known.get(stored.uid)
+            told.append(
+                stored
+                if flags is None or flags == stored.flags
+                else _Told(stored, flags)
+            )
+        return told
 
     def _format_flags(self, stored: StoredMessage, flags: frozenset[str]) -> bytes:
         """A message's FLAGS value: ``\\Recent`` where this session has it,

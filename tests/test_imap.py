@@ -3305,3 +3305,40 @@ def test_recent_follows_a_folder_through_a_rename(smtpsink: Mailbox) -> None:
         # A folder made anew under the old name has none of that state.
         smtpsink.deliver(raw_message("three"), to=USER, folder="Box")
         assert send("g STATUS Box (RECENT)")[0] == "* STATUS Box (RECENT 1)"
+
+
+def _after_another_session(
+    smtpsink: Mailbox, commands: list[str], elsewhere: list[str]
+) -> list[str]:
+    """``commands`` in a session that selected INBOX (two messages), with
+    another session running ``elsewhere`` right before the first: the
+    transcript from that command on."""
+    for subject in ("One", "Two"):
+        smtpsink.deliver(raw_message(subject), to=USER)
+    endpoint = Endpoint("imap", smtpsink.imap.host, smtpsink.imap.port)
+    other = [f"o1 LOGIN {USER} secret", "o2 SELECT INBOX", *elsewhere]
+    script = [f"L LOGIN {USER} secret", "b SELECT INBOX", *commands]
+    transcript = run(
+        script, endpoint, before={commands[0]: lambda: run(other, endpoint)}
+    )
+    return transcript[transcript.index(f"C: {commands[0]}") :]
+
+
+def test_search_goes_by_the_flags_the_session_was_told_of(smtpsink: Mailbox) -> None:
+    # Another session deleted message 2 silently: "* SEARCH 2" came before
+    # the "* 2 FETCH (FLAGS (\\Deleted))" that told the client so. Dovecot
+    # searches what it told, as the sink now does.
+    transcript = _after_another_session(
+        smtpsink,
+        ["c SEARCH DELETED", "d SEARCH DELETED"],
+        ["o3 STORE 2 +FLAGS.SILENT (\\Deleted)"],
+    )
+    assert transcript == [
+        "C: c SEARCH DELETED",
+        "S: * SEARCH",
+        "S: * 2 FETCH (FLAGS (\\Deleted \\Recent))",
+        "S: c OK SEARCH completed",
+        "C: d SEARCH DELETED",
+        "S: * SEARCH 2",
+        "S: d OK SEARCH completed",
+    ]

@@ -1897,3 +1897,29 @@ def test_a_bare_cr_in_an_envelope_field_is_a_space_as_on_dovecot(
     commands = ["c FETCH 1:* (ENVELOPE)"]
     ours = same_as_dovecot(dovecot, "bare-cr-fields", messages, commands)
     assert '(("Ann Lee" NIL "a" "x.example"))' in "\n".join(ours)
+
+
+def test_search_matches_the_flags_the_session_was_told_of_as_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    """Another session deletes message 3 and gives message 1 a keyword,
+    silently: this session's SEARCH goes by the flags it was told of (none
+    yet), as Dovecot's does, and the FETCHes that tell them come after; the
+    sink matched the new flags, and its ``* SEARCH 3`` named a message the
+    client then heard was \\Deleted only afterwards."""
+    user = "search-untold"
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX",
+        "c SEARCH OR DELETED KEYWORD $New",
+        "d SEARCH OR DELETED KEYWORD $New",
+        "e LOGOUT",
+    ]
+    stores = [
+        "o3 STORE 3 +FLAGS.SILENT (\\Deleted)",
+        "o4 STORE 1 +FLAGS.SILENT ($New)",
+    ]
+    ours = _same_but_for_recent(*_with_another_session(dovecot, user, script, stores))
+    start = ours.index("C: c SEARCH OR DELETED KEYWORD $New")
+    assert ours[start + 1] == "S: * SEARCH"
+    assert "S: * SEARCH 1 3" in ours[start + 2 :]
