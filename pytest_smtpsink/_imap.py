@@ -2223,6 +2223,10 @@ class _Connection(ReadSideConnection):
         mark_seen = sets_seen(items) and not self._read_only
         assert self._folder is not None
         keywords = self._folder.keywords
+        # A keyword new to the folder since the session's last FLAGS (another
+        # session stored it): announced right before the first response that
+        # carries flags, as Dovecot announces it, not after a FETCH naming it.
+        unannounced = not self._keywords.issuperset(keywords)
         # New mail is announced after the responses (by _run), as Dovecot
         # announces it: "1:*" names the messages the client knew of when
         # it asked, and no "* n EXISTS" comes before responses that leave
@@ -2271,6 +2275,12 @@ class _Connection(ReadSideConnection):
                 )
             if changed or "FLAGS" in kinds:
                 self._known_flags[stored.uid] = stored.flags
+                if unannounced:
+                    unannounced = False
+                    if batch:
+                        await self._send_all(batch)
+                        batch, batched = [], 0
+                    await self._send_flags(list(keywords))
             response = format_fetch(number, values)
             self._record_untagged(response)
             batch.append(response)
@@ -2413,8 +2423,9 @@ class _Connection(ReadSideConnection):
                 else:
                     stored.flags = stored.flags - flags
         self.store.mail_changed()
-        added = {f for f in flags if not f.startswith("\\")} - self._keywords
-        if mode != "-FLAGS" and added:
+        if not self._keywords.issuperset(folder.keywords):
+            # A keyword this STORE brought, or another session did (which a
+            # FETCH below may show): FLAGS first, as Dovecot sends them.
             await self._send_flags(list(folder.keywords))
         for number, stored in selected:
             known = self._known_flags.get(stored.uid)

@@ -1923,3 +1923,55 @@ def test_search_matches_the_flags_the_session_was_told_of_as_dovecot(
     start = ours.index("C: c SEARCH OR DELETED KEYWORD $New")
     assert ours[start + 1] == "S: * SEARCH"
     assert "S: * SEARCH 1 3" in ours[start + 2 :]
+
+
+def test_a_keyword_another_session_added_is_announced_before_a_fetch_shows_it(
+    dovecot: Dovecot,
+) -> None:
+    """Another session reads messages 1 and 2 and gives message 3 a keyword
+    new to the folder; this one then reads all three, which sets \\Seen on
+    message 3 only: ``* FLAGS`` announces the keyword right before the
+    first response that carries flags (message 3's), as Dovecot announces
+    it. The sink sent it after the FETCH that named the keyword. (Dovecot
+    then tells message 3's flags once more: compared up to its response.)"""
+    user = "keyword-before-fetch"
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX",
+        "c FETCH 1:3 (BODY[TEXT])",
+        "d LOGOUT",
+    ]
+    stores = ["o3 STORE 1:2 +FLAGS (\\Seen)", "o4 STORE 3 +FLAGS ($New)"]
+
+    def fetched(transcript: list[str]) -> list[str]:
+        lines = masked(transcript, capabilities=True, text=True)
+        start = lines.index("C: c FETCH 1:3 (BODY[TEXT])")
+        end = lines.index("S: * 3 FETCH (FLAGS (\\Seen \\Recent $New) BODY[TEXT] {7}")
+        return lines[start:end]
+
+    ours, theirs = map(fetched, _with_another_session(dovecot, user, script, stores))
+    assert ours == theirs
+    assert ours[-2:] == [
+        "S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $New)",
+        "S: * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $New"
+        " \\*)] <text>",
+    ]
+
+
+def test_a_store_announces_a_keyword_another_session_added_first_as_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    """Another session gives message 1 a keyword new to the folder; this
+    one stores \\Seen on it: FLAGS and PERMANENTFLAGS come before the
+    FETCH that shows the keyword, as on Dovecot; the sink sent them after."""
+    user = "keyword-before-store"
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX",
+        "c STORE 1 +FLAGS (\\Seen)",
+        "d LOGOUT",
+    ]
+    stores = ["o3 STORE 1 +FLAGS ($New)"]
+    ours = _same_but_for_recent(*_with_another_session(dovecot, user, script, stores))
+    start = ours.index("C: c STORE 1 +FLAGS (\\Seen)")
+    assert ours[start + 3] == "S: * 1 FETCH (FLAGS (\\Seen \\Recent $New))"
