@@ -592,6 +592,11 @@ class _Connection(ReadSideConnection):
         # that are \Recent for this session.
         self._view: list[StoredMessage] = []
         self._known_flags: dict[int, frozenset[str]] = {}
+        #: The UIDNEXT the session was told of (at SELECT, then by EXISTS).
+        self._uidnext = 0
+        #: The command's untagged updates wait for the next command (a STATUS
+        #: of the selected folder, as on Dovecot): see _run.
+        self._updates_held = False
         #: `StoredMessage._flag_changes` when `_send_updates` last compared.
         self._flag_changes_seen = -1
         #: The MIME tree of the message this session fetched last.
@@ -1345,7 +1350,10 @@ class _Connection(ReadSideConnection):
             self._after_sasl = True
         if text is None:  # the handler answered (LOGOUT, IDLE)
             return
-        if self.state == "selected":
+        held, self._updates_held = self._updates_held, False
+        if self.state == "selected" and status != "BAD" and not held:
+            # Not with a BAD, as on Dovecot: "* 5 EXISTS" came before a BAD
+            # whose text said the folder had 4 messages.
             await self._send_updates(
                 expunge=name not in _NO_EXPUNGE, by_uid=name.startswith("UID ")
             )
@@ -1611,6 +1619,7 @@ class _Connection(ReadSideConnection):
         self._read_only = read_only
         self._view = view
         self._known_flags = {s.uid: s.flags for s in view}
+        self._uidnext = uidnext
         self._recent = recent
         self.state = "selected"
         await self._send_flags(list(folder.keywords))
@@ -1827,24 +1836,41 @@ class _Connection(ReadSideConnection):
             folder = self._folder_named(name)
             if folder is None:
                 raise _no_such_folder(name)
-            messages = list(folder.messages)
-            key = (self.generation, folder.serial)
-            claimed = self.server.recent_claims.get(key, 0)
-            # Mail this session took as \Recent when it selected the folder
-            # is recent to it still (as SELECT and FETCH FLAGS said).
-            mine = self._recent if folder is self._folder else set()
-            values = {
-                "MESSAGES": len(messages),
-                "RECENT": sum(1 for s in messages if s.uid > claimed or s.uid in mine),
-                "UIDNEXT": folder.uidnext,
-                "UIDVALIDITY": folder.uidvalidity,
-                "UNSEEN": sum(1 for s in messages if _SEEN not in s.flags),
-            }
+            if folder is self._folder:
+                # The selected folder as the session was told of it, with
+                # no updates (RFC 3501 6.3.10 says not to ask, and a client
+                # that does would compare the two), as Dovecot answers: its
+                # counts said 4 messages before "* 4 EXISTS" told of one.
+                self._updates_held = True
+                values = {
+                    "MESSAGES": len(self._view),
+                    "RECENT": len(self._recent),
+                    "UIDNEXT": self._uidnext,
+                    "UIDVALIDITY": folder.uidvalidity,
+                    "UNSEEN": sum(1 for s in self._told_view() if _SEEN not in s.flags),
+                }
+            else:
+                messages = list(folder.messages)
+                key = (self.generation, folder.serial)
+                claimed = self.server.recent_claims.get(key, 0)
+                values = {
+                    "MESSAGES": len(messages),
+                    "RECENT": sum(1 for s in messages if s.uid > claimed),
+                    "UIDNEXT": folder.uidnext,
+                    "UIDVALIDITY": folder.uidvalidity,
+                    "UNSEEN": sum(1 for s in messages if _SEEN not in s.flags),
+                }
         items = " ".join(f"{item} {values[item]}" for item in wanted)
         # The name as the client wrote it ("inbox"), as Dovecot answers: a
         # client that finds its answer by the name it sent found none.
         asked = astring_out(astring(command.args[0], command.tag))
         await self._untagged(b"* STATUS " + asked + f" ({items})\r\n".encode())
+        if self._updates_held:
+            # RFC 5530's code, as Dovecot's: the client asked what it knows.
+            return (
+                "[CLIENTBUG] STATUS of the selected folder completed: counted "
+                "as this session was told (NOOP tells what changed)"
+            )
         return "STATUS completed"
 
     def _append_head(
@@ -2109,6 +2135,7 @@ class _Connection(ReadSideConnection):
                     out.append(format_fetch(number, items))
         if new:
             self._view.extend(new)
+            self._uidnext = max(self._uidnext, new[-1].uid + 1)
             self._recent.update(s.uid for s in new if s.uid > claimed)
             for stored in new:
                 self._known_flags[stored.uid] = stored.flags

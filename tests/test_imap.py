@@ -546,6 +546,9 @@ def test_uidnext_moves_only_when_the_folder_gets_mail(smtpsink: Mailbox) -> None
         client.select("INBOX")
 
         def uidnext() -> int:
+            # STATUS of the selected folder counts what the session was
+            # told, as on Dovecot: NOOP tells it first.
+            client.noop()
             _, data = client.status("INBOX", "(UIDNEXT)")
             return int(re.findall(rb"UIDNEXT (\d+)", data[0])[0])
 
@@ -3341,4 +3344,38 @@ def test_search_goes_by_the_flags_the_session_was_told_of(smtpsink: Mailbox) -> 
         "C: d SEARCH DELETED",
         "S: * SEARCH 2",
         "S: d OK SEARCH completed",
+    ]
+
+
+def test_a_bad_and_a_status_of_the_selected_folder_tell_no_news(
+    smtpsink: Mailbox,
+) -> None:
+    # Mail came: a BAD said "* 3 EXISTS", then "the folder has 2 messages";
+    # STATUS said MESSAGES 3, then "* 3 EXISTS". Neither tells news now, as
+    # on Dovecot: both answer as the session was told, and NOOP tells it.
+    def deliver() -> None:
+        smtpsink.deliver(raw_message("Three"), to=USER)
+
+    for subject in ("One", "Two"):
+        smtpsink.deliver(raw_message(subject), to=USER)
+    endpoint = Endpoint("imap", smtpsink.imap.host, smtpsink.imap.port)
+    script = [
+        f"L LOGIN {USER} secret",
+        "b SELECT INBOX",
+        "c FETCH 9 (FLAGS)",
+        "d STATUS INBOX (MESSAGES UNSEEN)",
+        "e NOOP",
+    ]
+    transcript = run(script, endpoint, before={"c FETCH 9 (FLAGS)": deliver})
+    assert transcript[transcript.index("C: c FETCH 9 (FLAGS)") :] == [
+        "C: c FETCH 9 (FLAGS)",
+        "S: c BAD Invalid message sequence number: 9 (the folder has 2 messages)",
+        "C: d STATUS INBOX (MESSAGES UNSEEN)",
+        "S: * STATUS INBOX (MESSAGES 2 UNSEEN 2)",
+        "S: d OK [CLIENTBUG] STATUS of the selected folder completed: counted as"
+        " this session was told (NOOP tells what changed)",
+        "C: e NOOP",
+        "S: * 3 EXISTS",
+        "S: * 3 RECENT",
+        "S: e OK NOOP completed",
     ]

@@ -1975,3 +1975,70 @@ def test_a_store_announces_a_keyword_another_session_added_first_as_dovecot(
     ours = _same_but_for_recent(*_with_another_session(dovecot, user, script, stores))
     start = ours.index("C: c STORE 1 +FLAGS (\\Seen)")
     assert ours[start + 3] == "S: * 1 FETCH (FLAGS (\\Seen \\Recent $New))"
+
+
+def test_status_of_the_selected_folder_counts_what_it_was_told_as_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    """Another session reads message 1 and appends a message; this one then
+    asks STATUS of the folder it has selected: the counts are those it was
+    told (3 messages, 3 unseen), with no updates, as Dovecot answers; the
+    sink counted the folder as it was (4 messages) and then sent ``* 4
+    EXISTS``, the news after the count that already held it."""
+    user = "status-selected-told"
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX",
+        "c STATUS INBOX (MESSAGES RECENT UIDNEXT UNSEEN)",
+        "d NOOP",
+        "e STATUS INBOX (MESSAGES RECENT UIDNEXT UNSEEN)",
+        "f LOGOUT",
+    ]
+    appended = "Subject: app\r\n\r\nx\r\n"
+    stores = [
+        "o3 STORE 1 +FLAGS (\\Seen)",
+        f"o4 APPEND INBOX {{{len(appended)}+}}\r\n{appended}",
+    ]
+    ours = _same_but_for_recent(*_with_another_session(dovecot, user, script, stores))
+    start = ours.index("C: c STATUS INBOX (MESSAGES RECENT UIDNEXT UNSEEN)")
+    assert ours[start + 1 : start + 4] == [
+        "S: * STATUS INBOX (MESSAGES 3 RECENT 3 UIDNEXT 4 UNSEEN 3)",
+        "S: c OK [CLIENTBUG] <text>",
+        "C: d NOOP",
+    ]
+    assert "S: * STATUS INBOX (MESSAGES 4 RECENT 3 UIDNEXT 5 UNSEEN 3)" in ours
+
+
+def test_a_bad_command_carries_no_updates_as_on_dovecot(dovecot: Dovecot) -> None:
+    """Another session reads message 1 and appends a message; this one then
+    sends a FETCH of a message past the end, a STORE of \\Recent and a
+    SEARCH with an unknown key: each ``BAD`` comes alone, and the news at
+    the next command, as on Dovecot. The sink sent ``* 4 EXISTS`` with the
+    first, whose text then said the folder had 3 messages."""
+    user = "bad-no-updates"
+    script = [
+        f"a LOGIN {user} x",
+        "b SELECT INBOX",
+        "c FETCH 9 (FLAGS)",
+        "d STORE 1 +FLAGS (\\Recent)",
+        "e SEARCH FOO",
+        "f NOOP",
+        "g LOGOUT",
+    ]
+    appended = "Subject: app\r\n\r\nx\r\n"
+    stores = [
+        "o3 STORE 1 +FLAGS (\\Seen)",
+        f"o4 APPEND INBOX {{{len(appended)}+}}\r\n{appended}",
+    ]
+    ours = _same_but_for_recent(*_with_another_session(dovecot, user, script, stores))
+    start = ours.index("C: c FETCH 9 (FLAGS)")
+    assert ours[start : start + 7] == [
+        "C: c FETCH 9 (FLAGS)",
+        "S: c BAD <text>",
+        "C: d STORE 1 +FLAGS (\\Recent)",
+        "S: d BAD <text>",
+        "C: e SEARCH FOO",
+        "S: e BAD <text>",
+        "C: f NOOP",
+    ]
+    assert "S: * 4 EXISTS" in ours[start:]
