@@ -2319,10 +2319,13 @@ class _Connection(ReadSideConnection):
             await self._send_all(batch)
         if mark_seen:
             self.store.mail_changed()
-        gone = self._expunged_elsewhere(selected)
+        gone = self._expunged_elsewhere(selected, by_uid)
         if gone:
             # Served all the same (the sink still has them, RFC 2180 4.1.1;
-            # Dovecot answers their bodies NIL), with Dovecot's code.
+            # Dovecot answers their bodies NIL), with Dovecot's code (RFC
+            # 5530: another session expunged). Dovecot gives it for what its
+            # index could not answer (a body, not FLAGS or UID), by UID too;
+            # the sink for any item: the client learns its data is stale.
             return f"[EXPUNGEISSUED] {command.name} completed; {gone}"
         return f"{command.name} completed"
 
@@ -2477,19 +2480,28 @@ class _Connection(ReadSideConnection):
             await self._untagged(format_fetch(number, values))
         return f"{command.name} completed"
 
-    def _expunged_elsewhere(self, selected: Sequence[tuple[int, StoredMessage]]) -> str:
+    def _expunged_elsewhere(
+        self, selected: Sequence[tuple[int, StoredMessage]], by_uid: bool
+    ) -> str:
         """Which of ``selected`` another session expunged (this one still
-        numbers them until it may say so), as a sentence; "" if none."""
+        numbers them until it may say so), as a sentence; "" if none. By
+        UID after a UID command: its ``* 1 EXPUNGE`` comes before the
+        completion, and "message 1" then named the message after it."""
         folder = self._folder
         assert folder is not None
         with self.mail.lock:
             present = {id(s) for s in folder.messages}
-        gone = [number for number, stored in selected if id(stored) not in present]
+        gone = [
+            stored.uid if by_uid else number
+            for number, stored in selected
+            if id(stored) not in present
+        ]
         if not gone:
             return ""
         shown = ", ".join(str(n) for n in gone[:5]) + (", ..." if len(gone) > 5 else "")
+        what = ("UID", "UIDs") if by_uid else ("message", "messages")
         return (
-            f"{'message' if len(gone) == 1 else 'messages'} {shown} "
+            f"{what[0] if len(gone) == 1 else what[1]} {shown} "
             f"{'was' if len(gone) == 1 else 'were'} expunged by another session"
         )
 
@@ -2507,7 +2519,7 @@ class _Connection(ReadSideConnection):
                 raise _no_such_folder(name, "TRYCREATE")
             source = self._folder
             assert source is not None
-            gone = self._expunged_elsewhere(selected)
+            gone = self._expunged_elsewhere(selected, by_uid)
             if gone:
                 # All or nothing, as on Dovecot (RFC 3501: a COPY that fails
                 # leaves the target as it was).

@@ -3379,3 +3379,43 @@ def test_a_bad_and_a_status_of_the_selected_folder_tell_no_news(
         "S: * 3 RECENT",
         "S: e OK NOOP completed",
     ]
+
+
+def test_a_uid_fetch_of_mail_expunged_elsewhere_names_it_by_its_uid(
+    smtpsink: Mailbox,
+) -> None:
+    # UID FETCH sends the "* 1 EXPUNGE" before its completion (RFC 3501
+    # 7.4.1 lets it), so "message 1 was expunged" named, by then, the
+    # message after it; a sequence FETCH, which may not, still says message.
+    for subject in ("One", "Two"):
+        smtpsink.deliver(raw_message(subject), to=USER)
+    endpoint = Endpoint("imap", smtpsink.imap.host, smtpsink.imap.port)
+    reader = [f"L LOGIN {USER} secret", "b SELECT INBOX", "c FETCH 1 (UID)"]
+    script = [*reader, "d UID FETCH 1:* (FLAGS)"]
+
+    def expunge_first() -> None:
+        run(
+            [
+                f"o1 LOGIN {USER} secret",
+                "o2 SELECT INBOX",
+                "o3 STORE 1 +FLAGS.SILENT (\\Deleted)",
+                "o4 EXPUNGE",
+            ],
+            endpoint,
+        )
+
+    transcript = run(script, endpoint, before={"c FETCH 1 (UID)": expunge_first})
+    start = transcript.index("C: c FETCH 1 (UID)")
+    told = re.fullmatch(r"S: \* 1 FETCH \(UID (\d+)\)", transcript[start + 1])
+    assert told is not None
+    uid = int(told[1])
+    assert transcript[start + 2] == (
+        "S: c OK [EXPUNGEISSUED] FETCH completed; message 1 was expunged by "
+        "another session"
+    )
+    fetched = transcript[transcript.index("C: d UID FETCH 1:* (FLAGS)") :]
+    assert "S: * 1 EXPUNGE" in fetched
+    assert fetched[-1] == (
+        f"S: d OK [EXPUNGEISSUED] UID FETCH completed; UID {uid} was expunged by "
+        "another session"
+    )

@@ -1094,6 +1094,7 @@ def test_a_bare_cr_is_bad_and_named_as_on_dovecot(dovecot: Dovecot) -> None:
 #: still numbers it, RFC 3501 7.4.1), then STATUS of the target folder.
 EXPUNGED_ELSEWHERE = [
     "x FETCH 1:2 (FLAGS BODY.PEEK[HEADER])",
+    "x UID FETCH 1:2 (FLAGS BODY.PEEK[HEADER])",
     "x STORE 1:2 +FLAGS (\\Seen)",
     "x COPY 1:2 Other",
     "x COPY 1 Other",
@@ -1128,7 +1129,8 @@ def test_copy_of_a_message_expunged_elsewhere_is_no_expungeissued_as_on_dovecot(
     nothing (RFC 3501: a failed COPY leaves the target as it was), as on
     Dovecot; FETCH completes with ``OK [EXPUNGEISSUED]`` (Dovecot answers
     its body NIL, the sink, which still has it, its bytes, as RFC 2180
-    4.1.1 allows); STORE completes with a plain ``OK``."""
+    4.1.1 allows), UID FETCH too (after the ``* 1 EXPUNGE`` it may send);
+    STORE completes with a plain ``OK``."""
     ours: list[list[str]] = []
     theirs: list[list[str]] = []
     for number, command in enumerate(EXPUNGED_ELSEWHERE):
@@ -1162,6 +1164,8 @@ def test_copy_of_a_message_expunged_elsewhere_is_no_expungeissued_as_on_dovecot(
     ]
     fetched = ours[0]
     assert any(line.startswith("S: x OK [EXPUNGEISSUED] ") for line in fetched)
+    assert "S: * 1 EXPUNGE" in ours[1]
+    assert outcome(ours[1])[1] == "S: x OK [EXPUNGEISSUED] <text>"
 
 
 def _with_new_mail(
