@@ -2070,8 +2070,9 @@ class _Connection(ReadSideConnection):
         EXPUNGE (only when ``expunge``), EXISTS and RECENT, FETCH FLAGS,
         with the message's UID after a UID command (``by_uid``): RFC 3501
         6.4.8 asks it of "any FETCH response caused by a UID command", and
-        Dovecot gives it to the other sessions' changes too (a client that
-        sent UID commands only may know the message by its UID only)."""
+        a client that sent UID commands only may know the message by its
+        UID only. Dovecot gives it to the other sessions' changes after a
+        UID STORE alone (docs/reading.rst: kept on purpose)."""
         folder = self._folder
         if folder is None:
             return

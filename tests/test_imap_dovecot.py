@@ -2046,3 +2046,28 @@ def test_a_bad_command_carries_no_updates_as_on_dovecot(dovecot: Dovecot) -> Non
         "C: f NOOP",
     ]
     assert "S: * 4 EXISTS" in ours[start:]
+
+
+def test_uid_fetch_and_search_tell_other_sessions_changes_with_uids_unlike_dovecot(
+    dovecot: Dovecot,
+) -> None:
+    """Kept on purpose (docs/reading.rst): after UID FETCH, UID SEARCH or a
+    .SILENT UID STORE, another session's flag changes are told with their
+    UIDs (RFC 3501 6.4.8); Dovecot gives the UID after a UID STORE only.
+    The transcripts are otherwise the same."""
+    user = "uid-others"
+    stores = ["o3 STORE 1,3 +FLAGS (\\Flagged)"]
+    for number, command in enumerate(
+        [
+            "c UID FETCH 2 (FLAGS)",
+            "c UID SEARCH ALL",
+            "c UID STORE 2 +FLAGS.SILENT (\\Seen)",
+        ]
+    ):
+        script = [f"a LOGIN {user}{number} x", "b SELECT INBOX", command, "d LOGOUT"]
+        ours, theirs = _with_another_session(dovecot, f"{user}{number}", script, stores)
+        told = "S: * 3 FETCH (UID 3 FLAGS (\\Flagged \\Recent))"
+        assert told in ours
+        assert told not in theirs
+        extra = [(r"^\* (\d+) FETCH \(UID \d+ FLAGS", r"* \1 FETCH (FLAGS")]
+        _same_but_for_recent(ours, theirs, extra)
