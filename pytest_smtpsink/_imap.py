@@ -2123,7 +2123,10 @@ class _Connection(ReadSideConnection):
         # coming in made each IDLE session compare its whole folder.
         known_flags = self._known_flags
         if flag_changes != self._flag_changes_seen:
-            self._flag_changes_seen = flag_changes
+            if present is None or expunge:
+                # Else a message expunged elsewhere, still numbered, keeps
+                # flags untold: SEARCH (_told_view) must not take them as told.
+                self._flag_changes_seen = flag_changes
             for number, stored in enumerate(self._view, 1):
                 flags = stored.flags
                 if known_flags.get(stored.uid) != flags and (

@@ -3347,6 +3347,26 @@ def test_search_goes_by_the_flags_the_session_was_told_of(smtpsink: Mailbox) -> 
     ]
 
 
+def test_search_leaves_out_untold_flags_of_mail_expunged_elsewhere(
+    smtpsink: Mailbox,
+) -> None:
+    # FETCH may not say "* 1 EXPUNGE" (RFC 3501 7.4.1), nor did it tell the
+    # message's \\Deleted: SEARCH DELETED then still found message 1.
+    transcript = _after_another_session(
+        smtpsink,
+        ["c FETCH 2 (FLAGS)", "d SEARCH DELETED", "e NOOP"],
+        ["o3 STORE 1 +FLAGS.SILENT (\\Deleted)", "o4 EXPUNGE"],
+    )
+    start = transcript.index("C: d SEARCH DELETED")
+    assert transcript[start : start + 5] == [
+        "C: d SEARCH DELETED",
+        "S: * SEARCH",
+        "S: d OK SEARCH completed",
+        "C: e NOOP",
+        "S: * 1 EXPUNGE",
+    ]
+
+
 def test_a_bad_and_a_status_of_the_selected_folder_tell_no_news(
     smtpsink: Mailbox,
 ) -> None:
