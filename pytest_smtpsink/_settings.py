@@ -565,7 +565,7 @@ def _validate(s: SinkSettings) -> None:
                 "valid Unicode text (a lone surrogate, such as os.environ gives "
                 "for a byte that is not UTF-8), with which no login succeeds",
             )
-        clash = one_mailbox_clash(s.auth)
+        clash = one_mailbox_clash(s.auth, s.recipient_delimiter)
         _require(clash is None, "auth", clash or "")
     else:
         _require(
@@ -624,16 +624,17 @@ def _validate(s: SinkSettings) -> None:
         )
 
 
-def one_mailbox_clash(users: Iterable[str]) -> str | None:
+def one_mailbox_clash(users: Iterable[str], delimiter: str | None = None) -> str | None:
     """What is wrong with a credentials table in which two users name one
-    mailbox (``ANN@example.com`` and ``ann@example.com``), or None: each
+    mailbox (``ANN@example.com`` and ``ann@example.com``; ``ann+a@`` and
+    ``ann+b@`` with the `recipient_delimiter` ``"+"``), or None: each
     password would open it, and a login spelt in a third case would open
     it with neither."""
     from ._mailstore import normalize_user
 
     seen: dict[str, str] = {}
     for user in users:
-        other = seen.setdefault(normalize_user(user), user)
+        other = seen.setdefault(normalize_user(user, delimiter), user)
         if other != user:
             return (
                 f"users {other!r} and {user!r} name one mailbox (mailbox names "

@@ -1039,6 +1039,15 @@ def test_two_users_of_one_mailbox_are_refused_up_front(users: tuple[str, str]) -
         SinkSettings(auth=table, tls="starttls")
 
 
+def test_two_users_of_one_mailbox_by_its_delimiter_are_refused_up_front() -> None:
+    # With recipient_delimiter="+", ann+a@ logged in to ann@'s mailbox, and
+    # so did ann+b@ with the other password.
+    table = {"ann+a@example.com": "a", "ann+b@example.com": "b"}
+    with pytest.raises(SettingsError, match=r"^auth: users 'ann\+a@example\.com' and"):
+        SinkSettings(auth=table, tls="starttls", recipient_delimiter="+")
+    assert SinkSettings(auth=table, tls="starttls").auth == table
+
+
 def test_auth_plaintext_allows_auth_without_tls(smtpsink_factory: Factory) -> None:
     sink = smtpsink_factory(auth=USERS, auth_plaintext=True, auth_required=True)
     with smtplib.SMTP(sink.host, sink.port) as client:
