@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import ipaddress
 import time
@@ -1122,6 +1123,8 @@ class _SinkPool:
                 sink.start()
             except SinkError as error:
                 problem = str(error)
+                cause = error.__cause__
+                in_use = isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE
             else:
                 self._sinks[settings] = sink
                 # As many as it takes: after a test that used more than
@@ -1133,18 +1136,20 @@ class _SinkPool:
                 (
                     other
                     for other in self._sinks.values()
-                    if settings.port != 0 and other.port == settings.port
+                    if in_use
+                    and other.port == settings.port
+                    and other.settings.host == settings.host
                 ),
                 None,
             )
             if holder is not None:
                 # The user looked for another process: it is this run's own
                 # sink, kept for the rest of the session.
+                held = holder.settings.describe() or "the default settings"
                 problem += (
                     f" (this session's sink with other settings holds it, "
-                    f"{holder.settings.describe()}, for the rest of the run: "
-                    "give these settings another port, or leave port= out for "
-                    "a free one)"
+                    f"{held}, for the rest of the run: give these settings "
+                    "another port, or leave port= out for a free one)"
                 )
             elif settings.port != 0 and settings.port == self.defaults.port:
                 problem += f" (the port of {self.port_source}"

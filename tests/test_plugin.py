@@ -617,18 +617,29 @@ def test_one(smtpsink_factory):
 
 def test_two(smtpsink_factory):
     smtpsink_factory(port={port}, hostname="two.test")
+
+def test_default(smtpsink, smtpsink_factory):
+    smtpsink_factory(port=smtpsink.port, hostname="three.test")
+
+def test_elsewhere(smtpsink_factory):
+    # Not this port's holder: an address this machine does not have.
+    smtpsink_factory(port={port}, host="192.0.2.1", allow_remote=True)
 """
     )
     result = pytester.runpytest("-p", "no:xdist")
-    result.assert_outcomes(passed=1, failed=1)
+    result.assert_outcomes(passed=1, failed=3)
     result.stdout.fnmatch_lines(
         [
             f"*could not start a sink: cannot listen on 127.0.0.1:{port}: * (this "
             "session's sink with other settings holds it, *hostname='one.test'*, "
             "for the rest of the run: give these settings another port, or leave "
-            "port= out for a free one)"
+            "port= out for a free one)",
+            "*(this session's sink with other settings holds it, the default "
+            "settings, for the rest of the run: *",
+            f"*could not start a sink: cannot listen on 192.0.2.1:{port}: *",
         ]
     )
+    assert str(result.stdout).count("this session's sink") == 2
 
 
 def test_a_taken_port_fails_the_test_with_one_sentence(
