@@ -287,7 +287,7 @@ def _check_match(stage: str, match: Any) -> None:
         import ipaddress
 
         try:
-            ipaddress.ip_address(match.strip())
+            address = str(ipaddress.ip_address(match.strip()))
         except ValueError:
             # "localhost": a client connects from an address, never from a
             # name, so the rule never fired.
@@ -296,6 +296,12 @@ def _check_match(stage: str, match: Any) -> None:
                 "matched by its client's (e.g. '127.0.0.1'): give the address, or "
                 "a compiled regex"
             ) from None
+        if address != match.strip().lower():
+            # "0::1": the client's address is compared as written, "::1".
+            raise FaultError(
+                f"{stage}: match={match!r} never equals a client's address as "
+                f"written: write it {address!r}"
+            )
     if (
         isinstance(match, str)
         and stage not in _NAME_STAGES

@@ -323,6 +323,15 @@ def test_a_connect_match_that_is_no_ip_address_is_an_error(
     assert rules.faults == ()
     rules.fail(stage, 421, match="::1")
     rules.fail(stage, 421, match=" 127.0.0.1 ")
+    # Compared as written: "0::1" never equalled the client's "::1".
+    with pytest.raises(
+        FaultError,
+        match=re.escape(
+            f"{stage}: match='0::1' never equals a client's address as written: "
+            "write it '::1'"
+        ),
+    ):
+        rules.fail(stage, 421, match="0::1")
     rules.fail(stage, 421, match=re.compile("localhost"))  # a regex: as it is
 
 
