@@ -505,7 +505,10 @@ document.getElementById("resume").addEventListener("click", () => {
   refresh();
 });
 listen();
-refresh();
+// The page came with the list (the stream's opening asks again, for what
+// came between): only what draw() adds to it.
+list.dataset.count = list.querySelectorAll("li.item").length;
+applyFilter();
 if (named() !== null) show(named());
 """
 
