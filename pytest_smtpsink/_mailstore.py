@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
-from ._text import unicode_domain
+from ._text import normalize_user
 
 if TYPE_CHECKING:
     from ._message import Message
@@ -158,58 +158,6 @@ def normalize_flags(flags: Iterable[str], *, in_a_test: bool = False) -> frozens
         else:
             result.append(flag)
     return frozenset(result) if result else _NO_FLAGS
-
-
-def normalize_user(address: str, delimiter: str | None = None) -> str:
-    """The mailbox key of an address: without ``<>`` and surrounding space,
-    case-insensitive as a whole (``Ann@Example.COM`` is ``ann@example.com``),
-    and, with a ``delimiter`` such as ``"+"``, without the ``+detail`` part
-    of the local part. A domain's A-labels are read as Unicode
-    (``ann@xn--strae-oqa.de`` is ``ann@straße.de``)."""
-    user = address.strip()
-    if user.startswith("<") and user.endswith(">"):
-        user = user[1:-1].strip()
-    # lower(), not casefold(): that one also makes straße strasse, two
-    # addresses, and so two recipients, of one mailbox.
-    user = user.lower()
-    local, at, domain = user.rpartition("@")
-    if not at:
-        return _without_detail(user, delimiter)
-    local = _needed_quotes(local)
-    return f"{_without_detail(local, delimiter)}@{unicode_domain(domain)}"
-
-
-#: What a local part cannot hold unquoted but for dots (Python's email
-#: parser, which reads the sink's SMTP addresses, quotes it for these).
-_NEEDS_QUOTES = frozenset('()<>@,:;\\"[] \t')
-_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
-
-
-def _needed_quotes(local: str) -> str:
-    """``local`` without quotes that it does not need: ``"ann"`` is
-    ``ann``, as over SMTP (RFC 5322 3.4.1: the same local part), where
-    ``"ann smith"`` keeps them. Quotes it needs are written as SMTP's
-    envelope writes them, escaping only a quote and a backslash:
-    ``"a\\ b"`` is ``"a b"``."""
-    if len(local) < 2 or not (local.startswith('"') and local.endswith('"')):
-        return local
-    inner = _QUOTED_PAIR.sub(r"\1", local[1:-1])
-    if not inner:
-        return local
-    if _NEEDS_QUOTES.intersection(inner):
-        return '"' + inner.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return inner
-
-
-def _without_detail(local: str, delimiter: str | None) -> str:
-    """``local`` without its ``+detail``: not when nothing would be left
-    (``+ann`` and ``+bob`` would share a mailbox; nor does Postfix cut it),
-    and not a quoted local part (``"ann+x y"``: cut inside its quotes it was
-    no address; kept whole, where Postfix cuts its unquoted form)."""
-    if not delimiter or local.startswith('"'):
-        return local
-    base = local.split(delimiter, 1)[0]
-    return base if base else local
 
 
 def wire_bytes(raw: bytes) -> bytes:

@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from ._credentials import has_utf8_form
-from ._text import close_names, meant, shown_argument, shown_number
+from ._text import close_names, meant, normalize_user, shown_argument, shown_number
 
 if TYPE_CHECKING:
     # Imported where used: pytest loads this module for the plugin in every
@@ -630,8 +630,6 @@ def one_mailbox_clash(users: Iterable[str], delimiter: str | None = None) -> str
     ``ann+b@`` with the `recipient_delimiter` ``"+"``), or None: each
     password would open it, and a login spelt in a third case would open
     it with neither."""
-    from ._mailstore import normalize_user
-
     seen: dict[str, str] = {}
     for user in users:
         other = seen.setdefault(normalize_user(user, delimiter), user)
