@@ -2319,6 +2319,10 @@ class _Connection(ReadSideConnection):
             if batched >= _WRITE_BATCH:
                 await self._send_all(batch)
                 batch, batched = [], 0
+                # Another session ran meanwhile, and may have added a keyword
+                # (to the folder's list, which `keywords` is) that the next
+                # responses carry: announced before them too.
+                unannounced = unannounced or not self._keywords.issuperset(keywords)
         if batch:
             await self._send_all(batch)
         if mark_seen:

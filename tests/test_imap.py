@@ -3439,3 +3439,44 @@ def test_a_uid_fetch_of_mail_expunged_elsewhere_names_it_by_its_uid(
         f"S: d OK [EXPUNGEISSUED] UID FETCH completed; UID {uid} was expunged by "
         "another session"
     )
+
+
+def test_a_keyword_another_session_adds_during_a_long_fetch_is_announced_first(
+    smtpsink: Mailbox,
+) -> None:
+    # The FETCH looked for new keywords once, as it began: one stored while
+    # its responses waited for a slow client went out in "* 600 FETCH
+    # (FLAGS ($late ...))" before the "* FLAGS" that announces it, which
+    # Dovecot sends first.
+    # Three times what the server's socket may buffer (4 MB here), so that
+    # the last responses wait in the server while the other session runs.
+    try:
+        buffered = int(
+            pathlib.Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2]
+        )
+    except (OSError, ValueError, IndexError):
+        buffered = 4 * 2**20
+    count = max(600, 3 * buffered // 20_000)
+    for number in range(count):
+        smtpsink.deliver(b"Subject: m%d\r\n\r\n" % number + b"y" * 20_000, to=USER)
+    client = slow_reader()
+    with client, client.makefile("rb") as replies:
+        client.connect(imap_address(smtpsink))
+        replies.readline()
+        client.sendall(f"a LOGIN {USER} pw\r\nb SELECT INBOX\r\n".encode())
+        while not replies.readline().startswith(b"b OK"):
+            pass
+        client.sendall(b"f FETCH 1:* (FLAGS BODY.PEEK[])\r\n")
+        assert replies.readline().startswith(b"* 1 FETCH (FLAGS (")
+        # The rest waits in the server for this client to read on.
+        with login(smtpsink) as other:
+            other.select("INBOX")
+            assert other.store(str(count), "+FLAGS.SILENT", "($late)")[0] == "OK"
+        told: list[bytes] = []
+        while not (line := replies.readline()).startswith(b"f OK"):
+            if line.startswith((b"* FLAGS", b"* %d FETCH" % count)):
+                told.append(line.rstrip().partition(b" BODY[")[0])
+    assert told == [
+        b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $late)",
+        b"* %d FETCH (FLAGS (\\Recent $late)" % count,
+    ]
