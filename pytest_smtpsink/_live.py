@@ -1199,7 +1199,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         # An absolute URL as the target names the host, whatever Host says
         # (RFC 9112 3.2.2): "GET http://evil.example/ ..., Host: localhost".
         target = urllib.parse.urlsplit(self.path)
-        host = target.netloc if target.scheme else (given[0] if given else None)
+        absolute = target.scheme and target.netloc  # not "http:/api/..."
+        host = target.netloc if absolute else (given[0] if given else None)
         why = self.server.hosts.refusal(host)
         if why is not None:
             self._refuse(http.HTTPStatus.FORBIDDEN, why)
