@@ -1074,6 +1074,9 @@ def _bad_labels(address: str) -> str:
     if "@" not in address or not re.fullmatch(rf"(?:{_ATEXT}|\.)+", domain):
         return ""  # a literal, UTF-8, or not the address alone ("a@b.example>")
     if _IPV4.fullmatch(domain):
+        if any(int(part) > 255 for part in domain.split(".")):
+            # Not an address ("999.999.999.999"), and no host name either.
+            return f": {domain!r} is neither a host name nor an IPv4 address"
         return (
             f": {domain!r} is an IP address, which RFC 5321 4.1.3 writes in "
             f"brackets ([{domain}])"

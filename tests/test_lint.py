@@ -588,6 +588,12 @@ def test_python_quoted_printable_passes_with_the_policy_the_hint_names() -> None
             "'b@shop.123': its top-level label '123' is all digits, which none "
             "is (RFC 3696 2)",
         ),
+        # Written as an IPv4 address, and none: it was called one.
+        (
+            b"b@999.999.999.999",
+            "'b@999.999.999.999': '999.999.999.999' is neither a host name nor "
+            "an IPv4 address",
+        ),
     ],
 )
 def test_an_invalid_address_is_shown_as_written(written: bytes, said: str) -> None:
