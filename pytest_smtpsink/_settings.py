@@ -14,7 +14,7 @@ import ipaddress
 import os
 import re
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -624,20 +624,31 @@ def _validate(s: SinkSettings) -> None:
         )
 
 
-def one_mailbox_clash(users: Iterable[str], delimiter: str | None = None) -> str | None:
+def one_mailbox_clash(
+    table: Mapping[str, str], delimiter: str | None = None
+) -> str | None:
     """What is wrong with a credentials table in which two users name one
     mailbox (``ANN@example.com`` and ``ann@example.com``; ``ann+a@`` and
     ``ann+b@`` with the `recipient_delimiter` ``"+"``), or None: each
     password would open it, and a login spelt in a third case would open
-    it with neither."""
+    it with neither. A user name that holds its password (a token used as
+    both, as `shown_setting` hides it) or is another user's password in
+    another case is shown as ``'****'``."""
+    passwords = {password.lower() for password in table.values() if password}
+
+    def shown(user: str) -> str:
+        own = table[user]
+        hidden = (own and own in user) or user.lower() in passwords
+        return "'****'" if hidden else repr(user)
+
     seen: dict[str, str] = {}
-    for user in users:
+    for user in table:
         other = seen.setdefault(normalize_user(user, delimiter), user)
         if other != user:
             return (
-                f"users {other!r} and {user!r} name one mailbox (mailbox names "
-                "compare without regard to case, needless quotes or the domain's "
-                "spelling): give it once"
+                f"users {shown(other)} and {shown(user)} name one mailbox (mailbox "
+                "names compare without regard to case, needless quotes or the "
+                "domain's spelling): give it once"
             )
     return None
 

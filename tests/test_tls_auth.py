@@ -1042,10 +1042,21 @@ def test_two_users_of_one_mailbox_are_refused_up_front(users: tuple[str, str]) -
 def test_two_users_of_one_mailbox_by_its_delimiter_are_refused_up_front() -> None:
     # With recipient_delimiter="+", ann+a@ logged in to ann@'s mailbox, and
     # so did ann+b@ with the other password.
-    table = {"ann+a@example.com": "a", "ann+b@example.com": "b"}
+    table = {"ann+a@example.com": "pw-one", "ann+b@example.com": "pw-two"}
     with pytest.raises(SettingsError, match=r"^auth: users 'ann\+a@example\.com' and"):
         SinkSettings(auth=table, tls="starttls", recipient_delimiter="+")
     assert SinkSettings(auth=table, tls="starttls").auth == table
+
+
+def test_a_token_user_of_one_mailbox_is_not_named_in_the_refusal() -> None:
+    # A service's token used as user name and password, given twice in
+    # two cases: the refusal printed it, where the settings' repr shows
+    # such a user as '****'.
+    table = {"tok-A1b2": "tok-A1b2", "TOK-A1B2": "x"}
+    with pytest.raises(SettingsError) as refused:
+        SinkSettings(auth=table, tls="starttls")
+    assert "a1b2" not in str(refused.value).lower()
+    assert str(refused.value).startswith("auth: users '****' and '****' name one")
 
 
 def test_auth_plaintext_allows_auth_without_tls(smtpsink_factory: Factory) -> None:
