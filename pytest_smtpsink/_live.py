@@ -1198,7 +1198,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return True
         # An absolute URL as the target names the host, whatever Host says
         # (RFC 9112 3.2.2): "GET http://evil.example/ ..., Host: localhost".
-        target = urllib.parse.urlsplit(self.path)
+        try:
+            target = urllib.parse.urlsplit(self.path)
+        except ValueError:  # "http://[::1/": a bracket not closed
+            self._refuse(http.HTTPStatus.BAD_REQUEST, "malformed request target")
+            return True
         absolute = target.scheme and target.netloc  # not "http:/api/..."
         host = target.netloc if absolute else (given[0] if given else None)
         why = self.server.hosts.refusal(host)

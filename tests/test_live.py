@@ -766,6 +766,11 @@ def test_a_malformed_host_is_refused(live: Callable[..., Live]) -> None:
     # A scheme with no host is no absolute URL: its Host is the one (it was
     # "Host '' is malformed").
     assert _raw_get(view, b"http:/api/messages", b"localhost") == 200
+    # A bracket not closed: a traceback on the terminal and no answer.
+    assert _raw_answer(view, b"http://[::1/", b"localhost") == (
+        400,
+        b'{"error": "malformed request target"}',
+    )
     view.sink.stop()
     assert view.sink.stderr_lines() == []
 
