@@ -296,7 +296,7 @@ def _check_match(stage: str, match: Any) -> None:
                 "matched by its client's (e.g. '127.0.0.1'): give the address, or "
                 "a compiled regex"
             ) from None
-        if address != match.strip().lower():
+        if address.lower() != match.strip().lower():  # compared without case
             # "0::1": the client's address is compared as written, "::1".
             raise FaultError(
                 f"{stage}: match={match!r} never equals a client's address as "

@@ -332,6 +332,8 @@ def test_a_connect_match_that_is_no_ip_address_is_an_error(
         ),
     ):
         rules.fail(stage, 421, match="0::1")
+    # A zone is compared without case, as the rest is.
+    rules.fail(stage, 421, match="fe80::1%Eth0")
     rules.fail(stage, 421, match=re.compile("localhost"))  # a regex: as it is
 
 
