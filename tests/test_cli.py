@@ -1531,7 +1531,7 @@ def test_stopping_says_it_waits_for_the_relay(start: Callable[..., Sink]) -> Non
         ),
         # One mailbox, two passwords: each opened it.
         (
-            ["--auth", "ANN@example.com:a", "--auth", "ann@example.com:b"],
+            ["--auth", "ANN@example.com:pw-one", "--auth", "ann@example.com:pw-two"],
             "argument --auth: users 'ANN@example.com' and 'ann@example.com' name "
             "one mailbox (mailbox names compare without regard to case, needless "
             "quotes or the domain's spelling): give it once",
