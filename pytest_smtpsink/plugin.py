@@ -1114,7 +1114,7 @@ class _SinkPool:
             # A fixed port given by option belongs to the default sink; sinks
             # with other settings take free ports.
             settings = settings.replace(port=0)
-        from ._server import SinkError, SMTPSink
+        from ._server import SinkError, SMTPSink, bind_errno
 
         sink = self._sinks.get(settings)
         if sink is None:
@@ -1124,7 +1124,7 @@ class _SinkPool:
             except SinkError as error:
                 problem = str(error)
                 cause = error.__cause__
-                in_use = isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE
+                in_use = cause is not None and bind_errno(cause) == errno.EADDRINUSE
             else:
                 self._sinks[settings] = sink
                 # As many as it takes: after a test that used more than
