@@ -370,6 +370,12 @@ class SinkSettings:
         return ", ".join(parts)
 
 
+def _holds_password(user: object, password: object) -> bool:
+    """Whether a user name holds its own password (a service's token used
+    as both): then the name is shown as ``****`` too."""
+    return bool(password) and str(password) in str(user)
+
+
 def shown_setting(name: str, value: object) -> str:
     """A setting's value as reports show it: no password of ``auth`` (nor
     a user name that holds its own password, as a service's token used as
@@ -378,8 +384,7 @@ def shown_setting(name: str, value: object) -> str:
         return (
             "{"
             + ", ".join(
-                f"{'****' if password and str(password) in str(user) else user!r}: "
-                "'***'"
+                f"{'****' if _holds_password(user, password) else user!r}: '***'"
                 for user, password in value.items()
             )
             + "}"
@@ -637,8 +642,7 @@ def one_mailbox_clash(
     passwords = {password.lower() for password in table.values() if password}
 
     def shown(user: str) -> str:
-        own = table[user]
-        hidden = (own and own in user) or user.lower() in passwords
+        hidden = _holds_password(user, table[user]) or user.lower() in passwords
         return "'****'" if hidden else repr(user)
 
     seen: dict[str, str] = {}
